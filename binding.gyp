@@ -1,0 +1,19 @@
+{
+  "targets": [
+    {
+      "target_name": "fdbridge",
+      "sources": [
+        "native/addon.cc",
+        "native/fd_ops.cc",
+        "native/scm_rights.cc",
+        "native/sock_ops.cc",
+        "native/unix_socket.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"],
+      "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
+      "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    }
+  ]
+}

@@ -1,0 +1,688 @@
+// Node-API exports and the per-environment cleanup hook; nothing else. All the
+// POSIX work lives in fd_ops, sock_ops, scm_rights and unix_socket.
+//
+// Errors: failures are turned into JS errors by a factory that src/native.ts
+// registers with init(), so every error the addon raises is already one of the
+// typed fdbridge errors: makeError(kind, errno, syscall, details).
+#include <napi.h>
+#include <uv.h>
+
+#include <errno.h>
+#include <math.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+
+#include <cstring>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "fd_ops.h"
+#include "scm_rights.h"
+#include "sock_ops.h"
+#include "unix_socket.h"
+
+namespace fdbridge {
+namespace {
+
+class SocketWrap;
+
+struct InstanceData {
+  Napi::FunctionReference make_error;
+  Napi::FunctionReference socket_ctor;
+  std::unordered_set<SocketWrap*> sockets;
+  napi_async_cleanup_hook_handle cleanup_handle = nullptr;
+  size_t closing = 0;
+};
+
+InstanceData* Data(Napi::Env env) { return env.GetInstanceData<InstanceData>(); }
+
+// kind: "system" (errno/syscall), "eof", "truncated".
+Napi::Value MakeError(Napi::Env env, const char* kind, int neg_errno, const char* syscall,
+                      Napi::Object details) {
+  InstanceData* data = Data(env);
+  if (data != nullptr && !data->make_error.IsEmpty()) {
+    return data->make_error.Call({Napi::String::New(env, kind), Napi::Number::New(env, neg_errno),
+                                  Napi::String::New(env, syscall), details});
+  }
+  // init() was not called: still give a usable error.
+  std::string msg = std::string(syscall) + " failed: " + (neg_errno < 0 ? strerror(-neg_errno) : kind);
+  Napi::Error e = Napi::Error::New(env, msg);
+  e.Set("errno", Napi::Number::New(env, neg_errno));
+  e.Set("syscall", Napi::String::New(env, syscall));
+  return e.Value();
+}
+
+Napi::Value SystemError(Napi::Env env, int neg_errno, const char* syscall) {
+  return MakeError(env, "system", neg_errno, syscall, Napi::Object::New(env));
+}
+
+[[noreturn]] void ThrowSystem(Napi::Env env, int neg_errno, const char* syscall) {
+  throw Napi::Error(env, SystemError(env, neg_errno, syscall));
+}
+
+int CheckFdResult(Napi::Env env, int r, const char* syscall) {
+  if (r < 0) ThrowSystem(env, r, syscall);
+  return r;
+}
+
+int ArgInt(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (i >= info.Length() || !info[i].IsNumber()) {
+    throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a number");
+  }
+  double v = info[i].As<Napi::Number>().DoubleValue();
+  if (!(v == floor(v)) || v < -2147483648.0 || v > 2147483647.0) {
+    throw Napi::RangeError::New(info.Env(), std::string(what) + " must be a 32-bit integer");
+  }
+  return static_cast<int>(v);
+}
+
+int ArgFd(const Napi::CallbackInfo& info, size_t i) {
+  int fd = ArgInt(info, i, "fd");
+  if (fd < 0) throw Napi::RangeError::New(info.Env(), "fd must be >= 0");
+  return fd;
+}
+
+int ArgSockType(const Napi::CallbackInfo& info, size_t i) {
+  int t = ArgInt(info, i, "type");
+  if (t != SOCK_STREAM && t != SOCK_DGRAM && t != SOCK_SEQPACKET) {
+    throw Napi::RangeError::New(info.Env(), "type must be SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET");
+  }
+  return t;
+}
+
+// Reads an array of fds (numbers) into `out`, validating shape only; the
+// kernel (or dup) validates that each one is open.
+void ArgFdList(const Napi::CallbackInfo& info, size_t i, std::vector<int>* out) {
+  out->clear();
+  if (i >= info.Length() || info[i].IsUndefined() || info[i].IsNull()) return;
+  if (!info[i].IsArray()) throw Napi::TypeError::New(info.Env(), "fds must be an array of numbers");
+  Napi::Array arr = info[i].As<Napi::Array>();
+  uint32_t n = arr.Length();
+  if (n > kMaxFdsPerMessage) {
+    throw Napi::RangeError::New(info.Env(), "at most 253 fds (SCM_MAX_FD) fit in one message");
+  }
+  out->reserve(n);
+  for (uint32_t k = 0; k < n; k++) {
+    Napi::Value v = arr.Get(k);
+    if (!v.IsNumber()) throw Napi::TypeError::New(info.Env(), "fds must be an array of numbers");
+    double d = v.As<Napi::Number>().DoubleValue();
+    if (!(d == floor(d)) || d < -1 || d > 2147483647.0) {
+      throw Napi::RangeError::New(info.Env(), "each fd must be an integer");
+    }
+    out->push_back(static_cast<int>(d));
+  }
+}
+
+void ArgBytes(const Napi::CallbackInfo& info, size_t i, const char** data, size_t* len) {
+  if (i >= info.Length() || !info[i].IsTypedArray()) {
+    throw Napi::TypeError::New(info.Env(), "data must be a Uint8Array or Buffer");
+  }
+  Napi::TypedArray ta = info[i].As<Napi::TypedArray>();
+  if (ta.TypedArrayType() != napi_uint8_array) {
+    throw Napi::TypeError::New(info.Env(), "data must be a Uint8Array or Buffer");
+  }
+  Napi::Uint8Array u8 = ta.As<Napi::Uint8Array>();
+  *data = reinterpret_cast<const char*>(u8.Data());
+  *len = u8.ByteLength();
+}
+
+std::string ArgName(const Napi::CallbackInfo& info, size_t i) {
+  if (i >= info.Length() || !info[i].IsString()) {
+    throw Napi::TypeError::New(info.Env(), "name must be a string");
+  }
+  return info[i].As<Napi::String>().Utf8Value();
+}
+
+Napi::Array FdArray(Napi::Env env, const int* fds, size_t n) {
+  Napi::Array arr = Napi::Array::New(env, n);
+  for (size_t i = 0; i < n; i++) arr.Set(static_cast<uint32_t>(i), Napi::Number::New(env, fds[i]));
+  return arr;
+}
+
+Napi::Value ReceiveError(Napi::Env env, const RecvResult& r, const char* syscall) {
+  Napi::Object details = Napi::Object::New(env);
+  switch (r.status) {
+    case RecvStatus::kEof:
+      return MakeError(env, "eof", 0, syscall, details);
+    case RecvStatus::kCtrunc:
+    case RecvStatus::kTrunc:
+      details.Set("what", Napi::String::New(env, r.status == RecvStatus::kCtrunc ? "control" : "data"));
+      details.Set("fdsClosed", Napi::Number::New(env, static_cast<double>(r.fds_closed)));
+      details.Set("bytes", Napi::Number::New(env, static_cast<double>(r.bytes)));
+      return MakeError(env, "truncated", 0, syscall, details);
+    default:
+      return SystemError(env, r.err, syscall);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Socket: new Socket(fd, type, { maxFds, bufferSize }, onMessage, onAccept)
+//   onMessage(err, data?: Buffer, fds?: number[])
+//   onAccept(err, fd?: number)
+// The JS object is held strongly from construction until close(): a socket is
+// released by closing it, never by garbage collection.
+
+class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Delegate {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Socket",
+                       {
+                           InstanceMethod<&SocketWrap::Send>("send"),
+                           InstanceMethod<&SocketWrap::StartReading>("startReading"),
+                           InstanceMethod<&SocketWrap::StopReading>("stopReading"),
+                           InstanceMethod<&SocketWrap::StartAccepting>("startAccepting"),
+                           InstanceMethod<&SocketWrap::StopAccepting>("stopAccepting"),
+                           InstanceMethod<&SocketWrap::RefHandle>("ref"),
+                           InstanceMethod<&SocketWrap::UnrefHandle>("unref"),
+                           InstanceMethod<&SocketWrap::CloseMethod>("close"),
+                           InstanceAccessor<&SocketWrap::GetFd>("fd"),
+                           InstanceAccessor<&SocketWrap::GetQueued>("queuedSends"),
+                       });
+  }
+
+  explicit SocketWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SocketWrap>(info) {
+    Napi::Env env = info.Env();
+    int fd = ArgFd(info, 0);
+    int type = ArgSockType(info, 1);
+    size_t max_fds = kMaxFdsPerMessage;
+    size_t buffer_size = 64 * 1024;
+    if (info.Length() > 2 && info[2].IsObject()) {
+      Napi::Object opts = info[2].As<Napi::Object>();
+      Napi::Value mf = opts.Get("maxFds");
+      if (mf.IsNumber()) {
+        int64_t v = mf.As<Napi::Number>().Int64Value();
+        if (v < 0 || v > static_cast<int64_t>(kMaxFdsPerMessage)) {
+          throw Napi::RangeError::New(env, "maxFds must be between 0 and 253");
+        }
+        max_fds = static_cast<size_t>(v);
+      }
+      Napi::Value bs = opts.Get("bufferSize");
+      if (bs.IsNumber()) {
+        int64_t v = bs.As<Napi::Number>().Int64Value();
+        if (v < 1 || v > 64 * 1024 * 1024) {
+          throw Napi::RangeError::New(env, "bufferSize must be between 1 and 64 MiB");
+        }
+        buffer_size = static_cast<size_t>(v);
+      }
+    }
+    if (info.Length() > 3 && info[3].IsFunction()) on_message_ = Napi::Persistent(info[3].As<Napi::Function>());
+    if (info.Length() > 4 && info[4].IsFunction()) on_accept_ = Napi::Persistent(info[4].As<Napi::Function>());
+    uv_loop_t* loop = nullptr;
+    if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
+      throw Napi::Error::New(env, "Socket: no event loop");
+    }
+    int err = 0;
+    core_ = UnixSocket::Create(loop, fd, type, max_fds, buffer_size, this, &err);
+    if (core_ == nullptr) ThrowSystem(env, err, "uv_poll_init");
+    async_context_ = std::make_unique<Napi::AsyncContext>(env, "FdbridgeSocket", Value());
+    Data(env)->sockets.insert(this);
+    Ref();  // strong until close()
+  }
+
+  ~SocketWrap() override {
+    // Only reached after close() or at environment teardown (the object is
+    // strongly referenced while open); the cleanup hook has detached core_.
+    if (core_ != nullptr) Detach(nullptr, nullptr);
+  }
+
+  // Closes the socket. Called by close() and by the cleanup hook.
+  void Detach(void (*on_freed)(void*), void* arg) {
+    if (core_ == nullptr) {
+      return;
+    }
+    UnixSocket* core = core_;
+    core_ = nullptr;
+    InstanceData* data = Data(Env());
+    if (data != nullptr) data->sockets.erase(this);
+    // Queued sends fail with ECANCELED through OnSendComplete while core is
+    // closing; deliver those before dropping the callbacks. At environment
+    // teardown (on_freed set) JS can no longer run: drop them unheard.
+    if (on_freed != nullptr) send_callbacks_.clear();
+    closing_ = true;
+    core->Close(on_freed, arg);
+    closing_ = false;
+    send_callbacks_.clear();
+  }
+
+  void ReleaseJsRef() {
+    if (!released_) {
+      released_ = true;
+      Unref();
+    }
+  }
+
+ private:
+  UnixSocket* Core(Napi::Env env, const char* what) {
+    if (core_ == nullptr) {
+      throw Napi::Error(env, SystemError(env, -EBADF, what));
+    }
+    return core_;
+  }
+
+  // send(data, fds?, callback?) -> 0 sent now | 1 queued (callback(err|null) later)
+  Napi::Value Send(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const char* data;
+    size_t len;
+    ArgBytes(info, 0, &data, &len);
+    std::vector<int>& fds = scratch_fds_;
+    ArgFdList(info, 1, &fds);
+    UnixSocket* core = Core(env, "sendmsg");
+    uint32_t id = next_send_id_++;
+    int r = core->Send(data, len, fds.data(), fds.size(), id);
+    if (r < 0) {
+      if (r == -EINVAL && core->type() == SOCK_STREAM && len == 0 && !fds.empty()) {
+        throw Napi::RangeError::New(env, "a STREAM send of 0 bytes cannot carry fds: Linux would drop them");
+      }
+      ThrowSystem(env, r, "sendmsg");
+    }
+    if (r == 1 && info.Length() > 2 && info[2].IsFunction()) {
+      send_callbacks_.emplace(id, Napi::Persistent(info[2].As<Napi::Function>()));
+    }
+    return Napi::Number::New(env, r);
+  }
+
+  Napi::Value StartReading(const Napi::CallbackInfo& info) {
+    Core(info.Env(), "recvmsg")->StartReading();
+    return info.Env().Undefined();
+  }
+  Napi::Value StopReading(const Napi::CallbackInfo& info) {
+    if (core_ != nullptr) core_->StopReading();
+    return info.Env().Undefined();
+  }
+  Napi::Value StartAccepting(const Napi::CallbackInfo& info) {
+    Core(info.Env(), "accept4")->StartAccepting();
+    return info.Env().Undefined();
+  }
+  Napi::Value StopAccepting(const Napi::CallbackInfo& info) {
+    if (core_ != nullptr) core_->StopAccepting();
+    return info.Env().Undefined();
+  }
+  Napi::Value RefHandle(const Napi::CallbackInfo& info) {
+    if (core_ != nullptr) core_->Ref();
+    return info.Env().Undefined();
+  }
+  Napi::Value UnrefHandle(const Napi::CallbackInfo& info) {
+    if (core_ != nullptr) core_->Unref();
+    return info.Env().Undefined();
+  }
+  Napi::Value CloseMethod(const Napi::CallbackInfo& info) {
+    Detach(nullptr, nullptr);
+    ReleaseJsRef();
+    return info.Env().Undefined();
+  }
+  Napi::Value GetFd(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), core_ != nullptr ? core_->fd() : -1);
+  }
+  Napi::Value GetQueued(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), core_ != nullptr ? static_cast<double>(core_->queued_sends()) : 0);
+  }
+
+  // Calls a JS callback as an event-loop callback (microtasks run after it);
+  // an exception it throws becomes an uncaught exception, as for any event.
+  void Emit(Napi::FunctionReference& fn, const std::initializer_list<napi_value>& args) {
+    Napi::Env env = Env();
+    try {
+      fn.MakeCallback(Value(), args, *async_context_);
+    } catch (const Napi::Error& e) {
+      napi_fatal_exception(env, e.Value());
+    }
+  }
+
+  void OnMessage(const char* data, size_t len, const int* fds, size_t nfds) override {
+    Napi::Env env = Env();
+    if (on_message_.IsEmpty()) {
+      for (size_t i = 0; i < nfds; i++) FdClose(fds[i]);
+      return;
+    }
+    Napi::HandleScope scope(env);
+    napi_value buf;
+    napi_value arr;
+    try {
+      buf = Napi::Buffer<char>::Copy(env, data, len);
+      arr = FdArray(env, fds, nfds);
+    } catch (const Napi::Error& e) {
+      // Could not build the arguments: the fds would reach nobody.
+      for (size_t i = 0; i < nfds; i++) FdClose(fds[i]);
+      napi_fatal_exception(env, e.Value());
+      return;
+    }
+    Emit(on_message_, {env.Null(), buf, arr});
+  }
+
+  void OnReceiveError(const RecvResult& r) override {
+    Napi::Env env = Env();
+    if (on_message_.IsEmpty()) return;
+    Napi::HandleScope scope(env);
+    Emit(on_message_, {ReceiveError(env, r, "recvmsg")});
+  }
+
+  void OnAccept(int fd, int err) override {
+    Napi::Env env = Env();
+    if (on_accept_.IsEmpty()) {
+      if (fd >= 0) FdClose(fd);
+      return;
+    }
+    Napi::HandleScope scope(env);
+    if (fd < 0) {
+      Emit(on_accept_, {SystemError(env, err, "accept4")});
+    } else {
+      Emit(on_accept_, {env.Null(), Napi::Number::New(env, fd)});
+    }
+  }
+
+  void OnSendComplete(uint32_t id, int err) override {
+    auto it = send_callbacks_.find(id);
+    if (it == send_callbacks_.end()) return;
+    Napi::FunctionReference fn = std::move(it->second);
+    send_callbacks_.erase(it);
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    napi_value arg = err == 0 ? env.Null() : SystemError(env, err, "sendmsg");
+    if (closing_) {
+      // Inside close(): called from JS already, so a plain call suffices.
+      try {
+        fn.Call({arg});
+      } catch (const Napi::Error& e) {
+        napi_fatal_exception(env, e.Value());
+      }
+    } else {
+      Emit(fn, {arg});
+    }
+  }
+
+  UnixSocket* core_ = nullptr;
+  bool released_ = false;
+  bool closing_ = false;
+  uint32_t next_send_id_ = 1;
+  std::vector<int> scratch_fds_;
+  Napi::FunctionReference on_message_;
+  Napi::FunctionReference on_accept_;
+  std::unordered_map<uint32_t, Napi::FunctionReference> send_callbacks_;
+  std::unique_ptr<Napi::AsyncContext> async_context_;
+};
+
+// ---------------------------------------------------------------------------
+// Environment teardown (a worker thread exiting, or the process): close every
+// socket still open, and let Node wait until libuv has closed the poll handles
+// (a worker's loop may not be closed with live handles).
+
+void OnSocketFreedDuringCleanup(void* arg) {
+  InstanceData* data = static_cast<InstanceData*>(arg);
+  if (--data->closing == 0 && data->cleanup_handle != nullptr) {
+    napi_async_cleanup_hook_handle h = data->cleanup_handle;
+    data->cleanup_handle = nullptr;
+    napi_remove_async_cleanup_hook(h);
+  }
+}
+
+void AsyncCleanup(napi_async_cleanup_hook_handle handle, void* arg) {
+  InstanceData* data = static_cast<InstanceData*>(arg);
+  std::vector<SocketWrap*> open(data->sockets.begin(), data->sockets.end());
+  data->closing = open.size();
+  if (open.empty()) {
+    data->cleanup_handle = nullptr;
+    napi_remove_async_cleanup_hook(handle);
+    return;
+  }
+  for (SocketWrap* s : open) s->Detach(OnSocketFreedDuringCleanup, data);
+}
+
+// ---------------------------------------------------------------------------
+// Plain functions.
+
+Napi::Value Init(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsFunction()) throw Napi::TypeError::New(info.Env(), "init(makeError)");
+  Data(info.Env())->make_error = Napi::Persistent(info[0].As<Napi::Function>());
+  return info.Env().Undefined();
+}
+
+Napi::Value SocketPair(const Napi::CallbackInfo& info) {
+  int type = ArgSockType(info, 0);
+  int sv[2];
+  CheckFdResult(info.Env(), SockPair(type, sv), "socketpair");
+  return FdArray(info.Env(), sv, 2);
+}
+
+// listen(type, name, abstract, mode, backlog)
+Napi::Value Listen(const Napi::CallbackInfo& info) {
+  int type = ArgSockType(info, 0);
+  std::string name = ArgName(info, 1);
+  bool abstract = info.Length() > 2 && info[2].ToBoolean();
+  int mode = ArgInt(info, 3, "mode");
+  int backlog = ArgInt(info, 4, "backlog");
+  int fd = SockListen(type, name.data(), name.size(), abstract, mode, backlog);
+  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), fd, "bind"));
+}
+
+Napi::Value Connect(const Napi::CallbackInfo& info) {
+  int type = ArgSockType(info, 0);
+  std::string name = ArgName(info, 1);
+  bool abstract = info.Length() > 2 && info[2].ToBoolean();
+  int fd = SockConnect(type, name.data(), name.size(), abstract);
+  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), fd, "connect"));
+}
+
+Napi::Value Dup(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), FdDupCloexec(ArgFd(info, 0)), "dup"));
+}
+
+Napi::Value Close(const Napi::CallbackInfo& info) {
+  CheckFdResult(info.Env(), FdClose(ArgFd(info, 0)), "close");
+  return info.Env().Undefined();
+}
+
+Napi::Value Identity(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  FdIdentity id;
+  CheckFdResult(env, FdIdentityOf(ArgFd(info, 0), &id), "fstat");
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("dev", Napi::BigInt::New(env, id.dev));
+  o.Set("ino", Napi::BigInt::New(env, id.ino));
+  o.Set("mode", Napi::Number::New(env, id.mode));
+  return o;
+}
+
+Napi::Value GetFlags(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), FdGetFlags(ArgFd(info, 0)), "fcntl"));
+}
+
+Napi::Value SetCloexec(const Napi::CallbackInfo& info) {
+  CheckFdResult(info.Env(), FdSetCloexec(ArgFd(info, 0), info[1].ToBoolean()), "fcntl");
+  return info.Env().Undefined();
+}
+
+Napi::Value SetNonblock(const Napi::CallbackInfo& info) {
+  CheckFdResult(info.Env(), FdSetNonblock(ArgFd(info, 0), info[1].ToBoolean()), "fcntl");
+  return info.Env().Undefined();
+}
+
+Napi::Value ListFds(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int pid = info.Length() > 0 && info[0].IsNumber() ? ArgInt(info, 0, "pid") : 0;
+  std::vector<FdEntry> entries;
+  CheckFdResult(env, FdList(pid, &entries), "opendir");
+  Napi::Array out = Napi::Array::New(env, entries.size());
+  for (size_t i = 0; i < entries.size(); i++) {
+    Napi::Array row = Napi::Array::New(env, 2);
+    row.Set(0u, Napi::Number::New(env, entries[i].fd));
+    row.Set(1u, Napi::String::New(env, entries[i].target));
+    out.Set(static_cast<uint32_t>(i), row);
+  }
+  return out;
+}
+
+Napi::Value LimitValue(Napi::Env env, uint64_t v) {
+  if (v == static_cast<uint64_t>(RLIM_INFINITY)) return Napi::Number::New(env, INFINITY);
+  return Napi::Number::New(env, static_cast<double>(v));
+}
+
+uint64_t ArgLimit(const Napi::CallbackInfo& info, size_t i) {
+  if (i >= info.Length() || !info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), "limit must be a number");
+  double v = info[i].As<Napi::Number>().DoubleValue();
+  if (v == INFINITY) return static_cast<uint64_t>(RLIM_INFINITY);
+  if (!(v >= 0) || v != floor(v)) throw Napi::RangeError::New(info.Env(), "limit must be a non-negative integer");
+  return static_cast<uint64_t>(v);
+}
+
+Napi::Value GetFdLimit(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t soft, hard;
+  CheckFdResult(env, FdGetLimit(&soft, &hard), "getrlimit");
+  Napi::Array out = Napi::Array::New(env, 2);
+  out.Set(0u, LimitValue(env, soft));
+  out.Set(1u, LimitValue(env, hard));
+  return out;
+}
+
+Napi::Value SetFdLimit(const Napi::CallbackInfo& info) {
+  CheckFdResult(info.Env(), FdSetLimit(ArgLimit(info, 0), ArgLimit(info, 1)), "setrlimit");
+  return info.Env().Undefined();
+}
+
+Napi::Value PeerCred(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  pid_t pid;
+  uid_t uid;
+  gid_t gid;
+  CheckFdResult(env, SockPeerCred(ArgFd(info, 0), &pid, &uid, &gid), "getsockopt(SO_PEERCRED)");
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("pid", Napi::Number::New(env, pid));
+  o.Set("uid", Napi::Number::New(env, uid));
+  o.Set("gid", Napi::Number::New(env, gid));
+  return o;
+}
+
+Napi::Value PeerPidfd(const Napi::CallbackInfo& info) {
+  int r = SockPeerPidfd(ArgFd(info, 0));
+  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), r, "getsockopt(SO_PEERPIDFD)"));
+}
+
+Napi::Value PidfdOpenFn(const Napi::CallbackInfo& info) {
+  int r = PidfdOpen(ArgInt(info, 0, "pid"));
+  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), r, "pidfd_open"));
+}
+
+Napi::Value PidfdGetfdFn(const Napi::CallbackInfo& info) {
+  int r = PidfdGetfd(ArgFd(info, 0), ArgFd(info, 1));
+  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), r, "pidfd_getfd"));
+}
+
+Napi::Value SocketType(const Napi::CallbackInfo& info) {
+  int r = SockType(ArgFd(info, 0));
+  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), r, "getsockopt(SO_TYPE)"));
+}
+
+Napi::Value SetPassRights(const Napi::CallbackInfo& info) {
+  CheckFdResult(info.Env(), SockSetPassRights(ArgFd(info, 0), info[1].ToBoolean()), "setsockopt(SO_PASSRIGHTS)");
+  return info.Env().Undefined();
+}
+
+Napi::Value SetPassCred(const Napi::CallbackInfo& info) {
+  CheckFdResult(info.Env(), SockSetPassCred(ArgFd(info, 0), info[1].ToBoolean()), "setsockopt(SO_PASSCRED)");
+  return info.Env().Undefined();
+}
+
+Napi::Value Shutdown(const Napi::CallbackInfo& info) {
+  CheckFdResult(info.Env(), SockShutdown(ArgFd(info, 0), ArgInt(info, 1, "how")), "shutdown");
+  return info.Env().Undefined();
+}
+
+// sendNow(fd, data, fds?) -> bytes sent. One non-blocking sendmsg, for tests
+// and for peers that must send exactly what they are told (EAGAIN throws).
+Napi::Value SendNow(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info, 0);
+  const char* data;
+  size_t len;
+  ArgBytes(info, 1, &data, &len);
+  std::vector<int> fds;
+  ArgFdList(info, 2, &fds);
+  ssize_t n = ScmSend(fd, data, len, fds.data(), fds.size());
+  if (n < 0) ThrowSystem(env, static_cast<int>(n), "sendmsg");
+  return Napi::Number::New(env, static_cast<double>(n));
+}
+
+// recvNow(fd, bufferSize, maxFds) -> { data, fds } | null (nothing to read).
+// One non-blocking recvmsg; EOF and truncation throw typed errors.
+Napi::Value RecvNow(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info, 0);
+  int size = ArgInt(info, 1, "bufferSize");
+  int max_fds = ArgInt(info, 2, "maxFds");
+  if (size < 1 || size > 64 * 1024 * 1024) throw Napi::RangeError::New(env, "bufferSize must be between 1 and 64 MiB");
+  if (max_fds < 0 || max_fds > static_cast<int>(kMaxFdsPerMessage)) {
+    throw Napi::RangeError::New(env, "maxFds must be between 0 and 253");
+  }
+  int type = CheckFdResult(env, SockType(fd), "getsockopt(SO_TYPE)");
+  std::vector<char> buf(static_cast<size_t>(size));
+  size_t control_len = ScmControlSpace(static_cast<size_t>(max_fds));
+  std::unique_ptr<char[]> control(new char[control_len]);
+  std::vector<int> fds(kMaxFdsPerMessage);
+  RecvResult r;
+  ScmRecv(fd, type, buf.data(), buf.size(), control.get(), control_len, fds.data(),
+          static_cast<size_t>(max_fds), &r);
+  if (r.status == RecvStatus::kWouldBlock) return env.Null();
+  if (r.status != RecvStatus::kMessage) throw Napi::Error(env, ReceiveError(env, r, "recvmsg"));
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("data", Napi::Buffer<char>::Copy(env, buf.data(), r.bytes));
+  o.Set("fds", FdArray(env, fds.data(), r.nfds));
+  o.Set("otherControlMessages", Napi::Number::New(env, static_cast<double>(r.other_cmsgs)));
+  return o;
+}
+
+}  // namespace
+
+Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
+  InstanceData* data = new InstanceData();
+  env.SetInstanceData<InstanceData>(data);
+  napi_add_async_cleanup_hook(env, AsyncCleanup, data, &data->cleanup_handle);
+
+  Napi::Function socket = SocketWrap::Define(env);
+  data->socket_ctor = Napi::Persistent(socket);
+  exports.Set("Socket", socket);
+
+  exports.Set("init", Napi::Function::New<Init>(env, "init"));
+  exports.Set("socketpair", Napi::Function::New<SocketPair>(env, "socketpair"));
+  exports.Set("listen", Napi::Function::New<Listen>(env, "listen"));
+  exports.Set("connect", Napi::Function::New<Connect>(env, "connect"));
+  exports.Set("dup", Napi::Function::New<Dup>(env, "dup"));
+  exports.Set("close", Napi::Function::New<Close>(env, "close"));
+  exports.Set("identity", Napi::Function::New<Identity>(env, "identity"));
+  exports.Set("getFlags", Napi::Function::New<GetFlags>(env, "getFlags"));
+  exports.Set("setCloexec", Napi::Function::New<SetCloexec>(env, "setCloexec"));
+  exports.Set("setNonblock", Napi::Function::New<SetNonblock>(env, "setNonblock"));
+  exports.Set("listFds", Napi::Function::New<ListFds>(env, "listFds"));
+  exports.Set("getFdLimit", Napi::Function::New<GetFdLimit>(env, "getFdLimit"));
+  exports.Set("setFdLimit", Napi::Function::New<SetFdLimit>(env, "setFdLimit"));
+  exports.Set("peerCred", Napi::Function::New<PeerCred>(env, "peerCred"));
+  exports.Set("peerPidfd", Napi::Function::New<PeerPidfd>(env, "peerPidfd"));
+  exports.Set("pidfdOpen", Napi::Function::New<PidfdOpenFn>(env, "pidfdOpen"));
+  exports.Set("pidfdGetfd", Napi::Function::New<PidfdGetfdFn>(env, "pidfdGetfd"));
+  exports.Set("socketType", Napi::Function::New<SocketType>(env, "socketType"));
+  exports.Set("setPassRights", Napi::Function::New<SetPassRights>(env, "setPassRights"));
+  exports.Set("setPassCred", Napi::Function::New<SetPassCred>(env, "setPassCred"));
+  exports.Set("shutdown", Napi::Function::New<Shutdown>(env, "shutdown"));
+  exports.Set("sendNow", Napi::Function::New<SendNow>(env, "sendNow"));
+  exports.Set("recvNow", Napi::Function::New<RecvNow>(env, "recvNow"));
+
+  Napi::Object constants = Napi::Object::New(env);
+  constants.Set("SOCK_STREAM", Napi::Number::New(env, SOCK_STREAM));
+  constants.Set("SOCK_DGRAM", Napi::Number::New(env, SOCK_DGRAM));
+  constants.Set("SOCK_SEQPACKET", Napi::Number::New(env, SOCK_SEQPACKET));
+  constants.Set("SHUT_RD", Napi::Number::New(env, SHUT_RD));
+  constants.Set("SHUT_WR", Napi::Number::New(env, SHUT_WR));
+  constants.Set("SHUT_RDWR", Napi::Number::New(env, SHUT_RDWR));
+  constants.Set("MAX_FDS_PER_MESSAGE", Napi::Number::New(env, static_cast<double>(kMaxFdsPerMessage)));
+  constants.Set("MAX_SOCKET_PATH_BYTES", Napi::Number::New(env, static_cast<double>(kMaxSocketPathBytes)));
+  exports.Set("constants", constants);
+  return exports;
+}
+
+}  // namespace fdbridge
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) { return fdbridge::InitModule(env, exports); }
+
+NODE_API_MODULE(NODE_GYP_MODULE_NAME, Init)

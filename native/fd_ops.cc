@@ -1,0 +1,125 @@
+#include "fd_ops.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_getfd
+#define SYS_pidfd_getfd 438
+#endif
+
+namespace fdbridge {
+
+int FdDupCloexec(int fd) {
+  int r = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  return r < 0 ? -errno : r;
+}
+
+int FdClose(int fd) {
+  if (close(fd) == 0) return 0;
+  return errno == EINTR ? 0 : -errno;
+}
+
+int FdIdentityOf(int fd, FdIdentity* out) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return -errno;
+  out->dev = static_cast<uint64_t>(st.st_dev);
+  out->ino = static_cast<uint64_t>(st.st_ino);
+  out->mode = static_cast<uint32_t>(st.st_mode);
+  return 0;
+}
+
+int FdGetFlags(int fd) {
+  int fdflags = fcntl(fd, F_GETFD);
+  if (fdflags < 0) return -errno;
+  int flflags = fcntl(fd, F_GETFL);
+  if (flflags < 0) return -errno;
+  return ((fdflags & FD_CLOEXEC) ? 1 : 0) | ((flflags & O_NONBLOCK) ? 2 : 0);
+}
+
+int FdSetCloexec(int fd, bool on) {
+  int flags = fcntl(fd, F_GETFD);
+  if (flags < 0) return -errno;
+  int next = on ? (flags | FD_CLOEXEC) : (flags & ~FD_CLOEXEC);
+  if (next != flags && fcntl(fd, F_SETFD, next) != 0) return -errno;
+  return 0;
+}
+
+int FdSetNonblock(int fd, bool on) {
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0) return -errno;
+  int next = on ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK);
+  if (next != flags && fcntl(fd, F_SETFL, next) != 0) return -errno;
+  return 0;
+}
+
+int FdList(pid_t pid, std::vector<FdEntry>* out) {
+  char dir_path[64];
+  if (pid <= 0) {
+    snprintf(dir_path, sizeof(dir_path), "/proc/self/fd");
+  } else {
+    snprintf(dir_path, sizeof(dir_path), "/proc/%d/fd", static_cast<int>(pid));
+  }
+  DIR* dir = opendir(dir_path);  // glibc opens it O_CLOEXEC
+  if (dir == nullptr) return -errno;
+  // Our own directory stream shows up in /proc/self/fd; it is not part of the
+  // table we were asked about.
+  int self_dir_fd = pid <= 0 ? dirfd(dir) : -1;
+  out->clear();
+  errno = 0;
+  while (struct dirent* ent = readdir(dir)) {
+    if (ent->d_name[0] == '.') continue;
+    char* end = nullptr;
+    long n = strtol(ent->d_name, &end, 10);
+    if (end == ent->d_name || *end != '\0') continue;
+    if (static_cast<int>(n) == self_dir_fd) continue;
+    char link_path[sizeof(dir_path) + sizeof(ent->d_name) + 2];
+    snprintf(link_path, sizeof(link_path), "%s/%s", dir_path, ent->d_name);
+    char target[4096];
+    ssize_t len = readlink(link_path, target, sizeof(target) - 1);
+    // The fd may close between readdir and readlink (another thread): skip it.
+    if (len < 0) continue;
+    target[len] = '\0';
+    out->push_back(FdEntry{static_cast<int>(n), std::string(target, len)});
+  }
+  int err = errno;
+  closedir(dir);
+  return err != 0 ? -err : 0;
+}
+
+int FdGetLimit(uint64_t* soft, uint64_t* hard) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return -errno;
+  *soft = static_cast<uint64_t>(rl.rlim_cur);
+  *hard = static_cast<uint64_t>(rl.rlim_max);
+  return 0;
+}
+
+int FdSetLimit(uint64_t soft, uint64_t hard) {
+  struct rlimit rl;
+  rl.rlim_cur = static_cast<rlim_t>(soft);
+  rl.rlim_max = static_cast<rlim_t>(hard);
+  if (setrlimit(RLIMIT_NOFILE, &rl) != 0) return -errno;
+  return 0;
+}
+
+int PidfdOpen(pid_t pid) {
+  long r = syscall(SYS_pidfd_open, pid, 0);
+  return r < 0 ? -errno : static_cast<int>(r);
+}
+
+int PidfdGetfd(int pidfd, int target_fd) {
+  long r = syscall(SYS_pidfd_getfd, pidfd, target_fd, 0);
+  return r < 0 ? -errno : static_cast<int>(r);
+}
+
+}  // namespace fdbridge

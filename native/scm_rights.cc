@@ -1,0 +1,184 @@
+#include "scm_rights.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "fd_ops.h"
+
+#ifndef SCM_PIDFD
+#define SCM_PIDFD 0x04  // include/uapi/asm-generic/socket.h, Linux 6.5
+#endif
+
+namespace fdbridge {
+
+size_t ScmControlSpace(size_t max_fds) {
+  return CMSG_SPACE(max_fds * sizeof(int)) + CMSG_SPACE(sizeof(struct ucred)) +
+         CMSG_SPACE(sizeof(int)) + CMSG_SPACE(256);
+}
+
+ssize_t ScmSend(int sock, const void* data, size_t len, const int* fds, size_t nfds) {
+  if (nfds > kMaxFdsPerMessage) return -EINVAL;
+  union {
+    struct cmsghdr align;
+    char buf[CMSG_SPACE(kMaxFdsPerMessage * sizeof(int))];
+  } control;
+  struct iovec iov;
+  iov.iov_base = const_cast<void*>(data);
+  iov.iov_len = len;
+  struct msghdr msg;
+  memset(&msg, 0, sizeof(msg));
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  if (nfds > 0) {
+    size_t payload = nfds * sizeof(int);
+    memset(control.buf, 0, CMSG_SPACE(payload));
+    msg.msg_control = control.buf;
+    msg.msg_controllen = CMSG_SPACE(payload);
+    struct cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(payload);
+    memcpy(CMSG_DATA(cmsg), fds, payload);
+  }
+  ssize_t n;
+  do {
+    n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+  return n;
+}
+
+namespace {
+
+// Closes every fd carried in the control messages of `msg` (used when the
+// message is being rejected), returning how many were closed.
+size_t CloseAllCmsgFds(struct msghdr* msg) {
+  size_t closed = 0;
+  for (struct cmsghdr* c = CMSG_FIRSTHDR(msg); c != nullptr; c = CMSG_NXTHDR(msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET) continue;
+    if (c->cmsg_type != SCM_RIGHTS && c->cmsg_type != SCM_PIDFD) continue;
+    if (c->cmsg_len < CMSG_LEN(0)) continue;
+    // Under MSG_CTRUNC the kernel shortens cmsg_len to what it installed
+    // (scm_detach_fds), so this count is exactly the fds now in our table.
+    size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    const unsigned char* p = CMSG_DATA(c);
+    for (size_t i = 0; i < n; i++) {
+      int fd;
+      memcpy(&fd, p + i * sizeof(int), sizeof(int));
+      FdClose(fd);
+      closed++;
+    }
+  }
+  return closed;
+}
+
+// A 0-byte read on SEQPACKET is either a 0-byte message or EOF; recvmsg does
+// not tell which. The peer's shutdown shows as POLLRDHUP, so a 0-byte read
+// without fds counts as EOF only once the peer has shut down. (A 0-byte,
+// fd-less message sent right before the peer closed is reported as EOF: it
+// carries nothing.)
+bool PeerHasShutDown(int sock) {
+  struct pollfd p;
+  p.fd = sock;
+  p.events = POLLRDHUP;
+  p.revents = 0;
+  int r;
+  do {
+    r = poll(&p, 1, 0);
+  } while (r < 0 && errno == EINTR);
+  return r > 0 && (p.revents & (POLLRDHUP | POLLHUP)) != 0;
+}
+
+}  // namespace
+
+void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
+             size_t control_len, int* fds, size_t max_fds, RecvResult* out) {
+  memset(out, 0, sizeof(*out));
+  struct iovec iov;
+  iov.iov_base = buf;
+  iov.iov_len = len;
+  struct msghdr msg;
+  memset(&msg, 0, sizeof(msg));
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = control_len;
+  // MSG_TRUNC on DGRAM/SEQPACKET makes recvmsg return the real length of a
+  // message that did not fit, so the error can say how big it was.
+  int flags = MSG_CMSG_CLOEXEC | MSG_DONTWAIT | (sock_type == SOCK_STREAM ? 0 : MSG_TRUNC);
+  ssize_t n;
+  do {
+    n = recvmsg(sock, &msg, flags);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      out->status = RecvStatus::kWouldBlock;
+    } else {
+      out->status = RecvStatus::kError;
+      out->err = -errno;
+    }
+    return;
+  }
+  out->bytes = static_cast<size_t>(n);
+
+  if (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) {
+    out->fds_closed = CloseAllCmsgFds(&msg);
+    out->status = (msg.msg_flags & MSG_CTRUNC) ? RecvStatus::kCtrunc : RecvStatus::kTrunc;
+    return;
+  }
+
+  size_t nfds = 0;
+  bool overflow = false;
+  for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_len < CMSG_LEN(0)) continue;
+    if (c->cmsg_level != SOL_SOCKET ||
+        (c->cmsg_type != SCM_RIGHTS && c->cmsg_type != SCM_PIDFD)) {
+      out->other_cmsgs++;
+      continue;
+    }
+    size_t n_in = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    const unsigned char* p = CMSG_DATA(c);
+    for (size_t i = 0; i < n_in; i++) {
+      int fd;
+      memcpy(&fd, p + i * sizeof(int), sizeof(int));
+      // SCM_PIDFD is a pidfd we never asked for (SO_PASSPIDFD is never set):
+      // close it rather than leak it.
+      if (c->cmsg_type == SCM_PIDFD) {
+        FdClose(fd);
+        out->fds_closed++;
+        out->other_cmsgs++;
+      } else if (nfds < max_fds) {
+        fds[nfds++] = fd;
+      } else {
+        // Cannot happen with a control buffer sized for max_fds (the kernel
+        // would have set MSG_CTRUNC), but never leave an fd behind.
+        FdClose(fd);
+        out->fds_closed++;
+        overflow = true;
+      }
+    }
+  }
+  if (overflow) {
+    for (size_t i = 0; i < nfds; i++) FdClose(fds[i]);
+    out->fds_closed += nfds;
+    out->status = RecvStatus::kCtrunc;
+    return;
+  }
+  out->nfds = nfds;
+
+  if (n == 0 && nfds == 0) {
+    bool eof = sock_type == SOCK_STREAM ||
+               (sock_type == SOCK_SEQPACKET && PeerHasShutDown(sock));
+    if (eof) {
+      out->status = RecvStatus::kEof;
+      return;
+    }
+  }
+  out->status = RecvStatus::kMessage;
+}
+
+}  // namespace fdbridge

@@ -1,0 +1,58 @@
+// sendmsg/recvmsg with SCM_RIGHTS: cmsg packing and parsing. Plain POSIX, no
+// Node-API, no libuv. Functions return -errno on failure.
+#ifndef FDBRIDGE_SCM_RIGHTS_H_
+#define FDBRIDGE_SCM_RIGHTS_H_
+
+#include <stddef.h>
+#include <sys/types.h>
+
+namespace fdbridge {
+
+// SCM_MAX_FD in the kernel (include/net/scm.h): the most fds one sendmsg may
+// carry across all of its SCM_RIGHTS cmsgs; one more gives EINVAL.
+constexpr size_t kMaxFdsPerMessage = 253;
+
+// Room for a full SCM_RIGHTS cmsg plus the other SOL_SOCKET cmsgs Linux may
+// attach (SCM_CREDENTIALS, SCM_PIDFD, SCM_SECURITY), so that a peer's extra
+// control data never truncates the fds we asked for.
+size_t ScmControlSpace(size_t max_fds);
+
+// One sendmsg(2) with MSG_NOSIGNAL (EPIPE instead of SIGPIPE) and, when
+// nfds > 0, one SCM_RIGHTS cmsg. Returns the number of data bytes sent or
+// -errno (EAGAIN when the socket is full). The kernel validates every fd before
+// queueing anything: on EBADF nothing was sent. Retries EINTR.
+ssize_t ScmSend(int sock, const void* data, size_t len, const int* fds, size_t nfds);
+
+enum class RecvStatus {
+  kMessage,     // data (possibly 0 bytes on DGRAM/SEQPACKET) and fds
+  kWouldBlock,  // nothing to read
+  kEof,         // orderly shutdown by the peer
+  kCtrunc,      // MSG_CTRUNC: fds were lost; the ones that arrived were closed
+  kTrunc,       // MSG_TRUNC: data did not fit; fds that arrived were closed
+  kError,       // recvmsg failed: see err
+};
+
+struct RecvResult {
+  RecvStatus status;
+  int err;             // -errno for kError
+  size_t bytes;        // data bytes received (for kTrunc: the message's real length)
+  size_t nfds;         // fds in the caller's array (kMessage only)
+  size_t fds_closed;   // fds that arrived and were closed here (kCtrunc/kTrunc, and
+                       // unexpected fd-carrying cmsgs such as SCM_PIDFD)
+  size_t other_cmsgs;  // control messages other than SCM_RIGHTS, skipped
+};
+
+// One recvmsg(2) with MSG_CMSG_CLOEXEC (the received fds are close-on-exec
+// atomically, never fixed up afterwards) and MSG_DONTWAIT. `control` must be
+// at least ScmControlSpace(max_fds) bytes and suitably aligned for cmsghdr;
+// `fds` must have room for max_fds. `sock_type` is SOCK_STREAM, SOCK_DGRAM or
+// SOCK_SEQPACKET; it decides what a 0-byte read means.
+//
+// Ownership: on kMessage the caller owns fds[0..nfds). On every other status
+// no fd is left open: whatever the kernel installed was closed here.
+void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
+             size_t control_len, int* fds, size_t max_fds, RecvResult* out);
+
+}  // namespace fdbridge
+
+#endif  // FDBRIDGE_SCM_RIGHTS_H_

@@ -1,0 +1,164 @@
+#include "sock_ops.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "fd_ops.h"
+
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77  // include/uapi/asm-generic/socket.h, Linux 6.5
+#endif
+#ifndef SO_PASSRIGHTS
+#define SO_PASSRIGHTS 83  // include/uapi/asm-generic/socket.h, Linux 6.16
+#endif
+
+namespace fdbridge {
+
+namespace {
+
+int MakeAddress(const char* name, size_t name_len, bool abstract, struct sockaddr_un* addr,
+                socklen_t* addr_len) {
+  if (name_len == 0) return -EINVAL;
+  if (name_len > kMaxSocketPathBytes) return -ENAMETOOLONG;
+  if (!abstract && memchr(name, '\0', name_len) != nullptr) return -EINVAL;
+  memset(addr, 0, sizeof(*addr));
+  addr->sun_family = AF_UNIX;
+  size_t offset = abstract ? 1 : 0;  // abstract: sun_path[0] == '\0'
+  memcpy(addr->sun_path + offset, name, name_len);
+  // An abstract name is exactly the bytes given (no terminator); a path is
+  // NUL-terminated (the memset above wrote it).
+  *addr_len = static_cast<socklen_t>(offsetof(struct sockaddr_un, sun_path) + offset + name_len +
+                                     (abstract ? 0 : 1));
+  return 0;
+}
+
+int NewSocket(int type) {
+  int fd = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  return fd < 0 ? -errno : fd;
+}
+
+// chmod the socket file at `path` without following a symlink that may have
+// been put there after bind().
+int ChmodSocketFile(const char* path, int mode) {
+  int pfd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (pfd < 0) return -errno;
+  struct stat st;
+  int err = 0;
+  if (fstat(pfd, &st) != 0) {
+    err = -errno;
+  } else if (!S_ISSOCK(st.st_mode)) {
+    err = -ENOTSOCK;
+  } else {
+    char proc_path[64];
+    snprintf(proc_path, sizeof(proc_path), "/proc/self/fd/%d", pfd);
+    if (chmod(proc_path, static_cast<mode_t>(mode)) != 0) err = -errno;
+  }
+  FdClose(pfd);
+  return err;
+}
+
+}  // namespace
+
+int SockPair(int type, int out[2]) {
+  if (socketpair(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, out) != 0) return -errno;
+  return 0;
+}
+
+int SockListen(int type, const char* name, size_t name_len, bool abstract, int mode, int backlog) {
+  struct sockaddr_un addr;
+  socklen_t addr_len;
+  int err = MakeAddress(name, name_len, abstract, &addr, &addr_len);
+  if (err != 0) return err;
+  int fd = NewSocket(type);
+  if (fd < 0) return fd;
+  if (bind(fd, reinterpret_cast<struct sockaddr*>(&addr), addr_len) != 0) {
+    err = -errno;
+    FdClose(fd);
+    return err;
+  }
+  if (!abstract && mode >= 0) err = ChmodSocketFile(addr.sun_path, mode);
+  if (err == 0 && type != SOCK_DGRAM && listen(fd, backlog) != 0) err = -errno;
+  if (err != 0) {
+    if (!abstract) unlink(addr.sun_path);
+    FdClose(fd);
+    return err;
+  }
+  return fd;
+}
+
+int SockConnect(int type, const char* name, size_t name_len, bool abstract) {
+  struct sockaddr_un addr;
+  socklen_t addr_len;
+  int err = MakeAddress(name, name_len, abstract, &addr, &addr_len);
+  if (err != 0) return err;
+  int fd = NewSocket(type);
+  if (fd < 0) return fd;
+  int r;
+  do {
+    r = connect(fd, reinterpret_cast<struct sockaddr*>(&addr), addr_len);
+  } while (r != 0 && errno == EINTR);
+  if (r != 0) {
+    err = errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    FdClose(fd);
+    return err;
+  }
+  return fd;
+}
+
+int SockAccept(int listen_fd) {
+  int fd;
+  do {
+    fd = accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+  return fd;
+}
+
+int SockPeerCred(int fd, pid_t* pid, uid_t* uid, gid_t* gid) {
+  struct ucred cred;
+  socklen_t len = sizeof(cred);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return -errno;
+  *pid = cred.pid;
+  *uid = cred.uid;
+  *gid = cred.gid;
+  return 0;
+}
+
+int SockPeerPidfd(int fd) {
+  int pidfd = -1;
+  socklen_t len = sizeof(pidfd);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) != 0) return -errno;
+  return pidfd;
+}
+
+int SockType(int fd) {
+  int type = 0;
+  socklen_t len = sizeof(type);
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0) return -errno;
+  return type;
+}
+
+int SockSetPassRights(int fd, bool on) {
+  int v = on ? 1 : 0;
+  if (setsockopt(fd, SOL_SOCKET, SO_PASSRIGHTS, &v, sizeof(v)) != 0) return -errno;
+  return 0;
+}
+
+int SockSetPassCred(int fd, bool on) {
+  int v = on ? 1 : 0;
+  if (setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &v, sizeof(v)) != 0) return -errno;
+  return 0;
+}
+
+int SockShutdown(int fd, int how) {
+  if (shutdown(fd, how) != 0) return -errno;
+  return 0;
+}
+
+}  // namespace fdbridge

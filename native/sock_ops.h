@@ -1,0 +1,57 @@
+// Unix domain socket creation and queries. Plain POSIX, no Node-API, no
+// libuv. Every socket made here is non-blocking and close-on-exec from the
+// start (SOCK_NONBLOCK | SOCK_CLOEXEC); functions return the fd or -errno.
+#ifndef FDBRIDGE_SOCK_OPS_H_
+#define FDBRIDGE_SOCK_OPS_H_
+
+#include <stddef.h>
+#include <sys/types.h>
+
+namespace fdbridge {
+
+// A sockaddr_un name: a filesystem path, or an abstract name (Linux: a leading
+// NUL byte, no file, scoped to the network namespace). sun_path holds 108
+// bytes; a path needs room for its NUL, so paths are limited to 107 bytes and
+// abstract names to 107 bytes after the leading NUL.
+constexpr size_t kMaxSocketPathBytes = 107;
+
+int SockPair(int type, int out[2]);
+
+// socket + bind + (for a path and mode >= 0) chmod + listen. The mode is set
+// before listen(), while nobody can connect yet (connect gives ECONNREFUSED
+// until listen), and through an O_PATH|O_NOFOLLOW handle checked to be a
+// socket, so a symlink swapped in at the path is never followed. bind(2)
+// itself never follows or replaces an existing name: it gives EADDRINUSE.
+// On failure after bind the socket file we created is removed.
+int SockListen(int type, const char* name, size_t name_len, bool abstract, int mode, int backlog);
+
+// Non-blocking connect. AF_UNIX connects complete at once or fail; EAGAIN
+// means the listener's backlog is full (retry later).
+int SockConnect(int type, const char* name, size_t name_len, bool abstract);
+
+// accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC; -EAGAIN when nothing is pending.
+int SockAccept(int listen_fd);
+
+int SockPeerCred(int fd, pid_t* pid, uid_t* uid, gid_t* gid);
+
+// SO_PEERPIDFD (Linux 6.5): a pidfd for the peer as of connect(); -ENOPROTOOPT
+// on older kernels.
+int SockPeerPidfd(int fd);
+
+// SO_TYPE: SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET.
+int SockType(int fd);
+
+// SO_PASSRIGHTS (Linux 6.16): with 0, SCM_RIGHTS sends to this socket fail
+// with EPERM in the sender. -ENOPROTOOPT on older kernels.
+int SockSetPassRights(int fd, bool on);
+
+// SO_PASSCRED: with 1, every message received carries an SCM_CREDENTIALS
+// control message (which the receive path skips).
+int SockSetPassCred(int fd, bool on);
+
+// shutdown(2): how is SHUT_RD, SHUT_WR or SHUT_RDWR.
+int SockShutdown(int fd, int how);
+
+}  // namespace fdbridge
+
+#endif  // FDBRIDGE_SOCK_OPS_H_

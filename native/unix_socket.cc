@@ -1,0 +1,251 @@
+#include "unix_socket.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "fd_ops.h"
+#include "sock_ops.h"
+
+namespace fdbridge {
+
+namespace {
+// Bound the work done per readiness event so that one busy socket cannot
+// starve timers and other handles (libuv's uv__read uses 32 as well).
+constexpr int kMaxReadsPerWakeup = 32;
+}  // namespace
+
+UnixSocket* UnixSocket::Create(uv_loop_t* loop, int fd, int type, size_t max_fds,
+                               size_t recv_buffer_size, Delegate* delegate, int* err) {
+  if (max_fds > kMaxFdsPerMessage) max_fds = kMaxFdsPerMessage;
+  UnixSocket* s = new UnixSocket(fd, type, max_fds, recv_buffer_size, delegate);
+  int r = uv_poll_init(loop, &s->poll_, fd);
+  if (r != 0) {
+    *err = r;
+    FdClose(fd);
+    delete s;
+    return nullptr;
+  }
+  *err = 0;
+  return s;
+}
+
+UnixSocket::UnixSocket(int fd, int type, size_t max_fds, size_t recv_buffer_size,
+                       Delegate* delegate)
+    : fd_(fd),
+      type_(type),
+      max_fds_(max_fds),
+      delegate_(delegate),
+      recv_buf_(recv_buffer_size > 0 ? recv_buffer_size : 1),
+      control_len_(ScmControlSpace(max_fds)),
+      recv_fds_(kMaxFdsPerMessage) {
+  poll_.data = this;
+  control_.reset(new char[control_len_]);
+}
+
+UnixSocket::~UnixSocket() = default;
+
+int UnixSocket::Send(const char* data, size_t len, const int* fds, size_t nfds, uint32_t id) {
+  if (closed_) return -EBADF;
+  if (nfds > kMaxFdsPerMessage) return -EINVAL;
+  if (type_ == SOCK_STREAM && len == 0 && nfds > 0) return -EINVAL;
+  size_t offset = 0;
+  if (queue_.empty()) {
+    ssize_t n = ScmSend(fd_, data, len, fds, nfds);
+    if (n >= 0 && static_cast<size_t>(n) == len) return 0;
+    if (n < 0 && n != -EAGAIN) return static_cast<int>(n);
+    if (n > 0) {
+      // A partial STREAM write: the fds went with the first byte, only the
+      // rest of the data waits.
+      offset = static_cast<size_t>(n);
+      nfds = 0;
+    }
+  }
+  QueuedSend q;
+  q.offset = 0;
+  q.id = id;
+  q.data.assign(data + offset, data + len);
+  // Pin the open files: the caller may close or reuse its fd numbers before
+  // the socket becomes writable (oven-sh/bun#37854 sent the wrong file).
+  // dup also validates: a bad fd fails here with nothing queued.
+  q.fds.reserve(nfds);
+  for (size_t i = 0; i < nfds; i++) {
+    int d = FdDupCloexec(fds[i]);
+    if (d < 0) {
+      for (int held : q.fds) FdClose(held);
+      return d;
+    }
+    q.fds.push_back(d);
+  }
+  queue_.push_back(std::move(q));
+  UpdatePoll();
+  return 1;
+}
+
+void UnixSocket::StartReading() {
+  if (closed_ || reading_) return;
+  reading_ = true;
+  UpdatePoll();
+}
+
+void UnixSocket::StopReading() {
+  if (closed_ || !reading_) return;
+  reading_ = false;
+  UpdatePoll();
+}
+
+void UnixSocket::StartAccepting() {
+  if (closed_ || accepting_) return;
+  accepting_ = true;
+  UpdatePoll();
+}
+
+void UnixSocket::StopAccepting() {
+  if (closed_ || !accepting_) return;
+  accepting_ = false;
+  UpdatePoll();
+}
+
+void UnixSocket::Ref() {
+  if (!closed_) uv_ref(reinterpret_cast<uv_handle_t*>(&poll_));
+}
+
+void UnixSocket::Unref() {
+  if (!closed_) uv_unref(reinterpret_cast<uv_handle_t*>(&poll_));
+}
+
+void UnixSocket::UpdatePoll() {
+  if (closed_) return;
+  int events = 0;
+  if (reading_ || accepting_) events |= UV_READABLE;
+  if (!queue_.empty()) events |= UV_WRITABLE;
+  if (events == poll_events_) return;
+  poll_events_ = events;
+  if (events == 0) {
+    uv_poll_stop(&poll_);
+  } else {
+    uv_poll_start(&poll_, events, OnPoll);
+  }
+}
+
+void UnixSocket::OnPoll(uv_poll_t* handle, int status, int events) {
+  UnixSocket* self = static_cast<UnixSocket*>(handle->data);
+  if (self->closed_) return;
+  if (status < 0) {
+    // epoll reported EPOLLERR; libuv has already stopped the handle
+    // (uv__poll_io). Let the syscalls below surface the real errno, then
+    // re-arm whatever is still wanted.
+    self->poll_events_ = 0;
+    events = UV_READABLE | UV_WRITABLE;
+  }
+  if ((events & UV_WRITABLE) && !self->queue_.empty()) self->DoWrite();
+  if (self->closed_) return;
+  if (events & UV_READABLE) {
+    if (self->accepting_) {
+      self->DoAccept();
+    } else if (self->reading_) {
+      self->DoRead();
+    }
+  }
+  self->UpdatePoll();
+}
+
+void UnixSocket::DoWrite() {
+  while (!queue_.empty() && !closed_) {
+    QueuedSend& q = queue_.front();
+    size_t remaining = q.data.size() - q.offset;
+    ssize_t n = ScmSend(fd_, q.data.data() + q.offset, remaining, q.fds.data(), q.fds.size());
+    if (n == -EAGAIN) return;
+    int err = n < 0 ? static_cast<int>(n) : 0;
+    if (n >= 0) {
+      for (int held : q.fds) FdClose(held);
+      q.fds.clear();
+      q.offset += static_cast<size_t>(n);
+      if (q.offset < q.data.size()) continue;  // partial STREAM write
+    }
+    uint32_t id = q.id;
+    for (int held : q.fds) FdClose(held);
+    queue_.pop_front();
+    delegate_->OnSendComplete(id, err);
+    if (err == -EPIPE || err == -ECONNRESET || err == -ENOTCONN) {
+      // The connection is broken: nothing queued behind this message can go
+      // either. (Other errors, such as EMSGSIZE, concern this message only.)
+      FailQueue(err);
+      return;
+    }
+  }
+}
+
+void UnixSocket::FailQueue(int err) {
+  while (!queue_.empty()) {
+    QueuedSend q = std::move(queue_.front());
+    queue_.pop_front();
+    for (int held : q.fds) FdClose(held);
+    delegate_->OnSendComplete(q.id, err);
+  }
+}
+
+void UnixSocket::DoRead() {
+  for (int i = 0; i < kMaxReadsPerWakeup && reading_ && !closed_; i++) {
+    RecvResult r;
+    ScmRecv(fd_, type_, recv_buf_.data(), recv_buf_.size(), control_.get(), control_len_,
+            recv_fds_.data(), max_fds_, &r);
+    switch (r.status) {
+      case RecvStatus::kWouldBlock:
+        return;
+      case RecvStatus::kMessage:
+        delegate_->OnMessage(recv_buf_.data(), r.bytes, recv_fds_.data(), r.nfds);
+        break;
+      case RecvStatus::kCtrunc:
+      case RecvStatus::kTrunc:
+        delegate_->OnReceiveError(r);
+        break;
+      case RecvStatus::kEof:
+      case RecvStatus::kError:
+        reading_ = false;
+        delegate_->OnReceiveError(r);
+        return;
+    }
+  }
+}
+
+void UnixSocket::DoAccept() {
+  for (int i = 0; i < kMaxReadsPerWakeup && accepting_ && !closed_; i++) {
+    int fd = SockAccept(fd_);
+    if (fd == -EAGAIN) return;
+    if (fd == -ECONNABORTED) continue;
+    if (fd < 0) {
+      // EMFILE and friends: stop rather than spin on a readiness we cannot
+      // consume; the delegate decides whether to start again.
+      accepting_ = false;
+      delegate_->OnAccept(-1, fd);
+      return;
+    }
+    delegate_->OnAccept(fd, 0);
+  }
+}
+
+void UnixSocket::Close(void (*on_freed)(void*), void* arg) {
+  if (closed_) return;
+  closed_ = true;
+  reading_ = false;
+  accepting_ = false;
+  on_freed_ = on_freed;
+  on_freed_arg_ = arg;
+  // uv_close stops the poll and removes the fd from epoll synchronously, so
+  // closing the fd right after is safe (libuv: never close a polled fd).
+  uv_close(reinterpret_cast<uv_handle_t*>(&poll_), OnClosed);
+  FdClose(fd_);
+  fd_ = -1;
+  FailQueue(-ECANCELED);
+}
+
+void UnixSocket::OnClosed(uv_handle_t* handle) {
+  UnixSocket* self = static_cast<UnixSocket*>(handle->data);
+  void (*cb)(void*) = self->on_freed_;
+  void* arg = self->on_freed_arg_;
+  delete self;
+  if (cb != nullptr) cb(arg);
+}
+
+}  // namespace fdbridge

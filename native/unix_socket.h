@@ -1,0 +1,109 @@
+// One Unix domain socket driven by the event loop: a non-blocking fd, one
+// uv_poll_t, a queue of sends waiting for writability, and a receive loop.
+// Uses libuv but no Node-API: events go to a Delegate (the binding layer).
+#ifndef FDBRIDGE_UNIX_SOCKET_H_
+#define FDBRIDGE_UNIX_SOCKET_H_
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include <deque>
+#include <memory>
+#include <vector>
+
+#include "scm_rights.h"
+
+namespace fdbridge {
+
+class UnixSocket {
+ public:
+  class Delegate {
+   public:
+    virtual ~Delegate() = default;
+    // A message arrived. The delegate owns fds[0..nfds) from here on.
+    virtual void OnMessage(const char* data, size_t len, const int* fds, size_t nfds) = 0;
+    // A receive failed. kCtrunc/kTrunc leave the socket readable (the
+    // offending message is gone, its fds closed); kEof and kError stop reading.
+    virtual void OnReceiveError(const RecvResult& result) = 0;
+    // A listening socket accepted `fd` (owned by the delegate), or failed
+    // with -errno in `err` (accepting then stops).
+    virtual void OnAccept(int fd, int err) = 0;
+    // A send that Send() queued has left (err == 0) or failed (-errno).
+    virtual void OnSendComplete(uint32_t id, int err) = 0;
+  };
+
+  // Takes ownership of `fd` (a non-blocking AF_UNIX socket of `type`).
+  // Returns nullptr and sets *err when the poll handle cannot be set up; the fd
+  // is then closed.
+  static UnixSocket* Create(uv_loop_t* loop, int fd, int type, size_t max_fds,
+                            size_t recv_buffer_size, Delegate* delegate, int* err);
+
+  // Sends data and fds (borrowed: the caller keeps its fds). Returns 0 when
+  // the kernel took the whole message now, 1 when it was queued until the
+  // socket is writable (OnSendComplete(id) follows), or -errno with nothing
+  // queued: EINVAL for more than 253 fds or a 0-byte STREAM send with fds
+  // (the kernel would silently drop them), EBADF for a bad fd, EPIPE, ...
+  // A queued message holds its own duplicates of the fds, so the caller may
+  // close or reuse its fd numbers at once without the wrong file being sent.
+  int Send(const char* data, size_t len, const int* fds, size_t nfds, uint32_t id);
+
+  void StartReading();
+  void StopReading();
+  void StartAccepting();
+  void StopAccepting();
+  void Ref();
+  void Unref();
+
+  // Closes the fd, stops polling and fails queued sends with ECANCELED
+  // (through OnSendComplete). The object deletes itself once libuv has closed
+  // the poll handle; `on_freed(arg)` runs then. Idempotent.
+  void Close(void (*on_freed)(void*) = nullptr, void* arg = nullptr);
+
+  int fd() const { return fd_; }
+  int type() const { return type_; }
+  bool closed() const { return closed_; }
+  size_t queued_sends() const { return queue_.size(); }
+
+ private:
+  struct QueuedSend {
+    std::vector<char> data;
+    size_t offset;
+    std::vector<int> fds;  // our own close-on-exec duplicates
+    uint32_t id;
+  };
+
+  UnixSocket(int fd, int type, size_t max_fds, size_t recv_buffer_size, Delegate* delegate);
+  ~UnixSocket();
+  UnixSocket(const UnixSocket&) = delete;
+  UnixSocket& operator=(const UnixSocket&) = delete;
+
+  static void OnPoll(uv_poll_t* handle, int status, int events);
+  static void OnClosed(uv_handle_t* handle);
+  void UpdatePoll();
+  void DoRead();
+  void DoAccept();
+  void DoWrite();
+  void FailQueue(int err);
+
+  uv_poll_t poll_;
+  int fd_;
+  int type_;
+  size_t max_fds_;
+  Delegate* delegate_;
+  bool reading_ = false;
+  bool accepting_ = false;
+  bool closed_ = false;
+  int poll_events_ = 0;
+  std::deque<QueuedSend> queue_;
+  std::vector<char> recv_buf_;
+  std::unique_ptr<char[]> control_;  // aligned for cmsghdr by operator new
+  size_t control_len_;
+  std::vector<int> recv_fds_;
+  void (*on_freed_)(void*) = nullptr;
+  void* on_freed_arg_ = nullptr;
+};
+
+}  // namespace fdbridge
+
+#endif  // FDBRIDGE_UNIX_SOCKET_H_

@@ -1,0 +1,136 @@
+/**
+ * Every error fdbridge raises at run time is an {@link FdBridgeError} with a
+ * stable `code`. Bad arguments throw plain `TypeError`/`RangeError` at once.
+ *
+ * System errors follow Node's own convention: `code` is the errno name
+ * (`'EBADF'`), `errno` the negative errno (`-9`), `syscall` the failing call.
+ */
+import { getSystemErrorName } from 'node:util';
+
+const BRAND = Symbol.for('fdbridge.error');
+
+export interface FdBridgeErrorOptions {
+  cause?: unknown;
+}
+
+/** Base class of every fdbridge error. Use {@link isFdBridgeError} across realms. */
+export class FdBridgeError extends Error {
+  readonly code: string;
+  readonly [BRAND] = true;
+
+  constructor(code: string, message: string, options?: FdBridgeErrorOptions) {
+    super(message, options?.cause !== undefined ? { cause: options.cause } : undefined);
+    this.code = code;
+  }
+
+  override get name(): string {
+    return this.constructor.name;
+  }
+}
+
+/** True for any fdbridge error, even one built by another copy of the library. */
+export function isFdBridgeError(value: unknown): value is FdBridgeError {
+  return typeof value === 'object' && value !== null && (value as { [BRAND]?: unknown })[BRAND] === true;
+}
+
+/** A system call failed. */
+export class SystemError extends FdBridgeError {
+  /** Negative errno, as in Node's own errors (`-9` for EBADF). */
+  readonly errno: number;
+  readonly syscall: string;
+
+  constructor(errno: number, syscall: string, message?: string, options?: FdBridgeErrorOptions) {
+    const neg = errno > 0 ? -errno : errno;
+    const name = errnoName(neg);
+    super(name, message ?? `${syscall} failed: ${name} (${describeErrno(neg)})`, options);
+    this.errno = neg;
+    this.syscall = syscall;
+  }
+}
+
+/** The peer closed its end (end of file on a STREAM or SEQPACKET socket). */
+export class EofError extends FdBridgeError {
+  constructor(message = 'the peer closed the socket', options?: FdBridgeErrorOptions) {
+    super('ERR_FDBRIDGE_EOF', message, options);
+  }
+}
+
+/**
+ * A message arrived cut short: its control data (`MSG_CTRUNC`: the fds did not
+ * all fit, from a small buffer or the receiver's RLIMIT_NOFILE) or its data
+ * (`MSG_TRUNC`). Every fd of that message that did arrive has been closed;
+ * `fdsClosed` says how many.
+ */
+export class TruncatedError extends FdBridgeError {
+  readonly what: 'control' | 'data';
+  readonly fdsClosed: number;
+  readonly bytes: number;
+
+  constructor(what: 'control' | 'data', fdsClosed: number, bytes: number, syscall = 'recvmsg') {
+    const reason =
+      what === 'control'
+        ? 'its fds did not all fit (MSG_CTRUNC: control buffer too small or the receiver is at its fd limit)'
+        : `its ${bytes} data bytes did not fit the receive buffer (MSG_TRUNC)`;
+    super(
+      'ERR_FDBRIDGE_TRUNCATED',
+      `${syscall}: message truncated: ${reason}; ${fdsClosed} fd(s) that did arrive were closed`,
+    );
+    this.what = what;
+    this.fdsClosed = fdsClosed;
+    this.bytes = bytes;
+  }
+}
+
+/** An operation on something already closed by its owner. */
+export class ClosedError extends FdBridgeError {
+  constructor(message: string) {
+    super('ERR_FDBRIDGE_CLOSED', message);
+  }
+}
+
+/** A peer broke the wire protocol (bad frame, unexpected fds, unknown reply). */
+export class ProtocolError extends FdBridgeError {
+  constructor(message: string, options?: FdBridgeErrorOptions) {
+    super('ERR_FDBRIDGE_PROTOCOL', message, options);
+  }
+}
+
+/** The kernel or the process's permissions do not allow the operation. */
+export class UnsupportedError extends FdBridgeError {
+  constructor(message: string, options?: FdBridgeErrorOptions) {
+    super('ERR_FDBRIDGE_UNSUPPORTED', message, options);
+  }
+}
+
+/** The errno name for a (negative or positive) errno, e.g. `EBADF`. */
+export function errnoName(errno: number): string {
+  try {
+    return getSystemErrorName(errno > 0 ? -errno : errno);
+  } catch {
+    return `Unknown system error ${errno}`;
+  }
+}
+
+function describeErrno(neg: number): string {
+  const messages: Record<string, string> = {
+    EBADF: 'bad file descriptor',
+    EINVAL: 'invalid argument',
+    EPIPE: 'the peer has closed its end',
+    ECONNRESET: 'connection reset by the peer',
+    ECONNREFUSED: 'nobody is listening there',
+    ENOENT: 'no such file or directory',
+    EADDRINUSE: 'the address is already in use',
+    ENAMETOOLONG: 'name too long (sun_path holds 107 bytes plus NUL)',
+    EMFILE: 'the process is at its fd limit (RLIMIT_NOFILE)',
+    EPERM: 'operation not permitted',
+    EACCES: 'permission denied',
+    ESRCH: 'no such process',
+    EAGAIN: 'resource temporarily unavailable',
+    ECANCELED: 'cancelled: the socket was closed first',
+    ENOTSOCK: 'not a socket',
+    ENOSYS: 'not implemented by this kernel',
+    ENOPROTOOPT: 'option not supported by this kernel',
+    EMSGSIZE: 'message too long for the socket',
+  };
+  return messages[errnoName(neg)] ?? 'system error';
+}

@@ -1,0 +1,151 @@
+/**
+ * File-descriptor helpers. A raw fd number has one owner at a time; `OwnedFd`
+ * makes the owner visible in the type.
+ */
+import { native } from './native';
+import { ClosedError } from './errors';
+
+/** Identity of an open file description: (dev, ino) plus the file type. */
+export interface FdIdentity {
+  dev: bigint;
+  ino: bigint;
+  type: FileType;
+}
+
+export type FileType = 'file' | 'directory' | 'pipe' | 'socket' | 'char' | 'block' | 'symlink' | 'unknown';
+
+const S_IFMT = 0o170000;
+const TYPES: Record<number, FileType> = {
+  0o100000: 'file',
+  0o040000: 'directory',
+  0o010000: 'pipe',
+  0o140000: 'socket',
+  0o020000: 'char',
+  0o060000: 'block',
+  0o120000: 'symlink',
+};
+
+/** fstat identity of `fd` (borrowed). */
+export function fdIdentity(fd: number): FdIdentity {
+  const id = native.identity(fd);
+  return { dev: id.dev, ino: id.ino, type: TYPES[id.mode & S_IFMT] ?? 'unknown' };
+}
+
+/** True when both fds refer to the same file (same st_dev and st_ino). */
+export function sameFile(a: number, b: number): boolean {
+  const x = native.identity(a);
+  const y = native.identity(b);
+  return x.dev === y.dev && x.ino === y.ino;
+}
+
+export interface FdFlags {
+  cloexec: boolean;
+  nonblock: boolean;
+}
+
+/** FD_CLOEXEC and O_NONBLOCK of `fd` (borrowed). */
+export function fdFlags(fd: number): FdFlags {
+  const bits = native.getFlags(fd);
+  return { cloexec: (bits & 1) !== 0, nonblock: (bits & 2) !== 0 };
+}
+
+/** A close-on-exec duplicate of `fd`; the caller owns it. */
+export function dupFd(fd: number): number {
+  return native.dup(fd);
+}
+
+/** Closes `fd` (takes ownership). EBADF is a typed SystemError. */
+export function closeFd(fd: number): void {
+  native.close(fd);
+}
+
+/** fd number -> target (readlink of /proc/<pid>/fd/<fd>). */
+export type FdTable = Map<number, string>;
+
+/**
+ * The open-fd table of a process (this one by default), from /proc/<pid>/fd.
+ * The directory stream used to read it is left out.
+ */
+export function openFdTable(pid?: number): FdTable {
+  return new Map(native.listFds(pid ?? 0));
+}
+
+/** RLIMIT_NOFILE of this process: `[soft, hard]` (Infinity when unlimited). */
+export function fdLimit(): [number, number] {
+  return native.getFdLimit();
+}
+
+/** Sets RLIMIT_NOFILE of this process. */
+export function setFdLimit(soft: number, hard?: number): void {
+  native.setFdLimit(soft, hard ?? fdLimit()[1]);
+}
+
+/**
+ * An fd with a visible owner. `close()` is idempotent; `release()` hands the
+ * number to someone else and makes this object forget it.
+ */
+export class OwnedFd implements Disposable {
+  #fd: number;
+
+  /** Takes ownership of `fd`. */
+  constructor(fd: number) {
+    if (!Number.isInteger(fd) || fd < 0) throw new RangeError(`OwnedFd: ${fd} is not an fd`);
+    this.#fd = fd;
+  }
+
+  get fd(): number {
+    if (this.#fd < 0) throw new ClosedError('OwnedFd: the fd was already closed or released');
+    return this.#fd;
+  }
+
+  get closed(): boolean {
+    return this.#fd < 0;
+  }
+
+  /** Gives up ownership and returns the number; the caller now closes it. */
+  release(): number {
+    const fd = this.fd;
+    this.#fd = -1;
+    return fd;
+  }
+
+  close(): void {
+    if (this.#fd < 0) return;
+    const fd = this.#fd;
+    this.#fd = -1;
+    native.close(fd);
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+export interface FdTableDiff {
+  /** fds open now that were not before, or that now name another target. */
+  opened: Array<{ fd: number; target: string }>;
+  /** fds open before that are closed now, or that named another target. */
+  closed: Array<{ fd: number; target: string }>;
+}
+
+/** What changed between two open-fd tables (same fd number, new target counts as both). */
+export function diffFdTables(before: FdTable, after: FdTable): FdTableDiff {
+  const opened: FdTableDiff['opened'] = [];
+  const closed: FdTableDiff['closed'] = [];
+  for (const [fd, target] of after) {
+    const was = before.get(fd);
+    if (was !== target) opened.push({ fd, target });
+  }
+  for (const [fd, target] of before) {
+    if (after.get(fd) !== target) closed.push({ fd, target });
+  }
+  return { opened, closed };
+}
+
+/** A readable one-line-per-fd description of a table diff, empty when equal. */
+export function formatFdTableDiff(diff: FdTableDiff): string {
+  return [
+    ...diff.opened.map((e) => `+ fd ${e.fd} -> ${e.target}`),
+    ...diff.closed.map((e) => `- fd ${e.fd} -> ${e.target}`),
+  ].join('\n');
+}

@@ -1,0 +1,149 @@
+/**
+ * The only file that loads the compiled addon (build/Release/fdbridge.node).
+ * Everything native is reached through the typed `native` object below.
+ *
+ * Ownership conventions for raw fd numbers (see also fd.ts):
+ * - functions that return an fd hand its ownership to the caller;
+ * - functions that take an fd borrow it, except `close` and `new Socket(fd)`,
+ *   which take it over.
+ */
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+
+import { EofError, SystemError, TruncatedError } from './errors';
+
+export interface NativeIdentity {
+  dev: bigint;
+  ino: bigint;
+  /** st_mode: file type and permission bits. */
+  mode: number;
+}
+
+export interface NativeMessage {
+  data: Buffer;
+  /** Received fds, close-on-exec, owned by the caller. */
+  fds: number[];
+  otherControlMessages: number;
+}
+
+export interface NativeSocketOptions {
+  /** Control buffer room, in fds (0..253; default 253). */
+  maxFds?: number;
+  /** Receive buffer size in bytes (default 64 KiB). */
+  bufferSize?: number;
+}
+
+/** onMessage(err) or onMessage(null, data, fds): fds are owned by the callee. */
+export type NativeMessageCallback = (err: Error | null, data?: Buffer, fds?: number[]) => void;
+export type NativeAcceptCallback = (err: Error | null, fd?: number) => void;
+
+export interface NativeSocket {
+  readonly fd: number;
+  readonly queuedSends: number;
+  /**
+   * Sends data and fds (borrowed). Returns 0 when the kernel took it now, 1
+   * when it waits for writability (then `done` is called with null or an
+   * error). Throws a typed error, with nothing queued, on failure.
+   */
+  send(data: Uint8Array, fds?: readonly number[], done?: (err: Error | null) => void): 0 | 1;
+  startReading(): void;
+  stopReading(): void;
+  startAccepting(): void;
+  stopAccepting(): void;
+  ref(): void;
+  unref(): void;
+  /** Closes the fd, stops polling, fails queued sends (ECANCELED). Idempotent. */
+  close(): void;
+}
+
+export interface NativeSocketConstructor {
+  /** Takes ownership of `fd`. */
+  new (
+    fd: number,
+    type: number,
+    options?: NativeSocketOptions,
+    onMessage?: NativeMessageCallback,
+    onAccept?: NativeAcceptCallback,
+  ): NativeSocket;
+}
+
+export interface NativeBinding {
+  Socket: NativeSocketConstructor;
+  init(makeError: (kind: string, errno: number, syscall: string, details: Record<string, unknown>) => Error): void;
+  socketpair(type: number): [number, number];
+  listen(type: number, name: string, abstract: boolean, mode: number, backlog: number): number;
+  connect(type: number, name: string, abstract: boolean): number;
+  dup(fd: number): number;
+  close(fd: number): void;
+  identity(fd: number): NativeIdentity;
+  /** Bit 0: FD_CLOEXEC, bit 1: O_NONBLOCK. */
+  getFlags(fd: number): number;
+  setCloexec(fd: number, on: boolean): void;
+  setNonblock(fd: number, on: boolean): void;
+  /** [fd, target] rows of /proc/<pid>/fd (pid 0 or omitted: this process). */
+  listFds(pid?: number): Array<[number, string]>;
+  getFdLimit(): [number, number];
+  setFdLimit(soft: number, hard: number): void;
+  peerCred(fd: number): { pid: number; uid: number; gid: number };
+  peerPidfd(fd: number): number;
+  pidfdOpen(pid: number): number;
+  pidfdGetfd(pidfd: number, targetFd: number): number;
+  socketType(fd: number): number;
+  setPassRights(fd: number, on: boolean): void;
+  setPassCred(fd: number, on: boolean): void;
+  shutdown(fd: number, how: number): void;
+  sendNow(fd: number, data: Uint8Array, fds?: readonly number[]): number;
+  recvNow(fd: number, bufferSize: number, maxFds: number): NativeMessage | null;
+  constants: {
+    SOCK_STREAM: number;
+    SOCK_DGRAM: number;
+    SOCK_SEQPACKET: number;
+    SHUT_RD: number;
+    SHUT_WR: number;
+    SHUT_RDWR: number;
+    MAX_FDS_PER_MESSAGE: number;
+    MAX_SOCKET_PATH_BYTES: number;
+  };
+}
+
+/** The directory holding package.json and build/ (src/ under ts-jest, dist/src/ when built). */
+export const packageRoot: string = (() => {
+  let dir = __dirname;
+  for (;;) {
+    if (existsSync(join(dir, 'binding.gyp'))) return dir;
+    const up = dirname(dir);
+    if (up === dir) throw new Error(`fdbridge: cannot find the package root above ${__dirname}`);
+    dir = up;
+  }
+})();
+
+function load(): NativeBinding {
+  const candidates = ['build/Release/fdbridge.node', 'build/Debug/fdbridge.node'].map((p) => join(packageRoot, p));
+  const found = candidates.find((p) => existsSync(p));
+  if (found === undefined) {
+    throw new Error(
+      `fdbridge: the native addon is not built (looked for ${candidates.join(', ')}); run \`npm run build\``,
+    );
+  }
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const binding = require(found) as NativeBinding;
+  binding.init((kind, errno, syscall, details) => {
+    switch (kind) {
+      case 'eof':
+        return new EofError(`${syscall}: the peer closed the socket (end of file)`);
+      case 'truncated':
+        return new TruncatedError(
+          details['what'] === 'data' ? 'data' : 'control',
+          Number(details['fdsClosed'] ?? 0),
+          Number(details['bytes'] ?? 0),
+          syscall,
+        );
+      default:
+        return new SystemError(errno, syscall);
+    }
+  });
+  return binding;
+}
+
+export const native: NativeBinding = load();
+export const constants = native.constants;

@@ -1,0 +1,446 @@
+/**
+ * Unix domain sockets on the event loop, carrying data and fds together.
+ * Thin, typed wrappers over the addon's Socket: every fd they create is
+ * non-blocking and close-on-exec, every receive is driven by uv_poll.
+ *
+ * Ownership: `send` borrows the fds it is given; a received message's fds
+ * belong to whoever received it; closing a socket closes every received fd
+ * that nobody claimed.
+ */
+import { lstatSync, unlinkSync } from 'node:fs';
+
+import { ClosedError, EofError, SystemError } from './errors';
+import { OwnedFd } from './fd';
+import { constants, native, type NativeSocket } from './native';
+
+export type SocketKind = 'stream' | 'dgram' | 'seqpacket';
+
+/** A filesystem path, or a Linux abstract name (no file, per network namespace). */
+export type SocketAddress = string | { abstract: string };
+
+export interface Message {
+  data: Buffer;
+  /** Received fds, close-on-exec; the receiver owns them. */
+  fds: number[];
+}
+
+export interface UnixSocketOptions {
+  /** How many fds one receive can take (0..253, default 253). Fewer makes larger sets arrive truncated. */
+  maxFds?: number;
+  /** Receive buffer in bytes (default 64 KiB): the largest DGRAM/SEQPACKET message accepted whole. */
+  bufferSize?: number;
+}
+
+/** Streaming receive: called for every message (ownership of fds passes) or receive error. */
+export type MessageHandler = (err: Error | null, data?: Buffer, fds?: number[]) => void;
+
+export function kindToType(kind: SocketKind): number {
+  switch (kind) {
+    case 'stream':
+      return constants.SOCK_STREAM;
+    case 'dgram':
+      return constants.SOCK_DGRAM;
+    case 'seqpacket':
+      return constants.SOCK_SEQPACKET;
+    default:
+      throw new TypeError(`socket kind must be 'stream', 'dgram' or 'seqpacket', not ${String(kind)}`);
+  }
+}
+
+function typeToKind(type: number): SocketKind {
+  if (type === constants.SOCK_STREAM) return 'stream';
+  if (type === constants.SOCK_DGRAM) return 'dgram';
+  if (type === constants.SOCK_SEQPACKET) return 'seqpacket';
+  throw new TypeError(`unsupported socket type ${type}`);
+}
+
+/** Validates an address and returns [name, abstract]. */
+export function parseAddress(address: SocketAddress): [string, boolean] {
+  const [name, abstract] = typeof address === 'string' ? [address, false] : [address?.abstract, true];
+  if (typeof name !== 'string' || name.length === 0) {
+    throw new TypeError('a socket address is a non-empty path or { abstract: name }');
+  }
+  const bytes = Buffer.byteLength(name);
+  if (bytes > constants.MAX_SOCKET_PATH_BYTES) {
+    throw new RangeError(
+      `socket ${abstract ? 'name' : 'path'} is ${bytes} bytes; sun_path holds at most ${constants.MAX_SOCKET_PATH_BYTES} ` +
+        `(use a shorter directory, e.g. under $XDG_RUNTIME_DIR, or an abstract name): ${name}`,
+    );
+  }
+  return [name, abstract];
+}
+
+function closeAll(fds: readonly number[]): void {
+  for (const fd of fds) {
+    try {
+      native.close(fd);
+    } catch {
+      // already gone: nothing left to release
+    }
+  }
+}
+
+interface Waiter {
+  resolve(m: Message): void;
+  reject(e: Error): void;
+}
+
+/** One connected (or socketpair) Unix domain socket. */
+export class UnixSocket {
+  readonly kind: SocketKind;
+  #native: NativeSocket;
+  #fd: number;
+  #closed = false;
+  #handler: MessageHandler | undefined;
+  #waiters: Waiter[] = [];
+  #buffered: Array<Message | Error> = [];
+  #readError: Error | undefined;
+  #reading = false;
+
+  /** A connected pair (socketpair(2)), both ends non-blocking and close-on-exec. */
+  static pair(kind: SocketKind = 'seqpacket', options?: UnixSocketOptions): [UnixSocket, UnixSocket] {
+    const [a, b] = native.socketpair(kindToType(kind));
+    let first: UnixSocket | undefined;
+    try {
+      first = new UnixSocket(a, kind, options);
+      return [first, new UnixSocket(b, kind, options)];
+    } catch (err) {
+      if (first) first.close();
+      else closeAll([a]);
+      closeAll([b]);
+      throw err;
+    }
+  }
+
+  /**
+   * Connects to a listening socket. A full backlog (EAGAIN) is retried until
+   * `timeoutMs` (default 5000) has passed.
+   */
+  static async connect(
+    address: SocketAddress,
+    options: UnixSocketOptions & { kind?: SocketKind; timeoutMs?: number } = {},
+  ): Promise<UnixSocket> {
+    const kind = options.kind ?? 'seqpacket';
+    const [name, abstract] = parseAddress(address);
+    const deadline = Date.now() + (options.timeoutMs ?? 5000);
+    for (let delay = 1; ; delay = Math.min(delay * 2, 50)) {
+      try {
+        return new UnixSocket(native.connect(kindToType(kind), name, abstract), kind, options);
+      } catch (err) {
+        if (!(err instanceof SystemError) || err.code !== 'EAGAIN' || Date.now() >= deadline) throw err;
+      }
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+
+  /** Takes ownership of `fd`, a Unix domain socket (its kind is read with SO_TYPE when omitted). */
+  constructor(fd: number, kind?: SocketKind, options?: UnixSocketOptions) {
+    this.kind = kind ?? typeToKind(native.socketType(fd));
+    this.#native = new native.Socket(fd, kindToType(this.kind), options, (err, data, fds) =>
+      this.#onMessage(err, data, fds),
+    );
+    this.#fd = fd;
+  }
+
+  /** The socket's fd (borrowed: the socket owns it), or -1 once closed. */
+  get fd(): number {
+    return this.#closed ? -1 : this.#fd;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Messages waiting for the kernel to make room. */
+  get queuedSends(): number {
+    return this.#native.queuedSends;
+  }
+
+  /**
+   * Sends data with 0..253 fds (borrowed) as one message. Resolves once the
+   * kernel has the message. Bad fds (EBADF), too many fds (RangeError) and a
+   * broken connection (EPIPE) reject with nothing queued.
+   */
+  send(data: Uint8Array, fds?: readonly number[]): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const r = this.write(data, fds, (err) => (err ? reject(err) : resolve()));
+      if (r) resolve();
+    });
+  }
+
+  /**
+   * Like `send`, without a promise: returns true when the kernel took the
+   * message now; false when it was queued (then `done` is called). Throws on
+   * failure, with nothing queued.
+   */
+  write(data: Uint8Array, fds?: readonly number[], done?: (err: Error | null) => void): boolean {
+    if (this.#closed) throw new ClosedError('send: the socket is closed');
+    return this.#native.send(data, fds, done) === 0;
+  }
+
+  /** The next message; its fds belong to the caller. */
+  receive(): Promise<Message> {
+    if (this.#handler) throw new Error('receive(): this socket delivers to a message handler');
+    const next = this.#buffered.shift();
+    if (next !== undefined) return next instanceof Error ? Promise.reject(next) : Promise.resolve(next);
+    if (this.#readError) return Promise.reject(this.#readError);
+    if (this.#closed) return Promise.reject(new ClosedError('receive: the socket is closed'));
+    return new Promise((resolve, reject) => {
+      this.#waiters.push({ resolve, reject });
+      this.#setReading(true);
+    });
+  }
+
+  /**
+   * Streams every message to `handler` (the lowest-overhead way to receive);
+   * receive() is not available afterwards. Messages already buffered are
+   * delivered first.
+   */
+  setMessageHandler(handler: MessageHandler): void {
+    if (this.#closed) throw new ClosedError('setMessageHandler: the socket is closed');
+    this.#handler = handler;
+    for (const m of this.#buffered.splice(0)) {
+      if (m instanceof Error) handler(m);
+      else handler(null, m.data, m.fds);
+    }
+    if (this.#readError) handler(this.#readError);
+    else this.#setReading(true);
+  }
+
+  /** Stops delivering messages to the handler until `resume()`: the kernel buffers them. */
+  pause(): void {
+    this.#setReading(false);
+  }
+
+  resume(): void {
+    if (this.#handler && !this.#readError) this.#setReading(true);
+  }
+
+  /** SO_PEERCRED: the peer's pid, uid and gid as of connect(). */
+  peerCredentials(): { pid: number; uid: number; gid: number } {
+    return native.peerCred(this.#liveFd('getsockopt(SO_PEERCRED)'));
+  }
+
+  /** SO_PEERPIDFD (Linux 6.5+): a pidfd for the peer, owned by the caller. */
+  peerPidfd(): OwnedFd {
+    return new OwnedFd(native.peerPidfd(this.#liveFd('getsockopt(SO_PEERPIDFD)')));
+  }
+
+  /** Half-closes the socket (shutdown(2)); the peer then sees EOF after what is queued. */
+  shutdown(how: 'read' | 'write' | 'both' = 'write'): void {
+    const map = { read: constants.SHUT_RD, write: constants.SHUT_WR, both: constants.SHUT_RDWR };
+    native.shutdown(this.#liveFd('shutdown'), map[how]);
+  }
+
+  /** Lets the process exit while this socket is open. */
+  unref(): this {
+    this.#native.unref();
+    return this;
+  }
+
+  ref(): this {
+    this.#native.ref();
+    return this;
+  }
+
+  /**
+   * Closes the socket: the fd, the poll handle, queued sends (they reject with
+   * ECANCELED), and every received fd nobody claimed. Pending receives reject
+   * with ClosedError. Idempotent.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#native.close();
+    for (const m of this.#buffered.splice(0)) if (!(m instanceof Error)) closeAll(m.fds);
+    const err = new ClosedError('receive: the socket was closed');
+    for (const w of this.#waiters.splice(0)) w.reject(err);
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #liveFd(syscall: string): number {
+    if (this.#closed) throw new SystemError(-9, syscall, `${syscall} failed: the socket is closed`);
+    return this.#fd;
+  }
+
+  #setReading(on: boolean): void {
+    if (on === this.#reading || this.#closed) return;
+    this.#reading = on;
+    if (on) this.#native.startReading();
+    else this.#native.stopReading();
+  }
+
+  #onMessage(err: Error | null, data?: Buffer, fds?: number[]): void {
+    // EOF and socket errors end reading for good; truncation affects one message.
+    if (err && !(err.name === 'TruncatedError')) {
+      this.#readError = err;
+      this.#reading = false;
+    }
+    if (this.#handler) {
+      this.#handler(err, data, fds);
+      return;
+    }
+    const item: Message | Error = err ?? { data: data as Buffer, fds: fds as number[] };
+    const waiter = this.#waiters.shift();
+    if (waiter) {
+      if (item instanceof Error) waiter.reject(item);
+      else waiter.resolve(item);
+    } else if (this.#closed) {
+      if (!(item instanceof Error)) closeAll(item.fds);
+    } else {
+      this.#buffered.push(item);
+    }
+    if (this.#readError) {
+      for (const w of this.#waiters.splice(0)) w.reject(this.#readError);
+    } else if (this.#waiters.length === 0) {
+      this.#setReading(false);
+    }
+  }
+}
+
+export interface ListenOptions extends UnixSocketOptions {
+  kind?: SocketKind;
+  /** Permission bits of the socket file (e.g. 0o600), set before listen(). */
+  mode?: number;
+  backlog?: number;
+}
+
+/** A listening Unix domain socket. */
+export class UnixServer {
+  readonly address: SocketAddress;
+  readonly kind: SocketKind;
+  #native: NativeSocket;
+  #fd: number;
+  #closed = false;
+  #options: UnixSocketOptions;
+  #fileIdentity: { dev: number; ino: number } | undefined;
+  #handler: ((err: Error | null, socket?: UnixSocket) => void) | undefined;
+  #acceptWaiters: Array<{ resolve(s: UnixSocket): void; reject(e: Error): void }> = [];
+
+  /**
+   * Binds and listens. bind(2) never replaces an existing name: a path that
+   * exists gives EADDRINUSE (the caller decides whether it is stale).
+   */
+  static listen(address: SocketAddress, options: ListenOptions = {}): UnixServer {
+    return new UnixServer(address, options);
+  }
+
+  private constructor(address: SocketAddress, options: ListenOptions) {
+    const [name, abstract] = parseAddress(address);
+    this.address = address;
+    this.kind = options.kind ?? 'seqpacket';
+    this.#options = { maxFds: options.maxFds, bufferSize: options.bufferSize };
+    const mode = options.mode ?? -1;
+    if (mode !== -1 && (!Number.isInteger(mode) || mode < 0 || mode > 0o7777)) {
+      throw new RangeError(`mode must be a permission mask such as 0o600, not ${mode}`);
+    }
+    const fd = native.listen(kindToType(this.kind), name, abstract, mode, options.backlog ?? 128);
+    if (!abstract) {
+      const st = lstatSync(name);
+      this.#fileIdentity = { dev: st.dev, ino: st.ino };
+    }
+    this.#fd = fd;
+    this.#native = new native.Socket(fd, kindToType(this.kind), undefined, undefined, (err, cfd) =>
+      this.#onAccept(err, cfd),
+    );
+  }
+
+  get fd(): number {
+    return this.#closed ? -1 : this.#fd;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Delivers every accepted connection to `handler` (which owns the socket). */
+  onConnection(handler: (err: Error | null, socket?: UnixSocket) => void): void {
+    this.#handler = handler;
+    if (!this.#closed) this.#native.startAccepting();
+  }
+
+  /** The next connection. */
+  accept(): Promise<UnixSocket> {
+    if (this.#closed) return Promise.reject(new ClosedError('accept: the server is closed'));
+    return new Promise((resolve, reject) => {
+      this.#acceptWaiters.push({ resolve, reject });
+      this.#native.startAccepting();
+    });
+  }
+
+  unref(): this {
+    this.#native.unref();
+    return this;
+  }
+
+  ref(): this {
+    this.#native.ref();
+    return this;
+  }
+
+  /**
+   * Stops listening and removes the socket file, but only if the path still
+   * names the very socket this server bound (never someone else's file).
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#native.close();
+    if (typeof this.address === 'string' && this.#fileIdentity) {
+      try {
+        const st = lstatSync(this.address);
+        if (st.isSocket() && st.dev === this.#fileIdentity.dev && st.ino === this.#fileIdentity.ino) {
+          unlinkSync(this.address);
+        }
+      } catch {
+        // already removed
+      }
+    }
+    const err = new ClosedError('accept: the server was closed');
+    for (const w of this.#acceptWaiters.splice(0)) w.reject(err);
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #onAccept(err: Error | null, fd?: number): void {
+    let socket: UnixSocket | undefined;
+    if (!err && fd !== undefined) {
+      try {
+        socket = new UnixSocket(fd, this.kind, this.#options);
+      } catch (e) {
+        closeAll([fd]);
+        err = e as Error;
+      }
+    }
+    if (this.#closed) {
+      socket?.close();
+      return;
+    }
+    const waiter = this.#acceptWaiters.shift();
+    if (waiter) {
+      if (socket) waiter.resolve(socket);
+      else waiter.reject(err as Error);
+      // A failed accept4 (EMFILE...) stopped accepting; try again for the
+      // callers still waiting.
+      if (err && this.#acceptWaiters.length > 0) this.#native.startAccepting();
+      // Accept only while someone wants connections; the rest wait in the
+      // kernel's backlog.
+      if (this.#acceptWaiters.length === 0 && !this.#handler) this.#native.stopAccepting();
+      return;
+    }
+    if (this.#handler) {
+      this.#handler(err, socket);
+      return;
+    }
+    // Unreachable while accepting is tied to waiters or a handler; never keep
+    // a connection nobody owns.
+    socket?.close();
+  }
+}
+
+export { EofError };
