@@ -141,8 +141,10 @@ Napi::Array FdArray(Napi::Env env, const int* fds, size_t n) {
   return arr;
 }
 
-Napi::Value ReceiveError(Napi::Env env, const RecvResult& r, const char* syscall) {
+Napi::Value ReceiveError(Napi::Env env, const RecvResult& r, const char* syscall, const char* data = nullptr,
+                         size_t len = 0) {
   Napi::Object details = Napi::Object::New(env);
+  if (data != nullptr) details.Set("data", Napi::Buffer<char>::Copy(env, data, len));
   switch (r.status) {
     case RecvStatus::kEof:
       return MakeError(env, "eof", 0, syscall, details);
@@ -352,11 +354,11 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     Emit(on_message_, {env.Null(), buf, arr});
   }
 
-  void OnReceiveError(const RecvResult& r) override {
+  void OnReceiveError(const RecvResult& r, const char* data, size_t len) override {
     Napi::Env env = Env();
     if (on_message_.IsEmpty()) return;
     Napi::HandleScope scope(env);
-    Emit(on_message_, {ReceiveError(env, r, "recvmsg")});
+    Emit(on_message_, {ReceiveError(env, r, "recvmsg", data, len)});
   }
 
   void OnAccept(int fd, int err) override {

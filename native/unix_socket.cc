@@ -198,12 +198,12 @@ void UnixSocket::DoRead() {
         break;
       case RecvStatus::kCtrunc:
       case RecvStatus::kTrunc:
-        delegate_->OnReceiveError(r);
+        delegate_->OnReceiveError(r, recv_buf_.data(), r.bytes < recv_buf_.size() ? r.bytes : recv_buf_.size());
         break;
       case RecvStatus::kEof:
       case RecvStatus::kError:
         reading_ = false;
-        delegate_->OnReceiveError(r);
+        delegate_->OnReceiveError(r, nullptr, 0);
         return;
     }
   }

@@ -24,8 +24,10 @@ class UnixSocket {
     // A message arrived. The delegate owns fds[0..nfds) from here on.
     virtual void OnMessage(const char* data, size_t len, const int* fds, size_t nfds) = 0;
     // A receive failed. kCtrunc/kTrunc leave the socket readable (the
-    // offending message is gone, its fds closed); kEof and kError stop reading.
-    virtual void OnReceiveError(const RecvResult& result) = 0;
+    // offending message is gone, its fds closed; `data` holds what of its
+    // bytes arrived, min(result.bytes, buffer size)); kEof and kError stop
+    // reading.
+    virtual void OnReceiveError(const RecvResult& result, const char* data, size_t len) = 0;
     // A listening socket accepted `fd` (owned by the delegate), or failed
     // with -errno in `err` (accepting then stops).
     virtual void OnAccept(int fd, int err) = 0;

@@ -65,8 +65,14 @@ export class TruncatedError extends FdBridgeError {
   readonly what: 'control' | 'data';
   readonly fdsClosed: number;
   readonly bytes: number;
+  /**
+   * The message's data as far as it arrived (whole for a control truncation
+   * on DGRAM/SEQPACKET), so a protocol can still answer the request; empty
+   * when unknown.
+   */
+  readonly data: Buffer;
 
-  constructor(what: 'control' | 'data', fdsClosed: number, bytes: number, syscall = 'recvmsg') {
+  constructor(what: 'control' | 'data', fdsClosed: number, bytes: number, syscall = 'recvmsg', data?: Buffer) {
     const reason =
       what === 'control'
         ? 'its fds did not all fit (MSG_CTRUNC: control buffer too small or the receiver is at its fd limit)'
@@ -78,6 +84,7 @@ export class TruncatedError extends FdBridgeError {
     this.what = what;
     this.fdsClosed = fdsClosed;
     this.bytes = bytes;
+    this.data = data ?? Buffer.alloc(0);
   }
 }
 
@@ -133,4 +140,95 @@ function describeErrno(neg: number): string {
     EMSGSIZE: 'message too long for the socket',
   };
   return messages[errnoName(neg)] ?? 'system error';
+}
+
+/** Where a command runs, as named in errors. */
+export type TransportName = 'direct' | 'worker' | 'child' | 'helper' | 'pidfd';
+
+export interface PeerExit {
+  transport: TransportName;
+  pid: number;
+  threadId?: number;
+  exitCode: number | null;
+  signal: NodeJS.Signals | null;
+  /** How it ended when neither an exit code nor a signal is known, e.g. 'exited' or 'closed the connection'. */
+  detail?: string;
+}
+
+/**
+ * The command's side went away (process killed or exited, worker terminated,
+ * connection dropped) before replying. Every call that was pending rejects
+ * with this error.
+ */
+export class PeerExitedError extends FdBridgeError {
+  readonly transport: TransportName;
+  readonly pid: number;
+  readonly threadId: number | undefined;
+  readonly exitCode: number | null;
+  readonly signal: NodeJS.Signals | null;
+
+  constructor(operation: string, exit: PeerExit) {
+    const where =
+      exit.transport === 'worker'
+        ? `the worker thread ${exit.threadId ?? '?'}`
+        : exit.transport === 'helper'
+          ? `the helper daemon (pid ${exit.pid})`
+          : `the ${exit.transport} process (pid ${exit.pid})`;
+    const how =
+      exit.signal !== null
+        ? `was killed by ${exit.signal}`
+        : exit.exitCode !== null
+          ? `exited with code ${exit.exitCode}`
+          : (exit.detail ?? 'closed the connection');
+    super('ERR_FDBRIDGE_PEER_EXITED', `${operation} failed: ${where} ${how} before replying`);
+    this.transport = exit.transport;
+    this.pid = exit.pid;
+    this.threadId = exit.threadId;
+    this.exitCode = exit.exitCode;
+    this.signal = exit.signal;
+  }
+}
+
+/** What a command threw, carried back from wherever it ran. */
+export interface RemoteErrorInfo {
+  name: string;
+  message: string;
+  code?: string;
+  stack?: string;
+}
+
+/** The command's method threw (or rejected); `remote` describes what it threw. */
+export class RemoteError extends FdBridgeError {
+  readonly remote: RemoteErrorInfo;
+  readonly method: string;
+
+  constructor(method: string, remote: RemoteErrorInfo) {
+    super(
+      'ERR_FDBRIDGE_REMOTE',
+      `${method}() failed in the command: ${remote.name}${remote.code ? ` [${remote.code}]` : ''}: ${remote.message}`,
+    );
+    this.remote = remote;
+    this.method = method;
+  }
+}
+
+/** A helper daemon refused this client (its uid is not allowed there). */
+export class PeerRefusedError extends FdBridgeError {
+  constructor(message: string) {
+    super('ERR_FDBRIDGE_REFUSED', message);
+  }
+}
+
+/** Describes any thrown value for sending across a context boundary. */
+export function describeError(err: unknown): RemoteErrorInfo {
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code;
+    return {
+      name: err.name,
+      message: err.message,
+      ...(typeof code === 'string' ? { code } : {}),
+      ...(err.stack ? { stack: err.stack } : {}),
+    };
+  }
+  return { name: 'Error', message: String(err) };
 }

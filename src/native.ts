@@ -137,6 +137,7 @@ function load(): NativeBinding {
           Number(details['fdsClosed'] ?? 0),
           Number(details['bytes'] ?? 0),
           syscall,
+          Buffer.isBuffer(details['data']) ? details['data'] : undefined,
         );
       default:
         return new SystemError(errno, syscall);

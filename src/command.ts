@@ -1,0 +1,185 @@
+/**
+ * Commands: objects that do work somewhere (the caller's thread, a worker, a
+ * child process, a helper daemon). A command is a class exported by a module,
+ * so every transport can load it by name:
+ *
+ *     export class LogCommand {
+ *       constructor(readonly context: CommandContext) {}
+ *       redirectLogToFd(fd: number) { this.context.adoptFd(fd); ... }
+ *     }
+ *
+ * fds that a connection duplicates into the command's context are owned by
+ * the connection until the command adopts them with `context.adoptFd(fd)`.
+ * When the connection closes, the command's optional `close()` runs, then
+ * every fd it did not adopt is closed. Adopted fds are the command's to close.
+ */
+import { isAbsolute, resolve } from 'node:path';
+import { threadId } from 'node:worker_threads';
+
+import type { TransportName } from './errors';
+import { native } from './native';
+
+/** Names a command: a module (absolute path, or a package name) and the export holding its class. */
+export interface CommandSpec {
+  module: string;
+  /** Default: 'default'. */
+  export?: string;
+  /** JSON-serializable arguments given to the constructor after the context. */
+  args?: unknown[];
+}
+
+/** What a command knows about where it runs, and how it takes fds. */
+export interface CommandContext {
+  readonly transport: TransportName;
+  readonly pid: number;
+  readonly threadId: number;
+  /**
+   * Takes ownership of `fd`, which the connection duplicated into this
+   * context: the connection will no longer close it. Throws if the fd was not
+   * given to this command (or was adopted already). Returns `fd`.
+   */
+  adoptFd(fd: number): number;
+}
+
+export type CommandClass = new (context: CommandContext, ...args: unknown[]) => object;
+
+/** Methods of T, as called through a connection: every result is a promise. */
+export type Remote<T> = {
+  [K in keyof T as T[K] extends (...args: never[]) => unknown ? K : never]: T[K] extends (
+    ...args: infer A
+  ) => infer R
+    ? (...args: A) => Promise<Awaited<R>>
+    : never;
+};
+
+/** A relative module path is resolved against the client's cwd before it travels. */
+export function normalizeCommandSpec(spec: CommandSpec): CommandSpec {
+  if (typeof spec !== 'object' || spec === null || typeof spec.module !== 'string' || spec.module === '') {
+    throw new TypeError('options.command must be { module: string, export?: string, args?: unknown[] }');
+  }
+  if (spec.export !== undefined && typeof spec.export !== 'string') {
+    throw new TypeError('options.command.export must be a string');
+  }
+  if (spec.args !== undefined && !Array.isArray(spec.args)) {
+    throw new TypeError('options.command.args must be an array');
+  }
+  const module = spec.module.startsWith('.') ? resolve(spec.module) : spec.module;
+  const out: CommandSpec = { module, export: spec.export ?? 'default' };
+  if (spec.args !== undefined) out.args = spec.args;
+  return out;
+}
+
+/** Loads the command class named by `spec`. */
+export function loadCommandClass(spec: CommandSpec): CommandClass {
+  const name = spec.export ?? 'default';
+  let mod: Record<string, unknown>;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    mod = require(isAbsolute(spec.module) ? spec.module : require.resolve(spec.module, { paths: [process.cwd()] }));
+  } catch (err) {
+    throw new Error(`cannot load command module ${spec.module}: ${(err as Error).message}`, { cause: err });
+  }
+  const cls = mod[name];
+  if (typeof cls !== 'function') {
+    throw new TypeError(`command module ${spec.module} has no class export named "${name}"`);
+  }
+  return cls as CommandClass;
+}
+
+/** The fds a connection has put into a command's context and not yet seen adopted. */
+export interface FdLedger {
+  add(fd: number): void;
+  /** True (and forgets the fd) when the fd was given and not yet adopted. */
+  adopt(fd: number): boolean;
+  /** Closes every fd still owned; returns how many were closed. */
+  sweep(): number;
+  readonly size: number;
+}
+
+export class SetLedger implements FdLedger {
+  #fds = new Set<number>();
+
+  add(fd: number): void {
+    this.#fds.add(fd);
+  }
+
+  adopt(fd: number): boolean {
+    return this.#fds.delete(fd);
+  }
+
+  sweep(): number {
+    const fds = [...this.#fds];
+    this.#fds.clear();
+    for (const fd of fds) {
+      try {
+        native.close(fd);
+      } catch {
+        // already closed by someone: nothing to release
+      }
+    }
+    return fds.length;
+  }
+
+  get size(): number {
+    return this.#fds.size;
+  }
+}
+
+/**
+ * The command's side of a connection: the instance, its context and the fds
+ * given to it. Every transport hosts commands through this class.
+ */
+export class CommandHost {
+  readonly command: Record<string, unknown>;
+  readonly context: CommandContext;
+  readonly ledger: FdLedger;
+  #closed = false;
+
+  constructor(spec: CommandSpec, transport: TransportName, ledger: FdLedger = new SetLedger()) {
+    this.ledger = ledger;
+    this.context = Object.freeze({
+      transport,
+      pid: process.pid,
+      threadId,
+      adoptFd(fd: number): number {
+        if (!Number.isInteger(fd) || fd < 0) throw new RangeError(`adoptFd: ${fd} is not an fd`);
+        if (!ledger.adopt(fd)) {
+          throw new Error(`adoptFd(${fd}): this fd was not duplicated into this command, or was adopted already`);
+        }
+        return fd;
+      },
+    });
+    const Cls = loadCommandClass(spec);
+    this.command = new Cls(this.context, ...(spec.args ?? [])) as Record<string, unknown>;
+  }
+
+  /** Runs `method` on the command. Rejects for unknown methods. */
+  async call(method: string, args: readonly unknown[]): Promise<unknown> {
+    const fn = callableMethod(this.command, method);
+    return fn.apply(this.command, [...args]);
+  }
+
+  /** Runs the command's close() (if any), then closes every fd it did not adopt. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      const close = this.command['close'];
+      if (typeof close === 'function') await close.call(this.command);
+    } finally {
+      this.ledger.sweep();
+    }
+  }
+}
+
+function callableMethod(target: Record<string, unknown>, method: string): (...args: unknown[]) => unknown {
+  // close() belongs to the connection's lifecycle: it runs once, when the
+  // connection closes.
+  if (typeof method !== 'string' || method === 'constructor' || method === 'close' || method in Object.prototype) {
+    throw new TypeError(`${String(method)} is not a command method that can be called`);
+  }
+  const fn = target[method];
+  if (typeof fn !== 'function') throw new TypeError(`the command has no method named "${method}"`);
+  return fn as (...args: unknown[]) => unknown;
+}
+

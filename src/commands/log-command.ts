@@ -1,0 +1,123 @@
+/**
+ * The seed's log command: a command whose log output the client can redirect
+ * into a file, pipe or terminal it opened itself, wherever the command runs.
+ */
+import { openSync, closeSync, constants as fsConstants, writeSync } from 'node:fs';
+
+import { resolve } from 'node:path';
+
+import type { CommandContext, CommandSpec } from '../command';
+import type { Connection } from '../connection';
+import { closeFd } from '../fd';
+import { distPath } from '../paths';
+
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+
+/** Writes all of `buf`, waiting out EAGAIN (the fd may share O_NONBLOCK with a terminal or pipe). */
+function writeAllSync(fd: number, buf: Buffer): void {
+  let off = 0;
+  while (off < buf.length) {
+    try {
+      off += writeSync(fd, buf, off, buf.length - off);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
+      Atomics.wait(sleeper, 0, 0, 1);
+    }
+  }
+}
+
+export class LogCommand {
+  readonly context: CommandContext;
+  /** Where log lines go: stderr of the command's process until redirected. */
+  #fd = 2;
+  #owned = false;
+
+  constructor(context: CommandContext) {
+    this.context = context;
+  }
+
+  /**
+   * Sends the log to `fd`, an fd the client duplicated into this context with
+   * dupFileDescriptor. The command adopts it (and closes it on close()).
+   */
+  redirectLogToFd(fd: number): void {
+    this.context.adoptFd(fd);
+    const previous = this.#owned ? this.#fd : -1;
+    this.#fd = fd;
+    this.#owned = true;
+    // closeFd, not fs.closeSync: in a worker, Node tracks the fds fs opened
+    // and warns about closing one it did not open.
+    if (previous >= 0) closeFd(previous);
+  }
+
+  /** Appends one line to the log. */
+  log(line: string): void {
+    writeAllSync(this.#fd, Buffer.from(line.endsWith('\n') ? line : `${line}\n`));
+  }
+
+  /** Where the command runs (for tests and diagnostics). */
+  where(): { transport: string; pid: number; threadId: number } {
+    return { transport: this.context.transport, pid: this.context.pid, threadId: this.context.threadId };
+  }
+
+  close(): void {
+    if (this.#owned) {
+      this.#owned = false;
+      closeFd(this.#fd);
+    }
+  }
+}
+
+/** The spec naming LogCommand, for `connect(transport, { command: LOG_COMMAND })`. */
+export const LOG_COMMAND: CommandSpec = { module: distPath('src/commands/log-command.js'), export: 'LogCommand' };
+
+/** What a `--logfile` argument means. */
+export type LogTarget =
+  | { kind: 'stdout' }
+  | { kind: 'stderr' }
+  | { kind: 'file'; path: string; truncate: boolean };
+
+/**
+ * Parses `--logfile [!]path | - | -stdout | -stderr`: `-` and `-stdout` mean
+ * stdout, `-stderr` stderr, `!path` truncates the file, a plain path appends.
+ * (The seed lacked an `else` before its stdout test, so `-stderr` fell
+ * through and opened a file named "-stderr".)
+ */
+export function parseLogfileArgument(argument: string): LogTarget {
+  if (typeof argument !== 'string' || argument.length === 0) {
+    throw new TypeError('--logfile needs an argument: [!]path, -, -stdout or -stderr');
+  }
+  if (argument === '-stderr') return { kind: 'stderr' };
+  if (argument === '-' || argument === '-stdout') return { kind: 'stdout' };
+  if (argument.length > 1 && argument.startsWith('!')) {
+    return { kind: 'file', path: resolve(argument.slice(1)), truncate: true };
+  }
+  return { kind: 'file', path: resolve(argument), truncate: false };
+}
+
+/**
+ * The `--logfile` option, client side: opens the target here, duplicates it
+ * into the command's context and redirects the command's log there. The file
+ * this opened is closed again; stdout and stderr are never closed.
+ */
+export async function logRedirectOption(connection: Connection, argument: string): Promise<void> {
+  const target = parseLogfileArgument(argument);
+  let fd: number;
+  let opened = false;
+  if (target.kind === 'stdout') {
+    fd = 1;
+  } else if (target.kind === 'stderr') {
+    fd = 2;
+  } else {
+    const flags =
+      fsConstants.O_WRONLY | fsConstants.O_CREAT | (target.truncate ? fsConstants.O_TRUNC : fsConstants.O_APPEND);
+    fd = openSync(target.path, flags, 0o664);
+    opened = true;
+  }
+  try {
+    const remote = await connection.dupFileDescriptor(fd);
+    await connection.call('redirectLogToFd', remote);
+  } finally {
+    if (opened) closeSync(fd);
+  }
+}

@@ -1,0 +1,136 @@
+/**
+ * One connection interface, whatever the arrangement: the command runs in the
+ * caller's thread, a worker thread, a child process or a helper daemon.
+ */
+import { ClosedError, type TransportName } from './errors';
+import type { CommandSpec, Remote } from './command';
+import { constants } from './native';
+
+export type { TransportName };
+
+/** Where a command runs. */
+export interface CommandLocation {
+  transport: TransportName;
+  pid: number;
+  threadId: number;
+}
+
+export interface ConnectOptions {
+  /** The command to run there: a module (absolute path or package) and the export holding its class. */
+  command: CommandSpec;
+  /** helper: the daemon's socket path (default: see `defaultHelperSocketPath()`). */
+  socketPath?: string;
+  /** How long to wait for the command to be ready (default 10 s). */
+  timeoutMs?: number;
+}
+
+export interface Connection extends AsyncDisposable {
+  readonly transport: TransportName;
+  /** Where the command runs (pid and thread id). */
+  readonly location: CommandLocation;
+  readonly closed: boolean;
+  /**
+   * Duplicates `fd` (borrowed: the caller keeps its own) into the command's
+   * context and returns the number valid there. The connection owns the
+   * duplicate until the command adopts it (`context.adoptFd`); close() closes
+   * it otherwise.
+   */
+  dupFileDescriptor(fd: number): Promise<number>;
+  /** The batch form: many fds at once (any count; 253 per message on the wire), in order. */
+  dupFileDescriptors(fds: readonly number[]): Promise<number[]>;
+  /** Runs `method(...args)` on the command; arguments and result must be JSON-serializable. */
+  call<T = unknown>(method: string, ...args: unknown[]): Promise<T>;
+  /** A typed proxy: `conn.proxy<LogCommand>().log('hi')`. */
+  proxy<T>(): Remote<T>;
+  /**
+   * Closes the connection: pending calls reject with ClosedError, the
+   * command's close() runs, and every fd given to it and not adopted is
+   * closed. The client's own fds are never closed. Idempotent.
+   */
+  close(): Promise<void>;
+}
+
+export function validateFd(fd: unknown, what = 'fd'): number {
+  if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0) {
+    throw new TypeError(`${what} must be a non-negative integer, not ${String(fd)}`);
+  }
+  return fd;
+}
+
+export const MAX_FDS_PER_MESSAGE: number = constants.MAX_FDS_PER_MESSAGE;
+
+/** Shared behaviour of every transport: argument checks, closed state, batching, the proxy. */
+export abstract class BaseConnection implements Connection {
+  abstract readonly transport: TransportName;
+  abstract readonly location: CommandLocation;
+  #closing: Promise<void> | undefined;
+
+  get closed(): boolean {
+    return this.#closing !== undefined;
+  }
+
+  dupFileDescriptor(fd: number): Promise<number> {
+    validateFd(fd);
+    if (this.#closing) return Promise.reject(this.closedError('dupFileDescriptor'));
+    return this.dupOne(fd);
+  }
+
+  async dupFileDescriptors(fds: readonly number[]): Promise<number[]> {
+    if (!Array.isArray(fds)) throw new TypeError('dupFileDescriptors takes an array of fds');
+    fds.forEach((fd, i) => validateFd(fd, `fds[${i}]`));
+    if (this.#closing) throw this.closedError('dupFileDescriptors');
+    if (fds.length === 0) return [];
+    const chunks: Array<Promise<number[]>> = [];
+    for (let i = 0; i < fds.length; i += MAX_FDS_PER_MESSAGE) {
+      chunks.push(this.dupMany(fds.slice(i, i + MAX_FDS_PER_MESSAGE)));
+    }
+    const settled = await Promise.allSettled(chunks);
+    const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed) {
+      // All or nothing: the chunks that did arrive are released again.
+      const arrived = settled.flatMap((s) => (s.status === 'fulfilled' ? s.value : []));
+      await this.release(arrived);
+      throw failed.reason;
+    }
+    return settled.flatMap((s) => (s as PromiseFulfilledResult<number[]>).value);
+  }
+
+  call<T = unknown>(method: string, ...args: unknown[]): Promise<T> {
+    if (typeof method !== 'string' || method.length === 0) {
+      return Promise.reject(new TypeError('call: method must be a non-empty string'));
+    }
+    if (this.#closing) return Promise.reject(this.closedError(`${method}()`));
+    return this.callRemote(method, args) as Promise<T>;
+  }
+
+  proxy<T>(): Remote<T> {
+    return new Proxy(Object.create(null) as Remote<T>, {
+      get: (_target, prop) => {
+        if (typeof prop !== 'string' || prop === 'then') return undefined;
+        return (...args: unknown[]) => this.call(prop, ...args);
+      },
+    });
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= this.closeTransport();
+    return this.#closing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  protected closedError(operation: string): ClosedError {
+    return new ClosedError(`${operation} failed: the ${this.transport} connection is closed`);
+  }
+
+  /** Duplicates one validated fd into the command's context. */
+  protected abstract dupOne(fd: number): Promise<number>;
+  /** Duplicates 1..253 validated fds in one step. */
+  protected abstract dupMany(fds: number[]): Promise<number[]>;
+  /** Closes fds that were duplicated into the command's context but must not stay there. */
+  protected abstract release(fds: number[]): Promise<void>;
+  protected abstract callRemote(method: string, args: unknown[]): Promise<unknown>;
+  protected abstract closeTransport(): Promise<void>;
+}

@@ -1,0 +1,44 @@
+/**
+ * fdbridge: pass file descriptors between execution contexts on one machine.
+ *
+ *     import { connect, LOG_COMMAND } from 'fdbridge';
+ *     const conn = await connect('child', { command: LOG_COMMAND });
+ *     const remoteFd = await conn.dupFileDescriptor(fd); // valid in the child
+ */
+export { connect, transportNames } from './transports';
+export type { Connection, ConnectOptions, CommandLocation, TransportName } from './connection';
+export type { CommandContext, CommandClass, CommandSpec, Remote } from './command';
+export {
+  ClosedError,
+  EofError,
+  FdBridgeError,
+  isFdBridgeError,
+  PeerExitedError,
+  PeerRefusedError,
+  ProtocolError,
+  RemoteError,
+  SystemError,
+  TruncatedError,
+  UnsupportedError,
+} from './errors';
+export type { PeerExit, RemoteErrorInfo } from './errors';
+export {
+  closeFd,
+  diffFdTables,
+  dupFd,
+  fdFlags,
+  fdIdentity,
+  fdLimit,
+  formatFdTableDiff,
+  openFdTable,
+  OwnedFd,
+  sameFile,
+  setFdLimit,
+} from './fd';
+export type { FdFlags, FdIdentity, FdTable, FdTableDiff, FileType } from './fd';
+export { UnixServer, UnixSocket } from './socket';
+export type { Message, SocketAddress, SocketKind, UnixSocketOptions, ListenOptions } from './socket';
+export { HelperDaemon, defaultHelperSocketPath } from './transports/helper-daemon';
+export type { HelperOptions, HelperStats } from './transports/helper-daemon';
+export { LogCommand, LOG_COMMAND, logRedirectOption, parseLogfileArgument } from './commands/log-command';
+export type { LogTarget } from './commands/log-command';

@@ -1,0 +1,212 @@
+/**
+ * The wire protocol between a client and a command running in another
+ * process (child or helper transport). One frame is one SEQPACKET message, so
+ * frames never need delimiting and fds travel with the frame they belong to.
+ *
+ *   offset 0  u8   type
+ *   offset 1  u8   flags (must be 0)
+ *   offset 2  u16  reserved (must be 0)
+ *   offset 4  u32  id (little-endian): pairs a reply with its request
+ *   offset 8  ...  payload: int32 fd numbers (DUP_OK) or UTF-8 JSON
+ *
+ * Only DUP frames carry fds; an fd arriving on any other frame is a protocol
+ * violation (the receiver closes it).
+ */
+import { ProtocolError, type RemoteErrorInfo } from './errors';
+import type { CommandSpec } from './command';
+
+export const FrameType = {
+  /** client -> command: {command, version} */
+  HELLO: 1,
+  /** command -> client: {pid, threadId} */
+  READY: 2,
+  /** command -> client: {message}; the connection is then closed */
+  REFUSED: 3,
+  /** client -> command: 1..253 fds in SCM_RIGHTS, no payload */
+  DUP: 4,
+  /** command -> client: the fds' numbers in the command's process, int32[] */
+  DUP_OK: 5,
+  /** client -> command: {method, args} */
+  CALL: 6,
+  /** command -> client: {value} (no key for undefined) */
+  RESULT: 7,
+  /** command -> client: RemoteErrorInfo */
+  ERROR: 8,
+  /** client -> command: int32[] fds (given earlier, not adopted) to close there; RESULT follows */
+  RELEASE: 9,
+} as const;
+export type FrameTypeValue = (typeof FrameType)[keyof typeof FrameType];
+
+export const PROTOCOL_VERSION = 1;
+export const HEADER_BYTES = 8;
+/**
+ * The largest frame. A SEQPACKET message must fit the sender's SO_SNDBUF
+ * (default 208 KiB, less 32 bytes of overhead) or sendmsg fails with EMSGSIZE.
+ */
+export const MAX_FRAME_BYTES = 192 * 1024;
+
+export interface HelloPayload {
+  version: number;
+  command: CommandSpec;
+}
+export interface ReadyPayload {
+  pid: number;
+  threadId: number;
+}
+
+export type Frame =
+  | { type: typeof FrameType.HELLO; id: number; hello: HelloPayload }
+  | { type: typeof FrameType.READY; id: number; ready: ReadyPayload }
+  | { type: typeof FrameType.REFUSED; id: number; message: string }
+  | { type: typeof FrameType.DUP; id: number; fds: number[] }
+  | { type: typeof FrameType.DUP_OK; id: number; fds: number[] }
+  | { type: typeof FrameType.CALL; id: number; method: string; args: unknown[] }
+  | { type: typeof FrameType.RESULT; id: number; value: unknown }
+  | { type: typeof FrameType.ERROR; id: number; error: RemoteErrorInfo }
+  | { type: typeof FrameType.RELEASE; id: number; fds: number[] };
+
+function header(type: FrameTypeValue, id: number, payloadBytes: number): Buffer {
+  const total = HEADER_BYTES + payloadBytes;
+  if (total > MAX_FRAME_BYTES) {
+    throw new RangeError(`frame of ${total} bytes exceeds the ${MAX_FRAME_BYTES}-byte limit of one message`);
+  }
+  const buf = Buffer.allocUnsafe(total);
+  buf.writeUInt32LE(type, 0); // type, flags and reserved (all zero but type)
+  buf.writeUInt32LE(id >>> 0, 4);
+  return buf;
+}
+
+/** A frame with a JSON payload. */
+export function encodeJson(type: FrameTypeValue, id: number, payload: unknown): Buffer {
+  const json = JSON.stringify(payload);
+  const bytes = Buffer.byteLength(json);
+  const buf = header(type, id, bytes);
+  buf.write(json, HEADER_BYTES, 'utf8');
+  return buf;
+}
+
+/** A DUP request: the fds travel as SCM_RIGHTS beside it. */
+export function encodeDup(id: number): Buffer {
+  return header(FrameType.DUP, id, 0);
+}
+
+export function encodeFdList(type: typeof FrameType.DUP_OK | typeof FrameType.RELEASE, id: number, fds: readonly number[]): Buffer {
+  const buf = header(type, id, fds.length * 4);
+  for (let i = 0; i < fds.length; i++) buf.writeInt32LE(fds[i] as number, HEADER_BYTES + 4 * i);
+  return buf;
+}
+
+export function encodeCall(id: number, method: string, args: readonly unknown[]): Buffer {
+  return encodeJson(FrameType.CALL, id, { method, args });
+}
+
+export function encodeResult(id: number, value: unknown): Buffer {
+  return encodeJson(FrameType.RESULT, id, value === undefined ? {} : { value });
+}
+
+function parseJson(data: Buffer): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(data.toString('utf8', HEADER_BYTES));
+  } catch (err) {
+    throw new ProtocolError(`malformed frame: its JSON payload does not parse`, { cause: err });
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new ProtocolError('malformed frame: its payload is not a JSON object');
+  }
+  return value as Record<string, unknown>;
+}
+
+function str(o: Record<string, unknown>, key: string, what: string): string {
+  const v = o[key];
+  if (typeof v !== 'string') throw new ProtocolError(`malformed ${what} frame: "${key}" is not a string`);
+  return v;
+}
+
+function int(o: Record<string, unknown>, key: string, what: string): number {
+  const v = o[key];
+  if (typeof v !== 'number' || !Number.isInteger(v)) {
+    throw new ProtocolError(`malformed ${what} frame: "${key}" is not an integer`);
+  }
+  return v;
+}
+
+/**
+ * Decodes one received message. Throws ProtocolError for anything that is
+ * not a well-formed frame, including fds on a frame that must not carry any.
+ * It never closes fds: the caller owns them, and closes them when this throws.
+ */
+export function decodeFrame(data: Buffer, fds: readonly number[]): Frame {
+  if (data.length < HEADER_BYTES) {
+    throw new ProtocolError(`malformed frame: ${data.length} bytes is shorter than the ${HEADER_BYTES}-byte header`);
+  }
+  const type = data[0] as number;
+  if (data[1] !== 0 || data.readUInt16LE(2) !== 0) {
+    throw new ProtocolError(`malformed frame: non-zero flags or reserved bytes (type ${type})`);
+  }
+  const id = data.readUInt32LE(4);
+  if (type === FrameType.DUP) {
+    if (data.length !== HEADER_BYTES) throw new ProtocolError('malformed DUP frame: it has a payload');
+    if (fds.length === 0) throw new ProtocolError('malformed DUP frame: no fds arrived with it');
+    return { type, id, fds: [...fds] };
+  }
+  if (fds.length > 0) {
+    throw new ProtocolError(`unexpected fds: ${fds.length} fd(s) arrived with a frame of type ${type}`);
+  }
+  switch (type) {
+    case FrameType.DUP_OK:
+    case FrameType.RELEASE: {
+      const what = type === FrameType.DUP_OK ? 'DUP_OK' : 'RELEASE';
+      const n = data.length - HEADER_BYTES;
+      if (n === 0 || n % 4 !== 0 || n / 4 > 253) {
+        throw new ProtocolError(`malformed ${what} frame: ${n} payload bytes is not 1..253 int32 fd numbers`);
+      }
+      const out: number[] = [];
+      for (let off = HEADER_BYTES; off < data.length; off += 4) {
+        const fd = data.readInt32LE(off);
+        if (fd < 0) throw new ProtocolError(`malformed ${what} frame: fd ${fd} is negative`);
+        out.push(fd);
+      }
+      return { type, id, fds: out };
+    }
+    case FrameType.HELLO: {
+      const o = parseJson(data);
+      const version = int(o, 'version', 'HELLO');
+      const command = o['command'];
+      if (typeof command !== 'object' || command === null) {
+        throw new ProtocolError('malformed HELLO frame: "command" is not an object');
+      }
+      const c = command as Record<string, unknown>;
+      const spec: CommandSpec = { module: str(c, 'module', 'HELLO') };
+      if (c['export'] !== undefined) spec.export = str(c, 'export', 'HELLO');
+      if (c['args'] !== undefined) {
+        if (!Array.isArray(c['args'])) throw new ProtocolError('malformed HELLO frame: "args" is not an array');
+        spec.args = c['args'];
+      }
+      return { type, id, hello: { version, command: spec } };
+    }
+    case FrameType.READY: {
+      const o = parseJson(data);
+      return { type, id, ready: { pid: int(o, 'pid', 'READY'), threadId: int(o, 'threadId', 'READY') } };
+    }
+    case FrameType.REFUSED:
+      return { type, id, message: str(parseJson(data), 'message', 'REFUSED') };
+    case FrameType.CALL: {
+      const o = parseJson(data);
+      const args = o['args'];
+      if (!Array.isArray(args)) throw new ProtocolError('malformed CALL frame: "args" is not an array');
+      return { type, id, method: str(o, 'method', 'CALL'), args };
+    }
+    case FrameType.RESULT:
+      return { type, id, value: parseJson(data)['value'] };
+    case FrameType.ERROR: {
+      const o = parseJson(data);
+      const error: RemoteErrorInfo = { name: str(o, 'name', 'ERROR'), message: str(o, 'message', 'ERROR') };
+      if (typeof o['code'] === 'string') error.code = o['code'];
+      if (typeof o['stack'] === 'string') error.stack = o['stack'];
+      return { type, id, error };
+    }
+    default:
+      throw new ProtocolError(`malformed frame: unknown type ${type}`);
+  }
+}

@@ -1,0 +1,93 @@
+/**
+ * child: the client spawns a helper process. Requests and fds travel together
+ * over a SEQPACKET socketpair handed to the child at spawn as fd 3 (no socket
+ * file anywhere), one round trip per duplication; Node's JSON IPC is not used.
+ * The child exits when the client closes the connection or dies (it sees EOF).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+
+import type { ConnectOptions } from '../connection';
+import { normalizeCommandSpec } from '../command';
+import type { PeerExit } from '../errors';
+import { constants, native } from '../native';
+import { requireDistFile } from '../paths';
+import { MAX_FRAME_BYTES } from '../protocol';
+import { UnixSocket } from '../socket';
+import { handshake, SocketConnection } from './socket-connection';
+
+/** The fd number the child finds its socket at. */
+export const CHILD_SOCKET_FD = 3;
+
+function waitForExit(child: ChildProcess, ms: number): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+export class ChildConnection extends SocketConnection {
+  /** The helper process (to signal it in a test, for example). */
+  readonly child: ChildProcess;
+
+  static async open(options: ConnectOptions): Promise<ChildConnection> {
+    const command = normalizeCommandSpec(options.command);
+    const entry = requireDistFile('src/transports/entries/child-main.js');
+    const [mine, theirs] = native.socketpair(constants.SOCK_SEQPACKET);
+    let socket: UnixSocket;
+    let child: ChildProcess;
+    try {
+      socket = new UnixSocket(mine, 'seqpacket', { bufferSize: MAX_FRAME_BYTES });
+    } catch (err) {
+      native.close(mine);
+      native.close(theirs);
+      throw err;
+    }
+    try {
+      child = spawn(process.execPath, [entry], { stdio: ['ignore', 'inherit', 'inherit', theirs] });
+    } catch (err) {
+      socket.close();
+      throw err;
+    } finally {
+      // The child has its own copy now (as fd 3); ours would keep the
+      // socket alive after the child died and hide its EOF.
+      native.close(theirs);
+    }
+    const spawnError = new Promise<never>((_, reject) => child.once('error', reject));
+    spawnError.catch(() => undefined);
+    try {
+      const ready = await Promise.race([
+        handshake(socket, command, options.timeoutMs ?? 10_000, () => `the child process (pid ${child.pid})`),
+        spawnError,
+      ]);
+      return new ChildConnection(socket, child, ready);
+    } catch (err) {
+      socket.close();
+      child.kill('SIGKILL');
+      await waitForExit(child, 1000);
+      throw err;
+    }
+  }
+
+  private constructor(socket: UnixSocket, child: ChildProcess, ready: { pid: number; threadId: number }) {
+    super(socket, 'child', ready, async (): Promise<PeerExit> => {
+      // EOF comes when the child's fds close, that is as it exits; its exit
+      // status follows through SIGCHLD a moment later.
+      await waitForExit(child, 1000);
+      return { transport: 'child', pid: ready.pid, exitCode: child.exitCode, signal: child.signalCode };
+    });
+    this.child = child;
+  }
+
+  protected override async closeTransport(): Promise<void> {
+    await super.closeTransport();
+    await waitForExit(this.child, 5000);
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      this.child.kill('SIGKILL');
+      await waitForExit(this.child, 1000);
+    }
+  }
+}

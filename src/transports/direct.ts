@@ -1,0 +1,75 @@
+/**
+ * direct: the command is an object in the caller's thread. Duplication is
+ * dup(2) (close-on-exec); the duplicate is owned by the connection until the
+ * command adopts it.
+ */
+import { threadId } from 'node:worker_threads';
+
+import { BaseConnection, type CommandLocation, type ConnectOptions } from '../connection';
+import { CommandHost, normalizeCommandSpec } from '../command';
+import { describeError, RemoteError } from '../errors';
+import { native } from '../native';
+
+/** dup(2)s every fd, or none: on failure the duplicates made so far are closed. */
+export function dupAll(fds: readonly number[]): number[] {
+  const out: number[] = [];
+  try {
+    for (const fd of fds) out.push(native.dup(fd));
+  } catch (err) {
+    for (const d of out) native.close(d);
+    throw err;
+  }
+  return out;
+}
+
+/** Runs a method on a host, turning what the command throws into RemoteError. */
+export async function callOnHost(host: CommandHost, method: string, args: unknown[]): Promise<unknown> {
+  try {
+    return await host.call(method, args);
+  } catch (err) {
+    throw Object.assign(new RemoteError(method, describeError(err)), { cause: err });
+  }
+}
+
+export class DirectConnection extends BaseConnection {
+  readonly transport = 'direct' as const;
+  readonly location: CommandLocation = { transport: 'direct', pid: process.pid, threadId };
+  #host: CommandHost;
+
+  static async open(options: ConnectOptions): Promise<DirectConnection> {
+    return new DirectConnection(new CommandHost(normalizeCommandSpec(options.command), 'direct'));
+  }
+
+  private constructor(host: CommandHost) {
+    super();
+    this.#host = host;
+  }
+
+  protected dupOne(fd: number): Promise<number> {
+    try {
+      const d = native.dup(fd);
+      this.#host.ledger.add(d);
+      return Promise.resolve(d);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  protected async dupMany(fds: number[]): Promise<number[]> {
+    const out = dupAll(fds);
+    for (const d of out) this.#host.ledger.add(d);
+    return out;
+  }
+
+  protected async release(fds: number[]): Promise<void> {
+    for (const fd of fds) if (this.#host.ledger.adopt(fd)) native.close(fd);
+  }
+
+  protected callRemote(method: string, args: unknown[]): Promise<unknown> {
+    return callOnHost(this.#host, method, args);
+  }
+
+  protected closeTransport(): Promise<void> {
+    return this.#host.close();
+  }
+}

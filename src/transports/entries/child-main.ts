@@ -1,0 +1,22 @@
+/**
+ * The child transport's far side: serves one command on the SEQPACKET socket
+ * the client handed over as fd 3, and exits when the client goes away.
+ */
+import { native } from '../../native';
+import { MAX_FRAME_BYTES } from '../../protocol';
+import { UnixSocket } from '../../socket';
+import { CHILD_SOCKET_FD } from '../child';
+import { serveConnection } from '../serve';
+
+// dup2 into fd 3 cleared close-on-exec; put it back so that programs this
+// command runs do not inherit the connection.
+native.setCloexec(CHILD_SOCKET_FD, true);
+const socket = new UnixSocket(CHILD_SOCKET_FD, 'seqpacket', { bufferSize: MAX_FRAME_BYTES });
+serveConnection(socket, {
+  transport: 'child',
+  onEnd: (reason) => {
+    process.exitCode = reason ? 1 : 0;
+    // End now even if the command left timers or handles behind.
+    process.exit();
+  },
+});

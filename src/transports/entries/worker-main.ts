@@ -1,0 +1,50 @@
+/**
+ * The worker transport's far side: hosts one command in this worker thread.
+ * workerData: { command: CommandSpec, ledger: SharedArrayBuffer }.
+ */
+import { parentPort, threadId, workerData } from 'node:worker_threads';
+
+import { CommandHost, type CommandSpec } from '../../command';
+import { describeError } from '../../errors';
+import { SharedFdLedger } from '../shared-ledger';
+import type { ClientToWorker, WorkerToClient } from '../worker';
+
+const port = parentPort;
+if (!port) throw new Error('worker-main must run in a worker thread');
+const data = workerData as { command: CommandSpec; ledger: SharedArrayBuffer };
+const post = (m: WorkerToClient): void => {
+  try {
+    port.postMessage(m);
+  } catch (err) {
+    // A result that cannot be cloned: report it instead of dying.
+    if (m.type === 'result') port.postMessage({ type: 'error', id: m.id, error: describeError(err) });
+    else throw err;
+  }
+};
+
+let host: CommandHost | undefined;
+try {
+  host = new CommandHost(data.command, 'worker', SharedFdLedger.attach(data.ledger));
+  post({ type: 'ready', threadId });
+} catch (err) {
+  post({ type: 'failed', error: describeError(err) });
+}
+
+port.on('message', (m: ClientToWorker) => {
+  if (!host) return;
+  if (m.type === 'call') {
+    host.call(m.method, m.args).then(
+      (value) => post({ type: 'result', id: m.id, value }),
+      (err: unknown) => post({ type: 'error', id: m.id, error: describeError(err) }),
+    );
+  } else if (m.type === 'close') {
+    host
+      .close()
+      .catch(() => undefined)
+      .finally(() => {
+        post({ type: 'closed' });
+        // End the thread even if the command left timers or handles behind.
+        process.exit(0);
+      });
+  }
+});

@@ -1,0 +1,184 @@
+/**
+ * The helper daemon: started by someone (`npx fdbridge helper --socket PATH`),
+ * it serves many clients at once, each with its own command instance.
+ *
+ * - It serves only peers whose SO_PEERCRED uid is its own or on its
+ *   allow-list; others get a REFUSED frame and are disconnected unread.
+ * - The default socket lives in a private 0700 directory under
+ *   $XDG_RUNTIME_DIR (else the temp dir); the socket file is 0600.
+ * - A stale socket file left by a dead daemon is removed; a live daemon's
+ *   path is never taken; something that is not a socket is never unlinked.
+ * - It removes its socket file when closed (SIGINT/SIGTERM in the CLI).
+ */
+import { lstatSync, mkdirSync, unlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+
+import { FdBridgeError, SystemError } from '../errors';
+import { encodeJson, FrameType, MAX_FRAME_BYTES } from '../protocol';
+import { native } from '../native';
+import { parseAddress, UnixServer, type UnixSocket } from '../socket';
+import { serveConnection, type ServedConnection, type ServeStats } from './serve';
+
+/** Where a helper listens by default: `$XDG_RUNTIME_DIR/fdbridge/helper.sock`, else `<tmpdir>/fdbridge-<uid>/helper.sock`. */
+export function defaultHelperSocketPath(): string {
+  const runtime = process.env['XDG_RUNTIME_DIR'];
+  const dir = runtime ? join(runtime, 'fdbridge') : join(tmpdir(), `fdbridge-${process.getuid?.() ?? 0}`);
+  return join(dir, 'helper.sock');
+}
+
+/**
+ * Creates `dir` with mode 0700, or checks that an existing one is a real
+ * directory (not a symlink), owned by us, with no group/other access.
+ */
+export function ensurePrivateDir(dir: string): void {
+  try {
+    mkdirSync(dir, { mode: 0o700 });
+    return;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  const st = lstatSync(dir);
+  const uid = process.getuid?.() ?? 0;
+  if (!st.isDirectory()) throw new FdBridgeError('ERR_FDBRIDGE_UNSAFE_PATH', `${dir} exists and is not a directory (a symlink?); refusing to use it`);
+  if (st.uid !== uid) throw new FdBridgeError('ERR_FDBRIDGE_UNSAFE_PATH', `${dir} belongs to uid ${st.uid}, not ${uid}; refusing to use it`);
+  if ((st.mode & 0o077) !== 0) {
+    throw new FdBridgeError(
+      'ERR_FDBRIDGE_UNSAFE_PATH',
+      `${dir} has mode ${(st.mode & 0o777).toString(8)}; a helper's directory must be private (0700)`,
+    );
+  }
+}
+
+export interface HelperOptions {
+  /** Default: defaultHelperSocketPath(), in a private directory created as needed. */
+  socketPath?: string;
+  /** uids besides our own that may connect. */
+  allowUids?: readonly number[];
+  /** Diagnostic lines (connections, refusals, errors). */
+  log?: (line: string) => void;
+}
+
+export interface HelperStats {
+  connections: number;
+  refused: number;
+  active: number;
+  unexpectedFds: number;
+  protocolErrors: number;
+}
+
+export class HelperDaemon {
+  readonly socketPath: string;
+  readonly stats: HelperStats = { connections: 0, refused: 0, active: 0, unexpectedFds: 0, protocolErrors: 0 };
+  #server: UnixServer;
+  #allowed: Set<number>;
+  #log: (line: string) => void;
+  #clients = new Map<UnixSocket, ServedConnection>();
+  #idle: Array<() => void> = [];
+
+  /** Binds the socket (removing a stale one) and starts serving. */
+  static start(options: HelperOptions = {}): HelperDaemon {
+    const socketPath = options.socketPath ?? defaultHelperSocketPath();
+    parseAddress(socketPath); // a clear RangeError for paths over 107 bytes
+    if (options.socketPath === undefined) ensurePrivateDir(dirname(socketPath));
+    return new HelperDaemon(socketPath, listenReplacingStale(socketPath), options);
+  }
+
+  private constructor(socketPath: string, server: UnixServer, options: HelperOptions) {
+    this.socketPath = socketPath;
+    this.#server = server;
+    this.#allowed = new Set([process.getuid?.() ?? 0, ...(options.allowUids ?? [])]);
+    this.#log = options.log ?? (() => undefined);
+    server.onConnection((err, socket) => this.#onConnection(err, socket));
+  }
+
+  #onConnection(err: Error | null, socket: UnixSocket | undefined): void {
+    if (err || !socket) {
+      this.#log(`accept failed: ${err?.message}`);
+      // accept4 stopped on this error (EMFILE...); start again shortly.
+      setTimeout(() => {
+        if (!this.#server.closed) this.#server.onConnection((e, s) => this.#onConnection(e, s));
+      }, 100).unref();
+      return;
+    }
+    let cred: { pid: number; uid: number; gid: number };
+    try {
+      cred = socket.peerCredentials();
+    } catch (e) {
+      this.#log(`SO_PEERCRED failed: ${(e as Error).message}`);
+      socket.close();
+      return;
+    }
+    if (!this.#allowed.has(cred.uid)) {
+      this.stats.refused++;
+      this.#log(`refused pid ${cred.pid}: uid ${cred.uid} is not allowed`);
+      try {
+        socket.write(encodeJson(FrameType.REFUSED, 0, { message: `uid ${cred.uid} may not use this helper` }));
+      } catch {
+        // the peer is gone already
+      }
+      socket.close();
+      return;
+    }
+    this.stats.connections++;
+    this.stats.active++;
+    this.#log(`serving pid ${cred.pid} (uid ${cred.uid})`);
+    const served = serveConnection(socket, {
+      transport: 'helper',
+      onEnd: (reason, s: ServeStats) => {
+        this.#clients.delete(socket);
+        this.stats.active--;
+        this.stats.unexpectedFds += s.unexpectedFds;
+        this.stats.protocolErrors += s.protocolErrors;
+        if (reason) this.#log(`pid ${cred.pid}: connection ended: ${reason.message}`);
+        if (this.#clients.size === 0) for (const f of this.#idle.splice(0)) f();
+      },
+    });
+    this.#clients.set(socket, served);
+  }
+
+  /**
+   * Stops listening, removes the socket file, ends every connection (each
+   * command's close() runs and its unadopted fds are closed), and resolves
+   * once they all have.
+   */
+  async close(): Promise<void> {
+    this.#server.close();
+    if (this.#clients.size === 0) return;
+    const idle = new Promise<void>((resolve) => this.#idle.push(resolve));
+    for (const served of [...this.#clients.values()]) served.end();
+    await idle;
+  }
+}
+
+/** listen(), replacing a stale socket file at `path` but never a live one or a non-socket. */
+function listenReplacingStale(path: string): UnixServer {
+  const listen = (): UnixServer => UnixServer.listen(path, { kind: 'seqpacket', mode: 0o600, bufferSize: MAX_FRAME_BYTES });
+  try {
+    return listen();
+  } catch (err) {
+    if (!(err instanceof SystemError) || err.code !== 'EADDRINUSE') throw err;
+  }
+  const st = lstatSync(path);
+  if (!st.isSocket()) {
+    throw new FdBridgeError(
+      'ERR_FDBRIDGE_UNSAFE_PATH',
+      `${path} exists and is not a socket (${st.isSymbolicLink() ? 'a symlink' : 'a file'}); refusing to remove it`,
+    );
+  }
+  let fd = -1;
+  try {
+    fd = native.connect(native.constants.SOCK_SEQPACKET, path, false);
+  } catch (err) {
+    if (!(err instanceof SystemError) || err.code !== 'ECONNREFUSED') throw err;
+  }
+  if (fd >= 0) {
+    native.close(fd);
+    throw new FdBridgeError('ERR_FDBRIDGE_HELPER_RUNNING', `another helper is already listening at ${path}`);
+  }
+  // Nobody listens: a dead daemon's leftover. Remove it, then bind again (a
+  // racing daemon that binds first makes this fail with EADDRINUSE, as it should).
+  const again = lstatSync(path);
+  if (again.isSocket() && again.ino === st.ino && again.dev === st.dev) unlinkSync(path);
+  return listen();
+}

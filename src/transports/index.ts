@@ -1,0 +1,35 @@
+/** The transport registry: name -> how to open a connection. */
+import type { Connection, ConnectOptions, TransportName } from '../connection';
+import { ChildConnection } from './child';
+import { DirectConnection } from './direct';
+import { openHelper } from './helper';
+import { WorkerConnection } from './worker';
+
+type Opener = (options: ConnectOptions) => Promise<Connection>;
+
+const registry = new Map<TransportName, Opener>([
+  ['direct', (o) => DirectConnection.open(o)],
+  ['worker', (o) => WorkerConnection.open(o)],
+  ['child', (o) => ChildConnection.open(o)],
+  ['helper', (o) => openHelper(o)],
+]);
+
+/** The names `connect` accepts. */
+export function transportNames(): TransportName[] {
+  return [...registry.keys()];
+}
+
+/**
+ * Starts (or reaches) the command named in `options.command` and returns a
+ * connection to it.
+ */
+export function connect(transport: TransportName, options: ConnectOptions): Promise<Connection> {
+  const open = registry.get(transport);
+  if (!open) {
+    return Promise.reject(new TypeError(`unknown transport ${String(transport)}; use one of ${transportNames().join(', ')}`));
+  }
+  if (typeof options !== 'object' || options === null) {
+    return Promise.reject(new TypeError('connect(transport, options): options.command is required'));
+  }
+  return open(options);
+}

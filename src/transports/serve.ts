@@ -1,0 +1,183 @@
+/**
+ * The command's side of a socket connection (child and helper transports):
+ * reads frames, hosts one command, answers each request. Runs until the
+ * client closes its end (or breaks the protocol); then the command's close()
+ * runs and every fd it was given and did not adopt is closed.
+ */
+import { CommandHost } from '../command';
+import { describeError, ProtocolError, TruncatedError, type TransportName } from '../errors';
+import { native } from '../native';
+import {
+  decodeFrame,
+  encodeFdList,
+  encodeJson,
+  encodeResult,
+  FrameType,
+  PROTOCOL_VERSION,
+  type Frame,
+} from '../protocol';
+import type { UnixSocket } from '../socket';
+
+export interface ServeStats {
+  /** fds that arrived where none belonged (closed at once). */
+  unexpectedFds: number;
+  /** Frames rejected as malformed. */
+  protocolErrors: number;
+}
+
+export interface ServeOptions {
+  transport: TransportName;
+  /** Called once, after the command is closed and the socket with it. */
+  onEnd?: (reason: Error | null, stats: ServeStats) => void;
+}
+
+function closeQuietly(fds: readonly number[] | undefined): number {
+  let n = 0;
+  for (const fd of fds ?? []) {
+    try {
+      native.close(fd);
+      n++;
+    } catch {
+      // gone already
+    }
+  }
+  return n;
+}
+
+/** A connection being served. */
+export interface ServedConnection {
+  /** Ends it as if the client had closed: the command is closed, then the socket. */
+  end(): void;
+}
+
+/** Serves one client on `socket` (which it owns and closes). */
+export function serveConnection(socket: UnixSocket, options: ServeOptions): ServedConnection {
+  const stats: ServeStats = { unexpectedFds: 0, protocolErrors: 0 };
+  let host: CommandHost | undefined;
+  let ended = false;
+
+  const send = (frame: Buffer): void => {
+    if (ended) return;
+    try {
+      socket.write(frame, undefined, (err) => {
+        if (err) end(err);
+      });
+    } catch (err) {
+      // EPIPE: the client is gone; EOF will follow.
+      end(err as Error);
+    }
+  };
+
+  const end = (reason: Error | null): void => {
+    if (ended) return;
+    ended = true;
+    socket.pause();
+    const finish = (): void => {
+      socket.close();
+      options.onEnd?.(reason, stats);
+    };
+    if (host) host.close().catch(() => undefined).finally(finish);
+    else finish();
+  };
+
+  const violation = (err: Error, fds: readonly number[] | undefined): void => {
+    stats.protocolErrors++;
+    stats.unexpectedFds += closeQuietly(fds);
+    end(err);
+  };
+
+  const handle = (frame: Frame): void => {
+    if (!host) {
+      if (frame.type !== FrameType.HELLO) {
+        violation(new ProtocolError(`expected HELLO, got a frame of type ${frame.type}`), undefined);
+        return;
+      }
+      if (frame.hello.version !== PROTOCOL_VERSION) {
+        send(encodeJson(FrameType.ERROR, frame.id, { name: 'ProtocolError', message: `protocol version ${frame.hello.version} is not ${PROTOCOL_VERSION}` }));
+        end(new ProtocolError('protocol version mismatch'));
+        return;
+      }
+      try {
+        host = new CommandHost(frame.hello.command, options.transport);
+      } catch (err) {
+        send(encodeJson(FrameType.ERROR, frame.id, describeError(err)));
+        end(err as Error);
+        return;
+      }
+      send(encodeJson(FrameType.READY, frame.id, { pid: process.pid, threadId: host.context.threadId }));
+      return;
+    }
+    const h = host;
+    switch (frame.type) {
+      case FrameType.DUP:
+        for (const fd of frame.fds) h.ledger.add(fd);
+        send(encodeFdList(FrameType.DUP_OK, frame.id, frame.fds));
+        return;
+      case FrameType.RELEASE: {
+        for (const fd of frame.fds) if (h.ledger.adopt(fd)) closeQuietly([fd]);
+        send(encodeResult(frame.id, undefined));
+        return;
+      }
+      case FrameType.CALL:
+        h.call(frame.method, frame.args).then(
+          (value) => {
+            let reply: Buffer;
+            try {
+              reply = encodeResult(frame.id, value);
+            } catch (err) {
+              reply = encodeJson(FrameType.ERROR, frame.id, describeError(err));
+            }
+            send(reply);
+          },
+          (err: unknown) => send(encodeJson(FrameType.ERROR, frame.id, describeError(err))),
+        );
+        return;
+      default:
+        violation(new ProtocolError(`a client sent a frame of type ${frame.type}, which only a command sends`), undefined);
+    }
+  };
+
+  // A DUP whose fds did not all fit here (MSG_CTRUNC: this process is at its
+  // fd limit). The native layer closed the ones that arrived; the header
+  // still arrived whole, so that request fails and the connection lives on.
+  const onTruncated = (err: TruncatedError): void => {
+    let frame: Frame | undefined;
+    try {
+      frame = err.what === 'control' && err.data.length > 0 ? decodeFrame(err.data, [-1]) : undefined;
+    } catch {
+      frame = undefined;
+    }
+    if (!host || frame?.type !== FrameType.DUP) {
+      violation(new ProtocolError('a request arrived truncated', { cause: err }), undefined);
+      return;
+    }
+    send(
+      encodeJson(FrameType.ERROR, frame.id, {
+        name: 'TruncatedError',
+        code: err.code,
+        message: `the command's process could not receive the fds (MSG_CTRUNC: it is at its fd limit); ${err.fdsClosed} that arrived were closed`,
+      }),
+    );
+  };
+
+  socket.setMessageHandler((err, data, fds) => {
+    if (ended) {
+      stats.unexpectedFds += closeQuietly(fds);
+      return;
+    }
+    if (err) {
+      if (err instanceof TruncatedError) onTruncated(err);
+      else end(err.name === 'EofError' ? null : err); // EOF is the normal end
+      return;
+    }
+    let frame: Frame;
+    try {
+      frame = decodeFrame(data as Buffer, fds as number[]);
+    } catch (e) {
+      violation(e as Error, fds);
+      return;
+    }
+    handle(frame);
+  });
+  return { end: () => end(null) };
+}

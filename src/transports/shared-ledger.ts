@@ -1,0 +1,80 @@
+/**
+ * The fd ledger of a worker transport. A worker shares the process's fd
+ * table, so handing it an fd needs no message at all: the client dup(2)s the
+ * fd and marks the number in a SharedArrayBuffer that both threads see; the
+ * worker's command adopts it by clearing the mark (compare-and-swap, so an fd
+ * is adopted at most once). Whoever closes the connection sweeps the marks
+ * that are left.
+ */
+import { readFileSync } from 'node:fs';
+
+import type { FdLedger } from '../command';
+import { native } from '../native';
+
+const GIVEN = 1;
+
+function maxFdSlots(): number {
+  try {
+    // The kernel's ceiling for RLIMIT_NOFILE: no fd number can reach it.
+    return Number(readFileSync('/proc/sys/fs/nr_open', 'utf8').trim()) || 1 << 20;
+  } catch {
+    return 1 << 20;
+  }
+}
+
+export class SharedFdLedger implements FdLedger {
+  readonly buffer: SharedArrayBuffer;
+  #view: Uint8Array;
+
+  /** A new, empty ledger sized for this process's fd limit (it grows on demand). */
+  static create(): SharedFdLedger {
+    const max = maxFdSlots();
+    const soft = native.getFdLimit()[0];
+    const initial = Math.min(max, Number.isFinite(soft) ? Math.max(soft, 1024) : max);
+    return new SharedFdLedger(new SharedArrayBuffer(initial, { maxByteLength: max }));
+  }
+
+  /** The same ledger, seen from another thread. */
+  static attach(buffer: SharedArrayBuffer): SharedFdLedger {
+    return new SharedFdLedger(buffer);
+  }
+
+  private constructor(buffer: SharedArrayBuffer) {
+    this.buffer = buffer;
+    // A length-tracking view follows the buffer when it grows.
+    this.#view = new Uint8Array(buffer);
+  }
+
+  add(fd: number): void {
+    if (fd >= this.#view.length) {
+      this.buffer.grow(Math.min(this.buffer.maxByteLength, Math.max(fd + 1, this.#view.length * 2)));
+    }
+    Atomics.store(this.#view, fd, GIVEN);
+  }
+
+  adopt(fd: number): boolean {
+    return fd < this.#view.length && Atomics.compareExchange(this.#view, fd, GIVEN, 0) === GIVEN;
+  }
+
+  sweep(): number {
+    let closed = 0;
+    const view = this.#view;
+    for (let fd = 0; fd < view.length; fd++) {
+      if (view[fd] === GIVEN && Atomics.compareExchange(view, fd, GIVEN, 0) === GIVEN) {
+        try {
+          native.close(fd);
+        } catch {
+          // closed by someone else already
+        }
+        closed++;
+      }
+    }
+    return closed;
+  }
+
+  get size(): number {
+    let n = 0;
+    for (let fd = 0; fd < this.#view.length; fd++) if (this.#view[fd] === GIVEN) n++;
+    return n;
+  }
+}

@@ -1,0 +1,191 @@
+/**
+ * worker: the command runs in a worker_threads worker. The fd table is
+ * shared, so duplication is a dup(2) whose ownership moves to the worker
+ * through a shared ledger (no message per fd); calls travel as worker
+ * messages.
+ */
+import { Worker } from 'node:worker_threads';
+
+import { BaseConnection, type CommandLocation, type ConnectOptions } from '../connection';
+import { normalizeCommandSpec } from '../command';
+import { ClosedError, PeerExitedError, RemoteError, type RemoteErrorInfo } from '../errors';
+import { native } from '../native';
+import { requireDistFile } from '../paths';
+import { dupAll } from './direct';
+import { SharedFdLedger } from './shared-ledger';
+
+/** Messages from the worker entry. */
+export type WorkerToClient =
+  | { type: 'ready'; threadId: number }
+  | { type: 'failed'; error: RemoteErrorInfo }
+  | { type: 'result'; id: number; value: unknown }
+  | { type: 'error'; id: number; error: RemoteErrorInfo }
+  | { type: 'closed' };
+
+/** Messages to the worker entry. */
+export type ClientToWorker = { type: 'call'; id: number; method: string; args: unknown[] } | { type: 'close' };
+
+interface Pending {
+  method: string;
+  resolve(v: unknown): void;
+  reject(e: Error): void;
+}
+
+export class WorkerConnection extends BaseConnection {
+  readonly transport = 'worker' as const;
+  readonly location: CommandLocation;
+  #worker: Worker;
+  #ledger: SharedFdLedger;
+  #pending = new Map<number, Pending>();
+  #nextId = 1;
+  #exit: PeerExitedError | undefined;
+  #exited: Promise<void>;
+  #onClosed: (() => void) | undefined;
+
+  static async open(options: ConnectOptions): Promise<WorkerConnection> {
+    const command = normalizeCommandSpec(options.command);
+    const ledger = SharedFdLedger.create();
+    const worker = new Worker(requireDistFile('src/transports/entries/worker-main.js'), {
+      workerData: { command, ledger: ledger.buffer },
+    });
+    const timeoutMs = options.timeoutMs ?? 10_000;
+    try {
+      const threadId = await new Promise<number>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`worker: the command was not ready within ${timeoutMs} ms`)), timeoutMs);
+        const done = (): void => {
+          clearTimeout(timer);
+          worker.off('message', onMessage).off('error', onError).off('exit', onExit);
+        };
+        const onMessage = (m: WorkerToClient): void => {
+          done();
+          if (m.type === 'ready') resolve(m.threadId);
+          else if (m.type === 'failed') reject(new RemoteError('constructor', m.error));
+          else reject(new Error(`worker: unexpected first message ${m.type}`));
+        };
+        const onError = (err: Error): void => {
+          done();
+          reject(err);
+        };
+        const onExit = (code: number): void => {
+          done();
+          reject(new PeerExitedError('connect', { transport: 'worker', pid: process.pid, exitCode: code, signal: null }));
+        };
+        worker.on('message', onMessage).on('error', onError).on('exit', onExit);
+      });
+      return new WorkerConnection(worker, ledger, threadId);
+    } catch (err) {
+      await worker.terminate();
+      ledger.sweep();
+      throw err;
+    }
+  }
+
+  private constructor(worker: Worker, ledger: SharedFdLedger, threadId: number) {
+    super();
+    this.#worker = worker;
+    this.#ledger = ledger;
+    this.location = { transport: 'worker', pid: process.pid, threadId };
+    worker.on('message', (m: WorkerToClient) => this.#onMessage(m));
+    // An uncaught exception in the worker: 'exit' follows and settles everything.
+    worker.on('error', () => undefined);
+    this.#exited = new Promise((resolve) => {
+      worker.once('exit', (code) => {
+        // Nobody is left to own what the worker was given and did not adopt.
+        this.#ledger.sweep();
+        this.#exit ??= new PeerExitedError('call', {
+          transport: 'worker',
+          pid: process.pid,
+          threadId,
+          exitCode: code,
+          signal: null,
+        });
+        this.#failPending((method) =>
+          this.#onClosed
+            ? new ClosedError(`${method} failed: the worker connection was closed`)
+            : new PeerExitedError(`${method}`, {
+                transport: 'worker',
+                pid: process.pid,
+                threadId,
+                exitCode: code,
+                signal: null,
+              }),
+        );
+        resolve();
+      });
+    });
+  }
+
+  /** The worker itself, e.g. to terminate it in a test. */
+  get worker(): Worker {
+    return this.#worker;
+  }
+
+  protected dupOne(fd: number): Promise<number> {
+    if (this.#exit) return Promise.reject(this.#exit);
+    try {
+      const d = native.dup(fd);
+      this.#ledger.add(d);
+      return Promise.resolve(d);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  protected async dupMany(fds: number[]): Promise<number[]> {
+    if (this.#exit) throw this.#exit;
+    const out = dupAll(fds);
+    for (const d of out) this.#ledger.add(d);
+    return out;
+  }
+
+  protected async release(fds: number[]): Promise<void> {
+    for (const fd of fds) if (this.#ledger.adopt(fd)) native.close(fd);
+  }
+
+  protected callRemote(method: string, args: unknown[]): Promise<unknown> {
+    if (this.#exit) return Promise.reject(this.#exit);
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { method, resolve, reject });
+      try {
+        this.#worker.postMessage({ type: 'call', id, method, args } satisfies ClientToWorker);
+      } catch (err) {
+        this.#pending.delete(id);
+        reject(err);
+      }
+    });
+  }
+
+  protected async closeTransport(): Promise<void> {
+    this.#failPending((method) => new ClosedError(`${method} failed: the worker connection was closed`));
+    if (!this.#exit) {
+      const closed = new Promise<void>((resolve) => (this.#onClosed = resolve));
+      this.#worker.postMessage({ type: 'close' } satisfies ClientToWorker);
+      // The worker runs the command's close(), sweeps its fds and exits; a
+      // worker that does not is terminated.
+      const timer = setTimeout(() => void this.#worker.terminate(), 5000);
+      await Promise.race([closed.then(() => this.#exited), this.#exited]);
+      clearTimeout(timer);
+    }
+    await this.#exited;
+  }
+
+  #onMessage(m: WorkerToClient): void {
+    if (m.type === 'closed') {
+      this.#onClosed?.();
+      return;
+    }
+    if (m.type !== 'result' && m.type !== 'error') return;
+    const p = this.#pending.get(m.id);
+    if (!p) return;
+    this.#pending.delete(m.id);
+    if (m.type === 'result') p.resolve(m.value);
+    else p.reject(new RemoteError(p.method, m.error));
+  }
+
+  #failPending(makeError: (method: string) => Error): void {
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const p of pending) p.reject(makeError(`${p.method}()`));
+  }
+}
