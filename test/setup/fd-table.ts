@@ -4,9 +4,40 @@
  * as before it. Closes that happen asynchronously (a child's pipes, a worker's
  * exit) get up to two seconds to settle before the test is failed.
  */
+import { readdirSync, readFileSync } from 'node:fs';
+
 import { diffFdTables, formatFdTableDiff, openFdTable, type FdTable } from '../../src/fd';
 
 let before: FdTable | undefined;
+
+/** True while this process has child processes (over all its threads). */
+function hasChildren(): boolean {
+  try {
+    return readdirSync('/proc/self/task').some(
+      (tid) => readFileSync(`/proc/self/task/${tid}/children`, 'utf8').trim() !== '',
+    );
+  } catch {
+    return false;
+  }
+}
+
+// When jest runs a file in band it shares this process with its own haste-map
+// worker farm, whose children exit (and whose pipes close) shortly after the
+// run starts. Let that settle before the first baseline, so it is not blamed
+// on the first test: wait until no child is left and the table has been quiet
+// for a few turns.
+beforeAll(async () => {
+  const deadline = Date.now() + 5000;
+  let last = openFdTable();
+  let quiet = 0;
+  while (Date.now() < deadline && (hasChildren() || quiet < 3)) {
+    await new Promise((r) => setTimeout(r, 20));
+    const now = openFdTable();
+    const diff = diffFdTables(last, now);
+    quiet = diff.opened.length === 0 && diff.closed.length === 0 ? quiet + 1 : 0;
+    last = now;
+  }
+});
 
 beforeEach(() => {
   before = openFdTable();
