@@ -38,8 +38,7 @@ async function helperMain(argv: string[]): Promise<number> {
     allowUids,
     log: values.verbose ? (line) => process.stderr.write(`fdbridge helper: ${line}\n`) : undefined,
   });
-  process.stdout.write(`fdbridge helper listening on ${daemon.socketPath} (pid ${process.pid})\n`);
-  await new Promise<void>((resolve) => {
+  const stopped = new Promise<void>((resolve) => {
     const stop = (signal: NodeJS.Signals): void => {
       process.stderr.write(`fdbridge helper: ${signal}: closing\n`);
       daemon.close().finally(resolve);
@@ -47,12 +46,29 @@ async function helperMain(argv: string[]): Promise<number> {
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
   });
+  // Announce only once the signal handlers are in place.
+  process.stdout.write(`fdbridge helper listening on ${daemon.socketPath} (pid ${process.pid})\n`);
+  await stopped;
   return 0;
+}
+
+/**
+ * `--logfile -stderr`: its values start with a dash, which parseArgs would
+ * take for an option; join each `--logfile` with the word after it.
+ */
+function joinLogfileValue(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] as string;
+    if (a === '--logfile' && i + 1 < argv.length) out.push(`--logfile=${argv[++i]}`);
+    else out.push(a);
+  }
+  return out;
 }
 
 async function logMain(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
-    args: argv,
+    args: joinLogfileValue(argv),
     options: { transport: { type: 'string', default: 'child' }, socket: { type: 'string' }, logfile: { type: 'string' } },
     allowPositionals: true,
     strict: true,

@@ -324,13 +324,28 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
 
   // Calls a JS callback as an event-loop callback (microtasks run after it);
   // an exception it throws becomes an uncaught exception, as for any event.
-  void Emit(Napi::FunctionReference& fn, const std::initializer_list<napi_value>& args) {
+  //
+  // Returns false when JS could not run at all, and the caller still owns
+  // whatever it meant to hand over. That happens while an environment shuts
+  // down: Node keeps running the loop to close its handles (worker exit,
+  // worker.terminate(), process.exit in a worker) before the cleanup hook
+  // closes our sockets, so a poll event can still arrive and accept4/recvmsg
+  // install fds that no JS callback will ever own.
+  bool Emit(Napi::FunctionReference& fn, const std::initializer_list<napi_value>& args) {
     Napi::Env env = Env();
-    try {
-      fn.MakeCallback(Value(), args, *async_context_);
-    } catch (const Napi::Error& e) {
-      napi_fatal_exception(env, e.Value());
+    napi_value result;
+    napi_status status = napi_make_callback(env, *async_context_, Value(), fn.Value(), args.size(),
+                                            args.begin(), &result);
+    if (status == napi_ok) return true;
+    bool pending = false;
+    if (napi_is_exception_pending(env, &pending) != napi_ok || !pending) {
+      // can_call_into_js() was false: nothing ran (Node reports that as
+      // napi_pending_exception with no exception, or napi_cannot_run_js).
+      return false;
     }
+    napi_value exception;
+    if (napi_get_and_clear_last_exception(env, &exception) == napi_ok) napi_fatal_exception(env, exception);
+    return true;
   }
 
   void OnMessage(const char* data, size_t len, const int* fds, size_t nfds) override {
@@ -351,7 +366,9 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
       napi_fatal_exception(env, e.Value());
       return;
     }
-    Emit(on_message_, {env.Null(), buf, arr});
+    if (!Emit(on_message_, {env.Null(), buf, arr})) {
+      for (size_t i = 0; i < nfds; i++) FdClose(fds[i]);
+    }
   }
 
   void OnReceiveError(const RecvResult& r, const char* data, size_t len) override {
@@ -371,7 +388,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     if (fd < 0) {
       Emit(on_accept_, {SystemError(env, err, "accept4")});
     } else {
-      Emit(on_accept_, {env.Null(), Napi::Number::New(env, fd)});
+      if (!Emit(on_accept_, {env.Null(), Napi::Number::New(env, fd)})) FdClose(fd);
     }
   }
 
@@ -562,6 +579,21 @@ Napi::Value PeerPidfd(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), r, "getsockopt(SO_PEERPIDFD)"));
 }
 
+Napi::Value Pipe(const Napi::CallbackInfo& info) {
+  int fds[2];
+  CheckFdResult(info.Env(), FdPipe(fds), "pipe2");
+  return FdArray(info.Env(), fds, 2);
+}
+
+Napi::Value Memfd(const Napi::CallbackInfo& info) {
+  std::string name = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "fdbridge";
+  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), FdMemfd(name.c_str()), "memfd_create"));
+}
+
+Napi::Value Eventfd(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), FdEventfd(), "eventfd"));
+}
+
 Napi::Value PidfdOpenFn(const Napi::CallbackInfo& info) {
   int r = PidfdOpen(ArgInt(info, 0, "pid"));
   return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), r, "pidfd_open"));
@@ -661,6 +693,9 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("setFdLimit", Napi::Function::New<SetFdLimit>(env, "setFdLimit"));
   exports.Set("peerCred", Napi::Function::New<PeerCred>(env, "peerCred"));
   exports.Set("peerPidfd", Napi::Function::New<PeerPidfd>(env, "peerPidfd"));
+  exports.Set("pipe", Napi::Function::New<Pipe>(env, "pipe"));
+  exports.Set("memfd", Napi::Function::New<Memfd>(env, "memfd"));
+  exports.Set("eventfd", Napi::Function::New<Eventfd>(env, "eventfd"));
   exports.Set("pidfdOpen", Napi::Function::New<PidfdOpenFn>(env, "pidfdOpen"));
   exports.Set("pidfdGetfd", Napi::Function::New<PidfdGetfdFn>(env, "pidfdGetfd"));
   exports.Set("socketType", Napi::Function::New<SocketType>(env, "socketType"));

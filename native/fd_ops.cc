@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -110,6 +112,21 @@ int FdSetLimit(uint64_t soft, uint64_t hard) {
   rl.rlim_max = static_cast<rlim_t>(hard);
   if (setrlimit(RLIMIT_NOFILE, &rl) != 0) return -errno;
   return 0;
+}
+
+int FdPipe(int out[2]) {
+  if (pipe2(out, O_CLOEXEC) != 0) return -errno;
+  return 0;
+}
+
+int FdMemfd(const char* name) {
+  int fd = memfd_create(name, MFD_CLOEXEC);
+  return fd < 0 ? -errno : fd;
+}
+
+int FdEventfd() {
+  int fd = eventfd(0, EFD_CLOEXEC);
+  return fd < 0 ? -errno : fd;
 }
 
 int PidfdOpen(pid_t pid) {

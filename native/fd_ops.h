@@ -46,6 +46,14 @@ int FdList(pid_t pid, std::vector<FdEntry>* out);
 int FdGetLimit(uint64_t* soft, uint64_t* hard);
 int FdSetLimit(uint64_t soft, uint64_t hard);
 
+// pipe2(O_CLOEXEC): out[0] the read end, out[1] the write end.
+int FdPipe(int out[2]);
+
+// memfd_create(name, MFD_CLOEXEC) and eventfd(0, EFD_CLOEXEC): anonymous
+// files, for tests and scenarios that pass more kinds of fd.
+int FdMemfd(const char* name);
+int FdEventfd();
+
 // pidfd_open(2) (always close-on-exec) and pidfd_getfd(2) (the new fd is
 // close-on-exec too, see the man page). Both return the new fd or -errno.
 int PidfdOpen(pid_t pid);

@@ -64,6 +64,7 @@ export abstract class BaseConnection implements Connection {
   abstract readonly transport: TransportName;
   abstract readonly location: CommandLocation;
   #closing: Promise<void> | undefined;
+  #pendingCalls = new Set<() => void>();
 
   get closed(): boolean {
     return this.#closing !== undefined;
@@ -75,11 +76,15 @@ export abstract class BaseConnection implements Connection {
     return this.dupOne(fd);
   }
 
-  async dupFileDescriptors(fds: readonly number[]): Promise<number[]> {
+  dupFileDescriptors(fds: readonly number[]): Promise<number[]> {
     if (!Array.isArray(fds)) throw new TypeError('dupFileDescriptors takes an array of fds');
     fds.forEach((fd, i) => validateFd(fd, `fds[${i}]`));
-    if (this.#closing) throw this.closedError('dupFileDescriptors');
-    if (fds.length === 0) return [];
+    if (this.#closing) return Promise.reject(this.closedError('dupFileDescriptors'));
+    if (fds.length === 0) return Promise.resolve([]);
+    return this.#dupBatches(fds);
+  }
+
+  async #dupBatches(fds: readonly number[]): Promise<number[]> {
     const chunks: Array<Promise<number[]>> = [];
     for (let i = 0; i < fds.length; i += MAX_FDS_PER_MESSAGE) {
       chunks.push(this.dupMany(fds.slice(i, i + MAX_FDS_PER_MESSAGE)));
@@ -100,7 +105,22 @@ export abstract class BaseConnection implements Connection {
       return Promise.reject(new TypeError('call: method must be a non-empty string'));
     }
     if (this.#closing) return Promise.reject(this.closedError(`${method}()`));
-    return this.callRemote(method, args) as Promise<T>;
+    // Every transport's pending calls reject when close() starts, even a
+    // command method that never settles (direct, worker).
+    return new Promise<T>((resolve, reject) => {
+      const fail = (): void => reject(new ClosedError(`${method}() failed: the ${this.transport} connection was closed`));
+      this.#pendingCalls.add(fail);
+      this.callRemote(method, args).then(
+        (v) => {
+          this.#pendingCalls.delete(fail);
+          resolve(v as T);
+        },
+        (e: unknown) => {
+          this.#pendingCalls.delete(fail);
+          reject(e);
+        },
+      );
+    });
   }
 
   proxy<T>(): Remote<T> {
@@ -113,7 +133,11 @@ export abstract class BaseConnection implements Connection {
   }
 
   close(): Promise<void> {
-    this.#closing ??= this.closeTransport();
+    if (!this.#closing) {
+      for (const fail of this.#pendingCalls) fail();
+      this.#pendingCalls.clear();
+      this.#closing = this.closeTransport();
+    }
     return this.#closing;
   }
 

@@ -13,14 +13,32 @@ export interface FdBridgeErrorOptions {
   cause?: unknown;
 }
 
-/** Base class of every fdbridge error. Use {@link isFdBridgeError} across realms. */
+/**
+ * Base class of every fdbridge error.
+ *
+ * `instanceof` works across copies of this module (the compiled dist/ and the
+ * TypeScript sources, or two installed versions, can meet in one process when
+ * a command module is loaded by path): each error carries its class names
+ * under a global symbol, and the classes check that brand.
+ */
 export class FdBridgeError extends Error {
   readonly code: string;
-  readonly [BRAND] = true;
+  readonly [BRAND]: readonly string[];
 
   constructor(code: string, message: string, options?: FdBridgeErrorOptions) {
     super(message, options?.cause !== undefined ? { cause: options.cause } : undefined);
     this.code = code;
+    const names: string[] = [];
+    for (let c: unknown = new.target; typeof c === 'function' && c !== Error; c = Object.getPrototypeOf(c)) {
+      names.push((c as { name: string }).name);
+    }
+    this[BRAND] = names;
+  }
+
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    const names = typeof value === 'object' && value !== null ? (value as { [BRAND]?: unknown })[BRAND] : undefined;
+    if (Array.isArray(names)) return names.includes(this.name);
+    return Function.prototype[Symbol.hasInstance].call(this, value);
   }
 
   override get name(): string {
@@ -30,7 +48,7 @@ export class FdBridgeError extends Error {
 
 /** True for any fdbridge error, even one built by another copy of the library. */
 export function isFdBridgeError(value: unknown): value is FdBridgeError {
-  return typeof value === 'object' && value !== null && (value as { [BRAND]?: unknown })[BRAND] === true;
+  return value instanceof FdBridgeError;
 }
 
 /** A system call failed. */

@@ -54,6 +54,21 @@ export function dupFd(fd: number): number {
   return native.dup(fd);
 }
 
+/** A pipe, both ends close-on-exec: `[read, write]`, owned by the caller. */
+export function makePipe(): [number, number] {
+  return native.pipe();
+}
+
+/** An anonymous memory file (memfd_create), close-on-exec, owned by the caller. */
+export function makeMemfd(name = 'fdbridge'): number {
+  return native.memfd(name);
+}
+
+/** An eventfd, close-on-exec, owned by the caller. */
+export function makeEventfd(): number {
+  return native.eventfd();
+}
+
 /** Closes `fd` (takes ownership). EBADF is a typed SystemError. */
 export function closeFd(fd: number): void {
   native.close(fd);

@@ -30,6 +30,9 @@ export {
   fdIdentity,
   fdLimit,
   formatFdTableDiff,
+  makeEventfd,
+  makeMemfd,
+  makePipe,
   openFdTable,
   OwnedFd,
   sameFile,
@@ -42,3 +45,5 @@ export { HelperDaemon, defaultHelperSocketPath } from './transports/helper-daemo
 export type { HelperOptions, HelperStats } from './transports/helper-daemon';
 export { LogCommand, LOG_COMMAND, logRedirectOption, parseLogfileArgument } from './commands/log-command';
 export type { LogTarget } from './commands/log-command';
+export { ProbeCommand, PROBE_COMMAND } from './commands/probe-command';
+export type { WireIdentity } from './commands/probe-command';

@@ -86,6 +86,12 @@ export interface NativeBinding {
   setFdLimit(soft: number, hard: number): void;
   peerCred(fd: number): { pid: number; uid: number; gid: number };
   peerPidfd(fd: number): number;
+  /** pipe2(O_CLOEXEC): [read end, write end]. */
+  pipe(): [number, number];
+  /** memfd_create(name, MFD_CLOEXEC). */
+  memfd(name?: string): number;
+  /** eventfd(0, EFD_CLOEXEC). */
+  eventfd(): number;
   pidfdOpen(pid: number): number;
   pidfdGetfd(pidfd: number, targetFd: number): number;
   socketType(fd: number): number;

@@ -17,7 +17,7 @@ import { dirname, join } from 'node:path';
 import { FdBridgeError, SystemError } from '../errors';
 import { encodeJson, FrameType, MAX_FRAME_BYTES } from '../protocol';
 import { native } from '../native';
-import { parseAddress, UnixServer, type UnixSocket } from '../socket';
+import { parseAddress, UnixServer, type SocketAddress, type UnixSocket } from '../socket';
 import { serveConnection, type ServedConnection, type ServeStats } from './serve';
 
 /** Where a helper listens by default: `$XDG_RUNTIME_DIR/fdbridge/helper.sock`, else `<tmpdir>/fdbridge-<uid>/helper.sock`. */
@@ -25,6 +25,14 @@ export function defaultHelperSocketPath(): string {
   const runtime = process.env['XDG_RUNTIME_DIR'];
   const dir = runtime ? join(runtime, 'fdbridge') : join(tmpdir(), `fdbridge-${process.getuid?.() ?? 0}`);
   return join(dir, 'helper.sock');
+}
+
+/**
+ * A helper's socket address: a path, or `@name` for a Linux abstract name
+ * (no file, no permissions: only the SO_PEERCRED uid check guards it).
+ */
+export function helperAddress(socketPath: string): SocketAddress {
+  return socketPath.startsWith('@') ? { abstract: socketPath.slice(1) } : socketPath;
 }
 
 /**
@@ -79,7 +87,11 @@ export class HelperDaemon {
   /** Binds the socket (removing a stale one) and starts serving. */
   static start(options: HelperOptions = {}): HelperDaemon {
     const socketPath = options.socketPath ?? defaultHelperSocketPath();
-    parseAddress(socketPath); // a clear RangeError for paths over 107 bytes
+    const address = helperAddress(socketPath);
+    parseAddress(address); // a clear RangeError for names over 107 bytes
+    if (typeof address !== 'string') {
+      return new HelperDaemon(socketPath, UnixServer.listen(address, { kind: 'seqpacket', bufferSize: MAX_FRAME_BYTES }), options);
+    }
     if (options.socketPath === undefined) ensurePrivateDir(dirname(socketPath));
     return new HelperDaemon(socketPath, listenReplacingStale(socketPath), options);
   }
@@ -112,12 +124,7 @@ export class HelperDaemon {
     if (!this.#allowed.has(cred.uid)) {
       this.stats.refused++;
       this.#log(`refused pid ${cred.pid}: uid ${cred.uid} is not allowed`);
-      try {
-        socket.write(encodeJson(FrameType.REFUSED, 0, { message: `uid ${cred.uid} may not use this helper` }));
-      } catch {
-        // the peer is gone already
-      }
-      socket.close();
+      refuse(socket, `uid ${cred.uid} may not use this helper`);
       return;
     }
     this.stats.connections++;
@@ -149,6 +156,31 @@ export class HelperDaemon {
     for (const served of [...this.#clients.values()]) served.end();
     await idle;
   }
+}
+
+/**
+ * Tells a peer it is refused, then lets it read that: closing at once while
+ * its HELLO sits unread would give it ECONNRESET instead of the answer. What
+ * it sent is read only to be discarded (any fds closed on arrival), and the
+ * socket is closed when the peer closes or after a second.
+ */
+function refuse(socket: UnixSocket, message: string): void {
+  try {
+    socket.write(encodeJson(FrameType.REFUSED, 0, { message }));
+    socket.shutdown('write');
+  } catch {
+    socket.close();
+    return;
+  }
+  const timer = setTimeout(() => socket.close(), 1000);
+  timer.unref();
+  socket.setMessageHandler((err, _data, fds) => {
+    for (const fd of fds ?? []) native.close(fd);
+    if (err && err.name !== 'TruncatedError') {
+      clearTimeout(timer);
+      socket.close();
+    }
+  });
 }
 
 /** listen(), replacing a stale socket file at `path` but never a live one or a non-socket. */

@@ -1,0 +1,123 @@
+/**
+ * A diagnostic command: it inspects, uses and adopts the fds a connection
+ * duplicated into its context, and can misbehave on request (hang, exit).
+ * Tests and scenarios use it to check, on the far side, what arrived.
+ */
+import { spawnSync } from 'node:child_process';
+import { readSync, writeSync } from 'node:fs';
+
+import type { CommandContext, CommandSpec } from '../command';
+import { closeFd, fdFlags, fdIdentity, fdLimit, openFdTable, setFdLimit, type FdFlags } from '../fd';
+import { distPath } from '../paths';
+
+export interface WireIdentity {
+  dev: string;
+  ino: string;
+  type: string;
+}
+
+export class ProbeCommand {
+  readonly context: CommandContext;
+  #adopted = new Set<number>();
+
+  constructor(context: CommandContext) {
+    this.context = context;
+  }
+
+  where(): { transport: string; pid: number; threadId: number } {
+    return { transport: this.context.transport, pid: this.context.pid, threadId: this.context.threadId };
+  }
+
+  echo<T>(value: T): T {
+    return value;
+  }
+
+  /** (st_dev, st_ino, type) of each fd, as strings (JSON has no bigint). */
+  identities(fds: number[]): WireIdentity[] {
+    return fds.map((fd) => {
+      const id = fdIdentity(fd);
+      return { dev: String(id.dev), ino: String(id.ino), type: id.type };
+    });
+  }
+
+  flags(fds: number[]): FdFlags[] {
+    return fds.map((fd) => fdFlags(fd));
+  }
+
+  /** Writes `text` through `fd` (at its current, shared offset). Returns the bytes written. */
+  write(fd: number, text: string): number {
+    return writeSync(fd, text);
+  }
+
+  /** Reads up to `max` bytes from `fd` as UTF-8. */
+  read(fd: number, max: number): string {
+    const buf = Buffer.alloc(max);
+    const n = readSync(fd, buf, 0, max, null);
+    return buf.toString('utf8', 0, n);
+  }
+
+  /** Takes ownership of the fds; they are closed by closeAdopted() or close(). */
+  adopt(fds: number[]): number {
+    for (const fd of fds) {
+      this.context.adoptFd(fd);
+      this.#adopted.add(fd);
+    }
+    return fds.length;
+  }
+
+  closeAdopted(fds: number[]): void {
+    for (const fd of fds) {
+      if (!this.#adopted.delete(fd)) throw new Error(`closeAdopted: fd ${fd} was not adopted`);
+      closeFd(fd);
+    }
+  }
+
+  /** This process's open-fd table, as [fd, target] rows. */
+  openFds(): Array<[number, string]> {
+    return [...openFdTable()];
+  }
+
+  /**
+   * Which fd numbers a freshly exec'd program sees open (its own listing of
+   * /proc/self/fd), to prove close-on-exec by exec.
+   */
+  fdsSeenByExec(): number[] {
+    const r = spawnSync('/bin/ls', ['/proc/self/fd'], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`ls /proc/self/fd failed: ${r.stderr}`);
+    return r.stdout
+      .split(/\s+/)
+      .filter((s) => s !== '')
+      .map(Number);
+  }
+
+  fdLimit(): [number, number] {
+    return fdLimit();
+  }
+
+  setFdLimit(soft: number): void {
+    setFdLimit(soft);
+  }
+
+  /** Never answers (to test callers against a peer that dies mid-request). */
+  hang(): Promise<never> {
+    return new Promise(() => undefined);
+  }
+
+  /** Throws an error with a code. */
+  fail(message: string, code?: string): never {
+    throw Object.assign(new Error(message), code ? { code } : {});
+  }
+
+  /** Ends the process (or, in a worker, the thread) at once. */
+  exit(code: number): never {
+    process.exit(code);
+  }
+
+  close(): void {
+    for (const fd of this.#adopted) closeFd(fd);
+    this.#adopted.clear();
+  }
+}
+
+/** The spec naming ProbeCommand. */
+export const PROBE_COMMAND: CommandSpec = { module: distPath('src/commands/probe-command.js'), export: 'ProbeCommand' };

@@ -1,0 +1,191 @@
+/**
+ * The helper daemon's guarantees: who may connect, where its socket lives,
+ * what it never removes, and that it cleans up after itself.
+ */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { chmodSync, lstatSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { connect, HelperDaemon, PeerRefusedError, PROBE_COMMAND } from '../../src';
+import { native, packageRoot } from '../../src/native';
+import { defaultHelperSocketPath } from '../../src/transports/helper-daemon';
+import { startHelperProcess } from '../util/processes';
+
+let dir: string;
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'fdbridge-helper-'));
+});
+
+afterEach(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const execFileAsync = promisify(execFile);
+const NOBODY = 65534;
+const isRoot = process.getuid?.() === 0;
+
+/** Runs a client as uid/gid `nobody` against `socketPath`; returns what it printed. */
+async function connectAsNobody(socketPath: string): Promise<{ code: string; echoed?: string }> {
+  const script = `
+    const { connect, PROBE_COMMAND } = require(${JSON.stringify(join(packageRoot, 'dist', 'src'))});
+    connect('helper', { command: PROBE_COMMAND, socketPath: ${JSON.stringify(socketPath)} })
+      .then(async (c) => { const echoed = await c.call('echo', 'hi'); await c.close(); console.log(JSON.stringify({ code: 'OK', echoed })); })
+      .catch((e) => console.log(JSON.stringify({ code: e.code })));`;
+  // Asynchronously: a daemon in this process must keep serving meanwhile.
+  const { stdout } = await execFileAsync(process.execPath, ['-e', script], { uid: NOBODY, gid: NOBODY, timeout: 20_000 });
+  return JSON.parse(stdout.trim()) as { code: string; echoed?: string };
+}
+
+describe('who may connect', () => {
+  if (!isRoot) {
+    test.skip('a client of another uid is refused (needs root to run a client as another uid)', () => undefined);
+    // eslint-disable-next-line no-console
+    console.log('helper-daemon.test: not running as root, so the other-uid tests are skipped');
+    return;
+  }
+
+  test('a peer of another uid is refused by its SO_PEERCRED uid (abstract socket: no file permissions to stop it)', async () => {
+    const daemon = HelperDaemon.start({ socketPath: `@fdbridge-test-${process.pid}-refuse` });
+    try {
+      const result = await connectAsNobody(daemon.socketPath);
+      expect(result.code).toBe('ERR_FDBRIDGE_REFUSED');
+      expect(daemon.stats.refused).toBe(1);
+      expect(daemon.stats.connections).toBe(0);
+    } finally {
+      await daemon.close();
+    }
+  });
+
+  test('an allow-listed uid is served', async () => {
+    const daemon = HelperDaemon.start({ socketPath: `@fdbridge-test-${process.pid}-allow`, allowUids: [NOBODY] });
+    try {
+      expect(await connectAsNobody(daemon.socketPath)).toEqual({ code: 'OK', echoed: 'hi' });
+      expect(daemon.stats.connections).toBe(1);
+    } finally {
+      await daemon.close();
+    }
+  });
+
+  test('a filesystem socket is 0600: another uid cannot even connect (EACCES)', async () => {
+    chmodSync(dir, 0o755);
+    const socketPath = join(dir, 'h.sock');
+    const helperProc = await startHelperProcess(socketPath, ['--allow-uid', String(NOBODY)]);
+    try {
+      expect(statSync(socketPath).mode & 0o777).toBe(0o600);
+      expect((await connectAsNobody(socketPath)).code).toBe('EACCES');
+    } finally {
+      await helperProc.stop();
+    }
+  });
+});
+
+describe('the socket file', () => {
+  test('the default path is in a private 0700 directory under $XDG_RUNTIME_DIR, the socket 0600', async () => {
+    const saved = process.env['XDG_RUNTIME_DIR'];
+    process.env['XDG_RUNTIME_DIR'] = dir;
+    try {
+      expect(defaultHelperSocketPath()).toBe(join(dir, 'fdbridge', 'helper.sock'));
+      const daemon = HelperDaemon.start();
+      try {
+        expect(lstatSync(join(dir, 'fdbridge')).mode & 0o777).toBe(0o700);
+        expect(lstatSync(daemon.socketPath).mode & 0o777).toBe(0o600);
+        const conn = await connect('helper', { command: PROBE_COMMAND });
+        expect(await conn.call('echo', 1)).toBe(1);
+        await conn.close();
+      } finally {
+        await daemon.close();
+      }
+      expect(() => lstatSync(join(dir, 'fdbridge', 'helper.sock'))).toThrow(/ENOENT/);
+    } finally {
+      if (saved === undefined) delete process.env['XDG_RUNTIME_DIR'];
+      else process.env['XDG_RUNTIME_DIR'] = saved;
+    }
+  });
+
+  test('a default directory that is not private is refused', () => {
+    const saved = process.env['XDG_RUNTIME_DIR'];
+    process.env['XDG_RUNTIME_DIR'] = dir;
+    try {
+      const mine = join(dir, 'fdbridge');
+      require('node:fs').mkdirSync(mine, { mode: 0o755 });
+      chmodSync(mine, 0o755);
+      expect(() => HelperDaemon.start()).toThrow(expect.objectContaining({ code: 'ERR_FDBRIDGE_UNSAFE_PATH' }));
+    } finally {
+      if (saved === undefined) delete process.env['XDG_RUNTIME_DIR'];
+      else process.env['XDG_RUNTIME_DIR'] = saved;
+    }
+  });
+
+  test('a stale socket file left by a dead daemon is replaced', async () => {
+    const socketPath = join(dir, 'stale.sock');
+    // A bound, never-listening socket closed without unlink: what a SIGKILLed daemon leaves.
+    native.close(native.listen(native.constants.SOCK_SEQPACKET, socketPath, false, 0o600, 1));
+    expect(lstatSync(socketPath).isSocket()).toBe(true);
+    const daemon = HelperDaemon.start({ socketPath });
+    try {
+      const conn = await connect('helper', { command: PROBE_COMMAND, socketPath });
+      expect(await conn.call('echo', 'served')).toBe('served');
+      await conn.close();
+    } finally {
+      await daemon.close();
+    }
+  });
+
+  test("a live daemon's path is never taken", async () => {
+    const socketPath = join(dir, 'live.sock');
+    const first = HelperDaemon.start({ socketPath });
+    try {
+      expect(() => HelperDaemon.start({ socketPath })).toThrow(expect.objectContaining({ code: 'ERR_FDBRIDGE_HELPER_RUNNING' }));
+      const conn = await connect('helper', { command: PROBE_COMMAND, socketPath });
+      expect(await conn.call('echo', 'still here')).toBe('still here');
+      await conn.close();
+    } finally {
+      await first.close();
+    }
+  });
+
+  test('something that is not a socket is never unlinked: a file, or a symlink (not followed)', () => {
+    const file = join(dir, 'file.sock');
+    writeFileSync(file, 'precious');
+    expect(() => HelperDaemon.start({ socketPath: file })).toThrow(expect.objectContaining({ code: 'ERR_FDBRIDGE_UNSAFE_PATH' }));
+    expect(readFileSync(file, 'utf8')).toBe('precious');
+
+    const target = join(dir, 'target');
+    writeFileSync(target, 'also precious');
+    const link = join(dir, 'link.sock');
+    symlinkSync(target, link);
+    expect(() => HelperDaemon.start({ socketPath: link })).toThrow(expect.objectContaining({ code: 'ERR_FDBRIDGE_UNSAFE_PATH' }));
+    expect(lstatSync(link).isSymbolicLink()).toBe(true);
+    expect(readFileSync(target, 'utf8')).toBe('also precious');
+  });
+
+  test('a path longer than 107 bytes is a clear error', () => {
+    const long = join(dir, 'x'.repeat(120));
+    expect(() => HelperDaemon.start({ socketPath: long })).toThrow(/107/);
+  });
+
+  test('the daemon removes its socket file on SIGTERM and on SIGINT', async () => {
+    for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+      const socketPath = join(dir, `${signal}.sock`);
+      const proc = await startHelperProcess(socketPath);
+      expect(lstatSync(socketPath).isSocket()).toBe(true);
+      expect(await proc.stop(signal)).toEqual({ code: 0, signal: null });
+      expect(() => lstatSync(socketPath)).toThrow(/ENOENT/);
+    }
+  });
+
+  test('connecting where no daemon listens names the path and the way out', async () => {
+    const socketPath = join(dir, 'nobody-home.sock');
+    const err = await connect('helper', { command: PROBE_COMMAND, socketPath }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'ENOENT' });
+    expect((err as Error).message).toContain(socketPath);
+    expect((err as Error).message).toContain('npx fdbridge helper --socket');
+  });
+});
+
+test('PeerRefusedError is exported for callers to match on', () => {
+  expect(new PeerRefusedError('x').code).toBe('ERR_FDBRIDGE_REFUSED');
+});

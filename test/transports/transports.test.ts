@@ -1,0 +1,284 @@
+/**
+ * One suite, run identically against every transport: the command runs in
+ * this thread, a worker, a child process or a helper daemon (its own
+ * process), and the client sees the same behaviour through one interface.
+ * Besides the global check of this process's fd table, each test checks the
+ * command's process: the helper daemon's table returns to its baseline, a
+ * child process exits cleanly.
+ */
+import { lstatSync, mkdtempSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import {
+  ClosedError,
+  connect,
+  LOG_COMMAND,
+  logRedirectOption,
+  PeerExitedError,
+  PROBE_COMMAND,
+  RemoteError,
+  SystemError,
+  type Connection,
+  type ProbeCommand,
+  type TransportName,
+} from '../../src';
+import { closeFd, fdIdentity, makeMemfd, makePipe, openFdTable, type FdTable } from '../../src/fd';
+import type { ChildConnection } from '../../src/transports/child';
+import type { WorkerConnection } from '../../src/transports/worker';
+import { exitOf, fdTableSettles, startHelperProcess, type HelperProcess } from '../util/processes';
+
+const TRANSPORTS: TransportName[] = ['direct', 'worker', 'child', 'helper'];
+
+let dir: string;
+let helper: HelperProcess;
+let socketPath: string;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'fdbridge-transports-'));
+  socketPath = join(dir, 'helper.sock');
+  helper = await startHelperProcess(socketPath);
+});
+
+afterAll(async () => {
+  await helper?.stop('SIGTERM');
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe.each(TRANSPORTS)('%s transport', (transport) => {
+  const opened: Connection[] = [];
+  let helperBaseline: FdTable | undefined;
+
+  async function open(command = PROBE_COMMAND): Promise<Connection> {
+    const conn = await connect(transport, { command, socketPath });
+    opened.push(conn);
+    return conn;
+  }
+
+  beforeEach(() => {
+    helperBaseline = transport === 'helper' ? openFdTable(helper.pid) : undefined;
+  });
+
+  afterEach(async () => {
+    for (const conn of opened.splice(0)) {
+      await conn.close();
+      if (transport === 'child') {
+        // The command's process ends with the connection, and ends cleanly
+        // unless a test killed it.
+        const exit = await exitOf((conn as ChildConnection).child);
+        expect([0, null]).toContain(exit.code);
+      }
+    }
+    if (helperBaseline) {
+      expect(await fdTableSettles(helper.pid, helperBaseline)).toBe('');
+    }
+  });
+
+  test('reports where the command runs', async () => {
+    const conn = await open();
+    const where = await conn.proxy<ProbeCommand>().where();
+    expect(where).toEqual({ transport, pid: conn.location.pid, threadId: conn.location.threadId });
+    expect(conn.transport).toBe(transport);
+    if (transport === 'direct' || transport === 'worker') expect(where.pid).toBe(process.pid);
+    else expect(where.pid).not.toBe(process.pid);
+    if (transport === 'worker') expect(where.threadId).not.toBe(0);
+  });
+
+  test("duplicates a pipe's write end; the command writes through it and the client reads it", async () => {
+    const conn = await open();
+    const [r, w] = makePipe();
+    try {
+      const remote = await conn.dupFileDescriptor(w);
+      const local = fdIdentity(w);
+      // The client may close its own copy at once: the duplicate lives on there.
+      closeFd(w);
+      const [far] = await conn.call<Array<{ dev: string; ino: string; type: string }>>('identities', [remote]);
+      expect(far).toEqual({ dev: String(local.dev), ino: String(local.ino), type: 'pipe' });
+      expect(await conn.call('write', remote, 'through the pipe')).toBe(16);
+      const buf = Buffer.alloc(64);
+      const n = readSync(r, buf, 0, buf.length, null);
+      expect(buf.toString('utf8', 0, n)).toBe('through the pipe');
+    } finally {
+      closeFd(r);
+    }
+  });
+
+  test('the log redirect flow: a file opened by the client, appended to, then truncated', async () => {
+    const file = join(dir, `${transport}.log`);
+    writeFileSync(file, 'existing\n');
+    const first = await open(LOG_COMMAND);
+    await logRedirectOption(first, file);
+    await first.call('log', 'one');
+    await first.call('log', 'two');
+    await first.close();
+    expect(readFileSync(file, 'utf8')).toBe('existing\none\ntwo\n');
+
+    const second = await open(LOG_COMMAND);
+    await logRedirectOption(second, file);
+    await second.call('log', 'three');
+    expect(readFileSync(file, 'utf8')).toBe('existing\none\ntwo\nthree\n');
+    // Redirecting again (here with `!`, which truncates) replaces the log fd;
+    // the command closes the one it had adopted before.
+    await logRedirectOption(second, `!${file}`);
+    await second.call('log', 'fresh');
+    expect(readFileSync(file, 'utf8')).toBe('fresh\n');
+  });
+
+  test('1,000 concurrent duplications give distinct fds for the right files', async () => {
+    const conn = await open();
+    const sources = Array.from({ length: 10 }, (_, i) => makeMemfd(`source-${i}`));
+    try {
+      const wanted = sources.map((fd) => {
+        const id = fdIdentity(fd);
+        return { dev: String(id.dev), ino: String(id.ino), type: 'file' };
+      });
+      const remote = await Promise.all(Array.from({ length: 1000 }, (_, i) => conn.dupFileDescriptor(sources[i % 10]!)));
+      expect(new Set(remote).size).toBe(1000);
+      const far = await conn.call<unknown[]>('identities', remote);
+      expect(far).toEqual(remote.map((_, i) => wanted[i % 10]));
+      // Half are adopted and closed by the command; close() must close the rest.
+      const half = remote.slice(0, 500);
+      await conn.call('adopt', half);
+      await conn.call('closeAdopted', half);
+    } finally {
+      sources.forEach(closeFd);
+    }
+  });
+
+  test('the batch form duplicates 600 fds in order (3 messages of at most 253)', async () => {
+    const conn = await open();
+    const sources = Array.from({ length: 6 }, (_, i) => makeMemfd(`batch-${i}`));
+    try {
+      const list = Array.from({ length: 600 }, (_, i) => sources[i % 6]!);
+      const remote = await conn.dupFileDescriptors(list);
+      expect(remote).toHaveLength(600);
+      expect(new Set(remote).size).toBe(600);
+      const far = await conn.call<Array<{ ino: string }>>('identities', remote);
+      expect(far.map((f) => f.ino)).toEqual(list.map((fd) => String(fdIdentity(fd).ino)));
+      expect(await conn.dupFileDescriptors([])).toEqual([]);
+    } finally {
+      sources.forEach(closeFd);
+    }
+  });
+
+  test('duplicating a closed fd is a typed EBADF error, and bad arguments throw at once', async () => {
+    const conn = await open();
+    // A number far above anything open: a freshly closed low number would be
+    // reused by the very next dup (the batch below dups fd 0 first).
+    const fd = 9999;
+    expect(openFdTable().has(fd)).toBe(false);
+    const err = await conn.dupFileDescriptor(fd).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SystemError);
+    expect(err).toMatchObject({ code: 'EBADF', errno: -9 });
+    await expect(conn.dupFileDescriptors([0, fd])).rejects.toMatchObject({ code: 'EBADF' });
+    expect(() => conn.dupFileDescriptor(-1)).toThrow(TypeError);
+    expect(() => conn.dupFileDescriptor(1.5)).toThrow(TypeError);
+    expect(() => conn.dupFileDescriptors([0, 'x' as unknown as number])).toThrow(TypeError);
+    // The connection still works afterwards.
+    expect(await conn.call('echo', { ok: true })).toEqual({ ok: true });
+  });
+
+  test("calls return values, and the command's errors arrive as RemoteError", async () => {
+    const conn = await open();
+    const probe = conn.proxy<ProbeCommand>();
+    expect(await probe.echo([1, 'two', { three: 3 }])).toEqual([1, 'two', { three: 3 }]);
+    const err = await probe.fail('it broke', 'E_BROKEN').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RemoteError);
+    expect(err).toMatchObject({ code: 'ERR_FDBRIDGE_REMOTE', method: 'fail', remote: { message: 'it broke', code: 'E_BROKEN' } });
+    await expect(conn.call('noSuchMethod')).rejects.toBeInstanceOf(RemoteError);
+    await expect(conn.call('close')).rejects.toBeInstanceOf(RemoteError);
+  });
+
+  test('close() twice is harmless; afterwards every operation is a ClosedError', async () => {
+    const conn = await open();
+    const pending = conn.call('hang').catch((e: unknown) => e);
+    await conn.close();
+    await conn.close();
+    expect(conn.closed).toBe(true);
+    expect(await pending).toBeInstanceOf(ClosedError);
+    await expect(conn.dupFileDescriptor(0)).rejects.toBeInstanceOf(ClosedError);
+    await expect(conn.call('echo', 1)).rejects.toBeInstanceOf(ClosedError);
+  });
+
+  if (transport === 'child') {
+    test('a child killed with SIGKILL mid-request fails every pending call within a second', async () => {
+      const conn = await open();
+      const pid = conn.location.pid;
+      const calls = [conn.call('hang'), conn.call('hang')];
+      const before = Date.now();
+      process.kill(pid, 'SIGKILL');
+      for (const call of calls) {
+        const err = await call.catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(PeerExitedError);
+        expect(err).toMatchObject({ code: 'ERR_FDBRIDGE_PEER_EXITED', transport: 'child', pid, signal: 'SIGKILL' });
+        expect((err as Error).message).toMatch(/killed by SIGKILL/);
+      }
+      expect(Date.now() - before).toBeLessThan(1000);
+      // A dead peer fails new requests at once, and takes no fd with it.
+      const fd = makeMemfd();
+      try {
+        await expect(conn.dupFileDescriptor(fd)).rejects.toBeInstanceOf(PeerExitedError);
+      } finally {
+        closeFd(fd);
+      }
+      expect((await exitOf((conn as ChildConnection).child)).signal).toBe('SIGKILL');
+    });
+  }
+
+  if (transport === 'worker') {
+    test('a worker that exits mid-request fails every pending call', async () => {
+      const conn = await open();
+      const pending = conn.call('hang');
+      const exiting = conn.call('exit', 3);
+      for (const call of [pending, exiting]) {
+        await expect(call).rejects.toMatchObject({ code: 'ERR_FDBRIDGE_PEER_EXITED', transport: 'worker', exitCode: 3 });
+      }
+      await expect(conn.dupFileDescriptor(0)).rejects.toBeInstanceOf(PeerExitedError);
+    });
+
+    test('fds given to a terminated worker are closed, not leaked', async () => {
+      const conn = await open();
+      const fd = makeMemfd();
+      try {
+        const remote = await conn.dupFileDescriptors([fd, fd, fd]);
+        expect(openFdTable().has(remote[0]!)).toBe(true);
+        await (conn as WorkerConnection).worker.terminate();
+      } finally {
+        closeFd(fd);
+      }
+      // The global fd-table check after this test proves the three are gone.
+    });
+  }
+});
+
+describe('helper daemon killed with SIGKILL', () => {
+  test('pending calls fail within a second; a new daemon replaces the stale socket; SIGTERM removes it', async () => {
+    const path = join(dir, 'doomed.sock');
+    const doomed = await startHelperProcess(path);
+    const conn = await connect('helper', { command: PROBE_COMMAND, socketPath: path });
+    const fd = makeMemfd();
+    try {
+      await conn.dupFileDescriptor(fd);
+      const pending = conn.call('hang');
+      const before = Date.now();
+      await doomed.stop('SIGKILL');
+      const err = await pending.catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(PeerExitedError);
+      expect(err).toMatchObject({ transport: 'helper', pid: doomed.pid });
+      expect((err as Error).message).toMatch(/helper daemon \(pid \d+\) exited/);
+      expect(Date.now() - before).toBeLessThan(1000);
+    } finally {
+      closeFd(fd);
+      await conn.close();
+    }
+    // SIGKILL left the socket file behind; a new daemon takes it over...
+    expect(lstatSync(path).isSocket()).toBe(true);
+    const next = await startHelperProcess(path);
+    const again = await connect('helper', { command: PROBE_COMMAND, socketPath: path });
+    expect(await again.call('echo', 'alive')).toBe('alive');
+    await again.close();
+    // ...and removes it on SIGTERM.
+    expect(await next.stop('SIGTERM')).toEqual({ code: 0, signal: null });
+    expect(() => lstatSync(path)).toThrow(/ENOENT/);
+  });
+});

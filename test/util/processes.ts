@@ -1,0 +1,79 @@
+/** Test utilities: helper daemons in their own processes, and fd tables of other processes. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+
+import { diffFdTables, formatFdTableDiff, openFdTable, type FdTable } from '../../src/fd';
+import { packageRoot } from '../../src/native';
+
+export const CLI = join(packageRoot, 'dist', 'harness', 'cli.js');
+
+export interface HelperProcess {
+  pid: number;
+  child: ChildProcess;
+  stderr(): string;
+  /** Sends `signal` and resolves with how the process ended. */
+  stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Starts `fdbridge helper --socket <path>` and waits until it listens. */
+export async function startHelperProcess(socketPath: string, extraArgs: string[] = []): Promise<HelperProcess> {
+  const child = spawn(process.execPath, [CLI, 'helper', '--socket', socketPath, ...extraArgs], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`helper did not start: ${err}`)), 10_000);
+    child.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('listening on')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    void exited.then(({ code }) => {
+      clearTimeout(timer);
+      reject(new Error(`helper exited with ${code} before listening: ${err}`));
+    });
+  });
+  return {
+    pid: child.pid as number,
+    child,
+    stderr: () => err,
+    async stop(signal: NodeJS.Signals = 'SIGTERM') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
+
+/**
+ * Waits (up to `ms`) for the open-fd table of `pid` to equal `baseline`;
+ * returns '' when it does, else a readable diff.
+ */
+export async function fdTableSettles(pid: number, baseline: FdTable, ms = 2000): Promise<string> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const diff = diffFdTables(baseline, openFdTable(pid));
+    if (diff.opened.length === 0 && diff.closed.length === 0) return '';
+    if (Date.now() > deadline) return formatFdTableDiff(diff);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+export function exitOf(child: ChildProcess, ms = 5000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  if (child.exitCode !== null || child.signalCode !== null) {
+    return Promise.resolve({ code: child.exitCode, signal: child.signalCode });
+  }
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`pid ${child.pid} did not exit within ${ms} ms`)), ms);
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal });
+    });
+  });
+}
