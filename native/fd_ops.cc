@@ -66,6 +66,7 @@ int FdSetNonblock(int fd, bool on) {
 
 int FdList(pid_t pid, std::vector<FdEntry>* out) {
   char dir_path[64];
+  if (pid == getpid()) pid = 0;  // our own table: leave our directory stream out
   if (pid <= 0) {
     snprintf(dir_path, sizeof(dir_path), "/proc/self/fd");
   } else {
@@ -77,8 +78,12 @@ int FdList(pid_t pid, std::vector<FdEntry>* out) {
   // table we were asked about.
   int self_dir_fd = pid <= 0 ? dirfd(dir) : -1;
   out->clear();
-  errno = 0;
-  while (struct dirent* ent = readdir(dir)) {
+  for (;;) {
+    // readdir signals an error only through errno; the readlink below may
+    // leave its own errno behind, so clear it before every call.
+    errno = 0;
+    struct dirent* ent = readdir(dir);
+    if (ent == nullptr) break;
     if (ent->d_name[0] == '.') continue;
     char* end = nullptr;
     long n = strtol(ent->d_name, &end, 10);
@@ -93,7 +98,7 @@ int FdList(pid_t pid, std::vector<FdEntry>* out) {
     target[len] = '\0';
     out->push_back(FdEntry{static_cast<int>(n), std::string(target, len)});
   }
-  int err = errno;
+  int err = errno;  // 0 at the end of the directory
   closedir(dir);
   return err != 0 ? -err : 0;
 }

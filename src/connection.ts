@@ -22,6 +22,13 @@ export interface ConnectOptions {
   socketPath?: string;
   /** How long to wait for the command to be ready (default 10 s). */
   timeoutMs?: number;
+  /**
+   * Called by close() once the command has been closed on its side (its
+   * close() ran and its unadopted fds were closed) and before its process
+   * or thread ends: the moment a leak oracle inspects the command's process
+   * (e.g. its /proc/<pid>/fd).
+   */
+  onCommandClosed?: (location: CommandLocation) => void | Promise<void>;
 }
 
 export interface Connection extends AsyncDisposable {

@@ -34,6 +34,10 @@ export const FrameType = {
   ERROR: 8,
   /** client -> command: int32[] fds (given earlier, not adopted) to close there; RESULT follows */
   RELEASE: 9,
+  /** client -> command: close the command (its close(), then its unadopted fds); CLOSED follows */
+  CLOSE: 10,
+  /** command -> client: the command is closed; the client closes the socket, then the far side ends */
+  CLOSED: 11,
 } as const;
 export type FrameTypeValue = (typeof FrameType)[keyof typeof FrameType];
 
@@ -63,7 +67,9 @@ export type Frame =
   | { type: typeof FrameType.CALL; id: number; method: string; args: unknown[] }
   | { type: typeof FrameType.RESULT; id: number; value: unknown }
   | { type: typeof FrameType.ERROR; id: number; error: RemoteErrorInfo }
-  | { type: typeof FrameType.RELEASE; id: number; fds: number[] };
+  | { type: typeof FrameType.RELEASE; id: number; fds: number[] }
+  | { type: typeof FrameType.CLOSE; id: number }
+  | { type: typeof FrameType.CLOSED; id: number };
 
 function header(type: FrameTypeValue, id: number, payloadBytes: number): Buffer {
   const total = HEADER_BYTES + payloadBytes;
@@ -83,6 +89,11 @@ export function encodeJson(type: FrameTypeValue, id: number, payload: unknown): 
   const buf = header(type, id, bytes);
   buf.write(json, HEADER_BYTES, 'utf8');
   return buf;
+}
+
+/** A frame with no payload (CLOSE, CLOSED). */
+export function encodeEmpty(type: typeof FrameType.CLOSE | typeof FrameType.CLOSED, id: number): Buffer {
+  return header(type, id, 0);
 }
 
 /** A DUP request: the fds travel as SCM_RIGHTS beside it. */
@@ -199,6 +210,10 @@ export function decodeFrame(data: Buffer, fds: readonly number[]): Frame {
     }
     case FrameType.RESULT:
       return { type, id, value: parseJson(data)['value'] };
+    case FrameType.CLOSE:
+    case FrameType.CLOSED:
+      if (data.length !== HEADER_BYTES) throw new ProtocolError(`malformed frame of type ${type}: it has a payload`);
+      return { type, id };
     case FrameType.ERROR: {
       const o = parseJson(data);
       const error: RemoteErrorInfo = { name: str(o, 'name', 'ERROR'), message: str(o, 'message', 'ERROR') };

@@ -63,7 +63,7 @@ export class ChildConnection extends SocketConnection {
         handshake(socket, command, options.timeoutMs ?? 10_000, () => `the child process (pid ${child.pid})`),
         spawnError,
       ]);
-      return new ChildConnection(socket, child, ready);
+      return new ChildConnection(socket, child, ready, options.onCommandClosed);
     } catch (err) {
       socket.close();
       child.kill('SIGKILL');
@@ -72,13 +72,24 @@ export class ChildConnection extends SocketConnection {
     }
   }
 
-  private constructor(socket: UnixSocket, child: ChildProcess, ready: { pid: number; threadId: number }) {
-    super(socket, 'child', ready, async (): Promise<PeerExit> => {
-      // EOF comes when the child's fds close, that is as it exits; its exit
-      // status follows through SIGCHLD a moment later.
-      await waitForExit(child, 1000);
-      return { transport: 'child', pid: ready.pid, exitCode: child.exitCode, signal: child.signalCode };
-    });
+  private constructor(
+    socket: UnixSocket,
+    child: ChildProcess,
+    ready: { pid: number; threadId: number },
+    onCommandClosed: ConnectOptions['onCommandClosed'],
+  ) {
+    super(
+      socket,
+      'child',
+      ready,
+      async (): Promise<PeerExit> => {
+        // EOF comes when the child's fds close, that is as it exits; its exit
+        // status follows through SIGCHLD a moment later.
+        await waitForExit(child, 1000);
+        return { transport: 'child', pid: ready.pid, exitCode: child.exitCode, signal: child.signalCode };
+      },
+      onCommandClosed,
+    );
     this.child = child;
   }
 

@@ -37,12 +37,15 @@ export class DirectConnection extends BaseConnection {
   #host: CommandHost;
 
   static async open(options: ConnectOptions): Promise<DirectConnection> {
-    return new DirectConnection(new CommandHost(normalizeCommandSpec(options.command), 'direct'));
+    return new DirectConnection(new CommandHost(normalizeCommandSpec(options.command), 'direct'), options);
   }
 
-  private constructor(host: CommandHost) {
+  #onCommandClosed: ConnectOptions['onCommandClosed'];
+
+  private constructor(host: CommandHost, options: ConnectOptions) {
     super();
     this.#host = host;
+    this.#onCommandClosed = options.onCommandClosed;
   }
 
   protected dupOne(fd: number): Promise<number> {
@@ -69,7 +72,8 @@ export class DirectConnection extends BaseConnection {
     return callOnHost(this.#host, method, args);
   }
 
-  protected closeTransport(): Promise<void> {
-    return this.#host.close();
+  protected async closeTransport(): Promise<void> {
+    await this.#host.close();
+    await this.#onCommandClosed?.(this.location);
   }
 }

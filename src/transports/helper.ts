@@ -40,7 +40,7 @@ export async function openHelper(options: ConnectOptions): Promise<SocketConnect
   try {
     const peer = socket.peerCredentials();
     const ready = await handshake(socket, command, options.timeoutMs ?? 10_000, () => `the helper daemon at ${path}`);
-    return new SocketConnection(socket, 'helper', ready, async (): Promise<PeerExit> => {
+    const probe = async (): Promise<PeerExit> => {
       // Not our child: no exit status to read. Tell "exited" from "closed
       // the connection" by whether the pid is still there shortly after.
       for (let i = 0; i < 10 && isAlive(peer.pid); i++) await new Promise((r) => setTimeout(r, 20));
@@ -51,7 +51,8 @@ export async function openHelper(options: ConnectOptions): Promise<SocketConnect
         signal: null,
         detail: isAlive(peer.pid) ? 'closed the connection' : 'exited',
       };
-    });
+    };
+    return new SocketConnection(socket, 'helper', ready, probe, options.onCommandClosed);
   } catch (err) {
     socket.close();
     throw err;

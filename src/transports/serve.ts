@@ -9,6 +9,7 @@ import { describeError, ProtocolError, TruncatedError, type TransportName } from
 import { native } from '../native';
 import {
   decodeFrame,
+  encodeEmpty,
   encodeFdList,
   encodeJson,
   encodeResult,
@@ -80,6 +81,17 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
     else finish();
   };
 
+  // The client's CLOSE: close the command, say so, and wait for the client
+  // to hang up (it may inspect this process in between); EOF then ends us.
+  let closing = false;
+  const closeCommand = (id: number): void => {
+    if (closing) return;
+    closing = true;
+    const reply = (): void => send(encodeEmpty(FrameType.CLOSED, id));
+    if (host) host.close().catch(() => undefined).finally(reply);
+    else reply();
+  };
+
   const violation = (err: Error, fds: readonly number[] | undefined): void => {
     stats.protocolErrors++;
     stats.unexpectedFds += closeQuietly(fds);
@@ -108,7 +120,15 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
       return;
     }
     const h = host;
+    if (closing) {
+      // Nothing is served after CLOSE; whatever fds came with it are closed.
+      if (frame.type === FrameType.DUP) stats.unexpectedFds += closeQuietly(frame.fds);
+      return;
+    }
     switch (frame.type) {
+      case FrameType.CLOSE:
+        closeCommand(frame.id);
+        return;
       case FrameType.DUP:
         for (const fd of frame.fds) h.ledger.add(fd);
         send(encodeFdList(FrameType.DUP_OK, frame.id, frame.fds));

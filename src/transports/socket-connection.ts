@@ -3,7 +3,7 @@
  * helper transports): frames over one SEQPACKET socket, one round trip per
  * duplication, requests pipelined and paired with replies by id.
  */
-import { BaseConnection, type CommandLocation } from '../connection';
+import { BaseConnection, type CommandLocation, type ConnectOptions } from '../connection';
 import {
   ClosedError,
   FdBridgeError,
@@ -18,6 +18,7 @@ import {
   decodeFrame,
   encodeCall,
   encodeDup,
+  encodeEmpty,
   encodeFdList,
   encodeJson,
   FrameType,
@@ -97,8 +98,17 @@ export class SocketConnection extends BaseConnection {
   #onPeerClosed!: () => void;
   #closing = false;
 
-  constructor(socket: UnixSocket, transport: 'child' | 'helper', ready: ReadyPayload, probe: PeerExitProbe) {
+  #onCommandClosed: ConnectOptions['onCommandClosed'];
+
+  constructor(
+    socket: UnixSocket,
+    transport: 'child' | 'helper',
+    ready: ReadyPayload,
+    probe: PeerExitProbe,
+    onCommandClosed?: ConnectOptions['onCommandClosed'],
+  ) {
     super();
+    this.#onCommandClosed = onCommandClosed;
     this.#socket = socket;
     this.transport = transport;
     this.location = { transport, pid: ready.pid, threadId: ready.threadId };
@@ -169,10 +179,13 @@ export class SocketConnection extends BaseConnection {
 
   #onMessage(err: Error | null, data?: Buffer, fds?: number[]): void {
     if (this.#closing) {
-      // Replies to requests that close() already rejected: drop them (the
-      // command's host sweeps whatever fds they concerned) and wait for EOF.
+      // Replies to requests that close() already rejected are dropped (the
+      // command's host sweeps whatever fds they concerned); CLOSED or EOF
+      // ends the wait.
       closeQuietly(fds);
-      if (err && err.name !== 'TruncatedError') this.#onPeerClosed();
+      if (err ? err.name !== 'TruncatedError' : data && data.length >= 1 && data[0] === FrameType.CLOSED) {
+        this.#onPeerClosed();
+      }
       return;
     }
     if (err) {
@@ -231,7 +244,10 @@ export class SocketConnection extends BaseConnection {
     }
     const pending = [...this.#pending.values()];
     this.#pending.clear();
-    if (cause.name !== 'EofError' && exit.exitCode === null && exit.signal === null) {
+    // EOF, or ECONNRESET when it died with our requests unread: both mean the
+    // peer is gone. Anything else is worth naming.
+    const gone = cause.name === 'EofError' || (cause as { code?: string }).code === 'ECONNRESET';
+    if (!gone && exit.exitCode === null && exit.signal === null) {
       exit = { ...exit, detail: `broke the connection (${cause.message})` };
     }
     this.#dead = new PeerExitedError('request', exit);
@@ -250,9 +266,10 @@ export class SocketConnection extends BaseConnection {
   }
 
   /**
-   * Graceful close: half-close our side so the command's host sees EOF, runs
-   * the command's close() and closes the fds it did not adopt, then closes
-   * its end; we wait for that EOF (at most `graceMs`).
+   * Graceful close: CLOSE asks the command's side to run the command's
+   * close() and close the fds it did not adopt; it answers CLOSED (we wait
+   * at most `graceMs`, or until the peer is gone). The onCommandClosed hook
+   * runs then, while the far side still waits for us to hang up.
    */
   protected async closeTransport(graceMs = 5000): Promise<void> {
     this.#closing = true;
@@ -263,10 +280,11 @@ export class SocketConnection extends BaseConnection {
     if (!this.#dead) {
       this.#dead = err;
       try {
-        this.#socket.shutdown('write');
+        this.#socket.write(encodeEmpty(FrameType.CLOSE, 0));
         let timer: NodeJS.Timeout | undefined;
         await Promise.race([this.#closedByPeer, new Promise((r) => (timer = setTimeout(r, graceMs)))]);
         clearTimeout(timer);
+        await this.#onCommandClosed?.(this.location);
       } catch {
         // the socket is already broken: nothing to wait for
       }

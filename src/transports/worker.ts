@@ -72,7 +72,7 @@ export class WorkerConnection extends BaseConnection {
         };
         worker.on('message', onMessage).on('error', onError).on('exit', onExit);
       });
-      return new WorkerConnection(worker, ledger, threadId);
+      return new WorkerConnection(worker, ledger, threadId, options.onCommandClosed);
     } catch (err) {
       await worker.terminate();
       ledger.sweep();
@@ -80,8 +80,16 @@ export class WorkerConnection extends BaseConnection {
     }
   }
 
-  private constructor(worker: Worker, ledger: SharedFdLedger, threadId: number) {
+  #onCommandClosed: ConnectOptions['onCommandClosed'];
+
+  private constructor(
+    worker: Worker,
+    ledger: SharedFdLedger,
+    threadId: number,
+    onCommandClosed: ConnectOptions['onCommandClosed'],
+  ) {
     super();
+    this.#onCommandClosed = onCommandClosed;
     this.#worker = worker;
     this.#ledger = ledger;
     this.location = { transport: 'worker', pid: process.pid, threadId };
@@ -168,6 +176,8 @@ export class WorkerConnection extends BaseConnection {
       clearTimeout(timer);
     }
     await this.#exited;
+    // The worker shared this process's fd table; it is gone now.
+    await this.#onCommandClosed?.(this.location);
   }
 
   #onMessage(m: WorkerToClient): void {

@@ -41,7 +41,8 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await helper?.stop('SIGTERM');
+  const end = await helper?.stop("SIGTERM");
+  if (process.env["FDB_DEBUG"]) console.log("helper end", end, helper?.stderr());
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -198,6 +199,36 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
     expect(await pending).toBeInstanceOf(ClosedError);
     await expect(conn.dupFileDescriptor(0)).rejects.toBeInstanceOf(ClosedError);
     await expect(conn.call('echo', 1)).rejects.toBeInstanceOf(ClosedError);
+  });
+
+  test("onCommandClosed sees the command's process after the command closed, before it ends", async () => {
+    const beforeConnect = openFdTable();
+    const seen: string[] = [];
+    let baseline: FdTable | undefined;
+    const conn = await connect(transport, {
+      command: PROBE_COMMAND,
+      socketPath,
+      onCommandClosed: async (location) => {
+        seen.push(await fdTableSettles(location.pid, baseline as FdTable));
+      },
+    });
+    // A worker's own event loop fds come and go with it: compare with the
+    // table from before it started. Elsewhere, with the table right after connect.
+    baseline = transport === 'worker' ? beforeConnect : openFdTable(conn.location.pid);
+    const fd = makeMemfd();
+    try {
+      const remote = await conn.dupFileDescriptors([fd, fd, fd, fd, fd]);
+      await conn.call('adopt', remote.slice(0, 2));
+      expect(openFdTable(conn.location.pid).has(remote[4]!)).toBe(true);
+    } finally {
+      closeFd(fd);
+    }
+    await conn.close();
+    await conn.close();
+    // Called once; by then the two adopted fds (closed by the command's
+    // close()) and the three unadopted ones (closed by the connection) are gone.
+    expect(seen).toEqual(['']);
+    if (transport === 'child') expect((await exitOf((conn as ChildConnection).child)).code).toBe(0);
   });
 
   if (transport === 'child') {
