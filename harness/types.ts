@@ -1,0 +1,133 @@
+/**
+ * The harness's shared vocabulary: what a scenario is, what it gets to run
+ * with, and the shape of results.json (other tools read it; keep it stable).
+ *
+ * Dependencies point one way: scenarios -> the public connection interface
+ * (src/index.ts) and these types; never a concrete transport.
+ */
+import type { CommandSpec, Connection, ConnectOptions, TransportName } from '../src';
+import type { Rng } from './rng';
+
+/**
+ * What a scenario is expected to do:
+ * - 'pass': run() completes and the leak oracle sees no leak;
+ * - 'leak': an expected failure (a known bug reproduced on purpose): the
+ *   oracle MUST see a leak, else the scenario fails;
+ * - 'fail': an expected failure: run() MUST throw (a wrong file written, a
+ *   wrong result), else the scenario fails.
+ * A scenario that behaves as declared for 'leak' or 'fail' is 'expected-fail'.
+ */
+export type Expectation = 'pass' | 'leak' | 'fail';
+
+export interface Scenario {
+  /** kebab-case and unique; the file is scenarios/<name>.scenario.ts. */
+  name: string;
+  /** What it proves, in one sentence. */
+  description: string;
+  /** The transports it applies to (default: all of them). */
+  transports?: readonly TransportName[];
+  /** Default 'pass'. */
+  expect?: Expectation;
+  /** Free-form tags ('conformance', 'seed-bug', 'fault', 'soak', ...); profiles select by tag. */
+  tags?: readonly string[];
+  /** Does the work and checks it; throws (node:assert) on failure. */
+  run(ctx: ScenarioContext): Promise<void>;
+  /**
+   * Optional latency case: the operation tinybench repeats. Set up here
+   * (connections, fds) and give back the timed function and a teardown.
+   */
+  bench?(ctx: ScenarioContext): Promise<BenchCase>;
+}
+
+export interface BenchCase {
+  /** One operation (e.g. one dupFileDescriptor round trip, and closing what it made). */
+  fn(): Promise<void> | void;
+  teardown?(): Promise<void> | void;
+}
+
+export interface ScenarioContext {
+  readonly transport: TransportName;
+  /** Seeded from (run seed, scenario, transport): the same seed gives the same inputs. */
+  readonly rng: Rng;
+  /** A private directory for this run of the scenario, removed afterwards. */
+  readonly tmpdir: string;
+  /**
+   * connect() on this scenario's transport. The harness fills in what the
+   * transport needs (the helper's socket path) and watches the command's
+   * process with the leak oracle. Connections still open when run() ends
+   * are closed by the harness.
+   */
+  connect(command: CommandSpec, options?: Omit<Partial<ConnectOptions>, 'command'>): Promise<Connection>;
+  /** Adds a process (e.g. one the scenario spawned) to the leak oracle. */
+  watchProcess(pid: number, role: string): void;
+  /** A line for the report. */
+  note(text: string): void;
+  /** Ends this run as 'skip' with a reason (e.g. the kernel lacks a feature). */
+  skip(reason: string): never;
+}
+
+// ---------------------------------------------------------------------------
+// results.json
+
+export interface Leak {
+  pid: number;
+  /** 'client', 'child', 'helper', 'worker', or a role given to watchProcess. */
+  role: string;
+  fd: number;
+  target: string;
+}
+
+/** Latency in microseconds, as tinybench measures it. */
+export interface Latency {
+  meanUs: number;
+  p50Us: number;
+  p99Us: number;
+  samples: number;
+  opsPerSec: number;
+}
+
+export type Status = 'pass' | 'fail' | 'skip' | 'expected-fail';
+
+export interface ResultRow {
+  scenario: string;
+  transport: TransportName;
+  status: Status;
+  leaks: Leak[];
+  latency?: Latency;
+  /** Why it failed or was skipped, or (expected-fail) what was caught. */
+  error?: string;
+  durationMs?: number;
+  notes?: string[];
+  /** Counters a profile records (faults injected, bad inputs rejected, ...). */
+  metrics?: Record<string, number>;
+}
+
+export interface Environment {
+  node: string;
+  kernel: string;
+  cpuModel: string;
+  cores: number;
+  gitCommit: string;
+  platform: string;
+  hostname?: string;
+  date: string;
+}
+
+export interface RunOptions {
+  transports: TransportName[];
+  scenario?: string;
+  bench: boolean;
+  repeat: number;
+  seed: number;
+  shard?: { index: number; count: number };
+  profile?: string;
+}
+
+export interface ResultsFile {
+  environment: Environment;
+  options: RunOptions;
+  anchors: Array<{ name: string; latency: Latency }>;
+  results: ResultRow[];
+  /** Totals a profile records (peak RSS, replies lost, ...). */
+  totals?: Record<string, number>;
+}
