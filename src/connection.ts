@@ -18,8 +18,10 @@ export interface CommandLocation {
 export interface ConnectOptions {
   /** The command to run there: a module (absolute path or package) and the export holding its class. */
   command: CommandSpec;
-  /** helper: the daemon's socket path (default: see `defaultHelperSocketPath()`). */
+  /** helper: the daemon's socket path (default: see `defaultHelperSocketPath()`; `@name` for an abstract name). */
   socketPath?: string;
+  /** child, pidfd: run the command's process as another user (needs the privilege to switch). */
+  child?: { uid?: number; gid?: number };
   /** How long to wait for the command to be ready (default 10 s). */
   timeoutMs?: number;
   /**

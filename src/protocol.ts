@@ -38,6 +38,12 @@ export const FrameType = {
   CLOSE: 10,
   /** command -> client: the command is closed; the client closes the socket, then the far side ends */
   CLOSED: 11,
+  /**
+   * client -> command (pidfd transport): int32[] fd numbers valid in the
+   * client, which the command's side pulls with pidfd_getfd(2); DUP_OK follows.
+   * No fd travels over the socket.
+   */
+  GETFD: 12,
 } as const;
 export type FrameTypeValue = (typeof FrameType)[keyof typeof FrameType];
 
@@ -52,6 +58,13 @@ export const MAX_FRAME_BYTES = 192 * 1024;
 export interface HelloPayload {
   version: number;
   command: CommandSpec;
+  /**
+   * 'pidfd': the client sends fd numbers (GETFD) and the command's side pulls
+   * them with pidfd_getfd; `probeFd` is an fd open in the client, pulled once
+   * at HELLO to find out whether the kernel and permissions allow it.
+   */
+  pull?: 'pidfd';
+  probeFd?: number;
 }
 export interface ReadyPayload {
   pid: number;
@@ -68,6 +81,7 @@ export type Frame =
   | { type: typeof FrameType.RESULT; id: number; value: unknown }
   | { type: typeof FrameType.ERROR; id: number; error: RemoteErrorInfo }
   | { type: typeof FrameType.RELEASE; id: number; fds: number[] }
+  | { type: typeof FrameType.GETFD; id: number; fds: number[] }
   | { type: typeof FrameType.CLOSE; id: number }
   | { type: typeof FrameType.CLOSED; id: number };
 
@@ -101,7 +115,11 @@ export function encodeDup(id: number): Buffer {
   return header(FrameType.DUP, id, 0);
 }
 
-export function encodeFdList(type: typeof FrameType.DUP_OK | typeof FrameType.RELEASE, id: number, fds: readonly number[]): Buffer {
+export function encodeFdList(
+  type: typeof FrameType.DUP_OK | typeof FrameType.RELEASE | typeof FrameType.GETFD,
+  id: number,
+  fds: readonly number[],
+): Buffer {
   const buf = header(type, id, fds.length * 4);
   for (let i = 0; i < fds.length; i++) buf.writeInt32LE(fds[i] as number, HEADER_BYTES + 4 * i);
   return buf;
@@ -166,8 +184,9 @@ export function decodeFrame(data: Buffer, fds: readonly number[]): Frame {
   }
   switch (type) {
     case FrameType.DUP_OK:
-    case FrameType.RELEASE: {
-      const what = type === FrameType.DUP_OK ? 'DUP_OK' : 'RELEASE';
+    case FrameType.RELEASE:
+    case FrameType.GETFD: {
+      const what = type === FrameType.DUP_OK ? 'DUP_OK' : type === FrameType.RELEASE ? 'RELEASE' : 'GETFD';
       const n = data.length - HEADER_BYTES;
       if (n === 0 || n % 4 !== 0 || n / 4 > 253) {
         throw new ProtocolError(`malformed ${what} frame: ${n} payload bytes is not 1..253 int32 fd numbers`);
@@ -194,7 +213,13 @@ export function decodeFrame(data: Buffer, fds: readonly number[]): Frame {
         if (!Array.isArray(c['args'])) throw new ProtocolError('malformed HELLO frame: "args" is not an array');
         spec.args = c['args'];
       }
-      return { type, id, hello: { version, command: spec } };
+      const hello: HelloPayload = { version, command: spec };
+      if (o['pull'] !== undefined) {
+        if (o['pull'] !== 'pidfd') throw new ProtocolError('malformed HELLO frame: "pull" is not "pidfd"');
+        hello.pull = 'pidfd';
+        hello.probeFd = int(o, 'probeFd', 'HELLO');
+      }
+      return { type, id, hello };
     }
     case FrameType.READY: {
       const o = parseJson(data);

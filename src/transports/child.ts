@@ -33,7 +33,12 @@ export class ChildConnection extends SocketConnection {
   /** The helper process (to signal it in a test, for example). */
   readonly child: ChildProcess;
 
-  static async open(options: ConnectOptions): Promise<ChildConnection> {
+  /**
+   * Spawns the command's process. `transport` 'pidfd' makes that process
+   * pull each fd out of this one with pidfd_getfd(2) instead of receiving it
+   * over the socket.
+   */
+  static async open(options: ConnectOptions, transport: 'child' | 'pidfd' = 'child'): Promise<ChildConnection> {
     const command = normalizeCommandSpec(options.command);
     const entry = requireDistFile('src/transports/entries/child-main.js');
     const [mine, theirs] = native.socketpair(constants.SOCK_SEQPACKET);
@@ -47,7 +52,11 @@ export class ChildConnection extends SocketConnection {
       throw err;
     }
     try {
-      child = spawn(process.execPath, [entry], { stdio: ['ignore', 'inherit', 'inherit', theirs] });
+      child = spawn(process.execPath, [entry], {
+        stdio: ['ignore', 'inherit', 'inherit', theirs],
+        ...(options.child?.uid !== undefined ? { uid: options.child.uid } : {}),
+        ...(options.child?.gid !== undefined ? { gid: options.child.gid } : {}),
+      });
     } catch (err) {
       socket.close();
       throw err;
@@ -60,10 +69,16 @@ export class ChildConnection extends SocketConnection {
     spawnError.catch(() => undefined);
     try {
       const ready = await Promise.race([
-        handshake(socket, command, options.timeoutMs ?? 10_000, () => `the child process (pid ${child.pid})`),
+        handshake(
+          socket,
+          command,
+          options.timeoutMs ?? 10_000,
+          () => `the ${transport} process (pid ${child.pid})`,
+          transport === 'pidfd' ? 'pidfd' : undefined,
+        ),
         spawnError,
       ]);
-      return new ChildConnection(socket, child, ready, options.onCommandClosed);
+      return new ChildConnection(socket, child, ready, options.onCommandClosed, transport);
     } catch (err) {
       socket.close();
       child.kill('SIGKILL');
@@ -77,16 +92,17 @@ export class ChildConnection extends SocketConnection {
     child: ChildProcess,
     ready: { pid: number; threadId: number },
     onCommandClosed: ConnectOptions['onCommandClosed'],
+    transport: 'child' | 'pidfd',
   ) {
     super(
       socket,
-      'child',
+      transport,
       ready,
       async (): Promise<PeerExit> => {
         // EOF comes when the child's fds close, that is as it exits; its exit
         // status follows through SIGCHLD a moment later.
         await waitForExit(child, 1000);
-        return { transport: 'child', pid: ready.pid, exitCode: child.exitCode, signal: child.signalCode };
+        return { transport, pid: ready.pid, exitCode: child.exitCode, signal: child.signalCode };
       },
       onCommandClosed,
     );

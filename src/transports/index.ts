@@ -12,6 +12,7 @@ const registry = new Map<TransportName, Opener>([
   ['worker', (o) => WorkerConnection.open(o)],
   ['child', (o) => ChildConnection.open(o)],
   ['helper', (o) => openHelper(o)],
+  ['pidfd', (o) => ChildConnection.open(o, 'pidfd')],
 ]);
 
 /** The names `connect` accepts. */

@@ -5,7 +5,7 @@
  * runs and every fd it was given and did not adopt is closed.
  */
 import { CommandHost } from '../command';
-import { describeError, ProtocolError, TruncatedError, type TransportName } from '../errors';
+import { describeError, ProtocolError, TruncatedError, UnsupportedError, type TransportName } from '../errors';
 import { native } from '../native';
 import {
   decodeFrame,
@@ -45,6 +45,53 @@ function closeQuietly(fds: readonly number[] | undefined): number {
   return n;
 }
 
+/**
+ * A pidfd for the client at the other end of `socket` (SO_PEERPIDFD, which
+ * cannot name a recycled pid; pidfd_open on the SO_PEERCRED pid before Linux
+ * 6.5), checked by pulling `probeFd` once. Throws UnsupportedError when the
+ * kernel or the permissions (ptrace access to the client) refuse.
+ */
+function openClientPidfd(socket: UnixSocket, probeFd: number): number {
+  let pidfd: number;
+  try {
+    pidfd = socket.peerPidfd().release();
+  } catch {
+    try {
+      pidfd = native.pidfdOpen(socket.peerCredentials().pid);
+    } catch (err) {
+      throw new UnsupportedError(`pidfd transport: pidfd_open failed (${(err as Error).message}); it needs Linux 5.3+`, {
+        cause: err,
+      });
+    }
+  }
+  try {
+    closeQuietly([native.pidfdGetfd(pidfd, probeFd)]);
+  } catch (err) {
+    closeQuietly([pidfd]);
+    const code = (err as { code?: string }).code;
+    const why =
+      code === 'EPERM'
+        ? "this process may not ptrace the client (pidfd_getfd needs PTRACE_MODE_ATTACH_REALCREDS: same uid and no Yama restriction, or CAP_SYS_PTRACE)"
+        : code === 'ENOSYS'
+          ? 'the kernel has no pidfd_getfd (Linux 5.6+)'
+          : (err as Error).message;
+    throw new UnsupportedError(`pidfd transport: cannot pull the client's fds: ${why}`, { cause: err });
+  }
+  return pidfd;
+}
+
+/** pidfd_getfd for every number, or none: on failure the ones pulled are closed. */
+function pullAll(pidfd: number, fds: readonly number[]): number[] {
+  const out: number[] = [];
+  try {
+    for (const fd of fds) out.push(native.pidfdGetfd(pidfd, fd));
+  } catch (err) {
+    closeQuietly(out);
+    throw err;
+  }
+  return out;
+}
+
 /** A connection being served. */
 export interface ServedConnection {
   /** Ends it as if the client had closed: the command is closed, then the socket. */
@@ -69,11 +116,14 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
     }
   };
 
+  let clientPidfd = -1;
+
   const end = (reason: Error | null): void => {
     if (ended) return;
     ended = true;
     socket.pause();
     const finish = (): void => {
+      if (clientPidfd >= 0) closeQuietly([clientPidfd]);
       socket.close();
       options.onEnd?.(reason, stats);
     };
@@ -110,7 +160,8 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
         return;
       }
       try {
-        host = new CommandHost(frame.hello.command, options.transport);
+        if (frame.hello.pull === 'pidfd') clientPidfd = openClientPidfd(socket, frame.hello.probeFd as number);
+        host = new CommandHost(frame.hello.command, frame.hello.pull === 'pidfd' ? 'pidfd' : options.transport);
       } catch (err) {
         send(encodeJson(FrameType.ERROR, frame.id, describeError(err)));
         end(err as Error);
@@ -133,6 +184,22 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
         for (const fd of frame.fds) h.ledger.add(fd);
         send(encodeFdList(FrameType.DUP_OK, frame.id, frame.fds));
         return;
+      case FrameType.GETFD: {
+        if (clientPidfd < 0) {
+          violation(new ProtocolError('GETFD on a connection that did not ask for pidfd pulls'), undefined);
+          return;
+        }
+        let pulled: number[];
+        try {
+          pulled = pullAll(clientPidfd, frame.fds);
+        } catch (err) {
+          send(encodeJson(FrameType.ERROR, frame.id, describeError(err)));
+          return;
+        }
+        for (const fd of pulled) h.ledger.add(fd);
+        send(encodeFdList(FrameType.DUP_OK, frame.id, pulled));
+        return;
+      }
       case FrameType.RELEASE: {
         for (const fd of frame.fds) if (h.ledger.adopt(fd)) closeQuietly([fd]);
         send(encodeResult(frame.id, undefined));

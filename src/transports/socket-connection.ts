@@ -11,6 +11,7 @@ import {
   PeerRefusedError,
   ProtocolError,
   RemoteError,
+  UnsupportedError,
   type PeerExit,
 } from '../errors';
 import { native } from '../native';
@@ -28,6 +29,7 @@ import {
 } from '../protocol';
 import type { CommandSpec } from '../command';
 import { UnixSocket } from '../socket';
+import { dupAll } from './direct';
 
 type Pending =
   | { kind: 'dup'; count: number; resolve(fds: number[]): void; reject(e: Error): void; operation: string }
@@ -52,8 +54,12 @@ export async function handshake(
   command: CommandSpec,
   timeoutMs: number,
   describePeer: () => string,
+  pull?: 'pidfd',
 ): Promise<ReadyPayload> {
-  await socket.send(encodeJson(FrameType.HELLO, 0, { version: PROTOCOL_VERSION, command }));
+  // In pidfd mode the far side proves it can pull our fds by pulling one at
+  // once: our socket's own fd, which is certainly open here.
+  const hello = pull ? { version: PROTOCOL_VERSION, command, pull, probeFd: socket.fd } : { version: PROTOCOL_VERSION, command };
+  await socket.send(encodeJson(FrameType.HELLO, 0, hello));
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(
@@ -76,6 +82,7 @@ export async function handshake(
       case FrameType.REFUSED:
         throw new PeerRefusedError(`connect: ${describePeer()} refused this client: ${frame.message}`);
       case FrameType.ERROR:
+        if (frame.error.code === 'ERR_FDBRIDGE_UNSUPPORTED') throw new UnsupportedError(frame.error.message);
         throw new RemoteError('constructor', frame.error);
       default:
         throw new ProtocolError(`connect: ${describePeer()} answered HELLO with a frame of type ${frame.type}`);
@@ -86,7 +93,7 @@ export async function handshake(
 }
 
 export class SocketConnection extends BaseConnection {
-  readonly transport: 'child' | 'helper';
+  readonly transport: 'child' | 'helper' | 'pidfd';
   readonly location: CommandLocation;
   #socket: UnixSocket;
   #pending = new Map<number, Pending>();
@@ -97,17 +104,20 @@ export class SocketConnection extends BaseConnection {
   #closedByPeer: Promise<void>;
   #onPeerClosed!: () => void;
   #closing = false;
+  /** pidfd transport: fds are pulled by number instead of sent. */
+  #pull: boolean;
 
   #onCommandClosed: ConnectOptions['onCommandClosed'];
 
   constructor(
     socket: UnixSocket,
-    transport: 'child' | 'helper',
+    transport: 'child' | 'helper' | 'pidfd',
     ready: ReadyPayload,
     probe: PeerExitProbe,
     onCommandClosed?: ConnectOptions['onCommandClosed'],
   ) {
     super();
+    this.#pull = transport === 'pidfd';
     this.#onCommandClosed = onCommandClosed;
     this.#socket = socket;
     this.transport = transport;
@@ -122,7 +132,26 @@ export class SocketConnection extends BaseConnection {
   }
 
   protected dupMany(fds: number[]): Promise<number[]> {
-    return this.#request(encodeDup, fds, 'dupFileDescriptor', 'dup', fds.length) as Promise<number[]>;
+    if (!this.#pull) return this.#request(encodeDup, fds, 'dupFileDescriptor', 'dup', fds.length) as Promise<number[]>;
+    // pidfd: the far side pulls the numbers out of this process with
+    // pidfd_getfd. Pin each file under a number of our own until it has
+    // (the caller may close or reuse its numbers as soon as we return).
+    let pins: number[];
+    try {
+      pins = dupAll(fds);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const unpin = (): void => closeQuietly(pins);
+    const reply = this.#request(
+      (id) => encodeFdList(FrameType.GETFD, id, pins),
+      undefined,
+      'dupFileDescriptor',
+      'dup',
+      fds.length,
+    ) as Promise<number[]>;
+    reply.then(unpin, unpin);
+    return reply;
   }
 
   protected async release(fds: number[]): Promise<void> {

@@ -19,6 +19,7 @@ import {
   PROBE_COMMAND,
   RemoteError,
   SystemError,
+  UnsupportedError,
   type Connection,
   type ProbeCommand,
   type TransportName,
@@ -28,7 +29,9 @@ import type { ChildConnection } from '../../src/transports/child';
 import type { WorkerConnection } from '../../src/transports/worker';
 import { exitOf, fdTableSettles, startHelperProcess, type HelperProcess } from '../util/processes';
 
-const TRANSPORTS: TransportName[] = ['direct', 'worker', 'child', 'helper'];
+const TRANSPORTS: TransportName[] = ['direct', 'worker', 'child', 'helper', 'pidfd'];
+/** Transports whose command runs in a process spawned for the connection. */
+const SPAWNED = new Set<TransportName>(['child', 'pidfd']);
 
 let dir: string;
 let helper: HelperProcess;
@@ -63,7 +66,7 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
   afterEach(async () => {
     for (const conn of opened.splice(0)) {
       await conn.close();
-      if (transport === 'child') {
+      if (SPAWNED.has(transport)) {
         // The command's process ends with the connection, and ends cleanly
         // unless a test killed it.
         const exit = await exitOf((conn as ChildConnection).child);
@@ -228,10 +231,10 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
     // Called once; by then the two adopted fds (closed by the command's
     // close()) and the three unadopted ones (closed by the connection) are gone.
     expect(seen).toEqual(['']);
-    if (transport === 'child') expect((await exitOf((conn as ChildConnection).child)).code).toBe(0);
+    if (SPAWNED.has(transport)) expect((await exitOf((conn as ChildConnection).child)).code).toBe(0);
   });
 
-  if (transport === 'child') {
+  if (SPAWNED.has(transport)) {
     test('a child killed with SIGKILL mid-request fails every pending call within a second', async () => {
       const conn = await open();
       const pid = conn.location.pid;
@@ -241,7 +244,7 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
       for (const call of calls) {
         const err = await call.catch((e: unknown) => e);
         expect(err).toBeInstanceOf(PeerExitedError);
-        expect(err).toMatchObject({ code: 'ERR_FDBRIDGE_PEER_EXITED', transport: 'child', pid, signal: 'SIGKILL' });
+        expect(err).toMatchObject({ code: 'ERR_FDBRIDGE_PEER_EXITED', transport, pid, signal: 'SIGKILL' });
         expect((err as Error).message).toMatch(/killed by SIGKILL/);
       }
       expect(Date.now() - before).toBeLessThan(1000);
@@ -311,5 +314,37 @@ describe('helper daemon killed with SIGKILL', () => {
     // ...and removes it on SIGTERM.
     expect(await next.stop('SIGTERM')).toEqual({ code: 0, signal: null });
     expect(() => lstatSync(path)).toThrow(/ENOENT/);
+  });
+});
+
+describe('a command process running as another user', () => {
+  const NOBODY = 65534;
+  if (process.getuid?.() !== 0) {
+    test.skip('needs root to start the command as another uid', () => undefined);
+    // eslint-disable-next-line no-console
+    console.log('transports.test: not root, so the other-uid child/pidfd tests are skipped');
+    return;
+  }
+
+  test('child: SCM_RIGHTS works across uids', async () => {
+    const conn = await connect('child', { command: PROBE_COMMAND, child: { uid: NOBODY, gid: NOBODY } });
+    const [r, w] = makePipe();
+    try {
+      const remote = await conn.dupFileDescriptor(w);
+      expect(await conn.call('write', remote, 'from nobody')).toBe(11);
+      const buf = Buffer.alloc(32);
+      expect(buf.toString('utf8', 0, readSync(r, buf, 0, 32, null))).toBe('from nobody');
+    } finally {
+      closeFd(r);
+      closeFd(w);
+      await conn.close();
+    }
+  });
+
+  test('pidfd: a process that may not ptrace the client fails to connect with UnsupportedError', async () => {
+    const err = await connect('pidfd', { command: PROBE_COMMAND, child: { uid: NOBODY, gid: NOBODY } }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UnsupportedError);
+    expect(err).toMatchObject({ code: 'ERR_FDBRIDGE_UNSUPPORTED' });
+    expect((err as Error).message).toMatch(/ptrace/);
   });
 });
