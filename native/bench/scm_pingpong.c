@@ -1,0 +1,231 @@
+/*
+ * scm_pingpong: the raw-C anchor for `fdbridge bench`. What one fd round trip
+ * between two processes costs when nothing but the kernel is in the way.
+ *
+ * The parent forks; the two share a SOCK_SEQPACKET socketpair. Each round
+ * trip is one sendmsg(2) carrying K fds in one SCM_RIGHTS cmsg (K = 1, or 253
+ * in batch mode) and one blocking recvmsg(2) of the peer's 1-byte ack. The
+ * peer receives with MSG_CMSG_CLOEXEC (as the library does), acks, then
+ * closes what it received. Acking before closing mirrors the library, whose
+ * far side answers a DUP before anything closes the duplicates; it also makes
+ * this baseline the faster (stricter) one.
+ *
+ * Blocking sockets, no poll: the cheapest possible shape, deliberately. The
+ * library's sockets are non-blocking and driven by epoll through libuv, so the
+ * gap between the two is what the event loop and JavaScript cost.
+ *
+ * Output: one JSON object on stdout, times in microseconds, from one
+ * clock_gettime(CLOCK_MONOTONIC) pair around each round trip. Percentiles are
+ * linearly interpolated between order statistics, as tinybench does.
+ *
+ * usage: scm_pingpong [--fds K] [--iterations N] [--time MS] [--warmup N]
+ *   runs at least N round trips (default 10000) and at least MS ms (default 0)
+ *   after N warm-up round trips (default 1000).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* SCM_MAX_FD (include/net/scm.h): the most fds one sendmsg may carry. */
+#define MAX_FDS 253
+
+static void die(const char *what) {
+  fprintf(stderr, "scm_pingpong: %s: %s\n", what, strerror(errno));
+  exit(1);
+}
+
+static double now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
+
+/* The control buffer, aligned for struct cmsghdr as CMSG_* requires. */
+union control {
+  struct cmsghdr align;
+  char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+};
+
+static void send_fds(int sock, const int *fds, int nfds) {
+  union control ctl;
+  char byte = 'x';
+  struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+  struct msghdr msg = {0};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = ctl.buf;
+  msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+  memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+  ssize_t n;
+  do n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  if (n != 1) die("sendmsg");
+}
+
+static void recv_ack(int sock) {
+  char byte;
+  ssize_t n;
+  do n = recv(sock, &byte, 1, 0);
+  while (n < 0 && errno == EINTR);
+  if (n != 1) die("recv (ack)");
+}
+
+/* The peer: receive, ack, close; until EOF. */
+static void peer(int sock) {
+  union control ctl;
+  char byte;
+  for (;;) {
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    struct msghdr msg = {0};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl.buf;
+    msg.msg_controllen = sizeof ctl.buf;
+    ssize_t n;
+    do n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    if (n == 0) _exit(0); /* EOF: the parent is done */
+    if (n < 0) die("recvmsg (peer)");
+    if (msg.msg_flags & MSG_CTRUNC) {
+      fprintf(stderr, "scm_pingpong: MSG_CTRUNC in the peer\n");
+      _exit(1);
+    }
+    int fds[MAX_FDS];
+    int nfds = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+        int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        memcpy(fds + nfds, CMSG_DATA(c), sizeof(int) * (size_t)k);
+        nfds += k;
+      }
+    }
+    char ack = 'k';
+    do n = send(sock, &ack, 1, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n != 1) die("send (ack)");
+    for (int i = 0; i < nfds; i++) close(fds[i]);
+  }
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* Linear interpolation between order statistics (tinybench's quantile). */
+static double quantile(const double *sorted, size_t n, double q) {
+  double pos = q * (double)(n - 1);
+  size_t lo = (size_t)pos;
+  size_t hi = lo + 1 < n ? lo + 1 : lo;
+  double frac = pos - (double)lo;
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * frac;
+}
+
+static long parse_long(const char *flag, const char *s, long min, long max) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || *end || v < min || v > max) {
+    fprintf(stderr, "scm_pingpong: %s takes an integer in [%ld, %ld], not %s\n", flag, min, max, s);
+    exit(2);
+  }
+  return v;
+}
+
+int main(int argc, char **argv) {
+  long nfds = 1, iterations = 10000, time_ms = 0, warmup = 1000;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!v) {
+      fprintf(stderr, "usage: scm_pingpong [--fds K] [--iterations N] [--time MS] [--warmup N]\n");
+      return 2;
+    }
+    if (!strcmp(a, "--fds")) nfds = parse_long(a, v, 1, MAX_FDS);
+    else if (!strcmp(a, "--iterations")) iterations = parse_long(a, v, 1, 100000000);
+    else if (!strcmp(a, "--time")) time_ms = parse_long(a, v, 0, 3600000);
+    else if (!strcmp(a, "--warmup")) warmup = parse_long(a, v, 0, 100000000);
+    else {
+      fprintf(stderr, "scm_pingpong: unknown option %s\n", a);
+      return 2;
+    }
+    i++;
+  }
+
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) die("socketpair");
+  pid_t pid = fork();
+  if (pid < 0) die("fork");
+  if (pid == 0) {
+    close(sv[0]);
+    peer(sv[1]);
+  }
+  close(sv[1]);
+
+  /* K distinct fds to send (all /dev/null), opened once. */
+  int fds[MAX_FDS];
+  fds[0] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (fds[0] < 0) die("open /dev/null");
+  for (long i = 1; i < nfds; i++) {
+    fds[i] = fcntl(fds[0], F_DUPFD_CLOEXEC, 0);
+    if (fds[i] < 0) die("fcntl(F_DUPFD_CLOEXEC)");
+  }
+
+  for (long i = 0; i < warmup; i++) {
+    send_fds(sv[0], fds, (int)nfds);
+    recv_ack(sv[0]);
+  }
+
+  size_t cap = (size_t)iterations > 1024 ? (size_t)iterations : 1024, n = 0;
+  double *samples = malloc(cap * sizeof *samples);
+  if (!samples) die("malloc");
+  double start = now_us(), deadline = start + (double)time_ms * 1e3, total = 0;
+  for (;;) {
+    double t0 = now_us();
+    send_fds(sv[0], fds, (int)nfds);
+    recv_ack(sv[0]);
+    double t1 = now_us();
+    if (n == cap) {
+      cap *= 2;
+      samples = realloc(samples, cap * sizeof *samples);
+      if (!samples) die("realloc");
+    }
+    samples[n++] = t1 - t0;
+    total += t1 - t0;
+    if ((long)n >= iterations && t1 >= deadline) break;
+  }
+
+  /* EOF ends the peer; reap it so no zombie outlives us. */
+  close(sv[0]);
+  int status;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    fprintf(stderr, "scm_pingpong: the peer failed (status %d)\n", status);
+    return 1;
+  }
+
+  qsort(samples, n, sizeof *samples, cmp_double);
+  double mean = total / (double)n;
+  printf(
+      "{\"fdsPerMessage\":%ld,\"samples\":%zu,\"meanUs\":%.4f,\"p50Us\":%.4f,\"p99Us\":%.4f,"
+      "\"minUs\":%.4f,\"maxUs\":%.4f,\"opsPerSec\":%.1f,\"fdsPerSec\":%.1f}\n",
+      nfds, n, mean, quantile(samples, n, 0.5), quantile(samples, n, 0.99), samples[0],
+      samples[n - 1], 1e6 / mean, 1e6 / mean * (double)nfds);
+  free(samples);
+  return 0;
+}
