@@ -42,6 +42,11 @@ export interface Scenario {
 export interface BenchCase {
   /** One operation (e.g. one dupFileDescriptor round trip, and closing what it made). */
   fn(): Promise<void> | void;
+  /**
+   * Optional, untimed: runs after each call of fn (warm-up included), e.g.
+   * to close in batches, outside the timed region, what fn made.
+   */
+  afterEach?(): Promise<void> | void;
   teardown?(): Promise<void> | void;
 }
 
