@@ -18,6 +18,11 @@ const COMMANDS: Record<string, { module: string; usage: string }> = {
     usage: `log [--transport direct|worker|child|helper] [--socket PATH] [--logfile [!]PATH|-|-stdout|-stderr] LINE...
       Run the log command somewhere, redirect its log, and log each LINE.`,
   },
+  bench: {
+    module: './commands/bench',
+    usage: `bench [--json FILE] [--transport a,b] [--time MS] [--count N] [--no-python]
+      Latency, batch and pipelined throughput and a long run per transport, against in-run anchors (Node, C, Python).`,
+  },
 };
 
 /** The usage text: one entry per subcommand in COMMANDS. */

@@ -1,0 +1,517 @@
+/**
+ * `fdbridge bench [--json FILE] [--transport list] [--time MS] [--count N] [--no-python]`
+ *
+ * Per transport: the latency of one dupFileDescriptor round trip, batch
+ * duplication at 253 fds per message, pipelining (64 in flight against one
+ * at a time) and a long run on one connection (fd counts and RSS); per
+ * anchor (harness/anchors.ts): the same round trip done without fdbridge.
+ * Then the ratios issue 5 sets as goals, all from this one run, because on a
+ * shared machine only ratios measured together mean anything.
+ *
+ * Exit status: 0 when every transport ran and every long run gave its fds
+ * back; 1 otherwise. Goals not met do not change it: they are measurements,
+ * reported as such.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+
+import { connect, isFdBridgeError, transportNames, type Connection, type TransportName } from '../../src';
+import { MAX_FDS_PER_MESSAGE } from '../../src/connection';
+import { closeFd, dupFd } from '../../src/fd';
+import { requireDistFile } from '../../src/paths';
+import { measureAnchors, type Anchor } from '../anchors';
+import { measureLatency } from '../bench';
+import { BENCH_COMMAND, countOpenFds } from '../bench-command';
+import { collectEnvironment } from '../environment';
+import type { BenchCase, Environment, Latency } from '../types';
+import { UsageError } from './usage';
+
+/** Requests in flight in the pipelined measurement (issue 5's figure). */
+export const PIPELINE_DEPTH = 64;
+/** The far side's duplicates are closed (untimed) once this many piled up. */
+const CLOSE_BATCH = 256;
+/** Duplications per timed segment of the pipelining measurement. */
+const SEGMENT = 1024;
+
+export interface PipeliningResult {
+  depth: number;
+  /** Duplications per second, one awaited before the next. */
+  sequentialOpsPerSec: number;
+  /** Duplications per second with `depth` in flight. */
+  pipelinedOpsPerSec: number;
+  /** pipelined / sequential. */
+  gain: number;
+  duplications: number;
+}
+
+export interface LongRunResult {
+  duplications: number;
+  durationMs: number;
+  /** Open fds of the client process before and after (must be equal). */
+  clientFdsStart: number;
+  clientFdsEnd: number;
+  /** Open fds of the command's process (for direct and worker: the client's own). */
+  commandFdsStart: number;
+  commandFdsEnd: number;
+  /** RSS growth in MB (2^20 bytes) over the run. */
+  clientRssGrowthMB: number;
+  commandRssGrowthMB: number;
+  /** Both fd counts returned to their start. */
+  fdsReturned: boolean;
+}
+
+export interface TransportBench {
+  transport: TransportName;
+  /** Set when the transport failed. */
+  error?: string;
+  /** Set when the transport cannot run here (UnsupportedError: e.g. pidfd without ptrace permission). */
+  skipped?: string;
+  /** One dupFileDescriptor round trip. */
+  latency?: Latency;
+  /** One dupFileDescriptors call of 253 fds; fdsPerSec = 253 x opsPerSec. */
+  batch?: { fdsPerMessage: number; latency: Latency; fdsPerSec: number };
+  pipelining?: PipeliningResult;
+  longRun?: LongRunResult;
+}
+
+export interface Ratio {
+  /** Stable key, e.g. 'roundTripVsC'. */
+  goal: string;
+  transport: TransportName;
+  /** What is divided by what, in words. */
+  description: string;
+  value: number;
+  comparison: '<=' | '>=';
+  target: number;
+  /** null: computed for the record, no goal set for this transport (pidfd, or direct/worker pipelining). */
+  met: boolean | null;
+}
+
+export interface BenchFile {
+  environment: Environment;
+  options: { transports: TransportName[]; timeMs: number; count: number; fdsPerMessage: number; pipelineDepth: number };
+  anchors: Anchor[];
+  transports: TransportBench[];
+  ratios: Ratio[];
+  /** Latency ratios use p50 (median): on a noisy machine the mean follows a few stalls. */
+  ratioBasis: 'p50Us';
+}
+
+// ---------------------------------------------------------------------------
+// measurements on one connection
+
+/**
+ * Adopts and closes, on the far side, duplicates the bench made: one call
+ * per batch. Untimed in every measurement.
+ */
+async function closeRemote(conn: Connection, fds: number[]): Promise<void> {
+  for (let i = 0; i < fds.length; i += 4096) await conn.call('closeGiven', fds.slice(i, i + 4096));
+}
+
+/**
+ * One dupFileDescriptor per sample. What the duplicate costs on the far side
+ * is closed in batches of 256 by `afterEach`, outside the timed region:
+ * closing each one inside fn would time two round trips, and leaving them
+ * all to close()'s sweep would pile up tens of thousands of fds in the far
+ * process (the soft limit here is 20000) and grow its fd table, which
+ * changes the very cost being measured.
+ */
+function dupCase(conn: Connection, fd: number): BenchCase {
+  const made: number[] = [];
+  return {
+    fn: async () => {
+      made.push(await conn.dupFileDescriptor(fd));
+    },
+    afterEach: () => (made.length >= CLOSE_BATCH ? closeRemote(conn, made.splice(0)) : undefined),
+    teardown: () => closeRemote(conn, made.splice(0)),
+  };
+}
+
+/** One 253-fd dupFileDescriptors per sample; closed after each, untimed. */
+function batchCase(conn: Connection, fds: number[]): BenchCase {
+  const made: number[] = [];
+  return {
+    fn: async () => {
+      made.push(...(await conn.dupFileDescriptors(fds)));
+    },
+    afterEach: () => closeRemote(conn, made.splice(0)),
+    teardown: () => closeRemote(conn, made.splice(0)),
+  };
+}
+
+/**
+ * `n` duplications of `fd` with `depth` requests in flight (a sliding
+ * window: a new one starts as soon as one completes). Returns the elapsed
+ * time and what was made (the caller closes it, untimed).
+ */
+async function dupWindow(conn: Connection, fd: number, n: number, depth: number): Promise<{ ms: number; made: number[] }> {
+  const made: number[] = [];
+  let started = 0;
+  const lane = async (): Promise<void> => {
+    while (started < n) {
+      started++;
+      made.push(await conn.dupFileDescriptor(fd));
+    }
+  };
+  const t0 = performance.now();
+  try {
+    await Promise.all(Array.from({ length: Math.min(depth, n) }, lane));
+  } catch (err) {
+    // Whatever other lanes still make is the connection's to sweep at close().
+    await closeRemote(conn, made.splice(0)).catch(() => undefined);
+    throw err;
+  }
+  return { ms: performance.now() - t0, made };
+}
+
+/**
+ * Throughput with 64 in flight against one at a time. The two alternate, one
+ * segment of 1024 each, until each has run `timeMs`, so that the machine's
+ * drift (other tenants) falls on both alike.
+ */
+async function measurePipelining(conn: Connection, fd: number, timeMs: number): Promise<PipeliningResult> {
+  const total = { seq: { ms: 0, n: 0 }, pipe: { ms: 0, n: 0 } };
+  // Warm-up: one untimed segment of each.
+  for (const depth of [1, PIPELINE_DEPTH]) await closeRemote(conn, (await dupWindow(conn, fd, SEGMENT, depth)).made);
+  while (total.seq.ms < timeMs || total.pipe.ms < timeMs || total.seq.n < 2 * SEGMENT) {
+    for (const [key, depth] of [['seq', 1], ['pipe', PIPELINE_DEPTH]] as const) {
+      const { ms, made } = await dupWindow(conn, fd, SEGMENT, depth);
+      total[key].ms += ms;
+      total[key].n += made.length;
+      await closeRemote(conn, made);
+    }
+  }
+  const sequentialOpsPerSec = (total.seq.n / total.seq.ms) * 1000;
+  const pipelinedOpsPerSec = (total.pipe.n / total.pipe.ms) * 1000;
+  return {
+    depth: PIPELINE_DEPTH,
+    sequentialOpsPerSec,
+    pipelinedOpsPerSec,
+    gain: pipelinedOpsPerSec / sequentialOpsPerSec,
+    duplications: total.seq.n + total.pipe.n,
+  };
+}
+
+const MB = 1024 * 1024;
+
+/**
+ * `count` duplications on one connection, 64 in flight, the far side's
+ * duplicates closed every 1024 (one call each). Counts open fds and RSS in
+ * both processes before and after; the counts must come back to their start.
+ */
+async function longRun(conn: Connection, fd: number, count: number): Promise<LongRunResult> {
+  const usage = (): Promise<{ fds: number; rss: number }> => conn.call('usage');
+  const clientFdsStart = countOpenFds();
+  const clientRssStart = process.memoryUsage.rss();
+  const commandStart = await usage();
+  const t0 = performance.now();
+  for (let done = 0; done < count; ) {
+    const n = Math.min(SEGMENT, count - done);
+    await closeRemote(conn, (await dupWindow(conn, fd, n, PIPELINE_DEPTH)).made);
+    done += n;
+  }
+  const durationMs = performance.now() - t0;
+  const commandEnd = await usage();
+  const clientFdsEnd = countOpenFds();
+  return {
+    duplications: count,
+    durationMs,
+    clientFdsStart,
+    clientFdsEnd,
+    commandFdsStart: commandStart.fds,
+    commandFdsEnd: commandEnd.fds,
+    clientRssGrowthMB: (process.memoryUsage.rss() - clientRssStart) / MB,
+    commandRssGrowthMB: (commandEnd.rss - commandStart.rss) / MB,
+    fdsReturned: clientFdsEnd === clientFdsStart && commandEnd.fds === commandStart.fds,
+  };
+}
+
+interface BenchRunOptions {
+  timeMs: number;
+  count: number;
+  socketPath: string | undefined;
+  /** The fds duplicated: fds[0] alone, or all 253 in a batch (each its own open fd). */
+  fds: number[];
+}
+
+async function benchTransport(transport: TransportName, o: BenchRunOptions): Promise<TransportBench> {
+  let conn: Connection;
+  try {
+    conn = await connect(transport, { command: BENCH_COMMAND, ...(o.socketPath ? { socketPath: o.socketPath } : {}) });
+  } catch (err) {
+    const why = `${(err as Error).name}: ${(err as Error).message}`;
+    return isFdBridgeError(err) && err.code === 'ERR_FDBRIDGE_UNSUPPORTED' ? { transport, skipped: why } : { transport, error: why };
+  }
+  const fd = o.fds[0] as number;
+  const warmupTime = Math.max(20, Math.round(o.timeMs / 5));
+  try {
+    const latency = await measureLatency(dupCase(conn, fd), { time: o.timeMs, warmupTime });
+    const batchLatency = await measureLatency(batchCase(conn, o.fds), { time: o.timeMs, warmupTime });
+    const pipelining = await measurePipelining(conn, fd, o.timeMs);
+    const long = await longRun(conn, fd, o.count);
+    return {
+      transport,
+      latency,
+      batch: { fdsPerMessage: o.fds.length, latency: batchLatency, fdsPerSec: batchLatency.opsPerSec * o.fds.length },
+      pipelining,
+      longRun: long,
+    };
+  } catch (err) {
+    return { transport, error: `${(err as Error).name}: ${(err as Error).message}` };
+  } finally {
+    await conn.close();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// the helper daemon
+
+/** Starts `fdbridge helper --socket <tmp>/helper.sock` and waits until it listens. */
+async function startHelper(dir: string): Promise<{ socketPath: string; stop(): Promise<void> }> {
+  const socketPath = join(dir, 'helper.sock');
+  const child: ChildProcess = spawn(process.execPath, [requireDistFile('harness/cli.js'), 'helper', '--socket', socketPath], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error('the helper daemon did not start within 10 s')), 10_000);
+    child.stdout?.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+      if (out.includes('listening')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`the helper daemon exited (${signal ?? code}) before listening`));
+    });
+  });
+  child.stdout?.resume();
+  return {
+    socketPath,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+        await exited;
+        clearTimeout(timer);
+      }
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------
+// ratios and goals
+
+/** Transports issue 5 sets the socket goals for; pidfd is reported beside them. */
+const SOCKET_GOAL_TRANSPORTS: readonly TransportName[] = ['child', 'helper'];
+const IN_PROCESS_GOAL_TRANSPORTS: readonly TransportName[] = ['direct', 'worker'];
+
+/** Every ratio issue 5 names, for every transport it can be computed for. */
+export function computeRatios(anchors: readonly Anchor[], transports: readonly TransportBench[]): Ratio[] {
+  const anchor = (name: string): Anchor | undefined => anchors.find((a) => a.name === name);
+  const c = anchor('c-scm-rights');
+  const cBatch = anchor('c-scm-rights-batch');
+  const nodeHandle = anchor('node-handle-passing');
+  const cBatchFdsPerSec = cBatch ? cBatch.latency.opsPerSec * cBatch.fdsPerMessage : undefined;
+  const out: Ratio[] = [];
+  const judge = (value: number, comparison: '<=' | '>=', target: number): boolean =>
+    comparison === '<=' ? value <= target : value >= target;
+  const add = (r: Omit<Ratio, 'met'>, applies: boolean): void => {
+    out.push({ ...r, met: applies ? judge(r.value, r.comparison, r.target) : null });
+  };
+  for (const t of transports) {
+    if (!t.latency || !t.batch || !t.pipelining || !t.longRun) continue;
+    const transport = t.transport;
+    const isSocket = !IN_PROCESS_GOAL_TRANSPORTS.includes(transport);
+    const socketGoal = SOCKET_GOAL_TRANSPORTS.includes(transport);
+    if (isSocket) {
+      if (c) {
+        add(
+          { goal: 'roundTripVsC', transport, description: `${transport} round trip p50 / C ping-pong p50`, value: t.latency.p50Us / c.latency.p50Us, comparison: '<=', target: 1.5 },
+          socketGoal,
+        );
+      }
+      if (nodeHandle) {
+        add(
+          { goal: 'nodeHandleVsRoundTrip', transport, description: `Node handle passing p50 / ${transport} round trip p50`, value: nodeHandle.latency.p50Us / t.latency.p50Us, comparison: '>=', target: 4 },
+          socketGoal,
+        );
+      }
+      add(
+        { goal: 'batchFdsPerSec', transport, description: `${transport} fds/s at ${t.batch.fdsPerMessage} fds per message`, value: t.batch.fdsPerSec, comparison: '>=', target: 1_000_000 },
+        socketGoal,
+      );
+      if (cBatchFdsPerSec) {
+        add(
+          { goal: 'batchVsC', transport, description: `${transport} batch fds/s / C batch fds/s`, value: t.batch.fdsPerSec / cBatchFdsPerSec, comparison: '>=', target: 0.7 },
+          socketGoal,
+        );
+      }
+    } else {
+      add(
+        { goal: 'usPerDup', transport, description: `${transport} µs per duplication (p50)`, value: t.latency.p50Us, comparison: '<=', target: 5 },
+        true,
+      );
+    }
+    // In-process transports have nothing to pipeline (each dup completes
+    // synchronously): their gain is recorded, not judged.
+    add(
+      { goal: 'pipeliningGain', transport, description: `${transport} ${t.pipelining.depth} in flight / 1 at a time (dups/s)`, value: t.pipelining.gain, comparison: '>=', target: 3 },
+      socketGoal,
+    );
+    add(
+      { goal: 'longRunRssGrowthMB', transport, description: `${transport} RSS growth over ${t.longRun.duplications} dups, MB (client + command process)`, value: t.longRun.clientRssGrowthMB + (isSocket ? t.longRun.commandRssGrowthMB : 0), comparison: '<=', target: 10 },
+      true,
+    );
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// output
+
+function fmt(n: number | undefined, digits = 1): string {
+  if (n === undefined || !Number.isFinite(n)) return '-';
+  if (Math.abs(n) >= 1e6) return `${(n / 1e6).toFixed(2)}M`;
+  if (Math.abs(n) >= 1e4) return `${(n / 1e3).toFixed(1)}k`;
+  return n.toFixed(digits);
+}
+
+function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (r: string[]): string => r.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ');
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+/** The human-readable report: environment, latency/throughput table, goals table. */
+export function formatReport(file: BenchFile): string {
+  const e = file.environment;
+  const rows: string[][] = [];
+  for (const a of file.anchors) {
+    rows.push([
+      `anchor ${a.name}`,
+      fmt(a.latency.meanUs),
+      fmt(a.latency.p50Us),
+      fmt(a.latency.p99Us),
+      String(a.latency.samples),
+      fmt(a.latency.opsPerSec, 0),
+      a.fdsPerMessage > 1 ? fmt(a.latency.opsPerSec * a.fdsPerMessage, 0) : '-',
+      '-',
+      '-',
+      '-',
+    ]);
+  }
+  for (const t of file.transports) {
+    if (t.error || t.skipped) {
+      rows.push([t.transport, `(${t.error ? 'failed' : 'skipped'}: ${t.error ?? t.skipped})`, '', '', '', '', '', '', '', '']);
+      continue;
+    }
+    const lr = t.longRun;
+    rows.push([
+      t.transport,
+      fmt(t.latency?.meanUs),
+      fmt(t.latency?.p50Us),
+      fmt(t.latency?.p99Us),
+      String(t.latency?.samples ?? '-'),
+      fmt(t.latency?.opsPerSec, 0),
+      fmt(t.batch?.fdsPerSec, 0),
+      t.pipelining ? `${fmt(t.pipelining.gain, 2)}x` : '-',
+      lr ? `${lr.clientFdsStart}->${lr.clientFdsEnd} / ${lr.commandFdsStart}->${lr.commandFdsEnd}` : '-',
+      lr ? `${fmt(lr.clientRssGrowthMB, 1)} / ${fmt(lr.commandRssGrowthMB, 1)}` : '-',
+    ]);
+  }
+  const goals = file.ratios.map((r) => [
+    r.description,
+    fmt(r.value, r.goal === 'batchFdsPerSec' ? 0 : 2),
+    `${r.comparison} ${fmt(r.target, r.target < 10 ? 1 : 0)}`,
+    r.met === null ? 'info' : r.met ? 'met' : 'NOT MET',
+  ]);
+  return [
+    `fdbridge bench: node ${e.node}, Linux ${e.kernel}, ${e.cpuModel} x ${e.cores}, commit ${e.gitCommit.slice(0, 12)}`,
+    `${file.options.timeMs} ms per measurement; long run ${file.options.count} dups; ratios from p50 (one run: only ratios count)`,
+    '',
+    table(
+      ['', 'mean µs', 'p50 µs', 'p99 µs', 'samples', 'ops/s', `fds/s @${file.options.fdsPerMessage}`, `x${file.options.pipelineDepth} gain`, 'fds start->end client / command', 'RSS +MB client / command'],
+      rows,
+    ),
+    '',
+    table(['goal', 'value', 'target', ''], goals),
+    '',
+  ].join('\n');
+}
+
+// ---------------------------------------------------------------------------
+
+function positiveInt(name: string, s: string | undefined, fallback: number): number {
+  if (s === undefined) return fallback;
+  const n = Number(s);
+  if (!Number.isInteger(n) || n <= 0) throw new UsageError(`--${name} takes a positive integer, not ${s}`);
+  return n;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      json: { type: 'string' },
+      transport: { type: 'string' },
+      time: { type: 'string' },
+      count: { type: 'string' },
+      'no-python': { type: 'boolean' },
+    },
+    strict: true,
+  });
+  const known = transportNames();
+  const transports = (values.transport?.split(',').filter((s) => s !== '') ?? known) as TransportName[];
+  for (const t of transports) {
+    if (!known.includes(t)) throw new UsageError(`--transport: ${t} is not one of ${known.join(', ')}`);
+  }
+  const timeMs = positiveInt('time', values.time, 500);
+  const count = positiveInt('count', values.count, 100_000);
+  const log = (line: string): void => void process.stderr.write(`fdbridge bench: ${line}\n`);
+
+  const environment = collectEnvironment();
+  const dir = mkdtempSync(join(tmpdir(), 'fdbridge-bench-'));
+  // 253 distinct open fds (each its own dup of /dev/null's, close-on-exec):
+  // the batch sends them all, the single round trips the first.
+  const devnull = openSync('/dev/null', 'r');
+  const fds: number[] = [];
+  let helper: Awaited<ReturnType<typeof startHelper>> | undefined;
+  try {
+    for (let i = 0; i < MAX_FDS_PER_MESSAGE; i++) fds.push(dupFd(devnull));
+    log('anchors');
+    const anchors = await measureAnchors({ time: timeMs, warmupTime: Math.max(20, Math.round(timeMs / 5)), python: !values['no-python'], onSkip: (n, why) => log(`${n} skipped: ${why}`) });
+    if (transports.includes('helper')) helper = await startHelper(dir);
+    const results: TransportBench[] = [];
+    for (const transport of transports) {
+      log(transport);
+      const r = await benchTransport(transport, { timeMs, count, socketPath: helper?.socketPath, fds });
+      if (r.error || r.skipped) log(`${transport}: ${r.error ?? r.skipped}`);
+      results.push(r);
+    }
+    const file: BenchFile = {
+      environment,
+      options: { transports, timeMs, count, fdsPerMessage: MAX_FDS_PER_MESSAGE, pipelineDepth: PIPELINE_DEPTH },
+      anchors,
+      transports: results,
+      ratios: computeRatios(anchors, results),
+      ratioBasis: 'p50Us',
+    };
+    process.stdout.write(formatReport(file));
+    if (values.json !== undefined) writeFileSync(values.json, `${JSON.stringify(file, null, 2)}\n`);
+    const broken = results.filter((r) => r.error !== undefined || r.longRun?.fdsReturned === false);
+    return broken.length === 0 ? 0 : 1;
+  } finally {
+    await helper?.stop();
+    for (const fd of fds) closeFd(fd);
+    closeFd(devnull);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
