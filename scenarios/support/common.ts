@@ -1,0 +1,123 @@
+/**
+ * Small helpers shared by the scenarios (not a scenario itself: the runner
+ * loads only `*.scenario.js`). They use the public API, the fd helpers and
+ * node builtins only.
+ */
+import { execFile } from 'node:child_process';
+import { readFileSync, readlinkSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { fdIdentity, type Connection, type WireIdentity } from '../../src';
+import { native, packageRoot } from '../../src/native';
+
+/** The fdbridge CLI, as built (dist/harness/cli.js). */
+export const CLI: string = join(packageRoot, 'dist', 'harness', 'cli.js');
+
+/** The identity of a local fd as the far side reports it (strings: JSON has no bigint). */
+export function wireIdentity(fd: number): WireIdentity {
+  const id = fdIdentity(fd);
+  return { dev: String(id.dev), ino: String(id.ino), type: id.type };
+}
+
+/** (dev, ino, type) of fds in the command's context, read there. */
+export function remoteIdentities(conn: Connection, fds: readonly number[]): Promise<WireIdentity[]> {
+  return conn.call<WireIdentity[]>('identities', fds);
+}
+
+/**
+ * Has the (probe) command adopt and close fds that were duplicated into its
+ * context: both calls go out at once (they run in order on the far side).
+ */
+export async function closeRemote(conn: Connection, fds: readonly number[]): Promise<void> {
+  if (fds.length === 0) return;
+  await Promise.all([conn.call('adopt', fds), conn.call('closeAdopted', fds)]);
+}
+
+/** The far side's open-fd table (ProbeCommand.openFds) as a map. */
+export async function remoteFdTable(conn: Connection): Promise<Map<number, string>> {
+  return new Map(await conn.call<Array<[number, string]>>('openFds'));
+}
+
+/** Closes every fd in `fds`, ignoring ones already closed. */
+export function closeAll(fds: Iterable<number>): void {
+  for (const fd of fds) {
+    try {
+      native.close(fd);
+    } catch {
+      // already closed
+    }
+  }
+}
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `node dist/harness/cli.js ...args` with its stdio captured. */
+export function runCli(args: readonly string[], options: { cwd: string; timeoutMs?: number }): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [CLI, ...args],
+      { cwd: options.cwd, timeout: options.timeoutMs ?? 15_000, encoding: 'utf8' },
+      (err, stdout, stderr) => {
+        const code = err ? ((err as { code?: unknown }).code as number | null) : 0;
+        resolve({ code: typeof code === 'number' ? code : null, stdout, stderr });
+      },
+    );
+  });
+}
+
+/**
+ * The listening Unix socket of process `pid` (e.g. the helper daemon the
+ * harness started), as `fdbridge ... --socket` takes it: a path, or `@name`
+ * for an abstract name. Found through /proc: the process's socket inodes,
+ * matched with /proc/net/unix rows in the listening state (__SO_ACCEPTCON).
+ */
+export function listeningSocketOf(pid: number): string | undefined {
+  const inodes = new Set<string>();
+  for (const name of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${name}`));
+      if (m?.[1]) inodes.add(m[1]);
+    } catch {
+      // closed while we looked
+    }
+  }
+  // Num RefCount Protocol Flags Type St Inode Path
+  for (const line of readFileSync('/proc/net/unix', 'utf8').split('\n').slice(1)) {
+    const cols = line.trim().split(/\s+/);
+    const [, , , flags, , , inode, path] = cols;
+    if (!inode || !path || !inodes.has(inode)) continue;
+    if ((parseInt(flags ?? '0', 16) & 0x10000) !== 0) return path;
+  }
+  return undefined;
+}
+
+/** True when some socket of process `pid` is bound to a filesystem path. */
+export function boundSocketPathsOf(pid: number): string[] {
+  const inodes = new Set<string>();
+  for (const name of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${name}`));
+      if (m?.[1]) inodes.add(m[1]);
+    } catch {
+      // closed while we looked
+    }
+  }
+  const paths: string[] = [];
+  for (const line of readFileSync('/proc/net/unix', 'utf8').split('\n').slice(1)) {
+    const cols = line.trim().split(/\s+/);
+    const inode = cols[6];
+    const path = cols[7];
+    if (inode && path && inodes.has(inode) && !path.startsWith('@')) paths.push(path);
+  }
+  return paths;
+}
+
+/** Resolves after `ms` milliseconds. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
