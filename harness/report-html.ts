@@ -1,0 +1,671 @@
+/**
+ * report/index.html: one self-contained page built from a results.json.
+ *
+ * No network and no script: inline CSS, SVG drawn here, nothing fetched. A
+ * Content-Security-Policy meta (default-src 'none') makes that a tripwire as
+ * well as a habit: a browser refuses, and logs, any script or resource that
+ * slips in.
+ *
+ * Every string that comes from results (scenario names, errors, notes, fd
+ * targets: readlink output is arbitrary bytes) goes through `esc()`, in text
+ * and in attributes alike. Nothing from results is ever placed in a tag name,
+ * an attribute name, a URL or CSS.
+ *
+ * Each results row appears exactly once in the matrix as an element with
+ * `data-row` (its index in results), `data-scenario`, `data-transport` and
+ * `data-status`; nothing else on the page carries `data-scenario`, so a test
+ * can count rows by it.
+ */
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+
+import type { Latency, Leak, ResultRow, ResultsFile, Status } from './types';
+
+// ---------------------------------------------------------------------------
+// public
+
+/** Renders the whole page; pure (no I/O, no clock), so the same results give the same bytes. */
+export function renderHtmlReport(results: ResultsFile): string {
+  const rows = results.results ?? [];
+  const anchors = (results.anchors ?? []).filter((a) => a && a.latency);
+  const transports = transportOrder(results);
+  const env = results.environment;
+  const title = `fdbridge report: ${env?.gitCommit ? shortCommit(env.gitCommit) : 'results'}`;
+
+  return [
+    '<!DOCTYPE html>',
+    '<html lang="en">',
+    '<head>',
+    '<meta charset="utf-8">',
+    // Nothing may load: no script, no font, no image beyond data: (the icon below).
+    `<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">`,
+    '<meta name="viewport" content="width=device-width, initial-scale=1">',
+    // An empty icon, so a browser does not go looking for /favicon.ico.
+    '<link rel="icon" href="data:,">',
+    `<title>${esc(title)}</title>`,
+    `<style>${CSS}</style>`,
+    '</head>',
+    '<body>',
+    `<header><h1>fdbridge report</h1>${renderRunLine(results)}</header>`,
+    '<nav><a href="#summary">Summary</a> · <a href="#matrix">Matrix</a> · <a href="#latency">Latency</a> · <a href="#details">Details</a> · <a href="#environment">Environment</a></nav>',
+    '<main>',
+    renderSummary(results),
+    renderMatrix(rows, transports),
+    renderLatency(rows, transports, anchors),
+    renderDetails(rows),
+    renderEnvironment(results),
+    '</main>',
+    '</body>',
+    '</html>',
+    '',
+  ].join('\n');
+}
+
+/** Writes the page to `path`, creating its directory; replaces an old page atomically (rename). */
+export function writeHtmlReport(results: ResultsFile, path: string): void {
+  const html = renderHtmlReport(results);
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, html, 'utf8');
+  renameSync(tmp, path);
+}
+
+// ---------------------------------------------------------------------------
+// text
+
+const ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
+
+/**
+ * Escapes for HTML text and quoted attribute values (and inline SVG, which the
+ * HTML parser reads the same way). C0 controls other than tab/newline/CR are
+ * not allowed in HTML text (NUL becomes U+FFFD at best), and an fd target can
+ * hold any byte, so they are shown as visible `\xNN`.
+ */
+export function esc(value: unknown): string {
+  return String(value ?? '')
+    .replace(/[&<>"']/g, (c) => ESCAPES[c] as string)
+    .replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
+function shortCommit(commit: string): string {
+  return /^[0-9a-f]{12,}$/i.test(commit) ? commit.slice(0, 12) : commit;
+}
+
+function isNum(n: unknown): n is number {
+  return typeof n === 'number' && Number.isFinite(n);
+}
+
+/** Microseconds for people: 3 significant figures, ms from 1000 µs. */
+export function formatUs(us: number | undefined): string {
+  if (!isNum(us)) return '—';
+  if (us === 0) return '0';
+  if (Math.abs(us) >= 1000) return `${sig(us / 1000)} ms`;
+  return `${sig(us)} µs`;
+}
+
+function sig(n: number): string {
+  const a = Math.abs(n);
+  if (a >= 100) return n.toFixed(0);
+  if (a >= 10) return n.toFixed(1);
+  return n.toFixed(2);
+}
+
+function formatRatio(value: number | undefined, anchor: number | undefined): string {
+  if (!isNum(value) || !isNum(anchor) || anchor <= 0) return '—';
+  return `${sig(value / anchor)}×`;
+}
+
+function formatInt(n: number | undefined): string {
+  return isNum(n) ? Math.round(n).toLocaleString('en-US') : '—';
+}
+
+function plural(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
+function formatLeak(l: Leak): string {
+  return `${l.pid} ${l.role} ${l.fd} -> ${l.target}`;
+}
+
+// ---------------------------------------------------------------------------
+// statuses
+
+interface StatusLook {
+  /** A symbol plus a word, so the matrix reads without colour. */
+  symbol: string;
+  label: string;
+  meaning: string;
+}
+
+const STATUS: Record<Status, StatusLook> = {
+  pass: { symbol: '✓', label: 'pass', meaning: 'behaved as declared, no leak' },
+  fail: { symbol: '✗', label: 'FAIL', meaning: 'did not behave as declared, or leaked undeclared' },
+  'expected-fail': { symbol: '◆', label: 'xfail', meaning: 'a known bug reproduced on purpose, and caught' },
+  skip: { symbol: '○', label: 'skip', meaning: 'not run here (reason in the tooltip and details)' },
+};
+const STATUS_ORDER: Status[] = ['pass', 'expected-fail', 'fail', 'skip'];
+
+function statusOf(row: ResultRow): Status {
+  return row.status in STATUS ? row.status : 'fail';
+}
+
+function statusClass(s: Status): string {
+  return s === 'expected-fail' ? 'xfail' : s;
+}
+
+/**
+ * A leak on an expected-fail row is the one its scenario declared (the oracle
+ * had to see it); a leak anywhere else was not declared.
+ */
+function undeclaredLeaks(row: ResultRow): number {
+  return statusOf(row) === 'expected-fail' ? 0 : (row.leaks ?? []).length;
+}
+
+// ---------------------------------------------------------------------------
+// ordering
+
+/** The transports asked for, in their order, then any others the rows name. */
+function transportOrder(results: ResultsFile): string[] {
+  const order: string[] = [];
+  for (const t of results.options?.transports ?? []) if (!order.includes(t)) order.push(t);
+  const extra = new Set<string>();
+  for (const r of results.results ?? []) if (!order.includes(r.transport)) extra.add(r.transport);
+  return [...order, ...[...extra].sort()];
+}
+
+/** Scenario names sorted (runs shuffle them by seed; a reader looks them up by name). */
+function scenarioOrder(rows: readonly ResultRow[]): string[] {
+  return [...new Set(rows.map((r) => r.scenario))].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+// ---------------------------------------------------------------------------
+// header, summary
+
+function renderRunLine(results: ResultsFile): string {
+  const o = results.options;
+  const e = results.environment;
+  const parts: string[] = [];
+  if (o) {
+    parts.push(`seed <b>${esc(o.seed)}</b>`);
+    parts.push(`shard <b>${o.shard ? `${esc(o.shard.index)}/${esc(o.shard.count)}` : 'all'}</b>`);
+    parts.push(`profile <b>${esc(o.profile ?? 'default')}</b>`);
+  }
+  if (e) {
+    parts.push(`node ${esc(e.node)} on ${esc(e.platform)} ${esc(e.kernel)}, ${esc(e.cores)} × ${esc(e.cpuModel)}`);
+    parts.push(`commit <b>${esc(shortCommit(e.gitCommit ?? '?'))}</b>`);
+    parts.push(`${esc(e.date)}`);
+  }
+  return `<p class="runline">${parts.join(' · ')}</p>`;
+}
+
+function renderSummary(results: ResultsFile): string {
+  const rows = results.results ?? [];
+  const counts = new Map<Status, number>(STATUS_ORDER.map((s) => [s, 0]));
+  for (const r of rows) counts.set(statusOf(r), (counts.get(statusOf(r)) ?? 0) + 1);
+  const undeclared = rows.reduce((n, r) => n + undeclaredLeaks(r), 0);
+  const declared = rows.reduce((n, r) => n + (r.leaks ?? []).length, 0) - undeclared;
+  const failed = counts.get('fail') ?? 0;
+  const ok = failed === 0 && undeclared === 0;
+
+  const tiles = STATUS_ORDER.map((s) => {
+    const look = STATUS[s];
+    return `<div class="tile ${statusClass(s)}" title="${esc(look.meaning)}"><span class="n" data-summary="${s}">${counts.get(s) ?? 0}</span><span class="k">${look.symbol} ${esc(look.label)}</span></div>`;
+  });
+  tiles.push(
+    `<div class="tile ${undeclared > 0 ? 'leak' : 'noleak'}" title="leaks on rows that did not declare one"><span class="n" data-summary="undeclared-leaks">${undeclared}</span><span class="k">⚠ undeclared leaks</span></div>`,
+  );
+  tiles.push(
+    `<div class="tile declared" title="leaks that expected-failure scenarios declared, and the oracle caught"><span class="n" data-summary="declared-leaks">${declared}</span><span class="k">◆ declared leaks</span></div>`,
+  );
+
+  const verdict = ok
+    ? `<p class="verdict ok">✓ Every row passed or is a declared expected failure; no undeclared leaks (${plural(rows.length, 'row')}).</p>`
+    : `<p class="verdict bad">✗ ${plural(failed, 'failure')} and ${plural(undeclared, 'undeclared leak')} in ${plural(rows.length, 'row')}.</p>`;
+
+  const totals = results.totals && Object.keys(results.totals).length > 0
+    ? `<h3>Totals</h3>${renderKeyValues(Object.entries(results.totals).map(([k, v]) => [k, formatMetric(v)]))}`
+    : '';
+
+  return `<section id="summary"><h2>Summary</h2>${verdict}<div class="tiles">${tiles.join('')}</div>${totals}</section>`;
+}
+
+function formatMetric(v: unknown): string {
+  return isNum(v) ? (Number.isInteger(v) ? formatInt(v) : sig(v)) : String(v);
+}
+
+function renderKeyValues(pairs: Array<[string, string]>): string {
+  return `<table class="kv"><tbody>${pairs.map(([k, v]) => `<tr><th scope="row">${esc(k)}</th><td>${esc(v)}</td></tr>`).join('')}</tbody></table>`;
+}
+
+// ---------------------------------------------------------------------------
+// matrix
+
+function renderMatrix(rows: readonly ResultRow[], transports: readonly string[]): string {
+  const index = new Map<string, Array<{ row: ResultRow; i: number }>>();
+  rows.forEach((row, i) => {
+    const key = `${row.scenario}\u0000${row.transport}`;
+    const list = index.get(key) ?? [];
+    list.push({ row, i });
+    index.set(key, list);
+  });
+
+  const head = `<tr><th scope="col" class="corner">scenario \\ transport</th>${transports.map((t) => `<th scope="col">${esc(t)}</th>`).join('')}</tr>`;
+  const body = scenarioOrder(rows).map((scenario) => {
+    const cells = transports.map((t) => {
+      const entries = index.get(`${scenario}\u0000${t}`);
+      if (!entries) return '<td class="cell na" title="not run on this transport">·</td>';
+      return `<td class="cell">${entries.map(({ row, i }) => renderMark(row, i)).join('')}</td>`;
+    });
+    return `<tr><th scope="row" class="scn">${esc(scenario)}</th>${cells.join('')}</tr>`;
+  });
+
+  const legend = STATUS_ORDER.map((s) => `<span class="mark ${statusClass(s)}">${STATUS[s].symbol} ${esc(STATUS[s].label)}</span> ${esc(STATUS[s].meaning)}`)
+    .concat(['<span class="mark pass leaky">⚠ 2</span> the oracle saw 2 leaked fds (hover a cell for the list)'])
+    .map((l) => `<li>${l}</li>`)
+    .join('');
+
+  return `<section id="matrix"><h2>Scenarios × transports</h2>
+<table class="matrix"><thead>${head}</thead><tbody>${body.join('\n')}</tbody></table>
+<ul class="legend">${legend}</ul></section>`;
+}
+
+/** One results row in its matrix cell; the only element on the page with data-scenario. */
+function renderMark(row: ResultRow, i: number): string {
+  const s = statusOf(row);
+  const look = STATUS[s];
+  const leaks = row.leaks ?? [];
+  const tip: string[] = [`${row.scenario} on ${row.transport}: ${look.label} (${look.meaning})`];
+  if (isNum(row.durationMs)) tip.push(`took ${sig(row.durationMs)} ms`);
+  if (row.error) tip.push(`${s === 'skip' ? 'reason' : s === 'expected-fail' ? 'caught' : 'error'}: ${row.error}`);
+  if (leaks.length > 0) {
+    tip.push(`${plural(leaks.length, 'leaked fd')} (${s === 'expected-fail' ? 'declared' : 'undeclared'}), pid role fd -> target:`);
+    for (const l of leaks) tip.push(`  ${formatLeak(l)}`);
+  }
+  if (row.latency) tip.push(`p50 ${formatUs(row.latency.p50Us)}, p99 ${formatUs(row.latency.p99Us)}`);
+  for (const n of row.notes ?? []) tip.push(`note: ${n}`);
+
+  const leakBadge = leaks.length > 0 ? ` <span class="leaks">⚠ ${leaks.length}</span>` : '';
+  const cls = `mark ${statusClass(s)}${leaks.length > 0 ? ' leaky' : ''}`;
+  const tag = hasDetails(row) ? 'a' : 'span';
+  const href = tag === 'a' ? ` href="#row-${i}"` : '';
+  return `<${tag} class="${cls}"${href} data-row="${i}" data-scenario="${esc(row.scenario)}" data-transport="${esc(row.transport)}" data-status="${esc(s)}" data-leaks="${leaks.length}" title="${esc(tip.join('\n'))}">${look.symbol} ${esc(look.label)}${leakBadge}</${tag}>`;
+}
+
+/**
+ * Whether the details section has an entry (id row-<i>) for this row: every
+ * row that is not a plain pass, and a pass that leaked or left notes.
+ */
+function hasDetails(row: ResultRow): boolean {
+  return statusOf(row) !== 'pass' || (row.leaks ?? []).length > 0 || (row.notes ?? []).length > 0 || (row.metrics !== undefined && Object.keys(row.metrics).length > 0);
+}
+
+// ---------------------------------------------------------------------------
+// latency
+
+interface Anchor {
+  name: string;
+  latency: Latency;
+}
+
+function renderLatency(rows: readonly ResultRow[], transports: readonly string[], anchors: readonly Anchor[]): string {
+  const anchorTable = anchors.length === 0
+    ? '<p class="muted">No anchors were measured in this run, so there is nothing to compare against.</p>'
+    : `<table class="data"><thead><tr><th>anchor</th><th>p50</th><th>p99</th><th>mean</th><th>ops/s</th><th>samples</th></tr></thead><tbody>${anchors
+        .map((a, k) => `<tr><th scope="row"><span class="swatch" style="background:${anchorColour(k)}"></span>${esc(a.name)}</th>${latencyCells(a.latency)}</tr>`)
+        .join('')}</tbody></table>`;
+
+  const perTransport = transports.map((t) => {
+    const measured = rows
+      .filter((r) => r.transport === t && r.latency && isNum(r.latency.p50Us))
+      .sort((a, b) => (a.scenario < b.scenario ? -1 : a.scenario > b.scenario ? 1 : 0));
+    if (measured.length === 0) {
+      return `<div class="transport"><h3>${esc(t)}</h3><p class="muted">No latency measured on ${esc(t)} (run with --bench).</p></div>`;
+    }
+    return `<div class="transport"><h3>${esc(t)}</h3>${renderChart(t, measured, anchors)}${renderRatioSummary(t, measured, anchors)}${renderLatencyTable(measured, anchors)}</div>`;
+  });
+
+  return `<section id="latency"><h2>Latency</h2>
+<p class="muted">Per transport: a bar to the median (p50) of each scenario's benchmarked operation, a whisker to p99, against the in-run anchors drawn as dashed reference lines. Ratios are p50 ÷ anchor p50.</p>
+<h3>Anchors</h3>${anchorTable}${perTransport.join('\n')}</section>`;
+}
+
+function latencyCells(l: Latency): string {
+  return `<td>${formatUs(l.p50Us)}</td><td>${formatUs(l.p99Us)}</td><td>${formatUs(l.meanUs)}</td><td>${formatInt(l.opsPerSec)}</td><td>${formatInt(l.samples)}</td>`;
+}
+
+function renderLatencyTable(measured: readonly ResultRow[], anchors: readonly Anchor[]): string {
+  const head = `<tr><th>scenario</th><th>status</th><th>p50</th><th>p99</th><th>mean</th><th>ops/s</th><th>samples</th>${anchors.map((a) => `<th>÷ ${esc(a.name)}</th>`).join('')}</tr>`;
+  const body = measured.map((r) => {
+    const l = r.latency as Latency;
+    const s = statusOf(r);
+    const ratios = anchors.map((a) => `<td>${formatRatio(l.p50Us, a.latency.p50Us)}</td>`).join('');
+    return `<tr><th scope="row">${esc(r.scenario)}</th><td><span class="mark ${statusClass(s)}">${STATUS[s].symbol} ${esc(STATUS[s].label)}</span></td>${latencyCells(l)}${ratios}</tr>`;
+  });
+  return `<table class="data"><thead>${head}</thead><tbody>${body.join('')}</tbody></table>`;
+}
+
+/** One sentence per anchor: the geometric mean of the ratios, and the range. */
+function renderRatioSummary(transport: string, measured: readonly ResultRow[], anchors: readonly Anchor[]): string {
+  const lines = anchors.flatMap((a) => {
+    const base = a.latency.p50Us;
+    if (!isNum(base) || base <= 0) return [];
+    const ratios = measured.map((r) => (r.latency as Latency).p50Us / base).filter((x) => isNum(x) && x > 0);
+    if (ratios.length === 0) return [];
+    const geo = Math.exp(ratios.reduce((s, x) => s + Math.log(x), 0) / ratios.length);
+    const lo = Math.min(...ratios);
+    const hi = Math.max(...ratios);
+    return [`<li>p50 on <b>${esc(transport)}</b> is <b>${sig(geo)}×</b> <b>${esc(a.name)}</b> (geometric mean over ${plural(ratios.length, 'scenario')}; ${sig(lo)}× to ${sig(hi)}×).</li>`];
+  });
+  return lines.length > 0 ? `<ul class="ratios">${lines.join('')}</ul>` : '';
+}
+
+const ANCHOR_COLOURS = ['#b45309', '#7c3aed', '#0f766e', '#be185d', '#4d7c0f'];
+function anchorColour(k: number): string {
+  return ANCHOR_COLOURS[k % ANCHOR_COLOURS.length] as string;
+}
+
+/** A value -> x mapping with ticks; log when the values span more than two decades. */
+interface Scale {
+  x(v: number): number;
+  ticks: number[];
+  log: boolean;
+}
+
+function makeScale(values: readonly number[], x0: number, x1: number): Scale {
+  const pos = values.filter((v) => isNum(v) && v > 0);
+  const max = pos.length > 0 ? Math.max(...pos) : 1;
+  const min = pos.length > 0 ? Math.min(...pos) : 1;
+  if (max / min > 200) {
+    const lo = Math.floor(Math.log10(min));
+    const hi = Math.ceil(Math.log10(max));
+    const span = Math.max(1, hi - lo);
+    const ticks: number[] = [];
+    for (let d = lo; d <= hi; d++) ticks.push(10 ** d);
+    return {
+      x: (v) => x0 + ((Math.log10(Math.max(v, 10 ** lo)) - lo) / span) * (x1 - x0),
+      ticks,
+      log: true,
+    };
+  }
+  const step = niceStep(max / 5);
+  const top = Math.max(step, Math.ceil(max / step) * step);
+  const ticks: number[] = [];
+  for (let v = 0; v <= top + step / 2; v += step) ticks.push(v);
+  return { x: (v) => x0 + (Math.max(0, Math.min(v, top)) / top) * (x1 - x0), ticks, log: false };
+}
+
+function niceStep(raw: number): number {
+  if (!(raw > 0)) return 1;
+  const p = 10 ** Math.floor(Math.log10(raw));
+  const m = raw / p;
+  return (m <= 1 ? 1 : m <= 2 ? 2 : m <= 2.5 ? 2.5 : m <= 5 ? 5 : 10) * p;
+}
+
+function truncate(s: string, n: number): string {
+  const chars = [...s];
+  return chars.length <= n ? s : `${chars.slice(0, n - 1).join('')}…`;
+}
+
+/**
+ * Horizontal bars: one row per anchor at the top (hatched, in its colour),
+ * then one per scenario; each anchor's p50 also runs down the plot as a dashed
+ * line, so every bar reads against it.
+ */
+function renderChart(transport: string, measured: readonly ResultRow[], anchors: readonly Anchor[]): string {
+  const LABEL_CHARS = 34;
+  const labelOf = (s: string) => truncate(s, LABEL_CHARS);
+  const longest = Math.max(8, ...measured.map((r) => [...labelOf(r.scenario)].length), ...anchors.map((a) => [...labelOf(a.name)].length + 2));
+  const W = 900;
+  // 12px monospace is about 7.3px a character; the anchor rows add a symbol.
+  const left = Math.min(320, 20 + longest * 7.4);
+  const right = W - 96; // room for the value label after the whisker
+  const ROW = 22;
+  const top = 12;
+  const nRows = anchors.length + measured.length;
+  const gap = anchors.length > 0 ? 8 : 0;
+  const plotH = nRows * ROW + gap;
+  const H = top + plotH + 36;
+
+  const values: number[] = [];
+  for (const r of measured) values.push((r.latency as Latency).p50Us, (r.latency as Latency).p99Us);
+  for (const a of anchors) values.push(a.latency.p50Us, a.latency.p99Us);
+  const scale = makeScale(values, left, right);
+  const x = scale.x;
+
+  const out: string[] = [];
+  out.push(
+    `<svg class="chart" data-chart="${esc(transport)}" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="${esc(`p50 and p99 latency per scenario on ${transport}, against the anchors`)}">`,
+  );
+  out.push(`<title>${esc(`Latency on ${transport}: p50 bars, p99 whiskers, anchors dashed`)}</title>`);
+  out.push(
+    `<defs><pattern id="hatch-${esc(cssIdent(transport))}" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="6" height="6" fill="#f5f5f4"></rect><line x1="0" y1="0" x2="0" y2="6" stroke="#a8a29e" stroke-width="3"></line></pattern></defs>`,
+  );
+
+  // grid and axis
+  const axisY = top + plotH + 4;
+  for (const t of scale.ticks) {
+    const tx = x(t).toFixed(1);
+    out.push(`<line class="grid" x1="${tx}" y1="${top - 4}" x2="${tx}" y2="${axisY}"></line>`);
+    out.push(`<text class="tick" x="${tx}" y="${axisY + 14}" text-anchor="middle">${esc(formatUs(t))}</text>`);
+  }
+  out.push(`<line class="axis" x1="${left}" y1="${axisY}" x2="${right}" y2="${axisY}"></line>`);
+  out.push(`<text class="axislabel" x="${right}" y="${axisY + 30}" text-anchor="end">${scale.log ? 'latency, log scale' : 'latency'}</text>`);
+
+  const bar = (y: number, l: Latency, fill: string, stroke: string, label: string, tip: string, cls: string) => {
+    const x0 = left;
+    const xp50 = x(l.p50Us);
+    const hasP99 = isNum(l.p99Us) && l.p99Us >= l.p50Us;
+    const xp99 = hasP99 ? x(l.p99Us) : xp50;
+    const cy = y + ROW / 2;
+    const g: string[] = [`<g class="${cls}"><title>${esc(tip)}</title>`];
+    g.push(`<text class="label" x="${left - 6}" y="${cy + 4}" text-anchor="end">${label}</text>`);
+    g.push(`<rect x="${x0.toFixed(1)}" y="${(cy - 6).toFixed(1)}" width="${Math.max(1, xp50 - x0).toFixed(1)}" height="12" fill="${fill}" stroke="${stroke}"></rect>`);
+    if (hasP99 && xp99 > xp50) {
+      g.push(`<line class="whisker" x1="${xp50.toFixed(1)}" y1="${cy}" x2="${xp99.toFixed(1)}" y2="${cy}"></line>`);
+      g.push(`<line class="whisker" x1="${xp99.toFixed(1)}" y1="${cy - 5}" x2="${xp99.toFixed(1)}" y2="${cy + 5}"></line>`);
+    }
+    g.push(`<text class="value" x="${(xp99 + 5).toFixed(1)}" y="${cy + 4}">${esc(formatUs(l.p50Us))}</text>`);
+    g.push('</g>');
+    return g.join('');
+  };
+
+  let y = top;
+  anchors.forEach((a, k) => {
+    const tip = `anchor ${a.name}: p50 ${formatUs(a.latency.p50Us)}, p99 ${formatUs(a.latency.p99Us)}, mean ${formatUs(a.latency.meanUs)}, ${formatInt(a.latency.samples)} samples`;
+    const label = `<tspan fill="${anchorColour(k)}">⚓ </tspan>${esc(labelOf(a.name))}`;
+    out.push(bar(y, a.latency, `url(#hatch-${esc(cssIdent(transport))})`, anchorColour(k), label, tip, 'anchor'));
+    y += ROW;
+  });
+  y += gap;
+  const firstScenarioY = y;
+  for (const r of measured) {
+    const l = r.latency as Latency;
+    const s = statusOf(r);
+    const ratios = anchors.map((a) => `${formatRatio(l.p50Us, a.latency.p50Us)} ${a.name}`).join(', ');
+    const tip = `${r.scenario} on ${transport} (${STATUS[s].label}): p50 ${formatUs(l.p50Us)}, p99 ${formatUs(l.p99Us)}, mean ${formatUs(l.meanUs)}, ${formatInt(l.samples)} samples${ratios ? `; ${ratios}` : ''}`;
+    const fill = s === 'fail' ? '#fca5a5' : s === 'expected-fail' ? '#c4b5fd' : '#93c5fd';
+    const stroke = s === 'fail' ? '#b91c1c' : s === 'expected-fail' ? '#6d28d9' : '#1d4ed8';
+    const mark = s === 'pass' ? '' : `${STATUS[s].symbol} `;
+    out.push(bar(y, l, fill, stroke, esc(`${mark}${labelOf(r.scenario)}`), tip, 'scenario'));
+    y += ROW;
+  }
+
+  // anchor reference lines over the scenario rows, drawn last so bars do not hide them
+  anchors.forEach((a, k) => {
+    if (!isNum(a.latency.p50Us)) return;
+    const ax = x(a.latency.p50Us).toFixed(1);
+    out.push(
+      `<line class="ref" x1="${ax}" y1="${firstScenarioY - gap / 2}" x2="${ax}" y2="${axisY}" stroke="${anchorColour(k)}"><title>${esc(`anchor ${a.name}: p50 ${formatUs(a.latency.p50Us)}`)}</title></line>`,
+    );
+  });
+
+  out.push('</svg>');
+  return `<div class="chartbox">${out.join('')}</div>`;
+}
+
+/** Something safe to put in an id (ids are not escaped text; keep them to [a-z0-9-]). */
+function cssIdent(s: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
+  return `${s.toLowerCase().replace(/[^a-z0-9]+/g, '-').slice(0, 24)}-${h.toString(16)}`;
+}
+
+// ---------------------------------------------------------------------------
+// details
+
+function renderDetails(rows: readonly ResultRow[]): string {
+  const indexed = rows.map((row, i) => ({ row, i }));
+  const failures = indexed.filter(({ row }) => statusOf(row) === 'fail');
+  const xfails = indexed.filter(({ row }) => statusOf(row) === 'expected-fail');
+  const skips = indexed.filter(({ row }) => statusOf(row) === 'skip');
+
+  const item = ({ row, i }: { row: ResultRow; i: number }, what: string) =>
+    `<li id="row-${i}"><span class="mark ${statusClass(statusOf(row))}">${STATUS[statusOf(row)].symbol} ${esc(STATUS[statusOf(row)].label)}</span> <b>${esc(row.scenario)}</b> on <b>${esc(row.transport)}</b>${isNum(row.durationMs) ? ` <span class="muted">(${sig(row.durationMs)} ms)</span>` : ''}${row.error ? `<pre>${esc(row.error)}</pre>` : `<p class="muted">${esc(what)}</p>`}</li>`;
+
+  const list = (title: string, items: typeof indexed, empty: string, what: string) =>
+    `<h3>${esc(title)} (${items.length})</h3>${items.length === 0 ? `<p class="muted">${esc(empty)}</p>` : `<ol class="rows">${items.map((e) => item(e, what)).join('')}</ol>`}`;
+
+  // Undeclared leaks first: they are what a reader came for.
+  const leakRows = indexed
+    .flatMap(({ row, i }) => (row.leaks ?? []).map((l) => ({ row, i, l })))
+    .sort((a, b) => Number(statusOf(a.row) === 'expected-fail') - Number(statusOf(b.row) === 'expected-fail'));
+  const leaks = leakRows.length === 0
+    ? '<p class="muted">The oracle saw no leaked fd.</p>'
+    : `<table class="data leaks"><thead><tr><th>scenario</th><th>transport</th><th>pid</th><th>role</th><th>fd</th><th>target</th><th>declared</th></tr></thead><tbody>${leakRows
+        .map(({ row, i, l }, k) => {
+          const declared = statusOf(row) === 'expected-fail';
+          // A passing row's details entry is its first leak (failures have their own entry above).
+          const first = statusOf(row) === 'pass' && leakRows.findIndex((e) => e.i === i) === k;
+          return `<tr class="${declared ? 'declared' : 'undeclared'}"${first ? ` id="row-${i}"` : ''}><td><a href="#row-${i}">${esc(row.scenario)}</a></td><td>${esc(row.transport)}</td><td>${esc(l.pid)}</td><td>${esc(l.role)}</td><td>${esc(l.fd)}</td><td class="target"><code>${esc(l.target)}</code></td><td>${declared ? '◆ yes' : '<b>⚠ no</b>'}</td></tr>`;
+        })
+        .join('')}</tbody></table>`;
+
+  const noted = indexed.filter(({ row }) => (row.notes ?? []).length > 0 || (row.metrics && Object.keys(row.metrics).length > 0));
+  const notes = noted.length === 0
+    ? '<p class="muted">No scenario left notes.</p>'
+    : `<ul class="notes">${noted
+        .map(({ row, i }) => {
+          const ns = (row.notes ?? []).map((n) => `<li>${esc(n)}</li>`).join('');
+          const ms = row.metrics && Object.keys(row.metrics).length > 0
+            ? `<li class="metrics">${Object.entries(row.metrics).map(([k, v]) => `${esc(k)} = <b>${esc(formatMetric(v))}</b>`).join(', ')}</li>`
+            : '';
+          const own = statusOf(row) === 'pass' && (row.leaks ?? []).length === 0;
+          return `<li${own ? ` id="row-${i}"` : ''}><a href="#row-${i}">${esc(row.scenario)}</a> on ${esc(row.transport)}<ul>${ns}${ms}</ul></li>`;
+        })
+        .join('')}</ul>`;
+
+  return `<section id="details"><h2>Details</h2>
+${list('Failures', failures, 'None.', 'failed without an error message')}
+<h3>Leaked fds (${leakRows.length})</h3>${leaks}
+${list('Expected failures caught', xfails, 'None.', 'caught as declared')}
+${list('Skipped', skips, 'None.', 'skipped without a reason')}
+<h3>Notes</h3>${notes}</section>`;
+}
+
+// ---------------------------------------------------------------------------
+// environment
+
+function renderEnvironment(results: ResultsFile): string {
+  const e = results.environment;
+  const o = results.options;
+  const env: Array<[string, string]> = e
+    ? [
+        ['node', e.node],
+        ['kernel', e.kernel],
+        ['platform', e.platform],
+        ['cpu', e.cpuModel],
+        ['cores', String(e.cores)],
+        ['git commit', e.gitCommit],
+        ...(e.hostname ? ([['hostname', e.hostname]] as Array<[string, string]>) : []),
+        ['date', e.date],
+      ]
+    : [];
+  const opts: Array<[string, string]> = o
+    ? [
+        ['seed', String(o.seed)],
+        ['shard', o.shard ? `${o.shard.index}/${o.shard.count}` : 'all'],
+        ['profile', o.profile ?? 'default'],
+        ['transports', (o.transports ?? []).join(', ')],
+        ['scenario pattern', o.scenario ?? '(all)'],
+        ['bench', o.bench ? 'yes' : 'no'],
+        ['repeat', String(o.repeat)],
+      ]
+    : [];
+  return `<section id="environment"><h2>Environment and options</h2><div class="two"><div><h3>Environment</h3>${renderKeyValues(env)}</div><div><h3>Options</h3>${renderKeyValues(opts)}</div></div></section>`;
+}
+
+// ---------------------------------------------------------------------------
+// style
+
+const CSS = `
+:root{--fg:#1c1917;--muted:#57534e;--line:#d6d3d1;--bg:#fff;--pass:#15803d;--pass-bg:#dcfce7;--fail:#b91c1c;--fail-bg:#fee2e2;--xfail:#6d28d9;--xfail-bg:#ede9fe;--skip:#57534e;--skip-bg:#f5f5f4;--leak:#c2410c}
+*{box-sizing:border-box}
+body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:var(--fg);background:var(--bg)}
+header{padding:16px 24px 8px;border-bottom:1px solid var(--line)}
+h1{margin:0;font-size:22px}
+h2{font-size:18px;margin:28px 0 10px;padding-bottom:4px;border-bottom:1px solid var(--line)}
+h3{font-size:15px;margin:18px 0 6px}
+nav{padding:6px 24px;background:#fafaf9;border-bottom:1px solid var(--line)}
+main{padding:0 24px 40px;max-width:1200px}
+a{color:#1d4ed8}
+.runline{margin:4px 0 0;color:var(--muted)}
+.muted{color:var(--muted)}
+.verdict{font-weight:600;padding:8px 12px;border-radius:6px;display:inline-block;margin:4px 0 12px}
+.verdict.ok{background:var(--pass-bg);color:var(--pass)}
+.verdict.bad{background:var(--fail-bg);color:var(--fail)}
+.tiles{display:flex;flex-wrap:wrap;gap:10px}
+.tile{border:1px solid var(--line);border-radius:8px;padding:8px 14px;min-width:130px;border-left-width:6px}
+.tile .n{display:block;font-size:24px;font-weight:700;font-variant-numeric:tabular-nums}
+.tile .k{color:var(--muted)}
+.tile.pass{border-left-color:var(--pass)}.tile.fail{border-left-color:var(--fail)}.tile.xfail{border-left-color:var(--xfail)}.tile.skip{border-left-color:var(--skip)}
+.tile.leak{border-left-color:var(--leak);background:#fff7ed}.tile.noleak{border-left-color:var(--pass)}.tile.declared{border-left-color:var(--xfail)}
+table{border-collapse:collapse}
+.kv th{text-align:left;font-weight:600;padding:2px 16px 2px 0;vertical-align:top;white-space:nowrap}
+.kv td{padding:2px 0;overflow-wrap:anywhere}
+.matrix{margin-top:4px}
+.matrix th,.matrix td{border:1px solid var(--line);padding:3px 6px}
+.matrix thead th{background:#fafaf9;position:sticky;top:0;font-weight:600}
+.matrix .corner{color:var(--muted);font-weight:400;text-align:left}
+.matrix .scn{text-align:left;font-weight:500;font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12.5px;max-width:340px;overflow-wrap:anywhere}
+.cell{text-align:center;white-space:nowrap;min-width:92px}
+.cell.na{color:#a8a29e;background:#fafaf9}
+.mark{display:inline-block;padding:1px 7px;border-radius:4px;font-weight:600;font-size:12.5px;text-decoration:none;border:1px solid transparent}
+.cell .mark+.mark{margin-left:3px}
+.mark.pass{color:var(--pass);background:var(--pass-bg)}
+.mark.fail{color:#fff;background:var(--fail)}
+.mark.xfail{color:var(--xfail);background:var(--xfail-bg)}
+.mark.skip{color:var(--skip);background:var(--skip-bg);font-weight:400}
+.mark.leaky{border-color:var(--leak)}
+.mark .leaks{color:var(--leak);font-weight:700}
+.mark.fail .leaks{color:#ffedd5}
+.legend{list-style:none;padding:0;margin:10px 0 0;color:var(--muted);columns:2 420px}
+.legend li{margin:2px 0}
+.data{margin:6px 0 10px;font-variant-numeric:tabular-nums}
+.data th,.data td{border-bottom:1px solid var(--line);padding:3px 10px 3px 0;text-align:right;vertical-align:middle}
+.data th:first-child,.data td:first-child{text-align:left}
+.data thead th{font-weight:600;border-bottom:2px solid var(--line)}
+.data tbody th{font-weight:500;font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12.5px;overflow-wrap:anywhere;max-width:340px}
+.data.leaks th,.data.leaks td{text-align:left}
+.leaks .target{overflow-wrap:anywhere;max-width:480px}
+.leaks tr.undeclared{background:#fff7ed}
+.swatch{display:inline-block;width:10px;height:10px;margin-right:6px;border-radius:2px}
+.transport{margin-top:18px;padding-top:6px;border-top:1px dashed var(--line)}
+.chartbox{overflow-x:auto}
+.chart{max-width:100%;height:auto;font-family:system-ui,"DejaVu Sans",sans-serif}
+.chart .grid{stroke:#e7e5e4}
+.chart .axis{stroke:#78716c}
+.chart .tick,.chart .axislabel{font-size:11px;fill:#57534e}
+.chart .label{font-size:12px;fill:#1c1917;font-family:ui-monospace,"DejaVu Sans Mono",monospace}
+.chart .anchor .label{font-style:italic}
+.chart .value{font-size:11px;fill:#44403c}
+.chart .whisker{stroke:#292524;stroke-width:1.4}
+.chart .ref{stroke-width:1.6;stroke-dasharray:5 3}
+.ratios{margin:4px 0}
+ol.rows{padding-left:22px}
+ol.rows li{margin:6px 0}
+pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#fafaf9;border:1px solid var(--line);border-radius:4px;padding:6px 8px;margin:4px 0;font-size:12.5px}
+.notes li{margin:2px 0}
+.two{display:flex;flex-wrap:wrap;gap:40px}
+code{font-size:12.5px}
+@media print{nav{display:none}.matrix thead th{position:static}}
+`.trim();
