@@ -1,0 +1,93 @@
+/**
+ * The far side is at its fd limit (RLIMIT_NOFILE lowered to just above what
+ * it has open) and a batch arrives that cannot fit. The kernel installs what
+ * fits and sets MSG_CTRUNC; fdbridge closes those, answers with a typed
+ * error, leaks nothing, and the connection keeps working once the limit is
+ * back.
+ *
+ * - child, helper: the far side's reply is an ERROR whose remote code is
+ *   ERR_FDBRIDGE_TRUNCATED (a RemoteError). The helper daemon is shared by
+ *   every scenario: its limit is restored before anything else happens.
+ * - direct, worker: the "far side" is this very process, so the limit is
+ *   lowered here, only for the synchronous dup(2) calls of one
+ *   dupFileDescriptors, and restored before any other code runs: EMFILE,
+ *   with the duplicates made so far closed again.
+ */
+import { strict as assert } from 'node:assert';
+
+import { fdLimit, makeMemfd, openFdTable, PROBE_COMMAND, RemoteError, setFdLimit, SystemError } from '../src';
+import type { Scenario } from '../harness/types';
+import { closeAll, closeRemote, remoteFdTable, remoteIdentities, wireIdentity } from './support/common';
+
+/** Free fd slots left under the lowered limit: the batch is always larger. */
+const HEADROOM = 4;
+
+/**
+ * The RLIMIT_NOFILE under which exactly `free` fd numbers are unused (new
+ * fds take the lowest free numbers; open fds above the limit stay valid).
+ */
+function limitLeaving(open: Iterable<number>, free: number): number {
+  const used = new Set(open);
+  let n = 0;
+  for (let left = free; left > 0; n++) if (!used.has(n)) left--;
+  return n;
+}
+
+const scenario: Scenario = {
+  name: 'truncate-batch-at-fd-limit',
+  description: 'a batch that does not fit under the far side\'s lowered fd limit fails with a typed error, leaks nothing, and the connection still works',
+  tags: ['truncation', 'fault'],
+  async run(ctx) {
+    const source = makeMemfd('truncate');
+    const conn = await ctx.connect(PROBE_COMMAND);
+    try {
+      if (ctx.transport === 'direct' || ctx.transport === 'worker') {
+        const table = openFdTable();
+        const limit = limitLeaving(table.keys(), HEADROOM);
+        const batch = Array.from({ length: HEADROOM + ctx.rng.int(1, 60) }, () => source);
+        const [soft] = fdLimit();
+        let pending: Promise<number[]>;
+        setFdLimit(limit);
+        try {
+          pending = conn.dupFileDescriptors(batch); // the dup(2)s run now, synchronously
+        } finally {
+          setFdLimit(soft);
+        }
+        await assert.rejects(pending, (err: unknown) => err instanceof SystemError && err.code === 'EMFILE');
+        assert.deepEqual([...openFdTable().keys()].sort(), [...table.keys()].sort(), 'the duplicates made before EMFILE were closed');
+        ctx.note(`dup of ${batch.length} fds under RLIMIT_NOFILE ${limit}: EMFILE`);
+      } else {
+        const [soft] = await conn.call<[number, number]>('fdLimit');
+        const before = await remoteFdTable(conn);
+        const limit = limitLeaving(before.keys(), HEADROOM);
+        const batch = Array.from({ length: HEADROOM + ctx.rng.int(1, 60) }, () => source);
+        let err: unknown;
+        await conn.call('setFdLimit', limit);
+        try {
+          err = await conn.dupFileDescriptors(batch).then(
+            () => undefined,
+            (e: unknown) => e,
+          );
+        } finally {
+          await conn.call('setFdLimit', soft);
+        }
+        assert.ok(err instanceof RemoteError, `a RemoteError, not ${String(err)}`);
+        assert.equal(err.remote.code, 'ERR_FDBRIDGE_TRUNCATED');
+        assert.equal(err.method, 'dupFileDescriptor');
+        assert.deepEqual((await conn.call<[number, number]>('fdLimit'))[0], soft, 'the limit is back');
+        const after = await remoteFdTable(conn);
+        assert.deepEqual([...after.keys()].sort(), [...before.keys()].sort(), 'the fds that did arrive were closed there');
+        ctx.note(`${batch.length} fds sent under RLIMIT_NOFILE ${limit}: ${err.remote.message}`);
+      }
+      // The connection is still usable.
+      const again = await conn.dupFileDescriptors([source, source]);
+      assert.deepEqual(await remoteIdentities(conn, again), [wireIdentity(source), wireIdentity(source)]);
+      await closeRemote(conn, again);
+    } finally {
+      closeAll([source]);
+      await conn.close();
+    }
+  },
+};
+
+export default scenario;
