@@ -13,6 +13,16 @@ const COMMANDS: Record<string, { module: string; usage: string }> = {
     usage: `helper [--socket PATH] [--allow-uid UID[,UID...]] [--verbose]
       Run a helper daemon (default socket: ${defaultHelperSocketPath()}; @NAME for an abstract name).`,
   },
+  run: {
+    module: './commands/run',
+    usage: `run [--transport a,b] [--scenario PATTERN] [--bench] [--repeat N] [--seed S] [--shard i/n] [--json FILE] [--html FILE] [--profile NAME]
+      Run the scenarios on every transport under the fd-leak oracle (\`fdbridge run --help\` for all options).`,
+  },
+  compare: {
+    module: './commands/compare',
+    usage: `compare OLD.json NEW.json [--threshold RATIO]
+      What started failing or leaking, and what got slower (p50 ratio, default 1.25) between two results files.`,
+  },
   log: {
     module: './commands/log',
     usage: `log [--transport direct|worker|child|helper] [--socket PATH] [--logfile [!]PATH|-|-stdout|-stderr] LINE...

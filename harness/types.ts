@@ -69,6 +69,32 @@ export interface ScenarioContext {
   note(text: string): void;
   /** Ends this run as 'skip' with a reason (e.g. the kernel lacks a feature). */
   skip(reason: string): never;
+  /**
+   * Adds `by` (default 1) to the counter `name` of this row (results:
+   * ResultRow.metrics; summed over rows into ResultsFile.totals), e.g.
+   * 'faultsInjected', 'badInputsRejected', 'repliesLost'.
+   */
+  count(name: string, by?: number): void;
+  /**
+   * The run's helper daemon, on 'helper' rows only: a fault scenario may
+   * kill it (`process.kill(ctx.helper.pid, 'SIGKILL')`) and restart it.
+   * The harness restarts a dead daemon before the next helper row anyway.
+   */
+  readonly helper?: HelperControl;
+}
+
+/** The run's helper daemon, as a scenario sees it. */
+export interface HelperControl {
+  /** Its current pid (changes on restart). */
+  readonly pid: number;
+  /** The socket it listens on (the same after a restart). */
+  readonly socketPath: string;
+  /**
+   * Stops the daemon if it still runs (SIGTERM, then SIGKILL) and starts a
+   * new one on the same socket; the new process is watched by the leak
+   * oracle from then on. Resolves once it listens.
+   */
+  restart(): Promise<void>;
 }
 
 // ---------------------------------------------------------------------------
@@ -105,6 +131,15 @@ export interface ResultRow {
   notes?: string[];
   /** Counters a profile records (faults injected, bad inputs rejected, ...). */
   metrics?: Record<string, number>;
+  /**
+   * fds that were open before the scenario and closed during it (a wrong-fd
+   * close; any entry fails the row). Absent when empty.
+   */
+  closed?: Leak[];
+  /** The scenario's declared expectation (default 'pass'). */
+  expect?: Expectation;
+  /** With --repeat N: which pass this row belongs to (1..N). */
+  iteration?: number;
 }
 
 export interface Environment {
@@ -126,6 +161,10 @@ export interface RunOptions {
   seed: number;
   shard?: { index: number; count: number };
   profile?: string;
+  /** Per-row time limit (ms); a row that runs longer fails. */
+  timeoutMs?: number;
+  /** How long the leak oracle waits for asynchronous closes (ms). */
+  settleMs?: number;
 }
 
 export interface ResultsFile {

@@ -47,3 +47,12 @@ export { LogCommand, LOG_COMMAND, logRedirectOption, parseLogfileArgument } from
 export type { LogTarget } from './commands/log-command';
 export { ProbeCommand, PROBE_COMMAND } from './commands/probe-command';
 export type { WireIdentity } from './commands/probe-command';
+export {
+  checkFdLeaks,
+  describeFdLeakReport,
+  expectNoFdLeaks,
+  FdLeakError,
+  ProcessFdSnapshot,
+  settleFdSnapshots,
+} from './leak-check';
+export type { FdCheckOptions, FdEntry, FdLeakReport, WatchedProcess } from './leak-check';

@@ -1,0 +1,119 @@
+/**
+ * The run's helper daemon: `node dist/harness/cli.js helper --socket <tmp>`
+ * in a process of its own, as a user would start it.
+ *
+ * The client side keeps no fd tied to the daemon once it listens: stdout (a
+ * pipe, read for the "listening on" line) is closed then, and stderr goes to
+ * a file the daemon alone holds open. So a daemon that is killed or restarted
+ * mid-row changes nothing in the client's fd table, and the leak oracle does
+ * not mistake that for a scenario's doing.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { requireDistFile } from '../src/paths';
+import type { HelperControl } from './types';
+
+export class HelperProcess implements HelperControl {
+  readonly socketPath: string;
+  readonly #logPath: string;
+  #child: ChildProcess | undefined;
+  #exited: Promise<void> = Promise.resolve();
+  #starts = 0;
+
+  /** `dir` holds the socket and the daemon's stderr log; the caller removes it. */
+  constructor(dir: string) {
+    this.socketPath = join(dir, 'helper.sock');
+    this.#logPath = join(dir, 'helper.log');
+  }
+
+  get pid(): number {
+    return this.#child?.pid ?? -1;
+  }
+
+  get alive(): boolean {
+    return this.#child !== undefined && this.#child.exitCode === null && this.#child.signalCode === null;
+  }
+
+  /** How many times a daemon was started (1 after the first start). */
+  get starts(): number {
+    return this.#starts;
+  }
+
+  /** What the daemons wrote to stderr so far. */
+  log(): string {
+    try {
+      return readFileSync(this.#logPath, 'utf8');
+    } catch {
+      return '';
+    }
+  }
+
+  /** Starts the daemon and resolves once it listens (at most 10 s). */
+  async start(): Promise<void> {
+    if (this.alive) return;
+    const cli = requireDistFile('harness/cli.js');
+    const logFd = openSync(this.#logPath, 'a');
+    let child: ChildProcess;
+    try {
+      child = spawn(process.execPath, [cli, 'helper', '--socket', this.socketPath], {
+        stdio: ['ignore', 'pipe', logFd],
+      });
+    } finally {
+      closeSync(logFd);
+    }
+    this.#child = child;
+    this.#starts++;
+    this.#exited = new Promise<void>((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) resolve();
+      else child.once('exit', () => resolve());
+    });
+    const stdout = child.stdout as NonNullable<ChildProcess['stdout']>;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        let out = '';
+        const timer = setTimeout(() => reject(new Error(`the helper daemon did not start within 10 s:\n${this.log()}`)), 10_000);
+        stdout.on('data', (d: Buffer) => {
+          out += d.toString();
+          if (out.includes('listening on')) {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+        child.once('error', (err) => {
+          clearTimeout(timer);
+          reject(err);
+        });
+        void this.#exited.then(() => {
+          clearTimeout(timer);
+          reject(new Error(`the helper daemon exited (${child.exitCode ?? child.signalCode}) before listening:\n${this.log()}`));
+        });
+      });
+    } catch (err) {
+      await this.stop();
+      throw err;
+    } finally {
+      stdout.destroy();
+    }
+  }
+
+  /** SIGTERM, then SIGKILL after 5 s; resolves once it has exited. Idempotent. */
+  async stop(): Promise<void> {
+    const child = this.#child;
+    if (!child) return;
+    if (this.alive) child.kill('SIGTERM');
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.#exited, new Promise((r) => (timer = setTimeout(r, 5000)))]);
+    clearTimeout(timer);
+    if (this.alive) {
+      child.kill('SIGKILL');
+      await this.#exited;
+    }
+  }
+
+  async restart(): Promise<void> {
+    await this.stop();
+    await this.start();
+  }
+}

@@ -1,0 +1,161 @@
+/**
+ * The leak oracle: the open-fd table (fd number -> target) of every process
+ * a scenario involves, before and after, and what differs once closes have
+ * settled.
+ *
+ * Which process is looked at when:
+ * - the client (this process; worker and direct commands share its table):
+ *   before the scenario and after it (and after its connections closed);
+ * - the run's helper daemon: the same, before and after the scenario;
+ * - a process a connection spawned (child, pidfd, ...; any command whose pid
+ *   is neither ours nor the helper's): baseline right after connect, compared
+ *   in the connection's onCommandClosed hook, i.e. after the command closed
+ *   and before that process exits. A process that is gone by then (the
+ *   scenario killed it) has no fds left and so no leak;
+ * - anything the scenario registered with ctx.watchProcess(pid, role):
+ *   baseline when registered, compared after the scenario unless gone.
+ *
+ * Policy for the two kinds of difference (see ProcessFdSnapshot):
+ * - `leaks`: an fd open after that was not open before (or now names
+ *   another file). After the settle time this is a leak.
+ * - `closed`: an fd open before that is gone (or renamed) after. The
+ *   baselines are taken before the scenario, so such an fd belonged to the
+ *   harness, the helper or the command's process itself: closing it is a bug
+ *   of its own (a wrong-fd close; the fd number may be reused and the wrong
+ *   file written). The runner fails a row on any `closed` entry, with one
+ *   exception: an fd that an earlier row leaked (the oracle remembers those;
+ *   they stay open, since closing an fd some live object still owns would
+ *   be worse) may be closed later without blame.
+ */
+import type { CommandLocation, Connection } from '../src';
+import { ProcessFdSnapshot, settleFdSnapshots, type FdEntry } from '../src/leak-check';
+import type { Leak } from './types';
+
+export interface OracleVerdict {
+  leaks: Leak[];
+  /** fds open before the scenario and closed by it (not counting earlier rows' leaks). */
+  closed: Leak[];
+  /** Earlier rows' leaks that this row saw closed (a note, not a failure). */
+  reclaimed: Leak[];
+}
+
+const key = (e: FdEntry): string => `${e.pid}\0${e.fd}\0${e.target}`;
+
+/**
+ * Remembers, across the rows of one run, the fds that rows leaked: they stay
+ * in later baselines, and their closing later is not blamed on a later row.
+ */
+export class LeakLedger {
+  #carried = new Set<string>();
+
+  add(entries: readonly FdEntry[]): void {
+    for (const e of entries) this.#carried.add(key(e));
+  }
+
+  /** Splits `closed` into what was carried from earlier rows (now forgotten) and the rest. */
+  reclaim(closed: readonly FdEntry[]): { reclaimed: FdEntry[]; rest: FdEntry[] } {
+    const reclaimed: FdEntry[] = [];
+    const rest: FdEntry[] = [];
+    for (const e of closed) {
+      if (this.#carried.delete(key(e))) reclaimed.push(e);
+      else rest.push(e);
+    }
+    return { reclaimed, rest };
+  }
+}
+
+export interface OracleOptions {
+  /** Longest wait for asynchronous closes before a difference counts (ms). */
+  settleMs: number;
+  /** The run's helper daemon, if one is running. */
+  helperPid?: number;
+  ledger?: LeakLedger;
+}
+
+const strip = (e: FdEntry): Leak => ({ pid: e.pid, role: e.role, fd: e.fd, target: e.target });
+
+/** One row's oracle: begin() before the scenario, finish() after it. */
+export class LeakOracle {
+  readonly #options: OracleOptions;
+  readonly #ledger: LeakLedger;
+  /** Compared in finish(). */
+  #snapshots: ProcessFdSnapshot[] = [];
+  /** Spawned command processes: pid -> snapshot, compared in onCommandClosed. */
+  #commandProcesses = new Map<number, ProcessFdSnapshot>();
+  #leaks: FdEntry[] = [];
+  #closed: FdEntry[] = [];
+
+  constructor(options: OracleOptions) {
+    this.#options = options;
+    this.#ledger = options.ledger ?? new LeakLedger();
+  }
+
+  /** Snapshots the client and the helper daemon. */
+  begin(): void {
+    this.#snapshots = [new ProcessFdSnapshot(process.pid, 'client')];
+    const helper = this.#options.helperPid;
+    if (helper !== undefined) {
+      const snap = tryTake(helper, 'helper');
+      if (snap) this.#snapshots.push(snap);
+    }
+  }
+
+  /** ctx.watchProcess: baseline now, compared in finish() (no leak if it is gone by then). */
+  watch(pid: number, role: string): void {
+    if (!Number.isInteger(pid) || pid <= 0) throw new RangeError(`watchProcess: ${pid} is not a pid`);
+    if (this.#snapshots.some((s) => s.pid === pid) || this.#commandProcesses.has(pid)) return;
+    const snap = tryTake(pid, role);
+    if (snap) this.#snapshots.push(snap);
+  }
+
+  /**
+   * Right after connect: a command running in a process of its own (not
+   * this one, not the run's helper) gets its baseline now.
+   */
+  connected(conn: Connection): void {
+    const { pid } = conn.location;
+    if (pid === process.pid || pid === this.#options.helperPid) return;
+    if (this.#snapshots.some((s) => s.pid === pid) || this.#commandProcesses.has(pid)) return;
+    const snap = tryTake(pid, conn.transport === 'helper' ? 'helper' : 'child');
+    if (!snap) return;
+    // Another helper daemon (a scenario's own) lives on after close: compare it at the end.
+    if (conn.transport === 'helper') this.#snapshots.push(snap);
+    else this.#commandProcesses.set(pid, snap);
+  }
+
+  /** The connection's onCommandClosed hook: compare a spawned command process before it exits. */
+  async commandClosed(location: CommandLocation): Promise<void> {
+    const snap = this.#commandProcesses.get(location.pid);
+    if (!snap) return;
+    this.#commandProcesses.delete(location.pid);
+    const report = await settleFdSnapshots([snap], { settleMs: this.#options.settleMs });
+    this.#leaks.push(...report.leaks);
+    this.#closed.push(...report.closed);
+  }
+
+  /**
+   * After the scenario and after its connections are closed: settles and
+   * compares every remaining process. Command processes whose hook never ran
+   * (the connection broke) are compared too if they are still alive.
+   */
+  async finish(): Promise<OracleVerdict> {
+    const rest = [...this.#snapshots, ...this.#commandProcesses.values()];
+    this.#commandProcesses.clear();
+    const report = await settleFdSnapshots(rest, { settleMs: this.#options.settleMs });
+    const leaks = [...this.#leaks, ...report.leaks];
+    const { reclaimed, rest: closed } = this.#ledger.reclaim([...this.#closed, ...report.closed]);
+    this.#ledger.add(leaks);
+    return { leaks: leaks.map(strip), closed: closed.map(strip), reclaimed: reclaimed.map(strip) };
+  }
+}
+
+/** A snapshot of `pid`, or undefined when it has already ended. */
+function tryTake(pid: number, role: string): ProcessFdSnapshot | undefined {
+  try {
+    return new ProcessFdSnapshot(pid, role);
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === 'ENOENT' || code === 'ESRCH') return undefined;
+    throw err;
+  }
+}

@@ -1,0 +1,586 @@
+/**
+ * The scenario runner: finds the scenarios, expands them into
+ * scenario x transport rows, orders and shards them from the seed, runs each
+ * row under the leak oracle with a time limit, and returns results.json.
+ *
+ * Reproducibility:
+ * - Order: rows run in ascending hashSeed(seed, "<scenario>/<transport>")
+ *   (pass k > 1 of --repeat: "<scenario>/<transport>/<k>"), so the same seed
+ *   gives the same order, and a filtered or sharded run keeps the relative
+ *   order of the full one.
+ * - Inputs: each row's rng is createRng(seed).fork("<scenario>/<transport>")
+ *   (pass k > 1: ".../<k>", so repeats explore new inputs, reproducibly).
+ * - Shards (--shard i/n): a row belongs to shard 1 + (mix(hash("<scenario>/<transport>")) mod n).
+ *   That depends on nothing but the row's own name: not on the seed, not on
+ *   the other filters, not on which other scenarios exist. So every row is in
+ *   exactly one shard, shards agree without talking to each other, and all
+ *   --repeat passes of a row land in the same shard.
+ */
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+import { connect, transportNames, type CommandSpec, type Connection, type ConnectOptions, type TransportName } from '../src';
+import { PROBE_COMMAND } from '../src/commands/probe-command';
+import { packageRoot } from '../src/native';
+import { diffFdTables, openFdTable } from '../src/fd';
+import { describeFdEntry } from '../src/leak-check';
+import { collectEnvironment } from './environment';
+import { HelperProcess } from './helper-process';
+import { LeakLedger, LeakOracle } from './oracle';
+import { profileByName } from './profiles';
+import { createRng, hashSeed, type Rng } from './rng';
+import type {
+  BenchCase,
+  Expectation,
+  HelperControl,
+  Latency,
+  Leak,
+  ResultRow,
+  ResultsFile,
+  RunOptions,
+  Scenario,
+  ScenarioContext,
+  Status,
+} from './types';
+
+/** Default seed when none is given: runs are reproducible out of the box. */
+export const DEFAULT_SEED = 1;
+/** Default per-row time limit (the profile may set another). */
+export const DEFAULT_TIMEOUT_MS = 30_000;
+/** Default wait for asynchronous closes before the oracle calls a difference a leak. */
+export const DEFAULT_SETTLE_MS = 1000;
+
+/** Where compiled scenarios are looked for: $FDBRIDGE_SCENARIOS_DIR, else dist/scenarios. */
+export function defaultScenariosDir(): string {
+  const fromEnv = process.env['FDBRIDGE_SCENARIOS_DIR'];
+  return fromEnv ? resolve(fromEnv) : join(packageRoot, 'dist', 'scenarios');
+}
+
+// ---------------------------------------------------------------------------
+// discovery
+
+/** A scenario and the file it came from. */
+export interface LoadedScenario {
+  scenario: Scenario;
+  file: string;
+}
+
+function isScenario(value: unknown): value is Scenario {
+  const s = value as Partial<Scenario> | null;
+  return typeof s === 'object' && s !== null && typeof s.name === 'string' && typeof s.run === 'function';
+}
+
+/**
+ * Loads every `*.scenario.js` in `dir` (sorted by file name). Each must
+ * default-export a Scenario; names must be unique and transports known.
+ * Throws on any of that: a broken scenario file is a build error.
+ */
+export function discoverScenarios(scenariosDir: string = defaultScenariosDir()): LoadedScenario[] {
+  const dir = resolve(scenariosDir);
+  let files: string[];
+  try {
+    files = readdirSync(dir).filter((f) => f.endsWith('.scenario.js')).sort();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new Error(`no scenarios: ${dir} does not exist (build them with \`npx tsc -p .\`, or set FDBRIDGE_SCENARIOS_DIR)`);
+    }
+    throw err;
+  }
+  const known = new Set<string>(transportNames());
+  const byName = new Map<string, string>();
+  const out: LoadedScenario[] = [];
+  for (const f of files) {
+    const file = join(dir, f);
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const mod = require(file) as { default?: unknown };
+    const scenario = mod.default ?? mod;
+    if (!isScenario(scenario)) throw new TypeError(`${file}: the default export is not a Scenario ({ name, description, run })`);
+    const seen = byName.get(scenario.name);
+    if (seen) throw new Error(`scenario name ${scenario.name} is used by both ${seen} and ${file}`);
+    byName.set(scenario.name, file);
+    for (const t of scenario.transports ?? []) {
+      if (!known.has(t)) throw new TypeError(`${file}: unknown transport ${t}; use ${[...known].join(', ')}`);
+    }
+    out.push({ scenario, file });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// planning
+
+/** One scenario on one transport, in one --repeat pass. */
+export interface PlannedRow {
+  scenario: Scenario;
+  transport: TransportName;
+  /** 1..repeat */
+  iteration: number;
+}
+
+/** murmur3's 32-bit finalizer: FNV-1a's low bits alone are too regular for `mod n`. */
+function mix32(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+/** The shard (1-based, of `count`) a row belongs to; see the file comment. */
+export function shardOf(scenario: string, transport: string, count: number): number {
+  return 1 + (mix32(hashSeed(0, `${scenario}/${transport}`)) % count);
+}
+
+/** Turns a --scenario pattern into a test: glob (`*`, `?`) matches the whole name, else a substring; commas separate alternatives. */
+export function scenarioMatcher(pattern: string | undefined): (name: string) => boolean {
+  if (pattern === undefined || pattern === '') return () => true;
+  const tests = pattern
+    .split(',')
+    .filter((p) => p !== '')
+    .map((p): ((name: string) => boolean) => {
+      if (!/[*?]/.test(p)) return (name) => name.includes(p);
+      const re = new RegExp(`^${p.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
+      return (name) => re.test(name);
+    });
+  return (name) => tests.some((t) => t(name));
+}
+
+/** The row's key for ordering and rng: "<scenario>/<transport>", plus "/<k>" from the second pass on. */
+function rowLabel(scenario: string, transport: string, iteration: number): string {
+  return iteration === 1 ? `${scenario}/${transport}` : `${scenario}/${transport}/${iteration}`;
+}
+
+export interface PlanOptions {
+  transports?: readonly TransportName[];
+  scenario?: string;
+  profile?: string;
+  seed?: number;
+  repeat?: number;
+  shard?: { index: number; count: number };
+}
+
+export interface Plan {
+  rows: PlannedRow[];
+  /** Rows selected before sharding (one pass); 0 means the filters matched nothing. */
+  matched: number;
+}
+
+/** Expands, filters, shards and orders the rows (see the file comment). */
+export function planRows(scenarios: readonly Scenario[], options: PlanOptions = {}): Plan {
+  const all = transportNames();
+  const wanted = new Set(options.transports ?? all);
+  const matches = scenarioMatcher(options.scenario);
+  const profile = profileByName(options.profile ?? 'default');
+  const seed = options.seed ?? DEFAULT_SEED;
+  const repeat = options.repeat ?? 1;
+  const base: Array<{ scenario: Scenario; transport: TransportName }> = [];
+  for (const scenario of scenarios) {
+    if (!profile.select(scenario) || !matches(scenario.name)) continue;
+    for (const transport of scenario.transports ?? all) {
+      if (wanted.has(transport)) base.push({ scenario, transport });
+    }
+  }
+  const shard = options.shard;
+  const mine = shard ? base.filter((r) => shardOf(r.scenario.name, r.transport, shard.count) === shard.index) : base;
+  const rows: PlannedRow[] = [];
+  for (let iteration = 1; iteration <= repeat; iteration++) {
+    const keyed = mine.map((r) => {
+      const label = rowLabel(r.scenario.name, r.transport, iteration);
+      return { row: { ...r, iteration }, key: hashSeed(seed >>> 0, label), label };
+    });
+    keyed.sort((a, b) => a.key - b.key || (a.label < b.label ? -1 : a.label > b.label ? 1 : 0));
+    rows.push(...keyed.map((k) => k.row));
+  }
+  return { rows, matched: base.length };
+}
+
+// ---------------------------------------------------------------------------
+// running one row
+
+/** Thrown by ctx.skip(). */
+class SkipSignal extends Error {
+  constructor(readonly reason: string) {
+    super(`skipped: ${reason}`);
+  }
+}
+
+class RowTimeout extends Error {}
+
+function errorText(err: unknown): string {
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code;
+    const head = `${err.name}${typeof code === 'string' && !err.message.includes(code) ? ` [${code}]` : ''}: ${err.message}`;
+    return head;
+  }
+  return String(err);
+}
+
+function formatEntries(entries: readonly Leak[]): string {
+  return entries.map((e) => `pid ${e.pid} (${e.role}): fd ${e.fd} -> ${e.target}`).join('; ');
+}
+
+/** Resolves with `p`'s outcome, or rejects with RowTimeout after `ms`. */
+async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new RowTimeout(`${what} timed out after ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** What a row needs from the run around it. */
+interface RowEnvironment {
+  seed: number;
+  timeoutMs: number;
+  settleMs: number;
+  helper: HelperProcess | undefined;
+  ledger: LeakLedger;
+  bench: ((benchCase: BenchCase) => Promise<Latency>) | undefined;
+  /** Errors the process reported (unhandled rejection, uncaught exception) while this row ran. */
+  stray: unknown[];
+}
+
+/** Applies the scenario's expectation (harness/types.ts) to what happened. */
+function verdict(
+  expect: Expectation,
+  outcome: { error?: unknown; leaks: Leak[]; closed: Leak[] },
+): { status: Status; error?: string } {
+  const { error, leaks, closed } = outcome;
+  const problems: string[] = [];
+  if (closed.length > 0) problems.push(`closed ${closed.length} fd(s) that were open before it: ${formatEntries(closed)}`);
+  if (error instanceof RowTimeout) return { status: 'fail', error: [error.message, ...problems].join('\n') };
+  if (error instanceof SkipSignal) {
+    if (leaks.length > 0) problems.push(`leaked ${leaks.length} fd(s) before skipping: ${formatEntries(leaks)}`);
+    return problems.length > 0 ? { status: 'fail', error: [error.message, ...problems].join('\n') } : { status: 'skip', error: error.reason };
+  }
+  switch (expect) {
+    case 'pass':
+      if (error !== undefined) problems.unshift(errorText(error));
+      if (leaks.length > 0) problems.push(`undeclared leak of ${leaks.length} fd(s): ${formatEntries(leaks)}`);
+      return problems.length > 0 ? { status: 'fail', error: problems.join('\n') } : { status: 'pass' };
+    case 'leak':
+      if (error !== undefined) problems.unshift(`a 'leak' scenario must complete, but it threw: ${errorText(error)}`);
+      if (leaks.length === 0) problems.push("expected a leak ('leak' scenario), but the oracle saw none");
+      return problems.length > 0
+        ? { status: 'fail', error: problems.join('\n') }
+        : { status: 'expected-fail', error: `leak caught: ${formatEntries(leaks)}` };
+    case 'fail':
+      if (error === undefined) problems.unshift("expected run() to throw ('fail' scenario), but it completed");
+      if (leaks.length > 0) problems.push(`undeclared leak of ${leaks.length} fd(s): ${formatEntries(leaks)}`);
+      return problems.length > 0
+        ? { status: 'fail', error: problems.join('\n') }
+        : { status: 'expected-fail', error: `failure caught: ${errorText(error)}` };
+    default:
+      return { status: 'fail', error: `unknown expectation ${String(expect)}` };
+  }
+}
+
+/** Runs one row: tmpdir, oracle, run() (and bench()), cleanup, verdict. Never throws. */
+async function runRow(row: PlannedRow, env: RowEnvironment): Promise<ResultRow> {
+  const { scenario, transport, iteration } = row;
+  const started = performance.now();
+  const notes: string[] = [];
+  const metrics: Record<string, number> = {};
+  const connections = new Set<Connection>();
+  let expired = false;
+  const helper = transport === 'helper' ? env.helper : undefined;
+  const dir = mkdtempSync(join(tmpdir(), `fdbridge-${scenario.name.slice(0, 40)}-`));
+  const oracle = new LeakOracle({ settleMs: env.settleMs, ledger: env.ledger, ...(env.helper?.alive ? { helperPid: env.helper.pid } : {}) });
+  const rng: Rng = createRng(env.seed).fork(rowLabel(scenario.name, transport, iteration));
+
+  const helperControl: HelperControl | undefined = helper && {
+    get pid() {
+      return helper.pid;
+    },
+    socketPath: helper.socketPath,
+    async restart() {
+      await helper.restart();
+      oracle.watch(helper.pid, 'helper');
+      notes.push(`helper daemon restarted (pid ${helper.pid})`);
+    },
+  };
+
+  const ctx: ScenarioContext = {
+    transport,
+    rng,
+    tmpdir: dir,
+    async connect(command: CommandSpec, options: Omit<Partial<ConnectOptions>, 'command'> = {}): Promise<Connection> {
+      if (expired) throw new Error(`ctx.connect: the row ${scenario.name}/${transport} has ended (timed out)`);
+      const userHook = options.onCommandClosed;
+      const conn = await connect(transport, {
+        ...options,
+        command,
+        ...(options.socketPath === undefined && env.helper ? { socketPath: env.helper.socketPath } : {}),
+        onCommandClosed: async (location) => {
+          await oracle.commandClosed(location);
+          await userHook?.(location);
+        },
+      });
+      oracle.connected(conn);
+      connections.add(conn);
+      if (expired) await conn.close();
+      return conn;
+    },
+    watchProcess(pid: number, role: string): void {
+      oracle.watch(pid, role);
+    },
+    note(text: string): void {
+      notes.push(String(text));
+    },
+    skip(reason: string): never {
+      throw new SkipSignal(reason);
+    },
+    count(name: string, by = 1): void {
+      if (!Number.isFinite(by)) throw new RangeError(`ctx.count(${name}, ${by}): not a number`);
+      metrics[name] = (metrics[name] ?? 0) + by;
+    },
+    ...(helperControl ? { helper: helperControl } : {}),
+  };
+
+  let error: unknown;
+  let latency: Latency | undefined;
+  let leaks: Leak[] = [];
+  let closed: Leak[] = [];
+  env.stray.length = 0;
+  try {
+    if (helper && !helper.alive) {
+      // A fault scenario (or a crash) took the daemon down: the next helper row gets a fresh one.
+      await helper.start();
+      notes.push(`helper daemon restarted before this row (pid ${helper.pid})`);
+    }
+    oracle.begin();
+    const running = scenario.run(ctx);
+    try {
+      await withTimeout(running, env.timeoutMs, `${scenario.name} on ${transport}`);
+      if (env.bench && scenario.bench && (scenario.expect ?? 'pass') === 'pass') {
+        const benchCase = await withTimeout(scenario.bench(ctx), env.timeoutMs, `${scenario.name} bench setup`);
+        latency = await withTimeout(env.bench(benchCase), Math.max(env.timeoutMs, 120_000), `${scenario.name} bench`);
+      }
+    } catch (err) {
+      error = err;
+    }
+    if (error instanceof RowTimeout) {
+      // The scenario is still running: stop it from opening more, close what
+      // it has (pending calls reject), and give it a moment to unwind.
+      expired = true;
+      await Promise.all([...connections].map((c) => withTimeout(c.close(), 10_000, 'close').catch(() => undefined)));
+      await withTimeout(running, 2000, 'unwinding').catch(() => undefined);
+    }
+    for (const conn of connections) {
+      if (conn.closed) continue;
+      try {
+        await withTimeout(conn.close(), 10_000, `closing a ${transport} connection left open`);
+      } catch (err) {
+        notes.push(`closing a connection left open failed: ${errorText(err)}`);
+      }
+    }
+    const seen = await oracle.finish();
+    leaks = seen.leaks;
+    closed = seen.closed;
+    for (const r of seen.reclaimed) notes.push(`an earlier row's leak was closed: ${describeFdEntry(r)}`);
+  } catch (err) {
+    // The harness itself failed around the scenario (oracle, helper start).
+    error ??= err;
+    if (!(error instanceof RowTimeout)) error = new Error(`harness: ${errorText(err)}`);
+  } finally {
+    expired = true;
+    rmSync(dir, { recursive: true, force: true });
+  }
+  if (env.stray.length > 0 && error === undefined) {
+    error = new Error(`unhandled in the background: ${env.stray.map(errorText).join('; ')}`);
+  } else if (env.stray.length > 0) {
+    notes.push(`also unhandled in the background: ${env.stray.map(errorText).join('; ')}`);
+  }
+
+  const expect = scenario.expect ?? 'pass';
+  const { status, error: why } = verdict(expect, { error, leaks, closed });
+  const result: ResultRow = {
+    scenario: scenario.name,
+    transport,
+    status,
+    leaks,
+    ...(latency ? { latency } : {}),
+    ...(why !== undefined ? { error: why } : {}),
+    durationMs: Math.round(performance.now() - started),
+    ...(notes.length > 0 ? { notes } : {}),
+    ...(Object.keys(metrics).length > 0 ? { metrics } : {}),
+    ...(closed.length > 0 ? { closed } : {}),
+    expect,
+    iteration,
+  };
+  return result;
+}
+
+// ---------------------------------------------------------------------------
+// running everything
+
+export interface RunnerOptions extends Required<Pick<RunOptions, 'bench' | 'repeat' | 'seed'>> {
+  transports?: TransportName[];
+  scenario?: string;
+  shard?: { index: number; count: number };
+  profile?: string;
+  timeoutMs?: number;
+  settleMs?: number;
+  /** Directory of compiled *.scenario.js (default: defaultScenariosDir()). */
+  scenariosDir?: string;
+  /** measureLatency options (time budgets), passed through. */
+  benchOptions?: { time?: number; warmupTime?: number; iterations?: number };
+  /** Called as each row starts and ends (progress lines). */
+  onRowStart?(row: PlannedRow, index: number, total: number): void;
+  onRowEnd?(result: ResultRow, index: number, total: number): void;
+  /** A line about the run itself (helper started, warm-up problems). */
+  onInfo?(line: string): void;
+}
+
+/** Loads a harness module that another part of the project provides, with a clear error if it is not there. */
+function optionalModule<T>(id: string, what: string): T {
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    return require(id) as T;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'MODULE_NOT_FOUND' && (err as Error).message.includes(id.replace('./', ''))) {
+      throw new Error(`${what} is not available: harness/${id.replace('./', '')}.ts is missing from this build`);
+    }
+    throw err;
+  }
+}
+
+/**
+ * Before the first row, one connection on each selected transport: the
+ * first worker, spawn and helper connection create process-wide things
+ * lazily (libuv's signal pipe, for one) that are not any scenario's leak.
+ */
+async function warmUp(transports: readonly TransportName[], helper: HelperProcess | undefined, info: (line: string) => void): Promise<void> {
+  for (const transport of transports) {
+    try {
+      const conn = await connect(transport, { command: PROBE_COMMAND, ...(helper ? { socketPath: helper.socketPath } : {}) });
+      try {
+        await conn.call('where');
+      } finally {
+        await conn.close();
+      }
+    } catch (err) {
+      info(`warm-up on ${transport} failed (its rows will tell): ${errorText(err)}`);
+    }
+  }
+  // Let the warm-up's asynchronous closes finish: the table is quiet for 5 polls.
+  let last = openFdTable();
+  for (let quiet = 0, i = 0; quiet < 5 && i < 100; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    const now = openFdTable();
+    const d = diffFdTables(last, now);
+    quiet = d.opened.length === 0 && d.closed.length === 0 ? quiet + 1 : 0;
+    last = now;
+  }
+}
+
+/** Sums each metric over the rows, plus peak memory of this process and the helper. */
+function computeTotals(results: readonly ResultRow[], helperPeakRss: number | undefined): Record<string, number> {
+  const totals: Record<string, number> = {};
+  for (const r of results) for (const [k, v] of Object.entries(r.metrics ?? {})) totals[k] = (totals[k] ?? 0) + v;
+  totals['undeclaredLeaks'] = results.filter((r) => r.expect !== 'leak').reduce((n, r) => n + r.leaks.length, 0);
+  totals['clientPeakRssBytes'] = process.resourceUsage().maxRSS * 1024;
+  if (helperPeakRss !== undefined) totals['helperPeakRssBytes'] = helperPeakRss;
+  return totals;
+}
+
+/** VmHWM (peak resident set) of a process, in bytes. */
+function peakRss(pid: number): number | undefined {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const m = /^VmHWM:\s+(\d+) kB/m.exec(status);
+    return m ? Number(m[1]) * 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Runs the selected rows and returns the results file's content. */
+export async function runScenarios(options: RunnerOptions): Promise<{ results: ResultsFile; matched: number }> {
+  const info = options.onInfo ?? (() => undefined);
+  const profile = profileByName(options.profile ?? 'default');
+  const timeoutMs = options.timeoutMs ?? profile.timeoutMs;
+  const settleMs = options.settleMs ?? DEFAULT_SETTLE_MS;
+  const transports = options.transports ?? transportNames();
+  const loaded = discoverScenarios(options.scenariosDir);
+  const plan = planRows(
+    loaded.map((l) => l.scenario),
+    {
+      transports,
+      profile: profile.name,
+      seed: options.seed,
+      repeat: options.repeat,
+      ...(options.scenario !== undefined ? { scenario: options.scenario } : {}),
+      ...(options.shard ? { shard: options.shard } : {}),
+    },
+  );
+  const runOptions: RunOptions = {
+    transports: [...transports],
+    ...(options.scenario !== undefined ? { scenario: options.scenario } : {}),
+    bench: options.bench,
+    repeat: options.repeat,
+    seed: options.seed,
+    ...(options.shard ? { shard: options.shard } : {}),
+    profile: profile.name,
+    timeoutMs,
+    settleMs,
+  };
+
+  let measure: RowEnvironment['bench'];
+  let anchors: ResultsFile['anchors'] = [];
+  if (options.bench) {
+    const { measureLatency } = optionalModule<{
+      measureLatency(c: BenchCase, o?: RunnerOptions['benchOptions']): Promise<Latency>;
+    }>('./bench', 'latency measurement (--bench)');
+    measure = (c) => measureLatency(c, options.benchOptions ?? {});
+  }
+
+  const used = [...new Set(plan.rows.map((r) => r.transport))];
+  const runDir = mkdtempSync(join(tmpdir(), 'fdbridge-run-'));
+  const helper = used.includes('helper') ? new HelperProcess(runDir) : undefined;
+  const stray: unknown[] = [];
+  const onStray = (err: unknown): void => {
+    stray.push(err);
+  };
+  process.on('unhandledRejection', onStray);
+  process.on('uncaughtException', onStray);
+  const results: ResultRow[] = [];
+  let helperPeak: number | undefined;
+  try {
+    if (helper) {
+      await helper.start();
+      info(`helper daemon: pid ${helper.pid}, socket ${helper.socketPath}`);
+    }
+    if (plan.rows.length > 0) await warmUp(used, helper, info);
+    const env: RowEnvironment = { seed: options.seed, timeoutMs, settleMs, helper, ledger: new LeakLedger(), bench: measure, stray };
+    for (const [i, row] of plan.rows.entries()) {
+      options.onRowStart?.(row, i, plan.rows.length);
+      const result = await runRow(row, env);
+      results.push(result);
+      options.onRowEnd?.(result, i, plan.rows.length);
+    }
+    if (options.bench) {
+      const { measureAnchors } = optionalModule<{ measureAnchors(): Promise<ResultsFile['anchors']> }>('./anchors', 'anchors (--bench)');
+      anchors = await measureAnchors();
+    }
+    if (helper?.alive) helperPeak = peakRss(helper.pid);
+  } finally {
+    await helper?.stop();
+    process.off('unhandledRejection', onStray);
+    process.off('uncaughtException', onStray);
+    rmSync(runDir, { recursive: true, force: true });
+  }
+  return {
+    results: { environment: collectEnvironment(), options: runOptions, anchors, results, totals: computeTotals(results, helperPeak) },
+    matched: plan.matched,
+  };
+}

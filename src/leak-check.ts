@@ -1,0 +1,216 @@
+/**
+ * fd-leak checks for anyone's tests: snapshot the open-fd table of this
+ * process (and of other processes, by pid), run something, let asynchronous
+ * closes settle, and say which fds were opened and left behind.
+ *
+ *     import { expectNoFdLeaks } from 'fdbridge';
+ *     await expectNoFdLeaks(async () => {
+ *       const conn = await connect('child', { command: LOG_COMMAND });
+ *       await logRedirectOption(conn, '/tmp/x.log');
+ *       await conn.close();
+ *     });
+ *     // throws FdLeakError: "1 fd leaked:\n  fd 23 -> /tmp/x.log (opened during the test, still open)"
+ *
+ * The harness's leak oracle (harness/oracle.ts) is built on the same pieces.
+ */
+import { readFileSync } from 'node:fs';
+
+import { FdBridgeError, SystemError } from './errors';
+import { diffFdTables, openFdTable, type FdTable } from './fd';
+
+/** A process whose fd table is watched, and what it is to the test ('client', 'child', 'helper', ...). */
+export interface WatchedProcess {
+  pid: number;
+  role: string;
+}
+
+/** One fd in one process: opened and left behind (a leak), or closed when it should not have been. */
+export interface FdEntry {
+  pid: number;
+  role: string;
+  fd: number;
+  target: string;
+}
+
+/** What a check found once the fd tables settled. */
+export interface FdLeakReport {
+  /** fds open now that were not open before (or that name another file now). */
+  leaks: FdEntry[];
+  /** fds open before that are closed now (or that name another file now). */
+  closed: FdEntry[];
+  /** Watched processes that ended in between: the kernel closed their fds, so they cannot leak. */
+  gone: WatchedProcess[];
+}
+
+export interface FdCheckOptions {
+  /** Other processes to watch besides this one (this one is always watched, as 'self'). */
+  processes?: ReadonlyArray<number | WatchedProcess>;
+  /**
+   * How long to wait, at most, for the tables to return to their baseline:
+   * closes can be asynchronous (a worker's exit, a child's pipes, a peer's
+   * EOF). Default 1000 ms. A clean run returns as soon as the tables match.
+   */
+  settleMs?: number;
+  /** Entries to leave out of the verdict (e.g. an fd a library opens lazily, once). */
+  ignore?: (entry: FdEntry) => boolean;
+  /**
+   * expectNoFdLeaks/toLeakNoFds: also fail when an fd that was open before
+   * was closed during the test (something closed an fd it did not own).
+   * Default false: only fds opened and left behind fail.
+   */
+  failOnClosed?: boolean;
+}
+
+/** Thrown by expectNoFdLeaks: `report` holds the details, the message lists them one per line. */
+export class FdLeakError extends FdBridgeError {
+  readonly report: FdLeakReport;
+
+  constructor(report: FdLeakReport, message = describeFdLeakReport(report)) {
+    super('ERR_FDBRIDGE_FD_LEAK', message);
+    this.report = report;
+  }
+}
+
+/** The kernel's start time of `pid` (clock ticks since boot), or undefined when it is gone or a zombie. */
+function processStartTime(pid: number): string | undefined {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // comm (field 2) may contain spaces and parentheses: split after the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const state = fields[0];
+  // A zombie's /proc/<pid>/fd reads as empty: it has no fds left to leak.
+  if (state === 'Z' || state === 'X' || state === undefined) return undefined;
+  return fields[19]; // field 22 of stat(5): starttime
+}
+
+/**
+ * The open-fd table of one process at one moment, to be compared later.
+ * The process's start time is kept too, so a pid reused by a new process
+ * is seen as the old one gone rather than as a table full of changes.
+ */
+export class ProcessFdSnapshot {
+  readonly pid: number;
+  readonly role: string;
+  readonly baseline: FdTable;
+  readonly #startTime: string | undefined;
+
+  /** Snapshots `pid` now. Throws if its table cannot be read (no such process, another user's). */
+  constructor(pid: number, role: string) {
+    this.pid = pid;
+    this.role = role;
+    this.#startTime = pid === process.pid ? undefined : processStartTime(pid);
+    if (pid !== process.pid && this.#startTime === undefined) {
+      throw new SystemError(-3 /* ESRCH */, 'open-fd table', `open-fd table of pid ${pid}: no such process (or it is a zombie)`);
+    }
+    this.baseline = openFdTable(pid === process.pid ? undefined : pid);
+  }
+
+  /**
+   * The table now, or undefined when the process has ended (or is a
+   * zombie, or its pid now belongs to another process).
+   */
+  current(): FdTable | undefined {
+    if (this.pid === process.pid) return openFdTable();
+    if (processStartTime(this.pid) !== this.#startTime) return undefined;
+    let table: FdTable;
+    try {
+      table = openFdTable(this.pid);
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code === 'ENOENT' || code === 'ESRCH') return undefined;
+      throw err;
+    }
+    // It may have exited while we read: an empty or partial table is then no evidence.
+    return processStartTime(this.pid) === this.#startTime ? table : undefined;
+  }
+
+  /** What changed since the snapshot, as entries; undefined when the process is gone. */
+  changes(ignore?: (entry: FdEntry) => boolean): { leaks: FdEntry[]; closed: FdEntry[] } | undefined {
+    const now = this.current();
+    if (!now) return undefined;
+    const diff = diffFdTables(this.baseline, now);
+    const entry = (e: { fd: number; target: string }): FdEntry => ({ pid: this.pid, role: this.role, fd: e.fd, target: e.target });
+    const keep = (e: FdEntry): boolean => !ignore?.(e);
+    return { leaks: diff.opened.map(entry).filter(keep), closed: diff.closed.map(entry).filter(keep) };
+  }
+}
+
+/**
+ * Waits (at most `settleMs`, polling every 20 ms) until every snapshot's
+ * process is back at its baseline or gone, and reports what is left then.
+ */
+export async function settleFdSnapshots(
+  snapshots: readonly ProcessFdSnapshot[],
+  options: { settleMs?: number; ignore?: (entry: FdEntry) => boolean } = {},
+): Promise<FdLeakReport> {
+  const deadline = Date.now() + (options.settleMs ?? 1000);
+  for (;;) {
+    const report: FdLeakReport = { leaks: [], closed: [], gone: [] };
+    for (const snap of snapshots) {
+      const changes = snap.changes(options.ignore);
+      if (!changes) {
+        report.gone.push({ pid: snap.pid, role: snap.role });
+        continue;
+      }
+      report.leaks.push(...changes.leaks);
+      report.closed.push(...changes.closed);
+    }
+    if ((report.leaks.length === 0 && report.closed.length === 0) || Date.now() >= deadline) return report;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+function toWatched(p: number | WatchedProcess): WatchedProcess {
+  return typeof p === 'number' ? { pid: p, role: `pid ${p}` } : p;
+}
+
+/**
+ * Runs `fn` between two looks at the fd tables of this process and of
+ * `options.processes`, and reports what it left open (and what it closed).
+ * Never throws for a leak; an error from `fn` is rethrown as is.
+ */
+export async function checkFdLeaks(fn: () => unknown, options: FdCheckOptions = {}): Promise<FdLeakReport> {
+  if (typeof fn !== 'function') throw new TypeError('checkFdLeaks(fn): fn must be a function');
+  const snapshots = [
+    new ProcessFdSnapshot(process.pid, 'self'),
+    ...(options.processes ?? []).map(toWatched).map((p) => new ProcessFdSnapshot(p.pid, p.role)),
+  ];
+  await fn();
+  return settleFdSnapshots(snapshots, options);
+}
+
+/**
+ * Like checkFdLeaks, but throws an {@link FdLeakError} listing every fd that
+ * `fn` opened and left open (and, with `failOnClosed`, every fd it closed
+ * that was open before), one readable line each.
+ */
+export async function expectNoFdLeaks(fn: () => unknown, options: FdCheckOptions = {}): Promise<void> {
+  const report = await checkFdLeaks(fn, options);
+  if (report.leaks.length > 0 || (options.failOnClosed && report.closed.length > 0)) {
+    throw new FdLeakError(options.failOnClosed ? report : { ...report, closed: [] });
+  }
+}
+
+/** `fd 23 -> /tmp/x`, prefixed with the process when it is not this one. */
+export function describeFdEntry(e: FdEntry): string {
+  const where = e.pid === process.pid ? '' : `pid ${e.pid} (${e.role}): `;
+  return `${where}fd ${e.fd} -> ${e.target}`;
+}
+
+/** The lines of a report: one per leaked fd, then one per closed fd; empty when clean. */
+export function describeFdLeakReport(report: FdLeakReport): string {
+  const lines: string[] = [];
+  if (report.leaks.length > 0) {
+    lines.push(`${report.leaks.length} fd${report.leaks.length === 1 ? '' : 's'} leaked:`);
+    for (const e of report.leaks) lines.push(`  ${describeFdEntry(e)} (opened during the test, still open)`);
+  }
+  if (report.closed.length > 0) {
+    lines.push(`${report.closed.length} fd${report.closed.length === 1 ? '' : 's'} closed that were open before:`);
+    for (const e of report.closed) lines.push(`  ${describeFdEntry(e)} (open before the test, closed during it)`);
+  }
+  return lines.join('\n');
+}
