@@ -7,7 +7,7 @@ import { execFile } from 'node:child_process';
 import { readFileSync, readlinkSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { fdIdentity, type Connection, type WireIdentity } from '../../src';
+import { fdIdentity, PROBE_COMMAND, type CommandSpec, type Connection, type WireIdentity } from '../../src';
 import { native, packageRoot } from '../../src/native';
 
 /** The fdbridge CLI, as built (dist/harness/cli.js). */
@@ -120,4 +120,23 @@ export function boundSocketPathsOf(pid: number): string[] {
 /** Resolves after `ms` milliseconds. */
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/**
+ * The `--transport T [--socket PATH]` arguments that make a CLI subprocess
+ * use this scenario's transport. For 'helper', the socket of the daemon the
+ * harness runs (ScenarioContext does not name it: it is read from /proc).
+ */
+export async function cliTransportArgs(ctx: {
+  transport: string;
+  connect(command: CommandSpec): Promise<Connection>;
+  skip(reason: string): never;
+}): Promise<string[]> {
+  if (ctx.transport !== 'helper') return ['--transport', ctx.transport];
+  const conn = await ctx.connect(PROBE_COMMAND);
+  const pid = conn.location.pid;
+  await conn.close();
+  const socket = listeningSocketOf(pid);
+  if (socket === undefined) ctx.skip(`cannot find the listening socket of the helper daemon (pid ${pid}) in /proc`);
+  return ['--transport', 'helper', '--socket', socket];
 }

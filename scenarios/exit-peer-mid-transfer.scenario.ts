@@ -1,0 +1,52 @@
+/**
+ * The command's side ends itself (process.exit in a child process, or in a
+ * worker thread) while duplications are in flight on both sides of the exit
+ * call. What it had been given dies with it (a worker shares our fd table:
+ * the connection closes what the worker never adopted); everything pending
+ * and everything after rejects with PeerExitedError carrying the exit code.
+ */
+import { strict as assert } from 'node:assert';
+
+import { makeMemfd, openFdTable, PeerExitedError, PROBE_COMMAND } from '../src';
+import type { Scenario } from '../harness/types';
+import { closeAll, sleep } from './support/common';
+
+const scenario: Scenario = {
+  name: 'exit-peer-mid-transfer',
+  description: 'a command process or worker that exits with duplications in flight fails them with PeerExitedError (its exit code) and leaves no fd behind',
+  transports: ['worker', 'child'],
+  tags: ['fault', 'peer-death'],
+  async run(ctx) {
+    const source = makeMemfd('exit');
+    const conn = await ctx.connect(PROBE_COMMAND);
+    const baseline = openFdTable();
+    try {
+      const code = ctx.rng.int(3, 99);
+      const before = Array.from({ length: ctx.rng.int(20, 80) }, () => conn.dupFileDescriptor(source));
+      const exit = conn.call('exit', code);
+      const after = Array.from({ length: ctx.rng.int(20, 80) }, () => conn.dupFileDescriptors([source, source, source]));
+      await assert.rejects(exit, (err: unknown) => err instanceof PeerExitedError && err.exitCode === code);
+      const settled = await Promise.allSettled([...before, ...after]);
+      for (const s of settled) {
+        if (s.status === 'rejected') {
+          assert.ok(s.reason instanceof PeerExitedError, `PeerExitedError, not ${String(s.reason)}`);
+          assert.equal(s.reason.exitCode, code);
+        }
+      }
+      if (ctx.transport === 'child') {
+        // The child handled the requests before exit(), in order, and none after.
+        assert.ok(settled.slice(0, before.length).every((s) => s.status === 'fulfilled'));
+        assert.ok(settled.slice(before.length).every((s) => s.status === 'rejected'));
+      }
+      await assert.rejects(conn.dupFileDescriptor(source), PeerExitedError);
+      // The worker's duplicates lived in this process: they are gone again.
+      for (let i = 0; i < 50 && openFdTable().size > baseline.size; i++) await sleep(10);
+      assert.ok(openFdTable().size <= baseline.size, 'no duplicate outlived the exit');
+    } finally {
+      closeAll([source]);
+      await conn.close();
+    }
+  },
+};
+
+export default scenario;

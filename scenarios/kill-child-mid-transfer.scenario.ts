@@ -1,0 +1,62 @@
+/**
+ * The child process is SIGKILLed with hundreds of fds in flight (singles and
+ * batches, some still waiting in the send queue). Every pending request
+ * rejects with PeerExitedError naming the signal, within a second; new
+ * requests fail at once; the client keeps no fd from any of it. And since
+ * the connection is a socketpair, no socket file is left behind (the seed's
+ * four-step exchange left one in /tmp).
+ */
+import { strict as assert } from 'node:assert';
+import { readdirSync } from 'node:fs';
+
+import { makeMemfd, makePipe, PeerExitedError, PROBE_COMMAND } from '../src';
+import type { Scenario } from '../harness/types';
+import { boundSocketPathsOf, closeAll } from './support/common';
+
+const scenario: Scenario = {
+  name: 'kill-child-mid-transfer',
+  description: 'SIGKILL of the child with hundreds of fds in flight fails every pending request with PeerExitedError within a second and leaves no fd and no socket file',
+  transports: ['child'],
+  tags: ['fault', 'peer-death'],
+  async run(ctx) {
+    const [r, w] = makePipe();
+    const sources = [r, w, makeMemfd('doomed-a'), makeMemfd('doomed-b')];
+    const conn = await ctx.connect(PROBE_COMMAND);
+    const pid = conn.location.pid;
+    try {
+      assert.deepEqual(boundSocketPathsOf(pid), [], 'the child has no socket bound to a path');
+      // Warm up, so the kill really lands mid-transfer.
+      await conn.dupFileDescriptors(sources);
+      const requests: Array<Promise<unknown>> = [];
+      for (let i = 0; i < ctx.rng.int(200, 400); i++) {
+        requests.push(
+          ctx.rng.next() < 0.8
+            ? conn.dupFileDescriptor(ctx.rng.pick(sources))
+            : conn.dupFileDescriptors(Array.from({ length: ctx.rng.int(2, 300) }, () => ctx.rng.pick(sources))),
+        );
+      }
+      requests.push(conn.call('hang'));
+      const killedAt = Date.now();
+      process.kill(pid, 'SIGKILL');
+      const settled = await Promise.allSettled(requests);
+      const elapsed = Date.now() - killedAt;
+      const rejected = settled.filter((s): s is PromiseRejectedResult => s.status === 'rejected');
+      assert.ok(rejected.length > 0, 'the kill landed with requests pending');
+      for (const { reason } of rejected) {
+        assert.ok(reason instanceof PeerExitedError, `PeerExitedError, not ${String(reason)}`);
+        assert.equal(reason.signal, 'SIGKILL');
+        assert.equal(reason.pid, pid);
+      }
+      assert.ok(elapsed < 1000, `settled ${elapsed} ms after the kill`);
+      await assert.rejects(conn.dupFileDescriptor(w), PeerExitedError);
+      await assert.rejects(conn.call('echo', 1), PeerExitedError);
+      assert.deepEqual(readdirSync(ctx.tmpdir), [], 'no socket file anywhere we can see');
+      ctx.note(`${rejected.length} of ${requests.length} requests rejected ${elapsed} ms after SIGKILL`);
+    } finally {
+      closeAll(sources);
+      await conn.close();
+    }
+  },
+};
+
+export default scenario;
