@@ -22,7 +22,7 @@ import { promisify } from 'node:util';
 import { MAX_FDS_PER_MESSAGE } from '../src/connection';
 import { packageRoot } from '../src/native';
 import { requireDistFile } from '../src/paths';
-import { measureLatency } from './bench';
+import { measureLatencySamples, summarizeSamples } from './bench';
 import type { Latency } from './types';
 
 const execFileAsync = promisify(execFile);
@@ -54,34 +54,38 @@ export function scmPingpongPath(): string {
 }
 
 interface ExternalResult {
-  samples: number;
-  meanUs: number;
-  p50Us: number;
-  p99Us: number;
-  opsPerSec: number;
+  samplesUs?: number[];
+  skip?: string;
 }
 
-function toLatency(r: ExternalResult, what: string): Latency {
-  for (const key of ['samples', 'meanUs', 'p50Us', 'p99Us', 'opsPerSec'] as const) {
-    if (typeof r[key] !== 'number' || !Number.isFinite(r[key])) throw new Error(`${what}: output has no numeric ${key}`);
+/** A measurement of one anchor: its latency and every sample (µs), for pooling rounds. */
+export interface AnchorMeasurement {
+  latency: Latency;
+  samplesUs: number[];
+}
+
+function fromExternal(r: ExternalResult, what: string): AnchorMeasurement {
+  const samplesUs = r.samplesUs;
+  if (!Array.isArray(samplesUs) || samplesUs.length === 0 || !samplesUs.every((v) => typeof v === 'number' && Number.isFinite(v))) {
+    throw new Error(`${what}: its output has no samples`);
   }
-  return { meanUs: r.meanUs, p50Us: r.p50Us, p99Us: r.p99Us, samples: r.samples, opsPerSec: r.opsPerSec };
+  return { latency: summarizeSamples(samplesUs), samplesUs };
 }
 
 /** Runs the C ping-pong with `fds` per message for about `timeMs`. */
-async function measureC(fds: number, timeMs: number, warmupMs: number): Promise<Latency> {
+async function measureC(fds: number, timeMs: number, warmupMs: number): Promise<AnchorMeasurement> {
   const exe = scmPingpongPath();
   if (!existsSync(exe)) {
     throw new Error(`${exe} is missing; build it with \`npx node-gyp rebuild\` (npm ci does)`);
   }
-  // Warm-up is counted in iterations there; ~25 µs a round trip makes
-  // warmupMs * 40 about the asked warm-up time, with a floor.
+  // Warm-up is counted in iterations there; at ~25 µs a round trip,
+  // warmupMs * 40 is about the asked warm-up time (with a floor).
   const { stdout } = await execFileAsync(
     exe,
-    ['--fds', String(fds), '--time', String(Math.round(timeMs)), '--iterations', '200', '--warmup', String(Math.max(100, Math.round(warmupMs * 40)))],
-    { timeout: 60_000 + timeMs * 4 },
+    ['--samples', '--fds', String(fds), '--time', String(Math.round(timeMs)), '--iterations', '64', '--warmup', String(Math.max(100, Math.round(warmupMs * 40)))],
+    { timeout: 60_000 + timeMs * 4, maxBuffer: 256 * 1024 * 1024 },
   );
-  return toLatency(JSON.parse(stdout) as ExternalResult, 'scm_pingpong');
+  return fromExternal(JSON.parse(stdout) as ExternalResult, 'scm_pingpong');
 }
 
 /**
@@ -93,6 +97,8 @@ import json, os, socket, sys, time
 time_ms, warm = int(sys.argv[1]), int(sys.argv[2])
 if not hasattr(socket, "send_fds"):
     print(json.dumps({"skip": "socket.send_fds needs Python 3.9+"})); sys.exit(0)
+if time_ms == 0:
+    print(json.dumps({"skip": ""})); sys.exit(0)
 a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 pid = os.fork()
 if pid == 0:
@@ -113,45 +119,45 @@ samples = []
 deadline = pc() + time_ms * 1000000
 while True:
     t0 = pc(); socket.send_fds(a, [b"x"], fds); a.recv(1); t1 = pc()
-    samples.append((t1 - t0) / 1000.0)
-    if len(samples) >= 200 and t1 >= deadline:
+    samples.append(round((t1 - t0) / 1000.0, 3))
+    if len(samples) >= 64 and t1 >= deadline:
         break
 a.close(); os.waitpid(pid, 0)
-samples.sort()
-def q(p):
-    pos = p * (len(samples) - 1); lo = int(pos); hi = min(lo + 1, len(samples) - 1)
-    return samples[lo] + (samples[hi] - samples[lo]) * (pos - lo)
-mean = sum(samples) / len(samples)
-print(json.dumps({"samples": len(samples), "meanUs": mean, "p50Us": q(0.5), "p99Us": q(0.99), "opsPerSec": 1e6 / mean}))
+print(json.dumps({"samplesUs": samples}))
 `;
 
-async function measurePython(timeMs: number, warmupMs: number): Promise<Latency | string> {
-  let stdout: string;
+/** Runs the Python program; a string says why it cannot run here. */
+async function runPython(timeMs: number, warmupMs: number): Promise<ExternalResult | string> {
   try {
-    ({ stdout } = await execFileAsync(
+    const { stdout } = await execFileAsync(
       'python3',
       ['-c', PYTHON_PINGPONG, String(Math.round(timeMs)), String(Math.max(100, Math.round(warmupMs * 30)))],
-      { timeout: 60_000 + timeMs * 4 },
-    ));
+      { timeout: 60_000 + timeMs * 4, maxBuffer: 256 * 1024 * 1024 },
+    );
+    const out = JSON.parse(stdout) as ExternalResult;
+    return out.skip ? out.skip : out;
   } catch (err) {
     return `python3 failed: ${(err as Error).message.split('\n')[0]}`;
   }
-  const out = JSON.parse(stdout) as ExternalResult & { skip?: string };
-  return out.skip ?? toLatency(out, 'python send_fds');
 }
 
 /** A forked anchor child, ready to answer. */
 async function forkAnchorChild(): Promise<ChildProcess> {
   const child = fork(requireDistFile('harness/anchor-child.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('anchor child: not ready within 10 s')), 10_000);
-    child.once('message', () => {
-      clearTimeout(timer);
-      resolve();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('anchor child: not ready within 10 s')), 10_000);
+      child.once('message', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      child.once('error', reject);
+      child.once('exit', (code, signal) => reject(new Error(`anchor child exited (${signal ?? code}) before it was ready`)));
     });
-    child.once('error', reject);
-    child.once('exit', (code, signal) => reject(new Error(`anchor child exited (${signal ?? code}) before it was ready`)));
-  });
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
   child.removeAllListeners('exit');
   child.removeAllListeners('error');
   return child;
@@ -188,74 +194,109 @@ function roundTrip(child: ChildProcess, n: number, server?: Server): Promise<voi
   });
 }
 
-/** Node's handle passing (`child.send(msg, server)`) and Node's JSON-only IPC, one round trip per sample. */
-async function measureNode(timeMs: number, warmupMs: number): Promise<{ handle: Latency; json: Latency }> {
-  const child = await forkAnchorChild();
-  const server = createServer();
-  try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(0, '127.0.0.1', () => resolve());
-    });
-    let n = 0;
-    const opts = { time: timeMs, warmupTime: warmupMs };
-    const json = await measureLatency({ fn: () => roundTrip(child, ++n) }, opts);
-    const handle = await measureLatency({ fn: () => roundTrip(child, ++n, server) }, opts);
-    return { handle, json };
-  } finally {
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-    await stopChild(child);
+const DESCRIPTIONS: Record<string, { description: string; fdsPerMessage: number }> = {
+  'node-handle-passing': { description: 'child.send(msg, net.Server) to a forked child, which closes it and replies', fdsPerMessage: 1 },
+  'node-ipc-json': { description: "Node's JSON-only IPC message round trip (no handle)", fdsPerMessage: 0 },
+  'c-scm-rights': { description: 'raw C sendmsg(1 fd) + recv(1-byte ack), SEQPACKET socketpair, two processes', fdsPerMessage: 1 },
+  'c-scm-rights-batch': {
+    description: `raw C, ${MAX_FDS_PER_MESSAGE} fds per message; opsPerSec counts messages`,
+    fdsPerMessage: MAX_FDS_PER_MESSAGE,
+  },
+  'python-send-fds': { description: 'Python socket.send_fds(1 fd) + recv(ack), SEQPACKET socketpair, two processes', fdsPerMessage: 1 },
+};
+
+/**
+ * The anchors, ready to be measured any number of times (in rounds
+ * interleaved with other measurements): the Node child stays forked and the
+ * server open between measurements.
+ */
+export class AnchorSession {
+  /** The anchors this session can measure, in the order they are measured. */
+  readonly names: string[];
+  readonly #child: ChildProcess;
+  readonly #server: Server;
+  #n = 0;
+
+  /** Forks the Node anchor child, opens its server and checks for python3 (unless `python: false`). */
+  static async open(options: Pick<AnchorOptions, 'python' | 'onSkip'> = {}): Promise<AnchorSession> {
+    const names = ['node-handle-passing', 'node-ipc-json', 'c-scm-rights', 'c-scm-rights-batch'];
+    if (options.python ?? true) {
+      const py = await runPython(0, 0);
+      if (typeof py === 'string' && py !== '') options.onSkip?.('python-send-fds', py);
+      else names.push('python-send-fds');
+    }
+    const child = await forkAnchorChild();
+    const server = createServer();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(0, '127.0.0.1', () => resolve());
+      });
+    } catch (err) {
+      await stopChild(child);
+      throw err;
+    }
+    return new AnchorSession(names, child, server);
+  }
+
+  private constructor(names: string[], child: ChildProcess, server: Server) {
+    this.names = names;
+    this.#child = child;
+    this.#server = server;
+  }
+
+  /** What one sample of anchor `name` is, and how many fds it moves. */
+  static describe(name: string): { description: string; fdsPerMessage: number } {
+    const d = DESCRIPTIONS[name];
+    if (!d) throw new RangeError(`no anchor named ${name}`);
+    return d;
+  }
+
+  /** Measures anchor `name` once (about `time` ms after `warmupTime` ms of warm-up). */
+  async measure(name: string, options: { time: number; warmupTime: number }): Promise<AnchorMeasurement> {
+    const { time, warmupTime } = options;
+    switch (name) {
+      case 'node-handle-passing':
+        return measureLatencySamples({ fn: () => roundTrip(this.#child, ++this.#n, this.#server) }, { time, warmupTime });
+      case 'node-ipc-json':
+        return measureLatencySamples({ fn: () => roundTrip(this.#child, ++this.#n) }, { time, warmupTime });
+      case 'c-scm-rights':
+        return measureC(1, time, warmupTime);
+      case 'c-scm-rights-batch':
+        return measureC(MAX_FDS_PER_MESSAGE, time, warmupTime);
+      case 'python-send-fds': {
+        const r = await runPython(time, warmupTime);
+        if (typeof r === 'string') throw new Error(`python-send-fds: ${r}`);
+        return fromExternal(r, 'python send_fds');
+      }
+      default:
+        throw new RangeError(`no anchor named ${name}`);
+    }
+  }
+
+  async close(): Promise<void> {
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    await stopChild(this.#child);
   }
 }
 
 /**
- * Measures every anchor, one after the other (never two at once: on two
+ * Measures every anchor once, one after the other (never two at once: on two
  * cores they would share them and slow each other). The C and Python
- * anchors run as their own processes; their samples come from their own
- * clocks.
+ * anchors run as processes of their own, timed by their own clocks.
  */
 export async function measureAnchors(options: AnchorOptions = {}): Promise<Anchor[]> {
   const time = options.time ?? 500;
   const warmupTime = options.warmupTime ?? 100;
-  const node = await measureNode(time, warmupTime);
-  const anchors: Anchor[] = [
-    {
-      name: 'node-handle-passing',
-      description: 'child.send(msg, net.Server) to a forked child, which closes it and replies',
-      fdsPerMessage: 1,
-      latency: node.handle,
-    },
-    {
-      name: 'node-ipc-json',
-      description: "Node's JSON-only IPC message round trip (no handle)",
-      fdsPerMessage: 0,
-      latency: node.json,
-    },
-    {
-      name: 'c-scm-rights',
-      description: 'raw C sendmsg(1 fd) + recvmsg(1-byte ack), SEQPACKET socketpair, two processes',
-      fdsPerMessage: 1,
-      latency: await measureC(1, time, warmupTime),
-    },
-    {
-      name: 'c-scm-rights-batch',
-      description: `raw C, ${MAX_FDS_PER_MESSAGE} fds per message; opsPerSec counts messages`,
-      fdsPerMessage: MAX_FDS_PER_MESSAGE,
-      latency: await measureC(MAX_FDS_PER_MESSAGE, time, warmupTime),
-    },
-  ];
-  if (options.python ?? true) {
-    const py = await measurePython(time, warmupTime);
-    if (typeof py === 'string') {
-      options.onSkip?.('python-send-fds', py);
-    } else {
-      anchors.push({
-        name: 'python-send-fds',
-        description: 'Python socket.send_fds(1 fd) + recv(ack), SEQPACKET socketpair, two processes',
-        fdsPerMessage: 1,
-        latency: py,
-      });
+  const session = await AnchorSession.open(options);
+  try {
+    const anchors: Anchor[] = [];
+    for (const name of session.names) {
+      const { latency } = await session.measure(name, { time, warmupTime });
+      anchors.push({ name, ...AnchorSession.describe(name), latency });
     }
+    return anchors;
+  } finally {
+    await session.close();
   }
-  return anchors;
 }

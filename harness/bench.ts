@@ -26,6 +26,26 @@ function checkBudget(name: string, value: number | undefined, fallback: number):
 }
 
 /**
+ * Summarizes latency samples given in microseconds the way tinybench does
+ * (percentiles interpolated linearly between order statistics), e.g. to pool
+ * the samples of several rounds. `opsPerSec` is 1e6 / mean.
+ */
+export function summarizeSamples(samplesUs: readonly number[]): Latency {
+  if (samplesUs.length === 0) throw new RangeError('summarizeSamples: no samples');
+  const sorted = Float64Array.from(samplesUs).sort();
+  const quantile = (q: number): number => {
+    const pos = q * (sorted.length - 1);
+    const lo = Math.floor(pos);
+    const hi = Math.min(lo + 1, sorted.length - 1);
+    return (sorted[lo] as number) + ((sorted[hi] as number) - (sorted[lo] as number)) * (pos - lo);
+  };
+  let sum = 0;
+  for (const v of sorted) sum += v;
+  const meanUs = sum / sorted.length;
+  return { meanUs, p50Us: quantile(0.5), p99Us: quantile(0.99), samples: sorted.length, opsPerSec: meanUs > 0 ? 1e6 / meanUs : 0 };
+}
+
+/**
  * Runs `benchCase.fn` repeatedly (after a warm-up) and returns its latency in
  * microseconds: mean, p50, p99, the number of samples, and operations per
  * second.
@@ -46,6 +66,23 @@ export async function measureLatency(
   benchCase: BenchCase,
   options: { time?: number; warmupTime?: number; iterations?: number } = {},
 ): Promise<Latency> {
+  return (await run(benchCase, options, false)).latency;
+}
+
+/** measureLatency, plus every sample (µs, unordered) for pooling across rounds. */
+export async function measureLatencySamples(
+  benchCase: BenchCase,
+  options: MeasureOptions = {},
+): Promise<{ latency: Latency; samplesUs: number[] }> {
+  const r = await run(benchCase, options, true);
+  return { latency: r.latency, samplesUs: r.samplesUs ?? [] };
+}
+
+async function run(
+  benchCase: BenchCase,
+  options: MeasureOptions,
+  retainSamples: boolean,
+): Promise<{ latency: Latency; samplesUs?: number[] }> {
   const time = checkBudget('time', options.time, 500);
   const warmupTime = checkBudget('warmupTime', options.warmupTime, 100);
   const iterations = checkBudget('iterations', options.iterations, 64);
@@ -59,6 +96,7 @@ export async function measureLatency(
       // nothing; a few calls JIT the path and fill caches.
       warmupIterations: 16,
       throws: true,
+      retainSamples,
     });
     const afterEach = benchCase.afterEach?.bind(benchCase);
     // `async: true`: tinybench would otherwise call fn once more, untimed,
@@ -71,13 +109,15 @@ export async function measureLatency(
     if (result.state === 'errored') throw result.error;
     if (result.state !== 'completed') throw new Error(`measureLatency: the task ended ${result.state}`);
     const { latency } = result;
-    const meanUs = latency.mean * 1000;
     return {
-      meanUs,
-      p50Us: latency.p50 * 1000,
-      p99Us: latency.p99 * 1000,
-      samples: latency.samplesCount,
-      opsPerSec: result.period > 0 ? 1000 / result.period : 0,
+      latency: {
+        meanUs: latency.mean * 1000,
+        p50Us: latency.p50 * 1000,
+        p99Us: latency.p99 * 1000,
+        samples: latency.samplesCount,
+        opsPerSec: result.period > 0 ? 1000 / result.period : 0,
+      },
+      ...(retainSamples ? { samplesUs: (latency.samples ?? []).map((ms) => ms * 1000) } : {}),
     };
   } finally {
     await benchCase.teardown?.();

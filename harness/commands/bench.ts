@@ -1,5 +1,5 @@
 /**
- * `fdbridge bench [--json FILE] [--transport list] [--time MS] [--count N] [--no-python]`
+ * `fdbridge bench [--json FILE] [--transport list] [--time MS] [--rounds N] [--count N] [--no-python]`
  *
  * Per transport: the latency of one dupFileDescriptor round trip, batch
  * duplication at 253 fds per message, pipelining (64 in flight against one
@@ -8,9 +8,16 @@
  * Then the ratios issue 5 sets as goals, all from this one run, because on a
  * shared machine only ratios measured together mean anything.
  *
- * Exit status: 0 when every transport ran and every long run gave its fds
- * back; 1 otherwise. Goals not met do not change it: they are measurements,
- * reported as such.
+ * Rounds: the anchors and the transports are measured in turn, N times over
+ * (each measurement gets MS / N), and every ratio is the median of its
+ * per-round values. The machine's load changes by the second (a C round trip
+ * here went from 8 µs to 50 µs between two runs while other jobs started);
+ * measured in one block each, an anchor and a transport could see different
+ * machines. The latencies reported pool the samples of all rounds.
+ *
+ * Exit status: 0 when every transport ran (or was skipped as unsupported
+ * here) and every long run gave its fds back; 1 otherwise. Goals not met do
+ * not change it: they are measurements, reported as such.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
@@ -23,8 +30,8 @@ import { connect, isFdBridgeError, transportNames, type Connection, type Transpo
 import { MAX_FDS_PER_MESSAGE } from '../../src/connection';
 import { closeFd, dupFd } from '../../src/fd';
 import { requireDistFile } from '../../src/paths';
-import { measureAnchors, type Anchor } from '../anchors';
-import { measureLatency } from '../bench';
+import { AnchorSession, type Anchor } from '../anchors';
+import { measureLatencySamples, summarizeSamples } from '../bench';
 import { BENCH_COMMAND, countOpenFds } from '../bench-command';
 import { collectEnvironment } from '../environment';
 import type { BenchCase, Environment, Latency } from '../types';
@@ -81,10 +88,14 @@ export interface TransportBench {
 export interface Ratio {
   /** Stable key, e.g. 'roundTripVsC'. */
   goal: string;
-  transport: TransportName;
+  /** The transport measured ('c-anchor': a ratio between anchors). */
+  transport: TransportName | 'c-anchor';
   /** What is divided by what, in words. */
   description: string;
+  /** The median of `rounds` (or the single measurement, for pipelining and RSS). */
   value: number;
+  /** Per-round values. */
+  rounds: number[];
   comparison: '<=' | '>=';
   target: number;
   /** null: computed for the record, no goal set for this transport (pidfd, or direct/worker pipelining). */
@@ -93,11 +104,14 @@ export interface Ratio {
 
 export interface BenchFile {
   environment: Environment;
-  options: { transports: TransportName[]; timeMs: number; count: number; fdsPerMessage: number; pipelineDepth: number };
+  options: { transports: TransportName[]; timeMs: number; rounds: number; count: number; fdsPerMessage: number; pipelineDepth: number };
   anchors: Anchor[];
   transports: TransportBench[];
   ratios: Ratio[];
-  /** Latency ratios use p50 (median): on a noisy machine the mean follows a few stalls. */
+  /**
+   * Latency ratios use p50 (the median round trip): on a noisy machine the
+   * mean follows a few stalls. Throughput ratios use ops/s (1e6 / mean).
+   */
   ratioBasis: 'p50Us';
 }
 
@@ -230,41 +244,25 @@ async function longRun(conn: Connection, fd: number, count: number): Promise<Lon
   };
 }
 
-interface BenchRunOptions {
-  timeMs: number;
-  count: number;
-  socketPath: string | undefined;
-  /** The fds duplicated: fds[0] alone, or all 253 in a batch (each its own open fd). */
-  fds: number[];
+/** Opens a connection to the bench command; an UnsupportedError (pidfd without ptrace rights) is a skip. */
+async function open(transport: TransportName, socketPath: string | undefined): Promise<Connection | Pick<TransportBench, 'error' | 'skipped'>> {
+  try {
+    return await connect(transport, { command: BENCH_COMMAND, ...(socketPath ? { socketPath } : {}) });
+  } catch (err) {
+    const why = describe(err);
+    return isFdBridgeError(err) && err.code === 'ERR_FDBRIDGE_UNSUPPORTED' ? { skipped: why } : { error: why };
+  }
 }
 
-async function benchTransport(transport: TransportName, o: BenchRunOptions): Promise<TransportBench> {
-  let conn: Connection;
-  try {
-    conn = await connect(transport, { command: BENCH_COMMAND, ...(o.socketPath ? { socketPath: o.socketPath } : {}) });
-  } catch (err) {
-    const why = `${(err as Error).name}: ${(err as Error).message}`;
-    return isFdBridgeError(err) && err.code === 'ERR_FDBRIDGE_UNSUPPORTED' ? { transport, skipped: why } : { transport, error: why };
-  }
-  const fd = o.fds[0] as number;
-  const warmupTime = Math.max(20, Math.round(o.timeMs / 5));
-  try {
-    const latency = await measureLatency(dupCase(conn, fd), { time: o.timeMs, warmupTime });
-    const batchLatency = await measureLatency(batchCase(conn, o.fds), { time: o.timeMs, warmupTime });
-    const pipelining = await measurePipelining(conn, fd, o.timeMs);
-    const long = await longRun(conn, fd, o.count);
-    return {
-      transport,
-      latency,
-      batch: { fdsPerMessage: o.fds.length, latency: batchLatency, fdsPerSec: batchLatency.opsPerSec * o.fds.length },
-      pipelining,
-      longRun: long,
-    };
-  } catch (err) {
-    return { transport, error: `${(err as Error).name}: ${(err as Error).message}` };
-  } finally {
-    await conn.close();
-  }
+function describe(err: unknown): string {
+  return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+}
+
+/** What one round measured: latency per anchor, and per transport its round trip and its batch. */
+interface RoundView {
+  anchors: Map<string, Latency>;
+  dup: Map<TransportName, Latency>;
+  batch: Map<TransportName, Latency>;
 }
 
 // ---------------------------------------------------------------------------
@@ -313,65 +311,106 @@ async function startHelper(dir: string): Promise<{ socketPath: string; stop(): P
 const SOCKET_GOAL_TRANSPORTS: readonly TransportName[] = ['child', 'helper'];
 const IN_PROCESS_GOAL_TRANSPORTS: readonly TransportName[] = ['direct', 'worker'];
 
-/** Every ratio issue 5 names, for every transport it can be computed for. */
-export function computeRatios(anchors: readonly Anchor[], transports: readonly TransportBench[]): Ratio[] {
-  const anchor = (name: string): Anchor | undefined => anchors.find((a) => a.name === name);
-  const c = anchor('c-scm-rights');
-  const cBatch = anchor('c-scm-rights-batch');
-  const nodeHandle = anchor('node-handle-passing');
-  const cBatchFdsPerSec = cBatch ? cBatch.latency.opsPerSec * cBatch.fdsPerMessage : undefined;
+function median(values: readonly number[]): number {
+  const v = [...values].sort((x, y) => x - y);
+  const mid = v.length >> 1;
+  return v.length % 2 ? (v[mid] as number) : ((v[mid - 1] as number) + (v[mid] as number)) / 2;
+}
+
+/**
+ * Every ratio issue 5 names, for every transport it can be computed for.
+ * Latency ratios are computed per round (an anchor against the transports
+ * measured right after it) and their median is the value judged.
+ */
+export function computeRatios(rounds: readonly RoundView[], transports: readonly TransportBench[], fdsPerMessage: number): Ratio[] {
   const out: Ratio[] = [];
   const judge = (value: number, comparison: '<=' | '>=', target: number): boolean =>
     comparison === '<=' ? value <= target : value >= target;
-  const add = (r: Omit<Ratio, 'met'>, applies: boolean): void => {
-    out.push({ ...r, met: applies ? judge(r.value, r.comparison, r.target) : null });
+  /** Adds a ratio from per-round values (skipped when a round lacks an input). */
+  const add = (
+    r: Omit<Ratio, 'met' | 'value' | 'rounds'>,
+    perRound: (v: RoundView) => number | undefined,
+    applies: boolean,
+  ): void => {
+    const values = rounds.map(perRound).filter((x): x is number => x !== undefined && Number.isFinite(x));
+    if (values.length === 0) return;
+    const value = median(values);
+    out.push({ ...r, value, rounds: values, met: applies ? judge(value, r.comparison, r.target) : null });
   };
+  const single = (r: Omit<Ratio, 'met' | 'value' | 'rounds'>, value: number, applies: boolean): void => {
+    out.push({ ...r, value, rounds: [value], met: applies ? judge(value, r.comparison, r.target) : null });
+  };
+  const p50 = (m: Map<string, Latency>, k: string): number | undefined => m.get(k)?.p50Us;
+  const rate = (m: Map<string, Latency>, k: string): number | undefined => m.get(k)?.opsPerSec;
   for (const t of transports) {
     if (!t.latency || !t.batch || !t.pipelining || !t.longRun) continue;
     const transport = t.transport;
     const isSocket = !IN_PROCESS_GOAL_TRANSPORTS.includes(transport);
     const socketGoal = SOCKET_GOAL_TRANSPORTS.includes(transport);
+    const dup = (v: RoundView): number | undefined => p50(v.dup, transport);
+    const batchFdsPerSec = (v: RoundView): number | undefined => {
+      const r = rate(v.batch, transport);
+      return r === undefined ? undefined : r * fdsPerMessage;
+    };
     if (isSocket) {
-      if (c) {
-        add(
-          { goal: 'roundTripVsC', transport, description: `${transport} round trip p50 / C ping-pong p50`, value: t.latency.p50Us / c.latency.p50Us, comparison: '<=', target: 1.5 },
-          socketGoal,
-        );
-      }
-      if (nodeHandle) {
-        add(
-          { goal: 'nodeHandleVsRoundTrip', transport, description: `Node handle passing p50 / ${transport} round trip p50`, value: nodeHandle.latency.p50Us / t.latency.p50Us, comparison: '>=', target: 4 },
-          socketGoal,
-        );
-      }
       add(
-        { goal: 'batchFdsPerSec', transport, description: `${transport} fds/s at ${t.batch.fdsPerMessage} fds per message`, value: t.batch.fdsPerSec, comparison: '>=', target: 1_000_000 },
+        { goal: 'roundTripVsC', transport, description: `${transport} round trip / C ping-pong (p50)`, comparison: '<=', target: 1.5 },
+        (v) => ratio(dup(v), p50(v.anchors, 'c-scm-rights')),
         socketGoal,
       );
-      if (cBatchFdsPerSec) {
-        add(
-          { goal: 'batchVsC', transport, description: `${transport} batch fds/s / C batch fds/s`, value: t.batch.fdsPerSec / cBatchFdsPerSec, comparison: '>=', target: 0.7 },
-          socketGoal,
-        );
-      }
-    } else {
       add(
-        { goal: 'usPerDup', transport, description: `${transport} µs per duplication (p50)`, value: t.latency.p50Us, comparison: '<=', target: 5 },
-        true,
+        { goal: 'nodeHandleVsRoundTrip', transport, description: `Node handle passing / ${transport} round trip (p50)`, comparison: '>=', target: 4 },
+        (v) => ratio(p50(v.anchors, 'node-handle-passing'), dup(v)),
+        socketGoal,
       );
+      add(
+        { goal: 'batchFdsPerSec', transport, description: `${transport} fds/s at ${fdsPerMessage} fds per message`, comparison: '>=', target: 1_000_000 },
+        batchFdsPerSec,
+        socketGoal,
+      );
+      add(
+        { goal: 'batchVsC', transport, description: `${transport} batch fds/s / C batch fds/s`, comparison: '>=', target: 0.7 },
+        (v) => ratio(batchFdsPerSec(v), mul(rate(v.anchors, 'c-scm-rights-batch'), fdsPerMessage)),
+        socketGoal,
+      );
+    } else {
+      add({ goal: 'usPerDup', transport, description: `${transport} µs per duplication (p50)`, comparison: '<=', target: 5 }, dup, true);
     }
     // In-process transports have nothing to pipeline (each dup completes
     // synchronously): their gain is recorded, not judged.
-    add(
-      { goal: 'pipeliningGain', transport, description: `${transport} ${t.pipelining.depth} in flight / 1 at a time (dups/s)`, value: t.pipelining.gain, comparison: '>=', target: 3 },
+    single(
+      { goal: 'pipeliningGain', transport, description: `${transport} ${t.pipelining.depth} in flight / 1 at a time (dups/s)`, comparison: '>=', target: 3 },
+      t.pipelining.gain,
       socketGoal,
     );
-    add(
-      { goal: 'longRunRssGrowthMB', transport, description: `${transport} RSS growth over ${t.longRun.duplications} dups, MB (client + command process)`, value: t.longRun.clientRssGrowthMB + (isSocket ? t.longRun.commandRssGrowthMB : 0), comparison: '<=', target: 10 },
+    single(
+      {
+        goal: 'longRunRssGrowthMB',
+        transport,
+        description: `${transport} RSS growth over ${t.longRun.duplications} dups, MB (client${isSocket ? ' + command' : ''})`,
+        comparison: '<=',
+        target: 10,
+      },
+      t.longRun.clientRssGrowthMB + (isSocket ? t.longRun.commandRssGrowthMB : 0),
       true,
     );
   }
+  // Not a goal: the ceiling of the handle-passing goal on this machine. A
+  // transport at the C anchor's speed gets exactly this ratio against Node.
+  add(
+    { goal: 'nodeHandleVsC', transport: 'c-anchor', description: 'Node handle passing / C ping-pong (p50): the best any transport can reach against Node', comparison: '>=', target: 4 },
+    (v) => ratio(p50(v.anchors, 'node-handle-passing'), p50(v.anchors, 'c-scm-rights')),
+    false,
+  );
   return out;
+}
+
+function ratio(a: number | undefined, b: number | undefined): number | undefined {
+  return a === undefined || b === undefined || b === 0 ? undefined : a / b;
+}
+
+function mul(a: number | undefined, b: number): number | undefined {
+  return a === undefined ? undefined : a * b;
 }
 
 // ---------------------------------------------------------------------------
@@ -427,22 +466,27 @@ export function formatReport(file: BenchFile): string {
       lr ? `${fmt(lr.clientRssGrowthMB, 1)} / ${fmt(lr.commandRssGrowthMB, 1)}` : '-',
     ]);
   }
-  const goals = file.ratios.map((r) => [
-    r.description,
-    fmt(r.value, r.goal === 'batchFdsPerSec' ? 0 : 2),
-    `${r.comparison} ${fmt(r.target, r.target < 10 ? 1 : 0)}`,
-    r.met === null ? 'info' : r.met ? 'met' : 'NOT MET',
-  ]);
+  const goals = file.ratios.map((r) => {
+    const digits = r.goal === 'batchFdsPerSec' ? 0 : 2;
+    return [
+      r.description,
+      fmt(r.value, digits),
+      `${r.comparison} ${fmt(r.target, r.target < 10 ? 1 : 0)}`,
+      r.met === null ? 'info' : r.met ? 'met' : 'NOT MET',
+      r.rounds.length > 1 ? r.rounds.map((v) => fmt(v, digits)).join(' ') : '',
+    ];
+  });
   return [
     `fdbridge bench: node ${e.node}, Linux ${e.kernel}, ${e.cpuModel} x ${e.cores}, commit ${e.gitCommit.slice(0, 12)}`,
-    `${file.options.timeMs} ms per measurement; long run ${file.options.count} dups; ratios from p50 (one run: only ratios count)`,
+    `${file.options.timeMs} ms per measurement over ${file.options.rounds} rounds; long run ${file.options.count} dups; ` +
+      'latency ratios from p50, median of rounds (one run: only ratios count)',
     '',
     table(
       ['', 'mean µs', 'p50 µs', 'p99 µs', 'samples', 'ops/s', `fds/s @${file.options.fdsPerMessage}`, `x${file.options.pipelineDepth} gain`, 'fds start->end client / command', 'RSS +MB client / command'],
       rows,
     ),
     '',
-    table(['goal', 'value', 'target', ''], goals),
+    table(['goal', 'value', 'target', '', 'per round'], goals),
     '',
   ].join('\n');
 }
@@ -463,6 +507,7 @@ export async function main(argv: string[]): Promise<number> {
       json: { type: 'string' },
       transport: { type: 'string' },
       time: { type: 'string' },
+      rounds: { type: 'string' },
       count: { type: 'string' },
       'no-python': { type: 'boolean' },
     },
@@ -474,41 +519,111 @@ export async function main(argv: string[]): Promise<number> {
     if (!known.includes(t)) throw new UsageError(`--transport: ${t} is not one of ${known.join(', ')}`);
   }
   const timeMs = positiveInt('time', values.time, 500);
+  const roundCount = positiveInt('rounds', values.rounds, 3);
   const count = positiveInt('count', values.count, 100_000);
+  const perRound = Math.max(1, Math.round(timeMs / roundCount));
+  const warmupTime = Math.max(10, Math.round(perRound / 5));
   const log = (line: string): void => void process.stderr.write(`fdbridge bench: ${line}\n`);
 
   const environment = collectEnvironment();
   const dir = mkdtempSync(join(tmpdir(), 'fdbridge-bench-'));
-  // 253 distinct open fds (each its own dup of /dev/null's, close-on-exec):
-  // the batch sends them all, the single round trips the first.
+  // 253 distinct open fds (each its own dup of one /dev/null open, close-on-
+  // exec): the batch sends them all, the single round trips the first.
   const devnull = openSync('/dev/null', 'r');
   const fds: number[] = [];
   let helper: Awaited<ReturnType<typeof startHelper>> | undefined;
+  let session: AnchorSession | undefined;
+  const conns = new Map<TransportName, Connection>();
+  const results = new Map<TransportName, TransportBench>(transports.map((t) => [t, { transport: t }]));
+  const fail = async (t: TransportName, err: unknown): Promise<void> => {
+    (results.get(t) as TransportBench).error = describe(err);
+    log(`${t}: ${describe(err)}`);
+    const conn = conns.get(t);
+    conns.delete(t);
+    await conn?.close();
+  };
   try {
     for (let i = 0; i < MAX_FDS_PER_MESSAGE; i++) fds.push(dupFd(devnull));
-    log('anchors');
-    const anchors = await measureAnchors({ time: timeMs, warmupTime: Math.max(20, Math.round(timeMs / 5)), python: !values['no-python'], onSkip: (n, why) => log(`${n} skipped: ${why}`) });
+    const fd = fds[0] as number;
+    session = await AnchorSession.open({ python: !values['no-python'], onSkip: (n, why) => log(`${n} skipped: ${why}`) });
     if (transports.includes('helper')) helper = await startHelper(dir);
-    const results: TransportBench[] = [];
-    for (const transport of transports) {
-      log(transport);
-      const r = await benchTransport(transport, { timeMs, count, socketPath: helper?.socketPath, fds });
-      if (r.error || r.skipped) log(`${transport}: ${r.error ?? r.skipped}`);
-      results.push(r);
+    for (const t of transports) {
+      const c = await open(t, helper?.socketPath);
+      if ('close' in c) conns.set(t, c);
+      else {
+        Object.assign(results.get(t) as TransportBench, c);
+        log(`${t}: ${c.error ?? c.skipped}`);
+      }
     }
+
+    // Latency: rounds of (every anchor, then every transport's round trip and batch).
+    const pools = new Map<string, number[]>();
+    const pool = (key: string, samples: readonly number[]): void => {
+      const p = pools.get(key) ?? [];
+      for (const v of samples) p.push(v);
+      pools.set(key, p);
+    };
+    const rounds: RoundView[] = [];
+    for (let r = 0; r < roundCount; r++) {
+      log(`round ${r + 1}/${roundCount}`);
+      const view: RoundView = { anchors: new Map(), dup: new Map(), batch: new Map() };
+      for (const name of session.names) {
+        const m = await session.measure(name, { time: perRound, warmupTime });
+        view.anchors.set(name, m.latency);
+        pool(`anchor ${name}`, m.samplesUs);
+      }
+      for (const [t, conn] of conns) {
+        try {
+          const dup = await measureLatencySamples(dupCase(conn, fd), { time: perRound, warmupTime });
+          const batch = await measureLatencySamples(batchCase(conn, fds), { time: perRound, warmupTime });
+          view.dup.set(t, dup.latency);
+          view.batch.set(t, batch.latency);
+          pool(`${t} dup`, dup.samplesUs);
+          pool(`${t} batch`, batch.samplesUs);
+        } catch (err) {
+          await fail(t, err);
+        }
+      }
+      rounds.push(view);
+    }
+
+    // Throughput and the long run: once per transport (the pipelining
+    // measurement alternates its two modes itself).
+    for (const [t, conn] of conns) {
+      log(`${t}: pipelining, long run of ${count}`);
+      try {
+        const res = results.get(t) as TransportBench;
+        res.pipelining = await measurePipelining(conn, fd, timeMs);
+        res.longRun = await longRun(conn, fd, count);
+        res.latency = summarizeSamples(pools.get(`${t} dup`) ?? []);
+        const batch = summarizeSamples(pools.get(`${t} batch`) ?? []);
+        res.batch = { fdsPerMessage: fds.length, latency: batch, fdsPerSec: batch.opsPerSec * fds.length };
+      } catch (err) {
+        await fail(t, err);
+      }
+    }
+
+    const anchors: Anchor[] = session.names.map((name) => ({
+      name,
+      ...AnchorSession.describe(name),
+      latency: summarizeSamples(pools.get(`anchor ${name}`) ?? []),
+    }));
+    const transportResults = [...results.values()];
     const file: BenchFile = {
       environment,
-      options: { transports, timeMs, count, fdsPerMessage: MAX_FDS_PER_MESSAGE, pipelineDepth: PIPELINE_DEPTH },
+      options: { transports, timeMs, rounds: roundCount, count, fdsPerMessage: MAX_FDS_PER_MESSAGE, pipelineDepth: PIPELINE_DEPTH },
       anchors,
-      transports: results,
-      ratios: computeRatios(anchors, results),
+      transports: transportResults,
+      ratios: computeRatios(rounds, transportResults, MAX_FDS_PER_MESSAGE),
       ratioBasis: 'p50Us',
     };
     process.stdout.write(formatReport(file));
     if (values.json !== undefined) writeFileSync(values.json, `${JSON.stringify(file, null, 2)}\n`);
-    const broken = results.filter((r) => r.error !== undefined || r.longRun?.fdsReturned === false);
+    const broken = transportResults.filter((r) => r.error !== undefined || r.longRun?.fdsReturned === false);
     return broken.length === 0 ? 0 : 1;
   } finally {
+    for (const conn of conns.values()) await conn.close().catch(() => undefined);
+    await session?.close();
     await helper?.stop();
     for (const fd of fds) closeFd(fd);
     closeFd(devnull);

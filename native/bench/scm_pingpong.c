@@ -18,9 +18,10 @@
  * clock_gettime(CLOCK_MONOTONIC) pair around each round trip. Percentiles are
  * linearly interpolated between order statistics, as tinybench does.
  *
- * usage: scm_pingpong [--fds K] [--iterations N] [--time MS] [--warmup N]
+ * usage: scm_pingpong [--fds K] [--iterations N] [--time MS] [--warmup N] [--samples]
  *   runs at least N round trips (default 10000) and at least MS ms (default 0)
- *   after N warm-up round trips (default 1000).
+ *   after N warm-up round trips (default 1000); --samples adds every sample
+ *   ("samplesUs", in the order measured) so that a caller can pool rounds.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -148,11 +149,16 @@ static long parse_long(const char *flag, const char *s, long min, long max) {
 
 int main(int argc, char **argv) {
   long nfds = 1, iterations = 10000, time_ms = 0, warmup = 1000;
+  int print_samples = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
+    if (!strcmp(a, "--samples")) {
+      print_samples = 1;
+      continue;
+    }
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!v) {
-      fprintf(stderr, "usage: scm_pingpong [--fds K] [--iterations N] [--time MS] [--warmup N]\n");
+      fprintf(stderr, "usage: scm_pingpong [--fds K] [--iterations N] [--time MS] [--warmup N] [--samples]\n");
       return 2;
     }
     if (!strcmp(a, "--fds")) nfds = parse_long(a, v, 1, MAX_FDS);
@@ -219,10 +225,17 @@ int main(int argc, char **argv) {
     return 1;
   }
 
+  if (print_samples) {
+    printf("{\"samplesUs\":[");
+    for (size_t i = 0; i < n; i++) printf(i ? ",%.3f" : "%.3f", samples[i]);
+    printf("],");
+  } else {
+    printf("{");
+  }
   qsort(samples, n, sizeof *samples, cmp_double);
   double mean = total / (double)n;
   printf(
-      "{\"fdsPerMessage\":%ld,\"samples\":%zu,\"meanUs\":%.4f,\"p50Us\":%.4f,\"p99Us\":%.4f,"
+      "\"fdsPerMessage\":%ld,\"samples\":%zu,\"meanUs\":%.4f,\"p50Us\":%.4f,\"p99Us\":%.4f,"
       "\"minUs\":%.4f,\"maxUs\":%.4f,\"opsPerSec\":%.1f,\"fdsPerSec\":%.1f}\n",
       nfds, n, mean, quantile(samples, n, 0.5), quantile(samples, n, 0.99), samples[0],
       samples[n - 1], 1e6 / mean, 1e6 / mean * (double)nfds);
