@@ -154,6 +154,37 @@ function statusClass(s: Status): string {
 }
 
 /**
+ * Fields a newer runner adds to a row (read structurally, so this file
+ * compiles against the types with or without them): fds the scenario closed
+ * that were open before it, the declared expectation, and the --repeat pass.
+ */
+interface RowExtras {
+  closed?: Leak[];
+  expect?: string;
+  iteration?: number;
+}
+
+function extras(row: ResultRow): RowExtras {
+  return row as ResultRow & RowExtras;
+}
+
+function closedOf(row: ResultRow): Leak[] {
+  const c = extras(row).closed;
+  return Array.isArray(c) ? c : [];
+}
+
+/** The --repeat pass, when there is more than one. */
+function iterationOf(row: ResultRow): number {
+  const it = extras(row).iteration;
+  return isNum(it) ? it : 1;
+}
+
+/** The scenario's name, with '#k' for a second or later --repeat pass. */
+function rowName(row: ResultRow): string {
+  return iterationOf(row) > 1 ? `${row.scenario} #${iterationOf(row)}` : row.scenario;
+}
+
+/**
  * A leak on an expected-fail row is the one its scenario declared (the oracle
  * had to see it); a leak anywhere else was not declared.
  */
@@ -204,6 +235,7 @@ function renderSummary(results: ResultsFile): string {
   for (const r of rows) counts.set(statusOf(r), (counts.get(statusOf(r)) ?? 0) + 1);
   const undeclared = rows.reduce((n, r) => n + undeclaredLeaks(r), 0);
   const declared = rows.reduce((n, r) => n + (r.leaks ?? []).length, 0) - undeclared;
+  const wronglyClosed = rows.reduce((n, r) => n + closedOf(r).length, 0);
   const failed = counts.get('fail') ?? 0;
   const ok = failed === 0 && undeclared === 0;
 
@@ -217,6 +249,12 @@ function renderSummary(results: ResultsFile): string {
   tiles.push(
     `<div class="tile declared" title="leaks that expected-failure scenarios declared, and the oracle caught"><span class="n" data-summary="declared-leaks">${declared}</span><span class="k">◆ declared leaks</span></div>`,
   );
+
+  if (wronglyClosed > 0) {
+    tiles.push(
+      `<div class="tile leak" title="fds that were open before a scenario and closed during it (a wrong-fd close)"><span class="n" data-summary="wrongly-closed">${wronglyClosed}</span><span class="k">✂ wrongly closed fds</span></div>`,
+    );
+  }
 
   const verdict = ok
     ? `<p class="verdict ok">✓ Every row passed or is a declared expected failure; no undeclared leaks (${plural(rows.length, 'row')}).</p>`
@@ -254,13 +292,18 @@ function renderMatrix(rows: readonly ResultRow[], transports: readonly string[])
     const cells = transports.map((t) => {
       const entries = index.get(`${scenario}\u0000${t}`);
       if (!entries) return '<td class="cell na" title="not run on this transport">·</td>';
-      return `<td class="cell">${entries.map(({ row, i }) => renderMark(row, i)).join('')}</td>`;
+      const sorted = [...entries].sort((a, b) => iterationOf(a.row) - iterationOf(b.row));
+      return `<td class="cell">${sorted.map(({ row, i }) => renderMark(row, i, entries.length > 1)).join('')}</td>`;
     });
     return `<tr><th scope="row" class="scn">${esc(scenario)}</th>${cells.join('')}</tr>`;
   });
 
   const legend = STATUS_ORDER.map((s) => `<span class="mark ${statusClass(s)}">${STATUS[s].symbol} ${esc(STATUS[s].label)}</span> ${esc(STATUS[s].meaning)}`)
-    .concat(['<span class="mark pass leaky">⚠ 2</span> the oracle saw 2 leaked fds (hover a cell for the list)'])
+    .concat([
+      '<span class="mark pass leaky"><span class="leaks">⚠ 2</span></span> the oracle saw 2 leaked fds (hover a cell for the list)',
+      '<span class="mark fail leaky"><span class="leaks">✂ 1</span></span> 1 fd that was open before the scenario was closed by it',
+      '<span class="mark pass"><span class="iter">#2</span></span> the second pass of --repeat',
+    ])
     .map((l) => `<li>${l}</li>`)
     .join('');
 
@@ -270,25 +313,35 @@ function renderMatrix(rows: readonly ResultRow[], transports: readonly string[])
 }
 
 /** One results row in its matrix cell; the only element on the page with data-scenario. */
-function renderMark(row: ResultRow, i: number): string {
+function renderMark(row: ResultRow, i: number, showIteration: boolean): string {
   const s = statusOf(row);
   const look = STATUS[s];
   const leaks = row.leaks ?? [];
-  const tip: string[] = [`${row.scenario} on ${row.transport}: ${look.label} (${look.meaning})`];
+  const closed = closedOf(row);
+  const { expect } = extras(row);
+  const iteration = iterationOf(row);
+  const tip: string[] = [`${rowName(row)} on ${row.transport}: ${look.label} (${look.meaning})`];
+  if (typeof expect === 'string' && expect !== 'pass') tip.push(`declared: ${expect}`);
   if (isNum(row.durationMs)) tip.push(`took ${sig(row.durationMs)} ms`);
   if (row.error) tip.push(`${s === 'skip' ? 'reason' : s === 'expected-fail' ? 'caught' : 'error'}: ${row.error}`);
   if (leaks.length > 0) {
     tip.push(`${plural(leaks.length, 'leaked fd')} (${s === 'expected-fail' ? 'declared' : 'undeclared'}), pid role fd -> target:`);
     for (const l of leaks) tip.push(`  ${formatLeak(l)}`);
   }
+  if (closed.length > 0) {
+    tip.push(`${plural(closed.length, 'fd')} open before and closed during it (wrong-fd close), pid role fd -> target:`);
+    for (const l of closed) tip.push(`  ${formatLeak(l)}`);
+  }
   if (row.latency) tip.push(`p50 ${formatUs(row.latency.p50Us)}, p99 ${formatUs(row.latency.p99Us)}`);
   for (const n of row.notes ?? []) tip.push(`note: ${n}`);
 
   const leakBadge = leaks.length > 0 ? ` <span class="leaks">⚠ ${leaks.length}</span>` : '';
-  const cls = `mark ${statusClass(s)}${leaks.length > 0 ? ' leaky' : ''}`;
+  const closedBadge = closed.length > 0 ? ` <span class="leaks">✂ ${closed.length}</span>` : '';
+  const iterBadge = showIteration ? ` <span class="iter">#${iteration}</span>` : '';
+  const cls = `mark ${statusClass(s)}${leaks.length + closed.length > 0 ? ' leaky' : ''}`;
   const tag = hasDetails(row) ? 'a' : 'span';
   const href = tag === 'a' ? ` href="#row-${i}"` : '';
-  return `<${tag} class="${cls}"${href} data-row="${i}" data-scenario="${esc(row.scenario)}" data-transport="${esc(row.transport)}" data-status="${esc(s)}" data-leaks="${leaks.length}" title="${esc(tip.join('\n'))}">${look.symbol} ${esc(look.label)}${leakBadge}</${tag}>`;
+  return `<${tag} class="${cls}"${href} data-row="${i}" data-scenario="${esc(row.scenario)}" data-transport="${esc(row.transport)}" data-status="${esc(s)}" data-leaks="${leaks.length}" data-iteration="${iteration}" title="${esc(tip.join('\n'))}">${look.symbol} ${esc(look.label)}${leakBadge}${closedBadge}${iterBadge}</${tag}>`;
 }
 
 /**
@@ -296,7 +349,7 @@ function renderMark(row: ResultRow, i: number): string {
  * row that is not a plain pass, and a pass that leaked or left notes.
  */
 function hasDetails(row: ResultRow): boolean {
-  return statusOf(row) !== 'pass' || (row.leaks ?? []).length > 0 || (row.notes ?? []).length > 0 || (row.metrics !== undefined && Object.keys(row.metrics).length > 0);
+  return statusOf(row) !== 'pass' || (row.leaks ?? []).length > 0 || closedOf(row).length > 0 || (row.notes ?? []).length > 0 || (row.metrics !== undefined && Object.keys(row.metrics).length > 0);
 }
 
 // ---------------------------------------------------------------------------
@@ -317,7 +370,7 @@ function renderLatency(rows: readonly ResultRow[], transports: readonly string[]
   const perTransport = transports.map((t) => {
     const measured = rows
       .filter((r) => r.transport === t && r.latency && isNum(r.latency.p50Us))
-      .sort((a, b) => (a.scenario < b.scenario ? -1 : a.scenario > b.scenario ? 1 : 0));
+      .sort((a, b) => (a.scenario < b.scenario ? -1 : a.scenario > b.scenario ? 1 : iterationOf(a) - iterationOf(b)));
     if (measured.length === 0) {
       return `<div class="transport"><h3>${esc(t)}</h3><p class="muted">No latency measured on ${esc(t)} (run with --bench).</p></div>`;
     }
@@ -339,7 +392,7 @@ function renderLatencyTable(measured: readonly ResultRow[], anchors: readonly An
     const l = r.latency as Latency;
     const s = statusOf(r);
     const ratios = anchors.map((a) => `<td>${formatRatio(l.p50Us, a.latency.p50Us)}</td>`).join('');
-    return `<tr><th scope="row">${esc(r.scenario)}</th><td><span class="mark ${statusClass(s)}">${STATUS[s].symbol} ${esc(STATUS[s].label)}</span></td>${latencyCells(l)}${ratios}</tr>`;
+    return `<tr><th scope="row">${esc(rowName(r))}</th><td><span class="mark ${statusClass(s)}">${STATUS[s].symbol} ${esc(STATUS[s].label)}</span></td>${latencyCells(l)}${ratios}</tr>`;
   });
   return `<table class="data"><thead>${head}</thead><tbody>${body.join('')}</tbody></table>`;
 }
@@ -446,7 +499,9 @@ function renderChart(transport: string, measured: readonly ResultRow[], anchors:
   for (const t of scale.ticks) {
     const tx = x(t).toFixed(1);
     out.push(`<line class="grid" x1="${tx}" y1="${top - 4}" x2="${tx}" y2="${axisY}"></line>`);
-    out.push(`<text class="tick" x="${tx}" y="${axisY + 14}" text-anchor="middle">${esc(formatUs(t))}</text>`);
+    // Ticks are round numbers: '10 µs', not '10.0 µs'.
+    const label = formatUs(t).replace(/\.0+ /, ' ').replace(/(\.\d*?)0+ /, '$1 ');
+    out.push(`<text class="tick" x="${tx}" y="${axisY + 14}" text-anchor="middle">${esc(label)}</text>`);
   }
   out.push(`<line class="axis" x1="${left}" y1="${axisY}" x2="${right}" y2="${axisY}"></line>`);
   out.push(`<text class="axislabel" x="${right}" y="${axisY + 30}" text-anchor="end">${scale.log ? 'latency, log scale' : 'latency'}</text>`);
@@ -482,11 +537,12 @@ function renderChart(transport: string, measured: readonly ResultRow[], anchors:
     const l = r.latency as Latency;
     const s = statusOf(r);
     const ratios = anchors.map((a) => `${formatRatio(l.p50Us, a.latency.p50Us)} ${a.name}`).join(', ');
-    const tip = `${r.scenario} on ${transport} (${STATUS[s].label}): p50 ${formatUs(l.p50Us)}, p99 ${formatUs(l.p99Us)}, mean ${formatUs(l.meanUs)}, ${formatInt(l.samples)} samples${ratios ? `; ${ratios}` : ''}`;
+    const tip = `${rowName(r)} on ${transport} (${STATUS[s].label}): p50 ${formatUs(l.p50Us)}, p99 ${formatUs(l.p99Us)}, mean ${formatUs(l.meanUs)}, ${formatInt(l.samples)} samples${ratios ? `; ${ratios}` : ''}`;
     const fill = s === 'fail' ? '#fca5a5' : s === 'expected-fail' ? '#c4b5fd' : '#93c5fd';
     const stroke = s === 'fail' ? '#b91c1c' : s === 'expected-fail' ? '#6d28d9' : '#1d4ed8';
     const mark = s === 'pass' ? '' : `${STATUS[s].symbol} `;
-    out.push(bar(y, l, fill, stroke, esc(`${mark}${labelOf(r.scenario)}`), tip, 'scenario'));
+    const suffix = iterationOf(r) > 1 ? ` #${iterationOf(r)}` : '';
+    out.push(bar(y, l, fill, stroke, esc(`${mark}${labelOf(r.scenario)}${suffix}`), tip, 'scenario'));
     y += ROW;
   }
 
@@ -520,7 +576,12 @@ function renderDetails(rows: readonly ResultRow[]): string {
   const skips = indexed.filter(({ row }) => statusOf(row) === 'skip');
 
   const item = ({ row, i }: { row: ResultRow; i: number }, what: string) =>
-    `<li id="row-${i}"><span class="mark ${statusClass(statusOf(row))}">${STATUS[statusOf(row)].symbol} ${esc(STATUS[statusOf(row)].label)}</span> <b>${esc(row.scenario)}</b> on <b>${esc(row.transport)}</b>${isNum(row.durationMs) ? ` <span class="muted">(${sig(row.durationMs)} ms)</span>` : ''}${row.error ? `<pre>${esc(row.error)}</pre>` : `<p class="muted">${esc(what)}</p>`}</li>`;
+    `<li id="row-${i}"><span class="mark ${statusClass(statusOf(row))}">${STATUS[statusOf(row)].symbol} ${esc(STATUS[statusOf(row)].label)}</span> <b>${esc(rowName(row))}</b> on <b>${esc(row.transport)}</b>${declaredNote(row)}${isNum(row.durationMs) ? ` <span class="muted">(${sig(row.durationMs)} ms)</span>` : ''}${row.error ? `<pre>${esc(row.error)}</pre>` : `<p class="muted">${esc(what)}</p>`}</li>`;
+
+  const declaredNote = (row: ResultRow) => {
+    const e = extras(row).expect;
+    return typeof e === 'string' && e !== 'pass' ? ` <span class="muted">(declared: ${esc(e)})</span>` : '';
+  };
 
   const list = (title: string, items: typeof indexed, empty: string, what: string) =>
     `<h3>${esc(title)} (${items.length})</h3>${items.length === 0 ? `<p class="muted">${esc(empty)}</p>` : `<ol class="rows">${items.map((e) => item(e, what)).join('')}</ol>`}`;
@@ -536,8 +597,15 @@ function renderDetails(rows: readonly ResultRow[]): string {
           const declared = statusOf(row) === 'expected-fail';
           // A passing row's details entry is its first leak (failures have their own entry above).
           const first = statusOf(row) === 'pass' && leakRows.findIndex((e) => e.i === i) === k;
-          return `<tr class="${declared ? 'declared' : 'undeclared'}"${first ? ` id="row-${i}"` : ''}><td><a href="#row-${i}">${esc(row.scenario)}</a></td><td>${esc(row.transport)}</td><td>${esc(l.pid)}</td><td>${esc(l.role)}</td><td>${esc(l.fd)}</td><td class="target"><code>${esc(l.target)}</code></td><td>${declared ? '◆ yes' : '<b>⚠ no</b>'}</td></tr>`;
+          return `<tr class="${declared ? 'declared' : 'undeclared'}"${first ? ` id="row-${i}"` : ''}><td><a href="#row-${i}">${esc(rowName(row))}</a></td><td>${esc(row.transport)}</td><td>${esc(l.pid)}</td><td>${esc(l.role)}</td><td>${esc(l.fd)}</td><td class="target"><code>${esc(l.target)}</code></td><td>${declared ? '◆ yes' : '<b>⚠ no</b>'}</td></tr>`;
         })
+        .join('')}</tbody></table>`;
+
+  const closedRows = indexed.flatMap(({ row, i }) => closedOf(row).map((l) => ({ row, i, l })));
+  const closedTable = closedRows.length === 0
+    ? ''
+    : `<h3>Wrongly closed fds (${closedRows.length})</h3><p class="muted">Open before the scenario and closed during it: the scenario (or the code under test) closed an fd it did not own.</p><table class="data leaks"><thead><tr><th>scenario</th><th>transport</th><th>pid</th><th>role</th><th>fd</th><th>target</th></tr></thead><tbody>${closedRows
+        .map(({ row, i, l }, k) => `<tr class="closed"${statusOf(row) === 'pass' && (row.leaks ?? []).length === 0 && closedRows.findIndex((e) => e.i === i) === k ? ` id="row-${i}"` : ''}><td><a href="#row-${i}">${esc(rowName(row))}</a></td><td>${esc(row.transport)}</td><td>${esc(l.pid)}</td><td>${esc(l.role)}</td><td>${esc(l.fd)}</td><td class="target"><code>${esc(l.target)}</code></td></tr>`)
         .join('')}</tbody></table>`;
 
   const noted = indexed.filter(({ row }) => (row.notes ?? []).length > 0 || (row.metrics && Object.keys(row.metrics).length > 0));
@@ -549,14 +617,15 @@ function renderDetails(rows: readonly ResultRow[]): string {
           const ms = row.metrics && Object.keys(row.metrics).length > 0
             ? `<li class="metrics">${Object.entries(row.metrics).map(([k, v]) => `${esc(k)} = <b>${esc(formatMetric(v))}</b>`).join(', ')}</li>`
             : '';
-          const own = statusOf(row) === 'pass' && (row.leaks ?? []).length === 0;
-          return `<li${own ? ` id="row-${i}"` : ''}><a href="#row-${i}">${esc(row.scenario)}</a> on ${esc(row.transport)}<ul>${ns}${ms}</ul></li>`;
+          const own = statusOf(row) === 'pass' && (row.leaks ?? []).length === 0 && closedOf(row).length === 0;
+          return `<li${own ? ` id="row-${i}"` : ''}><a href="#row-${i}">${esc(rowName(row))}</a> on ${esc(row.transport)}<ul>${ns}${ms}</ul></li>`;
         })
         .join('')}</ul>`;
 
   return `<section id="details"><h2>Details</h2>
 ${list('Failures', failures, 'None.', 'failed without an error message')}
 <h3>Leaked fds (${leakRows.length})</h3>${leaks}
+${closedTable}
 ${list('Expected failures caught', xfails, 'None.', 'caught as declared')}
 ${list('Skipped', skips, 'None.', 'skipped without a reason')}
 <h3>Notes</h3>${notes}</section>`;
@@ -589,9 +658,18 @@ function renderEnvironment(results: ResultsFile): string {
         ['scenario pattern', o.scenario ?? '(all)'],
         ['bench', o.bench ? 'yes' : 'no'],
         ['repeat', String(o.repeat)],
+        ...optionalNumbers(o as unknown as Record<string, unknown>, [
+          ['timeoutMs', 'row time limit', 'ms'],
+          ['settleMs', 'oracle settle time', 'ms'],
+        ]),
       ]
     : [];
   return `<section id="environment"><h2>Environment and options</h2><div class="two"><div><h3>Environment</h3>${renderKeyValues(env)}</div><div><h3>Options</h3>${renderKeyValues(opts)}</div></div></section>`;
+}
+
+/** Options a newer runner records, shown when present. */
+function optionalNumbers(o: Record<string, unknown>, keys: Array<[string, string, string]>): Array<[string, string]> {
+  return keys.flatMap(([key, label, unit]) => (isNum(o[key]) ? [[label, `${o[key]} ${unit}`] as [string, string]] : []));
 }
 
 // ---------------------------------------------------------------------------
@@ -637,6 +715,8 @@ table{border-collapse:collapse}
 .mark.skip{color:var(--skip);background:var(--skip-bg);font-weight:400}
 .mark.leaky{border-color:var(--leak)}
 .mark .leaks{color:var(--leak);font-weight:700}
+.mark .iter{color:var(--muted);font-weight:400;font-size:11px}
+.mark.fail .iter{color:#fee2e2}
 .mark.fail .leaks{color:#ffedd5}
 .legend{list-style:none;padding:0;margin:10px 0 0;color:var(--muted);columns:2 420px}
 .legend li{margin:2px 0}

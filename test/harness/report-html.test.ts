@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { esc, renderHtmlReport, writeHtmlReport } from '../../harness/report-html';
-import type { ResultsFile } from '../../harness/types';
+import type { ResultRow, ResultsFile } from '../../harness/types';
 import {
   HOSTILE_ERROR,
   HOSTILE_NOTE,
@@ -231,8 +231,12 @@ describe('renderHtmlReport', () => {
   it('lists every failure and every leak with pid, role, fd, target and scenario; and the notes', () => {
     const [start, end] = sectionRange(html, 'details');
     const details = html.slice(start, end);
+    const nameOf = (r: ResultRow) => {
+      const it = (r as ResultRow & { iteration?: number }).iteration;
+      return it !== undefined && it > 1 ? `${r.scenario} #${it}` : r.scenario;
+    };
     for (const r of results.results.filter((x) => x.status === 'fail')) {
-      expect(details).toContain(`<b>${esc(r.scenario)}</b> on <b>${esc(r.transport)}</b>`);
+      expect(details).toContain(`<b>${esc(nameOf(r))}</b> on <b>${esc(r.transport)}</b>`);
       expect(details).toContain(`<pre>${esc(r.error)}</pre>`);
     }
     const leaks = results.results.flatMap((r) => r.leaks.map((l) => ({ r, l })));
@@ -255,12 +259,30 @@ describe('renderHtmlReport', () => {
     expect(ids.size).toBe(tags.filter((t) => t.attrs.has('id')).length);
   });
 
+  it('shows the passes of --repeat apart, and fds a scenario closed that were not its own', () => {
+    const cell = tags.filter((t) => t.attrs.get('data-scenario') === 'truncate-far-side');
+    expect(cell.map((t) => t.attrs.get('data-iteration'))).toEqual(['1', '2']); // in pass order
+    const second = html.slice(cell[1]!.at, html.indexOf('</a>', cell[1]!.at));
+    expect(second).toContain('✂ 1');
+    expect(second).toContain('#2');
+    expect(cell[1]!.attrs.get('title')).toContain('4242 helper 3 -> /dev/null');
+    expect(html).toContain('data-summary="wrongly-closed">1<');
+    const [start, end] = sectionRange(html, 'details');
+    expect(html.slice(start, end)).toContain(
+      'truncate-far-side #2</a></td><td>helper</td><td>4242</td><td>helper</td><td>3</td><td class="target"><code>/dev/null</code></td>',
+    );
+    expect(html).toContain('<b>truncate-far-side #2</b> on <b>helper</b>');
+    expect(html).toContain('<g class="scenario"><title>truncate-far-side #2 on helper');
+    expect(html).toContain('<b>seed-bug-leaks-dup-on-error</b> on <b>direct</b> <span class="muted">(declared: leak)</span>');
+  });
+
   it('shows the environment and the options: seed, shard, profile', () => {
     expect(html).toContain('seed <b>1234567</b>');
     expect(html).toContain('shard <b>2/3</b>');
     expect(html).toContain(`profile <b>${esc('ci<&>')}</b>`);
     expect(html).toContain(esc(results.environment.cpuModel));
     expect(html).toContain(results.environment.gitCommit);
+    expect(html).toContain('<th scope="row">row time limit</th><td>30000 ms</td>');
   });
 
   it('is deterministic, and copes with an empty run and a log-scale spread', () => {

@@ -3,7 +3,7 @@
  * transports, every status, declared and undeclared leaks, latencies and
  * anchors, a repeated row, and hostile strings wherever results carry text.
  */
-import type { Latency, ResultRow, ResultsFile } from '../../harness/types';
+import type { Latency, Leak, ResultRow, ResultsFile } from '../../harness/types';
 import type { TransportName } from '../../src';
 
 export const HOSTILE_SCENARIO = '<script>alert("scenario")</script>';
@@ -12,6 +12,15 @@ export const HOSTILE_ERROR = '</pre><img src=x onerror=alert(1)> & "dq" \'sq\' <
 export const HOSTILE_TARGET = '/tmp/<b>evil</b> "q" \'a\' & \u0000\u0007 -> ]]>';
 export const HOSTILE_NOTE = '<style>body{display:none}</style> @import url(http://evil.example/x.css);';
 export const HOSTILE_TRANSPORT = '<i>odd</i>' as TransportName;
+
+/**
+ * Fields a newer runner adds (closed, expect, iteration), attached without
+ * naming them in a ResultRow literal, so this compiles with either version of
+ * the types.
+ */
+function withExtras(row: ResultRow, extras: { closed?: Leak[]; expect?: string; iteration?: number }): ResultRow {
+  return Object.assign(row, extras);
+}
 
 function lat(p50Us: number, p99Us = p50Us * 2.5): Latency {
   return { meanUs: p50Us * 1.2, p50Us, p99Us, samples: 2000, opsPerSec: 1e6 / (p50Us * 1.2) };
@@ -49,14 +58,19 @@ export function sampleResults(): ResultsFile {
   }
   // The seed's bug reproduced: a declared leak, caught (expected-fail), next to the fixed one.
   for (const transport of TRANSPORTS) {
-    results.push({
-      scenario: 'seed-bug-leaks-dup-on-error',
-      transport,
-      status: 'expected-fail',
-      leaks: [{ pid: 4242, role: 'helper', fd: 17, target: 'socket:[123456]' }],
-      error: 'caught: helper kept fd 17 after a failed reply',
-      notes: ['faithful port of the seed bug'],
-    });
+    results.push(
+      withExtras(
+        {
+          scenario: 'seed-bug-leaks-dup-on-error',
+          transport,
+          status: 'expected-fail',
+          leaks: [{ pid: 4242, role: 'helper', fd: 17, target: 'socket:[123456]' }],
+          error: 'caught: helper kept fd 17 after a failed reply',
+          notes: ['faithful port of the seed bug'],
+        },
+        { expect: 'leak' },
+      ),
+    );
     results.push({ scenario: 'seed-bug-fixed-dup-on-error', transport, status: 'pass', leaks: [], latency: lat(BASE[transport]! * 1.1) });
   }
   results.push(
@@ -78,8 +92,12 @@ export function sampleResults(): ResultsFile {
     // Undeclared leak on a row that otherwise passed (a runner would mark it failed; the page must still show it).
     { scenario: QUOTE_SCENARIO, transport: 'helper', status: 'pass', leaks: [{ pid: 77, role: 'worker', fd: 9, target: 'anon_inode:[eventfd]' }] },
     // --repeat: the same scenario and transport twice.
-    { scenario: 'truncate-far-side', transport: 'helper', status: 'pass', leaks: [] },
-    { scenario: 'truncate-far-side', transport: 'helper', status: 'fail', leaks: [], error: 'expected EMFILE, got a reply' },
+    // (listed second pass first: the matrix orders a cell's entries by pass)
+    withExtras(
+      { scenario: 'truncate-far-side', transport: 'helper', status: 'fail', leaks: [], error: 'expected EMFILE, got a reply', latency: lat(400) },
+      { iteration: 2, closed: [{ pid: 4242, role: 'helper', fd: 3, target: '/dev/null' }] },
+    ),
+    withExtras({ scenario: 'truncate-far-side', transport: 'helper', status: 'pass', leaks: [], latency: lat(380) }, { iteration: 1 }),
     // A transport outside options.transports, with a hostile name, no latency.
     { scenario: 'pass-pipe', transport: HOSTILE_TRANSPORT, status: 'skip', leaks: [] },
   );
@@ -95,7 +113,10 @@ export function sampleResults(): ResultsFile {
       hostname: 'ci-runner',
       date: '2025-01-02T03:04:05.000Z',
     },
-    options: { transports: TRANSPORTS, bench: true, repeat: 1, seed: 1234567, shard: { index: 2, count: 3 }, profile: 'ci<&>' },
+    options: Object.assign(
+      { transports: TRANSPORTS, bench: true, repeat: 2, seed: 1234567, shard: { index: 2, count: 3 }, profile: 'ci<&>' },
+      { timeoutMs: 30000 },
+    ),
     anchors: [
       { name: 'node child.send(server)', latency: lat(180, 420) },
       { name: 'C SCM_RIGHTS ping-pong', latency: lat(9, 21) },
