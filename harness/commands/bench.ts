@@ -145,14 +145,24 @@ function dupCase(conn: Connection, fd: number): BenchCase {
   };
 }
 
-/** One 253-fd dupFileDescriptors per sample; closed after each, untimed. */
+/**
+ * One 253-fd dupFileDescriptors per sample; closed after each, untimed. The
+ * reply is checked there too (253 distinct fds): a benchmark of a batch that
+ * lost some would flatter it.
+ */
 function batchCase(conn: Connection, fds: number[]): BenchCase {
   const made: number[] = [];
   return {
     fn: async () => {
       made.push(...(await conn.dupFileDescriptors(fds)));
     },
-    afterEach: () => closeRemote(conn, made.splice(0)),
+    afterEach: async () => {
+      const got = made.splice(0);
+      await closeRemote(conn, got);
+      if (got.length !== fds.length || new Set(got).size !== fds.length) {
+        throw new Error(`dupFileDescriptors(${fds.length} fds) returned ${got.length} fds, ${new Set(got).size} distinct`);
+      }
+    },
     teardown: () => closeRemote(conn, made.splice(0)),
   };
 }
@@ -225,7 +235,14 @@ async function longRun(conn: Connection, fd: number, count: number): Promise<Lon
   const t0 = performance.now();
   for (let done = 0; done < count; ) {
     const n = Math.min(SEGMENT, count - done);
-    await closeRemote(conn, (await dupWindow(conn, fd, n, PIPELINE_DEPTH)).made);
+    const { made } = await dupWindow(conn, fd, n, PIPELINE_DEPTH);
+    await closeRemote(conn, made);
+    // All of a segment's duplicates are open at once on the far side, so
+    // their numbers must differ: a reply paired with the wrong request
+    // would show up here (and closeGiven would fail on a number twice).
+    if (made.length !== n || new Set(made).size !== n) {
+      throw new Error(`pipelined duplications: ${n} asked, ${made.length} returned, ${new Set(made).size} distinct`);
+    }
     done += n;
   }
   const durationMs = performance.now() - t0;

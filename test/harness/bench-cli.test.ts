@@ -1,0 +1,140 @@
+/**
+ * `fdbridge bench` end to end, as a subprocess: tinybench is ESM-only and
+ * jest cannot load it, so nothing here imports the bench modules (type
+ * imports are erased). Checks the JSON's shape and what must hold whatever
+ * the machine's speed: every transport ran (or was skipped as unsupported),
+ * the long run gave back every fd on both sides, every latency is a positive
+ * finite number, every ratio was computed. No timing assertions: the numbers
+ * themselves are the bench's output, not a test's verdict.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+import { transportNames } from '../../src';
+import { distPath } from '../../src/paths';
+import type { BenchFile } from '../../harness/commands/bench';
+import type { Latency } from '../../harness/types';
+
+const execFileAsync = promisify(execFile);
+const COUNT = 2000;
+
+function expectLatency(l: Latency | undefined, what: string): void {
+  expect(l).toBeDefined();
+  for (const key of ['meanUs', 'p50Us', 'p99Us', 'samples', 'opsPerSec'] as const) {
+    const v = (l as Latency)[key];
+    if (!(typeof v === 'number' && Number.isFinite(v) && v > 0)) {
+      throw new Error(`${what}.${key} is ${String(v)}, not a positive finite number`);
+    }
+  }
+  expect(Number.isInteger(l?.samples)).toBe(true);
+}
+
+describe('fdbridge bench (subprocess)', () => {
+  let dir: string;
+  let file: BenchFile;
+  let stdout: string;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'fdbridge-bench-test-'));
+    const json = join(dir, 'bench.json');
+    // Small budgets: this checks the plumbing, not the speed.
+    ({ stdout } = await execFileAsync(
+      process.execPath,
+      [distPath('harness/cli.js'), 'bench', '--time', '40', '--rounds', '2', '--count', String(COUNT), '--json', json],
+      { timeout: 60_000, maxBuffer: 16 * 1024 * 1024 },
+    ));
+    file = JSON.parse(readFileSync(json, 'utf8')) as BenchFile;
+  }, 90_000);
+
+  afterAll(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('records the environment and the options', () => {
+    expect(file.environment.node).toBe(process.version);
+    expect(file.environment.cores).toBeGreaterThan(0);
+    expect(typeof file.environment.kernel).toBe('string');
+    expect(typeof file.environment.cpuModel).toBe('string');
+    expect(file.environment.gitCommit).toMatch(/^([0-9a-f]{40}(\+dirty)?|unknown)$/);
+    expect(file.options).toMatchObject({ timeMs: 40, rounds: 2, count: COUNT, fdsPerMessage: 253, pipelineDepth: 64 });
+    expect(file.options.transports).toEqual(transportNames());
+    expect(file.ratioBasis).toBe('p50Us');
+  });
+
+  test('measures every anchor: Node handle passing and JSON IPC, C single and batch', () => {
+    const names = file.anchors.map((a) => a.name);
+    expect(names).toEqual(expect.arrayContaining(['node-handle-passing', 'node-ipc-json', 'c-scm-rights', 'c-scm-rights-batch']));
+    for (const a of file.anchors) expectLatency(a.latency, `anchor ${a.name}`);
+    expect(file.anchors.find((a) => a.name === 'c-scm-rights-batch')?.fdsPerMessage).toBe(253);
+  });
+
+  test('every transport ran (or is unsupported here) with every measurement', () => {
+    expect(file.transports.map((t) => t.transport)).toEqual(transportNames());
+    for (const t of file.transports) {
+      expect(t.error).toBeUndefined();
+      if (t.skipped !== undefined) {
+        // Only an UnsupportedError skips a transport (pidfd without ptrace rights).
+        expect(t.skipped).toMatch(/UnsupportedError/);
+        continue;
+      }
+      expectLatency(t.latency, `${t.transport}.latency`);
+      expectLatency(t.batch?.latency, `${t.transport}.batch.latency`);
+      expect(t.batch?.fdsPerMessage).toBe(253);
+      expect(t.batch?.fdsPerSec).toBeGreaterThan(0);
+      expect(t.pipelining?.depth).toBe(64);
+      expect(t.pipelining?.duplications).toBeGreaterThanOrEqual(2 * 1024);
+      for (const v of [t.pipelining?.sequentialOpsPerSec, t.pipelining?.pipelinedOpsPerSec, t.pipelining?.gain]) {
+        expect(Number.isFinite(v) && (v as number) > 0).toBe(true);
+      }
+    }
+    // child and helper at least must have run: the goals are about them.
+    for (const name of ['direct', 'worker', 'child', 'helper']) {
+      expect(file.transports.find((t) => t.transport === name)?.latency).toBeDefined();
+    }
+  });
+
+  test('the long run gives back every fd, in the client and in the command process', () => {
+    for (const t of file.transports) {
+      if (t.skipped !== undefined) continue;
+      const lr = t.longRun;
+      expect(lr).toBeDefined();
+      expect(lr?.duplications).toBe(COUNT);
+      expect(lr?.clientFdsEnd).toBe(lr?.clientFdsStart);
+      expect(lr?.commandFdsEnd).toBe(lr?.commandFdsStart);
+      expect(lr?.fdsReturned).toBe(true);
+      expect(Number.isFinite(lr?.clientRssGrowthMB)).toBe(true);
+      expect(Number.isFinite(lr?.commandRssGrowthMB)).toBe(true);
+    }
+  });
+
+  test('computes every goal ratio from this run, judged where issue 5 sets a goal', () => {
+    const find = (goal: string, transport: string) => file.ratios.find((r) => r.goal === goal && r.transport === transport);
+    for (const transport of ['child', 'helper']) {
+      for (const goal of ['roundTripVsC', 'nodeHandleVsRoundTrip', 'batchFdsPerSec', 'batchVsC', 'pipeliningGain', 'longRunRssGrowthMB']) {
+        const r = find(goal, transport);
+        expect(r).toBeDefined();
+        expect(typeof r?.met).toBe('boolean');
+      }
+    }
+    for (const transport of ['direct', 'worker']) {
+      expect(typeof find('usPerDup', transport)?.met).toBe('boolean');
+      expect(find('pipeliningGain', transport)?.met).toBeNull();
+    }
+    for (const r of file.ratios) {
+      expect(Number.isFinite(r.value)).toBe(true);
+      expect(r.rounds.length).toBeGreaterThan(0);
+      expect(r.rounds.every((v) => Number.isFinite(v))).toBe(true);
+    }
+    // Latency ratios are per round: one value per round.
+    expect(find('roundTripVsC', 'child')?.rounds).toHaveLength(2);
+  });
+
+  test('prints a table with every transport and anchor, and the goals', () => {
+    for (const t of file.transports) expect(stdout).toContain(t.transport);
+    for (const a of file.anchors) expect(stdout).toContain(`anchor ${a.name}`);
+    expect(stdout).toMatch(/child round trip \/ C ping-pong/);
+  });
+});
