@@ -112,7 +112,12 @@ function sig(n: number): string {
 
 function formatRatio(value: number | undefined, anchor: number | undefined): string {
   if (!isNum(value) || !isNum(anchor) || anchor <= 0) return '—';
-  return `${sig(value / anchor)}×`;
+  return `${ratio(value / anchor)}×`;
+}
+
+/** A ratio: three figures from 1 up, two below (0.030, not 0.03). */
+function ratio(r: number): string {
+  return r >= 1 || r === 0 ? sig(r) : r.toPrecision(2);
 }
 
 function formatInt(n: number | undefined): string {
@@ -394,7 +399,7 @@ function renderLatencyTable(measured: readonly ResultRow[], anchors: readonly An
     const ratios = anchors.map((a) => `<td>${formatRatio(l.p50Us, a.latency.p50Us)}</td>`).join('');
     return `<tr><th scope="row">${esc(rowName(r))}</th><td><span class="mark ${statusClass(s)}">${STATUS[s].symbol} ${esc(STATUS[s].label)}</span></td>${latencyCells(l)}${ratios}</tr>`;
   });
-  return `<table class="data"><thead>${head}</thead><tbody>${body.join('')}</tbody></table>`;
+  return `<div class="tablebox"><table class="data"><thead>${head}</thead><tbody>${body.join('')}</tbody></table></div>`;
 }
 
 /** One sentence per anchor: the geometric mean of the ratios, and the range. */
@@ -407,7 +412,7 @@ function renderRatioSummary(transport: string, measured: readonly ResultRow[], a
     const geo = Math.exp(ratios.reduce((s, x) => s + Math.log(x), 0) / ratios.length);
     const lo = Math.min(...ratios);
     const hi = Math.max(...ratios);
-    return [`<li>p50 on <b>${esc(transport)}</b> is <b>${sig(geo)}×</b> <b>${esc(a.name)}</b> (geometric mean over ${plural(ratios.length, 'scenario')}; ${sig(lo)}× to ${sig(hi)}×).</li>`];
+    return [`<li>p50 on <b>${esc(transport)}</b> is <b>${ratio(geo)}×</b> <b>${esc(a.name)}</b> (geometric mean over ${plural(ratios.length, 'scenario')}; ${ratio(lo)}× to ${ratio(hi)}×).</li>`];
   });
   return lines.length > 0 ? `<ul class="ratios">${lines.join('')}</ul>` : '';
 }
@@ -417,7 +422,10 @@ function anchorColour(k: number): string {
   return ANCHOR_COLOURS[k % ANCHOR_COLOURS.length] as string;
 }
 
-/** A value -> x mapping with ticks; log when the values span more than two decades. */
+/**
+ * A value -> x mapping with ticks; log when the values span more than 30×
+ * (a 2 µs bar beside a 150 µs one is a sliver on a linear axis).
+ */
 interface Scale {
   x(v: number): number;
   ticks: number[];
@@ -428,7 +436,7 @@ function makeScale(values: readonly number[], x0: number, x1: number): Scale {
   const pos = values.filter((v) => isNum(v) && v > 0);
   const max = pos.length > 0 ? Math.max(...pos) : 1;
   const min = pos.length > 0 ? Math.min(...pos) : 1;
-  if (max / min > 200) {
+  if (max / min > 30) {
     const lo = Math.floor(Math.log10(min));
     const hi = Math.ceil(Math.log10(max));
     const span = Math.max(1, hi - lo);
@@ -505,6 +513,7 @@ function renderChart(transport: string, measured: readonly ResultRow[], anchors:
   }
   out.push(`<line class="axis" x1="${left}" y1="${axisY}" x2="${right}" y2="${axisY}"></line>`);
   out.push(`<text class="axislabel" x="${right}" y="${axisY + 30}" text-anchor="end">${scale.log ? 'latency, log scale' : 'latency'}</text>`);
+  out.push(`<text class="axislabel" x="${left}" y="${axisY + 30}">bar: p50 (the number) · whisker: p99 · dashed: anchor p50</text>`);
 
   const bar = (y: number, l: Latency, fill: string, stroke: string, label: string, tip: string, cls: string) => {
     const x0 = left;
@@ -724,7 +733,9 @@ table{border-collapse:collapse}
 .data th,.data td{border-bottom:1px solid var(--line);padding:3px 10px 3px 0;text-align:right;vertical-align:middle}
 .data th:first-child,.data td:first-child{text-align:left}
 .data thead th{font-weight:600;border-bottom:2px solid var(--line)}
-.data tbody th{font-weight:500;font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12.5px;overflow-wrap:anywhere;max-width:340px}
+.tablebox{overflow-x:auto}
+.data td,.data .mark{white-space:nowrap}
+.data tbody th{white-space:nowrap;font-weight:500;font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12.5px;overflow-wrap:anywhere;max-width:340px}
 .data.leaks th,.data.leaks td{text-align:left}
 .leaks .target{overflow-wrap:anywhere;max-width:480px}
 .leaks tr.undeclared{background:#fff7ed}
