@@ -372,7 +372,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment): Promise<ResultRow> 
       // it has (pending calls reject), and give it a moment to unwind.
       expired = true;
       await Promise.all([...connections].map((c) => withTimeout(c.close(), 10_000, 'close').catch(() => undefined)));
-      await withTimeout(running, 2000, 'unwinding').catch(() => undefined);
+      await withTimeout(running, 500, 'unwinding').catch(() => undefined);
     }
     for (const conn of connections) {
       if (conn.closed) continue;
@@ -560,6 +560,18 @@ export async function runScenarios(options: RunnerOptions): Promise<{ results: R
       await helper.start();
       info(`helper daemon: pid ${helper.pid}, socket ${helper.socketPath}`);
     }
+    if (options.bench && plan.rows.length > 0) {
+      // Anchors first: a missing anchor binary fails the run before the long part.
+      const { measureAnchors } = optionalModule<{
+        measureAnchors(o: { time?: number; warmupTime?: number; onSkip?(name: string, reason: string): void }): Promise<ResultsFile['anchors']>;
+      }>('./anchors', 'anchors (--bench)');
+      anchors = await measureAnchors({
+        ...(options.benchOptions?.time !== undefined ? { time: options.benchOptions.time } : {}),
+        ...(options.benchOptions?.warmupTime !== undefined ? { warmupTime: options.benchOptions.warmupTime } : {}),
+        onSkip: (name, reason) => info(`anchor ${name} skipped: ${reason}`),
+      });
+      info(`anchors: ${anchors.map((a) => `${a.name} p50 ${a.latency.p50Us.toFixed(1)} µs`).join(', ')}`);
+    }
     if (plan.rows.length > 0) await warmUp(used, helper, info);
     const env: RowEnvironment = { seed: options.seed, timeoutMs, settleMs, helper, ledger: new LeakLedger(), bench: measure, stray };
     for (const [i, row] of plan.rows.entries()) {
@@ -567,10 +579,6 @@ export async function runScenarios(options: RunnerOptions): Promise<{ results: R
       const result = await runRow(row, env);
       results.push(result);
       options.onRowEnd?.(result, i, plan.rows.length);
-    }
-    if (options.bench) {
-      const { measureAnchors } = optionalModule<{ measureAnchors(): Promise<ResultsFile['anchors']> }>('./anchors', 'anchors (--bench)');
-      anchors = await measureAnchors();
     }
     if (helper?.alive) helperPeak = peakRss(helper.pid);
   } finally {

@@ -82,16 +82,17 @@ export function summaryTable(file: ResultsFile, elapsedMs?: number): string {
   const nameWidth = Math.max(8, ...scenarios.map((s) => s.length)) + 2;
   const colWidth = Math.max(9, ...transports.map((t) => t.length + 2));
   const out: string[] = [];
-  const table = (title: string, cell: (c: Cell | undefined) => string): void => {
+  const table = (title: string, cell: (c: Cell | undefined) => string, only = scenarios): void => {
     out.push(pad(title, nameWidth) + transports.map((t) => pad(t, colWidth)).join('').trimEnd());
-    for (const s of scenarios) {
+    for (const s of only) {
       out.push(pad(s, nameWidth) + transports.map((t) => pad(cell(cells.get(`${s}\0${t}`)), colWidth)).join('').trimEnd());
     }
   };
   table('scenario', label);
   if (rows.some((r) => r.latency)) {
     out.push('');
-    table('p50 (µs)', (c) => (c && c.p50.length > 0 ? formatUs(median(c.p50)) : '-'));
+    const benched = scenarios.filter((s) => rows.some((r) => r.scenario === s && r.latency));
+    table('p50 (µs)', (c) => (c && c.p50.length > 0 ? formatUs(median(c.p50)) : '-'), benched);
   }
   for (const a of file.anchors) {
     out.push(`anchor ${a.name}: p50 ${formatUs(a.latency.p50Us)} µs, p99 ${formatUs(a.latency.p99Us)} µs, ${Math.round(a.latency.opsPerSec)} ops/s`);

@@ -209,7 +209,8 @@ export function describeFdLeakReport(report: FdLeakReport): string {
     for (const e of report.leaks) lines.push(`  ${describeFdEntry(e)} (opened during the test, still open)`);
   }
   if (report.closed.length > 0) {
-    lines.push(`${report.closed.length} fd${report.closed.length === 1 ? '' : 's'} closed that were open before:`);
+    const one = report.closed.length === 1;
+    lines.push(`${report.closed.length} fd${one ? '' : 's'} closed that ${one ? 'was' : 'were'} open before:`);
     for (const e of report.closed) lines.push(`  ${describeFdEntry(e)} (open before the test, closed during it)`);
   }
   return lines.join('\n');

@@ -128,6 +128,7 @@ export function compareResults(old: ResultsFile, now: ResultsFile, threshold = 1
   }
   for (const [title, items] of Object.entries(sections)) {
     if (items.length === 0) continue;
+    items.sort();
     lines.push('', `${title} (${items.length}):`, ...items.map((i) => `  ${i}`));
   }
   const oldAnchors = new Map((old.anchors ?? []).map((x) => [x.name, x.latency]));
