@@ -7,6 +7,8 @@
  * No tinybench here: this module runs in workers, children and helpers.
  */
 import { readdirSync } from 'node:fs';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 
 import type { CommandContext, CommandSpec } from '../src';
 import { closeFd } from '../src/fd';
@@ -15,6 +17,42 @@ import { distPath } from '../src/paths';
 /** Open fds of the calling process (the listing's own directory fd included, the same every time). */
 export function countOpenFds(): number {
   return readdirSync('/proc/self/fd').length;
+}
+
+let gc: (() => void) | undefined;
+
+/**
+ * A full garbage collection, so that RSS read right after it is not a
+ * matter of when V8 last happened to collect: without it the long run's
+ * "RSS growth" came out at -31 MB (garbage from the earlier measurements
+ * collected during the run). `--expose-gc` set at run time only installs
+ * `gc` in contexts created afterwards, hence the new context.
+ */
+export function collectGarbage(): void {
+  if (!gc) {
+    setFlagsFromString('--expose-gc');
+    gc = runInNewContext('gc') as () => void;
+  }
+  gc();
+}
+
+/** One process's open fds, RSS and live JS heap (bytes). */
+export interface Usage {
+  fds: number;
+  rss: number;
+  heapUsed: number;
+}
+
+/**
+ * Usage read after two full collections a turn apart: right after one GC,
+ * RSS still counts pages V8 frees a moment later (two readings in a row
+ * differed by 31 MB).
+ */
+export async function usageAfterGc(): Promise<Usage> {
+  collectGarbage();
+  await new Promise((resolve) => setImmediate(resolve));
+  collectGarbage();
+  return { fds: countOpenFds(), rss: process.memoryUsage.rss(), heapUsed: process.memoryUsage().heapUsed };
 }
 
 export class BenchCommand {
@@ -34,9 +72,9 @@ export class BenchCommand {
     return fds.length;
   }
 
-  /** This process's open-fd count and resident set size in bytes. */
-  usage(): { fds: number; rss: number } {
-    return { fds: countOpenFds(), rss: process.memoryUsage.rss() };
+  /** This process's open-fd count, resident set size and live JS heap in bytes, after full GCs. */
+  usage(): Promise<Usage> {
+    return usageAfterGc();
   }
 }
 

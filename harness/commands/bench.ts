@@ -32,7 +32,7 @@ import { closeFd, dupFd } from '../../src/fd';
 import { requireDistFile } from '../../src/paths';
 import { AnchorSession, type Anchor } from '../anchors';
 import { measureLatencySamples, summarizeSamples } from '../bench';
-import { BENCH_COMMAND, countOpenFds } from '../bench-command';
+import { BENCH_COMMAND, usageAfterGc, type Usage } from '../bench-command';
 import { collectEnvironment } from '../environment';
 import type { BenchCase, Environment, Latency } from '../types';
 import { UsageError } from './usage';
@@ -64,9 +64,18 @@ export interface LongRunResult {
   /** Open fds of the command's process (for direct and worker: the client's own). */
   commandFdsStart: number;
   commandFdsEnd: number;
-  /** RSS growth in MB (2^20 bytes) over the run. */
+  /** RSS growth in MB (2^20 bytes) over the run, each read after a full GC. */
   clientRssGrowthMB: number;
   commandRssGrowthMB: number;
+  /**
+   * RSS growth over the second half alone: a leak keeps growing there, while
+   * V8 sizing its young generation up (heapTotal, not heapUsed) is done early.
+   */
+  clientRssGrowthSecondHalfMB: number;
+  commandRssGrowthSecondHalfMB: number;
+  /** Live JS heap growth (heapUsed after a full GC): what a JS-side leak would show. */
+  clientHeapUsedGrowthMB: number;
+  commandHeapUsedGrowthMB: number;
   /** Both fd counts returned to their start. */
   fdsReturned: boolean;
 }
@@ -225,16 +234,25 @@ const MB = 1024 * 1024;
 /**
  * `count` duplications on one connection, 64 in flight, the far side's
  * duplicates closed every 1024 (one call each). Counts open fds and RSS in
- * both processes before and after; the counts must come back to their start.
+ * both processes before and after (RSS after a full GC on each side); the
+ * fd counts must come back to their start.
  */
 async function longRun(conn: Connection, fd: number, count: number): Promise<LongRunResult> {
-  const usage = (): Promise<{ fds: number; rss: number }> => conn.call('usage');
-  const clientFdsStart = countOpenFds();
-  const clientRssStart = process.memoryUsage.rss();
-  const commandStart = await usage();
+  // For direct and worker the command's process is this one: one reading.
+  const inProcess = conn.location.pid === process.pid;
+  const read = async (): Promise<{ client: Usage; command: Usage }> => {
+    const command = inProcess ? undefined : await conn.call<Usage>('usage');
+    const client = await usageAfterGc();
+    return { client, command: command ?? client };
+  };
+  const { client: clientStart, command: commandStart } = await read();
+  let commandMid = commandStart;
+  let clientMid = clientStart;
+  const half = Math.floor(count / 2);
   const t0 = performance.now();
+  let pausedMs = 0;
   for (let done = 0; done < count; ) {
-    const n = Math.min(SEGMENT, count - done);
+    const n = Math.min(SEGMENT, count - done, done < half ? half - done : count - done);
     const { made } = await dupWindow(conn, fd, n, PIPELINE_DEPTH);
     await closeRemote(conn, made);
     // All of a segment's duplicates are open at once on the far side, so
@@ -244,20 +262,28 @@ async function longRun(conn: Connection, fd: number, count: number): Promise<Lon
       throw new Error(`pipelined duplications: ${n} asked, ${made.length} returned, ${new Set(made).size} distinct`);
     }
     done += n;
+    if (done === half) {
+      const p0 = performance.now();
+      ({ client: clientMid, command: commandMid } = await read());
+      pausedMs += performance.now() - p0;
+    }
   }
-  const durationMs = performance.now() - t0;
-  const commandEnd = await usage();
-  const clientFdsEnd = countOpenFds();
+  const durationMs = performance.now() - t0 - pausedMs;
+  const { client: clientEnd, command: commandEnd } = await read();
   return {
     duplications: count,
     durationMs,
-    clientFdsStart,
-    clientFdsEnd,
+    clientFdsStart: clientStart.fds,
+    clientFdsEnd: clientEnd.fds,
     commandFdsStart: commandStart.fds,
     commandFdsEnd: commandEnd.fds,
-    clientRssGrowthMB: (process.memoryUsage.rss() - clientRssStart) / MB,
+    clientRssGrowthMB: (clientEnd.rss - clientStart.rss) / MB,
     commandRssGrowthMB: (commandEnd.rss - commandStart.rss) / MB,
-    fdsReturned: clientFdsEnd === clientFdsStart && commandEnd.fds === commandStart.fds,
+    clientRssGrowthSecondHalfMB: (clientEnd.rss - clientMid.rss) / MB,
+    commandRssGrowthSecondHalfMB: (commandEnd.rss - commandMid.rss) / MB,
+    clientHeapUsedGrowthMB: (clientEnd.heapUsed - clientStart.heapUsed) / MB,
+    commandHeapUsedGrowthMB: (commandEnd.heapUsed - commandStart.heapUsed) / MB,
+    fdsReturned: clientEnd.fds === clientStart.fds && commandEnd.fds === commandStart.fds,
   };
 }
 
@@ -480,7 +506,9 @@ export function formatReport(file: BenchFile): string {
       fmt(t.batch?.fdsPerSec, 0),
       t.pipelining ? `${fmt(t.pipelining.gain, 2)}x` : '-',
       lr ? `${lr.clientFdsStart}->${lr.clientFdsEnd} / ${lr.commandFdsStart}->${lr.commandFdsEnd}` : '-',
-      lr ? `${fmt(lr.clientRssGrowthMB, 1)} / ${fmt(lr.commandRssGrowthMB, 1)}` : '-',
+      lr
+        ? `${fmt(lr.clientRssGrowthMB, 1)} / ${fmt(lr.commandRssGrowthMB, 1)} (2nd half ${fmt(lr.clientRssGrowthSecondHalfMB, 1)} / ${fmt(lr.commandRssGrowthSecondHalfMB, 1)})`
+        : '-',
     ]);
   }
   const goals = file.ratios.map((r) => {
