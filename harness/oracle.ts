@@ -70,6 +70,8 @@ export interface OracleOptions {
   /** The run's helper daemon, if one is running. */
   helperPid?: number;
   ledger?: LeakLedger;
+  /** Where the oracle's own remarks go (the row's notes). */
+  note?: (text: string) => void;
 }
 
 const strip = (e: FdEntry): Leak => ({ pid: e.pid, role: e.role, fd: e.fd, target: e.target });
@@ -95,7 +97,7 @@ export class LeakOracle {
     this.#snapshots = [new ProcessFdSnapshot(process.pid, 'client')];
     const helper = this.#options.helperPid;
     if (helper !== undefined) {
-      const snap = tryTake(helper, 'helper');
+      const snap = tryTake(helper, 'helper', this.#options.note);
       if (snap) this.#snapshots.push(snap);
     }
   }
@@ -104,7 +106,7 @@ export class LeakOracle {
   watch(pid: number, role: string): void {
     if (!Number.isInteger(pid) || pid <= 0) throw new RangeError(`watchProcess: ${pid} is not a pid`);
     if (this.#snapshots.some((s) => s.pid === pid) || this.#commandProcesses.has(pid)) return;
-    const snap = tryTake(pid, role);
+    const snap = tryTake(pid, role, this.#options.note);
     if (snap) this.#snapshots.push(snap);
   }
 
@@ -116,7 +118,7 @@ export class LeakOracle {
     const { pid } = conn.location;
     if (pid === process.pid || pid === this.#options.helperPid) return;
     if (this.#snapshots.some((s) => s.pid === pid) || this.#commandProcesses.has(pid)) return;
-    const snap = tryTake(pid, conn.transport === 'helper' ? 'helper' : 'child');
+    const snap = tryTake(pid, conn.transport === 'helper' ? 'helper' : 'child', this.#options.note);
     if (!snap) return;
     // Another helper daemon (a scenario's own) lives on after close: compare it at the end.
     if (conn.transport === 'helper') this.#snapshots.push(snap);
@@ -149,13 +151,21 @@ export class LeakOracle {
   }
 }
 
-/** A snapshot of `pid`, or undefined when it has already ended. */
-function tryTake(pid: number, role: string): ProcessFdSnapshot | undefined {
+/**
+ * A snapshot of `pid`, or undefined when it has already ended, or when its
+ * table is not ours to read (a command run as another uid while we are not
+ * root): the oracle cannot speak for that process, and says so in a note.
+ */
+function tryTake(pid: number, role: string, note?: (text: string) => void): ProcessFdSnapshot | undefined {
   try {
     return new ProcessFdSnapshot(pid, role);
   } catch (err) {
     const code = (err as { code?: string }).code;
     if (code === 'ENOENT' || code === 'ESRCH') return undefined;
+    if (code === 'EACCES' || code === 'EPERM') {
+      note?.(`leak oracle: cannot read the fd table of pid ${pid} (${role}): ${code}; not watched`);
+      return undefined;
+    }
     throw err;
   }
 }

@@ -206,7 +206,14 @@ class SkipSignal extends Error {
   }
 }
 
-class RowTimeout extends Error {}
+/** Failures that fail a row whatever it expected (a 'fail' scenario's throw must come from run() itself). */
+class RowFailure extends Error {}
+/** run() (or bench) outlived the row's time limit. */
+class RowTimeout extends RowFailure {}
+/** The harness failed around the scenario (helper restart, oracle). */
+class HarnessError extends RowFailure {}
+/** Something the scenario started threw or rejected with nobody listening. */
+class BackgroundError extends RowFailure {}
 
 function errorText(err: unknown): string {
   if (err instanceof Error) {
@@ -256,7 +263,7 @@ function verdict(
   const { error, leaks, closed } = outcome;
   const problems: string[] = [];
   if (closed.length > 0) problems.push(`closed ${closed.length} fd(s) that were open before it: ${formatEntries(closed)}`);
-  if (error instanceof RowTimeout) return { status: 'fail', error: [error.message, ...problems].join('\n') };
+  if (error instanceof RowFailure) return { status: 'fail', error: [error.message, ...problems].join('\n') };
   if (error instanceof SkipSignal) {
     if (leaks.length > 0) problems.push(`leaked ${leaks.length} fd(s) before skipping: ${formatEntries(leaks)}`);
     return problems.length > 0 ? { status: 'fail', error: [error.message, ...problems].join('\n') } : { status: 'skip', error: error.reason };
@@ -293,7 +300,22 @@ async function runRow(row: PlannedRow, env: RowEnvironment): Promise<ResultRow> 
   let expired = false;
   const helper = transport === 'helper' ? env.helper : undefined;
   const dir = mkdtempSync(join(tmpdir(), `fdbridge-${scenario.name.slice(0, 40)}-`));
-  const oracle = new LeakOracle({ settleMs: env.settleMs, ledger: env.ledger, ...(env.helper?.alive ? { helperPid: env.helper.pid } : {}) });
+  let error: unknown;
+  if (helper && !helper.alive) {
+    // A fault scenario (or a crash) took the daemon down: the next helper row gets a fresh one.
+    try {
+      await helper.start();
+      notes.push(`helper daemon restarted before this row (pid ${helper.pid})`);
+    } catch (err) {
+      error = new HarnessError(`harness: the helper daemon could not be restarted: ${errorText(err)}`);
+    }
+  }
+  const oracle = new LeakOracle({
+    settleMs: env.settleMs,
+    ledger: env.ledger,
+    note: (text) => notes.push(text),
+    ...(env.helper?.alive ? { helperPid: env.helper.pid } : {}),
+  });
   const rng: Rng = createRng(env.seed).fork(rowLabel(scenario.name, transport, iteration));
 
   const helperControl: HelperControl | undefined = helper && {
@@ -345,17 +367,12 @@ async function runRow(row: PlannedRow, env: RowEnvironment): Promise<ResultRow> 
     ...(helperControl ? { helper: helperControl } : {}),
   };
 
-  let error: unknown;
   let latency: Latency | undefined;
   let leaks: Leak[] = [];
   let closed: Leak[] = [];
   env.stray.length = 0;
   try {
-    if (helper && !helper.alive) {
-      // A fault scenario (or a crash) took the daemon down: the next helper row gets a fresh one.
-      await helper.start();
-      notes.push(`helper daemon restarted before this row (pid ${helper.pid})`);
-    }
+    if (error !== undefined) throw error;
     oracle.begin();
     const running = scenario.run(ctx);
     try {
@@ -387,15 +404,18 @@ async function runRow(row: PlannedRow, env: RowEnvironment): Promise<ResultRow> 
     closed = seen.closed;
     for (const r of seen.reclaimed) notes.push(`an earlier row's leak was closed: ${describeFdEntry(r)}`);
   } catch (err) {
-    // The harness itself failed around the scenario (oracle, helper start).
-    error ??= err;
-    if (!(error instanceof RowTimeout)) error = new Error(`harness: ${errorText(err)}`);
+    // The harness itself failed around the scenario (helper restart, oracle).
+    if (!(err instanceof HarnessError)) {
+      const before = error !== undefined ? ` (the scenario had failed first: ${errorText(error)})` : '';
+      err = new HarnessError(`harness: ${errorText(err)}${before}`);
+    }
+    error = err;
   } finally {
     expired = true;
     rmSync(dir, { recursive: true, force: true });
   }
   if (env.stray.length > 0 && error === undefined) {
-    error = new Error(`unhandled in the background: ${env.stray.map(errorText).join('; ')}`);
+    error = new BackgroundError(`unhandled in the background: ${env.stray.map(errorText).join('; ')}`);
   } else if (env.stray.length > 0) {
     notes.push(`also unhandled in the background: ${env.stray.map(errorText).join('; ')}`);
   }
