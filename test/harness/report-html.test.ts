@@ -323,7 +323,8 @@ describe('writeHtmlReport', () => {
 // ---------------------------------------------------------------------------
 // headless Chromium
 
-const CHROMIUM = '/usr/bin/chromium';
+// Debian's package; FDBRIDGE_CHROMIUM points elsewhere (or at nothing, to see the skip).
+const CHROMIUM = process.env.FDBRIDGE_CHROMIUM ?? '/usr/bin/chromium';
 const haveChromium = existsSync(CHROMIUM);
 const SKIP_REASON = `${CHROMIUM} is not installed (Debian: apt-get install chromium)`;
 if (!haveChromium) {
@@ -385,7 +386,12 @@ async function runChromium(page: string, mode: string[], timeoutMs = 20_000): Pr
       child.once('error', reject);
       child.once('close', (c: number | null, s: NodeJS.Signals | null) => resolve({ code: c, signal: s }));
     }).finally(() => clearTimeout(timer));
-    killGroup(); // any renderer or zygote left behind
+    // Renderers and the zygote may outlive the browser process by a moment:
+    // SIGKILL what is left of the group. Not waited for: orphans are reaped by
+    // init, which can take a second or more in a container, and a zombie holds
+    // no fd. (Chromium's crashpad handler daemonizes into its own session and
+    // exits by itself.)
+    killGroup();
     return { code, signal, stdout, stderr, timedOut };
   } finally {
     rmSync(profile, { recursive: true, force: true });
