@@ -32,8 +32,21 @@ export class HelperProcess implements HelperControl {
     return this.#child?.pid ?? -1;
   }
 
+  /**
+   * Whether the daemon still runs. Node learns of a child's death only
+   * through SIGCHLD, a moment later: a daemon a scenario just SIGKILLed is a
+   * zombie (or gone) in /proc before its 'exit' event, and counts as dead.
+   */
   get alive(): boolean {
-    return this.#child !== undefined && this.#child.exitCode === null && this.#child.signalCode === null;
+    const child = this.#child;
+    if (child?.pid === undefined || child.exitCode !== null || child.signalCode !== null) return false;
+    try {
+      const stat = readFileSync(`/proc/${child.pid}/stat`, 'utf8');
+      const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+      return state !== 'Z' && state !== 'X';
+    } catch {
+      return false;
+    }
   }
 
   /** How many times a daemon was started (1 after the first start). */
@@ -53,6 +66,8 @@ export class HelperProcess implements HelperControl {
   /** Starts the daemon and resolves once it listens (at most 10 s). */
   async start(): Promise<void> {
     if (this.alive) return;
+    // A predecessor that died: let Node reap it first (its 'exit' event).
+    await Promise.race([this.#exited, new Promise((r) => setTimeout(r, 1000).unref())]);
     const cli = requireDistFile('harness/cli.js');
     const logFd = openSync(this.#logPath, 'a');
     let child: ChildProcess;

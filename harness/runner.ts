@@ -507,7 +507,9 @@ async function warmUp(transports: readonly TransportName[], helper: HelperProces
 function computeTotals(results: readonly ResultRow[], helperPeakRss: number | undefined): Record<string, number> {
   const totals: Record<string, number> = {};
   for (const r of results) for (const [k, v] of Object.entries(r.metrics ?? {})) totals[k] = (totals[k] ?? 0) + v;
+  totals['leakedFds'] = results.reduce((n, r) => n + r.leaks.length, 0);
   totals['undeclaredLeaks'] = results.filter((r) => r.expect !== 'leak').reduce((n, r) => n + r.leaks.length, 0);
+  totals['failedRows'] = results.filter((r) => r.status === 'fail').length;
   totals['clientPeakRssBytes'] = process.resourceUsage().maxRSS * 1024;
   if (helperPeakRss !== undefined) totals['helperPeakRssBytes'] = helperPeakRss;
   return totals;
