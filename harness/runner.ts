@@ -346,8 +346,8 @@ async function runRow(row: PlannedRow, env: RowEnvironment): Promise<ResultRow> 
           await userHook?.(location);
         },
       });
-      oracle.connected(conn);
       connections.add(conn);
+      oracle.connected(conn);
       if (expired) await conn.close();
       return conn;
     },
@@ -374,7 +374,8 @@ async function runRow(row: PlannedRow, env: RowEnvironment): Promise<ResultRow> 
   try {
     if (error !== undefined) throw error;
     oracle.begin();
-    const running = scenario.run(ctx);
+    // async wrapper: a run() that throws before its first await still becomes a rejection.
+    const running = (async () => scenario.run(ctx))();
     try {
       await withTimeout(running, env.timeoutMs, `${scenario.name} on ${transport}`);
       if (env.bench && scenario.bench && (scenario.expect ?? 'pass') === 'pass') {
