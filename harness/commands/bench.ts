@@ -21,7 +21,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
@@ -114,6 +114,11 @@ export interface Ratio {
 export interface BenchFile {
   environment: Environment;
   options: { transports: TransportName[]; timeMs: number; rounds: number; count: number; fdsPerMessage: number; pipelineDepth: number };
+  /**
+   * The machine's load average (1, 5, 15 min) before and after: on a shared
+   * machine it says what the numbers were measured against.
+   */
+  loadAverage: { start: number[]; end: number[] };
   anchors: Anchor[];
   transports: TransportBench[];
   ratios: Ratio[];
@@ -522,7 +527,8 @@ export function formatReport(file: BenchFile): string {
     ];
   });
   return [
-    `fdbridge bench: node ${e.node}, Linux ${e.kernel}, ${e.cpuModel} x ${e.cores}, commit ${e.gitCommit.slice(0, 12)}`,
+    `fdbridge bench: node ${e.node}, Linux ${e.kernel}, ${e.cpuModel} x ${e.cores}, commit ${e.gitCommit.slice(0, 12)}; ` +
+      `load average ${file.loadAverage.start.map((v) => v.toFixed(2)).join(' ')} -> ${file.loadAverage.end.map((v) => v.toFixed(2)).join(' ')}`,
     `${file.options.timeMs} ms per measurement over ${file.options.rounds} rounds; long run ${file.options.count} dups; ` +
       'latency ratios from p50, median of rounds (one run: only ratios count)',
     '',
@@ -571,6 +577,7 @@ export async function main(argv: string[]): Promise<number> {
   const log = (line: string): void => void process.stderr.write(`fdbridge bench: ${line}\n`);
 
   const environment = collectEnvironment();
+  const loadStart = loadavg();
   const dir = mkdtempSync(join(tmpdir(), 'fdbridge-bench-'));
   // 253 distinct open fds (each its own dup of one /dev/null open, close-on-
   // exec): the batch sends them all, the single round trips the first.
@@ -657,6 +664,7 @@ export async function main(argv: string[]): Promise<number> {
     const file: BenchFile = {
       environment,
       options: { transports, timeMs, rounds: roundCount, count, fdsPerMessage: MAX_FDS_PER_MESSAGE, pipelineDepth: PIPELINE_DEPTH },
+      loadAverage: { start: loadStart, end: loadavg() },
       anchors,
       transports: transportResults,
       ratios: computeRatios(rounds, transportResults, MAX_FDS_PER_MESSAGE),

@@ -62,6 +62,8 @@ describe('fdbridge bench (subprocess)', () => {
     expect(file.options).toMatchObject({ timeMs: 40, rounds: 2, count: COUNT, fdsPerMessage: 253, pipelineDepth: 64 });
     expect(file.options.transports).toEqual(transportNames());
     expect(file.ratioBasis).toBe('p50Us');
+    expect(file.loadAverage.start).toHaveLength(3);
+    expect(file.loadAverage.end).toHaveLength(3);
   });
 
   test('measures every anchor: Node handle passing and JSON IPC, C single and batch', () => {
