@@ -325,32 +325,52 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   // Calls a JS callback as an event-loop callback (microtasks run after it);
   // an exception it throws becomes an uncaught exception, as for any event.
   //
-  // Returns false when JS could not run at all, and the caller still owns
-  // whatever it meant to hand over. That happens while an environment shuts
-  // down: Node keeps running the loop to close its handles (worker exit,
-  // worker.terminate(), process.exit in a worker) before the cleanup hook
-  // closes our sockets, so a poll event can still arrive and accept4/recvmsg
-  // install fds that no JS callback will ever own.
+  // Returns false only when JS certainly did not run, so the caller still
+  // owns whatever it meant to hand over (and must close it). That happens
+  // while an environment shuts down: Node keeps running the loop to close its
+  // handles (worker exit, worker.terminate(), process.exit in a worker)
+  // before our cleanup hook closes the sockets, so a poll event can still
+  // arrive, and accept4/recvmsg install fds that no JS callback will own.
+  // If JS may have run (terminated part-way), the fds are left alone: a leak
+  // is recoverable, a double close in a multi-threaded process is not.
   bool Emit(Napi::FunctionReference& fn, const std::initializer_list<napi_value>& args) {
     Napi::Env env = Env();
+    if (!CanCallIntoJs()) return false;
     napi_value result;
     napi_status status = napi_make_callback(env, *async_context_, Value(), fn.Value(), args.size(),
                                             args.begin(), &result);
     if (status == napi_ok) return true;
     bool pending = false;
-    if (napi_is_exception_pending(env, &pending) != napi_ok || !pending) {
-      // can_call_into_js() was false: nothing ran (Node reports that as
-      // napi_pending_exception with no exception, or napi_cannot_run_js).
-      return false;
+    if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+      napi_value exception;
+      if (napi_get_and_clear_last_exception(env, &exception) == napi_ok) napi_fatal_exception(env, exception);
     }
-    napi_value exception;
-    if (napi_get_and_clear_last_exception(env, &exception) == napi_ok) napi_fatal_exception(env, exception);
     return true;
   }
 
+  // Node refuses every Node-API call that may enter JS (NAPI_PREAMBLE) once
+  // the environment cannot run JS any more (or an exception is pending);
+  // napi_strict_equals is such a call, with no side effect.
+  bool CanCallIntoJs() {
+    Napi::HandleScope scope(Env());  // callers may be outside any JS frame
+    napi_value self = Value();
+    bool equal = false;
+    return napi_strict_equals(Env(), self, self, &equal) == napi_ok;
+  }
+
+  // An exception raised while building a callback's arguments (they call
+  // into JS: the error factory) becomes an uncaught exception, unless the
+  // environment is shutting down, when there is nobody left to tell.
+  void ReportException(const Napi::Error& e) {
+    if (CanCallIntoJs()) napi_fatal_exception(Env(), e.Value());
+  }
+
+  // The delegate callbacks below run from uv_poll, outside any JS frame: a C++
+  // exception escaping them would abort the process, so none may escape.
+
   void OnMessage(const char* data, size_t len, const int* fds, size_t nfds) override {
     Napi::Env env = Env();
-    if (on_message_.IsEmpty()) {
+    if (on_message_.IsEmpty() || !CanCallIntoJs()) {
       for (size_t i = 0; i < nfds; i++) FdClose(fds[i]);
       return;
     }
@@ -363,7 +383,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     } catch (const Napi::Error& e) {
       // Could not build the arguments: the fds would reach nobody.
       for (size_t i = 0; i < nfds; i++) FdClose(fds[i]);
-      napi_fatal_exception(env, e.Value());
+      ReportException(e);
       return;
     }
     if (!Emit(on_message_, {env.Null(), buf, arr})) {
@@ -373,20 +393,34 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
 
   void OnReceiveError(const RecvResult& r, const char* data, size_t len) override {
     Napi::Env env = Env();
-    if (on_message_.IsEmpty()) return;
+    if (on_message_.IsEmpty() || !CanCallIntoJs()) return;
     Napi::HandleScope scope(env);
-    Emit(on_message_, {ReceiveError(env, r, "recvmsg", data, len)});
+    napi_value err;
+    try {
+      err = ReceiveError(env, r, "recvmsg", data, len);
+    } catch (const Napi::Error& e) {
+      ReportException(e);
+      return;
+    }
+    Emit(on_message_, {err});
   }
 
   void OnAccept(int fd, int err) override {
     Napi::Env env = Env();
-    if (on_accept_.IsEmpty()) {
+    if (on_accept_.IsEmpty() || !CanCallIntoJs()) {
       if (fd >= 0) FdClose(fd);
       return;
     }
     Napi::HandleScope scope(env);
     if (fd < 0) {
-      Emit(on_accept_, {SystemError(env, err, "accept4")});
+      napi_value error;
+      try {
+        error = SystemError(env, err, "accept4");
+      } catch (const Napi::Error& e) {
+        ReportException(e);
+        return;
+      }
+      Emit(on_accept_, {error});
     } else {
       if (!Emit(on_accept_, {env.Null(), Napi::Number::New(env, fd)})) FdClose(fd);
     }
@@ -397,15 +431,22 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     if (it == send_callbacks_.end()) return;
     Napi::FunctionReference fn = std::move(it->second);
     send_callbacks_.erase(it);
+    if (!CanCallIntoJs()) return;
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
-    napi_value arg = err == 0 ? env.Null() : SystemError(env, err, "sendmsg");
+    napi_value arg;
+    try {
+      arg = err == 0 ? env.Null() : SystemError(env, err, "sendmsg");
+    } catch (const Napi::Error& e) {
+      ReportException(e);
+      return;
+    }
     if (closing_) {
       // Inside close(): called from JS already, so a plain call suffices.
       try {
         fn.Call({arg});
       } catch (const Napi::Error& e) {
-        napi_fatal_exception(env, e.Value());
+        ReportException(e);
       }
     } else {
       Emit(fn, {arg});

@@ -21,8 +21,10 @@ UnixSocket* UnixSocket::Create(uv_loop_t* loop, int fd, int type, size_t max_fds
   UnixSocket* s = new UnixSocket(fd, type, max_fds, recv_buffer_size, delegate);
   int r = uv_poll_init(loop, &s->poll_, fd);
   if (r != 0) {
+    // The fd stays the caller's: every caller (the binding, and through it
+    // UnixSocket/UnixServer in TypeScript) closes it when construction fails,
+    // so closing it here too would be a double close.
     *err = r;
-    FdClose(fd);
     delete s;
     return nullptr;
   }

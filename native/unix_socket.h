@@ -37,7 +37,7 @@ class UnixSocket {
 
   // Takes ownership of `fd` (a non-blocking AF_UNIX socket of `type`).
   // Returns nullptr and sets *err when the poll handle cannot be set up; the fd
-  // is then closed.
+  // then still belongs to the caller (like every failed constructor's argument).
   static UnixSocket* Create(uv_loop_t* loop, int fd, int type, size_t max_fds,
                             size_t recv_buffer_size, Delegate* delegate, int* err);
 

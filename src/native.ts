@@ -57,7 +57,7 @@ export interface NativeSocket {
 }
 
 export interface NativeSocketConstructor {
-  /** Takes ownership of `fd`. */
+  /** Takes ownership of `fd`; if the constructor throws, the fd is still the caller's. */
   new (
     fd: number,
     type: number,

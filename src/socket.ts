@@ -124,16 +124,29 @@ export class UnixSocket {
     const [name, abstract] = parseAddress(address);
     const deadline = Date.now() + (options.timeoutMs ?? 5000);
     for (let delay = 1; ; delay = Math.min(delay * 2, 50)) {
+      let fd: number;
       try {
-        return new UnixSocket(native.connect(kindToType(kind), name, abstract), kind, options);
+        fd = native.connect(kindToType(kind), name, abstract);
       } catch (err) {
         if (!(err instanceof SystemError) || err.code !== 'EAGAIN' || Date.now() >= deadline) throw err;
+        await new Promise((r) => setTimeout(r, delay));
+        continue;
       }
-      await new Promise((r) => setTimeout(r, delay));
+      try {
+        return new UnixSocket(fd, kind, options);
+      } catch (err) {
+        // Bad options (or a failed poll setup): the connected fd is still ours.
+        closeAll([fd]);
+        throw err;
+      }
     }
   }
 
-  /** Takes ownership of `fd`, a Unix domain socket (its kind is read with SO_TYPE when omitted). */
+  /**
+   * Takes ownership of `fd`, a Unix domain socket (its kind is read with
+   * SO_TYPE when omitted). If the constructor throws, the fd is still the
+   * caller's to close.
+   */
   constructor(fd: number, kind?: SocketKind, options?: UnixSocketOptions) {
     this.kind = kind ?? typeToKind(native.socketType(fd));
     this.#native = new native.Socket(fd, kindToType(this.kind), options, (err, data, fds) =>
@@ -338,14 +351,21 @@ export class UnixServer {
       throw new RangeError(`mode must be a permission mask such as 0o600, not ${mode}`);
     }
     const fd = native.listen(kindToType(this.kind), name, abstract, mode, options.backlog ?? 128);
-    if (!abstract) {
-      const st = lstatSync(name);
-      this.#fileIdentity = { dev: st.dev, ino: st.ino };
+    try {
+      if (!abstract) {
+        const st = lstatSync(name);
+        this.#fileIdentity = { dev: st.dev, ino: st.ino };
+      }
+      this.#native = new native.Socket(fd, kindToType(this.kind), undefined, undefined, (err, cfd) =>
+        this.#onAccept(err, cfd),
+      );
+    } catch (err) {
+      // Not listening after all: release the fd and the socket file we made.
+      closeAll([fd]);
+      this.#unlinkOwnFile();
+      throw err;
     }
     this.#fd = fd;
-    this.#native = new native.Socket(fd, kindToType(this.kind), undefined, undefined, (err, cfd) =>
-      this.#onAccept(err, cfd),
-    );
   }
 
   get fd(): number {
@@ -389,22 +409,26 @@ export class UnixServer {
     if (this.#closed) return;
     this.#closed = true;
     this.#native.close();
-    if (typeof this.address === 'string' && this.#fileIdentity) {
-      try {
-        const st = lstatSync(this.address);
-        if (st.isSocket() && st.dev === this.#fileIdentity.dev && st.ino === this.#fileIdentity.ino) {
-          unlinkSync(this.address);
-        }
-      } catch {
-        // already removed
-      }
-    }
+    this.#unlinkOwnFile();
     const err = new ClosedError('accept: the server was closed');
     for (const w of this.#acceptWaiters.splice(0)) w.reject(err);
   }
 
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  /** Removes the socket file, if the path still names the very socket this server bound. */
+  #unlinkOwnFile(): void {
+    if (typeof this.address !== 'string' || !this.#fileIdentity) return;
+    try {
+      const st = lstatSync(this.address);
+      if (st.isSocket() && st.dev === this.#fileIdentity.dev && st.ino === this.#fileIdentity.ino) {
+        unlinkSync(this.address);
+      }
+    } catch {
+      // already removed
+    }
   }
 
   #onAccept(err: Error | null, fd?: number): void {

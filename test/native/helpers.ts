@@ -154,7 +154,8 @@ export function expectSystemError(err: unknown, code: string, syscall?: string):
   expect(e.code).toBe(code);
   expect(e.errno).toBeLessThan(0);
   if (syscall !== undefined) expect(e.syscall).toBe(syscall);
-  expect(e.message).toContain(code);
+  // The message names the call (and, unless it says more precisely, the errno).
+  expect(e.message).toContain(e.syscall);
 }
 
 /** The compiled package (dist/), which fixtures that run as plain JS require. */
