@@ -69,7 +69,13 @@ int UnixSocket::Send(const char* data, size_t len, const int* fds, size_t nfds, 
   q.data.assign(data + offset, data + len);
   // Pin the open files: the caller may close or reuse its fd numbers before
   // the socket becomes writable (oven-sh/bun#37854 sent the wrong file).
-  // dup also validates: a bad fd fails here with nothing queued.
+  // Validate every fd before duplicating any: a duplicate takes the lowest
+  // free number, which can be the number of a closed fd later in the list,
+  // and dup would then "succeed" on it and queue the wrong file in its place.
+  for (size_t i = 0; i < nfds; i++) {
+    int r = FdGetFlags(fds[i]);
+    if (r < 0) return r;
+  }
   q.fds.reserve(nfds);
   for (size_t i = 0; i < nfds; i++) {
     int d = FdDupCloexec(fds[i]);

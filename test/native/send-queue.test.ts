@@ -1,0 +1,235 @@
+/**
+ * The send queue: a full socket queues the message (holding its own
+ * duplicates of the fds), delivers it when the peer drains, and releases
+ * everything when it cannot. Also what closing a socket releases.
+ */
+import { openSync } from 'node:fs';
+
+import { ClosedError, SystemError } from '../../src/errors';
+import { diffFdTables, fdIdentity, openFdTable, type FdIdentity } from '../../src/fd';
+import { constants, native } from '../../src/native';
+import { UnixSocket, type SocketKind } from '../../src/socket';
+import { expectFdTable, expectRangeError, expectSystemError, readPipe, rejection, thrown, withScope } from './helpers';
+
+const CHUNK = Buffer.alloc(32 * 1024, 0x2e);
+
+interface Filled {
+  /** Bytes and messages written, including the first queued one. */
+  bytes: number;
+  messages: number;
+  /** Outcome of every queued write, in order. */
+  queued: Array<Promise<Error | null>>;
+}
+
+/** Writes CHUNKs until the binding queues one (write() returns false). */
+function fill(sock: UnixSocket): Filled {
+  const filled: Filled = { bytes: 0, messages: 0, queued: [] };
+  for (let i = 0; i < 10000; i++) {
+    let settle!: (err: Error | null) => void;
+    const outcome = new Promise<Error | null>((r) => (settle = r));
+    const now = sock.write(CHUNK, undefined, settle);
+    filled.bytes += CHUNK.length;
+    filled.messages += 1;
+    if (!now) {
+      filled.queued.push(outcome);
+      return filled;
+    }
+  }
+  throw new Error('the socket never filled up');
+}
+
+/** Queues one more write; its outcome. */
+function queue(sock: UnixSocket, data: Buffer, fds?: number[]): Promise<Error | null> {
+  let settle!: (err: Error | null) => void;
+  const outcome = new Promise<Error | null>((r) => (settle = r));
+  expect(sock.write(data, fds, settle)).toBe(false);
+  return outcome;
+}
+
+/** Reads everything until `bytes` bytes arrived; returns the fds seen (receiver-owned). */
+function drain(sock: UnixSocket, bytes: number): Promise<{ fds: number[]; messages: number; tail: string }> {
+  return new Promise((resolve, reject) => {
+    let seen = 0;
+    let messages = 0;
+    let tail = '';
+    const fds: number[] = [];
+    sock.setMessageHandler((err, data, got) => {
+      if (err) return reject(err);
+      seen += data!.length;
+      messages += 1;
+      fds.push(...got!);
+      tail = (tail + data!.toString()).slice(-64);
+      if (seen >= bytes) resolve({ fds, messages, tail });
+    });
+  });
+}
+
+function sameIdentity(a: FdIdentity, b: FdIdentity): boolean {
+  return a.dev === b.dev && a.ino === b.ino;
+}
+
+describe.each<SocketKind>(['stream', 'seqpacket'])('%s', (kind) => {
+  test('a queued message delivers the right file although the sender closed and reused its fd number (oven-sh/bun#37854)', () =>
+    withScope(async (s) => {
+      const [a, b] = UnixSocket.pair(kind).map((x) => s.add(x)) as [UnixSocket, UnixSocket];
+      const x = s.file('x');
+      const xIdentity = fdIdentity(x.fd.fd);
+      const xNumber = x.fd.fd;
+      const filled = fill(a);
+      const target = queue(a, Buffer.from('target'), [xNumber]);
+      expect(a.queuedSends).toBe(2);
+      // The caller closes its copy at once; the number is free for the next open.
+      x.fd.close();
+      const y = s.own(openSync(`${s.dir()}/y`, 'w'));
+      const yIdentity = fdIdentity(y.fd);
+      expect(sameIdentity(xIdentity, yIdentity)).toBe(false);
+
+      const got = await drain(b, filled.bytes + 'target'.length);
+      s.ownAll(got.fds);
+      expect(got.tail.endsWith('target')).toBe(true);
+      expect(got.fds).toHaveLength(1);
+      // The file that was named when write() was called, never what the number means now.
+      expect(sameIdentity(fdIdentity(got.fds[0]!), xIdentity)).toBe(true);
+      expect(sameIdentity(fdIdentity(got.fds[0]!), yIdentity)).toBe(false);
+      expect(await Promise.all([...filled.queued, target])).toEqual([null, null]);
+      expect(a.queuedSends).toBe(0);
+      void xNumber;
+    }));
+
+  test('the queue keeps order, and send() resolves once the kernel has each message', () =>
+    withScope(async (s) => {
+      const [a, b] = UnixSocket.pair(kind).map((x) => s.add(x)) as [UnixSocket, UnixSocket];
+      const filled = fill(a);
+      const sends = ['one', 'two', 'three'].map((t) => a.send(Buffer.from(t)));
+      expect(a.queuedSends).toBe(4);
+      let settled = 0;
+      for (const p of sends) void p.then(() => (settled += 1));
+      await Promise.resolve();
+      expect(settled).toBe(0);
+      const got = await drain(b, filled.bytes + 'onetwothree'.length);
+      expect(got.tail.endsWith('onetwothree')).toBe(true);
+      await Promise.all(sends);
+      expect(a.queuedSends).toBe(0);
+    }));
+
+  test('closing with queued sends rejects them (ECANCELED) and releases their fds', () =>
+    withScope(async (s) => {
+      const [a, b] = UnixSocket.pair(kind).map((x) => s.add(x)) as [UnixSocket, UnixSocket];
+      const pipe = s.pipe();
+      const filled = fill(a);
+      const withFd = queue(a, Buffer.from('with fd'), [pipe.write.fd]);
+      const viaSend = a.send(Buffer.from('promise'), [pipe.write.fd, pipe.write.fd]);
+      pipe.write.close();
+      // Only the queued duplicates keep the pipe's write end open now.
+      expect(readPipe(pipe.read.fd)).toBe('empty');
+      const before = openFdTable();
+      const aFd = a.fd;
+      a.close();
+      const outcomes = await Promise.all([...filled.queued, withFd]);
+      for (const err of outcomes) expectSystemError(err, 'ECANCELED', 'sendmsg');
+      expectSystemError(await rejection(viaSend), 'ECANCELED', 'sendmsg');
+      // Every duplicate is gone: the pipe reads end-of-file...
+      expect(readPipe(pipe.read.fd)).toBe('eof');
+      // ...and exactly the socket and the three queued duplicates were closed.
+      const diff = diffFdTables(before, openFdTable());
+      expect(diff.opened).toEqual([]);
+      const fifo = openFdTable().get(pipe.read.fd)!;
+      expect(diff.closed.map((e) => e.target).sort()).toEqual([before.get(aFd)!, fifo, fifo, fifo].sort());
+      expect(a.queuedSends).toBe(0);
+      // The peer got what was sent before the queue, then end-of-file.
+      const got = await new Promise<number>((resolve) => {
+        let bytes = 0;
+        b.setMessageHandler((err, data) => (err ? resolve(bytes) : (bytes += data!.length)));
+      });
+      expect(got).toBe(filled.bytes - CHUNK.length);
+    }));
+
+  test('the peer goes away with sends queued: they fail (EPIPE/ECONNRESET), fds released', () =>
+    withScope(async (s) => {
+      const [a, b] = UnixSocket.pair(kind).map((x) => s.add(x)) as [UnixSocket, UnixSocket];
+      const pipe = s.pipe();
+      const filled = fill(a);
+      const withFd = queue(a, Buffer.from('with fd'), [pipe.write.fd]);
+      pipe.write.close();
+      b.close();
+      const outcomes = await Promise.all([...filled.queued, withFd]);
+      for (const err of outcomes) {
+        expect(err).toBeInstanceOf(SystemError);
+        expect(['EPIPE', 'ECONNRESET']).toContain((err as SystemError).code);
+      }
+      expect(a.queuedSends).toBe(0);
+      expect(readPipe(pipe.read.fd)).toBe('eof');
+    }));
+
+  test('with sends queued, a bad fd or too many fds still fail at once with nothing queued', () =>
+    withScope(async (s) => {
+      const [a, b] = UnixSocket.pair(kind).map((x) => s.add(x)) as [UnixSocket, UnixSocket];
+      const { fd } = s.file();
+      const closedFd = openSync('/dev/null', 'r');
+      native.close(closedFd);
+      const filled = fill(a);
+      const before = openFdTable();
+      // The good fd before the bad one was already duplicated for the queue: it must be released.
+      expectSystemError(thrown(() => a.write(Buffer.from('x'), [fd.fd, closedFd])), 'EBADF');
+      expectSystemError(thrown(() => a.write(Buffer.from('x'), [fd.fd, -1])), 'EBADF');
+      expectRangeError(thrown(() => a.write(Buffer.from('x'), new Array<number>(254).fill(fd.fd))), /253/);
+      expect(a.queuedSends).toBe(1);
+      expectFdTable(before);
+      const got = await drain(b, filled.bytes);
+      expect(got.fds).toEqual([]);
+      expect(await Promise.all(filled.queued)).toEqual([null]);
+    }));
+});
+
+describe('closing a socket', () => {
+  test('releases fds in flight to it that were never received', () =>
+    withScope(async (s) => {
+      const [a, b] = UnixSocket.pair('seqpacket').map((x) => s.add(x)) as [UnixSocket, UnixSocket];
+      const pipe = s.pipe();
+      await a.send(Buffer.from('never read'), [pipe.write.fd]);
+      pipe.write.close();
+      expect(readPipe(pipe.read.fd)).toBe('empty');
+      const before = openFdTable();
+      b.close();
+      expect(readPipe(pipe.read.fd)).toBe('eof');
+      // Nothing was installed in this process on the way.
+      expect([...openFdTable().keys()].filter((fd) => !before.has(fd))).toEqual([]);
+    }));
+
+  test('a socket nobody reads from closes what it receives instead of leaking it', () =>
+    withScope(async (s) => {
+      const [x, y] = native.socketpair(constants.SOCK_SEQPACKET);
+      // No message callback: received fds have no owner to go to.
+      const raw = s.add(new native.Socket(x, constants.SOCK_SEQPACKET));
+      const peer = s.add(new UnixSocket(y, 'seqpacket'));
+      const pipe = s.pipe();
+      await peer.send(Buffer.from('to nobody'), [pipe.write.fd]);
+      pipe.write.close();
+      const before = openFdTable();
+      raw.startReading();
+      // Once the socket has read the message, the write end is closed: EOF.
+      for (let i = 0; i < 500 && readPipe(pipe.read.fd) === 'empty'; i++) await new Promise((r) => setTimeout(r, 2));
+      expect(readPipe(pipe.read.fd)).toBe('eof');
+      expectFdTable(before);
+    }));
+
+  test('rejects pending receives with ClosedError; close() twice is harmless; later calls are typed errors', () =>
+    withScope(async (s) => {
+      const [a, b] = UnixSocket.pair('seqpacket').map((x) => s.add(x)) as [UnixSocket, UnixSocket];
+      const pending = a.receive();
+      const fd = a.fd;
+      a.close();
+      expect(await rejection(pending)).toBeInstanceOf(ClosedError);
+      expect(a.closed).toBe(true);
+      expect(a.fd).toBe(-1);
+      expect(openFdTable().get(fd) ?? 'closed').not.toMatch(/^socket:/);
+      a.close();
+      a[Symbol.dispose]();
+      expect(thrown(() => a.write(Buffer.from('x')))).toBeInstanceOf(ClosedError);
+      expect(await rejection(a.send(Buffer.from('x')))).toBeInstanceOf(ClosedError);
+      expect(await rejection(a.receive())).toBeInstanceOf(ClosedError);
+      expect(thrown(() => a.setMessageHandler(() => {}))).toBeInstanceOf(ClosedError);
+      // The peer sees the close.
+      expect(await rejection(b.receive())).toHaveProperty('code', 'ERR_FDBRIDGE_EOF');
+    }));
+});
