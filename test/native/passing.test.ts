@@ -6,7 +6,7 @@ import { closeSync, mkdirSync, openSync, readFileSync, readSync, statSync, write
 import { join } from 'node:path';
 
 import { SystemError } from '../../src/errors';
-import { fdFlags, fdIdentity, openFdTable, sameFile } from '../../src/fd';
+import { fdFlags, fdIdentity, makeEventfd, makeMemfd, makePipe, openFdTable, sameFile, type OwnedFd } from '../../src/fd';
 import { constants, native } from '../../src/native';
 import { UnixServer, UnixSocket, type SocketKind } from '../../src/socket';
 import { abstractName, expectFdTable, expectRangeError, expectSystemError, readPipe, rejection, thrown, withScope } from './helpers';
@@ -199,6 +199,44 @@ describe('fd kinds that pass (over SEQPACKET)', () => {
       const peer = s.add(new UnixSocket(await accepted, 'seqpacket'));
       await client.send(Buffer.from('accepted elsewhere'));
       expect((await peer.receive()).data.toString()).toBe('accepted elsewhere');
+    }));
+
+  test('anonymous pipe (pipe2): data written through the received end comes out of the read end', () =>
+    withScope(async (s) => {
+      const [a, b] = UnixSocket.pair('seqpacket').map((x) => s.add(x)) as [UnixSocket, UnixSocket];
+      const [r, w] = s.ownAll(makePipe()) as [OwnedFd, OwnedFd];
+      native.setNonblock(r.fd, true);
+      const got = s.own(await passOne(a, b, w.fd));
+      expect(openFdTable().get(got.fd)).toMatch(/^pipe:\[\d+\]$/);
+      expect(openFdTable().get(got.fd)).toBe(openFdTable().get(r.fd));
+      writeSync(got.fd, 'anonymous');
+      expect(readPipe(r.fd)).toBe('anonymous');
+    }));
+
+  test('memfd: the received fd reads what was written through the original', () =>
+    withScope(async (s) => {
+      const [a, b] = UnixSocket.pair('seqpacket').map((x) => s.add(x)) as [UnixSocket, UnixSocket];
+      const memfd = s.own(makeMemfd('fdbridge-test'));
+      writeSync(memfd.fd, 'in memory');
+      const got = s.own(await passOne(a, b, memfd.fd));
+      expect(openFdTable().get(got.fd)).toMatch(/^\/memfd:fdbridge-test/);
+      const buf = Buffer.alloc(32);
+      const n = readSync(got.fd, buf, 0, buf.length, 0);
+      expect(buf.subarray(0, n).toString()).toBe('in memory');
+    }));
+
+  test('eventfd: a counter added through the received fd is read through the original', () =>
+    withScope(async (s) => {
+      const [a, b] = UnixSocket.pair('seqpacket').map((x) => s.add(x)) as [UnixSocket, UnixSocket];
+      const efd = s.own(makeEventfd());
+      const got = s.own(await passOne(a, b, efd.fd));
+      expect(openFdTable().get(got.fd)).toBe('anon_inode:[eventfd]');
+      const add = Buffer.alloc(8);
+      add.writeBigUInt64LE(42n);
+      writeSync(got.fd, add);
+      const out = Buffer.alloc(8);
+      expect(readSync(efd.fd, out, 0, 8, null)).toBe(8);
+      expect(out.readBigUInt64LE()).toBe(42n);
     }));
 
   test('directory', () =>

@@ -252,6 +252,27 @@ describe('other control messages', () => {
     }));
 });
 
+describe('SO_PASSRIGHTS (Linux 6.16+)', () => {
+  test('a receiver that refuses rights makes fd-carrying sends fail with EPERM, nothing queued', () =>
+    withScope(async (s) => {
+      const [a, b] = pair(s, 'seqpacket');
+      const { fd } = s.file();
+      let refused = true;
+      try {
+        native.setPassRights(b.fd, false);
+      } catch (err) {
+        // Older kernels do not know the option: a typed error says so.
+        expectSystemError(err, 'ENOPROTOOPT', 'setsockopt(SO_PASSRIGHTS)');
+        refused = false;
+      }
+      if (!refused) return;
+      expectSystemError(await rejection(a.send(Buffer.from('x'), [fd.fd])), 'EPERM', 'sendmsg');
+      expect(native.recvNow(b.fd, 1024, 253)).toBeNull();
+      await a.send(Buffer.from('data only'));
+      expect((await b.receive()).data.toString()).toBe('data only');
+    }));
+});
+
 describe('read(2) on the socket', () => {
   test.each<SocketKind>(['stream', 'seqpacket'])('%s: read(2) discards the fds of the message it reads', (kind) =>
     withScope(async (s) => {
