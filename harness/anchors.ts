@@ -35,6 +35,12 @@ export interface Anchor {
   fdsPerMessage: number;
   /** Per round trip; opsPerSec counts round trips (messages), not fds. */
   latency: Latency;
+  /**
+   * C anchors: the fraction of round trips whose two sides ran on the same
+   * CPU. On a VM a wake-up of the other vCPU costs tens of µs, one on the
+   * same CPU a few: this number says which regime the anchor measured.
+   */
+  sameCpuFraction?: number;
 }
 
 export interface AnchorOptions {
@@ -56,12 +62,15 @@ export function scmPingpongPath(): string {
 interface ExternalResult {
   samplesUs?: number[];
   skip?: string;
+  sameCpuFraction?: number;
 }
 
 /** A measurement of one anchor: its latency and every sample (µs), for pooling rounds. */
 export interface AnchorMeasurement {
   latency: Latency;
   samplesUs: number[];
+  /** See Anchor.sameCpuFraction. */
+  sameCpuFraction?: number;
 }
 
 function fromExternal(r: ExternalResult, what: string): AnchorMeasurement {
@@ -69,7 +78,9 @@ function fromExternal(r: ExternalResult, what: string): AnchorMeasurement {
   if (!Array.isArray(samplesUs) || samplesUs.length === 0 || !samplesUs.every((v) => typeof v === 'number' && Number.isFinite(v))) {
     throw new Error(`${what}: its output has no samples`);
   }
-  return { latency: summarizeSamples(samplesUs), samplesUs };
+  const m: AnchorMeasurement = { latency: summarizeSamples(samplesUs), samplesUs };
+  if (typeof r.sameCpuFraction === 'number') m.sameCpuFraction = r.sameCpuFraction;
+  return m;
 }
 
 /** Runs the C ping-pong with `fds` per message for about `timeMs`. */
@@ -292,8 +303,8 @@ export async function measureAnchors(options: AnchorOptions = {}): Promise<Ancho
   try {
     const anchors: Anchor[] = [];
     for (const name of session.names) {
-      const { latency } = await session.measure(name, { time, warmupTime });
-      anchors.push({ name, ...AnchorSession.describe(name), latency });
+      const { latency, sameCpuFraction } = await session.measure(name, { time, warmupTime });
+      anchors.push({ name, ...AnchorSession.describe(name), latency, ...(sameCpuFraction !== undefined ? { sameCpuFraction } : {}) });
     }
     return anchors;
   } finally {

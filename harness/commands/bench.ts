@@ -20,7 +20,7 @@
  * not change it: they are measurements, reported as such.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -119,6 +119,8 @@ export interface BenchFile {
    * machine it says what the numbers were measured against.
    */
   loadAverage: { start: number[]; end: number[] };
+  /** The CPUs this process (and so every process it starts) may run on (Cpus_allowed_list; taskset changes it). */
+  cpusAllowed: string;
   anchors: Anchor[];
   transports: TransportBench[];
   ratios: Ratio[];
@@ -483,7 +485,7 @@ export function formatReport(file: BenchFile): string {
   const rows: string[][] = [];
   for (const a of file.anchors) {
     rows.push([
-      `anchor ${a.name}`,
+      `anchor ${a.name}${a.sameCpuFraction !== undefined ? ` (${Math.round(a.sameCpuFraction * 100)}% same CPU)` : ''}`,
       fmt(a.latency.meanUs),
       fmt(a.latency.p50Us),
       fmt(a.latency.p99Us),
@@ -528,7 +530,8 @@ export function formatReport(file: BenchFile): string {
   });
   return [
     `fdbridge bench: node ${e.node}, Linux ${e.kernel}, ${e.cpuModel} x ${e.cores}, commit ${e.gitCommit.slice(0, 12)}; ` +
-      `load average ${file.loadAverage.start.map((v) => v.toFixed(2)).join(' ')} -> ${file.loadAverage.end.map((v) => v.toFixed(2)).join(' ')}`,
+      `load average ${file.loadAverage.start.map((v) => v.toFixed(2)).join(' ')} -> ${file.loadAverage.end.map((v) => v.toFixed(2)).join(' ')}; ` +
+      `CPUs allowed ${file.cpusAllowed}`,
     `${file.options.timeMs} ms per measurement over ${file.options.rounds} rounds; long run ${file.options.count} dups; ` +
       'latency ratios from p50, median of rounds (one run: only ratios count)',
     '',
@@ -543,6 +546,15 @@ export function formatReport(file: BenchFile): string {
 }
 
 // ---------------------------------------------------------------------------
+
+/** Cpus_allowed_list of this process ('unknown' when /proc says nothing). */
+function cpusAllowed(): string {
+  try {
+    return /^Cpus_allowed_list:\s*(\S+)/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
 
 function positiveInt(name: string, s: string | undefined, fallback: number): number {
   if (s === undefined) return fallback;
@@ -610,6 +622,7 @@ export async function main(argv: string[]): Promise<number> {
 
     // Latency: rounds of (every anchor, then every transport's round trip and batch).
     const pools = new Map<string, number[]>();
+    const sameCpu = new Map<string, number[]>();
     const pool = (key: string, samples: readonly number[]): void => {
       const p = pools.get(key) ?? [];
       for (const v of samples) p.push(v);
@@ -623,6 +636,7 @@ export async function main(argv: string[]): Promise<number> {
         const m = await session.measure(name, { time: perRound, warmupTime });
         view.anchors.set(name, m.latency);
         pool(`anchor ${name}`, m.samplesUs);
+        if (m.sameCpuFraction !== undefined) sameCpu.set(name, [...(sameCpu.get(name) ?? []), m.sameCpuFraction]);
       }
       for (const [t, conn] of conns) {
         try {
@@ -655,16 +669,21 @@ export async function main(argv: string[]): Promise<number> {
       }
     }
 
-    const anchors: Anchor[] = session.names.map((name) => ({
-      name,
-      ...AnchorSession.describe(name),
-      latency: summarizeSamples(pools.get(`anchor ${name}`) ?? []),
-    }));
+    const anchors: Anchor[] = session.names.map((name) => {
+      const fractions = sameCpu.get(name);
+      return {
+        name,
+        ...AnchorSession.describe(name),
+        latency: summarizeSamples(pools.get(`anchor ${name}`) ?? []),
+        ...(fractions ? { sameCpuFraction: fractions.reduce((a, b) => a + b, 0) / fractions.length } : {}),
+      };
+    });
     const transportResults = [...results.values()];
     const file: BenchFile = {
       environment,
       options: { transports, timeMs, rounds: roundCount, count, fdsPerMessage: MAX_FDS_PER_MESSAGE, pipelineDepth: PIPELINE_DEPTH },
       loadAverage: { start: loadStart, end: loadavg() },
+      cpusAllowed: cpusAllowed(),
       anchors,
       transports: transportResults,
       ratios: computeRatios(rounds, transportResults, MAX_FDS_PER_MESSAGE),

@@ -18,6 +18,11 @@
  * clock_gettime(CLOCK_MONOTONIC) pair around each round trip. Percentiles are
  * linearly interpolated between order statistics, as tinybench does.
  *
+ * The ack byte carries the CPU the peer ran on (sched_getcpu), so the output
+ * says how many round trips stayed on one CPU ("sameCpuFraction"). On a VM
+ * that decides the result: a wake-up of the other, idle vCPU costs tens of
+ * microseconds (an IPI through the hypervisor), one on the same CPU a few.
+ *
  * usage: scm_pingpong [--fds K] [--iterations N] [--time MS] [--warmup N] [--samples]
  *   runs at least N round trips (default 10000) and at least MS ms (default 0)
  *   after N warm-up round trips (default 1000); --samples adds every sample
@@ -25,6 +30,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
@@ -77,12 +83,14 @@ static void send_fds(int sock, const int *fds, int nfds) {
   if (n != 1) die("sendmsg");
 }
 
-static void recv_ack(int sock) {
-  char byte;
+/* Returns the CPU the peer acked from. */
+static int recv_ack(int sock) {
+  unsigned char byte;
   ssize_t n;
   do n = recv(sock, &byte, 1, 0);
   while (n < 0 && errno == EINTR);
   if (n != 1) die("recv (ack)");
+  return byte;
 }
 
 /* The peer: receive, ack, close; until EOF. */
@@ -114,7 +122,8 @@ static void peer(int sock) {
         nfds += k;
       }
     }
-    char ack = 'k';
+    int cpu = sched_getcpu();
+    unsigned char ack = (unsigned char)(cpu < 0 ? 255 : cpu & 0xff);
     do n = send(sock, &ack, 1, MSG_NOSIGNAL);
     while (n < 0 && errno == EINTR);
     if (n != 1) die("send (ack)");
@@ -200,11 +209,13 @@ int main(int argc, char **argv) {
   double *samples = malloc(cap * sizeof *samples);
   if (!samples) die("malloc");
   double start = now_us(), deadline = start + (double)time_ms * 1e3, total = 0;
+  size_t same_cpu = 0;
   for (;;) {
     double t0 = now_us();
     send_fds(sv[0], fds, (int)nfds);
-    recv_ack(sv[0]);
+    int peer_cpu = recv_ack(sv[0]);
     double t1 = now_us();
+    if (peer_cpu == (sched_getcpu() & 0xff)) same_cpu++;
     if (n == cap) {
       cap *= 2;
       samples = realloc(samples, cap * sizeof *samples);
@@ -236,9 +247,9 @@ int main(int argc, char **argv) {
   double mean = total / (double)n;
   printf(
       "\"fdsPerMessage\":%ld,\"samples\":%zu,\"meanUs\":%.4f,\"p50Us\":%.4f,\"p99Us\":%.4f,"
-      "\"minUs\":%.4f,\"maxUs\":%.4f,\"opsPerSec\":%.1f,\"fdsPerSec\":%.1f}\n",
+      "\"minUs\":%.4f,\"maxUs\":%.4f,\"opsPerSec\":%.1f,\"fdsPerSec\":%.1f,\"sameCpuFraction\":%.4f}\n",
       nfds, n, mean, quantile(samples, n, 0.5), quantile(samples, n, 0.99), samples[0],
-      samples[n - 1], 1e6 / mean, 1e6 / mean * (double)nfds);
+      samples[n - 1], 1e6 / mean, 1e6 / mean * (double)nfds, (double)same_cpu / (double)n);
   free(samples);
   return 0;
 }

@@ -71,6 +71,8 @@ describe('fdbridge bench (subprocess)', () => {
     expect(names).toEqual(expect.arrayContaining(['node-handle-passing', 'node-ipc-json', 'c-scm-rights', 'c-scm-rights-batch']));
     for (const a of file.anchors) expectLatency(a.latency, `anchor ${a.name}`);
     expect(file.anchors.find((a) => a.name === 'c-scm-rights-batch')?.fdsPerMessage).toBe(253);
+    const same = file.anchors.find((a) => a.name === 'c-scm-rights')?.sameCpuFraction;
+    expect(same !== undefined && same >= 0 && same <= 1).toBe(true);
   });
 
   test('every transport ran (or is unsupported here) with every measurement', () => {
