@@ -88,6 +88,12 @@ export interface TransportBench {
   skipped?: string;
   /** One dupFileDescriptor round trip. */
   latency?: Latency;
+  /**
+   * Separate processes only: the fraction of sampled round trips after which
+   * the command's process had last run on this process's CPU (see the C
+   * anchor's sameCpuFraction).
+   */
+  sameCpuFraction?: number;
   /** One dupFileDescriptors call of 253 fds; fdsPerSec = 253 x opsPerSec. */
   batch?: { fdsPerMessage: number; latency: Latency; fdsPerSec: number };
   pipelining?: PipeliningResult;
@@ -150,15 +156,54 @@ async function closeRemote(conn: Connection, fds: number[]): Promise<void> {
  * process (the soft limit here is 20000) and grow its fd table, which
  * changes the very cost being measured.
  */
-function dupCase(conn: Connection, fd: number): BenchCase {
+function dupCase(conn: Connection, fd: number, placement?: CpuPlacement): BenchCase {
   const made: number[] = [];
+  let n = 0;
   return {
     fn: async () => {
       made.push(await conn.dupFileDescriptor(fd));
     },
-    afterEach: () => (made.length >= CLOSE_BATCH ? closeRemote(conn, made.splice(0)) : undefined),
+    afterEach: () => {
+      if (placement && ++n % 32 === 0) placement.sample();
+      return made.length >= CLOSE_BATCH ? closeRemote(conn, made.splice(0)) : undefined;
+    },
     teardown: () => closeRemote(conn, made.splice(0)),
   };
+}
+
+/** The CPU a process last ran on: field 39 of /proc/<pid>/stat (after the parenthesized comm). */
+function lastCpu(pid: number | 'self'): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const cpu = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[36]);
+    return Number.isInteger(cpu) ? cpu : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Samples, between round trips (untimed), whether the command's process last
+ * ran on the CPU this one runs on: the transports' counterpart of the C
+ * anchor's sameCpuFraction, so that a ratio between them can be read knowing
+ * whether both paid cross-CPU wake-ups.
+ */
+class CpuPlacement {
+  #same = 0;
+  #total = 0;
+  constructor(readonly pid: number) {}
+
+  sample(): void {
+    const mine = lastCpu('self');
+    const theirs = lastCpu(this.pid);
+    if (mine === undefined || theirs === undefined) return;
+    this.#total++;
+    if (mine === theirs) this.#same++;
+  }
+
+  get fraction(): number | undefined {
+    return this.#total === 0 ? undefined : this.#same / this.#total;
+  }
 }
 
 /**
@@ -504,7 +549,7 @@ export function formatReport(file: BenchFile): string {
     }
     const lr = t.longRun;
     rows.push([
-      t.transport,
+      `${t.transport}${t.sameCpuFraction !== undefined ? ` (${Math.round(t.sameCpuFraction * 100)}% same CPU)` : ''}`,
       fmt(t.latency?.meanUs),
       fmt(t.latency?.p50Us),
       fmt(t.latency?.p99Us),
@@ -629,6 +674,10 @@ export async function main(argv: string[]): Promise<number> {
       pools.set(key, p);
     };
     const rounds: RoundView[] = [];
+    const placements = new Map<TransportName, CpuPlacement>();
+    for (const [t, conn] of conns) {
+      if (conn.location.pid !== process.pid) placements.set(t, new CpuPlacement(conn.location.pid));
+    }
     for (let r = 0; r < roundCount; r++) {
       log(`round ${r + 1}/${roundCount}`);
       const view: RoundView = { anchors: new Map(), dup: new Map(), batch: new Map() };
@@ -640,7 +689,7 @@ export async function main(argv: string[]): Promise<number> {
       }
       for (const [t, conn] of conns) {
         try {
-          const dup = await measureLatencySamples(dupCase(conn, fd), { time: perRound, warmupTime });
+          const dup = await measureLatencySamples(dupCase(conn, fd, placements.get(t)), { time: perRound, warmupTime });
           const batch = await measureLatencySamples(batchCase(conn, fds), { time: perRound, warmupTime });
           view.dup.set(t, dup.latency);
           view.batch.set(t, batch.latency);
@@ -662,6 +711,8 @@ export async function main(argv: string[]): Promise<number> {
         res.pipelining = await measurePipelining(conn, fd, timeMs);
         res.longRun = await longRun(conn, fd, count);
         res.latency = summarizeSamples(pools.get(`${t} dup`) ?? []);
+        const fraction = placements.get(t)?.fraction;
+        if (fraction !== undefined) res.sameCpuFraction = fraction;
         const batch = summarizeSamples(pools.get(`${t} batch`) ?? []);
         res.batch = { fdsPerMessage: fds.length, latency: batch, fdsPerSec: batch.opsPerSec * fds.length };
       } catch (err) {

@@ -88,6 +88,7 @@ describe('fdbridge bench (subprocess)', () => {
       expectLatency(t.batch?.latency, `${t.transport}.batch.latency`);
       expect(t.batch?.fdsPerMessage).toBe(253);
       expect(t.batch?.fdsPerSec).toBeGreaterThan(0);
+      if (t.sameCpuFraction !== undefined) expect(t.sameCpuFraction >= 0 && t.sameCpuFraction <= 1).toBe(true);
       expect(t.pipelining?.depth).toBe(64);
       expect(t.pipelining?.duplications).toBeGreaterThanOrEqual(2 * 1024);
       for (const v of [t.pipelining?.sequentialOpsPerSec, t.pipelining?.pipelinedOpsPerSec, t.pipelining?.gain]) {
