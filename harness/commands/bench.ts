@@ -608,6 +608,11 @@ function positiveInt(name: string, s: string | undefined, fallback: number): num
   return n;
 }
 
+/**
+ * Runs the benchmark (see the top of this file), prints the tables and,
+ * with --json, writes a BenchFile. Starts and stops its own helper daemon
+ * when 'helper' is among the transports. Returns the exit status.
+ */
 export async function main(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
