@@ -6,7 +6,7 @@ import { strict as assert } from 'node:assert';
 
 import { closeFd, makeEventfd, makeMemfd, makePipe, PROBE_COMMAND } from '../src';
 import type { Scenario, ScenarioContext } from '../harness/types';
-import { closeAll, closeRemote, remoteIdentities, wireIdentity } from './support/common';
+import { closeAll, closeRemote, dupBenchCase, remoteIdentities, wireIdentity } from './support/common';
 
 const MAX = 253;
 
@@ -47,16 +47,11 @@ const scenario: Scenario = {
     const sources = makeSources();
     const list = drawList(ctx, sources);
     const conn = await ctx.connect(PROBE_COMMAND);
-    return {
-      fn: async () => {
-        const remote = await conn.dupFileDescriptors(list);
-        await closeRemote(conn, remote);
-      },
-      teardown: async () => {
-        await conn.close();
-        sources.forEach(closeFd);
-      },
-    };
+    return dupBenchCase(
+      conn,
+      () => conn.dupFileDescriptors(list),
+      () => sources.forEach(closeFd),
+    );
   },
 };
 

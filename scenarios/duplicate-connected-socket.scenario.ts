@@ -8,7 +8,7 @@ import { readSync, writeSync } from 'node:fs';
 import { closeFd, PROBE_COMMAND } from '../src';
 import { constants, native } from '../src/native';
 import type { Scenario } from '../harness/types';
-import { closeAll, closeRemote, remoteIdentities, sleep, wireIdentity } from './support/common';
+import { closeAll, closeRemote, dupBenchCase, remoteIdentities, sleep, wireIdentity } from './support/common';
 
 /** Reads what is there on a non-blocking socket (waiting a little for it). */
 async function readSome(fd: number): Promise<string> {
@@ -54,17 +54,14 @@ const scenario: Scenario = {
   async bench(ctx) {
     const [a, b] = native.socketpair(constants.SOCK_STREAM);
     const conn = await ctx.connect(PROBE_COMMAND);
-    return {
-      fn: async () => {
-        const remote = await conn.dupFileDescriptor(b);
-        await closeRemote(conn, [remote]);
-      },
-      teardown: async () => {
-        await conn.close();
+    return dupBenchCase(
+      conn,
+      async () => [await conn.dupFileDescriptor(b)],
+      () => {
         closeFd(a);
         closeFd(b);
       },
-    };
+    );
   },
 };
 

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { PROBE_COMMAND, RemoteError, type FdFlags } from '../src';
 import { native } from '../src/native';
 import type { Scenario } from '../harness/types';
-import { closeRemote, remoteFdTable, remoteIdentities, wireIdentity } from './support/common';
+import { closeRemote, dupBenchCase, remoteFdTable, remoteIdentities, wireIdentity } from './support/common';
 
 const scenario: Scenario = {
   name: 'duplicate-directory',
@@ -48,16 +48,11 @@ const scenario: Scenario = {
   async bench(ctx) {
     const fd = openSync(ctx.tmpdir, 'r');
     const conn = await ctx.connect(PROBE_COMMAND);
-    return {
-      fn: async () => {
-        const remote = await conn.dupFileDescriptor(fd);
-        await closeRemote(conn, [remote]);
-      },
-      teardown: async () => {
-        await conn.close();
-        closeSync(fd);
-      },
-    };
+    return dupBenchCase(
+      conn,
+      async () => [await conn.dupFileDescriptor(fd)],
+      () => closeSync(fd),
+    );
   },
 };
 

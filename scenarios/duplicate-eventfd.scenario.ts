@@ -8,7 +8,7 @@ import { readSync, writeSync } from 'node:fs';
 
 import { closeFd, makeEventfd, PROBE_COMMAND } from '../src';
 import type { Scenario } from '../harness/types';
-import { closeRemote, remoteIdentities, wireIdentity } from './support/common';
+import { closeRemote, dupBenchCase, remoteIdentities, wireIdentity } from './support/common';
 
 /** An eventfd counter value as the 8 bytes the far side's write(string) sends (values < 128: one UTF-8 byte each). */
 function counterText(n: number): string {
@@ -50,16 +50,11 @@ const scenario: Scenario = {
   async bench(ctx) {
     const fd = makeEventfd();
     const conn = await ctx.connect(PROBE_COMMAND);
-    return {
-      fn: async () => {
-        const remote = await conn.dupFileDescriptor(fd);
-        await closeRemote(conn, [remote]);
-      },
-      teardown: async () => {
-        await conn.close();
-        closeFd(fd);
-      },
-    };
+    return dupBenchCase(
+      conn,
+      async () => [await conn.dupFileDescriptor(fd)],
+      () => closeFd(fd),
+    );
   },
 };
 

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { closeFd, PROBE_COMMAND, SystemError } from '../src';
 import { constants, native } from '../src/native';
 import type { Scenario, ScenarioContext } from '../harness/types';
-import { closeAll, closeRemote, remoteIdentities, wireIdentity } from './support/common';
+import { closeAll, closeRemote, dupBenchCase, remoteIdentities, wireIdentity } from './support/common';
 
 /** A socket name in the scenario's directory when it fits sun_path, else an abstract one. */
 function socketName(ctx: ScenarioContext, label: string): [string, boolean] {
@@ -53,16 +53,11 @@ const scenario: Scenario = {
     const [name, abstract] = socketName(ctx, 'bench');
     const listener = native.listen(constants.SOCK_STREAM, name, abstract, 0o600, 16);
     const conn = await ctx.connect(PROBE_COMMAND);
-    return {
-      fn: async () => {
-        const remote = await conn.dupFileDescriptor(listener);
-        await closeRemote(conn, [remote]);
-      },
-      teardown: async () => {
-        await conn.close();
-        closeFd(listener);
-      },
-    };
+    return dupBenchCase(
+      conn,
+      async () => [await conn.dupFileDescriptor(listener)],
+      () => closeFd(listener),
+    );
   },
 };
 

@@ -8,7 +8,7 @@ import { readSync, writeSync } from 'node:fs';
 
 import { closeFd, makeMemfd, PROBE_COMMAND } from '../src';
 import type { Scenario } from '../harness/types';
-import { closeRemote, remoteIdentities, wireIdentity } from './support/common';
+import { closeRemote, dupBenchCase, remoteIdentities, wireIdentity } from './support/common';
 
 const scenario: Scenario = {
   name: 'duplicate-memfd',
@@ -41,16 +41,11 @@ const scenario: Scenario = {
   async bench(ctx) {
     const fd = makeMemfd('bench');
     const conn = await ctx.connect(PROBE_COMMAND);
-    return {
-      fn: async () => {
-        const remote = await conn.dupFileDescriptor(fd);
-        await closeRemote(conn, [remote]);
-      },
-      teardown: async () => {
-        await conn.close();
-        closeFd(fd);
-      },
-    };
+    return dupBenchCase(
+      conn,
+      async () => [await conn.dupFileDescriptor(fd)],
+      () => closeFd(fd),
+    );
   },
 };
 

@@ -10,7 +10,7 @@ import { readSync, writeSync } from 'node:fs';
 import { closeFd, makePipe, PROBE_COMMAND, type FdFlags } from '../src';
 import { native } from '../src/native';
 import type { Scenario } from '../harness/types';
-import { closeRemote, remoteIdentities, wireIdentity } from './support/common';
+import { closeRemote, dupBenchCase, remoteIdentities, wireIdentity } from './support/common';
 
 const scenario: Scenario = {
   name: 'duplicate-pipe',
@@ -51,17 +51,14 @@ const scenario: Scenario = {
   async bench(ctx) {
     const [r, w] = makePipe();
     const conn = await ctx.connect(PROBE_COMMAND);
-    return {
-      fn: async () => {
-        const remote = await conn.dupFileDescriptor(w);
-        await closeRemote(conn, [remote]);
-      },
-      teardown: async () => {
-        await conn.close();
+    return dupBenchCase(
+      conn,
+      async () => [await conn.dupFileDescriptor(w)],
+      () => {
         closeFd(r);
         closeFd(w);
       },
-    };
+    );
   },
 };
 

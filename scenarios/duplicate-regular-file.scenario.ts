@@ -8,7 +8,7 @@ import { join } from 'node:path';
 
 import { PROBE_COMMAND } from '../src';
 import type { Scenario } from '../harness/types';
-import { closeRemote, remoteIdentities, wireIdentity } from './support/common';
+import { closeRemote, dupBenchCase, remoteIdentities, wireIdentity } from './support/common';
 
 function readLocal(fd: number, n: number): string {
   const buf = Buffer.alloc(n);
@@ -49,16 +49,11 @@ const scenario: Scenario = {
   async bench(ctx) {
     const fd = openSync(join(ctx.tmpdir, 'bench.txt'), 'w+');
     const conn = await ctx.connect(PROBE_COMMAND);
-    return {
-      fn: async () => {
-        const remote = await conn.dupFileDescriptor(fd);
-        await closeRemote(conn, [remote]);
-      },
-      teardown: async () => {
-        await conn.close();
-        closeSync(fd);
-      },
-    };
+    return dupBenchCase(
+      conn,
+      async () => [await conn.dupFileDescriptor(fd)],
+      () => closeSync(fd),
+    );
   },
 };
 

@@ -15,7 +15,7 @@ const scenario: Scenario = {
   name: 'exit-peer-mid-transfer',
   description: 'a command process or worker that exits with duplications in flight fails them with PeerExitedError (its exit code) and leaves no fd behind',
   transports: ['worker', 'child'],
-  tags: ['fault', 'peer-death'],
+  tags: ['peer-death'],
   async run(ctx) {
     const source = makeMemfd('exit');
     const conn = await ctx.connect(PROBE_COMMAND);

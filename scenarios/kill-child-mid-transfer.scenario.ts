@@ -17,7 +17,7 @@ const scenario: Scenario = {
   name: 'kill-child-mid-transfer',
   description: 'SIGKILL of the child with hundreds of fds in flight fails every pending request with PeerExitedError within a second and leaves no fd and no socket file',
   transports: ['child'],
-  tags: ['fault', 'peer-death'],
+  tags: ['peer-death'],
   async run(ctx) {
     const [r, w] = makePipe();
     const sources = [r, w, makeMemfd('doomed-a'), makeMemfd('doomed-b')];

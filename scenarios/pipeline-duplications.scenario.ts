@@ -7,7 +7,7 @@ import { strict as assert } from 'node:assert';
 
 import { closeFd, makeEventfd, makeMemfd, makePipe, PROBE_COMMAND } from '../src';
 import type { Scenario } from '../harness/types';
-import { closeAll, closeRemote, remoteIdentities, wireIdentity } from './support/common';
+import { closeAll, closeRemote, dupBenchCase, remoteIdentities, wireIdentity } from './support/common';
 
 /** Duplications in flight per bench operation. */
 const BENCH_DEPTH = 16;
@@ -49,17 +49,12 @@ const scenario: Scenario = {
   async bench(ctx) {
     const fd = makeMemfd('pipeline-bench');
     const conn = await ctx.connect(PROBE_COMMAND);
-    return {
-      // One operation: BENCH_DEPTH duplications in flight, then their cleanup.
-      fn: async () => {
-        const remote = await Promise.all(Array.from({ length: BENCH_DEPTH }, () => conn.dupFileDescriptor(fd)));
-        await closeRemote(conn, remote);
-      },
-      teardown: async () => {
-        await conn.close();
-        closeFd(fd);
-      },
-    };
+    // One operation: BENCH_DEPTH duplications in flight, until every reply is in.
+    return dupBenchCase(
+      conn,
+      () => Promise.all(Array.from({ length: BENCH_DEPTH }, () => conn.dupFileDescriptor(fd))),
+      () => closeFd(fd),
+    );
   },
 };
 

@@ -7,8 +7,9 @@ import { execFile } from 'node:child_process';
 import { readFileSync, readlinkSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { fdIdentity, PROBE_COMMAND, type CommandSpec, type Connection, type WireIdentity } from '../../src';
+import { fdIdentity, PROBE_COMMAND, type Connection, type WireIdentity } from '../../src';
 import { native, packageRoot } from '../../src/native';
+import type { BenchCase, ScenarioContext } from '../../harness/types';
 
 /** The fdbridge CLI, as built (dist/harness/cli.js). */
 export const CLI: string = join(packageRoot, 'dist', 'harness', 'cli.js');
@@ -124,19 +125,42 @@ export function sleep(ms: number): Promise<void> {
 
 /**
  * The `--transport T [--socket PATH]` arguments that make a CLI subprocess
- * use this scenario's transport. For 'helper', the socket of the daemon the
- * harness runs (ScenarioContext does not name it: it is read from /proc).
+ * use this scenario's transport: for 'helper', the socket of the run's
+ * daemon (ctx.helper), else the one the helper listens on, read from /proc.
  */
-export async function cliTransportArgs(ctx: {
-  transport: string;
-  connect(command: CommandSpec): Promise<Connection>;
-  skip(reason: string): never;
-}): Promise<string[]> {
+export async function cliTransportArgs(ctx: ScenarioContext): Promise<string[]> {
   if (ctx.transport !== 'helper') return ['--transport', ctx.transport];
-  const conn = await ctx.connect(PROBE_COMMAND);
-  const pid = conn.location.pid;
-  await conn.close();
-  const socket = listeningSocketOf(pid);
-  if (socket === undefined) ctx.skip(`cannot find the listening socket of the helper daemon (pid ${pid}) in /proc`);
+  let socket = ctx.helper?.socketPath;
+  if (socket === undefined) {
+    const conn = await ctx.connect(PROBE_COMMAND);
+    const pid = conn.location.pid;
+    await conn.close();
+    socket = listeningSocketOf(pid);
+    if (socket === undefined) ctx.skip(`cannot find the listening socket of the helper daemon (pid ${pid}) in /proc`);
+  }
   return ['--transport', 'helper', '--socket', socket];
+}
+
+/**
+ * A bench case whose timed operation is `dup` (one duplication round trip,
+ * or one batch); what it made is closed on the far side untimed, after each
+ * call, so nothing accumulates. `teardown` closes the client's own fds after
+ * the connection.
+ */
+export function dupBenchCase(conn: Connection, dup: () => Promise<number[]>, teardown: () => void): BenchCase {
+  let made: number[] = [];
+  return {
+    fn: async () => {
+      made.push(...(await dup()));
+    },
+    afterEach: async () => {
+      const fds = made;
+      made = [];
+      await closeRemote(conn, fds);
+    },
+    teardown: async () => {
+      await conn.close();
+      teardown();
+    },
+  };
 }
