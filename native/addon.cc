@@ -181,6 +181,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
                            InstanceMethod<&SocketWrap::CloseMethod>("close"),
                            InstanceAccessor<&SocketWrap::GetFd>("fd"),
                            InstanceAccessor<&SocketWrap::GetQueued>("queuedSends"),
+                           InstanceAccessor<&SocketWrap::GetBuffer>("buffer"),
                        });
   }
 
@@ -190,6 +191,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     int type = ArgSockType(info, 1);
     size_t max_fds = kMaxFdsPerMessage;
     size_t buffer_size = 64 * 1024;
+    bool reuse_buffer = false;
     if (info.Length() > 2 && info[2].IsObject()) {
       Napi::Object opts = info[2].As<Napi::Object>();
       Napi::Value mf = opts.Get("maxFds");
@@ -208,6 +210,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
         }
         buffer_size = static_cast<size_t>(v);
       }
+      reuse_buffer = opts.Get("reuseBuffer").ToBoolean();
     }
     if (info.Length() > 3 && info[3].IsFunction()) on_message_ = Napi::Persistent(info[3].As<Napi::Function>());
     if (info.Length() > 4 && info[4].IsFunction()) on_accept_ = Napi::Persistent(info[4].As<Napi::Function>());
@@ -215,8 +218,17 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
       throw Napi::Error::New(env, "Socket: no event loop");
     }
+    // reuseBuffer: messages land in one ArrayBuffer (exposed as `buffer`) and
+    // onMessage gets the length instead of a fresh Buffer: no allocation per
+    // message. The data is only valid until the callback returns.
+    char* external = nullptr;
+    if (reuse_buffer) {
+      Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, buffer_size);
+      external = static_cast<char*>(ab.Data());
+      buffer_ref_ = Napi::Persistent(ab);
+    }
     int err = 0;
-    core_ = UnixSocket::Create(loop, fd, type, max_fds, buffer_size, this, &err);
+    core_ = UnixSocket::Create(loop, fd, type, max_fds, buffer_size, this, &err, external);
     if (core_ == nullptr) ThrowSystem(env, err, "uv_poll_init");
     async_context_ = std::make_unique<Napi::AsyncContext>(env, "FdbridgeSocket", Value());
     Data(env)->sockets.insert(this);
@@ -263,7 +275,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     return core_;
   }
 
-  // send(data, fds?, callback?) -> 0 sent now | 1 queued (callback(err|null) later)
+  // send(data, fds?, callback?, tag?) -> 0 sent now | 1 queued (callback(err|null, tag) later)
   Napi::Value Send(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     const char* data;
@@ -281,7 +293,11 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
       ThrowSystem(env, r, "sendmsg");
     }
     if (r == 1 && info.Length() > 2 && info[2].IsFunction()) {
-      send_callbacks_.emplace(id, Napi::Persistent(info[2].As<Napi::Function>()));
+      // An optional tag (any value) comes back as the callback's second
+      // argument, so one callback can serve every send: no closure per send.
+      PendingSend p{Napi::Persistent(info[2].As<Napi::Function>()), Napi::Reference<Napi::Value>()};
+      if (info.Length() > 3 && !info[3].IsUndefined()) p.tag = Napi::Persistent(info[3]);
+      send_callbacks_.emplace(id, std::move(p));
     }
     return Napi::Number::New(env, r);
   }
@@ -317,6 +333,9 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   }
   Napi::Value GetFd(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), core_ != nullptr ? core_->fd() : -1);
+  }
+  Napi::Value GetBuffer(const Napi::CallbackInfo& info) {
+    return buffer_ref_.IsEmpty() ? info.Env().Undefined() : buffer_ref_.Value();
   }
   Napi::Value GetQueued(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), core_ != nullptr ? static_cast<double>(core_->queued_sends()) : 0);
@@ -378,8 +397,10 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     napi_value buf;
     napi_value arr;
     try {
-      buf = Napi::Buffer<char>::Copy(env, data, len);
-      arr = FdArray(env, fds, nfds);
+      buf = buffer_ref_.IsEmpty() ? static_cast<napi_value>(Napi::Buffer<char>::Copy(env, data, len))
+                                  : static_cast<napi_value>(Napi::Number::New(env, static_cast<double>(len)));
+      // Most replies carry no fds: undefined saves an array per message.
+      arr = nfds == 0 ? static_cast<napi_value>(env.Undefined()) : static_cast<napi_value>(FdArray(env, fds, nfds));
     } catch (const Napi::Error& e) {
       // Could not build the arguments: the fds would reach nobody.
       for (size_t i = 0; i < nfds; i++) FdClose(fds[i]);
@@ -429,7 +450,8 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   void OnSendComplete(uint32_t id, int err) override {
     auto it = send_callbacks_.find(id);
     if (it == send_callbacks_.end()) return;
-    Napi::FunctionReference fn = std::move(it->second);
+    Napi::FunctionReference fn = std::move(it->second.fn);
+    Napi::Reference<Napi::Value> tag_ref = std::move(it->second.tag);
     send_callbacks_.erase(it);
     if (!CanCallIntoJs()) return;
     Napi::Env env = Env();
@@ -441,15 +463,16 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
       ReportException(e);
       return;
     }
+    napi_value tag = tag_ref.IsEmpty() ? static_cast<napi_value>(env.Undefined()) : static_cast<napi_value>(tag_ref.Value());
     if (closing_) {
       // Inside close(): called from JS already, so a plain call suffices.
       try {
-        fn.Call({arg});
+        fn.Call({arg, tag});
       } catch (const Napi::Error& e) {
         ReportException(e);
       }
     } else {
-      Emit(fn, {arg});
+      Emit(fn, {arg, tag});
     }
   }
 
@@ -460,8 +483,13 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   std::vector<int> scratch_fds_;
   Napi::FunctionReference on_message_;
   Napi::FunctionReference on_accept_;
-  std::unordered_map<uint32_t, Napi::FunctionReference> send_callbacks_;
+  struct PendingSend {
+    Napi::FunctionReference fn;
+    Napi::Reference<Napi::Value> tag;
+  };
+  std::unordered_map<uint32_t, PendingSend> send_callbacks_;
   std::unique_ptr<Napi::AsyncContext> async_context_;
+  Napi::Reference<Napi::ArrayBuffer> buffer_ref_;
 };
 
 // ---------------------------------------------------------------------------
@@ -527,6 +555,30 @@ Napi::Value Connect(const Napi::CallbackInfo& info) {
 
 Napi::Value Dup(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), FdDupCloexec(ArgFd(info, 0)), "dup"));
+}
+
+// dupAll(fds) -> duplicates (close-on-exec), all or none. Every duplicate is
+// numbered above the highest fd in the list (F_DUPFD_CLOEXEC with a minimum),
+// so none can take the number of a closed fd later in the list and make that
+// entry "succeed" on the wrong file; a closed fd fails with EBADF.
+Napi::Value DupAll(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "dupAll(fds): fds must be an array");
+  Napi::Array arr = info[0].As<Napi::Array>();
+  uint32_t n = arr.Length();
+  std::vector<int> fds(n);
+  int highest = -1;
+  for (uint32_t i = 0; i < n; i++) {
+    Napi::Value v = arr.Get(i);
+    double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+    if (!(d == floor(d)) || d < 0 || d > 2147483647.0) throw Napi::TypeError::New(env, "each fd must be a non-negative integer");
+    fds[i] = static_cast<int>(d);
+    if (fds[i] > highest) highest = fds[i];
+  }
+  std::vector<int> out(n);
+  int r = FdDupAllAbove(fds.data(), n, highest + 1, out.data());
+  CheckFdResult(env, r, "dup");
+  return FdArray(env, out.data(), n);
 }
 
 Napi::Value Close(const Napi::CallbackInfo& info) {
@@ -725,6 +777,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("connect", Napi::Function::New<Connect>(env, "connect"));
   exports.Set("dup", Napi::Function::New<Dup>(env, "dup"));
   exports.Set("close", Napi::Function::New<Close>(env, "close"));
+  exports.Set("dupAll", Napi::Function::New<DupAll>(env, "dupAll"));
   exports.Set("identity", Napi::Function::New<Identity>(env, "identity"));
   exports.Set("getFlags", Napi::Function::New<GetFlags>(env, "getFlags"));
   exports.Set("setCloexec", Napi::Function::New<SetCloexec>(env, "setCloexec"));

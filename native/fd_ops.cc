@@ -26,6 +26,28 @@ int FdDupCloexec(int fd) {
   return r < 0 ? -errno : r;
 }
 
+int FdDupAllAbove(const int* fds, size_t n, int min_fd, int* out) {
+  // No room above the highest fd (it sits at RLIMIT_NOFILE): check them all
+  // first instead, then take any free numbers.
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && static_cast<rlim_t>(min_fd) >= rl.rlim_cur) {
+    for (size_t i = 0; i < n; i++) {
+      if (fcntl(fds[i], F_GETFD) < 0) return -errno;
+    }
+    min_fd = 0;
+  }
+  for (size_t i = 0; i < n; i++) {
+    int d = fcntl(fds[i], F_DUPFD_CLOEXEC, min_fd);
+    if (d < 0) {
+      int err = -errno;
+      for (size_t j = 0; j < i; j++) FdClose(out[j]);
+      return err;
+    }
+    out[i] = d;
+  }
+  return 0;
+}
+
 int FdClose(int fd) {
   if (close(fd) == 0) return 0;
   return errno == EINTR ? 0 : -errno;

@@ -27,6 +27,10 @@ struct FdEntry {
 // F_DUPFD_CLOEXEC: the duplicate is close-on-exec from its first instant.
 int FdDupCloexec(int fd);
 
+// Duplicates fds[0..n) into out[0..n), each with F_DUPFD_CLOEXEC numbered at
+// least `min_fd`, all or none (on failure the duplicates made are closed).
+int FdDupAllAbove(const int* fds, size_t n, int min_fd, int* out);
+
 // close(2). Linux always releases the descriptor, even when close returns
 // EINTR (see close(2), "Dealing with error returns"), so EINTR is success here.
 int FdClose(int fd);

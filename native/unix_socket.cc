@@ -16,9 +16,10 @@ constexpr int kMaxReadsPerWakeup = 32;
 }  // namespace
 
 UnixSocket* UnixSocket::Create(uv_loop_t* loop, int fd, int type, size_t max_fds,
-                               size_t recv_buffer_size, Delegate* delegate, int* err) {
+                               size_t recv_buffer_size, Delegate* delegate, int* err,
+                               char* external_buffer) {
   if (max_fds > kMaxFdsPerMessage) max_fds = kMaxFdsPerMessage;
-  UnixSocket* s = new UnixSocket(fd, type, max_fds, recv_buffer_size, delegate);
+  UnixSocket* s = new UnixSocket(fd, type, max_fds, recv_buffer_size, delegate, external_buffer);
   int r = uv_poll_init(loop, &s->poll_, fd);
   if (r != 0) {
     // The fd stays the caller's: every caller (the binding, and through it
@@ -33,12 +34,14 @@ UnixSocket* UnixSocket::Create(uv_loop_t* loop, int fd, int type, size_t max_fds
 }
 
 UnixSocket::UnixSocket(int fd, int type, size_t max_fds, size_t recv_buffer_size,
-                       Delegate* delegate)
+                       Delegate* delegate, char* external_buffer)
     : fd_(fd),
       type_(type),
       max_fds_(max_fds),
       delegate_(delegate),
-      recv_buf_(recv_buffer_size > 0 ? recv_buffer_size : 1),
+      own_buf_(external_buffer != nullptr ? 0 : (recv_buffer_size > 0 ? recv_buffer_size : 1)),
+      recv_buf_(external_buffer != nullptr ? external_buffer : own_buf_.data()),
+      recv_len_(recv_buffer_size > 0 ? recv_buffer_size : 1),
       control_len_(ScmControlSpace(max_fds)),
       recv_fds_(kMaxFdsPerMessage) {
   poll_.data = this;
@@ -196,17 +199,17 @@ void UnixSocket::FailQueue(int err) {
 void UnixSocket::DoRead() {
   for (int i = 0; i < kMaxReadsPerWakeup && reading_ && !closed_; i++) {
     RecvResult r;
-    ScmRecv(fd_, type_, recv_buf_.data(), recv_buf_.size(), control_.get(), control_len_,
+    ScmRecv(fd_, type_, recv_buf_, recv_len_, control_.get(), control_len_,
             recv_fds_.data(), max_fds_, &r);
     switch (r.status) {
       case RecvStatus::kWouldBlock:
         return;
       case RecvStatus::kMessage:
-        delegate_->OnMessage(recv_buf_.data(), r.bytes, recv_fds_.data(), r.nfds);
+        delegate_->OnMessage(recv_buf_, r.bytes, recv_fds_.data(), r.nfds);
         break;
       case RecvStatus::kCtrunc:
       case RecvStatus::kTrunc:
-        delegate_->OnReceiveError(r, recv_buf_.data(), r.bytes < recv_buf_.size() ? r.bytes : recv_buf_.size());
+        delegate_->OnReceiveError(r, recv_buf_, r.bytes < recv_len_ ? r.bytes : recv_len_);
         break;
       case RecvStatus::kEof:
       case RecvStatus::kError:

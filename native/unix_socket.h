@@ -38,8 +38,14 @@ class UnixSocket {
   // Takes ownership of `fd` (a non-blocking AF_UNIX socket of `type`).
   // Returns nullptr and sets *err when the poll handle cannot be set up; the fd
   // then still belongs to the caller (like every failed constructor's argument).
+  //
+  // Received data lands in a buffer of `recv_buffer_size` bytes: the
+  // socket's own, or `external_buffer` when given (the caller keeps that
+  // memory alive until Close(); the binding uses it to hand JS a view of a
+  // reused buffer instead of a fresh copy per message).
   static UnixSocket* Create(uv_loop_t* loop, int fd, int type, size_t max_fds,
-                            size_t recv_buffer_size, Delegate* delegate, int* err);
+                            size_t recv_buffer_size, Delegate* delegate, int* err,
+                            char* external_buffer = nullptr);
 
   // Sends data and fds (borrowed: the caller keeps its fds). Returns 0 when
   // the kernel took the whole message now, 1 when it was queued until the
@@ -75,7 +81,8 @@ class UnixSocket {
     uint32_t id;
   };
 
-  UnixSocket(int fd, int type, size_t max_fds, size_t recv_buffer_size, Delegate* delegate);
+  UnixSocket(int fd, int type, size_t max_fds, size_t recv_buffer_size, Delegate* delegate,
+             char* external_buffer);
   ~UnixSocket();
   UnixSocket(const UnixSocket&) = delete;
   UnixSocket& operator=(const UnixSocket&) = delete;
@@ -98,7 +105,9 @@ class UnixSocket {
   bool closed_ = false;
   int poll_events_ = 0;
   std::deque<QueuedSend> queue_;
-  std::vector<char> recv_buf_;
+  std::vector<char> own_buf_;  // empty when an external buffer is used
+  char* recv_buf_;
+  size_t recv_len_;
   std::unique_ptr<char[]> control_;  // aligned for cmsghdr by operator new
   size_t control_len_;
   std::vector<int> recv_fds_;

@@ -31,21 +31,33 @@ export interface NativeSocketOptions {
   maxFds?: number;
   /** Receive buffer size in bytes (default 64 KiB). */
   bufferSize?: number;
+  /** Receive into one reused ArrayBuffer (`buffer`); onMessage then gets the length, not a Buffer. */
+  reuseBuffer?: boolean;
 }
 
-/** onMessage(err) or onMessage(null, data, fds): fds are owned by the callee. */
-export type NativeMessageCallback = (err: Error | null, data?: Buffer, fds?: number[]) => void;
+/**
+ * onMessage(err) or onMessage(null, data, fds): fds (undefined when none) are
+ * owned by the callee; data is the byte count when the socket reuses its buffer.
+ */
+export type NativeMessageCallback = (err: Error | null, data?: Buffer | number, fds?: number[]) => void;
 export type NativeAcceptCallback = (err: Error | null, fd?: number) => void;
 
 export interface NativeSocket {
   readonly fd: number;
   readonly queuedSends: number;
+  /** The reused receive buffer (reuseBuffer), else undefined. */
+  readonly buffer: ArrayBuffer | undefined;
   /**
    * Sends data and fds (borrowed). Returns 0 when the kernel took it now, 1
    * when it waits for writability (then `done` is called with null or an
-   * error). Throws a typed error, with nothing queued, on failure.
+   * error, and `tag`). Throws a typed error, with nothing queued, on failure.
    */
-  send(data: Uint8Array, fds?: readonly number[], done?: (err: Error | null) => void): 0 | 1;
+  send<T = undefined>(
+    data: Uint8Array,
+    fds?: readonly number[],
+    done?: (err: Error | null, tag: T) => void,
+    tag?: T,
+  ): 0 | 1;
   startReading(): void;
   stopReading(): void;
   startAccepting(): void;
@@ -74,6 +86,12 @@ export interface NativeBinding {
   listen(type: number, name: string, abstract: boolean, mode: number, backlog: number): number;
   connect(type: number, name: string, abstract: boolean): number;
   dup(fd: number): number;
+  /**
+   * Close-on-exec duplicates of every fd, all or none, each numbered above the
+   * highest in the list (so a closed fd later in the list fails with EBADF
+   * instead of matching a fresh duplicate's number).
+   */
+  dupAll(fds: readonly number[]): number[];
   close(fd: number): void;
   identity(fd: number): NativeIdentity;
   /** Bit 0: FD_CLOEXEC, bit 1: O_NONBLOCK. */

@@ -55,6 +55,12 @@ export const HEADER_BYTES = 8;
  */
 export const MAX_FRAME_BYTES = 192 * 1024;
 
+/**
+ * Socket options for a frame connection: room for the largest frame, and one
+ * reused receive buffer (every frame is decoded before its handler returns).
+ */
+export const FRAME_SOCKET_OPTIONS = { bufferSize: MAX_FRAME_BYTES, reuseBuffer: true } as const;
+
 export interface HelloPayload {
   version: number;
   command: CommandSpec;

@@ -29,7 +29,16 @@ export interface UnixSocketOptions {
   maxFds?: number;
   /** Receive buffer in bytes (default 64 KiB): the largest DGRAM/SEQPACKET message accepted whole. */
   bufferSize?: number;
+  /**
+   * Receive every message into one reused buffer instead of a fresh Buffer
+   * each (no allocation per message). A message handler then gets a view
+   * that is valid only until it returns; receive() still hands out copies.
+   */
+  reuseBuffer?: boolean;
 }
+
+/** The fds of a message that carried none (shared, never mutated). */
+const NO_FDS: number[] = Object.freeze([]) as unknown as number[];
 
 /** Streaming receive: called for every message (ownership of fds passes) or receive error. */
 export type MessageHandler = (err: Error | null, data?: Buffer, fds?: number[]) => void;
@@ -96,6 +105,8 @@ export class UnixSocket {
   #buffered: Array<Message | Error> = [];
   #readError: Error | undefined;
   #reading = false;
+  /** The reused receive buffer (reuseBuffer), else undefined. */
+  #scratch: Buffer | undefined;
 
   /** A connected pair (socketpair(2)), both ends non-blocking and close-on-exec. */
   static pair(kind: SocketKind = 'seqpacket', options?: UnixSocketOptions): [UnixSocket, UnixSocket] {
@@ -150,9 +161,16 @@ export class UnixSocket {
   constructor(fd: number, kind?: SocketKind, options?: UnixSocketOptions) {
     this.kind = kind ?? typeToKind(native.socketType(fd));
     this.#native = new native.Socket(fd, kindToType(this.kind), options, (err, data, fds) =>
-      this.#onMessage(err, data, fds),
+      this.#onMessage(err, typeof data === 'number' ? this.#view(data) : data, fds ?? NO_FDS),
     );
+    const shared = this.#native.buffer;
+    this.#scratch = shared ? Buffer.from(shared) : undefined;
     this.#fd = fd;
+  }
+
+  /** A view of the first `length` bytes of the reused receive buffer. */
+  #view(length: number): Buffer {
+    return (this.#scratch as Buffer).subarray(0, length);
   }
 
   /** The socket's fd (borrowed: the socket owns it), or -1 once closed. */
@@ -183,12 +201,18 @@ export class UnixSocket {
 
   /**
    * Like `send`, without a promise: returns true when the kernel took the
-   * message now; false when it was queued (then `done` is called). Throws on
-   * failure, with nothing queued.
+   * message now; false when it was queued (then `done(err, tag)` is called
+   * once it has left or failed). Throws on failure, with nothing queued. The
+   * data is copied before this returns: the caller may reuse its buffer.
    */
-  write(data: Uint8Array, fds?: readonly number[], done?: (err: Error | null) => void): boolean {
+  write<T = undefined>(
+    data: Uint8Array,
+    fds?: readonly number[],
+    done?: (err: Error | null, tag: T) => void,
+    tag?: T,
+  ): boolean {
     if (this.#closed) throw new ClosedError('send: the socket is closed');
-    return this.#native.send(data, fds, done) === 0;
+    return this.#native.send(data, fds, done, tag) === 0;
   }
 
   /** The next message; its fds belong to the caller. */
@@ -296,7 +320,12 @@ export class UnixSocket {
       this.#handler(err, data, fds);
       return;
     }
-    const item: Message | Error = err ?? { data: data as Buffer, fds: fds as number[] };
+    // A receive() caller keeps the message past this call: copy a view of the
+    // reused buffer, and never hand out the shared empty fd list.
+    const item: Message | Error = err ?? {
+      data: this.#scratch ? Buffer.from(data as Buffer) : (data as Buffer),
+      fds: fds === NO_FDS ? [] : (fds as number[]),
+    };
     const waiter = this.#waiters.shift();
     if (waiter) {
       if (item instanceof Error) waiter.reject(item);
@@ -345,7 +374,7 @@ export class UnixServer {
     const [name, abstract] = parseAddress(address);
     this.address = address;
     this.kind = options.kind ?? 'seqpacket';
-    this.#options = { maxFds: options.maxFds, bufferSize: options.bufferSize };
+    this.#options = { maxFds: options.maxFds, bufferSize: options.bufferSize, reuseBuffer: options.reuseBuffer };
     const mode = options.mode ?? -1;
     if (mode !== -1 && (!Number.isInteger(mode) || mode < 0 || mode > 0o7777)) {
       throw new RangeError(`mode must be a permission mask such as 0o600, not ${mode}`);

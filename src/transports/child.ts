@@ -11,7 +11,7 @@ import { normalizeCommandSpec } from '../command';
 import type { PeerExit } from '../errors';
 import { constants, native } from '../native';
 import { requireDistFile } from '../paths';
-import { MAX_FRAME_BYTES } from '../protocol';
+import { FRAME_SOCKET_OPTIONS } from '../protocol';
 import { UnixSocket } from '../socket';
 import { handshake, SocketConnection } from './socket-connection';
 
@@ -45,7 +45,7 @@ export class ChildConnection extends SocketConnection {
     let socket: UnixSocket;
     let child: ChildProcess;
     try {
-      socket = new UnixSocket(mine, 'seqpacket', { bufferSize: MAX_FRAME_BYTES });
+      socket = new UnixSocket(mine, 'seqpacket', { ...FRAME_SOCKET_OPTIONS });
     } catch (err) {
       native.close(mine);
       native.close(theirs);

@@ -10,16 +10,9 @@ import { CommandHost, normalizeCommandSpec } from '../command';
 import { describeError, RemoteError } from '../errors';
 import { native } from '../native';
 
-/** dup(2)s every fd, or none: on failure the duplicates made so far are closed. */
+/** dup(2)s every fd, or none (see native.dupAll for why the numbers go above the list). */
 export function dupAll(fds: readonly number[]): number[] {
-  const out: number[] = [];
-  try {
-    for (const fd of fds) out.push(native.dup(fd));
-  } catch (err) {
-    for (const d of out) native.close(d);
-    throw err;
-  }
-  return out;
+  return native.dupAll(fds);
 }
 
 /** Runs a method on a host, turning what the command throws into RemoteError. */

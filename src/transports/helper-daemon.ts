@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 
 import { FdBridgeError, SystemError } from '../errors';
-import { encodeJson, FrameType, MAX_FRAME_BYTES } from '../protocol';
+import { encodeJson, FrameType, FRAME_SOCKET_OPTIONS } from '../protocol';
 import { native } from '../native';
 import { parseAddress, UnixServer, type SocketAddress, type UnixSocket } from '../socket';
 import { serveConnection, type ServedConnection, type ServeStats } from './serve';
@@ -90,7 +90,7 @@ export class HelperDaemon {
     const address = helperAddress(socketPath);
     parseAddress(address); // a clear RangeError for names over 107 bytes
     if (typeof address !== 'string') {
-      return new HelperDaemon(socketPath, UnixServer.listen(address, { kind: 'seqpacket', bufferSize: MAX_FRAME_BYTES }), options);
+      return new HelperDaemon(socketPath, UnixServer.listen(address, { kind: 'seqpacket', ...FRAME_SOCKET_OPTIONS }), options);
     }
     if (options.socketPath === undefined) ensurePrivateDir(dirname(socketPath));
     return new HelperDaemon(socketPath, listenReplacingStale(socketPath), options);
@@ -185,7 +185,7 @@ function refuse(socket: UnixSocket, message: string): void {
 
 /** listen(), replacing a stale socket file at `path` but never a live one or a non-socket. */
 function listenReplacingStale(path: string): UnixServer {
-  const listen = (): UnixServer => UnixServer.listen(path, { kind: 'seqpacket', mode: 0o600, bufferSize: MAX_FRAME_BYTES });
+  const listen = (): UnixServer => UnixServer.listen(path, { kind: 'seqpacket', mode: 0o600, ...FRAME_SOCKET_OPTIONS });
   try {
     return listen();
   } catch (err) {

@@ -6,7 +6,7 @@
 import type { ConnectOptions } from '../connection';
 import { normalizeCommandSpec } from '../command';
 import { SystemError, type PeerExit } from '../errors';
-import { MAX_FRAME_BYTES } from '../protocol';
+import { FRAME_SOCKET_OPTIONS } from '../protocol';
 import { UnixSocket } from '../socket';
 import { defaultHelperSocketPath, helperAddress } from './helper-daemon';
 import { handshake, SocketConnection } from './socket-connection';
@@ -25,7 +25,7 @@ export async function openHelper(options: ConnectOptions): Promise<SocketConnect
   const path = options.socketPath ?? defaultHelperSocketPath();
   let socket: UnixSocket;
   try {
-    socket = await UnixSocket.connect(helperAddress(path), { kind: 'seqpacket', bufferSize: MAX_FRAME_BYTES });
+    socket = await UnixSocket.connect(helperAddress(path), { kind: 'seqpacket', ...FRAME_SOCKET_OPTIONS });
   } catch (err) {
     if (err instanceof SystemError && (err.code === 'ENOENT' || err.code === 'ECONNREFUSED')) {
       throw new SystemError(

@@ -14,6 +14,7 @@ import {
   encodeJson,
   encodeResult,
   FrameType,
+  HEADER_BYTES,
   PROTOCOL_VERSION,
   type Frame,
 } from '../protocol';
@@ -104,12 +105,13 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
   let host: CommandHost | undefined;
   let ended = false;
 
+  const onSent = (err: Error | null): void => {
+    if (err) end(err);
+  };
   const send = (frame: Buffer): void => {
     if (ended) return;
     try {
-      socket.write(frame, undefined, (err) => {
-        if (err) end(err);
-      });
+      socket.write(frame, undefined, onSent);
     } catch (err) {
       // EPIPE: the client is gone; EOF will follow.
       end(err as Error);
@@ -181,8 +183,7 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
         closeCommand(frame.id);
         return;
       case FrameType.DUP:
-        for (const fd of frame.fds) h.ledger.add(fd);
-        send(encodeFdList(FrameType.DUP_OK, frame.id, frame.fds));
+        acceptDup(frame.id, frame.fds);
         return;
       case FrameType.GETFD: {
         if (clientPidfd < 0) {
@@ -247,9 +248,29 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
     );
   };
 
+  // DUP_OK replies are built in one reused buffer: write() copies before it returns.
+  const reply = Buffer.alloc(HEADER_BYTES + 4 * 253);
+  reply[0] = FrameType.DUP_OK;
+  const acceptDup = (id: number, fds: readonly number[]): void => {
+    const h = host as CommandHost;
+    for (let i = 0; i < fds.length; i++) {
+      h.ledger.add(fds[i] as number);
+      reply.writeInt32LE(fds[i] as number, HEADER_BYTES + 4 * i);
+    }
+    reply.writeUInt32LE(id, 4);
+    send(reply.subarray(0, HEADER_BYTES + 4 * fds.length));
+  };
+
   socket.setMessageHandler((err, data, fds) => {
     if (ended) {
       stats.unexpectedFds += closeQuietly(fds);
+      return;
+    }
+    // The common request, taken without building a Frame: a bare DUP header
+    // with its fds, on a connection that is set up and not closing.
+    const buf = data as Buffer;
+    if (!err && host && !closing && buf.length === HEADER_BYTES && buf[0] === FrameType.DUP && (fds as number[]).length > 0 && buf.readUInt8(1) === 0 && buf.readUInt16LE(2) === 0) {
+      acceptDup(buf.readUInt32LE(4), fds as number[]);
       return;
     }
     if (err) {

@@ -31,12 +31,48 @@ import type { CommandSpec } from '../command';
 import { UnixSocket } from '../socket';
 import { dupAll } from './direct';
 
-type Pending =
-  | { kind: 'dup'; count: number; resolve(fds: number[]): void; reject(e: Error): void; operation: string }
-  | { kind: 'call'; resolve(v: unknown): void; reject(e: Error): void; operation: string };
+/** What a pending request resolves with. */
+const DUP_ONE = 0; // one fd: resolves with its number
+const DUP_MANY = 1; // resolves with the list
+const DUP_COALESCED = 2; // several dupFileDescriptor calls in one frame: each waiter gets its number
+const CALL = 3; // resolves with the RESULT value
+
+/** One request awaiting its reply. A class, so every entry has one shape (monomorphic property loads). */
+class Pending {
+  constructor(
+    readonly kind: number,
+    /** fds the reply must list. */
+    readonly count: number,
+    readonly operation: string,
+    readonly resolve: (value: never) => void,
+    readonly reject: (err: Error) => void,
+    /** DUP_COALESCED: the callers, in frame order. */
+    readonly waiters: Waiter[] | null,
+    /** pidfd: our pinned copies, closed once the far side has pulled them. */
+    readonly pins: number[] | null,
+  ) {}
+
+  /** Rejects this request and every caller folded into it. */
+  fail(err: Error | ((operation: string) => Error)): void {
+    const e = typeof err === 'function' ? err(this.operation) : err;
+    if (this.waiters) for (const w of this.waiters) w.reject(e);
+    else this.reject(e);
+  }
+}
+
+interface Waiter {
+  resolve(fd: number): void;
+  reject(err: Error): void;
+}
 
 /** How a transport learns, after the socket died, how its peer ended. */
 export type PeerExitProbe = () => Promise<PeerExit>;
+
+/** Every fd number in a DUP_OK payload is non-negative. */
+function allNonNegative(buf: Buffer): boolean {
+  for (let off = 8; off < buf.length; off += 4) if (buf.readInt32LE(off) < 0) return false;
+  return true;
+}
 
 function closeQuietly(fds: readonly number[] | undefined): void {
   for (const fd of fds ?? []) {
@@ -106,6 +142,11 @@ export class SocketConnection extends BaseConnection {
   #closing = false;
   /** pidfd transport: fds are pulled by number instead of sent. */
   #pull: boolean;
+  /** The header of every DUP request (the id is written in just before each send). */
+  #dupHeader = encodeDup(0);
+  /** Pinned fds and their callers, folded into one frame at the end of this tick; null when none. */
+  #folding: number[] | null = null;
+  #foldWaiters: Waiter[] | null = null;
 
   #onCommandClosed: ConnectOptions['onCommandClosed'];
 
@@ -127,38 +168,80 @@ export class SocketConnection extends BaseConnection {
     socket.setMessageHandler((err, data, fds) => this.#onMessage(err, data, fds));
   }
 
+  /**
+   * One duplication. The first call in a tick goes out at once, alone. Calls
+   * made after it in the same tick (e.g. `Promise.all(fds.map(dup))`) are
+   * folded into one DUP frame sent from a microtask: one message and one
+   * reply for up to 253 of them. Each folded fd is pinned (dup'd) when the
+   * call is made, because the caller may close or reuse its number before
+   * the frame leaves.
+   */
   protected dupOne(fd: number): Promise<number> {
-    return this.dupMany([fd]).then((fds) => fds[0] as number);
+    if (this.#dead) return Promise.reject(this.#dead);
+    if (this.#folding === null && !this.#pull) {
+      this.#folding = [];
+      this.#foldWaiters = [];
+      queueMicrotask(this.#flushFolded);
+      return this.#send(this.#dupHeader, [fd], DUP_ONE, 1, 'dupFileDescriptor', null, null) as Promise<number>;
+    }
+    let pin: number;
+    try {
+      pin = native.dup(fd);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (this.#folding === null) {
+      this.#folding = [];
+      this.#foldWaiters = [];
+      queueMicrotask(this.#flushFolded);
+    }
+    return new Promise<number>((resolve, reject) => {
+      (this.#folding as number[]).push(pin);
+      (this.#foldWaiters as Waiter[]).push({ resolve, reject });
+    });
   }
 
+  /** Sends the calls folded in this tick, 253 per frame. */
+  readonly #flushFolded = (): void => {
+    const pins = this.#folding as number[];
+    const waiters = this.#foldWaiters as Waiter[];
+    this.#folding = null;
+    this.#foldWaiters = null;
+    for (let i = 0; i < pins.length; i += 253) {
+      const chunk = pins.slice(i, i + 253);
+      const callers = waiters.slice(i, i + 253);
+      const sent = this.#send(
+        this.#pull ? null : this.#dupHeader,
+        chunk,
+        DUP_COALESCED,
+        chunk.length,
+        'dupFileDescriptor',
+        callers,
+        this.#pull ? chunk : null,
+      );
+      // The kernel holds its own references once the frame is queued; the
+      // pidfd transport keeps its pins until the far side has pulled them.
+      if (!this.#pull) closeQuietly(chunk);
+      sent.catch(() => undefined); // the callers were told through their waiters
+    }
+  };
+
   protected dupMany(fds: number[]): Promise<number[]> {
-    if (!this.#pull) return this.#request(encodeDup, fds, 'dupFileDescriptor', 'dup', fds.length) as Promise<number[]>;
-    // pidfd: the far side pulls the numbers out of this process with
-    // pidfd_getfd. Pin each file under a number of our own until it has
-    // (the caller may close or reuse its numbers as soon as we return).
+    if (!this.#pull) return this.#send(this.#dupHeader, fds, DUP_MANY, fds.length, 'dupFileDescriptors', null, null) as Promise<number[]>;
     let pins: number[];
     try {
       pins = dupAll(fds);
     } catch (err) {
       return Promise.reject(err);
     }
-    const unpin = (): void => closeQuietly(pins);
-    const reply = this.#request(
-      (id) => encodeFdList(FrameType.GETFD, id, pins),
-      undefined,
-      'dupFileDescriptor',
-      'dup',
-      fds.length,
-    ) as Promise<number[]>;
-    reply.then(unpin, unpin);
-    return reply;
+    return this.#send(null, pins, DUP_MANY, fds.length, 'dupFileDescriptors', null, pins) as Promise<number[]>;
   }
 
   protected async release(fds: number[]): Promise<void> {
     if (this.#dead || fds.length === 0) return;
     for (let i = 0; i < fds.length; i += 253) {
       const chunk = fds.slice(i, i + 253);
-      await this.#request((id) => encodeFdList(FrameType.RELEASE, id, chunk), undefined, 'release', 'call', 0);
+      await this.#send(encodeFdList(FrameType.RELEASE, 0, chunk), undefined, CALL, 0, 'release', null, null);
     }
   }
 
@@ -169,41 +252,70 @@ export class SocketConnection extends BaseConnection {
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.#request(
-      (id) => {
-        frame.writeUInt32LE(id, 4);
-        return frame;
-      },
-      undefined,
-      `${method}()`,
-      'call',
-      0,
-    );
+    return this.#send(frame, undefined, CALL, 0, `${method}()`, null, null);
   }
 
-  #request(
-    encode: (id: number) => Buffer,
+  /**
+   * Sends one request frame and registers what its reply settles. `frame`
+   * gets the request's id written in; null means a GETFD frame (pidfd) built
+   * here from `pins`. `fds` travel as SCM_RIGHTS.
+   */
+  #send(
+    frame: Buffer | null,
     fds: readonly number[] | undefined,
-    operation: string,
-    kind: 'dup' | 'call',
+    kind: number,
     count: number,
+    operation: string,
+    waiters: Waiter[] | null,
+    pins: number[] | null,
   ): Promise<unknown> {
-    if (this.#dead) return Promise.reject(this.#dead);
+    if (this.#dead) {
+      const dead = this.#dead;
+      if (pins) closeQuietly(pins);
+      if (waiters) for (const w of waiters) w.reject(dead);
+      return Promise.reject(dead);
+    }
     const id = this.#nextId;
     this.#nextId = (this.#nextId + 1) >>> 0 || 1;
     return new Promise((resolve, reject) => {
-      const entry = { kind, count, resolve, reject, operation } as Pending;
+      const entry = new Pending(kind, count, operation, resolve, reject, waiters, pins);
+      const data = frame ?? encodeFdList(FrameType.GETFD, id, pins as number[]);
+      data.writeUInt32LE(id, 4);
       this.#pending.set(id, entry);
       try {
-        this.#socket.write(encode(id), fds, (err) => {
-          if (err && this.#pending.delete(id)) reject(err);
-        });
+        // The data is copied before write returns, so #dupHeader can be reused.
+        this.#socket.write(data, this.#pull ? undefined : fds, this.#onSendFailed, id);
       } catch (err) {
         // Nothing was queued (EBADF, EPIPE...): the fds were not sent.
         this.#pending.delete(id);
-        reject(err);
+        if (pins) closeQuietly(pins);
+        entry.fail(err as Error);
       }
     });
+  }
+
+  /** A queued send that failed later (the socket broke before it left). */
+  readonly #onSendFailed = (err: Error | null, id: number): void => {
+    const entry = err ? this.#pending.get(id) : undefined;
+    if (!entry) return;
+    this.#pending.delete(id);
+    if (entry.pins) closeQuietly(entry.pins);
+    entry.fail(err as Error);
+  };
+
+  /** Settles the request a DUP_OK answers with the fd numbers in `data`. */
+  #settleDup(entry: Pending, data: Buffer): void {
+    if (entry.pins) closeQuietly(entry.pins);
+    if (entry.kind === DUP_ONE) {
+      (entry.resolve as (fd: number) => void)(data.readInt32LE(8));
+    } else if (entry.kind === DUP_COALESCED) {
+      const waiters = entry.waiters as Waiter[];
+      for (let i = 0; i < waiters.length; i++) (waiters[i] as Waiter).resolve(data.readInt32LE(8 + 4 * i));
+    } else {
+      const out = new Array<number>(entry.count);
+      for (let i = 0; i < entry.count; i++) out[i] = data.readInt32LE(8 + 4 * i);
+      (entry.resolve as (fds: number[]) => void)(out);
+    }
   }
 
   #onMessage(err: Error | null, data?: Buffer, fds?: number[]): void {
@@ -225,9 +337,20 @@ export class SocketConnection extends BaseConnection {
       }
       return;
     }
+    const buf = data as Buffer;
+    // The common reply, checked without building a Frame: a well-formed
+    // DUP_OK (no fds, zero flags) answering a duplication of the same count.
+    if (buf.length >= 12 && buf[0] === FrameType.DUP_OK && (fds as number[]).length === 0 && buf.readUInt8(1) === 0 && buf.readUInt16LE(2) === 0) {
+      const entry = this.#pending.get(buf.readUInt32LE(4));
+      if (entry && entry.kind !== CALL && buf.length === 8 + 4 * entry.count && allNonNegative(buf)) {
+        this.#pending.delete(buf.readUInt32LE(4));
+        this.#settleDup(entry, buf);
+        return;
+      }
+    }
     let frame: Frame;
     try {
-      frame = decodeFrame(data as Buffer, fds as number[]);
+      frame = decodeFrame(buf, fds as number[]);
     } catch (e) {
       closeQuietly(fds);
       this.#fail(e as Error);
@@ -239,19 +362,17 @@ export class SocketConnection extends BaseConnection {
       return;
     }
     this.#pending.delete(frame.id);
+    if (pending.kind !== CALL && pending.pins) closeQuietly(pending.pins);
     if (frame.type === FrameType.ERROR) {
-      pending.reject(new RemoteError(pending.operation.replace(/\(\)$/, ''), frame.error));
-    } else if (pending.kind === 'dup') {
-      if (frame.type !== FrameType.DUP_OK || frame.fds.length !== pending.count) {
-        pending.reject(new ProtocolError(`${pending.operation}: the reply does not list ${pending.count} fd(s)`));
-        this.#fail(new ProtocolError(`the ${this.transport} answered a duplication with a wrong reply`));
-        return;
-      }
-      pending.resolve(frame.fds);
+      pending.fail(new RemoteError(pending.operation.replace(/\(\)$/, ''), frame.error));
+    } else if (pending.kind !== CALL) {
+      // A DUP_OK that the fast path did not take lists the wrong count.
+      pending.fail(new ProtocolError(`${pending.operation}: the reply does not list ${pending.count} fd(s)`));
+      this.#fail(new ProtocolError(`the ${this.transport} answered a duplication with a wrong reply`));
     } else if (frame.type === FrameType.RESULT) {
-      pending.resolve(frame.value);
+      (pending.resolve as (v: unknown) => void)(frame.value);
     } else {
-      pending.reject(new ProtocolError(`${pending.operation}: the reply carries fd numbers`));
+      pending.fail(new ProtocolError(`${pending.operation}: the reply carries fd numbers`));
     }
   }
 
@@ -280,7 +401,10 @@ export class SocketConnection extends BaseConnection {
       exit = { ...exit, detail: `broke the connection (${cause.message})` };
     }
     this.#dead = new PeerExitedError('request', exit);
-    for (const p of pending) p.reject(new PeerExitedError(p.operation, exit));
+    for (const p of pending) {
+      if (p.pins) closeQuietly(p.pins);
+      p.fail((operation) => new PeerExitedError(operation, exit));
+    }
     this.#socket.close();
   }
 
@@ -289,7 +413,10 @@ export class SocketConnection extends BaseConnection {
     if (!this.#dead) this.#dead = err;
     const pending = [...this.#pending.values()];
     this.#pending.clear();
-    for (const p of pending) p.reject(err);
+    for (const p of pending) {
+      if (p.pins) closeQuietly(p.pins);
+      p.fail(err);
+    }
     this.#socket.close();
     this.#onPeerClosed();
   }
@@ -305,7 +432,10 @@ export class SocketConnection extends BaseConnection {
     const err = this.closedError('the request');
     const pending = [...this.#pending.values()];
     this.#pending.clear();
-    for (const p of pending) p.reject(new ClosedError(`${p.operation} failed: the ${this.transport} connection was closed`));
+    for (const p of pending) {
+      if (p.pins) closeQuietly(p.pins);
+      p.fail((operation) => new ClosedError(`${operation} failed: the ${this.transport} connection was closed`));
+    }
     if (!this.#dead) {
       this.#dead = err;
       try {

@@ -3,7 +3,7 @@
  * the client handed over as fd 3, and exits when the client goes away.
  */
 import { native } from '../../native';
-import { MAX_FRAME_BYTES } from '../../protocol';
+import { FRAME_SOCKET_OPTIONS } from '../../protocol';
 import { UnixSocket } from '../../socket';
 import { CHILD_SOCKET_FD } from '../child';
 import { serveConnection } from '../serve';
@@ -11,7 +11,7 @@ import { serveConnection } from '../serve';
 // dup2 into fd 3 cleared close-on-exec; put it back so that programs this
 // command runs do not inherit the connection.
 native.setCloexec(CHILD_SOCKET_FD, true);
-const socket = new UnixSocket(CHILD_SOCKET_FD, 'seqpacket', { bufferSize: MAX_FRAME_BYTES });
+const socket = new UnixSocket(CHILD_SOCKET_FD, 'seqpacket', { ...FRAME_SOCKET_OPTIONS });
 serveConnection(socket, {
   transport: 'child',
   onEnd: (reason) => {
