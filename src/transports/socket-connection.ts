@@ -74,6 +74,16 @@ function allNonNegative(buf: Buffer): boolean {
   return true;
 }
 
+/**
+ * A send or receive error that means the peer has closed its end: EPIPE on
+ * a send, ECONNRESET when it died with our requests unread. Requests that
+ * meet it fail with PeerExitedError, like those still waiting for a reply.
+ */
+function isPeerGone(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === 'EPIPE' || code === 'ECONNRESET';
+}
+
 function closeQuietly(fds: readonly number[] | undefined): void {
   for (const fd of fds ?? []) {
     try {
@@ -136,6 +146,8 @@ export class SocketConnection extends BaseConnection {
   #nextId = 1;
   /** Set once the connection can no longer be used: every new request rejects with it. */
   #dead: Error | undefined;
+  /** The peer is gone and #peerGone is finding out how it ended: requests made meanwhile wait for that. */
+  #probing = false;
   #probe: PeerExitProbe;
   #closedByPeer: Promise<void>;
   #onPeerClosed!: () => void;
@@ -269,6 +281,14 @@ export class SocketConnection extends BaseConnection {
     waiters: Waiter[] | null,
     pins: number[] | null,
   ): Promise<unknown> {
+    if (this.#dead && this.#probing) {
+      // Fail it with the peer's exit status, like the requests already pending.
+      const id = this.#nextId;
+      this.#nextId = (this.#nextId + 1) >>> 0 || 1;
+      return new Promise((resolve, reject) => {
+        this.#pending.set(id, new Pending(kind, count, operation, resolve, reject, waiters, pins));
+      });
+    }
     if (this.#dead) {
       const dead = this.#dead;
       if (pins) closeQuietly(pins);
@@ -286,7 +306,12 @@ export class SocketConnection extends BaseConnection {
         // The data is copied before write returns, so #dupHeader can be reused.
         this.#socket.write(data, this.#pull ? undefined : fds, this.#onSendFailed, id);
       } catch (err) {
-        // Nothing was queued (EBADF, EPIPE...): the fds were not sent.
+        // Nothing was queued (EBADF, EPIPE...): the fds were not sent. A peer
+        // that is gone fails this request like every other pending one.
+        if (isPeerGone(err)) {
+          void this.#peerGone(err as Error);
+          return;
+        }
         this.#pending.delete(id);
         if (pins) closeQuietly(pins);
         entry.fail(err as Error);
@@ -298,6 +323,10 @@ export class SocketConnection extends BaseConnection {
   readonly #onSendFailed = (err: Error | null, id: number): void => {
     const entry = err ? this.#pending.get(id) : undefined;
     if (!entry) return;
+    if (isPeerGone(err)) {
+      void this.#peerGone(err as Error);
+      return;
+    }
     this.#pending.delete(id);
     if (entry.pins) closeQuietly(entry.pins);
     entry.fail(err as Error);
@@ -387,16 +416,19 @@ export class SocketConnection extends BaseConnection {
     // Mark dead at once so no new request is sent into a dead socket.
     this.#dead = new PeerExitedError('request', { transport: this.transport, pid: this.location.pid, exitCode: null, signal: null });
     let exit: PeerExit;
+    this.#probing = true;
     try {
       exit = await this.#probe();
     } catch {
       exit = { transport: this.transport, pid: this.location.pid, exitCode: null, signal: null };
+    } finally {
+      this.#probing = false;
     }
     const pending = [...this.#pending.values()];
     this.#pending.clear();
     // EOF, or ECONNRESET when it died with our requests unread: both mean the
     // peer is gone. Anything else is worth naming.
-    const gone = cause.name === 'EofError' || (cause as { code?: string }).code === 'ECONNRESET';
+    const gone = cause.name === 'EofError' || isPeerGone(cause);
     if (!gone && exit.exitCode === null && exit.signal === null) {
       exit = { ...exit, detail: `broke the connection (${cause.message})` };
     }
