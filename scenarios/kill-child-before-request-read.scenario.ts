@@ -1,0 +1,56 @@
+/**
+ * Fault: the child is stopped (SIGSTOP) so that requests, fds and all, sit
+ * unread in its socket, then killed (SIGKILL) before it reads one. Every
+ * request rejects with PeerExitedError within a second; the fds in flight
+ * are released with the dead socket (the client holds none); a new
+ * connection works.
+ */
+import { strict as assert } from 'node:assert';
+
+import { makeMemfd, PeerExitedError, PROBE_COMMAND } from '../src';
+import type { Scenario } from '../harness/types';
+import { closeAll, closeRemote, remoteIdentities, sleep, wireIdentity } from './support/common';
+
+const scenario: Scenario = {
+  name: 'kill-child-before-request-read',
+  description: 'a child SIGKILLed with requests and their fds unread in its socket fails them all with PeerExitedError; a new connection works',
+  transports: ['child'],
+  tags: ['fault', 'peer-death'],
+  async run(ctx) {
+    const source = makeMemfd('unread');
+    try {
+      const conn = await ctx.connect(PROBE_COMMAND);
+      const pid = conn.location.pid;
+      process.kill(pid, 'SIGSTOP');
+      const requests: Array<Promise<unknown>> = [
+        conn.dupFileDescriptors(Array.from({ length: 253 }, () => source)),
+        ...Array.from({ length: ctx.rng.int(5, 50) }, () => conn.dupFileDescriptor(source)),
+        conn.call('echo', 'never'),
+      ];
+      await sleep(ctx.rng.int(5, 30));
+      const killedAt = Date.now();
+      process.kill(pid, 'SIGKILL');
+      const settled = await Promise.allSettled(requests);
+      const elapsed = Date.now() - killedAt;
+      for (const s of settled) {
+        assert.equal(s.status, 'rejected', 'nothing was served');
+        const reason = (s as PromiseRejectedResult).reason as unknown;
+        assert.ok(reason instanceof PeerExitedError, `PeerExitedError, not ${String(reason)}`);
+        assert.equal(reason.signal, 'SIGKILL');
+      }
+      assert.ok(elapsed < 1000, `settled ${elapsed} ms after the kill`);
+      ctx.count('faultsInjected');
+      await conn.close();
+      // A new connection (a new child) works.
+      const next = await ctx.connect(PROBE_COMMAND);
+      const [fd] = await next.dupFileDescriptors([source]);
+      assert.deepEqual(await remoteIdentities(next, [fd as number]), [wireIdentity(source)]);
+      await closeRemote(next, [fd as number]);
+      await next.close();
+    } finally {
+      closeAll([source]);
+    }
+  },
+};
+
+export default scenario;
