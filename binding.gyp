@@ -11,7 +11,14 @@
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"],
-      "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
+      "defines": [
+        "NAPI_VERSION=8",
+        "_GNU_SOURCE",
+        # worker.terminate() can stop JS while the worker is inside one of our
+        # methods; node-addon-api must then drop the error it cannot throw
+        # instead of aborting the whole process (node-addon-api#975).
+        "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"
+      ],
       "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter"],
       "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Wno-unused-parameter"]
     },
