@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 
 import type { ConnectOptions } from '../connection';
 import { normalizeCommandSpec } from '../command';
-import type { PeerExit } from '../errors';
+import { PeerExitedError, type PeerExit } from '../errors';
 import { constants, native } from '../native';
 import { requireDistFile } from '../paths';
 import { FRAME_SOCKET_OPTIONS } from '../protocol';
@@ -40,6 +40,10 @@ export class ChildConnection extends SocketConnection {
    */
   static async open(options: ConnectOptions, transport: 'child' | 'pidfd' = 'child'): Promise<ChildConnection> {
     const command = normalizeCommandSpec(options.command);
+    const extraEnv = options.child?.env;
+    if (extraEnv !== undefined && (typeof extraEnv !== 'object' || extraEnv === null || Array.isArray(extraEnv))) {
+      throw new TypeError('options.child.env must be an object of environment variables');
+    }
     const entry = requireDistFile('src/transports/entries/child-main.js');
     const [mine, theirs] = native.socketpair(constants.SOCK_SEQPACKET);
     let socket: UnixSocket;
@@ -56,6 +60,8 @@ export class ChildConnection extends SocketConnection {
         stdio: ['ignore', 'inherit', 'inherit', theirs],
         ...(options.child?.uid !== undefined ? { uid: options.child.uid } : {}),
         ...(options.child?.gid !== undefined ? { gid: options.child.gid } : {}),
+        // spawn() leaves out variables whose value is undefined: that is how one is removed.
+        ...(extraEnv !== undefined ? { env: { ...process.env, ...extraEnv } } : {}),
       });
     } catch (err) {
       socket.close();
@@ -81,6 +87,20 @@ export class ChildConnection extends SocketConnection {
       return new ChildConnection(socket, child, ready, options.onCommandClosed, transport);
     } catch (err) {
       socket.close();
+      // A child that died before answering (it could not load the addon or
+      // the command module, say) shows up here as EOF or ECONNRESET: say
+      // how it ended instead.
+      const code = (err as { code?: string }).code;
+      const died = code === 'ERR_FDBRIDGE_EOF' || code === 'ECONNRESET';
+      if (died) await waitForExit(child, 1000);
+      if (died && (child.exitCode !== null || child.signalCode !== null)) {
+        throw new PeerExitedError('connect', {
+          transport,
+          pid: child.pid ?? -1,
+          exitCode: child.exitCode,
+          signal: child.signalCode,
+        });
+      }
       child.kill('SIGKILL');
       await waitForExit(child, 1000);
       throw err;

@@ -235,6 +235,15 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
   });
 
   if (SPAWNED.has(transport)) {
+    test('a command process that dies before it is ready fails connect with PeerExitedError (its exit code)', async () => {
+      const module = join(dir, 'exits-on-load.js');
+      writeFileSync(module, 'process.exit(7);\n');
+      const err = await connect(transport, { command: { module, export: 'Nothing' } }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(PeerExitedError);
+      expect(err).toMatchObject({ transport, exitCode: 7 });
+      expect((err as Error).message).toMatch(/^connect failed: .* exited with code 7/);
+    });
+
     test('a child killed with SIGKILL mid-request fails every pending call within a second', async () => {
       const conn = await open();
       const pid = conn.location.pid;
