@@ -24,6 +24,7 @@ const scenario: Scenario = {
       const code = ctx.rng.int(3, 99);
       const before = Array.from({ length: ctx.rng.int(20, 80) }, () => conn.dupFileDescriptor(source));
       const exit = conn.call('exit', code);
+      ctx.count('faultsInjected');
       const after = Array.from({ length: ctx.rng.int(20, 80) }, () => conn.dupFileDescriptors([source, source, source]));
       await assert.rejects(exit, (err: unknown) => err instanceof PeerExitedError && err.exitCode === code);
       const settled = await Promise.allSettled([...before, ...after]);
@@ -41,6 +42,7 @@ const scenario: Scenario = {
       // The worker's duplicates lived in this process: they are gone again.
       for (let i = 0; i < 50 && openFdTable().size > baseline.size; i++) await sleep(10);
       assert.ok(openFdTable().size <= baseline.size, 'no duplicate outlived the exit');
+      ctx.count('faultsSurvived');
     } finally {
       closeAll([source]);
       await conn.close();

@@ -47,6 +47,7 @@ const scenario: Scenario = {
       assert.deepEqual(await remoteIdentities(next, [fd as number]), [wireIdentity(source)]);
       await closeRemote(next, [fd as number]);
       await next.close();
+      ctx.count('faultsSurvived');
     } finally {
       closeAll([source]);
     }

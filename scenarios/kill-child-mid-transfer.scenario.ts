@@ -38,6 +38,7 @@ const scenario: Scenario = {
       requests.push(conn.call('hang'));
       const killedAt = Date.now();
       process.kill(pid, 'SIGKILL');
+      ctx.count('faultsInjected');
       const settled = await Promise.allSettled(requests);
       const elapsed = Date.now() - killedAt;
       const rejected = settled.filter((s): s is PromiseRejectedResult => s.status === 'rejected');
@@ -52,6 +53,7 @@ const scenario: Scenario = {
       await assert.rejects(conn.call('echo', 1), PeerExitedError);
       assert.deepEqual(readdirSync(ctx.tmpdir), [], 'no socket file anywhere we can see');
       ctx.note(`${rejected.length} of ${requests.length} requests rejected ${elapsed} ms after SIGKILL`);
+      ctx.count('faultsSurvived');
     } finally {
       closeAll(sources);
       await conn.close();

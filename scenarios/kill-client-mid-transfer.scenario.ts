@@ -63,6 +63,7 @@ const scenario: Scenario = {
       assert.equal(formatFdTableDiff(diff), '', "the helper's fd table is back to its baseline");
       // And it still serves this client.
       assert.equal(await probe.call('echo', 'still here'), 'still here');
+      ctx.count('faultsSurvived');
     } finally {
       if (client.exitCode === null && client.signalCode === null) client.kill('SIGKILL');
       await exited;

@@ -50,6 +50,7 @@ const scenario: Scenario = {
       assert.deepEqual(await remoteIdentities(next, [fd as number]), [wireIdentity(source)]);
       await closeRemote(next, [fd as number]);
       await next.close();
+      ctx.count('faultsSurvived');
       ctx.note(`${rejected.length} of ${requests.length} requests rejected ${elapsed} ms after SIGKILL; helper restarted as pid ${helper.pid}`);
     } finally {
       closeAll([source]);
