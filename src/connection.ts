@@ -20,8 +20,14 @@ export interface ConnectOptions {
   command: CommandSpec;
   /** helper: the daemon's socket path (default: see `defaultHelperSocketPath()`; `@name` for an abstract name). */
   socketPath?: string;
-  /** child, pidfd: run the command's process as another user (needs the privilege to switch). */
-  child?: { uid?: number; gid?: number };
+  /**
+   * child, pidfd: how the command's process is spawned.
+   * - `uid`, `gid`: run it as another user (needs the privilege to switch);
+   * - `env`: variables merged over this process's environment for it (a
+   *   value `undefined` removes one), e.g. `{ FDBRIDGE_FAILPOINT: 'after-receive' }`
+   *   in a fault test. Without it the process inherits `process.env`.
+   */
+  child?: { uid?: number; gid?: number; env?: Readonly<Record<string, string | undefined>> };
   /** How long to wait for the command to be ready (default 10 s). */
   timeoutMs?: number;
   /**

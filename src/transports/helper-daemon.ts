@@ -18,7 +18,7 @@ import { FdBridgeError, SystemError } from '../errors';
 import { encodeJson, FrameType, FRAME_SOCKET_OPTIONS } from '../protocol';
 import { native } from '../native';
 import { parseAddress, UnixServer, type SocketAddress, type UnixSocket } from '../socket';
-import { serveConnection, type ServedConnection, type ServeStats } from './serve';
+import { checkFailpoint, serveConnection, type ServedConnection, type ServeStats } from './serve';
 
 /** Where a helper listens by default: `$XDG_RUNTIME_DIR/fdbridge/helper.sock`, else `<tmpdir>/fdbridge-<uid>/helper.sock`. */
 export function defaultHelperSocketPath(): string {
@@ -86,6 +86,7 @@ export class HelperDaemon {
 
   /** Binds the socket (removing a stale one) and starts serving. */
   static start(options: HelperOptions = {}): HelperDaemon {
+    checkFailpoint(); // a bad FDBRIDGE_FAILPOINT fails the start, not the first client
     const socketPath = options.socketPath ?? defaultHelperSocketPath();
     const address = helperAddress(socketPath);
     parseAddress(address); // a clear RangeError for names over 107 bytes

@@ -6,6 +6,7 @@
  */
 import { CommandHost } from '../command';
 import { describeError, ProtocolError, TruncatedError, UnsupportedError, type TransportName } from '../errors';
+import { failpointFromEnv, type Failpoint } from '../failpoint';
 import { native } from '../native';
 import {
   decodeFrame,
@@ -31,6 +32,22 @@ export interface ServeOptions {
   transport: TransportName;
   /** Called once, after the command is closed and the socket with it. */
   onEnd?: (reason: Error | null, stats: ServeStats) => void;
+}
+
+/**
+ * FDBRIDGE_FAILPOINT (src/failpoint.ts), read once here: a testing aid that
+ * SIGKILLs this process at a chosen step. Unset, it costs one check of
+ * `failpoint !== undefined` per request.
+ */
+const failpointOrError = failpointFromEnv();
+const failpoint: Failpoint | undefined = failpointOrError instanceof Error ? undefined : failpointOrError;
+
+/**
+ * Throws if FDBRIDGE_FAILPOINT is set to something that does not parse: a
+ * process about to serve must not run a fault test without its fault.
+ */
+export function checkFailpoint(): void {
+  if (failpointOrError instanceof Error) throw failpointOrError;
 }
 
 function closeQuietly(fds: readonly number[] | undefined): number {
@@ -101,6 +118,7 @@ export interface ServedConnection {
 
 /** Serves one client on `socket` (which it owns and closes). */
 export function serveConnection(socket: UnixSocket, options: ServeOptions): ServedConnection {
+  checkFailpoint();
   const stats: ServeStats = { unexpectedFds: 0, protocolErrors: 0 };
   let host: CommandHost | undefined;
   let ended = false;
@@ -139,6 +157,7 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
   const closeCommand = (id: number): void => {
     if (closing) return;
     closing = true;
+    if (failpoint !== undefined) failpoint.pass('on-close');
     const reply = (): void => send(encodeEmpty(FrameType.CLOSED, id));
     if (host) host.close().catch(() => undefined).finally(reply);
     else reply();
@@ -198,6 +217,7 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
           return;
         }
         for (const fd of pulled) h.ledger.add(fd);
+        if (failpoint !== undefined) failpoint.pass('after-receive');
         send(encodeFdList(FrameType.DUP_OK, frame.id, pulled));
         return;
       }
@@ -258,6 +278,8 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
       reply.writeInt32LE(fds[i] as number, HEADER_BYTES + 4 * i);
     }
     reply.writeUInt32LE(id, 4);
+    // The fds are ours (in the ledger) and the client has no answer yet.
+    if (failpoint !== undefined) failpoint.pass('after-receive');
     send(reply.subarray(0, HEADER_BYTES + 4 * fds.length));
   };
 
