@@ -15,17 +15,52 @@ import { join } from 'node:path';
 import { requireDistFile } from '../src/paths';
 import type { HelperControl } from './types';
 
+/** VmHWM (peak resident set) of a process, in bytes; undefined once it is gone. */
+export function peakRssOf(pid: number): number | undefined {
+  try {
+    const m = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export interface HelperStartOptions {
+  /**
+   * Variables merged over this process's environment for the daemon (a
+   * value `undefined` removes one), e.g. `{ FDBRIDGE_FAILPOINT: 'after-receive' }`.
+   */
+  env?: Readonly<Record<string, string | undefined>>;
+}
+
 export class HelperProcess implements HelperControl {
   readonly socketPath: string;
   readonly #logPath: string;
   #child: ChildProcess | undefined;
   #exited: Promise<void> = Promise.resolve();
   #starts = 0;
+  #peakRss: number | undefined;
 
-  /** `dir` holds the socket and the daemon's stderr log; the caller removes it. */
-  constructor(dir: string) {
-    this.socketPath = join(dir, 'helper.sock');
-    this.#logPath = join(dir, 'helper.log');
+  /** `dir` holds the socket and the daemon's stderr log; the caller removes it. `socketName` defaults to helper.sock. */
+  constructor(dir: string, socketName = 'helper.sock') {
+    this.socketPath = join(dir, socketName);
+    this.#logPath = join(dir, `${socketName.replace(/\.sock$/, '')}.log`);
+  }
+
+  /**
+   * The largest peak RSS (VmHWM) of the daemons started so far: read when
+   * one is stopped or restarted, and of the one running now. Undefined if
+   * none could be read (e.g. every daemon was SIGKILLed by a scenario).
+   */
+  get peakRssBytes(): number | undefined {
+    this.#notePeak();
+    return this.#peakRss;
+  }
+
+  #notePeak(): void {
+    const pid = this.#child?.pid;
+    const now = pid !== undefined && this.alive ? peakRssOf(pid) : undefined;
+    if (now !== undefined && (this.#peakRss === undefined || now > this.#peakRss)) this.#peakRss = now;
   }
 
   get pid(): number {
@@ -49,6 +84,18 @@ export class HelperProcess implements HelperControl {
     }
   }
 
+  /** Resolves once the current daemon has exited (and Node has reaped it). */
+  get exited(): Promise<void> {
+    return this.#exited;
+  }
+
+  /** How the current daemon ended: undefined while it runs (or before Node has reaped it). */
+  get exitStatus(): { code: number | null; signal: NodeJS.Signals | null } | undefined {
+    const child = this.#child;
+    if (!child || (child.exitCode === null && child.signalCode === null)) return undefined;
+    return { code: child.exitCode, signal: child.signalCode };
+  }
+
   /** How many times a daemon was started (1 after the first start). */
   get starts(): number {
     return this.#starts;
@@ -64,7 +111,7 @@ export class HelperProcess implements HelperControl {
   }
 
   /** Starts the daemon and resolves once it listens (at most 10 s). */
-  async start(): Promise<void> {
+  async start(options: HelperStartOptions = {}): Promise<void> {
     if (this.alive) return;
     // A predecessor that died: let Node reap it first (its 'exit' event).
     await Promise.race([this.#exited, new Promise((r) => setTimeout(r, 1000).unref())]);
@@ -74,6 +121,8 @@ export class HelperProcess implements HelperControl {
     try {
       child = spawn(process.execPath, [cli, 'helper', '--socket', this.socketPath], {
         stdio: ['ignore', 'pipe', logFd],
+        // spawn() leaves out variables whose value is undefined: that is how one is removed.
+        ...(options.env !== undefined ? { env: { ...process.env, ...options.env } } : {}),
       });
     } finally {
       closeSync(logFd);
@@ -117,6 +166,7 @@ export class HelperProcess implements HelperControl {
   async stop(): Promise<void> {
     const child = this.#child;
     if (!child) return;
+    this.#notePeak();
     if (this.alive) child.kill('SIGTERM');
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([this.#exited, new Promise((r) => (timer = setTimeout(r, 5000)))]);
@@ -127,8 +177,8 @@ export class HelperProcess implements HelperControl {
     }
   }
 
-  async restart(): Promise<void> {
+  async restart(options: HelperStartOptions = {}): Promise<void> {
     await this.stop();
-    await this.start();
+    await this.start(options);
   }
 }

@@ -16,7 +16,7 @@
  *   exactly one shard, shards agree without talking to each other, and all
  *   --repeat passes of a row land in the same shard.
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -296,6 +296,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment): Promise<ResultRow> 
   const started = performance.now();
   const notes: string[] = [];
   const metrics: Record<string, number> = {};
+  const peaks: Record<string, number> = {};
   const connections = new Set<Connection>();
   let expired = false;
   const helper = transport === 'helper' ? env.helper : undefined;
@@ -363,6 +364,10 @@ async function runRow(row: PlannedRow, env: RowEnvironment): Promise<ResultRow> 
     count(name: string, by = 1): void {
       if (!Number.isFinite(by)) throw new RangeError(`ctx.count(${name}, ${by}): not a number`);
       metrics[name] = (metrics[name] ?? 0) + by;
+    },
+    peak(name: string, value: number): void {
+      if (!Number.isFinite(value)) throw new RangeError(`ctx.peak(${name}, ${value}): not a number`);
+      peaks[name] = Math.max(peaks[name] ?? value, value);
     },
     ...(helperControl ? { helper: helperControl } : {}),
   };
@@ -433,6 +438,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment): Promise<ResultRow> 
     durationMs: Math.round(performance.now() - started),
     ...(notes.length > 0 ? { notes } : {}),
     ...(Object.keys(metrics).length > 0 ? { metrics } : {}),
+    ...(Object.keys(peaks).length > 0 ? { peaks } : {}),
     ...(closed.length > 0 ? { closed } : {}),
     expect,
     iteration,
@@ -504,27 +510,38 @@ async function warmUp(transports: readonly TransportName[], helper: HelperProces
   }
 }
 
-/** Sums each metric over the rows, plus peak memory of this process and the helper. */
+/**
+ * Counters that results.totals always carries (0 when no row counted them),
+ * so that a faults or soak run states them even where nothing happened.
+ * Scenarios count them with ctx.count under these names.
+ */
+export const STANDARD_COUNTERS = [
+  'faultsInjected',
+  'faultsSurvived',
+  'badInputsTried',
+  'badInputsRejected',
+  'repliesLost',
+  'repliesDuplicated',
+] as const;
+
+/**
+ * Sums each counter (ctx.count) over the rows and keeps the largest of each
+ * high-water mark (ctx.peak), plus leaks, failed rows, and the peak memory
+ * of this process and of the run's helper daemon(s).
+ */
 function computeTotals(results: readonly ResultRow[], helperPeakRss: number | undefined): Record<string, number> {
   const totals: Record<string, number> = {};
+  for (const name of STANDARD_COUNTERS) totals[name] = 0;
   for (const r of results) for (const [k, v] of Object.entries(r.metrics ?? {})) totals[k] = (totals[k] ?? 0) + v;
+  for (const r of results) for (const [k, v] of Object.entries(r.peaks ?? {})) totals[k] = Math.max(totals[k] ?? v, v);
   totals['leakedFds'] = results.reduce((n, r) => n + r.leaks.length, 0);
   totals['undeclaredLeaks'] = results.filter((r) => r.expect !== 'leak').reduce((n, r) => n + r.leaks.length, 0);
   totals['failedRows'] = results.filter((r) => r.status === 'fail').length;
-  totals['clientPeakRssBytes'] = process.resourceUsage().maxRSS * 1024;
-  if (helperPeakRss !== undefined) totals['helperPeakRssBytes'] = helperPeakRss;
+  // A row may have recorded these too (ctx.peak); this process's own
+  // maxRSS covers every row, the helper's covers each daemon started.
+  totals['clientPeakRssBytes'] = Math.max(totals['clientPeakRssBytes'] ?? 0, process.resourceUsage().maxRSS * 1024);
+  if (helperPeakRss !== undefined) totals['helperPeakRssBytes'] = Math.max(totals['helperPeakRssBytes'] ?? 0, helperPeakRss);
   return totals;
-}
-
-/** VmHWM (peak resident set) of a process, in bytes. */
-function peakRss(pid: number): number | undefined {
-  try {
-    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const m = /^VmHWM:\s+(\d+) kB/m.exec(status);
-    return m ? Number(m[1]) * 1024 : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** Runs the selected rows and returns the results file's content. */
@@ -603,7 +620,7 @@ export async function runScenarios(options: RunnerOptions): Promise<{ results: R
       results.push(result);
       options.onRowEnd?.(result, i, plan.rows.length);
     }
-    if (helper?.alive) helperPeak = peakRss(helper.pid);
+    helperPeak = helper?.peakRssBytes;
   } finally {
     await helper?.stop();
     process.off('unhandledRejection', onStray);

@@ -105,5 +105,28 @@ export function summaryTable(file: ResultsFile, elapsedMs?: number): string {
     `${rows.length} rows: ${count('pass')} pass, ${count('fail')} FAIL, ${count('skip')} skip, ${count('expected-fail')} xfail (expected failures); ` +
       `undeclared leaks ${undeclared}; seed ${file.options.seed}${elapsedMs !== undefined ? `; ${(elapsedMs / 1000).toFixed(1)} s` : ''}`,
   );
+  const totals = totalsLine(file.totals);
+  if (totals) out.push(totals);
   return out.join('\n');
+}
+
+/**
+ * `totals: faults injected 14, survived 14; bad inputs tried 0, rejected 0;
+ * replies lost 0, duplicated 0; fds leaked 0; peak RSS client 98 MB, helper 61 MB`,
+ * or '' when the file has no totals.
+ */
+export function totalsLine(totals: Record<string, number> | undefined): string {
+  if (!totals) return '';
+  const n = (k: string): string => String(totals[k] ?? 0);
+  const mb = (k: string): string | undefined => (totals[k] === undefined ? undefined : `${((totals[k] as number) / 2 ** 20).toFixed(0)} MB`);
+  const rss = [
+    ['client', mb('clientPeakRssBytes')],
+    ['helper', mb('helperPeakRssBytes')],
+  ].filter((x): x is [string, string] => x[1] !== undefined);
+  return (
+    `totals: faults injected ${n('faultsInjected')}, survived ${n('faultsSurvived')}; ` +
+    `bad inputs tried ${n('badInputsTried')}, rejected ${n('badInputsRejected')}; ` +
+    `replies lost ${n('repliesLost')}, duplicated ${n('repliesDuplicated')}; fds leaked ${n('leakedFds')}` +
+    (rss.length > 0 ? `; peak RSS ${rss.map(([who, v]) => `${who} ${v}`).join(', ')}` : '')
+  );
 }

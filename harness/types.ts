@@ -76,6 +76,13 @@ export interface ScenarioContext {
    */
   count(name: string, by?: number): void;
   /**
+   * Records a high-water mark (results: ResultRow.peaks, the largest value
+   * given in the row; ResultsFile.totals keeps the largest over rows), e.g.
+   * 'clientPeakRssBytes', 'commandRssGrowthBytes'. Use names that no
+   * counter uses.
+   */
+  peak(name: string, value: number): void;
+  /**
    * The run's helper daemon, on 'helper' rows only: a fault scenario may
    * kill it (`process.kill(ctx.helper.pid, 'SIGKILL')`) and restart it.
    * The harness restarts a dead daemon before the next helper row anyway.
@@ -129,8 +136,10 @@ export interface ResultRow {
   error?: string;
   durationMs?: number;
   notes?: string[];
-  /** Counters a profile records (faults injected, bad inputs rejected, ...). */
+  /** Counters a profile records (faults injected, bad inputs rejected, ...): ctx.count. */
   metrics?: Record<string, number>;
+  /** High-water marks (peak RSS, ...): ctx.peak. */
+  peaks?: Record<string, number>;
   /**
    * fds that were open before the scenario and closed during it (a wrong-fd
    * close; any entry fails the row). Absent when empty.
@@ -172,6 +181,12 @@ export interface ResultsFile {
   options: RunOptions;
   anchors: Array<{ name: string; latency: Latency }>;
   results: ResultRow[];
-  /** Totals a profile records (peak RSS, replies lost, ...). */
+  /**
+   * Counters summed over rows (always: faultsInjected, faultsSurvived,
+   * badInputsTried, badInputsRejected, repliesLost, repliesDuplicated, 0 if
+   * no row counted them), high-water marks as the largest over rows,
+   * leakedFds, undeclaredLeaks, failedRows, clientPeakRssBytes and (when a
+   * helper daemon ran) helperPeakRssBytes.
+   */
   totals?: Record<string, number>;
 }

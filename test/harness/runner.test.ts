@@ -134,6 +134,26 @@ test("expected throws are 'expected-fail', skips are 'skip', a hanging row times
   expect(r.results.totals).toMatchObject({ attempts: 2, undeclaredLeaks: 0 });
 });
 
+test('totals: counters summed, peaks the largest over rows, the standard counters always there, and a totals line', async () => {
+  const r = await run(['--scenario', 'records-peaks,clean-dup', '--transport', 'direct,worker,helper']);
+  expect(r.code).toBe(0);
+  expect(row(r.results, 'records-peaks', 'direct')).toMatchObject({ status: 'pass', peaks: { fixturePeak: 5 }, metrics: { faultsInjected: 2 } });
+  expect(row(r.results, 'records-peaks', 'worker').peaks).toEqual({ fixturePeak: 7 });
+  expect(r.results.totals).toMatchObject({
+    fixturePeak: 7,
+    faultsInjected: 4,
+    faultsSurvived: 4,
+    badInputsTried: 0,
+    badInputsRejected: 0,
+    repliesLost: 0,
+    repliesDuplicated: 0,
+    leakedFds: 0,
+    clientPeakRssBytes: expect.any(Number),
+    helperPeakRssBytes: expect.any(Number),
+  });
+  expect(r.stdout).toMatch(/^totals: faults injected 4, survived 4; bad inputs tried 0, rejected 0; replies lost 0, duplicated 0; fds leaked 0; peak RSS client \d+ MB, helper \d+ MB$/m);
+});
+
 describe('reproducibility', () => {
   const args = ['--scenario', 'clean-dup,expected-throw,declared-leak-none,skips', '--transport', 'direct,worker'];
 
