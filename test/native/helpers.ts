@@ -5,7 +5,7 @@
  * may close things itself first (it usually does, to check what happens).
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
-import { closeSync, constants as fsConstants, existsSync, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
+import { constants as fsConstants, existsSync, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -174,15 +174,6 @@ let abstractCounter = 0;
 export function abstractName(tag: string): string {
   abstractCounter += 1;
   return `fdbridge-test-${process.pid}-${tag}-${abstractCounter}-${Math.random().toString(36).slice(2)}`;
-}
-
-/** Closes a raw fd, ignoring EBADF (for fds whose fate a test is checking). */
-export function closeQuietly(fd: number): void {
-  try {
-    closeSync(fd);
-  } catch {
-    // already closed
-  }
 }
 
 /**

@@ -9,7 +9,7 @@ import { readSync } from 'node:fs';
 import { EofError, SystemError, TruncatedError } from '../../src/errors';
 import { fdFlags, openFdTable, sameFile } from '../../src/fd';
 import { native } from '../../src/native';
-import { UnixSocket, type SocketKind } from '../../src/socket';
+import { UnixSocket, type SocketKind, type UnixSocketOptions } from '../../src/socket';
 import {
   collect,
   distFile,
@@ -21,9 +21,10 @@ import {
   rejection,
   thrown,
   withScope,
+  type Scope,
 } from './helpers';
 
-function pair(s: { add<T extends { close(): void }>(x: T): T }, kind: SocketKind, options?: ConstructorParameters<typeof UnixSocket>[2]) {
+function pair(s: Scope, kind: SocketKind, options?: UnixSocketOptions): [UnixSocket, UnixSocket] {
   return UnixSocket.pair(kind, options).map((x) => s.add(x)) as [UnixSocket, UnixSocket];
 }
 

@@ -7,6 +7,7 @@ import { Worker } from 'node:worker_threads';
 import { writeFileSync } from 'node:fs';
 
 import { formatFdTableDiff, openFdTable } from '../../src/fd';
+import { UnixSocket } from '../../src/socket';
 import { abstractName, distFile, fixture, settledFdTableDiff, withScope } from './helpers';
 
 type Mode = 'exit' | 'terminate' | 'natural';
@@ -70,7 +71,6 @@ test('the addon still works in the main thread after workers came and went', () 
     const before = openFdTable();
     await Promise.all([runWorker('exit', file), runWorker('terminate', file), runWorker('natural', file)]);
     expect(formatFdTableDiff(await settledFdTableDiff(before))).toBe('');
-    const { UnixSocket } = await import('../../src/socket');
     const [a, b] = UnixSocket.pair('seqpacket').map((x) => s.add(x));
     await a!.send(Buffer.from('still here'));
     expect((await b!.receive()).data.toString()).toBe('still here');
