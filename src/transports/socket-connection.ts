@@ -11,6 +11,7 @@ import {
   PeerRefusedError,
   ProtocolError,
   RemoteError,
+  TruncatedError,
   UnsupportedError,
   type PeerExit,
 } from '../errors';
@@ -30,6 +31,7 @@ import {
 import type { CommandSpec } from '../command';
 import { UnixSocket } from '../socket';
 import { dupAll } from './direct';
+import { refuseFds } from './refuse-fds';
 
 /** What a pending request resolves with. */
 const DUP_ONE = 0; // one fd: resolves with its number
@@ -84,14 +86,36 @@ function isPeerGone(err: unknown): boolean {
   return code === 'EPIPE' || code === 'ECONNRESET';
 }
 
-function closeQuietly(fds: readonly number[] | undefined): void {
+/** Closes every fd given; returns how many were open. */
+function closeQuietly(fds: readonly number[] | undefined): number {
+  let n = 0;
   for (const fd of fds ?? []) {
     try {
       native.close(fd);
+      n++;
     } catch {
       // gone already
     }
   }
+  return n;
+}
+
+/**
+ * What the client's side of a connection turned away. The command's side
+ * never sends fds (its replies carry fd *numbers*, valid over there), so
+ * every fd that arrives here is unexpected.
+ */
+export interface SocketConnectionStats {
+  /** fds that arrived from the command's side (each closed at once; the connection then failed). */
+  unexpectedFds: number;
+  /** Messages rejected as malformed, unexpected or truncated (each fails the connection). */
+  protocolErrors: number;
+  /**
+   * True when the kernel refuses fds sent to this socket (SO_PASSRIGHTS=0,
+   * Linux 6.16+: the sender's sendmsg fails with EPERM); false on older
+   * kernels, where the receive path closes and counts them instead.
+   */
+  refusesFds: boolean;
 }
 
 /** Sends HELLO and waits for READY (or REFUSED / ERROR / death) on a fresh socket. */
@@ -105,6 +129,9 @@ export async function handshake(
   // In pidfd mode the far side proves it can pull our fds by pulling one at
   // once: our socket's own fd, which is certainly open here.
   const hello = pull ? { version: PROTOCOL_VERSION, command, pull, probeFd: socket.fd } : { version: PROTOCOL_VERSION, command };
+  // The command's side never sends fds: have the kernel refuse them before
+  // it can answer (the connection's stats record whether it could).
+  refuseFds(socket);
   await socket.send(encodeJson(FrameType.HELLO, 0, hello));
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
@@ -114,14 +141,23 @@ export async function handshake(
     );
   });
   try {
-    const m = await Promise.race([socket.receive(), timeout]);
-    let frame: Frame;
-    try {
-      frame = decodeFrame(m.data, m.fds);
-    } catch (err) {
-      closeQuietly(m.fds);
-      throw err;
+    const m = await Promise.race([
+      socket.receive().catch((err: unknown) => {
+        // An oversized answer or one with fds that did not fit: the native
+        // layer closed them; for the protocol it is a malformed answer.
+        if (err instanceof TruncatedError) {
+          throw new ProtocolError(`connect: ${describePeer()} answered HELLO with a truncated message`, { cause: err });
+        }
+        throw err;
+      }),
+      timeout,
+    ]);
+    if (m.fds.length > 0) {
+      // Whatever frame it is (even a well-formed DUP), fds never come this way.
+      const n = closeQuietly(m.fds);
+      throw new ProtocolError(`connect: ${describePeer()} answered HELLO with ${n} fd(s) attached; the command's side never sends fds`);
     }
+    const frame: Frame = decodeFrame(m.data, m.fds);
     switch (frame.type) {
       case FrameType.READY:
         return frame.ready;
@@ -161,6 +197,7 @@ export class SocketConnection extends BaseConnection {
   #foldWaiters: Waiter[] | null = null;
 
   #onCommandClosed: ConnectOptions['onCommandClosed'];
+  readonly #stats: SocketConnectionStats;
 
   constructor(
     socket: UnixSocket,
@@ -177,7 +214,19 @@ export class SocketConnection extends BaseConnection {
     this.location = { transport, pid: ready.pid, threadId: ready.threadId };
     this.#probe = probe;
     this.#closedByPeer = new Promise((resolve) => (this.#onPeerClosed = resolve));
+    // handshake() did this already; doing it again (idempotent) records the
+    // outcome, and covers a socket that did not come through handshake().
+    this.#stats = { unexpectedFds: 0, protocolErrors: 0, refusesFds: refuseFds(socket) };
     socket.setMessageHandler((err, data, fds) => this.#onMessage(err, data, fds));
+  }
+
+  /**
+   * What this connection turned away from the command's side (a snapshot).
+   * Not part of the Connection interface: only socket transports (child,
+   * helper, pidfd) receive anything from another process.
+   */
+  get stats(): SocketConnectionStats {
+    return { ...this.#stats };
   }
 
   /**
@@ -215,7 +264,9 @@ export class SocketConnection extends BaseConnection {
 
   /** Sends the calls folded in this tick, 253 per frame. */
   readonly #flushFolded = (): void => {
-    const pins = this.#folding as number[];
+    // Already flushed by a later request that had to go out after these.
+    if (this.#folding === null) return;
+    const pins = this.#folding;
     const waiters = this.#foldWaiters as Waiter[];
     this.#folding = null;
     this.#foldWaiters = null;
@@ -239,6 +290,7 @@ export class SocketConnection extends BaseConnection {
   };
 
   protected dupMany(fds: number[]): Promise<number[]> {
+    this.#flushFolded(); // requests leave in the order they were made
     if (!this.#pull) return this.#send(this.#dupHeader, fds, DUP_MANY, fds.length, 'dupFileDescriptors', null, null) as Promise<number[]>;
     let pins: number[];
     try {
@@ -250,6 +302,7 @@ export class SocketConnection extends BaseConnection {
   }
 
   protected async release(fds: number[]): Promise<void> {
+    this.#flushFolded();
     if (this.#dead || fds.length === 0) return;
     for (let i = 0; i < fds.length; i += 253) {
       const chunk = fds.slice(i, i + 253);
@@ -258,6 +311,7 @@ export class SocketConnection extends BaseConnection {
   }
 
   protected callRemote(method: string, args: unknown[]): Promise<unknown> {
+    this.#flushFolded(); // a call made after some duplications reaches the command after them
     let frame: Buffer;
     try {
       frame = encodeCall(0, method, args);
@@ -352,24 +406,37 @@ export class SocketConnection extends BaseConnection {
       // Replies to requests that close() already rejected are dropped (the
       // command's host sweeps whatever fds they concerned); CLOSED or EOF
       // ends the wait.
-      closeQuietly(fds);
+      this.#stats.unexpectedFds += closeQuietly(fds);
       if (err ? err.name !== 'TruncatedError' : data && data.length >= 1 && data[0] === FrameType.CLOSED) {
         this.#onPeerClosed();
       }
       return;
     }
     if (err) {
-      if (err.name === 'TruncatedError') {
-        this.#fail(new ProtocolError(`the ${this.transport} sent a message that arrived truncated`, { cause: err }));
+      if (err instanceof TruncatedError) {
+        // Oversized (MSG_TRUNC), or fds that did not fit (MSG_CTRUNC): the
+        // native layer closed what arrived; none was expected anyway.
+        this.#stats.unexpectedFds += err.fdsClosed;
+        this.#violation(new ProtocolError(`the ${this.transport} sent a message that arrived truncated (${err.message})`, { cause: err }));
       } else {
         void this.#peerGone(err);
       }
       return;
     }
     const buf = data as Buffer;
+    if ((fds as number[]).length > 0) {
+      // The command's side never sends fds, whatever the frame (even a
+      // well-formed DUP): close them and end the connection.
+      const n = closeQuietly(fds);
+      this.#stats.unexpectedFds += n;
+      this.#violation(
+        new ProtocolError(`the ${this.transport} sent ${n} fd(s) with a frame of type ${buf.length > 0 ? buf[0] : 'none'}; its side never sends fds`),
+      );
+      return;
+    }
     // The common reply, checked without building a Frame: a well-formed
-    // DUP_OK (no fds, zero flags) answering a duplication of the same count.
-    if (buf.length >= 12 && buf[0] === FrameType.DUP_OK && (fds as number[]).length === 0 && buf.readUInt8(1) === 0 && buf.readUInt16LE(2) === 0) {
+    // DUP_OK (zero flags) answering a duplication of the same count.
+    if (buf.length >= 12 && buf[0] === FrameType.DUP_OK && buf.readUInt8(1) === 0 && buf.readUInt16LE(2) === 0) {
       const entry = this.#pending.get(buf.readUInt32LE(4));
       if (entry && entry.kind !== CALL && buf.length === 8 + 4 * entry.count && allNonNegative(buf)) {
         this.#pending.delete(buf.readUInt32LE(4));
@@ -381,13 +448,12 @@ export class SocketConnection extends BaseConnection {
     try {
       frame = decodeFrame(buf, fds as number[]);
     } catch (e) {
-      closeQuietly(fds);
-      this.#fail(e as Error);
+      this.#violation(e as Error);
       return;
     }
     const pending = this.#pending.get(frame.id);
     if (!pending || (frame.type !== FrameType.DUP_OK && frame.type !== FrameType.RESULT && frame.type !== FrameType.ERROR)) {
-      this.#fail(new ProtocolError(`the ${this.transport} sent a reply (type ${frame.type}, id ${frame.id}) to no request`));
+      this.#violation(new ProtocolError(`the ${this.transport} sent a reply (type ${frame.type}, id ${frame.id}) to no request`));
       return;
     }
     this.#pending.delete(frame.id);
@@ -397,12 +463,21 @@ export class SocketConnection extends BaseConnection {
     } else if (pending.kind !== CALL) {
       // A DUP_OK that the fast path did not take lists the wrong count.
       pending.fail(new ProtocolError(`${pending.operation}: the reply does not list ${pending.count} fd(s)`));
-      this.#fail(new ProtocolError(`the ${this.transport} answered a duplication with a wrong reply`));
+      this.#violation(new ProtocolError(`the ${this.transport} answered a duplication with a wrong reply`));
     } else if (frame.type === FrameType.RESULT) {
       (pending.resolve as (v: unknown) => void)(frame.value);
     } else {
+      // DUP_OK to a call: the two sides disagree about what was asked, so
+      // nothing later on this connection can be trusted either.
       pending.fail(new ProtocolError(`${pending.operation}: the reply carries fd numbers`));
+      this.#violation(new ProtocolError(`the ${this.transport} answered a call with fd numbers`));
     }
+  }
+
+  /** The command's side broke the protocol: count it and fail the connection. */
+  #violation(err: Error): void {
+    this.#stats.protocolErrors++;
+    this.#fail(err);
   }
 
   /** The peer closed the socket or the socket failed: find out how the peer ended, then fail everything. */

@@ -149,6 +149,18 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
     }
   });
 
+  test('requests reach the command in the order they were made (folded duplications before a later call)', async () => {
+    const conn = await open();
+    const fd = makeMemfd('order');
+    try {
+      const dups = [conn.dupFileDescriptor(fd), conn.dupFileDescriptor(fd), conn.dupFileDescriptor(fd)];
+      const seen = new Map(await conn.call<Array<[number, string]>>('openFds'));
+      for (const remote of await Promise.all(dups)) expect(seen.get(remote)).toBe('/memfd:order (deleted)');
+    } finally {
+      closeFd(fd);
+    }
+  });
+
   test('the batch form duplicates 600 fds in order (3 messages of at most 253)', async () => {
     const conn = await open();
     const sources = Array.from({ length: 6 }, (_, i) => makeMemfd(`batch-${i}`));
