@@ -1,0 +1,50 @@
+/**
+ * Fault: the command's process dies after a duplication's fds were installed
+ * there and before its reply left (FDBRIDGE_FAILPOINT=after-receive: it
+ * SIGKILLs itself at exactly that step of the first DUP/GETFD request).
+ * The request, the duplications folded behind it and a call all reject with
+ * PeerExitedError within a second; the fds it had received die with it;
+ * nothing is left here; close() is clean; a new connection works (helper: a
+ * new daemon replaces the killed one's stale socket).
+ */
+import { ProcessFdSnapshot } from '../src';
+import type { Scenario } from '../harness/types';
+import { cleanUp, faultSources, FaultyPeer, proveSurvived } from './support/faults';
+
+const scenario: Scenario = {
+  name: 'kill-peer-after-receive',
+  description:
+    'a command process killed after receiving a duplication and before replying fails every pending request with PeerExitedError within a second and leaves no fd',
+  transports: ['child', 'pidfd', 'helper'],
+  tags: ['fault', 'peer-death'],
+  async run(ctx) {
+    const sources = faultSources();
+    let peer: FaultyPeer | undefined;
+    try {
+      peer = await FaultyPeer.start(ctx, { FDBRIDGE_FAILPOINT: 'after-receive:1' });
+      const baseline = new ProcessFdSnapshot(process.pid, 'client');
+      const conn = await peer.connect();
+      try {
+        // A call is not a duplication: the failpoint lets it through.
+        await conn.call('echo', 'ready');
+        const since = performance.now();
+        const requests: Array<Promise<unknown>> = [
+          conn.dupFileDescriptor(ctx.rng.pick(sources)), // the request it dies on (pidfd: folded with the next)
+          ...Array.from({ length: ctx.rng.int(1, 40) }, () => conn.dupFileDescriptor(ctx.rng.pick(sources))),
+        ];
+        // Folded duplications leave from a microtask; a call made in the same
+        // tick would go first and be answered. Behind them, it never is.
+        await Promise.resolve();
+        requests.push(conn.call('echo', 'never answered'));
+        ctx.count('faultsInjected');
+        await proveSurvived(peer, conn, requests, since, baseline, sources);
+      } finally {
+        await conn.close();
+      }
+    } finally {
+      await cleanUp(peer, sources);
+    }
+  },
+};
+
+export default scenario;

@@ -1,0 +1,237 @@
+/**
+ * What the fault scenarios share: a command process that is killed at a
+ * chosen step (FDBRIDGE_FAILPOINT in its environment, or SIGSTOP + SIGKILL),
+ * and the checks every such fault ends with: each pending request rejects
+ * with PeerExitedError within a second and none is lost, no fd is left in
+ * the client, close() resolves (twice), and a new connection works (for the
+ * helper: after a new daemon replaced the killed one's stale socket).
+ *
+ * Counters (summed into results.totals): faultsInjected, faultsSurvived,
+ * repliesLost (requests that never settled), requestsRejectedTyped.
+ */
+import { strict as assert } from 'node:assert';
+import { readFileSync } from 'node:fs';
+
+import {
+  describeFdLeakReport,
+  makeMemfd,
+  makePipe,
+  PeerExitedError,
+  ProcessFdSnapshot,
+  PROBE_COMMAND,
+  settleFdSnapshots,
+  type Connection,
+} from '../../src';
+import type { ScenarioContext } from '../../harness/types';
+import { ScenarioDaemon } from './daemon';
+import { closeAll, closeRemote, remoteIdentities, sleep, wireIdentity } from './common';
+
+/** The liveness bound the fault checks hold every pending request to (issue 6). */
+export const SETTLE_BOUND_MS = 1000;
+
+/** Kept as the longest wait for a request before it counts as lost (well past the bound, to tell late from lost). */
+const LOST_AFTER_MS = 5000;
+
+export interface Settled {
+  results: Array<PromiseSettledResult<unknown>>;
+  /** Requests still pending after LOST_AFTER_MS (replies lost). */
+  lost: number;
+  /** From `since` to the moment the last request settled (ms). */
+  elapsedMs: number;
+}
+
+/** Waits for every request, measuring when the last one settled; those still pending after 5 s count as lost. */
+export async function settleAll(requests: ReadonlyArray<Promise<unknown>>, since: number): Promise<Settled> {
+  let last = since;
+  let open = requests.length;
+  const results: Array<PromiseSettledResult<unknown>> = new Array(requests.length);
+  const all = Promise.all(
+    requests.map((p, i) =>
+      p.then(
+        (value) => {
+          results[i] = { status: 'fulfilled', value };
+        },
+        (reason: unknown) => {
+          results[i] = { status: 'rejected', reason };
+        },
+      ).finally(() => {
+        open--;
+        last = performance.now();
+      }),
+    ),
+  );
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([all, new Promise((r) => (timer = setTimeout(r, LOST_AFTER_MS)))]);
+  clearTimeout(timer);
+  return { results, lost: open, elapsedMs: last - since };
+}
+
+/** The state letter of /proc/<pid>/stat ('T' when stopped), or undefined when gone. */
+export function processState(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  } catch {
+    return undefined;
+  }
+}
+
+/** SIGSTOPs `pid` and waits until the kernel shows it stopped. */
+export async function stopProcess(pid: number): Promise<void> {
+  process.kill(pid, 'SIGSTOP');
+  for (let i = 0; i < 200 && processState(pid) !== 'T'; i++) await sleep(5);
+  assert.equal(processState(pid), 'T', `pid ${pid} stopped`);
+}
+
+/** Waits (at most `ms`) until the snapshot's process is back at its baseline; throws with the difference otherwise. */
+export async function assertFdTableBack(snap: ProcessFdSnapshot, what: string, ms = 2000): Promise<void> {
+  const report = await settleFdSnapshots([snap], { settleMs: ms });
+  assert.ok(report.leaks.length === 0 && report.closed.length === 0, `${what}: the fd table is not back at its baseline:\n${describeFdLeakReport(report)}`);
+}
+
+/**
+ * A command process for a fault: child and pidfd spawn it with `env` added;
+ * helper starts a daemon of the scenario's own with `env` (the run's shared
+ * daemon is never killed or given a failpoint here).
+ */
+export class FaultyPeer {
+  readonly ctx: ScenarioContext;
+  readonly daemon: ScenarioDaemon | undefined;
+
+  private constructor(ctx: ScenarioContext, daemon: ScenarioDaemon | undefined) {
+    this.ctx = ctx;
+    this.daemon = daemon;
+  }
+
+  static async start(ctx: ScenarioContext, env: Record<string, string> = {}): Promise<FaultyPeer> {
+    if (ctx.transport === 'helper') return new FaultyPeer(ctx, await ScenarioDaemon.start(ctx, { env }));
+    if (ctx.transport !== 'child' && ctx.transport !== 'pidfd') throw new Error(`FaultyPeer: no command process on ${ctx.transport}`);
+    const peer = new FaultyPeer(ctx, undefined);
+    peer.#env = env;
+    return peer;
+  }
+
+  #env: Record<string, string> = {};
+
+  /** A connection to the faulty command (a fresh process for child/pidfd; the daemon for helper). */
+  connect(): Promise<Connection> {
+    if (this.daemon) return this.ctx.connect(PROBE_COMMAND, { socketPath: this.daemon.socketPath });
+    return this.ctx.connect(PROBE_COMMAND, { child: { env: this.#env } });
+  }
+
+  /**
+   * How the killed process ended, where this process can know: child/pidfd
+   * report it in the PeerExitedError; for the helper daemon (our child
+   * here) we wait for its exit. Undefined when unknown.
+   */
+  async killedBy(err: PeerExitedError): Promise<string | null | undefined> {
+    if (!this.daemon) return err.signal;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.daemon.exited(), new Promise((r) => (timer = setTimeout(r, 2000)))]);
+    clearTimeout(timer);
+    return this.daemon.exitStatus?.signal;
+  }
+
+  /**
+   * After the fault: a new connection (for the helper, to a new daemon that
+   * replaced the killed one's stale socket file, without the failpoint)
+   * duplicates a file and the far side sees that very file.
+   */
+  async proveRecovery(source: number): Promise<void> {
+    let conn: Connection;
+    if (this.daemon) {
+      assert.equal(this.daemon.alive, false, 'the daemon is dead');
+      assert.ok(this.daemon.socketFileExists(), 'a SIGKILLed daemon leaves its socket file behind');
+      await this.daemon.restart({ env: { FDBRIDGE_FAILPOINT: undefined } });
+      conn = await this.ctx.connect(PROBE_COMMAND, { socketPath: this.daemon.socketPath });
+    } else {
+      conn = await this.ctx.connect(PROBE_COMMAND);
+    }
+    try {
+      const [a, b] = await Promise.all([conn.dupFileDescriptor(source), conn.dupFileDescriptor(source)]);
+      assert.notEqual(a, b);
+      assert.deepEqual(await remoteIdentities(conn, [a as number, b as number]), [wireIdentity(source), wireIdentity(source)]);
+      await closeRemote(conn, [a as number, b as number]);
+    } finally {
+      await conn.close();
+    }
+  }
+
+  /**
+   * Stops a daemon of our own; with `check`, asserts that it was running
+   * and removed its socket file (a SIGKILLed one leaves it in ctx.tmpdir,
+   * which the harness removes).
+   */
+  async stop(check = false): Promise<void> {
+    if (!this.daemon) return;
+    const wasAlive = this.daemon.alive;
+    await this.daemon.stop();
+    if (check) {
+      assert.ok(wasAlive, 'the restarted daemon was still running');
+      assert.equal(this.daemon.socketFileExists(), false, 'the stopped daemon removed its socket file');
+    }
+  }
+}
+
+/** fds to duplicate: two memfds and both ends of a pipe (the caller closes them). */
+export function faultSources(): number[] {
+  const [r, w] = makePipe();
+  return [makeMemfd('fault-a'), makeMemfd('fault-b'), r, w];
+}
+
+/**
+ * The shared ending of a killed-peer fault: every request in `requests`
+ * rejected with PeerExitedError naming `pid` within SETTLE_BOUND_MS of
+ * `since`, none lost; new requests fail at once; the client's table is back
+ * at `clientBaseline`; close() resolves and is idempotent; and a new
+ * connection works. Counts faultsSurvived when all of it holds.
+ */
+export async function proveSurvived(
+  peer: FaultyPeer,
+  conn: Connection,
+  requests: ReadonlyArray<Promise<unknown>>,
+  since: number,
+  clientBaseline: ProcessFdSnapshot,
+  sources: readonly number[],
+): Promise<void> {
+  const { ctx } = peer;
+  const pid = conn.location.pid;
+  const settled = await settleAll(requests, since);
+  ctx.count('repliesLost', settled.lost);
+  assert.equal(settled.lost, 0, `${settled.lost} of ${requests.length} requests never settled`);
+  assert.ok(settled.elapsedMs < SETTLE_BOUND_MS, `every pending request settled within a second (took ${settled.elapsedMs.toFixed(0)} ms)`);
+  let first: PeerExitedError | undefined;
+  for (const [i, s] of settled.results.entries()) {
+    assert.equal(s.status, 'rejected', `request ${i} of ${requests.length} rejected (it resolved: the peer answered before dying)`);
+    const reason = (s as PromiseRejectedResult).reason as unknown;
+    assert.ok(reason instanceof PeerExitedError, `request ${i}: PeerExitedError, not ${String(reason)}`);
+    assert.equal(reason.pid, pid);
+    first ??= reason;
+  }
+  ctx.count('requestsRejectedTyped', requests.length);
+  assert.ok(first, 'there were requests pending');
+  assert.equal(await peer.killedBy(first), 'SIGKILL', 'the peer died of SIGKILL');
+  // A dead peer fails new requests at once.
+  await Promise.all([
+    assert.rejects(conn.dupFileDescriptor(sources[0] as number), PeerExitedError),
+    assert.rejects(conn.dupFileDescriptors([...sources]), PeerExitedError),
+    assert.rejects(conn.call('echo', 1), PeerExitedError),
+  ]);
+  // No pin, no socket, no reply's fd left here.
+  await assertFdTableBack(clientBaseline, 'client');
+  // Closed cleanly: close() resolves, and again.
+  await conn.close();
+  await conn.close();
+  assert.equal(conn.closed, true);
+  await peer.proveRecovery(sources[0] as number);
+  await peer.stop(true);
+  await assertFdTableBack(clientBaseline, 'client, after the new connection');
+  ctx.count('faultsSurvived');
+  ctx.note(`${requests.length} pending requests rejected with PeerExitedError ${settled.elapsedMs.toFixed(0)} ms after the fault`);
+}
+
+/** Closes the sources and stops a daemon of our own, whatever happened. */
+export async function cleanUp(peer: FaultyPeer | undefined, sources: readonly number[]): Promise<void> {
+  closeAll(sources);
+  await peer?.stop();
+}
