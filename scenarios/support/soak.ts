@@ -10,7 +10,9 @@
  * - duplicated: a duplication that resolves with an fd number already held
  *   in that process (by any client of it), or a batch listing one twice;
  * - mismatched: a call answered with another request's value;
- * - wrong identity: a sampled duplicate that names another file there.
+ * - wrong identity: a duplicate that names another file there (every
+ *   duplicate is checked before it is closed or released, and samples of
+ *   those held are checked while they are held).
  *
  * Every one of those must stay 0, every operation must succeed, and the
  * resident memory of the client and of each command process may not grow
@@ -193,9 +195,30 @@ export async function runMix(ctx: ScenarioContext, ops: number): Promise<MixRepo
     return { index, rng, conn, live: new Map(), seq: 0, untilReconnect: reconnectGap(rng) };
   };
 
+  /** Checks that each of `fds` names, on the client's far side, the file of the source it was duplicated from. */
+  const checkIdentities = (client: Client, fds: readonly number[]): Promise<void> => {
+    const want = fds.map((fd) => identities[client.live.get(fd) as number] as WireIdentity);
+    return client.conn.call<WireIdentity[]>('identities', fds).then((got) => {
+      report.repliesChecked++;
+      report.identitiesChecked += fds.length;
+      for (let i = 0; i < fds.length; i++) {
+        const a = got[i];
+        const b = want[i] as WireIdentity;
+        if (!a || a.dev !== b.dev || a.ino !== b.ino || a.type !== b.type) report.identitiesWrong++;
+      }
+    });
+  };
+
+  /** Checks every duplicate the client holds, then lets go of them (close() releases them there). */
+  const release = async (client: Client): Promise<void> => {
+    const fds = [...client.live.keys()];
+    for (let i = 0; i < fds.length; i += 1000) await checkIdentities(client, fds.slice(i, i + 1000)).catch(fail);
+    forget(client, fds);
+  };
+
   /** Closes the connection with what it holds unadopted (released by close()), and opens another. */
   const reconnect = async (client: Client): Promise<void> => {
-    forget(client, [...client.live.keys()]);
+    await release(client);
     await client.conn.close();
     client.conn = (await open(client.index, client.rng)).conn;
     client.untilReconnect = reconnectGap(client.rng);
@@ -234,28 +257,22 @@ export async function runMix(ctx: ScenarioContext, ops: number): Promise<MixRepo
       } else if (roll < 0.95 || client.live.size > MAX_LIVE_PER_CLIENT) {
         const fds = take(client.live.size > MAX_LIVE_PER_CLIENT ? 500 : rng.int(1, 64));
         if (fds.length === 0) continue;
+        // Checked there, then adopted and closed: the three calls run in
+        // this order on the far side, so every duplicate closed this way
+        // has its identity checked first.
+        const checked = checkIdentities(client, fds);
         forget(client, fds);
         work.push(
-          Promise.all([conn.call<number>('adopt', fds), conn.call('closeAdopted', fds)]).then(([adopted]) => {
+          Promise.all([checked, conn.call<number>('adopt', fds), conn.call('closeAdopted', fds)]).then(([, adopted]) => {
             report.repliesChecked += 2;
             if (adopted !== fds.length) report.repliesMismatched++;
           }),
         );
       } else {
-        const fds = take(rng.int(1, 8));
+        // A sample of what it holds, checked while it keeps holding it.
+        const fds = take(rng.int(1, 32));
         if (fds.length === 0) continue;
-        const want = fds.map((fd) => identities[client.live.get(fd) as number] as WireIdentity);
-        work.push(
-          conn.call<WireIdentity[]>('identities', fds).then((got) => {
-            report.repliesChecked++;
-            report.identitiesChecked += fds.length;
-            for (let i = 0; i < fds.length; i++) {
-              const a = got[i];
-              const b = want[i] as WireIdentity;
-              if (!a || a.dev !== b.dev || a.ino !== b.ino || a.type !== b.type) report.identitiesWrong++;
-            }
-          }),
-        );
+        work.push(checkIdentities(client, fds));
       }
     }
     let unsettled = work.length;
@@ -288,7 +305,7 @@ export async function runMix(ctx: ScenarioContext, ops: number): Promise<MixRepo
     await Promise.all(clients.map(runClient));
     // The last release: each connection closes with what it still holds.
     for (const c of clients) {
-      forget(c, [...c.live.keys()]);
+      await release(c);
       await c.conn.close();
     }
   } finally {
