@@ -203,6 +203,14 @@ void UnixSocket::DoRead() {
             recv_fds_.data(), max_fds_, &r);
     switch (r.status) {
       case RecvStatus::kWouldBlock:
+        if (reset_pending_) {
+          // Not expected after a reset (the peer is gone: EOF ends the
+          // queue), but never swallow it.
+          reading_ = false;
+          r.status = RecvStatus::kError;
+          r.err = -ECONNRESET;
+          delegate_->OnReceiveError(r, nullptr, 0);
+        }
         return;
       case RecvStatus::kMessage:
         delegate_->OnMessage(recv_buf_, r.bytes, recv_fds_.data(), r.nfds);
@@ -211,9 +219,26 @@ void UnixSocket::DoRead() {
       case RecvStatus::kTrunc:
         delegate_->OnReceiveError(r, recv_buf_, r.bytes < recv_len_ ? r.bytes : recv_len_);
         break;
-      case RecvStatus::kEof:
       case RecvStatus::kError:
+        if (r.err == -ECONNRESET && !reset_pending_ && type_ != SOCK_DGRAM) {
+          // Linux: a peer that closes with our data unread sets ECONNRESET
+          // on this socket (unix_release_sock), and recvmsg returns that
+          // pending error (sock_error in __skb_try_recv_datagram) before the
+          // messages the peer sent earlier, which stay queued. They were
+          // sent (a reply, with its fds): deliver them, then the reset.
+          // The peer is shut down, so the queue ends in EOF, not EAGAIN.
+          reset_pending_ = true;
+          continue;
+        }
         reading_ = false;
+        delegate_->OnReceiveError(r, nullptr, 0);
+        return;
+      case RecvStatus::kEof:
+        reading_ = false;
+        if (reset_pending_) {
+          r.status = RecvStatus::kError;
+          r.err = -ECONNRESET;
+        }
         delegate_->OnReceiveError(r, nullptr, 0);
         return;
     }

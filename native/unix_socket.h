@@ -101,6 +101,10 @@ class UnixSocket {
   size_t max_fds_;
   Delegate* delegate_;
   bool reading_ = false;
+  // The peer closed with our data unread (ECONNRESET) while messages it had
+  // sent were still queued here: they are read first, the reset reported
+  // at their end (see DoRead).
+  bool reset_pending_ = false;
   bool accepting_ = false;
   bool closed_ = false;
   int poll_events_ = 0;

@@ -1,0 +1,69 @@
+/**
+ * A peer that closes with our data unread: Linux sets ECONNRESET on our
+ * socket (unix_release_sock), and recvmsg reports that pending error before
+ * the messages the peer had sent us, which stay queued. Those messages were
+ * sent: they must be delivered (with their fds) before the reset is
+ * reported, or a reply the peer sent just before dying is lost. And a
+ * connection whose command process dies with requests unread must still
+ * resolve the requests it answered before.
+ */
+import { connect, makeMemfd, PeerExitedError, PROBE_COMMAND } from '../../src';
+import { closeFd, sameFile } from '../../src/fd';
+import { UnixSocket, type Message, type SocketKind } from '../../src/socket';
+import { expectSystemError, withScope } from './helpers';
+
+describe('messages queued before the peer closed with our data unread', () => {
+  test.each<SocketKind>(['seqpacket', 'stream'])('%s: delivered (fds included) before ECONNRESET', (kind) =>
+    withScope(async (s) => {
+      const [a, b] = UnixSocket.pair(kind).map((x) => s.add(x)) as [UnixSocket, UnixSocket];
+      const { fd } = s.file();
+      await a.send(Buffer.from('reply-1'), [fd.fd]);
+      await a.send(Buffer.from('reply-2'));
+      await b.send(Buffer.from('never read')); // a dies with this unread
+      a.close();
+      const got: Message[] = [];
+      let error: unknown;
+      await new Promise<void>((resolve) => {
+        b.setMessageHandler((err, data, fds) => {
+          if (err) {
+            error = err;
+            resolve();
+            return;
+          }
+          got.push({ data: Buffer.from(data as Buffer), fds: s.ownAll(fds as number[]).map((o) => o.fd) });
+        });
+      });
+      expect(Buffer.concat(got.map((m) => m.data)).toString()).toBe('reply-1reply-2');
+      const fds = got.flatMap((m) => m.fds);
+      expect(fds).toHaveLength(1);
+      expect(sameFile(fds[0]!, fd.fd)).toBe(true);
+      // Then the reset, as before: the peer went with our data unread.
+      expectSystemError(error, 'ECONNRESET', 'recvmsg');
+    }),
+  );
+});
+
+test('child: a call answered before the command process died with requests unread resolves; the unread ones reject', async () => {
+  const source = makeMemfd('reset');
+  try {
+    for (let round = 0; round < 3; round++) {
+      const conn = await connect('child', { command: PROBE_COMMAND, child: { env: { FDBRIDGE_FAILPOINT: 'after-receive:1' } } });
+      try {
+        const echo = conn.call('echo', 'answered');
+        // The first duplication kills it; the two behind it stay unread in its socket.
+        const dups = [conn.dupFileDescriptor(source), conn.dupFileDescriptors([source, source]), conn.dupFileDescriptors([source])];
+        // Keep this thread busy while the child answers and dies, so that the
+        // answer waits in our socket behind the reset.
+        const until = Date.now() + 150;
+        while (Date.now() < until);
+        const [e, ...d] = await Promise.allSettled([echo, ...dups]);
+        expect(e).toEqual({ status: 'fulfilled', value: 'answered' });
+        for (const x of d) expect(x.status === 'rejected' && x.reason instanceof PeerExitedError).toBe(true);
+      } finally {
+        await conn.close();
+      }
+    }
+  } finally {
+    closeFd(source);
+  }
+});
