@@ -712,6 +712,11 @@ Napi::Value SetPassCred(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value SetPassPidfd(const Napi::CallbackInfo& info) {
+  CheckFdResult(info.Env(), SockSetPassPidfd(ArgFd(info, 0), info[1].ToBoolean()), "setsockopt(SO_PASSPIDFD)");
+  return info.Env().Undefined();
+}
+
 Napi::Value Shutdown(const Napi::CallbackInfo& info) {
   CheckFdResult(info.Env(), SockShutdown(ArgFd(info, 0), ArgInt(info, 1, "how")), "shutdown");
   return info.Env().Undefined();
@@ -795,6 +800,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("socketType", Napi::Function::New<SocketType>(env, "socketType"));
   exports.Set("setPassRights", Napi::Function::New<SetPassRights>(env, "setPassRights"));
   exports.Set("setPassCred", Napi::Function::New<SetPassCred>(env, "setPassCred"));
+  exports.Set("setPassPidfd", Napi::Function::New<SetPassPidfd>(env, "setPassPidfd"));
   exports.Set("shutdown", Napi::Function::New<Shutdown>(env, "shutdown"));
   exports.Set("sendNow", Napi::Function::New<SendNow>(env, "sendNow"));
   exports.Set("recvNow", Napi::Function::New<RecvNow>(env, "recvNow"));

@@ -17,6 +17,9 @@
 #ifndef SO_PASSRIGHTS
 #define SO_PASSRIGHTS 83  // include/uapi/asm-generic/socket.h, Linux 6.16
 #endif
+#ifndef SO_PASSPIDFD
+#define SO_PASSPIDFD 76  // include/uapi/asm-generic/socket.h, Linux 6.5
+#endif
 
 namespace fdbridge {
 
@@ -153,6 +156,12 @@ int SockSetPassRights(int fd, bool on) {
 int SockSetPassCred(int fd, bool on) {
   int v = on ? 1 : 0;
   if (setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &v, sizeof(v)) != 0) return -errno;
+  return 0;
+}
+
+int SockSetPassPidfd(int fd, bool on) {
+  int v = on ? 1 : 0;
+  if (setsockopt(fd, SOL_SOCKET, SO_PASSPIDFD, &v, sizeof(v)) != 0) return -errno;
   return 0;
 }
 

@@ -49,6 +49,11 @@ int SockSetPassRights(int fd, bool on);
 // control message (which the receive path skips).
 int SockSetPassCred(int fd, bool on);
 
+// SO_PASSPIDFD (Linux 6.5): with 1, every message received carries an
+// SCM_PIDFD control message holding a new pidfd for the sender, an fd
+// nobody asked for (the receive path closes it). -ENOPROTOOPT before 6.5.
+int SockSetPassPidfd(int fd, bool on);
+
 // shutdown(2): how is SHUT_RD, SHUT_WR or SHUT_RDWR.
 int SockShutdown(int fd, int how);
 

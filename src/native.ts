@@ -115,6 +115,8 @@ export interface NativeBinding {
   socketType(fd: number): number;
   setPassRights(fd: number, on: boolean): void;
   setPassCred(fd: number, on: boolean): void;
+  /** SO_PASSPIDFD (Linux 6.5+): every message then brings an SCM_PIDFD, which the receive path closes. */
+  setPassPidfd(fd: number, on: boolean): void;
   shutdown(fd: number, how: number): void;
   sendNow(fd: number, data: Uint8Array, fds?: readonly number[]): number;
   recvNow(fd: number, bufferSize: number, maxFds: number): NativeMessage | null;

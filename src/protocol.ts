@@ -223,7 +223,11 @@ export function decodeFrame(data: Buffer, fds: readonly number[]): Frame {
       if (o['pull'] !== undefined) {
         if (o['pull'] !== 'pidfd') throw new ProtocolError('malformed HELLO frame: "pull" is not "pidfd"');
         hello.pull = 'pidfd';
-        hello.probeFd = int(o, 'probeFd', 'HELLO');
+        const probeFd = int(o, 'probeFd', 'HELLO');
+        // An fd number is an int32 >= 0; anything else would get as far as
+        // the native pidfd_getfd binding and fail there with a RangeError.
+        if (probeFd < 0 || probeFd > 0x7fffffff) throw new ProtocolError(`malformed HELLO frame: "probeFd" ${probeFd} is not an fd number`);
+        hello.probeFd = probeFd;
       }
       return { type, id, hello };
     }

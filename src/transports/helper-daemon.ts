@@ -18,6 +18,7 @@ import { FdBridgeError, SystemError } from '../errors';
 import { encodeJson, FrameType, FRAME_SOCKET_OPTIONS } from '../protocol';
 import { native } from '../native';
 import { parseAddress, UnixServer, type SocketAddress, type UnixSocket } from '../socket';
+import { refuseFds } from './refuse-fds';
 import { checkFailpoint, serveConnection, type ServedConnection, type ServeStats } from './serve';
 
 /** Where a helper listens by default: `$XDG_RUNTIME_DIR/fdbridge/helper.sock`, else `<tmpdir>/fdbridge-<uid>/helper.sock`. */
@@ -167,6 +168,9 @@ export class HelperDaemon {
  */
 function refuse(socket: UnixSocket, message: string): void {
   try {
+    // A refused peer has no business sending fds: make its sendmsg fail
+    // (EPERM) where the kernel can; elsewhere the handler below closes them.
+    refuseFds(socket);
     socket.write(encodeJson(FrameType.REFUSED, 0, { message }));
     socket.shutdown('write');
   } catch {

@@ -20,12 +20,19 @@ import {
   type Frame,
 } from '../protocol';
 import type { UnixSocket } from '../socket';
+import { refuseFds } from './refuse-fds';
 
 export interface ServeStats {
   /** fds that arrived where none belonged (closed at once). */
   unexpectedFds: number;
-  /** Frames rejected as malformed. */
+  /** Frames rejected as malformed or out of place (each ends the connection). */
   protocolErrors: number;
+  /**
+   * pidfd connections: true once the socket refuses fds in the kernel
+   * (SO_PASSRIGHTS=0, Linux 6.16+), false before that or on older kernels
+   * (then an fd that arrives anyway is closed and counted in unexpectedFds).
+   */
+  refusesFds: boolean;
 }
 
 export interface ServeOptions {
@@ -119,7 +126,7 @@ export interface ServedConnection {
 /** Serves one client on `socket` (which it owns and closes). */
 export function serveConnection(socket: UnixSocket, options: ServeOptions): ServedConnection {
   checkFailpoint();
-  const stats: ServeStats = { unexpectedFds: 0, protocolErrors: 0 };
+  const stats: ServeStats = { unexpectedFds: 0, protocolErrors: 0, refusesFds: false };
   let host: CommandHost | undefined;
   let ended = false;
 
@@ -169,19 +176,29 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
     end(err);
   };
 
-  const handle = (frame: Frame): void => {
+  /**
+   * Serves one decoded frame. `fds` are the ones that arrived with it (only
+   * a DUP frame decodes with fds); every violation closes them, since
+   * nothing else will.
+   */
+  const handle = (frame: Frame, fds: readonly number[]): void => {
     if (!host) {
       if (frame.type !== FrameType.HELLO) {
-        violation(new ProtocolError(`expected HELLO, got a frame of type ${frame.type}`), undefined);
+        violation(new ProtocolError(`expected HELLO, got a frame of type ${frame.type}`), fds);
         return;
       }
       if (frame.hello.version !== PROTOCOL_VERSION) {
         send(encodeJson(FrameType.ERROR, frame.id, { name: 'ProtocolError', message: `protocol version ${frame.hello.version} is not ${PROTOCOL_VERSION}` }));
+        stats.protocolErrors++;
         end(new ProtocolError('protocol version mismatch'));
         return;
       }
       try {
-        if (frame.hello.pull === 'pidfd') clientPidfd = openClientPidfd(socket, frame.hello.probeFd as number);
+        if (frame.hello.pull === 'pidfd') {
+          clientPidfd = openClientPidfd(socket, frame.hello.probeFd as number);
+          // From now on fds travel by number (GETFD), never over this socket.
+          stats.refusesFds = refuseFds(socket);
+        }
         host = new CommandHost(frame.hello.command, frame.hello.pull === 'pidfd' ? 'pidfd' : options.transport);
       } catch (err) {
         send(encodeJson(FrameType.ERROR, frame.id, describeError(err)));
@@ -202,11 +219,19 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
         closeCommand(frame.id);
         return;
       case FrameType.DUP:
+        if (clientPidfd >= 0) {
+          // Only reachable where the kernel lacks SO_PASSRIGHTS.
+          violation(new ProtocolError('DUP on a pidfd connection, whose client sends fd numbers (GETFD), never fds'), fds);
+          return;
+        }
         acceptDup(frame.id, frame.fds);
+        return;
+      case FrameType.HELLO:
+        violation(new ProtocolError('a second HELLO on a connection that is already set up'), fds);
         return;
       case FrameType.GETFD: {
         if (clientPidfd < 0) {
-          violation(new ProtocolError('GETFD on a connection that did not ask for pidfd pulls'), undefined);
+          violation(new ProtocolError('GETFD on a connection that did not ask for pidfd pulls'), fds);
           return;
         }
         let pulled: number[];
@@ -241,7 +266,7 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
         );
         return;
       default:
-        violation(new ProtocolError(`a client sent a frame of type ${frame.type}, which only a command sends`), undefined);
+        violation(new ProtocolError(`a client sent a frame of type ${frame.type}, which only a command sends`), fds);
     }
   };
 
@@ -255,8 +280,11 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
     } catch {
       frame = undefined;
     }
-    if (!host || frame?.type !== FrameType.DUP) {
-      violation(new ProtocolError('a request arrived truncated', { cause: err }), undefined);
+    if (!host || clientPidfd >= 0 || frame?.type !== FrameType.DUP) {
+      // An oversized frame (MSG_TRUNC) or fds where none belong: the native
+      // layer closed the fds that arrived; count them as unexpected.
+      stats.unexpectedFds += err.fdsClosed;
+      violation(new ProtocolError(`a request arrived truncated (${err.message})`, { cause: err }), undefined);
       return;
     }
     send(
@@ -289,9 +317,9 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
       return;
     }
     // The common request, taken without building a Frame: a bare DUP header
-    // with its fds, on a connection that is set up and not closing.
+    // with its fds, on a connection that is set up, not closing and not pidfd.
     const buf = data as Buffer;
-    if (!err && host && !closing && buf.length === HEADER_BYTES && buf[0] === FrameType.DUP && (fds as number[]).length > 0 && buf.readUInt8(1) === 0 && buf.readUInt16LE(2) === 0) {
+    if (!err && host && !closing && clientPidfd < 0 && buf.length === HEADER_BYTES && buf[0] === FrameType.DUP && (fds as number[]).length > 0 && buf.readUInt8(1) === 0 && buf.readUInt16LE(2) === 0) {
       acceptDup(buf.readUInt32LE(4), fds as number[]);
       return;
     }
@@ -307,7 +335,7 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
       violation(e as Error, fds);
       return;
     }
-    handle(frame);
+    handle(frame, fds as number[]);
   });
   return { end: () => end(null) };
 }
