@@ -46,9 +46,15 @@ int NewSocket(int type) {
   return fd < 0 ? -errno : fd;
 }
 
-// chmod the socket file at `path` without following a symlink that may have
-// been put there after bind().
-int ChmodSocketFile(const char* path, int mode) {
+// chmod the socket file at `path`, which bind() just created, without
+// following a symlink (or touching any other file) put there since: someone
+// with write access to the directory can swap the path between bind() and
+// here. O_PATH|O_NOFOLLOW opens a symlink itself, never its target; the
+// checks then refuse anything but a socket file owned by us (bind creates it
+// with our fsuid), and the chmod goes through /proc/self/fd to that very
+// inode, so a second swap after the checks changes nothing. On success *out
+// holds the file's identity, for UnlinkOwnSocketFile.
+int ChmodSocketFile(const char* path, int mode, struct stat* out) {
   int pfd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
   if (pfd < 0) return -errno;
   struct stat st;
@@ -57,13 +63,26 @@ int ChmodSocketFile(const char* path, int mode) {
     err = -errno;
   } else if (!S_ISSOCK(st.st_mode)) {
     err = -ENOTSOCK;
+  } else if (st.st_uid != geteuid()) {
+    err = -EPERM;
   } else {
     char proc_path[64];
     snprintf(proc_path, sizeof(proc_path), "/proc/self/fd/%d", pfd);
     if (chmod(proc_path, static_cast<mode_t>(mode)) != 0) err = -errno;
+    *out = st;
   }
   FdClose(pfd);
   return err;
+}
+
+// Removes the socket file at `path` after a failed listen, but only if it is
+// still a socket (and, when `ours` is given, the very file we chmodded): a
+// path that was swapped for a symlink or someone else's file is left alone.
+void UnlinkOwnSocketFile(const char* path, const struct stat* ours) {
+  struct stat st;
+  if (lstat(path, &st) != 0 || !S_ISSOCK(st.st_mode)) return;
+  if (ours != nullptr && (st.st_dev != ours->st_dev || st.st_ino != ours->st_ino)) return;
+  unlink(path);
 }
 
 }  // namespace
@@ -85,10 +104,15 @@ int SockListen(int type, const char* name, size_t name_len, bool abstract, int m
     FdClose(fd);
     return err;
   }
-  if (!abstract && mode >= 0) err = ChmodSocketFile(addr.sun_path, mode);
+  struct stat ours;
+  bool chmodded = false;
+  if (!abstract && mode >= 0) {
+    err = ChmodSocketFile(addr.sun_path, mode, &ours);
+    chmodded = err == 0;
+  }
   if (err == 0 && type != SOCK_DGRAM && listen(fd, backlog) != 0) err = -errno;
   if (err != 0) {
-    if (!abstract) unlink(addr.sun_path);
+    if (!abstract) UnlinkOwnSocketFile(addr.sun_path, chmodded ? &ours : nullptr);
     FdClose(fd);
     return err;
   }

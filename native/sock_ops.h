@@ -20,9 +20,11 @@ int SockPair(int type, int out[2]);
 // socket + bind + (for a path and mode >= 0) chmod + listen. The mode is set
 // before listen(), while nobody can connect yet (connect gives ECONNREFUSED
 // until listen), and through an O_PATH|O_NOFOLLOW handle checked to be a
-// socket, so a symlink swapped in at the path is never followed. bind(2)
+// socket owned by us, so a symlink swapped in at the path between bind and
+// chmod is never followed (-ENOTSOCK; someone else's socket: -EPERM). bind(2)
 // itself never follows or replaces an existing name: it gives EADDRINUSE.
-// On failure after bind the socket file we created is removed.
+// On failure after bind the socket file we created is removed, but only if
+// the path still names it: a file swapped in is never unlinked.
 int SockListen(int type, const char* name, size_t name_len, bool abstract, int mode, int backlog);
 
 // Non-blocking connect. AF_UNIX connects complete at once or fail; EAGAIN

@@ -2,7 +2,7 @@
  * The helper daemon's guarantees: who may connect, where its socket lives,
  * what it never removes, and that it cleans up after itself.
  */
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { chmodSync, lstatSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -81,6 +81,53 @@ describe('who may connect', () => {
     }
   });
 });
+
+/**
+ * An LD_PRELOAD shim that plays the attacker deterministically: right after
+ * a successful bind(2) of a filesystem socket, it replaces the fresh socket
+ * file with what FDB_RACE says ("symlink:TARGET" or "file"), i.e. exactly
+ * in the window between bind and the chmod that follows it.
+ */
+const RACE_SHIM = `
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+int bind(int fd, const struct sockaddr* addr, socklen_t len) {
+  int (*real)(int, const struct sockaddr*, socklen_t) =
+      (int (*)(int, const struct sockaddr*, socklen_t))dlsym(RTLD_NEXT, "bind");
+  int r = real(fd, addr, len);
+  const char* race = getenv("FDB_RACE");
+  const struct sockaddr_un* un = (const struct sockaddr_un*)addr;
+  if (r == 0 && race != NULL && addr->sa_family == AF_UNIX && un->sun_path[0] != 0) {
+    unlink(un->sun_path);
+    if (strncmp(race, "symlink:", 8) == 0) {
+      symlink(race + 8, un->sun_path);
+    } else {
+      int f = open(un->sun_path, O_CREAT | O_EXCL | O_WRONLY, 0644);
+      if (f >= 0) { write(f, "planted", 7); close(f); }
+    }
+  }
+  return r;
+}
+`;
+
+/** Compiles RACE_SHIM into `dir`; undefined when there is no C compiler. */
+function buildRaceShim(dir: string): string | undefined {
+  const src = join(dir, 'race.c');
+  const lib = join(dir, 'race.so');
+  writeFileSync(src, RACE_SHIM);
+  try {
+    execFileSync('cc', ['-shared', '-fPIC', '-o', lib, src, '-ldl'], { stdio: 'pipe' });
+    return lib;
+  } catch {
+    return undefined;
+  }
+}
 
 describe('the socket file', () => {
   test('the default path is in a private 0700 directory under $XDG_RUNTIME_DIR, the socket 0600', async () => {
@@ -161,6 +208,40 @@ describe('the socket file', () => {
     expect(lstatSync(link).isSymbolicLink()).toBe(true);
     expect(readFileSync(target, 'utf8')).toBe('also precious');
   });
+
+  test.each(['symlink', 'file'] as const)(
+    'a %s swapped in between bind() and chmod() is not followed, not chmodded, not unlinked: the start fails',
+    async (kind) => {
+      const shim = buildRaceShim(dir);
+      if (shim === undefined) {
+        // eslint-disable-next-line no-console
+        console.log('helper-daemon.test: no C compiler (cc), so the bind/chmod race test is skipped');
+        return;
+      }
+      const target = join(dir, 'target');
+      writeFileSync(target, 'precious', { mode: 0o644 });
+      chmodSync(target, 0o644);
+      const socketPath = join(dir, 'raced.sock');
+      const script = `
+        const { HelperDaemon } = require(${JSON.stringify(join(packageRoot, 'dist', 'src'))});
+        try { HelperDaemon.start({ socketPath: ${JSON.stringify(socketPath)} }); console.log(JSON.stringify({ code: 'STARTED' })); process.exit(0); }
+        catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }`;
+      const { stdout } = await execFileAsync(process.execPath, ['-e', script], {
+        env: { ...process.env, LD_PRELOAD: shim, FDB_RACE: kind === 'symlink' ? `symlink:${target}` : 'file' },
+        timeout: 20_000,
+      });
+      const result = JSON.parse(stdout.trim()) as { code: string; message?: string };
+      // The shim did swap the path (else this test proves nothing)...
+      const st = lstatSync(socketPath);
+      expect(kind === 'symlink' ? st.isSymbolicLink() : st.isFile()).toBe(true);
+      // ...and the daemon saw it was no longer its socket: it did not start,
+      expect(result.code).toBe('ENOTSOCK');
+      // did not chmod through the symlink, did not unlink what was planted.
+      expect(statSync(target).mode & 0o777).toBe(0o644);
+      expect(readFileSync(target, 'utf8')).toBe('precious');
+      if (kind === 'file') expect(readFileSync(socketPath, 'utf8')).toBe('planted');
+    },
+  );
 
   test('a path longer than 107 bytes is a clear error', () => {
     const long = join(dir, 'x'.repeat(120));
