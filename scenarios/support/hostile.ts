@@ -133,7 +133,9 @@ export function badRequests(rng: Rng, options: { pidfd?: boolean } = {}): BadReq
     { name: 'oversized-frame-first', phase: 'fresh', data: oversized(rng, FrameType.HELLO), fds: some(), rejectedBy: 'end' },
   ];
   if (options.pidfd) {
-    // fds never travel over a pidfd connection: the kernel refuses them.
+    // fds never travel over a set-up pidfd connection: the kernel refuses
+    // them, whatever frame they come with.
+    for (const input of list) if (input.phase === 'ready' && input.fds > 0) input.rejectedBy = 'kernel';
     list.push(
       { name: 'dup-on-pidfd-connection', phase: 'ready', data: rawFrame(FrameType.DUP, 1), fds: some(), rejectedBy: 'kernel' },
       { name: 'oversized-dup-on-pidfd-connection', phase: 'ready', data: oversized(rng, FrameType.DUP), fds: some(), rejectedBy: 'kernel' },
