@@ -139,7 +139,11 @@ export class HelperDaemon {
         this.stats.active--;
         this.stats.unexpectedFds += s.unexpectedFds;
         this.stats.protocolErrors += s.protocolErrors;
-        if (reason) this.#log(`pid ${cred.pid}: connection ended: ${reason.message}`);
+        if (reason) {
+          // What it turned away, so that `fdbridge helper --verbose` shows it per client.
+          const turnedAway = s.protocolErrors > 0 || s.unexpectedFds > 0 ? ` (${s.protocolErrors} protocol error(s), ${s.unexpectedFds} unexpected fd(s) closed)` : '';
+          this.#log(`pid ${cred.pid}: connection ended: ${reason.message}${turnedAway}`);
+        }
         if (this.#clients.size === 0) for (const f of this.#idle.splice(0)) f();
       },
     });

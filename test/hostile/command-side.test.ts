@@ -217,13 +217,17 @@ describe('a helper daemon keeps serving its other clients', () => {
 
   test('in this process: every bad request rejected and counted, the good client served throughout', async () => {
     const inputs = badRequests(createRng(SEED).fork('helper-in-process'));
-    const daemon = HelperDaemon.start({ socketPath: join(dir, 'h.sock') });
+    const lines: string[] = [];
+    const daemon = HelperDaemon.start({ socketPath: join(dir, 'h.sock'), log: (line) => lines.push(line) });
     try {
       await throwEverything(daemon.socketPath, inputs);
       // One connection per bad request, plus the good one.
       expect(daemon.stats.connections).toBe(inputs.length + 1);
       expect(daemon.stats.protocolErrors).toBe(inputs.length);
       expect(daemon.stats.unexpectedFds).toBe(inputs.reduce((n, i) => n + i.fds, 0));
+      // --verbose names what each connection turned away.
+      const withFds = inputs.filter((i) => i.fds > 0).length;
+      expect(lines.filter((l) => /connection ended: .*\(1 protocol error\(s\), [1-9]\d* unexpected fd\(s\) closed\)/.test(l))).toHaveLength(withFds);
     } finally {
       await daemon.close();
     }

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { connect, HelperDaemon, PeerRefusedError, PROBE_COMMAND } from '../../src';
 import { native, packageRoot } from '../../src/native';
 import { defaultHelperSocketPath } from '../../src/transports/helper-daemon';
+import { kernelHasPassRights } from '../../scenarios/support/hostile';
 import { startHelperProcess } from '../util/processes';
 
 let dir: string;
@@ -54,6 +55,38 @@ describe('who may connect', () => {
       expect(result.code).toBe('ERR_FDBRIDGE_REFUSED');
       expect(daemon.stats.refused).toBe(1);
       expect(daemon.stats.connections).toBe(0);
+    } finally {
+      await daemon.close();
+    }
+  });
+
+  test('a refused peer leaves no fd behind: what it sent is closed, and once refused its fds are refused by the kernel', async () => {
+    const name = `fdbridge-test-${process.pid}-refuse-fds`;
+    const daemon = HelperDaemon.start({ socketPath: `@${name}` });
+    try {
+      // As nobody: connect, send a HELLO-shaped frame with 253 fds at once
+      // (it may arrive before the daemon has even accepted), wait for
+      // REFUSED, then try again.
+      const script = `
+        const { native } = require(${JSON.stringify(join(packageRoot, 'dist', 'src', 'native.js'))});
+        const fd = native.connect(native.constants.SOCK_SEQPACKET, ${JSON.stringify(name)}, true);
+        const [r, w] = native.pipe();
+        const attempt = () => { try { native.sendNow(fd, Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]), new Array(253).fill(w)); return 'sent'; } catch (e) { return e.code; } };
+        const first = attempt();
+        let answer = null;
+        for (let i = 0; i < 500 && answer === null; i++) {
+          const m = native.recvNow(fd, 65536, 253);
+          if (m) answer = m.data[0]; else Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+        }
+        console.log(JSON.stringify({ first, answer, second: attempt() }));`;
+      const { stdout } = await execFileAsync(process.execPath, ['-e', script], { uid: NOBODY, gid: NOBODY, timeout: 20_000 });
+      const result = JSON.parse(stdout.trim()) as { first: string; answer: number; second: string };
+      expect(result.answer).toBe(3); // REFUSED
+      expect(['sent', 'EPERM']).toContain(result.first);
+      if (kernelHasPassRights()) expect(result.second).toBe('EPERM');
+      expect(daemon.stats.refused).toBe(1);
+      // The daemon runs in this process: the global check of its fd table
+      // after this test proves the fds that did arrive were closed.
     } finally {
       await daemon.close();
     }
