@@ -440,7 +440,6 @@ async function commandSession(rng: Rng, stats: SessionStats): Promise<void> {
       if (i === 0 && rng.next() < 0.85) {
         // Mostly a real HELLO first, so the later frames reach a live command.
         data = rng.next() < 0.85 ? validFrame(rng, FrameType.HELLO, 0, writeEnd) : mutate(rng, validFrame(rng, FrameType.HELLO, 0, writeEnd));
-        helloIsFirst = isCurrentHello(data);
         count = rng.next() < 0.9 ? 0 : count;
       } else {
         const r = rng.next();
@@ -455,6 +454,7 @@ async function commandSession(rng: Rng, stats: SessionStats): Promise<void> {
           data = randomFrame(rng, writeEnd);
         }
       }
+      if (i === 0) helloIsFirst = isCurrentHello(data);
       stats.frames++;
       const sent = await sendWith(client, data, writeEnd, count);
       if (sent === 'sent') stats.fdsSent += count;
