@@ -17,7 +17,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { threadId } from 'node:worker_threads';
 
 import type { TransportName } from './errors';
-import { native } from './native';
+import { closeFds } from './fd';
 
 /** Names a command: a module (absolute path, or a package name) and the export holding its class. */
 export interface CommandSpec {
@@ -110,13 +110,7 @@ export class SetLedger implements FdLedger {
   sweep(): number {
     const fds = [...this.#fds];
     this.#fds.clear();
-    for (const fd of fds) {
-      try {
-        native.close(fd);
-      } catch {
-        // already closed by someone: nothing to release
-      }
-    }
+    closeFds(fds);
     return fds.length;
   }
 

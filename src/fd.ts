@@ -69,6 +69,24 @@ export function makeEventfd(): number {
   return native.eventfd();
 }
 
+/**
+ * Closes every fd given (takes ownership), skipping any that is already
+ * closed; returns how many it closed. For cleanup paths, where an fd that is
+ * gone already must not stop the rest from being released.
+ */
+export function closeFds(fds: Iterable<number> | undefined): number {
+  let n = 0;
+  for (const fd of fds ?? []) {
+    try {
+      native.close(fd);
+      n++;
+    } catch {
+      // already closed: nothing left to release
+    }
+  }
+  return n;
+}
+
 /** Closes `fd` (takes ownership). EBADF is a typed SystemError. */
 export function closeFd(fd: number): void {
   native.close(fd);

@@ -24,6 +24,7 @@ export {
 export type { PeerExit, RemoteErrorInfo } from './errors';
 export {
   closeFd,
+  closeFds,
   diffFdTables,
   dupFd,
   fdFlags,

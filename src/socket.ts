@@ -10,7 +10,7 @@
 import { lstatSync, unlinkSync } from 'node:fs';
 
 import { ClosedError, EofError, SystemError } from './errors';
-import { OwnedFd } from './fd';
+import { closeFds, OwnedFd } from './fd';
 import { constants, native, type NativeSocket } from './native';
 
 export type SocketKind = 'stream' | 'dgram' | 'seqpacket';
@@ -79,15 +79,6 @@ export function parseAddress(address: SocketAddress): [string, boolean] {
   return [name, abstract];
 }
 
-function closeAll(fds: readonly number[]): void {
-  for (const fd of fds) {
-    try {
-      native.close(fd);
-    } catch {
-      // already gone: nothing left to release
-    }
-  }
-}
 
 interface Waiter {
   resolve(m: Message): void;
@@ -117,8 +108,8 @@ export class UnixSocket {
       return [first, new UnixSocket(b, kind, options)];
     } catch (err) {
       if (first) first.close();
-      else closeAll([a]);
-      closeAll([b]);
+      else closeFds([a]);
+      closeFds([b]);
       throw err;
     }
   }
@@ -147,7 +138,7 @@ export class UnixSocket {
         return new UnixSocket(fd, kind, options);
       } catch (err) {
         // Bad options (or a failed poll setup): the connected fd is still ours.
-        closeAll([fd]);
+        closeFds([fd]);
         throw err;
       }
     }
@@ -289,7 +280,7 @@ export class UnixSocket {
     if (this.#closed) return;
     this.#closed = true;
     this.#native.close();
-    for (const m of this.#buffered.splice(0)) if (!(m instanceof Error)) closeAll(m.fds);
+    for (const m of this.#buffered.splice(0)) if (!(m instanceof Error)) closeFds(m.fds);
     const err = new ClosedError('receive: the socket was closed');
     for (const w of this.#waiters.splice(0)) w.reject(err);
   }
@@ -331,7 +322,7 @@ export class UnixSocket {
       if (item instanceof Error) waiter.reject(item);
       else waiter.resolve(item);
     } else if (this.#closed) {
-      if (!(item instanceof Error)) closeAll(item.fds);
+      if (!(item instanceof Error)) closeFds(item.fds);
     } else {
       this.#buffered.push(item);
     }
@@ -390,7 +381,7 @@ export class UnixServer {
       );
     } catch (err) {
       // Not listening after all: release the fd and the socket file we made.
-      closeAll([fd]);
+      closeFds([fd]);
       this.#unlinkOwnFile();
       throw err;
     }
@@ -466,7 +457,7 @@ export class UnixServer {
       try {
         socket = new UnixSocket(fd, this.kind, this.#options);
       } catch (e) {
-        closeAll([fd]);
+        closeFds([fd]);
         err = e as Error;
       }
     }

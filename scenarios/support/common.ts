@@ -7,8 +7,8 @@ import { execFile } from 'node:child_process';
 import { readFileSync, readlinkSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { fdIdentity, PROBE_COMMAND, type Connection, type WireIdentity } from '../../src';
-import { native, packageRoot } from '../../src/native';
+import { closeFds, fdIdentity, PROBE_COMMAND, type Connection, type WireIdentity } from '../../src';
+import { packageRoot } from '../../src/native';
 import type { BenchCase, ScenarioContext } from '../../harness/types';
 
 /** The fdbridge CLI, as built (dist/harness/cli.js). */
@@ -41,13 +41,7 @@ export async function remoteFdTable(conn: Connection): Promise<Map<number, strin
 
 /** Closes every fd in `fds`, ignoring ones already closed. */
 export function closeAll(fds: Iterable<number>): void {
-  for (const fd of fds) {
-    try {
-      native.close(fd);
-    } catch {
-      // already closed
-    }
-  }
+  closeFds(fds);
 }
 
 export interface CliResult {

@@ -7,6 +7,7 @@
 import { CommandHost } from '../command';
 import { describeError, ProtocolError, TruncatedError, UnsupportedError, type TransportName } from '../errors';
 import { failpointFromEnv, type Failpoint } from '../failpoint';
+import { closeFds } from '../fd';
 import { native } from '../native';
 import {
   decodeFrame,
@@ -57,18 +58,6 @@ export function checkFailpoint(): void {
   if (failpointOrError instanceof Error) throw failpointOrError;
 }
 
-function closeQuietly(fds: readonly number[] | undefined): number {
-  let n = 0;
-  for (const fd of fds ?? []) {
-    try {
-      native.close(fd);
-      n++;
-    } catch {
-      // gone already
-    }
-  }
-  return n;
-}
 
 /**
  * A pidfd for the client at the other end of `socket` (SO_PEERPIDFD, which
@@ -90,9 +79,9 @@ function openClientPidfd(socket: UnixSocket, probeFd: number): number {
     }
   }
   try {
-    closeQuietly([native.pidfdGetfd(pidfd, probeFd)]);
+    closeFds([native.pidfdGetfd(pidfd, probeFd)]);
   } catch (err) {
-    closeQuietly([pidfd]);
+    closeFds([pidfd]);
     const code = (err as { code?: string }).code;
     const why =
       code === 'EPERM'
@@ -111,7 +100,7 @@ function pullAll(pidfd: number, fds: readonly number[]): number[] {
   try {
     for (const fd of fds) out.push(native.pidfdGetfd(pidfd, fd));
   } catch (err) {
-    closeQuietly(out);
+    closeFds(out);
     throw err;
   }
   return out;
@@ -150,7 +139,7 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
     ended = true;
     socket.pause();
     const finish = (): void => {
-      if (clientPidfd >= 0) closeQuietly([clientPidfd]);
+      if (clientPidfd >= 0) closeFds([clientPidfd]);
       socket.close();
       options.onEnd?.(reason, stats);
     };
@@ -172,7 +161,7 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
 
   const violation = (err: Error, fds: readonly number[] | undefined): void => {
     stats.protocolErrors++;
-    stats.unexpectedFds += closeQuietly(fds);
+    stats.unexpectedFds += closeFds(fds);
     end(err);
   };
 
@@ -211,7 +200,7 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
     const h = host;
     if (closing) {
       // Nothing is served after CLOSE; whatever fds came with it are closed.
-      if (frame.type === FrameType.DUP) stats.unexpectedFds += closeQuietly(frame.fds);
+      if (frame.type === FrameType.DUP) stats.unexpectedFds += closeFds(frame.fds);
       return;
     }
     switch (frame.type) {
@@ -247,7 +236,7 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
         return;
       }
       case FrameType.RELEASE: {
-        for (const fd of frame.fds) if (h.ledger.adopt(fd)) closeQuietly([fd]);
+        for (const fd of frame.fds) if (h.ledger.adopt(fd)) closeFds([fd]);
         send(encodeResult(frame.id, undefined));
         return;
       }
@@ -313,7 +302,7 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
 
   socket.setMessageHandler((err, data, fds) => {
     if (ended) {
-      stats.unexpectedFds += closeQuietly(fds);
+      stats.unexpectedFds += closeFds(fds);
       return;
     }
     // The common request, taken without building a Frame: a bare DUP header

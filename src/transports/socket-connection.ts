@@ -15,6 +15,7 @@ import {
   UnsupportedError,
   type PeerExit,
 } from '../errors';
+import { closeFds } from '../fd';
 import { native } from '../native';
 import {
   decodeFrame,
@@ -86,19 +87,6 @@ function isPeerGone(err: unknown): boolean {
   return code === 'EPIPE' || code === 'ECONNRESET';
 }
 
-/** Closes every fd given; returns how many were open. */
-function closeQuietly(fds: readonly number[] | undefined): number {
-  let n = 0;
-  for (const fd of fds ?? []) {
-    try {
-      native.close(fd);
-      n++;
-    } catch {
-      // gone already
-    }
-  }
-  return n;
-}
 
 /**
  * What the client's side of a connection turned away. The command's side
@@ -154,7 +142,7 @@ export async function handshake(
     ]);
     if (m.fds.length > 0) {
       // Whatever frame it is (even a well-formed DUP), fds never come this way.
-      const n = closeQuietly(m.fds);
+      const n = closeFds(m.fds);
       throw new ProtocolError(`connect: ${describePeer()} answered HELLO with ${n} fd(s) attached; the command's side never sends fds`);
     }
     const frame: Frame = decodeFrame(m.data, m.fds);
@@ -284,7 +272,7 @@ export class SocketConnection extends BaseConnection {
       );
       // The kernel holds its own references once the frame is queued; the
       // pidfd transport keeps its pins until the far side has pulled them.
-      if (!this.#pull) closeQuietly(chunk);
+      if (!this.#pull) closeFds(chunk);
       sent.catch(() => undefined); // the callers were told through their waiters
     }
   };
@@ -345,7 +333,7 @@ export class SocketConnection extends BaseConnection {
     }
     if (this.#dead) {
       const dead = this.#dead;
-      if (pins) closeQuietly(pins);
+      if (pins) closeFds(pins);
       if (waiters) for (const w of waiters) w.reject(dead);
       return Promise.reject(dead);
     }
@@ -367,7 +355,7 @@ export class SocketConnection extends BaseConnection {
           return;
         }
         this.#pending.delete(id);
-        if (pins) closeQuietly(pins);
+        if (pins) closeFds(pins);
         entry.fail(err as Error);
       }
     });
@@ -382,13 +370,13 @@ export class SocketConnection extends BaseConnection {
       return;
     }
     this.#pending.delete(id);
-    if (entry.pins) closeQuietly(entry.pins);
+    if (entry.pins) closeFds(entry.pins);
     entry.fail(err as Error);
   };
 
   /** Settles the request a DUP_OK answers with the fd numbers in `data`. */
   #settleDup(entry: Pending, data: Buffer): void {
-    if (entry.pins) closeQuietly(entry.pins);
+    if (entry.pins) closeFds(entry.pins);
     if (entry.kind === DUP_ONE) {
       (entry.resolve as (fd: number) => void)(data.readInt32LE(8));
     } else if (entry.kind === DUP_COALESCED) {
@@ -406,7 +394,7 @@ export class SocketConnection extends BaseConnection {
       // Replies to requests that close() already rejected are dropped (the
       // command's host sweeps whatever fds they concerned); CLOSED or EOF
       // ends the wait.
-      this.#stats.unexpectedFds += closeQuietly(fds);
+      this.#stats.unexpectedFds += closeFds(fds);
       if (err ? err.name !== 'TruncatedError' : data && data.length >= 1 && data[0] === FrameType.CLOSED) {
         this.#onPeerClosed();
       }
@@ -427,7 +415,7 @@ export class SocketConnection extends BaseConnection {
     if ((fds as number[]).length > 0) {
       // The command's side never sends fds, whatever the frame (even a
       // well-formed DUP): close them and end the connection.
-      const n = closeQuietly(fds);
+      const n = closeFds(fds);
       this.#stats.unexpectedFds += n;
       this.#violation(
         new ProtocolError(`the ${this.transport} sent ${n} fd(s) with a frame of type ${buf.length > 0 ? buf[0] : 'none'}; its side never sends fds`),
@@ -457,7 +445,7 @@ export class SocketConnection extends BaseConnection {
       return;
     }
     this.#pending.delete(frame.id);
-    if (pending.kind !== CALL && pending.pins) closeQuietly(pending.pins);
+    if (pending.kind !== CALL && pending.pins) closeFds(pending.pins);
     if (frame.type === FrameType.ERROR) {
       pending.fail(new RemoteError(pending.operation.replace(/\(\)$/, ''), frame.error));
     } else if (pending.kind !== CALL) {
@@ -509,7 +497,7 @@ export class SocketConnection extends BaseConnection {
     }
     this.#dead = new PeerExitedError('request', exit);
     for (const p of pending) {
-      if (p.pins) closeQuietly(p.pins);
+      if (p.pins) closeFds(p.pins);
       p.fail((operation) => new PeerExitedError(operation, exit));
     }
     this.#socket.close();
@@ -521,7 +509,7 @@ export class SocketConnection extends BaseConnection {
     const pending = [...this.#pending.values()];
     this.#pending.clear();
     for (const p of pending) {
-      if (p.pins) closeQuietly(p.pins);
+      if (p.pins) closeFds(p.pins);
       p.fail(err);
     }
     this.#socket.close();
@@ -540,7 +528,7 @@ export class SocketConnection extends BaseConnection {
     const pending = [...this.#pending.values()];
     this.#pending.clear();
     for (const p of pending) {
-      if (p.pins) closeQuietly(p.pins);
+      if (p.pins) closeFds(p.pins);
       p.fail((operation) => new ClosedError(`${operation} failed: the ${this.transport} connection was closed`));
     }
     if (!this.#dead) {
