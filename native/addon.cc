@@ -182,6 +182,12 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
                            InstanceAccessor<&SocketWrap::GetFd>("fd"),
                            InstanceAccessor<&SocketWrap::GetQueued>("queuedSends"),
                            InstanceAccessor<&SocketWrap::GetBuffer>("buffer"),
+                           InstanceMethod<&SocketWrap::ServeDuplications>("serveDuplications"),
+                           InstanceMethod<&SocketWrap::AddGiven>("addGiven"),
+                           InstanceMethod<&SocketWrap::AdoptGiven>("adoptGiven"),
+                           InstanceMethod<&SocketWrap::SweepGiven>("sweepGiven"),
+                           InstanceAccessor<&SocketWrap::GetGivenCount>("givenCount"),
+                           InstanceAccessor<&SocketWrap::GetServedDups>("servedDuplications"),
                        });
   }
 
@@ -284,7 +290,9 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     std::vector<int>& fds = scratch_fds_;
     ArgFdList(info, 1, &fds);
     UnixSocket* core = Core(env, "sendmsg");
+    // Id 0 is never handed out: the socket's own DUP_OK replies use it.
     uint32_t id = next_send_id_++;
+    if (next_send_id_ == 0) next_send_id_ = 1;
     int r = core->Send(data, len, fds.data(), fds.size(), id);
     if (r < 0) {
       if (r == -EINVAL && core->type() == SOCK_STREAM && len == 0 && !fds.empty()) {
@@ -334,6 +342,36 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   Napi::Value GetFd(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), core_ != nullptr ? core_->fd() : -1);
   }
+  // The command's side of the frame protocol, answering DUP requests in C++
+  // (see UnixSocket::ServeDuplications) and keeping the given fds' ledger.
+  Napi::Value ServeDuplications(const Napi::CallbackInfo& info) {
+    if (core_ != nullptr) core_->ServeDuplications(info.Length() > 0 && info[0].ToBoolean());
+    return info.Env().Undefined();
+  }
+  Napi::Value AddGiven(const Napi::CallbackInfo& info) {
+    int fd = ArgFd(info, 0);
+    if (core_ == nullptr) {
+      // The socket is gone, and with it the ledger: nobody would ever close this fd.
+      FdClose(fd);
+      return info.Env().Undefined();
+    }
+    core_->AddGiven(fd);
+    return info.Env().Undefined();
+  }
+  Napi::Value AdoptGiven(const Napi::CallbackInfo& info) {
+    int fd = ArgFd(info, 0);
+    return Napi::Boolean::New(info.Env(), core_ != nullptr && core_->AdoptGiven(fd));
+  }
+  Napi::Value SweepGiven(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), core_ != nullptr ? static_cast<double>(core_->SweepGiven()) : 0);
+  }
+  Napi::Value GetGivenCount(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), core_ != nullptr ? static_cast<double>(core_->given_count()) : 0);
+  }
+  Napi::Value GetServedDups(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), core_ != nullptr ? static_cast<double>(core_->served_dups()) : 0);
+  }
+
   Napi::Value GetBuffer(const Napi::CallbackInfo& info) {
     return buffer_ref_.IsEmpty() ? info.Env().Undefined() : buffer_ref_.Value();
   }

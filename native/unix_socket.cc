@@ -213,6 +213,7 @@ void UnixSocket::DoRead() {
         }
         return;
       case RecvStatus::kMessage:
+        if (serve_dups_ && TryServeDup(recv_buf_, r.bytes, recv_fds_.data(), r.nfds)) break;
         delegate_->OnMessage(recv_buf_, r.bytes, recv_fds_.data(), r.nfds);
         break;
       case RecvStatus::kCtrunc:
@@ -261,6 +262,49 @@ void UnixSocket::DoAccept() {
   }
 }
 
+namespace {
+// src/protocol.ts: an 8-byte header (u8 type, u8 flags, u16 reserved, u32
+// id, little-endian) and, for DUP_OK, int32 fd numbers.
+constexpr uint8_t kFrameDup = 4;
+constexpr uint8_t kFrameDupOk = 5;
+constexpr size_t kFrameHeader = 8;
+}  // namespace
+
+bool UnixSocket::TryServeDup(const char* data, size_t len, const int* fds, size_t nfds) {
+  if (len != kFrameHeader || nfds == 0 || static_cast<uint8_t>(data[0]) != kFrameDup || data[1] != 0 ||
+      data[2] != 0 || data[3] != 0) {
+    return false;
+  }
+  size_t reply_len = kFrameHeader + 4 * nfds;
+  if (reply_buf_.size() < reply_len) reply_buf_.resize(kFrameHeader + 4 * kMaxFdsPerMessage);
+  char* out = reply_buf_.data();
+  out[0] = static_cast<char>(kFrameDupOk);
+  out[1] = out[2] = out[3] = 0;
+  memcpy(out + 4, data + 4, 4);  // the request's id, as it came
+  for (size_t i = 0; i < nfds; i++) {
+    int32_t fd = fds[i];
+    // Little-endian on the wire, as the TypeScript side writes it.
+    unsigned char* p = reinterpret_cast<unsigned char*>(out + kFrameHeader + 4 * i);
+    p[0] = static_cast<unsigned char>(fd & 0xff);
+    p[1] = static_cast<unsigned char>((fd >> 8) & 0xff);
+    p[2] = static_cast<unsigned char>((fd >> 16) & 0xff);
+    p[3] = static_cast<unsigned char>((fd >> 24) & 0xff);
+    given_.insert(fd);
+  }
+  served_dups_++;
+  // The reply carries no fds; queued if the socket is full (id 0: nobody
+  // awaits its completion). A broken connection shows up on the read side.
+  Send(out, reply_len, nullptr, 0, 0);
+  return true;
+}
+
+size_t UnixSocket::SweepGiven() {
+  size_t n = given_.size();
+  for (int fd : given_) FdClose(fd);
+  given_.clear();
+  return n;
+}
+
 void UnixSocket::Close(void (*on_freed)(void*), void* arg) {
   if (closed_) return;
   closed_ = true;
@@ -274,6 +318,8 @@ void UnixSocket::Close(void (*on_freed)(void*), void* arg) {
   FdClose(fd_);
   fd_ = -1;
   FailQueue(-ECANCELED);
+  // Received, given to nobody in the end: a closed socket releases them.
+  SweepGiven();
 }
 
 void UnixSocket::OnClosed(uv_handle_t* handle) {

@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include <deque>
+#include <unordered_set>
 #include <memory>
 #include <vector>
 
@@ -68,6 +69,21 @@ class UnixSocket {
   // the poll handle; `on_freed(arg)` runs then. Idempotent.
   void Close(void (*on_freed)(void*) = nullptr, void* arg = nullptr);
 
+  // The command's side of fdbridge's frame protocol, answered here without
+  // a trip into JS: while on, every well-formed DUP request (an 8-byte
+  // header of type 4 with zero flags, carrying 1..253 fds) is answered at
+  // once with a DUP_OK listing the fds' numbers, and the fds join the
+  // "given" set. Every other message still goes to the delegate, in order.
+  // The given set is the connection's ledger: fds in it belong to the
+  // connection until adopted (AdoptGiven) and are closed by SweepGiven and
+  // by Close (a socket closes what it received and nobody claimed).
+  void ServeDuplications(bool on) { serve_dups_ = on; }
+  void AddGiven(int fd) { given_.insert(fd); }
+  bool AdoptGiven(int fd) { return given_.erase(fd) != 0; }
+  size_t SweepGiven();
+  size_t given_count() const { return given_.size(); }
+  uint64_t served_dups() const { return served_dups_; }
+
   int fd() const { return fd_; }
   int type() const { return type_; }
   bool closed() const { return closed_; }
@@ -115,6 +131,11 @@ class UnixSocket {
   std::unique_ptr<char[]> control_;  // aligned for cmsghdr by operator new
   size_t control_len_;
   std::vector<int> recv_fds_;
+  bool serve_dups_ = false;
+  uint64_t served_dups_ = 0;
+  std::unordered_set<int> given_;
+  std::vector<char> reply_buf_;
+  bool TryServeDup(const char* data, size_t len, const int* fds, size_t nfds);
   void (*on_freed_)(void*) = nullptr;
   void* on_freed_arg_ = nullptr;
 };

@@ -48,6 +48,19 @@ export interface NativeSocket {
   /** The reused receive buffer (reuseBuffer), else undefined. */
   readonly buffer: ArrayBuffer | undefined;
   /**
+   * Answers well-formed DUP frames in C++ (a DUP_OK listing the received
+   * fds' numbers) without calling onMessage; the fds join the given set.
+   */
+  serveDuplications(on: boolean): void;
+  /** The given set: fds a connection put into the command's context, not yet adopted. */
+  addGiven(fd: number): void;
+  adoptGiven(fd: number): boolean;
+  /** Closes every given fd; returns how many. close() does this too. */
+  sweepGiven(): number;
+  readonly givenCount: number;
+  /** DUP frames answered in C++ so far. */
+  readonly servedDuplications: number;
+  /**
    * Sends data and fds (borrowed). Returns 0 when the kernel took it now, 1
    * when it waits for writability (then `done` is called with null or an
    * error, and `tag`). Throws a typed error, with nothing queued, on failure.

@@ -10,6 +10,7 @@
 import { lstatSync, unlinkSync } from 'node:fs';
 
 import { ClosedError, EofError, SystemError } from './errors';
+import type { FdLedger } from './command';
 import { closeFds, OwnedFd } from './fd';
 import { constants, native, type NativeSocket } from './native';
 
@@ -80,6 +81,31 @@ export function parseAddress(address: SocketAddress): [string, boolean] {
 }
 
 
+/** A socket's given set, as the FdLedger a CommandHost keeps its fds in. */
+class GivenLedger implements FdLedger {
+  readonly #native: NativeSocket;
+
+  constructor(nativeSocket: NativeSocket) {
+    this.#native = nativeSocket;
+  }
+
+  add(fd: number): void {
+    this.#native.addGiven(fd);
+  }
+
+  adopt(fd: number): boolean {
+    return this.#native.adoptGiven(fd);
+  }
+
+  sweep(): number {
+    return this.#native.sweepGiven();
+  }
+
+  get size(): number {
+    return this.#native.givenCount;
+  }
+}
+
 interface Waiter {
   resolve(m: Message): void;
   reject(e: Error): void;
@@ -98,6 +124,7 @@ export class UnixSocket {
   #reading = false;
   /** The reused receive buffer (reuseBuffer), else undefined. */
   #scratch: Buffer | undefined;
+  #given: FdLedger | undefined;
 
   /** A connected pair (socketpair(2)), both ends non-blocking and close-on-exec. */
   static pair(kind: SocketKind = 'seqpacket', options?: UnixSocketOptions): [UnixSocket, UnixSocket] {
@@ -258,6 +285,28 @@ export class UnixSocket {
   shutdown(how: 'read' | 'write' | 'both' = 'write'): void {
     const map = { read: constants.SHUT_RD, write: constants.SHUT_WR, both: constants.SHUT_RDWR };
     native.shutdown(this.#liveFd('shutdown'), map[how]);
+  }
+
+  /**
+   * The command's side of fdbridge's frame protocol (see serve.ts): while
+   * on, well-formed DUP requests are answered in C++ with the received fds'
+   * numbers, without a call into JS, and the fds join this socket's given
+   * set (`given`). Other messages reach the message handler as before, in
+   * order.
+   */
+  serveDuplications(on: boolean): void {
+    if (!this.#closed) this.#native.serveDuplications(on);
+  }
+
+  /** The fds this socket received for a command and nobody adopted yet (closed with the socket). */
+  get given(): FdLedger {
+    this.#given ??= new GivenLedger(this.#native);
+    return this.#given;
+  }
+
+  /** DUP requests answered in C++ (serveDuplications) so far. */
+  get servedDuplications(): number {
+    return this.#native.servedDuplications;
   }
 
   /** Lets the process exit while this socket is open. */

@@ -137,6 +137,7 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
   const end = (reason: Error | null): void => {
     if (ended) return;
     ended = true;
+    socket.serveDuplications(false);
     socket.pause();
     const finish = (): void => {
       if (clientPidfd >= 0) closeFds([clientPidfd]);
@@ -153,6 +154,8 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
   const closeCommand = (id: number): void => {
     if (closing) return;
     closing = true;
+    // A DUP behind the CLOSE must not be answered any more (its fds are closed below).
+    socket.serveDuplications(false);
     if (failpoint !== undefined) failpoint.pass('on-close');
     const reply = (): void => send(encodeEmpty(FrameType.CLOSED, id));
     if (host) host.close().catch(() => undefined).finally(reply);
@@ -188,13 +191,23 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
           // From now on fds travel by number (GETFD), never over this socket.
           stats.refusesFds = refuseFds(socket);
         }
-        host = new CommandHost(frame.hello.command, frame.hello.pull === 'pidfd' ? 'pidfd' : options.transport);
+        // The command's fds live in the socket's given set, which the socket
+        // answers DUP requests into without calling JS (and closes with it).
+        host = new CommandHost(
+          frame.hello.command,
+          frame.hello.pull === 'pidfd' ? 'pidfd' : options.transport,
+          socket.given,
+        );
       } catch (err) {
         send(encodeJson(FrameType.ERROR, frame.id, describeError(err)));
         end(err as Error);
         return;
       }
       send(encodeJson(FrameType.READY, frame.id, { pid: process.pid, threadId: host.context.threadId }));
+      // The common request, a DUP, is answered in C++ from now on: a round
+      // trip then never enters JS on this side. Not with a failpoint (it
+      // must see each request) nor on a pidfd connection (no fds arrive).
+      if (failpoint === undefined && frame.hello.pull !== 'pidfd') socket.serveDuplications(true);
       return;
     }
     const h = host;
