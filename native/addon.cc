@@ -183,6 +183,10 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
                            InstanceAccessor<&SocketWrap::GetQueued>("queuedSends"),
                            InstanceAccessor<&SocketWrap::GetBuffer>("buffer"),
                            InstanceMethod<&SocketWrap::ServeDuplications>("serveDuplications"),
+                           InstanceMethod<&SocketWrap::RequestDup>("requestDup"),
+                           InstanceMethod<&SocketWrap::RejectDups>("rejectDups"),
+                           InstanceMethod<&SocketWrap::RejectDup>("rejectDup"),
+                           InstanceAccessor<&SocketWrap::GetPendingDups>("pendingDups"),
                            InstanceMethod<&SocketWrap::AddGiven>("addGiven"),
                            InstanceMethod<&SocketWrap::AdoptGiven>("adoptGiven"),
                            InstanceMethod<&SocketWrap::SweepGiven>("sweepGiven"),
@@ -264,6 +268,24 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     core->Close(on_freed, arg);
     closing_ = false;
     send_callbacks_.clear();
+    // requestDup promises still waiting for a reply that can no longer come.
+    // (The protocol layer rejects them itself before closing; this is the
+    // safety net.) At teardown nobody awaits them.
+    if (!dup_requests_.empty()) {
+      if (on_freed == nullptr && CanCallIntoJs()) {
+        Napi::HandleScope scope(Env());
+        napi_value err;
+        try {
+          err = SystemError(Env(), -ECANCELED, "recvmsg");
+        } catch (const Napi::Error& e) {
+          err = e.Value();
+        }
+        SettleAllDups(err);
+      } else {
+        dup_requests_.clear();
+        queued_dup_sends_.clear();
+      }
+    }
   }
 
   void ReleaseJsRef() {
@@ -342,6 +364,101 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   Napi::Value GetFd(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), core_ != nullptr ? core_->fd() : -1);
   }
+  // requestDup(id, fd) -> Promise<number>: the client's side of a one-fd
+  // duplication, end to end in C++: sends the DUP frame with `fd` and
+  // resolves with the number from the DUP_OK (UnixSocket::AwaitDupReply),
+  // without a JS callback per reply. Throws, with nothing sent, as send()
+  // does. rejectDups(err) rejects every such request still pending (the
+  // protocol layer calls it whenever it fails or closes the connection).
+  Napi::Value RequestDup(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    double idv = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
+    if (!(idv >= 1 && idv <= 4294967295.0 && idv == floor(idv))) throw Napi::RangeError::New(env, "requestDup: id must be a u32 > 0");
+    uint32_t id = static_cast<uint32_t>(idv);
+    int fd = ArgFd(info, 1);
+    UnixSocket* core = Core(env, "sendmsg");
+    char header[8] = {4, 0, 0, 0, static_cast<char>(id & 0xff), static_cast<char>((id >> 8) & 0xff),
+                      static_cast<char>((id >> 16) & 0xff), static_cast<char>((id >> 24) & 0xff)};
+    uint32_t send_id = next_send_id_++;
+    if (next_send_id_ == 0) next_send_id_ = 1;
+    int r = core->Send(header, sizeof(header), &fd, 1, send_id);
+    if (r < 0) ThrowSystem(env, r, "sendmsg");
+    napi_deferred deferred;
+    napi_value promise;
+    if (napi_create_promise(env, &deferred, &promise) != napi_ok) throw Napi::Error::New(env, "requestDup: no promise");
+    dup_requests_[id] = deferred;
+    core->AwaitDupReply(id);
+    if (r == 1) queued_dup_sends_[send_id] = id;
+    return Napi::Value(env, promise);
+  }
+
+  // rejectDup(id, err) -> whether `id` was a pending requestDup (now rejected
+  // with `err`): for replies the C++ side passed on (an ERROR, a wrong DUP_OK).
+  Napi::Value RejectDup(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    double idv = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
+    if (!(idv >= 0 && idv <= 4294967295.0)) return Napi::Boolean::New(env, false);
+    uint32_t id = static_cast<uint32_t>(idv);
+    auto it = dup_requests_.find(id);
+    if (it == dup_requests_.end()) return Napi::Boolean::New(env, false);
+    napi_deferred deferred = it->second;
+    dup_requests_.erase(it);
+    if (core_ != nullptr) core_->StopAwaiting(id);
+    napi_reject_deferred(env, deferred, info.Length() > 1 ? static_cast<napi_value>(info[1]) : static_cast<napi_value>(env.Undefined()));
+    return Napi::Boolean::New(env, true);
+  }
+
+  Napi::Value GetPendingDups(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(dup_requests_.size()));
+  }
+
+  Napi::Value RejectDups(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    napi_value err = info.Length() > 0 ? static_cast<napi_value>(info[0]) : static_cast<napi_value>(env.Undefined());
+    SettleAllDups(err);
+    return env.Undefined();
+  }
+
+  // Rejects every pending requestDup with `err` (from a JS call, or while
+  // closing with JS available).
+  void SettleAllDups(napi_value err) {
+    if (core_ != nullptr) core_->ForgetAwaited();
+    queued_dup_sends_.clear();
+    std::unordered_map<uint32_t, napi_deferred> pending;
+    pending.swap(dup_requests_);
+    for (auto& entry : pending) napi_reject_deferred(Env(), entry.second, err);
+  }
+
+  // Settles one requestDup from a poll callback: a callback scope around
+  // it, so that the promise's reactions (microtasks) run before we return
+  // to the loop, as after any event.
+  void SettleDup(uint32_t id, bool ok, int value) {
+    auto it = dup_requests_.find(id);
+    if (it == dup_requests_.end()) return;
+    napi_deferred deferred = it->second;
+    dup_requests_.erase(it);
+    if (!CanCallIntoJs()) return;  // the environment is going away: nobody awaits it
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    napi_callback_scope cb_scope;
+    if (napi_open_callback_scope(env, Value(), *async_context_, &cb_scope) != napi_ok) return;
+    napi_value result;
+    if (ok) {
+      napi_create_int32(env, value, &result);
+      napi_resolve_deferred(env, deferred, result);
+    } else {
+      try {
+        result = SystemError(env, value, "sendmsg");
+      } catch (const Napi::Error& e) {
+        result = e.Value();
+      }
+      napi_reject_deferred(env, deferred, result);
+    }
+    napi_close_callback_scope(env, cb_scope);
+  }
+
+  void OnDupReply(uint32_t id, int32_t fd) override { SettleDup(id, true, fd); }
+
   // The command's side of the frame protocol, answering DUP requests in C++
   // (see UnixSocket::ServeDuplications) and keeping the given fds' ledger.
   Napi::Value ServeDuplications(const Napi::CallbackInfo& info) {
@@ -486,6 +603,16 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   }
 
   void OnSendComplete(uint32_t id, int err) override {
+    auto queued = queued_dup_sends_.find(id);
+    if (queued != queued_dup_sends_.end()) {
+      uint32_t request = queued->second;
+      queued_dup_sends_.erase(queued);
+      if (err != 0) {
+        if (core_ != nullptr) core_->ForgetAwaited();  // harmless: the connection is failing
+        SettleDup(request, false, err);
+      }
+      return;
+    }
     auto it = send_callbacks_.find(id);
     if (it == send_callbacks_.end()) return;
     Napi::FunctionReference fn = std::move(it->second.fn);
@@ -526,6 +653,8 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     Napi::Reference<Napi::Value> tag;
   };
   std::unordered_map<uint32_t, PendingSend> send_callbacks_;
+  std::unordered_map<uint32_t, napi_deferred> dup_requests_;
+  std::unordered_map<uint32_t, uint32_t> queued_dup_sends_;  // send id -> request id
   std::unique_ptr<Napi::AsyncContext> async_context_;
   Napi::Reference<Napi::ArrayBuffer> buffer_ref_;
 };

@@ -214,6 +214,7 @@ void UnixSocket::DoRead() {
         return;
       case RecvStatus::kMessage:
         if (serve_dups_ && TryServeDup(recv_buf_, r.bytes, recv_fds_.data(), r.nfds)) break;
+        if (!awaited_.empty() && TryDupReply(recv_buf_, r.bytes, r.nfds)) break;
         delegate_->OnMessage(recv_buf_, r.bytes, recv_fds_.data(), r.nfds);
         break;
       case RecvStatus::kCtrunc:
@@ -295,6 +296,21 @@ bool UnixSocket::TryServeDup(const char* data, size_t len, const int* fds, size_
   // The reply carries no fds; queued if the socket is full (id 0: nobody
   // awaits its completion). A broken connection shows up on the read side.
   Send(out, reply_len, nullptr, 0, 0);
+  return true;
+}
+
+bool UnixSocket::TryDupReply(const char* data, size_t len, size_t nfds) {
+  if (len != kFrameHeader + 4 || nfds != 0 || static_cast<uint8_t>(data[0]) != kFrameDupOk || data[1] != 0 ||
+      data[2] != 0 || data[3] != 0) {
+    return false;
+  }
+  const unsigned char* p = reinterpret_cast<const unsigned char*>(data);
+  uint32_t id = static_cast<uint32_t>(p[4]) | (static_cast<uint32_t>(p[5]) << 8) |
+                (static_cast<uint32_t>(p[6]) << 16) | (static_cast<uint32_t>(p[7]) << 24);
+  int32_t fd = static_cast<int32_t>(static_cast<uint32_t>(p[8]) | (static_cast<uint32_t>(p[9]) << 8) |
+                                    (static_cast<uint32_t>(p[10]) << 16) | (static_cast<uint32_t>(p[11]) << 24));
+  if (fd < 0 || awaited_.erase(id) == 0) return false;
+  delegate_->OnDupReply(id, fd);
   return true;
 }
 

@@ -34,6 +34,9 @@ class UnixSocket {
     virtual void OnAccept(int fd, int err) = 0;
     // A send that Send() queued has left (err == 0) or failed (-errno).
     virtual void OnSendComplete(uint32_t id, int err) = 0;
+    // A DUP_OK for a request registered with AwaitDupReply (one fd): its id
+    // and the fd's number on the other side.
+    virtual void OnDupReply(uint32_t id, int32_t fd) = 0;
   };
 
   // Takes ownership of `fd` (a non-blocking AF_UNIX socket of `type`).
@@ -82,6 +85,14 @@ class UnixSocket {
   bool AdoptGiven(int fd) { return given_.erase(fd) != 0; }
   size_t SweepGiven();
   size_t given_count() const { return given_.size(); }
+
+  // The client's side: a one-fd DUP request whose reply is taken here. A
+  // well-formed DUP_OK naming one fd for an awaited id goes to OnDupReply
+  // instead of OnMessage; anything else (a wrong count, an unknown id) still
+  // reaches OnMessage, where the protocol layer treats it as a violation.
+  void AwaitDupReply(uint32_t id) { awaited_.insert(id); }
+  void ForgetAwaited() { awaited_.clear(); }
+  void StopAwaiting(uint32_t id) { awaited_.erase(id); }
   uint64_t served_dups() const { return served_dups_; }
 
   int fd() const { return fd_; }
@@ -136,6 +147,8 @@ class UnixSocket {
   std::unordered_set<int> given_;
   std::vector<char> reply_buf_;
   bool TryServeDup(const char* data, size_t len, const int* fds, size_t nfds);
+  std::unordered_set<uint32_t> awaited_;
+  bool TryDupReply(const char* data, size_t len, size_t nfds);
   void (*on_freed_)(void*) = nullptr;
   void* on_freed_arg_ = nullptr;
 };

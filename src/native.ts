@@ -52,6 +52,20 @@ export interface NativeSocket {
    * fds' numbers) without calling onMessage; the fds join the given set.
    */
   serveDuplications(on: boolean): void;
+  /**
+   * The client's side of a one-fd duplication in C++: sends a DUP frame with
+   * `fd` (borrowed) under request id `id` and resolves with the fd's number
+   * from the DUP_OK, which never reaches onMessage. Throws, with nothing
+   * sent, like send(). A reply that is not a well-formed one-fd DUP_OK for a
+   * pending id still goes to onMessage.
+   */
+  requestDup(id: number, fd: number): Promise<number>;
+  /** Rejects every requestDup still pending with `err`. */
+  rejectDups(err: Error): void;
+  /** How many requestDup are waiting for their reply. */
+  readonly pendingDups: number;
+  /** Rejects the pending requestDup `id` with `err`; false if there is none. */
+  rejectDup(id: number, err: Error): boolean;
   /** The given set: fds a connection put into the command's context, not yet adopted. */
   addGiven(fd: number): void;
   adoptGiven(fd: number): boolean;

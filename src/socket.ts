@@ -298,6 +298,32 @@ export class UnixSocket {
     if (!this.#closed) this.#native.serveDuplications(on);
   }
 
+  /**
+   * The client's side of fdbridge's frame protocol for one fd: sends a DUP
+   * request (id `id`, `fd` borrowed) and resolves with the fd's number on the
+   * far side, read from the DUP_OK in C++ (the reply never reaches the
+   * message handler). Throws, with nothing sent, like write().
+   */
+  requestDup(id: number, fd: number): Promise<number> {
+    if (this.#closed) throw new ClosedError('send: the socket is closed');
+    return this.#native.requestDup(id, fd);
+  }
+
+  /** How many requestDup are waiting for their reply. */
+  get pendingDups(): number {
+    return this.#native.pendingDups;
+  }
+
+  /** Rejects the requestDup `id` (a reply it did not take: an ERROR, a wrong DUP_OK); false if none. */
+  rejectDup(id: number, err: Error): boolean {
+    return !this.#closed && this.#native.rejectDup(id, err);
+  }
+
+  /** Rejects every requestDup still waiting for its reply. */
+  rejectDups(err: Error): void {
+    if (!this.#closed) this.#native.rejectDups(err);
+  }
+
   /** The fds this socket received for a command and nobody adopted yet (closed with the socket). */
   get given(): FdLedger {
     this.#given ??= new GivenLedger(this.#native);

@@ -218,20 +218,26 @@ export class SocketConnection extends BaseConnection {
   }
 
   /**
-   * One duplication. The first call in a tick goes out at once, alone. Calls
-   * made after it in the same tick (e.g. `Promise.all(fds.map(dup))`) are
-   * folded into one DUP frame sent from a microtask: one message and one
-   * reply for up to 253 of them. Each folded fd is pinned (dup'd) when the
-   * call is made, because the caller may close or reuse its number before
-   * the frame leaves.
+   * One duplication. With nothing in flight it goes out at once, alone, and
+   * through C++ end to end (requestDup: the reply resolves the promise
+   * without a JS callback). Calls made while others are in flight or
+   * queued (e.g. `Promise.all(fds.map(dup))`) are folded into one DUP frame
+   * sent from a microtask: one message and one reply for up to 253 of them.
+   * Each folded fd is pinned (dup'd) when the call is made, because the
+   * caller may close or reuse its number before the frame leaves.
    */
   protected dupOne(fd: number): Promise<number> {
     if (this.#dead) return Promise.reject(this.#dead);
-    if (this.#folding === null && !this.#pull) {
-      this.#folding = [];
-      this.#foldWaiters = [];
-      queueMicrotask(this.#flushFolded);
-      return this.#send(this.#dupHeader, [fd], DUP_ONE, 1, 'dupFileDescriptor', null, null) as Promise<number>;
+    if (this.#folding === null && !this.#pull && this.#socket.pendingDups === 0) {
+      const id = this.#nextId;
+      this.#nextId = (this.#nextId + 1) >>> 0 || 1;
+      try {
+        return this.#socket.requestDup(id, fd);
+      } catch {
+        // Nothing was sent (EBADF, EPIPE...): the general path sends nothing
+        // either, and reports it the way every request does.
+        return this.#send(this.#dupHeader, [fd], DUP_ONE, 1, 'dupFileDescriptor', null, null) as Promise<number>;
+      }
     }
     let pin: number;
     try {
@@ -440,6 +446,20 @@ export class SocketConnection extends BaseConnection {
       return;
     }
     const pending = this.#pending.get(frame.id);
+    if (!pending && (frame.type === FrameType.ERROR || frame.type === FrameType.DUP_OK || frame.type === FrameType.RESULT)) {
+      // A reply to a lone duplication sent through C++ (requestDup) that the
+      // C++ side passed on: the command's side refused it (ERROR), or the
+      // reply is wrong (a DUP_OK listing other than one fd, a RESULT).
+      if (frame.type === FrameType.ERROR) {
+        if (this.#socket.rejectDup(frame.id, new RemoteError('dupFileDescriptor', frame.error))) return;
+      } else {
+        const err = new ProtocolError('dupFileDescriptor: the reply does not list 1 fd');
+        if (this.#socket.rejectDup(frame.id, err)) {
+          this.#violation(new ProtocolError(`the ${this.transport} answered a duplication with a wrong reply`));
+          return;
+        }
+      }
+    }
     if (!pending || (frame.type !== FrameType.DUP_OK && frame.type !== FrameType.RESULT && frame.type !== FrameType.ERROR)) {
       this.#violation(new ProtocolError(`the ${this.transport} sent a reply (type ${frame.type}, id ${frame.id}) to no request`));
       return;
@@ -500,6 +520,7 @@ export class SocketConnection extends BaseConnection {
       if (p.pins) closeFds(p.pins);
       p.fail((operation) => new PeerExitedError(operation, exit));
     }
+    this.#socket.rejectDups(new PeerExitedError('dupFileDescriptor', exit));
     this.#socket.close();
   }
 
@@ -512,6 +533,7 @@ export class SocketConnection extends BaseConnection {
       if (p.pins) closeFds(p.pins);
       p.fail(err);
     }
+    this.#socket.rejectDups(err);
     this.#socket.close();
     this.#onPeerClosed();
   }
@@ -531,6 +553,7 @@ export class SocketConnection extends BaseConnection {
       if (p.pins) closeFds(p.pins);
       p.fail((operation) => new ClosedError(`${operation} failed: the ${this.transport} connection was closed`));
     }
+    this.#socket.rejectDups(new ClosedError(`dupFileDescriptor failed: the ${this.transport} connection was closed`));
     if (!this.#dead) {
       this.#dead = err;
       try {

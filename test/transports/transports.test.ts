@@ -246,6 +246,33 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
     if (SPAWNED.has(transport)) expect((await exitOf((conn as ChildConnection).child)).code).toBe(0);
   });
 
+  if (transport === 'child' || transport === 'helper') {
+    test('a lone duplication the command side cannot take (at its fd limit) is a typed error; the connection lives on', async () => {
+      const conn = await open();
+      const probe = conn.proxy<ProbeCommand>();
+      const [soft] = await probe.fdLimit();
+      const open_ = (await probe.openFds()).length;
+      const fd = makeMemfd('limit');
+      try {
+        // Leave the far side no free slot (the limit at its lowest free fd
+        // number), so the fd cannot be installed there.
+        const used = new Set((await probe.openFds()).map(([n]) => n));
+        let lowestFree = 0;
+        while (used.has(lowestFree)) lowestFree++;
+        await probe.setFdLimit(lowestFree);
+        const err = await conn.dupFileDescriptor(fd).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(RemoteError);
+        expect(err).toMatchObject({ method: 'dupFileDescriptor', remote: { code: 'ERR_FDBRIDGE_TRUNCATED' } });
+      } finally {
+        await probe.setFdLimit(soft);
+        closeFd(fd);
+      }
+      expect((await probe.openFds()).length).toBe(open_);
+      const remote = await conn.dupFileDescriptor(0);
+      expect(await conn.call('echo', remote)).toBe(remote);
+    });
+  }
+
   if (SPAWNED.has(transport)) {
     test('a command process that dies before it is ready fails connect with PeerExitedError (its exit code)', async () => {
       const module = join(dir, 'exits-on-load.js');
