@@ -437,7 +437,9 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     if (it == dup_requests_.end()) return;
     napi_deferred deferred = it->second;
     dup_requests_.erase(it);
-    if (!CanCallIntoJs()) return;  // the environment is going away: nobody awaits it
+    // No CanCallIntoJs() preflight here: nothing is owned by this reply (it
+    // carries a number, not an fd), and once the environment cannot run JS
+    // napi_resolve_deferred simply fails and nobody awaits the promise.
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
     napi_callback_scope cb_scope;
