@@ -23,7 +23,13 @@
  * that decides the result: a wake-up of the other, idle vCPU costs tens of
  * microseconds (an IPI through the hypervisor), one on the same CPU a few.
  *
- * usage: scm_pingpong [--fds K] [--iterations N] [--time MS] [--warmup N] [--samples]
+ * --event-loop runs both sides the way libuv (and so Node) does: non-blocking
+ * sockets, an epoll_wait before every read, reads until EAGAIN, and the extra
+ * zero-timeout epoll_wait that Node's idle-time metrics add before each
+ * blocking one. Its gap to the blocking mode is the cost of an event loop
+ * itself, before any JavaScript runs.
+ *
+ * usage: scm_pingpong [--fds K] [--iterations N] [--time MS] [--warmup N] [--samples] [--event-loop]
  *   runs at least N round trips (default 10000) and at least MS ms (default 0)
  *   after N warm-up round trips (default 1000); --samples adds every sample
  *   ("samplesUs", in the order measured) so that a caller can pool rounds.
@@ -37,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -83,13 +90,43 @@ static void send_fds(int sock, const int *fds, int nfds) {
   if (n != 1) die("sendmsg");
 }
 
+/* --event-loop: wait as libuv does (with Node's idle-time metrics on). */
+static int event_loop = 0;
+
+static void wait_readable(int ep) {
+  struct epoll_event ev;
+  int r;
+  do r = epoll_wait(ep, &ev, 1, 0); /* the metrics' non-blocking poll */
+  while (r < 0 && errno == EINTR);
+  if (r > 0) return;
+  do r = epoll_wait(ep, &ev, 1, -1);
+  while (r < 0 && errno == EINTR);
+  if (r < 0) die("epoll_wait");
+}
+
+static int make_epoll(int sock) {
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  if (ep < 0) die("epoll_create1");
+  struct epoll_event ev = {.events = EPOLLIN, .data = {.fd = sock}};
+  if (epoll_ctl(ep, EPOLL_CTL_ADD, sock, &ev) < 0) die("epoll_ctl");
+  return ep;
+}
+
 /* Returns the CPU the peer acked from. */
-static int recv_ack(int sock) {
+static int recv_ack(int sock, int ep) {
   unsigned char byte;
   ssize_t n;
+  if (event_loop) wait_readable(ep);
   do n = recv(sock, &byte, 1, 0);
   while (n < 0 && errno == EINTR);
   if (n != 1) die("recv (ack)");
+  if (event_loop) {
+    /* Read until EAGAIN, as an event loop must. */
+    unsigned char more;
+    do n = recv(sock, &more, 1, 0);
+    while (n < 0 && errno == EINTR);
+    if (n >= 0 || errno != EAGAIN) die("recv (ack, expected EAGAIN)");
+  }
   return byte;
 }
 
@@ -97,7 +134,10 @@ static int recv_ack(int sock) {
 static void peer(int sock) {
   union control ctl;
   char byte;
+  int ep = event_loop ? make_epoll(sock) : -1;
+  int drained = 1;
   for (;;) {
+    if (event_loop && drained) wait_readable(ep);
     struct iovec iov = {.iov_base = &byte, .iov_len = 1};
     struct msghdr msg = {0};
     msg.msg_iov = &iov;
@@ -108,7 +148,12 @@ static void peer(int sock) {
     do n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
     while (n < 0 && errno == EINTR);
     if (n == 0) _exit(0); /* EOF: the parent is done */
+    if (n < 0 && event_loop && errno == EAGAIN) {
+      drained = 1; /* read until EAGAIN; now back to the poll */
+      continue;
+    }
     if (n < 0) die("recvmsg (peer)");
+    drained = 0;
     if (msg.msg_flags & MSG_CTRUNC) {
       fprintf(stderr, "scm_pingpong: MSG_CTRUNC in the peer\n");
       _exit(1);
@@ -165,9 +210,13 @@ int main(int argc, char **argv) {
       print_samples = 1;
       continue;
     }
+    if (!strcmp(a, "--event-loop")) {
+      event_loop = 1;
+      continue;
+    }
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!v) {
-      fprintf(stderr, "usage: scm_pingpong [--fds K] [--iterations N] [--time MS] [--warmup N] [--samples]\n");
+      fprintf(stderr, "usage: scm_pingpong [--fds K] [--iterations N] [--time MS] [--warmup N] [--samples] [--event-loop]\n");
       return 2;
     }
     if (!strcmp(a, "--fds")) nfds = parse_long(a, v, 1, MAX_FDS);
@@ -182,7 +231,7 @@ int main(int argc, char **argv) {
   }
 
   int sv[2];
-  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) die("socketpair");
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | (event_loop ? SOCK_NONBLOCK : 0), 0, sv) < 0) die("socketpair");
   pid_t pid = fork();
   if (pid < 0) die("fork");
   if (pid == 0) {
@@ -190,6 +239,7 @@ int main(int argc, char **argv) {
     peer(sv[1]);
   }
   close(sv[1]);
+  int ep = event_loop ? make_epoll(sv[0]) : -1;
 
   /* K distinct fds to send (all /dev/null), opened once. */
   int fds[MAX_FDS];
@@ -202,7 +252,7 @@ int main(int argc, char **argv) {
 
   for (long i = 0; i < warmup; i++) {
     send_fds(sv[0], fds, (int)nfds);
-    recv_ack(sv[0]);
+    recv_ack(sv[0], ep);
   }
 
   size_t cap = (size_t)iterations > 1024 ? (size_t)iterations : 1024, n = 0;
@@ -213,7 +263,7 @@ int main(int argc, char **argv) {
   for (;;) {
     double t0 = now_us();
     send_fds(sv[0], fds, (int)nfds);
-    int peer_cpu = recv_ack(sv[0]);
+    int peer_cpu = recv_ack(sv[0], ep);
     double t1 = now_us();
     if (peer_cpu == (sched_getcpu() & 0xff)) same_cpu++;
     if (n == cap) {
