@@ -7,9 +7,8 @@
  * nothing is left here; close() is clean; a new connection works (helper: a
  * new daemon replaces the killed one's stale socket).
  */
-import { ProcessFdSnapshot } from '../src';
 import type { Scenario } from '../harness/types';
-import { cleanUp, faultSources, FaultyPeer, proveSurvived } from './support/faults';
+import { proveSurvived, withFaultyPeer } from './support/faults';
 
 const scenario: Scenario = {
   name: 'kill-peer-after-receive',
@@ -18,31 +17,20 @@ const scenario: Scenario = {
   transports: ['child', 'pidfd', 'helper'],
   tags: ['fault', 'peer-death'],
   async run(ctx) {
-    const sources = faultSources();
-    let peer: FaultyPeer | undefined;
-    try {
-      peer = await FaultyPeer.start(ctx, { FDBRIDGE_FAILPOINT: 'after-receive:1' });
-      const baseline = new ProcessFdSnapshot(process.pid, 'client');
-      const conn = await peer.connect();
-      try {
-        // A call is not a duplication: the failpoint lets it through.
-        await conn.call('echo', 'ready');
-        const since = performance.now();
-        const requests: Array<Promise<unknown>> = [
-          conn.dupFileDescriptor(ctx.rng.pick(sources)), // the request it dies on (pidfd: folded with the next)
-          ...Array.from({ length: ctx.rng.int(1, 40) }, () => conn.dupFileDescriptor(ctx.rng.pick(sources))),
-          // Requests reach the command in the order they were made (a call
-          // flushes the folded duplications first): this one is never read.
-          conn.call('echo', 'never answered'),
-        ];
-        ctx.count('faultsInjected');
-        await proveSurvived(peer, conn, requests, since, baseline, sources);
-      } finally {
-        await conn.close();
-      }
-    } finally {
-      await cleanUp(peer, sources);
-    }
+    await withFaultyPeer(ctx, { FDBRIDGE_FAILPOINT: 'after-receive:1' }, async ({ peer, conn, sources, baseline }) => {
+      // A call is not a duplication: the failpoint lets it through.
+      await conn.call('echo', 'ready');
+      const since = performance.now();
+      const requests: Array<Promise<unknown>> = [
+        conn.dupFileDescriptor(ctx.rng.pick(sources)), // the request it dies on (pidfd: folded with the next)
+        ...Array.from({ length: ctx.rng.int(1, 40) }, () => conn.dupFileDescriptor(ctx.rng.pick(sources))),
+        // Requests reach the command in the order they were made (a call
+        // flushes the folded duplications first): this one is never read.
+        conn.call('echo', 'never answered'),
+      ];
+      ctx.count('faultsInjected');
+      await proveSurvived(peer, conn, requests, since, baseline, sources);
+    });
   },
 };
 

@@ -10,10 +10,9 @@
  * kill-child-before-request-read); helper kills a daemon of the scenario's
  * own, then starts a new one on the same path (the stale socket replaced).
  */
-import { ProcessFdSnapshot } from '../src';
 import type { Scenario } from '../harness/types';
 import { sleep } from './support/common';
-import { cleanUp, faultSources, FaultyPeer, proveSurvived, stopProcess } from './support/faults';
+import { proveSurvived, stopProcess, withFaultyPeer } from './support/faults';
 
 const scenario: Scenario = {
   name: 'kill-peer-before-request',
@@ -23,33 +22,22 @@ const scenario: Scenario = {
   transports: ['pidfd', 'helper'],
   tags: ['fault', 'peer-death'],
   async run(ctx) {
-    const sources = faultSources();
-    let peer: FaultyPeer | undefined;
-    try {
-      peer = await FaultyPeer.start(ctx);
-      const baseline = new ProcessFdSnapshot(process.pid, 'client');
-      const conn = await peer.connect();
-      try {
-        await conn.call('echo', 'ready');
-        const pid = conn.location.pid;
-        await stopProcess(pid);
-        const requests: Array<Promise<unknown>> = [
-          ...Array.from({ length: ctx.rng.int(1, 40) }, () => conn.dupFileDescriptor(ctx.rng.pick(sources))),
-          conn.dupFileDescriptors(Array.from({ length: 600 }, () => ctx.rng.pick(sources))),
-          conn.call('echo', 'never read'),
-        ];
-        // Let the folded duplications leave (a microtask) and the send queue fill.
-        await sleep(20);
-        const since = performance.now();
-        process.kill(pid, 'SIGKILL');
-        ctx.count('faultsInjected');
-        await proveSurvived(peer, conn, requests, since, baseline, sources);
-      } finally {
-        await conn.close();
-      }
-    } finally {
-      await cleanUp(peer, sources);
-    }
+    await withFaultyPeer(ctx, {}, async ({ peer, conn, sources, baseline }) => {
+      await conn.call('echo', 'ready');
+      const pid = conn.location.pid;
+      await stopProcess(pid);
+      const requests: Array<Promise<unknown>> = [
+        ...Array.from({ length: ctx.rng.int(1, 40) }, () => conn.dupFileDescriptor(ctx.rng.pick(sources))),
+        conn.dupFileDescriptors(Array.from({ length: 600 }, () => ctx.rng.pick(sources))),
+        conn.call('echo', 'never read'),
+      ];
+      // Let the folded duplications leave (a microtask) and the send queue fill.
+      await sleep(20);
+      const since = performance.now();
+      process.kill(pid, 'SIGKILL');
+      ctx.count('faultsInjected');
+      await proveSurvived(peer, conn, requests, since, baseline, sources);
+    });
   },
 };
 

@@ -10,9 +10,9 @@
  */
 import { strict as assert } from 'node:assert';
 
-import { ClosedError, ProcessFdSnapshot } from '../src';
+import { ClosedError } from '../src';
 import type { Scenario } from '../harness/types';
-import { assertFdTableBack, cleanUp, faultSources, FaultyPeer, processState, SETTLE_BOUND_MS, settleAll } from './support/faults';
+import { assertFdTableBack, processState, SETTLE_BOUND_MS, settleAll, withFaultyPeer } from './support/faults';
 
 const scenario: Scenario = {
   name: 'kill-peer-during-close',
@@ -20,12 +20,7 @@ const scenario: Scenario = {
   transports: ['child', 'pidfd', 'helper'],
   tags: ['fault', 'peer-death'],
   async run(ctx) {
-    const sources = faultSources();
-    let peer: FaultyPeer | undefined;
-    try {
-      peer = await FaultyPeer.start(ctx, { FDBRIDGE_FAILPOINT: 'on-close' });
-      const baseline = new ProcessFdSnapshot(process.pid, 'client');
-      const conn = await peer.connect();
+    await withFaultyPeer(ctx, { FDBRIDGE_FAILPOINT: 'on-close' }, async ({ peer, conn, sources, baseline }) => {
       const pid = conn.location.pid;
       // Duplicates the command never adopts: its close() would have closed them.
       const given = await conn.dupFileDescriptors(Array.from({ length: ctx.rng.int(1, 300) }, () => ctx.rng.pick(sources)));
@@ -58,9 +53,7 @@ const scenario: Scenario = {
       await assertFdTableBack(baseline, 'client, after the new connection');
       ctx.count('faultsSurvived');
       ctx.note(`close() resolved ${settled.elapsedMs.toFixed(0)} ms after CLOSE killed pid ${pid} holding ${given.length} unadopted fds`);
-    } finally {
-      await cleanUp(peer, sources);
-    }
+    });
   },
 };
 

@@ -8,9 +8,8 @@
  * the requests behind it; no fd is left here; close() is clean; a new
  * connection works.
  */
-import { ProcessFdSnapshot } from '../src';
 import type { Scenario } from '../harness/types';
-import { cleanUp, faultSources, FaultyPeer, proveSurvived } from './support/faults';
+import { proveSurvived, withFaultyPeer } from './support/faults';
 
 const scenario: Scenario = {
   name: 'kill-peer-mid-batch',
@@ -19,28 +18,17 @@ const scenario: Scenario = {
   transports: ['child', 'pidfd', 'helper'],
   tags: ['fault', 'peer-death'],
   async run(ctx) {
-    const sources = faultSources();
-    let peer: FaultyPeer | undefined;
-    try {
-      peer = await FaultyPeer.start(ctx, { FDBRIDGE_FAILPOINT: 'after-receive:2' });
-      const baseline = new ProcessFdSnapshot(process.pid, 'client');
-      const conn = await peer.connect();
-      try {
-        await conn.call('echo', 'ready');
-        const since = performance.now();
-        const requests: Array<Promise<unknown>> = [
-          conn.dupFileDescriptors(Array.from({ length: 600 }, () => ctx.rng.pick(sources))),
-          conn.dupFileDescriptors(Array.from({ length: ctx.rng.int(1, 300) }, () => ctx.rng.pick(sources))),
-          conn.call('echo', 'never answered'),
-        ];
-        ctx.count('faultsInjected');
-        await proveSurvived(peer, conn, requests, since, baseline, sources);
-      } finally {
-        await conn.close();
-      }
-    } finally {
-      await cleanUp(peer, sources);
-    }
+    await withFaultyPeer(ctx, { FDBRIDGE_FAILPOINT: 'after-receive:2' }, async ({ peer, conn, sources, baseline }) => {
+      await conn.call('echo', 'ready');
+      const since = performance.now();
+      const requests: Array<Promise<unknown>> = [
+        conn.dupFileDescriptors(Array.from({ length: 600 }, () => ctx.rng.pick(sources))),
+        conn.dupFileDescriptors(Array.from({ length: ctx.rng.int(1, 300) }, () => ctx.rng.pick(sources))),
+        conn.call('echo', 'never answered'),
+      ];
+      ctx.count('faultsInjected');
+      await proveSurvived(peer, conn, requests, since, baseline, sources);
+    });
   },
 };
 

@@ -235,3 +235,39 @@ export async function cleanUp(peer: FaultyPeer | undefined, sources: readonly nu
   closeAll(sources);
   await peer?.stop();
 }
+
+export interface FaultyPeerRun {
+  peer: FaultyPeer;
+  conn: Connection;
+  /** fds to duplicate (faultSources()). */
+  sources: readonly number[];
+  /** The client's fd table before the connection. */
+  baseline: ProcessFdSnapshot;
+}
+
+/**
+ * The frame every killed-peer scenario shares: fault sources, a peer started
+ * with `env` (e.g. a failpoint), the client's baseline, one connection; then
+ * `body` injects the fault and proves the outcome. The connection is closed
+ * and everything cleaned up, whatever happened.
+ */
+export async function withFaultyPeer(
+  ctx: ScenarioContext,
+  env: Record<string, string>,
+  body: (run: FaultyPeerRun) => Promise<void>,
+): Promise<void> {
+  const sources = faultSources();
+  let peer: FaultyPeer | undefined;
+  try {
+    peer = await FaultyPeer.start(ctx, env);
+    const baseline = new ProcessFdSnapshot(process.pid, 'client');
+    const conn = await peer.connect();
+    try {
+      await body({ peer, conn, sources, baseline });
+    } finally {
+      await conn.close();
+    }
+  } finally {
+    await cleanUp(peer, sources);
+  }
+}

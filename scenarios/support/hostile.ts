@@ -18,7 +18,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { EofError, makePipe, PROBE_COMMAND, SystemError, UnixSocket, type SocketAddress } from '../../src';
+import { closeFds, EofError, makePipe, PROBE_COMMAND, SystemError, UnixSocket, type SocketAddress } from '../../src';
 import { native, packageRoot } from '../../src/native';
 import {
   encodeEmpty,
@@ -180,18 +180,8 @@ export async function receiveWithin(socket: UnixSocket, ms: number, what: string
   }
 }
 
-function closeAll(fds: readonly number[]): void {
-  for (const fd of fds) {
-    try {
-      native.close(fd);
-    } catch {
-      // already closed
-    }
-  }
-}
-
 /** True once `readFd` (non-blocking) reports end-of-file: no write end is left anywhere. */
-async function pipeDrained(readFd: number, ms: number): Promise<boolean> {
+export async function pipeDrained(readFd: number, ms: number): Promise<boolean> {
   const buf = Buffer.alloc(64);
   const deadline = Date.now() + ms;
   for (;;) {
@@ -224,7 +214,7 @@ export function connectRaw(socketPath: string): Promise<UnixSocket> {
 export async function sayHello(socket: UnixSocket, options: { pidfd?: boolean; timeoutMs?: number } = {}): Promise<void> {
   await socket.send(helloFrame(options.pidfd ? socket.fd : undefined));
   const m = await receiveWithin(socket, options.timeoutMs ?? 5000, 'READY');
-  closeAll(m.fds);
+  closeFds(m.fds);
   if (m.fds.length > 0 || m.data[0] !== FrameType.READY) {
     throw new Error(`HELLO was answered with a frame of type ${m.data[0]} and ${m.fds.length} fd(s), not READY: ${m.data.toString('utf8', HEADER_BYTES)}`);
   }
@@ -279,19 +269,19 @@ export async function sendBadRequest(
           if (isPeerGone(err)) break;
           throw err;
         }
-        closeAll(m.fds);
+        closeFds(m.fds);
         if (m.fds.length > 0) throw fail(`the far side sent ${m.fds.length} fd(s) back`);
         replies.push(m.data.length > 0 ? (m.data[0] as number) : -1);
         if (replies.length > 4) throw fail(`the far side keeps answering (${replies.join(', ')}) instead of ending the connection`);
       }
       if (replies.some((t) => t !== FrameType.ERROR)) throw fail(`unexpected replies before the end: types ${replies.join(', ')}`);
     }
-    closeAll([writeEnd]);
+    closeFds([writeEnd]);
     writeOpen = false;
     if (!(await pipeDrained(readEnd, ms))) throw fail(`the far side still holds some of the ${input.fds} fd(s) after ${ms} ms`);
     return { how, replies };
   } finally {
-    closeAll(writeOpen ? [readEnd, writeEnd] : [readEnd]);
+    closeFds(writeOpen ? [readEnd, writeEnd] : [readEnd]);
   }
 }
 
@@ -304,7 +294,7 @@ export function kernelHasPassRights(): boolean {
   } catch {
     return false;
   } finally {
-    closeAll([a, b]);
+    closeFds([a, b]);
   }
 }
 
@@ -378,7 +368,7 @@ export function badReplies(rng: Rng): BadReply[] {
  */
 export async function readRequest(socket: UnixSocket, ms = 5000): Promise<Request> {
   const m = await receiveWithin(socket, ms, 'the client request');
-  closeAll(m.fds);
+  closeFds(m.fds);
   return { type: m.data[0] ?? -1, id: m.data.length >= HEADER_BYTES ? m.data.readUInt32LE(4) : -1, fdCount: m.fds.length };
 }
 
@@ -388,7 +378,7 @@ export async function readRequest(socket: UnixSocket, ms = 5000): Promise<Reques
  */
 export async function answerHello(socket: UnixSocket, ms = 5000): Promise<unknown> {
   const m = await receiveWithin(socket, ms, 'HELLO');
-  closeAll(m.fds);
+  closeFds(m.fds);
   if (m.data[0] !== FrameType.HELLO) throw new Error(`expected HELLO, got a frame of type ${m.data[0]}`);
   await socket.send(encodeJson(FrameType.READY, m.data.readUInt32LE(4), { pid: process.pid, threadId: 0 }));
   return JSON.parse(m.data.toString('utf8', HEADER_BYTES)) as unknown;
@@ -413,13 +403,13 @@ export async function sendBadReply(
     await socket.send(reply.data, new Array<number>(reply.fds).fill(writeEnd));
   } catch (err) {
     if (!(reply.fds > 0 && err instanceof SystemError && err.code === 'EPERM')) {
-      closeAll([readEnd, writeEnd]);
+      closeFds([readEnd, writeEnd]);
       throw err;
     }
     outcome = 'kernel';
   }
-  closeAll([writeEnd]);
-  const drained = pipeDrained(readEnd, ms).finally(() => closeAll([readEnd]));
+  closeFds([writeEnd]);
+  const drained = pipeDrained(readEnd, ms).finally(() => closeFds([readEnd]));
   return { outcome, drained };
 }
 
@@ -439,11 +429,11 @@ export function spawnCommandSide(): { socket: UnixSocket; child: ChildProcess; e
   try {
     child = spawn(process.execPath, [entry], { stdio: ['ignore', 'ignore', 'inherit', theirs] });
   } catch (err) {
-    closeAll([mine]);
+    closeFds([mine]);
     throw err;
   } finally {
     // The child has its own copy (fd 3); ours would hide its EOF.
-    closeAll([theirs]);
+    closeFds([theirs]);
   }
   const exited = new Promise<number | null>((resolve) => {
     child.once('exit', (code) => resolve(code));

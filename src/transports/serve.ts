@@ -16,7 +16,6 @@ import {
   encodeJson,
   encodeResult,
   FrameType,
-  HEADER_BYTES,
   PROTOCOL_VERSION,
   type Frame,
 } from '../protocol';
@@ -243,9 +242,7 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
           send(encodeJson(FrameType.ERROR, frame.id, describeError(err)));
           return;
         }
-        for (const fd of pulled) h.ledger.add(fd);
-        if (failpoint !== undefined) failpoint.pass('after-receive');
-        send(encodeFdList(FrameType.DUP_OK, frame.id, pulled));
+        acceptDup(frame.id, pulled);
         return;
       }
       case FrameType.RELEASE: {
@@ -298,31 +295,21 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
     );
   };
 
-  // DUP_OK replies are built in one reused buffer: write() copies before it returns.
-  const reply = Buffer.alloc(HEADER_BYTES + 4 * 253);
-  reply[0] = FrameType.DUP_OK;
+  // fds now here for the command (received with a DUP, or pulled for a
+  // GETFD): into the ledger, then the DUP_OK naming them. Usually the socket
+  // answers DUPs in C++ (serveDuplications) and this runs only for GETFD, or
+  // with a failpoint, which must see each request.
   const acceptDup = (id: number, fds: readonly number[]): void => {
     const h = host as CommandHost;
-    for (let i = 0; i < fds.length; i++) {
-      h.ledger.add(fds[i] as number);
-      reply.writeInt32LE(fds[i] as number, HEADER_BYTES + 4 * i);
-    }
-    reply.writeUInt32LE(id, 4);
+    for (const fd of fds) h.ledger.add(fd);
     // The fds are ours (in the ledger) and the client has no answer yet.
     if (failpoint !== undefined) failpoint.pass('after-receive');
-    send(reply.subarray(0, HEADER_BYTES + 4 * fds.length));
+    send(encodeFdList(FrameType.DUP_OK, id, fds));
   };
 
   socket.setMessageHandler((err, data, fds) => {
     if (ended) {
       stats.unexpectedFds += closeFds(fds);
-      return;
-    }
-    // The common request, taken without building a Frame: a bare DUP header
-    // with its fds, on a connection that is set up, not closing and not pidfd.
-    const buf = data as Buffer;
-    if (!err && host && !closing && clientPidfd < 0 && buf.length === HEADER_BYTES && buf[0] === FrameType.DUP && (fds as number[]).length > 0 && buf.readUInt8(1) === 0 && buf.readUInt16LE(2) === 0) {
-      acceptDup(buf.readUInt32LE(4), fds as number[]);
       return;
     }
     if (err) {

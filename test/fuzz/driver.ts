@@ -23,7 +23,6 @@
  * Used by test/fuzz/fuzz.test.ts; FDBRIDGE_FUZZ_ITERATIONS and
  * FDBRIDGE_FUZZ_SEED make a longer run (README: "Fuzzing").
  */
-import { readSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { ProtocolError, RemoteError, SystemError } from '../../src/errors';
@@ -43,7 +42,9 @@ import {
   PROTOCOL_VERSION,
   type Frame,
 } from '../../src/protocol';
+import { closeFds } from '../../src/fd';
 import { UnixSocket } from '../../src/socket';
+import { pipeDrained } from '../../scenarios/support/hostile';
 import { serveConnection, type ServeStats } from '../../src/transports/serve';
 import { SocketConnection } from '../../src/transports/socket-connection';
 import type { Rng } from '../../harness/rng';
@@ -325,33 +326,8 @@ function bump(stats: SessionStats, ending: string): void {
   stats.endings[ending] = (stats.endings[ending] ?? 0) + 1;
 }
 
-function closeAll(fds: readonly number[]): void {
-  for (const fd of fds) {
-    try {
-      native.close(fd);
-    } catch {
-      // already closed
-    }
-  }
-}
-
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-/** Resolves true once the pipe's read end reports end-of-file (no write end left anywhere). */
-async function drained(readFd: number, ms: number): Promise<boolean> {
-  const buf = Buffer.alloc(16);
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      if (readSync(readFd, buf, 0, buf.length, null) === 0) return true;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
-    }
-    if (Date.now() > deadline) return false;
-    await sleep(2);
-  }
 }
 
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -428,7 +404,7 @@ async function commandSession(rng: Rng, stats: SessionStats): Promise<void> {
   client.setMessageHandler((err, _data, fds) => {
     if (err) return;
     fdsBack += fds?.length ?? 0;
-    closeAll(fds ?? []);
+    closeFds(fds ?? []);
   });
   let helloIsFirst = false;
   try {
@@ -485,11 +461,11 @@ async function commandSession(rng: Rng, stats: SessionStats): Promise<void> {
     else if (reason instanceof SystemError && (reason.code === 'EPIPE' || reason.code === 'ECONNRESET')) bump(stats, 'clientGone');
     else throw new Error(`fuzz: the command side ended with ${reason.name}: ${reason.message}`);
     if (fdsBack > 0) throw new Error(`fuzz: the command side sent ${fdsBack} fd(s) back`);
-    closeAll([writeEnd]);
-    if (!(await drained(readEnd, 5000))) throw new Error('fuzz: an fd sent to the command side was never closed');
+    closeFds([writeEnd]);
+    if (!(await pipeDrained(readEnd, 5000))) throw new Error('fuzz: an fd sent to the command side was never closed');
   } finally {
     client.close();
-    closeAll([readEnd, writeEnd]);
+    closeFds([readEnd, writeEnd]);
   }
 }
 
@@ -540,7 +516,7 @@ async function clientSession(rng: Rng, stats: SessionStats): Promise<void> {
   // The fake command side: answers each request, well or badly.
   let fakeDone = false;
   fake.setMessageHandler((err, data, fds) => {
-    closeAll(fds ?? []); // a DUP's fds: copies of `source`
+    closeFds(fds ?? []); // a DUP's fds: copies of `source`
     if (err || !data || fakeDone) return;
     const buf = Buffer.from(data);
     void answer(buf, fds?.length ?? 0).catch((e: unknown) => failures.push(e as Error));
@@ -591,11 +567,11 @@ async function clientSession(rng: Rng, stats: SessionStats): Promise<void> {
     fakeDone = true;
     fake.close();
     await conn.close();
-    closeAll([writeEnd, source]);
+    closeFds([writeEnd, source]);
   }
   try {
-    if (!(await drained(readEnd, 5000))) throw new Error('fuzz: an fd sent to the client was never closed');
+    if (!(await pipeDrained(readEnd, 5000))) throw new Error('fuzz: an fd sent to the client was never closed');
   } finally {
-    closeAll([readEnd]);
+    closeFds([readEnd]);
   }
 }
