@@ -72,6 +72,11 @@ export class BenchCommand {
     return fds.length;
   }
 
+  /** The length of `payload`: a call that carries a large argument and a small reply. */
+  measure(payload: string): number {
+    return payload.length;
+  }
+
   /** This process's open-fd count, resident set size and live JS heap in bytes, after full GCs. */
   usage(): Promise<Usage> {
     return usageAfterGc();

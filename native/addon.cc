@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 
+#include <atomic>
 #include <cstring>
 #include <string>
 #include <unordered_map>
@@ -35,6 +36,12 @@ struct InstanceData {
   napi_async_cleanup_hook_handle cleanup_handle = nullptr;
   size_t closing = 0;
 };
+
+// Socket objects constructed and not yet destroyed (garbage collected), in
+// every environment of the process: one that stays counted after close() is
+// memory nobody can free. Process-wide because a destructor may run after
+// its environment's instance data is gone.
+std::atomic<size_t> g_sockets_alive{0};
 
 InstanceData* Data(Napi::Env env) { return env.GetInstanceData<InstanceData>(); }
 
@@ -242,6 +249,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     if (core_ == nullptr) ThrowSystem(env, err, "uv_poll_init");
     async_context_ = std::make_unique<Napi::AsyncContext>(env, "FdbridgeSocket", Value());
     Data(env)->sockets.insert(this);
+    g_sockets_alive++;
     Ref();  // strong until close()
   }
 
@@ -249,6 +257,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     // Only reached after close() or at environment teardown (the object is
     // strongly referenced while open); the cleanup hook has detached core_.
     if (core_ != nullptr) Detach(nullptr, nullptr);
+    g_sockets_alive--;
   }
 
   // Closes the socket. Called by close() and by the cleanup hook.
@@ -286,6 +295,14 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
         queued_dup_sends_.clear();
       }
     }
+    // Break the cycle that would keep this object alive forever: these
+    // persistent references are GC roots, and the JS functions' closures
+    // (and the receive buffer's view) refer back to the JS wrapper, which
+    // owns this object. A closed socket delivers no more events, so nothing
+    // needs them; left set, every closed socket kept its receive buffer.
+    on_message_.Reset();
+    on_accept_.Reset();
+    buffer_ref_.Reset();
   }
 
   void ReleaseJsRef() {
@@ -696,6 +713,11 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// socketsAlive() -> socket objects not yet garbage collected (open or closed).
+Napi::Value SocketsAlive(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(g_sockets_alive.load()));
+}
+
 Napi::Value SocketPair(const Napi::CallbackInfo& info) {
   int type = ArgSockType(info, 0);
   int sv[2];
@@ -946,6 +968,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("Socket", socket);
 
   exports.Set("init", Napi::Function::New<Init>(env, "init"));
+  exports.Set("socketsAlive", Napi::Function::New<SocketsAlive>(env, "socketsAlive"));
   exports.Set("socketpair", Napi::Function::New<SocketPair>(env, "socketpair"));
   exports.Set("listen", Napi::Function::New<Listen>(env, "listen"));
   exports.Set("connect", Napi::Function::New<Connect>(env, "connect"));

@@ -110,6 +110,8 @@ export interface NativeBinding {
   Socket: NativeSocketConstructor;
   init(makeError: (kind: string, errno: number, syscall: string, details: Record<string, unknown>) => Error): void;
   socketpair(type: number): [number, number];
+  /** Socket objects (all environments) not yet garbage collected, open or closed. */
+  socketsAlive(): number;
   listen(type: number, name: string, abstract: boolean, mode: number, backlog: number): number;
   connect(type: number, name: string, abstract: boolean): number;
   dup(fd: number): number;
