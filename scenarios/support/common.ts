@@ -136,25 +136,41 @@ export async function cliTransportArgs(ctx: ScenarioContext): Promise<string[]> 
 }
 
 /**
+ * How many far-side duplicates a bench case lets pile up before it closes
+ * them (one adopt + closeAdopted pair per batch, untimed).
+ */
+const CLOSE_BATCH = 256;
+
+/**
  * A bench case whose timed operation is `dup` (one duplication round trip,
- * or one batch); what it made is closed on the far side untimed, after each
- * call, so nothing accumulates. `teardown` closes the client's own fds after
- * the connection.
+ * or one batch); what it made is closed on the far side untimed, in batches
+ * of CLOSE_BATCH, so nothing accumulates. Why batches: tinybench's time
+ * budget counts only the timed calls, so an operation of about a
+ * microsecond (direct, worker) runs some 400,000 times in 500 ms; closing
+ * after every call would add two worker round trips (about 50 µs, mostly
+ * futex wake-ups between the threads) to each, 20 s of wall clock per
+ * worker row. `teardown` closes the rest, then the connection, then the
+ * client's own fds.
  */
 export function dupBenchCase(conn: Connection, dup: () => Promise<number[]>, teardown: () => void): BenchCase {
   let made: number[] = [];
+  const closeMade = async (): Promise<void> => {
+    const fds = made;
+    made = [];
+    await closeRemote(conn, fds);
+  };
   return {
     fn: async () => {
       made.push(...(await dup()));
     },
-    afterEach: async () => {
-      const fds = made;
-      made = [];
-      await closeRemote(conn, fds);
-    },
+    afterEach: () => (made.length >= CLOSE_BATCH ? closeMade() : undefined),
     teardown: async () => {
-      await conn.close();
-      teardown();
+      try {
+        await closeMade();
+        await conn.close();
+      } finally {
+        teardown();
+      }
     },
   };
 }
