@@ -32,10 +32,13 @@ import { profileByName } from './profiles';
 import { createRng, hashSeed, type Rng } from './rng';
 import type {
   BenchCase,
+  ErrorMatcher,
   Expectation,
+  ExpectedFailure,
   HelperControl,
   Latency,
   Leak,
+  LeakMatcher,
   ResultRow,
   ResultsFile,
   RunOptions,
@@ -102,9 +105,24 @@ export function discoverScenarios(scenariosDir: string = defaultScenariosDir()):
     for (const t of scenario.transports ?? []) {
       if (!known.has(t)) throw new TypeError(`${file}: unknown transport ${t}; use ${[...known].join(', ')}`);
     }
+    const declared = declarationProblem(scenario);
+    if (declared) throw new TypeError(`${file}: ${declared}`);
     out.push({ scenario, file });
   }
   return out;
+}
+
+/** Why a scenario's expected failure is not declared well enough to be checked, if it is not. */
+function declarationProblem(scenario: Scenario): string | undefined {
+  const expect = scenario.expect ?? 'pass';
+  const { leaks, error } = scenario.failure ?? {};
+  if (expect === 'leak' && (leaks === undefined || leaks.length === 0)) {
+    return "expect 'leak' needs failure.leaks: the file(s) whose leak the oracle must see";
+  }
+  if (expect === 'fail' && (error === undefined || (error.name ?? error.code ?? error.check) === undefined)) {
+    return "expect 'fail' needs failure.error with a name, code or check: the error run() must end with";
+  }
+  return undefined;
 }
 
 // ---------------------------------------------------------------------------
@@ -255,9 +273,35 @@ interface RowEnvironment {
   stray: unknown[];
 }
 
-/** Applies the scenario's expectation (harness/types.ts) to what happened. */
+function leakMatches(leak: Leak, m: LeakMatcher): boolean {
+  if (m.role !== undefined && m.role !== leak.role) return false;
+  return typeof m.target === 'string' ? leak.target === m.target : m.target.test(leak.target);
+}
+
+function errorMatches(err: unknown, m: ErrorMatcher): boolean {
+  if (typeof err !== 'object' || err === null) return false;
+  const e = err as { name?: unknown; code?: unknown; check?: unknown };
+  return (
+    (m.name === undefined || e.name === m.name) &&
+    (m.code === undefined || e.code === m.code) &&
+    (m.check === undefined || e.check === m.check)
+  );
+}
+
+function describeMatcher(m: ErrorMatcher | LeakMatcher): string {
+  return Object.entries(m)
+    .map(([k, v]) => `${k} ${String(v)}`)
+    .join(', ');
+}
+
+/**
+ * Applies the scenario's expectation (harness/types.ts) to what happened: an
+ * expected failure counts only when it is the declared one (that error; leaks
+ * of those files), so a scenario that breaks some other way fails.
+ */
 function verdict(
   expect: Expectation,
+  failure: ExpectedFailure,
   outcome: { error?: unknown; leaks: Leak[]; closed: Leak[] },
 ): { status: Status; error?: string } {
   const { error, leaks, closed } = outcome;
@@ -273,18 +317,27 @@ function verdict(
       if (error !== undefined) problems.unshift(errorText(error));
       if (leaks.length > 0) problems.push(`undeclared leak of ${leaks.length} fd(s): ${formatEntries(leaks)}`);
       return problems.length > 0 ? { status: 'fail', error: problems.join('\n') } : { status: 'pass' };
-    case 'leak':
+    case 'leak': {
+      const declared = failure.leaks ?? [];
+      const other = leaks.filter((l) => !declared.some((m) => leakMatches(l, m)));
       if (error !== undefined) problems.unshift(`a 'leak' scenario must complete, but it threw: ${errorText(error)}`);
-      if (leaks.length === 0) problems.push("expected a leak ('leak' scenario), but the oracle saw none");
+      if (leaks.length === 0) problems.push(`expected a leak of ${declared.map(describeMatcher).join(' or ')} ('leak' scenario), but the oracle saw none`);
+      if (other.length > 0) problems.push(`undeclared leak of ${other.length} fd(s): ${formatEntries(other)}`);
       return problems.length > 0
         ? { status: 'fail', error: problems.join('\n') }
         : { status: 'expected-fail', error: `leak caught: ${formatEntries(leaks)}` };
-    case 'fail':
-      if (error === undefined) problems.unshift("expected run() to throw ('fail' scenario), but it completed");
+    }
+    case 'fail': {
+      const declared = failure.error ?? {};
+      if (error === undefined) problems.unshift(`expected run() to throw ${describeMatcher(declared)} ('fail' scenario), but it completed`);
+      else if (!errorMatches(error, declared)) {
+        problems.unshift(`expected run() to throw ${describeMatcher(declared)}, but it threw another error: ${errorText(error)}`);
+      }
       if (leaks.length > 0) problems.push(`undeclared leak of ${leaks.length} fd(s): ${formatEntries(leaks)}`);
       return problems.length > 0
         ? { status: 'fail', error: problems.join('\n') }
         : { status: 'expected-fail', error: `failure caught: ${errorText(error)}` };
+    }
     default:
       return { status: 'fail', error: `unknown expectation ${String(expect)}` };
   }
@@ -427,7 +480,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment): Promise<ResultRow> 
   }
 
   const expect = scenario.expect ?? 'pass';
-  const { status, error: why } = verdict(expect, { error, leaks, closed });
+  const { status, error: why } = verdict(expect, scenario.failure ?? {}, { error, leaks, closed });
   const result: ResultRow = {
     scenario: scenario.name,
     transport,

@@ -12,12 +12,40 @@ import type { Rng } from './rng';
  * What a scenario is expected to do:
  * - 'pass': run() completes and the leak oracle sees no leak;
  * - 'leak': an expected failure (a known bug reproduced on purpose): the
- *   oracle MUST see a leak, else the scenario fails;
- * - 'fail': an expected failure: run() MUST throw (a wrong file written, a
- *   wrong result), else the scenario fails.
- * A scenario that behaves as declared for 'leak' or 'fail' is 'expected-fail'.
+ *   oracle MUST see a leak matching `failure.leaks`, and no other leak;
+ * - 'fail': an expected failure: run() MUST throw the error `failure.error`
+ *   names (a wrong file written, a wrong result: see harness/check.ts), and
+ *   leak nothing.
+ * A scenario that behaves as declared for 'leak' or 'fail' is 'expected-fail';
+ * any other outcome (another error, another leak, none) is 'fail'.
  */
 export type Expectation = 'pass' | 'leak' | 'fail';
+
+/** One leak a 'leak' scenario declares: the file the fd names, and optionally whose table it is in. */
+export interface LeakMatcher {
+  /** The fd's target (`/memfd:name (deleted)`, a path, `pipe:[...]`): equal to a string, or matching a RegExp. */
+  target: string | RegExp;
+  /** The role of the process (client, child, helper, worker, ...); any when absent. */
+  role?: string;
+}
+
+/** Which error a 'fail' scenario must end with; every given field must match. */
+export interface ErrorMatcher {
+  /** The error's class name (err.name), e.g. 'PeerExitedError', 'CheckFailure'. */
+  name?: string;
+  /** Its `code`, e.g. 'ERR_FDBRIDGE_TRUNCATED'. */
+  code?: string;
+  /** A CheckFailure's check name (harness/check.ts). */
+  check?: string;
+}
+
+/** What an expected-failure scenario declares must go wrong. */
+export interface ExpectedFailure {
+  /** 'leak': every leak the oracle sees must match one of these (and it must see one). */
+  leaks?: readonly LeakMatcher[];
+  /** 'fail': the error run() throws. */
+  error?: ErrorMatcher;
+}
 
 export interface Scenario {
   /** kebab-case and unique; the file is scenarios/<name>.scenario.ts. */
@@ -28,6 +56,8 @@ export interface Scenario {
   transports?: readonly TransportName[];
   /** Default 'pass'. */
   expect?: Expectation;
+  /** Required with expect 'leak' (leaks) and 'fail' (error): which check must fail. */
+  failure?: ExpectedFailure;
   /** Free-form tags ('conformance', 'seed-bug', 'fault', 'soak', ...); profiles select by tag. */
   tags?: readonly string[];
   /** Does the work and checks it; throws (node:assert) on failure. */

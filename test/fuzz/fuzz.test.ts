@@ -53,7 +53,7 @@ const log = (what: string, stats: unknown, ms: number): void => {
 
 describe(`fuzz (seed ${SEED}, ${ITERATIONS} decoder iterations, ${FRAMES} frames per receive path)`, () => {
   test(
-    'decodeFrame returns a well-formed Frame or throws ProtocolError, nothing else, never slowly',
+    'decodeFrame returns a well-formed Frame or throws ProtocolError, nothing else',
     () => {
       const t0 = performance.now();
       const stats = fuzzDecoder(createRng(SEED).fork('decoder'), ITERATIONS);
@@ -61,7 +61,6 @@ describe(`fuzz (seed ${SEED}, ${ITERATIONS} decoder iterations, ${FRAMES} frames
       expect(stats.rejected).toBeGreaterThan(0);
       // The generator reaches every frame type the decoder accepts.
       expect(Object.keys(stats.decoded).length).toBe(12);
-      expect(stats.slowestMs).toBeLessThan(1000);
     },
     TIMEOUT_MS,
   );

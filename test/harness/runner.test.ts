@@ -4,11 +4,12 @@
  * scenarios under test/fixtures/scenarios, reading back --json.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { packageRoot } from '../../src/native';
+import { discoverScenarios } from '../../harness/runner';
 import type { ResultRow, ResultsFile } from '../../harness/types';
 import { CLI } from '../util/processes';
 
@@ -132,6 +133,44 @@ test("expected throws are 'expected-fail', skips are 'skip', a hanging row times
     expect(row(r.results, 'hangs', t)).toMatchObject({ status: 'fail', leaks: [], error: expect.stringMatching(/timed out after 500 ms/) });
   }
   expect(r.results.totals).toMatchObject({ attempts: 2, undeclaredLeaks: 0 });
+});
+
+test('an expected failure counts only as declared: another error or another leak fails the row', async () => {
+  const r = await run(['--scenario', 'wrong-failure,leaks-another-file,expected-throw', '--transport', 'direct']);
+  expect(r.code).toBe(1);
+  expect(row(r.results, 'expected-throw', 'direct')).toMatchObject({
+    status: 'expected-fail',
+    error: expect.stringMatching(/CheckFailure \[ERR_SCENARIO_CHECK\]: wrong-file-written/),
+  });
+  expect(row(r.results, 'wrong-failure', 'direct')).toMatchObject({
+    status: 'fail',
+    error: expect.stringMatching(/expected run\(\) to throw check wrong-file-written, but it threw another error: AssertionError/),
+  });
+  const other = row(r.results, 'leaks-another-file', 'direct');
+  expect(other.status).toBe('fail');
+  expect(other.error).toMatch(/undeclared leak of 1 fd\(s\): .*\/undeclared-file/);
+  expect(other.leaks).toEqual([expect.objectContaining({ role: 'client', target: expect.stringMatching(/\/undeclared-file$/) })]);
+});
+
+test('a scenario that expects a failure without declaring which one is a build error', () => {
+  const scenarios = mkdtempSync(join(tmpdir(), 'fdbridge-undeclared-'));
+  try {
+    for (const [expect_, failure] of [
+      ['fail', '{}'],
+      ['fail', '{ error: {} }'],
+      ['leak', '{ leaks: [] }'],
+      ['leak', 'undefined'],
+    ] as const) {
+      const file = join(scenarios, `undeclared-${expect_}-${failure.length}.scenario.js`);
+      writeFileSync(file, `module.exports = { name: 'u', description: 'd', expect: '${expect_}', failure: ${failure}, run: async () => {} };`);
+      expect(() => discoverScenarios(scenarios)).toThrow(new RegExp(`expect '${expect_}' needs failure\\.`));
+      rmSync(file);
+    }
+    writeFileSync(join(scenarios, 'declared.scenario.js'), "module.exports = { name: 'd', description: 'd', expect: 'fail', failure: { code: 'X', error: { code: 'ERR_X' } }, run: async () => {} };");
+    expect(discoverScenarios(scenarios).map((l) => l.scenario.name)).toEqual(['d']);
+  } finally {
+    rmSync(scenarios, { recursive: true, force: true });
+  }
 });
 
 test('totals: counters summed, peaks the largest over rows, the standard counters always there, and a totals line', async () => {

@@ -26,8 +26,8 @@ describe.each<SocketKind>(['stream', 'dgram', 'seqpacket'])('%s', (kind) => {
       const pending = b.receive().finally(() => (settled = true));
       const t = ticks(5);
       s.defer(t.stop);
+      // Reaching 5 ticks is the check: a blocked loop never gets there (the test times out).
       await t.reached;
-      expect(t.count()).toBeGreaterThanOrEqual(5);
       expect(settled).toBe(false);
       const { fd } = s.file();
       await a.send(Buffer.from('late'), [fd.fd]);

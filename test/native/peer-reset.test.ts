@@ -7,10 +7,22 @@
  * connection whose command process dies with requests unread must still
  * resolve the requests it answered before.
  */
+import { readFileSync } from 'node:fs';
+
 import { connect, makeMemfd, PeerExitedError, PROBE_COMMAND } from '../../src';
 import { closeFd, sameFile } from '../../src/fd';
 import { UnixSocket, type Message, type SocketKind } from '../../src/socket';
 import { expectSystemError, withScope } from './helpers';
+
+/**
+ * Blocks this thread until `pid` has exited. Nothing is reaped meanwhile (that
+ * takes an event-loop turn), so the dead child stays a zombie ('Z'). A child
+ * that never dies hangs here; jest then reports the test's timeout.
+ */
+function blockUntilExited(pid: number): void {
+  const nap = new Int32Array(new SharedArrayBuffer(4));
+  while (!/^\d+ \(.*\) [ZX] /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'))) Atomics.wait(nap, 0, 0, 1);
+}
 
 describe('messages queued before the peer closed with our data unread', () => {
   test.each<SocketKind>(['seqpacket', 'stream'])('%s: delivered (fds included) before ECONNRESET', (kind) =>
@@ -52,10 +64,11 @@ test('child: a call answered before the command process died with requests unrea
         const echo = conn.call('echo', 'answered');
         // The first duplication kills it; the two behind it stay unread in its socket.
         const dups = [conn.dupFileDescriptor(source), conn.dupFileDescriptors([source, source]), conn.dupFileDescriptors([source])];
-        // Keep this thread busy while the child answers and dies, so that the
-        // answer waits in our socket behind the reset.
-        const until = Date.now() + 150;
-        while (Date.now() < until);
+        // Let the folded duplications leave (a microtask), then hold this
+        // thread (no event-loop turn, so nothing is read) until the child has
+        // answered and died: the answer then waits in our socket behind the reset.
+        await Promise.resolve();
+        blockUntilExited(conn.location.pid);
         const [e, ...d] = await Promise.allSettled([echo, ...dups]);
         expect(e).toEqual({ status: 'fulfilled', value: 'answered' });
         for (const x of d) expect(x.status === 'rejected' && x.reason instanceof PeerExitedError).toBe(true);

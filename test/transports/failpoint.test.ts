@@ -4,7 +4,7 @@
  * environment), where it kills that process at the chosen step.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -93,9 +93,13 @@ describe('through the environment of the command process', () => {
       else process.env[FAILPOINT_ENV] = saved;
     }
     try {
+      const environ = readFileSync(`/proc/${conn.location.pid}/environ`, 'latin1').split('\0');
+      expect(environ.filter((e) => e.startsWith(`${FAILPOINT_ENV}=`))).toEqual([]);
+      // Armed, the failpoint would have killed the child at the first duplication.
       const [a, b] = await conn.dupFileDescriptors([fd, fd]);
       await conn.call('adopt', [a, b]);
       await conn.call('closeAdopted', [a, b]);
+      expect(await conn.call('echo', 'alive')).toBe('alive');
     } finally {
       await conn.close();
     }

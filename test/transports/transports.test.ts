@@ -53,6 +53,9 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
   const opened: Connection[] = [];
   let helperBaseline: FdTable | undefined;
 
+  /** Connections whose command process a test SIGKILLed on purpose. */
+  const killed = new WeakSet<Connection>();
+
   async function open(command = PROBE_COMMAND): Promise<Connection> {
     const conn = await connect(transport, { command, socketPath });
     opened.push(conn);
@@ -68,9 +71,9 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
       await conn.close();
       if (SPAWNED.has(transport)) {
         // The command's process ends with the connection, and ends cleanly
-        // unless a test killed it.
+        // (exit code 0, no signal) unless the test SIGKILLed it.
         const exit = await exitOf((conn as ChildConnection).child);
-        expect([0, null]).toContain(exit.code);
+        expect(exit).toEqual(killed.has(conn) ? { code: null, signal: 'SIGKILL' } : { code: 0, signal: null });
       }
     }
     if (helperBaseline) {
@@ -283,11 +286,11 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
       expect((err as Error).message).toMatch(/^connect failed: .* exited with code 7/);
     });
 
-    test('a child killed with SIGKILL mid-request fails every pending call within a second', async () => {
+    test('a child killed with SIGKILL mid-request fails every pending call with PeerExitedError (a hang would hit the test timeout)', async () => {
       const conn = await open();
       const pid = conn.location.pid;
       const calls = [conn.call('hang'), conn.call('hang')];
-      const before = Date.now();
+      killed.add(conn);
       process.kill(pid, 'SIGKILL');
       for (const call of calls) {
         const err = await call.catch((e: unknown) => e);
@@ -295,7 +298,6 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
         expect(err).toMatchObject({ code: 'ERR_FDBRIDGE_PEER_EXITED', transport, pid, signal: 'SIGKILL' });
         expect((err as Error).message).toMatch(/killed by SIGKILL/);
       }
-      expect(Date.now() - before).toBeLessThan(1000);
       // A dead peer fails new requests at once, and takes no fd with it.
       const fd = makeMemfd();
       try {
@@ -334,7 +336,7 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
 });
 
 describe('helper daemon killed with SIGKILL', () => {
-  test('pending calls fail within a second; a new daemon replaces the stale socket; SIGTERM removes it', async () => {
+  test('pending calls fail with PeerExitedError; a new daemon replaces the stale socket; SIGTERM removes it', async () => {
     const path = join(dir, 'doomed.sock');
     const doomed = await startHelperProcess(path);
     const conn = await connect('helper', { command: PROBE_COMMAND, socketPath: path });
@@ -342,13 +344,11 @@ describe('helper daemon killed with SIGKILL', () => {
     try {
       await conn.dupFileDescriptor(fd);
       const pending = conn.call('hang');
-      const before = Date.now();
       await doomed.stop('SIGKILL');
       const err = await pending.catch((e: unknown) => e);
       expect(err).toBeInstanceOf(PeerExitedError);
       expect(err).toMatchObject({ transport: 'helper', pid: doomed.pid });
       expect((err as Error).message).toMatch(/helper daemon \(pid \d+\) exited/);
-      expect(Date.now() - before).toBeLessThan(1000);
     } finally {
       closeFd(fd);
       await conn.close();
