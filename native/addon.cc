@@ -10,7 +10,9 @@
 #include <errno.h>
 #include <math.h>
 #include <sys/resource.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #include <atomic>
 #include <cstring>
@@ -179,6 +181,8 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     return DefineClass(env, "Socket",
                        {
                            InstanceMethod<&SocketWrap::Send>("send"),
+                           InstanceMethod<&SocketWrap::SendTo>("sendTo"),
+                           InstanceMethod<&SocketWrap::ReceiveFrom>("receiveFrom"),
                            InstanceMethod<&SocketWrap::StartReading>("startReading"),
                            InstanceMethod<&SocketWrap::StopReading>("stopReading"),
                            InstanceMethod<&SocketWrap::StartAccepting>("startAccepting"),
@@ -188,6 +192,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
                            InstanceMethod<&SocketWrap::CloseMethod>("close"),
                            InstanceAccessor<&SocketWrap::GetFd>("fd"),
                            InstanceAccessor<&SocketWrap::GetQueued>("queuedSends"),
+                           InstanceAccessor<&SocketWrap::GetFullSends>("fullSends"),
                            InstanceAccessor<&SocketWrap::GetBuffer>("buffer"),
                            InstanceMethod<&SocketWrap::ServeDuplications>("serveDuplications"),
                            InstanceMethod<&SocketWrap::RequestDup>("requestDup"),
@@ -339,14 +344,50 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
       }
       ThrowSystem(env, r, "sendmsg");
     }
-    if (r == 1 && info.Length() > 2 && info[2].IsFunction()) {
-      // An optional tag (any value) comes back as the callback's second
-      // argument, so one callback can serve every send: no closure per send.
-      PendingSend p{Napi::Persistent(info[2].As<Napi::Function>()), Napi::Reference<Napi::Value>()};
-      if (info.Length() > 3 && !info[3].IsUndefined()) p.tag = Napi::Persistent(info[3]);
-      send_callbacks_.emplace(id, std::move(p));
-    }
+    if (r == 1) AwaitSendCompletion(info, 2, id);
     return Napi::Number::New(env, r);
+  }
+
+  // A queued send's callback: info[at] (a function) is called with (err,
+  // tag), tag being info[at + 1].
+  void AwaitSendCompletion(const Napi::CallbackInfo& info, size_t at, uint32_t id) {
+    if (info.Length() <= at || !info[at].IsFunction()) return;
+    // An optional tag (any value) comes back as the callback's second
+    // argument, so one callback can serve every send: no closure per send.
+    PendingSend p{Napi::Persistent(info[at].As<Napi::Function>()), Napi::Reference<Napi::Value>()};
+    if (info.Length() > at + 1 && !info[at + 1].IsUndefined()) p.tag = Napi::Persistent(info[at + 1]);
+    send_callbacks_.emplace(id, std::move(p));
+  }
+
+  // sendTo(name, abstract, data, fds?, waitWhenFull, callback?, tag?) -> 0 sent now | 1 queued
+  // (a full receiver and waitWhenFull; callback(err|null, tag) later).
+  Napi::Value SendTo(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string name = ArgName(info, 0);
+    bool abstract = info.Length() > 1 && info[1].ToBoolean();
+    struct sockaddr_un to;
+    socklen_t to_len;
+    int err = SockAddress(name.data(), name.size(), abstract, &to, &to_len);
+    if (err != 0) ThrowSystem(env, err, "sendto");
+    const char* data;
+    size_t len;
+    ArgBytes(info, 2, &data, &len);
+    std::vector<int>& fds = scratch_fds_;
+    ArgFdList(info, 3, &fds);
+    bool wait = info.Length() > 4 && info[4].ToBoolean();
+    UnixSocket* core = Core(env, "sendto");
+    if (core->type() != SOCK_DGRAM) throw Napi::TypeError::New(env, "sendTo needs a DGRAM socket");
+    uint32_t id = next_send_id_++;
+    if (next_send_id_ == 0) next_send_id_ = 1;
+    int r = core->SendTo(&to, to_len, data, len, fds.data(), fds.size(), id, wait);
+    if (r < 0) ThrowSystem(env, r, "sendto");
+    if (r == 1) AwaitSendCompletion(info, 5, id);
+    return Napi::Number::New(env, r);
+  }
+
+  Napi::Value ReceiveFrom(const Napi::CallbackInfo& info) {
+    Core(info.Env(), "recvfrom")->ReceiveFrom(info.Length() > 0 && info[0].ToBoolean());
+    return info.Env().Undefined();
   }
 
   Napi::Value StartReading(const Napi::CallbackInfo& info) {
@@ -511,6 +552,9 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   Napi::Value GetBuffer(const Napi::CallbackInfo& info) {
     return buffer_ref_.IsEmpty() ? info.Env().Undefined() : buffer_ref_.Value();
   }
+  Napi::Value GetFullSends(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), core_ != nullptr ? static_cast<double>(core_->full_sends()) : 0);
+  }
   Napi::Value GetQueued(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), core_ != nullptr ? static_cast<double>(core_->queued_sends()) : 0);
   }
@@ -584,6 +628,56 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     if (!Emit(on_message_, {env.Null(), buf, arr})) {
       for (size_t i = 0; i < nfds; i++) FdClose(fds[i]);
     }
+  }
+
+  // onMessage(null, data, fds, from, credentials): `from` is null for an
+  // unbound sender, a path string, or { abstract: name }; `credentials`
+  // ({ pid, uid, gid }) only on a socket with SO_PASSCRED.
+  void OnDatagram(const char* data, size_t len, const int* fds, size_t nfds, const ScmSender& sender) override {
+    Napi::Env env = Env();
+    if (on_message_.IsEmpty() || !CanCallIntoJs()) {
+      for (size_t i = 0; i < nfds; i++) FdClose(fds[i]);
+      return;
+    }
+    Napi::HandleScope scope(env);
+    napi_value buf, arr, from, cred;
+    try {
+      buf = buffer_ref_.IsEmpty() ? static_cast<napi_value>(Napi::Buffer<char>::Copy(env, data, len))
+                                  : static_cast<napi_value>(Napi::Number::New(env, static_cast<double>(len)));
+      arr = nfds == 0 ? static_cast<napi_value>(env.Undefined()) : static_cast<napi_value>(FdArray(env, fds, nfds));
+      from = SenderAddress(env, sender);
+      if (sender.has_cred) {
+        Napi::Object c = Napi::Object::New(env);
+        c.Set("pid", Napi::Number::New(env, sender.pid));
+        c.Set("uid", Napi::Number::New(env, sender.uid));
+        c.Set("gid", Napi::Number::New(env, sender.gid));
+        cred = c;
+      } else {
+        cred = env.Undefined();
+      }
+    } catch (const Napi::Error& e) {
+      for (size_t i = 0; i < nfds; i++) FdClose(fds[i]);
+      ReportException(e);
+      return;
+    }
+    if (!Emit(on_message_, {env.Null(), buf, arr, from, cred})) {
+      for (size_t i = 0; i < nfds; i++) FdClose(fds[i]);
+    }
+  }
+
+  static napi_value SenderAddress(Napi::Env env, const ScmSender& sender) {
+    const size_t base = offsetof(struct sockaddr_un, sun_path);
+    // An unbound sender: the kernel gives just the family (unix_copy_addr).
+    if (sender.addr_len <= base) return env.Null();
+    size_t n = sender.addr_len - base;
+    if (n > sizeof(sender.addr.sun_path)) n = sizeof(sender.addr.sun_path);
+    const char* p = sender.addr.sun_path;
+    if (p[0] == '\0') {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("abstract", Napi::String::New(env, p + 1, n - 1));
+      return o;
+    }
+    return Napi::String::New(env, p, strnlen(p, n));
   }
 
   void OnReceiveError(const RecvResult& r, const char* data, size_t len) override {
@@ -725,15 +819,21 @@ Napi::Value SocketPair(const Napi::CallbackInfo& info) {
   return FdArray(info.Env(), sv, 2);
 }
 
-// listen(type, name, abstract, mode, backlog)
+// listen(type, name, abstract, mode, backlog, passCred?)
 Napi::Value Listen(const Napi::CallbackInfo& info) {
   int type = ArgSockType(info, 0);
   std::string name = ArgName(info, 1);
   bool abstract = info.Length() > 2 && info[2].ToBoolean();
   int mode = ArgInt(info, 3, "mode");
   int backlog = ArgInt(info, 4, "backlog");
-  int fd = SockListen(type, name.data(), name.size(), abstract, mode, backlog);
+  bool pass_cred = info.Length() > 5 && info[5].ToBoolean();
+  int fd = SockListen(type, name.data(), name.size(), abstract, mode, backlog, pass_cred);
   return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), fd, "bind"));
+}
+
+// dgramSocket() -> an unbound DGRAM socket (non-blocking, close-on-exec).
+Napi::Value DgramSocket(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), SockOpen(SOCK_DGRAM), "socket"));
 }
 
 Napi::Value Connect(const Napi::CallbackInfo& info) {
@@ -972,6 +1072,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("socketpair", Napi::Function::New<SocketPair>(env, "socketpair"));
   exports.Set("listen", Napi::Function::New<Listen>(env, "listen"));
   exports.Set("connect", Napi::Function::New<Connect>(env, "connect"));
+  exports.Set("dgramSocket", Napi::Function::New<DgramSocket>(env, "dgramSocket"));
   exports.Set("dup", Napi::Function::New<Dup>(env, "dup"));
   exports.Set("close", Napi::Function::New<Close>(env, "close"));
   exports.Set("dupAll", Napi::Function::New<DupAll>(env, "dupAll"));

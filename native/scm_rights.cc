@@ -20,7 +20,8 @@ size_t ScmControlSpace(size_t max_fds) {
          CMSG_SPACE(sizeof(int)) + CMSG_SPACE(256);
 }
 
-ssize_t ScmSend(int sock, const void* data, size_t len, const int* fds, size_t nfds) {
+ssize_t ScmSend(int sock, const void* data, size_t len, const int* fds, size_t nfds,
+                const struct sockaddr_un* to, socklen_t to_len) {
   if (nfds > kMaxFdsPerMessage) return -EINVAL;
   union {
     struct cmsghdr align;
@@ -33,6 +34,10 @@ ssize_t ScmSend(int sock, const void* data, size_t len, const int* fds, size_t n
   memset(&msg, 0, sizeof(msg));
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
+  if (to != nullptr) {
+    msg.msg_name = const_cast<struct sockaddr_un*>(to);
+    msg.msg_namelen = to_len;
+  }
   if (nfds > 0) {
     size_t payload = nfds * sizeof(int);
     memset(control.buf, 0, CMSG_SPACE(payload));
@@ -96,7 +101,8 @@ bool PeerHasShutDown(int sock) {
 }  // namespace
 
 void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
-             size_t control_len, int* fds, size_t max_fds, RecvResult* out) {
+             size_t control_len, int* fds, size_t max_fds, RecvResult* out,
+             ScmSender* sender) {
   memset(out, 0, sizeof(*out));
   struct iovec iov;
   iov.iov_base = buf;
@@ -107,6 +113,11 @@ void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
   msg.msg_iovlen = 1;
   msg.msg_control = control;
   msg.msg_controllen = control_len;
+  if (sender != nullptr) {
+    sender->has_cred = false;
+    msg.msg_name = &sender->addr;
+    msg.msg_namelen = sizeof(sender->addr);
+  }
   // MSG_TRUNC on DGRAM/SEQPACKET makes recvmsg return the real length of a
   // message that did not fit, so the error can say how big it was.
   int flags = MSG_CMSG_CLOEXEC | MSG_DONTWAIT | (sock_type == SOCK_STREAM ? 0 : MSG_TRUNC);
@@ -124,6 +135,7 @@ void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
     return;
   }
   out->bytes = static_cast<size_t>(n);
+  if (sender != nullptr) sender->addr_len = msg.msg_namelen;
 
   if (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) {
     out->fds_closed = CloseAllCmsgFds(&msg);
@@ -137,6 +149,15 @@ void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
     if (c->cmsg_len < CMSG_LEN(0)) continue;
     if (c->cmsg_level != SOL_SOCKET ||
         (c->cmsg_type != SCM_RIGHTS && c->cmsg_type != SCM_PIDFD)) {
+      if (sender != nullptr && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS &&
+          c->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
+        struct ucred cred;
+        memcpy(&cred, CMSG_DATA(c), sizeof(cred));
+        sender->has_cred = true;
+        sender->pid = cred.pid;
+        sender->uid = cred.uid;
+        sender->gid = cred.gid;
+      }
       out->other_cmsgs++;
       continue;
     }

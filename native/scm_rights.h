@@ -4,7 +4,9 @@
 #define FDBRIDGE_SCM_RIGHTS_H_
 
 #include <stddef.h>
+#include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/un.h>
 
 namespace fdbridge {
 
@@ -18,10 +20,13 @@ constexpr size_t kMaxFdsPerMessage = 253;
 size_t ScmControlSpace(size_t max_fds);
 
 // One sendmsg(2) with MSG_NOSIGNAL (EPIPE instead of SIGPIPE) and, when
-// nfds > 0, one SCM_RIGHTS cmsg. Returns the number of data bytes sent or
-// -errno (EAGAIN when the socket is full). The kernel validates every fd before
-// queueing anything: on EBADF nothing was sent. Retries EINTR.
-ssize_t ScmSend(int sock, const void* data, size_t len, const int* fds, size_t nfds);
+// nfds > 0, one SCM_RIGHTS cmsg; to the address `to` (sendto on an
+// unconnected DGRAM socket) when given. Returns the number of data bytes sent
+// or -errno (EAGAIN when the socket, or a DGRAM receiver's queue, is full).
+// The kernel validates every fd before queueing anything: on EBADF nothing
+// was sent. Retries EINTR.
+ssize_t ScmSend(int sock, const void* data, size_t len, const int* fds, size_t nfds,
+                const struct sockaddr_un* to = nullptr, socklen_t to_len = 0);
 
 enum class RecvStatus {
   kMessage,     // data (possibly 0 bytes on DGRAM/SEQPACKET) and fds
@@ -42,6 +47,21 @@ struct RecvResult {
   size_t other_cmsgs;  // control messages other than SCM_RIGHTS, skipped
 };
 
+// Who sent a datagram: its address (recvmsg's msg_name) and, on a socket
+// with SO_PASSCRED, its SCM_CREDENTIALS.
+struct ScmSender {
+  struct sockaddr_un addr;
+  // sizeof(sa_family_t) or less: the sender's socket is not bound (it has no
+  // address, so it cannot be answered).
+  socklen_t addr_len;
+  bool has_cred;
+  // Checked by the kernel: the sender's own pid/uid/gid unless it holds
+  // CAP_SYS_ADMIN / CAP_SETUID / CAP_SETGID (which may claim others).
+  pid_t pid;
+  uid_t uid;
+  gid_t gid;
+};
+
 // One recvmsg(2) with MSG_CMSG_CLOEXEC (the received fds are close-on-exec
 // atomically, never fixed up afterwards) and MSG_DONTWAIT. `control` must be
 // at least ScmControlSpace(max_fds) bytes and suitably aligned for cmsghdr;
@@ -50,8 +70,12 @@ struct RecvResult {
 //
 // Ownership: on kMessage the caller owns fds[0..nfds). On every other status
 // no fd is left open: whatever the kernel installed was closed here.
+//
+// With `sender`, the sender's address and credentials are filled in too
+// (recvfrom): for a bound DGRAM socket that many peers send to.
 void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
-             size_t control_len, int* fds, size_t max_fds, RecvResult* out);
+             size_t control_len, int* fds, size_t max_fds, RecvResult* out,
+             ScmSender* sender = nullptr);
 
 }  // namespace fdbridge
 

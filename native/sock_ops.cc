@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -23,9 +24,7 @@
 
 namespace fdbridge {
 
-namespace {
-
-int MakeAddress(const char* name, size_t name_len, bool abstract, struct sockaddr_un* addr,
+int SockAddress(const char* name, size_t name_len, bool abstract, struct sockaddr_un* addr,
                 socklen_t* addr_len) {
   if (name_len == 0) return -EINVAL;
   if (name_len > kMaxSocketPathBytes) return -ENAMETOOLONG;
@@ -40,6 +39,8 @@ int MakeAddress(const char* name, size_t name_len, bool abstract, struct sockadd
                                      (abstract ? 0 : 1));
   return 0;
 }
+
+namespace {
 
 int NewSocket(int type) {
   int fd = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -92,13 +93,41 @@ int SockPair(int type, int out[2]) {
   return 0;
 }
 
-int SockListen(int type, const char* name, size_t name_len, bool abstract, int mode, int backlog) {
+int SockOpen(int type) { return NewSocket(type); }
+
+int SockConnectTo(int fd, const struct sockaddr_un* addr, socklen_t addr_len) {
+  int r;
+  do {
+    r = connect(fd, reinterpret_cast<const struct sockaddr*>(addr), addr_len);
+  } while (r != 0 && errno == EINTR);
+  if (r != 0) return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+  return 0;
+}
+
+bool SockWritableNow(int fd) {
+  struct pollfd p;
+  p.fd = fd;
+  p.events = POLLOUT;
+  p.revents = 0;
+  int r;
+  do {
+    r = poll(&p, 1, 0);
+  } while (r < 0 && errno == EINTR);
+  return r > 0 && (p.revents & POLLOUT) != 0;
+}
+
+int SockListen(int type, const char* name, size_t name_len, bool abstract, int mode, int backlog,
+               bool pass_cred) {
   struct sockaddr_un addr;
   socklen_t addr_len;
-  int err = MakeAddress(name, name_len, abstract, &addr, &addr_len);
+  int err = SockAddress(name, name_len, abstract, &addr, &addr_len);
   if (err != 0) return err;
   int fd = NewSocket(type);
   if (fd < 0) return fd;
+  if (pass_cred && (err = SockSetPassCred(fd, true)) != 0) {
+    FdClose(fd);
+    return err;
+  }
   if (bind(fd, reinterpret_cast<struct sockaddr*>(&addr), addr_len) != 0) {
     err = -errno;
     FdClose(fd);
@@ -122,7 +151,7 @@ int SockListen(int type, const char* name, size_t name_len, bool abstract, int m
 int SockConnect(int type, const char* name, size_t name_len, bool abstract) {
   struct sockaddr_un addr;
   socklen_t addr_len;
-  int err = MakeAddress(name, name_len, abstract, &addr, &addr_len);
+  int err = SockAddress(name, name_len, abstract, &addr, &addr_len);
   if (err != 0) return err;
   int fd = NewSocket(type);
   if (fd < 0) return fd;

@@ -5,7 +5,9 @@
 #define FDBRIDGE_SOCK_OPS_H_
 
 #include <stddef.h>
+#include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/un.h>
 
 namespace fdbridge {
 
@@ -15,9 +17,25 @@ namespace fdbridge {
 // abstract names to 107 bytes after the leading NUL.
 constexpr size_t kMaxSocketPathBytes = 107;
 
+// Fills a sockaddr_un for a path or an abstract name: 0, -EINVAL (empty, or a
+// path with a NUL) or -ENAMETOOLONG.
+int SockAddress(const char* name, size_t name_len, bool abstract, struct sockaddr_un* addr,
+                socklen_t* addr_len);
+
 int SockPair(int type, int out[2]);
 
-// socket + bind + (for a path and mode >= 0) chmod + listen. The mode is set
+// An unbound, unconnected socket (a DGRAM sender that needs no address).
+int SockOpen(int type);
+
+// connect(2) of an existing socket to `addr`. On a DGRAM socket this only
+// sets its peer (and may be done again to change it).
+int SockConnectTo(int fd, const struct sockaddr_un* addr, socklen_t addr_len);
+
+// True when poll(2) reports the socket writable right now (POLLOUT).
+bool SockWritableNow(int fd);
+
+// socket + bind + (for a path and mode >= 0) chmod + listen (not for DGRAM:
+// a bound DGRAM socket receives at once). The mode is set
 // before listen(), while nobody can connect yet (connect gives ECONNREFUSED
 // until listen), and through an O_PATH|O_NOFOLLOW handle checked to be a
 // socket owned by us, so a symlink swapped in at the path between bind and
@@ -25,7 +43,12 @@ int SockPair(int type, int out[2]);
 // itself never follows or replaces an existing name: it gives EADDRINUSE.
 // On failure after bind the socket file we created is removed, but only if
 // the path still names it: a file swapped in is never unlinked.
-int SockListen(int type, const char* name, size_t name_len, bool abstract, int mode, int backlog);
+//
+// `pass_cred` sets SO_PASSCRED before bind(2), so that no message can arrive
+// without its sender's credentials (one queued before the option would carry
+// pid 0 and the overflow uid: a false identity).
+int SockListen(int type, const char* name, size_t name_len, bool abstract, int mode, int backlog,
+               bool pass_cred = false);
 
 // Non-blocking connect. AF_UNIX connects complete at once or fail; EAGAIN
 // means the listener's backlog is full (retry later).

@@ -66,9 +66,32 @@ int UnixSocket::Send(const char* data, size_t len, const int* fds, size_t nfds, 
       nfds = 0;
     }
   }
+  return Enqueue(nullptr, 0, data, len, offset, fds, nfds, id);
+}
+
+int UnixSocket::SendTo(const struct sockaddr_un* to, socklen_t to_len, const char* data, size_t len,
+                       const int* fds, size_t nfds, uint32_t id, bool wait_when_full) {
+  if (closed_) return -EBADF;
+  if (nfds > kMaxFdsPerMessage) return -EINVAL;
+  if (type_ != SOCK_DGRAM || to == nullptr || to_len == 0) return -EINVAL;
+  if (queue_.empty()) {
+    // A datagram goes whole or not at all: n is len or -errno.
+    ssize_t n = ScmSend(fd_, data, len, fds, nfds, to, to_len);
+    if (n >= 0) return 0;
+    if (n != -EAGAIN || !wait_when_full) return static_cast<int>(n);
+  } else if (!wait_when_full) {
+    return -EAGAIN;
+  }
+  return Enqueue(to, to_len, data, len, 0, fds, nfds, id);
+}
+
+int UnixSocket::Enqueue(const struct sockaddr_un* to, socklen_t to_len, const char* data, size_t len,
+                        size_t offset, const int* fds, size_t nfds, uint32_t id) {
   QueuedSend q;
   q.offset = 0;
   q.id = id;
+  q.to_len = to_len;
+  if (to != nullptr) q.to = *to;
   q.data.assign(data + offset, data + len);
   // Pin the open files: the caller may close or reuse its fd numbers before
   // the socket becomes writable (oven-sh/bun#37854 sent the wrong file).
@@ -129,7 +152,7 @@ void UnixSocket::UpdatePoll() {
   if (closed_) return;
   int events = 0;
   if (reading_ || accepting_) events |= UV_READABLE;
-  if (!queue_.empty()) events |= UV_WRITABLE;
+  if (!queue_.empty() && !waiting_receiver_) events |= UV_WRITABLE;
   if (events == poll_events_) return;
   poll_events_ = events;
   if (events == 0) {
@@ -162,11 +185,21 @@ void UnixSocket::OnPoll(uv_poll_t* handle, int status, int events) {
 }
 
 void UnixSocket::DoWrite() {
-  while (!queue_.empty() && !closed_) {
+  while (!queue_.empty() && !closed_ && !waiting_receiver_) {
     QueuedSend& q = queue_.front();
     size_t remaining = q.data.size() - q.offset;
-    ssize_t n = ScmSend(fd_, q.data.data() + q.offset, remaining, q.fds.data(), q.fds.size());
-    if (n == -EAGAIN) return;
+    ssize_t n = ScmSend(fd_, q.data.data() + q.offset, remaining, q.fds.data(), q.fds.size(),
+                        q.to_len > 0 ? &q.to : nullptr, q.to_len);
+    if (n == -EAGAIN) {
+      full_sends_++;
+      // Our own send buffer is full: wait for our fd to be writable. Else a
+      // DGRAM receiver's queue is (net.unix.max_dgram_qlen), which poll on
+      // our unconnected fd cannot show: wait on the waker.
+      if (q.to_len == 0 || !SockWritableNow(fd_)) return;
+      int werr = WaitForReceiver(q.to, q.to_len);
+      if (werr == 0) return;
+      n = werr;  // nobody to wait for (ECONNREFUSED: the receiver is gone): this send fails
+    }
     int err = n < 0 ? static_cast<int>(n) : 0;
     if (n >= 0) {
       for (int held : q.fds) FdClose(held);
@@ -175,16 +208,55 @@ void UnixSocket::DoWrite() {
       if (q.offset < q.data.size()) continue;  // partial STREAM write
     }
     uint32_t id = q.id;
+    bool addressed = q.to_len > 0;
     for (int held : q.fds) FdClose(held);
     queue_.pop_front();
     delegate_->OnSendComplete(id, err);
-    if (err == -EPIPE || err == -ECONNRESET || err == -ENOTCONN) {
+    if (!addressed && (err == -EPIPE || err == -ECONNRESET || err == -ENOTCONN)) {
       // The connection is broken: nothing queued behind this message can go
       // either. (Other errors, such as EMSGSIZE, concern this message only.)
       FailQueue(err);
       return;
     }
   }
+}
+
+// An unconnected DGRAM socket polls writable whenever its own send buffer
+// has room: unix_dgram_poll looks at a receiver's queue only for a
+// *connected* peer, so waiting on our own fd for a full receiver would spin.
+// The waker is an unbound DGRAM socket connected to that receiver: its
+// POLLOUT does follow the receiver's queue (unix_dgram_peer_wake_me hooks it
+// onto the receiver's peer_wait, which every dequeue and the receiver's
+// close wake), so the event loop sleeps until there is room, or the receiver
+// is gone and the retried sendto fails with ECONNREFUSED.
+int UnixSocket::WaitForReceiver(const struct sockaddr_un& to, socklen_t to_len) {
+  if (waker_fd_ < 0) {
+    int w = SockOpen(SOCK_DGRAM);
+    if (w < 0) return w;
+    int r = uv_poll_init(poll_.loop, &waker_poll_, w);
+    if (r != 0) {
+      FdClose(w);
+      return r;
+    }
+    waker_poll_.data = this;
+    waker_fd_ = w;
+  }
+  // Connected afresh for each wait: the head of the queue decides which
+  // receiver, and a name may have been bound again since.
+  int r = SockConnectTo(waker_fd_, &to, to_len);
+  if (r != 0) return r;
+  waiting_receiver_ = true;
+  uv_poll_start(&waker_poll_, UV_WRITABLE, OnWakerPoll);
+  return 0;
+}
+
+void UnixSocket::OnWakerPoll(uv_poll_t* handle, int status, int events) {
+  UnixSocket* self = static_cast<UnixSocket*>(handle->data);
+  if (self->closed_) return;
+  uv_poll_stop(&self->waker_poll_);
+  self->waiting_receiver_ = false;
+  self->DoWrite();
+  self->UpdatePoll();
 }
 
 void UnixSocket::FailQueue(int err) {
@@ -200,7 +272,7 @@ void UnixSocket::DoRead() {
   for (int i = 0; i < kMaxReadsPerWakeup && reading_ && !closed_; i++) {
     RecvResult r;
     ScmRecv(fd_, type_, recv_buf_, recv_len_, control_.get(), control_len_,
-            recv_fds_.data(), max_fds_, &r);
+            recv_fds_.data(), max_fds_, &r, receive_from_ ? &sender_ : nullptr);
     switch (r.status) {
       case RecvStatus::kWouldBlock:
         if (reset_pending_) {
@@ -213,6 +285,10 @@ void UnixSocket::DoRead() {
         }
         return;
       case RecvStatus::kMessage:
+        if (receive_from_) {
+          delegate_->OnDatagram(recv_buf_, r.bytes, recv_fds_.data(), r.nfds, sender_);
+          break;
+        }
         if (serve_dups_ && TryServeDup(recv_buf_, r.bytes, recv_fds_.data(), r.nfds)) break;
         if (!awaited_.empty() && TryDupReply(recv_buf_, r.bytes, r.nfds)) break;
         delegate_->OnMessage(recv_buf_, r.bytes, recv_fds_.data(), r.nfds);
@@ -330,9 +406,17 @@ void UnixSocket::Close(void (*on_freed)(void*), void* arg) {
   on_freed_arg_ = arg;
   // uv_close stops the poll and removes the fd from epoll synchronously, so
   // closing the fd right after is safe (libuv: never close a polled fd).
+  pending_closes_ = 1;
   uv_close(reinterpret_cast<uv_handle_t*>(&poll_), OnClosed);
   FdClose(fd_);
   fd_ = -1;
+  if (waker_fd_ >= 0) {
+    pending_closes_++;
+    uv_close(reinterpret_cast<uv_handle_t*>(&waker_poll_), OnClosed);
+    FdClose(waker_fd_);
+    waker_fd_ = -1;
+  }
+  waiting_receiver_ = false;
   FailQueue(-ECANCELED);
   // Received, given to nobody in the end: a closed socket releases them.
   SweepGiven();
@@ -340,6 +424,7 @@ void UnixSocket::Close(void (*on_freed)(void*), void* arg) {
 
 void UnixSocket::OnClosed(uv_handle_t* handle) {
   UnixSocket* self = static_cast<UnixSocket*>(handle->data);
+  if (--self->pending_closes_ > 0) return;  // the other poll handle is still closing
   void (*cb)(void*) = self->on_freed_;
   void* arg = self->on_freed_arg_;
   delete self;

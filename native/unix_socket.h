@@ -24,6 +24,12 @@ class UnixSocket {
     virtual ~Delegate() = default;
     // A message arrived. The delegate owns fds[0..nfds) from here on.
     virtual void OnMessage(const char* data, size_t len, const int* fds, size_t nfds) = 0;
+    // A datagram arrived on a socket that receives with the sender's address
+    // (ReceiveFrom): as OnMessage, with who sent it.
+    virtual void OnDatagram(const char* data, size_t len, const int* fds, size_t nfds,
+                            const ScmSender& sender) {
+      OnMessage(data, len, fds, nfds);
+    }
     // A receive failed. kCtrunc/kTrunc leave the socket readable (the
     // offending message is gone, its fds closed; `data` holds what of its
     // bytes arrived, min(result.bytes, buffer size)); kEof and kError stop
@@ -60,6 +66,19 @@ class UnixSocket {
   // close or reuse its fd numbers at once without the wrong file being sent.
   int Send(const char* data, size_t len, const int* fds, size_t nfds, uint32_t id);
 
+  // Send on an unconnected DGRAM socket: sendto(2) the address `to`. A full
+  // receiver (EAGAIN) makes the message wait in the same send queue as
+  // Send's when `wait_when_full`; otherwise the call returns -EAGAIN with
+  // nothing queued, and does so whenever earlier sends are still waiting
+  // (a send never overtakes another). An error that concerns the
+  // destination (ECONNREFUSED: nobody bound there any more, EPERM, ...)
+  // fails that message only.
+  int SendTo(const struct sockaddr_un* to, socklen_t to_len, const char* data, size_t len,
+             const int* fds, size_t nfds, uint32_t id, bool wait_when_full);
+
+  // Received datagrams go to OnDatagram, with the sender's address and (with
+  // SO_PASSCRED on the socket) credentials.
+  void ReceiveFrom(bool on) { receive_from_ = on; }
   void StartReading();
   void StopReading();
   void StartAccepting();
@@ -99,6 +118,9 @@ class UnixSocket {
   int type() const { return type_; }
   bool closed() const { return closed_; }
   size_t queued_sends() const { return queue_.size(); }
+  // sendmsg calls that found the socket, or a DGRAM receiver, full (EAGAIN):
+  // a wait that sleeps adds one per wake-up, a wait that spins one per turn.
+  uint64_t full_sends() const { return full_sends_; }
 
  private:
   struct QueuedSend {
@@ -106,6 +128,8 @@ class UnixSocket {
     size_t offset;
     std::vector<int> fds;  // our own close-on-exec duplicates
     uint32_t id;
+    struct sockaddr_un to;  // the destination when to_len > 0 (SendTo)
+    socklen_t to_len;
   };
 
   UnixSocket(int fd, int type, size_t max_fds, size_t recv_buffer_size, Delegate* delegate,
@@ -114,7 +138,11 @@ class UnixSocket {
   UnixSocket(const UnixSocket&) = delete;
   UnixSocket& operator=(const UnixSocket&) = delete;
 
+  int Enqueue(const struct sockaddr_un* to, socklen_t to_len, const char* data, size_t len,
+              size_t offset, const int* fds, size_t nfds, uint32_t id);
+  int WaitForReceiver(const struct sockaddr_un& to, socklen_t to_len);
   static void OnPoll(uv_poll_t* handle, int status, int events);
+  static void OnWakerPoll(uv_poll_t* handle, int status, int events);
   static void OnClosed(uv_handle_t* handle);
   void UpdatePoll();
   void DoRead();
@@ -149,6 +177,16 @@ class UnixSocket {
   bool TryServeDup(const char* data, size_t len, const int* fds, size_t nfds);
   std::unordered_set<uint32_t> awaited_;
   bool TryDupReply(const char* data, size_t len, size_t nfds);
+  // Sends to a full DGRAM receiver wait on the waker: an unbound DGRAM
+  // socket connected to that receiver, polled for writability (see
+  // WaitForReceiver). Made on first need, reconnected per wait.
+  uv_poll_t waker_poll_;
+  int waker_fd_ = -1;
+  bool waiting_receiver_ = false;
+  bool receive_from_ = false;
+  ScmSender sender_;
+  int pending_closes_ = 0;
+  uint64_t full_sends_ = 0;  // poll handles still closing (the object is freed at 0)
   void (*on_freed_)(void*) = nullptr;
   void* on_freed_arg_ = nullptr;
 };

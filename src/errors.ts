@@ -113,6 +113,17 @@ export class ClosedError extends FdBridgeError {
   }
 }
 
+/**
+ * A deadline the caller set has passed: e.g. a datagram receive with
+ * `timeoutMs` (a datagram peer that died sends no end of file, so waiting
+ * for its answer needs a deadline or its pidfd).
+ */
+export class TimeoutError extends FdBridgeError {
+  constructor(message: string, options?: FdBridgeErrorOptions) {
+    super('ERR_FDBRIDGE_TIMEOUT', message, options);
+  }
+}
+
 /** A peer broke the wire protocol (bad frame, unexpected fds, unknown reply). */
 export class ProtocolError extends FdBridgeError {
   constructor(message: string, options?: FdBridgeErrorOptions) {

@@ -18,6 +18,7 @@ export {
   ProtocolError,
   RemoteError,
   SystemError,
+  TimeoutError,
   TruncatedError,
   UnsupportedError,
 } from './errors';
@@ -42,6 +43,17 @@ export {
 export type { FdFlags, FdIdentity, FdTable, FdTableDiff, FileType } from './fd';
 export { UnixServer, UnixSocket } from './socket';
 export type { Message, SocketAddress, SocketKind, UnixSocketOptions, ListenOptions } from './socket';
+export { DatagramSocket } from './datagram';
+export type {
+  Credentials,
+  Datagram,
+  DatagramBindOptions,
+  DatagramHandler,
+  DatagramSocketOptions,
+  ReceiveOptions,
+  SendToOptions,
+  WhenFull,
+} from './datagram';
 export { HelperDaemon, defaultHelperSocketPath } from './transports/helper-daemon';
 export type { HelperOptions, HelperStats } from './transports/helper-daemon';
 export { LogCommand, LOG_COMMAND, logRedirectOption, parseLogfileArgument } from './commands/log-command';

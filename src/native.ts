@@ -39,12 +39,22 @@ export interface NativeSocketOptions {
  * onMessage(err) or onMessage(null, data, fds): fds (undefined when none) are
  * owned by the callee; data is the byte count when the socket reuses its buffer.
  */
-export type NativeMessageCallback = (err: Error | null, data?: Buffer | number, fds?: number[]) => void;
+export type NativeMessageCallback = (
+  err: Error | null,
+  data?: Buffer | number,
+  fds?: number[],
+  /** receiveFrom(true) only: the sender's address, null when it is unbound. */
+  from?: string | { abstract: string } | null,
+  /** receiveFrom(true) on a socket with SO_PASSCRED: the sender's credentials. */
+  credentials?: { pid: number; uid: number; gid: number },
+) => void;
 export type NativeAcceptCallback = (err: Error | null, fd?: number) => void;
 
 export interface NativeSocket {
   readonly fd: number;
   readonly queuedSends: number;
+  /** Queued sends retried and found the socket (or a DGRAM receiver) still full: one per wake-up. */
+  readonly fullSends: number;
   /** The reused receive buffer (reuseBuffer), else undefined. */
   readonly buffer: ArrayBuffer | undefined;
   /**
@@ -85,6 +95,23 @@ export interface NativeSocket {
     done?: (err: Error | null, tag: T) => void,
     tag?: T,
   ): 0 | 1;
+  /**
+   * sendto(2) on an unconnected DGRAM socket, fds borrowed. Returns 0 when
+   * the kernel took it now; 1 when a full receiver made it wait (only with
+   * `waitWhenFull`; then `done` is called). Throws a typed error (EAGAIN for
+   * a full receiver without `waitWhenFull`), with nothing queued, on failure.
+   */
+  sendTo<T = undefined>(
+    name: string,
+    abstract: boolean,
+    data: Uint8Array,
+    fds: readonly number[] | undefined,
+    waitWhenFull: boolean,
+    done?: (err: Error | null, tag: T) => void,
+    tag?: T,
+  ): 0 | 1;
+  /** Datagrams then reach onMessage with the sender's address and credentials. */
+  receiveFrom(on: boolean): void;
   startReading(): void;
   stopReading(): void;
   startAccepting(): void;
@@ -112,7 +139,10 @@ export interface NativeBinding {
   socketpair(type: number): [number, number];
   /** Socket objects (all environments) not yet garbage collected, open or closed. */
   socketsAlive(): number;
-  listen(type: number, name: string, abstract: boolean, mode: number, backlog: number): number;
+  /** Binds (and, but for DGRAM, listens); `passCred` sets SO_PASSCRED before bind(2). */
+  listen(type: number, name: string, abstract: boolean, mode: number, backlog: number, passCred?: boolean): number;
+  /** An unbound DGRAM socket. */
+  dgramSocket(): number;
   connect(type: number, name: string, abstract: boolean): number;
   dup(fd: number): number;
   /**

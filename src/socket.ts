@@ -7,12 +7,11 @@
  * belong to whoever received it; closing a socket closes every received fd
  * that nobody claimed.
  */
-import { lstatSync, unlinkSync } from 'node:fs';
-
 import { ClosedError, EofError, SystemError } from './errors';
 import type { FdLedger } from './command';
 import { closeFds, OwnedFd } from './fd';
 import { constants, native, type NativeSocket } from './native';
+import { socketFileIdentity, unlinkOwnSocketFile, type SocketFileIdentity } from './socket-file';
 
 export type SocketKind = 'stream' | 'dgram' | 'seqpacket';
 
@@ -424,7 +423,7 @@ export class UnixServer {
   #fd: number;
   #closed = false;
   #options: UnixSocketOptions;
-  #fileIdentity: { dev: number; ino: number } | undefined;
+  #fileIdentity: SocketFileIdentity | undefined;
   #handler: ((err: Error | null, socket?: UnixSocket) => void) | undefined;
   #acceptWaiters: Array<{ resolve(s: UnixSocket): void; reject(e: Error): void }> = [];
 
@@ -447,10 +446,7 @@ export class UnixServer {
     }
     const fd = native.listen(kindToType(this.kind), name, abstract, mode, options.backlog ?? 128);
     try {
-      if (!abstract) {
-        const st = lstatSync(name);
-        this.#fileIdentity = { dev: st.dev, ino: st.ino };
-      }
+      if (!abstract) this.#fileIdentity = socketFileIdentity(name);
       this.#native = new native.Socket(fd, kindToType(this.kind), undefined, undefined, (err, cfd) =>
         this.#onAccept(err, cfd),
       );
@@ -515,15 +511,7 @@ export class UnixServer {
 
   /** Removes the socket file, if the path still names the very socket this server bound. */
   #unlinkOwnFile(): void {
-    if (typeof this.address !== 'string' || !this.#fileIdentity) return;
-    try {
-      const st = lstatSync(this.address);
-      if (st.isSocket() && st.dev === this.#fileIdentity.dev && st.ino === this.#fileIdentity.ino) {
-        unlinkSync(this.address);
-      }
-    } catch {
-      // already removed
-    }
+    if (typeof this.address === 'string') unlinkOwnSocketFile(this.address, this.#fileIdentity);
   }
 
   #onAccept(err: Error | null, fd?: number): void {

@@ -10,14 +10,14 @@
  *   path is never taken; something that is not a socket is never unlinked.
  * - It removes its socket file when closed (SIGINT/SIGTERM in the CLI).
  */
-import { lstatSync, mkdirSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 
-import { FdBridgeError, SystemError } from '../errors';
+import { FdBridgeError } from '../errors';
 import { encodeJson, FrameType, FRAME_SOCKET_OPTIONS } from '../protocol';
 import { native } from '../native';
 import { parseAddress, UnixServer, type SocketAddress, type UnixSocket } from '../socket';
+import { bindReplacingStale, ensurePrivateDir } from '../socket-file';
 import { refuseFds } from './refuse-fds';
 import { checkFailpoint, serveConnection, type ServedConnection, type ServeStats } from './serve';
 
@@ -34,29 +34,6 @@ export function defaultHelperSocketPath(): string {
  */
 export function helperAddress(socketPath: string): SocketAddress {
   return socketPath.startsWith('@') ? { abstract: socketPath.slice(1) } : socketPath;
-}
-
-/**
- * Creates `dir` with mode 0700, or checks that an existing one is a real
- * directory (not a symlink), owned by us, with no group/other access.
- */
-export function ensurePrivateDir(dir: string): void {
-  try {
-    mkdirSync(dir, { mode: 0o700 });
-    return;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-  }
-  const st = lstatSync(dir);
-  const uid = process.getuid?.() ?? 0;
-  if (!st.isDirectory()) throw new FdBridgeError('ERR_FDBRIDGE_UNSAFE_PATH', `${dir} exists and is not a directory (a symlink?); refusing to use it`);
-  if (st.uid !== uid) throw new FdBridgeError('ERR_FDBRIDGE_UNSAFE_PATH', `${dir} belongs to uid ${st.uid}, not ${uid}; refusing to use it`);
-  if ((st.mode & 0o077) !== 0) {
-    throw new FdBridgeError(
-      'ERR_FDBRIDGE_UNSAFE_PATH',
-      `${dir} has mode ${(st.mode & 0o777).toString(8)}; a helper's directory must be private (0700)`,
-    );
-  }
 }
 
 export interface HelperOptions {
@@ -194,32 +171,10 @@ function refuse(socket: UnixSocket, message: string): void {
 
 /** listen(), replacing a stale socket file at `path` but never a live one or a non-socket. */
 function listenReplacingStale(path: string): UnixServer {
-  const listen = (): UnixServer => UnixServer.listen(path, { kind: 'seqpacket', mode: 0o600, ...FRAME_SOCKET_OPTIONS });
-  try {
-    return listen();
-  } catch (err) {
-    if (!(err instanceof SystemError) || err.code !== 'EADDRINUSE') throw err;
-  }
-  const st = lstatSync(path);
-  if (!st.isSocket()) {
-    throw new FdBridgeError(
-      'ERR_FDBRIDGE_UNSAFE_PATH',
-      `${path} exists and is not a socket (${st.isSymbolicLink() ? 'a symlink' : 'a file'}); refusing to remove it`,
-    );
-  }
-  let fd = -1;
-  try {
-    fd = native.connect(native.constants.SOCK_SEQPACKET, path, false);
-  } catch (err) {
-    if (!(err instanceof SystemError) || err.code !== 'ECONNREFUSED') throw err;
-  }
-  if (fd >= 0) {
-    native.close(fd);
-    throw new FdBridgeError('ERR_FDBRIDGE_HELPER_RUNNING', `another helper is already listening at ${path}`);
-  }
-  // Nobody listens: a dead daemon's leftover. Remove it, then bind again (a
-  // racing daemon that binds first makes this fail with EADDRINUSE, as it should).
-  const again = lstatSync(path);
-  if (again.isSocket() && again.ino === st.ino && again.dev === st.dev) unlinkSync(path);
-  return listen();
+  return bindReplacingStale(
+    path,
+    native.constants.SOCK_SEQPACKET,
+    () => UnixServer.listen(path, { kind: 'seqpacket', mode: 0o600, ...FRAME_SOCKET_OPTIONS }),
+    () => new FdBridgeError('ERR_FDBRIDGE_HELPER_RUNNING', `another helper is already listening at ${path}`),
+  );
 }
