@@ -42,18 +42,9 @@ export {
 } from './fd';
 export type { FdFlags, FdIdentity, FdTable, FdTableDiff, FileType } from './fd';
 export { UnixServer, UnixSocket } from './socket';
-export type { Message, SocketAddress, SocketKind, UnixSocketOptions, ListenOptions } from './socket';
+export type { Credentials, Message, ReceiveOptions, SocketAddress, SocketKind, UnixSocketOptions, ListenOptions, WhenFull } from './socket';
 export { DatagramSocket } from './datagram';
-export type {
-  Credentials,
-  Datagram,
-  DatagramBindOptions,
-  DatagramHandler,
-  DatagramSocketOptions,
-  ReceiveOptions,
-  SendToOptions,
-  WhenFull,
-} from './datagram';
+export type { Datagram, DatagramBindOptions, DatagramHandler, DatagramSocketOptions, SendToOptions } from './datagram';
 export { HelperDaemon, defaultHelperSocketPath } from './transports/helper-daemon';
 export type { HelperOptions, HelperStats } from './transports/helper-daemon';
 export { LogCommand, LOG_COMMAND, logRedirectOption, parseLogfileArgument } from './commands/log-command';

@@ -7,7 +7,7 @@
  * belong to whoever received it; closing a socket closes every received fd
  * that nobody claimed.
  */
-import { ClosedError, EofError, SystemError } from './errors';
+import { ClosedError, EofError, SystemError, TimeoutError } from './errors';
 import type { FdLedger } from './command';
 import { closeFds, OwnedFd } from './fd';
 import { constants, native, type NativeSocket } from './native';
@@ -22,6 +22,38 @@ export interface Message {
   data: Buffer;
   /** Received fds, close-on-exec; the receiver owns them. */
   fds: number[];
+  /**
+   * On a socket made with `receiveFrom` (DatagramSocket): the sender's bound
+   * address, null when it sent from an unbound socket. Absent otherwise.
+   */
+  from?: SocketAddress | null;
+  /** On a `receiveFrom` socket with SO_PASSCRED: the sender's credentials. */
+  credentials?: Credentials;
+}
+
+/** A sender's pid, uid and gid as the kernel recorded them when it sent (SCM_CREDENTIALS). */
+export interface Credentials {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+/**
+ * What sending to a full datagram receiver does (Linux queues
+ * net.unix.max_dgram_qlen datagrams per receiver): 'wait' queues the
+ * datagram here until the receiver has room (the event loop sleeps
+ * meanwhile) or is gone; 'fail' rejects at once with a SystemError EAGAIN,
+ * nothing sent. Nothing is ever dropped silently.
+ */
+export type WhenFull = 'wait' | 'fail';
+
+export interface ReceiveOptions {
+  /**
+   * Rejects with a TimeoutError if nothing arrives in time. A datagram peer
+   * that died sends no end of file: whoever waits for its answer needs this
+   * (or to watch the peer's pidfd).
+   */
+  timeoutMs?: number;
 }
 
 export interface UnixSocketOptions {
@@ -35,13 +67,24 @@ export interface UnixSocketOptions {
    * that is valid only until it returns; receive() still hands out copies.
    */
   reuseBuffer?: boolean;
+  /**
+   * DGRAM: receive with the sender's address (and, with SO_PASSCRED, its
+   * credentials) in every message (DatagramSocket sets this).
+   */
+  receiveFrom?: boolean;
 }
 
 /** The fds of a message that carried none (shared, never mutated). */
 const NO_FDS: number[] = Object.freeze([]) as unknown as number[];
 
 /** Streaming receive: called for every message (ownership of fds passes) or receive error. */
-export type MessageHandler = (err: Error | null, data?: Buffer, fds?: number[]) => void;
+export type MessageHandler = (
+  err: Error | null,
+  data?: Buffer,
+  fds?: number[],
+  from?: SocketAddress | null,
+  credentials?: Credentials,
+) => void;
 
 export function kindToType(kind: SocketKind): number {
   switch (kind) {
@@ -108,6 +151,35 @@ class GivenLedger implements FdLedger {
 interface Waiter {
   resolve(m: Message): void;
   reject(e: Error): void;
+  timer?: NodeJS.Timeout;
+}
+
+export function describeAddress(address: SocketAddress): string {
+  return typeof address === 'string' ? address : `@${address.abstract}`;
+}
+
+/** A sendto failure, with the destination and the way out in its message. */
+function sendToError(err: Error, address: SocketAddress): Error {
+  if (!(err instanceof SystemError)) return err;
+  const where = describeAddress(address);
+  const why: Record<string, string> = {
+    EAGAIN: "the receiver's queue is full (it is not reading): retry later, or send with whenFull: 'wait'",
+    ECONNREFUSED: `nobody is bound at ${where} any more (the receiver closed its socket or died)`,
+    ENOENT: `there is no socket at ${where}`,
+    EACCES: `no permission to send to ${where} (the socket file's mode, or a directory above it)`,
+    EPERM: `${where} refuses this sender (it is connected to another socket, or refuses fds: SO_PASSRIGHTS)`,
+    EMSGSIZE: 'the datagram is larger than the socket buffer allows',
+    ECANCELED: 'the socket was closed before the receiver had room',
+  };
+  const reason = why[err.code];
+  if (reason === undefined) return err;
+  return new SystemError(err.errno, 'sendto', `sendto(${where}) failed: ${err.code}: ${reason}`, { cause: err });
+}
+
+export function checkWhenFull(value: unknown): WhenFull {
+  if (value === undefined) return 'wait';
+  if (value !== 'wait' && value !== 'fail') throw new TypeError(`whenFull must be 'wait' or 'fail', not ${String(value)}`);
+  return value;
 }
 
 /** One connected (or socketpair) Unix domain socket. */
@@ -177,9 +249,10 @@ export class UnixSocket {
    */
   constructor(fd: number, kind?: SocketKind, options?: UnixSocketOptions) {
     this.kind = kind ?? typeToKind(native.socketType(fd));
-    this.#native = new native.Socket(fd, kindToType(this.kind), options, (err, data, fds) =>
-      this.#onMessage(err, typeof data === 'number' ? this.#view(data) : data, fds ?? NO_FDS),
+    this.#native = new native.Socket(fd, kindToType(this.kind), options, (err, data, fds, from, credentials) =>
+      this.#onMessage(err, typeof data === 'number' ? this.#view(data) : data, fds ?? NO_FDS, from, credentials),
     );
+    if (options?.receiveFrom) this.#native.receiveFrom(true);
     const shared = this.#native.buffer;
     this.#scratch = shared ? Buffer.from(shared) : undefined;
     this.#fd = fd;
@@ -232,17 +305,61 @@ export class UnixSocket {
     return this.#native.send(data, fds, done, tag) === 0;
   }
 
-  /** The next message; its fds belong to the caller. */
-  receive(): Promise<Message> {
+  /**
+   * DGRAM, unconnected: sends `data` with 0..253 fds (borrowed) as one
+   * datagram to the socket bound at `address`; resolves once the kernel has
+   * queued it for the receiver. Rejects, with nothing sent, on a bad fd
+   * (EBADF), a name nobody is bound to (ENOENT, ECONNREFUSED), no permission
+   * (EACCES), or a full receiver under 'fail' (EAGAIN); under 'wait' a full
+   * receiver delays it instead, and one that goes away meanwhile rejects it.
+   * Datagrams leave in call order: a 'fail' send never overtakes a waiting one.
+   */
+  sendTo(address: SocketAddress, data: Uint8Array, fds?: readonly number[], whenFull: WhenFull = 'wait'): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (this.#closed) throw new ClosedError('sendTo: the socket is closed');
+      const [name, abstract] = parseAddress(address);
+      const wait = checkWhenFull(whenFull) === 'wait';
+      const done = (err: Error | null): void => (err ? reject(sendToError(err, address)) : resolve());
+      let r: 0 | 1;
+      try {
+        r = this.#native.sendTo(name, abstract, data, fds, wait, done);
+      } catch (err) {
+        throw sendToError(err as Error, address);
+      }
+      if (r === 0) resolve();
+    });
+  }
+
+  /**
+   * The next message; its fds belong to the caller. With `timeoutMs`, a
+   * TimeoutError if none arrives in time (the message is not lost: the next
+   * receive gets it).
+   */
+  receive(options: ReceiveOptions = {}): Promise<Message> {
     if (this.#handler) throw new Error('receive(): this socket delivers to a message handler');
+    const timeoutMs = options.timeoutMs;
+    if (timeoutMs !== undefined && !(Number.isFinite(timeoutMs) && timeoutMs >= 0)) {
+      throw new RangeError(`timeoutMs must be a non-negative number of milliseconds, not ${timeoutMs}`);
+    }
     const next = this.#buffered.shift();
     if (next !== undefined) return next instanceof Error ? Promise.reject(next) : Promise.resolve(next);
     if (this.#readError) return Promise.reject(this.#readError);
     if (this.#closed) return Promise.reject(new ClosedError('receive: the socket is closed'));
     return new Promise((resolve, reject) => {
-      this.#waiters.push({ resolve, reject });
+      const waiter: Waiter = { resolve, reject };
+      if (timeoutMs !== undefined) waiter.timer = setTimeout(() => this.#timeOut(waiter, timeoutMs), timeoutMs);
+      this.#waiters.push(waiter);
       this.#setReading(true);
     });
+  }
+
+  #timeOut(waiter: Waiter, ms: number): void {
+    const i = this.#waiters.indexOf(waiter);
+    if (i < 0) return;
+    this.#waiters.splice(i, 1);
+    if (this.#waiters.length === 0) this.#setReading(false);
+    const why = this.kind === 'dgram' ? ' (a datagram peer that died sends no end of file)' : '';
+    waiter.reject(new TimeoutError(`receive: nothing arrived within ${ms} ms${why}`));
   }
 
   /**
@@ -255,7 +372,7 @@ export class UnixSocket {
     this.#handler = handler;
     for (const m of this.#buffered.splice(0)) {
       if (m instanceof Error) handler(m);
-      else handler(null, m.data, m.fds);
+      else handler(null, m.data, m.fds, m.from, m.credentials);
     }
     if (this.#readError) handler(this.#readError);
     else this.#setReading(true);
@@ -356,7 +473,10 @@ export class UnixSocket {
     this.#native.close();
     for (const m of this.#buffered.splice(0)) if (!(m instanceof Error)) closeFds(m.fds);
     const err = new ClosedError('receive: the socket was closed');
-    for (const w of this.#waiters.splice(0)) w.reject(err);
+    for (const w of this.#waiters.splice(0)) {
+      clearTimeout(w.timer);
+      w.reject(err);
+    }
   }
 
   [Symbol.dispose](): void {
@@ -375,24 +495,31 @@ export class UnixSocket {
     else this.#native.stopReading();
   }
 
-  #onMessage(err: Error | null, data?: Buffer, fds?: number[]): void {
+  #onMessage(err: Error | null, data?: Buffer, fds?: number[], from?: SocketAddress | null, credentials?: Credentials): void {
     // EOF and socket errors end reading for good; truncation affects one message.
     if (err && !(err.name === 'TruncatedError')) {
       this.#readError = err;
       this.#reading = false;
     }
     if (this.#handler) {
-      this.#handler(err, data, fds);
+      this.#handler(err, data, fds, from, credentials);
       return;
     }
     // A receive() caller keeps the message past this call: copy a view of the
     // reused buffer, and never hand out the shared empty fd list.
-    const item: Message | Error = err ?? {
-      data: this.#scratch ? Buffer.from(data as Buffer) : (data as Buffer),
-      fds: fds === NO_FDS ? [] : (fds as number[]),
-    };
+    let item: Message | Error;
+    if (err) {
+      item = err;
+    } else {
+      item = { data: this.#scratch ? Buffer.from(data as Buffer) : (data as Buffer), fds: fds === NO_FDS ? [] : (fds as number[]) };
+      if (from !== undefined) {
+        item.from = from;
+        item.credentials = credentials;
+      }
+    }
     const waiter = this.#waiters.shift();
     if (waiter) {
+      clearTimeout(waiter.timer);
       if (item instanceof Error) waiter.reject(item);
       else waiter.resolve(item);
     } else if (this.#closed) {
@@ -401,7 +528,10 @@ export class UnixSocket {
       this.#buffered.push(item);
     }
     if (this.#readError) {
-      for (const w of this.#waiters.splice(0)) w.reject(this.#readError);
+      for (const w of this.#waiters.splice(0)) {
+        clearTimeout(w.timer);
+        w.reject(this.#readError);
+      }
     } else if (this.#waiters.length === 0) {
       this.#setReading(false);
     }
