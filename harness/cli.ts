@@ -23,6 +23,11 @@ const COMMANDS: Record<string, { module: string; usage: string }> = {
     usage: `compare OLD.json NEW.json [--threshold RATIO]
       What started failing or leaking, and what got slower (p50 ratio, default 1.25) between two results files.`,
   },
+  merge: {
+    module: './commands/merge',
+    usage: `merge SHARD.json... [--json FILE] [--html FILE]
+      One results file and report from the shards of a run (run --shard i/n); an error if one is missing or they disagree.`,
+  },
   log: {
     module: './commands/log',
     usage: `log [--transport direct|worker|child|helper] [--socket PATH] [--logfile [!]PATH|-|-stdout|-stderr] LINE...

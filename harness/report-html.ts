@@ -223,7 +223,8 @@ function renderRunLine(results: ResultsFile): string {
   const parts: string[] = [];
   if (o) {
     parts.push(`seed <b>${esc(o.seed)}</b>`);
-    parts.push(`shard <b>${o.shard ? `${esc(o.shard.index)}/${esc(o.shard.count)}` : 'all'}</b>`);
+    const merged = results.shards?.length;
+    parts.push(merged ? `merged from <b>${plural(merged, 'shard')}</b>` : `shard <b>${o.shard ? `${esc(o.shard.index)}/${esc(o.shard.count)}` : 'all'}</b>`);
     parts.push(`profile <b>${esc(o.profile ?? 'default')}</b>`);
   }
   if (e) {
@@ -328,6 +329,7 @@ function renderMark(row: ResultRow, i: number, showIteration: boolean): string {
   const tip: string[] = [`${rowName(row)} on ${row.transport}: ${look.label} (${look.meaning})`];
   if (typeof expect === 'string' && expect !== 'pass') tip.push(`declared: ${expect}`);
   if (isNum(row.durationMs)) tip.push(`took ${sig(row.durationMs)} ms`);
+  if (isNum(row.shard)) tip.push(`ran in shard ${row.shard}`);
   if (row.error) tip.push(`${s === 'skip' ? 'reason' : s === 'expected-fail' ? 'caught' : 'error'}: ${row.error}`);
   if (leaks.length > 0) {
     tip.push(`${plural(leaks.length, 'leaked fd')} (${s === 'expected-fail' ? 'declared' : 'undeclared'}), pid role fd -> target:`);
@@ -673,7 +675,20 @@ function renderEnvironment(results: ResultsFile): string {
         ]),
       ]
     : [];
-  return `<section id="environment"><h2>Environment and options</h2><div class="two"><div><h3>Environment</h3>${renderKeyValues(env)}</div><div><h3>Options</h3>${renderKeyValues(opts)}</div></div></section>`;
+  return `<section id="environment"><h2>Environment and options</h2>${renderShards(results)}<div class="two"><div><h3>Environment${results.shards?.length ? ' (shard 1, which measured the anchors)' : ''}</h3>${renderKeyValues(env)}</div><div><h3>Options</h3>${renderKeyValues(opts)}</div></div></section>`;
+}
+
+/** A merged run: one line per shard, with where it ran. */
+function renderShards(results: ResultsFile): string {
+  const shards = results.shards ?? [];
+  if (shards.length === 0) return '';
+  const body = shards
+    .map((s) => {
+      const e = s.environment;
+      return `<tr><th scope="row">${esc(s.index)}/${esc(s.count)}</th><td>${esc(s.rows)}</td><td>${esc(s.failedRows)}</td><td>${esc(e?.node)}</td><td>${esc(e?.kernel)}</td><td>${esc(e?.cores)} × ${esc(e?.cpuModel)}</td><td>${esc(e?.hostname ?? '')}</td><td>${esc(shortCommit(e?.gitCommit ?? '?'))}</td><td>${esc(e?.date)}</td><td><code>${esc(s.file)}</code></td></tr>`;
+    })
+    .join('');
+  return `<h3>Shards (${shards.length})</h3><div class="tablebox"><table class="data shards"><thead><tr><th>shard</th><th>rows</th><th>failed</th><th>node</th><th>kernel</th><th>cpu</th><th>host</th><th>commit</th><th>date</th><th>file</th></tr></thead><tbody>${body}</tbody></table></div>`;
 }
 
 /** Options a newer runner records, shown when present. */
@@ -736,7 +751,7 @@ table{border-collapse:collapse}
 .tablebox{overflow-x:auto}
 .data td,.data .mark{white-space:nowrap}
 .data tbody th{white-space:nowrap;font-weight:500;font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12.5px;overflow-wrap:anywhere;max-width:340px}
-.data.leaks th,.data.leaks td{text-align:left}
+.data.leaks th,.data.leaks td,.data.shards th,.data.shards td{text-align:left}
 .leaks .target{overflow-wrap:anywhere;max-width:480px}
 .leaks tr.undeclared{background:#fff7ed}
 .swatch{display:inline-block;width:10px;height:10px;margin-right:6px;border-radius:2px}

@@ -183,6 +183,32 @@ export interface Plan {
   rows: PlannedRow[];
   /** Rows selected before sharding (one pass); 0 means the filters matched nothing. */
   matched: number;
+  /**
+   * Every row of the unsharded run, one pass, as "<scenario>/<transport>",
+   * sorted: the same in every shard of one run, so `fdbridge merge` can tell
+   * a missing row from one that was never planned.
+   */
+  planned: string[];
+}
+
+/** The identity of a row in run order: its scenario, transport and --repeat pass. */
+export interface RowKey {
+  scenario: string;
+  transport: string;
+  iteration: number;
+}
+
+/**
+ * `rows` in the run order of `seed` (see the file comment): pass by pass,
+ * each pass by hashSeed(seed, label), ties by label. A new array.
+ */
+export function inRunOrder<T extends RowKey>(rows: readonly T[], seed: number): T[] {
+  const keyed = rows.map((row) => {
+    const label = rowLabel(row.scenario, row.transport, row.iteration);
+    return { row, key: hashSeed(seed >>> 0, label), label };
+  });
+  keyed.sort((a, b) => a.row.iteration - b.row.iteration || a.key - b.key || (a.label < b.label ? -1 : a.label > b.label ? 1 : 0));
+  return keyed.map((k) => k.row);
 }
 
 /** Expands, filters, shards and orders the rows (see the file comment). */
@@ -202,16 +228,17 @@ export function planRows(scenarios: readonly Scenario[], options: PlanOptions = 
   }
   const shard = options.shard;
   const mine = shard ? base.filter((r) => shardOf(r.scenario.name, r.transport, shard.count) === shard.index) : base;
-  const rows: PlannedRow[] = [];
-  for (let iteration = 1; iteration <= repeat; iteration++) {
-    const keyed = mine.map((r) => {
-      const label = rowLabel(r.scenario.name, r.transport, iteration);
-      return { row: { ...r, iteration }, key: hashSeed(seed >>> 0, label), label };
-    });
-    keyed.sort((a, b) => a.key - b.key || (a.label < b.label ? -1 : a.label > b.label ? 1 : 0));
-    rows.push(...keyed.map((k) => k.row));
-  }
-  return { rows, matched: base.length };
+  const passes: PlannedRow[] = [];
+  for (let iteration = 1; iteration <= repeat; iteration++) passes.push(...mine.map((r) => ({ ...r, iteration })));
+  const ordered = inRunOrder(
+    passes.map((row) => ({ row, scenario: row.scenario.name, transport: row.transport, iteration: row.iteration })),
+    seed,
+  );
+  return {
+    rows: ordered.map((k) => k.row),
+    matched: base.length,
+    planned: base.map((r) => `${r.scenario.name}/${r.transport}`).sort(),
+  };
 }
 
 // ---------------------------------------------------------------------------
@@ -580,9 +607,14 @@ export const STANDARD_COUNTERS = [
 /**
  * Sums each counter (ctx.count) over the rows and keeps the largest of each
  * high-water mark (ctx.peak), plus leaks, failed rows, and the peak memory
- * of this process and of the run's helper daemon(s).
+ * of the client process (default: this one's) and of the run's helper
+ * daemon(s).
  */
-function computeTotals(results: readonly ResultRow[], helperPeakRss: number | undefined): Record<string, number> {
+export function computeTotals(
+  results: readonly ResultRow[],
+  helperPeakRss: number | undefined,
+  clientPeakRss: number = process.resourceUsage().maxRSS * 1024,
+): Record<string, number> {
   const totals: Record<string, number> = {};
   for (const name of STANDARD_COUNTERS) totals[name] = 0;
   for (const r of results) for (const [k, v] of Object.entries(r.metrics ?? {})) totals[k] = (totals[k] ?? 0) + v;
@@ -590,9 +622,9 @@ function computeTotals(results: readonly ResultRow[], helperPeakRss: number | un
   totals['leakedFds'] = results.reduce((n, r) => n + r.leaks.length, 0);
   totals['undeclaredLeaks'] = results.filter((r) => r.expect !== 'leak').reduce((n, r) => n + r.leaks.length, 0);
   totals['failedRows'] = results.filter((r) => r.status === 'fail').length;
-  // A row may have recorded these too (ctx.peak); this process's own
-  // maxRSS covers every row, the helper's covers each daemon started.
-  totals['clientPeakRssBytes'] = Math.max(totals['clientPeakRssBytes'] ?? 0, process.resourceUsage().maxRSS * 1024);
+  // A row may have recorded these too (ctx.peak); the client's maxRSS
+  // covers every row, the helper's covers each daemon started.
+  totals['clientPeakRssBytes'] = Math.max(totals['clientPeakRssBytes'] ?? 0, clientPeakRss);
   if (helperPeakRss !== undefined) totals['helperPeakRssBytes'] = Math.max(totals['helperPeakRssBytes'] ?? 0, helperPeakRss);
   return totals;
 }
@@ -681,7 +713,14 @@ export async function runScenarios(options: RunnerOptions): Promise<{ results: R
     rmSync(runDir, { recursive: true, force: true });
   }
   return {
-    results: { environment: collectEnvironment(), options: runOptions, anchors, results, totals: computeTotals(results, helperPeak) },
+    results: {
+      environment: collectEnvironment(),
+      options: runOptions,
+      anchors,
+      results,
+      totals: computeTotals(results, helperPeak),
+      plan: { rows: plan.planned },
+    },
     matched: plan.matched,
   };
 }

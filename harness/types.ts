@@ -179,6 +179,8 @@ export interface ResultRow {
   expect?: Expectation;
   /** With --repeat N: which pass this row belongs to (1..N). */
   iteration?: number;
+  /** In a merged file (`fdbridge merge`): the shard that ran this row. */
+  shard?: number;
 }
 
 export interface Environment {
@@ -218,5 +220,31 @@ export interface ResultsFile {
    * leakedFds, undeclaredLeaks, failedRows, clientPeakRssBytes and (when a
    * helper daemon ran) helperPeakRssBytes.
    */
+  totals?: Record<string, number>;
+  /**
+   * Every row of the unsharded run (one pass, "<scenario>/<transport>",
+   * sorted), whatever --shard this run took: `fdbridge merge` checks that
+   * its shards agree on it and together hold each of its rows once.
+   */
+  plan?: { rows: string[] };
+  /**
+   * A merged file only: the shards it was made from, in shard order. Then
+   * `environment` and `anchors` are the first shard's, and each row's
+   * `shard` says which one ran it.
+   */
+  shards?: ShardRecord[];
+}
+
+/** One shard of a merged run, as `fdbridge merge` found it. */
+export interface ShardRecord {
+  index: number;
+  count: number;
+  /** The results file it came from, as given to merge. */
+  file: string;
+  environment: Environment;
+  anchors: Array<{ name: string; latency: Latency }>;
+  rows: number;
+  failedRows: number;
+  /** That shard's totals (peak RSS of its own processes, its counters). */
   totals?: Record<string, number>;
 }

@@ -51,7 +51,8 @@ function fold(rows: readonly ResultRow[]): Map<string, Folded> {
   return out;
 }
 
-function readResults(path: string): ResultsFile {
+/** Reads a results file; a file that cannot be read or has no "results" array is a UsageError. */
+export function readResults(path: string): ResultsFile {
   let parsed: unknown;
   try {
     parsed = JSON.parse(readFileSync(path, 'utf8'));

@@ -55,7 +55,8 @@ export function writeFileAtomic(path: string, text: string): void {
   renameSync(tmp, path);
 }
 
-function writeHtml(results: ResultsFile, path: string): void {
+/** Writes the HTML report of `results` to `path` (the writer is loaded only when asked for). */
+export function writeHtml(results: ResultsFile, path: string): void {
   let mod: { writeHtmlReport(results: ResultsFile, path: string): void };
   try {
     // Loaded only for --html; harness/report-html.ts is its own part of the project.
