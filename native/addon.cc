@@ -176,6 +176,15 @@ Napi::Value ReceiveError(Napi::Env env, const RecvResult& r, const char* syscall
 // released by closing it, never by garbage collection.
 
 class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Delegate {
+  // A queued send's completion callback and tag (see HoldCallback).
+  struct PendingSend {
+    Napi::FunctionReference fn;
+    Napi::Reference<Napi::Value> tag;
+    double number = 0;
+    bool has_number = false;
+    bool boxed = false;
+  };
+
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Socket",
@@ -193,6 +202,8 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
                            InstanceAccessor<&SocketWrap::GetFd>("fd"),
                            InstanceAccessor<&SocketWrap::GetQueued>("queuedSends"),
                            InstanceAccessor<&SocketWrap::GetFullSends>("fullSends"),
+                           InstanceAccessor<&SocketWrap::GetQueuedBytes>("queuedSendBytes"),
+                           InstanceMethod<&SocketWrap::SetSendQueueLimits>("setSendQueueLimits"),
                            InstanceAccessor<&SocketWrap::GetBuffer>("buffer"),
                            InstanceMethod<&SocketWrap::ServeDuplications>("serveDuplications"),
                            InstanceMethod<&SocketWrap::RequestDup>("requestDup"),
@@ -214,6 +225,8 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     size_t max_fds = kMaxFdsPerMessage;
     size_t buffer_size = 64 * 1024;
     bool reuse_buffer = false;
+    size_t queue_limit = 0;
+    bool has_queue_limit = false;
     if (info.Length() > 2 && info[2].IsObject()) {
       Napi::Object opts = info[2].As<Napi::Object>();
       Napi::Value mf = opts.Get("maxFds");
@@ -233,6 +246,15 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
         buffer_size = static_cast<size_t>(v);
       }
       reuse_buffer = opts.Get("reuseBuffer").ToBoolean();
+      Napi::Value ql = opts.Get("sendQueueLimit");
+      if (!ql.IsUndefined()) {
+        double v = ql.IsNumber() ? ql.As<Napi::Number>().DoubleValue() : -1;
+        if (!(v >= 0 && v <= 9007199254740991.0 && v == floor(v))) {
+          throw Napi::RangeError::New(env, "sendQueueLimit must be a non-negative integer (bytes)");
+        }
+        queue_limit = static_cast<size_t>(v);
+        has_queue_limit = true;
+      }
     }
     if (info.Length() > 3 && info[3].IsFunction()) on_message_ = Napi::Persistent(info[3].As<Napi::Function>());
     if (info.Length() > 4 && info[4].IsFunction()) on_accept_ = Napi::Persistent(info[4].As<Napi::Function>());
@@ -252,6 +274,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     int err = 0;
     core_ = UnixSocket::Create(loop, fd, type, max_fds, buffer_size, this, &err, external);
     if (core_ == nullptr) ThrowSystem(env, err, "uv_poll_init");
+    if (has_queue_limit) core_->SetSendQueueLimits(queue_limit, SIZE_MAX);
     async_context_ = std::make_unique<Napi::AsyncContext>(env, "FdbridgeSocket", Value());
     Data(env)->sockets.insert(this);
     g_sockets_alive++;
@@ -334,9 +357,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     std::vector<int>& fds = scratch_fds_;
     ArgFdList(info, 1, &fds);
     UnixSocket* core = Core(env, "sendmsg");
-    // Id 0 is never handed out: the socket's own DUP_OK replies use it.
-    uint32_t id = next_send_id_++;
-    if (next_send_id_ == 0) next_send_id_ = 1;
+    uint32_t id = NextSendId();
     int r = core->Send(data, len, fds.data(), fds.size(), id);
     if (r < 0) {
       if (r == -EINVAL && core->type() == SOCK_STREAM && len == 0 && !fds.empty()) {
@@ -344,19 +365,94 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
       }
       ThrowSystem(env, r, "sendmsg");
     }
-    if (r == 1) AwaitSendCompletion(info, 2, id);
+    if (r == UnixSocket::kQueueFull) ThrowQueueFull(env, core, "sendmsg");
+    if (r == UnixSocket::kQueued) AwaitSendCompletion(info, 2, id);
     return Napi::Number::New(env, r);
   }
 
-  // A queued send's callback: info[at] (a function) is called with (err,
-  // tag), tag being info[at + 1].
+  // A queued send's callback: info[at] (a function) is called once with
+  // (err, tag), tag being info[at + 1]. The message is queued already: from
+  // here on nothing may throw, or the caller would think nothing was sent
+  // while the message waits to go, and never hear of it.
   void AwaitSendCompletion(const Napi::CallbackInfo& info, size_t at, uint32_t id) {
     if (info.Length() <= at || !info[at].IsFunction()) return;
-    // An optional tag (any value) comes back as the callback's second
-    // argument, so one callback can serve every send: no closure per send.
-    PendingSend p{Napi::Persistent(info[at].As<Napi::Function>()), Napi::Reference<Napi::Value>()};
-    if (info.Length() > at + 1 && !info[at + 1].IsUndefined()) p.tag = Napi::Persistent(info[at + 1]);
-    send_callbacks_.emplace(id, std::move(p));
+    send_callbacks_.emplace(id, HoldCallback(info.Env(), info[at], info.Length() > at + 1 ? info[at + 1] : info.Env().Undefined()));
+  }
+
+  // An optional tag (any value) comes back as the callback's second
+  // argument, so one callback can serve every send: no closure per send.
+  // References are made only for a queued send (not per message). Node-API
+  // before version 10 refers to objects and functions only: a number is
+  // kept as a double, another primitive in a one-element array. Never
+  // throws: a reference that cannot be made (the environment is going
+  // away) leaves that part empty.
+  PendingSend HoldCallback(Napi::Env env, Napi::Value fn, Napi::Value tag) {
+    PendingSend p;
+    napi_ref ref = nullptr;
+    if (napi_create_reference(env, fn, 1, &ref) == napi_ok) p.fn = Napi::FunctionReference(env, ref);
+    if (tag.IsUndefined()) return p;
+    if (tag.IsNumber()) {
+      p.number = tag.As<Napi::Number>().DoubleValue();
+      p.has_number = true;
+      return p;
+    }
+    napi_value held = tag;
+    if (!tag.IsObject() && !tag.IsFunction()) {
+      napi_value box;
+      if (napi_create_array_with_length(env, 1, &box) != napi_ok || napi_set_element(env, box, 0, tag) != napi_ok) {
+        return p;
+      }
+      held = box;
+      p.boxed = true;
+    }
+    ref = nullptr;
+    if (napi_create_reference(env, held, 1, &ref) == napi_ok) p.tag = Napi::Reference<Napi::Value>(env, ref);
+    return p;
+  }
+
+  napi_value TagValue(Napi::Env env, const PendingSend& p) {
+    if (p.has_number) return Napi::Number::New(env, p.number);
+    if (p.tag.IsEmpty()) return env.Undefined();
+    Napi::Value v = p.tag.Value();
+    if (!p.boxed) return v;
+    napi_value out;
+    if (napi_get_element(env, v, 0, &out) != napi_ok) return env.Undefined();
+    return out;
+  }
+
+  uint32_t NextSendId() {
+    // Id 0 is never handed out: the socket's own DUP_OK replies use it.
+    uint32_t id = next_send_id_++;
+    if (next_send_id_ == 0) next_send_id_ = 1;
+    return id;
+  }
+
+  [[noreturn]] void ThrowQueueFull(Napi::Env env, UnixSocket* core, const char* syscall) {
+    Napi::Object details = Napi::Object::New(env);
+    details.Set("queuedBytes", Napi::Number::New(env, static_cast<double>(core->queued_bytes())));
+    details.Set("queuedMessages", Napi::Number::New(env, static_cast<double>(core->queued_sends())));
+    details.Set("limit", Napi::Number::New(env, static_cast<double>(core->send_queue_limit())));
+    throw Napi::Error(env, MakeError(env, "queuefull", 0, syscall, details));
+  }
+
+  // setSendQueueLimits(limit, pauseReadingAt): bytes; -1 for pauseReadingAt: never.
+  Napi::Value SetSendQueueLimits(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    double limit = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
+    double pause = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : -2;
+    if (!(limit >= 0 && limit <= 9007199254740991.0 && limit == floor(limit))) {
+      throw Napi::RangeError::New(env, "the send queue limit must be a non-negative integer (bytes)");
+    }
+    if (!(pause == -1 || (pause >= 0 && pause <= 9007199254740991.0 && pause == floor(pause)))) {
+      throw Napi::RangeError::New(env, "pauseReadingAt must be a non-negative integer (bytes), or -1 for never");
+    }
+    if (core_ != nullptr) {
+      core_->SetSendQueueLimits(static_cast<size_t>(limit), pause < 0 ? SIZE_MAX : static_cast<size_t>(pause));
+    }
+    return env.Undefined();
+  }
+  Napi::Value GetQueuedBytes(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), core_ != nullptr ? static_cast<double>(core_->queued_bytes()) : 0);
   }
 
   // sendTo(name, abstract, data, fds?, waitWhenFull, callback?, tag?) -> 0 sent now | 1 queued
@@ -377,11 +473,11 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     bool wait = info.Length() > 4 && info[4].ToBoolean();
     UnixSocket* core = Core(env, "sendto");
     if (core->type() != SOCK_DGRAM) throw Napi::TypeError::New(env, "sendTo needs a DGRAM socket");
-    uint32_t id = next_send_id_++;
-    if (next_send_id_ == 0) next_send_id_ = 1;
+    uint32_t id = NextSendId();
     int r = core->SendTo(&to, to_len, data, len, fds.data(), fds.size(), id, wait);
     if (r < 0) ThrowSystem(env, r, "sendto");
-    if (r == 1) AwaitSendCompletion(info, 5, id);
+    if (r == UnixSocket::kQueueFull) ThrowQueueFull(env, core, "sendto");
+    if (r == UnixSocket::kQueued) AwaitSendCompletion(info, 5, id);
     return Napi::Number::New(env, r);
   }
 
@@ -437,16 +533,22 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     UnixSocket* core = Core(env, "sendmsg");
     char header[8] = {4, 0, 0, 0, static_cast<char>(id & 0xff), static_cast<char>((id >> 8) & 0xff),
                       static_cast<char>((id >> 16) & 0xff), static_cast<char>((id >> 24) & 0xff)};
-    uint32_t send_id = next_send_id_++;
-    if (next_send_id_ == 0) next_send_id_ = 1;
-    int r = core->Send(header, sizeof(header), &fd, 1, send_id);
-    if (r < 0) ThrowSystem(env, r, "sendmsg");
+    // The promise first: once the request is sent, nothing may throw.
     napi_deferred deferred;
     napi_value promise;
     if (napi_create_promise(env, &deferred, &promise) != napi_ok) throw Napi::Error::New(env, "requestDup: no promise");
+    uint32_t send_id = NextSendId();
+    int r = core->Send(header, sizeof(header), &fd, 1, send_id);
+    if (r < 0 || r == UnixSocket::kQueueFull) {
+      // Nothing was sent: settle the unused promise (nobody holds it, and a
+      // rejection would be reported as unhandled), then throw.
+      napi_resolve_deferred(env, deferred, env.Undefined());
+      if (r < 0) ThrowSystem(env, r, "sendmsg");
+      ThrowQueueFull(env, core, "sendmsg");
+    }
     dup_requests_[id] = deferred;
     core->AwaitDupReply(id);
-    if (r == 1) queued_dup_sends_[send_id] = id;
+    if (r == UnixSocket::kQueued) queued_dup_sends_[send_id] = id;
     return Napi::Value(env, promise);
   }
 
@@ -728,10 +830,10 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     }
     auto it = send_callbacks_.find(id);
     if (it == send_callbacks_.end()) return;
-    Napi::FunctionReference fn = std::move(it->second.fn);
-    Napi::Reference<Napi::Value> tag_ref = std::move(it->second.tag);
+    PendingSend p = std::move(it->second);
     send_callbacks_.erase(it);
-    if (!CanCallIntoJs()) return;
+    if (p.fn.IsEmpty() || !CanCallIntoJs()) return;
+    Napi::FunctionReference& fn = p.fn;
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
     napi_value arg;
@@ -741,7 +843,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
       ReportException(e);
       return;
     }
-    napi_value tag = tag_ref.IsEmpty() ? static_cast<napi_value>(env.Undefined()) : static_cast<napi_value>(tag_ref.Value());
+    napi_value tag = TagValue(env, p);
     if (closing_) {
       // Inside close(): called from JS already, so a plain call suffices.
       try {
@@ -761,10 +863,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   std::vector<int> scratch_fds_;
   Napi::FunctionReference on_message_;
   Napi::FunctionReference on_accept_;
-  struct PendingSend {
-    Napi::FunctionReference fn;
-    Napi::Reference<Napi::Value> tag;
-  };
+
   std::unordered_map<uint32_t, PendingSend> send_callbacks_;
   std::unordered_map<uint32_t, napi_deferred> dup_requests_;
   std::unordered_map<uint32_t, uint32_t> queued_dup_sends_;  // send id -> request id

@@ -54,10 +54,11 @@ int UnixSocket::Send(const char* data, size_t len, const int* fds, size_t nfds, 
   if (closed_) return -EBADF;
   if (nfds > kMaxFdsPerMessage) return -EINVAL;
   if (type_ == SOCK_STREAM && len == 0 && nfds > 0) return -EINVAL;
+  if (send_queue_full()) return kQueueFull;
   size_t offset = 0;
   if (queue_.empty()) {
     ssize_t n = ScmSend(fd_, data, len, fds, nfds);
-    if (n >= 0 && static_cast<size_t>(n) == len) return 0;
+    if (n >= 0 && static_cast<size_t>(n) == len) return kSent;
     if (n < 0 && n != -EAGAIN) return static_cast<int>(n);
     if (n > 0) {
       // A partial STREAM write: the fds went with the first byte, only the
@@ -82,6 +83,7 @@ int UnixSocket::SendTo(const struct sockaddr_un* to, socklen_t to_len, const cha
   } else if (!wait_when_full) {
     return -EAGAIN;
   }
+  if (send_queue_full()) return kQueueFull;
   return Enqueue(to, to_len, data, len, 0, fds, nfds, id);
 }
 
@@ -111,9 +113,22 @@ int UnixSocket::Enqueue(const struct sockaddr_un* to, socklen_t to_len, const ch
     }
     q.fds.push_back(d);
   }
+  q.charge = q.data.size() + kQueuedSendOverhead;
+  queued_bytes_ += q.charge;
   queue_.push_back(std::move(q));
   UpdatePoll();
-  return 1;
+  return kQueued;
+}
+
+void UnixSocket::PopQueued() {
+  queued_bytes_ -= queue_.front().charge;
+  queue_.pop_front();
+}
+
+void UnixSocket::SetSendQueueLimits(size_t limit, size_t pause_reading_at) {
+  queue_limit_ = limit;
+  pause_reading_at_ = pause_reading_at;
+  UpdatePoll();
 }
 
 void UnixSocket::StartReading() {
@@ -151,7 +166,7 @@ void UnixSocket::Unref() {
 void UnixSocket::UpdatePoll() {
   if (closed_) return;
   int events = 0;
-  if (reading_ || accepting_) events |= UV_READABLE;
+  if ((reading_ && !ReadPaused()) || accepting_) events |= UV_READABLE;
   if (!queue_.empty() && !waiting_receiver_) events |= UV_WRITABLE;
   if (events == poll_events_) return;
   poll_events_ = events;
@@ -210,7 +225,7 @@ void UnixSocket::DoWrite() {
     uint32_t id = q.id;
     bool addressed = q.to_len > 0;
     for (int held : q.fds) FdClose(held);
-    queue_.pop_front();
+    PopQueued();
     delegate_->OnSendComplete(id, err);
     if (!addressed && (err == -EPIPE || err == -ECONNRESET || err == -ENOTCONN)) {
       // The connection is broken: nothing queued behind this message can go
@@ -261,15 +276,18 @@ void UnixSocket::OnWakerPoll(uv_poll_t* handle, int status, int events) {
 
 void UnixSocket::FailQueue(int err) {
   while (!queue_.empty()) {
-    QueuedSend q = std::move(queue_.front());
-    queue_.pop_front();
-    for (int held : q.fds) FdClose(held);
-    delegate_->OnSendComplete(q.id, err);
+    uint32_t id = queue_.front().id;
+    std::vector<int> fds = std::move(queue_.front().fds);
+    PopQueued();
+    for (int held : fds) FdClose(held);
+    delegate_->OnSendComplete(id, err);
   }
 }
 
 void UnixSocket::DoRead() {
-  for (int i = 0; i < kMaxReadsPerWakeup && reading_ && !closed_; i++) {
+  // Stops as soon as the replies it made pause reading (SetSendQueueLimits):
+  // the rest waits in the kernel, where it holds back the peer.
+  for (int i = 0; i < kMaxReadsPerWakeup && reading_ && !closed_ && !ReadPaused(); i++) {
     RecvResult r;
     ScmRecv(fd_, type_, recv_buf_, recv_len_, control_.get(), control_len_,
             recv_fds_.data(), max_fds_, &r, receive_from_ ? &sender_ : nullptr);
@@ -352,6 +370,10 @@ bool UnixSocket::TryServeDup(const char* data, size_t len, const int* fds, size_
       data[2] != 0 || data[3] != 0) {
     return false;
   }
+  // No room for the reply: the JS side handles this request, and its send
+  // meets the same full queue (kQueueFull) and cuts off the peer that does
+  // not read its replies; a reply is never dropped.
+  if (send_queue_full()) return false;
   size_t reply_len = kFrameHeader + 4 * nfds;
   if (reply_buf_.size() < reply_len) reply_buf_.resize(kFrameHeader + 4 * kMaxFdsPerMessage);
   char* out = reply_buf_.data();
@@ -369,8 +391,10 @@ bool UnixSocket::TryServeDup(const char* data, size_t len, const int* fds, size_
     given_.insert(fd);
   }
   served_dups_++;
-  // The reply carries no fds; queued if the socket is full (id 0: nobody
-  // awaits its completion). A broken connection shows up on the read side.
+  // The reply carries no fds; queued if the socket is full, behind every
+  // earlier reply (id 0: nobody awaits its completion). It cannot meet a
+  // full queue (checked above); a broken connection (EPIPE) shows up on the
+  // read side.
   Send(out, reply_len, nullptr, 0, 0);
   return true;
 }

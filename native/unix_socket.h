@@ -57,13 +57,27 @@ class UnixSocket {
                             size_t recv_buffer_size, Delegate* delegate, int* err,
                             char* external_buffer = nullptr);
 
-  // Sends data and fds (borrowed: the caller keeps its fds). Returns 0 when
-  // the kernel took the whole message now, 1 when it was queued until the
-  // socket is writable (OnSendComplete(id) follows), or -errno with nothing
-  // queued: EINVAL for more than 253 fds or a 0-byte STREAM send with fds
-  // (the kernel would silently drop them), EBADF for a bad fd, EPIPE, ...
+  // What Send returns besides -errno.
+  static constexpr int kSent = 0;
+  static constexpr int kQueued = 1;
+  static constexpr int kQueueFull = 2;
+
+  // What one queued message is charged besides its data bytes: the queue
+  // entry and the binding's callback record (the bound is on memory, and a
+  // burst of tiny frames costs far more than their bytes).
+  static constexpr size_t kQueuedSendOverhead = 256;
+
+  // Sends data and fds (borrowed: the caller keeps its fds). Returns kSent
+  // when the kernel took the whole message now, kQueued when it was queued
+  // until the socket is writable (OnSendComplete(id) follows), kQueueFull
+  // with nothing sent or queued when the send queue already holds its limit
+  // (see SetSendQueueLimits), or -errno with nothing queued: EINVAL for more
+  // than 253 fds or a 0-byte STREAM send with fds (the kernel would silently
+  // drop them), EBADF for a bad fd, EPIPE, ...
   // A queued message holds its own duplicates of the fds, so the caller may
   // close or reuse its fd numbers at once without the wrong file being sent.
+  // Messages leave in the order Send was called: once anything is queued,
+  // later messages queue behind it instead of trying the kernel first.
   int Send(const char* data, size_t len, const int* fds, size_t nfds, uint32_t id);
 
   // Send on an unconnected DGRAM socket: sendto(2) the address `to`. A full
@@ -79,6 +93,27 @@ class UnixSocket {
   // Received datagrams go to OnDatagram, with the sender's address and (with
   // SO_PASSCRED on the socket) credentials.
   void ReceiveFrom(bool on) { receive_from_ = on; }
+
+  // Bounds the send queue, the only memory a peer that does not read can
+  // make this side hold (libuv's write queue and Node's stream buffer grow
+  // without limit; a highWaterMark is only advice).
+  // - `limit`: Send refuses (kQueueFull) while the queue holds `limit` bytes
+  //   or more, each message charged its data plus kQueuedSendOverhead. A
+  //   message is never refused into an empty queue, so one message larger
+  //   than the limit still goes out; the queue never exceeds limit plus one
+  //   message.
+  // - `pause_reading_at`: while the queue holds more than this, the socket
+  //   does not read, even when StartReading asked it to; it reads again once
+  //   the queue drains to it. A side that answers every message it reads
+  //   (a server) passes backpressure on this way: the peer's messages wait
+  //   in the kernel, then in the peer's own bounded queue. SIZE_MAX: never.
+  //   The other side must keep reading whatever its queue holds, or the two
+  //   would wait for each other.
+  void SetSendQueueLimits(size_t limit, size_t pause_reading_at);
+  size_t queued_bytes() const { return queued_bytes_; }
+  size_t send_queue_limit() const { return queue_limit_; }
+  bool send_queue_full() const { return !queue_.empty() && queued_bytes_ >= queue_limit_; }
+
   void StartReading();
   void StopReading();
   void StartAccepting();
@@ -130,6 +165,8 @@ class UnixSocket {
     uint32_t id;
     struct sockaddr_un to;  // the destination when to_len > 0 (SendTo)
     socklen_t to_len;
+
+    size_t charge;  // what it adds to queued_bytes_
   };
 
   UnixSocket(int fd, int type, size_t max_fds, size_t recv_buffer_size, Delegate* delegate,
@@ -164,6 +201,11 @@ class UnixSocket {
   bool closed_ = false;
   int poll_events_ = 0;
   std::deque<QueuedSend> queue_;
+  size_t queued_bytes_ = 0;  // the queue's charge: data plus kQueuedSendOverhead per message
+  size_t queue_limit_ = 32 * 1024 * 1024;  // socket.ts always sets its own (DEFAULT_SEND_QUEUE_LIMIT)
+  size_t pause_reading_at_ = SIZE_MAX;
+  bool ReadPaused() const { return queued_bytes_ > pause_reading_at_; }
+  void PopQueued();
   std::vector<char> own_buf_;  // empty when an external buffer is used
   char* recv_buf_;
   size_t recv_len_;

@@ -28,6 +28,14 @@ export interface ConnectOptions {
    *   in a fault test. Without it the process inherits `process.env`.
    */
   child?: { uid?: number; gid?: number; env?: Readonly<Record<string, string | undefined>> };
+  /**
+   * child, helper, pidfd: the bound, in bytes, of requests waiting for the
+   * command's side to read them (default 32 MiB; each request is charged its
+   * frame plus 256 bytes). A burst beyond what the socket holds waits, in
+   * order; a request made while the queue holds this much rejects with
+   * QueueFullError, with nothing sent.
+   */
+  sendQueueLimit?: number;
   /** How long to wait for the command to be ready (default 10 s). */
   timeoutMs?: number;
   /**

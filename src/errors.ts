@@ -106,6 +106,32 @@ export class TruncatedError extends FdBridgeError {
   }
 }
 
+/**
+ * A send found the socket's send queue at its limit: the peer has not been
+ * reading for as long as it took to queue `limit` bytes (a burst far beyond
+ * what it drains, or a peer that stopped reading). Nothing of this send was
+ * sent or queued, and the fds it named were not touched; everything queued
+ * before it still goes out in order, and the socket stays usable.
+ */
+export class QueueFullError extends FdBridgeError {
+  /** What the queue held: bytes charged (data plus bookkeeping per message) and messages. */
+  readonly queuedBytes: number;
+  readonly queuedMessages: number;
+  /** The limit, in bytes. */
+  readonly limit: number;
+
+  constructor(
+    message: string,
+    queue: { queuedBytes: number; queuedMessages: number; limit: number },
+    options?: FdBridgeErrorOptions,
+  ) {
+    super('ERR_FDBRIDGE_QUEUE_FULL', message, options);
+    this.queuedBytes = queue.queuedBytes;
+    this.queuedMessages = queue.queuedMessages;
+    this.limit = queue.limit;
+  }
+}
+
 /** An operation on something already closed by its owner. */
 export class ClosedError extends FdBridgeError {
   constructor(message: string) {

@@ -16,6 +16,7 @@ export {
   PeerExitedError,
   PeerRefusedError,
   ProtocolError,
+  QueueFullError,
   RemoteError,
   SystemError,
   TimeoutError,

@@ -10,7 +10,7 @@
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
-import { EofError, SystemError, TruncatedError } from './errors';
+import { EofError, QueueFullError, SystemError, TruncatedError } from './errors';
 
 export interface NativeIdentity {
   dev: bigint;
@@ -33,6 +33,8 @@ export interface NativeSocketOptions {
   bufferSize?: number;
   /** Receive into one reused ArrayBuffer (`buffer`); onMessage then gets the length, not a Buffer. */
   reuseBuffer?: boolean;
+  /** The send queue's bound in bytes (see UnixSocket::SetSendQueueLimits; default 32 MiB). */
+  sendQueueLimit?: number;
 }
 
 /**
@@ -55,6 +57,14 @@ export interface NativeSocket {
   readonly queuedSends: number;
   /** Queued sends retried and found the socket (or a DGRAM receiver) still full: one per wake-up. */
   readonly fullSends: number;
+  /** What the send queue holds, in bytes charged against its limit. */
+  readonly queuedSendBytes: number;
+  /**
+   * Bounds the send queue (`limit` bytes: send throws QueueFullError while it
+   * holds that much) and pauses reading while it holds more than
+   * `pauseReadingAt` bytes (-1: never).
+   */
+  setSendQueueLimits(limit: number, pauseReadingAt: number): void;
   /** The reused receive buffer (reuseBuffer), else undefined. */
   readonly buffer: ArrayBuffer | undefined;
   /**
@@ -86,8 +96,10 @@ export interface NativeSocket {
   readonly servedDuplications: number;
   /**
    * Sends data and fds (borrowed). Returns 0 when the kernel took it now, 1
-   * when it waits for writability (then `done` is called with null or an
-   * error, and `tag`). Throws a typed error, with nothing queued, on failure.
+   * when it waits for writability (then `done` is called once, with null or
+   * an error, and `tag`, whatever value it is). Throws a typed error, with
+   * nothing sent or queued, on failure (QueueFullError when the send queue
+   * is at its limit).
    */
   send<T = undefined>(
     data: Uint8Array,
@@ -224,6 +236,18 @@ function load(): NativeBinding {
           syscall,
           Buffer.isBuffer(details['data']) ? details['data'] : undefined,
         );
+      case 'queuefull': {
+        const queue = {
+          queuedBytes: Number(details['queuedBytes'] ?? 0),
+          queuedMessages: Number(details['queuedMessages'] ?? 0),
+          limit: Number(details['limit'] ?? 0),
+        };
+        return new QueueFullError(
+          `${syscall}: the send queue is full (${queue.queuedMessages} messages, ${queue.queuedBytes} bytes ` +
+            `waiting for the peer to read; limit ${queue.limit} bytes): nothing was sent; wait for earlier sends to leave`,
+          queue,
+        );
+      }
       default:
         return new SystemError(errno, syscall);
     }

@@ -72,7 +72,18 @@ export interface UnixSocketOptions {
    * credentials) in every message (DatagramSocket sets this).
    */
   receiveFrom?: boolean;
+  /**
+   * The send queue's bound, in bytes (default 32 MiB). Sends the kernel
+   * cannot take yet wait in a queue, in order; while it holds this much
+   * (each message charged its data plus 256 bytes of bookkeeping), a send
+   * throws QueueFullError with nothing sent. One message always fits an
+   * empty queue.
+   */
+  sendQueueLimit?: number;
 }
+
+/** The send queue's bound unless UnixSocketOptions.sendQueueLimit says otherwise. */
+export const DEFAULT_SEND_QUEUE_LIMIT = 32 * 1024 * 1024;
 
 /** The fds of a message that carried none (shared, never mutated). */
 const NO_FDS: number[] = Object.freeze([]) as unknown as number[];
@@ -196,6 +207,8 @@ export class UnixSocket {
   /** The reused receive buffer (reuseBuffer), else undefined. */
   #scratch: Buffer | undefined;
   #given: FdLedger | undefined;
+  #queueLimit: number;
+  #pauseReadingAt: number | null = null;
 
   /** A connected pair (socketpair(2)), both ends non-blocking and close-on-exec. */
   static pair(kind: SocketKind = 'seqpacket', options?: UnixSocketOptions): [UnixSocket, UnixSocket] {
@@ -249,7 +262,9 @@ export class UnixSocket {
    */
   constructor(fd: number, kind?: SocketKind, options?: UnixSocketOptions) {
     this.kind = kind ?? typeToKind(native.socketType(fd));
-    this.#native = new native.Socket(fd, kindToType(this.kind), options, (err, data, fds, from, credentials) =>
+    this.#queueLimit = options?.sendQueueLimit ?? DEFAULT_SEND_QUEUE_LIMIT;
+    const nativeOptions = { ...options, sendQueueLimit: this.#queueLimit };
+    this.#native = new native.Socket(fd, kindToType(this.kind), nativeOptions, (err, data, fds, from, credentials) =>
       this.#onMessage(err, typeof data === 'number' ? this.#view(data) : data, fds ?? NO_FDS, from, credentials),
     );
     if (options?.receiveFrom) this.#native.receiveFrom(true);
@@ -277,6 +292,34 @@ export class UnixSocket {
     return this.#native.queuedSends;
   }
 
+  /** What those messages are charged against the send queue's limit, in bytes. */
+  get queuedSendBytes(): number {
+    return this.#native.queuedSendBytes;
+  }
+
+  /**
+   * Bounds the send queue and, for a side that answers what it reads,
+   * passes backpressure on to the peer:
+   * - `limit` (bytes, see UnixSocketOptions.sendQueueLimit): sends throw
+   *   QueueFullError while the queue holds that much;
+   * - `pauseReadingAt` (bytes, or null: never, the default): while the
+   *   queue holds more, no message is read (even with a handler set); the
+   *   peer's messages wait in the kernel, then in its own bounded queue.
+   *   Reading resumes once the queue drains to it. Only one side of a
+   *   connection may pause this way, or each could wait for the other.
+   */
+  setSendQueueLimits(limits: { limit?: number; pauseReadingAt?: number | null }): void {
+    if (this.#closed) return;
+    const limit = limits.limit ?? this.#queueLimit;
+    const pause = limits.pauseReadingAt === undefined ? this.#pauseReadingAt : limits.pauseReadingAt;
+    for (const [name, v] of [['limit', limit], ['pauseReadingAt', pause ?? 0]] as const) {
+      if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`${name} must be a non-negative integer (bytes), not ${String(v)}`);
+    }
+    this.#native.setSendQueueLimits(limit, pause ?? -1);
+    this.#queueLimit = limit;
+    this.#pauseReadingAt = pause;
+  }
+
   /**
    * Sends data with 0..253 fds (borrowed) as one message. Resolves once the
    * kernel has the message. Bad fds (EBADF), too many fds (RangeError) and a
@@ -292,8 +335,10 @@ export class UnixSocket {
   /**
    * Like `send`, without a promise: returns true when the kernel took the
    * message now; false when it was queued (then `done(err, tag)` is called
-   * once it has left or failed). Throws on failure, with nothing queued. The
-   * data is copied before this returns: the caller may reuse its buffer.
+   * exactly once, when it has left or failed; `tag` may be any value).
+   * Throws on failure, with nothing sent or queued: QueueFullError when the
+   * send queue is at its limit. The data is copied before this returns: the
+   * caller may reuse its buffer.
    */
   write<T = undefined>(
     data: Uint8Array,
@@ -311,7 +356,8 @@ export class UnixSocket {
    * queued it for the receiver. Rejects, with nothing sent, on a bad fd
    * (EBADF), a name nobody is bound to (ENOENT, ECONNREFUSED), no permission
    * (EACCES), or a full receiver under 'fail' (EAGAIN); under 'wait' a full
-   * receiver delays it instead, and one that goes away meanwhile rejects it.
+   * receiver delays it instead, and one that goes away meanwhile rejects it;
+   * QueueFullError when the datagrams waiting already fill the send queue.
    * Datagrams leave in call order: a 'fail' send never overtakes a waiting one.
    */
   sendTo(address: SocketAddress, data: Uint8Array, fds?: readonly number[], whenFull: WhenFull = 'wait'): Promise<void> {
@@ -569,7 +615,12 @@ export class UnixServer {
     const [name, abstract] = parseAddress(address);
     this.address = address;
     this.kind = options.kind ?? 'seqpacket';
-    this.#options = { maxFds: options.maxFds, bufferSize: options.bufferSize, reuseBuffer: options.reuseBuffer };
+    this.#options = {
+      maxFds: options.maxFds,
+      bufferSize: options.bufferSize,
+      reuseBuffer: options.reuseBuffer,
+      sendQueueLimit: options.sendQueueLimit,
+    };
     const mode = options.mode ?? -1;
     if (mode !== -1 && (!Number.isInteger(mode) || mode < 0 || mode > 0o7777)) {
       throw new RangeError(`mode must be a permission mask such as 0o600, not ${mode}`);

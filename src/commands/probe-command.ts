@@ -98,6 +98,21 @@ export class ProbeCommand {
     setFdLimit(soft);
   }
 
+  /**
+   * Keeps the command's thread busy for `ms` milliseconds without yielding
+   * (nothing else is read or answered meanwhile), like a command stuck in
+   * synchronous work.
+   */
+  block(ms: number): number {
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+    return ms;
+  }
+
+  /** Answers `value` after `ms` milliseconds, without blocking. */
+  later<T>(ms: number, value: T): Promise<T> {
+    return new Promise((resolve) => setTimeout(() => resolve(value), ms));
+  }
+
   /** Never answers (to test callers against a peer that dies mid-request). */
   hang(): Promise<never> {
     return new Promise(() => undefined);

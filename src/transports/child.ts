@@ -49,7 +49,7 @@ export class ChildConnection extends SocketConnection {
     let socket: UnixSocket;
     let child: ChildProcess;
     try {
-      socket = new UnixSocket(mine, 'seqpacket', { ...FRAME_SOCKET_OPTIONS });
+      socket = new UnixSocket(mine, 'seqpacket', { ...FRAME_SOCKET_OPTIONS, sendQueueLimit: options.sendQueueLimit });
     } catch (err) {
       native.close(mine);
       native.close(theirs);
@@ -127,6 +127,13 @@ export class ChildConnection extends SocketConnection {
       onCommandClosed,
     );
     this.child = child;
+  }
+
+  /** The far side pulls fds until its process has exited (it may read requests after our socket is gone). */
+  protected override peerCannotPull(): Promise<void> {
+    const child = this.child;
+    if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+    return new Promise((resolve) => child.once('exit', () => resolve()));
   }
 
   protected override async closeTransport(): Promise<void> {

@@ -25,7 +25,11 @@ export async function openHelper(options: ConnectOptions): Promise<SocketConnect
   const path = options.socketPath ?? defaultHelperSocketPath();
   let socket: UnixSocket;
   try {
-    socket = await UnixSocket.connect(helperAddress(path), { kind: 'seqpacket', ...FRAME_SOCKET_OPTIONS });
+    socket = await UnixSocket.connect(helperAddress(path), {
+      kind: 'seqpacket',
+      ...FRAME_SOCKET_OPTIONS,
+      sendQueueLimit: options.sendQueueLimit,
+    });
   } catch (err) {
     if (err instanceof SystemError && (err.code === 'ENOENT' || err.code === 'ECONNREFUSED')) {
       throw new SystemError(

@@ -5,7 +5,7 @@
  * runs and every fd it was given and did not adopt is closed.
  */
 import { CommandHost } from '../command';
-import { describeError, ProtocolError, TruncatedError, UnsupportedError, type TransportName } from '../errors';
+import { describeError, ProtocolError, QueueFullError, TruncatedError, UnsupportedError, type TransportName } from '../errors';
 import { failpointFromEnv, type Failpoint } from '../failpoint';
 import { closeFds } from '../fd';
 import { native } from '../native';
@@ -34,6 +34,13 @@ export interface ServeStats {
    */
   refusesFds: boolean;
 }
+
+/**
+ * Bytes of replies queued (beyond what the kernel holds) at which the
+ * command's side stops reading requests until the client catches up: about
+ * 200 small replies, or one large one.
+ */
+export const SERVE_PAUSE_READING_AT = 64 * 1024;
 
 export interface ServeOptions {
   transport: TransportName;
@@ -126,10 +133,26 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
     try {
       socket.write(frame, undefined, onSent);
     } catch (err) {
-      // EPIPE: the client is gone; EOF will follow.
-      end(err as Error);
+      // EPIPE: the client is gone; EOF will follow. A full queue: the
+      // client has stopped reading its replies (reading requests pauses
+      // long before, see below, so only replies to requests read earlier
+      // get here): it is cut off, not buffered for.
+      end(
+        err instanceof QueueFullError
+          ? new QueueFullError(
+              `the client stopped reading its replies: ${err.queuedMessages} (${err.queuedBytes} bytes) wait to be sent, ` +
+                `the limit; the connection is cut off`,
+              err,
+              { cause: err },
+            )
+          : (err as Error),
+      );
     }
   };
+  // Every request read makes a reply: while replies back up (the client
+  // reads slowly), stop reading requests, so that they wait in the kernel
+  // and then in the client's own bounded queue instead of here.
+  socket.setSendQueueLimits({ pauseReadingAt: SERVE_PAUSE_READING_AT });
 
   let clientPidfd = -1;
 

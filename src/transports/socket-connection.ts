@@ -10,6 +10,7 @@ import {
   PeerExitedError,
   PeerRefusedError,
   ProtocolError,
+  QueueFullError,
   RemoteError,
   TruncatedError,
   UnsupportedError,
@@ -183,6 +184,8 @@ export class SocketConnection extends BaseConnection {
   /** Pinned fds and their callers, folded into one frame at the end of this tick; null when none. */
   #folding: number[] | null = null;
   #foldWaiters: Waiter[] | null = null;
+  /** pidfd: pins the far side may still pull (see #linger). */
+  #lingering: number[] = [];
 
   #onCommandClosed: ConnectOptions['onCommandClosed'];
   readonly #stats: SocketConnectionStats;
@@ -362,9 +365,44 @@ export class SocketConnection extends BaseConnection {
         }
         this.#pending.delete(id);
         if (pins) closeFds(pins);
-        entry.fail(err as Error);
+        entry.fail(err instanceof QueueFullError ? this.#queueFull(operation, err) : (err as Error));
       }
     });
+  }
+
+  /** The request `operation` met a full send queue: say so in the caller's terms. */
+  #queueFull(operation: string, err: QueueFullError): QueueFullError {
+    const size = (n: number): string => (n < 1048576 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 1048576).toFixed(1)} MiB`);
+    return new QueueFullError(
+      `${operation} failed: the send queue is full: ${err.queuedMessages} earlier requests (${size(err.queuedBytes)}) ` +
+        `still wait for the ${this.transport} (pid ${this.location.pid}) to read them (limit ${size(err.limit)}); ` +
+        'nothing of this request was sent. Await earlier requests before making more, or raise ' +
+        'ConnectOptions.sendQueueLimit',
+      err,
+      { cause: err },
+    );
+  }
+
+  /**
+   * pidfd: pins of requests the far side may still read (it reads what it
+   * was sent even after this side gave up on the replies). They stay open
+   * until it can no longer pull: a number closed here too soon could name
+   * another file by the time it is pulled.
+   */
+  #linger(pins: number[]): void {
+    if (this.#lingering.length === 0) {
+      void this.peerCannotPull().then(() => closeFds(this.#lingering.splice(0)));
+    }
+    this.#lingering.push(...pins);
+  }
+
+  /**
+   * Resolves once the far side can no longer pull fds from this process
+   * (pidfd): by default once it said CLOSED or hung up; a transport that
+   * knows when the far side's process has exited waits for that instead.
+   */
+  protected peerCannotPull(): Promise<void> {
+    return this.#closedByPeer;
   }
 
   /** A queued send that failed later (the socket broke before it left). */
@@ -530,7 +568,7 @@ export class SocketConnection extends BaseConnection {
     const pending = [...this.#pending.values()];
     this.#pending.clear();
     for (const p of pending) {
-      if (p.pins) closeFds(p.pins);
+      if (p.pins) this.#linger(p.pins);
       p.fail(err);
     }
     this.#socket.rejectDups(err);
@@ -550,13 +588,16 @@ export class SocketConnection extends BaseConnection {
     const pending = [...this.#pending.values()];
     this.#pending.clear();
     for (const p of pending) {
-      if (p.pins) closeFds(p.pins);
+      if (p.pins) this.#linger(p.pins);
       p.fail((operation) => new ClosedError(`${operation} failed: the ${this.transport} connection was closed`));
     }
     this.#socket.rejectDups(new ClosedError(`dupFileDescriptor failed: the ${this.transport} connection was closed`));
     if (!this.#dead) {
       this.#dead = err;
       try {
+        // CLOSE goes out behind whatever is queued, even past the queue's
+        // limit: one more small message, and the only way to close politely.
+        this.#socket.setSendQueueLimits({ limit: Number.MAX_SAFE_INTEGER });
         this.#socket.write(encodeEmpty(FrameType.CLOSE, 0));
         let timer: NodeJS.Timeout | undefined;
         await Promise.race([this.#closedByPeer, new Promise((r) => (timer = setTimeout(r, graceMs)))]);

@@ -5,7 +5,7 @@
  */
 import { openSync } from 'node:fs';
 
-import { ClosedError, SystemError } from '../../src/errors';
+import { ClosedError, QueueFullError, SystemError } from '../../src/errors';
 import { diffFdTables, fdIdentity, openFdTable, type FdIdentity } from '../../src/fd';
 import { constants, native } from '../../src/native';
 import { UnixSocket, type SocketKind } from '../../src/socket';
@@ -231,5 +231,116 @@ describe('closing a socket', () => {
       expect(thrown(() => a.setMessageHandler(() => {}))).toBeInstanceOf(ClosedError);
       // The peer sees the close.
       expect(await rejection(b.receive())).toHaveProperty('code', 'ERR_FDBRIDGE_EOF');
+    }));
+});
+
+describe.each<SocketKind>(['stream', 'seqpacket'])('the send queue, bounded (%s)', (kind) => {
+  test('a queued send calls done exactly once with its own tag, whatever value the tag is', () =>
+    withScope(async (s) => {
+      const [a, b] = UnixSocket.pair(kind).map((x) => s.add(x)) as [UnixSocket, UnixSocket];
+      const object = { o: 1 };
+      const fn = (): void => undefined;
+      // Node-API before version 10 cannot refer to a primitive: every kind of value.
+      const tags: unknown[] = [7, -0.5, 'seven', '', null, true, false, 10n, Symbol('tag'), object, fn, [1, 2], undefined];
+      const filled = fill(a);
+      const calls: Array<[Error | null, unknown]> = [];
+      for (const tag of tags) {
+        expect(a.write<unknown>(Buffer.from('t'), undefined, (err, got) => calls.push([err, got]), tag)).toBe(false);
+      }
+      expect(a.queuedSends).toBe(1 + tags.length);
+      await drain(b, filled.bytes + tags.length);
+      await Promise.all(filled.queued);
+      expect(calls).toHaveLength(tags.length);
+      calls.forEach(([err, got], i) => {
+        expect(err).toBeNull();
+        expect(Object.is(got, tags[i])).toBe(true);
+      });
+      expect(a.queuedSends).toBe(0);
+      expect(a.queuedSendBytes).toBe(0);
+    }));
+
+  test('at its limit a send throws QueueFullError, with nothing sent, queued or duplicated; what was queued still arrives in order', () =>
+    withScope(async (s) => {
+      const limit = 4 * 1024;
+      const [a, b] = UnixSocket.pair(kind, { sendQueueLimit: limit }).map((x) => s.add(x)) as [UnixSocket, UnixSocket];
+      const pipe = s.pipe();
+      const filled = fill(a);
+      // One message always fits an empty queue, even one larger than the limit.
+      expect(a.queuedSendBytes).toBeGreaterThanOrEqual(limit);
+      const before = openFdTable();
+      const err = thrown(() => a.write(Buffer.from('refused'), [pipe.write.fd], () => undefined, 'tag'));
+      expect(err).toBeInstanceOf(QueueFullError);
+      expect(err).toMatchObject({ code: 'ERR_FDBRIDGE_QUEUE_FULL', queuedMessages: 1, limit });
+      expect(await rejection(a.send(Buffer.from('refused too')))).toBeInstanceOf(QueueFullError);
+      expect(a.queuedSends).toBe(1);
+      // No duplicate of the pipe was made for the refused sends.
+      expectFdTable(before);
+      const got = await drain(b, filled.bytes);
+      expect(got.fds).toEqual([]);
+      expect(await Promise.all(filled.queued)).toEqual([null]);
+      expect(a.queuedSendBytes).toBe(0);
+      // Usable again: small sends go out, then queue up to the limit; all
+      // arrive, in order.
+      b.pause();
+      let bytes = 0;
+      let tail = '';
+      let queued = 0;
+      const outcomes: Array<Promise<Error | null>> = [];
+      for (let i = 0; ; i++) {
+        const text = `#${i};`;
+        let settle!: (err: Error | null) => void;
+        const outcome = new Promise<Error | null>((r) => (settle = r));
+        try {
+          if (!a.write(Buffer.from(text), undefined, settle)) {
+            queued += 1;
+            outcomes.push(outcome);
+          }
+        } catch (e) {
+          expect(e).toBeInstanceOf(QueueFullError);
+          break;
+        }
+        bytes += text.length;
+        tail = (tail + text).slice(-64);
+      }
+      // Charged at data + 256 bytes per message, 4 KiB is about 15 of them.
+      expect(queued).toBeGreaterThan(1);
+      expect(a.queuedSends).toBe(queued);
+      expect(a.queuedSendBytes).toBeGreaterThanOrEqual(limit);
+      b.resume();
+      const rest = await drain(b, bytes);
+      expect(rest.tail).toBe(tail);
+      expect(await Promise.all(outcomes)).toEqual(new Array(queued).fill(null));
+    }));
+
+  test('pauseReadingAt: while the queue holds more, nothing is read; reading resumes once it drains', () =>
+    withScope(async (s) => {
+      const [a, b] = UnixSocket.pair(kind).map((x) => s.add(x)) as [UnixSocket, UnixSocket];
+      const received: string[] = [];
+      a.setMessageHandler((err, data) => {
+        if (!err) received.push(data!.toString());
+      });
+      a.setSendQueueLimits({ pauseReadingAt: 0 });
+      const filled = fill(a);
+      await b.send(Buffer.from('ping'));
+      for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+      expect(received).toEqual([]);
+      // The peer reads: a's queue drains and a reads again.
+      await drain(b, filled.bytes);
+      await Promise.all(filled.queued);
+      while (received.length === 0) await new Promise((r) => setImmediate(r));
+      expect(received).toEqual(['ping']);
+      // null turns the pause off: a full queue no longer stops reading.
+      a.setSendQueueLimits({ pauseReadingAt: null });
+      b.pause();
+      fill(a);
+      await b.send(Buffer.from('pong'));
+      while (received.length === 1) await new Promise((r) => setImmediate(r));
+      expect(received).toEqual(['ping', 'pong']);
+      expectRangeError(thrown(() => a.setSendQueueLimits({ limit: -1 })), /limit/);
+      expectRangeError(thrown(() => a.setSendQueueLimits({ pauseReadingAt: 1.5 })), /pauseReadingAt/);
+      const [x, y] = native.socketpair(constants.SOCK_SEQPACKET);
+      s.own(x);
+      s.own(y);
+      expectRangeError(thrown(() => new UnixSocket(x, 'seqpacket', { sendQueueLimit: -1 })), /sendQueueLimit/);
     }));
 });

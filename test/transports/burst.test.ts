@@ -1,0 +1,185 @@
+/**
+ * Bursts past the socket buffer, on every transport: requests made faster
+ * than the command's side reads them wait in a bounded send queue and each
+ * settles exactly once, with its own result, in the order made. A caller
+ * that outruns the command beyond the bound gets QueueFullError for the
+ * excess (nothing of those sent) and the connection stays usable. Besides
+ * the global check of this process's fd table, the helper daemon's table
+ * returns to its baseline after each test.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { connect, PROBE_COMMAND, QueueFullError, type Connection, type ConnectOptions, type TransportName, type WireIdentity } from '../../src';
+import { closeFd, fdIdentity, makeMemfd, openFdTable, type FdTable } from '../../src/fd';
+import type { ChildConnection } from '../../src/transports/child';
+import { exitOf, fdTableSettles, startHelperProcess, type HelperProcess } from '../util/processes';
+
+const TRANSPORTS: TransportName[] = ['direct', 'worker', 'child', 'helper', 'pidfd'];
+/** Transports with a socket, a send queue and its bound. */
+const SOCKETS = new Set<TransportName>(['child', 'helper', 'pidfd']);
+
+let dir: string;
+let helper: HelperProcess;
+let socketPath: string;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'fdbridge-burst-'));
+  socketPath = join(dir, 'helper.sock');
+  helper = await startHelperProcess(socketPath);
+});
+
+afterAll(async () => {
+  await helper?.stop('SIGTERM');
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function wire(fd: number): WireIdentity {
+  const id = fdIdentity(fd);
+  return { dev: String(id.dev), ino: String(id.ino), type: id.type };
+}
+
+/**
+ * Settles every promise, recording the order in which they settled; checks
+ * none settles twice (a promise cannot, but a request answered twice would
+ * show as a reply to no request and fail the connection).
+ */
+async function settleAll<T>(promises: Array<Promise<T>>): Promise<{ results: Array<PromiseSettledResult<T>>; order: number[] }> {
+  const order: number[] = [];
+  promises.forEach((p, i) =>
+    p.then(
+      () => order.push(i),
+      () => order.push(i),
+    ),
+  );
+  const results = await Promise.allSettled(promises);
+  return { results, order };
+}
+
+describe.each(TRANSPORTS)('%s transport', (transport) => {
+  const opened: Connection[] = [];
+  let helperBaseline: FdTable | undefined;
+
+  async function open(options: Partial<ConnectOptions> = {}): Promise<Connection> {
+    const conn = await connect(transport, { command: PROBE_COMMAND, socketPath, ...options });
+    opened.push(conn);
+    return conn;
+  }
+
+  beforeEach(() => {
+    helperBaseline = transport === 'helper' ? openFdTable(helper.pid) : undefined;
+  });
+
+  afterEach(async () => {
+    for (const conn of opened.splice(0)) {
+      await conn.close();
+      if (transport === 'child' || transport === 'pidfd') {
+        expect([0, null]).toContain((await exitOf((conn as ChildConnection).child)).code);
+      }
+    }
+    if (helperBaseline) expect(await fdTableSettles(helper.pid, helperBaseline)).toBe('');
+  });
+
+  test('5,000 calls at once: each resolves with its own value, in order, and the connection stays usable', async () => {
+    const conn = await open();
+    const { results, order } = await settleAll(Array.from({ length: 5000 }, (_, i) => conn.call<number>('echo', i)));
+    expect(results.filter((r) => r.status === 'rejected')).toEqual([]);
+    expect(results.map((r) => (r as PromiseFulfilledResult<number>).value)).toEqual(Array.from({ length: 5000 }, (_, i) => i));
+    expect(order).toEqual(Array.from({ length: 5000 }, (_, i) => i));
+    expect(await conn.call('echo', 'after')).toBe('after');
+  });
+
+  test('1,000 concurrent dupFileDescriptors([fd]): each gets the right file at a distinct number', async () => {
+    const conn = await open();
+    const sources = Array.from({ length: 10 }, (_, i) => makeMemfd(`burst-${i}`));
+    try {
+      const { results, order } = await settleAll(Array.from({ length: 1000 }, (_, i) => conn.dupFileDescriptors([sources[i % 10]!])));
+      expect(results.filter((r) => r.status === 'rejected')).toEqual([]);
+      const remote = results.map((r) => (r as PromiseFulfilledResult<number[]>).value);
+      expect(remote.every((r) => r.length === 1)).toBe(true);
+      expect(new Set(remote.flat()).size).toBe(1000);
+      expect(order).toEqual(Array.from({ length: 1000 }, (_, i) => i));
+      const far = await conn.call<WireIdentity[]>('identities', remote.flat());
+      expect(far).toEqual(Array.from({ length: 1000 }, (_, i) => wire(sources[i % 10]!)));
+      // Singles in the same burst, folded or not, and a call behind them.
+      const singles = await Promise.all(Array.from({ length: 1000 }, (_, i) => conn.dupFileDescriptor(sources[i % 10]!)));
+      expect(await conn.call('identities', singles)).toEqual(Array.from({ length: 1000 }, (_, i) => wire(sources[i % 10]!)));
+    } finally {
+      for (const fd of sources) closeFd(fd);
+    }
+  });
+
+  test('a dozen large calls while the command is busy: all arrive whole, answered in order', async () => {
+    const conn = await open();
+    const busy = conn.call<number>('block', 300);
+    // 12 x 150 KB: far more than the socket buffer holds while nothing is read.
+    const values = Array.from({ length: 12 }, (_, i) => String.fromCharCode(97 + i).repeat(150_000));
+    const { results, order } = await settleAll<unknown>([busy, ...values.map((v) => conn.call<string>('echo', v))]);
+    expect(results.map((r) => (r.status === 'fulfilled' ? r.value : r.reason))).toEqual([300, ...values]);
+    expect(order).toEqual(Array.from({ length: 13 }, (_, i) => i));
+    expect(await conn.call('echo', 'after')).toBe('after');
+  });
+
+  if (!SOCKETS.has(transport)) return;
+
+  test('past the bound: the excess rejects with QueueFullError, nothing of it sent; every accepted call resolves; the connection stays usable', async () => {
+    const limit = 64 * 1024;
+    const conn = await open({ sendQueueLimit: limit });
+    const busy = conn.call<number>('block', 500);
+    const { results, order } = await settleAll(Array.from({ length: 3000 }, (_, i) => conn.call<number>('echo', i)));
+    const accepted = results.findIndex((r) => r.status === 'rejected');
+    // The kernel's buffer and then the queue took a prefix; the rest, made
+    // in the same tick, met the full queue.
+    expect(accepted).toBeGreaterThan(0);
+    results.slice(0, accepted).forEach((r, i) => expect(r).toEqual({ status: 'fulfilled', value: i }));
+    for (const r of results.slice(accepted)) {
+      expect(r.status).toBe('rejected');
+      const err = (r as PromiseRejectedResult).reason as QueueFullError;
+      expect(err).toBeInstanceOf(QueueFullError);
+      expect(err.code).toBe('ERR_FDBRIDGE_QUEUE_FULL');
+      expect(err.limit).toBe(limit);
+      expect(err.message).toMatch(/^echo\(\) failed: the send queue is full: .*ConnectOptions\.sendQueueLimit$/);
+    }
+    // The refused ones settled at once, the accepted ones as replies came, in order.
+    expect(order).toEqual([...Array.from({ length: 3000 - accepted }, (_, i) => accepted + i), ...Array.from({ length: accepted }, (_, i) => i)]);
+    expect(await busy).toBe(500);
+    // Nothing refused reached the command: the next request's reply is its own.
+    expect(await Promise.all([conn.call('echo', 'after'), conn.call('echo', 'and again')])).toEqual(['after', 'and again']);
+  });
+
+  test('past the bound with duplications: the excess rejects, the rest get the right files, no pin or duplicate is left behind', async () => {
+    const conn = await open({ sendQueueLimit: 16 * 1024 });
+    const sources = Array.from({ length: 4 }, (_, i) => makeMemfd(`bound-${i}`));
+    try {
+      const busy = conn.call('block', 300);
+      const { results } = await settleAll([
+        ...Array.from({ length: 1000 }, (_, i) => conn.dupFileDescriptors([sources[i % 4]!])),
+        ...Array.from({ length: 500 }, (_, i) => conn.dupFileDescriptor(sources[i % 4]!).then((fd) => [fd])),
+      ]);
+      await busy;
+      const got: number[] = [];
+      const wanted: WireIdentity[] = [];
+      let refused = 0;
+      results.forEach((r, i) => {
+        if (r.status === 'fulfilled') {
+          got.push(...r.value);
+          wanted.push(wire(sources[(i < 1000 ? i : i - 1000) % 4]!));
+        } else {
+          expect(r.reason).toBeInstanceOf(QueueFullError);
+          refused += 1;
+        }
+      });
+      expect(refused).toBeGreaterThan(0);
+      expect(got.length).toBeGreaterThan(0);
+      expect(new Set(got).size).toBe(got.length);
+      expect(await conn.call('identities', got)).toEqual(wanted);
+      // The command holds exactly the duplicates that were answered.
+      expect(await conn.call('adopt', got)).toBe(got.length);
+      await conn.call('closeAdopted', got);
+      expect(await conn.dupFileDescriptor(sources[0]!).then((fd) => conn.call('identities', [fd]))).toEqual([wire(sources[0]!)]);
+    } finally {
+      for (const fd of sources) closeFd(fd);
+    }
+  });
+});
