@@ -302,6 +302,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     // teardown (on_freed set) JS can no longer run: drop them unheard.
     if (on_freed != nullptr) send_callbacks_.clear();
     closing_ = true;
+    served_dups_at_close_ = core->served_dups();
     core->Close(on_freed, arg);
     closing_ = false;
     send_callbacks_.clear();
@@ -647,8 +648,9 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   Napi::Value GetGivenCount(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), core_ != nullptr ? static_cast<double>(core_->given_count()) : 0);
   }
+  // Still readable once closed: how many a connection answered, after it ended.
   Napi::Value GetServedDups(const Napi::CallbackInfo& info) {
-    return Napi::Number::New(info.Env(), core_ != nullptr ? static_cast<double>(core_->served_dups()) : 0);
+    return Napi::Number::New(info.Env(), static_cast<double>(core_ != nullptr ? core_->served_dups() : served_dups_at_close_));
   }
 
   Napi::Value GetBuffer(const Napi::CallbackInfo& info) {
@@ -860,6 +862,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   bool released_ = false;
   bool closing_ = false;
   uint32_t next_send_id_ = 1;
+  uint64_t served_dups_at_close_ = 0;
   std::vector<int> scratch_fds_;
   Napi::FunctionReference on_message_;
   Napi::FunctionReference on_accept_;

@@ -492,7 +492,7 @@ export class UnixSocket {
     return this.#given;
   }
 
-  /** DUP requests answered in C++ (serveDuplications) so far. */
+  /** DUP requests answered in C++ (serveDuplications) so far (kept once closed). */
   get servedDuplications(): number {
     return this.#native.servedDuplications;
   }

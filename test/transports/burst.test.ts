@@ -13,7 +13,12 @@ import { join } from 'node:path';
 
 import { connect, PROBE_COMMAND, QueueFullError, type Connection, type ConnectOptions, type TransportName, type WireIdentity } from '../../src';
 import { closeFd, fdIdentity, makeMemfd, openFdTable, type FdTable } from '../../src/fd';
+import { native } from '../../src/native';
+import { encodeCall, FRAME_SOCKET_OPTIONS, FrameType } from '../../src/protocol';
+import { UnixSocket, type UnixSocketOptions } from '../../src/socket';
 import type { ChildConnection } from '../../src/transports/child';
+import { SERVE_PAUSE_READING_AT, serveConnection, type ServeStats } from '../../src/transports/serve';
+import { rawFrame, rawSocket, sayHello } from '../../scenarios/support/hostile';
 import { exitOf, fdTableSettles, startHelperProcess, type HelperProcess } from '../util/processes';
 
 const TRANSPORTS: TransportName[] = ['direct', 'worker', 'child', 'helper', 'pidfd'];
@@ -180,6 +185,131 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
       expect(await conn.dupFileDescriptor(sources[0]!).then((fd) => conn.call('identities', [fd]))).toEqual([wire(sources[0]!)]);
     } finally {
       for (const fd of sources) closeFd(fd);
+    }
+  });
+});
+
+describe("the command's side, against a client that reads slowly or not at all", () => {
+  /** serveConnection in this process over a socketpair, with `options` on its socket; `client` is the raw far end. */
+  function served(options: UnixSocketOptions = {}): {
+    client: UnixSocket;
+    server: UnixSocket;
+    ended: Promise<{ reason: Error | null; stats: ServeStats }>;
+  } {
+    const [c, s] = native.socketpair(native.constants.SOCK_SEQPACKET);
+    const server = new UnixSocket(s, 'seqpacket', { ...FRAME_SOCKET_OPTIONS, ...options });
+    let resolve!: (v: { reason: Error | null; stats: ServeStats }) => void;
+    const ended = new Promise<{ reason: Error | null; stats: ServeStats }>((r) => (resolve = r));
+    serveConnection(server, { transport: 'child', onEnd: (reason, stats) => resolve({ reason, stats: { ...stats } }) });
+    return { client: rawSocket(c), server, ended };
+  }
+
+  /** Reads replies until end-of-file: [type, id] of each, in arrival order. */
+  async function readAll(client: UnixSocket): Promise<Array<[number, number, number]>> {
+    const out: Array<[number, number, number]> = [];
+    for (;;) {
+      let m;
+      try {
+        m = await client.receive();
+      } catch (err) {
+        expect((err as { code?: string }).code).toMatch(/^(ERR_FDBRIDGE_EOF|ECONNRESET)$/);
+        return out;
+      }
+      expect(m.fds).toEqual([]);
+      out.push([m.data[0] as number, m.data.readUInt32LE(4), m.data.length]);
+    }
+  }
+
+  const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+  test('it stops reading while its replies back up; every reply arrives, in order, once the client reads', async () => {
+    const { client, server, ended } = served();
+    const memfd = makeMemfd('slow-reader');
+    try {
+      await sayHello(client);
+      // DUPs (answered in C++) and CALLs (answered in JS), interleaved, none read.
+      const n = 6000;
+      for (let id = 1; id <= n; id++) {
+        if (id % 3 === 0) client.write(encodeCall(id, 'echo', [id]));
+        else client.write(rawFrame(FrameType.DUP, id), [memfd]);
+      }
+      // The command's side fills the kernel's buffer toward the client, queues
+      // replies up to the mark, then stops reading: the rest of the requests
+      // back up in the kernel and in the client's queue.
+      while (client.queuedSends === 0 || server.queuedSendBytes <= SERVE_PAUSE_READING_AT) await turn();
+      for (let i = 0; i < 50; i++) await turn();
+      expect(server.queuedSendBytes).toBeGreaterThan(SERVE_PAUSE_READING_AT);
+      // At most one read batch (32 requests) past the mark.
+      expect(server.queuedSendBytes).toBeLessThanOrEqual(SERVE_PAUSE_READING_AT + 32 * (64 + 256));
+      expect(client.queuedSends).toBeGreaterThan(0);
+      // The client reads: everything flows, in order, none lost or doubled.
+      const replies: Array<[number, number, number]> = [];
+      while (replies.length < n) {
+        const m = await client.receive();
+        replies.push([m.data[0] as number, m.data.readUInt32LE(4), m.data.length]);
+      }
+      expect(replies.map(([, id]) => id)).toEqual(Array.from({ length: n }, (_, i) => i + 1));
+      for (const [type, id, length] of replies) {
+        if (id % 3 === 0) expect(type).toBe(FrameType.RESULT);
+        else expect([type, length]).toEqual([FrameType.DUP_OK, 12]);
+      }
+      expect(server.given.size).toBe(n - n / 3);
+    } finally {
+      client.close();
+      closeFd(memfd);
+    }
+    const { reason } = await ended;
+    expect(reason).toBeNull();
+  });
+
+  test('replies to requests it already read pile past the limit: the client is cut off with QueueFullError, nothing buffered for it, every fd closed', async () => {
+    const before = openFdTable();
+    const { client, server, ended } = served({ sendQueueLimit: 64 * 1024 });
+    const memfd = makeMemfd('cut-off');
+    try {
+      await sayHello(client);
+      client.write(rawFrame(FrameType.DUP, 1), [memfd]);
+      // All read at once (no reply yet, nothing to pause for), then all
+      // answered together, while the client reads nothing.
+      for (let id = 2; id <= 600; id++) client.write(encodeCall(id, 'later', [100, 'x'.repeat(1000)]));
+      const { reason } = await ended;
+      expect(reason).toBeInstanceOf(QueueFullError);
+      expect(reason?.message).toMatch(/^the client stopped reading its replies/);
+      expect(server.closed).toBe(true);
+      // What was sent before the cut arrives, in order, then end-of-file.
+      const replies = await readAll(client);
+      expect(replies.length).toBeGreaterThan(1);
+      expect(replies.length).toBeLessThan(600);
+      expect(replies.map(([, id]) => id)).toEqual(Array.from({ length: replies.length }, (_, i) => i + 1));
+    } finally {
+      client.close();
+      closeFd(memfd);
+    }
+    // The duplicate it was given went with the connection.
+    expect(await fdTableSettles(process.pid, before)).toBe('');
+  });
+
+  test('a DUP that finds the reply queue full is never answered from C++ into a dropped reply: it goes to the JS side, which cuts the client off', async () => {
+    // A limit below the reading pause: the queue fills before reading stops.
+    const { client, server, ended } = served({ sendQueueLimit: 4 * 1024 });
+    const memfd = makeMemfd('full-dup');
+    try {
+      await sayHello(client);
+      for (let id = 1; id <= 3000; id++) client.write(rawFrame(FrameType.DUP, id), [memfd]);
+      const { reason } = await ended;
+      expect(reason).toBeInstanceOf(QueueFullError);
+      const served = server.servedDuplications;
+      const replies = await readAll(client);
+      // Every DUP answered in C++ got its reply, in order: the client reads
+      // all of them but those still queued when it was cut off.
+      expect(replies.length + (reason as QueueFullError).queuedMessages).toBe(served);
+      expect(replies.length).toBeGreaterThan(0);
+      expect(replies.map(([, id]) => id)).toEqual(Array.from({ length: replies.length }, (_, i) => i + 1));
+      expect(replies.every(([type, , length]) => type === FrameType.DUP_OK && length === 12)).toBe(true);
+      expect(served).toBeLessThan(3000);
+    } finally {
+      client.close();
+      closeFd(memfd);
     }
   });
 });
