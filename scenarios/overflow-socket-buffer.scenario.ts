@@ -10,14 +10,7 @@ import { strict as assert } from 'node:assert';
 
 import { closeFd, makeEventfd, makeMemfd, makePipe, PROBE_COMMAND, QueueFullError, type Connection } from '../src';
 import type { Scenario } from '../harness/types';
-import { closeAll, closeRemote, remoteIdentities, wireIdentity } from './support/common';
-
-/** Settles every promise; the indices in the order they settled. */
-async function settleInOrder<T>(promises: Array<Promise<T>>): Promise<{ results: Array<PromiseSettledResult<T>>; order: number[] }> {
-  const order: number[] = [];
-  promises.forEach((p, i) => p.then(() => order.push(i), () => order.push(i)));
-  return { results: await Promise.allSettled(promises), order };
-}
+import { closeAll, closeRemote, remoteIdentities, settleInOrder, wireIdentity } from './support/common';
 
 function assertInOrder(order: readonly number[], what: string): void {
   order.forEach((index, i) => assert.equal(index, i, `${what}: request ${index} settled in place ${i}`));

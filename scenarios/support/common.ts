@@ -20,6 +20,23 @@ export function wireIdentity(fd: number): WireIdentity {
   return { dev: String(id.dev), ino: String(id.ino), type: id.type };
 }
 
+/**
+ * Settles every promise (none rejects unhandled); also the indices in the
+ * order they settled, to check that requests were answered in the order made.
+ */
+export async function settleInOrder<T>(
+  promises: Array<Promise<T>>,
+): Promise<{ results: Array<PromiseSettledResult<T>>; order: number[] }> {
+  const order: number[] = [];
+  promises.forEach((p, i) =>
+    p.then(
+      () => order.push(i),
+      () => order.push(i),
+    ),
+  );
+  return { results: await Promise.allSettled(promises), order };
+}
+
 /** (dev, ino, type) of fds in the command's context, read there. */
 export function remoteIdentities(conn: Connection, fds: readonly number[]): Promise<WireIdentity[]> {
   return conn.call<WireIdentity[]>('identities', fds);

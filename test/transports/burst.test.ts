@@ -7,73 +7,35 @@
  * the global check of this process's fd table, the helper daemon's table
  * returns to its baseline after each test.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-
 import { connect, PROBE_COMMAND, QueueFullError, type Connection, type ConnectOptions, type TransportName, type WireIdentity } from '../../src';
-import { closeFd, fdIdentity, makeMemfd, openFdTable, type FdTable } from '../../src/fd';
+import { closeFd, makeMemfd, openFdTable, type FdTable } from '../../src/fd';
 import { native } from '../../src/native';
 import { encodeCall, FRAME_SOCKET_OPTIONS, FrameType } from '../../src/protocol';
 import { UnixSocket, type UnixSocketOptions } from '../../src/socket';
 import type { ChildConnection } from '../../src/transports/child';
 import { SERVE_PAUSE_READING_AT, serveConnection, type ServeStats } from '../../src/transports/serve';
+import { settleInOrder, wireIdentity } from '../../scenarios/support/common';
 import { rawFrame, rawSocket, sayHello } from '../../scenarios/support/hostile';
-import { exitOf, fdTableSettles, startHelperProcess, type HelperProcess } from '../util/processes';
+import { exitOf, fdTableSettles, helperForSuite } from '../util/processes';
 
 const TRANSPORTS: TransportName[] = ['direct', 'worker', 'child', 'helper', 'pidfd'];
 /** Transports with a socket, a send queue and its bound. */
 const SOCKETS = new Set<TransportName>(['child', 'helper', 'pidfd']);
 
-let dir: string;
-let helper: HelperProcess;
-let socketPath: string;
-
-beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'fdbridge-burst-'));
-  socketPath = join(dir, 'helper.sock');
-  helper = await startHelperProcess(socketPath);
-});
-
-afterAll(async () => {
-  await helper?.stop('SIGTERM');
-  rmSync(dir, { recursive: true, force: true });
-});
-
-function wire(fd: number): WireIdentity {
-  const id = fdIdentity(fd);
-  return { dev: String(id.dev), ino: String(id.ino), type: id.type };
-}
-
-/**
- * Settles every promise, recording the order in which they settled; checks
- * none settles twice (a promise cannot, but a request answered twice would
- * show as a reply to no request and fail the connection).
- */
-async function settleAll<T>(promises: Array<Promise<T>>): Promise<{ results: Array<PromiseSettledResult<T>>; order: number[] }> {
-  const order: number[] = [];
-  promises.forEach((p, i) =>
-    p.then(
-      () => order.push(i),
-      () => order.push(i),
-    ),
-  );
-  const results = await Promise.allSettled(promises);
-  return { results, order };
-}
+const suite = helperForSuite('fdbridge-burst-');
 
 describe.each(TRANSPORTS)('%s transport', (transport) => {
   const opened: Connection[] = [];
   let helperBaseline: FdTable | undefined;
 
   async function open(options: Partial<ConnectOptions> = {}): Promise<Connection> {
-    const conn = await connect(transport, { command: PROBE_COMMAND, socketPath, ...options });
+    const conn = await connect(transport, { command: PROBE_COMMAND, socketPath: suite.socketPath, ...options });
     opened.push(conn);
     return conn;
   }
 
   beforeEach(() => {
-    helperBaseline = transport === 'helper' ? openFdTable(helper.pid) : undefined;
+    helperBaseline = transport === 'helper' ? openFdTable(suite.helper.pid) : undefined;
   });
 
   afterEach(async () => {
@@ -83,12 +45,12 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
         expect([0, null]).toContain((await exitOf((conn as ChildConnection).child)).code);
       }
     }
-    if (helperBaseline) expect(await fdTableSettles(helper.pid, helperBaseline)).toBe('');
+    if (helperBaseline) expect(await fdTableSettles(suite.helper.pid, helperBaseline)).toBe('');
   });
 
   test('5,000 calls at once: each resolves with its own value, in order, and the connection stays usable', async () => {
     const conn = await open();
-    const { results, order } = await settleAll(Array.from({ length: 5000 }, (_, i) => conn.call<number>('echo', i)));
+    const { results, order } = await settleInOrder(Array.from({ length: 5000 }, (_, i) => conn.call<number>('echo', i)));
     expect(results.filter((r) => r.status === 'rejected')).toEqual([]);
     expect(results.map((r) => (r as PromiseFulfilledResult<number>).value)).toEqual(Array.from({ length: 5000 }, (_, i) => i));
     expect(order).toEqual(Array.from({ length: 5000 }, (_, i) => i));
@@ -99,17 +61,17 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
     const conn = await open();
     const sources = Array.from({ length: 10 }, (_, i) => makeMemfd(`burst-${i}`));
     try {
-      const { results, order } = await settleAll(Array.from({ length: 1000 }, (_, i) => conn.dupFileDescriptors([sources[i % 10]!])));
+      const { results, order } = await settleInOrder(Array.from({ length: 1000 }, (_, i) => conn.dupFileDescriptors([sources[i % 10]!])));
       expect(results.filter((r) => r.status === 'rejected')).toEqual([]);
       const remote = results.map((r) => (r as PromiseFulfilledResult<number[]>).value);
       expect(remote.every((r) => r.length === 1)).toBe(true);
       expect(new Set(remote.flat()).size).toBe(1000);
       expect(order).toEqual(Array.from({ length: 1000 }, (_, i) => i));
       const far = await conn.call<WireIdentity[]>('identities', remote.flat());
-      expect(far).toEqual(Array.from({ length: 1000 }, (_, i) => wire(sources[i % 10]!)));
+      expect(far).toEqual(Array.from({ length: 1000 }, (_, i) => wireIdentity(sources[i % 10]!)));
       // Singles in the same burst, folded or not, and a call behind them.
       const singles = await Promise.all(Array.from({ length: 1000 }, (_, i) => conn.dupFileDescriptor(sources[i % 10]!)));
-      expect(await conn.call('identities', singles)).toEqual(Array.from({ length: 1000 }, (_, i) => wire(sources[i % 10]!)));
+      expect(await conn.call('identities', singles)).toEqual(Array.from({ length: 1000 }, (_, i) => wireIdentity(sources[i % 10]!)));
     } finally {
       for (const fd of sources) closeFd(fd);
     }
@@ -120,7 +82,7 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
     const busy = conn.call<number>('block', 300);
     // 12 x 150 KB: far more than the socket buffer holds while nothing is read.
     const values = Array.from({ length: 12 }, (_, i) => String.fromCharCode(97 + i).repeat(150_000));
-    const { results, order } = await settleAll<unknown>([busy, ...values.map((v) => conn.call<string>('echo', v))]);
+    const { results, order } = await settleInOrder<unknown>([busy, ...values.map((v) => conn.call<string>('echo', v))]);
     expect(results.map((r) => (r.status === 'fulfilled' ? r.value : r.reason))).toEqual([300, ...values]);
     expect(order).toEqual(Array.from({ length: 13 }, (_, i) => i));
     expect(await conn.call('echo', 'after')).toBe('after');
@@ -132,7 +94,7 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
     const limit = 64 * 1024;
     const conn = await open({ sendQueueLimit: limit });
     const busy = conn.call<number>('block', 500);
-    const { results, order } = await settleAll(Array.from({ length: 3000 }, (_, i) => conn.call<number>('echo', i)));
+    const { results, order } = await settleInOrder(Array.from({ length: 3000 }, (_, i) => conn.call<number>('echo', i)));
     const accepted = results.findIndex((r) => r.status === 'rejected');
     // The kernel's buffer and then the queue took a prefix; the rest, made
     // in the same tick, met the full queue.
@@ -158,7 +120,7 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
     const sources = Array.from({ length: 4 }, (_, i) => makeMemfd(`bound-${i}`));
     try {
       const busy = conn.call('block', 300);
-      const { results } = await settleAll([
+      const { results } = await settleInOrder([
         ...Array.from({ length: 1000 }, (_, i) => conn.dupFileDescriptors([sources[i % 4]!])),
         ...Array.from({ length: 500 }, (_, i) => conn.dupFileDescriptor(sources[i % 4]!).then((fd) => [fd])),
       ]);
@@ -169,7 +131,7 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
       results.forEach((r, i) => {
         if (r.status === 'fulfilled') {
           got.push(...r.value);
-          wanted.push(wire(sources[(i < 1000 ? i : i - 1000) % 4]!));
+          wanted.push(wireIdentity(sources[(i < 1000 ? i : i - 1000) % 4]!));
         } else {
           expect(r.reason).toBeInstanceOf(QueueFullError);
           refused += 1;
@@ -182,7 +144,7 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
       // The command holds exactly the duplicates that were answered.
       expect(await conn.call('adopt', got)).toBe(got.length);
       await conn.call('closeAdopted', got);
-      expect(await conn.dupFileDescriptor(sources[0]!).then((fd) => conn.call('identities', [fd]))).toEqual([wire(sources[0]!)]);
+      expect(await conn.dupFileDescriptor(sources[0]!).then((fd) => conn.call('identities', [fd]))).toEqual([wireIdentity(sources[0]!)]);
     } finally {
       for (const fd of sources) closeFd(fd);
     }

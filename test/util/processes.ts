@@ -1,5 +1,7 @@
 /** Test utilities: helper daemons in their own processes, and fd tables of other processes. */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { diffFdTables, formatFdTableDiff, openFdTable, type FdTable } from '../../src/fd';
@@ -49,6 +51,25 @@ export async function startHelperProcess(socketPath: string, extraArgs: string[]
       return exited;
     },
   };
+}
+
+/**
+ * A helper daemon for a test file, in a private directory: started before
+ * its tests (beforeAll), stopped and removed after them (afterAll). Read
+ * `helper` and `socketPath` inside tests and hooks.
+ */
+export function helperForSuite(prefix: string): { readonly helper: HelperProcess; readonly socketPath: string } {
+  const suite = {} as { helper: HelperProcess; socketPath: string; dir: string };
+  beforeAll(async () => {
+    suite.dir = mkdtempSync(join(tmpdir(), prefix));
+    suite.socketPath = join(suite.dir, 'helper.sock');
+    suite.helper = await startHelperProcess(suite.socketPath);
+  });
+  afterAll(async () => {
+    await suite.helper?.stop('SIGTERM');
+    if (suite.dir) rmSync(suite.dir, { recursive: true, force: true });
+  });
+  return suite;
 }
 
 /**
