@@ -21,12 +21,6 @@
       ],
       "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter"],
       "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Wno-unused-parameter"]
-    },
-    {
-      "target_name": "scm_pingpong",
-      "type": "executable",
-      "sources": ["native/bench/scm_pingpong.c"],
-      "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"]
     }
   ]
 }

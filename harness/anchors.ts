@@ -7,21 +7,23 @@
  *   closes the server it got and replies; one handle per round trip.
  * - node-ipc-json: the same round trip without a handle (Node's JSON IPC).
  * - c-scm-rights: raw C sendmsg(1 fd) + recvmsg(ack) on a SEQPACKET
- *   socketpair between two processes (build/Release/scm_pingpong).
+ *   socketpair between two processes (native/bench/scm_pingpong.c; see
+ *   ./anchor-build: skipped, with the reason, where it cannot be built).
  * - c-scm-rights-batch: the same with 253 fds per message.
  * - python-send-fds: socket.send_fds / recv_fds (optional: python3 >= 3.9).
  *
  * Imports tinybench through ./bench: never load this from jest.
  */
 import { execFile, fork, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 import { MAX_FDS_PER_MESSAGE } from '../src/connection';
-import { packageRoot } from '../src/native';
 import { requireDistFile } from '../src/paths';
+import { scmPingpong } from './anchor-build';
 import { measureLatencySamples, summarizeSamples } from './bench';
 import type { Latency } from './types';
 
@@ -54,11 +56,6 @@ export interface AnchorOptions {
   onSkip?: (name: string, reason: string) => void;
 }
 
-/** Path of the C ping-pong built by binding.gyp. */
-export function scmPingpongPath(): string {
-  return join(packageRoot, 'build', 'Release', 'scm_pingpong');
-}
-
 interface ExternalResult {
   samplesUs?: number[];
   skip?: string;
@@ -83,12 +80,8 @@ function fromExternal(r: ExternalResult, what: string): AnchorMeasurement {
   return m;
 }
 
-/** Runs the C ping-pong with `fds` per message for about `timeMs`. */
-async function measureC(fds: number, timeMs: number, warmupMs: number): Promise<AnchorMeasurement> {
-  const exe = scmPingpongPath();
-  if (!existsSync(exe)) {
-    throw new Error(`${exe} is missing; build it with \`npx node-gyp rebuild\` (npm ci does)`);
-  }
+/** Runs the C ping-pong `exe` with `fds` per message for about `timeMs`. */
+async function measureC(exe: string, fds: number, timeMs: number, warmupMs: number): Promise<AnchorMeasurement> {
   // Warm-up is counted in iterations there; at ~25 µs a round trip,
   // warmupMs * 40 is about the asked warm-up time (with a floor).
   const { stdout } = await execFileAsync(
@@ -226,34 +219,49 @@ export class AnchorSession {
   readonly names: string[];
   readonly #child: ChildProcess;
   readonly #server: Server;
+  readonly #dir: string;
+  readonly #cExe: string | undefined;
   #n = 0;
 
   /** Forks the Node anchor child, opens its server and checks for python3 (unless `python: false`). */
   static async open(options: Pick<AnchorOptions, 'python' | 'onSkip'> = {}): Promise<AnchorSession> {
-    const names = ['node-handle-passing', 'node-ipc-json', 'c-scm-rights', 'c-scm-rights-batch'];
+    const names = ['node-handle-passing', 'node-ipc-json'];
+    // Holds the C anchor when it has to be compiled for this session.
+    const dir = mkdtempSync(join(tmpdir(), 'fdbridge-anchors-'));
+    let cExe: string | undefined;
+    try {
+      cExe = await scmPingpong(dir);
+      names.push('c-scm-rights', 'c-scm-rights-batch');
+    } catch (err) {
+      options.onSkip?.('c-scm-rights', (err as Error).message);
+    }
     if (options.python ?? true) {
       const py = await runPython(0, 0);
       if (typeof py === 'string' && py !== '') options.onSkip?.('python-send-fds', py);
       else names.push('python-send-fds');
     }
-    const child = await forkAnchorChild();
+    let child: ChildProcess | undefined;
     const server = createServer();
     try {
+      child = await forkAnchorChild();
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         server.listen(0, '127.0.0.1', () => resolve());
       });
     } catch (err) {
-      await stopChild(child);
+      if (child) await stopChild(child);
+      rmSync(dir, { recursive: true, force: true });
       throw err;
     }
-    return new AnchorSession(names, child, server);
+    return new AnchorSession(names, child, server, dir, cExe);
   }
 
-  private constructor(names: string[], child: ChildProcess, server: Server) {
+  private constructor(names: string[], child: ChildProcess, server: Server, dir: string, cExe: string | undefined) {
     this.names = names;
     this.#child = child;
     this.#server = server;
+    this.#dir = dir;
+    this.#cExe = cExe;
   }
 
   /** What one sample of anchor `name` is, and how many fds it moves. */
@@ -272,9 +280,9 @@ export class AnchorSession {
       case 'node-ipc-json':
         return measureLatencySamples({ fn: () => roundTrip(this.#child, ++this.#n) }, { time, warmupTime });
       case 'c-scm-rights':
-        return measureC(1, time, warmupTime);
       case 'c-scm-rights-batch':
-        return measureC(MAX_FDS_PER_MESSAGE, time, warmupTime);
+        if (this.#cExe === undefined) throw new RangeError(`${name} is not available in this session`);
+        return measureC(this.#cExe, name === 'c-scm-rights' ? 1 : MAX_FDS_PER_MESSAGE, time, warmupTime);
       case 'python-send-fds': {
         const r = await runPython(time, warmupTime);
         if (typeof r === 'string') throw new Error(`python-send-fds: ${r}`);
@@ -288,6 +296,7 @@ export class AnchorSession {
   async close(): Promise<void> {
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
     await stopChild(this.#child);
+    rmSync(this.#dir, { recursive: true, force: true });
   }
 }
 

@@ -1,63 +1,146 @@
 #!/usr/bin/env node
 /**
  * The fdbridge command line. Each subcommand lives in harness/commands/<name>.ts
- * and exports `main(argv): Promise<number>` (the exit status); it is loaded
- * only when used.
+ * and exports `USAGE` (its --help text) and `main(argv): Promise<number>` (the
+ * exit status, harness/commands/usage.ts EXIT); it is loaded only when used.
+ *
+ * Errors: a UsageError prints one line and the subcommand's synopsis (exit 2);
+ * any other error prints one line naming what went wrong (exit 3), and its
+ * stack only under --debug.
  */
-import { defaultHelperSocketPath } from '../src/transports/helper-daemon';
-import { UsageError } from './commands/usage';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 
-const COMMANDS: Record<string, { module: string; usage: string }> = {
-  helper: {
-    module: './commands/helper',
-    usage: `helper [--socket PATH] [--allow-uid UID[,UID...]] [--verbose]
-      Run a helper daemon (default socket: ${defaultHelperSocketPath()}; @NAME for an abstract name).`,
-  },
+import { packageRoot } from '../src/paths';
+import { EXIT, UsageError } from './commands/usage';
+
+interface CommandEntry {
+  module: string;
+  /** One line for the list of commands. */
+  summary: string;
+}
+
+const COMMANDS: Record<string, CommandEntry> = {
   run: {
     module: './commands/run',
-    usage: `run [--transport a,b] [--scenario PATTERN] [--bench] [--repeat N] [--seed S] [--shard i/n] [--json FILE] [--html FILE] [--profile NAME]
-      Run the scenarios on every transport under the fd-leak oracle (\`fdbridge run --help\` for all options).`,
+    summary: 'run scenarios x transports under the fd-leak oracle; results.json and an HTML report',
   },
   compare: {
     module: './commands/compare',
-    usage: `compare OLD.json NEW.json [--threshold RATIO]
-      What started failing or leaking, and what got slower (p50 ratio, default 1.25) between two results files.`,
+    summary: 'what started failing or leaking, and what got slower, between two results files',
   },
   merge: {
     module: './commands/merge',
-    usage: `merge SHARD.json... [--json FILE] [--html FILE]
-      One results file and report from the shards of a run (run --shard i/n); an error if one is missing or they disagree.`,
-  },
-  log: {
-    module: './commands/log',
-    usage: `log [--transport direct|worker|child|helper] [--socket PATH] [--logfile [!]PATH|-|-stdout|-stderr] LINE...
-      Run the log command somewhere, redirect its log, and log each LINE.`,
+    summary: 'one results file and report from the shards of a run (run --shard i/n)',
   },
   bench: {
     module: './commands/bench',
-    usage: `bench [--json FILE] [--transport a,b] [--time MS] [--count N] [--no-python]
-      Latency, batch and pipelined throughput and a long run per transport, against in-run anchors (Node, C, Python).`,
+    summary: 'latency and throughput per transport against in-run anchors (Node, C, Python)',
+  },
+  helper: {
+    module: './commands/helper',
+    summary: 'run a helper daemon that serves commands to clients over a Unix socket',
+  },
+  log: {
+    module: './commands/log',
+    summary: 'run the log command somewhere, redirect its log to a file the CLI opened, log lines',
   },
 };
 
-/** The usage text: one entry per subcommand in COMMANDS. */
-function usage(): string {
-  return `usage: fdbridge <command> [options]\n${Object.entries(COMMANDS)
-    .map(([, c]) => `  fdbridge ${c.usage}`)
-    .join('\n')}\n`;
+interface CommandModule {
+  USAGE: string;
+  main(argv: string[]): Promise<number>;
+}
+
+function version(): string {
+  return (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
+}
+
+function globalUsage(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((n) => n.length));
+  return `usage: fdbridge <command> [options]     (fdbridge <command> --help for its options)
+
+commands:
+${Object.entries(COMMANDS)
+  .map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`)
+  .join('\n')}
+
+options:
+  --help, -h     this text (after a command: that command's options)
+  --version      the installed version
+  --debug        on an error, print its stack (and causes), not only its message
+
+exit status: 0 ok; 1 the command found a failure (a failed or leaking row, a regression,
+a transport that failed); 2 usage error; 3 the command could not run (see its message).
+`;
+}
+
+/** Words before a `--` terminator: only there are `--help` and `--debug` options. */
+function optionWords(argv: readonly string[]): readonly string[] {
+  const end = argv.indexOf('--');
+  return end === -1 ? argv : argv.slice(0, end);
+}
+
+function loadCommand(name: string): CommandModule {
+  const entry = COMMANDS[name] as CommandEntry;
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return require(entry.module) as CommandModule;
+}
+
+/** The error's message (one line per line of it), or with --debug its stack and causes. */
+function describeError(err: unknown, debug: boolean): string {
+  if (!(err instanceof Error)) return String(err);
+  if (!debug) return err.message;
+  let text = err.stack ?? `${err.name}: ${err.message}`;
+  for (let cause = err.cause; cause !== undefined; cause = cause instanceof Error ? cause.cause : undefined) {
+    text += `\ncaused by: ${cause instanceof Error ? (cause.stack ?? cause.message) : String(cause)}`;
+  }
+  return text;
 }
 
 async function main(argv: string[]): Promise<number> {
-  const [name, ...rest] = argv;
-  if (name === undefined || name === '-h' || name === '--help') {
-    process.stdout.write(usage());
-    return name === undefined ? 2 : 0;
+  const debug = optionWords(argv).includes('--debug');
+  // --debug is global: accepted before or after the command's name.
+  const words = debug ? [...optionWords(argv).filter((a) => a !== '--debug'), ...argv.slice(optionWords(argv).length)] : argv;
+  let [name, ...rest] = words;
+  if (name === 'help') {
+    // `fdbridge help run` = `fdbridge run --help`
+    if (rest[0] === undefined) name = '--help';
+    else [name, rest] = [rest[0], ['--help']];
   }
-  const command = COMMANDS[name];
-  if (!command) throw new UsageError(`unknown command ${name}`);
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const mod = require(command.module) as { main(argv: string[]): Promise<number> };
-  return mod.main(rest);
+  if (name === undefined) {
+    process.stderr.write(globalUsage());
+    return EXIT.usage;
+  }
+  if (name === '--help' || name === '-h') {
+    process.stdout.write(globalUsage());
+    return EXIT.ok;
+  }
+  if (name === '--version' || name === '-V') {
+    process.stdout.write(`${version()}\n`);
+    return EXIT.ok;
+  }
+  if (!Object.hasOwn(COMMANDS, name)) {
+    process.stderr.write(`fdbridge: ${name.startsWith('-') ? 'unknown option' : 'unknown command'} ${name}\n${globalUsage()}`);
+    return EXIT.usage;
+  }
+  const command = loadCommand(name);
+  if (optionWords(rest).some((a) => a === '--help' || a === '-h')) {
+    process.stdout.write(`usage: fdbridge ${command.USAGE.trimEnd()}\n`);
+    return EXIT.ok;
+  }
+  try {
+    return await command.main(rest);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      // The synopsis (USAGE's first paragraph), not the whole help.
+      const synopsis = command.USAGE.split(/\n\s*\n/)[0]?.trimEnd();
+      process.stderr.write(`fdbridge ${name}: ${err.message}\nusage: fdbridge ${synopsis}\n(fdbridge ${name} --help for every option)\n`);
+      return EXIT.usage;
+    }
+    process.stderr.write(`fdbridge ${name}: ${describeError(err, debug)}\n`);
+    return EXIT.error;
+  }
 }
 
 main(process.argv.slice(2)).then(
@@ -65,12 +148,9 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err: unknown) => {
-    if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-      process.stderr.write(`fdbridge: ${(err as Error).message}\n${usage()}`);
-      process.exitCode = 2;
-    } else {
-      process.stderr.write(`fdbridge: ${(err as Error)?.stack ?? String(err)}\n`);
-      process.exitCode = 1;
-    }
+    // Only loading a command can get here (a broken install: the addon or dist/ missing).
+    const debug = process.argv.includes('--debug');
+    process.stderr.write(`fdbridge: ${describeError(err, debug)}\n`);
+    process.exitCode = EXIT.error;
   },
 );

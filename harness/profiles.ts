@@ -2,8 +2,7 @@
  * Run profiles: which scenarios a run selects (by tag) and the limits that
  * suit them. `fdbridge run --profile NAME`; 'default' is what `npm start` runs.
  *
- * To add one (issue 6 fills 'faults' and 'soak' with scenarios): add an
- * entry here; scenarios opt in through their tags.
+ * To add one: add an entry here; scenarios opt in through their tags.
  */
 import type { Scenario } from './types';
 

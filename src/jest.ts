@@ -1,11 +1,13 @@
 /**
- * A jest matcher for fd leaks. Register it once, in a file listed under
- * `setupFilesAfterEnv` in your jest config:
+ * A jest matcher for fd leaks (`fdbridge/jest`). Register it once in the
+ * jest config:
  *
- *     // jest.setup.ts
- *     import 'fdbridge/dist/src/jest';
+ *     setupFilesAfterEnv: ['fdbridge/jest']
  *
- * then, in a test:
+ * and give TypeScript its type with `"types": ["fdbridge/jest"]` in the
+ * tests' tsconfig (or `import 'fdbridge/jest'` in a test file): it extends
+ * both the global `expect` of @types/jest and the `expect` of
+ * `@jest/globals`. Then, in a test:
  *
  *     await expect(async () => {
  *       const conn = await connect('worker', { command: LOG_COMMAND });
@@ -19,6 +21,11 @@
  */
 import { checkFdLeaks, describeFdLeakReport, type FdCheckOptions } from './leak-check';
 
+// The matcher's type, where each way of using jest looks for it: the
+// global `jest` namespace (@types/jest, the global `expect`) and the `expect`
+// package's Matchers (`import { expect } from '@jest/globals'`), as
+// jest-extended does. The type parameters must be exactly those of the
+// declarations they merge with.
 declare global {
   // eslint-disable-next-line @typescript-eslint/no-namespace
   namespace jest {
@@ -26,6 +33,14 @@ declare global {
       /** Runs the received function and fails if it left fds open (await it). */
       toLeakNoFds(options?: FdCheckOptions): Promise<R>;
     }
+  }
+}
+
+declare module 'expect' {
+  // eslint-disable-next-line @typescript-eslint/no-unused-vars
+  interface Matchers<R extends void | Promise<void>, T = unknown> {
+    /** Runs the received function and fails if it left fds open (await it). */
+    toLeakNoFds(options?: FdCheckOptions): Promise<R>;
   }
 }
 

@@ -8,9 +8,12 @@
  *   which take it over.
  */
 import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 
 import { EofError, QueueFullError, SystemError, TruncatedError } from './errors';
+import { packageRoot } from './paths';
+
+export { packageRoot };
 
 export interface NativeIdentity {
   dev: bigint;
@@ -202,17 +205,6 @@ export interface NativeBinding {
     MAX_SOCKET_PATH_BYTES: number;
   };
 }
-
-/** The directory holding package.json and build/ (src/ under ts-jest, dist/src/ when built). */
-export const packageRoot: string = (() => {
-  let dir = __dirname;
-  for (;;) {
-    if (existsSync(join(dir, 'binding.gyp'))) return dir;
-    const up = dirname(dir);
-    if (up === dir) throw new Error(`fdbridge: cannot find the package root above ${__dirname}`);
-    dir = up;
-  }
-})();
 
 function load(): NativeBinding {
   const candidates = ['build/Release/fdbridge.node', 'build/Debug/fdbridge.node'].map((p) => join(packageRoot, p));

@@ -4,9 +4,22 @@
  * client itself runs from TypeScript sources (ts-jest, ts-node).
  */
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
-import { packageRoot } from './native';
+/**
+ * The directory holding package.json and build/ (src/ under ts-jest,
+ * dist/src/ when built). Found without loading the addon, so that
+ * `fdbridge --version` works on a broken install.
+ */
+export const packageRoot: string = (() => {
+  let dir = __dirname;
+  for (;;) {
+    if (existsSync(join(dir, 'binding.gyp'))) return dir;
+    const up = dirname(dir);
+    if (up === dir) throw new Error(`fdbridge: cannot find the package root above ${__dirname}`);
+    dir = up;
+  }
+})();
 
 /** Absolute path of a compiled module, e.g. distPath('src/commands/log-command.js'). */
 export function distPath(relative: string): string {

@@ -5,52 +5,74 @@
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 
 import ts from 'typescript';
 
 import { transportNames } from '../src';
-import { packageRoot } from '../src/native';
+import { packageRoot } from '../src/paths';
 
 const run = promisify(execFile);
 
-function readmeExample(): string {
+/** The code of the README's block between `<!-- NAME:start -->` and `<!-- NAME:end -->`. */
+function readmeBlock(name: string): string {
   const readme = readFileSync(join(packageRoot, 'README.md'), 'utf8');
-  const m = /<!-- readme-example:start -->\s*```ts\n([\s\S]*?)```\s*<!-- readme-example:end -->/.exec(readme);
-  if (!m?.[1]) throw new Error('README.md has no readme-example block');
+  const m = new RegExp(`<!-- ${name}:start -->\\s*\`\`\`ts\\n([\\s\\S]*?)\`\`\`\\s*<!-- ${name}:end -->`).exec(readme);
+  if (!m?.[1]) throw new Error(`README.md has no ${name} block`);
   return m[1];
+}
+
+/** Type-checks (strict) and emits `file` with `options`; returns the diagnostics' messages. */
+function compile(file: string, options: ts.CompilerOptions): string[] {
+  const program = ts.createProgram([file], {
+    strict: true,
+    noUnusedLocals: true,
+    target: ts.ScriptTarget.ES2022,
+    lib: ['lib.es2022.d.ts', 'lib.esnext.disposable.d.ts'],
+    types: ['node'],
+    typeRoots: [join(packageRoot, 'node_modules', '@types')],
+    skipLibCheck: true,
+    outDir: dirname(file),
+    ...options,
+  });
+  const emitted = program.emit();
+  const diagnostics = ts.getPreEmitDiagnostics(program).concat(emitted.diagnostics);
+  return diagnostics.map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'));
 }
 
 test('the README example type-checks and runs on every transport', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'fdbridge-readme-'));
   try {
     // The example imports 'fdbridge' as a user would; point it at this build.
-    const source = readmeExample().replace(/from 'fdbridge'/g, `from ${JSON.stringify(join(packageRoot, 'dist', 'src'))}`);
+    const source = readmeBlock('readme-example').replace(/from 'fdbridge'/g, `from ${JSON.stringify(join(packageRoot, 'dist', 'src'))}`);
     const file = join(dir, 'example.ts');
     writeFileSync(file, source);
-    const program = ts.createProgram([file], {
-      strict: true,
-      noUnusedLocals: true,
-      target: ts.ScriptTarget.ES2022,
-      module: ts.ModuleKind.CommonJS,
-      moduleResolution: ts.ModuleResolutionKind.Node10,
-      lib: ['lib.es2022.d.ts', 'lib.esnext.disposable.d.ts'],
-      types: ['node'],
-      typeRoots: [join(packageRoot, 'node_modules', '@types')],
-      esModuleInterop: true,
-      skipLibCheck: true,
-      outDir: dir,
-    });
-    const emitted = program.emit();
-    const diagnostics = ts.getPreEmitDiagnostics(program).concat(emitted.diagnostics);
-    const messages = diagnostics.map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'));
-    expect(messages).toEqual([]);
+    expect(
+      compile(file, { module: ts.ModuleKind.CommonJS, moduleResolution: ts.ModuleResolutionKind.Node10, esModuleInterop: true }),
+    ).toEqual([]);
 
     const { stdout } = await run(process.execPath, [join(dir, 'example.js')], { timeout: 60_000 });
     const lines = stdout.trim().split('\n');
     expect(lines).toHaveLength(transportNames().length);
     transportNames().forEach((t, i) => expect(lines[i]).toMatch(new RegExp(`^hello from ${t}, pid \\d+$`)));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the first example (an ES module with top-level await) type-checks and runs', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fdbridge-readme-'));
+  try {
+    // The built package's entry, by path: an ES module importing the CommonJS build.
+    const source = readmeBlock('readme-quick-example').replace(/from 'fdbridge'/g, `from ${JSON.stringify(join(packageRoot, 'dist', 'src', 'index.js'))}`);
+    const file = join(dir, 'example.mts');
+    writeFileSync(file, source);
+    expect(compile(file, { module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext })).toEqual([]);
+
+    const { stdout, stderr } = await run(process.execPath, [join(dir, 'example.mjs')], { cwd: dir, timeout: 60_000 });
+    expect({ stdout, stderr }).toEqual({ stdout: '', stderr: '' });
+    expect(readFileSync(join(dir, 'app.log'), 'utf8')).toMatch(/^hello from pid \d+\n$/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

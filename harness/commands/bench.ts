@@ -5,7 +5,7 @@
  * duplication at 253 fds per message, pipelining (64 in flight against one
  * at a time) and a long run on one connection (fd counts and RSS); per
  * anchor (harness/anchors.ts): the same round trip done without fdbridge.
- * Then the ratios issue 5 sets as goals, all from this one run, because on a
+ * Then the ratios the project sets as goals, all from this one run, because on a
  * shared machine only ratios measured together mean anything.
  *
  * Rounds: the anchors and the transports are measured in turn, N times over
@@ -24,7 +24,6 @@ import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { parseArgs } from 'node:util';
 
 import { connect, isFdBridgeError, transportNames, type Connection, type TransportName } from '../../src';
 import { MAX_FDS_PER_MESSAGE } from '../../src/connection';
@@ -35,9 +34,9 @@ import { measureLatencySamples, summarizeSamples } from '../bench';
 import { BENCH_COMMAND, usageAfterGc, type Usage } from '../bench-command';
 import { collectEnvironment } from '../environment';
 import type { BenchCase, Environment, Latency } from '../types';
-import { UsageError } from './usage';
+import { EXIT, parseCommandArgs, parseInteger, UsageError } from './usage';
 
-/** Requests in flight in the pipelined measurement (issue 5's figure). */
+/** Requests in flight in the pipelined measurement (the goal's figure). */
 export const PIPELINE_DEPTH = 64;
 /** The far side's duplicates are closed (untimed) once this many piled up. */
 const CLOSE_BATCH = 256;
@@ -402,7 +401,7 @@ async function startHelper(dir: string): Promise<{ socketPath: string; stop(): P
 // ---------------------------------------------------------------------------
 // ratios and goals
 
-/** Transports issue 5 sets the socket goals for; pidfd is reported beside them. */
+/** Transports the socket goals are set for; pidfd is reported beside them. */
 const SOCKET_GOAL_TRANSPORTS: readonly TransportName[] = ['child', 'helper'];
 const IN_PROCESS_GOAL_TRANSPORTS: readonly TransportName[] = ['direct', 'worker'];
 
@@ -413,7 +412,7 @@ function median(values: readonly number[]): number {
 }
 
 /**
- * Every ratio issue 5 names, for every transport it can be computed for.
+ * Every goal ratio, for every transport it can be computed for.
  * Latency ratios are computed per round (an anchor against the transports
  * measured right after it) and their median is the value judged.
  */
@@ -601,11 +600,26 @@ function cpusAllowed(): string {
   }
 }
 
-function positiveInt(name: string, s: string | undefined, fallback: number): number {
-  if (s === undefined) return fallback;
-  const n = Number(s);
-  if (!Number.isInteger(n) || n <= 0) throw new UsageError(`--${name} takes a positive integer, not ${s}`);
-  return n;
+export const USAGE = `bench [--json FILE] [--transport a,b] [--time MS] [--rounds N] [--count N] [--no-python]
+      Per transport: the latency of one duplication round trip, batch duplication at 253 fds
+      per message, 64 duplications in flight against one at a time, and a long run on one
+      connection (fd counts and RSS of both processes). Beside them, anchors measured in the
+      same run: Node's handle passing and JSON IPC, a C sendmsg/recvmsg ping-pong, Python's
+      socket.send_fds; and the ratios between them. Pin it (taskset -c 0) to compare like with like.
+
+  --transport a,b    transports to measure (default: all of ${transportNames().join(', ')})
+  --time MS          latency measuring time per case, split over the rounds (default 500)
+  --rounds N         anchors and transports measured in turn N times; ratios are medians (default 3)
+  --count N          duplications in the long run (default 100000)
+  --no-python        leave out the Python anchor
+  --json FILE        write everything, with the environment and the load average
+
+exit status: 0 every transport ran (or is unsupported here) and gave its fds back; 1 one failed
+or kept fds; 2 usage error; 3 error. Goals not met are reported, not failed.`;
+
+/** An optional integer option's value, or its default. */
+function optionalInt(name: string, text: string | undefined, fallback: number): number {
+  return text === undefined ? fallback : parseInteger(`--${name}`, text);
 }
 
 /**
@@ -614,26 +628,23 @@ function positiveInt(name: string, s: string | undefined, fallback: number): num
  * when 'helper' is among the transports. Returns the exit status.
  */
 export async function main(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      json: { type: 'string' },
-      transport: { type: 'string' },
-      time: { type: 'string' },
-      rounds: { type: 'string' },
-      count: { type: 'string' },
-      'no-python': { type: 'boolean' },
-    },
-    strict: true,
+  const { values } = parseCommandArgs(argv, {
+    json: { type: 'string' },
+    transport: { type: 'string' },
+    time: { type: 'string' },
+    rounds: { type: 'string' },
+    count: { type: 'string' },
+    'no-python': { type: 'boolean' },
   });
   const known = transportNames();
   const transports = (values.transport?.split(',').filter((s) => s !== '') ?? known) as TransportName[];
+  if (transports.length === 0) throw new UsageError(`--transport needs at least one of ${known.join(', ')}`);
   for (const t of transports) {
     if (!known.includes(t)) throw new UsageError(`--transport: ${t} is not one of ${known.join(', ')}`);
   }
-  const timeMs = positiveInt('time', values.time, 500);
-  const roundCount = positiveInt('rounds', values.rounds, 3);
-  const count = positiveInt('count', values.count, 100_000);
+  const timeMs = optionalInt('time', values.time, 500);
+  const roundCount = optionalInt('rounds', values.rounds, 3);
+  const count = optionalInt('count', values.count, 100_000);
   const perRound = Math.max(1, Math.round(timeMs / roundCount));
   const warmupTime = Math.max(10, Math.round(perRound / 5));
   const log = (line: string): void => void process.stderr.write(`fdbridge bench: ${line}\n`);
@@ -748,7 +759,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(formatReport(file));
     if (values.json !== undefined) writeFileSync(values.json, `${JSON.stringify(file, null, 2)}\n`);
     const broken = transportResults.filter((r) => r.error !== undefined || r.longRun?.fdsReturned === false);
-    return broken.length === 0 ? 0 : 1;
+    return broken.length === 0 ? EXIT.ok : EXIT.failed;
   } finally {
     for (const conn of conns.values()) await conn.close().catch(() => undefined);
     await session?.close();

@@ -8,14 +8,19 @@
  * anchors' own drift, which says how much of a slowdown is the machine.
  */
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 
 import type { ResultRow, ResultsFile, Status } from '../types';
-import { UsageError } from './usage';
+import { EXIT, parseCommandArgs, UsageError } from './usage';
 
 export const USAGE = `compare OLD.json NEW.json [--threshold RATIO]
-      Rows that started failing or leaking, rows slower by RATIO (p50; default 1.25) or faster,
-      rows missing or new. Exit status 1 if anything regressed.`;
+      Compare two results files of \`fdbridge run --json\`: rows that started failing or
+      leaking, rows slower by RATIO (p50 latency, with --bench) or faster, rows missing or new,
+      and how the anchors (the machine itself) moved.
+
+  --threshold RATIO   a row is slower when its p50 grew by this factor (default 1.25; > 1)
+
+exit status: 0 nothing regressed; 1 a row regressed (started failing or leaking, or got
+slower); 2 usage error; 3 a file cannot be read or is not a results file.`;
 
 /** One scenario on one transport, folded over --repeat passes. */
 interface Folded {
@@ -51,16 +56,16 @@ function fold(rows: readonly ResultRow[]): Map<string, Folded> {
   return out;
 }
 
-/** Reads a results file; a file that cannot be read or has no "results" array is a UsageError. */
+/** Reads a results file; throws (exit status 3) when it cannot be read or has no "results" array. */
 export function readResults(path: string): ResultsFile {
   let parsed: unknown;
   try {
     parsed = JSON.parse(readFileSync(path, 'utf8'));
   } catch (err) {
-    throw new UsageError(`cannot read ${path}: ${(err as Error).message}`);
+    throw new Error(`cannot read ${path}: ${(err as Error).message}`, { cause: err });
   }
   if (typeof parsed !== 'object' || parsed === null || !Array.isArray((parsed as ResultsFile).results)) {
-    throw new UsageError(`${path} is not a results file (no "results" array)`);
+    throw new Error(`${path} is not a results file (no "results" array)`);
   }
   return parsed as ResultsFile;
 }
@@ -143,21 +148,12 @@ export function compareResults(old: ResultsFile, now: ResultsFile, threshold = 1
 }
 
 export async function main(argv: string[]): Promise<number> {
-  if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(`usage: fdbridge ${USAGE}\n`);
-    return 0;
-  }
-  const { values, positionals } = parseArgs({
-    args: argv,
-    options: { threshold: { type: 'string', default: '1.25' } },
-    allowPositionals: true,
-    strict: true,
-  });
-  if (positionals.length !== 2) throw new UsageError('compare needs two files: OLD.json NEW.json');
+  const { values, positionals } = parseCommandArgs(argv, { threshold: { type: 'string', default: '1.25' } }, { positionals: true });
+  if (positionals.length !== 2) throw new UsageError(`compare needs two files, OLD.json and NEW.json (got ${positionals.length})`);
   const threshold = Number(values.threshold);
   if (!Number.isFinite(threshold) || threshold <= 1) throw new UsageError(`--threshold must be a ratio > 1, not ${values.threshold}`);
   const [oldPath, newPath] = positionals as [string, string];
   const { regressions, lines } = compareResults(readResults(oldPath), readResults(newPath), threshold);
   process.stdout.write(`${lines.join('\n')}\n`);
-  return regressions.length > 0 ? 1 : 0;
+  return regressions.length > 0 ? EXIT.failed : EXIT.ok;
 }

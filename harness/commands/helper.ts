@@ -1,28 +1,42 @@
 /** `fdbridge helper [--socket PATH] [--allow-uid UID[,UID...]] [--verbose]`: run a helper daemon. */
-import { parseArgs } from 'node:util';
+import { defaultHelperSocketPath, HelperDaemon } from '../../src/transports/helper-daemon';
+import { EXIT, parseCommandArgs, parseInteger } from './usage';
 
-import { HelperDaemon } from '../../src/transports/helper-daemon';
-import { UsageError } from './usage';
+export const USAGE = `helper [--socket PATH | --socket @NAME] [--allow-uid UID[,UID...]] [--verbose]
+      Run a helper daemon: clients of the 'helper' transport connect to its socket, and each
+      gets its own command instance, run in this process. Runs until SIGINT or SIGTERM, then
+      closes every connection, removes its socket and exits 0.
+
+  --socket PATH      where to listen (default: ${defaultHelperSocketPath()});
+                     @NAME for a name in the abstract namespace
+  --allow-uid UIDS   serve these uids too (comma-separated); by default only this process's own
+  --verbose          log connections, and what each ended connection turned away, to stderr
+
+Prints "fdbridge helper listening on PATH (pid N)" on stdout once it accepts connections.
+exit status: 0 stopped by a signal; 2 usage error; 3 cannot listen (the message says why).`;
 
 export async function main(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: { socket: { type: 'string' }, 'allow-uid': { type: 'string' }, verbose: { type: 'boolean' } },
-    strict: true,
+  const { values } = parseCommandArgs(argv, {
+    socket: { type: 'string' },
+    'allow-uid': { type: 'string' },
+    verbose: { type: 'boolean' },
   });
   const allowUids = (values['allow-uid'] ?? '')
     .split(',')
     .filter((s) => s !== '')
-    .map((s) => {
-      const n = Number(s);
-      if (!Number.isInteger(n) || n < 0) throw new UsageError(`--allow-uid: ${s} is not a uid`);
-      return n;
+    .map((s) => parseInteger('--allow-uid', s, 0));
+  // Left out when not given: the default path gets its private directory made.
+  const socketPath = values.socket ?? defaultHelperSocketPath();
+  let daemon: HelperDaemon;
+  try {
+    daemon = HelperDaemon.start({
+      ...(values.socket !== undefined ? { socketPath: values.socket } : {}),
+      allowUids,
+      log: values.verbose ? (line) => process.stderr.write(`fdbridge helper: ${line}\n`) : undefined,
     });
-  const daemon = HelperDaemon.start({
-    ...(values.socket !== undefined ? { socketPath: values.socket } : {}),
-    allowUids,
-    log: values.verbose ? (line) => process.stderr.write(`fdbridge helper: ${line}\n`) : undefined,
-  });
+  } catch (err) {
+    throw new Error(`cannot listen on ${socketPath}: ${(err as Error).message}`, { cause: err });
+  }
   const stopped = new Promise<void>((resolve) => {
     const stop = (signal: NodeJS.Signals): void => {
       process.stderr.write(`fdbridge helper: ${signal}: closing\n`);
@@ -34,6 +48,5 @@ export async function main(argv: string[]): Promise<number> {
   // Announce only once the signal handlers are in place.
   process.stdout.write(`fdbridge helper listening on ${daemon.socketPath} (pid ${process.pid})\n`);
   await stopped;
-  return 0;
+  return EXIT.ok;
 }
-

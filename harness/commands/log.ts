@@ -1,33 +1,27 @@
-/** `fdbridge log [--transport T] [--socket PATH] [--logfile SPEC] LINE...`: the seed's log command. */
-import { parseArgs } from 'node:util';
-
+/** `fdbridge log [--transport T] [--socket PATH] [--logfile SPEC] LINE...`: the log command from the command line. */
 import { connect, transportNames, type TransportName } from '../../src';
 import { LOG_COMMAND, logRedirectOption } from '../../src/commands/log-command';
-import { UsageError } from './usage';
+import { EXIT, parseCommandArgs, UsageError } from './usage';
 
-/**
- * `--logfile -stderr`: its values start with a dash, which parseArgs would
- * take for an option; join each `--logfile` with the word after it.
- */
-function joinLogfileValue(argv: string[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i] as string;
-    if (a === '--logfile' && i + 1 < argv.length) out.push(`--logfile=${argv[++i]}`);
-    else out.push(a);
-  }
-  return out;
-}
+export const USAGE = `log [--transport T] [--socket PATH] [--logfile [!]PATH | - | -stdout | -stderr] [--] LINE...
+      Start the log command on a transport, redirect its log to a file this process opens (the
+      fd is duplicated into the command), and log each LINE there.
+
+  --transport T      ${transportNames().join(', ')} (default: child)
+  --socket PATH      the helper daemon's socket (--transport helper)
+  --logfile SPEC     PATH appends, !PATH truncates first, - and -stdout mean stdout, -stderr stderr
+                     (default: the command's own stderr)
+
+exit status: 0 logged; 2 usage error; 3 error (e.g. the file cannot be opened, no helper daemon).`;
 
 export async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: joinLogfileValue(argv),
-    options: { transport: { type: 'string', default: 'child' }, socket: { type: 'string' }, logfile: { type: 'string' } },
-    allowPositionals: true,
-    strict: true,
-  });
+  const { values, positionals } = parseCommandArgs(
+    argv,
+    { transport: { type: 'string', default: 'child' }, socket: { type: 'string' }, logfile: { type: 'string' } },
+    { positionals: true },
+  );
   const transport = values.transport as TransportName;
-  if (!transportNames().includes(transport)) throw new UsageError(`--transport must be one of ${transportNames().join(', ')}`);
+  if (!transportNames().includes(transport)) throw new UsageError(`--transport must be one of ${transportNames().join(', ')}, not ${transport}`);
   const conn = await connect(transport, {
     command: LOG_COMMAND,
     ...(values.socket !== undefined ? { socketPath: values.socket } : {}),
@@ -38,6 +32,5 @@ export async function main(argv: string[]): Promise<number> {
   } finally {
     await conn.close();
   }
-  return 0;
+  return EXIT.ok;
 }
-

@@ -7,39 +7,33 @@
  * scenario set differ, a shard or a row missing or doubled) are an error
  * listing every reason (exit status 3), and nothing is written.
  */
-import { parseArgs } from 'node:util';
-
 import { MergeError, mergeResults, type ShardFile } from '../merge';
 import { summaryTable } from '../summary';
 import type { ResultsFile } from '../types';
 import { readResults } from './compare';
 import { writeFileAtomic, writeHtml } from './run';
-import { UsageError } from './usage';
+import { EXIT, parseCommandArgs, UsageError } from './usage';
 
 export const USAGE = `merge SHARD.json... [--json FILE] [--html FILE]
       One results file and report from the results of \`run --shard i/n\` (every shard, any order).
-      An error if the shards disagree on the seed, options or scenario set, or if a shard or a row
-      is missing or doubled (exit status 3). Exit status 1 if a row failed.`;
+
+  --json FILE   write the merged results
+  --html FILE   write the merged HTML report
+
+exit status: 0 every merged row passed; 1 a row failed; 2 usage error; 3 the shards do not make
+one run (seed, options or scenario set differ, a shard or a row missing or doubled; every reason
+is listed and nothing is written) or a file cannot be read.`;
 
 function readShard(path: string): ShardFile {
   const results = readResults(path);
   if (typeof results.options !== 'object' || results.options === null) {
-    throw new UsageError(`${path} is not a results file of fdbridge run (no "options")`);
+    throw new Error(`${path} is not a results file of fdbridge run (no "options")`);
   }
   return { file: path, results };
 }
 
 export async function main(argv: string[]): Promise<number> {
-  if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(`usage: fdbridge ${USAGE}\n`);
-    return 0;
-  }
-  const { values, positionals } = parseArgs({
-    args: argv,
-    options: { json: { type: 'string' }, html: { type: 'string' } },
-    allowPositionals: true,
-    strict: true,
-  });
+  const { values, positionals } = parseCommandArgs(argv, { json: { type: 'string' }, html: { type: 'string' } }, { positionals: true });
   if (positionals.length === 0) throw new UsageError('merge needs the results files of the shards');
   let merged: ResultsFile;
   try {
@@ -47,7 +41,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (!(err instanceof MergeError)) throw err;
     process.stderr.write(`fdbridge merge: ${err.message}\n`);
-    return 3;
+    return EXIT.error;
   }
   const out = (line: string): void => void process.stdout.write(`${line}\n`);
   const shards = merged.shards ?? [];
@@ -69,5 +63,5 @@ export async function main(argv: string[]): Promise<number> {
     writeHtml(merged, values.html);
     out(`wrote ${values.html}`);
   }
-  return merged.results.some((r) => r.status === 'fail') ? 1 : 0;
+  return merged.results.some((r) => r.status === 'fail') ? EXIT.failed : EXIT.ok;
 }

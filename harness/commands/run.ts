@@ -2,31 +2,41 @@
  * `fdbridge run`: every selected scenario on every selected transport, under
  * the leak oracle; a progress line per row, a summary matrix, results.json
  * and the HTML report. Exit status 1 on any failed row (an undeclared leak
- * fails its row), or when the filters match no scenario at all.
+ * fails its row); 2 when the filters match no scenario at all.
  */
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 
 import { transportNames, type TransportName } from '../../src';
 import { PROFILES } from '../profiles';
-import { DEFAULT_SEED, DEFAULT_SETTLE_MS, discoverScenarios, planRows, runScenarios, type RunnerOptions } from '../runner';
+import { DEFAULT_SEED, DEFAULT_SETTLE_MS, DEFAULT_TIMEOUT_MS, discoverScenarios, planRows, runScenarios, type RunnerOptions } from '../runner';
 import { progressLine, summaryTable } from '../summary';
 import type { ResultsFile } from '../types';
-import { UsageError } from './usage';
+import { cliInvocation, EXIT, parseCommandArgs, parseInteger, UsageError } from './usage';
 
-export const USAGE = `run [--transport a,b] [--scenario PATTERN] [--bench] [--repeat N] [--seed S] [--shard i/n]
-          [--json FILE] [--html FILE] [--profile ${PROFILES.map((p) => p.name).join('|')}] [--timeout MS] [--settle MS]
-          [--scenarios DIR] [--bench-time MS] [--list]
-      Run scenarios x transports under the fd-leak oracle. PATTERN: a substring, or a glob (* ?)
-      of the whole name; commas separate alternatives. Default seed ${DEFAULT_SEED}. --shard 1/2 and 2/2
-      together run every row exactly once. --list prints the rows in order without running them.`;
+export const USAGE = `run [--transport a,b] [--scenario PATTERN] [--profile NAME] [--scenarios DIR] [--list]
+          [--seed S] [--repeat N] [--shard i/n] [--timeout MS] [--settle MS] [--bench] [--bench-time MS]
+          [--json FILE] [--html FILE]
+      Run scenarios x transports under the fd-leak oracle: a line per row, a matrix, and
+      optionally results.json and an HTML report.
 
-function positiveInt(name: string, text: string, min = 1): number {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < min) throw new UsageError(`${name} must be an integer >= ${min}, not ${text}`);
-  return n;
-}
+  --transport a,b     transports to run (default: every one a scenario supports)
+  --scenario PATTERN  a substring, or a glob (* ?) of the whole name; commas separate alternatives
+  --profile NAME      ${PROFILES.map((p) => p.name).join(', ')} (default: default, which leaves out fault and soak)
+  --scenarios DIR     load *.scenario.js from DIR (default: the built-in ones, or $FDBRIDGE_SCENARIOS_DIR)
+  --list              print the selected rows in run order; run nothing
+  --seed S            the row order and every row's rng (default ${DEFAULT_SEED})
+  --repeat N          run every row N times
+  --shard i/n         run shard i of n: the shards 1/n..n/n together run every row exactly once
+  --timeout MS        a row running longer fails (default ${DEFAULT_TIMEOUT_MS})
+  --settle MS         a leak counts only if it lasts this long (default ${DEFAULT_SETTLE_MS})
+  --bench             measure each row's latency too
+  --bench-time MS     time per latency measurement with --bench
+  --json FILE         write the results (environment, options, rows, totals)
+  --html FILE         write the HTML report
+
+exit status: 0 every row passed; 1 a row failed (an undeclared leak fails its row);
+2 usage error, or no scenario matched; 3 error.`;
 
 /** Parses `i/n` (1 <= i <= n). */
 export function parseShard(text: string): { index: number; count: number } {
@@ -41,6 +51,7 @@ function parseTransports(text: string | undefined): TransportName[] | undefined 
   if (text === undefined) return undefined;
   const known = transportNames();
   const list = text.split(',').filter((t) => t !== '');
+  if (list.length === 0) throw new UsageError(`--transport needs at least one of ${known.join(', ')}`);
   for (const t of list) {
     if (!known.includes(t as TransportName)) throw new UsageError(`--transport: unknown transport ${t}; use ${known.join(', ')}`);
   }
@@ -73,58 +84,58 @@ export function writeHtml(results: ResultsFile, path: string): void {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(`usage: fdbridge ${USAGE}\n`);
-    return 0;
-  }
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      transport: { type: 'string' },
-      scenario: { type: 'string' },
-      bench: { type: 'boolean', default: false },
-      repeat: { type: 'string' },
-      seed: { type: 'string' },
-      shard: { type: 'string' },
-      json: { type: 'string' },
-      html: { type: 'string' },
-      profile: { type: 'string', default: 'default' },
-      timeout: { type: 'string' },
-      settle: { type: 'string' },
-      scenarios: { type: 'string' },
-      'bench-time': { type: 'string' },
-      list: { type: 'boolean', default: false },
-    },
-    strict: true,
+  const { values } = parseCommandArgs(argv, {
+    transport: { type: 'string' },
+    scenario: { type: 'string' },
+    bench: { type: 'boolean', default: false },
+    repeat: { type: 'string' },
+    seed: { type: 'string' },
+    shard: { type: 'string' },
+    json: { type: 'string' },
+    html: { type: 'string' },
+    profile: { type: 'string', default: 'default' },
+    timeout: { type: 'string' },
+    settle: { type: 'string' },
+    scenarios: { type: 'string' },
+    'bench-time': { type: 'string' },
+    list: { type: 'boolean', default: false },
   });
   if (!PROFILES.some((p) => p.name === values.profile)) {
     throw new UsageError(`--profile: unknown profile ${values.profile}; use ${PROFILES.map((p) => p.name).join(', ')}`);
   }
-  const seed = values.seed === undefined ? DEFAULT_SEED : positiveInt('--seed', values.seed, 0);
+  const seed = values.seed === undefined ? DEFAULT_SEED : parseInteger('--seed', values.seed, 0);
   if (seed > 0xffffffff) throw new UsageError('--seed must fit in 32 bits');
   const transports = parseTransports(values.transport);
   const options: RunnerOptions = {
     bench: values.bench ?? false,
-    repeat: values.repeat === undefined ? 1 : positiveInt('--repeat', values.repeat),
+    repeat: values.repeat === undefined ? 1 : parseInteger('--repeat', values.repeat),
     seed,
     profile: values.profile as string,
     ...(transports ? { transports } : {}),
     ...(values.scenario !== undefined ? { scenario: values.scenario } : {}),
     ...(values.shard !== undefined ? { shard: parseShard(values.shard) } : {}),
-    ...(values.timeout !== undefined ? { timeoutMs: positiveInt('--timeout', values.timeout) } : {}),
-    settleMs: values.settle === undefined ? DEFAULT_SETTLE_MS : positiveInt('--settle', values.settle, 0),
+    ...(values.timeout !== undefined ? { timeoutMs: parseInteger('--timeout', values.timeout) } : {}),
+    settleMs: values.settle === undefined ? DEFAULT_SETTLE_MS : parseInteger('--settle', values.settle, 0),
     ...(values.scenarios !== undefined ? { scenariosDir: resolve(values.scenarios) } : {}),
-    ...(values['bench-time'] !== undefined ? { benchOptions: { time: positiveInt('--bench-time', values['bench-time']) } } : {}),
+    ...(values['bench-time'] !== undefined ? { benchOptions: { time: parseInteger('--bench-time', values['bench-time']) } } : {}),
   };
   const out = (line: string): void => void process.stdout.write(`${line}\n`);
 
+  const plan = planRows(
+    discoverScenarios(options.scenariosDir).map((l) => l.scenario),
+    options,
+  );
+  if (plan.matched === 0) {
+    const filters = [
+      `profile ${options.profile}`,
+      ...(options.scenario !== undefined ? [`--scenario ${options.scenario}`] : []),
+      ...(transports ? [`--transport ${transports.join(',')}`] : []),
+    ];
+    throw new UsageError(`no scenario matches ${filters.join(', ')} (\`${cliInvocation()} run --list\` lists the rows)`);
+  }
   if (values.list) {
-    const plan = planRows(
-      discoverScenarios(options.scenariosDir).map((l) => l.scenario),
-      options,
-    );
     for (const r of plan.rows) out(`${r.scenario.name} ${r.transport}${r.iteration > 1 ? ` ${r.iteration}` : ''}`);
-    return plan.matched === 0 ? 1 : 0;
+    return EXIT.ok;
   }
 
   const started = performance.now();
@@ -132,20 +143,17 @@ export async function main(argv: string[]): Promise<number> {
     `fdbridge run: seed ${seed}${values.seed === undefined ? ' (default; --seed S for another order)' : ''}, profile ${options.profile}` +
       `${options.shard ? `, shard ${options.shard.index}/${options.shard.count}` : ''}${options.bench ? ', with latency' : ''}`,
   );
-  const { results, matched } = await runScenarios({
+  const { results } = await runScenarios({
     ...options,
     onRowEnd: (r, i, total) => out(progressLine(r, i, total)),
     onInfo: (line) => out(`  ${line}`),
   });
-  if (matched === 0) {
-    process.stderr.write(`fdbridge run: no scenario matched (profile ${options.profile}${options.scenario ? `, --scenario ${options.scenario}` : ''})\n`);
-  }
   out('');
   out(summaryTable(results, performance.now() - started));
   const failed = results.results.filter((r) => r.status === 'fail');
   if (failed.length > 0) {
     out('\nto rerun a failed row:');
-    for (const r of failed.slice(0, 20)) out(`  npx fdbridge run --seed ${seed} --scenario '${r.scenario}' --transport ${r.transport}`);
+    for (const r of failed.slice(0, 20)) out(`  ${cliInvocation()} run --seed ${seed} --scenario '${r.scenario}' --transport ${r.transport}`);
   }
   if (values.json !== undefined) {
     writeFileAtomic(values.json, `${JSON.stringify(results, null, 2)}\n`);
@@ -155,5 +163,5 @@ export async function main(argv: string[]): Promise<number> {
     writeHtml(results, values.html);
     out(`wrote ${values.html}`);
   }
-  return failed.length > 0 || matched === 0 ? 1 : 0;
+  return failed.length > 0 ? EXIT.failed : EXIT.ok;
 }

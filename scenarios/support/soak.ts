@@ -34,7 +34,7 @@ const LOST_AFTER_MS = 30_000;
 /** Duplicates one client keeps on the far side at most before it closes some. */
 const MAX_LIVE_PER_CLIENT = 1000;
 
-/** Clients per transport: 8 on one helper daemon (issue 6), fewer where each is a process of its own. */
+/** Clients per transport: 8 on one helper daemon, fewer where each is a process of its own. */
 export function clientsFor(transport: TransportName): number {
   return transport === 'helper' ? 8 : transport === 'child' || transport === 'pidfd' ? 3 : 4;
 }

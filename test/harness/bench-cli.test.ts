@@ -123,7 +123,7 @@ describe('fdbridge bench (subprocess)', () => {
     }
   });
 
-  test('computes every goal ratio from this run, judged where issue 5 sets a goal', () => {
+  test('computes every goal ratio from this run, judged where a goal is set', () => {
     const find = (goal: string, transport: string) => file.ratios.find((r) => r.goal === goal && r.transport === transport);
     for (const transport of ['child', 'helper']) {
       for (const goal of ['roundTripVsC', 'nodeHandleVsRoundTrip', 'batchFdsPerSec', 'batchVsC', 'pipeliningGain', 'longRunRssGrowthMB']) {

@@ -275,9 +275,9 @@ describe('fdbridge merge, on shards run as parallel processes', () => {
     expect(existsSync(out)).toBe(false);
   });
 
-  test('a results file that is not one is a usage error', async () => {
+  test('a results file that cannot be read is a one-line error (exit 3: could not run)', async () => {
     const r = await cli(['merge', join(dir, 'no-such.json')]);
-    expect(r.code).toBe(2);
-    expect(r.stderr).toContain('cannot read');
+    expect(r.code).toBe(3);
+    expect(r.stderr).toMatch(/^fdbridge merge: cannot read .*no-such\.json: ENOENT[^\n]*\n$/);
   });
 });

@@ -232,6 +232,6 @@ test('bad options are usage errors (exit 2)', async () => {
     expect({ bad, code: r.code }).toEqual({ bad, code: 2 });
   }
   const none = await cli(['run', '--scenario', 'no-such-scenario-anywhere']);
-  expect(none.code).toBe(1);
-  expect(none.stderr).toMatch(/no scenario matched/);
+  expect(none.code).toBe(2);
+  expect(none.stderr).toMatch(/no scenario matches/);
 });
