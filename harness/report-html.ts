@@ -18,6 +18,7 @@
  */
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { stripVTControlCharacters } from 'node:util';
 
 import type { Latency, Leak, ResultRow, ResultsFile, Status } from './types';
 
@@ -81,6 +82,15 @@ const ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;'
  * not allowed in HTML text (NUL becomes U+FFFD at best), and an fd target can
  * hold any byte, so they are shown as visible `\xNN`.
  */
+/**
+ * Text from results as it should read: without ANSI colour sequences
+ * (node:assert colours its diffs when stderr is a terminal, and a results
+ * file written then carries them).
+ */
+function plain(value: unknown): string {
+  return stripVTControlCharacters(String(value ?? ''));
+}
+
 export function esc(value: unknown): string {
   return String(value ?? '')
     .replace(/[&<>"']/g, (c) => ESCAPES[c] as string)
@@ -250,15 +260,15 @@ function renderSummary(results: ResultsFile): string {
     return `<div class="tile ${statusClass(s)}" title="${esc(look.meaning)}"><span class="n" data-summary="${s}">${counts.get(s) ?? 0}</span><span class="k">${look.symbol} ${esc(look.label)}</span></div>`;
   });
   tiles.push(
-    `<div class="tile ${undeclared > 0 ? 'leak' : 'noleak'}" title="leaks on rows that did not declare one"><span class="n" data-summary="undeclared-leaks">${undeclared}</span><span class="k">⚠ undeclared leaks</span></div>`,
+    `<div class="tile ${undeclared > 0 ? 'leak' : 'noleak'}" title="leaks on rows that did not declare one"><span class="n" data-summary="undeclared-leaks">${undeclared}</span><span class="k">⚠ ${undeclared === 1 ? 'undeclared leak' : 'undeclared leaks'}</span></div>`,
   );
   tiles.push(
-    `<div class="tile declared" title="leaks that expected-failure scenarios declared, and the oracle caught"><span class="n" data-summary="declared-leaks">${declared}</span><span class="k">◆ declared leaks</span></div>`,
+    `<div class="tile declared" title="leaks that expected-failure scenarios declared, and the oracle caught"><span class="n" data-summary="declared-leaks">${declared}</span><span class="k">◆ ${declared === 1 ? 'declared leak' : 'declared leaks'}</span></div>`,
   );
 
   if (wronglyClosed > 0) {
     tiles.push(
-      `<div class="tile leak" title="fds that were open before a scenario and closed during it (a wrong-fd close)"><span class="n" data-summary="wrongly-closed">${wronglyClosed}</span><span class="k">✂ wrongly closed fds</span></div>`,
+      `<div class="tile leak" title="fds that were open before a scenario and closed during it (a wrong-fd close)"><span class="n" data-summary="wrongly-closed">${wronglyClosed}</span><span class="k">✂ ${wronglyClosed === 1 ? 'wrongly closed fd' : 'wrongly closed fds'}</span></div>`,
     );
   }
 
@@ -267,10 +277,46 @@ function renderSummary(results: ResultsFile): string {
     : `<p class="verdict bad">✗ ${plural(failed, 'failure')} and ${plural(undeclared, 'undeclared leak')} in ${plural(rows.length, 'row')}.</p>`;
 
   const totals = results.totals && Object.keys(results.totals).length > 0
-    ? `<h3>Totals</h3>${renderKeyValues(Object.entries(results.totals).map(([k, v]) => [k, formatMetric(v)]))}`
+    ? `<h3>Totals</h3>${renderKeyValues(Object.entries(results.totals).map(([k, v]) => [readableName(k), formatTotal(k, v)]))}`
     : '';
 
   return `<section id="summary"><h2>Summary</h2>${verdict}<div class="tiles">${tiles.join('')}</div>${totals}</section>`;
+}
+
+/** Words people use for a few of the names' parts. */
+const WORDS: Record<string, string> = { rss: 'RSS', cpu: 'CPU', fds: 'fds', fd: 'fd', ms: 'ms', us: 'µs', io: 'I/O' };
+
+/**
+ * A results name for people: camelCase split into words, the unit suffix
+ * (Bytes, Ms, Us) left to the value. `clientPeakRssBytes` -> `client peak RSS`.
+ */
+export function readableName(key: string): string {
+  const words = key
+    .replace(/(Bytes|Ms|Us)$/, '')
+    .split(/(?<=[a-z0-9])(?=[A-Z])/)
+    .map((w) => w.toLowerCase());
+  return words.map((w) => WORDS[w] ?? w).join(' ') || key;
+}
+
+/** Bytes in the largest unit that keeps a whole number readable: 204382208 -> '195 MB' (MB = 2^20 bytes). */
+export function formatBytes(n: number): string {
+  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+  let v = n;
+  let u = 0;
+  while (Math.abs(v) >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${u === 0 || Math.abs(v) >= 10 ? Math.round(v).toLocaleString('en-US') : v.toFixed(1)} ${units[u]}`;
+}
+
+/** A total's value in the unit its name ends with: bytes as KB/MB, Ms as ms, Us as µs, else a count. */
+function formatTotal(key: string, v: unknown): string {
+  if (!isNum(v)) return String(v);
+  if (key.endsWith('Bytes')) return formatBytes(v);
+  if (key.endsWith('Ms')) return `${formatMetric(v)} ms`;
+  if (key.endsWith('Us')) return formatUs(v);
+  return formatMetric(v);
 }
 
 function formatMetric(v: unknown): string {
@@ -330,7 +376,7 @@ function renderMark(row: ResultRow, i: number, showIteration: boolean): string {
   if (typeof expect === 'string' && expect !== 'pass') tip.push(`declared: ${expect}`);
   if (isNum(row.durationMs)) tip.push(`took ${sig(row.durationMs)} ms`);
   if (isNum(row.shard)) tip.push(`ran in shard ${row.shard}`);
-  if (row.error) tip.push(`${s === 'skip' ? 'reason' : s === 'expected-fail' ? 'caught' : 'error'}: ${row.error}`);
+  if (row.error) tip.push(`${s === 'skip' ? 'reason' : s === 'expected-fail' ? 'caught' : 'error'}: ${plain(row.error)}`);
   if (leaks.length > 0) {
     tip.push(`${plural(leaks.length, 'leaked fd')} (${s === 'expected-fail' ? 'declared' : 'undeclared'}), pid role fd -> target:`);
     for (const l of leaks) tip.push(`  ${formatLeak(l)}`);
@@ -340,7 +386,7 @@ function renderMark(row: ResultRow, i: number, showIteration: boolean): string {
     for (const l of closed) tip.push(`  ${formatLeak(l)}`);
   }
   if (row.latency) tip.push(`p50 ${formatUs(row.latency.p50Us)}, p99 ${formatUs(row.latency.p99Us)}`);
-  for (const n of row.notes ?? []) tip.push(`note: ${n}`);
+  for (const n of row.notes ?? []) tip.push(`note: ${plain(n)}`);
 
   const leakBadge = leaks.length > 0 ? ` <span class="leaks">⚠ ${leaks.length}</span>` : '';
   const closedBadge = closed.length > 0 ? ` <span class="leaks">✂ ${closed.length}</span>` : '';
@@ -374,18 +420,23 @@ function renderLatency(rows: readonly ResultRow[], transports: readonly string[]
         .map((a, k) => `<tr><th scope="row"><span class="swatch" style="background:${anchorColour(k)}"></span>${esc(a.name)}</th>${latencyCells(a.latency)}</tr>`)
         .join('')}</tbody></table>`;
 
-  const perTransport = transports.map((t) => {
-    const measured = rows
+  const measuredOn = (t: string): ResultRow[] =>
+    rows
       .filter((r) => r.transport === t && r.latency && isNum(r.latency.p50Us))
       .sort((a, b) => (a.scenario < b.scenario ? -1 : a.scenario > b.scenario ? 1 : iterationOf(a) - iterationOf(b)));
+  const benched = transports.filter((t) => measuredOn(t).length > 0);
+  const perTransport = transports.map((t) => {
+    const measured = measuredOn(t);
     if (measured.length === 0) {
       return `<div class="transport"><h3>${esc(t)}</h3><p class="muted">No latency measured on ${esc(t)} (run with --bench).</p></div>`;
     }
-    return `<div class="transport"><h3>${esc(t)}</h3>${renderChart(t, measured, anchors)}${renderRatioSummary(t, measured, anchors)}${renderLatencyTable(measured, anchors)}</div>`;
+    return `<div class="transport"><h3>${esc(t)}</h3>${renderRatioSummary(t, measured, anchors)}${renderLatencyTable(measured, anchors)}</div>`;
   });
 
   return `<section id="latency"><h2>Latency</h2>
-<p class="muted">Per transport: a bar to the median (p50) of each scenario's benchmarked operation, a whisker to p99, against the in-run anchors drawn as dashed reference lines. Ratios are p50 ÷ anchor p50.</p>
+<p class="muted">One chart for every transport, on one axis: per scenario, a bar to the median (p50) of its benchmarked operation on each transport, a whisker to p99; the in-run anchors are the hatched bars at the top and the dashed lines. Shorter is faster.</p>
+${benched.length > 0 ? renderChart(rows, benched, anchors) : ''}
+<p class="muted ratio-rule">Ratios below are <b>transport p50 ÷ anchor p50: lower is better</b> (below 1, the transport is faster than the anchor). A goal written the other way round, such as “Node handle passing ÷ round trip ≥ 4”, is 1 ÷ this ratio (there, this ratio ≤ 0.25).</p>
 <h3>Anchors</h3>${anchorTable}${perTransport.join('\n')}</section>`;
 }
 
@@ -394,7 +445,7 @@ function latencyCells(l: Latency): string {
 }
 
 function renderLatencyTable(measured: readonly ResultRow[], anchors: readonly Anchor[]): string {
-  const head = `<tr><th>scenario</th><th>status</th><th>p50</th><th>p99</th><th>mean</th><th>ops/s</th><th>samples</th>${anchors.map((a) => `<th>÷ ${esc(a.name)}</th>`).join('')}</tr>`;
+  const head = `<tr><th>scenario</th><th>status</th><th>p50</th><th>p99</th><th>mean</th><th>ops/s</th><th>samples</th>${anchors.map((a) => `<th title="p50 ÷ this anchor's p50: lower is better">÷ ${esc(a.name)} <span class="better">(lower is better)</span></th>`).join('')}</tr>`;
   const body = measured.map((r) => {
     const l = r.latency as Latency;
     const s = statusOf(r);
@@ -414,7 +465,10 @@ function renderRatioSummary(transport: string, measured: readonly ResultRow[], a
     const geo = Math.exp(ratios.reduce((s, x) => s + Math.log(x), 0) / ratios.length);
     const lo = Math.min(...ratios);
     const hi = Math.max(...ratios);
-    return [`<li>p50 on <b>${esc(transport)}</b> is <b>${ratio(geo)}×</b> <b>${esc(a.name)}</b> (geometric mean over ${plural(ratios.length, 'scenario')}; ${ratio(lo)}× to ${ratio(hi)}×).</li>`];
+    const verdict = geo < 1 ? `faster than ${esc(a.name)}` : geo > 1 ? `slower than ${esc(a.name)}` : `as fast as ${esc(a.name)}`;
+    return [
+      `<li>p50 on <b>${esc(transport)}</b> is <b>${ratio(geo)}×</b> <b>${esc(a.name)}</b>: ${verdict} (geometric mean over ${plural(ratios.length, 'scenario')}; ${ratio(lo)}× to ${ratio(hi)}×; lower is better).</li>`,
+    ];
   });
   return lines.length > 0 ? `<ul class="ratios">${lines.join('')}</ul>` : '';
 }
@@ -469,43 +523,104 @@ function truncate(s: string, n: number): string {
   return chars.length <= n ? s : `${chars.slice(0, n - 1).join('')}…`;
 }
 
+const TRANSPORT_COLOURS: Array<[fill: string, stroke: string]> = [
+  ['#93c5fd', '#1d4ed8'],
+  ['#86efac', '#15803d'],
+  ['#fcd34d', '#b45309'],
+  ['#f9a8d4', '#be185d'],
+  ['#c4b5fd', '#6d28d9'],
+  ['#5eead4', '#0f766e'],
+  ['#d6d3d1', '#57534e'],
+];
+function transportColour(k: number): [string, string] {
+  return TRANSPORT_COLOURS[k % TRANSPORT_COLOURS.length] as [string, string];
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor((s.length - 1) / 2)] as number;
+}
+
+/** One bar of the chart: a scenario on a transport, its passes folded (median p50 and p99). */
+interface ChartBar {
+  scenario: string;
+  transport: string;
+  latency: Latency;
+  status: Status;
+  passes: number;
+}
+
+function chartBars(rows: readonly ResultRow[], transports: readonly string[]): Map<string, ChartBar[]> {
+  const groups = new Map<string, ChartBar[]>();
+  for (const scenario of scenarioOrder(rows.filter((r) => r.latency && isNum(r.latency.p50Us)))) {
+    const bars: ChartBar[] = [];
+    for (const transport of transports) {
+      const measured = rows.filter((r) => r.scenario === scenario && r.transport === transport && r.latency && isNum(r.latency.p50Us));
+      if (measured.length === 0) continue;
+      const ls = measured.map((r) => r.latency as Latency);
+      const worst = measured.map(statusOf).sort((a, b) => STATUS_ORDER.indexOf(b) - STATUS_ORDER.indexOf(a))[0] as Status;
+      bars.push({
+        scenario,
+        transport,
+        latency: {
+          p50Us: median(ls.map((l) => l.p50Us)),
+          p99Us: median(ls.map((l) => l.p99Us).filter(isNum)),
+          meanUs: median(ls.map((l) => l.meanUs).filter(isNum)),
+          samples: ls.reduce((n, l) => n + (isNum(l.samples) ? l.samples : 0), 0),
+          opsPerSec: median(ls.map((l) => l.opsPerSec).filter(isNum)),
+        },
+        status: worst,
+        passes: measured.length,
+      });
+    }
+    groups.set(scenario, bars);
+  }
+  return groups;
+}
+
 /**
- * Horizontal bars: one row per anchor at the top (hatched, in its colour),
- * then one per scenario; each anchor's p50 also runs down the plot as a dashed
- * line, so every bar reads against it.
+ * Every transport on one axis: one group per benchmarked scenario, one bar
+ * per transport in it (its colour in the legend), the anchors as hatched
+ * bars at the top. Each anchor's p50 also runs down the plot as a dashed
+ * line, drawn first so that bars and numbers lie over it, and every number
+ * has a white halo, so no line strikes through a label.
  */
-function renderChart(transport: string, measured: readonly ResultRow[], anchors: readonly Anchor[]): string {
+function renderChart(rows: readonly ResultRow[], transports: readonly string[], anchors: readonly Anchor[]): string {
+  const groups = chartBars(rows, transports);
   const LABEL_CHARS = 34;
   const labelOf = (s: string) => truncate(s, LABEL_CHARS);
-  const longest = Math.max(8, ...measured.map((r) => [...labelOf(r.scenario)].length), ...anchors.map((a) => [...labelOf(a.name)].length + 2));
-  const W = 900;
+  const longest = Math.max(8, ...[...groups.keys()].map((s) => [...labelOf(s)].length), ...anchors.map((a) => [...labelOf(a.name)].length + 2));
+  const transportWidth = 12 + Math.max(...transports.map((t) => [...t].length)) * 6.6;
+  const W = 980;
   // 12px monospace is about 7.3px a character; the anchor rows add a symbol.
-  const left = Math.min(320, 20 + longest * 7.4);
-  const right = W - 96; // room for the value label after the whisker
-  const ROW = 22;
+  const left = Math.min(320, 20 + longest * 7.4) + transportWidth;
+  const right = W - 80; // room for the value label after the whisker
+  const ROW = 14;
+  const ANCHOR_ROW = 20;
+  const GROUP_GAP = 8;
   const top = 12;
-  const nRows = anchors.length + measured.length;
-  const gap = anchors.length > 0 ? 8 : 0;
-  const plotH = nRows * ROW + gap;
-  const H = top + plotH + 36;
+  const nBars = [...groups.values()].reduce((n, g) => n + g.length, 0);
+  const gap = anchors.length > 0 ? 10 : 0;
+  const plotH = anchors.length * ANCHOR_ROW + gap + nBars * ROW + groups.size * GROUP_GAP;
+  const H = top + plotH + 40;
 
   const values: number[] = [];
-  for (const r of measured) values.push((r.latency as Latency).p50Us, (r.latency as Latency).p99Us);
+  for (const g of groups.values()) for (const b of g) values.push(b.latency.p50Us, b.latency.p99Us);
   for (const a of anchors) values.push(a.latency.p50Us, a.latency.p99Us);
   const scale = makeScale(values, left, right);
   const x = scale.x;
+  const axisY = top + plotH + 4;
 
   const out: string[] = [];
   out.push(
-    `<svg class="chart" data-chart="${esc(transport)}" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="${esc(`p50 and p99 latency per scenario on ${transport}, against the anchors`)}">`,
+    `<svg class="chart" data-chart="all" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="${esc(`p50 and p99 latency per scenario on ${transports.join(', ')}, on one axis, against the anchors`)}">`,
   );
-  out.push(`<title>${esc(`Latency on ${transport}: p50 bars, p99 whiskers, anchors dashed`)}</title>`);
+  out.push(`<title>${esc('Latency on every transport: p50 bars, p99 whiskers, anchors hatched and dashed')}</title>`);
   out.push(
-    `<defs><pattern id="hatch-${esc(cssIdent(transport))}" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="6" height="6" fill="#f5f5f4"></rect><line x1="0" y1="0" x2="0" y2="6" stroke="#a8a29e" stroke-width="3"></line></pattern></defs>`,
+    '<defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="6" height="6" fill="#f5f5f4"></rect><line x1="0" y1="0" x2="0" y2="6" stroke="#a8a29e" stroke-width="3"></line></pattern></defs>',
   );
 
-  // grid and axis
-  const axisY = top + plotH + 4;
+  // grid, axis, and the anchors' reference lines: all behind the bars and numbers
   for (const t of scale.ticks) {
     const tx = x(t).toFixed(1);
     out.push(`<line class="grid" x1="${tx}" y1="${top - 4}" x2="${tx}" y2="${axisY}"></line>`);
@@ -513,22 +628,29 @@ function renderChart(transport: string, measured: readonly ResultRow[], anchors:
     const label = formatUs(t).replace(/\.0+ /, ' ').replace(/(\.\d*?)0+ /, '$1 ');
     out.push(`<text class="tick" x="${tx}" y="${axisY + 14}" text-anchor="middle">${esc(label)}</text>`);
   }
-  out.push(`<line class="axis" x1="${left}" y1="${axisY}" x2="${right}" y2="${axisY}"></line>`);
-  out.push(`<text class="axislabel" x="${right}" y="${axisY + 30}" text-anchor="end">${scale.log ? 'latency, log scale' : 'latency'}</text>`);
-  out.push(`<text class="axislabel" x="${left}" y="${axisY + 30}">bar: p50 (the number) · whisker: p99 · dashed: anchor p50</text>`);
+  out.push(`<line class="axis" x1="${left.toFixed(1)}" y1="${axisY}" x2="${right.toFixed(1)}" y2="${axisY}"></line>`);
+  out.push(`<text class="axislabel" x="${right.toFixed(1)}" y="${axisY + 30}" text-anchor="end">${scale.log ? 'latency, log scale (shorter is faster)' : 'latency (shorter is faster)'}</text>`);
+  out.push(`<text class="axislabel" x="${left.toFixed(1)}" y="${axisY + 30}">bar: p50 (the number) · whisker: p99 · dashed: anchor p50</text>`);
+  const firstBarY = top + anchors.length * ANCHOR_ROW + gap;
+  anchors.forEach((a, k) => {
+    if (!isNum(a.latency.p50Us)) return;
+    const ax = x(a.latency.p50Us).toFixed(1);
+    out.push(
+      `<line class="ref" x1="${ax}" y1="${firstBarY - gap / 2}" x2="${ax}" y2="${axisY}" stroke="${anchorColour(k)}"><title>${esc(`anchor ${a.name}: p50 ${formatUs(a.latency.p50Us)}`)}</title></line>`,
+    );
+  });
 
-  const bar = (y: number, l: Latency, fill: string, stroke: string, label: string, tip: string, cls: string) => {
-    const x0 = left;
+  const bar = (y: number, h: number, l: Latency, fill: string, stroke: string, tip: string, cls: string, labels: string) => {
     const xp50 = x(l.p50Us);
     const hasP99 = isNum(l.p99Us) && l.p99Us >= l.p50Us;
     const xp99 = hasP99 ? x(l.p99Us) : xp50;
-    const cy = y + ROW / 2;
-    const g: string[] = [`<g class="${cls}"><title>${esc(tip)}</title>`];
-    g.push(`<text class="label" x="${left - 6}" y="${cy + 4}" text-anchor="end">${label}</text>`);
-    g.push(`<rect x="${x0.toFixed(1)}" y="${(cy - 6).toFixed(1)}" width="${Math.max(1, xp50 - x0).toFixed(1)}" height="12" fill="${fill}" stroke="${stroke}"></rect>`);
+    const cy = y + h / 2;
+    const half = Math.min(6, h / 2 - 1);
+    const g: string[] = [`<g class="${cls}"><title>${esc(tip)}</title>`, labels];
+    g.push(`<rect x="${left.toFixed(1)}" y="${(cy - half).toFixed(1)}" width="${Math.max(1, xp50 - left).toFixed(1)}" height="${(2 * half).toFixed(1)}" fill="${fill}" stroke="${stroke}"></rect>`);
     if (hasP99 && xp99 > xp50) {
       g.push(`<line class="whisker" x1="${xp50.toFixed(1)}" y1="${cy}" x2="${xp99.toFixed(1)}" y2="${cy}"></line>`);
-      g.push(`<line class="whisker" x1="${xp99.toFixed(1)}" y1="${cy - 5}" x2="${xp99.toFixed(1)}" y2="${cy + 5}"></line>`);
+      g.push(`<line class="whisker" x1="${xp99.toFixed(1)}" y1="${cy - half + 1}" x2="${xp99.toFixed(1)}" y2="${cy + half - 1}"></line>`);
     }
     g.push(`<text class="value" x="${(xp99 + 5).toFixed(1)}" y="${cy + 4}">${esc(formatUs(l.p50Us))}</text>`);
     g.push('</g>');
@@ -538,43 +660,36 @@ function renderChart(transport: string, measured: readonly ResultRow[], anchors:
   let y = top;
   anchors.forEach((a, k) => {
     const tip = `anchor ${a.name}: p50 ${formatUs(a.latency.p50Us)}, p99 ${formatUs(a.latency.p99Us)}, mean ${formatUs(a.latency.meanUs)}, ${formatInt(a.latency.samples)} samples`;
-    const label = `<tspan fill="${anchorColour(k)}">⚓ </tspan>${esc(labelOf(a.name))}`;
-    out.push(bar(y, a.latency, `url(#hatch-${esc(cssIdent(transport))})`, anchorColour(k), label, tip, 'anchor'));
-    y += ROW;
+    const label = `<text class="label" x="${(left - 6).toFixed(1)}" y="${y + ANCHOR_ROW / 2 + 4}" text-anchor="end"><tspan fill="${anchorColour(k)}">⚓ </tspan>${esc(labelOf(a.name))}</text>`;
+    out.push(bar(y, ANCHOR_ROW, a.latency, 'url(#hatch)', anchorColour(k), tip, 'anchor', label));
+    y += ANCHOR_ROW;
   });
   y += gap;
-  const firstScenarioY = y;
-  for (const r of measured) {
-    const l = r.latency as Latency;
-    const s = statusOf(r);
-    const ratios = anchors.map((a) => `${formatRatio(l.p50Us, a.latency.p50Us)} ${a.name}`).join(', ');
-    const tip = `${rowName(r)} on ${transport} (${STATUS[s].label}): p50 ${formatUs(l.p50Us)}, p99 ${formatUs(l.p99Us)}, mean ${formatUs(l.meanUs)}, ${formatInt(l.samples)} samples${ratios ? `; ${ratios}` : ''}`;
-    const fill = s === 'fail' ? '#fca5a5' : s === 'expected-fail' ? '#c4b5fd' : '#93c5fd';
-    const stroke = s === 'fail' ? '#b91c1c' : s === 'expected-fail' ? '#6d28d9' : '#1d4ed8';
-    const mark = s === 'pass' ? '' : `${STATUS[s].symbol} `;
-    const suffix = iterationOf(r) > 1 ? ` #${iterationOf(r)}` : '';
-    out.push(bar(y, l, fill, stroke, esc(`${mark}${labelOf(r.scenario)}${suffix}`), tip, 'scenario'));
-    y += ROW;
+  for (const [scenario, bars] of groups) {
+    y += GROUP_GAP / 2;
+    const groupTop = y;
+    out.push(`<text class="label" x="${(left - transportWidth - 6).toFixed(1)}" y="${groupTop + ROW / 2 + 4}" text-anchor="end">${esc(labelOf(scenario))}</text>`);
+    for (const b of bars) {
+      const k = transports.indexOf(b.transport);
+      const [fill, stroke] = b.status === 'fail' ? ['#fca5a5', '#b91c1c'] : transportColour(k);
+      const ratios = anchors.map((a) => `${formatRatio(b.latency.p50Us, a.latency.p50Us)} ${a.name}`).join(', ');
+      const tip =
+        `${scenario} on ${b.transport} (${STATUS[b.status].label}): p50 ${formatUs(b.latency.p50Us)}, p99 ${formatUs(b.latency.p99Us)}, ` +
+        `${formatInt(b.latency.samples)} samples${b.passes > 1 ? `, median of ${b.passes} passes` : ''}${ratios ? `; p50 ÷ anchor (lower is better): ${ratios}` : ''}`;
+      const mark = b.status === 'pass' ? '' : `${STATUS[b.status].symbol} `;
+      const label = `<text class="tlabel" x="${(left - 4).toFixed(1)}" y="${y + ROW / 2 + 3.5}" text-anchor="end" fill="${stroke}">${esc(`${mark}${b.transport}`)}</text>`;
+      out.push(bar(y, ROW, b.latency, fill, stroke, tip, 'scenario', label));
+      y += ROW;
+    }
+    y += GROUP_GAP / 2;
   }
 
-  // anchor reference lines over the scenario rows, drawn last so bars do not hide them
-  anchors.forEach((a, k) => {
-    if (!isNum(a.latency.p50Us)) return;
-    const ax = x(a.latency.p50Us).toFixed(1);
-    out.push(
-      `<line class="ref" x1="${ax}" y1="${firstScenarioY - gap / 2}" x2="${ax}" y2="${axisY}" stroke="${anchorColour(k)}"><title>${esc(`anchor ${a.name}: p50 ${formatUs(a.latency.p50Us)}`)}</title></line>`,
-    );
-  });
-
   out.push('</svg>');
-  return `<div class="chartbox">${out.join('')}</div>`;
-}
-
-/** Something safe to put in an id (ids are not escaped text; keep them to [a-z0-9-]). */
-function cssIdent(s: string): string {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
-  return `${s.toLowerCase().replace(/[^a-z0-9]+/g, '-').slice(0, 24)}-${h.toString(16)}`;
+  const legend = transports
+    .map((t, k) => `<span class="key"><span class="swatch" style="background:${transportColour(k)[0]};border:1px solid ${transportColour(k)[1]}"></span>${esc(t)}</span>`)
+    .concat(anchors.map((a, k) => `<span class="key"><span class="swatch ref" style="border-color:${anchorColour(k)}"></span>⚓ ${esc(a.name)}</span>`))
+    .join('');
+  return `<div class="chartkeys">${legend}</div><div class="chartbox">${out.join('')}</div>`;
 }
 
 // ---------------------------------------------------------------------------
@@ -587,7 +702,7 @@ function renderDetails(rows: readonly ResultRow[]): string {
   const skips = indexed.filter(({ row }) => statusOf(row) === 'skip');
 
   const item = ({ row, i }: { row: ResultRow; i: number }, what: string) =>
-    `<li id="row-${i}"><span class="mark ${statusClass(statusOf(row))}">${STATUS[statusOf(row)].symbol} ${esc(STATUS[statusOf(row)].label)}</span> <b>${esc(rowName(row))}</b> on <b>${esc(row.transport)}</b>${declaredNote(row)}${isNum(row.durationMs) ? ` <span class="muted">(${sig(row.durationMs)} ms)</span>` : ''}${row.error ? `<pre>${esc(row.error)}</pre>` : `<p class="muted">${esc(what)}</p>`}</li>`;
+    `<li id="row-${i}"><span class="mark ${statusClass(statusOf(row))}">${STATUS[statusOf(row)].symbol} ${esc(STATUS[statusOf(row)].label)}</span> <b>${esc(rowName(row))}</b> on <b>${esc(row.transport)}</b>${declaredNote(row)}${isNum(row.durationMs) ? ` <span class="muted">(${sig(row.durationMs)} ms)</span>` : ''}${row.error ? `<pre>${esc(plain(row.error))}</pre>` : `<p class="muted">${esc(what)}</p>`}</li>`;
 
   const declaredNote = (row: ResultRow) => {
     const e = extras(row).expect;
@@ -624,7 +739,7 @@ function renderDetails(rows: readonly ResultRow[]): string {
     ? '<p class="muted">No scenario left notes.</p>'
     : `<ul class="notes">${noted
         .map(({ row, i }) => {
-          const ns = (row.notes ?? []).map((n) => `<li>${esc(n)}</li>`).join('');
+          const ns = (row.notes ?? []).map((n) => `<li>${esc(plain(n))}</li>`).join('');
           const ms = row.metrics && Object.keys(row.metrics).length > 0
             ? `<li class="metrics">${Object.entries(row.metrics).map(([k, v]) => `${esc(k)} = <b>${esc(formatMetric(v))}</b>`).join(', ')}</li>`
             : '';
@@ -763,7 +878,12 @@ table{border-collapse:collapse}
 .chart .tick,.chart .axislabel{font-size:11px;fill:#57534e}
 .chart .label{font-size:12px;fill:#1c1917;font-family:ui-monospace,"DejaVu Sans Mono",monospace}
 .chart .anchor .label{font-style:italic}
+.chart .value,.chart .tick{paint-order:stroke;stroke:#fff;stroke-width:3px;stroke-linejoin:round}
 .chart .value{font-size:11px;fill:#44403c}
+.chart .tlabel{font-size:10.5px;font-family:ui-monospace,"DejaVu Sans Mono",monospace}
+.chartkeys{display:flex;flex-wrap:wrap;gap:4px 16px;margin:6px 0;font-size:12.5px}
+.chartkeys .swatch.ref{background:none;width:14px;height:0;border-top:2px dashed;border-radius:0;vertical-align:middle}
+.better{font-weight:400;color:var(--muted);font-size:11px}
 .chart .whisker{stroke:#292524;stroke-width:1.4}
 .chart .ref{stroke-width:1.6;stroke-dasharray:5 3}
 .ratios{margin:4px 0}

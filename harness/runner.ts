@@ -19,6 +19,7 @@
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { stripVTControlCharacters } from 'node:util';
 
 import { connect, transportNames, type CommandSpec, type Connection, type ConnectOptions, type TransportName } from '../src';
 import { PROBE_COMMAND } from '../src/commands/probe-command';
@@ -260,13 +261,18 @@ class HarnessError extends RowFailure {}
 /** Something the scenario started threw or rejected with nobody listening. */
 class BackgroundError extends RowFailure {}
 
+/**
+ * An error as one plain string for results.json and the terminal. Without
+ * its ANSI colours: node:assert colours its diffs when stderr is a terminal,
+ * and results.json and the report are read elsewhere.
+ */
 function errorText(err: unknown): string {
   if (err instanceof Error) {
     const code = (err as { code?: unknown }).code;
     const head = `${err.name}${typeof code === 'string' && !err.message.includes(code) ? ` [${code}]` : ''}: ${err.message}`;
-    return head;
+    return stripVTControlCharacters(head);
   }
-  return String(err);
+  return stripVTControlCharacters(String(err));
 }
 
 function formatEntries(entries: readonly Leak[]): string {
@@ -436,7 +442,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment): Promise<ResultRow> 
       oracle.watch(pid, role);
     },
     note(text: string): void {
-      notes.push(String(text));
+      notes.push(stripVTControlCharacters(String(text)));
     },
     skip(reason: string): never {
       throw new SkipSignal(reason);
@@ -514,7 +520,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment): Promise<ResultRow> 
     status,
     leaks,
     ...(latency ? { latency } : {}),
-    ...(why !== undefined ? { error: why } : {}),
+    ...(why !== undefined ? { error: stripVTControlCharacters(why) } : {}),
     durationMs: Math.round(performance.now() - started),
     ...(notes.length > 0 ? { notes } : {}),
     ...(Object.keys(metrics).length > 0 ? { metrics } : {}),

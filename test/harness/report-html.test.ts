@@ -196,24 +196,54 @@ describe('renderHtmlReport', () => {
     for (const m of html.matchAll(/http(?!-equiv=)/g)) expect(html.slice(m.index!, m.index! + 22)).toBe('http://evil.example/x.');
   });
 
-  it('draws one SVG chart per transport with latency, with the anchors labelled and ratios in text', () => {
+  it('draws every transport in one SVG chart on one axis, anchors labelled and behind the numbers, ratios saying which way is better', () => {
     const charts = tags.filter((t) => t.name === 'svg' && !t.close);
-    const measured = [...new Set(results.results.filter((r) => r.latency).map((r) => r.transport))];
-    expect(charts.map((c) => c.attrs.get('data-chart')).sort()).toEqual([...measured].sort());
-    for (const chart of charts) {
-      const t = chart.attrs.get('data-chart')!;
-      const svg = html.slice(chart.at, html.indexOf('</svg>', chart.at));
-      const rows = results.results.filter((r) => r.transport === t && r.latency);
-      expect(count(svg, '<g class="scenario">')).toBe(rows.length);
-      expect(count(svg, '<g class="anchor">')).toBe(results.anchors.length);
-      expect(count(svg, '<line class="ref"')).toBe(results.anchors.length);
-      for (const a of results.anchors) expect(svg).toContain(esc(a.name));
-    }
+    expect(charts.map((c) => c.attrs.get('data-chart'))).toEqual(['all']);
+    const chart = charts[0]!;
+    const svg = html.slice(chart.at, html.indexOf('</svg>', chart.at));
+    // One bar per benchmarked (scenario, transport): --repeat passes fold into one.
+    const pairs = new Set(results.results.filter((r) => r.latency).map((r) => `${r.scenario}\0${r.transport}`));
+    expect(count(svg, '<g class="scenario">')).toBe(pairs.size);
+    expect(count(svg, '<g class="anchor">')).toBe(results.anchors.length);
+    expect(count(svg, '<line class="ref"')).toBe(results.anchors.length);
+    for (const a of results.anchors) expect(svg).toContain(esc(a.name));
+    for (const t of new Set(results.results.filter((r) => r.latency).map((r) => r.transport))) expect(svg).toContain(`${esc(t)}</text>`);
+    // The dashed anchor lines are drawn before every bar and number, so those lie over them.
+    expect(svg.lastIndexOf('<line class="ref"')).toBeLessThan(svg.indexOf('<g class="anchor">'));
+    expect(html).toMatch(/\.chart \.value,\.chart \.tick\{paint-order:stroke;stroke:#fff/);
+    expect(html).toContain('<g class="scenario"><title>truncate-far-side on helper (FAIL): p50 380 µs');
+    expect(html).toContain('median of 2 passes');
+
     expect(html).toContain(`No latency measured on ${esc(HOSTILE_TRANSPORT)}`);
     // The hostile row on direct: p50 30 µs against anchors of 180 µs and 9 µs.
     const row = html.slice(html.indexOf(`<tr><th scope="row">${esc(HOSTILE_SCENARIO)}</th><td><span class="mark fail">`));
     expect(row.slice(0, row.indexOf('</tr>'))).toMatch(/30\.0 µs<\/td>.*<td>0\.17×<\/td><td>3\.33×<\/td>$/);
-    expect(html).toMatch(/p50 on <b>direct<\/b> is <b>[0-9.]+×<\/b> <b>node child\.send\(server\)<\/b>/);
+    expect(html).toContain('÷ C SCM_RIGHTS ping-pong <span class="better">(lower is better)</span></th>');
+    expect(html).toMatch(/p50 on <b>direct<\/b> is <b>[0-9.]+×<\/b> <b>node child\.send\(server\)<\/b>: faster than node child\.send\(server\) \(.*lower is better\)/);
+    expect(html).toMatch(/p50 on <b>helper<\/b> is <b>[0-9.]+×<\/b> <b>C SCM_RIGHTS ping-pong<\/b>: slower than C SCM_RIGHTS ping-pong/);
+  });
+
+  it('strips ANSI colours from errors and notes; totals in units, with readable names; counts of one in the singular', () => {
+    const coloured = sampleResults();
+    const red = '\u001b[31m- expected\u001b[39m \u001b[32m+ actual\u001b[39m';
+    coloured.results[0]!.status = 'expected-fail';
+    coloured.results[0]!.error = `failure caught: AssertionError: ${red}`;
+    coloured.results[0]!.notes = [`note ${red}`];
+    coloured.results[0]!.leaks = [{ pid: 1, role: 'client', fd: 9, target: '/tmp/x' }];
+    coloured.results = coloured.results.map((r, i) => (i === 0 ? r : { ...r, leaks: [], status: r.status === 'expected-fail' ? 'pass' : r.status }));
+    coloured.totals = { clientPeakRssBytes: 204_382_208, helperPeakRssBytes: 3_000, settleAfterFaultMs: 12, faultsInjected: 7, leakedFds: 1 };
+    const page = renderHtmlReport(coloured);
+    scanTags(page);
+    expect(page).not.toMatch(/\\x1b|\u001b/);
+    expect(page).toContain(`<pre>${esc('failure caught: AssertionError: - expected + actual')}</pre>`);
+    expect(page).toContain('<li>note - expected + actual</li>');
+    expect(page).toContain('<tr><th scope="row">client peak RSS</th><td>195 MB</td></tr>');
+    expect(page).toContain('<tr><th scope="row">helper peak RSS</th><td>2.9 KB</td></tr>');
+    expect(page).toContain('<tr><th scope="row">settle after fault</th><td>12 ms</td></tr>');
+    expect(page).toContain('<tr><th scope="row">faults injected</th><td>7</td></tr>');
+    expect(page).toContain('<tr><th scope="row">leaked fds</th><td>1</td></tr>');
+    expect(page).toContain('data-summary="declared-leaks">1</span><span class="k">◆ declared leak</span>');
+    expect(page).toContain('data-summary="undeclared-leaks">0</span><span class="k">⚠ undeclared leaks</span>');
   });
 
   it('summarises counts per status and undeclared leaks', () => {
@@ -272,7 +302,6 @@ describe('renderHtmlReport', () => {
       'truncate-far-side #2</a></td><td>helper</td><td>4242</td><td>helper</td><td>3</td><td class="target"><code>/dev/null</code></td>',
     );
     expect(html).toContain('<b>truncate-far-side #2</b> on <b>helper</b>');
-    expect(html).toContain('<g class="scenario"><title>truncate-far-side #2 on helper');
     expect(html).toContain('<b>seed-bug-leaks-dup-on-error</b> on <b>direct</b> <span class="muted">(declared: leak)</span>');
   });
 
@@ -435,8 +464,8 @@ describe('the page in headless Chromium', () => {
     expect(count(dom, 'data-scenario="')).toBe(results.results.length);
     const rows = [...dom.matchAll(/data-row="(\d+)"/g)].map((m) => Number(m[1])).sort((a, b) => a - b);
     expect(rows).toEqual(results.results.map((_, i) => i));
-    const charts = new Set(results.results.filter((r) => r.latency).map((r) => r.transport));
-    expect(count(elements, '<svg ')).toBe(charts.size);
+    // One chart for every transport.
+    expect(count(elements, '<svg ')).toBe(1);
     // The hostile scenario name is text in the DOM, not an element.
     expect(dom).toContain('&lt;script&gt;alert("scenario")&lt;/script&gt;');
   }, 30_000);

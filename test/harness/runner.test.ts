@@ -123,6 +123,16 @@ test('a wrong-fd close in the command process fails the row, with the fd in `clo
   expect(wrong.closed).toEqual([{ pid: expect.any(Number), role: 'child', fd: 0, target: '/dev/null' }]);
 });
 
+test('errors and notes reach results.json without ANSI colour sequences', async () => {
+  const r = await run(['--scenario', 'coloured-error', '--transport', 'direct']);
+  const failed = row(r.results, 'coloured-error', 'direct');
+  expect(failed.status).toBe('fail');
+  expect(failed.error).toContain('Error: Expected values to be strictly equal:\n+ actual - expected\n\n+ 1\n- 2');
+  expect(failed.notes).toContain('noted in yellow');
+  expect(JSON.stringify(r.results)).not.toContain('\\u001b');
+  expect(r.stdout).not.toContain('\u001b');
+});
+
 test("expected throws are 'expected-fail', skips are 'skip', a hanging row times out and the run goes on", async () => {
   const r = await run(['--scenario', 'expected-throw,skips,hangs', '--transport', 'direct,worker', '--timeout', '500']);
   expect(r.code).toBe(1);
