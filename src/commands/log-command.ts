@@ -8,7 +8,8 @@ import { resolve } from 'node:path';
 
 import type { CommandContext, CommandSpec } from '../command';
 import type { Connection } from '../connection';
-import { closeFd } from '../fd';
+import { DatagramSocket, type Datagram } from '../datagram';
+import { closeFd, closeFds } from '../fd';
 import { distPath } from '../paths';
 
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
@@ -31,6 +32,7 @@ export class LogCommand {
   /** Where log lines go: stderr of the command's process until redirected. */
   #fd = 2;
   #owned = false;
+  #redirects: DatagramSocket | undefined;
 
   constructor(context: CommandContext) {
     this.context = context;
@@ -42,6 +44,38 @@ export class LogCommand {
    */
   redirectLogToFd(fd: number): void {
     this.context.adoptFd(fd);
+    this.#logTo(fd);
+  }
+
+  /**
+   * The seed's way in: binds a datagram socket at `path` (its directory
+   * private, see DatagramSocket.bind) where a client sends the datagram
+   * "redirect" with exactly one fd, from any socket, without a connection:
+   * the log goes to that fd from then on. A bound sender is answered "ok"
+   * (or "refused: ..." for anything else, whose fds are closed). Returns
+   * the path; the socket closes with the command.
+   */
+  listenForRedirects(path: string): string {
+    if (this.#redirects) throw new Error(`listenForRedirects: already listening at ${String(this.#redirects.address)}`);
+    const sock = DatagramSocket.bind(path);
+    sock.unref();
+    // No datagram: a truncated one (its fds already closed) or a socket error; nothing to answer.
+    sock.setMessageHandler((_err, d) => d && this.#onRedirect(sock, d));
+    this.#redirects = sock;
+    return path;
+  }
+
+  #onRedirect(sock: DatagramSocket, d: Datagram): void {
+    const ok = d.data.toString() === 'redirect' && d.fds.length === 1;
+    if (ok) this.#logTo(d.fds[0]!);
+    else closeFds(d.fds);
+    if (d.from === null) return; // an unbound sender cannot be answered
+    const answer = ok ? 'ok' : `refused: expected "redirect" with one fd, got ${d.data.length} bytes and ${d.fds.length} fd(s)`;
+    // Never wait on a client that does not read its answers: it has its own deadline.
+    sock.sendTo(d.from, Buffer.from(answer), [], { whenFull: 'fail' }).catch(() => undefined);
+  }
+
+  #logTo(fd: number): void {
     const previous = this.#owned ? this.#fd : -1;
     this.#fd = fd;
     this.#owned = true;
@@ -61,6 +95,8 @@ export class LogCommand {
   }
 
   close(): void {
+    this.#redirects?.close();
+    this.#redirects = undefined;
     if (this.#owned) {
       this.#owned = false;
       closeFd(this.#fd);
