@@ -63,6 +63,12 @@ export interface DatagramSocketOptions<C extends boolean = false> {
   credentials?: C;
   /** sendTo's default when a receiver is full (default 'wait'). */
   whenFull?: WhenFull;
+  /**
+   * The bound on datagrams waiting here for full receivers, in bytes
+   * (default 32 MiB, each charged its data plus 256): past it, sendTo
+   * rejects with QueueFullError, nothing sent (see UnixSocketOptions).
+   */
+  sendQueueLimit?: number;
 }
 
 export interface DatagramBindOptions<C extends boolean = false> extends DatagramSocketOptions<C> {
@@ -157,7 +163,12 @@ export class DatagramSocket<C extends boolean = false> {
     whenFull: WhenFull,
     options: DatagramSocketOptions<C>,
   ) {
-    this.#socket = new UnixSocket(fd, 'dgram', { maxFds: options.maxFds, bufferSize: options.bufferSize, receiveFrom: true });
+    this.#socket = new UnixSocket(fd, 'dgram', {
+      maxFds: options.maxFds,
+      bufferSize: options.bufferSize,
+      sendQueueLimit: options.sendQueueLimit,
+      receiveFrom: true,
+    });
     this.address = address;
     this.#fileIdentity = identity;
     this.#whenFull = whenFull;

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 
 import { createRng, type Rng } from '../../harness/rng';
 import { DatagramSocket, type Datagram } from '../../src/datagram';
-import { ClosedError, FdBridgeError, TimeoutError, TruncatedError } from '../../src/errors';
+import { ClosedError, FdBridgeError, QueueFullError, TimeoutError, TruncatedError } from '../../src/errors';
 import { diffFdTables, formatFdTableDiff, makeMemfd, openFdTable, sameFile } from '../../src/fd';
 import { constants, native } from '../../src/native';
 import {
@@ -294,6 +294,23 @@ describe('a full receiver', () => {
       tx.close(); // and its waker
       f.close();
       expect(formatFdTableDiff(diffFdTables(before, openFdTable()))).toBe('');
+    }));
+
+  test("'wait' is bounded: past the send queue's limit a sendTo rejects with QueueFullError, nothing sent or held", () =>
+    withScope(async (s) => {
+      const rx = bindIn(s);
+      const tx = s.add(DatagramSocket.open({ sendQueueLimit: 1000 }));
+      const f = s.file('f').fd;
+      for (let i = 0; i < CAPACITY; i++) await tx.sendTo(rx.address as string, Buffer.from(`k${i}`));
+      // Each waiting datagram is charged its bytes + 256: three fit under 1000, the fourth does not.
+      const waiting = [0, 1, 2, 3].map((i) => tx.sendTo(rx.address as string, Buffer.alloc(100, i), [f.fd]));
+      const full = await rejection(waiting.pop()!);
+      expect(full).toBeInstanceOf(QueueFullError);
+      expect(tx.queuedSends).toBe(3);
+      for (let i = 0; i < CAPACITY + 3; i++) s.ownAll((await rx.receive()).fds);
+      await Promise.all(waiting);
+      expect(tx.queuedSends).toBe(0);
+      await expect(rx.receive({ timeoutMs: 20 })).rejects.toBeInstanceOf(TimeoutError);
     }));
 
   test("'wait': closing the sender rejects what waits (ECANCELED), holding no fd", () =>
