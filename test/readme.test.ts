@@ -3,7 +3,7 @@
  * package's type declarations) and runs, printing one line per transport.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -73,6 +73,25 @@ test('the first example (an ES module with top-level await) type-checks and runs
     const { stdout, stderr } = await run(process.execPath, [join(dir, 'example.mjs')], { cwd: dir, timeout: 60_000 });
     expect({ stdout, stderr }).toEqual({ stdout: '', stderr: '' });
     expect(readFileSync(join(dir, 'app.log'), 'utf8')).toMatch(/^hello from pid \d+\n$/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the datagram example (bound service, client sending an fd, an answer with a deadline) type-checks and runs', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fdbridge-readme-'));
+  try {
+    const source = readmeBlock('readme-datagram-example').replace(/from 'fdbridge'/g, `from ${JSON.stringify(join(packageRoot, 'dist', 'src', 'index.js'))}`);
+    const file = join(dir, 'datagram.mts');
+    writeFileSync(file, source);
+    expect(compile(file, { module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext })).toEqual([]);
+
+    const { stdout, stderr } = await run(process.execPath, [join(dir, 'datagram.mjs')], { cwd: dir, timeout: 60_000 });
+    expect(stderr).toBe('');
+    expect(stdout).toMatch(/^done hello, pid \d+\n$/);
+    // The sockets closed at the end of the module (`using`) and removed their files.
+    expect(readdirSync(join(dir, 'service'))).toEqual([]);
+    expect(readdirSync(join(dir, 'client'))).toEqual([]);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
