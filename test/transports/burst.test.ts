@@ -7,7 +7,7 @@
  * the global check of this process's fd table, the helper daemon's table
  * returns to its baseline after each test.
  */
-import { connect, PROBE_COMMAND, QueueFullError, type Connection, type ConnectOptions, type TransportName, type WireIdentity } from '../../src';
+import { ClosedError, connect, PROBE_COMMAND, QueueFullError, type Connection, type ConnectOptions, type TransportName, type WireIdentity } from '../../src';
 import { closeFd, makeMemfd, openFdTable, type FdTable } from '../../src/fd';
 import { native } from '../../src/native';
 import { encodeCall, FRAME_SOCKET_OPTIONS, FrameType } from '../../src/protocol';
@@ -89,6 +89,34 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
   });
 
   if (!SOCKETS.has(transport)) return;
+
+  if (transport === 'pidfd') {
+    test('closed with pulls still unread by a busy command: the pins stay open until its process can no longer pull them', async () => {
+      const conn = await open();
+      const memfd = makeMemfd('pinned');
+      try {
+        const busy = conn.call('block', 400).catch((e: unknown) => e);
+        const before = openFdTable();
+        const dups = Array.from({ length: 20 }, () => conn.dupFileDescriptors([memfd]).catch((e: unknown) => e));
+        // The pins: this process's new fds for the memfd, made when the requests were.
+        const target = openFdTable().get(memfd);
+        const pins = [...openFdTable()].filter(([fd, t]) => !before.has(fd) && t === target).map(([fd]) => fd);
+        expect(pins).toHaveLength(20);
+        const closing = conn.close();
+        for (const err of await Promise.all([busy, ...dups])) expect(err).toBeInstanceOf(ClosedError);
+        // The command reads those GETFDs once it is done blocking, and pulls
+        // by number: until then every pin must still name the same file.
+        const now = openFdTable();
+        expect(pins.map((fd) => now.get(fd))).toEqual(pins.map(() => target));
+        await closing;
+        expect((conn as ChildConnection).child.exitCode).toBe(0);
+        const after = openFdTable();
+        expect(pins.filter((fd) => after.get(fd) === target)).toEqual([]);
+      } finally {
+        closeFd(memfd);
+      }
+    });
+  }
 
   test('past the bound: the excess rejects with QueueFullError, nothing of it sent; every accepted call resolves; the connection stays usable', async () => {
     const limit = 64 * 1024;
