@@ -204,6 +204,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
                            InstanceAccessor<&SocketWrap::GetFullSends>("fullSends"),
                            InstanceAccessor<&SocketWrap::GetQueuedBytes>("queuedSendBytes"),
                            InstanceMethod<&SocketWrap::SetSendQueueLimits>("setSendQueueLimits"),
+                           InstanceMethod<&SocketWrap::WatchHangup>("watchHangup"),
                            InstanceAccessor<&SocketWrap::GetBuffer>("buffer"),
                            InstanceMethod<&SocketWrap::ServeDuplications>("serveDuplications"),
                            InstanceMethod<&SocketWrap::RequestDup>("requestDup"),
@@ -451,6 +452,10 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
       core_->SetSendQueueLimits(static_cast<size_t>(limit), pause < 0 ? SIZE_MAX : static_cast<size_t>(pause));
     }
     return env.Undefined();
+  }
+  Napi::Value WatchHangup(const Napi::CallbackInfo& info) {
+    if (core_ != nullptr) core_->WatchHangup(info.Length() > 0 && info[0].ToBoolean());
+    return info.Env().Undefined();
   }
   Napi::Value GetQueuedBytes(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), core_ != nullptr ? static_cast<double>(core_->queued_bytes()) : 0);

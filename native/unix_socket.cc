@@ -166,7 +166,11 @@ void UnixSocket::Unref() {
 void UnixSocket::UpdatePoll() {
   if (closed_) return;
   int events = 0;
-  if ((reading_ && !ReadPaused()) || accepting_) events |= UV_READABLE;
+  if (ReadingNow()) {
+    events |= UV_READABLE;
+  } else if (watch_hangup_) {
+    events |= UV_DISCONNECT;
+  }
   if (!queue_.empty() && !waiting_receiver_) events |= UV_WRITABLE;
   if (events == poll_events_) return;
   poll_events_ = events;
@@ -196,7 +200,22 @@ void UnixSocket::OnPoll(uv_poll_t* handle, int status, int events) {
       self->DoRead();
     }
   }
+  if (self->closed_) return;
+  if ((events & UV_DISCONNECT) && self->watch_hangup_ && !self->ReadingNow()) {
+    // The peer is gone while we are not reading: say so now (see WatchHangup).
+    self->watch_hangup_ = false;
+    self->reading_ = false;
+    RecvResult r{};
+    r.status = RecvStatus::kEof;
+    self->delegate_->OnReceiveError(r, nullptr, 0);
+    if (self->closed_) return;
+  }
   self->UpdatePoll();
+}
+
+void UnixSocket::WatchHangup(bool on) {
+  watch_hangup_ = on;
+  UpdatePoll();
 }
 
 void UnixSocket::DoWrite() {

@@ -94,6 +94,14 @@ class UnixSocket {
   // SO_PASSCRED on the socket) credentials.
   void ReceiveFrom(bool on) { receive_from_ = on; }
 
+  // While this socket does not read (StopReading, or a reading pause, see
+  // SetSendQueueLimits), a peer that hangs up (EPOLLRDHUP) is reported at
+  // once as end-of-file through OnReceiveError, its unread messages left
+  // unread (Close releases their fds): for a side that only answers
+  // requests, which has nobody left to answer, and which would otherwise
+  // never learn of the hangup while it waits to read again.
+  void WatchHangup(bool on);
+
   // Bounds the send queue, the only memory a peer that does not read can
   // make this side hold (libuv's write queue and Node's stream buffer grow
   // without limit; a highWaterMark is only advice).
@@ -226,6 +234,8 @@ class UnixSocket {
   int waker_fd_ = -1;
   bool waiting_receiver_ = false;
   bool receive_from_ = false;
+  bool watch_hangup_ = false;
+  bool ReadingNow() const { return (reading_ && !ReadPaused()) || accepting_; }
   ScmSender sender_;
   int pending_closes_ = 0;
   uint64_t full_sends_ = 0;  // poll handles still closing (the object is freed at 0)

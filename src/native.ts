@@ -68,6 +68,8 @@ export interface NativeSocket {
    * `pauseReadingAt` bytes (-1: never).
    */
   setSendQueueLimits(limit: number, pauseReadingAt: number): void;
+  /** While not reading, report a peer's hangup at once as EOF (its unread messages left unread). */
+  watchHangup(on: boolean): void;
   /** The reused receive buffer (reuseBuffer), else undefined. */
   readonly buffer: ArrayBuffer | undefined;
   /**

@@ -377,6 +377,18 @@ export class UnixSocket {
   }
 
   /**
+   * While this socket does not read (pause(), or a pauseReadingAt pause), a
+   * peer that hangs up is reported at once: the message handler gets an
+   * EofError, and the peer's unread messages stay unread (close() releases
+   * their fds). For a side that only answers requests, which has nobody
+   * left to answer and would otherwise not learn of the hangup until it
+   * reads again.
+   */
+  watchHangup(on: boolean): void {
+    if (!this.#closed) this.#native.watchHangup(on);
+  }
+
+  /**
    * The next message; its fds belong to the caller. With `timeoutMs`, a
    * TimeoutError if none arrives in time (the message is not lost: the next
    * receive gets it).

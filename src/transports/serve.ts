@@ -42,6 +42,18 @@ export interface ServeStats {
  */
 export const SERVE_PAUSE_READING_AT = 64 * 1024;
 
+/**
+ * Calls a connection may have running in the command at once; further
+ * requests wait in the kernel (then in the client's bounded queue) until one
+ * settles. It bounds the replies that can fall due together: 128 of the
+ * largest frame (MAX_FRAME_BYTES) are 24 MiB, so with the reading pause
+ * (SERVE_PAUSE_READING_AT plus the one reply that crosses it) the reply
+ * queue stays below the default send queue limit (32 MiB): under default
+ * limits a client is never cut off, however slowly it reads, and a smaller
+ * limit cuts off only a client that lets replies pile past it.
+ */
+export const MAX_CALLS_IN_FLIGHT = 128;
+
 export interface ServeOptions {
   transport: TransportName;
   /** Called once, after the command is closed and the socket with it. */
@@ -153,6 +165,9 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
   // reads slowly), stop reading requests, so that they wait in the kernel
   // and then in the client's own bounded queue instead of here.
   socket.setSendQueueLimits({ pauseReadingAt: SERVE_PAUSE_READING_AT });
+  // Paused (replies backed up, or MAX_CALLS_IN_FLIGHT), it still learns at
+  // once of a client that hangs up, and ends: nobody is left to answer.
+  socket.watchHangup(true);
 
   let clientPidfd = -1;
 
@@ -168,6 +183,14 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
     };
     if (host) host.close().catch(() => undefined).finally(finish);
     else finish();
+  };
+
+  // Calls the command has not answered yet. Their replies come later, all
+  // at once maybe, whatever the reply queue holds: at MAX_CALLS_IN_FLIGHT no
+  // request is read until one settles, so that such a burst stays bounded.
+  let callsInFlight = 0;
+  const callSettled = (): void => {
+    if (callsInFlight-- === MAX_CALLS_IN_FLIGHT && !ended) socket.resume();
   };
 
   // The client's CLOSE: close the command, say so, and wait for the client
@@ -274,6 +297,7 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
         return;
       }
       case FrameType.CALL:
+        if (++callsInFlight === MAX_CALLS_IN_FLIGHT) socket.pause();
         h.call(frame.method, frame.args).then(
           (value) => {
             let reply: Buffer;
@@ -282,9 +306,13 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
             } catch (err) {
               reply = encodeJson(FrameType.ERROR, frame.id, describeError(err));
             }
+            callSettled();
             send(reply);
           },
-          (err: unknown) => send(encodeJson(FrameType.ERROR, frame.id, describeError(err))),
+          (err: unknown) => {
+            callSettled();
+            send(encodeJson(FrameType.ERROR, frame.id, describeError(err)));
+          },
         );
         return;
       default:

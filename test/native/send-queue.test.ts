@@ -5,8 +5,8 @@
  */
 import { openSync } from 'node:fs';
 
-import { ClosedError, QueueFullError, SystemError } from '../../src/errors';
-import { diffFdTables, fdIdentity, openFdTable, type FdIdentity } from '../../src/fd';
+import { ClosedError, EofError, QueueFullError, SystemError } from '../../src/errors';
+import { closeFds, diffFdTables, fdIdentity, openFdTable, type FdIdentity } from '../../src/fd';
 import { constants, native } from '../../src/native';
 import { UnixSocket, type SocketKind } from '../../src/socket';
 import { expectFdTable, expectRangeError, expectSystemError, readPipe, rejection, thrown, withScope } from './helpers';
@@ -310,6 +310,34 @@ describe.each<SocketKind>(['stream', 'seqpacket'])('the send queue, bounded (%s)
       const rest = await drain(b, bytes);
       expect(rest.tail).toBe(tail);
       expect(await Promise.all(outcomes)).toEqual(new Array(queued).fill(null));
+    }));
+
+  test('watchHangup: a paused socket hears of its peer hanging up at once, its unread messages left unread and released on close', () =>
+    withScope(async (s) => {
+      const [a, b] = UnixSocket.pair(kind).map((x) => s.add(x)) as [UnixSocket, UnixSocket];
+      const pipe = s.pipe();
+      const events: Array<Error | string> = [];
+      a.setMessageHandler((err, data, fds) => {
+        if (err) events.push(err);
+        else {
+          events.push(data!.toString());
+          closeFds(fds);
+        }
+      });
+      a.pause();
+      a.watchHangup(true);
+      await b.send(Buffer.from('unread'), [pipe.write.fd]);
+      pipe.write.close();
+      for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+      expect(events).toEqual([]);
+      b.close();
+      while (events.length === 0) await new Promise((r) => setImmediate(r));
+      expect(events).toHaveLength(1);
+      expect(events[0]).toBeInstanceOf(EofError);
+      // The unread message's fd is still in flight to a; closing a releases it.
+      expect(readPipe(pipe.read.fd)).toBe('empty');
+      a.close();
+      expect(readPipe(pipe.read.fd)).toBe('eof');
     }));
 
   test('pauseReadingAt: while the queue holds more, nothing is read; reading resumes once it drains', () =>

@@ -13,7 +13,7 @@ import { native } from '../../src/native';
 import { encodeCall, FRAME_SOCKET_OPTIONS, FrameType } from '../../src/protocol';
 import { UnixSocket, type UnixSocketOptions } from '../../src/socket';
 import type { ChildConnection } from '../../src/transports/child';
-import { SERVE_PAUSE_READING_AT, serveConnection, type ServeStats } from '../../src/transports/serve';
+import { MAX_CALLS_IN_FLIGHT, SERVE_PAUSE_READING_AT, serveConnection, type ServeStats } from '../../src/transports/serve';
 import { settleInOrder, wireIdentity } from '../../scenarios/support/common';
 import { rawFrame, rawSocket, sayHello } from '../../scenarios/support/hostile';
 import { exitOf, fdTableSettles, helperForSuite } from '../util/processes';
@@ -250,6 +250,52 @@ describe("the command's side, against a client that reads slowly or not at all",
     }
     const { reason } = await ended;
     expect(reason).toBeNull();
+  });
+
+  test(`at ${MAX_CALLS_IN_FLIGHT} calls not yet answered it reads no more requests; they are all served as calls settle, in order`, async () => {
+    const { client, server, ended } = served();
+    try {
+      await sayHello(client);
+      const n = 3000;
+      for (let id = 1; id <= n; id++) client.write(encodeCall(id, 'later', [20, id]));
+      // No reply is due yet, so only the cap stops reading: the requests back
+      // up in the kernel and the client's queue, though the reply queue is empty.
+      for (let i = 0; i < 100 && client.queuedSends === 0; i++) await turn();
+      expect(client.queuedSends).toBeGreaterThan(0);
+      expect(server.queuedSendBytes).toBe(0);
+      const replies: number[] = [];
+      while (replies.length < n) {
+        const m = await client.receive();
+        expect(m.data[0]).toBe(FrameType.RESULT);
+        replies.push(m.data.readUInt32LE(4));
+      }
+      // Calls settle in the order they were read: every reply, in order.
+      expect(replies).toEqual(Array.from({ length: n }, (_, i) => i + 1));
+    } finally {
+      client.close();
+    }
+    expect((await ended).reason).toBeNull();
+  });
+
+  test('a client that hangs up while reading is paused is seen at once: the connection ends, its fds are closed', async () => {
+    const before = openFdTable();
+    const { client, ended } = served();
+    const memfd = makeMemfd('hangup');
+    try {
+      await sayHello(client);
+      client.write(rawFrame(FrameType.DUP, 1), [memfd]);
+      // Calls that never settle: reading stops at the cap, for good.
+      for (let id = 2; id <= MAX_CALLS_IN_FLIGHT + 500; id++) client.write(encodeCall(id, 'hang', []));
+      for (let i = 0; i < 100 && client.queuedSends === 0; i++) await turn();
+      expect(client.queuedSends).toBeGreaterThan(0);
+    } finally {
+      client.close();
+      closeFd(memfd);
+    }
+    // No call will ever settle and nothing is read, yet the hangup ends it.
+    const { reason } = await ended;
+    expect(reason).toBeNull();
+    expect(await fdTableSettles(process.pid, before)).toBe('');
   });
 
   test('replies to requests it already read pile past the limit: the client is cut off with QueueFullError, nothing buffered for it, every fd closed', async () => {
