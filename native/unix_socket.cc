@@ -155,12 +155,20 @@ void UnixSocket::StopAccepting() {
   UpdatePoll();
 }
 
+// The waker, when there is one, is part of the socket: it keeps the loop
+// alive exactly when the socket does.
 void UnixSocket::Ref() {
-  if (!closed_) uv_ref(reinterpret_cast<uv_handle_t*>(&poll_));
+  if (closed_) return;
+  refed_ = true;
+  uv_ref(reinterpret_cast<uv_handle_t*>(&poll_));
+  if (waker_fd_ >= 0) uv_ref(reinterpret_cast<uv_handle_t*>(&waker_poll_));
 }
 
 void UnixSocket::Unref() {
-  if (!closed_) uv_unref(reinterpret_cast<uv_handle_t*>(&poll_));
+  if (closed_) return;
+  refed_ = false;
+  uv_unref(reinterpret_cast<uv_handle_t*>(&poll_));
+  if (waker_fd_ >= 0) uv_unref(reinterpret_cast<uv_handle_t*>(&waker_poll_));
 }
 
 void UnixSocket::UpdatePoll() {
@@ -274,6 +282,7 @@ int UnixSocket::WaitForReceiver(const struct sockaddr_un& to, socklen_t to_len) 
     }
     waker_poll_.data = this;
     waker_fd_ = w;
+    if (!refed_) uv_unref(reinterpret_cast<uv_handle_t*>(&waker_poll_));
   }
   // Connected afresh for each wait: the head of the queue decides which
   // receiver, and a name may have been bound again since.

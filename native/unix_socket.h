@@ -233,6 +233,7 @@ class UnixSocket {
   uv_poll_t waker_poll_;
   int waker_fd_ = -1;
   bool waiting_receiver_ = false;
+  bool refed_ = true;  // Ref()/Unref(), applied to the waker when it is made
   bool receive_from_ = false;
   bool watch_hangup_ = false;
   bool ReadingNow() const { return (reading_ && !ReadPaused()) || accepting_; }
