@@ -1,0 +1,10 @@
+#!/bin/sh
+# Stryker's buildCommand, run inside its sandbox (.stryker-tmp/sandbox-*) after
+# the sources are instrumented and before node_modules is linked there:
+# compiles the mutated sources into the sandbox's dist/, so that child
+# processes, workers, helper daemons and the CLI run the mutants too (they
+# inherit __STRYKER_ACTIVE_MUTANT__ from the test process).
+set -e
+# The sandbox is created 0700; tests run some commands as `nobody`, which must reach dist/ and build/.
+chmod o+rx .
+exec node ../../node_modules/typescript/bin/tsc -p tsconfig.json
