@@ -1,0 +1,295 @@
+/**
+ * The wire format, as a peer on the other end of the socket relies on it:
+ * every frame the encoders make decodes to what was encoded (generated over
+ * ids, fd lists and JSON values), the header is exactly type/0/0/id, and
+ * everything that is not a well-formed frame is a ProtocolError naming what
+ * is wrong, never a crash, a wrong frame, or a frame with fds it must not carry.
+ * Pure functions: no fd is opened here.
+ */
+import fc from 'fast-check';
+
+import { ProtocolError } from '../../src/errors';
+import {
+  decodeFrame,
+  encodeCall,
+  encodeDup,
+  encodeEmpty,
+  encodeFdList,
+  encodeJson,
+  encodeResult,
+  FrameType,
+  HEADER_BYTES,
+  MAX_FRAME_BYTES,
+  type FrameTypeValue,
+} from '../../src/protocol';
+
+const SEED = Number(process.env['FDBRIDGE_FUZZ_SEED'] ?? 17);
+const RUNS = { seed: SEED, numRuns: 200 };
+
+/** A raw frame: header fields as given, then the payload. */
+function raw(type: number, id: number, payload: Buffer | string = Buffer.alloc(0), flags = 0, reserved = 0): Buffer {
+  const body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
+  const buf = Buffer.alloc(HEADER_BYTES + body.length);
+  buf[0] = type;
+  buf[1] = flags;
+  buf.writeUInt16LE(reserved, 2);
+  buf.writeUInt32LE(id >>> 0, 4);
+  body.copy(buf, HEADER_BYTES);
+  return buf;
+}
+
+/** The ProtocolError decodeFrame throws for `data` (fails the test if it returns or throws anything else). */
+function rejection(data: Buffer, fds: readonly number[] = []): ProtocolError {
+  let caught: unknown;
+  try {
+    const frame = decodeFrame(data, fds);
+    caught = new Error(`decoded ${JSON.stringify(frame)}`);
+  } catch (err) {
+    caught = err;
+  }
+  expect(caught).toBeInstanceOf(ProtocolError);
+  expect((caught as ProtocolError).code).toBe('ERR_FDBRIDGE_PROTOCOL');
+  return caught as ProtocolError;
+}
+
+const ids = fc.integer({ min: 0, max: 0xffffffff });
+const fdNumbers = fc.integer({ min: 0, max: 0x7fffffff });
+const fdLists = fc.array(fdNumbers, { minLength: 1, maxLength: 253 });
+const jsonValues = fc.jsonValue().map((v) => JSON.parse(JSON.stringify(v)) as unknown);
+
+describe('round trips', () => {
+  test('fd-list frames (DUP_OK, RELEASE, GETFD) carry 1..253 fd numbers in order', () => {
+    fc.assert(
+      fc.property(fc.constantFrom(FrameType.DUP_OK, FrameType.RELEASE, FrameType.GETFD), ids, fdLists, (type, id, fds) => {
+        expect(decodeFrame(encodeFdList(type, id, fds), [])).toEqual({ type, id, fds });
+      }),
+      RUNS,
+    );
+  });
+
+  test('CALL carries a method name and any JSON arguments', () => {
+    fc.assert(
+      fc.property(ids, fc.string(), fc.array(jsonValues, { maxLength: 5 }), (id, method, args) => {
+        expect(decodeFrame(encodeCall(id, method, args), [])).toEqual({ type: FrameType.CALL, id, method, args });
+      }),
+      RUNS,
+    );
+  });
+
+  test('RESULT carries any JSON value, and undefined as no value at all', () => {
+    fc.assert(
+      fc.property(ids, jsonValues, (id, value) => {
+        expect(decodeFrame(encodeResult(id, value), [])).toEqual({ type: FrameType.RESULT, id, value });
+      }),
+      RUNS,
+    );
+    const none = encodeResult(3, undefined);
+    expect(none.toString('utf8', HEADER_BYTES)).toBe('{}');
+    const frame = decodeFrame(none, []);
+    expect(frame).toEqual({ type: FrameType.RESULT, id: 3, value: undefined });
+    expect(decodeFrame(encodeResult(3, null), [])).toEqual({ type: FrameType.RESULT, id: 3, value: null });
+  });
+
+  test('DUP has no payload; the fds that came with it are the frame\'s, copied', () => {
+    fc.assert(
+      fc.property(ids, fdLists, (id, fds) => {
+        const data = encodeDup(id);
+        expect(data.length).toBe(HEADER_BYTES);
+        const frame = decodeFrame(data, fds);
+        expect(frame).toEqual({ type: FrameType.DUP, id, fds });
+        expect((frame as { fds: number[] }).fds).not.toBe(fds);
+      }),
+      RUNS,
+    );
+  });
+
+  test('CLOSE and CLOSED are a bare header', () => {
+    for (const type of [FrameType.CLOSE, FrameType.CLOSED] as const) {
+      const data = encodeEmpty(type, 42);
+      expect(data.length).toBe(HEADER_BYTES);
+      expect(decodeFrame(data, [])).toEqual({ type, id: 42 });
+    }
+  });
+
+  test('HELLO, READY, REFUSED and ERROR keep exactly their fields', () => {
+    const command = { module: '/abs/command.js', export: 'Probe', args: [1, 'two', { three: [3] }] };
+    expect(decodeFrame(encodeJson(FrameType.HELLO, 1, { version: 1, command }), [])).toEqual({
+      type: FrameType.HELLO,
+      id: 1,
+      hello: { version: 1, command },
+    });
+    const bare = decodeFrame(encodeJson(FrameType.HELLO, 1, { version: 2, command: { module: 'm' } }), []);
+    expect(bare).toEqual({ type: FrameType.HELLO, id: 1, hello: { version: 2, command: { module: 'm' } } });
+    expect(Object.keys((bare as { hello: object }).hello)).toEqual(['version', 'command']);
+    expect(Object.keys((bare as { hello: { command: object } }).hello.command)).toEqual(['module']);
+    for (const probeFd of [0, 7, 0x7fffffff]) {
+      expect(decodeFrame(encodeJson(FrameType.HELLO, 1, { version: 1, command, pull: 'pidfd', probeFd }), [])).toEqual({
+        type: FrameType.HELLO,
+        id: 1,
+        hello: { version: 1, command, pull: 'pidfd', probeFd },
+      });
+    }
+    expect(decodeFrame(encodeJson(FrameType.READY, 9, { pid: 123, threadId: 0, extra: true }), [])).toEqual({
+      type: FrameType.READY,
+      id: 9,
+      ready: { pid: 123, threadId: 0 },
+    });
+    expect(decodeFrame(encodeJson(FrameType.REFUSED, 0, { message: 'no' }), [])).toEqual({ type: FrameType.REFUSED, id: 0, message: 'no' });
+    expect(decodeFrame(encodeJson(FrameType.ERROR, 5, { name: 'TypeError', message: 'bad', code: 'E_X', stack: 'at x' }), [])).toEqual({
+      type: FrameType.ERROR,
+      id: 5,
+      error: { name: 'TypeError', message: 'bad', code: 'E_X', stack: 'at x' },
+    });
+    // code and stack are kept only when they are strings.
+    const plain = decodeFrame(encodeJson(FrameType.ERROR, 5, { name: 'Error', message: 'm', code: 7, stack: null }), []);
+    expect(plain).toEqual({ type: FrameType.ERROR, id: 5, error: { name: 'Error', message: 'm' } });
+    expect(Object.keys((plain as { error: object }).error)).toEqual(['name', 'message']);
+  });
+});
+
+describe('the header', () => {
+  test('is type, then three zero bytes, then the id as a little-endian u32 (ids wrap to 32 bits)', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: -(2 ** 40), max: 2 ** 40 }), (id) => {
+        const data = encodeCall(id, 'm', []);
+        expect([...data.subarray(0, 4)]).toEqual([FrameType.CALL, 0, 0, 0]);
+        expect(data.readUInt32LE(4)).toBe(id >>> 0);
+        expect(decodeFrame(data, []).id).toBe(id >>> 0);
+      }),
+      RUNS,
+    );
+  });
+
+  test('a message shorter than the header, non-zero flags or reserved bytes, or an unknown type is rejected', () => {
+    for (let n = 0; n < HEADER_BYTES; n++) {
+      expect(rejection(Buffer.alloc(n, FrameType.CLOSE)).message).toMatch(new RegExp(`${n} bytes is shorter than the 8-byte header`));
+    }
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 255 }), fc.integer({ min: 1, max: 0xffff }), (flags, reserved) => {
+        expect(rejection(raw(FrameType.CLOSE, 1, '', flags, 0)).message).toMatch(/non-zero flags or reserved bytes \(type 10\)/);
+        expect(rejection(raw(FrameType.CLOSE, 1, '', 0, reserved)).message).toMatch(/non-zero flags or reserved/);
+      }),
+      { ...RUNS, numRuns: 50 },
+    );
+    for (const type of [0, 13, 99, 255]) expect(rejection(raw(type, 1)).message).toMatch(new RegExp(`unknown type ${type}$`));
+  });
+});
+
+describe('fds only where they belong', () => {
+  test('a DUP with a payload or without fds is rejected', () => {
+    expect(rejection(raw(FrameType.DUP, 1, Buffer.alloc(4)), [5]).message).toMatch(/DUP frame: it has a payload/);
+    expect(rejection(raw(FrameType.DUP, 1), []).message).toMatch(/DUP frame: no fds arrived with it/);
+  });
+
+  test('fds on any other frame are rejected, even on an otherwise good frame', () => {
+    const good: Array<[FrameTypeValue, Buffer]> = [
+      [FrameType.DUP_OK, encodeFdList(FrameType.DUP_OK, 1, [3])],
+      [FrameType.CALL, encodeCall(1, 'm', [])],
+      [FrameType.RESULT, encodeResult(1, 1)],
+      [FrameType.CLOSE, encodeEmpty(FrameType.CLOSE, 1)],
+    ];
+    for (const [type, data] of good) {
+      expect(rejection(data, [9]).message).toBe(`unexpected fds: 1 fd(s) arrived with a frame of type ${type}`);
+      expect(rejection(data, [9, 10]).message).toMatch(/^unexpected fds: 2 fd\(s\)/);
+    }
+  });
+
+  test('fd lists: 1..253 whole int32s, none negative', () => {
+    const names = { [FrameType.DUP_OK]: 'DUP_OK', [FrameType.RELEASE]: 'RELEASE', [FrameType.GETFD]: 'GETFD' } as const;
+    for (const type of [FrameType.DUP_OK, FrameType.RELEASE, FrameType.GETFD] as const) {
+      const name = names[type];
+      for (const bytes of [0, 1, 3, 5, 254 * 4, 300 * 4]) {
+        expect(rejection(raw(type, 1, Buffer.alloc(bytes))).message).toBe(
+          `malformed ${name} frame: ${bytes} payload bytes is not 1..253 int32 fd numbers`,
+        );
+      }
+      expect(decodeFrame(raw(type, 1, Buffer.alloc(253 * 4)), [])).toEqual({ type, id: 1, fds: new Array(253).fill(0) });
+      const negative = Buffer.alloc(8);
+      negative.writeInt32LE(4, 0);
+      negative.writeInt32LE(-1, 4);
+      expect(rejection(raw(type, 1, negative)).message).toBe(`malformed ${name} frame: fd -1 is negative`);
+    }
+  });
+});
+
+describe('JSON payloads', () => {
+  const jsonTypes = [FrameType.HELLO, FrameType.READY, FrameType.REFUSED, FrameType.CALL, FrameType.RESULT, FrameType.ERROR];
+
+  test('a payload that is not JSON is rejected, with the parse error as cause', () => {
+    for (const type of jsonTypes) {
+      const err = rejection(raw(type, 1, '{"a":'));
+      expect(err.message).toBe('malformed frame: its JSON payload does not parse');
+      expect(err.cause).toBeInstanceOf(SyntaxError);
+    }
+  });
+
+  test('JSON that is not an object (null, an array, a number, a string, a boolean) is rejected', () => {
+    for (const type of jsonTypes) {
+      for (const payload of ['null', '[]', '[1]', '5', '"s"', 'true']) {
+        expect(rejection(raw(type, 1, payload)).message).toBe('malformed frame: its payload is not a JSON object');
+      }
+    }
+  });
+
+  test('HELLO: version an integer, command an object with a string module, string export, array args', () => {
+    const hello = (o: unknown): string => rejection(encodeJson(FrameType.HELLO, 1, o)).message;
+    const command = { module: 'm' };
+    for (const version of [undefined, '1', 1.5, null, true]) {
+      expect(hello({ version, command })).toBe('malformed HELLO frame: "version" is not an integer');
+    }
+    for (const c of [undefined, null, 5, 'm']) expect(hello({ version: 1, command: c })).toBe('malformed HELLO frame: "command" is not an object');
+    for (const module of [undefined, 5, null, ['m']]) expect(hello({ version: 1, command: { module } })).toBe('malformed HELLO frame: "module" is not a string');
+    expect(hello({ version: 1, command: { module: 'm', export: 5 } })).toBe('malformed HELLO frame: "export" is not a string');
+    expect(hello({ version: 1, command: { module: 'm', export: null } })).toBe('malformed HELLO frame: "export" is not a string');
+    for (const args of [5, 'a', {}, null]) {
+      expect(hello({ version: 1, command: { module: 'm', args } })).toBe('malformed HELLO frame: "args" is not an array');
+    }
+  });
+
+  test('HELLO: pull is "pidfd" or absent, and then probeFd is an int32 fd number', () => {
+    const hello = (o: object): string => rejection(encodeJson(FrameType.HELLO, 1, { version: 1, command: { module: 'm' }, ...o })).message;
+    for (const pull of ['PIDFD', 'socket', 1, null, true]) expect(hello({ pull, probeFd: 3 })).toBe('malformed HELLO frame: "pull" is not "pidfd"');
+    for (const probeFd of [undefined, '3', 3.5, null]) expect(hello({ pull: 'pidfd', probeFd })).toBe('malformed HELLO frame: "probeFd" is not an integer');
+    for (const probeFd of [-1, -(2 ** 31), 0x80000000, 2 ** 40]) {
+      expect(hello({ pull: 'pidfd', probeFd })).toBe(`malformed HELLO frame: "probeFd" ${probeFd} is not an fd number`);
+    }
+    // Without pull, probeFd means nothing and is not looked at.
+    const frame = decodeFrame(encodeJson(FrameType.HELLO, 1, { version: 1, command: { module: 'm' }, probeFd: -5 }), []);
+    expect(frame).toEqual({ type: FrameType.HELLO, id: 1, hello: { version: 1, command: { module: 'm' } } });
+  });
+
+  test('READY, REFUSED, CALL and ERROR: each field of the right type', () => {
+    const bad = (type: FrameTypeValue, o: unknown): string => rejection(encodeJson(type, 1, o)).message;
+    expect(bad(FrameType.READY, { pid: 1.5, threadId: 0 })).toBe('malformed READY frame: "pid" is not an integer');
+    expect(bad(FrameType.READY, { pid: 1, threadId: '0' })).toBe('malformed READY frame: "threadId" is not an integer');
+    expect(bad(FrameType.REFUSED, { message: 5 })).toBe('malformed REFUSED frame: "message" is not a string');
+    expect(bad(FrameType.CALL, { method: 'm', args: {} })).toBe('malformed CALL frame: "args" is not an array');
+    expect(bad(FrameType.CALL, { method: 'm' })).toBe('malformed CALL frame: "args" is not an array');
+    expect(bad(FrameType.CALL, { method: 5, args: [] })).toBe('malformed CALL frame: "method" is not a string');
+    expect(bad(FrameType.ERROR, { message: 'm' })).toBe('malformed ERROR frame: "name" is not a string');
+    expect(bad(FrameType.ERROR, { name: 'E' })).toBe('malformed ERROR frame: "message" is not a string');
+  });
+
+  test('CLOSE and CLOSED with a payload are rejected', () => {
+    for (const type of [FrameType.CLOSE, FrameType.CLOSED]) {
+      expect(rejection(raw(type, 1, '{}')).message).toBe(`malformed frame of type ${type}: it has a payload`);
+    }
+  });
+});
+
+describe('the size limit of one message', () => {
+  test(`a frame of exactly ${MAX_FRAME_BYTES} bytes is made; one byte more is a RangeError, before anything is sent`, () => {
+    // {"value":"xxx..."}: 12 bytes of JSON around the string.
+    const fits = 'x'.repeat(MAX_FRAME_BYTES - HEADER_BYTES - 12);
+    const frame = encodeResult(1, fits);
+    expect(frame.length).toBe(MAX_FRAME_BYTES);
+    expect(decodeFrame(frame, [])).toEqual({ type: FrameType.RESULT, id: 1, value: fits });
+    expect(() => encodeResult(1, `${fits}x`)).toThrow(
+      new RangeError(`frame of ${MAX_FRAME_BYTES + 1} bytes exceeds the ${MAX_FRAME_BYTES}-byte limit of one message`),
+    );
+    // Multi-byte UTF-8 counts in bytes, not characters.
+    const euros = '€'.repeat(Math.floor((MAX_FRAME_BYTES - HEADER_BYTES - 12) / 3) + 1);
+    expect(() => encodeResult(1, euros)).toThrow(RangeError);
+    expect(() => encodeFdList(FrameType.RELEASE, 1, new Array((MAX_FRAME_BYTES - HEADER_BYTES) / 4 + 1).fill(3))).toThrow(RangeError);
+  });
+});

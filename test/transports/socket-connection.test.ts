@@ -1,0 +1,297 @@
+/**
+ * What a caller relies on from a socket connection, with the command's side
+ * played by the test over a socketpair (so each request and reply is seen
+ * and timed by the test, not by chance): the handshake's typed timeout,
+ * close()'s CLOSE/CLOSED exchange and its hook, the grace given to a silent
+ * peer, folding of concurrent duplications into frames of at most 253 fds,
+ * the RELEASE of a batch that failed part-way, and argument checks.
+ */
+import { ClosedError, FdBridgeError, makeMemfd, PROBE_COMMAND, RemoteError, UnixServer, connect } from '../../src';
+import { closeFds } from '../../src/fd';
+import { native } from '../../src/native';
+import { decodeFrame, encodeEmpty, encodeFdList, encodeJson, FRAME_SOCKET_OPTIONS, FrameType, type Frame } from '../../src/protocol';
+import { UnixSocket } from '../../src/socket';
+import { handshake, SocketConnection } from '../../src/transports/socket-connection';
+import type { CommandLocation } from '../../src/connection';
+
+/** A SocketConnection whose command's side (`fake`) the test plays. */
+function fakePair(onCommandClosed?: (l: CommandLocation) => void | Promise<void>): { conn: SocketConnection; fake: UnixSocket } {
+  const [c, f] = native.socketpair(native.constants.SOCK_SEQPACKET);
+  const fake = new UnixSocket(f, 'seqpacket', { bufferSize: FRAME_SOCKET_OPTIONS.bufferSize });
+  const conn = new SocketConnection(
+    new UnixSocket(c, 'seqpacket', { ...FRAME_SOCKET_OPTIONS }),
+    'helper',
+    { pid: process.pid, threadId: 0 },
+    async () => ({ transport: 'helper', pid: process.pid, exitCode: null, signal: null }),
+    onCommandClosed,
+  );
+  return { conn, fake };
+}
+
+/** The next frame the client sent, decoded; the fds that came with it are closed here. */
+async function nextFrame(fake: UnixSocket): Promise<Frame> {
+  const m = await fake.receive();
+  try {
+    return decodeFrame(m.data, m.fds);
+  } finally {
+    closeFds(m.fds);
+  }
+}
+
+/** Lets queued callbacks and I/O run a few times. */
+async function turns(n = 5): Promise<void> {
+  for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+}
+
+// Open for the whole file: part of every test's fd-table baseline.
+let source: number;
+beforeAll(() => {
+  source = makeMemfd('socket-connection');
+});
+afterAll(() => {
+  closeFds([source]);
+});
+
+describe('connect', () => {
+  test('a command side that never answers HELLO fails the handshake with ERR_FDBRIDGE_TIMEOUT after timeoutMs', async () => {
+    const [c, f] = native.socketpair(native.constants.SOCK_SEQPACKET);
+    const client = new UnixSocket(c, 'seqpacket', { ...FRAME_SOCKET_OPTIONS });
+    const fake = new UnixSocket(f, 'seqpacket', { bufferSize: FRAME_SOCKET_OPTIONS.bufferSize });
+    try {
+      // The fake reads HELLO and stays silent: only the timeout can end this.
+      const shaking = handshake(client, PROBE_COMMAND, 50, () => 'the silent fake').catch((e: unknown) => e);
+      const hello = await nextFrame(fake);
+      expect(hello.type).toBe(FrameType.HELLO);
+      const err = await shaking;
+      expect(err).toBeInstanceOf(FdBridgeError);
+      expect(err).toMatchObject({ code: 'ERR_FDBRIDGE_TIMEOUT', message: 'connect: the silent fake did not answer within 50 ms' });
+    } finally {
+      client.close();
+      fake.close();
+    }
+  });
+
+  test("connect()'s timeoutMs reaches the helper transport's handshake", async () => {
+    const name = `fdbridge-test-${process.pid}-silent`;
+    const server = UnixServer.listen({ abstract: name });
+    const accepted: UnixSocket[] = [];
+    server.onConnection((_err, socket) => {
+      if (socket) accepted.push(socket);
+    });
+    try {
+      const err = await connect('helper', { command: PROBE_COMMAND, socketPath: `@${name}`, timeoutMs: 100 }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(FdBridgeError);
+      expect((err as FdBridgeError).code).toBe('ERR_FDBRIDGE_TIMEOUT');
+      expect((err as Error).message).toMatch(/did not answer within 100 ms/);
+    } finally {
+      for (const s of accepted) s.close();
+      server.close();
+    }
+  });
+});
+
+describe('close()', () => {
+  test('sends CLOSE, runs onCommandClosed only once CLOSED arrived, then hangs up', async () => {
+    const seen: string[] = [];
+    const { conn, fake } = fakePair((location) => {
+      seen.push(`hook ${location.pid}`);
+    });
+    try {
+      const closing = conn.close().then(() => seen.push('closed'));
+      expect(conn.closed).toBe(true);
+      expect((await nextFrame(fake)).type).toBe(FrameType.CLOSE);
+      await turns();
+      // The command's side has not said CLOSED: the hook must wait for it.
+      expect(seen).toEqual([]);
+      await fake.send(encodeEmpty(FrameType.CLOSED, 0));
+      await closing;
+      expect(seen).toEqual([`hook ${process.pid}`, 'closed']);
+      // And then the client hung up: the fake reads end of file.
+      await expect(fake.receive()).rejects.toMatchObject({ code: 'ERR_FDBRIDGE_EOF' });
+      // Idempotent: the same promise, no second CLOSE.
+      await conn.close();
+      expect(seen).toEqual([`hook ${process.pid}`, 'closed']);
+    } finally {
+      fake.close();
+    }
+  });
+
+  test('a peer that hangs up instead of answering CLOSED: close() resolves, the hook runs once', async () => {
+    let hooked = 0;
+    const { conn, fake } = fakePair(() => {
+      hooked++;
+    });
+    const closing = conn.close();
+    expect((await nextFrame(fake)).type).toBe(FrameType.CLOSE);
+    fake.close();
+    await closing;
+    expect(hooked).toBe(1);
+  });
+
+  test('a silent peer (reads CLOSE, never answers, never hangs up) does not hang close(): the grace period ends it', async () => {
+    let hooked = 0;
+    const { conn, fake } = fakePair(() => {
+      hooked++;
+    });
+    try {
+      const closing = conn.close();
+      expect((await nextFrame(fake)).type).toBe(FrameType.CLOSE);
+      await closing; // the 5 s grace of closeTransport; the test's own timeout is 30 s
+      expect(hooked).toBe(1);
+      await expect(fake.receive()).rejects.toMatchObject({ code: 'ERR_FDBRIDGE_EOF' });
+    } finally {
+      fake.close();
+    }
+  });
+
+  test('pending calls and duplications reject with ClosedError; new ones too', async () => {
+    const { conn, fake } = fakePair();
+    try {
+      const call = conn.call('hang').catch((e: unknown) => e);
+      const dup = conn.dupFileDescriptor(source).catch((e: unknown) => e);
+      expect((await nextFrame(fake)).type).toBe(FrameType.CALL);
+      expect((await nextFrame(fake)).type).toBe(FrameType.DUP);
+      const closing = conn.close();
+      expect(await call).toBeInstanceOf(ClosedError);
+      expect((await call as Error).message).toBe('hang() failed: the helper connection was closed');
+      expect(await dup).toBeInstanceOf(ClosedError);
+      await expect(conn.call('echo', 1)).rejects.toThrow(new ClosedError('echo() failed: the helper connection is closed'));
+      await expect(conn.dupFileDescriptor(source)).rejects.toThrow(new ClosedError('dupFileDescriptor failed: the helper connection is closed'));
+      await expect(conn.dupFileDescriptors([source])).rejects.toThrow(new ClosedError('dupFileDescriptors failed: the helper connection is closed'));
+      expect((await nextFrame(fake)).type).toBe(FrameType.CLOSE);
+      await fake.send(encodeEmpty(FrameType.CLOSED, 0));
+      await closing;
+    } finally {
+      fake.close();
+    }
+  });
+});
+
+describe('arguments', () => {
+  test('call() needs a non-empty method name; fds must be non-negative integers', async () => {
+    const { conn, fake } = fakePair();
+    try {
+      for (const method of ['', 5, undefined, null]) {
+        await expect(conn.call(method as string)).rejects.toThrow(new TypeError('call: method must be a non-empty string'));
+      }
+      for (const fd of [-1, 1.5, '3', null, NaN]) {
+        expect(() => conn.dupFileDescriptor(fd as number)).toThrow(new TypeError(`fd must be a non-negative integer, not ${String(fd)}`));
+        expect(() => conn.dupFileDescriptors([source, fd as number])).toThrow(new TypeError(`fds[1] must be a non-negative integer, not ${String(fd)}`));
+      }
+      expect(() => conn.dupFileDescriptors(source as unknown as number[])).toThrow(new TypeError('dupFileDescriptors takes an array of fds'));
+      await expect(conn.dupFileDescriptors([])).resolves.toEqual([]);
+      // None of that sent anything: the next frame is the CLOSE.
+      const closing = conn.close();
+      expect((await nextFrame(fake)).type).toBe(FrameType.CLOSE);
+      fake.close();
+      await closing;
+    } finally {
+      fake.close();
+    }
+  });
+
+  test("the proxy calls by property name and is not a thenable", async () => {
+    const { conn, fake } = fakePair();
+    try {
+      const p = conn.proxy<{ echo(x: number): number }>();
+      expect((p as unknown as { then?: unknown }).then).toBeUndefined();
+      expect((p as unknown as Record<symbol, unknown>)[Symbol.iterator]).toBeUndefined();
+      const answer = p.echo(7);
+      const call = await nextFrame(fake);
+      expect(call).toEqual({ type: FrameType.CALL, id: expect.any(Number), method: 'echo', args: [7] });
+      await fake.send(encodeJson(FrameType.RESULT, call.id, { value: 8 }));
+      await expect(answer).resolves.toBe(8);
+    } finally {
+      const closing = conn.close();
+      fake.close();
+      await closing;
+    }
+  });
+});
+
+describe('duplications on the wire', () => {
+  test('254 concurrent duplications behind one in flight fold into frames of 253 and 1, answered in order', async () => {
+    const { conn, fake } = fakePair();
+    try {
+      const first = conn.dupFileDescriptor(source);
+      const folded = Array.from({ length: 254 }, () => conn.dupFileDescriptor(source));
+      const frames: Array<{ id: number; fds: number }> = [];
+      for (let i = 0; i < 3; i++) {
+        const m = await fake.receive();
+        const f = decodeFrame(m.data, m.fds);
+        closeFds(m.fds);
+        expect(f.type).toBe(FrameType.DUP);
+        frames.push({ id: f.id, fds: m.fds.length });
+      }
+      expect(frames.map((f) => f.fds)).toEqual([1, 253, 1]);
+      // Answer each frame with distinct numbers: every caller gets its own, in call order.
+      let next = 1000;
+      for (const f of frames) {
+        const numbers = Array.from({ length: f.fds }, () => next++);
+        await fake.send(encodeFdList(FrameType.DUP_OK, f.id, numbers));
+      }
+      expect(await first).toBe(1000);
+      expect(await Promise.all(folded)).toEqual(Array.from({ length: 254 }, (_, i) => 1001 + i));
+    } finally {
+      const closing = conn.close();
+      fake.close();
+      await closing;
+    }
+  });
+
+  test('a 600-fd batch whose last frame fails releases the 506 that arrived (RELEASE frames of 253) and rejects', async () => {
+    const { conn, fake } = fakePair();
+    try {
+      const batch = conn.dupFileDescriptors(new Array<number>(600).fill(source)).catch((e: unknown) => e);
+      const dups: Array<{ id: number; fds: number }> = [];
+      for (let i = 0; i < 3; i++) {
+        const m = await fake.receive();
+        const f = decodeFrame(m.data, m.fds);
+        closeFds(m.fds);
+        dups.push({ id: f.id, fds: m.fds.length });
+      }
+      expect(dups.map((d) => d.fds)).toEqual([253, 253, 94]);
+      const given = Array.from({ length: 506 }, (_, i) => 2000 + i);
+      await fake.send(encodeFdList(FrameType.DUP_OK, dups[0]!.id, given.slice(0, 253)));
+      await fake.send(encodeFdList(FrameType.DUP_OK, dups[1]!.id, given.slice(253)));
+      await fake.send(encodeJson(FrameType.ERROR, dups[2]!.id, { name: 'Error', message: 'no room', code: 'EMFILE' }));
+      const released: number[] = [];
+      for (let i = 0; i < 2; i++) {
+        const f = await nextFrame(fake);
+        expect(f.type).toBe(FrameType.RELEASE);
+        const fds = (f as { fds: number[] }).fds;
+        expect(fds.length).toBe(253);
+        released.push(...fds);
+        await fake.send(encodeJson(FrameType.RESULT, f.id, {}));
+      }
+      expect(released).toEqual(given);
+      const err = await batch;
+      expect(err).toBeInstanceOf(RemoteError);
+      expect((err as RemoteError).remote).toMatchObject({ message: 'no room', code: 'EMFILE' });
+    } finally {
+      const closing = conn.close();
+      fake.close();
+      await closing;
+    }
+  });
+
+  test('a batch whose every frame fails releases nothing', async () => {
+    const { conn, fake } = fakePair();
+    try {
+      const batch = conn.dupFileDescriptors([source, source]).catch((e: unknown) => e);
+      const m = await fake.receive();
+      const f = decodeFrame(m.data, m.fds);
+      closeFds(m.fds);
+      await fake.send(encodeJson(FrameType.ERROR, f.id, { name: 'Error', message: 'refused' }));
+      expect(await batch).toBeInstanceOf(RemoteError);
+      // The next frame is whatever comes next (a call), not a RELEASE.
+      const call = conn.call('echo', 1);
+      expect((await nextFrame(fake)).type).toBe(FrameType.CALL);
+      void call.catch(() => undefined);
+    } finally {
+      const closing = conn.close();
+      fake.close();
+      await closing;
+    }
+  });
+});
