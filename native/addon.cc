@@ -955,10 +955,17 @@ Napi::Value Dup(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), FdDupCloexec(ArgFd(info, 0)), "dup"));
 }
 
-// dupAll(fds) -> duplicates (close-on-exec), all or none. Every duplicate is
-// numbered above the highest fd in the list (F_DUPFD_CLOEXEC with a minimum),
-// so none can take the number of a closed fd later in the list and make that
-// entry "succeed" on the wrong file; a closed fd fails with EBADF.
+// dupHigh(fd) -> a close-on-exec duplicate for fdbridge itself, numbered at
+// or above the floor (FdDupHigh).
+Napi::Value DupHigh(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), FdDupHigh(ArgFd(info, 0)), "dup"));
+}
+
+// dupAll(fds, above = 0) -> duplicates (close-on-exec) for fdbridge itself,
+// all or none, numbered at or above the floor, above the highest fd in the
+// list and at least `above` (the caller passes the highest of a whole batch
+// sent in several pieces): none can take the number of a closed fd later in
+// the list or batch and make that entry "succeed" on the wrong file.
 Napi::Value DupAll(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "dupAll(fds): fds must be an array");
@@ -966,6 +973,7 @@ Napi::Value DupAll(const Napi::CallbackInfo& info) {
   uint32_t n = arr.Length();
   std::vector<int> fds(n);
   int highest = -1;
+  if (info.Length() > 1 && !info[1].IsUndefined()) highest = ArgFd(info, 1) - 1;
   for (uint32_t i = 0; i < n; i++) {
     Napi::Value v = arr.Get(i);
     double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
@@ -974,9 +982,13 @@ Napi::Value DupAll(const Napi::CallbackInfo& info) {
     if (fds[i] > highest) highest = fds[i];
   }
   std::vector<int> out(n);
-  int r = FdDupAllAbove(fds.data(), n, highest + 1, out.data());
+  int r = FdDupAllHigh(fds.data(), n, highest + 1, out.data());
   CheckFdResult(env, r, "dup");
   return FdArray(env, out.data(), n);
+}
+
+Napi::Value FdFloorFn(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), FdFloor());
 }
 
 Napi::Value Close(const Napi::CallbackInfo& info) {
@@ -1091,7 +1103,7 @@ Napi::Value PidfdOpenFn(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value PidfdGetfdFn(const Napi::CallbackInfo& info) {
-  int r = PidfdGetfd(ArgFd(info, 0), ArgFd(info, 1));
+  int r = PidfdGetfdHigh(ArgFd(info, 0), ArgFd(info, 1));
   return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), r, "pidfd_getfd"));
 }
 
@@ -1183,6 +1195,8 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("dup", Napi::Function::New<Dup>(env, "dup"));
   exports.Set("close", Napi::Function::New<Close>(env, "close"));
   exports.Set("dupAll", Napi::Function::New<DupAll>(env, "dupAll"));
+  exports.Set("dupHigh", Napi::Function::New<DupHigh>(env, "dupHigh"));
+  exports.Set("fdFloor", Napi::Function::New<FdFloorFn>(env, "fdFloor"));
   exports.Set("identity", Napi::Function::New<Identity>(env, "identity"));
   exports.Set("getFlags", Napi::Function::New<GetFlags>(env, "getFlags"));
   exports.Set("setCloexec", Napi::Function::New<SetCloexec>(env, "setCloexec"));

@@ -12,6 +12,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
+
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
 #endif
@@ -26,18 +28,23 @@ int FdDupCloexec(int fd) {
   return r < 0 ? -errno : r;
 }
 
-int FdDupAllAbove(const int* fds, size_t n, int min_fd, int* out) {
-  // No room above the highest fd (it sits at RLIMIT_NOFILE): check them all
-  // first instead, then take any free numbers.
+namespace {
+
+std::atomic<int> g_floor{-1};
+
+int ComputeFloor() {
   struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && static_cast<rlim_t>(min_fd) >= rl.rlim_cur) {
-    for (size_t i = 0; i < n; i++) {
-      if (fcntl(fds[i], F_GETFD) < 0) return -errno;
-    }
-    min_fd = 0;
-  }
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
+  rlim_t half = rl.rlim_cur == RLIM_INFINITY ? static_cast<rlim_t>(kFdFloorCap) : rl.rlim_cur / 2;
+  int floor = half < static_cast<rlim_t>(kFdFloorCap) ? static_cast<int>(half) : kFdFloorCap;
+  g_floor.store(floor, std::memory_order_relaxed);
+  return floor;
+}
+
+// Duplicates each fd at or above `start`, all or none.
+int DupAllFrom(const int* fds, size_t n, int start, int* out) {
   for (size_t i = 0; i < n; i++) {
-    int d = fcntl(fds[i], F_DUPFD_CLOEXEC, min_fd);
+    int d = fcntl(fds[i], F_DUPFD_CLOEXEC, start);
     if (d < 0) {
       int err = -errno;
       for (size_t j = 0; j < i; j++) FdClose(out[j]);
@@ -46,6 +53,34 @@ int FdDupAllAbove(const int* fds, size_t n, int min_fd, int* out) {
     out[i] = d;
   }
   return 0;
+}
+
+}  // namespace
+
+int FdFloor() {
+  int floor = g_floor.load(std::memory_order_relaxed);
+  return floor >= 0 ? floor : ComputeFloor();
+}
+
+int FdDupHigh(int fd) {
+  int out;
+  int r = FdDupAllHigh(&fd, 1, 0, &out);
+  return r < 0 ? r : out;
+}
+
+int FdDupAllHigh(const int* fds, size_t n, int min_fd, int* out) {
+  int floor = FdFloor();
+  int r = DupAllFrom(fds, n, min_fd > floor ? min_fd : floor, out);
+  // EINVAL: the start is at or above the soft limit. The limit was lowered
+  // since the floor was read, or the list holds an fd just under the limit.
+  if (r != -EINVAL) return r;
+  // Either way, start again from the floor, having checked every fd first
+  // so that none of our duplicates can stand in for a closed one further on.
+  floor = ComputeFloor();
+  for (size_t i = 0; i < n; i++) {
+    if (fcntl(fds[i], F_GETFD) < 0) return -errno;
+  }
+  return DupAllFrom(fds, n, floor, out);
 }
 
 int FdClose(int fd) {
@@ -164,6 +199,14 @@ int PidfdOpen(pid_t pid) {
 int PidfdGetfd(int pidfd, int target_fd) {
   long r = syscall(SYS_pidfd_getfd, pidfd, target_fd, 0);
   return r < 0 ? -errno : static_cast<int>(r);
+}
+
+int PidfdGetfdHigh(int pidfd, int target_fd) {
+  int low = PidfdGetfd(pidfd, target_fd);
+  if (low < 0 || low >= FdFloor()) return low;
+  int high = FdDupHigh(low);
+  FdClose(low);
+  return high;
 }
 
 }  // namespace fdbridge

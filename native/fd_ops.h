@@ -27,9 +27,37 @@ struct FdEntry {
 // F_DUPFD_CLOEXEC: the duplicate is close-on-exec from its first instant.
 int FdDupCloexec(int fd);
 
-// Duplicates fds[0..n) into out[0..n), each with F_DUPFD_CLOEXEC numbered at
-// least `min_fd`, all or none (on failure the duplicates made are closed).
-int FdDupAllAbove(const int* fds, size_t n, int min_fd, int* out);
+// The lowest number fdbridge gives the fds it makes for itself: pins of fds
+// waiting to be sent or pulled, a queued send's copies, the duplicates a
+// direct or worker command receives, fds pulled with pidfd_getfd.
+//
+// open(2), socket(2), dup(2), recvmsg(2) and the rest take the lowest free
+// number, so the caller's fds fill the table from 0 upwards. A number the
+// caller has closed (and may still name, by mistake or in a race with a
+// close) must not come back as one of ours: dup(stale) would then "succeed"
+// on our copy of someone else's file. Kept at or above this floor, ours
+// cannot take such a number while the caller's fds stay below it.
+//
+// It is half the soft RLIMIT_NOFILE (F_DUPFD fails with EINVAL at or above
+// the limit), and at most kFdFloorCap: the kernel's fd array grows to the
+// highest number in use (8 bytes a slot), and fork(2) copies it, so a floor
+// near a limit of 1,048,576 would cost every process and child megabytes.
+// Read once; re-read when a duplication finds the limit lowered under it.
+constexpr int kFdFloorCap = 8192;
+int FdFloor();
+
+// F_DUPFD_CLOEXEC at or above FdFloor(). No number free there is EMFILE,
+// even when lower numbers are free: a lower one could be a number the
+// caller still names.
+int FdDupHigh(int fd);
+
+// Duplicates fds[0..n) into out[0..n), all or none (on failure the
+// duplicates made are closed), each at or above max(FdFloor(), min_fd).
+// With min_fd above the highest fd of a list, no duplicate can take the
+// number of a closed fd later in the list (and make it "succeed" on the
+// wrong file). When there is no room at min_fd (it reaches the limit),
+// every fd is checked to be open first and the duplicates go from the floor.
+int FdDupAllHigh(const int* fds, size_t n, int min_fd, int* out);
 
 // close(2). Linux always releases the descriptor, even when close returns
 // EINTR (see close(2), "Dealing with error returns"), so EINTR is success here.
@@ -62,6 +90,9 @@ int FdEventfd();
 // close-on-exec too, see the man page). Both return the new fd or -errno.
 int PidfdOpen(pid_t pid);
 int PidfdGetfd(int pidfd, int target_fd);
+// pidfd_getfd, moved at or above FdFloor() (pidfd_getfd has no minimum: it
+// takes the lowest free number, which is then released at once).
+int PidfdGetfdHigh(int pidfd, int target_fd);
 
 }  // namespace fdbridge
 

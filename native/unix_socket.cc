@@ -97,22 +97,18 @@ int UnixSocket::Enqueue(const struct sockaddr_un* to, socklen_t to_len, const ch
   q.data.assign(data + offset, data + len);
   // Pin the open files: the caller may close or reuse its fd numbers before
   // the socket becomes writable (oven-sh/bun#37854 sent the wrong file).
-  // Validate every fd before duplicating any: a duplicate takes the lowest
-  // free number, which can be the number of a closed fd later in the list,
-  // and dup would then "succeed" on it and queue the wrong file in its place.
+  // The copies go above the floor and above every fd in the list
+  // (FdDupAllHigh): one that took the lowest free number could take the
+  // number of a closed fd later in the list, which dup would then "succeed"
+  // on, queueing the wrong file in its place; or a number the caller closed
+  // and names in its next send.
+  int highest = -1;
   for (size_t i = 0; i < nfds; i++) {
-    int r = FdGetFlags(fds[i]);
-    if (r < 0) return r;
+    if (fds[i] > highest) highest = fds[i];
   }
-  q.fds.reserve(nfds);
-  for (size_t i = 0; i < nfds; i++) {
-    int d = FdDupCloexec(fds[i]);
-    if (d < 0) {
-      for (int held : q.fds) FdClose(held);
-      return d;
-    }
-    q.fds.push_back(d);
-  }
+  q.fds.resize(nfds);
+  int r = FdDupAllHigh(fds, nfds, highest + 1, q.fds.data());
+  if (r < 0) return r;
   q.charge = q.data.size() + kQueuedSendOverhead;
   queued_bytes_ += q.charge;
   queue_.push_back(std::move(q));

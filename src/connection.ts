@@ -108,9 +108,13 @@ export abstract class BaseConnection implements Connection {
   }
 
   async #dupBatches(fds: readonly number[]): Promise<number[]> {
+    // Copies a transport makes of one piece go above every fd of the batch,
+    // so none can take the number of a closed fd in a later piece.
+    let above = 0;
+    for (const fd of fds) if (fd >= above) above = fd + 1;
     const chunks: Array<Promise<number[]>> = [];
     for (let i = 0; i < fds.length; i += MAX_FDS_PER_MESSAGE) {
-      chunks.push(this.dupMany(fds.slice(i, i + MAX_FDS_PER_MESSAGE)));
+      chunks.push(this.dupMany(fds.slice(i, i + MAX_FDS_PER_MESSAGE), above));
     }
     const settled = await Promise.allSettled(chunks);
     const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
@@ -174,8 +178,12 @@ export abstract class BaseConnection implements Connection {
 
   /** Duplicates one validated fd into the command's context. */
   protected abstract dupOne(fd: number): Promise<number>;
-  /** Duplicates 1..253 validated fds in one step. */
-  protected abstract dupMany(fds: number[]): Promise<number[]>;
+  /**
+   * Duplicates 1..253 validated fds in one step. Any copy the transport
+   * makes of them in this process must be numbered at least `above` (one
+   * more than the highest fd of the whole batch: native.dupAll does this).
+   */
+  protected abstract dupMany(fds: number[], above: number): Promise<number[]>;
   /** Closes fds that were duplicated into the command's context but must not stay there. */
   protected abstract release(fds: number[]): Promise<void>;
   protected abstract callRemote(method: string, args: unknown[]): Promise<unknown>;

@@ -103,6 +103,17 @@ export function openFdTable(pid?: number): FdTable {
   return new Map(native.listFds(pid ?? 0));
 }
 
+/**
+ * The lowest number of the fds fdbridge makes for itself in this process
+ * (pins, queued sends' copies, direct and worker duplicates, pidfd pulls):
+ * half the soft RLIMIT_NOFILE, at most 8192. Fds taken from the lowest free
+ * numbers stay below it until that many are open, so a number the caller
+ * closed never comes back as one of fdbridge's.
+ */
+export function fdFloor(): number {
+  return native.fdFloor();
+}
+
 /** RLIMIT_NOFILE of this process: `[soft, hard]` (Infinity when unlimited). */
 export function fdLimit(): [number, number] {
   return native.getFdLimit();

@@ -31,6 +31,7 @@ export {
   dupFd,
   fdFlags,
   fdIdentity,
+  fdFloor,
   fdLimit,
   formatFdTableDiff,
   makeEventfd,

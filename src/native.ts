@@ -161,13 +161,24 @@ export interface NativeBinding {
   /** An unbound DGRAM socket. */
   dgramSocket(): number;
   connect(type: number, name: string, abstract: boolean): number;
+  /** A close-on-exec duplicate at the lowest free number: for the caller's own use. */
   dup(fd: number): number;
   /**
-   * Close-on-exec duplicates of every fd, all or none, each numbered above the
-   * highest in the list (so a closed fd later in the list fails with EBADF
-   * instead of matching a fresh duplicate's number).
+   * A close-on-exec duplicate that fdbridge makes for itself (a pin, a
+   * duplicate given to a command in this process), numbered at or above
+   * fdFloor(), so that it never takes a number the caller closed and may
+   * still name. EMFILE when no number is free there.
    */
-  dupAll(fds: readonly number[]): number[];
+  dupHigh(fd: number): number;
+  /**
+   * dupHigh for every fd, all or none, each numbered above the highest in the
+   * list and at least `above` (a batch sent in pieces passes its highest + 1):
+   * a closed fd later in the list or batch fails with EBADF instead of
+   * matching a fresh duplicate's number.
+   */
+  dupAll(fds: readonly number[], above?: number): number[];
+  /** The lowest number dupHigh, dupAll, queued sends and pidfdGetfd use (see native/fd_ops.h). */
+  fdFloor(): number;
   close(fd: number): void;
   identity(fd: number): NativeIdentity;
   /** Bit 0: FD_CLOEXEC, bit 1: O_NONBLOCK. */
@@ -187,6 +198,7 @@ export interface NativeBinding {
   /** eventfd(0, EFD_CLOEXEC). */
   eventfd(): number;
   pidfdOpen(pid: number): number;
+  /** pidfd_getfd(2), the new fd moved at or above fdFloor(). */
   pidfdGetfd(pidfd: number, targetFd: number): number;
   socketType(fd: number): number;
   setPassRights(fd: number, on: boolean): void;

@@ -10,9 +10,12 @@ import { CommandHost, normalizeCommandSpec } from '../command';
 import { describeError, RemoteError } from '../errors';
 import { native } from '../native';
 
-/** dup(2)s every fd, or none (see native.dupAll for why the numbers go above the list). */
-export function dupAll(fds: readonly number[]): number[] {
-  return native.dupAll(fds);
+/**
+ * dup(2)s every fd, or none, numbered at or above the floor and `above` (see
+ * native.dupAll for why the numbers go above the list and the batch).
+ */
+export function dupAll(fds: readonly number[], above?: number): number[] {
+  return native.dupAll(fds, above);
 }
 
 /** Runs a method on a host, turning what the command throws into RemoteError. */
@@ -43,7 +46,8 @@ export class DirectConnection extends BaseConnection {
 
   protected dupOne(fd: number): Promise<number> {
     try {
-      const d = native.dup(fd);
+      // Above the floor: never a number the caller closed and may still name.
+      const d = native.dupHigh(fd);
       this.#host.ledger.add(d);
       return Promise.resolve(d);
     } catch (err) {
@@ -51,8 +55,8 @@ export class DirectConnection extends BaseConnection {
     }
   }
 
-  protected async dupMany(fds: number[]): Promise<number[]> {
-    const out = dupAll(fds);
+  protected async dupMany(fds: number[], above: number): Promise<number[]> {
+    const out = dupAll(fds, above);
     for (const d of out) this.#host.ledger.add(d);
     return out;
   }

@@ -244,7 +244,10 @@ export class SocketConnection extends BaseConnection {
     }
     let pin: number;
     try {
-      pin = native.dup(fd);
+      // Above the floor: a pin that took the lowest free number could take
+      // one the caller has just closed, and a later dup of that number
+      // would pin this pin (someone else's file) instead of failing.
+      pin = native.dupHigh(fd);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -286,12 +289,12 @@ export class SocketConnection extends BaseConnection {
     }
   };
 
-  protected dupMany(fds: number[]): Promise<number[]> {
+  protected dupMany(fds: number[], above: number): Promise<number[]> {
     this.#flushFolded(); // requests leave in the order they were made
     if (!this.#pull) return this.#send(this.#dupHeader, fds, DUP_MANY, fds.length, 'dupFileDescriptors', null, null) as Promise<number[]>;
     let pins: number[];
     try {
-      pins = dupAll(fds);
+      pins = dupAll(fds, above);
     } catch (err) {
       return Promise.reject(err);
     }

@@ -131,7 +131,8 @@ export class WorkerConnection extends BaseConnection {
   protected dupOne(fd: number): Promise<number> {
     if (this.#exit) return Promise.reject(this.#exit);
     try {
-      const d = native.dup(fd);
+      // Above the floor: never a number the caller closed and may still name.
+      const d = native.dupHigh(fd);
       this.#ledger.add(d);
       return Promise.resolve(d);
     } catch (err) {
@@ -139,9 +140,9 @@ export class WorkerConnection extends BaseConnection {
     }
   }
 
-  protected async dupMany(fds: number[]): Promise<number[]> {
+  protected async dupMany(fds: number[], above: number): Promise<number[]> {
     if (this.#exit) throw this.#exit;
-    const out = dupAll(fds);
+    const out = dupAll(fds, above);
     for (const d of out) this.#ledger.add(d);
     return out;
   }

@@ -1,0 +1,113 @@
+/**
+ * The fds fdbridge makes for itself are numbered at or above a floor (half
+ * the soft RLIMIT_NOFILE, at most 8192) that the caller's fds, which take
+ * the lowest free numbers, do not reach: a number the caller closed cannot
+ * come back as one of ours. Also: what happens near and at the limit.
+ */
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+
+import { closeFd, closeFds, dupFd, fdLimit, openFdTable } from '../../src/fd';
+import { native } from '../../src/native';
+import { UnixSocket } from '../../src/socket';
+import { expectSystemError, thrown, withScope } from './helpers';
+
+const FIXTURE = join(__dirname, '..', 'fixtures', 'fd-floor-limits.js');
+
+/** The lowest free fd number now. */
+function lowestFree(): number {
+  const fd = dupFd(0);
+  closeFd(fd);
+  return fd;
+}
+
+test('the floor is half the soft limit, at most 8192; dupHigh and dupAll stay at or above it', () => {
+  const [soft] = fdLimit();
+  const floor = native.fdFloor();
+  expect(floor).toBe(Math.min(Math.floor(soft / 2), 8192));
+  const one = native.dupHigh(0);
+  const all = native.dupAll([0, 1, 2]);
+  const above = native.dupAll([0], floor + 100);
+  try {
+    expect(one).toBeGreaterThanOrEqual(floor);
+    for (const fd of all) expect(fd).toBeGreaterThanOrEqual(floor);
+    expect(above[0]).toBeGreaterThanOrEqual(floor + 100);
+  } finally {
+    closeFds([one, ...all, ...above]);
+  }
+});
+
+test('a closed number stays closed: dupHigh of it is EBADF even right after dupHigh of another fd', () => {
+  const b = dupFd(0);
+  closeFd(b);
+  expect(lowestFree()).toBe(b);
+  const copy = native.dupHigh(1);
+  try {
+    expect(copy).not.toBe(b);
+    expectSystemError(thrown(() => native.dupHigh(b)), 'EBADF', 'dup');
+    expectSystemError(thrown(() => native.dupAll([1, b])), 'EBADF', 'dup');
+  } finally {
+    closeFd(copy);
+  }
+});
+
+test('a queued send keeps its copies above the floor: a number closed just before stays EBADF', () =>
+  withScope(async (s) => {
+    const [a, b] = UnixSocket.pair('seqpacket').map((x) => s.add(x)) as [UnixSocket, UnixSocket];
+    const chunk = Buffer.alloc(32 * 1024);
+    const outcomes: Array<Promise<Error | null>> = [];
+    const write = (fds?: number[]): boolean => {
+      let settle!: (err: Error | null) => void;
+      const outcome = new Promise<Error | null>((r) => (settle = r));
+      const now = a.write(chunk, fds, settle);
+      if (!now) outcomes.push(outcome); // only a queued write calls back
+      return now;
+    };
+    for (let i = 0; i < 10000 && write(); i++);
+    expect(a.queuedSends).toBeGreaterThan(0);
+    const closed = dupFd(0);
+    closeFd(closed);
+    const before = openFdTable();
+    expect(write([1])).toBe(false); // queued with its own copy of fd 1
+    const added = [...openFdTable().keys()].filter((fd) => !before.has(fd));
+    expect(added).toHaveLength(1);
+    expect(added[0]).toBeGreaterThanOrEqual(native.fdFloor());
+    expectSystemError(thrown(() => a.write(chunk, [closed])), 'EBADF');
+    a.close();
+    b.close();
+    await Promise.all(outcomes);
+  }));
+
+test.each([1024, 64])('near a soft limit of %i (lowered after the floor was read)', (limit) => {
+  const report = JSON.parse(execFileSync(process.execPath, [FIXTURE, String(limit)], { encoding: 'utf8' })) as {
+    floorBefore: number;
+    first: number;
+    floorAfter: number;
+    whenFull: string;
+    ours: { count: number; lowest: number; highest: number };
+    callersDup: number;
+    topFd: number;
+    topCopies: number[];
+    withClosed: string;
+  };
+  const floor = limit / 2;
+  expect(report.floorBefore).toBeGreaterThanOrEqual(limit); // the limit really moved under it
+  // The limit went below the floor read before: it is read again.
+  expect(report.floorAfter).toBe(floor);
+  expect(report.first).toBeGreaterThanOrEqual(floor);
+  expect(report.first).toBeLessThan(limit);
+  // Our numbers fill [floor, limit); then EMFILE, although the caller's
+  // own dup still finds a lower number.
+  expect(report.ours.lowest).toBeGreaterThanOrEqual(floor);
+  expect(report.ours.highest).toBe(limit - 1);
+  expect(report.whenFull).toBe('EMFILE');
+  expect(report.callersDup).toBeLessThan(floor);
+  // An fd at limit - 1 leaves no room above the list: checked, then from the floor.
+  expect(report.topFd).toBe(limit - 1);
+  expect(report.topCopies).toHaveLength(2);
+  for (const fd of report.topCopies) {
+    expect(fd).toBeGreaterThanOrEqual(floor);
+    expect(fd).toBeLessThan(limit);
+  }
+  expect(report.withClosed).toBe('EBADF');
+});

@@ -1,0 +1,139 @@
+/**
+ * A number the caller has closed is EBADF on every transport, never a copy
+ * of some other file: the fds the library makes for itself (pins, queued
+ * copies, the duplicates a direct or worker command receives, pidfd pins)
+ * are numbered at or above a floor the caller's fds do not reach, and the
+ * copies made of a batch sent in pieces go above every fd of the batch.
+ *
+ * Each case makes the hazard certain rather than likely: the closed number
+ * is the lowest free one when the library next makes an fd (or, for a
+ * batch, a number just above the pieces before it), exactly where an fd
+ * taking the lowest free number would land.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { connect, PROBE_COMMAND, SystemError, type Connection, type TransportName, type WireIdentity } from '../../src';
+import { closeFd, closeFds, dupFd, fdIdentity, makeMemfd, openFdTable, type FdTable } from '../../src/fd';
+import type { ChildConnection } from '../../src/transports/child';
+import { exitOf, fdTableSettles, startHelperProcess, type HelperProcess } from '../util/processes';
+
+const TRANSPORTS: TransportName[] = ['direct', 'worker', 'child', 'helper', 'pidfd'];
+const SPAWNED = new Set<TransportName>(['child', 'pidfd']);
+
+let dir: string;
+let helper: HelperProcess;
+let socketPath: string;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'fdbridge-numbering-'));
+  socketPath = join(dir, 'helper.sock');
+  helper = await startHelperProcess(socketPath);
+});
+
+afterAll(async () => {
+  await helper?.stop('SIGTERM');
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function identityOf(fd: number): WireIdentity {
+  const id = fdIdentity(fd);
+  return { dev: String(id.dev), ino: String(id.ino), type: id.type };
+}
+
+/** The lowest free fd number of this process now. */
+function lowestFree(): number {
+  const fd = dupFd(0);
+  closeFd(fd);
+  return fd;
+}
+
+describe.each(TRANSPORTS)('%s transport', (transport) => {
+  let conn: Connection;
+  let helperBaseline: FdTable | undefined;
+
+  beforeEach(async () => {
+    helperBaseline = transport === 'helper' ? openFdTable(helper.pid) : undefined;
+    conn = await connect(transport, { command: PROBE_COMMAND, socketPath });
+  });
+
+  afterEach(async () => {
+    await conn.close();
+    if (SPAWNED.has(transport)) expect((await exitOf((conn as ChildConnection).child)).code).toBe(0);
+    if (helperBaseline) expect(await fdTableSettles(helper.pid, helperBaseline)).toBe('');
+  });
+
+  const farTable = async (): Promise<Map<number, string>> => new Map(await conn.call<Array<[number, string]>>('openFds'));
+
+  test.each([253, 300, 505, 599])(
+    'a 600-fd batch whose fds[%i] is closed rejects with EBADF and leaves none of the batch in the command',
+    async (closedAt) => {
+      // Seven files, so that a slot answered with another slot's file shows.
+      const files = Array.from({ length: 7 }, (_, i) => makeMemfd(`numbering-batch-${i}`));
+      // Taken from the lowest free numbers: mostly consecutive, so the closed
+      // one is just above the earlier pieces, where their copies would go.
+      const fds = Array.from({ length: 600 }, (_, i) => dupFd(files[i % 7]!));
+      try {
+        closeFd(fds[closedAt]!);
+        const before = await farTable();
+        const err = await conn.dupFileDescriptors(fds).then(
+          (remote) => new Error(`resolved; slot ${closedAt} holds ${JSON.stringify(remote[closedAt])}`),
+          (e: unknown) => e,
+        );
+        expect(err).toBeInstanceOf(SystemError);
+        expect(err).toMatchObject({ code: 'EBADF' });
+        // All or nothing: the pieces that did arrive were released again.
+        expect(await farTable()).toEqual(before);
+        // And the connection still works.
+        const [one] = await conn.dupFileDescriptors([fds[0]!]);
+        expect(await conn.call('identities', [one])).toEqual([identityOf(fds[0]!)]);
+      } finally {
+        closeFds(fds.filter((_, i) => i !== closedAt));
+        closeFds(files);
+      }
+    },
+  );
+
+  test('a number closed before duplications made in the same tick is EBADF, never a copy of another call\'s fd', async () => {
+    const a = makeMemfd('numbering-a');
+    // Taken after `a`, at the lowest free number: closed, it is the lowest again.
+    const b = makeMemfd('numbering-b');
+    try {
+      closeFd(b);
+      expect(lowestFree()).toBe(b);
+      // Two of `a` first: on every transport at least one of them makes an
+      // fd in this process (a direct or worker duplicate, a pin).
+      const settled = await Promise.allSettled([conn.dupFileDescriptor(a), conn.dupFileDescriptor(a), conn.dupFileDescriptor(b)]);
+      const [first, second, third] = settled;
+      expect(third).toMatchObject({ status: 'rejected', reason: { code: 'EBADF' } });
+      const remote = [first, second].map((s) => (s?.status === 'fulfilled' ? s.value : -1));
+      expect(await conn.call('identities', remote)).toEqual([identityOf(a), identityOf(a)]);
+      await conn.call('adopt', remote);
+      await conn.call('closeAdopted', remote);
+    } finally {
+      closeFd(a);
+    }
+  });
+
+  test('a batch, then a number closed after it in the same tick: EBADF', async () => {
+    const a = makeMemfd('numbering-a');
+    // Taken after `a`, at the lowest free number: closed, it is the lowest again.
+    const b = makeMemfd('numbering-b');
+    try {
+      const batch = conn.dupFileDescriptors([a, a]);
+      const lone = conn.dupFileDescriptor(a);
+      closeFd(b);
+      const late = conn.dupFileDescriptor(b).catch((e: unknown) => e);
+      const lateBatch = conn.dupFileDescriptors([a, b]).catch((e: unknown) => e);
+      const remote = [...(await batch), await lone];
+      expect(await late).toMatchObject({ code: 'EBADF' });
+      expect(await lateBatch).toMatchObject({ code: 'EBADF' });
+      expect(await conn.call('identities', remote)).toEqual([identityOf(a), identityOf(a), identityOf(a)]);
+      await conn.call('adopt', remote);
+      await conn.call('closeAdopted', remote);
+    } finally {
+      closeFd(a);
+    }
+  });
+});
