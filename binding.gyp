@@ -5,6 +5,7 @@
       "sources": [
         "native/addon.cc",
         "native/fd_ops.cc",
+        "native/loop_fds.cc",
         "native/scm_rights.cc",
         "native/sock_ops.cc",
         "native/unix_socket.cc"

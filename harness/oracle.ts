@@ -29,6 +29,7 @@
  */
 import type { CommandLocation, Connection } from '../src';
 import { ProcessFdSnapshot, settleFdSnapshots, type FdEntry } from '../src/leak-check';
+import { describeRuntimeFd, warmRuntimeFds } from '../src/runtime-fds';
 import type { Leak } from './types';
 
 export interface OracleVerdict {
@@ -92,8 +93,14 @@ export class LeakOracle {
     this.#ledger = options.ledger ?? new LeakLedger();
   }
 
-  /** Snapshots the client and the helper daemon. */
+  /**
+   * Snapshots the client and the helper daemon. The client's event loop
+   * first opens what it would open lazily and keep (warmRuntimeFds), so
+   * that a row never gets the blame for the runtime's own fds, however the
+   * run's stdout is connected.
+   */
   begin(): void {
+    for (const r of warmRuntimeFds()) this.#options.note?.(`leak oracle: set aside ${describeRuntimeFd(r)}`);
     this.#snapshots = [new ProcessFdSnapshot(process.pid, 'client')];
     const helper = this.#options.helperPid;
     if (helper !== undefined) {

@@ -26,6 +26,7 @@ import { PROBE_COMMAND } from '../src/commands/probe-command';
 import { packageRoot } from '../src/native';
 import { diffFdTables, openFdTable } from '../src/fd';
 import { describeFdEntry } from '../src/leak-check';
+import { describeRuntimeFd, warmRuntimeFds } from '../src/runtime-fds';
 import { collectEnvironment } from './environment';
 import { HelperProcess } from './helper-process';
 import { LeakLedger, LeakOracle } from './oracle';
@@ -573,6 +574,10 @@ function optionalModule<T>(id: string, what: string): T {
  * lazily (libuv's signal pipe, for one) that are not any scenario's leak.
  */
 async function warmUp(transports: readonly TransportName[], helper: HelperProcess | undefined, info: (line: string) => void): Promise<void> {
+  // The fds libuv opens lazily and keeps (its EMFILE reserve is opened by
+  // the first spawn when stdout is a file, earlier when it is a pipe or a
+  // TTY): opened now, so that every row sees the same baseline.
+  for (const r of warmRuntimeFds()) info(`leak oracle: set aside ${describeRuntimeFd(r)}`);
   for (const transport of transports) {
     try {
       const conn = await connect(transport, { command: PROBE_COMMAND, ...(helper ? { socketPath: helper.socketPath } : {}) });

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "fd_ops.h"
+#include "loop_fds.h"
 #include "scm_rights.h"
 #include "sock_ops.h"
 #include "unix_socket.h"
@@ -1097,6 +1098,14 @@ Napi::Value Eventfd(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), FdEventfd(), "eventfd"));
 }
 
+// warmLoop(): the calling thread's event loop opens now the fds it would
+// open lazily and keep (WarmLoopFds).
+Napi::Value WarmLoop(const Napi::CallbackInfo& info) {
+  uv_loop_t* loop = nullptr;
+  if (napi_get_uv_event_loop(info.Env(), &loop) == napi_ok && loop != nullptr) WarmLoopFds(loop);
+  return info.Env().Undefined();
+}
+
 Napi::Value PidfdOpenFn(const Napi::CallbackInfo& info) {
   int r = PidfdOpen(ArgInt(info, 0, "pid"));
   return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), r, "pidfd_open"));
@@ -1196,6 +1205,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("close", Napi::Function::New<Close>(env, "close"));
   exports.Set("dupAll", Napi::Function::New<DupAll>(env, "dupAll"));
   exports.Set("dupHigh", Napi::Function::New<DupHigh>(env, "dupHigh"));
+  exports.Set("warmLoop", Napi::Function::New<WarmLoop>(env, "warmLoop"));
   exports.Set("fdFloor", Napi::Function::New<FdFloorFn>(env, "fdFloor"));
   exports.Set("identity", Napi::Function::New<Identity>(env, "identity"));
   exports.Set("getFlags", Napi::Function::New<GetFlags>(env, "getFlags"));

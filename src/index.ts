@@ -62,3 +62,5 @@ export {
   settleFdSnapshots,
 } from './leak-check';
 export type { FdCheckOptions, FdEntry, FdLeakReport, WatchedProcess } from './leak-check';
+export { describeRuntimeFd, warmRuntimeFds } from './runtime-fds';
+export type { RuntimeFd } from './runtime-fds';

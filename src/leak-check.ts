@@ -17,6 +17,7 @@ import { readFileSync } from 'node:fs';
 
 import { FdBridgeError, SystemError } from './errors';
 import { diffFdTables, openFdTable, type FdTable } from './fd';
+import { describeRuntimeFd, warmRuntimeFds, type RuntimeFd } from './runtime-fds';
 
 /** A process whose fd table is watched, and what it is to the test ('client', 'child', 'helper', ...). */
 export interface WatchedProcess {
@@ -40,6 +41,13 @@ export interface FdLeakReport {
   closed: FdEntry[];
   /** Watched processes that ended in between: the kernel closed their fds, so they cannot leak. */
   gone: WatchedProcess[];
+  /**
+   * fds this thread's event loop opened for itself just before the baseline
+   * (warmRuntimeFds: what it would otherwise open at first use, during the
+   * test, and keep): in the baseline, never counted. Empty when they were
+   * open already.
+   */
+  runtime?: RuntimeFd[];
 }
 
 export interface FdCheckOptions {
@@ -175,12 +183,14 @@ function toWatched(p: number | WatchedProcess): WatchedProcess {
  */
 export async function checkFdLeaks(fn: () => unknown, options: FdCheckOptions = {}): Promise<FdLeakReport> {
   if (typeof fn !== 'function') throw new TypeError('checkFdLeaks(fn): fn must be a function');
+  const runtime = warmRuntimeFds();
   const snapshots = [
     new ProcessFdSnapshot(process.pid, 'self'),
     ...(options.processes ?? []).map(toWatched).map((p) => new ProcessFdSnapshot(p.pid, p.role)),
   ];
   await fn();
-  return settleFdSnapshots(snapshots, options);
+  const report = await settleFdSnapshots(snapshots, options);
+  return runtime.length > 0 ? { ...report, runtime } : report;
 }
 
 /**
@@ -212,6 +222,10 @@ export function describeFdLeakReport(report: FdLeakReport): string {
     const one = report.closed.length === 1;
     lines.push(`${report.closed.length} fd${one ? '' : 's'} closed that ${one ? 'was' : 'were'} open before:`);
     for (const e of report.closed) lines.push(`  ${describeFdEntry(e)} (open before the test, closed during it)`);
+  }
+  if (lines.length > 0 && report.runtime && report.runtime.length > 0) {
+    lines.push('set aside (opened by the runtime for itself before the baseline, not by the test):');
+    for (const r of report.runtime) lines.push(`  ${describeRuntimeFd(r)}`);
   }
   return lines.join('\n');
 }

@@ -177,6 +177,11 @@ export interface NativeBinding {
    * matching a fresh duplicate's number.
    */
   dupAll(fds: readonly number[], above?: number): number[];
+  /**
+   * Has this thread's event loop open now the fds libuv opens lazily and
+   * keeps for the loop's life (the EMFILE reserve, the inotify fd).
+   */
+  warmLoop(): void;
   /** The lowest number dupHigh, dupAll, queued sends and pidfdGetfd use (see native/fd_ops.h). */
   fdFloor(): number;
   close(fd: number): void;

@@ -1,4 +1,5 @@
 /** `fdbridge helper [--socket PATH] [--allow-uid UID[,UID...]] [--verbose]`: run a helper daemon. */
+import { warmRuntimeFds } from '../../src/runtime-fds';
 import { defaultHelperSocketPath, HelperDaemon } from '../../src/transports/helper-daemon';
 import { EXIT, parseCommandArgs, parseInteger } from './usage';
 
@@ -45,6 +46,9 @@ export async function main(argv: string[]): Promise<number> {
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
   });
+  // The fds libuv opens lazily and keeps, opened before anyone takes a
+  // baseline of this process (a command that spawns would open them later).
+  warmRuntimeFds();
   // Announce only once the signal handlers are in place.
   process.stdout.write(`fdbridge helper listening on ${daemon.socketPath} (pid ${process.pid})\n`);
   await stopped;

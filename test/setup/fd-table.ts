@@ -7,6 +7,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 
 import { diffFdTables, formatFdTableDiff, openFdTable, type FdTable } from '../../src/fd';
+import { warmRuntimeFds } from '../../src/runtime-fds';
 
 let before: FdTable | undefined;
 
@@ -27,6 +28,9 @@ function hasChildren(): boolean {
 // on the first test: wait until no child is left and the table has been quiet
 // for a few turns.
 beforeAll(async () => {
+  // What libuv opens lazily and keeps (its EMFILE reserve: a test's first
+  // spawn would open it when jest runs in band with stdout to a file).
+  warmRuntimeFds();
   const deadline = Date.now() + 5000;
   let last = openFdTable();
   let quiet = 0;

@@ -3,6 +3,7 @@
  * the client handed over as fd 3, and exits when the client goes away.
  */
 import { native } from '../../native';
+import { warmRuntimeFds } from '../../runtime-fds';
 import { FRAME_SOCKET_OPTIONS } from '../../protocol';
 import { UnixSocket } from '../../socket';
 import { CHILD_SOCKET_FD } from '../child';
@@ -11,6 +12,10 @@ import { serveConnection } from '../serve';
 // dup2 into fd 3 cleared close-on-exec; put it back so that programs this
 // command runs do not inherit the connection.
 native.setCloexec(CHILD_SOCKET_FD, true);
+// The fds libuv opens lazily and keeps, opened before the client's leak
+// oracle takes this process's baseline (a command that spawns, or whose
+// stdout is a pipe, would open them later and be blamed).
+warmRuntimeFds();
 const socket = new UnixSocket(CHILD_SOCKET_FD, 'seqpacket', { ...FRAME_SOCKET_OPTIONS });
 serveConnection(socket, {
   transport: 'child',

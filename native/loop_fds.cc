@@ -1,0 +1,31 @@
+#include "loop_fds.h"
+
+namespace fdbridge {
+
+namespace {
+
+void FreeHandle(uv_handle_t* handle) { delete handle; }
+
+void IgnoreEvent(uv_fs_event_t*, const char*, int, int) {}
+
+}  // namespace
+
+void WarmLoopFds(uv_loop_t* loop) {
+  uv_pipe_t* pipe = new uv_pipe_t;
+  if (uv_pipe_init(loop, pipe, 0) == 0) {
+    uv_close(reinterpret_cast<uv_handle_t*>(pipe), FreeHandle);
+  } else {
+    delete pipe;
+  }
+  uv_fs_event_t* watcher = new uv_fs_event_t;
+  if (uv_fs_event_init(loop, watcher) == 0) {
+    // Watching "/" adds an inotify watch, removed again by uv_fs_event_stop;
+    // the inotify fd itself stays with the loop.
+    if (uv_fs_event_start(watcher, IgnoreEvent, "/", 0) == 0) uv_fs_event_stop(watcher);
+    uv_close(reinterpret_cast<uv_handle_t*>(watcher), FreeHandle);
+  } else {
+    delete watcher;
+  }
+}
+
+}  // namespace fdbridge
