@@ -351,7 +351,8 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     return core_;
   }
 
-  // send(data, fds?, callback?, tag?) -> 0 sent now | 1 queued (callback(err|null, tag) later)
+  // send(data, fds?, callback?, tag?, exempt?) -> 0 sent now | 1 queued (callback(err|null, tag) later);
+  // exempt: queued even past the send queue's limit.
   Napi::Value Send(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     const char* data;
@@ -361,7 +362,8 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     ArgFdList(info, 1, &fds);
     UnixSocket* core = Core(env, "sendmsg");
     uint32_t id = NextSendId();
-    int r = core->Send(data, len, fds.data(), fds.size(), id);
+    bool exempt = info.Length() > 4 && info[4].ToBoolean();
+    int r = core->Send(data, len, fds.data(), fds.size(), id, exempt);
     if (r < 0) {
       if (r == -EINVAL && core->type() == SOCK_STREAM && len == 0 && !fds.empty()) {
         throw Napi::RangeError::New(env, "a STREAM send of 0 bytes cannot carry fds: Linux would drop them");

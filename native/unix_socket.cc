@@ -50,11 +50,11 @@ UnixSocket::UnixSocket(int fd, int type, size_t max_fds, size_t recv_buffer_size
 
 UnixSocket::~UnixSocket() = default;
 
-int UnixSocket::Send(const char* data, size_t len, const int* fds, size_t nfds, uint32_t id) {
+int UnixSocket::Send(const char* data, size_t len, const int* fds, size_t nfds, uint32_t id, bool exempt) {
   if (closed_) return -EBADF;
   if (nfds > kMaxFdsPerMessage) return -EINVAL;
   if (type_ == SOCK_STREAM && len == 0 && nfds > 0) return -EINVAL;
-  if (send_queue_full()) return kQueueFull;
+  if (!exempt && send_queue_full()) return kQueueFull;
   size_t offset = 0;
   if (queue_.empty()) {
     ssize_t n = ScmSend(fd_, data, len, fds, nfds);

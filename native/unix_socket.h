@@ -78,7 +78,9 @@ class UnixSocket {
   // close or reuse its fd numbers at once without the wrong file being sent.
   // Messages leave in the order Send was called: once anything is queued,
   // later messages queue behind it instead of trying the kernel first.
-  int Send(const char* data, size_t len, const int* fds, size_t nfds, uint32_t id);
+  // `exempt`: queued even past the limit, for the few small messages that
+  // release what earlier ones took (their number is bounded by those).
+  int Send(const char* data, size_t len, const int* fds, size_t nfds, uint32_t id, bool exempt = false);
 
   // Send on an unconnected DGRAM socket: sendto(2) the address `to`. A full
   // receiver (EAGAIN) makes the message wait in the same send queue as

@@ -111,6 +111,8 @@ export interface NativeSocket {
     fds?: readonly number[],
     done?: (err: Error | null, tag: T) => void,
     tag?: T,
+    /** Queued even when the send queue is at its limit. */
+    exempt?: boolean,
   ): 0 | 1;
   /**
    * sendto(2) on an unconnected DGRAM socket, fds borrowed. Returns 0 when

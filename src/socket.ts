@@ -339,15 +339,20 @@ export class UnixSocket {
    * Throws on failure, with nothing sent or queued: QueueFullError when the
    * send queue is at its limit. The data is copied before this returns: the
    * caller may reuse its buffer.
+   *
+   * `exemptFromLimit` queues the message even past the limit: only for the
+   * few small messages that release what earlier sends took (a protocol's
+   * cleanup or goodbye), whose number those earlier sends bound.
    */
   write<T = undefined>(
     data: Uint8Array,
     fds?: readonly number[],
     done?: (err: Error | null, tag: T) => void,
     tag?: T,
+    options?: { exemptFromLimit?: boolean },
   ): boolean {
     if (this.#closed) throw new ClosedError('send: the socket is closed');
-    return this.#native.send(data, fds, done, tag) === 0;
+    return this.#native.send(data, fds, done, tag, options?.exemptFromLimit === true) === 0;
   }
 
   /**

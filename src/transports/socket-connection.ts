@@ -72,6 +72,9 @@ interface Waiter {
 /** How a transport learns, after the socket died, how its peer ended. */
 export type PeerExitProbe = () => Promise<PeerExit>;
 
+/** A send queued even past the send queue's limit (see UnixSocket.write). */
+const EXEMPT = { exemptFromLimit: true } as const;
+
 /** Every fd number in a DUP_OK payload is non-negative. */
 function allNonNegative(buf: Buffer): boolean {
   for (let off = 8; off < buf.length; off += 4) if (buf.readInt32LE(off) < 0) return false;
@@ -306,7 +309,10 @@ export class SocketConnection extends BaseConnection {
     if (this.#dead || fds.length === 0) return;
     for (let i = 0; i < fds.length; i += 253) {
       const chunk = fds.slice(i, i + 253);
-      await this.#send(encodeFdList(FrameType.RELEASE, 0, chunk), undefined, CALL, 0, 'release', null, null);
+      // Past the queue's limit too: it gives back what accepted requests
+      // took (a batch that failed part-way), so it must not fail for the
+      // same full queue that failed the batch.
+      await this.#send(encodeFdList(FrameType.RELEASE, 0, chunk), undefined, CALL, 0, 'release', null, null, EXEMPT);
     }
   }
 
@@ -334,6 +340,7 @@ export class SocketConnection extends BaseConnection {
     operation: string,
     waiters: Waiter[] | null,
     pins: number[] | null,
+    options?: { exemptFromLimit?: boolean },
   ): Promise<unknown> {
     if (this.#dead && this.#probing) {
       // Fail it with the peer's exit status, like the requests already pending.
@@ -358,7 +365,7 @@ export class SocketConnection extends BaseConnection {
       this.#pending.set(id, entry);
       try {
         // The data is copied before write returns, so #dupHeader can be reused.
-        this.#socket.write(data, this.#pull ? undefined : fds, this.#onSendFailed, id);
+        this.#socket.write(data, this.#pull ? undefined : fds, this.#onSendFailed, id, options);
       } catch (err) {
         // Nothing was queued (EBADF, EPIPE...): the fds were not sent. A peer
         // that is gone fails this request like every other pending one.
@@ -600,8 +607,7 @@ export class SocketConnection extends BaseConnection {
       try {
         // CLOSE goes out behind whatever is queued, even past the queue's
         // limit: one more small message, and the only way to close politely.
-        this.#socket.setSendQueueLimits({ limit: Number.MAX_SAFE_INTEGER });
-        this.#socket.write(encodeEmpty(FrameType.CLOSE, 0));
+        this.#socket.write(encodeEmpty(FrameType.CLOSE, 0), undefined, undefined, undefined, EXEMPT);
         let timer: NodeJS.Timeout | undefined;
         await Promise.race([this.#closedByPeer, new Promise((r) => (timer = setTimeout(r, graceMs)))]);
         clearTimeout(timer);

@@ -273,11 +273,19 @@ describe.each<SocketKind>(['stream', 'seqpacket'])('the send queue, bounded (%s)
       expect(err).toMatchObject({ code: 'ERR_FDBRIDGE_QUEUE_FULL', queuedMessages: 1, limit });
       expect(await rejection(a.send(Buffer.from('refused too')))).toBeInstanceOf(QueueFullError);
       expect(a.queuedSends).toBe(1);
+      // A cleanup message may go past the limit; it still waits its turn.
+      let exempt!: (err: Error | null) => void;
+      const exemptDone = new Promise<Error | null>((r) => (exempt = r));
+      expect(a.write(Buffer.from('X'), undefined, exempt, undefined, { exemptFromLimit: true })).toBe(false);
+      expect(a.queuedSends).toBe(2);
+      filled.bytes += 1;
+      filled.queued.push(exemptDone);
       // No duplicate of the pipe was made for the refused sends.
       expectFdTable(before);
       const got = await drain(b, filled.bytes);
       expect(got.fds).toEqual([]);
-      expect(await Promise.all(filled.queued)).toEqual([null]);
+      expect(got.tail.endsWith('.X')).toBe(true);
+      expect(await Promise.all(filled.queued)).toEqual([null, null]);
       expect(a.queuedSendBytes).toBe(0);
       // Usable again: small sends go out, then queue up to the limit; all
       // arrive, in order.

@@ -8,11 +8,12 @@
  * returns to its baseline after each test.
  */
 import { ClosedError, connect, PROBE_COMMAND, QueueFullError, type Connection, type ConnectOptions, type TransportName, type WireIdentity } from '../../src';
-import { closeFd, makeMemfd, openFdTable, type FdTable } from '../../src/fd';
+import { closeFd, closeFds, makeMemfd, openFdTable, type FdTable } from '../../src/fd';
 import { native } from '../../src/native';
-import { encodeCall, FRAME_SOCKET_OPTIONS, FrameType } from '../../src/protocol';
+import { decodeFrame, encodeCall, encodeFdList, encodeResult, FRAME_SOCKET_OPTIONS, FrameType, type Frame } from '../../src/protocol';
 import { UnixSocket, type UnixSocketOptions } from '../../src/socket';
 import type { ChildConnection } from '../../src/transports/child';
+import { SocketConnection } from '../../src/transports/socket-connection';
 import { MAX_CALLS_IN_FLIGHT, SERVE_PAUSE_READING_AT, serveConnection, type ServeStats } from '../../src/transports/serve';
 import { settleInOrder, wireIdentity } from '../../scenarios/support/common';
 import { rawFrame, rawSocket, sayHello } from '../../scenarios/support/hostile';
@@ -345,6 +346,72 @@ describe("the command's side, against a client that reads slowly or not at all",
       expect(served).toBeLessThan(3000);
     } finally {
       client.close();
+      closeFd(memfd);
+    }
+  });
+});
+
+describe("the client's side, against a command's side played by the test", () => {
+  test('a batch the bound cut part-way is all or nothing even with the queue still full: its arrived piece is released past the limit', async () => {
+    const [c, f] = native.socketpair(native.constants.SOCK_SEQPACKET);
+    const client = new UnixSocket(c, 'seqpacket', { ...FRAME_SOCKET_OPTIONS });
+    const fake = rawSocket(f);
+    const conn = new SocketConnection(client, 'helper', { pid: process.pid, threadId: 0 }, async () => ({
+      transport: 'helper',
+      pid: process.pid,
+      exitCode: null,
+      signal: null,
+    }));
+    const memfd = makeMemfd('all-or-nothing');
+    const calls: Array<Promise<unknown>> = [];
+    let next = 0;
+    const call = (): void => {
+      calls.push(conn.call('echo', next++).catch((e: unknown) => e));
+    };
+    /** Answers CALLs as the command would, until a frame of `type` arrives; returns it. */
+    const serveUntil = async (type: number): Promise<Frame> => {
+      for (;;) {
+        const m = await fake.receive();
+        const frame = decodeFrame(m.data, m.fds);
+        closeFds(m.fds);
+        if (frame.type === type) return frame;
+        if (frame.type !== FrameType.CALL) throw new Error(`unexpected frame of type ${frame.type}`);
+        fake.write(encodeResult(frame.id, frame.args[0]));
+      }
+    };
+    try {
+      // The command reads nothing: calls fill the kernel's buffer, then one waits in the queue.
+      while (client.queuedSends === 0) call();
+      const limit = client.queuedSendBytes + 1;
+      client.setSendQueueLimits({ limit });
+      // 600 fds, three pieces: the first still fits the queue, the other two find it full.
+      const batch = conn.dupFileDescriptors(new Array<number>(600).fill(memfd)).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(client.queuedSends).toBe(2);
+      const dup = await serveUntil(FrameType.DUP);
+      // Before the piece is answered, the caller fills the queue again.
+      while (!(client.queuedSends > 0 && client.queuedSendBytes >= limit)) call();
+      const numbers = Array.from({ length: 253 }, (_, i) => 1000 + i);
+      fake.write(encodeFdList(FrameType.DUP_OK, dup.id, numbers));
+      // The piece that arrived is given back: RELEASE, behind the calls queued before it.
+      const release = await serveUntil(FrameType.RELEASE);
+      expect(release.type === FrameType.RELEASE && release.fds).toEqual(numbers);
+      fake.write(encodeResult(release.id, undefined));
+      // Then the batch fails with what failed it, not with its own clean-up.
+      const err = (await batch) as QueueFullError;
+      expect(err).toBeInstanceOf(QueueFullError);
+      expect(err.message).toMatch(/^dupFileDescriptors failed: the send queue is full/);
+      // Every call made settled once: answered, or refused by the full queue.
+      const settled = await Promise.all(calls);
+      settled.forEach((v, i) => {
+        if (v instanceof QueueFullError) return;
+        expect(v).toBe(i);
+      });
+    } finally {
+      fake.close();
+      await conn.close();
       closeFd(memfd);
     }
   });
