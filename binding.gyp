@@ -8,7 +8,8 @@
         "native/loop_fds.cc",
         "native/scm_rights.cc",
         "native/sock_ops.cc",
-        "native/unix_socket.cc"
+        "native/unix_socket.cc",
+        "native/fd_watch.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"],

@@ -269,7 +269,12 @@ void UnixSocket::DoWrite() {
 // is gone and the retried sendto fails with ECONNREFUSED.
 int UnixSocket::WaitForReceiver(const struct sockaddr_un& to, socklen_t to_len) {
   if (waker_fd_ < 0) {
-    int w = SockOpen(SOCK_DGRAM);
+    int made = SockOpen(SOCK_DGRAM);
+    if (made < 0) return made;
+    // Ours, so numbered at or above the floor (fd_ops.h: FdFloor), where a
+    // number the caller closed and still names cannot land on it.
+    int w = FdDupHigh(made);
+    FdClose(made);
     if (w < 0) return w;
     int r = uv_poll_init(poll_.loop, &waker_poll_, w);
     if (r != 0) {

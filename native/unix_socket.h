@@ -240,8 +240,8 @@ class UnixSocket {
   bool watch_hangup_ = false;
   bool ReadingNow() const { return (reading_ && !ReadPaused()) || accepting_; }
   ScmSender sender_;
-  int pending_closes_ = 0;
-  uint64_t full_sends_ = 0;  // poll handles still closing (the object is freed at 0)
+  int pending_closes_ = 0;  // poll handles still closing (the object is freed at 0)
+  uint64_t full_sends_ = 0;
   void (*on_freed_)(void*) = nullptr;
   void* on_freed_arg_ = nullptr;
 };

@@ -1,21 +1,23 @@
 /**
- * The fixed way to the seed's datagram request/reply: a datagram peer that
+ * The fixed ways to the seed's datagram request/reply: a datagram peer that
  * dies sends no end of file, so the receive for its answer carries a
- * deadline (receive({ timeoutMs })) and ends in a typed TimeoutError; a
- * request sent after the death fails at once (the name is stale:
- * ECONNREFUSED); and a new helper binding the same path replaces the stale
- * file and answers. Nothing leaks in the client.
+ * deadline (receive({ timeoutMs }): a typed TimeoutError) or watches the
+ * peer's pidfd (receive({ peerPidfd }): PeerGoneError as soon as it dies,
+ * no deadline to guess); a request sent after the death fails at once (the
+ * name is stale: ECONNREFUSED); and a new helper binding the same path
+ * replaces the stale file and answers. Nothing leaks in the client.
  */
 import { strict as assert } from 'node:assert';
 import { join } from 'node:path';
 
-import { DatagramSocket, SystemError, TimeoutError } from '../src';
+import { DatagramSocket, PeerGoneError, SystemError, TimeoutError } from '../src';
+import { native } from '../src/native';
 import type { Scenario } from '../harness/types';
 import { startDatagramPeer } from './support/datagram-peer';
 
 const scenario: Scenario = {
   name: 'await-datagram-reply-with-deadline',
-  description: 'a datagram request/reply survives a helper that dies before answering: the receive has a deadline (TimeoutError), the next send fails with ECONNREFUSED, a restarted helper answers',
+  description: "a datagram request/reply survives a helper that dies before answering: the receive has a deadline (TimeoutError) or watches the helper's pidfd (PeerGoneError), the next send fails with ECONNREFUSED, a restarted helper answers",
   transports: ['child'],
   tags: ['datagram'],
   async run(ctx) {
@@ -37,11 +39,18 @@ const scenario: Scenario = {
         await peer.exited;
       }
       const again = await startDatagramPeer(helperPath);
+      const pidfd = native.pidfdOpen(again.child.pid as number);
       try {
         await client.sendTo(helperPath, Buffer.from('ping'));
         assert.equal((await client.receive({ timeoutMs: 10_000 })).data.toString(), 'pong');
         ctx.count('faultsSurvived');
+        // The pidfd way: no deadline; the receive ends when the helper dies.
+        await client.sendTo(helperPath, Buffer.from('die'));
+        await assert.rejects(client.receive({ peerPidfd: pidfd }), (err) => err instanceof PeerGoneError);
+        ctx.count('faultsInjected');
+        ctx.count('faultsSurvived');
       } finally {
+        native.close(pidfd);
         again.child.kill('SIGKILL');
         await again.exited;
       }

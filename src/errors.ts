@@ -150,6 +150,17 @@ export class TimeoutError extends FdBridgeError {
   }
 }
 
+/**
+ * The process a receive was waiting on (`peerPidfd`) exited before anything
+ * arrived: how a datagram peer's death is seen, since it sends no end of
+ * file.
+ */
+export class PeerGoneError extends FdBridgeError {
+  constructor(message: string, options?: FdBridgeErrorOptions) {
+    super('ERR_FDBRIDGE_PEER_GONE', message, options);
+  }
+}
+
 /** A peer broke the wire protocol (bad frame, unexpected fds, unknown reply). */
 export class ProtocolError extends FdBridgeError {
   constructor(message: string, options?: FdBridgeErrorOptions) {

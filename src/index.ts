@@ -14,6 +14,7 @@ export {
   FdBridgeError,
   isFdBridgeError,
   PeerExitedError,
+  PeerGoneError,
   PeerRefusedError,
   ProtocolError,
   QueueFullError,

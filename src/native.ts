@@ -152,8 +152,16 @@ export interface NativeSocketConstructor {
   ): NativeSocket;
 }
 
+/** Watches a pidfd (a duplicate of it): onExit() runs once, when its process has exited. */
+export interface NativeExitWatch {
+  close(): void;
+  ref(): void;
+  unref(): void;
+}
+
 export interface NativeBinding {
   Socket: NativeSocketConstructor;
+  ExitWatch: new (pidfd: number, onExit: () => void) => NativeExitWatch;
   init(makeError: (kind: string, errno: number, syscall: string, details: Record<string, unknown>) => Error): void;
   socketpair(type: number): [number, number];
   /** Socket objects (all environments) not yet garbage collected, open or closed. */

@@ -7,10 +7,10 @@
  * belong to whoever received it; closing a socket closes every received fd
  * that nobody claimed.
  */
-import { ClosedError, EofError, SystemError, TimeoutError } from './errors';
+import { ClosedError, EofError, PeerGoneError, SystemError, TimeoutError } from './errors';
 import type { FdLedger } from './command';
 import { closeFds, OwnedFd } from './fd';
-import { constants, native, type NativeSocket } from './native';
+import { constants, native, type NativeExitWatch, type NativeSocket } from './native';
 import { socketFileIdentity, unlinkOwnSocketFile, type SocketFileIdentity } from './socket-file';
 
 export type SocketKind = 'stream' | 'dgram' | 'seqpacket';
@@ -54,6 +54,12 @@ export interface ReceiveOptions {
    * (or to watch the peer's pidfd).
    */
   timeoutMs?: number;
+  /**
+   * A pidfd (borrowed) of the process expected to send: if it exits before
+   * anything arrives, the receive rejects with PeerGoneError. The way to
+   * wait for a datagram peer's answer without guessing a deadline.
+   */
+  peerPidfd?: number;
 }
 
 export interface UnixSocketOptions {
@@ -163,6 +169,13 @@ interface Waiter {
   resolve(m: Message): void;
   reject(e: Error): void;
   timer?: NodeJS.Timeout;
+  watch?: NativeExitWatch;
+}
+
+/** A waiter is done with: its deadline and its pidfd watch go. */
+function releaseWaiter(w: Waiter): void {
+  clearTimeout(w.timer);
+  w.watch?.close();
 }
 
 export function describeAddress(address: SocketAddress): string {
@@ -204,6 +217,7 @@ export class UnixSocket {
   #buffered: Array<Message | Error> = [];
   #readError: Error | undefined;
   #reading = false;
+  #refed = true;
   /** The reused receive buffer (reuseBuffer), else undefined. */
   #scratch: Buffer | undefined;
   #given: FdLedger | undefined;
@@ -408,21 +422,36 @@ export class UnixSocket {
     if (next !== undefined) return next instanceof Error ? Promise.reject(next) : Promise.resolve(next);
     if (this.#readError) return Promise.reject(this.#readError);
     if (this.#closed) return Promise.reject(new ClosedError('receive: the socket is closed'));
+    const pidfd = options.peerPidfd;
+    if (pidfd !== undefined && !(Number.isInteger(pidfd) && pidfd >= 0)) throw new RangeError(`peerPidfd must be an fd, not ${pidfd}`);
     return new Promise((resolve, reject) => {
       const waiter: Waiter = { resolve, reject };
-      if (timeoutMs !== undefined) waiter.timer = setTimeout(() => this.#timeOut(waiter, timeoutMs), timeoutMs);
+      if (pidfd !== undefined) {
+        // Throws (EBADF...) before anything is waited for.
+        waiter.watch = new native.ExitWatch(pidfd, () =>
+          this.#giveUp(waiter, new PeerGoneError(`receive: the process of pidfd ${pidfd} exited before anything arrived`)),
+        );
+        if (!this.#refed) waiter.watch.unref(); // part of the socket: it keeps the loop alive when the socket does
+      }
+      if (timeoutMs !== undefined) {
+        waiter.timer = setTimeout(() => {
+          const why = this.kind === 'dgram' ? ' (a datagram peer that died sends no end of file)' : '';
+          this.#giveUp(waiter, new TimeoutError(`receive: nothing arrived within ${timeoutMs} ms${why}`));
+        }, timeoutMs);
+      }
       this.#waiters.push(waiter);
       this.#setReading(true);
     });
   }
 
-  #timeOut(waiter: Waiter, ms: number): void {
+  /** Ends one receive (deadline passed, peer exited); what arrives later goes to the next. */
+  #giveUp(waiter: Waiter, err: Error): void {
     const i = this.#waiters.indexOf(waiter);
     if (i < 0) return;
     this.#waiters.splice(i, 1);
+    releaseWaiter(waiter);
     if (this.#waiters.length === 0) this.#setReading(false);
-    const why = this.kind === 'dgram' ? ' (a datagram peer that died sends no end of file)' : '';
-    waiter.reject(new TimeoutError(`receive: nothing arrived within ${ms} ms${why}`));
+    waiter.reject(err);
   }
 
   /**
@@ -516,12 +545,16 @@ export class UnixSocket {
 
   /** Lets the process exit while this socket is open. */
   unref(): this {
+    this.#refed = false;
     this.#native.unref();
+    for (const w of this.#waiters) w.watch?.unref();
     return this;
   }
 
   ref(): this {
+    this.#refed = true;
     this.#native.ref();
+    for (const w of this.#waiters) w.watch?.ref();
     return this;
   }
 
@@ -537,7 +570,7 @@ export class UnixSocket {
     for (const m of this.#buffered.splice(0)) if (!(m instanceof Error)) closeFds(m.fds);
     const err = new ClosedError('receive: the socket was closed');
     for (const w of this.#waiters.splice(0)) {
-      clearTimeout(w.timer);
+      releaseWaiter(w);
       w.reject(err);
     }
   }
@@ -582,7 +615,7 @@ export class UnixSocket {
     }
     const waiter = this.#waiters.shift();
     if (waiter) {
-      clearTimeout(waiter.timer);
+      releaseWaiter(waiter);
       if (item instanceof Error) waiter.reject(item);
       else waiter.resolve(item);
     } else if (this.#closed) {
@@ -592,7 +625,7 @@ export class UnixSocket {
     }
     if (this.#readError) {
       for (const w of this.#waiters.splice(0)) {
-        clearTimeout(w.timer);
+        releaseWaiter(w);
         w.reject(this.#readError);
       }
     } else if (this.#waiters.length === 0) {

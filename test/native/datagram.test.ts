@@ -13,7 +13,7 @@ import { join } from 'node:path';
 
 import { createRng, type Rng } from '../../harness/rng';
 import { DatagramSocket, type Datagram } from '../../src/datagram';
-import { ClosedError, FdBridgeError, QueueFullError, TimeoutError, TruncatedError } from '../../src/errors';
+import { ClosedError, FdBridgeError, PeerGoneError, QueueFullError, TimeoutError, TruncatedError } from '../../src/errors';
 import { diffFdTables, formatFdTableDiff, makeMemfd, openFdTable, sameFile } from '../../src/fd';
 import { constants, native } from '../../src/native';
 import {
@@ -376,6 +376,50 @@ describe('what a connection would have told', () => {
       expect((timedOut as Error).message).toContain('no end of file');
       // The next process to bind the name replaces the stale file.
       s.add(DatagramSocket.bind(helperPath)).close();
+    }));
+
+  test("with the peer's pidfd, a receive ends when the peer dies (PeerGoneError), no deadline needed; an answer first wins", () =>
+    withScope(async (s) => {
+      const dir = join(s.dir(), 'p');
+      const helperPath = join(dir, 'helper.sock');
+      const client = s.add(DatagramSocket.bind(join(dir, 'client.sock')));
+      // A peer that answers "pong" to anything but "die", which kills it before it answers.
+      const helper = s.child(
+        spawn(
+          process.execPath,
+          [
+            '-e',
+            `const { DatagramSocket } = require(${JSON.stringify(distFile('src/index.js'))});
+             const sock = DatagramSocket.bind(process.argv[1]);
+             sock.setMessageHandler(async (err, d) => {
+               if (!d) return;
+               if (d.data.toString() === 'die') process.kill(process.pid, 'SIGKILL');
+               await sock.sendTo(d.from, Buffer.from('pong'));
+             });
+             process.stdout.write('bound\\n');`,
+            helperPath,
+          ],
+          { stdio: ['ignore', 'pipe', 'inherit'] },
+        ),
+      );
+      let said = '';
+      helper.stdout.setEncoding('utf8').on('data', (d: string) => (said += d));
+      await until(() => said.includes('bound'), 'the helper bound its socket', 20_000);
+      const pidfd = s.own(native.pidfdOpen(helper.pid!));
+      const before = openFdTable();
+      await client.sendTo(helperPath, Buffer.from('ping'));
+      expect((await client.receive({ peerPidfd: pidfd.fd })).data.toString()).toBe('pong');
+      expect(formatFdTableDiff(diffFdTables(before, openFdTable()))).toBe(''); // the watch went with the answer
+      await client.sendTo(helperPath, Buffer.from('die'));
+      const gone = await rejection(client.receive({ peerPidfd: pidfd.fd }));
+      expect(gone).toBeInstanceOf(PeerGoneError);
+      expect((gone as FdBridgeError).code).toBe('ERR_FDBRIDGE_PEER_GONE');
+      // (the helper's stdout pipe closes with it: the table is checked once the test ends)
+      // Already dead: at once.
+      expect(await rejection(client.receive({ peerPidfd: pidfd.fd }))).toBeInstanceOf(PeerGoneError);
+      // Not an fd: rejected, nothing waited for.
+      expectSystemError(await rejection(client.receive({ peerPidfd: 987654 })), 'EBADF');
+      expectRangeError(thrown(() => client.receive({ peerPidfd: -1 })));
     }));
 
   test('a pending receive rejects with ClosedError when the socket closes', () =>

@@ -59,7 +59,7 @@ describe.each<[Mode, number]>([
       expect(ready.queuedSends).toBe(ready.queued);
       expect(ready.received).toBe(2);
       expect(ready.dgramWaiting).toBe(1); // a datagram waiting on a full receiver, its waker polled
-      expect(ready.sockets).toBe(18);
+      expect(ready.sockets).toBe(19);
       expect(code).toBe(expectedCode);
       const diff = await settledFdTableDiff(before);
       expect(formatFdTableDiff(diff)).toBe('');

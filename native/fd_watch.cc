@@ -1,0 +1,71 @@
+#include "fd_watch.h"
+
+#include "fd_ops.h"
+
+namespace fdbridge {
+
+FdWatch* FdWatch::Create(uv_loop_t* loop, int fd, void (*on_ready)(void*), void* arg, int* err) {
+  int own = FdDupHigh(fd);  // ours: numbered where a caller's stale fd cannot be
+  if (own < 0) {
+    *err = own;
+    return nullptr;
+  }
+  FdWatch* w = new FdWatch();
+  int r = uv_poll_init(loop, &w->poll_, own);
+  if (r != 0) {
+    // Not initialized (libuv checks the fd first): nothing to close but ours.
+    FdClose(own);
+    delete w;
+    *err = r;
+    return nullptr;
+  }
+  w->poll_.data = w;
+  w->fd_ = own;
+  w->on_ready_ = on_ready;
+  w->ready_arg_ = arg;
+  r = uv_poll_start(&w->poll_, UV_READABLE, OnPoll);
+  if (r != 0) {
+    *err = r;
+    w->Close();  // frees itself once libuv has closed the handle
+    return nullptr;
+  }
+  *err = 0;
+  return w;
+}
+
+void FdWatch::OnPoll(uv_poll_t* handle, int status, int events) {
+  FdWatch* self = static_cast<FdWatch*>(handle->data);
+  if (self->closed_ || self->fired_) return;
+  self->fired_ = true;
+  uv_poll_stop(&self->poll_);
+  self->on_ready_(self->ready_arg_);
+}
+
+void FdWatch::Ref() {
+  if (!closed_) uv_ref(reinterpret_cast<uv_handle_t*>(&poll_));
+}
+
+void FdWatch::Unref() {
+  if (!closed_) uv_unref(reinterpret_cast<uv_handle_t*>(&poll_));
+}
+
+void FdWatch::Close(void (*on_freed)(void*), void* arg) {
+  if (closed_) return;
+  closed_ = true;
+  on_freed_ = on_freed;
+  freed_arg_ = arg;
+  // uv_close takes the fd out of epoll at once, so closing it next is safe.
+  uv_close(reinterpret_cast<uv_handle_t*>(&poll_), OnClosed);
+  FdClose(fd_);
+  fd_ = -1;
+}
+
+void FdWatch::OnClosed(uv_handle_t* handle) {
+  FdWatch* self = static_cast<FdWatch*>(handle->data);
+  void (*cb)(void*) = self->on_freed_;
+  void* arg = self->freed_arg_;
+  delete self;
+  if (cb != nullptr) cb(arg);
+}
+
+}  // namespace fdbridge
