@@ -7,18 +7,17 @@
  * checks the open-fd table after every test; the generated test checks it
  * after every sequence too.
  */
-import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { createRng, type Rng } from '../../harness/rng';
+import { startDatagramPeer, type DatagramPeer } from '../../scenarios/support/datagram-peer';
 import { DatagramSocket, type Datagram } from '../../src/datagram';
 import { ClosedError, FdBridgeError, PeerGoneError, QueueFullError, TimeoutError, TruncatedError } from '../../src/errors';
 import { diffFdTables, formatFdTableDiff, makeMemfd, openFdTable, sameFile } from '../../src/fd';
 import { constants, native } from '../../src/native';
 import {
   abstractName,
-  distFile,
   expectRangeError,
   expectSystemError,
   readPipe,
@@ -34,6 +33,20 @@ const CAPACITY = QLEN + 1;
 
 function bindIn(s: Scope, name = 'rx.sock', options: Parameters<typeof DatagramSocket.bind>[1] = {}): DatagramSocket {
   return s.add(DatagramSocket.bind(join(s.dir(), 'private', name), options));
+}
+
+/**
+ * A client bound in a private directory and a helper process bound beside
+ * it that answers "pong" to anything but "die", which kills it before it
+ * answers (scenarios/support/datagram-peer).
+ */
+async function clientAndHelper(s: Scope): Promise<{ helperPath: string; client: DatagramSocket; helper: DatagramPeer }> {
+  const dir = join(s.dir(), 'p');
+  const helperPath = join(dir, 'helper.sock');
+  const client = s.add(DatagramSocket.bind(join(dir, 'client.sock')));
+  const helper = await startDatagramPeer(helperPath);
+  s.child(helper.child);
+  return { helperPath, client, helper };
 }
 
 async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
@@ -342,32 +355,11 @@ describe('what a connection would have told', () => {
 
   test('a peer that died sends no end of file: a receive without a deadline would wait forever, with one it rejects', () =>
     withScope(async (s) => {
-      const dir = join(s.dir(), 'p');
-      const helperPath = join(dir, 'helper.sock');
-      const client = s.add(DatagramSocket.bind(join(dir, 'client.sock')));
-      // A helper process that binds, answers one request, and is then killed.
-      const helper = s.child(
-        spawn(
-          process.execPath,
-          [
-            '-e',
-            `const { DatagramSocket } = require(${JSON.stringify(distFile('src/index.js'))});
-             const sock = DatagramSocket.bind(process.argv[1]);
-             process.stdout.write('bound\\n');
-             sock.receive().then(async (d) => { await sock.sendTo(d.from, Buffer.from('pong')); });`,
-            helperPath,
-          ],
-          { stdio: ['ignore', 'pipe', 'inherit'] },
-        ),
-      );
-      let said = '';
-      helper.stdout.setEncoding('utf8').on('data', (d: string) => (said += d));
-      await until(() => said.includes('bound'), 'the helper bound its socket', 20_000);
+      const { helperPath, client, helper } = await clientAndHelper(s);
       await client.sendTo(helperPath, Buffer.from('ping'));
       expect((await client.receive({ timeoutMs: 20_000 })).data.toString()).toBe('pong');
-      const exited = new Promise((r) => helper.once('exit', r));
-      helper.kill('SIGKILL');
-      await exited;
+      helper.child.kill('SIGKILL');
+      await helper.exited;
       // The request is sent to a dead name (the file stays: ECONNREFUSED), and
       // the receive for its answer ends only by its deadline.
       expectSystemError(await rejection(client.sendTo(helperPath, Buffer.from('ping'))), 'ECONNREFUSED', 'sendto');
@@ -380,32 +372,8 @@ describe('what a connection would have told', () => {
 
   test("with the peer's pidfd, a receive ends when the peer dies (PeerGoneError), no deadline needed; an answer first wins", () =>
     withScope(async (s) => {
-      const dir = join(s.dir(), 'p');
-      const helperPath = join(dir, 'helper.sock');
-      const client = s.add(DatagramSocket.bind(join(dir, 'client.sock')));
-      // A peer that answers "pong" to anything but "die", which kills it before it answers.
-      const helper = s.child(
-        spawn(
-          process.execPath,
-          [
-            '-e',
-            `const { DatagramSocket } = require(${JSON.stringify(distFile('src/index.js'))});
-             const sock = DatagramSocket.bind(process.argv[1]);
-             sock.setMessageHandler(async (err, d) => {
-               if (!d) return;
-               if (d.data.toString() === 'die') process.kill(process.pid, 'SIGKILL');
-               await sock.sendTo(d.from, Buffer.from('pong'));
-             });
-             process.stdout.write('bound\\n');`,
-            helperPath,
-          ],
-          { stdio: ['ignore', 'pipe', 'inherit'] },
-        ),
-      );
-      let said = '';
-      helper.stdout.setEncoding('utf8').on('data', (d: string) => (said += d));
-      await until(() => said.includes('bound'), 'the helper bound its socket', 20_000);
-      const pidfd = s.own(native.pidfdOpen(helper.pid!));
+      const { helperPath, client, helper } = await clientAndHelper(s);
+      const pidfd = s.own(native.pidfdOpen(helper.child.pid!));
       const before = openFdTable();
       await client.sendTo(helperPath, Buffer.from('ping'));
       expect((await client.receive({ peerPidfd: pidfd.fd })).data.toString()).toBe('pong');
