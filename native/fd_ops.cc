@@ -31,12 +31,18 @@ int FdDupCloexec(int fd) {
 namespace {
 
 std::atomic<int> g_floor{-1};
+// The highest floor seen. While the floor is below it (the soft limit was
+// lowered, e.g. by a test of what happens at the limit), it is read again
+// on every use, so that it comes back up as soon as the limit does; a
+// process whose limit never drops pays nothing.
+std::atomic<int> g_highest_floor{-1};
 
 int ComputeFloor() {
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
   rlim_t half = rl.rlim_cur == RLIM_INFINITY ? static_cast<rlim_t>(kFdFloorCap) : rl.rlim_cur / 2;
   int floor = half < static_cast<rlim_t>(kFdFloorCap) ? static_cast<int>(half) : kFdFloorCap;
+  if (floor > g_highest_floor.load(std::memory_order_relaxed)) g_highest_floor.store(floor, std::memory_order_relaxed);
   g_floor.store(floor, std::memory_order_relaxed);
   return floor;
 }
@@ -59,7 +65,7 @@ int DupAllFrom(const int* fds, size_t n, int start, int* out) {
 
 int FdFloor() {
   int floor = g_floor.load(std::memory_order_relaxed);
-  return floor >= 0 ? floor : ComputeFloor();
+  return floor >= 0 && floor >= g_highest_floor.load(std::memory_order_relaxed) ? floor : ComputeFloor();
 }
 
 int FdDupHigh(int fd) {
@@ -173,6 +179,7 @@ int FdSetLimit(uint64_t soft, uint64_t hard) {
   rl.rlim_cur = static_cast<rlim_t>(soft);
   rl.rlim_max = static_cast<rlim_t>(hard);
   if (setrlimit(RLIMIT_NOFILE, &rl) != 0) return -errno;
+  ComputeFloor();
   return 0;
 }
 

@@ -42,7 +42,9 @@ int FdDupCloexec(int fd);
 // the limit), and at most kFdFloorCap: the kernel's fd array grows to the
 // highest number in use (8 bytes a slot), and fork(2) copies it, so a floor
 // near a limit of 1,048,576 would cost every process and child megabytes.
-// Read once; re-read when a duplication finds the limit lowered under it.
+// Read once; read again when the limit changes through FdSetLimit, when a
+// duplication finds the limit lowered under it, and on every use while it
+// is below the highest floor seen (until the limit is raised again).
 constexpr int kFdFloorCap = 8192;
 int FdFloor();
 

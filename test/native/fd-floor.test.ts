@@ -89,6 +89,7 @@ test.each([1024, 64])('near a soft limit of %i (lowered after the floor was read
     topFd: number;
     topCopies: number[];
     withClosed: string;
+    floorRaised: number;
   };
   const floor = limit / 2;
   expect(report.floorBefore).toBeGreaterThanOrEqual(limit); // the limit really moved under it
@@ -110,4 +111,6 @@ test.each([1024, 64])('near a soft limit of %i (lowered after the floor was read
     expect(fd).toBeLessThan(limit);
   }
   expect(report.withClosed).toBe('EBADF');
+  // Raised again, the limit brings the floor back up.
+  expect(report.floorRaised).toBe(report.floorBefore);
 });
