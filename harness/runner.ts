@@ -27,6 +27,7 @@ import { packageRoot } from '../src/native';
 import { diffFdTables, openFdTable } from '../src/fd';
 import { describeFdEntry } from '../src/leak-check';
 import { describeRuntimeFd, warmRuntimeFds } from '../src/runtime-fds';
+import { requireModule } from '../src/ts-modules';
 import { collectEnvironment } from './environment';
 import { HelperProcess } from './helper-process';
 import { LeakLedger, LeakOracle } from './oracle';
@@ -76,29 +77,32 @@ function isScenario(value: unknown): value is Scenario {
   return typeof s === 'object' && s !== null && typeof s.name === 'string' && typeof s.run === 'function';
 }
 
+/** A scenario file: compiled (`.scenario.js`), or TypeScript loaded as it is (`.scenario.ts`, `.scenario.cts`). */
+const SCENARIO_FILE = /\.scenario\.(js|ts|cts)$/;
+
 /**
- * Loads every `*.scenario.js` in `dir` (sorted by file name). Each must
- * default-export a Scenario; names must be unique and transports known.
- * Throws on any of that: a broken scenario file is a build error.
+ * Loads every scenario file in `dir` (sorted by file name): `*.scenario.js`,
+ * and `*.scenario.ts` compiled as it loads, with no build step (the `.ts`
+ * modules it imports too; src/ts-modules.ts). Each must default-export a
+ * Scenario; names must be unique and transports known. Throws on any of
+ * that, and when `dir` holds no scenario file at all.
  */
 export function discoverScenarios(scenariosDir: string = defaultScenariosDir()): LoadedScenario[] {
   const dir = resolve(scenariosDir);
   let files: string[];
   try {
-    files = readdirSync(dir).filter((f) => f.endsWith('.scenario.js')).sort();
+    files = readdirSync(dir).filter((f) => SCENARIO_FILE.test(f) && !/\.d\.c?ts$/.test(f)).sort();
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw new Error(`no scenarios: ${dir} does not exist (build them with \`npx tsc -p .\`, or set FDBRIDGE_SCENARIOS_DIR)`);
-    }
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new Error(`no scenarios: ${dir} does not exist`);
     throw err;
   }
+  if (files.length === 0) throw new Error(`no scenarios: ${dir} has no *.scenario.ts or *.scenario.js file`);
   const known = new Set<string>(transportNames());
   const byName = new Map<string, string>();
   const out: LoadedScenario[] = [];
   for (const f of files) {
     const file = join(dir, f);
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const mod = require(file) as { default?: unknown };
+    const mod = requireModule(file) as { default?: unknown };
     const scenario = mod.default ?? mod;
     if (!isScenario(scenario)) throw new TypeError(`${file}: the default export is not a Scenario ({ name, description, run })`);
     const seen = byName.get(scenario.name);

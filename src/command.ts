@@ -18,6 +18,7 @@ import { threadId } from 'node:worker_threads';
 
 import type { TransportName } from './errors';
 import { closeFds } from './fd';
+import { requireModule } from './ts-modules';
 
 /** Names a command: a module (absolute path, or a package name) and the export holding its class. */
 export interface CommandSpec {
@@ -74,8 +75,8 @@ export function loadCommandClass(spec: CommandSpec): CommandClass {
   const name = spec.export ?? 'default';
   let mod: Record<string, unknown>;
   try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    mod = require(isAbsolute(spec.module) ? spec.module : require.resolve(spec.module, { paths: [process.cwd()] }));
+    // A .ts module is compiled as it loads (src/ts-modules.ts), here and in every transport's far side.
+    mod = requireModule(isAbsolute(spec.module) ? spec.module : require.resolve(spec.module, { paths: [process.cwd()] })) as Record<string, unknown>;
   } catch (err) {
     throw new Error(`cannot load command module ${spec.module}: ${(err as Error).message}`, { cause: err });
   }

@@ -12,16 +12,9 @@ import ts from 'typescript';
 
 import { transportNames } from '../src';
 import { packageRoot } from '../src/paths';
+import { readmeBlock } from './util/readme';
 
 const run = promisify(execFile);
-
-/** The code of the README's block between `<!-- NAME:start -->` and `<!-- NAME:end -->`. */
-function readmeBlock(name: string): string {
-  const readme = readFileSync(join(packageRoot, 'README.md'), 'utf8');
-  const m = new RegExp(`<!-- ${name}:start -->\\s*\`\`\`ts\\n([\\s\\S]*?)\`\`\`\\s*<!-- ${name}:end -->`).exec(readme);
-  if (!m?.[1]) throw new Error(`README.md has no ${name} block`);
-  return m[1];
-}
 
 /** Type-checks (strict) and emits `file` with `options`; returns the diagnostics' messages. */
 function compile(file: string, options: ts.CompilerOptions): string[] {

@@ -23,7 +23,8 @@ export const USAGE = `run [--transport a,b] [--scenario PATTERN] [--profile NAME
   --transport a,b     transports to run (default: every one a scenario supports)
   --scenario PATTERN  a substring, or a glob (* ?) of the whole name; commas separate alternatives
   --profile NAME      ${PROFILES.map((p) => p.name).join(', ')} (default: default, which leaves out fault and soak)
-  --scenarios DIR     load *.scenario.js from DIR (default: the built-in ones, or $FDBRIDGE_SCENARIOS_DIR)
+  --scenarios DIR     load *.scenario.ts (no build step) and *.scenario.js from DIR (default: the
+                      built-in ones, or $FDBRIDGE_SCENARIOS_DIR)
   --list              print the selected rows in run order; run nothing
   --seed S            the row order and every row's rng (default ${DEFAULT_SEED})
   --repeat N          run every row N times
