@@ -20,6 +20,7 @@ import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { stripVTControlCharacters } from 'node:util';
 
+import { describeFdOrigin } from '../src/fd-track';
 import type { Latency, Leak, ResultRow, ResultsFile, Status } from './types';
 
 // ---------------------------------------------------------------------------
@@ -716,14 +717,15 @@ function renderDetails(rows: readonly ResultRow[]): string {
   const leakRows = indexed
     .flatMap(({ row, i }) => (row.leaks ?? []).map((l) => ({ row, i, l })))
     .sort((a, b) => Number(statusOf(a.row) === 'expected-fail') - Number(statusOf(b.row) === 'expected-fail'));
+  const tracked = leakRows.some(({ l }) => l.openedAt !== undefined);
   const leaks = leakRows.length === 0
     ? '<p class="muted">The oracle saw no leaked fd.</p>'
-    : `<table class="data leaks"><thead><tr><th>scenario</th><th>transport</th><th>pid</th><th>role</th><th>fd</th><th>target</th><th>declared</th></tr></thead><tbody>${leakRows
+    : `<table class="data leaks"><thead><tr><th>scenario</th><th>transport</th><th>pid</th><th>role</th><th>fd</th><th>target</th><th>declared</th>${tracked ? '<th>opened at (--track-fds)</th>' : ''}</tr></thead><tbody>${leakRows
         .map(({ row, i, l }, k) => {
           const declared = statusOf(row) === 'expected-fail';
           // A passing row's details entry is its first leak (failures have their own entry above).
           const first = statusOf(row) === 'pass' && leakRows.findIndex((e) => e.i === i) === k;
-          return `<tr class="${declared ? 'declared' : 'undeclared'}"${first ? ` id="row-${i}"` : ''}><td><a href="#row-${i}">${esc(rowName(row))}</a></td><td>${esc(row.transport)}</td><td>${esc(l.pid)}</td><td>${esc(l.role)}</td><td>${esc(l.fd)}</td><td class="target"><code>${esc(l.target)}</code></td><td>${declared ? '◆ yes' : '<b>⚠ no</b>'}</td></tr>`;
+          return `<tr class="${declared ? 'declared' : 'undeclared'}"${first ? ` id="row-${i}"` : ''}><td><a href="#row-${i}">${esc(rowName(row))}</a></td><td>${esc(row.transport)}</td><td>${esc(l.pid)}</td><td>${esc(l.role)}</td><td>${esc(l.fd)}</td><td class="target"><code>${esc(l.target)}</code></td><td>${declared ? '◆ yes' : '<b>⚠ no</b>'}</td>${tracked ? `<td class="origin"><pre>${esc(describeFdOrigin(l.openedAt, '').join('\n'))}</pre></td>` : ''}</tr>`;
         })
         .join('')}</tbody></table>`;
 
@@ -868,6 +870,7 @@ table{border-collapse:collapse}
 .data tbody th{white-space:nowrap;font-weight:500;font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12.5px;overflow-wrap:anywhere;max-width:340px}
 .data.leaks th,.data.leaks td,.data.shards th,.data.shards td{text-align:left}
 .leaks .target{overflow-wrap:anywhere;max-width:480px}
+.leaks .origin pre{margin:0;font-size:11.5px;max-width:640px}
 .leaks tr.undeclared{background:#fff7ed}
 .swatch{display:inline-block;width:10px;height:10px;margin-right:6px;border-radius:2px}
 .transport{margin-top:18px;padding-top:6px;border-top:1px dashed var(--line)}

@@ -25,6 +25,7 @@ import { connect, transportNames, type CommandSpec, type Connection, type Connec
 import { PROBE_COMMAND } from '../src/commands/probe-command';
 import { packageRoot } from '../src/native';
 import { diffFdTables, openFdTable } from '../src/fd';
+import { fdOrigin } from '../src/fd-track';
 import { describeFdEntry } from '../src/leak-check';
 import { describeRuntimeFd, warmRuntimeFds } from '../src/runtime-fds';
 import { requireModule } from '../src/ts-modules';
@@ -309,6 +310,13 @@ interface RowEnvironment {
   bench: ((benchCase: BenchCase) => Promise<Latency>) | undefined;
   /** Errors the process reported (unhandled rejection, uncaught exception) while this row ran. */
   stray: unknown[];
+  /** --track-fds: the directory the fd recorders write into. */
+  trackDir: string | undefined;
+}
+
+/** The leak, with where it was opened (src/fd-track.ts), read right away: the records of a process outlive it, a reused fd number does not. */
+function withOrigin(leak: Leak, dir: string): Leak {
+  return { ...leak, openedAt: fdOrigin(dir, leak.pid, leak.fd, leak.target) ?? { call: 'unseen' } };
 }
 
 function leakMatches(leak: Leak, m: LeakMatcher): boolean {
@@ -497,7 +505,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment): Promise<ResultRow> 
       }
     }
     const seen = await oracle.finish();
-    leaks = seen.leaks;
+    leaks = env.trackDir === undefined ? seen.leaks : seen.leaks.map((l) => withOrigin(l, env.trackDir as string));
     closed = seen.closed;
     for (const r of seen.reclaimed) notes.push(`an earlier row's leak was closed: ${describeFdEntry(r)}`);
   } catch (err) {
@@ -541,6 +549,12 @@ async function runRow(row: PlannedRow, env: RowEnvironment): Promise<ResultRow> 
 // running everything
 
 export interface RunnerOptions extends Required<Pick<RunOptions, 'bench' | 'repeat' | 'seed'>> {
+  /**
+   * Name where each leaked fd was opened. The process must run with the
+   * recorders preloaded (`fdbridge run --track-fds` restarts itself so);
+   * throws when $FDBRIDGE_FDTRACK_DIR is not set.
+   */
+  trackFds?: boolean;
   transports?: TransportName[];
   scenario?: string;
   shard?: { index: number; count: number };
@@ -673,6 +687,7 @@ export async function runScenarios(options: RunnerOptions): Promise<{ results: R
     profile: profile.name,
     timeoutMs,
     settleMs,
+    ...(options.trackFds ? { trackFds: true } : {}),
   };
 
   let measure: RowEnvironment['bench'];
@@ -713,7 +728,15 @@ export async function runScenarios(options: RunnerOptions): Promise<{ results: R
       info(`anchors: ${anchors.map((a) => `${a.name} p50 ${a.latency.p50Us.toFixed(1)} µs`).join(', ')}`);
     }
     if (plan.rows.length > 0) await warmUp(used, helper, info);
-    const env: RowEnvironment = { seed: options.seed, timeoutMs, settleMs, helper, ledger: new LeakLedger(), bench: measure, stray };
+    const env: RowEnvironment = {
+      seed: options.seed,
+      timeoutMs,
+      settleMs,
+      helper,
+      ledger: new LeakLedger(), bench: measure,
+      stray,
+      trackDir: options.trackFds ? trackingDirectory() : undefined,
+    };
     for (const [i, row] of plan.rows.entries()) {
       options.onRowStart?.(row, i, plan.rows.length);
       const result = await runRow(row, env);
@@ -738,4 +761,11 @@ export async function runScenarios(options: RunnerOptions): Promise<{ results: R
     },
     matched: plan.matched,
   };
+}
+
+/** $FDBRIDGE_FDTRACK_DIR, which a --track-fds run must have been started with. */
+function trackingDirectory(): string {
+  const dir = process.env['FDBRIDGE_FDTRACK_DIR'];
+  if (!dir) throw new Error('--track-fds: this process was not started with the fd recorders (FDBRIDGE_FDTRACK_DIR is not set)');
+  return dir;
 }

@@ -3,6 +3,7 @@
  * scenarios x transports matrix at the end. Plain text, no colour: it goes
  * into CI logs.
  */
+import { describeFdOrigin } from '../src/fd-track';
 import type { ResultRow, ResultsFile, Status } from './types';
 
 const LABEL: Record<Status, string> = { pass: 'pass', fail: 'FAIL', skip: 'skip', 'expected-fail': 'xfail' };
@@ -25,6 +26,11 @@ export function progressLine(r: ResultRow, index: number, total: number, nameWid
   const lines = [head];
   if (r.status === 'fail' || r.status === 'skip') {
     for (const line of (r.error ?? '').split('\n').slice(0, 6)) if (line) lines.push(`        ${line}`);
+  }
+  // --track-fds: who opened each leaked fd, declared or not.
+  for (const l of r.leaks) {
+    if (!l.openedAt) continue;
+    lines.push(`        fd ${l.fd} -> ${l.target} (pid ${l.pid}, ${l.role})`, ...describeFdOrigin(l.openedAt, '          '));
   }
   return lines.join('\n');
 }

@@ -6,6 +6,7 @@
  * (src/index.ts) and these types; never a concrete transport.
  */
 import type { CommandSpec, Connection, ConnectOptions, TransportName } from '../src';
+import type { FdOrigin } from '../src/fd-track';
 import type { Rng } from './rng';
 
 /**
@@ -143,6 +144,8 @@ export interface Leak {
   role: string;
   fd: number;
   target: string;
+  /** With --track-fds: the call and the JS and native stacks that opened it (call 'unseen' when no recorder saw it). */
+  openedAt?: FdOrigin;
 }
 
 /** Latency in microseconds, as tinybench measures it. */
@@ -206,6 +209,8 @@ export interface RunOptions {
   timeoutMs?: number;
   /** How long the leak oracle waits for asynchronous closes (ms). */
   settleMs?: number;
+  /** --track-fds: each leak's `openedAt` says who opened it. */
+  trackFds?: boolean;
 }
 
 export interface ResultsFile {

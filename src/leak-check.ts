@@ -17,6 +17,7 @@ import { readFileSync } from 'node:fs';
 
 import { FdBridgeError, SystemError } from './errors';
 import { diffFdTables, openFdTable, type FdTable } from './fd';
+import { describeFdOrigin, fdOrigin, startFdTracking, type FdOrigin } from './fd-track';
 import { describeRuntimeFd, warmRuntimeFds, type RuntimeFd } from './runtime-fds';
 
 /** A process whose fd table is watched, and what it is to the test ('client', 'child', 'helper', ...). */
@@ -31,6 +32,8 @@ export interface FdEntry {
   role: string;
   fd: number;
   target: string;
+  /** With `trackFds`: where the fd was opened (the JS stack; call 'unseen' when no recorder saw it). */
+  openedAt?: FdOrigin;
 }
 
 /** What a check found once the fd tables settled. */
@@ -67,6 +70,15 @@ export interface FdCheckOptions {
    * Default false: only fds opened and left behind fail.
    */
   failOnClosed?: boolean;
+  /**
+   * Name where each leaked fd was opened: the JS stack of the call that
+   * made it (fs, net, child_process pipes, fdbridge's own fds), in this
+   * process and in the Node processes started during the check (child and
+   * pidfd commands). Native stacks need the process started with the
+   * recorder preloaded (`fdbridge run --track-fds` does that). Off by
+   * default: it costs a stack capture per fd opened.
+   */
+  trackFds?: boolean;
 }
 
 /** Thrown by expectNoFdLeaks: `report` holds the details, the message lists them one per line. */
@@ -183,14 +195,21 @@ function toWatched(p: number | WatchedProcess): WatchedProcess {
  */
 export async function checkFdLeaks(fn: () => unknown, options: FdCheckOptions = {}): Promise<FdLeakReport> {
   if (typeof fn !== 'function') throw new TypeError('checkFdLeaks(fn): fn must be a function');
-  const runtime = warmRuntimeFds();
-  const snapshots = [
-    new ProcessFdSnapshot(process.pid, 'self'),
-    ...(options.processes ?? []).map(toWatched).map((p) => new ProcessFdSnapshot(p.pid, p.role)),
-  ];
-  await fn();
-  const report = await settleFdSnapshots(snapshots, options);
-  return runtime.length > 0 ? { ...report, runtime } : report;
+  const tracking = options.trackFds ? startFdTracking() : undefined;
+  try {
+    const runtime = warmRuntimeFds();
+    const snapshots = [
+      new ProcessFdSnapshot(process.pid, 'self'),
+      ...(options.processes ?? []).map(toWatched).map((p) => new ProcessFdSnapshot(p.pid, p.role)),
+    ];
+    await fn();
+    const settled = await settleFdSnapshots(snapshots, options);
+    const report = runtime.length > 0 ? { ...settled, runtime } : settled;
+    if (!tracking) return report;
+    return { ...report, leaks: report.leaks.map((l) => ({ ...l, openedAt: fdOrigin(tracking.dir, l.pid, l.fd, l.target) ?? { call: 'unseen' } })) };
+  } finally {
+    tracking?.stop();
+  }
 }
 
 /**
@@ -216,7 +235,10 @@ export function describeFdLeakReport(report: FdLeakReport): string {
   const lines: string[] = [];
   if (report.leaks.length > 0) {
     lines.push(`${report.leaks.length} fd${report.leaks.length === 1 ? '' : 's'} leaked:`);
-    for (const e of report.leaks) lines.push(`  ${describeFdEntry(e)} (opened during the test, still open)`);
+    for (const e of report.leaks) {
+      lines.push(`  ${describeFdEntry(e)} (opened during the test, still open)`);
+      if (e.openedAt) lines.push(...describeFdOrigin(e.openedAt, '    '));
+    }
   }
   if (report.closed.length > 0) {
     const one = report.closed.length === 1;

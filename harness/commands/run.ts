@@ -4,10 +4,14 @@
  * and the HTML report. Exit status 1 on any failed row (an undeclared leak
  * fails its row); 2 when the filters match no scenario at all.
  */
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { constants as osConstants, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 
 import { transportNames, type TransportName } from '../../src';
+import { fdtrackLibrary, trackingEnvironment } from '../../src/fd-track';
 import { PROFILES } from '../profiles';
 import { DEFAULT_SEED, DEFAULT_SETTLE_MS, DEFAULT_TIMEOUT_MS, discoverScenarios, planRows, runScenarios, type RunnerOptions } from '../runner';
 import { progressLine, summaryTable } from '../summary';
@@ -16,7 +20,7 @@ import { cliInvocation, EXIT, parseCommandArgs, parseInteger, UsageError } from 
 
 export const USAGE = `run [--transport a,b] [--scenario PATTERN] [--profile NAME] [--scenarios DIR] [--list]
           [--seed S] [--repeat N] [--shard i/n] [--timeout MS] [--settle MS] [--bench] [--bench-time MS]
-          [--json FILE] [--html FILE]
+          [--json FILE] [--html FILE] [--track-fds]
       Run scenarios x transports under the fd-leak oracle: a line per row, a matrix, and
       optionally results.json and an HTML report.
 
@@ -35,6 +39,8 @@ export const USAGE = `run [--transport a,b] [--scenario PATTERN] [--profile NAME
   --bench-time MS     time per latency measurement with --bench
   --json FILE         write the results (environment, options, rows, totals)
   --html FILE         write the HTML report
+  --track-fds         name where each leaked fd was opened: the JS stack, and the native stack
+                      (an LD_PRELOAD recorder, compiled with $CC on first use); slower
 
 exit status: 0 every row passed; 1 a row failed (an undeclared leak fails its row);
 2 usage error, or no scenario matched; 3 error.`;
@@ -100,7 +106,9 @@ export async function main(argv: string[]): Promise<number> {
     scenarios: { type: 'string' },
     'bench-time': { type: 'string' },
     list: { type: 'boolean', default: false },
+    'track-fds': { type: 'boolean', default: false },
   });
+  if (values['track-fds'] && !process.env['FDBRIDGE_FDTRACK_DIR']) return runTracked(argv);
   if (!PROFILES.some((p) => p.name === values.profile)) {
     throw new UsageError(`--profile: unknown profile ${values.profile}; use ${PROFILES.map((p) => p.name).join(', ')}`);
   }
@@ -119,6 +127,7 @@ export async function main(argv: string[]): Promise<number> {
     settleMs: values.settle === undefined ? DEFAULT_SETTLE_MS : parseInteger('--settle', values.settle, 0),
     ...(values.scenarios !== undefined ? { scenariosDir: resolve(values.scenarios) } : {}),
     ...(values['bench-time'] !== undefined ? { benchOptions: { time: parseInteger('--bench-time', values['bench-time']) } } : {}),
+    ...(values['track-fds'] ? { trackFds: true } : {}),
   };
   const out = (line: string): void => void process.stdout.write(`${line}\n`);
 
@@ -165,4 +174,31 @@ export async function main(argv: string[]): Promise<number> {
     out(`wrote ${values.html}`);
   }
   return failed.length > 0 ? EXIT.failed : EXIT.ok;
+}
+
+/**
+ * --track-fds: the recorders must be in every process from its start (the
+ * native one is LD_PRELOADed), this one included, so the run starts again
+ * under them: this same command line, with the environment of
+ * src/fd-track.ts, which every process it starts inherits. Its exit status
+ * is this one's.
+ */
+async function runTracked(argv: string[]): Promise<number> {
+  const dir = mkdtempSync(join(tmpdir(), 'fdbridge-fdtrack-'));
+  try {
+    const library = fdtrackLibrary(dir);
+    if (library.unavailable) process.stderr.write(`fdbridge run --track-fds: ${library.unavailable}\n`);
+    const env = { ...process.env, ...trackingEnvironment(dir, library.path) };
+    const child = spawn(process.execPath, [...process.execArgv, process.argv[1] as string, 'run', ...argv], { stdio: 'inherit', env });
+    const forward = (signal: NodeJS.Signals): void => void child.kill(signal);
+    process.on('SIGINT', forward).on('SIGTERM', forward);
+    try {
+      const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
+      return code ?? (signal ? 128 + (osConstants.signals[signal] ?? 0) : EXIT.error);
+    } finally {
+      process.off('SIGINT', forward).off('SIGTERM', forward);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }

@@ -1,0 +1,372 @@
+/*
+ * fdtrack: an LD_PRELOAD interposer that records, for every fd a process
+ * creates, the native stack that created it (fdbridge run --track-fds).
+ *
+ * It wraps the libc calls that make fds (open*, creat, socket, socketpair,
+ * accept*, pipe*, dup*, fcntl F_DUPFD*, eventfd, memfd_create, epoll_create*,
+ * inotify_init*, timerfd_create, signalfd, pidfd_open, pidfd_getfd, and the
+ * fds recvmsg receives with SCM_RIGHTS) and writes one record per fd into a
+ * file that another process can read at any time, even after this one died:
+ * $FDBRIDGE_FDTRACK_DIR/native-<pid>.bin, mapped MAP_SHARED and indexed by
+ * fd number, so a record is always that of the latest creation of the fd.
+ * No fd of its own stays open (the file is closed once mapped).
+ *
+ * A record holds the fd's /proc/self/fd target at creation (the reader
+ * compares it with the leaked fd's target, so a record left by an fd closed
+ * and reused by code that did not go through libc is never blamed) and up
+ * to FRAMES return addresses as (module, offset) pairs via dladdr, so the
+ * reader can symbolize them with addr2line after this process is gone.
+ *
+ * Invariants: a thread-local guard makes the wrappers pass straight through
+ * while a record is being made (backtrace() and dladdr() may open files);
+ * a forked child maps a file of its own (pthread_atfork) before it records.
+ * Raw syscall(2) users (io_uring, a direct SYS_openat) are not seen.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <execinfo.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#define MAX_FDS 65536
+#define FRAMES 24
+#define MODULES 128
+#define TARGET 200
+#define MODULE_PATH 240
+
+/* The file's layout; harness/fd-origins.ts reads it (keep the two in step). */
+struct fdtrack_frame {
+  uint32_t module; /* index into modules + 1; 0 = unknown (JIT code) */
+  uint32_t pad;
+  uint64_t offset; /* address - module base */
+};
+
+struct fdtrack_record {
+  uint64_t seq; /* 0: never written; written last */
+  uint32_t nframes;
+  uint32_t kind; /* which call made it: see KINDS */
+  char target[TARGET];
+  struct fdtrack_frame frames[FRAMES];
+};
+
+struct fdtrack_header {
+  char magic[8]; /* "fdtrack1" */
+  uint32_t max_fds;
+  uint32_t frames;
+  uint32_t nmodules;
+  uint32_t pad;
+  char modules[MODULES][MODULE_PATH];
+  uint64_t module_base[MODULES];
+};
+
+static const char *const KINDS[] = {"open", "socket", "socketpair", "accept", "pipe", "dup", "fcntl", "eventfd",
+                                    "memfd_create", "epoll_create", "inotify_init", "timerfd_create", "signalfd",
+                                    "recvmsg", "pidfd_open", "pidfd_getfd"};
+enum { K_OPEN, K_SOCKET, K_SOCKETPAIR, K_ACCEPT, K_PIPE, K_DUP, K_FCNTL, K_EVENTFD, K_MEMFD, K_EPOLL, K_INOTIFY,
+       K_TIMERFD, K_SIGNALFD, K_RECVMSG, K_PIDFD_OPEN, K_PIDFD_GETFD };
+
+static struct fdtrack_header *header;
+static struct fdtrack_record *records;
+static atomic_uint_fast64_t next_seq = 1;
+static pthread_mutex_t module_lock = PTHREAD_MUTEX_INITIALIZER;
+static __thread int busy;
+
+#define REAL(name) static __typeof__(name) *real_##name
+REAL(open);
+REAL(open64);
+REAL(openat);
+REAL(openat64);
+REAL(creat);
+REAL(socket);
+REAL(socketpair);
+REAL(accept);
+REAL(accept4);
+REAL(pipe);
+REAL(pipe2);
+REAL(dup);
+REAL(dup2);
+REAL(dup3);
+REAL(fcntl);
+REAL(eventfd);
+REAL(memfd_create);
+REAL(epoll_create);
+REAL(epoll_create1);
+REAL(inotify_init);
+REAL(inotify_init1);
+REAL(timerfd_create);
+REAL(signalfd);
+REAL(recvmsg);
+REAL(close);
+
+#define RESOLVE(name) \
+  ({ \
+    if (!real_##name) real_##name = (__typeof__(real_##name))dlsym(RTLD_NEXT, #name); \
+    real_##name; \
+  })
+
+/* Maps $FDBRIDGE_FDTRACK_DIR/native-<pid>.bin; silently off when unset or on any failure. */
+static void map_file(void) {
+  header = NULL;
+  records = NULL;
+  const char *dir = getenv("FDBRIDGE_FDTRACK_DIR");
+  if (!dir || !*dir) return;
+  char path[4096];
+  snprintf(path, sizeof path, "%s/native-%d.bin", dir, (int)getpid());
+  busy = 1;
+  int fd = RESOLVE(open)(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    busy = 0;
+    return;
+  }
+  size_t size = sizeof(struct fdtrack_header) + (size_t)MAX_FDS * sizeof(struct fdtrack_record);
+  void *p = MAP_FAILED;
+  if (ftruncate(fd, (off_t)size) == 0) p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  RESOLVE(close)(fd);
+  if (p != MAP_FAILED) {
+    header = p;
+    memcpy(header->magic, "fdtrack1", 8);
+    header->max_fds = MAX_FDS;
+    header->frames = FRAMES;
+    records = (struct fdtrack_record *)(header + 1);
+    void *warm[2];
+    backtrace(warm, 2); /* loads libgcc_s now, not inside the first wrapper */
+  }
+  busy = 0;
+}
+
+static void after_fork_child(void) {
+  if (header) {
+    munmap(header, sizeof(struct fdtrack_header) + (size_t)MAX_FDS * sizeof(struct fdtrack_record));
+    map_file();
+  }
+}
+
+__attribute__((constructor)) static void fdtrack_init(void) {
+  map_file();
+  pthread_atfork(NULL, NULL, after_fork_child);
+}
+
+/* The index (+1) of the module that holds `addr`, adding it to the header's table; 0 if none. */
+static uint32_t module_of(void *addr, uint64_t *offset) {
+  Dl_info info;
+  if (!dladdr(addr, &info) || !info.dli_fname || !info.dli_fbase) return 0;
+  *offset = (uint64_t)((uintptr_t)addr - (uintptr_t)info.dli_fbase);
+  uint64_t base = (uint64_t)(uintptr_t)info.dli_fbase;
+  pthread_mutex_lock(&module_lock);
+  uint32_t n = header->nmodules, i;
+  for (i = 0; i < n; i++) {
+    if (header->module_base[i] == base) break;
+  }
+  if (i == n) {
+    if (n == MODULES) {
+      pthread_mutex_unlock(&module_lock);
+      return 0;
+    }
+    const char *name = info.dli_fname;
+    if (name[0] != '/') name = "/proc/self/exe"; /* the main program: dladdr names it "" or argv[0] */
+    strncpy(header->modules[n], name, MODULE_PATH - 1);
+    header->module_base[n] = base;
+    atomic_thread_fence(memory_order_release);
+    header->nmodules = n + 1;
+  }
+  pthread_mutex_unlock(&module_lock);
+  return i + 1;
+}
+
+static void record(int fd, int kind) {
+  if (fd < 0 || fd >= MAX_FDS || !records || busy) return;
+  busy = 1;
+  struct fdtrack_record *r = &records[fd];
+  r->seq = 0;
+  atomic_thread_fence(memory_order_release);
+  char link[64];
+  snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  ssize_t n = readlink(link, r->target, TARGET - 1);
+  r->target[n < 0 ? 0 : n] = '\0';
+  void *frames[FRAMES + 2];
+  int count = backtrace(frames, FRAMES + 2);
+  uint32_t out = 0;
+  /* frames[0] is record(), frames[1] the wrapper: start at the caller. */
+  for (int i = 2; i < count && out < FRAMES; i++) {
+    uint64_t offset = 0;
+    uint32_t m = module_of(frames[i], &offset);
+    r->frames[out].module = m;
+    r->frames[out].offset = m ? offset : (uint64_t)(uintptr_t)frames[i];
+    out++;
+  }
+  r->nframes = out;
+  r->kind = (uint32_t)kind;
+  atomic_thread_fence(memory_order_release);
+  r->seq = atomic_fetch_add(&next_seq, 1);
+  busy = 0;
+}
+
+static int rec(int fd, int kind) {
+  if (fd >= 0) record(fd, kind);
+  return fd;
+}
+
+static int has_mode(int flags) {
+  return (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE;
+}
+
+int open(const char *path, int flags, ...) {
+  mode_t mode = 0;
+  if (has_mode(flags)) {
+    va_list ap;
+    va_start(ap, flags);
+    mode = va_arg(ap, mode_t);
+    va_end(ap);
+  }
+  return rec(RESOLVE(open)(path, flags, mode), K_OPEN);
+}
+
+int open64(const char *path, int flags, ...) {
+  mode_t mode = 0;
+  if (has_mode(flags)) {
+    va_list ap;
+    va_start(ap, flags);
+    mode = va_arg(ap, mode_t);
+    va_end(ap);
+  }
+  return rec(RESOLVE(open64)(path, flags, mode), K_OPEN);
+}
+
+int openat(int dirfd, const char *path, int flags, ...) {
+  mode_t mode = 0;
+  if (has_mode(flags)) {
+    va_list ap;
+    va_start(ap, flags);
+    mode = va_arg(ap, mode_t);
+    va_end(ap);
+  }
+  return rec(RESOLVE(openat)(dirfd, path, flags, mode), K_OPEN);
+}
+
+int openat64(int dirfd, const char *path, int flags, ...) {
+  mode_t mode = 0;
+  if (has_mode(flags)) {
+    va_list ap;
+    va_start(ap, flags);
+    mode = va_arg(ap, mode_t);
+    va_end(ap);
+  }
+  return rec(RESOLVE(openat64)(dirfd, path, flags, mode), K_OPEN);
+}
+
+int creat(const char *path, mode_t mode) { return rec(RESOLVE(creat)(path, mode), K_OPEN); }
+int socket(int domain, int type, int protocol) { return rec(RESOLVE(socket)(domain, type, protocol), K_SOCKET); }
+
+int socketpair(int domain, int type, int protocol, int sv[2]) {
+  int r = RESOLVE(socketpair)(domain, type, protocol, sv);
+  if (r == 0) {
+    record(sv[0], K_SOCKETPAIR);
+    record(sv[1], K_SOCKETPAIR);
+  }
+  return r;
+}
+
+int accept(int fd, struct sockaddr *addr, socklen_t *len) { return rec(RESOLVE(accept)(fd, addr, len), K_ACCEPT); }
+int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
+  return rec(RESOLVE(accept4)(fd, addr, len, flags), K_ACCEPT);
+}
+
+int pipe(int fds[2]) {
+  int r = RESOLVE(pipe)(fds);
+  if (r == 0) {
+    record(fds[0], K_PIPE);
+    record(fds[1], K_PIPE);
+  }
+  return r;
+}
+
+int pipe2(int fds[2], int flags) {
+  int r = RESOLVE(pipe2)(fds, flags);
+  if (r == 0) {
+    record(fds[0], K_PIPE);
+    record(fds[1], K_PIPE);
+  }
+  return r;
+}
+
+int dup(int fd) { return rec(RESOLVE(dup)(fd), K_DUP); }
+int dup2(int fd, int to) { return rec(RESOLVE(dup2)(fd, to), K_DUP); }
+int dup3(int fd, int to, int flags) { return rec(RESOLVE(dup3)(fd, to, flags), K_DUP); }
+
+int fcntl(int fd, int cmd, ...) {
+  va_list ap;
+  va_start(ap, cmd);
+  /* Every fcntl argument fits a long (int or pointer). */
+  long arg = va_arg(ap, long);
+  va_end(ap);
+  int r = RESOLVE(fcntl)(fd, cmd, arg);
+  return (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) ? rec(r, K_FCNTL) : r;
+}
+
+int eventfd(unsigned int initval, int flags) { return rec(RESOLVE(eventfd)(initval, flags), K_EVENTFD); }
+int memfd_create(const char *name, unsigned int flags) { return rec(RESOLVE(memfd_create)(name, flags), K_MEMFD); }
+int epoll_create(int size) { return rec(RESOLVE(epoll_create)(size), K_EPOLL); }
+int epoll_create1(int flags) { return rec(RESOLVE(epoll_create1)(flags), K_EPOLL); }
+int inotify_init(void) { return rec(RESOLVE(inotify_init)(), K_INOTIFY); }
+int inotify_init1(int flags) { return rec(RESOLVE(inotify_init1)(flags), K_INOTIFY); }
+int timerfd_create(int clock, int flags) { return rec(RESOLVE(timerfd_create)(clock, flags), K_TIMERFD); }
+
+int signalfd(int fd, const sigset_t *mask, int flags) {
+  int r = RESOLVE(signalfd)(fd, mask, flags);
+  return fd == -1 ? rec(r, K_SIGNALFD) : r;
+}
+
+ssize_t recvmsg(int fd, struct msghdr *msg, int flags) {
+  ssize_t r = RESOLVE(recvmsg)(fd, msg, flags);
+  if (r >= 0 && msg && msg->msg_control && !busy) {
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR(msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t i = 0; i < n; i++) {
+        int got;
+        memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof got); /* CMSG_DATA need not be int-aligned */
+        record(got, K_RECVMSG);
+      }
+    }
+  }
+  return r;
+}
+
+/* pidfd_open and pidfd_getfd have no libc wrapper everywhere: callers use syscall(2). */
+long syscall(long number, ...) {
+  static __typeof__(syscall) *real_syscall;
+  if (!real_syscall) real_syscall = (__typeof__(syscall) *)dlsym(RTLD_NEXT, "syscall");
+  va_list ap;
+  va_start(ap, number);
+  long a = va_arg(ap, long), b = va_arg(ap, long), c = va_arg(ap, long);
+  long d = va_arg(ap, long), e = va_arg(ap, long), f = va_arg(ap, long);
+  va_end(ap);
+  long r = real_syscall(number, a, b, c, d, e, f);
+#ifdef SYS_pidfd_open
+  if (number == SYS_pidfd_open && r >= 0) record((int)r, K_PIDFD_OPEN);
+#endif
+#ifdef SYS_pidfd_getfd
+  if (number == SYS_pidfd_getfd && r >= 0) record((int)r, K_PIDFD_GETFD);
+#endif
+  return r;
+}
+
+/* For the reader's messages (and a check that the library is the one it expects). */
+const char *fdtrack_kind_name(unsigned kind) { return kind < sizeof KINDS / sizeof *KINDS ? KINDS[kind] : "?"; }

@@ -1,0 +1,424 @@
+/**
+ * Who opened a leaked fd (`fdbridge run --track-fds`, `{ trackFds: true }`
+ * in checkFdLeaks): for each fd a watched process creates, the JS stack of
+ * the call that made it and the native stack of the libc call under it.
+ *
+ * Two recorders, both writing into one directory ($FDBRIDGE_FDTRACK_DIR)
+ * that the reader looks into after the fact, even once the process is gone:
+ * - JS (this file's installJsTracking, preloaded with `--require` into every
+ *   Node process and worker of a tracked run): wraps the JS calls that make
+ *   fds (fs.open/openSync/promises.open, net connect/listen, child_process
+ *   stdio pipes, and fdbridge's own native dup/pipe/memfd/eventfd/socket/
+ *   pidfd calls), and appends `{ fd, target, call, stack }` to
+ *   js-<pid>.log.
+ * - native (native/fdtrack/fdtrack.c, LD_PRELOADed): every libc call that
+ *   makes an fd, whoever calls it (an addon's open/socket/dup, recvmsg's
+ *   SCM_RIGHTS fds), into native-<pid>.bin; its frames are symbolized here
+ *   with addr2line.
+ * A record counts for a leaked fd only if it names the same target the leak
+ * does (readlink at creation against readlink at the check), so an fd number
+ * reused by a call no recorder saw is never blamed on its previous owner.
+ * The C library is compiled on first use ($CC, default cc); without a
+ * compiler only JS stacks are recorded, and the report says so.
+ */
+import { execFileSync } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readlinkSync, rmSync, statSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, normalize, sep } from 'node:path';
+import { isMainThread } from 'node:worker_threads';
+
+import { packageRoot } from './paths';
+
+/** Where a leaked fd was opened, as far as the recorders saw. */
+export interface FdOrigin {
+  /** The call that made it: `fs.openSync`, `native.memfd`, `open` (libc), `recvmsg` (received over a socket), ... */
+  call: string;
+  /** JS frames, innermost first (`fn (file:line:col)`), the recorder's own left out. */
+  js?: string[];
+  /** Native frames, innermost first (`function (file:line)` or `module+0xoffset`), the libc wrapper left out. */
+  native?: string[];
+}
+
+const ENV_DIR = 'FDBRIDGE_FDTRACK_DIR';
+/** A worker thread shares its process's fd table, and so its log fd (passed by number). */
+const ENV_LOG_FD = 'FDBRIDGE_FDTRACK_LOG_FD';
+
+// ---------------------------------------------------------------------------
+// the native library
+
+/** A checkout's build of the interposer. */
+function checkoutLibrary(): string {
+  return join(packageRoot, 'build', 'fdtrack', 'libfdtrack.so');
+}
+
+/**
+ * The interposer library, compiled now if it is not built yet (into the
+ * checkout's build/, else into `fallbackDir`). Undefined, with the reason,
+ * when it cannot be built (no C compiler): tracking then records JS stacks only.
+ */
+export function fdtrackLibrary(fallbackDir: string): { path?: string; unavailable?: string } {
+  const source = join(packageRoot, 'native', 'fdtrack', 'fdtrack.c');
+  const built = checkoutLibrary();
+  if (existsSync(built) && statSync(built).mtimeMs >= statSync(source).mtimeMs) return { path: built };
+  const cc = process.env['CC'] || 'cc';
+  for (const out of [built, join(fallbackDir, 'libfdtrack.so')]) {
+    try {
+      mkdirSync(join(out, '..'), { recursive: true });
+      execFileSync(cc, ['-O2', '-g', '-fPIC', '-shared', '-Wall', '-fno-omit-frame-pointer', '-o', out, source, '-ldl', '-lpthread'], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      return { path: out };
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException & { stderr?: Buffer };
+      if (e.code === 'ENOENT') return { unavailable: `no C compiler (${cc}) to build native/fdtrack/fdtrack.c: native stacks are not recorded` };
+      if (out !== built) return { unavailable: `cannot build native/fdtrack/fdtrack.c: ${e.stderr?.toString().trim() || e.message}` };
+      // the checkout's build/ may be read-only (an installed package): try the fallback
+    }
+  }
+  return { unavailable: 'cannot build native/fdtrack/fdtrack.c' };
+}
+
+/**
+ * The environment that makes a process (and all it starts) record fds into
+ * `dir`: LD_PRELOAD of the interposer (when built) and the JS recorder
+ * preloaded by NODE_OPTIONS.
+ */
+export function trackingEnvironment(dir: string, library: string | undefined, env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const preload = join(packageRoot, 'dist', 'src', 'fd-track-preload.js');
+  return {
+    [ENV_DIR]: dir,
+    NODE_OPTIONS: `${env['NODE_OPTIONS'] ?? ''} --require ${JSON.stringify(preload)}`.trim(),
+    ...(library ? { LD_PRELOAD: [library, env['LD_PRELOAD']].filter(Boolean).join(':') } : {}),
+  };
+}
+
+// ---------------------------------------------------------------------------
+// the JS recorder
+
+let logFd: number | undefined;
+
+/** The harness's own frames (the runner calling a scenario) say nothing about who opened an fd. */
+const HARNESS = join(packageRoot, 'dist', 'harness') + sep;
+
+/** The frames of the current JS stack that are not this file's or Node's own. */
+function jsFrames(): string[] {
+  const holder: { stack?: string } = {};
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 40;
+  Error.captureStackTrace(holder, jsFrames);
+  Error.stackTraceLimit = limit;
+  return (holder.stack ?? '')
+    .split('\n')
+    .slice(1)
+    .map((l) => l.trim().replace(/^at /, ''))
+    .filter((l) => !l.includes(__filename) && !l.includes(HARNESS) && !/\(node:|^node:|\(internal\//.test(l))
+    .slice(0, 16);
+}
+
+function recordJs(fd: unknown, call: string, stack: string[]): void {
+  if (logFd === undefined || typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0) return;
+  let target: string;
+  try {
+    target = readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    return;
+  }
+  try {
+    writeSync(logFd, `${JSON.stringify({ fd, target, call, stack })}\n`);
+  } catch {
+    // the log is best effort: never fail the caller's open
+  }
+}
+
+type AnyFn = (...args: unknown[]) => unknown;
+
+/** Replaces obj[name] with a wrapper that records the fds `fdsOf(result)` gives. */
+function wrapSync(obj: object, name: string, call: string, fdsOf: (result: unknown) => unknown[]): void {
+  const o = obj as Record<string, unknown>;
+  const original = o[name];
+  if (typeof original !== 'function') return;
+  const wrapped = function (this: unknown, ...args: unknown[]): unknown {
+    const result = (original as AnyFn).apply(this, args);
+    if (logFd === undefined) return result;
+    const stack = jsFrames();
+    for (const fd of fdsOf(result)) recordJs(fd, call, stack);
+    return result;
+  };
+  try {
+    o[name] = wrapped;
+  } catch {
+    // a read-only property: not recorded
+  }
+}
+
+const one = (r: unknown): unknown[] => [r];
+const all = (r: unknown): unknown[] => (Array.isArray(r) ? r : []);
+const handleFd = (h: unknown): unknown => (h as { _handle?: { fd?: unknown } } | null)?._handle?.fd;
+
+/**
+ * Installs the JS recorder in this thread, once: a no-op unless
+ * $FDBRIDGE_FDTRACK_DIR is set. The main thread opens js-<pid>.log (kept
+ * open, so it is part of every baseline); workers write through its fd.
+ */
+let wrapped = false;
+
+export function installJsTracking(): void {
+  const dir = process.env[ENV_DIR];
+  if (!dir || logFd !== undefined) return;
+  if (isMainThread) {
+    logFd = openSync(join(dir, `js-${process.pid}.log`), 'a');
+    process.env[ENV_LOG_FD] = String(logFd);
+  } else {
+    const inherited = Number(process.env[ENV_LOG_FD]);
+    if (!Number.isInteger(inherited)) return;
+    logFd = inherited;
+  }
+  if (wrapped) return;
+  wrapped = true;
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const fs = require('node:fs') as typeof import('node:fs');
+  wrapSync(fs, 'openSync', 'fs.openSync', one);
+  const open = fs.open;
+  (fs as { open: unknown }).open = function (this: unknown, ...args: unknown[]): unknown {
+    const cb = args[args.length - 1];
+    if (logFd !== undefined && typeof cb === 'function') {
+      const stack = jsFrames();
+      args[args.length - 1] = (err: unknown, fd: unknown) => {
+        if (!err) recordJs(fd, 'fs.open', stack);
+        return (cb as AnyFn)(err, fd);
+      };
+    }
+    return (open as AnyFn).apply(this, args);
+  };
+  const openPromise = fs.promises.open;
+  (fs.promises as { open: unknown }).open = async function (this: unknown, ...args: unknown[]): Promise<unknown> {
+    const stack = logFd === undefined ? [] : jsFrames();
+    const handle = await (openPromise as AnyFn).apply(this, args);
+    recordJs((handle as { fd?: unknown }).fd, 'fs.promises.open', stack);
+    return handle;
+  };
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const net = require('node:net') as typeof import('node:net');
+  wrapSync(net.Socket.prototype, 'connect', 'net.Socket.connect', (r) => [handleFd(r)]);
+  wrapSync(net.Server.prototype, 'listen', 'net.Server.listen', (r) => [handleFd(r)]);
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const childProcess = require('node:child_process') as typeof import('node:child_process');
+  const ChildProcess = (childProcess as unknown as { ChildProcess: { prototype: object } }).ChildProcess;
+  const spawn = (ChildProcess.prototype as Record<string, unknown>)['spawn'];
+  if (typeof spawn === 'function') {
+    (ChildProcess.prototype as Record<string, unknown>)['spawn'] = function (this: { stdio?: unknown[] }, ...args: unknown[]): unknown {
+      const result = (spawn as AnyFn).apply(this, args);
+      if (logFd === undefined) return result;
+      const stack = jsFrames();
+      for (const s of this.stdio ?? []) recordJs(handleFd(s), 'child_process.spawn (stdio pipe)', stack);
+      return result;
+    };
+  }
+  // fdbridge's own fds: its addon's calls that make them.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { native } = require('./native') as { native: object };
+  for (const name of ['dup', 'memfd', 'eventfd', 'pidfdOpen', 'pidfdGetfd', 'peerPidfd', 'listen', 'connect', 'dgramSocket']) {
+    wrapSync(native, name, `native.${name}`, one);
+  }
+  for (const name of ['dupAll', 'pipe', 'socketpair']) wrapSync(native, name, `native.${name}`, all);
+}
+
+/**
+ * Records fds for the length of an in-process check (checkFdLeaks with
+ * trackFds): in this process (JS stacks, unless a run already records into
+ * its own directory), and in the Node processes it starts meanwhile, which
+ * inherit the environment. `stop()` closes the log, puts the environment
+ * back and removes the records; it must come after they were read.
+ */
+export function startFdTracking(): { dir: string; stop(): void } {
+  const running = process.env[ENV_DIR];
+  if (running) {
+    installJsTracking();
+    return { dir: running, stop: () => undefined };
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'fdbridge-fdtrack-'));
+  const added = trackingEnvironment(dir, undefined);
+  const saved = Object.fromEntries(Object.keys(added).map((k) => [k, process.env[k]]));
+  Object.assign(process.env, added);
+  installJsTracking();
+  return {
+    dir,
+    stop() {
+      stopJsTracking();
+      for (const [k, v] of Object.entries(saved)) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+      delete process.env[ENV_LOG_FD];
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Stops this thread's JS recorder (its wrappers stay, and record nothing) and closes its log. */
+function stopJsTracking(): void {
+  if (logFd !== undefined && isMainThread) closeSync(logFd);
+  logFd = undefined;
+}
+
+// ---------------------------------------------------------------------------
+// reading
+
+interface JsRecord {
+  fd: number;
+  target: string;
+  call: string;
+  stack: string[];
+}
+
+/** The last JS record of `fd` in `pid`'s log whose target is `target`. */
+function jsOrigin(dir: string, pid: number, fd: number, target: string): JsRecord | undefined {
+  let text: string;
+  try {
+    text = readFileSync(join(dir, `js-${pid}.log`), 'utf8');
+  } catch {
+    return undefined;
+  }
+  let found: JsRecord | undefined;
+  for (const line of text.split('\n')) {
+    if (!line.includes(`"fd":${fd},`)) continue;
+    try {
+      const r = JSON.parse(line) as JsRecord;
+      if (r.fd === fd) found = r.target === target ? r : undefined;
+    } catch {
+      // a line cut short by a crash
+    }
+  }
+  return found;
+}
+
+// The layout of native/fdtrack/fdtrack.c's file (x86-64 and aarch64 Linux: little-endian, 8-byte aligned).
+const MAX_FDS_AT = 8;
+const FRAMES_AT = 12;
+const NMODULES_AT = 16;
+const MODULES_AT = 24;
+const MODULE_PATH = 240;
+const MODULES = 128;
+const BASES_AT = MODULES_AT + MODULES * MODULE_PATH;
+const HEADER = BASES_AT + MODULES * 8;
+const TARGET = 200;
+const FRAME = 16;
+const KINDS = ['open', 'socket', 'socketpair', 'accept', 'pipe', 'dup', 'fcntl', 'eventfd', 'memfd_create', 'epoll_create', 'inotify_init', 'timerfd_create', 'signalfd', 'recvmsg', 'pidfd_open', 'pidfd_getfd'];
+
+interface NativeRecord {
+  call: string;
+  frames: Array<{ module: string | undefined; offset: bigint }>;
+}
+
+function cString(buf: Buffer, at: number, max: number): string {
+  const end = buf.indexOf(0, at);
+  return buf.toString('utf8', at, end === -1 || end > at + max ? at + max : end);
+}
+
+/** The native record of `fd` in `pid`'s file, if its target is `target`. */
+function nativeOrigin(dir: string, pid: number, fd: number, target: string): NativeRecord | undefined {
+  const path = join(dir, `native-${pid}.bin`);
+  let fh: number;
+  try {
+    fh = openSync(path, 'r');
+  } catch {
+    return undefined;
+  }
+  try {
+    const head = Buffer.alloc(HEADER);
+    if (readAt(fh, head, 0) < HEADER || head.toString('latin1', 0, 8) !== 'fdtrack1') return undefined;
+    const maxFds = head.readUInt32LE(MAX_FDS_AT);
+    const nframes = head.readUInt32LE(FRAMES_AT);
+    if (fd >= maxFds) return undefined;
+    const recordSize = 16 + TARGET + nframes * FRAME;
+    const rec = Buffer.alloc(recordSize);
+    if (readAt(fh, rec, HEADER + fd * recordSize) < recordSize || rec.readBigUInt64LE(0) === 0n) return undefined;
+    if (cString(rec, 16, TARGET) !== target) return undefined;
+    const nmodules = head.readUInt32LE(NMODULES_AT);
+    const modules = Array.from({ length: nmodules }, (_, i) => cString(head, MODULES_AT + i * MODULE_PATH, MODULE_PATH));
+    const frames = Array.from({ length: Math.min(rec.readUInt32LE(8), nframes) }, (_, i) => {
+      const at = 16 + TARGET + i * FRAME;
+      const m = rec.readUInt32LE(at);
+      return { module: m > 0 ? modules[m - 1] : undefined, offset: rec.readBigUInt64LE(at + 8) };
+    });
+    return { call: KINDS[rec.readUInt32LE(12)] ?? 'an fd-making call', frames };
+  } finally {
+    closeSync(fh);
+  }
+}
+
+function readAt(fd: number, buf: Buffer, position: number): number {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return (require('node:fs') as typeof import('node:fs')).readSync(fd, buf, 0, buf.length, position);
+}
+
+/** Modules whose frames say nothing about who opened an fd: the C library, the loader, the recorder, the Node binary. */
+function isRuntime(module: string): boolean {
+  return /\/(libc|libpthread|ld-linux[^/]*|libfdtrack)[^/]*$/.test(module) || module === '/proc/self/exe' || /\/node$/.test(module);
+}
+
+/**
+ * The frames as people read them: `function (file:line)` from addr2line for
+ * shared objects (the addon, libraries), from the first frame that is not
+ * the C library; frames in the Node binary and JIT code end the list (the
+ * JS stack tells that part).
+ */
+function symbolize(frames: NativeRecord['frames']): string[] {
+  const kept: Array<{ module: string; offset: bigint }> = [];
+  for (const f of frames) {
+    if (f.module === undefined) break;
+    if (isRuntime(f.module)) {
+      if (kept.length > 0) break;
+      continue;
+    }
+    kept.push({ module: f.module, offset: f.offset });
+  }
+  return kept.map(({ module, offset }) => {
+    const hex = `0x${(offset > 0n ? offset - 1n : 0n).toString(16)}`; // a return address: the call is the byte before
+    try {
+      const [fn = '??', where = '??:0'] = execFileSync('addr2line', ['-f', '-C', '-e', module, hex], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+        .trim()
+        .split('\n');
+      const place = where.startsWith('??') ? `${module.replace(/.*\//, '')}+0x${offset.toString(16)}` : normalize(where.replace(/ \(discriminator \d+\)$/, ''));
+      return `${fn === '??' ? '?' : withoutParameters(fn)} (${place})`;
+    } catch {
+      return `${module.replace(/.*\//, '')}+0x${offset.toString(16)}`;
+    }
+  });
+}
+
+/** `ns::f(int, char*)` -> `ns::f`: the parameter list of a demangled name, which only makes the line long. */
+function withoutParameters(fn: string): string {
+  if (!fn.endsWith(')')) return fn;
+  let depth = 0;
+  for (let i = fn.length - 1; i >= 0; i--) {
+    if (fn[i] === ')') depth++;
+    else if (fn[i] === '(' && --depth === 0) return fn.slice(0, i);
+  }
+  return fn;
+}
+
+/**
+ * Where fd `fd` of process `pid` (naming `target` now) was opened, from the
+ * records in `dir`; undefined when no recorder saw it made.
+ */
+export function fdOrigin(dir: string, pid: number, fd: number, target: string): FdOrigin | undefined {
+  const js = jsOrigin(dir, pid, fd, target);
+  const nat = nativeOrigin(dir, pid, fd, target);
+  if (!js && !nat) return undefined;
+  const native = nat ? symbolize(nat.frames) : [];
+  return {
+    call: js?.call ?? (nat?.call === 'recvmsg' ? 'recvmsg (received over a Unix socket)' : (nat?.call ?? '?')),
+    ...(js ? { js: js.stack } : {}),
+    ...(native.length > 0 ? { native } : {}),
+  };
+}
+
+/** The lines that show an origin under a leak, indented by `indent`. */
+export function describeFdOrigin(origin: FdOrigin | undefined, indent = '    '): string[] {
+  if (!origin) return [`${indent}opened by a call --track-fds did not see (no record for this fd)`];
+  const lines = [`${indent}opened by ${origin.call}`];
+  for (const f of origin.native ?? []) lines.push(`${indent}  native: ${f}`);
+  for (const f of origin.js ?? []) lines.push(`${indent}  at ${f}`);
+  return lines;
+}
