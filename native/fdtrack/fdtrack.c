@@ -24,7 +24,7 @@
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
-#include <execinfo.h>
+#include <link.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -145,8 +145,6 @@ static void map_file(void) {
     header->max_fds = MAX_FDS;
     header->frames = FRAMES;
     records = (struct fdtrack_record *)(header + 1);
-    void *warm[2];
-    backtrace(warm, 2); /* loads libgcc_s now, not inside the first wrapper */
   }
   busy = 0;
 }
@@ -163,31 +161,124 @@ __attribute__((constructor)) static void fdtrack_init(void) {
   pthread_atfork(NULL, NULL, after_fork_child);
 }
 
-/* The index (+1) of the module that holds `addr`, adding it to the header's table; 0 if none. */
-static uint32_t module_of(void *addr, uint64_t *offset) {
-  Dl_info info;
-  if (!dladdr(addr, &info) || !info.dli_fname || !info.dli_fbase) return 0;
-  *offset = (uint64_t)((uintptr_t)addr - (uintptr_t)info.dli_fbase);
-  uint64_t base = (uint64_t)(uintptr_t)info.dli_fbase;
-  pthread_mutex_lock(&module_lock);
-  uint32_t n = header->nmodules, i;
-  for (i = 0; i < n; i++) {
-    if (header->module_base[i] == base) break;
+/*
+ * The loaded objects' address ranges, from dl_iterate_phdr: dladdr() would
+ * scan the Node binary's ~100,000 dynamic symbols for every frame
+ * (milliseconds a call). Refreshed when an address falls in none of them
+ * (an object loaded since, or JIT code).
+ */
+struct range {
+  uintptr_t lo, hi, base;
+  uint32_t index; /* into header->modules, + 1; 0 = not yet added */
+  char path[MODULE_PATH];
+};
+static struct range ranges[MODULES];
+static int nranges;
+
+static int add_range(struct dl_phdr_info *info, size_t size, void *data) {
+  (void)size;
+  (void)data;
+  if (nranges == MODULES) return 1;
+  uintptr_t lo = UINTPTR_MAX, hi = 0;
+  for (int i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    if (ph->p_type != PT_LOAD) continue;
+    uintptr_t a = info->dlpi_addr + ph->p_vaddr;
+    if (a < lo) lo = a;
+    if (a + ph->p_memsz > hi) hi = a + ph->p_memsz;
   }
-  if (i == n) {
-    if (n == MODULES) {
-      pthread_mutex_unlock(&module_lock);
-      return 0;
+  if (hi == 0) return 0;
+  struct range *r = &ranges[nranges++];
+  r->lo = lo;
+  r->hi = hi;
+  r->base = info->dlpi_addr;
+  r->index = 0;
+  /* The main program has an empty name. */
+  strncpy(r->path, info->dlpi_name && info->dlpi_name[0] ? info->dlpi_name : "/proc/self/exe", MODULE_PATH - 1);
+  r->path[MODULE_PATH - 1] = '\0';
+  return 0;
+}
+
+static struct range *find_range(uintptr_t a) {
+  for (int i = 0; i < nranges; i++) {
+    if (a >= ranges[i].lo && a < ranges[i].hi) return &ranges[i];
+  }
+  return NULL;
+}
+
+/* The index (+1) in the header's module table of the object that holds `addr`, and the offset in it; 0 if none. */
+static uint32_t module_of(void *addr, uint64_t *offset) {
+  uintptr_t a = (uintptr_t)addr;
+  pthread_mutex_lock(&module_lock);
+  struct range *r = find_range(a);
+  if (!r) {
+    /* Keep the header indexes of the objects seen so far: rebuild, then carry them over. */
+    struct range old[MODULES];
+    int nold = nranges;
+    memcpy(old, ranges, sizeof(struct range) * (size_t)nranges);
+    nranges = 0;
+    dl_iterate_phdr(add_range, NULL);
+    for (int i = 0; i < nranges; i++) {
+      for (int j = 0; j < nold; j++) {
+        if (old[j].base == ranges[i].base && strcmp(old[j].path, ranges[i].path) == 0) ranges[i].index = old[j].index;
+      }
     }
-    const char *name = info.dli_fname;
-    if (name[0] != '/') name = "/proc/self/exe"; /* the main program: dladdr names it "" or argv[0] */
-    strncpy(header->modules[n], name, MODULE_PATH - 1);
-    header->module_base[n] = base;
-    atomic_thread_fence(memory_order_release);
-    header->nmodules = n + 1;
+    r = find_range(a);
+  }
+  uint32_t index = 0;
+  if (r) {
+    if (!r->index && header->nmodules < MODULES) {
+      uint32_t n = header->nmodules;
+      memcpy(header->modules[n], r->path, MODULE_PATH);
+      header->module_base[n] = r->base;
+      atomic_thread_fence(memory_order_release);
+      header->nmodules = n + 1;
+      r->index = n + 1;
+    }
+    index = r->index;
+    *offset = (uint64_t)(a - r->base);
   }
   pthread_mutex_unlock(&module_lock);
-  return i + 1;
+  return index;
+}
+
+/* This thread's stack bounds, found once per thread. */
+static __thread uintptr_t stack_lo, stack_hi;
+
+static void find_stack(void) {
+  pthread_attr_t attr;
+  void *addr;
+  size_t size;
+  if (pthread_getattr_np(pthread_self(), &attr) != 0) return;
+  if (pthread_attr_getstack(&attr, &addr, &size) == 0) {
+    stack_lo = (uintptr_t)addr;
+    stack_hi = (uintptr_t)addr + size;
+  }
+  pthread_attr_destroy(&attr);
+}
+
+/*
+ * The return addresses of the callers, by frame pointers: nanoseconds a
+ * frame where backtrace()'s unwinder took milliseconds a call (it searches
+ * the .eh_frame of a large binary for each frame). It stops at the first
+ * frame without a frame pointer (a caller built with -fomit-frame-pointer,
+ * libc), which ends the interesting part anyway: the addon (node-gyp keeps
+ * frame pointers) and this library are walked. Every pointer it follows is
+ * checked to lie in this thread's stack, above the last one.
+ */
+__attribute__((noinline)) static int fp_backtrace(void **out, int max) {
+  if (!stack_hi) find_stack();
+  void **fp = (void **)__builtin_frame_address(0);
+  int n = 0;
+  while (n < max && (uintptr_t)fp >= stack_lo && (uintptr_t)fp + 2 * sizeof(void *) <= stack_hi && ((uintptr_t)fp & 7) == 0) {
+    void *ret = fp[1];
+    if (!ret) break;
+    out[n++] = ret;
+    void **next = (void **)fp[0];
+    if (next <= fp) break;
+    fp = next;
+  }
+  return n;
 }
 
 static void record(int fd, int kind) {
@@ -200,11 +291,11 @@ static void record(int fd, int kind) {
   snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
   ssize_t n = readlink(link, r->target, TARGET - 1);
   r->target[n < 0 ? 0 : n] = '\0';
-  void *frames[FRAMES + 2];
-  int count = backtrace(frames, FRAMES + 2);
+  void *frames[FRAMES];
+  int count = fp_backtrace(frames, FRAMES);
   uint32_t out = 0;
-  /* frames[0] is record(), frames[1] the wrapper: start at the caller. */
-  for (int i = 2; i < count && out < FRAMES; i++) {
+  /* The reader leaves out this library's own frames (record, the wrapper). */
+  for (int i = 0; i < count && out < FRAMES; i++) {
     uint64_t offset = 0;
     uint32_t m = module_of(frames[i], &offset);
     r->frames[out].module = m;
@@ -227,47 +318,33 @@ static int has_mode(int flags) {
   return (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE;
 }
 
-int open(const char *path, int flags, ...) {
-  mode_t mode = 0;
-  if (has_mode(flags)) {
-    va_list ap;
-    va_start(ap, flags);
-    mode = va_arg(ap, mode_t);
-    va_end(ap);
+/* open's third argument exists only with O_CREAT or O_TMPFILE. */
+#define MODE_ARG(flags)             \
+  mode_t mode = 0;                  \
+  if (has_mode(flags)) {            \
+    va_list ap;                     \
+    va_start(ap, flags);            \
+    mode = va_arg(ap, mode_t);      \
+    va_end(ap);                     \
   }
+
+int open(const char *path, int flags, ...) {
+  MODE_ARG(flags);
   return rec(RESOLVE(open)(path, flags, mode), K_OPEN);
 }
 
 int open64(const char *path, int flags, ...) {
-  mode_t mode = 0;
-  if (has_mode(flags)) {
-    va_list ap;
-    va_start(ap, flags);
-    mode = va_arg(ap, mode_t);
-    va_end(ap);
-  }
+  MODE_ARG(flags);
   return rec(RESOLVE(open64)(path, flags, mode), K_OPEN);
 }
 
 int openat(int dirfd, const char *path, int flags, ...) {
-  mode_t mode = 0;
-  if (has_mode(flags)) {
-    va_list ap;
-    va_start(ap, flags);
-    mode = va_arg(ap, mode_t);
-    va_end(ap);
-  }
+  MODE_ARG(flags);
   return rec(RESOLVE(openat)(dirfd, path, flags, mode), K_OPEN);
 }
 
 int openat64(int dirfd, const char *path, int flags, ...) {
-  mode_t mode = 0;
-  if (has_mode(flags)) {
-    va_list ap;
-    va_start(ap, flags);
-    mode = va_arg(ap, mode_t);
-    va_end(ap);
-  }
+  MODE_ARG(flags);
   return rec(RESOLVE(openat64)(dirfd, path, flags, mode), K_OPEN);
 }
 
