@@ -165,7 +165,7 @@ describe('fdbridge run --track-fds', () => {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const untracked = require(json) as ResultsFile;
     expect(untracked.results[0]?.leaks[0]?.openedAt).toBeUndefined();
-    expect(r.stdout).not.toContain('opened by');
+    expect(r.stdout).not.toMatch(/\n\s+opened by /);
   });
 });
 
