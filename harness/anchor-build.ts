@@ -49,7 +49,7 @@ export async function scmPingpong(dir: string): Promise<string> {
 
 if (require.main === module) {
   buildScmPingpong().then(
-    (out) => process.stdout.write(`built ${out}\n`),
+    (out) => process.stderr.write(`built ${out}\n`),
     (err: unknown) => {
       process.stderr.write(`${(err as Error).message}\n`);
       process.exitCode = 1;

@@ -235,16 +235,30 @@ export interface NativeBinding {
   };
 }
 
-function load(): NativeBinding {
-  const candidates = ['build/Release/fdbridge.node', 'build/Debug/fdbridge.node'].map((p) => join(packageRoot, p));
-  const found = candidates.find((p) => existsSync(p));
-  if (found === undefined) {
+/**
+ * The addon's file: a build from source (build/Release, then build/Debug)
+ * when there is one, else the prebuilt binary for this platform, arch and
+ * libc (prebuilds/<platform>-<arch>/fdbridge.napi.<libc>.node: one Node-API
+ * build serves every supported Node), found by node-gyp-build's rules.
+ */
+function addonPath(): string {
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    return (require('node-gyp-build') as { resolve(dir: string): string }).resolve(packageRoot);
+  } catch (err) {
+    const checkout = existsSync(join(packageRoot, 'tsconfig.json'));
     throw new Error(
-      `fdbridge: the native addon is not built (looked for ${candidates.join(', ')}); run \`npm run build\``,
+      `fdbridge: no native addon for ${process.platform}-${process.arch} (${existsSync('/etc/alpine-release') ? 'musl' : 'glibc'}), ` +
+        `Node ${process.versions.node}: none was built from source in ${join(packageRoot, 'build')}, and the package has no prebuilt ` +
+        `binary for this platform. ${checkout ? 'Run `npm run build`' : 'Run `npm rebuild fdbridge`'} (building needs python3, make and g++).`,
+      { cause: err },
     );
   }
+}
+
+function load(): NativeBinding {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const binding = require(found) as NativeBinding;
+  const binding = require(addonPath()) as NativeBinding;
   binding.init((kind, errno, syscall, details) => {
     switch (kind) {
       case 'eof':
