@@ -6,7 +6,7 @@
 import { BaseConnection, type CommandLocation, type ConnectOptions } from '../connection';
 import {
   ClosedError,
-  FdBridgeError,
+  TimeoutError,
   PeerExitedError,
   PeerRefusedError,
   ProtocolError,
@@ -128,7 +128,7 @@ export async function handshake(
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(
-      () => reject(new FdBridgeError('ERR_FDBRIDGE_TIMEOUT', `connect: ${describePeer()} did not answer within ${timeoutMs} ms`)),
+      () => reject(new TimeoutError(`connect: ${describePeer()} did not answer within ${timeoutMs} ms (options.timeoutMs)`)),
       timeoutMs,
     );
   });

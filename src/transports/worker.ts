@@ -8,7 +8,7 @@ import { Worker } from 'node:worker_threads';
 
 import { BaseConnection, type CommandLocation, type ConnectOptions } from '../connection';
 import { normalizeCommandSpec } from '../command';
-import { ClosedError, PeerExitedError, RemoteError, type RemoteErrorInfo } from '../errors';
+import { ClosedError, PeerExitedError, ProtocolError, RemoteError, TimeoutError, type RemoteErrorInfo } from '../errors';
 import { native } from '../native';
 import { requireDistFile } from '../paths';
 import { dupAll } from './direct';
@@ -51,7 +51,7 @@ export class WorkerConnection extends BaseConnection {
     const timeoutMs = options.timeoutMs ?? 10_000;
     try {
       const threadId = await new Promise<number>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`worker: the command was not ready within ${timeoutMs} ms`)), timeoutMs);
+        const timer = setTimeout(() => reject(new TimeoutError(`connect: the worker's command was not ready within ${timeoutMs} ms (options.timeoutMs)`)), timeoutMs);
         const done = (): void => {
           clearTimeout(timer);
           worker.off('message', onMessage).off('error', onError).off('exit', onExit);
@@ -60,7 +60,7 @@ export class WorkerConnection extends BaseConnection {
           done();
           if (m.type === 'ready') resolve(m.threadId);
           else if (m.type === 'failed') reject(new RemoteError('constructor', m.error));
-          else reject(new Error(`worker: unexpected first message ${m.type}`));
+          else reject(new ProtocolError(`connect: the worker answered with a ${m.type} message before it was ready`));
         };
         const onError = (err: Error): void => {
           done();

@@ -6,7 +6,7 @@
  * peer, folding of concurrent duplications into frames of at most 253 fds,
  * the RELEASE of a batch that failed part-way, and argument checks.
  */
-import { ClosedError, FdBridgeError, makeMemfd, PROBE_COMMAND, RemoteError, UnixServer, connect } from '../../src';
+import { ClosedError, FdBridgeError, makeMemfd, PROBE_COMMAND, RemoteError, TimeoutError, UnixServer, connect, transportNames } from '../../src';
 import { closeFds } from '../../src/fd';
 import { native } from '../../src/native';
 import { decodeFrame, encodeEmpty, encodeFdList, encodeJson, FRAME_SOCKET_OPTIONS, FrameType, type Frame } from '../../src/protocol';
@@ -63,8 +63,8 @@ describe('connect', () => {
       const hello = await nextFrame(fake);
       expect(hello.type).toBe(FrameType.HELLO);
       const err = await shaking;
-      expect(err).toBeInstanceOf(FdBridgeError);
-      expect(err).toMatchObject({ code: 'ERR_FDBRIDGE_TIMEOUT', message: 'connect: the silent fake did not answer within 50 ms' });
+      expect(err).toBeInstanceOf(TimeoutError);
+      expect(err).toMatchObject({ code: 'ERR_FDBRIDGE_TIMEOUT', message: 'connect: the silent fake did not answer within 50 ms (options.timeoutMs)' });
     } finally {
       client.close();
       fake.close();
@@ -80,7 +80,7 @@ describe('connect', () => {
     });
     try {
       const err = await connect('helper', { command: PROBE_COMMAND, socketPath: `@${name}`, timeoutMs: 100 }).catch((e: unknown) => e);
-      expect(err).toBeInstanceOf(FdBridgeError);
+      expect(err).toBeInstanceOf(TimeoutError);
       expect((err as FdBridgeError).code).toBe('ERR_FDBRIDGE_TIMEOUT');
       expect((err as Error).message).toMatch(/did not answer within 100 ms/);
     } finally {
@@ -88,6 +88,17 @@ describe('connect', () => {
       server.close();
     }
   });
+
+  test.each([0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 31, '100'])(
+    'timeoutMs %p is refused with a RangeError on every transport, before anything starts',
+    async (timeoutMs) => {
+      for (const transport of transportNames()) {
+        const err = await connect(transport, { command: PROBE_COMMAND, timeoutMs: timeoutMs as number }).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(RangeError);
+        expect((err as Error).message).toMatch(/options\.timeoutMs must be an integer from 1 to 2147483647/);
+      }
+    },
+  );
 });
 
 describe('close()', () => {
