@@ -8,7 +8,9 @@
  */
 import type { Scenario } from './types';
 
-export type { BenchCase, Expectation, HelperControl, Scenario, ScenarioContext } from './types';
+export type { BenchCase, ErrorMatcher, Expectation, ExpectedFailure, HelperControl, LeakMatcher, Scenario, ScenarioContext } from './types';
+/** Thrown by the one check an expected-failure ('fail') scenario declares must fail. */
+export { CheckFailure } from './check';
 export type { Rng } from './rng';
 
 /** Returns `scenario` as it is; it exists for the type checking and editor help of a scenario's literal. */

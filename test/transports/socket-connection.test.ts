@@ -155,6 +155,20 @@ describe('close()', () => {
     }
   });
 
+  test('Symbol.asyncDispose (what `await using` calls) closes the connection', async () => {
+    const { conn, fake } = fakePair();
+    try {
+      const disposing = conn[Symbol.asyncDispose]();
+      expect(conn.closed).toBe(true);
+      expect((await nextFrame(fake)).type).toBe(FrameType.CLOSE);
+      await fake.send(encodeEmpty(FrameType.CLOSED, 0));
+      await disposing;
+      expect(conn.close()).toBe(conn.close());
+    } finally {
+      fake.close();
+    }
+  });
+
   test('pending calls and duplications reject with ClosedError; new ones too', async () => {
     const { conn, fake } = fakePair();
     try {
@@ -279,6 +293,35 @@ describe('duplications on the wire', () => {
       const err = await batch;
       expect(err).toBeInstanceOf(RemoteError);
       expect((err as RemoteError).remote).toMatchObject({ message: 'no room', code: 'EMFILE' });
+    } finally {
+      const closing = conn.close();
+      fake.close();
+      await closing;
+    }
+  });
+
+  test('fd 0 is an fd like any other; a 300-fd batch comes back in order from its two frames', async () => {
+    const { conn, fake } = fakePair();
+    try {
+      const zero = conn.dupFileDescriptor(0);
+      const z = await fake.receive();
+      closeFds(z.fds);
+      expect(z.fds).toHaveLength(1);
+      await fake.send(encodeFdList(FrameType.DUP_OK, decodeFrame(z.data, [9]).id, [77]));
+      await expect(zero).resolves.toBe(77);
+
+      const batch = conn.dupFileDescriptors(new Array<number>(300).fill(source));
+      const frames: Array<{ id: number; n: number }> = [];
+      for (let i = 0; i < 2; i++) {
+        const m = await fake.receive();
+        closeFds(m.fds);
+        frames.push({ id: decodeFrame(m.data, [9]).id, n: m.fds.length });
+      }
+      expect(frames.map((f) => f.n)).toEqual([253, 47]);
+      // Answered out of order: the result still follows the request's order.
+      await fake.send(encodeFdList(FrameType.DUP_OK, frames[1]!.id, Array.from({ length: 47 }, (_, i) => 600 + i)));
+      await fake.send(encodeFdList(FrameType.DUP_OK, frames[0]!.id, Array.from({ length: 253 }, (_, i) => 300 + i)));
+      expect(await batch).toEqual([...Array.from({ length: 253 }, (_, i) => 300 + i), ...Array.from({ length: 47 }, (_, i) => 600 + i)]);
     } finally {
       const closing = conn.close();
       fake.close();
