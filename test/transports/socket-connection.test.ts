@@ -108,6 +108,7 @@ describe('close()', () => {
       seen.push(`hook ${location.pid}`);
     });
     try {
+      expect(conn.closed).toBe(false);
       const closing = conn.close().then(() => seen.push('closed'));
       expect(conn.closed).toBe(true);
       expect((await nextFrame(fake)).type).toBe(FrameType.CLOSE);
@@ -189,6 +190,39 @@ describe('close()', () => {
     } finally {
       fake.close();
     }
+  });
+});
+
+describe('calls', () => {
+  test("a method's error comes back as RemoteError naming the method, and the connection goes on", async () => {
+    const { conn, fake } = fakePair();
+    try {
+      const failing = conn.call('explode', 1).catch((e: unknown) => e);
+      const f = await nextFrame(fake);
+      expect(f).toMatchObject({ type: FrameType.CALL, method: 'explode', args: [1] });
+      await fake.send(encodeJson(FrameType.ERROR, f.id, { name: 'RangeError', message: 'too big', code: 'E_BIG' }));
+      const err = await failing;
+      expect(err).toBeInstanceOf(RemoteError);
+      expect(err).toMatchObject({ method: 'explode', remote: { name: 'RangeError', message: 'too big', code: 'E_BIG' } });
+      const next = conn.call('echo', 2);
+      const g = await nextFrame(fake);
+      await fake.send(encodeJson(FrameType.RESULT, g.id, { value: 2 }));
+      await expect(next).resolves.toBe(2);
+    } finally {
+      const closing = conn.close();
+      fake.close();
+      await closing;
+    }
+  });
+
+  test('close() rejects a call whose command method never settles (direct transport: no socket to fail it)', async () => {
+    const conn = await connect('direct', { command: PROBE_COMMAND });
+    const hanging = conn.call('hang').catch((e: unknown) => e);
+    await turns();
+    await conn.close();
+    const err = await hanging;
+    expect(err).toBeInstanceOf(ClosedError);
+    expect((err as Error).message).toBe('hang() failed: the direct connection was closed');
   });
 });
 
@@ -322,6 +356,32 @@ describe('duplications on the wire', () => {
       await fake.send(encodeFdList(FrameType.DUP_OK, frames[1]!.id, Array.from({ length: 47 }, (_, i) => 600 + i)));
       await fake.send(encodeFdList(FrameType.DUP_OK, frames[0]!.id, Array.from({ length: 253 }, (_, i) => 300 + i)));
       expect(await batch).toEqual([...Array.from({ length: 253 }, (_, i) => 300 + i), ...Array.from({ length: 47 }, (_, i) => 600 + i)]);
+    } finally {
+      const closing = conn.close();
+      fake.close();
+      await closing;
+    }
+  });
+
+  test('exactly 253 fds are one frame, 506 two: no empty frame after a full one', async () => {
+    const { conn, fake } = fakePair();
+    try {
+      for (const total of [253, 506]) {
+        const batch = conn.dupFileDescriptors(new Array<number>(total).fill(source));
+        for (let sent = 0; sent < total; sent += 253) {
+          const m = await fake.receive();
+          closeFds(m.fds);
+          expect(m.fds).toHaveLength(253);
+          await fake.send(encodeFdList(FrameType.DUP_OK, decodeFrame(m.data, [9]).id, new Array<number>(253).fill(5)));
+        }
+        expect(await batch).toHaveLength(total);
+      }
+      // Nothing else was sent: the next frame is this call.
+      const call = conn.call('echo', 1);
+      const f = await nextFrame(fake);
+      expect(f.type).toBe(FrameType.CALL);
+      await fake.send(encodeJson(FrameType.RESULT, f.id, { value: 1 }));
+      await expect(call).resolves.toBe(1);
     } finally {
       const closing = conn.close();
       fake.close();
