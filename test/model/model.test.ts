@@ -1,0 +1,141 @@
+/**
+ * The model-based test: random sequences of duplications (0..1000 fds, some
+ * closed before the call, some closed in the same tick right after it),
+ * bursts of calls past the socket buffer, slow, held and blocking calls,
+ * close() and the peer's death, on every transport, each request checked
+ * against one reference model (world.ts: which file every returned number
+ * names in the command's process, which requests fail and with which typed
+ * error, that every request settles once, that every fd table ends where it
+ * started). Commands: commands.ts.
+ *
+ * `npm test` runs a few sequences per transport with a fixed seed. A long
+ * run (README, "Testing"):
+ *
+ *     FDBRIDGE_MODEL_MINUTES=25 FDBRIDGE_MODEL_SEED=7 npm run test:model
+ *
+ * FDBRIDGE_MODEL_RUNS sequences per batch (seeds SEED, SEED+1, ... until
+ * the minutes are spent; without MINUTES, one batch), FDBRIDGE_MODEL_COMMANDS
+ * commands at most per sequence, FDBRIDGE_MODEL_TRANSPORTS a comma list. A
+ * failure prints the shrunk sequence and the variables that replay it
+ * (FDBRIDGE_MODEL_PATH, FDBRIDGE_MODEL_REPLAY).
+ */
+import { appendFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import fc from 'fast-check';
+
+import type { TransportName } from '../../src';
+import { commandArbitraries } from './commands';
+import { counters, HelperProcess, World } from './world';
+
+function envNumber(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < 0) throw new RangeError(`${name} must be a non-negative number, not ${raw}`);
+  return n;
+}
+
+const ALL: TransportName[] = ['direct', 'worker', 'child', 'helper', 'pidfd'];
+const TRANSPORTS = (process.env['FDBRIDGE_MODEL_TRANSPORTS'] ?? ALL.join(','))
+  .split(',')
+  .filter((t) => t !== '')
+  .map((t) => {
+    if (!ALL.includes(t as TransportName)) throw new RangeError(`FDBRIDGE_MODEL_TRANSPORTS: unknown transport ${t}`);
+    return t as TransportName;
+  });
+const SEED = envNumber('FDBRIDGE_MODEL_SEED', 9);
+const RUNS = envNumber('FDBRIDGE_MODEL_RUNS', 6);
+const MAX_COMMANDS = envNumber('FDBRIDGE_MODEL_COMMANDS', 25);
+const MINUTES = envNumber('FDBRIDGE_MODEL_MINUTES', 0);
+const PATH = process.env['FDBRIDGE_MODEL_PATH'];
+const REPLAY = process.env['FDBRIDGE_MODEL_REPLAY'];
+/** Where each batch's figures are appended as a JSON line (the long run's record). */
+const LOG = process.env['FDBRIDGE_MODEL_LOG'];
+const BUDGET_MS = (MINUTES * 60_000) / TRANSPORTS.length;
+
+const SIZES = { maxFds: 1000, maxBurst: 5000, maxBurstBytes: 8 << 20 };
+
+let dir: string;
+let helper: HelperProcess | undefined;
+
+async function liveHelper(): Promise<HelperProcess> {
+  if (!helper?.alive) helper = await HelperProcess.start(join(dir, 'helper.sock'));
+  return helper;
+}
+
+async function runSequence(transport: TransportName, cmds: Iterable<fc.AsyncCommand<World['model'], World>>): Promise<void> {
+  const world = await World.start(transport, transport === 'helper' ? await liveHelper() : undefined, 4);
+  try {
+    await fc.asyncModelRun(() => ({ model: world.model, real: world }), cmds);
+    await world.finish();
+  } finally {
+    await world.teardown();
+  }
+}
+
+/** The replay hint fast-check writes into a counterexample of fc.commands. */
+function replayPathOf(counterexample: unknown): string | undefined {
+  return /replayPath="([^"]*)"/.exec(String(counterexample))?.[1];
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'fdbridge-model-'));
+  // Warm up before any baseline: the runtime opens some fds once per
+  // process, lazily, and keeps them (libuv's signal pipe at the first
+  // spawn, its /dev/null reserve at the first pipe handle). They are not
+  // the library's, and a sequence must not be blamed for them.
+  for (const transport of TRANSPORTS) await runSequence(transport, []);
+}, 60_000);
+
+afterAll(async () => {
+  await helper?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe.each(TRANSPORTS)('%s transport', (transport) => {
+  test(
+    'random sequences of requests, bursts, holds, close and peer death agree with the model',
+    async () => {
+      const started = Date.now();
+      const before = { ...counters };
+      const property = fc.asyncProperty(
+        fc.commands(commandArbitraries(SIZES), { maxCommands: MAX_COMMANDS, size: 'max', ...(REPLAY ? { replayPath: REPLAY } : {}) }),
+        (cmds) => runSequence(transport, cmds),
+      );
+      let batch = 0;
+      do {
+        const seed = SEED + batch;
+        const details = await fc.check(property, { seed, numRuns: RUNS, ...(PATH ? { path: PATH } : {}) });
+        batch++;
+        if (LOG) {
+          appendFileSync(
+            LOG,
+            `${JSON.stringify({ transport, seed, runs: details.numRuns, failed: details.failed, sequences: counters.sequences - before.sequences, commands: counters.commands - before.commands, requests: counters.requests - before.requests, fdsSent: counters.fdsSent - before.fdsSent, elapsedMs: Date.now() - started })}\n`,
+          );
+        }
+        if (details.failed) {
+          const replay = replayPathOf(details.counterexample?.[0]);
+          throw new Error(
+            `the ${transport} transport disagrees with the model (seed ${details.seed}, shrunk ${details.numShrinks} time(s)).\n` +
+              `Shrunk sequence: ${String(details.counterexample?.[0])}\n` +
+              `What went wrong: ${details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance)}\n` +
+              `Replay it: FDBRIDGE_MODEL_TRANSPORTS=${transport} FDBRIDGE_MODEL_SEED=${details.seed} FDBRIDGE_MODEL_RUNS=${RUNS} ` +
+              `FDBRIDGE_MODEL_COMMANDS=${MAX_COMMANDS} FDBRIDGE_MODEL_PATH=${details.counterexamplePath ?? ''}` +
+              `${replay ? ` FDBRIDGE_MODEL_REPLAY=${replay}` : ''} npm run test:model\n\n` +
+              fc.defaultReportMessage(details),
+          );
+        }
+      } while (PATH === undefined && Date.now() - started < BUDGET_MS);
+      console.log(
+        `model ${transport}: ${counters.sequences - before.sequences} sequences (seeds ${SEED}..${SEED + batch - 1}), ` +
+          `${counters.commands - before.commands} commands, ${counters.requests - before.requests} requests, ` +
+          `${counters.fdsSent - before.fdsSent} fds sent, ${((Date.now() - started) / 1000).toFixed(1)} s`,
+      );
+    },
+    // A failure shrinks (each try is a new sequence, a new process for child
+    // and pidfd): give that room beyond the run's own budget.
+    BUDGET_MS + 600_000,
+  );
+});
