@@ -67,11 +67,15 @@ async function liveHelper(): Promise<HelperProcess> {
 
 async function runSequence(transport: TransportName, cmds: Iterable<fc.AsyncCommand<World['model'], World>>): Promise<void> {
   const world = await World.start(transport, transport === 'helper' ? await liveHelper() : undefined, 4);
+  let failure: unknown;
   try {
     await fc.asyncModelRun(() => ({ model: world.model, real: world }), cmds);
     await world.finish();
+  } catch (err) {
+    failure = err;
+    throw err;
   } finally {
-    await world.teardown();
+    await world.teardown(failure);
   }
 }
 

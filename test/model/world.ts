@@ -10,7 +10,7 @@
  * all share the anon inode).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { readdirSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { ClosedError, connect, PeerExitedError, SystemError, type Connection, type TransportName } from '../../src';
@@ -48,8 +48,8 @@ export interface Request {
   readonly expect: Expectation;
   /** The connection's state when the request was made. */
   readonly issuedIn: ConnState;
-  /** close() or the peer's death came while this request was unsettled (as far as the test had seen). */
-  interrupted: 'closed' | 'died' | undefined;
+  /** What came while this request was unsettled (as far as the test had seen): close(), the peer's death. */
+  readonly interrupted: Set<'closed' | 'died'>;
   /** A hold() not yet released: allowed to stay pending. */
   held: boolean;
   settled: boolean;
@@ -75,6 +75,9 @@ export interface Counters {
   requests: number;
   fdsSent: number;
 }
+
+/** FDBRIDGE_MODEL_TRACE=1: each step and phase on stderr as it starts (to find where a sequence hangs). */
+const TRACE = process.env['FDBRIDGE_MODEL_TRACE'] === '1';
 
 export const counters: Counters = { sequences: 0, commands: 0, requests: 0, fdsSent: 0 };
 
@@ -127,10 +130,13 @@ export class HelperProcess {
   readonly child: ChildProcess;
   readonly socketPath: string;
   readonly exited: Promise<void>;
+  /** Its fd table while it serves nobody. */
+  readonly idle: FdTable;
 
   private constructor(child: ChildProcess, socketPath: string) {
     this.child = child;
     this.socketPath = socketPath;
+    this.idle = openFdTable(child.pid);
     this.exited = new Promise((resolve) => {
       if (child.exitCode !== null || child.signalCode !== null) resolve();
       else child.once('exit', () => resolve());
@@ -213,7 +219,13 @@ export class World {
     counters.sequences++;
     const w = new World(transport, helper);
     w.#clientBaseline = openFdTable();
-    if (helper) w.#farBaseline = openFdTable(helper.pid);
+    if (helper) {
+      // Each sequence starts with the daemon serving nobody (a sequence that
+      // completed checked this at its end; one that failed waited for it).
+      const diff = await fdTableSettles(helper.pid, helper.idle);
+      if (diff) throw new Error(`the helper daemon's fd table is not back to its idle state from before the previous sequence:\n${diff}`);
+      w.#farBaseline = helper.idle;
+    }
     try {
       w.conn = await connect(transport, {
         command: MODEL_COMMAND,
@@ -230,6 +242,10 @@ export class World {
       throw err;
     }
     return w;
+  }
+
+  trace(what: string): void {
+    if (TRACE) writeSync(2, `model ${this.transport}: ${what}\n`);
   }
 
   token(): number {
@@ -311,7 +327,7 @@ export class World {
       step: this.step,
       expect,
       issuedIn: this.model.conn,
-      interrupted: undefined,
+      interrupted: new Set(),
       held,
       settled: false,
       done: promise.then(
@@ -336,19 +352,27 @@ export class World {
     const e = req.expect;
     const want =
       e.kind === 'ebadf' ? 'SystemError EBADF' : e.kind === 'value' ? `the value ${short(e.value)}` : `fds naming ${e.files.length <= 8 ? e.files.map((f) => this.fileName(f)).join(', ') : `${e.files.length} files`}`;
-    // Made on a closed or dead connection: the typed error of that state, nothing else.
+    // The typed errors this request may end with besides its own answer:
+    // that of the state it was made in (then nothing else), and those of
+    // a close() or a death that came while it was pending (close() rejects
+    // what is pending with ClosedError, a death with PeerExitedError;
+    // which one wins when both come is not specified).
+    const allowed: Array<typeof ClosedError | typeof PeerExitedError> = [];
+    if (req.issuedIn === 'closed' || req.interrupted.has('closed')) allowed.push(ClosedError);
+    if (req.issuedIn === 'dead' || req.interrupted.has('died')) allowed.push(PeerExitedError);
     if (req.issuedIn !== 'open') {
-      const Cls = req.issuedIn === 'closed' ? ClosedError : PeerExitedError;
-      if (ok || !(value instanceof Cls)) {
-        this.#fail(req, `(made on a ${req.issuedIn} connection) ${ok ? `resolved with ${short(value)}` : `rejected with ${explain(value)}`}; expected ${Cls.name}`);
+      if (ok || !allowed.some((Cls) => value instanceof Cls)) {
+        this.#fail(
+          req,
+          `(made on a ${req.issuedIn} connection) ${ok ? `resolved with ${short(value)}` : `rejected with ${explain(value)}`}; expected ${allowed.map((c) => c.name).join(' or ')}`,
+        );
       }
       return;
     }
     if (!ok) {
-      const interruptedBy = req.interrupted === 'closed' ? ClosedError : req.interrupted === 'died' ? PeerExitedError : undefined;
-      if (interruptedBy && value instanceof interruptedBy) return;
+      if (allowed.some((Cls) => value instanceof Cls)) return;
       if (e.kind === 'ebadf' && value instanceof SystemError && value.code === 'EBADF') return;
-      this.#fail(req, `rejected with ${explain(value)}; expected ${want}${interruptedBy ? ` or ${interruptedBy.name}` : ''}`);
+      this.#fail(req, `rejected with ${explain(value)}; expected ${[want, ...allowed.map((c) => c.name)].join(' or ')}`);
       return;
     }
     if (e.kind === 'ebadf') {
@@ -370,7 +394,7 @@ export class World {
       return;
     }
     // Delivered, then swept by close() or gone with the process: nothing left to look at.
-    if (req.interrupted || this.model.conn !== 'open') return;
+    if (req.interrupted.size > 0 || this.model.conn !== 'open') return;
     const seen = new Set<number>();
     for (let i = 0; i < fds.length; i++) {
       const fd = fds[i] as number;
@@ -401,9 +425,9 @@ export class World {
     }
   }
 
-  /** Marks every request not yet seen settled as interrupted by `how`. */
+  /** Records that `how` came while every request not yet seen settled was pending. */
   interrupt(how: 'closed' | 'died'): void {
-    for (const r of this.requests) if (!r.settled && !r.interrupted) r.interrupted = how;
+    for (const r of this.requests) if (!r.settled) r.interrupted.add(how);
   }
 
   /** Waits for every request that must settle (all but unreleased holds on an open connection). */
@@ -506,6 +530,7 @@ export class World {
    */
   async finish(): Promise<void> {
     this.step++;
+    this.trace('finish: settling');
     if (this.model.conn === 'open') {
       if (this.model.held > 0) {
         for (const r of this.requests) r.held = false;
@@ -516,10 +541,12 @@ export class World {
       this.check();
       this.checkCensus('at the end of the sequence');
     }
+    this.trace('finish: closing');
     this.interrupt('closed');
     await this.conn.close();
     if (this.model.conn === 'open') this.model.conn = 'closed';
     await new Promise((r) => setImmediate(r));
+    this.trace('finish: checking fd tables');
     const left = this.unsettled();
     if (left.length > 0) throw new Error(`after close() resolved, ${left.length} request(s) were still unsettled: ${left.slice(0, 5).map((r) => r.label).join('; ')}`);
     this.check();
@@ -547,7 +574,8 @@ export class World {
   }
 
   /** Cleanup after a failed sequence: nothing may be left running or open for the next one. Never throws. */
-  async teardown(): Promise<void> {
+  async teardown(failure?: unknown): Promise<void> {
+    this.trace(`teardown${failure === undefined ? '' : ` after: ${(failure as Error)?.message ?? String(failure)}`}`);
     try {
       this.interrupt('closed');
       await this.conn?.close();
@@ -563,6 +591,9 @@ export class World {
     }
     closeFds(this.pool.filter((fd): fd is number => fd !== null));
     this.pool.length = 0;
+    // The daemon ends its side of the connection after ours: wait for that
+    // (the next sequence starts from its idle table).
+    if (this.#helper?.alive) await fdTableSettles(this.#helper.pid, this.#helper.idle);
   }
 }
 
