@@ -103,7 +103,12 @@ export abstract class BaseConnection implements Connection {
     if (!Array.isArray(fds)) throw new TypeError('dupFileDescriptors takes an array of fds');
     fds.forEach((fd, i) => validateFd(fd, `fds[${i}]`));
     if (this.#closing) return Promise.reject(this.closedError('dupFileDescriptors'));
-    if (fds.length === 0) return Promise.resolve([]);
+    if (fds.length === 0) {
+      // Nothing to send, but a broken connection still says so: an empty
+      // batch fails like any other request would.
+      const broken = this.brokenError();
+      return broken ? Promise.reject(broken) : Promise.resolve([]);
+    }
     return this.#dupBatches(fds);
   }
 
@@ -170,6 +175,14 @@ export abstract class BaseConnection implements Connection {
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
+  }
+
+  /**
+   * Why every request now fails although close() was not called (the peer
+   * died, the protocol broke), or undefined while the connection works.
+   */
+  protected brokenError(): Error | undefined {
+    return undefined;
   }
 
   protected closedError(operation: string): ClosedError {

@@ -223,6 +223,10 @@ export class SocketConnection extends BaseConnection {
     return { ...this.#stats };
   }
 
+  protected override brokenError(): Error | undefined {
+    return this.#dead;
+  }
+
   /**
    * One duplication. With nothing in flight it goes out at once, alone, and
    * through C++ end to end (requestDup: the reply resolves the promise

@@ -128,6 +128,10 @@ export class WorkerConnection extends BaseConnection {
     return this.#worker;
   }
 
+  protected override brokenError(): Error | undefined {
+    return this.#exit;
+  }
+
   protected dupOne(fd: number): Promise<number> {
     if (this.#exit) return Promise.reject(this.#exit);
     try {

@@ -305,6 +305,8 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
       } finally {
         closeFd(fd);
       }
+      // Even a request with nothing to send.
+      await expect(conn.dupFileDescriptors([])).rejects.toBeInstanceOf(PeerExitedError);
       expect((await exitOf((conn as ChildConnection).child)).signal).toBe('SIGKILL');
     });
   }
@@ -318,6 +320,7 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
         await expect(call).rejects.toMatchObject({ code: 'ERR_FDBRIDGE_PEER_EXITED', transport: 'worker', exitCode: 3 });
       }
       await expect(conn.dupFileDescriptor(0)).rejects.toBeInstanceOf(PeerExitedError);
+      await expect(conn.dupFileDescriptors([])).rejects.toBeInstanceOf(PeerExitedError);
     });
 
     test('fds given to a terminated worker are closed, not leaked', async () => {
