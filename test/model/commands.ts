@@ -12,7 +12,7 @@
 import fc from 'fast-check';
 
 import { createRng } from '../../harness/rng';
-import { counters, World, type Model } from './world';
+import { counters, queueCharge, World, type Model } from './world';
 
 type Cmd = fc.AsyncCommand<Model, World>;
 
@@ -135,12 +135,20 @@ export class Dup extends Step {
         `${label} [${fds.slice(0, 6).join(', ')}${n > 6 ? ', ...' : ''}]${before.size ? ` (closed before: positions ${[...before].join(', ')})` : ''}`,
         p,
         before.size > 0 ? { kind: 'ebadf' } : { kind: 'fds', files, single: false },
+        false,
+        queueCharge(0, n),
       );
     } else {
       fds.forEach((fd, i) => {
         const p = w.conn.dupFileDescriptor(fd);
         const how = before.has(i) ? ', closed before' : after.has(i) ? ', closed after' : '';
-        w.track(`${label}: #${i} dupFileDescriptor(${fd}${how})`, p, before.has(i) ? { kind: 'ebadf' } : { kind: 'fds', files: [files[i] as number], single: true });
+        w.track(
+          `${label}: #${i} dupFileDescriptor(${fd}${how})`,
+          p,
+          before.has(i) ? { kind: 'ebadf' } : { kind: 'fds', files: [files[i] as number], single: true },
+          false,
+          queueCharge(0, 1),
+        );
       });
     }
     for (const i of after) w.closeClientFd(temps.get(i) as number);
@@ -172,18 +180,23 @@ export class Burst extends Step {
     const open = w.openSlots();
     for (let i = 0; i < this.count; i++) {
       const token = w.token();
-      w.track(`burst call #${i} echo(${token}, ${this.size} bytes)`, w.conn.call('echo', token, payload, this.back), {
-        kind: 'value',
-        value: [token, this.back ? payload : this.size],
-      });
+      w.track(
+        `burst call #${i} echo(${token}, ${this.size} bytes)`,
+        w.conn.call('echo', token, payload, this.back),
+        { kind: 'value', value: [token, this.back ? payload : this.size] },
+        false,
+        queueCharge(this.size, 0),
+      );
       if (this.dupEvery > 0 && i % this.dupEvery === 0) {
         const slot = open[i % open.length] as number;
         const fd = w.pool[slot] as number;
-        w.track(`burst dup #${i} dupFileDescriptor(${fd})`, w.conn.dupFileDescriptor(fd), {
-          kind: 'fds',
-          files: [w.model.slots[slot] as number],
-          single: true,
-        });
+        w.track(
+          `burst dup #${i} dupFileDescriptor(${fd})`,
+          w.conn.dupFileDescriptor(fd),
+          { kind: 'fds', files: [w.model.slots[slot] as number], single: true },
+          false,
+          queueCharge(0, 1),
+        );
       }
     }
   }
@@ -229,8 +242,8 @@ export class Sleep extends Step {
 export class Hold extends Step {
   protected act(w: World): void {
     const token = w.token();
-    w.track(`hold(${token})`, w.conn.call('hold', token), { kind: 'value', value: token }, w.model.conn === 'open');
-    if (w.model.conn === 'open') w.model.held++;
+    const req = w.track(`hold(${token})`, w.conn.call('hold', token), { kind: 'value', value: token }, w.model.conn === 'open');
+    if (w.model.conn === 'open') w.model.held.push(req);
   }
 
   toString(): string {
@@ -241,12 +254,7 @@ export class Hold extends Step {
 /** Releases every hold made so far; answers how many (requests reach the command in the order they were made). */
 export class Unhold extends Step {
   protected act(w: World): void {
-    const open = w.model.conn === 'open';
-    w.track('unhold()', w.conn.call('unhold'), { kind: 'value', value: open ? w.model.held : 0 });
-    if (open) {
-      for (const r of w.requests) r.held = false;
-      w.model.held = 0;
-    }
+    w.unhold();
   }
 
   toString(): string {
@@ -288,16 +296,21 @@ export class Settle extends Step {
     const far = [...w.model.far.keys()];
     for (let i = 0; i < far.length; i += 2000) {
       const chunk = far.slice(i, i + 2000);
-      w.track(`identities(${chunk.length} fds)`, w.conn.call('identities', chunk), {
-        kind: 'value',
-        value: chunk.map((fd) => w.identities[w.model.far.get(fd) as number]),
-      });
+      w.track(
+        `identities(${chunk.length} fds)`,
+        w.conn.call('identities', chunk),
+        { kind: 'value', value: chunk.map((fd) => w.identities[w.model.far.get(fd) as number]) },
+        false,
+        queueCharge(12 * chunk.length, 0),
+      );
     }
     const k = Math.floor((far.length * this.discard) / 8);
     if (k > 0) {
-      const gone = far.slice(0, k);
-      for (const fd of gone) w.model.far.delete(fd);
-      w.track(`discard(${k} fds)`, w.conn.call('discard', gone), { kind: 'value', value: k });
+      const gone = new Map(far.slice(0, k).map((fd) => [fd, w.model.far.get(fd) as number]));
+      for (const fd of gone.keys()) w.model.far.delete(fd);
+      w.track(`discard(${k} fds)`, w.conn.call('discard', [...gone.keys()]), { kind: 'value', value: k }, false, queueCharge(12 * k, 0), () => {
+        for (const [fd, file] of gone) w.model.far.set(fd, file);
+      });
     }
     await w.awaitSettled('at Settle, after identities and discard');
     w.check();
@@ -319,7 +332,7 @@ export class Close extends Step {
     await w.conn.close();
     w.model.conn = 'closed';
     w.model.far.clear();
-    w.model.held = 0;
+    w.model.held.length = 0;
     await new Promise((r) => setImmediate(r));
     const left = w.unsettled();
     if (left.length > 0) {
@@ -347,7 +360,7 @@ export class Kill extends Step {
     await w.kill();
     w.model.conn = 'dead';
     w.model.far.clear();
-    w.model.held = 0;
+    w.model.held.length = 0;
     await w.awaitSettled('after the peer died');
   }
 

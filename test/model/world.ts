@@ -13,7 +13,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { ClosedError, connect, PeerExitedError, SystemError, type Connection, type TransportName } from '../../src';
+import { ClosedError, connect, PeerExitedError, QueueFullError, SystemError, type Connection, type TransportName } from '../../src';
 import { closeFds, diffFdTables, formatFdTableDiff, makeMemfd, makePipe, openFdTable, type FdTable } from '../../src/fd';
 import { constants, native, packageRoot } from '../../src/native';
 import type { ChildConnection } from '../../src/transports/child';
@@ -31,13 +31,29 @@ export const MODEL_COMMAND = { module: join(packageRoot, 'test', 'fixtures', 'mo
  */
 export const HANG_MS = Number(process.env['FDBRIDGE_MODEL_HANG_MS'] ?? 20_000);
 
+/**
+ * The send queue's bound the model's connections are opened with (child,
+ * helper, pidfd): small enough that the larger bursts outrun it.
+ */
+export const QUEUE_LIMIT = 4 << 20;
+
+/**
+ * An upper bound of what a request's frames are charged against the send
+ * queue (frame bytes plus 256 of bookkeeping each): `payload` bytes of call
+ * arguments, or `fds` duplications (253 per frame; a dupFileDescriptor
+ * counted as a frame of its own, though it may share one).
+ */
+export function queueCharge(payload: number, fds: number): number {
+  return payload + 1024 + Math.ceil(fds / 253) * (8 + 4 * 253 + 256);
+}
+
 /** What a request must come to, as the model says. */
 export type Expectation =
   /** Resolves with fd numbers naming these files (by model file id) in the command's process. */
   | { kind: 'fds'; files: number[]; single: boolean }
   /** Rejects with SystemError EBADF (a number that was not open in the client when the call was made). */
   | { kind: 'ebadf' }
-  /** Resolves with this JSON value. */
+  /** Resolves with this JSON value (a function: the value it returns when the request settles). */
   | { kind: 'value'; value: unknown };
 
 export type ConnState = 'open' | 'dead' | 'closed';
@@ -52,7 +68,19 @@ export interface Request {
   readonly interrupted: Set<'closed' | 'died'>;
   /** A hold() not yet released: allowed to stay pending. */
   held: boolean;
+  /** What it may be charged against the send queue (queueCharge). */
+  readonly charge: number;
+  /**
+   * The charge of every request unsettled (as far as the test had seen)
+   * when it was made: the send queue held at most that much then. Under the
+   * limit, QueueFullError is wrong; at or over it, it may come.
+   */
+  readonly queuedBefore: number;
   settled: boolean;
+  /** Rejected with QueueFullError: nothing of it was sent. */
+  queueFull: boolean;
+  /** Puts the model back as it was before the request, when nothing of it was sent (QueueFullError). */
+  readonly undo: (() => void) | undefined;
   readonly done: Promise<void>;
 }
 
@@ -63,8 +91,8 @@ export interface Model {
   slots: Array<number | null>;
   /** Numbers delivered to the command and still owned there -> model file id. */
   far: Map<number, number>;
-  /** hold() calls made and not yet released by an unhold(). */
-  held: number;
+  /** hold() calls made on the open connection and not yet released by an unhold(). */
+  readonly held: Request[];
   /** The command's process or worker can be killed (all but direct). */
   readonly killable: boolean;
 }
@@ -192,6 +220,10 @@ export class World {
   readonly fileIds = new Map<string, number>();
   readonly identities: string[] = [];
   readonly requests: Request[] = [];
+  /** The charge of the requests made on the open connection and not yet seen settled. */
+  #outstanding = 0;
+  /** The send queue's limit (no queue on direct and worker: postMessage and dup(2) have none). */
+  readonly queueLimit: number;
   /** What the model found wrong, in the order found (reported by the step that finds it). */
   readonly failures: string[] = [];
   step = 0;
@@ -206,7 +238,8 @@ export class World {
   private constructor(transport: TransportName, helper: HelperProcess | undefined) {
     this.transport = transport;
     this.#helper = helper;
-    this.model = { conn: 'open', slots: [], far: new Map(), held: 0, killable: transport !== 'direct' };
+    this.queueLimit = transport === 'direct' || transport === 'worker' ? Infinity : QUEUE_LIMIT;
+    this.model = { conn: 'open', slots: [], far: new Map(), held: [], killable: transport !== 'direct' };
   }
 
   /** True when the command shares this process's fd table (direct, worker). */
@@ -229,6 +262,7 @@ export class World {
     try {
       w.conn = await connect(transport, {
         command: MODEL_COMMAND,
+        sendQueueLimit: QUEUE_LIMIT,
         ...(helper ? { socketPath: helper.socketPath } : {}),
         onCommandClosed: (loc) => {
           if (loc.pid !== process.pid && !helper) w.#farAtClose = openFdTable(loc.pid);
@@ -319,10 +353,21 @@ export class World {
    * `expect` (and the connection's state then), and delivered numbers enter
    * the model's far side.
    */
-  track(label: string, promise: Promise<unknown>, expect: Expectation, held = false): Request {
+  track(
+    label: string,
+    promise: Promise<unknown>,
+    expect: Expectation,
+    held = false,
+    charge = queueCharge(0, 0),
+    undo?: () => void,
+  ): Request {
     counters.requests++;
     if (expect.kind === 'fds') counters.fdsSent += expect.files.length;
+    const queuedBefore = this.#outstanding;
+    if (this.model.conn === 'open') this.#outstanding += charge;
     const req: Request = {
+      charge: this.model.conn === 'open' ? charge : 0,
+      queuedBefore,
       label: `step ${this.step}: ${label}`,
       step: this.step,
       expect,
@@ -330,6 +375,8 @@ export class World {
       interrupted: new Set(),
       held,
       settled: false,
+      queueFull: false,
+      undo,
       done: promise.then(
         (value) => this.#settle(req, true, value),
         (err: unknown) => this.#settle(req, false, err),
@@ -349,6 +396,7 @@ export class World {
       return;
     }
     req.settled = true;
+    this.#outstanding -= req.charge;
     const e = req.expect;
     const want =
       e.kind === 'ebadf' ? 'SystemError EBADF' : e.kind === 'value' ? `the value ${short(e.value)}` : `fds naming ${e.files.length <= 8 ? e.files.map((f) => this.fileName(f)).join(', ') : `${e.files.length} files`}`;
@@ -371,6 +419,12 @@ export class World {
     }
     if (!ok) {
       if (allowed.some((Cls) => value instanceof Cls)) return;
+      // The send queue may have been full only if this much was unsettled.
+      if (value instanceof QueueFullError && req.queuedBefore >= this.queueLimit) {
+        req.queueFull = true;
+        req.undo?.();
+        return;
+      }
       if (e.kind === 'ebadf' && value instanceof SystemError && value.code === 'EBADF') return;
       this.#fail(req, `rejected with ${explain(value)}; expected ${[want, ...allowed.map((c) => c.name)].join(' or ')}`);
       return;
@@ -385,7 +439,8 @@ export class World {
       return;
     }
     if (e.kind === 'value') {
-      if (!sameJson(value, e.value)) this.#fail(req, `resolved with ${short(value)}; expected ${want}`);
+      const expected = typeof e.value === 'function' ? (e.value as () => unknown)() : e.value;
+      if (!sameJson(value, expected)) this.#fail(req, `resolved with ${short(value)}; expected the value ${short(expected)}`);
       return;
     }
     const fds = e.single ? [value] : value;
@@ -423,6 +478,16 @@ export class World {
       const more = this.failures.length > 1 ? `\n(and ${this.failures.length - 1} more; the next: ${this.failures.slice(1, 4).join('; ')})` : '';
       throw new Error(`${this.failures[0]}${more}`);
     }
+  }
+
+  /**
+   * Calls unhold(): it releases the holds made before it, less any that met
+   * a full send queue (never sent; known by the time unhold() answers).
+   */
+  unhold(): void {
+    const holds = this.model.conn === 'open' ? this.model.held.splice(0) : [];
+    for (const h of holds) h.held = false;
+    this.track('unhold()', this.conn.call('unhold'), { kind: 'value', value: () => holds.filter((h) => !h.queueFull).length });
   }
 
   /** Records that `how` came while every request not yet seen settled was pending. */
@@ -532,11 +597,7 @@ export class World {
     this.step++;
     this.trace('finish: settling');
     if (this.model.conn === 'open') {
-      if (this.model.held > 0) {
-        for (const r of this.requests) r.held = false;
-        this.track('unhold()', this.conn.call('unhold'), { kind: 'value', value: this.model.held });
-        this.model.held = 0;
-      }
+      if (this.model.held.length > 0) this.unhold();
       await this.awaitSettled('at the end of the sequence');
       this.check();
       this.checkCensus('at the end of the sequence');
