@@ -487,7 +487,12 @@ export class World {
   unhold(): void {
     const holds = this.model.conn === 'open' ? this.model.held.splice(0) : [];
     for (const h of holds) h.held = false;
-    this.track('unhold()', this.conn.call('unhold'), { kind: 'value', value: () => holds.filter((h) => !h.queueFull).length });
+    const sent = (): number => holds.filter((h) => !h.queueFull).length;
+    this.track('unhold()', this.conn.call('unhold'), { kind: 'value', value: sent }, false, queueCharge(0, 0), () => {
+      // Never sent: what it would have released stays held.
+      for (const h of holds) h.held = true;
+      this.model.held.unshift(...holds);
+    });
   }
 
   /** Records that `how` came while every request not yet seen settled was pending. */
@@ -497,22 +502,28 @@ export class World {
 
   /** Waits for every request that must settle (all but unreleased holds on an open connection). */
   async awaitSettled(why: string): Promise<void> {
-    const must = this.requests.filter((r) => !r.settled && !(r.held && this.model.conn === 'open'));
-    if (must.length === 0) return;
-    let timer: NodeJS.Timeout | undefined;
-    const hung = await Promise.race([
-      Promise.all(must.map((r) => r.done)).then(() => false),
-      new Promise<boolean>((r) => (timer = setTimeout(() => r(true), HANG_MS))),
-    ]);
-    clearTimeout(timer);
-    if (hung) {
-      const left = must.filter((r) => !r.settled);
-      throw new Error(
-        `${left.length} request(s) never settled (${why}; waited ${HANG_MS} ms): ${left
-          .slice(0, 5)
-          .map((r) => r.label)
-          .join('; ')}`,
-      );
+    const deadline = Date.now() + HANG_MS;
+    for (;;) {
+      // What must settle can shrink as requests settle (an unhold() that met
+      // a full queue leaves its holds held): look again after each one.
+      await new Promise((r) => setImmediate(r));
+      const must = this.requests.filter((r) => !r.settled && !(r.held && this.model.conn === 'open'));
+      if (must.length === 0) return;
+      let timer: NodeJS.Timeout | undefined;
+      const hung = await Promise.race([
+        Promise.race(must.map((r) => r.done)).then(() => false),
+        new Promise<boolean>((r) => (timer = setTimeout(() => r(true), Math.max(0, deadline - Date.now())))),
+      ]);
+      clearTimeout(timer);
+      if (hung) {
+        const left = must.filter((r) => !r.settled);
+        throw new Error(
+          `${left.length} request(s) never settled (${why}; waited ${HANG_MS} ms): ${left
+            .slice(0, 5)
+            .map((r) => r.label)
+            .join('; ')}`,
+        );
+      }
     }
   }
 
