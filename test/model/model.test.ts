@@ -46,7 +46,7 @@ const TRANSPORTS = (process.env['FDBRIDGE_MODEL_TRANSPORTS'] ?? ALL.join(','))
     return t as TransportName;
   });
 const SEED = envNumber('FDBRIDGE_MODEL_SEED', 9);
-const RUNS = envNumber('FDBRIDGE_MODEL_RUNS', 6);
+const RUNS = envNumber('FDBRIDGE_MODEL_RUNS', 8);
 const MAX_COMMANDS = envNumber('FDBRIDGE_MODEL_COMMANDS', 25);
 const MINUTES = envNumber('FDBRIDGE_MODEL_MINUTES', 0);
 const PATH = process.env['FDBRIDGE_MODEL_PATH'];
@@ -109,6 +109,7 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
         (cmds) => runSequence(transport, cmds),
       );
       let batch = 0;
+      const failures: string[] = [];
       do {
         const seed = SEED + batch;
         const details = await fc.check(property, { seed, numRuns: RUNS, ...(PATH ? { path: PATH } : {}) });
@@ -121,7 +122,7 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
         }
         if (details.failed) {
           const replay = replayPathOf(details.counterexample?.[0]);
-          throw new Error(
+          failures.push(
             `the ${transport} transport disagrees with the model (seed ${details.seed}, shrunk ${details.numShrinks} time(s)).\n` +
               `Shrunk sequence: ${String(details.counterexample?.[0])}\n` +
               `What went wrong: ${details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance)}\n` +
@@ -130,13 +131,17 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
               `${replay ? ` FDBRIDGE_MODEL_REPLAY=${replay}` : ''} npm run test:model\n\n` +
               fc.defaultReportMessage(details),
           );
+          // A long run goes on with the next seed (each failure is worth
+          // knowing); a replay or the bounded run stops here.
+          if (BUDGET_MS === 0 || PATH !== undefined) break;
         }
       } while (PATH === undefined && Date.now() - started < BUDGET_MS);
       console.log(
         `model ${transport}: ${counters.sequences - before.sequences} sequences (seeds ${SEED}..${SEED + batch - 1}), ` +
           `${counters.commands - before.commands} commands, ${counters.requests - before.requests} requests, ` +
-          `${counters.fdsSent - before.fdsSent} fds sent, ${((Date.now() - started) / 1000).toFixed(1)} s`,
+          `${counters.fdsSent - before.fdsSent} fds sent, ${((Date.now() - started) / 1000).toFixed(1)} s, ${failures.length} failed batch(es)`,
       );
+      if (failures.length > 0) throw new Error(failures.join('\n\n'));
     },
     // A failure shrinks (each try is a new sequence, a new process for child
     // and pidfd): give that room beyond the run's own budget.
