@@ -835,10 +835,25 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     if (queued != queued_dup_sends_.end()) {
       uint32_t request = queued->second;
       queued_dup_sends_.erase(queued);
-      if (err != 0) {
-        if (core_ != nullptr) core_->ForgetAwaited();  // harmless: the connection is failing
-        SettleDup(request, false, err);
+      if (err == 0) return;
+      if (!closing_ && !on_message_.IsEmpty() && CanCallIntoJs()) {
+        // The socket broke with this request queued (EPIPE, ECONNRESET: the
+        // peer is gone). Tell the protocol layer, as a receive error would:
+        // it finds out how the peer ended and rejects this request with the
+        // rest (rejectDups), with the connection's typed error instead of a
+        // bare sendmsg one.
+        Napi::HandleScope scope(Env());
+        napi_value error;
+        try {
+          error = SystemError(Env(), err, "sendmsg");
+        } catch (const Napi::Error& e) {
+          error = e.Value();
+        }
+        Emit(on_message_, {error});
+        return;
       }
+      if (core_ != nullptr) core_->ForgetAwaited();  // harmless: the connection is failing
+      SettleDup(request, false, err);
       return;
     }
     auto it = send_callbacks_.find(id);

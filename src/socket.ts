@@ -510,7 +510,11 @@ export class UnixSocket {
    * The client's side of fdbridge's frame protocol for one fd: sends a DUP
    * request (id `id`, `fd` borrowed) and resolves with the fd's number on the
    * far side, read from the DUP_OK in C++ (the reply never reaches the
-   * message handler). Throws, with nothing sent, like write().
+   * message handler). Throws, with nothing sent, like write(). A request
+   * queued behind a full socket whose send fails later (the peer is gone)
+   * stays pending, and the failure reaches the message handler as an error
+   * (as a broken receive would): the handler settles it with rejectDups().
+   * Without a message handler it rejects with the send's SystemError.
    */
   requestDup(id: number, fd: number): Promise<number> {
     if (this.#closed) throw new ClosedError('send: the socket is closed');

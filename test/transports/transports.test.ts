@@ -309,6 +309,24 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
       await expect(conn.dupFileDescriptors([])).rejects.toBeInstanceOf(PeerExitedError);
       expect((await exitOf((conn as ChildConnection).child)).signal).toBe('SIGKILL');
     });
+    test('a duplication queued behind a full socket when the command is killed rejects with PeerExitedError', async () => {
+      const conn = await open();
+      // The command stops reading, so what follows fills the socket and
+      // waits in the send queue; the lone duplication last of all.
+      const blocked = conn.call('block', 2000).catch((e: unknown) => e);
+      const payload = 'x'.repeat(16384);
+      const calls = Array.from({ length: 200 }, () => conn.call('echo', payload).catch((e: unknown) => e));
+      const fd = makeMemfd();
+      try {
+        const dup = conn.dupFileDescriptor(fd).catch((e: unknown) => e);
+        killed.add(conn);
+        process.kill(conn.location.pid, 'SIGKILL');
+        const outcomes = [await blocked, ...(await Promise.all(calls)), await dup];
+        for (const outcome of outcomes) expect(outcome).toBeInstanceOf(PeerExitedError);
+      } finally {
+        closeFd(fd);
+      }
+    });
   }
 
   if (transport === 'worker') {
