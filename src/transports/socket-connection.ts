@@ -298,6 +298,9 @@ export class SocketConnection extends BaseConnection {
 
   protected dupMany(fds: number[], above: number): Promise<number[]> {
     this.#flushFolded(); // requests leave in the order they were made
+    // A dead connection fails the request as such, before any fd is
+    // touched (pinning a closed fd would fail with EBADF first).
+    if (this.#dead) return this.#send(this.#dupHeader, [], DUP_MANY, fds.length, 'dupFileDescriptors', null, null) as Promise<number[]>;
     if (!this.#pull) return this.#send(this.#dupHeader, fds, DUP_MANY, fds.length, 'dupFileDescriptors', null, null) as Promise<number[]>;
     let pins: number[];
     try {

@@ -305,8 +305,12 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
       } finally {
         closeFd(fd);
       }
-      // Even a request with nothing to send.
+      // Even a request with nothing to send, or naming a closed fd: the
+      // connection's state comes first.
       await expect(conn.dupFileDescriptors([])).rejects.toBeInstanceOf(PeerExitedError);
+      const closed = makeMemfd();
+      closeFd(closed);
+      await expect(conn.dupFileDescriptors([closed])).rejects.toBeInstanceOf(PeerExitedError);
       expect((await exitOf((conn as ChildConnection).child)).signal).toBe('SIGKILL');
     });
     test('a duplication queued behind a full socket when the command is killed rejects with PeerExitedError', async () => {
