@@ -206,35 +206,26 @@ export class Burst extends Step {
   }
 }
 
-/** A call that blocks the command's thread (and its event loop) for `ms`: requests queue behind it. */
-export class Spin extends Step {
-  constructor(readonly ms: number) {
+/**
+ * A call that takes `ms`: 'spin' blocks the command's thread (and its event
+ * loop: requests queue behind it), 'sleep' answers later while others are
+ * answered meanwhile.
+ */
+export class Timed extends Step {
+  constructor(
+    readonly method: 'spin' | 'sleep',
+    readonly ms: number,
+  ) {
     super();
   }
 
   protected act(w: World): void {
     const token = w.token();
-    w.track(`spin(${token}, ${this.ms})`, w.conn.call('spin', token, this.ms), { kind: 'value', value: token });
+    w.track(`${this.method}(${token}, ${this.ms})`, w.conn.call(this.method, token, this.ms), { kind: 'value', value: token });
   }
 
   toString(): string {
-    return `Spin(${this.ms})`;
-  }
-}
-
-/** A call the command answers after `ms` (others are answered meanwhile). */
-export class Sleep extends Step {
-  constructor(readonly ms: number) {
-    super();
-  }
-
-  protected act(w: World): void {
-    const token = w.token();
-    w.track(`sleep(${token}, ${this.ms})`, w.conn.call('sleep', token, this.ms), { kind: 'value', value: token });
-  }
-
-  toString(): string {
-    return `Sleep(${this.ms})`;
+    return `Timed(${JSON.stringify(this.method)},${this.ms})`;
   }
 }
 
@@ -399,8 +390,8 @@ export function commandArbitraries(sizes: Sizes): Array<fc.Arbitrary<Cmd>> {
     fc
       .tuple(fc.integer({ min: 1, max: sizes.maxBurst }), fc.constantFrom(0, 16, 1024, 16_384, 65_536), fc.boolean(), fc.constantFrom(0, 1, 7, 100))
       .map(([count, size, back, dupEvery]) => new Burst(Math.max(1, Math.min(count, Math.floor(sizes.maxBurstBytes / Math.max(1, size)))), size, back, dupEvery)),
-    fc.integer({ min: 0, max: 150 }).map((ms) => new Spin(ms)),
-    fc.integer({ min: 0, max: 100 }).map((ms) => new Sleep(ms)),
+    fc.integer({ min: 0, max: 150 }).map((ms) => new Timed('spin', ms)),
+    fc.integer({ min: 0, max: 100 }).map((ms) => new Timed('sleep', ms)),
     fc.constant(new Hold()),
     fc.constant(new Unhold()),
     fc.constantFrom(0, 0, 1, 5, 20).map((ms) => new Pause(ms)),
