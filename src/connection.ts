@@ -36,6 +36,16 @@ export interface ConnectOptions {
    * QueueFullError, with nothing sent.
    */
   sendQueueLimit?: number;
+  /**
+   * helper: whom to trust as the daemon. Before sending anything the client
+   * reads the listener's SO_PEERCRED and goes on only if its uid is ours,
+   * or one of `uids`, or its pid is one of `pids` (then, where the kernel
+   * has SO_PEERPIDFD, a pidfd proves that very process still runs: a
+   * recycled pid does not pass). Anyone else gets nothing: the connect
+   * fails with PeerRefusedError. Under systemd socket activation the
+   * listener is systemd's socket (uid 0): name `uids: [0]` there.
+   */
+  trustPeer?: { uids?: readonly number[]; pids?: readonly number[] };
   /** How long to wait for the command to be ready (default 10 s). */
   timeoutMs?: number;
   /**

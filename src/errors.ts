@@ -278,10 +278,20 @@ export class RemoteError extends FdBridgeError {
   }
 }
 
-/** A helper daemon refused this client (its uid is not allowed there). */
+/**
+ * One side of a helper connection would not deal with the other: the daemon
+ * refused this client (its uid is not allowed there, or the daemon is at
+ * its connection limit), or this client refused the process listening at
+ * the socket (`peer` set: its SO_PEERCRED uid/pid is not one the client
+ * trusts), in which case nothing at all was sent to it.
+ */
 export class PeerRefusedError extends FdBridgeError {
-  constructor(message: string) {
+  /** The refused listener's credentials, when the client refused the daemon. */
+  readonly peer: { pid: number; uid: number; gid: number } | undefined;
+
+  constructor(message: string, peer?: { pid: number; uid: number; gid: number }) {
     super('ERR_FDBRIDGE_REFUSED', message);
+    this.peer = peer;
   }
 }
 

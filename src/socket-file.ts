@@ -8,11 +8,54 @@
  *   ECONNREFUSED) is stale and removed; a live one is never taken; anything
  *   that is not a socket is never unlinked.
  * - A private directory is a real directory (not a symlink), ours, 0700.
+ * - A socket's directory is writable by nobody but us (checkSocketDirectory).
  */
-import { lstatSync, mkdirSync, unlinkSync } from 'node:fs';
+import { lstatSync, mkdirSync, realpathSync, unlinkSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 
 import { FdBridgeError, SystemError } from './errors';
 import { native } from './native';
+
+function unsafe(message: string): FdBridgeError {
+  return new FdBridgeError('ERR_FDBRIDGE_UNSAFE_PATH', message);
+}
+
+/**
+ * Checks that nobody but us (and root) can replace `dir` or what is in it,
+ * as OpenSSH's StrictModes does for ~/.ssh: `dir` and every directory above
+ * it belong to us or to root; `dir` itself is writable by nobody else; a
+ * directory above it writable by others must be sticky (as /tmp is: others
+ * may add entries there but not rename or remove ours). A symlink on the
+ * way must belong to us or root too (in a sticky directory nobody else can
+ * repoint it). Another user who can write into the socket's directory could
+ * otherwise swap the socket for one of theirs between our bind() and a
+ * client's connect().
+ */
+export function checkSocketDirectory(dir: string): void {
+  const uid = process.getuid?.() ?? 0;
+  const trusted = (owner: number): boolean => owner === uid || owner === 0;
+  // The path as written: a symlink component is followed by bind() and connect().
+  const absolute = resolve(dir);
+  for (let d = absolute; ; d = dirname(d)) {
+    const st = lstatSync(d);
+    if (st.isSymbolicLink() && !trusted(st.uid)) throw unsafe(`${d} is a symlink of uid ${st.uid}; refusing a socket path through it`);
+    if (d === '/') break;
+  }
+  const real = realpathSync(absolute);
+  for (let d = real; ; d = dirname(d)) {
+    const st = lstatSync(d);
+    if (!st.isDirectory()) throw unsafe(`${d} is not a directory`);
+    if (!trusted(st.uid)) throw unsafe(`${d} belongs to uid ${st.uid}, neither us (${uid}) nor root: refusing a socket under it`);
+    const othersWrite = (st.mode & 0o022) !== 0;
+    if (othersWrite && d === real) {
+      throw unsafe(`${d} has mode ${(st.mode & 0o7777).toString(8)}: others can write there and replace the socket; use a directory only you can write`);
+    }
+    if (othersWrite && (st.mode & 0o1000) === 0) {
+      throw unsafe(`${d} has mode ${(st.mode & 0o7777).toString(8)}: others can write there (and it is not sticky), so they can replace what is below it`);
+    }
+    if (d === '/') break;
+  }
+}
 
 /**
  * Creates `dir` with mode 0700, or checks that an existing one is a real

@@ -1,6 +1,6 @@
 /** `fdbridge helper [--socket PATH] [--allow-uid UID[,UID...]] [--verbose]`: run a helper daemon. */
 import { warmRuntimeFds } from '../../src/runtime-fds';
-import { defaultHelperSocketPath, HelperDaemon } from '../../src/transports/helper-daemon';
+import { describeDefaultHelperSocketPath, HelperDaemon } from '../../src/transports/helper-daemon';
 import { EXIT, parseCommandArgs, parseInteger } from './usage';
 
 export const USAGE = `helper [--socket PATH | --socket @NAME] [--allow-uid UID[,UID...]] [--verbose]
@@ -8,7 +8,7 @@ export const USAGE = `helper [--socket PATH | --socket @NAME] [--allow-uid UID[,
       gets its own command instance, run in this process. Runs until SIGINT or SIGTERM, then
       closes every connection, removes its socket and exits 0.
 
-  --socket PATH      where to listen (default: ${defaultHelperSocketPath()});
+  --socket PATH      where to listen (default: ${describeDefaultHelperSocketPath()});
                      @NAME for a name in the abstract namespace
   --allow-uid UIDS   serve these uids too (comma-separated); by default only this process's own
   --verbose          log connections, and what each ended connection turned away, to stderr
@@ -27,7 +27,7 @@ export async function main(argv: string[]): Promise<number> {
     .filter((s) => s !== '')
     .map((s) => parseInteger('--allow-uid', s, 0));
   // Left out when not given: the default path gets its private directory made.
-  const socketPath = values.socket ?? defaultHelperSocketPath();
+  const socketPath = values.socket ?? describeDefaultHelperSocketPath();
   let daemon: HelperDaemon;
   try {
     daemon = HelperDaemon.start({

@@ -5,27 +5,58 @@
  * - It serves only peers whose SO_PEERCRED uid is its own or on its
  *   allow-list; others get a REFUSED frame and are disconnected unread.
  * - The default socket lives in a private 0700 directory under
- *   $XDG_RUNTIME_DIR (else the temp dir); the socket file is 0600.
+ *   $XDG_RUNTIME_DIR (see defaultHelperSocketPath); the socket file is 0600.
+ *   It never listens in a directory that others can write
+ *   (checkSocketDirectory), a path it was given included.
  * - A stale socket file left by a dead daemon is removed; a live daemon's
  *   path is never taken; something that is not a socket is never unlinked.
  * - It removes its socket file when closed (SIGINT/SIGTERM in the CLI).
  */
-import { tmpdir } from 'node:os';
+import { lstatSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
 import { FdBridgeError } from '../errors';
 import { encodeJson, FrameType, FRAME_SOCKET_OPTIONS } from '../protocol';
 import { native } from '../native';
 import { parseAddress, UnixServer, type SocketAddress, type UnixSocket } from '../socket';
-import { bindReplacingStale, ensurePrivateDir } from '../socket-file';
+import { bindReplacingStale, checkSocketDirectory, ensurePrivateDir } from '../socket-file';
 import { refuseFds } from './refuse-fds';
 import { checkFailpoint, serveConnection, type ServedConnection, type ServeStats } from './serve';
 
-/** Where a helper listens by default: `$XDG_RUNTIME_DIR/fdbridge/helper.sock`, else `<tmpdir>/fdbridge-<uid>/helper.sock`. */
+/**
+ * Where a helper listens by default: `$XDG_RUNTIME_DIR/fdbridge/helper.sock`;
+ * without XDG_RUNTIME_DIR, `/run/user/<uid>/fdbridge/helper.sock` when that
+ * runtime directory exists and is ours, `/run/fdbridge/helper.sock` for root.
+ * Never a shared directory such as /tmp, where another user could create
+ * the directory first: with none of these it throws (ERR_FDBRIDGE_NO_RUNTIME_DIR)
+ * and the caller names a socket path.
+ */
 export function defaultHelperSocketPath(): string {
   const runtime = process.env['XDG_RUNTIME_DIR'];
-  const dir = runtime ? join(runtime, 'fdbridge') : join(tmpdir(), `fdbridge-${process.getuid?.() ?? 0}`);
-  return join(dir, 'helper.sock');
+  if (runtime) return join(runtime, 'fdbridge', 'helper.sock');
+  const uid = process.getuid?.() ?? 0;
+  if (uid === 0) return '/run/fdbridge/helper.sock';
+  const userRuntime = `/run/user/${uid}`;
+  try {
+    const st = lstatSync(userRuntime);
+    if (st.isDirectory() && st.uid === uid && (st.mode & 0o077) === 0) return join(userRuntime, 'fdbridge', 'helper.sock');
+  } catch {
+    // no such directory: fall through to the error
+  }
+  throw new FdBridgeError(
+    'ERR_FDBRIDGE_NO_RUNTIME_DIR',
+    `no private runtime directory for the helper socket: XDG_RUNTIME_DIR is not set and ${userRuntime} is not a 0700 directory of uid ${uid}; ` +
+      'set XDG_RUNTIME_DIR or name a socket (--socket PATH / socketPath) in a directory only you can write',
+  );
+}
+
+/** In words, for usage texts: never throws. */
+export function describeDefaultHelperSocketPath(): string {
+  try {
+    return defaultHelperSocketPath();
+  } catch {
+    return '$XDG_RUNTIME_DIR/fdbridge/helper.sock (no default without XDG_RUNTIME_DIR)';
+  }
 }
 
 /**
@@ -71,7 +102,11 @@ export class HelperDaemon {
     if (typeof address !== 'string') {
       return new HelperDaemon(socketPath, UnixServer.listen(address, { kind: 'seqpacket', ...FRAME_SOCKET_OPTIONS }), options);
     }
-    if (options.socketPath === undefined) ensurePrivateDir(dirname(socketPath));
+    if (options.socketPath === undefined) {
+      checkSocketDirectory(dirname(dirname(socketPath)));
+      ensurePrivateDir(dirname(socketPath));
+    }
+    checkSocketDirectory(dirname(socketPath));
     return new HelperDaemon(socketPath, listenReplacingStale(socketPath), options);
   }
 

@@ -3,9 +3,12 @@
  * `npx fdbridge helper --socket <path>`. The same frames as the child
  * transport, over a connected SEQPACKET socket.
  */
+import { readFileSync } from 'node:fs';
+
 import type { ConnectOptions } from '../connection';
 import { normalizeCommandSpec } from '../command';
-import { SystemError, type PeerExit } from '../errors';
+import { PeerRefusedError, SystemError, type PeerExit } from '../errors';
+import { closeFds } from '../fd';
 import { FRAME_SOCKET_OPTIONS } from '../protocol';
 import { UnixSocket } from '../socket';
 import { defaultHelperSocketPath, helperAddress } from './helper-daemon';
@@ -18,6 +21,51 @@ function isAlive(pid: number): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/** The Pid: line of a pidfd's fdinfo: the process's pid, -1 once it has exited, undefined if unreadable. */
+function pidOfPidfd(pidfd: number): number | undefined {
+  try {
+    const m = /^Pid:\s*(-?\d+)/m.exec(readFileSync(`/proc/self/fdinfo/${pidfd}`, 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Decides, before anything is sent, whether the process listening at `path`
+ * is one this client trusts (see ConnectOptions.trustPeer); throws
+ * PeerRefusedError if not. Returns its credentials.
+ */
+function checkListener(socket: UnixSocket, path: string, trust: ConnectOptions['trustPeer']): { pid: number; uid: number; gid: number } {
+  const peer = socket.peerCredentials();
+  const me = process.getuid?.() ?? 0;
+  if (peer.uid === me || (trust?.uids ?? []).includes(peer.uid)) return peer;
+  if ((trust?.pids ?? []).includes(peer.pid)) {
+    // SO_PEERCRED holds a pid number, which a dead listener's successor may
+    // reuse; SO_PEERPIDFD names the listening process itself.
+    let pidfd: number | undefined;
+    try {
+      pidfd = socket.peerPidfd().release();
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code !== 'ENOPROTOOPT' && code !== 'EINVAL') throw err; // before Linux 6.5: SO_PEERCRED is all there is
+    }
+    if (pidfd === undefined) return peer;
+    const live = pidOfPidfd(pidfd);
+    closeFds([pidfd]);
+    if (live === peer.pid) return peer;
+    throw new PeerRefusedError(
+      `connect: the process that listens at ${path} (pid ${peer.pid}) is no longer running (its pidfd says ${live ?? 'nothing'}); nothing was sent to it`,
+      peer,
+    );
+  }
+  throw new PeerRefusedError(
+    `connect: the socket at ${path} belongs to pid ${peer.pid}, uid ${peer.uid}, not to uid ${me}; nothing was sent to it ` +
+      '(name that uid or pid in options.trustPeer to trust it)',
+    peer,
+  );
 }
 
 export async function openHelper(options: ConnectOptions): Promise<SocketConnection> {
@@ -42,7 +90,7 @@ export async function openHelper(options: ConnectOptions): Promise<SocketConnect
     throw err;
   }
   try {
-    const peer = socket.peerCredentials();
+    const peer = checkListener(socket, path, options.trustPeer);
     const ready = await handshake(socket, command, options.timeoutMs ?? 10_000, () => `the helper daemon at ${path}`);
     const probe = async (): Promise<PeerExit> => {
       // Not our child: no exit status to read. Tell "exited" from "closed

@@ -28,11 +28,11 @@ const execFileAsync = promisify(execFile);
 const NOBODY = 65534;
 const isRoot = process.getuid?.() === 0;
 
-/** Runs a client as uid/gid `nobody` against `socketPath`; returns what it printed. */
+/** Runs a client as uid/gid `nobody` against `socketPath` (trusting our uid as the daemon's); returns what it printed. */
 async function connectAsNobody(socketPath: string): Promise<{ code: string; echoed?: string }> {
   const script = `
     const { connect, PROBE_COMMAND } = require(${JSON.stringify(join(packageRoot, 'dist', 'src'))});
-    connect('helper', { command: PROBE_COMMAND, socketPath: ${JSON.stringify(socketPath)} })
+    connect('helper', { command: PROBE_COMMAND, socketPath: ${JSON.stringify(socketPath)}, trustPeer: { uids: [${process.getuid?.() ?? 0}] } })
       .then(async (c) => { const echoed = await c.call('echo', 'hi'); await c.close(); console.log(JSON.stringify({ code: 'OK', echoed })); })
       .catch((e) => console.log(JSON.stringify({ code: e.code })));`;
   // Asynchronously: a daemon in this process must keep serving meanwhile.

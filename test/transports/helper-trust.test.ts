@@ -1,0 +1,204 @@
+/**
+ * Trust between a helper daemon and its clients, attacked by another local
+ * user (nobody, 65534; these tests run as root, so they are skipped when not):
+ * a client hands nothing to a listener it does not trust, and a daemon never
+ * listens where another user could put a socket of theirs in its place.
+ */
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { connect, HelperDaemon, makeMemfd, closeFd, PeerRefusedError, PROBE_COMMAND } from '../../src';
+import { defaultHelperSocketPath } from '../../src/transports/helper-daemon';
+import { DIST_SRC, isRoot, NOBODY, runAsNobody } from '../util/nobody';
+
+let dir: string;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'fdbridge-trust-'));
+});
+afterEach(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/**
+ * As nobody: listens at `address` (a path or @name), accepts every client
+ * and counts what arrives (bytes, fds), printing {"listening"} first and
+ * {"bytes","fds"} when told to stop by SIGTERM.
+ */
+function squatter(address: string): ReturnType<typeof runAsNobody> {
+  const abstract = address.startsWith('@');
+  return runAsNobody(`
+    const { native } = require(${JSON.stringify(join(DIST_SRC, 'native.js'))});
+    const { UnixServer } = require(${JSON.stringify(join(DIST_SRC, 'socket.js'))});
+    const server = UnixServer.listen(${JSON.stringify(abstract ? { abstract: address.slice(1) } : address)}, { kind: 'seqpacket', mode: 0o666 });
+    let bytes = 0, fds = 0;
+    const sockets = [];
+    server.onConnection((err, s) => {
+      if (!s) return;
+      sockets.push(s);
+      s.setMessageHandler((e, data, got) => { if (data) bytes += data.length; if (got) { fds += got.length; for (const fd of got) native.close(fd); } });
+    });
+    process.on('SIGTERM', () => { console.log(JSON.stringify({ bytes, fds })); process.exit(0); });
+    console.log(JSON.stringify({ listening: true }));`);
+}
+
+const describeRoot = isRoot ? describe : describe.skip;
+
+describeRoot('a client trusts only the listener it should (as another uid: nobody)', () => {
+  test('a listener of another uid at an abstract name gets nothing: PeerRefusedError before the HELLO', async () => {
+    const name = `@fdbridge-squat-${process.pid}`;
+    const attacker = squatter(name);
+    try {
+      await attacker.line('listening');
+      const memfd = makeMemfd('secret');
+      try {
+        const err = await connect('helper', { command: PROBE_COMMAND, socketPath: name }).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(PeerRefusedError);
+        expect((err as PeerRefusedError).peer).toMatchObject({ uid: NOBODY, pid: attacker.pid });
+        expect((err as Error).message).toMatch(/nothing was sent/);
+      } finally {
+        closeFd(memfd);
+      }
+      attacker.child.kill('SIGTERM');
+      expect(await attacker.line('bytes')).toEqual({ bytes: 0, fds: 0 });
+    } finally {
+      attacker.kill();
+      await attacker.exited();
+    }
+  });
+
+  test.each([
+    ['its uid', (pid: number) => ({ uids: [NOBODY], pid })],
+    ['its pid (checked with its pidfd)', (pid: number) => ({ pids: [pid] })],
+  ])('a listener the caller named by %s is trusted: the HELLO reaches it', async (_what, trust) => {
+    const name = `@fdbridge-squat-trusted-${process.pid}`;
+    const attacker = squatter(name);
+    try {
+      await attacker.line('listening');
+      const { pid: _pid, ...trustPeer } = trust(attacker.pid) as { uids?: number[]; pids?: number[]; pid?: number };
+      // It never answers: the handshake times out, after the HELLO went out.
+      const err = await connect('helper', { command: PROBE_COMMAND, socketPath: name, trustPeer, timeoutMs: 300 }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: 'ERR_FDBRIDGE_TIMEOUT' });
+      attacker.child.kill('SIGTERM');
+      const seen = await attacker.line<{ bytes: number; fds: number }>('bytes');
+      expect(seen.bytes).toBeGreaterThan(0);
+      expect(seen.fds).toBe(0);
+    } finally {
+      attacker.kill();
+      await attacker.exited();
+    }
+  });
+
+  test('trusting some other pid does not trust this listener', async () => {
+    const name = `@fdbridge-squat-otherpid-${process.pid}`;
+    const attacker = squatter(name);
+    try {
+      await attacker.line('listening');
+      const err = await connect('helper', { command: PROBE_COMMAND, socketPath: name, trustPeer: { pids: [process.pid], uids: [12345] } }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(PeerRefusedError);
+      attacker.child.kill('SIGTERM');
+      expect(await attacker.line('bytes')).toEqual({ bytes: 0, fds: 0 });
+    } finally {
+      attacker.kill();
+      await attacker.exited();
+    }
+  });
+
+  test('a socket another user planted in a shared sticky directory gets nothing either', async () => {
+    chmodSync(dir, 0o755); // nobody may pass through
+    const shared = join(dir, 'shared');
+    mkdirSync(shared);
+    chmodSync(shared, 0o1777);
+    const path = join(shared, 'helper.sock');
+    const attacker = squatter(path);
+    try {
+      await attacker.line('listening');
+      const err = await connect('helper', { command: PROBE_COMMAND, socketPath: path }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(PeerRefusedError);
+      // ...and no daemon of ours would have listened there in the first place.
+      expect(() => HelperDaemon.start({ socketPath: join(shared, 'mine.sock') })).toThrow(expect.objectContaining({ code: 'ERR_FDBRIDGE_UNSAFE_PATH' }));
+      attacker.child.kill('SIGTERM');
+      expect(await attacker.line('bytes')).toEqual({ bytes: 0, fds: 0 });
+    } finally {
+      attacker.kill();
+      await attacker.exited();
+    }
+  });
+});
+
+describe('a daemon listens only where nobody else can write', () => {
+  test.each([
+    ['world-writable', 0o777],
+    ['world-writable and sticky (as /tmp)', 0o1777],
+    ['group-writable', 0o770],
+  ])('an explicit socket path in a %s directory is refused', (_what, mode) => {
+    const d = join(dir, 'd');
+    mkdirSync(d);
+    chmodSync(d, mode);
+    expect(() => HelperDaemon.start({ socketPath: join(d, 'h.sock') })).toThrow(
+      expect.objectContaining({ code: 'ERR_FDBRIDGE_UNSAFE_PATH', message: expect.stringMatching(/others can write/) }),
+    );
+  });
+
+  test('a directory above it that others can write and that is not sticky is refused too', () => {
+    const open = join(dir, 'open');
+    mkdirSync(join(open, 'mine'), { recursive: true });
+    chmodSync(open, 0o777);
+    expect(() => HelperDaemon.start({ socketPath: join(open, 'mine', 'h.sock') })).toThrow(expect.objectContaining({ code: 'ERR_FDBRIDGE_UNSAFE_PATH' }));
+  });
+
+  (isRoot ? test : test.skip)("a directory of another uid (nobody's) is refused", () => {
+    const theirs = join(dir, 'theirs');
+    mkdirSync(theirs, { mode: 0o755 });
+    chownSync(theirs, NOBODY, NOBODY);
+    expect(() => HelperDaemon.start({ socketPath: join(theirs, 'h.sock') })).toThrow(
+      expect.objectContaining({ code: 'ERR_FDBRIDGE_UNSAFE_PATH', message: expect.stringMatching(/belongs to uid 65534/) }),
+    );
+  });
+
+  test('a private directory under a sticky /tmp is fine', async () => {
+    const daemon = HelperDaemon.start({ socketPath: join(dir, 'h.sock') });
+    try {
+      const conn = await connect('helper', { command: PROBE_COMMAND, socketPath: daemon.socketPath });
+      expect(await conn.call('echo', 'ok')).toBe('ok');
+      await conn.close();
+    } finally {
+      await daemon.close();
+    }
+  });
+
+  test('the default never falls back to a shared directory: XDG_RUNTIME_DIR unset gives /run (root) or /run/user/<uid>, else an error', () => {
+    const saved = process.env['XDG_RUNTIME_DIR'];
+    delete process.env['XDG_RUNTIME_DIR'];
+    try {
+      const uid = process.getuid?.() ?? 0;
+      let path: string | undefined;
+      let error: unknown;
+      try {
+        path = defaultHelperSocketPath();
+      } catch (e) {
+        error = e;
+      }
+      if (uid === 0) expect(path).toBe('/run/fdbridge/helper.sock');
+      else if (path !== undefined) expect(path).toBe(`/run/user/${uid}/fdbridge/helper.sock`);
+      else expect(error).toMatchObject({ code: 'ERR_FDBRIDGE_NO_RUNTIME_DIR' });
+      expect(path ?? '').not.toMatch(new RegExp(`^${tmpdir()}`));
+    } finally {
+      if (saved !== undefined) process.env['XDG_RUNTIME_DIR'] = saved;
+    }
+  });
+
+  test('an XDG_RUNTIME_DIR that others can write is refused, not replaced by somewhere else', () => {
+    const saved = process.env['XDG_RUNTIME_DIR'];
+    const runtime = join(dir, 'runtime');
+    mkdirSync(runtime);
+    chmodSync(runtime, 0o777);
+    process.env['XDG_RUNTIME_DIR'] = runtime;
+    try {
+      expect(() => HelperDaemon.start()).toThrow(expect.objectContaining({ code: 'ERR_FDBRIDGE_UNSAFE_PATH' }));
+    } finally {
+      if (saved === undefined) delete process.env['XDG_RUNTIME_DIR'];
+      else process.env['XDG_RUNTIME_DIR'] = saved;
+    }
+  });
+});
