@@ -84,4 +84,4 @@ export class BenchCommand {
 }
 
 /** The spec naming BenchCommand (compiled JavaScript under dist/). */
-export const BENCH_COMMAND: CommandSpec = { module: distPath('harness/bench-command.js'), export: 'BenchCommand' };
+export const BENCH_COMMAND: CommandSpec = { name: 'bench', module: distPath('harness/bench-command.js'), export: 'BenchCommand' };

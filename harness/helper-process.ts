@@ -12,8 +12,27 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
+import type { CommandSpec } from '../src/command';
 import { requireDistFile } from '../src/paths';
+import { BENCH_COMMAND } from './bench-command';
 import type { HelperControl } from './types';
+
+/**
+ * `fdbridge helper` arguments for the harness's and tests' daemons: the
+ * diagnostic commands (scenarios probe the far side with ProbeCommand), the
+ * benchmark's command, and `extra` named commands (scenarios' own).
+ */
+export function helperCommandArgs(extra: readonly CommandSpec[] = []): string[] {
+  const args = ['--diagnostics'];
+  const seen = new Set<string>();
+  for (const spec of [BENCH_COMMAND, ...extra]) {
+    if (spec.name === undefined || spec.module === undefined) throw new TypeError(`a helper command needs a name and a module: ${JSON.stringify(spec)}`);
+    if (seen.has(spec.name)) continue;
+    seen.add(spec.name);
+    args.push('--command', `${spec.name}=${spec.module}${spec.export !== undefined ? `#${spec.export}` : ''}`);
+  }
+  return args;
+}
 
 /** VmHWM (peak resident set) of a process, in bytes; undefined once it is gone. */
 export function peakRssOf(pid: number): number | undefined {
@@ -41,8 +60,15 @@ export class HelperProcess implements HelperControl {
   #starts = 0;
   #peakRss: number | undefined;
 
-  /** `dir` holds the socket and the daemon's stderr log; the caller removes it. `socketName` defaults to helper.sock. */
-  constructor(dir: string, socketName = 'helper.sock') {
+  readonly #commands: readonly CommandSpec[];
+
+  /**
+   * `dir` holds the socket and the daemon's stderr log; the caller removes
+   * it. `socketName` defaults to helper.sock; `commands` are served besides
+   * the built-in, diagnostic and benchmark ones.
+   */
+  constructor(dir: string, socketName = 'helper.sock', commands: readonly CommandSpec[] = []) {
+    this.#commands = commands;
     this.socketPath = join(dir, socketName);
     this.#logPath = join(dir, `${socketName.replace(/\.sock$/, '')}.log`);
   }
@@ -119,7 +145,7 @@ export class HelperProcess implements HelperControl {
     const logFd = openSync(this.#logPath, 'a');
     let child: ChildProcess;
     try {
-      child = spawn(process.execPath, [cli, 'helper', '--socket', this.socketPath], {
+      child = spawn(process.execPath, [cli, 'helper', '--socket', this.socketPath, ...helperCommandArgs(this.#commands)], {
         stdio: ['ignore', 'pipe', logFd],
         // spawn() leaves out variables whose value is undefined: that is how one is removed.
         ...(options.env !== undefined ? { env: { ...process.env, ...options.env } } : {}),

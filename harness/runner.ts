@@ -701,7 +701,8 @@ export async function runScenarios(options: RunnerOptions): Promise<{ results: R
 
   const used = [...new Set(plan.rows.map((r) => r.transport))];
   const runDir = mkdtempSync(join(tmpdir(), 'fdbridge-run-'));
-  const helper = used.includes('helper') ? new HelperProcess(runDir) : undefined;
+  const helperCommands = plan.rows.filter((r) => r.transport === 'helper').flatMap((r) => r.scenario.commands ?? []);
+  const helper = used.includes('helper') ? new HelperProcess(runDir, undefined, helperCommands) : undefined;
   const stray: unknown[] = [];
   const onStray = (err: unknown): void => {
     stray.push(err);

@@ -61,6 +61,12 @@ export interface Scenario {
   failure?: ExpectedFailure;
   /** Free-form tags ('conformance', 'seed-bug', 'fault', 'soak', ...); profiles select by tag. */
   tags?: readonly string[];
+  /**
+   * Commands of its own that it connects to (each with a name and a
+   * module): the run's helper daemon is started with them, since a helper
+   * client can only name a command its daemon was started with.
+   */
+  commands?: readonly CommandSpec[];
   /** Does the work and checks it; throws (node:assert) on failure. */
   run(ctx: ScenarioContext): Promise<void>;
   /**

@@ -16,18 +16,37 @@
 import { isAbsolute, resolve } from 'node:path';
 import { threadId } from 'node:worker_threads';
 
+import { BUILTIN_COMMANDS, builtinCommand } from './commands/registry';
 import type { TransportName } from './errors';
 import { closeFds } from './fd';
 import { requireModule } from './ts-modules';
 
-/** Names a command: a module (absolute path, or a package name) and the export holding its class. */
+/**
+ * Names a command. In-process, worker and child transports load `module`
+ * (absolute path, or a package name) and its `export`: the caller's own
+ * process chooses that code. A helper daemon serves only the commands it was
+ * started with, so a helper client sends `name` alone (never a path): the
+ * daemon's built-in `log`, `probe` when started with diagnostics, or one it
+ * was given with `--command NAME=MODULE[#EXPORT]`. A spec with a name and
+ * no module is a built-in one (see BUILTIN_COMMANDS) on every transport.
+ */
 export interface CommandSpec {
-  module: string;
+  /** The name a helper daemon knows this command by. */
+  name?: string;
+  module?: string;
   /** Default: 'default'. */
   export?: string;
   /** JSON-serializable arguments given to the constructor after the context. */
   args?: unknown[];
 }
+
+/** A command a helper daemon serves: loaded from `module`, `export`. */
+export interface ModuleCommandSpec extends CommandSpec {
+  module: string;
+}
+
+/** What a name may look like: no path separators, nothing a shell or a log line would mangle. */
+export const COMMAND_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 /** What a command knows about where it runs, and how it takes fds. */
 export interface CommandContext {
@@ -53,10 +72,15 @@ export type Remote<T> = {
     : never;
 };
 
-/** A relative module path is resolved against the client's cwd before it travels. */
-export function normalizeCommandSpec(spec: CommandSpec): CommandSpec {
-  if (typeof spec !== 'object' || spec === null || typeof spec.module !== 'string' || spec.module === '') {
-    throw new TypeError('options.command must be { module: string, export?: string, args?: unknown[] }');
+function checkSpecShape(spec: CommandSpec): void {
+  if (typeof spec !== 'object' || spec === null) {
+    throw new TypeError('options.command must be { name?: string, module?: string, export?: string, args?: unknown[] }');
+  }
+  if (spec.name !== undefined && (typeof spec.name !== 'string' || !COMMAND_NAME.test(spec.name))) {
+    throw new TypeError(`options.command.name must match ${COMMAND_NAME} (a name, not a path), not ${JSON.stringify(spec.name)}`);
+  }
+  if (spec.module !== undefined && (typeof spec.module !== 'string' || spec.module === '')) {
+    throw new TypeError('options.command.module must be a non-empty string');
   }
   if (spec.export !== undefined && typeof spec.export !== 'string') {
     throw new TypeError('options.command.export must be a string');
@@ -64,14 +88,53 @@ export function normalizeCommandSpec(spec: CommandSpec): CommandSpec {
   if (spec.args !== undefined && !Array.isArray(spec.args)) {
     throw new TypeError('options.command.args must be an array');
   }
-  const module = spec.module.startsWith('.') ? resolve(spec.module) : spec.module;
-  const out: CommandSpec = { module, export: spec.export ?? 'default' };
-  if (spec.args !== undefined) out.args = spec.args;
+}
+
+/**
+ * The module spec that a transport running code in the caller's own
+ * process (or a child or worker it starts) loads. A relative module path is
+ * resolved against the client's cwd before it travels; a spec with only a
+ * name is a built-in command.
+ */
+export function normalizeCommandSpec(spec: CommandSpec): ModuleCommandSpec {
+  checkSpecShape(spec);
+  let base: CommandSpec = spec;
+  if (spec.module === undefined) {
+    const builtin = spec.name !== undefined ? builtinCommand(spec.name) : undefined;
+    if (builtin === undefined) {
+      throw new TypeError(
+        spec.name !== undefined
+          ? `options.command: "${spec.name}" is not a built-in command (${Object.keys(BUILTIN_COMMANDS).join(', ')}); give its module`
+          : 'options.command needs a module (or the name of a built-in command)',
+      );
+    }
+    base = { ...builtin, ...(spec.args !== undefined ? { args: spec.args } : {}) };
+  }
+  const module = (base.module as string).startsWith('.') ? resolve(base.module as string) : (base.module as string);
+  const out: ModuleCommandSpec = { module, export: base.export ?? 'default' };
+  if (base.name !== undefined) out.name = base.name;
+  if (base.args !== undefined) out.args = base.args;
   return out;
+}
+
+/**
+ * What a helper client sends: the command's name and its arguments, never
+ * a module (the daemon decides what code a name means).
+ */
+export function commandRequest(spec: CommandSpec): CommandSpec {
+  checkSpecShape(spec);
+  if (spec.name === undefined) {
+    throw new TypeError(
+      'options.command: a helper daemon runs only the commands it was started with, named: give the command\'s name ' +
+        '(e.g. LOG_COMMAND, or { name } of one the daemon was started with via --command NAME=MODULE)',
+    );
+  }
+  return spec.args !== undefined ? { name: spec.name, args: spec.args } : { name: spec.name };
 }
 
 /** Loads the command class named by `spec`. */
 export function loadCommandClass(spec: CommandSpec): CommandClass {
+  if (spec.module === undefined) throw new TypeError(`command ${spec.name ?? '(unnamed)'} has no module to load`);
   const name = spec.export ?? 'default';
   let mod: Record<string, unknown>;
   try {

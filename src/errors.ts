@@ -295,6 +295,17 @@ export class PeerRefusedError extends FdBridgeError {
   }
 }
 
+/**
+ * A helper daemon does not serve the command a client named (not one of
+ * its built-in ones, not one it was started with, or a module path where
+ * it takes only names).
+ */
+export class UnknownCommandError extends FdBridgeError {
+  constructor(message: string) {
+    super('ERR_FDBRIDGE_UNKNOWN_COMMAND', message);
+  }
+}
+
 /** Describes any thrown value for sending across a context boundary. */
 export function describeError(err: unknown): RemoteErrorInfo {
   if (err instanceof Error) {

@@ -16,6 +16,7 @@ export {
   PeerExitedError,
   PeerGoneError,
   PeerRefusedError,
+  UnknownCommandError,
   ProtocolError,
   QueueFullError,
   RemoteError,

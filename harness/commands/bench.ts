@@ -32,6 +32,7 @@ import { requireDistFile } from '../../src/paths';
 import { AnchorSession, type Anchor } from '../anchors';
 import { measureLatencySamples, summarizeSamples } from '../bench';
 import { BENCH_COMMAND, usageAfterGc, type Usage } from '../bench-command';
+import { helperCommandArgs } from '../helper-process';
 import { collectEnvironment } from '../environment';
 import type { BenchCase, Environment, Latency } from '../types';
 import { EXIT, parseCommandArgs, parseInteger, UsageError } from './usage';
@@ -365,7 +366,7 @@ interface RoundView {
 /** Starts `fdbridge helper --socket <tmp>/helper.sock` and waits until it listens. */
 async function startHelper(dir: string): Promise<{ socketPath: string; stop(): Promise<void> }> {
   const socketPath = join(dir, 'helper.sock');
-  const child: ChildProcess = spawn(process.execPath, [requireDistFile('harness/cli.js'), 'helper', '--socket', socketPath], {
+  const child: ChildProcess = spawn(process.execPath, [requireDistFile('harness/cli.js'), 'helper', '--socket', socketPath, ...helperCommandArgs()], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));

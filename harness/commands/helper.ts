@@ -1,9 +1,30 @@
-/** `fdbridge helper [--socket PATH] [--allow-uid UID[,UID...]] [--verbose]`: run a helper daemon. */
+/**
+ * `fdbridge helper [--socket PATH] [--allow-uid UID[,UID...]] [--command NAME=MODULE[#EXPORT]]... [--diagnostics] [--verbose]`:
+ * run a helper daemon.
+ */
+import { isAbsolute, resolve } from 'node:path';
+
+import type { CommandSpec } from '../../src/command';
 import { warmRuntimeFds } from '../../src/runtime-fds';
 import { describeDefaultHelperSocketPath, HelperDaemon } from '../../src/transports/helper-daemon';
-import { EXIT, parseCommandArgs, parseInteger } from './usage';
+import { EXIT, parseCommandArgs, parseInteger, UsageError } from './usage';
 
-export const USAGE = `helper [--socket PATH | --socket @NAME] [--allow-uid UID[,UID...]] [--verbose]
+/** `--command NAME=MODULE[#EXPORT]` arguments as the daemon's command table (relative modules resolved against the cwd). */
+function parseCommands(args: readonly string[]): Record<string, CommandSpec> {
+  const commands: Record<string, CommandSpec> = {};
+  for (const arg of args) {
+    const m = /^([^=]+)=([^#]+)(?:#(.+))?$/.exec(arg);
+    if (!m) throw new UsageError(`--command ${arg}: expected NAME=MODULE[#EXPORT]`);
+    const [, name, module, exportName] = m as unknown as [string, string, string, string | undefined];
+    if (Object.hasOwn(commands, name)) throw new UsageError(`--command: ${name} is given twice`);
+    // A relative path is the operator's, resolved against their cwd now.
+    const absolute = module.startsWith('.') || isAbsolute(module) ? resolve(module) : module;
+    commands[name] = { module: absolute, ...(exportName !== undefined ? { export: exportName } : {}) };
+  }
+  return commands;
+}
+
+export const USAGE = `helper [--socket PATH | --socket @NAME] [--allow-uid UID[,UID...]] [--command NAME=MODULE[#EXPORT]]... [--diagnostics] [--verbose]
       Run a helper daemon: clients of the 'helper' transport connect to its socket, and each
       gets its own command instance, run in this process. Runs until SIGINT or SIGTERM, then
       closes every connection, removes its socket and exits 0.
@@ -11,6 +32,11 @@ export const USAGE = `helper [--socket PATH | --socket @NAME] [--allow-uid UID[,
   --socket PATH      where to listen (default: ${describeDefaultHelperSocketPath()});
                      @NAME for a name in the abstract namespace
   --allow-uid UIDS   serve these uids too (comma-separated); by default only this process's own
+  --command NAME=MODULE[#EXPORT]
+                     serve the command class EXPORT (default: default) of MODULE under NAME;
+                     repeatable. Clients name a command; they never choose code. Built in: log
+  --diagnostics      also serve the diagnostic command probe (it reads any fd of this process:
+                     for test daemons only)
   --verbose          log connections, and what each ended connection turned away, to stderr
 
 Prints "fdbridge helper listening on PATH (pid N)" on stdout once it accepts connections.
@@ -20,6 +46,8 @@ export async function main(argv: string[]): Promise<number> {
   const { values } = parseCommandArgs(argv, {
     socket: { type: 'string' },
     'allow-uid': { type: 'string' },
+    command: { type: 'string', multiple: true },
+    diagnostics: { type: 'boolean' },
     verbose: { type: 'boolean' },
   });
   const allowUids = (values['allow-uid'] ?? '')
@@ -28,11 +56,14 @@ export async function main(argv: string[]): Promise<number> {
     .map((s) => parseInteger('--allow-uid', s, 0));
   // Left out when not given: the default path gets its private directory made.
   const socketPath = values.socket ?? describeDefaultHelperSocketPath();
+  const commands = parseCommands(values.command ?? []);
   let daemon: HelperDaemon;
   try {
     daemon = HelperDaemon.start({
       ...(values.socket !== undefined ? { socketPath: values.socket } : {}),
       allowUids,
+      commands,
+      diagnostics: values.diagnostics ?? false,
       log: values.verbose ? (line) => process.stderr.write(`fdbridge helper: ${line}\n`) : undefined,
     });
   } catch (err) {

@@ -20,6 +20,7 @@ import { join } from 'node:path';
 
 import { closeFds, EofError, makePipe, PROBE_COMMAND, SystemError, UnixSocket, type SocketAddress } from '../../src';
 import { native, packageRoot } from '../../src/native';
+import { commandRequest } from '../../src/command';
 import {
   encodeEmpty,
   encodeFdList,
@@ -70,8 +71,8 @@ export function oversized(rng: Rng, type: number): Buffer {
 export function helloFrame(pidfdProbe?: number): Buffer {
   const hello =
     pidfdProbe === undefined
-      ? { version: PROTOCOL_VERSION, command: PROBE_COMMAND }
-      : { version: PROTOCOL_VERSION, command: PROBE_COMMAND, pull: 'pidfd', probeFd: pidfdProbe };
+      ? { version: PROTOCOL_VERSION, command: commandRequest(PROBE_COMMAND) }
+      : { version: PROTOCOL_VERSION, command: commandRequest(PROBE_COMMAND), pull: 'pidfd', probeFd: pidfdProbe };
   return encodeJson(FrameType.HELLO, 0, hello);
 }
 

@@ -6,7 +6,7 @@ import { openSync, closeSync, constants as fsConstants, writeSync } from 'node:f
 
 import { resolve } from 'node:path';
 
-import type { CommandContext, CommandSpec } from '../command';
+import type { CommandContext, ModuleCommandSpec } from '../command';
 import type { Connection } from '../connection';
 import { DatagramSocket, type Datagram } from '../datagram';
 import { closeFd, closeFds } from '../fd';
@@ -105,7 +105,7 @@ export class LogCommand {
 }
 
 /** The spec naming LogCommand, for `connect(transport, { command: LOG_COMMAND })`. */
-export const LOG_COMMAND: CommandSpec = { module: distPath('src/commands/log-command.js'), export: 'LogCommand' };
+export const LOG_COMMAND: ModuleCommandSpec = { name: 'log', module: distPath('src/commands/log-command.js'), export: 'LogCommand' };
 
 /** What a `--logfile` argument means. */
 export type LogTarget =

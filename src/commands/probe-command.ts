@@ -6,7 +6,7 @@
 import { spawnSync } from 'node:child_process';
 import { readSync, writeSync } from 'node:fs';
 
-import type { CommandContext, CommandSpec } from '../command';
+import type { CommandContext, ModuleCommandSpec } from '../command';
 import { closeFd, fdFlags, fdIdentity, fdLimit, openFdTable, setFdLimit, type FdFlags } from '../fd';
 import { distPath } from '../paths';
 
@@ -135,4 +135,4 @@ export class ProbeCommand {
 }
 
 /** The spec naming ProbeCommand. */
-export const PROBE_COMMAND: CommandSpec = { module: distPath('src/commands/probe-command.js'), export: 'ProbeCommand' };
+export const PROBE_COMMAND: ModuleCommandSpec = { name: 'probe', module: distPath('src/commands/probe-command.js'), export: 'ProbeCommand' };

@@ -15,7 +15,9 @@
 import { lstatSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
-import { FdBridgeError } from '../errors';
+import { COMMAND_NAME, loadCommandClass, type CommandSpec, type ModuleCommandSpec } from '../command';
+import { BUILTIN_COMMANDS, DIAGNOSTIC_COMMANDS } from '../commands/registry';
+import { FdBridgeError, UnknownCommandError } from '../errors';
 import { encodeJson, FrameType, FRAME_SOCKET_OPTIONS } from '../protocol';
 import { native } from '../native';
 import { parseAddress, UnixServer, type SocketAddress, type UnixSocket } from '../socket';
@@ -70,6 +72,14 @@ export function helperAddress(socketPath: string): SocketAddress {
 export interface HelperOptions {
   /** Default: defaultHelperSocketPath(), in a private directory created as needed. */
   socketPath?: string;
+  /**
+   * The commands served besides the built-in ones (`log`), by the name a
+   * client asks for: `{ bench: { module: '/abs/bench.js', export: 'BenchCommand' } }`.
+   * Clients name commands; they never choose a module.
+   */
+  commands?: Readonly<Record<string, CommandSpec>>;
+  /** Also serve the diagnostic commands (`probe`), for test daemons. Default false. */
+  diagnostics?: boolean;
   /** uids besides our own that may connect. */
   allowUids?: readonly number[];
   /** Diagnostic lines (connections, refusals, errors). */
@@ -91,6 +101,7 @@ export class HelperDaemon {
   #allowed: Set<number>;
   #log: (line: string) => void;
   #clients = new Map<UnixSocket, ServedConnection>();
+  #commands: Map<string, ModuleCommandSpec>;
   #idle: Array<() => void> = [];
 
   /** Binds the socket (removing a stale one) and starts serving. */
@@ -115,6 +126,7 @@ export class HelperDaemon {
     this.#server = server;
     this.#allowed = new Set([process.getuid?.() ?? 0, ...(options.allowUids ?? [])]);
     this.#log = options.log ?? (() => undefined);
+    this.#commands = commandTable(options);
     server.onConnection((err, socket) => this.#onConnection(err, socket));
   }
 
@@ -146,6 +158,7 @@ export class HelperDaemon {
     this.#log(`serving pid ${cred.pid} (uid ${cred.uid})`);
     const served = serveConnection(socket, {
       transport: 'helper',
+      resolveCommand: (requested) => this.#resolve(requested),
       onEnd: (reason, s: ServeStats) => {
         this.#clients.delete(socket);
         this.stats.active--;
@@ -162,6 +175,25 @@ export class HelperDaemon {
     this.#clients.set(socket, served);
   }
 
+  /** The names of the commands this daemon serves. */
+  get commandNames(): string[] {
+    return [...this.#commands.keys()];
+  }
+
+  /** The code for a command a client named; never a module the client chose. */
+  #resolve(requested: CommandSpec): CommandSpec {
+    if (requested.module !== undefined) {
+      throw new UnknownCommandError(`this helper runs commands by name only, never a module a client names (${requested.module})`);
+    }
+    const spec = requested.name !== undefined ? this.#commands.get(requested.name) : undefined;
+    if (spec === undefined) {
+      throw new UnknownCommandError(
+        `this helper does not serve a command named ${JSON.stringify(requested.name)}; it serves: ${this.commandNames.join(', ')}`,
+      );
+    }
+    return requested.args !== undefined ? { ...spec, args: requested.args } : spec;
+  }
+
   /**
    * Stops listening, removes the socket file, ends every connection (each
    * command's close() runs and its unadopted fds are closed), and resolves
@@ -174,6 +206,21 @@ export class HelperDaemon {
     for (const served of [...this.#clients.values()]) served.end();
     await idle;
   }
+}
+
+/** Built-in commands, the diagnostic ones if asked for, then the ones given (each checked now, not at the first client). */
+function commandTable(options: HelperOptions): Map<string, ModuleCommandSpec> {
+  const table = new Map<string, ModuleCommandSpec>(Object.entries(BUILTIN_COMMANDS));
+  if (options.diagnostics) for (const [name, spec] of Object.entries(DIAGNOSTIC_COMMANDS)) table.set(name, spec);
+  for (const [name, spec] of Object.entries(options.commands ?? {})) {
+    if (!COMMAND_NAME.test(name)) throw new TypeError(`command name ${JSON.stringify(name)} must match ${COMMAND_NAME}`);
+    if (spec.module === undefined) throw new TypeError(`command ${name}: a module is needed`);
+    if (spec.module.startsWith('.')) throw new TypeError(`command ${name}: the module must be an absolute path or a package name, not ${spec.module}`);
+    const entry: ModuleCommandSpec = { name, module: spec.module, export: spec.export ?? 'default' };
+    loadCommandClass(entry); // a typo fails the start, not the first client
+    table.set(name, entry);
+  }
+  return table;
 }
 
 /**

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 
 import type { ConnectOptions } from '../connection';
-import { normalizeCommandSpec } from '../command';
+import { commandRequest } from '../command';
 import { PeerRefusedError, SystemError, type PeerExit } from '../errors';
 import { closeFds } from '../fd';
 import { FRAME_SOCKET_OPTIONS } from '../protocol';
@@ -69,7 +69,7 @@ function checkListener(socket: UnixSocket, path: string, trust: ConnectOptions['
 }
 
 export async function openHelper(options: ConnectOptions): Promise<SocketConnection> {
-  const command = normalizeCommandSpec(options.command);
+  const command = commandRequest(options.command);
   const path = options.socketPath ?? defaultHelperSocketPath();
   let socket: UnixSocket;
   try {

@@ -4,8 +4,9 @@
  * client closes its end (or breaks the protocol); then the command's close()
  * runs and every fd it was given and did not adopt is closed.
  */
-import { CommandHost } from '../command';
-import { describeError, ProtocolError, QueueFullError, TruncatedError, UnsupportedError, type TransportName } from '../errors';
+import { CommandHost, type CommandSpec } from '../command';
+import { builtinCommand } from '../commands/registry';
+import { describeError, ProtocolError, QueueFullError, TruncatedError, UnknownCommandError, UnsupportedError, type TransportName } from '../errors';
 import { failpointFromEnv, type Failpoint } from '../failpoint';
 import { closeFds } from '../fd';
 import { native } from '../native';
@@ -56,6 +57,14 @@ export const MAX_CALLS_IN_FLIGHT = 128;
 
 export interface ServeOptions {
   transport: TransportName;
+  /**
+   * The code to run for the command a HELLO asks for; throws to refuse it.
+   * Without it the HELLO's module is loaded as given, or a built-in command
+   * by name (a child serves the parent that started it, whose code it is
+   * anyway); a helper daemon
+   * resolves names against the commands it was started with.
+   */
+  resolveCommand?: (requested: CommandSpec) => CommandSpec;
   /** Called once, after the command is closed and the socket with it. */
   onEnd?: (reason: Error | null, stats: ServeStats) => void;
 }
@@ -122,6 +131,14 @@ function pullAll(pidfd: number, fds: readonly number[]): number[] {
     throw err;
   }
   return out;
+}
+
+/** A HELLO's module as given, or a built-in command by name. */
+function moduleOrBuiltin(requested: CommandSpec): CommandSpec {
+  if (requested.module !== undefined) return requested;
+  const builtin = requested.name !== undefined ? builtinCommand(requested.name) : undefined;
+  if (builtin === undefined) throw new UnknownCommandError(`no command module given, and ${JSON.stringify(requested.name)} is not a built-in command`);
+  return requested.args !== undefined ? { ...builtin, args: requested.args } : builtin;
 }
 
 /** A connection being served. */
@@ -239,7 +256,7 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
         // The command's fds live in the socket's given set, which the socket
         // answers DUP requests into without calling JS (and closes with it).
         host = new CommandHost(
-          frame.hello.command,
+          (options.resolveCommand ?? moduleOrBuiltin)(frame.hello.command),
           frame.hello.pull === 'pidfd' ? 'pidfd' : options.transport,
           socket.given,
         );

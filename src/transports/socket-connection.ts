@@ -13,6 +13,7 @@ import {
   QueueFullError,
   RemoteError,
   TruncatedError,
+  UnknownCommandError,
   UnsupportedError,
   type PeerExit,
 } from '../errors';
@@ -157,6 +158,7 @@ export async function handshake(
         throw new PeerRefusedError(`connect: ${describePeer()} refused this client: ${frame.message}`);
       case FrameType.ERROR:
         if (frame.error.code === 'ERR_FDBRIDGE_UNSUPPORTED') throw new UnsupportedError(frame.error.message);
+        if (frame.error.code === 'ERR_FDBRIDGE_UNKNOWN_COMMAND') throw new UnknownCommandError(`connect: ${describePeer()}: ${frame.error.message}`);
         throw new RemoteError('constructor', frame.error);
       default:
         throw new ProtocolError(`connect: ${describePeer()} answered HELLO with a frame of type ${frame.type}`);

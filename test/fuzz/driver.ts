@@ -456,7 +456,7 @@ async function commandSession(rng: Rng, stats: SessionStats): Promise<void> {
     // A well-formed HELLO naming a command that does not load (a mutated
     // module path or export), or a probe fd that cannot be pulled: refused
     // with an ERROR reply and a typed error, not a protocol violation.
-    else if (helloIsFirst && /command module|pidfd transport/.test(reason.message)) bump(stats, 'helloRefused');
+    else if (helloIsFirst && /command module|pidfd transport|not a built-in command/.test(reason.message)) bump(stats, 'helloRefused');
     // A reply it sent after we hung up: the client is gone, not hostile.
     else if (reason instanceof SystemError && (reason.code === 'EPIPE' || reason.code === 'ECONNRESET')) bump(stats, 'clientGone');
     else throw new Error(`fuzz: the command side ended with ${reason.name}: ${reason.message}`);

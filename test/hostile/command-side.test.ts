@@ -218,7 +218,7 @@ describe('a helper daemon keeps serving its other clients', () => {
   test('in this process: every bad request rejected and counted, the good client served throughout', async () => {
     const inputs = badRequests(createRng(SEED).fork('helper-in-process'));
     const lines: string[] = [];
-    const daemon = HelperDaemon.start({ socketPath: join(dir, 'h.sock'), log: (line) => lines.push(line) });
+    const daemon = HelperDaemon.start({ diagnostics: true, socketPath: join(dir, 'h.sock'), log: (line) => lines.push(line) });
     try {
       await throwEverything(daemon.socketPath, inputs);
       // One connection per bad request, plus the good one.

@@ -65,7 +65,7 @@ test('pidfd: the command side refuses fds too (a hostile client injecting a DUP 
 test('helper: the client side refuses fds (the SO_PASSRIGHTS check on a connected, not socketpair, socket)', async () => {
   // A real helper never sends fds; a fake one is in client-side.test.ts.
   // Here: the option is on for a connection to the real daemon.
-  const daemon = HelperDaemon.start({ socketPath: `@fdbridge-test-${process.pid}-passrights` });
+  const daemon = HelperDaemon.start({ diagnostics: true, socketPath: `@fdbridge-test-${process.pid}-passrights` });
   try {
     const conn = (await connect('helper', { command: PROBE_COMMAND, socketPath: daemon.socketPath })) as Connection & SocketConnection;
     expect(conn.stats.refusesFds).toBe(refuses);

@@ -49,7 +49,7 @@ describe('who may connect', () => {
   }
 
   test('a peer of another uid is refused by its SO_PEERCRED uid (abstract socket: no file permissions to stop it)', async () => {
-    const daemon = HelperDaemon.start({ socketPath: `@fdbridge-test-${process.pid}-refuse` });
+    const daemon = HelperDaemon.start({ diagnostics: true, socketPath: `@fdbridge-test-${process.pid}-refuse` });
     try {
       const result = await connectAsNobody(daemon.socketPath);
       expect(result.code).toBe('ERR_FDBRIDGE_REFUSED');
@@ -62,7 +62,7 @@ describe('who may connect', () => {
 
   test('a refused peer leaves no fd behind: what it sent is closed, and once refused its fds are refused by the kernel', async () => {
     const name = `fdbridge-test-${process.pid}-refuse-fds`;
-    const daemon = HelperDaemon.start({ socketPath: `@${name}` });
+    const daemon = HelperDaemon.start({ diagnostics: true, socketPath: `@${name}` });
     try {
       // As nobody: connect, send a HELLO-shaped frame with 253 fds at once
       // (it may arrive before the daemon has even accepted), wait for
@@ -93,7 +93,7 @@ describe('who may connect', () => {
   });
 
   test('an allow-listed uid is served', async () => {
-    const daemon = HelperDaemon.start({ socketPath: `@fdbridge-test-${process.pid}-allow`, allowUids: [NOBODY] });
+    const daemon = HelperDaemon.start({ diagnostics: true, socketPath: `@fdbridge-test-${process.pid}-allow`, allowUids: [NOBODY] });
     try {
       expect(await connectAsNobody(daemon.socketPath)).toEqual({ code: 'OK', echoed: 'hi' });
       expect(daemon.stats.connections).toBe(1);
@@ -168,7 +168,7 @@ describe('the socket file', () => {
     process.env['XDG_RUNTIME_DIR'] = dir;
     try {
       expect(defaultHelperSocketPath()).toBe(join(dir, 'fdbridge', 'helper.sock'));
-      const daemon = HelperDaemon.start();
+      const daemon = HelperDaemon.start({ diagnostics: true });
       try {
         expect(lstatSync(join(dir, 'fdbridge')).mode & 0o777).toBe(0o700);
         expect(lstatSync(daemon.socketPath).mode & 0o777).toBe(0o600);
@@ -192,7 +192,7 @@ describe('the socket file', () => {
       const mine = join(dir, 'fdbridge');
       require('node:fs').mkdirSync(mine, { mode: 0o755 });
       chmodSync(mine, 0o755);
-      expect(() => HelperDaemon.start()).toThrow(expect.objectContaining({ code: 'ERR_FDBRIDGE_UNSAFE_PATH' }));
+      expect(() => HelperDaemon.start({ diagnostics: true })).toThrow(expect.objectContaining({ code: 'ERR_FDBRIDGE_UNSAFE_PATH' }));
     } finally {
       if (saved === undefined) delete process.env['XDG_RUNTIME_DIR'];
       else process.env['XDG_RUNTIME_DIR'] = saved;
@@ -204,7 +204,7 @@ describe('the socket file', () => {
     // A bound, never-listening socket closed without unlink: what a SIGKILLed daemon leaves.
     native.close(native.listen(native.constants.SOCK_SEQPACKET, socketPath, false, 0o600, 1));
     expect(lstatSync(socketPath).isSocket()).toBe(true);
-    const daemon = HelperDaemon.start({ socketPath });
+    const daemon = HelperDaemon.start({ diagnostics: true, socketPath });
     try {
       const conn = await connect('helper', { command: PROBE_COMMAND, socketPath });
       expect(await conn.call('echo', 'served')).toBe('served');
@@ -216,9 +216,9 @@ describe('the socket file', () => {
 
   test("a live daemon's path is never taken", async () => {
     const socketPath = join(dir, 'live.sock');
-    const first = HelperDaemon.start({ socketPath });
+    const first = HelperDaemon.start({ diagnostics: true, socketPath });
     try {
-      expect(() => HelperDaemon.start({ socketPath })).toThrow(expect.objectContaining({ code: 'ERR_FDBRIDGE_HELPER_RUNNING' }));
+      expect(() => HelperDaemon.start({ diagnostics: true, socketPath })).toThrow(expect.objectContaining({ code: 'ERR_FDBRIDGE_HELPER_RUNNING' }));
       const conn = await connect('helper', { command: PROBE_COMMAND, socketPath });
       expect(await conn.call('echo', 'still here')).toBe('still here');
       await conn.close();
@@ -230,14 +230,14 @@ describe('the socket file', () => {
   test('something that is not a socket is never unlinked: a file, or a symlink (not followed)', () => {
     const file = join(dir, 'file.sock');
     writeFileSync(file, 'precious');
-    expect(() => HelperDaemon.start({ socketPath: file })).toThrow(expect.objectContaining({ code: 'ERR_FDBRIDGE_UNSAFE_PATH' }));
+    expect(() => HelperDaemon.start({ diagnostics: true, socketPath: file })).toThrow(expect.objectContaining({ code: 'ERR_FDBRIDGE_UNSAFE_PATH' }));
     expect(readFileSync(file, 'utf8')).toBe('precious');
 
     const target = join(dir, 'target');
     writeFileSync(target, 'also precious');
     const link = join(dir, 'link.sock');
     symlinkSync(target, link);
-    expect(() => HelperDaemon.start({ socketPath: link })).toThrow(expect.objectContaining({ code: 'ERR_FDBRIDGE_UNSAFE_PATH' }));
+    expect(() => HelperDaemon.start({ diagnostics: true, socketPath: link })).toThrow(expect.objectContaining({ code: 'ERR_FDBRIDGE_UNSAFE_PATH' }));
     expect(lstatSync(link).isSymbolicLink()).toBe(true);
     expect(readFileSync(target, 'utf8')).toBe('also precious');
   });
@@ -257,7 +257,7 @@ describe('the socket file', () => {
       const socketPath = join(dir, 'raced.sock');
       const script = `
         const { HelperDaemon } = require(${JSON.stringify(join(packageRoot, 'dist', 'src'))});
-        try { HelperDaemon.start({ socketPath: ${JSON.stringify(socketPath)} }); console.log(JSON.stringify({ code: 'STARTED' })); process.exit(0); }
+        try { HelperDaemon.start({ diagnostics: true, socketPath: ${JSON.stringify(socketPath)} }); console.log(JSON.stringify({ code: 'STARTED' })); process.exit(0); }
         catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }`;
       const { stdout } = await execFileAsync(process.execPath, ['-e', script], {
         env: { ...process.env, LD_PRELOAD: shim, FDB_RACE: kind === 'symlink' ? `symlink:${target}` : 'file' },
@@ -278,7 +278,7 @@ describe('the socket file', () => {
 
   test('a path longer than 107 bytes is a clear error', () => {
     const long = join(dir, 'x'.repeat(120));
-    expect(() => HelperDaemon.start({ socketPath: long })).toThrow(/107/);
+    expect(() => HelperDaemon.start({ diagnostics: true, socketPath: long })).toThrow(/107/);
   });
 
   test('the daemon removes its socket file on SIGTERM and on SIGINT', async () => {

@@ -116,7 +116,7 @@ describeRoot('a client trusts only the listener it should (as another uid: nobod
       const err = await connect('helper', { command: PROBE_COMMAND, socketPath: path }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(PeerRefusedError);
       // ...and no daemon of ours would have listened there in the first place.
-      expect(() => HelperDaemon.start({ socketPath: join(shared, 'mine.sock') })).toThrow(expect.objectContaining({ code: 'ERR_FDBRIDGE_UNSAFE_PATH' }));
+      expect(() => HelperDaemon.start({ diagnostics: true, socketPath: join(shared, 'mine.sock') })).toThrow(expect.objectContaining({ code: 'ERR_FDBRIDGE_UNSAFE_PATH' }));
       attacker.child.kill('SIGTERM');
       expect(await attacker.line('bytes')).toEqual({ bytes: 0, fds: 0 });
     } finally {
@@ -135,7 +135,7 @@ describe('a daemon listens only where nobody else can write', () => {
     const d = join(dir, 'd');
     mkdirSync(d);
     chmodSync(d, mode);
-    expect(() => HelperDaemon.start({ socketPath: join(d, 'h.sock') })).toThrow(
+    expect(() => HelperDaemon.start({ diagnostics: true, socketPath: join(d, 'h.sock') })).toThrow(
       expect.objectContaining({ code: 'ERR_FDBRIDGE_UNSAFE_PATH', message: expect.stringMatching(/others can write/) }),
     );
   });
@@ -144,20 +144,20 @@ describe('a daemon listens only where nobody else can write', () => {
     const open = join(dir, 'open');
     mkdirSync(join(open, 'mine'), { recursive: true });
     chmodSync(open, 0o777);
-    expect(() => HelperDaemon.start({ socketPath: join(open, 'mine', 'h.sock') })).toThrow(expect.objectContaining({ code: 'ERR_FDBRIDGE_UNSAFE_PATH' }));
+    expect(() => HelperDaemon.start({ diagnostics: true, socketPath: join(open, 'mine', 'h.sock') })).toThrow(expect.objectContaining({ code: 'ERR_FDBRIDGE_UNSAFE_PATH' }));
   });
 
   (isRoot ? test : test.skip)("a directory of another uid (nobody's) is refused", () => {
     const theirs = join(dir, 'theirs');
     mkdirSync(theirs, { mode: 0o755 });
     chownSync(theirs, NOBODY, NOBODY);
-    expect(() => HelperDaemon.start({ socketPath: join(theirs, 'h.sock') })).toThrow(
+    expect(() => HelperDaemon.start({ diagnostics: true, socketPath: join(theirs, 'h.sock') })).toThrow(
       expect.objectContaining({ code: 'ERR_FDBRIDGE_UNSAFE_PATH', message: expect.stringMatching(/belongs to uid 65534/) }),
     );
   });
 
   test('a private directory under a sticky /tmp is fine', async () => {
-    const daemon = HelperDaemon.start({ socketPath: join(dir, 'h.sock') });
+    const daemon = HelperDaemon.start({ diagnostics: true, socketPath: join(dir, 'h.sock') });
     try {
       const conn = await connect('helper', { command: PROBE_COMMAND, socketPath: daemon.socketPath });
       expect(await conn.call('echo', 'ok')).toBe('ok');
@@ -195,10 +195,103 @@ describe('a daemon listens only where nobody else can write', () => {
     chmodSync(runtime, 0o777);
     process.env['XDG_RUNTIME_DIR'] = runtime;
     try {
-      expect(() => HelperDaemon.start()).toThrow(expect.objectContaining({ code: 'ERR_FDBRIDGE_UNSAFE_PATH' }));
+      expect(() => HelperDaemon.start({ diagnostics: true })).toThrow(expect.objectContaining({ code: 'ERR_FDBRIDGE_UNSAFE_PATH' }));
     } finally {
       if (saved === undefined) delete process.env['XDG_RUNTIME_DIR'];
       else process.env['XDG_RUNTIME_DIR'] = saved;
+    }
+  });
+});
+
+/** A script run as nobody: `body` runs with `connect`, `native`, `send` (raw frames) in scope and prints JSON. */
+function nobodyClient(socketPath: string, body: string): Promise<Record<string, unknown>> {
+  const p = runAsNobody(`
+    const src = require(${JSON.stringify(DIST_SRC)});
+    const { connect } = src;
+    const trustPeer = { uids: [${process.getuid?.() ?? 0}] };
+    const socketPath = ${JSON.stringify(socketPath)};
+    (async () => { ${body} })().then((r) => console.log(JSON.stringify({ result: r })), (e) => console.log(JSON.stringify({ result: { error: e.code ?? e.name, message: e.message } })));`);
+  return p.line<{ result: Record<string, unknown> }>('result').then((r) => r.result);
+}
+
+describeRoot('a client names a command and never chooses code (as another uid: nobody, allowed)', () => {
+  let marker: string;
+  let evil: string;
+  beforeEach(() => {
+    chmodSync(dir, 0o755);
+    marker = join(dir, 'evil-ran');
+    evil = join(dir, 'evil.js');
+    // A module that, if the daemon ever require()d it, would leave a mark.
+    require('node:fs').writeFileSync(evil, `require('node:fs').writeFileSync(${JSON.stringify(marker)}, 'ran'); exports.Evil = class { constructor() {} };`);
+  });
+
+  test('a HELLO naming a module path is refused and the module is never loaded', async () => {
+    const daemon = HelperDaemon.start({ socketPath: `@fdbridge-cmd-${process.pid}`, allowUids: [NOBODY] });
+    try {
+      const raw = await nobodyClient(daemon.socketPath, `
+        const { native } = require(${JSON.stringify(join(DIST_SRC, 'native.js'))});
+        const { encodeJson, FrameType, PROTOCOL_VERSION } = require(${JSON.stringify(join(DIST_SRC, 'protocol.js'))});
+        const fd = native.connect(native.constants.SOCK_SEQPACKET, socketPath.slice(1), true);
+        native.sendNow(fd, encodeJson(FrameType.HELLO, 0, { version: PROTOCOL_VERSION, command: { module: ${JSON.stringify(evil)}, export: 'Evil' } }));
+        for (let i = 0; i < 500; i++) {
+          const m = native.recvNow(fd, 65536, 0);
+          if (m) return { type: m.data[0], body: m.data.toString('utf8', 8) };
+          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+        }
+        return { type: 'none' };`);
+      expect(raw['type']).toBe(8); // ERROR
+      expect(JSON.parse(raw['body'] as string)).toMatchObject({ code: 'ERR_FDBRIDGE_UNKNOWN_COMMAND' });
+      // Through the library a module-only spec never even leaves the client.
+      const viaApi = await nobodyClient(daemon.socketPath, `
+        return connect('helper', { command: { module: ${JSON.stringify(evil)}, export: 'Evil' }, socketPath, trustPeer }).then(() => ({ ok: true }));`);
+      expect(viaApi).toMatchObject({ error: 'TypeError' });
+      expect(require('node:fs').existsSync(marker)).toBe(false);
+    } finally {
+      await daemon.close();
+    }
+  });
+
+  test('diagnostic commands are off unless the daemon was started with them; started ones are served by name', async () => {
+    const plain = HelperDaemon.start({ socketPath: `@fdbridge-cmd-plain-${process.pid}`, allowUids: [NOBODY], commands: { keep: { module: join(DIST_SRC, 'commands', 'probe-command.js'), export: 'ProbeCommand' } } });
+    const diag = HelperDaemon.start({ socketPath: `@fdbridge-cmd-diag-${process.pid}`, allowUids: [NOBODY], diagnostics: true });
+    try {
+      const ask = (path: string, name: string): Promise<Record<string, unknown>> =>
+        nobodyClient(path, `const c = await connect('helper', { command: { name: ${JSON.stringify(name)} }, socketPath, trustPeer }); const w = await c.call('where'); await c.close(); return { pid: w.pid };`);
+      expect(await ask(plain.socketPath, 'probe')).toMatchObject({ error: 'ERR_FDBRIDGE_UNKNOWN_COMMAND', message: expect.stringMatching(/serves: log, keep/) });
+      expect(await ask(plain.socketPath, 'log')).toEqual({ pid: process.pid });
+      expect(await ask(plain.socketPath, 'keep')).toEqual({ pid: process.pid });
+      expect(await ask(diag.socketPath, 'probe')).toEqual({ pid: process.pid });
+      expect(await ask(plain.socketPath, '../evil')).toMatchObject({ error: 'TypeError' });
+      expect(plain.commandNames).toEqual(['log', 'keep']);
+    } finally {
+      await plain.close();
+      await diag.close();
+    }
+  });
+
+  test("a command sees only its own connection's fds: another client cannot adopt them by number", async () => {
+    const daemon = HelperDaemon.start({ socketPath: `@fdbridge-cmd-fds-${process.pid}`, allowUids: [NOBODY] });
+    try {
+      const result = await nobodyClient(daemon.socketPath, `
+        const memfd = native => native.memfd('victim');
+        const { native } = require(${JSON.stringify(join(DIST_SRC, 'native.js'))});
+        const fd = memfd(native);
+        const victim = await connect('helper', { command: { name: 'log' }, socketPath, trustPeer });
+        const there = await victim.dupFileDescriptor(fd);
+        const thief = await connect('helper', { command: { name: 'log' }, socketPath, trustPeer });
+        const stolen = await thief.call('redirectLogToFd', there).then(() => 'adopted', (e) => e.message);
+        await thief.close();
+        // The victim's own command can still adopt it.
+        await victim.call('redirectLogToFd', there);
+        await victim.call('log', 'mine');
+        await victim.close();
+        const size = require('node:fs').fstatSync(fd).size;
+        native.close(fd);
+        return { stolen, size };`);
+      expect(result['stolen']).toMatch(/was not duplicated into this command/);
+      expect(result['size']).toBe('mine\n'.length);
+    } finally {
+      await daemon.close();
     }
   });
 });

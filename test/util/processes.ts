@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+import { helperCommandArgs } from '../../harness/helper-process';
 import { diffFdTables, formatFdTableDiff, openFdTable, type FdTable } from '../../src/fd';
 import { packageRoot } from '../../src/native';
 
@@ -17,9 +18,9 @@ export interface HelperProcess {
   stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** Starts `fdbridge helper --socket <path>` and waits until it listens. */
+/** Starts `fdbridge helper --socket <path>` (with the diagnostic and benchmark commands) and waits until it listens. */
 export async function startHelperProcess(socketPath: string, extraArgs: string[] = []): Promise<HelperProcess> {
-  const child = spawn(process.execPath, [CLI, 'helper', '--socket', socketPath, ...extraArgs], {
+  const child = spawn(process.execPath, [CLI, 'helper', '--socket', socketPath, ...helperCommandArgs(), ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
