@@ -36,6 +36,13 @@ export function checkSocketDirectory(dir: string): void {
   const trusted = (owner: number): boolean => owner === uid || owner === 0;
   // The path as written: a symlink component is followed by bind() and connect().
   const absolute = resolve(dir);
+  try {
+    lstatSync(absolute);
+  } catch (err) {
+    // No such directory: nothing there to take over, and bind() says ENOENT.
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
   for (let d = absolute; ; d = dirname(d)) {
     const st = lstatSync(d);
     if (st.isSymbolicLink() && !trusted(st.uid)) throw unsafe(`${d} is a symlink of uid ${st.uid}; refusing a socket path through it`);
