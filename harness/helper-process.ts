@@ -50,6 +50,8 @@ export interface HelperStartOptions {
    * value `undefined` removes one), e.g. `{ FDBRIDGE_FAILPOINT: 'after-receive' }`.
    */
   env?: Readonly<Record<string, string | undefined>>;
+  /** More `fdbridge helper` arguments, e.g. `['--max-fds', '8']`. */
+  args?: readonly string[];
 }
 
 export class HelperProcess implements HelperControl {
@@ -145,7 +147,7 @@ export class HelperProcess implements HelperControl {
     const logFd = openSync(this.#logPath, 'a');
     let child: ChildProcess;
     try {
-      child = spawn(process.execPath, [cli, 'helper', '--socket', this.socketPath, ...helperCommandArgs(this.#commands)], {
+      child = spawn(process.execPath, [cli, 'helper', '--socket', this.socketPath, ...helperCommandArgs(this.#commands), ...(options.args ?? [])], {
         stdio: ['ignore', 'pipe', logFd],
         // spawn() leaves out variables whose value is undefined: that is how one is removed.
         ...(options.env !== undefined ? { env: { ...process.env, ...options.env } } : {}),

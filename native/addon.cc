@@ -211,6 +211,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
                            InstanceMethod<&SocketWrap::WatchHangup>("watchHangup"),
                            InstanceAccessor<&SocketWrap::GetBuffer>("buffer"),
                            InstanceMethod<&SocketWrap::ServeDuplications>("serveDuplications"),
+                           InstanceMethod<&SocketWrap::CloseGivenInBackground>("closeGivenInBackground"),
                            InstanceMethod<&SocketWrap::RequestDup>("requestDup"),
                            InstanceMethod<&SocketWrap::RejectDups>("rejectDups"),
                            InstanceMethod<&SocketWrap::RejectDup>("rejectDup"),
@@ -635,11 +636,22 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
 
   // The command's side of the frame protocol, answering DUP requests in C++
   // (see UnixSocket::ServeDuplications) and keeping the given fds' ledger.
+  // serveDuplications(on, maxGiven?): maxGiven caps the given set (see UnixSocket).
   Napi::Value ServeDuplications(const Napi::CallbackInfo& info) {
-    if (core_ != nullptr) core_->ServeDuplications(info.Length() > 0 && info[0].ToBoolean());
+    size_t max_given = SIZE_MAX;
+    if (info.Length() > 1 && info[1].IsNumber()) {
+      double v = info[1].As<Napi::Number>().DoubleValue();
+      if (!(v >= 0)) throw Napi::RangeError::New(info.Env(), "serveDuplications: maxGiven must be >= 0");
+      if (v < 1e15) max_given = static_cast<size_t>(v);
+    }
+    if (core_ != nullptr) core_->ServeDuplications(info.Length() > 0 && info[0].ToBoolean(), max_given);
     return info.Env().Undefined();
   }
-  Napi::Value AddGiven(const Napi::CallbackInfo& info) {
+  Napi::Value CloseGivenInBackground(const Napi::CallbackInfo& info) {
+    if (core_ != nullptr) core_->CloseGivenInBackground(info.Length() > 0 && info[0].ToBoolean());
+    return info.Env().Undefined();
+  }
+    Napi::Value AddGiven(const Napi::CallbackInfo& info) {
     int fd = ArgFd(info, 0);
     if (core_ == nullptr) {
       // The socket is gone, and with it the ledger: nobody would ever close this fd.
@@ -1024,6 +1036,45 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// closeInBackground(fds): each fd is closed on the background closer thread
+// (FdCloseInBackground); returns at once.
+Napi::Value CloseInBackground(const Napi::CallbackInfo& info) {
+  std::vector<int> fds;
+  if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(info.Env(), "closeInBackground(fds): fds must be an array");
+  Napi::Array arr = info[0].As<Napi::Array>();
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Value v = arr.Get(i);
+    double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+    if (!(d == floor(d)) || d < 0 || d > 2147483647.0) throw Napi::TypeError::New(info.Env(), "each fd must be a non-negative integer");
+    fds.push_back(static_cast<int>(d));
+  }
+  for (int fd : fds) FdCloseInBackground(fd);
+  return info.Env().Undefined();
+}
+
+Napi::Value BackgroundClosesPending(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(FdBackgroundClosesPending()));
+}
+
+// pollReadable(fds) -> booleans: readable (or hung up) now, without waiting.
+Napi::Value PollReadable(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "pollReadable(fds): fds must be an array");
+  Napi::Array arr = info[0].As<Napi::Array>();
+  std::vector<int> fds;
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Value v = arr.Get(i);
+    double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+    if (!(d == floor(d)) || d < 0 || d > 2147483647.0) throw Napi::TypeError::New(env, "each fd must be a non-negative integer");
+    fds.push_back(static_cast<int>(d));
+  }
+  std::vector<bool> ready;
+  CheckFdResult(env, FdPollReadable(fds.data(), fds.size(), &ready), "poll");
+  Napi::Array out = Napi::Array::New(env, ready.size());
+  for (size_t i = 0; i < ready.size(); i++) out.Set(static_cast<uint32_t>(i), Napi::Boolean::New(env, ready[i]));
+  return out;
+}
+
 // socketsAlive() -> socket objects not yet garbage collected (open or closed).
 Napi::Value SocketsAlive(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(g_sockets_alive.load()));
@@ -1306,6 +1357,9 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("ExitWatch", ExitWatchWrap::Define(env));
 
   exports.Set("init", Napi::Function::New<Init>(env, "init"));
+  exports.Set("closeInBackground", Napi::Function::New<CloseInBackground>(env, "closeInBackground"));
+  exports.Set("backgroundClosesPending", Napi::Function::New<BackgroundClosesPending>(env, "backgroundClosesPending"));
+  exports.Set("pollReadable", Napi::Function::New<PollReadable>(env, "pollReadable"));
   exports.Set("socketsAlive", Napi::Function::New<SocketsAlive>(env, "socketsAlive"));
   exports.Set("socketpair", Napi::Function::New<SocketPair>(env, "socketpair"));
   exports.Set("listen", Napi::Function::New<Listen>(env, "listen"));

@@ -10,9 +10,14 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
@@ -92,6 +97,68 @@ int FdDupAllHigh(const int* fds, size_t n, int min_fd, int* out) {
 int FdClose(int fd) {
   if (close(fd) == 0) return 0;
   return errno == EINTR ? 0 : -errno;
+}
+
+namespace {
+
+// The background closer: one thread for the process, started on first use
+// and never joined (it holds no resources but the queue; at exit the kernel
+// closes whatever is left). One thread keeps closes in order; a close that
+// blocks delays the ones behind it, never the event loop.
+struct Closer {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<int> queue;
+  std::atomic<size_t> pending{0};
+};
+
+Closer& TheCloser() {
+  static Closer* closer = [] {
+    Closer* c = new Closer();  // never destroyed: the thread may outlive static destructors
+    std::thread([c] {
+      for (;;) {
+        int fd;
+        {
+          std::unique_lock<std::mutex> lock(c->mu);
+          c->cv.wait(lock, [c] { return !c->queue.empty(); });
+          fd = c->queue.front();
+          c->queue.pop_front();
+        }
+        FdClose(fd);
+        c->pending--;
+      }
+    }).detach();
+    return c;
+  }();
+  return *closer;
+}
+
+}  // namespace
+
+void FdCloseInBackground(int fd) {
+  if (fd < 0) return;
+  Closer& c = TheCloser();
+  c.pending++;
+  {
+    std::lock_guard<std::mutex> lock(c.mu);
+    c.queue.push_back(fd);
+  }
+  c.cv.notify_one();
+}
+
+size_t FdBackgroundClosesPending() { return TheCloser().pending.load(); }
+
+int FdPollReadable(const int* fds, size_t n, std::vector<bool>* out) {
+  std::vector<struct pollfd> p(n);
+  for (size_t i = 0; i < n; i++) p[i] = {fds[i], POLLIN, 0};
+  int r;
+  do {
+    r = poll(p.data(), p.size(), 0);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return -errno;
+  out->assign(n, false);
+  for (size_t i = 0; i < n; i++) (*out)[i] = (p[i].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) != 0;
+  return r;
 }
 
 int FdIdentityOf(int fd, FdIdentity* out) {

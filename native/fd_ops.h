@@ -65,6 +65,19 @@ int FdDupAllHigh(const int* fds, size_t n, int min_fd, int* out);
 // EINTR (see close(2), "Dealing with error returns"), so EINTR is success here.
 int FdClose(int fd);
 
+// Hands `fd` to one dedicated thread that closes it. close(2) can block for
+// as long as the file's last reference takes to go: a TCP socket with
+// SO_LINGER and unsent data waits up to its linger time (socket(7)), a file
+// on a hung NFS server longer. A process that closes fds other processes
+// gave it (a helper daemon) must not run that on its event loop.
+void FdCloseInBackground(int fd);
+// fds handed to FdCloseInBackground and not yet closed.
+size_t FdBackgroundClosesPending();
+
+// poll(2) with no wait: for each of fds[0..n), whether it is readable (or
+// hung up / in error) now. A pidfd is readable once its process has exited.
+int FdPollReadable(const int* fds, size_t n, std::vector<bool>* out);
+
 int FdIdentityOf(int fd, FdIdentity* out);
 
 // Bit 0: FD_CLOEXEC, bit 1: O_NONBLOCK.

@@ -403,6 +403,7 @@ bool UnixSocket::TryServeDup(const char* data, size_t len, const int* fds, size_
   // meets the same full queue (kQueueFull) and cuts off the peer that does
   // not read its replies; a reply is never dropped.
   if (send_queue_full()) return false;
+  if (given_.size() + nfds > max_given_) return false;  // over quota: the delegate refuses it
   size_t reply_len = kFrameHeader + 4 * nfds;
   if (reply_buf_.size() < reply_len) reply_buf_.resize(kFrameHeader + 4 * kMaxFdsPerMessage);
   char* out = reply_buf_.data();
@@ -443,9 +444,17 @@ bool UnixSocket::TryDupReply(const char* data, size_t len, size_t nfds) {
   return true;
 }
 
+void UnixSocket::CloseGiven(int fd) {
+  if (close_given_in_background_) {
+    FdCloseInBackground(fd);
+  } else {
+    FdClose(fd);
+  }
+}
+
 size_t UnixSocket::SweepGiven() {
   size_t n = given_.size();
-  for (int fd : given_) FdClose(fd);
+  for (int fd : given_) CloseGiven(fd);
   given_.clear();
   return n;
 }

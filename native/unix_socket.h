@@ -144,7 +144,17 @@ class UnixSocket {
   // The given set is the connection's ledger: fds in it belong to the
   // connection until adopted (AdoptGiven) and are closed by SweepGiven and
   // by Close (a socket closes what it received and nobody claimed).
-  void ServeDuplications(bool on) { serve_dups_ = on; }
+  //
+  // `max_given` caps the given set: a DUP that would take it past the cap
+  // is not answered here but passed to the delegate, which refuses it (a
+  // per-client quota on the fds it may leave with us).
+  void ServeDuplications(bool on, size_t max_given = SIZE_MAX) {
+    serve_dups_ = on;
+    max_given_ = max_given;
+  }
+  // Given fds are closed on the background closer thread (FdCloseInBackground)
+  // from now on: they come from another process, and closing one may block.
+  void CloseGivenInBackground(bool on) { close_given_in_background_ = on; }
   void AddGiven(int fd) { given_.insert(fd); }
   bool AdoptGiven(int fd) { return given_.erase(fd) != 0; }
   size_t SweepGiven();
@@ -223,6 +233,9 @@ class UnixSocket {
   size_t control_len_;
   std::vector<int> recv_fds_;
   bool serve_dups_ = false;
+  size_t max_given_ = SIZE_MAX;
+  bool close_given_in_background_ = false;
+  void CloseGiven(int fd);
   uint64_t served_dups_ = 0;
   std::unordered_set<int> given_;
   std::vector<char> reply_buf_;

@@ -306,6 +306,33 @@ export class UnknownCommandError extends FdBridgeError {
   }
 }
 
+/** What a helper daemon limits per client, and for all of them. */
+export type QuotaName = 'connections' | 'fds' | 'calls' | 'queuedBytes' | 'helloTimeout' | 'idleTimeout';
+
+const QUOTA_NAMES: readonly QuotaName[] = ['connections', 'fds', 'calls', 'queuedBytes', 'helloTimeout', 'idleTimeout'];
+
+/**
+ * A helper daemon's limit turned a request (or a connection) away: more fds
+ * left with the command than `fds` allows, more requests in flight than
+ * `calls`, replies piling up unread past `queuedBytes` (the client is then
+ * disconnected), no HELLO within `helloTimeout`, idle past `idleTimeout`.
+ * The message begins with "quota <name>:" on both sides of the connection.
+ */
+export class QuotaExceededError extends FdBridgeError {
+  readonly quota: QuotaName;
+
+  constructor(quota: QuotaName, message: string) {
+    super('ERR_FDBRIDGE_QUOTA', message.startsWith('quota ') ? message : `quota ${quota}: ${message}`);
+    this.quota = quota;
+  }
+
+  /** The same error from its wire form (an ERROR frame's message). */
+  static fromMessage(message: string): QuotaExceededError {
+    const name = /^quota (\w+):/.exec(message)?.[1] as QuotaName | undefined;
+    return new QuotaExceededError(name !== undefined && QUOTA_NAMES.includes(name) ? name : 'calls', message);
+  }
+}
+
 /** Describes any thrown value for sending across a context boundary. */
 export function describeError(err: unknown): RemoteErrorInfo {
   if (err instanceof Error) {

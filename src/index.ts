@@ -17,6 +17,7 @@ export {
   PeerGoneError,
   PeerRefusedError,
   UnknownCommandError,
+  QuotaExceededError,
   ProtocolError,
   QueueFullError,
   RemoteError,
@@ -25,7 +26,7 @@ export {
   TruncatedError,
   UnsupportedError,
 } from './errors';
-export type { PeerExit, RemoteErrorInfo } from './errors';
+export type { PeerExit, QuotaName, RemoteErrorInfo } from './errors';
 export {
   closeFd,
   closeFds,
@@ -49,8 +50,8 @@ export { UnixServer, UnixSocket } from './socket';
 export type { Credentials, Message, ReceiveOptions, SocketAddress, SocketKind, UnixSocketOptions, ListenOptions, WhenFull } from './socket';
 export { DatagramSocket } from './datagram';
 export type { Datagram, DatagramBindOptions, DatagramHandler, DatagramSocketOptions, SendToOptions } from './datagram';
-export { HelperDaemon, defaultHelperSocketPath } from './transports/helper-daemon';
-export type { HelperOptions, HelperStats } from './transports/helper-daemon';
+export { HelperDaemon, defaultHelperSocketPath, DEFAULT_HELPER_LIMITS } from './transports/helper-daemon';
+export type { HelperClientStatus, HelperLimits, HelperOptions, HelperStats, HelperStatus } from './transports/helper-daemon';
 export { LogCommand, LOG_COMMAND, logRedirectOption, parseLogfileArgument } from './commands/log-command';
 export type { LogTarget } from './commands/log-command';
 export { ProbeCommand, PROBE_COMMAND } from './commands/probe-command';

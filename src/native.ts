@@ -76,7 +76,8 @@ export interface NativeSocket {
    * Answers well-formed DUP frames in C++ (a DUP_OK listing the received
    * fds' numbers) without calling onMessage; the fds join the given set.
    */
-  serveDuplications(on: boolean): void;
+  serveDuplications(on: boolean, maxGiven?: number): void;
+  closeGivenInBackground(on: boolean): void;
   /**
    * The client's side of a one-fd duplication in C++: sends a DUP frame with
    * `fd` (borrowed) under request id `id` and resolves with the fd's number
@@ -164,6 +165,15 @@ export interface NativeBinding {
   ExitWatch: new (pidfd: number, onExit: () => void) => NativeExitWatch;
   init(makeError: (kind: string, errno: number, syscall: string, details: Record<string, unknown>) => Error): void;
   socketpair(type: number): [number, number];
+  /**
+   * Closes each fd on one background thread (close(2) can block: a TCP
+   * socket with SO_LINGER and unsent data waits out its linger time).
+   */
+  closeInBackground(fds: readonly number[]): void;
+  /** fds given to closeInBackground and not yet closed. */
+  backgroundClosesPending(): number;
+  /** For each fd, whether poll(2) says it is readable (or hung up) right now. */
+  pollReadable(fds: readonly number[]): boolean[];
   /** Socket objects (all environments) not yet garbage collected, open or closed. */
   socketsAlive(): number;
   /** Binds (and, but for DGRAM, listens); `passCred` sets SO_PASSCRED before bind(2). */

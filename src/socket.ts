@@ -502,8 +502,17 @@ export class UnixSocket {
    * set (`given`). Other messages reach the message handler as before, in
    * order.
    */
-  serveDuplications(on: boolean): void {
-    if (!this.#closed) this.#native.serveDuplications(on);
+  serveDuplications(on: boolean, maxGiven = Infinity): void {
+    if (!this.#closed) this.#native.serveDuplications(on, maxGiven);
+  }
+
+  /**
+   * From now on the given set's fds are closed on a background thread
+   * (native.closeInBackground): they come from another process, and a close
+   * can block (a TCP socket with SO_LINGER and unsent data).
+   */
+  closeGivenInBackground(on: boolean): void {
+    if (!this.#closed) this.#native.closeGivenInBackground(on);
   }
 
   /**
@@ -665,8 +674,16 @@ export class UnixServer {
     return new UnixServer(address, options);
   }
 
-  private constructor(address: SocketAddress, options: ListenOptions) {
-    const [name, abstract] = parseAddress(address);
+  /**
+   * Takes ownership of `fd`, a socket already listening (one systemd passed
+   * with LISTEN_FDS, say). Its file, if any, is not ours: close() never
+   * removes it. `address` only names it in messages.
+   */
+  static fromListeningFd(fd: number, address: string, options: Omit<ListenOptions, 'mode' | 'backlog'> = {}): UnixServer {
+    return new UnixServer(address, options, fd);
+  }
+
+  private constructor(address: SocketAddress, options: ListenOptions, listeningFd?: number) {
     this.address = address;
     this.kind = options.kind ?? 'seqpacket';
     this.#options = {
@@ -675,6 +692,14 @@ export class UnixServer {
       reuseBuffer: options.reuseBuffer,
       sendQueueLimit: options.sendQueueLimit,
     };
+    if (listeningFd !== undefined) {
+      native.setCloexec(listeningFd, true);
+      native.setNonblock(listeningFd, true);
+      this.#native = new native.Socket(listeningFd, kindToType(this.kind), undefined, undefined, (err, cfd) => this.#onAccept(err, cfd));
+      this.#fd = listeningFd;
+      return;
+    }
+    const [name, abstract] = parseAddress(address);
     const mode = options.mode ?? -1;
     if (mode !== -1 && (!Number.isInteger(mode) || mode < 0 || mode > 0o7777)) {
       throw new RangeError(`mode must be a permission mask such as 0o600, not ${mode}`);

@@ -1,13 +1,69 @@
 /**
- * `fdbridge helper [--socket PATH] [--allow-uid UID[,UID...]] [--command NAME=MODULE[#EXPORT]]... [--diagnostics] [--verbose]`:
- * run a helper daemon.
+ * `fdbridge helper`: run a helper daemon; `fdbridge helper --status`: ask a
+ * running one for its clients, fds held and quota hits. Under systemd socket
+ * activation (LISTEN_FDS/LISTEN_PID) it serves the socket systemd passed;
+ * with NOTIFY_SOCKET it sends READY=1 once serving.
  */
 import { isAbsolute, resolve } from 'node:path';
 
+import { connect } from '../../src';
 import type { CommandSpec } from '../../src/command';
 import { warmRuntimeFds } from '../../src/runtime-fds';
-import { describeDefaultHelperSocketPath, HelperDaemon } from '../../src/transports/helper-daemon';
+import {
+  DEFAULT_HELPER_LIMITS,
+  defaultHelperSocketPath,
+  describeDefaultHelperSocketPath,
+  HelperDaemon,
+  type HelperLimits,
+  type HelperStatus,
+} from '../../src/transports/helper-daemon';
+import { listenFdsFromSystemd, notifySystemd } from '../../src/transports/systemd';
 import { EXIT, parseCommandArgs, parseInteger, UsageError } from './usage';
+
+const LIMIT_FLAGS: Record<string, keyof HelperLimits> = {
+  'max-connections': 'maxConnections',
+  'max-fds': 'maxFdsPerClient',
+  'max-calls': 'maxCallsInFlight',
+  'max-queued-bytes': 'maxQueuedBytes',
+  'hello-timeout': 'helloTimeoutMs',
+  'idle-timeout': 'idleTimeoutMs',
+  'stalled-reader-timeout': 'stalledReaderTimeoutMs',
+};
+
+const D = DEFAULT_HELPER_LIMITS;
+
+export const USAGE = `helper [--socket PATH | --socket @NAME] [--allow-uid UID[,UID...]] [--command NAME=MODULE[#EXPORT]]...
+       [--diagnostics] [--max-connections N] [--max-fds N] [--max-calls N] [--max-queued-bytes N]
+       [--hello-timeout MS] [--idle-timeout MS] [--stalled-reader-timeout MS] [--verbose]
+helper --status [--socket PATH | --socket @NAME]
+      Run a helper daemon: clients of the 'helper' transport connect to its socket, name a
+      command it serves, and each gets its own instance, run in this process. Runs until SIGINT
+      or SIGTERM, then closes every connection, removes its socket and exits 0. With --status,
+      print a running daemon's clients, fds held and quota hits instead.
+
+  --socket PATH      where to listen (default: ${describeDefaultHelperSocketPath()});
+                     @NAME for a name in the abstract namespace. Refused in a directory that
+                     others can write. Under systemd socket activation the unit's socket is used.
+  --allow-uid UIDS   serve these uids too (comma-separated); by default only this process's own
+  --command NAME=MODULE[#EXPORT]
+                     serve the command class EXPORT (default: default) of MODULE under NAME;
+                     repeatable. Clients name a command; they never choose code. Built in: log, status
+  --diagnostics      also serve the diagnostic command probe (it reads any fd of this process:
+                     for test daemons only)
+  --max-connections N   clients served at once (default ${D.maxConnections}); more are refused
+  --max-fds N           fds one client may leave with its command (default ${D.maxFdsPerClient})
+  --max-calls N         calls one client may have running (default ${D.maxCallsInFlight})
+  --max-queued-bytes N  reply bytes waiting for one client to read (default ${D.maxQueuedBytes})
+  --hello-timeout MS    disconnect a client that sends no HELLO (default ${D.helloTimeoutMs})
+  --idle-timeout MS     disconnect an idle client (default ${D.idleTimeoutMs}; 0: never)
+  --stalled-reader-timeout MS
+                        disconnect a client whose replies wait unread (default ${D.stalledReaderTimeoutMs})
+  --verbose          log connections, refusals, quota hits and what each ended connection
+                     turned away, to stderr
+
+Prints "fdbridge helper listening on PATH (pid N)" on stdout once it accepts connections.
+exit status: 0 stopped by a signal (or --status printed); 2 usage error; 3 cannot listen, or
+--status cannot reach the daemon (the message says why).`;
 
 /** `--command NAME=MODULE[#EXPORT]` arguments as the daemon's command table (relative modules resolved against the cwd). */
 function parseCommands(args: readonly string[]): Record<string, CommandSpec> {
@@ -24,23 +80,33 @@ function parseCommands(args: readonly string[]): Record<string, CommandSpec> {
   return commands;
 }
 
-export const USAGE = `helper [--socket PATH | --socket @NAME] [--allow-uid UID[,UID...]] [--command NAME=MODULE[#EXPORT]]... [--diagnostics] [--verbose]
-      Run a helper daemon: clients of the 'helper' transport connect to its socket, and each
-      gets its own command instance, run in this process. Runs until SIGINT or SIGTERM, then
-      closes every connection, removes its socket and exits 0.
-
-  --socket PATH      where to listen (default: ${describeDefaultHelperSocketPath()});
-                     @NAME for a name in the abstract namespace
-  --allow-uid UIDS   serve these uids too (comma-separated); by default only this process's own
-  --command NAME=MODULE[#EXPORT]
-                     serve the command class EXPORT (default: default) of MODULE under NAME;
-                     repeatable. Clients name a command; they never choose code. Built in: log
-  --diagnostics      also serve the diagnostic command probe (it reads any fd of this process:
-                     for test daemons only)
-  --verbose          log connections, and what each ended connection turned away, to stderr
-
-Prints "fdbridge helper listening on PATH (pid N)" on stdout once it accepts connections.
-exit status: 0 stopped by a signal; 2 usage error; 3 cannot listen (the message says why).`;
+/** Asks the daemon at `socketPath` for its status (the built-in status command) and prints it. */
+async function printStatus(socketPath: string): Promise<number> {
+  const conn = await connect('helper', { command: { name: 'status' }, socketPath });
+  let s: HelperStatus;
+  try {
+    s = await conn.call<HelperStatus>('status');
+  } finally {
+    await conn.close();
+  }
+  const hits = Object.entries(s.stats.quotaHits)
+    .map(([k, v]) => `${k} ${v}`)
+    .join(', ');
+  const lines = [
+    `fdbridge helper pid ${s.pid} at ${s.socketPath}; commands: ${s.commands.join(', ')}`,
+    `clients: ${s.clients.length} now (at most ${s.limits.maxConnections}), ${s.stats.connections} served, ${s.stats.refused} refused, ` +
+      `${s.stats.clientsExited} swept after their process exited`,
+    `fds held: ${s.fdsHeld} (at most ${s.limits.maxFdsPerClient} per client)`,
+    `quota hits: ${hits}`,
+    `turned away: ${s.stats.protocolErrors} protocol error(s), ${s.stats.unexpectedFds} unexpected fd(s) closed`,
+    // The status request's own connection is one of the clients.
+    ...s.clients.map(
+      (c) => `  pid ${c.pid} uid ${c.uid}: ${c.fdsHeld} fds held, ${c.inFlight} calls running, ${c.queuedBytes} reply bytes queued${c.command ? '' : ' (no HELLO yet)'}`,
+    ),
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+  return EXIT.ok;
+}
 
 export async function main(argv: string[]): Promise<number> {
   const { values } = parseCommandArgs(argv, {
@@ -48,22 +114,40 @@ export async function main(argv: string[]): Promise<number> {
     'allow-uid': { type: 'string' },
     command: { type: 'string', multiple: true },
     diagnostics: { type: 'boolean' },
+    status: { type: 'boolean' },
     verbose: { type: 'boolean' },
+    'max-connections': { type: 'string' },
+    'max-fds': { type: 'string' },
+    'max-calls': { type: 'string' },
+    'max-queued-bytes': { type: 'string' },
+    'hello-timeout': { type: 'string' },
+    'idle-timeout': { type: 'string' },
+    'stalled-reader-timeout': { type: 'string' },
   });
+  if (values.status) return printStatus(values.socket ?? defaultHelperSocketPath());
   const allowUids = (values['allow-uid'] ?? '')
     .split(',')
     .filter((s) => s !== '')
     .map((s) => parseInteger('--allow-uid', s, 0));
-  // Left out when not given: the default path gets its private directory made.
-  const socketPath = values.socket ?? describeDefaultHelperSocketPath();
   const commands = parseCommands(values.command ?? []);
+  const limits: Partial<HelperLimits> = {};
+  for (const [flag, key] of Object.entries(LIMIT_FLAGS)) {
+    const v = (values as Record<string, unknown>)[flag];
+    if (typeof v === 'string') limits[key] = parseInteger(`--${flag}`, v, key === 'idleTimeoutMs' || key === 'maxFdsPerClient' || key === 'maxCallsInFlight' ? 0 : 1);
+  }
+  const activated = listenFdsFromSystemd();
+  if (activated.length > 1) throw new UsageError(`systemd passed ${activated.length} sockets; the helper serves one (one ListenSequentialPacket= in the .socket unit)`);
+  const listenFd = activated[0];
+  // Left out when not given: the default path gets its private directory made.
+  const socketPath = listenFd !== undefined ? (values.socket ?? `systemd socket (fd ${listenFd})`) : (values.socket ?? describeDefaultHelperSocketPath());
   let daemon: HelperDaemon;
   try {
     daemon = HelperDaemon.start({
-      ...(values.socket !== undefined ? { socketPath: values.socket } : {}),
+      ...(listenFd !== undefined ? { listenFd, socketPath } : values.socket !== undefined ? { socketPath: values.socket } : {}),
       allowUids,
       commands,
       diagnostics: values.diagnostics ?? false,
+      limits,
       log: values.verbose ? (line) => process.stderr.write(`fdbridge helper: ${line}\n`) : undefined,
     });
   } catch (err) {
@@ -72,6 +156,7 @@ export async function main(argv: string[]): Promise<number> {
   const stopped = new Promise<void>((resolve) => {
     const stop = (signal: NodeJS.Signals): void => {
       process.stderr.write(`fdbridge helper: ${signal}: closing\n`);
+      void notifySystemd('STOPPING=1').catch(() => undefined);
       daemon.close().finally(resolve);
     };
     process.once('SIGINT', stop);
@@ -82,6 +167,7 @@ export async function main(argv: string[]): Promise<number> {
   warmRuntimeFds();
   // Announce only once the signal handlers are in place.
   process.stdout.write(`fdbridge helper listening on ${daemon.socketPath} (pid ${process.pid})\n`);
+  await notifySystemd(`READY=1\nSTATUS=serving on ${daemon.socketPath}\nMAINPID=${process.pid}`);
   await stopped;
   return EXIT.ok;
 }

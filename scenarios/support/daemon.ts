@@ -48,7 +48,7 @@ export class ScenarioDaemon {
   }
 
   async #start(options: HelperStartOptions): Promise<void> {
-    await this.#process.start(options.env !== undefined ? { env: options.env } : {});
+    await this.#process.start({ ...(options.env !== undefined ? { env: options.env } : {}), ...(options.args !== undefined ? { args: options.args } : {}) });
     this.#ctx.watchProcess(this.#process.pid, 'scenario-helper');
   }
 

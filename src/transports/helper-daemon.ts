@@ -17,7 +17,9 @@ import { dirname, join } from 'node:path';
 
 import { COMMAND_NAME, loadCommandClass, type CommandSpec, type ModuleCommandSpec } from '../command';
 import { BUILTIN_COMMANDS, DIAGNOSTIC_COMMANDS } from '../commands/registry';
-import { FdBridgeError, UnknownCommandError } from '../errors';
+import { FdBridgeError, QuotaExceededError, UnknownCommandError, type QuotaName } from '../errors';
+import { closeFds } from '../fd';
+import { HELPER_DAEMONS, STATUS_COMMAND } from '../commands/status-command';
 import { encodeJson, FrameType, FRAME_SOCKET_OPTIONS } from '../protocol';
 import { native } from '../native';
 import { parseAddress, UnixServer, type SocketAddress, type UnixSocket } from '../socket';
@@ -82,52 +84,244 @@ export interface HelperOptions {
   diagnostics?: boolean;
   /** uids besides our own that may connect. */
   allowUids?: readonly number[];
+  /** Limits on clients (see DEFAULT_HELPER_LIMITS for the defaults). */
+  limits?: Partial<HelperLimits>;
+  /**
+   * A socket already listening (systemd socket activation: the unit owns
+   * the socket's path and permissions, so no path checks are made and
+   * close() leaves the file alone). `socketPath` then only names it.
+   */
+  listenFd?: number;
   /** Diagnostic lines (connections, refusals, errors). */
   log?: (line: string) => void;
 }
 
+/** What a helper daemon allows each client, and all of them. */
+export interface HelperLimits {
+  /** Clients served at once; one more is refused (REFUSED, counted in quotaHits.connections). */
+  maxConnections: number;
+  /** fds one client may leave with its command (given, not adopted). */
+  maxFdsPerClient: number;
+  /** Requests one client may have served at once. */
+  maxCallsInFlight: number;
+  /** Reply bytes waiting for one client to read them; a reply past it disconnects the client. */
+  maxQueuedBytes: number;
+  /** A client whose replies wait unread, none of them leaving, this long is disconnected. */
+  stalledReaderTimeoutMs: number;
+  /** A client that has not sent its HELLO this long after connecting is disconnected. */
+  helloTimeoutMs: number;
+  /** A client with nothing in flight that sends nothing this long is disconnected (0: never). */
+  idleTimeoutMs: number;
+}
+
+/**
+ * The defaults: every client at its fd quota still fits, with the
+ * connections themselves, under an fd limit of 2^18 (Node raises the soft
+ * RLIMIT_NOFILE to the hard one, usually 2^19 or 2^20).
+ */
+export const DEFAULT_HELPER_LIMITS: Readonly<HelperLimits> = Object.freeze({
+  maxConnections: 256,
+  maxFdsPerClient: 1024,
+  maxCallsInFlight: 64,
+  maxQueuedBytes: 8 * 1024 * 1024,
+  stalledReaderTimeoutMs: 30_000,
+  helloTimeoutMs: 10_000,
+  idleTimeoutMs: 10 * 60_000,
+});
+
 export interface HelperStats {
+  /** Connections served since the start (refused ones not counted). */
   connections: number;
+  /** Connections refused: a uid not allowed, or maxConnections reached. */
   refused: number;
+  /** Clients being served now. */
   active: number;
   unexpectedFds: number;
   protocolErrors: number;
+  /** Connections ended because the client's process exited while the socket stayed open (it held its own endpoint). */
+  clientsExited: number;
+  /** Requests and connections each limit turned away. */
+  quotaHits: Record<QuotaName, number>;
 }
+
+/** One client as `fdbridge helper --status` shows it. */
+export interface HelperClientStatus {
+  pid: number;
+  uid: number;
+  command: boolean;
+  fdsHeld: number;
+  inFlight: number;
+  queuedBytes: number;
+}
+
+export interface HelperStatus {
+  pid: number;
+  socketPath: string;
+  commands: string[];
+  limits: HelperLimits;
+  stats: HelperStats;
+  fdsHeld: number;
+  clients: HelperClientStatus[];
+}
+
+interface Client {
+  served: ServedConnection;
+  pid: number;
+  uid: number;
+  acceptedAt: number;
+  /** The client's process (SO_PEERPIDFD, else pidfd_open of its pid), -1 if neither worked. */
+  pidfd: number;
+  /** servedDuplications at the last sweep: C++-served DUPs count as activity. */
+  lastServed: number;
+  lastSeenAt: number;
+  /** Reply bytes queued at the last sweep, and since when they have not gone down. */
+  lastQueued: number;
+  stuckSince: number | undefined;
+}
+
+/**
+ * Daemons of this process by id, for the status command. On globalThis
+ * under a registered symbol: the command is loaded from the compiled
+ * module, which may be another instance of this module than the daemon's
+ * (a daemon run from TypeScript sources, in tests).
+ */
+const daemons: Map<number, { status(): HelperStatus }> = ((globalThis as Record<symbol, unknown>)[HELPER_DAEMONS] ??= new Map()) as Map<
+  number,
+  { status(): HelperStatus }
+>;
 
 export class HelperDaemon {
   readonly socketPath: string;
-  readonly stats: HelperStats = { connections: 0, refused: 0, active: 0, unexpectedFds: 0, protocolErrors: 0 };
+  readonly limits: Readonly<HelperLimits>;
+  readonly stats: HelperStats = {
+    connections: 0,
+    refused: 0,
+    active: 0,
+    unexpectedFds: 0,
+    protocolErrors: 0,
+    clientsExited: 0,
+    quotaHits: { connections: 0, fds: 0, calls: 0, queuedBytes: 0, helloTimeout: 0, idleTimeout: 0 },
+  };
+  readonly #id = nextDaemonId();
   #server: UnixServer;
   #allowed: Set<number>;
   #log: (line: string) => void;
-  #clients = new Map<UnixSocket, ServedConnection>();
+  #clients = new Map<UnixSocket, Client>();
   #commands: Map<string, ModuleCommandSpec>;
   #idle: Array<() => void> = [];
+  #sweeper: NodeJS.Timeout;
 
   /** Binds the socket (removing a stale one) and starts serving. */
   static start(options: HelperOptions = {}): HelperDaemon {
     checkFailpoint(); // a bad FDBRIDGE_FAILPOINT fails the start, not the first client
     const socketPath = options.socketPath ?? defaultHelperSocketPath();
+    const limits = checkLimits(options.limits);
+    if (options.listenFd !== undefined) {
+      return new HelperDaemon(socketPath, UnixServer.fromListeningFd(options.listenFd, socketPath, { kind: 'seqpacket', ...FRAME_SOCKET_OPTIONS }), options, limits);
+    }
     const address = helperAddress(socketPath);
     parseAddress(address); // a clear RangeError for names over 107 bytes
     if (typeof address !== 'string') {
-      return new HelperDaemon(socketPath, UnixServer.listen(address, { kind: 'seqpacket', ...FRAME_SOCKET_OPTIONS }), options);
+      return new HelperDaemon(socketPath, UnixServer.listen(address, { kind: 'seqpacket', ...FRAME_SOCKET_OPTIONS }), options, limits);
     }
     if (options.socketPath === undefined) {
       checkSocketDirectory(dirname(dirname(socketPath)));
       ensurePrivateDir(dirname(socketPath));
     }
     checkSocketDirectory(dirname(socketPath));
-    return new HelperDaemon(socketPath, listenReplacingStale(socketPath), options);
+    return new HelperDaemon(socketPath, listenReplacingStale(socketPath), options, limits);
   }
 
-  private constructor(socketPath: string, server: UnixServer, options: HelperOptions) {
+  private constructor(socketPath: string, server: UnixServer, options: HelperOptions, limits: HelperLimits) {
     this.socketPath = socketPath;
+    this.limits = Object.freeze(limits);
     this.#server = server;
     this.#allowed = new Set([process.getuid?.() ?? 0, ...(options.allowUids ?? [])]);
     this.#log = options.log ?? (() => undefined);
-    this.#commands = commandTable(options);
+    this.#commands = commandTable(options, this.#id);
+    daemons.set(this.#id, this);
+    // One timer for every client: HELLO and idle timeouts, replies piling
+    // up unread, and clients whose process is gone (a pidfd turns readable
+    // when its process exits, whatever sockets it left open).
+    const every = Math.max(
+      10,
+      Math.min(1000, limits.helloTimeoutMs / 4, limits.stalledReaderTimeoutMs / 4, limits.idleTimeoutMs > 0 ? limits.idleTimeoutMs / 4 : 1000),
+    );
+    this.#sweeper = setInterval(() => this.#sweep(), every);
+    this.#sweeper.unref();
     server.onConnection((err, socket) => this.#onConnection(err, socket));
+  }
+
+  #sweep(): void {
+    const now = Date.now();
+    const clients = [...this.#clients.values()];
+    const watched = clients.filter((c) => c.pidfd >= 0);
+    let exited: boolean[] = [];
+    try {
+      exited = native.pollReadable(watched.map((c) => c.pidfd));
+    } catch (err) {
+      this.#log(`poll of client pidfds failed: ${(err as Error).message}`);
+    }
+    const gone = new Set(watched.filter((_, i) => exited[i] === true));
+    for (const c of clients) {
+      const a = c.served.activity();
+      if (gone.has(c)) {
+        this.stats.clientsExited++;
+        c.served.end(new FdBridgeError('ERR_FDBRIDGE_PEER_EXITED', `the client's process (pid ${c.pid}) exited; its connection and fds are swept`));
+      } else if (!a.ready && now - c.acceptedAt > this.limits.helloTimeoutMs) {
+        this.stats.quotaHits.helloTimeout++;
+        c.served.end(new QuotaExceededError('helloTimeout', `no HELLO within ${this.limits.helloTimeoutMs} ms of connecting`));
+      } else if (this.#stalled(c, a.queuedBytes, now)) {
+        this.stats.quotaHits.queuedBytes++;
+        c.served.end(
+          new QuotaExceededError('queuedBytes', `${a.queuedBytes} bytes of replies waited unread for ${this.limits.stalledReaderTimeoutMs} ms: the client stopped reading`),
+        );
+      } else {
+        if (a.servedDuplications !== c.lastServed) {
+          c.lastServed = a.servedDuplications;
+          c.lastSeenAt = now;
+        }
+        const last = Math.max(a.lastRequestAt, c.lastSeenAt);
+        if (a.ready && this.limits.idleTimeoutMs > 0 && a.inFlight === 0 && now - last > this.limits.idleTimeoutMs) {
+          this.stats.quotaHits.idleTimeout++;
+          c.served.end(new QuotaExceededError('idleTimeout', `idle for more than ${this.limits.idleTimeoutMs} ms`));
+        }
+      }
+    }
+  }
+
+  /**
+   * Whether `c` has stopped reading: replies wait for it and not one byte of
+   * them has gone for stalledReaderTimeoutMs. (Reading its requests pauses
+   * as soon as replies back up, so such a client costs little, but it holds
+   * a connection and its fds for nothing.)
+   */
+  #stalled(c: Client, queued: number, now: number): boolean {
+    if (queued === 0 || queued < c.lastQueued) {
+      c.lastQueued = queued;
+      c.stuckSince = undefined;
+      return false;
+    }
+    c.lastQueued = queued;
+    c.stuckSince ??= now;
+    return now - c.stuckSince > this.limits.stalledReaderTimeoutMs;
+  }
+
+  /** Clients, fds held and limits: what `fdbridge helper --status` prints. */
+  status(): HelperStatus {
+    const clients: HelperClientStatus[] = [...this.#clients.values()].map((c) => {
+      const a = c.served.activity();
+      return { pid: c.pid, uid: c.uid, command: a.ready, fdsHeld: a.fdsHeld, inFlight: a.inFlight, queuedBytes: a.queuedBytes };
+    });
+    return {
+      pid: process.pid,
+      socketPath: this.socketPath,
+      commands: this.commandNames,
+      limits: { ...this.limits },
+      stats: { ...this.stats, quotaHits: { ...this.stats.quotaHits } },
+      fdsHeld: clients.reduce((n, c) => n + c.fdsHeld, 0),
+      clients,
+    };
   }
 
   #onConnection(err: Error | null, socket: UnixSocket | undefined): void {
@@ -153,13 +347,28 @@ export class HelperDaemon {
       refuse(socket, `uid ${cred.uid} may not use this helper`);
       return;
     }
+    if (this.#clients.size >= this.limits.maxConnections) {
+      this.stats.refused++;
+      this.stats.quotaHits.connections++;
+      this.#log(`refused pid ${cred.pid}: ${this.#clients.size} clients already (maxConnections)`);
+      refuse(socket, `quota connections: this helper serves at most ${this.limits.maxConnections} clients at once`);
+      return;
+    }
     this.stats.connections++;
     this.stats.active++;
     this.#log(`serving pid ${cred.pid} (uid ${cred.uid})`);
+    const pidfd = clientPidfd(socket, cred.pid);
     const served = serveConnection(socket, {
       transport: 'helper',
       resolveCommand: (requested) => this.#resolve(requested),
+      limits: { maxFds: this.limits.maxFdsPerClient, maxCallsInFlight: this.limits.maxCallsInFlight, maxQueuedBytes: this.limits.maxQueuedBytes },
+      onQuota: (quota) => {
+        this.stats.quotaHits[quota]++;
+        this.#log(`pid ${cred.pid}: quota ${quota} reached`);
+      },
+      closeInBackground: true,
       onEnd: (reason, s: ServeStats) => {
+        if (pidfd >= 0) closeFds([pidfd]);
         this.#clients.delete(socket);
         this.stats.active--;
         this.stats.unexpectedFds += s.unexpectedFds;
@@ -172,7 +381,8 @@ export class HelperDaemon {
         if (this.#clients.size === 0) for (const f of this.#idle.splice(0)) f();
       },
     });
-    this.#clients.set(socket, served);
+    const now = Date.now();
+    this.#clients.set(socket, { served, pid: cred.pid, uid: cred.uid, acceptedAt: now, pidfd, lastServed: 0, lastSeenAt: now, lastQueued: 0, stuckSince: undefined });
   }
 
   /** The names of the commands this daemon serves. */
@@ -191,7 +401,8 @@ export class HelperDaemon {
         `this helper does not serve a command named ${JSON.stringify(requested.name)}; it serves: ${this.commandNames.join(', ')}`,
       );
     }
-    return requested.args !== undefined ? { ...spec, args: requested.args } : spec;
+    // The daemon's own arguments (status: which daemon) are not the client's to change.
+    return requested.args !== undefined && spec.args === undefined ? { ...spec, args: requested.args } : spec;
   }
 
   /**
@@ -201,16 +412,62 @@ export class HelperDaemon {
    */
   async close(): Promise<void> {
     this.#server.close();
-    if (this.#clients.size === 0) return;
-    const idle = new Promise<void>((resolve) => this.#idle.push(resolve));
-    for (const served of [...this.#clients.values()]) served.end();
-    await idle;
+    clearInterval(this.#sweeper);
+    daemons.delete(this.#id);
+    if (this.#clients.size > 0) {
+      const idle = new Promise<void>((resolve) => this.#idle.push(resolve));
+      for (const c of [...this.#clients.values()]) c.served.end();
+      await idle;
+    }
+    // The clients' fds are closed on the background thread: let it finish
+    // (a close blocked for good, a lingering TCP socket, is given up on
+    // after a few seconds: it no longer holds up anything but itself).
+    for (let i = 0; i < 500 && native.backgroundClosesPending() > 0; i++) await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** Ids are unique in the process, across module instances (see `daemons`). */
+function nextDaemonId(): number {
+  let id = 1;
+  while (daemons.has(id)) id++;
+  return id;
+}
+
+/** The limits in effect: the defaults, overridden by `given` (each a non-negative integer). */
+function checkLimits(given: Partial<HelperLimits> | undefined): HelperLimits {
+  const limits: HelperLimits = { ...DEFAULT_HELPER_LIMITS, ...(given ?? {}) };
+  for (const [name, value] of Object.entries(limits)) {
+    if (!Number.isInteger(value) || value < 0) throw new RangeError(`limits.${name} must be a non-negative integer, not ${String(value)}`);
+  }
+  if (limits.maxConnections < 1 || limits.helloTimeoutMs < 1) throw new RangeError('limits.maxConnections and limits.helloTimeoutMs must be at least 1');
+  return limits;
+}
+
+/**
+ * A pidfd for the process at the other end of a client's socket, to see it
+ * exit even while its connection stays open (it may have sent us its own
+ * endpoint, which we would then hold open ourselves). SO_PEERPIDFD names
+ * the very process (Linux 6.5+); pidfd_open on the SO_PEERCRED pid is the
+ * fallback (the pid could have been reused if it already exited, in which
+ * case the connection is swept when that process exits). -1 if neither works.
+ */
+function clientPidfd(socket: UnixSocket, pid: number): number {
+  try {
+    return socket.peerPidfd().release();
+  } catch {
+    try {
+      return native.pidfdOpen(pid);
+    } catch {
+      return -1;
+    }
   }
 }
 
 /** Built-in commands, the diagnostic ones if asked for, then the ones given (each checked now, not at the first client). */
-function commandTable(options: HelperOptions): Map<string, ModuleCommandSpec> {
+function commandTable(options: HelperOptions, daemonId: number): Map<string, ModuleCommandSpec> {
   const table = new Map<string, ModuleCommandSpec>(Object.entries(BUILTIN_COMMANDS));
+  // This daemon's own status, for `fdbridge helper --status`.
+  table.set('status', { ...STATUS_COMMAND, args: [daemonId] });
   if (options.diagnostics) for (const [name, spec] of Object.entries(DIAGNOSTIC_COMMANDS)) table.set(name, spec);
   for (const [name, spec] of Object.entries(options.commands ?? {})) {
     if (!COMMAND_NAME.test(name)) throw new TypeError(`command name ${JSON.stringify(name)} must match ${COMMAND_NAME}`);

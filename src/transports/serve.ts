@@ -6,7 +6,7 @@
  */
 import { CommandHost, type CommandSpec } from '../command';
 import { builtinCommand } from '../commands/registry';
-import { describeError, ProtocolError, QueueFullError, TruncatedError, UnknownCommandError, UnsupportedError, type TransportName } from '../errors';
+import { describeError, ProtocolError, QueueFullError, QuotaExceededError, TruncatedError, UnknownCommandError, UnsupportedError, type QuotaName, type TransportName } from '../errors';
 import { failpointFromEnv, type Failpoint } from '../failpoint';
 import { closeFds } from '../fd';
 import { native } from '../native';
@@ -55,8 +55,31 @@ export const SERVE_PAUSE_READING_AT = 64 * 1024;
  */
 export const MAX_CALLS_IN_FLIGHT = 128;
 
+/** Per-client limits on what one connection may hold in this process (a helper daemon's quotas). */
+export interface ServeLimits {
+  /** fds given to the command and not adopted, at most. A DUP past it is refused (QuotaExceededError 'fds'). */
+  maxFds: number;
+  /** Calls being served at once, at most; more are refused ('calls'). */
+  maxCallsInFlight: number;
+  /**
+   * Reply bytes waiting for the client to read them (the send queue's
+   * limit): a reply that does not fit disconnects the client ('queuedBytes').
+   */
+  maxQueuedBytes: number;
+}
+
 export interface ServeOptions {
   transport: TransportName;
+  /** Quotas; none by default (a child serves the one parent that started it). */
+  limits?: ServeLimits;
+  /** Called for each request or connection a limit turned away. */
+  onQuota?: (quota: QuotaName) => void;
+  /**
+   * Close the fds the client sent on a background thread (they come from
+   * another process, and a close can block: a TCP socket with SO_LINGER and
+   * unsent data). A daemon serving many clients sets it.
+   */
+  closeInBackground?: boolean;
   /**
    * The code to run for the command a HELLO asks for; throws to refuse it.
    * Without it the HELLO's module is loaded as given, or a built-in command
@@ -143,16 +166,44 @@ function moduleOrBuiltin(requested: CommandSpec): CommandSpec {
 
 /** A connection being served. */
 export interface ServedConnection {
-  /** Ends it as if the client had closed: the command is closed, then the socket. */
-  end(): void;
+  /** Ends it as if the client had closed (or with `reason`): the command is closed, then the socket. */
+  end(reason?: Error): void;
+  /** What a supervisor needs to time it out (see HelperDaemon). */
+  activity(): ServedActivity;
+}
+
+export interface ServedActivity {
+  /** The HELLO was answered (the command is set up). */
+  ready: boolean;
+  /** Date.now() of the last request that reached JS. */
+  lastRequestAt: number;
+  /** DUP requests answered in C++ so far (they never reach JS). */
+  servedDuplications: number;
+  /** Requests being served. */
+  inFlight: number;
+  /** fds given to the command and not adopted. */
+  fdsHeld: number;
+  /** Reply bytes waiting for the client to read them. */
+  queuedBytes: number;
 }
 
 /** Serves one client on `socket` (which it owns and closes). */
 export function serveConnection(socket: UnixSocket, options: ServeOptions): ServedConnection {
   checkFailpoint();
   const stats: ServeStats = { unexpectedFds: 0, protocolErrors: 0, refusesFds: false };
+  const limits = options.limits;
   let host: CommandHost | undefined;
   let ended = false;
+  let lastRequestAt = Date.now();
+  if (options.closeInBackground) socket.closeGivenInBackground(true);
+
+  /** Closes fds the client sent that nobody will own; returns how many. */
+  const discard = (fds: readonly number[] | undefined): number => {
+    if (!fds || fds.length === 0) return 0;
+    if (!options.closeInBackground) return closeFds(fds);
+    native.closeInBackground(fds);
+    return fds.length;
+  };
 
   const onSent = (err: Error | null): void => {
     if (err) end(err);
@@ -166,6 +217,7 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
       // client has stopped reading its replies (reading requests pauses
       // long before, see below, so only replies to requests read earlier
       // get here): it is cut off, not buffered for.
+      if (err instanceof QueueFullError) options.onQuota?.('queuedBytes');
       end(
         err instanceof QueueFullError
           ? new QueueFullError(
@@ -176,12 +228,20 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
             )
           : (err as Error),
       );
+      return;
     }
+  };
+
+  const refuseQuota = (id: number, quota: QuotaName, message: string): void => {
+    options.onQuota?.(quota);
+    send(encodeJson(FrameType.ERROR, id, describeError(new QuotaExceededError(quota, message))));
   };
   // Every request read makes a reply: while replies back up (the client
   // reads slowly), stop reading requests, so that they wait in the kernel
   // and then in the client's own bounded queue instead of here.
-  socket.setSendQueueLimits({ pauseReadingAt: SERVE_PAUSE_READING_AT });
+  socket.setSendQueueLimits(
+    limits ? { pauseReadingAt: Math.min(SERVE_PAUSE_READING_AT, limits.maxQueuedBytes), limit: limits.maxQueuedBytes } : { pauseReadingAt: SERVE_PAUSE_READING_AT },
+  );
   // Paused (replies backed up, or MAX_CALLS_IN_FLIGHT), it still learns at
   // once of a client that hangs up, and ends: nobody is left to answer.
   socket.watchHangup(true);
@@ -226,7 +286,7 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
 
   const violation = (err: Error, fds: readonly number[] | undefined): void => {
     stats.protocolErrors++;
-    stats.unexpectedFds += closeFds(fds);
+    stats.unexpectedFds += discard(fds);
     end(err);
   };
 
@@ -269,13 +329,13 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
       // The common request, a DUP, is answered in C++ from now on: a round
       // trip then never enters JS on this side. Not with a failpoint (it
       // must see each request) nor on a pidfd connection (no fds arrive).
-      if (failpoint === undefined && frame.hello.pull !== 'pidfd') socket.serveDuplications(true);
+      if (failpoint === undefined && frame.hello.pull !== 'pidfd') socket.serveDuplications(true, limits?.maxFds);
       return;
     }
     const h = host;
     if (closing) {
       // Nothing is served after CLOSE; whatever fds came with it are closed.
-      if (frame.type === FrameType.DUP) stats.unexpectedFds += closeFds(frame.fds);
+      if (frame.type === FrameType.DUP) stats.unexpectedFds += discard(frame.fds);
       return;
     }
     switch (frame.type) {
@@ -298,6 +358,10 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
           violation(new ProtocolError('GETFD on a connection that did not ask for pidfd pulls'), fds);
           return;
         }
+        if (limits && h.ledger.size + frame.fds.length > limits.maxFds) {
+          refuseQuota(frame.id, 'fds', `${frame.fds.length} more fd(s) would make ${h.ledger.size + frame.fds.length} held for this client (at most ${limits.maxFds}); nothing was pulled`);
+          return;
+        }
         let pulled: number[];
         try {
           pulled = pullAll(clientPidfd, frame.fds);
@@ -309,11 +373,18 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
         return;
       }
       case FrameType.RELEASE: {
-        for (const fd of frame.fds) if (h.ledger.adopt(fd)) closeFds([fd]);
+        const mine = frame.fds.filter((fd) => h.ledger.adopt(fd));
+        discard(mine);
         send(encodeResult(frame.id, undefined));
         return;
       }
       case FrameType.CALL:
+        // A quota below MAX_CALLS_IN_FLIGHT refuses, with a typed error, what
+        // would otherwise wait for a running call to settle.
+        if (limits && callsInFlight >= limits.maxCallsInFlight) {
+          refuseQuota(frame.id, 'calls', `${callsInFlight} calls are already being served for this client (at most ${limits.maxCallsInFlight}); wait for their replies`);
+          return;
+        }
         if (++callsInFlight === MAX_CALLS_IN_FLIGHT) socket.pause();
         h.call(frame.method, frame.args).then(
           (value) => {
@@ -369,6 +440,12 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
   // with a failpoint, which must see each request.
   const acceptDup = (id: number, fds: readonly number[]): void => {
     const h = host as CommandHost;
+    if (limits && h.ledger.size + fds.length > limits.maxFds) {
+      // Refused whole: the fds are closed (the client still has its own).
+      discard(fds);
+      refuseQuota(id, 'fds', `${fds.length} more fd(s) would make ${h.ledger.size + fds.length} held for this client (at most ${limits.maxFds}); release some first`);
+      return;
+    }
     for (const fd of fds) h.ledger.add(fd);
     // The fds are ours (in the ledger) and the client has no answer yet.
     if (failpoint !== undefined) failpoint.pass('after-receive');
@@ -377,9 +454,10 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
 
   socket.setMessageHandler((err, data, fds) => {
     if (ended) {
-      stats.unexpectedFds += closeFds(fds);
+      stats.unexpectedFds += discard(fds);
       return;
     }
+    lastRequestAt = Date.now();
     if (err) {
       if (err instanceof TruncatedError) onTruncated(err);
       else end(err.name === 'EofError' ? null : err); // EOF is the normal end
@@ -394,5 +472,15 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
     }
     handle(frame, fds as number[]);
   });
-  return { end: () => end(null) };
+  return {
+    end: (reason?: Error) => end(reason ?? null),
+    activity: () => ({
+      ready: host !== undefined,
+      lastRequestAt,
+      servedDuplications: socket.servedDuplications,
+      inFlight: callsInFlight,
+      fdsHeld: host ? host.ledger.size : 0,
+      queuedBytes: socket.queuedSendBytes,
+    }),
+  };
 }

@@ -11,11 +11,13 @@ import {
   PeerRefusedError,
   ProtocolError,
   QueueFullError,
+  QuotaExceededError,
   RemoteError,
   TruncatedError,
   UnknownCommandError,
   UnsupportedError,
   type PeerExit,
+  type RemoteErrorInfo,
 } from '../errors';
 import { closeFds } from '../fd';
 import { native } from '../native';
@@ -68,6 +70,11 @@ class Pending {
 interface Waiter {
   resolve(fd: number): void;
   reject(err: Error): void;
+}
+
+/** The error for an ERROR reply: a daemon's quota is a QuotaExceededError, anything else the command's RemoteError. */
+function remoteFailure(method: string, info: RemoteErrorInfo): FdBridgeError {
+  return info.code === 'ERR_FDBRIDGE_QUOTA' ? QuotaExceededError.fromMessage(info.message) : new RemoteError(method, info);
 }
 
 /** How a transport learns, after the socket died, how its peer ended. */
@@ -508,7 +515,7 @@ export class SocketConnection extends BaseConnection {
       // C++ side passed on: the command's side refused it (ERROR), or the
       // reply is wrong (a DUP_OK listing other than one fd, a RESULT).
       if (frame.type === FrameType.ERROR) {
-        if (this.#socket.rejectDup(frame.id, new RemoteError('dupFileDescriptor', frame.error))) return;
+        if (this.#socket.rejectDup(frame.id, remoteFailure('dupFileDescriptor', frame.error))) return;
       } else {
         const err = new ProtocolError('dupFileDescriptor: the reply does not list 1 fd');
         if (this.#socket.rejectDup(frame.id, err)) {
@@ -524,7 +531,7 @@ export class SocketConnection extends BaseConnection {
     this.#pending.delete(frame.id);
     if (pending.kind !== CALL && pending.pins) closeFds(pending.pins);
     if (frame.type === FrameType.ERROR) {
-      pending.fail(new RemoteError(pending.operation.replace(/\(\)$/, ''), frame.error));
+      pending.fail(remoteFailure(pending.operation.replace(/\(\)$/, ''), frame.error));
     } else if (pending.kind !== CALL) {
       // A DUP_OK that the fast path did not take lists the wrong count.
       pending.fail(new ProtocolError(`${pending.operation}: the reply does not list ${pending.count} fd(s)`));

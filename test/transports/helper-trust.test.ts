@@ -257,12 +257,12 @@ describeRoot('a client names a command and never chooses code (as another uid: n
     try {
       const ask = (path: string, name: string): Promise<Record<string, unknown>> =>
         nobodyClient(path, `const c = await connect('helper', { command: { name: ${JSON.stringify(name)} }, socketPath, trustPeer }); const w = await c.call('where'); await c.close(); return { pid: w.pid };`);
-      expect(await ask(plain.socketPath, 'probe')).toMatchObject({ error: 'ERR_FDBRIDGE_UNKNOWN_COMMAND', message: expect.stringMatching(/serves: log, keep/) });
+      expect(await ask(plain.socketPath, 'probe')).toMatchObject({ error: 'ERR_FDBRIDGE_UNKNOWN_COMMAND', message: expect.stringMatching(/serves: log, status, keep/) });
       expect(await ask(plain.socketPath, 'log')).toEqual({ pid: process.pid });
       expect(await ask(plain.socketPath, 'keep')).toEqual({ pid: process.pid });
       expect(await ask(diag.socketPath, 'probe')).toEqual({ pid: process.pid });
       expect(await ask(plain.socketPath, '../evil')).toMatchObject({ error: 'TypeError' });
-      expect(plain.commandNames).toEqual(['log', 'keep']);
+      expect(plain.commandNames).toEqual(['log', 'status', 'keep']);
     } finally {
       await plain.close();
       await diag.close();

@@ -25,11 +25,15 @@ export interface NobodyProcess {
  * supplementary group, as a real other user has none of ours).
  */
 export function runAsNobody(script: string, env: Record<string, string> = {}): NobodyProcess {
-  const child = spawn(
-    'setpriv',
-    [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', process.execPath, '-e', script],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } },
-  );
+  return spawnAsNobody(process.execPath, ['-e', script], env);
+}
+
+/** Runs `command args...` as nobody; its stdin is a pipe (child.stdin). */
+export function spawnAsNobody(command: string, args: readonly string[], env: Record<string, string> = {}): NobodyProcess {
+  const child = spawn('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', command, ...args], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
   let stdout = '';
   let stderr = '';
   const waiters: Array<() => void> = [];

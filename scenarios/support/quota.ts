@@ -1,0 +1,96 @@
+/**
+ * Shared by the helper-quota scenarios: a daemon of the scenario's own,
+ * started with small limits (the run's daemon keeps the defaults), its
+ * status (what it counted), and raw clients that misbehave on purpose.
+ */
+import { strict as assert } from 'node:assert';
+
+import { connect, EofError, makeMemfd, PROBE_COMMAND, type Connection } from '../../src';
+import { native } from '../../src/native';
+import { encodeCall } from '../../src/protocol';
+import type { UnixSocket } from '../../src/socket';
+import type { HelperStatus } from '../../src/transports/helper-daemon';
+import type { ScenarioContext } from '../../harness/types';
+import { ScenarioDaemon } from './daemon';
+import { closeAll } from './common';
+import { receiveWithin } from './hostile';
+
+/** Runs `body` against a daemon of this scenario's own started with `args` (limits), then stops it. */
+export async function withQuotaDaemon(ctx: ScenarioContext, args: readonly string[], body: (daemon: ScenarioDaemon) => Promise<void>): Promise<void> {
+  const daemon = await ScenarioDaemon.start(ctx, { name: 'quota', args });
+  try {
+    await body(daemon);
+  } finally {
+    await daemon.stop();
+  }
+}
+
+/** The daemon's own account (the built-in status command): what each limit turned away. */
+export async function daemonStatus(socketPath: string): Promise<HelperStatus> {
+  const conn = await connect('helper', { command: { name: 'status' }, socketPath });
+  try {
+    return await conn.call<HelperStatus>('status');
+  } finally {
+    await conn.close();
+  }
+}
+
+/**
+ * A client that behaves, on the same daemon: one duplication and one call,
+ * checked. Other clients' quotas must never cost it anything.
+ */
+export async function goodRoundTrip(conn: Connection, i: number): Promise<void> {
+  const source = makeMemfd('good');
+  try {
+    const fd = await conn.dupFileDescriptor(source);
+    await conn.call('adopt', [fd]);
+    await conn.call('closeAdopted', [fd]);
+    assert.equal(await conn.call('echo', i), i);
+  } finally {
+    closeAll([source]);
+  }
+}
+
+export async function goodClient(socketPath: string): Promise<Connection> {
+  return connect('helper', { command: PROBE_COMMAND, socketPath });
+}
+
+/** Resolves true once `socket` reads end-of-file (the daemon hung up on it) within `ms`; messages before it are discarded. */
+export async function hungUpOn(socket: UnixSocket, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      const m = await receiveWithin(socket, Math.max(1, deadline - Date.now()), 'end-of-file');
+      closeAll(m.fds);
+    } catch (err) {
+      if (err instanceof EofError) return true;
+      const code = (err as { code?: string }).code;
+      if (code === 'ECONNRESET') return true;
+      if (Date.now() >= deadline) return false;
+      throw err;
+    }
+  }
+}
+
+/**
+ * Sends CALL requests with `payloadBytes` of argument each on `fd` and never
+ * reads a reply, until the kernel refuses more; returns how the sending
+ * ended (EPIPE/ECONNRESET once the daemon cut this client off) or 'open'
+ * after `maxRequests`.
+ */
+export async function floodWithoutReading(fd: number, payloadBytes: number, maxRequests: number): Promise<string> {
+  const arg = 'x'.repeat(payloadBytes);
+  for (let id = 1; id <= maxRequests; id++) {
+    for (;;) {
+      try {
+        native.sendNow(fd, encodeCall(id, 'echo', [arg]));
+        break;
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        if (code !== 'EAGAIN') return code ?? String(err);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+  }
+  return 'open';
+}

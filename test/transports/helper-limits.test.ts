@@ -1,0 +1,256 @@
+/**
+ * A helper daemon's limits and its hygiene against its own clients, each
+ * attacked from another uid (nobody, 65534, allowed to use the daemon):
+ * per-client quotas on fds held and requests in flight, a bound on
+ * connections, HELLO, idle and stalled-reader timeouts, clients that die
+ * holding their own connection, and fds whose close would block.
+ */
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+
+import { connect, HelperDaemon } from '../../src';
+import { DIST_SRC, isRoot, NOBODY, runAsNobody, spawnAsNobody } from '../util/nobody';
+
+const describeRoot = isRoot ? describe : describe.skip;
+const ROOT_UID = process.getuid?.() ?? 0;
+
+/** Runs `body` as nobody with connect, native, frames, sleep and name in scope; resolves with what it returns. */
+function asNobody(name: string, body: string): Promise<Record<string, unknown>> {
+  const p = runAsNobody(`
+    const { connect } = require(${JSON.stringify(DIST_SRC)});
+    const { native } = require(${JSON.stringify(join(DIST_SRC, 'native.js'))});
+    const frames = require(${JSON.stringify(join(DIST_SRC, 'protocol.js'))});
+    const trustPeer = { uids: [${ROOT_UID}] };
+    const socketPath = ${JSON.stringify(`@${name}`)};
+    const name = ${JSON.stringify(name)};
+    const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+    const raw = () => native.connect(native.constants.SOCK_SEQPACKET, name, true);
+    const hello = (fd, command = 'probe') => native.sendNow(fd, frames.encodeJson(frames.FrameType.HELLO, 0, { version: frames.PROTOCOL_VERSION, command: { name: command } }));
+    /** Waits (up to 10 s) for a message or EOF on a raw fd: 'eof', an error code, or the frame type. */
+    const awaitAnswer = async (fd) => {
+      for (let i = 0; i < 1000; i++) {
+        try { const m = native.recvNow(fd, 262144, 0); if (m) return m.data[0]; } catch (e) { return e.code === 'ERR_FDBRIDGE_EOF' ? 'eof' : e.code; }
+        await sleep(10);
+      }
+      return 'nothing';
+    };
+    (async () => { ${body} })().then((r) => console.log(JSON.stringify({ result: r })), (e) => console.log(JSON.stringify({ result: { error: e.code ?? e.name, quota: e.quota, message: e.message } })));`);
+  return p.line<{ result: Record<string, unknown> }>('result').then((r) => r.result);
+}
+
+/** Waits until `ok()` holds (the daemon runs in this process and works meanwhile), at most ~10 s. */
+async function until(ok: () => boolean): Promise<boolean> {
+  for (let i = 0; i < 500 && !ok(); i++) await new Promise((r) => setTimeout(r, 20));
+  return ok();
+}
+
+let seq = 0;
+function start(limits: Parameters<typeof HelperDaemon.start>[0] = {}): HelperDaemon {
+  return HelperDaemon.start({ socketPath: `@fdbridge-limits-${process.pid}-${seq++}`, allowUids: [NOBODY], diagnostics: true, ...limits });
+}
+const nameOf = (d: HelperDaemon): string => d.socketPath.slice(1);
+
+describeRoot('quotas (client: nobody)', () => {
+  test('fds held per client: the DUP past the quota is refused with QuotaExceededError, the ones before it served', async () => {
+    const daemon = start({ limits: { maxFdsPerClient: 5 } });
+    try {
+      const r = await asNobody(nameOf(daemon), `
+        const c = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer });
+        const fd = native.memfd('q');
+        const got = [];
+        for (let i = 0; i < 5; i++) got.push(await c.dupFileDescriptor(fd));
+        const batch = await c.dupFileDescriptors([fd, fd]).then(() => 'served', (e) => e.code + ':' + e.quota);
+        const one = await c.dupFileDescriptor(fd).then(() => 'served', (e) => e.code + ':' + e.quota);
+        // Adopting and closing some makes room again.
+        await c.call('closeAdopted', [got[0]]).catch(() => undefined);
+        await c.call('adopt', [got[0]]); await c.call('closeAdopted', [got[0]]);
+        const after = await c.dupFileDescriptor(fd).then(() => 'served', (e) => e.code);
+        await c.close(); native.close(fd);
+        return { served: got.length, batch, one, after };`);
+      expect(r).toEqual({ served: 5, batch: 'ERR_FDBRIDGE_QUOTA:fds', one: 'ERR_FDBRIDGE_QUOTA:fds', after: 'served' });
+      expect(daemon.stats.quotaHits.fds).toBe(2);
+    } finally {
+      await daemon.close();
+    }
+  });
+
+  test('requests in flight per client: the call past the quota is refused, the others still answered', async () => {
+    const daemon = start({ limits: { maxCallsInFlight: 2 } });
+    try {
+      const r = await asNobody(nameOf(daemon), `
+        const c = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer });
+        const slow = [c.call('later', 300, 'a'), c.call('later', 300, 'b')];
+        const third = await c.call('echo', 'c').then(() => 'served', (e) => e.code + ':' + e.quota);
+        const done = await Promise.all(slow);
+        const fourth = await c.call('echo', 'd');
+        await c.close();
+        return { third, done, fourth };`);
+      expect(r).toEqual({ third: 'ERR_FDBRIDGE_QUOTA:calls', done: ['a', 'b'], fourth: 'd' });
+      expect(daemon.stats.quotaHits.calls).toBe(1);
+    } finally {
+      await daemon.close();
+    }
+  });
+
+  test('connections: past maxConnections a client is refused (PeerRefusedError), the ones in place keep working', async () => {
+    const daemon = start({ limits: { maxConnections: 2 } });
+    try {
+      const r = await asNobody(nameOf(daemon), `
+        const a = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer });
+        const b = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer });
+        const third = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer }).then(() => 'served', (e) => e.code + ' ' + e.message);
+        const still = await a.call('echo', 'a');
+        await a.close(); await b.close();
+        return { third, still };`);
+      expect(r['third']).toMatch(/^ERR_FDBRIDGE_REFUSED .*quota connections/);
+      expect(r['still']).toBe('a');
+      expect(daemon.stats.quotaHits.connections).toBe(1);
+    } finally {
+      await daemon.close();
+    }
+  });
+
+  test('a client that never sends HELLO is disconnected after the HELLO timeout', async () => {
+    const daemon = start({ limits: { helloTimeoutMs: 200 } });
+    try {
+      const r = await asNobody(nameOf(daemon), `const fd = raw(); const a = await awaitAnswer(fd); native.close(fd); return { answer: a };`);
+      expect(r).toEqual({ answer: 'eof' });
+      expect(daemon.stats.quotaHits.helloTimeout).toBe(1);
+    } finally {
+      await daemon.close();
+    }
+  });
+
+  test('an idle client is disconnected after the idle timeout; one with a call in flight is not', async () => {
+    const daemon = start({ limits: { idleTimeoutMs: 300 } });
+    try {
+      const r = await asNobody(nameOf(daemon), `
+        const busy = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer });
+        const long = busy.call('later', 900, 'kept');
+        const fd = raw(); hello(fd); const ready = await awaitAnswer(fd); const end = await awaitAnswer(fd); native.close(fd);
+        const kept = await long; await busy.close();
+        return { ready, end, kept };`);
+      expect(r).toEqual({ ready: 2, end: 'eof', kept: 'kept' }); // 2: READY
+      expect(daemon.stats.quotaHits.idleTimeout).toBe(1);
+    } finally {
+      await daemon.close();
+    }
+  });
+
+  test('a client that stops reading its replies is disconnected, not buffered for', async () => {
+    const daemon = start({ limits: { maxQueuedBytes: 65536, stalledReaderTimeoutMs: 300 } });
+    try {
+      const r = await asNobody(nameOf(daemon), `
+        const fd = raw(); hello(fd); await awaitAnswer(fd);
+        const big = 'x'.repeat(8000);
+        let sent = 0, stop = null;
+        // Requests whose replies it never reads, until the kernel refuses more (the daemon stopped reading).
+        for (let id = 1; id < 5000 && stop === null; id++) {
+          try { native.sendNow(fd, frames.encodeCall(id, 'echo', [big])); sent++; } catch (e) { if (e.code === 'EAGAIN') await sleep(20); else stop = e.code; }
+          if (sent > 200 && id % 50 === 0) await sleep(20);
+        }
+        return { sent, stop };`);
+      // It was cut off (EPIPE/ECONNRESET on its sends) once its replies stopped moving.
+      expect(['EPIPE', 'ECONNRESET']).toContain(r['stop']);
+      expect(daemon.stats.quotaHits.queuedBytes).toBeGreaterThanOrEqual(1);
+      expect(daemon.stats.active).toBe(0);
+    } finally {
+      await daemon.close();
+    }
+  });
+});
+
+describeRoot("a client's death is noticed whatever fds it left with the daemon (client: nobody)", () => {
+  test.each([
+    ['its own connection socket', 'own'],
+    ['a cycle: each of two connections carries the other', 'cycle'],
+  ])('a client that sends %s and exits is swept', async (_what, shape) => {
+    const daemon = start();
+    try {
+      const r = await asNobody(nameOf(daemon), `
+        const a = raw(); hello(a); await awaitAnswer(a);
+        const b = raw(); hello(b); await awaitAnswer(b);
+        const dup = (over, fd) => native.sendNow(over, frames.encodeDup(1), [fd]);
+        if (${JSON.stringify(shape)} === 'own') { dup(a, a); dup(b, b); } else { dup(a, b); dup(b, a); }
+        const replies = [await awaitAnswer(a), await awaitAnswer(b)];
+        process.stdout.write(JSON.stringify({ result: { replies } }) + '\\n');
+        // Exit without closing anything: the kernel closes its fds; the daemon still holds them.
+        process.exit(0);`);
+      expect(r).toEqual({ replies: [5, 5] }); // DUP_OK
+      // The daemon holds both client endpoints, so no EOF ever comes: only the pidfd tells.
+      expect(await until(() => daemon.stats.clientsExited === 2 && daemon.stats.active === 0)).toBe(true);
+      // (The test's fd-table check afterwards proves every fd it held is closed.)
+    } finally {
+      await daemon.close();
+    }
+  });
+});
+
+/**
+ * The attacker: a TCP connection whose peer never reads, its send buffer
+ * full, SO_LINGER 3600 s. It sends the socket to the daemon, closes its own
+ * copy (the daemon's is now the last one) and hangs up, so the daemon's
+ * close of it waits for the unsent data, up to an hour. Told to on stdin,
+ * it reads everything at the peer, which lets that close finish.
+ */
+const LINGER_ATTACKER = `
+import json, os, socket, struct, sys, time
+name = sys.argv[1]
+lst = socket.socket(); lst.bind(('127.0.0.1', 0)); lst.listen(1)
+tcp = socket.create_connection(lst.getsockname()); peer, _ = lst.accept()
+tcp.setblocking(False)
+try:
+    while True: tcp.send(b'x' * 65536)
+except BlockingIOError: pass
+tcp.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 3600))
+u = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); u.connect('\\0' + name)
+def frame(t, i, body=b''): return bytes([t, 0, 0, 0]) + struct.pack('<I', i) + body
+u.send(frame(1, 0, json.dumps({'version': 1, 'command': {'name': 'probe'}}).encode()))
+ready = u.recv(65536)[0]
+socket.send_fds(u, [frame(4, 1)], [tcp.fileno()])
+dup_ok = u.recv(65536)[0]
+tcp.close(); u.close()
+print(json.dumps({'ready': ready, 'dupOk': dup_ok}), flush=True)
+sys.stdin.readline()
+peer.setblocking(True)
+n = 0
+while True:
+    d = peer.recv(1 << 20)
+    if not d: break
+    n += len(d)
+print(json.dumps({'drained': n}), flush=True)
+`;
+
+/** A python3 that nobody may run (not one under root's home), with socket.send_fds (3.9+). */
+const PYTHON = '/usr/bin/python3';
+function hasPython(): boolean {
+  try {
+    execFileSync(PYTHON, ['-c', 'import socket; socket.send_fds'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describeRoot('a close that would block never runs on the event loop (client: nobody)', () => {
+  (hasPython() ? test : test.skip)('a TCP socket with SO_LINGER and unsent data, left with the daemon, does not stall other clients', async () => {
+    const daemon = start();
+    const name = nameOf(daemon);
+    const attacker = spawnAsNobody(PYTHON, ['-c', LINGER_ATTACKER, name]);
+    try {
+      expect(await attacker.line('ready')).toEqual({ ready: 2, dupOk: 5 });
+      // The daemon's copy is closed when the attacker's connection ends. Other clients are served meanwhile:
+      expect(await until(() => daemon.stats.active === 0)).toBe(true);
+      const conn = await connect('helper', { command: { name: 'probe' }, socketPath: daemon.socketPath, timeoutMs: 5000 });
+      expect(await conn.call('echo', 'not stalled')).toBe('not stalled');
+      await conn.close();
+    } finally {
+      // Let the lingering data drain so that the background close finishes.
+      attacker.child.stdin?.write('go\n');
+      await attacker.line('drained').catch(() => undefined);
+      attacker.kill();
+      await attacker.exited();
+      await daemon.close();
+    }
+  });
+});

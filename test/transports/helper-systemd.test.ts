@@ -1,0 +1,74 @@
+/**
+ * The helper daemon as a systemd service: socket activation (the listening
+ * socket arrives as fd 3 with LISTEN_FDS/LISTEN_PID; its path and mode are
+ * the unit's, so the daemon neither checks nor removes them), READY=1 to
+ * NOTIFY_SOCKET (a fake one here), and `fdbridge helper --status`.
+ */
+import { execFile, spawn } from 'node:child_process';
+import { lstatSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+import { connect, DatagramSocket, makeMemfd, closeFd } from '../../src';
+import { constants, native } from '../../src/native';
+import { listenFdsFromSystemd } from '../../src/transports/systemd';
+import { CLI, exitOf } from '../util/processes';
+
+const execFileAsync = promisify(execFile);
+
+let dir: string;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'fdbridge-systemd-'));
+});
+afterEach(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('socket activation, READY=1 on NOTIFY_SOCKET, and --status showing clients, fds held and quota hits', async () => {
+  const notifyPath = join(dir, 'notify');
+  const notify = DatagramSocket.bind(notifyPath);
+  const socketPath = join(dir, 'activated.sock');
+  // What systemd does for a .socket unit: bind and listen, then pass it on.
+  const listenFd = native.listen(constants.SOCK_SEQPACKET, socketPath, false, 0o600, 16);
+  // LISTEN_PID must be the daemon's own pid: sh learns it ($$) and execs node in its place.
+  const child = spawn('sh', ['-c', `LISTEN_PID=$$ exec "$0" "$@"`, process.execPath, CLI, 'helper', '--verbose', '--max-fds', '3'], {
+    stdio: ['ignore', 'pipe', 'pipe', listenFd],
+    env: { ...process.env, LISTEN_FDS: '1', NOTIFY_SOCKET: notifyPath },
+  });
+  native.close(listenFd); // the daemon has its own copy now
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  const memfd = makeMemfd('held');
+  try {
+    const ready = await notify.receive({ timeoutMs: 20_000 });
+    expect(ready.data.toString()).toMatch(/^READY=1\n/m);
+    expect(ready.data.toString()).toContain(`MAINPID=${child.pid}`);
+    // Served on the unit's socket; the quota given on the command line applies.
+    const conn = await connect('helper', { command: { name: 'log' }, socketPath });
+    for (let i = 0; i < 3; i++) await conn.dupFileDescriptor(memfd);
+    await expect(conn.dupFileDescriptor(memfd)).rejects.toMatchObject({ code: 'ERR_FDBRIDGE_QUOTA', quota: 'fds' });
+    const { stdout } = await execFileAsync(process.execPath, [CLI, 'helper', '--status', '--socket', socketPath], { timeout: 20_000 });
+    expect(stdout).toMatch(/^clients: 2 now/m); // this one and the status request's own
+    expect(stdout).toMatch(/^fds held: 3 \(at most 3 per client\)$/m);
+    expect(stdout).toMatch(/^quota hits: connections 0, fds 1, calls 0/m);
+    expect(stdout).toMatch(new RegExp(`^  pid ${process.pid} uid ${process.getuid?.() ?? 0}: 3 fds held`, 'm'));
+    await conn.close();
+    child.kill('SIGTERM');
+    expect(await exitOf(child)).toEqual({ code: 0, signal: null });
+    // The socket file is the unit's: left in place.
+    expect(lstatSync(socketPath).isSocket()).toBe(true);
+  } catch (err) {
+    throw new Error(`${(err as Error).message}\ndaemon stderr:\n${stderr}`, { cause: err });
+  } finally {
+    closeFd(memfd);
+    notify.close();
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  }
+});
+
+test('without LISTEN_PID naming this process, passed fds are not taken as sockets to serve', () => {
+  const env: NodeJS.ProcessEnv = { LISTEN_FDS: '1', LISTEN_PID: String(process.pid + 1) };
+  expect(listenFdsFromSystemd(env)).toEqual([]);
+  expect(env).toEqual({}); // unset, as sd_listen_fds(1) does, so children do not inherit them
+});
