@@ -1036,8 +1036,9 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// closeInBackground(fds): each fd is closed on the background closer thread
-// (FdCloseInBackground); returns at once.
+// closeInBackground(fds) -> ticket: each fd is closed on the background
+// closer thread (FdCloseInBackground); returns at once. They are all closed
+// once backgroundClosesDone() >= ticket.
 Napi::Value CloseInBackground(const Napi::CallbackInfo& info) {
   std::vector<int> fds;
   if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(info.Env(), "closeInBackground(fds): fds must be an array");
@@ -1048,8 +1049,14 @@ Napi::Value CloseInBackground(const Napi::CallbackInfo& info) {
     if (!(d == floor(d)) || d < 0 || d > 2147483647.0) throw Napi::TypeError::New(info.Env(), "each fd must be a non-negative integer");
     fds.push_back(static_cast<int>(d));
   }
-  for (int fd : fds) FdCloseInBackground(fd);
-  return info.Env().Undefined();
+  uint64_t ticket = FdCloseInBackground(-1);
+  for (int fd : fds) ticket = FdCloseInBackground(fd);
+  return Napi::Number::New(info.Env(), static_cast<double>(ticket));
+}
+
+// backgroundClosesDone() -> closes finished; a closeInBackground ticket at or below it is done.
+Napi::Value BackgroundClosesDone(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(FdBackgroundClosesDone()));
 }
 
 Napi::Value BackgroundClosesPending(const Napi::CallbackInfo& info) {
@@ -1358,6 +1365,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
 
   exports.Set("init", Napi::Function::New<Init>(env, "init"));
   exports.Set("closeInBackground", Napi::Function::New<CloseInBackground>(env, "closeInBackground"));
+  exports.Set("backgroundClosesDone", Napi::Function::New<BackgroundClosesDone>(env, "backgroundClosesDone"));
   exports.Set("backgroundClosesPending", Napi::Function::New<BackgroundClosesPending>(env, "backgroundClosesPending"));
   exports.Set("pollReadable", Napi::Function::New<PollReadable>(env, "pollReadable"));
   exports.Set("socketsAlive", Napi::Function::New<SocketsAlive>(env, "socketsAlive"));

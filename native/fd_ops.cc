@@ -110,6 +110,8 @@ struct Closer {
   std::condition_variable cv;
   std::deque<int> queue;
   std::atomic<size_t> pending{0};
+  uint64_t enqueued = 0;  // under mu: tickets are handed out in queue order
+  std::atomic<uint64_t> done{0};
 };
 
 Closer& TheCloser() {
@@ -125,6 +127,7 @@ Closer& TheCloser() {
           c->queue.pop_front();
         }
         FdClose(fd);
+        c->done++;
         c->pending--;
       }
     }).detach();
@@ -135,18 +138,26 @@ Closer& TheCloser() {
 
 }  // namespace
 
-void FdCloseInBackground(int fd) {
-  if (fd < 0) return;
+uint64_t FdCloseInBackground(int fd) {
   Closer& c = TheCloser();
+  if (fd < 0) {
+    std::lock_guard<std::mutex> lock(c.mu);
+    return c.enqueued;  // nothing to wait for beyond what is queued already
+  }
   c.pending++;
+  uint64_t ticket;
   {
     std::lock_guard<std::mutex> lock(c.mu);
     c.queue.push_back(fd);
+    ticket = ++c.enqueued;
   }
   c.cv.notify_one();
+  return ticket;
 }
 
 size_t FdBackgroundClosesPending() { return TheCloser().pending.load(); }
+
+uint64_t FdBackgroundClosesDone() { return TheCloser().done.load(); }
 
 int FdPollReadable(const int* fds, size_t n, std::vector<bool>* out) {
   std::vector<struct pollfd> p(n);

@@ -70,9 +70,13 @@ int FdClose(int fd);
 // SO_LINGER and unsent data waits up to its linger time (socket(7)), a file
 // on a hung NFS server longer. A process that closes fds other processes
 // gave it (a helper daemon) must not run that on its event loop.
-void FdCloseInBackground(int fd);
+// Returns the close's ticket: closes happen in ticket order, and this one
+// is done once FdBackgroundClosesDone() reaches its ticket.
+uint64_t FdCloseInBackground(int fd);
 // fds handed to FdCloseInBackground and not yet closed.
 size_t FdBackgroundClosesPending();
+// How many background closes have finished since the process started.
+uint64_t FdBackgroundClosesDone();
 
 // poll(2) with no wait: for each of fds[0..n), whether it is readable (or
 // hung up / in error) now. A pidfd is readable once its process has exited.

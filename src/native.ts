@@ -168,8 +168,11 @@ export interface NativeBinding {
   /**
    * Closes each fd on one background thread (close(2) can block: a TCP
    * socket with SO_LINGER and unsent data waits out its linger time).
+   * Returns a ticket: the fds are closed once backgroundClosesDone() reaches it.
    */
-  closeInBackground(fds: readonly number[]): void;
+  closeInBackground(fds: readonly number[]): number;
+  /** Background closes finished; a closeInBackground ticket at or below it is done. */
+  backgroundClosesDone(): number;
   /** fds given to closeInBackground and not yet closed. */
   backgroundClosesPending(): number;
   /** For each fd, whether poll(2) says it is readable (or hung up) right now. */

@@ -213,11 +213,11 @@ export function decodeFrame(data: Buffer, fds: readonly number[]): Frame {
         throw new ProtocolError('malformed HELLO frame: "command" is not an object');
       }
       const c = command as Record<string, unknown>;
-      // A helper's client names a command; a child's parent may give a module.
-      if (c['name'] === undefined && c['module'] === undefined) throw new ProtocolError('malformed HELLO frame: the command has neither a name nor a module');
+      // A helper's client names a command; a child's parent may give a module
+      // instead (without a name, the module is required).
       const spec: CommandSpec = {};
       if (c['name'] !== undefined) spec.name = str(c, 'name', 'HELLO');
-      if (c['module'] !== undefined) spec.module = str(c, 'module', 'HELLO');
+      if (c['module'] !== undefined || spec.name === undefined) spec.module = str(c, 'module', 'HELLO');
       if (c['export'] !== undefined) spec.export = str(c, 'export', 'HELLO');
       if (c['args'] !== undefined) {
         if (!Array.isArray(c['args'])) throw new ProtocolError('malformed HELLO frame: "args" is not an array');

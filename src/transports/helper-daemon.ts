@@ -115,13 +115,14 @@ export interface HelperLimits {
 }
 
 /**
- * The defaults: every client at its fd quota still fits, with the
- * connections themselves, under an fd limit of 2^18 (Node raises the soft
- * RLIMIT_NOFILE to the hard one, usually 2^19 or 2^20).
+ * The defaults. Every client at its fd quota fits the fd limit only when
+ * RLIMIT_NOFILE is at least maxConnections x (maxFdsPerClient + 1), 2^20
+ * here; under a lower limit the daemon says so at start (log) and the
+ * operator lowers one of them (there is no cap on the total).
  */
 export const DEFAULT_HELPER_LIMITS: Readonly<HelperLimits> = Object.freeze({
   maxConnections: 256,
-  maxFdsPerClient: 1024,
+  maxFdsPerClient: 4096,
   maxCallsInFlight: 64,
   maxQueuedBytes: 8 * 1024 * 1024,
   stalledReaderTimeoutMs: 30_000,
@@ -239,6 +240,13 @@ export class HelperDaemon {
     this.#allowed = new Set([process.getuid?.() ?? 0, ...(options.allowUids ?? [])]);
     this.#log = options.log ?? (() => undefined);
     this.#commands = commandTable(options, this.#id);
+    const [soft] = native.getFdLimit();
+    if (limits.maxConnections * (limits.maxFdsPerClient + 1) > soft) {
+      this.#log(
+        `every client at its quota would need ${limits.maxConnections * (limits.maxFdsPerClient + 1)} fds, over RLIMIT_NOFILE ${soft}: ` +
+          'lower --max-connections or --max-fds, or raise the limit (LimitNOFILE=)',
+      );
+    }
     daemons.set(this.#id, this);
     // One timer for every client: HELLO and idle timeouts, replies piling
     // up unread, and clients whose process is gone (a pidfd turns readable

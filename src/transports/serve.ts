@@ -374,8 +374,19 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
       }
       case FrameType.RELEASE: {
         const mine = frame.fds.filter((fd) => h.ledger.adopt(fd));
-        discard(mine);
-        send(encodeResult(frame.id, undefined));
+        if (!options.closeInBackground) {
+          closeFds(mine);
+          send(encodeResult(frame.id, undefined));
+          return;
+        }
+        // The reply says they are closed: send it once they are (a close
+        // that blocks delays this reply, never the event loop).
+        const ticket = native.closeInBackground(mine);
+        const replyWhenClosed = (): void => {
+          if (native.backgroundClosesDone() >= ticket) send(encodeResult(frame.id, undefined));
+          else setTimeout(replyWhenClosed, 1);
+        };
+        replyWhenClosed();
         return;
       }
       case FrameType.CALL:
