@@ -6,6 +6,7 @@
 import { BaseConnection, type CommandLocation, type ConnectOptions } from '../connection';
 import {
   ClosedError,
+  FdBridgeError,
   TimeoutError,
   PeerExitedError,
   PeerRefusedError,
