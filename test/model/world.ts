@@ -20,7 +20,8 @@ import type { ChildConnection } from '../../src/transports/child';
 import type { WorkerConnection } from '../../src/transports/worker';
 import { fdTableSettles } from '../util/processes';
 
-export const MODEL_COMMAND = { module: join(packageRoot, 'test', 'fixtures', 'model-command.js'), export: 'ModelCommand' };
+/** Named, so that the model's helper daemon (test/fixtures/model-helper.js) can serve it: helper clients name commands. */
+export const MODEL_COMMAND = { name: 'model', module: join(packageRoot, 'test', 'fixtures', 'model-command.js'), export: 'ModelCommand' };
 
 /**
  * How long a request may stay unsettled once nothing legitimately holds it
