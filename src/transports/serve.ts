@@ -187,6 +187,16 @@ export interface ServedActivity {
   queuedBytes: number;
 }
 
+/**
+ * Runs `then` once the background closer thread has closed everything up to
+ * `ticket` (a closeInBackground ticket). Polled: a close that blocks (a TCP
+ * socket lingering) delays `then`, never the event loop.
+ */
+function afterBackgroundCloses(ticket: number, then: () => void): void {
+  if (native.backgroundClosesDone() >= ticket) then();
+  else setTimeout(() => afterBackgroundCloses(ticket, then), 1);
+}
+
 /** Serves one client on `socket` (which it owns and closes). */
 export function serveConnection(socket: UnixSocket, options: ServeOptions): ServedConnection {
   checkFailpoint();
@@ -279,7 +289,13 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
     // A DUP behind the CLOSE must not be answered any more (its fds are closed below).
     socket.serveDuplications(false);
     if (failpoint !== undefined) failpoint.pass('on-close');
-    const reply = (): void => send(encodeEmpty(FrameType.CLOSED, id));
+    const sendClosed = (): void => send(encodeEmpty(FrameType.CLOSED, id));
+    // CLOSED tells the client that the command's unadopted fds are closed
+    // (its onCommandClosed inspects this process then): when they went to
+    // the closer thread with the command's sweep, wait until it has closed
+    // everything queued so far.
+    const reply = (): void =>
+      options.closeInBackground ? afterBackgroundCloses(native.closeInBackground([]), sendClosed) : sendClosed();
     if (host) host.close().catch(() => undefined).finally(reply);
     else reply();
   };
@@ -381,12 +397,7 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
         }
         // The reply says they are closed: send it once they are (a close
         // that blocks delays this reply, never the event loop).
-        const ticket = native.closeInBackground(mine);
-        const replyWhenClosed = (): void => {
-          if (native.backgroundClosesDone() >= ticket) send(encodeResult(frame.id, undefined));
-          else setTimeout(replyWhenClosed, 1);
-        };
-        replyWhenClosed();
+        afterBackgroundCloses(native.closeInBackground(mine), () => send(encodeResult(frame.id, undefined)));
         return;
       }
       case FrameType.CALL:
