@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 /**
- * The fdbridge command line. Each subcommand lives in harness/commands/<name>.ts
+ * The fdbridge command line. Each subcommand lives in harness/cli/<name>.ts
  * and exports `USAGE` (its --help text) and `main(argv): Promise<number>` (the
- * exit status, harness/commands/usage.ts EXIT); it is loaded only when used.
+ * exit status, harness/cli/usage.ts EXIT); it is loaded only when used.
  *
  * Errors: a UsageError prints one line and the subcommand's synopsis (exit 2);
  * any other error prints one line naming what went wrong (exit 3), and its
@@ -12,42 +12,42 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { packageRoot } from '../src/paths';
-import { EXIT, UsageError } from './commands/usage';
+import { EXIT, UsageError } from './cli/usage';
 
-interface CommandEntry {
+interface SubcommandEntry {
   module: string;
-  /** One line for the list of commands. */
+  /** One line for the list of subcommands in the help text. */
   summary: string;
 }
 
-const COMMANDS: Record<string, CommandEntry> = {
+const SUBCOMMANDS: Record<string, SubcommandEntry> = {
   run: {
-    module: './commands/run',
+    module: './cli/run',
     summary: 'run scenarios x transports under the fd-leak oracle; results.json and an HTML report',
   },
   compare: {
-    module: './commands/compare',
+    module: './cli/compare',
     summary: 'what started failing or leaking, and what got slower, between two results files',
   },
   merge: {
-    module: './commands/merge',
+    module: './cli/merge',
     summary: 'one results file and report from the shards of a run (run --shard i/n)',
   },
   bench: {
-    module: './commands/bench',
+    module: './cli/bench',
     summary: 'latency and throughput per transport against in-run anchors (Node, C, Python)',
   },
   helper: {
-    module: './commands/helper',
+    module: './cli/helper',
     summary: 'run a helper daemon that serves commands to clients over a Unix socket',
   },
   log: {
-    module: './commands/log',
+    module: './cli/log',
     summary: 'run the log command somewhere, redirect its log to a file the CLI opened, log lines',
   },
 };
 
-interface CommandModule {
+interface SubcommandModule {
   USAGE: string;
   main(argv: string[]): Promise<number>;
 }
@@ -57,11 +57,11 @@ function version(): string {
 }
 
 function globalUsage(): string {
-  const width = Math.max(...Object.keys(COMMANDS).map((n) => n.length));
+  const width = Math.max(...Object.keys(SUBCOMMANDS).map((n) => n.length));
   return `usage: fdbridge <command> [options]     (fdbridge <command> --help for its options)
 
 commands:
-${Object.entries(COMMANDS)
+${Object.entries(SUBCOMMANDS)
   .map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`)
   .join('\n')}
 
@@ -81,10 +81,10 @@ function optionWords(argv: readonly string[]): readonly string[] {
   return end === -1 ? argv : argv.slice(0, end);
 }
 
-function loadCommand(name: string): CommandModule {
-  const entry = COMMANDS[name] as CommandEntry;
+function loadSubcommand(name: string): SubcommandModule {
+  const entry = SUBCOMMANDS[name] as SubcommandEntry;
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  return require(entry.module) as CommandModule;
+  return require(entry.module) as SubcommandModule;
 }
 
 /** The error's message (one line per line of it), or with --debug its stack and causes. */
@@ -120,21 +120,21 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${version()}\n`);
     return EXIT.ok;
   }
-  if (!Object.hasOwn(COMMANDS, name)) {
+  if (!Object.hasOwn(SUBCOMMANDS, name)) {
     process.stderr.write(`fdbridge: ${name.startsWith('-') ? 'unknown option' : 'unknown command'} ${name}\n${globalUsage()}`);
     return EXIT.usage;
   }
-  const command = loadCommand(name);
+  const subcommand = loadSubcommand(name);
   if (optionWords(rest).some((a) => a === '--help' || a === '-h')) {
-    process.stdout.write(`usage: fdbridge ${command.USAGE.trimEnd()}\n`);
+    process.stdout.write(`usage: fdbridge ${subcommand.USAGE.trimEnd()}\n`);
     return EXIT.ok;
   }
   try {
-    return await command.main(rest);
+    return await subcommand.main(rest);
   } catch (err) {
     if (err instanceof UsageError) {
       // The synopsis (USAGE's first paragraph), not the whole help.
-      const synopsis = command.USAGE.split(/\n\s*\n/)[0]?.trimEnd();
+      const synopsis = subcommand.USAGE.split(/\n\s*\n/)[0]?.trimEnd();
       process.stderr.write(`fdbridge ${name}: ${err.message}\nusage: fdbridge ${synopsis}\n(fdbridge ${name} --help for every option)\n`);
       return EXIT.usage;
     }
@@ -148,7 +148,7 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err: unknown) => {
-    // Only loading a command can get here (a broken install: the addon or dist/ missing).
+    // Only loading a subcommand can get here (a broken install: the addon or dist/ missing).
     const debug = process.argv.includes('--debug');
     process.stderr.write(`fdbridge: ${describeError(err, debug)}\n`);
     process.exitCode = EXIT.error;

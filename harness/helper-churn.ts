@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { closeFd, connect, makeMemfd } from '../src';
-import { BENCH_COMMAND, collectGarbage, type Usage } from './bench-command';
+import { BENCH_PEER_COMMAND, collectGarbage, type Usage } from './bench-peer';
 import { HelperProcess } from './helper-process';
 
 async function clientExternal(): Promise<number> {
@@ -42,7 +42,7 @@ async function main(): Promise<number> {
     await daemon.start();
     const socketPath = daemon.socketPath;
     const once = async (): Promise<void> => {
-      const conn = await connect('helper', { command: BENCH_COMMAND, socketPath });
+      const conn = await connect('helper', { command: BENCH_PEER_COMMAND, socketPath });
       try {
         const fd = await conn.dupFileDescriptor(memfd);
         await conn.call('closeGiven', [fd]);
@@ -52,7 +52,7 @@ async function main(): Promise<number> {
       }
     };
     const daemonUsage = async (): Promise<Usage> => {
-      const conn = await connect('helper', { command: BENCH_COMMAND, socketPath });
+      const conn = await connect('helper', { command: BENCH_PEER_COMMAND, socketPath });
       try {
         return (await conn.call('usage')) as Usage;
       } finally {

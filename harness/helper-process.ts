@@ -14,7 +14,7 @@ import { join } from 'node:path';
 
 import type { CommandSpec } from '../src/command';
 import { requireDistFile } from '../src/paths';
-import { BENCH_COMMAND } from './bench-command';
+import { BENCH_PEER_COMMAND } from './bench-peer';
 import type { HelperControl } from './types';
 
 /**
@@ -25,7 +25,7 @@ import type { HelperControl } from './types';
 export function helperCommandArgs(extra: readonly CommandSpec[] = []): string[] {
   const args = ['--diagnostics'];
   const seen = new Set<string>();
-  for (const spec of [BENCH_COMMAND, ...extra]) {
+  for (const spec of [BENCH_PEER_COMMAND, ...extra]) {
     if (spec.name === undefined || spec.module === undefined) throw new TypeError(`a helper command needs a name and a module: ${JSON.stringify(spec)}`);
     if (seen.has(spec.name)) continue;
     seen.add(spec.name);

@@ -15,7 +15,7 @@ import { promisify } from 'node:util';
 
 import { transportNames } from '../../src';
 import { distPath } from '../../src/paths';
-import type { BenchFile } from '../../harness/commands/bench';
+import type { BenchFile } from '../../harness/cli/bench';
 import type { Latency } from '../../harness/types';
 
 const execFileAsync = promisify(execFile);

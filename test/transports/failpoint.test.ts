@@ -120,7 +120,7 @@ describe('through the environment of the command process', () => {
           (err, _stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stderr }),
         );
       });
-      expect(r.code).toBe(3); // could not run (harness/commands/usage.ts EXIT)
+      expect(r.code).toBe(3); // could not run (harness/cli/usage.ts EXIT)
       expect(r.stderr).toMatch(/FDBRIDGE_FAILPOINT="after-receive:zero" is not a failpoint/);
     } finally {
       rmSync(dir, { recursive: true, force: true });

@@ -1,5 +1,6 @@
 /**
- * The command `fdbridge bench` runs on the far side of every connection. It
+ * The benchmark's peer: the remote command (BenchPeerCommand) that
+ * `fdbridge bench` (harness/cli/bench.ts) connects to on every transport. It
  * does nothing timed: it closes, in batches and outside the timed regions,
  * what the benchmark duplicated into its context, and reports its process's
  * fd count and RSS so that the long run can prove nothing piles up there.
@@ -55,7 +56,7 @@ export async function usageAfterGc(): Promise<Usage> {
   return { fds: countOpenFds(), rss: process.memoryUsage.rss(), heapUsed: process.memoryUsage().heapUsed };
 }
 
-export class BenchCommand {
+export class BenchPeerCommand {
   readonly #context: CommandContext;
 
   constructor(context: CommandContext) {
@@ -83,5 +84,5 @@ export class BenchCommand {
   }
 }
 
-/** The spec naming BenchCommand (compiled JavaScript under dist/). */
-export const BENCH_COMMAND: CommandSpec = { name: 'bench', module: distPath('harness/bench-command.js'), export: 'BenchCommand' };
+/** The spec naming BenchPeerCommand (compiled JavaScript under dist/). */
+export const BENCH_PEER_COMMAND: CommandSpec = { name: 'bench', module: distPath('harness/bench-peer.js'), export: 'BenchPeerCommand' };

@@ -2,7 +2,7 @@
  * What every subcommand shares: the usage error, the argument parser, and
  * how the running CLI names itself in the hints it prints.
  *
- * A subcommand module (harness/commands/<name>.ts) exports `USAGE` (its
+ * A subcommand module (harness/cli/<name>.ts) exports `USAGE` (its
  * `--help` text, starting with the command's name) and
  * `main(argv): Promise<number>` (the exit status: EXIT.*). cli.ts answers
  * `--help` from USAGE without calling main.

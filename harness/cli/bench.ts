@@ -31,7 +31,7 @@ import { closeFd, dupFd } from '../../src/fd';
 import { requireDistFile } from '../../src/paths';
 import { AnchorSession, type Anchor } from '../anchors';
 import { measureLatencySamples, summarizeSamples } from '../bench';
-import { BENCH_COMMAND, usageAfterGc, type Usage } from '../bench-command';
+import { BENCH_PEER_COMMAND, usageAfterGc, type Usage } from '../bench-peer';
 import { helperCommandArgs } from '../helper-process';
 import { collectEnvironment } from '../environment';
 import type { BenchCase, Environment, Latency } from '../types';
@@ -342,7 +342,7 @@ async function longRun(conn: Connection, fd: number, count: number): Promise<Lon
 /** Opens a connection to the bench command; an UnsupportedError (pidfd without ptrace rights) is a skip. */
 async function open(transport: TransportName, socketPath: string | undefined): Promise<Connection | Pick<TransportBench, 'error' | 'skipped'>> {
   try {
-    return await connect(transport, { command: BENCH_COMMAND, ...(socketPath ? { socketPath } : {}) });
+    return await connect(transport, { command: BENCH_PEER_COMMAND, ...(socketPath ? { socketPath } : {}) });
   } catch (err) {
     const why = describe(err);
     return isFdBridgeError(err) && err.code === 'ERR_FDBRIDGE_UNSUPPORTED' ? { skipped: why } : { error: why };
