@@ -3,6 +3,8 @@
  * over a SEQPACKET socketpair handed to the child at spawn as fd 3 (no socket
  * file anywhere), one round trip per duplication; Node's JSON IPC is not used.
  * The child exits when the client closes the connection or dies (it sees EOF).
+ * The far side is entries/child-main.ts; the pidfd transport (pidfd.ts)
+ * spawns the same process through spawnCommandProcess.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 
@@ -11,7 +13,7 @@ import { normalizeCommandSpec } from '../command';
 import { PeerExitedError, type PeerExit } from '../errors';
 import { constants, native } from '../native';
 import { requireDistFile } from '../paths';
-import { FRAME_SOCKET_OPTIONS } from '../protocol';
+import { FRAME_SOCKET_OPTIONS, type ReadyPayload } from '../protocol';
 import { UnixSocket } from '../socket';
 import { handshake, SocketConnection } from './socket-connection';
 
@@ -29,85 +31,94 @@ function waitForExit(child: ChildProcess, ms: number): Promise<void> {
   });
 }
 
+/** A spawned command process, its socket, and its READY. */
+export interface SpawnedCommand {
+  socket: UnixSocket;
+  child: ChildProcess;
+  ready: ReadyPayload;
+}
+
+/**
+ * Spawns the command's process (child-main.js, its socket as fd 3) and
+ * completes the HELLO. `transport` names the process in errors; `pull`
+ * 'pidfd' asks it to pull each fd out of this process with pidfd_getfd(2)
+ * instead of receiving it over the socket (the pidfd transport, pidfd.ts).
+ * On failure nothing is left: the socket is closed and the process reaped.
+ */
+export async function spawnCommandProcess(options: ConnectOptions, transport: 'child' | 'pidfd', pull?: 'pidfd'): Promise<SpawnedCommand> {
+  const command = normalizeCommandSpec(options.command);
+  const extraEnv = options.child?.env;
+  if (extraEnv !== undefined && (typeof extraEnv !== 'object' || extraEnv === null || Array.isArray(extraEnv))) {
+    throw new TypeError('options.child.env must be an object of environment variables');
+  }
+  const entry = requireDistFile('src/transports/entries/child-main.js');
+  const [mine, theirs] = native.socketpair(constants.SOCK_SEQPACKET);
+  let socket: UnixSocket;
+  let child: ChildProcess;
+  try {
+    socket = new UnixSocket(mine, 'seqpacket', { ...FRAME_SOCKET_OPTIONS, sendQueueLimit: options.sendQueueLimit });
+  } catch (err) {
+    native.close(mine);
+    native.close(theirs);
+    throw err;
+  }
+  try {
+    child = spawn(process.execPath, [entry], {
+      stdio: ['ignore', 'inherit', 'inherit', theirs],
+      ...(options.child?.uid !== undefined ? { uid: options.child.uid } : {}),
+      ...(options.child?.gid !== undefined ? { gid: options.child.gid } : {}),
+      // spawn() leaves out variables whose value is undefined: that is how one is removed.
+      ...(extraEnv !== undefined ? { env: { ...process.env, ...extraEnv } } : {}),
+    });
+  } catch (err) {
+    socket.close();
+    throw err;
+  } finally {
+    // The child has its own copy now (as fd 3); ours would keep the
+    // socket alive after the child died and hide its EOF.
+    native.close(theirs);
+  }
+  const spawnError = new Promise<never>((_, reject) => child.once('error', reject));
+  spawnError.catch(() => undefined);
+  try {
+    const ready = await Promise.race([
+      handshake(socket, command, options.timeoutMs ?? 10_000, () => `the ${transport} process (pid ${child.pid})`, pull),
+      spawnError,
+    ]);
+    return { socket, child, ready };
+  } catch (err) {
+    socket.close();
+    // A child that died before answering (it could not load the addon or
+    // the command module, say) shows up here as EOF or ECONNRESET: say
+    // how it ended instead.
+    const code = (err as { code?: string }).code;
+    const died = code === 'ERR_FDBRIDGE_EOF' || code === 'ECONNRESET';
+    if (died) await waitForExit(child, 1000);
+    if (died && (child.exitCode !== null || child.signalCode !== null)) {
+      throw new PeerExitedError('connect', {
+        transport,
+        pid: child.pid ?? -1,
+        exitCode: child.exitCode,
+        signal: child.signalCode,
+      });
+    }
+    child.kill('SIGKILL');
+    await waitForExit(child, 1000);
+    throw err;
+  }
+}
+
 export class ChildConnection extends SocketConnection {
   /** The helper process (to signal it in a test, for example). */
   readonly child: ChildProcess;
 
-  /**
-   * Spawns the command's process. `transport` 'pidfd' makes that process
-   * pull each fd out of this one with pidfd_getfd(2) instead of receiving it
-   * over the socket.
-   */
-  static async open(options: ConnectOptions, transport: 'child' | 'pidfd' = 'child'): Promise<ChildConnection> {
-    const command = normalizeCommandSpec(options.command);
-    const extraEnv = options.child?.env;
-    if (extraEnv !== undefined && (typeof extraEnv !== 'object' || extraEnv === null || Array.isArray(extraEnv))) {
-      throw new TypeError('options.child.env must be an object of environment variables');
-    }
-    const entry = requireDistFile('src/transports/entries/child-main.js');
-    const [mine, theirs] = native.socketpair(constants.SOCK_SEQPACKET);
-    let socket: UnixSocket;
-    let child: ChildProcess;
-    try {
-      socket = new UnixSocket(mine, 'seqpacket', { ...FRAME_SOCKET_OPTIONS, sendQueueLimit: options.sendQueueLimit });
-    } catch (err) {
-      native.close(mine);
-      native.close(theirs);
-      throw err;
-    }
-    try {
-      child = spawn(process.execPath, [entry], {
-        stdio: ['ignore', 'inherit', 'inherit', theirs],
-        ...(options.child?.uid !== undefined ? { uid: options.child.uid } : {}),
-        ...(options.child?.gid !== undefined ? { gid: options.child.gid } : {}),
-        // spawn() leaves out variables whose value is undefined: that is how one is removed.
-        ...(extraEnv !== undefined ? { env: { ...process.env, ...extraEnv } } : {}),
-      });
-    } catch (err) {
-      socket.close();
-      throw err;
-    } finally {
-      // The child has its own copy now (as fd 3); ours would keep the
-      // socket alive after the child died and hide its EOF.
-      native.close(theirs);
-    }
-    const spawnError = new Promise<never>((_, reject) => child.once('error', reject));
-    spawnError.catch(() => undefined);
-    try {
-      const ready = await Promise.race([
-        handshake(
-          socket,
-          command,
-          options.timeoutMs ?? 10_000,
-          () => `the ${transport} process (pid ${child.pid})`,
-          transport === 'pidfd' ? 'pidfd' : undefined,
-        ),
-        spawnError,
-      ]);
-      return new ChildConnection(socket, child, ready, options.onCommandClosed, transport);
-    } catch (err) {
-      socket.close();
-      // A child that died before answering (it could not load the addon or
-      // the command module, say) shows up here as EOF or ECONNRESET: say
-      // how it ended instead.
-      const code = (err as { code?: string }).code;
-      const died = code === 'ERR_FDBRIDGE_EOF' || code === 'ECONNRESET';
-      if (died) await waitForExit(child, 1000);
-      if (died && (child.exitCode !== null || child.signalCode !== null)) {
-        throw new PeerExitedError('connect', {
-          transport,
-          pid: child.pid ?? -1,
-          exitCode: child.exitCode,
-          signal: child.signalCode,
-        });
-      }
-      child.kill('SIGKILL');
-      await waitForExit(child, 1000);
-      throw err;
-    }
+  /** Spawns the command's process; requests and fds travel over the socket. */
+  static async open(options: ConnectOptions): Promise<ChildConnection> {
+    const { socket, child, ready } = await spawnCommandProcess(options, 'child');
+    return new ChildConnection(socket, child, ready, options.onCommandClosed, 'child');
   }
 
-  private constructor(
+  protected constructor(
     socket: UnixSocket,
     child: ChildProcess,
     ready: { pid: number; threadId: number },
@@ -127,13 +138,6 @@ export class ChildConnection extends SocketConnection {
       onCommandClosed,
     );
     this.child = child;
-  }
-
-  /** The far side pulls fds until its process has exited (it may read requests after our socket is gone). */
-  protected override peerCannotPull(): Promise<void> {
-    const child = this.child;
-    if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-    return new Promise((resolve) => child.once('exit', () => resolve()));
   }
 
   protected override async closeTransport(): Promise<void> {

@@ -3,6 +3,7 @@ import type { Connection, ConnectOptions, TransportName } from '../connection';
 import { ChildConnection } from './child';
 import { DirectConnection } from './direct';
 import { openHelper } from './helper';
+import { PidfdConnection } from './pidfd';
 import { WorkerConnection } from './worker';
 
 type Opener = (options: ConnectOptions) => Promise<Connection>;
@@ -12,7 +13,7 @@ const registry = new Map<TransportName, Opener>([
   ['worker', (o) => WorkerConnection.open(o)],
   ['child', (o) => ChildConnection.open(o)],
   ['helper', (o) => openHelper(o)],
-  ['pidfd', (o) => ChildConnection.open(o, 'pidfd')],
+  ['pidfd', (o) => PidfdConnection.open(o)],
 ]);
 
 /** The names `connect` accepts. */

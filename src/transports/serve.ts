@@ -1,12 +1,21 @@
 /**
- * The command's side of a socket connection (child and helper transports):
- * reads frames, hosts one command, answers each request. Runs until the
- * client closes its end (or breaks the protocol); then the command's close()
- * runs and every fd it was given and did not adopt is closed.
+ * The command's side of a socket connection (child, pidfd and helper
+ * transports): reads frames, hosts one command, answers each request. Runs
+ * until the client closes its end (or breaks the protocol); then the
+ * command's close() runs and every fd it was given and did not adopt is
+ * closed.
+ *
+ * One ServedSession per connection: `#dispatch` routes each decoded frame to
+ * a handler (`#hello` for the handshake, then `#duplicate`, `#release`,
+ * `#call`, `#closeCommand`); `#truncated` answers a request whose fds did not
+ * fit. How a duplication's fds get into this process is the connection's
+ * FdIntake, which the HELLO picks: received with a DUP frame over SCM_RIGHTS
+ * (socketIntake, below; the native layer answers most DUPs without calling
+ * JS), or pulled by number with pidfd_getfd(2) (pidfd-intake.ts).
  */
 import { CommandHost, type CommandSpec } from '../command';
 import { builtinCommand } from '../commands/registry';
-import { describeError, ProtocolError, QueueFullError, QuotaExceededError, TruncatedError, UnknownCommandError, UnsupportedError, type QuotaName, type TransportName } from '../errors';
+import { describeError, ProtocolError, QueueFullError, QuotaExceededError, TruncatedError, UnknownCommandError, type QuotaName, type TransportName } from '../errors';
 import { failpointFromEnv, type Failpoint } from '../failpoint';
 import { closeFds } from '../fd';
 import { native } from '../native';
@@ -19,9 +28,10 @@ import {
   FrameType,
   PROTOCOL_VERSION,
   type Frame,
+  type HelloPayload,
 } from '../protocol';
 import type { UnixSocket } from '../socket';
-import { refuseFds } from './refuse-fds';
+import { openPidfdIntake } from './pidfd-intake';
 
 export interface ServeStats {
   /** fds that arrived where none belonged (closed at once). */
@@ -84,8 +94,8 @@ export interface ServeOptions {
    * The code to run for the command a HELLO asks for; throws to refuse it.
    * Without it the HELLO's module is loaded as given, or a built-in command
    * by name (a child serves the parent that started it, whose code it is
-   * anyway); a helper daemon
-   * resolves names against the commands it was started with.
+   * anyway); a helper daemon resolves names against the commands it was
+   * started with.
    */
   resolveCommand?: (requested: CommandSpec) => CommandSpec;
   /** Called once, after the command is closed and the socket with it. */
@@ -108,52 +118,50 @@ export function checkFailpoint(): void {
   if (failpointOrError instanceof Error) throw failpointOrError;
 }
 
-
 /**
- * A pidfd for the client at the other end of `socket` (SO_PEERPIDFD, which
- * cannot name a recycled pid; pidfd_open on the SO_PEERCRED pid before Linux
- * 6.5), checked by pulling `probeFd` once. Throws UnsupportedError when the
- * kernel or the permissions (ptrace access to the client) refuse.
+ * How the fds of a duplication request get into the command's process, for
+ * one connection: the strategy its HELLO picks.
  */
-function openClientPidfd(socket: UnixSocket, probeFd: number): number {
-  let pidfd: number;
-  try {
-    pidfd = socket.peerPidfd().release();
-  } catch {
-    try {
-      pidfd = native.pidfdOpen(socket.peerCredentials().pid);
-    } catch (err) {
-      throw new UnsupportedError(`pidfd transport: pidfd_open failed (${(err as Error).message}); it needs Linux 5.3+`, {
-        cause: err,
-      });
-    }
-  }
-  try {
-    closeFds([native.pidfdGetfd(pidfd, probeFd)]);
-  } catch (err) {
-    closeFds([pidfd]);
-    const code = (err as { code?: string }).code;
-    const why =
-      code === 'EPERM'
-        ? "this process may not ptrace the client (pidfd_getfd needs PTRACE_MODE_ATTACH_REALCREDS: same uid and no Yama restriction, or CAP_SYS_PTRACE)"
-        : code === 'ENOSYS'
-          ? 'the kernel has no pidfd_getfd (Linux 5.6+)'
-          : (err as Error).message;
-    throw new UnsupportedError(`pidfd transport: cannot pull the client's fds: ${why}`, { cause: err });
-  }
-  return pidfd;
+export interface FdIntake {
+  /** The transport the command is told it runs on (CommandContext.transport). */
+  readonly transport: TransportName;
+  /** The request frame that hands fds over; the other kind ends the connection. */
+  readonly requestType: typeof FrameType.DUP | typeof FrameType.GETFD;
+  /** Why a request of the other kind ends the connection. */
+  readonly wrongRequest: string;
+  /** What a quota refusal adds about the request's fds (closed here, or never taken). */
+  readonly refusalNote: string;
+  /**
+   * The fds of one request, now owned here (the caller puts them in the
+   * command's ledger): the ones that arrived with a DUP frame, or those the
+   * client's numbers in a GETFD frame name, pulled. Throws, having taken
+   * nothing, when they cannot be had; the request then fails alone.
+   */
+  take(frameFds: readonly number[]): number[];
+  /** The command is ready: requests may be served. */
+  start(socket: UnixSocket, maxFds: number | undefined): void;
+  /** The connection has ended: releases what the strategy holds. Idempotent. */
+  close(): void;
 }
 
-/** pidfd_getfd for every number, or none: on failure the ones pulled are closed. */
-function pullAll(pidfd: number, fds: readonly number[]): number[] {
-  const out: number[] = [];
-  try {
-    for (const fd of fds) out.push(native.pidfdGetfd(pidfd, fd));
-  } catch (err) {
-    closeFds(out);
-    throw err;
-  }
-  return out;
+/**
+ * The fds arrive with the DUP frame itself (SCM_RIGHTS, received
+ * close-on-exec). Once the command is ready the socket answers DUPs in C++
+ * (serveDuplications), so a round trip never enters JS on this side; not
+ * with a failpoint set, which must see each request.
+ */
+function socketIntake(transport: TransportName): FdIntake {
+  return {
+    transport,
+    requestType: FrameType.DUP,
+    wrongRequest: 'GETFD on a connection that did not ask for pidfd pulls',
+    refusalNote: 'release some first',
+    take: (frameFds) => [...frameFds],
+    start: (socket, maxFds) => {
+      if (failpoint === undefined) socket.serveDuplications(true, maxFds);
+    },
+    close: () => undefined,
+  };
 }
 
 /** A HELLO's module as given, or a built-in command by name. */
@@ -200,35 +208,296 @@ function afterBackgroundCloses(ticket: number, then: () => void): void {
 /** Serves one client on `socket` (which it owns and closes). */
 export function serveConnection(socket: UnixSocket, options: ServeOptions): ServedConnection {
   checkFailpoint();
-  const stats: ServeStats = { unexpectedFds: 0, protocolErrors: 0, refusesFds: false };
-  const limits = options.limits;
-  let host: CommandHost | undefined;
-  let ended = false;
-  let lastRequestAt = Date.now();
-  if (options.closeInBackground) socket.closeGivenInBackground(true);
+  return new ServedSession(socket, options);
+}
 
-  /** Closes fds the client sent that nobody will own; returns how many. */
-  const discard = (fds: readonly number[] | undefined): number => {
-    if (!fds || fds.length === 0) return 0;
-    if (!options.closeInBackground) return closeFds(fds);
-    native.closeInBackground(fds);
-    return fds.length;
-  };
+type DuplicationFrame = Extract<Frame, { type: typeof FrameType.DUP | typeof FrameType.GETFD }>;
 
-  const onSent = (err: Error | null): void => {
-    if (err) end(err);
-  };
-  const send = (frame: Buffer): void => {
-    if (ended) return;
+class ServedSession implements ServedConnection {
+  readonly #socket: UnixSocket;
+  readonly #options: ServeOptions;
+  readonly #limits: ServeLimits | undefined;
+  readonly #stats: ServeStats = { unexpectedFds: 0, protocolErrors: 0, refusesFds: false };
+  /** Set by the HELLO; until then only a HELLO is accepted. */
+  #host: CommandHost | undefined;
+  #intake: FdIntake | undefined;
+  #ended = false;
+  /** The client's CLOSE arrived: nothing more is served. */
+  #closing = false;
+  #lastRequestAt = Date.now();
+  /**
+   * Calls the command has not answered yet. Their replies come later, all
+   * at once maybe, whatever the reply queue holds: at MAX_CALLS_IN_FLIGHT no
+   * request is read until one settles, so that such a burst stays bounded.
+   */
+  #callsInFlight = 0;
+
+  constructor(socket: UnixSocket, options: ServeOptions) {
+    this.#socket = socket;
+    this.#options = options;
+    this.#limits = options.limits;
+    const limits = this.#limits;
+    if (options.closeInBackground) socket.closeGivenInBackground(true);
+    // Every request read makes a reply: while replies back up (the client
+    // reads slowly), stop reading requests, so that they wait in the kernel
+    // and then in the client's own bounded queue instead of here.
+    socket.setSendQueueLimits(
+      limits ? { pauseReadingAt: Math.min(SERVE_PAUSE_READING_AT, limits.maxQueuedBytes), limit: limits.maxQueuedBytes } : { pauseReadingAt: SERVE_PAUSE_READING_AT },
+    );
+    // Paused (replies backed up, or MAX_CALLS_IN_FLIGHT), it still learns at
+    // once of a client that hangs up, and ends: nobody is left to answer.
+    socket.watchHangup(true);
+    socket.setMessageHandler(this.#onMessage);
+  }
+
+  end(reason?: Error): void {
+    this.#end(reason ?? null);
+  }
+
+  activity(): ServedActivity {
+    return {
+      ready: this.#host !== undefined,
+      lastRequestAt: this.#lastRequestAt,
+      servedDuplications: this.#socket.servedDuplications,
+      inFlight: this.#callsInFlight,
+      fdsHeld: this.#host ? this.#host.ledger.size : 0,
+      queuedBytes: this.#socket.queuedSendBytes,
+    };
+  }
+
+  /** Every message the socket reads (or its error) comes here first. */
+  readonly #onMessage = (err: Error | null, data?: Buffer, fds?: number[]): void => {
+    if (this.#ended) {
+      this.#stats.unexpectedFds += this.#discard(fds);
+      return;
+    }
+    this.#lastRequestAt = Date.now();
+    if (err) {
+      if (err instanceof TruncatedError) this.#truncated(err);
+      else this.#end(err.name === 'EofError' ? null : err); // EOF is the normal end
+      return;
+    }
+    let frame: Frame;
     try {
-      socket.write(frame, undefined, onSent);
+      frame = decodeFrame(data as Buffer, fds as number[]);
+    } catch (e) {
+      this.#violation(e as Error, fds);
+      return;
+    }
+    this.#dispatch(frame, fds as number[]);
+  };
+
+  /**
+   * Routes one decoded frame to its handler. `fds` are the ones that arrived
+   * with it (only a DUP frame decodes with fds); every violation closes
+   * them, since nothing else will.
+   */
+  #dispatch(frame: Frame, fds: readonly number[]): void {
+    if (!this.#host) {
+      if (frame.type === FrameType.HELLO) this.#hello(frame.id, frame.hello);
+      else this.#violation(new ProtocolError(`expected HELLO, got a frame of type ${frame.type}`), fds);
+      return;
+    }
+    if (this.#closing) {
+      // Nothing is served after CLOSE; whatever fds came with it are closed.
+      if (frame.type === FrameType.DUP) this.#stats.unexpectedFds += this.#discard(frame.fds);
+      return;
+    }
+    switch (frame.type) {
+      case FrameType.CLOSE:
+        this.#closeCommand(frame.id);
+        return;
+      case FrameType.DUP:
+      case FrameType.GETFD:
+        this.#duplicate(frame, fds);
+        return;
+      case FrameType.HELLO:
+        this.#violation(new ProtocolError('a second HELLO on a connection that is already set up'), fds);
+        return;
+      case FrameType.RELEASE:
+        this.#release(frame.id, frame.fds);
+        return;
+      case FrameType.CALL:
+        this.#call(frame.id, frame.method, frame.args);
+        return;
+      default:
+        this.#violation(new ProtocolError(`a client sent a frame of type ${frame.type}, which only a command sends`), fds);
+    }
+  }
+
+  /** HELLO: picks the fd intake, sets up the command, answers READY (or ERROR and ends). */
+  #hello(id: number, hello: HelloPayload): void {
+    if (hello.version !== PROTOCOL_VERSION) {
+      this.#send(encodeJson(FrameType.ERROR, id, { name: 'ProtocolError', message: `protocol version ${hello.version} is not ${PROTOCOL_VERSION}` }));
+      this.#stats.protocolErrors++;
+      this.#end(new ProtocolError('protocol version mismatch'));
+      return;
+    }
+    let host: CommandHost;
+    try {
+      if (hello.pull === 'pidfd') {
+        const intake = openPidfdIntake(this.#socket, hello.probeFd as number);
+        this.#intake = intake;
+        this.#stats.refusesFds = intake.refusesFds;
+      } else {
+        this.#intake = socketIntake(this.#options.transport);
+      }
+      // The command's fds live in the socket's given set, which the socket
+      // answers DUP requests into without calling JS (and closes with it).
+      host = new CommandHost((this.#options.resolveCommand ?? moduleOrBuiltin)(hello.command), this.#intake.transport, this.#socket.given);
+    } catch (err) {
+      this.#send(encodeJson(FrameType.ERROR, id, describeError(err)));
+      this.#end(err as Error);
+      return;
+    }
+    this.#host = host;
+    this.#send(encodeJson(FrameType.READY, id, { pid: process.pid, threadId: host.context.threadId }));
+    this.#intake.start(this.#socket, this.#limits?.maxFds);
+  }
+
+  /**
+   * DUP or GETFD: the request's fds into the command's ledger, then the
+   * DUP_OK naming them. Usually the socket answers DUPs in C++
+   * (serveDuplications) and this runs only for GETFD, or with a failpoint,
+   * which must see each request.
+   */
+  #duplicate(frame: DuplicationFrame, fds: readonly number[]): void {
+    const intake = this.#intake as FdIntake;
+    const ledger = (this.#host as CommandHost).ledger;
+    if (frame.type !== intake.requestType) {
+      // A DUP here is only reachable where the kernel lacks SO_PASSRIGHTS.
+      this.#violation(new ProtocolError(intake.wrongRequest), fds);
+      return;
+    }
+    const limits = this.#limits;
+    const count = frame.fds.length;
+    if (limits && ledger.size + count > limits.maxFds) {
+      // Refused whole: what arrived is closed (the client still has its own).
+      this.#discard(frame.type === FrameType.DUP ? frame.fds : undefined);
+      this.#refuseQuota(frame.id, 'fds', `${count} more fd(s) would make ${ledger.size + count} held for this client (at most ${limits.maxFds}); ${intake.refusalNote}`);
+      return;
+    }
+    let taken: number[];
+    try {
+      taken = intake.take(frame.fds);
+    } catch (err) {
+      this.#send(encodeJson(FrameType.ERROR, frame.id, describeError(err)));
+      return;
+    }
+    for (const fd of taken) ledger.add(fd);
+    // The fds are ours (in the ledger) and the client has no answer yet.
+    if (failpoint !== undefined) failpoint.pass('after-receive');
+    this.#send(encodeFdList(FrameType.DUP_OK, frame.id, taken));
+  }
+
+  /** RELEASE: closes the listed fds the command has not adopted, then answers. */
+  #release(id: number, fds: readonly number[]): void {
+    const ledger = (this.#host as CommandHost).ledger;
+    const mine = fds.filter((fd) => ledger.adopt(fd));
+    if (!this.#options.closeInBackground) {
+      closeFds(mine);
+      this.#send(encodeResult(id, undefined));
+      return;
+    }
+    // The reply says they are closed: send it once they are (a close
+    // that blocks delays this reply, never the event loop).
+    afterBackgroundCloses(native.closeInBackground(mine), () => this.#send(encodeResult(id, undefined)));
+  }
+
+  /** CALL: runs the method; its RESULT or ERROR goes back whenever it settles. */
+  #call(id: number, method: string, args: unknown[]): void {
+    const limits = this.#limits;
+    // A quota below MAX_CALLS_IN_FLIGHT refuses, with a typed error, what
+    // would otherwise wait for a running call to settle.
+    if (limits && this.#callsInFlight >= limits.maxCallsInFlight) {
+      this.#refuseQuota(id, 'calls', `${this.#callsInFlight} calls are already being served for this client (at most ${limits.maxCallsInFlight}); wait for their replies`);
+      return;
+    }
+    if (++this.#callsInFlight === MAX_CALLS_IN_FLIGHT) this.#socket.pause();
+    (this.#host as CommandHost).call(method, args).then(
+      (value) => {
+        let reply: Buffer;
+        try {
+          reply = encodeResult(id, value);
+        } catch (err) {
+          reply = encodeJson(FrameType.ERROR, id, describeError(err));
+        }
+        this.#callSettled();
+        this.#send(reply);
+      },
+      (err: unknown) => {
+        this.#callSettled();
+        this.#send(encodeJson(FrameType.ERROR, id, describeError(err)));
+      },
+    );
+  }
+
+  #callSettled(): void {
+    if (this.#callsInFlight-- === MAX_CALLS_IN_FLIGHT && !this.#ended) this.#socket.resume();
+  }
+
+  /**
+   * The client's CLOSE: close the command, say so, and wait for the client
+   * to hang up (it may inspect this process in between); EOF then ends us.
+   */
+  #closeCommand(id: number): void {
+    if (this.#closing) return;
+    this.#closing = true;
+    // A DUP behind the CLOSE must not be answered any more (its fds are closed below).
+    this.#socket.serveDuplications(false);
+    if (failpoint !== undefined) failpoint.pass('on-close');
+    const sendClosed = (): void => this.#send(encodeEmpty(FrameType.CLOSED, id));
+    // CLOSED tells the client that the command's unadopted fds are closed
+    // (its onCommandClosed inspects this process then): when they went to
+    // the closer thread with the command's sweep, wait until it has closed
+    // everything queued so far.
+    const reply = (): void =>
+      this.#options.closeInBackground ? afterBackgroundCloses(native.closeInBackground([]), sendClosed) : sendClosed();
+    if (this.#host) this.#host.close().catch(() => undefined).finally(reply);
+    else reply();
+  }
+
+  /**
+   * A request whose fds did not all fit here (MSG_CTRUNC: this process is at
+   * its fd limit). The native layer closed the ones that arrived; when the
+   * header of a DUP still arrived whole, that request fails and the
+   * connection lives on.
+   */
+  #truncated(err: TruncatedError): void {
+    let frame: Frame | undefined;
+    try {
+      frame = err.what === 'control' && err.data.length > 0 ? decodeFrame(err.data, [-1]) : undefined;
+    } catch {
+      frame = undefined;
+    }
+    if (!this.#host || this.#intake?.requestType !== FrameType.DUP || frame?.type !== FrameType.DUP) {
+      // An oversized frame (MSG_TRUNC) or fds where none belong: the native
+      // layer closed the fds that arrived; count them as unexpected.
+      this.#stats.unexpectedFds += err.fdsClosed;
+      this.#violation(new ProtocolError(`a request arrived truncated (${err.message})`, { cause: err }), undefined);
+      return;
+    }
+    this.#send(
+      encodeJson(FrameType.ERROR, frame.id, {
+        name: 'TruncatedError',
+        code: err.code,
+        message: `the command's process could not receive the fds (MSG_CTRUNC: it is at its fd limit); ${err.fdsClosed} that arrived were closed`,
+      }),
+    );
+  }
+
+  /** Sends a reply; a send that fails ends the connection. */
+  #send(frame: Buffer): void {
+    if (this.#ended) return;
+    try {
+      this.#socket.write(frame, undefined, this.#onSent);
     } catch (err) {
       // EPIPE: the client is gone; EOF will follow. A full queue: the
       // client has stopped reading its replies (reading requests pauses
-      // long before, see below, so only replies to requests read earlier
-      // get here): it is cut off, not buffered for.
-      if (err instanceof QueueFullError) options.onQuota?.('queuedBytes');
-      end(
+      // long before, see the constructor, so only replies to requests read
+      // earlier get here): it is cut off, not buffered for.
+      if (err instanceof QueueFullError) this.#options.onQuota?.('queuedBytes');
+      this.#end(
         err instanceof QueueFullError
           ? new QueueFullError(
               `the client stopped reading its replies: ${err.queuedMessages} (${err.queuedBytes} bytes) wait to be sent, ` +
@@ -238,271 +507,45 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
             )
           : (err as Error),
       );
-      return;
     }
+  }
+
+  readonly #onSent = (err: Error | null): void => {
+    if (err) this.#end(err);
   };
 
-  const refuseQuota = (id: number, quota: QuotaName, message: string): void => {
-    options.onQuota?.(quota);
-    send(encodeJson(FrameType.ERROR, id, describeError(new QuotaExceededError(quota, message))));
-  };
-  // Every request read makes a reply: while replies back up (the client
-  // reads slowly), stop reading requests, so that they wait in the kernel
-  // and then in the client's own bounded queue instead of here.
-  socket.setSendQueueLimits(
-    limits ? { pauseReadingAt: Math.min(SERVE_PAUSE_READING_AT, limits.maxQueuedBytes), limit: limits.maxQueuedBytes } : { pauseReadingAt: SERVE_PAUSE_READING_AT },
-  );
-  // Paused (replies backed up, or MAX_CALLS_IN_FLIGHT), it still learns at
-  // once of a client that hangs up, and ends: nobody is left to answer.
-  socket.watchHangup(true);
+  #refuseQuota(id: number, quota: QuotaName, message: string): void {
+    this.#options.onQuota?.(quota);
+    this.#send(encodeJson(FrameType.ERROR, id, describeError(new QuotaExceededError(quota, message))));
+  }
 
-  let clientPidfd = -1;
+  /** Closes fds the client sent that nobody will own; returns how many. */
+  #discard(fds: readonly number[] | undefined): number {
+    if (!fds || fds.length === 0) return 0;
+    if (!this.#options.closeInBackground) return closeFds(fds);
+    native.closeInBackground(fds);
+    return fds.length;
+  }
 
-  const end = (reason: Error | null): void => {
-    if (ended) return;
-    ended = true;
-    socket.serveDuplications(false);
-    socket.pause();
+  /** The client broke the protocol: count it, close what came with it, end. */
+  #violation(err: Error, fds: readonly number[] | undefined): void {
+    this.#stats.protocolErrors++;
+    this.#stats.unexpectedFds += this.#discard(fds);
+    this.#end(err);
+  }
+
+  /** Ends the connection once: the command is closed, then the intake and the socket. */
+  #end(reason: Error | null): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#socket.serveDuplications(false);
+    this.#socket.pause();
     const finish = (): void => {
-      if (clientPidfd >= 0) closeFds([clientPidfd]);
-      socket.close();
-      options.onEnd?.(reason, stats);
+      this.#intake?.close();
+      this.#socket.close();
+      this.#options.onEnd?.(reason, this.#stats);
     };
-    if (host) host.close().catch(() => undefined).finally(finish);
+    if (this.#host) this.#host.close().catch(() => undefined).finally(finish);
     else finish();
-  };
-
-  // Calls the command has not answered yet. Their replies come later, all
-  // at once maybe, whatever the reply queue holds: at MAX_CALLS_IN_FLIGHT no
-  // request is read until one settles, so that such a burst stays bounded.
-  let callsInFlight = 0;
-  const callSettled = (): void => {
-    if (callsInFlight-- === MAX_CALLS_IN_FLIGHT && !ended) socket.resume();
-  };
-
-  // The client's CLOSE: close the command, say so, and wait for the client
-  // to hang up (it may inspect this process in between); EOF then ends us.
-  let closing = false;
-  const closeCommand = (id: number): void => {
-    if (closing) return;
-    closing = true;
-    // A DUP behind the CLOSE must not be answered any more (its fds are closed below).
-    socket.serveDuplications(false);
-    if (failpoint !== undefined) failpoint.pass('on-close');
-    const sendClosed = (): void => send(encodeEmpty(FrameType.CLOSED, id));
-    // CLOSED tells the client that the command's unadopted fds are closed
-    // (its onCommandClosed inspects this process then): when they went to
-    // the closer thread with the command's sweep, wait until it has closed
-    // everything queued so far.
-    const reply = (): void =>
-      options.closeInBackground ? afterBackgroundCloses(native.closeInBackground([]), sendClosed) : sendClosed();
-    if (host) host.close().catch(() => undefined).finally(reply);
-    else reply();
-  };
-
-  const violation = (err: Error, fds: readonly number[] | undefined): void => {
-    stats.protocolErrors++;
-    stats.unexpectedFds += discard(fds);
-    end(err);
-  };
-
-  /**
-   * Serves one decoded frame. `fds` are the ones that arrived with it (only
-   * a DUP frame decodes with fds); every violation closes them, since
-   * nothing else will.
-   */
-  const handle = (frame: Frame, fds: readonly number[]): void => {
-    if (!host) {
-      if (frame.type !== FrameType.HELLO) {
-        violation(new ProtocolError(`expected HELLO, got a frame of type ${frame.type}`), fds);
-        return;
-      }
-      if (frame.hello.version !== PROTOCOL_VERSION) {
-        send(encodeJson(FrameType.ERROR, frame.id, { name: 'ProtocolError', message: `protocol version ${frame.hello.version} is not ${PROTOCOL_VERSION}` }));
-        stats.protocolErrors++;
-        end(new ProtocolError('protocol version mismatch'));
-        return;
-      }
-      try {
-        if (frame.hello.pull === 'pidfd') {
-          clientPidfd = openClientPidfd(socket, frame.hello.probeFd as number);
-          // From now on fds travel by number (GETFD), never over this socket.
-          stats.refusesFds = refuseFds(socket);
-        }
-        // The command's fds live in the socket's given set, which the socket
-        // answers DUP requests into without calling JS (and closes with it).
-        host = new CommandHost(
-          (options.resolveCommand ?? moduleOrBuiltin)(frame.hello.command),
-          frame.hello.pull === 'pidfd' ? 'pidfd' : options.transport,
-          socket.given,
-        );
-      } catch (err) {
-        send(encodeJson(FrameType.ERROR, frame.id, describeError(err)));
-        end(err as Error);
-        return;
-      }
-      send(encodeJson(FrameType.READY, frame.id, { pid: process.pid, threadId: host.context.threadId }));
-      // The common request, a DUP, is answered in C++ from now on: a round
-      // trip then never enters JS on this side. Not with a failpoint (it
-      // must see each request) nor on a pidfd connection (no fds arrive).
-      if (failpoint === undefined && frame.hello.pull !== 'pidfd') socket.serveDuplications(true, limits?.maxFds);
-      return;
-    }
-    const h = host;
-    if (closing) {
-      // Nothing is served after CLOSE; whatever fds came with it are closed.
-      if (frame.type === FrameType.DUP) stats.unexpectedFds += discard(frame.fds);
-      return;
-    }
-    switch (frame.type) {
-      case FrameType.CLOSE:
-        closeCommand(frame.id);
-        return;
-      case FrameType.DUP:
-        if (clientPidfd >= 0) {
-          // Only reachable where the kernel lacks SO_PASSRIGHTS.
-          violation(new ProtocolError('DUP on a pidfd connection, whose client sends fd numbers (GETFD), never fds'), fds);
-          return;
-        }
-        acceptDup(frame.id, frame.fds);
-        return;
-      case FrameType.HELLO:
-        violation(new ProtocolError('a second HELLO on a connection that is already set up'), fds);
-        return;
-      case FrameType.GETFD: {
-        if (clientPidfd < 0) {
-          violation(new ProtocolError('GETFD on a connection that did not ask for pidfd pulls'), fds);
-          return;
-        }
-        if (limits && h.ledger.size + frame.fds.length > limits.maxFds) {
-          refuseQuota(frame.id, 'fds', `${frame.fds.length} more fd(s) would make ${h.ledger.size + frame.fds.length} held for this client (at most ${limits.maxFds}); nothing was pulled`);
-          return;
-        }
-        let pulled: number[];
-        try {
-          pulled = pullAll(clientPidfd, frame.fds);
-        } catch (err) {
-          send(encodeJson(FrameType.ERROR, frame.id, describeError(err)));
-          return;
-        }
-        acceptDup(frame.id, pulled);
-        return;
-      }
-      case FrameType.RELEASE: {
-        const mine = frame.fds.filter((fd) => h.ledger.adopt(fd));
-        if (!options.closeInBackground) {
-          closeFds(mine);
-          send(encodeResult(frame.id, undefined));
-          return;
-        }
-        // The reply says they are closed: send it once they are (a close
-        // that blocks delays this reply, never the event loop).
-        afterBackgroundCloses(native.closeInBackground(mine), () => send(encodeResult(frame.id, undefined)));
-        return;
-      }
-      case FrameType.CALL:
-        // A quota below MAX_CALLS_IN_FLIGHT refuses, with a typed error, what
-        // would otherwise wait for a running call to settle.
-        if (limits && callsInFlight >= limits.maxCallsInFlight) {
-          refuseQuota(frame.id, 'calls', `${callsInFlight} calls are already being served for this client (at most ${limits.maxCallsInFlight}); wait for their replies`);
-          return;
-        }
-        if (++callsInFlight === MAX_CALLS_IN_FLIGHT) socket.pause();
-        h.call(frame.method, frame.args).then(
-          (value) => {
-            let reply: Buffer;
-            try {
-              reply = encodeResult(frame.id, value);
-            } catch (err) {
-              reply = encodeJson(FrameType.ERROR, frame.id, describeError(err));
-            }
-            callSettled();
-            send(reply);
-          },
-          (err: unknown) => {
-            callSettled();
-            send(encodeJson(FrameType.ERROR, frame.id, describeError(err)));
-          },
-        );
-        return;
-      default:
-        violation(new ProtocolError(`a client sent a frame of type ${frame.type}, which only a command sends`), fds);
-    }
-  };
-
-  // A DUP whose fds did not all fit here (MSG_CTRUNC: this process is at its
-  // fd limit). The native layer closed the ones that arrived; the header
-  // still arrived whole, so that request fails and the connection lives on.
-  const onTruncated = (err: TruncatedError): void => {
-    let frame: Frame | undefined;
-    try {
-      frame = err.what === 'control' && err.data.length > 0 ? decodeFrame(err.data, [-1]) : undefined;
-    } catch {
-      frame = undefined;
-    }
-    if (!host || clientPidfd >= 0 || frame?.type !== FrameType.DUP) {
-      // An oversized frame (MSG_TRUNC) or fds where none belong: the native
-      // layer closed the fds that arrived; count them as unexpected.
-      stats.unexpectedFds += err.fdsClosed;
-      violation(new ProtocolError(`a request arrived truncated (${err.message})`, { cause: err }), undefined);
-      return;
-    }
-    send(
-      encodeJson(FrameType.ERROR, frame.id, {
-        name: 'TruncatedError',
-        code: err.code,
-        message: `the command's process could not receive the fds (MSG_CTRUNC: it is at its fd limit); ${err.fdsClosed} that arrived were closed`,
-      }),
-    );
-  };
-
-  // fds now here for the command (received with a DUP, or pulled for a
-  // GETFD): into the ledger, then the DUP_OK naming them. Usually the socket
-  // answers DUPs in C++ (serveDuplications) and this runs only for GETFD, or
-  // with a failpoint, which must see each request.
-  const acceptDup = (id: number, fds: readonly number[]): void => {
-    const h = host as CommandHost;
-    if (limits && h.ledger.size + fds.length > limits.maxFds) {
-      // Refused whole: the fds are closed (the client still has its own).
-      discard(fds);
-      refuseQuota(id, 'fds', `${fds.length} more fd(s) would make ${h.ledger.size + fds.length} held for this client (at most ${limits.maxFds}); release some first`);
-      return;
-    }
-    for (const fd of fds) h.ledger.add(fd);
-    // The fds are ours (in the ledger) and the client has no answer yet.
-    if (failpoint !== undefined) failpoint.pass('after-receive');
-    send(encodeFdList(FrameType.DUP_OK, id, fds));
-  };
-
-  socket.setMessageHandler((err, data, fds) => {
-    if (ended) {
-      stats.unexpectedFds += discard(fds);
-      return;
-    }
-    lastRequestAt = Date.now();
-    if (err) {
-      if (err instanceof TruncatedError) onTruncated(err);
-      else end(err.name === 'EofError' ? null : err); // EOF is the normal end
-      return;
-    }
-    let frame: Frame;
-    try {
-      frame = decodeFrame(data as Buffer, fds as number[]);
-    } catch (e) {
-      violation(e as Error, fds);
-      return;
-    }
-    handle(frame, fds as number[]);
-  });
-  return {
-    end: (reason?: Error) => end(reason ?? null),
-    activity: () => ({
-      ready: host !== undefined,
-      lastRequestAt,
-      servedDuplications: socket.servedDuplications,
-      inFlight: callsInFlight,
-      fdsHeld: host ? host.ledger.size : 0,
-      queuedBytes: socket.queuedSendBytes,
-    }),
-  };
+  }
 }

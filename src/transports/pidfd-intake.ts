@@ -1,0 +1,100 @@
+/**
+ * The serving side of the pidfd transport (the client side is pidfd.ts):
+ * the client's fds are pulled out of its process with pidfd_getfd(2), by
+ * the numbers its GETFD requests list, instead of arriving over the socket.
+ * The pulled copies are close-on-exec (pidfd_getfd sets it) and become the
+ * command's, like received ones; the socket itself refuses fds
+ * (refuse-fds.ts), so none can arrive on a connection that never expects one.
+ */
+import { UnsupportedError } from '../errors';
+import { closeFds } from '../fd';
+import { native } from '../native';
+import { FrameType } from '../protocol';
+import type { UnixSocket } from '../socket';
+import { refuseFds } from './refuse-fds';
+import type { FdIntake } from './serve';
+
+/** A pidfd connection's FdIntake, with what the socket's SO_PASSRIGHTS turned out to be. */
+export interface PidfdIntake extends FdIntake {
+  /** True when the kernel refuses fds sent to the socket (SO_PASSRIGHTS=0, Linux 6.16+). */
+  readonly refusesFds: boolean;
+}
+
+/**
+ * A pidfd for the client at the other end of `socket` (SO_PEERPIDFD, which
+ * cannot name a recycled pid; pidfd_open on the SO_PEERCRED pid before Linux
+ * 6.5), checked by pulling `probeFd` once. Throws UnsupportedError when the
+ * kernel or the permissions (ptrace access to the client) refuse.
+ */
+function openClientPidfd(socket: UnixSocket, probeFd: number): number {
+  let pidfd: number;
+  try {
+    pidfd = socket.peerPidfd().release();
+  } catch {
+    try {
+      pidfd = native.pidfdOpen(socket.peerCredentials().pid);
+    } catch (err) {
+      throw new UnsupportedError(`pidfd transport: pidfd_open failed (${(err as Error).message}); it needs Linux 5.3+`, {
+        cause: err,
+      });
+    }
+  }
+  try {
+    closeFds([native.pidfdGetfd(pidfd, probeFd)]);
+  } catch (err) {
+    closeFds([pidfd]);
+    const code = (err as { code?: string }).code;
+    const why =
+      code === 'EPERM'
+        ? "this process may not ptrace the client (pidfd_getfd needs PTRACE_MODE_ATTACH_REALCREDS: same uid and no Yama restriction, or CAP_SYS_PTRACE)"
+        : code === 'ENOSYS'
+          ? 'the kernel has no pidfd_getfd (Linux 5.6+)'
+          : (err as Error).message;
+    throw new UnsupportedError(`pidfd transport: cannot pull the client's fds: ${why}`, { cause: err });
+  }
+  return pidfd;
+}
+
+/** pidfd_getfd for every number, or none: on failure the ones pulled are closed. */
+function pullAll(pidfd: number, fds: readonly number[]): number[] {
+  const out: number[] = [];
+  try {
+    for (const fd of fds) out.push(native.pidfdGetfd(pidfd, fd));
+  } catch (err) {
+    closeFds(out);
+    throw err;
+  }
+  return out;
+}
+
+/**
+ * Sets up pulling for the client at the other end of `socket`, whose HELLO
+ * named `probeFd` (an fd open in its process) to prove that pulling works.
+ * From then on fds travel by number (GETFD), never over the socket. Throws
+ * UnsupportedError when the kernel or the permissions refuse; nothing is
+ * left open then.
+ */
+export function openPidfdIntake(socket: UnixSocket, probeFd: number): PidfdIntake {
+  let pidfd = openClientPidfd(socket, probeFd);
+  let refuses: boolean;
+  try {
+    refuses = refuseFds(socket);
+  } catch (err) {
+    closeFds([pidfd]);
+    throw err;
+  }
+  return {
+    transport: 'pidfd',
+    requestType: FrameType.GETFD,
+    wrongRequest: 'DUP on a pidfd connection, whose client sends fd numbers (GETFD), never fds',
+    refusalNote: 'nothing was pulled',
+    refusesFds: refuses,
+    take: (numbers) => pullAll(pidfd, numbers),
+    // Nothing to hand to the native layer: no fds arrive over this socket.
+    start: () => undefined,
+    close: () => {
+      if (pidfd >= 0) closeFds([pidfd]);
+      pidfd = -1;
+    },
+  };
+}
