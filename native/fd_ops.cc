@@ -18,6 +18,9 @@
 #include <deque>
 #include <mutex>
 #include <thread>
+#include <utility>
+
+#include "unique_fd.h"
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
@@ -52,17 +55,17 @@ int ComputeFloor() {
   return floor;
 }
 
-// Duplicates each fd at or above `start`, all or none.
+// Duplicates each fd at or above `start`, all or none: the duplicates are
+// owned here until every one is made.
 int DupAllFrom(const int* fds, size_t n, int start, int* out) {
+  UniqueFds made;
+  made.reserve(n);
   for (size_t i = 0; i < n; i++) {
-    int d = fcntl(fds[i], F_DUPFD_CLOEXEC, start);
-    if (d < 0) {
-      int err = -errno;
-      for (size_t j = 0; j < i; j++) FdClose(out[j]);
-      return err;
-    }
-    out[i] = d;
+    UniqueFd d(fcntl(fds[i], F_DUPFD_CLOEXEC, start));
+    if (!d) return -errno;
+    made.push_back(std::move(d));
   }
+  made.release_into(out);
   return 0;
 }
 
@@ -108,7 +111,7 @@ namespace {
 struct Closer {
   std::mutex mu;
   std::condition_variable cv;
-  std::deque<int> queue;
+  std::deque<UniqueFd> queue;
   std::atomic<size_t> pending{0};
   uint64_t enqueued = 0;  // under mu: tickets are handed out in queue order
   std::atomic<uint64_t> done{0};
@@ -119,14 +122,14 @@ Closer& TheCloser() {
     Closer* c = new Closer();  // never destroyed: the thread may outlive static destructors
     std::thread([c] {
       for (;;) {
-        int fd;
+        UniqueFd fd;
         {
           std::unique_lock<std::mutex> lock(c->mu);
           c->cv.wait(lock, [c] { return !c->queue.empty(); });
-          fd = c->queue.front();
+          fd = std::move(c->queue.front());
           c->queue.pop_front();
         }
-        FdClose(fd);
+        fd.reset();  // the close that may block, outside the lock
         c->done++;
         c->pending--;
       }
@@ -148,7 +151,7 @@ uint64_t FdCloseInBackground(int fd) {
   uint64_t ticket;
   {
     std::lock_guard<std::mutex> lock(c.mu);
-    c.queue.push_back(fd);
+    c.queue.emplace_back(fd);
     ticket = ++c.enqueued;
   }
   c.cv.notify_one();
@@ -158,6 +161,15 @@ uint64_t FdCloseInBackground(int fd) {
 size_t FdBackgroundClosesPending() { return TheCloser().pending.load(); }
 
 uint64_t FdBackgroundClosesDone() { return TheCloser().done.load(); }
+
+int PollNow(int fd, short events) {
+  struct pollfd p = {fd, events, 0};
+  int r;
+  do {
+    r = poll(&p, 1, 0);
+  } while (r < 0 && errno == EINTR);
+  return r > 0 ? p.revents : 0;
+}
 
 int FdPollReadable(const int* fds, size_t n, std::vector<bool>* out) {
   std::vector<struct pollfd> p(n);
@@ -287,11 +299,10 @@ int PidfdGetfd(int pidfd, int target_fd) {
 }
 
 int PidfdGetfdHigh(int pidfd, int target_fd) {
-  int low = PidfdGetfd(pidfd, target_fd);
-  if (low < 0 || low >= FdFloor()) return low;
-  int high = FdDupHigh(low);
-  FdClose(low);
-  return high;
+  int r = PidfdGetfd(pidfd, target_fd);
+  if (r < 0 || r >= FdFloor()) return r;
+  UniqueFd low(r);  // released once its copy above the floor exists (or not)
+  return FdDupHigh(low.get());
 }
 
 }  // namespace fdbridge

@@ -78,6 +78,11 @@ size_t FdBackgroundClosesPending();
 // How many background closes have finished since the process started.
 uint64_t FdBackgroundClosesDone();
 
+// poll(2) of one fd with no wait: its revents, i.e. those of `events` that
+// hold now plus POLLHUP / POLLERR / POLLNVAL (which poll always reports);
+// 0 when none hold, or when poll itself fails. Retries EINTR.
+int PollNow(int fd, short events);
+
 // poll(2) with no wait: for each of fds[0..n), whether it is readable (or
 // hung up / in error) now. A pidfd is readable once its process has exited.
 int FdPollReadable(const int* fds, size_t n, std::vector<bool>* out);

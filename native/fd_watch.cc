@@ -1,26 +1,28 @@
 #include "fd_watch.h"
 
+#include <utility>
+
 #include "fd_ops.h"
 
 namespace fdbridge {
 
 FdWatch* FdWatch::Create(uv_loop_t* loop, int fd, void (*on_ready)(void*), void* arg, int* err) {
-  int own = FdDupHigh(fd);  // ours: numbered where a caller's stale fd cannot be
-  if (own < 0) {
-    *err = own;
+  int dup = FdDupHigh(fd);  // ours: numbered where a caller's stale fd cannot be
+  if (dup < 0) {
+    *err = dup;
     return nullptr;
   }
+  UniqueFd own(dup);
   FdWatch* w = new FdWatch();
-  int r = uv_poll_init(loop, &w->poll_, own);
+  int r = uv_poll_init(loop, &w->poll_, own.get());
   if (r != 0) {
     // Not initialized (libuv checks the fd first): nothing to close but ours.
-    FdClose(own);
     delete w;
     *err = r;
     return nullptr;
   }
   w->poll_.data = w;
-  w->fd_ = own;
+  w->fd_ = std::move(own);
   w->on_ready_ = on_ready;
   w->ready_arg_ = arg;
   r = uv_poll_start(&w->poll_, UV_READABLE, OnPoll);
@@ -56,8 +58,7 @@ void FdWatch::Close(void (*on_freed)(void*), void* arg) {
   freed_arg_ = arg;
   // uv_close takes the fd out of epoll at once, so closing it next is safe.
   uv_close(reinterpret_cast<uv_handle_t*>(&poll_), OnClosed);
-  FdClose(fd_);
-  fd_ = -1;
+  fd_.reset();
 }
 
 void FdWatch::OnClosed(uv_handle_t* handle) {

@@ -7,6 +7,8 @@
 
 #include <uv.h>
 
+#include "unique_fd.h"
+
 namespace fdbridge {
 
 class FdWatch {
@@ -32,7 +34,7 @@ class FdWatch {
   static void OnClosed(uv_handle_t* handle);
 
   uv_poll_t poll_;
-  int fd_ = -1;
+  UniqueFd fd_;
   bool closed_ = false;
   bool fired_ = false;
   void (*on_ready_)(void*) = nullptr;

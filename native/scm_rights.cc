@@ -7,7 +7,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <utility>
+
 #include "fd_ops.h"
+#include "unique_fd.h"
 
 #ifndef SCM_PIDFD
 #define SCM_PIDFD 0x04  // include/uapi/asm-generic/socket.h, Linux 6.5
@@ -74,7 +77,7 @@ size_t CloseAllCmsgFds(struct msghdr* msg) {
     for (size_t i = 0; i < n; i++) {
       int fd;
       memcpy(&fd, p + i * sizeof(int), sizeof(int));
-      FdClose(fd);
+      UniqueFd(fd).reset();
       closed++;
     }
   }
@@ -86,17 +89,7 @@ size_t CloseAllCmsgFds(struct msghdr* msg) {
 // without fds counts as EOF only once the peer has shut down. (A 0-byte,
 // fd-less message sent right before the peer closed is reported as EOF: it
 // carries nothing.)
-bool PeerHasShutDown(int sock) {
-  struct pollfd p;
-  p.fd = sock;
-  p.events = POLLRDHUP;
-  p.revents = 0;
-  int r;
-  do {
-    r = poll(&p, 1, 0);
-  } while (r < 0 && errno == EINTR);
-  return r > 0 && (p.revents & (POLLRDHUP | POLLHUP)) != 0;
-}
+bool PeerHasShutDown(int sock) { return (PollNow(sock, POLLRDHUP) & (POLLRDHUP | POLLHUP)) != 0; }
 
 }  // namespace
 
@@ -143,7 +136,9 @@ void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
     return;
   }
 
-  size_t nfds = 0;
+  // The received set is owned here until it is handed to the caller whole
+  // (it allocates only for a message that carries fds).
+  UniqueFds received;
   bool overflow = false;
   for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_len < CMSG_LEN(0)) continue;
@@ -163,33 +158,37 @@ void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
     }
     size_t n_in = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
     const unsigned char* p = CMSG_DATA(c);
+    received.reserve(received.size() + n_in);
     for (size_t i = 0; i < n_in; i++) {
-      int fd;
-      memcpy(&fd, p + i * sizeof(int), sizeof(int));
+      int raw;
+      memcpy(&raw, p + i * sizeof(int), sizeof(int));
+      UniqueFd fd(raw);
       // SCM_PIDFD is a pidfd we never asked for (SO_PASSPIDFD is never set):
       // close it rather than leak it.
       if (c->cmsg_type == SCM_PIDFD) {
-        FdClose(fd);
+        fd.reset();
         out->fds_closed++;
         out->other_cmsgs++;
-      } else if (nfds < max_fds) {
-        fds[nfds++] = fd;
+      } else if (received.size() < max_fds) {
+        received.push_back(std::move(fd));
       } else {
         // Cannot happen with a control buffer sized for max_fds (the kernel
         // would have set MSG_CTRUNC), but never leave an fd behind.
-        FdClose(fd);
+        fd.reset();
         out->fds_closed++;
         overflow = true;
       }
     }
   }
   if (overflow) {
-    for (size_t i = 0; i < nfds; i++) FdClose(fds[i]);
-    out->fds_closed += nfds;
+    out->fds_closed += received.size();
+    received.reset();
     out->status = RecvStatus::kCtrunc;
     return;
   }
+  size_t nfds = received.size();
   out->nfds = nfds;
+  received.release_into(fds);
 
   if (n == 0 && nfds == 0) {
     bool eof = sock_type == SOCK_STREAM ||

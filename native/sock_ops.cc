@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -11,6 +10,7 @@
 #include <unistd.h>
 
 #include "fd_ops.h"
+#include "unique_fd.h"
 
 #ifndef SO_PEERPIDFD
 #define SO_PEERPIDFD 77  // include/uapi/asm-generic/socket.h, Linux 6.5
@@ -56,24 +56,17 @@ int NewSocket(int type) {
 // inode, so a second swap after the checks changes nothing. On success *out
 // holds the file's identity, for UnlinkOwnSocketFile.
 int ChmodSocketFile(const char* path, int mode, struct stat* out) {
-  int pfd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-  if (pfd < 0) return -errno;
+  UniqueFd pfd(open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  if (!pfd) return -errno;
   struct stat st;
-  int err = 0;
-  if (fstat(pfd, &st) != 0) {
-    err = -errno;
-  } else if (!S_ISSOCK(st.st_mode)) {
-    err = -ENOTSOCK;
-  } else if (st.st_uid != geteuid()) {
-    err = -EPERM;
-  } else {
-    char proc_path[64];
-    snprintf(proc_path, sizeof(proc_path), "/proc/self/fd/%d", pfd);
-    if (chmod(proc_path, static_cast<mode_t>(mode)) != 0) err = -errno;
-    *out = st;
-  }
-  FdClose(pfd);
-  return err;
+  if (fstat(pfd.get(), &st) != 0) return -errno;
+  if (!S_ISSOCK(st.st_mode)) return -ENOTSOCK;
+  if (st.st_uid != geteuid()) return -EPERM;
+  char proc_path[64];
+  snprintf(proc_path, sizeof(proc_path), "/proc/self/fd/%d", pfd.get());
+  if (chmod(proc_path, static_cast<mode_t>(mode)) != 0) return -errno;
+  *out = st;
+  return 0;
 }
 
 // Removes the socket file at `path` after a failed listen, but only if it is
@@ -104,48 +97,29 @@ int SockConnectTo(int fd, const struct sockaddr_un* addr, socklen_t addr_len) {
   return 0;
 }
 
-bool SockWritableNow(int fd) {
-  struct pollfd p;
-  p.fd = fd;
-  p.events = POLLOUT;
-  p.revents = 0;
-  int r;
-  do {
-    r = poll(&p, 1, 0);
-  } while (r < 0 && errno == EINTR);
-  return r > 0 && (p.revents & POLLOUT) != 0;
-}
-
 int SockListen(int type, const char* name, size_t name_len, bool abstract, int mode, int backlog,
                bool pass_cred) {
   struct sockaddr_un addr;
   socklen_t addr_len;
   int err = SockAddress(name, name_len, abstract, &addr, &addr_len);
   if (err != 0) return err;
-  int fd = NewSocket(type);
-  if (fd < 0) return fd;
-  if (pass_cred && (err = SockSetPassCred(fd, true)) != 0) {
-    FdClose(fd);
-    return err;
-  }
-  if (bind(fd, reinterpret_cast<struct sockaddr*>(&addr), addr_len) != 0) {
-    err = -errno;
-    FdClose(fd);
-    return err;
-  }
+  int r = NewSocket(type);
+  if (r < 0) return r;
+  UniqueFd fd(r);
+  if (pass_cred && (err = SockSetPassCred(fd.get(), true)) != 0) return err;
+  if (bind(fd.get(), reinterpret_cast<struct sockaddr*>(&addr), addr_len) != 0) return -errno;
   struct stat ours;
   bool chmodded = false;
   if (!abstract && mode >= 0) {
     err = ChmodSocketFile(addr.sun_path, mode, &ours);
     chmodded = err == 0;
   }
-  if (err == 0 && type != SOCK_DGRAM && listen(fd, backlog) != 0) err = -errno;
+  if (err == 0 && type != SOCK_DGRAM && listen(fd.get(), backlog) != 0) err = -errno;
   if (err != 0) {
     if (!abstract) UnlinkOwnSocketFile(addr.sun_path, chmodded ? &ours : nullptr);
-    FdClose(fd);
     return err;
   }
-  return fd;
+  return fd.release();
 }
 
 int SockConnect(int type, const char* name, size_t name_len, bool abstract) {
@@ -153,18 +127,12 @@ int SockConnect(int type, const char* name, size_t name_len, bool abstract) {
   socklen_t addr_len;
   int err = SockAddress(name, name_len, abstract, &addr, &addr_len);
   if (err != 0) return err;
-  int fd = NewSocket(type);
-  if (fd < 0) return fd;
-  int r;
-  do {
-    r = connect(fd, reinterpret_cast<struct sockaddr*>(&addr), addr_len);
-  } while (r != 0 && errno == EINTR);
-  if (r != 0) {
-    err = errno == EWOULDBLOCK ? -EAGAIN : -errno;
-    FdClose(fd);
-    return err;
-  }
-  return fd;
+  int r = NewSocket(type);
+  if (r < 0) return r;
+  UniqueFd fd(r);
+  err = SockConnectTo(fd.get(), &addr, addr_len);
+  if (err != 0) return err;
+  return fd.release();
 }
 
 int SockAccept(int listen_fd) {

@@ -31,9 +31,6 @@ int SockOpen(int type);
 // sets its peer (and may be done again to change it).
 int SockConnectTo(int fd, const struct sockaddr_un* addr, socklen_t addr_len);
 
-// True when poll(2) reports the socket writable right now (POLLOUT).
-bool SockWritableNow(int fd);
-
 // socket + bind + (for a path and mode >= 0) chmod + listen (not for DGRAM:
 // a bound DGRAM socket receives at once). The mode is set
 // before listen(), while nobody can connect yet (connect gives ECONNREFUSED

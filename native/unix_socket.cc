@@ -1,6 +1,7 @@
 #include "unix_socket.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -233,7 +234,7 @@ void UnixSocket::DoWrite() {
       // Our own send buffer is full: wait for our fd to be writable. Else a
       // DGRAM receiver's queue is (net.unix.max_dgram_qlen), which poll on
       // our unconnected fd cannot show: wait on the waker.
-      if (q.to_len == 0 || !SockWritableNow(fd_)) return;
+      if (q.to_len == 0 || !(PollNow(fd_, POLLOUT) & POLLOUT)) return;
       int werr = WaitForReceiver(q.to, q.to_len);
       if (werr == 0) return;
       n = werr;  // nobody to wait for (ECONNREFUSED: the receiver is gone): this send fails

@@ -1,0 +1,54 @@
+/**
+ * native/unique_fd.h, the owning fd types of the C++ code, checked on their
+ * own: test/native/unique_fd_test.cc is compiled with assertions on (and
+ * ASan/UBSan) and run; it checks its own open-fd table before and after.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const root = join(__dirname, '..', '..');
+let dir: string;
+let program: string;
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'fdbridge-unique-fd-'));
+  program = join(dir, 'unique_fd_test');
+  const cxx = process.env['CXX'] || 'g++';
+  execFileSync(cxx, [
+    '-std=c++17',
+    '-g',
+    '-Wall',
+    '-Wextra',
+    '-Werror',
+    '-fsanitize=address,undefined',
+    '-fno-sanitize-recover=all',
+    '-I',
+    join(root, 'native'),
+    '-o',
+    program,
+    join(root, 'test', 'native', 'unique_fd_test.cc'),
+    join(root, 'native', 'fd_ops.cc'),
+    '-pthread',
+  ]);
+}, 120_000);
+
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+test('UniqueFd and UniqueFds own, release, move and close as documented, leaving the fd table as it was', () => {
+  const run = spawnSync(program, [], { encoding: 'utf8' });
+  expect(run.stderr).toBe('');
+  expect(run.status).toBe(0);
+  expect(run.stdout).toMatch(/^ok \d+ checks\n$/);
+  expect(Number(/^ok (\d+)/.exec(run.stdout)?.[1])).toBeGreaterThanOrEqual(40);
+});
+
+test.each([
+  ['double-close', 'double close'],
+  ['self-reset', 'reset to the fd already owned'],
+])('a debug build asserts on a broken invariant: %s', (mode, message) => {
+  const run = spawnSync(program, [mode], { encoding: 'utf8' });
+  expect(run.signal).toBe('SIGABRT');
+  expect(run.stderr).toContain(message);
+});
