@@ -17,8 +17,8 @@ import { isAbsolute, resolve } from 'node:path';
 import { threadId } from 'node:worker_threads';
 
 import { BUILTIN_COMMANDS, builtinCommand } from './commands/registry';
-import type { TransportName } from './errors';
 import { closeFds } from './fd';
+import type { TransportName } from './transports';
 import { requireModule } from './ts-modules';
 
 /**

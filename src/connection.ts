@@ -2,11 +2,10 @@
  * One connection interface, whatever the arrangement: the command runs in the
  * caller's thread, a worker thread, a child process or a helper daemon.
  */
-import { ClosedError, type TransportName } from './errors';
+import { ClosedError } from './errors';
 import type { CommandSpec, Remote } from './command';
 import { constants } from './native';
-
-export type { TransportName };
+import type { TransportName } from './transports';
 
 /** Where a command runs. */
 export interface CommandLocation {

@@ -7,6 +7,8 @@
  */
 import { getSystemErrorName } from 'node:util';
 
+import type { TransportName } from './transports';
+
 const BRAND = Symbol.for('fdbridge.error');
 
 export interface FdBridgeErrorOptions {
@@ -207,9 +209,6 @@ function describeErrno(neg: number): string {
   };
   return messages[errnoName(neg)] ?? 'system error';
 }
-
-/** Where a command runs, as named in errors. */
-export type TransportName = 'direct' | 'worker' | 'child' | 'helper' | 'pidfd';
 
 export interface PeerExit {
   transport: TransportName;

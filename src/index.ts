@@ -5,8 +5,8 @@
  *     const conn = await connect('child', { command: LOG_COMMAND });
  *     const remoteFd = await conn.dupFileDescriptor(fd); // valid in the child
  */
-export { connect, transportNames } from './transports';
-export type { Connection, ConnectOptions, CommandLocation, TransportName } from './connection';
+export { connect, transportNames, type TransportName } from './transports';
+export type { Connection, ConnectOptions, CommandLocation } from './connection';
 export type { CommandContext, CommandClass, CommandSpec, Remote } from './command';
 export {
   ClosedError,

@@ -1,10 +1,17 @@
-/** The transport registry: name -> how to open a connection. */
-import type { Connection, ConnectOptions, TransportName } from '../connection';
+/**
+ * Where a transport is chosen: the registry from a transport's name to how
+ * a connection through it is opened. `connect(name, options)` looks the name
+ * up here; `transportNames()` lists them in this order.
+ */
+import type { Connection, ConnectOptions } from '../connection';
 import { ChildConnection } from './child';
 import { DirectConnection } from './direct';
 import { openHelper } from './helper';
 import { PidfdConnection } from './pidfd';
 import { WorkerConnection } from './worker';
+
+/** Where a command runs: the transports, by the name `connect` takes (also in errors and CommandContext). */
+export type TransportName = 'direct' | 'worker' | 'child' | 'helper' | 'pidfd';
 
 type Opener = (options: ConnectOptions) => Promise<Connection>;
 

@@ -15,7 +15,7 @@
  */
 import { CommandHost, type CommandSpec } from '../command';
 import { builtinCommand } from '../commands/registry';
-import { describeError, ProtocolError, QueueFullError, QuotaExceededError, TruncatedError, UnknownCommandError, type QuotaName, type TransportName } from '../errors';
+import { describeError, ProtocolError, QueueFullError, QuotaExceededError, TruncatedError, UnknownCommandError, type QuotaName } from '../errors';
 import { failpointFromEnv, type Failpoint } from '../failpoint';
 import { closeFds } from '../fd';
 import { native } from '../native';
@@ -31,6 +31,7 @@ import {
   type HelloPayload,
 } from '../protocol';
 import type { UnixSocket } from '../socket';
+import type { TransportName } from './index';
 import { openPidfdIntake } from './pidfd-intake';
 
 export interface ServeStats {
