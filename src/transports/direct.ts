@@ -9,14 +9,7 @@ import { BaseConnection, type CommandLocation, type ConnectOptions } from '../co
 import { CommandHost, normalizeCommandSpec } from '../command';
 import { describeError, RemoteError } from '../errors';
 import { native } from '../native';
-
-/**
- * dup(2)s every fd, or none, numbered at or above the floor and `above` (see
- * native.dupAll for why the numbers go above the list and the batch).
- */
-export function dupAll(fds: readonly number[], above?: number): number[] {
-  return native.dupAll(fds, above);
-}
+import { dupAll } from './dup-above-floor';
 
 /** Runs a method on a host, turning what the command throws into RemoteError. */
 export async function callOnHost(host: CommandHost, method: string, args: unknown[]): Promise<unknown> {

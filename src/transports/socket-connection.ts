@@ -36,7 +36,7 @@ import {
 } from '../protocol';
 import type { CommandSpec } from '../command';
 import { UnixSocket } from '../socket';
-import { dupAll } from './direct';
+import { dupAll } from './dup-above-floor';
 import { refuseFds } from './refuse-fds';
 
 /** What a pending request resolves with. */

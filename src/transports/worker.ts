@@ -11,7 +11,7 @@ import { normalizeCommandSpec } from '../command';
 import { ClosedError, PeerExitedError, ProtocolError, RemoteError, TimeoutError, type RemoteErrorInfo } from '../errors';
 import { native } from '../native';
 import { requireDistFile } from '../paths';
-import { dupAll } from './direct';
+import { dupAll } from './dup-above-floor';
 import { SharedFdLedger } from './shared-ledger';
 
 /** Messages from the worker entry. */
