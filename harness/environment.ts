@@ -6,7 +6,7 @@
 import { execFileSync } from 'node:child_process';
 import { cpus, hostname, release } from 'node:os';
 
-import { packageRoot } from '../src/native';
+import { packageRoot } from '../src/paths';
 import type { Environment } from './types';
 
 /** HEAD of the checkout the harness runs from, `+dirty` when tracked files differ; 'unknown' outside git. */

@@ -23,7 +23,7 @@ import { stripVTControlCharacters } from 'node:util';
 
 import { connect, transportNames, type CommandSpec, type Connection, type ConnectOptions, type TransportName } from '../src';
 import { PROBE_COMMAND } from '../src/commands/probe-command';
-import { packageRoot } from '../src/native';
+import { packageRoot } from '../src/paths';
 import { diffFdTables, openFdTable } from '../src/fd';
 import { fdOrigin } from '../src/fd-track';
 import { describeFdEntry } from '../src/leak-check';

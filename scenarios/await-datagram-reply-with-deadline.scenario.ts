@@ -10,8 +10,7 @@
 import { strict as assert } from 'node:assert';
 import { join } from 'node:path';
 
-import { DatagramSocket, PeerGoneError, SystemError, TimeoutError } from '../src';
-import { native } from '../src/native';
+import { closeFd, DatagramSocket, openPidfd, PeerGoneError, SystemError, TimeoutError } from '../src';
 import type { Scenario } from '../harness/types';
 import { startDatagramPeer } from './support/datagram-peer';
 
@@ -39,7 +38,7 @@ const scenario: Scenario = {
         await peer.exited;
       }
       const again = await startDatagramPeer(helperPath);
-      const pidfd = native.pidfdOpen(again.child.pid as number);
+      const pidfd = openPidfd(again.child.pid as number);
       try {
         await client.sendTo(helperPath, Buffer.from('ping'));
         assert.equal((await client.receive({ timeoutMs: 10_000 })).data.toString(), 'pong');
@@ -50,7 +49,7 @@ const scenario: Scenario = {
         ctx.count('faultsInjected');
         ctx.count('faultsSurvived');
       } finally {
-        native.close(pidfd);
+        closeFd(pidfd);
         again.child.kill('SIGKILL');
         await again.exited;
       }

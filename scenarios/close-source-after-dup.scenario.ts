@@ -9,8 +9,7 @@ import { strict as assert } from 'node:assert';
 import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { closeFd, makePipe, PROBE_COMMAND } from '../src';
-import { native } from '../src/native';
+import { closeFd, makePipe, PROBE_COMMAND, setFdFlags } from '../src';
 import type { Scenario } from '../harness/types';
 import { closeAll, closeRemote } from './support/common';
 
@@ -38,7 +37,7 @@ const scenario: Scenario = {
       // The far side's copy was the last write end: closing it gives EOF here
       // (non-blocking so that a leaked write end shows as EAGAIN, not a hang).
       await closeRemote(conn, [farW, farFile]);
-      native.setNonblock(r, true);
+      setFdFlags(r, { nonblock: true });
       assert.equal(readSync(r, buf, 0, buf.length, null), 0, 'end of file: no write end is left anywhere');
     } finally {
       closeAll([r, w]);

@@ -6,7 +6,7 @@ import { strict as assert } from 'node:assert';
 import { readSync, writeSync } from 'node:fs';
 
 import { closeFd, PROBE_COMMAND } from '../src';
-import { constants, native } from '../src/native';
+import { rawSocketPair } from '../src/testing';
 import type { Scenario } from '../harness/types';
 import { closeAll, closeRemote, dupBenchCase, remoteIdentities, sleep, wireIdentity } from './support/common';
 
@@ -28,7 +28,7 @@ const scenario: Scenario = {
   description: 'one end of a connected stream socket arrives as the same socket: the far side and the client talk through the connection both ways',
   tags: ['fd-kind', 'conformance'],
   async run(ctx) {
-    const [mine, theirs] = native.socketpair(constants.SOCK_STREAM);
+    const [mine, theirs] = rawSocketPair('stream');
     const conn = await ctx.connect(PROBE_COMMAND);
     try {
       const want = wireIdentity(theirs);
@@ -52,7 +52,7 @@ const scenario: Scenario = {
     }
   },
   async bench(ctx) {
-    const [a, b] = native.socketpair(constants.SOCK_STREAM);
+    const [a, b] = rawSocketPair('stream');
     const conn = await ctx.connect(PROBE_COMMAND);
     return dupBenchCase(
       conn,

@@ -8,8 +8,7 @@ import { strict as assert } from 'node:assert';
 import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { PROBE_COMMAND, RemoteError, type FdFlags } from '../src';
-import { native } from '../src/native';
+import { PROBE_COMMAND, setFdFlags, RemoteError, type FdFlags } from '../src';
 import type { Scenario } from '../harness/types';
 import { closeRemote, dupBenchCase, remoteFdTable, remoteIdentities, wireIdentity } from './support/common';
 
@@ -31,7 +30,7 @@ const scenario: Scenario = {
       // One open file description: O_NONBLOCK set by the client shows there.
       const [before] = await conn.call<FdFlags[]>('flags', [remote]);
       assert.deepEqual(before, { cloexec: true, nonblock: false });
-      native.setNonblock(fd, true);
+      setFdFlags(fd, { nonblock: true });
       const [after] = await conn.call<FdFlags[]>('flags', [remote]);
       assert.deepEqual(after, { cloexec: true, nonblock: true });
       // And it is a directory there: read(2) fails with EISDIR.

@@ -8,14 +8,14 @@ import { strict as assert } from 'node:assert';
 import { join } from 'node:path';
 
 import { closeFd, PROBE_COMMAND, SystemError } from '../src';
-import { constants, native } from '../src/native';
+import { MAX_SOCKET_PATH_BYTES, rawConnect, rawListen } from '../src/testing';
 import type { Scenario, ScenarioContext } from '../harness/types';
 import { closeAll, closeRemote, dupBenchCase, remoteIdentities, wireIdentity } from './support/common';
 
 /** A socket name in the scenario's directory when it fits sun_path, else an abstract one. */
 function socketName(ctx: ScenarioContext, label: string): [string, boolean] {
   const path = join(ctx.tmpdir, `${label}.sock`);
-  if (Buffer.byteLength(path) <= constants.MAX_SOCKET_PATH_BYTES) return [path, false];
+  if (Buffer.byteLength(path) <= MAX_SOCKET_PATH_BYTES) return [path, false];
   return [`fdbridge-scenario-${process.pid}-${label}-${ctx.rng.int(0, 1e9)}`, true];
 }
 
@@ -25,7 +25,7 @@ const scenario: Scenario = {
   tags: ['fd-kind', 'conformance'],
   async run(ctx) {
     const [name, abstract] = socketName(ctx, 'listener');
-    const listener = native.listen(constants.SOCK_STREAM, name, abstract, 0o600, 16);
+    const listener = rawListen('stream', name, { abstract, mode: 0o600, backlog: 16 });
     const opened: number[] = [listener];
     const conn = await ctx.connect(PROBE_COMMAND);
     try {
@@ -37,11 +37,11 @@ const scenario: Scenario = {
       // The far side's duplicate is now the only listener: the kernel queues
       // our connections on it.
       const n = ctx.rng.int(1, 4);
-      for (let i = 0; i < n; i++) opened.push(native.connect(constants.SOCK_STREAM, name, abstract));
+      for (let i = 0; i < n; i++) opened.push(rawConnect('stream', name, abstract));
       // The far side closes it: nobody listens any more.
       await closeRemote(conn, [remote]);
       assert.throws(
-        () => opened.push(native.connect(constants.SOCK_STREAM, name, abstract)),
+        () => opened.push(rawConnect('stream', name, abstract)),
         (err: unknown) => err instanceof SystemError && err.code === 'ECONNREFUSED',
       );
     } finally {
@@ -51,7 +51,7 @@ const scenario: Scenario = {
   },
   async bench(ctx) {
     const [name, abstract] = socketName(ctx, 'bench');
-    const listener = native.listen(constants.SOCK_STREAM, name, abstract, 0o600, 16);
+    const listener = rawListen('stream', name, { abstract, mode: 0o600, backlog: 16 });
     const conn = await ctx.connect(PROBE_COMMAND);
     return dupBenchCase(
       conn,

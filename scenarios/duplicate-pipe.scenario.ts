@@ -7,8 +7,7 @@
 import { strict as assert } from 'node:assert';
 import { readSync, writeSync } from 'node:fs';
 
-import { closeFd, makePipe, PROBE_COMMAND, type FdFlags } from '../src';
-import { native } from '../src/native';
+import { closeFd, makePipe, PROBE_COMMAND, setFdFlags, type FdFlags } from '../src';
 import type { Scenario } from '../harness/types';
 import { closeRemote, dupBenchCase, remoteIdentities, wireIdentity } from './support/common';
 
@@ -38,7 +37,7 @@ const scenario: Scenario = {
       assert.equal(await conn.call('read', farR, 64), up);
 
       // One open file description: O_NONBLOCK set here shows there.
-      native.setNonblock(r, true);
+      setFdFlags(r, { nonblock: true });
       const [flags] = await conn.call<FdFlags[]>('flags', [farR]);
       assert.deepEqual(flags, { cloexec: true, nonblock: true });
       await closeRemote(conn, [farR, farW]);

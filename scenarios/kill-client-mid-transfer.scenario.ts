@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 
 import { diffFdTables, formatFdTableDiff, openFdTable, PROBE_COMMAND } from '../src';
-import { packageRoot } from '../src/native';
+import { packageRoot } from '../src/paths';
 import type { Scenario } from '../harness/types';
 import { sleep } from './support/common';
 

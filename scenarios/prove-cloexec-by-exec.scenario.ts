@@ -6,8 +6,8 @@
  */
 import { strict as assert } from 'node:assert';
 
-import { makeMemfd, makePipe, PROBE_COMMAND, type FdFlags } from '../src';
-import { constants, native } from '../src/native';
+import { makeMemfd, makePipe, PROBE_COMMAND, setFdFlags, type FdFlags } from '../src';
+import { rawSocketPair } from '../src/testing';
 import type { Scenario } from '../harness/types';
 import { closeAll, closeRemote } from './support/common';
 
@@ -17,12 +17,12 @@ const scenario: Scenario = {
   tags: ['cloexec', 'conformance'],
   async run(ctx) {
     const [r, w] = makePipe();
-    const [s1, s2] = native.socketpair(constants.SOCK_STREAM);
+    const [s1, s2] = rawSocketPair('stream');
     const memfd = makeMemfd('cloexec');
     const sources = [w, memfd, s1];
     const conn = await ctx.connect(PROBE_COMMAND);
     try {
-      for (const fd of sources) native.setCloexec(fd, false);
+      for (const fd of sources) setFdFlags(fd, { cloexec: false });
       const list = ctx.rng.shuffle(sources);
       const remote = await conn.dupFileDescriptors(list);
       const flags = await conn.call<FdFlags[]>('flags', remote);

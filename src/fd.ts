@@ -49,6 +49,15 @@ export function fdFlags(fd: number): FdFlags {
   return { cloexec: (bits & 1) !== 0, nonblock: (bits & 2) !== 0 };
 }
 
+/**
+ * Sets FD_CLOEXEC and/or O_NONBLOCK of `fd` (borrowed); a flag left out
+ * stays as it is.
+ */
+export function setFdFlags(fd: number, flags: Partial<FdFlags>): void {
+  if (flags.cloexec !== undefined) native.setCloexec(fd, flags.cloexec);
+  if (flags.nonblock !== undefined) native.setNonblock(fd, flags.nonblock);
+}
+
 /** A close-on-exec duplicate of `fd`; the caller owns it. */
 export function dupFd(fd: number): number {
   return native.dup(fd);
@@ -67,6 +76,15 @@ export function makeMemfd(name = 'fdbridge'): number {
 /** An eventfd, close-on-exec, owned by the caller. */
 export function makeEventfd(): number {
   return native.eventfd();
+}
+
+/**
+ * A pidfd for process `pid` (pidfd_open(2), Linux 5.3+), close-on-exec,
+ * owned by the caller. It turns readable when the process exits: a
+ * DatagramSocket receive given it as `peerPidfd` ends then.
+ */
+export function openPidfd(pid: number): number {
+  return native.pidfdOpen(pid);
 }
 
 /**

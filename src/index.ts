@@ -41,8 +41,10 @@ export {
   makeMemfd,
   makePipe,
   openFdTable,
+  openPidfd,
   OwnedFd,
   sameFile,
+  setFdFlags,
   setFdLimit,
 } from './fd';
 export type { FdFlags, FdIdentity, FdTable, FdTableDiff, FileType } from './fd';

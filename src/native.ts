@@ -13,8 +13,6 @@ import { join } from 'node:path';
 import { EofError, QueueFullError, SystemError, TruncatedError } from './errors';
 import { packageRoot } from './paths';
 
-export { packageRoot };
-
 export interface NativeIdentity {
   dev: bigint;
   ino: bigint;

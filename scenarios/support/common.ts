@@ -8,7 +8,7 @@ import { readFileSync, readlinkSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { closeFds, fdIdentity, PROBE_COMMAND, type Connection, type WireIdentity } from '../../src';
-import { packageRoot } from '../../src/native';
+import { packageRoot } from '../../src/paths';
 import type { BenchCase, ScenarioContext } from '../../harness/types';
 
 /** The fdbridge CLI, as built (dist/harness/cli.js). */

@@ -7,7 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 
-import { packageRoot } from '../../src/native';
+import { packageRoot } from '../../src/paths';
 import { sleep } from './common';
 
 const PEER = `

@@ -18,8 +18,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { closeFds, EofError, makePipe, PROBE_COMMAND, SystemError, UnixSocket, type SocketAddress } from '../../src';
-import { native, packageRoot } from '../../src/native';
+import { closeFds, EofError, makePipe, PROBE_COMMAND, setFdFlags, SystemError, UnixSocket, type SocketAddress } from '../../src';
+import { packageRoot } from '../../src/paths';
 import { commandRequest } from '../../src/command';
 import {
   encodeEmpty,
@@ -31,6 +31,7 @@ import {
   MAX_FRAME_BYTES,
   PROTOCOL_VERSION,
 } from '../../src/protocol';
+import { rawSocketPair, setPassRights } from '../../src/testing';
 import type { Rng } from '../../harness/rng';
 
 /** SCM_MAX_FD: the most fds one sendmsg can carry. */
@@ -240,7 +241,7 @@ export async function sendBadRequest(
   const fail = (why: string): Error => new Error(`bad request ${input.name}: ${why}`);
   if (input.phase === 'ready') await sayHello(socket, options);
   const [readEnd, writeEnd] = makePipe();
-  native.setNonblock(readEnd, true);
+  setFdFlags(readEnd, { nonblock: true });
   let writeOpen = true;
   try {
     const fds = new Array<number>(input.fds).fill(writeEnd);
@@ -288,9 +289,9 @@ export async function sendBadRequest(
 
 /** Whether this kernel knows SO_PASSRIGHTS (Linux 6.16+). Asked each time: a test may simulate an older kernel. */
 export function kernelHasPassRights(): boolean {
-  const [a, b] = native.socketpair(native.constants.SOCK_SEQPACKET);
+  const [a, b] = rawSocketPair('seqpacket');
   try {
-    native.setPassRights(a, false);
+    setPassRights(a, false);
     return true;
   } catch {
     return false;
@@ -398,7 +399,7 @@ export async function sendBadReply(
   ms = 5000,
 ): Promise<{ outcome: 'kernel' | 'sent'; drained: Promise<boolean> }> {
   const [readEnd, writeEnd] = makePipe();
-  native.setNonblock(readEnd, true);
+  setFdFlags(readEnd, { nonblock: true });
   let outcome: 'kernel' | 'sent' = 'sent';
   try {
     await socket.send(reply.data, new Array<number>(reply.fds).fill(writeEnd));
@@ -425,7 +426,7 @@ export async function sendBadReply(
  */
 export function spawnCommandSide(): { socket: UnixSocket; child: ChildProcess; exited: Promise<number | null> } {
   const entry = join(packageRoot, 'dist', 'src', 'transports', 'entries', 'child-main.js');
-  const [mine, theirs] = native.socketpair(native.constants.SOCK_SEQPACKET);
+  const [mine, theirs] = rawSocketPair('seqpacket');
   let child: ChildProcess;
   try {
     child = spawn(process.execPath, [entry], { stdio: ['ignore', 'ignore', 'inherit', theirs] });

@@ -6,8 +6,8 @@
 import { strict as assert } from 'node:assert';
 
 import { connect, EofError, makeMemfd, PROBE_COMMAND, type Connection } from '../../src';
-import { native } from '../../src/native';
 import { encodeCall } from '../../src/protocol';
+import { sendNow } from '../../src/testing';
 import type { UnixSocket } from '../../src/socket';
 import type { HelperStatus } from '../../src/transports/helper-daemon';
 import type { ScenarioContext } from '../../harness/types';
@@ -83,7 +83,7 @@ export async function floodWithoutReading(fd: number, payloadBytes: number, maxR
   for (let id = 1; id <= maxRequests; id++) {
     for (;;) {
       try {
-        native.sendNow(fd, encodeCall(id, 'echo', [arg]));
+        sendNow(fd, encodeCall(id, 'echo', [arg]));
         break;
       } catch (err) {
         const code = (err as { code?: string }).code;

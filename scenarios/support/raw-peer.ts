@@ -9,8 +9,7 @@
 import { spawn } from 'node:child_process';
 
 import { UnixSocket, type SocketKind } from '../../src';
-import { kindToType } from '../../src/socket';
-import { native } from '../../src/native';
+import { rawSocketPair } from '../../src/testing';
 import type { ScenarioContext } from '../../harness/types';
 import { closeAll } from './common';
 
@@ -47,7 +46,7 @@ export async function exchangeWithRawPeer(
   data: Buffer,
   fds: readonly number[],
 ): Promise<RawPeerRun> {
-  const [ours, theirs] = native.socketpair(kindToType(kind));
+  const [ours, theirs] = rawSocketPair(kind);
   let sock: UnixSocket | undefined;
   try {
     sock = new UnixSocket(ours, kind);

@@ -7,8 +7,8 @@
 import { unlinkSync } from 'node:fs';
 
 import { closeFd, fdIdentity, type CommandContext, type CommandSpec } from '../../src';
-import { native, constants } from '../../src/native';
 import { distPath } from '../../src/paths';
+import { rawListen, receiveNow } from '../../src/testing';
 
 /**
  * The seed's receive path as a command: of the fds that arrived together it
@@ -43,14 +43,14 @@ export class SeedExchangeCommand {
 
   /** (1) makeTemporaryDatagramSocket. */
   bind(path: string): void {
-    this.#sock = native.listen(constants.SOCK_DGRAM, path, false, -1, 0);
+    this.#sock = rawListen('dgram', path, { backlog: 0 });
     this.#path = path;
   }
 
   /** (4) receiveFileDescriptorViaSocket: how many fds arrived (closed at once). */
   receiveAndUnlink(): number {
-    const m = native.recvNow(this.#sock, 1, 1);
-    native.close(this.#sock);
+    const m = receiveNow(this.#sock, 1, 1);
+    closeFd(this.#sock);
     this.#sock = -1;
     unlinkSync(this.#path);
     for (const fd of m?.fds ?? []) closeFd(fd);
@@ -58,7 +58,7 @@ export class SeedExchangeCommand {
   }
 
   close(): void {
-    if (this.#sock >= 0) native.close(this.#sock);
+    if (this.#sock >= 0) closeFd(this.#sock);
   }
 }
 

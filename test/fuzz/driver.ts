@@ -26,7 +26,8 @@
 import { join } from 'node:path';
 
 import { ProtocolError, RemoteError, SystemError } from '../../src/errors';
-import { native, packageRoot } from '../../src/native';
+import { native } from '../../src/native';
+import { packageRoot } from '../../src/paths';
 import {
   decodeFrame,
   encodeCall,

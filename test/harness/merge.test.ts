@@ -15,7 +15,7 @@ import fc from 'fast-check';
 import { MergeError, mergeResults, type ShardFile } from '../../harness/merge';
 import { planRows } from '../../harness/runner';
 import type { ResultRow, ResultsFile, Scenario, Status } from '../../harness/types';
-import { packageRoot } from '../../src/native';
+import { packageRoot } from '../../src/paths';
 import type { TransportName } from '../../src';
 import { CLI } from '../util/processes';
 

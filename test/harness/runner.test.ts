@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { packageRoot } from '../../src/native';
+import { packageRoot } from '../../src/paths';
 import { discoverScenarios } from '../../harness/runner';
 import type { ResultRow, ResultsFile } from '../../harness/types';
 import { CLI } from '../util/processes';

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { openFdTable } from '../../src/fd';
-import { packageRoot } from '../../src/native';
+import { packageRoot } from '../../src/paths';
 import { warmRuntimeFds } from '../../src/runtime-fds';
 import { CLI } from '../util/processes';
 

@@ -11,7 +11,8 @@
 import { join } from 'node:path';
 
 import { connect, HelperDaemon, makeMemfd, openFdTable, ProtocolError, PROBE_COMMAND, type Connection } from '../../src';
-import { native, packageRoot } from '../../src/native';
+import { native } from '../../src/native';
+import { packageRoot } from '../../src/paths';
 import { FrameType } from '../../src/protocol';
 import { CHILD_SOCKET_FD } from '../../src/transports/child';
 import type { SocketConnection } from '../../src/transports/socket-connection';

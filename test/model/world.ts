@@ -15,7 +15,8 @@ import { join } from 'node:path';
 
 import { ClosedError, connect, PeerExitedError, QueueFullError, SystemError, type Connection, type TransportName } from '../../src';
 import { closeFds, diffFdTables, formatFdTableDiff, makeMemfd, makePipe, openFdTable, type FdTable } from '../../src/fd';
-import { constants, native, packageRoot } from '../../src/native';
+import { constants, native } from '../../src/native';
+import { packageRoot } from '../../src/paths';
 import type { ChildConnection } from '../../src/transports/child';
 import type { WorkerConnection } from '../../src/transports/worker';
 import { fdTableSettles } from '../util/processes';

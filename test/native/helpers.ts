@@ -11,7 +11,7 @@ import { join } from 'node:path';
 
 import { SystemError } from '../../src/errors';
 import { diffFdTables, formatFdTableDiff, OwnedFd, openFdTable, type FdTable, type FdTableDiff } from '../../src/fd';
-import { packageRoot } from '../../src/native';
+import { packageRoot } from '../../src/paths';
 
 export class Scope {
   #cleanups: Array<() => void> = [];

@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { connect, HelperDaemon, PeerRefusedError, PROBE_COMMAND } from '../../src';
-import { native, packageRoot } from '../../src/native';
+import { native } from '../../src/native';
+import { packageRoot } from '../../src/paths';
 import { defaultHelperSocketPath } from '../../src/transports/helper-daemon';
 import { kernelHasPassRights } from '../../scenarios/support/hostile';
 import { startHelperProcess } from '../util/processes';

@@ -2,7 +2,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 
-import { packageRoot } from '../../src/native';
+import { packageRoot } from '../../src/paths';
 
 export const NOBODY = 65534;
 export const isRoot = process.getuid?.() === 0;

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 
 import { helperCommandArgs } from '../../harness/helper-process';
 import { diffFdTables, formatFdTableDiff, openFdTable, type FdTable } from '../../src/fd';
-import { packageRoot } from '../../src/native';
+import { packageRoot } from '../../src/paths';
 
 export const CLI = join(packageRoot, 'dist', 'harness', 'cli.js');
 
