@@ -12,8 +12,9 @@ namespace fdbridge {
 // - the EMFILE reserve: uv__stream_init opens /dev/null (or "/") the first
 //   time a pipe, TCP or TTY handle is made on a loop (loop->emfile_fd), and
 //   keeps it to accept-and-drop a connection at EMFILE. Node makes one for
-//   process.stdout when it is a pipe or a TTY, not when it is a file: that
-//   is why a child process spawned under `> file` used to look like a leak.
+//   process.stdout when it is a pipe or a TTY, not when it is a file: under
+//   `> file`, unwarmed, the first child process spawned would open it and
+//   look like a leak.
 // - the inotify fd: the first uv_fs_event_start (fs.watch) opens it
 //   (loop->inotify_fd) and it stays after the last watcher stops.
 // Both are left as libuv wants them; the handles made here own no fd and

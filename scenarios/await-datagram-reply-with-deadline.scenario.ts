@@ -1,6 +1,7 @@
 /**
- * The fixed ways to the seed's datagram request/reply: a datagram peer that
- * dies sends no end of file, so the receive for its answer carries a
+ * Datagram request/reply that cannot hang (reproduce-seed-datagram-hang
+ * shows the receive that does): a datagram peer that dies sends no end of
+ * file, so the receive for its answer carries a
  * deadline (receive({ timeoutMs }): a typed TimeoutError) or watches the
  * peer's pidfd (receive({ peerPidfd }): PeerGoneError as soon as it dies,
  * no deadline to guess); a request sent after the death fails at once (the

@@ -1,10 +1,10 @@
 /**
  * The child process is SIGKILLed with hundreds of fds in flight (singles and
  * batches, some still waiting in the send queue). Every pending request
- * rejects with PeerExitedError naming the signal,; new
- * requests fail at once; the client keeps no fd from any of it. And since
- * the connection is a socketpair, no socket file is left behind (the seed's
- * four-step exchange left one in /tmp).
+ * rejects with PeerExitedError naming the signal; new requests fail at
+ * once; the client keeps no fd from any of it. And since the connection is
+ * a socketpair, no socket file is left behind (an exchange through a socket
+ * file leaves one: reproduce-seed-socket-file-orphan).
  */
 import { strict as assert } from 'node:assert';
 import { readdirSync } from 'node:fs';

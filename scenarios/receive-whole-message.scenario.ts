@@ -1,10 +1,10 @@
 /**
- * What the seed's receive path got wrong, done right: a message comes back
+ * A receive that keeps the whole message: a message comes back
  * with exactly the bytes that were sent (not the buffer size) and with every
  * fd it carried (not only the first), on datagram and seqpacket sockets
  * alike; and through the connection, a duplication of several fds gives all
- * of them. (The seed's bugs: reproduce-seed-receive-trim,
- * reproduce-seed-second-fd-leak.)
+ * of them. (Receive paths that trim the data or keep only the first fd:
+ * reproduce-seed-receive-trim, reproduce-seed-second-fd-leak.)
  */
 import { strict as assert } from 'node:assert';
 

@@ -1,7 +1,7 @@
 /**
  * `fdbridge log --logfile -stderr`, end to end in a subprocess with captured
  * stdio: the log goes to the client's stderr, and no file named "-stderr" is
- * created (the seed, lacking an `else`, fell through and opened one: see
+ * created (a parser lacking an `else` falls through and opens one: see
  * reproduce-seed-stderr-fallthrough).
  */
 import { strict as assert } from 'node:assert';

@@ -1,12 +1,12 @@
 /**
- * The seed's request/reply over datagrams waits for the answer with a
- * plain blocking receive (receiveBytesMax:andFileDescriptor:). A datagram
- * peer that dies sends no end of file, so when the helper dies between the
- * request and its answer, that receive waits forever. Here: a helper
- * process bound at a path is sent a request and SIGKILLs itself before
- * answering; the client waits as the seed did (receive() with no deadline)
- * and, a second after the helper's death is known, is still waiting: the
- * declared check fails. The fixed way is await-datagram-reply-with-deadline.
+ * The seed's request/reply over datagrams waits for the answer with a plain
+ * blocking receive (receiveBytesMax:andFileDescriptor:). A datagram peer that
+ * dies sends no end of file, so when the helper dies between the request and
+ * its answer, that receive waits forever. Here: a helper process bound at a
+ * path is sent a request and SIGKILLs itself before answering; the client
+ * waits as the seed did (receive() with no deadline) and, a second after the
+ * helper's death is known, is still waiting: the declared check fails. The
+ * ways that cannot hang: await-datagram-reply-with-deadline.
  */
 import { join } from 'node:path';
 

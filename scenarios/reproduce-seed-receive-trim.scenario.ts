@@ -1,7 +1,8 @@
 /**
- * The seed's bug (b): receiveBytesMax:andFileDescriptor: ends with
- * `data.length = iov.iov_len`, the buffer size, where it meant the bytes
- * received (recvmsg's return value). A message shorter than the buffer comes
+ * A receive path that ends with `data.length = iov.iov_len`, the buffer size,
+ * where it means the bytes received (recvmsg's return value), as the seed's
+ * receiveBytesMax:andFileDescriptor: does (the seed: the backup tool's helper
+ * code fdbridge's design comes from). A message shorter than the buffer comes
  * back padded with zeros. fdbridge sends a message and an fd over a datagram
  * socketpair to a raw-API port of that receive path: the data it returns is
  * the message followed by zeros up to the buffer size, and that is the

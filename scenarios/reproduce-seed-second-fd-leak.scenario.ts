@@ -1,13 +1,14 @@
 /**
- * The seed's bug (c): receiveBytesMax:andFileDescriptor: gives recvmsg a
- * control buffer of CMSG_SPACE(sizeof(int)), which on 64-bit Linux holds
- * two ints, so a message carrying two fds arrives whole and the seed copies
- * out only the first: the second stays open in the receiver, owned by
- * nobody. Here that receiver is a command (FirstFdOnlyCommand) into which
- * fdbridge duplicates two memfds: it adopts both, uses and closes the first.
- * The oracle must see exactly the second one leaked, in whichever process
- * the command runs on this transport. (fdbridge's own receive:
- * receive-whole-message.)
+ * A receive path that gives recvmsg a control buffer of
+ * CMSG_SPACE(sizeof(int)), which on 64-bit Linux holds two ints, and copies
+ * out only the first fd, as the seed's receiveBytesMax:andFileDescriptor:
+ * does (the seed: the backup tool's helper code fdbridge's design comes
+ * from). A message carrying two fds arrives whole, and the second stays open
+ * in the receiver, owned by nobody. Here that receiver is a command
+ * (FirstFdOnlyCommand) into which fdbridge duplicates two memfds: it adopts
+ * both, uses and closes the first. The oracle must see exactly the second one
+ * leaked, in whichever process the command runs on this transport.
+ * (fdbridge's own receive: receive-whole-message.)
  */
 import { strict as assert } from 'node:assert';
 

@@ -1,15 +1,16 @@
 /**
- * The seed's bug (d): its dupFileDescriptor: is a four-step exchange.
- * (1) the command binds a datagram socket to a temporary file; (2) the
- * client makes an anonymous socket; (3) the client sends the fd to the
- * bound socket; (4) the command receives it, closes the socket and deletes
- * the file. A command that dies between (3) and (4) never deletes it. Here
- * the command's steps are a command (SeedExchangeCommand) run by fdbridge on
- * the child transport, the client's steps use fdbridge's UnixSocket, and
- * the command's process is SIGKILLed between the steps: fdbridge must fail
- * the pending step with PeerExitedError, and then the check that no socket
- * file is left fails, which is the declared failure. (fdbridge over a
- * socketpair leaves none: kill-child-mid-transfer.)
+ * An fd hand-over in four steps through a socket file, as the seed's
+ * dupFileDescriptor: does it (the seed: the backup tool's helper code
+ * fdbridge's design comes from). (1) the command binds a datagram socket to a
+ * temporary file; (2) the client makes an anonymous socket; (3) the client
+ * sends the fd to the bound socket; (4) the command receives it, closes the
+ * socket and deletes the file. A command that dies between (3) and (4) never
+ * deletes it. Here the command's steps are a command (SeedExchangeCommand)
+ * run by fdbridge on the child transport, the client's steps use fdbridge's
+ * UnixSocket, and the command's process is SIGKILLed between the steps:
+ * fdbridge must fail the pending step with PeerExitedError, and then the
+ * check that no socket file is left fails, which is the declared failure.
+ * (fdbridge over a socketpair leaves none: kill-child-mid-transfer.)
  */
 import { strict as assert } from 'node:assert';
 import { existsSync } from 'node:fs';

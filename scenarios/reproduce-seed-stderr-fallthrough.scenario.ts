@@ -1,13 +1,14 @@
 /**
- * The seed's bug (a): its logRedirectOption tests "-stderr", then, with no
- * `else`, tests "-"/"-stdout" and otherwise opens a file. So `--logfile
- * -stderr` falls through and opens a file named "-stderr" in the cwd, and
- * the log goes there. A faithful port, run against the real LogCommand on
- * this transport: fdbridge duplicates the opened file into the command,
- * the command logs into it, and the check that the log line did not land in
- * a file named "-stderr" fails (the declared failure). A file that exists
- * without the line is a real failure. (fdbridge's own logRedirectOption:
- * redirect-log-to-stderr.)
+ * A log option parser that tests "-stderr", then, with no `else`, tests
+ * "-"/"-stdout" and otherwise opens a file, as the seed's logRedirectOption
+ * does (the seed: the backup tool's helper code fdbridge's design comes
+ * from). So `--logfile -stderr` falls through and opens a file named
+ * "-stderr" in the cwd, and the log goes there. A faithful port, run against
+ * the real LogCommand on this transport: fdbridge duplicates the opened file
+ * into the command, the command logs into it, and the check that the log line
+ * did not land in a file named "-stderr" fails (the declared failure). A file
+ * that exists without the line is a real failure. (fdbridge's own
+ * logRedirectOption: redirect-log-to-stderr.)
  */
 import { strict as assert } from 'node:assert';
 import { closeSync, constants as fs, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';

@@ -6,8 +6,9 @@
  * - libuv's EMFILE reserve, `/dev/null` (or `/`), opened by the loop's first
  *   pipe, TCP or TTY handle (a spawned child's stdio, a socket,
  *   process.stdout when it is a pipe or a TTY but not a file) and kept to
- *   shed connections at EMFILE. So `fdbridge run > file` used to blame the
- *   first spawn on a scenario where `| cat` or a terminal did not.
+ *   shed connections at EMFILE. Unwarmed, `fdbridge run > file` would blame
+ *   the first spawn on a scenario where `| cat` or a terminal would not
+ *   (stdout there has opened it already).
  * - libuv's inotify fd, opened by the loop's first fs.watch and kept after
  *   the last watcher is closed.
  * - process.stdout and process.stderr, made at first use: on a terminal,

@@ -116,8 +116,9 @@ export type LogTarget =
 /**
  * Parses `--logfile [!]path | - | -stdout | -stderr`: `-` and `-stdout` mean
  * stdout, `-stderr` stderr, `!path` truncates the file, a plain path appends.
- * (The seed lacked an `else` before its stdout test, so `-stderr` fell
- * through and opened a file named "-stderr".)
+ * Each form is tested in turn, one `else` after another: a `-stderr` that
+ * fell through to the path case would open a file named "-stderr"
+ * (reproduce-seed-stderr-fallthrough).
  */
 export function parseLogfileArgument(argument: string): LogTarget {
   if (typeof argument !== 'string' || argument.length === 0) {

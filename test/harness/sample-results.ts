@@ -56,7 +56,7 @@ export function sampleResults(): ResultsFile {
       });
     }
   }
-  // The seed's bug reproduced: a declared leak, caught (expected-fail), next to the fixed one.
+  // A reproduced bug: a declared leak, caught (expected-fail), beside a scenario that does the same right.
   for (const transport of TRANSPORTS) {
     results.push(
       withExtras(
@@ -71,7 +71,7 @@ export function sampleResults(): ResultsFile {
         { expect: 'leak' },
       ),
     );
-    results.push({ scenario: 'seed-bug-fixed-dup-on-error', transport, status: 'pass', leaks: [], latency: lat(BASE[transport]! * 1.1) });
+    results.push({ scenario: 'dup-on-error-closes-fds', transport, status: 'pass', leaks: [], latency: lat(BASE[transport]! * 1.1) });
   }
   results.push(
     {
