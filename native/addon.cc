@@ -173,6 +173,55 @@ Napi::Value ReceiveError(Napi::Env env, const RecvResult& r, const char* syscall
 }
 
 // ---------------------------------------------------------------------------
+// FdBudget: new FdBudget(limit, parent?) counts the fds that sockets charged
+// to it hold in their given sets (socket.chargeGivenTo(budget)), against
+// `limit` and every parent's limit (see fd_budget.h). `held` and `limit`
+// (settable) are readable; it lives while a socket or a child budget uses it.
+
+// Tags FdBudget objects so that chargeGivenTo never unwraps something else.
+const napi_type_tag kFdBudgetTag = {0x6664627564676574ULL, 0x66646272696467ULL};
+
+class FdBudgetWrap : public Napi::ObjectWrap<FdBudgetWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "FdBudget",
+                       {InstanceAccessor<&FdBudgetWrap::GetHeld>("held"),
+                        InstanceAccessor<&FdBudgetWrap::GetLimit, &FdBudgetWrap::SetLimit>("limit")});
+  }
+
+  explicit FdBudgetWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FdBudgetWrap>(info) {
+    Napi::Env env = info.Env();
+    size_t limit = ArgLimit(env, info.Length() > 0 ? info[0] : env.Undefined());
+    std::shared_ptr<FdBudget> parent;
+    if (info.Length() > 1 && !info[1].IsUndefined()) {
+      parent = From(env, info[1]);
+      if (!parent) throw Napi::TypeError::New(env, "FdBudget(limit, parent?): parent must be an FdBudget");
+    }
+    budget_ = std::make_shared<FdBudget>(limit, std::move(parent));
+    info.This().As<Napi::Object>().TypeTag(&kFdBudgetTag);
+  }
+
+  // The budget behind a JS FdBudget, or null for anything else.
+  static std::shared_ptr<FdBudget> From(Napi::Env env, Napi::Value v) {
+    if (!v.IsObject() || !v.As<Napi::Object>().CheckTypeTag(&kFdBudgetTag)) return nullptr;
+    return Unwrap(v.As<Napi::Object>())->budget_;
+  }
+
+ private:
+  static size_t ArgLimit(Napi::Env env, Napi::Value v) {
+    double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+    if (!(d >= 0 && d <= 9007199254740991.0 && d == floor(d))) {
+      throw Napi::RangeError::New(env, "FdBudget: limit must be a non-negative integer");
+    }
+    return static_cast<size_t>(d);
+  }
+  Napi::Value GetHeld(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), static_cast<double>(budget_->held())); }
+  Napi::Value GetLimit(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), static_cast<double>(budget_->limit())); }
+  void SetLimit(const Napi::CallbackInfo& info, const Napi::Value& v) { budget_->set_limit(ArgLimit(info.Env(), v)); }
+
+  std::shared_ptr<FdBudget> budget_;
+};
+
 // Socket: new Socket(fd, type, { maxFds, bufferSize }, onMessage, onAccept)
 //   onMessage(err, data?: Buffer, fds?: number[])
 //   onAccept(err, fd?: number)
@@ -216,6 +265,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
                            InstanceMethod<&SocketWrap::RejectDups>("rejectDups"),
                            InstanceMethod<&SocketWrap::RejectDup>("rejectDup"),
                            InstanceAccessor<&SocketWrap::GetPendingDups>("pendingDups"),
+                           InstanceMethod<&SocketWrap::ChargeGivenTo>("chargeGivenTo"),
                            InstanceMethod<&SocketWrap::AddGiven>("addGiven"),
                            InstanceMethod<&SocketWrap::AdoptGiven>("adoptGiven"),
                            InstanceMethod<&SocketWrap::SweepGiven>("sweepGiven"),
@@ -651,7 +701,16 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     if (core_ != nullptr) core_->CloseGivenInBackground(info.Length() > 0 && info[0].ToBoolean());
     return info.Env().Undefined();
   }
-    Napi::Value AddGiven(const Napi::CallbackInfo& info) {
+  // chargeGivenTo(budget | null): see UnixSocket::ChargeGivenTo.
+  Napi::Value ChargeGivenTo(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Value arg = info.Length() > 0 ? info[0] : env.Null();
+    std::shared_ptr<FdBudget> budget = FdBudgetWrap::From(env, arg);
+    if (!budget && !arg.IsNull() && !arg.IsUndefined()) throw Napi::TypeError::New(env, "chargeGivenTo(budget): not an FdBudget");
+    if (core_ != nullptr) core_->ChargeGivenTo(std::move(budget));
+    return env.Undefined();
+  }
+  Napi::Value AddGiven(const Napi::CallbackInfo& info) {
     int fd = ArgFd(info, 0);
     if (core_ == nullptr) {
       // The socket is gone, and with it the ledger: nobody would ever close this fd.
@@ -1362,6 +1421,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   data->socket_ctor = Napi::Persistent(socket);
   exports.Set("Socket", socket);
   exports.Set("ExitWatch", ExitWatchWrap::Define(env));
+  exports.Set("FdBudget", FdBudgetWrap::Define(env));
 
   exports.Set("init", Napi::Function::New<Init>(env, "init"));
   exports.Set("closeInBackground", Napi::Function::New<CloseInBackground>(env, "closeInBackground"));

@@ -405,6 +405,8 @@ bool UnixSocket::TryServeDup(const char* data, size_t len, const int* fds, size_
   // not read its replies; a reply is never dropped.
   if (send_queue_full()) return false;
   if (given_.size() + nfds > max_given_) return false;  // over quota: the delegate refuses it
+  // fds waiting for the closer thread are still ours: they count against the total.
+  if (budget_ && !budget_->Fits(nfds, FdBackgroundClosesPending())) return false;
   size_t reply_len = kFrameHeader + 4 * nfds;
   if (reply_buf_.size() < reply_len) reply_buf_.resize(kFrameHeader + 4 * kMaxFdsPerMessage);
   char* out = reply_buf_.data();
@@ -421,6 +423,7 @@ bool UnixSocket::TryServeDup(const char* data, size_t len, const int* fds, size_
     p[3] = static_cast<unsigned char>((fd >> 24) & 0xff);
     given_.insert(fd);
   }
+  if (budget_) budget_->Charge(nfds);
   served_dups_++;
   // The reply carries no fds; queued if the socket is full, behind every
   // earlier reply (id 0: nobody awaits its completion). It cannot meet a
@@ -453,10 +456,27 @@ void UnixSocket::CloseGiven(int fd) {
   }
 }
 
+void UnixSocket::ChargeGivenTo(std::shared_ptr<FdBudget> budget) {
+  if (budget_) budget_->Refund(given_.size());
+  budget_ = std::move(budget);
+  if (budget_) budget_->Charge(given_.size());
+}
+
+void UnixSocket::AddGiven(int fd) {
+  if (given_.insert(fd).second && budget_) budget_->Charge(1);
+}
+
+bool UnixSocket::AdoptGiven(int fd) {
+  if (given_.erase(fd) == 0) return false;
+  if (budget_) budget_->Refund(1);
+  return true;
+}
+
 size_t UnixSocket::SweepGiven() {
   size_t n = given_.size();
   for (int fd : given_) CloseGiven(fd);
   given_.clear();
+  if (budget_) budget_->Refund(n);
   return n;
 }
 

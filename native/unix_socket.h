@@ -13,6 +13,7 @@
 #include <memory>
 #include <vector>
 
+#include "fd_budget.h"
 #include "scm_rights.h"
 
 namespace fdbridge {
@@ -155,8 +156,12 @@ class UnixSocket {
   // Given fds are closed on the background closer thread (FdCloseInBackground)
   // from now on: they come from another process, and closing one may block.
   void CloseGivenInBackground(bool on) { close_given_in_background_ = on; }
-  void AddGiven(int fd) { given_.insert(fd); }
-  bool AdoptGiven(int fd) { return given_.erase(fd) != 0; }
+  // The given set is charged to `budget` (and its parents) from now on, what
+  // it holds already included; a DUP that does not fit the budget is passed
+  // to the delegate like one over max_given. Null: no budget.
+  void ChargeGivenTo(std::shared_ptr<FdBudget> budget);
+  void AddGiven(int fd);
+  bool AdoptGiven(int fd);
   size_t SweepGiven();
   size_t given_count() const { return given_.size(); }
 
@@ -234,6 +239,7 @@ class UnixSocket {
   std::vector<int> recv_fds_;
   bool serve_dups_ = false;
   size_t max_given_ = SIZE_MAX;
+  std::shared_ptr<FdBudget> budget_;
   bool close_given_in_background_ = false;
   void CloseGiven(int fd);
   uint64_t served_dups_ = 0;

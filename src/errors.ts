@@ -287,10 +287,14 @@ export class RemoteError extends FdBridgeError {
 export class PeerRefusedError extends FdBridgeError {
   /** The refused listener's credentials, when the client refused the daemon. */
   readonly peer: { pid: number; uid: number; gid: number } | undefined;
+  /** The daemon's limit that refused this client ('connections', 'uidConnections'), if one did. */
+  readonly quota: QuotaName | undefined;
 
   constructor(message: string, peer?: { pid: number; uid: number; gid: number }) {
     super('ERR_FDBRIDGE_REFUSED', message);
     this.peer = peer;
+    // The daemon's REFUSED message, quoted after the client's own words, starts "quota <name>:" when a limit refused.
+    this.quota = peer === undefined ? quotaOf(/(?:^|: )(quota \w+:.*)$/s.exec(message)?.[1] ?? '') : undefined;
   }
 }
 
@@ -306,16 +310,25 @@ export class UnknownCommandError extends FdBridgeError {
 }
 
 /** What a helper daemon limits per client, and for all of them. */
-export type QuotaName = 'connections' | 'fds' | 'calls' | 'queuedBytes' | 'helloTimeout' | 'idleTimeout';
+export type QuotaName = 'connections' | 'uidConnections' | 'fds' | 'uidFds' | 'totalFds' | 'calls' | 'queuedBytes' | 'helloTimeout' | 'idleTimeout';
 
-const QUOTA_NAMES: readonly QuotaName[] = ['connections', 'fds', 'calls', 'queuedBytes', 'helloTimeout', 'idleTimeout'];
+const QUOTA_NAMES: readonly QuotaName[] = ['connections', 'uidConnections', 'fds', 'uidFds', 'totalFds', 'calls', 'queuedBytes', 'helloTimeout', 'idleTimeout'];
+
+/** The quota named at the start of a message ("quota <name>: ..."), if any. */
+function quotaOf(message: string): QuotaName | undefined {
+  const name = /^quota (\w+):/.exec(message)?.[1] as QuotaName | undefined;
+  return name !== undefined && QUOTA_NAMES.includes(name) ? name : undefined;
+}
 
 /**
  * A helper daemon's limit turned a request (or a connection) away: more fds
- * left with the command than `fds` allows, more requests in flight than
- * `calls`, replies piling up unread past `queuedBytes` (the client is then
- * disconnected), no HELLO within `helloTimeout`, idle past `idleTimeout`.
- * The message begins with "quota <name>:" on both sides of the connection.
+ * left with the command than `fds` allows (or than `uidFds` allows all the
+ * clients of one uid together, or `totalFds` every client), more requests
+ * in flight than `calls`, replies piling up unread past `queuedBytes` (the
+ * client is then disconnected), no HELLO within `helloTimeout`, idle past
+ * `idleTimeout`. The message begins with "quota <name>:" on both sides of
+ * the connection. (A connection refused by `connections` or
+ * `uidConnections` is a PeerRefusedError whose `quota` names it.)
  */
 export class QuotaExceededError extends FdBridgeError {
   readonly quota: QuotaName;
@@ -327,8 +340,7 @@ export class QuotaExceededError extends FdBridgeError {
 
   /** The same error from its wire form (an ERROR frame's message). */
   static fromMessage(message: string): QuotaExceededError {
-    const name = /^quota (\w+):/.exec(message)?.[1] as QuotaName | undefined;
-    return new QuotaExceededError(name !== undefined && QUOTA_NAMES.includes(name) ? name : 'calls', message);
+    return new QuotaExceededError(quotaOf(message) ?? 'calls', message);
   }
 }
 

@@ -90,6 +90,12 @@ export interface NativeSocket {
   readonly pendingDups: number;
   /** Rejects the pending requestDup `id` with `err`; false if there is none. */
   rejectDup(id: number, err: Error): boolean;
+  /**
+   * Charges the given set to `budget` from now on (what it holds already
+   * included); a DUP that does not fit it is not answered in C++ but reaches
+   * onMessage. null: no budget.
+   */
+  chargeGivenTo(budget: NativeFdBudget | null): void;
   /** The given set: fds a connection put into the command's context, not yet adopted. */
   addGiven(fd: number): void;
   adoptGiven(fd: number): boolean;
@@ -158,9 +164,20 @@ export interface NativeExitWatch {
   unref(): void;
 }
 
+/**
+ * fds that sockets charged to it hold in their given sets, against `limit`
+ * and every parent's (a helper daemon: one per uid, under one for all).
+ * fds waiting for the background closer count against the topmost one.
+ */
+export interface NativeFdBudget {
+  readonly held: number;
+  limit: number;
+}
+
 export interface NativeBinding {
   Socket: NativeSocketConstructor;
   ExitWatch: new (pidfd: number, onExit: () => void) => NativeExitWatch;
+  FdBudget: new (limit: number, parent?: NativeFdBudget) => NativeFdBudget;
   init(makeError: (kind: string, errno: number, syscall: string, details: Record<string, unknown>) => Error): void;
   socketpair(type: number): [number, number];
   /**

@@ -10,7 +10,7 @@
 import { ClosedError, EofError, PeerGoneError, SystemError, TimeoutError } from './errors';
 import type { FdLedger } from './command';
 import { closeFds, OwnedFd } from './fd';
-import { constants, native, type NativeExitWatch, type NativeSocket } from './native';
+import { constants, native, type NativeExitWatch, type NativeFdBudget, type NativeSocket } from './native';
 import { socketFileIdentity, unlinkOwnSocketFile, type SocketFileIdentity } from './socket-file';
 
 export type SocketKind = 'stream' | 'dgram' | 'seqpacket';
@@ -543,6 +543,15 @@ export class UnixSocket {
   /** Rejects every requestDup still waiting for its reply. */
   rejectDups(err: Error): void {
     if (!this.#closed) this.#native.rejectDups(err);
+  }
+
+  /**
+   * Charges the given set to `budget` (shared with other sockets: a helper
+   * daemon's per-uid and total fd limits) from now on; a DUP that does not
+   * fit it is not answered in C++ but reaches the message handler.
+   */
+  chargeGivenTo(budget: NativeFdBudget | null): void {
+    if (!this.#closed) this.#native.chargeGivenTo(budget);
   }
 
   /** The fds this socket received for a command and nobody adopted yet (closed with the socket). */

@@ -22,7 +22,10 @@ import { EXIT, parseCommandArgs, parseInteger, UsageError } from './usage';
 
 const LIMIT_FLAGS: Record<string, keyof HelperLimits> = {
   'max-connections': 'maxConnections',
+  'max-connections-per-uid': 'maxConnectionsPerUid',
   'max-fds': 'maxFdsPerClient',
+  'max-fds-per-uid': 'maxFdsPerUid',
+  'max-fds-total': 'maxFdsTotal',
   'max-calls': 'maxCallsInFlight',
   'max-queued-bytes': 'maxQueuedBytes',
   'hello-timeout': 'helloTimeoutMs',
@@ -33,7 +36,8 @@ const LIMIT_FLAGS: Record<string, keyof HelperLimits> = {
 const D = DEFAULT_HELPER_LIMITS;
 
 export const USAGE = `helper [--socket PATH | --socket @NAME] [--allow-uid UID[,UID...]] [--command NAME=MODULE[#EXPORT]]...
-       [--diagnostics] [--max-connections N] [--max-fds N] [--max-calls N] [--max-queued-bytes N]
+       [--diagnostics] [--max-connections N] [--max-connections-per-uid N] [--max-fds N]
+       [--max-fds-per-uid N] [--max-fds-total N] [--max-calls N] [--max-queued-bytes N]
        [--hello-timeout MS] [--idle-timeout MS] [--stalled-reader-timeout MS] [--verbose]
 helper --status [--socket PATH | --socket @NAME]
       Run a helper daemon: clients of the 'helper' transport connect to its socket, name a
@@ -51,7 +55,13 @@ helper --status [--socket PATH | --socket @NAME]
   --diagnostics      also serve the diagnostic command probe (it reads any fd of this process:
                      for test daemons only)
   --max-connections N   clients served at once (default ${D.maxConnections}); more are refused
+  --max-connections-per-uid N
+                        clients of one uid served at once (default ${D.maxConnectionsPerUid})
   --max-fds N           fds one client may leave with its command (default ${D.maxFdsPerClient})
+  --max-fds-per-uid N   fds the clients of one uid may leave, together (default ${D.maxFdsPerUid},
+                        or a quarter of the total when RLIMIT_NOFILE lowers that)
+  --max-fds-total N     fds all clients may leave, together (default ${D.maxFdsTotal}, at most
+                        RLIMIT_NOFILE - 2 x max-connections - 512)
   --max-calls N         calls one client may have running (default ${D.maxCallsInFlight})
   --max-queued-bytes N  reply bytes waiting for one client to read (default ${D.maxQueuedBytes})
   --hello-timeout MS    disconnect a client that sends no HELLO (default ${D.helloTimeoutMs})
@@ -96,7 +106,8 @@ async function printStatus(socketPath: string): Promise<number> {
     `fdbridge helper pid ${s.pid} at ${s.socketPath}; commands: ${s.commands.join(', ')}`,
     `clients: ${s.clients.length} now (at most ${s.limits.maxConnections}), ${s.stats.connections} served, ${s.stats.refused} refused, ` +
       `${s.stats.clientsExited} swept after their process exited`,
-    `fds held: ${s.fdsHeld} (at most ${s.limits.maxFdsPerClient} per client)`,
+    `fds held: ${s.fdsHeld}, ${s.fdsClosing} being closed (at most ${s.limits.maxFdsPerClient} per client, ${s.limits.maxFdsPerUid} per uid, ${s.limits.maxFdsTotal} in all)`,
+    ...s.uids.map((u) => `  uid ${u.uid}: ${u.connections} client(s) (at most ${s.limits.maxConnectionsPerUid}), ${u.fdsHeld} fds held`),
     `quota hits: ${hits}`,
     `turned away: ${s.stats.protocolErrors} protocol error(s), ${s.stats.unexpectedFds} unexpected fd(s) closed`,
     // The status request's own connection is one of the clients.
@@ -117,7 +128,10 @@ export async function main(argv: string[]): Promise<number> {
     status: { type: 'boolean' },
     verbose: { type: 'boolean' },
     'max-connections': { type: 'string' },
+    'max-connections-per-uid': { type: 'string' },
     'max-fds': { type: 'string' },
+    'max-fds-per-uid': { type: 'string' },
+    'max-fds-total': { type: 'string' },
     'max-calls': { type: 'string' },
     'max-queued-bytes': { type: 'string' },
     'hello-timeout': { type: 'string' },
@@ -133,7 +147,7 @@ export async function main(argv: string[]): Promise<number> {
   const limits: Partial<HelperLimits> = {};
   for (const [flag, key] of Object.entries(LIMIT_FLAGS)) {
     const v = (values as Record<string, unknown>)[flag];
-    if (typeof v === 'string') limits[key] = parseInteger(`--${flag}`, v, key === 'idleTimeoutMs' || key === 'maxFdsPerClient' || key === 'maxCallsInFlight' ? 0 : 1);
+    if (typeof v === 'string') limits[key] = parseInteger(`--${flag}`, v, key === 'idleTimeoutMs' || key === 'maxFdsPerClient' || key === 'maxFdsPerUid' || key === 'maxFdsTotal' || key === 'maxCallsInFlight' ? 0 : 1);
   }
   const activated = listenFdsFromSystemd();
   if (activated.length > 1) throw new UsageError(`systemd passed ${activated.length} sockets; the helper serves one (one ListenSequentialPacket= in the .socket unit)`);

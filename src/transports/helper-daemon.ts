@@ -21,7 +21,7 @@ import { FdBridgeError, QuotaExceededError, UnknownCommandError, type QuotaName 
 import { closeFds } from '../fd';
 import { HELPER_DAEMONS, STATUS_COMMAND } from '../commands/status-command';
 import { encodeJson, FrameType, FRAME_SOCKET_OPTIONS } from '../protocol';
-import { native } from '../native';
+import { native, type NativeFdBudget } from '../native';
 import { parseAddress, UnixServer, type SocketAddress, type UnixSocket } from '../socket';
 import { bindReplacingStale, checkSocketDirectory, ensurePrivateDir } from '../socket-file';
 import { refuseFds } from './refuse-fds';
@@ -96,12 +96,22 @@ export interface HelperOptions {
   log?: (line: string) => void;
 }
 
-/** What a helper daemon allows each client, and all of them. */
+/** What a helper daemon allows each client, each uid, and all of them. */
 export interface HelperLimits {
   /** Clients served at once; one more is refused (REFUSED, counted in quotaHits.connections). */
   maxConnections: number;
+  /** Clients of one uid served at once; one more of that uid is refused (quotaHits.uidConnections). */
+  maxConnectionsPerUid: number;
   /** fds one client may leave with its command (given, not adopted). */
   maxFdsPerClient: number;
+  /** fds the clients of one uid may leave, all together (quotaHits.uidFds). */
+  maxFdsPerUid: number;
+  /**
+   * fds every client may leave, all together, fds still waiting to be
+   * closed included (quotaHits.totalFds). Never more than RLIMIT_NOFILE
+   * leaves once the daemon's own fds are set aside (see fdRoom).
+   */
+  maxFdsTotal: number;
   /** Requests one client may have served at once. */
   maxCallsInFlight: number;
   /** Reply bytes waiting for one client to read them; a reply past it disconnects the client. */
@@ -115,14 +125,17 @@ export interface HelperLimits {
 }
 
 /**
- * The defaults. Every client at its fd quota fits the fd limit only when
- * RLIMIT_NOFILE is at least maxConnections x (maxFdsPerClient + 1), 2^20
- * here; under a lower limit the daemon says so at start (log) and the
- * operator lowers one of them (there is no cap on the total).
+ * The defaults. One uid may hold a quarter of the connections and of the
+ * fds, so that one user alone cannot lock the others out. The fd total is
+ * clipped to what RLIMIT_NOFILE leaves (fdRoom); when it is, a per-uid
+ * limit that was not given is a quarter of the clipped total.
  */
 export const DEFAULT_HELPER_LIMITS: Readonly<HelperLimits> = Object.freeze({
   maxConnections: 256,
+  maxConnectionsPerUid: 64,
   maxFdsPerClient: 4096,
+  maxFdsPerUid: 16384,
+  maxFdsTotal: 65536,
   maxCallsInFlight: 64,
   maxQueuedBytes: 8 * 1024 * 1024,
   stalledReaderTimeoutMs: 30_000,
@@ -161,8 +174,19 @@ export interface HelperStatus {
   commands: string[];
   limits: HelperLimits;
   stats: HelperStats;
+  /** fds clients left with their commands, all together. */
   fdsHeld: number;
+  /** fds waiting for the background closer (they count against maxFdsTotal). */
+  fdsClosing: number;
   clients: HelperClientStatus[];
+  /** Per uid with clients now: how many, and the fds they hold together. */
+  uids: Array<{ uid: number; connections: number; fdsHeld: number }>;
+}
+
+/** What one uid's clients hold together. */
+interface UidAccount {
+  connections: number;
+  fds: NativeFdBudget;
 }
 
 interface Client {
@@ -201,13 +225,15 @@ export class HelperDaemon {
     unexpectedFds: 0,
     protocolErrors: 0,
     clientsExited: 0,
-    quotaHits: { connections: 0, fds: 0, calls: 0, queuedBytes: 0, helloTimeout: 0, idleTimeout: 0 },
+    quotaHits: { connections: 0, uidConnections: 0, fds: 0, uidFds: 0, totalFds: 0, calls: 0, queuedBytes: 0, helloTimeout: 0, idleTimeout: 0 },
   };
   readonly #id = nextDaemonId();
   #server: UnixServer;
   #allowed: Set<number>;
   #log: (line: string) => void;
   #clients = new Map<UnixSocket, Client>();
+  #uids = new Map<number, UidAccount>();
+  #allFds: NativeFdBudget;
   #commands: Map<string, ModuleCommandSpec>;
   #idle: Array<() => void> = [];
   #sweeper: NodeJS.Timeout;
@@ -216,7 +242,7 @@ export class HelperDaemon {
   static start(options: HelperOptions = {}): HelperDaemon {
     checkFailpoint(); // a bad FDBRIDGE_FAILPOINT fails the start, not the first client
     const socketPath = options.socketPath ?? defaultHelperSocketPath();
-    const limits = checkLimits(options.limits);
+    const limits = checkLimits(options.limits, options.log);
     if (options.listenFd !== undefined) {
       return new HelperDaemon(socketPath, UnixServer.fromListeningFd(options.listenFd, socketPath, { kind: 'seqpacket', ...FRAME_SOCKET_OPTIONS }), options, limits);
     }
@@ -240,13 +266,7 @@ export class HelperDaemon {
     this.#allowed = new Set([process.getuid?.() ?? 0, ...(options.allowUids ?? [])]);
     this.#log = options.log ?? (() => undefined);
     this.#commands = commandTable(options, this.#id);
-    const [soft] = native.getFdLimit();
-    if (limits.maxConnections * (limits.maxFdsPerClient + 1) > soft) {
-      this.#log(
-        `every client at its quota would need ${limits.maxConnections * (limits.maxFdsPerClient + 1)} fds, over RLIMIT_NOFILE ${soft}: ` +
-          'lower --max-connections or --max-fds, or raise the limit (LimitNOFILE=)',
-      );
-    }
+    this.#allFds = new native.FdBudget(limits.maxFdsTotal);
     daemons.set(this.#id, this);
     // One timer for every client: HELLO and idle timeouts, replies piling
     // up unread, and clients whose process is gone (a pidfd turns readable
@@ -327,8 +347,10 @@ export class HelperDaemon {
       commands: this.commandNames,
       limits: { ...this.limits },
       stats: { ...this.stats, quotaHits: { ...this.stats.quotaHits } },
-      fdsHeld: clients.reduce((n, c) => n + c.fdsHeld, 0),
+      fdsHeld: this.#allFds.held,
+      fdsClosing: native.backgroundClosesPending(),
       clients,
+      uids: [...this.#uids].map(([uid, a]) => ({ uid, connections: a.connections, fdsHeld: a.fds.held })),
     };
   }
 
@@ -362,6 +384,17 @@ export class HelperDaemon {
       refuse(socket, `quota connections: this helper serves at most ${this.limits.maxConnections} clients at once`);
       return;
     }
+    const existing = this.#uids.get(cred.uid);
+    if (existing !== undefined && existing.connections >= this.limits.maxConnectionsPerUid) {
+      this.stats.refused++;
+      this.stats.quotaHits.uidConnections++;
+      this.#log(`refused pid ${cred.pid}: uid ${cred.uid} has ${existing.connections} clients already (maxConnectionsPerUid)`);
+      refuse(socket, `quota uidConnections: this helper serves at most ${this.limits.maxConnectionsPerUid} clients of one uid (${cred.uid}) at once`);
+      return;
+    }
+    const account = existing ?? { connections: 0, fds: new native.FdBudget(this.limits.maxFdsPerUid, this.#allFds) };
+    account.connections++;
+    this.#uids.set(cred.uid, account);
     this.stats.connections++;
     this.stats.active++;
     this.#log(`serving pid ${cred.pid} (uid ${cred.uid})`);
@@ -369,7 +402,12 @@ export class HelperDaemon {
     const served = serveConnection(socket, {
       transport: 'helper',
       resolveCommand: (requested) => this.#resolve(requested),
-      limits: { maxFds: this.limits.maxFdsPerClient, maxCallsInFlight: this.limits.maxCallsInFlight, maxQueuedBytes: this.limits.maxQueuedBytes },
+      limits: {
+        maxFds: this.limits.maxFdsPerClient,
+        maxCallsInFlight: this.limits.maxCallsInFlight,
+        maxQueuedBytes: this.limits.maxQueuedBytes,
+        shared: { budget: account.fds, refusal: (n) => this.#fdsRefusal(cred.uid, account, n) },
+      },
       onQuota: (quota) => {
         this.stats.quotaHits[quota]++;
         this.#log(`pid ${cred.pid}: quota ${quota} reached`);
@@ -378,6 +416,8 @@ export class HelperDaemon {
       onEnd: (reason, s: ServeStats) => {
         if (pidfd >= 0) closeFds([pidfd]);
         this.#clients.delete(socket);
+        // The socket is closed: its given set is swept and refunded.
+        if (--account.connections === 0) this.#uids.delete(cred.uid);
         this.stats.active--;
         this.stats.unexpectedFds += s.unexpectedFds;
         this.stats.protocolErrors += s.protocolErrors;
@@ -391,6 +431,25 @@ export class HelperDaemon {
     });
     const now = Date.now();
     this.#clients.set(socket, { served, pid: cred.pid, uid: cred.uid, acceptedAt: now, pidfd, lastServed: 0, lastSeenAt: now, lastQueued: 0, stuckSince: undefined });
+  }
+
+  /** The limit that `n` more fds for a client of `uid` would break, if any (the client's own is checked first). */
+  #fdsRefusal(uid: number, account: UidAccount, n: number): QuotaExceededError | undefined {
+    if (account.fds.held + n > this.limits.maxFdsPerUid) {
+      return new QuotaExceededError(
+        'uidFds',
+        `${n} more fd(s) would make ${account.fds.held + n} held for the clients of uid ${uid} together (at most ${this.limits.maxFdsPerUid}); release some first`,
+      );
+    }
+    const closing = native.backgroundClosesPending();
+    if (this.#allFds.held + closing + n > this.limits.maxFdsTotal) {
+      return new QuotaExceededError(
+        'totalFds',
+        `${n} more fd(s) would make ${this.#allFds.held + closing + n} held by this helper for all its clients ` +
+          `(${closing} of them still being closed; at most ${this.limits.maxFdsTotal}); try again later`,
+      );
+    }
+    return undefined;
   }
 
   /** The names of the commands this daemon serves. */
@@ -441,13 +500,44 @@ function nextDaemonId(): number {
   return id;
 }
 
-/** The limits in effect: the defaults, overridden by `given` (each a non-negative integer). */
-function checkLimits(given: Partial<HelperLimits> | undefined): HelperLimits {
+/**
+ * fds the daemon keeps for itself besides its clients' fds: its listening
+ * socket, stdio, libuv's and V8's own, and one message's worth of fds being
+ * received (up to 253 arrive before any quota can be checked).
+ */
+const OWN_FDS_RESERVE = 512;
+
+/**
+ * How many fds the clients may leave, all together, without the daemon
+ * reaching RLIMIT_NOFILE `soft`: each connection costs two fds of its own
+ * (its socket, and the watch on its process) on top of OWN_FDS_RESERVE.
+ */
+export function fdRoom(soft: number, maxConnections: number): number {
+  return Math.max(0, soft - 2 * maxConnections - OWN_FDS_RESERVE);
+}
+
+/**
+ * The limits in effect: the defaults, overridden by `given` (each a
+ * non-negative integer), the fd total clipped to fdRoom (said in `log`).
+ */
+function checkLimits(given: Partial<HelperLimits> | undefined, log: ((line: string) => void) | undefined): HelperLimits {
   const limits: HelperLimits = { ...DEFAULT_HELPER_LIMITS, ...(given ?? {}) };
   for (const [name, value] of Object.entries(limits)) {
     if (!Number.isInteger(value) || value < 0) throw new RangeError(`limits.${name} must be a non-negative integer, not ${String(value)}`);
   }
-  if (limits.maxConnections < 1 || limits.helloTimeoutMs < 1) throw new RangeError('limits.maxConnections and limits.helloTimeoutMs must be at least 1');
+  if (limits.maxConnections < 1 || limits.maxConnectionsPerUid < 1 || limits.helloTimeoutMs < 1) {
+    throw new RangeError('limits.maxConnections, limits.maxConnectionsPerUid and limits.helloTimeoutMs must be at least 1');
+  }
+  const [soft] = native.getFdLimit();
+  const room = fdRoom(soft, limits.maxConnections);
+  if (limits.maxFdsTotal > room) {
+    log?.(
+      `RLIMIT_NOFILE ${soft} leaves room for ${room} client fds in all (${limits.maxConnections} connections take 2 each, ${OWN_FDS_RESERVE} are kept for the daemon): ` +
+        `maxFdsTotal ${limits.maxFdsTotal} lowered to ${room}; raise the limit (LimitNOFILE=) to allow more`,
+    );
+    limits.maxFdsTotal = room;
+    if (given?.maxFdsPerUid === undefined) limits.maxFdsPerUid = Math.min(limits.maxFdsPerUid, Math.floor(room / 4));
+  }
   return limits;
 }
 

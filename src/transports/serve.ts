@@ -18,7 +18,7 @@ import { builtinCommand } from '../commands/registry';
 import { describeError, ProtocolError, QueueFullError, QuotaExceededError, TruncatedError, UnknownCommandError, type QuotaName } from '../errors';
 import { failpointFromEnv, type Failpoint } from '../failpoint';
 import { closeFds } from '../fd';
-import { native } from '../native';
+import { native, type NativeFdBudget } from '../native';
 import {
   decodeFrame,
   encodeEmpty,
@@ -77,6 +77,12 @@ export interface ServeLimits {
    * limit): a reply that does not fit disconnects the client ('queuedBytes').
    */
   maxQueuedBytes: number;
+  /**
+   * fds held across connections (a daemon's per-uid and total limits): the
+   * given set is charged to `budget`, and `refusal(n)` names the quota that
+   * `n` more fds would break, if any.
+   */
+  shared?: { budget: NativeFdBudget; refusal(n: number): QuotaExceededError | undefined };
 }
 
 export interface ServeOptions {
@@ -239,6 +245,7 @@ class ServedSession implements ServedConnection {
     this.#limits = options.limits;
     const limits = this.#limits;
     if (options.closeInBackground) socket.closeGivenInBackground(true);
+    if (limits?.shared) socket.chargeGivenTo(limits.shared.budget);
     // Every request read makes a reply: while replies back up (the client
     // reads slowly), stop reading requests, so that they wait in the kernel
     // and then in the client's own bounded queue instead of here.
@@ -376,6 +383,12 @@ class ServedSession implements ServedConnection {
       // Refused whole: what arrived is closed (the client still has its own).
       this.#discard(frame.type === FrameType.DUP ? frame.fds : undefined);
       this.#refuseQuota(frame.id, 'fds', `${count} more fd(s) would make ${ledger.size + count} held for this client (at most ${limits.maxFds}); ${intake.refusalNote}`);
+      return;
+    }
+    const shared = limits?.shared?.refusal(count);
+    if (shared) {
+      this.#discard(frame.type === FrameType.DUP ? frame.fds : undefined);
+      this.#refuseQuota(frame.id, shared.quota, shared.message);
       return;
     }
     let taken: number[];

@@ -8,14 +8,21 @@
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 
-import { connect, HelperDaemon } from '../../src';
-import { DIST_SRC, isRoot, NOBODY, runAsNobody, spawnAsNobody } from '../util/nobody';
+import { closeFd, connect, HelperDaemon, makeMemfd } from '../../src';
+import { native } from '../../src/native';
+import { DEFAULT_HELPER_LIMITS, fdRoom } from '../../src/transports/helper-daemon';
+import { DIST_SRC, isRoot, NOBODY, runAsNobody, spawnAsNobody, type NobodyProcess } from '../util/nobody';
 
 const describeRoot = isRoot ? describe : describe.skip;
 const ROOT_UID = process.getuid?.() ?? 0;
 
 /** Runs `body` as nobody with connect, native, frames, sleep and name in scope; resolves with what it returns. */
 function asNobody(name: string, body: string): Promise<Record<string, unknown>> {
+  return nobody(name, body).result;
+}
+
+/** asNobody, and the process itself (its stdin, and JSON lines it prints before its result). */
+function nobody(name: string, body: string): NobodyProcess & { result: Promise<Record<string, unknown>> } {
   const p = runAsNobody(`
     const { connect } = require(${JSON.stringify(DIST_SRC)});
     const { native } = require(${JSON.stringify(join(DIST_SRC, 'native.js'))});
@@ -35,7 +42,12 @@ function asNobody(name: string, body: string): Promise<Record<string, unknown>> 
       return 'nothing';
     };
     (async () => { ${body} })().then((r) => console.log(JSON.stringify({ result: r })), (e) => console.log(JSON.stringify({ result: { error: e.code ?? e.name, quota: e.quota, message: e.message } })));`);
-  return p.line<{ result: Record<string, unknown> }>('result').then((r) => r.result);
+  // Resolved once it has exited too: its fds (the test's pipes to it) are gone by then.
+  const result = p.line<{ result: Record<string, unknown> }>('result').then(async (r) => {
+    await p.exited();
+    return r.result;
+  });
+  return { ...p, result };
 }
 
 /** Waits until `ok()` holds (the daemon runs in this process and works meanwhile), at most ~10 s. */
@@ -154,6 +166,127 @@ describeRoot('quotas (client: nobody)', () => {
       expect(['EPIPE', 'ECONNRESET']).toContain(r['stop']);
       expect(daemon.stats.quotaHits.queuedBytes).toBeGreaterThanOrEqual(1);
       expect(daemon.stats.active).toBe(0);
+    } finally {
+      await daemon.close();
+    }
+  });
+});
+
+describeRoot('fairness between uids (nobody takes all it may; root still gets its share)', () => {
+  test('connections per uid: nobody cannot take every connection; root is served beside it', async () => {
+    const daemon = start({ limits: { maxConnections: 6, maxConnectionsPerUid: 3 } });
+    try {
+      const r = nobody(nameOf(daemon), `
+        const open = [];
+        let refused;
+        for (let i = 0; i < 6 && refused === undefined; i++) {
+          await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer }).then((c) => open.push(c), (e) => (refused = e.code + ':' + e.quota));
+        }
+        process.stdout.write(JSON.stringify({ holding: open.length }) + '\\n');
+        // Hold them until root has been served.
+        await new Promise((resolve) => process.stdin.once('data', resolve));
+        const still = await open[0].call('echo', 'kept');
+        for (const c of open) await c.close();
+        return { served: open.length, refused, still };`);
+      expect(await r.line('holding')).toEqual({ holding: 3 });
+      const mine = await connect('helper', { command: { name: 'probe' }, socketPath: daemon.socketPath });
+      expect(await mine.call('echo', 'root')).toBe('root');
+      r.child.stdin?.end('go\n');
+      expect(await r.result).toEqual({ served: 3, refused: 'ERR_FDBRIDGE_REFUSED:uidConnections', still: 'kept' });
+      await mine.close();
+      expect(daemon.stats.quotaHits.uidConnections).toBe(1);
+      expect(daemon.stats.quotaHits.connections).toBe(0);
+      expect(await until(() => daemon.status().uids.length === 0)).toBe(true);
+    } finally {
+      await daemon.close();
+    }
+  });
+
+  test('fds per uid: two connections of nobody share one allowance (refused in C++ and in JS alike); root keeps its own', async () => {
+    const daemon = start({ limits: { maxFdsPerClient: 4, maxFdsPerUid: 6 } });
+    const memfd = makeMemfd('root');
+    try {
+      const r = nobody(nameOf(daemon), `
+        const a = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer });
+        const b = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer });
+        const fd = native.memfd('q');
+        const outcome = (p) => p.then(() => 'served', (e) => e.code + ':' + e.quota);
+        const got = [];
+        for (let i = 0; i < 4; i++) got.push(await a.dupFileDescriptor(fd));
+        const b1 = await outcome(b.dupFileDescriptors([fd, fd]));
+        const bOne = await outcome(b.dupFileDescriptor(fd));
+        const bBatch = await outcome(b.dupFileDescriptors([fd, fd]));
+        process.stdout.write(JSON.stringify({ held: true }) + '\\n');
+        await new Promise((resolve) => process.stdin.once('data', resolve));
+        // One adopted and closed by a's command: room for one more, on b.
+        await a.call('adopt', [got[0]]); await a.call('closeAdopted', [got[0]]);
+        const after = await outcome(b.dupFileDescriptor(fd));
+        await a.close(); await b.close(); native.close(fd);
+        return { b1, bOne, bBatch, after };`);
+      await r.line('held');
+      expect(daemon.status().uids).toEqual([{ uid: NOBODY, connections: 2, fdsHeld: 6 }]);
+      // Another uid's allowance is its own.
+      const mine = await connect('helper', { command: { name: 'probe' }, socketPath: daemon.socketPath });
+      for (let i = 0; i < 4; i++) await mine.dupFileDescriptor(memfd);
+      await expect(mine.dupFileDescriptor(memfd)).rejects.toMatchObject({ code: 'ERR_FDBRIDGE_QUOTA', quota: 'fds' });
+      await mine.close();
+      r.child.stdin?.end('go\n');
+      expect(await r.result).toEqual({
+        b1: 'served',
+        bOne: 'ERR_FDBRIDGE_QUOTA:uidFds',
+        bBatch: 'ERR_FDBRIDGE_QUOTA:uidFds',
+        after: 'served',
+      });
+      expect(daemon.stats.quotaHits.uidFds).toBe(2);
+      expect(await until(() => daemon.status().fdsHeld === 0 && daemon.status().uids.length === 0)).toBe(true);
+    } finally {
+      closeFd(memfd);
+      await daemon.close();
+    }
+  });
+
+  test('fds in all: past maxFdsTotal every uid is refused (totalFds) until fds are released', async () => {
+    const daemon = start({ limits: { maxFdsPerClient: 100, maxFdsPerUid: 100, maxFdsTotal: 5 } });
+    const memfd = makeMemfd('root');
+    try {
+      const r = nobody(nameOf(daemon), `
+        const a = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer });
+        const fd = native.memfd('q');
+        const got = await a.dupFileDescriptors([fd, fd, fd, fd, fd]);
+        const more = await a.dupFileDescriptor(fd).then(() => 'served', (e) => e.code + ':' + e.quota);
+        process.stdout.write(JSON.stringify({ held: more }) + '\\n');
+        await new Promise((resolve) => process.stdin.once('data', resolve));
+        await a.call('adopt', [got[0]]); await a.call('closeAdopted', [got[0]]);
+        process.stdout.write(JSON.stringify({ released: 1 }) + '\\n');
+        await new Promise((resolve) => process.stdin.once('data', resolve));
+        await a.close(); native.close(fd);
+        return { done: true };`);
+      expect(await r.line('held')).toEqual({ held: 'ERR_FDBRIDGE_QUOTA:totalFds' });
+      const mine = await connect('helper', { command: { name: 'probe' }, socketPath: daemon.socketPath });
+      await expect(mine.dupFileDescriptor(memfd)).rejects.toMatchObject({ code: 'ERR_FDBRIDGE_QUOTA', quota: 'totalFds' });
+      r.child.stdin?.write('go\n');
+      await r.line('released');
+      // The release is answered once its close is done: the room is there now.
+      await mine.dupFileDescriptor(memfd);
+      await mine.close();
+      r.child.stdin?.end('go\n');
+      expect(await r.result).toEqual({ done: true });
+      expect(daemon.stats.quotaHits.totalFds).toBe(2);
+    } finally {
+      closeFd(memfd);
+      await daemon.close();
+    }
+  });
+
+  test('the fd total is clipped to what RLIMIT_NOFILE leaves, and a per-uid limit not given to a quarter of it', async () => {
+    const [soft] = native.getFdLimit();
+    const lines: string[] = [];
+    const daemon = HelperDaemon.start({ socketPath: `@fdbridge-limits-${process.pid}-clip`, limits: { maxConnections: 10, maxFdsTotal: soft * 2 }, log: (l) => lines.push(l) });
+    try {
+      expect(daemon.limits.maxFdsTotal).toBe(fdRoom(soft, 10));
+      expect(daemon.limits.maxFdsTotal).toBeLessThan(soft - 20);
+      expect(daemon.limits.maxFdsPerUid).toBe(Math.min(DEFAULT_HELPER_LIMITS.maxFdsPerUid, Math.floor(fdRoom(soft, 10) / 4)));
+      expect(lines.join('\n')).toMatch(/RLIMIT_NOFILE .* maxFdsTotal \d+ lowered to \d+/);
     } finally {
       await daemon.close();
     }

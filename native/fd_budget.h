@@ -1,0 +1,55 @@
+// A count of fds held for clients against a limit, shared by many sockets.
+// A helper daemon charges the fds each client leaves with its command (a
+// socket's given set) to that client's uid's budget, whose parent is the
+// daemon's total: no uid can take every fd, and the daemon as a whole
+// stays below RLIMIT_NOFILE (accept4 and recvmsg would otherwise start
+// failing for every client). Plain C++, no libuv, no Node-API.
+//
+// Not thread-safe: every socket charging one budget (and its parents) runs
+// on one event loop's thread.
+#ifndef FDBRIDGE_FD_BUDGET_H_
+#define FDBRIDGE_FD_BUDGET_H_
+
+#include <stddef.h>
+
+#include <memory>
+
+namespace fdbridge {
+
+class FdBudget {
+ public:
+  FdBudget(size_t limit, std::shared_ptr<FdBudget> parent) : limit_(limit), parent_(std::move(parent)) {}
+  FdBudget(const FdBudget&) = delete;
+  FdBudget& operator=(const FdBudget&) = delete;
+
+  // Whether `n` more fit here and in every budget above. `extra_at_root` is
+  // added at the top (fds the process holds that no socket charged: those
+  // waiting for the background closer).
+  bool Fits(size_t n, size_t extra_at_root = 0) const {
+    for (const FdBudget* b = this; b != nullptr; b = b->parent_.get()) {
+      size_t held = b->held_ + n + (b->parent_ == nullptr ? extra_at_root : 0);
+      if (held > b->limit_) return false;
+    }
+    return true;
+  }
+  // Charges `n` here and above, fitting or not (a caller that checked Fits,
+  // or fds already here that must be counted).
+  void Charge(size_t n) {
+    for (FdBudget* b = this; b != nullptr; b = b->parent_.get()) b->held_ += n;
+  }
+  void Refund(size_t n) {
+    for (FdBudget* b = this; b != nullptr; b = b->parent_.get()) b->held_ -= n < b->held_ ? n : b->held_;
+  }
+  size_t held() const { return held_; }
+  size_t limit() const { return limit_; }
+  void set_limit(size_t limit) { limit_ = limit; }
+
+ private:
+  size_t held_ = 0;
+  size_t limit_;
+  std::shared_ptr<FdBudget> parent_;
+};
+
+}  // namespace fdbridge
+
+#endif  // FDBRIDGE_FD_BUDGET_H_
