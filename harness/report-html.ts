@@ -816,7 +816,7 @@ function optionalNumbers(o: Record<string, unknown>, keys: Array<[string, string
 // ---------------------------------------------------------------------------
 // style
 
-const CSS = `
+export const CSS = `
 :root{--fg:#1c1917;--muted:#57534e;--line:#d6d3d1;--bg:#fff;--pass:#15803d;--pass-bg:#dcfce7;--fail:#b91c1c;--fail-bg:#fee2e2;--xfail:#6d28d9;--xfail-bg:#ede9fe;--skip:#57534e;--skip-bg:#f5f5f4;--leak:#c2410c}
 *{box-sizing:border-box}
 body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:var(--fg);background:var(--bg)}

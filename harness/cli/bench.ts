@@ -34,6 +34,19 @@ import { measureLatencySamples, summarizeSamples } from '../bench';
 import { BENCH_PEER_COMMAND, usageAfterGc, type Usage } from '../bench-peer';
 import { helperCommandArgs } from '../helper-process';
 import { collectEnvironment } from '../environment';
+import {
+  CFrameServer,
+  DEFAULT_CLIENT_COUNTS,
+  frameBench,
+  GOAL_CLIENTS,
+  measureThroughput,
+  pointKey,
+  type ThroughputMode,
+  type ThroughputPoint,
+  type ThroughputSample,
+  type ThroughputServer,
+} from '../throughput';
+import { writeBenchHtml } from '../bench-html';
 import type { BenchCase, Environment, Latency } from '../types';
 import { EXIT, parseCommandArgs, parseInteger, UsageError } from './usage';
 
@@ -52,6 +65,8 @@ export interface PipeliningResult {
   pipelinedOpsPerSec: number;
   /** pipelined / sequential. */
   gain: number;
+  /** The same gain from each mode's slow segments (p99 of the segments' times; with few segments, near the slowest). */
+  gainP99: number;
   duplications: number;
 }
 
@@ -111,6 +126,14 @@ export interface Ratio {
   value: number;
   /** Per-round values. */
   rounds: number[];
+  /**
+   * The same ratio with every latency taken at its p99 instead of its p50
+   * (a rate from 1e6 / p99 instead of the mean): what the slow 1% of
+   * operations see. Absent where the goal is not about latency (RSS).
+   */
+  p99?: { value: number; rounds: number[] };
+  /** Throughput goals: the concurrent clients measured. */
+  clients?: number;
   comparison: '<=' | '>=';
   target: number;
   /** null: computed for the record, no goal set for this transport (pidfd, or direct/worker pipelining). */
@@ -119,7 +142,7 @@ export interface Ratio {
 
 export interface BenchFile {
   environment: Environment;
-  options: { transports: TransportName[]; timeMs: number; rounds: number; count: number; fdsPerMessage: number; pipelineDepth: number };
+  options: { transports: TransportName[]; timeMs: number; rounds: number; count: number; fdsPerMessage: number; pipelineDepth: number; clients: number[] };
   /**
    * The machine's load average (1, 5, 15 min) before and after: on a shared
    * machine it says what the numbers were measured against.
@@ -129,6 +152,12 @@ export interface BenchFile {
   cpusAllowed: string;
   anchors: Anchor[];
   transports: TransportBench[];
+  /**
+   * The helper daemon's throughput against the C frame server with N
+   * concurrent clients (harness/throughput.ts); absent when the helper was
+   * not measured or --no-throughput was given.
+   */
+  throughput?: { clients: number[]; points: ThroughputPoint[]; error?: string };
   ratios: Ratio[];
   /**
    * Latency ratios use p50 (the median round trip): on a noisy machine the
@@ -136,6 +165,9 @@ export interface BenchFile {
    */
   ratioBasis: 'p50Us';
 }
+
+/** Latency quantile a ratio is computed from. */
+type Quantile = 'p50Us' | 'p99Us';
 
 // ---------------------------------------------------------------------------
 // measurements on one connection
@@ -259,7 +291,7 @@ async function dupWindow(conn: Connection, fd: number, n: number, depth: number)
  * drift (other tenants) falls on both alike.
  */
 async function measurePipelining(conn: Connection, fd: number, timeMs: number): Promise<PipeliningResult> {
-  const total = { seq: { ms: 0, n: 0 }, pipe: { ms: 0, n: 0 } };
+  const total = { seq: { ms: 0, n: 0, segments: [] as number[] }, pipe: { ms: 0, n: 0, segments: [] as number[] } };
   // Warm-up: one untimed segment of each.
   for (const depth of [1, PIPELINE_DEPTH]) await closeRemote(conn, (await dupWindow(conn, fd, SEGMENT, depth)).made);
   while (total.seq.ms < timeMs || total.pipe.ms < timeMs || total.seq.n < 2 * SEGMENT) {
@@ -267,6 +299,7 @@ async function measurePipelining(conn: Connection, fd: number, timeMs: number): 
       const { ms, made } = await dupWindow(conn, fd, SEGMENT, depth);
       total[key].ms += ms;
       total[key].n += made.length;
+      total[key].segments.push(ms);
       await closeRemote(conn, made);
     }
   }
@@ -277,6 +310,8 @@ async function measurePipelining(conn: Connection, fd: number, timeMs: number): 
     sequentialOpsPerSec,
     pipelinedOpsPerSec,
     gain: pipelinedOpsPerSec / sequentialOpsPerSec,
+    // Every segment is SEGMENT duplications: the rate ratio is the inverse time ratio.
+    gainP99: summarizeSamples(total.seq.segments).p99Us / summarizeSamples(total.pipe.segments).p99Us,
     duplications: total.seq.n + total.pipe.n,
   };
 }
@@ -358,15 +393,18 @@ interface RoundView {
   anchors: Map<string, Latency>;
   dup: Map<TransportName, Latency>;
   batch: Map<TransportName, Latency>;
+  /** By pointKey(server, mode, clients). */
+  throughput: Map<string, ThroughputSample>;
 }
 
 // ---------------------------------------------------------------------------
 // the helper daemon
 
 /** Starts `fdbridge helper --socket <tmp>/helper.sock` and waits until it listens. */
-async function startHelper(dir: string): Promise<{ socketPath: string; stop(): Promise<void> }> {
+async function startHelper(dir: string, maxConnections: number): Promise<{ socketPath: string; stop(): Promise<void> }> {
   const socketPath = join(dir, 'helper.sock');
-  const child: ChildProcess = spawn(process.execPath, [requireDistFile('harness/cli.js'), 'helper', '--socket', socketPath, ...helperCommandArgs()], {
+  const args = [requireDistFile('harness/cli.js'), 'helper', '--socket', socketPath, ...helperCommandArgs(), '--max-connections', String(maxConnections)];
+  const child: ChildProcess = spawn(process.execPath, args, {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -415,47 +453,64 @@ function median(values: readonly number[]): number {
 /**
  * Every goal ratio, for every transport it can be computed for.
  * Latency ratios are computed per round (an anchor against the transports
- * measured right after it) and their median is the value judged.
+ * measured right after it) and their median is the value judged; each is
+ * computed once more from p99s (Ratio.p99), reported beside it.
  */
-export function computeRatios(rounds: readonly RoundView[], transports: readonly TransportBench[], fdsPerMessage: number): Ratio[] {
+export function computeRatios(
+  rounds: readonly RoundView[],
+  transports: readonly TransportBench[],
+  fdsPerMessage: number,
+  clientCounts: readonly number[] = [],
+): Ratio[] {
   const out: Ratio[] = [];
   const judge = (value: number, comparison: '<=' | '>=', target: number): boolean =>
     comparison === '<=' ? value <= target : value >= target;
-  /** Adds a ratio from per-round values (skipped when a round lacks an input). */
+  const perRounds = (perRound: (v: RoundView, q: Quantile) => number | undefined, q: Quantile): number[] =>
+    rounds.map((v) => perRound(v, q)).filter((x): x is number => x !== undefined && Number.isFinite(x));
+  /** Adds a ratio from per-round values (skipped when no round has its inputs). */
   const add = (
-    r: Omit<Ratio, 'met' | 'value' | 'rounds'>,
-    perRound: (v: RoundView) => number | undefined,
+    r: Omit<Ratio, 'met' | 'value' | 'rounds' | 'p99'>,
+    perRound: (v: RoundView, q: Quantile) => number | undefined,
     applies: boolean,
   ): void => {
-    const values = rounds.map(perRound).filter((x): x is number => x !== undefined && Number.isFinite(x));
+    const values = perRounds(perRound, 'p50Us');
     if (values.length === 0) return;
     const value = median(values);
-    out.push({ ...r, value, rounds: values, met: applies ? judge(value, r.comparison, r.target) : null });
+    const tail = perRounds(perRound, 'p99Us');
+    out.push({
+      ...r,
+      value,
+      rounds: values,
+      ...(tail.length > 0 ? { p99: { value: median(tail), rounds: tail } } : {}),
+      met: applies ? judge(value, r.comparison, r.target) : null,
+    });
   };
-  const single = (r: Omit<Ratio, 'met' | 'value' | 'rounds'>, value: number, applies: boolean): void => {
-    out.push({ ...r, value, rounds: [value], met: applies ? judge(value, r.comparison, r.target) : null });
+  const single = (r: Omit<Ratio, 'met' | 'value' | 'rounds' | 'p99'>, value: number, applies: boolean, p99?: number): void => {
+    out.push({ ...r, value, rounds: [value], ...(p99 !== undefined ? { p99: { value: p99, rounds: [p99] } } : {}), met: applies ? judge(value, r.comparison, r.target) : null });
   };
-  const p50 = (m: Map<string, Latency>, k: string): number | undefined => m.get(k)?.p50Us;
-  const rate = (m: Map<string, Latency>, k: string): number | undefined => m.get(k)?.opsPerSec;
+  const at = (m: Map<string, Latency>, k: string, q: Quantile): number | undefined => m.get(k)?.[q];
+  /** Operations per second: from the mean at p50 (the rate over the whole measurement), from 1e6 / p99 at p99. */
+  const rate = (m: Map<string, Latency>, k: string, q: Quantile): number | undefined => {
+    const l = m.get(k);
+    if (!l) return undefined;
+    return q === 'p50Us' ? l.opsPerSec : l.p99Us > 0 ? 1e6 / l.p99Us : undefined;
+  };
   for (const t of transports) {
     if (!t.latency || !t.batch || !t.pipelining || !t.longRun) continue;
     const transport = t.transport;
     const isSocket = !IN_PROCESS_GOAL_TRANSPORTS.includes(transport);
     const socketGoal = SOCKET_GOAL_TRANSPORTS.includes(transport);
-    const dup = (v: RoundView): number | undefined => p50(v.dup, transport);
-    const batchFdsPerSec = (v: RoundView): number | undefined => {
-      const r = rate(v.batch, transport);
-      return r === undefined ? undefined : r * fdsPerMessage;
-    };
+    const dup = (v: RoundView, q: Quantile): number | undefined => at(v.dup, transport, q);
+    const batchFdsPerSec = (v: RoundView, q: Quantile): number | undefined => mul(rate(v.batch, transport, q), fdsPerMessage);
     if (isSocket) {
       add(
         { goal: 'roundTripVsC', transport, description: `${transport} round trip / C ping-pong (p50)`, comparison: '<=', target: 1.5 },
-        (v) => ratio(dup(v), p50(v.anchors, 'c-scm-rights')),
+        (v, q) => ratio(dup(v, q), at(v.anchors, 'c-scm-rights', q)),
         socketGoal,
       );
       add(
         { goal: 'nodeHandleVsRoundTrip', transport, description: `Node handle passing / ${transport} round trip (p50)`, comparison: '>=', target: 4 },
-        (v) => ratio(p50(v.anchors, 'node-handle-passing'), dup(v)),
+        (v, q) => ratio(at(v.anchors, 'node-handle-passing', q), dup(v, q)),
         socketGoal,
       );
       add(
@@ -465,7 +520,7 @@ export function computeRatios(rounds: readonly RoundView[], transports: readonly
       );
       add(
         { goal: 'batchVsC', transport, description: `${transport} batch fds/s / C batch fds/s`, comparison: '>=', target: 0.7 },
-        (v) => ratio(batchFdsPerSec(v), mul(rate(v.anchors, 'c-scm-rights-batch'), fdsPerMessage)),
+        (v, q) => ratio(batchFdsPerSec(v, q), mul(rate(v.anchors, 'c-scm-rights-batch', q), fdsPerMessage)),
         socketGoal,
       );
     } else {
@@ -477,6 +532,7 @@ export function computeRatios(rounds: readonly RoundView[], transports: readonly
       { goal: 'pipeliningGain', transport, description: `${transport} ${t.pipelining.depth} in flight / 1 at a time (dups/s)`, comparison: '>=', target: 3 },
       t.pipelining.gain,
       socketGoal,
+      t.pipelining.gainP99,
     );
     single(
       {
@@ -490,11 +546,37 @@ export function computeRatios(rounds: readonly RoundView[], transports: readonly
       true,
     );
   }
+  // The helper's throughput against the C frame server, per point of the
+  // curve; judged at GOAL_CLIENTS, recorded elsewhere. At p99: the C
+  // server's p99 request latency over the helper's (higher is better, as
+  // for the rate).
+  for (const mode of ['dup', 'call'] as const) {
+    for (const clients of clientCounts) {
+      const get = (v: RoundView, server: ThroughputServer): ThroughputSample | undefined => v.throughput.get(pointKey(server, mode, clients));
+      add(
+        {
+          goal: 'helperThroughputVsC',
+          transport: 'helper',
+          clients,
+          description: `helper ${mode === 'dup' ? 'dups' : 'calls'}/s / C frame server's, ${clients} client${clients === 1 ? '' : 's'}`,
+          comparison: '>=',
+          target: 0.7,
+        },
+        (v, q) => {
+          const h = get(v, 'helper');
+          const c = get(v, 'c-frame-server');
+          if (!h || !c) return undefined;
+          return q === 'p50Us' ? ratio(h.opsPerSec, c.opsPerSec) : ratio(c.p99Us, h.p99Us);
+        },
+        clients === GOAL_CLIENTS,
+      );
+    }
+  }
   // Not a goal: the ceiling of the handle-passing goal on this machine. A
   // transport at the C anchor's speed gets exactly this ratio against Node.
   add(
     { goal: 'nodeHandleVsC', transport: 'c-anchor', description: 'Node handle passing / C ping-pong (p50): the best any transport can reach against Node', comparison: '>=', target: 4 },
-    (v) => ratio(p50(v.anchors, 'node-handle-passing'), p50(v.anchors, 'c-scm-rights')),
+    (v, q) => ratio(at(v.anchors, 'node-handle-passing', q), at(v.anchors, 'c-scm-rights', q)),
     false,
   );
   return out;
@@ -568,11 +650,14 @@ export function formatReport(file: BenchFile): string {
     return [
       r.description,
       fmt(r.value, digits),
+      r.p99 ? fmt(r.p99.value, digits) : '-',
       `${r.comparison} ${fmt(r.target, r.target < 10 ? 1 : 0)}`,
       r.met === null ? 'info' : r.met ? 'met' : 'NOT MET',
       r.rounds.length > 1 ? r.rounds.map((v) => fmt(v, digits)).join(' ') : '',
+      r.p99 && r.p99.rounds.length > 1 ? r.p99.rounds.map((v) => fmt(v, digits)).join(' ') : '',
     ];
   });
+  const curve = file.throughput ? throughputTable(file.throughput) : [];
   return [
     `fdbridge bench: node ${e.node}, Linux ${e.kernel}, ${e.cpuModel} x ${e.cores}, commit ${e.gitCommit.slice(0, 12)}; ` +
       `load average ${file.loadAverage.start.map((v) => v.toFixed(2)).join(' ')} -> ${file.loadAverage.end.map((v) => v.toFixed(2)).join(' ')}; ` +
@@ -585,9 +670,37 @@ export function formatReport(file: BenchFile): string {
       rows,
     ),
     '',
-    table(['goal', 'value', 'target', '', 'per round'], goals),
+    ...curve,
+    table(['goal', 'value', 'at p99', 'target', '', 'per round', 'per round at p99'], goals),
     '',
   ].join('\n');
+}
+
+/** The throughput curve as text: one row per mode and client count, helper beside C. */
+function throughputTable(t: NonNullable<BenchFile['throughput']>): string[] {
+  if (t.error !== undefined) return [`throughput curve: not measured (${t.error})`, ''];
+  const find = (server: ThroughputServer, mode: ThroughputMode, clients: number): ThroughputPoint | undefined =>
+    t.points.find((p) => p.server === server && p.mode === mode && p.clients === clients);
+  const rows: string[][] = [];
+  for (const mode of ['dup', 'call'] as const) {
+    for (const clients of t.clients) {
+      const h = find('helper', mode, clients);
+      const c = find('c-frame-server', mode, clients);
+      rows.push([
+        `${mode === 'dup' ? 'dups' : 'calls'}/s, ${clients} client${clients === 1 ? '' : 's'}`,
+        fmt(h?.opsPerSec, 0),
+        fmt(c?.opsPerSec, 0),
+        h && c ? fmt(h.opsPerSec / c.opsPerSec, 2) : '-',
+        `${fmt(h?.p50Us)} / ${fmt(h?.p99Us)}`,
+        `${fmt(c?.p50Us)} / ${fmt(c?.p99Us)}`,
+      ]);
+    }
+  }
+  return [
+    'helper throughput against the C frame server (same C load generator; one request in flight per client; median of rounds):',
+    table(['', 'helper', 'C server', 'helper / C', 'helper p50 / p99 µs', 'C p50 / p99 µs'], rows),
+    '',
+  ];
 }
 
 // ---------------------------------------------------------------------------
@@ -601,22 +714,74 @@ function cpusAllowed(): string {
   }
 }
 
-export const USAGE = `bench [--json FILE] [--transport a,b] [--time MS] [--rounds N] [--count N] [--no-python]
+export const USAGE = `bench [--json FILE] [--html FILE] [--transport a,b] [--time MS] [--rounds N] [--count N]
+      [--clients N,N...] [--no-throughput] [--no-python]
       Per transport: the latency of one duplication round trip, batch duplication at 253 fds
       per message, 64 duplications in flight against one at a time, and a long run on one
       connection (fd counts and RSS of both processes). Beside them, anchors measured in the
       same run: Node's handle passing and JSON IPC, a C sendmsg/recvmsg ping-pong, Python's
-      socket.send_fds; and the ratios between them. Pin it (taskset -c 0) to compare like with like.
+      socket.send_fds; and the ratios between them, at p50 and at p99. With the helper: its
+      throughput (dups/s, calls/s) with N concurrent clients against a C epoll server serving
+      the same frames. Pin it (taskset -c 0) to compare like with like.
 
   --transport a,b    transports to measure (default: all of ${transportNames().join(', ')})
   --time MS          latency measuring time per case, split over the rounds (default 500)
   --rounds N         anchors and transports measured in turn N times; ratios are medians (default 3)
   --count N          duplications in the long run (default 100000)
+  --clients N,N...   concurrent clients of the throughput curve (default ${DEFAULT_CLIENT_COUNTS.join(',')})
+  --no-throughput    leave out the throughput curve
   --no-python        leave out the Python anchor
   --json FILE        write everything, with the environment and the load average
+  --html FILE        write the same as an HTML page (tables and the throughput curve)
 
 exit status: 0 every transport ran (or is unsupported here) and gave its fds back; 1 one failed
 or kept fds; 2 usage error; 3 error. Goals not met are reported, not failed.`;
+
+/** `--clients 1,8,64`: distinct positive counts, ascending. */
+function parseClientCounts(text: string | undefined): number[] {
+  if (text === undefined) return [...DEFAULT_CLIENT_COUNTS];
+  const counts = text.split(',').map((v) => parseInteger('--clients', v.trim()));
+  if (counts.length === 0 || counts.some((n) => n < 1 || n > 4096)) throw new UsageError(`--clients takes counts from 1 to 4096, not ${text}`);
+  return [...new Set(counts)].sort((a, b) => a - b);
+}
+
+/**
+ * One round of the throughput curve: per mode and client count, the C
+ * server then the helper, one right after the other (so that both see the
+ * same machine), each for `timeMs` after a short warm-up.
+ */
+async function measureCurve(
+  exe: string,
+  sockets: Record<ThroughputServer, string>,
+  clientCounts: readonly number[],
+  timeMs: number,
+  into: Map<string, ThroughputSample>,
+): Promise<void> {
+  for (const mode of ['dup', 'call'] as const) {
+    for (const clients of clientCounts) {
+      for (const server of ['c-frame-server', 'helper'] as const) {
+        const m = await measureThroughput(exe, sockets[server], { clients, mode, timeMs, warmupMs: Math.max(20, timeMs / 5), command: BENCH_PEER_COMMAND.name ?? 'bench' });
+        into.set(pointKey(server, mode, clients), m);
+      }
+    }
+  }
+}
+
+/** The curve's points: per server, mode and client count, the round with the median rate (and every round). */
+function curvePoints(rounds: readonly RoundView[], clientCounts: number[], error: string | undefined): NonNullable<BenchFile['throughput']> {
+  const points: ThroughputPoint[] = [];
+  for (const server of ['helper', 'c-frame-server'] as const) {
+    for (const mode of ['dup', 'call'] as const) {
+      for (const clients of clientCounts) {
+        const all = rounds.map((v) => v.throughput.get(pointKey(server, mode, clients))).filter((x): x is ThroughputSample => x !== undefined);
+        if (all.length === 0) continue;
+        const mid = [...all].sort((a, b) => a.opsPerSec - b.opsPerSec)[(all.length - 1) >> 1] as ThroughputSample;
+        points.push({ server, mode, clients, ...mid, rounds: all });
+      }
+    }
+  }
+  return { clients: clientCounts, points, ...(error !== undefined ? { error } : {}) };
+}
 
 /** An optional integer option's value, or its default. */
 function optionalInt(name: string, text: string | undefined, fallback: number): number {
@@ -631,6 +796,9 @@ function optionalInt(name: string, text: string | undefined, fallback: number): 
 export async function main(argv: string[]): Promise<number> {
   const { values } = parseCommandArgs(argv, {
     json: { type: 'string' },
+    html: { type: 'string' },
+    clients: { type: 'string' },
+    'no-throughput': { type: 'boolean' },
     transport: { type: 'string' },
     time: { type: 'string' },
     rounds: { type: 'string' },
@@ -646,6 +814,7 @@ export async function main(argv: string[]): Promise<number> {
   const timeMs = optionalInt('time', values.time, 500);
   const roundCount = optionalInt('rounds', values.rounds, 3);
   const count = optionalInt('count', values.count, 100_000);
+  const clientCounts = values['no-throughput'] || !transports.includes('helper') ? [] : parseClientCounts(values.clients);
   const perRound = Math.max(1, Math.round(timeMs / roundCount));
   const warmupTime = Math.max(10, Math.round(perRound / 5));
   const log = (line: string): void => void process.stderr.write(`fdbridge bench: ${line}\n`);
@@ -659,6 +828,9 @@ export async function main(argv: string[]): Promise<number> {
   const fds: number[] = [];
   let helper: Awaited<ReturnType<typeof startHelper>> | undefined;
   let session: AnchorSession | undefined;
+  let frameServer: CFrameServer | undefined;
+  let frameExe: string | undefined;
+  let throughputError: string | undefined;
   const conns = new Map<TransportName, Connection>();
   const results = new Map<TransportName, TransportBench>(transports.map((t) => [t, { transport: t }]));
   const fail = async (t: TransportName, err: unknown): Promise<void> => {
@@ -672,7 +844,17 @@ export async function main(argv: string[]): Promise<number> {
     for (let i = 0; i < MAX_FDS_PER_MESSAGE; i++) fds.push(dupFd(devnull));
     const fd = fds[0] as number;
     session = await AnchorSession.open({ python: !values['no-python'], onSkip: (n, why) => log(`${n} skipped: ${why}`) });
-    if (transports.includes('helper')) helper = await startHelper(dir);
+    // Room for every client of the throughput curve, and the bench's own connection.
+    if (transports.includes('helper')) helper = await startHelper(dir, Math.max(256, (clientCounts.at(-1) ?? 0) + 16));
+    if (clientCounts.length > 0) {
+      try {
+        frameExe = await frameBench(dir);
+        frameServer = await CFrameServer.start(frameExe, dir);
+      } catch (err) {
+        throughputError = describe(err);
+        log(`throughput curve skipped: ${throughputError}`);
+      }
+    }
     for (const t of transports) {
       const c = await open(t, helper?.socketPath);
       if ('close' in c) conns.set(t, c);
@@ -697,7 +879,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     for (let r = 0; r < roundCount; r++) {
       log(`round ${r + 1}/${roundCount}`);
-      const view: RoundView = { anchors: new Map(), dup: new Map(), batch: new Map() };
+      const view: RoundView = { anchors: new Map(), dup: new Map(), batch: new Map(), throughput: new Map() };
       for (const name of session.names) {
         const m = await session.measure(name, { time: perRound, warmupTime });
         view.anchors.set(name, m.latency);
@@ -714,6 +896,14 @@ export async function main(argv: string[]): Promise<number> {
           pool(`${t} batch`, batch.samplesUs);
         } catch (err) {
           await fail(t, err);
+        }
+      }
+      if (frameExe && frameServer && helper && throughputError === undefined) {
+        try {
+          await measureCurve(frameExe, { helper: helper.socketPath, 'c-frame-server': frameServer.socketPath }, clientCounts, perRound, view.throughput);
+        } catch (err) {
+          throughputError = describe(err);
+          log(`throughput curve: ${throughputError}`);
         }
       }
       rounds.push(view);
@@ -749,21 +939,25 @@ export async function main(argv: string[]): Promise<number> {
     const transportResults = [...results.values()];
     const file: BenchFile = {
       environment,
-      options: { transports, timeMs, rounds: roundCount, count, fdsPerMessage: MAX_FDS_PER_MESSAGE, pipelineDepth: PIPELINE_DEPTH },
+      options: { transports, timeMs, rounds: roundCount, count, fdsPerMessage: MAX_FDS_PER_MESSAGE, pipelineDepth: PIPELINE_DEPTH, clients: clientCounts },
       loadAverage: { start: loadStart, end: loadavg() },
       cpusAllowed: cpusAllowed(),
       anchors,
       transports: transportResults,
-      ratios: computeRatios(rounds, transportResults, MAX_FDS_PER_MESSAGE),
+      ...(clientCounts.length > 0 ? { throughput: curvePoints(rounds, clientCounts, throughputError) } : {}),
+      ratios: computeRatios(rounds, transportResults, MAX_FDS_PER_MESSAGE, throughputError === undefined ? clientCounts : []),
       ratioBasis: 'p50Us',
     };
     process.stdout.write(formatReport(file));
     if (values.json !== undefined) writeFileSync(values.json, `${JSON.stringify(file, null, 2)}\n`);
+    if (values.html !== undefined) writeBenchHtml(values.html, file);
     const broken = transportResults.filter((r) => r.error !== undefined || r.longRun?.fdsReturned === false);
-    return broken.length === 0 ? EXIT.ok : EXIT.failed;
+    // A server that answered the load generator wrongly is a failure, as a failed transport is.
+    return broken.length === 0 && throughputError === undefined ? EXIT.ok : EXIT.failed;
   } finally {
     for (const conn of conns.values()) await conn.close().catch(() => undefined);
     await session?.close();
+    await frameServer?.stop();
     await helper?.stop();
     for (const fd of fds) closeFd(fd);
     closeFd(devnull);

@@ -36,17 +36,20 @@ describe('fdbridge bench (subprocess)', () => {
   let dir: string;
   let file: BenchFile;
   let stdout: string;
+  let html: string;
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'fdbridge-bench-test-'));
     const json = join(dir, 'bench.json');
+    const page = join(dir, 'bench.html');
     // Small budgets: this checks the plumbing, not the speed.
     ({ stdout } = await execFileAsync(
       process.execPath,
-      [distPath('harness/cli.js'), 'bench', '--time', '40', '--rounds', '2', '--count', String(COUNT), '--json', json],
+      [distPath('harness/cli.js'), 'bench', '--time', '40', '--rounds', '2', '--count', String(COUNT), '--clients', '8,1', '--json', json, '--html', page],
       { timeout: 60_000, maxBuffer: 16 * 1024 * 1024 },
     ));
     file = JSON.parse(readFileSync(json, 'utf8')) as BenchFile;
+    html = readFileSync(page, 'utf8');
   }, 90_000);
 
   afterAll(() => {
@@ -59,7 +62,7 @@ describe('fdbridge bench (subprocess)', () => {
     expect(typeof file.environment.kernel).toBe('string');
     expect(typeof file.environment.cpuModel).toBe('string');
     expect(file.environment.gitCommit).toMatch(/^([0-9a-f]{40}(\+dirty)?|unknown)$/);
-    expect(file.options).toMatchObject({ timeMs: 40, rounds: 2, count: COUNT, fdsPerMessage: 253, pipelineDepth: 64 });
+    expect(file.options).toMatchObject({ timeMs: 40, rounds: 2, count: COUNT, fdsPerMessage: 253, pipelineDepth: 64, clients: [1, 8] });
     expect(file.options.transports).toEqual(transportNames());
     expect(file.ratioBasis).toBe('p50Us');
     expect(file.loadAverage.start).toHaveLength(3);
@@ -143,11 +146,51 @@ describe('fdbridge bench (subprocess)', () => {
     }
     // Latency ratios are per round: one value per round.
     expect(find('roundTripVsC', 'child')?.rounds).toHaveLength(2);
+    // Every goal about time has its p99 counterpart; RSS has none.
+    for (const r of file.ratios) {
+      if (r.goal === 'longRunRssGrowthMB') {
+        expect(r.p99).toBeUndefined();
+        continue;
+      }
+      expect(r.p99).toBeDefined();
+      expect(Number.isFinite(r.p99?.value) && (r.p99?.value as number) > 0).toBe(true);
+      expect(r.p99?.rounds).toHaveLength(r.rounds.length);
+    }
+  });
+
+  test('measures the helper against the C frame server at every client count, in both modes', () => {
+    const t = file.throughput;
+    expect(t?.error).toBeUndefined();
+    expect(t?.clients).toEqual([1, 8]);
+    for (const server of ['helper', 'c-frame-server'] as const) {
+      for (const mode of ['dup', 'call'] as const) {
+        for (const clients of [1, 8]) {
+          const p = t?.points.find((x) => x.server === server && x.mode === mode && x.clients === clients);
+          expect(p).toBeDefined();
+          expect(p?.rounds).toHaveLength(2);
+          for (const v of [p?.opsPerSec, p?.p50Us, p?.p99Us, p?.requests]) expect(Number.isFinite(v) && (v as number) > 0).toBe(true);
+        }
+        const ratio = file.ratios.find((r) => r.goal === 'helperThroughputVsC' && r.clients === 8 && r.description.includes(mode === 'dup' ? 'dups/s' : 'calls/s'));
+        // Judged only at 64 clients; recorded at the others.
+        expect(ratio?.met).toBeNull();
+      }
+    }
+  });
+
+  test('writes an HTML page with the goals, their p99s and the throughput curve', () => {
+    expect(html).toMatch(/^<!DOCTYPE html>/);
+    expect(html).toContain("default-src 'none'");
+    expect(html).toContain('<svg class="chart"');
+    expect(html).not.toMatch(/<script/i);
+    for (const r of file.ratios) expect(html).toContain(r.description.replace(/'/g, '&#39;'));
+    expect(html).toContain('at p99');
   });
 
   test('prints a table with every transport and anchor, and the goals', () => {
     for (const t of file.transports) expect(stdout).toContain(t.transport);
     for (const a of file.anchors) expect(stdout).toContain(`anchor ${a.name}`);
     expect(stdout).toMatch(/child round trip \/ C ping-pong/);
+    expect(stdout).toMatch(/helper throughput against the C frame server/);
+    expect(stdout).toMatch(/calls\/s, 8 clients/);
   });
 });
