@@ -14,11 +14,14 @@
  *
  *   frame_bench load --socket PATH --clients N --mode dup|call --time MS
  *                    [--warmup MS] [--command NAME] [--release K]
+ *                    [--min-requests N]
  *     A load generator with N client connections on one epoll loop, each
  *     closed-loop (one request in flight: the next is sent when its reply
  *     has come). After the HELLO/READY handshake of every connection, `warmup`
- *     ms untimed, then `time` ms counted: requests completed in the window,
- *     and the latency of each (send to reply). In dup mode every request is a
+ *     ms untimed, then at least `time` ms counted, and on until at least N
+ *     requests (default 64) completed in the window: on a loaded machine a
+ *     short window may otherwise see none. The rate is the requests completed
+ *     over the window's real length; the latency of each is send to reply. In dup mode every request is a
  *     DUP of one fd (/dev/null), and once a connection holds K duplicates
  *     (default 64) on the server it sends one RELEASE of them first (its round
  *     trip costs time, it is not counted as a duplication): the helper's per-
@@ -326,6 +329,7 @@ struct client {
 static int mode_dup;
 static int devnull_fd;
 static long release_at = 64;
+static long min_requests = 64;
 
 static double *samples;
 static size_t nsamples, samples_cap;
@@ -423,14 +427,15 @@ static int run_load(const char *path, const char *command, long nclients, long t
   for (long i = 0; i < nclients; i++) issue(&cs[i]);
   double start = now_us() + (double)warmup_ms * 1e3, end = start + (double)time_ms * 1e3;
   size_t done = 0;
+  double stopped = end;
   int fds[MAX_FDS], nfds;
   struct epoll_event evs[512];
   for (int stop = 0; !stop;) {
-    int k = epoll_wait(ep, evs, 512, 1000);
+    int k = epoll_wait(ep, evs, 512, 10000);
     if (k < 0 && errno == EINTR) continue;
     if (k < 0) die("epoll_wait");
     if (k == 0) {
-      fprintf(stderr, "frame_bench: no reply for 1 s\n");
+      fprintf(stderr, "frame_bench: no reply for 10 s\n");
       return 1;
     }
     for (int i = 0; i < k; i++) {
@@ -450,15 +455,19 @@ static int run_load(const char *path, const char *command, long nclients, long t
         if (n != HEADER_BYTES + 4) bad_reply("DUP_OK of one fd expected", n);
         memcpy(&c->given[c->ngiven++], frame_buf + HEADER_BYTES, 4);
       }
-      if (c->type != RELEASE && t >= start && c->sent >= start && t <= end) {
+      if (c->type != RELEASE && c->sent >= start) {
         done++;
         sample(t - c->sent);
       }
-      if (t > end) stop = 1;
-      else issue(c);
+      if (t >= end && (long)done >= min_requests) {
+        stop = 1;
+        stopped = t;
+      } else {
+        issue(c);
+      }
     }
   }
-  double seconds = (double)time_ms / 1e3;
+  double seconds = (stopped - start) / 1e6;
   qsort(samples, nsamples, sizeof *samples, cmp_double);
   printf("{\"clients\":%ld,\"mode\":\"%s\",\"requests\":%zu,\"seconds\":%.4f,\"opsPerSec\":%.1f,\"p50Us\":%.3f,\"p99Us\":%.3f}\n",
          nclients, mode_dup ? "dup" : "call", done, seconds, (double)done / seconds, quantile(samples, nsamples, 0.5),
@@ -471,7 +480,8 @@ static int run_load(const char *path, const char *command, long nclients, long t
 int main(int argc, char **argv) {
   const char *usage =
       "usage: frame_bench server --socket PATH\n"
-      "       frame_bench load --socket PATH --clients N --mode dup|call --time MS [--warmup MS] [--command NAME] [--release K]\n";
+      "       frame_bench load --socket PATH --clients N --mode dup|call --time MS [--warmup MS] [--command NAME] [--release K]\n"
+      "                        [--min-requests N]\n";
   if (argc < 2) {
     fputs(usage, stderr);
     return 2;
@@ -491,6 +501,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--time")) time_ms = parse_long(a, v, 1, 3600000);
     else if (!strcmp(a, "--warmup")) warmup_ms = parse_long(a, v, 0, 3600000);
     else if (!strcmp(a, "--release")) release_at = parse_long(a, v, 1, MAX_FDS);
+    else if (!strcmp(a, "--min-requests")) min_requests = parse_long(a, v, 1, 100000000);
     else {
       fprintf(stderr, "frame_bench: unknown option %s\n%s", a, usage);
       return 2;
