@@ -118,6 +118,7 @@ export async function measureThroughput(
 ): Promise<ThroughputSample> {
   const args = ['load', '--socket', socketPath, '--clients', String(options.clients), '--mode', options.mode];
   args.push('--time', String(Math.max(1, Math.round(options.timeMs))), '--warmup', String(Math.round(options.warmupMs)), '--command', options.command);
+  args.push('--release', String(releaseEvery(options.clients)));
   let stdout: string;
   try {
     ({ stdout } = await execFileAsync(exe, args, { timeout: 60_000 + options.timeMs * 4 }));
@@ -131,6 +132,16 @@ export async function measureThroughput(
   }
   if ((r.requests as number) === 0) throw new Error(`frame_bench load (${options.clients} clients, ${options.mode}): no request completed in ${options.timeMs} ms`);
   return { opsPerSec: r.opsPerSec as number, p50Us: r.p50Us as number, p99Us: r.p99Us as number, requests: r.requests as number };
+}
+
+/**
+ * Duplicates a client of the dup mode leaves on the server before it
+ * releases them: 64, fewer with many clients, so that all of them together
+ * (at most 4096) stay well inside both servers' fd limits and the helper's
+ * per-uid quota, whatever RLIMIT_NOFILE is.
+ */
+export function releaseEvery(clients: number): number {
+  return Math.max(1, Math.min(64, Math.floor(4096 / clients)));
 }
 
 /** The key of one point of the curve in per-round maps. */

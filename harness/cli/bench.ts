@@ -403,7 +403,8 @@ interface RoundView {
 /** Starts `fdbridge helper --socket <tmp>/helper.sock` and waits until it listens. */
 async function startHelper(dir: string, maxConnections: number): Promise<{ socketPath: string; stop(): Promise<void> }> {
   const socketPath = join(dir, 'helper.sock');
-  const args = [requireDistFile('harness/cli.js'), 'helper', '--socket', socketPath, ...helperCommandArgs(), '--max-connections', String(maxConnections)];
+  const room = String(maxConnections);
+  const args = [requireDistFile('harness/cli.js'), 'helper', '--socket', socketPath, ...helperCommandArgs(), '--max-connections', room, '--max-connections-per-uid', room];
   const child: ChildProcess = spawn(process.execPath, args, {
     stdio: ['ignore', 'pipe', 'inherit'],
   });

@@ -23,7 +23,7 @@
  *     short window may otherwise see none. The rate is the requests completed
  *     over the window's real length; the latency of each is send to reply. In dup mode every request is a
  *     DUP of one fd (/dev/null), and once a connection holds K duplicates
- *     (default 64) on the server it sends one RELEASE of them first (its round
+ *     (default 64; the bench passes fewer with many clients) on the server it sends one RELEASE of them first (its round
  *     trip costs time, it is not counted as a duplication): the helper's per-
  *     client fd quota is never reached, and the server's fd table stays small.
  *     The same generator drives the helper daemon and the C server, so the
