@@ -27,7 +27,17 @@
       # assert()s state invariants (native/unique_fd.h); they are checked in
       # the Debug and sanitizer builds and compiled out of the Release one.
       "configurations": {
-        "Release": {"defines": ["NDEBUG"]}
+        "Release": {"defines": ["NDEBUG"]},
+        # ASan + UBSan, assertions on: `npm run build:sanitize` builds it into
+        # build/Sanitize/ (the Release addon stays), `npm run test:sanitize`
+        # runs suites against it (scripts/test-sanitize.sh). -O1 keeps the
+        # suites' run time near the Release build's; frame pointers give
+        # ASan's fast unwinder whole stacks.
+        "Sanitize": {
+          "inherit_from": ["Debug"],
+          "cflags": ["-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"],
+          "ldflags": ["-fsanitize=address,undefined"]
+        }
       }
     }
   ]

@@ -4,7 +4,12 @@ namespace fdbridge {
 
 namespace {
 
-void FreeHandle(uv_handle_t* handle) { delete handle; }
+// Each handle is deleted as the type it was made with (deleting a uv_pipe_t
+// through a uv_handle_t* is undefined: a sized delete of the wrong size).
+template <typename Handle>
+void FreeHandle(uv_handle_t* handle) {
+  delete reinterpret_cast<Handle*>(handle);
+}
 
 void IgnoreEvent(uv_fs_event_t*, const char*, int, int) {}
 
@@ -13,7 +18,7 @@ void IgnoreEvent(uv_fs_event_t*, const char*, int, int) {}
 void WarmLoopFds(uv_loop_t* loop) {
   uv_pipe_t* pipe = new uv_pipe_t;
   if (uv_pipe_init(loop, pipe, 0) == 0) {
-    uv_close(reinterpret_cast<uv_handle_t*>(pipe), FreeHandle);
+    uv_close(reinterpret_cast<uv_handle_t*>(pipe), FreeHandle<uv_pipe_t>);
   } else {
     delete pipe;
   }
@@ -22,7 +27,7 @@ void WarmLoopFds(uv_loop_t* loop) {
     // Watching "/" adds an inotify watch, removed again by uv_fs_event_stop;
     // the inotify fd itself stays with the loop.
     if (uv_fs_event_start(watcher, IgnoreEvent, "/", 0) == 0) uv_fs_event_stop(watcher);
-    uv_close(reinterpret_cast<uv_handle_t*>(watcher), FreeHandle);
+    uv_close(reinterpret_cast<uv_handle_t*>(watcher), FreeHandle<uv_fs_event_t>);
   } else {
     delete watcher;
   }

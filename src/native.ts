@@ -8,7 +8,7 @@
  *   which take it over.
  */
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 
 import { EofError, QueueFullError, SystemError, TruncatedError } from './errors';
 import { packageRoot } from './paths';
@@ -264,12 +264,22 @@ export interface NativeBinding {
 }
 
 /**
- * The addon's file: a build from source (build/Release, then build/Debug)
- * when there is one, else the prebuilt binary for this platform, arch and
- * libc (prebuilds/<platform>-<arch>/fdbridge.napi.<libc>.node: one Node-API
- * build serves every supported Node), found by node-gyp-build's rules.
+ * The addon's file: the one FDBRIDGE_ADDON names (a path, relative to the
+ * package root or absolute: the sanitizer build, build/Sanitize/fdbridge.node,
+ * run by `npm run test:sanitize`); else a build from source (build/Release,
+ * then build/Debug) when there is one, else the prebuilt binary for this
+ * platform, arch and libc (prebuilds/<platform>-<arch>/fdbridge.napi.<libc>.node:
+ * one Node-API build serves every supported Node), found by node-gyp-build's
+ * rules. The variable is inherited, so the far sides a test starts (children,
+ * helper daemons) load the same file.
  */
 function addonPath(): string {
+  const named = process.env['FDBRIDGE_ADDON'];
+  if (named !== undefined && named !== '') {
+    const file = resolve(packageRoot, named);
+    if (!existsSync(file)) throw new Error(`fdbridge: FDBRIDGE_ADDON names ${file}, which does not exist (npm run build:sanitize builds build/Sanitize/fdbridge.node)`);
+    return file;
+  }
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     return (require('node-gyp-build') as { resolve(dir: string): string }).resolve(packageRoot);

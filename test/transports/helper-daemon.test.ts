@@ -261,7 +261,8 @@ describe('the socket file', () => {
         try { HelperDaemon.start({ diagnostics: true, socketPath: ${JSON.stringify(socketPath)} }); console.log(JSON.stringify({ code: 'STARTED' })); process.exit(0); }
         catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }`;
       const { stdout } = await execFileAsync(process.execPath, ['-e', script], {
-        env: { ...process.env, LD_PRELOAD: shim, FDB_RACE: kind === 'symlink' ? `symlink:${target}` : 'file' },
+        // After any library already preloaded (the sanitizer run's libasan must stay first).
+        env: { ...process.env, LD_PRELOAD: [process.env['LD_PRELOAD'], shim].filter(Boolean).join(':'), FDB_RACE: kind === 'symlink' ? `symlink:${target}` : 'file' },
         timeout: 20_000,
       });
       const result = JSON.parse(stdout.trim()) as { code: string; message?: string };
