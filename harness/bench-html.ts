@@ -36,17 +36,18 @@ function renderLatency(file: BenchFile): string {
   const rows: string[][] = [];
   for (const a of file.anchors) {
     const same = a.sameCpuFraction !== undefined ? ` (${Math.round(a.sameCpuFraction * 100)}% same CPU)` : '';
-    rows.push([`anchor ${esc(a.name)}${same}`, ...latencyCells(a.latency), a.fdsPerMessage > 1 ? num(a.latency.opsPerSec * a.fdsPerMessage, 0) : '—']);
+    rows.push([`anchor ${esc(a.name)}${same}`, ...latencyCells(a.latency), a.fdsPerMessage > 1 ? num(a.latency.opsPerSec * a.fdsPerMessage, 0) : '—', '—']);
   }
   for (const t of file.transports) {
     if (t.error !== undefined || t.skipped !== undefined) {
-      rows.push([esc(t.transport), `${t.error !== undefined ? 'failed' : 'skipped'}: ${esc(t.error ?? t.skipped)}`, '', '', '', '']);
+      rows.push([esc(t.transport), `${t.error !== undefined ? 'failed' : 'skipped'}: ${esc(t.error ?? t.skipped)}`, '', '', '', '', '']);
       continue;
     }
     const same = t.sameCpuFraction !== undefined ? ` (${Math.round(t.sameCpuFraction * 100)}% same CPU)` : '';
-    rows.push([`${esc(t.transport)}${same}`, ...latencyCells(t.latency), num(t.batch?.fdsPerSec, 0)]);
+    const sync = t.syncLatency ? `${formatUs(t.syncLatency.p50Us)} / ${formatUs(t.syncLatency.p99Us)}` : '—';
+    rows.push([`${esc(t.transport)}${same}`, ...latencyCells(t.latency), num(t.batch?.fdsPerSec, 0), sync]);
   }
-  return `<h2 id="latency">Round trips</h2>${dataTable(['', 'p50', 'p99', 'mean', 'samples', `fds/s @${file.options.fdsPerMessage}`], rows)}`;
+  return `<h2 id="latency">Round trips</h2>${dataTable(['', 'p50', 'p99', 'mean', 'samples', `fds/s @${file.options.fdsPerMessage}`, 'dupFileDescriptorSync p50 / p99'], rows)}`;
 }
 
 function renderGoals(ratios: readonly Ratio[]): string {

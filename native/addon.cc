@@ -262,6 +262,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
                            InstanceMethod<&SocketWrap::ServeDuplications>("serveDuplications"),
                            InstanceMethod<&SocketWrap::CloseGivenInBackground>("closeGivenInBackground"),
                            InstanceMethod<&SocketWrap::RequestDup>("requestDup"),
+                           InstanceMethod<&SocketWrap::DupSync>("dupSync"),
                            InstanceMethod<&SocketWrap::RejectDups>("rejectDups"),
                            InstanceMethod<&SocketWrap::RejectDup>("rejectDup"),
                            InstanceAccessor<&SocketWrap::GetPendingDups>("pendingDups"),
@@ -613,6 +614,45 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     core->AwaitDupReply(id);
     if (r == UnixSocket::kQueued) queued_dup_sends_[send_id] = id;
     return Napi::Value(env, promise);
+  }
+
+  // dupSync(id, fd, timeoutMs) -> number | { status, ... }: the blocking
+  // form of requestDup (UnixSocket::DupSync). The far side's number, or
+  // { status: 'reply', reply: Buffer, fdsClosed } for another frame answering
+  // `id`, { status: 'timeout' }, { status: 'gone', errno } (0: end of file).
+  // Throws, with nothing sent, as requestDup does. Events that arrived
+  // during the wait have reached the message handler when it returns.
+  Napi::Value DupSync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    double idv = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
+    if (!(idv >= 1 && idv <= 4294967295.0 && idv == floor(idv))) throw Napi::RangeError::New(env, "dupSync: id must be a u32 > 0");
+    int fd = ArgFd(info, 1);
+    double ms = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().DoubleValue() : -1;
+    if (!(ms >= 0 && ms <= 2147483647.0 && ms == floor(ms))) throw Napi::RangeError::New(env, "dupSync: timeoutMs must be an integer in [0, 2^31)");
+    UnixSocket* core = Core(env, "sendmsg");
+    UnixSocket::SyncDup r = core->DupSync(fd, static_cast<uint32_t>(idv), NextSendId(), static_cast<int>(ms));
+    switch (r.status) {
+      case UnixSocket::SyncDup::kFd:
+        return Napi::Number::New(env, r.fd);
+      case UnixSocket::SyncDup::kNotSent:
+        ThrowSystem(env, r.err, "sendmsg");
+      case UnixSocket::SyncDup::kQueueFull:
+        ThrowQueueFull(env, core, "sendmsg");
+      default:
+        break;
+    }
+    Napi::Object o = Napi::Object::New(env);
+    if (r.status == UnixSocket::SyncDup::kReply) {
+      o.Set("status", "reply");
+      o.Set("reply", Napi::Buffer<char>::Copy(env, r.reply.data(), r.reply.size()));
+      o.Set("fdsClosed", Napi::Number::New(env, static_cast<double>(r.fds_closed)));
+    } else if (r.status == UnixSocket::SyncDup::kTimeout) {
+      o.Set("status", "timeout");
+    } else {
+      o.Set("status", "gone");
+      o.Set("errno", Napi::Number::New(env, -r.err));
+    }
+    return o;
   }
 
   // rejectDup(id, err) -> whether `id` was a pending requestDup (now rejected

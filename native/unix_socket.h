@@ -174,6 +174,31 @@ class UnixSocket {
   void StopAwaiting(uint32_t id) { awaited_.erase(id); }
   uint64_t served_dups() const { return served_dups_; }
 
+  // The client's side, blocking (sync_dup.cc): sends a one-fd DUP request
+  // (`id` in the frame, `send_id` for OnSendComplete should it queue) and
+  // waits in poll(2) on this socket, at most `timeout_ms`, for the reply to
+  // `id`. Everything else that happens meanwhile (other replies, receive
+  // errors, completions of queued sends) is held back, in order, and handed
+  // to the delegate once the wait is over, before this returns: the event
+  // loop's callbacks would have seen the same events in the same order, only
+  // later. Nothing of the delegate runs during the wait (no JS).
+  struct SyncDup {
+    enum Status {
+      kFd,         // a well-formed DUP_OK: `fd` is the number on the far side
+      kReply,      // another frame answered `id` (ERROR, a malformed DUP_OK): `reply`
+      kTimeout,    // no reply within timeout_ms (the request was sent or queued)
+      kGone,       // the socket reached EOF or failed (`err`) first
+      kQueueFull,  // nothing sent: the send queue is at its limit
+      kNotSent,    // nothing sent: Send failed with `err`
+    };
+    Status status;
+    int32_t fd;
+    int err;
+    size_t fds_closed;  // fds that came with the reply (closed: the far side never sends any)
+    std::vector<char> reply;
+  };
+  SyncDup DupSync(int fd, uint32_t id, uint32_t send_id, int timeout_ms);
+
   int fd() const { return fd_; }
   int type() const { return type_; }
   bool closed() const { return closed_; }
@@ -193,6 +218,8 @@ class UnixSocket {
 
     size_t charge;  // what it adds to queued_bytes_
   };
+
+  class HeldEvents;  // sync_dup.cc: the delegate while DupSync waits
 
   UnixSocket(int fd, int type, size_t max_fds, size_t recv_buffer_size, Delegate* delegate,
              char* external_buffer);

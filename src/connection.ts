@@ -68,6 +68,19 @@ export interface Connection extends AsyncDisposable {
    * it otherwise.
    */
   dupFileDescriptor(fd: number): Promise<number>;
+  /**
+   * dupFileDescriptor for code that cannot await (a script's synchronous
+   * path, a worker thread that must not return to its loop): blocks this
+   * thread until the command's side has the duplicate, at most
+   * `options.timeoutMs` (default 10 s; TimeoutError then, and the duplicate
+   * that may still be made is released when its reply comes). Safe beside
+   * asynchronous requests on the same connection: their replies that arrive
+   * meanwhile settle them as they would have. child and helper block on the
+   * socket; direct and worker duplicate in this process, as their
+   * dupFileDescriptor does; pidfd throws UnsupportedError (its far side
+   * pulls asynchronously).
+   */
+  dupFileDescriptorSync(fd: number, options?: { timeoutMs?: number }): number;
   /** The batch form: many fds at once (any count; 253 per message on the wire), in order. */
   dupFileDescriptors(fds: readonly number[]): Promise<number[]>;
   /** Runs `method(...args)` on the command; arguments and result must be JSON-serializable. */
@@ -91,6 +104,9 @@ export function validateFd(fd: unknown, what = 'fd'): number {
 
 export const MAX_FDS_PER_MESSAGE: number = constants.MAX_FDS_PER_MESSAGE;
 
+/** How long dupFileDescriptorSync waits by default (ms). */
+export const DEFAULT_SYNC_TIMEOUT_MS = 10_000;
+
 /** Shared behaviour of every transport: argument checks, closed state, batching, the proxy. */
 export abstract class BaseConnection implements Connection {
   abstract readonly transport: TransportName;
@@ -106,6 +122,16 @@ export abstract class BaseConnection implements Connection {
     validateFd(fd);
     if (this.#closing) return Promise.reject(this.closedError('dupFileDescriptor'));
     return this.dupOne(fd);
+  }
+
+  dupFileDescriptorSync(fd: number, options: { timeoutMs?: number } = {}): number {
+    validateFd(fd);
+    const timeoutMs = options.timeoutMs ?? DEFAULT_SYNC_TIMEOUT_MS;
+    if (!Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > 0x7fffffff) {
+      throw new RangeError(`dupFileDescriptorSync: timeoutMs must be an integer from 0 to 2^31 - 1, not ${String(timeoutMs)}`);
+    }
+    if (this.#closing) throw this.closedError('dupFileDescriptorSync');
+    return this.dupOneSync(fd, timeoutMs);
   }
 
   dupFileDescriptors(fds: readonly number[]): Promise<number[]> {
@@ -200,6 +226,8 @@ export abstract class BaseConnection implements Connection {
 
   /** Duplicates one validated fd into the command's context. */
   protected abstract dupOne(fd: number): Promise<number>;
+  /** dupOne, blocking this thread at most `timeoutMs`. */
+  protected abstract dupOneSync(fd: number, timeoutMs: number): number;
   /**
    * Duplicates 1..253 validated fds in one step. Any copy the transport
    * makes of them in this process must be numbered at least `above` (one

@@ -84,6 +84,14 @@ export interface NativeSocket {
    * pending id still goes to onMessage.
    */
   requestDup(id: number, fd: number): Promise<number>;
+  /**
+   * The blocking form of requestDup: waits in poll(2), at most `timeoutMs`,
+   * for the reply to `id`; whatever else arrives meanwhile reaches onMessage
+   * (in order) before it returns. The far side's number, or what ended the
+   * wait: another frame answering `id`, the timeout, or the socket's end
+   * (`errno` 0: end of file). Throws, with nothing sent, like send().
+   */
+  dupSync(id: number, fd: number, timeoutMs: number): number | SyncDupOutcome;
   /** Rejects every requestDup still pending with `err`. */
   rejectDups(err: Error): void;
   /** How many requestDup are waiting for their reply. */
@@ -327,6 +335,12 @@ function load(): NativeBinding {
   });
   return binding;
 }
+
+/** What ended a dupSync without a number. */
+export type SyncDupOutcome =
+  | { status: 'reply'; reply: Buffer; fdsClosed: number }
+  | { status: 'timeout' }
+  | { status: 'gone'; errno: number };
 
 export const native: NativeBinding = load();
 export const constants = native.constants;

@@ -10,7 +10,7 @@
 import { ClosedError, EofError, PeerGoneError, SystemError, TimeoutError } from './errors';
 import type { FdLedger } from './command';
 import { closeFds, OwnedFd } from './fd';
-import { constants, native, type NativeExitWatch, type NativeFdBudget, type NativeSocket } from './native';
+import { constants, native, type NativeExitWatch, type NativeFdBudget, type NativeSocket, type SyncDupOutcome } from './native';
 import { socketFileIdentity, unlinkOwnSocketFile, type SocketFileIdentity } from './socket-file';
 
 export type SocketKind = 'stream' | 'dgram' | 'seqpacket';
@@ -528,6 +528,17 @@ export class UnixSocket {
   requestDup(id: number, fd: number): Promise<number> {
     if (this.#closed) throw new ClosedError('send: the socket is closed');
     return this.#native.requestDup(id, fd);
+  }
+
+  /**
+   * requestDup, blocking this thread up to `timeoutMs` for the reply (see
+   * NativeBinding.dupSync): the far side's number, or what ended the wait.
+   * Messages that arrive meanwhile reach the message handler, in order,
+   * before it returns.
+   */
+  dupSync(id: number, fd: number, timeoutMs: number): number | SyncDupOutcome {
+    if (this.#closed) throw new ClosedError('send: the socket is closed');
+    return this.#native.dupSync(id, fd, timeoutMs);
   }
 
   /** How many requestDup are waiting for their reply. */

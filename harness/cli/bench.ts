@@ -111,6 +111,8 @@ export interface TransportBench {
   sameCpuFraction?: number;
   /** One dupFileDescriptors call of 253 fds; fdsPerSec = 253 x opsPerSec. */
   batch?: { fdsPerMessage: number; latency: Latency; fdsPerSec: number };
+  /** child and helper: one dupFileDescriptorSync round trip (blocking on the socket). */
+  syncLatency?: Latency;
   pipelining?: PipeliningResult;
   longRun?: LongRunResult;
 }
@@ -236,6 +238,34 @@ class CpuPlacement {
   get fraction(): number | undefined {
     return this.#total === 0 ? undefined : this.#same / this.#total;
   }
+}
+
+/**
+ * dupFileDescriptorSync round trips, each timed alone (performance.now()
+ * around the call: it blocks, so there is no promise or loop turn to time),
+ * for about `timeMs` after `warmupMs`; the duplicates are closed on the far
+ * side every 256, untimed, as in dupCase.
+ */
+async function measureSync(conn: Connection, fd: number, timeMs: number, warmupMs: number): Promise<{ latency: Latency; samplesUs: number[] }> {
+  const made: number[] = [];
+  const samplesUs: number[] = [];
+  const run = async (ms: number, keep: boolean): Promise<void> => {
+    const deadline = performance.now() + ms;
+    for (let n = 0; n < 64 || performance.now() < deadline; n++) {
+      const t0 = performance.now();
+      made.push(conn.dupFileDescriptorSync(fd));
+      const t1 = performance.now();
+      if (keep) samplesUs.push((t1 - t0) * 1000);
+      if (made.length >= CLOSE_BATCH) await closeRemote(conn, made.splice(0));
+    }
+  };
+  try {
+    await run(warmupMs, false);
+    await run(timeMs, true);
+  } finally {
+    await closeRemote(conn, made.splice(0));
+  }
+  return { latency: summarizeSamples(samplesUs), samplesUs };
 }
 
 /**
@@ -393,6 +423,7 @@ interface RoundView {
   anchors: Map<string, Latency>;
   dup: Map<TransportName, Latency>;
   batch: Map<TransportName, Latency>;
+  sync: Map<TransportName, Latency>;
   /** By pointKey(server, mode, clients). */
   throughput: Map<string, ThroughputSample>;
 }
@@ -524,6 +555,11 @@ export function computeRatios(
         (v, q) => ratio(batchFdsPerSec(v, q), mul(rate(v.anchors, 'c-scm-rights-batch', q), fdsPerMessage)),
         socketGoal,
       );
+      add(
+        { goal: 'syncRoundTripVsC', transport, description: `${transport} dupFileDescriptorSync / C ping-pong (p50)`, comparison: '<=', target: 1.1 },
+        (v, q) => ratio(at(v.sync, transport, q), at(v.anchors, 'c-scm-rights', q)),
+        socketGoal,
+      );
     } else {
       add({ goal: 'usPerDup', transport, description: `${transport} µs per duplication (p50)`, comparison: '<=', target: 5 }, dup, true);
     }
@@ -623,11 +659,12 @@ export function formatReport(file: BenchFile): string {
       '-',
       '-',
       '-',
+      '-',
     ]);
   }
   for (const t of file.transports) {
     if (t.error || t.skipped) {
-      rows.push([t.transport, `(${t.error ? 'failed' : 'skipped'}: ${t.error ?? t.skipped})`, '', '', '', '', '', '', '', '']);
+      rows.push([t.transport, `(${t.error ? 'failed' : 'skipped'}: ${t.error ?? t.skipped})`, '', '', '', '', '', '', '', '', '']);
       continue;
     }
     const lr = t.longRun;
@@ -639,6 +676,7 @@ export function formatReport(file: BenchFile): string {
       String(t.latency?.samples ?? '-'),
       fmt(t.latency?.opsPerSec, 0),
       fmt(t.batch?.fdsPerSec, 0),
+      t.syncLatency ? `${fmt(t.syncLatency.p50Us)} / ${fmt(t.syncLatency.p99Us)}` : '-',
       t.pipelining ? `${fmt(t.pipelining.gain, 2)}x` : '-',
       lr ? `${lr.clientFdsStart}->${lr.clientFdsEnd} / ${lr.commandFdsStart}->${lr.commandFdsEnd}` : '-',
       lr
@@ -667,7 +705,7 @@ export function formatReport(file: BenchFile): string {
       'latency ratios from p50, median of rounds (one run: only ratios count)',
     '',
     table(
-      ['', 'mean µs', 'p50 µs', 'p99 µs', 'samples', 'ops/s', `fds/s @${file.options.fdsPerMessage}`, `x${file.options.pipelineDepth} gain`, 'fds start->end client / command', 'RSS +MB client / command'],
+      ['', 'mean µs', 'p50 µs', 'p99 µs', 'samples', 'ops/s', `fds/s @${file.options.fdsPerMessage}`, 'sync p50 / p99 µs', `x${file.options.pipelineDepth} gain`, 'fds start->end client / command', 'RSS +MB client / command'],
       rows,
     ),
     '',
@@ -880,7 +918,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     for (let r = 0; r < roundCount; r++) {
       log(`round ${r + 1}/${roundCount}`);
-      const view: RoundView = { anchors: new Map(), dup: new Map(), batch: new Map(), throughput: new Map() };
+      const view: RoundView = { anchors: new Map(), dup: new Map(), batch: new Map(), sync: new Map(), throughput: new Map() };
       for (const name of session.names) {
         const m = await session.measure(name, { time: perRound, warmupTime });
         view.anchors.set(name, m.latency);
@@ -895,6 +933,11 @@ export async function main(argv: string[]): Promise<number> {
           view.batch.set(t, batch.latency);
           pool(`${t} dup`, dup.samplesUs);
           pool(`${t} batch`, batch.samplesUs);
+          if (SOCKET_GOAL_TRANSPORTS.includes(t)) {
+            const sync = await measureSync(conn, fd, perRound, warmupTime);
+            view.sync.set(t, sync.latency);
+            pool(`${t} sync`, sync.samplesUs);
+          }
         } catch (err) {
           await fail(t, err);
         }
@@ -923,6 +966,8 @@ export async function main(argv: string[]): Promise<number> {
         if (fraction !== undefined) res.sameCpuFraction = fraction;
         const batch = summarizeSamples(pools.get(`${t} batch`) ?? []);
         res.batch = { fdsPerMessage: fds.length, latency: batch, fdsPerSec: batch.opsPerSec * fds.length };
+        const sync = pools.get(`${t} sync`);
+        if (sync) res.syncLatency = summarizeSamples(sync);
       } catch (err) {
         await fail(t, err);
       }

@@ -39,13 +39,18 @@ export class DirectConnection extends BaseConnection {
 
   protected dupOne(fd: number): Promise<number> {
     try {
-      // Above the floor: never a number the caller closed and may still name.
-      const d = native.dupHigh(fd);
-      this.#host.ledger.add(d);
-      return Promise.resolve(d);
+      return Promise.resolve(this.dupOneSync(fd));
     } catch (err) {
       return Promise.reject(err);
     }
+  }
+
+  /** In this process: nothing to wait for. */
+  protected dupOneSync(fd: number): number {
+    // Above the floor: never a number the caller closed and may still name.
+    const d = native.dupHigh(fd);
+    this.#host.ledger.add(d);
+    return d;
   }
 
   protected async dupMany(fds: number[], above: number): Promise<number[]> {

@@ -279,6 +279,74 @@ export class SocketConnection extends BaseConnection {
     });
   }
 
+  /**
+   * One duplication, blocking: the DUP frame goes out (behind whatever is
+   * queued) and this thread waits in poll(2) on the socket for its reply
+   * (UnixSocket::DupSync). Replies to other requests that arrive meanwhile
+   * reach #onMessage, in order, before this returns, exactly as the event
+   * loop would have delivered them. On a timeout the request stays pending
+   * here: a late DUP_OK releases the duplicate it names, so nothing is left
+   * behind on the far side.
+   */
+  protected dupOneSync(fd: number, timeoutMs: number): number {
+    if (this.#dead) throw this.#dead;
+    if (this.#pull) {
+      throw new UnsupportedError(
+        'dupFileDescriptorSync is not available on the pidfd transport: the far side pulls the fd while this side waits in its event loop; use dupFileDescriptor',
+      );
+    }
+    this.#flushFolded(); // requests leave in the order they were made
+    const id = this.#nextId;
+    this.#nextId = (this.#nextId + 1) >>> 0 || 1;
+    let r: ReturnType<UnixSocket['dupSync']>;
+    try {
+      r = this.#socket.dupSync(id, fd, timeoutMs);
+    } catch (err) {
+      // Nothing was sent.
+      if (err instanceof QueueFullError) throw this.#queueFull('dupFileDescriptorSync', err);
+      if (isPeerGone(err)) {
+        void this.#peerGone(err as Error);
+        throw new PeerExitedError('dupFileDescriptorSync', { transport: this.transport, pid: this.location.pid, exitCode: null, signal: null });
+      }
+      throw err;
+    }
+    if (typeof r === 'number') return r;
+    const peer = `the ${this.transport} (pid ${this.location.pid})`;
+    switch (r.status) {
+      case 'timeout': {
+        const release = (far: number): void => void this.release([far]).catch(() => undefined);
+        this.#pending.set(id, new Pending(DUP_ONE, 1, 'dupFileDescriptorSync', release as (v: never) => void, () => undefined, null, null));
+        throw new TimeoutError(
+          `dupFileDescriptorSync(${fd}) failed: ${peer} did not answer within ${timeoutMs} ms; ` +
+            'a duplicate it makes later is released when its reply comes',
+        );
+      }
+      case 'gone':
+        // The held end of file or error has reached #onMessage already: the
+        // connection is failing, and its pending requests with it.
+        throw this.brokenError() ?? new PeerExitedError('dupFileDescriptorSync', { transport: this.transport, pid: this.location.pid, exitCode: null, signal: null });
+      case 'reply': {
+        if (r.fdsClosed > 0) {
+          this.#stats.unexpectedFds += r.fdsClosed;
+          const err = new ProtocolError(`the ${this.transport} sent ${r.fdsClosed} fd(s) with a reply; its side never sends fds`);
+          this.#violation(err);
+          throw err;
+        }
+        let frame: Frame;
+        try {
+          frame = decodeFrame(r.reply, []);
+        } catch (err) {
+          this.#violation(err as Error);
+          throw err;
+        }
+        if (frame.type === FrameType.ERROR) throw remoteFailure('dupFileDescriptorSync', frame.error);
+        const err = new ProtocolError('dupFileDescriptorSync: the reply does not list 1 fd');
+        this.#violation(new ProtocolError(`the ${this.transport} answered a duplication with a wrong reply`));
+        throw err;
+      }
+    }
+  }
+
   /** Sends the calls folded in this tick, 253 per frame. */
   readonly #flushFolded = (): void => {
     // Already flushed by a later request that had to go out after these.

@@ -133,15 +133,20 @@ export class WorkerConnection extends BaseConnection {
   }
 
   protected dupOne(fd: number): Promise<number> {
-    if (this.#exit) return Promise.reject(this.#exit);
     try {
-      // Above the floor: never a number the caller closed and may still name.
-      const d = native.dupHigh(fd);
-      this.#ledger.add(d);
-      return Promise.resolve(d);
+      return Promise.resolve(this.dupOneSync(fd));
     } catch (err) {
       return Promise.reject(err);
     }
+  }
+
+  /** The worker shares this process's fd table: the duplicate is made here, into its ledger. */
+  protected dupOneSync(fd: number): number {
+    if (this.#exit) throw this.#exit;
+    // Above the floor: never a number the caller closed and may still name.
+    const d = native.dupHigh(fd);
+    this.#ledger.add(d);
+    return d;
   }
 
   protected async dupMany(fds: number[], above: number): Promise<number[]> {

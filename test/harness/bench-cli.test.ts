@@ -98,6 +98,7 @@ describe('fdbridge bench (subprocess)', () => {
         expect(Number.isFinite(v) && (v as number) > 0).toBe(true);
       }
     }
+    for (const name of ['child', 'helper']) expectLatency(file.transports.find((t) => t.transport === name)?.syncLatency, `${name}.syncLatency`);
     // child and helper at least must have run: the goals are about them.
     for (const name of ['direct', 'worker', 'child', 'helper']) {
       expect(file.transports.find((t) => t.transport === name)?.latency).toBeDefined();
@@ -129,7 +130,7 @@ describe('fdbridge bench (subprocess)', () => {
   test('computes every goal ratio from this run, judged where a goal is set', () => {
     const find = (goal: string, transport: string) => file.ratios.find((r) => r.goal === goal && r.transport === transport);
     for (const transport of ['child', 'helper']) {
-      for (const goal of ['roundTripVsC', 'nodeHandleVsRoundTrip', 'batchFdsPerSec', 'batchVsC', 'pipeliningGain', 'longRunRssGrowthMB']) {
+      for (const goal of ['roundTripVsC', 'syncRoundTripVsC', 'nodeHandleVsRoundTrip', 'batchFdsPerSec', 'batchVsC', 'pipeliningGain', 'longRunRssGrowthMB']) {
         const r = find(goal, transport);
         expect(r).toBeDefined();
         expect(typeof r?.met).toBe('boolean');
