@@ -99,6 +99,20 @@ afterAll(async () => {
 });
 
 describe.each(TRANSPORTS)('%s transport', (transport) => {
+
+  /** What a failed batch found, and the variables that replay it. */
+  function describeFailure(details: fc.RunDetails<[Iterable<fc.AsyncCommand<World['model'], World>>]>): string {
+    const replay = replayPathOf(details.counterexample?.[0]);
+    return (
+      `the ${transport} transport disagrees with the model (seed ${details.seed}, shrunk ${details.numShrinks} time(s)).\n` +
+      `Shrunk sequence: ${String(details.counterexample?.[0])}\n` +
+      `What went wrong: ${details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance)}\n` +
+      `Replay it: FDBRIDGE_MODEL_TRANSPORTS=${transport} FDBRIDGE_MODEL_SEED=${details.seed} FDBRIDGE_MODEL_RUNS=${RUNS} ` +
+      `FDBRIDGE_MODEL_COMMANDS=${MAX_COMMANDS} FDBRIDGE_MODEL_PATH=${details.counterexamplePath ?? ''}` +
+      `${replay ? ` FDBRIDGE_MODEL_REPLAY=${replay}` : ''} npm run test:model\n\n` +
+      fc.defaultReportMessage(details)
+    );
+  }
   test(
     'random sequences of requests, bursts, holds, close and peer death agree with the model',
     async () => {
@@ -114,23 +128,17 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
         const seed = SEED + batch;
         const details = await fc.check(property, { seed, numRuns: RUNS, ...(PATH ? { path: PATH } : {}) });
         batch++;
+        const failure = details.failed ? describeFailure(details) : undefined;
         if (LOG) {
           appendFileSync(
             LOG,
-            `${JSON.stringify({ transport, seed, runs: details.numRuns, failed: details.failed, sequences: counters.sequences - before.sequences, commands: counters.commands - before.commands, requests: counters.requests - before.requests, fdsSent: counters.fdsSent - before.fdsSent, elapsedMs: Date.now() - started })}\n`,
+            `${JSON.stringify({ transport, seed, runs: details.numRuns, failed: details.failed, sequences: counters.sequences - before.sequences, commands: counters.commands - before.commands, requests: counters.requests - before.requests, fdsSent: counters.fdsSent - before.fdsSent, elapsedMs: Date.now() - started, ...(failure ? { failure } : {}) })}\n`,
           );
         }
-        if (details.failed) {
-          const replay = replayPathOf(details.counterexample?.[0]);
-          failures.push(
-            `the ${transport} transport disagrees with the model (seed ${details.seed}, shrunk ${details.numShrinks} time(s)).\n` +
-              `Shrunk sequence: ${String(details.counterexample?.[0])}\n` +
-              `What went wrong: ${details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance)}\n` +
-              `Replay it: FDBRIDGE_MODEL_TRANSPORTS=${transport} FDBRIDGE_MODEL_SEED=${details.seed} FDBRIDGE_MODEL_RUNS=${RUNS} ` +
-              `FDBRIDGE_MODEL_COMMANDS=${MAX_COMMANDS} FDBRIDGE_MODEL_PATH=${details.counterexamplePath ?? ''}` +
-              `${replay ? ` FDBRIDGE_MODEL_REPLAY=${replay}` : ''} npm run test:model\n\n` +
-              fc.defaultReportMessage(details),
-          );
+        if (failure) {
+          // At once, too: a long run that overruns its test timeout still shows what it found.
+          if (BUDGET_MS > 0) process.stderr.write(`${failure}\n\n`);
+          failures.push(failure);
           // A long run goes on with the next seed (each failure is worth
           // knowing); a replay or the bounded run stops here.
           if (BUDGET_MS === 0 || PATH !== undefined) break;
