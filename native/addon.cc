@@ -418,6 +418,15 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     UnixSocket* core = Core(env, "sendmsg");
     uint32_t id = NextSendId();
     bool exempt = info.Length() > 4 && info[4].ToBoolean();
+    bool own = info.Length() > 5 && info[5].ToBoolean();
+    // A caller's numbers: one of ours is refused as closed (fd_ops.h,
+    // OwnedFdsLock), checked and sent under one lock. `own`: the fds are
+    // our pins, sent on the caller's behalf.
+    OwnedFdsLock owned;
+    if (!own) {
+      int refused = FdRefuseOwned(fds.data(), fds.size());
+      if (refused < 0) ThrowSystem(env, refused, "sendmsg");
+    }
     int r = core->Send(data, len, fds.data(), fds.size(), id, exempt);
     if (r < 0) {
       if (r == -EINVAL && core->type() == SOCK_STREAM && len == 0 && !fds.empty()) {
@@ -538,6 +547,9 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     UnixSocket* core = Core(env, "sendto");
     if (core->type() != SOCK_DGRAM) throw Napi::TypeError::New(env, "sendTo needs a DGRAM socket");
     uint32_t id = NextSendId();
+    OwnedFdsLock owned;  // as in Send: a number of ours is refused as closed
+    int refused = FdRefuseOwned(fds.data(), fds.size());
+    if (refused < 0) ThrowSystem(env, refused, "sendto");
     int r = core->SendTo(&to, to_len, data, len, fds.data(), fds.size(), id, wait);
     if (r < 0) ThrowSystem(env, r, "sendto");
     if (r == UnixSocket::kQueueFull) ThrowQueueFull(env, core, "sendto");
@@ -602,7 +614,9 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     napi_value promise;
     if (napi_create_promise(env, &deferred, &promise) != napi_ok) throw Napi::Error::New(env, "requestDup: no promise");
     uint32_t send_id = NextSendId();
-    int r = core->Send(header, sizeof(header), &fd, 1, send_id);
+    OwnedFdsLock owned;  // as in Send: a number of ours is refused as closed
+    int r = FdRefuseOwned(&fd, 1);
+    if (r == 0) r = core->Send(header, sizeof(header), &fd, 1, send_id);
     if (r < 0 || r == UnixSocket::kQueueFull) {
       // Nothing was sent: settle the unused promise (nobody holds it, and a
       // rejection would be reported as unhandled), then throw.
@@ -758,6 +772,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
       return info.Env().Undefined();
     }
     core_->AddGiven(fd);
+    FdMarkOwned(&fd, 1);  // the connection's until the command adopts it
     return info.Env().Undefined();
   }
   Napi::Value AdoptGiven(const Napi::CallbackInfo& info) {
@@ -1224,8 +1239,17 @@ Napi::Value Dup(const Napi::CallbackInfo& info) {
 
 // dupHigh(fd) -> a close-on-exec duplicate for fdbridge itself, numbered at
 // or above the floor (FdDupHigh).
+// A number fdbridge holds for itself is refused as closed (EBADF): see
+// OwnedFdsLock in fd_ops.h.
 Napi::Value DupHigh(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), FdDupHigh(ArgFd(info, 0)), "dup"));
+  int fd = ArgFd(info, 0);
+  int r;
+  {
+    OwnedFdsLock owned;
+    r = FdRefuseOwned(&fd, 1);
+    if (r == 0) r = FdDupHigh(fd);
+  }
+  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), r, "dup"));
 }
 
 // dupAll(fds, above = 0) -> duplicates (close-on-exec) for fdbridge itself,
@@ -1249,9 +1273,23 @@ Napi::Value DupAll(const Napi::CallbackInfo& info) {
     if (fds[i] > highest) highest = fds[i];
   }
   std::vector<int> out(n);
-  int r = FdDupAllHigh(fds.data(), n, highest + 1, out.data());
+  int r;
+  {
+    OwnedFdsLock owned;  // as in dupHigh: a number of ours is refused as closed
+    r = FdRefuseOwned(fds.data(), n);
+    if (r == 0) r = FdDupAllHigh(fds.data(), n, highest + 1, out.data());
+  }
   CheckFdResult(env, r, "dup");
   return FdArray(env, out.data(), n);
+}
+
+Napi::Value Disown(const Napi::CallbackInfo& info) {
+  FdDisown(ArgFd(info, 0));
+  return info.Env().Undefined();
+}
+
+Napi::Value OwnedFdCount(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(FdOwnedCount()));
 }
 
 Napi::Value FdFloorFn(const Napi::CallbackInfo& info) {
@@ -1476,6 +1514,8 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("dup", Napi::Function::New<Dup>(env, "dup"));
   exports.Set("close", Napi::Function::New<Close>(env, "close"));
   exports.Set("dupAll", Napi::Function::New<DupAll>(env, "dupAll"));
+  exports.Set("disown", Napi::Function::New<Disown>(env, "disown"));
+  exports.Set("ownedFdCount", Napi::Function::New<OwnedFdCount>(env, "ownedFdCount"));
   exports.Set("dupHigh", Napi::Function::New<DupHigh>(env, "dupHigh"));
   exports.Set("warmLoop", Napi::Function::New<WarmLoop>(env, "warmLoop"));
   exports.Set("fdFloor", Napi::Function::New<FdFloorFn>(env, "fdFloor"));

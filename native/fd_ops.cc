@@ -18,6 +18,7 @@
 #include <deque>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 
 #include "unique_fd.h"
@@ -30,6 +31,56 @@
 #endif
 
 namespace fdbridge {
+
+namespace {
+
+struct OwnedFds {
+  std::recursive_mutex mu;
+  // fd -> the generation of its registration (never 0).
+  std::unordered_map<int, uint64_t> gens;
+  uint64_t next_gen = 0;
+  // Read without the lock by FdClose: a process that holds none of its own
+  // fds (most callers' most of the time) closes without taking it.
+  std::atomic<size_t> count{0};
+};
+
+OwnedFds& TheOwnedFds() {
+  static OwnedFds* owned = new OwnedFds();  // never destroyed: worker threads may close fds during exit
+  return *owned;
+}
+
+void MarkOwnedLocked(OwnedFds& o, int fd) {
+  if (o.gens.emplace(fd, ++o.next_gen).second) o.count.fetch_add(1, std::memory_order_relaxed);
+}
+
+}  // namespace
+
+OwnedFdsLock::OwnedFdsLock() { TheOwnedFds().mu.lock(); }
+OwnedFdsLock::~OwnedFdsLock() { TheOwnedFds().mu.unlock(); }
+
+int FdRefuseOwned(const int* fds, size_t n) {
+  OwnedFds& o = TheOwnedFds();
+  if (o.count.load(std::memory_order_relaxed) == 0) return 0;
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  for (size_t i = 0; i < n; i++) {
+    if (o.gens.count(fds[i]) != 0) return -EBADF;
+  }
+  return 0;
+}
+
+void FdMarkOwned(const int* fds, size_t n) {
+  OwnedFds& o = TheOwnedFds();
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  for (size_t i = 0; i < n; i++) MarkOwnedLocked(o, fds[i]);
+}
+
+void FdDisown(int fd) {
+  OwnedFds& o = TheOwnedFds();
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  if (o.gens.erase(fd) != 0) o.count.fetch_sub(1, std::memory_order_relaxed);
+}
+
+size_t FdOwnedCount() { return TheOwnedFds().count.load(std::memory_order_relaxed); }
 
 int FdDupCloexec(int fd) {
   int r = fcntl(fd, F_DUPFD_CLOEXEC, 0);
@@ -69,6 +120,8 @@ int DupAllFrom(const int* fds, size_t n, int start, int* out) {
   return 0;
 }
 
+int DupAllHighUnregistered(const int* fds, size_t n, int min_fd, int* out);
+
 }  // namespace
 
 int FdFloor() {
@@ -83,6 +136,15 @@ int FdDupHigh(int fd) {
 }
 
 int FdDupAllHigh(const int* fds, size_t n, int min_fd, int* out) {
+  OwnedFdsLock lock;  // made and registered as one step
+  int r = DupAllHighUnregistered(fds, n, min_fd, out);
+  if (r == 0) FdMarkOwned(out, n);
+  return r;
+}
+
+namespace {
+
+int DupAllHighUnregistered(const int* fds, size_t n, int min_fd, int* out) {
   int floor = FdFloor();
   int r = DupAllFrom(fds, n, min_fd > floor ? min_fd : floor, out);
   // EINVAL: the start is at or above the soft limit. The limit was lowered
@@ -97,9 +159,30 @@ int FdDupAllHigh(const int* fds, size_t n, int min_fd, int* out) {
   return DupAllFrom(fds, n, floor, out);
 }
 
+}  // namespace
+
 int FdClose(int fd) {
-  if (close(fd) == 0) return 0;
-  return errno == EINTR ? 0 : -errno;
+  OwnedFds& o = TheOwnedFds();
+  uint64_t gen = 0;
+  if (o.count.load(std::memory_order_relaxed) != 0) {
+    std::lock_guard<std::recursive_mutex> lock(o.mu);
+    auto it = o.gens.find(fd);
+    if (it != o.gens.end()) gen = it->second;
+  }
+  // Unregistered only after the close: until then the number is ours, and
+  // a caller naming it must still be refused. (Between the two a number
+  // just opened by another thread may be refused once; never is one of
+  // ours accepted.)
+  int r = close(fd) == 0 || errno == EINTR ? 0 : -errno;
+  if (gen != 0) {
+    std::lock_guard<std::recursive_mutex> lock(o.mu);
+    auto it = o.gens.find(fd);
+    if (it != o.gens.end() && it->second == gen) {
+      o.gens.erase(it);
+      o.count.fetch_sub(1, std::memory_order_relaxed);
+    }
+  }
+  return r;
 }
 
 namespace {
@@ -299,8 +382,13 @@ int PidfdGetfd(int pidfd, int target_fd) {
 }
 
 int PidfdGetfdHigh(int pidfd, int target_fd) {
+  OwnedFdsLock lock;  // made and registered as one step
   int r = PidfdGetfd(pidfd, target_fd);
-  if (r < 0 || r >= FdFloor()) return r;
+  if (r < 0) return r;
+  if (r >= FdFloor()) {
+    FdMarkOwned(&r, 1);
+    return r;
+  }
   UniqueFd low(r);  // released once its copy above the floor exists (or not)
   return FdDupHigh(low.get());
 }

@@ -48,21 +48,72 @@ int FdDupCloexec(int fd);
 constexpr int kFdFloorCap = 8192;
 int FdFloor();
 
-// F_DUPFD_CLOEXEC at or above FdFloor(). No number free there is EMFILE,
+// F_DUPFD_CLOEXEC at or above FdFloor(), registered as ours (see
+// OwnedFdsLock). No number free there is EMFILE,
 // even when lower numbers are free: a lower one could be a number the
 // caller still names.
 int FdDupHigh(int fd);
 
 // Duplicates fds[0..n) into out[0..n), all or none (on failure the
-// duplicates made are closed), each at or above max(FdFloor(), min_fd).
+// duplicates made are closed), each at or above max(FdFloor(), min_fd), and
+// registers the duplicates as ours. The fds given are not checked against
+// the registry (a pin of ours may be queued again): callers that take
+// numbers from a caller check them first (FdRefuseOwned).
 // With min_fd above the highest fd of a list, no duplicate can take the
 // number of a closed fd later in the list (and make it "succeed" on the
 // wrong file). When there is no room at min_fd (it reaches the limit),
 // every fd is checked to be open first and the duplicates go from the floor.
 int FdDupAllHigh(const int* fds, size_t n, int min_fd, int* out);
 
+// The fds fdbridge holds for itself, process-wide (worker threads share the
+// fd table, so one registry serves every thread): pins, a queued send's
+// copies, duplicates given to a command in this process and not yet
+// adopted, fds a command was given over a socket or pulled with
+// pidfd_getfd and has not adopted, and the library's own watchers.
+//
+// The floor keeps these above the caller's numbers only while the caller's
+// fds stay below it. Past it (a low RLIMIT_NOFILE, or thousands of fds
+// open), one of ours can take a number the caller has closed and still
+// names; dup of that number would then "succeed" on our copy of someone
+// else's file. So every number that comes in from a caller (a duplication,
+// a socket send's fds) is checked against this registry, and one of ours is
+// refused with EBADF, exactly as if it were closed, which for the caller it
+// is.
+//
+// Registered where the library makes the fd (FdDupHigh, FdDupAllHigh,
+// PidfdGetfdHigh, FdMarkOwned for fds that arrive by recvmsg); unregistered
+// where ownership leaves the library: FdClose (every close goes through it)
+// or FdDisown (a command adopted it).
+//
+// OwnedFdsLock is held across checking a caller's numbers and using them,
+// and across making our fds and registering them, so that another thread's
+// fd cannot take a number between the check and the use. It is recursive:
+// a send that gets queued pins its fds (FdDupAllHigh) under the same lock.
+// It is never held across close(2), which can block (see
+// FdCloseInBackground): FdClose unregisters after the close, and only the
+// registration it saw before (a generation), never one a thread made for a
+// new fd that took the freed number meanwhile.
+class OwnedFdsLock {
+ public:
+  OwnedFdsLock();
+  ~OwnedFdsLock();
+  OwnedFdsLock(const OwnedFdsLock&) = delete;
+  OwnedFdsLock& operator=(const OwnedFdsLock&) = delete;
+};
+
+// -EBADF if any of fds[0..n) is one fdbridge holds for itself, else 0.
+// Hold an OwnedFdsLock from this check until the numbers have been used.
+int FdRefuseOwned(const int* fds, size_t n);
+// Records fds[0..n) as held by fdbridge (idempotent).
+void FdMarkOwned(const int* fds, size_t n);
+// The fd stays open but is no longer fdbridge's (a command adopted it).
+void FdDisown(int fd);
+// How many fds fdbridge holds for itself in this process now.
+size_t FdOwnedCount();
+
 // close(2). Linux always releases the descriptor, even when close returns
 // EINTR (see close(2), "Dealing with error returns"), so EINTR is success here.
+// An fd of ours is unregistered once closed.
 int FdClose(int fd);
 
 // Hands `fd` to one dedicated thread that closes it. close(2) can block for
@@ -115,7 +166,8 @@ int FdEventfd();
 int PidfdOpen(pid_t pid);
 int PidfdGetfd(int pidfd, int target_fd);
 // pidfd_getfd, moved at or above FdFloor() (pidfd_getfd has no minimum: it
-// takes the lowest free number, which is then released at once).
+// takes the lowest free number, which is then released at once), and
+// registered as ours.
 int PidfdGetfdHigh(int pidfd, int target_fd);
 
 }  // namespace fdbridge

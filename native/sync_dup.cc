@@ -190,7 +190,14 @@ UnixSocket::SyncDup UnixSocket::DupSync(int fd, uint32_t id, uint32_t send_id, i
   // From here on the loop's callbacks cannot run (this thread is busy), and
   // whatever this socket reads or completes goes to `held`.
   delegate_ = &held;
-  int r = Send(header, sizeof header, &fd, 1, send_id);
+  int r;
+  {
+    // A number fdbridge holds for itself is refused as closed, checked and
+    // sent under one lock (fd_ops.h, OwnedFdsLock); not held for the wait.
+    OwnedFdsLock owned;
+    r = FdRefuseOwned(&fd, 1);
+    if (r == 0) r = Send(header, sizeof header, &fd, 1, send_id);
+  }
   if (r < 0 || r == kQueueFull) {
     delegate_ = real;
     out.status = r < 0 ? SyncDup::kNotSent : SyncDup::kQueueFull;

@@ -424,6 +424,8 @@ bool UnixSocket::TryServeDup(const char* data, size_t len, const int* fds, size_
     given_.insert(fd);
   }
   if (budget_) budget_->Charge(nfds);
+  // The connection's until the command adopts them (fd_ops.h, OwnedFdsLock).
+  FdMarkOwned(fds, nfds);
   served_dups_++;
   // The reply carries no fds; queued if the socket is full, behind every
   // earlier reply (id 0: nobody awaits its completion). It cannot meet a

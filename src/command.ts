@@ -18,6 +18,7 @@ import { threadId } from 'node:worker_threads';
 
 import { BUILTIN_COMMANDS, builtinCommand } from './commands/registry';
 import { closeFds } from './fd';
+import { native } from './native';
 import type { TransportName } from './transports';
 import { requireModule } from './ts-modules';
 
@@ -204,6 +205,8 @@ export class CommandHost {
         if (!ledger.adopt(fd)) {
           throw new Error(`adoptFd(${fd}): this fd was not duplicated into this command, or was adopted already`);
         }
+        // The command's now: a caller may name it (native.disown).
+        native.disown(fd);
         return fd;
       },
     });

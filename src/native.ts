@@ -126,6 +126,11 @@ export interface NativeSocket {
     tag?: T,
     /** Queued even when the send queue is at its limit. */
     exempt?: boolean,
+    /**
+     * The fds are fdbridge's own pins, sent for a caller: not refused as
+     * fds fdbridge holds for itself (see disown).
+     */
+    ownFds?: boolean,
   ): 0 | 1;
   /**
    * sendto(2) on an unconnected DGRAM socket, fds borrowed. Returns 0 when
@@ -223,6 +228,17 @@ export interface NativeBinding {
    * matching a fresh duplicate's number.
    */
   dupAll(fds: readonly number[], above?: number): number[];
+  /**
+   * `fd` stays open but is no longer one fdbridge holds for itself (a
+   * command adopted it). The fds fdbridge holds for itself (dupHigh,
+   * dupAll, queued sends' copies, pidfdGetfd, fds a command was given and
+   * has not adopted) are refused with EBADF wherever a caller names an fd
+   * (dupHigh, dupAll, a socket's send, sendTo, requestDup): past the
+   * floor, one of them can take a number the caller closed and still names.
+   */
+  disown(fd: number): void;
+  /** How many fds fdbridge holds for itself in this process now. */
+  ownedFdCount(): number;
   /**
    * Has this thread's event loop open now the fds libuv opens lazily and
    * keeps for the loop's life (the EMFILE reserve, the inotify fd).

@@ -357,16 +357,22 @@ export class UnixSocket {
    * `exemptFromLimit` queues the message even past the limit: only for the
    * few small messages that release what earlier sends took (a protocol's
    * cleanup or goodbye), whose number those earlier sends bound.
+   *
+   * An fd that fdbridge holds for itself (a pin, a queued copy, an fd given
+   * to a command and not adopted) is refused with EBADF, as a closed one:
+   * past the fd floor such an fd can take a number the caller closed and
+   * still names. `ownFds` says the fds are fdbridge's own pins, sent on a
+   * caller's behalf.
    */
   write<T = undefined>(
     data: Uint8Array,
     fds?: readonly number[],
     done?: (err: Error | null, tag: T) => void,
     tag?: T,
-    options?: { exemptFromLimit?: boolean },
+    options?: { exemptFromLimit?: boolean; ownFds?: boolean },
   ): boolean {
     if (this.#closed) throw new ClosedError('send: the socket is closed');
-    return this.#native.send(data, fds, done, tag, options?.exemptFromLimit === true) === 0;
+    return this.#native.send(data, fds, done, tag, options?.exemptFromLimit === true, options?.ownFds === true) === 0;
   }
 
   /**

@@ -83,6 +83,8 @@ export type PeerExitProbe = () => Promise<PeerExit>;
 
 /** A send queued even past the send queue's limit (see UnixSocket.write). */
 const EXEMPT = { exemptFromLimit: true } as const;
+/** A send of our own pins (see UnixSocket.write): not refused as fds we hold. */
+const OWN_FDS = { ownFds: true } as const;
 
 /** Every fd number in a DUP_OK payload is non-negative. */
 function allNonNegative(buf: Buffer): boolean {
@@ -366,6 +368,7 @@ export class SocketConnection extends BaseConnection {
         'dupFileDescriptor',
         callers,
         this.#pull ? chunk : null,
+        OWN_FDS,
       );
       // The kernel holds its own references once the frame is queued; the
       // pidfd transport keeps its pins until the far side has pulled them.
@@ -425,7 +428,7 @@ export class SocketConnection extends BaseConnection {
     operation: string,
     waiters: Waiter[] | null,
     pins: number[] | null,
-    options?: { exemptFromLimit?: boolean },
+    options?: { exemptFromLimit?: boolean; ownFds?: boolean },
   ): Promise<unknown> {
     if (this.#dead && this.#probing) {
       // Fail it with the peer's exit status, like the requests already pending.

@@ -85,6 +85,28 @@ export class CloseLocal extends Step {
 }
 
 /**
+ * Opens client fds (ballast: a file the model does not track) until the
+ * lowest free number is `extra` past the fd floor. From then on the
+ * client's numbers, the temporaries Dup closes among them, share the range
+ * where the library makes its own fds (pins, duplicates, queued copies):
+ * the floor no longer keeps them apart, and a closed number must still be
+ * EBADF, never one of the library's fds that took it.
+ */
+export class Crowd extends Step {
+  constructor(readonly extra: number) {
+    super();
+  }
+
+  protected act(w: World): void {
+    w.crowd(this.extra);
+  }
+
+  toString(): string {
+    return `Crowd(${this.extra})`;
+  }
+}
+
+/**
  * Duplicates `count` fds into the command: one dupFileDescriptors of the
  * whole list ('batch'), or a dupFileDescriptor per entry made in the same
  * tick ('singles'). Entries name open client fds, drawn by `mix` (0: all the
@@ -382,6 +404,7 @@ export function commandArbitraries(sizes: Sizes): Array<fc.Arbitrary<Cmd>> {
     .map(([form, count, mix, before, after]) => new Dup(form, count, mix, before, after));
   return [
     fc.nat(2).map((k) => new OpenFile(k)),
+    fc.nat(16).map((k) => new Crowd(k)),
     fc.nat(63).map((s) => new DupLocal(s)),
     fc.nat(63).map((s) => new CloseLocal(s)),
     // Listed twice: duplications are what the model is about.

@@ -218,6 +218,8 @@ export class World {
   farPid = -1;
   /** Client fds by slot (the model's slots name their files). */
   readonly pool: Array<number | null> = [];
+  /** Client fds that only fill numbers (Crowd): they name no model file. */
+  readonly ballast: number[] = [];
   /** Identity ("dev:ino") -> model file id, and back. */
   readonly fileIds = new Map<string, number>();
   readonly identities: string[] = [];
@@ -233,6 +235,8 @@ export class World {
   /** fds the world opened to make files and has not closed (the other ends of pipes are closed at once). */
   #helper: HelperProcess | undefined;
   #clientBaseline!: FdTable;
+  /** How many fds the library held for itself in this process before the sequence. */
+  #ownedBaseline = 0;
   #farBaseline: FdTable | undefined;
   #farAtClose: FdTable | undefined;
   #farDied = false;
@@ -254,6 +258,7 @@ export class World {
     counters.sequences++;
     const w = new World(transport, helper);
     w.#clientBaseline = openFdTable();
+    w.#ownedBaseline = native.ownedFdCount();
     if (helper) {
       // Each sequence starts with the daemon serving nobody (a sequence that
       // completed checked this at its end; one that failed waited for it).
@@ -304,6 +309,21 @@ export class World {
       this.fileIds.set(id, file);
       this.pool.push(fd);
       this.model.slots.push(file);
+    }
+  }
+
+  /**
+   * Fills the client's lowest free numbers with ballast until the next one
+   * is `extra` past the floor (see the Crowd command).
+   */
+  crowd(extra: number): void {
+    const floor = native.fdFloor();
+    if (this.ballast.length === 0) this.ballast.push(makeMemfd('model-ballast'));
+    const source = this.ballast[0] as number;
+    for (;;) {
+      const fd = native.dup(source);
+      this.ballast.push(fd);
+      if (fd >= floor + extra) break;
     }
   }
 
@@ -643,8 +663,14 @@ export class World {
     }
     closeFds(this.pool.filter((fd): fd is number => fd !== null));
     this.pool.length = 0;
+    closeFds(this.ballast.splice(0));
     const diff = await fdTableSettles(process.pid, this.#clientBaseline);
     if (diff) throw new Error(`the client's fd table did not return to where it started:\n${diff}`);
+    // Every fd the library held for itself was closed or adopted, and said so.
+    const owned = native.ownedFdCount();
+    if (owned !== this.#ownedBaseline) {
+      throw new Error(`the library holds ${owned} fds for itself in the client's process after close(); it held ${this.#ownedBaseline} before the sequence`);
+    }
   }
 
   /** Cleanup after a failed sequence: nothing may be left running or open for the next one. Never throws. */
@@ -665,6 +691,7 @@ export class World {
     }
     closeFds(this.pool.filter((fd): fd is number => fd !== null));
     this.pool.length = 0;
+    closeFds(this.ballast.splice(0));
     // The daemon ends its side of the connection after ours: wait for that
     // (the next sequence starts from its idle table).
     if (this.#helper?.alive) await fdTableSettles(this.#helper.pid, this.#helper.idle);

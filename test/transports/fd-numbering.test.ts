@@ -10,6 +10,7 @@
  * batch, a number just above the pieces before it), exactly where an fd
  * taking the lowest free number would land.
  */
+import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +19,8 @@ import { connect, PROBE_COMMAND, SystemError, type Connection, type TransportNam
 import { closeFd, closeFds, dupFd, fdIdentity, makeMemfd, openFdTable, type FdTable } from '../../src/fd';
 import type { ChildConnection } from '../../src/transports/child';
 import { exitOf, fdTableSettles, startHelperProcess, type HelperProcess } from '../util/processes';
+
+const PAST_FLOOR = join(__dirname, '..', 'fixtures', 'past-floor.js');
 
 const TRANSPORTS: TransportName[] = ['direct', 'worker', 'child', 'helper', 'pidfd'];
 const SPAWNED = new Set<TransportName>(['child', 'pidfd']);
@@ -135,5 +138,44 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
     } finally {
       closeFd(a);
     }
+  });
+});
+
+/**
+ * Past the floor, the floor keeps nothing apart: the caller's fds take the
+ * numbers the library's own fds take. The library then knows its own fds
+ * by number (a process-wide registry) and refuses any the caller names, as
+ * closed. Each run is a process of its own (test/fixtures/past-floor.js)
+ * that lowers its RLIMIT_NOFILE (1024: floor 512) or keeps the inherited
+ * one (floor 8192), and opens fds until the lowest free number is past the
+ * floor.
+ */
+describe.each(TRANSPORTS)('%s transport, with the caller\'s fds past the floor', (transport) => {
+  test.each(['1024', 'keep'])('RLIMIT_NOFILE %s: a number closed in the same tick is EBADF, never a copy of the library\'s own fd', async (limit) => {
+    const helperBefore = openFdTable(helper.pid);
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile(process.execPath, [PAST_FLOOR, transport, socketPath, limit], { maxBuffer: 1 << 20 }, (err, stdout, stderr) =>
+        err ? reject(new Error(`${err.message}\n${stdout}\n${stderr}`)) : resolve(stdout),
+      ),
+    );
+    const report = JSON.parse(out) as {
+      floor: number;
+      cases: Record<string, { a: number; bFd: number; b: unknown; aDelivered: boolean; aFailed: string[]; error?: string }>;
+      tableDiff: string;
+      ownedLeft: number;
+    };
+    expect(report.floor).toBe(limit === 'keep' ? 8192 : 512);
+    const cases = Object.entries(report.cases);
+    // pidfd has no synchronous form: one case fewer.
+    expect(cases).toHaveLength(transport === 'pidfd' ? 4 : 5);
+    for (const [name, r] of cases) {
+      // The setting up: `a` and `b` past the floor.
+      expect({ name, past: r.a > report.floor && r.bFd > report.floor, error: r.error }).toEqual({ name, past: true, error: undefined });
+      expect({ name, b: r.b }).toEqual({ name, b: { rejected: 'SystemError', code: 'EBADF' } });
+      expect({ name, aDelivered: r.aDelivered, aFailed: r.aFailed }).toEqual({ name, aDelivered: true, aFailed: [] });
+    }
+    expect(report.tableDiff).toBe('');
+    expect(report.ownedLeft).toBe(0);
+    expect(await fdTableSettles(helper.pid, helperBefore)).toBe('');
   });
 });
