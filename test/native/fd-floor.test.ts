@@ -51,6 +51,35 @@ test('a closed number stays closed: dupHigh of it is EBADF even right after dupH
   }
 });
 
+test('an fd fdbridge holds for itself is refused as closed wherever a caller names one, until closed or disowned', () =>
+  withScope(async (s) => {
+    const [a, b] = UnixSocket.pair('seqpacket').map((x) => s.add(x)) as [UnixSocket, UnixSocket];
+    const count = native.ownedFdCount();
+    const ours = native.dupHigh(1);
+    const [ours2] = native.dupAll([1]) as [number];
+    try {
+      expect(native.ownedFdCount()).toBe(count + 2);
+      // Open, but ours: what a caller gets for it is what a closed fd gets.
+      expectSystemError(thrown(() => native.dupHigh(ours)), 'EBADF', 'dup');
+      expectSystemError(thrown(() => native.dupAll([1, ours])), 'EBADF', 'dup');
+      expectSystemError(thrown(() => a.write(Buffer.from('x'), [ours])), 'EBADF', 'sendmsg');
+      // Sent as our own pin, it goes; and it is the first message: nothing
+      // went for the refused write.
+      expect(a.write(Buffer.from('y'), [ours], undefined, undefined, { ownFds: true })).toBe(true);
+      const got = await b.receive();
+      closeFds(got.fds);
+      expect({ data: got.data.toString(), fds: got.fds.length }).toEqual({ data: 'y', fds: 1 });
+      // Adopted by a command: a caller may name it.
+      native.disown(ours2);
+      expect(native.ownedFdCount()).toBe(count + 1);
+      closeFd(native.dupHigh(ours2));
+    } finally {
+      closeFds([ours, ours2]);
+    }
+    // Closed: unregistered, and the number is a caller's to take again.
+    expect(native.ownedFdCount()).toBe(count);
+  }));
+
 test('a queued send keeps its copies above the floor: a number closed just before stays EBADF', () =>
   withScope(async (s) => {
     const [a, b] = UnixSocket.pair('seqpacket').map((x) => s.add(x)) as [UnixSocket, UnixSocket];
