@@ -5,6 +5,7 @@
  * System errors follow Node's own convention: `code` is the errno name
  * (`'EBADF'`), `errno` the negative errno (`-9`), `syscall` the failing call.
  */
+import { constants as osConstants } from 'node:os';
 import { getSystemErrorName } from 'node:util';
 
 import type { TransportName } from './transports';
@@ -259,6 +260,8 @@ export interface RemoteErrorInfo {
   name: string;
   message: string;
   code?: string;
+  /** A SystemError's failing call. */
+  syscall?: string;
   stack?: string;
 }
 
@@ -348,12 +351,29 @@ export class QuotaExceededError extends FdBridgeError {
 export function describeError(err: unknown): RemoteErrorInfo {
   if (err instanceof Error) {
     const code = (err as { code?: unknown }).code;
+    const syscall = (err as { syscall?: unknown }).syscall;
     return {
       name: err.name,
       message: err.message,
       ...(typeof code === 'string' ? { code } : {}),
+      ...(typeof syscall === 'string' ? { syscall } : {}),
       ...(err.stack ? { stack: err.stack } : {}),
     };
   }
   return { name: 'Error', message: String(err) };
+}
+
+/**
+ * The error a failed duplication reports, from the far side's description
+ * of it. A duplication runs no command code: what fails over there is a
+ * system call (the command's process at its fd limit, where recvmsg cuts
+ * the fds off or pidfd_getfd says EMFILE), and it is the same SystemError
+ * a transport that duplicates in this process gets from dup(2), not a
+ * RemoteError. Undefined when the description is not a SystemError's.
+ */
+export function farSystemError(operation: string, info: RemoteErrorInfo): SystemError | undefined {
+  if (info.name !== 'SystemError' || typeof info.code !== 'string') return undefined;
+  const errno = (osConstants.errno as Record<string, number | undefined>)[info.code];
+  if (errno === undefined) return undefined;
+  return new SystemError(errno, info.syscall ?? 'recvmsg', `${operation} failed in the command's process: ${info.message}`);
 }

@@ -26,7 +26,15 @@ export class DirectConnection extends BaseConnection {
   #host: CommandHost;
 
   static async open(options: ConnectOptions): Promise<DirectConnection> {
-    return new DirectConnection(new CommandHost(normalizeCommandSpec(options.command), 'direct'), options);
+    const spec = normalizeCommandSpec(options.command);
+    let host: CommandHost;
+    try {
+      host = new CommandHost(spec, 'direct');
+    } catch (err) {
+      // As on every transport: the command's module or constructor failed.
+      throw Object.assign(new RemoteError('constructor', describeError(err)), { cause: err });
+    }
+    return new DirectConnection(host, options);
   }
 
   #onCommandClosed: ConnectOptions['onCommandClosed'];

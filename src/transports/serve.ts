@@ -491,11 +491,14 @@ class ServedSession implements ServedConnection {
       this.#violation(new ProtocolError(`a request arrived truncated (${err.message})`, { cause: err }), undefined);
       return;
     }
+    // The same failure as pidfd_getfd's or dup's EMFILE on the other
+    // transports, and reported as such: a SystemError, not the command's.
     this.#send(
       encodeJson(FrameType.ERROR, frame.id, {
-        name: 'TruncatedError',
-        code: err.code,
-        message: `the command's process could not receive the fds (MSG_CTRUNC: it is at its fd limit); ${err.fdsClosed} that arrived were closed`,
+        name: 'SystemError',
+        code: 'EMFILE',
+        syscall: 'recvmsg',
+        message: `recvmsg: EMFILE: the process is at its fd limit (RLIMIT_NOFILE): not every fd could be installed (MSG_CTRUNC); the ${err.fdsClosed} that were were closed`,
       }),
     );
   }

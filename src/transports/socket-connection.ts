@@ -6,6 +6,7 @@
 import { BaseConnection, type CommandLocation, type ConnectOptions } from '../connection';
 import {
   ClosedError,
+  farSystemError,
   FdBridgeError,
   TimeoutError,
   PeerExitedError,
@@ -73,9 +74,14 @@ interface Waiter {
   reject(err: Error): void;
 }
 
-/** The error for an ERROR reply: a daemon's quota is a QuotaExceededError, anything else the command's RemoteError. */
-function remoteFailure(method: string, info: RemoteErrorInfo): FdBridgeError {
-  return info.code === 'ERR_FDBRIDGE_QUOTA' ? QuotaExceededError.fromMessage(info.message) : new RemoteError(method, info);
+/**
+ * The error for an ERROR reply: a daemon's quota is a QuotaExceededError, a
+ * duplication's failed system call over there a SystemError (as on every
+ * transport), anything else the command's RemoteError.
+ */
+function remoteFailure(method: string, info: RemoteErrorInfo, duplication: boolean): FdBridgeError {
+  if (info.code === 'ERR_FDBRIDGE_QUOTA') return QuotaExceededError.fromMessage(info.message);
+  return (duplication ? farSystemError(method, info) : undefined) ?? new RemoteError(method, info);
 }
 
 /** How a transport learns, after the socket died, how its peer ended. */
@@ -341,7 +347,7 @@ export class SocketConnection extends BaseConnection {
           this.#violation(err as Error);
           throw err;
         }
-        if (frame.type === FrameType.ERROR) throw remoteFailure('dupFileDescriptorSync', frame.error);
+        if (frame.type === FrameType.ERROR) throw remoteFailure('dupFileDescriptorSync', frame.error, true);
         const err = new ProtocolError('dupFileDescriptorSync: the reply does not list 1 fd');
         this.#violation(new ProtocolError(`the ${this.transport} answered a duplication with a wrong reply`));
         throw err;
@@ -587,7 +593,7 @@ export class SocketConnection extends BaseConnection {
       // C++ side passed on: the command's side refused it (ERROR), or the
       // reply is wrong (a DUP_OK listing other than one fd, a RESULT).
       if (frame.type === FrameType.ERROR) {
-        if (this.#socket.rejectDup(frame.id, remoteFailure('dupFileDescriptor', frame.error))) return;
+        if (this.#socket.rejectDup(frame.id, remoteFailure('dupFileDescriptor', frame.error, true))) return;
       } else {
         const err = new ProtocolError('dupFileDescriptor: the reply does not list 1 fd');
         if (this.#socket.rejectDup(frame.id, err)) {
@@ -603,7 +609,7 @@ export class SocketConnection extends BaseConnection {
     this.#pending.delete(frame.id);
     if (pending.kind !== CALL && pending.pins) closeFds(pending.pins);
     if (frame.type === FrameType.ERROR) {
-      pending.fail(remoteFailure(pending.operation.replace(/\(\)$/, ''), frame.error));
+      pending.fail(remoteFailure(pending.operation.replace(/\(\)$/, ''), frame.error, pending.kind !== CALL));
     } else if (pending.kind !== CALL) {
       // A DUP_OK that the fast path did not take lists the wrong count.
       pending.fail(new ProtocolError(`${pending.operation}: the reply does not list ${pending.count} fd(s)`));

@@ -264,8 +264,8 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
         while (used.has(lowestFree)) lowestFree++;
         await probe.setFdLimit(lowestFree);
         const err = await conn.dupFileDescriptor(fd).catch((e: unknown) => e);
-        expect(err).toBeInstanceOf(RemoteError);
-        expect(err).toMatchObject({ method: 'dupFileDescriptor', remote: { code: 'ERR_FDBRIDGE_TRUNCATED' } });
+        expect(err).toBeInstanceOf(SystemError);
+        expect(err).toMatchObject({ code: 'EMFILE', syscall: 'recvmsg' });
       } finally {
         await probe.setFdLimit(soft);
         closeFd(fd);

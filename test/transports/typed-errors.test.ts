@@ -1,0 +1,131 @@
+/**
+ * The same failure is the same typed error on every transport: a
+ * duplication the command's process has no fd slot for is a SystemError
+ * EMFILE (whether dup(2) here, recvmsg's MSG_CTRUNC or pidfd_getfd there
+ * met the limit), never a RemoteError (no command code ran); a command
+ * whose constructor throws fails connect with RemoteError('constructor').
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { connect, PROBE_COMMAND, RemoteError, SystemError, type Connection, type ProbeCommand, type TransportName } from '../../src';
+import { closeFd, fdLimit, makeMemfd, openFdTable, setFdLimit, type FdTable } from '../../src/fd';
+import type { ChildConnection } from '../../src/transports/child';
+import { exitOf, fdTableSettles, startHelperProcess, type HelperProcess } from '../util/processes';
+
+const TRANSPORTS: TransportName[] = ['direct', 'worker', 'child', 'helper', 'pidfd'];
+const SPAWNED = new Set<TransportName>(['child', 'pidfd']);
+const THROWING = { name: 'throwing', module: join(__dirname, '..', 'fixtures', 'throwing-command.js'), export: 'ThrowingCommand' };
+
+let dir: string;
+let helper: HelperProcess;
+let socketPath: string;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'fdbridge-typed-errors-'));
+  socketPath = join(dir, 'helper.sock');
+  // A daemon of this file's own: a test puts it at its fd limit.
+  helper = await startHelperProcess(socketPath, ['--command', `${THROWING.name}=${THROWING.module}#${THROWING.export}`]);
+});
+
+afterAll(async () => {
+  await helper?.stop('SIGTERM');
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** The lowest fd number not in `open`: as RLIMIT_NOFILE, it leaves no slot free. */
+function lowestFree(open: Iterable<number>): number {
+  const used = new Set(open);
+  let n = 0;
+  while (used.has(n)) n++;
+  return n;
+}
+
+/** What a promise came to: the error, or a description of the value it resolved with. */
+function outcome(p: Promise<unknown>): Promise<unknown> {
+  return p.then(
+    (v) => new Error(`resolved with ${JSON.stringify(v)}`),
+    (e: unknown) => e,
+  );
+}
+
+function expectEmfile(err: unknown, what: string): void {
+  expect({ what, systemError: err instanceof SystemError, remoteError: err instanceof RemoteError, code: (err as { code?: unknown }).code }).toEqual({
+    what,
+    systemError: true,
+    remoteError: false,
+    code: 'EMFILE',
+  });
+  expect((err as SystemError).errno).toBe(-24);
+}
+
+describe.each(TRANSPORTS)('%s transport', (transport) => {
+  let helperBaseline: FdTable | undefined;
+
+  beforeEach(() => {
+    helperBaseline = transport === 'helper' ? openFdTable(helper.pid) : undefined;
+  });
+
+  afterEach(async () => {
+    if (helperBaseline) expect(await fdTableSettles(helper.pid, helperBaseline)).toBe('');
+  });
+
+  test('a duplication the command\'s process has no fd slot for: SystemError EMFILE, alone, folded and in a batch', async () => {
+    const conn: Connection = await connect(transport, { command: PROBE_COMMAND, socketPath });
+    const source = makeMemfd('typed-emfile');
+    try {
+      const sameProcess = conn.location.pid === process.pid;
+      const probe = conn.proxy<ProbeCommand>();
+      const [soft] = sameProcess ? fdLimit() : await probe.fdLimit();
+      const table = sameProcess ? openFdTable() : new Map(await probe.openFds());
+      const limit = lowestFree(table.keys());
+      let one: Promise<unknown>;
+      let burst: Array<Promise<unknown>>;
+      let batch: Promise<unknown>;
+      if (sameProcess) {
+        // The command's process is this one: the limit is lowered only
+        // while the duplications run (synchronously, dup(2) here).
+        setFdLimit(limit);
+        try {
+          one = outcome(conn.dupFileDescriptor(source));
+          burst = Array.from({ length: 5 }, () => outcome(conn.dupFileDescriptor(source)));
+          batch = outcome(conn.dupFileDescriptors(new Array<number>(300).fill(source)));
+        } finally {
+          setFdLimit(soft);
+        }
+      } else {
+        await probe.setFdLimit(limit);
+        try {
+          one = outcome(conn.dupFileDescriptor(source));
+          await one;
+          burst = Array.from({ length: 5 }, () => outcome(conn.dupFileDescriptor(source)));
+          await Promise.all(burst);
+          batch = outcome(conn.dupFileDescriptors(new Array<number>(300).fill(source)));
+          await batch;
+        } finally {
+          await probe.setFdLimit(soft);
+        }
+      }
+      expectEmfile(await one, 'dupFileDescriptor');
+      for (const b of burst) expectEmfile(await b, 'a folded dupFileDescriptor');
+      expectEmfile(await batch, 'dupFileDescriptors of 300');
+      // Nothing stayed over there, and the connection works.
+      const after = sameProcess ? openFdTable() : new Map(await probe.openFds());
+      expect([...after.keys()].sort()).toEqual([...table.keys()].sort());
+      const [again] = await conn.dupFileDescriptors([source]);
+      await probe.adopt([again as number]);
+      await probe.closeAdopted([again as number]);
+    } finally {
+      closeFd(source);
+      await conn.close();
+      if (SPAWNED.has(transport)) expect((await exitOf((conn as ChildConnection).child)).code).toBe(0);
+    }
+  });
+
+  test('a command whose constructor throws: connect rejects with RemoteError(constructor) carrying what it threw', async () => {
+    const err = await outcome(connect(transport, { command: THROWING, socketPath }));
+    expect(err).toBeInstanceOf(RemoteError);
+    expect(err).toMatchObject({ method: 'constructor', remote: { name: 'Error', code: 'E_REFUSES', message: 'this command refuses to start' } });
+  });
+});
