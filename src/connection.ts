@@ -2,7 +2,7 @@
  * One connection interface, whatever the arrangement: the command runs in the
  * caller's thread, a worker thread, a child process or a helper daemon.
  */
-import { ClosedError } from './errors';
+import { ClosedError, QueueFullError } from './errors';
 import type { CommandSpec, Remote } from './command';
 import { constants } from './native';
 import type { TransportName } from './transports';
@@ -28,11 +28,12 @@ export interface ConnectOptions {
    */
   child?: { uid?: number; gid?: number; env?: Readonly<Record<string, string | undefined>> };
   /**
-   * child, helper, pidfd: the bound, in bytes, of requests waiting for the
-   * command's side to read them (default 32 MiB; each request is charged its
-   * frame plus 256 bytes). A burst beyond what the socket holds waits, in
-   * order; a request made while the queue holds this much rejects with
-   * QueueFullError, with nothing sent.
+   * worker, child, helper, pidfd: the bound, in bytes, of requests waiting
+   * for the command's side to read them (default 32 MiB; each request is
+   * charged its frame, for a worker its arguments' JSON, plus 256 bytes). A
+   * burst beyond what the socket holds waits, in order; a request made
+   * while the queue holds this much rejects with QueueFullError, with
+   * nothing sent. (A direct command reads nothing: it is called at once.)
    */
   sendQueueLimit?: number;
   /**
@@ -238,4 +239,26 @@ export abstract class BaseConnection implements Connection {
   protected abstract release(fds: number[]): Promise<void>;
   protected abstract callRemote(method: string, args: unknown[]): Promise<unknown>;
   protected abstract closeTransport(): Promise<void>;
+}
+
+/**
+ * The QueueFullError for a request `operation` that met a connection's full
+ * send queue, in the caller's terms: who is not reading (`peer`), how much
+ * waits, and what to do.
+ */
+export function queueFullError(
+  operation: string,
+  peer: string,
+  queue: { queuedBytes: number; queuedMessages: number; limit: number },
+  cause?: Error,
+): QueueFullError {
+  const size = (n: number): string => (n < 1048576 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 1048576).toFixed(1)} MiB`);
+  return new QueueFullError(
+    `${operation} failed: the send queue is full: ${queue.queuedMessages} earlier requests (${size(queue.queuedBytes)}) ` +
+      `still wait for ${peer} to read them (limit ${size(queue.limit)}); ` +
+      'nothing of this request was sent. Await earlier requests before making more, or raise ' +
+      'ConnectOptions.sendQueueLimit',
+    queue,
+    cause !== undefined ? { cause } : undefined,
+  );
 }

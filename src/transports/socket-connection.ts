@@ -3,7 +3,7 @@
  * helper transports): frames over one SEQPACKET socket, one round trip per
  * duplication, requests pipelined and paired with replies by id.
  */
-import { BaseConnection, type CommandLocation, type ConnectOptions } from '../connection';
+import { BaseConnection, queueFullError, type CommandLocation, type ConnectOptions } from '../connection';
 import {
   ClosedError,
   farSystemError,
@@ -476,15 +476,7 @@ export class SocketConnection extends BaseConnection {
 
   /** The request `operation` met a full send queue: say so in the caller's terms. */
   #queueFull(operation: string, err: QueueFullError): QueueFullError {
-    const size = (n: number): string => (n < 1048576 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 1048576).toFixed(1)} MiB`);
-    return new QueueFullError(
-      `${operation} failed: the send queue is full: ${err.queuedMessages} earlier requests (${size(err.queuedBytes)}) ` +
-        `still wait for the ${this.transport} (pid ${this.location.pid}) to read them (limit ${size(err.limit)}); ` +
-        'nothing of this request was sent. Await earlier requests before making more, or raise ' +
-        'ConnectOptions.sendQueueLimit',
-      err,
-      { cause: err },
-    );
+    return queueFullError(operation, `the ${this.transport} (pid ${this.location.pid})`, err, err);
   }
 
   /**

@@ -2,15 +2,18 @@
  * worker: the command runs in a worker_threads worker. The fd table is
  * shared, so duplication is a dup(2) whose ownership moves to the worker
  * through a shared ledger (no message per fd); calls travel as worker
- * messages.
+ * messages, bounded like a socket's send queue: the worker counts the
+ * calls it has read in shared memory, and a call made while those not yet
+ * read are charged `sendQueueLimit` bytes rejects with QueueFullError.
  */
 import { Worker } from 'node:worker_threads';
 
-import { BaseConnection, type CommandLocation, type ConnectOptions } from '../connection';
+import { BaseConnection, queueFullError, type CommandLocation, type ConnectOptions } from '../connection';
 import { normalizeCommandSpec } from '../command';
 import { ClosedError, PeerExitedError, ProtocolError, RemoteError, TimeoutError, type RemoteErrorInfo } from '../errors';
 import { native } from '../native';
 import { requireDistFile } from '../paths';
+import { DEFAULT_SEND_QUEUE_LIMIT } from '../socket';
 import { dupAll } from './dup-above-floor';
 import { SharedFdLedger } from './shared-ledger';
 
@@ -24,6 +27,86 @@ export type WorkerToClient =
 
 /** Messages to the worker entry. */
 export type ClientToWorker = { type: 'call'; id: number; method: string; args: unknown[] } | { type: 'close' };
+
+/** What a call is charged against the queue besides its arguments' JSON (as a socket's queued message). */
+const CALL_OVERHEAD = 256;
+
+/** What the worker entry gets as workerData. */
+export interface WorkerData {
+  command: ReturnType<typeof normalizeCommandSpec>;
+  ledger: SharedArrayBuffer;
+  /** Int32 0: how many call messages the worker has read (it adds 1 as each arrives; wraps). */
+  reads: SharedArrayBuffer;
+}
+
+/**
+ * The calls posted to the worker and not yet read by it, with what each is
+ * charged: the worker reads messages in the order they were posted, so the
+ * count it publishes says which have left the queue.
+ */
+class CallQueue {
+  readonly limit: number;
+  #reads: Int32Array;
+  #seen = 0;
+  #charges: number[] = [];
+  #head = 0;
+  #sampled = false;
+  readonly #unsample = (): void => {
+    this.#sampled = false;
+  };
+  bytes = 0;
+
+  constructor(reads: SharedArrayBuffer, limit: number) {
+    this.#reads = new Int32Array(reads);
+    this.limit = limit;
+  }
+
+  get messages(): number {
+    return this.#charges.length - this.#head;
+  }
+
+  /**
+   * Drops the calls the worker has read, as seen once per run of this
+   * thread's code: the worker reads concurrently, and a burst made in one
+   * run must meet the queue as it was when the run began (as a socket's
+   * queue, which drains only between runs), so that what it gets accepted
+   * is a prefix of the burst, never a call here and there past a refusal.
+   */
+  update(): void {
+    if (this.#sampled) return;
+    this.#sampled = true;
+    queueMicrotask(this.#unsample);
+    const read = Atomics.load(this.#reads, 0);
+    for (; ((read - this.#seen) | 0) > 0 && this.#head < this.#charges.length; this.#seen = (this.#seen + 1) | 0) {
+      this.bytes -= this.#charges[this.#head++] as number;
+    }
+    if (this.#head > 1024 && this.#head * 2 > this.#charges.length) {
+      this.#charges = this.#charges.slice(this.#head);
+      this.#head = 0;
+    }
+  }
+
+  get full(): boolean {
+    this.update();
+    return this.bytes >= this.limit;
+  }
+
+  push(charge: number): void {
+    this.#charges.push(charge);
+    this.bytes += charge;
+  }
+}
+
+/** What a call is charged: its arguments' JSON (what a socket transport would send) plus the overhead. */
+function chargeOf(method: string, args: unknown[]): number {
+  let json = 0;
+  try {
+    json = JSON.stringify(args)?.length ?? 0;
+  } catch {
+    // Not JSON (a BigInt, a cycle): postMessage clones it or refuses it itself.
+  }
+  return method.length + json + CALL_OVERHEAD;
+}
 
 interface Pending {
   method: string;
@@ -44,9 +127,14 @@ export class WorkerConnection extends BaseConnection {
 
   static async open(options: ConnectOptions): Promise<WorkerConnection> {
     const command = normalizeCommandSpec(options.command);
+    const limit = options.sendQueueLimit ?? DEFAULT_SEND_QUEUE_LIMIT;
+    if (!(Number.isSafeInteger(limit) && limit >= 0)) {
+      throw new RangeError(`options.sendQueueLimit must be a non-negative integer (bytes), not ${String(options.sendQueueLimit)}`);
+    }
     const ledger = SharedFdLedger.create();
+    const reads = new SharedArrayBuffer(4);
     const worker = new Worker(requireDistFile('src/transports/entries/worker-main.js'), {
-      workerData: { command, ledger: ledger.buffer },
+      workerData: { command, ledger: ledger.buffer, reads } satisfies WorkerData,
     });
     const timeoutMs = options.timeoutMs ?? 10_000;
     try {
@@ -72,7 +160,7 @@ export class WorkerConnection extends BaseConnection {
         };
         worker.on('message', onMessage).on('error', onError).on('exit', onExit);
       });
-      return new WorkerConnection(worker, ledger, threadId, options.onCommandClosed);
+      return new WorkerConnection(worker, ledger, new CallQueue(reads, limit), threadId, options.onCommandClosed);
     } catch (err) {
       await worker.terminate();
       ledger.sweep();
@@ -81,15 +169,18 @@ export class WorkerConnection extends BaseConnection {
   }
 
   #onCommandClosed: ConnectOptions['onCommandClosed'];
+  #queue: CallQueue;
 
   private constructor(
     worker: Worker,
     ledger: SharedFdLedger,
+    queue: CallQueue,
     threadId: number,
     onCommandClosed: ConnectOptions['onCommandClosed'],
   ) {
     super();
     this.#onCommandClosed = onCommandClosed;
+    this.#queue = queue;
     this.#worker = worker;
     this.#ledger = ledger;
     this.location = { transport: 'worker', pid: process.pid, threadId };
@@ -162,6 +253,16 @@ export class WorkerConnection extends BaseConnection {
 
   protected callRemote(method: string, args: unknown[]): Promise<unknown> {
     if (this.#exit) return Promise.reject(this.#exit);
+    const queue = this.#queue;
+    if (queue.full) {
+      return Promise.reject(
+        queueFullError(`${method}()`, `the worker (thread ${this.location.threadId})`, {
+          queuedBytes: queue.bytes,
+          queuedMessages: queue.messages,
+          limit: queue.limit,
+        }),
+      );
+    }
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { method, resolve, reject });
@@ -170,8 +271,16 @@ export class WorkerConnection extends BaseConnection {
       } catch (err) {
         this.#pending.delete(id);
         reject(err);
+        return;
       }
+      queue.push(chargeOf(method, args));
     });
+  }
+
+  /** What the queue to the worker holds: calls posted and not yet read, and their charge in bytes. */
+  get queued(): { messages: number; bytes: number } {
+    this.#queue.update();
+    return { messages: this.#queue.messages, bytes: this.#queue.bytes };
   }
 
   protected async closeTransport(): Promise<void> {

@@ -34,8 +34,8 @@ export const MODEL_COMMAND = { name: 'model', module: join(packageRoot, 'test', 
 export const HANG_MS = Number(process.env['FDBRIDGE_MODEL_HANG_MS'] ?? 20_000);
 
 /**
- * The send queue's bound the model's connections are opened with (child,
- * helper, pidfd): small enough that the larger bursts outrun it.
+ * The send queue's bound the model's connections are opened with (worker,
+ * child, helper, pidfd): small enough that the larger bursts outrun it.
  */
 export const QUEUE_LIMIT = 4 << 20;
 
@@ -226,7 +226,7 @@ export class World {
   readonly requests: Request[] = [];
   /** The charge of the requests made on the open connection and not yet seen settled. */
   #outstanding = 0;
-  /** The send queue's limit (no queue on direct and worker: postMessage and dup(2) have none). */
+  /** The send queue's limit (none on direct: its command is called at once, and dup(2) queues nothing). */
   readonly queueLimit: number;
   /** What the model found wrong, in the order found (reported by the step that finds it). */
   readonly failures: string[] = [];
@@ -244,7 +244,7 @@ export class World {
   private constructor(transport: TransportName, helper: HelperProcess | undefined) {
     this.transport = transport;
     this.#helper = helper;
-    this.queueLimit = transport === 'direct' || transport === 'worker' ? Infinity : QUEUE_LIMIT;
+    this.queueLimit = transport === 'direct' ? Infinity : QUEUE_LIMIT;
     this.model = { conn: 'open', slots: [], far: new Map(), held: [], killable: transport !== 'direct' };
   }
 

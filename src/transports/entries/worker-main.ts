@@ -1,17 +1,18 @@
 /**
  * The worker transport's far side: hosts one command in this worker thread.
- * workerData: { command: CommandSpec, ledger: SharedArrayBuffer }.
+ * workerData: WorkerData (../worker.ts).
  */
 import { parentPort, threadId, workerData } from 'node:worker_threads';
 
-import { CommandHost, type CommandSpec } from '../../command';
+import { CommandHost } from '../../command';
 import { describeError } from '../../errors';
 import { SharedFdLedger } from '../shared-ledger';
-import type { ClientToWorker, WorkerToClient } from '../worker';
+import type { ClientToWorker, WorkerData, WorkerToClient } from '../worker';
 
 const port = parentPort;
 if (!port) throw new Error('worker-main must run in a worker thread');
-const data = workerData as { command: CommandSpec; ledger: SharedArrayBuffer };
+const data = workerData as WorkerData;
+const reads = new Int32Array(data.reads);
 const post = (m: WorkerToClient): void => {
   try {
     port.postMessage(m);
@@ -33,6 +34,8 @@ try {
 port.on('message', (m: ClientToWorker) => {
   if (!host) return;
   if (m.type === 'call') {
+    // Read: the client's send queue no longer holds it.
+    Atomics.add(reads, 0, 1);
     host.call(m.method, m.args).then(
       (value) => post({ type: 'result', id: m.id, value }),
       (err: unknown) => post({ type: 'error', id: m.id, error: describeError(err) }),
