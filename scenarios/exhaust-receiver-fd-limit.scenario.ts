@@ -42,6 +42,8 @@ const scenario: Scenario = {
     const opened: Connection[] = [];
     try {
       if (ctx.transport === 'helper') daemon = await ScenarioDaemon.start(ctx);
+      // The daemon's table while it serves nobody: where it must come back to.
+      const daemonBaseline = daemon ? new ProcessFdSnapshot(daemon.pid, 'scenario-helper') : undefined;
       const connect = async (): Promise<Connection> => {
         const c = await ctx.connect(PROBE_COMMAND, daemon ? { socketPath: daemon.socketPath } : {});
         opened.push(c);
@@ -105,10 +107,7 @@ const scenario: Scenario = {
       await closeRemote(conn, again);
       await conn.close();
       await assertFdTableBack(clientBaseline, 'client');
-      if (daemon) {
-        const table = new ProcessFdSnapshot(daemon.pid, 'scenario-helper');
-        await assertFdTableBack(table, 'scenario helper');
-      }
+      if (daemonBaseline) await assertFdTableBack(daemonBaseline, 'scenario helper');
       ctx.count('faultsSurvived', phases + (second ? 1 : 0));
       ctx.note(`RLIMIT_NOFILE ${limit} (no slot free), then back to ${soft}: ${phases} typed ${expected} failures${second ? ', a client accepted once the limit was back' : ''}`);
     } finally {
