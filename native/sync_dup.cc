@@ -17,28 +17,23 @@
 #include <vector>
 
 #include "fd_ops.h"
+#include "frame_format.h"
 #include "unix_socket.h"
 
 namespace fdbridge {
 
 namespace {
 
-constexpr uint8_t kDup = 4;
-constexpr uint8_t kDupOk = 5;
-constexpr uint8_t kResult = 7;
-constexpr uint8_t kError = 8;
-constexpr size_t kHeader = 8;
+using frame::kDupOk;
+using frame::kError;
+using frame::kResult;
+using frame::ReadU32;
+constexpr size_t kHeader = frame::kHeaderBytes;
 
 int64_t NowMs() {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
-
-uint32_t ReadU32(const char* p) {
-  const unsigned char* u = reinterpret_cast<const unsigned char*>(p);
-  return static_cast<uint32_t>(u[0]) | (static_cast<uint32_t>(u[1]) << 8) | (static_cast<uint32_t>(u[2]) << 16) |
-         (static_cast<uint32_t>(u[3]) << 24);
 }
 
 }  // namespace
@@ -176,8 +171,8 @@ class UnixSocket::HeldEvents : public UnixSocket::Delegate {
 };
 
 UnixSocket::SyncDup UnixSocket::DupSync(int fd, uint32_t id, uint32_t send_id, int timeout_ms) {
-  char header[kHeader] = {static_cast<char>(kDup), 0, 0, 0, static_cast<char>(id & 0xff), static_cast<char>((id >> 8) & 0xff),
-                          static_cast<char>((id >> 16) & 0xff), static_cast<char>((id >> 24) & 0xff)};
+  char header[kHeader];
+  frame::EncodeHeader(header, frame::kDup, id);
   SyncDup out{SyncDup::kNotSent, -1, 0, 0, {}};
   if (closed_ || !reading_) {
     out.status = SyncDup::kGone;

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include "fd_ops.h"
+#include "frame_format.h"
 #include "sock_ops.h"
 
 namespace fdbridge {
@@ -387,19 +388,9 @@ void UnixSocket::DoAccept() {
   }
 }
 
-namespace {
-// src/protocol.ts: an 8-byte header (u8 type, u8 flags, u16 reserved, u32
-// id, little-endian) and, for DUP_OK, int32 fd numbers.
-constexpr uint8_t kFrameDup = 4;
-constexpr uint8_t kFrameDupOk = 5;
-constexpr size_t kFrameHeader = 8;
-}  // namespace
-
 bool UnixSocket::TryServeDup(const char* data, size_t len, const int* fds, size_t nfds) {
-  if (len != kFrameHeader || nfds == 0 || static_cast<uint8_t>(data[0]) != kFrameDup || data[1] != 0 ||
-      data[2] != 0 || data[3] != 0) {
-    return false;
-  }
+  frame::Decoded f;
+  if (!frame::Decode(data, len, nfds, &f) || f.header.type != frame::kDup) return false;
   // No room for the reply: the JS side handles this request, and its send
   // meets the same full queue (kQueueFull) and cuts off the peer that does
   // not read its replies; a reply is never dropped.
@@ -407,22 +398,9 @@ bool UnixSocket::TryServeDup(const char* data, size_t len, const int* fds, size_
   if (given_.size() + nfds > max_given_) return false;  // over quota: the delegate refuses it
   // fds waiting for the closer thread are still ours: they count against the total.
   if (budget_ && !budget_->Fits(nfds, FdBackgroundClosesPending())) return false;
-  size_t reply_len = kFrameHeader + 4 * nfds;
-  if (reply_buf_.size() < reply_len) reply_buf_.resize(kFrameHeader + 4 * kMaxFdsPerMessage);
-  char* out = reply_buf_.data();
-  out[0] = static_cast<char>(kFrameDupOk);
-  out[1] = out[2] = out[3] = 0;
-  memcpy(out + 4, data + 4, 4);  // the request's id, as it came
-  for (size_t i = 0; i < nfds; i++) {
-    int32_t fd = fds[i];
-    // Little-endian on the wire, as the TypeScript side writes it.
-    unsigned char* p = reinterpret_cast<unsigned char*>(out + kFrameHeader + 4 * i);
-    p[0] = static_cast<unsigned char>(fd & 0xff);
-    p[1] = static_cast<unsigned char>((fd >> 8) & 0xff);
-    p[2] = static_cast<unsigned char>((fd >> 16) & 0xff);
-    p[3] = static_cast<unsigned char>((fd >> 24) & 0xff);
-    given_.insert(fd);
-  }
+  if (reply_buf_.empty()) reply_buf_.resize(frame::FdListBytes(frame::kMaxFdsPerFrame));
+  size_t reply_len = frame::EncodeFdList(reply_buf_.data(), frame::kDupOk, f.header.id, fds, nfds);
+  for (size_t i = 0; i < nfds; i++) given_.insert(fds[i]);
   if (budget_) budget_->Charge(nfds);
   // The connection's until the command adopts them (fd_ops.h, OwnedFdsLock).
   FdMarkOwned(fds, nfds);
@@ -431,22 +409,15 @@ bool UnixSocket::TryServeDup(const char* data, size_t len, const int* fds, size_
   // earlier reply (id 0: nobody awaits its completion). It cannot meet a
   // full queue (checked above); a broken connection (EPIPE) shows up on the
   // read side.
-  Send(out, reply_len, nullptr, 0, 0);
+  Send(reply_buf_.data(), reply_len, nullptr, 0, 0);
   return true;
 }
 
 bool UnixSocket::TryDupReply(const char* data, size_t len, size_t nfds) {
-  if (len != kFrameHeader + 4 || nfds != 0 || static_cast<uint8_t>(data[0]) != kFrameDupOk || data[1] != 0 ||
-      data[2] != 0 || data[3] != 0) {
-    return false;
-  }
-  const unsigned char* p = reinterpret_cast<const unsigned char*>(data);
-  uint32_t id = static_cast<uint32_t>(p[4]) | (static_cast<uint32_t>(p[5]) << 8) |
-                (static_cast<uint32_t>(p[6]) << 16) | (static_cast<uint32_t>(p[7]) << 24);
-  int32_t fd = static_cast<int32_t>(static_cast<uint32_t>(p[8]) | (static_cast<uint32_t>(p[9]) << 8) |
-                                    (static_cast<uint32_t>(p[10]) << 16) | (static_cast<uint32_t>(p[11]) << 24));
-  if (fd < 0 || awaited_.erase(id) == 0) return false;
-  delegate_->OnDupReply(id, fd);
+  frame::Decoded f;
+  if (!frame::Decode(data, len, nfds, &f) || f.header.type != frame::kDupOk || f.count != 1) return false;
+  if (awaited_.erase(f.header.id) == 0) return false;
+  delegate_->OnDupReply(f.header.id, frame::FdAt(data, 0));
   return true;
 }
 

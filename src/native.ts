@@ -27,6 +27,16 @@ export interface NativeMessage {
   otherControlMessages: number;
 }
 
+/** A frame as native/frame_format.h decodes it (JSON payloads are left to TypeScript). */
+export interface NativeDecodedFrame {
+  type: number;
+  id: number;
+  payload: 'none' | 'fds' | 'json';
+  /** The fd numbers listed (payload 'fds'), or the fds beside a DUP. */
+  count: number;
+  fds?: number[];
+}
+
 export interface NativeSocketOptions {
   /** Control buffer room, in fds (0..253; default 253). */
   maxFds?: number;
@@ -275,6 +285,13 @@ export interface NativeBinding {
   shutdown(fd: number, how: number): void;
   sendNow(fd: number, data: Uint8Array, fds?: readonly number[]): number;
   recvNow(fd: number, bufferSize: number, maxFds: number): NativeMessage | null;
+  /** native/frame_format.h seen from JS (for the cross-codec test). */
+  frameCodec: {
+    /** null for a malformed frame; `fds` for a frame listing fd numbers. */
+    decode(data: Uint8Array, nfds: number): NativeDecodedFrame | null;
+    encodeFdList(type: number, id: number, fds: readonly number[]): Buffer;
+    constants: Record<string, number>;
+  };
   constants: {
     SOCK_STREAM: number;
     SOCK_DGRAM: number;

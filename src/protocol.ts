@@ -11,6 +11,9 @@
  *
  * Only DUP frames carry fds; an fd arriving on any other frame is a protocol
  * violation (the receiver closes it).
+ *
+ * This file is the one TypeScript description of the format; native/frame_format.h
+ * is the one C++ one (test/protocol/cross-codec.test.ts holds them together).
  */
 import { ProtocolError, type RemoteErrorInfo } from './errors';
 import type { CommandSpec } from './command';
@@ -22,7 +25,7 @@ export const FrameType = {
   READY: 2,
   /** command -> client: {message}; the connection is then closed */
   REFUSED: 3,
-  /** client -> command: 1..253 fds in SCM_RIGHTS, no payload */
+  /** client -> command: 1..MAX_FDS_PER_FRAME fds in SCM_RIGHTS, no payload */
   DUP: 4,
   /** command -> client: the fds' numbers in the command's process, int32[] */
   DUP_OK: 5,
@@ -49,6 +52,8 @@ export type FrameTypeValue = (typeof FrameType)[keyof typeof FrameType];
 
 export const PROTOCOL_VERSION = 1;
 export const HEADER_BYTES = 8;
+/** The most fds one DUP carries (SCM_MAX_FD), and so the longest fd list a frame holds. */
+export const MAX_FDS_PER_FRAME = 253;
 /**
  * The largest frame. A SEQPACKET message must fit the sender's SO_SNDBUF
  * (default 208 KiB, less 32 bytes of overhead) or sendmsg fails with EMSGSIZE.
@@ -194,8 +199,8 @@ export function decodeFrame(data: Buffer, fds: readonly number[]): Frame {
     case FrameType.GETFD: {
       const what = type === FrameType.DUP_OK ? 'DUP_OK' : type === FrameType.RELEASE ? 'RELEASE' : 'GETFD';
       const n = data.length - HEADER_BYTES;
-      if (n === 0 || n % 4 !== 0 || n / 4 > 253) {
-        throw new ProtocolError(`malformed ${what} frame: ${n} payload bytes is not 1..253 int32 fd numbers`);
+      if (n === 0 || n % 4 !== 0 || n / 4 > MAX_FDS_PER_FRAME) {
+        throw new ProtocolError(`malformed ${what} frame: ${n} payload bytes is not 1..${MAX_FDS_PER_FRAME} int32 fd numbers`);
       }
       const out: number[] = [];
       for (let off = HEADER_BYTES; off < data.length; off += 4) {

@@ -31,6 +31,7 @@ import {
   encodeFdList,
   encodeJson,
   FrameType,
+  MAX_FDS_PER_FRAME,
   PROTOCOL_VERSION,
   type Frame,
   type ReadyPayload,
@@ -250,7 +251,7 @@ export class SocketConnection extends BaseConnection {
    * through C++ end to end (requestDup: the reply resolves the promise
    * without a JS callback). Calls made while others are in flight or
    * queued (e.g. `Promise.all(fds.map(dup))`) are folded into one DUP frame
-   * sent from a microtask: one message and one reply for up to 253 of them.
+   * sent from a microtask: one message and one reply for up to MAX_FDS_PER_FRAME of them.
    * Each folded fd is pinned (dup'd) when the call is made, because the
    * caller may close or reuse its number before the frame leaves.
    */
@@ -355,7 +356,7 @@ export class SocketConnection extends BaseConnection {
     }
   }
 
-  /** Sends the calls folded in this tick, 253 per frame. */
+  /** Sends the calls folded in this tick, MAX_FDS_PER_FRAME per frame. */
   readonly #flushFolded = (): void => {
     // Already flushed by a later request that had to go out after these.
     if (this.#folding === null) return;
@@ -363,9 +364,9 @@ export class SocketConnection extends BaseConnection {
     const waiters = this.#foldWaiters as Waiter[];
     this.#folding = null;
     this.#foldWaiters = null;
-    for (let i = 0; i < pins.length; i += 253) {
-      const chunk = pins.slice(i, i + 253);
-      const callers = waiters.slice(i, i + 253);
+    for (let i = 0; i < pins.length; i += MAX_FDS_PER_FRAME) {
+      const chunk = pins.slice(i, i + MAX_FDS_PER_FRAME);
+      const callers = waiters.slice(i, i + MAX_FDS_PER_FRAME);
       const sent = this.#send(
         this.#pull ? null : this.#dupHeader,
         chunk,
@@ -401,8 +402,8 @@ export class SocketConnection extends BaseConnection {
   protected async release(fds: number[]): Promise<void> {
     this.#flushFolded();
     if (this.#dead || fds.length === 0) return;
-    for (let i = 0; i < fds.length; i += 253) {
-      const chunk = fds.slice(i, i + 253);
+    for (let i = 0; i < fds.length; i += MAX_FDS_PER_FRAME) {
+      const chunk = fds.slice(i, i + MAX_FDS_PER_FRAME);
       // Past the queue's limit too: it gives back what accepted requests
       // took (a batch that failed part-way), so it must not fail for the
       // same full queue that failed the batch.
