@@ -40,10 +40,11 @@ int64_t NowMs() {
 
 class UnixSocket::HeldEvents : public UnixSocket::Delegate {
  public:
-  HeldEvents(uint32_t id, uint32_t send_id) : id_(id), send_id_(send_id) {}
+  HeldEvents(UnixSocket* socket, uint32_t id, uint32_t send_id) : socket_(socket), id_(id), send_id_(send_id) {}
 
   // Whether the wait is over: the reply came, or the socket can bring none.
   bool done() const { return done_; }
+  bool stopped_reading() const { return stopped_reading_; }
   SyncDup& result() { return result_; }
 
   void OnMessage(const char* data, size_t len, const int* fds, size_t nfds) override {
@@ -51,6 +52,13 @@ class UnixSocket::HeldEvents : public UnixSocket::Delegate {
         (static_cast<uint8_t>(data[0]) == kDupOk || static_cast<uint8_t>(data[0]) == kError ||
          static_cast<uint8_t>(data[0]) == kResult)) {
       done_ = true;
+      // The read loop stops after this message instead of reading on until
+      // EAGAIN (one recvmsg less per call); DupSync turns reading back on,
+      // and the event loop reads whatever came after it.
+      if (socket_->reading_) {
+        socket_->reading_ = false;
+        stopped_reading_ = true;
+      }
       for (size_t i = 0; i < nfds; i++) FdClose(fds[i]);
       result_.fds_closed = nfds;
       if (nfds == 0 && len == kHeader + 4 && static_cast<uint8_t>(data[0]) == kDupOk && data[1] == 0 && data[2] == 0 &&
@@ -163,9 +171,11 @@ class UnixSocket::HeldEvents : public UnixSocket::Delegate {
     int64_t value = 0;
     int err = 0;
   };
+  UnixSocket* socket_;
   uint32_t id_;
   uint32_t send_id_;
   bool done_ = false;
+  bool stopped_reading_ = false;
   SyncDup result_{SyncDup::kTimeout, -1, 0, 0, {}};
   std::vector<Held> held_;
 };
@@ -180,7 +190,7 @@ UnixSocket::SyncDup UnixSocket::DupSync(int fd, uint32_t id, uint32_t send_id, i
     return out;
   }
   const int64_t deadline = NowMs() + timeout_ms;
-  HeldEvents held(id, send_id);
+  HeldEvents held(this, id, send_id);
   Delegate* real = delegate_;
   // From here on the loop's callbacks cannot run (this thread is busy), and
   // whatever this socket reads or completes goes to `held`.
@@ -231,6 +241,7 @@ UnixSocket::SyncDup UnixSocket::DupSync(int fd, uint32_t id, uint32_t send_id, i
     }
   }
   delegate_ = real;
+  if (held.stopped_reading()) reading_ = true;
   out = std::move(held.result());
   held.Replay(this, real);
   if (!closed_) UpdatePoll();
