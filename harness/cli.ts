@@ -41,6 +41,10 @@ const SUBCOMMANDS: Record<string, SubcommandEntry> = {
     module: './cli/helper',
     summary: 'run a helper daemon that serves commands to clients over a Unix socket',
   },
+  serve: {
+    module: './cli/serve',
+    summary: "serve a 'remote' connection on stdin/stdout (started by the client through ssh, docker exec, ...)",
+  },
   log: {
     module: './cli/log',
     summary: 'run the log command somewhere, redirect its log to a file the CLI opened, log lines',

@@ -46,6 +46,21 @@ export interface ConnectOptions {
    * listener is systemd's socket (uid 0): name `uids: [0]` there.
    */
   trustPeer?: { uids?: readonly number[]; pids?: readonly number[] };
+  /**
+   * remote: the argv of a process whose stdin and stdout reach the far
+   * side, e.g. `['ssh', 'host', '--']`, `['docker', 'exec', '-i', 'ctr']`,
+   * `['kubectl', 'exec', '-i', 'pod', '--']`; `serve` is appended to it.
+   * Without it, the server runs here, as a process of its own (a local
+   * remote: for tests).
+   */
+  via?: readonly string[];
+  /**
+   * remote: the far side's `fdbridge serve --stdio` argv, appended to
+   * `via` (default `['fdbridge', 'serve', '--stdio']` with a via; this
+   * package's CLI under this Node without one). ssh joins its arguments
+   * into one shell command line over there: quote them for that shell.
+   */
+  serve?: readonly string[];
   /** How long to wait for the command to be ready (default 10 s). */
   timeoutMs?: number;
   /**

@@ -239,7 +239,9 @@ export class PeerExitedError extends FdBridgeError {
         ? `the worker thread ${exit.threadId ?? '?'}`
         : exit.transport === 'helper'
           ? `the helper daemon (pid ${exit.pid})`
-          : `the ${exit.transport} process (pid ${exit.pid})`;
+          : exit.transport === 'remote'
+            ? `the remote command's channel (via process pid ${exit.pid})`
+            : `the ${exit.transport} process (pid ${exit.pid})`;
     const how =
       exit.signal !== null
         ? `was killed by ${exit.signal}`

@@ -76,7 +76,7 @@ exit status: 0 stopped by a signal (or --status printed); 2 usage error; 3 canno
 --status cannot reach the daemon (the message says why).`;
 
 /** `--command NAME=MODULE[#EXPORT]` arguments as the daemon's command table (relative modules resolved against the cwd). */
-function parseCommands(args: readonly string[]): Record<string, CommandSpec> {
+export function parseCommands(args: readonly string[]): Record<string, CommandSpec> {
   const commands: Record<string, CommandSpec> = {};
   for (const arg of args) {
     const m = /^([^=]+)=([^#]+)(?:#(.+))?$/.exec(arg);

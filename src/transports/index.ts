@@ -6,12 +6,13 @@
 import type { Connection, ConnectOptions } from '../connection';
 import { ChildConnection } from './child';
 import { DirectConnection } from './direct';
+import { RemoteConnection } from './remote';
 import { openHelper } from './helper';
 import { PidfdConnection } from './pidfd';
 import { WorkerConnection } from './worker';
 
 /** Where a command runs: the transports, by the name `connect` takes (also in errors and CommandContext). */
-export type TransportName = 'direct' | 'worker' | 'child' | 'helper' | 'pidfd';
+export type TransportName = 'direct' | 'worker' | 'child' | 'helper' | 'pidfd' | 'remote';
 
 type Opener = (options: ConnectOptions) => Promise<Connection>;
 
@@ -21,6 +22,7 @@ const registry = new Map<TransportName, Opener>([
   ['child', (o) => ChildConnection.open(o)],
   ['helper', (o) => openHelper(o)],
   ['pidfd', (o) => PidfdConnection.open(o)],
+  ['remote', (o) => RemoteConnection.open(o)],
 ]);
 
 /** The names `connect` accepts. */

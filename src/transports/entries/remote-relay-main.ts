@@ -1,0 +1,229 @@
+/**
+ * `fdbridge serve --stdio`, its relay thread: the channel on the process's
+ * stdin and stdout, and every relayed stream's pipe or socketpair end. It
+ * runs apart from the command's thread so that a command blocking its own
+ * thread (a readSync on a relayed fd waiting for bytes, a large writeSync
+ * into a full pipe) never stalls the relays or the channel: the bytes it
+ * waits for are moved here.
+ *
+ * workerData: { inFd, outFd } (owned). Talks to the main thread
+ * (remote-serve.ts), which hosts the command, through RelayToHost and
+ * HostToRelay messages; the command's end of each stream is given to it
+ * ('give') before the client is told its number, so a call naming the fd
+ * always finds it in the command's ledger.
+ */
+import { openSync, readSync } from 'node:fs';
+import { Socket } from 'node:net';
+import { parentPort, workerData } from 'node:worker_threads';
+
+import type { CommandSpec } from '../../command';
+import { describeError, ProtocolError } from '../../errors';
+import { closeFd, closeFds } from '../../fd';
+import { constants, native } from '../../native';
+import { Channel, isStreamFrame, parseJson, RemoteFrame, RelayStream, REMOTE_PROTOCOL_VERSION, type OpenRequest, type RelaySink, type RelaySource } from '../remote-channel';
+import { MemorySink, SocketEnd, type Attachable } from '../remote-endpoints';
+import type { HostToRelay, RelayToHost } from '../remote-serve';
+
+const port = parentPort;
+if (!port) throw new Error('remote-relay-main must run in a worker thread');
+const { inFd, outFd } = workerData as { inFd: number; outFd: number };
+const post = (m: RelayToHost): void => port.postMessage(m);
+
+/** How long a CLOSE waits for the command's output still in its pipes to reach the client. */
+const DRAIN_ON_CLOSE_MS = 2000;
+
+const streams = new Map<number, RelayStream>();
+/** Stream ids seen so far: a client may not reuse one. */
+let highestStream = 0;
+let hello = false;
+
+const channel = new Channel(
+  new Socket({ fd: inFd, readable: true, writable: false }),
+  new Socket({ fd: outFd, readable: false, writable: true }),
+  {
+    onFrame,
+    onEnd(reason) {
+      for (const s of [...streams.values()]) s.destroy();
+      streams.clear();
+      post({ type: 'end', reason: reason ? reason.message : null });
+    },
+  },
+);
+
+function onFrame(type: number, id: number, payload: Buffer): void {
+  if (isStreamFrame(type)) {
+    // Frames for a stream that has finished here may still be in flight.
+    streams.get(id)?.handle(type, payload);
+    return;
+  }
+  if (!hello && type !== RemoteFrame.HELLO) throw new ProtocolError(`expected HELLO, got frame type ${type}`);
+  switch (type) {
+    case RemoteFrame.HELLO: {
+      if (hello) throw new ProtocolError('a second HELLO');
+      hello = true;
+      const h = parseJson(payload, 'HELLO') as { version?: unknown; command?: CommandSpec } | undefined;
+      if (h?.version !== REMOTE_PROTOCOL_VERSION) {
+        channel.sendJson(RemoteFrame.ERROR, id, { name: 'ProtocolError', code: 'ERR_FDBRIDGE_PROTOCOL', message: `protocol version ${String(h?.version)} is not ${REMOTE_PROTOCOL_VERSION}` });
+        return;
+      }
+      post({ type: 'hello', id, command: h.command ?? {} });
+      return;
+    }
+    case RemoteFrame.CALL: {
+      const c = parseJson(payload, 'CALL') as { method?: unknown; args?: unknown };
+      if (typeof c?.method !== 'string' || !Array.isArray(c.args)) throw new ProtocolError('a CALL without a method name and an argument array');
+      post({ type: 'call', id, method: c.method, args: c.args });
+      return;
+    }
+    case RemoteFrame.OPEN:
+      open(id, parseJson(payload, 'OPEN') as OpenRequest);
+      return;
+    case RemoteFrame.RELEASE: {
+      const fds = parseJson(payload, 'RELEASE');
+      if (!Array.isArray(fds) || !fds.every((fd) => Number.isInteger(fd))) throw new ProtocolError('a RELEASE without a list of fd numbers');
+      post({ type: 'release', id, fds: fds as number[] });
+      return;
+    }
+    case RemoteFrame.CLOSE:
+      post({ type: 'close', id });
+      return;
+    default:
+      throw new ProtocolError(`a client sent a frame of type ${type}, which only the server sends`);
+  }
+}
+
+/** Makes the command's end of a new stream, and this thread's end of it. */
+function open(id: number, req: OpenRequest): void {
+  if (typeof req !== 'object' || req === null || !Number.isInteger(req.stream) || req.stream <= highestStream) {
+    throw new ProtocolError(`an OPEN with a stream id that is not new (${String(req?.stream)})`);
+  }
+  highestStream = req.stream;
+  const made: number[] = [];
+  let commandEnd = -1;
+  let endpoint: (RelaySource & RelaySink & Attachable) | (RelaySink & Attachable);
+  let halves: { source?: RelaySource; sink?: RelaySink };
+  let copied: (() => void) | undefined;
+  let copyDone = false;
+  try {
+    switch (req.mode) {
+      case 'up': {
+        const [r, w] = native.pipe();
+        made.push(r, w);
+        commandEnd = r;
+        const end = new SocketEnd(w, { read: false, write: true }, true);
+        endpoint = end;
+        halves = { sink: end };
+        break;
+      }
+      case 'down': {
+        const [r, w] = native.pipe();
+        made.push(r, w);
+        commandEnd = w;
+        const end = new SocketEnd(r, { read: true, write: false }, true);
+        endpoint = end;
+        halves = { source: end };
+        break;
+      }
+      case 'both': {
+        const [a, b] = native.socketpair(constants.SOCK_STREAM);
+        made.push(a, b);
+        // The command's end blocks, like any socket it would open itself.
+        native.setNonblock(a, false);
+        commandEnd = a;
+        const end = new SocketEnd(b, { read: true, write: true }, false);
+        endpoint = end;
+        halves = { source: end, sink: end };
+        break;
+      }
+      case 'copy': {
+        const memfd = native.memfd(`fdbridge-relay-copy`);
+        made.push(memfd);
+        copied = () => {
+          copyDone = true;
+          let ro = -1;
+          try {
+            // The command's fd is read-only, like the client's, and starts at its offset.
+            ro = openSync(`/proc/self/fd/${memfd}`, 'r');
+            skip(ro, Number(req.offset ?? 0));
+            post({ type: 'give', fd: ro });
+            channel.sendJson(RemoteFrame.OPENED, id, { fd: ro });
+          } catch (err) {
+            if (ro >= 0) closeFd(ro);
+            channel.sendJson(RemoteFrame.ERROR, id, describeError(err));
+          } finally {
+            closeFd(memfd);
+          }
+        };
+        const sink = new MemorySink(memfd, copied);
+        endpoint = sink;
+        halves = { sink };
+        break;
+      }
+      default:
+        throw new ProtocolError(`an OPEN of unknown mode ${String(req.mode)}`);
+    }
+  } catch (err) {
+    closeFds(made);
+    if (err instanceof ProtocolError) throw err;
+    channel.sendJson(RemoteFrame.ERROR, id, describeError(err));
+    return;
+  }
+  const stream = new RelayStream(req.stream, channel, halves, (s) => {
+    streams.delete(s.id);
+    if (req.mode === 'copy' && !copyDone) {
+      // The copy could not be written (the memfd's memory ran out, say).
+      closeFd(made[0] as number);
+      channel.sendJson(RemoteFrame.ERROR, id, { name: 'SystemError', message: `the copy of the ${req.kind} could not be completed here` });
+    }
+  });
+  endpoint.attach(stream);
+  streams.set(req.stream, stream);
+  if (req.mode !== 'copy') {
+    post({ type: 'give', fd: commandEnd });
+    channel.sendJson(RemoteFrame.OPENED, id, { fd: commandEnd });
+  }
+  stream.start();
+}
+
+/** Moves `fd`'s offset `n` bytes on by reading (fs has no lseek). */
+function skip(fd: number, n: number): void {
+  const buf = Buffer.allocUnsafe(Math.min(n, 1 << 20));
+  while (n > 0) {
+    const got = readSync(fd, buf, 0, Math.min(n, buf.length), null);
+    if (got === 0) return;
+    n -= got;
+  }
+}
+
+port.on('message', (m: HostToRelay) => {
+  switch (m.type) {
+    case 'ready':
+      channel.sendJson(RemoteFrame.READY, m.id, { pid: m.pid, threadId: m.threadId });
+      return;
+    case 'failed':
+    case 'error':
+      channel.sendJson(RemoteFrame.ERROR, m.id, m.error);
+      return;
+    case 'result':
+      channel.send(RemoteFrame.RESULT, m.id, m.json === undefined ? undefined : Buffer.from(m.json));
+      return;
+    case 'closed':
+      void closeStreams().then(() => channel.send(RemoteFrame.CLOSED, m.id));
+      return;
+  }
+});
+
+/**
+ * After the command closed its fds: what it wrote is still in its pipes.
+ * Let that reach the client (each outgoing half ends at its end of file),
+ * within DRAIN_ON_CLOSE_MS (a grandchild may hold a write end), then close
+ * every stream here.
+ */
+async function closeStreams(): Promise<void> {
+  const outgoing = [...streams.values()].map((s) => s.sent());
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([Promise.all(outgoing), new Promise((r) => (timer = setTimeout(r, DRAIN_ON_CLOSE_MS)))]);
+  clearTimeout(timer);
+  for (const s of [...streams.values()]) s.destroy();
+  streams.clear();
+}

@@ -1,0 +1,469 @@
+/**
+ * The remote transport's channel: frames over one byte stream (the `via`
+ * process's stdin and stdout), carrying calls and their replies and any
+ * number of relayed byte streams, multiplexed.
+ *
+ * A frame is a 9-byte header, `u32 payload length | u8 type | u32 id`
+ * (little-endian), then the payload. `id` is a request id (HELLO, CALL,
+ * OPEN, RELEASE, CLOSE and their replies) or a stream id (DATA, CREDIT,
+ * EOF, STOP).
+ *
+ * Flow control, per stream and per direction: a sender may have at most
+ * STREAM_WINDOW bytes of DATA that the receiver has not yet written to its
+ * local fd; the receiver gives credit back (CREDIT) as its writes complete.
+ * A consumer that reads slowly (or never) therefore holds back only its own
+ * stream: the channel is never blocked by it, and neither are calls nor the
+ * other streams. The receiver reads the channel without pause, and what it
+ * buffers is bounded by the windows it granted.
+ */
+import type { Readable, Writable } from 'node:stream';
+
+import { ProtocolError } from '../errors';
+
+export const REMOTE_PROTOCOL_VERSION = 1;
+
+export const RemoteFrame = {
+  /** client -> server, id 0: JSON { version, command: { name, args? } } */
+  HELLO: 1,
+  /** server -> client: JSON { pid, threadId } */
+  READY: 2,
+  /** client -> server: JSON { method, args } */
+  CALL: 3,
+  /** server -> client: JSON value, or an empty payload for undefined */
+  RESULT: 4,
+  /** server -> client: JSON RemoteErrorInfo (a HELLO, CALL, OPEN or RELEASE failed) */
+  ERROR: 5,
+  /** client -> server: JSON OpenRequest; the server makes the command's end of a new stream */
+  OPEN: 6,
+  /** server -> client: JSON { fd }: the number the command's end has there */
+  OPENED: 7,
+  /** either way, stream id: bytes */
+  DATA: 8,
+  /** either way, stream id: u32 bytes the sender may send again */
+  CREDIT: 9,
+  /** either way, stream id: the sender's direction of the stream has ended (end of file) */
+  EOF: 10,
+  /** either way, stream id: the receiver will take no more (its fd is closed, or a write failed) */
+  STOP: 11,
+  /** client -> server: JSON fd numbers to close in the command's context (unadopted ones) */
+  RELEASE: 12,
+  /** client -> server: close the command; the server answers CLOSED once everything of it is closed */
+  CLOSE: 13,
+  CLOSED: 14,
+} as const;
+export type RemoteFrameType = (typeof RemoteFrame)[keyof typeof RemoteFrame];
+
+const TYPE_NAMES = new Map<number, string>(Object.entries(RemoteFrame).map(([k, v]) => [v, k]));
+
+/** How the command's end of a stream is made, and which ways bytes go. */
+export type StreamMode =
+  /** client -> command: the command gets a pipe's read end */
+  | 'up'
+  /** command -> client: the command gets a pipe's write end */
+  | 'down'
+  /** both ways: the command gets one end of a STREAM socketpair */
+  | 'both'
+  /** client -> command, whole, before the reply: the command gets a read-only memfd holding the bytes */
+  | 'copy';
+
+export interface OpenRequest {
+  stream: number;
+  mode: StreamMode;
+  /** copy: the file offset the command's fd starts at */
+  offset?: number;
+  /** What the client's fd is, for messages and the command's diagnostics. */
+  kind: string;
+}
+
+export const HEADER_BYTES = 9;
+/** The largest DATA payload. */
+export const MAX_DATA_BYTES = 256 * 1024;
+/** The largest payload of any frame (a call's JSON arguments or result). */
+export const MAX_FRAME_BYTES = 64 * 1024 * 1024;
+/** Bytes a sender may have unacknowledged per stream and direction. */
+export const STREAM_WINDOW = 4 * 1024 * 1024;
+
+export function frameTypeName(type: number): string {
+  return TYPE_NAMES.get(type) ?? `type ${type}`;
+}
+
+function header(type: RemoteFrameType, id: number, length: number): Buffer {
+  const h = Buffer.allocUnsafe(HEADER_BYTES);
+  h.writeUInt32LE(length, 0);
+  h.writeUInt8(type, 4);
+  h.writeUInt32LE(id, 5);
+  return h;
+}
+
+/** A JSON payload; `undefined` is the empty payload. */
+export function jsonPayload(value: unknown): Buffer {
+  if (value === undefined) return Buffer.alloc(0);
+  const text = JSON.stringify(value);
+  if (text === undefined) throw new TypeError(`${typeof value} is not JSON-serializable`);
+  return Buffer.from(text);
+}
+
+export function parseJson(payload: Buffer, what: string): unknown {
+  if (payload.length === 0) return undefined;
+  try {
+    return JSON.parse(payload.toString('utf8')) as unknown;
+  } catch (err) {
+    throw new ProtocolError(`${what}: its payload is not JSON`, { cause: err });
+  }
+}
+
+export interface ChannelHandler {
+  onFrame(type: number, id: number, payload: Buffer): void;
+  /** Once: the input ended (null) or failed, or a frame broke the protocol. */
+  onEnd(reason: Error | null): void;
+}
+
+/**
+ * Frames on a readable and a writable byte stream. Writes are never
+ * refused: what the channel may hold is bounded by the stream windows and
+ * by the requests the caller makes.
+ */
+export class Channel {
+  readonly #input: Readable;
+  readonly #output: Writable;
+  readonly #handler: ChannelHandler;
+  /** Received bytes not yet framed. */
+  #chunks: Buffer[] = [];
+  #buffered = 0;
+  #ended = false;
+  #outputFailed = false;
+
+  constructor(input: Readable, output: Writable, handler: ChannelHandler) {
+    this.#input = input;
+    this.#output = output;
+    this.#handler = handler;
+    input.on('data', (chunk: Buffer) => this.#receive(chunk));
+    input.on('end', () => this.#end(null));
+    input.on('error', (err) => this.#end(err));
+    input.on('close', () => this.#end(null));
+    // A write to a reader that went away (EPIPE): the input ends too, and says so.
+    output.on('error', () => {
+      this.#outputFailed = true;
+    });
+  }
+
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  /** Bytes written and not yet taken by the kernel. */
+  get queuedBytes(): number {
+    return this.#output.writableLength;
+  }
+
+  send(type: RemoteFrameType, id: number, payload?: Buffer): void {
+    if (this.#ended || this.#outputFailed || this.#output.writableEnded) return;
+    const length = payload?.length ?? 0;
+    if (length > MAX_FRAME_BYTES) throw new RangeError(`a ${frameTypeName(type)} frame of ${length} bytes exceeds ${MAX_FRAME_BYTES}`);
+    if (length === 0 || payload === undefined) {
+      this.#output.write(header(type, id, 0));
+      return;
+    }
+    // Header and payload go out in one writev: no copy of the payload.
+    this.#output.cork();
+    this.#output.write(header(type, id, length));
+    this.#output.write(payload);
+    process.nextTick(() => this.#output.uncork());
+  }
+
+  sendJson(type: RemoteFrameType, id: number, value: unknown): void {
+    this.send(type, id, jsonPayload(value));
+  }
+
+  sendCredit(stream: number, bytes: number): void {
+    const b = Buffer.allocUnsafe(4);
+    b.writeUInt32LE(bytes, 0);
+    this.send(RemoteFrame.CREDIT, stream, b);
+  }
+
+  /** Ends our output (the peer sees end of file once queued frames are out). */
+  endOutput(): void {
+    if (!this.#output.writableEnded) this.#output.end();
+  }
+
+  #receive(chunk: Buffer): void {
+    if (this.#ended) return;
+    this.#chunks.push(chunk);
+    this.#buffered += chunk.length;
+    while (this.#buffered >= HEADER_BYTES) {
+      const head = this.#peek(HEADER_BYTES);
+      const length = head.readUInt32LE(0);
+      if (length > MAX_FRAME_BYTES) {
+        this.#end(new ProtocolError(`a frame announces ${length} payload bytes, more than ${MAX_FRAME_BYTES}: not an fdbridge channel, or a corrupt one`));
+        return;
+      }
+      if (this.#buffered < HEADER_BYTES + length) return;
+      const frame = this.#take(HEADER_BYTES + length);
+      const type = frame.readUInt8(4);
+      const id = frame.readUInt32LE(5);
+      try {
+        this.#handler.onFrame(type, id, frame.subarray(HEADER_BYTES));
+      } catch (err) {
+        this.#end(err instanceof Error ? err : new ProtocolError(String(err)));
+        return;
+      }
+      if (this.#ended) return;
+    }
+  }
+
+  /** The first `n` buffered bytes, without consuming them. */
+  #peek(n: number): Buffer {
+    const first = this.#chunks[0] as Buffer;
+    if (first.length >= n) return first;
+    const joined = Buffer.concat(this.#chunks);
+    this.#chunks = [joined];
+    return joined;
+  }
+
+  #take(n: number): Buffer {
+    const first = this.#chunks[0] as Buffer;
+    this.#buffered -= n;
+    if (first.length === n) {
+      this.#chunks.shift();
+      return first;
+    }
+    if (first.length > n) {
+      this.#chunks[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    const joined = Buffer.concat(this.#chunks);
+    this.#chunks = joined.length > n ? [joined.subarray(n)] : [];
+    return joined.subarray(0, n);
+  }
+
+  #end(reason: Error | null): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#chunks = [];
+    this.#buffered = 0;
+    this.#input.removeAllListeners('data');
+    this.#input.pause();
+    this.#handler.onEnd(reason);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// relayed streams
+
+/** Where a stream's bytes come from on this side (the local fd, read). */
+export interface RelaySource {
+  /** Starts (or resumes) delivering chunks. */
+  resume(): void;
+  pause(): void;
+  destroy(): void;
+}
+
+/** Where a stream's bytes go on this side (the local fd, written). */
+export interface RelaySink {
+  /** Writes all of `chunk`; `done` once it is written (or failed: then the sink is broken). */
+  write(chunk: Buffer, done: (err: Error | null) => void): void;
+  /** No more bytes: flush, then signal end of file to the local reader; `done` once that happened. */
+  end(done: () => void): void;
+  destroy(): void;
+}
+
+/**
+ * One side of one relayed stream: an optional outgoing half (local source ->
+ * DATA frames) and an optional incoming half (DATA frames -> local sink).
+ * The stream is finished, and its local fd closed, once both halves are.
+ */
+export class RelayStream {
+  readonly id: number;
+  readonly #channel: Channel;
+  #source: RelaySource | undefined;
+  #sink: RelaySink | undefined;
+  /** Outgoing: bytes we may still send before the peer gives credit. */
+  #credit = STREAM_WINDOW;
+  #outDone: boolean;
+  #inDone: boolean;
+  /** Incoming: written bytes whose credit has not been given back yet. */
+  #owed = 0;
+  /** Incoming bytes handed to the sink and not yet written. */
+  #inFlight = 0;
+  #eofReceived = false;
+  #finished = false;
+  readonly #onFinished: (stream: RelayStream) => void;
+  /** Whoever waits for the incoming half to be written out and ended. */
+  #drained: Array<() => void> = [];
+  /** Whoever waits for the outgoing half to end. */
+  #sent: Array<() => void> = [];
+  bytesIn = 0;
+  bytesOut = 0;
+
+  constructor(
+    id: number,
+    channel: Channel,
+    halves: { source?: RelaySource; sink?: RelaySink },
+    onFinished: (stream: RelayStream) => void,
+  ) {
+    this.id = id;
+    this.#channel = channel;
+    this.#source = halves.source;
+    this.#sink = halves.sink;
+    this.#outDone = halves.source === undefined;
+    this.#inDone = halves.sink === undefined;
+    this.#onFinished = onFinished;
+  }
+
+  get finished(): boolean {
+    return this.#finished;
+  }
+
+  /** Starts reading the local source (once the peer knows the stream). */
+  start(): void {
+    if (!this.#outDone) this.#source?.resume();
+  }
+
+  // outgoing half ----------------------------------------------------------
+
+  /** A chunk the source read: sent as DATA frames; the source pauses when the window is spent. */
+  sourceData(chunk: Buffer): void {
+    if (this.#outDone) return;
+    for (let off = 0; off < chunk.length; off += MAX_DATA_BYTES) {
+      this.#channel.send(RelayStream.DATA, this.id, chunk.subarray(off, Math.min(chunk.length, off + MAX_DATA_BYTES)));
+    }
+    this.bytesOut += chunk.length;
+    this.#credit -= chunk.length;
+    if (this.#credit <= 0) this.#source?.pause();
+  }
+
+  /** The source reached end of file (or failed: the peer sees end of file either way). */
+  sourceEnded(): void {
+    if (this.#outDone) return;
+    this.#channel.send(RemoteFrame.EOF, this.id);
+    this.#finishOut();
+  }
+
+  /** CREDIT from the peer. */
+  credit(bytes: number): void {
+    if (this.#outDone) return;
+    const before = this.#credit;
+    this.#credit += bytes;
+    if (before <= 0 && this.#credit > 0) this.#source?.resume();
+  }
+
+  /** STOP from the peer: it takes no more. */
+  stopped(): void {
+    this.#finishOut();
+  }
+
+  /** Resolves once the outgoing half is done (end of file sent, or the peer stopped it). */
+  sent(): Promise<void> {
+    if (this.#outDone) return Promise.resolve();
+    return new Promise((resolve) => this.#sent.push(resolve));
+  }
+
+  #finishOut(): void {
+    if (this.#outDone) return;
+    this.#outDone = true;
+    this.#source?.pause();
+    for (const d of this.#sent.splice(0)) d();
+    this.#maybeFinish();
+  }
+
+  // incoming half ----------------------------------------------------------
+
+  /** DATA from the peer. */
+  data(chunk: Buffer): void {
+    if (this.#inDone || this.#eofReceived) return; // after a STOP: in flight, dropped
+    const sink = this.#sink as RelaySink;
+    this.bytesIn += chunk.length;
+    this.#inFlight += chunk.length;
+    sink.write(chunk, (err) => {
+      this.#inFlight -= chunk.length;
+      if (err) {
+        this.#stopIn();
+        return;
+      }
+      if (this.#inDone) return;
+      this.#owed += chunk.length;
+      // Credit goes back in batches: a quarter window, or whatever is owed once nothing is left to write.
+      if (this.#owed >= STREAM_WINDOW / 4 || this.#inFlight === 0) {
+        this.#channel.sendCredit(this.id, this.#owed);
+        this.#owed = 0;
+      }
+      if (this.#eofReceived && this.#inFlight === 0) this.#endSink();
+    });
+  }
+
+  /** EOF from the peer: once everything before it is written, the local reader sees end of file. */
+  eof(): void {
+    if (this.#inDone || this.#eofReceived) return;
+    this.#eofReceived = true;
+    if (this.#inFlight === 0) this.#endSink();
+  }
+
+  /** Resolves once the incoming half is done (written and ended, or stopped). */
+  drained(): Promise<void> {
+    if (this.#inDone) return Promise.resolve();
+    return new Promise((resolve) => this.#drained.push(resolve));
+  }
+
+  #endSink(): void {
+    (this.#sink as RelaySink).end(() => this.#finishIn());
+  }
+
+  /** The local fd takes no more: tell the peer to stop sending. */
+  #stopIn(): void {
+    if (this.#inDone) return;
+    this.#channel.send(RemoteFrame.STOP, this.id);
+    this.#finishIn();
+  }
+
+  #finishIn(): void {
+    if (this.#inDone) return;
+    this.#inDone = true;
+    for (const d of this.#drained.splice(0)) d();
+    this.#maybeFinish();
+  }
+
+  #maybeFinish(): void {
+    if (this.#finished || !this.#outDone || !this.#inDone) return;
+    this.#finished = true;
+    this.#source?.destroy();
+    this.#sink?.destroy();
+    this.#onFinished(this);
+  }
+
+  /** Ends the stream at once (the connection is going): closes the local fd, tells nobody. */
+  destroy(): void {
+    if (this.#finished) return;
+    this.#outDone = true;
+    this.#inDone = true;
+    for (const d of [...this.#drained.splice(0), ...this.#sent.splice(0)]) d();
+    this.#maybeFinish();
+  }
+
+  /** Routes a stream frame to this stream. */
+  handle(type: number, payload: Buffer): void {
+    switch (type) {
+      case RemoteFrame.DATA:
+        this.data(payload);
+        return;
+      case RemoteFrame.CREDIT:
+        if (payload.length !== 4) throw new ProtocolError(`a CREDIT frame of ${payload.length} bytes (4 expected)`);
+        this.credit(payload.readUInt32LE(0));
+        return;
+      case RemoteFrame.EOF:
+        this.eof();
+        return;
+      case RemoteFrame.STOP:
+        this.stopped();
+        return;
+      default:
+        throw new ProtocolError(`${frameTypeName(type)} is not a stream frame`);
+    }
+  }
+
+  static readonly DATA = RemoteFrame.DATA;
+}
+
+/** True for the frame types that belong to a stream. */
+export function isStreamFrame(type: number): boolean {
+  return type === RemoteFrame.DATA || type === RemoteFrame.CREDIT || type === RemoteFrame.EOF || type === RemoteFrame.STOP;
+}

@@ -1,0 +1,164 @@
+/**
+ * What a relay can make of a client's fd on the remote transport: which
+ * way its bytes go and what the command's end over there is. An fd cannot
+ * cross machines; a byte stream can. Kinds with no byte stream to relay
+ * (a listening socket, a directory, an eventfd, a pidfd, ...) are refused
+ * with UnsupportedError naming the kind.
+ */
+import { fstatSync, readFileSync, readlinkSync } from 'node:fs';
+
+import { UnsupportedError } from '../errors';
+import { fdIdentity, type FileType } from '../fd';
+import { constants, native } from '../native';
+import type { StreamMode } from './remote-channel';
+
+const O_ACCMODE = 0o3;
+const O_WRONLY = 0o1;
+const O_RDWR = 0o2;
+const O_APPEND = 0o2000;
+const O_PATH = 0o10000000;
+
+/** A regular file larger than this is not copied for reading (the copy lives in the remote's memory). */
+export const MAX_COPY_BYTES = 256 * 1024 * 1024;
+
+export interface RelayPlan {
+  mode: StreamMode;
+  /** In words, for errors and the command's diagnostics: 'pipe (read end)', 'regular file (append)'. */
+  kind: string;
+  /**
+   * How the client reaches the fd's bytes:
+   * - 'reopen': a new open file description of the same pipe, FIFO or
+   *   terminal (open of /proc/self/fd/N), so that the O_NONBLOCK the relay
+   *   sets is not the caller's;
+   * - 'dup': a duplicate (sockets, which cannot be reopened: the relay's
+   *   O_NONBLOCK is then shared with the caller's fd);
+   * - 'file': a duplicate read or written at the file's own offset with
+   *   positioned or plain calls on the thread pool (regular files, character
+   *   devices; they ignore O_NONBLOCK).
+   */
+  access: 'reopen' | 'dup' | 'file';
+  /** Open flags for 'reopen' (O_RDONLY, O_WRONLY or O_RDWR). */
+  openFlags?: number;
+  /** copy: the client's offset (the command's fd starts there) and the file's size. */
+  offset?: number;
+  size?: number;
+}
+
+/** The status flags of `fd` (O_ACCMODE, O_APPEND, ...), from /proc/self/fdinfo. */
+export function statusFlags(fd: number): number {
+  const info = readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
+  const m = /^flags:\s+([0-7]+)$/m.exec(info);
+  if (!m) throw new Error(`/proc/self/fdinfo/${fd} has no flags line`);
+  return parseInt(m[1] as string, 8);
+}
+
+function offsetOf(fd: number): number {
+  const m = /^pos:\s+(\d+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
+  return m ? Number(m[1]) : 0;
+}
+
+/** What /proc calls an fd with no file type of its own: 'eventfd', 'pidfd', 'eventpoll', 'inotify', ... */
+function anonKind(fd: number): string {
+  let target: string;
+  try {
+    target = readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    return 'unknown';
+  }
+  const m = /^anon_inode:\[?([^\]]+)\]?$/.exec(target) ?? /^(\w+):\[/.exec(target);
+  return m ? (m[1] as string) : target;
+}
+
+/** True when the socket with inode `ino` is listening (/proc/net: unix flag __SO_ACCEPTCON, TCP state LISTEN). */
+function isListening(ino: bigint): boolean {
+  const inode = String(ino);
+  const read = (file: string): string[] => {
+    try {
+      return readFileSync(file, 'utf8').split('\n').slice(1);
+    } catch {
+      return [];
+    }
+  };
+  for (const line of read('/proc/net/unix')) {
+    const cols = line.trim().split(/\s+/);
+    // Num RefCount Protocol Flags Type St Inode [Path]
+    if (cols[6] === inode) return (parseInt(cols[3] ?? '0', 16) & 0x10000) !== 0;
+  }
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    for (const line of read(file)) {
+      const cols = line.trim().split(/\s+/);
+      // sl local rem st tx:rx tr:tm retrnsmt uid timeout inode
+      if (cols[9] === inode) return cols[3] === '0A';
+    }
+  }
+  return false;
+}
+
+const NAMES: Record<FileType, string> = {
+  file: 'regular file',
+  directory: 'directory',
+  pipe: 'pipe',
+  socket: 'socket',
+  char: 'character device',
+  block: 'block device',
+  symlink: 'symbolic link (O_PATH)',
+  unknown: 'fd',
+};
+
+function refuse(fd: number, kind: string, why: string): never {
+  throw new UnsupportedError(`dupFileDescriptor(${fd}) failed on the remote transport: ${kind} cannot be relayed (${why})`);
+}
+
+/**
+ * How `fd` (borrowed, validated) is relayed, or UnsupportedError naming its
+ * kind. EBADF for a closed fd, as on every transport.
+ */
+export function planRelay(fd: number): RelayPlan {
+  const id = fdIdentity(fd); // EBADF for a closed fd
+  const flags = statusFlags(fd);
+  const acc = flags & O_ACCMODE;
+  const readable = acc !== O_WRONLY;
+  const writable = acc === O_WRONLY || acc === O_RDWR;
+  if ((flags & O_PATH) !== 0) refuse(fd, `an O_PATH fd (${NAMES[id.type]})`, 'it opens nothing that can be read or written');
+  switch (id.type) {
+    case 'pipe': {
+      const end = acc === O_RDWR ? 'read-write' : readable ? 'read end' : 'write end';
+      return {
+        mode: acc === O_RDWR ? 'both' : readable ? 'up' : 'down',
+        kind: `pipe (${end})`,
+        access: 'reopen',
+        openFlags: acc,
+      };
+    }
+    case 'socket': {
+      const type = native.socketType(fd);
+      if (type !== constants.SOCK_STREAM) {
+        refuse(fd, `a ${type === constants.SOCK_DGRAM ? 'datagram (SOCK_DGRAM)' : type === constants.SOCK_SEQPACKET ? 'SOCK_SEQPACKET' : `type ${type}`} socket`, 'a byte stream loses its message boundaries');
+      }
+      if (isListening(id.ino)) refuse(fd, 'a listening socket', 'it carries connections, not bytes');
+      return { mode: 'both', kind: 'stream socket', access: 'dup' };
+    }
+    case 'file': {
+      if (acc === O_RDWR) {
+        refuse(fd, 'a regular file open for reading and writing (O_RDWR)', 'open it O_RDONLY to give a copy, or O_WRONLY/O_APPEND to have writes appended');
+      }
+      if (!writable) {
+        const size = fstatSync(fd).size;
+        if (size > MAX_COPY_BYTES) refuse(fd, `a regular file of ${size} bytes`, `a file open for reading is copied, and the copy is limited to ${MAX_COPY_BYTES} bytes`);
+        return { mode: 'copy', kind: 'regular file (read-only copy)', access: 'file', offset: offsetOf(fd), size };
+      }
+      return { mode: 'down', kind: `regular file (${(flags & O_APPEND) !== 0 ? 'append' : 'write'})`, access: 'file' };
+    }
+    case 'char':
+      if (!writable) refuse(fd, 'a character device open for reading', 'only writes to a terminal or device are relayed');
+      return { mode: 'down', kind: 'character device (write)', access: 'file' };
+    case 'directory':
+      return refuse(fd, 'a directory', 'it has no bytes to relay');
+    case 'block':
+      return refuse(fd, 'a block device', 'it is not a byte stream');
+    default: {
+      const kind = anonKind(fd);
+      return refuse(fd, `an fd of kind ${kind}`, 'it has no byte stream to relay');
+    }
+  }
+}

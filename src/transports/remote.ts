@@ -1,0 +1,442 @@
+/**
+ * remote: the command runs in `fdbridge serve --stdio`, started through
+ * `via` (`['ssh', 'host', '--']`, `['docker', 'exec', '-i', 'ctr']`, ...):
+ * one channel over the via process's stdin and stdout carries the calls
+ * and every relayed byte stream (remote-channel.ts). OpenSSH (or docker,
+ * kubectl) does transport, authentication and encryption.
+ *
+ * An fd cannot cross machines: dupFileDescriptor gives the command a local
+ * fd of its own (a pipe end, a socketpair end, a read-only memfd copy) and
+ * relays its bytes (remote-kinds.ts says which, and refuses kinds with no
+ * byte stream). Byte order, end of file and close hold; identity, shared
+ * offsets, fstat, locks and passing the fd on as the same open file do not.
+ *
+ * The relays on this side run on the caller's event loop: a caller that
+ * blocks its thread waiting for relayed bytes (a readSync on the pipe the
+ * command writes into) waits for good. Read such fds asynchronously.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync, constants as fsConstants } from 'node:fs';
+
+import { commandRequest, normalizeCommandSpec, type CommandSpec } from '../command';
+import { BaseConnection, type CommandLocation, type ConnectOptions } from '../connection';
+import {
+  ClosedError,
+  errnoName,
+  PeerExitedError,
+  ProtocolError,
+  RemoteError,
+  SystemError,
+  TimeoutError,
+  UnknownCommandError,
+  type FdBridgeError,
+  type PeerExit,
+  type RemoteErrorInfo,
+} from '../errors';
+import { closeFds } from '../fd';
+import { native } from '../native';
+import { distPath } from '../paths';
+import { Channel, isStreamFrame, parseJson, RemoteFrame, RelayStream, REMOTE_PROTOCOL_VERSION, type OpenRequest, type RelaySink, type RelaySource } from './remote-channel';
+import { FileSink, FileSource, SocketEnd, type Attachable } from './remote-endpoints';
+import { planRelay, type RelayPlan } from './remote-kinds';
+
+/** The server's argv after `via` when via is given: `fdbridge` on the far machine's PATH. */
+export const DEFAULT_SERVE_ARGV: readonly string[] = ['fdbridge', 'serve', '--stdio'];
+
+/** How long close() lets the command's last output reach the client's fds. */
+const DRAIN_ON_CLOSE_MS = 2000;
+/** How long a lost channel waits for the via process's exit status before it says how it ended. */
+const EXIT_STATUS_WAIT_MS = 250;
+/** Bytes of the server's and via's stderr kept for error messages. */
+const STDERR_TAIL_BYTES = 4096;
+
+interface Pending {
+  operation: string;
+  resolve(value: Buffer): void;
+  reject(err: Error): void;
+}
+
+/** The server's argv: `via` and `serve`, plus the command's module when the caller names one. */
+function serverArgv(options: ConnectOptions, command: CommandSpec): { argv: string[]; hello: CommandSpec } {
+  const via = options.via ?? [];
+  if (!Array.isArray(via) || !via.every((a) => typeof a === 'string' && a.length > 0)) {
+    throw new TypeError('options.via must be an array of non-empty strings (e.g. ["ssh", "host", "--"])');
+  }
+  const serve = options.serve ?? (via.length > 0 ? DEFAULT_SERVE_ARGV : [process.execPath, distPath('harness/cli.js'), 'serve', '--stdio']);
+  if (!Array.isArray(serve) || serve.length === 0 || !serve.every((a) => typeof a === 'string' && a.length > 0)) {
+    throw new TypeError('options.serve must be a non-empty array of non-empty strings (the far side\'s `fdbridge serve --stdio`)');
+  }
+  const argv = [...via, ...serve];
+  if (command.module === undefined) return { argv, hello: commandRequest(command) };
+  // A module the caller names: the server is started for this client with
+  // its own credentials over there, so the caller chooses its code, as on
+  // child. The path is a path on the far machine.
+  const spec = normalizeCommandSpec(command);
+  const name = spec.name ?? 'command';
+  argv.push('--command', `${name}=${spec.module}#${spec.export ?? 'default'}`);
+  return { argv, hello: commandRequest({ name, ...(spec.args !== undefined ? { args: spec.args } : {}) }) };
+}
+
+function errorFrom(operation: string, info: RemoteErrorInfo): FdBridgeError {
+  if (info.code === 'ERR_FDBRIDGE_UNKNOWN_COMMAND') return new UnknownCommandError(`${operation}: ${info.message}`);
+  return new RemoteError(operation, info);
+}
+
+export class RemoteConnection extends BaseConnection {
+  readonly transport = 'remote' as const;
+  readonly location: CommandLocation;
+  /** The via process (ssh, docker, ...): killing it loses the channel. */
+  readonly via: ChildProcess;
+  readonly #channel: Channel;
+  readonly #pending = new Map<number, Pending>();
+  readonly #streams = new Map<number, RelayStream>();
+  #nextId = 1;
+  #nextStream = 1;
+  #broken: PeerExitedError | undefined;
+  #lost: Promise<void>;
+  #onLost!: () => void;
+  #closing = false;
+  readonly #stderr: () => string;
+  readonly #onCommandClosed: ConnectOptions['onCommandClosed'];
+
+  static async open(options: ConnectOptions): Promise<RemoteConnection> {
+    const { argv, hello } = serverArgv(options, options.command);
+    const [file, ...args] = argv as [string, ...string[]];
+    const via = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    let tail = '';
+    via.stderr?.on('data', (chunk: Buffer) => {
+      process.stderr.write(chunk);
+      tail = (tail + chunk.toString('utf8')).slice(-STDERR_TAIL_BYTES);
+    });
+    const stderr = (): string => tail.trim();
+    const conn = new RemoteConnection(via, stderr, options.onCommandClosed);
+    const timeoutMs = options.timeoutMs ?? 10_000;
+    try {
+      const ready = await conn.#handshake(hello, timeoutMs);
+      (conn as { location: CommandLocation }).location = { transport: 'remote', pid: ready.pid, threadId: ready.threadId };
+      return conn;
+    } catch (err) {
+      await conn.#teardown();
+      throw err;
+    }
+  }
+
+  private constructor(via: ChildProcess, stderr: () => string, onCommandClosed: ConnectOptions['onCommandClosed']) {
+    super();
+    this.via = via;
+    this.#stderr = stderr;
+    this.#onCommandClosed = onCommandClosed;
+    this.location = { transport: 'remote', pid: -1, threadId: 0 };
+    this.#lost = new Promise((r) => (this.#onLost = r));
+    // Node closes the child's stdio streams; errors (EPIPE) are the channel's end, seen below.
+    via.stdin?.on('error', () => undefined);
+    this.#channel = new Channel(via.stdout as NonNullable<ChildProcess['stdout']>, via.stdin as NonNullable<ChildProcess['stdin']>, {
+      onFrame: (type, id, payload) => this.#onFrame(type, id, payload),
+      onEnd: (reason) => this.#channelLost(reason),
+    });
+    via.on('exit', () => this.#channelLost(null));
+    via.on('error', () => this.#channelLost(null));
+  }
+
+  #handshake(hello: CommandSpec, timeoutMs: number): Promise<{ pid: number; threadId: number }> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new TimeoutError(`connect: the remote command was not ready within ${timeoutMs} ms (options.timeoutMs)`)), timeoutMs);
+    });
+    const id = this.#nextId++;
+    const ready = new Promise<Buffer>((resolve, reject) => this.#pending.set(id, { operation: 'connect', resolve, reject }));
+    this.#channel.sendJson(RemoteFrame.HELLO, id, { version: REMOTE_PROTOCOL_VERSION, command: hello });
+    return Promise.race([ready, timeout])
+      .then((payload) => {
+        const r = parseJson(payload, 'READY') as { pid?: unknown; threadId?: unknown };
+        if (typeof r?.pid !== 'number' || typeof r.threadId !== 'number') throw new ProtocolError('connect: a READY without pid and threadId');
+        return { pid: r.pid, threadId: r.threadId };
+      })
+      .finally(() => clearTimeout(timer));
+  }
+
+  protected override brokenError(): Error | undefined {
+    return this.#broken;
+  }
+
+  /**
+   * The streams being relayed now: bytes sent to the command's end and
+   * received from it so far (a diagnostic: e.g. that a consumer who stops
+   * reading holds back no more than its window).
+   */
+  relays(): Array<{ stream: number; bytesOut: number; bytesIn: number }> {
+    return [...this.#streams.values()].map((s) => ({ stream: s.id, bytesOut: s.bytesOut, bytesIn: s.bytesIn }));
+  }
+
+  // requests ---------------------------------------------------------------
+
+  #request(type: RemoteFrameTypeOf<'CALL' | 'OPEN' | 'RELEASE' | 'CLOSE'>, operation: string, payload: unknown): Promise<Buffer> {
+    if (this.#broken) return Promise.reject(this.#relabel(this.#broken, operation));
+    const id = this.#nextId++;
+    return new Promise<Buffer>((resolve, reject) => {
+      this.#pending.set(id, { operation, resolve, reject });
+      try {
+        if (payload === undefined) this.#channel.send(type, id);
+        else this.#channel.sendJson(type, id, payload);
+      } catch (err) {
+        this.#pending.delete(id);
+        reject(err);
+      }
+    });
+  }
+
+  #onFrame(type: number, id: number, payload: Buffer): void {
+    if (isStreamFrame(type)) {
+      this.#streams.get(id)?.handle(type, payload);
+      return;
+    }
+    const p = this.#pending.get(id);
+    if (!p) throw new ProtocolError(`a reply (${type}) to request ${id}, which is not pending`);
+    this.#pending.delete(id);
+    switch (type) {
+      case RemoteFrame.READY:
+      case RemoteFrame.RESULT:
+      case RemoteFrame.OPENED:
+      case RemoteFrame.CLOSED:
+        p.resolve(payload);
+        return;
+      case RemoteFrame.ERROR:
+        p.reject(errorFrom(p.operation, parseJson(payload, 'ERROR') as RemoteErrorInfo));
+        return;
+      default:
+        p.reject(new ProtocolError(`${p.operation}: an unexpected reply of frame type ${type}`));
+    }
+  }
+
+  // duplication ------------------------------------------------------------
+
+  protected dupOne(fd: number): Promise<number> {
+    if (this.#broken) return Promise.reject(this.#relabel(this.#broken, `dupFileDescriptor(${fd})`));
+    let made: Made;
+    try {
+      made = this.#makeStream(fd);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#open(made, `dupFileDescriptor(${fd})`);
+  }
+
+  protected async dupMany(fds: number[], above: number): Promise<number[]> {
+    if (this.#broken) throw this.#relabel(this.#broken, 'dupFileDescriptors');
+    // Every fd is checked and reached here before anything is sent: a kind
+    // that cannot be relayed, or a closed fd, fails the batch with nothing made there.
+    const made: Made[] = [];
+    try {
+      for (const fd of fds) made.push(this.#makeStream(fd, above));
+    } catch (err) {
+      for (const m of made) m.dispose();
+      throw err;
+    }
+    const settled = await Promise.allSettled(made.map((m, i) => this.#open(m, `dupFileDescriptors (fd ${fds[i]})`)));
+    const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed) {
+      await this.release(settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []))).catch(() => undefined);
+      throw failed.reason;
+    }
+    return settled.map((s) => (s as PromiseFulfilledResult<number>).value);
+  }
+
+  protected async release(fds: number[]): Promise<void> {
+    if (fds.length === 0 || this.#broken) return;
+    await this.#request(RemoteFrame.RELEASE, 'release', fds);
+  }
+
+  /** The client's end of a new stream for `fd` (borrowed), not yet announced. */
+  #makeStream(fd: number, above = fd + 1): Made {
+    const plan = planRelay(fd);
+    const endpoint = clientEndpoint(fd, plan, above);
+    const sid = this.#nextStream++;
+    const stream = new RelayStream(sid, this.#channel, endpoint.halves, (s) => this.#streams.delete(s.id));
+    endpoint.attach(stream);
+    return {
+      plan,
+      stream,
+      dispose: () => stream.destroy(),
+    };
+  }
+
+  async #open(made: Made, operation: string): Promise<number> {
+    const { plan, stream } = made;
+    const req: OpenRequest = { stream: stream.id, mode: plan.mode, kind: plan.kind, ...(plan.offset !== undefined ? { offset: plan.offset } : {}) };
+    this.#streams.set(stream.id, stream);
+    const reply = this.#request(RemoteFrame.OPEN, operation, req);
+    // The server knows the stream once it reads the OPEN (frames keep their order): send at once.
+    stream.start();
+    try {
+      const r = parseJson(await reply, 'OPENED') as { fd?: unknown };
+      if (typeof r?.fd !== 'number') throw new ProtocolError(`${operation}: an OPENED without an fd number`);
+      return r.fd;
+    } catch (err) {
+      stream.destroy();
+      throw err;
+    }
+  }
+
+  // calls and close --------------------------------------------------------
+
+  protected async callRemote(method: string, args: unknown[]): Promise<unknown> {
+    const payload = await this.#request(RemoteFrame.CALL, `${method}()`, { method, args });
+    return parseJson(payload, 'RESULT');
+  }
+
+  protected async closeTransport(): Promise<void> {
+    this.#closing = true;
+    if (!this.#broken) {
+      try {
+        await Promise.race([this.#request(RemoteFrame.CLOSE, 'close', undefined), this.#lost, delay(10_000)]);
+      } catch {
+        // The channel was lost meanwhile: everything is closed below either way.
+      }
+      // The command's last output (sent before CLOSED) reaches our fds.
+      await Promise.race([Promise.all([...this.#streams.values()].map((s) => s.drained())), delay(DRAIN_ON_CLOSE_MS)]);
+    }
+    for (const s of [...this.#streams.values()]) s.destroy();
+    this.#streams.clear();
+    if (!this.#broken) await this.#onCommandClosed?.(this.location);
+    await this.#teardown();
+    this.#failPending(() => this.closedError('request'));
+  }
+
+  /** Ends the channel and the via process (SIGKILL if it does not exit once its stdin ends). */
+  async #teardown(): Promise<void> {
+    this.#channel.endOutput();
+    if (!(await exited(this.via, 5000))) {
+      this.via.kill('SIGKILL');
+      await exited(this.via, 1000);
+    }
+    this.via.stdout?.destroy();
+    this.via.stderr?.destroy();
+  }
+
+  /**
+   * The channel ended, or the via process exited (a process it started may
+   * hold the channel open: its exit is enough). Every pending request
+   * rejects with PeerExitedError, every relayed fd here is closed, and the
+   * server sees its stdin end.
+   */
+  #channelLost(reason: Error | null): void {
+    if (this.#broken) return;
+    const exit: PeerExit = {
+      transport: 'remote',
+      pid: this.via.pid ?? -1,
+      exitCode: this.via.exitCode,
+      signal: this.via.signalCode,
+      detail: reason ? `broke the channel (${reason.message})` : 'closed the channel',
+    };
+    this.#broken = new PeerExitedError('request', exit);
+    for (const s of [...this.#streams.values()]) s.destroy();
+    this.#streams.clear();
+    this.via.stdin?.destroy();
+    this.#onLost();
+    const settle = (): void => {
+      const status = this.via.exitCode;
+      if (status !== null && status < 0) {
+        // Node reports a via that could not be started (ENOENT, EACCES) as an exit with -errno.
+        const file = this.via.spawnfile;
+        this.#failPending((operation) => new SystemError(status, `spawn ${file}`, `${operation} failed: the via process (${file}) could not be started: ${errnoName(status)}`));
+        return;
+      }
+      const final: PeerExit = { ...exit, exitCode: status, signal: this.via.signalCode };
+      const tail = this.#stderr();
+      if (tail && final.exitCode !== null && final.exitCode !== 0) final.detail = `${exit.detail}; its stderr ends: ${tail.split('\n').slice(-3).join(' | ')}`;
+      this.#broken = new PeerExitedError('request', final);
+      this.#failPending((operation) => (this.#closing ? new ClosedError(`${operation} failed: the remote connection was closed`) : new PeerExitedError(operation, final)));
+    };
+    if (this.via.exitCode !== null || this.via.signalCode !== null) settle();
+    else void exited(this.via, EXIT_STATUS_WAIT_MS).then(settle);
+  }
+
+  #relabel(err: PeerExitedError, operation: string): PeerExitedError {
+    return new PeerExitedError(operation, {
+      transport: 'remote',
+      pid: err.pid,
+      exitCode: err.exitCode,
+      signal: err.signal,
+      detail: 'closed the channel',
+    });
+  }
+
+  #failPending(makeError: (operation: string) => Error): void {
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const p of pending) p.reject(makeError(p.operation));
+  }
+}
+
+type RemoteFrameTypeOf<K extends keyof typeof RemoteFrame> = (typeof RemoteFrame)[K];
+
+interface Made {
+  plan: RelayPlan;
+  stream: RelayStream;
+  dispose(): void;
+}
+
+/**
+ * A copy of `fd` (borrowed) that the relay owns: numbered above the floor
+ * and above `above` (native.dupAll), so that it never takes a number the
+ * caller closed and may name later in the same batch.
+ */
+function ownCopy(fd: number, above: number): number {
+  return native.dupAll([fd], above)[0] as number;
+}
+
+/** A new open file description of the pipe or terminal `fd` names (borrowed), non-blocking; see ownCopy. */
+function reopen(fd: number, flags: number, above: number): number {
+  let tmp: number;
+  try {
+    tmp = openSync(`/proc/self/fd/${fd}`, flags | fsConstants.O_NONBLOCK);
+  } catch (err) {
+    // A pipe with no reader left cannot be opened for writing without
+    // blocking (ENXIO): a duplicate does as well (its writes fail with EPIPE).
+    if ((err as NodeJS.ErrnoException).code === 'ENXIO') return ownCopy(fd, above);
+    throw err;
+  }
+  try {
+    return ownCopy(tmp, above);
+  } finally {
+    closeSync(tmp);
+  }
+}
+
+/** The client's end of a relayed stream for `fd` (borrowed): a copy of its own, owned by the endpoint. */
+function clientEndpoint(fd: number, plan: RelayPlan, above: number): { halves: { source?: RelaySource; sink?: RelaySink }; attach(s: RelayStream): void } {
+  const ways = { read: plan.mode === 'up' || plan.mode === 'both', write: plan.mode === 'down' || plan.mode === 'both' };
+  if (plan.access === 'file') {
+    const own = ownCopy(fd, above);
+    const end: (RelaySource | RelaySink) & Attachable = plan.mode === 'copy' ? new FileSource(own) : new FileSink(own);
+    return { halves: plan.mode === 'copy' ? { source: end as RelaySource } : { sink: end as RelaySink }, attach: (s) => end.attach(s) };
+  }
+  const own = plan.access === 'reopen' ? reopen(fd, plan.openFlags ?? 0, above) : ownCopy(fd, above);
+  let end: SocketEnd;
+  try {
+    end = new SocketEnd(own, ways, plan.access === 'reopen');
+  } catch (err) {
+    closeFds([own]);
+    throw err;
+  }
+  return {
+    halves: { ...(ways.read ? { source: end } : {}), ...(ways.write ? { sink: end } : {}) },
+    attach: (s) => end.attach(s),
+  };
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms).unref());
+}
+
+/** True once `child` has exited (within `ms`). */
+function exited(child: ChildProcess, ms: number): Promise<boolean> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+}

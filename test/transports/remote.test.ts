@@ -1,0 +1,369 @@
+/**
+ * The remote transport through a local via (`sh -c '"$@"'`, which stays the
+ * parent of `fdbridge serve --stdio` as ssh would): calls, relayed byte
+ * streams of every kind that has one, the kinds that have none, flow
+ * control, and the channel's loss. Besides the global check of this
+ * process's fd table, every connection checks the server's table when its
+ * command has closed (it must be back to its baseline).
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import fc from 'fast-check';
+
+import {
+  connect,
+  LOG_COMMAND,
+  logRedirectOption,
+  PeerExitedError,
+  PROBE_COMMAND,
+  RemoteError,
+  SystemError,
+  UnknownCommandError,
+  UnsupportedError,
+  type CommandSpec,
+  type Connection,
+} from '../../src';
+import { closeFd, closeFds, fdIdentity, makeEventfd, makePipe, openFdTable, type FdTable } from '../../src/fd';
+import { constants, native } from '../../src/native';
+import type { RemoteConnection } from '../../src/transports/remote';
+import { STREAM_WINDOW } from '../../src/transports/remote-channel';
+import { CLI, fdTableSettles } from '../util/processes';
+
+/** A via that stays the parent of the server, as ssh does (killing it loses the channel, not the server). */
+const VIA = ['sh', '-c', '"$@"', 'sh'];
+const SERVE = [process.execPath, CLI, 'serve', '--stdio'];
+
+let dir: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'fdbridge-remote-'));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const opened: Connection[] = [];
+/** Diffs of the server's fd table found when a command closed (each must be ''). */
+const serverDiffs: string[] = [];
+
+/** In each describe block: runs before the global fd-table check (test/setup/fd-table.ts), which is the outer scope's. */
+function closeAfterEach(): void {
+  afterEach(async () => {
+    for (const c of opened.splice(0)) await c.close();
+    expect(serverDiffs.splice(0).filter((d) => d !== '')).toEqual([]);
+  });
+}
+
+async function open(command: CommandSpec = PROBE_COMMAND): Promise<RemoteConnection> {
+  let baseline: FdTable | undefined;
+  const conn = (await connect('remote', {
+    command,
+    via: VIA,
+    serve: SERVE,
+    onCommandClosed: async (location) => {
+      if (baseline) serverDiffs.push(await fdTableSettles(location.pid, baseline));
+    },
+  })) as RemoteConnection;
+  baseline = openFdTable(conn.location.pid);
+  opened.push(conn);
+  return conn;
+}
+
+/** Reads `fd` (borrowed: a copy is read) asynchronously until end of file. */
+function readToEnd(fd: number): Promise<Buffer> {
+  const sock = new Socket({ fd: native.dup(fd), readable: true, writable: false });
+  const chunks: Buffer[] = [];
+  return new Promise((resolve, reject) => {
+    sock.on('data', (c: Buffer) => chunks.push(c));
+    sock.on('end', () => {
+      sock.destroy();
+      resolve(Buffer.concat(chunks));
+    });
+    sock.on('error', reject);
+  });
+}
+
+/** Reads `fd` asynchronously until `n` bytes came. */
+function readBytes(fd: number, n: number): Promise<Buffer> {
+  const sock = new Socket({ fd: native.dup(fd), readable: true, writable: false });
+  const chunks: Buffer[] = [];
+  let got = 0;
+  return new Promise((resolve, reject) => {
+    sock.on('data', (c: Buffer) => {
+      chunks.push(c);
+      got += c.length;
+      if (got >= n) {
+        sock.destroy();
+        resolve(Buffer.concat(chunks));
+      }
+    });
+    sock.on('error', reject);
+  });
+}
+
+function gone(pid: number): Promise<void> {
+  return new Promise((resolve) => {
+    const poll = (): void => {
+      if (!existsSync(`/proc/${pid}`)) resolve();
+      else setTimeout(poll, 20);
+    };
+    poll();
+  });
+}
+
+describe('calls', () => {
+  closeAfterEach();
+
+  test('reach the command, named, in the server process; errors come back typed', async () => {
+    const conn = await open();
+    expect(conn.transport).toBe('remote');
+    expect(conn.location.pid).not.toBe(process.pid);
+    expect(await conn.call('where')).toEqual({ transport: 'remote', pid: conn.location.pid, threadId: conn.location.threadId });
+    expect(await conn.call('echo', { a: [1, 'two', null] })).toEqual({ a: [1, 'two', null] });
+    const err = await conn.call('fail', 'no luck', 'E_LUCK').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RemoteError);
+    expect((err as RemoteError).remote).toMatchObject({ message: 'no luck', code: 'E_LUCK' });
+    // The connection goes on after a failed call.
+    expect(await conn.call('echo', 7)).toBe(7);
+  });
+
+  test('a command the server does not serve is an UnknownCommandError', async () => {
+    await expect(connect('remote', { command: { name: 'no-such-command' }, via: VIA, serve: SERVE })).rejects.toBeInstanceOf(UnknownCommandError);
+  });
+
+  test('a via that cannot be started is a SystemError; one that exits is a PeerExitedError with its status', async () => {
+    const missing = await connect('remote', { command: PROBE_COMMAND, via: ['/nonexistent/ssh'] }).catch((e: unknown) => e);
+    expect(missing).toBeInstanceOf(SystemError);
+    expect((missing as SystemError).code).toBe('ENOENT');
+    const exits = await connect('remote', { command: PROBE_COMMAND, via: ['sh', '-c', 'echo nope >&2; exit 3', 'sh'] }).catch((e: unknown) => e);
+    expect(exits).toBeInstanceOf(PeerExitedError);
+    expect(exits).toMatchObject({ transport: 'remote', exitCode: 3 });
+  });
+
+  test('bad options are TypeErrors', async () => {
+    await expect(connect('remote', { command: PROBE_COMMAND, via: ['ssh', ''] })).rejects.toThrow(TypeError);
+    await expect(connect('remote', { command: PROBE_COMMAND, via: 'ssh host' as unknown as string[] })).rejects.toThrow(TypeError);
+  });
+});
+
+describe('relayed byte streams', () => {
+  closeAfterEach();
+
+  test('a pipe end, each way: bytes in order, end of file carried both ways', async () => {
+    const conn = await open();
+    const [r, w] = makePipe();
+    try {
+      // Down: the command writes into its end, closes it; we read to EOF.
+      const farW = await conn.dupFileDescriptor(w);
+      closeFd(w);
+      const got = readToEnd(r);
+      expect(await conn.call('write', farW, 'one ')).toBe(4);
+      expect(await conn.call('write', farW, 'two')).toBe(3);
+      await conn.call('adopt', [farW]);
+      await conn.call('closeAdopted', [farW]);
+      expect((await got).toString()).toBe('one two');
+    } finally {
+      closeFds([r]);
+    }
+    const [r2, w2] = makePipe();
+    try {
+      // Up: we write and close; the command reads the bytes, then end of file ('').
+      const farR = await conn.dupFileDescriptor(r2);
+      closeFd(r2);
+      writeSync(w2, 'upward');
+      closeFd(w2);
+      expect(await conn.call('read', farR, 64)).toBe('upward');
+      expect(await conn.call('read', farR, 64)).toBe('');
+    } finally {
+      closeFds([r2, w2].filter((fd) => fd !== r2 && fd !== w2));
+    }
+  });
+
+  test('a stream socket, both ways: half-close from the client, close from the command', async () => {
+    const conn = await open();
+    const [a, b] = native.socketpair(constants.SOCK_STREAM);
+    try {
+      const farA = await conn.dupFileDescriptor(a);
+      closeFd(a);
+      const down = readToEnd(b);
+      expect(await conn.call('write', farA, 'from the command')).toBe(16);
+      writeSync(b, 'from the client');
+      expect(await conn.call('read', farA, 64)).toBe('from the client');
+      native.shutdown(b, constants.SHUT_WR);
+      expect(await conn.call('read', farA, 64)).toBe('');
+      await conn.call('adopt', [farA]);
+      await conn.call('closeAdopted', [farA]);
+      expect((await down).toString()).toBe('from the command');
+    } finally {
+      closeFd(b);
+    }
+  });
+
+  test('a read-only regular file arrives as a read-only copy, at the client\'s offset; it is not the same file', async () => {
+    const conn = await open();
+    const file = join(dir, 'copy.txt');
+    writeFileSync(file, 'skip:the rest of it');
+    const fd = openSync(file, 'r');
+    try {
+      expect(readSync(fd, Buffer.alloc(5), 0, 5, null)).toBe(5);
+      const far = await conn.dupFileDescriptor(fd);
+      expect(await conn.call('read', far, 64)).toBe('the rest of it');
+      expect(await conn.call('write', far, 'x').catch((e: unknown) => e)).toBeInstanceOf(RemoteError); // EBADF: read-only
+      const [id] = await conn.call<Array<{ ino: string }>>('identities', [far]);
+      expect(id?.ino).not.toBe(String(fdIdentity(fd).ino));
+    } finally {
+      closeSync(fd);
+    }
+  });
+
+  test('--logfile forms: PATH appends, !PATH truncates first, through the command\'s own writes', async () => {
+    const file = join(dir, 'app.log');
+    writeFileSync(file, 'before\n');
+    const conn = await open(LOG_COMMAND);
+    await logRedirectOption(conn, file);
+    await conn.call('log', 'one');
+    await logRedirectOption(conn, file);
+    await conn.call('log', 'two');
+    await conn.close();
+    expect(readFileSync(file, 'utf8')).toBe('before\none\ntwo\n');
+    const again = await open(LOG_COMMAND);
+    await logRedirectOption(again, `!${file}`);
+    await again.call('log', 'fresh');
+    await again.close();
+    expect(readFileSync(file, 'utf8')).toBe('fresh\n');
+  });
+
+  test('a consumer that stops reading holds back its own stream only: calls and other streams go on', async () => {
+    const conn = await open();
+    const [stuckR, stuckW] = makePipe();
+    const [r, w] = makePipe();
+    // 64 MiB offered upward to a command end nobody reads.
+    const writer = spawn('head', ['-c', String(64 << 20), '/dev/zero'], { stdio: ['ignore', stuckW, 'ignore'] });
+    try {
+      await conn.dupFileDescriptor(stuckR);
+      closeFd(stuckW);
+      const farW = await conn.dupFileDescriptor(w);
+      // Let the stuck stream fill everything it may.
+      for (let i = 0; i < 20; i++) await conn.call('echo', i);
+      const got = readBytes(r, 5);
+      expect(await conn.call('write', farW, 'alive')).toBe(5);
+      expect((await got).toString()).toBe('alive');
+      const stuck = conn.relays().find((s) => s.bytesOut > 0);
+      // The stuck stream sent at most its window (plus the read that crossed it).
+      expect(stuck?.bytesOut ?? 0).toBeLessThanOrEqual(STREAM_WINDOW + (1 << 20));
+    } finally {
+      writer.kill('SIGKILL');
+      await new Promise((r2) => (writer.exitCode !== null || writer.signalCode !== null ? r2(null) : writer.once('exit', r2)));
+      closeFds([stuckR, r, w]);
+    }
+  });
+
+  test('generated: chunks each way through a relayed socket arrive whole and in order', async () => {
+    const chunk = fc.tuple(fc.integer({ min: 1, max: 300_000 }), fc.integer({ min: 0, max: 25 })).map(([n, k]) => Buffer.alloc(n, 97 + k));
+    await fc.assert(
+      fc.asyncProperty(fc.array(chunk, { minLength: 1, maxLength: 5 }), fc.array(fc.string({ minLength: 1, maxLength: 200 }), { minLength: 1, maxLength: 6 }), async (up, down) => {
+        const conn = await open();
+        const [a, b] = native.socketpair(constants.SOCK_STREAM);
+        const sock = new Socket({ fd: native.dup(b), readable: true, writable: true, allowHalfOpen: true });
+        try {
+          const farA = await conn.dupFileDescriptor(a);
+          closeFd(a);
+          const received: Buffer[] = [];
+          const ended = new Promise<void>((resolve) => sock.on('end', resolve));
+          sock.on('data', (c: Buffer) => received.push(c));
+          for (const c of up) sock.write(c);
+          const expected = Buffer.concat(up).toString('latin1');
+          // The command reads all we sent, in order (ASCII: its UTF-8 read is exact).
+          let read = '';
+          while (read.length < expected.length) read += await conn.call<string>('read', farA, 1 << 20);
+          expect(read === expected).toBe(true);
+          for (const d of down) await conn.call('write', farA, d);
+          await conn.call('adopt', [farA]);
+          await conn.call('closeAdopted', [farA]);
+          await ended;
+          expect(Buffer.concat(received).toString()).toBe(down.join(''));
+        } finally {
+          sock.destroy();
+          closeFd(b);
+          await conn.close();
+        }
+      }),
+      { numRuns: 5 },
+    );
+  });
+});
+
+describe('kinds with no byte stream', () => {
+  closeAfterEach();
+
+  test('fail with UnsupportedError naming the kind; a batch holding one fails whole', async () => {
+    const conn = await open();
+    const sock = join(dir, 'listening.sock');
+    const listening = native.listen(constants.SOCK_STREAM, sock, false, 0o600, 8);
+    const directory = openSync(dir, 'r');
+    const eventfd = makeEventfd();
+    const pidfd = native.pidfdOpen(process.pid);
+    const [d1, d2] = native.socketpair(constants.SOCK_DGRAM);
+    const rw = openSync(join(dir, 'rw.txt'), 'w+');
+    const [r, w] = makePipe();
+    const cases: Array<[number, RegExp]> = [
+      [listening, /a listening socket/],
+      [directory, /a directory/],
+      [eventfd, /kind eventfd/],
+      [pidfd, /kind pidfd/],
+      [d1, /datagram/],
+      [rw, /read-write|O_RDWR/],
+    ];
+    try {
+      const before = openFdTable(conn.location.pid);
+      for (const [fd, kind] of cases) {
+        const err = await conn.dupFileDescriptor(fd).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(UnsupportedError);
+        expect((err as Error).message).toMatch(kind);
+        const batch = await conn.dupFileDescriptors([r, fd, w]).catch((e: unknown) => e);
+        expect(batch).toBeInstanceOf(UnsupportedError);
+      }
+      expect(await fdTableSettles(conn.location.pid, before)).toBe('');
+    } finally {
+      closeFds([listening, directory, eventfd, pidfd, d1, d2, rw, r, w]);
+      rmSync(sock, { force: true });
+    }
+  });
+});
+
+describe('losing the channel', () => {
+  closeAfterEach();
+
+  test('the via process killed mid-transfer: every pending request rejects with PeerExitedError, the server exits', async () => {
+    const conn = await open();
+    const serverPid = conn.location.pid;
+    const [r, w] = makePipe();
+    const feeder = spawn('head', ['-c', String(32 << 20), '/dev/zero'], { stdio: ['ignore', w, 'ignore'] });
+    try {
+      await conn.dupFileDescriptor(r);
+      const pending: Array<Promise<unknown>> = [conn.call('hang')];
+      for (let i = 0; i < 50; i++) pending.push(i % 2 ? conn.dupFileDescriptor(w) : conn.call('echo', i));
+      conn.via.kill('SIGKILL');
+      const settled = await Promise.allSettled(pending);
+      const rejected = settled.filter((s): s is PromiseRejectedResult => s.status === 'rejected');
+      expect(rejected.length).toBeGreaterThan(0);
+      for (const { reason } of rejected) {
+        expect(reason).toBeInstanceOf(PeerExitedError);
+        expect(reason).toMatchObject({ transport: 'remote', signal: 'SIGKILL' });
+      }
+      await expect(conn.call('echo', 1)).rejects.toBeInstanceOf(PeerExitedError);
+      await expect(conn.dupFileDescriptor(w)).rejects.toBeInstanceOf(PeerExitedError);
+      // Its stdin ended: the orphaned server closes its command and exits.
+      await gone(serverPid);
+    } finally {
+      feeder.kill('SIGKILL');
+      await new Promise((r2) => (feeder.exitCode !== null || feeder.signalCode !== null ? r2(null) : feeder.once('exit', r2)));
+      closeFds([r, w]);
+    }
+  });
+});
+
+test('the CLI refuses serve without --stdio', () => {
+  expect(() => execFileSync(process.execPath, [CLI, 'serve'], { stdio: 'pipe' })).toThrow(/--stdio is required/);
+});
