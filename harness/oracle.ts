@@ -125,7 +125,7 @@ export class LeakOracle {
     const { pid } = conn.location;
     if (pid === process.pid || pid === this.#options.helperPid) return;
     if (this.#snapshots.some((s) => s.pid === pid) || this.#commandProcesses.has(pid)) return;
-    const snap = tryTake(pid, conn.transport === 'helper' ? 'helper' : 'child', this.#options.note);
+    const snap = tryTake(pid, conn.transport === 'helper' ? 'helper' : conn.transport === 'remote' ? 'remote' : 'child', this.#options.note);
     if (!snap) return;
     // Another helper daemon (a scenario's own) lives on after close: compare it at the end.
     if (conn.transport === 'helper') this.#snapshots.push(snap);

@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stripVTControlCharacters } from 'node:util';
 
-import { connect, transportNames, type CommandSpec, type Connection, type ConnectOptions, type TransportName } from '../src';
+import { connect, missingCapabilities, transportNames, type CommandSpec, type Connection, type ConnectOptions, type TransportName } from '../src';
 import { PROBE_COMMAND } from '../src/commands/probe-command';
 import { packageRoot } from '../src/paths';
 import { diffFdTables, openFdTable } from '../src/fd';
@@ -50,6 +50,16 @@ import type {
   ScenarioContext,
   Status,
 } from './types';
+
+/**
+ * remote rows: `fdbridge serve --stdio` through a local via that stays its
+ * parent, as ssh does (a fault scenario can kill the via and lose the
+ * channel while the server lives on).
+ */
+export const LOCAL_REMOTE: Pick<ConnectOptions, 'via' | 'serve'> = {
+  via: ['sh', '-c', '"$@"', 'sh'],
+  serve: [process.execPath, join(packageRoot, 'dist', 'harness', 'cli.js'), 'serve', '--stdio'],
+};
 
 /** Default seed when none is given: runs are reproducible out of the box. */
 export const DEFAULT_SEED = 1;
@@ -441,6 +451,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment): Promise<ResultRow> 
         ...options,
         command,
         ...(options.socketPath === undefined && env.helper ? { socketPath: env.helper.socketPath } : {}),
+        ...(transport === 'remote' && options.via === undefined ? LOCAL_REMOTE : {}),
         onCommandClosed: async (location) => {
           await oracle.commandClosed(location);
           await userHook?.(location);
@@ -478,8 +489,10 @@ async function runRow(row: PlannedRow, env: RowEnvironment): Promise<ResultRow> 
   try {
     if (error !== undefined) throw error;
     oracle.begin();
+    // A scenario that needs what this transport does not preserve is skipped, with that reason.
+    const missing = missingCapabilities(transport, scenario.needs);
     // async wrapper: a run() that throws before its first await still becomes a rejection.
-    const running = (async () => scenario.run(ctx))();
+    const running = missing !== undefined ? Promise.reject(new SkipSignal(missing)) : (async () => scenario.run(ctx))();
     try {
       await withTimeout(running, env.timeoutMs, `${scenario.name} on ${transport}`);
       if (env.bench && scenario.bench && (scenario.expect ?? 'pass') === 'pass') {
@@ -598,7 +611,11 @@ async function warmUp(transports: readonly TransportName[], helper: HelperProces
   for (const r of warmRuntimeFds()) info(`leak oracle: set aside ${describeRuntimeFd(r)}`);
   for (const transport of transports) {
     try {
-      const conn = await connect(transport, { command: PROBE_COMMAND, ...(helper ? { socketPath: helper.socketPath } : {}) });
+      const conn = await connect(transport, {
+        command: PROBE_COMMAND,
+        ...(helper ? { socketPath: helper.socketPath } : {}),
+        ...(transport === 'remote' ? LOCAL_REMOTE : {}),
+      });
       try {
         await conn.call('where');
       } finally {

@@ -5,7 +5,7 @@
  * Dependencies point one way: scenarios -> the public connection interface
  * (src/index.ts) and these types; never a concrete transport.
  */
-import type { CommandSpec, Connection, ConnectOptions, TransportName } from '../src';
+import type { Capability, CommandSpec, Connection, ConnectOptions, TransportName } from '../src';
 import type { FdOrigin } from '../src/fd-track';
 import type { Rng } from './rng';
 
@@ -55,6 +55,12 @@ export interface Scenario {
   description: string;
   /** The transports it applies to (default: all of them). */
   transports?: readonly TransportName[];
+  /**
+   * What it needs a transport to preserve of the fds it duplicates (see
+   * src/capabilities.ts): on a transport that lacks one (remote lacks them
+   * all) its row is skipped, with that reason.
+   */
+  needs?: readonly Capability[];
   /** Default 'pass'. */
   expect?: Expectation;
   /** Required with expect 'leak' (leaks) and 'fail' (error): which check must fail. */

@@ -25,6 +25,7 @@ const scenario: Scenario = {
   name: 'duplicate-253-fds',
   description: 'one duplication of 253 fds (SCM_MAX_FD, one message) of mixed kinds arrives whole and in order',
   tags: ['batch', 'conformance'],
+  needs: ['every-kind'],
   async run(ctx) {
     const sources = makeSources();
     const conn = await ctx.connect(PROBE_COMMAND);

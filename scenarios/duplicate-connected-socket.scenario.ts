@@ -27,6 +27,7 @@ const scenario: Scenario = {
   name: 'duplicate-connected-socket',
   description: 'one end of a connected stream socket arrives as the same socket: the far side and the client talk through the connection both ways',
   tags: ['fd-kind', 'conformance'],
+  needs: ['identity'],
   async run(ctx) {
     const [mine, theirs] = rawSocketPair('stream');
     const conn = await ctx.connect(PROBE_COMMAND);

@@ -16,6 +16,7 @@ const scenario: Scenario = {
   name: 'duplicate-directory',
   description: 'a directory fd arrives as the same open directory: identity, path and shared status flags',
   tags: ['fd-kind', 'conformance'],
+  needs: ['identity', 'every-kind'],
   async run(ctx) {
     const dir = join(ctx.tmpdir, `dir-${ctx.rng.int(0, 1e6)}`);
     mkdirSync(dir);

@@ -21,6 +21,7 @@ const scenario: Scenario = {
   name: 'duplicate-eventfd',
   description: 'an eventfd arrives as the same object: increments from both sides add up in one shared counter',
   tags: ['fd-kind', 'conformance'],
+  needs: ['identity', 'every-kind'],
   async run(ctx) {
     const fd = makeEventfd();
     const conn = await ctx.connect(PROBE_COMMAND);

@@ -23,6 +23,7 @@ const scenario: Scenario = {
   name: 'duplicate-listening-socket',
   description: "a listening socket arrives as the same socket and keeps accepting the client's connections after the client closed its copy",
   tags: ['fd-kind', 'conformance'],
+  needs: ['identity', 'every-kind'],
   async run(ctx) {
     const [name, abstract] = socketName(ctx, 'listener');
     const listener = rawListen('stream', name, { abstract, mode: 0o600, backlog: 16 });

@@ -14,6 +14,7 @@ const scenario: Scenario = {
   name: 'duplicate-memfd',
   description: 'a memfd (anonymous file) arrives as the same file and shares its offset and contents with the client',
   tags: ['fd-kind', 'conformance'],
+  needs: ['identity'],
   async run(ctx) {
     const fd = makeMemfd(`scenario-${ctx.rng.int(0, 1e6)}`);
     const conn = await ctx.connect(PROBE_COMMAND);

@@ -15,6 +15,7 @@ const scenario: Scenario = {
   name: 'duplicate-pipe',
   description: "both ends of a pipe arrive as the same pipe (dev, ino, type), and data flows through them both ways",
   tags: ['fd-kind', 'conformance'],
+  needs: ['identity'],
   async run(ctx) {
     const [r, w] = makePipe();
     const conn = await ctx.connect(PROBE_COMMAND);

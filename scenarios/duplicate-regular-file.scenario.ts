@@ -19,6 +19,7 @@ const scenario: Scenario = {
   name: 'duplicate-regular-file',
   description: 'a regular file arrives with the same (dev, ino) and shares one file offset with the client, for reads and writes',
   tags: ['fd-kind', 'conformance'],
+  needs: ['identity'],
   async run(ctx) {
     const path = join(ctx.tmpdir, 'shared-offset.txt');
     const letters = 'abcdefghijklmnopqrstuvwxyz';

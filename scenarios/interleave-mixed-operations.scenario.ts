@@ -14,6 +14,7 @@ const scenario: Scenario = {
   name: 'interleave-mixed-operations',
   description: '5,000 mixed operations over concurrent clients (8 on one helper), every reply checked: none lost or duplicated, no leak',
   tags: ['conformance'],
+  needs: ['every-kind'],
   async run(ctx) {
     assertMixClean(ctx, await runMix(ctx, OPS), OPS);
   },

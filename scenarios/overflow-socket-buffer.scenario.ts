@@ -28,6 +28,7 @@ const scenario: Scenario = {
   description:
     'bursts of 5,000 calls, 1,000 batch duplications and large calls to a busy command each settle once, in order, with their own result; past the send queue bound the excess gets QueueFullError and the connection lives on',
   tags: ['concurrency', 'backpressure'],
+  needs: ['every-kind'],
   async run(ctx) {
     const [r, w] = makePipe();
     const sources = [r, w, makeEventfd(), ...Array.from({ length: 5 }, (_, i) => makeMemfd(`overflow-${i}`))];

@@ -16,6 +16,7 @@ const scenario: Scenario = {
   name: 'pipeline-duplications',
   description: 'hundreds of single and batch duplications in flight on one connection each get their own reply, with the right files',
   tags: ['concurrency'],
+  needs: ['every-kind'],
   async run(ctx) {
     const [r, w] = makePipe();
     const sources = [r, w, makeEventfd(), ...Array.from({ length: 8 }, (_, i) => makeMemfd(`pipeline-${i}`))];

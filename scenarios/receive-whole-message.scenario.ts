@@ -16,6 +16,7 @@ const scenario: Scenario = {
   name: 'receive-whole-message',
   description: 'a received message has exactly the bytes sent and every fd it carried (the seed trimmed to the buffer and kept one fd)',
   tags: ['conformance'],
+  needs: ['identity'],
   async run(ctx) {
     const sources = [makeMemfd('whole-a'), makeMemfd('whole-b'), makeMemfd('whole-c')];
     const conn = await ctx.connect(PROBE_COMMAND);

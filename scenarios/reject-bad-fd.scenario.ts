@@ -14,6 +14,7 @@ const scenario: Scenario = {
   name: 'reject-bad-fd',
   description: 'a closed fd anywhere in a duplication is a typed EBADF for the whole request, with nothing arriving on the far side',
   tags: ['conformance'],
+  needs: ['identity'],
   async run(ctx) {
     const good = makeMemfd('good');
     const conn = await ctx.connect(PROBE_COMMAND);

@@ -17,6 +17,7 @@ const scenario: Scenario = {
   name: 'reject-closed-fd-in-later-batch-piece',
   description: 'a closed fd in the 2nd or 3rd piece of a 600-fd batch is EBADF for the whole batch on every transport; none of it stays in the command',
   tags: ['conformance'],
+  needs: ['identity'],
   async run(ctx) {
     // Seven files, so that a slot answered with another slot's file shows.
     const files = Array.from({ length: 7 }, (_, i) => makeMemfd(`later-piece-${i}`));

@@ -17,6 +17,7 @@ const scenario: Scenario = {
   name: 'reject-fd-closed-in-same-tick',
   description: 'dup(a) x n; close(b); dup(b) in one tick: b is EBADF on every transport, never a copy of a',
   tags: ['conformance'],
+  needs: ['identity'],
   async run(ctx) {
     const conn = await ctx.connect(PROBE_COMMAND);
     const a = makeMemfd('same-tick-a');

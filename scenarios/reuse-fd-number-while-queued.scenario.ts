@@ -15,6 +15,7 @@ const scenario: Scenario = {
   name: 'reuse-fd-number-while-queued',
   description: 'an fd number closed and reused while its duplication is queued still sends the file it named when the call was made',
   tags: ['concurrency', 'ownership', 'conformance'],
+  needs: ['identity'],
   async run(ctx) {
     const conn = await ctx.connect(PROBE_COMMAND);
     let current = makeMemfd('reuse-0');

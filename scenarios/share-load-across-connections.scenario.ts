@@ -15,6 +15,7 @@ const scenario: Scenario = {
   name: 'share-load-across-connections',
   description: 'four connections with duplications in flight on all of them at once each get their own files; closing one leaves the rest working',
   tags: ['concurrency'],
+  needs: ['identity'],
   async run(ctx) {
     const sources = Array.from({ length: CONNECTIONS * 2 }, (_, i) => makeMemfd(`conn-source-${i}`));
     const conns: Connection[] = [];

@@ -15,6 +15,7 @@ const scenario: Scenario = {
   name: 'split-batch-beyond-253',
   description: 'dupFileDescriptors of 254 and of several hundred fds splits them and keeps their order; a raw 254-fd send is a RangeError',
   tags: ['batch', 'conformance'],
+  needs: ['identity'],
   async run(ctx) {
     assert.equal(MAX_FDS_PER_MESSAGE, 253);
     const sources = Array.from({ length: 7 }, (_, i) => makeMemfd(`split-${i}`));

@@ -39,6 +39,7 @@ const scenario: Scenario = {
   name: 'truncate-batch-at-fd-limit',
   description: 'a batch that does not fit under the far side\'s lowered fd limit fails with a typed error, leaks nothing, and the connection still works',
   tags: ['truncation'],
+  needs: ['identity'],
   async run(ctx) {
     const source = makeMemfd('truncate');
     const conn = await ctx.connect(PROBE_COMMAND);

@@ -6,6 +6,8 @@
  *     const remoteFd = await conn.dupFileDescriptor(fd); // valid in the child
  */
 export { connect, transportNames, type TransportName } from './transports';
+export { CAPABILITIES, missingCapabilities, transportCapabilities } from './capabilities';
+export type { Capability } from './capabilities';
 export type { Connection, ConnectOptions, CommandLocation } from './connection';
 export type { CommandContext, CommandClass, CommandSpec, Remote } from './command';
 export {

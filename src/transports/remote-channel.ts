@@ -254,12 +254,22 @@ export class Channel {
 export interface RelaySource {
   /** Starts (or resumes) delivering chunks. */
   resume(): void;
+  /**
+   * What the local fd holds right now, read at once (non-blocking), at
+   * most `max` bytes; [] if nothing (or the source cannot). See flushSource.
+   */
+  readNow?(max: number): Buffer[];
   pause(): void;
   destroy(): void;
 }
 
 /** Where a stream's bytes go on this side (the local fd, written). */
 export interface RelaySink {
+  /**
+   * True when writes complete without waiting for a reader (a regular file,
+   * a device): a call's result may then wait for the writes before it.
+   */
+  readonly prompt?: boolean;
   /** Writes all of `chunk`; `done` once it is written (or failed: then the sink is broken). */
   write(chunk: Buffer, done: (err: Error | null) => void): void;
   /** No more bytes: flush, then signal end of file to the local reader; `done` once that happened. */
@@ -292,6 +302,8 @@ export class RelayStream {
   #drained: Array<() => void> = [];
   /** Whoever waits for the outgoing half to end. */
   #sent: Array<() => void> = [];
+  /** Whoever waits for the incoming bytes in flight to be written. */
+  #written: Array<() => void> = [];
   bytesIn = 0;
   bytesOut = 0;
 
@@ -330,6 +342,27 @@ export class RelayStream {
     this.bytesOut += chunk.length;
     this.#credit -= chunk.length;
     if (this.#credit <= 0) this.#source?.pause();
+  }
+
+  /**
+   * Sends what the local fd holds right now, as far as the window allows:
+   * the server does this before each call's reply, so that what a command
+   * wrote during a call reaches the client before the call's result does
+   * (unless that stream's consumer is behind by a whole window: the reply
+   * never waits for a slow consumer).
+   */
+  flushSource(): void {
+    if (this.#outDone || this.#credit <= 0 || !this.#source?.readNow) return;
+    for (const chunk of this.#source.readNow(this.#credit)) this.sourceData(chunk);
+  }
+
+  /**
+   * Resolves once the incoming bytes handed to a prompt sink (a file) so
+   * far are written: the client waits for this before it resolves a call.
+   */
+  written(): Promise<void> {
+    if (this.#inFlight === 0 || this.#inDone || !this.#sink?.prompt) return Promise.resolve();
+    return new Promise((resolve) => this.#written.push(resolve));
   }
 
   /** The source reached end of file (or failed: the peer sees end of file either way). */
@@ -376,6 +409,7 @@ export class RelayStream {
     this.#inFlight += chunk.length;
     sink.write(chunk, (err) => {
       this.#inFlight -= chunk.length;
+      if (this.#inFlight === 0) for (const w of this.#written.splice(0)) w();
       if (err) {
         this.#stopIn();
         return;
@@ -418,7 +452,7 @@ export class RelayStream {
   #finishIn(): void {
     if (this.#inDone) return;
     this.#inDone = true;
-    for (const d of this.#drained.splice(0)) d();
+    for (const d of [...this.#drained.splice(0), ...this.#written.splice(0)]) d();
     this.#maybeFinish();
   }
 
@@ -435,7 +469,7 @@ export class RelayStream {
     if (this.#finished) return;
     this.#outDone = true;
     this.#inDone = true;
-    for (const d of [...this.#drained.splice(0), ...this.#sent.splice(0)]) d();
+    for (const d of [...this.#drained.splice(0), ...this.#sent.splice(0), ...this.#written.splice(0)]) d();
     this.#maybeFinish();
   }
 

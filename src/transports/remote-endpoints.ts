@@ -9,7 +9,7 @@
  *   read on the thread pool (they ignore O_NONBLOCK).
  * - MemorySink: the remote side's copy of a read-only file (a memfd).
  */
-import { read, write, writeSync } from 'node:fs';
+import { read, readSync, write, writeSync } from 'node:fs';
 import { Socket } from 'node:net';
 
 import { closeFd } from '../fd';
@@ -30,12 +30,16 @@ export interface Attachable {
  */
 export class SocketEnd implements RelaySource, RelaySink, Attachable {
   readonly #socket: Socket;
+  readonly #fd: number;
+  readonly #readable: boolean;
   readonly #isPipe: boolean;
   #stream: RelayStream | undefined;
   #destroyed = false;
 
   constructor(fd: number, ways: { read: boolean; write: boolean }, isPipe: boolean) {
     this.#isPipe = isPipe;
+    this.#fd = fd;
+    this.#readable = ways.read;
     this.#socket = new Socket({ fd, readable: ways.read, writable: ways.write, allowHalfOpen: true });
     this.#socket.pause();
     // A failed write reaches its callback; a failed read ends the stream below.
@@ -58,6 +62,30 @@ export class SocketEnd implements RelaySource, RelaySink, Attachable {
 
   pause(): void {
     if (!this.#destroyed) this.#socket.pause();
+  }
+
+  /**
+   * Reads what the fd holds now. The fd is non-blocking (libuv set it), so
+   * an empty pipe is EAGAIN at once; end of file is left for the event
+   * loop's own read to see. Bytes read here are simply not there for that
+   * read: the order holds, as both happen on this thread.
+   */
+  readNow(max: number): Buffer[] {
+    if (this.#destroyed || !this.#readable || this.#socket.destroyed) return [];
+    const out: Buffer[] = [];
+    while (max > 0) {
+      const buf = Buffer.allocUnsafe(Math.min(max, 256 * 1024));
+      let n: number;
+      try {
+        n = readSync(this.#fd, buf, 0, buf.length, null);
+      } catch {
+        break; // EAGAIN (empty) or an error the event loop's read will report
+      }
+      if (n === 0) break;
+      out.push(buf.subarray(0, n));
+      max -= n;
+    }
+    return out;
   }
 
   write(chunk: Buffer, done: (err: Error | null) => void): void {
@@ -134,6 +162,7 @@ class PoolFd {
 
 /** Writes chunks in order through a regular file's or device's own offset (O_APPEND: at its end). Owns `fd`. */
 export class FileSink implements RelaySink, Attachable {
+  readonly prompt = true;
   readonly #fd: PoolFd;
 
   constructor(fd: number) {

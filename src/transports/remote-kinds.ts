@@ -139,13 +139,12 @@ export function planRelay(fd: number): RelayPlan {
       return { mode: 'both', kind: 'stream socket', access: 'dup' };
     }
     case 'file': {
-      if (acc === O_RDWR) {
-        refuse(fd, 'a regular file open for reading and writing (O_RDWR)', 'open it O_RDONLY to give a copy, or O_WRONLY/O_APPEND to have writes appended');
-      }
-      if (!writable) {
+      if (readable) {
+        // Open for reading (O_RDWR too: a memfd, say): a read-only copy.
+        // The command's writes fail there (EBADF) rather than vanish.
         const size = fstatSync(fd).size;
         if (size > MAX_COPY_BYTES) refuse(fd, `a regular file of ${size} bytes`, `a file open for reading is copied, and the copy is limited to ${MAX_COPY_BYTES} bytes`);
-        return { mode: 'copy', kind: 'regular file (read-only copy)', access: 'file', offset: offsetOf(fd), size };
+        return { mode: 'copy', kind: `regular file (${acc === O_RDWR ? 'read-write, ' : ''}given as a read-only copy)`, access: 'file', offset: offsetOf(fd), size };
       }
       return { mode: 'down', kind: `regular file (${(flags & O_APPEND) !== 0 ? 'append' : 'write'})`, access: 'file' };
     }

@@ -87,6 +87,8 @@ export async function serveStdio(options: ServeStdioOptions = {}): Promise<void>
 
   const ledger = new SetLedger();
   let host: CommandHost | undefined;
+  /** The client sent CLOSE: nothing more is given to the command. */
+  let closed = false;
   const relay = new Worker(requireDistFile('src/transports/entries/remote-relay-main.js'), { workerData: { inFd, outFd } });
   const post = (m: HostToRelay): void => relay.postMessage(m);
   let ended!: () => void;
@@ -121,7 +123,8 @@ export async function serveStdio(options: ServeStdioOptions = {}): Promise<void>
         }
         return;
       case 'give':
-        if (host) ledger.add(m.fd);
+        // After CLOSE (a copy that completed behind it) nobody would own it.
+        if (host && !closed) ledger.add(m.fd);
         else closeFds([m.fd]);
         return;
       case 'call': {
@@ -148,6 +151,7 @@ export async function serveStdio(options: ServeStdioOptions = {}): Promise<void>
         return;
       }
       case 'close': {
+        closed = true;
         const closing = host ? host.close() : Promise.resolve();
         closing.catch(() => undefined).finally(() => post({ type: 'closed', id: m.id }));
         return;

@@ -51,7 +51,10 @@ const EXIT_STATUS_WAIT_MS = 250;
 const STDERR_TAIL_BYTES = 4096;
 
 interface Pending {
+  /** For messages: `echo()`, `dupFileDescriptor(7)`. */
   operation: string;
+  /** What a command's error names (RemoteError.method): the method, or dupFileDescriptor(s). */
+  method: string;
   resolve(value: Buffer): void;
   reject(err: Error): void;
 }
@@ -77,9 +80,9 @@ function serverArgv(options: ConnectOptions, command: CommandSpec): { argv: stri
   return { argv, hello: commandRequest({ name, ...(spec.args !== undefined ? { args: spec.args } : {}) }) };
 }
 
-function errorFrom(operation: string, info: RemoteErrorInfo): FdBridgeError {
-  if (info.code === 'ERR_FDBRIDGE_UNKNOWN_COMMAND') return new UnknownCommandError(`${operation}: ${info.message}`);
-  return new RemoteError(operation, info);
+function errorFrom(method: string, info: RemoteErrorInfo): FdBridgeError {
+  if (info.code === 'ERR_FDBRIDGE_UNKNOWN_COMMAND') return new UnknownCommandError(`connect: ${info.message}`);
+  return new RemoteError(method, info);
 }
 
 export class RemoteConnection extends BaseConnection {
@@ -92,6 +95,8 @@ export class RemoteConnection extends BaseConnection {
   readonly #streams = new Map<number, RelayStream>();
   #nextId = 1;
   #nextStream = 1;
+  /** The last reply's settling: the next one settles after it. */
+  #replies: Promise<void> = Promise.resolve();
   #broken: PeerExitedError | undefined;
   #lost: Promise<void>;
   #onLost!: () => void;
@@ -144,7 +149,7 @@ export class RemoteConnection extends BaseConnection {
       timer = setTimeout(() => reject(new TimeoutError(`connect: the remote command was not ready within ${timeoutMs} ms (options.timeoutMs)`)), timeoutMs);
     });
     const id = this.#nextId++;
-    const ready = new Promise<Buffer>((resolve, reject) => this.#pending.set(id, { operation: 'connect', resolve, reject }));
+    const ready = new Promise<Buffer>((resolve, reject) => this.#pending.set(id, { operation: 'connect', method: 'constructor', resolve, reject }));
     this.#channel.sendJson(RemoteFrame.HELLO, id, { version: REMOTE_PROTOCOL_VERSION, command: hello });
     return Promise.race([ready, timeout])
       .then((payload) => {
@@ -170,11 +175,11 @@ export class RemoteConnection extends BaseConnection {
 
   // requests ---------------------------------------------------------------
 
-  #request(type: RemoteFrameTypeOf<'CALL' | 'OPEN' | 'RELEASE' | 'CLOSE'>, operation: string, payload: unknown): Promise<Buffer> {
+  #request(type: RemoteFrameTypeOf<'CALL' | 'OPEN' | 'RELEASE' | 'CLOSE'>, operation: string, method: string, payload: unknown): Promise<Buffer> {
     if (this.#broken) return Promise.reject(this.#relabel(this.#broken, operation));
     const id = this.#nextId++;
     return new Promise<Buffer>((resolve, reject) => {
-      this.#pending.set(id, { operation, resolve, reject });
+      this.#pending.set(id, { operation, method, resolve, reject });
       try {
         if (payload === undefined) this.#channel.send(type, id);
         else this.#channel.sendJson(type, id, payload);
@@ -193,6 +198,16 @@ export class RemoteConnection extends BaseConnection {
     const p = this.#pending.get(id);
     if (!p) throw new ProtocolError(`a reply (${type}) to request ${id}, which is not pending`);
     this.#pending.delete(id);
+    // What the command wrote before it answered came first (the server
+    // flushes its streams before each reply): into a file it is written
+    // before the caller hears the answer, so a log line is in the file once
+    // log() resolves.
+    // Replies settle in the order they came, waits or not.
+    const writing = [...this.#streams.values()].map((s) => s.written());
+    this.#replies = this.#replies.then(() => Promise.all(writing)).then(() => this.#settle(p, type, payload));
+  }
+
+  #settle(p: Pending, type: number, payload: Buffer): void {
     switch (type) {
       case RemoteFrame.READY:
       case RemoteFrame.RESULT:
@@ -200,9 +215,17 @@ export class RemoteConnection extends BaseConnection {
       case RemoteFrame.CLOSED:
         p.resolve(payload);
         return;
-      case RemoteFrame.ERROR:
-        p.reject(errorFrom(p.operation, parseJson(payload, 'ERROR') as RemoteErrorInfo));
+      case RemoteFrame.ERROR: {
+        let info: RemoteErrorInfo;
+        try {
+          info = parseJson(payload, 'ERROR') as RemoteErrorInfo;
+        } catch (err) {
+          p.reject(err as Error);
+          return;
+        }
+        p.reject(errorFrom(p.method, info));
         return;
+      }
       default:
         p.reject(new ProtocolError(`${p.operation}: an unexpected reply of frame type ${type}`));
     }
@@ -218,7 +241,7 @@ export class RemoteConnection extends BaseConnection {
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.#open(made, `dupFileDescriptor(${fd})`);
+    return this.#open(made, `dupFileDescriptor(${fd})`, 'dupFileDescriptor');
   }
 
   protected async dupMany(fds: number[], above: number): Promise<number[]> {
@@ -232,7 +255,7 @@ export class RemoteConnection extends BaseConnection {
       for (const m of made) m.dispose();
       throw err;
     }
-    const settled = await Promise.allSettled(made.map((m, i) => this.#open(m, `dupFileDescriptors (fd ${fds[i]})`)));
+    const settled = await Promise.allSettled(made.map((m, i) => this.#open(m, `dupFileDescriptors (fd ${fds[i]})`, 'dupFileDescriptors')));
     const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (failed) {
       await this.release(settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []))).catch(() => undefined);
@@ -243,7 +266,7 @@ export class RemoteConnection extends BaseConnection {
 
   protected async release(fds: number[]): Promise<void> {
     if (fds.length === 0 || this.#broken) return;
-    await this.#request(RemoteFrame.RELEASE, 'release', fds);
+    await this.#request(RemoteFrame.RELEASE, 'release', 'release', fds);
   }
 
   /** The client's end of a new stream for `fd` (borrowed), not yet announced. */
@@ -260,11 +283,11 @@ export class RemoteConnection extends BaseConnection {
     };
   }
 
-  async #open(made: Made, operation: string): Promise<number> {
+  async #open(made: Made, operation: string, method: string): Promise<number> {
     const { plan, stream } = made;
     const req: OpenRequest = { stream: stream.id, mode: plan.mode, kind: plan.kind, ...(plan.offset !== undefined ? { offset: plan.offset } : {}) };
     this.#streams.set(stream.id, stream);
-    const reply = this.#request(RemoteFrame.OPEN, operation, req);
+    const reply = this.#request(RemoteFrame.OPEN, operation, method, req);
     // The server knows the stream once it reads the OPEN (frames keep their order): send at once.
     stream.start();
     try {
@@ -280,7 +303,7 @@ export class RemoteConnection extends BaseConnection {
   // calls and close --------------------------------------------------------
 
   protected async callRemote(method: string, args: unknown[]): Promise<unknown> {
-    const payload = await this.#request(RemoteFrame.CALL, `${method}()`, { method, args });
+    const payload = await this.#request(RemoteFrame.CALL, `${method}()`, method, { method, args });
     return parseJson(payload, 'RESULT');
   }
 
@@ -288,7 +311,7 @@ export class RemoteConnection extends BaseConnection {
     this.#closing = true;
     if (!this.#broken) {
       try {
-        await Promise.race([this.#request(RemoteFrame.CLOSE, 'close', undefined), this.#lost, delay(10_000)]);
+        await Promise.race([this.#request(RemoteFrame.CLOSE, 'close', 'close', undefined), this.#lost, delay(10_000)]);
       } catch {
         // The channel was lost meanwhile: everything is closed below either way.
       }

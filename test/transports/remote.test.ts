@@ -27,7 +27,7 @@ import {
   type CommandSpec,
   type Connection,
 } from '../../src';
-import { closeFd, closeFds, fdIdentity, makeEventfd, makePipe, openFdTable, type FdTable } from '../../src/fd';
+import { closeFd, closeFds, fdIdentity, makeEventfd, makeMemfd, makePipe, openFdTable, type FdTable } from '../../src/fd';
 import { constants, native } from '../../src/native';
 import type { RemoteConnection } from '../../src/transports/remote';
 import { STREAM_WINDOW } from '../../src/transports/remote-channel';
@@ -217,6 +217,21 @@ describe('relayed byte streams', () => {
     }
   });
 
+  test('a read-write file (a memfd) arrives as a read-only copy: the command\'s writes fail, none is lost silently', async () => {
+    const conn = await open();
+    const memfd = makeMemfd('remote-rw');
+    try {
+      writeSync(memfd, 'in memory');
+      const far = await conn.dupFileDescriptor(memfd);
+      expect(await conn.call('read', far, 64)).toBe(''); // at our offset: the end
+      const err = await conn.call('write', far, 'x').catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(RemoteError);
+      expect((err as RemoteError).remote.code).toBe('EBADF');
+    } finally {
+      closeFd(memfd);
+    }
+  });
+
   test('--logfile forms: PATH appends, !PATH truncates first, through the command\'s own writes', async () => {
     const file = join(dir, 'app.log');
     writeFileSync(file, 'before\n');
@@ -305,7 +320,6 @@ describe('kinds with no byte stream', () => {
     const eventfd = makeEventfd();
     const pidfd = native.pidfdOpen(process.pid);
     const [d1, d2] = native.socketpair(constants.SOCK_DGRAM);
-    const rw = openSync(join(dir, 'rw.txt'), 'w+');
     const [r, w] = makePipe();
     const cases: Array<[number, RegExp]> = [
       [listening, /a listening socket/],
@@ -313,7 +327,6 @@ describe('kinds with no byte stream', () => {
       [eventfd, /kind eventfd/],
       [pidfd, /kind pidfd/],
       [d1, /datagram/],
-      [rw, /read-write|O_RDWR/],
     ];
     try {
       const before = openFdTable(conn.location.pid);
@@ -326,7 +339,7 @@ describe('kinds with no byte stream', () => {
       }
       expect(await fdTableSettles(conn.location.pid, before)).toBe('');
     } finally {
-      closeFds([listening, directory, eventfd, pidfd, d1, d2, rw, r, w]);
+      closeFds([listening, directory, eventfd, pidfd, d1, d2, r, w]);
       rmSync(sock, { force: true });
     }
   });

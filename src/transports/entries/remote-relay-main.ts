@@ -36,6 +36,8 @@ const streams = new Map<number, RelayStream>();
 /** Stream ids seen so far: a client may not reuse one. */
 let highestStream = 0;
 let hello = false;
+/** CLOSE arrived: no stream is opened or completed for the command any more. */
+let closing = false;
 
 const channel = new Channel(
   new Socket({ fd: inFd, readable: true, writable: false }),
@@ -85,6 +87,7 @@ function onFrame(type: number, id: number, payload: Buffer): void {
       return;
     }
     case RemoteFrame.CLOSE:
+      closing = true;
       post({ type: 'close', id });
       return;
     default:
@@ -94,6 +97,7 @@ function onFrame(type: number, id: number, payload: Buffer): void {
 
 /** Makes the command's end of a new stream, and this thread's end of it. */
 function open(id: number, req: OpenRequest): void {
+  if (closing) throw new ProtocolError('an OPEN after CLOSE');
   if (typeof req !== 'object' || req === null || !Number.isInteger(req.stream) || req.stream <= highestStream) {
     throw new ProtocolError(`an OPEN with a stream id that is not new (${String(req?.stream)})`);
   }
@@ -140,6 +144,11 @@ function open(id: number, req: OpenRequest): void {
         made.push(memfd);
         copied = () => {
           copyDone = true;
+          if (closing) {
+            closeFd(memfd);
+            channel.sendJson(RemoteFrame.ERROR, id, { name: 'ClosedError', code: 'ERR_FDBRIDGE_CLOSED', message: 'the connection was closed before the copy was complete' });
+            return;
+          }
           let ro = -1;
           try {
             // The command's fd is read-only, like the client's, and starts at its offset.
@@ -201,10 +210,14 @@ port.on('message', (m: HostToRelay) => {
       channel.sendJson(RemoteFrame.READY, m.id, { pid: m.pid, threadId: m.threadId });
       return;
     case 'failed':
+      channel.sendJson(RemoteFrame.ERROR, m.id, m.error);
+      return;
     case 'error':
+      flushStreams();
       channel.sendJson(RemoteFrame.ERROR, m.id, m.error);
       return;
     case 'result':
+      flushStreams();
       channel.send(RemoteFrame.RESULT, m.id, m.json === undefined ? undefined : Buffer.from(m.json));
       return;
     case 'closed':
@@ -212,6 +225,11 @@ port.on('message', (m: HostToRelay) => {
       return;
   }
 });
+
+/** What the command wrote during a call goes out before the call's reply (see RelayStream.flushSource). */
+function flushStreams(): void {
+  for (const s of streams.values()) s.flushSource();
+}
 
 /**
  * After the command closed its fds: what it wrote is still in its pipes.
