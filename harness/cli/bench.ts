@@ -763,7 +763,7 @@ export const USAGE = `bench [--json FILE] [--html FILE] [--transport a,b] [--tim
       throughput (dups/s, calls/s) with N concurrent clients against a C epoll server serving
       the same frames. Pin it (taskset -c 0) to compare like with like.
 
-  --transport a,b    transports to measure (default: all of ${transportNames().join(', ')})
+  --transport a,b    transports to measure (default: all of ${transportNames().filter((t) => t !== 'remote').join(', ')})
   --time MS          latency measuring time per case, split over the rounds (default 500)
   --rounds N         anchors and transports measured in turn N times; ratios are medians (default 3)
   --count N          duplications in the long run (default 100000)
@@ -845,7 +845,8 @@ export async function main(argv: string[]): Promise<number> {
     'no-python': { type: 'boolean' },
   });
   const known = transportNames();
-  const transports = (values.transport?.split(',').filter((s) => s !== '') ?? known) as TransportName[];
+  // remote relays bytes instead of passing fds: its row is the relay throughput (bench-relay.ts), not these.
+  const transports = (values.transport?.split(',').filter((s) => s !== '') ?? known.filter((t) => t !== 'remote')) as TransportName[];
   if (transports.length === 0) throw new UsageError(`--transport needs at least one of ${known.join(', ')}`);
   for (const t of transports) {
     if (!known.includes(t)) throw new UsageError(`--transport: ${t} is not one of ${known.join(', ')}`);

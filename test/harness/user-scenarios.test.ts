@@ -47,7 +47,9 @@ function runInProject(extra: string[] = []): Promise<CliRun> {
 }
 
 /** Where each transport's command runs, as the leak oracle names the process. */
-const HOLDER: Record<string, string> = { direct: 'client', worker: 'client', child: 'child', pidfd: 'child', helper: 'helper' };
+const HOLDER: Record<string, string> = { direct: 'client', worker: 'client', child: 'child', pidfd: 'child', helper: 'helper', remote: 'remote' };
+/** What the holder holds: the file itself, or on remote the relay's pipe to it. */
+const HELD = (transport: string): RegExp => (transport === 'remote' ? /^pipe:\[\d+\]$/ : /\/out\.archive$/);
 
 beforeAll(() => {
   project = realpathSync(mkdtempSync(join(tmpdir(), 'fdbridge-user-project-')));
@@ -87,7 +89,7 @@ test('the buggy command: every row fails with the leaked output file, in the pro
   expect(rows.map((x) => x.transport).sort()).toEqual(expect.arrayContaining(['child', 'direct', 'helper', 'worker']));
   for (const row of rows) {
     expect(row).toMatchObject({ scenario: 'archive-closes-its-output', status: 'fail' });
-    expect(row.leaks).toEqual([{ pid: expect.any(Number), role: HOLDER[row.transport], fd: expect.any(Number), target: expect.stringMatching(/\/out\.archive$/) }]);
+    expect(row.leaks).toEqual([{ pid: expect.any(Number), role: HOLDER[row.transport], fd: expect.any(Number), target: expect.stringMatching(HELD(row.transport)) }]);
   }
   expect(r.stdout).toMatch(/undeclared leak of 1 fd\(s\): pid \d+ \(child\): fd \d+ -> \/.*\/out\.archive/);
   // Loaded as they are: nothing was compiled into the project.
@@ -98,7 +100,10 @@ test('the buggy command: every row fails with the leaked output file, in the pro
 test("declared as the leak it reproduces, it is a caught expected failure; the README's fix makes it pass", async () => {
   const scenarioFile = join(project, 'fd-scenarios', 'archive-closes-its-output.scenario.ts');
   const scenario = readFileSync(scenarioFile, 'utf8');
-  const declared = scenario.replace(/(\n {2}description: .*\n)/, "$1  expect: 'leak',\n  failure: { leaks: [{ target: /out\\.archive$/ }] },\n");
+  const declared = scenario.replace(
+    /(\n {2}description: .*\n)/,
+    "$1  expect: 'leak',\n  failure: { leaks: [{ target: /out\\.archive$/ }, { role: 'remote', target: /^pipe:/ }] },\n",
+  );
   expect(declared).not.toBe(scenario);
   writeFileSync(scenarioFile, declared);
   const xfail = await runInProject();
