@@ -31,6 +31,7 @@ import { describeRuntimeFd, warmRuntimeFds } from '../src/runtime-fds';
 import { requireModule } from '../src/ts-modules';
 import { collectEnvironment } from './environment';
 import { HelperProcess } from './helper-process';
+import { LOCAL_REMOTE } from './local-remote';
 import { LeakLedger, LeakOracle } from './oracle';
 import { profileByName } from './profiles';
 import { createRng, hashSeed, type Rng } from './rng';
@@ -50,16 +51,6 @@ import type {
   ScenarioContext,
   Status,
 } from './types';
-
-/**
- * remote rows: `fdbridge serve --stdio` through a local via that stays its
- * parent, as ssh does (a fault scenario can kill the via and lose the
- * channel while the server lives on).
- */
-export const LOCAL_REMOTE: Pick<ConnectOptions, 'via' | 'serve'> = {
-  via: ['sh', '-c', '"$@"', 'sh'],
-  serve: [process.execPath, join(packageRoot, 'dist', 'harness', 'cli.js'), 'serve', '--stdio'],
-};
 
 /** Default seed when none is given: runs are reproducible out of the box. */
 export const DEFAULT_SEED = 1;

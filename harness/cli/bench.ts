@@ -32,6 +32,7 @@ import { requireDistFile } from '../../src/paths';
 import { AnchorSession, type Anchor } from '../anchors';
 import { measureLatencySamples, summarizeSamples } from '../bench';
 import { BENCH_PEER_COMMAND, usageAfterGc, type Usage } from '../bench-peer';
+import { formatRelayThroughput, measureRelayThroughput, type RelayThroughput } from '../bench-relay';
 import { helperCommandArgs } from '../helper-process';
 import { collectEnvironment } from '../environment';
 import {
@@ -166,6 +167,10 @@ export interface BenchFile {
    * mean follows a few stalls. Throughput ratios use ops/s (1e6 / mean).
    */
   ratioBasis: 'p50Us';
+  /** The remote transport's row: MB/s through a relayed pipe, beside a local pipe and the via alone (bench-relay.ts). */
+  relay?: RelayThroughput;
+  /** Why the relay row could not be measured. */
+  relayError?: string;
 }
 
 /** Latency quantile a ratio is computed from. */
@@ -754,7 +759,7 @@ function cpusAllowed(): string {
 }
 
 export const USAGE = `bench [--json FILE] [--html FILE] [--transport a,b] [--time MS] [--rounds N] [--count N]
-      [--clients N,N...] [--no-throughput] [--no-python]
+      [--clients N,N...] [--no-throughput] [--no-python] [--relay-mib N | --no-relay]
       Per transport: the latency of one duplication round trip, batch duplication at 253 fds
       per message, 64 duplications in flight against one at a time, and a long run on one
       connection (fd counts and RSS of both processes). Beside them, anchors measured in the
@@ -770,6 +775,9 @@ export const USAGE = `bench [--json FILE] [--html FILE] [--transport a,b] [--tim
   --clients N,N...   concurrent clients of the throughput curve (default ${DEFAULT_CLIENT_COUNTS.join(',')})
   --no-throughput    leave out the throughput curve
   --no-python        leave out the Python anchor
+  --relay-mib N      the remote transport's row: N MiB through a relayed pipe per round, beside a local
+                     pipe and the via alone (cat) as anchors (default 64)
+  --no-relay         leave that row out
   --json FILE        write everything, with the environment and the load average
   --html FILE        write the same as an HTML page (tables and the throughput curve)
 
@@ -843,6 +851,8 @@ export async function main(argv: string[]): Promise<number> {
     rounds: { type: 'string' },
     count: { type: 'string' },
     'no-python': { type: 'boolean' },
+    'relay-mib': { type: 'string' },
+    'no-relay': { type: 'boolean' },
   });
   const known = transportNames();
   // remote relays bytes instead of passing fds: its row is the relay throughput (bench-relay.ts), not these.
@@ -855,6 +865,7 @@ export async function main(argv: string[]): Promise<number> {
   const roundCount = optionalInt('rounds', values.rounds, 3);
   const count = optionalInt('count', values.count, 100_000);
   const clientCounts = values['no-throughput'] || !transports.includes('helper') ? [] : parseClientCounts(values.clients);
+  const relayMib = optionalInt('relay-mib', values['relay-mib'], 64);
   const perRound = Math.max(1, Math.round(timeMs / roundCount));
   const warmupTime = Math.max(10, Math.round(perRound / 5));
   const log = (line: string): void => void process.stderr.write(`fdbridge bench: ${line}\n`);
@@ -983,6 +994,18 @@ export async function main(argv: string[]): Promise<number> {
         ...(fractions ? { sameCpuFraction: fractions.reduce((a, b) => a + b, 0) / fractions.length } : {}),
       };
     });
+    let relay: RelayThroughput | undefined;
+    let relayError: string | undefined;
+    if (!values['no-relay']) {
+      log('remote: relay throughput');
+      try {
+        relay = await measureRelayThroughput({ bytes: relayMib * (1 << 20), rounds: roundCount });
+      } catch (err) {
+        relayError = describe(err);
+        log(`remote: ${relayError}`);
+      }
+    }
+
     const transportResults = [...results.values()];
     const file: BenchFile = {
       environment,
@@ -994,13 +1017,16 @@ export async function main(argv: string[]): Promise<number> {
       ...(clientCounts.length > 0 ? { throughput: curvePoints(rounds, clientCounts, throughputError) } : {}),
       ratios: computeRatios(rounds, transportResults, MAX_FDS_PER_MESSAGE, throughputError === undefined ? clientCounts : []),
       ratioBasis: 'p50Us',
+      ...(relay ? { relay } : {}),
+      ...(relayError !== undefined ? { relayError } : {}),
     };
     process.stdout.write(formatReport(file));
+    if (relay) process.stdout.write(formatRelayThroughput(relay));
     if (values.json !== undefined) writeFileSync(values.json, `${JSON.stringify(file, null, 2)}\n`);
     if (values.html !== undefined) writeBenchHtml(values.html, file);
     const broken = transportResults.filter((r) => r.error !== undefined || r.longRun?.fdsReturned === false);
     // A server that answered the load generator wrongly is a failure, as a failed transport is.
-    return broken.length === 0 && throughputError === undefined ? EXIT.ok : EXIT.failed;
+    return broken.length === 0 && throughputError === undefined && relayError === undefined ? EXIT.ok : EXIT.failed;
   } finally {
     for (const conn of conns.values()) await conn.close().catch(() => undefined);
     await session?.close();

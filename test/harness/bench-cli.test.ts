@@ -45,7 +45,7 @@ describe('fdbridge bench (subprocess)', () => {
     // Small budgets: this checks the plumbing, not the speed.
     ({ stdout } = await execFileAsync(
       process.execPath,
-      [distPath('harness/cli.js'), 'bench', '--time', '40', '--rounds', '2', '--count', String(COUNT), '--clients', '8,1', '--json', json, '--html', page],
+      [distPath('harness/cli.js'), 'bench', '--time', '40', '--rounds', '2', '--count', String(COUNT), '--clients', '8,1', '--relay-mib', '8', '--json', json, '--html', page],
       { timeout: 60_000, maxBuffer: 16 * 1024 * 1024 },
     ));
     file = JSON.parse(readFileSync(json, 'utf8')) as BenchFile;
@@ -185,6 +185,20 @@ describe('fdbridge bench (subprocess)', () => {
     expect(html).not.toMatch(/<script/i);
     for (const r of file.ratios) expect(html).toContain(r.description.replace(/'/g, '&#39;'));
     expect(html).toContain('at p99');
+  });
+
+  test('the remote row: MB/s through a relayed pipe, beside a local pipe and the via alone, each round, and their ratio', () => {
+    const relay = file.relay;
+    expect(file.relayError).toBeUndefined();
+    expect(relay).toMatchObject({ bytes: 8 << 20, rounds: 2, goal: 0.5 });
+    for (const series of [relay!.samples.localPipe, relay!.samples.viaAlone, relay!.samples.relay]) {
+      expect(series).toHaveLength(2);
+      for (const v of series) expect(v).toBeGreaterThan(0);
+    }
+    const ratios = relay!.samples.relay.map((r, i) => r / relay!.samples.viaAlone[i]!);
+    expect(relay!.relayToViaAlone).toBeCloseTo((ratios[0]! + ratios[1]!) / 2, 6);
+    expect(relay!.met).toBe(relay!.relayToViaAlone >= 0.5);
+    expect(stdout).toMatch(/relay \/ via alone\s+\d+\.\d\d \(goal >= 0\.5: (met|NOT met)\)/);
   });
 
   test('prints a table with every transport and anchor, and the goals', () => {

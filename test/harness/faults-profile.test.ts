@@ -44,6 +44,8 @@ test('fdbridge run --profile faults: every row passes, faults survived, nothing 
   }
   expect(rows).toContain('kill-peer-before-request/helper');
   expect(rows).toContain('restart-helper-with-clients/helper');
+  // The remote transport's channel lost mid-transfer (its via process killed).
+  expect(rows).toContain('kill-via-mid-transfer/remote');
   const totals = results.totals ?? {};
   expect(totals['faultsInjected']).toBeGreaterThanOrEqual(20);
   expect(totals['faultsSurvived']).toBe(totals['faultsInjected']);

@@ -31,11 +31,11 @@ import { closeFd, closeFds, fdIdentity, makeEventfd, makeMemfd, makePipe, openFd
 import { constants, native } from '../../src/native';
 import type { RemoteConnection } from '../../src/transports/remote';
 import { STREAM_WINDOW } from '../../src/transports/remote-channel';
+import { LOCAL_REMOTE } from '../../harness/local-remote';
 import { CLI, fdTableSettles } from '../util/processes';
 
 /** A via that stays the parent of the server, as ssh does (killing it loses the channel, not the server). */
-const VIA = ['sh', '-c', '"$@"', 'sh'];
-const SERVE = [process.execPath, CLI, 'serve', '--stdio'];
+const { via: VIA, serve: SERVE } = LOCAL_REMOTE as Required<typeof LOCAL_REMOTE>;
 
 let dir: string;
 beforeAll(() => {

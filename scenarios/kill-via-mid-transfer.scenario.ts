@@ -1,0 +1,75 @@
+/**
+ * The remote transport's channel is lost mid-transfer: its via process (ssh,
+ * here the local `sh` the harness uses in its place, the server's parent)
+ * is SIGKILLed while bytes stream both ways through relayed pipes and
+ * calls and duplications are pending. Every pending request rejects with
+ * PeerExitedError naming the signal, new requests fail at once, every
+ * relayed fd on this side is closed (the leak oracle checks the client's
+ * table), and the server, whose stdin ended, closes its command and exits.
+ */
+import { strict as assert } from 'node:assert';
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+
+import { makePipe, PeerExitedError, PROBE_COMMAND } from '../src';
+import type { Scenario } from '../harness/types';
+import { closeAll, sleep } from './support/common';
+
+/** The parent pid of `pid` (/proc/PID/stat, the field after the state). */
+function parentOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+}
+
+const scenario: Scenario = {
+  name: 'kill-via-mid-transfer',
+  description: "SIGKILL of the remote transport's via process mid-transfer fails every pending request with PeerExitedError, closes every relayed fd, and the server exits",
+  transports: ['remote'],
+  tags: ['fault', 'peer-death'],
+  async run(ctx) {
+    const [upR, upW] = makePipe();
+    const [downR, downW] = makePipe();
+    const conn = await ctx.connect(PROBE_COMMAND);
+    const server = conn.location.pid;
+    const via = parentOf(server);
+    assert.notEqual(via, process.pid, 'the server runs under a via process of its own');
+    // Upward: a writer offers far more than the window to a command end nobody reads.
+    const feeder = spawn('head', ['-c', String(ctx.rng.int(64, 256) << 20), '/dev/zero'], { stdio: ['ignore', upW, 'ignore'] });
+    try {
+      await conn.dupFileDescriptor(upR);
+      const farDown = await conn.dupFileDescriptor(downW);
+      const requests: Array<Promise<unknown>> = [conn.call('hang')];
+      for (let i = 0; i < ctx.rng.int(50, 150); i++) {
+        const pick = ctx.rng.int(0, 2);
+        requests.push(pick === 0 ? conn.dupFileDescriptor(downW) : pick === 1 ? conn.call('write', farDown, `line ${i}\n`) : conn.dupFileDescriptors([upR, downR]));
+      }
+      await sleep(ctx.rng.int(0, 20));
+      const killedAt = Date.now();
+      process.kill(via, 'SIGKILL');
+      ctx.count('faultsInjected');
+      const settled = await Promise.allSettled(requests);
+      const elapsed = Date.now() - killedAt;
+      const rejected = settled.filter((s): s is PromiseRejectedResult => s.status === 'rejected');
+      assert.ok(rejected.length > 0, 'the kill landed with requests pending (the hang, at least)');
+      for (const { reason } of rejected) {
+        assert.ok(reason instanceof PeerExitedError, `PeerExitedError, not ${String(reason)}`);
+        assert.equal(reason.signal, 'SIGKILL');
+        assert.equal(reason.pid, via);
+      }
+      await assert.rejects(conn.call('echo', 1), PeerExitedError);
+      await assert.rejects(conn.dupFileDescriptor(downW), PeerExitedError);
+      ctx.peak('settleAfterFaultMs', elapsed);
+      // The orphaned server sees its stdin end, closes its command and exits (the row's time limit bounds this wait).
+      while (existsSync(`/proc/${server}`)) await sleep(20);
+      ctx.note(`${rejected.length} of ${requests.length} requests rejected ${elapsed} ms after SIGKILL of the via (pid ${via}); the server (pid ${server}) exited`);
+      ctx.count('faultsSurvived');
+    } finally {
+      feeder.kill('SIGKILL');
+      await new Promise((r) => (feeder.exitCode !== null || feeder.signalCode !== null ? r(null) : feeder.once('exit', r)));
+      closeAll([upR, upW, downR, downW]);
+      await conn.close();
+    }
+  },
+};
+
+export default scenario;
