@@ -256,9 +256,10 @@ export interface RelaySource {
   resume(): void;
   /**
    * What the local fd holds right now, read at once (non-blocking), at
-   * most `max` bytes; [] if nothing (or the source cannot). See flushSource.
+   * most `max` bytes, and whether its end of file was reached; nothing if
+   * the source cannot. See flushSource.
    */
-  readNow?(max: number): Buffer[];
+  readNow?(max: number): { chunks: Buffer[]; ended: boolean };
   pause(): void;
   destroy(): void;
 }
@@ -345,15 +346,19 @@ export class RelayStream {
   }
 
   /**
-   * Sends what the local fd holds right now, as far as the window allows:
-   * the server does this before each call's reply, so that what a command
-   * wrote during a call reaches the client before the call's result does
-   * (unless that stream's consumer is behind by a whole window: the reply
-   * never waits for a slow consumer).
+   * Sends what the local fd holds right now, as far as the window allows,
+   * and its end of file if it has come: the server does this before each
+   * call's reply, so that what a command wrote (or closed) during a call
+   * reaches the client before the call's result does (unless that stream's
+   * consumer is behind by a whole window: the reply never waits for a slow
+   * consumer).
    */
   flushSource(): void {
     if (this.#outDone || this.#credit <= 0 || !this.#source?.readNow) return;
-    for (const chunk of this.#source.readNow(this.#credit)) this.sourceData(chunk);
+    const { chunks, ended } = this.#source.readNow(this.#credit);
+    for (const chunk of chunks) this.sourceData(chunk);
+    // The command closed its end during the call: the client's copy closes before the reply too.
+    if (ended) this.sourceEnded();
   }
 
   /**

@@ -66,13 +66,13 @@ export class SocketEnd implements RelaySource, RelaySink, Attachable {
 
   /**
    * Reads what the fd holds now. The fd is non-blocking (libuv set it), so
-   * an empty pipe is EAGAIN at once; end of file is left for the event
-   * loop's own read to see. Bytes read here are simply not there for that
-   * read: the order holds, as both happen on this thread.
+   * an empty pipe is EAGAIN at once; a read of 0 is its end of file (every
+   * write end closed). Bytes read here are simply not there for the event
+   * loop's own read: the order holds, as both happen on this thread.
    */
-  readNow(max: number): Buffer[] {
-    if (this.#destroyed || !this.#readable || this.#socket.destroyed) return [];
+  readNow(max: number): { chunks: Buffer[]; ended: boolean } {
     const out: Buffer[] = [];
+    if (this.#destroyed || !this.#readable || this.#socket.destroyed) return { chunks: out, ended: false };
     while (max > 0) {
       const buf = Buffer.allocUnsafe(Math.min(max, 256 * 1024));
       let n: number;
@@ -81,11 +81,11 @@ export class SocketEnd implements RelaySource, RelaySink, Attachable {
       } catch {
         break; // EAGAIN (empty) or an error the event loop's read will report
       }
-      if (n === 0) break;
+      if (n === 0) return { chunks: out, ended: true };
       out.push(buf.subarray(0, n));
       max -= n;
     }
-    return out;
+    return { chunks: out, ended: false };
   }
 
   write(chunk: Buffer, done: (err: Error | null) => void): void {

@@ -6,7 +6,7 @@
  * process's fd table, every connection checks the server's table when its
  * command has closed (it must be back to its baseline).
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -35,7 +35,8 @@ import { LOCAL_REMOTE } from '../../harness/local-remote';
 import { CLI, fdTableSettles } from '../util/processes';
 
 /** A via that stays the parent of the server, as ssh does (killing it loses the channel, not the server). */
-const { via: VIA, serve: SERVE } = LOCAL_REMOTE as Required<typeof LOCAL_REMOTE>;
+const VIA = ['sh', '-c', '"$@"', 'sh'];
+const { serve: SERVE } = LOCAL_REMOTE;
 
 let dir: string;
 beforeAll(() => {
@@ -377,6 +378,76 @@ describe('losing the channel', () => {
   });
 });
 
+test('the scenario matrix\'s remote column (default profile, local via): every row passes, or is skipped for a capability it needs', () => {
+  const json = join(dir, 'matrix.json');
+  const run = spawnSync(process.execPath, [CLI, 'run', '--transport', 'remote', '--settle', '300', '--json', json], {
+    encoding: 'utf8',
+    env: { ...process.env, FDBRIDGE_SCENARIOS_DIR: '', FDBRIDGE_REMOTE_VIA: '' },
+    timeout: 240_000,
+  });
+  const rows = (JSON.parse(readFileSync(json, 'utf8')) as { results: Array<{ scenario: string; status: string; error?: string }> }).results;
+  expect(rows.filter((x) => x.status === 'fail').map((x) => `${x.scenario}: ${x.error ?? ''}`)).toEqual([]);
+  const skipped = rows.filter((x) => x.status === 'skip');
+  for (const x of skipped) expect(x.error).toMatch(/^needs (identity|every-kind)(, [a-z-]+)*: the remote transport relays bytes/);
+  // The log scenarios (the seed's own example, --logfile forms included) run there.
+  for (const name of ['append-log-file', 'truncate-log-file', 'redirect-log-to-stdout', 'redirect-log-to-stderr']) {
+    expect(rows.find((x) => x.scenario === name)?.status).toBe('pass');
+  }
+  expect(run.status).toBe(0);
+}, 300_000);
+
 test('the CLI refuses serve without --stdio', () => {
   expect(() => execFileSync(process.execPath, [CLI, 'serve'], { stdio: 'pipe' })).toThrow(/--stdio is required/);
+});
+
+/**
+ * Through OpenSSH to this machine, where an sshd answers without a
+ * password (BatchMode); skipped otherwise, the reason in the test's name.
+ */
+const SSH_VIA = ['ssh', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=5', '-o', 'StrictHostKeyChecking=accept-new', '127.0.0.1', '--'];
+const sshUnreachable = ((): string | undefined => {
+  const probe = spawnSync(SSH_VIA[0] as string, [...SSH_VIA.slice(1), 'true'], { encoding: 'utf8', timeout: 15_000 });
+  if (probe.error) return `no ssh client (${probe.error.message})`;
+  if (probe.status !== 0) return `no sshd reachable at 127.0.0.1 without a password: ${(probe.stderr || `exit ${probe.status}`).trim().split('\n').pop()}`;
+  return undefined;
+})();
+
+describe(`through ssh 127.0.0.1${sshUnreachable ? ` (skipped: ${sshUnreachable})` : ''}`, () => {
+  closeAfterEach();
+  (sshUnreachable ? test.skip : test)('calls, a relayed pipe each way and a log file, over the channel OpenSSH carries', async () => {
+    const conn = (await connect('remote', { command: PROBE_COMMAND, via: SSH_VIA, serve: SERVE })) as RemoteConnection;
+    opened.push(conn);
+    expect(await conn.call('echo', 'over ssh')).toBe('over ssh');
+    const [r, w] = makePipe();
+    try {
+      const farW = await conn.dupFileDescriptor(w);
+      closeFd(w);
+      const got = readToEnd(r);
+      await conn.call('write', farW, 'through sshd');
+      await conn.call('adopt', [farW]);
+      await conn.call('closeAdopted', [farW]);
+      expect((await got).toString()).toBe('through sshd');
+    } finally {
+      closeFd(r);
+    }
+    const file = join(dir, 'ssh.log');
+    const log = await connect('remote', { command: LOG_COMMAND, via: SSH_VIA, serve: SERVE });
+    opened.push(log);
+    await logRedirectOption(log, file);
+    await log.call('log', 'over ssh');
+    expect(readFileSync(file, 'utf8')).toBe('over ssh\n');
+  });
+
+  (sshUnreachable ? test.skip : test)('the scenario matrix\'s remote column through ssh (FDBRIDGE_REMOTE_VIA)', () => {
+    const json = join(dir, 'ssh-matrix.json');
+    const run = spawnSync(process.execPath, [CLI, 'run', '--transport', 'remote', '--settle', '300', '--json', json], {
+      encoding: 'utf8',
+      env: { ...process.env, FDBRIDGE_REMOTE_VIA: SSH_VIA.join(' '), FDBRIDGE_SCENARIOS_DIR: '' },
+      timeout: 240_000,
+    });
+    const results = JSON.parse(readFileSync(json, 'utf8')) as { results: Array<{ scenario: string; status: string; error?: string }> };
+    expect(results.results.filter((x) => x.status === 'fail').map((x) => `${x.scenario}: ${x.error ?? ''}`)).toEqual([]);
+    expect(results.results.some((x) => x.status === 'pass')).toBe(true);
+    expect(run.status).toBe(0);
+  }, 300_000);
 });
