@@ -29,6 +29,7 @@ import {
   SystemError,
   TimeoutError,
   UnknownCommandError,
+  UnsupportedError,
   type FdBridgeError,
   type PeerExit,
   type RemoteErrorInfo,
@@ -242,6 +243,17 @@ export class RemoteConnection extends BaseConnection {
       return Promise.reject(err);
     }
     return this.#open(made, `dupFileDescriptor(${fd})`, 'dupFileDescriptor');
+  }
+
+  /**
+   * Not on remote: the reply, and the relays that copy a file before it,
+   * need this thread's event loop, which a synchronous wait would stop.
+   */
+  protected dupOneSync(fd: number): number {
+    throw new UnsupportedError(
+      `dupFileDescriptorSync(${fd}) is not available on the remote transport: its relays run on this thread's event loop, ` +
+        'which a synchronous wait would stop; use dupFileDescriptor',
+    );
   }
 
   protected async dupMany(fds: number[], above: number): Promise<number[]> {

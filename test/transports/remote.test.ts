@@ -142,6 +142,17 @@ describe('calls', () => {
     expect(exits).toMatchObject({ transport: 'remote', exitCode: 3 });
   });
 
+  test('dupFileDescriptorSync is an UnsupportedError (the relays need the event loop it would stop)', async () => {
+    const conn = await open();
+    const [r, w] = makePipe();
+    try {
+      expect(() => conn.dupFileDescriptorSync(w)).toThrow(UnsupportedError);
+      expect(await conn.call('echo', 'still usable')).toBe('still usable');
+    } finally {
+      closeFds([r, w]);
+    }
+  });
+
   test('bad options are TypeErrors', async () => {
     await expect(connect('remote', { command: PROBE_COMMAND, via: ['ssh', ''] })).rejects.toThrow(TypeError);
     await expect(connect('remote', { command: PROBE_COMMAND, via: 'ssh host' as unknown as string[] })).rejects.toThrow(TypeError);
