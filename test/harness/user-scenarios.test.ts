@@ -95,7 +95,7 @@ test('the buggy command: every row fails with the leaked output file, in the pro
   // Loaded as they are: nothing was compiled into the project.
   const listing = (dir: string): string[] => readdirSync(join(project, dir));
   expect([...listing('src'), ...listing('fd-scenarios')].sort()).toEqual(['archive-closes-its-output.scenario.ts', 'archive-command.ts']);
-});
+}, 120_000);
 
 test("declared as the leak it reproduces, it is a caught expected failure; the README's fix makes it pass", async () => {
   const scenarioFile = join(project, 'fd-scenarios', 'archive-closes-its-output.scenario.ts');
@@ -123,7 +123,8 @@ test("declared as the leak it reproduces, it is a caught expected failure; the R
   const rows = r.results.results.filter((x) => x.status !== 'skip');
   expect(rows.length).toBeGreaterThanOrEqual(4);
   expect(rows.every((x) => x.status === 'pass' && x.leaks.length === 0)).toBe(true);
-});
+  // Two runs over every transport (each run's own limit is 120 s).
+}, 240_000);
 
 test('a scenario directory with no scenario file, and a .ts scenario that does not parse, are clear errors', async () => {
   const empty = join(project, 'empty');
