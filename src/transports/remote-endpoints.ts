@@ -13,6 +13,7 @@ import { read, readSync, write, writeSync } from 'node:fs';
 import { Socket } from 'node:net';
 
 import { closeFd } from '../fd';
+import { native } from '../native';
 import type { RelaySink, RelaySource, RelayStream } from './remote-channel';
 
 const NOOP = (): void => undefined;
@@ -114,6 +115,9 @@ export class SocketEnd implements RelaySource, RelaySink, Attachable {
   destroy(): void {
     if (this.#destroyed) return;
     this.#destroyed = true;
+    // libuv closes the fd, not fdbridge's close: it must leave the registry
+    // of fds fdbridge holds for itself first, or its number stays refused.
+    native.disown(this.#fd);
     this.#socket.destroy();
   }
 }
