@@ -1170,6 +1170,26 @@ Napi::Value CloseInBackground(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(ticket));
 }
 
+// afterBackgroundCloses(ticket, callback): callback() runs on this thread's
+// event loop once the closer thread has closed everything up to `ticket`
+// (never synchronously). The thread-safe function that carries the news
+// keeps the loop alive only while it waits, and is released once called.
+Napi::Value AfterBackgroundCloses(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsFunction()) {
+    throw Napi::TypeError::New(env, "afterBackgroundCloses(ticket, callback)");
+  }
+  double t = info[0].As<Napi::Number>().DoubleValue();
+  if (!(t == floor(t)) || t < 0) throw Napi::TypeError::New(env, "ticket must be a non-negative integer");
+  auto tsfn = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "afterBackgroundCloses", 0, 1);
+  FdAfterBackgroundCloses(static_cast<uint64_t>(t), [tsfn]() mutable {
+    // napi_closing (the environment is being torn down) drops the call.
+    tsfn.NonBlockingCall();
+    tsfn.Release();
+  });
+  return env.Undefined();
+}
+
 // backgroundClosesDone() -> closes finished; a closeInBackground ticket at or below it is done.
 Napi::Value BackgroundClosesDone(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(FdBackgroundClosesDone()));
@@ -1562,6 +1582,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
 
   exports.Set("init", Napi::Function::New<Init>(env, "init"));
   exports.Set("closeInBackground", Napi::Function::New<CloseInBackground>(env, "closeInBackground"));
+  exports.Set("afterBackgroundCloses", Napi::Function::New<AfterBackgroundCloses>(env, "afterBackgroundCloses"));
   exports.Set("backgroundClosesDone", Napi::Function::New<BackgroundClosesDone>(env, "backgroundClosesDone"));
   exports.Set("backgroundClosesPending", Napi::Function::New<BackgroundClosesPending>(env, "backgroundClosesPending"));
   exports.Set("pollReadable", Napi::Function::New<PollReadable>(env, "pollReadable"));

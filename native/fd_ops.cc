@@ -16,6 +16,8 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <functional>
+#include <map>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -198,6 +200,10 @@ struct Closer {
   std::atomic<size_t> pending{0};
   uint64_t enqueued = 0;  // under mu: tickets are handed out in queue order
   std::atomic<uint64_t> done{0};
+  // Under mu: what to run once `done` reaches each ticket. Registering reads
+  // `done` under mu and the thread raises it before taking mu to look here,
+  // so a waiter is either run at once or seen by the close that reaches it.
+  std::multimap<uint64_t, std::function<void()>> waiters;
 };
 
 Closer& TheCloser() {
@@ -213,8 +219,16 @@ Closer& TheCloser() {
           c->queue.pop_front();
         }
         fd.reset();  // the close that may block, outside the lock
-        c->done++;
+        uint64_t done = ++c->done;
         c->pending--;
+        std::vector<std::function<void()>> ready;
+        {
+          std::lock_guard<std::mutex> lock(c->mu);
+          auto end = c->waiters.upper_bound(done);
+          for (auto it = c->waiters.begin(); it != end; ++it) ready.push_back(std::move(it->second));
+          c->waiters.erase(c->waiters.begin(), end);
+        }
+        for (auto& then : ready) then();
       }
     }).detach();
     return c;
@@ -239,6 +253,18 @@ uint64_t FdCloseInBackground(int fd) {
   }
   c.cv.notify_one();
   return ticket;
+}
+
+void FdAfterBackgroundCloses(uint64_t ticket, std::function<void()> then) {
+  Closer& c = TheCloser();
+  {
+    std::lock_guard<std::mutex> lock(c.mu);
+    if (c.done.load() < ticket) {
+      c.waiters.emplace(ticket, std::move(then));
+      return;
+    }
+  }
+  then();
 }
 
 size_t FdBackgroundClosesPending() { return TheCloser().pending.load(); }

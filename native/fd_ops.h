@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -124,6 +125,11 @@ int FdClose(int fd);
 // Returns the close's ticket: closes happen in ticket order, and this one
 // is done once FdBackgroundClosesDone() reaches its ticket.
 uint64_t FdCloseInBackground(int fd);
+// Runs `then` once every background close up to `ticket` has finished: at
+// once, on the calling thread, when they have; else on the closer thread,
+// right after the close that reaches the ticket (so `then` must only hand
+// the news on, e.g. to an event loop, and must not call back in here).
+void FdAfterBackgroundCloses(uint64_t ticket, std::function<void()> then);
 // fds handed to FdCloseInBackground and not yet closed.
 size_t FdBackgroundClosesPending();
 // How many background closes have finished since the process started.

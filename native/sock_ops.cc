@@ -42,9 +42,13 @@ int SockAddress(const char* name, size_t name_len, bool abstract, struct sockadd
 
 namespace {
 
-int NewSocket(int type) {
-  int fd = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  return fd < 0 ? -errno : fd;
+// The address for `name` and a new socket of `type` to use it with.
+int NewSocketFor(int type, const char* name, size_t name_len, bool abstract, struct sockaddr_un* addr,
+                 socklen_t* addr_len, UniqueFd* out) {
+  int err = SockAddress(name, name_len, abstract, addr, addr_len);
+  if (err != 0) return err;
+  out->reset(socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  return *out ? 0 : -errno;
 }
 
 // chmod the socket file at `path`, which bind() just created, without
@@ -86,7 +90,10 @@ int SockPair(int type, int out[2]) {
   return 0;
 }
 
-int SockOpen(int type) { return NewSocket(type); }
+int SockOpen(int type) {
+  int fd = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  return fd < 0 ? -errno : fd;
+}
 
 int SockConnectTo(int fd, const struct sockaddr_un* addr, socklen_t addr_len) {
   int r;
@@ -101,11 +108,9 @@ int SockListen(int type, const char* name, size_t name_len, bool abstract, int m
                bool pass_cred) {
   struct sockaddr_un addr;
   socklen_t addr_len;
-  int err = SockAddress(name, name_len, abstract, &addr, &addr_len);
+  UniqueFd fd;
+  int err = NewSocketFor(type, name, name_len, abstract, &addr, &addr_len, &fd);
   if (err != 0) return err;
-  int r = NewSocket(type);
-  if (r < 0) return r;
-  UniqueFd fd(r);
   if (pass_cred && (err = SockSetPassCred(fd.get(), true)) != 0) return err;
   if (bind(fd.get(), reinterpret_cast<struct sockaddr*>(&addr), addr_len) != 0) return -errno;
   struct stat ours;
@@ -125,11 +130,9 @@ int SockListen(int type, const char* name, size_t name_len, bool abstract, int m
 int SockConnect(int type, const char* name, size_t name_len, bool abstract) {
   struct sockaddr_un addr;
   socklen_t addr_len;
-  int err = SockAddress(name, name_len, abstract, &addr, &addr_len);
+  UniqueFd fd;
+  int err = NewSocketFor(type, name, name_len, abstract, &addr, &addr_len, &fd);
   if (err != 0) return err;
-  int r = NewSocket(type);
-  if (r < 0) return r;
-  UniqueFd fd(r);
   err = SockConnectTo(fd.get(), &addr, addr_len);
   if (err != 0) return err;
   return fd.release();

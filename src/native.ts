@@ -209,6 +209,12 @@ export interface NativeBinding {
    * Returns a ticket: the fds are closed once backgroundClosesDone() reaches it.
    */
   closeInBackground(fds: readonly number[]): number;
+  /**
+   * Calls `callback` on this thread's event loop (never synchronously) once
+   * every background close up to `ticket` is done; keeps the loop alive
+   * only until then.
+   */
+  afterBackgroundCloses(ticket: number, callback: () => void): void;
   /** Background closes finished; a closeInBackground ticket at or below it is done. */
   backgroundClosesDone(): number;
   /** fds given to closeInBackground and not yet closed. */

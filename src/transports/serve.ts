@@ -204,12 +204,13 @@ export interface ServedActivity {
 
 /**
  * Runs `then` once the background closer thread has closed everything up to
- * `ticket` (a closeInBackground ticket). Polled: a close that blocks (a TCP
- * socket lingering) delays `then`, never the event loop.
+ * `ticket` (a closeInBackground ticket): at once when it has, else when the
+ * closer thread signals the event loop. A close that blocks (a TCP socket
+ * lingering) delays `then`, never the event loop.
  */
 function afterBackgroundCloses(ticket: number, then: () => void): void {
   if (native.backgroundClosesDone() >= ticket) then();
-  else setTimeout(() => afterBackgroundCloses(ticket, then), 1);
+  else native.afterBackgroundCloses(ticket, then);
 }
 
 /** Serves one client on `socket` (which it owns and closes). */
