@@ -5,35 +5,16 @@
  * subcommand's own synopsis on a usage error, and the documented exit
  * statuses (0 ok, 1 failure found, 2 usage error, 3 could not run).
  */
-import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { packageRoot } from '../../src/paths';
-import { CLI } from '../util/processes';
+import { FIXTURE_SCENARIOS, runCli, type CliRun } from '../util/processes';
 
-const FIXTURES = join(packageRoot, 'dist', 'test', 'fixtures', 'scenarios');
 const SUBCOMMANDS = ['run', 'compare', 'merge', 'bench', 'helper', 'log'];
 
-interface CliRun {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(args: string[]): Promise<CliRun> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [CLI, ...args],
-      { env: { ...process.env, FDBRIDGE_SCENARIOS_DIR: FIXTURES }, timeout: 60_000 },
-      (err, stdout, stderr) => {
-        resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
-      },
-    );
-  });
-}
+const cli = (args: string[]): Promise<CliRun> => runCli(args, { env: { FDBRIDGE_SCENARIOS_DIR: FIXTURE_SCENARIOS } });
 
 const lines = (text: string): string[] => text.split('\n').filter((l) => l !== '');
 

@@ -1,11 +1,10 @@
 /** `fdbridge compare OLD NEW`: run as a process on two synthetic results files. */
-import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import type { Latency, ResultRow, ResultsFile } from '../../harness/types';
-import { CLI } from '../util/processes';
+import { runCli, type CliRun } from '../util/processes';
 
 let dir: string;
 
@@ -31,13 +30,7 @@ function file(name: string, results: ResultRow[]): string {
   return path;
 }
 
-function compare(...args: string[]): Promise<{ code: number; stdout: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, 'compare', ...args], { timeout: 30_000 }, (err, stdout) =>
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout }),
-    );
-  });
-}
+const compare = (...args: string[]): Promise<CliRun> => runCli(['compare', ...args], { timeoutMs: 30_000 });
 
 const pass = (scenario: string, transport: 'direct' | 'child', p50?: number): ResultRow => ({
   scenario,

@@ -5,7 +5,6 @@
  * as a user runs it, two shards as parallel CLI processes against one
  * unsharded run with the same seed.
  */
-import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,9 +14,8 @@ import fc from 'fast-check';
 import { MergeError, mergeResults, type ShardFile } from '../../harness/merge';
 import { planRows } from '../../harness/runner';
 import type { ResultRow, ResultsFile, Scenario, Status } from '../../harness/types';
-import { packageRoot } from '../../src/paths';
 import type { TransportName } from '../../src';
-import { CLI } from '../util/processes';
+import { FIXTURE_SCENARIOS, runCli, type CliRun } from '../util/processes';
 
 // ---------------------------------------------------------------------------
 // generated shardings, in process
@@ -206,25 +204,9 @@ test('a file without a plan, and no files at all, are refused', () => {
 // ---------------------------------------------------------------------------
 // the CLI: two shards as parallel processes against one unsharded run
 
-const FIXTURES = join(packageRoot, 'dist', 'test', 'fixtures', 'scenarios');
 const PICK = ['--scenario', 'clean-dup,planted-leak,declared-leak-none,expected-throw,skips,wrong-close', '--transport', 'direct,worker,child'];
 
-interface CliRun {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(args: string[]): Promise<CliRun> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [CLI, ...args],
-      { env: { ...process.env, FDBRIDGE_SCENARIOS_DIR: FIXTURES }, maxBuffer: 16 << 20, timeout: 120_000 },
-      (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr }),
-    );
-  });
-}
+const cli = (args: string[]): Promise<CliRun> => runCli(args, { env: { FDBRIDGE_SCENARIOS_DIR: FIXTURE_SCENARIOS }, timeoutMs: 120_000 });
 
 describe('fdbridge merge, on shards run as parallel processes', () => {
   let dir: string;

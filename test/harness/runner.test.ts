@@ -3,17 +3,14 @@
  * subprocess (`node dist/harness/cli.js run ...`), pointed at the fixture
  * scenarios under test/fixtures/scenarios, reading back --json.
  */
-import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { packageRoot } from '../../src/paths';
 import { discoverScenarios } from '../../harness/runner';
 import type { ResultRow, ResultsFile } from '../../harness/types';
-import { CLI } from '../util/processes';
+import { FIXTURE_SCENARIOS, runCli, type CliRun } from '../util/processes';
 
-const FIXTURES = join(packageRoot, 'dist', 'test', 'fixtures', 'scenarios');
 
 let dir: string;
 
@@ -25,25 +22,8 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-interface CliRun {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliRun> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [CLI, ...args],
-      { env: { ...process.env, FDBRIDGE_SCENARIOS_DIR: FIXTURES, ...env }, maxBuffer: 16 << 20, timeout: 60_000 },
-      (err, stdout, stderr) => {
-        const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
-}
+const cli = (args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliRun> =>
+  runCli(args, { env: { FDBRIDGE_SCENARIOS_DIR: FIXTURE_SCENARIOS, ...env } });
 
 let counter = 0;
 /** Runs `fdbridge run ARGS --json <tmp>` and returns the exit status, output and parsed results. */

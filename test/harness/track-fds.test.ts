@@ -6,7 +6,6 @@
  * opened, and one a command in a child process that adopts a duplicated fd
  * and keeps it (received over the socket: the native recvmsg stack).
  */
-import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, openSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,7 +14,7 @@ import type { ResultRow, ResultsFile } from '../../harness/types';
 import { checkFdLeaks } from '../../src/leak-check';
 import { closeFd } from '../../src';
 import { packageRoot } from '../../src/paths';
-import { CLI } from '../util/processes';
+import { runCli, type CliRun } from '../util/processes';
 
 let project = '';
 
@@ -83,13 +82,7 @@ export default defineScenario({
 });
 `;
 
-function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { cwd: project, timeout: 120_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) =>
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr }),
-    );
-  });
-}
+const cli = (args: string[]): Promise<CliRun> => runCli(args, { cwd: project, timeoutMs: 120_000 });
 
 beforeAll(() => {
   project = realpathSync(mkdtempSync(join(tmpdir(), 'fdbridge-track-fds-')));

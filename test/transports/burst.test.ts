@@ -7,8 +7,8 @@
  * the global check of this process's fd table, the helper daemon's table
  * returns to its baseline after each test.
  */
-import { ClosedError, connect, PROBE_COMMAND, QueueFullError, type Connection, type ConnectOptions, type TransportName, type WireIdentity } from '../../src';
-import { closeFd, closeFds, makeMemfd, openFdTable, type FdTable } from '../../src/fd';
+import { ClosedError, QueueFullError, type TransportName, type WireIdentity } from '../../src';
+import { closeFd, closeFds, makeMemfd, openFdTable } from '../../src/fd';
 import { native } from '../../src/native';
 import { decodeFrame, encodeCall, encodeFdList, encodeResult, FRAME_SOCKET_OPTIONS, FrameType, type Frame } from '../../src/protocol';
 import { UnixSocket, type UnixSocketOptions } from '../../src/socket';
@@ -17,37 +17,16 @@ import { SocketConnection } from '../../src/transports/socket-connection';
 import { MAX_CALLS_IN_FLIGHT, SERVE_PAUSE_READING_AT, serveConnection, type ServeStats } from '../../src/transports/serve';
 import { settleInOrder, wireIdentity } from '../../scenarios/support/common';
 import { rawFrame, rawSocket, sayHello } from '../../scenarios/support/hostile';
-import { exitOf, fdTableSettles, helperForSuite } from '../util/processes';
+import { fdTableSettles, helperForSuite } from '../util/processes';
+import { connectionsPerTest, TRANSPORTS } from '../util/transport-suite';
 
-const TRANSPORTS: TransportName[] = ['direct', 'worker', 'child', 'helper', 'pidfd'];
 /** Transports with a socket, a send queue and its bound (a worker's calls are bounded too). */
 const SOCKETS = new Set<TransportName>(['child', 'helper', 'pidfd']);
 
 const suite = helperForSuite('fdbridge-burst-');
 
 describe.each(TRANSPORTS)('%s transport', (transport) => {
-  const opened: Connection[] = [];
-  let helperBaseline: FdTable | undefined;
-
-  async function open(options: Partial<ConnectOptions> = {}): Promise<Connection> {
-    const conn = await connect(transport, { command: PROBE_COMMAND, socketPath: suite.socketPath, ...options });
-    opened.push(conn);
-    return conn;
-  }
-
-  beforeEach(() => {
-    helperBaseline = transport === 'helper' ? openFdTable(suite.helper.pid) : undefined;
-  });
-
-  afterEach(async () => {
-    for (const conn of opened.splice(0)) {
-      await conn.close();
-      if (transport === 'child' || transport === 'pidfd') {
-        expect([0, null]).toContain((await exitOf((conn as ChildConnection).child)).code);
-      }
-    }
-    if (helperBaseline) expect(await fdTableSettles(suite.helper.pid, helperBaseline)).toBe('');
-  });
+  const { open } = connectionsPerTest(transport, suite);
 
   test('5,000 calls at once: each resolves with its own value, in order, and the connection stays usable', async () => {
     const conn = await open();

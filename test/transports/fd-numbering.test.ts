@@ -11,34 +11,16 @@
  * taking the lowest free number would land.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { connect, PROBE_COMMAND, SystemError, type Connection, type TransportName, type WireIdentity } from '../../src';
-import { closeFd, closeFds, dupFd, fdIdentity, makeMemfd, openFdTable, type FdTable } from '../../src/fd';
-import type { ChildConnection } from '../../src/transports/child';
-import { exitOf, fdTableSettles, startHelperProcess, type HelperProcess } from '../util/processes';
+import { SystemError, type Connection, type WireIdentity } from '../../src';
+import { closeFd, closeFds, dupFd, fdIdentity, makeMemfd, openFdTable } from '../../src/fd';
+import { fdTableSettles, helperForSuite } from '../util/processes';
+import { connectionsPerTest, TRANSPORTS } from '../util/transport-suite';
 
 const PAST_FLOOR = join(__dirname, '..', 'fixtures', 'past-floor.js');
 
-const TRANSPORTS: TransportName[] = ['direct', 'worker', 'child', 'helper', 'pidfd'];
-const SPAWNED = new Set<TransportName>(['child', 'pidfd']);
-
-let dir: string;
-let helper: HelperProcess;
-let socketPath: string;
-
-beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'fdbridge-numbering-'));
-  socketPath = join(dir, 'helper.sock');
-  helper = await startHelperProcess(socketPath);
-});
-
-afterAll(async () => {
-  await helper?.stop('SIGTERM');
-  rmSync(dir, { recursive: true, force: true });
-});
+const suite = helperForSuite('fdbridge-numbering-');
 
 function identityOf(fd: number): WireIdentity {
   const id = fdIdentity(fd);
@@ -53,18 +35,11 @@ function lowestFree(): number {
 }
 
 describe.each(TRANSPORTS)('%s transport', (transport) => {
+  const connections = connectionsPerTest(transport, suite);
   let conn: Connection;
-  let helperBaseline: FdTable | undefined;
 
   beforeEach(async () => {
-    helperBaseline = transport === 'helper' ? openFdTable(helper.pid) : undefined;
-    conn = await connect(transport, { command: PROBE_COMMAND, socketPath });
-  });
-
-  afterEach(async () => {
-    await conn.close();
-    if (SPAWNED.has(transport)) expect((await exitOf((conn as ChildConnection).child)).code).toBe(0);
-    if (helperBaseline) expect(await fdTableSettles(helper.pid, helperBaseline)).toBe('');
+    conn = await connections.open();
   });
 
   const farTable = async (): Promise<Map<number, string>> => new Map(await conn.call<Array<[number, string]>>('openFds'));
@@ -152,9 +127,9 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
  */
 describe.each(TRANSPORTS)('%s transport, with the caller\'s fds past the floor', (transport) => {
   test.each(['1024', 'keep'])('RLIMIT_NOFILE %s: a number closed in the same tick is EBADF, never a copy of the library\'s own fd', async (limit) => {
-    const helperBefore = openFdTable(helper.pid);
+    const helperBefore = openFdTable(suite.helper.pid);
     const out = await new Promise<string>((resolve, reject) =>
-      execFile(process.execPath, [PAST_FLOOR, transport, socketPath, limit], { maxBuffer: 1 << 20 }, (err, stdout, stderr) =>
+      execFile(process.execPath, [PAST_FLOOR, transport, suite.socketPath, limit], { maxBuffer: 1 << 20 }, (err, stdout, stderr) =>
         err ? reject(new Error(`${err.message}\n${stdout}\n${stderr}`)) : resolve(stdout),
       ),
     );
@@ -176,6 +151,6 @@ describe.each(TRANSPORTS)('%s transport, with the caller\'s fds past the floor',
     }
     expect(report.tableDiff).toBe('');
     expect(report.ownedLeft).toBe(0);
-    expect(await fdTableSettles(helper.pid, helperBefore)).toBe('');
+    expect(await fdTableSettles(suite.helper.pid, helperBefore)).toBe('');
   });
 });

@@ -6,8 +6,7 @@
  * command's process: the helper daemon's table returns to its baseline, a
  * child process exits cleanly.
  */
-import { lstatSync, mkdtempSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { lstatSync, readFileSync, readSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import {
@@ -20,66 +19,18 @@ import {
   RemoteError,
   SystemError,
   UnsupportedError,
-  type Connection,
   type ProbeCommand,
-  type TransportName,
 } from '../../src';
 import { closeFd, fdIdentity, makeMemfd, makePipe, openFdTable, type FdTable } from '../../src/fd';
 import type { ChildConnection } from '../../src/transports/child';
 import type { WorkerConnection } from '../../src/transports/worker';
-import { exitOf, fdTableSettles, startHelperProcess, type HelperProcess } from '../util/processes';
+import { exitOf, fdTableSettles, helperForSuite, startHelperProcess } from '../util/processes';
+import { connectionsPerTest, SPAWNED, TRANSPORTS } from '../util/transport-suite';
 
-const TRANSPORTS: TransportName[] = ['direct', 'worker', 'child', 'helper', 'pidfd'];
-/** Transports whose command runs in a process spawned for the connection. */
-const SPAWNED = new Set<TransportName>(['child', 'pidfd']);
-
-let dir: string;
-let helper: HelperProcess;
-let socketPath: string;
-
-beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'fdbridge-transports-'));
-  socketPath = join(dir, 'helper.sock');
-  helper = await startHelperProcess(socketPath);
-});
-
-afterAll(async () => {
-  const end = await helper?.stop("SIGTERM");
-  if (process.env["FDB_DEBUG"]) console.log("helper end", end, helper?.stderr());
-  rmSync(dir, { recursive: true, force: true });
-});
+const suite = helperForSuite('fdbridge-transports-');
 
 describe.each(TRANSPORTS)('%s transport', (transport) => {
-  const opened: Connection[] = [];
-  let helperBaseline: FdTable | undefined;
-
-  /** Connections whose command process a test SIGKILLed on purpose. */
-  const killed = new WeakSet<Connection>();
-
-  async function open(command = PROBE_COMMAND): Promise<Connection> {
-    const conn = await connect(transport, { command, socketPath });
-    opened.push(conn);
-    return conn;
-  }
-
-  beforeEach(() => {
-    helperBaseline = transport === 'helper' ? openFdTable(helper.pid) : undefined;
-  });
-
-  afterEach(async () => {
-    for (const conn of opened.splice(0)) {
-      await conn.close();
-      if (SPAWNED.has(transport)) {
-        // The command's process ends with the connection, and ends cleanly
-        // (exit code 0, no signal) unless the test SIGKILLed it.
-        const exit = await exitOf((conn as ChildConnection).child);
-        expect(exit).toEqual(killed.has(conn) ? { code: null, signal: 'SIGKILL' } : { code: 0, signal: null });
-      }
-    }
-    if (helperBaseline) {
-      expect(await fdTableSettles(helper.pid, helperBaseline)).toBe('');
-    }
-  });
+  const { open, killed } = connectionsPerTest(transport, suite);
 
   test('reports where the command runs', async () => {
     const conn = await open();
@@ -111,16 +62,16 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
   });
 
   test('the log redirect flow: a file opened by the client, appended to, then truncated', async () => {
-    const file = join(dir, `${transport}.log`);
+    const file = join(suite.dir, `${transport}.log`);
     writeFileSync(file, 'existing\n');
-    const first = await open(LOG_COMMAND);
+    const first = await open({ command: LOG_COMMAND });
     await logRedirectOption(first, file);
     await first.call('log', 'one');
     await first.call('log', 'two');
     await first.close();
     expect(readFileSync(file, 'utf8')).toBe('existing\none\ntwo\n');
 
-    const second = await open(LOG_COMMAND);
+    const second = await open({ command: LOG_COMMAND });
     await logRedirectOption(second, file);
     await second.call('log', 'three');
     expect(readFileSync(file, 'utf8')).toBe('existing\none\ntwo\nthree\n');
@@ -225,7 +176,7 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
     let baseline: FdTable | undefined;
     const conn = await connect(transport, {
       command: PROBE_COMMAND,
-      socketPath,
+      socketPath: suite.socketPath,
       onCommandClosed: async (location) => {
         seen.push(await fdTableSettles(location.pid, baseline as FdTable));
       },
@@ -278,7 +229,7 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
 
   if (SPAWNED.has(transport)) {
     test('a command process that dies before it is ready fails connect with PeerExitedError (its exit code)', async () => {
-      const module = join(dir, 'exits-on-load.js');
+      const module = join(suite.dir, 'exits-on-load.js');
       writeFileSync(module, 'process.exit(7);\n');
       const err = await connect(transport, { command: { module, export: 'Nothing' } }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(PeerExitedError);
@@ -362,7 +313,7 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
 
 describe('helper daemon killed with SIGKILL', () => {
   test('pending calls fail with PeerExitedError; a new daemon replaces the stale socket; SIGTERM removes it', async () => {
-    const path = join(dir, 'doomed.sock');
+    const path = join(suite.dir, 'doomed.sock');
     const doomed = await startHelperProcess(path);
     const conn = await connect('helper', { command: PROBE_COMMAND, socketPath: path });
     const fd = makeMemfd();

@@ -1,5 +1,5 @@
 /** Test utilities: helper daemons in their own processes, and fd tables of other processes. */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +9,31 @@ import { diffFdTables, formatFdTableDiff, openFdTable, type FdTable } from '../.
 import { packageRoot } from '../../src/paths';
 
 export const CLI = join(packageRoot, 'dist', 'harness', 'cli.js');
+/** The test fixtures' scenarios (FDBRIDGE_SCENARIOS_DIR for a CLI run that lists or runs them). */
+export const FIXTURE_SCENARIOS = join(packageRoot, 'dist', 'test', 'fixtures', 'scenarios');
+
+export interface CliRun {
+  /** The exit status; -1 when the process was killed (e.g. by the timeout). */
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs the built CLI (`node dist/harness/cli.js ARGS`) as a user does, and
+ * resolves (never rejects) with its exit status and output. `env` is added
+ * to this process's environment.
+ */
+export function runCli(args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number } = {}): Promise<CliRun> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [CLI, ...args],
+      { env: { ...process.env, ...options.env }, cwd: options.cwd, maxBuffer: 16 << 20, timeout: options.timeoutMs ?? 60_000 },
+      (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr }),
+    );
+  });
+}
 
 export interface HelperProcess {
   pid: number;
@@ -57,9 +82,10 @@ export async function startHelperProcess(socketPath: string, extraArgs: string[]
 /**
  * A helper daemon for a test file, in a private directory: started before
  * its tests (beforeAll), stopped and removed after them (afterAll). Read
- * `helper` and `socketPath` inside tests and hooks.
+ * `helper`, `socketPath` and `dir` (the directory, for the suite's other
+ * files too) inside tests and hooks.
  */
-export function helperForSuite(prefix: string): { readonly helper: HelperProcess; readonly socketPath: string } {
+export function helperForSuite(prefix: string): { readonly helper: HelperProcess; readonly socketPath: string; readonly dir: string } {
   const suite = {} as { helper: HelperProcess; socketPath: string; dir: string };
   beforeAll(async () => {
     suite.dir = mkdtempSync(join(tmpdir(), prefix));
