@@ -464,7 +464,10 @@ void UnixSocket::Close(void (*on_freed)(void*), void* arg) {
   // closing the fd right after is safe (libuv: never close a polled fd).
   pending_closes_ = 1;
   uv_close(reinterpret_cast<uv_handle_t*>(&poll_), OnClosed);
-  FdClose(fd_);
+  // Closing the socket drops the fds still unread in its receive queue: the
+  // kernel releases them in this close(2), and the last close of one can
+  // block as long as a given fd's (CloseGivenInBackground).
+  CloseGiven(fd_);
   fd_ = -1;
   if (waker_fd_ >= 0) {
     pending_closes_++;

@@ -155,6 +155,8 @@ class UnixSocket {
   }
   // Given fds are closed on the background closer thread (FdCloseInBackground)
   // from now on: they come from another process, and closing one may block.
+  // So is the socket itself when closed: fds a peer sent that are still
+  // unread in its receive queue are released by that close(2).
   void CloseGivenInBackground(bool on) { close_given_in_background_ = on; }
   // The given set is charged to `budget` (and its parents) from now on, what
   // it holds already included; a DUP that does not fit the budget is passed

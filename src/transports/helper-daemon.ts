@@ -585,6 +585,10 @@ function commandTable(options: HelperOptions, daemonId: number): Map<string, Mod
  * socket is closed when the peer closes or after a second.
  */
 function refuse(socket: UnixSocket, message: string): void {
+  // What it sent before it was accepted may hold fds whose close blocks (a
+  // lingering TCP socket): those, and the socket itself (its close drops
+  // what is still unread), are closed on the background thread.
+  socket.closeGivenInBackground(true);
   try {
     // A refused peer has no business sending fds: make its sendmsg fail
     // (EPERM) where the kernel can; elsewhere the handler below closes them.
@@ -598,7 +602,7 @@ function refuse(socket: UnixSocket, message: string): void {
   const timer = setTimeout(() => socket.close(), 1000);
   timer.unref();
   socket.setMessageHandler((err, _data, fds) => {
-    for (const fd of fds ?? []) native.close(fd);
+    if (fds && fds.length > 0) native.closeInBackground(fds);
     if (err && err.name !== 'TruncatedError') {
       clearTimeout(timer);
       socket.close();

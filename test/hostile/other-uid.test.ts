@@ -1,0 +1,178 @@
+/**
+ * A helper daemon attacked by another local user (nobody, 65534; these tests
+ * run as root and are skipped otherwise), for what the other test files do
+ * not already run as that user: what each connection costs the daemon once
+ * it is gone, and closes that would block (a lingering TCP socket) reached
+ * through paths other than a served duplication: fds sent by a uid the
+ * daemon refuses, and fds still unread in a connection's queue when the
+ * daemon ends it.
+ */
+import { execFileSync } from 'node:child_process';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { join } from 'node:path';
+
+import { connect, HelperDaemon } from '../../src';
+import { native } from '../../src/native';
+import { DIST_SRC, isRoot, NOBODY, runAsNobody, spawnAsNobody } from '../util/nobody';
+import { startHelperProcess } from '../util/processes';
+
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc') as () => void;
+
+const describeRoot = isRoot ? describe : describe.skip;
+const ROOT_UID = process.getuid?.() ?? 0;
+
+/** Full collections until the live native sockets are back to `baseline`, or a bounded number of tries. */
+async function socketsSettle(baseline: number): Promise<number> {
+  for (let i = 0; i < 20 && native.socketsAlive() > baseline; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    gc();
+  }
+  return native.socketsAlive();
+}
+
+describeRoot('what a connection costs once it is gone (client: nobody)', () => {
+  test("connections that each made a 150 kB call leave no native socket (and so no receive buffer) behind, on either side", async () => {
+    const daemon = HelperDaemon.start({ socketPath: `@fdbridge-other-uid-${process.pid}-buffers`, allowUids: [NOBODY], diagnostics: true });
+    try {
+      gc();
+      const baseline = native.socketsAlive();
+      const p = runAsNobody(`
+        const { connect } = require(${JSON.stringify(DIST_SRC)});
+        const { native } = require(${JSON.stringify(join(DIST_SRC, 'native.js'))});
+        require('node:v8').setFlagsFromString('--expose-gc');
+        const gc = require('node:vm').runInNewContext('gc');
+        const payload = 'x'.repeat(150000);
+        (async () => {
+          const fd = native.memfd('buffers');
+          gc();
+          const before = native.socketsAlive();
+          // In a function of its own: no reference to a connection survives in this frame.
+          const churn = async () => {
+            let n = 0;
+            for (let i = 0; i < 40; i++) {
+              const c = await connect('helper', { command: { name: 'probe' }, socketPath: ${JSON.stringify(daemon.socketPath)}, trustPeer: { uids: [${ROOT_UID}] } });
+              await c.dupFileDescriptor(fd);
+              if ((await c.call('echo', payload)).length === payload.length) n++;
+              await c.close();
+            }
+            return n;
+          };
+          const echoed = await churn();
+          native.close(fd);
+          for (let i = 0; i < 20 && native.socketsAlive() > before; i++) { await new Promise((r) => setTimeout(r, 20)); gc(); }
+          return { echoed, left: native.socketsAlive() - before };
+        })().then((r) => console.log(JSON.stringify({ result: r })), (e) => console.log(JSON.stringify({ result: { error: e.code ?? e.name, message: e.message } })));`);
+      expect(await p.line('result')).toEqual({ result: { echoed: 40, left: 0 } });
+      await p.exited();
+      expect(daemon.stats.connections).toBe(40);
+      for (let i = 0; i < 500 && daemon.stats.active > 0; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(daemon.stats.active).toBe(0);
+      expect(await socketsSettle(baseline)).toBeLessThanOrEqual(baseline);
+    } finally {
+      await daemon.close();
+    }
+  });
+});
+
+/**
+ * The attacker: a TCP connection whose peer never reads, its send buffer
+ * full, SO_LINGER 3600 s, so that the last close of it waits (up to an
+ * hour) for the unsent data. It hands that socket to the daemon and closes
+ * its own copy:
+ *   refused  sends it with its HELLO while the daemon (stopped) has not even
+ *            accepted yet, so it is in the daemon's queue whatever it decides;
+ *            then waits for REFUSED and hangs up;
+ *   unread   (allowed) makes the daemon queue 2 MB of replies it never reads,
+ *            so the daemon stops reading its requests; sends the socket in a
+ *            DUP that stays unread in the daemon's queue, and hangs up.
+ * Told to on stdin, it reads everything at the peer, which lets that close finish.
+ */
+const LINGER_ATTACKER = `
+import json, os, socket, struct, sys, time
+mode, name = sys.argv[1], sys.argv[2]
+lst = socket.socket(); lst.bind(('127.0.0.1', 0)); lst.listen(1)
+tcp = socket.create_connection(lst.getsockname()); peer, _ = lst.accept()
+tcp.setblocking(False)
+try:
+    while True: tcp.send(b'x' * 65536)
+except BlockingIOError: pass
+tcp.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 3600))
+u = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); u.connect('\\0' + name)
+def frame(t, i, body=b''): return bytes([t, 0, 0, 0]) + struct.pack('<I', i) + body
+hello = frame(1, 0, json.dumps({'version': 1, 'command': {'name': 'probe'}}).encode())
+if mode == 'refused':
+    socket.send_fds(u, [hello], [tcp.fileno()])
+    tcp.close()
+    print(json.dumps({'queued': True}), flush=True)
+    answer = u.recv(65536)[0]
+else:
+    u.send(hello); answer = u.recv(65536)[0]
+    m = os.memfd_create('big'); os.write(m, b'x' * 2000000); os.lseek(m, 0, 0)
+    socket.send_fds(u, [frame(4, 1)], [m]); os.close(m)
+    there = struct.unpack('<i', u.recv(65536)[8:12])[0]
+    for i in range(20): u.send(frame(6, 10 + i, json.dumps({'method': 'read', 'args': [there, 100000]}).encode()))
+    time.sleep(0.5)
+    socket.send_fds(u, [frame(4, 2)], [tcp.fileno()])
+    tcp.close()
+u.close()
+print(json.dumps({'answer': answer}), flush=True)
+sys.stdin.readline()
+peer.setblocking(True)
+n = 0
+while True:
+    d = peer.recv(1 << 20)
+    if not d: break
+    n += len(d)
+print(json.dumps({'drained': n}), flush=True)
+`;
+
+/** A python3 that nobody may run, with socket.send_fds (3.9+). */
+const PYTHON = '/usr/bin/python3';
+function hasPython(): boolean {
+  try {
+    execFileSync(PYTHON, ['-c', 'import socket; socket.send_fds'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describeRoot('a close that would block never stalls the daemon, whoever sent the fd and however it is left (attacker: nobody)', () => {
+  // The daemon runs in its own process: were its event loop stuck in a
+  // close, this test's connect would end in the client's own TimeoutError
+  // instead of hanging the test process with it.
+  test.each([
+    ['from a uid the daemon refuses, sent before it accepted', 'refused', [] as string[], 3],
+    ['from an allowed uid, left unread in the queue of a connection the daemon ends', 'unread', ['--allow-uid', String(NOBODY)], 2],
+  ])('a lingering TCP socket %s', async (_what, mode, args, answer) => {
+    if (!hasPython()) return;
+    const name = `fdbridge-other-uid-${process.pid}-${mode}`;
+    const daemon = await startHelperProcess(`@${name}`, args);
+    const attacker = spawnAsNobody(PYTHON, ['-c', LINGER_ATTACKER, mode, name]);
+    try {
+      if (mode === 'refused') {
+        process.kill(daemon.pid, 'SIGSTOP');
+        try {
+          await attacker.line('queued');
+        } finally {
+          process.kill(daemon.pid, 'SIGCONT');
+        }
+      }
+      expect(await attacker.line('answer')).toEqual({ answer }); // 3: REFUSED, 2: READY
+      // The daemon has the lingering socket to close by now; others are served meanwhile.
+      for (let i = 0; i < 3; i++) {
+        const conn = await connect('helper', { command: { name: 'probe' }, socketPath: `@${name}`, timeoutMs: 5000 });
+        expect(await conn.call('echo', 'not stalled')).toBe('not stalled');
+        await conn.close();
+      }
+    } finally {
+      attacker.child.stdin?.end('go\n');
+      await attacker.line('drained').catch(() => undefined);
+      attacker.kill();
+      await attacker.exited();
+      await daemon.stop('SIGKILL');
+    }
+  });
+});
