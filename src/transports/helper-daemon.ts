@@ -12,7 +12,7 @@
  *   path is never taken; something that is not a socket is never unlinked.
  * - It removes its socket file when closed (SIGINT/SIGTERM in the CLI).
  */
-import { lstatSync } from 'node:fs';
+import { constants as fsConstants, lstatSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
 import { COMMAND_NAME, loadCommandClass, type CommandSpec, type ModuleCommandSpec } from '../command';
@@ -21,11 +21,13 @@ import { FdBridgeError, QuotaExceededError, UnknownCommandError, type QuotaName 
 import { closeFds } from '../fd';
 import { HELPER_DAEMONS, STATUS_COMMAND } from '../commands/status-command';
 import { encodeJson, FrameType, FRAME_SOCKET_OPTIONS } from '../protocol';
-import { native, type NativeFdBudget } from '../native';
+import { native, type NativeExitWatch, type NativeFdBudget } from '../native';
 import { parseAddress, UnixServer, type SocketAddress, type UnixSocket } from '../socket';
 import { bindReplacingStale, checkSocketDirectory, ensurePrivateDir } from '../socket-file';
 import { refuseFds } from './refuse-fds';
 import { checkFailpoint, serveConnection, type ServedConnection, type ServeStats } from './serve';
+
+const { S_IFMT, S_IFSOCK } = fsConstants;
 
 /**
  * Where a helper listens by default: `$XDG_RUNTIME_DIR/fdbridge/helper.sock`;
@@ -194,8 +196,8 @@ interface Client {
   pid: number;
   uid: number;
   acceptedAt: number;
-  /** The client's process (SO_PEERPIDFD, else pidfd_open of its pid), -1 if neither worked. */
-  pidfd: number;
+  /** Fires when the client's process exits (see watchClient); undefined if it cannot be watched. */
+  watch: NativeExitWatch | undefined;
   /** servedDuplications at the last sweep: C++-served DUPs count as activity. */
   lastServed: number;
   lastSeenAt: number;
@@ -234,6 +236,7 @@ export class HelperDaemon {
   #clients = new Map<UnixSocket, Client>();
   #uids = new Map<number, UidAccount>();
   #allFds: NativeFdBudget;
+  #listener: { pid: number; uid: number };
   #commands: Map<string, ModuleCommandSpec>;
   #idle: Array<() => void> = [];
   #sweeper: NodeJS.Timeout;
@@ -268,9 +271,11 @@ export class HelperDaemon {
     this.#commands = commandTable(options, this.#id);
     this.#allFds = new native.FdBudget(limits.maxFdsTotal);
     daemons.set(this.#id, this);
+    // What the clients' ends of our connections report as their peer (the
+    // process that listens: us, or systemd for an activated socket).
+    this.#listener = native.peerCred(server.fd);
     // One timer for every client: HELLO and idle timeouts, replies piling
-    // up unread, and clients whose process is gone (a pidfd turns readable
-    // when its process exits, whatever sockets it left open).
+    // up unread. (A client's exit is an event: see watchClient.)
     const every = Math.max(
       10,
       Math.min(1000, limits.helloTimeoutMs / 4, limits.stalledReaderTimeoutMs / 4, limits.idleTimeoutMs > 0 ? limits.idleTimeoutMs / 4 : 1000),
@@ -280,23 +285,37 @@ export class HelperDaemon {
     server.onConnection((err, socket) => this.#onConnection(err, socket));
   }
 
+  /** The client on `socket` has exited (its watch fired): its connection and fds are swept now. */
+  #clientExited(socket: UnixSocket): void {
+    const c = this.#clients.get(socket);
+    if (c === undefined) return;
+    this.stats.clientsExited++;
+    c.served.end(new FdBridgeError('ERR_FDBRIDGE_PEER_EXITED', `the client's process (pid ${c.pid}) exited; its connection and fds are swept`));
+  }
+
+  /**
+   * Without SO_PEERPIDFD a client's exit may go unseen (pidfd_open of its
+   * pid may name another process), so an fd that would keep its connection
+   * open after it exits is refused: a socket whose peer is the process that
+   * listens here, i.e. the client's end of a connection to this daemon.
+   */
+  #endpointRefusal(fd: number): string | undefined {
+    let peer: { pid: number; uid: number };
+    try {
+      if ((native.identity(fd).mode & S_IFMT) !== S_IFSOCK) return undefined;
+      peer = native.peerCred(fd);
+    } catch {
+      return undefined; // not a connected Unix socket
+    }
+    if (peer.pid !== this.#listener.pid || peer.uid !== this.#listener.uid) return undefined;
+    return `fd ${fd} is a connection to this helper daemon itself (it would keep a connection open after its client exits)`;
+  }
+
   #sweep(): void {
     const now = Date.now();
-    const clients = [...this.#clients.values()];
-    const watched = clients.filter((c) => c.pidfd >= 0);
-    let exited: boolean[] = [];
-    try {
-      exited = native.pollReadable(watched.map((c) => c.pidfd));
-    } catch (err) {
-      this.#log(`poll of client pidfds failed: ${(err as Error).message}`);
-    }
-    const gone = new Set(watched.filter((_, i) => exited[i] === true));
-    for (const c of clients) {
+    for (const c of this.#clients.values()) {
       const a = c.served.activity();
-      if (gone.has(c)) {
-        this.stats.clientsExited++;
-        c.served.end(new FdBridgeError('ERR_FDBRIDGE_PEER_EXITED', `the client's process (pid ${c.pid}) exited; its connection and fds are swept`));
-      } else if (!a.ready && now - c.acceptedAt > this.limits.helloTimeoutMs) {
+      if (!a.ready && now - c.acceptedAt > this.limits.helloTimeoutMs) {
         this.stats.quotaHits.helloTimeout++;
         c.served.end(new QuotaExceededError('helloTimeout', `no HELLO within ${this.limits.helloTimeoutMs} ms of connecting`));
       } else if (this.#stalled(c, a.queuedBytes, now)) {
@@ -398,7 +417,7 @@ export class HelperDaemon {
     this.stats.connections++;
     this.stats.active++;
     this.#log(`serving pid ${cred.pid} (uid ${cred.uid})`);
-    const pidfd = clientPidfd(socket, cred.pid);
+    const watch = this.#watchClient(socket, cred.pid);
     const served = serveConnection(socket, {
       transport: 'helper',
       resolveCommand: (requested) => this.#resolve(requested),
@@ -413,8 +432,9 @@ export class HelperDaemon {
         this.#log(`pid ${cred.pid}: quota ${quota} reached`);
       },
       closeInBackground: true,
+      ...(watch?.peerPidfd ? {} : { refuseFd: (fd: number) => this.#endpointRefusal(fd) }),
       onEnd: (reason, s: ServeStats) => {
-        if (pidfd >= 0) closeFds([pidfd]);
+        watch?.exit.close();
         this.#clients.delete(socket);
         // The socket is closed: its given set is swept and refunded.
         if (--account.connections === 0) this.#uids.delete(cred.uid);
@@ -430,7 +450,7 @@ export class HelperDaemon {
       },
     });
     const now = Date.now();
-    this.#clients.set(socket, { served, pid: cred.pid, uid: cred.uid, acceptedAt: now, pidfd, lastServed: 0, lastSeenAt: now, lastQueued: 0, stuckSince: undefined });
+    this.#clients.set(socket, { served, pid: cred.pid, uid: cred.uid, acceptedAt: now, watch: watch?.exit, lastServed: 0, lastSeenAt: now, lastQueued: 0, stuckSince: undefined });
   }
 
   /** The limit that `n` more fds for a client of `uid` would break, if any (the client's own is checked first). */
@@ -450,6 +470,34 @@ export class HelperDaemon {
       );
     }
     return undefined;
+  }
+
+  /**
+   * Watches a client's process so that its exit is seen when it happens,
+   * even while its connection stays open (it may have sent us its own
+   * endpoint, or a cycle of them, which we would then hold open ourselves).
+   * The watch keeps its own duplicate of the pidfd, numbered at or above
+   * the fd floor as the library's other own fds are; the one the kernel
+   * gave is closed here. `peerPidfd`: it came from SO_PEERPIDFD (else
+   * pidfd_open, which a reused pid can fool; see #endpointRefusal).
+   */
+  #watchClient(socket: UnixSocket, pid: number): { exit: NativeExitWatch; peerPidfd: boolean } | undefined {
+    const got = clientPidfd(socket, pid);
+    if (got === undefined) return undefined;
+    try {
+      // The kernel signals the end of file of the client's sockets before its
+      // pidfd (exit_files, then exit_notify): one turn later, a client that
+      // simply exited has been seen to hang up, and only one whose
+      // connection stays open (we hold its endpoint) is left to sweep.
+      const exit = new native.ExitWatch(got.pidfd, () => setImmediate(() => this.#clientExited(socket)));
+      exit.unref(); // the listening socket keeps the daemon alive, not its clients
+      return { exit, peerPidfd: got.peerPidfd };
+    } catch (err) {
+      this.#log(`pid ${pid}: cannot watch its process: ${(err as Error).message}`);
+      return undefined;
+    } finally {
+      closeFds([got.pidfd]);
+    }
   }
 
   /** The names of the commands this daemon serves. */
@@ -542,22 +590,30 @@ function checkLimits(given: Partial<HelperLimits> | undefined, log: ((line: stri
 }
 
 /**
- * A pidfd for the process at the other end of a client's socket, to see it
- * exit even while its connection stays open (it may have sent us its own
- * endpoint, which we would then hold open ourselves). SO_PEERPIDFD names
- * the very process (Linux 6.5+); pidfd_open on the SO_PEERCRED pid is the
- * fallback (the pid could have been reused if it already exited, in which
- * case the connection is swept when that process exits). -1 if neither works.
+ * Testing only: FDBRIDGE_TEST_NO_PEER_PIDFD=1 makes a daemon act as on a
+ * kernel without SO_PEERPIDFD (before Linux 6.5), so that the fallback
+ * (refusing the daemon's own connection endpoints) is tested here too.
  */
-function clientPidfd(socket: UnixSocket, pid: number): number {
-  try {
-    return socket.peerPidfd().release();
-  } catch {
+export const NO_PEER_PIDFD_ENV = 'FDBRIDGE_TEST_NO_PEER_PIDFD';
+
+/**
+ * A pidfd for the process at the other end of a client's socket:
+ * SO_PEERPIDFD names the very process (Linux 6.5+); else pidfd_open of the
+ * SO_PEERCRED pid, which names whatever process has that pid now (the
+ * client's, unless it has exited already). Undefined if neither works.
+ */
+function clientPidfd(socket: UnixSocket, pid: number): { pidfd: number; peerPidfd: boolean } | undefined {
+  if (process.env[NO_PEER_PIDFD_ENV] !== '1') {
     try {
-      return native.pidfdOpen(pid);
+      return { pidfd: socket.peerPidfd().release(), peerPidfd: true };
     } catch {
-      return -1;
+      // before Linux 6.5
     }
+  }
+  try {
+    return { pidfd: native.pidfdOpen(pid), peerPidfd: false };
+  } catch {
+    return undefined;
   }
 }
 

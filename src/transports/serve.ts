@@ -15,7 +15,7 @@
  */
 import { CommandHost, type CommandSpec } from '../command';
 import { builtinCommand } from '../commands/registry';
-import { describeError, ProtocolError, QueueFullError, QuotaExceededError, TruncatedError, UnknownCommandError, type QuotaName } from '../errors';
+import { describeError, FdBridgeError, ProtocolError, QueueFullError, QuotaExceededError, TruncatedError, UnknownCommandError, type QuotaName } from '../errors';
 import { failpointFromEnv, type Failpoint } from '../failpoint';
 import { closeFds } from '../fd';
 import { native, type NativeFdBudget } from '../native';
@@ -105,6 +105,12 @@ export interface ServeOptions {
    * started with.
    */
   resolveCommand?: (requested: CommandSpec) => CommandSpec;
+  /**
+   * Why an fd a client sends must not be kept (undefined: kept). When given,
+   * every DUP is served in JS so that each fd is looked at; a DUP carrying
+   * one refused fd is refused whole (ERR_FDBRIDGE_FD_REFUSED), its fds closed.
+   */
+  refuseFd?: (fd: number) => string | undefined;
   /** Called once, after the command is closed and the socket with it. */
   onEnd?: (reason: Error | null, stats: ServeStats) => void;
 }
@@ -157,7 +163,7 @@ export interface FdIntake {
  * (serveDuplications), so a round trip never enters JS on this side; not
  * with a failpoint set, which must see each request.
  */
-function socketIntake(transport: TransportName): FdIntake {
+function socketIntake(transport: TransportName, inspected: boolean): FdIntake {
   return {
     transport,
     requestType: FrameType.DUP,
@@ -165,7 +171,8 @@ function socketIntake(transport: TransportName): FdIntake {
     refusalNote: 'release some first',
     take: (frameFds) => [...frameFds],
     start: (socket, maxFds) => {
-      if (failpoint === undefined) socket.serveDuplications(true, maxFds);
+      // Not when each fd is to be looked at first (ServeOptions.refuseFd).
+      if (failpoint === undefined && !inspected) socket.serveDuplications(true, maxFds);
     },
     close: () => undefined,
   };
@@ -349,7 +356,7 @@ class ServedSession implements ServedConnection {
         this.#intake = intake;
         this.#stats.refusesFds = intake.refusesFds;
       } else {
-        this.#intake = socketIntake(this.#options.transport);
+        this.#intake = socketIntake(this.#options.transport, this.#options.refuseFd !== undefined);
       }
       // The command's fds live in the socket's given set, which the socket
       // answers DUP requests into without calling JS (and closes with it).
@@ -390,6 +397,13 @@ class ServedSession implements ServedConnection {
     if (shared) {
       this.#discard(frame.type === FrameType.DUP ? frame.fds : undefined);
       this.#refuseQuota(frame.id, shared.quota, shared.message);
+      return;
+    }
+    const refuseFd = this.#options.refuseFd;
+    const why = refuseFd && frame.type === FrameType.DUP ? frame.fds.map(refuseFd).find((r) => r !== undefined) : undefined;
+    if (why !== undefined) {
+      this.#discard(frame.fds);
+      this.#send(encodeJson(FrameType.ERROR, frame.id, describeError(new FdBridgeError('ERR_FDBRIDGE_FD_REFUSED', `dupFileDescriptors: ${why}; nothing was kept`))));
       return;
     }
     let taken: number[];

@@ -8,9 +8,9 @@
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 
-import { closeFd, connect, HelperDaemon, makeMemfd } from '../../src';
+import { closeFd, connect, HelperDaemon, makeMemfd, openFdTable } from '../../src';
 import { native } from '../../src/native';
-import { DEFAULT_HELPER_LIMITS, fdRoom } from '../../src/transports/helper-daemon';
+import { DEFAULT_HELPER_LIMITS, fdRoom, NO_PEER_PIDFD_ENV } from '../../src/transports/helper-daemon';
 import { DIST_SRC, isRoot, NOBODY, runAsNobody, spawnAsNobody, type NobodyProcess } from '../util/nobody';
 
 const describeRoot = isRoot ? describe : describe.skip;
@@ -297,8 +297,12 @@ describeRoot("a client's death is noticed whatever fds it left with the daemon (
   test.each([
     ['its own connection socket', 'own'],
     ['a cycle: each of two connections carries the other', 'cycle'],
-  ])('a client that sends %s and exits is swept', async (_what, shape) => {
+  ])('a client that sends %s and exits is swept as it exits (no periodic sweep runs here)', async (_what, shape) => {
+    // The daemon's periodic timer (HELLO, idle and stalled-reader timeouts)
+    // never fires in this test: the exit must be seen as an event.
+    jest.useFakeTimers({ doNotFake: ['Date', 'hrtime', 'nextTick', 'performance', 'queueMicrotask', 'setImmediate', 'clearImmediate', 'setTimeout', 'clearTimeout'] });
     const daemon = start();
+    jest.useRealTimers();
     try {
       const r = await asNobody(nameOf(daemon), `
         const a = raw(); hello(a); await awaitAnswer(a);
@@ -314,6 +318,56 @@ describeRoot("a client's death is noticed whatever fds it left with the daemon (
       expect(await until(() => daemon.stats.clientsExited === 2 && daemon.stats.active === 0)).toBe(true);
       // (The test's fd-table check afterwards proves every fd it held is closed.)
     } finally {
+      await daemon.close();
+    }
+  });
+
+  test("the daemon's watch on a client's process is an fd numbered above the fd floor", async () => {
+    const daemon = start();
+    const before = openFdTable();
+    const pidfds = (): number[] => [...openFdTable()].filter(([fd, target]) => !before.has(fd) && target === 'anon_inode:[pidfd]').map(([fd]) => fd);
+    try {
+      const r = nobody(nameOf(daemon), `
+        const c = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer });
+        process.stdout.write(JSON.stringify({ connected: true }) + '\\n');
+        await new Promise((resolve) => process.stdin.once('data', resolve));
+        await c.close();
+        return { closed: true };`);
+      await r.line('connected');
+      const held = pidfds();
+      r.child.stdin?.end('go\n');
+      expect(await r.result).toEqual({ closed: true });
+      expect(held).toHaveLength(1);
+      expect(held[0]).toBeGreaterThanOrEqual(native.fdFloor());
+      expect(await until(() => daemon.stats.active === 0 && pidfds().length === 0)).toBe(true);
+    } finally {
+      await daemon.close();
+    }
+  });
+
+  test(`without SO_PEERPIDFD (${NO_PEER_PIDFD_ENV}=1, for tests only) the daemon refuses its own connection endpoints and serves other fds`, async () => {
+    process.env[NO_PEER_PIDFD_ENV] = '1';
+    const daemon = start();
+    try {
+      const r = await asNobody(nameOf(daemon), `
+        const a = raw(); hello(a); await awaitAnswer(a);
+        const b = raw(); hello(b); await awaitAnswer(b);
+        const dup = async (over, fd) => { native.sendNow(over, frames.encodeDup(1), [fd]); return awaitAnswer(over); };
+        const reply = async (over) => { for (let i = 0; i < 1000; i++) { const m = native.recvNow(over, 262144, 0); if (m) return m; await sleep(10); } };
+        native.sendNow(a, frames.encodeDup(7), [a]);
+        const own = await reply(a);
+        const cycle = await dup(a, b);
+        const memfd = native.memfd('fine');
+        const fine = await dup(b, memfd);
+        native.close(memfd);
+        native.close(a); native.close(b);
+        return { own: own.data[0], ownCode: JSON.parse(own.data.toString('utf8', 8)).code, cycle, fine };`);
+      expect(r).toEqual({ own: 8, ownCode: 'ERR_FDBRIDGE_FD_REFUSED', cycle: 8, fine: 5 }); // ERROR, ERROR, DUP_OK
+      // Nothing of theirs held it open: both connections end at their end of file.
+      expect(await until(() => daemon.stats.active === 0)).toBe(true);
+      expect(daemon.stats.connections).toBe(2);
+    } finally {
+      delete process.env[NO_PEER_PIDFD_ENV];
       await daemon.close();
     }
   });
