@@ -38,12 +38,13 @@ export interface ConnectOptions {
   sendQueueLimit?: number;
   /**
    * helper: whom to trust as the daemon. Before sending anything the client
-   * reads the listener's SO_PEERCRED and goes on only if its uid is ours,
-   * or one of `uids`, or its pid is one of `pids` (then, where the kernel
-   * has SO_PEERPIDFD, a pidfd proves that very process still runs: a
-   * recycled pid does not pass). Anyone else gets nothing: the connect
-   * fails with PeerRefusedError. Under systemd socket activation the
-   * listener is systemd's socket (uid 0): name `uids: [0]` there.
+   * reads the listener's SO_PEERCRED and goes on only if its uid is ours
+   * or root's (0: root can read our files and our process anyway, so a
+   * root daemon, such as a system unit's socket made by systemd, is trusted
+   * as OpenSSH and systemd trust root), or one of `uids`, or its pid is one
+   * of `pids` (then, where the kernel has SO_PEERPIDFD, a pidfd proves that
+   * very process still runs: a recycled pid does not pass). Anyone else gets
+   * nothing: the connect fails with PeerRefusedError.
    */
   trustPeer?: { uids?: readonly number[]; pids?: readonly number[] };
   /**

@@ -23,6 +23,8 @@ function isAlive(pid: number): boolean {
   }
 }
 
+const ROOT_UID = 0;
+
 /** The Pid: line of a pidfd's fdinfo: the process's pid, -1 once it has exited, undefined if unreadable. */
 function pidOfPidfd(pidfd: number): number | undefined {
   try {
@@ -41,7 +43,10 @@ function pidOfPidfd(pidfd: number): number | undefined {
 function checkListener(socket: UnixSocket, path: string, trust: ConnectOptions['trustPeer']): { pid: number; uid: number; gid: number } {
   const peer = socket.peerCredentials();
   const me = process.getuid?.() ?? 0;
-  if (peer.uid === me || (trust?.uids ?? []).includes(peer.uid)) return peer;
+  // Root is trusted as it is by OpenSSH (a root-owned ~/.ssh passes
+  // StrictModes) and systemd: it can read our files and our memory anyway,
+  // so handing it an fd gives it nothing it could not take.
+  if (peer.uid === me || peer.uid === ROOT_UID || (trust?.uids ?? []).includes(peer.uid)) return peer;
   if ((trust?.pids ?? []).includes(peer.pid)) {
     // SO_PEERCRED holds a pid number, which a dead listener's successor may
     // reuse; SO_PEERPIDFD names the listening process itself.

@@ -89,6 +89,27 @@ describeRoot('a client trusts only the listener it should (as another uid: nobod
     }
   });
 
+  test("a daemon run by root is trusted without naming it (root can read the client's files anyway); the client is nobody", async () => {
+    const daemon = HelperDaemon.start({ socketPath: `@fdbridge-root-daemon-${process.pid}`, allowUids: [NOBODY] });
+    try {
+      const p = runAsNobody(`
+        const { connect } = require(${JSON.stringify(DIST_SRC)});
+        const { native } = require(${JSON.stringify(join(DIST_SRC, 'native.js'))});
+        (async () => {
+          const fd = native.memfd('for-root');
+          const c = await connect('helper', { command: { name: 'log' }, socketPath: ${JSON.stringify(daemon.socketPath)} });
+          const there = await c.dupFileDescriptor(fd);
+          await c.close(); native.close(fd);
+          return { there: typeof there };
+        })().then((r) => console.log(JSON.stringify({ result: r })), (e) => console.log(JSON.stringify({ result: { error: e.code ?? e.name, message: e.message } })));`);
+      expect(await p.line('result')).toEqual({ result: { there: 'number' } });
+      await p.exited();
+      expect(daemon.stats.connections).toBe(1);
+    } finally {
+      await daemon.close();
+    }
+  });
+
   test('trusting some other pid does not trust this listener', async () => {
     const name = `@fdbridge-squat-otherpid-${process.pid}`;
     const attacker = squatter(name);
