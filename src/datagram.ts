@@ -31,7 +31,7 @@ import {
   type SocketAddress,
   type WhenFull,
 } from './socket';
-import { bindReplacingStale, ensurePrivateDir, socketFileIdentity, unlinkOwnSocketFile, type SocketFileIdentity } from './socket-file';
+import { bindReplacingStale, checkSocketDirectory, ensurePrivateDir, socketFileIdentity, unlinkOwnSocketFile, type SocketFileIdentity } from './socket-file';
 
 export type { Credentials, ReceiveOptions, WhenFull } from './socket';
 
@@ -104,7 +104,8 @@ export class DatagramSocket<C extends boolean = false> {
    * Binds a datagram socket to `address` (a path, or `{ abstract: name }`),
    * with the file safety of the helper daemon's socket: bind(2) never
    * follows or replaces an existing name, the mode (0600) is set through an
-   * O_PATH|O_NOFOLLOW handle, the directory must be private, a stale socket
+   * O_PATH|O_NOFOLLOW handle, the directory must be private and nobody else
+   * may write it or a directory above it (checkSocketDirectory), a stale socket
    * file is replaced and a live one never taken (ERR_FDBRIDGE_ADDRESS_IN_USE).
    * An abstract name has no file and no permissions: anyone in the network
    * namespace can send to it (check `credentials`).
@@ -123,6 +124,10 @@ export class DatagramSocket<C extends boolean = false> {
       fd = bind();
     } else {
       if (options.privateDir ?? true) ensurePrivateDir(dirname(name));
+      // Private or not, nobody else may be able to replace the directory or
+      // what is in it, up to the root (a world-writable, non-sticky parent
+      // lets another user rename it away and put a socket of theirs there).
+      checkSocketDirectory(dirname(name));
       fd =
         options.replaceStale === false
           ? bind()

@@ -5,14 +5,16 @@
  * it is gone, and closes that would block (a lingering TCP socket) reached
  * through paths other than a served duplication: fds sent by a uid the
  * daemon refuses, and fds still unread in a connection's queue when the
- * daemon ends it.
+ * daemon ends it; and where a datagram socket may be bound.
  */
 import { execFileSync } from 'node:child_process';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { join } from 'node:path';
 
-import { connect, HelperDaemon } from '../../src';
+import { connect, DatagramSocket, HelperDaemon } from '../../src';
 import { native } from '../../src/native';
 import { DIST_SRC, isRoot, NOBODY, runAsNobody, spawnAsNobody } from '../util/nobody';
 import { startHelperProcess } from '../util/processes';
@@ -180,5 +182,44 @@ describeRoot('a close that would block never stalls the daemon, whoever sent the
       await attacker.exited();
       await daemon.stop('SIGKILL');
     }
+  });
+});
+
+describeRoot('a bound datagram socket is never where another user can swap it (attacker: nobody)', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'fdbridge-dgram-uid-'));
+    chmodSync(dir, 0o755); // nobody may pass through
+  });
+  afterEach(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('a private directory under one that others can write (not sticky) is refused: nobody could rename it away and put its own socket there', async () => {
+    const open = join(dir, 'open');
+    mkdirSync(join(open, 'private'), { recursive: true, mode: 0o700 });
+    chmodSync(open, 0o777);
+    chmodSync(join(open, 'private'), 0o700);
+    expect(() => DatagramSocket.bind(join(open, 'private', 'rx.sock'))).toThrow(
+      expect.objectContaining({ code: 'ERR_FDBRIDGE_UNSAFE_PATH', message: expect.stringMatching(/not sticky/) }),
+    );
+    expect(existsSync(join(open, 'private', 'rx.sock'))).toBe(false);
+    // What it guards against: nobody can take our private directory away here.
+    const swap = spawnAsNobody('mv', [join(open, 'private'), join(open, 'stolen')]);
+    expect((await swap.exited()).code).toBe(0);
+    expect(existsSync(join(open, 'stolen'))).toBe(true);
+  });
+
+  test("a private directory under one that belongs to nobody is refused, and so is nobody's own directory", () => {
+    const theirs = join(dir, 'theirs');
+    mkdirSync(join(theirs, 'private'), { recursive: true, mode: 0o700 });
+    chownSync(theirs, NOBODY, NOBODY);
+    expect(() => DatagramSocket.bind(join(theirs, 'private', 'rx.sock'))).toThrow(
+      expect.objectContaining({ code: 'ERR_FDBRIDGE_UNSAFE_PATH', message: expect.stringMatching(/belongs to uid 65534/) }),
+    );
+    // privateDir: false is for a directory secured some other way, never for one another user controls.
+    expect(() => DatagramSocket.bind(join(theirs, 'rx.sock'), { privateDir: false })).toThrow(expect.objectContaining({ code: 'ERR_FDBRIDGE_UNSAFE_PATH' }));
+    expect(existsSync(join(theirs, 'private', 'rx.sock'))).toBe(false);
+    expect(existsSync(join(theirs, 'rx.sock'))).toBe(false);
   });
 });
