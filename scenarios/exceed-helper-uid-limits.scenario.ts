@@ -11,7 +11,7 @@ import { strict as assert } from 'node:assert';
 
 import { makeMemfd, PeerRefusedError, PROBE_COMMAND, QuotaExceededError, type Connection, type QuotaName } from '../src';
 import type { Scenario, ScenarioContext } from '../harness/types';
-import { closeAll } from './support/common';
+import { closeAll, sleep } from './support/common';
 import { daemonStatus, withQuotaDaemon } from './support/quota';
 
 /** Connections of this (one) uid allowed; one more is kept free for the status request. */
@@ -25,7 +25,7 @@ const SHARED = 12;
  * duplication, on either, is refused with `quota`; one released makes room
  * for one. Returns how many were refused.
  */
-async function fillShared(ctx: ScenarioContext, a: Connection, b: Connection, quota: QuotaName): Promise<number> {
+async function fillShared(ctx: ScenarioContext, socketPath: string, a: Connection, b: Connection, quota: QuotaName): Promise<number> {
   const source = makeMemfd('shared');
   try {
     const held: number[] = [];
@@ -47,6 +47,8 @@ async function fillShared(ctx: ScenarioContext, a: Connection, b: Connection, qu
     }
     await a.call('adopt', [held[0]]);
     await a.call('closeAdopted', [held[0]]);
+    // An fd still being closed counts against the total: wait for the closer.
+    for (let i = 0; i < 100 && (await daemonStatus(socketPath)).fdsClosing > 0; i++) await sleep(10);
     await b.dupFileDescriptor(source);
     return attempts;
   } finally {
@@ -82,7 +84,7 @@ const scenario: Scenario = {
           assert.ok(err instanceof PeerRefusedError && err.quota === 'uidConnections', `a connection past the per-uid bound: ${String(err)}`);
           ctx.count('badInputsRejected');
           await (open.pop() as Connection).close(); // room for the status request
-          const refused = await fillShared(ctx, open[0] as Connection, open[1] as Connection, quota);
+          const refused = await fillShared(ctx, daemon.socketPath, open[0] as Connection, open[1] as Connection, quota);
           const status = await daemonStatus(daemon.socketPath);
           assert.equal(status.stats.quotaHits.uidConnections, 1, 'the daemon counted the refused connection');
           assert.equal(status.stats.quotaHits[quota] + status.stats.quotaHits.fds, refused, 'the daemon counted each refused duplication');
