@@ -1,0 +1,250 @@
+/**
+ * Command specs, loading and hosting: what a spec may look like (TypeError at
+ * once otherwise), what each transport sends or loads for it, and the host's
+ * promises: an fd is adopted at most once, close() runs the command's close
+ * once and closes every fd it did not adopt, even when that close throws.
+ */
+import { join, resolve } from 'node:path';
+import { threadId } from 'node:worker_threads';
+
+import {
+  COMMAND_NAME,
+  CommandHost,
+  commandRequest,
+  loadCommandClass,
+  normalizeCommandSpec,
+  SetLedger,
+  type CommandSpec,
+} from '../../src/command';
+import { LOG_COMMAND } from '../../src/commands/log-command';
+import { PROBE_COMMAND } from '../../src/commands/probe-command';
+import { closeFd, closeFds, makeMemfd, openFdTable } from '../../src/fd';
+import { closes } from '../fixtures/recording-command';
+
+const FIXTURE = join(__dirname, '..', 'fixtures', 'recording-command.ts');
+
+function isOpen(fd: number): boolean {
+  return openFdTable().has(fd);
+}
+
+describe('spec shape (both normalizeCommandSpec and commandRequest)', () => {
+  const bad: Array<[string, unknown]> = [
+    ['null', null],
+    ['a string', 'log'],
+    ['a name that is a path', { name: '../etc/x' }],
+    ['a name with a slash', { name: 'a/b' }],
+    ['an empty name', { name: '' }],
+    ['a name starting with a dot', { name: '.hidden' }],
+    ['a name of 65 characters', { name: 'a'.repeat(65) }],
+    ['a name with a space', { name: 'a b' }],
+    ['a name that is not a string', { name: 5 }],
+    ['an empty module', { name: 'log', module: '' }],
+    ['a module that is not a string', { name: 'log', module: 5 }],
+    ['an export that is not a string', { name: 'log', export: 5 }],
+    ['args that are not an array', { name: 'log', args: 'x' }],
+  ];
+
+  test.each(bad)('%s is a TypeError', (_what, spec) => {
+    expect(() => normalizeCommandSpec(spec as CommandSpec)).toThrow(TypeError);
+    expect(() => commandRequest(spec as CommandSpec)).toThrow(TypeError);
+  });
+
+  test('names: 1 to 64 characters of letters, digits, dot, dash, underscore, not starting with punctuation', () => {
+    for (const name of ['a', 'A9', 'my-command_v1.2', 'a'.repeat(64), '0x']) {
+      expect(COMMAND_NAME.test(name)).toBe(true);
+      expect(commandRequest({ name })).toEqual({ name });
+    }
+    for (const name of ['-a', '_a', 'a\n', 'é']) expect(COMMAND_NAME.test(name)).toBe(false);
+  });
+});
+
+describe('normalizeCommandSpec (what a transport in the caller\'s process loads)', () => {
+  test('an absolute module: kept, export defaults to "default", no name or args invented', () => {
+    expect(normalizeCommandSpec({ module: FIXTURE })).toEqual({ module: FIXTURE, export: 'default' });
+  });
+
+  test('a relative module is resolved against the cwd; a package name is left to require', () => {
+    expect(normalizeCommandSpec({ module: './x/y.js' }).module).toBe(resolve('./x/y.js'));
+    expect(normalizeCommandSpec({ module: '../y.js' }).module).toBe(resolve('../y.js'));
+    expect(normalizeCommandSpec({ module: 'some-package' }).module).toBe('some-package');
+  });
+
+  test('name, export and args given are kept', () => {
+    const spec = { name: 'mine', module: FIXTURE, export: 'PlainCommand', args: [1, 'two'] };
+    expect(normalizeCommandSpec(spec)).toEqual(spec);
+  });
+
+  test('a built-in name alone is its built-in module (log, and the diagnostic probe)', () => {
+    expect(normalizeCommandSpec({ name: 'log' })).toEqual({ name: 'log', module: LOG_COMMAND.module, export: LOG_COMMAND.export });
+    expect(normalizeCommandSpec({ name: 'probe' })).toEqual({
+      name: 'probe',
+      module: PROBE_COMMAND.module,
+      export: PROBE_COMMAND.export,
+    });
+    expect(normalizeCommandSpec({ name: 'log', args: ['x'] })).toEqual({ ...LOG_COMMAND, args: ['x'] });
+  });
+
+  test('a name that is not built in, with no module, or neither: TypeError naming the way out', () => {
+    expect(() => normalizeCommandSpec({ name: 'mine' })).toThrow(/"mine" is not a built-in command \(log\); give its module/);
+    expect(() => normalizeCommandSpec({ name: 'constructor' })).toThrow(TypeError);
+    expect(() => normalizeCommandSpec({ name: 'hasOwnProperty' })).toThrow(TypeError);
+    expect(() => normalizeCommandSpec({})).toThrow(/needs a module/);
+  });
+});
+
+describe('commandRequest (what a helper client sends)', () => {
+  test('the name and args, never a module or export', () => {
+    expect(commandRequest({ name: 'mine', module: FIXTURE, export: 'X', args: [1] })).toEqual({ name: 'mine', args: [1] });
+    expect(commandRequest({ name: 'mine', module: FIXTURE })).toEqual({ name: 'mine' });
+  });
+
+  test('no name: TypeError (a daemon runs only commands it was started with)', () => {
+    expect(() => commandRequest({ module: FIXTURE })).toThrow(TypeError);
+    expect(() => commandRequest({ module: FIXTURE })).toThrow(/--command NAME=MODULE/);
+  });
+});
+
+describe('loadCommandClass', () => {
+  test('the default export, or the export named', async () => {
+    const Default = loadCommandClass({ module: FIXTURE });
+    expect(Default.name).toBe('RecordingCommand');
+    expect(loadCommandClass({ module: FIXTURE, export: 'PlainCommand' }).name).toBe('PlainCommand');
+  });
+
+  test('a module path relative to the cwd is found from the cwd', () => {
+    const rel = './' + join('test', 'fixtures', 'recording-command.ts');
+    expect(process.cwd()).toBe(resolve(__dirname, '..', '..'));
+    expect(loadCommandClass({ module: rel }).name).toBe('RecordingCommand');
+  });
+
+  test('no module: TypeError naming the command', () => {
+    expect(() => loadCommandClass({ name: 'mine' })).toThrow(new TypeError('command mine has no module to load'));
+    expect(() => loadCommandClass({})).toThrow(new TypeError('command (unnamed) has no module to load'));
+  });
+
+  test('a module that cannot be loaded: an Error naming it, with the loader\'s error as cause', () => {
+    let err: unknown;
+    try {
+      loadCommandClass({ module: join(__dirname, 'no-such-module.js') });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(Error);
+    expect((err as Error).message).toMatch(/^cannot load command module .*no-such-module\.js: /);
+    expect((err as Error).cause).toMatchObject({ code: 'MODULE_NOT_FOUND' });
+  });
+
+  test('an export that is missing or not a class: TypeError', () => {
+    expect(() => loadCommandClass({ module: FIXTURE, export: 'Nothing' })).toThrow(
+      new TypeError(`command module ${FIXTURE} has no class export named "Nothing"`),
+    );
+    expect(() => loadCommandClass({ module: FIXTURE, export: 'notAClass' })).toThrow(TypeError);
+  });
+});
+
+describe('SetLedger', () => {
+  test('adopt once; sweep closes the rest and counts them', () => {
+    const ledger = new SetLedger();
+    const [a, b, c] = [makeMemfd(), makeMemfd(), makeMemfd()];
+    ledger.add(a);
+    ledger.add(b);
+    ledger.add(c);
+    expect(ledger.size).toBe(3);
+    expect(ledger.adopt(b)).toBe(true);
+    expect(ledger.adopt(b)).toBe(false);
+    expect(ledger.adopt(999)).toBe(false);
+    expect(ledger.size).toBe(2);
+    expect(ledger.sweep()).toBe(2);
+    expect(isOpen(a)).toBe(false);
+    expect(isOpen(c)).toBe(false);
+    expect(isOpen(b)).toBe(true);
+    expect(ledger.size).toBe(0);
+    expect(ledger.sweep()).toBe(0);
+    closeFd(b);
+  });
+});
+
+describe('CommandHost', () => {
+  test('the context says where the command runs, is frozen, and the constructor gets the args', () => {
+    const host = new CommandHost({ module: FIXTURE, args: ['a', 2] }, 'child');
+    expect(host.context).toMatchObject({ transport: 'child', pid: process.pid, threadId });
+    expect(Object.isFrozen(host.context)).toBe(true);
+    expect(host.command['args']).toEqual(['a', 2]);
+    expect(host.command['context']).toBe(host.context);
+    expect(new CommandHost({ module: FIXTURE }, 'direct').command['args']).toEqual([]);
+  });
+
+  test('adoptFd: takes a given fd once; a bad number is a RangeError, an fd not given an Error', async () => {
+    const host = new CommandHost({ module: FIXTURE }, 'direct');
+    const fd = makeMemfd();
+    host.ledger.add(fd);
+    expect(() => host.context.adoptFd(-1)).toThrow(RangeError);
+    expect(() => host.context.adoptFd(1.5)).toThrow(RangeError);
+    expect(await host.call('adopt', [fd])).toBe(fd);
+    expect(host.ledger.size).toBe(0);
+    expect(() => host.context.adoptFd(fd)).toThrow(/was not duplicated into this command, or was adopted already/);
+    expect(() => host.context.adoptFd(fd)).not.toThrow(RangeError);
+    await host.close();
+    // Adopted: the command's to close, not the host's.
+    expect(isOpen(fd)).toBe(true);
+    closeFd(fd);
+  });
+
+  test('call: runs the method on the command (this bound), sync or async, with a copy of the args', async () => {
+    const host = new CommandHost({ module: FIXTURE }, 'direct');
+    const args = [1, 'b'];
+    const echoed = (await host.call('echo', args)) as unknown[];
+    expect(echoed).toEqual([1, 'b']);
+    expect(echoed).not.toBe(args);
+    expect(await host.call('later', ['x'])).toBe('x');
+    expect(await host.call('whoAmI', [])).toBe(host.command);
+    await host.close();
+  });
+
+  test('call: close, constructor, Object.prototype names, missing names and non-methods are TypeErrors', async () => {
+    const host = new CommandHost({ module: FIXTURE, args: ['not-closed'] }, 'direct');
+    for (const method of ['close', 'constructor', 'toString', 'hasOwnProperty', '__proto__', 'valueOf', 'missing', 'notAMethod']) {
+      await expect(host.call(method, [])).rejects.toThrow(TypeError);
+    }
+    await expect(host.call(Symbol('x') as unknown as string, [])).rejects.toThrow(/is not a command method that can be called/);
+    await expect(host.call(7 as unknown as string, [])).rejects.toThrow(/is not a command method that can be called/);
+    await expect(host.call('missing', [])).rejects.toThrow('the command has no method named "missing"');
+    // A refused close did not run the command's close().
+    expect(closes).not.toContain('not-closed');
+    await host.close();
+  });
+
+  test('close: runs the command\'s close() once, then closes every fd it did not adopt', async () => {
+    const host = new CommandHost({ module: FIXTURE, args: ['once'] }, 'worker');
+    const [kept, left] = [makeMemfd(), makeMemfd()];
+    host.ledger.add(kept);
+    host.ledger.add(left);
+    host.context.adoptFd(kept);
+    await host.close();
+    await host.close();
+    expect(closes.filter((c) => c === 'once')).toHaveLength(1);
+    expect(isOpen(left)).toBe(false);
+    expect(isOpen(kept)).toBe(true);
+    closeFds([kept]);
+  });
+
+  test('close: a command close() that throws still has the fds closed, and the error reaches the caller', async () => {
+    const host = new CommandHost({ module: FIXTURE, args: ['fail-close'] }, 'direct');
+    const fd = makeMemfd();
+    host.ledger.add(fd);
+    await expect(host.close()).rejects.toThrow('close failed in the command');
+    expect(isOpen(fd)).toBe(false);
+    // Closed is closed: not run again.
+    await expect(host.close()).resolves.toBeUndefined();
+    expect(closes.filter((c) => c === 'fail-close')).toHaveLength(1);
+  });
+
+  test('close: a command without close() just has its fds closed', async () => {
+    const host = new CommandHost({ module: FIXTURE, export: 'PlainCommand' }, 'direct');
+    const fd = makeMemfd();
+    host.ledger.add(fd);
+    expect(await host.call('ping', [])).toBe('pong');
+    await host.close();
+    expect(isOpen(fd)).toBe(false);
+  });
+});

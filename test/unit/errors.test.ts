@@ -1,0 +1,278 @@
+/**
+ * The typed errors a user catches: their codes and fields, the brand check
+ * that makes `instanceof` work across copies of the library, and how they
+ * travel (describeError, QuotaExceededError.fromMessage).
+ */
+import { constants } from 'node:os';
+
+import {
+  ClosedError,
+  describeError,
+  EofError,
+  errnoName,
+  FdBridgeError,
+  isFdBridgeError,
+  PeerExitedError,
+  PeerGoneError,
+  PeerRefusedError,
+  ProtocolError,
+  QueueFullError,
+  QuotaExceededError,
+  RemoteError,
+  SystemError,
+  TimeoutError,
+  TruncatedError,
+  UnknownCommandError,
+  UnsupportedError,
+  type QuotaName,
+} from '../../src/errors';
+
+const BRAND = Symbol.for('fdbridge.error');
+
+/** The class names an error is branded with (a global symbol, so another copy of the library reads it too). */
+function brand(err: unknown): unknown {
+  return (err as Record<symbol, unknown>)[BRAND];
+}
+
+describe('FdBridgeError and its brand', () => {
+  const classes: Array<[new (m: string) => FdBridgeError, string]> = [
+    [ClosedError, 'ERR_FDBRIDGE_CLOSED'],
+    [TimeoutError, 'ERR_FDBRIDGE_TIMEOUT'],
+    [PeerGoneError, 'ERR_FDBRIDGE_PEER_GONE'],
+    [ProtocolError, 'ERR_FDBRIDGE_PROTOCOL'],
+    [UnsupportedError, 'ERR_FDBRIDGE_UNSUPPORTED'],
+    [UnknownCommandError, 'ERR_FDBRIDGE_UNKNOWN_COMMAND'],
+    [EofError, 'ERR_FDBRIDGE_EOF'],
+  ];
+
+  test.each(classes)('%p has its stable code, its class name, and is an Error and an FdBridgeError', (Cls, code) => {
+    const err = new Cls('what happened');
+    expect(err.code).toBe(code);
+    expect(err.message).toBe('what happened');
+    expect(err.name).toBe(Cls.name);
+    expect(err).toBeInstanceOf(Error);
+    expect(err).toBeInstanceOf(FdBridgeError);
+    expect(err).toBeInstanceOf(Cls);
+    expect(isFdBridgeError(err)).toBe(true);
+    // The brand lists the class chain up to (not including) Error.
+    expect(brand(err)).toEqual([Cls.name, 'FdBridgeError']);
+  });
+
+  test('one class is not an instance of a sibling class', () => {
+    expect(new ClosedError('x')).not.toBeInstanceOf(TimeoutError);
+    expect(new TimeoutError('x')).not.toBeInstanceOf(ClosedError);
+    expect(new FdBridgeError('ERR_X', 'x')).not.toBeInstanceOf(ClosedError);
+  });
+
+  test('an error built by another copy of the library (same brand, other classes) passes instanceof', () => {
+    // What another copy's ClosedError looks like from here: a plain Error with the brand.
+    const foreign = Object.assign(new Error('closed elsewhere'), {
+      code: 'ERR_FDBRIDGE_CLOSED',
+      [BRAND]: ['ClosedError', 'FdBridgeError'],
+    });
+    expect(foreign).toBeInstanceOf(ClosedError);
+    expect(foreign).toBeInstanceOf(FdBridgeError);
+    expect(isFdBridgeError(foreign)).toBe(true);
+    expect(foreign).not.toBeInstanceOf(TimeoutError);
+  });
+
+  test('values without the brand: only real prototypes count', () => {
+    expect(isFdBridgeError(new Error('plain'))).toBe(false);
+    expect(isFdBridgeError(null)).toBe(false);
+    expect(isFdBridgeError(undefined)).toBe(false);
+    expect(isFdBridgeError('ERR_FDBRIDGE_CLOSED')).toBe(false);
+    expect(isFdBridgeError({ code: 'ERR_FDBRIDGE_CLOSED' })).toBe(false);
+    // A brand that is not a list is no brand: the prototype decides.
+    expect(isFdBridgeError({ [BRAND]: 'FdBridgeError' })).toBe(false);
+    expect(Object.create(ClosedError.prototype)).toBeInstanceOf(ClosedError);
+    expect(Object.create(ClosedError.prototype)).toBeInstanceOf(FdBridgeError);
+  });
+
+  test('a cause is kept when given, and there is no cause property otherwise', () => {
+    const cause = new Error('root');
+    const withCause = new FdBridgeError('ERR_X', 'x', { cause });
+    expect(withCause.cause).toBe(cause);
+    expect(new TimeoutError('t', { cause }).cause).toBe(cause);
+    const without = new FdBridgeError('ERR_X', 'x', {});
+    expect('cause' in without).toBe(false);
+    expect('cause' in new FdBridgeError('ERR_X', 'x')).toBe(false);
+    // A falsy cause that is not undefined is still a cause.
+    expect(new FdBridgeError('ERR_X', 'x', { cause: 0 }).cause).toBe(0);
+  });
+
+  test('a subclass of a subclass lists its whole chain', () => {
+    class Inner extends ClosedError {}
+    const err = new Inner('x');
+    expect(brand(err)).toEqual(['Inner', 'ClosedError', 'FdBridgeError']);
+    expect(err.name).toBe('Inner');
+    expect(err).toBeInstanceOf(ClosedError);
+  });
+});
+
+describe('SystemError', () => {
+  test('a positive or negative errno gives the same negative errno, errno name as code, and the syscall', () => {
+    for (const errno of [constants.errno.EBADF, -constants.errno.EBADF]) {
+      const err = new SystemError(errno, 'close');
+      expect(err.errno).toBe(-constants.errno.EBADF);
+      expect(err.code).toBe('EBADF');
+      expect(err.syscall).toBe('close');
+      expect(err.message).toBe('close failed: EBADF (bad file descriptor)');
+      expect(err).toBeInstanceOf(FdBridgeError);
+    }
+  });
+
+  test('a message and a cause given replace the default message and are kept', () => {
+    const cause = new Error('under');
+    const err = new SystemError(-constants.errno.EMFILE, 'recvmsg', 'out of fds', { cause });
+    expect(err.message).toBe('out of fds');
+    expect(err.code).toBe('EMFILE');
+    expect(err.cause).toBe(cause);
+  });
+
+  const described = [
+    'EBADF', 'EINVAL', 'EPIPE', 'ECONNRESET', 'ECONNREFUSED', 'ENOENT', 'EADDRINUSE', 'ENAMETOOLONG', 'EMFILE',
+    'EPERM', 'EACCES', 'ESRCH', 'EAGAIN', 'ECANCELED', 'ENOTSOCK', 'ENOSYS', 'ENOPROTOOPT', 'EMSGSIZE',
+  ] as const;
+
+  test('every errno the library meets has its own explanation; others say "system error"', () => {
+    const explanations = described.map((name) => {
+      const err = new SystemError(constants.errno[name], 'op');
+      expect(err.code).toBe(name);
+      const m = /^op failed: (\w+) \((.*)\)$/.exec(err.message);
+      expect(m?.[1]).toBe(name);
+      expect(m?.[2]).not.toBe('system error');
+      expect(m?.[2]?.length).toBeGreaterThan(5);
+      return m?.[2];
+    });
+    expect(new Set(explanations).size).toBe(described.length);
+    expect(new SystemError(-constants.errno.EXDEV, 'rename').message).toBe('rename failed: EXDEV (system error)');
+  });
+
+  test('errnoName takes either sign; an errno with no name is described, not thrown', () => {
+    expect(errnoName(constants.errno.ENOENT)).toBe('ENOENT');
+    expect(errnoName(-constants.errno.ENOENT)).toBe('ENOENT');
+    expect(errnoName(0)).toBe('Unknown system error 0');
+    expect(errnoName(-99999)).toMatch(/^Unknown system error -?99999$/);
+    const err = new SystemError(0, 'weird');
+    expect(err.code).toBe('Unknown system error 0');
+    expect(err.message).toBe('weird failed: Unknown system error 0 (system error)');
+  });
+});
+
+describe('errors with fields', () => {
+  test('TruncatedError: control truncation keeps the message data it got and counts the closed fds', () => {
+    const data = Buffer.from('request');
+    const err = new TruncatedError('control', 3, 7, 'recvmsg', data);
+    expect(err.code).toBe('ERR_FDBRIDGE_TRUNCATED');
+    expect(err.what).toBe('control');
+    expect(err.fdsClosed).toBe(3);
+    expect(err.bytes).toBe(7);
+    expect(err.data).toBe(data);
+    expect(err.message).toMatch(/^recvmsg: message truncated: .*MSG_CTRUNC.*; 3 fd\(s\) that did arrive were closed$/);
+  });
+
+  test('TruncatedError: data truncation names the size; data defaults to empty; syscall defaults to recvmsg', () => {
+    const err = new TruncatedError('data', 0, 70000);
+    expect(err.what).toBe('data');
+    expect(err.data).toEqual(Buffer.alloc(0));
+    expect(err.message).toMatch(/^recvmsg: message truncated: its 70000 data bytes .*MSG_TRUNC/);
+    expect(err.message).not.toMatch(/MSG_CTRUNC/);
+    expect(new TruncatedError('data', 1, 5, 'recvfrom').message).toMatch(/^recvfrom: /);
+  });
+
+  test('QueueFullError carries what the queue held and its limit', () => {
+    const cause = new Error('c');
+    const err = new QueueFullError('full', { queuedBytes: 10, queuedMessages: 2, limit: 8 }, { cause });
+    expect(err).toMatchObject({ code: 'ERR_FDBRIDGE_QUEUE_FULL', queuedBytes: 10, queuedMessages: 2, limit: 8 });
+    expect(err.cause).toBe(cause);
+  });
+
+  test('PeerExitedError names where the peer ran and how it ended', () => {
+    const cases: Array<[ConstructorParameters<typeof PeerExitedError>[1], string]> = [
+      [{ transport: 'worker', pid: 1, threadId: 4, exitCode: 1, signal: null }, 'the worker thread 4 exited with code 1'],
+      [{ transport: 'worker', pid: 1, exitCode: null, signal: null }, 'the worker thread ? closed the connection'],
+      [{ transport: 'helper', pid: 77, exitCode: null, signal: 'SIGKILL' }, 'the helper daemon (pid 77) was killed by SIGKILL'],
+      [{ transport: 'child', pid: 78, exitCode: 0, signal: null }, 'the child process (pid 78) exited with code 0'],
+      [{ transport: 'pidfd', pid: 79, exitCode: null, signal: null, detail: 'exited' }, 'the pidfd process (pid 79) exited'],
+      // A signal wins over an exit code: the code is meaningless then.
+      [{ transport: 'child', pid: 80, exitCode: 3, signal: 'SIGTERM' }, 'the child process (pid 80) was killed by SIGTERM'],
+    ];
+    for (const [exit, text] of cases) {
+      const err = new PeerExitedError('dupFileDescriptor(7)', exit);
+      expect(err.message).toBe(`dupFileDescriptor(7) failed: ${text} before replying`);
+      expect(err).toMatchObject({
+        code: 'ERR_FDBRIDGE_PEER_EXITED',
+        transport: exit.transport,
+        pid: exit.pid,
+        threadId: exit.threadId,
+        exitCode: exit.exitCode,
+        signal: exit.signal,
+      });
+    }
+  });
+
+  test('RemoteError keeps what the command threw and the method', () => {
+    const withCode = new RemoteError('open', { name: 'Error', message: 'nope', code: 'ENOENT' });
+    expect(withCode).toMatchObject({ code: 'ERR_FDBRIDGE_REMOTE', method: 'open', remote: { code: 'ENOENT' } });
+    expect(withCode.message).toBe('open() failed in the command: Error [ENOENT]: nope');
+    expect(new RemoteError('run', { name: 'TypeError', message: 'bad' }).message).toBe(
+      'run() failed in the command: TypeError: bad',
+    );
+  });
+
+  test('PeerRefusedError carries the refused listener only when the client refused it', () => {
+    const peer = { pid: 5, uid: 65534, gid: 65534 };
+    expect(new PeerRefusedError('refused', peer)).toMatchObject({ code: 'ERR_FDBRIDGE_REFUSED', peer });
+    expect(new PeerRefusedError('refused').peer).toBeUndefined();
+  });
+});
+
+describe('QuotaExceededError', () => {
+  const names: QuotaName[] = ['connections', 'fds', 'calls', 'queuedBytes', 'helloTimeout', 'idleTimeout'];
+
+  test('its message starts with "quota <name>:" whether or not it was given so', () => {
+    const err = new QuotaExceededError('fds', 'more than 4 fds held');
+    expect(err).toMatchObject({ code: 'ERR_FDBRIDGE_QUOTA', quota: 'fds', message: 'quota fds: more than 4 fds held' });
+    expect(new QuotaExceededError('fds', 'quota fds: already').message).toBe('quota fds: already');
+  });
+
+  test.each(names)('round trip through its wire form: %s', (name) => {
+    const sent = new QuotaExceededError(name, 'limit reached');
+    const back = QuotaExceededError.fromMessage(sent.message);
+    expect(back).toBeInstanceOf(QuotaExceededError);
+    expect(back.quota).toBe(name);
+    expect(back.message).toBe(sent.message);
+  });
+
+  test('a wire message with an unknown or no quota name is still a quota error (calls)', () => {
+    expect(QuotaExceededError.fromMessage('quota bananas: too many').quota).toBe('calls');
+    const bare = QuotaExceededError.fromMessage('too many');
+    expect(bare.quota).toBe('calls');
+    expect(bare.message).toBe('quota calls: too many');
+    // The name is read only at the start.
+    expect(QuotaExceededError.fromMessage('x quota fds: y').quota).toBe('calls');
+  });
+});
+
+describe('describeError', () => {
+  test('an Error: name, message, string code and stack', () => {
+    const err = Object.assign(new RangeError('out'), { code: 'ERR_X' });
+    expect(describeError(err)).toEqual({ name: 'RangeError', message: 'out', code: 'ERR_X', stack: err.stack });
+  });
+
+  test('a code that is not a string, and a missing stack, are left out', () => {
+    const err = Object.assign(new Error('e'), { code: 42 });
+    err.stack = '';
+    expect(describeError(err)).toEqual({ name: 'Error', message: 'e' });
+  });
+
+  test('an fdbridge error keeps its code and class name', () => {
+    expect(describeError(new ClosedError('gone'))).toMatchObject({ name: 'ClosedError', code: 'ERR_FDBRIDGE_CLOSED' });
+  });
+
+  test('anything else thrown becomes an Error with its string form', () => {
+    expect(describeError('boom')).toEqual({ name: 'Error', message: 'boom' });
+    expect(describeError(undefined)).toEqual({ name: 'Error', message: 'undefined' });
+    expect(describeError({ toString: () => 'obj' })).toEqual({ name: 'Error', message: 'obj' });
+  });
+});
