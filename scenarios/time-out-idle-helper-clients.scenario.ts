@@ -28,7 +28,9 @@ const scenario: Scenario = {
           const raw = await connectRaw(daemon.socketPath);
           try {
             if (i >= silent) await sayHello(raw);
-            assert.ok(await hungUpOn(raw, 10_000), `${i < silent ? 'silent' : 'idle'} client ${i} was disconnected`);
+            // Disconnected by the daemon's own timeout (300 or 600 ms); the row's
+            // 30 s RowTimeout is the only bound here, 50 times the longer one.
+            await hungUpOn(raw);
           } finally {
             raw.close();
           }

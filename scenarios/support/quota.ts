@@ -13,7 +13,6 @@ import type { HelperStatus } from '../../src/transports/helper-daemon';
 import type { ScenarioContext } from '../../harness/types';
 import { ScenarioDaemon } from './daemon';
 import { closeAll } from './common';
-import { receiveWithin } from './hostile';
 
 /** Runs `body` against a daemon of this scenario's own started with `args` (limits), then stops it. */
 export async function withQuotaDaemon(ctx: ScenarioContext, args: readonly string[], body: (daemon: ScenarioDaemon) => Promise<void>): Promise<void> {
@@ -55,18 +54,21 @@ export async function goodClient(socketPath: string): Promise<Connection> {
   return connect('helper', { command: PROBE_COMMAND, socketPath });
 }
 
-/** Resolves true once `socket` reads end-of-file (the daemon hung up on it) within `ms`; messages before it are discarded. */
-export async function hungUpOn(socket: UnixSocket, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms;
+/**
+ * Resolves once `socket` reads end-of-file (the daemon hung up on it);
+ * messages before it are discarded. No deadline of its own: the daemon's
+ * timeouts (--hello-timeout, --idle-timeout) are what end the connection,
+ * and a daemon that never does holds the row until the runner's typed
+ * RowTimeout fails it.
+ */
+export async function hungUpOn(socket: UnixSocket): Promise<void> {
   for (;;) {
     try {
-      const m = await receiveWithin(socket, Math.max(1, deadline - Date.now()), 'end-of-file');
+      const m = await socket.receive();
       closeAll(m.fds);
     } catch (err) {
-      if (err instanceof EofError) return true;
-      const code = (err as { code?: string }).code;
-      if (code === 'ECONNRESET') return true;
-      if (Date.now() >= deadline) return false;
+      if (err instanceof EofError) return;
+      if ((err as { code?: string }).code === 'ECONNRESET') return;
       throw err;
     }
   }
