@@ -2,8 +2,8 @@
  * The faults profile, run as a user runs it (`fdbridge run --profile faults
  * --json FILE` in a subprocess, on the built scenarios): every row passes,
  * every fault injected was survived, and the totals record no leaked fd and
- * no lost reply. (Each fault row takes well under 3 s; that is not asserted
- * here, on a shared machine: the liveness bounds are, inside the scenarios.)
+ * no lost reply. How long rows take is not asserted here: a row that hangs
+ * fails by the runner's own typed deadline (--timeout).
  */
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -29,7 +29,10 @@ test('fdbridge run --profile faults: every row passes, faults survived, nothing 
   delete env['FDBRIDGE_SCENARIOS_DIR'];
   delete env['FDBRIDGE_FAILPOINT'];
   const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-    execFile(process.execPath, [CLI, 'run', '--profile', 'faults', '--json', json], { env, maxBuffer: 16 << 20, timeout: 120_000 }, (err, stdout, stderr) =>
+    // The only deadline is the runner's own, typed one (RowTimeout, --timeout): 120 s a row, where the
+    // slowest row (reject-hostile-client on child: a process per bad request) takes about 15 s on an
+    // idle 2-core machine and 40 s at load average 20. No deadline on the run as a whole.
+    execFile(process.execPath, [CLI, 'run', '--profile', 'faults', '--timeout', '120000', '--json', json], { env, maxBuffer: 16 << 20 }, (err, stdout, stderr) =>
       resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr }),
     );
   });
@@ -53,4 +56,4 @@ test('fdbridge run --profile faults: every row passes, faults survived, nothing 
   expect(totals['clientPeakRssBytes']).toBeGreaterThan(0);
   expect(totals['helperPeakRssBytes']).toBeGreaterThan(0);
   expect(r.stdout).toMatch(/^totals: faults injected \d+, survived \d+;/m);
-}, 150_000);
+}, 30 * 60_000); // a hang guard only: every row is bounded by --timeout above

@@ -1,0 +1,300 @@
+/**
+ * The leak oracle on its own: which process is compared when, under which
+ * role, and which differences it blames on the row. Processes are small
+ * shells that open a file when told (`exec 5>file`), so a leak in them is
+ * staged exactly; connections are stand-ins with the location and
+ * transport the oracle reads.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import type { Connection, TransportName } from '../../src';
+import type { FdEntry } from '../../src/leak-check';
+import { LeakLedger, LeakOracle } from '../../harness/oracle';
+
+let dir: string;
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'fdb-oracle-'));
+});
+
+afterAll(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** A shell that says 'ready', opens `path` as its fd 5 on the first line it reads, says 'opened', and ends on the next. */
+class Opener {
+  readonly child: ChildProcess;
+  readonly exited: Promise<void>;
+  #out = '';
+  #waiters: Array<() => void> = [];
+
+  constructor(readonly path: string) {
+    this.child = spawn('sh', ['-c', 'echo ready; read x; exec 5>"$0"; echo opened; read y', path], { stdio: ['pipe', 'pipe', 'inherit'] });
+    this.exited = new Promise((r) => this.child.once('exit', () => r()));
+    this.child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      this.#out += d;
+      for (const w of this.#waiters.splice(0)) w();
+    });
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  async said(word: string): Promise<void> {
+    while (!this.#out.includes(word)) await new Promise<void>((r) => this.#waiters.push(r));
+  }
+
+  async open(): Promise<void> {
+    this.child.stdin!.write('go\n');
+    await this.said('opened');
+  }
+
+  async end(): Promise<void> {
+    this.child.stdin!.end();
+    await this.exited;
+  }
+}
+
+async function opener(name: string): Promise<Opener> {
+  const o = new Opener(join(dir, name));
+  await o.said('ready');
+  return o;
+}
+
+function conn(pid: number, transport: TransportName): Connection {
+  return { location: { transport, pid, threadId: 0 }, transport } as unknown as Connection;
+}
+
+const entry = (pid: number, fd: number, target: string, role = 'client'): FdEntry => ({ pid, role, fd, target });
+
+describe('LeakLedger', () => {
+  test('a carried leak seen closed later is reclaimed once; the rest is blamed', () => {
+    const ledger = new LeakLedger();
+    ledger.add([entry(1, 5, '/a'), entry(2, 5, '/a')]);
+    const first = ledger.reclaim([entry(1, 5, '/a'), entry(1, 6, '/a'), entry(1, 5, '/b')]);
+    expect(first.reclaimed).toEqual([entry(1, 5, '/a')]);
+    expect(first.rest).toEqual([entry(1, 6, '/a'), entry(1, 5, '/b')]);
+    // Forgotten once reclaimed: the same close again is blamed.
+    expect(ledger.reclaim([entry(1, 5, '/a')]).rest).toEqual([entry(1, 5, '/a')]);
+    // Another pid's fd of the same number and target is its own entry.
+    expect(ledger.reclaim([entry(2, 5, '/a')]).reclaimed).toEqual([entry(2, 5, '/a')]);
+  });
+});
+
+describe('LeakOracle: this process', () => {
+  test('an fd opened during the row is a leak of the client; one closed that was open before is closed', async () => {
+    const before = openSync(join(dir, 'before'), 'w');
+    let during: number | undefined;
+    try {
+      const oracle = new LeakOracle({ settleMs: 0 });
+      oracle.begin();
+      during = openSync(join(dir, 'during'), 'w');
+      closeSync(before);
+      const v = await oracle.finish();
+      expect(v.leaks).toEqual([entry(process.pid, during, join(dir, 'during'))]);
+      expect(v.closed).toEqual([entry(process.pid, before, join(dir, 'before'))]);
+      expect(v.reclaimed).toEqual([]);
+    } finally {
+      if (during !== undefined) closeSync(during);
+    }
+  });
+
+  test("a leak carried by the run's ledger is not blamed on the row that closes it", async () => {
+    const ledger = new LeakLedger();
+    const first = new LeakOracle({ settleMs: 0, ledger });
+    first.begin();
+    const leaked = openSync(join(dir, 'carried'), 'w');
+    expect((await first.finish()).leaks).toEqual([entry(process.pid, leaked, join(dir, 'carried'))]);
+    const second = new LeakOracle({ settleMs: 0, ledger });
+    second.begin();
+    closeSync(leaked);
+    const v = await second.finish();
+    expect(v).toEqual({ leaks: [], closed: [], reclaimed: [entry(process.pid, leaked, join(dir, 'carried'))] });
+  });
+
+  test('without a ledger of the run, each oracle has its own: a close of an fd another row leaked is blamed', async () => {
+    const first = new LeakOracle({ settleMs: 0 });
+    first.begin();
+    const leaked = openSync(join(dir, 'own-ledger'), 'w');
+    await first.finish();
+    const second = new LeakOracle({ settleMs: 0 });
+    second.begin();
+    closeSync(leaked);
+    expect((await second.finish()).closed).toEqual([entry(process.pid, leaked, join(dir, 'own-ledger'))]);
+  });
+
+  test('an fd closed within the settle time is no leak', async () => {
+    const oracle = new LeakOracle({ settleMs: 60_000 });
+    oracle.begin();
+    const fd = openSync(join(dir, 'settles'), 'w');
+    setTimeout(() => closeSync(fd), 30);
+    // A clean table ends the wait at once; only a leak would take the whole settle time.
+    expect(await oracle.finish()).toEqual({ leaks: [], closed: [], reclaimed: [] });
+  });
+});
+
+describe('LeakOracle: other processes', () => {
+  test("the run's helper daemon is compared before and after the row, as 'helper'", async () => {
+    const helper = await opener('helper-file');
+    try {
+      const oracle = new LeakOracle({ settleMs: 0, helperPid: helper.pid });
+      oracle.begin();
+      await helper.open();
+      const v = await oracle.finish();
+      expect(v.leaks).toEqual([entry(helper.pid, 5, helper.path, 'helper')]);
+    } finally {
+      await helper.end();
+    }
+  });
+
+  test('a helper daemon that is gone before the row is not watched, and no error', async () => {
+    const gone = await opener('gone');
+    const pid = gone.pid;
+    await gone.end();
+    const oracle = new LeakOracle({ settleMs: 0, helperPid: pid });
+    oracle.begin();
+    expect(await oracle.finish()).toEqual({ leaks: [], closed: [], reclaimed: [] });
+  });
+
+  test('watch(): a bad pid is a RangeError; a process watched is compared at the end under its role, once', async () => {
+    // Spawned before begin(): its stdio pipes are part of the client's baseline.
+    const watched = await opener('watched');
+    const oracle = new LeakOracle({ settleMs: 0 });
+    oracle.begin();
+    for (const bad of [0, -1, 1.5, Number.NaN]) expect(() => oracle.watch(bad, 'x')).toThrow(RangeError);
+    try {
+      oracle.watch(watched.pid, 'peer');
+      oracle.watch(watched.pid, 'peer again');
+      // The client is watched already: watching it again changes nothing.
+      oracle.watch(process.pid, 'me');
+      await watched.open();
+      const v = await oracle.finish();
+      expect(v.leaks).toEqual([entry(watched.pid, 5, watched.path, 'peer')]);
+    } finally {
+      await watched.end();
+    }
+  });
+
+  test('watch() of a process already gone: nothing to compare, no error', async () => {
+    const gone = await opener('watch-gone');
+    const pid = gone.pid;
+    await gone.end();
+    const oracle = new LeakOracle({ settleMs: 0 });
+    oracle.begin();
+    oracle.watch(pid, 'gone');
+    expect((await oracle.finish()).leaks).toEqual([]);
+  });
+
+  test("a command's own process: baseline at connect, compared when its command closes, as 'child'", async () => {
+    const command = await opener('command');
+    try {
+      const oracle = new LeakOracle({ settleMs: 0 });
+      oracle.begin();
+      oracle.connected(conn(command.pid, 'child'));
+      await command.open();
+      await oracle.commandClosed({ transport: 'child', pid: command.pid, threadId: 0 });
+      // Compared once: finish() does not look at it again.
+      await command.end();
+      const v = await oracle.finish();
+      expect(v.leaks).toEqual([entry(command.pid, 5, command.path, 'child')]);
+    } finally {
+      await command.end();
+    }
+  });
+
+  test('a command process whose close hook never ran is compared at the end if it is still alive', async () => {
+    const command = await opener('no-hook');
+    try {
+      const oracle = new LeakOracle({ settleMs: 0 });
+      oracle.begin();
+      oracle.connected(conn(command.pid, 'pidfd'));
+      await command.open();
+      // A hook for some other process changes nothing.
+      await oracle.commandClosed({ transport: 'pidfd', pid: process.pid, threadId: 0 });
+      const v = await oracle.finish();
+      expect(v.leaks).toEqual([entry(command.pid, 5, command.path, 'child')]);
+    } finally {
+      await command.end();
+    }
+  });
+
+  test("another helper daemon (a scenario's own) is compared at the end, as 'helper', not at its command's close", async () => {
+    const daemon = await opener('own-daemon');
+    try {
+      const oracle = new LeakOracle({ settleMs: 0 });
+      oracle.begin();
+      oracle.connected(conn(daemon.pid, 'helper'));
+      await oracle.commandClosed({ transport: 'helper', pid: daemon.pid, threadId: 0 });
+      await daemon.open();
+      const v = await oracle.finish();
+      expect(v.leaks).toEqual([entry(daemon.pid, 5, daemon.path, 'helper')]);
+    } finally {
+      await daemon.end();
+    }
+  });
+
+  test("commands in this process or in the run's helper get no snapshot of their own", async () => {
+    const helper = await opener('run-helper');
+    try {
+      const oracle = new LeakOracle({ settleMs: 0, helperPid: helper.pid });
+      oracle.begin();
+      oracle.connected(conn(process.pid, 'direct'));
+      oracle.connected(conn(helper.pid, 'helper'));
+      await helper.open();
+      // Compared once, as the run's helper (not also as a command process or a second helper).
+      const v = await oracle.finish();
+      expect(v.leaks).toEqual([entry(helper.pid, 5, helper.path, 'helper')]);
+    } finally {
+      await helper.end();
+    }
+  });
+
+  test('a process connected twice, or watched and then connected, keeps its first baseline and role', async () => {
+    const p = await opener('twice');
+    try {
+      const oracle = new LeakOracle({ settleMs: 0 });
+      oracle.begin();
+      oracle.watch(p.pid, 'watched');
+      oracle.connected(conn(p.pid, 'child'));
+      await p.open();
+      // Not a command process of this oracle: the hook does not compare it.
+      await oracle.commandClosed({ transport: 'child', pid: p.pid, threadId: 0 });
+      const v = await oracle.finish();
+      expect(v.leaks).toEqual([entry(p.pid, 5, p.path, 'watched')]);
+    } finally {
+      await p.end();
+    }
+    const q = await opener('connected-twice');
+    try {
+      const oracle = new LeakOracle({ settleMs: 0 });
+      oracle.begin();
+      oracle.connected(conn(q.pid, 'child'));
+      oracle.connected(conn(q.pid, 'helper'));
+      oracle.watch(q.pid, 'watched');
+      await q.open();
+      const v = await oracle.finish();
+      expect(v.leaks).toEqual([entry(q.pid, 5, q.path, 'child')]);
+    } finally {
+      await q.end();
+    }
+  });
+
+  test('a command process that exited before its close hook has no leak', async () => {
+    const command = await opener('exits');
+    const oracle = new LeakOracle({ settleMs: 0 });
+    oracle.begin();
+    oracle.connected(conn(command.pid, 'child'));
+    await command.open();
+    await command.end();
+    await oracle.commandClosed({ transport: 'child', pid: command.pid, threadId: 0 });
+    const v = await oracle.finish();
+    expect(v.leaks).toEqual([]);
+    // The client's end of the shell's stdio closed with it (that is this test's doing); nothing of the shell's own.
+    expect(v.closed.filter((e) => e.pid !== process.pid)).toEqual([]);
+    expect(v.closed.every((e) => e.target.startsWith('socket:') || e.target.startsWith('pipe:'))).toBe(true);
+  });
+});
