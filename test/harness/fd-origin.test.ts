@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { describeFdOrigin, fdOrigin, fdtrackLibrary, trackingEnvironment } from '../../src/fd-track';
-import { packageRoot } from '../../src/native';
+import { packageRoot } from '../../src/paths';
 
 let dir: string;
 
