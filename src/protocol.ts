@@ -141,7 +141,8 @@ export function encodeCall(id: number, method: string, args: readonly unknown[])
 }
 
 export function encodeResult(id: number, value: unknown): Buffer {
-  return encodeJson(FrameType.RESULT, id, value === undefined ? {} : { value });
+  // JSON.stringify leaves out a key whose value is undefined: undefined travels as {} (no key).
+  return encodeJson(FrameType.RESULT, id, { value });
 }
 
 function parseJson(data: Buffer): Record<string, unknown> {

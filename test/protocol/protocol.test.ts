@@ -246,6 +246,20 @@ describe('JSON payloads', () => {
     }
   });
 
+  test('HELLO: a named command needs no module; a name that is not a string is rejected; neither name nor module needs the module', () => {
+    const decode = (command: object): unknown => decodeFrame(encodeJson(FrameType.HELLO, 3, { version: 1, command }), []);
+    expect(decode({ name: 'log' })).toEqual({ type: FrameType.HELLO, id: 3, hello: { version: 1, command: { name: 'log' } } });
+    expect(decode({ name: 'log', module: '/m.js', export: 'X', args: [1] })).toEqual({
+      type: FrameType.HELLO,
+      id: 3,
+      hello: { version: 1, command: { name: 'log', module: '/m.js', export: 'X', args: [1] } },
+    });
+    const hello = (command: object): string => rejection(encodeJson(FrameType.HELLO, 1, { version: 1, command })).message;
+    for (const name of [5, null, ['log'], {}]) expect(hello({ name })).toBe('malformed HELLO frame: "name" is not a string');
+    expect(hello({ name: 'log', module: 5 })).toBe('malformed HELLO frame: "module" is not a string');
+    expect(hello({})).toBe('malformed HELLO frame: "module" is not a string');
+  });
+
   test('HELLO: pull is "pidfd" or absent, and then probeFd is an int32 fd number', () => {
     const hello = (o: object): string => rejection(encodeJson(FrameType.HELLO, 1, { version: 1, command: { module: 'm' }, ...o })).message;
     for (const pull of ['PIDFD', 'socket', 1, null, true]) expect(hello({ pull, probeFd: 3 })).toBe('malformed HELLO frame: "pull" is not "pidfd"');
