@@ -7,4 +7,8 @@
 set -e
 # The sandbox is created 0700; tests run some commands as `nobody`, which must reach dist/ and build/.
 chmod o+rx .
-exec node ../../node_modules/typescript/bin/tsc -p tsconfig.json
+# The project's node_modules is in the first parent that has one (the sandbox
+# sits in tempDirName, one or more levels below the project).
+root=$(pwd)
+while [ ! -e "$root/node_modules/typescript/bin/tsc" ] && [ "$root" != / ]; do root=$(dirname "$root"); done
+exec node "$root/node_modules/typescript/bin/tsc" -p tsconfig.json
