@@ -245,7 +245,7 @@ export class HelperDaemon {
   static start(options: HelperOptions = {}): HelperDaemon {
     checkFailpoint(); // a bad FDBRIDGE_FAILPOINT fails the start, not the first client
     const socketPath = options.socketPath ?? defaultHelperSocketPath();
-    const limits = checkLimits(options.limits, options.log);
+    const limits = checkLimits(options.limits, options.log, allowedUids(options).size > 1);
     if (options.listenFd !== undefined) {
       return new HelperDaemon(socketPath, UnixServer.fromListeningFd(options.listenFd, socketPath, { kind: 'seqpacket', ...FRAME_SOCKET_OPTIONS }), options, limits);
     }
@@ -266,7 +266,7 @@ export class HelperDaemon {
     this.socketPath = socketPath;
     this.limits = Object.freeze(limits);
     this.#server = server;
-    this.#allowed = new Set([process.getuid?.() ?? 0, ...(options.allowUids ?? [])]);
+    this.#allowed = allowedUids(options);
     this.#log = options.log ?? (() => undefined);
     this.#commands = commandTable(options, this.#id);
     this.#allFds = new native.FdBudget(limits.maxFdsTotal);
@@ -564,12 +564,23 @@ export function fdRoom(soft: number, maxConnections: number): number {
   return Math.max(0, soft - 2 * maxConnections - OWN_FDS_RESERVE);
 }
 
+/** The uids a daemon serves: its own, and those given in allowUids. */
+function allowedUids(options: HelperOptions): Set<number> {
+  return new Set([process.getuid?.() ?? 0, ...(options.allowUids ?? [])]);
+}
+
 /**
  * The limits in effect: the defaults, overridden by `given` (each a
  * non-negative integer), the fd total clipped to fdRoom (said in `log`).
+ * A daemon that serves its own uid alone (`shared` false) has no other
+ * user to protect: the per-uid limits not given are the totals.
  */
-function checkLimits(given: Partial<HelperLimits> | undefined, log: ((line: string) => void) | undefined): HelperLimits {
+function checkLimits(given: Partial<HelperLimits> | undefined, log: ((line: string) => void) | undefined, shared: boolean): HelperLimits {
   const limits: HelperLimits = { ...DEFAULT_HELPER_LIMITS, ...(given ?? {}) };
+  if (!shared) {
+    if (given?.maxConnectionsPerUid === undefined) limits.maxConnectionsPerUid = limits.maxConnections;
+    if (given?.maxFdsPerUid === undefined) limits.maxFdsPerUid = limits.maxFdsTotal;
+  }
   for (const [name, value] of Object.entries(limits)) {
     if (!Number.isInteger(value) || value < 0) throw new RangeError(`limits.${name} must be a non-negative integer, not ${String(value)}`);
   }
@@ -584,7 +595,7 @@ function checkLimits(given: Partial<HelperLimits> | undefined, log: ((line: stri
         `maxFdsTotal ${limits.maxFdsTotal} lowered to ${room}; raise the limit (LimitNOFILE=) to allow more`,
     );
     limits.maxFdsTotal = room;
-    if (given?.maxFdsPerUid === undefined) limits.maxFdsPerUid = Math.min(limits.maxFdsPerUid, Math.floor(room / 4));
+    if (given?.maxFdsPerUid === undefined) limits.maxFdsPerUid = shared ? Math.min(limits.maxFdsPerUid, Math.floor(room / 4)) : room;
   }
   return limits;
 }

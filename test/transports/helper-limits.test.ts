@@ -278,17 +278,34 @@ describeRoot('fairness between uids (nobody takes all it may; root still gets it
     }
   });
 
-  test('the fd total is clipped to what RLIMIT_NOFILE leaves, and a per-uid limit not given to a quarter of it', async () => {
+  test('the fd total is clipped to what RLIMIT_NOFILE leaves, and a per-uid limit not given to a quarter of it when other uids are served', async () => {
     const [soft] = native.getFdLimit();
     const lines: string[] = [];
-    const daemon = HelperDaemon.start({ socketPath: `@fdbridge-limits-${process.pid}-clip`, limits: { maxConnections: 10, maxFdsTotal: soft * 2 }, log: (l) => lines.push(l) });
+    const daemon = HelperDaemon.start({ socketPath: `@fdbridge-limits-${process.pid}-clip`, allowUids: [65534], limits: { maxConnections: 10, maxFdsTotal: soft * 2 }, log: (l) => lines.push(l) });
     try {
       expect(daemon.limits.maxFdsTotal).toBe(fdRoom(soft, 10));
       expect(daemon.limits.maxFdsTotal).toBeLessThan(soft - 20);
       expect(daemon.limits.maxFdsPerUid).toBe(Math.min(DEFAULT_HELPER_LIMITS.maxFdsPerUid, Math.floor(fdRoom(soft, 10) / 4)));
+      expect(daemon.limits.maxConnectionsPerUid).toBe(DEFAULT_HELPER_LIMITS.maxConnectionsPerUid);
       expect(lines.join('\n')).toMatch(/RLIMIT_NOFILE .* maxFdsTotal \d+ lowered to \d+/);
     } finally {
       await daemon.close();
+    }
+  });
+
+  test('a daemon serving its own uid alone has per-uid limits equal to the totals unless given', async () => {
+    const [soft] = native.getFdLimit();
+    const own = HelperDaemon.start({ socketPath: `@fdbridge-limits-${process.pid}-own`, limits: { maxConnections: 10, maxFdsTotal: soft * 2 } });
+    const given = HelperDaemon.start({ socketPath: `@fdbridge-limits-${process.pid}-given`, limits: { maxConnections: 10, maxConnectionsPerUid: 3, maxFdsPerUid: 7 } });
+    try {
+      expect(own.limits.maxFdsPerUid).toBe(own.limits.maxFdsTotal);
+      expect(own.limits.maxFdsTotal).toBe(fdRoom(soft, 10));
+      expect(own.limits.maxConnectionsPerUid).toBe(10);
+      expect(given.limits.maxConnectionsPerUid).toBe(3);
+      expect(given.limits.maxFdsPerUid).toBe(7);
+    } finally {
+      await own.close();
+      await given.close();
     }
   });
 });
