@@ -5,7 +5,7 @@
  * shell that started the soon-to-be zombie in the background.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 import type { Writable } from 'node:stream';
 
 import { checkFdLeaks, SystemError } from '../../src';
@@ -47,7 +47,11 @@ async function family(): Promise<Family> {
       // /proc/<pid>/comm is 'sleep' once the exec happened; the child was forked before it.
       if (readFileSync(`/proc/${ppid}/comm`, 'utf8').trim() !== 'sleep') return undefined;
       const kids = readFileSync(`/proc/${ppid}/task/${ppid}/children`, 'utf8').trim();
-      return kids === '' ? undefined : Number(kids.split(' ')[0]);
+      if (kids === '') return undefined;
+      const kid = Number(kids.split(' ')[0]);
+      // Settled only once it is blocked in `read <&3`: the shell has moved the pipe onto fd 0 for it
+      // (and saved the old fd 0 above), and its table stays so until it exits.
+      return readlinkSync(`/proc/${kid}/fd/0`) === readlinkSync(`/proc/${kid}/fd/3`) ? kid : undefined;
     } catch {
       return undefined;
     }
