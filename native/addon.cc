@@ -1199,6 +1199,10 @@ Napi::Value BackgroundClosesPending(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(FdBackgroundClosesPending()));
 }
 
+Napi::Value BackgroundClosesOfPeerFds(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(FdBackgroundClosesOfPeerFds()));
+}
+
 // pollReadable(fds) -> booleans: readable (or hung up) now, without waiting.
 Napi::Value PollReadable(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -1585,6 +1589,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("afterBackgroundCloses", Napi::Function::New<AfterBackgroundCloses>(env, "afterBackgroundCloses"));
   exports.Set("backgroundClosesDone", Napi::Function::New<BackgroundClosesDone>(env, "backgroundClosesDone"));
   exports.Set("backgroundClosesPending", Napi::Function::New<BackgroundClosesPending>(env, "backgroundClosesPending"));
+  exports.Set("backgroundClosesOfPeerFds", Napi::Function::New<BackgroundClosesOfPeerFds>(env, "backgroundClosesOfPeerFds"));
   exports.Set("pollReadable", Napi::Function::New<PollReadable>(env, "pollReadable"));
   exports.Set("socketsAlive", Napi::Function::New<SocketsAlive>(env, "socketsAlive"));
   exports.Set("socketpair", Napi::Function::New<SocketPair>(env, "socketpair"));

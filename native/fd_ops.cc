@@ -196,8 +196,9 @@ namespace {
 struct Closer {
   std::mutex mu;
   std::condition_variable cv;
-  std::deque<UniqueFd> queue;
+  std::deque<std::pair<UniqueFd, bool>> queue;  // (fd, held_for_peer)
   std::atomic<size_t> pending{0};
+  std::atomic<size_t> pending_peer_fds{0};
   uint64_t enqueued = 0;  // under mu: tickets are handed out in queue order
   std::atomic<uint64_t> done{0};
   // Under mu: what to run once `done` reaches each ticket. Registering reads
@@ -212,14 +213,17 @@ Closer& TheCloser() {
     std::thread([c] {
       for (;;) {
         UniqueFd fd;
+        bool peer_fd;
         {
           std::unique_lock<std::mutex> lock(c->mu);
           c->cv.wait(lock, [c] { return !c->queue.empty(); });
-          fd = std::move(c->queue.front());
+          fd = std::move(c->queue.front().first);
+          peer_fd = c->queue.front().second;
           c->queue.pop_front();
         }
         fd.reset();  // the close that may block, outside the lock
         uint64_t done = ++c->done;
+        if (peer_fd) c->pending_peer_fds--;
         c->pending--;
         std::vector<std::function<void()>> ready;
         {
@@ -238,17 +242,18 @@ Closer& TheCloser() {
 
 }  // namespace
 
-uint64_t FdCloseInBackground(int fd) {
+uint64_t FdCloseInBackground(int fd, bool held_for_peer) {
   Closer& c = TheCloser();
   if (fd < 0) {
     std::lock_guard<std::mutex> lock(c.mu);
     return c.enqueued;  // nothing to wait for beyond what is queued already
   }
   c.pending++;
+  if (held_for_peer) c.pending_peer_fds++;
   uint64_t ticket;
   {
     std::lock_guard<std::mutex> lock(c.mu);
-    c.queue.emplace_back(fd);
+    c.queue.emplace_back(UniqueFd(fd), held_for_peer);
     ticket = ++c.enqueued;
   }
   c.cv.notify_one();
@@ -268,6 +273,8 @@ void FdAfterBackgroundCloses(uint64_t ticket, std::function<void()> then) {
 }
 
 size_t FdBackgroundClosesPending() { return TheCloser().pending.load(); }
+
+size_t FdBackgroundClosesOfPeerFds() { return TheCloser().pending_peer_fds.load(); }
 
 uint64_t FdBackgroundClosesDone() { return TheCloser().done.load(); }
 

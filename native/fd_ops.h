@@ -124,7 +124,10 @@ int FdClose(int fd);
 // gave it (a helper daemon) must not run that on its event loop.
 // Returns the close's ticket: closes happen in ticket order, and this one
 // is done once FdBackgroundClosesDone() reaches its ticket.
-uint64_t FdCloseInBackground(int fd);
+// `held_for_peer`: the fd is one a peer gave us (it counts in
+// FdBackgroundClosesOfPeerFds, against a helper's fd totals until closed);
+// false for our own socket to that peer, counted with the connections.
+uint64_t FdCloseInBackground(int fd, bool held_for_peer = true);
 // Runs `then` once every background close up to `ticket` has finished: at
 // once, on the calling thread, when they have; else on the closer thread,
 // right after the close that reaches the ticket (so `then` must only hand
@@ -132,6 +135,8 @@ uint64_t FdCloseInBackground(int fd);
 void FdAfterBackgroundCloses(uint64_t ticket, std::function<void()> then);
 // fds handed to FdCloseInBackground and not yet closed.
 size_t FdBackgroundClosesPending();
+// Of those, the ones a peer gave us (held_for_peer).
+size_t FdBackgroundClosesOfPeerFds();
 // How many background closes have finished since the process started.
 uint64_t FdBackgroundClosesDone();
 

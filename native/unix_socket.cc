@@ -396,8 +396,9 @@ bool UnixSocket::TryServeDup(const char* data, size_t len, const int* fds, size_
   // not read its replies; a reply is never dropped.
   if (send_queue_full()) return false;
   if (given_.size() + nfds > max_given_) return false;  // over quota: the delegate refuses it
-  // fds waiting for the closer thread are still ours: they count against the total.
-  if (budget_ && !budget_->Fits(nfds, FdBackgroundClosesPending())) return false;
+  // fds peers gave us that wait for the closer thread are still ours: they
+  // count against the total (our own sockets count with the connections).
+  if (budget_ && !budget_->Fits(nfds, FdBackgroundClosesOfPeerFds())) return false;
   if (reply_buf_.empty()) reply_buf_.resize(frame::FdListBytes(frame::kMaxFdsPerFrame));
   size_t reply_len = frame::EncodeFdList(reply_buf_.data(), frame::kDupOk, f.header.id, fds, nfds);
   for (size_t i = 0; i < nfds; i++) given_.insert(fds[i]);
@@ -466,8 +467,13 @@ void UnixSocket::Close(void (*on_freed)(void*), void* arg) {
   uv_close(reinterpret_cast<uv_handle_t*>(&poll_), OnClosed);
   // Closing the socket drops the fds still unread in its receive queue: the
   // kernel releases them in this close(2), and the last close of one can
-  // block as long as a given fd's (CloseGivenInBackground).
-  CloseGiven(fd_);
+  // block as long as a given fd's (CloseGivenInBackground). The socket is
+  // ours, not a peer's fd: it never counts against the peers' fd totals.
+  if (close_given_in_background_) {
+    FdCloseInBackground(fd_, /*held_for_peer=*/false);
+  } else {
+    FdClose(fd_);
+  }
   fd_ = -1;
   if (waker_fd_ >= 0) {
     pending_closes_++;

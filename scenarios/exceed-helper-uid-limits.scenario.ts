@@ -47,12 +47,13 @@ async function fillShared(ctx: ScenarioContext, a: Connection, b: Connection, qu
     }
     await a.call('adopt', [held[0]]);
     await a.call('closeAdopted', [held[0]]);
-    // Every fd the daemon still has to close counts against the total: the
-    // refused duplications' fds, and the socket of each connection that
-    // ended (a status request's too). So the room made here may show only
-    // once the closer thread has caught up: a 'totalFds' refusal that names
-    // fds still being closed is retried (and counted, as the daemon counts
-    // it); any other refusal is a failure. The row's deadline bounds the wait.
+    // Every fd a client gave that the daemon still has to close counts
+    // against the total (the refused duplications' fds; not the sockets of
+    // ended connections, which count with the connections). So the room
+    // made here may show only once the closer thread has caught up: a
+    // 'totalFds' refusal that names fds still being closed is retried (and
+    // counted, as the daemon counts it); any other refusal is a failure.
+    // The row's deadline bounds the wait.
     let retried = 0;
     for (;;) {
       const err = await b.dupFileDescriptor(source).then(

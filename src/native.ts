@@ -219,6 +219,11 @@ export interface NativeBinding {
   backgroundClosesDone(): number;
   /** fds given to closeInBackground and not yet closed. */
   backgroundClosesPending(): number;
+  /**
+   * Of those, the fds peers gave us (closeInBackground's, and a socket's
+   * given fds); not a closed socket's own fd.
+   */
+  backgroundClosesOfPeerFds(): number;
   /** For each fd, whether poll(2) says it is readable (or hung up) right now. */
   pollReadable(fds: readonly number[]): boolean[];
   /** Socket objects (all environments) not yet garbage collected, open or closed. */

@@ -109,8 +109,8 @@ export interface HelperLimits {
   /** fds the clients of one uid may leave, all together (quotaHits.uidFds). */
   maxFdsPerUid: number;
   /**
-   * fds every client may leave, all together, fds still waiting to be
-   * closed included (quotaHits.totalFds). Never more than RLIMIT_NOFILE
+   * fds every client may leave, all together, the fds clients gave that
+   * still wait to be closed included (quotaHits.totalFds). Never more than RLIMIT_NOFILE
    * leaves once the daemon's own fds are set aside (see fdRoom).
    */
   maxFdsTotal: number;
@@ -178,7 +178,11 @@ export interface HelperStatus {
   stats: HelperStats;
   /** fds clients left with their commands, all together. */
   fdsHeld: number;
-  /** fds waiting for the background closer (they count against maxFdsTotal). */
+  /**
+   * fds clients gave that wait for the background closer (they count
+   * against maxFdsTotal; the sockets of ended connections, also closed
+   * there, count with the connections, as fdRoom sets them aside).
+   */
   fdsClosing: number;
   clients: HelperClientStatus[];
   /** Per uid with clients now: how many, and the fds they hold together. */
@@ -367,7 +371,7 @@ export class HelperDaemon {
       limits: { ...this.limits },
       stats: { ...this.stats, quotaHits: { ...this.stats.quotaHits } },
       fdsHeld: this.#allFds.held,
-      fdsClosing: native.backgroundClosesPending(),
+      fdsClosing: native.backgroundClosesOfPeerFds(),
       clients,
       uids: [...this.#uids].map(([uid, a]) => ({ uid, connections: a.connections, fdsHeld: a.fds.held })),
     };
@@ -461,7 +465,7 @@ export class HelperDaemon {
         `${n} more fd(s) would make ${account.fds.held + n} held for the clients of uid ${uid} together (at most ${this.limits.maxFdsPerUid}); release some first`,
       );
     }
-    const closing = native.backgroundClosesPending();
+    const closing = native.backgroundClosesOfPeerFds();
     if (this.#allFds.held + closing + n > this.limits.maxFdsTotal) {
       return new QuotaExceededError(
         'totalFds',

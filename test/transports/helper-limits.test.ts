@@ -457,4 +457,40 @@ describeRoot('a close that would block never runs on the event loop (client: nob
       await daemon.close();
     }
   });
+
+  (hasPython() ? test : test.skip)('behind a blocked close, the sockets of ended connections wait too but never count against the fd total; the client fds waiting do', async () => {
+    const TOTAL = 4;
+    const daemon = start({ limits: { maxFdsTotal: TOTAL } });
+    const name = nameOf(daemon);
+    const attacker = spawnAsNobody(PYTHON, ['-c', LINGER_ATTACKER, name]);
+    const memfd = makeMemfd('total');
+    try {
+      expect(await attacker.line('ready')).toEqual({ ready: 2, dupOk: 5 });
+      expect(await until(() => daemon.stats.active === 0)).toBe(true);
+      // The lingering socket blocks the closer: it is the client fd still waiting to be closed.
+      expect(daemon.status().fdsClosing).toBe(1);
+      // Connections that end now leave their sockets in the closer's queue,
+      // behind it. (Raw ones that hang up: a client's close() would wait for
+      // its CLOSED, which waits for the closes queued before it.)
+      for (let i = 0; i < TOTAL + 2; i++) native.close(native.connect(native.constants.SOCK_SEQPACKET, name, true));
+      expect(await until(() => daemon.stats.connections === TOTAL + 3 && daemon.stats.active === 0)).toBe(true);
+      expect(native.backgroundClosesPending()).toBeGreaterThanOrEqual(1 + TOTAL + 2);
+      // Every fd of the total but the waiting one is served; the one past it is refused, naming it.
+      const conn = await connect('helper', { command: { name: 'probe' }, socketPath: daemon.socketPath });
+      const got = await conn.dupFileDescriptors(new Array<number>(TOTAL - 1).fill(memfd));
+      expect(got).toHaveLength(TOTAL - 1);
+      await expect(conn.dupFileDescriptor(memfd)).rejects.toMatchObject({ quota: 'totalFds', message: expect.stringMatching(/\(1 of them still being closed; at most 4\)/) });
+      // Its close is answered once the closes queued before it are done: let the lingering one finish first.
+      attacker.child.stdin?.write('go\n');
+      await attacker.line('drained');
+      await conn.close();
+    } finally {
+      closeFd(memfd);
+      attacker.child.stdin?.write('go\n');
+      await attacker.line('drained').catch(() => undefined);
+      attacker.kill();
+      await attacker.exited();
+      await daemon.close();
+    }
+  });
 });
