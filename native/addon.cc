@@ -37,6 +37,14 @@ class SocketWrap;
 class ExitWatchWrap;
 
 struct InstanceData {
+  // The loop's own fds registered by ownLoopFds: they leave the registry as
+  // the environment goes, just before libuv closes them (uv_loop_close runs
+  // after every environment cleanup), so that a number they free is never
+  // refused, and is not handed to anyone while they still hold it.
+  std::vector<int> loop_fds;
+  ~InstanceData() {
+    for (int fd : loop_fds) FdDisown(fd);
+  }
   Napi::FunctionReference make_error;
   Napi::FunctionReference socket_ctor;
   std::unordered_set<SocketWrap*> sockets;
@@ -1227,14 +1235,17 @@ Napi::Value SocketsAlive(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(g_sockets_alive.load()));
 }
 
+// socketpair(type, own?): `own` numbers both ends above the fd floor and
+// registers them as fdbridge's (see sock_ops.h).
 Napi::Value SocketPair(const Napi::CallbackInfo& info) {
   int type = ArgSockType(info, 0);
+  bool own = info.Length() > 1 && info[1].ToBoolean();
   int sv[2];
-  CheckFdResult(info.Env(), SockPair(type, sv), "socketpair");
+  CheckFdResult(info.Env(), SockPair(type, sv, own), "socketpair");
   return FdArray(info.Env(), sv, 2);
 }
 
-// listen(type, name, abstract, mode, backlog, passCred?)
+// listen(type, name, abstract, mode, backlog, passCred?, own?)
 Napi::Value Listen(const Napi::CallbackInfo& info) {
   int type = ArgSockType(info, 0);
   std::string name = ArgName(info, 1);
@@ -1242,20 +1253,24 @@ Napi::Value Listen(const Napi::CallbackInfo& info) {
   int mode = ArgInt(info, 3, "mode");
   int backlog = ArgInt(info, 4, "backlog");
   bool pass_cred = info.Length() > 5 && info[5].ToBoolean();
-  int fd = SockListen(type, name.data(), name.size(), abstract, mode, backlog, pass_cred);
+  bool own = info.Length() > 6 && info[6].ToBoolean();
+  int fd = SockListen(type, name.data(), name.size(), abstract, mode, backlog, pass_cred, own);
   return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), fd, "bind"));
 }
 
-// dgramSocket() -> an unbound DGRAM socket (non-blocking, close-on-exec).
+// dgramSocket(own?) -> an unbound DGRAM socket (non-blocking, close-on-exec).
 Napi::Value DgramSocket(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), SockOpen(SOCK_DGRAM), "socket"));
+  bool own = info.Length() > 0 && info[0].ToBoolean();
+  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), SockOpen(SOCK_DGRAM, own), "socket"));
 }
 
+// connect(type, name, abstract, own?)
 Napi::Value Connect(const Napi::CallbackInfo& info) {
   int type = ArgSockType(info, 0);
   std::string name = ArgName(info, 1);
   bool abstract = info.Length() > 2 && info[2].ToBoolean();
-  int fd = SockConnect(type, name.data(), name.size(), abstract);
+  bool own = info.Length() > 3 && info[3].ToBoolean();
+  int fd = SockConnect(type, name.data(), name.size(), abstract, own);
   return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), fd, "connect"));
 }
 
@@ -1311,6 +1326,14 @@ Napi::Value DupAll(const Napi::CallbackInfo& info) {
 
 Napi::Value Disown(const Napi::CallbackInfo& info) {
   FdDisown(ArgFd(info, 0));
+  return info.Env().Undefined();
+}
+
+// own(fd): registers an fd fdbridge took over without making it, at the
+// number it has (see NativeBinding.own).
+Napi::Value Own(const Napi::CallbackInfo& info) {
+  int fd = ArgFd(info, 0);
+  FdMarkOwned(&fd, 1);
   return info.Env().Undefined();
 }
 
@@ -1408,8 +1431,17 @@ Napi::Value PeerCred(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// peerPidfd(fd, own?), pidfdOpen(pid, own?): `own` as for socketpair.
 Napi::Value PeerPidfd(const Napi::CallbackInfo& info) {
-  int r = SockPeerPidfd(ArgFd(info, 0));
+  int fd = ArgFd(info, 0);
+  bool own = info.Length() > 1 && info[1].ToBoolean();
+  int r;
+  if (own) {
+    OwnedFdsLock lock;  // made and registered as one step
+    r = FdOwnHigh(SockPeerPidfd(fd));
+  } else {
+    r = SockPeerPidfd(fd);
+  }
   return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), r, "getsockopt(SO_PEERPIDFD)"));
 }
 
@@ -1428,6 +1460,26 @@ Napi::Value Eventfd(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), FdEventfd(), "eventfd"));
 }
 
+// ownLoopFds(): registers the fds the calling thread's event loop holds
+// (LoopFds) as fdbridge's, until this environment ends. For a worker thread
+// fdbridge starts (the worker transport): its loop's fds are opened at the
+// lowest free numbers, where a number the caller closed may be, and libuv
+// keeps them there; registered, a caller naming one is refused (EBADF).
+Napi::Value OwnLoopFds(const Napi::CallbackInfo& info) {
+  uv_loop_t* loop = nullptr;
+  if (napi_get_uv_event_loop(info.Env(), &loop) != napi_ok || loop == nullptr) return info.Env().Undefined();
+  InstanceData* data = Data(info.Env());
+  std::vector<int> fds;
+  LoopFds(loop, &fds);
+  for (int fd : fds) {
+    bool seen = false;
+    for (int o : data->loop_fds) seen = seen || o == fd;
+    if (!seen) data->loop_fds.push_back(fd);
+  }
+  FdMarkOwned(data->loop_fds.data(), data->loop_fds.size());
+  return Napi::Number::New(info.Env(), static_cast<double>(data->loop_fds.size()));
+}
+
 // warmLoop(): the calling thread's event loop opens now the fds it would
 // open lazily and keep (WarmLoopFds).
 Napi::Value WarmLoop(const Napi::CallbackInfo& info) {
@@ -1437,7 +1489,15 @@ Napi::Value WarmLoop(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value PidfdOpenFn(const Napi::CallbackInfo& info) {
-  int r = PidfdOpen(ArgInt(info, 0, "pid"));
+  int pid = ArgInt(info, 0, "pid");
+  bool own = info.Length() > 1 && info[1].ToBoolean();
+  int r;
+  if (own) {
+    OwnedFdsLock lock;  // made and registered as one step
+    r = FdOwnHigh(PidfdOpen(pid));
+  } else {
+    r = PidfdOpen(pid);
+  }
   return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), r, "pidfd_open"));
 }
 
@@ -1599,6 +1659,8 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("dup", Napi::Function::New<Dup>(env, "dup"));
   exports.Set("close", Napi::Function::New<Close>(env, "close"));
   exports.Set("dupAll", Napi::Function::New<DupAll>(env, "dupAll"));
+  exports.Set("ownLoopFds", Napi::Function::New<OwnLoopFds>(env, "ownLoopFds"));
+  exports.Set("own", Napi::Function::New<Own>(env, "own"));
   exports.Set("disown", Napi::Function::New<Disown>(env, "disown"));
   exports.Set("ownedFdCount", Napi::Function::New<OwnedFdCount>(env, "ownedFdCount"));
   exports.Set("dupHigh", Napi::Function::New<DupHigh>(env, "dupHigh"));

@@ -84,6 +84,13 @@ void FdDisown(int fd) {
 
 size_t FdOwnedCount() { return TheOwnedFds().count.load(std::memory_order_relaxed); }
 
+bool FdIsOwned(int fd) {
+  OwnedFds& o = TheOwnedFds();
+  if (o.count.load(std::memory_order_relaxed) == 0) return false;
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  return o.gens.count(fd) != 0;
+}
+
 int FdDupCloexec(int fd) {
   int r = fcntl(fd, F_DUPFD_CLOEXEC, 0);
   return r < 0 ? -errno : r;
@@ -414,16 +421,20 @@ int PidfdGetfd(int pidfd, int target_fd) {
   return r < 0 ? -errno : static_cast<int>(r);
 }
 
+int FdOwnHigh(int fd) {
+  if (fd < 0) return fd;
+  OwnedFdsLock lock;  // held by the caller already; taken again (recursive) to keep the promise here
+  if (fd >= FdFloor()) {
+    FdMarkOwned(&fd, 1);
+    return fd;
+  }
+  UniqueFd low(fd);  // released once its copy above the floor exists (or not)
+  return FdDupHigh(low.get());
+}
+
 int PidfdGetfdHigh(int pidfd, int target_fd) {
   OwnedFdsLock lock;  // made and registered as one step
-  int r = PidfdGetfd(pidfd, target_fd);
-  if (r < 0) return r;
-  if (r >= FdFloor()) {
-    FdMarkOwned(&r, 1);
-    return r;
-  }
-  UniqueFd low(r);  // released once its copy above the floor exists (or not)
-  return FdDupHigh(low.get());
+  return FdOwnHigh(PidfdGetfd(pidfd, target_fd));
 }
 
 }  // namespace fdbridge

@@ -82,7 +82,8 @@ int FdDupAllHigh(const int* fds, size_t n, int min_fd, int* out);
 // is.
 //
 // Registered where the library makes the fd (FdDupHigh, FdDupAllHigh,
-// PidfdGetfdHigh, FdMarkOwned for fds that arrive by recvmsg); unregistered
+// PidfdGetfdHigh, FdOwnHigh for its own sockets and pidfds, FdMarkOwned for
+// fds that arrive by recvmsg); unregistered
 // where ownership leaves the library: FdClose (every close goes through it)
 // or FdDisown (a command adopted it).
 //
@@ -111,6 +112,24 @@ void FdMarkOwned(const int* fds, size_t n);
 void FdDisown(int fd);
 // How many fds fdbridge holds for itself in this process now.
 size_t FdOwnedCount();
+// Whether `fd` is one fdbridge holds for itself.
+bool FdIsOwned(int fd);
+
+// Takes `fd`, made by fdbridge for itself a moment ago (a socket, a pidfd),
+// and gives it back numbered at or above FdFloor() and registered: the fd
+// itself when it is there already (the caller's fds reach past the floor),
+// else a copy made there, the low number closed. On failure (-errno: EMFILE
+// when no number is free there) the fd is closed; a negative `fd` (a failed
+// call's -errno) is returned as it is.
+//
+// socket(2), accept4(2), socketpair(2) and pidfd_open(2) take the lowest
+// free number and have no minimum, so the fd exists at a number the caller
+// may have closed and still name until it is moved. The caller holds an
+// OwnedFdsLock from before making it until this returns: no thread can name
+// that number through fdbridge in between (every such path checks the
+// registry under the lock). The close of the low number is not the file's
+// last (the copy holds it), so it cannot block under the lock.
+int FdOwnHigh(int fd);
 
 // close(2). Linux always releases the descriptor, even when close returns
 // EINTR (see close(2), "Dealing with error returns"), so EINTR is success here.

@@ -33,4 +33,17 @@ void WarmLoopFds(uv_loop_t* loop) {
   }
 }
 
+void LoopFds(uv_loop_t* loop, std::vector<int>* out) {
+  // The fields are libuv's (uv/unix.h, UV_LOOP_PRIVATE_FIELDS and
+  // UV_PLATFORM_LOOP_FIELDS on Linux), part of the struct's ABI in libuv 1.x.
+  const int fds[] = {loop->backend_fd,    loop->signal_pipefd[0], loop->signal_pipefd[1],
+                     loop->async_io_watcher.fd, loop->async_wfd, loop->emfile_fd,
+                     loop->inotify_fd};
+  for (int fd : fds) {
+    bool seen = false;
+    for (int o : *out) seen = seen || o == fd;
+    if (fd >= 0 && !seen) out->push_back(fd);  // async_wfd is -1, or the eventfd itself on some versions
+  }
+}
+
 }  // namespace fdbridge

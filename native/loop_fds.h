@@ -5,6 +5,8 @@
 
 #include <uv.h>
 
+#include <vector>
+
 namespace fdbridge {
 
 // Makes `loop` open now what it would otherwise open on first use, so that
@@ -21,6 +23,14 @@ namespace fdbridge {
 // are closed (and freed by libuv's close callback). Errors are ignored: a
 // loop that cannot open them now would not have later either.
 void WarmLoopFds(uv_loop_t* loop);
+
+// Appends to *out the fds `loop` holds for itself now: its epoll fd, its
+// signal pipe, its async wakeup fd (an eventfd, or a pipe), and the EMFILE
+// reserve and the inotify fd once opened. A worker thread's loop opens
+// the first ones as the thread starts, at the lowest free numbers, and
+// closes them as it ends (uv_loop_close), after the thread's code is done.
+// (io_uring rings, where libuv uses them, are not reachable from here.)
+void LoopFds(uv_loop_t* loop, std::vector<int>* out);
 
 }  // namespace fdbridge
 

@@ -42,13 +42,26 @@ int SockAddress(const char* name, size_t name_len, bool abstract, struct sockadd
 
 namespace {
 
+// A new socket of `type`: the fd or -errno.
+int NewSocket(int type, bool own) {
+  if (!own) {
+    int fd = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    return fd < 0 ? -errno : fd;
+  }
+  OwnedFdsLock lock;  // from before socket(2) until it is moved and registered
+  int fd = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  return FdOwnHigh(fd < 0 ? -errno : fd);
+}
+
 // The address for `name` and a new socket of `type` to use it with.
-int NewSocketFor(int type, const char* name, size_t name_len, bool abstract, struct sockaddr_un* addr,
-                 socklen_t* addr_len, UniqueFd* out) {
+int NewSocketFor(int type, const char* name, size_t name_len, bool abstract, bool own,
+                 struct sockaddr_un* addr, socklen_t* addr_len, UniqueFd* out) {
   int err = SockAddress(name, name_len, abstract, addr, addr_len);
   if (err != 0) return err;
-  out->reset(socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  return *out ? 0 : -errno;
+  int fd = NewSocket(type, own);
+  if (fd < 0) return fd;
+  out->reset(fd);
+  return 0;
 }
 
 // chmod the socket file at `path`, which bind() just created, without
@@ -85,15 +98,23 @@ void UnlinkOwnSocketFile(const char* path, const struct stat* ours) {
 
 }  // namespace
 
-int SockPair(int type, int out[2]) {
-  if (socketpair(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, out) != 0) return -errno;
+int SockPair(int type, int out[2], bool own) {
+  if (!own) return socketpair(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, out) != 0 ? -errno : 0;
+  OwnedFdsLock lock;  // from before socketpair(2) until both ends are moved and registered
+  int made[2];
+  if (socketpair(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, made) != 0) return -errno;
+  UniqueFd second(made[1]);
+  int r = FdOwnHigh(made[0]);
+  if (r < 0) return r;  // the other end is closed by its owner
+  UniqueFd first(r);
+  r = FdOwnHigh(second.release());
+  if (r < 0) return r;
+  out[0] = first.release();
+  out[1] = r;
   return 0;
 }
 
-int SockOpen(int type) {
-  int fd = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  return fd < 0 ? -errno : fd;
-}
+int SockOpen(int type, bool own) { return NewSocket(type, own); }
 
 int SockConnectTo(int fd, const struct sockaddr_un* addr, socklen_t addr_len) {
   int r;
@@ -105,11 +126,11 @@ int SockConnectTo(int fd, const struct sockaddr_un* addr, socklen_t addr_len) {
 }
 
 int SockListen(int type, const char* name, size_t name_len, bool abstract, int mode, int backlog,
-               bool pass_cred) {
+               bool pass_cred, bool own) {
   struct sockaddr_un addr;
   socklen_t addr_len;
   UniqueFd fd;
-  int err = NewSocketFor(type, name, name_len, abstract, &addr, &addr_len, &fd);
+  int err = NewSocketFor(type, name, name_len, abstract, own, &addr, &addr_len, &fd);
   if (err != 0) return err;
   if (pass_cred && (err = SockSetPassCred(fd.get(), true)) != 0) return err;
   if (bind(fd.get(), reinterpret_cast<struct sockaddr*>(&addr), addr_len) != 0) return -errno;
@@ -127,24 +148,36 @@ int SockListen(int type, const char* name, size_t name_len, bool abstract, int m
   return fd.release();
 }
 
-int SockConnect(int type, const char* name, size_t name_len, bool abstract) {
+int SockConnect(int type, const char* name, size_t name_len, bool abstract, bool own) {
   struct sockaddr_un addr;
   socklen_t addr_len;
   UniqueFd fd;
-  int err = NewSocketFor(type, name, name_len, abstract, &addr, &addr_len, &fd);
+  int err = NewSocketFor(type, name, name_len, abstract, own, &addr, &addr_len, &fd);
   if (err != 0) return err;
   err = SockConnectTo(fd.get(), &addr, addr_len);
   if (err != 0) return err;
   return fd.release();
 }
 
-int SockAccept(int listen_fd) {
+namespace {
+
+int Accept(int listen_fd) {
   int fd;
   do {
     fd = accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
   } while (fd < 0 && errno == EINTR);
   if (fd < 0) return errno == EWOULDBLOCK ? -EAGAIN : -errno;
   return fd;
+}
+
+}  // namespace
+
+int SockAccept(int listen_fd) {
+  if (!FdIsOwned(listen_fd)) return Accept(listen_fd);
+  // accept4 on a non-blocking listening socket returns at once, so the lock
+  // is never held across a wait.
+  OwnedFdsLock lock;
+  return FdOwnHigh(Accept(listen_fd));
 }
 
 int SockPeerCred(int fd, pid_t* pid, uid_t* uid, gid_t* gid) {

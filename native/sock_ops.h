@@ -1,6 +1,13 @@
 // Unix domain socket creation and queries. Plain POSIX, no Node-API, no
 // libuv. Every socket made here is non-blocking and close-on-exec from the
 // start (SOCK_NONBLOCK | SOCK_CLOEXEC); functions return the fd or -errno.
+//
+// `own`: the socket is fdbridge's own (a transport's connection, a daemon's
+// listening socket), not one handed to a caller: it is numbered at or above
+// the fd floor and registered as ours (FdOwnHigh in fd_ops.h), so that it
+// never takes a number the caller closed and may still name, and is refused
+// as closed (EBADF) if the caller names it. Closing it through FdClose (or
+// FdCloseInBackground) unregisters it.
 #ifndef FDBRIDGE_SOCK_OPS_H_
 #define FDBRIDGE_SOCK_OPS_H_
 
@@ -22,10 +29,10 @@ constexpr size_t kMaxSocketPathBytes = 107;
 int SockAddress(const char* name, size_t name_len, bool abstract, struct sockaddr_un* addr,
                 socklen_t* addr_len);
 
-int SockPair(int type, int out[2]);
+int SockPair(int type, int out[2], bool own = false);
 
 // An unbound, unconnected socket (a DGRAM sender that needs no address).
-int SockOpen(int type);
+int SockOpen(int type, bool own = false);
 
 // connect(2) of an existing socket to `addr`. On a DGRAM socket this only
 // sets its peer (and may be done again to change it).
@@ -45,13 +52,16 @@ int SockConnectTo(int fd, const struct sockaddr_un* addr, socklen_t addr_len);
 // without its sender's credentials (one queued before the option would carry
 // pid 0 and the overflow uid: a false identity).
 int SockListen(int type, const char* name, size_t name_len, bool abstract, int mode, int backlog,
-               bool pass_cred = false);
+               bool pass_cred = false, bool own = false);
 
 // Non-blocking connect. AF_UNIX connects complete at once or fail; EAGAIN
 // means the listener's backlog is full (retry later).
-int SockConnect(int type, const char* name, size_t name_len, bool abstract);
+int SockConnect(int type, const char* name, size_t name_len, bool abstract, bool own = false);
 
 // accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC; -EAGAIN when nothing is pending.
+// A connection accepted on a listening socket of ours (registered, see
+// `own` above) is ours too: a daemon's connections. `listen_fd` must be
+// non-blocking (the registry lock is held across the accept4 then).
 int SockAccept(int listen_fd);
 
 int SockPeerCred(int fd, pid_t* pid, uid_t* uid, gid_t* gid);

@@ -27,6 +27,7 @@ import {
   parseAddress,
   UnixSocket,
   type Credentials,
+  type OwnSocketOption,
   type ReceiveOptions,
   type SocketAddress,
   type WhenFull,
@@ -149,9 +150,9 @@ export class DatagramSocket<C extends boolean = false> {
    * `from: null` (it cannot be answered). With `credentials: true` the
    * kernel autobinds it to an abstract name on its first send.
    */
-  static open<C extends boolean = false>(options: DatagramSocketOptions<C> = {}): DatagramSocket<C> {
+  static open<C extends boolean = false>(options: DatagramSocketOptions<C> & OwnSocketOption = {}): DatagramSocket<C> {
     const whenFull = checkWhenFull(options.whenFull);
-    const fd = native.dgramSocket();
+    const fd = native.dgramSocket(options.own === true);
     try {
       if (options.credentials === true) native.setPassCred(fd, true);
       return new DatagramSocket<C>(fd, null, undefined, whenFull, options);

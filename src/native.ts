@@ -202,7 +202,17 @@ export interface NativeBinding {
   ExitWatch: new (pidfd: number, onExit: () => void) => NativeExitWatch;
   FdBudget: new (limit: number, parent?: NativeFdBudget) => NativeFdBudget;
   init(makeError: (kind: string, errno: number, syscall: string, details: Record<string, unknown>) => Error): void;
-  socketpair(type: number): [number, number];
+  /**
+   * `own`: the sockets are fdbridge's own (a transport's connection), not a
+   * caller's: numbered at or above fdFloor() and registered as fds fdbridge
+   * holds for itself (refused with EBADF where a caller names an fd, see
+   * disown), so that one never takes a number the caller closed and may
+   * still name. So for listen, connect, dgramSocket, peerPidfd and
+   * pidfdOpen; a connection accepted on a registered listening socket is
+   * registered too. Closing (close, closeInBackground, a Socket's close)
+   * unregisters them.
+   */
+  socketpair(type: number, own?: boolean): [number, number];
   /**
    * Closes each fd on one background thread (close(2) can block: a TCP
    * socket with SO_LINGER and unsent data waits out its linger time).
@@ -229,10 +239,10 @@ export interface NativeBinding {
   /** Socket objects (all environments) not yet garbage collected, open or closed. */
   socketsAlive(): number;
   /** Binds (and, but for DGRAM, listens); `passCred` sets SO_PASSCRED before bind(2). */
-  listen(type: number, name: string, abstract: boolean, mode: number, backlog: number, passCred?: boolean): number;
+  listen(type: number, name: string, abstract: boolean, mode: number, backlog: number, passCred?: boolean, own?: boolean): number;
   /** An unbound DGRAM socket. */
-  dgramSocket(): number;
-  connect(type: number, name: string, abstract: boolean): number;
+  dgramSocket(own?: boolean): number;
+  connect(type: number, name: string, abstract: boolean, own?: boolean): number;
   /** A close-on-exec duplicate at the lowest free number: for the caller's own use. */
   dup(fd: number): number;
   /**
@@ -258,6 +268,19 @@ export interface NativeBinding {
    * floor, one of them can take a number the caller closed and still names.
    */
   disown(fd: number): void;
+  /**
+   * Registers `fd`, at the number it has, as one fdbridge holds for itself:
+   * for an fd it took over without making it (a listening socket systemd
+   * passed), which it closes with close or a Socket's close.
+   */
+  own(fd: number): void;
+  /**
+   * Registers the fds this thread's event loop holds (its epoll fd, signal
+   * pipe, async wakeup fd...) as fdbridge's until this environment ends;
+   * returns how many. For the worker transport's thread, whose loop opens
+   * them at the lowest free numbers as it starts (see native/loop_fds.h).
+   */
+  ownLoopFds(): number;
   /** How many fds fdbridge holds for itself in this process now. */
   ownedFdCount(): number;
   /**
@@ -278,14 +301,14 @@ export interface NativeBinding {
   getFdLimit(): [number, number];
   setFdLimit(soft: number, hard: number): void;
   peerCred(fd: number): { pid: number; uid: number; gid: number };
-  peerPidfd(fd: number): number;
+  peerPidfd(fd: number, own?: boolean): number;
   /** pipe2(O_CLOEXEC): [read end, write end]. */
   pipe(): [number, number];
   /** memfd_create(name, MFD_CLOEXEC). */
   memfd(name?: string): number;
   /** eventfd(0, EFD_CLOEXEC). */
   eventfd(): number;
-  pidfdOpen(pid: number): number;
+  pidfdOpen(pid: number, own?: boolean): number;
   /** pidfd_getfd(2), the new fd moved at or above fdFloor(). */
   pidfdGetfd(pidfd: number, targetFd: number): number;
   socketType(fd: number): number;

@@ -112,7 +112,8 @@ export function bindReplacingStale<T>(path: string, type: number, bind: () => T,
   // error (EACCES...) is the caller's to see.
   let fd = -1;
   try {
-    fd = native.connect(type, path, false);
+    // A probe of ours, closed at once: numbered where no caller's stale fd can be.
+    fd = native.connect(type, path, false, true);
   } catch (err) {
     if (!(err instanceof SystemError)) throw err;
     if (err.code === 'EPROTOTYPE' || err.code === 'EPERM' || err.code === 'EAGAIN') throw inUse();

@@ -88,6 +88,19 @@ export interface UnixSocketOptions {
   sendQueueLimit?: number;
 }
 
+/**
+ * For fdbridge's own sockets (not exported from the package): with `own`,
+ * the socket is numbered at or above the fd floor and registered as an fd
+ * fdbridge holds for itself (native/sock_ops.h), so that it never takes a
+ * number the caller closed and may still name, and a caller naming it is
+ * refused with EBADF as for a closed fd. A transport's connections, a
+ * helper daemon's listening and accepted sockets are made so; sockets made
+ * for a caller (whose fd the caller may send) are not.
+ */
+export interface OwnSocketOption {
+  own?: boolean;
+}
+
 /** The send queue's bound unless UnixSocketOptions.sendQueueLimit says otherwise. */
 export const DEFAULT_SEND_QUEUE_LIMIT = 32 * 1024 * 1024;
 
@@ -225,8 +238,8 @@ export class UnixSocket {
   #pauseReadingAt: number | null = null;
 
   /** A connected pair (socketpair(2)), both ends non-blocking and close-on-exec. */
-  static pair(kind: SocketKind = 'seqpacket', options?: UnixSocketOptions): [UnixSocket, UnixSocket] {
-    const [a, b] = native.socketpair(kindToType(kind));
+  static pair(kind: SocketKind = 'seqpacket', options?: UnixSocketOptions & OwnSocketOption): [UnixSocket, UnixSocket] {
+    const [a, b] = native.socketpair(kindToType(kind), options?.own === true);
     let first: UnixSocket | undefined;
     try {
       first = new UnixSocket(a, kind, options);
@@ -245,7 +258,7 @@ export class UnixSocket {
    */
   static async connect(
     address: SocketAddress,
-    options: UnixSocketOptions & { kind?: SocketKind; timeoutMs?: number } = {},
+    options: UnixSocketOptions & OwnSocketOption & { kind?: SocketKind; timeoutMs?: number } = {},
   ): Promise<UnixSocket> {
     const kind = options.kind ?? 'seqpacket';
     const [name, abstract] = parseAddress(address);
@@ -253,7 +266,7 @@ export class UnixSocket {
     for (let delay = 1; ; delay = Math.min(delay * 2, 50)) {
       let fd: number;
       try {
-        fd = native.connect(kindToType(kind), name, abstract);
+        fd = native.connect(kindToType(kind), name, abstract, options.own === true);
       } catch (err) {
         if (!(err instanceof SystemError) || err.code !== 'EAGAIN' || Date.now() >= deadline) throw err;
         await new Promise((r) => setTimeout(r, delay));
@@ -491,8 +504,8 @@ export class UnixSocket {
   }
 
   /** SO_PEERPIDFD (Linux 6.5+): a pidfd for the peer, owned by the caller. */
-  peerPidfd(): OwnedFd {
-    return new OwnedFd(native.peerPidfd(this.#liveFd('getsockopt(SO_PEERPIDFD)')));
+  peerPidfd(options: OwnSocketOption = {}): OwnedFd {
+    return new OwnedFd(native.peerPidfd(this.#liveFd('getsockopt(SO_PEERPIDFD)'), options.own === true));
   }
 
   /** Half-closes the socket (shutdown(2)); the peer then sees EOF after what is queued. */
@@ -696,7 +709,7 @@ export class UnixServer {
    * Binds and listens. bind(2) never replaces an existing name: a path that
    * exists gives EADDRINUSE (the caller decides whether it is stale).
    */
-  static listen(address: SocketAddress, options: ListenOptions = {}): UnixServer {
+  static listen(address: SocketAddress, options: ListenOptions & OwnSocketOption = {}): UnixServer {
     return new UnixServer(address, options);
   }
 
@@ -705,11 +718,15 @@ export class UnixServer {
    * with LISTEN_FDS, say). Its file, if any, is not ours: close() never
    * removes it. `address` only names it in messages.
    */
-  static fromListeningFd(fd: number, address: string, options: Omit<ListenOptions, 'mode' | 'backlog'> = {}): UnixServer {
+  static fromListeningFd(fd: number, address: string, options: Omit<ListenOptions, 'mode' | 'backlog'> & OwnSocketOption = {}): UnixServer {
     return new UnixServer(address, options, fd);
   }
 
-  private constructor(address: SocketAddress, options: ListenOptions, listeningFd?: number) {
+  /**
+   * With `own` (OwnSocketOption), the listening socket is fdbridge's and so
+   * is every connection it accepts (native/sock_ops.h, SockAccept).
+   */
+  private constructor(address: SocketAddress, options: ListenOptions & OwnSocketOption, listeningFd?: number) {
     this.address = address;
     this.kind = options.kind ?? 'seqpacket';
     this.#options = {
@@ -721,6 +738,12 @@ export class UnixServer {
     if (listeningFd !== undefined) {
       native.setCloexec(listeningFd, true);
       native.setNonblock(listeningFd, true);
+      // Registered where it is, not moved above the floor: a socket passed
+      // in (systemd's LISTEN_FDS, at fixed numbers from 3 by sd_listen_fds's
+      // protocol) was open before this process ran any caller's code, so it
+      // cannot have taken a number the caller closed. Registered, it is
+      // refused if a caller names it, and what it accepts is ours too.
+      if (options.own === true) native.own(listeningFd);
       this.#native = new native.Socket(listeningFd, kindToType(this.kind), undefined, undefined, (err, cfd) => this.#onAccept(err, cfd));
       this.#fd = listeningFd;
       return;
@@ -730,7 +753,7 @@ export class UnixServer {
     if (mode !== -1 && (!Number.isInteger(mode) || mode < 0 || mode > 0o7777)) {
       throw new RangeError(`mode must be a permission mask such as 0o600, not ${mode}`);
     }
-    const fd = native.listen(kindToType(this.kind), name, abstract, mode, options.backlog ?? 128);
+    const fd = native.listen(kindToType(this.kind), name, abstract, mode, options.backlog ?? 128, false, options.own === true);
     try {
       if (!abstract) this.#fileIdentity = socketFileIdentity(name);
       this.#native = new native.Socket(fd, kindToType(this.kind), undefined, undefined, (err, cfd) =>

@@ -52,7 +52,9 @@ export async function spawnCommandProcess(options: ConnectOptions, transport: 'c
     throw new TypeError('options.child.env must be an object of environment variables');
   }
   const entry = requireDistFile('src/transports/entries/child-main.js');
-  const [mine, theirs] = native.socketpair(constants.SOCK_SEQPACKET);
+  // Both ends ours (above the fd floor, registered): `theirs` reaches the
+  // child as fd 3 all the same (spawn dup2s it there).
+  const [mine, theirs] = native.socketpair(constants.SOCK_SEQPACKET, true);
   let socket: UnixSocket;
   let child: ChildProcess;
   try {

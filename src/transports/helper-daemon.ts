@@ -251,12 +251,12 @@ export class HelperDaemon {
     const socketPath = options.socketPath ?? defaultHelperSocketPath();
     const limits = checkLimits(options.limits, options.log, allowedUids(options).size > 1);
     if (options.listenFd !== undefined) {
-      return new HelperDaemon(socketPath, UnixServer.fromListeningFd(options.listenFd, socketPath, { kind: 'seqpacket', ...FRAME_SOCKET_OPTIONS }), options, limits);
+      return new HelperDaemon(socketPath, UnixServer.fromListeningFd(options.listenFd, socketPath, { kind: 'seqpacket', own: true, ...FRAME_SOCKET_OPTIONS }), options, limits);
     }
     const address = helperAddress(socketPath);
     parseAddress(address); // a clear RangeError for names over 107 bytes
     if (typeof address !== 'string') {
-      return new HelperDaemon(socketPath, UnixServer.listen(address, { kind: 'seqpacket', ...FRAME_SOCKET_OPTIONS }), options, limits);
+      return new HelperDaemon(socketPath, UnixServer.listen(address, { kind: 'seqpacket', own: true, ...FRAME_SOCKET_OPTIONS }), options, limits);
     }
     if (options.socketPath === undefined) {
       checkSocketDirectory(dirname(dirname(socketPath)));
@@ -620,13 +620,13 @@ export const NO_PEER_PIDFD_ENV = 'FDBRIDGE_TEST_NO_PEER_PIDFD';
 function clientPidfd(socket: UnixSocket, pid: number): { pidfd: number; peerPidfd: boolean } | undefined {
   if (process.env[NO_PEER_PIDFD_ENV] !== '1') {
     try {
-      return { pidfd: socket.peerPidfd().release(), peerPidfd: true };
+      return { pidfd: socket.peerPidfd({ own: true }).release(), peerPidfd: true };
     } catch {
       // before Linux 6.5
     }
   }
   try {
-    return { pidfd: native.pidfdOpen(pid), peerPidfd: false };
+    return { pidfd: native.pidfdOpen(pid, true), peerPidfd: false };
   } catch {
     return undefined;
   }
@@ -686,7 +686,7 @@ function listenReplacingStale(path: string): UnixServer {
   return bindReplacingStale(
     path,
     native.constants.SOCK_SEQPACKET,
-    () => UnixServer.listen(path, { kind: 'seqpacket', mode: 0o600, ...FRAME_SOCKET_OPTIONS }),
+    () => UnixServer.listen(path, { kind: 'seqpacket', mode: 0o600, own: true, ...FRAME_SOCKET_OPTIONS }),
     () => new FdBridgeError('ERR_FDBRIDGE_HELPER_RUNNING', `another helper is already listening at ${path}`),
   );
 }

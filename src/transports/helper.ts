@@ -52,7 +52,7 @@ function checkListener(socket: UnixSocket, path: string, trust: ConnectOptions['
     // reuse; SO_PEERPIDFD names the listening process itself.
     let pidfd: number | undefined;
     try {
-      pidfd = socket.peerPidfd().release();
+      pidfd = socket.peerPidfd({ own: true }).release();
     } catch (err) {
       const code = (err as { code?: string }).code;
       if (code !== 'ENOPROTOOPT' && code !== 'EINVAL') throw err; // before Linux 6.5: SO_PEERCRED is all there is
@@ -80,6 +80,7 @@ export async function openHelper(options: ConnectOptions): Promise<SocketConnect
   try {
     socket = await UnixSocket.connect(helperAddress(path), {
       kind: 'seqpacket',
+      own: true,
       ...FRAME_SOCKET_OPTIONS,
       sendQueueLimit: options.sendQueueLimit,
     });

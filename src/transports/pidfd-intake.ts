@@ -29,10 +29,10 @@ export interface PidfdIntake extends FdIntake {
 function openClientPidfd(socket: UnixSocket, probeFd: number): number {
   let pidfd: number;
   try {
-    pidfd = socket.peerPidfd().release();
+    pidfd = socket.peerPidfd({ own: true }).release();
   } catch {
     try {
-      pidfd = native.pidfdOpen(socket.peerCredentials().pid);
+      pidfd = native.pidfdOpen(socket.peerCredentials().pid, true);
     } catch (err) {
       throw new UnsupportedError(`pidfd transport: pidfd_open failed (${(err as Error).message}); it needs Linux 5.3+`, {
         cause: err,

@@ -40,7 +40,7 @@ export function listenFdsFromSystemd(env: NodeJS.ProcessEnv = process.env): numb
 export async function notifySystemd(state: string, env: NodeJS.ProcessEnv = process.env): Promise<boolean> {
   const target = env['NOTIFY_SOCKET'];
   if (target === undefined || target === '') return false;
-  const socket = DatagramSocket.open({ whenFull: 'fail' });
+  const socket = DatagramSocket.open({ whenFull: 'fail', own: true });
   try {
     await socket.sendTo(target.startsWith('@') ? { abstract: target.slice(1) } : target, Buffer.from(state));
   } finally {

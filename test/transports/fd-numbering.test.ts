@@ -14,7 +14,7 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 
 import { SystemError, type Connection, type WireIdentity } from '../../src';
-import { closeFd, closeFds, dupFd, fdIdentity, makeMemfd, openFdTable } from '../../src/fd';
+import { closeFd, closeFds, diffFdTables, dupFd, fdFloor, fdIdentity, makeMemfd, openFdTable } from '../../src/fd';
 import { fdTableSettles, helperForSuite } from '../util/processes';
 import { connectionsPerTest, TRANSPORTS } from '../util/transport-suite';
 
@@ -94,6 +94,39 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
     }
   });
 
+  test("a number closed before a new connection is made is EBADF, never one of that connection's own fds", async () => {
+    const b = makeMemfd('numbering-b');
+    closeFd(b);
+    expect(lowestFree()).toBe(b);
+    const helperBefore = transport === 'helper' ? openFdTable(suite.helper.pid) : undefined;
+    const before = openFdTable();
+    // Its socket would be made at the lowest free number, `b`, if the
+    // library took numbers as open(2) does.
+    const second = await connections.open();
+    const made = diffFdTables(before, openFdTable()).opened;
+    expect(made.filter(({ fd, target }) => target.startsWith('socket:') && fd < fdFloor())).toEqual([]);
+    // Whatever it holds here, wherever numbered (a worker's event loop
+    // opens its fds at the lowest free numbers), is refused as closed.
+    for (const { fd, target } of made) {
+      await expect(conn.dupFileDescriptor(fd).then(() => `fd ${fd} -> ${target} was sent`)).rejects.toMatchObject({ code: 'EBADF' });
+    }
+    for (const c of [conn, second]) {
+      await expect(c.dupFileDescriptor(b)).rejects.toMatchObject({ code: 'EBADF' });
+      await expect(c.dupFileDescriptors([b])).rejects.toMatchObject({ code: 'EBADF' });
+      if (transport !== 'pidfd') expect(() => c.dupFileDescriptorSync(b)).toThrow(expect.objectContaining({ code: 'EBADF' }));
+    }
+    if (helperBefore) {
+      // The daemon's side: the connection it accepted (and the watch on the
+      // client's process) above its floor too, where a number a command
+      // closed cannot be.
+      const [soft] = await second.call<[number, number]>('fdLimit');
+      const daemonFloor = Math.min(Math.floor(soft / 2), 8192);
+      const accepted = diffFdTables(helperBefore, openFdTable(suite.helper.pid)).opened;
+      expect(accepted.some(({ target }) => target.startsWith('socket:'))).toBe(true);
+      expect(accepted.filter(({ fd }) => fd < daemonFloor)).toEqual([]);
+    }
+  });
+
   test('a batch, then a number closed after it in the same tick: EBADF', async () => {
     const a = makeMemfd('numbering-a');
     // Taken after `a`, at the lowest free number: closed, it is the lowest again.
@@ -142,7 +175,7 @@ describe.each(TRANSPORTS)('%s transport, with the caller\'s fds past the floor',
     expect(report.floor).toBe(limit === 'keep' ? 8192 : 512);
     const cases = Object.entries(report.cases);
     // pidfd has no synchronous form: one case fewer.
-    expect(cases).toHaveLength(transport === 'pidfd' ? 4 : 5);
+    expect(cases).toHaveLength(transport === 'pidfd' ? 5 : 6);
     for (const [name, r] of cases) {
       // The setting up: `a` and `b` past the floor.
       expect({ name, past: r.a > report.floor && r.bFd > report.floor, error: r.error }).toEqual({ name, past: true, error: undefined });

@@ -6,6 +6,7 @@ import { parentPort, threadId, workerData } from 'node:worker_threads';
 
 import { CommandHost } from '../../command';
 import { describeError } from '../../errors';
+import { native } from '../../native';
 import { SharedFdLedger } from '../shared-ledger';
 import type { ClientToWorker, WorkerData, WorkerToClient } from '../worker';
 
@@ -22,6 +23,15 @@ const post = (m: WorkerToClient): void => {
     else throw err;
   }
 };
+
+// This thread's event loop opened its fds (epoll, signal pipe, eventfd) as
+// the thread started, at the lowest free numbers of the shared fd table,
+// where a number the client's caller closed and still names may be; they
+// cannot be moved (libuv keeps them), so they are registered as the
+// library's before the client hears that the connection is ready, and
+// refused (EBADF) if a caller names one. They leave the registry as this
+// thread's environment ends, just before libuv closes them.
+native.ownLoopFds();
 
 let host: CommandHost | undefined;
 try {
