@@ -1,6 +1,7 @@
 /**
- * The run's helper daemon: `node dist/harness/cli.js helper --socket <tmp>`
- * in a process of its own, as a user would start it.
+ * The run's helper daemon: `node dist/harness/cli.js helper --socket <tmp>
+ * --exit-with-parent <this pid>` in a process of its own, as a user would
+ * start it, that ends when this process does, however it ends.
  *
  * The client side keeps no fd tied to the daemon once it listens: stdout (a
  * pipe, read for the "listening on" line) is closed then, and stderr goes to
@@ -147,7 +148,9 @@ export class HelperProcess implements HelperControl {
     const logFd = openSync(this.#logPath, 'a');
     let child: ChildProcess;
     try {
-      child = spawn(process.execPath, [cli, 'helper', '--socket', this.socketPath, ...helperCommandArgs(this.#commands), ...(options.args ?? [])], {
+      // --exit-with-parent: a run that is SIGKILLed takes its daemon with it.
+      const args = ['helper', '--socket', this.socketPath, '--exit-with-parent', String(process.pid), ...helperCommandArgs(this.#commands)];
+      child = spawn(process.execPath, [cli, ...args, ...(options.args ?? [])], {
         stdio: ['ignore', 'pipe', logFd],
         // spawn() leaves out variables whose value is undefined: that is how one is removed.
         ...(options.env !== undefined ? { env: { ...process.env, ...options.env } } : {}),
@@ -203,6 +206,11 @@ export class HelperProcess implements HelperControl {
       child.kill('SIGKILL');
       await this.#exited;
     }
+  }
+
+  /** SIGKILL, not waiting: for a process that is exiting (an 'exit' listener cannot wait). */
+  kill(): void {
+    if (this.alive) this.#child?.kill('SIGKILL');
   }
 
   async restart(options: HelperStartOptions = {}): Promise<void> {

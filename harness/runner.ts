@@ -267,6 +267,8 @@ class RowTimeout extends RowFailure {}
 class HarnessError extends RowFailure {}
 /** Something the scenario started threw or rejected with nobody listening. */
 class BackgroundError extends RowFailure {}
+/** The run was stopped (RunnerOptions.signal) while the row ran. */
+class RowStopped extends RowFailure {}
 
 /**
  * An error as one plain string for results.json and the terminal. Without
@@ -313,6 +315,10 @@ interface RowEnvironment {
   stray: unknown[];
   /** --track-fds: the directory the fd recorders write into. */
   trackDir: string | undefined;
+  /** Rejects with RowStopped once the run is stopped; never settles otherwise. */
+  stopped: Promise<never>;
+  /** The temporary directories that exist now (the run's 'exit' hook removes what is left). */
+  dirs: Set<string>;
 }
 
 /** The leak, with where it was opened (src/fd-track.ts), read right away: the records of a process outlive it, a reused fd number does not. */
@@ -401,6 +407,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment): Promise<ResultRow> 
   let expired = false;
   const helper = transport === 'helper' ? env.helper : undefined;
   const dir = mkdtempSync(join(tmpdir(), `fdbridge-${scenario.name.slice(0, 40)}-`));
+  env.dirs.add(dir);
   let error: unknown;
   if (helper && !helper.alive) {
     // A fault scenario (or a crash) took the daemon down: the next helper row gets a fresh one.
@@ -485,15 +492,15 @@ async function runRow(row: PlannedRow, env: RowEnvironment): Promise<ResultRow> 
     // async wrapper: a run() that throws before its first await still becomes a rejection.
     const running = missing !== undefined ? Promise.reject(new SkipSignal(missing)) : (async () => scenario.run(ctx))();
     try {
-      await withTimeout(running, env.timeoutMs, `${scenario.name} on ${transport}`);
+      await Promise.race([withTimeout(running, env.timeoutMs, `${scenario.name} on ${transport}`), env.stopped]);
       if (env.bench && scenario.bench && (scenario.expect ?? 'pass') === 'pass') {
-        const benchCase = await withTimeout(scenario.bench(ctx), env.timeoutMs, `${scenario.name} bench setup`);
-        latency = await withTimeout(env.bench(benchCase), Math.max(env.timeoutMs, 120_000), `${scenario.name} bench`);
+        const benchCase = await Promise.race([withTimeout(scenario.bench(ctx), env.timeoutMs, `${scenario.name} bench setup`), env.stopped]);
+        latency = await Promise.race([withTimeout(env.bench(benchCase), Math.max(env.timeoutMs, 120_000), `${scenario.name} bench`), env.stopped]);
       }
     } catch (err) {
       error = err;
     }
-    if (error instanceof RowTimeout) {
+    if (error instanceof RowTimeout || error instanceof RowStopped) {
       // The scenario is still running: stop it from opening more, close what
       // it has (pending calls reject), and give it a moment to unwind.
       expired = true;
@@ -508,10 +515,13 @@ async function runRow(row: PlannedRow, env: RowEnvironment): Promise<ResultRow> 
         notes.push(`closing a connection left open failed: ${errorText(err)}`);
       }
     }
-    const seen = await oracle.finish();
-    leaks = env.trackDir === undefined ? seen.leaks : seen.leaks.map((l) => withOrigin(l, env.trackDir as string));
-    closed = seen.closed;
-    for (const r of seen.reclaimed) notes.push(`an earlier row's leak was closed: ${describeFdEntry(r)}`);
+    // A stopped run has no verdict to give: no wait for the oracle's settling.
+    if (!(error instanceof RowStopped)) {
+      const seen = await oracle.finish();
+      leaks = env.trackDir === undefined ? seen.leaks : seen.leaks.map((l) => withOrigin(l, env.trackDir as string));
+      closed = seen.closed;
+      for (const r of seen.reclaimed) notes.push(`an earlier row's leak was closed: ${describeFdEntry(r)}`);
+    }
   } catch (err) {
     // The harness itself failed around the scenario (helper restart, oracle).
     if (!(err instanceof HarnessError)) {
@@ -522,6 +532,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment): Promise<ResultRow> 
   } finally {
     expired = true;
     rmSync(dir, { recursive: true, force: true });
+    env.dirs.delete(dir);
   }
   if (env.stray.length > 0 && error === undefined) {
     error = new BackgroundError(`unhandled in the background: ${env.stray.map(errorText).join('; ')}`);
@@ -574,6 +585,15 @@ export interface RunnerOptions extends Required<Pick<RunOptions, 'bench' | 'repe
   onRowEnd?(result: ResultRow, index: number, total: number): void;
   /** A line about the run itself (helper started, warm-up problems). */
   onInfo?(line: string): void;
+  /**
+   * Stops the run: the row running is ended as a timed-out one is (its
+   * connections closed, a moment to unwind), no other row starts, the
+   * helper daemon is stopped and the temporary directories are removed;
+   * then runScenarios rejects with the signal's reason. Should the process
+   * exit before that (process.exit()), an 'exit' hook SIGKILLs the daemon
+   * and removes the directories.
+   */
+  signal?: AbortSignal;
 }
 
 /** Loads a harness module that another part of the project provides, with a clear error if it is not there. */
@@ -708,13 +728,28 @@ export async function runScenarios(options: RunnerOptions): Promise<{ results: R
   }
 
   const used = [...new Set(plan.rows.map((r) => r.transport))];
+  const signal = options.signal;
+  signal?.throwIfAborted();
+  const stopped = new Promise<never>((_, reject) => {
+    const stop = (): void => reject(new RowStopped(`the run was stopped: ${errorText(signal?.reason)}`));
+    if (signal?.aborted) stop();
+    else signal?.addEventListener('abort', stop, { once: true });
+  });
+  stopped.catch(() => undefined);
   const runDir = mkdtempSync(join(tmpdir(), 'fdbridge-run-'));
+  const dirs = new Set([runDir]);
   const helperCommands = plan.rows.filter((r) => r.transport === 'helper').flatMap((r) => r.scenario.commands ?? []);
   const helper = used.includes('helper') ? new HelperProcess(runDir, undefined, helperCommands) : undefined;
   const stray: unknown[] = [];
   const onStray = (err: unknown): void => {
     stray.push(err);
   };
+  // Synchronous: all an 'exit' listener can do.
+  const onExit = (): void => {
+    helper?.kill();
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  };
+  process.on('exit', onExit);
   process.on('unhandledRejection', onStray);
   process.on('uncaughtException', onStray);
   const results: ResultRow[] = [];
@@ -724,6 +759,7 @@ export async function runScenarios(options: RunnerOptions): Promise<{ results: R
       await helper.start();
       info(`helper daemon: pid ${helper.pid}, socket ${helper.socketPath}`);
     }
+    signal?.throwIfAborted();
     if (options.bench && plan.rows.length > 0) {
       // Anchors first: a missing anchor binary fails the run before the long part.
       const { measureAnchors } = optionalModule<{
@@ -735,6 +771,7 @@ export async function runScenarios(options: RunnerOptions): Promise<{ results: R
         onSkip: (name, reason) => info(`anchor ${name} skipped: ${reason}`),
       });
       info(`anchors: ${anchors.map((a) => `${a.name} p50 ${a.latency.p50Us.toFixed(1)} µs`).join(', ')}`);
+      signal?.throwIfAborted();
     }
     if (plan.rows.length > 0) await warmUp(used, helper, info);
     const env: RowEnvironment = {
@@ -745,10 +782,14 @@ export async function runScenarios(options: RunnerOptions): Promise<{ results: R
       ledger: new LeakLedger(), bench: measure,
       stray,
       trackDir: options.trackFds ? trackingDirectory() : undefined,
+      stopped,
+      dirs,
     };
     for (const [i, row] of plan.rows.entries()) {
+      signal?.throwIfAborted();
       options.onRowStart?.(row, i, plan.rows.length);
       const result = await runRow(row, env);
+      signal?.throwIfAborted();
       results.push(result);
       options.onRowEnd?.(result, i, plan.rows.length);
     }
@@ -758,6 +799,7 @@ export async function runScenarios(options: RunnerOptions): Promise<{ results: R
     process.off('unhandledRejection', onStray);
     process.off('uncaughtException', onStray);
     rmSync(runDir, { recursive: true, force: true });
+    process.off('exit', onExit);
   }
   return {
     results: {

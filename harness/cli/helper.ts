@@ -8,6 +8,7 @@ import { isAbsolute, resolve } from 'node:path';
 
 import { connect } from '../../src';
 import type { CommandSpec } from '../../src/command';
+import { watchParent } from '../../src/parent-watch';
 import { warmRuntimeFds } from '../../src/runtime-fds';
 import {
   DEFAULT_HELPER_LIMITS,
@@ -39,6 +40,7 @@ export const USAGE = `helper [--socket PATH | --socket @NAME] [--allow-uid UID[,
        [--diagnostics] [--max-connections N] [--max-connections-per-uid N] [--max-fds N]
        [--max-fds-per-uid N] [--max-fds-total N] [--max-calls N] [--max-queued-bytes N]
        [--hello-timeout MS] [--idle-timeout MS] [--stalled-reader-timeout MS] [--verbose]
+       [--exit-with-parent PID]
 helper --status [--socket PATH | --socket @NAME]
       Run a helper daemon: clients of the 'helper' transport connect to its socket, name a
       command it serves, and each gets its own instance, run in this process. Runs until SIGINT
@@ -70,9 +72,13 @@ helper --status [--socket PATH | --socket @NAME]
                         disconnect a client whose replies wait unread (default ${D.stalledReaderTimeoutMs})
   --verbose          log connections, refusals, quota hits and what each ended connection
                      turned away, to stderr
+  --exit-with-parent PID
+                     PID is the process that started this one: when it exits, however it ends
+                     (SIGKILL included), stop as on SIGTERM. Refused if PID is no longer the
+                     parent (it exited before the daemon could watch it)
 
 Prints "fdbridge helper listening on PATH (pid N)" on stdout once it accepts connections.
-exit status: 0 stopped by a signal (or --status printed); 2 usage error; 3 cannot listen, or
+exit status: 0 stopped by a signal or its parent's exit (or --status printed); 2 usage error; 3 cannot listen, or
 --status cannot reach the daemon (the message says why).`;
 
 /** `--command NAME=MODULE[#EXPORT]` arguments as the daemon's command table (relative modules resolved against the cwd). */
@@ -137,6 +143,7 @@ export async function main(argv: string[]): Promise<number> {
     'hello-timeout': { type: 'string' },
     'idle-timeout': { type: 'string' },
     'stalled-reader-timeout': { type: 'string' },
+    'exit-with-parent': { type: 'string' },
   });
   if (values.status) return printStatus(values.socket ?? defaultHelperSocketPath());
   const allowUids = (values['allow-uid'] ?? '')
@@ -149,6 +156,13 @@ export async function main(argv: string[]): Promise<number> {
     const v = (values as Record<string, unknown>)[flag];
     if (typeof v === 'string') limits[key] = parseInteger(`--${flag}`, v, key === 'idleTimeoutMs' || key === 'maxFdsPerClient' || key === 'maxFdsPerUid' || key === 'maxFdsTotal' || key === 'maxCallsInFlight' ? 0 : 1);
   }
+  // Watched before listening: a parent that dies from here on is seen.
+  // (Its callback comes on a later turn of the loop, once stopFor is set.)
+  let stopFor: ((why: string) => void) | undefined;
+  const parent =
+    values['exit-with-parent'] === undefined
+      ? undefined
+      : watchParent(parseInteger('--exit-with-parent', values['exit-with-parent']), () => stopFor?.('the parent process exited'));
   const activated = listenFdsFromSystemd();
   if (activated.length > 1) throw new UsageError(`systemd passed ${activated.length} sockets; the helper serves one (one ListenSequentialPacket= in the .socket unit)`);
   const listenFd = activated[0];
@@ -165,16 +179,21 @@ export async function main(argv: string[]): Promise<number> {
       log: values.verbose ? (line) => process.stderr.write(`fdbridge helper: ${line}\n`) : undefined,
     });
   } catch (err) {
+    parent?.close();
     throw new Error(`cannot listen on ${socketPath}: ${(err as Error).message}`, { cause: err });
   }
   const stopped = new Promise<void>((resolve) => {
-    const stop = (signal: NodeJS.Signals): void => {
-      process.stderr.write(`fdbridge helper: ${signal}: closing\n`);
+    let stopping = false;
+    stopFor = (why: string): void => {
+      if (stopping) return;
+      stopping = true;
+      parent?.close();
+      process.stderr.write(`fdbridge helper: ${why}: closing\n`);
       void notifySystemd('STOPPING=1').catch(() => undefined);
       daemon.close().finally(resolve);
     };
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
+    process.once('SIGINT', stopFor);
+    process.once('SIGTERM', stopFor);
   });
   // The fds libuv opens lazily and keeps, opened before anyone takes a
   // baseline of this process (a command that spawns would open them later).

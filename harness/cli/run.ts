@@ -153,11 +153,14 @@ export async function main(argv: string[]): Promise<number> {
     `fdbridge run: seed ${seed}${values.seed === undefined ? ' (default; --seed S for another order)' : ''}, profile ${options.profile}` +
       `${options.shard ? `, shard ${options.shard.index}/${options.shard.count}` : ''}${options.bench ? ', with latency' : ''}`,
   );
-  const { results } = await runScenarios({
-    ...options,
-    onRowEnd: (r, i, total) => out(progressLine(r, i, total)),
-    onInfo: (line) => out(`  ${line}`),
-  });
+  const { results } = await runStoppable((signal) =>
+    runScenarios({
+      ...options,
+      signal,
+      onRowEnd: (r, i, total) => out(progressLine(r, i, total)),
+      onInfo: (line) => out(`  ${line}`),
+    }),
+  );
   out('');
   out(summaryTable(results, performance.now() - started));
   const failed = results.results.filter((r) => r.status === 'fail');
@@ -174,6 +177,42 @@ export async function main(argv: string[]): Promise<number> {
     out(`wrote ${values.html}`);
   }
   return failed.length > 0 ? EXIT.failed : EXIT.ok;
+}
+
+/** The conventional exit status of a process ended by `signal`: 128 + its number. */
+export function signalStatus(signal: NodeJS.Signals): number {
+  return 128 + (osConstants.signals[signal] ?? 0);
+}
+
+/**
+ * Runs `work` with SIGINT and SIGTERM turned into its abort signal: the
+ * first one stops the run cleanly (the row's connections closed, the helper
+ * daemon stopped, temporary directories removed: RunnerOptions.signal), then
+ * the process exits with 128 + the signal's number. A second one exits at
+ * once; the runner's 'exit' hook still kills the daemon and removes the
+ * directories.
+ */
+async function runStoppable<T>(work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const controller = new AbortController();
+  let received: NodeJS.Signals | undefined;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (received !== undefined) process.exit(signalStatus(signal));
+    received = signal;
+    process.stderr.write(`fdbridge run: ${signal}: stopping (the row's connections, the helper daemon, temporary files); again to exit at once\n`);
+    controller.abort(new Error(`stopped by ${signal}`));
+  };
+  process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
+  try {
+    const result = await work(controller.signal);
+    if (received === undefined) return result;
+  } catch (err) {
+    if (received === undefined) throw err;
+  } finally {
+    process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
+  }
+  // Stopped: exit now, as the signal asked. A scenario stopped mid-row may
+  // still hold a timer or a handle that would keep the process alive.
+  process.exit(signalStatus(received));
 }
 
 /**
@@ -194,7 +233,7 @@ async function runTracked(argv: string[]): Promise<number> {
     process.on('SIGINT', forward).on('SIGTERM', forward);
     try {
       const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
-      return code ?? (signal ? 128 + (osConstants.signals[signal] ?? 0) : EXIT.error);
+      return code ?? (signal ? signalStatus(signal) : EXIT.error);
     } finally {
       process.off('SIGINT', forward).off('SIGTERM', forward);
     }

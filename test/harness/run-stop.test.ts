@@ -1,0 +1,148 @@
+/**
+ * `fdbridge run` stopped mid-row, as a user (Ctrl-C), a CI runner (SIGTERM)
+ * or the OOM killer (SIGKILL) stops it. A signal it can catch: the helper
+ * daemon it started is stopped, every temporary directory it made (the
+ * run's, holding the daemon's socket, and the row's) is removed, and it
+ * exits 128 + the signal's number (a second signal, or a scenario's own
+ * process.exit(), ends it at once; the directories still go, and the
+ * daemon is SIGKILLed). SIGKILL, which it cannot catch: the
+ * daemon sees its parent exit, closes, and removes its socket.
+ *
+ * The run gets a TMPDIR of its own, so "what it left behind" is exactly
+ * what is in that directory afterwards. No step waits for a time: each
+ * waits for what the run prints, or for a process's exit (its pidfd).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { closeFd, openPidfd } from '../../src';
+import { native } from '../../src/native';
+import { packageRoot } from '../../src/paths';
+import { MID_ROW } from '../fixtures/stop-scenarios/blocks-on-helper.scenario';
+import { EXIT_STATUS } from '../fixtures/stop-scenarios/exits-mid-row.scenario';
+import { CLI, exitOf, runCli } from '../util/processes';
+
+const STOP_SCENARIOS = join(packageRoot, 'dist', 'test', 'fixtures', 'stop-scenarios');
+
+interface MidRow {
+  run: ChildProcess;
+  /** The run's TMPDIR. */
+  tmp: string;
+  daemonPid: number;
+  socketPath: string;
+  rowDir: string;
+  output(): string;
+}
+
+/** Starts `fdbridge run` on the blocking fixture and resolves once its row is running. */
+async function runUntilMidRow(tmp: string): Promise<MidRow> {
+  const run = spawn(process.execPath, [CLI, 'run', '--transport', 'helper', '--scenario', 'blocks-on-helper'], {
+    env: { ...process.env, TMPDIR: tmp, FDBRIDGE_SCENARIOS_DIR: STOP_SCENARIOS },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  run.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = exitOf(run);
+  await new Promise<void>((resolve, reject) => {
+    run.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes(MID_ROW)) resolve();
+    });
+    void exited.then((how) => reject(new Error(`the run ended (${JSON.stringify(how)}) before its row started:\n${out}\n${err}`)));
+  });
+  const daemon = /helper daemon: pid (\d+), socket (\S+)/.exec(out);
+  const row = new RegExp(`${MID_ROW} (\\S+)`).exec(out);
+  if (!daemon || !row) throw new Error(`the run did not name its daemon and row directory:\n${out}`);
+  return { run, tmp, daemonPid: Number(daemon[1]), socketPath: daemon[2] as string, rowDir: row[1] as string, output: () => `${out}\n${err}` };
+}
+
+/** Resolves once process `pid` has exited (its pidfd turns readable; whoever its parent is now need not reap it). */
+function pidExit(pid: number): Promise<void> {
+  const pidfd = openPidfd(pid);
+  try {
+    return new Promise((resolve) => {
+      const watch = new native.ExitWatch(pidfd, () => setImmediate(() => (watch.close(), resolve())));
+    });
+  } finally {
+    closeFd(pidfd);
+  }
+}
+
+/** Whether `pid` is a live process whose command line names `word` (not a reused pid). */
+function running(pid: number, word: string): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X' && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(word);
+  } catch {
+    return false;
+  }
+}
+
+let tmp: string;
+beforeEach(() => {
+  tmp = mkdtempSync(join(tmpdir(), 'fdbridge-run-stop-'));
+});
+afterEach(() => {
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+test.each([
+  ['SIGTERM', 143],
+  ['SIGINT', 130],
+] as const)('%s mid-row: the daemon is stopped, nothing is left in TMPDIR, exit status %d', async (signal, status) => {
+  const mid = await runUntilMidRow(tmp);
+  expect(running(mid.daemonPid, mid.socketPath)).toBe(true);
+  expect(existsSync(mid.socketPath)).toBe(true);
+  expect(existsSync(join(mid.rowDir, 'held'))).toBe(true);
+  const daemonExit = pidExit(mid.daemonPid);
+
+  mid.run.kill(signal);
+  const how = await exitOf(mid.run);
+  expect({ how, output: mid.output() }).toEqual({ how: { code: status, signal: null }, output: expect.stringContaining(`fdbridge run: ${signal}: stopping`) });
+  // The run waited for its daemon before exiting: it is gone already.
+  expect(running(mid.daemonPid, mid.socketPath)).toBe(false);
+  await daemonExit;
+  expect(readdirSync(tmp)).toEqual([]);
+});
+
+test('a scenario that calls process.exit() mid-row: the daemon is killed and the directories removed on the way out', async () => {
+  const run = spawn(process.execPath, [CLI, 'run', '--transport', 'helper', '--scenario', 'exits-mid-row'], {
+    env: { ...process.env, TMPDIR: tmp, FDBRIDGE_SCENARIOS_DIR: STOP_SCENARIOS },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  run.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  const how = await exitOf(run);
+  expect({ how, out }).toEqual({ how: { code: EXIT_STATUS, signal: null }, out: expect.stringContaining('exits-mid-row: exiting') });
+  const daemon = /helper daemon: pid (\d+), socket (\S+)/.exec(out);
+  expect(daemon).not.toBeNull();
+  expect(running(Number(daemon?.[1]), daemon?.[2] as string)).toBe(false);
+  expect(readdirSync(tmp)).toEqual([]);
+});
+
+test('SIGKILL mid-row: the daemon sees its parent exit, closes, and removes its socket', async () => {
+  const mid = await runUntilMidRow(tmp);
+  const daemonExit = pidExit(mid.daemonPid);
+  mid.run.kill('SIGKILL');
+  expect(await exitOf(mid.run)).toEqual({ code: null, signal: 'SIGKILL' });
+  // No deadline of its own: a daemon that outlives its parent runs into the test's timeout.
+  await daemonExit;
+  expect(existsSync(mid.socketPath)).toBe(false);
+  const log = readFileSync(join(mid.socketPath, '..', 'helper.log'), 'utf8');
+  expect(log).toContain('fdbridge helper: the parent process exited: closing');
+  // What a SIGKILLed process cannot remove itself: the run's directory (the
+  // daemon's log, nothing else) and the row's.
+  expect(readdirSync(join(mid.socketPath, '..'))).toEqual(['helper.log']);
+  expect(readdirSync(mid.rowDir)).toEqual(['held']);
+});
+
+test('helper --exit-with-parent naming a process that is not its parent refuses to start (exit 3), listening nowhere', async () => {
+  const socketPath = join(tmp, 'helper.sock');
+  const r = await runCli(['helper', '--socket', socketPath, '--exit-with-parent', '1']);
+  expect(r).toEqual({ code: 3, stdout: '', stderr: expect.stringMatching(/^fdbridge helper: pid 1 is not this process's parent \(pid \d+ is\)/) });
+  expect(readdirSync(tmp)).toEqual([]);
+});
