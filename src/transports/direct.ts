@@ -8,13 +8,18 @@ import { threadId } from 'node:worker_threads';
 import { BaseConnection, type CommandLocation, type ConnectOptions } from '../connection';
 import { CommandHost, normalizeCommandSpec } from '../command';
 import { describeError, RemoteError } from '../errors';
+import { argsFromJson, argsToJson, resultFromJson, resultToJson } from '../json-value';
 import { native } from '../native';
 import { dupAll } from './dup-above-floor';
 
-/** Runs a method on a host, turning what the command throws into RemoteError. */
-export async function callOnHost(host: CommandHost, method: string, args: unknown[]): Promise<unknown> {
+/**
+ * Runs a method on a host with the arguments' JSON, as a socket transport
+ * would, and returns a copy of its result made through JSON: what the
+ * command throws, or returns that JSON cannot carry, is a RemoteError.
+ */
+export async function callOnHost(host: CommandHost, method: string, argsJson: string): Promise<unknown> {
   try {
-    return await host.call(method, args);
+    return resultFromJson(resultToJson(await host.call(method, argsFromJson(argsJson))));
   } catch (err) {
     throw Object.assign(new RemoteError(method, describeError(err)), { cause: err });
   }
@@ -72,7 +77,13 @@ export class DirectConnection extends BaseConnection {
   }
 
   protected callRemote(method: string, args: unknown[]): Promise<unknown> {
-    return callOnHost(this.#host, method, args);
+    let json: string;
+    try {
+      json = argsToJson(args);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return callOnHost(this.#host, method, json);
   }
 
   protected async closeTransport(): Promise<void> {

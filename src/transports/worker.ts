@@ -2,7 +2,9 @@
  * worker: the command runs in a worker_threads worker. The fd table is
  * shared, so duplication is a dup(2) whose ownership moves to the worker
  * through a shared ledger (no message per fd); calls travel as worker
- * messages, bounded like a socket's send queue: the worker counts the
+ * messages carrying their arguments' and results' JSON (as the socket
+ * transports' frames do: not a structured clone, which carries what JSON
+ * does not and refuses what JSON carries), bounded like a socket's send queue: the worker counts the
  * calls it has read in shared memory, and a call made while those not yet
  * read are charged `sendQueueLimit` bytes rejects with QueueFullError.
  */
@@ -13,6 +15,7 @@ import { normalizeCommandSpec } from '../command';
 import { ClosedError, PeerExitedError, ProtocolError, RemoteError, TimeoutError, type RemoteErrorInfo } from '../errors';
 import { native } from '../native';
 import { requireDistFile } from '../paths';
+import { argsToJson, resultFromJson } from '../json-value';
 import { DEFAULT_SEND_QUEUE_LIMIT } from '../socket';
 import { dupAll } from './dup-above-floor';
 import { SharedFdLedger } from './shared-ledger';
@@ -21,12 +24,14 @@ import { SharedFdLedger } from './shared-ledger';
 export type WorkerToClient =
   | { type: 'ready'; threadId: number }
   | { type: 'failed'; error: RemoteErrorInfo }
-  | { type: 'result'; id: number; value: unknown }
+  /** `json`: resultToJson of what the method returned. */
+  | { type: 'result'; id: number; json: string }
   | { type: 'error'; id: number; error: RemoteErrorInfo }
   | { type: 'closed' };
 
 /** Messages to the worker entry. */
-export type ClientToWorker = { type: 'call'; id: number; method: string; args: unknown[] } | { type: 'close' };
+/** `argsJson`: argsToJson of the call's arguments. */
+export type ClientToWorker = { type: 'call'; id: number; method: string; argsJson: string } | { type: 'close' };
 
 /** What a call is charged against the queue besides its arguments' JSON (as a socket's queued message). */
 const CALL_OVERHEAD = 256;
@@ -98,14 +103,8 @@ class CallQueue {
 }
 
 /** What a call is charged: its arguments' JSON (what a socket transport would send) plus the overhead. */
-function chargeOf(method: string, args: unknown[]): number {
-  let json = 0;
-  try {
-    json = JSON.stringify(args)?.length ?? 0;
-  } catch {
-    // Not JSON (a BigInt, a cycle): postMessage clones it or refuses it itself.
-  }
-  return method.length + json + CALL_OVERHEAD;
+function chargeOf(method: string, argsJson: string): number {
+  return method.length + argsJson.length + CALL_OVERHEAD;
 }
 
 interface Pending {
@@ -263,17 +262,24 @@ export class WorkerConnection extends BaseConnection {
         }),
       );
     }
+    let argsJson: string;
+    try {
+      argsJson = argsToJson(args);
+    } catch (err) {
+      // Not JSON (a BigInt, a cycle): refused at once, as a socket transport's send refuses it.
+      return Promise.reject(err);
+    }
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { method, resolve, reject });
       try {
-        this.#worker.postMessage({ type: 'call', id, method, args } satisfies ClientToWorker);
+        this.#worker.postMessage({ type: 'call', id, method, argsJson } satisfies ClientToWorker);
       } catch (err) {
         this.#pending.delete(id);
         reject(err);
         return;
       }
-      queue.push(chargeOf(method, args));
+      queue.push(chargeOf(method, argsJson));
     });
   }
 
@@ -308,7 +314,7 @@ export class WorkerConnection extends BaseConnection {
     const p = this.#pending.get(m.id);
     if (!p) return;
     this.#pending.delete(m.id);
-    if (m.type === 'result') p.resolve(m.value);
+    if (m.type === 'result') p.resolve(resultFromJson(m.json));
     else p.reject(new RemoteError(p.method, m.error));
   }
 

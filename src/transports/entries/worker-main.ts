@@ -6,6 +6,7 @@ import { parentPort, threadId, workerData } from 'node:worker_threads';
 
 import { CommandHost } from '../../command';
 import { describeError } from '../../errors';
+import { argsFromJson, resultToJson } from '../../json-value';
 import { native } from '../../native';
 import { SharedFdLedger } from '../shared-ledger';
 import type { ClientToWorker, WorkerData, WorkerToClient } from '../worker';
@@ -14,15 +15,7 @@ const port = parentPort;
 if (!port) throw new Error('worker-main must run in a worker thread');
 const data = workerData as WorkerData;
 const reads = new Int32Array(data.reads);
-const post = (m: WorkerToClient): void => {
-  try {
-    port.postMessage(m);
-  } catch (err) {
-    // A result that cannot be cloned: report it instead of dying.
-    if (m.type === 'result') port.postMessage({ type: 'error', id: m.id, error: describeError(err) });
-    else throw err;
-  }
-};
+const post = (m: WorkerToClient): void => port.postMessage(m);
 
 // This thread's event loop opened its fds (epoll, signal pipe, eventfd) as
 // the thread started, at the lowest free numbers of the shared fd table,
@@ -46,10 +39,15 @@ port.on('message', (m: ClientToWorker) => {
   if (m.type === 'call') {
     // Read: the client's send queue no longer holds it.
     Atomics.add(reads, 0, 1);
-    host.call(m.method, m.args).then(
-      (value) => post({ type: 'result', id: m.id, value }),
-      (err: unknown) => post({ type: 'error', id: m.id, error: describeError(err) }),
-    );
+    // JSON both ways, as over a socket: a result JSON cannot carry (a
+    // BigInt, a cycle) is the call's error.
+    host
+      .call(m.method, argsFromJson(m.argsJson))
+      .then(resultToJson)
+      .then(
+        (json) => post({ type: 'result', id: m.id, json }),
+        (err: unknown) => post({ type: 'error', id: m.id, error: describeError(err) }),
+      );
   } else if (m.type === 'close') {
     host
       .close()
