@@ -2,7 +2,8 @@
  * The seed's log command: a command whose log output the client can redirect
  * into a file, pipe or terminal it opened itself, wherever the command runs.
  */
-import { openSync, closeSync, constants as fsConstants, writeSync } from 'node:fs';
+import { openSync, closeSync, constants as fsConstants, write } from 'node:fs';
+import { promisify } from 'node:util';
 
 import { resolve } from 'node:path';
 
@@ -12,17 +13,28 @@ import { DatagramSocket, type Datagram } from '../datagram';
 import { closeFd, closeFds } from '../fd';
 import { distPath } from '../paths';
 
-const sleeper = new Int32Array(new SharedArrayBuffer(4));
+const writeAsync = promisify(write);
 
-/** Writes all of `buf`, waiting out EAGAIN (the fd may share O_NONBLOCK with a terminal or pipe). */
-function writeAllSync(fd: number, buf: Buffer): void {
+/**
+ * Writes all of `buf` off the event loop: the fd is the client's (a pipe it
+ * may never read, a terminal, a socket), and in a helper daemon a write
+ * that blocks the loop would stall every other client. A blocking fd blocks
+ * one of libuv's pool threads instead; EAGAIN (the fd shares O_NONBLOCK with
+ * the client's open file) is waited out on a timer. Stops, throwing, once
+ * `stopped()` (the command closed): no write starts on an fd being closed.
+ */
+async function writeAll(fd: number, buf: Buffer, stopped: () => boolean): Promise<void> {
   let off = 0;
+  let pause = 1;
   while (off < buf.length) {
+    if (stopped()) throw new Error('log: the command was closed before the line was written');
     try {
-      off += writeSync(fd, buf, off, buf.length - off);
+      off += (await writeAsync(fd, buf, off, buf.length - off)).bytesWritten;
+      pause = 1;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
-      Atomics.wait(sleeper, 0, 0, 1);
+      await new Promise((resolve) => setTimeout(resolve, pause));
+      pause = Math.min(pause * 2, 100);
     }
   }
 }
@@ -33,6 +45,16 @@ export class LogCommand {
   #fd = 2;
   #owned = false;
   #redirects: DatagramSocket | undefined;
+  /** The lines being written, in call order (each starts when the one before has ended). */
+  #writes: Promise<void> = Promise.resolve();
+  #writing = 0;
+  /**
+   * Log fds replaced or given up while lines were being written: closed
+   * once none is, so a write never reaches a number closed (and perhaps
+   * reused) under it.
+   */
+  #retired: number[] = [];
+  #closed = false;
 
   constructor(context: CommandContext) {
     this.context = context;
@@ -81,12 +103,26 @@ export class LogCommand {
     this.#owned = true;
     // closeFd, not fs.closeSync: in a worker, Node tracks the fds fs opened
     // and warns about closing one it did not open.
-    if (previous >= 0) closeFd(previous);
+    if (previous >= 0) this.#retire(previous);
   }
 
-  /** Appends one line to the log. */
-  log(line: string): void {
-    writeAllSync(this.#fd, Buffer.from(line.endsWith('\n') ? line : `${line}\n`));
+  #retire(fd: number): void {
+    if (this.#writing === 0) closeFd(fd);
+    else this.#retired.push(fd);
+  }
+
+  /** Appends one line to the log; resolves once it is written (lines are written in call order). */
+  log(line: string): Promise<void> {
+    const fd = this.#fd;
+    const buf = Buffer.from(line.endsWith('\n') ? line : `${line}\n`);
+    this.#writing++;
+    const written = this.#writes
+      .then(() => writeAll(fd, buf, () => this.#closed))
+      .finally(() => {
+        if (--this.#writing === 0) closeFds(this.#retired.splice(0));
+      });
+    this.#writes = written.catch(() => undefined);
+    return written;
   }
 
   /** Where the command runs (for tests and diagnostics). */
@@ -94,12 +130,14 @@ export class LogCommand {
     return { transport: this.context.transport, pid: this.context.pid, threadId: this.context.threadId };
   }
 
+  /** Closes the log fd it adopted: at once, or when the line being written (the client may never read it) ends. */
   close(): void {
+    this.#closed = true;
     this.#redirects?.close();
     this.#redirects = undefined;
     if (this.#owned) {
       this.#owned = false;
-      closeFd(this.#fd);
+      this.#retire(this.#fd);
     }
   }
 }
