@@ -15,7 +15,7 @@
  */
 import { CommandHost, type CommandSpec } from '../command';
 import { builtinCommand } from '../commands/registry';
-import { describeError, FdBridgeError, ProtocolError, QueueFullError, QuotaExceededError, TruncatedError, UnknownCommandError, type QuotaName } from '../errors';
+import { describeError, FdBridgeError, ProtocolError, QueueFullError, QuotaExceededError, TruncatedError, UnknownCommandError, UnsupportedError, type QuotaName } from '../errors';
 import { failpointFromEnv, type Failpoint } from '../failpoint';
 import { closeFds } from '../fd';
 import { native, type NativeFdBudget } from '../native';
@@ -352,6 +352,15 @@ class ServedSession implements ServedConnection {
     let host: CommandHost;
     try {
       if (hello.pull === 'pidfd') {
+        // A pull is pidfd_getfd(2) with this process's privileges on
+        // whatever the connecting process runs by then (it may have
+        // exec'd a set-user-ID program and left the socket to a child of
+        // its own): only the process a client spawned for itself may pull.
+        // A shared daemon takes fds as its clients send them, which the
+        // kernel checks they have.
+        if (this.#options.transport === 'helper') {
+          throw new UnsupportedError('a helper daemon takes fds only as its clients send them (SCM_RIGHTS), never by pidfd pulls');
+        }
         const intake = openPidfdIntake(this.#socket, hello.probeFd as number);
         this.#intake = intake;
         this.#stats.refusesFds = intake.refusesFds;
