@@ -7,6 +7,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <optional>
 #include <utility>
 
 #include "fd_ops.h"
@@ -84,6 +85,22 @@ size_t CloseAllCmsgFds(struct msghdr* msg) {
   return closed;
 }
 
+// Registers every fd carried in the control messages of `msg` as ours.
+void MarkAllCmsgFds(struct msghdr* msg) {
+  for (struct cmsghdr* c = CMSG_FIRSTHDR(msg); c != nullptr; c = CMSG_NXTHDR(msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET) continue;
+    if (c->cmsg_type != SCM_RIGHTS && c->cmsg_type != SCM_PIDFD) continue;
+    if (c->cmsg_len < CMSG_LEN(0)) continue;
+    size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    const unsigned char* p = CMSG_DATA(c);
+    for (size_t i = 0; i < n; i++) {
+      int fd;
+      memcpy(&fd, p + i * sizeof(int), sizeof(int));
+      FdMarkOwned(&fd, 1);
+    }
+  }
+}
+
 // A 0-byte read on SEQPACKET is either a 0-byte message or EOF; recvmsg does
 // not tell which. The peer's shutdown shows as POLLRDHUP, so a 0-byte read
 // without fds counts as EOF only once the peer has shut down. (A 0-byte,
@@ -95,7 +112,7 @@ bool PeerHasShutDown(int sock) { return (PollNow(sock, POLLRDHUP) & (POLLRDHUP |
 
 void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
              size_t control_len, int* fds, size_t max_fds, RecvResult* out,
-             ScmSender* sender) {
+             ScmSender* sender, bool own) {
   memset(out, 0, sizeof(*out));
   struct iovec iov;
   iov.iov_base = buf;
@@ -115,10 +132,18 @@ void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
   // message that did not fit, so the error can say how big it was.
   int flags = MSG_CMSG_CLOEXEC | MSG_DONTWAIT | (sock_type == SOCK_STREAM ? 0 : MSG_TRUNC);
   ssize_t n;
-  do {
-    n = recvmsg(sock, &msg, flags);
-  } while (n < 0 && errno == EINTR);
+  int err = 0;
+  {
+    std::optional<OwnedFdsLock> lock;
+    if (own) lock.emplace();
+    do {
+      n = recvmsg(sock, &msg, flags);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) err = errno;
+    if (n >= 0 && own) MarkAllCmsgFds(&msg);
+  }
   if (n < 0) {
+    errno = err;
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
       out->status = RecvStatus::kWouldBlock;
     } else {

@@ -73,9 +73,19 @@ struct ScmSender {
 //
 // With `sender`, the sender's address and credentials are filled in too
 // (recvfrom): for a bound DGRAM socket that many peers send to.
+//
+// `own`: every fd that arrives is fdbridge's (a command's given fds, or
+// fds a peer sent unasked that are about to be closed), registered as one
+// it holds for itself (fd_ops.h, OwnedFdsLock) in the same step as the
+// receive: recvmsg installs them at the lowest free numbers, where a number
+// the caller closed and still names may be, and the registry lock is held
+// from before recvmsg until they are registered, so that no other thread
+// (a worker's command, a worker connection's caller) can name one through
+// fdbridge in between. recvmsg never waits here (MSG_DONTWAIT), and the
+// lock is released before any of them is closed (a close can block).
 void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
              size_t control_len, int* fds, size_t max_fds, RecvResult* out,
-             ScmSender* sender = nullptr);
+             ScmSender* sender = nullptr, bool own = false);
 
 }  // namespace fdbridge
 

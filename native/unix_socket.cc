@@ -31,6 +31,9 @@ UnixSocket* UnixSocket::Create(uv_loop_t* loop, int fd, int type, size_t max_fds
     delete s;
     return nullptr;
   }
+  // A socket of ours (fd_ops.h registry: a transport's connection, a
+  // daemon's accepted socket) receives fds that are ours too.
+  s->own_socket_ = FdIsOwned(fd);
   *err = 0;
   return s;
 }
@@ -320,8 +323,12 @@ void UnixSocket::DoRead() {
   // the rest waits in the kernel, where it holds back the peer.
   for (int i = 0; i < kMaxReadsPerWakeup && reading_ && !closed_ && !ReadPaused(); i++) {
     RecvResult r;
+    // Received and registered as one step on a socket whose fds are ours
+    // (see ScmRecv): a command's given fds, or fds a peer sent unasked that
+    // the protocol layer closes.
     ScmRecv(fd_, type_, recv_buf_, recv_len_, control_.get(), control_len_,
-            recv_fds_.data(), max_fds_, &r, receive_from_ ? &sender_ : nullptr);
+            recv_fds_.data(), max_fds_, &r, receive_from_ ? &sender_ : nullptr,
+            own_socket_ || serve_dups_);
     switch (r.status) {
       case RecvStatus::kWouldBlock:
         if (reset_pending_) {
@@ -403,8 +410,8 @@ bool UnixSocket::TryServeDup(const char* data, size_t len, const int* fds, size_
   size_t reply_len = frame::EncodeFdList(reply_buf_.data(), frame::kDupOk, f.header.id, fds, nfds);
   for (size_t i = 0; i < nfds; i++) given_.insert(fds[i]);
   if (budget_) budget_->Charge(nfds);
-  // The connection's until the command adopts them (fd_ops.h, OwnedFdsLock).
-  FdMarkOwned(fds, nfds);
+  // The connection's until the command adopts them: registered as ours
+  // since they arrived (DoRead, ScmRecv's `own`).
   served_dups_++;
   // The reply carries no fds; queued if the socket is full, behind every
   // earlier reply (id 0: nobody awaits its completion). It cannot meet a

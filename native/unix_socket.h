@@ -267,6 +267,7 @@ class UnixSocket {
   size_t control_len_;
   std::vector<int> recv_fds_;
   bool serve_dups_ = false;
+  bool own_socket_ = false;  // fd_ is registered as fdbridge's: what it receives is too
   size_t max_given_ = SIZE_MAX;
   std::shared_ptr<FdBudget> budget_;
   bool close_given_in_background_ = false;

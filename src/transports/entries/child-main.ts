@@ -16,6 +16,11 @@ native.setCloexec(CHILD_SOCKET_FD, true);
 // oracle takes this process's baseline (a command that spawns, or whose
 // stdout is a pipe, would open them later and be blamed).
 warmRuntimeFds();
+// The connection is the library's: registered (where it is: it was open
+// before any of the command's code ran, so it cannot hold a number the
+// command closed), a command naming it is refused, and the fds it receives
+// are registered as they arrive (native/scm_rights.h, ScmRecv's `own`).
+native.own(CHILD_SOCKET_FD);
 const socket = new UnixSocket(CHILD_SOCKET_FD, 'seqpacket', { ...FRAME_SOCKET_OPTIONS });
 serveConnection(socket, {
   transport: 'child',
