@@ -9,7 +9,7 @@ import { join } from 'node:path';
 
 import { closeFd, closeFds, dupFd, fdLimit, openFdTable } from '../../src/fd';
 import { native } from '../../src/native';
-import { UnixSocket } from '../../src/socket';
+import { UnixServer, UnixSocket } from '../../src/socket';
 import { expectSystemError, thrown, withScope } from './helpers';
 
 const FIXTURE = join(__dirname, '..', 'fixtures', 'fd-floor-limits.js');
@@ -105,6 +105,71 @@ test('a queued send keeps its copies above the floor: a number closed just befor
     a.close();
     b.close();
     await Promise.all(outcomes);
+  }));
+
+test("the library's own sockets (own: true) are numbered above the floor and registered until closed; a caller's are not", () =>
+  withScope(async (s) => {
+    const count = native.ownedFdCount();
+    const floor = native.fdFloor();
+    const b = dupFd(0);
+    closeFd(b);
+    expect(lowestFree()).toBe(b);
+    // A caller's pair takes the lowest free numbers, and the caller may send them.
+    const [c1, c2] = native.socketpair(native.constants.SOCK_SEQPACKET);
+    closeFds([c1 as number, c2 as number]);
+    expect(c1).toBe(b);
+    const [o1, o2] = native.socketpair(native.constants.SOCK_SEQPACKET, true) as [number, number];
+    const [p1, p2] = native.socketpair(native.constants.SOCK_SEQPACKET, false) as [number, number];
+    const unbound = native.dgramSocket(true);
+    try {
+      expect([o1, o2, unbound].filter((fd) => fd < floor)).toEqual([]);
+      expect(native.ownedFdCount()).toBe(count + 3);
+      expect(p1).toBe(b); // the lowest free number is still free: none of ours took it
+      for (const fd of [o1, o2, unbound]) expectSystemError(thrown(() => native.dupHigh(fd)), 'EBADF', 'dup');
+      closeFd(native.dupHigh(p1));
+      // What arrives on a socket of ours is ours, from the moment it is
+      // received (registered in the same step as the recvmsg).
+      const mine = s.add(new UnixSocket(o1, 'seqpacket'));
+      native.sendNow(o2, Buffer.from('fds'), [0, 1]);
+      const got = await mine.receive();
+      try {
+        expect(got.fds).toHaveLength(2);
+        expect(native.ownedFdCount()).toBe(count + 5);
+        for (const fd of got.fds) expectSystemError(thrown(() => native.dupHigh(fd)), 'EBADF', 'dup');
+      } finally {
+        closeFds(got.fds);
+      }
+      // And on a caller's socket, the caller's.
+      const theirs = s.add(new UnixSocket(p1, 'seqpacket'));
+      native.sendNow(p2, Buffer.from('fds'), [0]);
+      const plain = await theirs.receive();
+      closeFd(native.dupHigh(plain.fds[0] as number));
+      closeFds(plain.fds);
+      mine.close();
+      theirs.close();
+    } finally {
+      closeFds([o2, p2, unbound]);
+    }
+    expect(native.ownedFdCount()).toBe(count);
+  }));
+
+test('a connection accepted on a listening socket of ours is ours; on a caller\'s, the caller\'s', () =>
+  withScope(async (s) => {
+    const count = native.ownedFdCount();
+    const floor = native.fdFloor();
+    for (const own of [true, false]) {
+      const name = `fdbridge-floor-accept-${process.pid}-${own}`;
+      const server = s.add(UnixServer.listen({ abstract: name }, { own }));
+      const accepted = server.accept();
+      const client = s.add(await UnixSocket.connect({ abstract: name }));
+      const socket = s.add(await accepted);
+      expect({ own, listening: server.fd >= floor, accepted: socket.fd >= floor }).toEqual({ own, listening: own, accepted: own });
+      expect(native.ownedFdCount()).toBe(count + (own ? 2 : 0));
+      socket.close();
+      client.close();
+      server.close();
+      expect(native.ownedFdCount()).toBe(count);
+    }
   }));
 
 test.each([1024, 64])('near a soft limit of %i (lowered after the floor was read)', (limit) => {
