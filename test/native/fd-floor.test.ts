@@ -121,6 +121,8 @@ test("the library's own sockets (own: true) are numbered above the floor and reg
     const [o1, o2] = native.socketpair(native.constants.SOCK_SEQPACKET, true) as [number, number];
     const [p1, p2] = native.socketpair(native.constants.SOCK_SEQPACKET, false) as [number, number];
     const unbound = native.dgramSocket(true);
+    const mine = s.add(new UnixSocket(o1, 'seqpacket'));
+    const theirs = s.add(new UnixSocket(p1, 'seqpacket'));
     try {
       expect([o1, o2, unbound].filter((fd) => fd < floor)).toEqual([]);
       expect(native.ownedFdCount()).toBe(count + 3);
@@ -129,7 +131,6 @@ test("the library's own sockets (own: true) are numbered above the floor and reg
       closeFd(native.dupHigh(p1));
       // What arrives on a socket of ours is ours, from the moment it is
       // received (registered in the same step as the recvmsg).
-      const mine = s.add(new UnixSocket(o1, 'seqpacket'));
       native.sendNow(o2, Buffer.from('fds'), [0, 1]);
       const got = await mine.receive();
       try {
@@ -140,14 +141,13 @@ test("the library's own sockets (own: true) are numbered above the floor and reg
         closeFds(got.fds);
       }
       // And on a caller's socket, the caller's.
-      const theirs = s.add(new UnixSocket(p1, 'seqpacket'));
       native.sendNow(p2, Buffer.from('fds'), [0]);
       const plain = await theirs.receive();
       closeFd(native.dupHigh(plain.fds[0] as number));
       closeFds(plain.fds);
+    } finally {
       mine.close();
       theirs.close();
-    } finally {
       closeFds([o2, p2, unbound]);
     }
     expect(native.ownedFdCount()).toBe(count);
