@@ -21,7 +21,7 @@
  * this process's parent: a child is reparented before its dead parent's pid
  * can be freed, so a match proves the pidfd names the live parent.
  */
-import { closeFds, openPidfd } from './fd';
+import { closeFds } from './fd';
 import { native } from './native';
 
 /** Stops watching; idempotent. */
@@ -39,7 +39,8 @@ export function watchParent(parentPid: number, onExit: () => void): ParentWatch 
   if (!Number.isSafeInteger(parentPid) || parentPid <= 0) throw new RangeError(`watchParent: ${parentPid} is not a pid`);
   let pidfd: number;
   try {
-    pidfd = openPidfd(parentPid);
+    // Ours, numbered above the fd floor and registered (native.ts, socketpair's `own`).
+    pidfd = native.pidfdOpen(parentPid, true);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ESRCH') throw new Error(`the parent process (pid ${parentPid}) has already exited`, { cause: err });
     throw err;
