@@ -55,11 +55,25 @@ export interface CommandContext {
   readonly pid: number;
   readonly threadId: number;
   /**
+   * Who the client is (its SO_PEERCRED when it connected), where the command
+   * serves another process over a socket (child, pidfd, helper); absent
+   * where the client is this process (direct, worker). A command that acts
+   * with its process's privileges on what a client names (a path) checks
+   * that the client has them.
+   */
+  readonly peer?: PeerCredentials;
+  /**
    * Takes ownership of `fd`, which the connection duplicated into this
    * context: the connection will no longer close it. Throws if the fd was not
    * given to this command (or was adopted already). Returns `fd`.
    */
   adoptFd(fd: number): number;
+}
+
+export interface PeerCredentials {
+  readonly pid: number;
+  readonly uid: number;
+  readonly gid: number;
 }
 
 export type CommandClass = new (context: CommandContext, ...args: unknown[]) => object;
@@ -194,12 +208,13 @@ export class CommandHost {
   readonly ledger: FdLedger;
   #closed = false;
 
-  constructor(spec: CommandSpec, transport: TransportName, ledger: FdLedger = new SetLedger()) {
+  constructor(spec: CommandSpec, transport: TransportName, ledger: FdLedger = new SetLedger(), peer?: PeerCredentials) {
     this.ledger = ledger;
     this.context = Object.freeze({
       transport,
       pid: process.pid,
       threadId,
+      ...(peer ? { peer: Object.freeze({ pid: peer.pid, uid: peer.uid, gid: peer.gid }) } : {}),
       adoptFd(fd: number): number {
         if (!Number.isInteger(fd) || fd < 0) throw new RangeError(`adoptFd: ${fd} is not an fd`);
         if (!ledger.adopt(fd)) {

@@ -9,7 +9,7 @@ export { connect, transportNames, type TransportName } from './transports';
 export { CAPABILITIES, missingCapabilities, transportCapabilities } from './capabilities';
 export type { Capability } from './capabilities';
 export type { Connection, ConnectOptions, CommandLocation } from './connection';
-export type { CommandContext, CommandClass, CommandSpec, Remote } from './command';
+export type { CommandContext, CommandClass, CommandSpec, PeerCredentials, Remote } from './command';
 export {
   ClosedError,
   EofError,

@@ -75,9 +75,18 @@ export class LogCommand {
    * "redirect" with exactly one fd, from any socket, without a connection:
    * the log goes to that fd from then on. A bound sender is answered "ok"
    * (or "refused: ..." for anything else, whose fds are closed). Returns
-   * the path; the socket closes with the command.
+   * the path; the socket closes with the command. Refused to a client of
+   * another uid than this process's (root excepted).
    */
   listenForRedirects(path: string): string {
+    // The directory and the socket are made as this process's user: a
+    // client of another uid (a helper daemon's --allow-uid) must not choose
+    // where, unless it is root (it could anyway).
+    const peer = this.context.peer;
+    const uid = process.getuid?.();
+    if (peer !== undefined && peer.uid !== uid && peer.uid !== 0) {
+      throw new Error(`listenForRedirects: the directory and socket would be made as uid ${String(uid)}, which a client of uid ${peer.uid} may not choose a path for`);
+    }
     if (this.#redirects) throw new Error(`listenForRedirects: already listening at ${String(this.#redirects.address)}`);
     const sock = DatagramSocket.bind(path);
     sock.unref();

@@ -369,7 +369,12 @@ class ServedSession implements ServedConnection {
       }
       // The command's fds live in the socket's given set, which the socket
       // answers DUP requests into without calling JS (and closes with it).
-      host = new CommandHost((this.#options.resolveCommand ?? moduleOrBuiltin)(hello.command), this.#intake.transport, this.#socket.given);
+      host = new CommandHost(
+        (this.#options.resolveCommand ?? moduleOrBuiltin)(hello.command),
+        this.#intake.transport,
+        this.#socket.given,
+        this.#socket.peerCredentials(),
+      );
     } catch (err) {
       this.#send(encodeJson(FrameType.ERROR, id, describeError(err)));
       this.#end(err as Error);
