@@ -25,6 +25,7 @@ import { MAX_FDS_PER_MESSAGE } from '../src/connection';
 import { requireDistFile } from '../src/paths';
 import { scmPingpong } from './anchor-build';
 import { measureLatencySamples, summarizeSamples } from './bench';
+import { cleanupOnExit } from './exit-cleanup';
 import type { Latency } from './types';
 
 const execFileAsync = promisify(execFile);
@@ -220,6 +221,7 @@ export class AnchorSession {
   readonly #child: ChildProcess;
   readonly #server: Server;
   readonly #dir: string;
+  readonly #forgetDir: () => void;
   readonly #cExe: string | undefined;
   #n = 0;
 
@@ -228,6 +230,8 @@ export class AnchorSession {
     const names = ['node-handle-passing', 'node-ipc-json'];
     // Holds the C anchor when it has to be compiled for this session.
     const dir = mkdtempSync(join(tmpdir(), 'fdbridge-anchors-'));
+    // Should the process exit first: the child ends with its IPC channel, the directory is ours to remove.
+    const forgetDir = cleanupOnExit(() => rmSync(dir, { recursive: true, force: true }));
     let cExe: string | undefined;
     try {
       cExe = await scmPingpong(dir);
@@ -251,16 +255,18 @@ export class AnchorSession {
     } catch (err) {
       if (child) await stopChild(child);
       rmSync(dir, { recursive: true, force: true });
+      forgetDir();
       throw err;
     }
-    return new AnchorSession(names, child, server, dir, cExe);
+    return new AnchorSession(names, child, server, dir, forgetDir, cExe);
   }
 
-  private constructor(names: string[], child: ChildProcess, server: Server, dir: string, cExe: string | undefined) {
+  private constructor(names: string[], child: ChildProcess, server: Server, dir: string, forgetDir: () => void, cExe: string | undefined) {
     this.names = names;
     this.#child = child;
     this.#server = server;
     this.#dir = dir;
+    this.#forgetDir = forgetDir;
     this.#cExe = cExe;
   }
 
@@ -297,6 +303,7 @@ export class AnchorSession {
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
     await stopChild(this.#child);
     rmSync(this.#dir, { recursive: true, force: true });
+    this.#forgetDir();
   }
 }
 

@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import type { CommandSpec } from '../src/command';
 import { requireDistFile } from '../src/paths';
 import { BENCH_PEER_COMMAND } from './bench-peer';
+import { cleanupOnExit } from './exit-cleanup';
 import type { HelperControl } from './types';
 
 /**
@@ -160,10 +161,12 @@ export class HelperProcess implements HelperControl {
     }
     this.#child = child;
     this.#starts++;
+    // Should this process exit while the daemon runs (process.exit()), it goes too.
+    const forget = cleanupOnExit(() => child.kill('SIGKILL'));
     this.#exited = new Promise<void>((resolve) => {
       if (child.exitCode !== null || child.signalCode !== null) resolve();
       else child.once('exit', () => resolve());
-    });
+    }).then(forget);
     const stdout = child.stdout as NonNullable<ChildProcess['stdout']>;
     try {
       await new Promise<void>((resolve, reject) => {
@@ -206,11 +209,6 @@ export class HelperProcess implements HelperControl {
       child.kill('SIGKILL');
       await this.#exited;
     }
-  }
-
-  /** SIGKILL, not waiting: for a process that is exiting (an 'exit' listener cannot wait). */
-  kill(): void {
-    if (this.alive) this.#child?.kill('SIGKILL');
   }
 
   async restart(options: HelperStartOptions = {}): Promise<void> {

@@ -30,6 +30,7 @@ import { describeFdEntry } from '../src/leak-check';
 import { describeRuntimeFd, warmRuntimeFds } from '../src/runtime-fds';
 import { requireModule } from '../src/ts-modules';
 import { collectEnvironment } from './environment';
+import { cleanupOnExit } from './exit-cleanup';
 import { HelperProcess } from './helper-process';
 import { LOCAL_REMOTE } from './local-remote';
 import { LeakLedger, LeakOracle } from './oracle';
@@ -317,8 +318,6 @@ interface RowEnvironment {
   trackDir: string | undefined;
   /** Rejects with RowStopped once the run is stopped; never settles otherwise. */
   stopped: Promise<never>;
-  /** The temporary directories that exist now (the run's 'exit' hook removes what is left). */
-  dirs: Set<string>;
 }
 
 /** The leak, with where it was opened (src/fd-track.ts), read right away: the records of a process outlive it, a reused fd number does not. */
@@ -407,7 +406,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment): Promise<ResultRow> 
   let expired = false;
   const helper = transport === 'helper' ? env.helper : undefined;
   const dir = mkdtempSync(join(tmpdir(), `fdbridge-${scenario.name.slice(0, 40)}-`));
-  env.dirs.add(dir);
+  const forgetDir = cleanupOnExit(() => rmSync(dir, { recursive: true, force: true }));
   let error: unknown;
   if (helper && !helper.alive) {
     // A fault scenario (or a crash) took the daemon down: the next helper row gets a fresh one.
@@ -532,7 +531,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment): Promise<ResultRow> 
   } finally {
     expired = true;
     rmSync(dir, { recursive: true, force: true });
-    env.dirs.delete(dir);
+    forgetDir();
   }
   if (env.stray.length > 0 && error === undefined) {
     error = new BackgroundError(`unhandled in the background: ${env.stray.map(errorText).join('; ')}`);
@@ -590,8 +589,8 @@ export interface RunnerOptions extends Required<Pick<RunOptions, 'bench' | 'repe
    * connections closed, a moment to unwind), no other row starts, the
    * helper daemon is stopped and the temporary directories are removed;
    * then runScenarios rejects with the signal's reason. Should the process
-   * exit before that (process.exit()), an 'exit' hook SIGKILLs the daemon
-   * and removes the directories.
+   * exit before that (process.exit()), the daemon is SIGKILLed and the
+   * directories removed on the way out (harness/exit-cleanup.ts).
    */
   signal?: AbortSignal;
 }
@@ -737,19 +736,13 @@ export async function runScenarios(options: RunnerOptions): Promise<{ results: R
   });
   stopped.catch(() => undefined);
   const runDir = mkdtempSync(join(tmpdir(), 'fdbridge-run-'));
-  const dirs = new Set([runDir]);
+  const forgetRunDir = cleanupOnExit(() => rmSync(runDir, { recursive: true, force: true }));
   const helperCommands = plan.rows.filter((r) => r.transport === 'helper').flatMap((r) => r.scenario.commands ?? []);
   const helper = used.includes('helper') ? new HelperProcess(runDir, undefined, helperCommands) : undefined;
   const stray: unknown[] = [];
   const onStray = (err: unknown): void => {
     stray.push(err);
   };
-  // Synchronous: all an 'exit' listener can do.
-  const onExit = (): void => {
-    helper?.kill();
-    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
-  };
-  process.on('exit', onExit);
   process.on('unhandledRejection', onStray);
   process.on('uncaughtException', onStray);
   const results: ResultRow[] = [];
@@ -783,7 +776,6 @@ export async function runScenarios(options: RunnerOptions): Promise<{ results: R
       stray,
       trackDir: options.trackFds ? trackingDirectory() : undefined,
       stopped,
-      dirs,
     };
     for (const [i, row] of plan.rows.entries()) {
       signal?.throwIfAborted();
@@ -799,7 +791,7 @@ export async function runScenarios(options: RunnerOptions): Promise<{ results: R
     process.off('unhandledRejection', onStray);
     process.off('uncaughtException', onStray);
     rmSync(runDir, { recursive: true, force: true });
-    process.off('exit', onExit);
+    forgetRunDir();
   }
   return {
     results: {

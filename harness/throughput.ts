@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 import { cAnchor } from './anchor-build';
+import { cleanupOnExit } from './exit-cleanup';
 
 const execFileAsync = promisify(execFile);
 
@@ -53,11 +54,16 @@ export class CFrameServer {
     this.#exited = exited;
   }
 
-  /** Starts `frame_bench server` on `dir`/frames.sock (`exe`: the built frame_bench). */
+  /**
+   * Starts `frame_bench server` on `dir`/frames.sock (`exe`: the built
+   * frame_bench). Its stdin is a pipe from this process: the server exits
+   * at its end of file, so it ends with this process however it ends.
+   */
   static async start(exe: string, dir: string): Promise<CFrameServer> {
     const socketPath = join(dir, 'frames.sock');
-    const child = spawn(exe, ['server', '--socket', socketPath], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    const child = spawn(exe, ['server', '--socket', socketPath], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const forget = cleanupOnExit(() => child.kill('SIGKILL'));
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve())).then(forget);
     // Listeners of the start-up only: `exited` keeps its own.
     let onError = (_err: Error): void => undefined;
     let onExit = (): void => undefined;

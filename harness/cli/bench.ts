@@ -19,7 +19,6 @@
  * here) and every long run gave its fds back; 1 otherwise. Goals not met do
  * not change it: they are measurements, reported as such.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,13 +27,13 @@ import { performance } from 'node:perf_hooks';
 import { connect, isFdBridgeError, transportNames, type Connection, type TransportName } from '../../src';
 import { MAX_FDS_PER_MESSAGE } from '../../src/connection';
 import { closeFd, dupFd } from '../../src/fd';
-import { requireDistFile } from '../../src/paths';
 import { AnchorSession, type Anchor } from '../anchors';
 import { measureLatencySamples, summarizeSamples } from '../bench';
 import { BENCH_PEER_COMMAND, usageAfterGc, type Usage } from '../bench-peer';
 import { formatRelayThroughput, measureRelayThroughput, type RelayThroughput } from '../bench-relay';
-import { helperCommandArgs } from '../helper-process';
 import { collectEnvironment } from '../environment';
+import { cleanupOnExit, exitOnSignals } from '../exit-cleanup';
+import { HelperProcess } from '../helper-process';
 import {
   CFrameServer,
   DEFAULT_CLIENT_COUNTS,
@@ -431,47 +430,6 @@ interface RoundView {
   sync: Map<TransportName, Latency>;
   /** By pointKey(server, mode, clients). */
   throughput: Map<string, ThroughputSample>;
-}
-
-// ---------------------------------------------------------------------------
-// the helper daemon
-
-/** Starts `fdbridge helper --socket <tmp>/helper.sock` and waits until it listens. */
-async function startHelper(dir: string, maxConnections: number): Promise<{ socketPath: string; stop(): Promise<void> }> {
-  const socketPath = join(dir, 'helper.sock');
-  const room = String(maxConnections);
-  const args = [requireDistFile('harness/cli.js'), 'helper', '--socket', socketPath, ...helperCommandArgs(), '--max-connections', room, '--max-connections-per-uid', room];
-  const child: ChildProcess = spawn(process.execPath, args, {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  await new Promise<void>((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error('the helper daemon did not start within 10 s')), 10_000);
-    child.stdout?.on('data', (chunk: Buffer) => {
-      out += chunk.toString();
-      if (out.includes('listening')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`the helper daemon exited (${signal ?? code}) before listening`));
-    });
-  });
-  child.stdout?.resume();
-  return {
-    socketPath,
-    async stop() {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGTERM');
-        const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-        await exited;
-        clearTimeout(timer);
-      }
-    },
-  };
 }
 
 // ---------------------------------------------------------------------------
@@ -873,11 +831,14 @@ export async function main(argv: string[]): Promise<number> {
   const environment = collectEnvironment();
   const loadStart = loadavg();
   const dir = mkdtempSync(join(tmpdir(), 'fdbridge-bench-'));
+  const forgetDir = cleanupOnExit(() => rmSync(dir, { recursive: true, force: true }));
+  // SIGINT/SIGTERM: exit 128 + the signal's number, the daemon, the servers and dir gone (exit-cleanup).
+  const stopExitingOnSignals = exitOnSignals();
   // 253 distinct open fds (each its own dup of one /dev/null open, close-on-
   // exec): the batch sends them all, the single round trips the first.
   const devnull = openSync('/dev/null', 'r');
   const fds: number[] = [];
-  let helper: Awaited<ReturnType<typeof startHelper>> | undefined;
+  let helper: HelperProcess | undefined;
   let session: AnchorSession | undefined;
   let frameServer: CFrameServer | undefined;
   let frameExe: string | undefined;
@@ -896,7 +857,11 @@ export async function main(argv: string[]): Promise<number> {
     const fd = fds[0] as number;
     session = await AnchorSession.open({ python: !values['no-python'], onSkip: (n, why) => log(`${n} skipped: ${why}`) });
     // Room for every client of the throughput curve, and the bench's own connection.
-    if (transports.includes('helper')) helper = await startHelper(dir, Math.max(256, (clientCounts.at(-1) ?? 0) + 16));
+    if (transports.includes('helper')) {
+      helper = new HelperProcess(dir);
+      const room = String(Math.max(256, (clientCounts.at(-1) ?? 0) + 16));
+      await helper.start({ args: ['--max-connections', room, '--max-connections-per-uid', room] });
+    }
     if (clientCounts.length > 0) {
       try {
         frameExe = await frameBench(dir);
@@ -1035,5 +1000,7 @@ export async function main(argv: string[]): Promise<number> {
     for (const fd of fds) closeFd(fd);
     closeFd(devnull);
     rmSync(dir, { recursive: true, force: true });
+    forgetDir();
+    stopExitingOnSignals();
   }
 }

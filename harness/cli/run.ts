@@ -7,11 +7,12 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { constants as osConstants, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 
 import { transportNames, type TransportName } from '../../src';
 import { fdtrackLibrary, trackingEnvironment } from '../../src/fd-track';
+import { signalStatus } from '../exit-cleanup';
 import { PROFILES } from '../profiles';
 import { DEFAULT_SEED, DEFAULT_SETTLE_MS, DEFAULT_TIMEOUT_MS, discoverScenarios, planRows, runScenarios, type RunnerOptions } from '../runner';
 import { progressLine, summaryTable } from '../summary';
@@ -179,18 +180,13 @@ export async function main(argv: string[]): Promise<number> {
   return failed.length > 0 ? EXIT.failed : EXIT.ok;
 }
 
-/** The conventional exit status of a process ended by `signal`: 128 + its number. */
-export function signalStatus(signal: NodeJS.Signals): number {
-  return 128 + (osConstants.signals[signal] ?? 0);
-}
-
 /**
  * Runs `work` with SIGINT and SIGTERM turned into its abort signal: the
  * first one stops the run cleanly (the row's connections closed, the helper
  * daemon stopped, temporary directories removed: RunnerOptions.signal), then
  * the process exits with 128 + the signal's number. A second one exits at
- * once; the runner's 'exit' hook still kills the daemon and removes the
- * directories.
+ * once; the daemon is still killed and the directories removed on the way
+ * out (harness/exit-cleanup.ts).
  */
 async function runStoppable<T>(work: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const controller = new AbortController();

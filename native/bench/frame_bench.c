@@ -10,7 +10,8 @@
  *     of the ledger), CALL -> RESULT {"value":1}, CLOSE -> CLOSED. A
  *     connection that ends has its ledger closed. No JSON is parsed: that is
  *     what the kernel alone costs per frame. Prints "listening" on stdout once
- *     it listens; runs until a signal ends it.
+ *     it listens; runs until a signal ends it, or its stdin (when it can be
+ *     polled: a pipe from whoever started it) reaches end of file.
  *
  *   frame_bench load --socket PATH --clients N --mode dup|call --time MS
  *                    [--warmup MS] [--command NAME] [--release K]
@@ -288,6 +289,12 @@ static _Noreturn void run_server(const char *path) {
   if (ep < 0) die("epoll_create1");
   struct epoll_event ev = {.events = EPOLLIN, .data = {.ptr = NULL}};
   if (epoll_ctl(ep, EPOLL_CTL_ADD, ls, &ev) < 0) die("epoll_ctl");
+  /* The end of file of stdin (a pipe from whoever started us) ends the
+     server, so it dies with that process however it ends. stdin that
+     cannot be polled (/dev/null, a regular file: EPERM) is not watched. */
+  static char stdin_tag;
+  struct epoll_event in = {.events = EPOLLIN, .data = {.ptr = &stdin_tag}};
+  if (epoll_ctl(ep, EPOLL_CTL_ADD, STDIN_FILENO, &in) < 0 && errno != EPERM) die("epoll_ctl(stdin)");
   printf("listening\n");
   fflush(stdout);
   struct epoll_event evs[256];
@@ -296,6 +303,15 @@ static _Noreturn void run_server(const char *path) {
     if (k < 0 && errno == EINTR) continue;
     if (k < 0) die("epoll_wait");
     for (int i = 0; i < k; i++) {
+      if (evs[i].data.ptr == &stdin_tag) {
+        char buf[256];
+        ssize_t n = read(STDIN_FILENO, buf, sizeof buf);
+        if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
+          unlink(path);
+          exit(0);
+        }
+        continue;
+      }
       struct conn *c = evs[i].data.ptr;
       if (!c) {
         for (;;) {

@@ -17,12 +17,10 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { closeFd, openPidfd } from '../../src';
-import { native } from '../../src/native';
 import { packageRoot } from '../../src/paths';
 import { MID_ROW } from '../fixtures/stop-scenarios/blocks-on-helper.scenario';
 import { EXIT_STATUS } from '../fixtures/stop-scenarios/exits-mid-row.scenario';
-import { CLI, exitOf, runCli } from '../util/processes';
+import { CLI, exitOf, pidExit, runCli } from '../util/processes';
 
 const STOP_SCENARIOS = join(packageRoot, 'dist', 'test', 'fixtures', 'stop-scenarios');
 
@@ -57,18 +55,6 @@ async function runUntilMidRow(tmp: string): Promise<MidRow> {
   const row = new RegExp(`${MID_ROW} (\\S+)`).exec(out);
   if (!daemon || !row) throw new Error(`the run did not name its daemon and row directory:\n${out}`);
   return { run, tmp, daemonPid: Number(daemon[1]), socketPath: daemon[2] as string, rowDir: row[1] as string, output: () => `${out}\n${err}` };
-}
-
-/** Resolves once process `pid` has exited (its pidfd turns readable; whoever its parent is now need not reap it). */
-function pidExit(pid: number): Promise<void> {
-  const pidfd = openPidfd(pid);
-  try {
-    return new Promise((resolve) => {
-      const watch = new native.ExitWatch(pidfd, () => setImmediate(() => (watch.close(), resolve())));
-    });
-  } finally {
-    closeFd(pidfd);
-  }
 }
 
 /** Whether `pid` is a live process whose command line names `word` (not a reused pid). */

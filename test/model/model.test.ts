@@ -19,9 +19,8 @@
  * failure prints the shrunk sequence and the variables that replay it
  * (FDBRIDGE_MODEL_PATH, FDBRIDGE_MODEL_REPLAY).
  */
-import { appendFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { appendFileSync } from 'node:fs';
 
 import fc from 'fast-check';
 
@@ -57,11 +56,12 @@ const BUDGET_MS = (MINUTES * 60_000) / TRANSPORTS.length;
 
 const SIZES = { maxFds: 1000, maxBurst: 5000, maxBurstBytes: 8 << 20 };
 
-let dir: string;
+// An abstract name: nothing in the filesystem for a crashed run to leave behind.
+const HELPER_SOCKET = `@fdbridge-model-${process.pid}-${randomBytes(6).toString('hex')}`;
 let helper: HelperProcess | undefined;
 
 async function liveHelper(): Promise<HelperProcess> {
-  if (!helper?.alive) helper = await HelperProcess.start(join(dir, 'helper.sock'));
+  if (!helper?.alive) helper = await HelperProcess.start(HELPER_SOCKET);
   return helper;
 }
 
@@ -85,7 +85,6 @@ function replayPathOf(counterexample: unknown): string | undefined {
 }
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'fdbridge-model-'));
   // Warm up before any baseline: the runtime opens some fds once per
   // process, lazily, and keeps them (libuv's signal pipe at the first
   // spawn, its /dev/null reserve at the first pipe handle). They are not
@@ -95,7 +94,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await helper?.stop();
-  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 describe.each(TRANSPORTS)('%s transport', (transport) => {

@@ -182,7 +182,7 @@ export class HelperProcess {
   }
 
   static async start(socketPath: string): Promise<HelperProcess> {
-    const child = spawn(process.execPath, [join(packageRoot, 'test', 'fixtures', 'model-helper.js'), socketPath], {
+    const child = spawn(process.execPath, [join(packageRoot, 'test', 'fixtures', 'model-helper.js'), socketPath, String(process.pid)], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     await new Promise<void>((resolve, reject) => {

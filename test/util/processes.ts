@@ -1,11 +1,12 @@
 /** Test utilities: helper daemons in their own processes, and fd tables of other processes. */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { helperCommandArgs } from '../../harness/helper-process';
-import { diffFdTables, formatFdTableDiff, openFdTable, type FdTable } from '../../src/fd';
+import { closeFd, diffFdTables, formatFdTableDiff, openFdTable, openPidfd, type FdTable } from '../../src/fd';
+import { native } from '../../src/native';
 import { packageRoot } from '../../src/paths';
 
 export const CLI = join(packageRoot, 'dist', 'harness', 'cli.js');
@@ -119,4 +120,30 @@ export function exitOf(child: ChildProcess): Promise<{ code: number | null; sign
   }
   // No deadline of its own: a child that never exits runs into the test's timeout.
   return new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+}
+
+/**
+ * Resolves once process `pid` has exited: its pidfd turns readable then,
+ * whoever its parent is now and whether or not it has been reaped. No
+ * deadline of its own: a process that never exits runs into the test's timeout.
+ */
+export function pidExit(pid: number): Promise<void> {
+  const pidfd = openPidfd(pid);
+  try {
+    return new Promise((resolve) => {
+      const watch = new native.ExitWatch(pidfd, () => setImmediate(() => (watch.close(), resolve())));
+    });
+  } finally {
+    closeFd(pidfd);
+  }
+}
+
+/** The pids of `pid`'s children now (over all its threads). */
+export function childrenOf(pid: number): number[] {
+  return readdirSync(`/proc/${pid}/task`).flatMap((tid) =>
+    readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8')
+      .split(' ')
+      .filter((p) => p !== '')
+      .map(Number),
+  );
 }
