@@ -76,6 +76,7 @@ export interface OpenRequest {
 }
 
 export const HEADER_BYTES = 9;
+const EMPTY = Buffer.alloc(0);
 /** The largest DATA payload. */
 export const MAX_DATA_BYTES = 256 * 1024;
 /** The largest payload of any frame (a call's JSON arguments or result). */
@@ -127,9 +128,15 @@ export class Channel {
   readonly #input: Readable;
   readonly #output: Writable;
   readonly #handler: ChannelHandler;
-  /** Received bytes not yet framed. */
-  #chunks: Buffer[] = [];
-  #buffered = 0;
+  /** The header being read, when it spans reads. */
+  readonly #head = Buffer.alloc(HEADER_BYTES);
+  #headBytes = 0;
+  /** The frame being read: its type, id and payload bytes still to come (-1: a header is next). */
+  #type = 0;
+  #id = 0;
+  #left = -1;
+  /** A non-DATA frame's payload pieces so far. */
+  #parts: Buffer[] = [];
   #ended = false;
   #outputFailed = false;
 
@@ -186,61 +193,74 @@ export class Channel {
     if (!this.#output.writableEnded) this.#output.end();
   }
 
+  /**
+   * Frames out of the byte stream as it arrives. A DATA payload is handed
+   * on piece by piece, as subarrays of the chunks read (a frame that spans
+   * reads is never joined into a copy: DATA is a byte stream, its frame
+   * boundaries carry nothing); any other frame's payload is delivered whole.
+   */
   #receive(chunk: Buffer): void {
-    if (this.#ended) return;
-    this.#chunks.push(chunk);
-    this.#buffered += chunk.length;
-    while (this.#buffered >= HEADER_BYTES) {
-      const head = this.#peek(HEADER_BYTES);
-      const length = head.readUInt32LE(0);
-      if (length > MAX_FRAME_BYTES) {
-        this.#end(new ProtocolError(`a frame announces ${length} payload bytes, more than ${MAX_FRAME_BYTES}: not an fdbridge channel, or a corrupt one`));
-        return;
+    let off = 0;
+    while (off < chunk.length && !this.#ended) {
+      if (this.#left < 0) {
+        // A header: read in place when the chunk holds all of it.
+        let head: Buffer;
+        if (this.#headBytes === 0 && chunk.length - off >= HEADER_BYTES) {
+          head = chunk.subarray(off, off + HEADER_BYTES);
+          off += HEADER_BYTES;
+        } else {
+          const n = Math.min(HEADER_BYTES - this.#headBytes, chunk.length - off);
+          chunk.copy(this.#head, this.#headBytes, off, off + n);
+          this.#headBytes += n;
+          off += n;
+          if (this.#headBytes < HEADER_BYTES) return;
+          head = this.#head;
+        }
+        this.#headBytes = 0;
+        const length = head.readUInt32LE(0);
+        if (length > MAX_FRAME_BYTES) {
+          this.#end(new ProtocolError(`a frame announces ${length} payload bytes, more than ${MAX_FRAME_BYTES}: not an fdbridge channel, or a corrupt one`));
+          return;
+        }
+        this.#type = head.readUInt8(4);
+        this.#id = head.readUInt32LE(5);
+        this.#left = length;
+        if (length === 0) {
+          this.#left = -1;
+          this.#deliver(this.#type, this.#id, EMPTY);
+        }
+        continue;
       }
-      if (this.#buffered < HEADER_BYTES + length) return;
-      const frame = this.#take(HEADER_BYTES + length);
-      const type = frame.readUInt8(4);
-      const id = frame.readUInt32LE(5);
-      try {
-        this.#handler.onFrame(type, id, frame.subarray(HEADER_BYTES));
-      } catch (err) {
-        this.#end(err instanceof Error ? err : new ProtocolError(String(err)));
-        return;
+      const n = Math.min(this.#left, chunk.length - off);
+      const piece = off === 0 && n === chunk.length ? chunk : chunk.subarray(off, off + n);
+      off += n;
+      this.#left -= n;
+      if (this.#type === RemoteFrame.DATA) {
+        if (this.#left === 0) this.#left = -1;
+        this.#deliver(RemoteFrame.DATA, this.#id, piece);
+        continue;
       }
-      if (this.#ended) return;
+      this.#parts.push(piece);
+      if (this.#left > 0) continue;
+      this.#left = -1;
+      const parts = this.#parts;
+      this.#parts = [];
+      this.#deliver(this.#type, this.#id, parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts));
     }
   }
 
-  /** The first `n` buffered bytes, without consuming them. */
-  #peek(n: number): Buffer {
-    const first = this.#chunks[0] as Buffer;
-    if (first.length >= n) return first;
-    const joined = Buffer.concat(this.#chunks);
-    this.#chunks = [joined];
-    return joined;
-  }
-
-  #take(n: number): Buffer {
-    const first = this.#chunks[0] as Buffer;
-    this.#buffered -= n;
-    if (first.length === n) {
-      this.#chunks.shift();
-      return first;
+  #deliver(type: number, id: number, payload: Buffer): void {
+    try {
+      this.#handler.onFrame(type, id, payload);
+    } catch (err) {
+      this.#end(err instanceof Error ? err : new ProtocolError(String(err)));
     }
-    if (first.length > n) {
-      this.#chunks[0] = first.subarray(n);
-      return first.subarray(0, n);
-    }
-    const joined = Buffer.concat(this.#chunks);
-    this.#chunks = joined.length > n ? [joined.subarray(n)] : [];
-    return joined.subarray(0, n);
   }
 
   #end(reason: Error | null): void {
     if (this.#ended) return;
     this.#ended = true;
-    this.#chunks = [];
-    this.#buffered = 0;
+    this.#parts = [];
     this.#input.removeAllListeners('data');
     this.#input.pause();
     this.#handler.onEnd(reason);

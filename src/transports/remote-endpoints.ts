@@ -164,10 +164,16 @@ class PoolFd {
   }
 }
 
-/** Writes chunks in order through a regular file's or device's own offset (O_APPEND: at its end). Owns `fd`. */
+/**
+ * Writes chunks in order through a regular file's or device's own offset
+ * (O_APPEND: at its end). Owns `fd`. One write is on the thread pool at a
+ * time: two in flight with no position could land in either order.
+ */
 export class FileSink implements RelaySink, Attachable {
   readonly prompt = true;
   readonly #fd: PoolFd;
+  readonly #queue: Array<{ chunk: Buffer; done: (err: Error | null) => void }> = [];
+  #writing = false;
 
   constructor(fd: number) {
     this.#fd = new PoolFd(fd);
@@ -176,13 +182,29 @@ export class FileSink implements RelaySink, Attachable {
   attach(): void {}
 
   write(chunk: Buffer, done: (err: Error | null) => void): void {
+    this.#queue.push({ chunk, done });
+    if (!this.#writing) this.#next();
+  }
+
+  #next(): void {
+    const job = this.#queue.shift();
+    if (job === undefined) {
+      this.#writing = false;
+      return;
+    }
+    this.#writing = true;
+    const { chunk, done } = job;
+    const finish = (err: Error | null): void => {
+      done(err);
+      this.#next();
+    };
     const step = (offset: number): void => {
       if (offset >= chunk.length) {
-        done(null);
+        finish(null);
         return;
       }
       if (!this.#fd.begin()) {
-        done(new Error('the relay endpoint is closed'));
+        finish(new Error('the relay endpoint is closed'));
         return;
       }
       write(this.#fd.fd, chunk, offset, chunk.length - offset, null, (err, n) => {
@@ -192,7 +214,7 @@ export class FileSink implements RelaySink, Attachable {
           setTimeout(() => step(offset), 1);
           return;
         }
-        if (err) done(err);
+        if (err) finish(err);
         else step(offset + n);
       });
     };

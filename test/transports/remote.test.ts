@@ -261,6 +261,34 @@ describe('relayed byte streams', () => {
     expect(readFileSync(file, 'utf8')).toBe('fresh\n');
   });
 
+  test('generated: a file open for writing gets the command\'s writes whole and in order, each there when its call resolves', async () => {
+    const conn = await open();
+    let run = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.integer({ min: 1, max: 1_500_000 }), { minLength: 1, maxLength: 4 }), fc.boolean(), async (sizes, append) => {
+        const file = join(dir, `ordered-${run++}.log`);
+        writeFileSync(file, 'head:');
+        const fd = openSync(file, append ? 'a' : 'w');
+        try {
+          const far = await conn.dupFileDescriptor(fd);
+          let expected = append ? 'head:' : '';
+          for (const [i, size] of sizes.entries()) {
+            // Numbered 16-byte records: a chunk written out of order shows.
+            const text = Array.from({ length: Math.ceil(size / 16) }, (_, k) => `${String(i).padStart(3, '0')}:${String(k).padStart(10, '0')}\n`).join('');
+            expect(await conn.call('write', far, text)).toBe(text.length);
+            expected += text;
+            expect(readFileSync(file, 'latin1') === expected).toBe(true);
+          }
+          await conn.call('adopt', [far]);
+          await conn.call('closeAdopted', [far]);
+        } finally {
+          closeSync(fd);
+        }
+      }),
+      { numRuns: 6 },
+    );
+  });
+
   test('a consumer that stops reading holds back its own stream only: calls and other streams go on', async () => {
     const conn = await open();
     const [stuckR, stuckW] = makePipe();
