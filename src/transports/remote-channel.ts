@@ -83,6 +83,8 @@ export const MAX_DATA_BYTES = 256 * 1024;
 export const MAX_FRAME_BYTES = 64 * 1024 * 1024;
 /** Bytes a sender may have unacknowledged per stream and direction. */
 export const STREAM_WINDOW = 4 * 1024 * 1024;
+/** The channel's output backlog past which sources stop reading (Channel.congested). */
+const CONGESTED_BYTES = 256 * 1024;
 
 export function frameTypeName(type: number): string {
   return TYPE_NAMES.get(type) ?? `type ${type}`;
@@ -139,6 +141,8 @@ export class Channel {
   #parts: Buffer[] = [];
   #ended = false;
   #outputFailed = false;
+  /** Whoever waits for the output's backlog to be taken by the kernel. */
+  #drainWaiters: Array<() => void> = [];
 
   constructor(input: Readable, output: Writable, handler: ChannelHandler) {
     this.#input = input;
@@ -152,6 +156,25 @@ export class Channel {
     output.on('error', () => {
       this.#outputFailed = true;
     });
+    output.on('drain', () => {
+      for (const w of this.#drainWaiters.splice(0)) w();
+    });
+  }
+
+  /**
+   * True while more than CONGESTED_BYTES of frames wait for the kernel to
+   * take them (the peer, or the via, reads slower than we send): sources
+   * then leave their bytes in their own fds, where they gather into larger
+   * reads, instead of in this process's memory.
+   */
+  get congested(): boolean {
+    return !this.#ended && !this.#outputFailed && this.#output.writableLength > CONGESTED_BYTES;
+  }
+
+  /** Runs `fn` once the output's backlog is gone (or at once if there is none). */
+  whenDrained(fn: () => void): void {
+    if (!this.congested) fn();
+    else this.#drainWaiters.push(fn);
   }
 
   get ended(): boolean {
@@ -310,6 +333,8 @@ export class RelayStream {
   #sink: RelaySink | undefined;
   /** Outgoing: bytes we may still send before the peer gives credit. */
   #credit = STREAM_WINDOW;
+  /** Outgoing: the source is paused until the channel's backlog is gone. */
+  #waitingForChannel = false;
   #outDone: boolean;
   #inDone: boolean;
   /** Incoming: written bytes whose credit has not been given back yet. */
@@ -363,6 +388,14 @@ export class RelayStream {
     this.bytesOut += chunk.length;
     this.#credit -= chunk.length;
     if (this.#credit <= 0) this.#source?.pause();
+    else if (!this.#waitingForChannel && this.#channel.congested) {
+      this.#waitingForChannel = true;
+      this.#source?.pause();
+      this.#channel.whenDrained(() => {
+        this.#waitingForChannel = false;
+        if (!this.#outDone && this.#credit > 0) this.#source?.resume();
+      });
+    }
   }
 
   /**
@@ -402,7 +435,7 @@ export class RelayStream {
     if (this.#outDone) return;
     const before = this.#credit;
     this.#credit += bytes;
-    if (before <= 0 && this.#credit > 0) this.#source?.resume();
+    if (before <= 0 && this.#credit > 0 && !this.#waitingForChannel) this.#source?.resume();
   }
 
   /** STOP from the peer: it takes no more. */

@@ -36,6 +36,8 @@ export class SocketEnd implements RelaySource, RelaySink, Attachable {
   readonly #isPipe: boolean;
   #stream: RelayStream | undefined;
   #destroyed = false;
+  /** While readNow takes the chunks the paused stream holds: where they go. */
+  #taken: Buffer[] | undefined;
 
   constructor(fd: number, ways: { read: boolean; write: boolean }, isPipe: boolean) {
     this.#isPipe = isPipe;
@@ -46,7 +48,10 @@ export class SocketEnd implements RelaySource, RelaySink, Attachable {
     // A failed write reaches its callback; a failed read ends the stream below.
     this.#socket.on('error', NOOP);
     if (ways.read) {
-      this.#socket.on('data', (chunk: Buffer) => this.#stream?.sourceData(chunk));
+      this.#socket.on('data', (chunk: Buffer) => {
+        if (this.#taken) this.#taken.push(chunk);
+        else this.#stream?.sourceData(chunk);
+      });
       const ended = (): void => this.#stream?.sourceEnded();
       this.#socket.on('end', ended);
       this.#socket.on('close', ended);
@@ -66,14 +71,25 @@ export class SocketEnd implements RelaySource, RelaySink, Attachable {
   }
 
   /**
-   * Reads what the fd holds now. The fd is non-blocking (libuv set it), so
-   * an empty pipe is EAGAIN at once; a read of 0 is its end of file (every
-   * write end closed). Bytes read here are simply not there for the event
-   * loop's own read: the order holds, as both happen on this thread.
+   * Reads what the fd holds now. First what the stream has already read
+   * and holds while paused (a paused net.Socket goes on reading up to its
+   * highWaterMark): those bytes are older than any still in the fd. Then
+   * the fd itself: it is non-blocking (libuv set it), so an empty pipe is
+   * EAGAIN at once; a read of 0 is its end of file (every write end
+   * closed). Bytes read here are simply not there for the event loop's own
+   * read: the order holds, as both happen on this thread.
    */
   readNow(max: number): { chunks: Buffer[]; ended: boolean } {
     const out: Buffer[] = [];
     if (this.#destroyed || !this.#readable || this.#socket.destroyed) return { chunks: out, ended: false };
+    this.#taken = out;
+    try {
+      // read() hands each held chunk to the 'data' listener, which puts it in `out`.
+      while (this.#socket.readableLength > 0 && this.#socket.read() !== null);
+    } finally {
+      this.#taken = undefined;
+    }
+    for (const chunk of out) max -= chunk.length;
     while (max > 0) {
       const buf = Buffer.allocUnsafe(Math.min(max, 256 * 1024));
       let n: number;

@@ -289,6 +289,49 @@ describe('relayed byte streams', () => {
     );
   });
 
+  test('generated: what a command writes into a relayed pipe past the window, to a slow reader, arrives whole and in order before end of file', async () => {
+    const conn = await open();
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.integer({ min: 1, max: 2 * STREAM_WINDOW }), { minLength: 1, maxLength: 2 }), fc.integer({ min: 0, max: 2 }), async (sizes, lag) => {
+        const [r, w] = makePipe();
+        // A reader that stops for `lag` ms after each chunk: the server's
+        // reads of the command's pipe pause on the window while replies go by.
+        const sock = new Socket({ fd: native.dup(r), readable: true, writable: false });
+        const chunks: Buffer[] = [];
+        const got = new Promise<string>((resolve, reject) => {
+          sock.on('data', (c: Buffer) => {
+            chunks.push(c);
+            if (lag > 0) {
+              sock.pause();
+              setTimeout(() => sock.resume(), lag);
+            }
+          });
+          sock.on('end', () => resolve(Buffer.concat(chunks).toString('latin1')));
+          sock.on('error', reject);
+        });
+        try {
+          const farW = await conn.dupFileDescriptor(w);
+          closeFd(w);
+          let expected = '';
+          for (const [i, size] of sizes.entries()) {
+            const text = Array.from({ length: Math.ceil(size / 16) }, (_, k) => `${String(i).padStart(3, '0')}:${String(k).padStart(10, '0')}\n`).join('');
+            expect(await conn.call('write', farW, text)).toBe(text.length);
+            expected += text;
+          }
+          await conn.call('adopt', [farW]);
+          await conn.call('closeAdopted', [farW]);
+          const text = await got;
+          expect(text.length).toBe(expected.length);
+          expect(text === expected).toBe(true);
+        } finally {
+          sock.destroy();
+          closeFd(r);
+        }
+      }),
+      { numRuns: 8 },
+    );
+  });
+
   test('a consumer that stops reading holds back its own stream only: calls and other streams go on', async () => {
     const conn = await open();
     const [stuckR, stuckW] = makePipe();
