@@ -485,8 +485,13 @@ test('the CLI refuses serve without --stdio', () => {
 /**
  * Through OpenSSH to this machine, where an sshd answers without a
  * password (BatchMode); skipped otherwise, the reason in the test's name.
+ * $FDBRIDGE_TEST_SSH_VIA (words separated by spaces) names another way
+ * there, e.g. `ssh -F ./ssh_config 127.0.0.1 --` for an sshd on another
+ * port with a key of its own.
  */
-const SSH_VIA = ['ssh', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=5', '-o', 'StrictHostKeyChecking=accept-new', '127.0.0.1', '--'];
+const SSH_VIA = process.env['FDBRIDGE_TEST_SSH_VIA']?.trim()
+  ? (process.env['FDBRIDGE_TEST_SSH_VIA'] as string).trim().split(/\s+/)
+  : ['ssh', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=5', '-o', 'StrictHostKeyChecking=accept-new', '127.0.0.1', '--'];
 const sshUnreachable = ((): string | undefined => {
   const probe = spawnSync(SSH_VIA[0] as string, [...SSH_VIA.slice(1), 'true'], { encoding: 'utf8', timeout: 15_000 });
   if (probe.error) return `no ssh client (${probe.error.message})`;
