@@ -6,7 +6,8 @@
  * program as it runs: every fd it opens, dups or closes, by number and
  * target. Files get a path of their own per open, so that a number closed
  * and reopened is never the same target (two opens of one path at one
- * number cannot be told apart from outside the process).
+ * number cannot be told apart from outside the process). A longer run:
+ *   FDBRIDGE_ATTACK_SEED=77 FDBRIDGE_ATTACK_RUNS=1500 npx jest test/attack/leak-check-model.test.ts --testTimeout=900000
  */
 import { execFile } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, rmSync, watch } from 'node:fs';
