@@ -33,6 +33,26 @@
 namespace fdbridge {
 namespace {
 
+// A non-negative integer that a double holds exactly, or -1.
+double WholeNumber(const Napi::Value& v) {
+  if (!v.IsNumber()) return -1;
+  double d = v.As<Napi::Number>().DoubleValue();
+  return d == floor(d) && d >= 0 && d <= 9007199254740991.0 ? d : -1;
+}
+
+// Reads closeInBackground's fds argument: non-negative integers.
+std::vector<int> ArgFdArray(const Napi::CallbackInfo& info, const char* usage) {
+  std::vector<int> fds;
+  if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(info.Env(), usage);
+  Napi::Array arr = info[0].As<Napi::Array>();
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    double d = WholeNumber(arr.Get(i));
+    if (d < 0 || d > 2147483647.0) throw Napi::TypeError::New(info.Env(), "each fd must be a non-negative integer");
+    fds.push_back(static_cast<int>(d));
+  }
+  return fds;
+}
+
 class SocketWrap;
 class ExitWatchWrap;
 
@@ -271,6 +291,8 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
                            InstanceAccessor<&SocketWrap::GetBuffer>("buffer"),
                            InstanceMethod<&SocketWrap::ServeDuplications>("serveDuplications"),
                            InstanceMethod<&SocketWrap::CloseGivenInBackground>("closeGivenInBackground"),
+                           InstanceMethod<&SocketWrap::CloseFdsInBackground>("closeInBackground"),
+                           InstanceMethod<&SocketWrap::BackgroundCloseTickets>("backgroundCloseTickets"),
                            InstanceMethod<&SocketWrap::RequestDup>("requestDup"),
                            InstanceMethod<&SocketWrap::DupSync>("dupSync"),
                            InstanceMethod<&SocketWrap::RejectDups>("rejectDups"),
@@ -761,9 +783,29 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     if (core_ != nullptr) core_->ServeDuplications(info.Length() > 0 && info[0].ToBoolean(), max_given);
     return info.Env().Undefined();
   }
+  // closeGivenInBackground(on, owner = 0): see UnixSocket::CloseGivenInBackground.
   Napi::Value CloseGivenInBackground(const Napi::CallbackInfo& info) {
-    if (core_ != nullptr) core_->CloseGivenInBackground(info.Length() > 0 && info[0].ToBoolean());
+    double owner = info.Length() > 1 && !info[1].IsUndefined() ? WholeNumber(info[1]) : 0;
+    if (owner < 0) throw Napi::TypeError::New(info.Env(), "closeGivenInBackground: owner must be a non-negative integer");
+    if (core_ != nullptr) core_->CloseGivenInBackground(info.Length() > 0 && info[0].ToBoolean(), static_cast<uint64_t>(owner));
     return info.Env().Undefined();
+  }
+  // closeInBackground(fds) -> ticket: see UnixSocket::CloseInBackground. A
+  // closed socket still hands them over (as owner 0's), and forgets the ticket.
+  Napi::Value CloseFdsInBackground(const Napi::CallbackInfo& info) {
+    std::vector<int> fds = ArgFdArray(info, "closeInBackground(fds): fds must be an array");
+    uint64_t ticket = core_ != nullptr ? core_->CloseInBackground(fds.data(), fds.size())
+                                       : FdCloseInBackground(fds.data(), fds.size(), 0, /*held_for_peer=*/true);
+    return Napi::Number::New(info.Env(), static_cast<double>(ticket));
+  }
+  // backgroundCloseTickets() -> the tickets of this socket's background closes not yet done.
+  Napi::Value BackgroundCloseTickets(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::vector<uint64_t> tickets;
+    if (core_ != nullptr) tickets = core_->BackgroundCloseTickets();
+    Napi::Array arr = Napi::Array::New(env, tickets.size());
+    for (size_t i = 0; i < tickets.size(); i++) arr.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(tickets[i])));
+    return arr;
   }
   // chargeGivenTo(budget | null): see UnixSocket::ChargeGivenTo.
   Napi::Value ChargeGivenTo(const Napi::CallbackInfo& info) {
@@ -1160,37 +1202,56 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// closeInBackground(fds) -> ticket: each fd is closed on the background
-// closer thread (FdCloseInBackground); returns at once. They are all closed
-// once backgroundClosesDone() >= ticket.
-Napi::Value CloseInBackground(const Napi::CallbackInfo& info) {
-  std::vector<int> fds;
-  if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(info.Env(), "closeInBackground(fds): fds must be an array");
-  Napi::Array arr = info[0].As<Napi::Array>();
-  for (uint32_t i = 0; i < arr.Length(); i++) {
-    Napi::Value v = arr.Get(i);
-    double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
-    if (!(d == floor(d)) || d < 0 || d > 2147483647.0) throw Napi::TypeError::New(info.Env(), "each fd must be a non-negative integer");
-    fds.push_back(static_cast<int>(d));
+// A background closer's ticket argument (one, or an array of them): each
+// one closeInBackground gave.
+std::vector<uint64_t> ArgTickets(Napi::Env env, const Napi::Value& v) {
+  std::vector<uint64_t> tickets;
+  auto add = [&](const Napi::Value& t) {
+    double d = WholeNumber(t);
+    if (d < 0) throw Napi::TypeError::New(env, "ticket must be a non-negative integer");
+    if (!FdBackgroundCloseIssued(static_cast<uint64_t>(d))) {
+      throw Napi::RangeError::New(env, "ticket " + std::to_string(static_cast<uint64_t>(d)) + " was never given by closeInBackground");
+    }
+    tickets.push_back(static_cast<uint64_t>(d));
+  };
+  if (v.IsArray()) {
+    Napi::Array arr = v.As<Napi::Array>();
+    for (uint32_t i = 0; i < arr.Length(); i++) add(arr.Get(i));
+  } else {
+    add(v);
   }
-  uint64_t ticket = FdCloseInBackground(-1);
-  for (int fd : fds) ticket = FdCloseInBackground(fd);
+  return tickets;
+}
+
+// closeInBackground(fds, owner = 0) -> ticket: the fds are closed by the
+// background closer as one batch of `owner`'s (fd_ops.h: FdCloseInBackground);
+// returns at once. The batch is done once backgroundCloseDone(ticket).
+Napi::Value CloseInBackground(const Napi::CallbackInfo& info) {
+  std::vector<int> fds = ArgFdArray(info, "closeInBackground(fds, owner?): fds must be an array");
+  double owner = info.Length() > 1 && !info[1].IsUndefined() ? WholeNumber(info[1]) : 0;
+  if (owner < 0) throw Napi::TypeError::New(info.Env(), "closeInBackground: owner must be a non-negative integer");
+  uint64_t ticket = FdCloseInBackground(fds.data(), fds.size(), static_cast<uint64_t>(owner), /*held_for_peer=*/true);
   return Napi::Number::New(info.Env(), static_cast<double>(ticket));
 }
 
-// afterBackgroundCloses(ticket, callback): callback() runs on this thread's
-// event loop once the closer thread has closed everything up to `ticket`
-// (never synchronously). The thread-safe function that carries the news
-// keeps the loop alive only while it waits, and is released once called.
+// backgroundCloseDone(ticket) -> whether that batch is closed, every fd of it.
+Napi::Value BackgroundCloseDone(const Napi::CallbackInfo& info) {
+  std::vector<uint64_t> t = ArgTickets(info.Env(), info.Length() > 0 ? info[0] : info.Env().Undefined());
+  return Napi::Boolean::New(info.Env(), FdBackgroundCloseDone(t.front()));
+}
+
+// afterBackgroundCloses(ticket | tickets, callback): callback() runs on this
+// thread's event loop once every batch named is closed (never
+// synchronously). The thread-safe function that carries the news keeps the
+// loop alive only while it waits, and is released once called.
 Napi::Value AfterBackgroundCloses(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsFunction()) {
+  if (info.Length() < 2 || !(info[0].IsNumber() || info[0].IsArray()) || !info[1].IsFunction()) {
     throw Napi::TypeError::New(env, "afterBackgroundCloses(ticket, callback)");
   }
-  double t = info[0].As<Napi::Number>().DoubleValue();
-  if (!(t == floor(t)) || t < 0) throw Napi::TypeError::New(env, "ticket must be a non-negative integer");
+  std::vector<uint64_t> tickets = ArgTickets(env, info[0]);
   auto tsfn = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "afterBackgroundCloses", 0, 1);
-  FdAfterBackgroundCloses(static_cast<uint64_t>(t), [tsfn]() mutable {
+  FdAfterBackgroundCloses(tickets.data(), tickets.size(), [tsfn]() mutable {
     // napi_closing (the environment is being torn down) drops the call.
     tsfn.NonBlockingCall();
     tsfn.Release();
@@ -1198,9 +1259,21 @@ Napi::Value AfterBackgroundCloses(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// backgroundClosesDone() -> closes finished; a closeInBackground ticket at or below it is done.
+// backgroundClosesDone() -> background closes finished since the process started.
 Napi::Value BackgroundClosesDone(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(FdBackgroundClosesDone()));
+}
+
+// closerThreads() -> { threads, busy }: the background closer's pool now.
+Napi::Value CloserThreads(const Napi::CallbackInfo& info) {
+  size_t threads, busy;
+  FdCloserThreads(&threads, &busy);
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("threads", Napi::Number::New(info.Env(), static_cast<double>(threads)));
+  o.Set("busy", Napi::Number::New(info.Env(), static_cast<double>(busy)));
+  o.Set("max", Napi::Number::New(info.Env(), static_cast<double>(kMaxCloserThreads)));
+  o.Set("perOwner", Napi::Number::New(info.Env(), static_cast<double>(kCloserThreadsPerOwner)));
+  return o;
 }
 
 Napi::Value BackgroundClosesPending(const Napi::CallbackInfo& info) {
@@ -1648,6 +1721,8 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("closeInBackground", Napi::Function::New<CloseInBackground>(env, "closeInBackground"));
   exports.Set("afterBackgroundCloses", Napi::Function::New<AfterBackgroundCloses>(env, "afterBackgroundCloses"));
   exports.Set("backgroundClosesDone", Napi::Function::New<BackgroundClosesDone>(env, "backgroundClosesDone"));
+  exports.Set("backgroundCloseDone", Napi::Function::New<BackgroundCloseDone>(env, "backgroundCloseDone"));
+  exports.Set("closerThreads", Napi::Function::New<CloserThreads>(env, "closerThreads"));
   exports.Set("backgroundClosesPending", Napi::Function::New<BackgroundClosesPending>(env, "backgroundClosesPending"));
   exports.Set("backgroundClosesOfPeerFds", Napi::Function::New<BackgroundClosesOfPeerFds>(env, "backgroundClosesOfPeerFds"));
   exports.Set("pollReadable", Napi::Function::New<PollReadable>(env, "pollReadable"));

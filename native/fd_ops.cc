@@ -11,17 +11,19 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <poll.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <memory>
 #include <condition_variable>
 #include <deque>
 #include <functional>
-#include <map>
 #include <mutex>
-#include <thread>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "unique_fd.h"
 
@@ -196,87 +198,229 @@ int FdClose(int fd) {
 
 namespace {
 
-// The background closer: one thread for the process, started on first use
-// and never joined (it holds no resources but the queue; at exit the kernel
-// closes whatever is left). One thread keeps closes in order; a close that
-// blocks delays the ones behind it, never the event loop.
+// The background closer (fd_ops.h): a pool of detached threads, started on
+// first use and never joined (they hold nothing but the queues; at exit the
+// kernel closes whatever is left). Everything below is under `mu` except
+// the atomic counters, which are read without it.
 struct Closer {
+  struct Job {
+    int fd;
+    uint64_t ticket;
+    bool peer_fd;
+  };
+  // One owner's closes waiting, and how many of its closes run now.
+  struct Lane {
+    std::deque<Job> jobs;
+    size_t busy = 0;
+    bool listed = false;  // in `turns`
+  };
+  // A batch not yet done: its fds still open, and who waits for it.
+  struct Batch {
+    size_t left;
+    std::vector<std::function<void()>> waiters;
+  };
+
   std::mutex mu;
   std::condition_variable cv;
-  std::deque<std::pair<UniqueFd, bool>> queue;  // (fd, held_for_peer)
+  std::unordered_map<uint64_t, Lane> lanes;
+  // Owners with a close waiting and a thread to spare (busy below
+  // kCloserThreadsPerOwner), each once, in the order they take turns.
+  std::deque<uint64_t> turns;
+  std::unordered_map<uint64_t, Batch> batches;
+  uint64_t issued = 0;  // the last ticket given
+  size_t threads = 0;
+  size_t idle = 0;  // threads waiting for work
+  size_t busy = 0;  // threads in a close
   std::atomic<size_t> pending{0};
   std::atomic<size_t> pending_peer_fds{0};
-  uint64_t enqueued = 0;  // under mu: tickets are handed out in queue order
   std::atomic<uint64_t> done{0};
-  // Under mu: what to run once `done` reaches each ticket. Registering reads
-  // `done` under mu and the thread raises it before taking mu to look here,
-  // so a waiter is either run at once or seen by the close that reaches it.
-  std::multimap<uint64_t, std::function<void()>> waiters;
 };
 
+// Threads beyond the first exit after this long without work.
+constexpr auto kCloserIdleExit = std::chrono::seconds(30);
+
 Closer& TheCloser() {
-  static Closer* closer = [] {
-    Closer* c = new Closer();  // never destroyed: the thread may outlive static destructors
-    std::thread([c] {
-      for (;;) {
-        UniqueFd fd;
-        bool peer_fd;
-        {
-          std::unique_lock<std::mutex> lock(c->mu);
-          c->cv.wait(lock, [c] { return !c->queue.empty(); });
-          fd = std::move(c->queue.front().first);
-          peer_fd = c->queue.front().second;
-          c->queue.pop_front();
-        }
-        fd.reset();  // the close that may block, outside the lock
-        uint64_t done = ++c->done;
-        if (peer_fd) c->pending_peer_fds--;
-        c->pending--;
-        std::vector<std::function<void()>> ready;
-        {
-          std::lock_guard<std::mutex> lock(c->mu);
-          auto end = c->waiters.upper_bound(done);
-          for (auto it = c->waiters.begin(); it != end; ++it) ready.push_back(std::move(it->second));
-          c->waiters.erase(c->waiters.begin(), end);
-        }
-        for (auto& then : ready) then();
-      }
-    }).detach();
-    return c;
-  }();
+  static Closer* closer = new Closer();  // never destroyed: its threads may outlive static destructors
   return *closer;
+}
+
+void ListLocked(Closer& c, uint64_t owner, Closer::Lane& lane) {
+  if (!lane.listed && !lane.jobs.empty() && lane.busy < kCloserThreadsPerOwner) {
+    c.turns.push_back(owner);
+    lane.listed = true;
+  }
+}
+
+// Closes `job.fd` (the call that may block, outside the lock), then settles
+// its batch and runs the waiters it completed.
+void RunJob(Closer& c, uint64_t owner, const Closer::Job& job) {
+  FdClose(job.fd);
+  c.done++;
+  if (job.peer_fd) c.pending_peer_fds--;
+  c.pending--;
+  std::vector<std::function<void()>> ready;
+  {
+    std::lock_guard<std::mutex> lock(c.mu);
+    auto lane = c.lanes.find(owner);
+    lane->second.busy--;
+    ListLocked(c, owner, lane->second);
+    if (lane->second.jobs.empty() && lane->second.busy == 0) c.lanes.erase(lane);
+    auto b = c.batches.find(job.ticket);
+    if (--b->second.left == 0) {
+      ready = std::move(b->second.waiters);
+      c.batches.erase(b);
+    }
+  }
+  for (auto& then : ready) then();
+}
+
+// Takes the next close in the owners' turn order. Under c.mu; turns not empty.
+std::pair<uint64_t, Closer::Job> TakeLocked(Closer& c) {
+  uint64_t owner = c.turns.front();
+  c.turns.pop_front();
+  Closer::Lane& lane = c.lanes[owner];
+  lane.listed = false;
+  Closer::Job job = lane.jobs.front();
+  lane.jobs.pop_front();
+  lane.busy++;
+  ListLocked(c, owner, lane);  // to the back of the turns: owners alternate
+  return {owner, job};
+}
+
+void SpawnLocked(Closer& c);
+
+// A thread counts as idle from its creation (SpawnLocked) until it takes
+// work, and again once that is done: a burst of work finds the threads just
+// made for it idle, and makes no more.
+void* CloserThread(void* arg) {
+  Closer& c = *static_cast<Closer*>(arg);
+  std::unique_lock<std::mutex> lock(c.mu);
+  for (;;) {
+    bool work = c.cv.wait_for(lock, kCloserIdleExit, [&c] { return !c.turns.empty(); });
+    if (!work) {
+      if (c.threads > 1) break;
+      continue;
+    }
+    c.idle--;
+    auto next = TakeLocked(c);
+    c.busy++;
+    // This close may block: whatever else can run needs a thread of its own.
+    if (!c.turns.empty() && c.idle == 0) SpawnLocked(c);
+    lock.unlock();
+    RunJob(c, next.first, next.second);
+    lock.lock();
+    c.busy--;
+    c.idle++;
+  }
+  c.idle--;
+  c.threads--;
+  return nullptr;
+}
+
+// One more thread, unless at the cap (then the work waits for a thread to
+// come free: see fd_ops.h). Under c.mu.
+void SpawnLocked(Closer& c) {
+  if (c.threads >= kMaxCloserThreads) return;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, kCloserThreadStack);
+  pthread_t t;
+  if (pthread_create(&t, &attr, CloserThread, &c) == 0) {
+    c.threads++;
+    c.idle++;
+  }
+  // Else (EAGAIN: RLIMIT_NPROC or TasksMax reached) the work waits for the
+  // threads there are; with none at all, FdCloseInBackground closes it itself.
+  pthread_attr_destroy(&attr);
 }
 
 }  // namespace
 
-uint64_t FdCloseInBackground(int fd, bool held_for_peer) {
+uint64_t FdCloseInBackground(const int* fds, size_t n, uint64_t owner, bool held_for_peer) {
+  if (n == 0) return 0;
   Closer& c = TheCloser();
-  if (fd < 0) {
-    std::lock_guard<std::mutex> lock(c.mu);
-    return c.enqueued;  // nothing to wait for beyond what is queued already
-  }
-  c.pending++;
-  if (held_for_peer) c.pending_peer_fds++;
+  c.pending += n;
+  if (held_for_peer) c.pending_peer_fds += n;
   uint64_t ticket;
+  bool no_thread;
   {
     std::lock_guard<std::mutex> lock(c.mu);
-    c.queue.emplace_back(UniqueFd(fd), held_for_peer);
-    ticket = ++c.enqueued;
+    ticket = ++c.issued;
+    c.batches[ticket].left = n;
+    Closer::Lane& lane = c.lanes[owner];
+    for (size_t i = 0; i < n; i++) lane.jobs.push_back({fds[i], ticket, held_for_peer});
+    ListLocked(c, owner, lane);
+    // Work another thread can take, and none free to take it.
+    if (!c.turns.empty() && c.idle == 0) SpawnLocked(c);
+    no_thread = c.threads == 0;
+    if (!no_thread) c.cv.notify_one();
   }
-  c.cv.notify_one();
+  if (no_thread) {
+    // No thread could be made, and none runs: closing here may block this
+    // thread, but an fd is never left behind.
+    for (;;) {
+      std::pair<uint64_t, Closer::Job> next;
+      {
+        std::lock_guard<std::mutex> lock(c.mu);
+        if (c.turns.empty()) break;
+        next = TakeLocked(c);
+      }
+      RunJob(c, next.first, next.second);
+    }
+  }
   return ticket;
 }
 
-void FdAfterBackgroundCloses(uint64_t ticket, std::function<void()> then) {
+bool FdBackgroundCloseIssued(uint64_t ticket) {
   Closer& c = TheCloser();
+  std::lock_guard<std::mutex> lock(c.mu);
+  return ticket <= c.issued;
+}
+
+bool FdBackgroundCloseDone(uint64_t ticket) {
+  if (ticket == 0) return true;
+  Closer& c = TheCloser();
+  std::lock_guard<std::mutex> lock(c.mu);
+  return ticket <= c.issued && c.batches.count(ticket) == 0;
+}
+
+void FdDropDoneTickets(std::vector<uint64_t>* tickets) {
+  Closer& c = TheCloser();
+  std::lock_guard<std::mutex> lock(c.mu);
+  size_t kept = 0;
+  for (uint64_t t : *tickets) {
+    if (c.batches.count(t) != 0) (*tickets)[kept++] = t;
+  }
+  tickets->resize(kept);
+}
+
+void FdAfterBackgroundCloses(const uint64_t* tickets, size_t n, std::function<void()> then) {
+  Closer& c = TheCloser();
+  // Counts down the batches still open; the last one to finish runs `then`.
+  struct Joint {
+    std::atomic<size_t> left{0};
+    std::function<void()> then;
+  };
+  auto joint = std::make_shared<Joint>();
+  joint->then = std::move(then);
   {
     std::lock_guard<std::mutex> lock(c.mu);
-    if (c.done.load() < ticket) {
-      c.waiters.emplace(ticket, std::move(then));
-      return;
+    size_t open = 0;
+    for (size_t i = 0; i < n; i++) {
+      auto b = c.batches.find(tickets[i]);
+      if (b == c.batches.end()) continue;
+      b->second.waiters.emplace_back([joint] {
+        if (--joint->left == 0) joint->then();
+      });
+      open++;
     }
+    // No batch can finish before the lock is released, so the count is
+    // set before any of the waiters above can run.
+    joint->left = open;
+    if (open > 0) return;
   }
-  then();
+  joint->then();
 }
 
 size_t FdBackgroundClosesPending() { return TheCloser().pending.load(); }
@@ -284,6 +428,13 @@ size_t FdBackgroundClosesPending() { return TheCloser().pending.load(); }
 size_t FdBackgroundClosesOfPeerFds() { return TheCloser().pending_peer_fds.load(); }
 
 uint64_t FdBackgroundClosesDone() { return TheCloser().done.load(); }
+
+void FdCloserThreads(size_t* threads, size_t* busy) {
+  Closer& c = TheCloser();
+  std::lock_guard<std::mutex> lock(c.mu);
+  *threads = c.threads;
+  *busy = c.busy;
+}
 
 int PollNow(int fd, short events) {
   struct pollfd p = {fd, events, 0};

@@ -136,28 +136,69 @@ int FdOwnHigh(int fd);
 // An fd of ours is unregistered once closed.
 int FdClose(int fd);
 
-// Hands `fd` to one dedicated thread that closes it. close(2) can block for
-// as long as the file's last reference takes to go: a TCP socket with
-// SO_LINGER and unsent data waits up to its linger time (socket(7)), a file
-// on a hung NFS server longer. A process that closes fds other processes
-// gave it (a helper daemon) must not run that on its event loop.
-// Returns the close's ticket: closes happen in ticket order, and this one
-// is done once FdBackgroundClosesDone() reaches its ticket.
-// `held_for_peer`: the fd is one a peer gave us (it counts in
+// The background closer: a pool of threads that close fds handed to them.
+// close(2) can block for as long as the file's last reference takes to go:
+// a TCP socket with SO_LINGER and unsent data waits up to its linger time
+// (socket(7); the kernel takes any l_linger, an hour or more), a file on a
+// hung NFS server longer. A process that closes fds other processes gave it
+// (a helper daemon) must not run that on its event loop, and one peer's
+// close that blocks must hold back nothing but what waits for that fd.
+//
+// Closes are handed over in batches; each batch has its own ticket and is
+// done once every fd in it is closed, in whatever order the batches finish.
+// Each batch belongs to an `owner` (a helper daemon passes the peer's uid
+// plus one; 0 for anyone else). The pool grows by one thread whenever work
+// is waiting and no thread is free (each thread may be stuck in a close), up
+// to kMaxCloserThreads, and threads left idle for a while exit again (one
+// stays). One owner's closes run on at most kCloserThreadsPerOwner threads
+// at once; its other closes wait in its own queue, and the queues of the
+// owners take turns. So an owner whose closes block (a hostile peer's
+// lingering sockets) holds back only its own closes and the replies that
+// wait for them, as long as the blocked owners together leave a thread free.
+//
+// Past the cap (kMaxCloserThreads / kCloserThreadsPerOwner owners, each with
+// that many closes blocked at once), no thread is free: every close waits,
+// in its owner's turn, until one of the blocked ones ends (at most the
+// longest linger time those peers set), and every reply waiting for a close
+// waits with it; the fds a peer gave still count in
+// FdBackgroundClosesOfPeerFds meanwhile (a helper daemon's maxFdsTotal
+// refuses new fds then, and nothing is lost or leaked). The cap is a bound
+// on threads: each counts as a task against the daemon's RLIMIT_NPROC and a
+// service's TasksMax (systemd's default is a few thousand), and holds a
+// kernel stack plus kCloserThreadStack of address space; 64 blocked threads
+// cost about 20 MiB at most.
+constexpr size_t kMaxCloserThreads = 64;
+constexpr size_t kCloserThreadsPerOwner = 8;
+// A close needs little stack: the threads get this much, not the default 8 MiB.
+constexpr size_t kCloserThreadStack = 256 * 1024;
+
+// Hands fds[0..n) to the closer as one batch of `owner`'s and returns its
+// ticket (0, already done, for an empty batch). The fds are the closer's
+// from here on, whatever happens.
+// `held_for_peer`: they are fds a peer gave us (counted in
 // FdBackgroundClosesOfPeerFds, against a helper's fd totals until closed);
 // false for our own socket to that peer, counted with the connections.
-uint64_t FdCloseInBackground(int fd, bool held_for_peer = true);
-// Runs `then` once every background close up to `ticket` has finished: at
-// once, on the calling thread, when they have; else on the closer thread,
-// right after the close that reaches the ticket (so `then` must only hand
-// the news on, e.g. to an event loop, and must not call back in here).
-void FdAfterBackgroundCloses(uint64_t ticket, std::function<void()> then);
+uint64_t FdCloseInBackground(const int* fds, size_t n, uint64_t owner, bool held_for_peer);
+// Whether the batch `ticket` is done (every fd of it closed). A ticket
+// FdCloseInBackground never gave is not.
+bool FdBackgroundCloseDone(uint64_t ticket);
+// Whether FdCloseInBackground has given `ticket` (or it is 0).
+bool FdBackgroundCloseIssued(uint64_t ticket);
+// Removes from *tickets those that are done.
+void FdDropDoneTickets(std::vector<uint64_t>* tickets);
+// Runs `then` once every batch of tickets[0..n) is done: at once, on the
+// calling thread, when they are; else on a closer thread, right after the
+// close that completes the last of them (so `then` must only hand the news
+// on, e.g. to an event loop, and must not call back in here).
+void FdAfterBackgroundCloses(const uint64_t* tickets, size_t n, std::function<void()> then);
 // fds handed to FdCloseInBackground and not yet closed.
 size_t FdBackgroundClosesPending();
 // Of those, the ones a peer gave us (held_for_peer).
 size_t FdBackgroundClosesOfPeerFds();
 // How many background closes have finished since the process started.
 uint64_t FdBackgroundClosesDone();
+// The closer's threads now, and how many of them are in a close.
+void FdCloserThreads(size_t* threads, size_t* busy);
 
 // poll(2) of one fd with no wait: its revents, i.e. those of `events` that
 // hold now plus POLLHUP / POLLERR / POLLNVAL (which poll always reports);

@@ -9,6 +9,7 @@
 
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "fd_ops.h"
 #include "unique_fd.h"
@@ -63,10 +64,38 @@ ssize_t ScmSend(int sock, const void* data, size_t len, const int* fds, size_t n
 
 namespace {
 
-// Closes every fd carried in the control messages of `msg` (used when the
-// message is being rejected), returning how many were closed.
-size_t CloseAllCmsgFds(struct msghdr* msg) {
-  size_t closed = 0;
+// Closes the fds that arrived and go to nobody: at once, or as one batch
+// of the background closer's (ScmDiscard).
+class Discarded {
+ public:
+  Discarded(const ScmDiscard& how, RecvResult* out) : how_(how), out_(out) {}
+  ~Discarded() { Flush(); }
+  Discarded(const Discarded&) = delete;
+  Discarded& operator=(const Discarded&) = delete;
+
+  void Add(int fd) {
+    out_->fds_closed++;
+    if (how_.in_background) {
+      fds_.push_back(fd);
+    } else {
+      UniqueFd(fd).reset();
+    }
+  }
+  void Flush() {
+    if (fds_.empty()) return;
+    out_->close_ticket = FdCloseInBackground(fds_.data(), fds_.size(), how_.owner, /*held_for_peer=*/true);
+    fds_.clear();
+  }
+
+ private:
+  ScmDiscard how_;
+  RecvResult* out_;
+  std::vector<int> fds_;
+};
+
+// Discards every fd carried in the control messages of `msg` (used when the
+// message is being rejected).
+void DiscardAllCmsgFds(struct msghdr* msg, Discarded* discarded) {
   for (struct cmsghdr* c = CMSG_FIRSTHDR(msg); c != nullptr; c = CMSG_NXTHDR(msg, c)) {
     if (c->cmsg_level != SOL_SOCKET) continue;
     if (c->cmsg_type != SCM_RIGHTS && c->cmsg_type != SCM_PIDFD) continue;
@@ -78,11 +107,9 @@ size_t CloseAllCmsgFds(struct msghdr* msg) {
     for (size_t i = 0; i < n; i++) {
       int fd;
       memcpy(&fd, p + i * sizeof(int), sizeof(int));
-      UniqueFd(fd).reset();
-      closed++;
+      discarded->Add(fd);
     }
   }
-  return closed;
 }
 
 // Registers every fd carried in the control messages of `msg` as ours.
@@ -112,7 +139,7 @@ bool PeerHasShutDown(int sock) { return (PollNow(sock, POLLRDHUP) & (POLLRDHUP |
 
 void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
              size_t control_len, int* fds, size_t max_fds, RecvResult* out,
-             ScmSender* sender, bool own) {
+             ScmSender* sender, bool own, ScmDiscard discard) {
   memset(out, 0, sizeof(*out));
   struct iovec iov;
   iov.iov_base = buf;
@@ -155,8 +182,10 @@ void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
   out->bytes = static_cast<size_t>(n);
   if (sender != nullptr) sender->addr_len = msg.msg_namelen;
 
+  // Hands its fds on when this returns (the batch's ticket into *out).
+  Discarded discarded(discard, out);
   if (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) {
-    out->fds_closed = CloseAllCmsgFds(&msg);
+    DiscardAllCmsgFds(&msg, &discarded);
     out->status = (msg.msg_flags & MSG_CTRUNC) ? RecvStatus::kCtrunc : RecvStatus::kTrunc;
     return;
   }
@@ -187,27 +216,23 @@ void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
     for (size_t i = 0; i < n_in; i++) {
       int raw;
       memcpy(&raw, p + i * sizeof(int), sizeof(int));
-      UniqueFd fd(raw);
       // SCM_PIDFD is a pidfd we never asked for (SO_PASSPIDFD is never set):
       // close it rather than leak it.
       if (c->cmsg_type == SCM_PIDFD) {
-        fd.reset();
-        out->fds_closed++;
+        discarded.Add(raw);
         out->other_cmsgs++;
       } else if (received.size() < max_fds) {
-        received.push_back(std::move(fd));
+        received.push_back(UniqueFd(raw));
       } else {
         // Cannot happen with a control buffer sized for max_fds (the kernel
         // would have set MSG_CTRUNC), but never leave an fd behind.
-        fd.reset();
-        out->fds_closed++;
+        discarded.Add(raw);
         overflow = true;
       }
     }
   }
   if (overflow) {
-    out->fds_closed += received.size();
-    received.reset();
+    for (int fd : received.release()) discarded.Add(fd);
     out->status = RecvStatus::kCtrunc;
     return;
   }

@@ -4,6 +4,7 @@
 #define FDBRIDGE_SCM_RIGHTS_H_
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/un.h>
@@ -45,6 +46,18 @@ struct RecvResult {
   size_t fds_closed;   // fds that arrived and were closed here (kCtrunc/kTrunc, and
                        // unexpected fd-carrying cmsgs such as SCM_PIDFD)
   size_t other_cmsgs;  // control messages other than SCM_RIGHTS, skipped
+  uint64_t close_ticket;  // the background closer's batch of the fds closed here (0: none, or closed at once)
+};
+
+// How ScmRecv closes the fds that arrived and are not handed over (a
+// truncated message's, an SCM_PIDFD): at once, or, `in_background`, by the
+// background closer as `owner`'s (fd_ops.h, FdCloseInBackground). A process
+// that receives fds from peers it does not trust closes them in background:
+// the last close of a peer's TCP socket with SO_LINGER can block for as
+// long as the peer chose.
+struct ScmDiscard {
+  bool in_background = false;
+  uint64_t owner = 0;
 };
 
 // Who sent a datagram: its address (recvmsg's msg_name) and, on a socket
@@ -69,7 +82,8 @@ struct ScmSender {
 // SOCK_SEQPACKET; it decides what a 0-byte read means.
 //
 // Ownership: on kMessage the caller owns fds[0..nfds). On every other status
-// no fd is left open: whatever the kernel installed was closed here.
+// no fd is left open: whatever the kernel installed was closed here, or
+// handed to the background closer (`discard`; its batch in close_ticket).
 //
 // With `sender`, the sender's address and credentials are filled in too
 // (recvfrom): for a bound DGRAM socket that many peers send to.
@@ -85,7 +99,7 @@ struct ScmSender {
 // lock is released before any of them is closed (a close can block).
 void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
              size_t control_len, int* fds, size_t max_fds, RecvResult* out,
-             ScmSender* sender = nullptr, bool own = false);
+             ScmSender* sender = nullptr, bool own = false, ScmDiscard discard = ScmDiscard());
 
 }  // namespace fdbridge
 

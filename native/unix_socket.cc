@@ -328,7 +328,8 @@ void UnixSocket::DoRead() {
     // the protocol layer closes.
     ScmRecv(fd_, type_, recv_buf_, recv_len_, control_.get(), control_len_,
             recv_fds_.data(), max_fds_, &r, receive_from_ ? &sender_ : nullptr,
-            own_socket_ || serve_dups_);
+            own_socket_ || serve_dups_, ScmDiscard{close_given_in_background_, close_owner_});
+    RememberTicket(r.close_ticket);
     switch (r.status) {
       case RecvStatus::kWouldBlock:
         if (reset_pending_) {
@@ -429,12 +430,27 @@ bool UnixSocket::TryDupReply(const char* data, size_t len, size_t nfds) {
   return true;
 }
 
-void UnixSocket::CloseGiven(int fd) {
-  if (close_given_in_background_) {
-    FdCloseInBackground(fd);
-  } else {
-    FdClose(fd);
+uint64_t UnixSocket::CloseInBackground(const int* fds, size_t n) {
+  uint64_t ticket = FdCloseInBackground(fds, n, close_owner_, /*held_for_peer=*/true);
+  RememberTicket(ticket);
+  return ticket;
+}
+
+void UnixSocket::RememberTicket(uint64_t ticket) {
+  if (ticket == 0) return;
+  close_tickets_.push_back(ticket);
+  // Amortized: a socket that closes in background all its life keeps only
+  // the tickets not yet done, and looks at each one a bounded number of times.
+  if (close_tickets_.size() >= 2 * tickets_kept_ + 16) {
+    FdDropDoneTickets(&close_tickets_);
+    tickets_kept_ = close_tickets_.size();
   }
+}
+
+std::vector<uint64_t> UnixSocket::BackgroundCloseTickets() {
+  FdDropDoneTickets(&close_tickets_);
+  tickets_kept_ = close_tickets_.size();
+  return close_tickets_;
 }
 
 void UnixSocket::ChargeGivenTo(std::shared_ptr<FdBudget> budget) {
@@ -455,7 +471,12 @@ bool UnixSocket::AdoptGiven(int fd) {
 
 size_t UnixSocket::SweepGiven() {
   size_t n = given_.size();
-  for (int fd : given_) CloseGiven(fd);
+  if (close_given_in_background_) {
+    std::vector<int> fds(given_.begin(), given_.end());
+    CloseInBackground(fds.data(), fds.size());
+  } else {
+    for (int fd : given_) FdClose(fd);
+  }
   given_.clear();
   if (budget_) budget_->Refund(n);
   return n;
@@ -477,7 +498,7 @@ void UnixSocket::Close(void (*on_freed)(void*), void* arg) {
   // block as long as a given fd's (CloseGivenInBackground). The socket is
   // ours, not a peer's fd: it never counts against the peers' fd totals.
   if (close_given_in_background_) {
-    FdCloseInBackground(fd_, /*held_for_peer=*/false);
+    FdCloseInBackground(&fd_, 1, close_owner_, /*held_for_peer=*/false);
   } else {
     FdClose(fd_);
   }

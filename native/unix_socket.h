@@ -153,11 +153,22 @@ class UnixSocket {
     serve_dups_ = on;
     max_given_ = max_given;
   }
-  // Given fds are closed on the background closer thread (FdCloseInBackground)
-  // from now on: they come from another process, and closing one may block.
-  // So is the socket itself when closed: fds a peer sent that are still
-  // unread in its receive queue are released by that close(2).
-  void CloseGivenInBackground(bool on) { close_given_in_background_ = on; }
+  // Given fds are closed by the background closer (FdCloseInBackground, as
+  // `owner`'s) from now on: they come from another process, and closing one
+  // may block. So are the fds of a message that arrives truncated, and the
+  // socket itself when closed: fds a peer sent that are still unread in its
+  // receive queue are released by that close(2).
+  void CloseGivenInBackground(bool on, uint64_t owner = 0) {
+    close_given_in_background_ = on;
+    close_owner_ = owner;
+  }
+  // Hands fds[0..n) (a peer's, now this socket's to close) to the
+  // background closer as one batch of this socket's owner, and returns its
+  // ticket, which the socket remembers (BackgroundCloseTickets).
+  uint64_t CloseInBackground(const int* fds, size_t n);
+  // The tickets of this socket's background closes that are not done yet:
+  // its given fds swept, its truncated messages' fds, CloseInBackground's.
+  std::vector<uint64_t> BackgroundCloseTickets();
   // The given set is charged to `budget` (and its parents) from now on, what
   // it holds already included; a DUP that does not fit the budget is passed
   // to the delegate like one over max_given. Null: no budget.
@@ -271,7 +282,12 @@ class UnixSocket {
   size_t max_given_ = SIZE_MAX;
   std::shared_ptr<FdBudget> budget_;
   bool close_given_in_background_ = false;
-  void CloseGiven(int fd);
+  uint64_t close_owner_ = 0;
+  // Tickets of background closes made for this socket, done ones dropped
+  // now and then (DropDoneTickets).
+  std::vector<uint64_t> close_tickets_;
+  size_t tickets_kept_ = 0;  // close_tickets_.size() after the last drop
+  void RememberTicket(uint64_t ticket);
   uint64_t served_dups_ = 0;
   std::unordered_set<int> given_;
   std::vector<char> reply_buf_;

@@ -85,7 +85,19 @@ export interface NativeSocket {
    * fds' numbers) without calling onMessage; the fds join the given set.
    */
   serveDuplications(on: boolean, maxGiven?: number): void;
-  closeGivenInBackground(on: boolean): void;
+  /**
+   * From now on the given fds, a truncated message's fds and the socket
+   * itself are closed by the background closer, as `owner`'s (default 0;
+   * see closeInBackground).
+   */
+  closeGivenInBackground(on: boolean, owner?: number): void;
+  /**
+   * closeInBackground as this socket's owner; the socket remembers the
+   * ticket (backgroundCloseTickets).
+   */
+  closeInBackground(fds: readonly number[]): number;
+  /** The tickets of this socket's background closes (given fds swept, truncated messages' fds, closeInBackground) not yet done. */
+  backgroundCloseTickets(): number[];
   /**
    * The client's side of a one-fd duplication in C++: sends a DUP frame with
    * `fd` (borrowed) under request id `id` and resolves with the fd's number
@@ -214,19 +226,24 @@ export interface NativeBinding {
    */
   socketpair(type: number, own?: boolean): [number, number];
   /**
-   * Closes each fd on one background thread (close(2) can block: a TCP
-   * socket with SO_LINGER and unsent data waits out its linger time).
-   * Returns a ticket: the fds are closed once backgroundClosesDone() reaches it.
+   * Hands the fds to the background closer (close(2) can block: a TCP
+   * socket with SO_LINGER and unsent data waits out its linger time) as one
+   * batch of `owner`'s (default 0): one owner's closes run on a few of the
+   * closer's threads at most, so that its closes that block hold back only
+   * its own (fd_ops.h). Returns the batch's ticket (0 for no fds: done).
    */
-  closeInBackground(fds: readonly number[]): number;
+  closeInBackground(fds: readonly number[], owner?: number): number;
+  /** Whether every fd of the batch `ticket` is closed. */
+  backgroundCloseDone(ticket: number): boolean;
   /**
    * Calls `callback` on this thread's event loop (never synchronously) once
-   * every background close up to `ticket` is done; keeps the loop alive
-   * only until then.
+   * every batch named is done; keeps the loop alive only until then.
    */
-  afterBackgroundCloses(ticket: number, callback: () => void): void;
-  /** Background closes finished; a closeInBackground ticket at or below it is done. */
+  afterBackgroundCloses(tickets: number | readonly number[], callback: () => void): void;
+  /** Background closes finished since the process started. */
   backgroundClosesDone(): number;
+  /** The background closer's threads now, how many are in a close, and its caps (total, per owner). */
+  closerThreads(): { threads: number; busy: number; max: number; perOwner: number };
   /** fds given to closeInBackground and not yet closed. */
   backgroundClosesPending(): number;
   /**

@@ -234,6 +234,8 @@ export class UnixSocket {
   /** The reused receive buffer (reuseBuffer), else undefined. */
   #scratch: Buffer | undefined;
   #given: FdLedger | undefined;
+  /** Whose the background closer counts this socket's closes (closeGivenInBackground). */
+  #closeOwner = 0;
   #queueLimit: number;
   #pauseReadingAt: number | null = null;
 
@@ -526,12 +528,35 @@ export class UnixSocket {
   }
 
   /**
-   * From now on the given set's fds are closed on a background thread
-   * (native.closeInBackground): they come from another process, and a close
-   * can block (a TCP socket with SO_LINGER and unsent data).
+   * From now on the given set's fds, the fds of a message that arrives
+   * truncated, and this socket itself when closed, go to the background
+   * closer (native.closeInBackground) as `owner`'s: they come from another
+   * process, and a close can block (a TCP socket with SO_LINGER and unsent
+   * data). A helper daemon names the peer's uid plus one, so that one
+   * user's closes that block hold back only that user's.
    */
-  closeGivenInBackground(on: boolean): void {
-    if (!this.#closed) this.#native.closeGivenInBackground(on);
+  closeGivenInBackground(on: boolean, owner = 0): void {
+    this.#closeOwner = owner;
+    if (!this.#closed) this.#native.closeGivenInBackground(on, owner);
+  }
+
+  /**
+   * Hands `fds` (a peer's, now ours to close) to the background closer as
+   * one batch of this socket's owner; returns its ticket
+   * (native.afterBackgroundCloses), which the socket also remembers until
+   * it is closed (backgroundCloseTickets).
+   */
+  closeInBackground(fds: readonly number[]): number {
+    return this.#closed ? native.closeInBackground(fds, this.#closeOwner) : this.#native.closeInBackground(fds);
+  }
+
+  /**
+   * The tickets of this socket's background closes not done yet: its given
+   * fds swept, the fds of messages that arrived truncated, closeInBackground's.
+   * Empty once the socket is closed.
+   */
+  backgroundCloseTickets(): number[] {
+    return this.#closed ? [] : this.#native.backgroundCloseTickets();
   }
 
   /**

@@ -391,20 +391,22 @@ export class HelperDaemon {
       cred = socket.peerCredentials();
     } catch (e) {
       this.#log(`SO_PEERCRED failed: ${(e as Error).message}`);
+      // Whatever it sent is dropped with the socket, whose close may then block.
+      socket.closeGivenInBackground(true);
       socket.close();
       return;
     }
     if (!this.#allowed.has(cred.uid)) {
       this.stats.refused++;
       this.#log(`refused pid ${cred.pid}: uid ${cred.uid} is not allowed`);
-      refuse(socket, `uid ${cred.uid} may not use this helper`);
+      refuse(socket, cred.uid, `uid ${cred.uid} may not use this helper`);
       return;
     }
     if (this.#clients.size >= this.limits.maxConnections) {
       this.stats.refused++;
       this.stats.quotaHits.connections++;
       this.#log(`refused pid ${cred.pid}: ${this.#clients.size} clients already (maxConnections)`);
-      refuse(socket, `quota connections: this helper serves at most ${this.limits.maxConnections} clients at once`);
+      refuse(socket, cred.uid, `quota connections: this helper serves at most ${this.limits.maxConnections} clients at once`);
       return;
     }
     const existing = this.#uids.get(cred.uid);
@@ -412,7 +414,7 @@ export class HelperDaemon {
       this.stats.refused++;
       this.stats.quotaHits.uidConnections++;
       this.#log(`refused pid ${cred.pid}: uid ${cred.uid} has ${existing.connections} clients already (maxConnectionsPerUid)`);
-      refuse(socket, `quota uidConnections: this helper serves at most ${this.limits.maxConnectionsPerUid} clients of one uid (${cred.uid}) at once`);
+      refuse(socket, cred.uid, `quota uidConnections: this helper serves at most ${this.limits.maxConnectionsPerUid} clients of one uid (${cred.uid}) at once`);
       return;
     }
     const account = existing ?? { connections: 0, fds: new native.FdBudget(this.limits.maxFdsPerUid, this.#allFds) };
@@ -436,6 +438,7 @@ export class HelperDaemon {
         this.#log(`pid ${cred.pid}: quota ${quota} reached`);
       },
       closeInBackground: true,
+      closeOwner: closeOwner(cred.uid),
       ...(watch?.peerPidfd ? {} : { refuseFd: (fd: number) => this.#endpointRefusal(fd) }),
       onEnd: (reason, s: ServeStats) => {
         watch?.exit.close();
@@ -655,11 +658,11 @@ function commandTable(options: HelperOptions, daemonId: number): Map<string, Mod
  * it sent is read only to be discarded (any fds closed on arrival), and the
  * socket is closed when the peer closes or after a second.
  */
-function refuse(socket: UnixSocket, message: string): void {
+function refuse(socket: UnixSocket, uid: number, message: string): void {
   // What it sent before it was accepted may hold fds whose close blocks (a
   // lingering TCP socket): those, and the socket itself (its close drops
-  // what is still unread), are closed on the background thread.
-  socket.closeGivenInBackground(true);
+  // what is still unread), go to the background closer, as its uid's.
+  socket.closeGivenInBackground(true, closeOwner(uid));
   try {
     // A refused peer has no business sending fds: make its sendmsg fail
     // (EPERM) where the kernel can; elsewhere the handler below closes them.
@@ -673,12 +676,21 @@ function refuse(socket: UnixSocket, message: string): void {
   const timer = setTimeout(() => socket.close(), 1000);
   timer.unref();
   socket.setMessageHandler((err, _data, fds) => {
-    if (fds && fds.length > 0) native.closeInBackground(fds);
+    if (fds && fds.length > 0) socket.closeInBackground(fds);
     if (err && err.name !== 'TruncatedError') {
       clearTimeout(timer);
       socket.close();
     }
   });
+}
+
+/**
+ * Whose closes a client's fds are for the background closer: one per uid
+ * (0 is everyone else's), so that the closes one user can make block (its
+ * lingering TCP sockets) hold back that user's alone.
+ */
+function closeOwner(uid: number): number {
+  return uid + 1;
 }
 
 /** listen(), replacing a stale socket file at `path` but never a live one or a non-socket. */

@@ -98,6 +98,12 @@ export interface ServeOptions {
    */
   closeInBackground?: boolean;
   /**
+   * With closeInBackground: whose closes they are for the background closer
+   * (native.closeInBackground's owner): one owner's closes that block hold
+   * back only that owner's. A daemon names the client's uid plus one.
+   */
+  closeOwner?: number;
+  /**
    * The code to run for the command a HELLO asks for; throws to refuse it.
    * Without it the HELLO's module is loaded as given, or a built-in command
    * by name (a child serves the parent that started it, whose code it is
@@ -210,14 +216,14 @@ export interface ServedActivity {
 }
 
 /**
- * Runs `then` once the background closer thread has closed everything up to
- * `ticket` (a closeInBackground ticket): at once when it has, else when the
+ * Runs `then` once the background closer has closed every fd of the batches
+ * `tickets` (closeInBackground tickets): at once when it has, else when a
  * closer thread signals the event loop. A close that blocks (a TCP socket
- * lingering) delays `then`, never the event loop.
+ * lingering) delays only the `then` that waits for it, never the event loop.
  */
-function afterBackgroundCloses(ticket: number, then: () => void): void {
-  if (native.backgroundClosesDone() >= ticket) then();
-  else native.afterBackgroundCloses(ticket, then);
+function afterBackgroundCloses(tickets: readonly number[], then: () => void): void {
+  if (tickets.every((t) => native.backgroundCloseDone(t))) then();
+  else native.afterBackgroundCloses(tickets, then);
 }
 
 /** Serves one client on `socket` (which it owns and closes). */
@@ -252,7 +258,7 @@ class ServedSession implements ServedConnection {
     this.#options = options;
     this.#limits = options.limits;
     const limits = this.#limits;
-    if (options.closeInBackground) socket.closeGivenInBackground(true);
+    if (options.closeInBackground) socket.closeGivenInBackground(true, options.closeOwner);
     if (limits?.shared) socket.chargeGivenTo(limits.shared.budget);
     // Every request read makes a reply: while replies back up (the client
     // reads slowly), stop reading requests, so that they wait in the kernel
@@ -443,8 +449,8 @@ class ServedSession implements ServedConnection {
       return;
     }
     // The reply says they are closed: send it once they are (a close
-    // that blocks delays this reply, never the event loop).
-    afterBackgroundCloses(native.closeInBackground(mine), () => this.#send(encodeResult(id, undefined)));
+    // that blocks delays this reply, never the event loop or another's).
+    afterBackgroundCloses([this.#socket.closeInBackground(mine)], () => this.#send(encodeResult(id, undefined)));
   }
 
   /** CALL: runs the method; its RESULT or ERROR goes back whenever it settles. */
@@ -492,10 +498,11 @@ class ServedSession implements ServedConnection {
     const sendClosed = (): void => this.#send(encodeEmpty(FrameType.CLOSED, id));
     // CLOSED tells the client that the command's unadopted fds are closed
     // (its onCommandClosed inspects this process then): when they went to
-    // the closer thread with the command's sweep, wait until it has closed
-    // everything queued so far.
+    // the background closer with the command's sweep, wait until it has
+    // closed them, and every other fd of this connection's it was given
+    // (released, refused, truncated), but nobody else's.
     const reply = (): void =>
-      this.#options.closeInBackground ? afterBackgroundCloses(native.closeInBackground([]), sendClosed) : sendClosed();
+      this.#options.closeInBackground ? afterBackgroundCloses(this.#socket.backgroundCloseTickets(), sendClosed) : sendClosed();
     if (this.#host) this.#host.close().catch(() => undefined).finally(reply);
     else reply();
   }
@@ -569,7 +576,7 @@ class ServedSession implements ServedConnection {
   #discard(fds: readonly number[] | undefined): number {
     if (!fds || fds.length === 0) return 0;
     if (!this.#options.closeInBackground) return closeFds(fds);
-    native.closeInBackground(fds);
+    this.#socket.closeInBackground(fds);
     return fds.length;
   }
 

@@ -7,7 +7,6 @@
  * daemon refuses, and fds still unread in a connection's queue when the
  * daemon ends it; and where a datagram socket may be bound.
  */
-import { execFileSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { setFlagsFromString } from 'node:v8';
@@ -16,6 +15,7 @@ import { join } from 'node:path';
 
 import { connect, DatagramSocket, HelperDaemon } from '../../src';
 import { native } from '../../src/native';
+import { hasPython, LINGER_ATTACKER, PYTHON } from '../util/linger-attacker';
 import { DIST_SRC, isRoot, NOBODY, runAsNobody, spawnAsNobody } from '../util/nobody';
 import { startHelperProcess } from '../util/processes';
 
@@ -79,65 +79,16 @@ describeRoot('what a connection costs once it is gone (client: nobody)', () => {
 });
 
 /**
- * The attacker: a TCP connection whose peer never reads, its send buffer
- * full, SO_LINGER 3600 s, so that the last close of it waits (up to an
- * hour) for the unsent data. It hands that socket to the daemon and closes
- * its own copy:
- *   refused  sends it with its HELLO while the daemon (stopped) has not even
- *            accepted yet, so it is in the daemon's queue whatever it decides;
- *            then waits for REFUSED and hangs up;
- *   unread   (allowed) makes the daemon queue 2 MB of replies it never reads,
- *            so the daemon stops reading its requests; sends the socket in a
- *            DUP that stays unread in the daemon's queue, and hangs up.
- * Told to on stdin, it reads everything at the peer, which lets that close finish.
+ * A client is served (connect, a call, a close that the daemon answers)
+ * while the daemon has a lingering socket to close: each step ends in the
+ * client's own TimeoutError, not a hang, were the daemon stuck.
  */
-const LINGER_ATTACKER = `
-import json, os, socket, struct, sys, time
-mode, name = sys.argv[1], sys.argv[2]
-lst = socket.socket(); lst.bind(('127.0.0.1', 0)); lst.listen(1)
-tcp = socket.create_connection(lst.getsockname()); peer, _ = lst.accept()
-tcp.setblocking(False)
-try:
-    while True: tcp.send(b'x' * 65536)
-except BlockingIOError: pass
-tcp.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 3600))
-u = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); u.connect('\\0' + name)
-def frame(t, i, body=b''): return bytes([t, 0, 0, 0]) + struct.pack('<I', i) + body
-hello = frame(1, 0, json.dumps({'version': 1, 'command': {'name': 'probe'}}).encode())
-if mode == 'refused':
-    socket.send_fds(u, [hello], [tcp.fileno()])
-    tcp.close()
-    print(json.dumps({'queued': True}), flush=True)
-    answer = u.recv(65536)[0]
-else:
-    u.send(hello); answer = u.recv(65536)[0]
-    m = os.memfd_create('big'); os.write(m, b'x' * 2000000); os.lseek(m, 0, 0)
-    socket.send_fds(u, [frame(4, 1)], [m]); os.close(m)
-    there = struct.unpack('<i', u.recv(65536)[8:12])[0]
-    for i in range(20): u.send(frame(6, 10 + i, json.dumps({'method': 'read', 'args': [there, 100000]}).encode()))
-    time.sleep(0.5)
-    socket.send_fds(u, [frame(4, 2)], [tcp.fileno()])
-    tcp.close()
-u.close()
-print(json.dumps({'answer': answer}), flush=True)
-sys.stdin.readline()
-peer.setblocking(True)
-n = 0
-while True:
-    d = peer.recv(1 << 20)
-    if not d: break
-    n += len(d)
-print(json.dumps({'drained': n}), flush=True)
-`;
-
-/** A python3 that nobody may run, with socket.send_fds (3.9+). */
-const PYTHON = '/usr/bin/python3';
-function hasPython(): boolean {
+async function expectServed(socketPath: string): Promise<void> {
+  const conn = await connect('helper', { command: { name: 'probe' }, socketPath, timeoutMs: 5000 });
   try {
-    execFileSync(PYTHON, ['-c', 'import socket; socket.send_fds'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
+    expect(await conn.call('echo', 'not stalled')).toBe('not stalled');
+  } finally {
+    await conn.close();
   }
 }
 
@@ -164,17 +115,27 @@ describeRoot('a close that would block never stalls the daemon, whoever sent the
       }
       expect(await attacker.line('answer')).toEqual({ answer }); // 3: REFUSED, 2: READY
       // The daemon has the lingering socket to close by now; others are served meanwhile.
-      const conn = await connect('helper', { command: { name: 'probe' }, socketPath: `@${name}`, timeoutMs: 5000 });
-      try {
-        expect(await conn.call('echo', 'not stalled')).toBe('not stalled');
-      } finally {
-        // Let the lingering close finish first: the daemon answers CLOSED once
-        // the closer thread, stuck behind it until then, has closed this
-        // connection's fds.
-        attacker.child.stdin?.end('go\n');
-        await attacker.line('drained').catch(() => undefined);
-        await conn.close();
-      }
+      await expectServed(`@${name}`);
+    } finally {
+      attacker.child.stdin?.end('go\n');
+      await attacker.line('drained').catch(() => undefined);
+      attacker.kill();
+      await attacker.exited();
+      await daemon.stop('SIGKILL');
+    }
+  });
+
+  test('a lingering TCP socket in a message that arrives truncated (MSG_TRUNC), from an allowed uid', async () => {
+    if (!hasPython()) return;
+    const name = `fdbridge-other-uid-${process.pid}-truncated`;
+    const daemon = await startHelperProcess(`@${name}`, ['--allow-uid', String(NOBODY)]);
+    const attacker = spawnAsNobody(PYTHON, ['-c', LINGER_ATTACKER, 'truncated', name]);
+    try {
+      expect(await attacker.line('sent')).toEqual({ sent: 2 }); // READY, then the oversized frame went
+      // The daemon closes the fds of that frame (the lingering socket's close
+      // blocks) and hangs up on the attacker; others are served meanwhile.
+      await expectServed(`@${name}`);
+      expect(await attacker.line('answer')).toEqual({ answer: 'eof' });
     } finally {
       attacker.child.stdin?.end('go\n');
       await attacker.line('drained').catch(() => undefined);

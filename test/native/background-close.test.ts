@@ -1,33 +1,76 @@
 /**
  * The background closer (fd_ops.h: FdCloseInBackground) and the news of its
- * progress on the event loop (afterBackgroundCloses): the callback comes once
- * every close up to its ticket is done, never before and never
- * synchronously, while a close that blocks keeps only the closer thread
- * waiting.
+ * progress on the event loop (afterBackgroundCloses): closes go in batches,
+ * each with its own ticket; the callback comes once every fd of the batches
+ * it names is closed, never before and never synchronously. A close that
+ * blocks holds back only its own batch: the pool grows a thread while work
+ * waits and every thread is busy, one owner's closes take a few threads at
+ * most, and past the pool's cap work waits for a thread to come free.
  */
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 
 import { closeFd, makePipe, openFdTable } from '../../src/fd';
 import { native } from '../../src/native';
+import { hasPython, LINGER_ATTACKER, PYTHON } from '../util/linger-attacker';
 import { thrown } from './helpers';
 
-/** Resolves once the closer thread has reached `ticket`, with what was true at that moment. */
-function afterCloses(ticket: number): Promise<{ done: number }> {
-  return new Promise((resolve) => native.afterBackgroundCloses(ticket, () => resolve({ done: native.backgroundClosesDone() })));
+/** Resolves once every batch named is closed, with what was true at that moment. */
+function afterCloses(tickets: number | number[]): Promise<{ done: boolean[] }> {
+  const list = Array.isArray(tickets) ? tickets : [tickets];
+  return new Promise((resolve) => native.afterBackgroundCloses(list, () => resolve({ done: list.map((t) => native.backgroundCloseDone(t)) })));
 }
 
-test('the callback runs once every close up to its ticket is done, on the event loop, never synchronously', async () => {
+/** Waits until `ok()` holds, turning the event loop meanwhile (the closer works on its own threads). */
+async function until(ok: () => boolean): Promise<boolean> {
+  for (let i = 0; i < 1000 && !ok(); i++) await new Promise((r) => setTimeout(r, 10));
+  return ok();
+}
+
+/**
+ * `count` lingering TCP sockets (test/util/linger-attacker.ts), their last
+ * reference ours: taken with pidfd_getfd, the python's own copies closed.
+ * `drain()` lets their closes finish; `end()` waits for the python to exit.
+ */
+async function lingeringSockets(count: number): Promise<{ fds: number[]; drain(): Promise<void>; end(): Promise<void> }> {
+  const py = spawn(PYTHON, ['-c', LINGER_ATTACKER, 'local', '-', String(count)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: py.stdout })[Symbol.asyncIterator]();
+  const next = async (): Promise<Record<string, unknown>> => JSON.parse(((await lines.next()).value as string) ?? 'null');
+  const exited = new Promise((resolve) => py.once('exit', resolve));
+  const { pid, fds: theirs } = (await next()) as { pid: number; fds: number[] };
+  const pidfd = native.pidfdOpen(pid);
+  const fds = theirs.map((fd) => native.pidfdGetfd(pidfd, fd));
+  closeFd(pidfd);
+  py.stdin.write('closed\n');
+  await next();
+  let drained: Promise<unknown> | undefined;
+  return {
+    fds,
+    drain: async () => {
+      drained ??= (py.stdin.write('drain\n'), next());
+      await drained;
+    },
+    end: async () => {
+      py.stdin.end();
+      await exited;
+    },
+  };
+}
+
+const withPython = hasPython() ? test : test.skip;
+
+test('the callback runs once every fd of its batch is closed, on the event loop, never synchronously', async () => {
   const pipes = Array.from({ length: 200 }, () => makePipe()).flat();
   const ticket = native.closeInBackground(pipes);
+  expect(ticket).toBeGreaterThan(0);
   let called = false;
   const news = new Promise<void>((resolve) =>
     native.afterBackgroundCloses(ticket, () => {
       called = true;
-      // Every fd of the ticket is closed by now.
+      // Every fd of the batch is closed by now.
       const table = openFdTable();
       expect(pipes.filter((fd) => table.has(fd))).toEqual([]);
-      expect(native.backgroundClosesDone()).toBeGreaterThanOrEqual(ticket);
+      expect(native.backgroundCloseDone(ticket)).toBe(true);
       resolve();
     }),
   );
@@ -36,12 +79,28 @@ test('the callback runs once every close up to its ticket is done, on the event 
   expect(called).toBe(true);
 });
 
-test('a ticket already reached still calls back asynchronously, once', async () => {
+test('no fds is ticket 0, done; its callback still comes asynchronously, once', async () => {
   const ticket = native.closeInBackground([]);
+  expect(ticket).toBe(0);
+  expect(native.backgroundCloseDone(ticket)).toBe(true);
   let calls = 0;
   const news = new Promise<void>((resolve) => native.afterBackgroundCloses(ticket, () => (calls++, resolve())));
   expect(calls).toBe(0);
   await news;
+  await new Promise((resolve) => setImmediate(resolve));
+  expect(calls).toBe(1);
+});
+
+test('a callback for many batches comes once, after the last of them', async () => {
+  const batches = Array.from({ length: 20 }, () => makePipe());
+  const tickets = batches.map((fds, i) => native.closeInBackground(fds, i % 3));
+  let calls = 0;
+  const { done } = await new Promise<{ done: boolean[] }>((resolve) =>
+    native.afterBackgroundCloses(tickets, () => (calls++, resolve({ done: tickets.map((t) => native.backgroundCloseDone(t)) }))),
+  );
+  expect(done.every(Boolean)).toBe(true);
+  const table = openFdTable();
+  expect(batches.flat().filter((fd) => table.has(fd))).toEqual([]);
   await new Promise((resolve) => setImmediate(resolve));
   expect(calls).toBe(1);
 });
@@ -52,66 +111,99 @@ test('bad arguments are a TypeError', () => {
     [-1, () => undefined, /ticket must be a non-negative integer/],
     [1.5, () => undefined, /ticket must be a non-negative integer/],
     [1, 'no', /afterBackgroundCloses\(ticket, callback\)/],
+    [[1, -2], () => undefined, /ticket must be a non-negative integer/],
   ] as const) {
     const err = thrown(() => call(ticket, callback));
     // Made in the addon's realm, not jest's: compared by name.
     expect((err as Error).name).toBe('TypeError');
     expect((err as Error).message).toMatch(message);
   }
+  // A ticket never given would never come: refused at once.
+  const never = native.closeInBackground([...makePipe()]) + 1000;
+  const err = thrown(() => native.afterBackgroundCloses(never, () => undefined));
+  expect((err as Error).name).toBe('RangeError');
+  expect((err as Error).message).toMatch(/was never given by closeInBackground/);
+  expect((thrown(() => native.backgroundCloseDone(never)) as Error).name).toBe('RangeError');
+  expect((thrown(() => native.closeInBackground([], -1)) as Error).name).toBe('TypeError');
 });
 
-/**
- * A TCP socket whose close blocks: its send buffer full of data its peer has
- * not read, SO_LINGER 60 s. python3 makes it and prints its pid and fd; once
- * told `closed`, it closes its own copy (ours, taken with pidfd_getfd, is
- * then the last one); once told `drain`, it reads everything at the peer,
- * which lets our close finish.
- */
-const LINGERING = `
-import json, os, socket, struct, sys
-lst = socket.socket(); lst.bind(('127.0.0.1', 0)); lst.listen(1)
-tcp = socket.create_connection(lst.getsockname()); peer, _ = lst.accept()
-tcp.setblocking(False)
-try:
-    while True: tcp.send(b'x' * 65536)
-except BlockingIOError: pass
-tcp.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 60))
-print(json.dumps({'pid': os.getpid(), 'fd': tcp.fileno()}), flush=True)
-sys.stdin.readline(); tcp.close(); print('{}', flush=True)
-sys.stdin.readline()
-peer.setblocking(True)
-while peer.recv(1 << 20): pass
-print('{}', flush=True)
-`;
-
-test('a close that blocks (SO_LINGER, unsent data) holds back its callback and nothing else', async () => {
-  const py = spawn('python3', ['-c', LINGERING], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const lines = createInterface({ input: py.stdout })[Symbol.asyncIterator]();
-  const next = async (): Promise<Record<string, number>> => JSON.parse(((await lines.next()).value as string) ?? 'null');
-  const exited = new Promise((resolve) => py.once('exit', resolve));
+withPython('a close that blocks (SO_LINGER, unsent data) holds back its own batch and nothing else', async () => {
+  const lingering = await lingeringSockets(1);
   try {
-    const { pid, fd } = await next();
-    const pidfd = native.pidfdOpen(pid!);
-    const lingering = native.pidfdGetfd(pidfd, fd!);
-    closeFd(pidfd);
-    py.stdin.write('closed\n');
-    await next();
     const before = native.backgroundClosesDone();
-    const ticket = native.closeInBackground([lingering]);
+    const blocked = native.closeInBackground(lingering.fds);
     let called = false;
-    const news = afterCloses(ticket).then((r) => ((called = true), r));
-    // The loop runs on (timers, I/O) while the closer thread is blocked in close(2).
+    const news = afterCloses(blocked).then((r) => ((called = true), r));
+    expect(await until(() => native.closerThreads().busy >= 1)).toBe(true);
+    // Other batches, of the same owner or another, are closed meanwhile, and
+    // their news comes while the blocked one's does not.
+    for (const owner of [0, 1]) {
+      const pipes = makePipe();
+      const { done } = await afterCloses(native.closeInBackground(pipes, owner));
+      expect(done).toEqual([true]);
+      expect(pipes.filter((fd) => openFdTable().has(fd))).toEqual([]);
+    }
+    expect(called).toBe(false);
+    expect(native.backgroundCloseDone(blocked)).toBe(false);
+    expect(native.backgroundClosesDone()).toBe(before + 4);
+    expect(native.backgroundClosesPending()).toBe(1);
+    expect(native.backgroundClosesOfPeerFds()).toBe(1);
+    expect(native.closerThreads().threads).toBeGreaterThanOrEqual(2);
+    await lingering.drain();
+    expect((await news).done).toEqual([true]);
+    expect(native.backgroundClosesPending()).toBe(0);
+  } finally {
+    await lingering.drain();
+    await lingering.end();
+  }
+});
+
+withPython("one owner's closes that block take its share of threads at most: its next close waits, another owner's goes ahead", async () => {
+  const { perOwner } = native.closerThreads();
+  const lingering = await lingeringSockets(perOwner + 1);
+  try {
+    const OWNER = 7;
+    const tickets = lingering.fds.map((fd) => native.closeInBackground([fd], OWNER));
+    expect(await until(() => native.closerThreads().busy === perOwner)).toBe(true);
+    // The owner's last close is queued behind its own blocked ones...
+    const pipes = makePipe();
+    const { done } = await afterCloses(native.closeInBackground(pipes, OWNER + 1));
+    // ... while another owner's batch was closed on a thread of its own.
+    expect(done).toEqual([true]);
+    expect(native.closerThreads().busy).toBe(perOwner);
+    expect(tickets.map((t) => native.backgroundCloseDone(t))).toEqual(new Array(perOwner + 1).fill(false));
+    expect(native.backgroundClosesPending()).toBe(perOwner + 1);
+    await lingering.drain();
+    expect((await afterCloses(tickets)).done).toEqual(new Array(perOwner + 1).fill(true));
+  } finally {
+    await lingering.drain();
+    await lingering.end();
+  }
+});
+
+withPython('past the cap (every thread blocked), a close waits for a thread to come free; the pool never grows beyond it', async () => {
+  const { max, perOwner } = native.closerThreads();
+  const owners = Math.ceil(max / perOwner);
+  const lingering = await lingeringSockets(owners * perOwner);
+  try {
+    const tickets = lingering.fds.map((fd, i) => native.closeInBackground([fd], 100 + Math.floor(i / perOwner)));
+    expect(await until(() => native.closerThreads().busy === max)).toBe(true);
+    expect(native.closerThreads().threads).toBe(max);
+    const pipes = makePipe();
+    const waiting = native.closeInBackground(pipes, 1);
+    let called = false;
+    const news = afterCloses(waiting).then((r) => ((called = true), r));
+    // It stays queued while every thread is stuck (the loop turns meanwhile).
     for (let i = 0; i < 20; i++) await new Promise((resolve) => setTimeout(resolve, 5));
     expect(called).toBe(false);
-    expect(native.backgroundClosesDone()).toBe(before);
-    expect(native.backgroundClosesPending()).toBe(1);
-    py.stdin.write('drain\n');
-    const { done } = await news;
-    expect(done).toBeGreaterThanOrEqual(ticket);
-    expect(openFdTable().has(lingering)).toBe(false);
-    await next();
+    expect(native.backgroundCloseDone(waiting)).toBe(false);
+    expect(openFdTable().has(pipes[0])).toBe(true);
+    expect(native.closerThreads().threads).toBe(max);
+    await lingering.drain();
+    expect((await news).done).toEqual([true]);
+    expect((await afterCloses(tickets)).done.every(Boolean)).toBe(true);
   } finally {
-    py.stdin.end();
-    await exited;
+    await lingering.drain();
+    await lingering.end();
   }
 });

@@ -5,12 +5,12 @@
  * connections, HELLO, idle and stalled-reader timeouts, clients that die
  * holding their own connection, and fds whose close would block.
  */
-import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 
 import { closeFd, connect, HelperDaemon, makeMemfd, openFdTable } from '../../src';
 import { native } from '../../src/native';
 import { DEFAULT_HELPER_LIMITS, fdRoom, NO_PEER_PIDFD_ENV } from '../../src/transports/helper-daemon';
+import { hasPython, LINGER_ATTACKER, PYTHON } from '../util/linger-attacker';
 import { DIST_SRC, isRoot, NOBODY, runAsNobody, spawnAsNobody, type NobodyProcess } from '../util/nobody';
 
 const describeRoot = isRoot ? describe : describe.skip;
@@ -390,109 +390,103 @@ describeRoot("a client's death is noticed whatever fds it left with the daemon (
   });
 });
 
-/**
- * The attacker: a TCP connection whose peer never reads, its send buffer
- * full, SO_LINGER 3600 s. It sends the socket to the daemon, closes its own
- * copy (the daemon's is now the last one) and hangs up, so the daemon's
- * close of it waits for the unsent data, up to an hour. Told to on stdin,
- * it reads everything at the peer, which lets that close finish.
- */
-const LINGER_ATTACKER = `
-import json, os, socket, struct, sys, time
-name = sys.argv[1]
-lst = socket.socket(); lst.bind(('127.0.0.1', 0)); lst.listen(1)
-tcp = socket.create_connection(lst.getsockname()); peer, _ = lst.accept()
-tcp.setblocking(False)
-try:
-    while True: tcp.send(b'x' * 65536)
-except BlockingIOError: pass
-tcp.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 3600))
-u = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); u.connect('\\0' + name)
-def frame(t, i, body=b''): return bytes([t, 0, 0, 0]) + struct.pack('<I', i) + body
-u.send(frame(1, 0, json.dumps({'version': 1, 'command': {'name': 'probe'}}).encode()))
-ready = u.recv(65536)[0]
-socket.send_fds(u, [frame(4, 1)], [tcp.fileno()])
-dup_ok = u.recv(65536)[0]
-tcp.close(); u.close()
-print(json.dumps({'ready': ready, 'dupOk': dup_ok}), flush=True)
-sys.stdin.readline()
-peer.setblocking(True)
-n = 0
-while True:
-    d = peer.recv(1 << 20)
-    if not d: break
-    n += len(d)
-print(json.dumps({'drained': n}), flush=True)
-`;
+describeRoot('a close that would block never runs on the event loop, nor holds back another client (client: nobody)', () => {
+  const withPython = hasPython() ? test : test.skip;
 
-/** A python3 that nobody may run (not one under root's home), with socket.send_fds (3.9+). */
-const PYTHON = '/usr/bin/python3';
-function hasPython(): boolean {
-  try {
-    execFileSync(PYTHON, ['-c', 'import socket; socket.send_fds'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
+  /**
+   * The attacker (test/util/linger-attacker.ts, mode dup) leaves a TCP socket
+   * with SO_LINGER and unsent data with the daemon and hangs up: the
+   * daemon's close of it blocks (up to an hour) until it is told to reset
+   * the connection at the peer.
+   */
+  async function lingeringClose(daemon: HelperDaemon): Promise<NobodyProcess> {
+    const attacker = spawnAsNobody(PYTHON, ['-c', LINGER_ATTACKER, 'dup', nameOf(daemon)]);
+    expect(await attacker.line('ready')).toEqual({ ready: 2, dupOk: 5 });
+    expect(await until(() => daemon.stats.active === 0)).toBe(true);
+    // Its close has started and blocks: the client fd still waiting to be closed.
+    expect(await until(() => native.closerThreads().busy >= 1)).toBe(true);
+    expect(daemon.status().fdsClosing).toBe(1);
+    return attacker;
   }
-}
 
-describeRoot('a close that would block never runs on the event loop (client: nobody)', () => {
-  (hasPython() ? test : test.skip)('a TCP socket with SO_LINGER and unsent data, left with the daemon, does not stall other clients', async () => {
+  async function release(attacker: NobodyProcess): Promise<void> {
+    attacker.child.stdin?.write('go\n');
+    await attacker.line('drained').catch(() => undefined);
+    attacker.kill();
+    await attacker.exited();
+  }
+
+  withPython('a TCP socket with SO_LINGER and unsent data, left with the daemon, does not stall other clients', async () => {
     const daemon = start();
-    const name = nameOf(daemon);
-    const attacker = spawnAsNobody(PYTHON, ['-c', LINGER_ATTACKER, name]);
+    const attacker = await lingeringClose(daemon);
     try {
-      expect(await attacker.line('ready')).toEqual({ ready: 2, dupOk: 5 });
-      // The daemon's copy is closed when the attacker's connection ends. Other clients are served meanwhile:
-      expect(await until(() => daemon.stats.active === 0)).toBe(true);
       const conn = await connect('helper', { command: { name: 'probe' }, socketPath: daemon.socketPath, timeoutMs: 5000 });
       expect(await conn.call('echo', 'not stalled')).toBe('not stalled');
       await conn.close();
     } finally {
-      // Let the lingering data drain so that the background close finishes.
-      attacker.child.stdin?.write('go\n');
-      await attacker.line('drained').catch(() => undefined);
-      attacker.kill();
-      await attacker.exited();
+      await release(attacker);
       await daemon.close();
     }
   });
 
-  (hasPython() ? test : test.skip)('behind a blocked close, the sockets of ended connections wait too but never count against the fd total; the client fds waiting do', async () => {
+  withPython("while its close blocks, another client's RELEASE is answered, and its close() gets CLOSED once its own fds are closed", async () => {
+    const daemon = start();
+    const attacker = await lingeringClose(daemon);
+    const memfd = makeMemfd('victim');
+    const target = openFdTable().get(memfd);
+    /** Copies of the victim's memfd open in this process (the daemon's, and ours). */
+    const copies = (): number => [...openFdTable().values()].filter((t) => t === target).length;
+    try {
+      let atCommandClosed: { copies: number; fdsClosing: number; active: number } | undefined;
+      const conn = await connect('helper', {
+        command: { name: 'probe' },
+        socketPath: daemon.socketPath,
+        onCommandClosed: () => {
+          atCommandClosed = { copies: copies(), fdsClosing: daemon.status().fdsClosing, active: daemon.stats.active };
+        },
+      });
+      const got = await conn.dupFileDescriptors([memfd, memfd, memfd]);
+      expect(copies()).toBe(4);
+      // RELEASE (what a batch that failed part-way sends) is answered once
+      // its own fds are closed, not after the lingering one.
+      await (conn as unknown as { release(fds: number[]): Promise<void> }).release(got.slice(0, 2));
+      expect(copies()).toBe(2);
+      await conn.close();
+      // CLOSED came (close() did not end by its grace): when the hook ran the
+      // daemon had closed the command's last fd, while the lingering close
+      // still blocked, and it still served the connection (waiting for the
+      // client to hang up).
+      expect(atCommandClosed).toEqual({ copies: 1, fdsClosing: 1, active: 1 });
+      expect(await until(() => daemon.stats.active === 0)).toBe(true);
+    } finally {
+      closeFd(memfd);
+      await release(attacker);
+      await daemon.close();
+    }
+  });
+
+  withPython('the sockets of ended connections never count against the fd total, nor wait behind a blocked close; the client fds waiting do count', async () => {
     const TOTAL = 4;
     const daemon = start({ limits: { maxFdsTotal: TOTAL } });
     const name = nameOf(daemon);
-    const attacker = spawnAsNobody(PYTHON, ['-c', LINGER_ATTACKER, name]);
+    const attacker = await lingeringClose(daemon);
     const memfd = makeMemfd('total');
-    let drained = false;
     try {
-      expect(await attacker.line('ready')).toEqual({ ready: 2, dupOk: 5 });
-      expect(await until(() => daemon.stats.active === 0)).toBe(true);
-      // The lingering socket blocks the closer: it is the client fd still waiting to be closed.
-      expect(daemon.status().fdsClosing).toBe(1);
-      // Connections that end now leave their sockets in the closer's queue,
-      // behind it. (Raw ones that hang up: a client's close() would wait for
-      // its CLOSED, which waits for the closes queued before it.)
+      // Connections that end now leave their sockets to the background
+      // closer, which closes them while the lingering close still blocks.
       for (let i = 0; i < TOTAL + 2; i++) native.close(native.connect(native.constants.SOCK_SEQPACKET, name, true));
       expect(await until(() => daemon.stats.connections === TOTAL + 3 && daemon.stats.active === 0)).toBe(true);
-      expect(native.backgroundClosesPending()).toBeGreaterThanOrEqual(1 + TOTAL + 2);
+      expect(await until(() => native.backgroundClosesPending() === 1)).toBe(true);
       // Every fd of the total but the waiting one is served; the one past it is refused, naming it.
       const conn = await connect('helper', { command: { name: 'probe' }, socketPath: daemon.socketPath });
       const got = await conn.dupFileDescriptors(new Array<number>(TOTAL - 1).fill(memfd));
       expect(got).toHaveLength(TOTAL - 1);
       await expect(conn.dupFileDescriptor(memfd)).rejects.toMatchObject({ quota: 'totalFds', message: expect.stringMatching(/\(1 of them still being closed; at most 4\)/) });
-      // Its close is answered once the closes queued before it are done: let the lingering one finish first.
-      drained = true;
-      attacker.child.stdin?.write('go\n');
-      await attacker.line('drained');
       await conn.close();
+      expect(daemon.status().fdsClosing).toBe(1);
     } finally {
       closeFd(memfd);
-      // Told once only: after draining it exits, and a second write would fail (EPIPE).
-      if (!drained) attacker.child.stdin?.write('go\n');
-      await attacker.line('drained').catch(() => undefined);
-      attacker.kill();
-      await attacker.exited();
+      await release(attacker);
       await daemon.close();
     }
   });

@@ -1,0 +1,115 @@
+/**
+ * Test utilities: TCP sockets whose last close blocks, and the attacker that
+ * hands them to a helper daemon.
+ *
+ * A lingering socket is a TCP connection whose peer never reads, its send
+ * buffer full, SO_LINGER set: close(2) of its last reference waits for the
+ * unsent data, up to the linger time (socket(7)). python3 makes them (one
+ * process holds both ends, so that it can end such a close when told to on
+ * stdin, by resetting the connection at the peer).
+ */
+import { execFileSync } from 'node:child_process';
+
+/** A python3 that nobody may run (not one under root's home), with socket.send_fds (3.9+). */
+export const PYTHON = '/usr/bin/python3';
+
+export function hasPython(): boolean {
+  try {
+    execFileSync(PYTHON, ['-c', 'import socket; socket.send_fds'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * `python3 -c LINGER_ATTACKER MODE NAME [COUNT]`: makes COUNT (default 1)
+ * lingering sockets (SO_LINGER 3600 s; small buffers, so that many cost
+ * little) and, by MODE, does with them:
+ *   local      prints {pid, fds}; once told a line on stdin (`closed`), it
+ *              closes its own copies (a copy taken with pidfd_getfd is then
+ *              the last one) and prints {closed}. NAME is ignored.
+ *   dup        (a client allowed by the daemon at @NAME) HELLO, then a DUP
+ *              carrying the sockets, closes its copies and hangs up; prints
+ *              {ready, dupOk} (the frame types it got back).
+ *   refused    sends the sockets with its HELLO (the daemon, stopped, has not
+ *              accepted yet, so they are in its queue whatever it decides),
+ *              prints {queued}, then waits for REFUSED, hangs up, prints {answer}.
+ *   unread     (allowed) makes the daemon queue 2 MB of replies it never
+ *              reads, so that the daemon stops reading its requests; sends
+ *              the sockets in a DUP that stays unread there, and hangs up;
+ *              prints {answer} (READY's type).
+ *   truncated  (allowed) HELLO, then a frame too large for the daemon's
+ *              receive buffer (MSG_TRUNC) carrying the sockets; prints
+ *              {sent} (READY's type), then {answer} once the daemon has hung
+ *              up on it (what it read before the end, 'eof' for nothing).
+ * Then, told a line on stdin (`go`), it resets the connections at the peers
+ * (a close with SO_LINGER 0 sends RST), which ends the closes waiting for
+ * them at once, and prints {drained} (how many).
+ */
+export const LINGER_ATTACKER = `
+import json, os, socket, struct, sys
+mode, name = sys.argv[1], sys.argv[2]
+count = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+lst = socket.socket(); lst.bind(('127.0.0.1', 0)); lst.listen(count)
+tcps, peers = [], []
+for _ in range(count):
+    tcp = socket.socket()
+    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    tcp.connect(lst.getsockname()); peer, _ = lst.accept()
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    tcp.setblocking(False)
+    try:
+        while True: tcp.send(b'x' * 65536)
+    except BlockingIOError: pass
+    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 3600))
+    tcps.append(tcp); peers.append(peer)
+fds = [t.fileno() for t in tcps]
+def close_own():
+    for t in tcps: t.close()
+def frame(t, i, body=b''): return bytes([t, 0, 0, 0]) + struct.pack('<I', i) + body
+hello = frame(1, 0, json.dumps({'version': 1, 'command': {'name': 'probe'}}).encode())
+if mode == 'local':
+    print(json.dumps({'pid': os.getpid(), 'fds': fds}), flush=True)
+    sys.stdin.readline(); close_own()
+    print(json.dumps({'closed': True}), flush=True)
+else:
+    u = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); u.connect('\\0' + name)
+    if mode == 'dup':
+        u.send(hello); ready = u.recv(65536)[0]
+        socket.send_fds(u, [frame(4, 1)], fds)
+        dup_ok = u.recv(65536)[0]
+        close_own(); u.close()
+        print(json.dumps({'ready': ready, 'dupOk': dup_ok}), flush=True)
+    elif mode == 'refused':
+        socket.send_fds(u, [hello], fds)
+        close_own()
+        print(json.dumps({'queued': True}), flush=True)
+        answer = u.recv(65536)[0]
+        u.close()
+        print(json.dumps({'answer': answer}), flush=True)
+    elif mode == 'unread':
+        u.send(hello); answer = u.recv(65536)[0]
+        m = os.memfd_create('big'); os.write(m, b'x' * 2000000); os.lseek(m, 0, 0)
+        socket.send_fds(u, [frame(4, 1)], [m]); os.close(m)
+        there = struct.unpack('<i', u.recv(65536)[8:12])[0]
+        for i in range(20): u.send(frame(6, 10 + i, json.dumps({'method': 'read', 'args': [there, 100000]}).encode()))
+        import time; time.sleep(0.5)
+        socket.send_fds(u, [frame(4, 2)], fds)
+        close_own(); u.close()
+        print(json.dumps({'answer': answer}), flush=True)
+    elif mode == 'truncated':
+        u.send(hello); ready = u.recv(65536)[0]
+        u.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        socket.send_fds(u, [frame(4, 1, b'x' * 300000)], fds)
+        close_own()
+        print(json.dumps({'sent': ready}), flush=True)
+        got = u.recv(65536)
+        u.close()
+        print(json.dumps({'answer': got[0] if got else 'eof'}), flush=True)
+sys.stdin.readline()
+for peer in peers:
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+    peer.close()
+print(json.dumps({'drained': len(peers)}), flush=True)
+`;
