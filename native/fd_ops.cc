@@ -251,10 +251,36 @@ void ListLocked(Closer& c, uint64_t owner, Closer::Lane& lane) {
   }
 }
 
+bool IsOwned(int fd) {
+  OwnedFds& o = TheOwnedFds();
+  if (o.count.load(std::memory_order_relaxed) == 0) return false;
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  return o.gens.count(fd) != 0;
+}
+
+// close(2) takes the number out of the table before the part that can
+// block (the release of the file's last reference), but FdClose unregisters
+// one of ours only once close returns: were that close blocked, the number
+// would stay refused (EBADF, OwnedFdsLock) to whatever fd of the caller's
+// takes it next, for as long as the close blocks. So an fd of ours below the
+// floor is first moved above it, where the caller's fds do not go (closing
+// the low number then drops no last reference and cannot block), and the
+// close that may block is the copy's.
+void CloseMayBlock(int fd) {
+  if (fd < FdFloor() && IsOwned(fd)) {
+    int high = FdDupHigh(fd);
+    if (high >= 0) {
+      FdClose(fd);
+      fd = high;
+    }
+  }
+  FdClose(fd);
+}
+
 // Closes `job.fd` (the call that may block, outside the lock), then settles
 // its batch and runs the waiters it completed.
 void RunJob(Closer& c, uint64_t owner, const Closer::Job& job) {
-  FdClose(job.fd);
+  CloseMayBlock(job.fd);
   c.done++;
   if (job.peer_fd) c.pending_peer_fds--;
   c.pending--;
