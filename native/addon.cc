@@ -292,6 +292,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
                            InstanceMethod<&SocketWrap::ServeDuplications>("serveDuplications"),
                            InstanceMethod<&SocketWrap::CloseGivenInBackground>("closeGivenInBackground"),
                            InstanceMethod<&SocketWrap::CloseFdsInBackground>("closeInBackground"),
+                           InstanceMethod<&SocketWrap::SetReceiveBufferSize>("setReceiveBufferSize"),
                            InstanceMethod<&SocketWrap::BackgroundCloseTickets>("backgroundCloseTickets"),
                            InstanceMethod<&SocketWrap::RequestDup>("requestDup"),
                            InstanceMethod<&SocketWrap::DupSync>("dupSync"),
@@ -353,15 +354,11 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     }
     // reuseBuffer: messages land in one ArrayBuffer (exposed as `buffer`) and
     // onMessage gets the length instead of a fresh Buffer: no allocation per
-    // message. The data is only valid until the callback returns.
-    char* external = nullptr;
-    if (reuse_buffer) {
-      Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, buffer_size);
-      external = static_cast<char*>(ab.Data());
-      buffer_ref_ = Napi::Persistent(ab);
-    }
+    // message. The data is only valid until the callback returns. It is made
+    // when the socket first reads (ProvideReceiveBuffer).
+    reuse_buffer_ = reuse_buffer;
     int err = 0;
-    core_ = UnixSocket::Create(loop, fd, type, max_fds, buffer_size, this, &err, external);
+    core_ = UnixSocket::Create(loop, fd, type, max_fds, buffer_size, this, &err);
     if (core_ == nullptr) ThrowSystem(env, err, "uv_poll_init");
     if (has_queue_limit) core_->SetSendQueueLimits(queue_limit, SIZE_MAX);
     async_context_ = std::make_unique<Napi::AsyncContext>(env, "FdbridgeSocket", Value());
@@ -770,6 +767,21 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
 
   void OnDupReply(uint32_t id, int32_t fd) override { SettleDup(id, true, fd); }
 
+  char* ProvideReceiveBuffer(size_t len) override {
+    if (!reuse_buffer_ || !CanCallIntoJs()) return nullptr;  // the socket's own; each message copied
+    Napi::HandleScope scope(Env());
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(Env(), len);
+    buffer_ref_ = Napi::Persistent(ab);
+    return static_cast<char*>(ab.Data());
+  }
+
+  // setReceiveBufferSize(bytes) -> whether it took: before the first read only.
+  Napi::Value SetReceiveBufferSize(const Napi::CallbackInfo& info) {
+    double v = WholeNumber(info.Length() > 0 ? info[0] : info.Env().Undefined());
+    if (v < 1 || v > 64 * 1024 * 1024) throw Napi::RangeError::New(info.Env(), "setReceiveBufferSize: bytes must be between 1 and 64 MiB");
+    return Napi::Boolean::New(info.Env(), core_ != nullptr && core_->SetReceiveBufferSize(static_cast<size_t>(v)));
+  }
+
   // The command's side of the frame protocol, answering DUP requests in C++
   // (see UnixSocket::ServeDuplications) and keeping the given fds' ledger.
   // serveDuplications(on, maxGiven?): maxGiven caps the given set (see UnixSocket).
@@ -1076,6 +1088,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   std::unordered_map<uint32_t, uint32_t> queued_dup_sends_;  // send id -> request id
   std::unique_ptr<Napi::AsyncContext> async_context_;
   Napi::Reference<Napi::ArrayBuffer> buffer_ref_;
+  bool reuse_buffer_ = false;
 };
 
 // ---------------------------------------------------------------------------
@@ -1240,10 +1253,12 @@ Napi::Value BackgroundCloseDone(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), FdBackgroundCloseDone(t.front()));
 }
 
-// afterBackgroundCloses(ticket | tickets, callback): callback() runs on this
-// thread's event loop once every batch named is closed (never
-// synchronously). The thread-safe function that carries the news keeps the
-// loop alive only while it waits, and is released once called.
+// afterBackgroundCloses(ticket | tickets, callback, keepAlive = true):
+// callback() runs on this thread's event loop once every batch named is
+// closed (never synchronously). The thread-safe function that carries the
+// news keeps the loop alive while it waits (unless keepAlive is false: a
+// close blocked for good must not keep a process from exiting), and is
+// released once called.
 Napi::Value AfterBackgroundCloses(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !(info[0].IsNumber() || info[0].IsArray()) || !info[1].IsFunction()) {
@@ -1251,6 +1266,7 @@ Napi::Value AfterBackgroundCloses(const Napi::CallbackInfo& info) {
   }
   std::vector<uint64_t> tickets = ArgTickets(env, info[0]);
   auto tsfn = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "afterBackgroundCloses", 0, 1);
+  if (info.Length() > 2 && info[2].IsBoolean() && !info[2].As<Napi::Boolean>().Value()) tsfn.Unref(env);
   FdAfterBackgroundCloses(tickets.data(), tickets.size(), [tsfn]() mutable {
     // napi_closing (the environment is being torn down) drops the call.
     tsfn.NonBlockingCall();
@@ -1262,6 +1278,15 @@ Napi::Value AfterBackgroundCloses(const Napi::CallbackInfo& info) {
 // backgroundClosesDone() -> background closes finished since the process started.
 Napi::Value BackgroundClosesDone(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(FdBackgroundClosesDone()));
+}
+
+// openBackgroundCloses() -> the tickets of every batch not closed yet.
+Napi::Value OpenBackgroundCloses(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<uint64_t> open = FdOpenBackgroundCloses();
+  Napi::Array arr = Napi::Array::New(env, open.size());
+  for (size_t i = 0; i < open.size(); i++) arr.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(open[i])));
+  return arr;
 }
 
 // closerThreads() -> { threads, busy }: the background closer's pool now.
@@ -1723,6 +1748,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("backgroundClosesDone", Napi::Function::New<BackgroundClosesDone>(env, "backgroundClosesDone"));
   exports.Set("backgroundCloseDone", Napi::Function::New<BackgroundCloseDone>(env, "backgroundCloseDone"));
   exports.Set("closerThreads", Napi::Function::New<CloserThreads>(env, "closerThreads"));
+  exports.Set("openBackgroundCloses", Napi::Function::New<OpenBackgroundCloses>(env, "openBackgroundCloses"));
   exports.Set("backgroundClosesPending", Napi::Function::New<BackgroundClosesPending>(env, "backgroundClosesPending"));
   exports.Set("backgroundClosesOfPeerFds", Napi::Function::New<BackgroundClosesOfPeerFds>(env, "backgroundClosesOfPeerFds"));
   exports.Set("pollReadable", Napi::Function::New<PollReadable>(env, "pollReadable"));

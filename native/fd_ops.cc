@@ -421,6 +421,15 @@ void FdDropDoneTickets(std::vector<uint64_t>* tickets) {
   tickets->resize(kept);
 }
 
+std::vector<uint64_t> FdOpenBackgroundCloses() {
+  Closer& c = TheCloser();
+  std::lock_guard<std::mutex> lock(c.mu);
+  std::vector<uint64_t> open;
+  open.reserve(c.batches.size());
+  for (const auto& b : c.batches) open.push_back(b.first);
+  return open;
+}
+
 void FdAfterBackgroundCloses(const uint64_t* tickets, size_t n, std::function<void()> then) {
   Closer& c = TheCloser();
   // Counts down the batches still open; the last one to finish runs `then`.

@@ -186,6 +186,8 @@ bool FdBackgroundCloseDone(uint64_t ticket);
 bool FdBackgroundCloseIssued(uint64_t ticket);
 // Removes from *tickets those that are done.
 void FdDropDoneTickets(std::vector<uint64_t>* tickets);
+// The tickets of every batch not done yet.
+std::vector<uint64_t> FdOpenBackgroundCloses();
 // Runs `then` once every batch of tickets[0..n) is done: at once, on the
 // calling thread, when they are; else on a closer thread, right after the
 // close that completes the last of them (so `then` must only hand the news

@@ -190,6 +190,9 @@ UnixSocket::SyncDup UnixSocket::DupSync(int fd, uint32_t id, uint32_t send_id, i
     return out;
   }
   const int64_t deadline = NowMs() + timeout_ms;
+  // The real delegate provides the receive buffer (the held events are
+  // copied back into it), not the stand-in.
+  ReceiveBuffer();
   HeldEvents held(this, id, send_id);
   Delegate* real = delegate_;
   // From here on the loop's callbacks cannot run (this thread is busy), and

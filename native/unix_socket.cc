@@ -44,8 +44,7 @@ UnixSocket::UnixSocket(int fd, int type, size_t max_fds, size_t recv_buffer_size
       type_(type),
       max_fds_(max_fds),
       delegate_(delegate),
-      own_buf_(external_buffer != nullptr ? 0 : (recv_buffer_size > 0 ? recv_buffer_size : 1)),
-      recv_buf_(external_buffer != nullptr ? external_buffer : own_buf_.data()),
+      recv_buf_(external_buffer),
       recv_len_(recv_buffer_size > 0 ? recv_buffer_size : 1),
       control_len_(ScmControlSpace(max_fds)),
       recv_fds_(kMaxFdsPerMessage) {
@@ -54,6 +53,23 @@ UnixSocket::UnixSocket(int fd, int type, size_t max_fds, size_t recv_buffer_size
 }
 
 UnixSocket::~UnixSocket() = default;
+
+bool UnixSocket::SetReceiveBufferSize(size_t len) {
+  if (recv_buf_ != nullptr) return false;
+  recv_len_ = len > 0 ? len : 1;
+  return true;
+}
+
+char* UnixSocket::ReceiveBuffer() {
+  if (recv_buf_ == nullptr) {
+    recv_buf_ = delegate_->ProvideReceiveBuffer(recv_len_);
+    if (recv_buf_ == nullptr) {
+      own_buf_.resize(recv_len_);
+      recv_buf_ = own_buf_.data();
+    }
+  }
+  return recv_buf_;
+}
 
 int UnixSocket::Send(const char* data, size_t len, const int* fds, size_t nfds, uint32_t id, bool exempt) {
   if (closed_) return -EBADF;
@@ -321,6 +337,7 @@ void UnixSocket::FailQueue(int err) {
 void UnixSocket::DoRead() {
   // Stops as soon as the replies it made pause reading (SetSendQueueLimits):
   // the rest waits in the kernel, where it holds back the peer.
+  if (reading_ && !closed_ && !ReadPaused()) ReceiveBuffer();
   for (int i = 0; i < kMaxReadsPerWakeup && reading_ && !closed_ && !ReadPaused(); i++) {
     RecvResult r;
     // Received and registered as one step on a socket whose fds are ours

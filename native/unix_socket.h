@@ -44,6 +44,10 @@ class UnixSocket {
     // A DUP_OK for a request registered with AwaitDupReply (one fd): its id
     // and the fd's number on the other side.
     virtual void OnDupReply(uint32_t id, int32_t fd) = 0;
+    // The socket is about to read for the first time: memory of `len` bytes
+    // for received data that lives until Close(), or nullptr for the
+    // socket's own.
+    virtual char* ProvideReceiveBuffer(size_t len) { return nullptr; }
   };
 
   // Takes ownership of `fd` (a non-blocking AF_UNIX socket of `type`).
@@ -53,7 +57,10 @@ class UnixSocket {
   // Received data lands in a buffer of `recv_buffer_size` bytes: the
   // socket's own, or `external_buffer` when given (the caller keeps that
   // memory alive until Close(); the binding uses it to hand JS a view of a
-  // reused buffer instead of a fresh copy per message).
+  // reused buffer instead of a fresh copy per message). Without one it is
+  // made when the socket first reads (Delegate::ProvideReceiveBuffer, else
+  // its own): a socket that never reads (a refused peer's, closed unread)
+  // costs no buffer.
   static UnixSocket* Create(uv_loop_t* loop, int fd, int type, size_t max_fds,
                             size_t recv_buffer_size, Delegate* delegate, int* err,
                             char* external_buffer = nullptr);
@@ -212,6 +219,13 @@ class UnixSocket {
   };
   SyncDup DupSync(int fd, uint32_t id, uint32_t send_id, int timeout_ms);
 
+  // Until the receive buffer is made, it can be given another size (a
+  // socket that only drains what a refused peer sends needs a few bytes:
+  // longer messages arrive truncated, their fds closed). False once made.
+  bool SetReceiveBufferSize(size_t len);
+  // The receive buffer, made now if it is not yet.
+  char* ReceiveBuffer();
+
   int fd() const { return fd_; }
   int type() const { return type_; }
   bool closed() const { return closed_; }
@@ -271,8 +285,8 @@ class UnixSocket {
   size_t pause_reading_at_ = SIZE_MAX;
   bool ReadPaused() const { return queued_bytes_ > pause_reading_at_; }
   void PopQueued();
-  std::vector<char> own_buf_;  // empty when an external buffer is used
-  char* recv_buf_;
+  std::vector<char> own_buf_;  // empty when an external buffer is used, or none is made yet
+  char* recv_buf_;  // nullptr until made (ReceiveBuffer)
   size_t recv_len_;
   std::unique_ptr<char[]> control_;  // aligned for cmsghdr by operator new
   size_t control_len_;

@@ -78,8 +78,10 @@ export interface NativeSocket {
   setSendQueueLimits(limit: number, pauseReadingAt: number): void;
   /** While not reading, report a peer's hangup at once as EOF (its unread messages left unread). */
   watchHangup(on: boolean): void;
-  /** The reused receive buffer (reuseBuffer), else undefined. */
+  /** The reused receive buffer (reuseBuffer) once the socket has read, else undefined. */
   readonly buffer: ArrayBuffer | undefined;
+  /** A receive buffer of `bytes` instead; false once the buffer is made (the first read). */
+  setReceiveBufferSize(bytes: number): boolean;
   /**
    * Answers well-formed DUP frames in C++ (a DUP_OK listing the received
    * fds' numbers) without calling onMessage; the fds join the given set.
@@ -237,9 +239,12 @@ export interface NativeBinding {
   backgroundCloseDone(ticket: number): boolean;
   /**
    * Calls `callback` on this thread's event loop (never synchronously) once
-   * every batch named is done; keeps the loop alive only until then.
+   * every batch named is done; keeps the loop alive until then, unless
+   * `keepAlive` is false.
    */
-  afterBackgroundCloses(tickets: number | readonly number[], callback: () => void): void;
+  afterBackgroundCloses(tickets: number | readonly number[], callback: () => void, keepAlive?: boolean): void;
+  /** The tickets of every batch not closed yet. */
+  openBackgroundCloses(): number[];
   /** Background closes finished since the process started. */
   backgroundClosesDone(): number;
   /** The background closer's threads now, how many are in a close, and its caps (total, per owner). */

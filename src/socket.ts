@@ -297,14 +297,24 @@ export class UnixSocket {
       this.#onMessage(err, typeof data === 'number' ? this.#view(data) : data, fds ?? NO_FDS, from, credentials),
     );
     if (options?.receiveFrom) this.#native.receiveFrom(true);
-    const shared = this.#native.buffer;
-    this.#scratch = shared ? Buffer.from(shared) : undefined;
     this.#fd = fd;
   }
 
-  /** A view of the first `length` bytes of the reused receive buffer. */
+  /** A view of the first `length` bytes of the reused receive buffer (made when the socket first read). */
   #view(length: number): Buffer {
-    return (this.#scratch as Buffer).subarray(0, length);
+    this.#scratch ??= Buffer.from(this.#native.buffer as ArrayBuffer);
+    return this.#scratch.subarray(0, length);
+  }
+
+  /**
+   * Makes the receive buffer `bytes` long instead of the size it was made
+   * with; a longer message then arrives truncated (TruncatedError, its fds
+   * closed). Only before the socket first reads (it makes the buffer then):
+   * returns whether it took. For a socket that only drains what a peer
+   * sends, e.g. one that is told it is refused.
+   */
+  setReceiveBufferSize(bytes: number): boolean {
+    return !this.#closed && this.#native.setReceiveBufferSize(bytes);
   }
 
   /** The socket's fd (borrowed: the socket owns it), or -1 once closed. */

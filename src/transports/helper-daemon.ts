@@ -25,7 +25,7 @@ import { native, type NativeExitWatch, type NativeFdBudget } from '../native';
 import { parseAddress, UnixServer, type SocketAddress, type UnixSocket } from '../socket';
 import { bindReplacingStale, checkSocketDirectory, ensurePrivateDir } from '../socket-file';
 import { refuseFds } from './refuse-fds';
-import { checkFailpoint, serveConnection, type ServedConnection, type ServeStats } from './serve';
+import { checkFailpoint, serveConnection, type ServedActivity, type ServedConnection, type ServeStats } from './serve';
 
 const { S_IFMT, S_IFSOCK } = fsConstants;
 
@@ -168,6 +168,8 @@ export interface HelperClientStatus {
   fdsHeld: number;
   inFlight: number;
   queuedBytes: number;
+  /** ms since it last sent a request or was answered a call (what the idle timeout measures). */
+  idleMs: number;
 }
 
 export interface HelperStatus {
@@ -328,17 +330,25 @@ export class HelperDaemon {
           new QuotaExceededError('queuedBytes', `${a.queuedBytes} bytes of replies waited unread for ${this.limits.stalledReaderTimeoutMs} ms: the client stopped reading`),
         );
       } else {
-        if (a.servedDuplications !== c.lastServed) {
-          c.lastServed = a.servedDuplications;
-          c.lastSeenAt = now;
-        }
-        const last = Math.max(a.lastRequestAt, c.lastSeenAt);
-        if (a.ready && this.limits.idleTimeoutMs > 0 && a.inFlight === 0 && now - last > this.limits.idleTimeoutMs) {
+        if (a.ready && this.limits.idleTimeoutMs > 0 && a.inFlight === 0 && this.#idleMs(c, a, now) > this.limits.idleTimeoutMs) {
           this.stats.quotaHits.idleTimeout++;
           c.served.end(new QuotaExceededError('idleTimeout', `idle for more than ${this.limits.idleTimeoutMs} ms`));
         }
       }
     }
+  }
+
+  /**
+   * How long `c` has been idle at `now`: since its last request, the last
+   * call of its that settled, or the last DUP answered in C++ that a look
+   * here has seen (those never reach JS, so they are counted here).
+   */
+  #idleMs(c: Client, a: ServedActivity, now: number): number {
+    if (a.servedDuplications !== c.lastServed) {
+      c.lastServed = a.servedDuplications;
+      c.lastSeenAt = now;
+    }
+    return now - Math.max(a.lastActiveAt, c.lastSeenAt);
   }
 
   /**
@@ -360,9 +370,10 @@ export class HelperDaemon {
 
   /** Clients, fds held and limits: what `fdbridge helper --status` prints. */
   status(): HelperStatus {
+    const now = Date.now();
     const clients: HelperClientStatus[] = [...this.#clients.values()].map((c) => {
       const a = c.served.activity();
-      return { pid: c.pid, uid: c.uid, command: a.ready, fdsHeld: a.fdsHeld, inFlight: a.inFlight, queuedBytes: a.queuedBytes };
+      return { pid: c.pid, uid: c.uid, command: a.ready, fdsHeld: a.fdsHeld, inFlight: a.inFlight, queuedBytes: a.queuedBytes, idleMs: this.#idleMs(c, a, now) };
     });
     return {
       pid: process.pid,
@@ -541,12 +552,22 @@ export class HelperDaemon {
       for (const c of [...this.#clients.values()]) c.served.end();
       await idle;
     }
-    // The clients' fds are closed on the background thread: let it finish
-    // (a close blocked for good, a lingering TCP socket, is given up on
-    // after a few seconds: it no longer holds up anything but itself).
-    for (let i = 0; i < 500 && native.backgroundClosesPending() > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    // The clients' fds are closed by the background closer: wait for its
+    // news that the closes open now are done, giving up after
+    // CLOSES_GIVE_UP_MS on a close blocked for good (a lingering TCP
+    // socket), which then holds up nothing but itself.
+    const open = native.openBackgroundCloses();
+    if (open.length === 0) return;
+    await new Promise<void>((resolve) => {
+      const giveUp = setTimeout(resolve, CLOSES_GIVE_UP_MS);
+      // The timer keeps the loop alive meanwhile; the news does not have to.
+      native.afterBackgroundCloses(open, () => (clearTimeout(giveUp), resolve()), false);
+    });
   }
 }
+
+/** How long close() waits for the clients' fds to be closed before it gives up on them. */
+const CLOSES_GIVE_UP_MS = 5000;
 
 /** Ids are unique in the process, across module instances (see `daemons`). */
 function nextDaemonId(): number {
@@ -652,6 +673,9 @@ function commandTable(options: HelperOptions, daemonId: number): Map<string, Mod
   return table;
 }
 
+/** The receive buffer of a refused peer's socket, which is only drained (see refuse). */
+const REFUSED_RECEIVE_BYTES = 64;
+
 /**
  * Tells a peer it is refused, then lets it read that: closing at once while
  * its HELLO sits unread would give it ECONNRESET instead of the answer. What
@@ -663,6 +687,9 @@ function refuse(socket: UnixSocket, uid: number, message: string): void {
   // lingering TCP socket): those, and the socket itself (its close drops
   // what is still unread), go to the background closer, as its uid's.
   socket.closeGivenInBackground(true, closeOwner(uid));
+  // Only drained: what it sent is read into a few bytes (a longer message
+  // arrives truncated, its fds closed), never into a frame-sized buffer.
+  socket.setReceiveBufferSize(REFUSED_RECEIVE_BYTES);
   try {
     // A refused peer has no business sending fds: make its sendmsg fail
     // (EPERM) where the kernel can; elsewhere the handler below closes them.

@@ -203,8 +203,12 @@ export interface ServedConnection {
 export interface ServedActivity {
   /** The HELLO was answered (the command is set up). */
   ready: boolean;
-  /** Date.now() of the last request that reached JS. */
-  lastRequestAt: number;
+  /**
+   * Date.now() of the last request that reached JS, or of the last call that
+   * settled (its reply went out then: a client whose only call ran long has
+   * just been answered, not idle all that time).
+   */
+  lastActiveAt: number;
   /** DUP requests answered in C++ so far (they never reach JS). */
   servedDuplications: number;
   /** Requests being served. */
@@ -245,7 +249,7 @@ class ServedSession implements ServedConnection {
   #ended = false;
   /** The client's CLOSE arrived: nothing more is served. */
   #closing = false;
-  #lastRequestAt = Date.now();
+  #lastActiveAt = Date.now();
   /**
    * Calls the command has not answered yet. Their replies come later, all
    * at once maybe, whatever the reply queue holds: at MAX_CALLS_IN_FLIGHT no
@@ -279,7 +283,7 @@ class ServedSession implements ServedConnection {
   activity(): ServedActivity {
     return {
       ready: this.#host !== undefined,
-      lastRequestAt: this.#lastRequestAt,
+      lastActiveAt: this.#lastActiveAt,
       servedDuplications: this.#socket.servedDuplications,
       inFlight: this.#callsInFlight,
       fdsHeld: this.#host ? this.#host.ledger.size : 0,
@@ -293,7 +297,7 @@ class ServedSession implements ServedConnection {
       this.#stats.unexpectedFds += this.#discard(fds);
       return;
     }
-    this.#lastRequestAt = Date.now();
+    this.#lastActiveAt = Date.now();
     if (err) {
       if (err instanceof TruncatedError) this.#truncated(err);
       else this.#end(err.name === 'EofError' ? null : err); // EOF is the normal end
@@ -482,6 +486,7 @@ class ServedSession implements ServedConnection {
   }
 
   #callSettled(): void {
+    this.#lastActiveAt = Date.now();
     if (this.#callsInFlight-- === MAX_CALLS_IN_FLIGHT && !this.#ended) this.#socket.resume();
   }
 

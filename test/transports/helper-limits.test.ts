@@ -9,6 +9,7 @@ import { join } from 'node:path';
 
 import { closeFd, connect, HelperDaemon, makeMemfd, openFdTable } from '../../src';
 import { native } from '../../src/native';
+import { encodeJson, FrameType, MAX_FRAME_BYTES, PROTOCOL_VERSION } from '../../src/protocol';
 import { DEFAULT_HELPER_LIMITS, fdRoom, NO_PEER_PIDFD_ENV } from '../../src/transports/helper-daemon';
 import { hasPython, LINGER_ATTACKER, PYTHON } from '../util/linger-attacker';
 import { DIST_SRC, isRoot, NOBODY, runAsNobody, spawnAsNobody, type NobodyProcess } from '../util/nobody';
@@ -167,6 +168,66 @@ describeRoot('quotas (client: nobody)', () => {
       expect(daemon.stats.quotaHits.queuedBytes).toBeGreaterThanOrEqual(1);
       expect(daemon.stats.active).toBe(0);
     } finally {
+      await daemon.close();
+    }
+  });
+});
+
+describeRoot('what a refused or long-served client costs and counts (client: root)', () => {
+  /** The first frame's type on a raw socket, or 'eof', waiting while the daemon (in this process) works. */
+  async function answer(fd: number): Promise<number | string> {
+    for (;;) {
+      try {
+        const m = native.recvNow(fd, 65536, 0);
+        if (m) return m.data[0] as number;
+      } catch (e) {
+        return (e as { code?: string }).code === 'ERR_FDBRIDGE_EOF' ? 'eof' : String((e as { code?: string }).code);
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  test('a refused connection gets a receive buffer of a few bytes, never a frame-sized one', async () => {
+    const daemon = start({ limits: { maxConnections: 1 } });
+    const REFUSED = 64;
+    const raws: number[] = [];
+    try {
+      const first = await connect('helper', { command: { name: 'probe' }, socketPath: daemon.socketPath });
+      const before = process.memoryUsage().arrayBuffers;
+      const hello = encodeJson(FrameType.HELLO, 0, { version: PROTOCOL_VERSION, command: { name: 'probe' } });
+      for (let i = 0; i < REFUSED; i++) {
+        const fd = native.connect(native.constants.SOCK_SEQPACKET, nameOf(daemon), true);
+        raws.push(fd);
+        native.sendNow(fd, hello);
+      }
+      // Each is told REFUSED (3) and then held (until it hangs up, or a second) with what it sent unread or drained.
+      for (const fd of raws) expect(await answer(fd)).toBe(3);
+      expect(daemon.stats.refused).toBe(REFUSED);
+      // A frame-sized buffer each would be REFUSED * 192 KiB (12 MiB); an eighth of that is room for everything else.
+      expect(process.memoryUsage().arrayBuffers - before).toBeLessThan((REFUSED * MAX_FRAME_BYTES) / 8);
+      await first.close();
+    } finally {
+      for (const fd of raws) native.close(fd);
+      await daemon.close();
+    }
+  });
+
+  test('a client is idle from the moment its last call was answered, not from when it asked', async () => {
+    const daemon = start();
+    const LONG = 2000;
+    const conn = await connect('helper', { command: { name: 'probe' }, socketPath: daemon.socketPath });
+    try {
+      const askedAt = Date.now();
+      expect(await conn.call('later', LONG, 'answered')).toBe('answered');
+      const [client] = daemon.status().clients;
+      // The answer went out at least LONG ms (less a timer's 1 ms rounding)
+      // after the request left: idle since then at most. The idle timeout
+      // measures the same (a client whose only call ran longer than it is
+      // not cut the moment it is answered).
+      expect(client?.idleMs).toBeLessThanOrEqual(Date.now() - askedAt - LONG + 2);
+      expect(client?.inFlight).toBe(0);
+    } finally {
+      await conn.close();
       await daemon.close();
     }
   });
@@ -488,6 +549,24 @@ describeRoot('a close that would block never runs on the event loop, nor holds b
       closeFd(memfd);
       await release(attacker);
       await daemon.close();
+    }
+  });
+
+  withPython("close() waits for the closer's news (no polling), and gives up on a close blocked for good", async () => {
+    const daemon = start();
+    const attacker = await lingeringClose(daemon);
+    const timers = jest.spyOn(global, 'setTimeout');
+    try {
+      await daemon.close();
+      // It gave up: the lingering close still blocks.
+      expect(daemon.status().fdsClosing).toBe(1);
+      const delays = timers.mock.calls.map((call) => call[1]);
+      // One timer, its give-up; nothing that looks again every few ms.
+      expect(delays.filter((ms) => ms === 5000)).toHaveLength(1);
+      expect(delays.filter((ms) => ms !== undefined && ms < 100)).toEqual([]);
+    } finally {
+      timers.mockRestore();
+      await release(attacker);
     }
   });
 });
