@@ -5,12 +5,12 @@
  * NOTIFY_SOCKET (a fake one here), and `fdbridge helper --status`.
  */
 import { execFile, spawn } from 'node:child_process';
-import { lstatSync, mkdtempSync, rmSync } from 'node:fs';
+import { lstatSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
-import { connect, DatagramSocket, makeMemfd, closeFd } from '../../src';
+import { connect, DatagramSocket, makeMemfd, closeFd, openFdTable } from '../../src';
 import { constants, native } from '../../src/native';
 import { listenFdsFromSystemd } from '../../src/transports/systemd';
 import { CLI, exitOf } from '../util/processes';
@@ -46,6 +46,15 @@ test('socket activation, READY=1 on NOTIFY_SOCKET, and --status showing clients,
     expect(ready.data.toString()).toContain(`MAINPID=${child.pid}`);
     // Served on the unit's socket; the quota given on the command line applies.
     const conn = await connect('helper', { command: { name: 'log' }, socketPath });
+    // The unit's socket stays at fd 3 (sd_listen_fds's protocol); the
+    // connection it accepted is the daemon's own, above its fd floor.
+    const daemonFds = openFdTable(child.pid);
+    const [soft] = /^Max open files\s+(\d+)/m.exec(readFileSync(`/proc/${child.pid}/limits`, 'utf8'))!.slice(1).map(Number) as [number];
+    const floor = Math.min(Math.floor(soft / 2), 8192);
+    expect(daemonFds.get(3)).toMatch(/^socket:/);
+    const accepted = [...daemonFds].filter(([fd, target]) => fd > 3 && target.startsWith('socket:'));
+    expect(accepted.length).toBeGreaterThan(0);
+    expect(accepted.filter(([fd]) => fd < floor)).toEqual([]);
     for (let i = 0; i < 3; i++) await conn.dupFileDescriptor(memfd);
     await expect(conn.dupFileDescriptor(memfd)).rejects.toMatchObject({ code: 'ERR_FDBRIDGE_QUOTA', quota: 'fds' });
     const { stdout } = await execFileAsync(process.execPath, [CLI, 'helper', '--status', '--socket', socketPath], { timeout: 20_000 });
