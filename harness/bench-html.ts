@@ -4,13 +4,11 @@
  * report/index.html is (inline CSS and SVG, a Content-Security-Policy that
  * lets nothing load), with its style and escaping.
  */
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
-
 import type { BenchFile, Ratio } from './cli/bench';
-import { CSS, esc, formatUs } from './report-html';
+import { esc, formatUs, htmlPage } from './report-html';
 import type { ThroughputMode, ThroughputPoint, ThroughputServer } from './throughput';
 import type { Latency } from './types';
+import { writeFileAtomic } from './write-file';
 
 function num(n: number | undefined, digits = 2): string {
   if (n === undefined || !Number.isFinite(n)) return '—';
@@ -151,34 +149,17 @@ export function renderBenchHtml(file: BenchFile): string {
     `node ${e.node}, Linux ${e.kernel}, ${e.cpuModel} × ${e.cores}, commit ${e.gitCommit.slice(0, 12)}; ` +
     `load average ${load(file.loadAverage.start)} → ${load(file.loadAverage.end)}; CPUs allowed ${file.cpusAllowed}; ` +
     `${file.options.timeMs} ms per measurement over ${file.options.rounds} rounds`;
-  return [
-    '<!DOCTYPE html>',
-    '<html lang="en">',
-    '<head>',
-    '<meta charset="utf-8">',
-    `<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">`,
-    '<meta name="viewport" content="width=device-width, initial-scale=1">',
-    '<link rel="icon" href="data:,">',
-    `<title>fdbridge bench: ${esc(e.gitCommit.slice(0, 12))}</title>`,
-    `<style>${CSS}</style>`,
-    '</head>',
-    '<body>',
+  return htmlPage(`fdbridge bench: ${e.gitCommit.slice(0, 12)}`, [
     `<header><h1>fdbridge bench</h1><p class="runline">${esc(runLine)}</p></header>`,
     '<main>',
     renderGoals(file.ratios),
     renderThroughput(file),
     renderLatency(file),
     '</main>',
-    '</body>',
-    '</html>',
-    '',
-  ].join('\n');
+  ]);
 }
 
 /** Writes the page to `path` (its directory created; an old page replaced atomically). */
 export function writeBenchHtml(path: string, file: BenchFile): void {
-  mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, renderBenchHtml(file), 'utf8');
-  renameSync(tmp, path);
+  writeFileAtomic(path, renderBenchHtml(file));
 }

@@ -16,12 +16,11 @@
  * `data-status`; nothing else on the page carries `data-scenario`, so a test
  * can count rows by it.
  */
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
 import { stripVTControlCharacters } from 'node:util';
 
 import { describeFdOrigin } from '../src/fd-track';
 import type { Latency, Leak, ResultRow, ResultsFile, Status } from './types';
+import { writeFileAtomic } from './write-file';
 
 // ---------------------------------------------------------------------------
 // public
@@ -34,20 +33,7 @@ export function renderHtmlReport(results: ResultsFile): string {
   const env = results.environment;
   const title = `fdbridge report: ${env?.gitCommit ? shortCommit(env.gitCommit) : 'results'}`;
 
-  return [
-    '<!DOCTYPE html>',
-    '<html lang="en">',
-    '<head>',
-    '<meta charset="utf-8">',
-    // Nothing may load: no script, no font, no image beyond data: (the icon below).
-    `<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">`,
-    '<meta name="viewport" content="width=device-width, initial-scale=1">',
-    // An empty icon, so a browser does not go looking for /favicon.ico.
-    '<link rel="icon" href="data:,">',
-    `<title>${esc(title)}</title>`,
-    `<style>${CSS}</style>`,
-    '</head>',
-    '<body>',
+  return htmlPage(title, [
     `<header><h1>fdbridge report</h1>${renderRunLine(results)}</header>`,
     '<nav><a href="#summary">Summary</a> · <a href="#matrix">Matrix</a> · <a href="#latency">Latency</a> · <a href="#details">Details</a> · <a href="#environment">Environment</a></nav>',
     '<main>',
@@ -57,6 +43,29 @@ export function renderHtmlReport(results: ResultsFile): string {
     renderDetails(rows),
     renderEnvironment(results),
     '</main>',
+  ]);
+}
+
+/**
+ * A self-contained page (the report's and the bench's): `title` (escaped
+ * here), the report's CSS inline, and `body` (HTML lines). Nothing may load
+ * (no script, no font, no image beyond data:), and an empty icon keeps a
+ * browser from asking for /favicon.ico.
+ */
+export function htmlPage(title: string, body: readonly string[]): string {
+  return [
+    '<!DOCTYPE html>',
+    '<html lang="en">',
+    '<head>',
+    '<meta charset="utf-8">',
+    `<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">`,
+    '<meta name="viewport" content="width=device-width, initial-scale=1">',
+    '<link rel="icon" href="data:,">',
+    `<title>${esc(title)}</title>`,
+    `<style>${CSS}</style>`,
+    '</head>',
+    '<body>',
+    ...body,
     '</body>',
     '</html>',
     '',
@@ -65,11 +74,7 @@ export function renderHtmlReport(results: ResultsFile): string {
 
 /** Writes the page to `path`, creating its directory; replaces an old page atomically (rename). */
 export function writeHtmlReport(results: ResultsFile, path: string): void {
-  const html = renderHtmlReport(results);
-  mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, html, 'utf8');
-  renameSync(tmp, path);
+  writeFileAtomic(path, renderHtmlReport(results));
 }
 
 // ---------------------------------------------------------------------------

@@ -10,8 +10,9 @@
 import { MergeError, mergeResults, type ShardFile } from '../merge';
 import { summaryTable } from '../summary';
 import type { ResultsFile } from '../types';
+import { writeFileAtomic } from '../write-file';
 import { readResults } from './compare';
-import { writeFileAtomic, writeHtml } from './run';
+import { writeHtml } from './run';
 import { EXIT, parseCommandArgs, UsageError } from './usage';
 
 export const USAGE = `merge SHARD.json... [--json FILE] [--html FILE]

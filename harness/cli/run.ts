@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 
@@ -17,6 +17,7 @@ import { PROFILES } from '../profiles';
 import { DEFAULT_SEED, DEFAULT_SETTLE_MS, DEFAULT_TIMEOUT_MS, discoverScenarios, planRows, runScenarios, type RunnerOptions } from '../runner';
 import { progressLine, summaryTable } from '../summary';
 import type { ResultsFile } from '../types';
+import { writeFileAtomic } from '../write-file';
 import { cliInvocation, EXIT, parseCommandArgs, parseInteger, UsageError } from './usage';
 
 export const USAGE = `run [--transport a,b] [--scenario PATTERN] [--profile NAME] [--scenarios DIR] [--list]
@@ -64,14 +65,6 @@ function parseTransports(text: string | undefined): TransportName[] | undefined 
     if (!known.includes(t as TransportName)) throw new UsageError(`--transport: unknown transport ${t}; use ${known.join(', ')}`);
   }
   return [...new Set(list)] as TransportName[];
-}
-
-/** Writes `text` to `path` (creating its directory) through a temporary file, so readers never see half a file. */
-export function writeFileAtomic(path: string, text: string): void {
-  mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, text);
-  renameSync(tmp, path);
 }
 
 /** Writes the HTML report of `results` to `path` (the writer is loaded only when asked for). */
