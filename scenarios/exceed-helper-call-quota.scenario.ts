@@ -8,7 +8,7 @@ import { strict as assert } from 'node:assert';
 
 import { PROBE_COMMAND, QuotaExceededError } from '../src';
 import type { Scenario } from '../harness/types';
-import { daemonStatus, goodClient, goodRoundTrip, withQuotaDaemon } from './support/quota';
+import { daemonStatus, errorOf, goodClient, goodRoundTrip, withQuotaDaemon } from './support/quota';
 
 const QUOTA = 4;
 
@@ -29,7 +29,7 @@ const scenario: Scenario = {
         // the daemon after the running ones.
         for (let i = 0; i < attempts; i++) {
           ctx.count('badInputsTried');
-          const err = await busy.call('echo', i).then(() => undefined, (e: unknown) => e);
+          const err = await errorOf(busy.call('echo', i));
           assert.ok(err instanceof QuotaExceededError && err.quota === 'calls', `call ${i} past the quota: ${String(err)}`);
           ctx.count('badInputsRejected');
           await goodRoundTrip(good, i);

@@ -8,7 +8,7 @@ import { strict as assert } from 'node:assert';
 
 import { PeerRefusedError, PROBE_COMMAND, type Connection } from '../src';
 import type { Scenario } from '../harness/types';
-import { daemonStatus, goodClient, goodRoundTrip, withQuotaDaemon } from './support/quota';
+import { connectError, daemonStatus, goodClient, goodRoundTrip, withQuotaDaemon } from './support/quota';
 
 const LIMIT = 4;
 
@@ -25,13 +25,7 @@ const scenario: Scenario = {
         const attempts = ctx.rng.int(3, 12);
         for (let i = 0; i < attempts; i++) {
           ctx.count('badInputsTried');
-          const err = await ctx.connect(PROBE_COMMAND, { socketPath: daemon.socketPath }).then(
-            async (c) => {
-              await c.close();
-              return undefined;
-            },
-            (e: unknown) => e,
-          );
+          const err = await connectError(ctx, daemon.socketPath);
           assert.ok(err instanceof PeerRefusedError && /quota connections/.test(err.message), `connection ${i} past the limit: ${String(err)}`);
           ctx.count('badInputsRejected');
           await goodRoundTrip(open[0] as Connection, i);

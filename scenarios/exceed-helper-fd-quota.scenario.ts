@@ -9,7 +9,7 @@ import { strict as assert } from 'node:assert';
 import { makeMemfd, PROBE_COMMAND, QuotaExceededError } from '../src';
 import type { Scenario } from '../harness/types';
 import { closeAll } from './support/common';
-import { daemonStatus, goodClient, goodRoundTrip, withQuotaDaemon } from './support/quota';
+import { daemonStatus, duplicationError, goodClient, goodRoundTrip, withQuotaDaemon } from './support/quota';
 
 const QUOTA = 8;
 
@@ -30,10 +30,7 @@ const scenario: Scenario = {
         for (let i = 0; i < attempts; i++) {
           ctx.count('badInputsTried');
           const batch = ctx.rng.int(1, 4);
-          const err = await (batch === 1 ? greedy.dupFileDescriptor(source) : greedy.dupFileDescriptors(new Array<number>(batch).fill(source))).then(
-            () => undefined,
-            (e: unknown) => e,
-          );
+          const err = await duplicationError(greedy, source, batch);
           assert.ok(err instanceof QuotaExceededError && err.quota === 'fds', `duplication ${i} past the quota: ${String(err)}`);
           ctx.count('badInputsRejected');
           await goodRoundTrip(good, i);

@@ -12,7 +12,7 @@ import { strict as assert } from 'node:assert';
 import { makeMemfd, PeerRefusedError, PROBE_COMMAND, QuotaExceededError, type Connection, type QuotaName } from '../src';
 import type { Scenario, ScenarioContext } from '../harness/types';
 import { closeAll, sleep } from './support/common';
-import { daemonStatus, withQuotaDaemon } from './support/quota';
+import { connectError, daemonStatus, duplicationError, withQuotaDaemon } from './support/quota';
 
 /** Connections of this (one) uid allowed; one more is kept free for the status request. */
 const PER_UID = 3;
@@ -36,10 +36,7 @@ async function fillShared(ctx: ScenarioContext, a: Connection, b: Connection, qu
       ctx.count('badInputsTried');
       const conn = ctx.rng.int(0, 1) === 0 ? a : b;
       const batch = ctx.rng.int(1, 3);
-      const err = await (batch === 1 ? conn.dupFileDescriptor(source) : conn.dupFileDescriptors(new Array<number>(batch).fill(source))).then(
-        () => undefined,
-        (e: unknown) => e,
-      );
+      const err = await duplicationError(conn, source, batch);
       // a is at its own quota: a batch there may meet 'fds' first; b never does.
       const expected = conn === a ? ['fds', quota] : [quota];
       assert.ok(err instanceof QuotaExceededError && expected.includes(err.quota), `duplication ${i} past the shared bound: ${String(err)}`);
@@ -56,10 +53,7 @@ async function fillShared(ctx: ScenarioContext, a: Connection, b: Connection, qu
     // The row's deadline bounds the wait.
     let retried = 0;
     for (;;) {
-      const err = await b.dupFileDescriptor(source).then(
-        () => undefined,
-        (e: unknown) => e,
-      );
+      const err = await duplicationError(b, source, 1);
       if (err === undefined) break;
       const closing = /\((\d+) of them still being closed/.exec(err instanceof Error ? err.message : '');
       assert.ok(err instanceof QuotaExceededError && err.quota === 'totalFds' && closing !== null && Number(closing[1]) > 0, `the duplication a released fd made room for: ${String(err)}`);
@@ -90,13 +84,7 @@ const scenario: Scenario = {
           // The last one allowed, taken; the next is refused.
           open.push(await ctx.connect(PROBE_COMMAND, { socketPath: daemon.socketPath }));
           ctx.count('badInputsTried');
-          const err = await ctx.connect(PROBE_COMMAND, { socketPath: daemon.socketPath }).then(
-            async (c) => {
-              await c.close();
-              return undefined;
-            },
-            (e: unknown) => e,
-          );
+          const err = await connectError(ctx, daemon.socketPath);
           assert.ok(err instanceof PeerRefusedError && err.quota === 'uidConnections', `a connection past the per-uid bound: ${String(err)}`);
           ctx.count('badInputsRejected');
           await (open.pop() as Connection).close(); // room for the status request

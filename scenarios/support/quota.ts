@@ -24,6 +24,28 @@ export async function withQuotaDaemon(ctx: ScenarioContext, args: readonly strin
   }
 }
 
+/** What `p` rejects with; undefined when it resolves (its value is not wanted). */
+export function errorOf(p: Promise<unknown>): Promise<unknown> {
+  return p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+}
+
+/**
+ * What a duplication of `batch` copies of `source` on `conn` ends with: one
+ * dupFileDescriptor for 1, one dupFileDescriptors batch otherwise;
+ * undefined when it succeeds (the duplicates stay with the command).
+ */
+export function duplicationError(conn: Connection, source: number, batch: number): Promise<unknown> {
+  return errorOf(batch === 1 ? conn.dupFileDescriptor(source) : conn.dupFileDescriptors(new Array<number>(batch).fill(source)));
+}
+
+/** What connecting to the daemon at `socketPath` ends with; undefined when it is served (the connection is closed again). */
+export function connectError(ctx: ScenarioContext, socketPath: string): Promise<unknown> {
+  return errorOf(ctx.connect(PROBE_COMMAND, { socketPath }).then((c) => c.close()));
+}
+
 /** The daemon's own account (the built-in status command): what each limit turned away. */
 export async function daemonStatus(socketPath: string): Promise<HelperStatus> {
   const conn = await connect('helper', { command: { name: 'status' }, socketPath });
