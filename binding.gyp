@@ -9,7 +9,8 @@
         "native/scm_rights.cc",
         "native/sock_ops.cc",
         "native/unix_socket.cc",
-        "native/sync_dup.cc",
+        "native/socket_wait.cc",
+        "native/frame_channel.cc",
         "native/fd_watch.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

@@ -1,5 +1,6 @@
 // Node-API exports and the per-environment cleanup hook; nothing else. All the
-// POSIX work lives in fd_ops, sock_ops, scm_rights and unix_socket.
+// POSIX work lives in fd_ops, sock_ops, scm_rights, unix_socket and (the wire
+// protocol) frame_format and frame_channel.
 //
 // Errors: failures are turned into JS errors by a factory that src/native.ts
 // registers with init(), so every error the addon raises is already one of the
@@ -24,6 +25,7 @@
 
 #include "fd_ops.h"
 #include "fd_watch.h"
+#include "frame_channel.h"
 #include "frame_format.h"
 #include "loop_fds.h"
 #include "scm_rights.h"
@@ -202,13 +204,12 @@ Napi::Value ReceiveError(Napi::Env env, const RecvResult& r, const char* syscall
   }
 }
 
-// ---------------------------------------------------------------------------
-// FdBudget: new FdBudget(limit, parent?) counts the fds that sockets charged
-// to it hold in their given sets (socket.chargeGivenTo(budget)), against
+// FdBudget: new FdBudget(limit, parent?) counts the fds that frame channels
+// charged to it hold in their ledgers (channel.chargeTo(budget)), against
 // `limit` and every parent's limit (see fd_budget.h). `held` and `limit`
 // (settable) are readable; it lives while a socket or a child budget uses it.
 
-// Tags FdBudget objects so that chargeGivenTo never unwraps something else.
+// Tags FdBudget objects so that chargeTo never unwraps something else.
 const napi_type_tag kFdBudgetTag = {0x6664627564676574ULL, 0x66646272696467ULL};
 
 class FdBudgetWrap : public Napi::ObjectWrap<FdBudgetWrap> {
@@ -252,6 +253,37 @@ class FdBudgetWrap : public Napi::ObjectWrap<FdBudgetWrap> {
   std::shared_ptr<FdBudget> budget_;
 };
 
+
+// Node refuses every Node-API call that may enter JS (NAPI_PREAMBLE) once
+// the environment cannot run JS any more (or an exception is pending);
+// napi_strict_equals is such a call, with no side effect.
+template <typename T>
+bool CanCallIntoJs(Napi::ObjectWrap<T>& wrap) {
+  Napi::HandleScope scope(wrap.Env());  // callers may be outside any JS frame
+  napi_value self = wrap.Value();
+  bool equal = false;
+  return napi_strict_equals(wrap.Env(), self, self, &equal) == napi_ok;
+}
+
+// An exception a JS callback left pending becomes an uncaught exception, as
+// for any event.
+void RaisePendingException(napi_env env) {
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+    napi_value exception;
+    if (napi_get_and_clear_last_exception(env, &exception) == napi_ok) napi_fatal_exception(env, exception);
+  }
+}
+
+[[noreturn]] void ThrowQueueFull(Napi::Env env, UnixSocket* core, const char* syscall) {
+  Napi::Object details = Napi::Object::New(env);
+  details.Set("queuedBytes", Napi::Number::New(env, static_cast<double>(core->queued_bytes())));
+  details.Set("queuedMessages", Napi::Number::New(env, static_cast<double>(core->queued_sends())));
+  details.Set("limit", Napi::Number::New(env, static_cast<double>(core->send_queue_limit())));
+  throw Napi::Error(env, MakeError(env, "queuefull", 0, syscall, details));
+}
+
+// ---------------------------------------------------------------------------
 // Socket: new Socket(fd, type, { maxFds, bufferSize }, onMessage, onAccept)
 //   onMessage(err, data?: Buffer, fds?: number[])
 //   onAccept(err, fd?: number)
@@ -289,22 +321,10 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
                            InstanceMethod<&SocketWrap::SetSendQueueLimits>("setSendQueueLimits"),
                            InstanceMethod<&SocketWrap::WatchHangup>("watchHangup"),
                            InstanceAccessor<&SocketWrap::GetBuffer>("buffer"),
-                           InstanceMethod<&SocketWrap::ServeDuplications>("serveDuplications"),
-                           InstanceMethod<&SocketWrap::CloseGivenInBackground>("closeGivenInBackground"),
+                           InstanceMethod<&SocketWrap::UseBackgroundCloser>("useBackgroundCloser"),
                            InstanceMethod<&SocketWrap::CloseFdsInBackground>("closeInBackground"),
                            InstanceMethod<&SocketWrap::SetReceiveBufferSize>("setReceiveBufferSize"),
                            InstanceMethod<&SocketWrap::BackgroundCloseTickets>("backgroundCloseTickets"),
-                           InstanceMethod<&SocketWrap::RequestDup>("requestDup"),
-                           InstanceMethod<&SocketWrap::DupSync>("dupSync"),
-                           InstanceMethod<&SocketWrap::RejectDups>("rejectDups"),
-                           InstanceMethod<&SocketWrap::RejectDup>("rejectDup"),
-                           InstanceAccessor<&SocketWrap::GetPendingDups>("pendingDups"),
-                           InstanceMethod<&SocketWrap::ChargeGivenTo>("chargeGivenTo"),
-                           InstanceMethod<&SocketWrap::AddGiven>("addGiven"),
-                           InstanceMethod<&SocketWrap::AdoptGiven>("adoptGiven"),
-                           InstanceMethod<&SocketWrap::SweepGiven>("sweepGiven"),
-                           InstanceAccessor<&SocketWrap::GetGivenCount>("givenCount"),
-                           InstanceAccessor<&SocketWrap::GetServedDups>("servedDuplications"),
                        });
   }
 
@@ -388,28 +408,9 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     // teardown (on_freed set) JS can no longer run: drop them unheard.
     if (on_freed != nullptr) send_callbacks_.clear();
     closing_ = true;
-    served_dups_at_close_ = core->served_dups();
     core->Close(on_freed, arg);
     closing_ = false;
     send_callbacks_.clear();
-    // requestDup promises still waiting for a reply that can no longer come.
-    // (The protocol layer rejects them itself before closing; this is the
-    // safety net.) At teardown nobody awaits them.
-    if (!dup_requests_.empty()) {
-      if (on_freed == nullptr && CanCallIntoJs()) {
-        Napi::HandleScope scope(Env());
-        napi_value err;
-        try {
-          err = SystemError(Env(), -ECANCELED, "recvmsg");
-        } catch (const Napi::Error& e) {
-          err = e.Value();
-        }
-        SettleAllDups(err);
-      } else {
-        dup_requests_.clear();
-        queued_dup_sends_.clear();
-      }
-    }
     // Break the cycle that would keep this object alive forever: these
     // persistent references are GC roots, and the JS functions' closures
     // (and the receive buffer's view) refer back to the JS wrapper, which
@@ -418,6 +419,15 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     on_message_.Reset();
     on_accept_.Reset();
     buffer_ref_.Reset();
+  }
+
+  // The socket of a JS Socket object, or nullptr when `value` is none (or closed).
+  static UnixSocket* CoreOf(Napi::Env env, Napi::Value value) {
+    InstanceData* data = Data(env);
+    if (!value.IsObject() || data == nullptr || !value.As<Napi::Object>().InstanceOf(data->socket_ctor.Value())) {
+      return nullptr;
+    }
+    return Unwrap(value.As<Napi::Object>())->core_;
   }
 
   void ReleaseJsRef() {
@@ -445,7 +455,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     std::vector<int>& fds = scratch_fds_;
     ArgFdList(info, 1, &fds);
     UnixSocket* core = Core(env, "sendmsg");
-    uint32_t id = NextSendId();
+    uint32_t id = core->NewSendId();
     bool exempt = info.Length() > 4 && info[4].ToBoolean();
     bool own = info.Length() > 5 && info[5].ToBoolean();
     // A caller's numbers: one of ours is refused as closed (fd_ops.h,
@@ -518,21 +528,6 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     return out;
   }
 
-  uint32_t NextSendId() {
-    // Id 0 is never handed out: the socket's own DUP_OK replies use it.
-    uint32_t id = next_send_id_++;
-    if (next_send_id_ == 0) next_send_id_ = 1;
-    return id;
-  }
-
-  [[noreturn]] void ThrowQueueFull(Napi::Env env, UnixSocket* core, const char* syscall) {
-    Napi::Object details = Napi::Object::New(env);
-    details.Set("queuedBytes", Napi::Number::New(env, static_cast<double>(core->queued_bytes())));
-    details.Set("queuedMessages", Napi::Number::New(env, static_cast<double>(core->queued_sends())));
-    details.Set("limit", Napi::Number::New(env, static_cast<double>(core->send_queue_limit())));
-    throw Napi::Error(env, MakeError(env, "queuefull", 0, syscall, details));
-  }
-
   // setSendQueueLimits(limit, pauseReadingAt): bytes; -1 for pauseReadingAt: never.
   Napi::Value SetSendQueueLimits(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -575,7 +570,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     bool wait = info.Length() > 4 && info[4].ToBoolean();
     UnixSocket* core = Core(env, "sendto");
     if (core->type() != SOCK_DGRAM) throw Napi::TypeError::New(env, "sendTo needs a DGRAM socket");
-    uint32_t id = NextSendId();
+    uint32_t id = core->NewSendId();
     OwnedFdsLock owned;  // as in Send: a number of ours is refused as closed
     int refused = FdRefuseOwned(fds.data(), fds.size());
     if (refused < 0) ThrowSystem(env, refused, "sendto");
@@ -623,150 +618,6 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   Napi::Value GetFd(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), core_ != nullptr ? core_->fd() : -1);
   }
-  // requestDup(id, fd) -> Promise<number>: the client's side of a one-fd
-  // duplication, end to end in C++: sends the DUP frame with `fd` and
-  // resolves with the number from the DUP_OK (UnixSocket::AwaitDupReply),
-  // without a JS callback per reply. Throws, with nothing sent, as send()
-  // does. rejectDups(err) rejects every such request still pending (the
-  // protocol layer calls it whenever it fails or closes the connection).
-  Napi::Value RequestDup(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    double idv = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
-    if (!(idv >= 1 && idv <= 4294967295.0 && idv == floor(idv))) throw Napi::RangeError::New(env, "requestDup: id must be a u32 > 0");
-    uint32_t id = static_cast<uint32_t>(idv);
-    int fd = ArgFd(info, 1);
-    UnixSocket* core = Core(env, "sendmsg");
-    char header[frame::kHeaderBytes];
-    frame::EncodeHeader(header, frame::kDup, id);
-    // The promise first: once the request is sent, nothing may throw.
-    napi_deferred deferred;
-    napi_value promise;
-    if (napi_create_promise(env, &deferred, &promise) != napi_ok) throw Napi::Error::New(env, "requestDup: no promise");
-    uint32_t send_id = NextSendId();
-    OwnedFdsLock owned;  // as in Send: a number of ours is refused as closed
-    int r = FdRefuseOwned(&fd, 1);
-    if (r == 0) r = core->Send(header, sizeof(header), &fd, 1, send_id);
-    if (r < 0 || r == UnixSocket::kQueueFull) {
-      // Nothing was sent: settle the unused promise (nobody holds it, and a
-      // rejection would be reported as unhandled), then throw.
-      napi_resolve_deferred(env, deferred, env.Undefined());
-      if (r < 0) ThrowSystem(env, r, "sendmsg");
-      ThrowQueueFull(env, core, "sendmsg");
-    }
-    dup_requests_[id] = deferred;
-    core->AwaitDupReply(id);
-    if (r == UnixSocket::kQueued) queued_dup_sends_[send_id] = id;
-    return Napi::Value(env, promise);
-  }
-
-  // dupSync(id, fd, timeoutMs) -> number | { status, ... }: the blocking
-  // form of requestDup (UnixSocket::DupSync). The far side's number, or
-  // { status: 'reply', reply: Buffer, fdsClosed } for another frame answering
-  // `id`, { status: 'timeout' }, { status: 'gone', errno } (0: end of file).
-  // Throws, with nothing sent, as requestDup does. Events that arrived
-  // during the wait have reached the message handler when it returns.
-  Napi::Value DupSync(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    double idv = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
-    if (!(idv >= 1 && idv <= 4294967295.0 && idv == floor(idv))) throw Napi::RangeError::New(env, "dupSync: id must be a u32 > 0");
-    int fd = ArgFd(info, 1);
-    double ms = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().DoubleValue() : -1;
-    if (!(ms >= 0 && ms <= 2147483647.0 && ms == floor(ms))) throw Napi::RangeError::New(env, "dupSync: timeoutMs must be an integer in [0, 2^31)");
-    UnixSocket* core = Core(env, "sendmsg");
-    UnixSocket::SyncDup r = core->DupSync(fd, static_cast<uint32_t>(idv), NextSendId(), static_cast<int>(ms));
-    switch (r.status) {
-      case UnixSocket::SyncDup::kFd:
-        return Napi::Number::New(env, r.fd);
-      case UnixSocket::SyncDup::kNotSent:
-        ThrowSystem(env, r.err, "sendmsg");
-      case UnixSocket::SyncDup::kQueueFull:
-        ThrowQueueFull(env, core, "sendmsg");
-      default:
-        break;
-    }
-    Napi::Object o = Napi::Object::New(env);
-    if (r.status == UnixSocket::SyncDup::kReply) {
-      o.Set("status", "reply");
-      o.Set("reply", Napi::Buffer<char>::Copy(env, r.reply.data(), r.reply.size()));
-      o.Set("fdsClosed", Napi::Number::New(env, static_cast<double>(r.fds_closed)));
-    } else if (r.status == UnixSocket::SyncDup::kTimeout) {
-      o.Set("status", "timeout");
-    } else {
-      o.Set("status", "gone");
-      o.Set("errno", Napi::Number::New(env, -r.err));
-    }
-    return o;
-  }
-
-  // rejectDup(id, err) -> whether `id` was a pending requestDup (now rejected
-  // with `err`): for replies the C++ side passed on (an ERROR, a wrong DUP_OK).
-  Napi::Value RejectDup(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    double idv = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
-    if (!(idv >= 0 && idv <= 4294967295.0)) return Napi::Boolean::New(env, false);
-    uint32_t id = static_cast<uint32_t>(idv);
-    auto it = dup_requests_.find(id);
-    if (it == dup_requests_.end()) return Napi::Boolean::New(env, false);
-    napi_deferred deferred = it->second;
-    dup_requests_.erase(it);
-    if (core_ != nullptr) core_->StopAwaiting(id);
-    napi_reject_deferred(env, deferred, info.Length() > 1 ? static_cast<napi_value>(info[1]) : static_cast<napi_value>(env.Undefined()));
-    return Napi::Boolean::New(env, true);
-  }
-
-  Napi::Value GetPendingDups(const Napi::CallbackInfo& info) {
-    return Napi::Number::New(info.Env(), static_cast<double>(dup_requests_.size()));
-  }
-
-  Napi::Value RejectDups(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    napi_value err = info.Length() > 0 ? static_cast<napi_value>(info[0]) : static_cast<napi_value>(env.Undefined());
-    SettleAllDups(err);
-    return env.Undefined();
-  }
-
-  // Rejects every pending requestDup with `err` (from a JS call, or while
-  // closing with JS available).
-  void SettleAllDups(napi_value err) {
-    if (core_ != nullptr) core_->ForgetAwaited();
-    queued_dup_sends_.clear();
-    std::unordered_map<uint32_t, napi_deferred> pending;
-    pending.swap(dup_requests_);
-    for (auto& entry : pending) napi_reject_deferred(Env(), entry.second, err);
-  }
-
-  // Settles one requestDup from a poll callback: a callback scope around
-  // it, so that the promise's reactions (microtasks) run before we return
-  // to the loop, as after any event.
-  void SettleDup(uint32_t id, bool ok, int value) {
-    auto it = dup_requests_.find(id);
-    if (it == dup_requests_.end()) return;
-    napi_deferred deferred = it->second;
-    dup_requests_.erase(it);
-    // No CanCallIntoJs() preflight here: nothing is owned by this reply (it
-    // carries a number, not an fd), and once the environment cannot run JS
-    // napi_resolve_deferred simply fails and nobody awaits the promise.
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
-    napi_callback_scope cb_scope;
-    if (napi_open_callback_scope(env, Value(), *async_context_, &cb_scope) != napi_ok) return;
-    napi_value result;
-    if (ok) {
-      napi_create_int32(env, value, &result);
-      napi_resolve_deferred(env, deferred, result);
-    } else {
-      try {
-        result = SystemError(env, value, "sendmsg");
-      } catch (const Napi::Error& e) {
-        result = e.Value();
-      }
-      napi_reject_deferred(env, deferred, result);
-    }
-    napi_close_callback_scope(env, cb_scope);
-  }
-
-  void OnDupReply(uint32_t id, int32_t fd) override { SettleDup(id, true, fd); }
-
   char* ProvideReceiveBuffer(size_t len) override {
     if (!reuse_buffer_ || !CanCallIntoJs()) return nullptr;  // the socket's own; each message copied
     Napi::HandleScope scope(Env());
@@ -782,24 +633,11 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     return Napi::Boolean::New(info.Env(), core_ != nullptr && core_->SetReceiveBufferSize(static_cast<size_t>(v)));
   }
 
-  // The command's side of the frame protocol, answering DUP requests in C++
-  // (see UnixSocket::ServeDuplications) and keeping the given fds' ledger.
-  // serveDuplications(on, maxGiven?): maxGiven caps the given set (see UnixSocket).
-  Napi::Value ServeDuplications(const Napi::CallbackInfo& info) {
-    size_t max_given = SIZE_MAX;
-    if (info.Length() > 1 && info[1].IsNumber()) {
-      double v = info[1].As<Napi::Number>().DoubleValue();
-      if (!(v >= 0)) throw Napi::RangeError::New(info.Env(), "serveDuplications: maxGiven must be >= 0");
-      if (v < 1e15) max_given = static_cast<size_t>(v);
-    }
-    if (core_ != nullptr) core_->ServeDuplications(info.Length() > 0 && info[0].ToBoolean(), max_given);
-    return info.Env().Undefined();
-  }
-  // closeGivenInBackground(on, owner = 0): see UnixSocket::CloseGivenInBackground.
-  Napi::Value CloseGivenInBackground(const Napi::CallbackInfo& info) {
+  // useBackgroundCloser(on, owner = 0): see UnixSocket::UseBackgroundCloser.
+  Napi::Value UseBackgroundCloser(const Napi::CallbackInfo& info) {
     double owner = info.Length() > 1 && !info[1].IsUndefined() ? WholeNumber(info[1]) : 0;
-    if (owner < 0) throw Napi::TypeError::New(info.Env(), "closeGivenInBackground: owner must be a non-negative integer");
-    if (core_ != nullptr) core_->CloseGivenInBackground(info.Length() > 0 && info[0].ToBoolean(), static_cast<uint64_t>(owner));
+    if (owner < 0) throw Napi::TypeError::New(info.Env(), "useBackgroundCloser: owner must be a non-negative integer");
+    if (core_ != nullptr) core_->UseBackgroundCloser(info.Length() > 0 && info[0].ToBoolean(), static_cast<uint64_t>(owner));
     return info.Env().Undefined();
   }
   // closeInBackground(fds) -> ticket: see UnixSocket::CloseInBackground. A
@@ -819,41 +657,6 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     for (size_t i = 0; i < tickets.size(); i++) arr.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(tickets[i])));
     return arr;
   }
-  // chargeGivenTo(budget | null): see UnixSocket::ChargeGivenTo.
-  Napi::Value ChargeGivenTo(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    Napi::Value arg = info.Length() > 0 ? info[0] : env.Null();
-    std::shared_ptr<FdBudget> budget = FdBudgetWrap::From(env, arg);
-    if (!budget && !arg.IsNull() && !arg.IsUndefined()) throw Napi::TypeError::New(env, "chargeGivenTo(budget): not an FdBudget");
-    if (core_ != nullptr) core_->ChargeGivenTo(std::move(budget));
-    return env.Undefined();
-  }
-  Napi::Value AddGiven(const Napi::CallbackInfo& info) {
-    int fd = ArgFd(info, 0);
-    if (core_ == nullptr) {
-      // The socket is gone, and with it the ledger: nobody would ever close this fd.
-      FdClose(fd);
-      return info.Env().Undefined();
-    }
-    core_->AddGiven(fd);
-    FdMarkOwned(&fd, 1);  // the connection's until the command adopts it
-    return info.Env().Undefined();
-  }
-  Napi::Value AdoptGiven(const Napi::CallbackInfo& info) {
-    int fd = ArgFd(info, 0);
-    return Napi::Boolean::New(info.Env(), core_ != nullptr && core_->AdoptGiven(fd));
-  }
-  Napi::Value SweepGiven(const Napi::CallbackInfo& info) {
-    return Napi::Number::New(info.Env(), core_ != nullptr ? static_cast<double>(core_->SweepGiven()) : 0);
-  }
-  Napi::Value GetGivenCount(const Napi::CallbackInfo& info) {
-    return Napi::Number::New(info.Env(), core_ != nullptr ? static_cast<double>(core_->given_count()) : 0);
-  }
-  // Still readable once closed: how many a connection answered, after it ended.
-  Napi::Value GetServedDups(const Napi::CallbackInfo& info) {
-    return Napi::Number::New(info.Env(), static_cast<double>(core_ != nullptr ? core_->served_dups() : served_dups_at_close_));
-  }
-
   Napi::Value GetBuffer(const Napi::CallbackInfo& info) {
     return buffer_ref_.IsEmpty() ? info.Env().Undefined() : buffer_ref_.Value();
   }
@@ -881,24 +684,11 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     napi_value result;
     napi_status status = napi_make_callback(env, *async_context_, Value(), fn.Value(), args.size(),
                                             args.begin(), &result);
-    if (status == napi_ok) return true;
-    bool pending = false;
-    if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
-      napi_value exception;
-      if (napi_get_and_clear_last_exception(env, &exception) == napi_ok) napi_fatal_exception(env, exception);
-    }
+    if (status != napi_ok) RaisePendingException(env);
     return true;
   }
 
-  // Node refuses every Node-API call that may enter JS (NAPI_PREAMBLE) once
-  // the environment cannot run JS any more (or an exception is pending);
-  // napi_strict_equals is such a call, with no side effect.
-  bool CanCallIntoJs() {
-    Napi::HandleScope scope(Env());  // callers may be outside any JS frame
-    napi_value self = Value();
-    bool equal = false;
-    return napi_strict_equals(Env(), self, self, &equal) == napi_ok;
-  }
+  bool CanCallIntoJs() { return fdbridge::CanCallIntoJs(*this); }
 
   // An exception raised while building a callback's arguments (they call
   // into JS: the error factory) becomes an uncaught exception, unless the
@@ -1021,31 +811,6 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   }
 
   void OnSendComplete(uint32_t id, int err) override {
-    auto queued = queued_dup_sends_.find(id);
-    if (queued != queued_dup_sends_.end()) {
-      uint32_t request = queued->second;
-      queued_dup_sends_.erase(queued);
-      if (err == 0) return;
-      if (!closing_ && !on_message_.IsEmpty() && CanCallIntoJs()) {
-        // The socket broke with this request queued (EPIPE, ECONNRESET: the
-        // peer is gone). Tell the protocol layer, as a receive error would:
-        // it finds out how the peer ended and rejects this request with the
-        // rest (rejectDups), with the connection's typed error instead of a
-        // bare sendmsg one.
-        Napi::HandleScope scope(Env());
-        napi_value error;
-        try {
-          error = SystemError(Env(), err, "sendmsg");
-        } catch (const Napi::Error& e) {
-          error = e.Value();
-        }
-        Emit(on_message_, {error});
-        return;
-      }
-      if (core_ != nullptr) core_->ForgetAwaited();  // harmless: the connection is failing
-      SettleDup(request, false, err);
-      return;
-    }
     auto it = send_callbacks_.find(id);
     if (it == send_callbacks_.end()) return;
     PendingSend p = std::move(it->second);
@@ -1077,18 +842,396 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   UnixSocket* core_ = nullptr;
   bool released_ = false;
   bool closing_ = false;
-  uint32_t next_send_id_ = 1;
-  uint64_t served_dups_at_close_ = 0;
   std::vector<int> scratch_fds_;
   Napi::FunctionReference on_message_;
   Napi::FunctionReference on_accept_;
 
   std::unordered_map<uint32_t, PendingSend> send_callbacks_;
-  std::unordered_map<uint32_t, napi_deferred> dup_requests_;
-  std::unordered_map<uint32_t, uint32_t> queued_dup_sends_;  // send id -> request id
   std::unique_ptr<Napi::AsyncContext> async_context_;
   Napi::Reference<Napi::ArrayBuffer> buffer_ref_;
   bool reuse_buffer_ = false;
+};
+
+// ---------------------------------------------------------------------------
+// FrameChannel: new FrameChannel(socket, { replyError, onBroken, afterReceive? })
+// binds native/frame_channel.h to an open Socket. Requests return promises
+// that the channel settles from the poll callback, without a JS callback per
+// reply:
+//   dup(tag, fds, pull) -> Promise<number | number[]>: a DUP with `fds`
+//     (borrowed) beside it, or a GETFD listing them (pull); tag 0 resolves
+//     with the one number, 1 and 2 with the list (1: dupFileDescriptors).
+//   call(frame, operation, exempt) -> Promise<Buffer>: a CALL or RELEASE
+//     frame (its id is written in), resolved with the RESULT frame.
+//   failAll(errorFor): rejects every pending request with errorFor(operation).
+// A reply that fails its request gets its error from replyError(operation,
+// fds expected, frame); a queued request whose send meets a peer that is gone
+// calls onBroken(err). Held strongly until its socket closes; then pending
+// requests reject with ECANCELED (failAll is the way to fail them first).
+
+class ChannelWrap : public Napi::ObjectWrap<ChannelWrap>, public FrameChannel::Delegate {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "FrameChannel",
+                       {
+                           InstanceMethod<&ChannelWrap::Dup>("dup"),
+                           InstanceMethod<&ChannelWrap::DupSync>("dupSync"),
+                           InstanceMethod<&ChannelWrap::Call>("call"),
+                           InstanceMethod<&ChannelWrap::FailAll>("failAll"),
+                           InstanceAccessor<&ChannelWrap::GetPending>("pending"),
+                           InstanceAccessor<&ChannelWrap::GetPendingDups>("pendingDups"),
+                           InstanceMethod<&ChannelWrap::Serve>("serve"),
+                           InstanceMethod<&ChannelWrap::CloseGivenInBackground>("closeGivenInBackground"),
+                           InstanceMethod<&ChannelWrap::ChargeTo>("chargeTo"),
+                           InstanceMethod<&ChannelWrap::Add>("add"),
+                           InstanceMethod<&ChannelWrap::Adopt>("adopt"),
+                           InstanceMethod<&ChannelWrap::Sweep>("sweep"),
+                           InstanceAccessor<&ChannelWrap::GetGivenCount>("givenCount"),
+                           InstanceAccessor<&ChannelWrap::GetServed>("served"),
+                       });
+  }
+
+  explicit ChannelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ChannelWrap>(info) {
+    Napi::Env env = info.Env();
+    UnixSocket* core = SocketWrap::CoreOf(env, info[0]);
+    if (core == nullptr) {
+      if (info[0].IsObject()) ThrowSystem(env, -EBADF, "FrameChannel");
+      throw Napi::TypeError::New(env, "FrameChannel(socket, callbacks): socket must be an open Socket");
+    }
+    if (info.Length() < 2 || !info[1].IsObject()) throw Napi::TypeError::New(env, "FrameChannel(socket, callbacks)");
+    Napi::Object callbacks = info[1].As<Napi::Object>();
+    Napi::Value reply_error = callbacks.Get("replyError");
+    Napi::Value on_broken = callbacks.Get("onBroken");
+    Napi::Value after_receive = callbacks.Get("afterReceive");
+    // replyError is what settles a request its reply fails: a channel that
+    // sends requests needs it (the command's side, which only serves, does not).
+    if (reply_error.IsFunction()) reply_error_ = Napi::Persistent(reply_error.As<Napi::Function>());
+    if (on_broken.IsFunction()) on_broken_ = Napi::Persistent(on_broken.As<Napi::Function>());
+    if (after_receive.IsFunction()) after_receive_ = Napi::Persistent(after_receive.As<Napi::Function>());
+    async_context_ = std::make_unique<Napi::AsyncContext>(env, "FdbridgeFrameChannel", Value());
+    channel_ = std::make_unique<FrameChannel>(core, this);
+    channel_->SetAfterReceiveHook(!after_receive_.IsEmpty());
+    Ref();  // strong until the socket closes
+  }
+
+ private:
+  // What a request is called in errors (FrameChannel::Request::tag).
+  static constexpr uint8_t kDupOne = 0;
+  static constexpr uint8_t kDupMany = 1;
+  static constexpr uint8_t kDupFolded = 2;
+  static constexpr uint8_t kCall = 3;
+  static constexpr uint8_t kDupSync = 4;  // a dupSync that timed out: its late reply
+
+  static std::string Operation(const FrameChannel::Request& r) {
+    if (r.tag == kCall) return r.label;
+    if (r.tag == kDupSync) return "dupFileDescriptorSync";
+    return r.tag == kDupMany ? "dupFileDescriptors" : "dupFileDescriptor";
+  }
+
+  FrameChannel* Channel(Napi::Env env, const char* syscall) {
+    if (!channel_->attached()) throw Napi::Error(env, SystemError(env, -EBADF, syscall));
+    return channel_.get();
+  }
+
+  // Sends a request settled by a new promise. Throws, with nothing sent, as
+  // UnixSocket::Send fails; the promise is made first, so that once the
+  // request is sent nothing can throw.
+  Napi::Value Request(Napi::Env env, FrameChannel::Kind kind, const std::vector<int>& fds, char* frame, size_t len,
+                      bool exempt, bool own, uint8_t tag, std::string label) {
+    FrameChannel* channel = Channel(env, "sendmsg");
+    if (reply_error_.IsEmpty()) throw Napi::TypeError::New(env, "FrameChannel: a channel that sends requests needs callbacks.replyError");
+    napi_deferred deferred;
+    napi_value promise;
+    if (napi_create_promise(env, &deferred, &promise) != napi_ok) throw Napi::Error::New(env, "FrameChannel: no promise");
+    FrameChannel::Request request{0, 0, deferred, tag, std::move(label)};
+    int r = channel->Send(kind, fds.data(), fds.size(), frame, len, exempt, own, std::move(request));
+    if (r < 0 || r == UnixSocket::kQueueFull) {
+      // Nothing was sent: settle the unused promise (nobody holds it, and a
+      // rejection would be reported as unhandled), then throw.
+      napi_resolve_deferred(env, deferred, env.Undefined());
+      if (r < 0) ThrowSystem(env, r, "sendmsg");
+      ThrowQueueFull(env, channel_->socket(), "sendmsg");
+    }
+    return Napi::Value(env, promise);
+  }
+
+  Napi::Value Dup(const Napi::CallbackInfo& info) {
+    int tag = ArgInt(info, 0, "tag");
+    if (tag != kDupOne && tag != kDupMany && tag != kDupFolded) throw Napi::RangeError::New(info.Env(), "dup: tag must be 0, 1 or 2");
+    std::vector<int>& fds = scratch_fds_;
+    if (tag == kDupOne && info.Length() > 1 && info[1].IsNumber()) {
+      fds.assign(1, ArgFd(info, 1));  // the common request: no array to make and read
+    } else {
+      ArgFdList(info, 1, &fds);
+    }
+    if (fds.empty() || (tag == kDupOne && fds.size() != 1)) throw Napi::RangeError::New(info.Env(), "dup: wrong number of fds for its tag");
+    bool pull = info.Length() > 2 && info[2].ToBoolean();
+    // Folded calls send our pins of the callers' fds.
+    return Request(info.Env(), pull ? FrameChannel::Kind::kGetfd : FrameChannel::Kind::kDup, fds, nullptr, 0, false,
+                   tag == kDupFolded, static_cast<uint8_t>(tag), std::string());
+  }
+
+  // dupSync(fd, timeoutMs) -> number | { status, ... }: the blocking form
+  // of dup(0, fd) (FrameChannel::DupSync). The far side's number, or
+  // { status: 'reply', reply: Buffer, fdsClosed } for another frame
+  // answering it, { status: 'timeout', late: Promise<number> } (the request
+  // stays pending: `late` settles with its reply, or fails with failAll),
+  // { status: 'gone', errno } (0: end of file). Throws, with nothing sent,
+  // as dup does. Whatever else arrived during the wait has been handed on
+  // (settled requests, the socket's message handler) when it returns.
+  Napi::Value DupSync(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int fd = ArgFd(info, 0);
+    double ms = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : -1;
+    if (!(ms >= 0 && ms <= 2147483647.0 && ms == floor(ms))) throw Napi::RangeError::New(env, "dupSync: timeoutMs must be an integer in [0, 2^31)");
+    FrameChannel* channel = Channel(env, "sendmsg");
+    if (reply_error_.IsEmpty()) throw Napi::TypeError::New(env, "FrameChannel: a channel that sends requests needs callbacks.replyError");
+    FrameChannel::SyncDup r = channel->DupSync(fd, static_cast<int>(ms));
+    switch (r.status) {
+      case FrameChannel::SyncDup::kFd:
+        return Napi::Number::New(env, r.fd);
+      case FrameChannel::SyncDup::kNotSent:
+        ThrowSystem(env, r.err, "sendmsg");
+      case FrameChannel::SyncDup::kQueueFull:
+        ThrowQueueFull(env, channel_->socket(), "sendmsg");
+      default:
+        break;
+    }
+    Napi::Object o = Napi::Object::New(env);
+    if (r.status == FrameChannel::SyncDup::kReply) {
+      o.Set("status", "reply");
+      o.Set("reply", Napi::Buffer<char>::Copy(env, r.reply.data(), r.reply.size()));
+      o.Set("fdsClosed", Napi::Number::New(env, static_cast<double>(r.fds_closed)));
+    } else if (r.status == FrameChannel::SyncDup::kTimeout) {
+      // The promise is made only now, for the few calls that time out; the
+      // request is pending before anything here can throw. Without one
+      // (no memory) it is not kept: its late duplicate stays in the far
+      // side's ledger until the connection ends.
+      napi_deferred deferred;
+      napi_value late;
+      if (napi_create_promise(env, &deferred, &late) == napi_ok) {
+        channel->KeepLate(r, FrameChannel::Request{0, 0, deferred, kDupSync, std::string()});
+        o.Set("late", Napi::Value(env, late));
+      }
+      o.Set("status", "timeout");
+    } else {
+      o.Set("status", "gone");
+      o.Set("errno", Napi::Number::New(env, -r.err));
+    }
+    return o;
+  }
+
+  Napi::Value Call(const Napi::CallbackInfo& info) {
+    const char* data;
+    size_t len;
+    ArgBytes(info, 0, &data, &len);
+    std::string operation = ArgName(info, 1);
+    bool exempt = info.Length() > 2 && info[2].ToBoolean();
+    // The caller's own fresh frame: its id is written in place.
+    return Request(info.Env(), FrameChannel::Kind::kFrame, {}, const_cast<char*>(data), len, exempt, false, kCall,
+                   std::move(operation));
+  }
+
+  // failAll(errorFor): the one place where every pending request fails.
+  Napi::Value FailAll(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsFunction()) throw Napi::TypeError::New(env, "failAll(errorFor)");
+    Napi::Function error_for = info[0].As<Napi::Function>();
+    for (FrameChannel::Request& r : channel_->TakeAll()) {
+      napi_value err;
+      try {
+        err = error_for.Call({Napi::String::New(env, Operation(r))});
+      } catch (const Napi::Error& e) {
+        err = e.Value();
+      }
+      napi_reject_deferred(env, static_cast<napi_deferred>(r.token), err);
+    }
+    return env.Undefined();
+  }
+
+  Napi::Value GetPending(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(channel_->pending()));
+  }
+  Napi::Value GetPendingDups(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(channel_->pending_dups()));
+  }
+
+  // serve(on, maxGiven?): maxGiven caps the ledger (see FrameChannel::Serve).
+  Napi::Value Serve(const Napi::CallbackInfo& info) {
+    size_t max_given = SIZE_MAX;
+    if (info.Length() > 1 && info[1].IsNumber()) {
+      double v = info[1].As<Napi::Number>().DoubleValue();
+      if (!(v >= 0)) throw Napi::RangeError::New(info.Env(), "serve: maxGiven must be >= 0");
+      if (v < 1e15) max_given = static_cast<size_t>(v);
+    }
+    channel_->Serve(info.Length() > 0 && info[0].ToBoolean(), max_given);
+    return info.Env().Undefined();
+  }
+  Napi::Value CloseGivenInBackground(const Napi::CallbackInfo& info) {
+    channel_->CloseGivenInBackground(info.Length() > 0 && info[0].ToBoolean());
+    return info.Env().Undefined();
+  }
+  // chargeTo(budget | null): see FrameChannel::ChargeTo.
+  Napi::Value ChargeTo(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Value arg = info.Length() > 0 ? info[0] : env.Null();
+    std::shared_ptr<FdBudget> budget = FdBudgetWrap::From(env, arg);
+    if (!budget && !arg.IsNull() && !arg.IsUndefined()) throw Napi::TypeError::New(env, "chargeTo(budget): not an FdBudget");
+    channel_->ChargeTo(std::move(budget));
+    return env.Undefined();
+  }
+  Napi::Value Add(const Napi::CallbackInfo& info) {
+    channel_->Add(ArgFd(info, 0));
+    return info.Env().Undefined();
+  }
+  Napi::Value Adopt(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), channel_->Adopt(ArgFd(info, 0)));
+  }
+  Napi::Value Sweep(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(channel_->Sweep()));
+  }
+  Napi::Value GetGivenCount(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(channel_->given_count()));
+  }
+  Napi::Value GetServed(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(channel_->served()));
+  }
+
+  // The delegate callbacks run from uv_poll (or inside a JS call that closes
+  // the socket): each settles in a callback scope, so that the promise's
+  // reactions (microtasks) run before we return to the loop, as after any
+  // event. No C++ exception may escape them.
+
+  class Scope {
+   public:
+    explicit Scope(ChannelWrap* w) : env_(w->Env()), handles_(w->Env()) {
+      ok_ = napi_open_callback_scope(env_, w->Value(), *w->async_context_, &scope_) == napi_ok;
+    }
+    ~Scope() {
+      if (ok_) napi_close_callback_scope(env_, scope_);
+    }
+    bool ok() const { return ok_; }
+
+   private:
+    napi_env env_;
+    Napi::HandleScope handles_;
+    napi_callback_scope scope_;
+    bool ok_;
+  };
+
+  // No CanCallIntoJs() preflight for a settlement: nothing is owned by a
+  // reply (it carries numbers, not fds), and once the environment cannot run
+  // JS napi_resolve_deferred simply fails and nobody awaits the promise.
+  void OnFds(FrameChannel::Request& r, const char* data) override {
+    Napi::Env env = Env();
+    Scope scope(this);
+    if (!scope.ok()) return;
+    napi_value result;
+    if (r.tag == kDupOne || r.tag == kDupSync) {
+      napi_create_int32(env, frame::FdAt(data, 0), &result);
+    } else {
+      napi_create_array_with_length(env, r.fds, &result);
+      for (uint32_t i = 0; i < r.fds; i++) {
+        napi_value n;
+        napi_create_int32(env, frame::FdAt(data, i), &n);
+        napi_set_element(env, result, i, n);
+      }
+    }
+    napi_resolve_deferred(env, static_cast<napi_deferred>(r.token), result);
+  }
+
+  void OnResult(FrameChannel::Request& r, const char* data, size_t len) override {
+    Napi::Env env = Env();
+    Scope scope(this);
+    if (!scope.ok()) return;
+    napi_value buf;
+    if (napi_create_buffer_copy(env, len, data, nullptr, &buf) != napi_ok) return;
+    napi_resolve_deferred(env, static_cast<napi_deferred>(r.token), buf);
+  }
+
+  void OnFailedReply(FrameChannel::Request& r, const char* data, size_t len) override {
+    Napi::Env env = Env();
+    if (reply_error_.IsEmpty() || !CanCallIntoJs(*this)) return;
+    Scope scope(this);
+    if (!scope.ok()) return;
+    napi_value err;
+    try {
+      err = reply_error_.Call({Napi::String::New(env, Operation(r)), Napi::Number::New(env, r.fds),
+                               Napi::Buffer<char>::Copy(env, data, len)});
+    } catch (const Napi::Error& e) {
+      err = e.Value();
+    }
+    napi_reject_deferred(env, static_cast<napi_deferred>(r.token), err);
+  }
+
+  void OnSendFailed(FrameChannel::Request& r, int err) override {
+    Napi::Env env = Env();
+    if (!CanCallIntoJs(*this)) return;
+    Scope scope(this);
+    if (!scope.ok()) return;
+    napi_value error;
+    try {
+      error = SystemError(env, err, "sendmsg");
+    } catch (const Napi::Error& e) {
+      error = e.Value();
+    }
+    napi_reject_deferred(env, static_cast<napi_deferred>(r.token), error);
+  }
+
+  void OnBroken(int err) override { Emit(on_broken_, err); }
+
+  void AfterReceive() override { Emit(after_receive_, 0); }
+
+  // Calls `fn` (with a SystemError for `err` < 0) as an event callback.
+  void Emit(Napi::FunctionReference& fn, int err) {
+    Napi::Env env = Env();
+    if (fn.IsEmpty() || !CanCallIntoJs(*this)) return;
+    Napi::HandleScope handles(env);
+    napi_value arg = env.Undefined();
+    if (err < 0) {
+      try {
+        arg = SystemError(env, err, "sendmsg");
+      } catch (const Napi::Error& e) {
+        arg = e.Value();
+      }
+    }
+    napi_value result;
+    if (napi_make_callback(env, *async_context_, Value(), fn.Value(), 1, &arg, &result) != napi_ok) {
+      RaisePendingException(env);
+    }
+  }
+
+  void OnDetached() override {
+    bool js = CanCallIntoJs(*this);
+    std::vector<FrameChannel::Request> left = channel_->TakeAll();
+    if (js) {
+      // Requests still waiting for a reply that can no longer come (the
+      // protocol layer fails them itself before closing: a safety net).
+      Napi::Env env = Env();
+      Napi::HandleScope handles(env);
+      for (FrameChannel::Request& r : left) {
+        napi_value err;
+        try {
+          err = SystemError(env, -ECANCELED, "recvmsg");
+        } catch (const Napi::Error& e) {
+          err = e.Value();
+        }
+        napi_reject_deferred(env, static_cast<napi_deferred>(r.token), err);
+      }
+      // Nothing more will come: break the cycle through the callbacks'
+      // closures, and let the object be collected.
+      reply_error_.Reset();
+      on_broken_.Reset();
+      after_receive_.Reset();
+      Unref();
+    }
+  }
+
+  std::unique_ptr<FrameChannel> channel_;
+  std::vector<int> scratch_fds_;
+  Napi::FunctionReference reply_error_;
+  Napi::FunctionReference on_broken_;
+  Napi::FunctionReference after_receive_;
+  std::unique_ptr<Napi::AsyncContext> async_context_;
 };
 
 // ---------------------------------------------------------------------------
@@ -1157,13 +1300,7 @@ class ExitWatchWrap : public Napi::ObjectWrap<ExitWatchWrap> {
     napi_value result;
     napi_status status = napi_make_callback(env, *self->async_context_, self->Value(), self->on_exit_.Value(), 0,
                                             nullptr, &result);
-    if (status != napi_ok) {
-      bool pending = false;
-      if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
-        napi_value exception;
-        if (napi_get_and_clear_last_exception(env, &exception) == napi_ok) napi_fatal_exception(env, exception);
-      }
-    }
+    if (status != napi_ok) RaisePendingException(env);
   }
 
   Napi::Value CloseMethod(const Napi::CallbackInfo& info) {
@@ -1740,6 +1877,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   data->socket_ctor = Napi::Persistent(socket);
   exports.Set("Socket", socket);
   exports.Set("ExitWatch", ExitWatchWrap::Define(env));
+  exports.Set("FrameChannel", ChannelWrap::Define(env));
   exports.Set("FdBudget", FdBudgetWrap::Define(env));
 
   exports.Set("init", Napi::Function::New<Init>(env, "init"));

@@ -1,6 +1,6 @@
 // A count of fds held for clients against a limit, shared by many sockets.
 // A helper daemon charges the fds each client leaves with its command (a
-// socket's given set) to that client's uid's budget, whose parent is the
+// frame channel's ledger) to that client's uid's budget, whose parent is the
 // daemon's total: no uid can take every fd, and the daemon as a whole
 // stays below RLIMIT_NOFILE (accept4 and recvmsg would otherwise start
 // failing for every client). Plain C++, no libuv, no Node-API.

@@ -6,7 +6,6 @@
 #include <sys/socket.h>
 
 #include "fd_ops.h"
-#include "frame_format.h"
 #include "sock_ops.h"
 
 namespace fdbridge {
@@ -270,7 +269,7 @@ void UnixSocket::DoWrite() {
     bool addressed = q.to_len > 0;
     for (int held : q.fds) FdClose(held);
     PopQueued();
-    delegate_->OnSendComplete(id, err);
+    CompleteSend(id, err);
     if (!addressed && (err == -EPIPE || err == -ECONNRESET || err == -ENOTCONN)) {
       // The connection is broken: nothing queued behind this message can go
       // either. (Other errors, such as EMSGSIZE, concern this message only.)
@@ -330,22 +329,24 @@ void UnixSocket::FailQueue(int err) {
     std::vector<int> fds = std::move(queue_.front().fds);
     PopQueued();
     for (int held : fds) FdClose(held);
-    delegate_->OnSendComplete(id, err);
+    CompleteSend(id, err);
   }
 }
 
 void UnixSocket::DoRead() {
   // Stops as soon as the replies it made pause reading (SetSendQueueLimits):
   // the rest waits in the kernel, where it holds back the peer.
+  // A thread waiting in WaitOnThread stops reading once its message is in
+  // (the loop reads what came after it).
   if (reading_ && !closed_ && !ReadPaused()) ReceiveBuffer();
-  for (int i = 0; i < kMaxReadsPerWakeup && reading_ && !closed_ && !ReadPaused(); i++) {
+  for (int i = 0; i < kMaxReadsPerWakeup && reading_ && !closed_ && !ReadPaused() && (waiter_ == nullptr || !waiter_->done()); i++) {
     RecvResult r;
     // Received and registered as one step on a socket whose fds are ours
-    // (see ScmRecv): a command's given fds, or fds a peer sent unasked that
-    // the protocol layer closes.
+    // (see ScmRecv, ReceiveOwnFds): a command's given fds, or fds a peer
+    // sent unasked that the protocol layer closes.
     ScmRecv(fd_, type_, recv_buf_, recv_len_, control_.get(), control_len_,
             recv_fds_.data(), max_fds_, &r, receive_from_ ? &sender_ : nullptr,
-            own_socket_ || serve_dups_, ScmDiscard{close_given_in_background_, close_owner_});
+            own_socket_ || receive_own_, ScmDiscard{close_in_background_, close_owner_});
     RememberTicket(r.close_ticket);
     switch (r.status) {
       case RecvStatus::kWouldBlock:
@@ -363,8 +364,7 @@ void UnixSocket::DoRead() {
           delegate_->OnDatagram(recv_buf_, r.bytes, recv_fds_.data(), r.nfds, sender_);
           break;
         }
-        if (serve_dups_ && TryServeDup(recv_buf_, r.bytes, recv_fds_.data(), r.nfds)) break;
-        if (!awaited_.empty() && TryDupReply(recv_buf_, r.bytes, r.nfds)) break;
+        if (filter_ != nullptr && filter_->FilterMessage(recv_buf_, r.bytes, recv_fds_.data(), r.nfds)) break;
         delegate_->OnMessage(recv_buf_, r.bytes, recv_fds_.data(), r.nfds);
         break;
       case RecvStatus::kCtrunc:
@@ -413,40 +413,6 @@ void UnixSocket::DoAccept() {
   }
 }
 
-bool UnixSocket::TryServeDup(const char* data, size_t len, const int* fds, size_t nfds) {
-  frame::Decoded f;
-  if (!frame::Decode(data, len, nfds, &f) || f.header.type != frame::kDup) return false;
-  // No room for the reply: the JS side handles this request, and its send
-  // meets the same full queue (kQueueFull) and cuts off the peer that does
-  // not read its replies; a reply is never dropped.
-  if (send_queue_full()) return false;
-  if (given_.size() + nfds > max_given_) return false;  // over quota: the delegate refuses it
-  // fds peers gave us that wait for the closer thread are still ours: they
-  // count against the total (our own sockets count with the connections).
-  if (budget_ && !budget_->Fits(nfds, FdBackgroundClosesOfPeerFds())) return false;
-  if (reply_buf_.empty()) reply_buf_.resize(frame::FdListBytes(frame::kMaxFdsPerFrame));
-  size_t reply_len = frame::EncodeFdList(reply_buf_.data(), frame::kDupOk, f.header.id, fds, nfds);
-  for (size_t i = 0; i < nfds; i++) given_.insert(fds[i]);
-  if (budget_) budget_->Charge(nfds);
-  // The connection's until the command adopts them: registered as ours
-  // since they arrived (DoRead, ScmRecv's `own`).
-  served_dups_++;
-  // The reply carries no fds; queued if the socket is full, behind every
-  // earlier reply (id 0: nobody awaits its completion). It cannot meet a
-  // full queue (checked above); a broken connection (EPIPE) shows up on the
-  // read side.
-  Send(reply_buf_.data(), reply_len, nullptr, 0, 0);
-  return true;
-}
-
-bool UnixSocket::TryDupReply(const char* data, size_t len, size_t nfds) {
-  frame::Decoded f;
-  if (!frame::Decode(data, len, nfds, &f) || f.header.type != frame::kDupOk || f.count != 1) return false;
-  if (awaited_.erase(f.header.id) == 0) return false;
-  delegate_->OnDupReply(f.header.id, frame::FdAt(data, 0));
-  return true;
-}
-
 uint64_t UnixSocket::CloseInBackground(const int* fds, size_t n) {
   uint64_t ticket = FdCloseInBackground(fds, n, close_owner_, /*held_for_peer=*/true);
   RememberTicket(ticket);
@@ -470,33 +436,9 @@ std::vector<uint64_t> UnixSocket::BackgroundCloseTickets() {
   return close_tickets_;
 }
 
-void UnixSocket::ChargeGivenTo(std::shared_ptr<FdBudget> budget) {
-  if (budget_) budget_->Refund(given_.size());
-  budget_ = std::move(budget);
-  if (budget_) budget_->Charge(given_.size());
-}
-
-void UnixSocket::AddGiven(int fd) {
-  if (given_.insert(fd).second && budget_) budget_->Charge(1);
-}
-
-bool UnixSocket::AdoptGiven(int fd) {
-  if (given_.erase(fd) == 0) return false;
-  if (budget_) budget_->Refund(1);
-  return true;
-}
-
-size_t UnixSocket::SweepGiven() {
-  size_t n = given_.size();
-  if (close_given_in_background_) {
-    std::vector<int> fds(given_.begin(), given_.end());
-    CloseInBackground(fds.data(), fds.size());
-  } else {
-    for (int fd : given_) FdClose(fd);
-  }
-  given_.clear();
-  if (budget_) budget_->Refund(n);
-  return n;
+void UnixSocket::CompleteSend(uint32_t id, int err) {
+  if (filter_ != nullptr && filter_->FilterSendComplete(id, err)) return;
+  delegate_->OnSendComplete(id, err);
 }
 
 void UnixSocket::Close(void (*on_freed)(void*), void* arg) {
@@ -512,9 +454,9 @@ void UnixSocket::Close(void (*on_freed)(void*), void* arg) {
   uv_close(reinterpret_cast<uv_handle_t*>(&poll_), OnClosed);
   // Closing the socket drops the fds still unread in its receive queue: the
   // kernel releases them in this close(2), and the last close of one can
-  // block as long as a given fd's (CloseGivenInBackground). The socket is
-  // ours, not a peer's fd: it never counts against the peers' fd totals.
-  if (close_given_in_background_) {
+  // block (UseBackgroundCloser). The socket is ours, not a peer's fd: it
+  // never counts against the peers' fd totals.
+  if (close_in_background_) {
     FdCloseInBackground(&fd_, 1, close_owner_, /*held_for_peer=*/false);
   } else {
     FdClose(fd_);
@@ -528,8 +470,11 @@ void UnixSocket::Close(void (*on_freed)(void*), void* arg) {
   }
   waiting_receiver_ = false;
   FailQueue(-ECANCELED);
-  // Received, given to nobody in the end: a closed socket releases them.
-  SweepGiven();
+  if (filter_ != nullptr) {
+    Filter* filter = filter_;
+    filter_ = nullptr;
+    filter->OnSocketClose();
+  }
 }
 
 void UnixSocket::OnClosed(uv_handle_t* handle) {

@@ -9,11 +9,9 @@
 #include <uv.h>
 
 #include <deque>
-#include <unordered_set>
 #include <memory>
 #include <vector>
 
-#include "fd_budget.h"
 #include "scm_rights.h"
 
 namespace fdbridge {
@@ -41,9 +39,6 @@ class UnixSocket {
     virtual void OnAccept(int fd, int err) = 0;
     // A send that Send() queued has left (err == 0) or failed (-errno).
     virtual void OnSendComplete(uint32_t id, int err) = 0;
-    // A DUP_OK for a request registered with AwaitDupReply (one fd): its id
-    // and the fd's number on the other side.
-    virtual void OnDupReply(uint32_t id, int32_t fd) = 0;
     // The socket is about to read for the first time: memory of `len` bytes
     // for received data that lives until Close(), or nullptr for the
     // socket's own.
@@ -139,85 +134,94 @@ class UnixSocket {
   void Ref();
   void Unref();
 
-  // Closes the fd, stops polling and fails queued sends with ECANCELED
-  // (through OnSendComplete). The object deletes itself once libuv has closed
-  // the poll handle; `on_freed(arg)` runs then. Idempotent.
+  // Closes the fd, stops polling, fails queued sends with ECANCELED
+  // (through OnSendComplete), then tells the filter (OnSocketClose). The
+  // object deletes itself once libuv has closed the poll handle;
+  // `on_freed(arg)` runs then. Idempotent.
   void Close(void (*on_freed)(void*) = nullptr, void* arg = nullptr);
 
-  // The command's side of fdbridge's frame protocol, answered here without
-  // a trip into JS: while on, every well-formed DUP request (an 8-byte
-  // header of type 4 with zero flags, carrying 1..253 fds) is answered at
-  // once with a DUP_OK listing the fds' numbers, and the fds join the
-  // "given" set. Every other message still goes to the delegate, in order.
-  // The given set is the connection's ledger: fds in it belong to the
-  // connection until adopted (AdoptGiven) and are closed by SweepGiven and
-  // by Close (a socket closes what it received and nobody claimed).
-  //
-  // `max_given` caps the given set: a DUP that would take it past the cap
-  // is not answered here but passed to the delegate, which refuses it (a
-  // per-client quota on the fds it may leave with us).
-  void ServeDuplications(bool on, size_t max_given = SIZE_MAX) {
-    serve_dups_ = on;
-    max_given_ = max_given;
+  // A filter sees the socket's messages and send completions before the
+  // delegate does, and its close: a protocol layered on this socket (the
+  // frame channel) takes what is its own and leaves the rest to the
+  // delegate, in order. At most one; nullptr removes it.
+  class Filter {
+   public:
+    virtual ~Filter() = default;
+    // true: the filter took the message (fds[0..nfds) are its own from
+    // here on); false: the delegate gets it. It may close the socket.
+    virtual bool FilterMessage(const char* data, size_t len, const int* fds, size_t nfds) = 0;
+    // true: the completion of a send the filter made (the delegate hears nothing of it).
+    virtual bool FilterSendComplete(uint32_t id, int err) = 0;
+    // The socket is closing (queued sends have failed): the filter's last
+    // event; it is detached after it.
+    virtual void OnSocketClose() = 0;
+  };
+  void SetFilter(Filter* filter) { filter_ = filter; }
+
+  // An id for Send/SendTo whose completion someone awaits: never 0, which
+  // is for sends whose completion nobody awaits, and unique among the
+  // socket's queued sends (ids are shared by the delegate and the filter).
+  uint32_t NewSendId() {
+    uint32_t id = next_send_id_++;
+    if (next_send_id_ == 0) next_send_id_ = 1;
+    return id;
   }
-  // Given fds are closed by the background closer (FdCloseInBackground, as
-  // `owner`'s) from now on: they come from another process, and closing one
-  // may block. So are the fds of a message that arrives truncated, and the
-  // socket itself when closed: fds a peer sent that are still unread in its
-  // receive queue are released by that close(2).
-  void CloseGivenInBackground(bool on, uint64_t owner = 0) {
-    close_given_in_background_ = on;
+
+  // The socket's own close(2) and the fds of a message that arrives
+  // truncated go to the background closer (FdCloseInBackground, as
+  // `owner`'s) from now on: fds a peer sent can block their last close (a
+  // lingering TCP socket), and closing the socket drops those still unread
+  // in its receive queue.
+  void UseBackgroundCloser(bool on, uint64_t owner = 0) {
+    close_in_background_ = on;
     close_owner_ = owner;
   }
+  bool uses_background_closer() const { return close_in_background_; }
+  uint64_t background_close_owner() const { return close_owner_; }
   // Hands fds[0..n) (a peer's, now this socket's to close) to the
   // background closer as one batch of this socket's owner, and returns its
   // ticket, which the socket remembers (BackgroundCloseTickets).
   uint64_t CloseInBackground(const int* fds, size_t n);
   // The tickets of this socket's background closes that are not done yet:
-  // its given fds swept, its truncated messages' fds, CloseInBackground's.
+  // its truncated messages' fds, CloseInBackground's (a frame channel's
+  // ledger swept).
   std::vector<uint64_t> BackgroundCloseTickets();
-  // The given set is charged to `budget` (and its parents) from now on, what
-  // it holds already included; a DUP that does not fit the budget is passed
-  // to the delegate like one over max_given. Null: no budget.
-  void ChargeGivenTo(std::shared_ptr<FdBudget> budget);
-  void AddGiven(int fd);
-  bool AdoptGiven(int fd);
-  size_t SweepGiven();
-  size_t given_count() const { return given_.size(); }
 
-  // The client's side: a one-fd DUP request whose reply is taken here. A
-  // well-formed DUP_OK naming one fd for an awaited id goes to OnDupReply
-  // instead of OnMessage; anything else (a wrong count, an unknown id) still
-  // reaches OnMessage, where the protocol layer treats it as a violation.
-  void AwaitDupReply(uint32_t id) { awaited_.insert(id); }
-  void ForgetAwaited() { awaited_.clear(); }
-  void StopAwaiting(uint32_t id) { awaited_.erase(id); }
-  uint64_t served_dups() const { return served_dups_; }
+  // Every fd this socket receives is fdbridge's from the moment it arrives
+  // (registered in the same step as the recvmsg: ScmRecv's `own`), as on a
+  // socket that is itself registered as fdbridge's: for a protocol layer
+  // that keeps what arrives for someone (the frame channel's ledger).
+  void ReceiveOwnFds(bool on) { receive_own_ = on; }
 
-  // The client's side, blocking (sync_dup.cc): sends a one-fd DUP request
-  // (`id` in the frame, `send_id` for OnSendComplete should it queue) and
-  // waits in poll(2) on this socket, at most `timeout_ms`, for the reply to
-  // `id`. Everything else that happens meanwhile (other replies, receive
-  // errors, completions of queued sends) is held back, in order, and handed
-  // to the delegate once the wait is over, before this returns: the event
-  // loop's callbacks would have seen the same events in the same order, only
-  // later. Nothing of the delegate runs during the wait (no JS).
-  struct SyncDup {
-    enum Status {
-      kFd,         // a well-formed DUP_OK: `fd` is the number on the far side
-      kReply,      // another frame answered `id` (ERROR, a malformed DUP_OK): `reply`
-      kTimeout,    // no reply within timeout_ms (the request was sent or queued)
-      kGone,       // the socket reached EOF or failed (`err`) first
-      kQueueFull,  // nothing sent: the send queue is at its limit
-      kNotSent,    // nothing sent: Send failed with `err`
-    };
-    Status status;
-    int32_t fd;
-    int err;
-    size_t fds_closed;  // fds that came with the reply (closed: the far side never sends any)
-    std::vector<char> reply;
+  // Waiting on the calling thread, for a caller that cannot return to the
+  // event loop (a synchronous request, FrameChannel::DupSync): this
+  // socket's queued sends and receives run in poll(2) here, as the event
+  // loop would run them, until the waiter is done, `deadline_ms` passes
+  // (CLOCK_MONOTONIC, see MonotonicMs) or nothing more can arrive. Every
+  // event meanwhile goes to the waiter first; what it does not take is
+  // held, in arrival order, and handed to the filter and the delegate
+  // once the wait is over, before WaitOnThread returns: the loop's
+  // callbacks would have seen the same events in the same order, only
+  // later. Neither the filter nor the delegate runs during the wait (no JS).
+  class Waiter {
+   public:
+    virtual ~Waiter() = default;
+    // A message: true takes it (fds[0..nfds) are the waiter's) and ends the
+    // wait; reading stops after it (what came next is read by the loop).
+    virtual bool TakeMessage(const char* data, size_t len, const int* fds, size_t nfds) = 0;
+    // A queued send completed: true if it was the waiter's own (not handed on).
+    virtual bool TakeSendComplete(uint32_t id, int err) = 0;
+    // Whether the wait is over (a message taken, or the waiter's send failed).
+    virtual bool done() const = 0;
   };
-  SyncDup DupSync(int fd, uint32_t id, uint32_t send_id, int timeout_ms);
+  // What WaitOnThread returns: 0 once the waiter is done; -ETIMEDOUT at the
+  // deadline; -ENOTCONN when the socket is closed or not reading (nothing
+  // can arrive); for a receive that ends the connection (held too), its
+  // -errno, -EPROTO for a truncated message, or 1 for end of file; else
+  // poll(2)'s -errno.
+  static constexpr int kWaitEof = 1;
+  int WaitOnThread(Waiter* waiter, int64_t deadline_ms);
+  static int64_t MonotonicMs();
 
   // Until the receive buffer is made, it can be given another size (a
   // socket that only drains what a refused peer sends needs a few bytes:
@@ -246,7 +250,7 @@ class UnixSocket {
     size_t charge;  // what it adds to queued_bytes_
   };
 
-  class HeldEvents;  // sync_dup.cc: the delegate while DupSync waits
+  class HeldEvents;  // socket_wait.cc: the delegate during WaitOnThread
 
   UnixSocket(int fd, int type, size_t max_fds, size_t recv_buffer_size, Delegate* delegate,
              char* external_buffer);
@@ -291,23 +295,20 @@ class UnixSocket {
   std::unique_ptr<char[]> control_;  // aligned for cmsghdr by operator new
   size_t control_len_;
   std::vector<int> recv_fds_;
-  bool serve_dups_ = false;
   bool own_socket_ = false;  // fd_ is registered as fdbridge's: what it receives is too
-  size_t max_given_ = SIZE_MAX;
-  std::shared_ptr<FdBudget> budget_;
-  bool close_given_in_background_ = false;
+  bool receive_own_ = false;  // ReceiveOwnFds
+  Filter* filter_ = nullptr;
+  // Set during WaitOnThread: the waiter took its message, reading stops.
+  const Waiter* waiter_ = nullptr;
+  bool close_in_background_ = false;
   uint64_t close_owner_ = 0;
   // Tickets of background closes made for this socket, done ones dropped
   // now and then (DropDoneTickets).
   std::vector<uint64_t> close_tickets_;
   size_t tickets_kept_ = 0;  // close_tickets_.size() after the last drop
   void RememberTicket(uint64_t ticket);
-  uint64_t served_dups_ = 0;
-  std::unordered_set<int> given_;
-  std::vector<char> reply_buf_;
-  bool TryServeDup(const char* data, size_t len, const int* fds, size_t nfds);
-  std::unordered_set<uint32_t> awaited_;
-  bool TryDupReply(const char* data, size_t len, size_t nfds);
+  uint32_t next_send_id_ = 1;
+  void CompleteSend(uint32_t id, int err);
   // Sends to a full DGRAM receiver wait on the waker: an unbound DGRAM
   // socket connected to that receiver, polled for writability (see
   // WaitForReceiver). Made on first need, reconnected per wait.

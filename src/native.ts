@@ -63,6 +63,83 @@ export type NativeMessageCallback = (
 ) => void;
 export type NativeAcceptCallback = (err: Error | null, fd?: number) => void;
 
+/**
+ * fdbridge's wire protocol on one open socket (native/frame_channel.h):
+ * requests and their pending table, settled in C++ from the poll callback;
+ * and, on the command's side, DUP requests answered in C++ into the ledger
+ * of fds given to the command. Messages it does not take still reach the
+ * socket's onMessage, in order.
+ */
+export interface NativeFrameChannel {
+  /**
+   * A DUP with `fds` (borrowed) beside it, or with `pull` a GETFD frame
+   * listing their numbers. tag 0 (one fd) resolves with its number; 1
+   * (dupFileDescriptors) and 2 (several dupFileDescriptor calls in one
+   * frame) with the list. Throws, with nothing sent, like Socket.send.
+   */
+  dup(tag: 0, fds: number | readonly number[], pull: boolean): Promise<number>;
+  dup(tag: 1 | 2, fds: readonly number[], pull: boolean): Promise<number[]>;
+  /**
+   * The blocking form of dup(0, fd): waits in poll(2), at most `timeoutMs`,
+   * for its reply; whatever else arrives meanwhile settles its requests or
+   * reaches onMessage (in order) before it returns. The far side's number,
+   * or what ended the wait: another frame answering it, the timeout (the
+   * request stays pending: `late` settles with its reply), or the socket's
+   * end (`errno` 0: end of file). Throws, with nothing sent, like dup.
+   */
+  dupSync(fd: number, timeoutMs: number): number | SyncDupOutcome;
+  /** A CALL or RELEASE frame (its id is written in); resolves with the RESULT frame. */
+  call(frame: Buffer, operation: string, exempt: boolean): Promise<Buffer>;
+  /** Rejects every pending request with errorFor(its operation). */
+  failAll(errorFor: (operation: string) => Error): void;
+  /** Requests waiting for their reply. */
+  readonly pending: number;
+  /** Of those, the ones that expect fd numbers. */
+  readonly pendingDups: number;
+  /** Answers DUP requests in C++ into the ledger, at most `maxGiven` fds held. */
+  serve(on: boolean, maxGiven?: number): void;
+  /**
+   * The ledger's fds go to the background closer as the socket's owner
+   * (useBackgroundCloser), a sweep's as one batch the socket remembers.
+   */
+  closeGivenInBackground(on: boolean): void;
+  /**
+   * Charges the ledger to `budget` from now on (what it holds already
+   * included); a DUP that does not fit it is not answered in C++ but
+   * reaches the socket's onMessage. null: no budget.
+   */
+  chargeTo(budget: NativeFdBudget | null): void;
+  /** The ledger: fds given to the command, not yet adopted; closed when the socket closes. */
+  add(fd: number): void;
+  adopt(fd: number): boolean;
+  sweep(): number;
+  readonly givenCount: number;
+  /** DUP requests answered in C++ so far (kept once the socket is closed). */
+  readonly served: number;
+}
+
+/**
+ * fds that frame channels charged to it hold in their ledgers, against
+ * `limit` and every parent's (a helper daemon: one per uid, under one for
+ * all). fds waiting for the background closer count against the topmost one.
+ */
+export interface NativeFdBudget {
+  readonly held: number;
+  limit: number;
+}
+
+export interface NativeFrameChannelCallbacks {
+  /**
+   * The error for a request its reply fails: an ERROR frame, or a wrong
+   * reply (`fds`: the count it expected, 0 for a call). Required to send requests.
+   */
+  replyError?(operation: string, fds: number, frame: Buffer): Error;
+  /** A queued request met a peer that is gone (EPIPE, ECONNRESET). */
+  onBroken?(err: Error): void;
+  /** Command's side: a served DUP's fds are in the ledger, its reply not yet sent (the after-receive failpoint). */
+  afterReceive?(): void;
+}
+
 export interface NativeSocket {
   readonly fd: number;
   readonly queuedSends: number;
@@ -83,59 +160,19 @@ export interface NativeSocket {
   /** A receive buffer of `bytes` instead; false once the buffer is made (the first read). */
   setReceiveBufferSize(bytes: number): boolean;
   /**
-   * Answers well-formed DUP frames in C++ (a DUP_OK listing the received
-   * fds' numbers) without calling onMessage; the fds join the given set.
-   */
-  serveDuplications(on: boolean, maxGiven?: number): void;
-  /**
-   * From now on the given fds, a truncated message's fds and the socket
-   * itself are closed by the background closer, as `owner`'s (default 0;
+   * From now on a truncated message's fds and the socket itself (its close
+   * drops the fds still unread in its receive queue, whose last close may
+   * block) are closed by the background closer, as `owner`'s (default 0;
    * see closeInBackground).
    */
-  closeGivenInBackground(on: boolean, owner?: number): void;
+  useBackgroundCloser(on: boolean, owner?: number): void;
   /**
    * closeInBackground as this socket's owner; the socket remembers the
    * ticket (backgroundCloseTickets).
    */
   closeInBackground(fds: readonly number[]): number;
-  /** The tickets of this socket's background closes (given fds swept, truncated messages' fds, closeInBackground) not yet done. */
+  /** The tickets of this socket's background closes (truncated messages' fds, closeInBackground's) not yet done. */
   backgroundCloseTickets(): number[];
-  /**
-   * The client's side of a one-fd duplication in C++: sends a DUP frame with
-   * `fd` (borrowed) under request id `id` and resolves with the fd's number
-   * from the DUP_OK, which never reaches onMessage. Throws, with nothing
-   * sent, like send(). A reply that is not a well-formed one-fd DUP_OK for a
-   * pending id still goes to onMessage.
-   */
-  requestDup(id: number, fd: number): Promise<number>;
-  /**
-   * The blocking form of requestDup: waits in poll(2), at most `timeoutMs`,
-   * for the reply to `id`; whatever else arrives meanwhile reaches onMessage
-   * (in order) before it returns. The far side's number, or what ended the
-   * wait: another frame answering `id`, the timeout, or the socket's end
-   * (`errno` 0: end of file). Throws, with nothing sent, like send().
-   */
-  dupSync(id: number, fd: number, timeoutMs: number): number | SyncDupOutcome;
-  /** Rejects every requestDup still pending with `err`. */
-  rejectDups(err: Error): void;
-  /** How many requestDup are waiting for their reply. */
-  readonly pendingDups: number;
-  /** Rejects the pending requestDup `id` with `err`; false if there is none. */
-  rejectDup(id: number, err: Error): boolean;
-  /**
-   * Charges the given set to `budget` from now on (what it holds already
-   * included); a DUP that does not fit it is not answered in C++ but reaches
-   * onMessage. null: no budget.
-   */
-  chargeGivenTo(budget: NativeFdBudget | null): void;
-  /** The given set: fds a connection put into the command's context, not yet adopted. */
-  addGiven(fd: number): void;
-  adoptGiven(fd: number): boolean;
-  /** Closes every given fd; returns how many. close() does this too. */
-  sweepGiven(): number;
-  readonly givenCount: number;
-  /** DUP frames answered in C++ so far. */
-  readonly servedDuplications: number;
   /**
    * Sends data and fds (borrowed). Returns 0 when the kernel took it now, 1
    * when it waits for writability (then `done` is called once, with null or
@@ -201,19 +238,10 @@ export interface NativeExitWatch {
   unref(): void;
 }
 
-/**
- * fds that sockets charged to it hold in their given sets, against `limit`
- * and every parent's (a helper daemon: one per uid, under one for all).
- * fds waiting for the background closer count against the topmost one.
- */
-export interface NativeFdBudget {
-  readonly held: number;
-  limit: number;
-}
-
 export interface NativeBinding {
   Socket: NativeSocketConstructor;
   ExitWatch: new (pidfd: number, onExit: () => void) => NativeExitWatch;
+  FrameChannel: new (socket: NativeSocket, callbacks: NativeFrameChannelCallbacks) => NativeFrameChannel;
   FdBudget: new (limit: number, parent?: NativeFdBudget) => NativeFdBudget;
   init(makeError: (kind: string, errno: number, syscall: string, details: Record<string, unknown>) => Error): void;
   /**
@@ -286,7 +314,7 @@ export interface NativeBinding {
    * command adopted it). The fds fdbridge holds for itself (dupHigh,
    * dupAll, queued sends' copies, pidfdGetfd, fds a command was given and
    * has not adopted) are refused with EBADF wherever a caller names an fd
-   * (dupHigh, dupAll, a socket's send, sendTo, requestDup): past the
+   * (dupHigh, dupAll, a socket's send, sendTo, a frame channel's dup): past the
    * floor, one of them can take a number the caller closed and still names.
    */
   disown(fd: number): void;
@@ -428,7 +456,8 @@ function load(): NativeBinding {
 /** What ended a dupSync without a number. */
 export type SyncDupOutcome =
   | { status: 'reply'; reply: Buffer; fdsClosed: number }
-  | { status: 'timeout' }
+  /** `late` settles with the request's late reply (absent only when no promise could be made). */
+  | { status: 'timeout'; late?: Promise<number> }
   | { status: 'gone'; errno: number };
 
 export const native: NativeBinding = load();

@@ -8,9 +8,8 @@
  * that nobody claimed.
  */
 import { ClosedError, EofError, PeerGoneError, SystemError, TimeoutError } from './errors';
-import type { FdLedger } from './command';
 import { closeFds, OwnedFd } from './fd';
-import { constants, native, type NativeExitWatch, type NativeFdBudget, type NativeSocket, type SyncDupOutcome } from './native';
+import { constants, native, type NativeExitWatch, type NativeSocket } from './native';
 import { socketFileIdentity, unlinkOwnSocketFile, type SocketFileIdentity } from './socket-file';
 
 export type SocketKind = 'stream' | 'dgram' | 'seqpacket';
@@ -153,29 +152,15 @@ export function parseAddress(address: SocketAddress): [string, boolean] {
 }
 
 
-/** A socket's given set, as the FdLedger a CommandHost keeps its fds in. */
-class GivenLedger implements FdLedger {
-  readonly #native: NativeSocket;
+/**
+ * The native socket under a UnixSocket, for the frame channel
+ * (frame-channel.ts), which layers fdbridge's protocol on it. Not exported
+ * from the package: a UnixSocket's public surface is a general socket's.
+ */
+const nativeSockets = new WeakMap<UnixSocket, NativeSocket>();
 
-  constructor(nativeSocket: NativeSocket) {
-    this.#native = nativeSocket;
-  }
-
-  add(fd: number): void {
-    this.#native.addGiven(fd);
-  }
-
-  adopt(fd: number): boolean {
-    return this.#native.adoptGiven(fd);
-  }
-
-  sweep(): number {
-    return this.#native.sweepGiven();
-  }
-
-  get size(): number {
-    return this.#native.givenCount;
-  }
+export function nativeSocketOf(socket: UnixSocket): NativeSocket {
+  return nativeSockets.get(socket) as NativeSocket;
 }
 
 interface Waiter {
@@ -233,8 +218,7 @@ export class UnixSocket {
   #refed = true;
   /** The reused receive buffer (reuseBuffer), else undefined. */
   #scratch: Buffer | undefined;
-  #given: FdLedger | undefined;
-  /** Whose the background closer counts this socket's closes (closeGivenInBackground). */
+  /** Whose the background closer counts this socket's closes (useBackgroundCloser). */
   #closeOwner = 0;
   #queueLimit: number;
   #pauseReadingAt: number | null = null;
@@ -296,6 +280,7 @@ export class UnixSocket {
     this.#native = new native.Socket(fd, kindToType(this.kind), nativeOptions, (err, data, fds, from, credentials) =>
       this.#onMessage(err, typeof data === 'number' ? this.#view(data) : data, fds ?? NO_FDS, from, credentials),
     );
+    nativeSockets.set(this, this.#native);
     if (options?.receiveFrom) this.#native.receiveFrom(true);
     this.#fd = fd;
   }
@@ -527,27 +512,17 @@ export class UnixSocket {
   }
 
   /**
-   * The command's side of fdbridge's frame protocol (see serve.ts): while
-   * on, well-formed DUP requests are answered in C++ with the received fds'
-   * numbers, without a call into JS, and the fds join this socket's given
-   * set (`given`). Other messages reach the message handler as before, in
-   * order.
-   */
-  serveDuplications(on: boolean, maxGiven = Infinity): void {
-    if (!this.#closed) this.#native.serveDuplications(on, maxGiven);
-  }
-
-  /**
-   * From now on the given set's fds, the fds of a message that arrives
-   * truncated, and this socket itself when closed, go to the background
-   * closer (native.closeInBackground) as `owner`'s: they come from another
+   * From now on the fds of a message that arrives truncated, and this
+   * socket itself when closed (its close drops the fds a peer sent that are
+   * still unread in its receive queue), go to the background closer
+   * (native.closeInBackground) as `owner`'s: they come from another
    * process, and a close can block (a TCP socket with SO_LINGER and unsent
    * data). A helper daemon names the peer's uid plus one, so that one
    * user's closes that block hold back only that user's.
    */
-  closeGivenInBackground(on: boolean, owner = 0): void {
+  useBackgroundCloser(on: boolean, owner = 0): void {
     this.#closeOwner = owner;
-    if (!this.#closed) this.#native.closeGivenInBackground(on, owner);
+    if (!this.#closed) this.#native.useBackgroundCloser(on, owner);
   }
 
   /**
@@ -561,73 +536,12 @@ export class UnixSocket {
   }
 
   /**
-   * The tickets of this socket's background closes not done yet: its given
-   * fds swept, the fds of messages that arrived truncated, closeInBackground's.
-   * Empty once the socket is closed.
+   * The tickets of this socket's background closes not done yet: the fds
+   * of messages that arrived truncated, closeInBackground's (a frame
+   * channel's ledger swept). Empty once the socket is closed.
    */
   backgroundCloseTickets(): number[] {
     return this.#closed ? [] : this.#native.backgroundCloseTickets();
-  }
-
-  /**
-   * The client's side of fdbridge's frame protocol for one fd: sends a DUP
-   * request (id `id`, `fd` borrowed) and resolves with the fd's number on the
-   * far side, read from the DUP_OK in C++ (the reply never reaches the
-   * message handler). Throws, with nothing sent, like write(). A request
-   * queued behind a full socket whose send fails later (the peer is gone)
-   * stays pending, and the failure reaches the message handler as an error
-   * (as a broken receive would): the handler settles it with rejectDups().
-   * Without a message handler it rejects with the send's SystemError.
-   */
-  requestDup(id: number, fd: number): Promise<number> {
-    if (this.#closed) throw new ClosedError('send: the socket is closed');
-    return this.#native.requestDup(id, fd);
-  }
-
-  /**
-   * requestDup, blocking this thread up to `timeoutMs` for the reply (see
-   * NativeBinding.dupSync): the far side's number, or what ended the wait.
-   * Messages that arrive meanwhile reach the message handler, in order,
-   * before it returns.
-   */
-  dupSync(id: number, fd: number, timeoutMs: number): number | SyncDupOutcome {
-    if (this.#closed) throw new ClosedError('send: the socket is closed');
-    return this.#native.dupSync(id, fd, timeoutMs);
-  }
-
-  /** How many requestDup are waiting for their reply. */
-  get pendingDups(): number {
-    return this.#native.pendingDups;
-  }
-
-  /** Rejects the requestDup `id` (a reply it did not take: an ERROR, a wrong DUP_OK); false if none. */
-  rejectDup(id: number, err: Error): boolean {
-    return !this.#closed && this.#native.rejectDup(id, err);
-  }
-
-  /** Rejects every requestDup still waiting for its reply. */
-  rejectDups(err: Error): void {
-    if (!this.#closed) this.#native.rejectDups(err);
-  }
-
-  /**
-   * Charges the given set to `budget` (shared with other sockets: a helper
-   * daemon's per-uid and total fd limits) from now on; a DUP that does not
-   * fit it is not answered in C++ but reaches the message handler.
-   */
-  chargeGivenTo(budget: NativeFdBudget | null): void {
-    if (!this.#closed) this.#native.chargeGivenTo(budget);
-  }
-
-  /** The fds this socket received for a command and nobody adopted yet (closed with the socket). */
-  get given(): FdLedger {
-    this.#given ??= new GivenLedger(this.#native);
-    return this.#given;
-  }
-
-  /** DUP requests answered in C++ (serveDuplications) so far (kept once closed). */
-  get servedDuplications(): number {
-    return this.#native.servedDuplications;
   }
 
   /** Lets the process exit while this socket is open. */

@@ -403,7 +403,7 @@ export class HelperDaemon {
     } catch (e) {
       this.#log(`SO_PEERCRED failed: ${(e as Error).message}`);
       // Whatever it sent is dropped with the socket, whose close may then block.
-      socket.closeGivenInBackground(true);
+      socket.useBackgroundCloser(true);
       socket.close();
       return;
     }
@@ -454,7 +454,7 @@ export class HelperDaemon {
       onEnd: (reason, s: ServeStats) => {
         watch?.exit.close();
         this.#clients.delete(socket);
-        // The socket is closed: its given set is swept and refunded.
+        // The socket is closed: its frame channel's ledger is swept and refunded.
         if (--account.connections === 0) this.#uids.delete(cred.uid);
         this.stats.active--;
         this.stats.unexpectedFds += s.unexpectedFds;
@@ -686,7 +686,7 @@ function refuse(socket: UnixSocket, uid: number, message: string): void {
   // What it sent before it was accepted may hold fds whose close blocks (a
   // lingering TCP socket): those, and the socket itself (its close drops
   // what is still unread), go to the background closer, as its uid's.
-  socket.closeGivenInBackground(true, closeOwner(uid));
+  socket.useBackgroundCloser(true, closeOwner(uid));
   // Only drained: what it sent is read into a few bytes (a longer message
   // arrives truncated, its fds closed), never into a frame-sized buffer.
   socket.setReceiveBufferSize(REFUSED_RECEIVE_BYTES);

@@ -17,6 +17,7 @@ import { CommandHost, type CommandSpec } from '../command';
 import { builtinCommand } from '../commands/registry';
 import { describeError, FdBridgeError, ProtocolError, QueueFullError, QuotaExceededError, TruncatedError, UnknownCommandError, UnsupportedError, type QuotaName } from '../errors';
 import { failpointFromEnv, type Failpoint } from '../failpoint';
+import { ChannelLedger, openFrameChannel, type FrameChannel } from '../frame-channel';
 import { closeFds } from '../fd';
 import { native, type NativeFdBudget } from '../native';
 import {
@@ -79,7 +80,7 @@ export interface ServeLimits {
   maxQueuedBytes: number;
   /**
    * fds held across connections (a daemon's per-uid and total limits): the
-   * given set is charged to `budget`, and `refusal(n)` names the quota that
+   * ledger of the command's fds is charged to `budget`, and `refusal(n)` names the quota that
    * `n` more fds would break, if any.
    */
   shared?: { budget: NativeFdBudget; refusal(n: number): QuotaExceededError | undefined };
@@ -123,8 +124,10 @@ export interface ServeOptions {
 
 /**
  * FDBRIDGE_FAILPOINT (src/failpoint.ts), read once here: a testing aid that
- * SIGKILLs this process at a chosen step. Unset, it costs one check of
- * `failpoint !== undefined` per request.
+ * SIGKILLs this process at a chosen step. The after-receive point is a hook
+ * inside the frame channel, so that a fault test runs the path users run;
+ * unset, the channel has no hook and the JS paths check
+ * `failpoint !== undefined` once per request.
  */
 const failpointOrError = failpointFromEnv();
 const failpoint: Failpoint | undefined = failpointOrError instanceof Error ? undefined : failpointOrError;
@@ -158,16 +161,15 @@ export interface FdIntake {
    */
   take(frameFds: readonly number[]): number[];
   /** The command is ready: requests may be served. */
-  start(socket: UnixSocket, maxFds: number | undefined): void;
+  start(channel: FrameChannel, maxFds: number | undefined): void;
   /** The connection has ended: releases what the strategy holds. Idempotent. */
   close(): void;
 }
 
 /**
  * The fds arrive with the DUP frame itself (SCM_RIGHTS, received
- * close-on-exec). Once the command is ready the socket answers DUPs in C++
- * (serveDuplications), so a round trip never enters JS on this side; not
- * with a failpoint set, which must see each request.
+ * close-on-exec). Once the command is ready the frame channel answers DUPs
+ * in C++ (serve), so a round trip never enters JS on this side.
  */
 function socketIntake(transport: TransportName, inspected: boolean): FdIntake {
   return {
@@ -176,9 +178,9 @@ function socketIntake(transport: TransportName, inspected: boolean): FdIntake {
     wrongRequest: 'GETFD on a connection that did not ask for pidfd pulls',
     refusalNote: 'release some first',
     take: (frameFds) => [...frameFds],
-    start: (socket, maxFds) => {
+    start: (channel, maxFds) => {
       // Not when each fd is to be looked at first (ServeOptions.refuseFd).
-      if (failpoint === undefined && !inspected) socket.serveDuplications(true, maxFds);
+      if (!inspected) channel.serve(true, maxFds);
     },
     close: () => undefined,
   };
@@ -240,6 +242,11 @@ type DuplicationFrame = Extract<Frame, { type: typeof FrameType.DUP | typeof Fra
 
 class ServedSession implements ServedConnection {
   readonly #socket: UnixSocket;
+  /**
+   * The wire protocol's fast path: DUP requests answered in C++ into the
+   * ledger of the command's fds (closed with the socket).
+   */
+  readonly #channel: FrameChannel;
   readonly #options: ServeOptions;
   readonly #limits: ServeLimits | undefined;
   readonly #stats: ServeStats = { unexpectedFds: 0, protocolErrors: 0, refusesFds: false };
@@ -262,8 +269,14 @@ class ServedSession implements ServedConnection {
     this.#options = options;
     this.#limits = options.limits;
     const limits = this.#limits;
-    if (options.closeInBackground) socket.closeGivenInBackground(true, options.closeOwner);
-    if (limits?.shared) socket.chargeGivenTo(limits.shared.budget);
+    this.#channel = openFrameChannel(socket, failpoint !== undefined ? { afterReceive: () => failpoint.pass('after-receive') } : {});
+    if (options.closeInBackground) {
+      // The command's fds come from another process, and so may what is
+      // still unread in the socket when it closes: either close may block.
+      socket.useBackgroundCloser(true, options.closeOwner);
+      this.#channel.closeGivenInBackground(true);
+    }
+    if (limits?.shared) this.#channel.chargeTo(limits.shared.budget);
     // Every request read makes a reply: while replies back up (the client
     // reads slowly), stop reading requests, so that they wait in the kernel
     // and then in the client's own bounded queue instead of here.
@@ -284,7 +297,7 @@ class ServedSession implements ServedConnection {
     return {
       ready: this.#host !== undefined,
       lastActiveAt: this.#lastActiveAt,
-      servedDuplications: this.#socket.servedDuplications,
+      servedDuplications: this.#channel.served,
       inFlight: this.#callsInFlight,
       fdsHeld: this.#host ? this.#host.ledger.size : 0,
       queuedBytes: this.#socket.queuedSendBytes,
@@ -377,12 +390,12 @@ class ServedSession implements ServedConnection {
       } else {
         this.#intake = socketIntake(this.#options.transport, this.#options.refuseFd !== undefined);
       }
-      // The command's fds live in the socket's given set, which the socket
-      // answers DUP requests into without calling JS (and closes with it).
+      // The command's fds live in the channel's ledger, which the channel
+      // answers DUP requests into without calling JS (and closes with the socket).
       host = new CommandHost(
         (this.#options.resolveCommand ?? moduleOrBuiltin)(hello.command),
         this.#intake.transport,
-        this.#socket.given,
+        new ChannelLedger(this.#channel),
         this.#socket.peerCredentials(),
       );
     } catch (err) {
@@ -392,14 +405,14 @@ class ServedSession implements ServedConnection {
     }
     this.#host = host;
     this.#send(encodeJson(FrameType.READY, id, { pid: process.pid, threadId: host.context.threadId }));
-    this.#intake.start(this.#socket, this.#limits?.maxFds);
+    this.#intake.start(this.#channel, this.#limits?.maxFds);
   }
 
   /**
    * DUP or GETFD: the request's fds into the command's ledger, then the
-   * DUP_OK naming them. Usually the socket answers DUPs in C++
-   * (serveDuplications) and this runs only for GETFD, or with a failpoint,
-   * which must see each request.
+   * DUP_OK naming them. The frame channel answers DUPs in C++ (serve);
+   * this runs for GETFD, and for a DUP the channel left to us (over a
+   * quota, or replies backed up).
    */
   #duplicate(frame: DuplicationFrame, fds: readonly number[]): void {
     const intake = this.#intake as FdIntake;
@@ -498,7 +511,7 @@ class ServedSession implements ServedConnection {
     if (this.#closing) return;
     this.#closing = true;
     // A DUP behind the CLOSE must not be answered any more (its fds are closed below).
-    this.#socket.serveDuplications(false);
+    this.#channel.serve(false);
     if (failpoint !== undefined) failpoint.pass('on-close');
     const sendClosed = (): void => this.#send(encodeEmpty(FrameType.CLOSED, id));
     // CLOSED tells the client that the command's unadopted fds are closed
@@ -596,7 +609,7 @@ class ServedSession implements ServedConnection {
   #end(reason: Error | null): void {
     if (this.#ended) return;
     this.#ended = true;
-    this.#socket.serveDuplications(false);
+    this.#channel.serve(false);
     this.#socket.pause();
     const finish = (): void => {
       this.#intake?.close();

@@ -22,11 +22,11 @@ import {
   type RemoteErrorInfo,
 } from '../errors';
 import { closeFds } from '../fd';
+import { openFrameChannel, type FrameChannel } from '../frame-channel';
 import { native } from '../native';
 import {
   decodeFrame,
   encodeCall,
-  encodeDup,
   encodeEmpty,
   encodeFdList,
   encodeJson,
@@ -41,34 +41,10 @@ import { UnixSocket } from '../socket';
 import { dupAll } from './dup-above-floor';
 import { refuseFds } from './refuse-fds';
 
-/** What a pending request resolves with. */
+/** What the channel calls a request of each kind (its tag, see NativeFrameChannel.dup). */
 const DUP_ONE = 0; // one fd: resolves with its number
-const DUP_MANY = 1; // resolves with the list
-const DUP_COALESCED = 2; // several dupFileDescriptor calls in one frame: each waiter gets its number
-const CALL = 3; // resolves with the RESULT value
-
-/** One request awaiting its reply. A class, so every entry has one shape (monomorphic property loads). */
-class Pending {
-  constructor(
-    readonly kind: number,
-    /** fds the reply must list. */
-    readonly count: number,
-    readonly operation: string,
-    readonly resolve: (value: never) => void,
-    readonly reject: (err: Error) => void,
-    /** DUP_COALESCED: the callers, in frame order. */
-    readonly waiters: Waiter[] | null,
-    /** pidfd: our pinned copies, closed once the far side has pulled them. */
-    readonly pins: number[] | null,
-  ) {}
-
-  /** Rejects this request and every caller folded into it. */
-  fail(err: Error | ((operation: string) => Error)): void {
-    const e = typeof err === 'function' ? err(this.operation) : err;
-    if (this.waiters) for (const w of this.waiters) w.reject(e);
-    else this.reject(e);
-  }
-}
+const DUP_MANY = 1; // dupFileDescriptors: resolves with the list
+const DUP_FOLDED = 2; // several dupFileDescriptor calls in one frame: each waiter gets its number
 
 interface Waiter {
   resolve(fd: number): void;
@@ -90,14 +66,9 @@ export type PeerExitProbe = () => Promise<PeerExit>;
 
 /** A send queued even past the send queue's limit (see UnixSocket.write). */
 const EXEMPT = { exemptFromLimit: true } as const;
-/** A send of our own pins (see UnixSocket.write): not refused as fds we hold. */
-const OWN_FDS = { ownFds: true } as const;
 
-/** Every fd number in a DUP_OK payload is non-negative. */
-function allNonNegative(buf: Buffer): boolean {
-  for (let off = 8; off < buf.length; off += 4) if (buf.readInt32LE(off) < 0) return false;
-  return true;
-}
+/** The fds beside a frame that carried none. */
+const NO_FDS: readonly number[] = Object.freeze([]);
 
 /**
  * A send or receive error that means the peer has closed its end: EPIPE on
@@ -189,20 +160,20 @@ export class SocketConnection extends BaseConnection {
   readonly transport: 'child' | 'helper' | 'pidfd';
   readonly location: CommandLocation;
   #socket: UnixSocket;
-  #pending = new Map<number, Pending>();
-  #nextId = 1;
+  /** The wire protocol: it sends every request, keeps the one pending table and settles each request from its reply. */
+  #channel: FrameChannel;
   /** Set once the connection can no longer be used: every new request rejects with it. */
   #dead: Error | undefined;
-  /** The peer is gone and #peerGone is finding out how it ended: requests made meanwhile wait for that. */
-  #probing = false;
+  /** The peer is gone and #peerGone is finding out how it ended: requests made meanwhile fail with that. */
+  #exit: Promise<PeerExit> | undefined;
+  /** The peer has ended: it can pull no fd any more (pidfd pins of failed requests close at once). */
+  #peerEnded = false;
   #probe: PeerExitProbe;
   #closedByPeer: Promise<void>;
   #onPeerClosed!: () => void;
   #closing = false;
   /** pidfd transport: fds are pulled by number instead of sent. */
   #pull: boolean;
-  /** The header of every DUP request (the id is written in just before each send). */
-  #dupHeader = encodeDup(0);
   /** Pinned fds and their callers, folded into one frame at the end of this tick; null when none. */
   #folding: number[] | null = null;
   #foldWaiters: Waiter[] | null = null;
@@ -230,6 +201,11 @@ export class SocketConnection extends BaseConnection {
     // handshake() did this already; doing it again (idempotent) records the
     // outcome, and covers a socket that did not come through handshake().
     this.#stats = { unexpectedFds: 0, protocolErrors: 0, refusesFds: refuseFds(socket) };
+    this.#channel = openFrameChannel(socket, {
+      replyError: (operation, fds, frame) => this.#replyError(operation, fds, frame),
+      // A queued request met a peer that is gone: fail everything with how it ended.
+      onBroken: (err) => void this.#peerGone(err),
+    });
     socket.setMessageHandler((err, data, fds) => this.#onMessage(err, data, fds));
   }
 
@@ -247,25 +223,22 @@ export class SocketConnection extends BaseConnection {
   }
 
   /**
-   * One duplication. With nothing in flight it goes out at once, alone, and
-   * through C++ end to end (requestDup: the reply resolves the promise
-   * without a JS callback). Calls made while others are in flight or
+   * One duplication. With no other duplication in flight it goes out at
+   * once, alone, and is settled by the channel in C++ (no JS runs for its
+   * reply but the caller's own). Calls made while others are in flight or
    * queued (e.g. `Promise.all(fds.map(dup))`) are folded into one DUP frame
-   * sent from a microtask: one message and one reply for up to MAX_FDS_PER_FRAME of them.
-   * Each folded fd is pinned (dup'd) when the call is made, because the
-   * caller may close or reuse its number before the frame leaves.
+   * sent from a microtask: one message and one reply for up to
+   * MAX_FDS_PER_FRAME of them. Each folded fd is pinned (dup'd) when the
+   * call is made, because the caller may close or reuse its number before
+   * the frame leaves.
    */
   protected dupOne(fd: number): Promise<number> {
     if (this.#dead) return Promise.reject(this.#dead);
-    if (this.#folding === null && !this.#pull && this.#socket.pendingDups === 0) {
-      const id = this.#nextId;
-      this.#nextId = (this.#nextId + 1) >>> 0 || 1;
+    if (this.#folding === null && !this.#pull && this.#channel.pendingDups === 0) {
       try {
-        return this.#socket.requestDup(id, fd);
-      } catch {
-        // Nothing was sent (EBADF, EPIPE...): the general path sends nothing
-        // either, and reports it the way every request does.
-        return this.#send(this.#dupHeader, [fd], DUP_ONE, 1, 'dupFileDescriptor', null, null) as Promise<number>;
+        return this.#channel.dup(DUP_ONE, fd, false);
+      } catch (err) {
+        return this.#unsent('dupFileDescriptor', err);
       }
     }
     let pin: number;
@@ -291,11 +264,12 @@ export class SocketConnection extends BaseConnection {
   /**
    * One duplication, blocking: the DUP frame goes out (behind whatever is
    * queued) and this thread waits in poll(2) on the socket for its reply
-   * (UnixSocket::DupSync). Replies to other requests that arrive meanwhile
-   * reach #onMessage, in order, before this returns, exactly as the event
-   * loop would have delivered them. On a timeout the request stays pending
-   * here: a late DUP_OK releases the duplicate it names, so nothing is left
-   * behind on the far side.
+   * (FrameChannel::DupSync). Replies to other requests that arrive meanwhile
+   * settle them, and anything else reaches #onMessage, in order, before
+   * this returns, exactly as the event loop would have delivered them. On a
+   * timeout the request stays pending in the channel: a late DUP_OK
+   * releases the duplicate it names, so nothing is left behind on the far
+   * side.
    */
   protected dupOneSync(fd: number, timeoutMs: number): number {
     if (this.#dead) throw this.#dead;
@@ -305,11 +279,9 @@ export class SocketConnection extends BaseConnection {
       );
     }
     this.#flushFolded(); // requests leave in the order they were made
-    const id = this.#nextId;
-    this.#nextId = (this.#nextId + 1) >>> 0 || 1;
-    let r: ReturnType<UnixSocket['dupSync']>;
+    let r: ReturnType<FrameChannel['dupSync']>;
     try {
-      r = this.#socket.dupSync(id, fd, timeoutMs);
+      r = this.#channel.dupSync(fd, timeoutMs);
     } catch (err) {
       // Nothing was sent.
       if (err instanceof QueueFullError) throw this.#queueFull('dupFileDescriptorSync', err);
@@ -323,8 +295,12 @@ export class SocketConnection extends BaseConnection {
     const peer = `the ${this.transport} (pid ${this.location.pid})`;
     switch (r.status) {
       case 'timeout': {
-        const release = (far: number): void => void this.release([far]).catch(() => undefined);
-        this.#pending.set(id, new Pending(DUP_ONE, 1, 'dupFileDescriptorSync', release as (v: never) => void, () => undefined, null, null));
+        // Still pending in the channel: a late DUP_OK names a duplicate nobody
+        // will adopt, released at once; a failure needs nothing released.
+        r.late?.then(
+          (far) => void this.release([far]).catch(() => undefined),
+          () => undefined,
+        );
         throw new TimeoutError(
           `dupFileDescriptorSync(${fd}) failed: ${peer} did not answer within ${timeoutMs} ms; ` +
             'a duplicate it makes later is released when its reply comes',
@@ -367,20 +343,19 @@ export class SocketConnection extends BaseConnection {
     for (let i = 0; i < pins.length; i += MAX_FDS_PER_FRAME) {
       const chunk = pins.slice(i, i + MAX_FDS_PER_FRAME);
       const callers = waiters.slice(i, i + MAX_FDS_PER_FRAME);
-      const sent = this.#send(
-        this.#pull ? null : this.#dupHeader,
-        chunk,
-        DUP_COALESCED,
-        chunk.length,
-        'dupFileDescriptor',
-        callers,
-        this.#pull ? chunk : null,
-        OWN_FDS,
-      );
-      // The kernel holds its own references once the frame is queued; the
-      // pidfd transport keeps its pins until the far side has pulled them.
+      const sent = this.#request('dupFileDescriptor', DUP_FOLDED, chunk, this.#pull);
+      // The kernel (or the send queue) holds its own references once the
+      // frame is sent or queued; the pidfd transport keeps its pins until
+      // the far side has pulled them (#request).
       if (!this.#pull) closeFds(chunk);
-      sent.catch(() => undefined); // the callers were told through their waiters
+      sent.then(
+        (numbers) => {
+          for (let k = 0; k < callers.length; k++) (callers[k] as Waiter).resolve(numbers[k] as number);
+        },
+        (err: Error) => {
+          for (const w of callers) w.reject(err);
+        },
+      );
     }
   };
 
@@ -388,15 +363,14 @@ export class SocketConnection extends BaseConnection {
     this.#flushFolded(); // requests leave in the order they were made
     // A dead connection fails the request as such, before any fd is
     // touched (pinning a closed fd would fail with EBADF first).
-    if (this.#dead) return this.#send(this.#dupHeader, [], DUP_MANY, fds.length, 'dupFileDescriptors', null, null) as Promise<number[]>;
-    if (!this.#pull) return this.#send(this.#dupHeader, fds, DUP_MANY, fds.length, 'dupFileDescriptors', null, null) as Promise<number[]>;
+    if (this.#dead || !this.#pull) return this.#request('dupFileDescriptors', DUP_MANY, fds, false);
     let pins: number[];
     try {
       pins = dupAll(fds, above);
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.#send(null, pins, DUP_MANY, fds.length, 'dupFileDescriptors', null, pins) as Promise<number[]>;
+    return this.#request('dupFileDescriptors', DUP_MANY, pins, true);
   }
 
   protected async release(fds: number[]): Promise<void> {
@@ -407,7 +381,7 @@ export class SocketConnection extends BaseConnection {
       // Past the queue's limit too: it gives back what accepted requests
       // took (a batch that failed part-way), so it must not fail for the
       // same full queue that failed the batch.
-      await this.#send(encodeFdList(FrameType.RELEASE, 0, chunk), undefined, CALL, 0, 'release', null, null, EXEMPT);
+      await this.#call('release', encodeFdList(FrameType.RELEASE, 0, chunk), true);
     }
   }
 
@@ -419,65 +393,113 @@ export class SocketConnection extends BaseConnection {
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.#send(frame, undefined, CALL, 0, `${method}()`, null, null);
+    return this.#call(`${method}()`, frame, false).then(this.#resultValue);
   }
 
   /**
-   * Sends one request frame and registers what its reply settles. `frame`
-   * gets the request's id written in; null means a GETFD frame (pidfd) built
-   * here from `pins`. `fds` travel as SCM_RIGHTS.
+   * A duplication of `fds` (borrowed) through the channel, or with `pull`
+   * of our pins (owned: closed once the far side has pulled them).
    */
-  #send(
-    frame: Buffer | null,
-    fds: readonly number[] | undefined,
-    kind: number,
-    count: number,
-    operation: string,
-    waiters: Waiter[] | null,
-    pins: number[] | null,
-    options?: { exemptFromLimit?: boolean; ownFds?: boolean },
-  ): Promise<unknown> {
-    if (this.#dead && this.#probing) {
-      // Fail it with the peer's exit status, like the requests already pending.
-      const id = this.#nextId;
-      this.#nextId = (this.#nextId + 1) >>> 0 || 1;
-      return new Promise((resolve, reject) => {
-        this.#pending.set(id, new Pending(kind, count, operation, resolve, reject, waiters, pins));
-      });
-    }
+  #request(operation: string, tag: typeof DUP_MANY | typeof DUP_FOLDED, fds: number[], pull: boolean): Promise<number[]> {
+    const pins = pull ? fds : null;
     if (this.#dead) {
-      const dead = this.#dead;
       if (pins) closeFds(pins);
-      if (waiters) for (const w of waiters) w.reject(dead);
-      return Promise.reject(dead);
+      return this.#deadRequest(operation);
     }
-    const id = this.#nextId;
-    this.#nextId = (this.#nextId + 1) >>> 0 || 1;
-    return new Promise((resolve, reject) => {
-      const entry = new Pending(kind, count, operation, resolve, reject, waiters, pins);
-      const data = frame ?? encodeFdList(FrameType.GETFD, id, pins as number[]);
-      data.writeUInt32LE(id, 4);
-      this.#pending.set(id, entry);
-      try {
-        // The data is copied before write returns, so #dupHeader can be reused.
-        this.#socket.write(data, this.#pull ? undefined : fds, this.#onSendFailed, id, options);
-      } catch (err) {
-        // Nothing was queued (EBADF, EPIPE...): the fds were not sent. A peer
-        // that is gone fails this request like every other pending one.
-        if (isPeerGone(err)) {
-          void this.#peerGone(err as Error);
-          return;
-        }
-        this.#pending.delete(id);
-        if (pins) closeFds(pins);
-        entry.fail(err instanceof QueueFullError ? this.#queueFull(operation, err) : (err as Error));
-      }
-    });
+    let sent: Promise<number[]>;
+    try {
+      sent = this.#channel.dup(tag, fds, pull);
+    } catch (err) {
+      if (pins) closeFds(pins);
+      return this.#unsent(operation, err);
+    }
+    if (!pins) return sent;
+    return sent.then(
+      (numbers) => {
+        closeFds(pins);
+        return numbers;
+      },
+      (err: unknown) => {
+        this.#dropPins(pins);
+        throw err;
+      },
+    );
+  }
+
+  /** A CALL or RELEASE frame through the channel: resolves with its RESULT frame. */
+  #call(operation: string, frame: Buffer, exempt: boolean): Promise<Buffer> {
+    if (this.#dead) return this.#deadRequest(operation);
+    try {
+      return this.#channel.call(frame, operation, exempt);
+    } catch (err) {
+      return this.#unsent(operation, err);
+    }
+  }
+
+  /** A request made once the connection is dead: while the peer's end is being found out, it fails with that. */
+  #deadRequest(operation: string): Promise<never> {
+    const exit = this.#exit;
+    if (exit) return exit.then((e) => Promise.reject(new PeerExitedError(operation, e)));
+    return Promise.reject(this.#dead as Error);
+  }
+
+  /**
+   * A request the channel could not send (nothing of it was sent): a peer
+   * that is gone fails it like every pending request; a full queue says so
+   * in the caller's terms.
+   */
+  #unsent(operation: string, err: unknown): Promise<never> {
+    if (isPeerGone(err)) {
+      void this.#peerGone(err as Error);
+      return this.#deadRequest(operation);
+    }
+    return Promise.reject(err instanceof QueueFullError ? this.#queueFull(operation, err) : err);
+  }
+
+  /** The value of a call's RESULT frame; a malformed one breaks the connection. */
+  readonly #resultValue = (frame: Buffer): unknown => {
+    let decoded: Frame;
+    try {
+      decoded = decodeFrame(frame, NO_FDS);
+    } catch (err) {
+      this.#violation(err as Error);
+      throw err;
+    }
+    return (decoded as { value: unknown }).value;
+  };
+
+  /**
+   * The error that settles a request its reply fails: the command's ERROR,
+   * or a reply of the wrong kind or count, after which nothing on this
+   * connection can be trusted.
+   */
+  #replyError(operation: string, fds: number, data: Buffer): Error {
+    let frame: Frame;
+    try {
+      frame = decodeFrame(data, NO_FDS);
+    } catch (err) {
+      this.#violation(err as Error);
+      return err as Error;
+    }
+    if (frame.type === FrameType.ERROR) return remoteFailure(operation.replace(/\(\)$/, ''), frame.error, fds > 0);
+    if (fds > 0) {
+      this.#violation(new ProtocolError(`the ${this.transport} answered a duplication with a wrong reply`));
+      return new ProtocolError(`${operation}: the reply does not list ${fds} fd(s)`);
+    }
+    // DUP_OK to a call: the two sides disagree about what was asked.
+    this.#violation(new ProtocolError(`the ${this.transport} answered a call with fd numbers`));
+    return new ProtocolError(`${operation}: the reply carries fd numbers`);
   }
 
   /** The request `operation` met a full send queue: say so in the caller's terms. */
   #queueFull(operation: string, err: QueueFullError): QueueFullError {
     return queueFullError(operation, `the ${this.transport} (pid ${this.location.pid})`, err, err);
+  }
+
+  /** pidfd: the pins of a request that failed. Once the peer has ended nobody can pull them; before, they linger. */
+  #dropPins(pins: number[]): void {
+    if (this.#peerEnded) closeFds(pins);
+    else this.#linger(pins);
   }
 
   /**
@@ -502,34 +524,7 @@ export class SocketConnection extends BaseConnection {
     return this.#closedByPeer;
   }
 
-  /** A queued send that failed later (the socket broke before it left). */
-  readonly #onSendFailed = (err: Error | null, id: number): void => {
-    const entry = err ? this.#pending.get(id) : undefined;
-    if (!entry) return;
-    if (isPeerGone(err)) {
-      void this.#peerGone(err as Error);
-      return;
-    }
-    this.#pending.delete(id);
-    if (entry.pins) closeFds(entry.pins);
-    entry.fail(err as Error);
-  };
-
-  /** Settles the request a DUP_OK answers with the fd numbers in `data`. */
-  #settleDup(entry: Pending, data: Buffer): void {
-    if (entry.pins) closeFds(entry.pins);
-    if (entry.kind === DUP_ONE) {
-      (entry.resolve as (fd: number) => void)(data.readInt32LE(8));
-    } else if (entry.kind === DUP_COALESCED) {
-      const waiters = entry.waiters as Waiter[];
-      for (let i = 0; i < waiters.length; i++) (waiters[i] as Waiter).resolve(data.readInt32LE(8 + 4 * i));
-    } else {
-      const out = new Array<number>(entry.count);
-      for (let i = 0; i < entry.count; i++) out[i] = data.readInt32LE(8 + 4 * i);
-      (entry.resolve as (fds: number[]) => void)(out);
-    }
-  }
-
+  /** Everything the channel did not take: no reply to a pending request comes this way. */
   #onMessage(err: Error | null, data?: Buffer, fds?: number[]): void {
     if (this.#closing) {
       // Replies to requests that close() already rejected are dropped (the
@@ -563,58 +558,14 @@ export class SocketConnection extends BaseConnection {
       );
       return;
     }
-    // The common reply, checked without building a Frame: a well-formed
-    // DUP_OK (zero flags) answering a duplication of the same count.
-    if (buf.length >= 12 && buf[0] === FrameType.DUP_OK && buf.readUInt8(1) === 0 && buf.readUInt16LE(2) === 0) {
-      const entry = this.#pending.get(buf.readUInt32LE(4));
-      if (entry && entry.kind !== CALL && buf.length === 8 + 4 * entry.count && allNonNegative(buf)) {
-        this.#pending.delete(buf.readUInt32LE(4));
-        this.#settleDup(entry, buf);
-        return;
-      }
-    }
     let frame: Frame;
     try {
-      frame = decodeFrame(buf, fds as number[]);
+      frame = decodeFrame(buf, NO_FDS);
     } catch (e) {
       this.#violation(e as Error);
       return;
     }
-    const pending = this.#pending.get(frame.id);
-    if (!pending && (frame.type === FrameType.ERROR || frame.type === FrameType.DUP_OK || frame.type === FrameType.RESULT)) {
-      // A reply to a lone duplication sent through C++ (requestDup) that the
-      // C++ side passed on: the command's side refused it (ERROR), or the
-      // reply is wrong (a DUP_OK listing other than one fd, a RESULT).
-      if (frame.type === FrameType.ERROR) {
-        if (this.#socket.rejectDup(frame.id, remoteFailure('dupFileDescriptor', frame.error, true))) return;
-      } else {
-        const err = new ProtocolError('dupFileDescriptor: the reply does not list 1 fd');
-        if (this.#socket.rejectDup(frame.id, err)) {
-          this.#violation(new ProtocolError(`the ${this.transport} answered a duplication with a wrong reply`));
-          return;
-        }
-      }
-    }
-    if (!pending || (frame.type !== FrameType.DUP_OK && frame.type !== FrameType.RESULT && frame.type !== FrameType.ERROR)) {
-      this.#violation(new ProtocolError(`the ${this.transport} sent a reply (type ${frame.type}, id ${frame.id}) to no request`));
-      return;
-    }
-    this.#pending.delete(frame.id);
-    if (pending.kind !== CALL && pending.pins) closeFds(pending.pins);
-    if (frame.type === FrameType.ERROR) {
-      pending.fail(remoteFailure(pending.operation.replace(/\(\)$/, ''), frame.error, pending.kind !== CALL));
-    } else if (pending.kind !== CALL) {
-      // A DUP_OK that the fast path did not take lists the wrong count.
-      pending.fail(new ProtocolError(`${pending.operation}: the reply does not list ${pending.count} fd(s)`));
-      this.#violation(new ProtocolError(`the ${this.transport} answered a duplication with a wrong reply`));
-    } else if (frame.type === FrameType.RESULT) {
-      (pending.resolve as (v: unknown) => void)(frame.value);
-    } else {
-      // DUP_OK to a call: the two sides disagree about what was asked, so
-      // nothing later on this connection can be trusted either.
-      pending.fail(new ProtocolError(`${pending.operation}: the reply carries fd numbers`));
-      this.#violation(new ProtocolError(`the ${this.transport} answered a call with fd numbers`));
-    }
+    this.#violation(new ProtocolError(`the ${this.transport} sent a reply (type ${frame.type}, id ${frame.id}) to no request`));
   }
 
   /** The command's side broke the protocol: count it and fail the connection. */
@@ -633,42 +584,36 @@ export class SocketConnection extends BaseConnection {
     }
     // Mark dead at once so no new request is sent into a dead socket.
     this.#dead = new PeerExitedError('request', { transport: this.transport, pid: this.location.pid, exitCode: null, signal: null });
+    this.#exit = this.#howPeerEnded(cause);
+    const exit = await this.#exit;
+    this.#exit = undefined;
+    this.#dead = new PeerExitedError('request', exit);
+    this.#peerEnded = true;
+    this.#channel.failAll((operation) => new PeerExitedError(operation, exit));
+    this.#socket.close();
+  }
+
+  /** How the peer ended, as far as the transport's probe can tell. */
+  async #howPeerEnded(cause: Error): Promise<PeerExit> {
     let exit: PeerExit;
-    this.#probing = true;
     try {
       exit = await this.#probe();
     } catch {
       exit = { transport: this.transport, pid: this.location.pid, exitCode: null, signal: null };
-    } finally {
-      this.#probing = false;
     }
-    const pending = [...this.#pending.values()];
-    this.#pending.clear();
     // EOF, or ECONNRESET when it died with our requests unread: both mean the
     // peer is gone. Anything else is worth naming.
     const gone = cause.name === 'EofError' || isPeerGone(cause);
     if (!gone && exit.exitCode === null && exit.signal === null) {
       exit = { ...exit, detail: `broke the connection (${cause.message})` };
     }
-    this.#dead = new PeerExitedError('request', exit);
-    for (const p of pending) {
-      if (p.pins) closeFds(p.pins);
-      p.fail((operation) => new PeerExitedError(operation, exit));
-    }
-    this.#socket.rejectDups(new PeerExitedError('dupFileDescriptor', exit));
-    this.#socket.close();
+    return exit;
   }
 
   /** Fails the connection: every pending and later request rejects with `err`. */
   #fail(err: Error): void {
     if (!this.#dead) this.#dead = err;
-    const pending = [...this.#pending.values()];
-    this.#pending.clear();
-    for (const p of pending) {
-      if (p.pins) this.#linger(p.pins);
-      p.fail(err);
-    }
-    this.#socket.rejectDups(err);
+    this.#channel.failAll(() => err);
     this.#socket.close();
     this.#onPeerClosed();
   }
@@ -682,13 +627,7 @@ export class SocketConnection extends BaseConnection {
   protected async closeTransport(graceMs = 5000): Promise<void> {
     this.#closing = true;
     const err = this.closedError('the request');
-    const pending = [...this.#pending.values()];
-    this.#pending.clear();
-    for (const p of pending) {
-      if (p.pins) this.#linger(p.pins);
-      p.fail((operation) => new ClosedError(`${operation} failed: the ${this.transport} connection was closed`));
-    }
-    this.#socket.rejectDups(new ClosedError(`dupFileDescriptor failed: the ${this.transport} connection was closed`));
+    this.#channel.failAll((operation) => new ClosedError(`${operation} failed: the ${this.transport} connection was closed`));
     if (!this.#dead) {
       this.#dead = err;
       try {

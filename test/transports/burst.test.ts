@@ -14,7 +14,7 @@ import { decodeFrame, encodeCall, encodeFdList, encodeResult, FRAME_SOCKET_OPTIO
 import { UnixSocket, type UnixSocketOptions } from '../../src/socket';
 import type { ChildConnection } from '../../src/transports/child';
 import { SocketConnection } from '../../src/transports/socket-connection';
-import { MAX_CALLS_IN_FLIGHT, SERVE_PAUSE_READING_AT, serveConnection, type ServeStats } from '../../src/transports/serve';
+import { MAX_CALLS_IN_FLIGHT, SERVE_PAUSE_READING_AT, serveConnection, type ServedConnection, type ServeStats } from '../../src/transports/serve';
 import { settleInOrder, wireIdentity } from '../../scenarios/support/common';
 import { rawFrame, rawSocket, sayHello } from '../../scenarios/support/hostile';
 import { fdTableSettles, helperForSuite } from '../util/processes';
@@ -168,14 +168,15 @@ describe("the command's side, against a client that reads slowly or not at all",
   function served(options: UnixSocketOptions = {}): {
     client: UnixSocket;
     server: UnixSocket;
+    connection: ServedConnection;
     ended: Promise<{ reason: Error | null; stats: ServeStats }>;
   } {
     const [c, s] = native.socketpair(native.constants.SOCK_SEQPACKET);
     const server = new UnixSocket(s, 'seqpacket', { ...FRAME_SOCKET_OPTIONS, ...options });
     let resolve!: (v: { reason: Error | null; stats: ServeStats }) => void;
     const ended = new Promise<{ reason: Error | null; stats: ServeStats }>((r) => (resolve = r));
-    serveConnection(server, { transport: 'child', onEnd: (reason, stats) => resolve({ reason, stats: { ...stats } }) });
-    return { client: rawSocket(c), server, ended };
+    const connection = serveConnection(server, { transport: 'child', onEnd: (reason, stats) => resolve({ reason, stats: { ...stats } }) });
+    return { client: rawSocket(c), server, connection, ended };
   }
 
   /** Reads replies until end-of-file: [type, id] of each, in arrival order. */
@@ -197,7 +198,7 @@ describe("the command's side, against a client that reads slowly or not at all",
   const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
 
   test('it stops reading while its replies back up; every reply arrives, in order, once the client reads', async () => {
-    const { client, server, ended } = served();
+    const { client, server, connection, ended } = served();
     const memfd = makeMemfd('slow-reader');
     try {
       await sayHello(client);
@@ -227,7 +228,7 @@ describe("the command's side, against a client that reads slowly or not at all",
         if (id % 3 === 0) expect(type).toBe(FrameType.RESULT);
         else expect([type, length]).toEqual([FrameType.DUP_OK, 12]);
       }
-      expect(server.given.size).toBe(n - n / 3);
+      expect(connection.activity().fdsHeld).toBe(n - n / 3);
     } finally {
       client.close();
       closeFd(memfd);
@@ -311,14 +312,14 @@ describe("the command's side, against a client that reads slowly or not at all",
 
   test('a DUP that finds the reply queue full is never answered from C++ into a dropped reply: it goes to the JS side, which cuts the client off', async () => {
     // A limit below the reading pause: the queue fills before reading stops.
-    const { client, server, ended } = served({ sendQueueLimit: 4 * 1024 });
+    const { client, connection, ended } = served({ sendQueueLimit: 4 * 1024 });
     const memfd = makeMemfd('full-dup');
     try {
       await sayHello(client);
       for (let id = 1; id <= 3000; id++) client.write(rawFrame(FrameType.DUP, id), [memfd]);
       const { reason } = await ended;
       expect(reason).toBeInstanceOf(QueueFullError);
-      const served = server.servedDuplications;
+      const served = connection.activity().servedDuplications;
       const replies = await readAll(client);
       // Every DUP answered in C++ got its reply, in order: the client reads
       // all of them but those still queued when it was cut off.

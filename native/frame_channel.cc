@@ -1,0 +1,332 @@
+#include "frame_channel.h"
+
+#include <errno.h>
+
+#include <utility>
+#include <vector>
+
+#include "fd_ops.h"
+#include "frame_format.h"
+
+namespace fdbridge {
+
+FrameChannel::FrameChannel(UnixSocket* socket, Delegate* delegate) : socket_(socket), delegate_(delegate) {
+  socket_->SetFilter(this);
+}
+
+FrameChannel::~FrameChannel() {
+  if (socket_ != nullptr) socket_->SetFilter(nullptr);
+  Sweep();
+}
+
+int FrameChannel::Send(Kind kind, const int* fds, size_t nfds, char* frame, size_t len, bool exempt, bool own,
+                       Request request) {
+  if (socket_ == nullptr) return -EBADF;
+  uint32_t id = next_id_;
+  const char* data = frame;
+  const int* send_fds = nullptr;
+  size_t send_nfds = 0;
+  switch (kind) {
+    case Kind::kDup:
+      if (nfds == 0 || nfds > frame::kMaxFdsPerFrame) return -EINVAL;
+      scratch_.resize(frame::kHeaderBytes);
+      frame::EncodeHeader(scratch_.data(), frame::kDup, id);
+      data = scratch_.data();
+      len = frame::kHeaderBytes;
+      send_fds = fds;
+      send_nfds = nfds;
+      request.fds = static_cast<uint32_t>(nfds);
+      break;
+    case Kind::kGetfd:
+      if (nfds == 0 || nfds > frame::kMaxFdsPerFrame) return -EINVAL;
+      scratch_.resize(frame::FdListBytes(nfds));
+      len = frame::EncodeFdList(scratch_.data(), frame::kGetfd, id, fds, nfds);
+      data = scratch_.data();
+      request.fds = static_cast<uint32_t>(nfds);
+      break;
+    case Kind::kFrame:
+      if (frame == nullptr || len < frame::kHeaderBytes) return -EINVAL;
+      frame::WriteU32(frame + 4, id);
+      request.fds = 0;
+      break;
+  }
+  uint32_t send_id = socket_->NewSendId();
+  int r;
+  {
+    // A caller's numbers: one of ours is refused as closed, checked and
+    // sent under one lock (fd_ops.h, OwnedFdsLock).
+    OwnedFdsLock owned;
+    r = own ? 0 : FdRefuseOwned(send_fds, send_nfds);
+    // The data is copied before Send returns (when it is queued), so
+    // scratch_ is free again for the next request.
+    if (r == 0) r = socket_->Send(data, len, send_fds, send_nfds, send_id, exempt);
+  }
+  if (r < 0 || r == UnixSocket::kQueueFull) return r;
+  next_id_ = next_id_ + 1 == 0 ? 1 : next_id_ + 1;  // id 0 is never a request's
+  request.id = id;
+  if (request.fds > 0) pending_dups_++;
+  pending_.emplace(id, std::move(request));
+  if (r == UnixSocket::kQueued) queued_.emplace(send_id, id);
+  return r;
+}
+
+// The reply DupSync waits for: the first DUP_OK, ERROR or RESULT with its
+// id; and its own send's completion, should the send have been queued.
+class FrameChannel::SyncWaiter : public UnixSocket::Waiter {
+ public:
+  SyncWaiter(uint32_t id, uint32_t send_id, SyncDup* out) : id_(id), send_id_(send_id), out_(out) {}
+
+  bool TakeMessage(const char* data, size_t len, const int* fds, size_t nfds) override {
+    if (len < frame::kHeaderBytes || frame::ReadU32(data + 4) != id_) return false;
+    uint8_t type = static_cast<uint8_t>(data[0]);
+    if (type != frame::kDupOk && type != frame::kError && type != frame::kResult) return false;
+    done_ = true;
+    UniqueFds unexpected(fds, nfds);  // the far side never sends fds: closed here
+    out_->fds_closed = nfds;
+    frame::Decoded f;
+    if (frame::Decode(data, len, nfds, &f) && f.header.type == frame::kDupOk && f.count == 1) {
+      out_->status = SyncDup::kFd;
+      out_->fd = frame::FdAt(data, 0);
+    } else {
+      out_->status = SyncDup::kReply;
+      out_->reply.assign(data, data + len);
+    }
+    return true;
+  }
+
+  bool TakeSendComplete(uint32_t id, int err) override {
+    if (id != send_id_ || !queued_) return false;
+    queued_ = false;
+    if (err != 0 && !done_) {
+      // The request never left: the connection is broken.
+      done_ = true;
+      out_->status = SyncDup::kGone;
+      out_->err = err;
+    }
+    return true;
+  }
+
+  bool done() const override { return done_; }
+  void set_queued() { queued_ = true; }
+  bool queued() const { return queued_; }
+
+ private:
+  uint32_t id_;
+  uint32_t send_id_;
+  SyncDup* out_;
+  bool done_ = false;
+  bool queued_ = false;
+};
+
+FrameChannel::SyncDup FrameChannel::DupSync(int fd, int timeout_ms) {
+  SyncDup out;
+  if (socket_ == nullptr) {
+    out.status = SyncDup::kGone;
+    out.err = -ENOTCONN;
+    return out;
+  }
+  const int64_t deadline = UnixSocket::MonotonicMs() + timeout_ms;
+  uint32_t id = next_id_;
+  char header[frame::kHeaderBytes];
+  frame::EncodeHeader(header, frame::kDup, id);
+  uint32_t send_id = socket_->NewSendId();
+  int r;
+  {
+    OwnedFdsLock owned;  // as in Send; not held for the wait
+    r = FdRefuseOwned(&fd, 1);
+    if (r == 0) r = socket_->Send(header, sizeof header, &fd, 1, send_id);
+  }
+  if (r < 0 || r == UnixSocket::kQueueFull) {
+    out.status = r < 0 ? SyncDup::kNotSent : SyncDup::kQueueFull;
+    out.err = r < 0 ? r : 0;
+    return out;
+  }
+  next_id_ = next_id_ + 1 == 0 ? 1 : next_id_ + 1;
+  SyncWaiter waiter(id, send_id, &out);
+  if (r == UnixSocket::kQueued) waiter.set_queued();
+  int w = socket_->WaitOnThread(&waiter, deadline);
+  if (w == 0) return out;  // the waiter's outcome
+  if (w == -ETIMEDOUT && socket_ != nullptr) {
+    out.status = SyncDup::kTimeout;
+    out.id = id;
+    out.queued_send = waiter.queued() ? send_id : 0;
+    return out;
+  }
+  out.status = SyncDup::kGone;
+  out.err = w == UnixSocket::kWaitEof ? 0 : w == -ETIMEDOUT ? -ENOTCONN : w;
+  return out;
+}
+
+void FrameChannel::KeepLate(const SyncDup& timed_out, Request late) {
+  if (timed_out.status != SyncDup::kTimeout || socket_ == nullptr) return;
+  late.id = timed_out.id;
+  late.fds = 1;
+  pending_dups_++;
+  pending_.emplace(late.id, std::move(late));
+  if (timed_out.queued_send != 0) queued_.emplace(timed_out.queued_send, timed_out.id);
+}
+
+FrameChannel::Request FrameChannel::Take(std::unordered_map<uint32_t, Request>::iterator it) {
+  Request request = std::move(it->second);
+  pending_.erase(it);
+  if (request.fds > 0) pending_dups_--;
+  return request;
+}
+
+std::vector<FrameChannel::Request> FrameChannel::TakeAll() {
+  std::vector<Request> out;
+  out.reserve(pending_.size());
+  for (auto& entry : pending_) out.push_back(std::move(entry.second));
+  pending_.clear();
+  pending_dups_ = 0;
+  queued_.clear();
+  return out;
+}
+
+bool FrameChannel::FilterMessage(const char* data, size_t len, const int* fds, size_t nfds) {
+  frame::Decoded f;
+  // Malformed: the delegate reports the violation (and closes the fds).
+  if (!frame::Decode(data, len, nfds, &f)) return false;
+  switch (f.header.type) {
+    case frame::kDup:
+      return serving_ && AnswerDup(f.header.id, fds, nfds);
+    case frame::kDupOk:
+    case frame::kResult:
+    case frame::kError:
+      return !pending_.empty() && Settle(f.header.type, f.header.id, data, len, f.count);
+    default:
+      return false;
+  }
+}
+
+bool FrameChannel::Settle(uint8_t type, uint32_t id, const char* data, size_t len, size_t count) {
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return false;  // a reply to no request: the delegate's to report
+  Request request = Take(it);
+  if (type == frame::kDupOk && request.fds > 0 && count == request.fds) {
+    delegate_->OnFds(request, data);
+  } else if (type == frame::kResult && request.fds == 0) {
+    delegate_->OnResult(request, data, len);
+  } else {
+    delegate_->OnFailedReply(request, data, len);
+  }
+  return true;
+}
+
+bool FrameChannel::AnswerDup(uint32_t id, const int* fds, size_t nfds) {
+  if (socket_->send_queue_full()) return false;
+  if (given_.size() + nfds > max_given_) return false;
+  // fds peers gave us that wait for the closer thread are still ours: they
+  // count against the total (our own sockets count with the connections).
+  if (budget_ && !budget_->Fits(nfds, FdBackgroundClosesOfPeerFds())) return false;
+  // The connection's until the command adopts them: registered as
+  // fdbridge's since they arrived (Serve: UnixSocket::ReceiveOwnFds).
+  for (size_t i = 0; i < nfds; i++) Keep(fds[i]);
+  served_++;
+  if (after_receive_hook_) {
+    delegate_->AfterReceive();
+    // The hook may have closed the socket: the ledger, these fds with it,
+    // is swept, and there is nobody to answer.
+    if (socket_ == nullptr) return true;
+  }
+  if (reply_.empty()) reply_.resize(frame::FdListBytes(frame::kMaxFdsPerFrame));
+  size_t reply_len = frame::EncodeFdList(reply_.data(), frame::kDupOk, id, fds, nfds);
+  // The reply carries no fds; queued if the socket is full, behind every
+  // earlier reply (send id 0: nobody awaits its completion). It cannot meet
+  // a full queue (checked above); a broken connection (EPIPE) shows up on
+  // the read side.
+  socket_->Send(reply_.data(), reply_len, nullptr, 0, 0);
+  return true;
+}
+
+bool FrameChannel::FilterSendComplete(uint32_t send_id, int err) {
+  auto q = queued_.find(send_id);
+  if (q == queued_.end()) return false;
+  uint32_t id = q->second;
+  queued_.erase(q);
+  if (err == 0) return true;
+  if (err == -EPIPE || err == -ECONNRESET) {
+    // The peer is gone: this request fails with every other pending one,
+    // with what the delegate learns of how the peer ended.
+    delegate_->OnBroken(err);
+    return true;
+  }
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return true;  // settled already (FailAll)
+  Request request = Take(it);
+  delegate_->OnSendFailed(request, err);
+  return true;
+}
+
+void FrameChannel::OnSocketClose() {
+  socket_ = nullptr;
+  serving_ = false;
+  queued_.clear();
+  // Received, given to nobody in the end: a closed connection releases them.
+  Sweep();
+  delegate_->OnDetached();
+}
+
+void FrameChannel::Serve(bool on, size_t max_given) {
+  serving_ = on && socket_ != nullptr;
+  max_given_ = max_given;
+  if (socket_ != nullptr) socket_->ReceiveOwnFds(on);
+}
+
+void FrameChannel::Add(int fd) {
+  if (socket_ == nullptr) {
+    CloseGiven(UniqueFd(fd));
+    return;
+  }
+  Keep(fd);
+  FdMarkOwned(&fd, 1);  // the connection's until the command adopts it
+}
+
+void FrameChannel::Keep(int fd) {
+  // A number already in the ledger is the same open fd (the kernel reuses a
+  // number only once it is closed): it stays owned once.
+  auto [it, added] = given_.try_emplace(fd);
+  if (!added) return;
+  it->second.reset(fd);
+  if (budget_) budget_->Charge(1);
+}
+
+void FrameChannel::ChargeTo(std::shared_ptr<FdBudget> budget) {
+  if (budget_) budget_->Refund(given_.size());
+  budget_ = std::move(budget);
+  if (budget_) budget_->Charge(given_.size());
+}
+
+bool FrameChannel::Adopt(int fd) {
+  auto it = given_.find(fd);
+  if (it == given_.end()) return false;
+  it->second.release();  // the adopter's now
+  given_.erase(it);
+  if (budget_) budget_->Refund(1);
+  return true;
+}
+
+void FrameChannel::CloseGiven(UniqueFd fd) {
+  if (!close_given_in_background_) return;  // it closes here, going out of scope
+  int n = fd.release();
+  FdCloseInBackground(&n, 1, close_owner_, /*held_for_peer=*/true);
+}
+
+size_t FrameChannel::Sweep() {
+  size_t n = given_.size();
+  if (close_given_in_background_ && n > 0) {
+    std::vector<int> fds;
+    fds.reserve(n);
+    for (auto& entry : given_) fds.push_back(entry.second.release());
+    if (socket_ != nullptr) {
+      socket_->CloseInBackground(fds.data(), fds.size());
+    } else {
+      FdCloseInBackground(fds.data(), fds.size(), close_owner_, /*held_for_peer=*/true);
+    }
+  }
+  given_.clear();  // closes them here unless handed on above
+  if (budget_) budget_->Refund(n);
+  return n;
+}
+
+}  // namespace fdbridge

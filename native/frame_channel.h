@@ -1,0 +1,205 @@
+// fdbridge's wire protocol on one socket (native/frame_format.h): both ends
+// of a connection between a client and a command in another process.
+//
+// - The client's side: Request sends a request under a fresh id and keeps it
+//   in the pending table until its reply arrives (it is settled here,
+//   without the reply reaching the socket's delegate) or FailAll settles
+//   every request at once.
+// - The command's side: while Serve is on, a DUP request is answered at once
+//   with a DUP_OK listing the received fds' numbers, and the fds join the
+//   ledger of fds given to the command: theirs until adopted (Adopt), closed
+//   by Sweep and when the socket closes.
+//
+// Whatever it does not take (HELLO, CALL, CLOSE..., a reply to no request,
+// anything malformed) reaches the socket's delegate as before, in order. It
+// is a filter on a UnixSocket (UnixSocket::Filter); settlements go to a
+// Delegate (the binding). Plain C++ over libuv: no Node-API.
+#ifndef FDBRIDGE_FRAME_CHANNEL_H_
+#define FDBRIDGE_FRAME_CHANNEL_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "fd_budget.h"
+#include "unique_fd.h"
+#include "unix_socket.h"
+
+namespace fdbridge {
+
+class FrameChannel : public UnixSocket::Filter {
+ public:
+  // One request awaiting its reply.
+  struct Request {
+    uint32_t id;
+    // The fd numbers its DUP_OK must list; 0: it is answered with a RESULT.
+    uint32_t fds;
+    // The binding's: what settles it (a promise), and how it names it.
+    void* token;
+    uint8_t tag;
+    std::string label;
+  };
+
+  class Delegate {
+   public:
+    virtual ~Delegate() = default;
+    // A DUP_OK listing request.fds numbers (read them with frame::FdAt(data, i)).
+    virtual void OnFds(Request& request, const char* data) = 0;
+    // A RESULT to a request that expects one: the frame, JSON payload and all.
+    virtual void OnResult(Request& request, const char* data, size_t len) = 0;
+    // The reply fails the request: an ERROR frame, or a reply of the wrong
+    // kind or count (then the connection cannot be trusted any more). The
+    // whole frame, whatever it is.
+    virtual void OnFailedReply(Request& request, const char* data, size_t len) = 0;
+    // The request waited in the send queue and its send failed (-errno).
+    // A peer that is gone (EPIPE, ECONNRESET) is OnBroken instead.
+    virtual void OnSendFailed(Request& request, int err) = 0;
+    // A queued request could not leave because the peer is gone (-errno):
+    // every pending request will fail; the delegate decides with what.
+    virtual void OnBroken(int err) = 0;
+    // The command's side: a served DUP's fds are in the ledger, its reply not
+    // yet sent (the after-receive failpoint), when SetAfterReceiveHook is on.
+    virtual void AfterReceive() = 0;
+    // The socket closed: the channel is detached (its ledger swept); the
+    // requests it still had go to FailAll by then.
+    virtual void OnDetached() = 0;
+  };
+
+  // Attaches to `socket` (which must outlive the attachment: the socket
+  // detaches the channel when it closes).
+  FrameChannel(UnixSocket* socket, Delegate* delegate);
+  ~FrameChannel() override;
+  FrameChannel(const FrameChannel&) = delete;
+  FrameChannel& operator=(const FrameChannel&) = delete;
+
+  // ---- the client's side
+
+  // What Request sends: fds as SCM_RIGHTS beside a DUP; fd numbers in a
+  // GETFD frame (the far side pulls them with pidfd_getfd); or a frame made
+  // by the caller (CALL, RELEASE), its id written in here.
+  enum class Kind { kDup, kGetfd, kFrame };
+
+  // Sends a request and keeps it pending. kDup and kGetfd expect a DUP_OK
+  // listing as many numbers as `fds`; kFrame a RESULT. Returns
+  // UnixSocket::kSent or kQueued (then the request is pending), or kQueueFull
+  // or -errno with nothing sent nor kept (as UnixSocket::Send). `exempt`:
+  // queued past the send queue's limit (see UnixSocket::Send). kDup's fds
+  // are the caller's: a number that is one of fdbridge's own is refused as
+  // closed (EBADF, fd_ops.h FdRefuseOwned), unless `own` (our pins).
+  int Send(Kind kind, const int* fds, size_t nfds, char* frame, size_t len, bool exempt, bool own, Request request);
+
+  // The client's side, blocking: a one-fd DUP whose reply this thread
+  // waits for in poll(2), at most `timeout_ms` (UnixSocket::WaitOnThread:
+  // whatever else arrives meanwhile reaches this channel and the delegate,
+  // in order, before DupSync returns). A request that times out must be
+  // kept pending at once (KeepLate): its reply, should one come, settles it
+  // like any other, so that the duplicate it names can be released.
+  struct SyncDup {
+    enum Status {
+      kFd,         // a well-formed DUP_OK: `fd` is the number on the far side
+      kReply,      // another frame answered it (ERROR, a malformed DUP_OK): `reply`
+      kTimeout,    // no reply in time: pass this to KeepLate
+      kGone,       // the connection ended first (`err`; 0: end of file)
+      kQueueFull,  // nothing sent: the send queue is at its limit
+      kNotSent,    // nothing sent: `err`
+    };
+    Status status = kNotSent;
+    int32_t fd = -1;
+    int err = 0;
+    size_t fds_closed = 0;  // fds that came with the reply (closed: the far side never sends any)
+    std::vector<char> reply;
+    uint32_t id = 0;             // kTimeout: the request's
+    uint32_t queued_send = 0;    // kTimeout: its send's id while still queued, else 0
+  };
+  SyncDup DupSync(int fd, int timeout_ms);
+  // The request of a DupSync that timed out joins the pending table as
+  // `late` (no promise is made for the calls that do not time out).
+  void KeepLate(const SyncDup& timed_out, Request late);
+
+  // Takes every pending request out of the table (the caller settles them):
+  // the one place where a failing connection fails its requests.
+  std::vector<Request> TakeAll();
+
+  size_t pending() const { return pending_.size(); }
+  // Pending requests that expect fd numbers.
+  size_t pending_dups() const { return pending_dups_; }
+
+  // ---- the command's side
+
+  // While on, DUP requests are answered here (see above). `max_given` caps
+  // the ledger: a DUP that would take it past the cap is not answered here
+  // but left to the delegate, which refuses it (a per-client quota). So is
+  // one that meets a full send queue (the delegate's own reply meets it
+  // too, and cuts off the peer that does not read its replies).
+  void Serve(bool on, size_t max_given);
+  // Ledger fds are closed on the background closer thread
+  // (FdCloseInBackground) from now on: they come from another process, and
+  // closing one may block.
+  // As the socket's owner (UnixSocket::UseBackgroundCloser), one batch per
+  // sweep, whose ticket the socket remembers (BackgroundCloseTickets).
+  void CloseGivenInBackground(bool on) {
+    close_given_in_background_ = on;
+    if (socket_ != nullptr) close_owner_ = socket_->background_close_owner();
+  }
+  void SetAfterReceiveHook(bool on) { after_receive_hook_ = on; }
+  // The ledger is charged to `budget` (and its parents: a helper daemon's
+  // per-uid and total limits) from now on, what it holds already included;
+  // a DUP that does not fit it is left to the delegate like one over
+  // max_given. Null: no budget.
+  void ChargeTo(std::shared_ptr<FdBudget> budget);
+  // Adds an fd to the ledger; once the socket is closed there is no ledger,
+  // and the fd is closed at once (nobody would ever close it).
+  void Add(int fd);
+  // Takes `fd` out of the ledger (the adopter owns it now); false if it is not there.
+  bool Adopt(int fd);
+  size_t Sweep();
+  size_t given_count() const { return given_.size(); }
+  // DUP requests answered here so far (kept once the socket is closed).
+  uint64_t served() const { return served_; }
+
+  bool attached() const { return socket_ != nullptr; }
+  // The socket, while attached (else nullptr).
+  UnixSocket* socket() const { return socket_; }
+
+  // UnixSocket::Filter
+  bool FilterMessage(const char* data, size_t len, const int* fds, size_t nfds) override;
+  bool FilterSendComplete(uint32_t id, int err) override;
+  void OnSocketClose() override;
+
+ private:
+  bool AnswerDup(uint32_t id, const int* fds, size_t nfds);
+  bool Settle(uint8_t type, uint32_t id, const char* data, size_t len, size_t count);
+  Request Take(std::unordered_map<uint32_t, Request>::iterator it);
+  void CloseGiven(UniqueFd fd);
+  void Keep(int fd);
+  class SyncWaiter;
+
+  UnixSocket* socket_;
+  Delegate* delegate_;
+
+  uint32_t next_id_ = 1;
+  std::unordered_map<uint32_t, Request> pending_;
+  size_t pending_dups_ = 0;
+  // Requests waiting in the socket's send queue: send id -> request id.
+  std::unordered_map<uint32_t, uint32_t> queued_;
+  std::vector<char> scratch_;  // a DUP header or a GETFD frame being sent
+
+  bool serving_ = false;
+  size_t max_given_ = SIZE_MAX;
+  bool close_given_in_background_ = false;
+  uint64_t close_owner_ = 0;
+  bool after_receive_hook_ = false;
+  uint64_t served_ = 0;
+  // The ledger: each fd owned here until adopted, swept or the socket closes.
+  std::unordered_map<int, UniqueFd> given_;
+  std::shared_ptr<FdBudget> budget_;
+  std::vector<char> reply_;
+};
+
+}  // namespace fdbridge
+
+#endif  // FDBRIDGE_FRAME_CHANNEL_H_

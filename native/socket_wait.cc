@@ -1,0 +1,185 @@
+// UnixSocket::WaitOnThread: this socket's I/O run on the calling thread (a
+// script, a worker thread that cannot return to its event loop), in poll(2).
+//
+// The socket is shared with the asynchronous users of the same connection,
+// whose messages may arrive while this waits. They must reach the filter and
+// the delegate exactly as if the loop had read them: so while it waits the
+// socket's delegate is a HeldEvents (and it has no filter), which offers
+// each event to the waiter and keeps the rest (a message with its fds, a
+// receive error, an accepted fd, a queued send's completion) in arrival
+// order. Once the wait is over they are handed on, in order, before
+// WaitOnThread returns, and before the loop can read anything newer.
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <time.h>
+
+#include <utility>
+#include <vector>
+
+#include "fd_ops.h"
+#include "unique_fd.h"
+#include "unix_socket.h"
+
+namespace fdbridge {
+
+int64_t UnixSocket::MonotonicMs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+class UnixSocket::HeldEvents : public UnixSocket::Delegate {
+ public:
+  explicit HeldEvents(Waiter* waiter) : waiter_(waiter) {}
+
+  // A receive ended the connection: 0 while none has.
+  int gone() const { return gone_; }
+
+  void OnMessage(const char* data, size_t len, const int* fds, size_t nfds) override {
+    if (!waiter_->done() && waiter_->TakeMessage(data, len, fds, nfds)) return;
+    Held h;
+    h.kind = Held::kMessage;
+    h.data.assign(data, data + len);
+    h.fds = UniqueFds(fds, nfds);
+    held_.push_back(std::move(h));
+  }
+
+  void OnReceiveError(const RecvResult& r, const char* data, size_t len) override {
+    Held h;
+    h.kind = Held::kReceiveError;
+    h.recv = r;
+    if (data != nullptr) h.data.assign(data, data + len);
+    held_.push_back(std::move(h));
+    // Whatever it was (EOF, a reset, a truncated message: a broken
+    // protocol), the connection is over: so is the wait.
+    if (gone_ == 0) {
+      gone_ = r.status == RecvStatus::kError ? r.err : r.status == RecvStatus::kEof ? kWaitEof : -EPROTO;
+    }
+  }
+
+  void OnAccept(int fd, int err) override {
+    Held h;
+    h.kind = Held::kAccept;
+    if (fd >= 0) h.fds = UniqueFds(&fd, 1);
+    h.err = err;
+    held_.push_back(std::move(h));
+  }
+
+  void OnSendComplete(uint32_t id, int err) override {
+    if (waiter_->TakeSendComplete(id, err)) return;
+    Held h;
+    h.kind = Held::kSendComplete;
+    h.id = id;
+    h.err = err;
+    held_.push_back(std::move(h));
+  }
+
+  // Hands every held event on, in order, as the loop would have: a message
+  // through the socket's receive buffer (a delegate with an external buffer
+  // reads it there) to the filter, then the delegate. Stops if `socket` is
+  // closed on the way; the fds of the events not delivered are closed then
+  // (UniqueFds).
+  void Replay(UnixSocket* socket) {
+    for (size_t i = 0; i < held_.size() && !socket->closed_; i++) {
+      Held& h = held_[i];
+      switch (h.kind) {
+        case Held::kMessage: {
+          memcpy(socket->recv_buf_, h.data.data(), h.data.size());
+          std::vector<int> fds = h.fds.release();  // the receiver's from here on
+          if (socket->filter_ != nullptr &&
+              socket->filter_->FilterMessage(socket->recv_buf_, h.data.size(), fds.data(), fds.size())) {
+            break;
+          }
+          socket->delegate_->OnMessage(socket->recv_buf_, h.data.size(), fds.data(), fds.size());
+          break;
+        }
+        case Held::kReceiveError:
+          if (!h.data.empty()) memcpy(socket->recv_buf_, h.data.data(), h.data.size());
+          socket->delegate_->OnReceiveError(h.recv, h.data.empty() ? nullptr : socket->recv_buf_, h.data.size());
+          break;
+        case Held::kAccept: {
+          std::vector<int> fd = h.fds.release();
+          socket->delegate_->OnAccept(fd.empty() ? -1 : fd[0], h.err);
+          break;
+        }
+        case Held::kSendComplete:
+          socket->CompleteSend(h.id, h.err);
+          break;
+      }
+    }
+    held_.clear();
+  }
+
+ private:
+  struct Held {
+    enum Kind { kMessage, kReceiveError, kAccept, kSendComplete } kind;
+    std::vector<char> data;
+    UniqueFds fds;  // a message's fds, or an accepted socket
+    RecvResult recv{};
+    uint32_t id = 0;
+    int err = 0;
+  };
+  Waiter* waiter_;
+  int gone_ = 0;
+  std::vector<Held> held_;
+};
+
+int UnixSocket::WaitOnThread(Waiter* waiter, int64_t deadline_ms) {
+  if (closed_ || !reading_) return -ENOTCONN;
+  // The real delegate provides the receive buffer (the held events are
+  // copied back into it), not the stand-in.
+  ReceiveBuffer();
+  HeldEvents held(waiter);
+  Delegate* delegate = delegate_;
+  Filter* filter = filter_;
+  // From here on the loop's callbacks cannot run (this thread is busy), and
+  // whatever this socket reads or completes goes to `held`.
+  delegate_ = &held;
+  filter_ = nullptr;
+  waiter_ = waiter;
+  int result = -ETIMEDOUT;
+  while (!closed_) {
+    if (waiter->done()) {
+      result = 0;
+      break;
+    }
+    if (held.gone() != 0) {
+      result = held.gone();
+      break;
+    }
+    int64_t left = deadline_ms - MonotonicMs();
+    if (left <= 0) break;
+    struct pollfd p = {fd_, static_cast<short>(POLLIN | (queue_.empty() ? 0 : POLLOUT)), 0};
+    int n = poll(&p, 1, left > 0x7fffffff ? 0x7fffffff : static_cast<int>(left));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      result = -errno;
+      break;
+    }
+    if (n == 0) continue;  // the deadline is checked above
+    // As OnPoll does: writes first (a queued send may be what the peer
+    // waits for), then reads; POLLHUP/POLLERR are read as EOF or the
+    // socket's error by the receive itself.
+    if ((p.revents & (POLLOUT | POLLERR | POLLHUP)) && !queue_.empty()) DoWrite();
+    if (p.revents & (POLLIN | POLLERR | POLLHUP)) {
+      if (!reading_ || ReadPaused()) {
+        // Nothing here can read it (a socket its reader has stopped, or
+        // paused behind its own replies): nothing can arrive.
+        result = waiter->done() ? 0 : -ENOTCONN;
+        break;
+      }
+      DoRead();
+    }
+  }
+  if (closed_ && result == -ETIMEDOUT) result = -ENOTCONN;
+  waiter_ = nullptr;
+  delegate_ = delegate;
+  // A filter that the socket's close detached stays detached.
+  if (!closed_) filter_ = filter;
+  held.Replay(this);
+  if (!closed_) UpdatePoll();
+  return result;
+}
+
+}  // namespace fdbridge

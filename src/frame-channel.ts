@@ -1,0 +1,49 @@
+/**
+ * fdbridge's wire protocol (protocol.ts) on an open UnixSocket, both ends of
+ * it: the native frame channel (native/frame_channel.h). On the client's
+ * side it sends requests, keeps the one pending table and settles each
+ * request from its reply in C++; on the command's side it answers DUP
+ * requests in C++ into the ledger of fds given to the command. Whatever it
+ * does not take reaches the socket's message handler, in order.
+ */
+import type { FdLedger } from './command';
+import { native, type NativeFrameChannel, type NativeFrameChannelCallbacks } from './native';
+import { nativeSocketOf, type UnixSocket } from './socket';
+
+export type FrameChannel = NativeFrameChannel;
+export type FrameChannelCallbacks = NativeFrameChannelCallbacks;
+
+/**
+ * Layers a frame channel on `socket` (open; throws EBADF once closed). It
+ * lives as long as the socket: closing the socket closes the ledger's fds
+ * and rejects what is still pending (ECANCELED; a connection fails its
+ * requests with failAll before that).
+ */
+export function openFrameChannel(socket: UnixSocket, callbacks: FrameChannelCallbacks): FrameChannel {
+  return new native.FrameChannel(nativeSocketOf(socket), callbacks);
+}
+
+/** A channel's ledger, as the FdLedger a CommandHost keeps the command's fds in. */
+export class ChannelLedger implements FdLedger {
+  readonly #channel: FrameChannel;
+
+  constructor(channel: FrameChannel) {
+    this.#channel = channel;
+  }
+
+  add(fd: number): void {
+    this.#channel.add(fd);
+  }
+
+  adopt(fd: number): boolean {
+    return this.#channel.adopt(fd);
+  }
+
+  sweep(): number {
+    return this.#channel.sweep();
+  }
+
+  get size(): number {
+    return this.#channel.givenCount;
+  }
+}

@@ -1,0 +1,399 @@
+/**
+ * The frame channel (native/frame_channel.h), both ends of the protocol in
+ * C++. The command's side: with serve on, a well-formed DUP request gets its
+ * DUP_OK from the native layer (no JS callback), its fds join the ledger,
+ * and everything else still reaches the message handler, in order. The
+ * client's side: requests wait in one pending table and are settled from
+ * their replies, an ERROR or a wrong reply through replyError, everything
+ * at once through failAll; what is no reply to a pending request reaches the
+ * handler.
+ */
+import { SystemError } from '../../src/errors';
+import { fdIdentity, makeMemfd, openFdTable, sameFile } from '../../src/fd';
+import { ChannelLedger, openFrameChannel, type FrameChannel, type FrameChannelCallbacks } from '../../src/frame-channel';
+import { native } from '../../src/native';
+import { decodeFrame, encodeDup, encodeFdList, encodeJson, encodeResult, FrameType, HEADER_BYTES, MAX_FDS_PER_FRAME } from '../../src/protocol';
+import { UnixSocket } from '../../src/socket';
+import { withScope, type Scope } from './helpers';
+
+interface Served {
+  served: UnixSocket;
+  channel: FrameChannel;
+  ledger: ChannelLedger;
+  client: UnixSocket;
+  handled: Array<{ type: number; fds: number[] }>;
+}
+
+/** A served socket (the command's side) and a plain peer (the client's side). */
+function pair(scope: Scope, callbacks: FrameChannelCallbacks = {}): Served {
+  const [served, client] = UnixSocket.pair('seqpacket', { reuseBuffer: true });
+  scope.add(served);
+  scope.add(client);
+  const handled: Array<{ type: number; fds: number[] }> = [];
+  served.setMessageHandler((err, data, fds) => {
+    if (err) throw err;
+    handled.push({ type: (data as Buffer)[0] as number, fds: [...(fds as number[])] });
+    scope.ownAll(fds as number[]);
+  });
+  const channel = openFrameChannel(served, callbacks);
+  channel.serve(true);
+  return { served, channel, ledger: new ChannelLedger(channel), client, handled };
+}
+
+function dupRequest(id: number): Buffer {
+  const frame = encodeDup(0);
+  frame.writeUInt32LE(id, 4);
+  return frame;
+}
+
+test('a DUP is answered natively with the received fds, which join the ledger', () =>
+  withScope(async (scope) => {
+    const { channel, ledger, client, handled } = pair(scope);
+    const a = scope.own(makeMemfd('a')).fd;
+    const b = scope.own(makeMemfd('b')).fd;
+    await client.send(dupRequest(0xdeadbeef), [a, b, a]);
+    const reply = await client.receive();
+    expect(reply.fds).toEqual([]);
+    expect(reply.data.length).toBe(HEADER_BYTES + 12);
+    expect(reply.data[0]).toBe(FrameType.DUP_OK);
+    expect(reply.data.readUInt32LE(4)).toBe(0xdeadbeef);
+    const remote = [0, 1, 2].map((i) => reply.data.readInt32LE(HEADER_BYTES + 4 * i));
+    expect(sameFile(remote[0]!, a)).toBe(true);
+    expect(sameFile(remote[1]!, b)).toBe(true);
+    expect(sameFile(remote[2]!, a)).toBe(true);
+    expect(handled).toEqual([]);
+    expect(channel.served).toBe(1);
+    expect(ledger.size).toBe(3);
+    // Adopting takes one out of the given set (the adopter closes it); a
+    // sweep closes the rest.
+    expect(ledger.adopt(remote[1]!)).toBe(true);
+    expect(ledger.adopt(remote[1]!)).toBe(false);
+    scope.own(remote[1]!);
+    expect(ledger.sweep()).toBe(2);
+    expect(openFdTable().has(remote[0]!)).toBe(false);
+    expect(openFdTable().has(remote[2]!)).toBe(false);
+    expect(fdIdentity(remote[1]!).type).toBe('file');
+  }));
+
+test('anything but a well-formed DUP goes to the handler, in order; so does every DUP once turned off', () =>
+  withScope(async (scope) => {
+    const { channel, client, handled } = pair(scope);
+    const a = scope.own(makeMemfd('a')).fd;
+    const withPayload = Buffer.concat([dupRequest(1), Buffer.from([0])]);
+    const flagged = dupRequest(2);
+    flagged[1] = 1;
+    native.sendNow(client.fd, withPayload, [a]);
+    native.sendNow(client.fd, dupRequest(3), [a]); // served
+    native.sendNow(client.fd, flagged, [a]);
+    native.sendNow(client.fd, dupRequest(4), []); // no fds: not a DUP the native side answers
+    native.sendNow(client.fd, encodeJson(FrameType.CALL, 5, { method: 'x', args: [] }));
+    const reply = await client.receive();
+    expect(reply.data.readUInt32LE(4)).toBe(3);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(handled.map((h) => h.type)).toEqual([FrameType.DUP, FrameType.DUP, FrameType.DUP, FrameType.CALL]);
+    expect(handled.map((h) => h.fds.length)).toEqual([1, 1, 0, 0]);
+    channel.serve(false);
+    native.sendNow(client.fd, dupRequest(6), [a]);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(handled.map((h) => h.type)).toEqual([FrameType.DUP, FrameType.DUP, FrameType.DUP, FrameType.CALL, FrameType.DUP]);
+    expect(channel.served).toBe(1);
+  }));
+
+test('closing the socket closes the ledger\'s fds nobody adopted; one added later is closed at once', () =>
+  withScope(async (scope) => {
+    const { served, ledger, client } = pair(scope);
+    const a = scope.own(makeMemfd('a')).fd;
+    await client.send(dupRequest(7), [a, a, a, a]);
+    const reply = await client.receive();
+    const remote = [0, 1, 2, 3].map((i) => reply.data.readInt32LE(HEADER_BYTES + 4 * i));
+    for (const fd of remote) expect(openFdTable().has(fd)).toBe(true);
+    ledger.add(scope.own(makeMemfd('added')).release());
+    served.close();
+    for (const fd of remote) expect(openFdTable().has(fd)).toBe(false);
+    expect(ledger.size).toBe(0);
+    const late = makeMemfd('late');
+    ledger.add(late);
+    expect(openFdTable().has(late)).toBe(false);
+  }));
+
+/** A requesting channel (the client's side) on one end; `peer` is the raw command's side. */
+function requester(scope: Scope): { socket: UnixSocket; channel: FrameChannel; peer: UnixSocket; handled: number[]; replyErrors: Array<[string, number, number]> } {
+  const [socket, peer] = UnixSocket.pair('seqpacket');
+  scope.add(socket);
+  scope.add(peer);
+  const handled: number[] = [];
+  socket.setMessageHandler((err, data, fds) => {
+    if (err) return;
+    handled.push((data as Buffer)[0] as number);
+    scope.ownAll(fds as number[]);
+  });
+  const replyErrors: Array<[string, number, number]> = [];
+  const channel = openFrameChannel(socket, {
+    replyError: (operation, fds, frame) => {
+      replyErrors.push([operation, fds, frame[0] as number]);
+      return new Error(`${operation}: reply of type ${frame[0]}`);
+    },
+  });
+  return { socket, channel, peer, handled, replyErrors };
+}
+
+/** The next request the peer reads: its type, id, and the fds beside it (owned by the scope). */
+async function nextRequest(scope: Scope, peer: UnixSocket): Promise<{ type: number; id: number; fds: number[]; data: Buffer }> {
+  const m = await peer.receive();
+  scope.ownAll(m.fds);
+  return { type: m.data[0] as number, id: m.data.readUInt32LE(4), fds: m.fds, data: m.data };
+}
+
+const settled = <T>(p: Promise<T>): Promise<{ value?: T; error?: Error }> =>
+  p.then(
+    (value) => ({ value }),
+    (error: Error) => ({ error }),
+  );
+
+test('requests are settled from their replies by the channel, whatever the order of the replies; the handler sees none', () =>
+  withScope(async (scope) => {
+    const { channel, peer, handled } = requester(scope);
+    const a = scope.own(makeMemfd('a')).fd;
+    const one = channel.dup(0, a, false);
+    const many = channel.dup(1, [a, a, a], false);
+    const call = channel.call(encodeJson(FrameType.CALL, 0, { method: 'm', args: [] }), 'm()', false);
+    const pulled = channel.dup(2, [a, 5], true);
+    expect(channel.pending).toBe(4);
+    expect(channel.pendingDups).toBe(3);
+    const r1 = await nextRequest(scope, peer);
+    const r2 = await nextRequest(scope, peer);
+    const r3 = await nextRequest(scope, peer);
+    const r4 = await nextRequest(scope, peer);
+    expect([r1.type, r1.fds.length, r2.type, r2.fds.length, r3.type, r4.type, r4.fds.length]).toEqual([
+      FrameType.DUP, 1, FrameType.DUP, 3, FrameType.CALL, FrameType.GETFD, 0,
+    ]);
+    expect(decodeFrame(r4.data, [])).toEqual({ type: FrameType.GETFD, id: r4.id, fds: [a, 5] });
+    expect(new Set([r1.id, r2.id, r3.id, r4.id]).size).toBe(4);
+    expect(sameFile(r1.fds[0]!, a)).toBe(true);
+    // Answered backwards.
+    await peer.send(encodeFdList(FrameType.DUP_OK, r4.id, [40, 41]));
+    await peer.send(encodeResult(r3.id, 'v'));
+    await peer.send(encodeFdList(FrameType.DUP_OK, r2.id, [20, 21, 22]));
+    await peer.send(encodeFdList(FrameType.DUP_OK, r1.id, [10]));
+    expect(await one).toBe(10);
+    expect(await many).toEqual([20, 21, 22]);
+    expect(decodeFrame(await call, [])).toEqual({ type: FrameType.RESULT, id: r3.id, value: 'v' });
+    expect(await pulled).toEqual([40, 41]);
+    expect(channel.pending).toBe(0);
+    expect(handled).toEqual([]);
+  }));
+
+test('an ERROR or a wrong reply settles its request with what replyError makes of it, in C++, without the handler', () =>
+  withScope(async (scope) => {
+    const { channel, peer, handled, replyErrors } = requester(scope);
+    const a = scope.own(makeMemfd('a')).fd;
+    const refused = settled(channel.dup(0, a, false));
+    const miscounted = settled(channel.dup(1, [a, a], false));
+    const resultToDup = settled(channel.dup(0, a, false));
+    const fdsToCall = settled(channel.call(encodeJson(FrameType.CALL, 0, { method: 'm', args: [] }), 'm()', false));
+    const ids = [];
+    for (let i = 0; i < 4; i++) ids.push((await nextRequest(scope, peer)).id);
+    await peer.send(encodeJson(FrameType.ERROR, ids[0]!, { name: 'Error', message: 'no' }));
+    await peer.send(encodeFdList(FrameType.DUP_OK, ids[1]!, [1]));
+    await peer.send(encodeResult(ids[2]!, 1));
+    await peer.send(encodeFdList(FrameType.DUP_OK, ids[3]!, [1]));
+    expect((await refused).error?.message).toBe('dupFileDescriptor: reply of type 8');
+    expect((await miscounted).error?.message).toBe('dupFileDescriptors: reply of type 5');
+    expect((await resultToDup).error?.message).toBe('dupFileDescriptor: reply of type 7');
+    expect((await fdsToCall).error?.message).toBe('m(): reply of type 5');
+    expect(replyErrors).toEqual([
+      ['dupFileDescriptor', 1, FrameType.ERROR],
+      ['dupFileDescriptors', 2, FrameType.DUP_OK],
+      ['dupFileDescriptor', 1, FrameType.RESULT],
+      ['m()', 0, FrameType.DUP_OK],
+    ]);
+    expect(handled).toEqual([]);
+    expect(channel.pending).toBe(0);
+  }));
+
+test('what answers no pending request reaches the handler, in order: unknown ids, malformed replies, other frames', () =>
+  withScope(async (scope) => {
+    const { channel, peer, handled } = requester(scope);
+    const a = scope.own(makeMemfd('a')).fd;
+    const one = channel.dup(0, a, false);
+    const { id } = await nextRequest(scope, peer);
+    const negative = encodeFdList(FrameType.DUP_OK, id, [1]);
+    negative.writeInt32LE(-1, HEADER_BYTES);
+    await peer.send(encodeFdList(FrameType.DUP_OK, id + 1, [1])); // no such request
+    await peer.send(negative); // malformed: the request stays pending
+    await peer.send(encodeJson(FrameType.READY, id, { pid: 1, threadId: 0 }));
+    await peer.send(encodeFdList(FrameType.DUP_OK, id, [7]));
+    expect(await one).toBe(7);
+    expect(handled).toEqual([FrameType.DUP_OK, FrameType.DUP_OK, FrameType.READY]);
+  }));
+
+test('failAll rejects every pending request at once with the error made for its operation; a late reply goes to the handler', () =>
+  withScope(async (scope) => {
+    const { channel, peer, handled } = requester(scope);
+    const a = scope.own(makeMemfd('a')).fd;
+    const all = [
+      settled(channel.dup(0, a, false)),
+      settled(channel.dup(1, [a], false)),
+      settled(channel.dup(2, [a, a], false)),
+      settled(channel.call(encodeFdList(FrameType.RELEASE, 0, [3]), 'release', true)),
+    ];
+    const first = await nextRequest(scope, peer);
+    const operations: string[] = [];
+    channel.failAll((operation) => {
+      operations.push(operation);
+      return new Error(`failed: ${operation}`);
+    });
+    expect(operations.sort()).toEqual(['dupFileDescriptor', 'dupFileDescriptor', 'dupFileDescriptors', 'release']);
+    expect((await Promise.all(all)).map((r) => r.error?.message)).toEqual([
+      'failed: dupFileDescriptor',
+      'failed: dupFileDescriptors',
+      'failed: dupFileDescriptor',
+      'failed: release',
+    ]);
+    expect(channel.pending).toBe(0);
+    await peer.send(encodeFdList(FrameType.DUP_OK, first.id, [1]));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(handled).toEqual([FrameType.DUP_OK]);
+  }));
+
+test('a request that cannot be sent throws with nothing kept; closing the socket rejects what is pending (ECANCELED) and ends the channel', () =>
+  withScope(async (scope) => {
+    const { socket, channel } = requester(scope);
+    const a = scope.own(makeMemfd('a')).fd;
+    const closed = makeMemfd('closed');
+    native.close(closed);
+    expect(() => channel.dup(0, closed, false)).toThrow(SystemError);
+    expect(() => channel.dup(1, Array.from({ length: MAX_FDS_PER_FRAME + 1 }, () => a), false)).toThrow(/at most 253 fds/);
+    expect(channel.pending).toBe(0);
+    const pending = settled(channel.dup(0, a, false));
+    socket.close();
+    const { error } = await pending;
+    expect(error).toBeInstanceOf(SystemError);
+    expect((error as SystemError).code).toBe('ECANCELED');
+    expect(() => channel.dup(0, a, false)).toThrow(expect.objectContaining({ code: 'EBADF' }));
+    expect(() => openFrameChannel(socket, {})).toThrow(expect.objectContaining({ code: 'EBADF' }));
+  }));
+
+test("UnixSocket is a general socket: no part of the frame protocol is on its surface", () => {
+  const names = Object.getOwnPropertyNames(UnixSocket.prototype);
+  for (const name of ['requestDup', 'rejectDup', 'rejectDups', 'pendingDups', 'serveDuplications', 'given', 'servedDuplications', 'closeGivenInBackground']) {
+    expect(names).not.toContain(name);
+  }
+  const nativeNames = Object.getOwnPropertyNames(native.Socket.prototype);
+  expect(nativeNames.filter((n) => /dup|given|serve/i.test(n))).toEqual([]);
+});
+
+test('the after-receive hook runs inside the served path: the fds are in the ledger, the reply not yet sent; closing there sweeps them', () =>
+  withScope(async (scope) => {
+    const seen: Array<{ held: number; replyOut: boolean }> = [];
+    let closeInHook = false;
+    const [served, client] = UnixSocket.pair('seqpacket');
+    scope.add(served);
+    scope.add(client);
+    served.setMessageHandler(() => undefined);
+    const channel = openFrameChannel(served, {
+      afterReceive: () => {
+        seen.push({ held: channel.givenCount, replyOut: native.recvNow(client.fd, 64, 0) !== null });
+        if (closeInHook) served.close();
+      },
+    });
+    channel.serve(true);
+    const a = scope.own(makeMemfd('a')).fd;
+    await client.send(dupRequest(1), [a, a]);
+    const reply = await client.receive();
+    expect(reply.data.readUInt32LE(4)).toBe(1);
+    expect(seen).toEqual([{ held: 2, replyOut: false }]);
+    expect(channel.served).toBe(1);
+    closeInHook = true;
+    const before = openFdTable();
+    await client.send(dupRequest(2), [a]);
+    await expect(client.receive()).rejects.toThrow(/EOF|end of file|closed/i);
+    expect(seen).toEqual([{ held: 2, replyOut: false }, { held: 3, replyOut: false }]);
+    expect(channel.givenCount).toBe(0);
+    expect(openFdTable().size).toBeLessThan(before.size);
+  }));
+
+describe('dupSync: one duplication waited for on this thread', () => {
+  test('replies and frames that arrive before its own are handed on, in order, before it returns; what comes after is read by the loop', () =>
+    withScope(async (scope) => {
+      const { channel, peer, handled } = requester(scope);
+      const a = scope.own(makeMemfd('a')).fd;
+      const one = channel.dup(0, a, false);
+      const first = await nextRequest(scope, peer);
+      const syncId = first.id + 1; // ids are handed out in order
+      // Written synchronously: the event loop reads none of it before dupSync does.
+      peer.write(encodeFdList(FrameType.DUP_OK, first.id, [10]));
+      peer.write(encodeJson(FrameType.READY, 99, { pid: 1, threadId: 0 }));
+      peer.write(encodeFdList(FrameType.DUP_OK, syncId, [11]));
+      peer.write(encodeFdList(FrameType.DUP_OK, syncId + 50, [12]));
+      expect(channel.dupSync(a, 60000)).toBe(11);
+      // Before any await: the held reply settled its request, the READY reached the handler.
+      expect(channel.pending).toBe(0);
+      expect(handled).toEqual([FrameType.READY]);
+      expect(await one).toBe(10);
+      const request = await nextRequest(scope, peer);
+      expect([request.type, request.id, request.fds.length]).toEqual([FrameType.DUP, syncId, 1]);
+      expect(sameFile(request.fds[0]!, a)).toBe(true);
+      while (handled.length < 2) await new Promise((r) => setImmediate(r));
+      expect(handled).toEqual([FrameType.READY, FrameType.DUP_OK]);
+    }));
+
+  test('a timeout leaves the request pending: its late reply settles `late`, failAll fails it', () =>
+    withScope(async (scope) => {
+      const { channel, peer } = requester(scope);
+      const a = scope.own(makeMemfd('a')).fd;
+      const r = channel.dupSync(a, 20) as { status: string; late: Promise<number> };
+      expect(r.status).toBe('timeout');
+      expect(typeof r.late.then).toBe('function');
+      expect([channel.pending, channel.pendingDups]).toEqual([1, 1]);
+      const request = await nextRequest(scope, peer);
+      await peer.send(encodeFdList(FrameType.DUP_OK, request.id, [33]));
+      expect(await r.late).toBe(33);
+      expect(channel.pending).toBe(0);
+      const again = channel.dupSync(a, 0) as { status: string; late: Promise<number> };
+      expect(again.status).toBe('timeout');
+      const late = settled(again.late);
+      channel.failAll((operation) => new Error(`failed: ${operation}`));
+      expect((await late).error?.message).toBe('failed: dupFileDescriptorSync');
+      await nextRequest(scope, peer);
+    }));
+
+  test('another frame answering it is status reply (fds beside it closed and counted); a closed fd throws with nothing sent', () =>
+    withScope(async (scope) => {
+      const { channel, peer, handled } = requester(scope);
+      const a = scope.own(makeMemfd('a')).fd;
+      const closed = makeMemfd('closed');
+      native.close(closed);
+      expect(() => channel.dupSync(closed, 1000)).toThrow(expect.objectContaining({ code: 'EBADF' }));
+      expect(channel.pending).toBe(0);
+      const probe = channel.dup(0, a, false);
+      const { id } = await nextRequest(scope, peer);
+      peer.write(encodeFdList(FrameType.DUP_OK, id, [1]));
+      expect(await probe).toBe(1);
+      peer.write(encodeFdList(FrameType.DUP_OK, id + 1, [1, 2]));
+      const wrongCount = channel.dupSync(a, 60000) as { status: string; reply: Buffer; fdsClosed: number };
+      expect(wrongCount.status).toBe('reply');
+      expect(decodeFrame(wrongCount.reply, [])).toEqual({ type: FrameType.DUP_OK, id: id + 1, fds: [1, 2] });
+      expect(wrongCount.fdsClosed).toBe(0);
+      const before = openFdTable();
+      peer.write(encodeJson(FrameType.ERROR, id + 2, { name: 'Error', message: 'no' }), [a, a]);
+      const withFds = channel.dupSync(a, 60000) as { status: string; reply: Buffer; fdsClosed: number };
+      expect([withFds.status, withFds.fdsClosed, withFds.reply[0]]).toEqual(['reply', 2, FrameType.ERROR]);
+      expect(openFdTable()).toEqual(before);
+      expect(channel.pending).toBe(0);
+      expect(handled).toEqual([]);
+      for (let i = 0; i < 2; i++) await nextRequest(scope, peer);
+    }));
+
+  test('a peer that hangs up first is status gone (errno 0); the end of file reaches the handler before it returns', () =>
+    withScope(async (scope) => {
+      const { socket, channel, peer } = requester(scope);
+      const events: string[] = [];
+      socket.setMessageHandler((err) => events.push(err ? err.name : 'message'));
+      const a = scope.own(makeMemfd('a')).fd;
+      peer.shutdown('write');
+      expect(channel.dupSync(a, 60000)).toEqual({ status: 'gone', errno: 0 });
+      expect(events).toEqual(['EofError']);
+      await nextRequest(scope, peer);
+    }));
+});
