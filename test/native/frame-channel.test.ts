@@ -64,7 +64,7 @@ test('a DUP is answered natively with the received fds, which join the ledger', 
     expect(handled).toEqual([]);
     expect(channel.served).toBe(1);
     expect(ledger.size).toBe(3);
-    // Adopting takes one out of the given set (the adopter closes it); a
+    // Adopting takes one out of the ledger (the adopter closes it); a
     // sweep closes the rest.
     expect(ledger.adopt(remote[1]!)).toBe(true);
     expect(ledger.adopt(remote[1]!)).toBe(false);
