@@ -19,6 +19,8 @@ const scenario: Scenario = {
   name: 'soak-mixed-operations',
   description: '100,000 mixed operations over concurrent clients (8 on one helper): no leak, no lost or duplicated reply, bounded memory',
   tags: ['soak'],
+  // The mix duplicates every kind of fd (eventfds included), as its sibling does.
+  needs: ['every-kind'],
   async run(ctx) {
     assertMixClean(ctx, await runMix(ctx, OPS), OPS);
   },
