@@ -101,32 +101,22 @@ function readmeBlock(name: string): string {
 // ---------------------------------------------------------------------------
 // the consumer project's files
 
+/** What every consumer tsconfig here has: strict ES2022, Node's and the matcher's types (plus `types`). */
+function consumerOptions(types: readonly string[]): { target: string; lib: string[]; types: string[]; strict: true } {
+  return { target: 'ES2022', lib: ['ES2022', 'ESNext.Disposable'], types: ['node', ...types, 'fdbridge/jest'], strict: true };
+}
+
+/** Node's own ES module resolution (package.json "exports"). */
+const NODENEXT = { module: 'nodenext', moduleResolution: 'nodenext', isolatedModules: true };
+
 const TSCONFIG = {
-  compilerOptions: {
-    target: 'ES2022',
-    module: 'nodenext',
-    moduleResolution: 'nodenext',
-    lib: ['ES2022', 'ESNext.Disposable'],
-    types: ['node', 'jest', 'fdbridge/jest'],
-    strict: true,
-    noUnusedLocals: true,
-    isolatedModules: true,
-    outDir: 'out',
-  },
+  compilerOptions: { ...consumerOptions(['jest']), ...NODENEXT, noUnusedLocals: true, outDir: 'out' },
   include: ['src'],
 };
 
 /** The tests' tsconfig under ts-jest: CommonJS with the classic resolution (exports ignored, typesVersions used). */
 const TSCONFIG_JEST_CJS = {
-  compilerOptions: {
-    target: 'ES2022',
-    module: 'commonjs',
-    moduleResolution: 'node10',
-    lib: ['ES2022', 'ESNext.Disposable'],
-    types: ['node', 'jest', 'fdbridge/jest'],
-    strict: true,
-    esModuleInterop: true,
-  },
+  compilerOptions: { ...consumerOptions(['jest']), module: 'commonjs', moduleResolution: 'node10', esModuleInterop: true },
 };
 
 /**
@@ -134,16 +124,7 @@ const TSCONFIG_JEST_CJS = {
  * mode, so `tsc --noEmit` checks these, as a user's CI would.
  */
 const TSCONFIG_JEST_ESM = {
-  compilerOptions: {
-    target: 'ES2022',
-    module: 'nodenext',
-    moduleResolution: 'nodenext',
-    lib: ['ES2022', 'ESNext.Disposable'],
-    types: ['node', 'fdbridge/jest'],
-    strict: true,
-    noEmit: true,
-    isolatedModules: true,
-  },
+  compilerOptions: { ...consumerOptions([]), ...NODENEXT, noEmit: true },
 };
 
 /** `tsconfig` with `fdbridge/jest` left out of its types: the matcher must then be unknown (TS2339). */
@@ -161,6 +142,27 @@ function checkMatcherTypes(project: string, dir: string, tsconfig: { compilerOpt
     without.status !== 0 && /TS2339: Property 'toLeakNoFds' does not exist/.test(without.stdout),
     `without fdbridge/jest in "types", tsc should not know toLeakNoFds:\n${without.stdout}`,
   );
+}
+
+/**
+ * One jest flavour in the consumer project: its test files in `dir` with
+ * their `tsconfig` (type-checked with and without the matcher's types), run
+ * by jest with `config`, which must report `passed` tests, all passed.
+ */
+function jestFlavour(
+  project: string,
+  env: NodeJS.ProcessEnv,
+  flavour: { dir: string; tsconfig: { compilerOptions: { types: string[] } }; files: Record<string, string>; config: string; nodeArgs?: string[]; passed: number },
+): void {
+  const dir = join(project, flavour.dir);
+  mkdirSync(dir);
+  writeFileSync(join(dir, 'tsconfig.json'), JSON.stringify(flavour.tsconfig, null, 2));
+  for (const [name, text] of Object.entries(flavour.files)) writeFileSync(join(dir, name), text);
+  checkMatcherTypes(project, dir, flavour.tsconfig, env);
+  const configFile = `jest.${flavour.dir}.config.js`;
+  writeFileSync(join(project, configFile), flavour.config);
+  const r = run('node', [...(flavour.nodeArgs ?? []), 'node_modules/jest/bin/jest.js', '--config', configFile, '--ci'], { cwd: project, env });
+  check(new RegExp(`Tests:\\s+${flavour.passed} passed, ${flavour.passed} total`).test(r.stderr), `jest printed:\n${r.stderr}`);
 }
 
 /** A test body shared by every jest flavour: a clean function passes, a leaking one is caught. */
@@ -310,33 +312,27 @@ function main(): number {
     });
 
     step('jest + ts-jest, CommonJS: fdbridge/jest with the global expect and with @jest/globals', () => {
-      mkdirSync(join(project, 'test-cjs'));
-      writeFileSync(join(project, 'test-cjs', 'tsconfig.json'), JSON.stringify(TSCONFIG_JEST_CJS, null, 2));
-      writeFileSync(join(project, 'test-cjs', 'global-expect.test.ts'), JEST_CJS_GLOBAL);
-      writeFileSync(join(project, 'test-cjs', 'globals-import.test.ts'), JEST_CJS_GLOBALS_IMPORT);
-      checkMatcherTypes(project, join(project, 'test-cjs'), TSCONFIG_JEST_CJS, bareEnv);
-      writeFileSync(
-        join(project, 'jest.cjs.config.js'),
-        `module.exports = {
+      jestFlavour(project, bareEnv, {
+        dir: 'test-cjs',
+        tsconfig: TSCONFIG_JEST_CJS,
+        files: { 'global-expect.test.ts': JEST_CJS_GLOBAL, 'globals-import.test.ts': JEST_CJS_GLOBALS_IMPORT },
+        config: `module.exports = {
   testEnvironment: 'node',
   roots: ['<rootDir>/test-cjs'],
   setupFilesAfterEnv: ['fdbridge/jest'],
   transform: { '^.+\\\\.ts$': ['ts-jest', { tsconfig: '<rootDir>/test-cjs/tsconfig.json' }] },
 };
 `,
-      );
-      const r = run('node', ['node_modules/jest/bin/jest.js', '--config', 'jest.cjs.config.js', '--ci'], { cwd: project, env: bareEnv });
-      check(/Tests:\s+4 passed, 4 total/.test(r.stderr), `jest printed:\n${r.stderr}`);
+        passed: 4,
+      });
     });
 
     step('jest + ts-jest, ES modules: fdbridge/jest with @jest/globals (type-checked by tsc)', () => {
-      mkdirSync(join(project, 'test-esm'));
-      writeFileSync(join(project, 'test-esm', 'tsconfig.json'), JSON.stringify(TSCONFIG_JEST_ESM, null, 2));
-      writeFileSync(join(project, 'test-esm', 'leaks.test.mts'), JEST_ESM);
-      checkMatcherTypes(project, join(project, 'test-esm'), TSCONFIG_JEST_ESM, bareEnv);
-      writeFileSync(
-        join(project, 'jest.esm.config.js'),
-        `module.exports = {
+      jestFlavour(project, bareEnv, {
+        dir: 'test-esm',
+        tsconfig: TSCONFIG_JEST_ESM,
+        files: { 'leaks.test.mts': JEST_ESM },
+        config: `module.exports = {
   testEnvironment: 'node',
   roots: ['<rootDir>/test-esm'],
   testMatch: ['**/*.test.mts'],
@@ -346,12 +342,9 @@ function main(): number {
   transform: { '^.+\\\\.mts$': ['ts-jest', { useESM: true, tsconfig: '<rootDir>/test-esm/tsconfig.json' }] },
 };
 `,
-      );
-      const r = run('node', ['--experimental-vm-modules', 'node_modules/jest/bin/jest.js', '--config', 'jest.esm.config.js', '--ci'], {
-        cwd: project,
-        env: bareEnv,
+        nodeArgs: ['--experimental-vm-modules'],
+        passed: 2,
       });
-      check(/Tests:\s+2 passed, 2 total/.test(r.stderr), `jest printed:\n${r.stderr}`);
     });
 
     step('the installed CLI: --version, and a scenario written with fdbridge/scenario', () => {
