@@ -14,6 +14,7 @@ import { transportNames } from '../src';
 import { packageRoot } from '../src/paths';
 import { readmeBlock } from './util/readme';
 
+/** No time limit on the examples: each ends by the library's own deadlines (connect's and receive's timeoutMs). */
 const run = promisify(execFile);
 
 /** Type-checks (strict) and emits `file` with `options`; returns the diagnostics' messages. */
@@ -45,7 +46,7 @@ test('the README example type-checks and runs on every transport', async () => {
       compile(file, { module: ts.ModuleKind.CommonJS, moduleResolution: ts.ModuleResolutionKind.Node10, esModuleInterop: true }),
     ).toEqual([]);
 
-    const { stdout } = await run(process.execPath, [join(dir, 'example.js')], { timeout: 60_000 });
+    const { stdout } = await run(process.execPath, [join(dir, 'example.js')]);
     const lines = stdout.trim().split('\n');
     expect(lines).toHaveLength(transportNames().length);
     transportNames().forEach((t, i) => expect(lines[i]).toMatch(new RegExp(`^hello from ${t}, pid \\d+$`)));
@@ -63,7 +64,7 @@ test('the first example (an ES module with top-level await) type-checks and runs
     writeFileSync(file, source);
     expect(compile(file, { module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext })).toEqual([]);
 
-    const { stdout, stderr } = await run(process.execPath, [join(dir, 'example.mjs')], { cwd: dir, timeout: 60_000 });
+    const { stdout, stderr } = await run(process.execPath, [join(dir, 'example.mjs')], { cwd: dir });
     expect({ stdout, stderr }).toEqual({ stdout: '', stderr: '' });
     expect(readFileSync(join(dir, 'app.log'), 'utf8')).toMatch(/^hello from pid \d+\n$/);
   } finally {
@@ -79,7 +80,7 @@ test('the datagram example (bound service, client sending an fd, an answer with 
     writeFileSync(file, source);
     expect(compile(file, { module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext })).toEqual([]);
 
-    const { stdout, stderr } = await run(process.execPath, [join(dir, 'datagram.mjs')], { cwd: dir, timeout: 60_000 });
+    const { stdout, stderr } = await run(process.execPath, [join(dir, 'datagram.mjs')], { cwd: dir });
     expect(stderr).toBe('');
     expect(stdout).toMatch(/^done hello, pid \d+\n$/);
     // The sockets closed at the end of the module (`using`) and removed their files.

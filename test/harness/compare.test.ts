@@ -30,7 +30,7 @@ function file(name: string, results: ResultRow[]): string {
   return path;
 }
 
-const compare = (...args: string[]): Promise<CliRun> => runCli(['compare', ...args], { timeoutMs: 30_000 });
+const compare = (...args: string[]): Promise<CliRun> => runCli(['compare', ...args]);
 
 const pass = (scenario: string, transport: 'direct' | 'child', p50?: number): ResultRow => ({
   scenario,

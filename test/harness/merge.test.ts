@@ -206,7 +206,7 @@ test('a file without a plan, and no files at all, are refused', () => {
 
 const PICK = ['--scenario', 'clean-dup,planted-leak,declared-leak-none,expected-throw,skips,wrong-close', '--transport', 'direct,worker,child'];
 
-const cli = (args: string[]): Promise<CliRun> => runCli(args, { env: { FDBRIDGE_SCENARIOS_DIR: FIXTURE_SCENARIOS }, timeoutMs: 120_000 });
+const cli = (args: string[]): Promise<CliRun> => runCli(args, { env: { FDBRIDGE_SCENARIOS_DIR: FIXTURE_SCENARIOS } });
 
 describe('fdbridge merge, on shards run as parallel processes', () => {
   let dir: string;

@@ -82,7 +82,7 @@ export default defineScenario({
 });
 `;
 
-const cli = (args: string[]): Promise<CliRun> => runCli(args, { cwd: project, timeoutMs: 120_000 });
+const cli = (args: string[]): Promise<CliRun> => runCli(args, { cwd: project });
 
 beforeAll(() => {
   project = realpathSync(mkdtempSync(join(tmpdir(), 'fdbridge-track-fds-')));

@@ -33,7 +33,8 @@ function runInProject(extra: string[] = []): Promise<CliRun> {
     execFile(
       process.execPath,
       [CLI, 'run', '--scenarios', './fd-scenarios', '--settle', '300', '--json', json, ...extra],
-      { cwd: project, timeout: 120_000, maxBuffer: 16 << 20, env: { ...process.env, FDBRIDGE_SCENARIOS_DIR: '' } },
+      // No time limit of its own: the run ends by its rows' deadlines (--timeout, 30 s each).
+      { cwd: project, maxBuffer: 16 << 20, env: { ...process.env, FDBRIDGE_SCENARIOS_DIR: '' } },
       (err, stdout, stderr) => {
         try {
           const results = JSON.parse(readFileSync(json, 'utf8')) as ResultsFile;

@@ -116,7 +116,7 @@ describe('through the environment of the command process', () => {
         execFile(
           process.execPath,
           [CLI, 'helper', '--socket', join(dir, 'h.sock')],
-          { env: { ...process.env, [FAILPOINT_ENV]: 'after-receive:zero' }, timeout: 15_000 },
+          { env: { ...process.env, [FAILPOINT_ENV]: 'after-receive:zero' } },
           (err, _stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stderr }),
         );
       });

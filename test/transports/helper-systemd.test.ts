@@ -57,7 +57,7 @@ test('socket activation, READY=1 on NOTIFY_SOCKET, and --status showing clients,
     expect(accepted.filter(([fd]) => fd < floor)).toEqual([]);
     for (let i = 0; i < 3; i++) await conn.dupFileDescriptor(memfd);
     await expect(conn.dupFileDescriptor(memfd)).rejects.toMatchObject({ code: 'ERR_FDBRIDGE_QUOTA', quota: 'fds' });
-    const { stdout } = await execFileAsync(process.execPath, [CLI, 'helper', '--status', '--socket', socketPath], { timeout: 20_000 });
+    const { stdout } = await execFileAsync(process.execPath, [CLI, 'helper', '--status', '--socket', socketPath]); // ends by connect's typed timeoutMs
     expect(stdout).toMatch(/^clients: 2 now/m); // this one and the status request's own
     expect(stdout).toMatch(/^fds held: 3, \d+ being closed \(at most 3 per client, \d+ per uid, \d+ in all\)$/m);
     expect(stdout).toMatch(new RegExp(`^  uid ${process.getuid?.() ?? 0}: 2 client\\(s\\) \\(at most 256\\), 3 fds held$`, 'm')); // its own uid alone: the per-uid limit is the total

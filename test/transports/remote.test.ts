@@ -32,7 +32,7 @@ import { constants, native } from '../../src/native';
 import type { RemoteConnection } from '../../src/transports/remote';
 import { STREAM_WINDOW } from '../../src/transports/remote-channel';
 import { LOCAL_REMOTE } from '../../harness/local-remote';
-import { CLI, fdTableSettles } from '../util/processes';
+import { CLI, fdTableSettles, runCli } from '../util/processes';
 
 /** A via that stays the parent of the server, as ssh does (killing it loses the channel, not the server). */
 const VIA = ['sh', '-c', '"$@"', 'sh'];
@@ -460,12 +460,11 @@ describe('losing the channel', () => {
   });
 });
 
-test('the scenario matrix\'s remote column (default profile, local via): every row passes, or is skipped for a capability it needs', () => {
+test('the scenario matrix\'s remote column (default profile, local via): every row passes, or is skipped for a capability it needs', async () => {
   const json = join(dir, 'matrix.json');
-  const run = spawnSync(process.execPath, [CLI, 'run', '--transport', 'remote', '--settle', '300', '--json', json], {
-    encoding: 'utf8',
-    env: { ...process.env, FDBRIDGE_SCENARIOS_DIR: '', FDBRIDGE_REMOTE_VIA: '' },
-    timeout: 240_000,
+  // Not synchronous (jest's timeout could not end it) and no time limit of its own: each row ends by its --timeout (30 s).
+  const run = await runCli(['run', '--transport', 'remote', '--settle', '300', '--json', json], {
+    env: { FDBRIDGE_SCENARIOS_DIR: '', FDBRIDGE_REMOTE_VIA: '' },
   });
   const rows = (JSON.parse(readFileSync(json, 'utf8')) as { results: Array<{ scenario: string; status: string; error?: string }> }).results;
   expect(rows.filter((x) => x.status === 'fail').map((x) => `${x.scenario}: ${x.error ?? ''}`)).toEqual([]);
@@ -475,7 +474,7 @@ test('the scenario matrix\'s remote column (default profile, local via): every r
   for (const name of ['append-log-file', 'truncate-log-file', 'redirect-log-to-stdout', 'redirect-log-to-stderr']) {
     expect(rows.find((x) => x.scenario === name)?.status).toBe('pass');
   }
-  expect(run.status).toBe(0);
+  expect(run).toMatchObject({ code: 0 });
 }, 300_000);
 
 test('the CLI refuses serve without --stdio', () => {
@@ -525,16 +524,15 @@ describe(`through ssh 127.0.0.1${sshUnreachable ? ` (skipped: ${sshUnreachable})
     expect(readFileSync(file, 'utf8')).toBe('over ssh\n');
   });
 
-  (sshUnreachable ? test.skip : test)('the scenario matrix\'s remote column through ssh (FDBRIDGE_REMOTE_VIA)', () => {
+  (sshUnreachable ? test.skip : test)('the scenario matrix\'s remote column through ssh (FDBRIDGE_REMOTE_VIA)', async () => {
     const json = join(dir, 'ssh-matrix.json');
-    const run = spawnSync(process.execPath, [CLI, 'run', '--transport', 'remote', '--settle', '300', '--json', json], {
-      encoding: 'utf8',
-      env: { ...process.env, FDBRIDGE_REMOTE_VIA: SSH_VIA.join(' '), FDBRIDGE_SCENARIOS_DIR: '' },
-      timeout: 240_000,
+    // As above: each row ends by its --timeout.
+    const run = await runCli(['run', '--transport', 'remote', '--settle', '300', '--json', json], {
+      env: { FDBRIDGE_REMOTE_VIA: SSH_VIA.join(' '), FDBRIDGE_SCENARIOS_DIR: '' },
     });
     const results = JSON.parse(readFileSync(json, 'utf8')) as { results: Array<{ scenario: string; status: string; error?: string }> };
     expect(results.results.filter((x) => x.status === 'fail').map((x) => `${x.scenario}: ${x.error ?? ''}`)).toEqual([]);
     expect(results.results.some((x) => x.status === 'pass')).toBe(true);
-    expect(run.status).toBe(0);
+    expect(run).toMatchObject({ code: 0 });
   }, 300_000);
 });
