@@ -599,7 +599,9 @@ function allowedUids(options: HelperOptions): Set<number> {
 
 /**
  * The limits in effect: the defaults, overridden by `given` (each a
- * non-negative integer), the fd total clipped to fdRoom (said in `log`).
+ * non-negative integer); under a low RLIMIT_NOFILE fewer connections by
+ * default, and the fd total clipped to fdRoom (both said in `log`); a
+ * RangeError naming the limit when it leaves no room for client fds.
  * A daemon that serves its own uid alone (`shared` false) has no other
  * user to protect: the per-uid limits not given are the totals.
  */
@@ -616,7 +618,25 @@ function checkLimits(given: Partial<HelperLimits> | undefined, log: ((line: stri
     throw new RangeError('limits.maxConnections, limits.maxConnectionsPerUid and limits.helloTimeoutMs must be at least 1');
   }
   const [soft] = native.getFdLimit();
+  if (given?.maxConnections === undefined && fdRoom(soft, limits.maxConnections) < 2 * limits.maxConnections) {
+    // A low RLIMIT_NOFILE (1024 is common in containers and units): the
+    // default connections would take what clients' fds need. What is left
+    // beside the daemon's own reserve is split in halves: connections (two
+    // fds each), and the fds clients leave.
+    const connections = Math.max(1, Math.floor((soft - OWN_FDS_RESERVE) / 4));
+    if (connections < limits.maxConnections) {
+      log?.(`RLIMIT_NOFILE ${soft}: maxConnections ${limits.maxConnections} lowered to ${connections}; raise the limit (LimitNOFILE=) to allow more`);
+      limits.maxConnections = connections;
+      if (given?.maxConnectionsPerUid === undefined) limits.maxConnectionsPerUid = shared ? Math.max(1, Math.floor(connections / 4)) : connections;
+    }
+  }
   const room = fdRoom(soft, limits.maxConnections);
+  if (room < 1) {
+    throw new RangeError(
+      `RLIMIT_NOFILE ${soft} leaves no room for client fds (${limits.maxConnections} connections take 2 each, ${OWN_FDS_RESERVE} are kept for the daemon): ` +
+        `raise the limit (ulimit -n, LimitNOFILE=)${given?.maxConnections === undefined ? '' : ' or lower maxConnections'}`,
+    );
+  }
   if (limits.maxFdsTotal > room) {
     log?.(
       `RLIMIT_NOFILE ${soft} leaves room for ${room} client fds in all (${limits.maxConnections} connections take 2 each, ${OWN_FDS_RESERVE} are kept for the daemon): ` +
