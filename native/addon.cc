@@ -1442,7 +1442,13 @@ Napi::Value BackgroundClosesPending(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(FdBackgroundClosesPending()));
 }
 
+// backgroundClosesOfPeerFds(owner?) -> the fds peers gave that wait for the closer (owner's only, if given).
 Napi::Value BackgroundClosesOfPeerFds(const Napi::CallbackInfo& info) {
+  if (info.Length() > 0 && !info[0].IsUndefined()) {
+    double owner = WholeNumber(info[0]);
+    if (owner < 0) throw Napi::TypeError::New(info.Env(), "backgroundClosesOfPeerFds: owner must be a non-negative integer");
+    return Napi::Number::New(info.Env(), static_cast<double>(FdBackgroundClosesOfPeerFds(static_cast<uint64_t>(owner))));
+  }
   return Napi::Number::New(info.Env(), static_cast<double>(FdBackgroundClosesOfPeerFds()));
 }
 

@@ -24,10 +24,11 @@ class FdBudget {
 
   // Whether `n` more fit here and in every budget above. `extra_at_root` is
   // added at the top (fds the process holds that no socket charged: those
-  // waiting for the background closer).
-  bool Fits(size_t n, size_t extra_at_root = 0) const {
+  // waiting for the background closer), `extra_here` here only (those of
+  // them that this budget's owner gave).
+  bool Fits(size_t n, size_t extra_at_root = 0, size_t extra_here = 0) const {
     for (const FdBudget* b = this; b != nullptr; b = b->parent_.get()) {
-      size_t held = b->held_ + n + (b->parent_ == nullptr ? extra_at_root : 0);
+      size_t held = b->held_ + n + (b->parent_ == nullptr ? extra_at_root : 0) + (b == this ? extra_here : 0);
       if (held > b->limit_) return false;
     }
     return true;

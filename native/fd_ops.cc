@@ -233,6 +233,8 @@ struct Closer {
   size_t busy = 0;  // threads in a close
   std::atomic<size_t> pending{0};
   std::atomic<size_t> pending_peer_fds{0};
+  // Under mu: of those, each owner's (owners with none left out).
+  std::unordered_map<uint64_t, size_t> peer_fds_by_owner;
   std::atomic<uint64_t> done{0};
 };
 
@@ -282,11 +284,17 @@ void CloseMayBlock(int fd) {
 void RunJob(Closer& c, uint64_t owner, const Closer::Job& job) {
   CloseMayBlock(job.fd);
   c.done++;
-  if (job.peer_fd) c.pending_peer_fds--;
-  c.pending--;
   std::vector<std::function<void()>> ready;
   {
     std::lock_guard<std::mutex> lock(c.mu);
+    // Counted down under the lock with the owner's count, so that the two
+    // never disagree for a reader that takes it.
+    if (job.peer_fd) {
+      c.pending_peer_fds--;
+      auto by = c.peer_fds_by_owner.find(owner);
+      if (--by->second == 0) c.peer_fds_by_owner.erase(by);
+    }
+    c.pending--;
     auto lane = c.lanes.find(owner);
     lane->second.busy--;
     ListLocked(c, owner, lane->second);
@@ -366,12 +374,15 @@ void SpawnLocked(Closer& c) {
 uint64_t FdCloseInBackground(const int* fds, size_t n, uint64_t owner, bool held_for_peer) {
   if (n == 0) return 0;
   Closer& c = TheCloser();
-  c.pending += n;
-  if (held_for_peer) c.pending_peer_fds += n;
   uint64_t ticket;
   bool no_thread;
   {
     std::lock_guard<std::mutex> lock(c.mu);
+    c.pending += n;
+    if (held_for_peer) {
+      c.pending_peer_fds += n;
+      c.peer_fds_by_owner[owner] += n;
+    }
     ticket = ++c.issued;
     c.batches[ticket].left = n;
     Closer::Lane& lane = c.lanes[owner];
@@ -461,6 +472,13 @@ void FdAfterBackgroundCloses(const uint64_t* tickets, size_t n, std::function<vo
 size_t FdBackgroundClosesPending() { return TheCloser().pending.load(); }
 
 size_t FdBackgroundClosesOfPeerFds() { return TheCloser().pending_peer_fds.load(); }
+
+size_t FdBackgroundClosesOfPeerFds(uint64_t owner) {
+  Closer& c = TheCloser();
+  std::lock_guard<std::mutex> lock(c.mu);
+  auto by = c.peer_fds_by_owner.find(owner);
+  return by == c.peer_fds_by_owner.end() ? 0 : by->second;
+}
 
 uint64_t FdBackgroundClosesDone() { return TheCloser().done.load(); }
 

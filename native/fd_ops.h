@@ -197,6 +197,10 @@ void FdAfterBackgroundCloses(const uint64_t* tickets, size_t n, std::function<vo
 size_t FdBackgroundClosesPending();
 // Of those, the ones a peer gave us (held_for_peer).
 size_t FdBackgroundClosesOfPeerFds();
+// Of those, `owner`'s: a helper daemon counts them against that uid's fd
+// limit, so that one user cannot fill the daemon's total with fds whose
+// closes it made block.
+size_t FdBackgroundClosesOfPeerFds(uint64_t owner);
 // How many background closes have finished since the process started.
 uint64_t FdBackgroundClosesDone();
 // The closer's threads now, and how many of them are in a close.

@@ -216,9 +216,13 @@ bool FrameChannel::Settle(uint8_t type, uint32_t id, const char* data, size_t le
 bool FrameChannel::AnswerDup(uint32_t id, const int* fds, size_t nfds) {
   if (socket_->send_queue_full()) return false;
   if (given_.size() + nfds > max_given_) return false;
-  // fds peers gave us that wait for the closer thread are still ours: they
-  // count against the total (our own sockets count with the connections).
-  if (budget_ && !budget_->Fits(nfds, FdBackgroundClosesOfPeerFds())) return false;
+  // fds peers gave us that wait for the closer are still ours: they count
+  // against the total, and this peer's owner's against its own limit (our
+  // own sockets count with the connections).
+  if (budget_ && !budget_->Fits(nfds, FdBackgroundClosesOfPeerFds(),
+                                close_given_in_background_ ? FdBackgroundClosesOfPeerFds(close_owner_) : 0)) {
+    return false;
+  }
   // The connection's until the command adopts them: registered as
   // fdbridge's since they arrived (Serve: UnixSocket::ReceiveOwnFds).
   for (size_t i = 0; i < nfds; i++) Keep(fds[i]);

@@ -281,9 +281,9 @@ export interface NativeBinding {
   backgroundClosesPending(): number;
   /**
    * Of those, the fds peers gave us (closeInBackground's, and a socket's
-   * given fds); not a closed socket's own fd.
+   * given fds); not a closed socket's own fd. With `owner`: that owner's only.
    */
-  backgroundClosesOfPeerFds(): number;
+  backgroundClosesOfPeerFds(owner?: number): number;
   /** For each fd, whether poll(2) says it is readable (or hung up) right now. */
   pollReadable(fds: readonly number[]): boolean[];
   /** Socket objects (all environments) not yet garbage collected, open or closed. */

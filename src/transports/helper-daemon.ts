@@ -187,8 +187,8 @@ export interface HelperStatus {
    */
   fdsClosing: number;
   clients: HelperClientStatus[];
-  /** Per uid with clients now: how many, and the fds they hold together. */
-  uids: Array<{ uid: number; connections: number; fdsHeld: number }>;
+  /** Per uid with clients now: how many, the fds they hold together, and the fds they gave that wait to be closed (counted against maxFdsPerUid too). */
+  uids: Array<{ uid: number; connections: number; fdsHeld: number; fdsClosing: number }>;
 }
 
 /** What one uid's clients hold together. */
@@ -384,7 +384,7 @@ export class HelperDaemon {
       fdsHeld: this.#allFds.held,
       fdsClosing: native.backgroundClosesOfPeerFds(),
       clients,
-      uids: [...this.#uids].map(([uid, a]) => ({ uid, connections: a.connections, fdsHeld: a.fds.held })),
+      uids: [...this.#uids].map(([uid, a]) => ({ uid, connections: a.connections, fdsHeld: a.fds.held, fdsClosing: native.backgroundClosesOfPeerFds(closeOwner(uid)) })),
     };
   }
 
@@ -473,10 +473,14 @@ export class HelperDaemon {
 
   /** The limit that `n` more fds for a client of `uid` would break, if any (the client's own is checked first). */
   #fdsRefusal(uid: number, account: UidAccount, n: number): QuotaExceededError | undefined {
-    if (account.fds.held + n > this.limits.maxFdsPerUid) {
+    // The fds the uid's clients gave that wait to be closed are still held
+    // for it: one user cannot fill the total with closes it made block.
+    const uidClosing = native.backgroundClosesOfPeerFds(closeOwner(uid));
+    if (account.fds.held + uidClosing + n > this.limits.maxFdsPerUid) {
       return new QuotaExceededError(
         'uidFds',
-        `${n} more fd(s) would make ${account.fds.held + n} held for the clients of uid ${uid} together (at most ${this.limits.maxFdsPerUid}); release some first`,
+        `${n} more fd(s) would make ${account.fds.held + uidClosing + n} held for the clients of uid ${uid} together ` +
+          `(${uidClosing} of them still being closed; at most ${this.limits.maxFdsPerUid}); release some first`,
       );
     }
     const closing = native.backgroundClosesOfPeerFds();

@@ -285,7 +285,7 @@ describeRoot('fairness between uids (nobody takes all it may; root still gets it
         await a.close(); await b.close(); native.close(fd);
         return { b1, bOne, bBatch, after };`);
       await r.line('held');
-      expect(daemon.status().uids).toEqual([{ uid: NOBODY, connections: 2, fdsHeld: 6 }]);
+      expect(daemon.status().uids).toEqual([{ uid: NOBODY, connections: 2, fdsHeld: 6, fdsClosing: 0 }]);
       // Another uid's allowance is its own.
       const mine = await connect('helper', { command: { name: 'probe' }, socketPath: daemon.socketPath });
       for (let i = 0; i < 4; i++) await mine.dupFileDescriptor(memfd);
@@ -545,6 +545,35 @@ describeRoot('a close that would block never runs on the event loop, nor holds b
       await expect(conn.dupFileDescriptor(memfd)).rejects.toMatchObject({ quota: 'totalFds', message: expect.stringMatching(/\(1 of them still being closed; at most 4\)/) });
       await conn.close();
       expect(daemon.status().fdsClosing).toBe(1);
+    } finally {
+      closeFd(memfd);
+      await release(attacker);
+      await daemon.close();
+    }
+  });
+
+  withPython("the fds a uid gave that wait to be closed count against that uid's limit: it cannot fill the total with closes it made block", async () => {
+    const daemon = start({ limits: { maxFdsPerUid: 2 } });
+    const attacker = spawnAsNobody(PYTHON, ['-c', LINGER_ATTACKER, 'dup', nameOf(daemon), '2']);
+    const memfd = makeMemfd('root');
+    try {
+      expect(await attacker.line('ready')).toEqual({ ready: 2, dupOk: 5 });
+      expect(await until(() => daemon.stats.active === 0)).toBe(true);
+      // Both closes block (nobody's), and the fds count as nobody's still.
+      expect(await until(() => native.closerThreads().busy >= 2)).toBe(true);
+      expect(daemon.status().fdsClosing).toBe(2);
+      const r = await asNobody(nameOf(daemon), `
+        const c = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer });
+        const fd = native.memfd('q');
+        const one = await c.dupFileDescriptor(fd).then(() => 'served', (e) => e.code + ':' + e.quota + ':' + e.message);
+        await c.close(); native.close(fd);
+        return { one };`);
+      expect(r['one']).toMatch(/^ERR_FDBRIDGE_QUOTA:uidFds:.*\(2 of them still being closed; at most 2\)/);
+      // Another uid is served from its own allowance.
+      const conn = await connect('helper', { command: { name: 'probe' }, socketPath: daemon.socketPath });
+      expect(await conn.dupFileDescriptors([memfd, memfd])).toHaveLength(2);
+      expect(daemon.status().uids).toEqual([{ uid: ROOT_UID, connections: 1, fdsHeld: 2, fdsClosing: 0 }]);
+      await conn.close();
     } finally {
       closeFd(memfd);
       await release(attacker);
