@@ -30,6 +30,7 @@
 #include "loop_fds.h"
 #include "scm_rights.h"
 #include "sock_ops.h"
+#include "unique_fd.h"
 #include "unix_socket.h"
 
 namespace fdbridge {
@@ -700,12 +701,12 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   // The delegate callbacks below run from uv_poll, outside any JS frame: a C++
   // exception escaping them would abort the process, so none may escape.
 
+  // A message's fds are ours until JS has them: closed here on every path
+  // where they would reach nobody.
   void OnMessage(const char* data, size_t len, const int* fds, size_t nfds) override {
+    UniqueFds owned(fds, nfds);
     Napi::Env env = Env();
-    if (on_message_.IsEmpty() || !CanCallIntoJs()) {
-      for (size_t i = 0; i < nfds; i++) FdClose(fds[i]);
-      return;
-    }
+    if (on_message_.IsEmpty() || !CanCallIntoJs()) return;
     Napi::HandleScope scope(env);
     napi_value buf;
     napi_value arr;
@@ -715,25 +716,19 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
       // Most replies carry no fds: undefined saves an array per message.
       arr = nfds == 0 ? static_cast<napi_value>(env.Undefined()) : static_cast<napi_value>(FdArray(env, fds, nfds));
     } catch (const Napi::Error& e) {
-      // Could not build the arguments: the fds would reach nobody.
-      for (size_t i = 0; i < nfds; i++) FdClose(fds[i]);
-      ReportException(e);
+      ReportException(e);  // could not build the arguments
       return;
     }
-    if (!Emit(on_message_, {env.Null(), buf, arr})) {
-      for (size_t i = 0; i < nfds; i++) FdClose(fds[i]);
-    }
+    if (Emit(on_message_, {env.Null(), buf, arr})) owned.release();  // the handler's now
   }
 
   // onMessage(null, data, fds, from, credentials): `from` is null for an
   // unbound sender, a path string, or { abstract: name }; `credentials`
   // ({ pid, uid, gid }) only on a socket with SO_PASSCRED.
   void OnDatagram(const char* data, size_t len, const int* fds, size_t nfds, const ScmSender& sender) override {
+    UniqueFds owned(fds, nfds);  // as in OnMessage
     Napi::Env env = Env();
-    if (on_message_.IsEmpty() || !CanCallIntoJs()) {
-      for (size_t i = 0; i < nfds; i++) FdClose(fds[i]);
-      return;
-    }
+    if (on_message_.IsEmpty() || !CanCallIntoJs()) return;
     Napi::HandleScope scope(env);
     napi_value buf, arr, from, cred;
     try {
@@ -751,13 +746,10 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
         cred = env.Undefined();
       }
     } catch (const Napi::Error& e) {
-      for (size_t i = 0; i < nfds; i++) FdClose(fds[i]);
       ReportException(e);
       return;
     }
-    if (!Emit(on_message_, {env.Null(), buf, arr, from, cred})) {
-      for (size_t i = 0; i < nfds; i++) FdClose(fds[i]);
-    }
+    if (Emit(on_message_, {env.Null(), buf, arr, from, cred})) owned.release();
   }
 
   static napi_value SenderAddress(Napi::Env env, const ScmSender& sender) {
@@ -790,11 +782,9 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   }
 
   void OnAccept(int fd, int err) override {
+    UniqueFd owned(fd);  // ours until JS has it
     Napi::Env env = Env();
-    if (on_accept_.IsEmpty() || !CanCallIntoJs()) {
-      if (fd >= 0) FdClose(fd);
-      return;
-    }
+    if (on_accept_.IsEmpty() || !CanCallIntoJs()) return;
     Napi::HandleScope scope(env);
     if (fd < 0) {
       napi_value error;
@@ -806,7 +796,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
       }
       Emit(on_accept_, {error});
     } else {
-      if (!Emit(on_accept_, {env.Null(), Napi::Number::New(env, fd)})) FdClose(fd);
+      if (Emit(on_accept_, {env.Null(), Napi::Number::New(env, fd)})) owned.release();
     }
   }
 

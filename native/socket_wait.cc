@@ -150,7 +150,7 @@ int UnixSocket::WaitOnThread(Waiter* waiter, int64_t deadline_ms) {
     }
     int64_t left = deadline_ms - MonotonicMs();
     if (left <= 0) break;
-    struct pollfd p = {fd_, static_cast<short>(POLLIN | (queue_.empty() ? 0 : POLLOUT)), 0};
+    struct pollfd p = {sock_.get(), static_cast<short>(POLLIN | (queue_.empty() ? 0 : POLLOUT)), 0};
     int n = poll(&p, 1, left > 0x7fffffff ? 0x7fffffff : static_cast<int>(left));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {

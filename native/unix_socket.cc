@@ -7,6 +7,7 @@
 
 #include "fd_ops.h"
 #include "sock_ops.h"
+#include "unique_fd.h"
 
 namespace fdbridge {
 
@@ -27,6 +28,7 @@ UnixSocket* UnixSocket::Create(uv_loop_t* loop, int fd, int type, size_t max_fds
     // UnixSocket/UnixServer in TypeScript) closes it when construction fails,
     // so closing it here too would be a double close.
     *err = r;
+    s->sock_.release();
     delete s;
     return nullptr;
   }
@@ -39,7 +41,7 @@ UnixSocket* UnixSocket::Create(uv_loop_t* loop, int fd, int type, size_t max_fds
 
 UnixSocket::UnixSocket(int fd, int type, size_t max_fds, size_t recv_buffer_size,
                        Delegate* delegate, char* external_buffer)
-    : fd_(fd),
+    : sock_(fd),
       type_(type),
       max_fds_(max_fds),
       delegate_(delegate),
@@ -77,7 +79,7 @@ int UnixSocket::Send(const char* data, size_t len, const int* fds, size_t nfds, 
   if (!exempt && send_queue_full()) return kQueueFull;
   size_t offset = 0;
   if (queue_.empty()) {
-    ssize_t n = ScmSend(fd_, data, len, fds, nfds);
+    ssize_t n = ScmSend(sock_.get(), data, len, fds, nfds);
     if (n >= 0 && static_cast<size_t>(n) == len) return kSent;
     if (n < 0 && n != -EAGAIN) return static_cast<int>(n);
     if (n > 0) {
@@ -97,7 +99,7 @@ int UnixSocket::SendTo(const struct sockaddr_un* to, socklen_t to_len, const cha
   if (type_ != SOCK_DGRAM || to == nullptr || to_len == 0) return -EINVAL;
   if (queue_.empty()) {
     // A datagram goes whole or not at all: n is len or -errno.
-    ssize_t n = ScmSend(fd_, data, len, fds, nfds, to, to_len);
+    ssize_t n = ScmSend(sock_.get(), data, len, fds, nfds, to, to_len);
     if (n >= 0) return 0;
     if (n != -EAGAIN || !wait_when_full) return static_cast<int>(n);
   } else if (!wait_when_full) {
@@ -126,9 +128,10 @@ int UnixSocket::Enqueue(const struct sockaddr_un* to, socklen_t to_len, const ch
   for (size_t i = 0; i < nfds; i++) {
     if (fds[i] > highest) highest = fds[i];
   }
-  q.fds.resize(nfds);
-  int r = FdDupAllHigh(fds, nfds, highest + 1, q.fds.data());
+  std::vector<int> pinned(nfds);
+  int r = FdDupAllHigh(fds, nfds, highest + 1, pinned.data());
   if (r < 0) return r;
+  q.fds = UniqueFds(std::move(pinned));
   q.charge = q.data.size() + kQueuedSendOverhead;
   queued_bytes_ += q.charge;
   queue_.push_back(std::move(q));
@@ -177,14 +180,14 @@ void UnixSocket::Ref() {
   if (closed_) return;
   refed_ = true;
   uv_ref(reinterpret_cast<uv_handle_t*>(&poll_));
-  if (waker_fd_ >= 0) uv_ref(reinterpret_cast<uv_handle_t*>(&waker_poll_));
+  if (waker_) uv_ref(reinterpret_cast<uv_handle_t*>(&waker_poll_));
 }
 
 void UnixSocket::Unref() {
   if (closed_) return;
   refed_ = false;
   uv_unref(reinterpret_cast<uv_handle_t*>(&poll_));
-  if (waker_fd_ >= 0) uv_unref(reinterpret_cast<uv_handle_t*>(&waker_poll_));
+  if (waker_) uv_unref(reinterpret_cast<uv_handle_t*>(&waker_poll_));
 }
 
 void UnixSocket::UpdatePoll() {
@@ -246,29 +249,27 @@ void UnixSocket::DoWrite() {
   while (!queue_.empty() && !closed_ && !waiting_receiver_) {
     QueuedSend& q = queue_.front();
     size_t remaining = q.data.size() - q.offset;
-    ssize_t n = ScmSend(fd_, q.data.data() + q.offset, remaining, q.fds.data(), q.fds.size(),
+    ssize_t n = ScmSend(sock_.get(), q.data.data() + q.offset, remaining, q.fds.data(), q.fds.size(),
                         q.to_len > 0 ? &q.to : nullptr, q.to_len);
     if (n == -EAGAIN) {
       full_sends_++;
       // Our own send buffer is full: wait for our fd to be writable. Else a
       // DGRAM receiver's queue is (net.unix.max_dgram_qlen), which poll on
       // our unconnected fd cannot show: wait on the waker.
-      if (q.to_len == 0 || !(PollNow(fd_, POLLOUT) & POLLOUT)) return;
+      if (q.to_len == 0 || !(PollNow(sock_.get(), POLLOUT) & POLLOUT)) return;
       int werr = WaitForReceiver(q.to, q.to_len);
       if (werr == 0) return;
       n = werr;  // nobody to wait for (ECONNREFUSED: the receiver is gone): this send fails
     }
     int err = n < 0 ? static_cast<int>(n) : 0;
     if (n >= 0) {
-      for (int held : q.fds) FdClose(held);
-      q.fds.clear();
+      q.fds.reset();  // sent with the first byte: a STREAM's rest goes without them
       q.offset += static_cast<size_t>(n);
       if (q.offset < q.data.size()) continue;  // partial STREAM write
     }
     uint32_t id = q.id;
     bool addressed = q.to_len > 0;
-    for (int held : q.fds) FdClose(held);
-    PopQueued();
+    PopQueued();  // closes what it still holds
     CompleteSend(id, err);
     if (!addressed && (err == -EPIPE || err == -ECONNRESET || err == -ENOTCONN)) {
       // The connection is broken: nothing queued behind this message can go
@@ -288,26 +289,24 @@ void UnixSocket::DoWrite() {
 // close wake), so the event loop sleeps until there is room, or the receiver
 // is gone and the retried sendto fails with ECONNREFUSED.
 int UnixSocket::WaitForReceiver(const struct sockaddr_un& to, socklen_t to_len) {
-  if (waker_fd_ < 0) {
+  if (!waker_) {
     int made = SockOpen(SOCK_DGRAM);
     if (made < 0) return made;
+    UniqueFd opened(made);
     // Ours, so numbered at or above the floor (fd_ops.h: FdFloor), where a
     // number the caller closed and still names cannot land on it.
-    int w = FdDupHigh(made);
-    FdClose(made);
+    int w = FdDupHigh(opened.get());
     if (w < 0) return w;
+    UniqueFd waker(w);
     int r = uv_poll_init(poll_.loop, &waker_poll_, w);
-    if (r != 0) {
-      FdClose(w);
-      return r;
-    }
+    if (r != 0) return r;
     waker_poll_.data = this;
-    waker_fd_ = w;
+    waker_ = std::move(waker);
     if (!refed_) uv_unref(reinterpret_cast<uv_handle_t*>(&waker_poll_));
   }
   // Connected afresh for each wait: the head of the queue decides which
   // receiver, and a name may have been bound again since.
-  int r = SockConnectTo(waker_fd_, &to, to_len);
+  int r = SockConnectTo(waker_.get(), &to, to_len);
   if (r != 0) return r;
   waiting_receiver_ = true;
   uv_poll_start(&waker_poll_, UV_WRITABLE, OnWakerPoll);
@@ -326,9 +325,7 @@ void UnixSocket::OnWakerPoll(uv_poll_t* handle, int status, int events) {
 void UnixSocket::FailQueue(int err) {
   while (!queue_.empty()) {
     uint32_t id = queue_.front().id;
-    std::vector<int> fds = std::move(queue_.front().fds);
-    PopQueued();
-    for (int held : fds) FdClose(held);
+    PopQueued();  // closes its copies of the fds
     CompleteSend(id, err);
   }
 }
@@ -344,7 +341,7 @@ void UnixSocket::DoRead() {
     // Received and registered as one step on a socket whose fds are ours
     // (see ScmRecv, ReceiveOwnFds): a command's given fds, or fds a peer
     // sent unasked that the protocol layer closes.
-    ScmRecv(fd_, type_, recv_buf_, recv_len_, control_.get(), control_len_,
+    ScmRecv(sock_.get(), type_, recv_buf_, recv_len_, control_.get(), control_len_,
             recv_fds_.data(), max_fds_, &r, receive_from_ ? &sender_ : nullptr,
             own_socket_ || receive_own_, ScmDiscard{close_in_background_, close_owner_});
     RememberTicket(r.close_ticket);
@@ -399,7 +396,7 @@ void UnixSocket::DoRead() {
 
 void UnixSocket::DoAccept() {
   for (int i = 0; i < kMaxReadsPerWakeup && accepting_ && !closed_; i++) {
-    int fd = SockAccept(fd_);
+    int fd = SockAccept(sock_.get());
     if (fd == -EAGAIN) return;
     if (fd == -ECONNABORTED) continue;
     if (fd < 0) {
@@ -457,16 +454,15 @@ void UnixSocket::Close(void (*on_freed)(void*), void* arg) {
   // block (UseBackgroundCloser). The socket is ours, not a peer's fd: it
   // never counts against the peers' fd totals.
   if (close_in_background_) {
-    FdCloseInBackground(&fd_, 1, close_owner_, /*held_for_peer=*/false);
+    int fd = sock_.release();
+    FdCloseInBackground(&fd, 1, close_owner_, /*held_for_peer=*/false);
   } else {
-    FdClose(fd_);
+    sock_.reset();
   }
-  fd_ = -1;
-  if (waker_fd_ >= 0) {
+  if (waker_) {
     pending_closes_++;
     uv_close(reinterpret_cast<uv_handle_t*>(&waker_poll_), OnClosed);
-    FdClose(waker_fd_);
-    waker_fd_ = -1;
+    waker_.reset();
   }
   waiting_receiver_ = false;
   FailQueue(-ECANCELED);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "scm_rights.h"
+#include "unique_fd.h"
 
 namespace fdbridge {
 
@@ -230,7 +231,7 @@ class UnixSocket {
   // The receive buffer, made now if it is not yet.
   char* ReceiveBuffer();
 
-  int fd() const { return fd_; }
+  int fd() const { return sock_.get(); }
   int type() const { return type_; }
   bool closed() const { return closed_; }
   size_t queued_sends() const { return queue_.size(); }
@@ -242,7 +243,7 @@ class UnixSocket {
   struct QueuedSend {
     std::vector<char> data;
     size_t offset;
-    std::vector<int> fds;  // our own close-on-exec duplicates
+    UniqueFds fds;  // our own close-on-exec duplicates
     uint32_t id;
     struct sockaddr_un to;  // the destination when to_len > 0 (SendTo)
     socklen_t to_len;
@@ -271,7 +272,7 @@ class UnixSocket {
   void FailQueue(int err);
 
   uv_poll_t poll_;
-  int fd_;
+  UniqueFd sock_;  // -1 once closed
   int type_;
   size_t max_fds_;
   Delegate* delegate_;
@@ -295,7 +296,7 @@ class UnixSocket {
   std::unique_ptr<char[]> control_;  // aligned for cmsghdr by operator new
   size_t control_len_;
   std::vector<int> recv_fds_;
-  bool own_socket_ = false;  // fd_ is registered as fdbridge's: what it receives is too
+  bool own_socket_ = false;  // sock_ is registered as fdbridge's: what it receives is too
   bool receive_own_ = false;  // ReceiveOwnFds
   Filter* filter_ = nullptr;
   // Set during WaitOnThread: the waiter took its message, reading stops.
@@ -313,7 +314,7 @@ class UnixSocket {
   // socket connected to that receiver, polled for writability (see
   // WaitForReceiver). Made on first need, reconnected per wait.
   uv_poll_t waker_poll_;
-  int waker_fd_ = -1;
+  UniqueFd waker_;
   bool waiting_receiver_ = false;
   bool refed_ = true;  // Ref()/Unref(), applied to the waker when it is made
   bool receive_from_ = false;
