@@ -3,6 +3,7 @@
  * caller's thread, a worker thread, a child process or a helper daemon.
  */
 import { ClosedError, QueueFullError } from './errors';
+import { validateFd, validateFds } from './fd';
 import type { CommandSpec, Remote } from './command';
 import { constants } from './native';
 import type { TransportName } from './transports';
@@ -112,13 +113,6 @@ export interface Connection extends AsyncDisposable {
   close(): Promise<void>;
 }
 
-export function validateFd(fd: unknown, what = 'fd'): number {
-  if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0) {
-    throw new TypeError(`${what} must be a non-negative integer, not ${String(fd)}`);
-  }
-  return fd;
-}
-
 export const MAX_FDS_PER_MESSAGE: number = constants.MAX_FDS_PER_MESSAGE;
 
 /** How long dupFileDescriptorSync waits by default (ms). */
@@ -153,7 +147,7 @@ export abstract class BaseConnection implements Connection {
 
   dupFileDescriptors(fds: readonly number[]): Promise<number[]> {
     if (!Array.isArray(fds)) throw new TypeError('dupFileDescriptors takes an array of fds');
-    fds.forEach((fd, i) => validateFd(fd, `fds[${i}]`));
+    validateFds(fds);
     if (this.#closing) return Promise.reject(this.closedError('dupFileDescriptors'));
     if (fds.length === 0) {
       // Nothing to send, but a broken connection still says so: an empty

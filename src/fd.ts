@@ -25,6 +25,19 @@ const TYPES: Record<number, FileType> = {
   0o120000: 'symlink',
 };
 
+/** An fd argument: a TypeError at once for anything but a non-negative integer. */
+export function validateFd(fd: unknown, what = 'fd'): number {
+  if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0) {
+    throw new TypeError(`${what} must be a non-negative integer, not ${String(fd)}`);
+  }
+  return fd;
+}
+
+/** Every fd of a list argument, as validateFd (named `fds[i]` in the error). */
+export function validateFds(fds: readonly unknown[]): void {
+  fds.forEach((fd, i) => validateFd(fd, `fds[${i}]`));
+}
+
 /** fstat identity of `fd` (borrowed). */
 export function fdIdentity(fd: number): FdIdentity {
   const id = native.identity(fd);

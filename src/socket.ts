@@ -8,7 +8,7 @@
  * that nobody claimed.
  */
 import { ClosedError, EofError, PeerGoneError, SystemError, TimeoutError } from './errors';
-import { closeFds, OwnedFd } from './fd';
+import { closeFds, OwnedFd, validateFds } from './fd';
 import { constants, native, type NativeExitWatch, type NativeSocket } from './native';
 import { socketFileIdentity, unlinkOwnSocketFile, type SocketFileIdentity } from './socket-file';
 
@@ -346,10 +346,12 @@ export class UnixSocket {
 
   /**
    * Sends data with 0..253 fds (borrowed) as one message. Resolves once the
-   * kernel has the message. Bad fds (EBADF), too many fds (RangeError) and a
+   * kernel has the message. An fd that is not a non-negative integer throws
+   * TypeError at once; closed fds (EBADF), too many fds (RangeError) and a
    * broken connection (EPIPE) reject with nothing queued.
    */
   send(data: Uint8Array, fds?: readonly number[]): Promise<void> {
+    if (Array.isArray(fds)) validateFds(fds);
     return new Promise((resolve, reject) => {
       const r = this.write(data, fds, (err) => (err ? reject(err) : resolve()));
       if (r) resolve();
@@ -360,8 +362,9 @@ export class UnixSocket {
    * Like `send`, without a promise: returns true when the kernel took the
    * message now; false when it was queued (then `done(err, tag)` is called
    * exactly once, when it has left or failed; `tag` may be any value).
-   * Throws on failure, with nothing sent or queued: QueueFullError when the
-   * send queue is at its limit. The data is copied before this returns: the
+   * Throws on failure, with nothing sent or queued: TypeError for an fd
+   * that is not a non-negative integer, QueueFullError when the send queue
+   * is at its limit. The data is copied before this returns: the
    * caller may reuse its buffer.
    *
    * `exemptFromLimit` queues the message even past the limit: only for the
@@ -381,6 +384,7 @@ export class UnixSocket {
     tag?: T,
     options?: { exemptFromLimit?: boolean; ownFds?: boolean },
   ): boolean {
+    if (Array.isArray(fds)) validateFds(fds);
     if (this.#closed) throw new ClosedError('send: the socket is closed');
     return this.#native.send(data, fds, done, tag, options?.exemptFromLimit === true, options?.ownFds === true) === 0;
   }
@@ -388,7 +392,8 @@ export class UnixSocket {
   /**
    * DGRAM, unconnected: sends `data` with 0..253 fds (borrowed) as one
    * datagram to the socket bound at `address`; resolves once the kernel has
-   * queued it for the receiver. Rejects, with nothing sent, on a bad fd
+   * queued it for the receiver. An fd that is not a non-negative integer
+   * throws TypeError at once. Rejects, with nothing sent, on a closed fd
    * (EBADF), a name nobody is bound to (ENOENT, ECONNREFUSED), no permission
    * (EACCES), or a full receiver under 'fail' (EAGAIN); under 'wait' a full
    * receiver delays it instead, and one that goes away meanwhile rejects it;
@@ -396,6 +401,7 @@ export class UnixSocket {
    * Datagrams leave in call order: a 'fail' send never overtakes a waiting one.
    */
   sendTo(address: SocketAddress, data: Uint8Array, fds?: readonly number[], whenFull: WhenFull = 'wait'): Promise<void> {
+    if (Array.isArray(fds)) validateFds(fds);
     return new Promise((resolve, reject) => {
       if (this.#closed) throw new ClosedError('sendTo: the socket is closed');
       const [name, abstract] = parseAddress(address);
