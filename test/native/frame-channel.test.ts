@@ -89,12 +89,13 @@ test('anything but a well-formed DUP goes to the handler, in order; so does ever
     native.sendNow(client.fd, encodeJson(FrameType.CALL, 5, { method: 'x', args: [] }));
     const reply = await client.receive();
     expect(reply.data.readUInt32LE(4)).toBe(3);
-    await new Promise((r) => setTimeout(r, 20));
+    // The CALL was sent last: once it is handled, everything before it has been.
+    await until(() => handled.some((h) => h.type === FrameType.CALL));
     expect(handled.map((h) => h.type)).toEqual([FrameType.DUP, FrameType.DUP, FrameType.DUP, FrameType.CALL]);
     expect(handled.map((h) => h.fds.length)).toEqual([1, 1, 0, 0]);
     channel.serve(false);
     native.sendNow(client.fd, dupRequest(6), [a]);
-    await new Promise((r) => setTimeout(r, 20));
+    await until(() => handled.length >= 5);
     expect(handled.map((h) => h.type)).toEqual([FrameType.DUP, FrameType.DUP, FrameType.DUP, FrameType.CALL, FrameType.DUP]);
     expect(channel.served).toBe(1);
   }));
@@ -115,6 +116,11 @@ test('closing the socket closes the ledger\'s fds nobody adopted; one added late
     ledger.add(late);
     expect(openFdTable().has(late)).toBe(false);
   }));
+
+/** Turns the event loop until `ok()` holds; no deadline: what never comes runs into the test's timeout. */
+async function until(ok: () => boolean): Promise<void> {
+  while (!ok()) await new Promise((r) => setTimeout(r, 5));
+}
 
 /** A requesting channel (the client's side) on one end; `peer` is the raw command's side. */
 function requester(scope: Scope): { socket: UnixSocket; channel: FrameChannel; peer: UnixSocket; handled: number[]; replyErrors: Array<[string, number, number]> } {
@@ -252,7 +258,7 @@ test('failAll rejects every pending request at once with the error made for its 
     ]);
     expect(channel.pending).toBe(0);
     await peer.send(encodeFdList(FrameType.DUP_OK, first.id, [1]));
-    await new Promise((r) => setTimeout(r, 20));
+    await until(() => handled.length >= 1);
     expect(handled).toEqual([FrameType.DUP_OK]);
   }));
 
