@@ -4,6 +4,7 @@
  */
 import { ClosedError, QueueFullError } from './errors';
 import { validateFd, validateFds } from './fd';
+import { callToJson } from './json-value';
 import type { CommandSpec, Remote } from './command';
 import { constants } from './native';
 import type { TransportName } from './transports';
@@ -101,7 +102,12 @@ export interface Connection extends AsyncDisposable {
   dupFileDescriptorSync(fd: number, options?: { timeoutMs?: number }): number;
   /** The batch form: many fds at once (any count; 253 per message on the wire), in order. */
   dupFileDescriptors(fds: readonly number[]): Promise<number[]>;
-  /** Runs `method(...args)` on the command; arguments and result must be JSON-serializable. */
+  /**
+   * Runs `method(...args)` on the command; arguments and result must be
+   * JSON-serializable, each at most MAX_CALL_JSON_BYTES of JSON (arguments
+   * past it reject with RangeError, nothing sent; a result past it rejects
+   * as a RemoteError; code ERR_FDBRIDGE_CALL_TOO_LARGE either way).
+   */
   call<T = unknown>(method: string, ...args: unknown[]): Promise<T>;
   /** A typed proxy: `conn.proxy<LogCommand>().log('hi')`. */
   proxy<T>(): Remote<T>;
@@ -183,12 +189,20 @@ export abstract class BaseConnection implements Connection {
       return Promise.reject(new TypeError('call: method must be a non-empty string'));
     }
     if (this.#closing) return Promise.reject(this.closedError(`${method}()`));
+    // Encoded here, for every transport: arguments JSON cannot carry, or
+    // past MAX_CALL_JSON_BYTES, reject the same way everywhere, nothing sent.
+    let json: string;
+    try {
+      json = callToJson(method, args);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     // Every transport's pending calls reject when close() starts, even a
     // command method that never settles (direct, worker).
     return new Promise<T>((resolve, reject) => {
       const fail = (): void => reject(new ClosedError(`${method}() failed: the ${this.transport} connection was closed`));
       this.#pendingCalls.add(fail);
-      this.callRemote(method, args).then(
+      this.callRemote(method, json).then(
         (v) => {
           this.#pendingCalls.delete(fail);
           resolve(v as T);
@@ -247,7 +261,8 @@ export abstract class BaseConnection implements Connection {
   protected abstract dupMany(fds: number[], above: number): Promise<number[]>;
   /** Closes fds that were duplicated into the command's context but must not stay there. */
   protected abstract release(fds: number[]): Promise<void>;
-  protected abstract callRemote(method: string, args: unknown[]): Promise<unknown>;
+  /** Runs `method` on the command with `json`, the call's JSON (`{ method, args }`, within MAX_CALL_JSON_BYTES). */
+  protected abstract callRemote(method: string, json: string): Promise<unknown>;
   protected abstract closeTransport(): Promise<void>;
 }
 

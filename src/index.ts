@@ -9,6 +9,7 @@ export { connect, transportNames, type TransportName } from './transports';
 export { CAPABILITIES, missingCapabilities, transportCapabilities } from './capabilities';
 export type { Capability } from './capabilities';
 export type { Connection, ConnectOptions, CommandLocation } from './connection';
+export { CALL_TOO_LARGE, MAX_CALL_JSON_BYTES } from './json-value';
 export type { CommandContext, CommandClass, CommandSpec, PeerCredentials, Remote } from './command';
 export {
   ClosedError,

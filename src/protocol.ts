@@ -109,7 +109,11 @@ function header(type: FrameTypeValue, id: number, payloadBytes: number): Buffer 
 
 /** A frame with a JSON payload. */
 export function encodeJson(type: FrameTypeValue, id: number, payload: unknown): Buffer {
-  const json = JSON.stringify(payload);
+  return encodeJsonText(type, id, JSON.stringify(payload));
+}
+
+/** A frame whose JSON payload is already encoded (a call's, by src/json-value.ts). */
+export function encodeJsonText(type: FrameTypeValue, id: number, json: string): Buffer {
   const bytes = Buffer.byteLength(json);
   const buf = header(type, id, bytes);
   buf.write(json, HEADER_BYTES, 'utf8');

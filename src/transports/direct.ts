@@ -8,18 +8,19 @@ import { threadId } from 'node:worker_threads';
 import { BaseConnection, type CommandLocation, type ConnectOptions } from '../connection';
 import { CommandHost, normalizeCommandSpec } from '../command';
 import { describeError, RemoteError } from '../errors';
-import { argsFromJson, argsToJson, resultFromJson, resultToJson } from '../json-value';
+import { argsFromJson, resultFromJson, resultToJson } from '../json-value';
 import { native } from '../native';
 import { dupAll } from './dup-above-floor';
 
 /**
- * Runs a method on a host with the arguments' JSON, as a socket transport
+ * Runs a method on a host with the call's JSON, as a socket transport
  * would, and returns a copy of its result made through JSON: what the
- * command throws, or returns that JSON cannot carry, is a RemoteError.
+ * command throws, or returns that JSON cannot carry (or that is past
+ * MAX_CALL_JSON_BYTES), is a RemoteError.
  */
-export async function callOnHost(host: CommandHost, method: string, argsJson: string): Promise<unknown> {
+export async function callOnHost(host: CommandHost, method: string, callJson: string): Promise<unknown> {
   try {
-    return resultFromJson(resultToJson(await host.call(method, argsFromJson(argsJson))));
+    return resultFromJson(resultToJson(await host.call(method, argsFromJson(callJson))));
   } catch (err) {
     throw Object.assign(new RemoteError(method, describeError(err)), { cause: err });
   }
@@ -76,13 +77,7 @@ export class DirectConnection extends BaseConnection {
     for (const fd of fds) if (this.#host.ledger.adopt(fd)) native.close(fd);
   }
 
-  protected callRemote(method: string, args: unknown[]): Promise<unknown> {
-    let json: string;
-    try {
-      json = argsToJson(args);
-    } catch (err) {
-      return Promise.reject(err);
-    }
+  protected callRemote(method: string, json: string): Promise<unknown> {
     return callOnHost(this.#host, method, json);
   }
 

@@ -21,6 +21,7 @@ import { CommandHost, SetLedger, type CommandSpec } from '../command';
 import { BUILTIN_COMMANDS, DIAGNOSTIC_COMMANDS } from '../commands/registry';
 import { describeError, UnknownCommandError, type RemoteErrorInfo } from '../errors';
 import { closeFds } from '../fd';
+import { valueToJson } from '../json-value';
 import { native } from '../native';
 import { requireDistFile } from '../paths';
 import { warmRuntimeFds } from '../runtime-fds';
@@ -134,7 +135,8 @@ export async function serveStdio(options: ServeStdioOptions = {}): Promise<void>
           (value) => {
             let json: string | undefined;
             try {
-              json = value === undefined ? undefined : JSON.stringify(value);
+              // Bare JSON on this channel; measured as every transport's { value }.
+              json = valueToJson(value);
             } catch (err) {
               post({ type: 'error', id: m.id, error: describeError(err) });
               return;

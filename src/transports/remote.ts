@@ -37,7 +37,7 @@ import {
 import { closeFds } from '../fd';
 import { native } from '../native';
 import { distPath } from '../paths';
-import { Channel, isStreamFrame, parseJson, RemoteFrame, RelayStream, REMOTE_PROTOCOL_VERSION, type OpenRequest, type RelaySink, type RelaySource } from './remote-channel';
+import { Channel, isStreamFrame, jsonPayload, parseJson, RemoteFrame, RelayStream, REMOTE_PROTOCOL_VERSION, type OpenRequest, type RelaySink, type RelaySource } from './remote-channel';
 import { FileSink, FileSource, SocketEnd, type Attachable } from './remote-endpoints';
 import { planRelay, type RelayPlan } from './remote-kinds';
 
@@ -176,14 +176,14 @@ export class RemoteConnection extends BaseConnection {
 
   // requests ---------------------------------------------------------------
 
-  #request(type: RemoteFrameTypeOf<'CALL' | 'OPEN' | 'RELEASE' | 'CLOSE'>, operation: string, method: string, payload: unknown): Promise<Buffer> {
+  /** `payload`: the request's JSON (jsonPayload), or undefined for none. */
+  #request(type: RemoteFrameTypeOf<'CALL' | 'OPEN' | 'RELEASE' | 'CLOSE'>, operation: string, method: string, payload: Buffer | undefined): Promise<Buffer> {
     if (this.#broken) return Promise.reject(this.#relabel(this.#broken, operation));
     const id = this.#nextId++;
     return new Promise<Buffer>((resolve, reject) => {
       this.#pending.set(id, { operation, method, resolve, reject });
       try {
-        if (payload === undefined) this.#channel.send(type, id);
-        else this.#channel.sendJson(type, id, payload);
+        this.#channel.send(type, id, payload);
       } catch (err) {
         this.#pending.delete(id);
         reject(err);
@@ -278,7 +278,7 @@ export class RemoteConnection extends BaseConnection {
 
   protected async release(fds: number[]): Promise<void> {
     if (fds.length === 0 || this.#broken) return;
-    await this.#request(RemoteFrame.RELEASE, 'release', 'release', fds);
+    await this.#request(RemoteFrame.RELEASE, 'release', 'release', jsonPayload(fds));
   }
 
   /** The client's end of a new stream for `fd` (borrowed), not yet announced. */
@@ -299,7 +299,7 @@ export class RemoteConnection extends BaseConnection {
     const { plan, stream } = made;
     const req: OpenRequest = { stream: stream.id, mode: plan.mode, kind: plan.kind, ...(plan.offset !== undefined ? { offset: plan.offset } : {}) };
     this.#streams.set(stream.id, stream);
-    const reply = this.#request(RemoteFrame.OPEN, operation, method, req);
+    const reply = this.#request(RemoteFrame.OPEN, operation, method, jsonPayload(req));
     // The server knows the stream once it reads the OPEN (frames keep their order): send at once.
     stream.start();
     try {
@@ -314,8 +314,9 @@ export class RemoteConnection extends BaseConnection {
 
   // calls and close --------------------------------------------------------
 
-  protected async callRemote(method: string, args: unknown[]): Promise<unknown> {
-    const payload = await this.#request(RemoteFrame.CALL, `${method}()`, method, { method, args });
+  protected async callRemote(method: string, callJson: string): Promise<unknown> {
+    // The call's JSON is this channel's CALL payload as it is.
+    const payload = await this.#request(RemoteFrame.CALL, `${method}()`, method, Buffer.from(callJson));
     return parseJson(payload, 'RESULT');
   }
 

@@ -19,12 +19,14 @@ import { describeError, FdBridgeError, ProtocolError, QueueFullError, QuotaExcee
 import { failpointFromEnv, type Failpoint } from '../failpoint';
 import { ChannelLedger, openFrameChannel, type FrameChannel } from '../frame-channel';
 import { closeFds } from '../fd';
+import { resultToJson } from '../json-value';
 import { native, type NativeFdBudget } from '../native';
 import {
   decodeFrame,
   encodeEmpty,
   encodeFdList,
   encodeJson,
+  encodeJsonText,
   encodeResult,
   FrameType,
   PROTOCOL_VERSION,
@@ -484,7 +486,7 @@ class ServedSession implements ServedConnection {
       (value) => {
         let reply: Buffer;
         try {
-          reply = encodeResult(id, value);
+          reply = encodeJsonText(FrameType.RESULT, id, resultToJson(value));
         } catch (err) {
           reply = encodeJson(FrameType.ERROR, id, describeError(err));
         }

@@ -26,10 +26,10 @@ import { openFrameChannel, type FrameChannel } from '../frame-channel';
 import { native } from '../native';
 import {
   decodeFrame,
-  encodeCall,
   encodeEmpty,
   encodeFdList,
   encodeJson,
+  encodeJsonText,
   FrameType,
   MAX_FDS_PER_FRAME,
   PROTOCOL_VERSION,
@@ -385,14 +385,10 @@ export class SocketConnection extends BaseConnection {
     }
   }
 
-  protected callRemote(method: string, args: unknown[]): Promise<unknown> {
+  protected callRemote(method: string, callJson: string): Promise<unknown> {
     this.#flushFolded(); // a call made after some duplications reaches the command after them
-    let frame: Buffer;
-    try {
-      frame = encodeCall(0, method, args);
-    } catch (err) {
-      return Promise.reject(err);
-    }
+    // Within MAX_CALL_JSON_BYTES (BaseConnection.call): the frame fits.
+    const frame = encodeJsonText(FrameType.CALL, 0, callJson);
     return this.#call(`${method}()`, frame, false).then(this.#resultValue);
   }
 

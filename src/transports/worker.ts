@@ -15,7 +15,7 @@ import { normalizeCommandSpec } from '../command';
 import { ClosedError, PeerExitedError, ProtocolError, RemoteError, TimeoutError, type RemoteErrorInfo } from '../errors';
 import { native } from '../native';
 import { requireDistFile } from '../paths';
-import { argsToJson, resultFromJson } from '../json-value';
+import { resultFromJson } from '../json-value';
 import { DEFAULT_SEND_QUEUE_LIMIT } from '../socket';
 import { dupAll } from './dup-above-floor';
 import { SharedFdLedger } from './shared-ledger';
@@ -30,10 +30,10 @@ export type WorkerToClient =
   | { type: 'closed' };
 
 /** Messages to the worker entry. */
-/** `argsJson`: argsToJson of the call's arguments. */
-export type ClientToWorker = { type: 'call'; id: number; method: string; argsJson: string } | { type: 'close' };
+/** `callJson`: callToJson of the call (its method and arguments). */
+export type ClientToWorker = { type: 'call'; id: number; method: string; callJson: string } | { type: 'close' };
 
-/** What a call is charged against the queue besides its arguments' JSON (as a socket's queued message). */
+/** What a call is charged against the queue besides its JSON (as a socket's queued message). */
 const CALL_OVERHEAD = 256;
 
 /** What the worker entry gets as workerData. */
@@ -103,8 +103,8 @@ class CallQueue {
 }
 
 /** What a call is charged: its arguments' JSON (what a socket transport would send) plus the overhead. */
-function chargeOf(method: string, argsJson: string): number {
-  return method.length + argsJson.length + CALL_OVERHEAD;
+function chargeOf(callJson: string): number {
+  return callJson.length + CALL_OVERHEAD;
 }
 
 interface Pending {
@@ -250,7 +250,7 @@ export class WorkerConnection extends BaseConnection {
     for (const fd of fds) if (this.#ledger.adopt(fd)) native.close(fd);
   }
 
-  protected callRemote(method: string, args: unknown[]): Promise<unknown> {
+  protected callRemote(method: string, callJson: string): Promise<unknown> {
     if (this.#exit) return Promise.reject(this.#exit);
     const queue = this.#queue;
     if (queue.full) {
@@ -262,24 +262,17 @@ export class WorkerConnection extends BaseConnection {
         }),
       );
     }
-    let argsJson: string;
-    try {
-      argsJson = argsToJson(args);
-    } catch (err) {
-      // Not JSON (a BigInt, a cycle): refused at once, as a socket transport's send refuses it.
-      return Promise.reject(err);
-    }
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { method, resolve, reject });
       try {
-        this.#worker.postMessage({ type: 'call', id, method, argsJson } satisfies ClientToWorker);
+        this.#worker.postMessage({ type: 'call', id, method, callJson } satisfies ClientToWorker);
       } catch (err) {
         this.#pending.delete(id);
         reject(err);
         return;
       }
-      queue.push(chargeOf(method, argsJson));
+      queue.push(chargeOf(callJson));
     });
   }
 

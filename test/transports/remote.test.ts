@@ -72,6 +72,19 @@ async function open(command: CommandSpec = PROBE_COMMAND): Promise<RemoteConnect
 }
 
 /** Reads `fd` (borrowed: a copy is read) asynchronously until end of file. */
+/**
+ * ASCII characters per call when a test moves more than one call carries
+ * (MAX_CALL_JSON_BYTES of JSON, on every transport): well within it.
+ */
+const CALL_PIECE = 150_000;
+
+/** Writes `text` (ASCII) through the command's `far` fd in calls that each fit; the bytes written. */
+async function writeInCalls(conn: Connection, far: number, text: string): Promise<number> {
+  let written = 0;
+  for (let at = 0; at < text.length; at += CALL_PIECE) written += await conn.call<number>('write', far, text.slice(at, at + CALL_PIECE));
+  return written;
+}
+
 function readToEnd(fd: number): Promise<Buffer> {
   const sock = new Socket({ fd: native.dup(fd), readable: true, writable: false });
   const chunks: Buffer[] = [];
@@ -275,7 +288,7 @@ describe('relayed byte streams', () => {
           for (const [i, size] of sizes.entries()) {
             // Numbered 16-byte records: a chunk written out of order shows.
             const text = Array.from({ length: Math.ceil(size / 16) }, (_, k) => `${String(i).padStart(3, '0')}:${String(k).padStart(10, '0')}\n`).join('');
-            expect(await conn.call('write', far, text)).toBe(text.length);
+            expect(await writeInCalls(conn, far, text)).toBe(text.length);
             expected += text;
             expect(readFileSync(file, 'latin1') === expected).toBe(true);
           }
@@ -315,7 +328,7 @@ describe('relayed byte streams', () => {
           let expected = '';
           for (const [i, size] of sizes.entries()) {
             const text = Array.from({ length: Math.ceil(size / 16) }, (_, k) => `${String(i).padStart(3, '0')}:${String(k).padStart(10, '0')}\n`).join('');
-            expect(await conn.call('write', farW, text)).toBe(text.length);
+            expect(await writeInCalls(conn, farW, text)).toBe(text.length);
             expected += text;
           }
           await conn.call('adopt', [farW]);
@@ -374,7 +387,7 @@ describe('relayed byte streams', () => {
           const expected = Buffer.concat(up).toString('latin1');
           // The command reads all we sent, in order (ASCII: its UTF-8 read is exact).
           let read = '';
-          while (read.length < expected.length) read += await conn.call<string>('read', farA, 1 << 20);
+          while (read.length < expected.length) read += await conn.call<string>('read', farA, CALL_PIECE);
           expect(read === expected).toBe(true);
           for (const d of down) await conn.call('write', farA, d);
           await conn.call('adopt', [farA]);

@@ -40,9 +40,9 @@ port.on('message', (m: ClientToWorker) => {
     // Read: the client's send queue no longer holds it.
     Atomics.add(reads, 0, 1);
     // JSON both ways, as over a socket: a result JSON cannot carry (a
-    // BigInt, a cycle) is the call's error.
+    // BigInt, a cycle), or past MAX_CALL_JSON_BYTES, is the call's error.
     host
-      .call(m.method, argsFromJson(m.argsJson))
+      .call(m.method, argsFromJson(m.callJson))
       .then(resultToJson)
       .then(
         (json) => post({ type: 'result', id: m.id, json }),
