@@ -1692,7 +1692,8 @@ Napi::Value Eventfd(const Napi::CallbackInfo& info) {
 }
 
 // ownLoopFds(): registers the fds the calling thread's event loop holds
-// (LoopFds) as fdbridge's, until this environment ends. For a worker thread
+// (LoopFds, and the io_uring rings nobody registered: RingFdsNotOwned) as
+// fdbridge's, until this environment ends. For a worker thread
 // fdbridge starts (the worker transport): its loop's fds are opened at the
 // lowest free numbers, where a number the caller closed may be, and libuv
 // keeps them there; registered, a caller naming one is refused (EBADF).
@@ -1702,6 +1703,7 @@ Napi::Value OwnLoopFds(const Napi::CallbackInfo& info) {
   InstanceData* data = Data(info.Env());
   std::vector<int> fds;
   LoopFds(loop, &fds);
+  RingFdsNotOwned(&fds);
   for (int fd : fds) {
     bool seen = false;
     for (int o : data->loop_fds) seen = seen || o == fd;

@@ -1,5 +1,13 @@
 #include "loop_fds.h"
 
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fd_ops.h"
+
 namespace fdbridge {
 
 namespace {
@@ -44,6 +52,25 @@ void LoopFds(uv_loop_t* loop, std::vector<int>* out) {
     for (int o : *out) seen = seen || o == fd;
     if (fd >= 0 && !seen) out->push_back(fd);  // async_wfd is -1, or the eventfd itself on some versions
   }
+}
+
+void RingFdsNotOwned(std::vector<int>* out) {
+  DIR* dir = opendir("/proc/self/fd");
+  if (dir == nullptr) return;
+  static const char kRing[] = "anon_inode:[io_uring]";
+  char path[64];
+  char target[sizeof(kRing) + 1];
+  int own = dirfd(dir);
+  while (struct dirent* e = readdir(dir)) {
+    char* end = nullptr;
+    long fd = strtol(e->d_name, &end, 10);
+    if (end == e->d_name || *end != '\0' || fd == own) continue;
+    snprintf(path, sizeof(path), "/proc/self/fd/%ld", fd);
+    ssize_t n = readlink(path, target, sizeof(target));
+    if (n != static_cast<ssize_t>(sizeof(kRing) - 1) || memcmp(target, kRing, n) != 0) continue;
+    if (!FdIsOwned(static_cast<int>(fd))) out->push_back(static_cast<int>(fd));
+  }
+  closedir(dir);
 }
 
 }  // namespace fdbridge

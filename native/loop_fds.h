@@ -29,8 +29,16 @@ void WarmLoopFds(uv_loop_t* loop);
 // reserve and the inotify fd once opened. A worker thread's loop opens
 // the first ones as the thread starts, at the lowest free numbers, and
 // closes them as it ends (uv_loop_close), after the thread's code is done.
-// (io_uring rings, where libuv uses them, are not reachable from here.)
+// io_uring rings (libuv 1.45+ gives each loop one as it starts, where the
+// kernel allows) are not reachable through the loop: see RingFdsNotOwned.
 void LoopFds(uv_loop_t* loop, std::vector<int>* out);
+
+// Appends to *out the io_uring fds (anon_inode:[io_uring] in /proc/self/fd)
+// that fdbridge has not registered as its own: a worker thread's loop
+// opened its ring as the thread started, at the lowest free number. The
+// main loop's rings, open since before any caller code ran, are among them
+// the first time; none of them is ever the caller's to name.
+void RingFdsNotOwned(std::vector<int>* out);
 
 }  // namespace fdbridge
 
