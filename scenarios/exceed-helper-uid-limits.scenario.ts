@@ -45,18 +45,18 @@ async function fillShared(ctx: ScenarioContext, a: Connection, b: Connection, qu
     await a.call('adopt', [held[0]]);
     await a.call('closeAdopted', [held[0]]);
     // Every fd a client gave that the daemon still has to close counts
-    // against the total (the refused duplications' fds; not the sockets of
-    // ended connections, which count with the connections). So the room
-    // made here may show only once the closer thread has caught up: a
-    // 'totalFds' refusal that names fds still being closed is retried (and
-    // counted, as the daemon counts it); any other refusal is a failure.
-    // The row's deadline bounds the wait.
+    // against its uid's limit and the total (the refused duplications' fds;
+    // not the sockets of ended connections, which count with the
+    // connections). So the room made here may show only once the closer has
+    // caught up: a refusal by the limit under test that names fds still
+    // being closed is retried (and counted, as the daemon counts it); any
+    // other refusal is a failure. The row's deadline bounds the wait.
     let retried = 0;
     for (;;) {
       const err = await duplicationError(b, source, 1);
       if (err === undefined) break;
       const closing = /\((\d+) of them still being closed/.exec(err instanceof Error ? err.message : '');
-      assert.ok(err instanceof QuotaExceededError && err.quota === 'totalFds' && closing !== null && Number(closing[1]) > 0, `the duplication a released fd made room for: ${String(err)}`);
+      assert.ok(err instanceof QuotaExceededError && err.quota === quota && closing !== null && Number(closing[1]) > 0, `the duplication a released fd made room for: ${String(err)}`);
       retried++;
       await sleep(10);
     }
