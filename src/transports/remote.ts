@@ -17,6 +17,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, constants as fsConstants } from 'node:fs';
+import { Socket } from 'node:net';
 
 import { commandRequest, normalizeCommandSpec, type CommandSpec } from '../command';
 import { BaseConnection, type CommandLocation, type ConnectOptions } from '../connection';
@@ -92,6 +93,7 @@ export class RemoteConnection extends BaseConnection {
   /** The via process (ssh, docker, ...): killing it loses the channel. */
   readonly via: ChildProcess;
   readonly #channel: Channel;
+  readonly #stdio: ViaStdio;
   readonly #pending = new Map<number, Pending>();
   readonly #streams = new Map<number, RelayStream>();
   #nextId = 1;
@@ -108,14 +110,14 @@ export class RemoteConnection extends BaseConnection {
   static async open(options: ConnectOptions): Promise<RemoteConnection> {
     const { argv, hello } = serverArgv(options, options.command);
     const [file, ...args] = argv as [string, ...string[]];
-    const via = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const { via, stdio } = spawnVia(file, args);
     let tail = '';
-    via.stderr?.on('data', (chunk: Buffer) => {
+    stdio.stderr.on('data', (chunk: Buffer) => {
       process.stderr.write(chunk);
       tail = (tail + chunk.toString('utf8')).slice(-STDERR_TAIL_BYTES);
     });
     const stderr = (): string => tail.trim();
-    const conn = new RemoteConnection(via, stderr, options.onCommandClosed);
+    const conn = new RemoteConnection(via, stdio, stderr, options.onCommandClosed);
     const timeoutMs = options.timeoutMs ?? 10_000;
     try {
       const ready = await conn.#handshake(hello, timeoutMs);
@@ -127,16 +129,17 @@ export class RemoteConnection extends BaseConnection {
     }
   }
 
-  private constructor(via: ChildProcess, stderr: () => string, onCommandClosed: ConnectOptions['onCommandClosed']) {
+  private constructor(via: ChildProcess, stdio: ViaStdio, stderr: () => string, onCommandClosed: ConnectOptions['onCommandClosed']) {
     super();
     this.via = via;
+    this.#stdio = stdio;
     this.#stderr = stderr;
     this.#onCommandClosed = onCommandClosed;
     this.location = { transport: 'remote', pid: -1, threadId: 0 };
     this.#lost = new Promise((r) => (this.#onLost = r));
     // Node closes the child's stdio streams; errors (EPIPE) are the channel's end, seen below.
-    via.stdin?.on('error', () => undefined);
-    this.#channel = new Channel(via.stdout as NonNullable<ChildProcess['stdout']>, via.stdin as NonNullable<ChildProcess['stdin']>, {
+    stdio.stdin.on('error', () => undefined);
+    this.#channel = new Channel(stdio.stdout, stdio.stdin, {
       onFrame: (type, id, payload) => this.#onFrame(type, id, payload),
       onEnd: (reason) => this.#channelLost(reason),
     });
@@ -345,8 +348,8 @@ export class RemoteConnection extends BaseConnection {
       this.via.kill('SIGKILL');
       await exited(this.via, 1000);
     }
-    this.via.stdout?.destroy();
-    this.via.stderr?.destroy();
+    this.#stdio.stdout.destroy();
+    this.#stdio.stderr.destroy();
   }
 
   /**
@@ -367,7 +370,7 @@ export class RemoteConnection extends BaseConnection {
     this.#broken = new PeerExitedError('request', exit);
     for (const s of [...this.#streams.values()]) s.destroy();
     this.#streams.clear();
-    this.via.stdin?.destroy();
+    this.#stdio.stdin.destroy();
     this.#onLost();
     const settle = (): void => {
       const status = this.via.exitCode;
@@ -466,6 +469,47 @@ function delay(ms: number): Promise<void> {
 }
 
 /** True once `child` has exited (within `ms`). */
+/** Our ends of the via process's stdin, stdout and stderr. */
+interface ViaStdio {
+  stdin: Socket;
+  stdout: Socket;
+  stderr: Socket;
+}
+
+/**
+ * Starts the via process on socketpairs of ours for its stdin, stdout and
+ * stderr: numbered above the fd floor and registered as fdbridge's
+ * (native.socketpair own), unlike the pipes spawn would make at the lowest
+ * free numbers, one of which could be a number the caller has closed and
+ * names in a later duplication. The child's ends are closed here once it
+ * has them; ours leave the registry when their stream closes them.
+ */
+function spawnVia(file: string, args: string[]): { via: ChildProcess; stdio: ViaStdio } {
+  const pairs: Array<[number, number]> = [];
+  try {
+    for (let i = 0; i < 3; i++) pairs.push(native.socketpair(native.constants.SOCK_STREAM, true));
+  } catch (err) {
+    closeFds(pairs.flat());
+    throw err;
+  }
+  let via: ChildProcess;
+  try {
+    via = spawn(file, args, { stdio: pairs.map(([, theirs]) => theirs) });
+  } catch (err) {
+    closeFds(pairs.map(([ours]) => ours));
+    throw err;
+  } finally {
+    closeFds(pairs.map(([, theirs]) => theirs));
+  }
+  const end = (i: number, readable: boolean): Socket => {
+    const fd = (pairs[i] as [number, number])[0];
+    const socket = new Socket({ fd, readable, writable: !readable, allowHalfOpen: true });
+    socket.once('close', () => native.disown(fd));
+    return socket;
+  };
+  return { via, stdio: { stdin: end(0, false), stdout: end(1, true), stderr: end(2, true) } };
+}
+
 function exited(child: ChildProcess, ms: number): Promise<boolean> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
   return new Promise((resolve) => {

@@ -27,7 +27,7 @@ import {
   type CommandSpec,
   type Connection,
 } from '../../src';
-import { closeFd, closeFds, fdIdentity, makeEventfd, makeMemfd, makePipe, openFdTable, type FdTable } from '../../src/fd';
+import { closeFd, closeFds, diffFdTables, fdFloor, fdIdentity, makeEventfd, makeMemfd, makePipe, openFdTable, type FdTable } from '../../src/fd';
 import { constants, native } from '../../src/native';
 import type { RemoteConnection } from '../../src/transports/remote';
 import { STREAM_WINDOW } from '../../src/transports/remote-channel';
@@ -164,6 +164,22 @@ describe('calls', () => {
     } finally {
       closeFds([r, w]);
     }
+  });
+
+  test("a number closed before a connection is made is EBADF, never one of the via process's stdio ends", async () => {
+    const conn = await open();
+    const b = makeMemfd('numbering-b');
+    closeFd(b);
+    const before = openFdTable();
+    // spawn's own pipes would take the lowest free number, `b`.
+    const second = await open();
+    const made = diffFdTables(before, openFdTable()).opened;
+    expect(made.filter(({ fd }) => fd < fdFloor())).toEqual([]);
+    for (const c of [conn, second]) {
+      await expect(c.dupFileDescriptor(b)).rejects.toMatchObject({ code: 'EBADF' });
+      for (const { fd, target } of made) await expect(c.dupFileDescriptor(fd).then(() => `fd ${fd} -> ${target} was relayed`)).rejects.toMatchObject({ code: 'EBADF' });
+    }
+    expect(await second.call('echo', 'usable')).toBe('usable');
   });
 
   test('bad options are TypeErrors', async () => {
