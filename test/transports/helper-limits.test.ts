@@ -285,6 +285,8 @@ describeRoot('fairness between uids (nobody takes all it may; root still gets it
         await a.close(); await b.close(); native.close(fd);
         return { b1, bOne, bBatch, after };`);
       await r.line('held');
+      // The refused requests' fds count against nobody's allowance until the closer has closed them.
+      expect(await until(() => daemon.status().uids[0]?.fdsClosing === 0)).toBe(true);
       expect(daemon.status().uids).toEqual([{ uid: NOBODY, connections: 2, fdsHeld: 6, fdsClosing: 0 }]);
       // Another uid's allowance is its own.
       const mine = await connect('helper', { command: { name: 'probe' }, socketPath: daemon.socketPath });
@@ -327,7 +329,10 @@ describeRoot('fairness between uids (nobody takes all it may; root still gets it
       await expect(mine.dupFileDescriptor(memfd)).rejects.toMatchObject({ code: 'ERR_FDBRIDGE_QUOTA', quota: 'totalFds' });
       r.child.stdin?.write('go\n');
       await r.line('released');
-      // The release is answered once its close is done: the room is there now.
+      // The release is answered once its close is done; the refused
+      // requests' fds count until the closer has closed them too. Then the
+      // room is there.
+      expect(await until(() => daemon.status().fdsClosing === 0)).toBe(true);
       await mine.dupFileDescriptor(memfd);
       await mine.close();
       r.child.stdin?.end('go\n');
