@@ -166,6 +166,12 @@ export class SocketConnection extends BaseConnection {
   #dead: Error | undefined;
   /** The peer is gone and #peerGone is finding out how it ended: requests made meanwhile fail with that. */
   #exit: Promise<PeerExit> | undefined;
+  /**
+   * Requests made while #exit is pending: not in the channel (never sent),
+   * so #failAll settles them with the channel's, whichever comes first of
+   * how the peer ended and close().
+   */
+  readonly #awaitingExit: Array<{ operation: string; reject: (err: Error) => void }> = [];
   /** The peer has ended: it can pull no fd any more (pidfd pins of failed requests close at once). */
   #peerEnded = false;
   #probe: PeerExitProbe;
@@ -233,7 +239,7 @@ export class SocketConnection extends BaseConnection {
    * the frame leaves.
    */
   protected dupOne(fd: number): Promise<number> {
-    if (this.#dead) return Promise.reject(this.#dead);
+    if (this.#dead) return this.#deadRequest('dupFileDescriptor');
     if (this.#folding === null && !this.#pull && this.#channel.pendingDups === 0) {
       try {
         return this.#channel.dup(DUP_ONE, fd, false);
@@ -432,11 +438,20 @@ export class SocketConnection extends BaseConnection {
     }
   }
 
-  /** A request made once the connection is dead: while the peer's end is being found out, it fails with that. */
+  /**
+   * A request made once the connection is dead. While the peer's end is
+   * being found out it waits to fail with that, or with close(), whichever
+   * comes first (#failAll).
+   */
   #deadRequest(operation: string): Promise<never> {
-    const exit = this.#exit;
-    if (exit) return exit.then((e) => Promise.reject(new PeerExitedError(operation, e)));
-    return Promise.reject(this.#dead as Error);
+    if (!this.#exit) return Promise.reject(this.#dead as Error);
+    return new Promise<never>((_, reject) => this.#awaitingExit.push({ operation, reject }));
+  }
+
+  /** Settles every request of this connection, sent or waiting for how the peer ended, with `error(operation)`. */
+  #failAll(error: (operation: string) => Error): void {
+    this.#channel.failAll(error);
+    for (const waiter of this.#awaitingExit.splice(0)) waiter.reject(error(waiter.operation));
   }
 
   /**
@@ -585,7 +600,7 @@ export class SocketConnection extends BaseConnection {
     this.#exit = undefined;
     this.#dead = new PeerExitedError('request', exit);
     this.#peerEnded = true;
-    this.#channel.failAll((operation) => new PeerExitedError(operation, exit));
+    this.#failAll((operation) => new PeerExitedError(operation, exit));
     this.#socket.close();
   }
 
@@ -609,7 +624,7 @@ export class SocketConnection extends BaseConnection {
   /** Fails the connection: every pending and later request rejects with `err`. */
   #fail(err: Error): void {
     if (!this.#dead) this.#dead = err;
-    this.#channel.failAll(() => err);
+    this.#failAll(() => err);
     this.#socket.close();
     this.#onPeerClosed();
   }
@@ -623,7 +638,7 @@ export class SocketConnection extends BaseConnection {
   protected async closeTransport(graceMs = 5000): Promise<void> {
     this.#closing = true;
     const err = this.closedError('the request');
-    this.#channel.failAll((operation) => new ClosedError(`${operation} failed: the ${this.transport} connection was closed`));
+    this.#failAll((operation) => new ClosedError(`${operation} failed: the ${this.transport} connection was closed`));
     if (!this.#dead) {
       this.#dead = err;
       try {

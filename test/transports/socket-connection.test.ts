@@ -6,13 +6,16 @@
  * peer, folding of concurrent duplications into frames of at most 253 fds,
  * the RELEASE of a batch that failed part-way, and argument checks.
  */
-import { ClosedError, FdBridgeError, makeMemfd, PROBE_COMMAND, RemoteError, TimeoutError, UnixServer, connect, transportNames } from '../../src';
+import { ClosedError, FdBridgeError, makeMemfd, openFdTable, PeerExitedError, PROBE_COMMAND, RemoteError, TimeoutError, UnixServer, connect, transportNames } from '../../src';
+import type { PeerExit } from '../../src/errors';
+import type { FdTable } from '../../src/fd';
 import { closeFds } from '../../src/fd';
 import { native } from '../../src/native';
 import { decodeFrame, encodeEmpty, encodeFdList, encodeJson, FRAME_SOCKET_OPTIONS, FrameType, type Frame } from '../../src/protocol';
 import { UnixSocket } from '../../src/socket';
 import { handshake, SocketConnection } from '../../src/transports/socket-connection';
 import type { CommandLocation } from '../../src/connection';
+import { fdTableSettles } from '../util/processes';
 
 /** A SocketConnection whose command's side (`fake`) the test plays. */
 function fakePair(onCommandClosed?: (l: CommandLocation) => void | Promise<void>): { conn: SocketConnection; fake: UnixSocket } {
@@ -168,6 +171,75 @@ describe('close()', () => {
     } finally {
       fake.close();
     }
+  });
+
+  describe('requests made after the peer hung up, while the connection finds out how it ended', () => {
+    /** A connection whose peer has hung up and whose probe answers only when the test says. */
+    async function hungUp(): Promise<{ conn: SocketConnection; exited: (exit: PeerExit) => void; before: FdTable }> {
+      const before = openFdTable();
+      const [c, f] = native.socketpair(native.constants.SOCK_SEQPACKET);
+      let exited!: (exit: PeerExit) => void;
+      const probed = new Promise<PeerExit>((resolve) => (exited = resolve));
+      let probing!: () => void;
+      const asked = new Promise<void>((resolve) => (probing = resolve));
+      const probe = (): Promise<PeerExit> => {
+        probing();
+        return probed;
+      };
+      const conn = new SocketConnection(new UnixSocket(c, 'seqpacket', { ...FRAME_SOCKET_OPTIONS }), 'helper', { pid: process.pid, threadId: 0 }, probe);
+      native.close(f);
+      // The connection read the end of file and asks how the peer ended.
+      await asked;
+      return { conn, exited, before };
+    }
+
+    /** Every request kind, made now, with where each settled. */
+    function requests(conn: SocketConnection): Array<Promise<unknown>> {
+      const closedFd = native.dupHigh(source);
+      native.close(closedFd);
+      return [
+        conn.dupFileDescriptor(source),
+        conn.dupFileDescriptors([source, source]),
+        // A closed number: the connection's death decides, not the EBADF.
+        conn.dupFileDescriptors([closedFd]),
+        conn.call('echo', 1),
+      ].map((p) => p.then(() => 'resolved', (e: unknown) => e));
+    }
+
+    test('close() settles them with ClosedError before it resolves, even though the probe never answered', async () => {
+      const { conn, exited, before } = await hungUp();
+      const outcomes = requests(conn);
+      const settled: unknown[] = [];
+      for (const o of outcomes) void o.then((v) => settled.push(v));
+      await turns();
+      expect(settled).toEqual([]); // waiting for how the peer ended
+      await conn.close();
+      await turns(1); // the callbacks above run after the rejections
+      expect(settled).toHaveLength(outcomes.length);
+      const errors = await Promise.all(outcomes); // in the order they were made
+      for (const e of errors) expect(e).toBeInstanceOf(ClosedError);
+      expect(errors.map((e) => (e as Error).message)).toEqual([
+        'dupFileDescriptor failed: the helper connection was closed',
+        'dupFileDescriptors failed: the helper connection was closed',
+        'dupFileDescriptors failed: the helper connection was closed',
+        'echo() failed: the helper connection was closed',
+      ]);
+      exited({ transport: 'helper', pid: 4242, exitCode: null, signal: 'SIGKILL' });
+      await turns();
+      expect(await fdTableSettles(process.pid, before)).toBe('');
+    });
+
+    test('without close(), they fail with PeerExitedError saying how the peer ended', async () => {
+      const { conn, exited, before } = await hungUp();
+      const outcomes = requests(conn);
+      exited({ transport: 'helper', pid: 4242, exitCode: null, signal: 'SIGKILL' });
+      for (const e of await Promise.all(outcomes)) {
+        expect(e).toBeInstanceOf(PeerExitedError);
+        expect(e).toMatchObject({ pid: 4242, signal: 'SIGKILL' });
+      }
+      await conn.close();
+      expect(await fdTableSettles(process.pid, before)).toBe('');
+    });
   });
 
   test('pending calls and duplications reject with ClosedError; new ones too', async () => {
