@@ -1808,7 +1808,7 @@ Napi::Value RecvNow(const Napi::CallbackInfo& info) {
 }
 
 // frameCodec: native/frame_format.h seen from JS, for the test that runs the
-// same frame vectors through both codecs (test/protocol/cross-codec.test.ts).
+// same frame vectors through both codecs (test/native/cross-codec.test.ts).
 //   decode(data, nfds) -> null (malformed) | { type, id, payload: 'none' | 'fds' | 'json', count, fds? }
 //   encodeFdList(type, id, fds) -> Buffer
 //   constants: the format's numbers as C++ has them

@@ -1,6 +1,6 @@
 // The frame format of fdbridge's wire protocol, for C++: the one C++
 // definition of what src/protocol.ts defines for TypeScript (the two are
-// held together by test/protocol/cross-codec.test.ts, which runs the same
+// held together by test/native/cross-codec.test.ts, which runs the same
 // frame vectors, test/fixtures/frames.json, through both codecs).
 //
 // One frame is one SEQPACKET message:

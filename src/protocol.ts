@@ -13,7 +13,7 @@
  * violation (the receiver closes it).
  *
  * This file is the one TypeScript description of the format; native/frame_format.h
- * is the one C++ one (test/protocol/cross-codec.test.ts holds them together).
+ * is the one C++ one (test/native/cross-codec.test.ts holds them together).
  */
 import { ProtocolError, type RemoteErrorInfo } from './errors';
 import type { CommandSpec } from './command';

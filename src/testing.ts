@@ -73,6 +73,12 @@ export function receiveNow(fd: number, bufferSize: number, maxFds: number): RawM
   return native.recvNow(fd, bufferSize, maxFds);
 }
 
+/** shutdown(2) of one or both directions of `fd` (borrowed): the peer reads EOF after what was sent ('write'). */
+export function rawShutdown(fd: number, how: 'read' | 'write' | 'both'): void {
+  const { SHUT_RD, SHUT_WR, SHUT_RDWR } = native.constants;
+  native.shutdown(fd, how === 'read' ? SHUT_RD : how === 'write' ? SHUT_WR : SHUT_RDWR);
+}
+
 /**
  * SO_PASSRIGHTS (Linux 6.16+): off, the kernel refuses fds sent to this
  * socket (the sender's sendmsg fails with EPERM). ENOPROTOOPT on older
@@ -80,4 +86,18 @@ export function receiveNow(fd: number, bufferSize: number, maxFds: number): RawM
  */
 export function setPassRights(fd: number, on: boolean): void {
   native.setPassRights(fd, on);
+}
+
+/** SO_PASSCRED: every message then arrives with an SCM_CREDENTIALS control message. */
+export function setPassCred(fd: number, on: boolean): void {
+  native.setPassCred(fd, on);
+}
+
+/**
+ * SO_PASSPIDFD (Linux 6.5+): every message then arrives with an SCM_PIDFD
+ * control message, an fd of the sender's process (closed by receiveNow,
+ * which counts it in otherControlMessages).
+ */
+export function setPassPidfd(fd: number, on: boolean): void {
+  native.setPassPidfd(fd, on);
 }

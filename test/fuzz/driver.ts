@@ -26,7 +26,6 @@
 import { join } from 'node:path';
 
 import { ProtocolError, RemoteError, SystemError } from '../../src/errors';
-import { native } from '../../src/native';
 import { packageRoot } from '../../src/paths';
 import {
   decodeFrame,
@@ -43,8 +42,10 @@ import {
   PROTOCOL_VERSION,
   type Frame,
 } from '../../src/protocol';
-import { closeFds } from '../../src/fd';
+import { closeFds, makeMemfd, makePipe, setFdFlags } from '../../src/fd';
 import { UnixSocket } from '../../src/socket';
+import { simulateKernelWithoutPassRights } from '../../src/test-hooks';
+import { rawSocketPair } from '../../src/testing';
 import { pipeDrained } from '../../scenarios/support/hostile';
 import { serveConnection, type ServeStats } from '../../src/transports/serve';
 import { SocketConnection } from '../../src/transports/socket-connection';
@@ -54,7 +55,6 @@ export const FUZZ_COMMAND = { module: join(packageRoot, 'test', 'fixtures', 'fuz
 
 const TYPES: readonly number[] = Object.values(FrameType);
 const MAX_FDS = 253;
-const ENOPROTOOPT = -92;
 
 // ---------------------------------------------------------------------------
 // Generators
@@ -355,17 +355,6 @@ async function sendWith(socket: UnixSocket, data: Buffer, fd: number, n: number)
   }
 }
 
-/** Simulates a kernel without SO_PASSRIGHTS (ENOPROTOOPT) until the returned function is called. */
-function withoutPassRights(): () => void {
-  const original = native.setPassRights;
-  native.setPassRights = () => {
-    throw new SystemError(ENOPROTOOPT, 'setsockopt(SO_PASSRIGHTS)');
-  };
-  return () => {
-    native.setPassRights = original;
-  };
-}
-
 // ---------------------------------------------------------------------------
 // 2. The command's receive path (serveConnection)
 
@@ -390,7 +379,7 @@ export async function fuzzCommandSide(rng: Rng, frames: number): Promise<Session
 
 async function commandSession(rng: Rng, stats: SessionStats): Promise<void> {
   stats.sessions++;
-  const [c, s] = native.socketpair(native.constants.SOCK_SEQPACKET);
+  const [c, s] = rawSocketPair('seqpacket');
   let ended!: (v: { reason: Error | null; stats: ServeStats }) => void;
   const end = new Promise<{ reason: Error | null; stats: ServeStats }>((r) => (ended = r));
   serveConnection(new UnixSocket(s, 'seqpacket', { ...FRAME_SOCKET_OPTIONS }), {
@@ -398,8 +387,8 @@ async function commandSession(rng: Rng, stats: SessionStats): Promise<void> {
     onEnd: (reason, st) => ended({ reason, stats: { ...st } }),
   });
   const client = new UnixSocket(c, 'seqpacket', { bufferSize: MAX_FRAME_BYTES + 8192 });
-  const [readEnd, writeEnd] = native.pipe();
-  native.setNonblock(readEnd, true);
+  const [readEnd, writeEnd] = makePipe();
+  setFdFlags(readEnd, { nonblock: true });
   // Replies are read only to check that none carries an fd.
   let fdsBack = 0;
   client.setMessageHandler((err, _data, fds) => {
@@ -478,7 +467,7 @@ export async function fuzzClientSide(rng: Rng, frames: number): Promise<SessionS
   const stats = newStats();
   while (stats.frames < frames) {
     const oldKernel = rng.next() < 0.5;
-    const restore = oldKernel ? withoutPassRights() : undefined;
+    const restore = oldKernel ? simulateKernelWithoutPassRights() : undefined;
     try {
       await clientSession(rng, stats);
     } finally {
@@ -490,7 +479,7 @@ export async function fuzzClientSide(rng: Rng, frames: number): Promise<SessionS
 
 async function clientSession(rng: Rng, stats: SessionStats): Promise<void> {
   stats.sessions++;
-  const [c, f] = native.socketpair(native.constants.SOCK_SEQPACKET);
+  const [c, f] = rawSocketPair('seqpacket');
   const fake = new UnixSocket(f, 'seqpacket', { bufferSize: MAX_FRAME_BYTES + 8192 });
   const conn = new SocketConnection(new UnixSocket(c, 'seqpacket', { ...FRAME_SOCKET_OPTIONS }), 'helper', { pid: process.pid, threadId: 0 }, async () => ({
     transport: 'helper',
@@ -498,9 +487,9 @@ async function clientSession(rng: Rng, stats: SessionStats): Promise<void> {
     exitCode: null,
     signal: null,
   }));
-  const [readEnd, writeEnd] = native.pipe();
-  native.setNonblock(readEnd, true);
-  const source = native.memfd('fuzz-source');
+  const [readEnd, writeEnd] = makePipe();
+  setFdFlags(readEnd, { nonblock: true });
+  const source = makeMemfd('fuzz-source');
   const settled: Array<Promise<void>> = [];
   const failures: Error[] = [];
   const track = (p: Promise<unknown>): void => {

@@ -10,10 +10,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { connect, makeMemfd, openFdTable, PeerRefusedError, ProtocolError, PROBE_COMMAND, SystemError, UnixServer } from '../../src';
-import { native } from '../../src/native';
+import { closeFd, connect, makeMemfd, openFdTable, PeerRefusedError, ProtocolError, PROBE_COMMAND, UnixServer } from '../../src';
 import { encodeFdList, encodeJson, FRAME_SOCKET_OPTIONS, FrameType } from '../../src/protocol';
 import { UnixSocket } from '../../src/socket';
+import { simulateKernelWithoutPassRights } from '../../src/test-hooks';
+import { rawSocketPair } from '../../src/testing';
 import { handshake, SocketConnection } from '../../src/transports/socket-connection';
 import { createRng } from '../../harness/rng';
 import {
@@ -31,11 +32,10 @@ import {
 import { fdTableSettles } from '../util/processes';
 
 const SEED = 6;
-const ENOPROTOOPT = -92;
 
 /** A SocketConnection whose command's side is `fake`, played by the test. */
 function fakePair(): { conn: SocketConnection; fake: UnixSocket } {
-  const [c, f] = native.socketpair(native.constants.SOCK_SEQPACKET);
+  const [c, f] = rawSocketPair('seqpacket');
   const fake = rawSocket(f);
   const conn = new SocketConnection(new UnixSocket(c, 'seqpacket', { ...FRAME_SOCKET_OPTIONS }), 'helper', { pid: process.pid, threadId: 0 }, async () => ({
     transport: 'helper',
@@ -99,7 +99,7 @@ async function runBadReply(bad: BadReply, refuses: boolean, count: number): Prom
     // The fake goes first: a live connection's close() waits for CLOSED.
     fake.close();
     await conn.close();
-    native.close(source);
+    closeFd(source);
   }
 }
 
@@ -116,13 +116,11 @@ describe('a fake command side sends bad replies to a SocketConnection', () => {
   test.each(cases.filter(([, b]) => b.rejectedBy === 'kernel'))(
     '%s: on a kernel without SO_PASSRIGHTS (ENOPROTOOPT simulated) the fds arrive, are closed and counted',
     async (_name, bad, count) => {
-      const spy = jest.spyOn(native, 'setPassRights').mockImplementation(() => {
-        throw new SystemError(ENOPROTOOPT, 'setsockopt(SO_PASSRIGHTS)');
-      });
+      const restore = simulateKernelWithoutPassRights();
       try {
         await runBadReply(bad, false, count);
       } finally {
-        spy.mockRestore();
+        restore();
       }
     },
   );
@@ -148,7 +146,7 @@ describe('a fake command side sends bad replies to a SocketConnection', () => {
       // The fake goes first: a live connection's close() waits for CLOSED.
       fake.close();
       await conn.close();
-      native.close(source);
+      closeFd(source);
     }
   });
 
@@ -169,7 +167,7 @@ describe('a fake command side sends bad replies to a SocketConnection', () => {
       // The fake goes first: a live connection's close() waits for CLOSED.
       fake.close();
       await conn.close();
-      native.close(source);
+      closeFd(source);
     }
   });
 });
@@ -183,10 +181,8 @@ describe('the handshake', () => {
     ['READY with a malformed payload', (id) => ({ data: encodeJson(FrameType.READY, id, { pid: 'me' }), fds: 0 })],
   ];
   test.each(answers)('%s: ProtocolError, every fd closed (SO_PASSRIGHTS simulated absent)', async (_name, answer) => {
-    const spy = jest.spyOn(native, 'setPassRights').mockImplementation(() => {
-      throw new SystemError(ENOPROTOOPT, 'setsockopt(SO_PASSRIGHTS)');
-    });
-    const [c, f] = native.socketpair(native.constants.SOCK_SEQPACKET);
+    const restore = simulateKernelWithoutPassRights();
+    const [c, f] = rawSocketPair('seqpacket');
     const client = new UnixSocket(c, 'seqpacket', { ...FRAME_SOCKET_OPTIONS });
     const fake = rawSocket(f);
     try {
@@ -200,7 +196,7 @@ describe('the handshake', () => {
       client.close();
       await expect(sent.drained).resolves.toBeUndefined();
     } finally {
-      spy.mockRestore();
+      restore();
       client.close();
       fake.close();
     }
@@ -208,7 +204,7 @@ describe('the handshake', () => {
 
   test('with SO_PASSRIGHTS, a fake that answers HELLO with fds gets EPERM', async () => {
     if (!kernelHasPassRights()) return; // covered by the test above
-    const [c, f] = native.socketpair(native.constants.SOCK_SEQPACKET);
+    const [c, f] = rawSocketPair('seqpacket');
     const client = new UnixSocket(c, 'seqpacket', { ...FRAME_SOCKET_OPTIONS });
     const fake = rawSocket(f);
     try {
@@ -264,7 +260,7 @@ describe('the helper transport against a fake daemon', () => {
       }
     } finally {
       server.close();
-      native.close(source);
+      closeFd(source);
     }
   });
 

@@ -13,10 +13,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { connect, HelperDaemon, makeMemfd, openFdTable, ProtocolError, PROBE_COMMAND, SystemError, type Connection } from '../../src';
-import { native } from '../../src/native';
+import { closeFd, connect, HelperDaemon, makeMemfd, openFdTable, ProtocolError, PROBE_COMMAND, type Connection } from '../../src';
 import { FRAME_SOCKET_OPTIONS, FrameType } from '../../src/protocol';
 import { UnixSocket } from '../../src/socket';
+import { simulateKernelWithoutPassRights } from '../../src/test-hooks';
+import { rawSocketPair, setPassCred, setPassPidfd } from '../../src/testing';
 import { serveConnection, type ServeStats } from '../../src/transports/serve';
 import { createRng } from '../../harness/rng';
 import {
@@ -32,7 +33,6 @@ import {
 import { fdTableSettles, startHelperProcess } from '../util/processes';
 
 const SEED = 6;
-const ENOPROTOOPT = -92;
 
 /** A command's side served in this process over a socketpair; `client` is the raw far end. */
 function servedPair(setup?: (serverFd: number) => void): {
@@ -40,7 +40,7 @@ function servedPair(setup?: (serverFd: number) => void): {
   serverFd: number;
   ended: Promise<{ reason: Error | null; stats: ServeStats }>;
 } {
-  const [c, s] = native.socketpair(native.constants.SOCK_SEQPACKET);
+  const [c, s] = rawSocketPair('seqpacket');
   setup?.(s);
   let resolve!: (v: { reason: Error | null; stats: ServeStats }) => void;
   const ended = new Promise<{ reason: Error | null; stats: ServeStats }>((r) => (resolve = r));
@@ -91,7 +91,7 @@ describe('serveConnection in this process', () => {
       expect(m.data.length).toBe(8 + 8);
     } finally {
       client.close();
-      native.close(memfd);
+      closeFd(memfd);
     }
     const { reason, stats } = await ended;
     expect(reason).toBeNull();
@@ -103,8 +103,8 @@ describe('non-SCM_RIGHTS control messages on the receive path', () => {
   // Only a receiver that asked for them gets them; the native layer skips
   // SCM_CREDENTIALS and closes SCM_PIDFD (a pidfd is an fd nobody asked for).
   const cases: Array<[string, (fd: number) => void]> = [
-    ['SO_PASSCRED (SCM_CREDENTIALS on every message)', (fd) => native.setPassCred(fd, true)],
-    ['SO_PASSPIDFD (an SCM_PIDFD fd on every message)', (fd) => native.setPassPidfd(fd, true)],
+    ['SO_PASSCRED (SCM_CREDENTIALS on every message)', (fd) => setPassCred(fd, true)],
+    ['SO_PASSPIDFD (an SCM_PIDFD fd on every message)', (fd) => setPassPidfd(fd, true)],
   ];
   test.each(cases)('%s: good frames served, bad ones rejected, nothing left open', async (_name, enable) => {
     const before = openFdTable();
@@ -136,7 +136,7 @@ describe('non-SCM_RIGHTS control messages on the receive path', () => {
         }
       }
     } finally {
-      native.close(memfd);
+      closeFd(memfd);
     }
     expect(await fdTableSettles(process.pid, before)).toBe('');
   });
@@ -158,7 +158,7 @@ describe('the pidfd command side refuses fds', () => {
       expect(m.data[0]).toBe(FrameType.DUP_OK);
     } finally {
       client.close();
-      native.close(memfd);
+      closeFd(memfd);
     }
     const { reason, stats } = await ended;
     expect(reason).toBeNull();
@@ -166,16 +166,14 @@ describe('the pidfd command side refuses fds', () => {
   });
 
   test.each(inputs.map((i) => [i.name, i] as const))('%s: without SO_PASSRIGHTS (ENOPROTOOPT simulated) the fds are closed and counted', async (_name, input) => {
-    const spy = jest.spyOn(native, 'setPassRights').mockImplementation(() => {
-      throw new SystemError(ENOPROTOOPT, 'setsockopt(SO_PASSRIGHTS)');
-    });
+    const restore = simulateKernelWithoutPassRights();
     const { client, ended } = servedPair();
     try {
       const r = await sendBadRequest(client, input, { pidfd: true, refusesFds: false });
       expect(r.how).toBe('end');
     } finally {
       client.close();
-      spy.mockRestore();
+      restore();
     }
     const { reason, stats } = await ended;
     expect(reason).toBeInstanceOf(ProtocolError);
@@ -211,7 +209,7 @@ describe('a helper daemon keeps serving its other clients', () => {
       }
     } finally {
       await good.close();
-      native.close(source);
+      closeFd(source);
     }
   }
 

@@ -14,7 +14,7 @@ import { runInNewContext } from 'node:vm';
 import { join } from 'node:path';
 
 import { connect, DatagramSocket, HelperDaemon } from '../../src';
-import { native } from '../../src/native';
+import { socketObjectsAlive } from '../../src/test-hooks';
 import { hasPython, LINGER_ATTACKER, PYTHON } from '../util/linger-attacker';
 import { DIST_SRC, isRoot, NOBODY, runAsNobody, spawnAsNobody } from '../util/nobody';
 import { startHelperProcess } from '../util/processes';
@@ -27,11 +27,11 @@ const ROOT_UID = process.getuid?.() ?? 0;
 
 /** Full collections until the live native sockets are back to `baseline`, or a bounded number of tries. */
 async function socketsSettle(baseline: number): Promise<number> {
-  for (let i = 0; i < 20 && native.socketsAlive() > baseline; i++) {
+  for (let i = 0; i < 20 && socketObjectsAlive() > baseline; i++) {
     await new Promise((r) => setTimeout(r, 20));
     gc();
   }
-  return native.socketsAlive();
+  return socketObjectsAlive();
 }
 
 describeRoot('what a connection costs once it is gone (client: nobody)', () => {
@@ -39,17 +39,17 @@ describeRoot('what a connection costs once it is gone (client: nobody)', () => {
     const daemon = HelperDaemon.start({ socketPath: `@fdbridge-other-uid-${process.pid}-buffers`, allowUids: [NOBODY], diagnostics: true });
     try {
       gc();
-      const baseline = native.socketsAlive();
+      const baseline = socketObjectsAlive();
       const p = runAsNobody(`
-        const { connect } = require(${JSON.stringify(DIST_SRC)});
-        const { native } = require(${JSON.stringify(join(DIST_SRC, 'native.js'))});
+        const { closeFd, connect, makeMemfd } = require(${JSON.stringify(DIST_SRC)});
+        const { socketObjectsAlive } = require(${JSON.stringify(join(DIST_SRC, 'test-hooks.js'))});
         require('node:v8').setFlagsFromString('--expose-gc');
         const gc = require('node:vm').runInNewContext('gc');
         const payload = 'x'.repeat(150000);
         (async () => {
-          const fd = native.memfd('buffers');
+          const fd = makeMemfd('buffers');
           gc();
-          const before = native.socketsAlive();
+          const before = socketObjectsAlive();
           // In a function of its own: no reference to a connection survives in this frame.
           const churn = async () => {
             let n = 0;
@@ -62,9 +62,9 @@ describeRoot('what a connection costs once it is gone (client: nobody)', () => {
             return n;
           };
           const echoed = await churn();
-          native.close(fd);
-          for (let i = 0; i < 20 && native.socketsAlive() > before; i++) { await new Promise((r) => setTimeout(r, 20)); gc(); }
-          return { echoed, left: native.socketsAlive() - before };
+          closeFd(fd);
+          for (let i = 0; i < 20 && socketObjectsAlive() > before; i++) { await new Promise((r) => setTimeout(r, 20)); gc(); }
+          return { echoed, left: socketObjectsAlive() - before };
         })().then((r) => console.log(JSON.stringify({ result: r })), (e) => console.log(JSON.stringify({ result: { error: e.code ?? e.name, message: e.message } })));`);
       expect(await p.line('result')).toEqual({ result: { echoed: 40, left: 0 } });
       await p.exited();

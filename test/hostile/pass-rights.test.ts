@@ -10,10 +10,10 @@
  */
 import { join } from 'node:path';
 
-import { connect, HelperDaemon, makeMemfd, openFdTable, ProtocolError, PROBE_COMMAND, type Connection } from '../../src';
-import { native } from '../../src/native';
+import { closeFd, connect, HelperDaemon, makeMemfd, openFdTable, ProtocolError, PROBE_COMMAND, type Connection } from '../../src';
 import { packageRoot } from '../../src/paths';
 import { FrameType } from '../../src/protocol';
+import { sendNow } from '../../src/testing';
 import { CHILD_SOCKET_FD } from '../../src/transports/child';
 import type { SocketConnection } from '../../src/transports/socket-connection';
 import { kernelHasPassRights, rawFrame } from '../../scenarios/support/hostile';
@@ -53,13 +53,13 @@ test('pidfd: the command side refuses fds too (a hostile client injecting a DUP 
     const sockets = [...openFdTable()].filter(([fd, target]) => !before.has(fd) && target.startsWith('socket:'));
     expect(sockets).toHaveLength(1);
     const [clientSocket] = sockets[0] as [number, string];
-    expect(() => native.sendNow(clientSocket, rawFrame(FrameType.DUP, 77), [memfd])).toThrow(expect.objectContaining({ code: 'EPERM' }));
+    expect(() => sendNow(clientSocket, rawFrame(FrameType.DUP, 77), [memfd])).toThrow(expect.objectContaining({ code: 'EPERM' }));
     // Nothing got through, the connection is intact.
     const remote = await conn.dupFileDescriptor(memfd);
     expect(await conn.call('identities', [remote])).toHaveLength(1);
   } finally {
     await conn.close();
-    native.close(memfd);
+    closeFd(memfd);
   }
 });
 

@@ -14,9 +14,10 @@ import { readdirSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { ClosedError, connect, PeerExitedError, QueueFullError, SystemError, type Connection, type TransportName } from '../../src';
-import { closeFds, diffFdTables, formatFdTableDiff, makeMemfd, makePipe, openFdTable, type FdTable } from '../../src/fd';
-import { constants, native } from '../../src/native';
+import { closeFd, closeFds, diffFdTables, dupFd, fdFloor, formatFdTableDiff, makeMemfd, makePipe, openFdTable, type FdTable } from '../../src/fd';
 import { packageRoot } from '../../src/paths';
+import { ownedFdCount } from '../../src/test-hooks';
+import { rawSocketPair } from '../../src/testing';
 import type { ChildConnection } from '../../src/transports/child';
 import type { WorkerConnection } from '../../src/transports/worker';
 import { fdTableSettles } from '../util/processes';
@@ -258,7 +259,7 @@ export class World {
     counters.sequences++;
     const w = new World(transport, helper);
     w.#clientBaseline = openFdTable();
-    w.#ownedBaseline = native.ownedFdCount();
+    w.#ownedBaseline = ownedFdCount();
     if (helper) {
       // Each sequence starts with the daemon serving nobody (a sequence that
       // completed checked this at its end; one that failed waited for it).
@@ -299,9 +300,9 @@ export class World {
     if (kind === 0) fds.push(makeMemfd(`model-${this.identities.length}`));
     else if (kind === 1) {
       const [r, w] = makePipe();
-      native.close(w);
+      closeFd(w);
       fds.push(r);
-    } else fds.push(...native.socketpair(constants.SOCK_STREAM));
+    } else fds.push(...rawSocketPair('stream'));
     for (const fd of fds) {
       const id = identityOfPath(`/proc/self/fd/${fd}`) as string;
       const file = this.identities.length;
@@ -317,11 +318,11 @@ export class World {
    * is `extra` past the floor (see the Crowd command).
    */
   crowd(extra: number): void {
-    const floor = native.fdFloor();
+    const floor = fdFloor();
     if (this.ballast.length === 0) this.ballast.push(makeMemfd('model-ballast'));
     const source = this.ballast[0] as number;
     for (;;) {
-      const fd = native.dup(source);
+      const fd = dupFd(source);
       this.ballast.push(fd);
       if (fd >= floor + extra) break;
     }
@@ -330,21 +331,21 @@ export class World {
   /** A second client fd naming the same file as `slot`. */
   dupLocal(slot: number): void {
     const fd = this.pool[slot] as number;
-    this.pool.push(native.dup(fd));
+    this.pool.push(dupFd(fd));
     this.model.slots.push(this.model.slots[slot] as number);
   }
 
   /** A temporary client fd for the file `fd` names (the lowest free number, as dup(2) takes). */
   dupClientFd(fd: number): number {
-    return native.dup(fd);
+    return dupFd(fd);
   }
 
   closeClientFd(fd: number): void {
-    native.close(fd);
+    closeFd(fd);
   }
 
   closeLocal(slot: number): void {
-    native.close(this.pool[slot] as number);
+    closeFd(this.pool[slot] as number);
     this.pool[slot] = null;
     this.model.slots[slot] = null;
   }
@@ -667,7 +668,7 @@ export class World {
     const diff = await fdTableSettles(process.pid, this.#clientBaseline);
     if (diff) throw new Error(`the client's fd table did not return to where it started:\n${diff}`);
     // Every fd the library held for itself was closed or adopted, and said so.
-    const owned = native.ownedFdCount();
+    const owned = ownedFdCount();
     if (owned !== this.#ownedBaseline) {
       throw new Error(`the library holds ${owned} fds for itself in the client's process after close(); it held ${this.#ownedBaseline} before the sequence`);
     }

@@ -11,7 +11,7 @@ import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 
 import { closeFd, makePipe, openFdTable } from '../../src/fd';
-import { native } from '../../src/native';
+import { native } from './binding';
 import { hasPython, LINGER_ATTACKER, PYTHON } from '../util/linger-attacker';
 import { thrown } from './helpers';
 

@@ -3,7 +3,7 @@
  * fds, on each socket type.
  */
 import { openFdTable, sameFile } from '../../src/fd';
-import { native } from '../../src/native';
+import { native } from './binding';
 import { UnixSocket, type SocketKind } from '../../src/socket';
 import { expectFdTable, expectRangeError, readPipe, rejection, thrown, withScope } from './helpers';
 

@@ -15,7 +15,7 @@ import { startDatagramPeer, type DatagramPeer } from '../../scenarios/support/da
 import { DatagramSocket, type Datagram } from '../../src/datagram';
 import { ClosedError, FdBridgeError, PeerGoneError, QueueFullError, TimeoutError, TruncatedError } from '../../src/errors';
 import { diffFdTables, formatFdTableDiff, makeMemfd, openFdTable, sameFile } from '../../src/fd';
-import { constants, native } from '../../src/native';
+import { constants, native } from './binding';
 import {
   abstractName,
   expectRangeError,

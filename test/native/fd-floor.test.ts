@@ -8,11 +8,11 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 
 import { closeFd, closeFds, dupFd, fdLimit, openFdTable } from '../../src/fd';
-import { native } from '../../src/native';
+import { native } from './binding';
 import { UnixServer, UnixSocket } from '../../src/socket';
 import { expectSystemError, thrown, withScope } from './helpers';
 
-const FIXTURE = join(__dirname, '..', 'fixtures', 'fd-floor-limits.js');
+const FIXTURE = join(__dirname, 'fd-floor-limits.js');
 
 /** The lowest free fd number now. */
 function lowestFree(): number {

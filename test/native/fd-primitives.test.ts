@@ -20,7 +20,7 @@ import {
   sameFile,
   setFdLimit,
 } from '../../src/fd';
-import { native } from '../../src/native';
+import { native } from './binding';
 import { UnixSocket } from '../../src/socket';
 import { collect, expectRangeError, expectSystemError, thrown, withScope } from './helpers';
 

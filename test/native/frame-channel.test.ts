@@ -11,7 +11,7 @@
 import { SystemError } from '../../src/errors';
 import { fdIdentity, makeMemfd, openFdTable, sameFile } from '../../src/fd';
 import { ChannelLedger, openFrameChannel, type FrameChannel, type FrameChannelCallbacks } from '../../src/frame-channel';
-import { native } from '../../src/native';
+import { native } from './binding';
 import { decodeFrame, encodeDup, encodeFdList, encodeJson, encodeResult, FrameType, HEADER_BYTES, MAX_FDS_PER_FRAME } from '../../src/protocol';
 import { UnixSocket } from '../../src/socket';
 import { withScope, type Scope } from './helpers';

@@ -1,7 +1,8 @@
 /**
  * The fd operations scenarios and users reach without src/native.ts: the
  * public setFdFlags and openPidfd (src/fd.ts, exported by the package) and
- * the raw-socket helpers of `fdbridge/testing` (src/testing.ts).
+ * the raw-socket helpers of `fdbridge/testing` (src/testing.ts), and the
+ * older kernel that src/test-hooks.ts simulates for the tests of fallbacks.
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -13,7 +14,20 @@ import fc from 'fast-check';
 import * as pkg from '../../src';
 import { SystemError, TruncatedError } from '../../src/errors';
 import { closeFds, fdFlags, makeMemfd, makePipe, openPidfd, sameFile, setFdFlags } from '../../src/fd';
-import { MAX_FDS_PER_MESSAGE, MAX_SOCKET_PATH_BYTES, rawConnect, rawListen, rawSocketPair, receiveNow, sendNow, setPassRights } from '../../src/testing';
+import { simulateKernelWithoutPassRights } from '../../src/test-hooks';
+import {
+  MAX_FDS_PER_MESSAGE,
+  MAX_SOCKET_PATH_BYTES,
+  rawConnect,
+  rawListen,
+  rawShutdown,
+  rawSocketPair,
+  receiveNow,
+  sendNow,
+  setPassCred,
+  setPassPidfd,
+  setPassRights,
+} from '../../src/testing';
 import { expectRangeError, thrown } from './helpers';
 
 test('the package exports setFdFlags and openPidfd', () => {
@@ -155,6 +169,77 @@ describe('fdbridge/testing', () => {
       if (supported) expect(() => sendNow(a, Buffer.from('x'), [memfd])).toThrow(expect.objectContaining({ code: 'EPERM' }));
     } finally {
       closeFds([a, b, memfd]);
+    }
+  });
+
+  test("rawShutdown('write'): the peer reads what was sent, then end of file; 'read' leaves sending open", () => {
+    const [a, b] = rawSocketPair('stream');
+    try {
+      sendNow(a, Buffer.from('last'));
+      rawShutdown(a, 'write');
+      expect(receiveNow(b, 16, 0)?.data.toString()).toBe('last');
+      expect(() => receiveNow(b, 16, 0)).toThrow(expect.objectContaining({ code: 'ERR_FDBRIDGE_EOF' }));
+      expect(() => sendNow(a, Buffer.from('x'))).toThrow(expect.objectContaining({ code: 'EPIPE' }));
+      rawShutdown(b, 'read');
+      expect(sendNow(b, Buffer.from('back'))).toBe(4);
+      rawShutdown(b, 'both');
+      expect(() => sendNow(b, Buffer.from('x'))).toThrow(expect.objectContaining({ code: 'EPIPE' }));
+    } finally {
+      closeFds([a, b]);
+    }
+  });
+
+  test('setPassCred and setPassPidfd: each message then brings one more control message, which receiveNow counts', () => {
+    const cases: Array<[string, (fd: number) => void, number]> = [
+      ['none', () => {}, 0],
+      ['SO_PASSCRED', (fd) => setPassCred(fd, true), 1],
+      ['SO_PASSPIDFD', (fd) => setPassPidfd(fd, true), 1],
+    ];
+    for (const [name, turnOn, extra] of cases) {
+      const [a, b] = rawSocketPair('seqpacket');
+      try {
+        try {
+          turnOn(b);
+        } catch (err) {
+          // SO_PASSPIDFD is Linux 6.5+.
+          expect([name, (err as SystemError).code]).toEqual(['SO_PASSPIDFD', 'ENOPROTOOPT']);
+          continue;
+        }
+        sendNow(a, Buffer.from('x'));
+        const m = receiveNow(b, 16, 0);
+        expect([name, m?.data.toString(), m?.fds, m?.otherControlMessages]).toEqual([name, 'x', [], extra]);
+      } finally {
+        closeFds([a, b]);
+      }
+    }
+  });
+
+  test('simulateKernelWithoutPassRights: setPassRights fails with ENOPROTOOPT until restored, and fds pass meanwhile', () => {
+    const [a, b] = rawSocketPair('seqpacket');
+    const memfd = makeMemfd('public-fd-operations');
+    const restore = simulateKernelWithoutPassRights();
+    try {
+      expect(() => setPassRights(b, false)).toThrow(expect.objectContaining({ code: 'ENOPROTOOPT', syscall: 'setsockopt(SO_PASSRIGHTS)' }));
+      sendNow(a, Buffer.from('x'), [memfd]);
+      const m = receiveNow(b, 16, 1);
+      expect(m?.fds).toHaveLength(1);
+      closeFds(m?.fds);
+    } finally {
+      restore();
+      closeFds([a, b, memfd]);
+    }
+    // Restored: the real option again (refused, or absent on this kernel).
+    const [c, d] = rawSocketPair('seqpacket');
+    try {
+      let real: unknown;
+      try {
+        setPassRights(d, false);
+      } catch (err) {
+        real = err;
+      }
+      expect(real === undefined || (real as SystemError).code === 'ENOPROTOOPT').toBe(true);
+    } finally {
+      closeFds([c, d]);
     }
   });
 });

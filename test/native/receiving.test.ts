@@ -8,7 +8,7 @@ import { readSync } from 'node:fs';
 
 import { EofError, SystemError, TruncatedError } from '../../src/errors';
 import { fdFlags, openFdTable, sameFile } from '../../src/fd';
-import { native } from '../../src/native';
+import { native } from './binding';
 import { UnixSocket, type SocketKind, type UnixSocketOptions } from '../../src/socket';
 import {
   collect,

@@ -7,7 +7,7 @@
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
-import { constants, native } from '../../src/native';
+import { constants, native } from './binding';
 import { FRAME_SOCKET_OPTIONS } from '../../src/protocol';
 import { UnixServer, UnixSocket } from '../../src/socket';
 import { withScope } from './helpers';

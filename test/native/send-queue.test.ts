@@ -7,7 +7,7 @@ import { openSync } from 'node:fs';
 
 import { ClosedError, EofError, QueueFullError, SystemError } from '../../src/errors';
 import { closeFds, diffFdTables, fdIdentity, openFdTable, type FdIdentity } from '../../src/fd';
-import { constants, native } from '../../src/native';
+import { constants, native } from './binding';
 import { UnixSocket, type SocketKind } from '../../src/socket';
 import { expectFdTable, expectRangeError, expectSystemError, readPipe, rejection, thrown, withScope } from './helpers';
 

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 
 import { SystemError } from '../../src/errors';
 import { fdFlags, openFdTable, sameFile } from '../../src/fd';
-import { constants, native } from '../../src/native';
+import { constants, native } from './binding';
 import { UnixServer, UnixSocket, type SocketKind } from '../../src/socket';
 import { abstractName, expectFdTable, expectRangeError, expectSystemError, rejection, thrown, withScope } from './helpers';
 

@@ -9,8 +9,8 @@
  */
 import { ClosedError, QueueFullError, type TransportName, type WireIdentity } from '../../src';
 import { closeFd, closeFds, makeMemfd, openFdTable } from '../../src/fd';
-import { native } from '../../src/native';
 import { decodeFrame, encodeCall, encodeFdList, encodeResult, FRAME_SOCKET_OPTIONS, FrameType, type Frame } from '../../src/protocol';
+import { rawSocketPair } from '../../src/testing';
 import { UnixSocket, type UnixSocketOptions } from '../../src/socket';
 import type { ChildConnection } from '../../src/transports/child';
 import { SocketConnection } from '../../src/transports/socket-connection';
@@ -171,7 +171,7 @@ describe("the command's side, against a client that reads slowly or not at all",
     connection: ServedConnection;
     ended: Promise<{ reason: Error | null; stats: ServeStats }>;
   } {
-    const [c, s] = native.socketpair(native.constants.SOCK_SEQPACKET);
+    const [c, s] = rawSocketPair('seqpacket');
     const server = new UnixSocket(s, 'seqpacket', { ...FRAME_SOCKET_OPTIONS, ...options });
     let resolve!: (v: { reason: Error | null; stats: ServeStats }) => void;
     const ended = new Promise<{ reason: Error | null; stats: ServeStats }>((r) => (resolve = r));
@@ -337,7 +337,7 @@ describe("the command's side, against a client that reads slowly or not at all",
 
 describe("the client's side, against a command's side played by the test", () => {
   test('a batch the bound cut part-way is all or nothing even with the queue still full: its arrived piece is released past the limit', async () => {
-    const [c, f] = native.socketpair(native.constants.SOCK_SEQPACKET);
+    const [c, f] = rawSocketPair('seqpacket');
     const client = new UnixSocket(c, 'seqpacket', { ...FRAME_SOCKET_OPTIONS });
     const fake = rawSocket(f);
     const conn = new SocketConnection(client, 'helper', { pid: process.pid, threadId: 0 }, async () => ({

@@ -8,9 +8,9 @@ import { chmodSync, lstatSync, mkdtempSync, readFileSync, rmSync, statSync, syml
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { connect, HelperDaemon, PeerRefusedError, PROBE_COMMAND } from '../../src';
-import { native } from '../../src/native';
+import { closeFd, connect, HelperDaemon, PeerRefusedError, PROBE_COMMAND } from '../../src';
 import { packageRoot } from '../../src/paths';
+import { rawListen } from '../../src/testing';
 import { defaultHelperSocketPath } from '../../src/transports/helper-daemon';
 import { kernelHasPassRights } from '../../scenarios/support/hostile';
 import { startHelperProcess } from '../util/processes';
@@ -70,14 +70,15 @@ describe('who may connect', () => {
       // (it may arrive before the daemon has even accepted), wait for
       // REFUSED, then try again.
       const script = `
-        const { native } = require(${JSON.stringify(join(packageRoot, 'dist', 'src', 'native.js'))});
-        const fd = native.connect(native.constants.SOCK_SEQPACKET, ${JSON.stringify(name)}, true);
-        const [r, w] = native.pipe();
-        const attempt = () => { try { native.sendNow(fd, Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]), new Array(253).fill(w)); return 'sent'; } catch (e) { return e.code; } };
+        const { makePipe } = require(${JSON.stringify(join(packageRoot, 'dist', 'src', 'fd.js'))});
+        const { rawConnect, receiveNow, sendNow } = require(${JSON.stringify(join(packageRoot, 'dist', 'src', 'testing.js'))});
+        const fd = rawConnect('seqpacket', ${JSON.stringify(name)}, true);
+        const [r, w] = makePipe();
+        const attempt = () => { try { sendNow(fd, Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]), new Array(253).fill(w)); return 'sent'; } catch (e) { return e.code; } };
         const first = attempt();
         let answer = null;
         for (let i = 0; i < 500 && answer === null; i++) {
-          const m = native.recvNow(fd, 65536, 253);
+          const m = receiveNow(fd, 65536, 253);
           if (m) answer = m.data[0]; else Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
         }
         console.log(JSON.stringify({ first, answer, second: attempt() }));`;
@@ -205,7 +206,7 @@ describe('the socket file', () => {
   test('a stale socket file left by a dead daemon is replaced', async () => {
     const socketPath = join(dir, 'stale.sock');
     // A bound, never-listening socket closed without unlink: what a SIGKILLed daemon leaves.
-    native.close(native.listen(native.constants.SOCK_SEQPACKET, socketPath, false, 0o600, 1));
+    closeFd(rawListen('seqpacket', socketPath, { mode: 0o600, backlog: 1 }));
     expect(lstatSync(socketPath).isSocket()).toBe(true);
     const daemon = HelperDaemon.start({ diagnostics: true, socketPath });
     try {

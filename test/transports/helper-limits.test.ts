@@ -7,9 +7,10 @@
  */
 import { join } from 'node:path';
 
-import { closeFd, connect, HelperDaemon, makeMemfd, openFdTable } from '../../src';
-import { native } from '../../src/native';
+import { closeFd, connect, fdFloor, fdLimit, HelperDaemon, makeMemfd, openFdTable } from '../../src';
 import { encodeJson, FrameType, MAX_FRAME_BYTES, PROTOCOL_VERSION } from '../../src/protocol';
+import { backgroundClosesPending, closerThreads } from '../../src/test-hooks';
+import { rawConnect, receiveNow, sendNow } from '../../src/testing';
 import { DEFAULT_HELPER_LIMITS, fdRoom, NO_PEER_PIDFD_ENV } from '../../src/transports/helper-daemon';
 import { hasPython, LINGER_ATTACKER, PYTHON } from '../util/linger-attacker';
 import { DIST_SRC, isRoot, NOBODY, runAsNobody, spawnAsNobody, type NobodyProcess } from '../util/nobody';
@@ -17,7 +18,7 @@ import { DIST_SRC, isRoot, NOBODY, runAsNobody, spawnAsNobody, type NobodyProces
 const describeRoot = isRoot ? describe : describe.skip;
 const ROOT_UID = process.getuid?.() ?? 0;
 
-/** Runs `body` as nobody with connect, native, frames, sleep and name in scope; resolves with what it returns. */
+/** Runs `body` as nobody with connect, closeFd, makeMemfd, the raw-socket helpers (rawConnect, sendNow, receiveNow), frames, sleep and name in scope; resolves with what it returns. */
 function asNobody(name: string, body: string): Promise<Record<string, unknown>> {
   return nobody(name, body).result;
 }
@@ -25,19 +26,19 @@ function asNobody(name: string, body: string): Promise<Record<string, unknown>> 
 /** asNobody, and the process itself (its stdin, and JSON lines it prints before its result). */
 function nobody(name: string, body: string): NobodyProcess & { result: Promise<Record<string, unknown>> } {
   const p = runAsNobody(`
-    const { connect } = require(${JSON.stringify(DIST_SRC)});
-    const { native } = require(${JSON.stringify(join(DIST_SRC, 'native.js'))});
+    const { closeFd, connect, makeMemfd } = require(${JSON.stringify(DIST_SRC)});
+    const { rawConnect, receiveNow, sendNow } = require(${JSON.stringify(join(DIST_SRC, 'testing.js'))});
     const frames = require(${JSON.stringify(join(DIST_SRC, 'protocol.js'))});
     const trustPeer = { uids: [${ROOT_UID}] };
     const socketPath = ${JSON.stringify(`@${name}`)};
     const name = ${JSON.stringify(name)};
     const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-    const raw = () => native.connect(native.constants.SOCK_SEQPACKET, name, true);
-    const hello = (fd, command = 'probe') => native.sendNow(fd, frames.encodeJson(frames.FrameType.HELLO, 0, { version: frames.PROTOCOL_VERSION, command: { name: command } }));
+    const raw = () => rawConnect('seqpacket', name, true);
+    const hello = (fd, command = 'probe') => sendNow(fd, frames.encodeJson(frames.FrameType.HELLO, 0, { version: frames.PROTOCOL_VERSION, command: { name: command } }));
     /** Waits (up to 10 s) for a message or EOF on a raw fd: 'eof', an error code, or the frame type. */
     const awaitAnswer = async (fd) => {
       for (let i = 0; i < 1000; i++) {
-        try { const m = native.recvNow(fd, 262144, 0); if (m) return m.data[0]; } catch (e) { return e.code === 'ERR_FDBRIDGE_EOF' ? 'eof' : e.code; }
+        try { const m = receiveNow(fd, 262144, 0); if (m) return m.data[0]; } catch (e) { return e.code === 'ERR_FDBRIDGE_EOF' ? 'eof' : e.code; }
         await sleep(10);
       }
       return 'nothing';
@@ -69,7 +70,7 @@ describeRoot('quotas (client: nobody)', () => {
     try {
       const r = await asNobody(nameOf(daemon), `
         const c = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer });
-        const fd = native.memfd('q');
+        const fd = makeMemfd('q');
         const got = [];
         for (let i = 0; i < 5; i++) got.push(await c.dupFileDescriptor(fd));
         const batch = await c.dupFileDescriptors([fd, fd]).then(() => 'served', (e) => e.code + ':' + e.quota);
@@ -78,7 +79,7 @@ describeRoot('quotas (client: nobody)', () => {
         await c.call('closeAdopted', [got[0]]).catch(() => undefined);
         await c.call('adopt', [got[0]]); await c.call('closeAdopted', [got[0]]);
         const after = await c.dupFileDescriptor(fd).then(() => 'served', (e) => e.code);
-        await c.close(); native.close(fd);
+        await c.close(); closeFd(fd);
         return { served: got.length, batch, one, after };`);
       expect(r).toEqual({ served: 5, batch: 'ERR_FDBRIDGE_QUOTA:fds', one: 'ERR_FDBRIDGE_QUOTA:fds', after: 'served' });
       expect(daemon.stats.quotaHits.fds).toBe(2);
@@ -126,7 +127,7 @@ describeRoot('quotas (client: nobody)', () => {
   test('a client that never sends HELLO is disconnected after the HELLO timeout', async () => {
     const daemon = start({ limits: { helloTimeoutMs: 200 } });
     try {
-      const r = await asNobody(nameOf(daemon), `const fd = raw(); const a = await awaitAnswer(fd); native.close(fd); return { answer: a };`);
+      const r = await asNobody(nameOf(daemon), `const fd = raw(); const a = await awaitAnswer(fd); closeFd(fd); return { answer: a };`);
       expect(r).toEqual({ answer: 'eof' });
       expect(daemon.stats.quotaHits.helloTimeout).toBe(1);
     } finally {
@@ -140,7 +141,7 @@ describeRoot('quotas (client: nobody)', () => {
       const r = await asNobody(nameOf(daemon), `
         const busy = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer });
         const long = busy.call('later', 900, 'kept');
-        const fd = raw(); hello(fd); const ready = await awaitAnswer(fd); const end = await awaitAnswer(fd); native.close(fd);
+        const fd = raw(); hello(fd); const ready = await awaitAnswer(fd); const end = await awaitAnswer(fd); closeFd(fd);
         const kept = await long; await busy.close();
         return { ready, end, kept };`);
       expect(r).toEqual({ ready: 2, end: 'eof', kept: 'kept' }); // 2: READY
@@ -159,7 +160,7 @@ describeRoot('quotas (client: nobody)', () => {
         let sent = 0, stop = null;
         // Requests whose replies it never reads, until the kernel refuses more (the daemon stopped reading).
         for (let id = 1; id < 5000 && stop === null; id++) {
-          try { native.sendNow(fd, frames.encodeCall(id, 'echo', [big])); sent++; } catch (e) { if (e.code === 'EAGAIN') await sleep(20); else stop = e.code; }
+          try { sendNow(fd, frames.encodeCall(id, 'echo', [big])); sent++; } catch (e) { if (e.code === 'EAGAIN') await sleep(20); else stop = e.code; }
           if (sent > 200 && id % 50 === 0) await sleep(20);
         }
         return { sent, stop };`);
@@ -178,7 +179,7 @@ describeRoot('what a refused or long-served client costs and counts (client: roo
   async function answer(fd: number): Promise<number | string> {
     for (;;) {
       try {
-        const m = native.recvNow(fd, 65536, 0);
+        const m = receiveNow(fd, 65536, 0);
         if (m) return m.data[0] as number;
       } catch (e) {
         return (e as { code?: string }).code === 'ERR_FDBRIDGE_EOF' ? 'eof' : String((e as { code?: string }).code);
@@ -196,9 +197,9 @@ describeRoot('what a refused or long-served client costs and counts (client: roo
       const before = process.memoryUsage().arrayBuffers;
       const hello = encodeJson(FrameType.HELLO, 0, { version: PROTOCOL_VERSION, command: { name: 'probe' } });
       for (let i = 0; i < REFUSED; i++) {
-        const fd = native.connect(native.constants.SOCK_SEQPACKET, nameOf(daemon), true);
+        const fd = rawConnect('seqpacket', nameOf(daemon), true);
         raws.push(fd);
-        native.sendNow(fd, hello);
+        sendNow(fd, hello);
       }
       // Each is told REFUSED (3) and then held (until it hangs up, or a second) with what it sent unread or drained.
       for (const fd of raws) expect(await answer(fd)).toBe(3);
@@ -207,7 +208,7 @@ describeRoot('what a refused or long-served client costs and counts (client: roo
       expect(process.memoryUsage().arrayBuffers - before).toBeLessThan((REFUSED * MAX_FRAME_BYTES) / 8);
       await first.close();
     } finally {
-      for (const fd of raws) native.close(fd);
+      for (const fd of raws) closeFd(fd);
       await daemon.close();
     }
   });
@@ -270,7 +271,7 @@ describeRoot('fairness between uids (nobody takes all it may; root still gets it
       const r = nobody(nameOf(daemon), `
         const a = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer });
         const b = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer });
-        const fd = native.memfd('q');
+        const fd = makeMemfd('q');
         const outcome = (p) => p.then(() => 'served', (e) => e.code + ':' + e.quota);
         const got = [];
         for (let i = 0; i < 4; i++) got.push(await a.dupFileDescriptor(fd));
@@ -282,7 +283,7 @@ describeRoot('fairness between uids (nobody takes all it may; root still gets it
         // One adopted and closed by a's command: room for one more, on b.
         await a.call('adopt', [got[0]]); await a.call('closeAdopted', [got[0]]);
         const after = await outcome(b.dupFileDescriptor(fd));
-        await a.close(); await b.close(); native.close(fd);
+        await a.close(); await b.close(); closeFd(fd);
         return { b1, bOne, bBatch, after };`);
       await r.line('held');
       // The refused requests' fds count against nobody's allowance until the closer has closed them.
@@ -314,7 +315,7 @@ describeRoot('fairness between uids (nobody takes all it may; root still gets it
     try {
       const r = nobody(nameOf(daemon), `
         const a = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer });
-        const fd = native.memfd('q');
+        const fd = makeMemfd('q');
         const got = await a.dupFileDescriptors([fd, fd, fd, fd, fd]);
         const more = await a.dupFileDescriptor(fd).then(() => 'served', (e) => e.code + ':' + e.quota);
         process.stdout.write(JSON.stringify({ held: more }) + '\\n');
@@ -322,7 +323,7 @@ describeRoot('fairness between uids (nobody takes all it may; root still gets it
         await a.call('adopt', [got[0]]); await a.call('closeAdopted', [got[0]]);
         process.stdout.write(JSON.stringify({ released: 1 }) + '\\n');
         await new Promise((resolve) => process.stdin.once('data', resolve));
-        await a.close(); native.close(fd);
+        await a.close(); closeFd(fd);
         return { done: true };`);
       expect(await r.line('held')).toEqual({ held: 'ERR_FDBRIDGE_QUOTA:totalFds' });
       const mine = await connect('helper', { command: { name: 'probe' }, socketPath: daemon.socketPath });
@@ -345,7 +346,7 @@ describeRoot('fairness between uids (nobody takes all it may; root still gets it
   });
 
   test('the fd total is clipped to what RLIMIT_NOFILE leaves, and a per-uid limit not given to a quarter of it when other uids are served', async () => {
-    const [soft] = native.getFdLimit();
+    const [soft] = fdLimit();
     const lines: string[] = [];
     const daemon = HelperDaemon.start({ socketPath: `@fdbridge-limits-${process.pid}-clip`, allowUids: [65534], limits: { maxConnections: 10, maxFdsTotal: soft * 2 }, log: (l) => lines.push(l) });
     try {
@@ -360,7 +361,7 @@ describeRoot('fairness between uids (nobody takes all it may; root still gets it
   });
 
   test('a daemon serving its own uid alone has per-uid limits equal to the totals unless given', async () => {
-    const [soft] = native.getFdLimit();
+    const [soft] = fdLimit();
     const own = HelperDaemon.start({ socketPath: `@fdbridge-limits-${process.pid}-own`, limits: { maxConnections: 10, maxFdsTotal: soft * 2 } });
     const given = HelperDaemon.start({ socketPath: `@fdbridge-limits-${process.pid}-given`, limits: { maxConnections: 10, maxConnectionsPerUid: 3, maxFdsPerUid: 7 } });
     try {
@@ -390,7 +391,7 @@ describeRoot("a client's death is noticed whatever fds it left with the daemon (
       const r = await asNobody(nameOf(daemon), `
         const a = raw(); hello(a); await awaitAnswer(a);
         const b = raw(); hello(b); await awaitAnswer(b);
-        const dup = (over, fd) => native.sendNow(over, frames.encodeDup(1), [fd]);
+        const dup = (over, fd) => sendNow(over, frames.encodeDup(1), [fd]);
         if (${JSON.stringify(shape)} === 'own') { dup(a, a); dup(b, b); } else { dup(a, b); dup(b, a); }
         const replies = [await awaitAnswer(a), await awaitAnswer(b)];
         process.stdout.write(JSON.stringify({ result: { replies } }) + '\\n');
@@ -421,7 +422,7 @@ describeRoot("a client's death is noticed whatever fds it left with the daemon (
       r.child.stdin?.end('go\n');
       expect(await r.result).toEqual({ closed: true });
       expect(held).toHaveLength(1);
-      expect(held[0]).toBeGreaterThanOrEqual(native.fdFloor());
+      expect(held[0]).toBeGreaterThanOrEqual(fdFloor());
       expect(await until(() => daemon.stats.active === 0 && pidfds().length === 0)).toBe(true);
     } finally {
       await daemon.close();
@@ -435,15 +436,15 @@ describeRoot("a client's death is noticed whatever fds it left with the daemon (
       const r = await asNobody(nameOf(daemon), `
         const a = raw(); hello(a); await awaitAnswer(a);
         const b = raw(); hello(b); await awaitAnswer(b);
-        const dup = async (over, fd) => { native.sendNow(over, frames.encodeDup(1), [fd]); return awaitAnswer(over); };
-        const reply = async (over) => { for (let i = 0; i < 1000; i++) { const m = native.recvNow(over, 262144, 0); if (m) return m; await sleep(10); } };
-        native.sendNow(a, frames.encodeDup(7), [a]);
+        const dup = async (over, fd) => { sendNow(over, frames.encodeDup(1), [fd]); return awaitAnswer(over); };
+        const reply = async (over) => { for (let i = 0; i < 1000; i++) { const m = receiveNow(over, 262144, 0); if (m) return m; await sleep(10); } };
+        sendNow(a, frames.encodeDup(7), [a]);
         const own = await reply(a);
         const cycle = await dup(a, b);
-        const memfd = native.memfd('fine');
+        const memfd = makeMemfd('fine');
         const fine = await dup(b, memfd);
-        native.close(memfd);
-        native.close(a); native.close(b);
+        closeFd(memfd);
+        closeFd(a); closeFd(b);
         return { own: own.data[0], ownCode: JSON.parse(own.data.toString('utf8', 8)).code, cycle, fine };`);
       expect(r).toEqual({ own: 8, ownCode: 'ERR_FDBRIDGE_FD_REFUSED', cycle: 8, fine: 5 }); // ERROR, ERROR, DUP_OK
       // Nothing of theirs held it open: both connections end at their end of file.
@@ -470,7 +471,7 @@ describeRoot('a close that would block never runs on the event loop, nor holds b
     expect(await attacker.line('ready')).toEqual({ ready: 2, dupOk: 5 });
     expect(await until(() => daemon.stats.active === 0)).toBe(true);
     // Its close has started and blocks: the client fd still waiting to be closed.
-    expect(await until(() => native.closerThreads().busy >= 1)).toBe(true);
+    expect(await until(() => closerThreads().busy >= 1)).toBe(true);
     expect(daemon.status().fdsClosing).toBe(1);
     return attacker;
   }
@@ -540,9 +541,9 @@ describeRoot('a close that would block never runs on the event loop, nor holds b
     try {
       // Connections that end now leave their sockets to the background
       // closer, which closes them while the lingering close still blocks.
-      for (let i = 0; i < TOTAL + 2; i++) native.close(native.connect(native.constants.SOCK_SEQPACKET, name, true));
+      for (let i = 0; i < TOTAL + 2; i++) closeFd(rawConnect('seqpacket', name, true));
       expect(await until(() => daemon.stats.connections === TOTAL + 3 && daemon.stats.active === 0)).toBe(true);
-      expect(await until(() => native.backgroundClosesPending() === 1)).toBe(true);
+      expect(await until(() => backgroundClosesPending() === 1)).toBe(true);
       // Every fd of the total but the waiting one is served; the one past it is refused, naming it.
       const conn = await connect('helper', { command: { name: 'probe' }, socketPath: daemon.socketPath });
       const got = await conn.dupFileDescriptors(new Array<number>(TOTAL - 1).fill(memfd));
@@ -565,13 +566,13 @@ describeRoot('a close that would block never runs on the event loop, nor holds b
       expect(await attacker.line('ready')).toEqual({ ready: 2, dupOk: 5 });
       expect(await until(() => daemon.stats.active === 0)).toBe(true);
       // Both closes block (nobody's), and the fds count as nobody's still.
-      expect(await until(() => native.closerThreads().busy >= 2)).toBe(true);
+      expect(await until(() => closerThreads().busy >= 2)).toBe(true);
       expect(daemon.status().fdsClosing).toBe(2);
       const r = await asNobody(nameOf(daemon), `
         const c = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer });
-        const fd = native.memfd('q');
+        const fd = makeMemfd('q');
         const one = await c.dupFileDescriptor(fd).then(() => 'served', (e) => e.code + ':' + e.quota + ':' + e.message);
-        await c.close(); native.close(fd);
+        await c.close(); closeFd(fd);
         return { one };`);
       expect(r['one']).toMatch(/^ERR_FDBRIDGE_QUOTA:uidFds:.*\(2 of them still being closed; at most 2\)/);
       // Another uid is served from its own allowance.

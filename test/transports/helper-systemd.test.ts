@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 import { connect, DatagramSocket, makeMemfd, closeFd, openFdTable } from '../../src';
-import { constants, native } from '../../src/native';
+import { rawListen } from '../../src/testing';
 import { listenFdsFromSystemd } from '../../src/transports/systemd';
 import { CLI, exitOf } from '../util/processes';
 
@@ -30,13 +30,13 @@ test('socket activation, READY=1 on NOTIFY_SOCKET, and --status showing clients,
   const notify = DatagramSocket.bind(notifyPath);
   const socketPath = join(dir, 'activated.sock');
   // What systemd does for a .socket unit: bind and listen, then pass it on.
-  const listenFd = native.listen(constants.SOCK_SEQPACKET, socketPath, false, 0o600, 16);
+  const listenFd = rawListen('seqpacket', socketPath, { mode: 0o600, backlog: 16 });
   // LISTEN_PID must be the daemon's own pid: sh learns it ($$) and execs node in its place.
   const child = spawn('sh', ['-c', `LISTEN_PID=$$ exec "$0" "$@"`, process.execPath, CLI, 'helper', '--verbose', '--max-fds', '3'], {
     stdio: ['ignore', 'pipe', 'pipe', listenFd],
     env: { ...process.env, LISTEN_FDS: '1', NOTIFY_SOCKET: notifyPath },
   });
-  native.close(listenFd); // the daemon has its own copy now
+  closeFd(listenFd); // the daemon has its own copy now
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
   const memfd = makeMemfd('held');

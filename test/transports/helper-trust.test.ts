@@ -28,7 +28,7 @@ afterEach(() => {
 function squatter(address: string): ReturnType<typeof runAsNobody> {
   const abstract = address.startsWith('@');
   return runAsNobody(`
-    const { native } = require(${JSON.stringify(join(DIST_SRC, 'native.js'))});
+    const { closeFd } = require(${JSON.stringify(DIST_SRC)});
     const { UnixServer } = require(${JSON.stringify(join(DIST_SRC, 'socket.js'))});
     const server = UnixServer.listen(${JSON.stringify(abstract ? { abstract: address.slice(1) } : address)}, { kind: 'seqpacket', mode: 0o666 });
     let bytes = 0, fds = 0;
@@ -36,7 +36,7 @@ function squatter(address: string): ReturnType<typeof runAsNobody> {
     server.onConnection((err, s) => {
       if (!s) return;
       sockets.push(s);
-      s.setMessageHandler((e, data, got) => { if (data) bytes += data.length; if (got) { fds += got.length; for (const fd of got) native.close(fd); } });
+      s.setMessageHandler((e, data, got) => { if (data) bytes += data.length; if (got) { fds += got.length; for (const fd of got) closeFd(fd); } });
     });
     process.on('SIGTERM', () => { console.log(JSON.stringify({ bytes, fds })); process.exit(0); });
     console.log(JSON.stringify({ listening: true }));`);
@@ -93,13 +93,12 @@ describeRoot('a client trusts only the listener it should (as another uid: nobod
     const daemon = HelperDaemon.start({ socketPath: `@fdbridge-root-daemon-${process.pid}`, allowUids: [NOBODY] });
     try {
       const p = runAsNobody(`
-        const { connect } = require(${JSON.stringify(DIST_SRC)});
-        const { native } = require(${JSON.stringify(join(DIST_SRC, 'native.js'))});
+        const { closeFd, connect, makeMemfd } = require(${JSON.stringify(DIST_SRC)});
         (async () => {
-          const fd = native.memfd('for-root');
+          const fd = makeMemfd('for-root');
           const c = await connect('helper', { command: { name: 'log' }, socketPath: ${JSON.stringify(daemon.socketPath)} });
           const there = await c.dupFileDescriptor(fd);
-          await c.close(); native.close(fd);
+          await c.close(); closeFd(fd);
           return { there: typeof there };
         })().then((r) => console.log(JSON.stringify({ result: r })), (e) => console.log(JSON.stringify({ result: { error: e.code ?? e.name, message: e.message } })));`);
       expect(await p.line('result')).toEqual({ result: { there: 'number' } });
@@ -224,7 +223,7 @@ describe('a daemon listens only where nobody else can write', () => {
   });
 });
 
-/** A script run as nobody: `body` runs with `connect`, `native`, `send` (raw frames) in scope and prints JSON. */
+/** A script run as nobody: `body` runs with `src` (the package's entry), `connect`, `trustPeer` and `socketPath` in scope; prints JSON. */
 function nobodyClient(socketPath: string, body: string): Promise<Record<string, unknown>> {
   const p = runAsNobody(`
     const src = require(${JSON.stringify(DIST_SRC)});
@@ -250,12 +249,12 @@ describeRoot('a client names a command and never chooses code (as another uid: n
     const daemon = HelperDaemon.start({ socketPath: `@fdbridge-cmd-${process.pid}`, allowUids: [NOBODY] });
     try {
       const raw = await nobodyClient(daemon.socketPath, `
-        const { native } = require(${JSON.stringify(join(DIST_SRC, 'native.js'))});
+        const { rawConnect, receiveNow, sendNow } = require(${JSON.stringify(join(DIST_SRC, 'testing.js'))});
         const { encodeJson, FrameType, PROTOCOL_VERSION } = require(${JSON.stringify(join(DIST_SRC, 'protocol.js'))});
-        const fd = native.connect(native.constants.SOCK_SEQPACKET, socketPath.slice(1), true);
-        native.sendNow(fd, encodeJson(FrameType.HELLO, 0, { version: PROTOCOL_VERSION, command: { module: ${JSON.stringify(evil)}, export: 'Evil' } }));
+        const fd = rawConnect('seqpacket', socketPath.slice(1), true);
+        sendNow(fd, encodeJson(FrameType.HELLO, 0, { version: PROTOCOL_VERSION, command: { module: ${JSON.stringify(evil)}, export: 'Evil' } }));
         for (let i = 0; i < 500; i++) {
-          const m = native.recvNow(fd, 65536, 0);
+          const m = receiveNow(fd, 65536, 0);
           if (m) return { type: m.data[0], body: m.data.toString('utf8', 8) };
           Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
         }
@@ -294,9 +293,8 @@ describeRoot('a client names a command and never chooses code (as another uid: n
     const daemon = HelperDaemon.start({ socketPath: `@fdbridge-cmd-fds-${process.pid}`, allowUids: [NOBODY] });
     try {
       const result = await nobodyClient(daemon.socketPath, `
-        const memfd = native => native.memfd('victim');
-        const { native } = require(${JSON.stringify(join(DIST_SRC, 'native.js'))});
-        const fd = memfd(native);
+        const { closeFd, makeMemfd } = src;
+        const fd = makeMemfd('victim');
         const victim = await connect('helper', { command: { name: 'log' }, socketPath, trustPeer });
         const there = await victim.dupFileDescriptor(fd);
         const thief = await connect('helper', { command: { name: 'log' }, socketPath, trustPeer });
@@ -307,7 +305,7 @@ describeRoot('a client names a command and never chooses code (as another uid: n
         await victim.call('log', 'mine');
         await victim.close();
         const size = require('node:fs').fstatSync(fd).size;
-        native.close(fd);
+        closeFd(fd);
         return { stolen, size };`);
       expect(result['stolen']).toMatch(/was not duplicated into this command/);
       expect(result['size']).toBe('mine\n'.length);

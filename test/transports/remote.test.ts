@@ -27,8 +27,8 @@ import {
   type CommandSpec,
   type Connection,
 } from '../../src';
-import { closeFd, closeFds, diffFdTables, fdFloor, fdIdentity, makeEventfd, makeMemfd, makePipe, openFdTable, type FdTable } from '../../src/fd';
-import { constants, native } from '../../src/native';
+import { closeFd, closeFds, diffFdTables, dupFd, fdFloor, fdIdentity, makeEventfd, makeMemfd, makePipe, openFdTable, openPidfd, type FdTable } from '../../src/fd';
+import { rawListen, rawShutdown, rawSocketPair } from '../../src/testing';
 import type { RemoteConnection } from '../../src/transports/remote';
 import { STREAM_WINDOW } from '../../src/transports/remote-channel';
 import { LOCAL_REMOTE } from '../../harness/local-remote';
@@ -86,7 +86,7 @@ async function writeInCalls(conn: Connection, far: number, text: string): Promis
 }
 
 function readToEnd(fd: number): Promise<Buffer> {
-  const sock = new Socket({ fd: native.dup(fd), readable: true, writable: false });
+  const sock = new Socket({ fd: dupFd(fd), readable: true, writable: false });
   const chunks: Buffer[] = [];
   return new Promise((resolve, reject) => {
     sock.on('data', (c: Buffer) => chunks.push(c));
@@ -100,7 +100,7 @@ function readToEnd(fd: number): Promise<Buffer> {
 
 /** Reads `fd` asynchronously until `n` bytes came. */
 function readBytes(fd: number, n: number): Promise<Buffer> {
-  const sock = new Socket({ fd: native.dup(fd), readable: true, writable: false });
+  const sock = new Socket({ fd: dupFd(fd), readable: true, writable: false });
   const chunks: Buffer[] = [];
   let got = 0;
   return new Promise((resolve, reject) => {
@@ -223,7 +223,7 @@ describe('relayed byte streams', () => {
 
   test('a stream socket, both ways: half-close from the client, close from the command', async () => {
     const conn = await open();
-    const [a, b] = native.socketpair(constants.SOCK_STREAM);
+    const [a, b] = rawSocketPair('stream');
     try {
       const farA = await conn.dupFileDescriptor(a);
       closeFd(a);
@@ -231,7 +231,7 @@ describe('relayed byte streams', () => {
       expect(await conn.call('write', farA, 'from the command')).toBe(16);
       writeSync(b, 'from the client');
       expect(await conn.call('read', farA, 64)).toBe('from the client');
-      native.shutdown(b, constants.SHUT_WR);
+      rawShutdown(b, 'write');
       expect(await conn.call('read', farA, 64)).toBe('');
       await conn.call('adopt', [farA]);
       await conn.call('closeAdopted', [farA]);
@@ -325,7 +325,7 @@ describe('relayed byte streams', () => {
         const [r, w] = makePipe();
         // A reader that stops for `lag` ms after each chunk: the server's
         // reads of the command's pipe pause on the window while replies go by.
-        const sock = new Socket({ fd: native.dup(r), readable: true, writable: false });
+        const sock = new Socket({ fd: dupFd(r), readable: true, writable: false });
         const chunks: Buffer[] = [];
         const got = new Promise<string>((resolve, reject) => {
           sock.on('data', (c: Buffer) => {
@@ -391,8 +391,8 @@ describe('relayed byte streams', () => {
     await fc.assert(
       fc.asyncProperty(fc.array(chunk, { minLength: 1, maxLength: 5 }), fc.array(fc.string({ minLength: 1, maxLength: 200 }), { minLength: 1, maxLength: 6 }), async (up, down) => {
         const conn = await open();
-        const [a, b] = native.socketpair(constants.SOCK_STREAM);
-        const sock = new Socket({ fd: native.dup(b), readable: true, writable: true, allowHalfOpen: true });
+        const [a, b] = rawSocketPair('stream');
+        const sock = new Socket({ fd: dupFd(b), readable: true, writable: true, allowHalfOpen: true });
         try {
           const farA = await conn.dupFileDescriptor(a);
           closeFd(a);
@@ -427,11 +427,11 @@ describe('kinds with no byte stream', () => {
   test('fail with UnsupportedError naming the kind; a batch holding one fails whole', async () => {
     const conn = await open();
     const sock = join(dir, 'listening.sock');
-    const listening = native.listen(constants.SOCK_STREAM, sock, false, 0o600, 8);
+    const listening = rawListen('stream', sock, { mode: 0o600, backlog: 8 });
     const directory = openSync(dir, 'r');
     const eventfd = makeEventfd();
-    const pidfd = native.pidfdOpen(process.pid);
-    const [d1, d2] = native.socketpair(constants.SOCK_DGRAM);
+    const pidfd = openPidfd(process.pid);
+    const [d1, d2] = rawSocketPair('dgram');
     const [r, w] = makePipe();
     const cases: Array<[number, RegExp]> = [
       [listening, /a listening socket/],

@@ -9,9 +9,9 @@
 import { ClosedError, FdBridgeError, makeMemfd, openFdTable, PeerExitedError, PROBE_COMMAND, RemoteError, TimeoutError, UnixServer, connect, transportNames } from '../../src';
 import type { PeerExit } from '../../src/errors';
 import type { FdTable } from '../../src/fd';
-import { closeFds } from '../../src/fd';
-import { native } from '../../src/native';
+import { closeFd, closeFds, dupFd } from '../../src/fd';
 import { decodeFrame, encodeEmpty, encodeFdList, encodeJson, FRAME_SOCKET_OPTIONS, FrameType, type Frame } from '../../src/protocol';
+import { rawSocketPair } from '../../src/testing';
 import { UnixSocket } from '../../src/socket';
 import { handshake, SocketConnection } from '../../src/transports/socket-connection';
 import type { CommandLocation } from '../../src/connection';
@@ -19,7 +19,7 @@ import { fdTableSettles } from '../util/processes';
 
 /** A SocketConnection whose command's side (`fake`) the test plays. */
 function fakePair(onCommandClosed?: (l: CommandLocation) => void | Promise<void>): { conn: SocketConnection; fake: UnixSocket } {
-  const [c, f] = native.socketpair(native.constants.SOCK_SEQPACKET);
+  const [c, f] = rawSocketPair('seqpacket');
   const fake = new UnixSocket(f, 'seqpacket', { bufferSize: FRAME_SOCKET_OPTIONS.bufferSize });
   const conn = new SocketConnection(
     new UnixSocket(c, 'seqpacket', { ...FRAME_SOCKET_OPTIONS }),
@@ -57,7 +57,7 @@ afterAll(() => {
 
 describe('connect', () => {
   test('a command side that never answers HELLO fails the handshake with ERR_FDBRIDGE_TIMEOUT after timeoutMs', async () => {
-    const [c, f] = native.socketpair(native.constants.SOCK_SEQPACKET);
+    const [c, f] = rawSocketPair('seqpacket');
     const client = new UnixSocket(c, 'seqpacket', { ...FRAME_SOCKET_OPTIONS });
     const fake = new UnixSocket(f, 'seqpacket', { bufferSize: FRAME_SOCKET_OPTIONS.bufferSize });
     try {
@@ -177,7 +177,7 @@ describe('close()', () => {
     /** A connection whose peer has hung up and whose probe answers only when the test says. */
     async function hungUp(): Promise<{ conn: SocketConnection; exited: (exit: PeerExit) => void; before: FdTable }> {
       const before = openFdTable();
-      const [c, f] = native.socketpair(native.constants.SOCK_SEQPACKET);
+      const [c, f] = rawSocketPair('seqpacket');
       let exited!: (exit: PeerExit) => void;
       const probed = new Promise<PeerExit>((resolve) => (exited = resolve));
       let probing!: () => void;
@@ -187,7 +187,7 @@ describe('close()', () => {
         return probed;
       };
       const conn = new SocketConnection(new UnixSocket(c, 'seqpacket', { ...FRAME_SOCKET_OPTIONS }), 'helper', { pid: process.pid, threadId: 0 }, probe);
-      native.close(f);
+      closeFd(f);
       // The connection read the end of file and asks how the peer ended.
       await asked;
       return { conn, exited, before };
@@ -195,8 +195,8 @@ describe('close()', () => {
 
     /** Every request kind, made now, with where each settled. */
     function requests(conn: SocketConnection): Array<Promise<unknown>> {
-      const closedFd = native.dupHigh(source);
-      native.close(closedFd);
+      const closedFd = dupFd(source);
+      closeFd(closedFd);
       return [
         conn.dupFileDescriptor(source),
         conn.dupFileDescriptors([source, source]),

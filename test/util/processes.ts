@@ -6,8 +6,8 @@ import { join } from 'node:path';
 
 import { helperCommandArgs } from '../../harness/helper-process';
 import { closeFd, diffFdTables, formatFdTableDiff, openFdTable, openPidfd, type FdTable } from '../../src/fd';
-import { native } from '../../src/native';
 import { packageRoot } from '../../src/paths';
+import { watchExit } from '../../src/test-hooks';
 
 export const CLI = join(packageRoot, 'dist', 'harness', 'cli.js');
 /** The test fixtures' scenarios (FDBRIDGE_SCENARIOS_DIR for a CLI run that lists or runs them). */
@@ -135,7 +135,7 @@ export function pidExit(pid: number): Promise<void> {
   const pidfd = openPidfd(pid);
   try {
     return new Promise((resolve) => {
-      const watch = new native.ExitWatch(pidfd, () => setImmediate(() => (watch.close(), resolve())));
+      const watch = watchExit(pidfd, () => setImmediate(() => (watch.close(), resolve())));
     });
   } finally {
     closeFd(pidfd);

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 
 import { ProtocolError } from '../../src/errors';
-import { native } from '../../src/native';
+import { native } from './binding';
 import {
   decodeFrame,
   encodeFdList,

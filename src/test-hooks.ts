@@ -1,0 +1,59 @@
+/**
+ * What fdbridge's own tests observe or fake inside the native layer, and
+ * nothing else: counters of what the addon holds, a process-exit watch and a
+ * simulated older kernel. Not part of the package's API (neither index.ts nor
+ * testing.ts exports it): these name internals that may change with the addon.
+ *
+ * Tests outside test/native reach the addon only through this module, the
+ * public fd operations (fd.ts) and the raw-socket helpers (testing.ts);
+ * test/structure/native-is-private.test.ts holds them to it.
+ */
+import { constants as osConstants } from 'node:os';
+
+import { SystemError } from './errors';
+import { native, type NativeExitWatch } from './native';
+
+/** How many fds fdbridge holds for itself in this process now (dupHigh, pins, ledgers, its own sockets). */
+export function ownedFdCount(): number {
+  return native.ownedFdCount();
+}
+
+/** UnixSocket objects of the addon (every environment) not yet garbage collected, open or closed. */
+export function socketObjectsAlive(): number {
+  return native.socketsAlive();
+}
+
+/** The background closer's threads now, how many are in a close, and its caps (total, per owner). */
+export function closerThreads(): { threads: number; busy: number; max: number; perOwner: number } {
+  return native.closerThreads();
+}
+
+/** fds handed to the background closer and not closed yet. */
+export function backgroundClosesPending(): number {
+  return native.backgroundClosesPending();
+}
+
+/**
+ * Calls `onExit()` once, from the event loop's poll callback, when the
+ * process of `pidfd` (borrowed: the watch keeps its own duplicate) has exited.
+ * The watch keeps the loop alive until it fires or is closed.
+ */
+export function watchExit(pidfd: number, onExit: () => void): NativeExitWatch {
+  return new native.ExitWatch(pidfd, onExit);
+}
+
+/**
+ * Makes this process behave as on a kernel without SO_PASSRIGHTS (before
+ * Linux 6.16): turning it off fails with ENOPROTOOPT, so sockets that should
+ * refuse fds accept them and the receive paths must close and count what
+ * arrives. Returns the function that restores the real option.
+ */
+export function simulateKernelWithoutPassRights(): () => void {
+  const real = native.setPassRights;
+  native.setPassRights = () => {
+    throw new SystemError(osConstants.errno.ENOPROTOOPT, 'setsockopt(SO_PASSRIGHTS)');
+  };
+  return () => {
+    native.setPassRights = real;
+  };
+}
