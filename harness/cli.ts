@@ -62,20 +62,20 @@ function version(): string {
 
 function globalUsage(): string {
   const width = Math.max(...Object.keys(SUBCOMMANDS).map((n) => n.length));
-  return `usage: fdbridge <command> [options]     (fdbridge <command> --help for its options)
+  return `usage: fdbridge <subcommand> [options]     (fdbridge <subcommand> --help for its options)
 
-commands:
+subcommands:
 ${Object.entries(SUBCOMMANDS)
   .map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`)
   .join('\n')}
 
 options:
-  --help, -h     this text (after a command: that command's options)
+  --help, -h     this text (after a subcommand: that subcommand's options)
   --version      the installed version
   --debug        on an error, print its stack (and causes), not only its message
 
-exit status: 0 ok; 1 the command found a failure (a failed or leaking row, a regression,
-a transport that failed); 2 usage error; 3 the command could not run (see its message).
+exit status: 0 ok; 1 the subcommand found a failure (a failed or leaking row, a regression,
+a transport that failed); 2 usage error; 3 the subcommand could not run (see its message).
 `;
 }
 
@@ -104,7 +104,7 @@ function describeError(err: unknown, debug: boolean): string {
 
 async function main(argv: string[]): Promise<number> {
   const debug = optionWords(argv).includes('--debug');
-  // --debug is global: accepted before or after the command's name.
+  // --debug is global: accepted before or after the subcommand's name.
   const words = debug ? [...optionWords(argv).filter((a) => a !== '--debug'), ...argv.slice(optionWords(argv).length)] : argv;
   let [name, ...rest] = words;
   if (name === 'help') {
@@ -125,7 +125,7 @@ async function main(argv: string[]): Promise<number> {
     return EXIT.ok;
   }
   if (!Object.hasOwn(SUBCOMMANDS, name)) {
-    process.stderr.write(`fdbridge: ${name.startsWith('-') ? 'unknown option' : 'unknown command'} ${name}\n${globalUsage()}`);
+    process.stderr.write(`fdbridge: ${name.startsWith('-') ? 'unknown option' : 'unknown subcommand'} ${name}\n${globalUsage()}`);
     return EXIT.usage;
   }
   const subcommand = loadSubcommand(name);

@@ -48,7 +48,7 @@ import {
 } from '../throughput';
 import { writeBenchHtml } from '../bench-html';
 import type { BenchCase, Environment, Latency } from '../types';
-import { EXIT, parseCommandArgs, parseInteger, UsageError } from './usage';
+import { EXIT, parseSubcommandArgs, parseInteger, UsageError } from './usage';
 
 /** Requests in flight in the pipelined measurement (the goal's figure). */
 export const PIPELINE_DEPTH = 64;
@@ -799,7 +799,7 @@ function optionalInt(name: string, text: string | undefined, fallback: number): 
  * when 'helper' is among the transports. Returns the exit status.
  */
 export async function main(argv: string[]): Promise<number> {
-  const { values } = parseCommandArgs(argv, {
+  const { values } = parseSubcommandArgs(argv, {
     json: { type: 'string' },
     html: { type: 'string' },
     clients: { type: 'string' },

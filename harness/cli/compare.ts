@@ -10,7 +10,7 @@
 import { readFileSync } from 'node:fs';
 
 import type { ResultRow, ResultsFile, Status } from '../types';
-import { EXIT, parseCommandArgs, UsageError } from './usage';
+import { EXIT, parseSubcommandArgs, UsageError } from './usage';
 
 export const USAGE = `compare OLD.json NEW.json [--threshold RATIO]
       Compare two results files of \`fdbridge run --json\`: rows that started failing or
@@ -148,7 +148,7 @@ export function compareResults(old: ResultsFile, now: ResultsFile, threshold = 1
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseCommandArgs(argv, { threshold: { type: 'string', default: '1.25' } }, { positionals: true });
+  const { values, positionals } = parseSubcommandArgs(argv, { threshold: { type: 'string', default: '1.25' } }, { positionals: true });
   if (positionals.length !== 2) throw new UsageError(`compare needs two files, OLD.json and NEW.json (got ${positionals.length})`);
   const threshold = Number(values.threshold);
   if (!Number.isFinite(threshold) || threshold <= 1) throw new UsageError(`--threshold must be a ratio > 1, not ${values.threshold}`);

@@ -19,7 +19,7 @@ import {
   type HelperStatus,
 } from '../../src/transports/helper-daemon';
 import { listenFdsFromSystemd, notifySystemd } from '../../src/transports/systemd';
-import { EXIT, parseCommandArgs, parseInteger, UsageError } from './usage';
+import { EXIT, parseSubcommandArgs, parseInteger, UsageError } from './usage';
 
 const LIMIT_FLAGS: Record<string, keyof HelperLimits> = {
   'max-connections': 'maxConnections',
@@ -126,7 +126,7 @@ async function printStatus(socketPath: string): Promise<number> {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const { values } = parseCommandArgs(argv, {
+  const { values } = parseSubcommandArgs(argv, {
     socket: { type: 'string' },
     'allow-uid': { type: 'string' },
     command: { type: 'string', multiple: true },

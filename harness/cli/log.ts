@@ -1,7 +1,7 @@
 /** `fdbridge log [--transport T] [--socket PATH] [--logfile SPEC] LINE...`: the log command from the command line. */
 import { connect, transportNames, type TransportName } from '../../src';
 import { LOG_COMMAND, logRedirectOption } from '../../src/commands/log-command';
-import { EXIT, parseCommandArgs, UsageError } from './usage';
+import { EXIT, parseSubcommandArgs, UsageError } from './usage';
 
 export const USAGE = `log [--transport T] [--socket PATH] [--logfile [!]PATH | - | -stdout | -stderr] [--] LINE...
       Start the log command on a transport, redirect its log to a file this process opens (the
@@ -15,7 +15,7 @@ export const USAGE = `log [--transport T] [--socket PATH] [--logfile [!]PATH | -
 exit status: 0 logged; 2 usage error; 3 error (e.g. the file cannot be opened, no helper daemon).`;
 
 export async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseCommandArgs(
+  const { values, positionals } = parseSubcommandArgs(
     argv,
     { transport: { type: 'string', default: 'child' }, socket: { type: 'string' }, logfile: { type: 'string' } },
     { positionals: true },

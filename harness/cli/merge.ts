@@ -13,7 +13,7 @@ import type { ResultsFile } from '../types';
 import { writeFileAtomic } from '../write-file';
 import { readResults } from './compare';
 import { writeHtml } from './run';
-import { EXIT, parseCommandArgs, UsageError } from './usage';
+import { EXIT, parseSubcommandArgs, UsageError } from './usage';
 
 export const USAGE = `merge SHARD.json... [--json FILE] [--html FILE]
       One results file and report from the results of \`run --shard i/n\` (every shard, any order).
@@ -34,7 +34,7 @@ function readShard(path: string): ShardFile {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseCommandArgs(argv, { json: { type: 'string' }, html: { type: 'string' } }, { positionals: true });
+  const { values, positionals } = parseSubcommandArgs(argv, { json: { type: 'string' }, html: { type: 'string' } }, { positionals: true });
   if (positionals.length === 0) throw new UsageError('merge needs the results files of the shards');
   let merged: ResultsFile;
   try {

@@ -18,7 +18,7 @@ import { DEFAULT_SEED, DEFAULT_SETTLE_MS, DEFAULT_TIMEOUT_MS, discoverScenarios,
 import { progressLine, summaryTable } from '../summary';
 import type { ResultsFile } from '../types';
 import { writeFileAtomic } from '../write-file';
-import { cliInvocation, EXIT, parseCommandArgs, parseInteger, UsageError } from './usage';
+import { cliInvocation, EXIT, parseSubcommandArgs, parseInteger, UsageError } from './usage';
 
 export const USAGE = `run [--transport a,b] [--scenario PATTERN] [--profile NAME] [--scenarios DIR] [--list]
           [--seed S] [--repeat N] [--shard i/n] [--timeout MS] [--settle MS] [--bench] [--bench-time MS]
@@ -85,7 +85,7 @@ export function writeHtml(results: ResultsFile, path: string): void {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const { values } = parseCommandArgs(argv, {
+  const { values } = parseSubcommandArgs(argv, {
     transport: { type: 'string' },
     scenario: { type: 'string' },
     bench: { type: 'boolean', default: false },

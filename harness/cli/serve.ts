@@ -6,7 +6,7 @@
  */
 import { serveStdio } from '../../src/transports/remote-serve';
 import { parseCommands } from './helper';
-import { EXIT, parseCommandArgs, UsageError } from './usage';
+import { EXIT, parseSubcommandArgs, UsageError } from './usage';
 
 export const USAGE = `serve --stdio [--command NAME=MODULE[#EXPORT]]... [--verbose]
       Serve one remote connection on stdin and stdout: the far side of connect('remote',
@@ -24,7 +24,7 @@ export const USAGE = `serve --stdio [--command NAME=MODULE[#EXPORT]]... [--verbo
 exit status: 0 the channel ended; 2 usage error; 3 stdin or stdout cannot carry the channel.`;
 
 export async function main(argv: string[]): Promise<number> {
-  const { values } = parseCommandArgs(argv, {
+  const { values } = parseSubcommandArgs(argv, {
     stdio: { type: 'boolean' },
     command: { type: 'string', multiple: true },
     verbose: { type: 'boolean' },

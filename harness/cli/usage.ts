@@ -3,7 +3,7 @@
  * how the running CLI names itself in the hints it prints.
  *
  * A subcommand module (harness/cli/<name>.ts) exports `USAGE` (its
- * `--help` text, starting with the command's name) and
+ * `--help` text, starting with the subcommand's name) and
  * `main(argv): Promise<number>` (the exit status: EXIT.*). cli.ts answers
  * `--help` from USAGE without calling main.
  */
@@ -14,11 +14,11 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 export const EXIT = {
   /** Done, nothing wrong found. */
   ok: 0,
-  /** The command ran and found a failure: a failed or leaking row, a regression, a transport that failed. */
+  /** The subcommand ran and found a failure: a failed or leaking row, a regression, a transport that failed. */
   failed: 1,
   /** The command line was wrong: unknown option, bad value, nothing selected. */
   usage: 2,
-  /** The command could not do what was asked (a file it cannot read or write, a socket it cannot listen on, ...). */
+  /** The subcommand could not do what was asked (a file it cannot read or write, a socket it cannot listen on, ...). */
   error: 3,
 } as const;
 
@@ -37,9 +37,9 @@ type Parsed<O extends Options> = ReturnType<typeof parseArgs<{ args: string[]; o
  * stderr), as getopt does; strict parseArgs would call that ambiguous. Every
  * string option needs a non-empty value. Throws UsageError for an unknown
  * option, a missing or empty value, a value given to a boolean option, and a
- * positional argument where the command takes none.
+ * positional argument where the subcommand takes none.
  */
-export function parseCommandArgs<const O extends Options>(argv: string[], options: O, { positionals = false } = {}): Parsed<O> {
+export function parseSubcommandArgs<const O extends Options>(argv: string[], options: O, { positionals = false } = {}): Parsed<O> {
   const parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: false, tokens: true });
   for (const token of parsed.tokens) {
     if (token.kind === 'positional') {

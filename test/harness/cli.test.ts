@@ -62,16 +62,16 @@ describe.each(SUBCOMMANDS)('fdbridge %s', (name) => {
     const [first, second] = lines(r.stderr);
     expect(first).toBe(`fdbridge ${name}: unknown option --no-such-option`);
     expect(second).toMatch(new RegExp(`^usage: fdbridge ${name} `));
-    expect(r.stderr).not.toMatch(/commands:/);
+    expect(r.stderr).not.toMatch(/^subcommands:$/m);
     expect(r.stderr).not.toMatch(/\n\s+at /);
   });
 });
 
-test('an unknown command names it and prints the list of commands, exit 2', async () => {
+test('an unknown subcommand names it and prints the list of subcommands, exit 2', async () => {
   const r = await cli(['frobnicate']);
   expect(r.code).toBe(2);
-  expect(lines(r.stderr)[0]).toBe('fdbridge: unknown command frobnicate');
-  expect(r.stderr).toMatch(/commands:/);
+  expect(lines(r.stderr)[0]).toBe('fdbridge: unknown subcommand frobnicate');
+  expect(r.stderr).toMatch(/^subcommands:$/m);
 });
 
 test.each([

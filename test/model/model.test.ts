@@ -6,7 +6,7 @@
  * against one reference model (world.ts: which file every returned number
  * names in the command's process, which requests fail and with which typed
  * error, that every request settles once, that every fd table ends where it
- * started). Commands: commands.ts.
+ * started). Steps: steps.ts.
  *
  * `npm test` runs a few sequences per transport with a fixed seed. A long
  * run (README, "Testing"):
@@ -15,7 +15,7 @@
  *
  * FDBRIDGE_MODEL_RUNS sequences per batch (seeds SEED, SEED+1, ... until
  * the minutes are spent; without MINUTES, one batch), FDBRIDGE_MODEL_COMMANDS
- * commands at most per sequence, FDBRIDGE_MODEL_TRANSPORTS a comma list. A
+ * steps at most per sequence (fast-check's maxCommands), FDBRIDGE_MODEL_TRANSPORTS a comma list. A
  * failure prints the shrunk sequence and the variables that replay it
  * (FDBRIDGE_MODEL_PATH, FDBRIDGE_MODEL_REPLAY).
  */
@@ -25,7 +25,7 @@ import { appendFileSync } from 'node:fs';
 import fc from 'fast-check';
 
 import type { TransportName } from '../../src';
-import { commandArbitraries } from './commands';
+import { stepArbitraries } from './steps';
 import { counters, HelperProcess, World } from './world';
 
 function envNumber(name: string, fallback: number): number {
@@ -46,7 +46,7 @@ const TRANSPORTS = (process.env['FDBRIDGE_MODEL_TRANSPORTS'] ?? ALL.join(','))
   });
 const SEED = envNumber('FDBRIDGE_MODEL_SEED', 9);
 const RUNS = envNumber('FDBRIDGE_MODEL_RUNS', 8);
-const MAX_COMMANDS = envNumber('FDBRIDGE_MODEL_COMMANDS', 25);
+const MAX_STEPS = envNumber('FDBRIDGE_MODEL_COMMANDS', 25);
 const MINUTES = envNumber('FDBRIDGE_MODEL_MINUTES', 0);
 const PATH = process.env['FDBRIDGE_MODEL_PATH'];
 const REPLAY = process.env['FDBRIDGE_MODEL_REPLAY'];
@@ -106,7 +106,7 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
       `Shrunk sequence: ${String(details.counterexample?.[0])}\n` +
       `What went wrong: ${details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance)}\n` +
       `Replay it: FDBRIDGE_MODEL_TRANSPORTS=${transport} FDBRIDGE_MODEL_SEED=${details.seed} FDBRIDGE_MODEL_RUNS=${RUNS} ` +
-      `FDBRIDGE_MODEL_COMMANDS=${MAX_COMMANDS} FDBRIDGE_MODEL_PATH=${details.counterexamplePath ?? ''}` +
+      `FDBRIDGE_MODEL_COMMANDS=${MAX_STEPS} FDBRIDGE_MODEL_PATH=${details.counterexamplePath ?? ''}` +
       `${replay ? ` FDBRIDGE_MODEL_REPLAY=${replay}` : ''} npm run test:model\n\n` +
       fc.defaultReportMessage(details)
     );
@@ -117,7 +117,7 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
       const started = Date.now();
       const before = { ...counters };
       const property = fc.asyncProperty(
-        fc.commands(commandArbitraries(SIZES), { maxCommands: MAX_COMMANDS, size: 'max', ...(REPLAY ? { replayPath: REPLAY } : {}) }),
+        fc.commands(stepArbitraries(SIZES), { maxCommands: MAX_STEPS, size: 'max', ...(REPLAY ? { replayPath: REPLAY } : {}) }),
         (cmds) => runSequence(transport, cmds),
       );
       let batch = 0;
@@ -130,7 +130,7 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
         if (LOG) {
           appendFileSync(
             LOG,
-            `${JSON.stringify({ transport, seed, runs: details.numRuns, failed: details.failed, sequences: counters.sequences - before.sequences, commands: counters.commands - before.commands, requests: counters.requests - before.requests, fdsSent: counters.fdsSent - before.fdsSent, elapsedMs: Date.now() - started, ...(failure ? { failure } : {}) })}\n`,
+            `${JSON.stringify({ transport, seed, runs: details.numRuns, failed: details.failed, sequences: counters.sequences - before.sequences, steps: counters.steps - before.steps, requests: counters.requests - before.requests, fdsSent: counters.fdsSent - before.fdsSent, elapsedMs: Date.now() - started, ...(failure ? { failure } : {}) })}\n`,
           );
         }
         if (failure) {
@@ -144,7 +144,7 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
       } while (PATH === undefined && Date.now() - started < BUDGET_MS);
       console.log(
         `model ${transport}: ${counters.sequences - before.sequences} sequences (seeds ${SEED}..${SEED + batch - 1}), ` +
-          `${counters.commands - before.commands} commands, ${counters.requests - before.requests} requests, ` +
+          `${counters.steps - before.steps} steps, ${counters.requests - before.requests} requests, ` +
           `${counters.fdsSent - before.fdsSent} fds sent, ${((Date.now() - started) / 1000).toFixed(1)} s, ${failures.length} failed batch(es)`,
       );
       if (failures.length > 0) throw new Error(failures.join('\n\n'));

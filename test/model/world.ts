@@ -102,7 +102,7 @@ export interface Model {
 
 export interface Counters {
   sequences: number;
-  commands: number;
+  steps: number;
   requests: number;
   fdsSent: number;
 }
@@ -110,7 +110,7 @@ export interface Counters {
 /** FDBRIDGE_MODEL_TRACE=1: each step and phase on stderr as it starts (to find where a sequence hangs). */
 const TRACE = process.env['FDBRIDGE_MODEL_TRACE'] === '1';
 
-export const counters: Counters = { sequences: 0, commands: 0, requests: 0, fdsSent: 0 };
+export const counters: Counters = { sequences: 0, steps: 0, requests: 0, fdsSent: 0 };
 
 function identityOfPath(path: string): string | undefined {
   try {
@@ -315,7 +315,7 @@ export class World {
 
   /**
    * Fills the client's lowest free numbers with ballast until the next one
-   * is `extra` past the floor (see the Crowd command).
+   * is `extra` past the floor (see the Crowd step).
    */
   crowd(extra: number): void {
     const floor = fdFloor();

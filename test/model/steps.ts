@@ -1,12 +1,13 @@
 /**
- * The model-based test's commands (fast-check `fc.commands`): each makes
+ * The model-based test's steps (what fast-check's `fc.commands` calls
+ * commands; here a command is what a connection talks to): each makes
  * requests on the real connection and records, in the same step, what the
  * reference model says each must come to (World.track). Requests are not
  * awaited by the step that makes them, so that later steps (a burst, close,
  * the peer's death) meet them in flight; Pause lets the event loop run,
  * Settle waits for everything and compares the far side with the model.
  *
- * Commands hold only their parameters (they are replayed while shrinking);
+ * Steps hold only their parameters (they are replayed while shrinking);
  * slot and position selectors are taken modulo what exists at run time.
  */
 import fc from 'fast-check';
@@ -14,15 +15,15 @@ import fc from 'fast-check';
 import { createRng } from '../../harness/rng';
 import { counters, queueCharge, World, type Model } from './world';
 
-type Cmd = fc.AsyncCommand<Model, World>;
+type AsyncStep = fc.AsyncCommand<Model, World>;
 
-abstract class Step implements Cmd {
+abstract class Step implements AsyncStep {
   check(_m: Readonly<Model>): boolean {
     return true;
   }
 
   async run(_m: Model, w: World): Promise<void> {
-    counters.commands++;
+    counters.steps++;
     w.step++;
     w.trace(`step ${w.step}: ${this.toString()}`);
     await this.act(w);
@@ -397,8 +398,8 @@ const fdCount = (max: number): fc.Arbitrary<number> =>
 
 const positions = fc.oneof({ weight: 3, arbitrary: fc.constant<number[]>([]) }, { weight: 2, arbitrary: fc.array(fc.nat(1000), { minLength: 1, maxLength: 3 }) });
 
-/** Every command, with the sizes of the long run or of `npm test`. */
-export function commandArbitraries(sizes: Sizes): Array<fc.Arbitrary<Cmd>> {
+/** Every step, with the sizes of the long run or of `npm test`. */
+export function stepArbitraries(sizes: Sizes): Array<fc.Arbitrary<AsyncStep>> {
   const dup = fc
     .tuple(fc.constantFrom<'batch' | 'singles'>('batch', 'singles'), fdCount(sizes.maxFds), fc.nat(), positions, positions)
     .map(([form, count, mix, before, after]) => new Dup(form, count, mix, before, after));
