@@ -15,7 +15,7 @@ import { constants, native } from '../native';
 import { requireDistFile } from '../paths';
 import { FRAME_SOCKET_OPTIONS, type ReadyPayload } from '../protocol';
 import { UnixSocket } from '../socket';
-import { handshake, SocketConnection } from './socket-connection';
+import { handshake, SocketConnection, type FdDelivery, type HelloRequest } from './socket-connection';
 
 /** The fd number the child finds its socket at. */
 export const CHILD_SOCKET_FD = 3;
@@ -40,12 +40,17 @@ export interface SpawnedCommand {
 
 /**
  * Spawns the command's process (child-main.js, its socket as fd 3) and
- * completes the HELLO. `transport` names the process in errors; `pull`
- * 'pidfd' asks it to pull each fd out of this process with pidfd_getfd(2)
- * instead of receiving it over the socket (the pidfd transport, pidfd.ts).
- * On failure nothing is left: the socket is closed and the process reaped.
+ * completes the HELLO. `transport` names the process in errors; `hello`
+ * gives what the HELLO asks for beyond the command, for the socket it goes
+ * on (the pidfd transport, pidfd.ts, asks the process to pull each fd out
+ * of this one instead of receiving it over the socket). On failure nothing
+ * is left: the socket is closed and the process reaped.
  */
-export async function spawnCommandProcess(options: ConnectOptions, transport: 'child' | 'pidfd', pull?: 'pidfd'): Promise<SpawnedCommand> {
+export async function spawnCommandProcess(
+  options: ConnectOptions,
+  transport: 'child' | 'pidfd',
+  hello?: (socket: UnixSocket) => HelloRequest,
+): Promise<SpawnedCommand> {
   const command = normalizeCommandSpec(options.command);
   const extraEnv = options.child?.env;
   if (extraEnv !== undefined && (typeof extraEnv !== 'object' || extraEnv === null || Array.isArray(extraEnv))) {
@@ -84,7 +89,7 @@ export async function spawnCommandProcess(options: ConnectOptions, transport: 'c
   spawnError.catch(() => undefined);
   try {
     const ready = await Promise.race([
-      handshake(socket, command, options.timeoutMs ?? 10_000, () => `the ${transport} process (pid ${child.pid})`, pull),
+      handshake(socket, command, options.timeoutMs ?? 10_000, () => `the ${transport} process (pid ${child.pid})`, hello?.(socket)),
       spawnError,
     ]);
     return { socket, child, ready };
@@ -126,6 +131,7 @@ export class ChildConnection extends SocketConnection {
     ready: { pid: number; threadId: number },
     onCommandClosed: ConnectOptions['onCommandClosed'],
     transport: 'child' | 'pidfd',
+    delivery?: FdDelivery,
   ) {
     super(
       socket,
@@ -138,6 +144,7 @@ export class ChildConnection extends SocketConnection {
         return { transport, pid: ready.pid, exitCode: child.exitCode, signal: child.signalCode };
       },
       onCommandClosed,
+      delivery,
     );
     this.child = child;
   }

@@ -11,30 +11,82 @@
  * (a dup above the floor, see SocketConnection) until the reply says it was
  * pulled, and a pin whose request failed stays open until the far side can
  * no longer pull it: a number closed too soon could name another file by
- * then.
+ * then. That is this transport's FdDelivery (PulledByNumber).
  */
 import type { ChildProcess } from 'node:child_process';
 
 import type { ConnectOptions } from '../connection';
+import { closeFds } from '../fd';
 import type { ReadyPayload } from '../protocol';
 import type { UnixSocket } from '../socket';
 import { ChildConnection, spawnCommandProcess } from './child';
+import type { FdDelivery, HelloRequest } from './socket-connection';
+
+/**
+ * The HELLO of a pidfd connection: the far side proves it can pull our fds
+ * by pulling one at once, our socket's own fd, which is certainly open here.
+ */
+function pidfdHello(socket: UnixSocket): HelloRequest {
+  return { pull: 'pidfd', probeFd: socket.fd };
+}
+
+/**
+ * The fds of a duplication named by number, for the command's process to
+ * pull; the pins of a request that failed linger until that process has
+ * exited (it may read requests after our socket is gone, and pulls what it
+ * reads), or close at once if it has ended already.
+ */
+class PulledByNumber implements FdDelivery {
+  readonly byNumber = true;
+  readonly syncUnsupported =
+    'dupFileDescriptorSync is not available on the pidfd transport: the far side pulls the fd while this side waits in its event loop; use dupFileDescriptor';
+  readonly #child: ChildProcess;
+  /** The peer has ended: it can pull no fd any more, so failed requests' pins close at once. */
+  #peerEnded = false;
+  /** Pins the far side may still pull (see #linger). */
+  #lingering: number[] = [];
+
+  constructor(child: ChildProcess) {
+    this.#child = child;
+  }
+
+  unsettled(pins: number[]): void {
+    if (this.#peerEnded) closeFds(pins);
+    else this.#linger(pins);
+  }
+
+  peerEnded(): void {
+    this.#peerEnded = true;
+  }
+
+  /**
+   * Pins of requests the far side may still read (it reads what it was sent
+   * even after this side gave up on the replies): open until it can no
+   * longer pull.
+   */
+  #linger(pins: number[]): void {
+    if (this.#lingering.length === 0) {
+      void this.#cannotPull().then(() => closeFds(this.#lingering.splice(0)));
+    }
+    this.#lingering.push(...pins);
+  }
+
+  /** Resolves once the command's process has exited: then nothing pulls from this process any more. */
+  #cannotPull(): Promise<void> {
+    const child = this.#child;
+    if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+    return new Promise((resolve) => child.once('exit', () => resolve()));
+  }
+}
 
 export class PidfdConnection extends ChildConnection {
   /** Spawns the command's process and has it prove that it can pull this process's fds. */
   static override async open(options: ConnectOptions): Promise<PidfdConnection> {
-    const { socket, child, ready } = await spawnCommandProcess(options, 'pidfd', 'pidfd');
+    const { socket, child, ready } = await spawnCommandProcess(options, 'pidfd', pidfdHello);
     return new PidfdConnection(socket, child, ready, options.onCommandClosed);
   }
 
   private constructor(socket: UnixSocket, child: ChildProcess, ready: ReadyPayload, onCommandClosed: ConnectOptions['onCommandClosed']) {
-    super(socket, child, ready, onCommandClosed, 'pidfd');
-  }
-
-  /** The far side pulls fds until its process has exited (it may read requests after our socket is gone). */
-  protected override peerCannotPull(): Promise<void> {
-    const child = this.child;
-    if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-    return new Promise((resolve) => child.once('exit', () => resolve()));
+    super(socket, child, ready, onCommandClosed, 'pidfd', new PulledByNumber(child));
   }
 }

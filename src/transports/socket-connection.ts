@@ -34,6 +34,7 @@ import {
   MAX_FDS_PER_FRAME,
   PROTOCOL_VERSION,
   type Frame,
+  type HelloPayload,
   type ReadyPayload,
 } from '../protocol';
 import type { CommandSpec } from '../command';
@@ -99,17 +100,61 @@ export interface SocketConnectionStats {
   refusesFds: boolean;
 }
 
-/** Sends HELLO and waits for READY (or REFUSED / ERROR / death) on a fresh socket. */
+/** What a HELLO asks for beyond the command: how the fds of duplications are to travel (none: with the frames). */
+export type HelloRequest = Omit<HelloPayload, 'version' | 'command'>;
+
+/**
+ * How the fds of a duplication reach the command's side, for one
+ * connection: the strategy its transport picks (the serving side's
+ * counterpart is serve.ts's FdIntake). WITH_FRAMES, the default, sends them
+ * with the DUP frame.
+ */
+export interface FdDelivery {
+  /**
+   * False: the fds travel with the DUP frame (SCM_RIGHTS) and are only
+   * borrowed, since the kernel (or the send queue) holds its own references
+   * once the frame is sent or queued. True: a GETFD frame names them by
+   * number and the far side takes them out of this process while the
+   * request is pending, so a request names pins of its fds (dups above the
+   * floor, which the caller cannot close or reuse) and holds them until its
+   * reply: closed once the far side has taken them, else given to
+   * `unsettled`.
+   */
+  readonly byNumber: boolean;
+  /** Why dupFileDescriptorSync cannot be served this way; undefined when it can. */
+  readonly syncUnsupported: string | undefined;
+  /**
+   * The pins of a by-number request that failed, now the strategy's: the
+   * far side may still read the request and take them, so they must stay
+   * open until it no longer can (a number closed too soon could name
+   * another file by then).
+   */
+  unsettled(pins: number[]): void;
+  /** The peer has ended (how is known): it can take no fd any more. */
+  peerEnded(): void;
+}
+
+/** The fds travel with the DUP frames over SCM_RIGHTS: nothing is held for the far side. */
+export const WITH_FRAMES: FdDelivery = Object.freeze({
+  byNumber: false,
+  syncUnsupported: undefined,
+  unsettled: (pins: number[]) => void closeFds(pins),
+  peerEnded: () => undefined,
+});
+
+/**
+ * Sends HELLO and waits for READY (or REFUSED / ERROR / death) on a fresh
+ * socket. `request` asks for another way for fds to travel than with the
+ * frames (the far side may refuse it: UnsupportedError).
+ */
 export async function handshake(
   socket: UnixSocket,
   command: CommandSpec,
   timeoutMs: number,
   describePeer: () => string,
-  pull?: 'pidfd',
+  request: HelloRequest = {},
 ): Promise<ReadyPayload> {
-  // In pidfd mode the far side proves it can pull our fds by pulling one at
-  // once: our socket's own fd, which is certainly open here.
-  const hello = pull ? { version: PROTOCOL_VERSION, command, pull, probeFd: socket.fd } : { version: PROTOCOL_VERSION, command };
+  const hello: HelloPayload = { version: PROTOCOL_VERSION, command, ...request };
   // The command's side never sends fds: have the kernel refuse them before
   // it can answer (the connection's stats record whether it could).
   refuseFds(socket);
@@ -172,19 +217,15 @@ export class SocketConnection extends BaseConnection {
    * how the peer ended and close().
    */
   readonly #awaitingExit: Array<{ operation: string; reject: (err: Error) => void }> = [];
-  /** The peer has ended: it can pull no fd any more (pidfd pins of failed requests close at once). */
-  #peerEnded = false;
   #probe: PeerExitProbe;
   #closedByPeer: Promise<void>;
   #onPeerClosed!: () => void;
   #closing = false;
-  /** pidfd transport: fds are pulled by number instead of sent. */
-  #pull: boolean;
+  /** How a duplication's fds reach the command's side. */
+  readonly #delivery: FdDelivery;
   /** Pinned fds and their callers, folded into one frame at the end of this tick; null when none. */
   #folding: number[] | null = null;
   #foldWaiters: Waiter[] | null = null;
-  /** pidfd: pins the far side may still pull (see #linger). */
-  #lingering: number[] = [];
 
   #onCommandClosed: ConnectOptions['onCommandClosed'];
   readonly #stats: SocketConnectionStats;
@@ -195,9 +236,10 @@ export class SocketConnection extends BaseConnection {
     ready: ReadyPayload,
     probe: PeerExitProbe,
     onCommandClosed?: ConnectOptions['onCommandClosed'],
+    delivery: FdDelivery = WITH_FRAMES,
   ) {
     super();
-    this.#pull = transport === 'pidfd';
+    this.#delivery = delivery;
     this.#onCommandClosed = onCommandClosed;
     this.#socket = socket;
     this.transport = transport;
@@ -240,7 +282,7 @@ export class SocketConnection extends BaseConnection {
    */
   protected dupOne(fd: number): Promise<number> {
     if (this.#dead) return this.#deadRequest('dupFileDescriptor');
-    if (this.#folding === null && !this.#pull && this.#channel.pendingDups === 0) {
+    if (this.#folding === null && !this.#delivery.byNumber && this.#channel.pendingDups === 0) {
       try {
         return this.#channel.dup(DUP_ONE, fd, false);
       } catch (err) {
@@ -279,11 +321,8 @@ export class SocketConnection extends BaseConnection {
    */
   protected dupOneSync(fd: number, timeoutMs: number): number {
     if (this.#dead) throw this.#dead;
-    if (this.#pull) {
-      throw new UnsupportedError(
-        'dupFileDescriptorSync is not available on the pidfd transport: the far side pulls the fd while this side waits in its event loop; use dupFileDescriptor',
-      );
-    }
+    const unsupported = this.#delivery.syncUnsupported;
+    if (unsupported !== undefined) throw new UnsupportedError(unsupported);
     this.#flushFolded(); // requests leave in the order they were made
     let r: ReturnType<FrameChannel['dupSync']>;
     try {
@@ -349,11 +388,7 @@ export class SocketConnection extends BaseConnection {
     for (let i = 0; i < pins.length; i += MAX_FDS_PER_FRAME) {
       const chunk = pins.slice(i, i + MAX_FDS_PER_FRAME);
       const callers = waiters.slice(i, i + MAX_FDS_PER_FRAME);
-      const sent = this.#request('dupFileDescriptor', DUP_FOLDED, chunk, this.#pull);
-      // The kernel (or the send queue) holds its own references once the
-      // frame is sent or queued; the pidfd transport keeps its pins until
-      // the far side has pulled them (#request).
-      if (!this.#pull) closeFds(chunk);
+      const sent = this.#request('dupFileDescriptor', DUP_FOLDED, chunk, true);
       sent.then(
         (numbers) => {
           for (let k = 0; k < callers.length; k++) (callers[k] as Waiter).resolve(numbers[k] as number);
@@ -369,7 +404,7 @@ export class SocketConnection extends BaseConnection {
     this.#flushFolded(); // requests leave in the order they were made
     // A dead connection fails the request as such, before any fd is
     // touched (pinning a closed fd would fail with EBADF first).
-    if (this.#dead || !this.#pull) return this.#request('dupFileDescriptors', DUP_MANY, fds, false);
+    if (this.#dead || !this.#delivery.byNumber) return this.#request('dupFileDescriptors', DUP_MANY, fds, false);
     let pins: number[];
     try {
       pins = dupAll(fds, above);
@@ -399,30 +434,36 @@ export class SocketConnection extends BaseConnection {
   }
 
   /**
-   * A duplication of `fds` (borrowed) through the channel, or with `pull`
-   * of our pins (owned: closed once the far side has pulled them).
+   * A duplication of `fds` through the channel: borrowed, or with `pinned`
+   * our pins, which this closes once the far side no longer needs them (see
+   * FdDelivery.byNumber).
    */
-  #request(operation: string, tag: typeof DUP_MANY | typeof DUP_FOLDED, fds: number[], pull: boolean): Promise<number[]> {
-    const pins = pull ? fds : null;
+  #request(operation: string, tag: typeof DUP_MANY | typeof DUP_FOLDED, fds: number[], pinned: boolean): Promise<number[]> {
+    const byNumber = this.#delivery.byNumber;
     if (this.#dead) {
-      if (pins) closeFds(pins);
+      if (pinned) closeFds(fds);
       return this.#deadRequest(operation);
     }
     let sent: Promise<number[]>;
     try {
-      sent = this.#channel.dup(tag, fds, pull);
+      sent = this.#channel.dup(tag, fds, byNumber);
     } catch (err) {
-      if (pins) closeFds(pins);
+      if (pinned) closeFds(fds);
       return this.#unsent(operation, err);
     }
-    if (!pins) return sent;
+    if (!pinned) return sent;
+    if (!byNumber) {
+      // Sent or queued: the kernel (or the send queue) holds its own references.
+      closeFds(fds);
+      return sent;
+    }
     return sent.then(
       (numbers) => {
-        closeFds(pins);
+        closeFds(fds);
         return numbers;
       },
       (err: unknown) => {
-        this.#dropPins(pins);
+        this.#delivery.unsettled(fds);
         throw err;
       },
     );
@@ -507,34 +548,6 @@ export class SocketConnection extends BaseConnection {
     return queueFullError(operation, `the ${this.transport} (pid ${this.location.pid})`, err, err);
   }
 
-  /** pidfd: the pins of a request that failed. Once the peer has ended nobody can pull them; before, they linger. */
-  #dropPins(pins: number[]): void {
-    if (this.#peerEnded) closeFds(pins);
-    else this.#linger(pins);
-  }
-
-  /**
-   * pidfd: pins of requests the far side may still read (it reads what it
-   * was sent even after this side gave up on the replies). They stay open
-   * until it can no longer pull: a number closed here too soon could name
-   * another file by the time it is pulled.
-   */
-  #linger(pins: number[]): void {
-    if (this.#lingering.length === 0) {
-      void this.peerCannotPull().then(() => closeFds(this.#lingering.splice(0)));
-    }
-    this.#lingering.push(...pins);
-  }
-
-  /**
-   * Resolves once the far side can no longer pull fds from this process
-   * (pidfd): by default once it said CLOSED or hung up; a transport that
-   * knows when the far side's process has exited waits for that instead.
-   */
-  protected peerCannotPull(): Promise<void> {
-    return this.#closedByPeer;
-  }
-
   /** Everything the channel did not take: no reply to a pending request comes this way. */
   #onMessage(err: Error | null, data?: Buffer, fds?: number[]): void {
     if (this.#closing) {
@@ -599,7 +612,7 @@ export class SocketConnection extends BaseConnection {
     const exit = await this.#exit;
     this.#exit = undefined;
     this.#dead = new PeerExitedError('request', exit);
-    this.#peerEnded = true;
+    this.#delivery.peerEnded();
     this.#failAll((operation) => new PeerExitedError(operation, exit));
     this.#socket.close();
   }
