@@ -168,6 +168,7 @@ export abstract class BaseConnection implements Connection {
     // Copies a transport makes of one piece go above every fd of the batch,
     // so none can take the number of a closed fd in a later piece.
     let above = 0;
+    // Stryker disable next-line ConditionalExpression,EqualityOperator,ArithmeticOperator: a lower `above` changes no outcome while every copy is registered as fdbridge's (a registered number is refused as closed, EBADF); this is the second guard
     for (const fd of fds) if (fd >= above) above = fd + 1;
     const chunks: Array<Promise<number[]>> = [];
     for (let i = 0; i < fds.length; i += MAX_FDS_PER_MESSAGE) {
@@ -284,6 +285,7 @@ export function queueFullError(
       'nothing of this request was sent. Await earlier requests before making more, or raise ' +
       'ConnectOptions.sendQueueLimit',
     queue,
-    cause !== undefined ? { cause } : undefined,
+    // FdBridgeError leaves an undefined cause out.
+    { cause },
   );
 }

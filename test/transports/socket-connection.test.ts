@@ -340,6 +340,21 @@ describe('arguments', () => {
   });
 });
 
+describe('a peer that hung up', () => {
+  test('an empty batch fails like any request, with PeerExitedError: it sends nothing, but the connection is broken, not closed', async () => {
+    const { conn, fake } = fakePair();
+    try {
+      fake.close();
+      // The first request after the hang-up may go out before the EOF is read; it fails all the same.
+      await expect(conn.call('echo', 1)).rejects.toBeInstanceOf(PeerExitedError);
+      await expect(conn.dupFileDescriptors([])).rejects.toBeInstanceOf(PeerExitedError);
+      expect(conn.closed).toBe(false);
+    } finally {
+      await conn.close();
+    }
+  });
+});
+
 describe('duplications on the wire', () => {
   test('254 concurrent duplications behind one in flight fold into frames of 253 and 1, answered in order', async () => {
     const { conn, fake } = fakePair();

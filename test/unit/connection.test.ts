@@ -1,0 +1,174 @@
+/**
+ * What every transport shares (BaseConnection, src/connection.ts), through
+ * the direct transport, where nothing but that code stands between the
+ * caller and the command: dupFileDescriptorSync's timeout range, a batch
+ * longer than one message (pieces of MAX_FDS_PER_MESSAGE, all or nothing),
+ * and what a QueueFullError tells its catcher.
+ */
+import fc from 'fast-check';
+
+import { ClosedError, connect, PROBE_COMMAND, QueueFullError, SystemError, type Connection } from '../../src';
+import { MAX_FDS_PER_MESSAGE, queueFullError } from '../../src/connection';
+import { closeFd, closeFds, diffFdTables, dupFd, formatFdTableDiff, makeMemfd, openFdTable, sameFile } from '../../src/fd';
+
+/** The fds this process opened or closed since `before`, one line each (empty: none). */
+function tableChange(before: ReturnType<typeof openFdTable>): string {
+  return formatFdTableDiff(diffFdTables(before, openFdTable()));
+}
+
+// Open for the whole file: part of every test's fd-table baseline.
+let files: number[];
+beforeAll(() => {
+  files = Array.from({ length: 5 }, (_, i) => makeMemfd(`connection-${i}`));
+});
+afterAll(() => {
+  closeFds(files);
+});
+
+describe('dupFileDescriptorSync', () => {
+  const MAX_TIMEOUT = 2 ** 31 - 1;
+  const timeouts = fc.oneof(
+    fc.constantFrom(undefined, 0, -0, 1, MAX_TIMEOUT, MAX_TIMEOUT + 1, -1, 0.5, 1.5, Number.NaN, Infinity, -Infinity),
+    fc.integer({ min: -(2 ** 33), max: 2 ** 33 }),
+    fc.double(),
+  );
+
+  test('timeoutMs is undefined or an integer from 0 to 2^31 - 1: within it the fd is duplicated, outside it RangeError and nothing is', async () => {
+    const conn = await connect('direct', { command: PROBE_COMMAND });
+    const before = openFdTable();
+    const made: number[] = [];
+    try {
+      fc.assert(
+        fc.property(timeouts, fc.nat({ max: files.length - 1 }), (timeoutMs, i) => {
+          const source = files[i]!;
+          const valid = timeoutMs === undefined || (Number.isInteger(timeoutMs) && timeoutMs >= 0 && timeoutMs <= MAX_TIMEOUT);
+          const table = openFdTable();
+          if (!valid) {
+            expect(() => conn.dupFileDescriptorSync(source, { timeoutMs })).toThrow(RangeError);
+            expect(tableChange(table)).toBe('');
+            return;
+          }
+          const d = conn.dupFileDescriptorSync(source, timeoutMs === undefined ? undefined : { timeoutMs });
+          made.push(d);
+          expect(sameFile(d, source)).toBe(true);
+          expect(files).not.toContain(d);
+        }),
+        { numRuns: 200 },
+      );
+      // Every duplicate is the connection's until the command adopts it.
+      expect(new Set(made).size).toBe(made.length);
+    } finally {
+      await conn.close();
+    }
+    // close() closed every one of them.
+    expect(tableChange(before)).toBe('');
+    // A closed connection: ClosedError, still nothing duplicated.
+    expect(() => conn.dupFileDescriptorSync(files[0]!)).toThrow(ClosedError);
+    expect(() => conn.dupFileDescriptorSync(files[0]!, { timeoutMs: 0 })).toThrow(ClosedError);
+    expect(tableChange(before)).toBe('');
+  });
+});
+
+describe('a batch longer than one message', () => {
+  test('comes back in order, one new fd per slot (repeats included), all owned by the connection until it closes', async () => {
+    const conn = await connect('direct', { command: PROBE_COMMAND });
+    const before = openFdTable();
+    try {
+      await fc.assert(
+        fc.asyncProperty(fc.array(fc.nat({ max: files.length - 1 }), { maxLength: 3 * MAX_FDS_PER_MESSAGE + 2 }), async (slots) => {
+          const fds = slots.map((i) => files[i]!);
+          const remote = await conn.dupFileDescriptors(fds);
+          expect(remote).toHaveLength(fds.length);
+          expect(remote.every((d, i) => sameFile(d, fds[i]!))).toBe(true);
+          expect(new Set([...remote, ...files]).size).toBe(remote.length + files.length);
+        }),
+        { numRuns: 25 },
+      );
+    } finally {
+      await conn.close();
+    }
+    expect(tableChange(before)).toBe('');
+  });
+
+  test('with a closed fd anywhere in it: rejects with EBADF and keeps none of the pieces that arrived; the connection goes on', async () => {
+    const conn = await connect('direct', { command: PROBE_COMMAND });
+    try {
+      await fc.assert(
+        fc.asyncProperty(
+          fc.integer({ min: 1, max: 3 * MAX_FDS_PER_MESSAGE + 2 }).chain((n) => fc.tuple(fc.constant(n), fc.nat({ max: n - 1 }))),
+          async ([n, closedAt]) => {
+            const fds = Array.from({ length: n }, (_, i) => files[i % files.length]!);
+            // A number that was open and is closed now: what a caller's stale fd is.
+            const stale = dupFd(files[0]!);
+            closeFd(stale);
+            fds[closedAt] = stale;
+            const before = openFdTable();
+            const err = await conn.dupFileDescriptors(fds).then(
+              (remote) => new Error(`resolved with ${remote.length} fds`),
+              (e: unknown) => e,
+            );
+            expect(err).toBeInstanceOf(SystemError);
+            expect(err).toMatchObject({ code: 'EBADF' });
+            // All or nothing: what the other pieces made was closed again, before close().
+            expect(tableChange(before)).toBe('');
+            const [again] = await conn.dupFileDescriptors([files[1]!]);
+            expect(sameFile(again!, files[1]!)).toBe(true);
+          },
+        ),
+        { numRuns: 30 },
+      );
+    } finally {
+      await conn.close();
+    }
+  });
+});
+
+describe('queueFullError', () => {
+  const queues = fc.record({
+    queuedBytes: fc.oneof(fc.nat({ max: 2 ** 40 }), fc.constantFrom(0, 1023, 1024, 1048575, 1048576, 1048577)),
+    queuedMessages: fc.nat({ max: 2 ** 31 }),
+    limit: fc.oneof(fc.nat({ max: 2 ** 40 }), fc.constantFrom(1048575, 1048576, 32 * 1048576)),
+  });
+
+  /** How the message states `n` bytes: KiB below 1 MiB, MiB from there. */
+  const size = (n: number): string => (n < 1048576 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 1048576).toFixed(1)} MiB`);
+
+  test('carries the queue as fields, names the operation, the peer and the sizes, and keeps a cause only when given one', () => {
+    fc.assert(
+      fc.property(queues, fc.boolean(), (queue, withCause) => {
+        const cause = withCause ? new Error('the socket said EAGAIN') : undefined;
+        const err = queueFullError('dupFileDescriptor', 'the child (pid 42)', queue, cause);
+        expect(err).toBeInstanceOf(QueueFullError);
+        expect(err.code).toBe('ERR_FDBRIDGE_QUEUE_FULL');
+        expect({ queuedBytes: err.queuedBytes, queuedMessages: err.queuedMessages, limit: err.limit }).toEqual(queue);
+        expect('cause' in err).toBe(withCause);
+        expect(err.cause).toBe(cause);
+        expect(err.message.startsWith('dupFileDescriptor failed: ')).toBe(true);
+        expect(err.message).toContain(`${queue.queuedMessages} earlier requests (${size(queue.queuedBytes)})`);
+        expect(err.message).toContain(`wait for the child (pid 42) to read them (limit ${size(queue.limit)})`);
+      }),
+    );
+  });
+
+  test('sizes switch from KiB to MiB at 1 MiB exactly', () => {
+    const at = (queuedBytes: number): string => queueFullError('call', 'p', { queuedBytes, queuedMessages: 1, limit: 2048 }).message;
+    expect(at(1536)).toContain('(1.5 KiB)');
+    expect(at(1048575)).toContain('(1024.0 KiB)');
+    expect(at(1048576)).toContain('(1.0 MiB)');
+    expect(at(3 * 1048576)).toContain('(3.0 MiB)');
+    expect(at(2048)).toContain('(limit 2.0 KiB)');
+  });
+});
+
+describe('the closed state', () => {
+  test('closed is false until close() starts and true from then on; close() is one promise however often called', async () => {
+    const conn: Connection = await connect('direct', { command: PROBE_COMMAND });
+    expect(conn.closed).toBe(false);
+    const first = conn.close();
+    expect(conn.closed).toBe(true);
+    expect(conn.close()).toBe(first);
+    await first;
+    expect(conn.closed).toBe(true);
+    await expect(conn.dupFileDescriptors([])).rejects.toBeInstanceOf(ClosedError);
+  });
+});
