@@ -24,9 +24,9 @@ let gc: (() => void) | undefined;
 
 /**
  * A full garbage collection, so that RSS read right after it is not a
- * matter of when V8 last happened to collect: without it the long run's
- * "RSS growth" came out at -31 MB (garbage from the earlier measurements
- * collected during the run). `--expose-gc` set at run time only installs
+ * matter of when V8 last happened to collect: without it, garbage from the
+ * earlier measurements, collected during the long run, makes its "RSS
+ * growth" negative (tens of MB). `--expose-gc` set at run time only installs
  * `gc` in contexts created afterwards, hence the new context.
  */
 export function collectGarbage(): void {

@@ -14,7 +14,7 @@ import { closeAll, closeRemote, remoteIdentities, wireIdentity } from './support
 
 const scenario: Scenario = {
   name: 'receive-whole-message',
-  description: 'a received message has exactly the bytes sent and every fd it carried (the seed trimmed to the buffer and kept one fd)',
+  description: 'a received message has exactly the bytes sent and every fd it carried (not the buffer size, not only the first fd)',
   tags: ['conformance'],
   needs: ['identity'],
   async run(ctx) {

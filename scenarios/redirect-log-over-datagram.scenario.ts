@@ -1,9 +1,9 @@
 /**
- * The seed's own arrangement, literally: the command (wherever the
- * transport runs it) binds a datagram socket at a path; the client, with
- * no connection to that socket, sends it "redirect your log to this fd"
- * with the fd (sendTo from its own bound socket, as the seed's
- * sendData:andFileDescriptor:toSocket:), gets "ok" back at its address,
+ * A log redirect without a connection, the arrangement fdbridge's design
+ * comes from: the command (wherever the transport runs it) binds a datagram
+ * socket at a path; the client, with no connection to that socket, sends it
+ * "redirect your log to this fd" with the fd (sendTo from its own bound
+ * socket, one datagram carrying the fd), gets "ok" back at its address,
  * closes its own copy, and the command's log lines land in the client's
  * file. Then a second redirect (the first fd is closed by the command), a
  * sender that is not bound (no answer possible: the log shows it worked),
@@ -20,7 +20,7 @@ import { sleep } from './support/common';
 
 const scenario: Scenario = {
   name: 'redirect-log-over-datagram',
-  description: "the seed's flow: the command binds a datagram socket at a path, the client sends it \"redirect\" with an fd and no connection, the command logs into the client's file",
+  description: "a redirect without a connection: the command binds a datagram socket at a path, the client sends it \"redirect\" with an fd and no connection, the command logs into the client's file",
   tags: ['log', 'datagram'],
   async run(ctx) {
     const conn = await ctx.connect(LOG_COMMAND);

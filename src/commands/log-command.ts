@@ -1,6 +1,6 @@
 /**
- * The seed's log command: a command whose log output the client can redirect
- * into a file, pipe or terminal it opened itself, wherever the command runs.
+ * The log command: a command whose log output the client can redirect into
+ * a file, pipe or terminal it opened itself, wherever the command runs.
  */
 import { openSync, closeSync, constants as fsConstants, write } from 'node:fs';
 import { promisify } from 'node:util';
@@ -70,10 +70,10 @@ export class LogCommand {
   }
 
   /**
-   * The seed's way in: binds a datagram socket at `path` (its directory
-   * private, see DatagramSocket.bind) where a client sends the datagram
-   * "redirect" with exactly one fd, from any socket, without a connection:
-   * the log goes to that fd from then on. A bound sender is answered "ok"
+   * Binds a datagram socket at `path` (its directory private, see
+   * DatagramSocket.bind) where a client sends the datagram "redirect" with
+   * exactly one fd, from any socket, without a connection: the log goes to
+   * that fd from then on. A bound sender is answered "ok"
    * (or "refused: ..." for anything else, whose fds are closed). Returns
    * the path; the socket closes with the command. Refused to a client of
    * another uid than this process's (root excepted).

@@ -27,7 +27,7 @@ async function log(logfile: string, ...lines: string[]): Promise<{ stdout: strin
   return run(process.execPath, [CLI, 'log', '--transport', 'child', '--logfile', logfile, ...lines], { cwd });
 }
 
-test('-stderr writes to stderr, not to a file named -stderr (the seed fell through)', async () => {
+test('-stderr writes to stderr, not to a file named -stderr', async () => {
   const { stdout, stderr } = await log('-stderr', 'to stderr');
   expect(stderr).toBe('to stderr\n');
   expect(stdout).toBe('');

@@ -499,7 +499,7 @@ test('the scenario matrix\'s remote column (default profile, local via): every r
   expect(rows.filter((x) => x.status === 'fail').map((x) => `${x.scenario}: ${x.error ?? ''}`)).toEqual([]);
   const skipped = rows.filter((x) => x.status === 'skip');
   for (const x of skipped) expect(x.error).toMatch(/^needs (identity|every-kind)(, [a-z-]+)*: the remote transport relays bytes/);
-  // The log scenarios (the seed's own example, --logfile forms included) run there.
+  // The log scenarios (the log command's --logfile forms included) run there.
   for (const name of ['append-log-file', 'truncate-log-file', 'redirect-log-to-stdout', 'redirect-log-to-stderr']) {
     expect(rows.find((x) => x.scenario === name)?.status).toBe('pass');
   }
