@@ -11,14 +11,9 @@ import { closeFds } from '../fd';
 import { native } from '../native';
 import { FrameType } from '../protocol';
 import type { UnixSocket } from '../socket';
+import type { TransportName } from './index';
 import { refuseFds } from './refuse-fds';
 import type { FdIntake } from './serve';
-
-/** A pidfd connection's FdIntake, with what the socket's SO_PASSRIGHTS turned out to be. */
-export interface PidfdIntake extends FdIntake {
-  /** True when the kernel refuses fds sent to the socket (SO_PASSRIGHTS=0, Linux 6.16+). */
-  readonly refusesFds: boolean;
-}
 
 /**
  * A pidfd for the client at the other end of `socket` (SO_PEERPIDFD, which
@@ -69,12 +64,21 @@ function pullAll(pidfd: number, fds: readonly number[]): number[] {
 
 /**
  * Sets up pulling for the client at the other end of `socket`, whose HELLO
- * named `probeFd` (an fd open in its process) to prove that pulling works.
- * From then on fds travel by number (GETFD), never over the socket. Throws
- * UnsupportedError when the kernel or the permissions refuse; nothing is
- * left open then.
+ * named `probeFd` (an fd open in its process) to prove that pulling works,
+ * on a connection served as `servedAs`. From then on fds travel by number
+ * (GETFD), never over the socket. Throws UnsupportedError when the kernel
+ * or the permissions refuse, or a helper daemon is asked; nothing is left
+ * open then.
  */
-export function openPidfdIntake(socket: UnixSocket, probeFd: number): PidfdIntake {
+export function openPidfdIntake(socket: UnixSocket, probeFd: number, servedAs: TransportName): FdIntake {
+  // A pull is pidfd_getfd(2) with this process's privileges on whatever the
+  // connecting process runs by then (it may have exec'd a set-user-ID
+  // program and left the socket to a child of its own): only the process a
+  // client spawned for itself may pull. A shared daemon takes fds as its
+  // clients send them, which the kernel checks they have.
+  if (servedAs === 'helper') {
+    throw new UnsupportedError('a helper daemon takes fds only as its clients send them (SCM_RIGHTS), never by pidfd pulls');
+  }
   let pidfd = openClientPidfd(socket, probeFd);
   let refuses: boolean;
   try {

@@ -15,7 +15,7 @@
  */
 import { CommandHost, type CommandSpec } from '../command';
 import { builtinCommand } from '../commands/registry';
-import { describeError, FdBridgeError, ProtocolError, QueueFullError, QuotaExceededError, TruncatedError, UnknownCommandError, UnsupportedError, type QuotaName } from '../errors';
+import { describeError, FdBridgeError, ProtocolError, QueueFullError, QuotaExceededError, TruncatedError, UnknownCommandError, type QuotaName } from '../errors';
 import { failpointFromEnv, type Failpoint } from '../failpoint';
 import { ChannelLedger, openFrameChannel, type FrameChannel } from '../frame-channel';
 import { closeFds } from '../fd';
@@ -43,9 +43,10 @@ export interface ServeStats {
   /** Frames rejected as malformed or out of place (each ends the connection). */
   protocolErrors: number;
   /**
-   * pidfd connections: true once the socket refuses fds in the kernel
-   * (SO_PASSRIGHTS=0, Linux 6.16+), false before that or on older kernels
-   * (then an fd that arrives anyway is closed and counted in unexpectedFds).
+   * True once the socket refuses fds in the kernel (SO_PASSRIGHTS=0, Linux
+   * 6.16+), which a connection whose fds never come over the socket (pidfd
+   * pulls) asks for; false before that, otherwise, or on older kernels (then
+   * an fd that arrives anyway is closed and counted in unexpectedFds).
    */
   refusesFds: boolean;
 }
@@ -156,6 +157,11 @@ export interface FdIntake {
   /** What a quota refusal adds about the request's fds (closed here, or never taken). */
   readonly refusalNote: string;
   /**
+   * True when the kernel refuses fds sent to the socket (SO_PASSRIGHTS=0,
+   * Linux 6.16+), which an intake that never takes fds from the socket asks for.
+   */
+  readonly refusesFds: boolean;
+  /**
    * The fds of one request, now owned here (the caller puts them in the
    * command's ledger): the ones that arrived with a DUP frame, or those the
    * client's numbers in a GETFD frame name, pulled. Throws, having taken
@@ -179,6 +185,7 @@ function socketIntake(transport: TransportName, inspected: boolean): FdIntake {
     requestType: FrameType.DUP,
     wrongRequest: 'GETFD on a connection that did not ask for pidfd pulls',
     refusalNote: 'release some first',
+    refusesFds: false,
     take: (frameFds) => [...frameFds],
     start: (channel, maxFds) => {
       // Not when each fd is to be looked at first (ServeOptions.refuseFd).
@@ -376,22 +383,8 @@ class ServedSession implements ServedConnection {
     }
     let host: CommandHost;
     try {
-      if (hello.pull === 'pidfd') {
-        // A pull is pidfd_getfd(2) with this process's privileges on
-        // whatever the connecting process runs by then (it may have
-        // exec'd a set-user-ID program and left the socket to a child of
-        // its own): only the process a client spawned for itself may pull.
-        // A shared daemon takes fds as its clients send them, which the
-        // kernel checks they have.
-        if (this.#options.transport === 'helper') {
-          throw new UnsupportedError('a helper daemon takes fds only as its clients send them (SCM_RIGHTS), never by pidfd pulls');
-        }
-        const intake = openPidfdIntake(this.#socket, hello.probeFd as number);
-        this.#intake = intake;
-        this.#stats.refusesFds = intake.refusesFds;
-      } else {
-        this.#intake = socketIntake(this.#options.transport, this.#options.refuseFd !== undefined);
-      }
+      this.#intake = this.#openIntake(hello);
+      this.#stats.refusesFds = this.#intake.refusesFds;
       // The command's fds live in the channel's ledger, which the channel
       // answers DUP requests into without calling JS (and closes with the socket).
       host = new CommandHost(
@@ -410,6 +403,12 @@ class ServedSession implements ServedConnection {
     this.#intake.start(this.#channel, this.#limits?.maxFds);
   }
 
+  /** The fd intake a HELLO asks for: pulls by number (pidfd-intake.ts), or the fds that come with DUP frames. */
+  #openIntake(hello: HelloPayload): FdIntake {
+    if (hello.pull !== undefined) return openPidfdIntake(this.#socket, hello.probeFd as number, this.#options.transport);
+    return socketIntake(this.#options.transport, this.#options.refuseFd !== undefined);
+  }
+
   /**
    * DUP or GETFD: the request's fds into the command's ledger, then the
    * DUP_OK naming them. The frame channel answers DUPs in C++ (serve);
@@ -424,25 +423,12 @@ class ServedSession implements ServedConnection {
       this.#violation(new ProtocolError(intake.wrongRequest), fds);
       return;
     }
-    const limits = this.#limits;
-    const count = frame.fds.length;
-    if (limits && ledger.size + count > limits.maxFds) {
+    const refusal = this.#duplicationRefusal(frame, intake, ledger.size);
+    if (refusal) {
       // Refused whole: what arrived is closed (the client still has its own).
       this.#discard(frame.type === FrameType.DUP ? frame.fds : undefined);
-      this.#refuseQuota(frame.id, 'fds', `${count} more fd(s) would make ${ledger.size + count} held for this client (at most ${limits.maxFds}); ${intake.refusalNote}`);
-      return;
-    }
-    const shared = limits?.shared?.refusal(count);
-    if (shared) {
-      this.#discard(frame.type === FrameType.DUP ? frame.fds : undefined);
-      this.#refuseQuota(frame.id, shared.quota, shared.message);
-      return;
-    }
-    const refuseFd = this.#options.refuseFd;
-    const why = refuseFd && frame.type === FrameType.DUP ? frame.fds.map(refuseFd).find((r) => r !== undefined) : undefined;
-    if (why !== undefined) {
-      this.#discard(frame.fds);
-      this.#send(encodeJson(FrameType.ERROR, frame.id, describeError(new FdBridgeError('ERR_FDBRIDGE_FD_REFUSED', `dupFileDescriptors: ${why}; nothing was kept`))));
+      if (refusal instanceof QuotaExceededError) this.#options.onQuota?.(refusal.quota);
+      this.#send(encodeJson(FrameType.ERROR, frame.id, describeError(refusal)));
       return;
     }
     let taken: number[];
@@ -456,6 +442,24 @@ class ServedSession implements ServedConnection {
     // The fds are ours (in the ledger) and the client has no answer yet.
     if (failpoint !== undefined) failpoint.pass('after-receive');
     this.#send(encodeFdList(FrameType.DUP_OK, frame.id, taken));
+  }
+
+  /**
+   * Why the duplication `frame` is refused whole, if it is: a quota it would
+   * break (this connection's, with `held` fds held, or one shared across
+   * connections), or one of its fds that ServeOptions.refuseFd turns away.
+   */
+  #duplicationRefusal(frame: DuplicationFrame, intake: FdIntake, held: number): FdBridgeError | undefined {
+    const limits = this.#limits;
+    const count = frame.fds.length;
+    if (limits && held + count > limits.maxFds) {
+      return new QuotaExceededError('fds', `${count} more fd(s) would make ${held + count} held for this client (at most ${limits.maxFds}); ${intake.refusalNote}`);
+    }
+    const shared = limits?.shared?.refusal(count);
+    if (shared) return shared;
+    const refuseFd = this.#options.refuseFd;
+    const why = refuseFd && frame.type === FrameType.DUP ? frame.fds.map(refuseFd).find((r) => r !== undefined) : undefined;
+    return why === undefined ? undefined : new FdBridgeError('ERR_FDBRIDGE_FD_REFUSED', `dupFileDescriptors: ${why}; nothing was kept`);
   }
 
   /** RELEASE: closes the listed fds the command has not adopted, then answers. */
