@@ -11,7 +11,8 @@
         "native/unix_socket.cc",
         "native/socket_wait.cc",
         "native/frame_channel.cc",
-        "native/fd_watch.cc"
+        "native/fd_watch.cc",
+        "native/relay_pump.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"],

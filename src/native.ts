@@ -238,8 +238,38 @@ export interface NativeExitWatch {
   unref(): void;
 }
 
+/**
+ * The remote transport's channel on two fds (native/relay_pump.h): frames
+ * in and out, and the relayed streams whose local end is a pipe or a
+ * stream socket, pumped in C++. onEvent(kind, ...):
+ * 0 (type, id, payload) a frame that is not a pumped stream's;
+ * 1 (stream, half) a pumped stream's half ended (1 out, 2 in);
+ * 2 () the output's backlog drained;
+ * 3 (err, message) the input ended (0), failed (-errno) or broke the protocol (1).
+ */
+export interface NativeRelayPump {
+  send(type: number, id: number, payload?: Uint8Array): void;
+  /** The pump owns `fd` from here on (closed when the stream ends or is removed). */
+  addStream(id: number, fd: number, read: boolean, write: boolean, socket: boolean): void;
+  /** Sends what the stream's fd holds now; true once its end of file went out too. */
+  flush(id: number): boolean;
+  removeStream(id: number): void;
+  /** [in, out]: DATA bytes received and sent so far. */
+  streamBytes(id: number): [number, number] | undefined;
+  stopInput(): void;
+  endOutput(): void;
+  closeOutput(): void;
+  close(): void;
+  readonly queuedBytes: number;
+  readonly congested: boolean;
+  readonly outputOpen: boolean;
+}
+
+export type RelayPumpEvent = (kind: number, a?: number, b?: number | string, payload?: Buffer) => void;
+
 export interface NativeBinding {
   Socket: NativeSocketConstructor;
+  RelayPump: new (inFd: number, outFd: number, onEvent: RelayPumpEvent) => NativeRelayPump;
   ExitWatch: new (pidfd: number, onExit: () => void) => NativeExitWatch;
   FrameChannel: new (socket: NativeSocket, callbacks: NativeFrameChannelCallbacks) => NativeFrameChannel;
   FdBudget: new (limit: number, parent?: NativeFdBudget) => NativeFdBudget;

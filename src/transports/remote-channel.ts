@@ -16,9 +16,9 @@
  * other streams. The receiver reads the channel without pause, and what it
  * buffers is bounded by the windows it granted.
  */
-import type { Readable, Writable } from 'node:stream';
-
-import { ProtocolError } from '../errors';
+import { ClosedError, errnoName, ProtocolError, SystemError } from '../errors';
+import { closeFd, closeFds } from '../fd';
+import { native, type NativeRelayPump } from '../native';
 
 export const REMOTE_PROTOCOL_VERSION = 1;
 
@@ -76,26 +76,17 @@ export interface OpenRequest {
 }
 
 export const HEADER_BYTES = 9;
-const EMPTY = Buffer.alloc(0);
 /** The largest DATA payload. */
 export const MAX_DATA_BYTES = 256 * 1024;
 /** The largest payload of any frame (a call's JSON arguments or result). */
 export const MAX_FRAME_BYTES = 64 * 1024 * 1024;
 /** Bytes a sender may have unacknowledged per stream and direction. */
 export const STREAM_WINDOW = 4 * 1024 * 1024;
-/** The channel's output backlog past which sources stop reading (Channel.congested). */
-const CONGESTED_BYTES = 256 * 1024;
+/** The channel's output backlog past which sources stop reading (Channel.congested; the pump's kCongestedBytes). */
+export const CONGESTED_BYTES = 256 * 1024;
 
 export function frameTypeName(type: number): string {
   return TYPE_NAMES.get(type) ?? `type ${type}`;
-}
-
-function header(type: RemoteFrameType, id: number, length: number): Buffer {
-  const h = Buffer.allocUnsafe(HEADER_BYTES);
-  h.writeUInt32LE(length, 0);
-  h.writeUInt8(type, 4);
-  h.writeUInt32LE(id, 5);
-  return h;
 }
 
 /** A JSON payload; `undefined` is the empty payload. */
@@ -116,49 +107,72 @@ export function parseJson(payload: Buffer, what: string): unknown {
 }
 
 export interface ChannelHandler {
+  /** A frame that is not a pumped stream's (see Channel). */
   onFrame(type: number, id: number, payload: Buffer): void;
   /** Once: the input ended (null) or failed, or a frame broke the protocol. */
   onEnd(reason: Error | null): void;
 }
 
+/** A pumped stream's half, as native/relay_pump.h numbers them. */
+const PUMP_OUT = 1;
+const PUMP_IN = 2;
+
 /**
- * Frames on a readable and a writable byte stream. Writes are never
- * refused: what the channel may hold is bounded by the stream windows and
- * by the requests the caller makes.
+ * Frames on two fds (owned: closed by close()), read and written by the
+ * native relay pump on this thread's event loop. Writes are never refused:
+ * what the channel may hold is bounded by the stream windows and by the
+ * requests the caller makes.
+ *
+ * The bytes of a stream whose local end is a pipe or a stream socket never
+ * reach JavaScript: the pump reads them from the fd into DATA frames, and
+ * writes DATA frames into the fd, with the stream's flow control (see
+ * RelayStream's `pumped` half). The handler sees every other frame, DATA
+ * of the other streams (regular files, read and written on the thread
+ * pool) as it arrives, piece by piece, and any other frame's payload whole.
  */
 export class Channel {
-  readonly #input: Readable;
-  readonly #output: Writable;
+  readonly #pump: NativeRelayPump;
   readonly #handler: ChannelHandler;
-  /** The header being read, when it spans reads. */
-  readonly #head = Buffer.alloc(HEADER_BYTES);
-  #headBytes = 0;
-  /** The frame being read: its type, id and payload bytes still to come (-1: a header is next). */
-  #type = 0;
-  #id = 0;
-  #left = -1;
-  /** A non-DATA frame's payload pieces so far. */
-  #parts: Buffer[] = [];
+  /** Pumped streams, told when one of their halves ends. */
+  readonly #pumped = new Map<number, RelayStream>();
   #ended = false;
-  #outputFailed = false;
+  #closed = false;
   /** Whoever waits for the output's backlog to be taken by the kernel. */
   #drainWaiters: Array<() => void> = [];
 
-  constructor(input: Readable, output: Writable, handler: ChannelHandler) {
-    this.#input = input;
-    this.#output = output;
+  constructor(inFd: number, outFd: number, handler: ChannelHandler) {
     this.#handler = handler;
-    input.on('data', (chunk: Buffer) => this.#receive(chunk));
-    input.on('end', () => this.#end(null));
-    input.on('error', (err) => this.#end(err));
-    input.on('close', () => this.#end(null));
-    // A write to a reader that went away (EPIPE): the input ends too, and says so.
-    output.on('error', () => {
-      this.#outputFailed = true;
-    });
-    output.on('drain', () => {
-      for (const w of this.#drainWaiters.splice(0)) w();
-    });
+    try {
+      this.#pump = new native.RelayPump(inFd, outFd, (kind, a, b, payload) => this.#event(kind, a as number, b, payload));
+    } catch (err) {
+      closeFds([inFd, outFd]);
+      throw err;
+    }
+  }
+
+  #event(kind: number, a: number, b: number | string | undefined, payload: Buffer | undefined): void {
+    switch (kind) {
+      case 0:
+        if (this.#ended) return;
+        try {
+          this.#handler.onFrame(a, b as number, payload as Buffer);
+        } catch (err) {
+          this.#end(err instanceof Error ? err : new ProtocolError(String(err)));
+        }
+        return;
+      case 1: {
+        const stream = this.#pumped.get(a);
+        if (b === PUMP_OUT) stream?.pumpedOutDone();
+        else if (b === PUMP_IN) stream?.pumpedInDone();
+        return;
+      }
+      case 2:
+        for (const w of this.#drainWaiters.splice(0)) w();
+        return;
+      case 3:
+        this.#end(a === 0 ? null : a === 1 ? new ProtocolError(String(b)) : new SystemError(a, 'read', `the remote channel's input failed: ${errnoName(a)}`));
+        return;
+    }
   }
 
   /**
@@ -168,7 +182,7 @@ export class Channel {
    * reads, instead of in this process's memory.
    */
   get congested(): boolean {
-    return !this.#ended && !this.#outputFailed && this.#output.writableLength > CONGESTED_BYTES;
+    return !this.#ended && !this.#closed && this.#pump.outputOpen && this.#pump.congested;
   }
 
   /** Runs `fn` once the output's backlog is gone (or at once if there is none). */
@@ -183,22 +197,14 @@ export class Channel {
 
   /** Bytes written and not yet taken by the kernel. */
   get queuedBytes(): number {
-    return this.#output.writableLength;
+    return this.#pump.queuedBytes;
   }
 
   send(type: RemoteFrameType, id: number, payload?: Buffer): void {
-    if (this.#ended || this.#outputFailed || this.#output.writableEnded) return;
+    if (this.#closed) return;
     const length = payload?.length ?? 0;
     if (length > MAX_FRAME_BYTES) throw new RangeError(`a ${frameTypeName(type)} frame of ${length} bytes exceeds ${MAX_FRAME_BYTES}`);
-    if (length === 0 || payload === undefined) {
-      this.#output.write(header(type, id, 0));
-      return;
-    }
-    // Header and payload go out in one writev: no copy of the payload.
-    this.#output.cork();
-    this.#output.write(header(type, id, length));
-    this.#output.write(payload);
-    process.nextTick(() => this.#output.uncork());
+    this.#pump.send(type, id, length === 0 ? undefined : payload);
   }
 
   sendJson(type: RemoteFrameType, id: number, value: unknown): void {
@@ -213,79 +219,54 @@ export class Channel {
 
   /** Ends our output (the peer sees end of file once queued frames are out). */
   endOutput(): void {
-    if (!this.#output.writableEnded) this.#output.end();
+    if (!this.#closed) this.#pump.endOutput();
   }
 
-  /**
-   * Frames out of the byte stream as it arrives. A DATA payload is handed
-   * on piece by piece, as subarrays of the chunks read (a frame that spans
-   * reads is never joined into a copy: DATA is a byte stream, its frame
-   * boundaries carry nothing); any other frame's payload is delivered whole.
-   */
-  #receive(chunk: Buffer): void {
-    let off = 0;
-    while (off < chunk.length && !this.#ended) {
-      if (this.#left < 0) {
-        // A header: read in place when the chunk holds all of it.
-        let head: Buffer;
-        if (this.#headBytes === 0 && chunk.length - off >= HEADER_BYTES) {
-          head = chunk.subarray(off, off + HEADER_BYTES);
-          off += HEADER_BYTES;
-        } else {
-          const n = Math.min(HEADER_BYTES - this.#headBytes, chunk.length - off);
-          chunk.copy(this.#head, this.#headBytes, off, off + n);
-          this.#headBytes += n;
-          off += n;
-          if (this.#headBytes < HEADER_BYTES) return;
-          head = this.#head;
-        }
-        this.#headBytes = 0;
-        const length = head.readUInt32LE(0);
-        if (length > MAX_FRAME_BYTES) {
-          this.#end(new ProtocolError(`a frame announces ${length} payload bytes, more than ${MAX_FRAME_BYTES}: not an fdbridge channel, or a corrupt one`));
-          return;
-        }
-        this.#type = head.readUInt8(4);
-        this.#id = head.readUInt32LE(5);
-        this.#left = length;
-        if (length === 0) {
-          this.#left = -1;
-          this.#deliver(this.#type, this.#id, EMPTY);
-        }
-        continue;
-      }
-      const n = Math.min(this.#left, chunk.length - off);
-      const piece = off === 0 && n === chunk.length ? chunk : chunk.subarray(off, off + n);
-      off += n;
-      this.#left -= n;
-      if (this.#type === RemoteFrame.DATA) {
-        if (this.#left === 0) this.#left = -1;
-        this.#deliver(RemoteFrame.DATA, this.#id, piece);
-        continue;
-      }
-      this.#parts.push(piece);
-      if (this.#left > 0) continue;
-      this.#left = -1;
-      const parts = this.#parts;
-      this.#parts = [];
-      this.#deliver(this.#type, this.#id, parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts));
+  /** Closes both fds and every pumped stream's fd now; nothing more is read or sent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#ended = true;
+    this.#pumped.clear();
+    this.#drainWaiters = [];
+    this.#pump.close();
+  }
+
+  /** Pumps `stream` through `fd` (owned by the channel from here on, even when this throws). */
+  pump(stream: RelayStream, end: PumpedEnd): void {
+    if (this.#closed) {
+      closeFd(end.fd);
+      throw new ClosedError(`stream ${stream.id}: the remote channel is closed`);
     }
-  }
-
-  #deliver(type: number, id: number, payload: Buffer): void {
     try {
-      this.#handler.onFrame(type, id, payload);
+      this.#pump.addStream(stream.id, end.fd, end.read, end.write, end.socket);
     } catch (err) {
-      this.#end(err instanceof Error ? err : new ProtocolError(String(err)));
+      closeFd(end.fd);
+      throw err;
     }
+    this.#pumped.set(stream.id, stream);
+  }
+
+  /** Sends what the pumped stream's fd holds now; true once its end of file went out too. */
+  flushPumped(stream: number): boolean {
+    return !this.#closed && this.#pump.flush(stream);
+  }
+
+  /** Stops pumping `stream` and closes its fd (if the pump has not). */
+  unpump(stream: number): void {
+    this.#pumped.delete(stream);
+    if (!this.#closed) this.#pump.removeStream(stream);
+  }
+
+  /** [in, out]: DATA bytes a pumped stream received and sent so far. */
+  pumpedBytes(stream: number): [number, number] {
+    return (this.#closed ? undefined : this.#pump.streamBytes(stream)) ?? [0, 0];
   }
 
   #end(reason: Error | null): void {
     if (this.#ended) return;
     this.#ended = true;
-    this.#parts = [];
-    this.#input.removeAllListeners('data');
-    this.#input.pause();
+    if (!this.#closed) this.#pump.stopInput();
     this.#handler.onEnd(reason);
   }
 }
@@ -297,12 +278,6 @@ export class Channel {
 export interface RelaySource {
   /** Starts (or resumes) delivering chunks. */
   resume(): void;
-  /**
-   * What the local fd holds right now, read at once (non-blocking), at
-   * most `max` bytes, and whether its end of file was reached; nothing if
-   * the source cannot. See flushSource.
-   */
-  readNow?(max: number): { chunks: Buffer[]; ended: boolean };
   pause(): void;
   destroy(): void;
 }
@@ -322,8 +297,24 @@ export interface RelaySink {
 }
 
 /**
+ * A stream's local end that the channel's native pump reads and writes
+ * (a pipe end or a stream socket): `read` its bytes out, `write` the
+ * peer's bytes into it. `socket`: the incoming half's end of file is
+ * shutdown(SHUT_WR) (the other direction goes on); a pipe's is its close.
+ */
+export interface PumpedEnd {
+  /** Owned by the stream (then by the channel, once it starts). */
+  fd: number;
+  read: boolean;
+  write: boolean;
+  socket: boolean;
+}
+
+/**
  * One side of one relayed stream: an optional outgoing half (local source ->
- * DATA frames) and an optional incoming half (DATA frames -> local sink).
+ * DATA frames) and an optional incoming half (DATA frames -> local sink),
+ * moved in JavaScript, or both halves of a pumped end moved by the
+ * channel's native pump (which tells the stream when each ends).
  * The stream is finished, and its local fd closed, once both halves are.
  */
 export class RelayStream {
@@ -331,6 +322,9 @@ export class RelayStream {
   readonly #channel: Channel;
   #source: RelaySource | undefined;
   #sink: RelaySink | undefined;
+  /** A pumped end: its fd is ours until start() hands it to the channel. */
+  #pumped: PumpedEnd | undefined;
+  #pumping = false;
   /** Outgoing: bytes we may still send before the peer gives credit. */
   #credit = STREAM_WINDOW;
   /** Outgoing: the source is paused until the channel's backlog is gone. */
@@ -350,31 +344,68 @@ export class RelayStream {
   #sent: Array<() => void> = [];
   /** Whoever waits for the incoming bytes in flight to be written. */
   #written: Array<() => void> = [];
-  bytesIn = 0;
-  bytesOut = 0;
+  #bytesIn = 0;
+  #bytesOut = 0;
 
   constructor(
     id: number,
     channel: Channel,
-    halves: { source?: RelaySource; sink?: RelaySink },
+    halves: { source?: RelaySource; sink?: RelaySink; pumped?: PumpedEnd },
     onFinished: (stream: RelayStream) => void,
   ) {
     this.id = id;
     this.#channel = channel;
     this.#source = halves.source;
     this.#sink = halves.sink;
-    this.#outDone = halves.source === undefined;
-    this.#inDone = halves.sink === undefined;
+    this.#pumped = halves.pumped;
+    this.#outDone = halves.pumped ? !halves.pumped.read : halves.source === undefined;
+    this.#inDone = halves.pumped ? !halves.pumped.write : halves.sink === undefined;
     this.#onFinished = onFinished;
+  }
+
+  /** DATA bytes received (written to the local end) so far. */
+  get bytesIn(): number {
+    return this.#pumping ? this.#channel.pumpedBytes(this.id)[0] : this.#bytesIn;
+  }
+
+  /** DATA bytes sent (read from the local end) so far. */
+  get bytesOut(): number {
+    return this.#pumping ? this.#channel.pumpedBytes(this.id)[1] : this.#bytesOut;
   }
 
   get finished(): boolean {
     return this.#finished;
   }
 
-  /** Starts reading the local source (once the peer knows the stream). */
+  /**
+   * Starts reading the local source (once the peer knows the stream); a
+   * pumped end goes to the channel's pump. Throws (the stream destroyed) if
+   * the pump cannot take it.
+   */
   start(): void {
+    if (this.#pumped !== undefined && !this.#pumping && !this.#finished) {
+      const end = this.#pumped;
+      this.#pumped = undefined;
+      try {
+        this.#channel.pump(this, end);
+      } catch (err) {
+        this.destroy();
+        throw err;
+      }
+      this.#pumping = true;
+      return;
+    }
     if (!this.#outDone) this.#source?.resume();
+  }
+
+  /** The pump sent the outgoing half's end of file (or the peer sent STOP). */
+  pumpedOutDone(): void {
+    this.#finishOut();
+  }
+
+  /** The pump wrote the incoming half through its end of file (or a write failed, STOP sent). */
+  pumpedInDone(): void {
+    this.#finishIn();
   }
 
   // outgoing half ----------------------------------------------------------
@@ -385,7 +416,7 @@ export class RelayStream {
     for (let off = 0; off < chunk.length; off += MAX_DATA_BYTES) {
       this.#channel.send(RelayStream.DATA, this.id, chunk.subarray(off, Math.min(chunk.length, off + MAX_DATA_BYTES)));
     }
-    this.bytesOut += chunk.length;
+    this.#bytesOut += chunk.length;
     this.#credit -= chunk.length;
     if (this.#credit <= 0) this.#source?.pause();
     else if (!this.#waitingForChannel && this.#channel.congested) {
@@ -407,11 +438,9 @@ export class RelayStream {
    * consumer).
    */
   flushSource(): void {
-    if (this.#outDone || this.#credit <= 0 || !this.#source?.readNow) return;
-    const { chunks, ended } = this.#source.readNow(this.#credit);
-    for (const chunk of chunks) this.sourceData(chunk);
+    if (this.#outDone || !this.#pumping) return;
     // The command closed its end during the call: the client's copy closes before the reply too.
-    if (ended) this.sourceEnded();
+    if (this.#channel.flushPumped(this.id)) this.#finishOut();
   }
 
   /**
@@ -463,7 +492,7 @@ export class RelayStream {
   data(chunk: Buffer): void {
     if (this.#inDone || this.#eofReceived) return; // after a STOP: in flight, dropped
     const sink = this.#sink as RelaySink;
-    this.bytesIn += chunk.length;
+    this.#bytesIn += chunk.length;
     this.#inFlight += chunk.length;
     sink.write(chunk, (err) => {
       this.#inFlight -= chunk.length;
@@ -517,6 +546,9 @@ export class RelayStream {
   #maybeFinish(): void {
     if (this.#finished || !this.#outDone || !this.#inDone) return;
     this.#finished = true;
+    if (this.#pumping) this.#channel.unpump(this.id);
+    else if (this.#pumped !== undefined) closeFd(this.#pumped.fd); // never started
+    this.#pumped = undefined;
     this.#source?.destroy();
     this.#sink?.destroy();
     this.#onFinished(this);

@@ -38,8 +38,8 @@ import {
 import { closeFds } from '../fd';
 import { native } from '../native';
 import { distPath } from '../paths';
-import { Channel, isStreamFrame, jsonPayload, parseJson, RemoteFrame, RelayStream, REMOTE_PROTOCOL_VERSION, type OpenRequest, type RelaySink, type RelaySource } from './remote-channel';
-import { FileSink, FileSource, SocketEnd, type Attachable } from './remote-endpoints';
+import { Channel, isStreamFrame, jsonPayload, parseJson, RemoteFrame, RelayStream, REMOTE_PROTOCOL_VERSION, type OpenRequest, type PumpedEnd, type RelaySink, type RelaySource } from './remote-channel';
+import { FileSink, FileSource, type Attachable } from './remote-endpoints';
 import { planRelay, type RelayPlan } from './remote-kinds';
 
 /** The server's argv after `via` when via is given: `fdbridge` on the far machine's PATH. */
@@ -137,8 +137,6 @@ export class RemoteConnection extends BaseConnection {
     this.#onCommandClosed = onCommandClosed;
     this.location = { transport: 'remote', pid: -1, threadId: 0 };
     this.#lost = new Promise((r) => (this.#onLost = r));
-    // Node closes the child's stdio streams; errors (EPIPE) are the channel's end, seen below.
-    stdio.stdin.on('error', () => undefined);
     this.#channel = new Channel(stdio.stdout, stdio.stdin, {
       onFrame: (type, id, payload) => this.#onFrame(type, id, payload),
       onEnd: (reason) => this.#channelLost(reason),
@@ -304,7 +302,18 @@ export class RemoteConnection extends BaseConnection {
     this.#streams.set(stream.id, stream);
     const reply = this.#request(RemoteFrame.OPEN, operation, method, jsonPayload(req));
     // The server knows the stream once it reads the OPEN (frames keep their order): send at once.
-    stream.start();
+    try {
+      stream.start();
+    } catch (err) {
+      // Our end could not be pumped (the stream is destroyed): the command's end goes too.
+      void reply
+        .then((payload) => {
+          const fd = (parseJson(payload, 'OPENED') as { fd?: unknown } | undefined)?.fd;
+          return typeof fd === 'number' ? this.release([fd]) : undefined;
+        })
+        .catch(() => undefined);
+      throw err;
+    }
     try {
       const r = parseJson(await reply, 'OPENED') as { fd?: unknown };
       if (typeof r?.fd !== 'number') throw new ProtocolError(`${operation}: an OPENED without an fd number`);
@@ -348,7 +357,7 @@ export class RemoteConnection extends BaseConnection {
       this.via.kill('SIGKILL');
       await exited(this.via, 1000);
     }
-    this.#stdio.stdout.destroy();
+    this.#channel.close();
     this.#stdio.stderr.destroy();
   }
 
@@ -370,7 +379,8 @@ export class RemoteConnection extends BaseConnection {
     this.#broken = new PeerExitedError('request', exit);
     for (const s of [...this.#streams.values()]) s.destroy();
     this.#streams.clear();
-    this.#stdio.stdin.destroy();
+    // The server sees its stdin end; what it might still send is of no use.
+    this.#channel.close();
     this.#onLost();
     const settle = (): void => {
       const status = this.via.exitCode;
@@ -442,8 +452,12 @@ function reopen(fd: number, flags: number, above: number): number {
   }
 }
 
-/** The client's end of a relayed stream for `fd` (borrowed): a copy of its own, owned by the endpoint. */
-function clientEndpoint(fd: number, plan: RelayPlan, above: number): { halves: { source?: RelaySource; sink?: RelaySink }; attach(s: RelayStream): void } {
+/**
+ * The client's end of a relayed stream for `fd` (borrowed): a copy of its
+ * own, owned by the endpoint (a file's) or by the stream (a pipe's or a
+ * socket's, pumped by the channel).
+ */
+function clientEndpoint(fd: number, plan: RelayPlan, above: number): { halves: { source?: RelaySource; sink?: RelaySink; pumped?: PumpedEnd }; attach(s: RelayStream): void } {
   const ways = { read: plan.mode === 'up' || plan.mode === 'both', write: plan.mode === 'down' || plan.mode === 'both' };
   if (plan.access === 'file') {
     const own = ownCopy(fd, above);
@@ -451,17 +465,8 @@ function clientEndpoint(fd: number, plan: RelayPlan, above: number): { halves: {
     return { halves: plan.mode === 'copy' ? { source: end as RelaySource } : { sink: end as RelaySink }, attach: (s) => end.attach(s) };
   }
   const own = plan.access === 'reopen' ? reopen(fd, plan.openFlags ?? 0, above) : ownCopy(fd, above);
-  let end: SocketEnd;
-  try {
-    end = new SocketEnd(own, ways, plan.access === 'reopen');
-  } catch (err) {
-    closeFds([own]);
-    throw err;
-  }
-  return {
-    halves: { ...(ways.read ? { source: end } : {}), ...(ways.write ? { sink: end } : {}) },
-    attach: (s) => end.attach(s),
-  };
+  // A reopened pipe, FIFO or terminal ends by its close; a socket by shutdown(SHUT_WR).
+  return { halves: { pumped: { fd: own, ...ways, socket: plan.access !== 'reopen' } }, attach: () => undefined };
 }
 
 function delay(ms: number): Promise<void> {
@@ -469,10 +474,10 @@ function delay(ms: number): Promise<void> {
 }
 
 /** True once `child` has exited (within `ms`). */
-/** Our ends of the via process's stdin, stdout and stderr. */
+/** Our ends of the via process's stdin and stdout (fds, the channel's), and its stderr. */
 interface ViaStdio {
-  stdin: Socket;
-  stdout: Socket;
+  stdin: number;
+  stdout: number;
   stderr: Socket;
 }
 
@@ -501,13 +506,11 @@ function spawnVia(file: string, args: string[]): { via: ChildProcess; stdio: Via
   } finally {
     closeFds(pairs.map(([, theirs]) => theirs));
   }
-  const end = (i: number, readable: boolean): Socket => {
-    const fd = (pairs[i] as [number, number])[0];
-    const socket = new Socket({ fd, readable, writable: !readable, allowHalfOpen: true });
-    socket.once('close', () => native.disown(fd));
-    return socket;
-  };
-  return { via, stdio: { stdin: end(0, false), stdout: end(1, true), stderr: end(2, true) } };
+  const ours = (i: number): number => (pairs[i] as [number, number])[0];
+  const stderrFd = ours(2);
+  const stderr = new Socket({ fd: stderrFd, readable: true, writable: false, allowHalfOpen: true });
+  stderr.once('close', () => native.disown(stderrFd));
+  return { via, stdio: { stdin: ours(0), stdout: ours(1), stderr } };
 }
 
 function exited(child: ChildProcess, ms: number): Promise<boolean> {

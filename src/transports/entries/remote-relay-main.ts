@@ -13,15 +13,14 @@
  * always finds it in the command's ledger.
  */
 import { openSync, readSync } from 'node:fs';
-import { Socket } from 'node:net';
 import { parentPort, workerData } from 'node:worker_threads';
 
 import type { CommandSpec } from '../../command';
 import { describeError, ProtocolError } from '../../errors';
 import { closeFd, closeFds } from '../../fd';
 import { constants, native } from '../../native';
-import { Channel, isStreamFrame, parseJson, RemoteFrame, RelayStream, REMOTE_PROTOCOL_VERSION, type OpenRequest, type RelaySink, type RelaySource } from '../remote-channel';
-import { MemorySink, SocketEnd, type Attachable } from '../remote-endpoints';
+import { Channel, isStreamFrame, parseJson, RemoteFrame, RelayStream, REMOTE_PROTOCOL_VERSION, type OpenRequest, type PumpedEnd } from '../remote-channel';
+import { MemorySink } from '../remote-endpoints';
 import type { HostToRelay, RelayToHost } from '../remote-serve';
 
 const port = parentPort;
@@ -40,8 +39,8 @@ let hello = false;
 let closing = false;
 
 const channel = new Channel(
-  new Socket({ fd: inFd, readable: true, writable: false }),
-  new Socket({ fd: outFd, readable: false, writable: true }),
+  inFd,
+  outFd,
   {
     onFrame,
     onEnd(reason) {
@@ -104,8 +103,7 @@ function open(id: number, req: OpenRequest): void {
   highestStream = req.stream;
   const made: number[] = [];
   let commandEnd = -1;
-  let endpoint: (RelaySource & RelaySink & Attachable) | (RelaySink & Attachable);
-  let halves: { source?: RelaySource; sink?: RelaySink };
+  let halves: { sink?: MemorySink; pumped?: PumpedEnd };
   let copied: (() => void) | undefined;
   let copyDone = false;
   try {
@@ -114,18 +112,14 @@ function open(id: number, req: OpenRequest): void {
         const [r, w] = native.pipe();
         made.push(r, w);
         commandEnd = r;
-        const end = new SocketEnd(w, { read: false, write: true }, true);
-        endpoint = end;
-        halves = { sink: end };
+        halves = { pumped: { fd: w, read: false, write: true, socket: false } };
         break;
       }
       case 'down': {
         const [r, w] = native.pipe();
         made.push(r, w);
         commandEnd = w;
-        const end = new SocketEnd(r, { read: true, write: false }, true);
-        endpoint = end;
-        halves = { source: end };
+        halves = { pumped: { fd: r, read: true, write: false, socket: false } };
         break;
       }
       case 'both': {
@@ -134,9 +128,7 @@ function open(id: number, req: OpenRequest): void {
         // The command's end blocks, like any socket it would open itself.
         native.setNonblock(a, false);
         commandEnd = a;
-        const end = new SocketEnd(b, { read: true, write: true }, false);
-        endpoint = end;
-        halves = { source: end, sink: end };
+        halves = { pumped: { fd: b, read: true, write: true, socket: true } };
         break;
       }
       case 'copy': {
@@ -163,9 +155,7 @@ function open(id: number, req: OpenRequest): void {
             closeFd(memfd);
           }
         };
-        const sink = new MemorySink(memfd, copied);
-        endpoint = sink;
-        halves = { sink };
+        halves = { sink: new MemorySink(memfd, copied) };
         break;
       }
       default:
@@ -185,13 +175,19 @@ function open(id: number, req: OpenRequest): void {
       channel.sendJson(RemoteFrame.ERROR, id, { name: 'SystemError', message: `the copy of the ${req.kind} could not be completed here` });
     }
   });
-  endpoint.attach(stream);
   streams.set(req.stream, stream);
   if (req.mode !== 'copy') {
+    try {
+      stream.start();
+    } catch (err) {
+      // This side's end could not be pumped (the stream is destroyed, its fd closed).
+      closeFd(commandEnd);
+      channel.sendJson(RemoteFrame.ERROR, id, describeError(err));
+      return;
+    }
     post({ type: 'give', fd: commandEnd });
     channel.sendJson(RemoteFrame.OPENED, id, { fd: commandEnd });
   }
-  stream.start();
 }
 
 /** Moves `fd`'s offset `n` bytes on by reading (fs has no lseek). */
