@@ -1334,8 +1334,20 @@ class ExitWatchWrap : public Napi::ObjectWrap<ExitWatchWrap> {
 class RelayPumpWrap : public Napi::ObjectWrap<RelayPumpWrap>, public RelayPump::Delegate {
  public:
   static Napi::Function Define(Napi::Env env) {
+    // The wire format's numbers as C++ has them, for the test that holds
+    // them equal to remote-channel.ts's.
+    Napi::Object c = Napi::Object::New(env);
+    const std::pair<const char*, double> numbers[] = {
+        {"HEADER_BYTES", RelayPump::kHeaderBytes},       {"DATA", RelayPump::kData},
+        {"CREDIT", RelayPump::kCredit},                  {"EOF", RelayPump::kEof},
+        {"STOP", RelayPump::kStop},                      {"MAX_DATA_BYTES", RelayPump::kMaxDataBytes},
+        {"MAX_FRAME_BYTES", RelayPump::kMaxFrameBytes},  {"STREAM_WINDOW", static_cast<double>(RelayPump::kStreamWindow)},
+        {"CONGESTED_BYTES", RelayPump::kCongestedBytes},
+    };
+    for (const auto& [name, value] : numbers) c.Set(name, Napi::Number::New(env, value));
     return DefineClass(env, "RelayPump",
                        {
+                           StaticValue("constants", c),
                            InstanceMethod<&RelayPumpWrap::SendMethod>("send"),
                            InstanceMethod<&RelayPumpWrap::AddStream>("addStream"),
                            InstanceMethod<&RelayPumpWrap::Flush>("flush"),

@@ -269,7 +269,11 @@ export type RelayPumpEvent = (kind: number, a?: number, b?: number | string, pay
 
 export interface NativeBinding {
   Socket: NativeSocketConstructor;
-  RelayPump: new (inFd: number, outFd: number, onEvent: RelayPumpEvent) => NativeRelayPump;
+  RelayPump: {
+    new (inFd: number, outFd: number, onEvent: RelayPumpEvent): NativeRelayPump;
+    /** The wire format's numbers as the pump has them. */
+    readonly constants: Readonly<Record<'HEADER_BYTES' | 'DATA' | 'CREDIT' | 'EOF' | 'STOP' | 'MAX_DATA_BYTES' | 'MAX_FRAME_BYTES' | 'STREAM_WINDOW' | 'CONGESTED_BYTES', number>>;
+  };
   ExitWatch: new (pidfd: number, onExit: () => void) => NativeExitWatch;
   FrameChannel: new (socket: NativeSocket, callbacks: NativeFrameChannelCallbacks) => NativeFrameChannel;
   FdBudget: new (limit: number, parent?: NativeFdBudget) => NativeFdBudget;
