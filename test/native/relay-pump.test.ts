@@ -13,7 +13,7 @@ import { Socket } from 'node:net';
 import fc from 'fast-check';
 
 import { ProtocolError } from '../../src/errors';
-import { native } from '../../src/native';
+import { formatFdTableDiff, openFdTable } from '../../src/fd';
 import {
   Channel,
   CONGESTED_BYTES,
@@ -25,8 +25,8 @@ import {
   STREAM_WINDOW,
   type ChannelHandler,
 } from '../../src/transports/remote-channel';
+import { native } from './binding';
 import { expectFdTable, settledFdTableDiff, withScope, type Scope } from './helpers';
-import { formatFdTableDiff, openFdTable } from '../../src/fd';
 
 /** A new pipe's capacity (pipe(7)). */
 const PIPE_BYTES = 65536;
