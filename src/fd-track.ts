@@ -10,14 +10,17 @@
  *   fds (fs.open/openSync/promises.open, net connect/listen, child_process
  *   stdio pipes, and fdbridge's own native dup/pipe/memfd/eventfd/socket/
  *   pidfd calls), and appends `{ fd, target, call, stack }` to
- *   js-<pid>.log.
+ *   js-<pid>.log; the JS closes (fs.close/closeSync, FileHandle.close,
+ *   fdbridge's close) append `{ fd, closed }` before they close.
  * - native (native/fdtrack/fdtrack.c, LD_PRELOADed): every libc call that
  *   makes an fd, whoever calls it (an addon's open/socket/dup, recvmsg's
  *   SCM_RIGHTS fds), into native-<pid>.bin; its frames are symbolized here
  *   with addr2line.
  * A record counts for a leaked fd only if it names the same target the leak
  * does (readlink at creation against readlink at the check), so an fd number
- * reused by a call no recorder saw is never blamed on its previous owner.
+ * reused by a call no recorder saw is never blamed on its previous owner;
+ * and a JS record only if no close of its fd was recorded after it, so
+ * neither is an fd closed and opened again on the same file by such a call.
  * The C library is compiled on first use ($CC, default cc); without a
  * compiler only JS stacks are recorded, and the report says so.
  */
@@ -130,7 +133,37 @@ function recordJs(fd: unknown, call: string, stack: string[]): void {
   }
 }
 
+/**
+ * Notes that `fd` is being closed: its records end here. Written before the
+ * close, so that an open of the freed number (another thread's) is recorded
+ * after it. Without it, a later open of the same file at the same number
+ * by a call no recorder sees would read as the fd that was closed.
+ */
+function recordClose(fd: unknown): void {
+  if (logFd === undefined || typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0) return;
+  try {
+    writeSync(logFd, `${JSON.stringify({ fd, closed: true })}\n`);
+  } catch {
+    // best effort, as for opens
+  }
+}
+
 type AnyFn = (...args: unknown[]) => unknown;
+
+/** Replaces obj[name] with a wrapper that notes the close of its first argument, an fd, before it runs. */
+function wrapClose(obj: object, name: string, fdOf: (self: unknown, args: unknown[]) => unknown = (_self, args) => args[0]): void {
+  const o = obj as Record<string, unknown>;
+  const original = o[name];
+  if (typeof original !== 'function') return;
+  try {
+    o[name] = function (this: unknown, ...args: unknown[]): unknown {
+      recordClose(fdOf(this, args));
+      return (original as AnyFn).apply(this, args);
+    };
+  } catch {
+    // a read-only property: not recorded
+  }
+}
 
 /** Replaces obj[name] with a wrapper that records the fds `fdsOf(result)` gives. */
 function wrapSync(obj: object, name: string, call: string, fdsOf: (result: unknown) => unknown[]): void {
@@ -194,9 +227,15 @@ export function installJsTracking(): void {
   (fs.promises as { open: unknown }).open = async function (this: unknown, ...args: unknown[]): Promise<unknown> {
     const stack = logFd === undefined ? [] : jsFrames();
     const handle = await (openPromise as AnyFn).apply(this, args);
-    recordJs((handle as { fd?: unknown }).fd, 'fs.promises.open', stack);
+    const fd = (handle as { fd?: unknown }).fd;
+    recordJs(fd, 'fs.promises.open', stack);
+    // A FileHandle's close is a property of each handle (a class field), not of its prototype.
+    if (logFd !== undefined) wrapClose(handle as object, 'close', () => fd);
     return handle;
   };
+  // Closes end an fd's records (see recordClose).
+  wrapClose(fs, 'closeSync');
+  wrapClose(fs, 'close');
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const net = require('node:net') as typeof import('node:net');
   wrapSync(net.Socket.prototype, 'connect', 'net.Socket.connect', (r) => [handleFd(r)]);
@@ -221,6 +260,7 @@ export function installJsTracking(): void {
     wrapSync(native, name, `native.${name}`, one);
   }
   for (const name of ['dupAll', 'pipe', 'socketpair']) wrapSync(native, name, `native.${name}`, all);
+  wrapClose(native, 'close');
 }
 
 /**
@@ -269,9 +309,11 @@ interface JsRecord {
   target: string;
   call: string;
   stack: string[];
+  /** A close of `fd` (no target, call or stack): what was recorded before it is over. */
+  closed?: true;
 }
 
-/** The last JS record of `fd` in `pid`'s log whose target is `target`. */
+/** The last JS record of `fd` in `pid`'s log, if it names `target` and no close of `fd` came after it. */
 function jsOrigin(dir: string, pid: number, fd: number, target: string): JsRecord | undefined {
   let text: string;
   try {
@@ -284,7 +326,7 @@ function jsOrigin(dir: string, pid: number, fd: number, target: string): JsRecor
     if (!line.includes(`"fd":${fd},`)) continue;
     try {
       const r = JSON.parse(line) as JsRecord;
-      if (r.fd === fd) found = r.target === target ? r : undefined;
+      if (r.fd === fd) found = !r.closed && r.target === target ? r : undefined;
     } catch {
       // a line cut short by a crash
     }
