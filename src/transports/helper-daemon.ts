@@ -245,7 +245,11 @@ export class HelperDaemon {
   #listener: { pid: number; uid: number };
   #commands: Map<string, ModuleCommandSpec>;
   #idle: Array<() => void> = [];
+  /** Refused peers' sockets held open for them to read their REFUSED (see refuse). */
+  #refusals = { held: 0 };
   #sweeper: NodeJS.Timeout;
+  /** Set while accepting is stopped by an accept4 error, until it starts again. */
+  #acceptRetry: NodeJS.Timeout | undefined;
 
   /** Binds the socket (removing a stale one) and starts serving. */
   static start(options: HelperOptions = {}): HelperDaemon {
@@ -392,9 +396,13 @@ export class HelperDaemon {
     if (err || !socket) {
       this.#log(`accept failed: ${err?.message}`);
       // accept4 stopped on this error (EMFILE...); start again shortly.
-      setTimeout(() => {
+      // Meanwhile the listening socket no longer keeps the loop alive: this
+      // timer must, or a daemon with no client would end here, exit status 0.
+      clearTimeout(this.#acceptRetry);
+      this.#acceptRetry = setTimeout(() => {
+        this.#acceptRetry = undefined;
         if (!this.#server.closed) this.#server.onConnection((e, s) => this.#onConnection(e, s));
-      }, 100).unref();
+      }, 100);
       return;
     }
     let cred: { pid: number; uid: number; gid: number };
@@ -410,14 +418,14 @@ export class HelperDaemon {
     if (!this.#allowed.has(cred.uid)) {
       this.stats.refused++;
       this.#log(`refused pid ${cred.pid}: uid ${cred.uid} is not allowed`);
-      refuse(socket, cred.uid, `uid ${cred.uid} may not use this helper`);
+      refuse(this.#refusals, socket, cred.uid, `uid ${cred.uid} may not use this helper`);
       return;
     }
     if (this.#clients.size >= this.limits.maxConnections) {
       this.stats.refused++;
       this.stats.quotaHits.connections++;
       this.#log(`refused pid ${cred.pid}: ${this.#clients.size} clients already (maxConnections)`);
-      refuse(socket, cred.uid, `quota connections: this helper serves at most ${this.limits.maxConnections} clients at once`);
+      refuse(this.#refusals, socket, cred.uid, `quota connections: this helper serves at most ${this.limits.maxConnections} clients at once`);
       return;
     }
     const existing = this.#uids.get(cred.uid);
@@ -425,7 +433,7 @@ export class HelperDaemon {
       this.stats.refused++;
       this.stats.quotaHits.uidConnections++;
       this.#log(`refused pid ${cred.pid}: uid ${cred.uid} has ${existing.connections} clients already (maxConnectionsPerUid)`);
-      refuse(socket, cred.uid, `quota uidConnections: this helper serves at most ${this.limits.maxConnectionsPerUid} clients of one uid (${cred.uid}) at once`);
+      refuse(this.#refusals, socket, cred.uid, `quota uidConnections: this helper serves at most ${this.limits.maxConnectionsPerUid} clients of one uid (${cred.uid}) at once`);
       return;
     }
     const account = existing ?? { connections: 0, fds: new native.FdBudget(this.limits.maxFdsPerUid, this.#allFds) };
@@ -550,6 +558,7 @@ export class HelperDaemon {
   async close(): Promise<void> {
     this.#server.close();
     clearInterval(this.#sweeper);
+    clearTimeout(this.#acceptRetry);
     daemons.delete(this.#id);
     if (this.#clients.size > 0) {
       const idle = new Promise<void>((resolve) => this.#idle.push(resolve));
@@ -701,12 +710,24 @@ function commandTable(options: HelperOptions, daemonId: number): Map<string, Mod
 const REFUSED_RECEIVE_BYTES = 64;
 
 /**
+ * Refused peers' sockets held open at once, each for up to a second. Anyone
+ * who can reach the socket can connect (an abstract name has no
+ * permissions), refused or not: unbounded, a flood of connections held
+ * open would take the daemon to its RLIMIT_NOFILE (accept4 and recvmsg
+ * failing with EMFILE for its clients). Well inside the fds it keeps for
+ * itself.
+ */
+const MAX_REFUSALS_HELD = 64;
+
+/**
  * Tells a peer it is refused, then lets it read that: closing at once while
  * its HELLO sits unread would give it ECONNRESET instead of the answer. What
  * it sent is read only to be discarded (any fds closed on arrival), and the
- * socket is closed when the peer closes or after a second.
+ * socket is closed when the peer closes or after a second. While
+ * MAX_REFUSALS_HELD are held, the socket is closed as soon as the answer is
+ * written (a peer that sent something then reads ECONNRESET).
  */
-function refuse(socket: UnixSocket, uid: number, message: string): void {
+function refuse(refusals: { held: number }, socket: UnixSocket, uid: number, message: string): void {
   // What it sent before it was accepted may hold fds whose close blocks (a
   // lingering TCP socket): those, and the socket itself (its close drops
   // what is still unread), go to the background closer, as its uid's.
@@ -724,14 +745,24 @@ function refuse(socket: UnixSocket, uid: number, message: string): void {
     socket.close();
     return;
   }
-  const timer = setTimeout(() => socket.close(), 1000);
+  if (refusals.held >= MAX_REFUSALS_HELD) {
+    socket.close();
+    return;
+  }
+  refusals.held++;
+  let done = false;
+  const finish = (): void => {
+    if (done) return;
+    done = true;
+    refusals.held--;
+    clearTimeout(timer);
+    socket.close();
+  };
+  const timer = setTimeout(finish, 1000);
   timer.unref();
   socket.setMessageHandler((err, _data, fds) => {
     if (fds && fds.length > 0) socket.closeInBackground(fds);
-    if (err && err.name !== 'TruncatedError') {
-      clearTimeout(timer);
-      socket.close();
-    }
+    if (err && err.name !== 'TruncatedError') finish();
   });
 }
 
