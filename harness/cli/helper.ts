@@ -110,13 +110,14 @@ async function printStatus(socketPath: string): Promise<number> {
     .join(', ');
   const lines = [
     `fdbridge helper pid ${s.pid} at ${s.socketPath}; commands: ${s.commands.join(', ')}`,
-    `clients: ${s.clients.length} now (at most ${s.limits.maxConnections}), ${s.stats.connections} served, ${s.stats.refused} refused, ` +
+    `clients: ${s.stats.active} now (at most ${s.limits.maxConnections}), ${s.stats.connections} served, ${s.stats.refused} refused, ` +
       `${s.stats.clientsExited} swept after their process exited`,
     `fds held: ${s.fdsHeld}, ${s.fdsClosing} being closed (at most ${s.limits.maxFdsPerClient} per client, ${s.limits.maxFdsPerUid} per uid, ${s.limits.maxFdsTotal} in all)`,
     ...s.uids.map((u) => `  uid ${u.uid}: ${u.connections} client(s) (at most ${s.limits.maxConnectionsPerUid}), ${u.fdsHeld} fds held`),
     `quota hits: ${hits}`,
     `turned away: ${s.stats.protocolErrors} protocol error(s), ${s.stats.unexpectedFds} unexpected fd(s) closed`,
     // The status request's own connection is one of the clients.
+    ...(s.onlyUid === undefined ? [] : [`  (the clients of uid ${s.onlyUid} only: the others are counted above, never listed, for a uid other than the daemon's)`]),
     ...s.clients.map(
       (c) => `  pid ${c.pid} uid ${c.uid}: ${c.fdsHeld} fds held, ${c.inFlight} calls running, ${c.queuedBytes} reply bytes queued${c.command ? '' : ' (no HELLO yet)'}`,
     ),

@@ -186,10 +186,32 @@ export interface HelperStatus {
    * there, count with the connections, as fdRoom sets them aside).
    */
   fdsClosing: number;
+  /**
+   * The clients now: every one for the daemon's own uid and root; for a
+   * client of another uid, only that uid's (see `onlyUid`). The totals
+   * above (stats, fdsHeld, fdsClosing) are always the daemon's.
+   */
   clients: HelperClientStatus[];
-  /** Per uid with clients now: how many, the fds they hold together, and the fds they gave that wait to be closed (counted against maxFdsPerUid too). */
+  /** Per uid with clients now: how many, the fds they hold together, and the fds they gave that wait to be closed (counted against maxFdsPerUid too). Limited as `clients` is. */
   uids: Array<{ uid: number; connections: number; fdsHeld: number; fdsClosing: number }>;
+  /**
+   * Set when `clients` and `uids` are limited to this uid's: the status was
+   * asked for by a client of another uid than the daemon's, who may learn
+   * who else uses the daemon and how only as totals.
+   */
+  onlyUid?: number;
 }
+
+/**
+ * Whom a status shows every client to: the daemon's own uid and root (who
+ * could read the daemon's memory anyway). `undefined` is the daemon's own
+ * process asking (HelperDaemon.status() called in-process).
+ */
+function seesEveryClient(viewer: { uid: number } | undefined): boolean {
+  return viewer === undefined || viewer.uid === ROOT_UID || viewer.uid === (process.getuid?.() ?? ROOT_UID);
+}
+
+const ROOT_UID = 0;
 
 /** What one uid's clients hold together. */
 interface UidAccount {
@@ -218,9 +240,9 @@ interface Client {
  * module, which may be another instance of this module than the daemon's
  * (a daemon run from TypeScript sources, in tests).
  */
-const daemons: Map<number, { status(): HelperStatus }> = ((globalThis as Record<symbol, unknown>)[HELPER_DAEMONS] ??= new Map()) as Map<
+const daemons: Map<number, { status(viewer?: { uid: number }): HelperStatus }> = ((globalThis as Record<symbol, unknown>)[HELPER_DAEMONS] ??= new Map()) as Map<
   number,
-  { status(): HelperStatus }
+  { status(viewer?: { uid: number }): HelperStatus }
 >;
 
 export class HelperDaemon {
@@ -372,10 +394,17 @@ export class HelperDaemon {
     return now - c.stuckSince > this.limits.stalledReaderTimeoutMs;
   }
 
-  /** Clients, fds held and limits: what `fdbridge helper --status` prints. */
-  status(): HelperStatus {
+  /**
+   * Clients, fds held and limits: what `fdbridge helper --status` prints.
+   * `viewer`: the credentials of the client asking (the status command's
+   * peer); one of another uid than the daemon's (root excepted) is shown
+   * its own uid's clients and the totals, never the others' pids and uids.
+   */
+  status(viewer?: { uid: number }): HelperStatus {
     const now = Date.now();
-    const clients: HelperClientStatus[] = [...this.#clients.values()].map((c) => {
+    const onlyUid = seesEveryClient(viewer) ? undefined : viewer?.uid;
+    const shown = (uid: number): boolean => onlyUid === undefined || uid === onlyUid;
+    const clients: HelperClientStatus[] = [...this.#clients.values()].filter((c) => shown(c.uid)).map((c) => {
       const a = c.served.activity();
       return { pid: c.pid, uid: c.uid, command: a.ready, fdsHeld: a.fdsHeld, inFlight: a.inFlight, queuedBytes: a.queuedBytes, idleMs: this.#idleMs(c, a, now) };
     });
@@ -388,7 +417,10 @@ export class HelperDaemon {
       fdsHeld: this.#allFds.held,
       fdsClosing: native.backgroundClosesOfPeerFds(),
       clients,
-      uids: [...this.#uids].map(([uid, a]) => ({ uid, connections: a.connections, fdsHeld: a.fds.held, fdsClosing: native.backgroundClosesOfPeerFds(closeOwner(uid)) })),
+      uids: [...this.#uids]
+        .filter(([uid]) => shown(uid))
+        .map(([uid, a]) => ({ uid, connections: a.connections, fdsHeld: a.fds.held, fdsClosing: native.backgroundClosesOfPeerFds(closeOwner(uid)) })),
+      ...(onlyUid === undefined ? {} : { onlyUid }),
     };
   }
 
