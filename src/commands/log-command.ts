@@ -10,6 +10,7 @@ import { resolve } from 'node:path';
 import type { CommandContext, ModuleCommandSpec } from '../command';
 import type { Connection } from '../connection';
 import { DatagramSocket, type Datagram } from '../datagram';
+import { FdBridgeError } from '../errors';
 import { closeFd, closeFds } from '../fd';
 import { distPath } from '../paths';
 
@@ -37,6 +38,31 @@ async function writeAll(fd: number, buf: Buffer, stopped: () => boolean): Promis
       pause = Math.min(pause * 2, 100);
     }
   }
+}
+
+/**
+ * Characters that could make one logged line pass for several, or for
+ * another's: C0 and C1 controls (newlines, carriage returns, terminal
+ * escape sequences), DEL, the Unicode line and paragraph separators, the
+ * bidirectional overrides and isolates (text shown in another order than
+ * written), and the backslash, so that an escape written here is never
+ * taken for one the client wrote.
+ */
+const UNSAFE_IN_LOG = /[\\\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+
+/**
+ * A client's line as the daemon's own log takes it: exactly one line (one
+ * final newline dropped, every other unsafe character escaped as \xNN or
+ * \uNNNN), marked with the client's pid and uid as SO_PEERCRED gave them.
+ * The daemon's own lines never start "fdbridge helper: log from", so no
+ * client can write one of them.
+ */
+export function daemonLogLine(peer: { pid: number; uid: number }, line: string): string {
+  const body = (line.endsWith('\n') ? line.slice(0, -1) : line).replace(UNSAFE_IN_LOG, (c) => {
+    const code = c.charCodeAt(0);
+    return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
+  });
+  return `fdbridge helper: log from pid ${peer.pid} (uid ${peer.uid}): ${body}\n`;
 }
 
 export class LogCommand {
@@ -120,10 +146,33 @@ export class LogCommand {
     else this.#retired.push(fd);
   }
 
-  /** Appends one line to the log; resolves once it is written (lines are written in call order). */
+  /**
+   * Appends one line to the log; resolves once it is written (lines are
+   * written in call order). In a helper daemon, before the client
+   * redirected the log, the log is the daemon's own stderr, shared by every
+   * client and by the daemon's own lines: a client of the daemon's uid (or
+   * root) writes there as one line marked with its pid and uid, its control
+   * characters escaped (see daemonLogLine), and a client of another uid is
+   * refused (ERR_FDBRIDGE_LOG_NOT_REDIRECTED, nothing written).
+   */
   log(line: string): Promise<void> {
     const fd = this.#fd;
-    const buf = Buffer.from(line.endsWith('\n') ? line : `${line}\n`);
+    let text = line.endsWith('\n') ? line : `${line}\n`;
+    if (!this.#owned && this.context.transport === 'helper') {
+      const peer = this.context.peer;
+      const uid = process.getuid?.();
+      if (peer === undefined || (peer.uid !== uid && peer.uid !== 0)) {
+        return Promise.reject(
+          new FdBridgeError(
+            'ERR_FDBRIDGE_LOG_NOT_REDIRECTED',
+            `log: this helper daemon's own log (uid ${String(uid)}) takes no lines from a client of uid ${String(peer?.uid)}; ` +
+              'redirect the log first (redirectLogToFd, or fdbridge log --logfile)',
+          ),
+        );
+      }
+      text = daemonLogLine(peer, line);
+    }
+    const buf = Buffer.from(text);
     this.#writing++;
     const written = this.#writes
       .then(() => writeAll(fd, buf, () => this.#closed))

@@ -8,10 +8,11 @@ import { execFile } from 'node:child_process';
 
 import fc from 'fast-check';
 
-import { closeFd, connect, HelperDaemon, LOG_COMMAND, makeMemfd, type Connection } from '../../src';
+import { closeFd, connect, HelperDaemon, LOG_COMMAND, makeMemfd, RemoteError, type Connection } from '../../src';
+import { daemonLogLine } from '../../src/commands/log-command';
 import type { HelperStatus } from '../../src/transports/helper-daemon';
 import { DIST_SRC, isRoot, NOBODY, runAsNobody } from '../util/nobody';
-import { CLI } from '../util/processes';
+import { CLI, startHelperProcess, type HelperProcess } from '../util/processes';
 
 const describeRoot = isRoot ? describe : describe.skip;
 const ME = process.getuid?.() ?? 0;
@@ -98,5 +99,98 @@ describeRoot('status on a shared daemon: another uid sees its own clients and th
       await owner.close();
       await daemon.close();
     }
+  });
+});
+
+/** Resolves once the daemon's stderr holds a line containing `marker`; returns all of its stderr then. */
+function stderrWith(helper: HelperProcess, marker: string): Promise<string> {
+  return new Promise((resolve) => {
+    const check = (): void => {
+      if (helper.stderr().includes(marker)) {
+        helper.child.stderr?.off('data', check);
+        resolve(helper.stderr());
+      }
+    };
+    helper.child.stderr?.on('data', check);
+    check();
+  });
+}
+
+/** What daemonLogLine escaped, put back (\xNN and \uNNNN; every backslash it wrote starts one). */
+function unescape(body: string): string {
+  return body.replace(/\\x([0-9a-f]{2})|\\u([0-9a-f]{4})/g, (_m, x: string | undefined, u: string | undefined) => String.fromCharCode(parseInt((x ?? u)!, 16)));
+}
+
+/** How the daemon's log marks a client's line. */
+const prefix = (pid: number, uid: number): string => `fdbridge helper: log from pid ${pid} (uid ${uid}): `;
+
+describe("a client's line in the daemon's own log", () => {
+  test('is exactly one line, marked with its pid and uid, with no control, separator or bidi character left, and says what was written (generated)', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: fc.oneof(fc.constantFrom('\n', '\r', '\x1b', '\\', '\x85', '\u2028', '\u202e', '\u2066', '\x00', '\x7f'), fc.string({ unit: 'grapheme' }), fc.string({ unit: 'binary' })) }), fc.nat(), fc.nat(), (line, pid, uid) => {
+        const out = daemonLogLine({ pid, uid }, line);
+        expect(out.startsWith(prefix(pid, uid))).toBe(true);
+        expect(out.endsWith('\n')).toBe(true);
+        const body = out.slice(prefix(pid, uid).length, -1);
+        expect(body).not.toMatch(/[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/);
+        // Nothing is lost: the line comes back whole (one final newline is the line's end).
+        expect(unescape(body)).toBe(line.endsWith('\n') ? line.slice(0, -1) : line);
+      }),
+      { numRuns: 500 },
+    );
+  });
+});
+
+describeRoot("the log of a shared daemon, before a client redirects it (the daemon in its own process, its own lines on its stderr)", () => {
+  let helper: HelperProcess;
+  const socketPath = `@fdbridge-log-injection-${process.pid}`;
+  beforeAll(async () => {
+    helper = await startHelperProcess(socketPath, ['--allow-uid', String(NOBODY), '--verbose']);
+  });
+  afterAll(async () => {
+    await helper?.stop('SIGTERM');
+  });
+
+  test("another uid's lines are refused with a typed error and never reach it; once redirected they go to that client's own file", async () => {
+    const forged = `fdbridge helper: refused pid 1: uid 0 is not allowed`;
+    const r = await asNobody(socketPath, `
+      const c = await connect('helper', { command: { name: 'log' }, socketPath });
+      try {
+        const before = await c.call('log', ${JSON.stringify(`x
+${forged}`)}).then(() => 'written', (e) => ({ name: e.name, code: e.remote && e.remote.code, message: e.message }));
+        const fd = src.makeMemfd('');
+        await c.call('redirectLogToFd', await c.dupFileDescriptor(fd));
+        await c.call('log', 'mine');
+        const size = require('node:fs').fstatSync(fd).size;
+        src.closeFd(fd);
+        return { before, size };
+      } finally { await c.close(); }`);
+    expect(r['before']).toMatchObject({ name: RemoteError.name, code: 'ERR_FDBRIDGE_LOG_NOT_REDIRECTED', message: expect.stringMatching(/redirect the log first/) });
+    expect(r['size']).toBe('mine\n'.length);
+    // A line the owner logs after nobody's call settled: nobody's, had it been written, would be above it.
+    const marker = `owner-marker-${process.pid}-${Date.now()}`;
+    const owner = await connect('helper', { command: LOG_COMMAND, socketPath });
+    try {
+      await owner.call('log', marker);
+    } finally {
+      await owner.close();
+    }
+    const err = await stderrWith(helper, marker);
+    expect(err).not.toContain(forged);
+    expect(err).not.toMatch(/^x$/m);
+  });
+
+  test("the owner's lines arrive marked and escaped: a line that forges the daemon's own is one line of the client's", async () => {
+    const forged = `fdbridge helper: refused pid 1: uid 0 is not allowed`;
+    const marker = `owner-forge-${process.pid}-${Date.now()}`;
+    const owner = await connect('helper', { command: LOG_COMMAND, socketPath });
+    try {
+      await owner.call('log', `${marker}\n${forged}\r\x1b[2K${forged}`);
+    } finally {
+      await owner.close();
+    }
+    const lines = (await stderrWith(helper, marker)).split('\n');
+    expect(lines.filter((l) => l.startsWith(forged))).toEqual([]);
+    expect(lines.filter((l) => l.includes(marker))).toEqual([`${prefix(process.pid, process.getuid?.() ?? 0)}${marker}\\x0a${forged}\\x0d\\x1b[2K${forged}`]);
   });
 });
