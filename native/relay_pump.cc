@@ -250,7 +250,13 @@ bool RelayPump::HandleStreamFrame(Stream* s, uint8_t type, const char* data, siz
         return false;
       }
       if (s->out_active) {
+        // Credit gives back bytes written, never more than were sent: the
+        // credit a sender holds never passes its window.
         s->credit += ReadLe32(data);
+        if (s->credit > kStreamWindow) {
+          End(kProtocolError, "stream " + std::to_string(s->id) + ": the peer gave back more credit than it was sent");
+          return false;
+        }
         UpdateStreamPoll(s);
       }
       return true;

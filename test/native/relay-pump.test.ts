@@ -217,6 +217,18 @@ describe('a peer that breaks the protocol ends the channel with a ProtocolError'
       expect(reason?.message).toMatch(/CREDIT frame of 3 bytes/);
     }));
 
+  test('a CREDIT giving back more than was sent', () =>
+    checked(async (scope) => {
+      const { s, peer } = raw(scope);
+      pumpedPipe(scope, s.channel, 5, 'source');
+      const credit = Buffer.alloc(4);
+      credit.writeUInt32LE(1, 0);
+      peer.write(frame(RemoteFrame.CREDIT, 5, credit));
+      const reason = await s.ended;
+      expect(reason).toBeInstanceOf(ProtocolError);
+      expect(reason?.message).toMatch(/stream 5: the peer gave back more credit than it was sent/);
+    }));
+
   test('DATA past the window a pumped sink granted, while its reader takes nothing', () =>
     checked(async (scope) => {
       const { s, peer } = raw(scope);
