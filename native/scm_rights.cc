@@ -56,7 +56,7 @@ ssize_t ScmSend(int sock, const void* data, size_t len, const int* fds, size_t n
   }
   ssize_t n;
   do {
-    n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+    n = sendmsg(sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
   } while (n < 0 && errno == EINTR);
   if (n < 0) return errno == EWOULDBLOCK ? -EAGAIN : -errno;
   return n;
@@ -139,8 +139,13 @@ bool PeerHasShutDown(int sock) { return (PollNow(sock, POLLRDHUP) & (POLLRDHUP |
 
 void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
              size_t control_len, int* fds, size_t max_fds, RecvResult* out,
-             ScmSender* sender, bool own, ScmDiscard discard) {
+             ScmSender* sender, bool own, ScmDiscard discard, bool wait) {
   memset(out, 0, sizeof(*out));
+  if (wait && (own || control_len != 0)) {
+    out->status = RecvStatus::kError;
+    out->err = -EINVAL;
+    return;
+  }
   struct iovec iov;
   iov.iov_base = buf;
   iov.iov_len = len;
@@ -157,7 +162,7 @@ void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
   }
   // MSG_TRUNC on DGRAM/SEQPACKET makes recvmsg return the real length of a
   // message that did not fit, so the error can say how big it was.
-  int flags = MSG_CMSG_CLOEXEC | MSG_DONTWAIT | (sock_type == SOCK_STREAM ? 0 : MSG_TRUNC);
+  int flags = MSG_CMSG_CLOEXEC | (wait ? 0 : MSG_DONTWAIT) | (sock_type == SOCK_STREAM ? 0 : MSG_TRUNC);
   ssize_t n;
   int err = 0;
   {
@@ -165,8 +170,8 @@ void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
     if (own) lock.emplace();
     do {
       n = recvmsg(sock, &msg, flags);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) err = errno;
+    } while (n < 0 && errno == EINTR && !wait);
+    if (n < 0) err = errno == EINTR ? EAGAIN : errno;
     if (n >= 0 && own) MarkAllCmsgFds(&msg);
   }
   if (n < 0) {

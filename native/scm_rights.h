@@ -20,7 +20,9 @@ constexpr size_t kMaxFdsPerMessage = 253;
 // control data never truncates the fds we asked for.
 size_t ScmControlSpace(size_t max_fds);
 
-// One sendmsg(2) with MSG_NOSIGNAL (EPIPE instead of SIGPIPE) and, when
+// One sendmsg(2) with MSG_NOSIGNAL (EPIPE instead of SIGPIPE) and
+// MSG_DONTWAIT (it never waits, whether or not the socket's file is
+// non-blocking: see UnixSocket::WaitOnThread) and, when
 // nfds > 0, one SCM_RIGHTS cmsg; to the address `to` (sendto on an
 // unconnected DGRAM socket) when given. Returns the number of data bytes sent
 // or -errno (EAGAIN when the socket, or a DGRAM receiver's queue, is full).
@@ -97,9 +99,18 @@ struct ScmSender {
 // (a worker's command, a worker connection's caller) can name one through
 // fdbridge in between. recvmsg never waits here (MSG_DONTWAIT), and the
 // lock is released before any of them is closed (a close can block).
+//
+// `wait`: recvmsg without MSG_DONTWAIT, so on a socket whose file is blocking
+// it waits for a message (at most SO_RCVTIMEO); a wait that times out or is
+// interrupted by a signal is kWouldBlock (EINTR is not retried: the caller
+// decides how long is left). Only with no control buffer (control_len 0)
+// and not `own`: the kernel then installs no fd at all (a message that
+// carried any arrives as kCtrunc, fds_closed 0), so nothing lands in our
+// table while the registry lock is not held.
 void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
              size_t control_len, int* fds, size_t max_fds, RecvResult* out,
-             ScmSender* sender = nullptr, bool own = false, ScmDiscard discard = ScmDiscard());
+             ScmSender* sender = nullptr, bool own = false, ScmDiscard discard = ScmDiscard(),
+             bool wait = false);
 
 }  // namespace fdbridge
 

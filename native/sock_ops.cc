@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -219,6 +220,31 @@ int SockSetPassCred(int fd, bool on) {
 int SockSetPassPidfd(int fd, bool on) {
   int v = on ? 1 : 0;
   if (setsockopt(fd, SOL_SOCKET, SO_PASSPIDFD, &v, sizeof(v)) != 0) return -errno;
+  return 0;
+}
+
+int SockMayReceiveControl(int fd) {
+  static const int kOptions[] = {SO_PASSRIGHTS, SO_PASSCRED, SO_PASSPIDFD, SO_PASSSEC};
+  for (int option : kOptions) {
+    int v = 0;
+    socklen_t len = sizeof(v);
+    if (getsockopt(fd, SOL_SOCKET, option, &v, &len) != 0) {
+      if (errno != ENOPROTOOPT) return -errno;
+      // An option the kernel does not know: SCM_RIGHTS always passes
+      // (before 6.16); the others cannot be on.
+      if (option == SO_PASSRIGHTS) return 1;
+      continue;
+    }
+    if (v != 0) return 1;
+  }
+  return 0;
+}
+
+int SockSetReceiveTimeout(int fd, int64_t ms) {
+  struct timeval tv;
+  tv.tv_sec = static_cast<time_t>(ms / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((ms % 1000) * 1000);
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0) return -errno;
   return 0;
 }
 

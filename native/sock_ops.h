@@ -12,6 +12,7 @@
 #define FDBRIDGE_SOCK_OPS_H_
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/un.h>
@@ -85,6 +86,16 @@ int SockSetPassCred(int fd, bool on);
 // SCM_PIDFD control message holding a new pidfd for the sender, an fd
 // nobody asked for (the receive path closes it). -ENOPROTOOPT before 6.5.
 int SockSetPassPidfd(int fd, bool on);
+
+// Whether a message received on `fd` can carry any control data: SCM_RIGHTS
+// (SO_PASSRIGHTS on, or unknown to the kernel: before 6.16 every socket
+// takes fds), SCM_CREDENTIALS (SO_PASSCRED), SCM_PIDFD (SO_PASSPIDFD) or
+// SCM_SECURITY (SO_PASSSEC). 1 or 0, or -errno.
+int SockMayReceiveControl(int fd);
+
+// SO_RCVTIMEO: how long a blocking receive waits (ms > 0; the kernel rounds
+// it up to its tick).
+int SockSetReceiveTimeout(int fd, int64_t ms);
 
 // shutdown(2): how is SHUT_RD, SHUT_WR or SHUT_RDWR.
 int SockShutdown(int fd, int how);

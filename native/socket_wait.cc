@@ -1,5 +1,6 @@
 // UnixSocket::WaitOnThread: this socket's I/O run on the calling thread (a
-// script, a worker thread that cannot return to its event loop), in poll(2).
+// script, a worker thread that cannot return to its event loop), in a
+// blocking recvmsg(2) where the socket allows it, else in poll(2).
 //
 // The socket is shared with the asynchronous users of the same connection,
 // whose messages may arrive while this waits. They must reach the filter and
@@ -18,6 +19,8 @@
 #include <vector>
 
 #include "fd_ops.h"
+#include "scm_rights.h"
+#include "sock_ops.h"
 #include "unique_fd.h"
 #include "unix_socket.h"
 
@@ -125,6 +128,29 @@ class UnixSocket::HeldEvents : public UnixSocket::Delegate {
   std::vector<Held> held_;
 };
 
+bool UnixSocket::BlockingReceiveFor(int64_t left_ms) {
+  if (blocking_receive_ < 0) {
+    // Looked at once per socket: a client's connection refuses fds from
+    // the start (refuse-fds.ts) and never turns the other options on.
+    blocking_receive_ = !receive_from_ && type_ != SOCK_DGRAM && SockMayReceiveControl(sock_.get()) == 0 &&
+                                FdSetNonblock(sock_.get(), false) == 0
+                            ? 1
+                            : 0;
+  }
+  if (blocking_receive_ == 0) return false;
+  if (left_ms > 0x7fffffff) left_ms = 0x7fffffff;
+  // Set again only when the time left is not what it was set to, within
+  // 2 ms (set 1 ms long, as a clock read a moment later may find one ms
+  // less, or not): a caller that always passes the same timeout sets it
+  // once. The wait may end up to that much, and a kernel tick, after the
+  // deadline; never before it.
+  if (receive_timeout_ms_ < left_ms || receive_timeout_ms_ - left_ms > 2) {
+    if (SockSetReceiveTimeout(sock_.get(), left_ms + 1) != 0) return false;
+    receive_timeout_ms_ = left_ms + 1;
+  }
+  return true;
+}
+
 int UnixSocket::WaitOnThread(Waiter* waiter, int64_t deadline_ms) {
   if (closed_ || !reading_) return -ENOTCONN;
   // The real delegate provides the receive buffer (the held events are
@@ -150,6 +176,15 @@ int UnixSocket::WaitOnThread(Waiter* waiter, int64_t deadline_ms) {
     }
     int64_t left = deadline_ms - MonotonicMs();
     if (left <= 0) break;
+    if (queue_.empty() && reading_ && !ReadPaused() && BlockingReceiveFor(left)) {
+      // Wakes with a message, the end of the connection, the timeout or a
+      // signal (kWouldBlock: the loop looks at the clock again).
+      RecvResult r;
+      ScmRecv(sock_.get(), type_, recv_buf_, recv_len_, nullptr, 0, recv_fds_.data(), 0, &r,
+              nullptr, false, ScmDiscard{close_in_background_, close_owner_}, /*wait=*/true);
+      Deliver(&r);
+      continue;
+    }
     struct pollfd p = {sock_.get(), static_cast<short>(POLLIN | (queue_.empty() ? 0 : POLLOUT)), 0};
     int n = poll(&p, 1, left > 0x7fffffff ? 0x7fffffff : static_cast<int>(left));
     if (n < 0 && errno == EINTR) continue;

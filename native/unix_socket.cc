@@ -344,54 +344,60 @@ void UnixSocket::DoRead() {
     ScmRecv(sock_.get(), type_, recv_buf_, recv_len_, control_.get(), control_len_,
             recv_fds_.data(), max_fds_, &r, receive_from_ ? &sender_ : nullptr,
             own_socket_ || receive_own_, ScmDiscard{close_in_background_, close_owner_});
-    RememberTicket(r.close_ticket);
-    switch (r.status) {
-      case RecvStatus::kWouldBlock:
-        if (reset_pending_) {
-          // Not expected after a reset (the peer is gone: EOF ends the
-          // queue), but never swallow it.
-          reading_ = false;
-          r.status = RecvStatus::kError;
-          r.err = -ECONNRESET;
-          delegate_->OnReceiveError(r, nullptr, 0);
-        }
-        return;
-      case RecvStatus::kMessage:
-        if (receive_from_) {
-          delegate_->OnDatagram(recv_buf_, r.bytes, recv_fds_.data(), r.nfds, sender_);
-          break;
-        }
-        if (filter_ != nullptr && filter_->FilterMessage(recv_buf_, r.bytes, recv_fds_.data(), r.nfds)) break;
-        delegate_->OnMessage(recv_buf_, r.bytes, recv_fds_.data(), r.nfds);
-        break;
-      case RecvStatus::kCtrunc:
-      case RecvStatus::kTrunc:
-        delegate_->OnReceiveError(r, recv_buf_, r.bytes < recv_len_ ? r.bytes : recv_len_);
-        break;
-      case RecvStatus::kError:
-        if (r.err == -ECONNRESET && !reset_pending_ && type_ != SOCK_DGRAM) {
-          // Linux: a peer that closes with our data unread sets ECONNRESET
-          // on this socket (unix_release_sock), and recvmsg returns that
-          // pending error (sock_error in __skb_try_recv_datagram) before the
-          // messages the peer sent earlier, which stay queued. They were
-          // sent (a reply, with its fds): deliver them, then the reset.
-          // The peer is shut down, so the queue ends in EOF, not EAGAIN.
-          reset_pending_ = true;
-          continue;
-        }
-        reading_ = false;
-        delegate_->OnReceiveError(r, nullptr, 0);
-        return;
-      case RecvStatus::kEof:
-        reading_ = false;
-        if (reset_pending_) {
-          r.status = RecvStatus::kError;
-          r.err = -ECONNRESET;
-        }
-        delegate_->OnReceiveError(r, nullptr, 0);
-        return;
-    }
+    if (!Deliver(&r)) return;
   }
+}
+
+bool UnixSocket::Deliver(RecvResult* received) {
+  RecvResult& r = *received;
+  RememberTicket(r.close_ticket);
+  switch (r.status) {
+    case RecvStatus::kWouldBlock:
+      if (reset_pending_) {
+        // Not expected after a reset (the peer is gone: EOF ends the
+        // queue), but never swallow it.
+        reading_ = false;
+        r.status = RecvStatus::kError;
+        r.err = -ECONNRESET;
+        delegate_->OnReceiveError(r, nullptr, 0);
+      }
+      return false;
+    case RecvStatus::kMessage:
+      if (receive_from_) {
+        delegate_->OnDatagram(recv_buf_, r.bytes, recv_fds_.data(), r.nfds, sender_);
+        return true;
+      }
+      if (filter_ != nullptr && filter_->FilterMessage(recv_buf_, r.bytes, recv_fds_.data(), r.nfds)) return true;
+      delegate_->OnMessage(recv_buf_, r.bytes, recv_fds_.data(), r.nfds);
+      return true;
+    case RecvStatus::kCtrunc:
+    case RecvStatus::kTrunc:
+      delegate_->OnReceiveError(r, recv_buf_, r.bytes < recv_len_ ? r.bytes : recv_len_);
+      return true;
+    case RecvStatus::kError:
+      if (r.err == -ECONNRESET && !reset_pending_ && type_ != SOCK_DGRAM) {
+        // Linux: a peer that closes with our data unread sets ECONNRESET
+        // on this socket (unix_release_sock), and recvmsg returns that
+        // pending error (sock_error in __skb_try_recv_datagram) before the
+        // messages the peer sent earlier, which stay queued. They were
+        // sent (a reply, with its fds): deliver them, then the reset.
+        // The peer is shut down, so the queue ends in EOF, not EAGAIN.
+        reset_pending_ = true;
+        return true;
+      }
+      reading_ = false;
+      delegate_->OnReceiveError(r, nullptr, 0);
+      return false;
+    case RecvStatus::kEof:
+      reading_ = false;
+      if (reset_pending_) {
+        r.status = RecvStatus::kError;
+        r.err = -ECONNRESET;
+      }
+      delegate_->OnReceiveError(r, nullptr, 0);
+      return false;
+  }
+  return false;
 }
 
 void UnixSocket::DoAccept() {

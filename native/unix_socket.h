@@ -204,6 +204,16 @@ class UnixSocket {
   // once the wait is over, before WaitOnThread returns: the loop's
   // callbacks would have seen the same events in the same order, only
   // later. Neither the filter nor the delegate runs during the wait (no JS).
+  //
+  // On a socket that can receive no control data (SO_PASSRIGHTS off, no
+  // SO_PASSCRED, SO_PASSPIDFD or SO_PASSSEC: a client's connection), the
+  // wait is the receive itself, as in a blocking C client: one recvmsg that
+  // sleeps until a message comes (SO_RCVTIMEO the time left), with no
+  // control buffer, so that the kernel never installs an fd while the
+  // registry lock is not held. For that the socket's file is made blocking
+  // at its first wait and stays so: every other send and receive passes
+  // MSG_DONTWAIT (ScmSend, ScmRecv), and poll/epoll do not care. A wait
+  // with sends queued (it needs POLLOUT too) polls instead.
   class Waiter {
    public:
     virtual ~Waiter() = default;
@@ -267,6 +277,12 @@ class UnixSocket {
   static void OnClosed(uv_handle_t* handle);
   void UpdatePoll();
   void DoRead();
+  // One receive's outcome to the filter and the delegate; false when
+  // reading stops there (nothing more now, end of file, an error).
+  bool Deliver(RecvResult* r);
+  // Whether WaitOnThread may wait in a blocking recvmsg (socket_wait.cc),
+  // with SO_RCVTIMEO set for `left_ms`.
+  bool BlockingReceiveFor(int64_t left_ms);
   void DoAccept();
   void DoWrite();
   void FailQueue(int err);
@@ -301,6 +317,10 @@ class UnixSocket {
   Filter* filter_ = nullptr;
   // Set during WaitOnThread: the waiter took its message, reading stops.
   const Waiter* waiter_ = nullptr;
+  // WaitOnThread's blocking receive: -1 not yet looked at, 0 not possible
+  // (the socket can receive control data), 1 set up (the file is blocking).
+  int blocking_receive_ = -1;
+  int64_t receive_timeout_ms_ = 0;  // SO_RCVTIMEO as last set (0: never)
   bool close_in_background_ = false;
   uint64_t close_owner_ = 0;
   // Tickets of background closes made for this socket, done ones dropped
