@@ -14,6 +14,7 @@ import { ChannelLedger, openFrameChannel, type FrameChannel, type FrameChannelCa
 import { native } from './binding';
 import { decodeFrame, encodeDup, encodeFdList, encodeJson, encodeResult, FrameType, HEADER_BYTES, MAX_FDS_PER_FRAME } from '../../src/protocol';
 import { UnixSocket } from '../../src/socket';
+import { setPassRights } from '../../src/testing';
 import { withScope, type Scope } from './helpers';
 
 interface Served {
@@ -123,10 +124,19 @@ async function until(ok: () => boolean): Promise<void> {
 }
 
 /** A requesting channel (the client's side) on one end; `peer` is the raw command's side. */
-function requester(scope: Scope): { socket: UnixSocket; channel: FrameChannel; peer: UnixSocket; handled: number[]; replyErrors: Array<[string, number, number]> } {
+/**
+ * A client's side (`socket`, its channel) and a plain peer. `refuseFds`: the
+ * socket refuses fds (SO_PASSRIGHTS off, as a transport's client socket), so
+ * dupSync waits in a blocking receive instead of poll(2).
+ */
+function requester(
+  scope: Scope,
+  refuseFds = false,
+): { socket: UnixSocket; channel: FrameChannel; peer: UnixSocket; handled: number[]; replyErrors: Array<[string, number, number]> } {
   const [socket, peer] = UnixSocket.pair('seqpacket');
   scope.add(socket);
   scope.add(peer);
+  if (refuseFds) setPassRights(socket.fd, false);
   const handled: number[] = [];
   socket.setMessageHandler((err, data, fds) => {
     if (err) return;
@@ -319,10 +329,13 @@ test('the after-receive hook runs inside the served path: the fds are in the led
     expect(openFdTable().size).toBeLessThan(before.size);
   }));
 
-describe('dupSync: one duplication waited for on this thread', () => {
+describe.each([
+  ['a socket that takes fds: the wait polls', false],
+  ['a socket that refuses fds: the wait is a blocking receive', true],
+])('dupSync on %s', (_, refuseFds) => {
   test('replies and frames that arrive before its own are handed on, in order, before it returns; what comes after is read by the loop', () =>
     withScope(async (scope) => {
-      const { channel, peer, handled } = requester(scope);
+      const { channel, peer, handled } = requester(scope, refuseFds);
       const a = scope.own(makeMemfd('a')).fd;
       const one = channel.dup(0, a, false);
       const first = await nextRequest(scope, peer);
@@ -346,7 +359,7 @@ describe('dupSync: one duplication waited for on this thread', () => {
 
   test('a timeout leaves the request pending: its late reply settles `late`, failAll fails it', () =>
     withScope(async (scope) => {
-      const { channel, peer } = requester(scope);
+      const { channel, peer } = requester(scope, refuseFds);
       const a = scope.own(makeMemfd('a')).fd;
       const r = channel.dupSync(a, 20) as { status: string; late: Promise<number> };
       expect(r.status).toBe('timeout');
@@ -364,6 +377,44 @@ describe('dupSync: one duplication waited for on this thread', () => {
       await nextRequest(scope, peer);
     }));
 
+  test('after a wait the event loop still never blocks: requests the peer does not read queue up, replies settle them', () =>
+    withScope(async (scope) => {
+      const { socket, channel, peer } = requester(scope, refuseFds);
+      const a = scope.own(makeMemfd('a')).fd;
+      const timedOut = channel.dupSync(a, 1) as { status: string; late: Promise<number> };
+      expect(timedOut.status).toBe('timeout');
+      // The peer reads nothing until the socket is full: the calls past that
+      // wait in the send queue (a blocking sendmsg would hang here).
+      const payload = 'x'.repeat(60 * 1024);
+      const calls: Array<Promise<Buffer>> = [];
+      while (socket.queuedSends === 0) {
+        calls.push(channel.call(encodeJson(FrameType.CALL, 0, { method: 'm', args: [payload] }), 'm()', false));
+      }
+      const dup = await nextRequest(scope, peer);
+      await peer.send(encodeFdList(FrameType.DUP_OK, dup.id, [7]));
+      for (const call of calls) {
+        const request = await nextRequest(scope, peer);
+        await peer.send(encodeResult(request.id, calls.indexOf(call)));
+        expect(decodeFrame(await call, [])).toEqual({ type: FrameType.RESULT, id: request.id, value: calls.indexOf(call) });
+      }
+      expect(await timedOut.late).toBe(7);
+      expect(channel.pending).toBe(0);
+    }));
+
+  test('a peer that hangs up first is status gone (errno 0); the end of file reaches the handler before it returns', () =>
+    withScope(async (scope) => {
+      const { socket, channel, peer } = requester(scope, refuseFds);
+      const events: string[] = [];
+      socket.setMessageHandler((err) => events.push(err ? err.name : 'message'));
+      const a = scope.own(makeMemfd('a')).fd;
+      peer.shutdown('write');
+      expect(channel.dupSync(a, 60000)).toEqual({ status: 'gone', errno: 0 });
+      expect(events).toEqual(['EofError']);
+      await nextRequest(scope, peer);
+    }));
+});
+
+describe('dupSync: a reply with fds beside it', () => {
   test('another frame answering it is status reply (fds beside it closed and counted); a closed fd throws with nothing sent', () =>
     withScope(async (scope) => {
       const { channel, peer, handled } = requester(scope);
@@ -389,17 +440,5 @@ describe('dupSync: one duplication waited for on this thread', () => {
       expect(channel.pending).toBe(0);
       expect(handled).toEqual([]);
       for (let i = 0; i < 2; i++) await nextRequest(scope, peer);
-    }));
-
-  test('a peer that hangs up first is status gone (errno 0); the end of file reaches the handler before it returns', () =>
-    withScope(async (scope) => {
-      const { socket, channel, peer } = requester(scope);
-      const events: string[] = [];
-      socket.setMessageHandler((err) => events.push(err ? err.name : 'message'));
-      const a = scope.own(makeMemfd('a')).fd;
-      peer.shutdown('write');
-      expect(channel.dupSync(a, 60000)).toEqual({ status: 'gone', errno: 0 });
-      expect(events).toEqual(['EofError']);
-      await nextRequest(scope, peer);
     }));
 });
