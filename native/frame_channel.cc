@@ -184,6 +184,7 @@ std::vector<FrameChannel::Request> FrameChannel::TakeAll() {
 }
 
 bool FrameChannel::FilterMessage(const char* data, size_t len, const int* fds, size_t nfds) {
+  read_on_ = !serving_ && !pending_.empty();
   frame::Decoded f;
   // Malformed: the delegate reports the violation (and closes the fds).
   if (!frame::Decode(data, len, nfds, &f)) return false;
@@ -203,6 +204,7 @@ bool FrameChannel::Settle(uint8_t type, uint32_t id, const char* data, size_t le
   auto it = pending_.find(id);
   if (it == pending_.end()) return false;  // a reply to no request: the delegate's to report
   Request request = Take(it);
+  read_on_ = !pending_.empty();  // before the delegate, whose promise's reactions may send more
   if (type == frame::kDupOk && request.fds > 0 && count == request.fds) {
     delegate_->OnFds(request, data);
   } else if (type == frame::kResult && request.fds == 0) {

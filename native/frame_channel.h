@@ -169,6 +169,15 @@ class FrameChannel : public UnixSocket::Filter {
   bool FilterMessage(const char* data, size_t len, const int* fds, size_t nfds) override;
   bool FilterSendComplete(uint32_t id, int err) override;
   void OnSocketClose() override;
+  // The event loop reads on after a message only on the client's side
+  // with requests still pending when it arrived, besides the one it
+  // settled (their replies may be queued behind it); requests the
+  // settlement itself makes (an await that sends the next one) are not
+  // answered yet, or are read on the next turn. The command's side answers
+  // one message per turn: a client has one request in flight at a time,
+  // or folds its duplications into one frame, so the read after it would
+  // almost always find nothing.
+  bool ReadOn() override { return read_on_; }
 
  private:
   bool AnswerDup(uint32_t id, const int* fds, size_t nfds);
@@ -198,6 +207,7 @@ class FrameChannel : public UnixSocket::Filter {
   std::unordered_map<int, UniqueFd> given_;
   std::shared_ptr<FdBudget> budget_;
   std::vector<char> reply_;
+  bool read_on_ = true;  // ReadOn's answer for the message last filtered
 };
 
 }  // namespace fdbridge

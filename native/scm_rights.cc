@@ -26,7 +26,7 @@ size_t ScmControlSpace(size_t max_fds) {
 }
 
 ssize_t ScmSend(int sock, const void* data, size_t len, const int* fds, size_t nfds,
-                const struct sockaddr_un* to, socklen_t to_len) {
+                const struct sockaddr_un* to, socklen_t to_len, bool dont_wait) {
   if (nfds > kMaxFdsPerMessage) return -EINVAL;
   union {
     struct cmsghdr align;
@@ -56,7 +56,7 @@ ssize_t ScmSend(int sock, const void* data, size_t len, const int* fds, size_t n
   }
   ssize_t n;
   do {
-    n = sendmsg(sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    n = sendmsg(sock, &msg, MSG_NOSIGNAL | (dont_wait ? MSG_DONTWAIT : 0));
   } while (n < 0 && errno == EINTR);
   if (n < 0) return errno == EWOULDBLOCK ? -EAGAIN : -errno;
   return n;

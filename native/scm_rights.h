@@ -20,16 +20,17 @@ constexpr size_t kMaxFdsPerMessage = 253;
 // control data never truncates the fds we asked for.
 size_t ScmControlSpace(size_t max_fds);
 
-// One sendmsg(2) with MSG_NOSIGNAL (EPIPE instead of SIGPIPE) and
-// MSG_DONTWAIT (it never waits, whether or not the socket's file is
-// non-blocking: see UnixSocket::WaitOnThread) and, when
+// One sendmsg(2) with MSG_NOSIGNAL (EPIPE instead of SIGPIPE) and, when
 // nfds > 0, one SCM_RIGHTS cmsg; to the address `to` (sendto on an
 // unconnected DGRAM socket) when given. Returns the number of data bytes sent
 // or -errno (EAGAIN when the socket, or a DGRAM receiver's queue, is full).
 // The kernel validates every fd before queueing anything: on EBADF nothing
-// was sent. Retries EINTR.
+// was sent. Retries EINTR. `dont_wait`: MSG_DONTWAIT, for a socket whose
+// file is blocking but whose sends must not wait (see
+// UnixSocket::WaitOnThread); without it a blocking socket's send waits, as
+// its owner asked.
 ssize_t ScmSend(int sock, const void* data, size_t len, const int* fds, size_t nfds,
-                const struct sockaddr_un* to = nullptr, socklen_t to_len = 0);
+                const struct sockaddr_un* to = nullptr, socklen_t to_len = 0, bool dont_wait = false);
 
 enum class RecvStatus {
   kMessage,     // data (possibly 0 bytes on DGRAM/SEQPACKET) and fds

@@ -79,7 +79,7 @@ int UnixSocket::Send(const char* data, size_t len, const int* fds, size_t nfds, 
   if (!exempt && send_queue_full()) return kQueueFull;
   size_t offset = 0;
   if (queue_.empty()) {
-    ssize_t n = ScmSend(sock_.get(), data, len, fds, nfds);
+    ssize_t n = ScmSend(sock_.get(), data, len, fds, nfds, nullptr, 0, blocking_receive_ == 1);
     if (n >= 0 && static_cast<size_t>(n) == len) return kSent;
     if (n < 0 && n != -EAGAIN) return static_cast<int>(n);
     if (n > 0) {
@@ -99,7 +99,7 @@ int UnixSocket::SendTo(const struct sockaddr_un* to, socklen_t to_len, const cha
   if (type_ != SOCK_DGRAM || to == nullptr || to_len == 0) return -EINVAL;
   if (queue_.empty()) {
     // A datagram goes whole or not at all: n is len or -errno.
-    ssize_t n = ScmSend(sock_.get(), data, len, fds, nfds, to, to_len);
+    ssize_t n = ScmSend(sock_.get(), data, len, fds, nfds, to, to_len, blocking_receive_ == 1);
     if (n >= 0) return 0;
     if (n != -EAGAIN || !wait_when_full) return static_cast<int>(n);
   } else if (!wait_when_full) {
@@ -250,7 +250,7 @@ void UnixSocket::DoWrite() {
     QueuedSend& q = queue_.front();
     size_t remaining = q.data.size() - q.offset;
     ssize_t n = ScmSend(sock_.get(), q.data.data() + q.offset, remaining, q.fds.data(), q.fds.size(),
-                        q.to_len > 0 ? &q.to : nullptr, q.to_len);
+                        q.to_len > 0 ? &q.to : nullptr, q.to_len, blocking_receive_ == 1);
     if (n == -EAGAIN) {
       full_sends_++;
       // Our own send buffer is full: wait for our fd to be writable. Else a
@@ -345,6 +345,7 @@ void UnixSocket::DoRead() {
             recv_fds_.data(), max_fds_, &r, receive_from_ ? &sender_ : nullptr,
             own_socket_ || receive_own_, ScmDiscard{close_in_background_, close_owner_});
     if (!Deliver(&r)) return;
+    if (r.status == RecvStatus::kMessage && filter_ != nullptr && !reset_pending_ && !filter_->ReadOn()) return;
   }
 }
 

@@ -156,6 +156,13 @@ class UnixSocket {
     // The socket is closing (queued sends have failed): the filter's last
     // event; it is detached after it.
     virtual void OnSocketClose() = 0;
+    // Asked after each message the event loop reads: false ends this
+    // wake-up's reading there, leaving what else is queued (if anything)
+    // for the next turn of the loop, whose poll is level-triggered: for a
+    // protocol that knows nothing more is due (a client with no request
+    // pending) or that answers one message per turn, which saves the read
+    // that would only find the socket empty (EAGAIN).
+    virtual bool ReadOn() { return true; }
   };
   void SetFilter(Filter* filter) { filter_ = filter; }
 
@@ -211,9 +218,10 @@ class UnixSocket {
   // sleeps until a message comes (SO_RCVTIMEO the time left), with no
   // control buffer, so that the kernel never installs an fd while the
   // registry lock is not held. For that the socket's file is made blocking
-  // at its first wait and stays so: every other send and receive passes
-  // MSG_DONTWAIT (ScmSend, ScmRecv), and poll/epoll do not care. A wait
-  // with sends queued (it needs POLLOUT too) polls instead.
+  // at its first wait and stays so: every other send and receive of the
+  // socket's passes MSG_DONTWAIT (ScmSend's dont_wait, ScmRecv), and
+  // poll/epoll do not care. A wait with sends queued (it needs POLLOUT
+  // too) polls instead.
   class Waiter {
    public:
     virtual ~Waiter() = default;
