@@ -184,7 +184,7 @@ std::vector<FrameChannel::Request> FrameChannel::TakeAll() {
 }
 
 bool FrameChannel::FilterMessage(const char* data, size_t len, const int* fds, size_t nfds) {
-  read_on_ = !serving_ && !pending_.empty();
+  read_on_ = true;
   frame::Decoded f;
   // Malformed: the delegate reports the violation (and closes the fds).
   if (!frame::Decode(data, len, nfds, &f)) return false;
@@ -229,6 +229,7 @@ bool FrameChannel::AnswerDup(uint32_t id, const int* fds, size_t nfds) {
   // fdbridge's since they arrived (Serve: UnixSocket::ReceiveOwnFds).
   for (size_t i = 0; i < nfds; i++) Keep(fds[i]);
   served_++;
+  read_on_ = false;
   if (after_receive_hook_) {
     delegate_->AfterReceive();
     // The hook may have closed the socket: the ledger, these fds with it,

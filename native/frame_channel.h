@@ -169,14 +169,14 @@ class FrameChannel : public UnixSocket::Filter {
   bool FilterMessage(const char* data, size_t len, const int* fds, size_t nfds) override;
   bool FilterSendComplete(uint32_t id, int err) override;
   void OnSocketClose() override;
-  // The event loop reads on after a message only on the client's side
-  // with requests still pending when it arrived, besides the one it
-  // settled (their replies may be queued behind it); requests the
-  // settlement itself makes (an await that sends the next one) are not
-  // answered yet, or are read on the next turn. The command's side answers
-  // one message per turn: a client has one request in flight at a time,
-  // or folds its duplications into one frame, so the read after it would
-  // almost always find nothing.
+  // The event loop reads on after every message but two: a reply that
+  // settled the last request pending when it arrived (requests that the
+  // settlement itself makes, an await that sends the next one, are not
+  // answered yet, or are read on the next turn), and a DUP answered here
+  // (a client has one duplication in flight at a time, or folds its
+  // duplications into one frame). After those the read would almost
+  // always find nothing. Anything else (a stream of frames the delegate
+  // handles) is read on as before.
   bool ReadOn() override { return read_on_; }
 
  private:
