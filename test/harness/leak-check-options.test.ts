@@ -6,11 +6,12 @@
  * names that pid and role), and a process that cannot be watched is an error.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { checkFdLeaks, expectNoFdLeaks, FdLeakError, SystemError } from '../../src';
+import { diffFdTables, openFdTable } from '../../src/fd';
 import { describeFdEntry, describeFdLeakReport, ProcessFdSnapshot, settleFdSnapshots, type FdEntry } from '../../src/leak-check';
 
 let dir: string;
@@ -108,6 +109,25 @@ describe('settling', () => {
       expect(now.leaks.map((e) => e.target)).toEqual([path]);
     }));
 
+  test('an fd closed during fn and open again on the same file within the settle time is not reported closed', () =>
+    planting(async (planted) => {
+      const path = join(dir, 'swapped');
+      // The lowest free number: closed, it is the lowest again, so the reopen takes it back.
+      const a = openSync(path, 'w');
+      let reopened: Promise<number> | undefined;
+      const report = await checkFdLeaks(
+        () => {
+          closeSync(a);
+          reopened = new Promise((r) => setTimeout(() => r(openSync(path, 'w')), 30));
+        },
+        { settleMs: 10_000 },
+      );
+      const b = await reopened!;
+      planted.push(b);
+      expect(b).toBe(a);
+      expect(report).toEqual({ leaks: [], closed: [], gone: [] });
+    }));
+
   test('settleFdSnapshots returns as soon as every table is back at its baseline', async () => {
     const snap = new ProcessFdSnapshot(process.pid, 'self');
     // A settle time far beyond the test timeout: only a clean table ends this in time.
@@ -167,6 +187,54 @@ describe('other processes', () => {
         child.stdin!.end();
         await exited;
       }
+    }
+  });
+
+  test('trackFds: a leak here names the call and the line that opened it, one in a process no recorder watched is unseen; tracking stops with the check', async () => {
+    const path = join(dir, 'tracked');
+    const { child, said, exited } = opener(join(dir, 'untracked'));
+    // The recorder's directory goes in a temporary directory of this test's own (the machine's is shared).
+    const ownTmp = join(dir, 'tmp');
+    mkdirSync(ownTmp);
+    const savedTmp = process.env['TMPDIR'];
+    process.env['TMPDIR'] = ownTmp;
+    const env = { ...process.env };
+    let mine = -1;
+    try {
+      await said('ready');
+      const before = openFdTable();
+      const report = await checkFdLeaks(
+        async () => {
+          mine = openSync(path, 'w');
+          child.stdin!.write('go\n');
+          await said('opened');
+        },
+        { processes: [{ pid: child.pid!, role: 'opener' }], settleMs: 50, trackFds: true },
+      );
+      const here = report.leaks.find((e) => e.pid === process.pid);
+      const there = report.leaks.find((e) => e.pid === child.pid);
+      expect(here).toMatchObject({ fd: mine, target: path, openedAt: { call: 'fs.openSync' } });
+      expect(here?.openedAt?.js?.[0]).toMatch(/leak-check-options\.test\.ts:\d+:\d+/);
+      // Started before the check: nothing recorded what it opened.
+      expect(there).toMatchObject({ role: 'opener', target: join(dir, 'untracked'), openedAt: { call: 'unseen' } });
+      // The report reads the origin under its leak.
+      const text = describeFdLeakReport({ ...report, leaks: [here!] });
+      expect(text.split('\n').slice(0, 3)).toEqual([
+        '1 fd leaked:',
+        `  fd ${mine} -> ${path} (opened during the test, still open)`,
+        '    opened by fs.openSync',
+      ]);
+      expect(text.split('\n')[3]).toMatch(/^ {6}at .*leak-check-options\.test\.ts:\d+:\d+/);
+      // Stopped: its log closed (only the leak is new here), the environment as it was, its records removed.
+      expect(diffFdTables(before, openFdTable()).opened).toEqual([{ fd: mine, target: path }]);
+      expect(process.env).toEqual(env);
+      expect(readdirSync(ownTmp)).toEqual([]);
+    } finally {
+      if (savedTmp === undefined) delete process.env['TMPDIR'];
+      else process.env['TMPDIR'] = savedTmp;
+      if (mine >= 0) closeSync(mine);
+      child.stdin!.end();
+      await exited;
     }
   });
 

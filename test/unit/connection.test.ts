@@ -44,7 +44,10 @@ describe('dupFileDescriptorSync', () => {
           const valid = timeoutMs === undefined || (Number.isInteger(timeoutMs) && timeoutMs >= 0 && timeoutMs <= MAX_TIMEOUT);
           const table = openFdTable();
           if (!valid) {
-            expect(() => conn.dupFileDescriptorSync(source, { timeoutMs })).toThrow(RangeError);
+            // The error names the value the caller gave.
+            expect(() => conn.dupFileDescriptorSync(source, { timeoutMs })).toThrow(new RangeError(
+              `dupFileDescriptorSync: timeoutMs must be an integer from 0 to 2^31 - 1, not ${String(timeoutMs)}`,
+            ));
             expect(tableChange(table)).toBe('');
             return;
           }
@@ -63,7 +66,7 @@ describe('dupFileDescriptorSync', () => {
     // close() closed every one of them.
     expect(tableChange(before)).toBe('');
     // A closed connection: ClosedError, still nothing duplicated.
-    expect(() => conn.dupFileDescriptorSync(files[0]!)).toThrow(ClosedError);
+    expect(() => conn.dupFileDescriptorSync(files[0]!)).toThrow(new ClosedError('dupFileDescriptorSync failed: the direct connection is closed'));
     expect(() => conn.dupFileDescriptorSync(files[0]!, { timeoutMs: 0 })).toThrow(ClosedError);
     expect(tableChange(before)).toBe('');
   });
@@ -157,6 +160,24 @@ describe('queueFullError', () => {
     expect(at(1048576)).toContain('(1.0 MiB)');
     expect(at(3 * 1048576)).toContain('(3.0 MiB)');
     expect(at(2048)).toContain('(limit 2.0 KiB)');
+  });
+});
+
+describe('call', () => {
+  test('arguments JSON cannot carry reject the returned promise (nothing thrown at the caller, nothing called); the connection goes on', async () => {
+    const conn = await connect('direct', { command: PROBE_COMMAND });
+    try {
+      const cycle: Record<string, unknown> = {};
+      cycle['self'] = cycle;
+      for (const bad of [1n, cycle]) {
+        let returned: Promise<unknown> | undefined;
+        expect(() => (returned = conn.call('echo', bad))).not.toThrow();
+        await expect(returned).rejects.toBeInstanceOf(TypeError);
+      }
+      await expect(conn.call('echo', 'still here')).resolves.toBe('still here');
+    } finally {
+      await conn.close();
+    }
   });
 });
 
