@@ -20,10 +20,11 @@ import { handshake, SocketConnection, type FdDelivery, type HelloRequest } from 
 /** The fd number the child finds its socket at. */
 export const CHILD_SOCKET_FD = 3;
 
-function waitForExit(child: ChildProcess, ms: number): Promise<void> {
+/** Resolves once `child` has exited, or after `ms` (without it: only once it has exited). */
+export function waitForExit(child: ChildProcess, ms?: number): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
+    const timer = ms === undefined ? undefined : setTimeout(resolve, ms);
     child.once('exit', () => {
       clearTimeout(timer);
       resolve();

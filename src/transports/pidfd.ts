@@ -19,7 +19,7 @@ import type { ConnectOptions } from '../connection';
 import { closeFds } from '../fd';
 import type { ReadyPayload } from '../protocol';
 import type { UnixSocket } from '../socket';
-import { ChildConnection, spawnCommandProcess } from './child';
+import { ChildConnection, spawnCommandProcess, waitForExit } from './child';
 import type { FdDelivery, HelloRequest } from './socket-connection';
 
 /**
@@ -66,16 +66,10 @@ class PulledByNumber implements FdDelivery {
    */
   #linger(pins: number[]): void {
     if (this.#lingering.length === 0) {
-      void this.#cannotPull().then(() => closeFds(this.#lingering.splice(0)));
+      // Once the command's process has exited, nothing pulls from this process any more.
+      void waitForExit(this.#child).then(() => closeFds(this.#lingering.splice(0)));
     }
     this.#lingering.push(...pins);
-  }
-
-  /** Resolves once the command's process has exited: then nothing pulls from this process any more. */
-  #cannotPull(): Promise<void> {
-    const child = this.#child;
-    if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-    return new Promise((resolve) => child.once('exit', () => resolve()));
   }
 }
 
