@@ -162,17 +162,20 @@ export class HelperProcess implements HelperControl {
     this.#child = child;
     this.#starts++;
     // Should this process exit while the daemon runs (process.exit()), it goes too.
-    const forget = cleanupOnExit(() => child.kill('SIGKILL'));
+    // No pid: spawn failed (EMFILE); a kill() would signal whatever pid
+    // Node's leftover handle holds (0: our own process group).
+    const forget = cleanupOnExit(() => child.pid !== undefined && child.kill('SIGKILL'));
     this.#exited = new Promise<void>((resolve) => {
       if (child.exitCode !== null || child.signalCode !== null) resolve();
       else child.once('exit', () => resolve());
     }).then(forget);
-    const stdout = child.stdout as NonNullable<ChildProcess['stdout']>;
+    // None when spawn failed (EMFILE): its 'error' event says so below.
+    const stdout = child.stdout;
     try {
       await new Promise<void>((resolve, reject) => {
         let out = '';
         const timer = setTimeout(() => reject(new Error(`the helper daemon did not start within 10 s:\n${this.log()}`)), 10_000);
-        stdout.on('data', (d: Buffer) => {
+        stdout?.on('data', (d: Buffer) => {
           out += d.toString();
           if (out.includes('listening on')) {
             clearTimeout(timer);
@@ -192,7 +195,7 @@ export class HelperProcess implements HelperControl {
       await this.stop();
       throw err;
     } finally {
-      stdout.destroy();
+      stdout?.destroy();
     }
   }
 

@@ -110,8 +110,13 @@ export async function spawnCommandProcess(
         signal: child.signalCode,
       });
     }
-    child.kill('SIGKILL');
-    await waitForExit(child, 1000);
+    // No pid: spawn failed (EMFILE) and no process was started. Node keeps
+    // its handle all the same, and a kill() would signal whatever pid that
+    // handle's memory holds (0: our own process group).
+    if (child.pid !== undefined) {
+      child.kill('SIGKILL');
+      await waitForExit(child, 1000);
+    }
     throw err;
   }
 }
