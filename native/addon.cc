@@ -1715,6 +1715,18 @@ Napi::Value Listen(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), fd, "bind"));
 }
 
+// listenAgain(fd, backlog) -> the connections that were queued before (see
+// SockListenAgain), the caller's to close; throws (none kept) on failure.
+Napi::Value ListenAgain(const Napi::CallbackInfo& info) {
+  int fd = ArgFd(info, 0);
+  int backlog = ArgInt(info, 1, "backlog");
+  UniqueFds queued;
+  CheckFdResult(info.Env(), SockListenAgain(fd, backlog, &queued), "listen");
+  Napi::Array arr = FdArray(info.Env(), queued.data(), queued.size());
+  queued.release();  // JavaScript's now
+  return arr;
+}
+
 // dgramSocket(own?) -> an unbound DGRAM socket (non-blocking, close-on-exec).
 Napi::Value DgramSocket(const Napi::CallbackInfo& info) {
   bool own = info.Length() > 0 && info[0].ToBoolean();
@@ -2118,6 +2130,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("socketsAlive", Napi::Function::New<SocketsAlive>(env, "socketsAlive"));
   exports.Set("socketpair", Napi::Function::New<SocketPair>(env, "socketpair"));
   exports.Set("listen", Napi::Function::New<Listen>(env, "listen"));
+  exports.Set("listenAgain", Napi::Function::New<ListenAgain>(env, "listenAgain"));
   exports.Set("connect", Napi::Function::New<Connect>(env, "connect"));
   exports.Set("dgramSocket", Napi::Function::New<DgramSocket>(env, "dgramSocket"));
   exports.Set("dup", Napi::Function::New<Dup>(env, "dup"));

@@ -181,6 +181,19 @@ int SockAccept(int listen_fd) {
   return FdOwnHigh(Accept(listen_fd));
 }
 
+int SockListenAgain(int fd, int backlog, UniqueFds* queued) {
+  if (listen(fd, backlog) != 0) return -errno;
+  // Everything queued before listen() returned is in the queue now, in
+  // order; a connection that arrives meanwhile may be taken too (it would
+  // only be refused, and its client connects again).
+  for (;;) {
+    int r = SockAccept(fd);
+    if (r == -EAGAIN) return 0;
+    if (r < 0) return r;
+    queued->push_back(UniqueFd(r));
+  }
+}
+
 int SockPeerCred(int fd, pid_t* pid, uid_t* uid, gid_t* gid) {
   struct ucred cred;
   socklen_t len = sizeof(cred);

@@ -17,6 +17,8 @@
 #include <sys/types.h>
 #include <sys/un.h>
 
+#include "unique_fd.h"
+
 namespace fdbridge {
 
 // A sockaddr_un name: a filesystem path, or an abstract name (Linux: a leading
@@ -64,6 +66,17 @@ int SockConnect(int type, const char* name, size_t name_len, bool abstract, bool
 // `own` above) is ours too: a daemon's connections. `listen_fd` must be
 // non-blocking (the registry lock is held across the accept4 then).
 int SockAccept(int listen_fd);
+
+// listen(2) again on a socket that listens already (one systemd made and
+// passed on): the kernel records the caller's credentials as the listener's
+// anew (unix_listen: init_peercred), so a client's SO_PEERCRED names the
+// process that serves the socket, not the one that made it (PID 1, as root,
+// for a system unit with User=). Connections queued before keep what they
+// copied at connect(2) (unix_stream_connect: copy_peercred): every one
+// pending once listen returns is accepted (as SockAccept, ours if the
+// socket is) into `queued`, for the caller to refuse. `fd` must be
+// non-blocking. On failure `queued` holds what was accepted until then.
+int SockListenAgain(int fd, int backlog, UniqueFds* queued);
 
 int SockPeerCred(int fd, pid_t* pid, uid_t* uid, gid_t* gid);
 

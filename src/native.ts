@@ -324,6 +324,12 @@ export interface NativeBinding {
   socketsAlive(): number;
   /** Binds (and, but for DGRAM, listens); `passCred` sets SO_PASSCRED before bind(2). */
   listen(type: number, name: string, abstract: boolean, mode: number, backlog: number, passCred?: boolean, own?: boolean): number;
+  /**
+   * listen(2) again on a listening socket (non-blocking), so that clients'
+   * SO_PEERCRED names this process; returns the connections queued before,
+   * which saw the socket's maker (native/sock_ops.h, SockListenAgain).
+   */
+  listenAgain(fd: number, backlog: number): number[];
   /** An unbound DGRAM socket. */
   dgramSocket(own?: boolean): number;
   connect(type: number, name: string, abstract: boolean, own?: boolean): number;

@@ -22,7 +22,7 @@ import { closeFds } from '../fd';
 import { HELPER_DAEMONS, STATUS_COMMAND } from '../commands/status-command';
 import { encodeJson, FrameType, FRAME_SOCKET_OPTIONS } from '../protocol';
 import { native, type NativeExitWatch, type NativeFdBudget } from '../native';
-import { parseAddress, UnixServer, type SocketAddress, type UnixSocket } from '../socket';
+import { parseAddress, UnixServer, UnixSocket, type SocketAddress } from '../socket';
 import { bindReplacingStale, checkSocketDirectory, ensurePrivateDir } from '../socket-file';
 import { refuseFds } from './refuse-fds';
 import { checkFailpoint, serveConnection, type ServedActivity, type ServedConnection, type ServeStats } from './serve';
@@ -279,7 +279,24 @@ export class HelperDaemon {
     const socketPath = options.socketPath ?? defaultHelperSocketPath();
     const limits = checkLimits(options.limits, options.log, allowedUids(options).size > 1);
     if (options.listenFd !== undefined) {
-      return new HelperDaemon(socketPath, UnixServer.fromListeningFd(options.listenFd, socketPath, { kind: 'seqpacket', own: true, ...FRAME_SOCKET_OPTIONS }), options, limits);
+      const server = UnixServer.fromListeningFd(options.listenFd, socketPath, { kind: 'seqpacket', own: true, ...FRAME_SOCKET_OPTIONS });
+      let queued: number[];
+      let maker: { pid: number; uid: number };
+      try {
+        ({ queued, maker } = takeOverListener(server.fd));
+      } catch (err) {
+        server.close();
+        throw err;
+      }
+      let daemon: HelperDaemon;
+      try {
+        daemon = new HelperDaemon(socketPath, server, options, limits);
+      } catch (err) {
+        closeFds(queued);
+        throw err;
+      }
+      daemon.#takeQueued(queued, maker);
+      return daemon;
     }
     const address = helperAddress(socketPath);
     parseAddress(address); // a clear RangeError for names over 107 bytes
@@ -315,6 +332,44 @@ export class HelperDaemon {
     this.#sweeper = setInterval(() => this.#sweep(), every);
     this.#sweeper.unref();
     server.onConnection((err, socket) => this.#onConnection(err, socket));
+  }
+
+  /**
+   * The connections queued on a socket taken over (see takeOverListener):
+   * their clients read the maker's credentials, not ours. When the maker's
+   * uid is ours (a per-user unit, a root daemon of a system unit) they
+   * trusted the uid that serves them and are served; else (a root-made
+   * socket passed to a daemon running as User=) each is refused with
+   * TAKEN_OVER_REFUSAL before anything it sends is read: its client, which
+   * may trust root and not us, connects again and judges us by our own
+   * credentials.
+   */
+  #takeQueued(queued: number[], maker: { pid: number; uid: number }): void {
+    const me = process.getuid?.() ?? ROOT_UID;
+    const sockets: UnixSocket[] = [];
+    for (const fd of queued) {
+      try {
+        sockets.push(new UnixSocket(fd, 'seqpacket', FRAME_SOCKET_OPTIONS));
+      } catch (err) {
+        closeFds([fd]);
+        this.#log(`a connection queued before the takeover could not be served: ${(err as Error).message}`);
+      }
+    }
+    if (maker.uid === me) {
+      for (const s of sockets) this.#onConnection(null, s);
+      return;
+    }
+    this.#log(`${sockets.length} connection(s) made while the socket was uid ${maker.uid}'s (pid ${maker.pid}) refused: their clients judged that uid, not ${me}`);
+    for (const s of sockets) {
+      this.stats.refused++;
+      let uid = ROOT_UID;
+      try {
+        uid = s.peerCredentials().uid;
+      } catch {
+        // closed below all the same
+      }
+      refuse(this.#refusals, s, uid, `${TAKEN_OVER_REFUSAL} (made by uid ${maker.uid}, served by uid ${me}): connect again to check the uid that serves it`);
+    }
   }
 
   /** The client on `socket` has exited (its watch fired): its connection and fds are swept now. */
@@ -609,6 +664,29 @@ export class HelperDaemon {
       native.afterBackgroundCloses(open, () => (clearTimeout(giveUp), resolve()), false);
     });
   }
+}
+
+/**
+ * The words that start a REFUSED frame's message for a connection made
+ * before the daemon took its socket over: the client connects again, once.
+ */
+export const TAKEN_OVER_REFUSAL = 'connected before this daemon took over its socket';
+
+/** listen(2)'s backlog for a socket taken over: systemd's default Backlog= (SOMAXCONN), which the kernel lowers to net.core.somaxconn. */
+const TAKEN_OVER_BACKLOG = 4096;
+
+/**
+ * Makes a listening socket someone else made (systemd's socket activation)
+ * this process's: listen(2) again, so that every client from now on reads
+ * our pid and uid as the listener's (SO_PEERCRED), as a daemon that made its
+ * own socket gives them; else a system unit's socket, made by PID 1 as
+ * root, would pass for root's whatever User= the daemon runs as, and a
+ * client trusts root without naming it. Returns the connections queued
+ * before, which saw `maker`'s credentials.
+ */
+function takeOverListener(fd: number): { queued: number[]; maker: { pid: number; uid: number } } {
+  const maker = native.peerCred(fd);
+  return { queued: native.listenAgain(fd, TAKEN_OVER_BACKLOG), maker };
 }
 
 /** How long close() waits for the clients' fds to be closed before it gives up on them. */

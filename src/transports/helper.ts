@@ -11,7 +11,7 @@ import { PeerRefusedError, SystemError, type PeerExit } from '../errors';
 import { closeFds } from '../fd';
 import { FRAME_SOCKET_OPTIONS } from '../protocol';
 import { UnixSocket } from '../socket';
-import { defaultHelperSocketPath, helperAddress } from './helper-daemon';
+import { defaultHelperSocketPath, helperAddress, TAKEN_OVER_REFUSAL } from './helper-daemon';
 import { handshake, SocketConnection } from './socket-connection';
 
 function isAlive(pid: number): boolean {
@@ -73,7 +73,22 @@ function checkListener(socket: UnixSocket, path: string, trust: ConnectOptions['
   );
 }
 
+/**
+ * Connects to the helper daemon. A connection made while a socket-activated
+ * daemon was starting, refused because its client read the credentials of
+ * the socket's maker rather than the daemon's (TAKEN_OVER_REFUSAL), is made
+ * again, once: the listener is then judged by the daemon's own credentials.
+ */
 export async function openHelper(options: ConnectOptions): Promise<SocketConnection> {
+  try {
+    return await openHelperOnce(options);
+  } catch (err) {
+    if (!(err instanceof PeerRefusedError) || err.peer !== undefined || !err.message.includes(TAKEN_OVER_REFUSAL)) throw err;
+    return openHelperOnce(options);
+  }
+}
+
+async function openHelperOnce(options: ConnectOptions): Promise<SocketConnection> {
   const command = commandRequest(options.command);
   const path = options.socketPath ?? defaultHelperSocketPath();
   let socket: UnixSocket;

@@ -4,15 +4,20 @@
  * allowed user learns about the others through the daemon, and what it can
  * make the daemon write where the daemon's own lines go.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 import fc from 'fast-check';
 
-import { closeFd, connect, HelperDaemon, LOG_COMMAND, makeMemfd, RemoteError, type Connection } from '../../src';
+import { closeFd, connect, HelperDaemon, LOG_COMMAND, makeMemfd, PeerRefusedError, RemoteError, type Connection } from '../../src';
 import { daemonLogLine } from '../../src/commands/log-command';
+import { UnixSocket } from '../../src/socket';
+import { rawListen } from '../../src/testing';
 import type { HelperStatus } from '../../src/transports/helper-daemon';
 import { DIST_SRC, isRoot, NOBODY, runAsNobody } from '../util/nobody';
-import { CLI, startHelperProcess, type HelperProcess } from '../util/processes';
+import { CLI, exitOf, startHelperProcess, type HelperProcess } from '../util/processes';
 
 const describeRoot = isRoot ? describe : describe.skip;
 const ME = process.getuid?.() ?? 0;
@@ -192,5 +197,125 @@ ${forged}`)}).then(() => 'written', (e) => ({ name: e.name, code: e.remote && e.
     const lines = (await stderrWith(helper, marker)).split('\n');
     expect(lines.filter((l) => l.startsWith(forged))).toEqual([]);
     expect(lines.filter((l) => l.includes(marker))).toEqual([`${prefix(process.pid, process.getuid?.() ?? 0)}${marker}\\x0a${forged}\\x0d\\x1b[2K${forged}`]);
+  });
+});
+
+/** Starts `fdbridge helper` as systemd would for a socket unit (the listening socket as fd 3, LISTEN_PID its own pid), as nobody when `asNobody`. */
+function activatedDaemon(listenFd: number, asNobody: boolean, args: string[]): { child: ChildProcess; stderr: () => string; listening: Promise<void> } {
+  const cmd = ['sh', '-c', `LISTEN_PID=$$ exec "$0" "$@"`, process.execPath, CLI, 'helper', '--verbose', ...args];
+  const child = asNobody
+    ? spawn('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', ...cmd], { stdio: ['ignore', 'pipe', 'pipe', listenFd], env: { ...process.env, LISTEN_FDS: '1' } })
+    : spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe', listenFd], env: { ...process.env, LISTEN_FDS: '1' } });
+  let err = '';
+  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+  const listening = new Promise<void>((resolve, reject) => {
+    let out = '';
+    child.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('listening on')) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`the daemon exited (${code}) before listening: ${err}`)));
+  });
+  return { child, stderr: () => err, listening };
+}
+
+/** Resolves once `n` more HELLOs (any send on a UnixSocket) have gone out of this process: the connections they open are queued on the listener. */
+function afterSends(n: number): { sent: Promise<void>; restore: () => void } {
+  const original = UnixSocket.prototype.send;
+  let count = 0;
+  let done!: () => void;
+  const sent = new Promise<void>((resolve) => (done = resolve));
+  const spy = jest.spyOn(UnixSocket.prototype, 'send').mockImplementation(function (this: UnixSocket, ...args: Parameters<UnixSocket['send']>) {
+    const p = original.apply(this, args);
+    if (++count === n) done();
+    return p;
+  });
+  return { sent, restore: () => spy.mockRestore() };
+}
+
+describeRoot("socket activation: a socket made by root (PID 1's part) and served by a daemon of another uid (User=)", () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'fdbridge-activated-'));
+  });
+  afterEach(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('clients judge the uid that serves, not the socket\'s maker: those queued before the daemon took the socket over are refused and connect again', async () => {
+    const socketPath = join(dir, 'activated.sock');
+    const listenFd = rawListen('seqpacket', socketPath, { mode: 0o600, backlog: 16 });
+    // Two clients connect before the daemon runs (the first is what starts a socket unit's service).
+    const hellos = afterSends(2);
+    const trustsRootOnly = connect('helper', { command: LOG_COMMAND, socketPath }).then(
+      (c) => c,
+      (e: unknown) => e,
+    );
+    const trustsNobody = connect('helper', { command: LOG_COMMAND, socketPath, trustPeer: { uids: [NOBODY] } });
+    await hellos.sent;
+    hellos.restore();
+    const daemon = activatedDaemon(listenFd, true, ['--allow-uid', '0']);
+    closeFd(listenFd);
+    const memfd = makeMemfd('for nobody');
+    try {
+      await daemon.listening;
+      const refused = await trustsRootOnly;
+      expect(refused).toBeInstanceOf(PeerRefusedError);
+      expect((refused as PeerRefusedError).peer).toMatchObject({ uid: NOBODY, pid: daemon.child.pid });
+      expect((refused as Error).message).toMatch(/nothing was sent/);
+      const served = await trustsNobody;
+      try {
+        expect(served.location.pid).toBe(daemon.child.pid);
+        expect(typeof (await served.dupFileDescriptor(memfd))).toBe('number');
+      } finally {
+        await served.close();
+      }
+      expect(daemon.stderr()).toMatch(/2 connection\(s\) made while the socket was uid 0's \(pid \d+\) refused/);
+      // One made now reads the daemon's own credentials at once.
+      await expect(connect('helper', { command: LOG_COMMAND, socketPath })).rejects.toMatchObject({
+        code: 'ERR_FDBRIDGE_REFUSED',
+        peer: { uid: NOBODY, pid: daemon.child.pid },
+      });
+      daemon.child.kill('SIGTERM');
+      expect(await exitOf(daemon.child)).toEqual({ code: 0, signal: null });
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\ndaemon stderr:\n${daemon.stderr()}`, { cause: err });
+    } finally {
+      closeFd(memfd);
+      if (daemon.child.exitCode === null && daemon.child.signalCode === null) daemon.child.kill('SIGKILL');
+    }
+  });
+
+  test('a daemon of the maker\'s own uid serves the connections queued before it started, and clients read its own pid from then on', async () => {
+    const socketPath = join(dir, 'activated.sock');
+    const listenFd = rawListen('seqpacket', socketPath, { mode: 0o600, backlog: 16 });
+    const hellos = afterSends(1);
+    const early = connect('helper', { command: LOG_COMMAND, socketPath });
+    await hellos.sent;
+    hellos.restore();
+    const daemon = activatedDaemon(listenFd, false, []);
+    closeFd(listenFd);
+    try {
+      await daemon.listening;
+      const conn = await early;
+      try {
+        expect(conn.location.pid).toBe(daemon.child.pid);
+      } finally {
+        await conn.close();
+      }
+      const later = await UnixSocket.connect(socketPath, { kind: 'seqpacket' });
+      try {
+        expect(later.peerCredentials()).toMatchObject({ pid: daemon.child.pid, uid: ME });
+      } finally {
+        later.close();
+      }
+      expect(daemon.stderr()).not.toMatch(/made while the socket was/);
+      daemon.child.kill('SIGTERM');
+      expect(await exitOf(daemon.child)).toEqual({ code: 0, signal: null });
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\ndaemon stderr:\n${daemon.stderr()}`, { cause: err });
+    } finally {
+      if (daemon.child.exitCode === null && daemon.child.signalCode === null) daemon.child.kill('SIGKILL');
+    }
   });
 });
