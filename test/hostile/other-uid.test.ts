@@ -15,9 +15,8 @@ import { join } from 'node:path';
 
 import { connect, DatagramSocket, HelperDaemon } from '../../src';
 import { socketObjectsAlive } from '../../src/test-hooks';
-import { hasPython, LINGER_ATTACKER, PYTHON } from '../util/linger-attacker';
+import { hasPython, withAttacker } from '../util/linger-attacker';
 import { DIST_SRC, isRoot, NOBODY, runAsNobody, spawnAsNobody } from '../util/nobody';
-import { startHelperProcess } from '../util/processes';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -97,14 +96,11 @@ describeRoot('a close that would block never stalls the daemon, whoever sent the
   // close, this test's connect would end in the client's own TimeoutError
   // instead of hanging the test process with it.
   test.each([
-    ['from a uid the daemon refuses, sent before it accepted', 'refused', [] as string[], 3],
+    ['from a uid the daemon refuses, sent before it accepted', 'refused', [], 3],
     ['from an allowed uid, left unread in the queue of a connection the daemon ends', 'unread', ['--allow-uid', String(NOBODY)], 2],
-  ])('a lingering TCP socket %s', async (_what, mode, args, answer) => {
+  ] as const)('a lingering TCP socket %s', async (_what, mode, args, answer) => {
     if (!hasPython()) return;
-    const name = `fdbridge-other-uid-${process.pid}-${mode}`;
-    const daemon = await startHelperProcess(`@${name}`, args);
-    const attacker = spawnAsNobody(PYTHON, ['-c', LINGER_ATTACKER, mode, name]);
-    try {
+    await withAttacker(mode, args, async ({ daemon, attacker, socketPath }) => {
       if (mode === 'refused') {
         process.kill(daemon.pid, 'SIGSTOP');
         try {
@@ -115,34 +111,19 @@ describeRoot('a close that would block never stalls the daemon, whoever sent the
       }
       expect(await attacker.line('answer')).toEqual({ answer }); // 3: REFUSED, 2: READY
       // The daemon has the lingering socket to close by now; others are served meanwhile.
-      await expectServed(`@${name}`);
-    } finally {
-      attacker.child.stdin?.end('go\n');
-      await attacker.line('drained').catch(() => undefined);
-      attacker.kill();
-      await attacker.exited();
-      await daemon.stop('SIGKILL');
-    }
+      await expectServed(socketPath);
+    });
   });
 
   test('a lingering TCP socket in a message that arrives truncated (MSG_TRUNC), from an allowed uid', async () => {
     if (!hasPython()) return;
-    const name = `fdbridge-other-uid-${process.pid}-truncated`;
-    const daemon = await startHelperProcess(`@${name}`, ['--allow-uid', String(NOBODY)]);
-    const attacker = spawnAsNobody(PYTHON, ['-c', LINGER_ATTACKER, 'truncated', name]);
-    try {
+    await withAttacker('truncated', ['--allow-uid', String(NOBODY)], async ({ attacker, socketPath }) => {
       expect(await attacker.line('sent')).toEqual({ sent: 2 }); // READY, then the oversized frame went
       // The daemon closes the fds of that frame (the lingering socket's close
       // blocks) and hangs up on the attacker; others are served meanwhile.
-      await expectServed(`@${name}`);
+      await expectServed(socketPath);
       expect(await attacker.line('answer')).toEqual({ answer: 'eof' });
-    } finally {
-      attacker.child.stdin?.end('go\n');
-      await attacker.line('drained').catch(() => undefined);
-      attacker.kill();
-      await attacker.exited();
-      await daemon.stop('SIGKILL');
-    }
+    });
   });
 });
 

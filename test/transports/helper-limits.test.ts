@@ -12,8 +12,8 @@ import { encodeJson, FrameType, MAX_FRAME_BYTES, PROTOCOL_VERSION } from '../../
 import { backgroundClosesPending, closerThreads } from '../../src/test-hooks';
 import { rawConnect, receiveNow, sendNow } from '../../src/testing';
 import { DEFAULT_HELPER_LIMITS, fdRoom, NO_PEER_PIDFD_ENV } from '../../src/transports/helper-daemon';
-import { hasPython, LINGER_ATTACKER, PYTHON } from '../util/linger-attacker';
-import { DIST_SRC, isRoot, NOBODY, runAsNobody, spawnAsNobody, type NobodyProcess } from '../util/nobody';
+import { hasPython, releaseAttacker, spawnAttacker } from '../util/linger-attacker';
+import { DIST_SRC, isRoot, NOBODY, runAsNobody, type NobodyProcess } from '../util/nobody';
 
 const describeRoot = isRoot ? describe : describe.skip;
 const ROOT_UID = process.getuid?.() ?? 0;
@@ -467,20 +467,13 @@ describeRoot('a close that would block never runs on the event loop, nor holds b
    * the connection at the peer.
    */
   async function lingeringClose(daemon: HelperDaemon): Promise<NobodyProcess> {
-    const attacker = spawnAsNobody(PYTHON, ['-c', LINGER_ATTACKER, 'dup', nameOf(daemon)]);
+    const attacker = spawnAttacker('dup', nameOf(daemon));
     expect(await attacker.line('ready')).toEqual({ ready: 2, dupOk: 5 });
     expect(await until(() => daemon.stats.active === 0)).toBe(true);
     // Its close has started and blocks: the client fd still waiting to be closed.
     expect(await until(() => closerThreads().busy >= 1)).toBe(true);
     expect(daemon.status().fdsClosing).toBe(1);
     return attacker;
-  }
-
-  async function release(attacker: NobodyProcess): Promise<void> {
-    attacker.child.stdin?.write('go\n');
-    await attacker.line('drained').catch(() => undefined);
-    attacker.kill();
-    await attacker.exited();
   }
 
   withPython('a TCP socket with SO_LINGER and unsent data, left with the daemon, does not stall other clients', async () => {
@@ -491,7 +484,7 @@ describeRoot('a close that would block never runs on the event loop, nor holds b
       expect(await conn.call('echo', 'not stalled')).toBe('not stalled');
       await conn.close();
     } finally {
-      await release(attacker);
+      await releaseAttacker(attacker);
       await daemon.close();
     }
   });
@@ -527,7 +520,7 @@ describeRoot('a close that would block never runs on the event loop, nor holds b
       expect(await until(() => daemon.stats.active === 0)).toBe(true);
     } finally {
       closeFd(memfd);
-      await release(attacker);
+      await releaseAttacker(attacker);
       await daemon.close();
     }
   });
@@ -553,14 +546,14 @@ describeRoot('a close that would block never runs on the event loop, nor holds b
       expect(daemon.status().fdsClosing).toBe(1);
     } finally {
       closeFd(memfd);
-      await release(attacker);
+      await releaseAttacker(attacker);
       await daemon.close();
     }
   });
 
   withPython("the fds a uid gave that wait to be closed count against that uid's limit: it cannot fill the total with closes it made block", async () => {
     const daemon = start({ limits: { maxFdsPerUid: 2 } });
-    const attacker = spawnAsNobody(PYTHON, ['-c', LINGER_ATTACKER, 'dup', nameOf(daemon), '2']);
+    const attacker = spawnAttacker('dup', nameOf(daemon), 2);
     const memfd = makeMemfd('root');
     try {
       expect(await attacker.line('ready')).toEqual({ ready: 2, dupOk: 5 });
@@ -582,7 +575,7 @@ describeRoot('a close that would block never runs on the event loop, nor holds b
       await conn.close();
     } finally {
       closeFd(memfd);
-      await release(attacker);
+      await releaseAttacker(attacker);
       await daemon.close();
     }
   });
@@ -601,7 +594,7 @@ describeRoot('a close that would block never runs on the event loop, nor holds b
       expect(delays.filter((ms) => ms !== undefined && ms < 100)).toEqual([]);
     } finally {
       timers.mockRestore();
-      await release(attacker);
+      await releaseAttacker(attacker);
     }
   });
 });

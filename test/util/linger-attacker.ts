@@ -10,6 +10,9 @@
  */
 import { execFileSync } from 'node:child_process';
 
+import { spawnAsNobody, type NobodyProcess } from './nobody';
+import { startHelperProcess, type HelperProcess } from './processes';
+
 /** A python3 that nobody may run (not one under root's home), with socket.send_fds (3.9+). */
 export const PYTHON = '/usr/bin/python3';
 
@@ -113,3 +116,44 @@ for peer in peers:
     peer.close()
 print(json.dumps({'drained': len(peers)}), flush=True)
 `;
+
+/** What the attacker does with its lingering sockets at a daemon (see LINGER_ATTACKER). */
+export type AttackerMode = 'dup' | 'refused' | 'unread' | 'truncated';
+
+/** LINGER_ATTACKER in `mode`, run as nobody, at the daemon listening on the abstract name `name`. */
+export function spawnAttacker(mode: AttackerMode, name: string, count = 1): NobodyProcess {
+  return spawnAsNobody(PYTHON, ['-c', LINGER_ATTACKER, mode, name, String(count)]);
+}
+
+/**
+ * Tells the attacker to reset its peers (which ends every close still
+ * waiting for them), and waits until it has exited.
+ */
+export async function releaseAttacker(attacker: NobodyProcess): Promise<void> {
+  attacker.child.stdin?.end('go\n');
+  await attacker.line('drained').catch(() => undefined);
+  attacker.kill();
+  await attacker.exited();
+}
+
+/**
+ * Runs `body` with a helper daemon process (`fdbridge helper`, started
+ * with `daemonArgs`, at an abstract name of its own) and the attacker in
+ * `mode` at it; then, however `body` ended, releases the attacker and kills
+ * the daemon.
+ */
+export async function withAttacker(
+  mode: AttackerMode,
+  daemonArgs: readonly string[],
+  body: (run: { daemon: HelperProcess; attacker: NobodyProcess; socketPath: string }) => Promise<void>,
+): Promise<void> {
+  const name = `fdbridge-linger-${process.pid}-${mode}`;
+  const daemon = await startHelperProcess(`@${name}`, [...daemonArgs]);
+  const attacker = spawnAttacker(mode, name);
+  try {
+    await body({ daemon, attacker, socketPath: `@${name}` });
+  } finally {
+    await releaseAttacker(attacker);
+    await daemon.stop('SIGKILL');
+  }
+}
