@@ -93,37 +93,29 @@ class Discarded {
   std::vector<int> fds_;
 };
 
-// Discards every fd carried in the control messages of `msg` (used when the
-// message is being rejected).
-void DiscardAllCmsgFds(struct msghdr* msg, Discarded* discarded) {
-  for (struct cmsghdr* c = CMSG_FIRSTHDR(msg); c != nullptr; c = CMSG_NXTHDR(msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET) continue;
-    if (c->cmsg_type != SCM_RIGHTS && c->cmsg_type != SCM_PIDFD) continue;
-    if (c->cmsg_len < CMSG_LEN(0)) continue;
-    // Under MSG_CTRUNC the kernel shortens cmsg_len to what it installed
-    // (scm_detach_fds), so this count is exactly the fds now in our table.
-    size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    const unsigned char* p = CMSG_DATA(c);
-    for (size_t i = 0; i < n; i++) {
-      int fd;
-      memcpy(&fd, p + i * sizeof(int), sizeof(int));
-      discarded->Add(fd);
-    }
-  }
+// Whether `c` carries fds the kernel installed in our table: SCM_RIGHTS, or
+// an SCM_PIDFD.
+bool CarriesFds(const struct cmsghdr* c) {
+  return c->cmsg_len >= CMSG_LEN(0) && c->cmsg_level == SOL_SOCKET &&
+         (c->cmsg_type == SCM_RIGHTS || c->cmsg_type == SCM_PIDFD);
 }
 
-// Registers every fd carried in the control messages of `msg` as ours.
-void MarkAllCmsgFds(struct msghdr* msg) {
+// Calls each(fd, cmsg_type) for every fd the kernel installed from `msg`,
+// in order. The one walk of the fds that arrived: what ScmRecv registers
+// (`own`) is exactly what it then hands over or discards, whatever the
+// message's shape. Under MSG_CTRUNC the kernel shortens cmsg_len to what
+// it installed (scm_detach_fds), so the count is exactly the fds now in
+// our table.
+template <typename Each>
+void ForEachCmsgFd(struct msghdr* msg, Each each) {
   for (struct cmsghdr* c = CMSG_FIRSTHDR(msg); c != nullptr; c = CMSG_NXTHDR(msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET) continue;
-    if (c->cmsg_type != SCM_RIGHTS && c->cmsg_type != SCM_PIDFD) continue;
-    if (c->cmsg_len < CMSG_LEN(0)) continue;
+    if (!CarriesFds(c)) continue;
     size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
     const unsigned char* p = CMSG_DATA(c);
     for (size_t i = 0; i < n; i++) {
       int fd;
       memcpy(&fd, p + i * sizeof(int), sizeof(int));
-      FdMarkOwned(&fd, 1);
+      each(fd, c->cmsg_type);
     }
   }
 }
@@ -172,7 +164,7 @@ void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
       n = recvmsg(sock, &msg, flags);
     } while (n < 0 && errno == EINTR && !wait);
     if (n < 0) err = errno == EINTR ? EAGAIN : errno;
-    if (n >= 0 && own) MarkAllCmsgFds(&msg);
+    if (n >= 0 && own) ForEachCmsgFd(&msg, [](int fd, int) { FdMarkOwned(&fd, 1); });
   }
   if (n < 0) {
     errno = err;
@@ -190,7 +182,7 @@ void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
   // Hands its fds on when this returns (the batch's ticket into *out).
   Discarded discarded(discard, out);
   if (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) {
-    DiscardAllCmsgFds(&msg, &discarded);
+    ForEachCmsgFd(&msg, [&discarded](int fd, int) { discarded.Add(fd); });
     out->status = (msg.msg_flags & MSG_CTRUNC) ? RecvStatus::kCtrunc : RecvStatus::kTrunc;
     return;
   }
@@ -199,42 +191,35 @@ void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
   // (it allocates only for a message that carries fds).
   UniqueFds received;
   bool overflow = false;
-  for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_len < CMSG_LEN(0)) continue;
-    if (c->cmsg_level != SOL_SOCKET ||
-        (c->cmsg_type != SCM_RIGHTS && c->cmsg_type != SCM_PIDFD)) {
-      if (sender != nullptr && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS &&
-          c->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
-        struct ucred cred;
-        memcpy(&cred, CMSG_DATA(c), sizeof(cred));
-        sender->has_cred = true;
-        sender->pid = cred.pid;
-        sender->uid = cred.uid;
-        sender->gid = cred.gid;
-      }
+  ForEachCmsgFd(&msg, [&](int fd, int type) {
+    if (type == SCM_PIDFD) {
+      // A pidfd we never asked for (SO_PASSPIDFD is never set): closed
+      // rather than leaked.
+      discarded.Add(fd);
       out->other_cmsgs++;
-      continue;
+    } else if (received.size() < max_fds) {
+      received.push_back(UniqueFd(fd));
+    } else {
+      // More than max_fds, and the kernel did not truncate: the control
+      // buffer keeps room for the other control messages
+      // (ScmControlSpace), where a few more fds fit. Refused whole, like a
+      // truncated message.
+      discarded.Add(fd);
+      overflow = true;
     }
-    size_t n_in = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    const unsigned char* p = CMSG_DATA(c);
-    received.reserve(received.size() + n_in);
-    for (size_t i = 0; i < n_in; i++) {
-      int raw;
-      memcpy(&raw, p + i * sizeof(int), sizeof(int));
-      // SCM_PIDFD is a pidfd we never asked for (SO_PASSPIDFD is never set):
-      // close it rather than leak it.
-      if (c->cmsg_type == SCM_PIDFD) {
-        discarded.Add(raw);
-        out->other_cmsgs++;
-      } else if (received.size() < max_fds) {
-        received.push_back(UniqueFd(raw));
-      } else {
-        // Cannot happen with a control buffer sized for max_fds (the kernel
-        // would have set MSG_CTRUNC), but never leave an fd behind.
-        discarded.Add(raw);
-        overflow = true;
-      }
+  });
+  for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_len < CMSG_LEN(0) || CarriesFds(c)) continue;
+    if (sender != nullptr && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS &&
+        c->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
+      struct ucred cred;
+      memcpy(&cred, CMSG_DATA(c), sizeof(cred));
+      sender->has_cred = true;
+      sender->pid = cred.pid;
+      sender->uid = cred.uid;
+      sender->gid = cred.gid;
     }
+    out->other_cmsgs++;
   }
   if (overflow) {
     for (int fd : received.release()) discarded.Add(fd);

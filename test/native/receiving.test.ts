@@ -9,7 +9,7 @@ import { readSync } from 'node:fs';
 import { EofError, SystemError, TruncatedError } from '../../src/errors';
 import { fdFlags, openFdTable, sameFile } from '../../src/fd';
 import { native } from './binding';
-import { UnixSocket, type SocketKind, type UnixSocketOptions } from '../../src/socket';
+import { UnixSocket, type OwnSocketOption, type SocketKind, type UnixSocketOptions } from '../../src/socket';
 import {
   collect,
   distFile,
@@ -24,7 +24,7 @@ import {
   type Scope,
 } from './helpers';
 
-function pair(s: Scope, kind: SocketKind, options?: UnixSocketOptions): [UnixSocket, UnixSocket] {
+function pair(s: Scope, kind: SocketKind, options?: UnixSocketOptions & OwnSocketOption): [UnixSocket, UnixSocket] {
   return UnixSocket.pair(kind, options).map((x) => s.add(x)) as [UnixSocket, UnixSocket];
 }
 
@@ -216,6 +216,77 @@ describe('truncated data (MSG_TRUNC)', () => {
       expect(second.data.toString()).toBe('efgh');
       expect(second.fds).toEqual([]);
     }));
+});
+
+/** Resolves once every batch named is closed (the background closer works on its own threads). */
+function afterCloses(tickets: readonly number[]): Promise<void> {
+  return new Promise((resolve) => native.afterBackgroundCloses(tickets, resolve));
+}
+
+describe("a message refused on arrival: its fds are closed the one way the socket closes what it drops", () => {
+  // Every shape in which fds arrive and go to nobody: the kernel truncated
+  // the fds (MSG_CTRUNC), more fds than maxFds fitted the control buffer's
+  // spare room (refused here), or the data did not fit (MSG_TRUNC). Each is
+  // tried on a socket that closes them at once and on one that hands them
+  // to the background closer, on a socket of the caller's and on one of
+  // fdbridge's own (whose received fds are registered as it arrives).
+  const shapes = {
+    'kernel-truncated fds': { options: { maxFds: 1 }, data: 'many', fds: 253, what: 'control' },
+    'more fds than maxFds': { options: { maxFds: 1 }, data: 'three', fds: 3, what: 'control' },
+    'data past bufferSize': { options: { bufferSize: 16 }, data: 'x'.repeat(100), fds: 2, what: 'data' },
+  } as const;
+  const cases = Object.keys(shapes).flatMap((shape) =>
+    (['at once', 'in background'] as const).flatMap((closer) => [false, true].map((own) => [shape as keyof typeof shapes, closer, own] as const)),
+  );
+
+  test.each(cases)('%s, closed %s, own socket %s', (shape, closer, own) =>
+    withScope(async (s) => {
+      const { options, data, fds, what } = shapes[shape];
+      // No other background close runs in this process from here on: the counts below are this test's.
+      await afterCloses(native.openBackgroundCloses());
+      const [a, b] = pair(s, 'seqpacket', { ...options, own });
+      const OWNER = 42;
+      if (closer === 'in background') b.useBackgroundCloser(true, OWNER);
+      const pipe = s.pipe();
+      await a.send(Buffer.from(data), new Array<number>(fds).fill(pipe.write.fd));
+      pipe.write.close(); // the copies in flight are the pipe's only writers now
+      const before = openFdTable();
+      const owned = native.ownedFdCount();
+      const closesBefore = native.backgroundClosesDone();
+
+      const err = await rejection(b.receive());
+      expect(err).toBeInstanceOf(TruncatedError);
+      const t = err as TruncatedError;
+      expect(t.what).toBe(what);
+      if (shape === 'kernel-truncated fds') {
+        expect(t.fdsClosed).toBeGreaterThan(0);
+        expect(t.fdsClosed).toBeLessThan(fds);
+      } else {
+        expect(t.fdsClosed).toBe(fds);
+      }
+      if (closer === 'in background') {
+        // Handed to the closer as the socket's owner: its batch, remembered by the socket.
+        await afterCloses(b.backgroundCloseTickets());
+        expect(native.backgroundClosesDone() - closesBefore).toBe(t.fdsClosed);
+      } else {
+        // Closed before the receive settled, none by the closer.
+        expect(native.backgroundClosesDone()).toBe(closesBefore);
+        expect(b.backgroundCloseTickets()).toEqual([]);
+      }
+      expectFdTable(before);
+      // Every copy that arrived is closed (and every one the kernel dropped):
+      // the pipe reads end of file.
+      expect(readPipe(pipe.read.fd)).toBe('eof');
+      // Registered as they arrived on an own socket, and out of the registry once closed.
+      expect(native.ownedFdCount()).toBe(owned);
+      // The socket goes on: a message that fits arrives whole.
+      await a.send(Buffer.from('ok'), [pipe.read.fd]);
+      const m = await b.receive();
+      s.ownAll(m.fds);
+      expect(m.data.toString()).toBe('ok');
+      expect(m.fds).toHaveLength(1);
+    }),
+  );
 });
 
 describe('other control messages', () => {
