@@ -338,8 +338,16 @@ void* CloserThread(void* arg) {
     c.idle--;
     auto next = TakeLocked(c);
     c.busy++;
-    // This close may block: whatever else can run needs a thread of its own.
-    if (!c.turns.empty() && c.idle == 0) SpawnLocked(c);
+    // This close may block: whatever else can run needs a thread of its
+    // own, an idle one woken (FdCloseInBackground woke one thread for a
+    // whole batch: this one) or, with none idle, a new one.
+    if (!c.turns.empty()) {
+      if (c.idle == 0) {
+        SpawnLocked(c);
+      } else {
+        c.cv.notify_one();
+      }
+    }
     lock.unlock();
     RunJob(c, next.first, next.second);
     lock.lock();

@@ -158,6 +158,36 @@ withPython('a close that blocks (SO_LINGER, unsent data) holds back its own batc
   }
 });
 
+withPython('a batch of closes that block, handed over while threads are idle, wakes as many of them as it needs', async () => {
+  // Two threads made (two batches, each close blocking), then left idle.
+  const warm = await lingeringSockets(2);
+  try {
+    const tickets = warm.fds.map((fd) => native.closeInBackground([fd]));
+    expect(await until(() => native.closerThreads().busy >= 2)).toBe(true);
+    await warm.drain();
+    expect((await afterCloses(tickets)).done).toEqual([true, true]);
+  } finally {
+    await warm.drain();
+    await warm.end();
+  }
+  const { threads } = native.closerThreads();
+  expect(threads).toBeGreaterThanOrEqual(2);
+  // One batch of two: the thread woken for it takes the first close (which
+  // blocks); the second goes to another idle thread, not behind the first.
+  const lingering = await lingeringSockets(2);
+  try {
+    const batch = native.closeInBackground(lingering.fds);
+    expect(await until(() => native.closerThreads().busy === 2)).toBe(true);
+    expect(native.closerThreads().threads).toBe(threads);
+    expect(native.backgroundCloseDone(batch)).toBe(false);
+    await lingering.drain();
+    expect((await afterCloses(batch)).done).toEqual([true]);
+  } finally {
+    await lingering.drain();
+    await lingering.end();
+  }
+});
+
 withPython("one owner's closes that block take its share of threads at most: its next close waits, another owner's goes ahead", async () => {
   const { perOwner } = native.closerThreads();
   const lingering = await lingeringSockets(perOwner + 1);
