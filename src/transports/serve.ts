@@ -425,10 +425,8 @@ class ServedSession implements ServedConnection {
     }
     const refusal = this.#duplicationRefusal(frame, intake, ledger.size);
     if (refusal) {
-      // Refused whole: what arrived is closed (the client still has its own).
-      this.#discard(frame.type === FrameType.DUP ? frame.fds : undefined);
       if (refusal instanceof QuotaExceededError) this.#options.onQuota?.(refusal.quota);
-      this.#send(encodeJson(FrameType.ERROR, frame.id, describeError(refusal)));
+      this.#refuseDuplication(frame, refusal);
       return;
     }
     let taken: number[];
@@ -466,14 +464,35 @@ class ServedSession implements ServedConnection {
   #release(id: number, fds: readonly number[]): void {
     const ledger = (this.#host as CommandHost).ledger;
     const mine = fds.filter((fd) => ledger.adopt(fd));
+    this.#closeThen(mine, () => this.#send(encodeResult(id, undefined)));
+  }
+
+  /**
+   * Refuses a DUP or GETFD whole with `err`. A DUP's fds arrived and are
+   * nobody's (the client still has its own): the answer goes once they are
+   * closed, so that it means none of them is held any more. A helper daemon
+   * counts the fds a client gave that wait for the closer against its fd
+   * limits (they hold slots of its fd table until closed): a client that
+   * makes room and asks again after its refusal never meets its own
+   * refused fds there.
+   */
+  #refuseDuplication(frame: DuplicationFrame, err: Error): void {
+    const arrived = frame.type === FrameType.DUP ? frame.fds : [];
+    this.#closeThen(arrived, () => this.#send(encodeJson(FrameType.ERROR, frame.id, describeError(err))));
+  }
+
+  /**
+   * Closes `fds` (the client's, now nobody's), then runs `then`, the reply
+   * that says they are closed. In background, a close that blocks delays
+   * that reply only, never the event loop or another client's.
+   */
+  #closeThen(fds: readonly number[], then: () => void): void {
     if (!this.#options.closeInBackground) {
-      closeFds(mine);
-      this.#send(encodeResult(id, undefined));
+      closeFds(fds);
+      then();
       return;
     }
-    // The reply says they are closed: send it once they are (a close
-    // that blocks delays this reply, never the event loop or another's).
-    afterBackgroundCloses([this.#socket.closeInBackground(mine)], () => this.#send(encodeResult(id, undefined)));
+    afterBackgroundCloses([this.#socket.closeInBackground(fds)], then);
   }
 
   /** CALL: runs the method; its RESULT or ERROR goes back whenever it settles. */

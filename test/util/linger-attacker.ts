@@ -46,6 +46,13 @@ export function hasPython(): boolean {
  *              receive buffer (MSG_TRUNC) carrying the sockets; prints
  *              {sent} (READY's type), then {answer} once the daemon has hung
  *              up on it (what it read before the end, 'eof' for nothing).
+ *   overquota  (allowed, over its fd quota) HELLO, then a DUP carrying the
+ *              sockets, closes its copies (the daemon's are the last) and
+ *              prints {sent} (READY's type). Then it takes whichever comes
+ *              first, the daemon's answer or a line on stdin (`go`: it
+ *              resets the connections, as below), the answer first when
+ *              both have, until the answer; prints {answer, afterReset}
+ *              (its frame type, and whether the resets had been made).
  * Then, told a line on stdin (`go`), it resets the connections at the peers
  * (a close with SO_LINGER 0 sends RST), which ends the closes waiting for
  * them at once, and prints {drained} (how many).
@@ -70,6 +77,11 @@ for _ in range(count):
 fds = [t.fileno() for t in tcps]
 def close_own():
     for t in tcps: t.close()
+def reset_peers():
+    for peer in peers:
+        if peer.fileno() < 0: continue
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+        peer.close()
 def frame(t, i, body=b''): return bytes([t, 0, 0, 0]) + struct.pack('<I', i) + body
 hello = frame(1, 0, json.dumps({'version': 1, 'command': {'name': 'probe'}}).encode())
 if mode == 'local':
@@ -110,15 +122,27 @@ else:
         got = u.recv(65536)
         u.close()
         print(json.dumps({'answer': got[0] if got else 'eof'}), flush=True)
+    elif mode == 'overquota':
+        import select
+        u.send(hello); ready = u.recv(65536)[0]
+        socket.send_fds(u, [frame(4, 1)], fds)
+        close_own()
+        print(json.dumps({'sent': ready}), flush=True)
+        reset = False
+        while True:
+            readable = select.select([u, sys.stdin], [], [])[0]
+            if u in readable: break
+            sys.stdin.readline(); reset_peers(); reset = True
+        answer = u.recv(65536)[0]
+        u.close()
+        print(json.dumps({'answer': answer, 'afterReset': reset}), flush=True)
 sys.stdin.readline()
-for peer in peers:
-    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
-    peer.close()
+reset_peers()
 print(json.dumps({'drained': len(peers)}), flush=True)
 `;
 
 /** What the attacker does with its lingering sockets at a daemon (see LINGER_ATTACKER). */
-export type AttackerMode = 'dup' | 'refused' | 'unread' | 'truncated';
+export type AttackerMode = 'dup' | 'refused' | 'unread' | 'truncated' | 'overquota';
 
 /** LINGER_ATTACKER in `mode`, run as nobody, at the daemon listening on the abstract name `name`. */
 export function spawnAttacker(mode: AttackerMode, name: string, count = 1): NobodyProcess {
