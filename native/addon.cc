@@ -1793,9 +1793,22 @@ Napi::Value DupAll(const Napi::CallbackInfo& info) {
   return FdArray(env, out.data(), n);
 }
 
+// disown(fd[, registration]): with a registration (registration(fd)), only
+// that one leaves the registry (FdDisownRegistration).
 Napi::Value Disown(const Napi::CallbackInfo& info) {
-  FdDisown(ArgFd(info, 0));
+  int fd = ArgFd(info, 0);
+  if (info.Length() < 2 || info[1].IsUndefined()) {
+    FdDisown(fd);
+    return info.Env().Undefined();
+  }
+  double registration = WholeNumber(info[1]);
+  if (registration < 0) throw Napi::TypeError::New(info.Env(), "disown(fd, registration): registration must be a non-negative integer");
+  FdDisownRegistration(fd, static_cast<uint64_t>(registration));
   return info.Env().Undefined();
+}
+
+Napi::Value Registration(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(FdRegistration(ArgFd(info, 0))));
 }
 
 // own(fd): registers an fd fdbridge took over without making it, at the
@@ -2139,6 +2152,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("ownLoopFds", Napi::Function::New<OwnLoopFds>(env, "ownLoopFds"));
   exports.Set("own", Napi::Function::New<Own>(env, "own"));
   exports.Set("disown", Napi::Function::New<Disown>(env, "disown"));
+  exports.Set("registration", Napi::Function::New<Registration>(env, "registration"));
   exports.Set("ownedFdCount", Napi::Function::New<OwnedFdCount>(env, "ownedFdCount"));
   exports.Set("dupHigh", Napi::Function::New<DupHigh>(env, "dupHigh"));
   exports.Set("warmLoop", Napi::Function::New<WarmLoop>(env, "warmLoop"));

@@ -53,8 +53,14 @@ OwnedFds& TheOwnedFds() {
   return *owned;
 }
 
+// Every registration gets a generation of its own, also for a number still
+// registered: that one was closed (the kernel hands out a number only once
+// it is free) and its unregistration is still to come (FdClose after its
+// close(2), a stream's 'close'), and must not take this one with it.
 void MarkOwnedLocked(OwnedFds& o, int fd) {
-  if (o.gens.emplace(fd, ++o.next_gen).second) o.count.fetch_add(1, std::memory_order_relaxed);
+  auto [it, added] = o.gens.try_emplace(fd);
+  it->second = ++o.next_gen;
+  if (added) o.count.fetch_add(1, std::memory_order_relaxed);
 }
 
 }  // namespace
@@ -82,6 +88,25 @@ void FdDisown(int fd) {
   OwnedFds& o = TheOwnedFds();
   std::lock_guard<std::recursive_mutex> lock(o.mu);
   if (o.gens.erase(fd) != 0) o.count.fetch_sub(1, std::memory_order_relaxed);
+}
+
+uint64_t FdRegistration(int fd) {
+  OwnedFds& o = TheOwnedFds();
+  if (o.count.load(std::memory_order_relaxed) == 0) return 0;
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  auto it = o.gens.find(fd);
+  return it == o.gens.end() ? 0 : it->second;
+}
+
+void FdDisownRegistration(int fd, uint64_t registration) {
+  if (registration == 0) return;
+  OwnedFds& o = TheOwnedFds();
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  auto it = o.gens.find(fd);
+  if (it != o.gens.end() && it->second == registration) {
+    o.gens.erase(it);
+    o.count.fetch_sub(1, std::memory_order_relaxed);
+  }
 }
 
 size_t FdOwnedCount() { return TheOwnedFds().count.load(std::memory_order_relaxed); }
@@ -173,26 +198,13 @@ int DupAllHighUnregistered(const int* fds, size_t n, int min_fd, int* out) {
 }  // namespace
 
 int FdClose(int fd) {
-  OwnedFds& o = TheOwnedFds();
-  uint64_t gen = 0;
-  if (o.count.load(std::memory_order_relaxed) != 0) {
-    std::lock_guard<std::recursive_mutex> lock(o.mu);
-    auto it = o.gens.find(fd);
-    if (it != o.gens.end()) gen = it->second;
-  }
+  uint64_t registration = FdRegistration(fd);
   // Unregistered only after the close: until then the number is ours, and
   // a caller naming it must still be refused. (Between the two a number
   // just opened by another thread may be refused once; never is one of
   // ours accepted.)
   int r = close(fd) == 0 || errno == EINTR ? 0 : -errno;
-  if (gen != 0) {
-    std::lock_guard<std::recursive_mutex> lock(o.mu);
-    auto it = o.gens.find(fd);
-    if (it != o.gens.end() && it->second == gen) {
-      o.gens.erase(it);
-      o.count.fetch_sub(1, std::memory_order_relaxed);
-    }
-  }
+  FdDisownRegistration(fd, registration);
   return r;
 }
 

@@ -110,6 +110,14 @@ int FdRefuseOwned(const int* fds, size_t n);
 void FdMarkOwned(const int* fds, size_t n);
 // The fd stays open but is no longer fdbridge's (a command adopted it).
 void FdDisown(int fd);
+// The registration `fd` has now (a generation, never reused), or 0 when it
+// is not one of ours.
+uint64_t FdRegistration(int fd);
+// Unregisters `fd` if it still has that registration: for an fd of ours
+// something else closed (libuv, for a stream on it), unregistered once the
+// close is done, as FdClose does, and never taking with it the registration
+// of a new fd of ours that took the freed number meanwhile. 0: nothing.
+void FdDisownRegistration(int fd, uint64_t registration);
 // How many fds fdbridge holds for itself in this process now.
 size_t FdOwnedCount();
 // Whether `fd` is one fdbridge holds for itself.

@@ -356,8 +356,13 @@ export interface NativeBinding {
    * has not adopted) are refused with EBADF wherever a caller names an fd
    * (dupHigh, dupAll, a socket's send, sendTo, a frame channel's dup): past the
    * floor, one of them can take a number the caller closed and still names.
+   * With `registration` (registration(fd), read while the fd was open): only
+   * if `fd` still has that one, for an fd of ours closed by someone else
+   * (libuv, for a stream on it): a new fd of ours at that number keeps its own.
    */
-  disown(fd: number): void;
+  disown(fd: number, registration?: number): void;
+  /** The registration of `fd` as one fdbridge holds for itself (never reused), or 0 when it is not. */
+  registration(fd: number): number;
   /**
    * Registers `fd`, at the number it has, as one fdbridge holds for itself:
    * for an fd it took over without making it (a listening socket systemd

@@ -17,7 +17,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, constants as fsConstants } from 'node:fs';
-import { Socket } from 'node:net';
+import type { Socket } from 'node:net';
 
 import { commandRequest, normalizeCommandSpec, type CommandSpec } from '../command';
 import { BaseConnection, type CommandLocation, type ConnectOptions } from '../connection';
@@ -40,6 +40,7 @@ import { native } from '../native';
 import { distPath } from '../paths';
 import { Channel, isStreamFrame, jsonPayload, parseJson, RemoteFrame, RelayStream, REMOTE_PROTOCOL_VERSION, type OpenRequest, type PumpedEnd, type RelaySink, type RelaySource } from './remote-channel';
 import { FileSink, FileSource, type Attachable } from './remote-endpoints';
+import { ownedStream } from './owned-stream';
 import { planRelay, type RelayPlan } from './remote-kinds';
 
 /** The server's argv after `via` when via is given: `fdbridge` on the far machine's PATH. */
@@ -507,10 +508,7 @@ function spawnVia(file: string, args: string[]): { via: ChildProcess; stdio: Via
     closeFds(pairs.map(([, theirs]) => theirs));
   }
   const ours = (i: number): number => (pairs[i] as [number, number])[0];
-  const stderrFd = ours(2);
-  const stderr = new Socket({ fd: stderrFd, readable: true, writable: false, allowHalfOpen: true });
-  stderr.once('close', () => native.disown(stderrFd));
-  return { via, stdio: { stdin: ours(0), stdout: ours(1), stderr } };
+  return { via, stdio: { stdin: ours(0), stdout: ours(1), stderr: ownedStream(ours(2), { readable: true, writable: false }) } };
 }
 
 function exited(child: ChildProcess, ms: number): Promise<boolean> {

@@ -1,0 +1,33 @@
+/**
+ * A net.Socket on an fd fdbridge holds for itself (registered: a socketpair
+ * end of its own, a copy above the fd floor; see native/fd_ops.h,
+ * OwnedFdsLock).
+ */
+import { Socket } from 'node:net';
+
+import { native } from '../native';
+
+/**
+ * A stream on `fd` (owned: libuv closes it, when the stream is destroyed or
+ * ends by itself), which leaves fdbridge's registry once it is closed.
+ *
+ * The order is the one FdClose keeps: closed first, unregistered after.
+ * Until its close the number is ours, and a caller who names it (a number
+ * it closed and still names, which past the floor can be ours), on this
+ * thread or another (a worker's command, a synchronous duplication), must be
+ * refused with EBADF, never handed our socket: unregistering before the
+ * close would open that window, however short. libuv closes the fd inside
+ * destroy() and reports it with 'close' a loop turn later; in between the
+ * number is free and another fd may take it. The caller's is then refused
+ * once, as if closed, until 'close' (the price FdClose pays too, and only
+ * past the floor); a new fd of ours (a copy above the floor takes the lowest
+ * number free there, which this one just freed) keeps its registration:
+ * 'close' removes only the registration this fd had (native.registration),
+ * never the one made for the number since.
+ */
+export function ownedStream(fd: number, ways: { readable: boolean; writable: boolean }): Socket {
+  const registration = native.registration(fd);
+  const socket = new Socket({ fd, readable: ways.readable, writable: ways.writable, allowHalfOpen: true });
+  socket.once('close', () => native.disown(fd, registration));
+  return socket;
+}
