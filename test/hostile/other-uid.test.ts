@@ -13,10 +13,10 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { join } from 'node:path';
 
-import { connect, DatagramSocket, HelperDaemon } from '../../src';
+import { connect, DatagramSocket, HelperDaemon, type HelperStatus } from '../../src';
 import { socketObjectsAlive } from '../../src/test-hooks';
 import { hasPython, withAttacker } from '../util/linger-attacker';
-import { DIST_SRC, isRoot, NOBODY, runAsNobody, spawnAsNobody } from '../util/nobody';
+import { DIST_SRC, isRoot, NOBODY, runAsNobody, spawnAsNobody, type NobodyProcess } from '../util/nobody';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -82,6 +82,22 @@ describeRoot('what a connection costs once it is gone (client: nobody)', () => {
  * while the daemon has a lingering socket to close: each step ends in the
  * client's own TimeoutError, not a hang, were the daemon stuck.
  */
+/** Tells the attacker to go on (a line on its stdin), and waits for the line with `key` it prints next. */
+async function goOn(attacker: NobodyProcess, key: string): Promise<void> {
+  attacker.child.stdin?.write('stopped\n');
+  await attacker.line(key);
+}
+
+/** The status of the helper daemon at `socketPath` (its built-in status command). */
+async function helperStatus(socketPath: string): Promise<HelperStatus> {
+  const conn = await connect('helper', { command: { name: 'status' }, socketPath, timeoutMs: 5000 });
+  try {
+    return await conn.call<HelperStatus>('status');
+  } finally {
+    await conn.close();
+  }
+}
+
 async function expectServed(socketPath: string): Promise<void> {
   const conn = await connect('helper', { command: { name: 'probe' }, socketPath, timeoutMs: 5000 });
   try {
@@ -100,15 +116,9 @@ describeRoot('a close that would block never stalls the daemon, whoever sent the
     ['from an allowed uid, left unread in the queue of a connection the daemon ends', 'unread', ['--allow-uid', String(NOBODY)], 2],
   ] as const)('a lingering TCP socket %s', async (_what, mode, args, answer) => {
     if (!hasPython()) return;
-    await withAttacker(mode, args, async ({ daemon, attacker, socketPath }) => {
-      if (mode === 'refused') {
-        process.kill(daemon.pid, 'SIGSTOP');
-        try {
-          await attacker.line('queued');
-        } finally {
-          process.kill(daemon.pid, 'SIGCONT');
-        }
-      }
+    await withAttacker(mode, args, async ({ attacker, socketPath, whileStopped }) => {
+      // Stopped until the attacker has closed its copies: the daemon's close is the last.
+      if (mode === 'refused') await whileStopped(() => attacker.line('queued'));
       expect(await attacker.line('answer')).toEqual({ answer }); // 3: REFUSED, 2: READY
       // The daemon has the lingering socket to close by now; others are served meanwhile.
       await expectServed(socketPath);
@@ -117,13 +127,34 @@ describeRoot('a close that would block never stalls the daemon, whoever sent the
 
   test('a lingering TCP socket in a message that arrives truncated (MSG_TRUNC), from an allowed uid', async () => {
     if (!hasPython()) return;
-    await withAttacker('truncated', ['--allow-uid', String(NOBODY)], async ({ attacker, socketPath }) => {
-      expect(await attacker.line('sent')).toEqual({ sent: 2 }); // READY, then the oversized frame went
+    await withAttacker('truncated', ['--allow-uid', String(NOBODY)], async ({ attacker, socketPath, whileStopped }) => {
+      expect(await attacker.line('ready')).toEqual({ ready: 2 }); // READY
+      // Stopped until the attacker has sent the oversized frame and closed its copies.
+      await whileStopped(() => goOn(attacker, 'sent'));
       // The daemon closes the fds of that frame (the lingering socket's close
       // blocks) and hangs up on the attacker; others are served meanwhile.
       await expectServed(socketPath);
       expect(await attacker.line('answer')).toEqual({ answer: 'eof' });
     });
+  });
+
+  test('a DUP past its quota is answered once the fds it brought are closed: a lingering TCP socket among them holds back that answer alone', async () => {
+    if (!hasPython()) return;
+    await withAttacker('overquota', ['--allow-uid', String(NOBODY), '--max-fds', '1'], async ({ attacker, socketPath, whileStopped }) => {
+      expect(await attacker.line('ready')).toEqual({ ready: 2 }); // READY
+      await whileStopped(() => goOn(attacker, 'sent'));
+      // Its DUP of 2 is past its quota of 1: refused, the two sockets handed
+      // to the closer, whose closes of them block. The daemon serves others
+      // meanwhile (its replies go out)...
+      await expectServed(socketPath);
+      expect(await helperStatus(socketPath)).toMatchObject({ fdsClosing: 2, stats: { quotaHits: { fds: 1 } } });
+      // ...but not that answer: it comes only once the attacker has reset
+      // the connections (which ends those closes), and then neither fd
+      // counts any more.
+      attacker.child.stdin?.write('go\n');
+      expect(await attacker.line('answer')).toEqual({ answer: 8, afterReset: true }); // ERROR
+      expect(await helperStatus(socketPath)).toMatchObject({ fdsClosing: 0 });
+    }, 2);
   });
 });
 

@@ -474,21 +474,13 @@ describeRoot('a close that would block never runs on the event loop, nor holds b
     return attacker;
   }
 
-  /** A client of this uid is served (a call answered) by `daemon`: its client's own TimeoutError, not a hang, were the daemon stuck. */
-  async function expectServedHere(daemon: HelperDaemon): Promise<void> {
-    const conn = await connect('helper', { command: { name: 'probe' }, socketPath: daemon.socketPath, timeoutMs: 5000 });
-    try {
-      expect(await conn.call('echo', 'not stalled')).toBe('not stalled');
-    } finally {
-      await conn.close();
-    }
-  }
-
   withPython('a TCP socket with SO_LINGER and unsent data, left with the daemon, does not stall other clients', async () => {
     const daemon = start();
     const attacker = await lingeringClose(daemon);
     try {
-      await expectServedHere(daemon);
+      const conn = await connect('helper', { command: { name: 'probe' }, socketPath: daemon.socketPath, timeoutMs: 5000 });
+      expect(await conn.call('echo', 'not stalled')).toBe('not stalled');
+      await conn.close();
     } finally {
       await releaseAttacker(attacker);
       await daemon.close();
@@ -581,31 +573,6 @@ describeRoot('a close that would block never runs on the event loop, nor holds b
       await conn.close();
     } finally {
       closeFd(memfd);
-      await releaseAttacker(attacker);
-      await daemon.close();
-    }
-  });
-
-  withPython("a refusal is answered once the fds it brought are closed: one whose close blocks holds back that answer alone", async () => {
-    const daemon = start({ limits: { maxFdsPerClient: 1 } });
-    const attacker = spawnAttacker('overquota', nameOf(daemon), 2);
-    try {
-      // Its DUP of 2 is past its quota of 1: refused, the two sockets handed
-      // to the closer, whose closes of them block (its copies are gone).
-      expect(await attacker.line('sent')).toEqual({ sent: 2 }); // READY
-      expect(await until(() => closerThreads().busy >= 2)).toBe(true);
-      expect(daemon.status().fdsClosing).toBe(2);
-      expect(daemon.stats.quotaHits.fds).toBe(1);
-      // The daemon serves others meanwhile (its replies go out)...
-      await expectServedHere(daemon);
-      // ...but not that answer: it comes only once the resets have ended
-      // those closes, and then neither fd counts any more.
-      let closingAtAnswer: number | undefined;
-      const answered = attacker.line('answer').then((a) => ((closingAtAnswer = daemon.status().fdsClosing), a));
-      attacker.child.stdin?.write('go\n');
-      expect(await answered).toEqual({ answer: 8, afterReset: true }); // ERROR
-      expect(closingAtAnswer).toBe(0);
-    } finally {
       await releaseAttacker(attacker);
       await daemon.close();
     }

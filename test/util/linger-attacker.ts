@@ -42,17 +42,23 @@ export function hasPython(): boolean {
  *              reads, so that the daemon stops reading its requests; sends
  *              the sockets in a DUP that stays unread there, and hangs up;
  *              prints {answer} (READY's type).
- *   truncated  (allowed) HELLO, then a frame too large for the daemon's
- *              receive buffer (MSG_TRUNC) carrying the sockets; prints
- *              {sent} (READY's type), then {answer} once the daemon has hung
+ *   truncated  (allowed) HELLO, prints {ready} (READY's type), and once
+ *              told a line on stdin (`stopped`: the daemon is stopped, see
+ *              below) sends a frame too large for the daemon's receive
+ *              buffer (MSG_TRUNC) carrying the sockets, closes its copies
+ *              and prints {sent}; then {answer} once the daemon has hung
  *              up on it (what it read before the end, 'eof' for nothing).
- *   overquota  (allowed, over its fd quota) HELLO, then a DUP carrying the
- *              sockets, closes its copies (the daemon's are the last) and
- *              prints {sent} (READY's type). Then it takes whichever comes
+ *   overquota  (allowed, over its fd quota) HELLO, prints {ready}, and once
+ *              told `stopped` sends a DUP carrying the sockets, closes its
+ *              copies and prints {sent}. Then it takes whichever comes
  *              first, the daemon's answer or a line on stdin (`go`: it
  *              resets the connections, as below), the answer first when
  *              both have, until the answer; prints {answer, afterReset}
  *              (its frame type, and whether the resets had been made).
+ * In truncated and overquota the daemon closes the sockets as soon as it
+ * reads them: were that before the attacker closed its own copies, the
+ * attacker's close would be the last one, and it would block instead. So
+ * the daemon process is stopped (SIGSTOP) from `ready` until `sent`.
  * Then, told a line on stdin (`go`), it resets the connections at the peers
  * (a close with SO_LINGER 0 sends RST), which ends the closes waiting for
  * them at once, and prints {drained} (how many).
@@ -77,6 +83,14 @@ for _ in range(count):
 fds = [t.fileno() for t in tcps]
 def close_own():
     for t in tcps: t.close()
+def line():
+    # Unbuffered (a buffered readline could take in a later line that select would then never see).
+    got = b''
+    while not got.endswith(b'\\n'):
+        c = os.read(0, 1)
+        if not c: break
+        got += c
+    return got
 def reset_peers():
     for peer in peers:
         if peer.fileno() < 0: continue
@@ -86,7 +100,7 @@ def frame(t, i, body=b''): return bytes([t, 0, 0, 0]) + struct.pack('<I', i) + b
 hello = frame(1, 0, json.dumps({'version': 1, 'command': {'name': 'probe'}}).encode())
 if mode == 'local':
     print(json.dumps({'pid': os.getpid(), 'fds': fds}), flush=True)
-    sys.stdin.readline(); close_own()
+    line(); close_own()
     print(json.dumps({'closed': True}), flush=True)
 else:
     u = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); u.connect('\\0' + name)
@@ -115,28 +129,32 @@ else:
         print(json.dumps({'answer': answer}), flush=True)
     elif mode == 'truncated':
         u.send(hello); ready = u.recv(65536)[0]
+        print(json.dumps({'ready': ready}), flush=True)
+        line()
         u.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
         socket.send_fds(u, [frame(4, 1, b'x' * 300000)], fds)
         close_own()
-        print(json.dumps({'sent': ready}), flush=True)
+        print(json.dumps({'sent': True}), flush=True)
         got = u.recv(65536)
         u.close()
         print(json.dumps({'answer': got[0] if got else 'eof'}), flush=True)
     elif mode == 'overquota':
         import select
         u.send(hello); ready = u.recv(65536)[0]
+        print(json.dumps({'ready': ready}), flush=True)
+        line()
         socket.send_fds(u, [frame(4, 1)], fds)
         close_own()
-        print(json.dumps({'sent': ready}), flush=True)
+        print(json.dumps({'sent': True}), flush=True)
         reset = False
         while True:
-            readable = select.select([u, sys.stdin], [], [])[0]
+            readable = select.select([u, 0], [], [])[0]
             if u in readable: break
-            sys.stdin.readline(); reset_peers(); reset = True
+            line(); reset_peers(); reset = True
         answer = u.recv(65536)[0]
         u.close()
         print(json.dumps({'answer': answer, 'afterReset': reset}), flush=True)
-sys.stdin.readline()
+line()
 reset_peers()
 print(json.dumps({'drained': len(peers)}), flush=True)
 `;
@@ -163,19 +181,29 @@ export async function releaseAttacker(attacker: NobodyProcess): Promise<void> {
 /**
  * Runs `body` with a helper daemon process (`fdbridge helper`, started
  * with `daemonArgs`, at an abstract name of its own) and the attacker in
- * `mode` at it; then, however `body` ended, releases the attacker and kills
- * the daemon.
+ * `mode` at it, with `count` lingering sockets; then, however `body` ended,
+ * releases the attacker and kills the daemon.
  */
 export async function withAttacker(
   mode: AttackerMode,
   daemonArgs: readonly string[],
-  body: (run: { daemon: HelperProcess; attacker: NobodyProcess; socketPath: string }) => Promise<void>,
+  body: (run: { daemon: HelperProcess; attacker: NobodyProcess; socketPath: string; whileStopped(step: () => Promise<unknown>): Promise<void> }) => Promise<void>,
+  count = 1,
 ): Promise<void> {
   const name = `fdbridge-linger-${process.pid}-${mode}`;
   const daemon = await startHelperProcess(`@${name}`, [...daemonArgs]);
-  const attacker = spawnAttacker(mode, name);
+  const attacker = spawnAttacker(mode, name, count);
+  /** Runs `step` with the daemon process stopped (SIGSTOP), continued however it ends. */
+  const whileStopped = async (step: () => Promise<unknown>): Promise<void> => {
+    process.kill(daemon.pid, 'SIGSTOP');
+    try {
+      await step();
+    } finally {
+      process.kill(daemon.pid, 'SIGCONT');
+    }
+  };
   try {
-    await body({ daemon, attacker, socketPath: `@${name}` });
+    await body({ daemon, attacker, socketPath: `@${name}`, whileStopped });
   } finally {
     await releaseAttacker(attacker);
     await daemon.stop('SIGKILL');
