@@ -160,7 +160,8 @@ async function forkAnchorChild(): Promise<ChildProcess> {
       child.once('exit', (code, signal) => reject(new Error(`anchor child exited (${signal ?? code}) before it was ready`)));
     });
   } catch (err) {
-    child.kill('SIGKILL');
+    // No pid: the spawn failed; a kill() would signal whatever pid Node's handle holds.
+    if (child.pid !== undefined) child.kill('SIGKILL');
     throw err;
   }
   child.removeAllListeners('exit');

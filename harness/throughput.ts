@@ -62,7 +62,8 @@ export class CFrameServer {
   static async start(exe: string, dir: string): Promise<CFrameServer> {
     const socketPath = join(dir, 'frames.sock');
     const child = spawn(exe, ['server', '--socket', socketPath], { stdio: ['pipe', 'pipe', 'inherit'] });
-    const forget = cleanupOnExit(() => child.kill('SIGKILL'));
+    // No pid: the spawn failed; a kill() would signal whatever pid Node's handle holds.
+    const forget = cleanupOnExit(() => child.pid !== undefined && child.kill('SIGKILL'));
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve())).then(forget);
     // Listeners of the start-up only: `exited` keeps its own.
     let onError = (_err: Error): void => undefined;
@@ -90,8 +91,10 @@ export class CFrameServer {
         child.once('exit', onExit);
       });
     } catch (err) {
-      child.kill('SIGKILL');
-      await exited;
+      if (child.pid !== undefined) {
+        child.kill('SIGKILL');
+        await exited;
+      }
       throw err;
     } finally {
       child.off('error', onError);

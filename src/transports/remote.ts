@@ -354,7 +354,9 @@ export class RemoteConnection extends BaseConnection {
   /** Ends the channel and the via process (SIGKILL if it does not exit once its stdin ends). */
   async #teardown(): Promise<void> {
     this.#channel.endOutput();
-    if (!(await exited(this.via, 5000))) {
+    // No pid: the spawn failed and there is no process to wait for, and a
+    // kill() would signal whatever pid Node's handle holds.
+    if (this.via.pid !== undefined && !(await exited(this.via, 5000))) {
       this.via.kill('SIGKILL');
       await exited(this.via, 1000);
     }
