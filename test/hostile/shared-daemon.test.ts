@@ -201,7 +201,11 @@ ${forged}`)}).then(() => 'written', (e) => ({ name: e.name, code: e.remote && e.
 });
 
 /** Starts `fdbridge helper` as systemd would for a socket unit (the listening socket as fd 3, LISTEN_PID its own pid), as nobody when `asNobody`. */
-function activatedDaemon(listenFd: number, asNobody: boolean, args: string[]): { child: ChildProcess; stderr: () => string; listening: Promise<void> } {
+function activatedDaemon(
+  listenFd: number,
+  asNobody: boolean,
+  args: string[],
+): { child: ChildProcess; stderr: () => string; lastWords: () => Promise<string>; listening: Promise<void> } {
   const cmd = ['sh', '-c', `LISTEN_PID=$$ exec "$0" "$@"`, process.execPath, CLI, 'helper', '--verbose', ...args];
   const child = asNobody
     ? spawn('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', ...cmd], { stdio: ['ignore', 'pipe', 'pipe', listenFd], env: { ...process.env, LISTEN_FDS: '1' } })
@@ -216,7 +220,14 @@ function activatedDaemon(listenFd: number, asNobody: boolean, args: string[]): {
     });
     child.once('exit', (code) => reject(new Error(`the daemon exited (${code}) before listening: ${err}`)));
   });
-  return { child, stderr: () => err, listening };
+  // Its stderr once the pipe is drained ('close' comes after 'exit'): what a
+  // crash printed last (an assertion, an abort's reason) is read too.
+  const closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
+  const lastWords = async (): Promise<string> => {
+    if (child.exitCode !== null || child.signalCode !== null) await closed;
+    return err;
+  };
+  return { child, stderr: () => err, lastWords, listening };
 }
 
 /** Resolves once `n` more HELLOs (any send on a UnixSocket) have gone out of this process: the connections they open are queued on the listener. */
@@ -279,7 +290,7 @@ describeRoot("socket activation: a socket made by root (PID 1's part) and served
       daemon.child.kill('SIGTERM');
       expect(await exitOf(daemon.child)).toEqual({ code: 0, signal: null });
     } catch (err) {
-      throw new Error(`${(err as Error).message}\ndaemon stderr:\n${daemon.stderr()}`, { cause: err });
+      throw new Error(`${(err as Error).message}\ndaemon stderr:\n${await daemon.lastWords()}`, { cause: err });
     } finally {
       closeFd(memfd);
       if (daemon.child.exitCode === null && daemon.child.signalCode === null) daemon.child.kill('SIGKILL');
@@ -313,7 +324,7 @@ describeRoot("socket activation: a socket made by root (PID 1's part) and served
       daemon.child.kill('SIGTERM');
       expect(await exitOf(daemon.child)).toEqual({ code: 0, signal: null });
     } catch (err) {
-      throw new Error(`${(err as Error).message}\ndaemon stderr:\n${daemon.stderr()}`, { cause: err });
+      throw new Error(`${(err as Error).message}\ndaemon stderr:\n${await daemon.lastWords()}`, { cause: err });
     } finally {
       if (daemon.child.exitCode === null && daemon.child.signalCode === null) daemon.child.kill('SIGKILL');
     }
