@@ -8,12 +8,15 @@
  * most, and past the pool's cap work waits for a thread to come free.
  */
 import { spawn } from 'node:child_process';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { Worker } from 'node:worker_threads';
 
 import { closeFd, makePipe, openFdTable } from '../../src/fd';
 import { native } from './binding';
 import { hasPython, LINGER_ATTACKER, PYTHON } from '../util/linger-attacker';
 import { thrown } from './helpers';
+import { fdTableSettles } from '../util/processes';
 
 /** Resolves once every batch named is closed, with what was true at that moment. */
 function afterCloses(tickets: number | number[]): Promise<{ done: boolean[] }> {
@@ -77,6 +80,35 @@ test('the callback runs once every fd of its batch is closed, on the event loop,
   expect(called).toBe(false);
   await news;
   expect(called).toBe(true);
+});
+
+withPython('a close that ends after the environment that asked for its news is gone (a terminated worker) touches nothing of it', async () => {
+  // Process exit tears environments down the same way, and a closer thread
+  // that used the news's freed thread-safe function aborted the process.
+  const before = openFdTable();
+  const sockets = await lingeringSockets(1);
+  const [fd] = sockets.fds as [number];
+  const worker = new Worker(
+    `const { parentPort, workerData } = require('node:worker_threads');
+     const { native } = require(workerData.native);
+     const ticket = native.closeInBackground([workerData.fd]);
+     native.afterBackgroundCloses(ticket, () => parentPort.postMessage('closed'), false);
+     parentPort.postMessage(ticket);`,
+    { eval: true, workerData: { native: join(__dirname, '../../dist/src/native.js'), fd } },
+  );
+  const ticket = await new Promise<number>((resolve, reject) => {
+    worker.once('message', resolve);
+    worker.once('error', reject);
+  });
+  // The close blocks (SO_LINGER) until the python drains its end.
+  expect(native.backgroundCloseDone(ticket)).toBe(false);
+  await worker.terminate();
+  await sockets.drain();
+  expect(await until(() => native.backgroundCloseDone(ticket))).toBe(true);
+  // The closer thread has been to the news by now: this process is still here to check.
+  await new Promise((r) => setTimeout(r, 50));
+  await sockets.end();
+  expect(await fdTableSettles(process.pid, before)).toBe('');
 });
 
 test('no fds is ticket 0, done; its callback still comes asynchronously, once', async () => {
