@@ -19,7 +19,7 @@
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { stripVTControlCharacters } from 'node:util';
+import { inspect, stripVTControlCharacters } from 'node:util';
 
 import { connect, missingCapabilities, transportNames, type CommandSpec, type Connection, type ConnectOptions, type TransportName } from '../src';
 import { PROBE_COMMAND } from '../src/commands/probe-command';
@@ -270,6 +270,8 @@ class HarnessError extends RowFailure {}
 class BackgroundError extends RowFailure {}
 /** The run was stopped (RunnerOptions.signal) while the row ran. */
 class RowStopped extends RowFailure {}
+/** run() (or bench) rejected with undefined (a bare `reject()`) or with a value `instanceof` cannot look at (a revoked proxy). */
+class UnusableThrow extends RowFailure {}
 
 /**
  * An error as one plain string for results.json and the terminal. Without
@@ -277,12 +279,37 @@ class RowStopped extends RowFailure {}
  * and results.json and the report are read elsewhere.
  */
 function errorText(err: unknown): string {
-  if (err instanceof Error) {
-    const code = (err as { code?: unknown }).code;
-    const head = `${err.name}${typeof code === 'string' && !err.message.includes(code) ? ` [${code}]` : ''}: ${err.message}`;
-    return stripVTControlCharacters(head);
+  // A scenario may throw anything: a value with no prototype, a throwing
+  // getter or toString, a revoked proxy (even `instanceof` throws on it).
+  try {
+    if (err instanceof Error) {
+      const code = (err as { code?: unknown }).code;
+      const head = `${err.name}${typeof code === 'string' && !err.message.includes(code) ? ` [${code}]` : ''}: ${err.message}`;
+      return stripVTControlCharacters(head);
+    }
+    return stripVTControlCharacters(String(err));
+  } catch {
+    try {
+      return stripVTControlCharacters(`${typeof err}: ${inspect(err, { breakLength: Infinity })}`);
+    } catch {
+      return `a thrown ${typeof err} that cannot be shown`;
+    }
   }
-  return stripVTControlCharacters(String(err));
+}
+
+/**
+ * What a row keeps of the value run() (or bench) rejected with: the value
+ * itself, but undefined (which reads as "no error": the row would pass) and
+ * a value `instanceof` throws on become a RowFailure naming them.
+ */
+function caught(err: unknown): unknown {
+  if (err === undefined) return new UnusableThrow('run() rejected with undefined (a throw or reject() with no error): it did not complete');
+  try {
+    void (err instanceof Error);
+    return err;
+  } catch {
+    return new UnusableThrow(`run() threw ${errorText(err)}`);
+  }
 }
 
 function formatEntries(entries: readonly Leak[]): string {
@@ -333,11 +360,15 @@ function leakMatches(leak: Leak, m: LeakMatcher): boolean {
 function errorMatches(err: unknown, m: ErrorMatcher): boolean {
   if (typeof err !== 'object' || err === null) return false;
   const e = err as { name?: unknown; code?: unknown; check?: unknown };
-  return (
-    (m.name === undefined || e.name === m.name) &&
-    (m.code === undefined || e.code === m.code) &&
-    (m.check === undefined || e.check === m.check)
-  );
+  try {
+    return (
+      (m.name === undefined || e.name === m.name) &&
+      (m.code === undefined || e.code === m.code) &&
+      (m.check === undefined || e.check === m.check)
+    );
+  } catch {
+    return false; // a throwing getter or a revoked proxy is not the declared error
+  }
 }
 
 function describeMatcher(m: ErrorMatcher | LeakMatcher): string {
@@ -497,7 +528,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment): Promise<ResultRow> 
         latency = await Promise.race([withTimeout(env.bench(benchCase), Math.max(env.timeoutMs, 120_000), `${scenario.name} bench`), env.stopped]);
       }
     } catch (err) {
-      error = err;
+      error = caught(err);
     }
     if (error instanceof RowTimeout || error instanceof RowStopped) {
       // The scenario is still running: stop it from opening more, close what

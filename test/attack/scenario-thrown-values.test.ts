@@ -5,7 +5,8 @@
  * whose toString or name throws, a revoked proxy. Each such row must FAIL
  * (the scenario did not complete), be reported with the rest, and the run
  * must go on to its other rows and exit 1, as for any failed row. A thrown
- * value must never pass a row nor end the whole run.
+ * value must never pass a row nor end the whole run; a 'leak' scenario that
+ * leaked its file and then rejected with nothing did not complete either.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -38,6 +39,13 @@ beforeAll(() => {
       `module.exports = { name: ${JSON.stringify(name)}, description: 'run() ends with a non-Error', transports: ['direct'], async run() { ${body} } };\n`,
     );
   }
+  // A 'leak' scenario must complete: one that leaks its file and then rejects with nothing did not.
+  writeFileSync(
+    join(dir, 'leaks-then-rejects-with-nothing.scenario.js'),
+    "const { openSync } = require('node:fs'); const { join } = require('node:path');\n" +
+      "module.exports = { name: 'leaks-then-rejects-with-nothing', description: 'leaks, then reject()', transports: ['direct'], expect: 'leak',\n" +
+      "  failure: { leaks: [{ target: /kept-open$/ }] }, async run(ctx) { openSync(join(ctx.tmpdir, 'kept-open'), 'w'); return Promise.reject(); } };\n",
+  );
   // A scenario that passes, so that the run is seen going on past the others.
   writeFileSync(join(dir, 'zz-passes.scenario.js'), "module.exports = { name: 'zz-passes', description: 'completes', transports: ['direct'], async run() {} };\n");
 });
@@ -53,6 +61,6 @@ test('every row whose run() ends with a non-Error value fails, the run reports e
     results = undefined;
   }
   const statuses = Object.fromEntries((results?.results ?? []).map((row) => [row.scenario, row.status]));
-  const expected = Object.fromEntries([...Object.keys(ENDINGS).map((name) => [name, 'fail']), ['zz-passes', 'pass']]);
+  const expected = Object.fromEntries([...Object.keys(ENDINGS).map((name) => [name, 'fail']), ['leaks-then-rejects-with-nothing', 'fail'], ['zz-passes', 'pass']]);
   expect({ code: r.code, statuses, stderr: r.stderr.trim() }).toEqual({ code: 1, statuses: expected, stderr: '' });
 });
