@@ -17,6 +17,11 @@
  *   pipe or a terminal opens the EMFILE reserve. Node itself first touches
  *   process.stderr when it destroys a socket (net.Socket#_destroy), e.g. a
  *   spawned child's stdio pipe.
+ * - process.stdin on a terminal, made at first use (`process.stdin.isTTY`
+ *   is enough), reopened the same way. It is made paused: nothing reads
+ *   the terminal until someone resumes it. On a pipe or a file it opens no
+ *   fd, and making it would set O_NONBLOCK on a pipe shared with other
+ *   processes: there it is left alone.
  *
  * Each event loop (the main thread's, every worker's) has its own. The
  * loop's epoll fd, its io_uring rings (when libuv uses io_uring), its
@@ -29,6 +34,9 @@
  * leak check never sets aside anything the test itself opened: a `/dev/null`
  * the test leaks is still a leak.
  */
+import { isatty } from 'node:tty';
+import { isMainThread } from 'node:worker_threads';
+
 import { diffFdTables, openFdTable } from './fd';
 import { native } from './native';
 
@@ -45,7 +53,7 @@ function ownerOf(target: string): string {
     return "libuv's EMFILE reserve (opened by an event loop's first pipe, socket or TTY handle, kept for the loop's life)";
   }
   if (target.startsWith('/dev/pts/') || target.startsWith('/dev/tty')) {
-    return "process.stdout or process.stderr on a terminal (libuv reopens the terminal for a non-blocking fd of its own; kept for the process's life)";
+    return "process.stdin, process.stdout or process.stderr on a terminal (libuv reopens the terminal for a non-blocking fd of its own; kept for the process's life)";
   }
   if (target === 'anon_inode:inotify') {
     return "libuv's inotify fd (opened by an event loop's first fs.watch, kept for the loop's life)";
@@ -60,10 +68,11 @@ function ownerOf(target: string): string {
  */
 export function warmRuntimeFds(): RuntimeFd[] {
   const before = openFdTable();
-  // Made now if not yet (process.stdin is left alone: making it may start
-  // reading the terminal, and Node does not touch it by itself).
+  // Made now if not yet. process.stdin only on a terminal, in the main
+  // thread (a worker's is a stream from its parent, with no fd): see above.
   void process.stdout;
   void process.stderr;
+  if (isMainThread && isatty(0)) void process.stdin;
   native.warmLoop();
   return diffFdTables(before, openFdTable()).opened.map(({ fd, target }) => ({ fd, target, owner: ownerOf(target) }));
 }
