@@ -11,6 +11,9 @@
  * (setTimeout and clearTimeout only: socket I/O and setImmediate stay real),
  * so a deadline is checked to the millisecond without waiting for it.
  */
+import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
+
 import {
   ClosedError,
   makeMemfd,
@@ -18,6 +21,8 @@ import {
   PeerExitedError,
   PROBE_COMMAND,
   ProtocolError,
+  QueueFullError,
+  QuotaExceededError,
   RemoteError,
   SystemError,
   TimeoutError,
@@ -27,6 +32,7 @@ import {
 import type { CommandLocation } from '../../src/connection';
 import type { PeerExit } from '../../src/errors';
 import { closeFds, sameFile } from '../../src/fd';
+import { packageRoot } from '../../src/paths';
 import { decodeFrame, encodeEmpty, encodeFdList, encodeJson, FRAME_SOCKET_OPTIONS, FrameType, type Frame } from '../../src/protocol';
 import { UnixSocket } from '../../src/socket';
 import { simulateKernelWithoutPassRights } from '../../src/test-hooks';
@@ -510,5 +516,250 @@ describe('by-number delivery (the pidfd strategy): pins named in GETFD frames', 
       await done(pair);
     }
     expect(await fdTableSettles(process.pid, before)).toBe('');
+  });
+});
+
+describe('ERROR replies are typed by what failed and where', () => {
+  test('a quota is a QuotaExceededError for a duplication and a call alike; a failed system call is a SystemError only for a duplication', async () => {
+    const pair = fakePair();
+    try {
+      const quota = { name: 'QuotaExceededError', message: 'quota fds: the command holds 10 fds (limit 10)', code: 'ERR_FDBRIDGE_QUOTA' };
+      const emfile = { name: 'SystemError', message: 'dup: too many open files', code: 'EMFILE', syscall: 'dup' };
+      const asked = [
+        outcome(pair.conn.dupFileDescriptors([source])),
+        outcome(pair.conn.call('echo', 1)),
+        outcome(pair.conn.dupFileDescriptors([source, source])),
+        outcome(pair.conn.call('open', 'x')),
+      ];
+      const answers = [quota, quota, emfile, emfile];
+      for (const answer of answers) {
+        const f = await nextFrame(pair.fake);
+        await pair.fake.send(encodeJson(FrameType.ERROR, f.id, answer));
+      }
+      const [dupQuota, callQuota, dupSys, callSys] = (await Promise.all(asked)).map((r) => (r as { error: unknown }).error);
+      for (const e of [dupQuota, callQuota]) {
+        expect(e).toBeInstanceOf(QuotaExceededError);
+        expect(e).toMatchObject({ code: 'ERR_FDBRIDGE_QUOTA', quota: 'fds' });
+      }
+      expect(dupSys).toBeInstanceOf(SystemError);
+      expect(dupSys).toMatchObject({ code: 'EMFILE' });
+      // A command's method that failed with EMFILE is that method's error.
+      expect(callSys).toBeInstanceOf(RemoteError);
+      expect(callSys).toMatchObject({ method: 'open', remote: { code: 'EMFILE' } });
+      // None of them broke the connection.
+      expect(pair.conn.stats.protocolErrors).toBe(0);
+      const next = pair.conn.call('echo', 2);
+      const f = await nextFrame(pair.fake);
+      await pair.fake.send(encodeJson(FrameType.RESULT, f.id, { value: 2 }));
+      await expect(next).resolves.toBe(2);
+    } finally {
+      await done(pair);
+    }
+  });
+});
+
+describe('a full send queue', () => {
+  test('every kind of request says so in its own terms and sends nothing; CLOSE still goes out', async () => {
+    const before = openFdTable();
+    const [c, f] = rawSocketPair('seqpacket');
+    const fake = new UnixSocket(f, 'seqpacket', { bufferSize: FRAME_SOCKET_OPTIONS.bufferSize });
+    const conn = new SocketConnection(
+      new UnixSocket(c, 'seqpacket', { ...FRAME_SOCKET_OPTIONS, sendQueueLimit: 4096 }),
+      'helper',
+      { pid: FAR_PID, threadId: 0 },
+      async () => ({ transport: 'helper', pid: FAR_PID, exitCode: 3, signal: null }),
+    );
+    try {
+      // One duplication in flight, so that later ones fold.
+      const inFlight = outcome(conn.dupFileDescriptor(source));
+      // Calls of 100 KiB until the kernel's buffer and the queue are full.
+      const big = 'x'.repeat(100 * 1024);
+      const fillers: Array<Promise<unknown>> = [];
+      let full: unknown;
+      for (let i = 0; i < 64 && full === undefined; i++) {
+        const r = outcome(conn.call('echo', big));
+        fillers.push(r);
+        await turns(1);
+        const settled = await Promise.race([r, new Promise((res) => setImmediate(() => res('pending')))]);
+        if (settled !== 'pending' && !(settled as { ok: boolean }).ok) full = (settled as { error: unknown }).error;
+      }
+      expect(full).toBeInstanceOf(QueueFullError);
+      const rejected = await Promise.all([
+        outcome(conn.dupFileDescriptor(source)), // folded behind the one in flight
+        outcome(conn.dupFileDescriptors([source, source])),
+        outcome(conn.call('echo', 1)),
+      ]);
+      const sync = (() => {
+        try {
+          conn.dupFileDescriptorSync(source);
+          return undefined;
+        } catch (err) {
+          return err;
+        }
+      })();
+      const errors = [...rejected.map((r) => (r as { error: unknown }).error), sync];
+      const operations = ['dupFileDescriptor', 'dupFileDescriptors', 'echo()', 'dupFileDescriptorSync'];
+      errors.forEach((e, i) => {
+        expect(e).toBeInstanceOf(QueueFullError);
+        expect((e as Error).message).toMatch(new RegExp(`^${operations[i]!.replace(/[()]/g, '\\$&')} failed: the send queue is full: .* still wait for the helper \\(pid ${FAR_PID}\\) to read them`));
+      });
+      // A full queue broke nothing: close() sends CLOSE past the limit, and the fake reads up to it.
+      let closed = false;
+      const closing = conn.close().then(() => (closed = true));
+      const types: number[] = [];
+      for (;;) {
+        const frame = await nextFrame(fake);
+        types.push(frame.type);
+        if (frame.type === FrameType.CLOSE) break;
+      }
+      // What was sent: the duplication in flight and the accepted calls, then CLOSE; none of the refused requests.
+      expect(types[0]).toBe(FrameType.DUP);
+      expect(types.slice(1, -1).every((t) => t === FrameType.CALL)).toBe(true);
+      expect(types.length - 2).toBe(fillers.length - 1);
+      expect(closed).toBe(false);
+      await fake.send(encodeEmpty(FrameType.CLOSED, 0));
+      await closing;
+      expect((await inFlight).ok).toBe(false);
+    } finally {
+      fake.close();
+      await conn.close();
+    }
+    // The pins of the refused folded duplication were closed with it.
+    expect(await fdTableSettles(process.pid, before)).toBe('');
+  });
+});
+
+describe('dupFileDescriptorSync against a command side on another thread', () => {
+  type Step = { reply: Buffer; fds?: number } | { hangUp: true };
+
+  /**
+   * A connection whose command's side is a worker thread playing `steps`,
+   * so that this thread can block in dupFileDescriptorSync. `attach`: the
+   * fd the worker sends copies of with a reply.
+   */
+  function answeredBy(steps: Step[], attach = -1): Pair & { finished: Promise<{ seen?: number[]; error?: string }> } {
+    const [c, f] = rawSocketPair('seqpacket');
+    const worker = new Worker(join(packageRoot, 'test', 'fixtures', 'frame-answerer-worker.js'), {
+      workerData: { fd: f, attach, steps: steps.map((s) => ('hangUp' in s ? s : { reply: new Uint8Array(s.reply), fds: s.fds ?? 0 })) },
+    });
+    const finished = new Promise<{ seen?: number[]; error?: string }>((resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+    });
+    const conn = new SocketConnection(
+      new UnixSocket(c, 'seqpacket', { ...FRAME_SOCKET_OPTIONS }),
+      'helper',
+      { pid: FAR_PID, threadId: 0 },
+      async () => ({ transport: 'helper', pid: FAR_PID, exitCode: 3, signal: null }),
+    );
+    // The fake of a Pair is played by the worker: `done` must not close anything of it.
+    return { conn, fake: { close: () => undefined } as unknown as UnixSocket, finished };
+  }
+
+  /** What dupFileDescriptorSync threw (or returned). */
+  function syncOutcome(conn: SocketConnection): unknown {
+    try {
+      return conn.dupFileDescriptorSync(source, { timeoutMs: 30_000 });
+    } catch (err) {
+      return err;
+    }
+  }
+
+  test('a DUP_OK returns its number; an ERROR throws the typed error and the connection goes on', async () => {
+    const before = openFdTable();
+    const pair = answeredBy([
+      { reply: encodeFdList(FrameType.DUP_OK, 0, [61]) },
+      { reply: encodeJson(FrameType.ERROR, 0, { name: 'SystemError', message: 'dup: too many open files', code: 'EMFILE', syscall: 'dup' }) },
+      { reply: encodeJson(FrameType.ERROR, 0, { name: 'QuotaExceededError', message: 'quota fds: 10 held', code: 'ERR_FDBRIDGE_QUOTA' }) },
+      { reply: encodeJson(FrameType.ERROR, 0, { name: 'Error', message: 'no', code: 'E_NO' }) },
+    ]);
+    try {
+      expect(syncOutcome(pair.conn)).toBe(61);
+      const sys = syncOutcome(pair.conn);
+      expect(sys).toBeInstanceOf(SystemError);
+      expect(sys).toMatchObject({ code: 'EMFILE' });
+      const quota = syncOutcome(pair.conn);
+      expect(quota).toBeInstanceOf(QuotaExceededError);
+      expect(quota).toMatchObject({ quota: 'fds' });
+      const remote = syncOutcome(pair.conn);
+      expect(remote).toBeInstanceOf(RemoteError);
+      expect(remote).toMatchObject({ method: 'dupFileDescriptorSync', remote: { code: 'E_NO' } });
+      await expect(pair.conn.call('echo', 1)).resolves.toBe('ok');
+      expect(pair.conn.stats.protocolErrors).toBe(0);
+    } finally {
+      await pair.conn.close();
+    }
+    expect(await pair.finished).toEqual({ seen: [FrameType.DUP, FrameType.DUP, FrameType.DUP, FrameType.DUP, FrameType.CALL, FrameType.CLOSE] });
+    expect(await fdTableSettles(process.pid, before)).toBe('');
+  });
+
+  test.each([
+    ['a RESULT', encodeJson(FrameType.RESULT, 0, { value: 1 })],
+    ['a DUP_OK listing 2 fds', encodeFdList(FrameType.DUP_OK, 0, [1, 2])],
+    ['a malformed DUP_OK', Buffer.concat([encodeFdList(FrameType.DUP_OK, 0, [1]), Buffer.from([0])])],
+  ])('%s is a ProtocolError that breaks the connection', async (_name, reply) => {
+    const before = openFdTable();
+    const pair = answeredBy([{ reply }]);
+    try {
+      const err = syncOutcome(pair.conn);
+      expect(err).toBeInstanceOf(ProtocolError);
+      expect(pair.conn.stats).toMatchObject({ protocolErrors: 1, unexpectedFds: 0 });
+      await expect(pair.conn.call('echo', 1)).rejects.toBeInstanceOf(ProtocolError);
+      expect(() => pair.conn.dupFileDescriptorSync(source)).toThrow(ProtocolError);
+    } finally {
+      await pair.conn.close();
+    }
+    // The client hung up after the DUP; nothing else was sent.
+    expect(await pair.finished).toEqual({ seen: [FrameType.DUP] });
+    expect(await fdTableSettles(process.pid, before)).toBe('');
+  });
+
+  test('a reply with fds attached (a kernel without SO_PASSRIGHTS): ProtocolError, every fd closed and counted', async () => {
+    const before = openFdTable();
+    const attach = makeMemfd('attached');
+    const restore = simulateKernelWithoutPassRights();
+    let pair: ReturnType<typeof answeredBy>;
+    try {
+      pair = answeredBy([{ reply: encodeFdList(FrameType.DUP_OK, 0, [5]), fds: 4 }], attach);
+    } finally {
+      restore();
+    }
+    try {
+      expect(pair.conn.stats.refusesFds).toBe(false);
+      const err = syncOutcome(pair.conn);
+      expect(err).toBeInstanceOf(ProtocolError);
+      expect(pair.conn.stats).toEqual({ unexpectedFds: 4, protocolErrors: 1, refusesFds: false });
+      await expect(pair.conn.call('echo', 1)).rejects.toBeInstanceOf(ProtocolError);
+    } finally {
+      await pair.conn.close();
+      closeFds([attach]);
+    }
+    expect(await pair.finished).toEqual({ seen: [FrameType.DUP] });
+    expect(await fdTableSettles(process.pid, before)).toBe('');
+  });
+
+  test('a peer that hangs up unanswered: PeerExitedError, and later requests learn how it ended', async () => {
+    const pair = answeredBy([{ hangUp: true }]);
+    try {
+      const err = syncOutcome(pair.conn);
+      expect(err).toBeInstanceOf(PeerExitedError);
+      await expect(pair.conn.call('echo', 1)).rejects.toMatchObject({ name: 'PeerExitedError', exitCode: 3 });
+      expect(pair.conn.closed).toBe(false);
+    } finally {
+      await pair.conn.close();
+    }
+    expect(await pair.finished).toEqual({ seen: [FrameType.DUP] });
+  });
+
+  test('a peer already gone when the request is sent (EPIPE): PeerExitedError at once, then how it ended', async () => {
+    const pair = fakePair();
+    try {
+      pair.fake.close();
+      // No turn of the event loop: the connection has not read the end of file yet.
+      expect(() => pair.conn.dupFileDescriptorSync(source)).toThrow(PeerExitedError);
+      await expect(pair.conn.call('echo', 1)).rejects.toMatchObject({ name: 'PeerExitedError', exitCode: 3 });
+    } finally {
+      await done(pair);
+    }
   });
 });
