@@ -365,6 +365,48 @@ describe('a peer that is gone', () => {
     }
   });
 
+  test('a peer that dies with our requests unread (ECONNRESET) has closed the connection: nothing more is claimed', async () => {
+    const pair = fakePair({ probe: async () => ({ transport: 'helper', pid: FAR_PID, exitCode: null, signal: null }) });
+    try {
+      const call = outcome(pair.conn.call('echo', 1));
+      await turns();
+      // Closed with the CALL still in its receive queue: the client's next read is ECONNRESET, not end of file.
+      pair.fake.close();
+      const err = ((await call) as { error: unknown }).error;
+      expect(err).toBeInstanceOf(PeerExitedError);
+      expect(err).toMatchObject({ pid: FAR_PID, exitCode: null, signal: null });
+      expect((err as Error).message).toBe(`echo() failed: the helper daemon (pid ${FAR_PID}) closed the connection before replying`);
+    } finally {
+      await done(pair);
+    }
+  });
+
+  test('close() after the peer is gone, even while its end is still being found out, does not run the hook: there is no command left to inspect', async () => {
+    let hooked = 0;
+    let probed!: () => void;
+    let answer!: (exit: PeerExit) => void;
+    const asked = new Promise<void>((resolve) => (probed = resolve));
+    const probe = (): Promise<PeerExit> => {
+      probed();
+      return new Promise<PeerExit>((resolve) => (answer = resolve));
+    };
+    const pair = fakePair({ probe, onCommandClosed: () => void hooked++ });
+    try {
+      const call = outcome(pair.conn.call('echo', 1));
+      await nextFrame(pair.fake);
+      pair.fake.close();
+      await asked; // the connection read the end of file and waits for the probe
+      await pair.conn.close();
+      expect(hooked).toBe(0);
+      expect(((await call) as { error: unknown }).error).toBeInstanceOf(ClosedError);
+      answer({ transport: 'helper', pid: FAR_PID, exitCode: 0, signal: null });
+      await turns();
+      expect(hooked).toBe(0);
+    } finally {
+      await done(pair);
+    }
+  });
+
   test('pending requests of every kind fail with how the peer ended, and the socket is closed', async () => {
     const before = openFdTable();
     const pair = fakePair();
