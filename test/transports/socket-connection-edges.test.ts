@@ -88,6 +88,7 @@ async function nextFrame(fake: UnixSocket): Promise<Frame> {
 
 /** The location a fake READY names: not this process, so a test sees which pid an error carries. */
 const FAR_PID = 4321;
+const FAR_THREAD = 6;
 
 interface Pair {
   conn: SocketConnection;
@@ -100,7 +101,7 @@ function fakePair(options: { probe?: () => Promise<PeerExit>; onCommandClosed?: 
   const conn = new SocketConnection(
     new UnixSocket(c, 'seqpacket', { ...FRAME_SOCKET_OPTIONS }),
     'helper',
-    { pid: FAR_PID, threadId: 0 },
+    { pid: FAR_PID, threadId: FAR_THREAD },
     options.probe ?? (async () => ({ transport: 'helper', pid: FAR_PID, exitCode: 3, signal: null })),
     options.onCommandClosed,
     options.delivery,
@@ -186,6 +187,22 @@ describe('the handshake', () => {
     expect((err as Error).message).toBe(`connect: the fake answered HELLO with a frame of type ${answer(0)[0]}`);
   });
 
+  test('a peer that hangs up after HELLO fails the handshake with the end of file, at once', async () => {
+    const [c, f] = rawSocketPair('seqpacket');
+    const client = new UnixSocket(c, 'seqpacket', { ...FRAME_SOCKET_OPTIONS });
+    const fake = new UnixSocket(f, 'seqpacket', { bufferSize: FRAME_SOCKET_OPTIONS.bufferSize });
+    try {
+      const shaking = outcome(handshake(client, PROBE_COMMAND, 30_000, () => 'the fake'));
+      await nextFrame(fake);
+      fake.close();
+      const r = await shaking;
+      expect((r as { error: unknown }).error).toMatchObject({ name: 'EofError', code: 'ERR_FDBRIDGE_EOF' });
+    } finally {
+      client.close();
+      fake.close();
+    }
+  });
+
   test('the deadline is timeoutMs to the millisecond, and an answered handshake leaves no timer behind', async () => {
     fakeTimeouts();
     try {
@@ -255,10 +272,11 @@ describe('close()', () => {
     }
   });
 
-  test('CLOSED ends the wait and leaves no grace timer behind', async () => {
+  test('CLOSED ends the wait, the hook learns where the command ran, and no grace timer is left behind', async () => {
     fakeTimeouts();
     try {
-      const pair = fakePair();
+      const locations: CommandLocation[] = [];
+      const pair = fakePair({ onCommandClosed: (l) => void locations.push(l) });
       try {
         const closing = pair.conn.close();
         expect((await nextFrame(pair.fake)).type).toBe(FrameType.CLOSE);
@@ -266,6 +284,8 @@ describe('close()', () => {
         await pair.fake.send(encodeEmpty(FrameType.CLOSED, 0));
         await closing;
         expect(jest.getTimerCount()).toBe(0);
+        expect(locations).toEqual([{ transport: 'helper', pid: FAR_PID, threadId: FAR_THREAD }]);
+        expect(pair.conn.location).toEqual({ transport: 'helper', pid: FAR_PID, threadId: FAR_THREAD });
       } finally {
         await done(pair);
       }
@@ -542,6 +562,23 @@ describe('by-number delivery (the pidfd strategy): pins named in GETFD frames', 
     expect(await fdTableSettles(process.pid, before)).toBe('');
   });
 
+  test('once the peer is gone, a batch with a closed fd fails as the connection does, not with EBADF, and pins nothing', async () => {
+    const before = openFdTable();
+    const delivery = recordingDelivery();
+    const pair = fakePair({ delivery });
+    try {
+      pair.fake.close();
+      await expect(pair.conn.call('echo', 1)).rejects.toBeInstanceOf(PeerExitedError);
+      const gone = makeMemfd('gone');
+      closeFds([gone]);
+      await expect(pair.conn.dupFileDescriptors([source, gone])).rejects.toBeInstanceOf(PeerExitedError);
+      expect(delivery.unsettledPins).toEqual([]);
+    } finally {
+      await done(pair);
+    }
+    expect(await fdTableSettles(process.pid, before)).toBe('');
+  });
+
   test('when the peer ends, the strategy hears it once, and the pending request\'s pins are given to it', async () => {
     const before = openFdTable();
     const delivery = recordingDelivery();
@@ -601,8 +638,8 @@ describe('ERROR replies are typed by what failed and where', () => {
 });
 
 describe('a full send queue', () => {
-  test('every kind of request says so in its own terms and sends nothing; CLOSE still goes out', async () => {
-    const before = openFdTable();
+  /** A pair whose client's send queue holds at most 4 KiB beyond what the kernel took. */
+  function smallQueuePair(): Pair {
     const [c, f] = rawSocketPair('seqpacket');
     const fake = new UnixSocket(f, 'seqpacket', { bufferSize: FRAME_SOCKET_OPTIONS.bufferSize });
     const conn = new SocketConnection(
@@ -611,63 +648,117 @@ describe('a full send queue', () => {
       { pid: FAR_PID, threadId: 0 },
       async () => ({ transport: 'helper', pid: FAR_PID, exitCode: 3, signal: null }),
     );
+    return { conn, fake };
+  }
+
+  /** Makes calls of 100 KiB until one meets the full queue; returns the accepted ones. */
+  async function fill(conn: SocketConnection): Promise<Array<Promise<unknown>>> {
+    const big = 'x'.repeat(100 * 1024);
+    const accepted: Array<Promise<unknown>> = [];
+    for (let i = 0; i < 64; i++) {
+      const r = outcome(conn.call('echo', big));
+      await turns(1);
+      const settled = await Promise.race([r, new Promise((res) => setImmediate(() => res('pending')))]);
+      if (settled !== 'pending' && !(settled as { ok: boolean }).ok) {
+        expect((settled as { error: unknown }).error).toBeInstanceOf(QueueFullError);
+        return accepted;
+      }
+      accepted.push(r);
+    }
+    throw new Error('the send queue never filled');
+  }
+
+  /** What a synchronous call threw (or returned). */
+  function thrown(f: () => unknown): unknown {
     try {
-      // One duplication in flight, so that later ones fold.
-      const inFlight = outcome(conn.dupFileDescriptor(source));
-      // Calls of 100 KiB until the kernel's buffer and the queue are full.
-      const big = 'x'.repeat(100 * 1024);
-      const fillers: Array<Promise<unknown>> = [];
-      let full: unknown;
-      for (let i = 0; i < 64 && full === undefined; i++) {
-        const r = outcome(conn.call('echo', big));
-        fillers.push(r);
-        await turns(1);
-        const settled = await Promise.race([r, new Promise((res) => setImmediate(() => res('pending')))]);
-        if (settled !== 'pending' && !(settled as { ok: boolean }).ok) full = (settled as { error: unknown }).error;
-      }
-      expect(full).toBeInstanceOf(QueueFullError);
+      return f();
+    } catch (err) {
+      return err;
+    }
+  }
+
+  function expectQueueFull(e: unknown, operation: string): void {
+    expect(e).toBeInstanceOf(QueueFullError);
+    const quoted = operation.replace(/[()]/g, '\\$&');
+    expect((e as Error).message).toMatch(new RegExp(`^${quoted} failed: the send queue is full: .* still wait for the helper \\(pid ${FAR_PID}\\) to read them`));
+  }
+
+  /** The frames the fake reads up to CLOSE (which close() sends past the limit), then CLOSED. */
+  async function closeThrough(pair: Pair): Promise<number[]> {
+    let closed = false;
+    const closing = pair.conn.close().then(() => (closed = true));
+    const types: number[] = [];
+    for (;;) {
+      const frame = await nextFrame(pair.fake);
+      types.push(frame.type);
+      if (frame.type === FrameType.CLOSE) break;
+    }
+    expect(closed).toBe(false);
+    await pair.fake.send(encodeEmpty(FrameType.CLOSED, 0));
+    await closing;
+    return types;
+  }
+
+  test('every kind of request says so in its own terms and sends nothing; CLOSE still goes out', async () => {
+    const before = openFdTable();
+    const pair = smallQueuePair();
+    try {
+      const accepted = await fill(pair.conn);
       const rejected = await Promise.all([
-        outcome(conn.dupFileDescriptor(source)), // folded behind the one in flight
-        outcome(conn.dupFileDescriptors([source, source])),
-        outcome(conn.call('echo', 1)),
+        outcome(pair.conn.dupFileDescriptor(source)), // nothing in flight: alone, at once
+        outcome(pair.conn.dupFileDescriptors([source, source])),
+        outcome(pair.conn.call('echo', 1)),
       ]);
-      const sync = (() => {
-        try {
-          conn.dupFileDescriptorSync(source);
-          return undefined;
-        } catch (err) {
-          return err;
-        }
-      })();
-      const errors = [...rejected.map((r) => (r as { error: unknown }).error), sync];
-      const operations = ['dupFileDescriptor', 'dupFileDescriptors', 'echo()', 'dupFileDescriptorSync'];
-      errors.forEach((e, i) => {
-        expect(e).toBeInstanceOf(QueueFullError);
-        expect((e as Error).message).toMatch(new RegExp(`^${operations[i]!.replace(/[()]/g, '\\$&')} failed: the send queue is full: .* still wait for the helper \\(pid ${FAR_PID}\\) to read them`));
-      });
-      // A full queue broke nothing: close() sends CLOSE past the limit, and the fake reads up to it.
-      let closed = false;
-      const closing = conn.close().then(() => (closed = true));
-      const types: number[] = [];
-      for (;;) {
-        const frame = await nextFrame(fake);
-        types.push(frame.type);
-        if (frame.type === FrameType.CLOSE) break;
-      }
-      // What was sent: the duplication in flight and the accepted calls, then CLOSE; none of the refused requests.
-      expect(types[0]).toBe(FrameType.DUP);
-      expect(types.slice(1, -1).every((t) => t === FrameType.CALL)).toBe(true);
-      expect(types.length - 2).toBe(fillers.length - 1);
-      expect(closed).toBe(false);
-      await fake.send(encodeEmpty(FrameType.CLOSED, 0));
-      await closing;
+      const errors = [...rejected.map((r) => (r as { error: unknown }).error), thrown(() => pair.conn.dupFileDescriptorSync(source))];
+      ['dupFileDescriptor', 'dupFileDescriptors', 'echo()', 'dupFileDescriptorSync'].forEach((op, i) => expectQueueFull(errors[i], op));
+      // What was sent: the accepted calls, then CLOSE; none of the refused requests.
+      expect(await closeThrough(pair)).toEqual([...accepted.map(() => FrameType.CALL), FrameType.CLOSE]);
+    } finally {
+      await done(pair);
+    }
+    expect(await fdTableSettles(process.pid, before)).toBe('');
+  });
+
+  test('duplications folded behind one in flight are refused together, their pins closed', async () => {
+    const before = openFdTable();
+    const pair = smallQueuePair();
+    try {
+      const inFlight = outcome(pair.conn.dupFileDescriptor(source));
+      const accepted = await fill(pair.conn);
+      const folded = await Promise.all([outcome(pair.conn.dupFileDescriptor(source)), outcome(pair.conn.dupFileDescriptor(source))]);
+      for (const r of folded) expectQueueFull((r as { error: unknown }).error, 'dupFileDescriptor');
+      expect(await closeThrough(pair)).toEqual([FrameType.DUP, ...accepted.map(() => FrameType.CALL), FrameType.CLOSE]);
       expect((await inFlight).ok).toBe(false);
     } finally {
-      fake.close();
-      await conn.close();
+      await done(pair);
     }
-    // The pins of the refused folded duplication were closed with it.
     expect(await fdTableSettles(process.pid, before)).toBe('');
+  });
+
+  test('a batch that fails part-way while the queue is full still gives back what arrived, and fails with its own error', async () => {
+    const pair = smallQueuePair();
+    try {
+      const batch = outcome(pair.conn.dupFileDescriptors(new Array<number>(300).fill(source)));
+      const m1 = await pair.fake.receive();
+      const m2 = await pair.fake.receive();
+      closeFds([...m1.fds, ...m2.fds]);
+      const accepted = await fill(pair.conn);
+      const given = Array.from({ length: 253 }, (_, i) => 500 + i);
+      await pair.fake.send(encodeFdList(FrameType.DUP_OK, decodeFrame(m1.data, [0]).id, given));
+      await pair.fake.send(encodeJson(FrameType.ERROR, decodeFrame(m2.data, [0]).id, { name: 'Error', message: 'no room', code: 'E_ROOM' }));
+      // The RELEASE goes out past the limit, behind the accepted calls.
+      const frames: Frame[] = [];
+      for (let i = 0; i <= accepted.length; i++) frames.push(await nextFrame(pair.fake));
+      expect(frames.slice(0, -1).every((f) => f.type === FrameType.CALL)).toBe(true);
+      const release = frames[frames.length - 1] as Frame;
+      expect(release).toMatchObject({ type: FrameType.RELEASE, fds: given });
+      await pair.fake.send(encodeJson(FrameType.RESULT, release.id, {}));
+      const r = await batch;
+      expect((r as { error: unknown }).error).toBeInstanceOf(RemoteError);
+      expect((r as { error: unknown }).error).toMatchObject({ remote: { code: 'E_ROOM' } });
+    } finally {
+      await done(pair);
+    }
   });
 });
 
@@ -733,6 +824,24 @@ describe('dupFileDescriptorSync against a command side on another thread', () =>
     }
     expect(await pair.finished).toEqual({ seen: [FrameType.DUP, FrameType.DUP, FrameType.DUP, FrameType.DUP, FrameType.CALL, FrameType.CLOSE] });
     expect(await fdTableSettles(process.pid, before)).toBe('');
+  });
+
+  test('duplications made before it, folded ones included, reach the command before it and get their own answers', async () => {
+    const pair = answeredBy([
+      { reply: encodeFdList(FrameType.DUP_OK, 0, [71]) },
+      { reply: encodeFdList(FrameType.DUP_OK, 0, [72, 73]) },
+      { reply: encodeFdList(FrameType.DUP_OK, 0, [74]) },
+    ]);
+    try {
+      const first = pair.conn.dupFileDescriptor(source);
+      const folded = [pair.conn.dupFileDescriptor(source), pair.conn.dupFileDescriptor(source)];
+      expect(syncOutcome(pair.conn)).toBe(74);
+      expect(await first).toBe(71);
+      expect(await Promise.all(folded)).toEqual([72, 73]);
+    } finally {
+      await pair.conn.close();
+    }
+    expect(await pair.finished).toEqual({ seen: [FrameType.DUP, FrameType.DUP, FrameType.DUP, FrameType.CLOSE] });
   });
 
   test.each([
