@@ -763,19 +763,19 @@ describe('a full send queue', () => {
 });
 
 describe('dupFileDescriptorSync against a command side on another thread', () => {
-  type Step = { reply: Buffer; fds?: number } | { hangUp: true };
+  type Step = { reply: Buffer; fds?: number; late?: boolean } | { hangUp: true };
 
   /**
    * A connection whose command's side is a worker thread playing `steps`,
    * so that this thread can block in dupFileDescriptorSync. `attach`: the
    * fd the worker sends copies of with a reply.
    */
-  function answeredBy(steps: Step[], attach = -1): Pair & { finished: Promise<{ seen?: number[]; error?: string }> } {
+  function answeredBy(steps: Step[], attach = -1): Pair & { finished: Promise<{ seen?: number[]; released?: number[]; error?: string }>; worker: Worker } {
     const [c, f] = rawSocketPair('seqpacket');
     const worker = new Worker(join(packageRoot, 'test', 'fixtures', 'frame-answerer-worker.js'), {
-      workerData: { fd: f, attach, steps: steps.map((s) => ('hangUp' in s ? s : { reply: new Uint8Array(s.reply), fds: s.fds ?? 0 })) },
+      workerData: { fd: f, attach, steps: steps.map((s) => ('hangUp' in s ? s : { reply: new Uint8Array(s.reply), fds: s.fds ?? 0, late: s.late === true })) },
     });
-    const finished = new Promise<{ seen?: number[]; error?: string }>((resolve, reject) => {
+    const finished = new Promise<{ seen?: number[]; released?: number[]; error?: string }>((resolve, reject) => {
       worker.once('message', resolve);
       worker.once('error', reject);
     });
@@ -786,7 +786,7 @@ describe('dupFileDescriptorSync against a command side on another thread', () =>
       async () => ({ transport: 'helper', pid: FAR_PID, exitCode: 3, signal: null }),
     );
     // The fake of a Pair is played by the worker: `done` must not close anything of it.
-    return { conn, fake: { close: () => undefined } as unknown as UnixSocket, finished };
+    return { conn, fake: { close: () => undefined } as unknown as UnixSocket, finished, worker };
   }
 
   /** What dupFileDescriptorSync threw (or returned). */
@@ -822,8 +822,36 @@ describe('dupFileDescriptorSync against a command side on another thread', () =>
     } finally {
       await pair.conn.close();
     }
-    expect(await pair.finished).toEqual({ seen: [FrameType.DUP, FrameType.DUP, FrameType.DUP, FrameType.DUP, FrameType.CALL, FrameType.CLOSE] });
+    expect(await pair.finished).toMatchObject({ seen: [FrameType.DUP, FrameType.DUP, FrameType.DUP, FrameType.DUP, FrameType.CALL, FrameType.CLOSE] });
     expect(await fdTableSettles(process.pid, before)).toBe('');
+  });
+
+  test('no answer within timeoutMs: TimeoutError; the duplicate answered late is released, and the connection goes on', async () => {
+    const pair = answeredBy([{ reply: encodeFdList(FrameType.DUP_OK, 0, [81]), late: true }, { reply: encodeFdList(FrameType.DUP_OK, 0, [82]) }]);
+    try {
+      // The worker answers only once told, after this thread stopped waiting.
+      const err = (() => {
+        try {
+          return pair.conn.dupFileDescriptorSync(source, { timeoutMs: 20 });
+        } catch (e) {
+          return e;
+        }
+      })();
+      expect(err).toBeInstanceOf(TimeoutError);
+      expect(err).toMatchObject({ code: 'ERR_FDBRIDGE_TIMEOUT' });
+      pair.worker.postMessage('answer now');
+      expect(syncOutcome(pair.conn)).toBe(82);
+      await expect(pair.conn.call('echo', 1)).resolves.toBe('ok');
+    } finally {
+      await pair.conn.close();
+    }
+    const result = await pair.finished;
+    // The late DUP_OK's number was given back in a RELEASE; nothing else was.
+    expect(result.released).toEqual([81]);
+    // The RELEASE leaves when the late reply is read, before or after the call.
+    expect(result.seen?.slice(0, 2)).toEqual([FrameType.DUP, FrameType.DUP]);
+    expect(result.seen?.slice(2, 4).sort()).toEqual([FrameType.CALL, FrameType.RELEASE].sort());
+    expect(result.seen?.[4]).toBe(FrameType.CLOSE);
   });
 
   test('duplications made before it, folded ones included, reach the command before it and get their own answers', async () => {
@@ -841,7 +869,7 @@ describe('dupFileDescriptorSync against a command side on another thread', () =>
     } finally {
       await pair.conn.close();
     }
-    expect(await pair.finished).toEqual({ seen: [FrameType.DUP, FrameType.DUP, FrameType.DUP, FrameType.CLOSE] });
+    expect(await pair.finished).toMatchObject({ seen: [FrameType.DUP, FrameType.DUP, FrameType.DUP, FrameType.CLOSE] });
   });
 
   test.each([
@@ -861,7 +889,7 @@ describe('dupFileDescriptorSync against a command side on another thread', () =>
       await pair.conn.close();
     }
     // The client hung up after the DUP; nothing else was sent.
-    expect(await pair.finished).toEqual({ seen: [FrameType.DUP] });
+    expect(await pair.finished).toMatchObject({ seen: [FrameType.DUP] });
     expect(await fdTableSettles(process.pid, before)).toBe('');
   });
 
@@ -885,7 +913,7 @@ describe('dupFileDescriptorSync against a command side on another thread', () =>
       await pair.conn.close();
       closeFds([attach]);
     }
-    expect(await pair.finished).toEqual({ seen: [FrameType.DUP] });
+    expect(await pair.finished).toMatchObject({ seen: [FrameType.DUP] });
     expect(await fdTableSettles(process.pid, before)).toBe('');
   });
 
@@ -899,7 +927,7 @@ describe('dupFileDescriptorSync against a command side on another thread', () =>
     } finally {
       await pair.conn.close();
     }
-    expect(await pair.finished).toEqual({ seen: [FrameType.DUP] });
+    expect(await pair.finished).toMatchObject({ seen: [FrameType.DUP] });
   });
 
   test('a peer already gone when the request is sent (EPIPE): PeerExitedError at once, then how it ended', async () => {
