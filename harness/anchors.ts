@@ -22,6 +22,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 import { MAX_FDS_PER_MESSAGE } from '../src/connection';
+import { killIfSpawned } from '../src/child-process';
 import { requireDistFile } from '../src/paths';
 import { scmPingpong } from './anchor-build';
 import { measureLatencySamples, summarizeSamples } from './bench';
@@ -160,8 +161,7 @@ async function forkAnchorChild(): Promise<ChildProcess> {
       child.once('exit', (code, signal) => reject(new Error(`anchor child exited (${signal ?? code}) before it was ready`)));
     });
   } catch (err) {
-    // No pid: the spawn failed; a kill() would signal whatever pid Node's handle holds.
-    if (child.pid !== undefined) child.kill('SIGKILL');
+    killIfSpawned(child);
     throw err;
   }
   child.removeAllListeners('exit');

@@ -14,6 +14,7 @@ import { closeSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import type { CommandSpec } from '../src/command';
+import { killIfSpawned } from '../src/child-process';
 import { requireDistFile } from '../src/paths';
 import { BENCH_PEER_COMMAND } from './bench-peer';
 import { cleanupOnExit } from './exit-cleanup';
@@ -162,9 +163,7 @@ export class HelperProcess implements HelperControl {
     this.#child = child;
     this.#starts++;
     // Should this process exit while the daemon runs (process.exit()), it goes too.
-    // No pid: spawn failed (EMFILE); a kill() would signal whatever pid
-    // Node's leftover handle holds (0: our own process group).
-    const forget = cleanupOnExit(() => child.pid !== undefined && child.kill('SIGKILL'));
+    const forget = cleanupOnExit(() => killIfSpawned(child));
     this.#exited = new Promise<void>((resolve) => {
       if (child.exitCode !== null || child.signalCode !== null) resolve();
       else child.once('exit', () => resolve());

@@ -12,6 +12,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
+import { killIfSpawned } from '../src/child-process';
 import { cAnchor } from './anchor-build';
 import { cleanupOnExit } from './exit-cleanup';
 
@@ -62,8 +63,7 @@ export class CFrameServer {
   static async start(exe: string, dir: string): Promise<CFrameServer> {
     const socketPath = join(dir, 'frames.sock');
     const child = spawn(exe, ['server', '--socket', socketPath], { stdio: ['pipe', 'pipe', 'inherit'] });
-    // No pid: the spawn failed; a kill() would signal whatever pid Node's handle holds.
-    const forget = cleanupOnExit(() => child.pid !== undefined && child.kill('SIGKILL'));
+    const forget = cleanupOnExit(() => killIfSpawned(child));
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve())).then(forget);
     // Listeners of the start-up only: `exited` keeps its own.
     let onError = (_err: Error): void => undefined;
@@ -91,10 +91,7 @@ export class CFrameServer {
         child.once('exit', onExit);
       });
     } catch (err) {
-      if (child.pid !== undefined) {
-        child.kill('SIGKILL');
-        await exited;
-      }
+      if (killIfSpawned(child)) await exited;
       throw err;
     } finally {
       child.off('error', onError);
@@ -105,7 +102,7 @@ export class CFrameServer {
   }
 
   async stop(): Promise<void> {
-    if (this.#child.exitCode === null && this.#child.signalCode === null) this.#child.kill('SIGTERM');
+    killIfSpawned(this.#child, 'SIGTERM');
     await this.#exited;
   }
 }

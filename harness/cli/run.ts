@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 
 import { transportNames, type TransportName } from '../../src';
+import { killIfSpawned } from '../../src/child-process';
 import { fdtrackLibrary, trackingEnvironment } from '../../src/fd-track';
 import { signalStatus } from '../exit-cleanup';
 import { PROFILES } from '../profiles';
@@ -218,7 +219,7 @@ async function runTracked(argv: string[]): Promise<number> {
     if (library.unavailable) process.stderr.write(`fdbridge run --track-fds: ${library.unavailable}\n`);
     const env = { ...process.env, ...trackingEnvironment(dir, library.path) };
     const child = spawn(process.execPath, [...process.execArgv, process.argv[1] as string, 'run', ...argv], { stdio: 'inherit', env });
-    const forward = (signal: NodeJS.Signals): void => void child.kill(signal);
+    const forward = (signal: NodeJS.Signals): void => void killIfSpawned(child, signal);
     process.on('SIGINT', forward).on('SIGTERM', forward);
     try {
       const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];

@@ -8,6 +8,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 
+import { killIfSpawned } from '../child-process';
 import type { ConnectOptions } from '../connection';
 import { normalizeCommandSpec } from '../command';
 import { PeerExitedError, type PeerExit } from '../errors';
@@ -110,13 +111,8 @@ export async function spawnCommandProcess(
         signal: child.signalCode,
       });
     }
-    // No pid: spawn failed (EMFILE) and no process was started. Node keeps
-    // its handle all the same, and a kill() would signal whatever pid that
-    // handle's memory holds (0: our own process group).
-    if (child.pid !== undefined) {
-      child.kill('SIGKILL');
-      await waitForExit(child, 1000);
-    }
+    // No pid (spawn failed: EMFILE): no process to kill or wait for.
+    if (killIfSpawned(child)) await waitForExit(child, 1000);
     throw err;
   }
 }
@@ -158,9 +154,6 @@ export class ChildConnection extends SocketConnection {
   protected override async closeTransport(): Promise<void> {
     await super.closeTransport();
     await waitForExit(this.child, 5000);
-    if (this.child.exitCode === null && this.child.signalCode === null) {
-      this.child.kill('SIGKILL');
-      await waitForExit(this.child, 1000);
-    }
+    if (killIfSpawned(this.child)) await waitForExit(this.child, 1000);
   }
 }

@@ -19,6 +19,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, constants as fsConstants } from 'node:fs';
 import type { Socket } from 'node:net';
 
+import { killIfSpawned } from '../child-process';
 import { commandRequest, normalizeCommandSpec, type CommandSpec } from '../command';
 import { BaseConnection, type CommandLocation, type ConnectOptions } from '../connection';
 import {
@@ -354,12 +355,9 @@ export class RemoteConnection extends BaseConnection {
   /** Ends the channel and the via process (SIGKILL if it does not exit once its stdin ends). */
   async #teardown(): Promise<void> {
     this.#channel.endOutput();
-    // No pid: the spawn failed and there is no process to wait for, and a
-    // kill() would signal whatever pid Node's handle holds.
-    if (this.via.pid !== undefined && !(await exited(this.via, 5000))) {
-      this.via.kill('SIGKILL');
-      await exited(this.via, 1000);
-    }
+    // No pid: the spawn failed, and there is no process to wait for.
+    const gone = this.via.pid === undefined || (await exited(this.via, 5000));
+    if (!gone && killIfSpawned(this.via)) await exited(this.via, 1000);
     this.#channel.close();
     this.#stdio.stderr.destroy();
   }
