@@ -76,7 +76,10 @@ export function receiveNow(fd: number, bufferSize: number, maxFds: number): RawM
 /** shutdown(2) of one or both directions of `fd` (borrowed): the peer reads EOF after what was sent ('write'). */
 export function rawShutdown(fd: number, how: 'read' | 'write' | 'both'): void {
   const { SHUT_RD, SHUT_WR, SHUT_RDWR } = native.constants;
-  native.shutdown(fd, how === 'read' ? SHUT_RD : how === 'write' ? SHUT_WR : SHUT_RDWR);
+  const flag = how === 'read' ? SHUT_RD : how === 'write' ? SHUT_WR : how === 'both' ? SHUT_RDWR : undefined;
+  // Anything else (a typo from an untyped caller) shuts nothing down, rather than both ways.
+  if (flag === undefined) throw new TypeError(`rawShutdown: how must be 'read', 'write' or 'both', not ${typeof how === 'string' ? JSON.stringify(how) : String(how)}`);
+  native.shutdown(fd, flag);
 }
 
 /**
