@@ -11,7 +11,11 @@
  *   is neither ours nor the helper's): baseline right after connect, compared
  *   in the connection's onCommandClosed hook, i.e. after the command closed
  *   and before that process exits. A process that is gone by then (the
- *   scenario killed it) has no fds left and so no leak;
+ *   scenario killed it) has no fds left and so no leak. A remote command's
+ *   pid is one where it runs (another machine, a container's pid
+ *   namespace): it is watched only when this machine's process of that
+ *   number descends from the via process, never a local stranger that
+ *   happens to have the number;
  * - anything the scenario registered with ctx.watchProcess(pid, role):
  *   baseline when registered, compared after the scenario unless gone.
  *
@@ -27,6 +31,8 @@
  *   they stay open, since closing an fd some live object still owns would
  *   be worse) may be closed later without blame.
  */
+import { readFileSync } from 'node:fs';
+
 import type { CommandLocation, Connection } from '../src';
 import { ProcessFdSnapshot, settleFdSnapshots, type FdEntry } from '../src/leak-check';
 import { describeRuntimeFd, warmRuntimeFds } from '../src/runtime-fds';
@@ -125,6 +131,13 @@ export class LeakOracle {
     const { pid } = conn.location;
     if (pid === process.pid || pid === this.#options.helperPid) return;
     if (this.#snapshots.some((s) => s.pid === pid) || this.#commandProcesses.has(pid)) return;
+    if (conn.transport === 'remote') {
+      const via = (conn as { via?: { pid?: number } }).via?.pid;
+      if (via === undefined || !descendsFrom(pid, via)) {
+        this.#options.note?.(`leak oracle: the remote command's pid ${pid} is not a process the via (pid ${String(via)}) started on this machine; not watched`);
+        return;
+      }
+    }
     const snap = tryTake(pid, conn.transport === 'helper' ? 'helper' : conn.transport === 'remote' ? 'remote' : 'child', this.#options.note);
     if (!snap) return;
     // Another helper daemon (a scenario's own) lives on after close: compare it at the end.
@@ -156,6 +169,26 @@ export class LeakOracle {
     this.#ledger.add(leaks);
     return { leaks: leaks.map(strip), closed: closed.map(strip), reclaimed: reclaimed.map(strip) };
   }
+}
+
+/** `pid`'s parent as this machine's /proc says, or undefined when it is gone. */
+function parentOf(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // comm (field 2) may hold spaces and parentheses: the parent is the second field after the last ')'.
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  } catch {
+    return undefined;
+  }
+}
+
+/** True when `pid` is `ancestor` or one of its descendants on this machine. */
+function descendsFrom(pid: number, ancestor: number): boolean {
+  for (let p: number | undefined = pid; p !== undefined && p > 0; p = parentOf(p)) {
+    if (p === ancestor) return true;
+    if (p === 1) return false;
+  }
+  return false;
 }
 
 /**
