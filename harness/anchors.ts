@@ -10,6 +10,10 @@
  *   socketpair between two processes (native/bench/scm_pingpong.c; see
  *   ./anchor-build: skipped, with the reason, where it cannot be built).
  * - c-scm-rights-batch: the same with 253 fds per message.
+ * - c-pidfd-batch: 253 fds per message moved as the pidfd transport moves
+ *   them, by number: the peer pulls each with pidfd_getfd(2) (scm_pingpong
+ *   --pidfd). The kernel's floor for pulling, beside the pidfd transport
+ *   (only when it is measured, and where pidfd_getfd is allowed).
  * - python-send-fds: socket.send_fds / recv_fds (optional: python3 >= 3.9).
  *
  * Imports tinybench through ./bench: never load this from jest.
@@ -54,6 +58,8 @@ export interface AnchorOptions {
   warmupTime?: number;
   /** Include the Python anchor when python3 has socket.send_fds (default true). */
   python?: boolean;
+  /** Include c-pidfd-batch when the kernel lets the C peer pull (default false). */
+  pidfd?: boolean;
   /** Called with a line when an optional anchor is skipped (default: ignored). */
   onSkip?: (name: string, reason: string) => void;
 }
@@ -82,13 +88,24 @@ function fromExternal(r: ExternalResult, what: string): AnchorMeasurement {
   return m;
 }
 
-/** Runs the C ping-pong `exe` with `fds` per message for about `timeMs`. */
-async function measureC(exe: string, fds: number, timeMs: number, warmupMs: number): Promise<AnchorMeasurement> {
+/** Runs the C ping-pong `exe` with `fds` per message for about `timeMs` (`extra`: its mode, e.g. --pidfd). */
+async function measureC(exe: string, fds: number, timeMs: number, warmupMs: number, extra: string[] = []): Promise<AnchorMeasurement> {
   // Warm-up is counted in iterations there; at ~25 µs a round trip,
   // warmupMs * 40 is about the asked warm-up time (with a floor).
   const { stdout } = await execFileAsync(
     exe,
-    ['--samples', '--fds', String(fds), '--time', String(Math.round(timeMs)), '--iterations', '64', '--warmup', String(Math.max(100, Math.round(warmupMs * 40)))],
+    [
+      ...extra,
+      '--samples',
+      '--fds',
+      String(fds),
+      '--time',
+      String(Math.round(timeMs)),
+      '--iterations',
+      '64',
+      '--warmup',
+      String(Math.max(100, Math.round(warmupMs * 40))),
+    ],
     { timeout: 60_000 + timeMs * 4, maxBuffer: 256 * 1024 * 1024 },
   );
   return fromExternal(JSON.parse(stdout) as ExternalResult, 'scm_pingpong');
@@ -208,6 +225,10 @@ const DESCRIPTIONS: Record<string, { description: string; fdsPerMessage: number 
     description: `raw C, ${MAX_FDS_PER_MESSAGE} fds per message; opsPerSec counts messages`,
     fdsPerMessage: MAX_FDS_PER_MESSAGE,
   },
+  'c-pidfd-batch': {
+    description: `raw C, ${MAX_FDS_PER_MESSAGE} fd numbers per message, each pulled by the peer with pidfd_getfd; opsPerSec counts messages`,
+    fdsPerMessage: MAX_FDS_PER_MESSAGE,
+  },
   'python-send-fds': { description: 'Python socket.send_fds(1 fd) + recv(ack), SEQPACKET socketpair, two processes', fdsPerMessage: 1 },
 };
 
@@ -227,7 +248,7 @@ export class AnchorSession {
   #n = 0;
 
   /** Forks the Node anchor child, opens its server and checks for python3 (unless `python: false`). */
-  static async open(options: Pick<AnchorOptions, 'python' | 'onSkip'> = {}): Promise<AnchorSession> {
+  static async open(options: Pick<AnchorOptions, 'python' | 'pidfd' | 'onSkip'> = {}): Promise<AnchorSession> {
     const names = ['node-handle-passing', 'node-ipc-json'];
     // Holds the C anchor when it has to be compiled for this session.
     const dir = mkdtempSync(join(tmpdir(), 'fdbridge-anchors-'));
@@ -239,6 +260,15 @@ export class AnchorSession {
       names.push('c-scm-rights', 'c-scm-rights-batch');
     } catch (err) {
       options.onSkip?.('c-scm-rights', (err as Error).message);
+    }
+    if (cExe !== undefined && options.pidfd === true) {
+      // One pull first: the kernel (5.6+) and ptrace access to the parent decide.
+      try {
+        await execFileAsync(cExe, ['--pidfd', '--fds', '1', '--iterations', '1', '--warmup', '0'], { timeout: 30_000 });
+        names.push('c-pidfd-batch');
+      } catch (err) {
+        options.onSkip?.('c-pidfd-batch', (err as Error).message);
+      }
     }
     if (options.python ?? true) {
       const py = await runPython(0, 0);
@@ -290,6 +320,9 @@ export class AnchorSession {
       case 'c-scm-rights-batch':
         if (this.#cExe === undefined) throw new RangeError(`${name} is not available in this session`);
         return measureC(this.#cExe, name === 'c-scm-rights' ? 1 : MAX_FDS_PER_MESSAGE, time, warmupTime);
+      case 'c-pidfd-batch':
+        if (this.#cExe === undefined) throw new RangeError(`${name} is not available in this session`);
+        return measureC(this.#cExe, MAX_FDS_PER_MESSAGE, time, warmupTime, ['--pidfd']);
       case 'python-send-fds': {
         const r = await runPython(time, warmupTime);
         if (typeof r === 'string') throw new Error(`python-send-fds: ${r}`);

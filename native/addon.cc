@@ -2008,6 +2008,32 @@ Napi::Value PidfdGetfdFn(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), r, "pidfd_getfd"));
 }
 
+// pidfdGetfdAll(pidfd, fds): pidfdGetfd for each, all or none, in one call.
+Napi::Value PidfdGetfdAllFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int pidfd = ArgFd(info, 0);
+  std::vector<int> targets;
+  ArgFdList(info, 1, &targets);
+  std::vector<int> out(targets.size());
+  CheckFdResult(env, PidfdGetfdAllHigh(pidfd, targets.data(), targets.size(), out.data()), "pidfd_getfd");
+  return FdArray(env, out.data(), out.size());
+}
+
+// closeAll(fds): close for each, in one call; what is not an open fd is
+// passed over. Returns how many closed.
+Napi::Value CloseAll(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "closeAll(fds): fds must be an array");
+  Napi::Array arr = info[0].As<Napi::Array>();
+  std::vector<int> fds;
+  fds.reserve(arr.Length());
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    double d = WholeNumber(arr.Get(i));
+    if (d >= 0 && d <= 2147483647.0) fds.push_back(static_cast<int>(d));
+  }
+  return Napi::Number::New(env, static_cast<double>(FdCloseAll(fds.data(), fds.size())));
+}
+
 Napi::Value SocketType(const Napi::CallbackInfo& info) {
   int r = SockType(ArgFd(info, 0));
   return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), r, "getsockopt(SO_TYPE)"));
@@ -2189,6 +2215,8 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("eventfd", Napi::Function::New<Eventfd>(env, "eventfd"));
   exports.Set("pidfdOpen", Napi::Function::New<PidfdOpenFn>(env, "pidfdOpen"));
   exports.Set("pidfdGetfd", Napi::Function::New<PidfdGetfdFn>(env, "pidfdGetfd"));
+  exports.Set("pidfdGetfdAll", Napi::Function::New<PidfdGetfdAllFn>(env, "pidfdGetfdAll"));
+  exports.Set("closeAll", Napi::Function::New<CloseAll>(env, "closeAll"));
   exports.Set("socketType", Napi::Function::New<SocketType>(env, "socketType"));
   exports.Set("setPassRights", Napi::Function::New<SetPassRights>(env, "setPassRights"));
   exports.Set("setPassCred", Napi::Function::New<SetPassCred>(env, "setPassCred"));

@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -657,8 +658,138 @@ int FdOwnHigh(int fd) {
 }
 
 int PidfdGetfdHigh(int pidfd, int target_fd) {
-  OwnedFdsLock lock;  // made and registered as one step
-  return FdOwnHigh(PidfdGetfd(pidfd, target_fd));
+  int out;
+  int r = PidfdGetfdAllHigh(pidfd, &target_fd, 1, &out);
+  return r < 0 ? r : out;
+}
+
+namespace {
+
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+
+// Closes the fds of `fds` (each open and ours alone: nothing else can hold
+// an open number), a run of consecutive numbers per close_range(2) call.
+// Sorts `fds`. Before Linux 5.9 (ENOSYS) each is closed on its own.
+void CloseRuns(std::vector<int>* fds) {
+  std::sort(fds->begin(), fds->end());
+  size_t i = 0;
+  while (i < fds->size()) {
+    size_t j = i + 1;
+    while (j < fds->size() && (*fds)[j] == (*fds)[j - 1] + 1) j++;
+    unsigned first = static_cast<unsigned>((*fds)[i]), last = static_cast<unsigned>((*fds)[j - 1]);
+    if (j - i == 1 || syscall(SYS_close_range, first, last, 0) != 0) {
+      for (size_t k = i; k < j; k++) close((*fds)[k]);
+    }
+    i = j;
+  }
+}
+
+}  // namespace
+
+int PidfdGetfdAllHigh(int pidfd, const int* targets, size_t n, int* out) {
+  // A pull that lands on a number the list names must leave it at once:
+  // pulling from this very process, that number was a closed target, and
+  // a later pull of it would take our copy of another target instead of
+  // failing (from another process, the same number is a coincidence, and
+  // moving early costs nothing more).
+  std::vector<int> named(targets, targets + n);
+  std::sort(named.begin(), named.end());
+  std::vector<int> pulled(n, -1);  // each pull where it landed, or its copy above the floor
+  std::vector<bool> high(n, false);  // pulled[i] is a registered copy above the floor
+  std::vector<int> low;  // the numbers pulls landed on below the floor, still open
+  std::vector<size_t> low_at;
+  int r = 0;
+  {
+    OwnedFdsLock lock;  // made and registered as one step
+    int floor = FdFloor();
+    for (size_t i = 0; i < n && r >= 0; i++) {
+      r = PidfdGetfd(pidfd, targets[i]);
+      if (r < 0) break;
+      pulled[i] = r;
+      if (r >= floor) continue;  // stays where it is (registered below)
+      if (std::binary_search(named.begin(), named.end(), r)) {
+        int moved = FdDupHigh(r);
+        close(r);  // not the file's last reference when the copy exists
+        if (moved < 0) {
+          pulled[i] = -1;
+          r = moved;
+          break;
+        }
+        pulled[i] = moved;
+        high[i] = true;
+        continue;
+      }
+      low.push_back(r);
+      low_at.push_back(i);
+    }
+    if (r >= 0) {
+      // Below the floor, a pull sits on a number the caller may have
+      // closed and still name: those move above it (as FdOwnHigh does),
+      // all in one FdDupAllHigh; at or above it, a pull stays where it is.
+      std::vector<int> moved(low.size());
+      r = low.empty() ? 0 : FdDupAllHigh(low.data(), low.size(), 0, moved.data());
+      if (r >= 0) {
+        for (size_t k = 0; k < low.size(); k++) {
+          pulled[low_at[k]] = moved[k];
+          high[low_at[k]] = true;
+        }
+        for (size_t i = 0; i < n; i++) {
+          if (!high[i]) FdMarkOwned(&pulled[i], 1);
+          out[i] = pulled[i];
+        }
+        // The low numbers' closes are not their files' last (the moved
+        // copies hold them), so they cannot block under the lock.
+        CloseRuns(&low);
+        return 0;
+      }
+    }
+  }
+  // Failed: nothing is kept. Closed outside the lock: a pull can hold its
+  // file's last reference (the client may close the original meanwhile),
+  // and such a close can block.
+  std::vector<int> plain;
+  for (size_t i = 0; i < n; i++) {
+    if (pulled[i] < 0) continue;
+    if (high[i]) FdClose(pulled[i]);
+    else plain.push_back(pulled[i]);
+  }
+  CloseRuns(&plain);
+  return r;
+}
+
+size_t FdCloseAll(const int* fds, size_t n) {
+  std::vector<uint64_t> registrations(n);
+  size_t closed = 0;
+  size_t i = 0;
+  while (i < n) {
+    // A run of consecutive numbers, every one registered as ours, is open
+    // (a registration ends at its fd's close), so one close_range(2)
+    // closes exactly those, and the count stays exact. A batch's pins
+    // (FdDupAllHigh, from above the batch) usually form one such run. As in
+    // FdClose, each registration is read before its close (and after the
+    // closes before it: a number listed twice is not ours the second time)
+    // and dropped after it.
+    size_t j = i;
+    while (j < n && fds[j] >= 0 && (j == i || fds[j] == fds[j - 1] + 1)) {
+      registrations[j] = FdRegistration(fds[j]);
+      if (registrations[j] == 0) break;
+      j++;
+    }
+    if (j - i >= 2 && syscall(SYS_close_range, static_cast<unsigned>(fds[i]), static_cast<unsigned>(fds[j - 1]), 0) == 0) {
+      closed += j - i;
+    } else {
+      j = i + 1;
+      if (fds[i] >= 0) {
+        registrations[i] = FdRegistration(fds[i]);
+        if (close(fds[i]) == 0 || errno == EINTR) closed++;
+      }
+    }
+    for (size_t k = i; k < j; k++) FdDisownRegistration(fds[k], registrations[k]);
+    i = j;
+  }
+  return closed;
 }
 
 }  // namespace fdbridge

@@ -82,7 +82,7 @@ int FdDupAllHigh(const int* fds, size_t n, int min_fd, int* out);
 // is.
 //
 // Registered where the library makes the fd (FdDupHigh, FdDupAllHigh,
-// PidfdGetfdHigh, FdOwnHigh for its own sockets and pidfds, FdMarkOwned for
+// PidfdGetfdHigh and PidfdGetfdAllHigh, FdOwnHigh for its own sockets and pidfds, FdMarkOwned for
 // fds that arrive by recvmsg); unregistered
 // where ownership leaves the library: FdClose (every close goes through it)
 // or FdDisown (a command adopted it).
@@ -254,6 +254,16 @@ int PidfdGetfd(int pidfd, int target_fd);
 // takes the lowest free number, which is then released at once), and
 // registered as ours.
 int PidfdGetfdHigh(int pidfd, int target_fd);
+// PidfdGetfdHigh for targets[0..n) into out[0..n), all or none (on failure
+// nothing pulled stays open), as one step under one OwnedFdsLock: every
+// fd is pulled first, those below the floor are then moved above it
+// together, and the low numbers they leave are closed a run of consecutive
+// numbers at a time (close_range(2), one call where the pulls took
+// consecutive numbers, as they do in a table with no holes).
+int PidfdGetfdAllHigh(int pidfd, const int* targets, size_t n, int* out);
+// FdClose for each of fds[0..n): how many closed (an fd that was not open,
+// or a negative number, is passed over, as a failed close would be).
+size_t FdCloseAll(const int* fds, size_t n);
 
 }  // namespace fdbridge
 

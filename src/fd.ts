@@ -106,6 +106,7 @@ export function openPidfd(pid: number): number {
  * gone already must not stop the rest from being released.
  */
 export function closeFds(fds: Iterable<number> | undefined): number {
+  if (Array.isArray(fds)) return native.closeAll(fds);
   let n = 0;
   for (const fd of fds ?? []) {
     try {

@@ -386,6 +386,8 @@ export interface NativeBinding {
   /** The lowest number dupHigh, dupAll, queued sends and pidfdGetfd use (see native/fd_ops.h). */
   fdFloor(): number;
   close(fd: number): void;
+  /** close for each of `fds` in one call; what is not an open fd is passed over. How many closed. */
+  closeAll(fds: readonly number[]): number;
   identity(fd: number): NativeIdentity;
   /** Bit 0: FD_CLOEXEC, bit 1: O_NONBLOCK. */
   getFlags(fd: number): number;
@@ -406,6 +408,8 @@ export interface NativeBinding {
   pidfdOpen(pid: number, own?: boolean): number;
   /** pidfd_getfd(2), the new fd moved at or above fdFloor(). */
   pidfdGetfd(pidfd: number, targetFd: number): number;
+  /** pidfdGetfd for each of `targetFds` (at most 253), all or none, in one call. */
+  pidfdGetfdAll(pidfd: number, targetFds: readonly number[]): number[];
   socketType(fd: number): number;
   setPassRights(fd: number, on: boolean): void;
   setPassCred(fd: number, on: boolean): void;

@@ -518,6 +518,19 @@ export function computeRatios(
         (v, q) => ratio(batchFdsPerSec(v, q), mul(rate(v.anchors, 'c-scm-rights-batch', q), fdsPerMessage)),
         socketGoal,
       );
+      if (transport === 'pidfd') {
+        add(
+          {
+            goal: 'batchVsCPull',
+            transport,
+            description: `${transport} batch fds/s / C pidfd_getfd batch fds/s (the kernel's floor for pulling)`,
+            comparison: '>=',
+            target: 0.7,
+          },
+          (v, q) => ratio(batchFdsPerSec(v, q), mul(rate(v.anchors, 'c-pidfd-batch', q), fdsPerMessage)),
+          false,
+        );
+      }
       add(
         { goal: 'syncRoundTripVsC', transport, description: `${transport} dupFileDescriptorSync / C ping-pong (p50)`, comparison: '<=', target: 1.1 },
         (v, q) => ratio(at(v.sync, transport, q), at(v.anchors, 'c-scm-rights', q)),
@@ -855,7 +868,11 @@ export async function main(argv: string[]): Promise<number> {
   try {
     for (let i = 0; i < MAX_FDS_PER_MESSAGE; i++) fds.push(dupFd(devnull));
     const fd = fds[0] as number;
-    session = await AnchorSession.open({ python: !values['no-python'], onSkip: (n, why) => log(`${n} skipped: ${why}`) });
+    session = await AnchorSession.open({
+      python: !values['no-python'],
+      pidfd: transports.includes('pidfd'),
+      onSkip: (n, why) => log(`${n} skipped: ${why}`),
+    });
     // Room for every client of the throughput curve, and the bench's own connection.
     if (transports.includes('helper')) {
       helper = new HelperProcess(dir);

@@ -29,7 +29,12 @@
  * blocking one. Its gap to the blocking mode is the cost of an event loop
  * itself, before any JavaScript runs.
  *
- * usage: scm_pingpong [--fds K] [--iterations N] [--time MS] [--warmup N] [--samples] [--event-loop]
+ * --pidfd moves the fds the way the pidfd transport does, by number: the
+ * message carries the K numbers as data, and the peer pulls each with
+ * pidfd_getfd(2) (through a pidfd of the parent opened once), acks, then
+ * closes them. No pins, no renumbering: the kernel's floor for pulling.
+ *
+ * usage: scm_pingpong [--fds K] [--iterations N] [--time MS] [--warmup N] [--samples] [--event-loop] [--pidfd]
  *   runs at least N round trips (default 10000) and at least MS ms (default 0)
  *   after N warm-up round trips (default 1000); --samples adds every sample
  *   ("samplesUs", in the order measured) so that a caller can pool rounds.
@@ -45,6 +50,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -70,7 +76,24 @@ union control {
   char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
 };
 
+/* --pidfd: the numbers travel as data and the peer pulls them. */
+static int pidfd_mode = 0;
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_getfd
+#define SYS_pidfd_getfd 438
+#endif
+
 static void send_fds(int sock, const int *fds, int nfds) {
+  if (pidfd_mode) {
+    ssize_t n;
+    do n = send(sock, fds, sizeof(int) * (size_t)nfds, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n != (ssize_t)(sizeof(int) * (size_t)nfds)) die("send (numbers)");
+    return;
+  }
   union control ctl;
   char byte = 'x';
   struct iovec iov = {.iov_base = &byte, .iov_len = 1};
@@ -135,10 +158,20 @@ static void peer(int sock) {
   union control ctl;
   char byte;
   int ep = event_loop ? make_epoll(sock) : -1;
+  int parent = -1;
+  if (pidfd_mode) {
+    parent = (int)syscall(SYS_pidfd_open, getppid(), 0);
+    if (parent < 0) die("pidfd_open");
+  }
+  int numbers[MAX_FDS];
   int drained = 1;
   for (;;) {
     if (event_loop && drained) wait_readable(ep);
     struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    if (pidfd_mode) {
+      iov.iov_base = numbers;
+      iov.iov_len = sizeof numbers;
+    }
     struct msghdr msg = {0};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
@@ -160,6 +193,13 @@ static void peer(int sock) {
     }
     int fds[MAX_FDS];
     int nfds = 0;
+    if (pidfd_mode) {
+      for (int i = 0; i < (int)(n / (ssize_t)sizeof(int)); i++) {
+        fds[nfds] = (int)syscall(SYS_pidfd_getfd, parent, numbers[i], 0);
+        if (fds[nfds] < 0) die("pidfd_getfd");
+        nfds++;
+      }
+    }
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
       if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
         int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
@@ -214,9 +254,13 @@ int main(int argc, char **argv) {
       event_loop = 1;
       continue;
     }
+    if (!strcmp(a, "--pidfd")) {
+      pidfd_mode = 1;
+      continue;
+    }
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!v) {
-      fprintf(stderr, "usage: scm_pingpong [--fds K] [--iterations N] [--time MS] [--warmup N] [--samples] [--event-loop]\n");
+      fprintf(stderr, "usage: scm_pingpong [--fds K] [--iterations N] [--time MS] [--warmup N] [--samples] [--event-loop] [--pidfd]\n");
       return 2;
     }
     if (!strcmp(a, "--fds")) nfds = parse_long(a, v, 1, MAX_FDS);

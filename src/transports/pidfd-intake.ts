@@ -50,18 +50,6 @@ function openClientPidfd(socket: UnixSocket, probeFd: number): number {
   return pidfd;
 }
 
-/** pidfd_getfd for every number, or none: on failure the ones pulled are closed. */
-function pullAll(pidfd: number, fds: readonly number[]): number[] {
-  const out: number[] = [];
-  try {
-    for (const fd of fds) out.push(native.pidfdGetfd(pidfd, fd));
-  } catch (err) {
-    closeFds(out);
-    throw err;
-  }
-  return out;
-}
-
 /**
  * Sets up pulling for the client at the other end of `socket`, whose HELLO
  * named `probeFd` (an fd open in its process) to prove that pulling works,
@@ -93,7 +81,8 @@ export function openPidfdIntake(socket: UnixSocket, probeFd: number, servedAs: T
     wrongRequest: 'DUP on a pidfd connection, whose client sends fd numbers (GETFD), never fds',
     refusalNote: 'nothing was pulled',
     refusesFds: refuses,
-    take: (numbers) => pullAll(pidfd, numbers),
+    // Every number or none: on failure nothing pulled stays open.
+    take: (numbers) => native.pidfdGetfdAll(pidfd, numbers),
     // Nothing to hand to the native layer: no fds arrive over this socket.
     start: () => undefined,
     close: () => {

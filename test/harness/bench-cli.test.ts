@@ -79,6 +79,16 @@ describe('fdbridge bench (subprocess)', () => {
     expect(same !== undefined && same >= 0 && same <= 1).toBe(true);
   });
 
+  test('beside a pidfd transport that ran, the C pull anchor and its ratio', () => {
+    const pidfd = file.transports.find((t) => t.transport === 'pidfd');
+    // Where this process may not pull (no ptrace rights), neither may the C peer.
+    if (pidfd?.skipped !== undefined) return;
+    expect(file.anchors.find((a) => a.name === 'c-pidfd-batch')?.fdsPerMessage).toBe(253);
+    const r = file.ratios.find((x) => x.goal === 'batchVsCPull' && x.transport === 'pidfd');
+    expect(r?.met).toBeNull();
+    expect(r?.rounds).toHaveLength(2);
+  });
+
   test('every transport ran (or is unsupported here) with every measurement', () => {
     expect(file.transports.map((t) => t.transport)).toEqual(transportNames().filter((t) => t !== 'remote'));
     for (const t of file.transports) {
