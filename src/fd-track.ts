@@ -458,7 +458,8 @@ export function fdOrigin(dir: string, pid: number, fd: number, target: string): 
 
 /** The lines that show an origin under a leak, indented by `indent`. */
 export function describeFdOrigin(origin: FdOrigin | undefined, indent = '    '): string[] {
-  if (!origin) return [`${indent}opened by a call --track-fds did not see (no record for this fd)`];
+  // 'unseen' is how a leak with no record is kept (results.json): no call of that name opened it.
+  if (!origin || origin.call === 'unseen') return [`${indent}opened by a call --track-fds did not see (no record for this fd)`];
   const lines = [`${indent}opened by ${origin.call}`];
   for (const f of origin.native ?? []) lines.push(`${indent}  native: ${f}`);
   for (const f of origin.js ?? []) lines.push(`${indent}  at ${f}`);
