@@ -58,11 +58,20 @@ const UNSAFE_IN_LOG = /[\\\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u20
  * client can write one of them.
  */
 export function daemonLogLine(peer: { pid: number; uid: number }, line: string): string {
-  const body = (line.endsWith('\n') ? line.slice(0, -1) : line).replace(UNSAFE_IN_LOG, (c) => {
+  const body = escapeLogText(line.endsWith('\n') ? line.slice(0, -1) : line);
+  return `fdbridge helper: log from pid ${peer.pid} (uid ${peer.uid}): ${body}\n`;
+}
+
+/**
+ * `text` with every unsafe character (UNSAFE_IN_LOG) escaped as \xNN or
+ * \uNNNN: one line, shown in the order it was written. For any line of a
+ * log that may quote what a client sent.
+ */
+export function escapeLogText(text: string): string {
+  return text.replace(UNSAFE_IN_LOG, (c) => {
     const code = c.charCodeAt(0);
     return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
   });
-  return `fdbridge helper: log from pid ${peer.pid} (uid ${peer.uid}): ${body}\n`;
 }
 
 export class LogCommand {

@@ -16,6 +16,7 @@ import { constants as fsConstants, lstatSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
 import { COMMAND_NAME, loadCommandClass, type CommandSpec, type ModuleCommandSpec } from '../command';
+import { escapeLogText } from '../commands/log-command';
 import { BUILTIN_COMMANDS, DIAGNOSTIC_COMMANDS } from '../commands/registry';
 import { FdBridgeError, QuotaExceededError, UnknownCommandError, type QuotaName } from '../errors';
 import { closeFds } from '../fd';
@@ -316,7 +317,10 @@ export class HelperDaemon {
     this.limits = Object.freeze(limits);
     this.#server = server;
     this.#allowed = allowedUids(options);
-    this.#log = options.log ?? (() => undefined);
+    // A line may quote what a client sent (a command name, a module, a
+    // method): escaped as a client's log lines are, so each stays one line.
+    const log = options.log;
+    this.#log = log ? (line) => log(escapeLogText(line)) : () => undefined;
     this.#commands = commandTable(options, this.#id);
     this.#allFds = new native.FdBudget(limits.maxFdsTotal);
     daemons.set(this.#id, this);
