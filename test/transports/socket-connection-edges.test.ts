@@ -416,6 +416,10 @@ describe('a peer that is gone', () => {
       await nextFrame(pair.fake);
       pair.fake.close();
       await asked; // the connection read the end of file and waits for the probe
+      // Meanwhile a blocking duplication cannot wait: it fails at once, naming the peer.
+      expect(() => pair.conn.dupFileDescriptorSync(source)).toThrow(
+        expect.objectContaining({ name: 'PeerExitedError', transport: 'helper', pid: FAR_PID, exitCode: null, signal: null }) as Error,
+      );
       await pair.conn.close();
       expect(hooked).toBe(0);
       expect(((await call) as { error: unknown }).error).toBeInstanceOf(ClosedError);
@@ -470,6 +474,25 @@ describe('folded duplications', () => {
       await pair.fake.send(encodeFdList(FrameType.DUP_OK, decodeFrame(f2.data, [0]).id, [21]));
       await pair.fake.send(encodeFdList(FrameType.DUP_OK, decodeFrame(f1.data, [0]).id, [20]));
       expect(await Promise.all([first, good])).toEqual([20, 21]);
+    } finally {
+      await done(pair);
+    }
+  });
+
+  test('a closed fd alone (nothing else in flight) fails with EBADF, nothing sent; the connection goes on', async () => {
+    const pair = fakePair();
+    try {
+      const gone = makeMemfd('gone');
+      closeFds([gone]);
+      const r = await outcome(pair.conn.dupFileDescriptor(gone));
+      expect((r as { error: unknown }).error).toBeInstanceOf(SystemError);
+      expect((r as { error: unknown }).error).toMatchObject({ code: 'EBADF' });
+      // The next frame is the call: nothing went out for the closed fd.
+      const call = pair.conn.call('echo', 1);
+      const f = await nextFrame(pair.fake);
+      expect(f.type).toBe(FrameType.CALL);
+      await pair.fake.send(encodeJson(FrameType.RESULT, f.id, { value: 1 }));
+      await expect(call).resolves.toBe(1);
     } finally {
       await done(pair);
     }
@@ -562,6 +585,29 @@ describe('by-number delivery (the pidfd strategy): pins named in GETFD frames', 
     expect(await fdTableSettles(process.pid, before)).toBe('');
   });
 
+  test('a peer seen gone twice (EPIPE on a send, then the end of file) is probed once, and the strategy hears it once', async () => {
+    const delivery = recordingDelivery();
+    let probes = 0;
+    const pair = fakePair({
+      delivery,
+      probe: async () => {
+        probes++;
+        return { transport: 'helper', pid: FAR_PID, exitCode: 3, signal: null };
+      },
+    });
+    try {
+      pair.fake.close();
+      // Before the end of file is read: the send fails with EPIPE.
+      await expect(pair.conn.call('echo', 1)).rejects.toMatchObject({ name: 'PeerExitedError', exitCode: 3 });
+      await turns(10);
+      await expect(pair.conn.dupFileDescriptors([source])).rejects.toMatchObject({ name: 'PeerExitedError', exitCode: 3 });
+      expect(probes).toBe(1);
+      expect(delivery.ended).toBe(1);
+    } finally {
+      await done(pair);
+    }
+  });
+
   test('once the peer is gone, a batch with a closed fd fails as the connection does, not with EBADF, and pins nothing', async () => {
     const before = openFdTable();
     const delivery = recordingDelivery();
@@ -634,6 +680,82 @@ describe('ERROR replies are typed by what failed and where', () => {
     } finally {
       await done(pair);
     }
+  });
+});
+
+describe('what the errors say', () => {
+  test("a command's error names the method exactly as it was called, parentheses and all", async () => {
+    const pair = fakePair();
+    try {
+      for (const method of ['a()b', 'f()', '()']) {
+        const failing = outcome(pair.conn.call(method));
+        const f = await nextFrame(pair.fake);
+        expect(f).toMatchObject({ type: FrameType.CALL, method });
+        await pair.fake.send(encodeJson(FrameType.ERROR, f.id, { name: 'Error', message: 'no' }));
+        const err = ((await failing) as { error: unknown }).error;
+        expect(err).toBeInstanceOf(RemoteError);
+        expect((err as RemoteError).method).toBe(method);
+      }
+    } finally {
+      await done(pair);
+    }
+  });
+
+  /** Sends `reply(request)` to the first request `ask` makes; returns the request's error and the next request's. */
+  async function violation(ask: (conn: SocketConnection) => Promise<unknown>, reply: (req: Frame) => { data: Buffer; fds: number }): Promise<{ request: Error; later: Error; stats: object }> {
+    const restore = simulateKernelWithoutPassRights();
+    const pair = fakePair();
+    restore();
+    try {
+      const asked = outcome(ask(pair.conn));
+      const req = await nextFrame(pair.fake);
+      const sent = await sendBadReply(pair.fake, reply(req));
+      await sent.drained;
+      const request = ((await asked) as { error: Error }).error;
+      const later = ((await outcome(pair.conn.call('echo', 1))) as { error: Error }).error;
+      return { request, later, stats: pair.conn.stats };
+    } finally {
+      await done(pair);
+    }
+  }
+
+  test('a protocol violation says what the command side did, to the request and to every later one', async () => {
+    const wrongToDup = await violation(
+      (c) => c.dupFileDescriptors([source, source]),
+      (req) => ({ data: encodeJson(FrameType.RESULT, req.id, { value: 1 }), fds: 0 }),
+    );
+    expect(wrongToDup.request).toBeInstanceOf(ProtocolError);
+    expect(wrongToDup.request.message).toBe('dupFileDescriptors: the reply does not list 2 fd(s)');
+    expect(wrongToDup.later).toBeInstanceOf(ProtocolError);
+    expect(wrongToDup.later.message).toBe('the helper answered a duplication with a wrong reply');
+
+    const wrongToCall = await violation(
+      (c) => c.call('echo', 'x'),
+      (req) => ({ data: encodeFdList(FrameType.DUP_OK, req.id, [3]), fds: 0 }),
+    );
+    expect(wrongToCall.request.message).toBe('echo(): the reply carries fd numbers');
+    expect(wrongToCall.later.message).toBe('the helper answered a call with fd numbers');
+
+    const toNoRequest = await violation(
+      (c) => c.call('echo', 'x'),
+      (req) => ({ data: encodeJson(FrameType.RESULT, req.id + 5, { value: 1 }), fds: 0 }),
+    );
+    expect(toNoRequest.later.message).toMatch(/^the helper sent a reply \(type 7, id \d+\) to no request$/);
+    expect(toNoRequest.stats).toEqual({ unexpectedFds: 0, protocolErrors: 1, refusesFds: false });
+
+    const withFds = await violation(
+      (c) => c.call('echo', 'x'),
+      (req) => ({ data: encodeJson(FrameType.RESULT, req.id, { value: 1 }), fds: 2 }),
+    );
+    expect(withFds.later.message).toBe('the helper sent 2 fd(s) with a frame of type 7; its side never sends fds');
+    expect(withFds.stats).toEqual({ unexpectedFds: 2, protocolErrors: 1, refusesFds: false });
+
+    const emptyWithFds = await violation(
+      (c) => c.call('echo', 'x'),
+      () => ({ data: Buffer.alloc(0), fds: 1 }),
+    );
+    expect(emptyWithFds.later.message).toBe('the helper sent 1 fd(s) with a frame of type none; its side never sends fds');
+    expect(emptyWithFds.stats).toEqual({ unexpectedFds: 1, protocolErrors: 1, refusesFds: false });
   });
 });
 
