@@ -346,6 +346,29 @@ describe('close()', () => {
     }
   });
 
+  test('duplications folded in the tick close() is called are never sent: ClosedError, their pins closed', async () => {
+    const before = openFdTable();
+    const pair = fakePair();
+    try {
+      const first = outcome(pair.conn.dupFileDescriptor(source));
+      const folded = [outcome(pair.conn.dupFileDescriptor(source)), outcome(pair.conn.dupFileDescriptor(source))];
+      const closing = pair.conn.close();
+      for (const r of await Promise.all(folded)) {
+        expect((r as { error: unknown }).error).toBeInstanceOf(ClosedError);
+        expect(((r as { error: Error }).error).message).toBe('the request failed: the helper connection is closed');
+      }
+      expect(((await first) as { error: unknown }).error).toBeInstanceOf(ClosedError);
+      // Only the first DUP and the CLOSE went out.
+      expect((await nextFrame(pair.fake)).type).toBe(FrameType.DUP);
+      expect((await nextFrame(pair.fake)).type).toBe(FrameType.CLOSE);
+      await pair.fake.send(encodeEmpty(FrameType.CLOSED, 0));
+      await closing;
+    } finally {
+      await done(pair);
+    }
+    expect(await fdTableSettles(process.pid, before)).toBe('');
+  });
+
   test('requests made while close() waits for CLOSED reject with ClosedError and send nothing', async () => {
     const pair = fakePair();
     try {
