@@ -105,8 +105,9 @@ export function discoverScenarios(scenariosDir: string = defaultScenariosDir()):
   const out: LoadedScenario[] = [];
   for (const f of files) {
     const file = join(dir, f);
-    const mod = requireModule(file) as { default?: unknown };
-    const scenario = mod.default ?? mod;
+    // A module may export anything, null included: only a Scenario passes.
+    const mod = requireModule(file) as { default?: unknown } | null | undefined;
+    const scenario = mod?.default ?? mod;
     if (!isScenario(scenario)) throw new TypeError(`${file}: the default export is not a Scenario ({ name, description, run })`);
     const seen = byName.get(scenario.name);
     if (seen) throw new Error(`scenario name ${scenario.name} is used by both ${seen} and ${file}`);

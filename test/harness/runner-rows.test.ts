@@ -11,7 +11,7 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, readlinkSync, rmSync, writ
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { computeTotals, runScenarios, STANDARD_COUNTERS, type RunnerOptions } from '../../harness/runner';
+import { computeTotals, discoverScenarios, runScenarios, STANDARD_COUNTERS, type RunnerOptions } from '../../harness/runner';
 import type { Leak, ResultRow, ResultsFile } from '../../harness/types';
 import { distPath } from '../../src/paths';
 
@@ -384,6 +384,52 @@ describe('rows, order and inputs', () => {
     } finally {
       if (saved === undefined) delete process.env['FDBRIDGE_FDTRACK_DIR'];
       else process.env['FDBRIDGE_FDTRACK_DIR'] = saved;
+    }
+  });
+});
+
+describe('discoverScenarios', () => {
+  const write = (d: string, file: string, text: string): void => writeFileSync(join(d, file), text);
+
+  test('every scenario file, sorted by file name, default export or module.exports; declaration files and others left out', () => {
+    const d = mkdtempSync(join(dir, 'found-'));
+    write(d, 'b.scenario.js', "module.exports = { name: 'b', description: 'd', run: async () => {} };");
+    write(d, 'a.scenario.js', "exports.default = { name: 'a', description: 'd', run: async () => {} };");
+    write(d, 'c.scenario.ts', "export default { name: 'c', description: 'd', run: async (): Promise<void> => {} };");
+    write(d, 'c.scenario.d.ts', 'this is not JavaScript');
+    write(d, 'helper.js', 'this is not JavaScript either');
+    write(d, 'x.scenario.json', '{}');
+    const found = discoverScenarios(d);
+    expect(found.map((l) => [l.scenario.name, l.file])).toEqual([['a', join(d, 'a.scenario.js')], ['b', join(d, 'b.scenario.js')], ['c', join(d, 'c.scenario.ts')]]);
+  });
+
+  test('no directory, an empty one, a file instead: clear errors', () => {
+    expect(() => discoverScenarios(join(dir, 'nowhere'))).toThrow(`no scenarios: ${join(dir, 'nowhere')} does not exist`);
+    const empty = mkdtempSync(join(dir, 'empty-'));
+    write(empty, 'notes.scenario.d.ts', '');
+    expect(() => discoverScenarios(empty)).toThrow(`no scenarios: ${empty} has no *.scenario.ts or *.scenario.js file`);
+    write(empty, 'file', '');
+    expect(() => discoverScenarios(join(empty, 'file'))).toThrow(expect.objectContaining({ code: 'ENOTDIR' }));
+  });
+
+  test('not a scenario, a name used twice, an unknown transport: errors naming the file', () => {
+    const cases: Array<[Record<string, string>, RegExp]> = [
+      [{ 'x.scenario.js': "module.exports = { name: 'x', description: 'd' };" }, /x\.scenario\.js: the default export is not a Scenario/],
+      [{ 'x.scenario.js': "module.exports = { name: 7, description: 'd', run() {} };" }, /x\.scenario\.js: the default export is not a Scenario/],
+      [{ 'x.scenario.js': 'module.exports = null;' }, /x\.scenario\.js: the default export is not a Scenario/],
+      [{ 'x.scenario.js': "module.exports = { name: 'x', description: 'd', run: 'not a function' };" }, /x\.scenario\.js: the default export is not a Scenario/],
+      [
+        { 'a.scenario.js': "module.exports = { name: 'same', description: 'd', run() {} };", 'b.scenario.js': "module.exports = { name: 'same', description: 'd', run() {} };" },
+        /^scenario name same is used by both .*\/a\.scenario\.js and .*\/b\.scenario\.js$/,
+      ],
+      [{ 'x.scenario.js': "module.exports = { name: 'x', description: 'd', transports: ['direct', 'carrier-pigeon'], run() {} };" }, /x\.scenario\.js: unknown transport carrier-pigeon; use direct, /],
+      [{ 'x.scenario.js': "module.exports = { name: 'x', description: 'd', expect: 'fail', failure: { error: { name: 'E' } }, run() {} };" }, /^$/],
+    ];
+    for (const [files, error] of cases) {
+      const d = mkdtempSync(join(dir, 'bad-'));
+      for (const [f, text] of Object.entries(files)) write(d, f, text);
+      if (error.source === '^$') expect(discoverScenarios(d)).toHaveLength(1);
+      else expect(() => discoverScenarios(d)).toThrow(error);
     }
   });
 });
