@@ -11,7 +11,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import type { Connection, TransportName } from '../../src';
+import * as leakCheck from '../../src/leak-check';
 import type { FdEntry } from '../../src/leak-check';
+import * as runtimeFds from '../../src/runtime-fds';
 import { LeakLedger, LeakOracle } from '../../harness/oracle';
 
 let dir: string;
@@ -24,7 +26,11 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** A shell that says 'ready', opens `path` as its fd 5 on the first line it reads, says 'opened', and ends on the next. */
+/**
+ * A shell that says 'ready', opens `path` as its fd 5 on the first line it
+ * reads and says 'opened', closes it on the next and says 'closed', and ends
+ * on the one after (or when its stdin ends).
+ */
 class Opener {
   readonly child: ChildProcess;
   readonly exited: Promise<void>;
@@ -32,7 +38,7 @@ class Opener {
   #waiters: Array<() => void> = [];
 
   constructor(readonly path: string) {
-    this.child = spawn('sh', ['-c', 'echo ready; read x; exec 5>"$0"; echo opened; read y', path], { stdio: ['pipe', 'pipe', 'inherit'] });
+    this.child = spawn('sh', ['-c', 'echo ready; read x; exec 5>"$0"; echo opened; read y; exec 5>&-; echo closed; read z', path], { stdio: ['pipe', 'pipe', 'inherit'] });
     this.exited = new Promise((r) => this.child.once('exit', () => r()));
     this.child.stdout!.setEncoding('utf8').on('data', (d: string) => {
       this.#out += d;
@@ -51,6 +57,11 @@ class Opener {
   async open(): Promise<void> {
     this.child.stdin!.write('go\n');
     await this.said('opened');
+  }
+
+  async close(): Promise<void> {
+    this.child.stdin!.write('go\n');
+    await this.said('closed');
   }
 
   async end(): Promise<void> {
@@ -127,6 +138,17 @@ describe('LeakOracle: this process', () => {
     expect((await second.finish()).closed).toEqual([entry(process.pid, leaked, join(dir, 'own-ledger'))]);
   });
 
+  test('settleMs 0: no wait, what is open at finish() is a leak even if it closes a moment later', async () => {
+    const oracle = new LeakOracle({ settleMs: 0 });
+    oracle.begin();
+    const fd = openSync(join(dir, 'closes-late'), 'w');
+    const closed = new Promise<void>((r) => setTimeout(() => r(closeSync(fd)), 30));
+    // The verdict is taken before the close; with any wait at all the close would be seen.
+    const v = await oracle.finish();
+    await closed;
+    expect(v.leaks).toEqual([entry(process.pid, fd, join(dir, 'closes-late'))]);
+  });
+
   test('an fd closed within the settle time is no leak', async () => {
     const oracle = new LeakOracle({ settleMs: 60_000 });
     oracle.begin();
@@ -165,7 +187,7 @@ describe('LeakOracle: other processes', () => {
     const watched = await opener('watched');
     const oracle = new LeakOracle({ settleMs: 0 });
     oracle.begin();
-    for (const bad of [0, -1, 1.5, Number.NaN]) expect(() => oracle.watch(bad, 'x')).toThrow(RangeError);
+    for (const bad of [0, -1, 1.5, Number.NaN]) expect(() => oracle.watch(bad, 'x')).toThrow(new RangeError(`watchProcess: ${bad} is not a pid`));
     try {
       oracle.watch(watched.pid, 'peer');
       oracle.watch(watched.pid, 'peer again');
@@ -203,6 +225,60 @@ describe('LeakOracle: other processes', () => {
       expect(v.leaks).toEqual([entry(command.pid, 5, command.path, 'child')]);
     } finally {
       await command.end();
+    }
+  });
+
+  test("a command's process that closes an fd it had at connect: `closed`, found when its command closes", async () => {
+    const command = await opener('closes-its-own');
+    try {
+      await command.open();
+      const oracle = new LeakOracle({ settleMs: 0 });
+      oracle.begin();
+      oracle.connected(conn(command.pid, 'child'));
+      await command.close();
+      await oracle.commandClosed({ transport: 'child', pid: command.pid, threadId: 0 });
+      // Found by the hook: the process is gone before finish() (its stdio pipes here close with it: this test's own doing).
+      await command.end();
+      const v = await oracle.finish();
+      expect(v.leaks).toEqual([]);
+      expect(v.closed.filter((e) => e.pid !== process.pid)).toEqual([entry(command.pid, 5, command.path, 'child')]);
+    } finally {
+      await command.end();
+    }
+  });
+
+  test("the hook compares with the oracle's settle time: 0 takes what is open at the hook, a long one waits for a close", async () => {
+    for (const settleMs of [0, 60_000]) {
+      const command = await opener(`hook-settles-${settleMs}`);
+      try {
+        const oracle = new LeakOracle({ settleMs });
+        oracle.begin();
+        oracle.connected(conn(command.pid, 'child'));
+        await command.open();
+        // The first look at the table is taken as the hook is called, before the shell closes the file.
+        const compared = oracle.commandClosed({ transport: 'child', pid: command.pid, threadId: 0 });
+        await command.close();
+        await compared;
+        const v = await oracle.finish();
+        expect([settleMs, v.leaks]).toEqual([settleMs, settleMs === 0 ? [entry(command.pid, 5, command.path, 'child')] : []]);
+      } finally {
+        await command.end();
+      }
+    }
+  });
+
+  test("a remote connection's via process is compared when its command closes, as 'remote'", async () => {
+    const via = await opener('via');
+    try {
+      const oracle = new LeakOracle({ settleMs: 0 });
+      oracle.begin();
+      oracle.connected(conn(via.pid, 'remote'));
+      await via.open();
+      await oracle.commandClosed({ transport: 'remote', pid: via.pid, threadId: 0 });
+      const v = await oracle.finish();
+      expect(v.leaks).toEqual([entry(via.pid, 5, via.path, 'remote')]);
+    } finally {
+      await via.end();
     }
   });
 
@@ -296,5 +372,74 @@ describe('LeakOracle: other processes', () => {
     // The client's end of the shell's stdio closed with it (that is this test's doing); nothing of the shell's own.
     expect(v.closed.filter((e) => e.pid !== process.pid)).toEqual([]);
     expect(v.closed.every((e) => e.target.startsWith('socket:') || e.target.startsWith('pipe:'))).toBe(true);
+  });
+});
+
+describe('LeakOracle: tables it cannot read', () => {
+  // A table read fails for another user's process when we are not root
+  // (EACCES, EPERM), or when the process ends between the look at its start
+  // time and the read (ENOENT): staged here by making the snapshot throw.
+  const failing = (pid: number, code: string): jest.SpyInstance => {
+    const Real = leakCheck.ProcessFdSnapshot;
+    return jest.spyOn(leakCheck, 'ProcessFdSnapshot').mockImplementation(((p: number, role: string) => {
+      if (p === pid) throw Object.assign(new Error(`${code}: staged`), { code });
+      return new Real(p, role);
+    }) as unknown as () => leakCheck.ProcessFdSnapshot);
+  };
+
+  afterEach(() => {
+    jest.restoreAllMocks();
+  });
+
+  test("a process whose table is not ours to read is not watched, and a note says so once, however often it is named", async () => {
+    for (const code of ['EACCES', 'EPERM']) {
+      const notes: string[] = [];
+      failing(4242, code);
+      const oracle = new LeakOracle({ settleMs: 0, helperPid: 4242, note: (t) => notes.push(t) });
+      oracle.begin();
+      // The run's helper: not tried again for each connection to it.
+      oracle.connected(conn(4242, 'helper'));
+      expect(await oracle.finish()).toEqual({ leaks: [], closed: [], reclaimed: [] });
+      expect(notes).toEqual([`leak oracle: cannot read the fd table of pid 4242 (helper): ${code}; not watched`]);
+      jest.restoreAllMocks();
+    }
+    const notes: string[] = [];
+    failing(4243, 'EACCES');
+    const oracle = new LeakOracle({ settleMs: 0, note: (t) => notes.push(t) });
+    oracle.begin();
+    oracle.watch(4243, 'peer');
+    oracle.connected(conn(4243, 'child'));
+    expect(notes).toEqual([
+      'leak oracle: cannot read the fd table of pid 4243 (peer): EACCES; not watched',
+      'leak oracle: cannot read the fd table of pid 4243 (child): EACCES; not watched',
+    ]);
+    await oracle.finish();
+  });
+
+  test('a process gone before its table was read: not watched, no note', async () => {
+    const notes: string[] = [];
+    failing(4244, 'ENOENT');
+    const oracle = new LeakOracle({ settleMs: 0, helperPid: 4244, note: (t) => notes.push(t) });
+    oracle.begin();
+    oracle.watch(4244, 'peer');
+    expect(await oracle.finish()).toEqual({ leaks: [], closed: [], reclaimed: [] });
+    expect(notes).toEqual([]);
+  });
+
+  test('any other error is not hidden', () => {
+    failing(4245, 'EIO');
+    expect(() => new LeakOracle({ settleMs: 0, helperPid: 4245 }).begin()).toThrow(expect.objectContaining({ code: 'EIO' }));
+    const oracle = new LeakOracle({ settleMs: 0 });
+    oracle.begin();
+    expect(() => oracle.watch(4245, 'peer')).toThrow(expect.objectContaining({ code: 'EIO' }));
+  });
+
+  test("begin() notes each runtime fd it set aside (opened now, before the baseline, as the runtime's own)", async () => {
+    jest.spyOn(runtimeFds, 'warmRuntimeFds').mockReturnValue([{ fd: 99, target: '/dev/null', owner: "libuv's EMFILE reserve" } as runtimeFds.RuntimeFd]);
+    const notes: string[] = [];
+    const oracle = new LeakOracle({ settleMs: 0, note: (t) => notes.push(t) });
+    oracle.begin();
+    expect(notes).toEqual(["leak oracle: set aside fd 99 -> /dev/null: libuv's EMFILE reserve"]);
+    await oracle.finish();
   });
 });
