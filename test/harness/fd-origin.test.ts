@@ -7,7 +7,7 @@
  * trackingEnvironment (the JS recorder and the LD_PRELOAD interposer);
  * edge cases from files written here.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -89,6 +89,23 @@ describe('JS records', () => {
     );
     expect(fdOrigin(dir, 100, 5, '/leaked')).toBeUndefined();
     expect(fdOrigin(dir, 100, 5, '/other')).toEqual({ call: 'net.Socket.connect', js: [] });
+  });
+
+  test('a close recorded after an open ends it: a later open of the number by a call no recorder saw is not blamed on it', () => {
+    writeFileSync(
+      join(dir, 'js-100.log'),
+      line({ fd: 5, target: '/a', call: 'fs.openSync', stack: ['first (a.js:1:1)'] }) +
+        line({ fd: 5, closed: true }) +
+        line({ fd: 6, target: '/b', call: 'fs.openSync', stack: ['kept (b.js:1:1)'] }) +
+        line({ fd: 7, target: '/c', call: 'fs.open', stack: [] }) +
+        line({ fd: 7, closed: true }) +
+        line({ fd: 7, target: '/c', call: 'fs.promises.open', stack: ['again (c.js:1:1)'] }),
+    );
+    expect(fdOrigin(dir, 100, 5, '/a')).toBeUndefined();
+    // Another fd's close ends nothing of this one's.
+    expect(fdOrigin(dir, 100, 6, '/b')).toEqual({ call: 'fs.openSync', js: ['kept (b.js:1:1)'] });
+    // Opened again after the close, by a call that was recorded: that call.
+    expect(fdOrigin(dir, 100, 7, '/c')).toEqual({ call: 'fs.promises.open', js: ['again (c.js:1:1)'] });
   });
 
   test('a line cut short (a crash while writing) is skipped, and the records around it still count', () => {
@@ -218,6 +235,55 @@ describe('native records', () => {
     nativeFile(200, { modules: ['/nowhere/addon.node'], records: [{ fd: 3, kind: 8, target: '/m', frames: [[1, 0x77n]] }] });
     writeFileSync(join(dir, 'js-200.log'), `${JSON.stringify({ fd: 3, target: '/m', call: 'native.memfd', stack: ['s (s.js:1:1)'] })}\n`);
     expect(fdOrigin(dir, 200, 3, '/m')).toEqual({ call: 'native.memfd', js: ['s (s.js:1:1)'], native: ['addon.node+0x77'] });
+  });
+});
+
+describe('native frames symbolized', () => {
+  // A shared object built here: with line tables (-g), and the same without them.
+  const SOURCE = `namespace ns {
+int twice(int (*f)(char), int x) {
+  return f('a') * 2 + x;
+}
+struct S {
+  int v;
+  int get() const { return v; }
+};
+int use(const S& s) { return s.get(); }
+}  // namespace ns
+extern "C" int plain_c(int x) { return x + 1; }
+`;
+
+  test('function (file:line) without the parameter list; no line table: the function at module+offset; no symbol at all: ?', () => {
+    const src = join(dir, 'frames.cc');
+    writeFileSync(src, SOURCE);
+    const withLines = join(dir, 'libframes.so');
+    const without = join(dir, 'libbare.so');
+    execFileSync('g++', ['-g', '-O0', '-fPIC', '-shared', '-o', withLines, src]);
+    execFileSync('g++', ['-O0', '-fPIC', '-shared', '-o', without, src]);
+    const symbol = (lib: string, mangled: string): bigint => {
+      const found = execFileSync('nm', [lib], { encoding: 'utf8' }).split('\n').find((l) => l.endsWith(` ${mangled}`));
+      if (!found) throw new Error(`${mangled} not in ${lib}`);
+      return BigInt(`0x${found.split(' ')[0]}`);
+    };
+    const twice = symbol(withLines, '_ZN2ns5twiceEPFicEi');
+    const get = symbol(withLines, '_ZNK2ns1S3getEv');
+    const plain = symbol(without, 'plain_c');
+    // A frame holds a return address: the call is the byte before it, so +1 lands on the function's first byte.
+    nativeFile(300, {
+      nframes: 4,
+      modules: [withLines, without],
+      records: [
+        { fd: 3, kind: 0, target: '/a', frames: [[1, twice + 1n], [1, get + 1n], [2, plain + 1n], [1, 0n]] },
+      ],
+    });
+    expect(fdOrigin(dir, 300, 3, '/a')?.native).toEqual([
+      `ns::twice (${src}:2)`,
+      // Not a parameter list at the end: kept whole.
+      `ns::S::get() const (${src}:7)`,
+      `plain_c (libbare.so+0x${(plain + 1n).toString(16)})`,
+      // Address 0 (no return address): nothing there.
+      '? (libframes.so+0x0)',
+    ]);
   });
 });
 
