@@ -123,6 +123,7 @@ describe('verdicts', () => {
       'fails-another-check': `expect: 'fail', failure: { error: { check: 'the-check' } },
         async run() { const e = new Error('declared'); e.check = 'another-check'; throw e; }`,
       'fails-not-an-object': `expect: 'fail', failure: { error: { name: 'Error' } }, async run() { throw 'Error'; }`,
+      'fails-with-null': `expect: 'fail', failure: { error: { name: 'Error' } }, async run() { throw null; }`,
       'fails-and-leaks': `expect: 'fail', failure: { error: { code: 'ERR_DECLARED' } },
         async run(ctx) { ${open('also-leaked')} const e = new Error('declared'); e.code = 'ERR_DECLARED'; throw e; }`,
       'fails-by-completing': `expect: 'fail', failure: { error: { code: 'ERR_DECLARED' } }, async run() {}`,
@@ -200,7 +201,7 @@ describe('verdicts', () => {
 
   test("'fail': only the declared error (every field given) is a caught expected failure", () => {
     expect(byName(rs, 'fails-as-declared')).toMatchObject({ status: 'expected-fail', error: 'failure caught: TypeError [ERR_DECLARED]: declared', leaks: [] });
-    for (const name of ['fails-another-code', 'fails-another-name', 'fails-another-check', 'fails-not-an-object']) {
+    for (const name of ['fails-another-code', 'fails-another-name', 'fails-another-check', 'fails-not-an-object', 'fails-with-null']) {
       const r = byName(rs, name);
       expect([name, r.status]).toEqual([name, 'fail']);
       expect(r.error).toMatch(/^expected run\(\) to throw .*, but it threw another error: /);
@@ -301,6 +302,14 @@ describe('time limits and stops', () => {
     ).rejects.toThrow('enough');
     expect(started).toHaveLength(1);
     expect(ended).toEqual([]);
+  });
+
+  test("a row's time limit is cleared when the row ends: a run leaves no timer behind to hold the process open", async () => {
+    const d = scenarios({ 'quick': `async run() {}`, 'quicker': `async run() {}` });
+    const timers = (): number => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    const before = timers();
+    await run(d, { timeoutMs: 600_000 });
+    expect(timers()).toBe(before);
   });
 
   test('a run stopped before it starts runs nothing', async () => {
