@@ -72,89 +72,80 @@ const byName = (rs: ResultsFile, name: string, iteration = 1): ResultRow => {
 const mine = (leaks: readonly Leak[]): Array<Pick<Leak, 'role' | 'target'>> => leaks.map(({ role, target }) => ({ role, target }));
 
 describe('verdicts', () => {
-  let rs: ResultsFile;
-  let ownFile: string;
-  let own: number | undefined;
-
-  beforeAll(async () => {
-    ownFile = join(dir, 'harness-owned');
-    own = openSync(ownFile, 'w');
-    const fixed = join(dir, 'fixed-target');
-    const open = (file: string): string => `fs.openSync(path.join(ctx.tmpdir, ${JSON.stringify(file)}), 'w');`;
-    const d = scenarios({
-      'passes': `async run(ctx) {
-        ctx.count('things', 2); ctx.count('things'); ctx.count('other', 0);
-        ctx.peak('depth', 3); ctx.peak('depth', 1); ctx.peak('low', -4);
-        ctx.note('\\u001b[31mred\\u001b[39m note');
-        for (const bad of [NaN, Infinity]) {
-          let thrown;
-          try { ctx.count('things', bad); } catch (e) { thrown = e; }
-          if (!(thrown instanceof RangeError)) throw new Error('count took ' + bad);
-          thrown = undefined;
-          try { ctx.peak('depth', bad); } catch (e) { thrown = e; }
-          if (!(thrown instanceof RangeError)) throw new Error('peak took ' + bad);
-        }
-      }`,
-      'passes-but-leaks': `async run(ctx) { ${open('undeclared')} }`,
-      'passes-but-throws': `async run() { const e = new Error('\\u001b[31mbroken\\u001b[39m'); e.code = 'ERR_BROKEN'; throw e; }`,
-      'throws-a-string': `async run() { throw 'just a string'; }`,
-      'throws-code-in-message': `async run() { const e = new Error('ERR_SAID failed'); e.code = 'ERR_SAID'; throw e; }`,
-      'throws-before-await': `run() { throw new TypeError('at once'); }`,
-      'leaks-declared': `expect: 'leak', failure: { leaks: [{ target: /\\/declared$/, role: 'client' }] },
-        async run(ctx) { ${open('declared')} }`,
-      'leaks-declared-string': `expect: 'leak', failure: { leaks: [{ target: 'nowhere' }, { target: ${JSON.stringify(fixed)} }] },
-        async run() { fs.openSync(${JSON.stringify(fixed)}, 'w'); }`,
-      'leaks-declared-string-prefix': `expect: 'leak', failure: { leaks: [{ target: ${JSON.stringify(fixed.slice(0, -1))} }] },
-        async run() { fs.openSync(${JSON.stringify(fixed)}, 'w'); }`,
-      'expects-the-unknown': `expect: 'maybe', async run() {}`,
-      'leaks-more-than-declared': `expect: 'leak', failure: { leaks: [{ target: /\\/declared$/ }] },
-        async run(ctx) { ${open('declared')} ${open('other')} }`,
-      'leaks-wrong-role': `expect: 'leak', failure: { leaks: [{ target: /\\/declared$/, role: 'child' }] },
-        async run(ctx) { ${open('declared')} }`,
-      'leaks-nothing': `expect: 'leak', failure: { leaks: [{ target: /\\/declared$/ }] }, async run() {}`,
-      'leaks-then-throws': `expect: 'leak', failure: { leaks: [{ target: /\\/declared$/ }] },
-        async run(ctx) { ${open('declared')} throw new Error('after the leak'); }`,
-      'fails-as-declared': `expect: 'fail', failure: { error: { name: 'TypeError', code: 'ERR_DECLARED', check: 'the-check' } },
-        async run() { const e = new TypeError('declared'); e.code = 'ERR_DECLARED'; e.check = 'the-check'; throw e; }`,
-      'fails-another-code': `expect: 'fail', failure: { error: { name: 'TypeError', code: 'ERR_DECLARED' } },
-        async run() { const e = new TypeError('declared'); e.code = 'ERR_OTHER'; throw e; }`,
-      'fails-another-name': `expect: 'fail', failure: { error: { name: 'TypeError', code: 'ERR_DECLARED' } },
-        async run() { const e = new RangeError('declared'); e.code = 'ERR_DECLARED'; throw e; }`,
-      'fails-another-check': `expect: 'fail', failure: { error: { check: 'the-check' } },
-        async run() { const e = new Error('declared'); e.check = 'another-check'; throw e; }`,
-      'fails-not-an-object': `expect: 'fail', failure: { error: { name: 'Error' } }, async run() { throw 'Error'; }`,
-      'fails-with-null': `expect: 'fail', failure: { error: { name: 'Error' } }, async run() { throw null; }`,
-      'fails-and-leaks': `expect: 'fail', failure: { error: { code: 'ERR_DECLARED' } },
-        async run(ctx) { ${open('also-leaked')} const e = new Error('declared'); e.code = 'ERR_DECLARED'; throw e; }`,
-      'fails-by-completing': `expect: 'fail', failure: { error: { code: 'ERR_DECLARED' } }, async run() {}`,
-      'skips': `async run(ctx) { ctx.skip('the kernel lacks it'); }`,
-      'skips-after-leaking': `async run(ctx) { ${open('before-skip')} ctx.skip('too late'); }`,
-      'closes-the-harness-fd': `async run() {
-        for (const fd of fs.readdirSync('/proc/self/fd')) {
-          let target; try { target = fs.readlinkSync('/proc/self/fd/' + fd); } catch { continue; }
-          if (target === ${JSON.stringify(ownFile)}) fs.closeSync(Number(fd));
-        }
-      }`,
-      'connects-and-leaves-open': `async run(ctx) {
-        const conn = await ctx.connect(require(${JSON.stringify(distPath('src/commands/probe-command.js'))}).PROBE_COMMAND);
-        const where = await conn.call('where');
-        if (where.pid !== process.pid) throw new Error('not direct');
-      }`,
-    });
-    rs = await run(d);
-  });
-
-  afterAll(() => {
-    if (own !== undefined) {
-      try {
-        if (readlinkSync(`/proc/self/fd/${own}`) === ownFile) closeSync(own);
-      } catch {
-        // closed by the scenario, as it should
+  // Each test runs the scenarios it looks at (a test's own run: what a
+  // mutation tool's per-test coverage attributes to it is what it checks).
+  const ownFile = (): string => join(dir, 'harness-owned');
+  const fixed = (): string => join(dir, 'fixed-target');
+  const open = (file: string): string => `fs.openSync(path.join(ctx.tmpdir, ${JSON.stringify(file)}), 'w');`;
+  const all = (): Record<string, string> => ({
+    'passes': `async run(ctx) {
+      ctx.count('things', 2); ctx.count('things'); ctx.count('other', 0);
+      ctx.peak('depth', 3); ctx.peak('depth', 1); ctx.peak('low', -4);
+      ctx.note('\\u001b[31mred\\u001b[39m note');
+      for (const bad of [NaN, Infinity]) {
+        let thrown;
+        try { ctx.count('things', bad); } catch (e) { thrown = e; }
+        if (!(thrown instanceof RangeError)) throw new Error('count took ' + bad);
+        thrown = undefined;
+        try { ctx.peak('depth', bad); } catch (e) { thrown = e; }
+        if (!(thrown instanceof RangeError)) throw new Error('peak took ' + bad);
       }
-    }
+    }`,
+    'passes-but-leaks': `async run(ctx) { ${open('undeclared')} }`,
+    'passes-but-throws': `async run() { const e = new Error('\\u001b[31mbroken\\u001b[39m'); e.code = 'ERR_BROKEN'; throw e; }`,
+    'throws-a-string': `async run() { throw 'just a string'; }`,
+    'throws-code-in-message': `async run() { const e = new Error('ERR_SAID failed'); e.code = 'ERR_SAID'; throw e; }`,
+    'throws-before-await': `run() { throw new TypeError('at once'); }`,
+    'leaks-declared': `expect: 'leak', failure: { leaks: [{ target: /\\/declared$/, role: 'client' }] },
+      async run(ctx) { ${open('declared')} }`,
+    'leaks-declared-string': `expect: 'leak', failure: { leaks: [{ target: 'nowhere' }, { target: ${JSON.stringify(fixed())} }] },
+      async run() { fs.openSync(${JSON.stringify(fixed())}, 'w'); }`,
+    'leaks-declared-string-prefix': `expect: 'leak', failure: { leaks: [{ target: ${JSON.stringify(fixed().slice(0, -1))} }] },
+      async run() { fs.openSync(${JSON.stringify(fixed())}, 'w'); }`,
+    'expects-the-unknown': `expect: 'maybe', async run() {}`,
+    'leaks-more-than-declared': `expect: 'leak', failure: { leaks: [{ target: /\\/declared$/ }] },
+      async run(ctx) { ${open('declared')} ${open('other')} }`,
+    'leaks-wrong-role': `expect: 'leak', failure: { leaks: [{ target: /\\/declared$/, role: 'child' }] },
+      async run(ctx) { ${open('declared')} }`,
+    'leaks-nothing': `expect: 'leak', failure: { leaks: [{ target: /\\/declared$/ }] }, async run() {}`,
+    'leaks-then-throws': `expect: 'leak', failure: { leaks: [{ target: /\\/declared$/ }] },
+      async run(ctx) { ${open('declared')} throw new Error('after the leak'); }`,
+    'fails-as-declared': `expect: 'fail', failure: { error: { name: 'TypeError', code: 'ERR_DECLARED', check: 'the-check' } },
+      async run() { const e = new TypeError('declared'); e.code = 'ERR_DECLARED'; e.check = 'the-check'; throw e; }`,
+    'fails-another-code': `expect: 'fail', failure: { error: { name: 'TypeError', code: 'ERR_DECLARED' } },
+      async run() { const e = new TypeError('declared'); e.code = 'ERR_OTHER'; throw e; }`,
+    'fails-another-name': `expect: 'fail', failure: { error: { name: 'TypeError', code: 'ERR_DECLARED' } },
+      async run() { const e = new RangeError('declared'); e.code = 'ERR_DECLARED'; throw e; }`,
+    'fails-another-check': `expect: 'fail', failure: { error: { check: 'the-check' } },
+      async run() { const e = new Error('declared'); e.check = 'another-check'; throw e; }`,
+    'fails-not-an-object': `expect: 'fail', failure: { error: { name: 'Error' } }, async run() { throw 'Error'; }`,
+    'fails-with-null': `expect: 'fail', failure: { error: { name: 'Error' } }, async run() { throw null; }`,
+    'fails-and-leaks': `expect: 'fail', failure: { error: { code: 'ERR_DECLARED' } },
+      async run(ctx) { ${open('also-leaked')} const e = new Error('declared'); e.code = 'ERR_DECLARED'; throw e; }`,
+    'fails-by-completing': `expect: 'fail', failure: { error: { code: 'ERR_DECLARED' } }, async run() {}`,
+    'skips': `async run(ctx) { ctx.skip('the kernel lacks it'); }`,
+    'skips-after-leaking': `async run(ctx) { ${open('before-skip')} ctx.skip('too late'); }`,
+    'closes-the-harness-fd': `async run() {
+      for (const fd of fs.readdirSync('/proc/self/fd')) {
+        let target; try { target = fs.readlinkSync('/proc/self/fd/' + fd); } catch { continue; }
+        if (target === ${JSON.stringify(ownFile())}) fs.closeSync(Number(fd));
+      }
+    }`,
+    'connects-and-leaves-open': `async run(ctx) {
+      const conn = await ctx.connect(require(${JSON.stringify(distPath('src/commands/probe-command.js'))}).PROBE_COMMAND);
+      const where = await conn.call('where');
+      if (where.pid !== process.pid) throw new Error('not direct');
+    }`,
   });
 
-  test('a clean scenario passes, with its counters, marks and notes (without colour); bad numbers are RangeErrors', () => {
+  /** The rows of a run of the named scenarios above. */
+  async function rowsOf(...names: string[]): Promise<ResultsFile> {
+    const sources = all();
+    return run(scenarios(Object.fromEntries(names.map((n) => [n, sources[n] as string]))));
+  }
+
+  test('a clean scenario passes, with its counters, marks and notes (without colour); bad numbers are RangeErrors', async () => {
+    const rs = await rowsOf('passes');
     const r = byName(rs, 'passes');
     expect(r).toMatchObject({ status: 'pass', leaks: [], expect: 'pass', iteration: 1, metrics: { things: 3, other: 0 }, peaks: { depth: 3, low: -4 } });
     expect(r.error).toBeUndefined();
@@ -163,7 +154,8 @@ describe('verdicts', () => {
     expect(r.durationMs).toBeGreaterThanOrEqual(0);
   });
 
-  test("an undeclared leak, or a throw, fails a 'pass' scenario; the error keeps its code, loses its colour", () => {
+  test("an undeclared leak, or a throw, fails a 'pass' scenario; the error keeps its code, loses its colour", async () => {
+    const rs = await rowsOf('passes-but-leaks', 'passes-but-throws', 'throws-a-string', 'throws-code-in-message', 'throws-before-await');
     const leaked = byName(rs, 'passes-but-leaks');
     expect(leaked.status).toBe('fail');
     expect(mine(leaked.leaks)).toEqual([{ role: 'client', target: expect.stringMatching(/\/undeclared$/) }]);
@@ -177,7 +169,16 @@ describe('verdicts', () => {
     expect(byName(rs, 'throws-before-await')).toMatchObject({ status: 'fail', error: 'TypeError: at once' });
   });
 
-  test("'leak': only the declared leak, from a run() that completes, is a caught expected failure", () => {
+  test("'leak': only the declared leak, from a run() that completes, is a caught expected failure", async () => {
+    const rs = await rowsOf(
+      'leaks-declared',
+      'leaks-declared-string',
+      'leaks-declared-string-prefix',
+      'leaks-more-than-declared',
+      'leaks-wrong-role',
+      'leaks-nothing',
+      'leaks-then-throws',
+    );
     const caught = byName(rs, 'leaks-declared');
     expect(caught.status).toBe('expected-fail');
     expect(mine(caught.leaks)).toEqual([{ role: 'client', target: expect.stringMatching(/\/declared$/) }]);
@@ -199,7 +200,17 @@ describe('verdicts', () => {
     expect(threw.error).toBe("a 'leak' scenario must complete, but it threw: Error: after the leak");
   });
 
-  test("'fail': only the declared error (every field given) is a caught expected failure", () => {
+  test("'fail': only the declared error (every field given) is a caught expected failure", async () => {
+    const rs = await rowsOf(
+      'fails-as-declared',
+      'fails-another-code',
+      'fails-another-name',
+      'fails-another-check',
+      'fails-not-an-object',
+      'fails-with-null',
+      'fails-and-leaks',
+      'fails-by-completing',
+    );
     expect(byName(rs, 'fails-as-declared')).toMatchObject({ status: 'expected-fail', error: 'failure caught: TypeError [ERR_DECLARED]: declared', leaks: [] });
     for (const name of ['fails-another-code', 'fails-another-name', 'fails-another-check', 'fails-not-an-object', 'fails-with-null']) {
       const r = byName(rs, name);
@@ -218,35 +229,49 @@ describe('verdicts', () => {
     });
   });
 
-  test('ctx.skip: a skip with its reason; a skip after a leak fails', () => {
+  test('ctx.skip: a skip with its reason; a skip after a leak fails', async () => {
+    const rs = await rowsOf('skips', 'skips-after-leaking');
     expect(byName(rs, 'skips')).toMatchObject({ status: 'skip', error: 'the kernel lacks it', leaks: [] });
     const late = byName(rs, 'skips-after-leaking');
     expect(late.status).toBe('fail');
     expect(late.error).toMatch(/^skipped: too late\nleaked 1 fd\(s\) before skipping: .*\/before-skip$/);
   });
 
-  test('closing an fd that was open before the row fails it, with the fd in `closed`', () => {
+  test('closing an fd that was open before the row fails it, with the fd in `closed`', async () => {
+    const own = openSync(ownFile(), 'w');
+    let rs: ResultsFile;
+    try {
+      rs = await rowsOf('closes-the-harness-fd');
+    } finally {
+      try {
+        if (readlinkSync(`/proc/self/fd/${own}`) === ownFile()) closeSync(own);
+      } catch {
+        // closed by the scenario, as it should
+      }
+    }
     const r = byName(rs, 'closes-the-harness-fd');
     expect(r.status).toBe('fail');
-    expect(r.closed).toEqual([{ pid: process.pid, role: 'client', fd: own, target: ownFile }]);
-    expect(r.error).toBe(`closed 1 fd(s) that were open before it: pid ${process.pid} (client): fd ${own} -> ${ownFile}`);
+    expect(r.closed).toEqual([{ pid: process.pid, role: 'client', fd: own, target: ownFile() }]);
+    expect(r.error).toBe(`closed 1 fd(s) that were open before it: pid ${process.pid} (client): fd ${own} -> ${ownFile()}`);
   });
 
-  test('an expectation the runner does not know fails the row', () => {
+  test('an expectation the runner does not know fails the row', async () => {
+    const rs = await rowsOf('expects-the-unknown');
     expect(byName(rs, 'expects-the-unknown')).toMatchObject({ status: 'fail', error: 'unknown expectation maybe' });
   });
 
-  test('a connection the scenario left open is closed by the harness: no leak, no note', () => {
+  test('a connection the scenario left open is closed by the harness: no leak, no note', async () => {
+    const rs = await rowsOf('connects-and-leaves-open');
     expect(byName(rs, 'connects-and-leaves-open')).toMatchObject({ status: 'pass', leaks: [] });
     expect(byName(rs, 'connects-and-leaves-open').notes).toBeUndefined();
   });
 
-  test('the totals of the run: counters summed, standard ones present, leaks and failed rows counted', () => {
+  test('the totals of the run: counters summed, standard ones present, leaks and failed rows counted', async () => {
+    const rs = await rowsOf('passes', 'passes-but-leaks', 'leaks-declared', 'skips');
     expect(rs.totals?.['things']).toBe(3);
     for (const c of STANDARD_COUNTERS) expect(rs.totals?.[c]).toBe(0);
-    const leaked = rs.results.reduce((n, r) => n + r.leaks.length, 0);
-    expect(rs.totals?.['leakedFds']).toBe(leaked);
-    expect(rs.totals?.['failedRows']).toBe(rs.results.filter((r) => r.status === 'fail').length);
+    // One leak declared, one not; one row failed (the undeclared leak).
+    expect(rs.totals).toMatchObject({ leakedFds: 2, undeclaredLeaks: 1, failedRows: 1 });
     expect(rs.options).toMatchObject({ transports: ['direct'], bench: false, repeat: 1, seed: 1, settleMs: 50, timeoutMs: 20_000, profile: 'default' });
     expect(rs.options.trackFds).toBeUndefined();
     expect(rs.plan?.rows).toEqual(rs.results.map((r) => `${r.scenario}/direct`).sort());
@@ -306,10 +331,28 @@ describe('time limits and stops', () => {
 
   test("a row's time limit is cleared when the row ends: a run leaves no timer behind to hold the process open", async () => {
     const d = scenarios({ 'quick': `async run() {}`, 'quicker': `async run() {}` });
-    const timers = (): number => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
-    const before = timers();
-    await run(d, { timeoutMs: 600_000 });
-    expect(timers()).toBe(before);
+    // The rows' limits are the only timers of 10 minutes: each must be cleared.
+    const limits: NodeJS.Timeout[] = [];
+    const cleared = new Set<unknown>();
+    const realSet = setTimeout;
+    const realClear = clearTimeout;
+    jest.spyOn(global, 'setTimeout').mockImplementation(((fn: () => void, ms?: number) => {
+      const t = realSet(fn, ms);
+      if (ms === 600_000) limits.push(t);
+      return t;
+    }) as typeof setTimeout);
+    jest.spyOn(global, 'clearTimeout').mockImplementation(((t?: NodeJS.Timeout) => {
+      cleared.add(t);
+      realClear(t);
+    }) as typeof clearTimeout);
+    try {
+      await run(d, { timeoutMs: 600_000 });
+    } finally {
+      jest.restoreAllMocks();
+      for (const t of limits) realClear(t);
+    }
+    expect(limits).toHaveLength(2);
+    expect(limits.filter((t) => !cleared.has(t))).toEqual([]);
   });
 
   test('a run stopped before it starts runs nothing', async () => {
