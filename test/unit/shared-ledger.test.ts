@@ -3,12 +3,13 @@
  * once, from any thread that attached the buffer; the sweep closes exactly
  * the fds left unadopted; the buffer grows for fd numbers past its size.
  */
+import fs from 'node:fs';
 import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 
 import fc from 'fast-check';
 
-import { fdLimit, makeMemfd, openFdTable, closeFds } from '../../src/fd';
+import { fdLimit, makeMemfd, openFdTable, closeFds, setFdLimit } from '../../src/fd';
 import { SharedFdLedger } from '../../src/transports/shared-ledger';
 
 const nrOpen = Number(readFileSync('/proc/sys/fs/nr_open', 'utf8').trim());
@@ -21,6 +22,33 @@ describe('SharedFdLedger', () => {
     expect(ledger.buffer.byteLength).toBe(Math.min(nrOpen, Math.max(soft, 1024)));
     expect(ledger.buffer.growable).toBe(true);
     expect(ledger.size).toBe(0);
+  });
+
+  test('a soft limit under 1024 still gets 1024 slots at first', () => {
+    const [soft, hard] = fdLimit();
+    setFdLimit(256, hard);
+    try {
+      expect(SharedFdLedger.create().buffer.byteLength).toBe(Math.min(nrOpen, 1024));
+    } finally {
+      setFdLimit(soft, hard);
+    }
+  });
+
+  test('no readable nr_open (a /proc that hides it, or says nothing): the ceiling is 2^20, the default nr_open', () => {
+    const real = fs.readFileSync;
+    for (const answer of ['4096\n', 'unreadable', '', 'garbage\n']) {
+      const spy = jest.spyOn(fs, 'readFileSync').mockImplementation(((path: fs.PathOrFileDescriptor, options?: unknown) => {
+        if (path !== '/proc/sys/fs/nr_open') return real(path, options as BufferEncoding);
+        if (answer === 'unreadable') throw Object.assign(new Error('EACCES: staged'), { code: 'EACCES' });
+        return answer;
+      }) as typeof fs.readFileSync);
+      try {
+        // (A readable one is the ceiling, however small: that this stand-in is the one read.)
+        expect([answer, SharedFdLedger.create().buffer.maxByteLength]).toEqual([answer, answer === '4096\n' ? 4096 : 1 << 20]);
+      } finally {
+        spy.mockRestore();
+      }
+    }
   });
 
   test('an fd given is adopted once; one never given is not adopted', () => {
