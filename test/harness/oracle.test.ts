@@ -76,8 +76,8 @@ async function opener(name: string): Promise<Opener> {
   return o;
 }
 
-function conn(pid: number, transport: TransportName): Connection {
-  return { location: { transport, pid, threadId: 0 }, transport } as unknown as Connection;
+function conn(pid: number, transport: TransportName, via?: number): Connection {
+  return { location: { transport, pid, threadId: 0 }, transport, ...(via !== undefined ? { via: { pid: via } } : {}) } as unknown as Connection;
 }
 
 const entry = (pid: number, fd: number, target: string, role = 'client'): FdEntry => ({ pid, role, fd, target });
@@ -267,18 +267,89 @@ describe('LeakOracle: other processes', () => {
     }
   });
 
-  test("a remote connection's via process is compared when its command closes, as 'remote'", async () => {
-    const via = await opener('via');
+  test("a remote command running under its via on this machine is compared when it closes, as 'remote'", async () => {
+    // The shell is this process's child: this process stands for the via that started it.
+    const command = await opener('remote-command');
     try {
+      const notes: string[] = [];
+      const oracle = new LeakOracle({ settleMs: 0, note: (t) => notes.push(t) });
+      oracle.begin();
+      oracle.connected(conn(command.pid, 'remote', process.pid));
+      await command.open();
+      await oracle.commandClosed({ transport: 'remote', pid: command.pid, threadId: 0 });
+      const v = await oracle.finish();
+      expect(v.leaks).toEqual([entry(command.pid, 5, command.path, 'remote')]);
+      expect(notes).toEqual([]);
+    } finally {
+      await command.end();
+    }
+  });
+
+  test("a remote command's pid that is no process of its via here (a stranger, a gone one, no via known) is not watched, and a note says so", async () => {
+    const stranger = await opener('stranger');
+    const other = await opener('not-the-via');
+    const gone = await opener('gone-remote');
+    const gonePid = gone.pid;
+    await gone.end();
+    try {
+      const notes: string[] = [];
+      const oracle = new LeakOracle({ settleMs: 0, note: (t) => notes.push(t) });
+      oracle.begin();
+      // Another process of the same parent is not the via.
+      oracle.connected(conn(stranger.pid, 'remote', other.pid));
+      oracle.connected(conn(gonePid, 'remote', process.pid));
+      oracle.connected(conn(stranger.pid, 'remote'));
+      await stranger.open();
+      await oracle.commandClosed({ transport: 'remote', pid: stranger.pid, threadId: 0 });
+      const v = await oracle.finish();
+      expect(v.leaks).toEqual([]);
+      expect(notes).toEqual([
+        `leak oracle: the remote command's pid ${stranger.pid} is not a process the via (pid ${other.pid}) started on this machine; not watched`,
+        `leak oracle: the remote command's pid ${gonePid} is not a process the via (pid ${process.pid}) started on this machine; not watched`,
+        `leak oracle: the remote command's pid ${stranger.pid} is not a process the via (pid undefined) started on this machine; not watched`,
+      ]);
+    } finally {
+      await stranger.end();
+      await other.end();
+    }
+  });
+
+  test("a remote command deeper under its via (the via's child's child) is the via's", async () => {
+    // sh (this process's child) runs the opener shell as its own child: this process is two levels up.
+    const path = join(dir, 'grandchild');
+    const outer = spawn('sh', ['-c', 'sh -c \'echo $$; read x; exec 5>"$0"; echo opened; read y\' "$0"; :', path], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const exited = new Promise<void>((r) => outer.once('exit', () => r()));
+    try {
+      let out = '';
+      outer.stdout!.setEncoding('utf8');
+      const said = (re: RegExp): Promise<string> =>
+        new Promise((resolve) => {
+          const check = (): void => {
+            const m = re.exec(out);
+            if (m) {
+              outer.stdout!.off('data', onData);
+              resolve(m[1] ?? m[0]);
+            }
+          };
+          const onData = (d: string): void => {
+            out += d;
+            check();
+          };
+          outer.stdout!.on('data', onData);
+          check();
+        });
+      const inner = Number(await said(/^(\d+)\n/));
+      expect(inner).not.toBe(outer.pid);
       const oracle = new LeakOracle({ settleMs: 0 });
       oracle.begin();
-      oracle.connected(conn(via.pid, 'remote'));
-      await via.open();
-      await oracle.commandClosed({ transport: 'remote', pid: via.pid, threadId: 0 });
-      const v = await oracle.finish();
-      expect(v.leaks).toEqual([entry(via.pid, 5, via.path, 'remote')]);
+      oracle.connected(conn(inner, 'remote', process.pid));
+      outer.stdin!.write('go\n');
+      await said(/opened/);
+      await oracle.commandClosed({ transport: 'remote', pid: inner, threadId: 0 });
+      expect((await oracle.finish()).leaks).toEqual([entry(inner, 5, path, 'remote')]);
     } finally {
-      await via.end();
+      outer.stdin!.end();
+      await exited;
     }
   });
 
