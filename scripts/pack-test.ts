@@ -1,8 +1,11 @@
 /**
  * `node dist/scripts/pack-test.js` (run by .ci/run): the package as a user
- * gets it. Packs it (`npm pack`, which builds the prebuilt binaries), then in
- * a fresh project outside the repository, on a PATH that holds node and npm
- * and nothing else (no g++, make or python3):
+ * gets it. Packs it (`npm pack`, which builds the TypeScript and the prebuilt
+ * binaries) in a copy of the sources, so the tarball holds only what the
+ * sources build (never a stale file from the checkout's dist/ or prebuilds/),
+ * and the checkout's dist/ is not rewritten under tests running meanwhile.
+ * Then in a fresh project outside the repository, on a PATH that holds node
+ * and npm and nothing else (no g++, make or python3):
  *
  * 1. installs the tarball with typescript, jest and ts-jest (from the npm
  *    cache or registry), and checks that nothing was compiled: the prebuilt
@@ -27,7 +30,7 @@
 import { execFileSync, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { delimiter, join, relative } from 'node:path';
 
 import { packageRoot } from '../src/paths';
 
@@ -89,6 +92,24 @@ function bareBin(dir: string): string {
     symlinkSync(realpathSync(found), join(bin, tool));
   }
   return bin;
+}
+
+/**
+ * What is generated or local to a checkout, left out of the copy that is
+ * packed: `npm pack` builds dist/ and prebuilds/ afresh there.
+ */
+const NOT_SOURCES = new Set(['.git', 'node_modules', 'dist', 'build', 'prebuilds', 'report', 'reports', '.stryker-tmp']);
+
+/**
+ * A copy of the checkout's sources in `dir`, with the checkout's
+ * node_modules linked in (the build's tools: typescript, node-gyp,
+ * node-addon-api).
+ */
+function sourceCopy(dir: string): string {
+  const copy = join(dir, 'sources');
+  cpSync(packageRoot, copy, { recursive: true, filter: (src) => !NOT_SOURCES.has(relative(packageRoot, src)) });
+  symlinkSync(join(packageRoot, 'node_modules'), join(copy, 'node_modules'));
+  return copy;
 }
 
 function readmeBlock(name: string): string {
@@ -263,8 +284,8 @@ function main(): number {
     }
     // FDBRIDGE_PACK_TEST_TARBALL: test a tarball packed before (while working on this script).
     let tarball = process.env['FDBRIDGE_PACK_TEST_TARBALL'] ?? '';
-    if (!tarball) step('npm pack (builds the prebuilt binaries)', () => {
-      const r = run('npm', ['pack', '--json', '--pack-destination', work], { cwd: packageRoot });
+    if (!tarball) step('npm pack in a copy of the sources (builds the TypeScript and the prebuilt binaries)', () => {
+      const r = run('npm', ['pack', '--json', '--pack-destination', work], { cwd: sourceCopy(work) });
       const info = (JSON.parse(r.stdout.slice(r.stdout.indexOf('['))) as Array<{ filename: string; files: Array<{ path: string }> }>)[0];
       check(info !== undefined, 'npm pack printed no JSON');
       tarball = join(work, info!.filename);

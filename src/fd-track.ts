@@ -25,10 +25,10 @@
  * compiler only JS stacks are recorded, and the report says so.
  */
 import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readlinkSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, normalize, sep } from 'node:path';
-import { isMainThread } from 'node:worker_threads';
+import { isMainThread, threadId } from 'node:worker_threads';
 
 import { packageRoot } from './paths';
 
@@ -67,9 +67,18 @@ export function fdtrackLibrary(fallbackDir: string): { path?: string; unavailabl
   for (const out of [built, join(fallbackDir, 'libfdtrack.so')]) {
     try {
       mkdirSync(join(out, '..'), { recursive: true });
-      execFileSync(cc, ['-O2', '-g', '-fPIC', '-shared', '-Wall', '-fno-omit-frame-pointer', '-o', out, source, '-ldl', '-lpthread'], {
-        stdio: ['ignore', 'ignore', 'pipe'],
-      });
+      // Compiled beside it, then renamed over it: another process building or
+      // preloading it at the same time sees the old file or the whole new one,
+      // never a half-written library (ld.so would refuse it, or worse, map it).
+      const partial = `${out}.${process.pid}.${threadId}.tmp`;
+      try {
+        execFileSync(cc, ['-O2', '-g', '-fPIC', '-shared', '-Wall', '-fno-omit-frame-pointer', '-o', partial, source, '-ldl', '-lpthread'], {
+          stdio: ['ignore', 'ignore', 'pipe'],
+        });
+        renameSync(partial, out);
+      } finally {
+        rmSync(partial, { force: true });
+      }
       return { path: out };
     } catch (err) {
       const e = err as NodeJS.ErrnoException & { stderr?: Buffer };
