@@ -17,6 +17,13 @@ import { readmeBlock } from './util/readme';
 /** No time limit on the examples: each ends by the library's own deadlines (connect's and receive's timeoutMs). */
 const run = promisify(execFile);
 
+/**
+ * jest's limit, a hang guard only: a strict type check of an example against
+ * Node's and the package's declarations, then a run on every transport, took
+ * 14 s at load average 19 on 2 cores, and past jest's default 30 s at 40.
+ */
+const HANG_GUARD_MS = 180_000;
+
 /** Type-checks (strict) and emits `file` with `options`; returns the diagnostics' messages. */
 function compile(file: string, options: ts.CompilerOptions): string[] {
   const program = ts.createProgram([file], {
@@ -53,7 +60,7 @@ test('the README example type-checks and runs on every transport', async () => {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-});
+}, HANG_GUARD_MS);
 
 test('the first example (an ES module with top-level await) type-checks and runs', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'fdbridge-readme-'));
@@ -70,7 +77,7 @@ test('the first example (an ES module with top-level await) type-checks and runs
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-});
+}, HANG_GUARD_MS);
 
 test('the datagram example (bound service, client sending an fd, an answer with a deadline) type-checks and runs', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'fdbridge-readme-'));
@@ -89,4 +96,4 @@ test('the datagram example (bound service, client sending an fd, an answer with 
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-});
+}, HANG_GUARD_MS);
