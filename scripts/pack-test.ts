@@ -62,13 +62,14 @@ interface Run {
   stderr: string;
 }
 
-function run(cmd: string, args: string[], options: { cwd: string; env?: NodeJS.ProcessEnv; expectFailure?: boolean }): Run {
+/** A hang guard only; `timeoutMs` raises it for a command that builds much. */
+function run(cmd: string, args: string[], options: { cwd: string; env?: NodeJS.ProcessEnv; expectFailure?: boolean; timeoutMs?: number }): Run {
   const r: SpawnSyncReturns<string> = spawnSync(cmd, args, {
     cwd: options.cwd,
     env: options.env ?? process.env,
     encoding: 'utf8',
     maxBuffer: 64 << 20,
-    timeout: 600_000,
+    timeout: options.timeoutMs ?? 600_000,
   });
   const out = { status: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
   if (!options.expectFailure && (r.error || r.status !== 0)) {
@@ -285,7 +286,8 @@ function main(): number {
     // FDBRIDGE_PACK_TEST_TARBALL: test a tarball packed before (while working on this script).
     let tarball = process.env['FDBRIDGE_PACK_TEST_TARBALL'] ?? '';
     if (!tarball) step('npm pack in a copy of the sources (builds the TypeScript and the prebuilt binaries)', () => {
-      const r = run('npm', ['pack', '--json', '--pack-destination', work], { cwd: sourceCopy(work) });
+      // prepack and prepare: tsc twice, the addon for x64 and arm64, the bench's C tools (past 10 min at load 30).
+      const r = run('npm', ['pack', '--json', '--pack-destination', work], { cwd: sourceCopy(work), timeoutMs: 1_800_000 });
       const info = (JSON.parse(r.stdout.slice(r.stdout.indexOf('['))) as Array<{ filename: string; files: Array<{ path: string }> }>)[0];
       check(info !== undefined, 'npm pack printed no JSON');
       tarball = join(work, info!.filename);
