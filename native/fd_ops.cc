@@ -669,9 +669,20 @@ namespace {
 #define SYS_close_range 436
 #endif
 
+// close_range(2) of [first, last]: false when it failed, and from then on
+// without trying it again once the kernel said it has none (ENOSYS: before
+// Linux 5.9), so that a fallback to close(2) costs no failing call a run.
+std::atomic<bool> g_no_close_range{false};
+bool CloseRange(unsigned first, unsigned last) {
+  if (g_no_close_range.load(std::memory_order_relaxed)) return false;
+  if (syscall(SYS_close_range, first, last, 0) == 0) return true;
+  if (errno == ENOSYS) g_no_close_range.store(true, std::memory_order_relaxed);
+  return false;
+}
+
 // Closes the fds of `fds` (each open and ours alone: nothing else can hold
 // an open number), a run of consecutive numbers per close_range(2) call.
-// Sorts `fds`. Before Linux 5.9 (ENOSYS) each is closed on its own.
+// Sorts `fds`. Without close_range each is closed on its own.
 void CloseRuns(std::vector<int>* fds) {
   std::sort(fds->begin(), fds->end());
   size_t i = 0;
@@ -679,7 +690,7 @@ void CloseRuns(std::vector<int>* fds) {
     size_t j = i + 1;
     while (j < fds->size() && (*fds)[j] == (*fds)[j - 1] + 1) j++;
     unsigned first = static_cast<unsigned>((*fds)[i]), last = static_cast<unsigned>((*fds)[j - 1]);
-    if (j - i == 1 || syscall(SYS_close_range, first, last, 0) != 0) {
+    if (j - i == 1 || !CloseRange(first, last)) {
       for (size_t k = i; k < j; k++) close((*fds)[k]);
     }
     i = j;
@@ -777,7 +788,7 @@ size_t FdCloseAll(const int* fds, size_t n) {
       if (registrations[j] == 0) break;
       j++;
     }
-    if (j - i >= 2 && syscall(SYS_close_range, static_cast<unsigned>(fds[i]), static_cast<unsigned>(fds[j - 1]), 0) == 0) {
+    if (j - i >= 2 && CloseRange(static_cast<unsigned>(fds[i]), static_cast<unsigned>(fds[j - 1]))) {
       closed += j - i;
     } else {
       j = i + 1;
