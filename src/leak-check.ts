@@ -14,6 +14,8 @@
  * The harness's leak oracle (harness/oracle.ts) is built on the same pieces.
  */
 import { readFileSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 import { FdBridgeError, SystemError } from './errors';
 import { diffFdTables, openFdTable, type FdTable } from './fd';
@@ -172,7 +174,9 @@ export async function settleFdSnapshots(
   snapshots: readonly ProcessFdSnapshot[],
   options: { settleMs?: number; ignore?: (entry: FdEntry) => boolean } = {},
 ): Promise<FdLeakReport> {
-  const deadline = Date.now() + (options.settleMs ?? 1000);
+  // Real time, from the modules: jest's fake timers replace the test's
+  // global setTimeout and Date, and a wait on them would never end.
+  const deadline = performance.now() + (options.settleMs ?? 1000);
   for (;;) {
     const report: FdLeakReport = { leaks: [], closed: [], gone: [] };
     for (const snap of snapshots) {
@@ -186,8 +190,8 @@ export async function settleFdSnapshots(
     }
     if (report.leaks.length === 0 && report.closed.length === 0) return report;
     // Stryker disable next-line EqualityOperator: > instead of >= is at most one more 20 ms poll, the same verdict later
-    if (Date.now() >= deadline) return report;
-    await new Promise((r) => setTimeout(r, 20));
+    if (performance.now() >= deadline) return report;
+    await sleep(20);
   }
 }
 
