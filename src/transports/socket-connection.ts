@@ -602,8 +602,9 @@ export class SocketConnection extends BaseConnection {
   async #peerGone(cause: Error): Promise<void> {
     this.#onPeerClosed();
     if (this.#dead) return;
-    // Stryker disable next-line ConditionalExpression: while closing, close() has failed every request with ClosedError and BaseConnection refuses new ones; probing how the peer ended (it waits for the exit, as the pins of a failed pidfd request do) changes no outcome
+    // Stryker disable next-line ConditionalExpression,BlockStatement: while closing, close() has failed every request with ClosedError and BaseConnection refuses new ones; probing how the peer ended (it waits for the exit, as the pins of a failed pidfd request do) changes no outcome
     if (this.#closing) {
+      // Stryker disable next-line StringLiteral: the same; this error settles nothing (close() settled every request already)
       this.#fail(this.closedError('the request'));
       return;
     }
@@ -633,7 +634,7 @@ export class SocketConnection extends BaseConnection {
     // connection some other way is not measured.
     // Stryker disable next-line ConditionalExpression: see above
     const gone = cause.name === 'EofError' || isPeerGone(cause);
-    // Stryker disable next-line ConditionalExpression,EqualityOperator,LogicalOperator: see above (a detail beside an exit code or a signal is never shown)
+    // Stryker disable next-line ConditionalExpression,EqualityOperator,LogicalOperator,BlockStatement: see above (a detail beside an exit code or a signal is never shown)
     if (!gone && exit.exitCode === null && exit.signal === null) {
       // Stryker disable next-line ObjectLiteral,StringLiteral: see above
       exit = { ...exit, detail: `broke the connection (${cause.message})` };

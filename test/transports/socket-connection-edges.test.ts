@@ -443,6 +443,7 @@ describe('a peer that is gone', () => {
       expect(() => pair.conn.dupFileDescriptorSync(source)).toThrow(
         expect.objectContaining({ name: 'PeerExitedError', transport: 'helper', pid: FAR_PID, exitCode: null, signal: null }) as Error,
       );
+      expect(() => pair.conn.dupFileDescriptorSync(source)).toThrow(`request failed: the helper daemon (pid ${FAR_PID}) closed the connection before replying`);
       await pair.conn.close();
       expect(hooked).toBe(0);
       expect(((await call) as { error: unknown }).error).toBeInstanceOf(ClosedError);
@@ -615,15 +616,21 @@ describe('by-number delivery (the pidfd strategy): pins named in GETFD frames', 
       delivery,
       probe: async () => {
         probes++;
+        // As a real probe does, it takes a while: the end of file is read meanwhile.
+        await turns(10);
         return { transport: 'helper', pid: FAR_PID, exitCode: 3, signal: null };
       },
     });
     try {
       pair.fake.close();
       // Before the end of file is read: the send fails with EPIPE.
-      await expect(pair.conn.call('echo', 1)).rejects.toMatchObject({ name: 'PeerExitedError', exitCode: 3 });
-      await turns(10);
-      await expect(pair.conn.dupFileDescriptors([source])).rejects.toMatchObject({ name: 'PeerExitedError', exitCode: 3 });
+      const err = await outcome(pair.conn.call('echo', 1));
+      expect((err as { error: unknown }).error).toMatchObject({ name: 'PeerExitedError', exitCode: 3 });
+      await turns(20);
+      // A later request fails with the connection's own error, saying how the peer ended.
+      const later = ((await outcome(pair.conn.dupFileDescriptors([source]))) as { error: Error }).error;
+      expect(later).toMatchObject({ name: 'PeerExitedError', exitCode: 3 });
+      expect(later.message).toBe(`request failed: the helper daemon (pid ${FAR_PID}) exited with code 3 before replying`);
       expect(probes).toBe(1);
       expect(delivery.ended).toBe(1);
     } finally {
