@@ -554,6 +554,18 @@ export class RelayStream {
     this.#onFinished(this);
   }
 
+  /**
+   * Ends the stream at once and tells the peer: STOP for the incoming half
+   * (the far end's writes then fail, as into a pipe with no reader), end of
+   * file for the outgoing one; closes the local fd.
+   */
+  abandon(): void {
+    if (this.#finished) return;
+    if (!this.#inDone) this.#channel.send(RemoteFrame.STOP, this.id);
+    if (!this.#outDone) this.#channel.send(RemoteFrame.EOF, this.id);
+    this.destroy();
+  }
+
   /** Ends the stream at once (the connection is going): closes the local fd, tells nobody. */
   destroy(): void {
     if (this.#finished) return;

@@ -47,8 +47,14 @@ import { planRelay, type RelayPlan } from './remote-kinds';
 /** The server's argv after `via` when via is given: `fdbridge` on the far machine's PATH. */
 export const DEFAULT_SERVE_ARGV: readonly string[] = ['fdbridge', 'serve', '--stdio'];
 
-/** How long close() lets the command's last output reach the client's fds. */
-const DRAIN_ON_CLOSE_MS = 2000;
+/**
+ * How long close() lets the command's last output reach the client's fds;
+ * also how long it waits for the command to close before it ends the
+ * relayed streams that may be holding it up (see closeTransport).
+ */
+export const DRAIN_ON_CLOSE_MS = 2000;
+/** How long close() waits at most for the server's CLOSED before it ends the channel. */
+const CLOSE_WAIT_MS = 10_000;
 /** How long a lost channel waits for the via process's exit status before it says how it ended. */
 const EXIT_STATUS_WAIT_MS = 250;
 /** Bytes of the server's and via's stderr kept for error messages. */
@@ -337,10 +343,23 @@ export class RemoteConnection extends BaseConnection {
   protected async closeTransport(): Promise<void> {
     this.#closing = true;
     if (!this.#broken) {
-      try {
-        await Promise.race([this.#request(RemoteFrame.CLOSE, 'close', 'close', undefined), this.#lost, delay(10_000)]);
-      } catch {
-        // The channel was lost meanwhile: everything is closed below either way.
+      // Settles with CLOSED, an ERROR, or the channel's loss: everything is closed below either way.
+      const answered = Promise.race([this.#request(RemoteFrame.CLOSE, 'close', 'close', undefined), this.#lost]).then(
+        () => true,
+        () => true,
+      );
+      if (!(await Promise.race([answered, delay(DRAIN_ON_CLOSE_MS).then(() => false)]))) {
+        // The command's thread runs its close() only once the call it is in
+        // returns, and a call can wait on a relayed stream for good: a
+        // writeSync into a pipe whose consumer here does not read (the
+        // stream's window is spent, so the server reads no more of it), a
+        // readSync of a stream whose source here never ends. The calls were
+        // given up when close() began (ClosedError); ending every stream
+        // (STOP: the command's writes fail with EPIPE; end of file: its
+        // reads return) lets that call return and the command close.
+        for (const s of [...this.#streams.values()]) s.abandon();
+        this.#streams.clear();
+        await Promise.race([answered, delay(CLOSE_WAIT_MS - DRAIN_ON_CLOSE_MS)]);
       }
       // The command's last output (sent before CLOSED) reaches our fds.
       await Promise.race([Promise.all([...this.#streams.values()].map((s) => s.drained())), delay(DRAIN_ON_CLOSE_MS)]);

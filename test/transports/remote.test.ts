@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 
 import {
+  ClosedError,
   connect,
   LOG_COMMAND,
   logRedirectOption,
@@ -29,7 +30,7 @@ import {
 } from '../../src';
 import { closeFd, closeFds, diffFdTables, dupFd, fdFloor, fdIdentity, makeEventfd, makeMemfd, makePipe, openFdTable, openPidfd, type FdTable } from '../../src/fd';
 import { rawListen, rawShutdown, rawSocketPair } from '../../src/testing';
-import type { RemoteConnection } from '../../src/transports/remote';
+import { DRAIN_ON_CLOSE_MS, type RemoteConnection } from '../../src/transports/remote';
 import { STREAM_WINDOW } from '../../src/transports/remote-channel';
 import { LOCAL_REMOTE } from '../../harness/local-remote';
 import { CLI, fdTableSettles, runCli } from '../util/processes';
@@ -113,6 +114,17 @@ function readBytes(fd: number, n: number): Promise<Buffer> {
       }
     });
     sock.on('error', reject);
+  });
+}
+
+/** Resolves once `condition()` holds (checked every 20 ms; no deadline: the test's timeout is one). */
+function until(condition: () => boolean): Promise<void> {
+  return new Promise((resolve) => {
+    const poll = (): void => {
+      if (condition()) resolve();
+      else setTimeout(poll, 20);
+    };
+    poll();
   });
 }
 
@@ -457,6 +469,73 @@ describe('kinds with no byte stream', () => {
     } finally {
       closeFds([listening, directory, eventfd, pidfd, d1, d2, r, w]);
       rmSync(sock, { force: true });
+    }
+  });
+});
+
+describe('closing while a call waits on a relayed stream', () => {
+  closeAfterEach();
+
+  /** Writes past the window through `far`, in calls sent at once: the server runs them in turn, and one waits. */
+  async function writePastWindow(conn: RemoteConnection, far: number): Promise<Array<Promise<unknown>>> {
+    const calls: Array<Promise<unknown>> = [];
+    for (let n = 0; n < STREAM_WINDOW + (1 << 20); n += CALL_PIECE) calls.push(conn.call('write', far, 'x'.repeat(CALL_PIECE)));
+    // The window is spent: the server reads no more of the command's end.
+    await until(() => conn.relays().some((s) => s.bytesIn >= STREAM_WINDOW));
+    return calls;
+  }
+
+  /**
+   * Each staging leaves the command's thread in a call that waits on a
+   * relayed stream nothing here moves; the calls are sent before close(), so
+   * the server runs them before the command's close(), which waits for them.
+   */
+  const holds: Array<[string, (conn: RemoteConnection) => Promise<{ calls: Array<Promise<unknown>>; fds: number[] }>]> = [
+    [
+      'writeSync past the window into a pipe whose reader here does not read',
+      async (conn) => {
+        const [r, w] = makePipe();
+        return { calls: await writePastWindow(conn, await conn.dupFileDescriptor(w)), fds: [r, w] };
+      },
+    ],
+    [
+      'readSync of a pipe whose writer here stays open',
+      async (conn) => {
+        const [r, w] = makePipe();
+        return { calls: [conn.call('read', await conn.dupFileDescriptor(r), 16)], fds: [r, w] };
+      },
+    ],
+    [
+      'writeSync past the window into a stream socket nobody here reads',
+      async (conn) => {
+        const [a, b] = rawSocketPair('stream');
+        return { calls: await writePastWindow(conn, await conn.dupFileDescriptor(a)), fds: [a, b] };
+      },
+    ],
+  ];
+
+  test.each(holds)('%s: close() ends with no timer but its drain time, the calls left reject with ClosedError, the server exits', async (_name, hold) => {
+    const conn = (await connect('remote', { command: PROBE_COMMAND, via: VIA, serve: SERVE })) as RemoteConnection;
+    opened.push(conn);
+    const serverPid = conn.location.pid;
+    const { calls, fds } = await hold(conn);
+    const settled = Promise.allSettled(calls);
+    // Only setTimeout and setInterval are jest's: close() may count on its
+    // drain time passing (DRAIN_ON_CLOSE_MS), and on no other timer.
+    jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate', 'queueMicrotask', 'hrtime', 'performance', 'Date'] });
+    try {
+      const closing = conn.close();
+      await jest.advanceTimersByTimeAsync(DRAIN_ON_CLOSE_MS);
+      jest.useRealTimers();
+      await closing;
+      const outcomes = (await settled).map((s) => (s.status === 'fulfilled' ? 'written' : s.reason instanceof ClosedError ? 'ClosedError' : s.reason));
+      // The last call was still waiting (or queued behind the one that was).
+      expect(outcomes.at(-1)).toBe('ClosedError');
+      expect(outcomes.filter((o) => o !== 'written' && o !== 'ClosedError')).toEqual([]);
+      await gone(serverPid);
+    } finally {
+      jest.useRealTimers();
+      closeFds(fds);
     }
   });
 });
