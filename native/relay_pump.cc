@@ -266,7 +266,14 @@ bool RelayPump::HandleStreamFrame(Stream* s, uint8_t type, const char* data, siz
       if (s->pending.empty()) EndSink(s);
       return true;
     case kStop:
-      if (s->out_active) HalfDone(s, kOut, true);
+      if (!s->out_active) return true;
+      // Nobody reads what comes in here any more. A pipe's fd closes with
+      // this half (its writer gets EPIPE); a socket's stays open for the
+      // other half, so its reading side is shut: an AF_UNIX writer then gets
+      // EPIPE too, even one already blocked on a full buffer, instead of
+      // waiting for reads that never come (a TCP peer is not told).
+      if (s->socket && s->in_active) shutdown(s->fd.get(), SHUT_RD);
+      HalfDone(s, kOut, true);
       return true;
   }
   return true;

@@ -8,10 +8,12 @@
  * protocol ends the channel with a ProtocolError, and close() closes every
  * fd the pump held.
  */
+import { spawn } from 'node:child_process';
 import { Socket } from 'node:net';
 
 import fc from 'fast-check';
 
+import { killIfSpawned } from '../../src/child-process';
 import { ProtocolError } from '../../src/errors';
 import { formatFdTableDiff, openFdTable } from '../../src/fd';
 import {
@@ -172,6 +174,36 @@ test('a reader that goes away stops the writer\'s side: its outgoing half ends (
     a.channel.sendJson(RemoteFrame.CALL, 5, { method: 'after', args: [] });
     while (!b.frames.some((f) => f.id === 5)) await new Promise((r) => setImmediate(r));
     expect(b.channel.ended).toBe(false);
+  }));
+
+test('a STOP for a pumped stream socket fails its writer with EPIPE, one blocked on a full buffer too, and the other way goes on', () =>
+  checked(async (scope) => {
+    const { a, b } = joined(scope);
+    const [mine, pumped] = native.socketpair(native.constants.SOCK_STREAM);
+    const stream = new RelayStream(4, a.channel, { pumped: { fd: pumped, read: true, write: true, socket: true } }, () => undefined);
+    stream.start();
+    scope.add({ close: () => stream.destroy() });
+    // A writer blocked in write(2), as a command's writeSync is: past the
+    // window and both socket buffers. It ignores SIGPIPE (inherited from
+    // Node), so EPIPE is its error message.
+    const writer = spawn('head', ['-c', String(STREAM_WINDOW + (4 << 20)), '/dev/zero'], { stdio: ['ignore', mine, 'pipe'] });
+    scope.add({ close: () => void killIfSpawned(writer) });
+    let stderr = '';
+    writer.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exit = new Promise<void>((resolve) => writer.once('close', () => resolve()));
+    const sent = stream.sent();
+    while (stream.bytesOut < STREAM_WINDOW) await new Promise((r) => setImmediate(r));
+    b.channel.send(RemoteFrame.STOP, 4);
+    await sent;
+    await exit;
+    expect(stderr).toMatch(/Broken pipe/);
+    // The stream's other half still carries bytes to this end (read only
+    // now: a net.Socket makes the shared open file non-blocking).
+    const reader = new Socket({ fd: mine, readable: true, writable: false, allowHalfOpen: true });
+    scope.add({ close: () => reader.destroy() });
+    const got = new Promise<Buffer>((resolve) => reader.once('data', resolve));
+    b.channel.send(RemoteFrame.DATA, 4, Buffer.from('still'));
+    expect((await got).toString()).toBe('still');
   }));
 
 describe('a peer that breaks the protocol ends the channel with a ProtocolError', () => {
