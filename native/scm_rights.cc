@@ -7,6 +7,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -106,11 +107,14 @@ bool CarriesFds(const struct cmsghdr* c) {
 // message's shape. Under MSG_CTRUNC the kernel shortens cmsg_len to what
 // it installed (scm_detach_fds), so the count is exactly the fds now in
 // our table.
+// The fds `c` carries (CarriesFds(c)).
+size_t CmsgFdCount(const struct cmsghdr* c) { return (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); }
+
 template <typename Each>
 void ForEachCmsgFd(struct msghdr* msg, Each each) {
   for (struct cmsghdr* c = CMSG_FIRSTHDR(msg); c != nullptr; c = CMSG_NXTHDR(msg, c)) {
     if (!CarriesFds(c)) continue;
-    size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    size_t n = CmsgFdCount(c);
     const unsigned char* p = CMSG_DATA(c);
     for (size_t i = 0; i < n; i++) {
       int fd;
@@ -187,9 +191,15 @@ void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
     return;
   }
 
-  // The received set is owned here until it is handed to the caller whole
-  // (it allocates only for a message that carries fds).
+  // The received set is owned here until it is handed to the caller whole.
+  // Sized once from the cmsg lengths (what is taken, at most max_fds): a
+  // 253-fd message allocates once, none without SCM_RIGHTS.
   UniqueFds received;
+  size_t rights = 0;
+  for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (CarriesFds(c) && c->cmsg_type == SCM_RIGHTS) rights += CmsgFdCount(c);
+  }
+  received.reserve(std::min(rights, max_fds));
   bool overflow = false;
   ForEachCmsgFd(&msg, [&](int fd, int type) {
     if (type == SCM_PIDFD) {

@@ -169,6 +169,32 @@ export function distFile(rel: string): string {
 
 export const fixture = (name: string): string => join(packageRoot, 'test', 'fixtures', name);
 
+/**
+ * Builds test/native/NAME.cc with `sources` (files in native/) into `dir`,
+ * C++17 with assertions on and warnings as errors (`sanitize`: with ASan and
+ * UBSan); returns the program's path.
+ */
+export function compileNativeTest(dir: string, name: string, sources: readonly string[], sanitize: boolean): string {
+  const program = join(dir, name);
+  const cxx = process.env['CXX'] || 'g++';
+  execFileSync(cxx, [
+    '-std=c++17',
+    '-g',
+    '-Wall',
+    '-Wextra',
+    '-Werror',
+    ...(sanitize ? ['-fsanitize=address,undefined', '-fno-sanitize-recover=all'] : []),
+    '-I',
+    join(packageRoot, 'native'),
+    '-o',
+    program,
+    join(packageRoot, 'test', 'native', `${name}.cc`),
+    ...sources.map((s) => join(packageRoot, 'native', s)),
+    '-pthread',
+  ]);
+  return program;
+}
+
 /** Unique abstract socket name for this process and test. */
 let abstractCounter = 0;
 export function abstractName(tag: string): string {

@@ -3,35 +3,19 @@
  * own: test/native/unique_fd_test.cc is compiled with assertions on (and
  * ASan/UBSan) and run; it checks its own open-fd table before and after.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-const root = join(__dirname, '..', '..');
+import { compileNativeTest } from './helpers';
+
 let dir: string;
 let program: string;
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'fdbridge-unique-fd-'));
-  program = join(dir, 'unique_fd_test');
-  const cxx = process.env['CXX'] || 'g++';
-  execFileSync(cxx, [
-    '-std=c++17',
-    '-g',
-    '-Wall',
-    '-Wextra',
-    '-Werror',
-    '-fsanitize=address,undefined',
-    '-fno-sanitize-recover=all',
-    '-I',
-    join(root, 'native'),
-    '-o',
-    program,
-    join(root, 'test', 'native', 'unique_fd_test.cc'),
-    join(root, 'native', 'fd_ops.cc'),
-    '-pthread',
-  ]);
+  program = compileNativeTest(dir, 'unique_fd_test', ['fd_ops.cc'], true);
 }, 120_000);
 
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

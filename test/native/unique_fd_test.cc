@@ -14,6 +14,7 @@
 #include <string>
 #include <utility>
 
+#include "open_fds.h"
 #include "unique_fd.h"
 
 using fdbridge::UniqueFd;
@@ -34,19 +35,6 @@ int failures = 0;
   } while (0)
 
 bool IsOpen(int fd) { return fcntl(fd, F_GETFD) >= 0; }
-
-std::set<int> OpenFds() {
-  std::set<int> out;
-  DIR* dir = opendir("/proc/self/fd");
-  int self = dirfd(dir);
-  while (struct dirent* ent = readdir(dir)) {
-    if (ent->d_name[0] == '.') continue;
-    int fd = atoi(ent->d_name);
-    if (fd != self) out.insert(fd);
-  }
-  closedir(dir);
-  return out;
-}
 
 int NewFd() {
   int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
