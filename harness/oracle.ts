@@ -178,6 +178,7 @@ function parentOf(pid: number): number | undefined {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // comm (field 2) may hold spaces and parentheses: the parent is the second field after the last ')'.
     return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    // Stryker disable next-line BlockStatement: an empty catch returns undefined as well
   } catch {
     return undefined;
   }
@@ -185,8 +186,10 @@ function parentOf(pid: number): number | undefined {
 
 /** True when `pid` is `ancestor` or one of its descendants on this machine. */
 function descendsFrom(pid: number, ancestor: number): boolean {
+  // Stryker disable next-line ConditionalExpression,EqualityOperator: past 1 or 2 (kthreadd) the parent is 0, and /proc/0/stat does not exist: undefined ends the walk the same way
   for (let p: number | undefined = pid; p !== undefined && p > 0; p = parentOf(p)) {
     if (p === ancestor) return true;
+    // Stryker disable next-line ConditionalExpression: without it the walk reads init's parent, 0, and ends there, false as well
     if (p === 1) return false;
   }
   return false;
