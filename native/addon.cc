@@ -1686,6 +1686,16 @@ Napi::Value BackgroundClosesOfPeerFds(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(FdBackgroundClosesOfPeerFds()));
 }
 
+// backgroundClosesOfOwnSockets(owner?) -> our own sockets that wait for the closer (owner's only, if given).
+Napi::Value BackgroundClosesOfOwnSockets(const Napi::CallbackInfo& info) {
+  if (info.Length() > 0 && !info[0].IsUndefined()) {
+    double owner = WholeNumber(info[0]);
+    if (owner < 0) throw Napi::TypeError::New(info.Env(), "backgroundClosesOfOwnSockets: owner must be a non-negative integer");
+    return Napi::Number::New(info.Env(), static_cast<double>(FdBackgroundClosesOfOwnSockets(static_cast<uint64_t>(owner))));
+  }
+  return Napi::Number::New(info.Env(), static_cast<double>(FdBackgroundClosesOfOwnSockets()));
+}
+
 // pollReadable(fds) -> booleans: readable (or hung up) now, without waiting.
 Napi::Value PollReadable(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -2044,6 +2054,11 @@ Napi::Value SetPassRights(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value GetPassRights(const Napi::CallbackInfo& info) {
+  int r = SockGetPassRights(ArgFd(info, 0));
+  return Napi::Boolean::New(info.Env(), CheckFdResult(info.Env(), r, "getsockopt(SO_PASSRIGHTS)") != 0);
+}
+
 Napi::Value SetPassCred(const Napi::CallbackInfo& info) {
   CheckFdResult(info.Env(), SockSetPassCred(ArgFd(info, 0), info[1].ToBoolean()), "setsockopt(SO_PASSCRED)");
   return info.Env().Undefined();
@@ -2183,6 +2198,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("openBackgroundCloses", Napi::Function::New<OpenBackgroundCloses>(env, "openBackgroundCloses"));
   exports.Set("backgroundClosesPending", Napi::Function::New<BackgroundClosesPending>(env, "backgroundClosesPending"));
   exports.Set("backgroundClosesOfPeerFds", Napi::Function::New<BackgroundClosesOfPeerFds>(env, "backgroundClosesOfPeerFds"));
+  exports.Set("backgroundClosesOfOwnSockets", Napi::Function::New<BackgroundClosesOfOwnSockets>(env, "backgroundClosesOfOwnSockets"));
   exports.Set("pollReadable", Napi::Function::New<PollReadable>(env, "pollReadable"));
   exports.Set("socketsAlive", Napi::Function::New<SocketsAlive>(env, "socketsAlive"));
   exports.Set("socketpair", Napi::Function::New<SocketPair>(env, "socketpair"));
@@ -2219,6 +2235,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("closeAll", Napi::Function::New<CloseAll>(env, "closeAll"));
   exports.Set("socketType", Napi::Function::New<SocketType>(env, "socketType"));
   exports.Set("setPassRights", Napi::Function::New<SetPassRights>(env, "setPassRights"));
+  exports.Set("getPassRights", Napi::Function::New<GetPassRights>(env, "getPassRights"));
   exports.Set("setPassCred", Napi::Function::New<SetPassCred>(env, "setPassCred"));
   exports.Set("setPassPidfd", Napi::Function::New<SetPassPidfd>(env, "setPassPidfd"));
   exports.Set("shutdown", Napi::Function::New<Shutdown>(env, "shutdown"));

@@ -226,6 +226,10 @@ struct Closer {
     std::deque<Job> jobs;
     size_t busy = 0;
     bool listed = false;  // in `turns`
+    // Of its jobs, those that close a socket of ours (not a peer's fd):
+    // waiting in `jobs`, and being closed now.
+    size_t own_queued = 0;
+    size_t own_running = 0;
   };
   // A batch not yet done: its fds still open, and who waits for it.
   struct Batch {
@@ -309,6 +313,7 @@ void RunJob(Closer& c, uint64_t owner, const Closer::Job& job) {
     }
     c.pending--;
     auto lane = c.lanes.find(owner);
+    if (!job.peer_fd) lane->second.own_running--;
     lane->second.busy--;
     ListLocked(c, owner, lane->second);
     if (lane->second.jobs.empty() && lane->second.busy == 0) c.lanes.erase(lane);
@@ -330,6 +335,10 @@ std::pair<uint64_t, Closer::Job> TakeLocked(Closer& c) {
   Closer::Job job = lane.jobs.front();
   lane.jobs.pop_front();
   lane.busy++;
+  if (!job.peer_fd) {
+    lane.own_queued--;
+    lane.own_running++;
+  }
   ListLocked(c, owner, lane);  // to the back of the turns: owners alternate
   return {owner, job};
 }
@@ -407,6 +416,7 @@ uint64_t FdCloseInBackground(const int* fds, size_t n, uint64_t owner, bool held
     ticket = ++c.issued;
     c.batches[ticket].left = n;
     Closer::Lane& lane = c.lanes[owner];
+    if (!held_for_peer) lane.own_queued += n;
     for (size_t i = 0; i < n; i++) lane.jobs.push_back({fds[i], ticket, held_for_peer});
     ListLocked(c, owner, lane);
     // Work another thread can take, and none free to take it.
@@ -499,6 +509,34 @@ size_t FdBackgroundClosesOfPeerFds(uint64_t owner) {
   std::lock_guard<std::mutex> lock(c.mu);
   auto by = c.peer_fds_by_owner.find(owner);
   return by == c.peer_fds_by_owner.end() ? 0 : by->second;
+}
+
+namespace {
+
+// A lane's own sockets held up: all of them once its closes have no thread
+// to spare (every one its owner may use is in a close, or the pool is at
+// its cap with none idle), as when they block; else none (a free thread
+// takes each at once). Under c.mu.
+size_t OwnSocketsHeldUpLocked(const Closer& c, const Closer::Lane& lane) {
+  bool stuck = lane.busy >= kCloserThreadsPerOwner || (c.threads >= kMaxCloserThreads && c.idle == 0);
+  return stuck ? lane.own_queued + lane.own_running : 0;
+}
+
+}  // namespace
+
+size_t FdBackgroundClosesOfOwnSockets() {
+  Closer& c = TheCloser();
+  std::lock_guard<std::mutex> lock(c.mu);
+  size_t n = 0;
+  for (const auto& lane : c.lanes) n += OwnSocketsHeldUpLocked(c, lane.second);
+  return n;
+}
+
+size_t FdBackgroundClosesOfOwnSockets(uint64_t owner) {
+  Closer& c = TheCloser();
+  std::lock_guard<std::mutex> lock(c.mu);
+  auto lane = c.lanes.find(owner);
+  return lane == c.lanes.end() ? 0 : OwnSocketsHeldUpLocked(c, lane->second);
 }
 
 uint64_t FdBackgroundClosesDone() { return TheCloser().done.load(); }

@@ -209,6 +209,19 @@ size_t FdBackgroundClosesOfPeerFds();
 // limit, so that one user cannot fill the daemon's total with fds whose
 // closes it made block.
 size_t FdBackgroundClosesOfPeerFds(uint64_t owner);
+// The others, our own sockets to peers (held_for_peer false), that are
+// held up: every one of `owner`'s (or of all owners) while its closes have
+// no thread to spare (kCloserThreadsPerOwner of them in a close, or the
+// pool at its cap with none idle), none otherwise. A close that blocks
+// holds a thread; once its owner's threads all do, its sockets wait behind
+// them, each holding an fd, for as long as the closes block: a helper
+// daemon counts them against the connections of the owner's uid. The rest
+// are closed at once (a free thread takes them): not counting them spares
+// an honest client that closes and connects again a refusal while its
+// last socket is still in the queue. So the sockets not counted are at
+// most one per closer thread.
+size_t FdBackgroundClosesOfOwnSockets();
+size_t FdBackgroundClosesOfOwnSockets(uint64_t owner);
 // How many background closes have finished since the process started.
 uint64_t FdBackgroundClosesDone();
 // The closer's threads now, and how many of them are in a close.

@@ -224,6 +224,13 @@ int SockSetPassRights(int fd, bool on) {
   return 0;
 }
 
+int SockGetPassRights(int fd) {
+  int v = 0;
+  socklen_t len = sizeof(v);
+  if (getsockopt(fd, SOL_SOCKET, SO_PASSRIGHTS, &v, &len) != 0) return -errno;
+  return v != 0 ? 1 : 0;
+}
+
 int SockSetPassCred(int fd, bool on) {
   int v = on ? 1 : 0;
   if (setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &v, sizeof(v)) != 0) return -errno;

@@ -90,6 +90,10 @@ int SockType(int fd);
 // SO_PASSRIGHTS (Linux 6.16): with 0, SCM_RIGHTS sends to this socket fail
 // with EPERM in the sender. -ENOPROTOOPT on older kernels.
 int SockSetPassRights(int fd, bool on);
+// Whether SO_PASSRIGHTS is on (1) or off (0); -ENOPROTOOPT before Linux
+// 6.16. An accepted socket has its listener's setting from the peer's
+// connect(2) on, so off at accept means no fd was ever queued on it.
+int SockGetPassRights(int fd);
 
 // SO_PASSCRED: with 1, every message received carries an SCM_CREDENTIALS
 // control message (which the receive path skips).

@@ -3,8 +3,9 @@
  * headers, wrong lengths, oversized frames (beyond MAX_FRAME_BYTES: MSG_TRUNC
  * there), frames before HELLO, a second HELLO, GETFD without pidfd, replies
  * only a command sends, and up to 253 fds nobody asked for. Each must end
- * THAT connection (or, on a pidfd connection, be refused by the kernel:
- * SO_PASSRIGHTS) with every fd closed over there, proved from here: the fds
+ * THAT connection (or be refused by the kernel, SO_PASSRIGHTS: on a pidfd
+ * connection, and fds sent to a helper daemon before its READY) with every
+ * fd closed over there, proved from here: the fds
  * are copies of a pipe's write end whose read end then reports end-of-file.
  *
  * - helper: raw clients of the run's daemon, while a well-behaved client on
@@ -18,7 +19,7 @@ import { strict as assert } from 'node:assert';
 import { makeMemfd, PROBE_COMMAND, type Connection } from '../src';
 import type { Scenario } from '../harness/types';
 import { closeAll, closeRemote, remoteIdentities, wireIdentity } from './support/common';
-import { badRequests, connectRaw, sendBadRequest, spawnCommandSide, type BadRequest } from './support/hostile';
+import { badRequests, connectRaw, refusedBeforeHello, sendBadRequest, spawnCommandSide, type BadRequest } from './support/hostile';
 
 /** One duplication (checked and closed over there) and one call on the good connection. */
 async function roundTrip(conn: Connection, source: number, i: number): Promise<void> {
@@ -50,8 +51,11 @@ const scenario: Scenario = {
           try {
             // The good client is served while the hostile one is mid-way.
             const meanwhile = roundTrip(good, source, i);
-            const r = await sendBadRequest(raw, input);
-            assert.equal(r.how, 'end', `${input.name}: the daemon ended the connection`);
+            const r = await sendBadRequest(raw, input, { refusesFdsBeforeHello: true });
+            if (refusedBeforeHello(input)) {
+              assert.equal(r.how, 'kernel', `${input.name}: the kernel refused fds sent before READY`);
+              byKernel++;
+            } else assert.equal(r.how, 'end', `${input.name}: the daemon ended the connection`);
             await meanwhile;
           } finally {
             raw.close();

@@ -318,6 +318,13 @@ export interface NativeBinding {
    * given fds); not a closed socket's own fd. With `owner`: that owner's only.
    */
   backgroundClosesOfPeerFds(owner?: number): number;
+  /**
+   * The others, sockets of ours (a closed socket's own fd, when it uses the
+   * background closer), that are held up: an owner's count while its closes
+   * have no thread to spare, 0 otherwise (native/fd_ops.h). With `owner`:
+   * that owner's only.
+   */
+  backgroundClosesOfOwnSockets(owner?: number): number;
   /** For each fd, whether poll(2) says it is readable (or hung up) right now. */
   pollReadable(fds: readonly number[]): boolean[];
   /** Socket objects (all environments) not yet garbage collected, open or closed. */
@@ -412,6 +419,8 @@ export interface NativeBinding {
   pidfdGetfdAll(pidfd: number, targetFds: readonly number[]): number[];
   socketType(fd: number): number;
   setPassRights(fd: number, on: boolean): void;
+  /** SO_PASSRIGHTS (Linux 6.16+; before, a SystemError ENOPROTOOPT). */
+  getPassRights(fd: number): boolean;
   setPassCred(fd: number, on: boolean): void;
   /** SO_PASSPIDFD (Linux 6.5+): every message then brings an SCM_PIDFD, which the receive path closes. */
   setPassPidfd(fd: number, on: boolean): void;

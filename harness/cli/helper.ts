@@ -111,9 +111,13 @@ async function printStatus(socketPath: string): Promise<number> {
   const lines = [
     `fdbridge helper pid ${s.pid} at ${s.socketPath}; commands: ${s.commands.join(', ')}`,
     `clients: ${s.stats.active} now (at most ${s.limits.maxConnections}), ${s.stats.connections} served, ${s.stats.refused} refused, ` +
-      `${s.stats.clientsExited} swept after their process exited`,
+      `${s.stats.clientsExited} swept after their process exited, ${s.socketsClosing} ended one(s) whose socket waits behind blocked closes`,
     `fds held: ${s.fdsHeld}, ${s.fdsClosing} being closed (at most ${s.limits.maxFdsPerClient} per client, ${s.limits.maxFdsPerUid} per uid, ${s.limits.maxFdsTotal} in all)`,
-    ...s.uids.map((u) => `  uid ${u.uid}: ${u.connections} client(s) (at most ${s.limits.maxConnectionsPerUid}), ${u.fdsHeld} fds held`),
+    ...s.uids.map(
+      (u) =>
+        `  uid ${u.uid}: ${u.connections} client(s) and ${u.socketsClosing} socket(s) held up (at most ${s.limits.maxConnectionsPerUid}), ` +
+        `${u.fdsHeld} fds held, ${u.fdsClosing} being closed`,
+    ),
     `quota hits: ${hits}`,
     `turned away: ${s.stats.protocolErrors} protocol error(s), ${s.stats.unexpectedFds} unexpected fd(s) closed`,
     // The status request's own connection is one of the clients.

@@ -213,18 +213,23 @@ export async function sayHello(socket: UnixSocket, options: { pidfd?: boolean } 
 /**
  * Sends `input` on `socket` (HELLO first for phase 'ready') and proves it
  * was rejected: the far side ended the connection without sending an fd,
- * or (rejectedBy 'kernel') the kernel refused the fds with EPERM; either
- * way every attached fd is closed everywhere (pipe end-of-file). Throws,
- * naming the input, otherwise. The caller closes `socket`.
+ * or (rejectedBy 'kernel', or phase 'fresh' with `refusesFdsBeforeHello`)
+ * the kernel refused the fds with EPERM; either way every attached fd is
+ * closed everywhere (pipe end-of-file). Throws, naming the input,
+ * otherwise. The caller closes `socket`.
  */
 export async function sendBadRequest(
   socket: UnixSocket,
   input: BadRequest,
-  options: { pidfd?: boolean; refusesFds?: boolean } = {},
+  options: { pidfd?: boolean; refusesFds?: boolean; refusesFdsBeforeHello?: boolean } = {},
 ): Promise<Rejection> {
   // Whether the far side is expected to refuse fds in the kernel: a pidfd
-  // connection does, where the kernel has SO_PASSRIGHTS.
-  const refuses = options.refusesFds ?? (options.pidfd === true && kernelHasPassRights());
+  // connection does, where the kernel has SO_PASSRIGHTS; a helper daemon's
+  // connection does until its READY.
+  const refuses =
+    input.phase === 'fresh' && options.refusesFdsBeforeHello === true
+      ? kernelHasPassRights()
+      : (options.refusesFds ?? (options.pidfd === true && kernelHasPassRights())) && input.rejectedBy === 'kernel';
   const fail = (why: string): Error => new Error(`bad request ${input.name}: ${why}`);
   if (input.phase === 'ready') await sayHello(socket, options);
   const [readEnd, writeEnd] = makePipe();
@@ -242,10 +247,10 @@ export async function sendBadRequest(
         throw err;
       }
     }
-    if (how === 'end' && input.rejectedBy === 'kernel' && input.fds > 0 && refuses) {
+    if (how === 'end' && input.fds > 0 && refuses) {
       throw fail('the fds were sent: the far side does not refuse fds (SO_PASSRIGHTS)');
     }
-    if (how === 'kernel' && !(input.rejectedBy === 'kernel' && refuses)) {
+    if (how === 'kernel' && !refuses) {
       throw fail('the kernel refused the fds (EPERM), but this side should have received and rejected them');
     }
     const replies: number[] = [];
@@ -272,6 +277,14 @@ export async function sendBadRequest(
   } finally {
     closeFds(writeOpen ? [readEnd, writeEnd] : [readEnd]);
   }
+}
+
+/**
+ * Whether a helper daemon's kernel refuses `input` whole (EPERM): fds sent
+ * before its READY, where the kernel knows SO_PASSRIGHTS.
+ */
+export function refusedBeforeHello(input: BadRequest): boolean {
+  return input.phase === 'fresh' && input.fds > 0 && kernelHasPassRights();
 }
 
 /** Whether this kernel knows SO_PASSRIGHTS (Linux 6.16+). Asked each time: a test may simulate an older kernel. */

@@ -25,7 +25,7 @@ import { encodeJson, FrameType, FRAME_SOCKET_OPTIONS } from '../protocol';
 import { native, type NativeExitWatch, type NativeFdBudget } from '../native';
 import { parseAddress, UnixServer, UnixSocket, type SocketAddress } from '../socket';
 import { bindReplacingStale, checkSocketDirectory, ensurePrivateDir } from '../socket-file';
-import { refuseFds } from './refuse-fds';
+import { mayHoldFds, refuseFds, refuseFdsOn } from './refuse-fds';
 import { checkFailpoint, serveConnection, type ServedActivity, type ServedConnection, type ServeStats } from './serve';
 
 const { S_IFMT, S_IFSOCK } = fsConstants;
@@ -184,17 +184,29 @@ export interface HelperStatus {
   /**
    * fds clients gave that wait for the background closer (they count
    * against maxFdsTotal; the sockets of ended connections, also closed
-   * there, count with the connections, as fdRoom sets them aside).
+   * there, count with the connections: socketsClosing).
    */
   fdsClosing: number;
+  /**
+   * Sockets of ended connections held up in the background closer, behind
+   * their uid's closes (native backgroundClosesOfOwnSockets): each still
+   * counts against maxConnections, and against its uid's
+   * maxConnectionsPerUid, until closed.
+   */
+  socketsClosing: number;
   /**
    * The clients now: every one for the daemon's own uid and root; for a
    * client of another uid, only that uid's (see `onlyUid`). The totals
    * above (stats, fdsHeld, fdsClosing) are always the daemon's.
    */
   clients: HelperClientStatus[];
-  /** Per uid with clients now: how many, the fds they hold together, and the fds they gave that wait to be closed (counted against maxFdsPerUid too). Limited as `clients` is. */
-  uids: Array<{ uid: number; connections: number; fdsHeld: number; fdsClosing: number }>;
+  /**
+   * Per uid with clients now: how many, the fds they hold together, the fds
+   * they gave that wait to be closed (counted against maxFdsPerUid too), and
+   * their ended connections' sockets that wait to be closed (counted against
+   * maxConnectionsPerUid too). Limited as `clients` is.
+   */
+  uids: Array<{ uid: number; connections: number; fdsHeld: number; fdsClosing: number; socketsClosing: number }>;
   /**
    * Set when `clients` and `uids` are limited to this uid's: the status was
    * asked for by a client of another uid than the daemon's, who may learn
@@ -327,6 +339,14 @@ export class HelperDaemon {
     // What the clients' ends of our connections report as their peer (the
     // process that listens: us, or systemd for an activated socket).
     this.#listener = native.peerCred(server.fd);
+    // Peers may send fds only once READY: the sockets accepted from now on
+    // refuse them (SO_PASSRIGHTS off, copied from the listener at each
+    // connect), so a peer refused, or one that connected and is never
+    // served, cannot have queued any (see mayHoldFds), and its socket is
+    // closed at once instead of on the background closer. A served one
+    // takes them from its READY on (serve.ts: acceptFds). Before Linux 6.16
+    // this does nothing.
+    refuseFdsOn(server.fd);
     // One timer for every client: HELLO and idle timeouts, replies piling
     // up unread. (A client's exit is an event: see watchClient.)
     const every = Math.max(
@@ -372,7 +392,7 @@ export class HelperDaemon {
       } catch {
         // closed below all the same
       }
-      refuse(this.#refusals, s, uid, `${TAKEN_OVER_REFUSAL} (made by uid ${maker.uid}, served by uid ${me}): connect again to check the uid that serves it`);
+      refuse(this.#refusals, s, uid, `${TAKEN_OVER_REFUSAL} (made by uid ${maker.uid}, served by uid ${me}): connect again to check the uid that serves it`, mayHoldFds(s));
     }
   }
 
@@ -475,10 +495,17 @@ export class HelperDaemon {
       stats: { ...this.stats, quotaHits: { ...this.stats.quotaHits } },
       fdsHeld: this.#allFds.held,
       fdsClosing: native.backgroundClosesOfPeerFds(),
+      socketsClosing: native.backgroundClosesOfOwnSockets(),
       clients,
       uids: [...this.#uids]
         .filter(([uid]) => shown(uid))
-        .map(([uid, a]) => ({ uid, connections: a.connections, fdsHeld: a.fds.held, fdsClosing: native.backgroundClosesOfPeerFds(closeOwner(uid)) })),
+        .map(([uid, a]) => ({
+          uid,
+          connections: a.connections,
+          fdsHeld: a.fds.held,
+          fdsClosing: native.backgroundClosesOfPeerFds(closeOwner(uid)),
+          socketsClosing: native.backgroundClosesOfOwnSockets(closeOwner(uid)),
+        })),
       ...(onlyUid === undefined ? {} : { onlyUid }),
     };
   }
@@ -496,35 +523,60 @@ export class HelperDaemon {
       }, 100);
       return;
     }
+    // Whether the peer could queue fds before it was accepted (only where
+    // the kernel cannot refuse them: see the constructor).
+    const queuedFds = mayHoldFds(socket);
     let cred: { pid: number; uid: number; gid: number };
     try {
       cred = socket.peerCredentials();
     } catch (e) {
       this.#log(`SO_PEERCRED failed: ${(e as Error).message}`);
       // Whatever it sent is dropped with the socket, whose close may then block.
-      socket.useBackgroundCloser(true);
+      socket.useBackgroundCloser(queuedFds);
       socket.close();
       return;
     }
     if (!this.#allowed.has(cred.uid)) {
       this.stats.refused++;
       this.#log(`refused pid ${cred.pid}: uid ${cred.uid} is not allowed`);
-      refuse(this.#refusals, socket, cred.uid, `uid ${cred.uid} may not use this helper`);
+      refuse(this.#refusals, socket, cred.uid, `uid ${cred.uid} may not use this helper`, queuedFds);
       return;
     }
-    if (this.#clients.size >= this.limits.maxConnections) {
+    // An ended client's socket is closed on the background closer (its
+    // receive queue may hold fds whose close blocks), where it may wait
+    // behind its uid's other closes: held up there it is still that uid's
+    // connection, and one of the daemon's, as fdRoom counts them. Else a
+    // uid that blocks its closes and churns connections would leave
+    // sockets waiting, counted nowhere, until the daemon met EMFILE.
+    const closing = native.backgroundClosesOfOwnSockets();
+    if (this.#clients.size + closing >= this.limits.maxConnections) {
       this.stats.refused++;
       this.stats.quotaHits.connections++;
-      this.#log(`refused pid ${cred.pid}: ${this.#clients.size} clients already (maxConnections)`);
-      refuse(this.#refusals, socket, cred.uid, `quota connections: this helper serves at most ${this.limits.maxConnections} clients at once`);
+      this.#log(`refused pid ${cred.pid}: ${this.#clients.size} clients already, ${closing} ended ones' sockets held up in the closer (maxConnections)`);
+      refuse(
+        this.#refusals,
+        socket,
+        cred.uid,
+        `quota connections: this helper serves at most ${this.limits.maxConnections} clients at once (${this.#clients.size} now, ${closing} ended ones whose socket waits behind blocked closes)`,
+        queuedFds,
+      );
       return;
     }
     const existing = this.#uids.get(cred.uid);
-    if (existing !== undefined && existing.connections >= this.limits.maxConnectionsPerUid) {
+    const uidClosing = native.backgroundClosesOfOwnSockets(closeOwner(cred.uid));
+    const uidConnections = (existing?.connections ?? 0) + uidClosing;
+    if (uidConnections >= this.limits.maxConnectionsPerUid) {
       this.stats.refused++;
       this.stats.quotaHits.uidConnections++;
-      this.#log(`refused pid ${cred.pid}: uid ${cred.uid} has ${existing.connections} clients already (maxConnectionsPerUid)`);
-      refuse(this.#refusals, socket, cred.uid, `quota uidConnections: this helper serves at most ${this.limits.maxConnectionsPerUid} clients of one uid (${cred.uid}) at once`);
+      this.#log(`refused pid ${cred.pid}: uid ${cred.uid} has ${existing?.connections ?? 0} clients already, ${uidClosing} ended ones' sockets held up in the closer (maxConnectionsPerUid)`);
+      refuse(
+        this.#refusals,
+        socket,
+        cred.uid,
+        `quota uidConnections: this helper serves at most ${this.limits.maxConnectionsPerUid} clients of one uid (${cred.uid}) at once ` +
+          `(${existing?.connections ?? 0} now, ${uidClosing} ended ones whose socket waits behind blocked closes)`,
+        queuedFds,
+      );
       return;
     }
     const account = existing ?? { connections: 0, fds: new native.FdBudget(this.limits.maxFdsPerUid, this.#allFds) };
@@ -841,11 +893,13 @@ const MAX_REFUSALS_HELD = 64;
  * MAX_REFUSALS_HELD are held, the socket is closed as soon as the answer is
  * written (a peer that sent something then reads ECONNRESET).
  */
-function refuse(refusals: { held: number }, socket: UnixSocket, uid: number, message: string): void {
+function refuse(refusals: { held: number }, socket: UnixSocket, uid: number, message: string, queuedFds: boolean): void {
   // What it sent before it was accepted may hold fds whose close blocks (a
   // lingering TCP socket): those, and the socket itself (its close drops
-  // what is still unread), go to the background closer, as its uid's.
-  socket.useBackgroundCloser(true, closeOwner(uid));
+  // what is still unread), go to the background closer, as its uid's. A
+  // socket that never took fds (mayHoldFds) closes at once: its close
+  // cannot block, and waits behind nobody's.
+  socket.useBackgroundCloser(queuedFds, closeOwner(uid));
   // Only drained: what it sent is read into a few bytes (a longer message
   // arrives truncated, its fds closed), never into a frame-sized buffer.
   socket.setReceiveBufferSize(REFUSED_RECEIVE_BYTES);

@@ -36,6 +36,7 @@ import {
 import type { UnixSocket } from '../socket';
 import type { TransportName } from './index';
 import { openPidfdIntake } from './pidfd-intake';
+import { acceptFds } from './refuse-fds';
 
 export interface ServeStats {
   /** fds that arrived where none belonged (closed at once). */
@@ -399,6 +400,9 @@ class ServedSession implements ServedConnection {
       return;
     }
     this.#host = host;
+    // A helper daemon's connection takes no fds until it is READY (the
+    // kernel refuses them: see HelperDaemon); from now on its DUPs bring them.
+    if (!this.#intake.refusesFds) acceptFds(this.#socket);
     this.#send(encodeJson(FrameType.READY, id, { pid: process.pid, threadId: host.context.threadId }));
     this.#intake.start(this.#channel, this.#limits?.maxFds);
   }

@@ -37,7 +37,9 @@ export function hasPython(): boolean {
  *              {ready, dupOk} (the frame types it got back).
  *   refused    sends the sockets with its HELLO (the daemon, stopped, has not
  *              accepted yet, so they are in its queue whatever it decides),
- *              prints {queued}, then waits for REFUSED, hangs up, prints {answer}.
+ *              prints {queued} (false: the kernel refused them, EPERM, and
+ *              the HELLO went alone), then waits for REFUSED, hangs up,
+ *              prints {answer}.
  *   unread     (allowed) makes the daemon queue 2 MB of replies it never
  *              reads, so that the daemon stops reading its requests; sends
  *              the sockets in a DUP that stays unread there, and hangs up;
@@ -111,9 +113,15 @@ else:
         close_own(); u.close()
         print(json.dumps({'ready': ready, 'dupOk': dup_ok}), flush=True)
     elif mode == 'refused':
-        socket.send_fds(u, [hello], fds)
-        close_own()
-        print(json.dumps({'queued': True}), flush=True)
+        try:
+            socket.send_fds(u, [hello], fds); queued = True
+        except PermissionError:
+            # The kernel refuses fds to a socket not accepted yet (SO_PASSRIGHTS
+            # off on the listener). Ours stay the only copies: not closed here,
+            # where the close would block, but once the peers are reset.
+            u.send(hello); queued = False
+        if queued: close_own()
+        print(json.dumps({'queued': queued}), flush=True)
         answer = u.recv(65536)[0]
         u.close()
         print(json.dumps({'answer': answer}), flush=True)

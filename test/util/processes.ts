@@ -55,9 +55,12 @@ export interface HelperProcess {
  * exited without listening (no time limit: it does one or the other). It
  * exits with this process (--exit-with-parent), should a test file crash.
  */
-export async function startHelperProcess(socketPath: string, extraArgs: string[] = []): Promise<HelperProcess> {
+export async function startHelperProcess(socketPath: string, extraArgs: string[] = [], options: { nofile?: number } = {}): Promise<HelperProcess> {
   const args = ['helper', '--socket', socketPath, '--exit-with-parent', String(process.pid), ...helperCommandArgs(), ...extraArgs];
-  const child = spawn(process.execPath, [CLI, ...args], {
+  // `nofile`: RLIMIT_NOFILE (soft and hard) as a service may have it; prlimit execs the daemon, same pid.
+  const [command, commandArgs] =
+    options.nofile === undefined ? [process.execPath, [CLI, ...args]] : ['prlimit', [`--nofile=${options.nofile}:${options.nofile}`, process.execPath, CLI, ...args]];
+  const child = spawn(command, commandArgs, {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
