@@ -21,7 +21,7 @@ import { BUILTIN_COMMANDS, DIAGNOSTIC_COMMANDS } from '../commands/registry';
 import { FdBridgeError, QuotaExceededError, UnknownCommandError, type QuotaName } from '../errors';
 import { closeFds } from '../fd';
 import { HELPER_DAEMONS, STATUS_COMMAND } from '../commands/status-command';
-import { encodeJson, FrameType, FRAME_SOCKET_OPTIONS } from '../protocol';
+import { encodeJson, FrameType, FRAME_SOCKET_OPTIONS, MAX_FDS_PER_FRAME } from '../protocol';
 import { native, type NativeExitWatch, type NativeFdBudget } from '../native';
 import { parseAddress, UnixServer, UnixSocket, type SocketAddress } from '../socket';
 import { bindReplacingStale, checkSocketDirectory, ensurePrivateDir } from '../socket-file';
@@ -111,8 +111,8 @@ export interface HelperLimits {
   maxFdsPerUid: number;
   /**
    * fds every client may leave, all together, the fds clients gave that
-   * still wait to be closed included (quotaHits.totalFds). Never more than RLIMIT_NOFILE
-   * leaves once the daemon's own fds are set aside (see fdRoom).
+   * still wait to be closed included (quotaHits.totalFds). Never more than
+   * RLIMIT_NOFILE leaves beside the daemon's own fds (see fdRoom).
    */
   maxFdsTotal: number;
   /** Requests one client may have served at once. */
@@ -756,19 +756,45 @@ function nextDaemonId(): number {
 }
 
 /**
- * fds the daemon keeps for itself besides its clients' fds: its listening
- * socket, stdio, libuv's and V8's own, and one message's worth of fds being
- * received (up to 253 arrive before any quota can be checked).
+ * fds that take the lowest free numbers besides the clients' own: stdio and
+ * what Node, libuv and V8 open (about 20 at rest, more in passing), and
+ * one message's worth of fds being received (up to MAX_FDS_PER_FRAME arrive
+ * before any quota can be checked).
  */
-const OWN_FDS_RESERVE = 512;
+const LOW_FDS_RESERVE = 64 + MAX_FDS_PER_FRAME;
 
 /**
- * How many fds the clients may leave, all together, without the daemon
- * reaching RLIMIT_NOFILE `soft`: each connection costs two fds of its own
- * (its socket, and the watch on its process) on top of OWN_FDS_RESERVE.
+ * The daemon's own fds besides its connections', all numbered at or above
+ * the fd floor: its listening socket and the watch on its parent
+ * (--exit-with-parent), the refused peers' sockets held open
+ * (MAX_REFUSALS_HELD), the copy above the floor that the background closer
+ * makes of each fd whose close may block (one per closer thread), and a few
+ * in passing (a connection's pidfd before its watch has taken its copy).
  */
-export function fdRoom(soft: number, maxConnections: number): number {
-  return Math.max(0, soft - 2 * maxConnections - OWN_FDS_RESERVE);
+function highFdsReserve(): number {
+  return 2 + MAX_REFUSALS_HELD + native.closerThreads().max + 16;
+}
+
+/**
+ * How the daemon's fds fit in RLIMIT_NOFILE `soft`, the fd floor at `floor`
+ * (fdFloor(): half the soft limit, at most 8192). Its own fds (listening and
+ * connection sockets, the pidfds that watch clients) are numbered at or
+ * above the floor, so they have `soft - floor` numbers: two a connection
+ * (its socket until it is closed, waiting for the background closer
+ * included, and its watch) beside highFdsReserve(). Everything else takes
+ * the lowest free numbers: the clients' fds (held, or waiting to be closed)
+ * and LOW_FDS_RESERVE. They fit either below the floor, where none of them
+ * ever takes a number the daemon's own fds need, or, where more numbers
+ * are left above the floor beside the connections' and the reserve, there,
+ * wherever they land. Returns how many connections fit at all, and how
+ * many client fds fit beside `maxConnections` of them (0 if they do not).
+ */
+export function fdRoom(soft: number, floor: number, maxConnections: number): { connections: number; clientFds: number } {
+  const above = soft - floor;
+  const connections = Math.max(0, Math.floor((above - highFdsReserve()) / 2));
+  if (maxConnections > connections) return { connections, clientFds: 0 };
+  const ownAbove = highFdsReserve() + 2 * maxConnections;
+  return { connections, clientFds: Math.max(0, Math.max(floor, above - ownAbove) - LOW_FDS_RESERVE) };
 }
 
 /** The uids a daemon serves: its own, and those given in allowUids. */
@@ -796,33 +822,38 @@ function checkLimits(given: Partial<HelperLimits> | undefined, log: ((line: stri
   if (limits.maxConnections < 1 || limits.maxConnectionsPerUid < 1 || limits.helloTimeoutMs < 1) {
     throw new RangeError('limits.maxConnections, limits.maxConnectionsPerUid and limits.helloTimeoutMs must be at least 1');
   }
+  // Node raises the soft limit to the hard one as it starts: this is the
+  // hard limit the daemon was given (ulimit -Hn, LimitNOFILE=).
   const [soft] = native.getFdLimit();
-  if (given?.maxConnections === undefined && fdRoom(soft, limits.maxConnections) < 2 * limits.maxConnections) {
-    // A low RLIMIT_NOFILE (1024 is common in containers and units): the
-    // default connections would take what clients' fds need. What is left
-    // beside the daemon's own reserve is split in halves: connections (two
-    // fds each), and the fds clients leave.
-    const connections = Math.max(1, Math.floor((soft - OWN_FDS_RESERVE) / 4));
-    if (connections < limits.maxConnections) {
-      log?.(`RLIMIT_NOFILE ${soft}: maxConnections ${limits.maxConnections} lowered to ${connections}; raise the limit (LimitNOFILE=) to allow more`);
-      limits.maxConnections = connections;
-      if (given?.maxConnectionsPerUid === undefined) limits.maxConnectionsPerUid = shared ? Math.max(1, Math.floor(connections / 4)) : connections;
+  const floor = native.fdFloor();
+  /** How the fds are split, for the messages. */
+  const split = (): string =>
+    `the daemon's own fds take numbers at or above the fd floor, ${floor}: 2 a connection and ${highFdsReserve()} more; ` +
+    `clients' fds take the lowest free numbers beside ${LOW_FDS_RESERVE} kept for the daemon`;
+  let room = fdRoom(soft, floor, limits.maxConnections);
+  if (room.connections < limits.maxConnections) {
+    if (given?.maxConnections !== undefined || room.connections < 1) {
+      throw new RangeError(
+        `RLIMIT_NOFILE ${soft} leaves room for ${room.connections} connections, not ${limits.maxConnections} (${split()}): ` +
+          `raise the limit (ulimit -n, LimitNOFILE=)${given?.maxConnections === undefined ? '' : ' or lower maxConnections'}`,
+      );
     }
+    // A low RLIMIT_NOFILE (1024 is common in containers and units): fewer connections by default.
+    log?.(`RLIMIT_NOFILE ${soft}: maxConnections ${limits.maxConnections} lowered to ${room.connections} (${split()}); raise the limit (LimitNOFILE=) to allow more`);
+    limits.maxConnections = room.connections;
+    if (given?.maxConnectionsPerUid === undefined) limits.maxConnectionsPerUid = shared ? Math.max(1, Math.floor(room.connections / 4)) : room.connections;
+    room = fdRoom(soft, floor, limits.maxConnections);
   }
-  const room = fdRoom(soft, limits.maxConnections);
-  if (room < 1) {
-    throw new RangeError(
-      `RLIMIT_NOFILE ${soft} leaves no room for client fds (${limits.maxConnections} connections take 2 each, ${OWN_FDS_RESERVE} are kept for the daemon): ` +
-        `raise the limit (ulimit -n, LimitNOFILE=)${given?.maxConnections === undefined ? '' : ' or lower maxConnections'}`,
-    );
+  if (room.clientFds < 1) {
+    throw new RangeError(`RLIMIT_NOFILE ${soft} leaves no room for client fds beside ${limits.maxConnections} connections (${split()}): raise the limit (ulimit -n, LimitNOFILE=)`);
   }
-  if (limits.maxFdsTotal > room) {
+  if (limits.maxFdsTotal > room.clientFds) {
     log?.(
-      `RLIMIT_NOFILE ${soft} leaves room for ${room} client fds in all (${limits.maxConnections} connections take 2 each, ${OWN_FDS_RESERVE} are kept for the daemon): ` +
-        `maxFdsTotal ${limits.maxFdsTotal} lowered to ${room}; raise the limit (LimitNOFILE=) to allow more`,
+      `RLIMIT_NOFILE ${soft} leaves room for ${room.clientFds} client fds in all beside ${limits.maxConnections} connections (${split()}): ` +
+        `maxFdsTotal ${limits.maxFdsTotal} lowered to ${room.clientFds}; raise the limit (LimitNOFILE=) to allow more`,
     );
-    limits.maxFdsTotal = room;
-    if (given?.maxFdsPerUid === undefined) limits.maxFdsPerUid = shared ? Math.min(limits.maxFdsPerUid, Math.floor(room / 4)) : room;
+    limits.maxFdsTotal = room.clientFds;
+    if (given?.maxFdsPerUid === undefined) limits.maxFdsPerUid = shared ? Math.min(limits.maxFdsPerUid, Math.floor(room.clientFds / 4)) : room.clientFds;
   }
   return limits;
 }

@@ -1,16 +1,23 @@
 /**
  * A helper daemon under a low hard RLIMIT_NOFILE (1024, as many containers
- * and service units set it): by default it serves fewer connections and
- * keeps room for its clients' fds; given more connections than the limit
- * has room for, it refuses to start, naming the limit.
+ * and service units set it). Its own fds (sockets, pidfds) are numbered at
+ * or above the fd floor (512 here, half the limit), its clients' fds at the
+ * lowest free numbers: by default it serves fewer connections, as many as
+ * fit above the floor, and as many client fds as fit below it; given more
+ * connections than fit, it refuses to start, naming the limit. At its
+ * limits it refuses, typed, and never meets EMFILE itself.
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { connect, makeMemfd, type HelperStatus } from '../../src';
-import { closeFd } from '../../src/fd';
+import fc from 'fast-check';
+
+import { connect, LOG_COMMAND, makeMemfd, type Connection, type HelperLimits, type HelperStatus } from '../../src';
+import { closeFd, closeFds } from '../../src/fd';
+import { FrameType, MAX_FDS_PER_FRAME } from '../../src/protocol';
+import { rawConnect, receiveNow } from '../../src/testing';
 import { CLI, exitOf } from '../util/processes';
 
 const NOFILE = 1024;
@@ -48,9 +55,11 @@ test('by default it serves, with fewer connections, and keeps room for client fd
     try {
       expect(await conn.dupFileDescriptor(memfd)).toEqual(expect.any(Number));
       const { limits } = await conn.call<HelperStatus>('status');
-      // (1024 - 512 kept for the daemon) / 4: half of the rest to connections at 2 fds each, half to client fds.
-      expect(limits.maxConnections).toBe(128);
-      expect(limits.maxFdsTotal).toBe(NOFILE - 2 * 128 - 512);
+      // Above the floor (512 numbers): 146 kept (listener, parent watch, 64
+      // refused sockets held, 64 closer copies, 16 in passing), 2 a connection.
+      expect(limits.maxConnections).toBe(Math.floor((512 - 146) / 2));
+      // Below it (512 numbers): 64 for Node's own and 253 for a message being received.
+      expect(limits.maxFdsTotal).toBe(512 - 64 - MAX_FDS_PER_FRAME);
       expect(limits.maxFdsPerUid).toBe(limits.maxFdsTotal); // it serves its own uid alone
     } finally {
       closeFd(memfd);
@@ -62,11 +71,84 @@ test('by default it serves, with fewer connections, and keeps room for client fd
   }
 });
 
+/**
+ * Holds every connection and client fd `limits` allow at once, then asks
+ * for one of each more: both are refused by their quota; then 64 more
+ * connections at once, each refused. `conns` gets the connections to close.
+ */
+async function fillToLimits(socketPath: string, limits: HelperLimits, memfd: number, conns: Connection[]): Promise<void> {
+  const first = await connect('helper', { command: LOG_COMMAND, socketPath, timeoutMs: 20000 });
+  conns.push(first);
+  for (let held = 0; held < limits.maxFdsTotal; held += MAX_FDS_PER_FRAME) {
+    await first.dupFileDescriptors(new Array<number>(Math.min(MAX_FDS_PER_FRAME, limits.maxFdsTotal - held)).fill(memfd));
+  }
+  // A whole frame's fds arrive before the quota can refuse them (its uid's, the total for a daemon serving its own uid alone).
+  await expect(first.dupFileDescriptors(new Array<number>(MAX_FDS_PER_FRAME).fill(memfd))).rejects.toMatchObject({ quota: 'uidFds' });
+  while (conns.length < limits.maxConnections) conns.push(await connect('helper', { command: LOG_COMMAND, socketPath, timeoutMs: 20000 }));
+  await expect(connect('helper', { command: LOG_COMMAND, socketPath, timeoutMs: 20000 })).rejects.toMatchObject({ code: 'ERR_FDBRIDGE_REFUSED', quota: 'connections' });
+  // Refused peers that do not hang up: the daemon holds up to 64 of their
+  // sockets at once (each until its peer reads REFUSED and goes).
+  const refused = Array.from({ length: 64 }, () => rawConnect('seqpacket', socketPath));
+  try {
+    const answers = await Promise.all(refused.map(answerOf));
+    expect(answers).toEqual(new Array(64).fill(FrameType.REFUSED));
+  } finally {
+    closeFds(refused);
+  }
+}
+
+/** The type of the first frame that arrives on raw socket `fd`, or the error code of its end (waiting for it: no time limit of its own). */
+async function answerOf(fd: number): Promise<number | string> {
+  for (;;) {
+    try {
+      const m = receiveNow(fd, 65536, 0);
+      if (m) return m.data[0] as number;
+    } catch (err) {
+      return (err as { code?: string }).code ?? String(err);
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+test('whatever connections it is given, it refuses to start naming the limit, or holds all its limits allow and refuses past them, never meeting EMFILE', async () => {
+  let run = 0;
+  await fc.assert(
+    fc.asyncProperty(fc.integer({ min: 1, max: 260 }), async (maxConnections) => {
+      const socketPath = join(dir, `helper-${run++}.sock`);
+      const daemon = helperUnderLimit(socketPath, ['--verbose', '--max-connections', String(maxConnections)]);
+      const memfd = makeMemfd('nofile');
+      const conns: Connection[] = [];
+      try {
+        if (!(await daemon.listening)) {
+          expect(await daemon.exited).toEqual({ code: 3, signal: null });
+          expect(daemon.stderr()).toMatch(new RegExp(`RLIMIT_NOFILE ${NOFILE} leaves room for (\\d+) connections, not ${maxConnections} .*or lower maxConnections`));
+          const fit = Number(/leaves room for (\d+) connections/.exec(daemon.stderr())?.[1]);
+          expect(maxConnections).toBeGreaterThan(fit);
+          return;
+        }
+        const status = await connect('helper', { command: { name: 'status' }, socketPath, timeoutMs: 20000 });
+        const { limits } = await status.call<HelperStatus>('status');
+        await status.close();
+        expect(limits.maxConnections).toBe(maxConnections);
+        await fillToLimits(socketPath, limits, memfd, conns);
+        expect(daemon.stderr().split('\n').filter((l) => /EMFILE|cannot watch/.test(l))).toEqual([]);
+      } finally {
+        for (const c of conns) await c.close();
+        closeFd(memfd);
+        daemon.child.kill('SIGTERM');
+        await daemon.exited;
+      }
+    }),
+    // The most that fit at 1024, one more, and the most the arithmetic once allowed.
+    { numRuns: 3, examples: [[183], [184], [255]] },
+  );
+}, 240000);
+
 test('given more connections than the limit leaves room for, it refuses to start (exit 3), naming the limit', async () => {
   const daemon = helperUnderLimit(join(dir, 'helper.sock'), ['--max-connections', '256']);
   const listened = await daemon.listening;
   if (listened) daemon.child.kill('SIGTERM');
   expect(listened).toBe(false);
   expect(await daemon.exited).toEqual({ code: 3, signal: null });
-  expect(daemon.stderr()).toMatch(/RLIMIT_NOFILE 1024 leaves no room for client fds \(256 connections take 2 each, 512 are kept for the daemon\): raise the limit .* or lower maxConnections/);
+  expect(daemon.stderr()).toMatch(/RLIMIT_NOFILE 1024 leaves room for 183 connections, not 256 \(the daemon's own fds take numbers at or above the fd floor, 512: .*\): raise the limit .* or lower maxConnections/);
 });
