@@ -5,12 +5,13 @@
  * - bind(2) creates the file and never follows or replaces an existing name
  *   (sock_ops: the mode is then set through an O_PATH|O_NOFOLLOW handle).
  * - A name left by a dead process (nobody bound behind it: connect gives
- *   ECONNREFUSED) is stale and removed; a live one is never taken; anything
- *   that is not a socket is never unlinked.
+ *   ECONNREFUSED and no socket of this namespace is bound there) is stale
+ *   and removed; a live one is never taken; anything that is not a socket
+ *   is never unlinked.
  * - A private directory is a real directory (not a symlink), ours, 0700.
  * - A socket's directory is writable by nobody but us (checkSocketDirectory).
  */
-import { lstatSync, mkdirSync, realpathSync, unlinkSync } from 'node:fs';
+import { lstatSync, mkdirSync, readFileSync, realpathSync, unlinkSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 
 import { FdBridgeError, SystemError } from './errors';
@@ -123,12 +124,38 @@ export function bindReplacingStale<T>(path: string, type: number, bind: () => T,
     native.close(fd);
     throw inUse();
   }
+  // A socket bound there and not listening yet (a daemon between its bind
+  // and its listen) refuses connections too, and its process holds the name.
+  if (boundInThisNamespace(path)) throw inUse();
   // Nobody is bound: a dead process's leftover. Remove it, then bind again
   // (a racing process that binds first makes this fail with EADDRINUSE, as
   // it should).
   const again = lstatSync(path);
   if (again.isSocket() && again.ino === st.ino && again.dev === st.dev) unlinkSync(path);
   return bind();
+}
+
+/**
+ * True when a socket of this network namespace is bound at `path`, listening
+ * or not (/proc/net/unix; the last column is the path it was bound with).
+ * A dead process's socket is gone from there once its last fd is closed.
+ */
+function boundInThisNamespace(path: string): boolean {
+  let table: string;
+  try {
+    table = readFileSync('/proc/net/unix', 'utf8');
+  } catch {
+    return false;
+  }
+  const absolute = resolve(path);
+  // Num RefCount Protocol Flags Type St Inode Path: the path may hold spaces.
+  return table
+    .split('\n')
+    .slice(1)
+    .some((line) => {
+      const bound = line.trim().split(/\s+/).slice(7).join(' ');
+      return bound !== '' && !bound.startsWith('@') && (bound === path || bound === absolute);
+    });
 }
 
 /** The identity of the socket file at `path`, to recognise it later (unlinkOwnSocketFile). */
