@@ -83,12 +83,10 @@ export function runCli(args: readonly string[], options: { cwd: string; timeoutM
 }
 
 /**
- * The listening Unix socket of process `pid` (e.g. the helper daemon the
- * harness started), as `fdbridge ... --socket` takes it: a path, or `@name`
- * for an abstract name. Found through /proc: the process's socket inodes,
- * matched with /proc/net/unix rows in the listening state (__SO_ACCEPTCON).
+ * The Unix sockets process `pid` holds, as /proc/net/unix rows (their
+ * flags and path), found through its fds' socket inodes.
  */
-export function listeningSocketOf(pid: number): string | undefined {
+function unixSocketsOf(pid: number): Array<{ flags: number; path: string }> {
   const inodes = new Set<string>();
   for (const name of readdirSync(`/proc/${pid}/fd`)) {
     try {
@@ -98,35 +96,29 @@ export function listeningSocketOf(pid: number): string | undefined {
       // closed while we looked
     }
   }
+  const rows: Array<{ flags: number; path: string }> = [];
   // Num RefCount Protocol Flags Type St Inode Path
   for (const line of readFileSync('/proc/net/unix', 'utf8').split('\n').slice(1)) {
-    const cols = line.trim().split(/\s+/);
-    const [, , , flags, , , inode, path] = cols;
-    if (!inode || !path || !inodes.has(inode)) continue;
-    if ((parseInt(flags ?? '0', 16) & 0x10000) !== 0) return path;
+    const [, , , flags, , , inode, path] = line.trim().split(/\s+/);
+    if (inode && path && inodes.has(inode)) rows.push({ flags: parseInt(flags ?? '0', 16), path });
   }
-  return undefined;
+  return rows;
 }
 
-/** True when some socket of process `pid` is bound to a filesystem path. */
+/**
+ * The listening Unix socket of process `pid` (e.g. the helper daemon the
+ * harness started), as `fdbridge ... --socket` takes it: a path, or `@name`
+ * for an abstract name: the row in the listening state (__SO_ACCEPTCON).
+ */
+export function listeningSocketOf(pid: number): string | undefined {
+  return unixSocketsOf(pid).find((s) => (s.flags & 0x10000) !== 0)?.path;
+}
+
+/** The filesystem paths process `pid`'s Unix sockets are bound to. */
 export function boundSocketPathsOf(pid: number): string[] {
-  const inodes = new Set<string>();
-  for (const name of readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${name}`));
-      if (m?.[1]) inodes.add(m[1]);
-    } catch {
-      // closed while we looked
-    }
-  }
-  const paths: string[] = [];
-  for (const line of readFileSync('/proc/net/unix', 'utf8').split('\n').slice(1)) {
-    const cols = line.trim().split(/\s+/);
-    const inode = cols[6];
-    const path = cols[7];
-    if (inode && path && inodes.has(inode) && !path.startsWith('@')) paths.push(path);
-  }
-  return paths;
+  return unixSocketsOf(pid)
+    .map((s) => s.path)
+    .filter((path) => !path.startsWith('@'));
 }
 
 /** Resolves after `ms` milliseconds. */
