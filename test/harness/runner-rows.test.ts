@@ -120,6 +120,16 @@ describe('verdicts', () => {
       async run() { const e = new Error('declared'); e.check = 'another-check'; throw e; }`,
     'fails-not-an-object': `expect: 'fail', failure: { error: { name: 'Error' } }, async run() { throw 'Error'; }`,
     'fails-with-null': `expect: 'fail', failure: { error: { name: 'Error' } }, async run() { throw null; }`,
+    'fails-with-a-function': `expect: 'fail', failure: { error: { name: 'TypeError' } }, async run() { throw function TypeError() {}; }`,
+    'fails-with-a-throwing-getter': `expect: 'fail', failure: { error: { name: 'TypeError' } },
+      async run() { throw { get name() { throw new Error('no name for you'); } }; }`,
+    'fails-as-declared-by-name': `expect: 'fail', failure: { error: { name: 'TypeError' } },
+      async run() { const e = new TypeError('declared'); e.code = 'ERR_ANY'; e.check = 'any-check'; throw e; }`,
+    'fails-another-way-and-leaks': `expect: 'fail', failure: { error: { code: 'ERR_DECLARED' } },
+      async run(ctx) { ${open('leaked-too')} throw new Error('another'); }`,
+    'leaks-nothing-of-two': `expect: 'leak', failure: { leaks: [{ target: /\\/one$/ }, { target: '/two', role: 'child' }] }, async run() {}`,
+    'leaks-nothing-and-throws': `expect: 'leak', failure: { leaks: [{ target: /\\/declared$/ }] }, async run() { throw new Error('early'); }`,
+    'passes-but-throws-and-leaks': `async run(ctx) { ${open('and-leaks')} throw new Error('thrown'); }`,
     'fails-and-leaks': `expect: 'fail', failure: { error: { code: 'ERR_DECLARED' } },
       async run(ctx) { ${open('also-leaked')} const e = new Error('declared'); e.code = 'ERR_DECLARED'; throw e; }`,
     'fails-by-completing': `expect: 'fail', failure: { error: { code: 'ERR_DECLARED' } }, async run() {}`,
@@ -155,7 +165,8 @@ describe('verdicts', () => {
   });
 
   test("an undeclared leak, or a throw, fails a 'pass' scenario; the error keeps its code, loses its colour", async () => {
-    const rs = await rowsOf('passes-but-leaks', 'passes-but-throws', 'throws-a-string', 'throws-code-in-message', 'throws-before-await');
+    const rs = await rowsOf('passes-but-leaks', 'passes-but-throws', 'throws-a-string', 'throws-code-in-message', 'throws-before-await', 'passes-but-throws-and-leaks');
+    expect(byName(rs, 'passes-but-throws-and-leaks').error).toMatch(/^Error: thrown\nundeclared leak of 1 fd\(s\): .*\/and-leaks$/);
     const leaked = byName(rs, 'passes-but-leaks');
     expect(leaked.status).toBe('fail');
     expect(mine(leaked.leaks)).toEqual([{ role: 'client', target: expect.stringMatching(/\/undeclared$/) }]);
@@ -178,6 +189,8 @@ describe('verdicts', () => {
       'leaks-wrong-role',
       'leaks-nothing',
       'leaks-then-throws',
+      'leaks-nothing-of-two',
+      'leaks-nothing-and-throws',
     );
     const caught = byName(rs, 'leaks-declared');
     expect(caught.status).toBe('expected-fail');
@@ -195,6 +208,12 @@ describe('verdicts', () => {
       status: 'fail',
       error: "expected a leak of target /\\/declared$/ ('leak' scenario), but the oracle saw none",
     });
+    expect(byName(rs, 'leaks-nothing-of-two').error).toBe(
+      "expected a leak of target /\\/one$/ or target /two, role child ('leak' scenario), but the oracle saw none",
+    );
+    expect(byName(rs, 'leaks-nothing-and-throws').error).toBe(
+      "a 'leak' scenario must complete, but it threw: Error: early\nexpected a leak of target /\\/declared$/ ('leak' scenario), but the oracle saw none",
+    );
     const threw = byName(rs, 'leaks-then-throws');
     expect(threw.status).toBe('fail');
     expect(threw.error).toBe("a 'leak' scenario must complete, but it threw: Error: after the leak");
@@ -208,17 +227,27 @@ describe('verdicts', () => {
       'fails-another-check',
       'fails-not-an-object',
       'fails-with-null',
+      'fails-with-a-function',
+      'fails-with-a-throwing-getter',
+      'fails-as-declared-by-name',
+      'fails-another-way-and-leaks',
       'fails-and-leaks',
       'fails-by-completing',
     );
     expect(byName(rs, 'fails-as-declared')).toMatchObject({ status: 'expected-fail', error: 'failure caught: TypeError [ERR_DECLARED]: declared', leaks: [] });
-    for (const name of ['fails-another-code', 'fails-another-name', 'fails-another-check', 'fails-not-an-object', 'fails-with-null']) {
+    for (const name of ['fails-another-code', 'fails-another-name', 'fails-another-check', 'fails-not-an-object', 'fails-with-null', 'fails-with-a-function', 'fails-with-a-throwing-getter']) {
       const r = byName(rs, name);
       expect([name, r.status]).toEqual([name, 'fail']);
       expect(r.error).toMatch(/^expected run\(\) to throw .*, but it threw another error: /);
     }
     expect(byName(rs, 'fails-another-code').error).toBe(
       'expected run() to throw name TypeError, code ERR_DECLARED, but it threw another error: TypeError [ERR_OTHER]: declared',
+    );
+    // Fields not declared are not compared: any code or check goes.
+    expect(byName(rs, 'fails-as-declared-by-name')).toMatchObject({ status: 'expected-fail', error: 'failure caught: TypeError [ERR_ANY]: declared' });
+    // Every problem, one per line.
+    expect(byName(rs, 'fails-another-way-and-leaks').error).toMatch(
+      /^expected run\(\) to throw code ERR_DECLARED, but it threw another error: Error: another\nundeclared leak of 1 fd\(s\): .*\/leaked-too$/,
     );
     const leaked = byName(rs, 'fails-and-leaks');
     expect(leaked.status).toBe('fail');
