@@ -25,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "child_reaper.h"
 #include "fd_ops.h"
 #include "fd_watch.h"
 #include "frame_channel.h"
@@ -69,8 +70,28 @@ struct InstanceData {
   // after every environment cleanup), so that a number they free is never
   // refused, and is not handed to anyone while they still hold it.
   std::vector<int> loop_fds;
+  // What this environment's fds are held for (fd_ops.h, FdSetThreadHolder).
+  uint64_t holder = 0;
+  // Child processes this environment's connections started and Node has not
+  // reaped yet (watchChild): watch id -> a pidfd of ours.
+  std::unordered_map<uint32_t, int> children;
+  uint32_t next_child = 0;
+
+  // The environment's end (a worker thread's exit or termination, the
+  // process's exit), after Node has closed every handle and our cleanup hook
+  // every socket, watch and pump: whatever its JavaScript still held is
+  // closed now, as it never will be otherwise (the threads share the fd
+  // table; the duplicates a command here was given and did not adopt, pins,
+  // fds that arrived and were never claimed), once the child processes it
+  // started have exited and been reaped (a pidfd command may pull pins by
+  // number until it exits).
   ~InstanceData() {
     for (int fd : loop_fds) FdDisown(fd);
+    std::vector<int> held;
+    FdReleaseHolder(holder, &held);
+    std::vector<int> pidfds;
+    for (const auto& child : children) pidfds.push_back(child.second);
+    ReapThenClose(std::move(pidfds), std::move(held), kReapGraceMs);
   }
   Napi::FunctionReference make_error;
   Napi::FunctionReference socket_ctor;
@@ -386,6 +407,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     int err = 0;
     core_ = UnixSocket::Create(loop, fd, type, max_fds, buffer_size, this, &err);
     if (core_ == nullptr) ThrowSystem(env, err, "uv_poll_init");
+    FdHeldByNative(&fd, 1);  // closed by close() or this environment's cleanup hook
     if (has_queue_limit) core_->SetSendQueueLimits(queue_limit, SIZE_MAX);
     async_context_ = std::make_unique<Napi::AsyncContext>(env, "FdbridgeSocket", Value());
     Data(env)->sockets.insert(this);
@@ -1377,6 +1399,8 @@ class RelayPumpWrap : public Napi::ObjectWrap<RelayPumpWrap>, public RelayPump::
     int err = 0;
     core_ = RelayPump::Create(loop, in_fd, out_fd, this, &err);
     if (core_ == nullptr) ThrowSystem(env, err, "uv_poll_init");
+    int fds[] = {in_fd, out_fd};
+    FdHeldByNative(fds, 2);  // closed by the pump (close() or this environment's cleanup hook)
     async_context_ = std::make_unique<Napi::AsyncContext>(env, "FdbridgeRelayPump", Value());
     Data(env)->pumps.insert(this);
     Ref();  // strong until close()
@@ -1430,6 +1454,7 @@ class RelayPumpWrap : public Napi::ObjectWrap<RelayPumpWrap>, public RelayPump::
     bool socket = info.Length() > 4 && info[4].ToBoolean();
     if (!read && !write) throw Napi::RangeError::New(env, "addStream: a stream reads, writes, or both");
     CheckFdResult(env, Core(env, "uv_poll_init")->AddStream(id, fd, read, write, socket), "uv_poll_init");
+    FdHeldByNative(&fd, 1);
     return env.Undefined();
   }
 
@@ -2013,6 +2038,53 @@ Napi::Value PidfdOpenFn(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), r, "pidfd_open"));
 }
 
+// watchChild(pid) -> id: the child process `pid` (just spawned by this
+// environment, not reaped yet) is reaped by this environment's teardown if
+// it has not exited by then (kReapGraceMs, then SIGKILL): Node reaps a child
+// only through the loop of the thread that spawned it. unwatchChild(id) once
+// Node has reaped it ('exit'). 0: not watched (no pidfd could be opened: no
+// room for one, or a kernel before 5.3); Node alone reaps it then.
+Napi::Value WatchChild(const Napi::CallbackInfo& info) {
+  int pid = ArgInt(info, 0, "pid");
+  if (pid <= 0) throw Napi::RangeError::New(info.Env(), "watchChild: pid must be positive");
+  int pidfd;
+  {
+    OwnedFdsLock lock;  // made and registered as one step
+    pidfd = FdOwnHigh(PidfdOpen(pid));
+  }
+  if (pidfd < 0) return Napi::Number::New(info.Env(), 0);
+  FdHeldByNative(&pidfd, 1);  // closed by unwatchChild or the reaper
+  InstanceData* data = Data(info.Env());
+  uint32_t id = ++data->next_child;
+  if (id == 0) id = ++data->next_child;
+  data->children.emplace(id, pidfd);
+  return Napi::Number::New(info.Env(), id);
+}
+
+Napi::Value UnwatchChild(const Napi::CallbackInfo& info) {
+  double id = info.Length() > 0 ? WholeNumber(info[0]) : -1;
+  if (id < 0 || id > 4294967295.0) throw Napi::TypeError::New(info.Env(), "unwatchChild(id): id must be what watchChild returned");
+  InstanceData* data = Data(info.Env());
+  auto it = data->children.find(static_cast<uint32_t>(id));
+  if (it != data->children.end()) {
+    FdClose(it->second);
+    data->children.erase(it);
+  }
+  return info.Env().Undefined();
+}
+
+// reapsPending() -> environments' teardowns still waiting for their child
+// processes (ReapsPending).
+Napi::Value ReapsPendingFn(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(ReapsPending()));
+}
+
+// runtimeCloses(fd) -> registration: `fd`, ours, is a libuv stream's to
+// close from now on (fd_ops.h, FdRuntimeCloses).
+Napi::Value RuntimeCloses(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(FdRuntimeCloses(ArgFd(info, 0))));
+}
+
 Napi::Value PidfdGetfdFn(const Napi::CallbackInfo& info) {
   int r = PidfdGetfdHigh(ArgFd(info, 0), ArgFd(info, 1));
   return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), r, "pidfd_getfd"));
@@ -2178,6 +2250,10 @@ Napi::Object FrameCodec(Napi::Env env) {
 
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   InstanceData* data = new InstanceData();
+  // Module initialisation runs on the environment's own thread, the one
+  // every JS call of this environment runs on.
+  data->holder = FdNewHolder();
+  FdSetThreadHolder(data->holder);
   env.SetInstanceData<InstanceData>(data);
   napi_add_async_cleanup_hook(env, AsyncCleanup, data, &data->cleanup_handle);
 
@@ -2233,6 +2309,10 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("pidfdGetfd", Napi::Function::New<PidfdGetfdFn>(env, "pidfdGetfd"));
   exports.Set("pidfdGetfdAll", Napi::Function::New<PidfdGetfdAllFn>(env, "pidfdGetfdAll"));
   exports.Set("closeAll", Napi::Function::New<CloseAll>(env, "closeAll"));
+  exports.Set("watchChild", Napi::Function::New<WatchChild>(env, "watchChild"));
+  exports.Set("unwatchChild", Napi::Function::New<UnwatchChild>(env, "unwatchChild"));
+  exports.Set("reapsPending", Napi::Function::New<ReapsPendingFn>(env, "reapsPending"));
+  exports.Set("runtimeCloses", Napi::Function::New<RuntimeCloses>(env, "runtimeCloses"));
   exports.Set("socketType", Napi::Function::New<SocketType>(env, "socketType"));
   exports.Set("setPassRights", Napi::Function::New<SetPassRights>(env, "setPassRights"));
   exports.Set("getPassRights", Napi::Function::New<GetPassRights>(env, "getPassRights"));

@@ -40,9 +40,14 @@ namespace fdbridge {
 namespace {
 
 struct OwnedFds {
+  struct Registration {
+    uint64_t gen;     // never 0
+    uint64_t holder;  // the environment it is held for (FdSetThreadHolder), or 0
+    bool runtime_closes;  // FdRuntimeCloses
+  };
   std::recursive_mutex mu;
-  // fd -> the generation of its registration (never 0).
-  std::unordered_map<int, uint64_t> gens;
+  // fd -> its registration.
+  std::unordered_map<int, Registration> gens;
   uint64_t next_gen = 0;
   // Read without the lock by FdClose: a process that holds none of its own
   // fds (most callers' most of the time) closes without taking it.
@@ -58,9 +63,13 @@ OwnedFds& TheOwnedFds() {
 // registered: that one was closed (the kernel hands out a number only once
 // it is free) and its unregistration is still to come (FdClose after its
 // close(2), a stream's 'close'), and must not take this one with it.
+// The environment whose thread this is (0 on threads of our own, and before
+// the addon is loaded on a thread).
+thread_local uint64_t t_holder = 0;
+
 void MarkOwnedLocked(OwnedFds& o, int fd) {
   auto [it, added] = o.gens.try_emplace(fd);
-  it->second = ++o.next_gen;
+  it->second = {++o.next_gen, t_holder, false};
   if (added) o.count.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -96,7 +105,7 @@ uint64_t FdRegistration(int fd) {
   if (o.count.load(std::memory_order_relaxed) == 0) return 0;
   std::lock_guard<std::recursive_mutex> lock(o.mu);
   auto it = o.gens.find(fd);
-  return it == o.gens.end() ? 0 : it->second;
+  return it == o.gens.end() ? 0 : it->second.gen;
 }
 
 void FdDisownRegistration(int fd, uint64_t registration) {
@@ -104,7 +113,7 @@ void FdDisownRegistration(int fd, uint64_t registration) {
   OwnedFds& o = TheOwnedFds();
   std::lock_guard<std::recursive_mutex> lock(o.mu);
   auto it = o.gens.find(fd);
-  if (it != o.gens.end() && it->second == registration) {
+  if (it != o.gens.end() && it->second.gen == registration) {
     o.gens.erase(it);
     o.count.fetch_sub(1, std::memory_order_relaxed);
   }
@@ -117,6 +126,50 @@ bool FdIsOwned(int fd) {
   if (o.count.load(std::memory_order_relaxed) == 0) return false;
   std::lock_guard<std::recursive_mutex> lock(o.mu);
   return o.gens.count(fd) != 0;
+}
+
+uint64_t FdNewHolder() {
+  static std::atomic<uint64_t> last{0};
+  return ++last;
+}
+
+void FdSetThreadHolder(uint64_t holder) { t_holder = holder; }
+
+void FdHeldByNative(const int* fds, size_t n) {
+  OwnedFds& o = TheOwnedFds();
+  if (o.count.load(std::memory_order_relaxed) == 0) return;
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  for (size_t i = 0; i < n; i++) {
+    auto it = o.gens.find(fds[i]);
+    if (it != o.gens.end()) it->second.holder = 0;
+  }
+}
+
+uint64_t FdRuntimeCloses(int fd) {
+  OwnedFds& o = TheOwnedFds();
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  auto it = o.gens.find(fd);
+  if (it == o.gens.end()) return 0;
+  it->second.runtime_closes = true;
+  return it->second.gen;
+}
+
+void FdReleaseHolder(uint64_t holder, std::vector<int>* to_close) {
+  if (holder == 0) return;
+  OwnedFds& o = TheOwnedFds();
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  for (auto it = o.gens.begin(); it != o.gens.end();) {
+    if (it->second.holder != holder) {
+      ++it;
+    } else if (it->second.runtime_closes) {
+      it = o.gens.erase(it);
+      o.count.fetch_sub(1, std::memory_order_relaxed);
+    } else {
+      it->second.holder = 0;
+      to_close->push_back(it->first);
+      ++it;
+    }
+  }
 }
 
 int FdDupCloexec(int fd) {
@@ -403,6 +456,7 @@ void SpawnLocked(Closer& c) {
 
 uint64_t FdCloseInBackground(const int* fds, size_t n, uint64_t owner, bool held_for_peer) {
   if (n == 0) return 0;
+  FdHeldByNative(fds, n);  // the closer's now, whatever environment asked
   Closer& c = TheCloser();
   uint64_t ticket;
   bool no_thread;

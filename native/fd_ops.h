@@ -123,6 +123,36 @@ size_t FdOwnedCount();
 // Whether `fd` is one fdbridge holds for itself.
 bool FdIsOwned(int fd);
 
+// Who closes a registered fd when the JavaScript that held it stops for
+// good. A worker thread that is terminated (or exits with connections
+// open) runs none of its closes: the duplicates it gave a command in this
+// process and were not adopted, its pins, the fds that arrived for it, are
+// then closed by its environment's teardown (FdReleaseHolder), since worker
+// threads share the process's fd table and nothing else would close them.
+//
+// Every fd registered on a thread is held for that thread's environment
+// (FdSetThreadHolder; 0, nobody's, on threads of our own), unless something
+// that closes it by itself takes it: a native object (a socket, a watch, a
+// relay pump, the background closer: FdHeldByNative), whose close comes
+// from its own environment's teardown, or a libuv stream (FdRuntimeCloses),
+// which Node closes before any environment cleanup hook runs.
+//
+// A new holder (one per environment, never reused).
+uint64_t FdNewHolder();
+// Fds registered on this thread from now on are held for `holder`.
+void FdSetThreadHolder(uint64_t holder);
+// Those of fds[0..n) that are registered are held by a native object now.
+void FdHeldByNative(const int* fds, size_t n);
+// `fd` is a libuv stream's to close: the environment's teardown, which comes
+// after Node has closed every handle, only unregisters it. Returns its
+// registration (0 if not ours).
+uint64_t FdRuntimeCloses(int fd);
+// Ends `holder`: its fds that the runtime closes leave the registry; the
+// others, held by nobody from here on and still registered (so that no
+// caller's number is mistaken for them until they are closed), are appended
+// to *to_close for the caller to close (FdClose, FdCloseInBackground).
+void FdReleaseHolder(uint64_t holder, std::vector<int>* to_close);
+
 // Takes `fd`, made by fdbridge for itself a moment ago (a socket, a pidfd),
 // and gives it back numbered at or above FdFloor() and registered: the fd
 // itself when it is there already (the caller's fds reach past the floor),

@@ -371,6 +371,27 @@ export interface NativeBinding {
   /** The registration of `fd` as one fdbridge holds for itself (never reused), or 0 when it is not. */
   registration(fd: number): number;
   /**
+   * `fd`, one of fdbridge's, is a libuv stream's to close from now on:
+   * should this environment end first (a worker terminated), its teardown,
+   * which comes after Node has closed every handle, only unregisters it.
+   * Returns its registration (as registration(fd)).
+   */
+  runtimeCloses(fd: number): number;
+  /**
+   * The child process `pid`, just spawned from this thread, is reaped by
+   * this environment's teardown if Node has not reaped it by then (after a
+   * grace of 5 s it is sent SIGKILL): Node reaps a child only through the
+   * event loop of the thread that spawned it, and a terminated worker's loop
+   * is gone. The teardown closes the fds this environment held for itself
+   * only once these processes have exited. Returns an id for unwatchChild,
+   * to call once Node has reaped the process ('exit'); 0 when no pidfd could
+   * be opened for it (then Node alone reaps it).
+   */
+  watchChild(pid: number): number;
+  unwatchChild(id: number): void;
+  /** Ended environments whose teardown still waits for child processes to exit (watchChild) before closing what they held. */
+  reapsPending(): number;
+  /**
    * Registers `fd`, at the number it has, as one fdbridge holds for itself:
    * for an fd it took over without making it (a listening socket systemd
    * passed), which it closes with close or a Socket's close.

@@ -34,6 +34,15 @@ export function backgroundClosesPending(): number {
 }
 
 /**
+ * Ended environments (terminated worker threads) whose teardown still waits
+ * for the command processes they started to exit, before it closes the fds
+ * they held (see native.watchChild).
+ */
+export function reapsPending(): number {
+  return native.reapsPending();
+}
+
+/**
  * Calls `onExit()` once, from the event loop's poll callback, when the
  * process of `pidfd` (borrowed: the watch keeps its own duplicate) has exited.
  * The watch keeps the loop alive until it fires or is closed.

@@ -8,7 +8,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 
-import { killIfSpawned } from '../child-process';
+import { killIfSpawned, reapedAtTeardown } from '../child-process';
 import type { ConnectOptions } from '../connection';
 import { normalizeCommandSpec } from '../command';
 import { PeerExitedError, type PeerExit } from '../errors';
@@ -87,6 +87,7 @@ export async function spawnCommandProcess(
     // socket alive after the child died and hide its EOF.
     native.close(theirs);
   }
+  reapedAtTeardown(child);
   const spawnError = new Promise<never>((_, reject) => child.once('error', reject));
   spawnError.catch(() => undefined);
   try {

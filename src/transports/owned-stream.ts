@@ -26,7 +26,9 @@ import { native } from '../native';
  * never the one made for the number since.
  */
 export function ownedStream(fd: number, ways: { readable: boolean; writable: boolean }): Socket {
-  const registration = native.registration(fd);
+  // libuv's to close from here on, also when this thread's environment ends
+  // before 'close' (a terminated worker: its teardown only unregisters it).
+  const registration = native.runtimeCloses(fd);
   const socket = new Socket({ fd, readable: ways.readable, writable: ways.writable, allowHalfOpen: true });
   socket.once('close', () => native.disown(fd, registration));
   return socket;

@@ -19,7 +19,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, constants as fsConstants } from 'node:fs';
 import type { Socket } from 'node:net';
 
-import { killIfSpawned } from '../child-process';
+import { killIfSpawned, reapedAtTeardown } from '../child-process';
 import { commandRequest, normalizeCommandSpec, type CommandSpec } from '../command';
 import { BaseConnection, type CommandLocation, type ConnectOptions } from '../connection';
 import {
@@ -526,6 +526,7 @@ function spawnVia(file: string, args: string[]): { via: ChildProcess; stdio: Via
   } finally {
     closeFds(pairs.map(([, theirs]) => theirs));
   }
+  reapedAtTeardown(via);
   const ours = (i: number): number => (pairs[i] as [number, number])[0];
   return { via, stdio: { stdin: ours(0), stdout: ours(1), stderr: ownedStream(ours(2), { readable: true, writable: false }) } };
 }
