@@ -18,6 +18,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, constants as fsConstants } from 'node:fs';
 import type { Socket } from 'node:net';
+import { constants as osConstants } from 'node:os';
 
 import { killIfSpawned, reapedAtTeardown } from '../child-process';
 import { commandRequest, normalizeCommandSpec, type CommandSpec } from '../command';
@@ -292,6 +293,11 @@ export class RemoteConnection extends BaseConnection {
 
   /** The client's end of a new stream for `fd` (borrowed), not yet announced. */
   #makeStream(fd: number, above = fd + 1): Made {
+    // One of fdbridge's own fds is refused as if closed, as on every
+    // transport, before its kind is looked at (a pidfd or eventfd of ours
+    // would otherwise be named in an UnsupportedError). The duplication
+    // (clientEndpoint) checks again, under the registry's lock.
+    if (native.registration(fd) !== 0) throw new SystemError(osConstants.errno.EBADF, 'dup');
     const plan = planRelay(fd);
     const endpoint = clientEndpoint(fd, plan, above);
     const sid = this.#nextStream++;
