@@ -8,6 +8,7 @@
 #include <napi.h>
 #include <uv.h>
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <math.h>
 #include <sys/resource.h>
@@ -2248,7 +2249,25 @@ Napi::Object FrameCodec(Napi::Env env) {
 
 }  // namespace
 
+// Threads of this addon outlive the environment that started them: the
+// background closers, and the child reaper (up to its grace after a worker
+// ends). Node dlcloses an addon when the last environment that loaded it
+// ends, so if a worker thread was the only one, those threads would go on in
+// unmapped code (the process dies with SIGSEGV). Opening ourselves once more
+// with RTLD_NODELETE keeps the code mapped for the life of the process; the
+// handle is never closed, on purpose.
+static void KeepLoadedForThreads() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    Dl_info self;
+    if (dladdr(reinterpret_cast<void*>(&KeepLoadedForThreads), &self) != 0 && self.dli_fname != nullptr) {
+      dlopen(self.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+    }
+  });
+}
+
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
+  KeepLoadedForThreads();
   InstanceData* data = new InstanceData();
   // Module initialisation runs on the environment's own thread, the one
   // every JS call of this environment runs on.

@@ -17,7 +17,7 @@
  * backgroundClosesPending: each step has its own bound, the reaper's grace
  * then SIGKILL), then checks the table exactly, with no settling time.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { closeSync, constants as fsConstants, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -163,6 +163,38 @@ test.each(['direct', 'worker'])('%s: an fd the main thread handed to the termina
   } finally {
     closeFd(fd);
   }
+});
+
+/**
+ * A process whose main thread never loads fdbridge: its worker is the only
+ * environment that did, so Node unloads the addon when the worker ends,
+ * while the addon's own threads (the child reaper, the background closers)
+ * still have work to do. Terminated with a child or pidfd connection open,
+ * then waits until its command process is reaped and exits: 0, or the
+ * signal that killed it.
+ */
+const ONLY_THE_WORKER_LOADS = (transport: string): string => {
+  const worker = `
+    const { parentPort } = require('node:worker_threads');
+    const { connect, LOG_COMMAND } = require(${JSON.stringify(DIST_SRC)});
+    connect(${JSON.stringify(transport)}, { command: LOG_COMMAND }).then(() => parentPort.postMessage('connected'));`;
+  return `
+    const { readdirSync, readFileSync } = require('node:fs');
+    const { Worker } = require('node:worker_threads');
+    const children = () => readdirSync('/proc/self/task').flatMap((t) => readFileSync('/proc/self/task/' + t + '/children', 'utf8').split(' ').filter(Boolean));
+    const w = new Worker(${JSON.stringify(worker)}, { eval: true });
+    w.once('message', async () => {
+      await w.terminate();
+      const poll = () => (children().length > 0 ? setTimeout(poll, 20) : console.log('reaped'));
+      poll();
+    });`;
+};
+
+test.each(['child', 'pidfd'])('%s: a worker that was the only thread to load fdbridge ends, and the process goes on', (transport) => {
+  const before = openFdTable();
+  const run = spawnSync(process.execPath, ['-e', ONLY_THE_WORKER_LOADS(transport)], { encoding: 'utf8', timeout: 60000 });
+  expect({ status: run.status, signal: run.signal, stdout: run.stdout.trim() }).toEqual({ status: 0, signal: null, stdout: 'reaped' });
+  expect(formatFdTableDiff(diffFdTables(before, openFdTable()))).toBe('');
 });
 
 /** The copies of the worker's memfd open in this process now. */
