@@ -13,13 +13,13 @@ let before: FdTable | undefined;
 
 /** True while this process has child processes (over all its threads). */
 function hasChildren(): boolean {
-  try {
-    return readdirSync('/proc/self/task').some(
-      (tid) => readFileSync(`/proc/self/task/${tid}/children`, 'utf8').trim() !== '',
-    );
-  } catch {
-    return false;
-  }
+  return readdirSync('/proc/self/task').some((tid) => {
+    try {
+      return readFileSync(`/proc/self/task/${tid}/children`, 'utf8').trim() !== '';
+    } catch {
+      return false; // the thread ended between the listing and the read
+    }
+  });
 }
 
 // When jest runs a file in band it shares this process with its own haste-map
