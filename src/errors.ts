@@ -349,8 +349,13 @@ export class QuotaExceededError extends FdBridgeError {
   }
 }
 
-/** Describes any thrown value for sending across a context boundary. */
-export function describeError(err: unknown): RemoteErrorInfo {
+/**
+ * Describes any thrown value for sending across a context boundary.
+ * `stack: false` leaves the stack out (a shared helper daemon's replies: a
+ * stack names its install paths and internals, none of its clients'
+ * business).
+ */
+export function describeError(err: unknown, options: { stack?: boolean } = {}): RemoteErrorInfo {
   if (err instanceof Error) {
     const code = (err as { code?: unknown }).code;
     const syscall = (err as { syscall?: unknown }).syscall;
@@ -359,7 +364,7 @@ export function describeError(err: unknown): RemoteErrorInfo {
       message: err.message,
       ...(typeof code === 'string' ? { code } : {}),
       ...(typeof syscall === 'string' ? { syscall } : {}),
-      ...(err.stack ? { stack: err.stack } : {}),
+      ...(err.stack && options.stack !== false ? { stack: err.stack } : {}),
     };
   }
   return { name: 'Error', message: String(err) };

@@ -70,8 +70,8 @@ helper --status [--socket PATH | --socket @NAME]
   --idle-timeout MS     disconnect an idle client (default ${D.idleTimeoutMs}; 0: never)
   --stalled-reader-timeout MS
                         disconnect a client whose replies wait unread (default ${D.stalledReaderTimeoutMs})
-  --verbose          log connections, refusals, quota hits and what each ended connection
-                     turned away, to stderr
+  --verbose          log connections, refusals, quota hits, what each ended connection
+                     turned away, and each failed request's stack (clients never get it), to stderr
   --exit-with-parent PID
                      PID is the process that started this one: when it exits, however it ends
                      (SIGKILL included), stop as on SIGTERM. Refused if PID is no longer the

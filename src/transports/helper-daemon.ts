@@ -599,6 +599,8 @@ export class HelperDaemon {
         this.stats.quotaHits[quota]++;
         this.#log(`pid ${cred.pid}: quota ${quota} reached`);
       },
+      // A client learns what failed, never where: the stack is ours to log.
+      reportError: (what, err) => this.#log(`pid ${cred.pid}: ${what} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`),
       closeInBackground: true,
       closeOwner: closeOwner(cred.uid),
       ...(watch?.peerPidfd ? {} : { refuseFd: (fd: number) => this.#endpointRefusal(fd) }),

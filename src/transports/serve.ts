@@ -122,6 +122,16 @@ export interface ServeOptions {
    * one refused fd is refused whole (ERR_FDBRIDGE_FD_REFUSED), its fds closed.
    */
   refuseFd?: (fd: number) => string | undefined;
+  /**
+   * A shared daemon's: its ERROR replies say what failed (the error's name,
+   * code, syscall and message), never where (a stack names the daemon's
+   * install paths and internals, and the client may be another user). Each
+   * error the daemon's own code or its command threw goes here instead,
+   * stack and all (the daemon's log), with what failed (`HELLO`,
+   * `call echo()`). Without it (a child or pidfd process, which serves the
+   * one client that started it) the stack goes with the reply.
+   */
+  reportError?: (what: string, err: unknown) => void;
   /** Called once, after the command is closed and the socket with it. */
   onEnd?: (reason: Error | null, stats: ServeStats) => void;
 }
@@ -395,7 +405,7 @@ class ServedSession implements ServedConnection {
         this.#socket.peerCredentials(),
       );
     } catch (err) {
-      this.#send(encodeJson(FrameType.ERROR, id, describeError(err)));
+      this.#send(this.#errorReply(id, err, 'HELLO'));
       this.#end(err as Error);
       return;
     }
@@ -437,7 +447,7 @@ class ServedSession implements ServedConnection {
     try {
       taken = intake.take(frame.fds);
     } catch (err) {
-      this.#send(encodeJson(FrameType.ERROR, frame.id, describeError(err)));
+      this.#send(this.#errorReply(frame.id, err, 'a duplication'));
       return;
     }
     for (const fd of taken) ledger.add(fd);
@@ -482,7 +492,7 @@ class ServedSession implements ServedConnection {
    */
   #refuseDuplication(frame: DuplicationFrame, err: Error): void {
     const arrived = frame.type === FrameType.DUP ? frame.fds : [];
-    this.#closeThen(arrived, () => this.#send(encodeJson(FrameType.ERROR, frame.id, describeError(err))));
+    this.#closeThen(arrived, () => this.#send(this.#errorReply(frame.id, err)));
   }
 
   /**
@@ -515,14 +525,14 @@ class ServedSession implements ServedConnection {
         try {
           reply = encodeJsonText(FrameType.RESULT, id, resultToJson(value));
         } catch (err) {
-          reply = encodeJson(FrameType.ERROR, id, describeError(err));
+          reply = this.#errorReply(id, err, `the result of ${method}()`);
         }
         this.#callSettled();
         this.#send(reply);
       },
       (err: unknown) => {
         this.#callSettled();
-        this.#send(encodeJson(FrameType.ERROR, id, describeError(err)));
+        this.#send(this.#errorReply(id, err, `call ${method}()`));
       },
     );
   }
@@ -616,7 +626,20 @@ class ServedSession implements ServedConnection {
 
   #refuseQuota(id: number, quota: QuotaName, message: string): void {
     this.#options.onQuota?.(quota);
-    this.#send(encodeJson(FrameType.ERROR, id, describeError(new QuotaExceededError(quota, message))));
+    this.#send(this.#errorReply(id, new QuotaExceededError(quota, message)));
+  }
+
+  /**
+   * The ERROR reply to request `id` for `err`. With reportError (a shared
+   * daemon) the stack stays here: an error thrown in the daemon (`what`
+   * failed) goes to reportError, stack and all; a refusal the daemon made by
+   * its rules (no `what`) needs no stack anywhere.
+   */
+  #errorReply(id: number, err: unknown, what?: string): Buffer {
+    const report = this.#options.reportError;
+    if (report === undefined) return encodeJson(FrameType.ERROR, id, describeError(err));
+    if (what !== undefined) report(what, err);
+    return encodeJson(FrameType.ERROR, id, describeError(err, { stack: false }));
   }
 
   /** Closes fds the client sent that nobody will own; returns how many. */

@@ -260,6 +260,11 @@ describe('describeError', () => {
     expect(describeError(err)).toEqual({ name: 'RangeError', message: 'out', code: 'ERR_X', stack: err.stack });
   });
 
+  test('stack: false leaves the stack out and keeps the rest', () => {
+    const err = Object.assign(new RangeError('out'), { code: 'ERR_X', syscall: 'dup' });
+    expect(describeError(err, { stack: false })).toEqual({ name: 'RangeError', message: 'out', code: 'ERR_X', syscall: 'dup' });
+  });
+
   test('a code that is not a string, and a missing stack, are left out', () => {
     const err = Object.assign(new Error('e'), { code: 42 });
     err.stack = '';
