@@ -323,7 +323,7 @@ describe('records a real process leaves (JS recorder and interposer)', () => {
       expect(memfd?.call).toBe('native.memfd');
       // The addon's frames, symbolized (function without its parameter list, file:line), the C library's left out.
       expect(memfd?.native?.[0]).toMatch(/^fdbridge::FdMemfd \(\/.*\/native\/fd_ops\.cc:\d+\)$/);
-      expect(memfd?.native?.[1]).toMatch(/ \(\/.*\/native\/addon\.cc:\d+\)$/);
+      expect(memfd?.native?.[1]).toMatch(/ \(\/.*\/native\/addon_fd_functions\.cc:\d+\)$/);
       // A target that is not what the record saw: not blamed.
       expect(fdOrigin(dir, pid, fds.opened, '/somewhere/else')).toBeUndefined();
     } finally {

@@ -1,0 +1,264 @@
+// The Node-API binding's shared part: argument readers, the typed-error
+// factory, the per-environment instance data and the helpers every bound
+// class uses. Each bound class, and each group of plain functions, has a
+// file of its own (addon_*.cc); addon.cc is the module's entry point.
+//
+// Errors: failures are turned into JS errors by a factory that src/native.ts
+// registers with init(), so every error the addon raises is already one of the
+// typed fdbridge errors: makeError(kind, errno, syscall, details).
+#ifndef FDBRIDGE_ADDON_H_
+#define FDBRIDGE_ADDON_H_
+
+#include <napi.h>
+#include <uv.h>
+
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "fd_budget.h"
+#include "scm_rights.h"
+#include "unix_socket.h"
+
+namespace fdbridge {
+
+// A non-negative integer that a double holds exactly, or -1.
+inline double WholeNumber(const Napi::Value& v) {
+  if (!v.IsNumber()) return -1;
+  double d = v.As<Napi::Number>().DoubleValue();
+  return d == floor(d) && d >= 0 && d <= 9007199254740991.0 ? d : -1;
+}
+
+// Reads closeInBackground's fds argument: non-negative integers.
+inline std::vector<int> ArgFdArray(const Napi::CallbackInfo& info, const char* usage) {
+  std::vector<int> fds;
+  if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(info.Env(), usage);
+  Napi::Array arr = info[0].As<Napi::Array>();
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    double d = WholeNumber(arr.Get(i));
+    if (d < 0 || d > 2147483647.0) throw Napi::TypeError::New(info.Env(), "each fd must be a non-negative integer");
+    fds.push_back(static_cast<int>(d));
+  }
+  return fds;
+}
+
+class SocketWrap;
+class ExitWatchWrap;
+class RelayPumpWrap;
+
+struct InstanceData {
+  // The loop's own fds registered by ownLoopFds: they leave the registry as
+  // the environment goes, just before libuv closes them (uv_loop_close runs
+  // after every environment cleanup), so that a number they free is never
+  // refused, and is not handed to anyone while they still hold it.
+  std::vector<int> loop_fds;
+  // What this environment's fds are held for (fd_ops.h, FdSetThreadHolder).
+  uint64_t holder = 0;
+  // Child processes this environment's connections started and Node has not
+  // reaped yet (watchChild): watch id -> a pidfd of ours.
+  std::unordered_map<uint32_t, int> children;
+  uint32_t next_child = 0;
+
+  // The environment's end (a worker thread's exit or termination, the
+  // process's exit), after Node has closed every handle and our cleanup hook
+  // every socket, watch and pump: whatever its JavaScript still held is
+  // closed now, as it never will be otherwise (the threads share the fd
+  // table; the duplicates a command here was given and did not adopt, pins,
+  // fds that arrived and were never claimed), once the child processes it
+  // started have exited and been reaped (a pidfd command may pull pins by
+  // number until it exits).
+  ~InstanceData();  // addon_env.cc
+  Napi::FunctionReference make_error;
+  Napi::FunctionReference socket_ctor;
+  std::unordered_set<SocketWrap*> sockets;
+  std::unordered_set<ExitWatchWrap*> watches;
+  std::unordered_set<RelayPumpWrap*> pumps;
+  napi_async_cleanup_hook_handle cleanup_handle = nullptr;
+  size_t closing = 0;
+};
+
+inline InstanceData* Data(Napi::Env env) { return env.GetInstanceData<InstanceData>(); }
+
+// kind: "system" (errno/syscall), "eof", "truncated".
+inline Napi::Value MakeError(Napi::Env env, const char* kind, int neg_errno, const char* syscall,
+                      Napi::Object details) {
+  InstanceData* data = Data(env);
+  if (data != nullptr && !data->make_error.IsEmpty()) {
+    return data->make_error.Call({Napi::String::New(env, kind), Napi::Number::New(env, neg_errno),
+                                  Napi::String::New(env, syscall), details});
+  }
+  // init() was not called: still give a usable error.
+  std::string msg = std::string(syscall) + " failed: " + (neg_errno < 0 ? strerror(-neg_errno) : kind);
+  Napi::Error e = Napi::Error::New(env, msg);
+  e.Set("errno", Napi::Number::New(env, neg_errno));
+  e.Set("syscall", Napi::String::New(env, syscall));
+  return e.Value();
+}
+
+inline Napi::Value SystemError(Napi::Env env, int neg_errno, const char* syscall) {
+  return MakeError(env, "system", neg_errno, syscall, Napi::Object::New(env));
+}
+
+[[noreturn]] inline void ThrowSystem(Napi::Env env, int neg_errno, const char* syscall) {
+  throw Napi::Error(env, SystemError(env, neg_errno, syscall));
+}
+
+inline int CheckFdResult(Napi::Env env, int r, const char* syscall) {
+  if (r < 0) ThrowSystem(env, r, syscall);
+  return r;
+}
+
+inline int ArgInt(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (i >= info.Length() || !info[i].IsNumber()) {
+    throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a number");
+  }
+  double v = info[i].As<Napi::Number>().DoubleValue();
+  if (!(v == floor(v)) || v < -2147483648.0 || v > 2147483647.0) {
+    throw Napi::RangeError::New(info.Env(), std::string(what) + " must be a 32-bit integer");
+  }
+  return static_cast<int>(v);
+}
+
+inline int ArgFd(const Napi::CallbackInfo& info, size_t i) {
+  int fd = ArgInt(info, i, "fd");
+  if (fd < 0) throw Napi::RangeError::New(info.Env(), "fd must be >= 0");
+  return fd;
+}
+
+inline int ArgSockType(const Napi::CallbackInfo& info, size_t i) {
+  int t = ArgInt(info, i, "type");
+  if (t != SOCK_STREAM && t != SOCK_DGRAM && t != SOCK_SEQPACKET) {
+    throw Napi::RangeError::New(info.Env(), "type must be SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET");
+  }
+  return t;
+}
+
+// Reads an array of fds (numbers) into `out`, validating shape only; the
+// kernel (or dup) validates that each one is open.
+inline void ArgFdList(const Napi::CallbackInfo& info, size_t i, std::vector<int>* out) {
+  out->clear();
+  if (i >= info.Length() || info[i].IsUndefined() || info[i].IsNull()) return;
+  if (!info[i].IsArray()) throw Napi::TypeError::New(info.Env(), "fds must be an array of numbers");
+  Napi::Array arr = info[i].As<Napi::Array>();
+  uint32_t n = arr.Length();
+  if (n > kMaxFdsPerMessage) {
+    throw Napi::RangeError::New(info.Env(), "at most 253 fds (SCM_MAX_FD) fit in one message");
+  }
+  out->reserve(n);
+  for (uint32_t k = 0; k < n; k++) {
+    Napi::Value v = arr.Get(k);
+    if (!v.IsNumber()) throw Napi::TypeError::New(info.Env(), "fds must be an array of numbers");
+    double d = v.As<Napi::Number>().DoubleValue();
+    if (!(d == floor(d)) || d < -1 || d > 2147483647.0) {
+      throw Napi::RangeError::New(info.Env(), "each fd must be an integer");
+    }
+    out->push_back(static_cast<int>(d));
+  }
+}
+
+inline void ArgBytes(const Napi::CallbackInfo& info, size_t i, const char** data, size_t* len) {
+  if (i >= info.Length() || !info[i].IsTypedArray()) {
+    throw Napi::TypeError::New(info.Env(), "data must be a Uint8Array or Buffer");
+  }
+  Napi::TypedArray ta = info[i].As<Napi::TypedArray>();
+  if (ta.TypedArrayType() != napi_uint8_array) {
+    throw Napi::TypeError::New(info.Env(), "data must be a Uint8Array or Buffer");
+  }
+  Napi::Uint8Array u8 = ta.As<Napi::Uint8Array>();
+  *data = reinterpret_cast<const char*>(u8.Data());
+  *len = u8.ByteLength();
+}
+
+inline std::string ArgName(const Napi::CallbackInfo& info, size_t i) {
+  if (i >= info.Length() || !info[i].IsString()) {
+    throw Napi::TypeError::New(info.Env(), "name must be a string");
+  }
+  return info[i].As<Napi::String>().Utf8Value();
+}
+
+inline Napi::Array FdArray(Napi::Env env, const int* fds, size_t n) {
+  Napi::Array arr = Napi::Array::New(env, n);
+  for (size_t i = 0; i < n; i++) arr.Set(static_cast<uint32_t>(i), Napi::Number::New(env, fds[i]));
+  return arr;
+}
+
+inline Napi::Value ReceiveError(Napi::Env env, const RecvResult& r, const char* syscall, const char* data = nullptr,
+                         size_t len = 0) {
+  Napi::Object details = Napi::Object::New(env);
+  if (data != nullptr) details.Set("data", Napi::Buffer<char>::Copy(env, data, len));
+  switch (r.status) {
+    case RecvStatus::kEof:
+      return MakeError(env, "eof", 0, syscall, details);
+    case RecvStatus::kCtrunc:
+    case RecvStatus::kTrunc:
+      details.Set("what", Napi::String::New(env, r.status == RecvStatus::kCtrunc ? "control" : "data"));
+      details.Set("fdsClosed", Napi::Number::New(env, static_cast<double>(r.fds_closed)));
+      details.Set("bytes", Napi::Number::New(env, static_cast<double>(r.bytes)));
+      return MakeError(env, "truncated", 0, syscall, details);
+    default:
+      return SystemError(env, r.err, syscall);
+  }
+}
+
+// Node refuses every Node-API call that may enter JS (NAPI_PREAMBLE) once
+// the environment cannot run JS any more (or an exception is pending);
+// napi_strict_equals is such a call, with no side effect.
+template <typename T>
+inline bool CanCallIntoJs(Napi::ObjectWrap<T>& wrap) {
+  Napi::HandleScope scope(wrap.Env());  // callers may be outside any JS frame
+  napi_value self = wrap.Value();
+  bool equal = false;
+  return napi_strict_equals(wrap.Env(), self, self, &equal) == napi_ok;
+}
+
+// An exception a JS callback left pending becomes an uncaught exception, as
+// for any event.
+inline void RaisePendingException(napi_env env) {
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+    napi_value exception;
+    if (napi_get_and_clear_last_exception(env, &exception) == napi_ok) napi_fatal_exception(env, exception);
+  }
+}
+
+[[noreturn]] inline void ThrowQueueFull(Napi::Env env, UnixSocket* core, const char* syscall) {
+  Napi::Object details = Napi::Object::New(env);
+  details.Set("queuedBytes", Napi::Number::New(env, static_cast<double>(core->queued_bytes())));
+  details.Set("queuedMessages", Napi::Number::New(env, static_cast<double>(core->queued_sends())));
+  details.Set("limit", Napi::Number::New(env, static_cast<double>(core->send_queue_limit())));
+  throw Napi::Error(env, MakeError(env, "queuefull", 0, syscall, details));
+}
+
+// What each file exports; InitModule (addon.cc) calls them in turn.
+void ExportSocket(Napi::Env env, Napi::Object exports);           // addon_socket.cc
+void ExportExitWatch(Napi::Env env, Napi::Object exports);        // addon_exit_watch.cc
+void ExportFrameChannel(Napi::Env env, Napi::Object exports);     // addon_frame_channel.cc
+void ExportFdBudget(Napi::Env env, Napi::Object exports);         // addon_fd_budget.cc
+void ExportRelayPump(Napi::Env env, Napi::Object exports);        // addon_relay_pump.cc
+void ExportEnvironment(Napi::Env env, Napi::Object exports);      // addon_env.cc
+void ExportBackgroundCloses(Napi::Env env, Napi::Object exports); // addon_background_close.cc
+void ExportFdFunctions(Napi::Env env, Napi::Object exports);      // addon_fd_functions.cc
+void ExportSockFunctions(Napi::Env env, Napi::Object exports);    // addon_sock_functions.cc
+void ExportFrameCodec(Napi::Env env, Napi::Object exports);       // addon_frame_codec.cc
+
+// The environment's teardown (addon_env.cc), added by InitModule.
+void AsyncCleanup(napi_async_cleanup_hook_handle handle, void* arg);
+
+// What the bound classes give each other and the teardown.
+UnixSocket* SocketCoreOf(Napi::Env env, Napi::Value value);  // SocketWrap::CoreOf
+std::shared_ptr<FdBudget> FdBudgetOf(Napi::Env env, Napi::Value v);  // FdBudgetWrap::From
+void DetachSocket(SocketWrap* s, void (*on_freed)(void*), void* arg);
+void DetachExitWatch(ExitWatchWrap* w, void (*on_freed)(void*), void* arg);
+void DetachRelayPump(RelayPumpWrap* p, void (*on_freed)(void*), void* arg);
+
+}  // namespace fdbridge
+
+#endif  // FDBRIDGE_ADDON_H_

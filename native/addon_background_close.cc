@@ -1,0 +1,155 @@
+// The background closer (fd_ops.h: FdCloseInBackground) seen from JS.
+#include "addon.h"
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "fd_ops.h"
+
+namespace fdbridge {
+
+namespace {
+
+// A background closer's ticket argument (one, or an array of them): each
+// one closeInBackground gave.
+std::vector<uint64_t> ArgTickets(Napi::Env env, const Napi::Value& v) {
+  std::vector<uint64_t> tickets;
+  auto add = [&](const Napi::Value& t) {
+    double d = WholeNumber(t);
+    if (d < 0) throw Napi::TypeError::New(env, "ticket must be a non-negative integer");
+    if (!FdBackgroundCloseIssued(static_cast<uint64_t>(d))) {
+      throw Napi::RangeError::New(env, "ticket " + std::to_string(static_cast<uint64_t>(d)) + " was never given by closeInBackground");
+    }
+    tickets.push_back(static_cast<uint64_t>(d));
+  };
+  if (v.IsArray()) {
+    Napi::Array arr = v.As<Napi::Array>();
+    for (uint32_t i = 0; i < arr.Length(); i++) add(arr.Get(i));
+  } else {
+    add(v);
+  }
+  return tickets;
+}
+
+// closeInBackground(fds, owner = 0) -> ticket: the fds are closed by the
+// background closer as one batch of `owner`'s (fd_ops.h: FdCloseInBackground);
+// returns at once. The batch is done once backgroundCloseDone(ticket).
+Napi::Value CloseInBackground(const Napi::CallbackInfo& info) {
+  std::vector<int> fds = ArgFdArray(info, "closeInBackground(fds, owner?): fds must be an array");
+  double owner = info.Length() > 1 && !info[1].IsUndefined() ? WholeNumber(info[1]) : 0;
+  if (owner < 0) throw Napi::TypeError::New(info.Env(), "closeInBackground: owner must be a non-negative integer");
+  uint64_t ticket = FdCloseInBackground(fds.data(), fds.size(), static_cast<uint64_t>(owner), /*held_for_peer=*/true);
+  return Napi::Number::New(info.Env(), static_cast<double>(ticket));
+}
+
+// backgroundCloseDone(ticket) -> whether that batch is closed, every fd of it.
+Napi::Value BackgroundCloseDone(const Napi::CallbackInfo& info) {
+  std::vector<uint64_t> t = ArgTickets(info.Env(), info.Length() > 0 ? info[0] : info.Env().Undefined());
+  return Napi::Boolean::New(info.Env(), FdBackgroundCloseDone(t.front()));
+}
+
+// afterBackgroundCloses(ticket | tickets, callback, keepAlive = true):
+// callback() runs on this thread's event loop once every batch named is
+// closed (never synchronously). The thread-safe function that carries the
+// news keeps the loop alive while it waits (unless keepAlive is false: a
+// close blocked for good must not keep a process from exiting), and is
+// released once called.
+//
+// The environment's teardown (process exit, a worker's end) deletes the
+// thread-safe function even while a closer thread still holds it, and a
+// close may end after that: its finalizer, which runs before the delete,
+// marks it gone under the lock the closer thread uses it under.
+Napi::Value AfterBackgroundCloses(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !(info[0].IsNumber() || info[0].IsArray()) || !info[1].IsFunction()) {
+    throw Napi::TypeError::New(env, "afterBackgroundCloses(ticket, callback)");
+  }
+  std::vector<uint64_t> tickets = ArgTickets(env, info[0]);
+  struct News {
+    std::mutex mu;
+    bool gone = false;
+  };
+  auto news = std::make_shared<News>();
+  auto tsfn = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "afterBackgroundCloses", 0, 1,
+                                            [news](Napi::Env) {
+                                              std::lock_guard<std::mutex> lock(news->mu);
+                                              news->gone = true;
+                                            });
+  if (info.Length() > 2 && info[2].IsBoolean() && !info[2].As<Napi::Boolean>().Value()) tsfn.Unref(env);
+  FdAfterBackgroundCloses(tickets.data(), tickets.size(), [tsfn, news]() mutable {
+    std::lock_guard<std::mutex> lock(news->mu);
+    if (news->gone) return;
+    // napi_closing (the teardown has begun, the delete not yet) drops the call.
+    tsfn.NonBlockingCall();
+    tsfn.Release();
+  });
+  return env.Undefined();
+}
+
+// backgroundClosesDone() -> background closes finished since the process started.
+Napi::Value BackgroundClosesDone(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(FdBackgroundClosesDone()));
+}
+
+// openBackgroundCloses() -> the tickets of every batch not closed yet.
+Napi::Value OpenBackgroundCloses(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<uint64_t> open = FdOpenBackgroundCloses();
+  Napi::Array arr = Napi::Array::New(env, open.size());
+  for (size_t i = 0; i < open.size(); i++) arr.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(open[i])));
+  return arr;
+}
+
+// closerThreads() -> { threads, busy }: the background closer's pool now.
+Napi::Value CloserThreads(const Napi::CallbackInfo& info) {
+  size_t threads, busy;
+  FdCloserThreads(&threads, &busy);
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("threads", Napi::Number::New(info.Env(), static_cast<double>(threads)));
+  o.Set("busy", Napi::Number::New(info.Env(), static_cast<double>(busy)));
+  o.Set("max", Napi::Number::New(info.Env(), static_cast<double>(kMaxCloserThreads)));
+  o.Set("perOwner", Napi::Number::New(info.Env(), static_cast<double>(kCloserThreadsPerOwner)));
+  return o;
+}
+
+Napi::Value BackgroundClosesPending(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(FdBackgroundClosesPending()));
+}
+
+// backgroundClosesOfPeerFds(owner?) -> the fds peers gave that wait for the closer (owner's only, if given).
+Napi::Value BackgroundClosesOfPeerFds(const Napi::CallbackInfo& info) {
+  if (info.Length() > 0 && !info[0].IsUndefined()) {
+    double owner = WholeNumber(info[0]);
+    if (owner < 0) throw Napi::TypeError::New(info.Env(), "backgroundClosesOfPeerFds: owner must be a non-negative integer");
+    return Napi::Number::New(info.Env(), static_cast<double>(FdBackgroundClosesOfPeerFds(static_cast<uint64_t>(owner))));
+  }
+  return Napi::Number::New(info.Env(), static_cast<double>(FdBackgroundClosesOfPeerFds()));
+}
+
+// backgroundClosesOfOwnSockets(owner?) -> our own sockets that wait for the closer (owner's only, if given).
+Napi::Value BackgroundClosesOfOwnSockets(const Napi::CallbackInfo& info) {
+  if (info.Length() > 0 && !info[0].IsUndefined()) {
+    double owner = WholeNumber(info[0]);
+    if (owner < 0) throw Napi::TypeError::New(info.Env(), "backgroundClosesOfOwnSockets: owner must be a non-negative integer");
+    return Napi::Number::New(info.Env(), static_cast<double>(FdBackgroundClosesOfOwnSockets(static_cast<uint64_t>(owner))));
+  }
+  return Napi::Number::New(info.Env(), static_cast<double>(FdBackgroundClosesOfOwnSockets()));
+}
+
+}  // namespace
+
+void ExportBackgroundCloses(Napi::Env env, Napi::Object exports) {
+  exports.Set("closeInBackground", Napi::Function::New<CloseInBackground>(env, "closeInBackground"));
+  exports.Set("afterBackgroundCloses", Napi::Function::New<AfterBackgroundCloses>(env, "afterBackgroundCloses"));
+  exports.Set("backgroundClosesDone", Napi::Function::New<BackgroundClosesDone>(env, "backgroundClosesDone"));
+  exports.Set("backgroundCloseDone", Napi::Function::New<BackgroundCloseDone>(env, "backgroundCloseDone"));
+  exports.Set("closerThreads", Napi::Function::New<CloserThreads>(env, "closerThreads"));
+  exports.Set("openBackgroundCloses", Napi::Function::New<OpenBackgroundCloses>(env, "openBackgroundCloses"));
+  exports.Set("backgroundClosesPending", Napi::Function::New<BackgroundClosesPending>(env, "backgroundClosesPending"));
+  exports.Set("backgroundClosesOfPeerFds", Napi::Function::New<BackgroundClosesOfPeerFds>(env, "backgroundClosesOfPeerFds"));
+  exports.Set("backgroundClosesOfOwnSockets", Napi::Function::New<BackgroundClosesOfOwnSockets>(env, "backgroundClosesOfOwnSockets"));
+}
+
+}  // namespace fdbridge

@@ -1,0 +1,148 @@
+// The per-environment registry and its teardown: the instance data's end,
+// the async cleanup hook, and the functions that register what an
+// environment holds (init's error factory, its loop's fds, its children).
+#include "addon.h"
+
+#include <utility>
+#include <vector>
+
+#include "child_reaper.h"
+#include "fd_ops.h"
+#include "loop_fds.h"
+
+namespace fdbridge {
+
+InstanceData::~InstanceData() {
+  for (int fd : loop_fds) FdDisown(fd);
+  std::vector<int> held;
+  FdReleaseHolder(holder, &held);
+  std::vector<int> pidfds;
+  for (const auto& child : children) pidfds.push_back(child.second);
+  ReapThenClose(std::move(pidfds), std::move(held), kReapGraceMs);
+}
+
+// ---------------------------------------------------------------------------
+// Environment teardown (a worker thread exiting, or the process): close every
+// socket still open, and let Node wait until libuv has closed the poll handles
+// (a worker's loop may not be closed with live handles).
+
+namespace {
+
+void OnSocketFreedDuringCleanup(void* arg) {
+  InstanceData* data = static_cast<InstanceData*>(arg);
+  if (--data->closing == 0 && data->cleanup_handle != nullptr) {
+    napi_async_cleanup_hook_handle h = data->cleanup_handle;
+    data->cleanup_handle = nullptr;
+    napi_remove_async_cleanup_hook(h);
+  }
+}
+
+}  // namespace
+
+void AsyncCleanup(napi_async_cleanup_hook_handle handle, void* arg) {
+  InstanceData* data = static_cast<InstanceData*>(arg);
+  std::vector<SocketWrap*> open(data->sockets.begin(), data->sockets.end());
+  std::vector<ExitWatchWrap*> watches(data->watches.begin(), data->watches.end());
+  std::vector<RelayPumpWrap*> pumps(data->pumps.begin(), data->pumps.end());
+  data->closing = open.size() + watches.size() + pumps.size();
+  if (data->closing == 0) {
+    data->cleanup_handle = nullptr;
+    napi_remove_async_cleanup_hook(handle);
+    return;
+  }
+  for (SocketWrap* s : open) DetachSocket(s, OnSocketFreedDuringCleanup, data);
+  for (ExitWatchWrap* w : watches) DetachExitWatch(w, OnSocketFreedDuringCleanup, data);
+  for (RelayPumpWrap* p : pumps) DetachRelayPump(p, OnSocketFreedDuringCleanup, data);
+}
+
+namespace {
+
+Napi::Value Init(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsFunction()) throw Napi::TypeError::New(info.Env(), "init(makeError)");
+  Data(info.Env())->make_error = Napi::Persistent(info[0].As<Napi::Function>());
+  return info.Env().Undefined();
+}
+
+// ownLoopFds(): registers the fds the calling thread's event loop holds
+// (LoopFds, and the io_uring rings nobody registered: RingFdsNotOwned) as
+// fdbridge's, until this environment ends. For a worker thread
+// fdbridge starts (the worker transport): its loop's fds are opened at the
+// lowest free numbers, where a number the caller closed may be, and libuv
+// keeps them there; registered, a caller naming one is refused (EBADF).
+Napi::Value OwnLoopFds(const Napi::CallbackInfo& info) {
+  uv_loop_t* loop = nullptr;
+  if (napi_get_uv_event_loop(info.Env(), &loop) != napi_ok || loop == nullptr) return info.Env().Undefined();
+  InstanceData* data = Data(info.Env());
+  std::vector<int> fds;
+  LoopFds(loop, &fds);
+  RingFdsNotOwned(&fds);
+  for (int fd : fds) {
+    bool seen = false;
+    for (int o : data->loop_fds) seen = seen || o == fd;
+    if (!seen) data->loop_fds.push_back(fd);
+  }
+  FdMarkOwned(data->loop_fds.data(), data->loop_fds.size());
+  return Napi::Number::New(info.Env(), static_cast<double>(data->loop_fds.size()));
+}
+
+// warmLoop(): the calling thread's event loop opens now the fds it would
+// open lazily and keep (WarmLoopFds).
+Napi::Value WarmLoop(const Napi::CallbackInfo& info) {
+  uv_loop_t* loop = nullptr;
+  if (napi_get_uv_event_loop(info.Env(), &loop) == napi_ok && loop != nullptr) WarmLoopFds(loop);
+  return info.Env().Undefined();
+}
+
+// watchChild(pid) -> id: the child process `pid` (just spawned by this
+// environment, not reaped yet) is reaped by this environment's teardown if
+// it has not exited by then (kReapGraceMs, then SIGKILL): Node reaps a child
+// only through the loop of the thread that spawned it. unwatchChild(id) once
+// Node has reaped it ('exit'). 0: not watched (no pidfd could be opened: no
+// room for one, or a kernel before 5.3); Node alone reaps it then.
+Napi::Value WatchChild(const Napi::CallbackInfo& info) {
+  int pid = ArgInt(info, 0, "pid");
+  if (pid <= 0) throw Napi::RangeError::New(info.Env(), "watchChild: pid must be positive");
+  int pidfd;
+  {
+    OwnedFdsLock lock;  // made and registered as one step
+    pidfd = FdOwnHigh(PidfdOpen(pid));
+  }
+  if (pidfd < 0) return Napi::Number::New(info.Env(), 0);
+  FdHeldByNative(&pidfd, 1);  // closed by unwatchChild or the reaper
+  InstanceData* data = Data(info.Env());
+  uint32_t id = ++data->next_child;
+  if (id == 0) id = ++data->next_child;
+  data->children.emplace(id, pidfd);
+  return Napi::Number::New(info.Env(), id);
+}
+
+Napi::Value UnwatchChild(const Napi::CallbackInfo& info) {
+  double id = info.Length() > 0 ? WholeNumber(info[0]) : -1;
+  if (id < 0 || id > 4294967295.0) throw Napi::TypeError::New(info.Env(), "unwatchChild(id): id must be what watchChild returned");
+  InstanceData* data = Data(info.Env());
+  auto it = data->children.find(static_cast<uint32_t>(id));
+  if (it != data->children.end()) {
+    FdClose(it->second);
+    data->children.erase(it);
+  }
+  return info.Env().Undefined();
+}
+
+// reapsPending() -> environments' teardowns still waiting for their child
+// processes (ReapsPending).
+Napi::Value ReapsPendingFn(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(ReapsPending()));
+}
+
+}  // namespace
+
+void ExportEnvironment(Napi::Env env, Napi::Object exports) {
+  exports.Set("init", Napi::Function::New<Init>(env, "init"));
+  exports.Set("ownLoopFds", Napi::Function::New<OwnLoopFds>(env, "ownLoopFds"));
+  exports.Set("warmLoop", Napi::Function::New<WarmLoop>(env, "warmLoop"));
+  exports.Set("watchChild", Napi::Function::New<WatchChild>(env, "watchChild"));
+  exports.Set("unwatchChild", Napi::Function::New<UnwatchChild>(env, "unwatchChild"));
+  exports.Set("reapsPending", Napi::Function::New<ReapsPendingFn>(env, "reapsPending"));
+}
+
+}  // namespace fdbridge

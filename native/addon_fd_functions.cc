@@ -1,0 +1,287 @@
+// The plain functions over fds (fd_ops.h) seen from JS: dup, close, identity,
+// flags, the fd registry, limits, pipes, pidfds.
+#include "addon.h"
+
+#include <sys/resource.h>
+
+#include <string>
+#include <vector>
+
+#include "fd_ops.h"
+
+namespace fdbridge {
+
+namespace {
+
+// pollReadable(fds) -> booleans: readable (or hung up) now, without waiting.
+Napi::Value PollReadable(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "pollReadable(fds): fds must be an array");
+  Napi::Array arr = info[0].As<Napi::Array>();
+  std::vector<int> fds;
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Value v = arr.Get(i);
+    double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+    if (!(d == floor(d)) || d < 0 || d > 2147483647.0) throw Napi::TypeError::New(env, "each fd must be a non-negative integer");
+    fds.push_back(static_cast<int>(d));
+  }
+  std::vector<bool> ready;
+  CheckFdResult(env, FdPollReadable(fds.data(), fds.size(), &ready), "poll");
+  Napi::Array out = Napi::Array::New(env, ready.size());
+  for (size_t i = 0; i < ready.size(); i++) out.Set(static_cast<uint32_t>(i), Napi::Boolean::New(env, ready[i]));
+  return out;
+}
+
+Napi::Value Dup(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), FdDupCloexec(ArgFd(info, 0)), "dup"));
+}
+
+// dupHigh(fd) -> a close-on-exec duplicate for fdbridge itself, numbered at
+// or above the floor (FdDupHigh).
+// A number fdbridge holds for itself is refused as closed (EBADF): see
+// OwnedFdsLock in fd_ops.h.
+Napi::Value DupHigh(const Napi::CallbackInfo& info) {
+  int fd = ArgFd(info, 0);
+  int r;
+  {
+    OwnedFdsLock owned;
+    r = FdRefuseOwned(&fd, 1);
+    if (r == 0) r = FdDupHigh(fd);
+  }
+  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), r, "dup"));
+}
+
+// dupAll(fds, above = 0) -> duplicates (close-on-exec) for fdbridge itself,
+// all or none, numbered at or above the floor, above the highest fd in the
+// list and at least `above` (the caller passes the highest of a whole batch
+// sent in several pieces): none can take the number of a closed fd later in
+// the list or batch and make that entry "succeed" on the wrong file.
+Napi::Value DupAll(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "dupAll(fds): fds must be an array");
+  Napi::Array arr = info[0].As<Napi::Array>();
+  uint32_t n = arr.Length();
+  std::vector<int> fds(n);
+  int highest = -1;
+  if (info.Length() > 1 && !info[1].IsUndefined()) highest = ArgFd(info, 1) - 1;
+  for (uint32_t i = 0; i < n; i++) {
+    Napi::Value v = arr.Get(i);
+    double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+    if (!(d == floor(d)) || d < 0 || d > 2147483647.0) throw Napi::TypeError::New(env, "each fd must be a non-negative integer");
+    fds[i] = static_cast<int>(d);
+    if (fds[i] > highest) highest = fds[i];
+  }
+  std::vector<int> out(n);
+  int r;
+  {
+    OwnedFdsLock owned;  // as in dupHigh: a number of ours is refused as closed
+    r = FdRefuseOwned(fds.data(), n);
+    if (r == 0) r = FdDupAllHigh(fds.data(), n, highest + 1, out.data());
+  }
+  CheckFdResult(env, r, "dup");
+  return FdArray(env, out.data(), n);
+}
+
+// disown(fd[, registration]): with a registration (registration(fd)), only
+// that one leaves the registry (FdDisownRegistration).
+Napi::Value Disown(const Napi::CallbackInfo& info) {
+  int fd = ArgFd(info, 0);
+  if (info.Length() < 2 || info[1].IsUndefined()) {
+    FdDisown(fd);
+    return info.Env().Undefined();
+  }
+  double registration = WholeNumber(info[1]);
+  if (registration < 0) throw Napi::TypeError::New(info.Env(), "disown(fd, registration): registration must be a non-negative integer");
+  FdDisownRegistration(fd, static_cast<uint64_t>(registration));
+  return info.Env().Undefined();
+}
+
+Napi::Value Registration(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(FdRegistration(ArgFd(info, 0))));
+}
+
+// own(fd): registers an fd fdbridge took over without making it, at the
+// number it has (see NativeBinding.own).
+Napi::Value Own(const Napi::CallbackInfo& info) {
+  int fd = ArgFd(info, 0);
+  FdMarkOwned(&fd, 1);
+  return info.Env().Undefined();
+}
+
+Napi::Value OwnedFdCount(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(FdOwnedCount()));
+}
+
+Napi::Value FdFloorFn(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), FdFloor());
+}
+
+Napi::Value Close(const Napi::CallbackInfo& info) {
+  CheckFdResult(info.Env(), FdClose(ArgFd(info, 0)), "close");
+  return info.Env().Undefined();
+}
+
+Napi::Value Identity(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  FdIdentity id;
+  CheckFdResult(env, FdIdentityOf(ArgFd(info, 0), &id), "fstat");
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("dev", Napi::BigInt::New(env, id.dev));
+  o.Set("ino", Napi::BigInt::New(env, id.ino));
+  o.Set("mode", Napi::Number::New(env, id.mode));
+  return o;
+}
+
+Napi::Value GetFlags(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), FdGetFlags(ArgFd(info, 0)), "fcntl"));
+}
+
+Napi::Value SetCloexec(const Napi::CallbackInfo& info) {
+  CheckFdResult(info.Env(), FdSetCloexec(ArgFd(info, 0), info[1].ToBoolean()), "fcntl");
+  return info.Env().Undefined();
+}
+
+Napi::Value SetNonblock(const Napi::CallbackInfo& info) {
+  CheckFdResult(info.Env(), FdSetNonblock(ArgFd(info, 0), info[1].ToBoolean()), "fcntl");
+  return info.Env().Undefined();
+}
+
+Napi::Value ListFds(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int pid = info.Length() > 0 && info[0].IsNumber() ? ArgInt(info, 0, "pid") : 0;
+  std::vector<FdEntry> entries;
+  CheckFdResult(env, FdList(pid, &entries), "opendir");
+  Napi::Array out = Napi::Array::New(env, entries.size());
+  for (size_t i = 0; i < entries.size(); i++) {
+    Napi::Array row = Napi::Array::New(env, 2);
+    row.Set(0u, Napi::Number::New(env, entries[i].fd));
+    row.Set(1u, Napi::String::New(env, entries[i].target));
+    out.Set(static_cast<uint32_t>(i), row);
+  }
+  return out;
+}
+
+Napi::Value LimitValue(Napi::Env env, uint64_t v) {
+  if (v == static_cast<uint64_t>(RLIM_INFINITY)) return Napi::Number::New(env, INFINITY);
+  return Napi::Number::New(env, static_cast<double>(v));
+}
+
+uint64_t ArgLimit(const Napi::CallbackInfo& info, size_t i) {
+  if (i >= info.Length() || !info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), "limit must be a number");
+  double v = info[i].As<Napi::Number>().DoubleValue();
+  if (v == INFINITY) return static_cast<uint64_t>(RLIM_INFINITY);
+  if (!(v >= 0) || v != floor(v)) throw Napi::RangeError::New(info.Env(), "limit must be a non-negative integer");
+  return static_cast<uint64_t>(v);
+}
+
+Napi::Value GetFdLimit(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t soft, hard;
+  CheckFdResult(env, FdGetLimit(&soft, &hard), "getrlimit");
+  Napi::Array out = Napi::Array::New(env, 2);
+  out.Set(0u, LimitValue(env, soft));
+  out.Set(1u, LimitValue(env, hard));
+  return out;
+}
+
+Napi::Value SetFdLimit(const Napi::CallbackInfo& info) {
+  CheckFdResult(info.Env(), FdSetLimit(ArgLimit(info, 0), ArgLimit(info, 1)), "setrlimit");
+  return info.Env().Undefined();
+}
+
+Napi::Value Pipe(const Napi::CallbackInfo& info) {
+  int fds[2];
+  CheckFdResult(info.Env(), FdPipe(fds), "pipe2");
+  return FdArray(info.Env(), fds, 2);
+}
+
+Napi::Value Memfd(const Napi::CallbackInfo& info) {
+  std::string name = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "fdbridge";
+  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), FdMemfd(name.c_str()), "memfd_create"));
+}
+
+Napi::Value Eventfd(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), FdEventfd(), "eventfd"));
+}
+
+Napi::Value PidfdOpenFn(const Napi::CallbackInfo& info) {
+  int pid = ArgInt(info, 0, "pid");
+  bool own = info.Length() > 1 && info[1].ToBoolean();
+  int r;
+  if (own) {
+    OwnedFdsLock lock;  // made and registered as one step
+    r = FdOwnHigh(PidfdOpen(pid));
+  } else {
+    r = PidfdOpen(pid);
+  }
+  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), r, "pidfd_open"));
+}
+
+// runtimeCloses(fd) -> registration: `fd`, ours, is a libuv stream's to
+// close from now on (fd_ops.h, FdRuntimeCloses).
+Napi::Value RuntimeCloses(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(FdRuntimeCloses(ArgFd(info, 0))));
+}
+
+Napi::Value PidfdGetfdFn(const Napi::CallbackInfo& info) {
+  int r = PidfdGetfdHigh(ArgFd(info, 0), ArgFd(info, 1));
+  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), r, "pidfd_getfd"));
+}
+
+// pidfdGetfdAll(pidfd, fds): pidfdGetfd for each, all or none, in one call.
+Napi::Value PidfdGetfdAllFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int pidfd = ArgFd(info, 0);
+  std::vector<int> targets;
+  ArgFdList(info, 1, &targets);
+  std::vector<int> out(targets.size());
+  CheckFdResult(env, PidfdGetfdAllHigh(pidfd, targets.data(), targets.size(), out.data()), "pidfd_getfd");
+  return FdArray(env, out.data(), out.size());
+}
+
+// closeAll(fds): close for each, in one call; what is not an open fd is
+// passed over. Returns how many closed.
+Napi::Value CloseAll(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "closeAll(fds): fds must be an array");
+  Napi::Array arr = info[0].As<Napi::Array>();
+  std::vector<int> fds;
+  fds.reserve(arr.Length());
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    double d = WholeNumber(arr.Get(i));
+    if (d >= 0 && d <= 2147483647.0) fds.push_back(static_cast<int>(d));
+  }
+  return Napi::Number::New(env, static_cast<double>(FdCloseAll(fds.data(), fds.size())));
+}
+
+}  // namespace
+
+void ExportFdFunctions(Napi::Env env, Napi::Object exports) {
+  exports.Set("pollReadable", Napi::Function::New<PollReadable>(env, "pollReadable"));
+  exports.Set("dup", Napi::Function::New<Dup>(env, "dup"));
+  exports.Set("close", Napi::Function::New<Close>(env, "close"));
+  exports.Set("dupAll", Napi::Function::New<DupAll>(env, "dupAll"));
+  exports.Set("own", Napi::Function::New<Own>(env, "own"));
+  exports.Set("disown", Napi::Function::New<Disown>(env, "disown"));
+  exports.Set("registration", Napi::Function::New<Registration>(env, "registration"));
+  exports.Set("ownedFdCount", Napi::Function::New<OwnedFdCount>(env, "ownedFdCount"));
+  exports.Set("dupHigh", Napi::Function::New<DupHigh>(env, "dupHigh"));
+  exports.Set("fdFloor", Napi::Function::New<FdFloorFn>(env, "fdFloor"));
+  exports.Set("identity", Napi::Function::New<Identity>(env, "identity"));
+  exports.Set("getFlags", Napi::Function::New<GetFlags>(env, "getFlags"));
+  exports.Set("setCloexec", Napi::Function::New<SetCloexec>(env, "setCloexec"));
+  exports.Set("setNonblock", Napi::Function::New<SetNonblock>(env, "setNonblock"));
+  exports.Set("listFds", Napi::Function::New<ListFds>(env, "listFds"));
+  exports.Set("getFdLimit", Napi::Function::New<GetFdLimit>(env, "getFdLimit"));
+  exports.Set("setFdLimit", Napi::Function::New<SetFdLimit>(env, "setFdLimit"));
+  exports.Set("pipe", Napi::Function::New<Pipe>(env, "pipe"));
+  exports.Set("memfd", Napi::Function::New<Memfd>(env, "memfd"));
+  exports.Set("eventfd", Napi::Function::New<Eventfd>(env, "eventfd"));
+  exports.Set("pidfdOpen", Napi::Function::New<PidfdOpenFn>(env, "pidfdOpen"));
+  exports.Set("pidfdGetfd", Napi::Function::New<PidfdGetfdFn>(env, "pidfdGetfd"));
+  exports.Set("pidfdGetfdAll", Napi::Function::New<PidfdGetfdAllFn>(env, "pidfdGetfdAll"));
+  exports.Set("closeAll", Napi::Function::New<CloseAll>(env, "closeAll"));
+  exports.Set("runtimeCloses", Napi::Function::New<RuntimeCloses>(env, "runtimeCloses"));
+}
+
+}  // namespace fdbridge

@@ -1,0 +1,608 @@
+// The Socket class (native/unix_socket.h seen from JS), and socketsAlive().
+#include "addon.h"
+
+#include <stddef.h>
+#include <sys/un.h>
+
+#include <atomic>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "fd_ops.h"
+#include "scm_rights.h"
+#include "sock_ops.h"
+#include "unique_fd.h"
+#include "unix_socket.h"
+
+namespace fdbridge {
+
+namespace {
+
+// Socket objects constructed and not yet destroyed (garbage collected), in
+// every environment of the process: one that stays counted after close() is
+// memory nobody can free. Process-wide because a destructor may run after
+// its environment's instance data is gone.
+std::atomic<size_t> g_sockets_alive{0};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Socket: new Socket(fd, type, { maxFds, bufferSize }, onMessage, onAccept)
+//   onMessage(err, data?: Buffer, fds?: number[])
+//   onAccept(err, fd?: number)
+// The JS object is held strongly from construction until close(): a socket is
+// released by closing it, never by garbage collection.
+
+class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Delegate {
+  // A queued send's completion callback and tag (see HoldCallback).
+  struct PendingSend {
+    Napi::FunctionReference fn;
+    Napi::Reference<Napi::Value> tag;
+    double number = 0;
+    bool has_number = false;
+    bool boxed = false;
+  };
+
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Socket",
+                       {
+                           InstanceMethod<&SocketWrap::Send>("send"),
+                           InstanceMethod<&SocketWrap::SendTo>("sendTo"),
+                           InstanceMethod<&SocketWrap::ReceiveFrom>("receiveFrom"),
+                           InstanceMethod<&SocketWrap::StartReading>("startReading"),
+                           InstanceMethod<&SocketWrap::StopReading>("stopReading"),
+                           InstanceMethod<&SocketWrap::StartAccepting>("startAccepting"),
+                           InstanceMethod<&SocketWrap::StopAccepting>("stopAccepting"),
+                           InstanceMethod<&SocketWrap::RefHandle>("ref"),
+                           InstanceMethod<&SocketWrap::UnrefHandle>("unref"),
+                           InstanceMethod<&SocketWrap::CloseMethod>("close"),
+                           InstanceAccessor<&SocketWrap::GetFd>("fd"),
+                           InstanceAccessor<&SocketWrap::GetQueued>("queuedSends"),
+                           InstanceAccessor<&SocketWrap::GetFullSends>("fullSends"),
+                           InstanceAccessor<&SocketWrap::GetQueuedBytes>("queuedSendBytes"),
+                           InstanceMethod<&SocketWrap::SetSendQueueLimits>("setSendQueueLimits"),
+                           InstanceMethod<&SocketWrap::WatchHangup>("watchHangup"),
+                           InstanceAccessor<&SocketWrap::GetBuffer>("buffer"),
+                           InstanceMethod<&SocketWrap::UseBackgroundCloser>("useBackgroundCloser"),
+                           InstanceMethod<&SocketWrap::CloseFdsInBackground>("closeInBackground"),
+                           InstanceMethod<&SocketWrap::SetReceiveBufferSize>("setReceiveBufferSize"),
+                           InstanceMethod<&SocketWrap::BackgroundCloseTickets>("backgroundCloseTickets"),
+                       });
+  }
+
+  explicit SocketWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SocketWrap>(info) {
+    Napi::Env env = info.Env();
+    int fd = ArgFd(info, 0);
+    int type = ArgSockType(info, 1);
+    size_t max_fds = kMaxFdsPerMessage;
+    size_t buffer_size = 64 * 1024;
+    bool reuse_buffer = false;
+    size_t queue_limit = 0;
+    bool has_queue_limit = false;
+    if (info.Length() > 2 && info[2].IsObject()) {
+      Napi::Object opts = info[2].As<Napi::Object>();
+      Napi::Value mf = opts.Get("maxFds");
+      if (mf.IsNumber()) {
+        int64_t v = mf.As<Napi::Number>().Int64Value();
+        if (v < 0 || v > static_cast<int64_t>(kMaxFdsPerMessage)) {
+          throw Napi::RangeError::New(env, "maxFds must be between 0 and 253");
+        }
+        max_fds = static_cast<size_t>(v);
+      }
+      Napi::Value bs = opts.Get("bufferSize");
+      if (bs.IsNumber()) {
+        int64_t v = bs.As<Napi::Number>().Int64Value();
+        if (v < 1 || v > 64 * 1024 * 1024) {
+          throw Napi::RangeError::New(env, "bufferSize must be between 1 and 64 MiB");
+        }
+        buffer_size = static_cast<size_t>(v);
+      }
+      reuse_buffer = opts.Get("reuseBuffer").ToBoolean();
+      Napi::Value ql = opts.Get("sendQueueLimit");
+      if (!ql.IsUndefined()) {
+        double v = ql.IsNumber() ? ql.As<Napi::Number>().DoubleValue() : -1;
+        if (!(v >= 0 && v <= 9007199254740991.0 && v == floor(v))) {
+          throw Napi::RangeError::New(env, "sendQueueLimit must be a non-negative integer (bytes)");
+        }
+        queue_limit = static_cast<size_t>(v);
+        has_queue_limit = true;
+      }
+    }
+    if (info.Length() > 3 && info[3].IsFunction()) on_message_ = Napi::Persistent(info[3].As<Napi::Function>());
+    if (info.Length() > 4 && info[4].IsFunction()) on_accept_ = Napi::Persistent(info[4].As<Napi::Function>());
+    uv_loop_t* loop = nullptr;
+    if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
+      throw Napi::Error::New(env, "Socket: no event loop");
+    }
+    // reuseBuffer: messages land in one ArrayBuffer (exposed as `buffer`) and
+    // onMessage gets the length instead of a fresh Buffer: no allocation per
+    // message. The data is only valid until the callback returns. It is made
+    // when the socket first reads (ProvideReceiveBuffer).
+    reuse_buffer_ = reuse_buffer;
+    int err = 0;
+    core_ = UnixSocket::Create(loop, fd, type, max_fds, buffer_size, this, &err);
+    if (core_ == nullptr) ThrowSystem(env, err, "uv_poll_init");
+    FdHeldByNative(&fd, 1);  // closed by close() or this environment's cleanup hook
+    if (has_queue_limit) core_->SetSendQueueLimits(queue_limit, SIZE_MAX);
+    async_context_ = std::make_unique<Napi::AsyncContext>(env, "FdbridgeSocket", Value());
+    Data(env)->sockets.insert(this);
+    g_sockets_alive++;
+    Ref();  // strong until close()
+  }
+
+  ~SocketWrap() override {
+    // Only reached after close() or at environment teardown (the object is
+    // strongly referenced while open); the cleanup hook has detached core_.
+    if (core_ != nullptr) Detach(nullptr, nullptr);
+    g_sockets_alive--;
+  }
+
+  // Closes the socket. Called by close() and by the cleanup hook.
+  void Detach(void (*on_freed)(void*), void* arg) {
+    if (core_ == nullptr) {
+      return;
+    }
+    UnixSocket* core = core_;
+    core_ = nullptr;
+    InstanceData* data = Data(Env());
+    if (data != nullptr) data->sockets.erase(this);
+    // Queued sends fail with ECANCELED through OnSendComplete while core is
+    // closing; deliver those before dropping the callbacks. At environment
+    // teardown (on_freed set) JS can no longer run: drop them unheard.
+    if (on_freed != nullptr) send_callbacks_.clear();
+    closing_ = true;
+    core->Close(on_freed, arg);
+    closing_ = false;
+    send_callbacks_.clear();
+    // Break the cycle that would keep this object alive forever: these
+    // persistent references are GC roots, and the JS functions' closures
+    // (and the receive buffer's view) refer back to the JS wrapper, which
+    // owns this object. A closed socket delivers no more events, so nothing
+    // needs them; left set, every closed socket kept its receive buffer.
+    on_message_.Reset();
+    on_accept_.Reset();
+    buffer_ref_.Reset();
+  }
+
+  // The socket of a JS Socket object, or nullptr when `value` is none (or closed).
+  static UnixSocket* CoreOf(Napi::Env env, Napi::Value value) {
+    InstanceData* data = Data(env);
+    if (!value.IsObject() || data == nullptr || !value.As<Napi::Object>().InstanceOf(data->socket_ctor.Value())) {
+      return nullptr;
+    }
+    return Unwrap(value.As<Napi::Object>())->core_;
+  }
+
+  void ReleaseJsRef() {
+    if (!released_) {
+      released_ = true;
+      Unref();
+    }
+  }
+
+ private:
+  UnixSocket* Core(Napi::Env env, const char* what) {
+    if (core_ == nullptr) {
+      throw Napi::Error(env, SystemError(env, -EBADF, what));
+    }
+    return core_;
+  }
+
+  // send(data, fds?, callback?, tag?, exempt?) -> 0 sent now | 1 queued (callback(err|null, tag) later);
+  // exempt: queued even past the send queue's limit.
+  Napi::Value Send(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const char* data;
+    size_t len;
+    ArgBytes(info, 0, &data, &len);
+    std::vector<int>& fds = scratch_fds_;
+    ArgFdList(info, 1, &fds);
+    UnixSocket* core = Core(env, "sendmsg");
+    uint32_t id = core->NewSendId();
+    bool exempt = info.Length() > 4 && info[4].ToBoolean();
+    bool own = info.Length() > 5 && info[5].ToBoolean();
+    // A caller's numbers: one of ours is refused as closed (fd_ops.h,
+    // OwnedFdsLock), checked and sent under one lock. `own`: the fds are
+    // our pins, sent on the caller's behalf.
+    OwnedFdsLock owned;
+    if (!own) {
+      int refused = FdRefuseOwned(fds.data(), fds.size());
+      if (refused < 0) ThrowSystem(env, refused, "sendmsg");
+    }
+    int r = core->Send(data, len, fds.data(), fds.size(), id, exempt);
+    if (r < 0) {
+      if (r == -EINVAL && core->type() == SOCK_STREAM && len == 0 && !fds.empty()) {
+        throw Napi::RangeError::New(env, "a STREAM send of 0 bytes cannot carry fds: Linux would drop them");
+      }
+      ThrowSystem(env, r, "sendmsg");
+    }
+    if (r == UnixSocket::kQueueFull) ThrowQueueFull(env, core, "sendmsg");
+    if (r == UnixSocket::kQueued) AwaitSendCompletion(info, 2, id);
+    return Napi::Number::New(env, r);
+  }
+
+  // A queued send's callback: info[at] (a function) is called once with
+  // (err, tag), tag being info[at + 1]. The message is queued already: from
+  // here on nothing may throw, or the caller would think nothing was sent
+  // while the message waits to go, and never hear of it.
+  void AwaitSendCompletion(const Napi::CallbackInfo& info, size_t at, uint32_t id) {
+    if (info.Length() <= at || !info[at].IsFunction()) return;
+    send_callbacks_.emplace(id, HoldCallback(info.Env(), info[at], info.Length() > at + 1 ? info[at + 1] : info.Env().Undefined()));
+  }
+
+  // An optional tag (any value) comes back as the callback's second
+  // argument, so one callback can serve every send: no closure per send.
+  // References are made only for a queued send (not per message). Node-API
+  // before version 10 refers to objects and functions only: a number is
+  // kept as a double, another primitive in a one-element array. Never
+  // throws: a reference that cannot be made (the environment is going
+  // away) leaves that part empty.
+  PendingSend HoldCallback(Napi::Env env, Napi::Value fn, Napi::Value tag) {
+    PendingSend p;
+    napi_ref ref = nullptr;
+    if (napi_create_reference(env, fn, 1, &ref) == napi_ok) p.fn = Napi::FunctionReference(env, ref);
+    if (tag.IsUndefined()) return p;
+    if (tag.IsNumber()) {
+      p.number = tag.As<Napi::Number>().DoubleValue();
+      p.has_number = true;
+      return p;
+    }
+    napi_value held = tag;
+    if (!tag.IsObject() && !tag.IsFunction()) {
+      napi_value box;
+      if (napi_create_array_with_length(env, 1, &box) != napi_ok || napi_set_element(env, box, 0, tag) != napi_ok) {
+        return p;
+      }
+      held = box;
+      p.boxed = true;
+    }
+    ref = nullptr;
+    if (napi_create_reference(env, held, 1, &ref) == napi_ok) p.tag = Napi::Reference<Napi::Value>(env, ref);
+    return p;
+  }
+
+  napi_value TagValue(Napi::Env env, const PendingSend& p) {
+    if (p.has_number) return Napi::Number::New(env, p.number);
+    if (p.tag.IsEmpty()) return env.Undefined();
+    Napi::Value v = p.tag.Value();
+    if (!p.boxed) return v;
+    napi_value out;
+    if (napi_get_element(env, v, 0, &out) != napi_ok) return env.Undefined();
+    return out;
+  }
+
+  // setSendQueueLimits(limit, pauseReadingAt): bytes; -1 for pauseReadingAt: never.
+  Napi::Value SetSendQueueLimits(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    double limit = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
+    double pause = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : -2;
+    if (!(limit >= 0 && limit <= 9007199254740991.0 && limit == floor(limit))) {
+      throw Napi::RangeError::New(env, "the send queue limit must be a non-negative integer (bytes)");
+    }
+    if (!(pause == -1 || (pause >= 0 && pause <= 9007199254740991.0 && pause == floor(pause)))) {
+      throw Napi::RangeError::New(env, "pauseReadingAt must be a non-negative integer (bytes), or -1 for never");
+    }
+    if (core_ != nullptr) {
+      core_->SetSendQueueLimits(static_cast<size_t>(limit), pause < 0 ? SIZE_MAX : static_cast<size_t>(pause));
+    }
+    return env.Undefined();
+  }
+  Napi::Value WatchHangup(const Napi::CallbackInfo& info) {
+    if (core_ != nullptr) core_->WatchHangup(info.Length() > 0 && info[0].ToBoolean());
+    return info.Env().Undefined();
+  }
+  Napi::Value GetQueuedBytes(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), core_ != nullptr ? static_cast<double>(core_->queued_bytes()) : 0);
+  }
+
+  // sendTo(name, abstract, data, fds?, waitWhenFull, callback?, tag?) -> 0 sent now | 1 queued
+  // (a full receiver and waitWhenFull; callback(err|null, tag) later).
+  Napi::Value SendTo(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string name = ArgName(info, 0);
+    bool abstract = info.Length() > 1 && info[1].ToBoolean();
+    struct sockaddr_un to;
+    socklen_t to_len;
+    int err = SockAddress(name.data(), name.size(), abstract, &to, &to_len);
+    if (err != 0) ThrowSystem(env, err, "sendto");
+    const char* data;
+    size_t len;
+    ArgBytes(info, 2, &data, &len);
+    std::vector<int>& fds = scratch_fds_;
+    ArgFdList(info, 3, &fds);
+    bool wait = info.Length() > 4 && info[4].ToBoolean();
+    UnixSocket* core = Core(env, "sendto");
+    if (core->type() != SOCK_DGRAM) throw Napi::TypeError::New(env, "sendTo needs a DGRAM socket");
+    uint32_t id = core->NewSendId();
+    OwnedFdsLock owned;  // as in Send: a number of ours is refused as closed
+    int refused = FdRefuseOwned(fds.data(), fds.size());
+    if (refused < 0) ThrowSystem(env, refused, "sendto");
+    int r = core->SendTo(&to, to_len, data, len, fds.data(), fds.size(), id, wait);
+    if (r < 0) ThrowSystem(env, r, "sendto");
+    if (r == UnixSocket::kQueueFull) ThrowQueueFull(env, core, "sendto");
+    if (r == UnixSocket::kQueued) AwaitSendCompletion(info, 5, id);
+    return Napi::Number::New(env, r);
+  }
+
+  Napi::Value ReceiveFrom(const Napi::CallbackInfo& info) {
+    Core(info.Env(), "recvfrom")->ReceiveFrom(info.Length() > 0 && info[0].ToBoolean());
+    return info.Env().Undefined();
+  }
+
+  Napi::Value StartReading(const Napi::CallbackInfo& info) {
+    Core(info.Env(), "recvmsg")->StartReading();
+    return info.Env().Undefined();
+  }
+  Napi::Value StopReading(const Napi::CallbackInfo& info) {
+    if (core_ != nullptr) core_->StopReading();
+    return info.Env().Undefined();
+  }
+  Napi::Value StartAccepting(const Napi::CallbackInfo& info) {
+    Core(info.Env(), "accept4")->StartAccepting();
+    return info.Env().Undefined();
+  }
+  Napi::Value StopAccepting(const Napi::CallbackInfo& info) {
+    if (core_ != nullptr) core_->StopAccepting();
+    return info.Env().Undefined();
+  }
+  Napi::Value RefHandle(const Napi::CallbackInfo& info) {
+    if (core_ != nullptr) core_->Ref();
+    return info.Env().Undefined();
+  }
+  Napi::Value UnrefHandle(const Napi::CallbackInfo& info) {
+    if (core_ != nullptr) core_->Unref();
+    return info.Env().Undefined();
+  }
+  Napi::Value CloseMethod(const Napi::CallbackInfo& info) {
+    Detach(nullptr, nullptr);
+    ReleaseJsRef();
+    return info.Env().Undefined();
+  }
+  Napi::Value GetFd(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), core_ != nullptr ? core_->fd() : -1);
+  }
+  char* ProvideReceiveBuffer(size_t len) override {
+    if (!reuse_buffer_ || !CanCallIntoJs()) return nullptr;  // the socket's own; each message copied
+    Napi::HandleScope scope(Env());
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(Env(), len);
+    buffer_ref_ = Napi::Persistent(ab);
+    return static_cast<char*>(ab.Data());
+  }
+
+  // setReceiveBufferSize(bytes) -> whether it took: before the first read only.
+  Napi::Value SetReceiveBufferSize(const Napi::CallbackInfo& info) {
+    double v = WholeNumber(info.Length() > 0 ? info[0] : info.Env().Undefined());
+    if (v < 1 || v > 64 * 1024 * 1024) throw Napi::RangeError::New(info.Env(), "setReceiveBufferSize: bytes must be between 1 and 64 MiB");
+    return Napi::Boolean::New(info.Env(), core_ != nullptr && core_->SetReceiveBufferSize(static_cast<size_t>(v)));
+  }
+
+  // useBackgroundCloser(on, owner = 0): see UnixSocket::UseBackgroundCloser.
+  Napi::Value UseBackgroundCloser(const Napi::CallbackInfo& info) {
+    double owner = info.Length() > 1 && !info[1].IsUndefined() ? WholeNumber(info[1]) : 0;
+    if (owner < 0) throw Napi::TypeError::New(info.Env(), "useBackgroundCloser: owner must be a non-negative integer");
+    if (core_ != nullptr) core_->UseBackgroundCloser(info.Length() > 0 && info[0].ToBoolean(), static_cast<uint64_t>(owner));
+    return info.Env().Undefined();
+  }
+  // closeInBackground(fds) -> ticket: see UnixSocket::CloseInBackground. A
+  // closed socket still hands them over (as owner 0's), and forgets the ticket.
+  Napi::Value CloseFdsInBackground(const Napi::CallbackInfo& info) {
+    std::vector<int> fds = ArgFdArray(info, "closeInBackground(fds): fds must be an array");
+    uint64_t ticket = core_ != nullptr ? core_->CloseInBackground(fds.data(), fds.size())
+                                       : FdCloseInBackground(fds.data(), fds.size(), 0, /*held_for_peer=*/true);
+    return Napi::Number::New(info.Env(), static_cast<double>(ticket));
+  }
+  // backgroundCloseTickets() -> the tickets of this socket's background closes not yet done.
+  Napi::Value BackgroundCloseTickets(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::vector<uint64_t> tickets;
+    if (core_ != nullptr) tickets = core_->BackgroundCloseTickets();
+    Napi::Array arr = Napi::Array::New(env, tickets.size());
+    for (size_t i = 0; i < tickets.size(); i++) arr.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(tickets[i])));
+    return arr;
+  }
+  Napi::Value GetBuffer(const Napi::CallbackInfo& info) {
+    return buffer_ref_.IsEmpty() ? info.Env().Undefined() : buffer_ref_.Value();
+  }
+  Napi::Value GetFullSends(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), core_ != nullptr ? static_cast<double>(core_->full_sends()) : 0);
+  }
+  Napi::Value GetQueued(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), core_ != nullptr ? static_cast<double>(core_->queued_sends()) : 0);
+  }
+
+  // Calls a JS callback as an event-loop callback (microtasks run after it);
+  // an exception it throws becomes an uncaught exception, as for any event.
+  //
+  // Returns false only when JS certainly did not run, so the caller still
+  // owns whatever it meant to hand over (and must close it). That happens
+  // while an environment shuts down: Node keeps running the loop to close its
+  // handles (worker exit, worker.terminate(), process.exit in a worker)
+  // before our cleanup hook closes the sockets, so a poll event can still
+  // arrive, and accept4/recvmsg install fds that no JS callback will own.
+  // If JS may have run (terminated part-way), the fds are left alone: a leak
+  // is recoverable, a double close in a multi-threaded process is not.
+  bool Emit(Napi::FunctionReference& fn, const std::initializer_list<napi_value>& args) {
+    Napi::Env env = Env();
+    if (!CanCallIntoJs()) return false;
+    napi_value result;
+    napi_status status = napi_make_callback(env, *async_context_, Value(), fn.Value(), args.size(),
+                                            args.begin(), &result);
+    if (status != napi_ok) RaisePendingException(env);
+    return true;
+  }
+
+  bool CanCallIntoJs() { return fdbridge::CanCallIntoJs(*this); }
+
+  // An exception raised while building a callback's arguments (they call
+  // into JS: the error factory) becomes an uncaught exception, unless the
+  // environment is shutting down, when there is nobody left to tell.
+  void ReportException(const Napi::Error& e) {
+    if (CanCallIntoJs()) napi_fatal_exception(Env(), e.Value());
+  }
+
+  // The delegate callbacks below run from uv_poll, outside any JS frame: a C++
+  // exception escaping them would abort the process, so none may escape.
+
+  // A message's fds are ours until JS has them: closed here on every path
+  // where they would reach nobody.
+  void OnMessage(const char* data, size_t len, const int* fds, size_t nfds) override {
+    UniqueFds owned(fds, nfds);
+    Napi::Env env = Env();
+    if (on_message_.IsEmpty() || !CanCallIntoJs()) return;
+    Napi::HandleScope scope(env);
+    napi_value buf;
+    napi_value arr;
+    try {
+      buf = buffer_ref_.IsEmpty() ? static_cast<napi_value>(Napi::Buffer<char>::Copy(env, data, len))
+                                  : static_cast<napi_value>(Napi::Number::New(env, static_cast<double>(len)));
+      // Most replies carry no fds: undefined saves an array per message.
+      arr = nfds == 0 ? static_cast<napi_value>(env.Undefined()) : static_cast<napi_value>(FdArray(env, fds, nfds));
+    } catch (const Napi::Error& e) {
+      ReportException(e);  // could not build the arguments
+      return;
+    }
+    if (Emit(on_message_, {env.Null(), buf, arr})) owned.release();  // the handler's now
+  }
+
+  // onMessage(null, data, fds, from, credentials): `from` is null for an
+  // unbound sender, a path string, or { abstract: name }; `credentials`
+  // ({ pid, uid, gid }) only on a socket with SO_PASSCRED.
+  void OnDatagram(const char* data, size_t len, const int* fds, size_t nfds, const ScmSender& sender) override {
+    UniqueFds owned(fds, nfds);  // as in OnMessage
+    Napi::Env env = Env();
+    if (on_message_.IsEmpty() || !CanCallIntoJs()) return;
+    Napi::HandleScope scope(env);
+    napi_value buf, arr, from, cred;
+    try {
+      buf = buffer_ref_.IsEmpty() ? static_cast<napi_value>(Napi::Buffer<char>::Copy(env, data, len))
+                                  : static_cast<napi_value>(Napi::Number::New(env, static_cast<double>(len)));
+      arr = nfds == 0 ? static_cast<napi_value>(env.Undefined()) : static_cast<napi_value>(FdArray(env, fds, nfds));
+      from = SenderAddress(env, sender);
+      if (sender.has_cred) {
+        Napi::Object c = Napi::Object::New(env);
+        c.Set("pid", Napi::Number::New(env, sender.pid));
+        c.Set("uid", Napi::Number::New(env, sender.uid));
+        c.Set("gid", Napi::Number::New(env, sender.gid));
+        cred = c;
+      } else {
+        cred = env.Undefined();
+      }
+    } catch (const Napi::Error& e) {
+      ReportException(e);
+      return;
+    }
+    if (Emit(on_message_, {env.Null(), buf, arr, from, cred})) owned.release();
+  }
+
+  static napi_value SenderAddress(Napi::Env env, const ScmSender& sender) {
+    const size_t base = offsetof(struct sockaddr_un, sun_path);
+    // An unbound sender: the kernel gives just the family (unix_copy_addr).
+    if (sender.addr_len <= base) return env.Null();
+    size_t n = sender.addr_len - base;
+    if (n > sizeof(sender.addr.sun_path)) n = sizeof(sender.addr.sun_path);
+    const char* p = sender.addr.sun_path;
+    if (p[0] == '\0') {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("abstract", Napi::String::New(env, p + 1, n - 1));
+      return o;
+    }
+    return Napi::String::New(env, p, strnlen(p, n));
+  }
+
+  void OnReceiveError(const RecvResult& r, const char* data, size_t len) override {
+    Napi::Env env = Env();
+    if (on_message_.IsEmpty() || !CanCallIntoJs()) return;
+    Napi::HandleScope scope(env);
+    napi_value err;
+    try {
+      err = ReceiveError(env, r, "recvmsg", data, len);
+    } catch (const Napi::Error& e) {
+      ReportException(e);
+      return;
+    }
+    Emit(on_message_, {err});
+  }
+
+  void OnAccept(int fd, int err) override {
+    UniqueFd owned(fd);  // ours until JS has it
+    Napi::Env env = Env();
+    if (on_accept_.IsEmpty() || !CanCallIntoJs()) return;
+    Napi::HandleScope scope(env);
+    if (fd < 0) {
+      napi_value error;
+      try {
+        error = SystemError(env, err, "accept4");
+      } catch (const Napi::Error& e) {
+        ReportException(e);
+        return;
+      }
+      Emit(on_accept_, {error});
+    } else {
+      if (Emit(on_accept_, {env.Null(), Napi::Number::New(env, fd)})) owned.release();
+    }
+  }
+
+  void OnSendComplete(uint32_t id, int err) override {
+    auto it = send_callbacks_.find(id);
+    if (it == send_callbacks_.end()) return;
+    PendingSend p = std::move(it->second);
+    send_callbacks_.erase(it);
+    if (p.fn.IsEmpty() || !CanCallIntoJs()) return;
+    Napi::FunctionReference& fn = p.fn;
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    napi_value arg;
+    try {
+      arg = err == 0 ? env.Null() : SystemError(env, err, "sendmsg");
+    } catch (const Napi::Error& e) {
+      ReportException(e);
+      return;
+    }
+    napi_value tag = TagValue(env, p);
+    if (closing_) {
+      // Inside close(): called from JS already, so a plain call suffices.
+      try {
+        fn.Call({arg, tag});
+      } catch (const Napi::Error& e) {
+        ReportException(e);
+      }
+    } else {
+      Emit(fn, {arg, tag});
+    }
+  }
+
+  UnixSocket* core_ = nullptr;
+  bool released_ = false;
+  bool closing_ = false;
+  std::vector<int> scratch_fds_;
+  Napi::FunctionReference on_message_;
+  Napi::FunctionReference on_accept_;
+
+  std::unordered_map<uint32_t, PendingSend> send_callbacks_;
+  std::unique_ptr<Napi::AsyncContext> async_context_;
+  Napi::Reference<Napi::ArrayBuffer> buffer_ref_;
+  bool reuse_buffer_ = false;
+};
+
+// socketsAlive() -> socket objects not yet garbage collected (open or closed).
+Napi::Value SocketsAlive(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(g_sockets_alive.load()));
+}
+
+UnixSocket* SocketCoreOf(Napi::Env env, Napi::Value value) { return SocketWrap::CoreOf(env, value); }
+
+void DetachSocket(SocketWrap* s, void (*on_freed)(void*), void* arg) { s->Detach(on_freed, arg); }
+
+void ExportSocket(Napi::Env env, Napi::Object exports) {
+  Napi::Function socket = SocketWrap::Define(env);
+  Data(env)->socket_ctor = Napi::Persistent(socket);
+  exports.Set("Socket", socket);
+  exports.Set("socketsAlive", Napi::Function::New<SocketsAlive>(env, "socketsAlive"));
+}
+
+}  // namespace fdbridge
