@@ -35,6 +35,7 @@ import { HelperProcess } from './helper-process';
 import { LOCAL_REMOTE } from './local-remote';
 import { LeakLedger, LeakOracle } from './oracle';
 import { profileByName } from './profiles';
+import { rowDirPrefix, superviseRows } from './run-supervisor';
 import { createRng, hashSeed, type Rng } from './rng';
 import type {
   BenchCase,
@@ -346,6 +347,12 @@ interface RowEnvironment {
   trackDir: string | undefined;
   /** Rejects with RowStopped once the run is stopped; never settles otherwise. */
   stopped: Promise<never>;
+  /**
+   * Called as a step of the row that runs scenario code starts, with the
+   * step's time limit and its name: the run's watchdog (harness/run-supervisor.ts)
+   * checks, once that limit has passed, that this thread still answers.
+   */
+  onDeadline: ((ms: number, what: string) => void) | undefined;
 }
 
 /** The leak, with where it was opened (src/fd-track.ts), read right away: the records of a process outlive it, a reused fd number does not. */
@@ -427,8 +434,13 @@ function verdict(
   }
 }
 
-/** Runs one row: tmpdir, oracle, run() (and bench()), cleanup, verdict. Never throws. */
-async function runRow(row: PlannedRow, env: RowEnvironment): Promise<ResultRow> {
+/**
+ * Runs one row: tmpdir, oracle, run() (and bench()), cleanup, verdict. Never
+ * throws. `given` is the row's temporary directory when the caller made it
+ * (the run's supervisor, which removes it should this process be killed);
+ * the row removes it at its end either way.
+ */
+async function runRow(row: PlannedRow, env: RowEnvironment, given?: string): Promise<ResultRow> {
   const { scenario, transport, iteration } = row;
   const started = performance.now();
   const notes: string[] = [];
@@ -437,7 +449,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment): Promise<ResultRow> 
   const connections = new Set<Connection>();
   let expired = false;
   const helper = transport === 'helper' ? env.helper : undefined;
-  const dir = mkdtempSync(join(tmpdir(), `fdbridge-${scenario.name.slice(0, 40)}-`));
+  const dir = given ?? mkdtempSync(rowDirPrefix(scenario.name));
   const forgetDir = cleanupOnExit(() => rmSync(dir, { recursive: true, force: true }));
   let error: unknown;
   if (helper && !helper.alive) {
@@ -520,13 +532,23 @@ async function runRow(row: PlannedRow, env: RowEnvironment): Promise<ResultRow> 
     oracle.begin();
     // A scenario that needs what this transport does not preserve is skipped, with that reason.
     const missing = missingCapabilities(transport, scenario.needs);
-    // async wrapper: a run() that throws before its first await still becomes a rejection.
-    const running = missing !== undefined ? Promise.reject(new SkipSignal(missing)) : (async () => scenario.run(ctx))();
+    // Each step's limit is announced before its code starts: run() may block its thread before its first await.
+    const limited = async <T>(step: () => Promise<T>, ms: number, what: string): Promise<T> => {
+      env.onDeadline?.(ms, what);
+      return Promise.race([withTimeout(step(), ms, what), env.stopped]);
+    };
+    let running: Promise<void> = Promise.resolve();
     try {
-      await Promise.race([withTimeout(running, env.timeoutMs, `${scenario.name} on ${transport}`), env.stopped]);
-      if (env.bench && scenario.bench && (scenario.expect ?? 'pass') === 'pass') {
-        const benchCase = await Promise.race([withTimeout(scenario.bench(ctx), env.timeoutMs, `${scenario.name} bench setup`), env.stopped]);
-        latency = await Promise.race([withTimeout(env.bench(benchCase), Math.max(env.timeoutMs, 120_000), `${scenario.name} bench`), env.stopped]);
+      await limited(
+        // async wrapper: a run() that throws before its first await still becomes a rejection.
+        () => (running = missing !== undefined ? Promise.reject(new SkipSignal(missing)) : (async () => scenario.run(ctx))()),
+        env.timeoutMs,
+        `${scenario.name} on ${transport}`,
+      );
+      const measure = env.bench;
+      if (measure && scenario.bench && (scenario.expect ?? 'pass') === 'pass') {
+        const benchCase = await limited(() => (scenario.bench as NonNullable<Scenario['bench']>).call(scenario, ctx), env.timeoutMs, `${scenario.name} bench setup`);
+        latency = await limited(() => measure(benchCase), Math.max(env.timeoutMs, 120_000), `${scenario.name} bench`);
       }
     } catch (err) {
       error = caught(err);
@@ -609,6 +631,14 @@ export interface RunnerOptions extends Required<Pick<RunOptions, 'bench' | 'repe
   settleMs?: number;
   /** Directory of compiled *.scenario.js (default: defaultScenariosDir()). */
   scenariosDir?: string;
+  /**
+   * Where the rows run. 'process' (the default): in a row process of their
+   * own, watched from this one (harness/run-supervisor.ts), so that a row
+   * that blocks its thread (a synchronous read that waits, a busy loop)
+   * fails at its time limit and the run goes on. 'none': in this process,
+   * where such a row hangs the run; for tests that look inside a row.
+   */
+  isolation?: 'process' | 'none';
   /** measureLatency options (time budgets), passed through. */
   benchOptions?: { time?: number; warmupTime?: number; iterations?: number };
   /** Called as each row starts and ends (progress lines). */
@@ -717,6 +747,165 @@ export function computeTotals(
   return totals;
 }
 
+/** What a RowSession needs: the run's options that reach its rows, and where the helper daemon lives. */
+export interface RowSessionOptions {
+  bench: boolean;
+  seed: number;
+  timeoutMs: number;
+  settleMs: number;
+  benchOptions?: RunnerOptions['benchOptions'];
+  trackFds?: boolean;
+  /** Measure the anchors before the first row (with bench). */
+  anchors: boolean;
+  /** The run's directory (the helper daemon's socket and log): the caller makes and removes it. */
+  runDir: string;
+  /** The rows the session will run: which transports to warm up, the commands the helper serves. */
+  rows: readonly PlannedRow[];
+  signal?: AbortSignal;
+  info(line: string): void;
+  /** RowEnvironment.onDeadline. */
+  onDeadline?(ms: number, what: string): void;
+}
+
+/**
+ * The rows of a run, run in this process one after another: open() starts
+ * the helper daemon (when a row needs it), measures the anchors (bench) and
+ * warms the transports up; run() runs a row under the leak oracle; close()
+ * stops the daemon. runScenarios has one in this process (isolation
+ * 'none'), or in a row process of its own (harness/run-child.ts).
+ */
+export class RowSession {
+  readonly anchors: ResultsFile['anchors'];
+  readonly #env: RowEnvironment;
+  readonly #helper: HelperProcess | undefined;
+  readonly #unhook: () => void;
+
+  private constructor(anchors: ResultsFile['anchors'], env: RowEnvironment, helper: HelperProcess | undefined, unhook: () => void) {
+    this.anchors = anchors;
+    this.#env = env;
+    this.#helper = helper;
+    this.#unhook = unhook;
+  }
+
+  static async open(o: RowSessionOptions): Promise<RowSession> {
+    const info = o.info;
+    let measure: RowEnvironment['bench'];
+    if (o.bench) {
+      const { measureLatency } = optionalModule<{
+        measureLatency(c: BenchCase, options?: RunnerOptions['benchOptions']): Promise<Latency>;
+      }>('./bench', 'latency measurement (--bench)');
+      measure = (c) => measureLatency(c, o.benchOptions ?? {});
+    }
+    const used = [...new Set(o.rows.map((r) => r.transport))];
+    const signal = o.signal;
+    signal?.throwIfAborted();
+    const stopped = new Promise<never>((_, reject) => {
+      const stop = (): void => reject(new RowStopped(`the run was stopped: ${errorText(signal?.reason)}`));
+      if (signal?.aborted) stop();
+      else signal?.addEventListener('abort', stop, { once: true });
+    });
+    stopped.catch(() => undefined);
+    const helperCommands = o.rows.filter((r) => r.transport === 'helper').flatMap((r) => r.scenario.commands ?? []);
+    const helper = used.includes('helper') ? new HelperProcess(o.runDir, undefined, helperCommands) : undefined;
+    const stray: unknown[] = [];
+    const onStray = (err: unknown): void => {
+      stray.push(err);
+    };
+    process.on('unhandledRejection', onStray);
+    process.on('uncaughtException', onStray);
+    const unhook = (): void => {
+      process.off('unhandledRejection', onStray);
+      process.off('uncaughtException', onStray);
+    };
+    try {
+      if (helper) {
+        await helper.start();
+        info(`helper daemon: pid ${helper.pid}, socket ${helper.socketPath}`);
+      }
+      signal?.throwIfAborted();
+      let anchors: ResultsFile['anchors'] = [];
+      if (o.bench && o.anchors && o.rows.length > 0) {
+        // Anchors first: a missing anchor binary fails the run before the long part.
+        const { measureAnchors } = optionalModule<{
+          measureAnchors(options: { time?: number; warmupTime?: number; onSkip?(name: string, reason: string): void }): Promise<ResultsFile['anchors']>;
+        }>('./anchors', 'anchors (--bench)');
+        anchors = await measureAnchors({
+          ...(o.benchOptions?.time !== undefined ? { time: o.benchOptions.time } : {}),
+          ...(o.benchOptions?.warmupTime !== undefined ? { warmupTime: o.benchOptions.warmupTime } : {}),
+          onSkip: (name, reason) => info(`anchor ${name} skipped: ${reason}`),
+        });
+        info(`anchors: ${anchors.map((a) => `${a.name} p50 ${a.latency.p50Us.toFixed(1)} µs`).join(', ')}`);
+        signal?.throwIfAborted();
+      }
+      if (o.rows.length > 0) await warmUp(used, helper, info);
+      const env: RowEnvironment = {
+        seed: o.seed,
+        timeoutMs: o.timeoutMs,
+        settleMs: o.settleMs,
+        helper,
+        ledger: new LeakLedger(),
+        bench: measure,
+        stray,
+        trackDir: o.trackFds ? trackingDirectory() : undefined,
+        stopped,
+        onDeadline: o.onDeadline,
+      };
+      return new RowSession(anchors, env, helper, unhook);
+    } catch (err) {
+      await helper?.stop();
+      unhook();
+      throw err;
+    }
+  }
+
+  /** Runs one row (in `dir` when given: see runRow). Never throws. */
+  run(row: PlannedRow, dir?: string): Promise<ResultRow> {
+    return runRow(row, this.#env, dir);
+  }
+
+  /** The helper daemons' largest peak RSS so far (HelperProcess.peakRssBytes). */
+  get helperPeakRssBytes(): number | undefined {
+    return this.#helper?.peakRssBytes;
+  }
+
+  /** Stops the helper daemon; idempotent. */
+  async close(): Promise<void> {
+    await this.#helper?.stop();
+    this.#unhook();
+  }
+}
+
+/** What running the rows gave: a result per row, and what the totals need. */
+export interface RowsOutcome {
+  results: ResultRow[];
+  anchors: ResultsFile['anchors'];
+  helperPeakRss: number | undefined;
+  /** Peak RSS of the process(es) the rows ran in. */
+  clientPeakRss: number;
+}
+
+/** The hooks of RunnerOptions that see rows start and end. */
+export type RowHooks = Pick<RunnerOptions, 'onRowStart' | 'onRowEnd'>;
+
+/** Runs the rows in this process (isolation 'none'). */
+async function runRowsHere(o: RowSessionOptions, hooks: RowHooks): Promise<RowsOutcome> {
+  const session = await RowSession.open(o);
+  const results: ResultRow[] = [];
+  try {
+    for (const [i, row] of o.rows.entries()) {
+      o.signal?.throwIfAborted();
+      hooks.onRowStart?.(row, i, o.rows.length);
+      const result = await session.run(row);
+      o.signal?.throwIfAborted();
+      results.push(result);
+      hooks.onRowEnd?.(result, i, o.rows.length);
+    }
+    return { results, anchors: session.anchors, helperPeakRss: session.helperPeakRssBytes, clientPeakRss: process.resourceUsage().maxRSS * 1024 };
+  } finally {
+    await session.close();
+  }
+}
+
 /** Runs the selected rows and returns the results file's content. */
 export async function runScenarios(options: RunnerOptions): Promise<{ results: ResultsFile; matched: number }> {
   const info = options.onInfo ?? (() => undefined);
@@ -724,17 +913,19 @@ export async function runScenarios(options: RunnerOptions): Promise<{ results: R
   const timeoutMs = options.timeoutMs ?? profile.timeoutMs;
   const settleMs = options.settleMs ?? DEFAULT_SETTLE_MS;
   const transports = options.transports ?? transportNames();
-  const loaded = discoverScenarios(options.scenariosDir);
+  const scenariosDir = resolve(options.scenariosDir ?? defaultScenariosDir());
+  const loaded = discoverScenarios(scenariosDir);
+  const planOptions: PlanOptions = {
+    transports,
+    profile: profile.name,
+    seed: options.seed,
+    repeat: options.repeat,
+    ...(options.scenario !== undefined ? { scenario: options.scenario } : {}),
+    ...(options.shard ? { shard: options.shard } : {}),
+  };
   const plan = planRows(
     loaded.map((l) => l.scenario),
-    {
-      transports,
-      profile: profile.name,
-      seed: options.seed,
-      repeat: options.repeat,
-      ...(options.scenario !== undefined ? { scenario: options.scenario } : {}),
-      ...(options.shard ? { shard: options.shard } : {}),
-    },
+    planOptions,
   );
   const runOptions: RunOptions = {
     transports: [...transports],
@@ -748,80 +939,36 @@ export async function runScenarios(options: RunnerOptions): Promise<{ results: R
     settleMs,
     ...(options.trackFds ? { trackFds: true } : {}),
   };
-
-  let measure: RowEnvironment['bench'];
-  let anchors: ResultsFile['anchors'] = [];
-  if (options.bench) {
-    const { measureLatency } = optionalModule<{
-      measureLatency(c: BenchCase, o?: RunnerOptions['benchOptions']): Promise<Latency>;
-    }>('./bench', 'latency measurement (--bench)');
-    measure = (c) => measureLatency(c, options.benchOptions ?? {});
-  }
-
-  const used = [...new Set(plan.rows.map((r) => r.transport))];
+  // Before anything starts: the recorders must be there.
+  if (options.trackFds) trackingDirectory();
   const signal = options.signal;
   signal?.throwIfAborted();
-  const stopped = new Promise<never>((_, reject) => {
-    const stop = (): void => reject(new RowStopped(`the run was stopped: ${errorText(signal?.reason)}`));
-    if (signal?.aborted) stop();
-    else signal?.addEventListener('abort', stop, { once: true });
-  });
-  stopped.catch(() => undefined);
   const runDir = mkdtempSync(join(tmpdir(), 'fdbridge-run-'));
   const forgetRunDir = cleanupOnExit(() => rmSync(runDir, { recursive: true, force: true }));
-  const helperCommands = plan.rows.filter((r) => r.transport === 'helper').flatMap((r) => r.scenario.commands ?? []);
-  const helper = used.includes('helper') ? new HelperProcess(runDir, undefined, helperCommands) : undefined;
-  const stray: unknown[] = [];
-  const onStray = (err: unknown): void => {
-    stray.push(err);
-  };
-  process.on('unhandledRejection', onStray);
-  process.on('uncaughtException', onStray);
-  const results: ResultRow[] = [];
-  let helperPeak: number | undefined;
+  let outcome: RowsOutcome;
   try {
-    if (helper) {
-      await helper.start();
-      info(`helper daemon: pid ${helper.pid}, socket ${helper.socketPath}`);
-    }
-    signal?.throwIfAborted();
-    if (options.bench && plan.rows.length > 0) {
-      // Anchors first: a missing anchor binary fails the run before the long part.
-      const { measureAnchors } = optionalModule<{
-        measureAnchors(o: { time?: number; warmupTime?: number; onSkip?(name: string, reason: string): void }): Promise<ResultsFile['anchors']>;
-      }>('./anchors', 'anchors (--bench)');
-      anchors = await measureAnchors({
-        ...(options.benchOptions?.time !== undefined ? { time: options.benchOptions.time } : {}),
-        ...(options.benchOptions?.warmupTime !== undefined ? { warmupTime: options.benchOptions.warmupTime } : {}),
-        onSkip: (name, reason) => info(`anchor ${name} skipped: ${reason}`),
-      });
-      info(`anchors: ${anchors.map((a) => `${a.name} p50 ${a.latency.p50Us.toFixed(1)} µs`).join(', ')}`);
-      signal?.throwIfAborted();
-    }
-    if (plan.rows.length > 0) await warmUp(used, helper, info);
-    const env: RowEnvironment = {
+    const session: RowSessionOptions = {
+      bench: options.bench,
       seed: options.seed,
       timeoutMs,
       settleMs,
-      helper,
-      ledger: new LeakLedger(), bench: measure,
-      stray,
-      trackDir: options.trackFds ? trackingDirectory() : undefined,
-      stopped,
+      ...(options.benchOptions ? { benchOptions: options.benchOptions } : {}),
+      ...(options.trackFds ? { trackFds: true } : {}),
+      anchors: true,
+      runDir,
+      rows: plan.rows,
+      ...(signal ? { signal } : {}),
+      info,
     };
-    for (const [i, row] of plan.rows.entries()) {
-      signal?.throwIfAborted();
-      options.onRowStart?.(row, i, plan.rows.length);
-      const result = await runRow(row, env);
-      signal?.throwIfAborted();
-      results.push(result);
-      options.onRowEnd?.(result, i, plan.rows.length);
-    }
-    helperPeak = helper?.peakRssBytes;
+    const hooks: RowHooks = {
+      ...(options.onRowStart ? { onRowStart: options.onRowStart } : {}),
+      ...(options.onRowEnd ? { onRowEnd: options.onRowEnd } : {}),
+    };
+    outcome =
+      (options.isolation ?? 'process') === 'none'
+        ? await runRowsHere(session, hooks)
+        : await superviseRows({ scenariosDir, plan: planOptions, session, hooks });
   } finally {
-    await helper?.stop();
-    process.off('unhandledRejection', onStray);
-    process.off('uncaughtException', onStray);
     rmSync(runDir, { recursive: true, force: true });
     forgetRunDir();
   }
@@ -829,9 +976,9 @@ export async function runScenarios(options: RunnerOptions): Promise<{ results: R
     results: {
       environment: collectEnvironment(),
       options: runOptions,
-      anchors,
-      results,
-      totals: computeTotals(results, helperPeak),
+      anchors: outcome.anchors,
+      results: outcome.results,
+      totals: computeTotals(outcome.results, outcome.helperPeakRss, outcome.clientPeakRss),
       plan: { rows: plan.planned },
     },
     matched: plan.matched,

@@ -196,6 +196,24 @@ export interface ResultRow {
   iteration?: number;
   /** In a merged file (`fdbridge merge`): the shard that ran this row. */
   shard?: number;
+  /**
+   * Present when the row's process did not end the row itself: 'killed',
+   * past the row's time limit with its thread blocked (a synchronous wait, a
+   * busy loop); 'exited' during the row (process.exit(), a crash). `held`:
+   * the fds it had opened during the row and still held then (the kernel
+   * closed them with the process: not leaks, and not the harness's).
+   */
+  rowProcess?: RowProcessEnd;
+}
+
+/** How a row's process ended when it could not end the row itself (harness/run-supervisor.ts). */
+export interface RowProcessEnd {
+  pid: number;
+  ended: 'killed' | 'exited';
+  /** 'exited': its exit status, or the signal that ended it. */
+  code?: number | null;
+  signal?: string | null;
+  held: Leak[];
 }
 
 export interface Environment {

@@ -3,10 +3,11 @@
  * or the OOM killer (SIGKILL) stops it. A signal it can catch: the helper
  * daemon it started is stopped, every temporary directory it made (the
  * run's, holding the daemon's socket, and the row's) is removed, and it
- * exits 128 + the signal's number (a second signal, or a scenario's own
- * process.exit(), ends it at once; the directories still go, and the
- * daemon is SIGKILLed). SIGKILL, which it cannot catch: the
- * daemon sees its parent exit, closes, and removes its socket.
+ * exits 128 + the signal's number (a second signal ends it at once; the
+ * directories still go, and the daemon is SIGKILLed). A scenario's own
+ * process.exit() ends only the row process it runs in: its row fails, the
+ * run goes on. SIGKILL, which the run cannot catch: its row process sees
+ * it gone, stops the row and the daemon, and removes the directories.
  *
  * The run gets a TMPDIR of its own, so "what it left behind" is exactly
  * what is in that directory afterwards. No step waits for a time: each
@@ -20,7 +21,7 @@ import { join } from 'node:path';
 import { packageRoot } from '../../src/paths';
 import { MID_ROW } from '../fixtures/stop-scenarios/blocks-on-helper.scenario';
 import { EXIT_STATUS } from '../fixtures/stop-scenarios/exits-mid-row.scenario';
-import { CLI, exitOf, pidExit, runCli } from '../util/processes';
+import { childrenOf, CLI, exitOf, pidExit, runCli } from '../util/processes';
 
 const STOP_SCENARIOS = join(packageRoot, 'dist', 'test', 'fixtures', 'stop-scenarios');
 
@@ -95,7 +96,7 @@ test.each([
   expect(readdirSync(tmp)).toEqual([]);
 });
 
-test('a scenario that calls process.exit() mid-row: the daemon is killed and the directories removed on the way out', async () => {
+test('a scenario that calls process.exit() mid-row fails its row (exit 1): the daemon is stopped and the directories removed', async () => {
   const run = spawn(process.execPath, [CLI, 'run', '--transport', 'helper', '--scenario', 'exits-mid-row'], {
     env: { ...process.env, TMPDIR: tmp, FDBRIDGE_SCENARIOS_DIR: STOP_SCENARIOS },
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -103,27 +104,29 @@ test('a scenario that calls process.exit() mid-row: the daemon is killed and the
   let out = '';
   run.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   const how = await exitOf(run);
-  expect({ how, out }).toEqual({ how: { code: EXIT_STATUS, signal: null }, out: expect.stringContaining('exits-mid-row: exiting') });
+  // It exits in its row process: the run goes on, with that row failed.
+  expect({ how, out }).toEqual({
+    how: { code: 1, signal: null },
+    out: expect.stringMatching(new RegExp(`exits-mid-row: exiting[^]*FAIL +exits-mid-row +helper[^\\n]*\\n +the row process \\(pid \\d+\\) exited during the row \\(status ${EXIT_STATUS}\\)`)),
+  });
   const daemon = /helper daemon: pid (\d+), socket (\S+)/.exec(out);
   expect(daemon).not.toBeNull();
   expect(running(Number(daemon?.[1]), daemon?.[2] as string)).toBe(false);
   expect(readdirSync(tmp)).toEqual([]);
 });
 
-test('SIGKILL mid-row: the daemon sees its parent exit, closes, and removes its socket', async () => {
+test('SIGKILL mid-row: the row process sees the run gone, stops its row and its daemon (which removes its socket), and removes the directories', async () => {
   const mid = await runUntilMidRow(tmp);
+  const [rowProcess, ...others] = childrenOf(mid.run.pid as number);
+  expect({ rowProcess, others }).toEqual({ rowProcess: expect.any(Number), others: [] });
   const daemonExit = pidExit(mid.daemonPid);
+  const rowProcessExit = pidExit(rowProcess as number);
   mid.run.kill('SIGKILL');
   expect(await exitOf(mid.run)).toEqual({ code: null, signal: 'SIGKILL' });
-  // No deadline of its own: a daemon that outlives its parent runs into the test's timeout.
-  await daemonExit;
+  // No deadline of its own: a row process or a daemon that outlives the run runs into the test's timeout.
+  await Promise.all([daemonExit, rowProcessExit]);
   expect(existsSync(mid.socketPath)).toBe(false);
-  const log = readFileSync(join(mid.socketPath, '..', 'helper.log'), 'utf8');
-  expect(log).toContain('fdbridge helper: the parent process exited: closing');
-  // What a SIGKILLed process cannot remove itself: the run's directory (the
-  // daemon's log, nothing else) and the row's.
-  expect(readdirSync(join(mid.socketPath, '..'))).toEqual(['helper.log']);
-  expect(readdirSync(mid.rowDir)).toEqual(['held']);
+  expect(readdirSync(tmp)).toEqual([]);
 });
 
 test('helper --exit-with-parent naming a process that is not its parent refuses to start (exit 3), listening nowhere', async () => {

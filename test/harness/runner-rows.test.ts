@@ -56,7 +56,7 @@ function closeLeaks(rows: readonly ResultRow[]): void {
 async function run(scenariosDir: string, options: Partial<RunnerOptions> = {}): Promise<ResultsFile> {
   let results: ResultsFile | undefined;
   try {
-    ({ results } = await runScenarios({ bench: false, repeat: 1, seed: 1, settleMs: 50, timeoutMs: 20_000, scenariosDir, transports: ['direct'], ...options }));
+    ({ results } = await runScenarios({ bench: false, repeat: 1, seed: 1, settleMs: 50, timeoutMs: 20_000, scenariosDir, transports: ['direct'], isolation: 'none', ...options }));
     return results;
   } finally {
     if (results) closeLeaks(results.results);
@@ -346,7 +346,7 @@ describe('time limits and stops', () => {
     const ended: string[] = [];
     await expect(
       runScenarios({
-        bench: false, repeat: 1, seed: 1, settleMs: 50, timeoutMs: 60_000, scenariosDir: d, transports: ['direct'], signal: ac.signal,
+        bench: false, repeat: 1, seed: 1, settleMs: 50, timeoutMs: 60_000, scenariosDir: d, transports: ['direct'], signal: ac.signal, isolation: 'none',
         onRowStart: (row) => {
           started.push(row.scenario.name);
           ac.abort(new Error('enough'));
@@ -390,7 +390,7 @@ describe('time limits and stops', () => {
     ac.abort(new Error('stopped already'));
     const started: string[] = [];
     await expect(
-      runScenarios({ bench: false, repeat: 1, seed: 1, scenariosDir: d, transports: ['direct'], signal: ac.signal, onRowStart: (row) => started.push(row.scenario.name) }),
+      runScenarios({ bench: false, repeat: 1, seed: 1, scenariosDir: d, transports: ['direct'], signal: ac.signal, isolation: 'none', onRowStart: (row) => started.push(row.scenario.name) }),
     ).rejects.toThrow('stopped already');
     expect(started).toEqual([]);
   });
@@ -420,11 +420,11 @@ describe('rows, order and inputs', () => {
 
   test('a --scenario filter and a shard run only theirs; the plan names the whole unsharded run', async () => {
     const d = scenarios({ 'one': `async run() {}`, 'two': `async run() {}`, 'three': `async run() {}` });
-    const only = await runScenarios({ bench: false, repeat: 1, seed: 1, settleMs: 50, scenariosDir: d, transports: ['direct'], scenario: 't*' });
+    const only = await runScenarios({ bench: false, repeat: 1, seed: 1, settleMs: 50, scenariosDir: d, transports: ['direct'], isolation: 'none', scenario: 't*' });
     expect(only.matched).toBe(2);
     expect(only.results.results.map((r) => r.scenario).sort()).toEqual(['three', 'two']);
     expect(only.results.options.scenario).toBe('t*');
-    const shards = await Promise.all([1, 2].map(async (index) => (await runScenarios({ bench: false, repeat: 1, seed: 1, settleMs: 50, scenariosDir: d, transports: ['direct'], shard: { index, count: 2 } })).results));
+    const shards = await Promise.all([1, 2].map(async (index) => (await runScenarios({ bench: false, repeat: 1, seed: 1, settleMs: 50, scenariosDir: d, transports: ['direct'], isolation: 'none', shard: { index, count: 2 } })).results));
     expect(shards.flatMap((s) => s.results.map((r) => r.scenario)).sort()).toEqual(['one', 'three', 'two']);
     for (const s of shards) {
       expect(s.plan?.rows).toEqual(['one/direct', 'three/direct', 'two/direct']);

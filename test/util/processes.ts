@@ -1,6 +1,6 @@
 /** Test utilities: helper daemons in their own processes, and fd tables of other processes. */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -145,23 +145,5 @@ export function pidExit(pid: number): Promise<void> {
   }
 }
 
-/**
- * The pids of `pid`'s children now (over all its threads). A thread that
- * ends between the listing and the read (a worker, a libuv or addon thread)
- * had no children of its own left: its entry is skipped, not an error.
- */
-export function childrenOf(pid: number): number[] {
-  return readdirSync(`/proc/${pid}/task`).flatMap((tid) => {
-    let list: string;
-    try {
-      list = readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ESRCH') return [];
-      throw err;
-    }
-    return list
-      .split(' ')
-      .filter((p) => p !== '')
-      .map(Number);
-  });
-}
+/** The pids of a process's children now (over all its threads). */
+export { childrenOf } from '../../harness/run-supervisor';

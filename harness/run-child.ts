@@ -1,0 +1,123 @@
+/**
+ * The row process of `fdbridge run` (harness/run-supervisor.ts): plans the
+ * same rows as the run that started it, runs a RowSession, and runs the
+ * rows it is sent, one at a time, answering pings between. Its messages
+ * are the supervisor's ToRowProcess and FromRowProcess.
+ *
+ * It ends when the supervisor says so ('finish', 'stop': the row running is
+ * ended as a timed-out one is, then the helper daemon is stopped), and when
+ * the supervisor is gone (its IPC channel closes): then at once, the
+ * daemon killed and its directories removed on the way out
+ * (harness/exit-cleanup.ts).
+ */
+import { rmSync } from 'node:fs';
+
+import { cleanupOnExit } from './exit-cleanup';
+import { discoverScenarios, planRows, RowSession } from './runner';
+import type { FromRowProcess, RowProcessInit, ToRowProcess } from './run-supervisor';
+import { rowLabels } from './run-supervisor';
+
+function send(m: FromRowProcess): Promise<void> {
+  return new Promise((resolve) => {
+    if (!process.connected) resolve();
+    else process.send?.(m, undefined, {}, () => resolve());
+  });
+}
+
+// The supervisor stops this process: SIGINT from a terminal reaches the
+// whole process group, and Node's default would exit without cleaning up.
+process.on('SIGINT', () => undefined);
+process.on('SIGTERM', () => undefined);
+// The supervisor is gone (SIGKILLed): nobody waits for results any more.
+// The row is stopped, the daemon too, and what the supervisor would have
+// removed is removed here (on any exit from now on).
+process.on('disconnect', () => {
+  cleanupOnExit(() => {
+    for (const dir of [rowDir, runDir]) if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+  controller.abort(new Error('the run that started this row process is gone'));
+  void end();
+});
+
+const controller = new AbortController();
+let plannedRows: ReturnType<typeof planRows>['rows'] = [];
+let session: RowSession | undefined;
+/** The run's directory and the current row's: the supervisor's to remove, unless it is gone. */
+let runDir: string | undefined;
+let rowDir: string | undefined;
+let opening: Promise<void> | undefined;
+let current: Promise<void> = Promise.resolve();
+let ending = false;
+
+async function open(init: RowProcessInit): Promise<void> {
+  const rows = planRows(
+    discoverScenarios(init.scenariosDir).map((l) => l.scenario),
+    init.plan,
+  ).rows;
+  const labels = rowLabels(rows);
+  if (labels.join('\n') !== init.labels.join('\n')) {
+    throw new Error(`the row process planned other rows than the run (${labels.length}, not ${init.labels.length}): did ${init.scenariosDir} change?`);
+  }
+  session = await RowSession.open({
+    ...init.session,
+    rows,
+    signal: controller.signal,
+    info: (line) => void send({ type: 'info', line }),
+    onDeadline: (ms, what) => void send({ type: 'deadline', ms, what }),
+  });
+  plannedRows = rows;
+  runDir = init.session.runDir;
+  await send({ type: 'ready', anchors: session.anchors });
+}
+
+function peaks(): { clientPeakRss: number; helperPeakRss: number | undefined } {
+  return { clientPeakRss: process.resourceUsage().maxRSS * 1024, helperPeakRss: session?.helperPeakRssBytes };
+}
+
+/** After the row running (if any): the helper daemon stopped, 'closed' sent, and the process ends. */
+async function end(): Promise<void> {
+  if (ending) return;
+  ending = true;
+  await opening?.catch(() => undefined);
+  await current;
+  await session?.close();
+  await send({ type: 'closed', ...peaks() });
+  // A scenario may have left a timer or a handle that would keep it alive.
+  process.exit(process.connected ? 0 : 1);
+}
+
+process.on('message', (m: ToRowProcess) => {
+  switch (m.type) {
+    case 'ping':
+      void send({ type: 'pong' });
+      break;
+    case 'init':
+      opening = open(m.init).catch(async (err: unknown) => {
+        await send({ type: 'failed', message: err instanceof Error ? err.message : String(err) });
+        process.exit(1);
+      });
+      break;
+    case 'row': {
+      const row = plannedRows[m.index];
+      const s = session;
+      if (ending) break;
+      if (row === undefined || s === undefined) {
+        void send({ type: 'failed', message: `no row ${m.index} here` }).then(() => process.exit(1));
+        break;
+      }
+      rowDir = m.dir;
+      current = s.run(row, m.dir).then(async (result) => {
+        rowDir = undefined;
+        await send({ type: 'result', index: m.index, result, ...peaks() });
+      });
+      break;
+    }
+    case 'stop':
+      controller.abort(new Error(m.reason));
+      void end();
+      break;
+    case 'finish':
+      void end();
+      break;
+  }
+});

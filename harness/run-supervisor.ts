@@ -1,0 +1,449 @@
+/**
+ * The rows of a run in a process of their own (harness/run-child.ts),
+ * watched from this one, whose event loop scenario code never blocks.
+ *
+ * Why a process, not a worker thread: a row's time limit is a timer on the
+ * event loop of the thread the scenario runs on, and a scenario that blocks
+ * that thread (a readSync on a pipe whose write end it still holds, a busy
+ * loop, an execSync, a deadlock) keeps it from firing; so would SIGINT and
+ * SIGTERM, which Node handles on that loop too. Worker.terminate() stops
+ * JavaScript, not a thread waiting in read(2) or in native code, and a
+ * worker shares this process's fd table, so what it held would stay open
+ * here. A process can always be killed, and the kernel closes what it held.
+ * jest-worker and execa do the same with a stuck task (a process killed at
+ * its deadline, a new one for what is left).
+ *
+ * The watch: each step of a row that runs scenario code announces its time
+ * limit (RowEnvironment.onDeadline); the supervisor arms its own timer
+ * with it. Once that has passed, the row process must answer a ping within
+ * UNRESPONSIVE_MS, and again every UNRESPONSIVE_MS until the row's result
+ * comes: while its event loop turns, its own timers end the row (closing its
+ * connections, the leak oracle's verdict) as they would in one process. A
+ * row process that does not answer is blocked: it is killed (SIGKILL; its
+ * children first), its row fails, and a new row process runs the rows left.
+ * A row process that exits during a row (a scenario's process.exit(), a
+ * crash) fails that row the same way.
+ *
+ * What the leak oracle sees: it runs in the row process, against that
+ * process's own fd table, baselined after the warm-up, as it would in one
+ * process. A killed row process leaks nothing (the kernel closes its fds),
+ * but the fds it had opened during the row and still held are named in the
+ * row (rowProcess.held): the supervisor reads its fd table when the row
+ * starts (the row process waits for the message then) and just before it
+ * kills it.
+ *
+ * Temporary directories: the supervisor makes each row's directory and
+ * removes it after the row (the row process removes it too when it can),
+ * so a killed row leaves none.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { killIfSpawned } from '../src/child-process';
+import { diffFdTables, openFdTable, type FdTable } from '../src/fd';
+import { requireDistFile } from '../src/paths';
+import { cleanupOnExit } from './exit-cleanup';
+import { peakRssOf } from './helper-process';
+import type { PlannedRow, PlanOptions, RowHooks, RowSessionOptions, RowsOutcome } from './runner';
+import type { Leak, ResultRow, ResultsFile } from './types';
+
+/**
+ * How long a row process past a deadline may leave a ping unanswered before
+ * it is taken as blocked and killed. A live event loop answers in
+ * milliseconds; this is the margin for a machine so loaded that a runnable
+ * process waits that long for a CPU (a row killed then still fails: it was
+ * past its time limit).
+ */
+export const UNRESPONSIVE_MS = 3000;
+
+/** Where a row's temporary directory is made: `$TMPDIR/fdbridge-<scenario>-XXXXXX`. */
+export function rowDirPrefix(scenario: string): string {
+  return join(tmpdir(), `fdbridge-${scenario.slice(0, 40)}-`);
+}
+
+/** What the row process needs to plan the same rows and run them as this process would. */
+export interface RowProcessInit {
+  scenariosDir: string;
+  plan: PlanOptions;
+  session: Omit<RowSessionOptions, 'rows' | 'signal' | 'info' | 'onDeadline'>;
+  /** The rows as "<scenario>/<transport>/<pass>", in run order: the row process checks it planned the same. */
+  labels: string[];
+}
+
+/** Supervisor -> row process. */
+export type ToRowProcess =
+  | { type: 'init'; init: RowProcessInit }
+  | { type: 'row'; index: number; dir: string }
+  | { type: 'ping' }
+  | { type: 'stop'; reason: string }
+  | { type: 'finish' };
+
+/** Row process -> supervisor. */
+export type FromRowProcess =
+  | { type: 'info'; line: string }
+  | { type: 'ready'; anchors: ResultsFile['anchors'] }
+  | { type: 'failed'; message: string }
+  | { type: 'deadline'; ms: number; what: string }
+  | { type: 'result'; index: number; result: ResultRow; clientPeakRss: number; helperPeakRss: number | undefined }
+  | { type: 'pong' }
+  | { type: 'closed'; clientPeakRss: number; helperPeakRss: number | undefined };
+
+/** "<scenario>/<transport>/<pass>" */
+export function rowLabels(rows: readonly PlannedRow[]): string[] {
+  return rows.map((r) => `${r.scenario.name}/${r.transport}/${r.iteration}`);
+}
+
+/** The process ended before it sent what was waited for. */
+class RowProcessGone extends Error {}
+
+interface Ended {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/**
+ * The pids of `pid`'s children now (over all its threads); none once it is
+ * gone. A thread that ends between the listing and the read (a worker, a
+ * libuv or addon thread) had no children of its own left: its entry is
+ * skipped, not an error.
+ */
+export function childrenOf(pid: number): number[] {
+  const gone = (err: unknown): boolean => ['ENOENT', 'ESRCH'].includes((err as NodeJS.ErrnoException).code ?? '');
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch (err) {
+    if (gone(err)) return [];
+    throw err;
+  }
+  return tasks.flatMap((tid) => {
+    let list: string;
+    try {
+      list = readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8');
+    } catch (err) {
+      if (gone(err)) return [];
+      throw err;
+    }
+    return list
+      .split(' ')
+      .filter((p) => p !== '')
+      .map(Number);
+  });
+}
+
+/** One row process, its messages, and the watch on its event loop. */
+class RowProcess {
+  readonly pid: number;
+  readonly exited: Promise<Ended>;
+  readonly #child: ChildProcess;
+  readonly #waiters = new Set<(m: FromRowProcess) => void>();
+  readonly #info: (line: string) => void;
+  #heard = false;
+  #deadline: NodeJS.Timeout | undefined;
+  #pinger: NodeJS.Timeout | undefined;
+  /** The last time limit the row process announced for the current row (undefined: the row has not begun). */
+  last: { ms: number; what: string } | undefined;
+  /** The time limit watched now. */
+  armed: { ms: number; what: string } | undefined;
+  /** The last row that ended in it: "<scenario> on <transport>". */
+  lastRow: string | undefined;
+  /** Set when the supervisor killed it: what it held that it had opened since the row began. */
+  killed: { held: Leak[] } | undefined;
+  /** Its fd table as the current row began. */
+  baseline: FdTable | undefined;
+
+  constructor(init: RowProcessInit, info: (line: string) => void) {
+    this.#info = info;
+    // Its own stdout and stderr are the run's (a scenario's output shows);
+    // its stdin is not a terminal's. SIGINT from a terminal reaches it too
+    // (one process group): it ignores it, and the supervisor stops it.
+    this.#child = spawn(process.execPath, [requireDistFile('harness/run-child.js')], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const child = this.#child;
+    this.exited = new Promise<Ended>((resolve) => {
+      child.once('exit', (code, signal) => resolve({ code, signal }));
+      // Only a failed spawn (EAGAIN, EMFILE) emits 'error' without 'exit'.
+      child.once('error', () => {
+        if (child.pid === undefined) resolve({ code: null, signal: null });
+      });
+    });
+    if (child.pid === undefined) throw new Error('the row process could not be started');
+    this.pid = child.pid;
+    // A second signal's process.exit() (cli/run.ts) ends this process at once: the row process goes too.
+    const forget = cleanupOnExit(() => this.#killNow());
+    void this.exited.then(() => {
+      forget();
+      // Nothing left to watch: no timer may keep this process alive.
+      this.calm();
+    });
+    child.on('message', (m: FromRowProcess) => {
+      this.#heard = true;
+      if (m.type === 'info') this.#info(m.line);
+      if (m.type === 'deadline') this.watchFrom(m.ms, m.what);
+      for (const w of [...this.#waiters]) w(m);
+    });
+    this.send({ type: 'init', init });
+  }
+
+  send(m: ToRowProcess): void {
+    // Once it has exited, nothing is waiting for an answer: exited settles the waits.
+    if (this.#child.connected) this.#child.send(m, (err: Error | null) => void err);
+  }
+
+  /** Resolves with the first message `pick` takes; rejects with RowProcessGone once the process has exited. */
+  wait<T>(pick: (m: FromRowProcess) => T | undefined): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const waiter = (m: FromRowProcess): void => {
+        const got = pick(m);
+        if (got === undefined) return;
+        this.#waiters.delete(waiter);
+        resolve(got);
+      };
+      this.#waiters.add(waiter);
+      void this.exited.then((how) => {
+        if (!this.#waiters.delete(waiter)) return;
+        reject(new RowProcessGone(`the row process (pid ${this.pid}) exited (${how.code !== null ? `status ${how.code}` : (how.signal ?? 'not started')})`));
+      });
+    });
+  }
+
+  /**
+   * From `ms` on, its event loop must answer pings (see the file comment).
+   * `announced`: the row process announced this limit (a step of the row
+   * began); false for the supervisor's own (a row sent, not yet begun).
+   */
+  watchFrom(ms: number, what: string, announced = true): void {
+    this.calm();
+    this.armed = { ms, what };
+    if (announced) this.last = this.armed;
+    this.#deadline = setTimeout(() => this.#expire(), ms);
+  }
+
+  /** No watch until the next watchFrom. */
+  calm(): void {
+    clearTimeout(this.#deadline);
+    clearInterval(this.#pinger);
+    this.#deadline = undefined;
+    this.#pinger = undefined;
+  }
+
+  #expire(): void {
+    this.#deadline = undefined;
+    this.#heard = false;
+    this.send({ type: 'ping' });
+    this.#pinger = setInterval(() => {
+      if (!this.#heard) {
+        this.calm();
+        this.kill();
+        return;
+      }
+      this.#heard = false;
+      this.send({ type: 'ping' });
+    }, UNRESPONSIVE_MS);
+  }
+
+  /**
+   * SIGKILL to it and to its children (the helper daemon, command
+   * processes, whatever a scenario spawned; their own children see their
+   * parent exit), noting first which fds it held that it had opened since
+   * the row began. Children first: a row process that is killed no longer
+   * reaps them, and a dead child is a zombie with its pid still its own
+   * until then.
+   */
+  kill(): void {
+    if (this.killed !== undefined || this.#child.exitCode !== null || this.#child.signalCode !== null) return;
+    let held: Leak[] = [];
+    try {
+      const now = openFdTable(this.pid);
+      held = this.baseline ? diffFdTables(this.baseline, now).opened.map((e) => ({ pid: this.pid, role: 'client', fd: e.fd, target: e.target })) : [];
+    } catch {
+      // It exited meanwhile: it holds nothing.
+    }
+    this.killed = { held };
+    this.#killNow();
+  }
+
+  #killNow(): void {
+    for (const pid of childrenOf(this.pid)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // Gone already.
+      }
+    }
+    killIfSpawned(this.#child, 'SIGKILL');
+  }
+}
+
+/** A ResultRow for a row whose process was killed or exited during it. */
+function lostRow(row: PlannedRow, proc: RowProcess, how: Ended, durationMs: number): ResultRow {
+  const held = proc.killed?.held ?? [];
+  const step = proc.last ?? proc.armed ?? { ms: 0, what: `${row.scenario.name} on ${row.transport}` };
+  const error = proc.last === undefined
+    ? `the row process (pid ${proc.pid}) ${proc.killed ? 'was killed' : 'exited'} before the row began, in a new row process too`
+    : proc.killed
+    ? `${step.what} timed out after ${step.ms} ms, and its thread did not return to its event loop within ${UNRESPONSIVE_MS} ms more ` +
+      `(it blocks or spins: a synchronous read that waits for data, a busy loop, a deadlock): its row process (pid ${proc.pid}) was killed`
+    : `the row process (pid ${proc.pid}) exited during the row (${how.code !== null ? `status ${how.code}` : `signal ${how.signal}`}): ` +
+      'the scenario ended it (process.exit()) or it crashed';
+  const notes = held.length > 0 ? [`held when its process was killed (opened during the row; the kernel closed them with the process): ${held.map((l) => `fd ${l.fd} -> ${l.target}`).join('; ')}`] : [];
+  return {
+    scenario: row.scenario.name,
+    transport: row.transport,
+    status: 'fail',
+    leaks: [],
+    error,
+    durationMs: Math.round(durationMs),
+    ...(notes.length > 0 ? { notes } : {}),
+    rowProcess: proc.killed
+      ? { pid: proc.pid, ended: 'killed', held }
+      : { pid: proc.pid, ended: 'exited', code: how.code, signal: how.signal, held },
+    expect: row.scenario.expect ?? 'pass',
+    iteration: row.iteration,
+  };
+}
+
+export interface SuperviseOptions {
+  scenariosDir: string;
+  plan: PlanOptions;
+  session: RowSessionOptions;
+  hooks: RowHooks;
+}
+
+/** Runs `session.rows` in row processes (see the file comment); rejects with the signal's reason once stopped. */
+export async function superviseRows(o: SuperviseOptions): Promise<RowsOutcome> {
+  const { rows, signal, info } = o.session;
+  const { timeoutMs } = o.session;
+  const labels = rowLabels(rows);
+  const results: ResultRow[] = [];
+  let anchors: ResultsFile['anchors'] = [];
+  let helperPeakRss: number | undefined;
+  let clientPeakRss = 0;
+  const peaks = (m: { clientPeakRss: number; helperPeakRss: number | undefined }): void => {
+    clientPeakRss = Math.max(clientPeakRss, m.clientPeakRss);
+    if (m.helperPeakRss !== undefined) helperPeakRss = Math.max(helperPeakRss ?? 0, m.helperPeakRss);
+  };
+  let proc: RowProcess | undefined;
+  let measuredAnchors = false;
+
+  const start = async (): Promise<RowProcess> => {
+    const { signal: _signal, info: _info, onDeadline: _onDeadline, rows: _rows, ...session } = o.session;
+    const p = new RowProcess({ scenariosDir: o.scenariosDir, plan: o.plan, session: { ...session, anchors: !measuredAnchors }, labels }, info);
+    proc = p;
+    // Starting runs no scenario code, only module loading, the helper daemon's start and the warm-up, each bounded.
+    const ready = await p
+      .wait((m) => (m.type === 'ready' || m.type === 'failed' ? m : undefined))
+      .catch((err: unknown) => {
+        throw new Error(`${(err as Error).message} before it was ready to run rows`);
+      });
+    if (ready.type === 'failed') {
+      await p.exited;
+      proc = undefined;
+      throw new Error(ready.message);
+    }
+    if (!measuredAnchors) anchors = ready.anchors;
+    measuredAnchors = true;
+    return p;
+  };
+
+  /**
+   * One row in the row process: its result, or a failed row if the process
+   * was killed or exited once the row had begun. Undefined when that
+   * happened before the row began (code an earlier row left running
+   * blocked it or ended it): the row is then run again in a new process.
+   */
+  const attempt = async (row: PlannedRow, i: number, current: RowProcess, dir: string, mayRetry: boolean): Promise<ResultRow | undefined> => {
+    const started = performance.now();
+    // It waits for this message: its table now is the row's starting point.
+    current.baseline = openFdTable(current.pid);
+    // Its peak so far, should it not live to report it.
+    peaks({ clientPeakRss: peakRssOf(current.pid) ?? 0, helperPeakRss: undefined });
+    const done = current.wait((m) => (m.type === 'result' && m.index === i ? m : undefined));
+    current.send({ type: 'row', index: i, dir });
+    current.last = undefined;
+    current.watchFrom(timeoutMs, `${row.scenario.name} on ${row.transport}`, false);
+    try {
+      const m = await done;
+      peaks(m);
+      current.lastRow = `${row.scenario.name} on ${row.transport}`;
+      return m.result;
+    } catch (err) {
+      if (!(err instanceof RowProcessGone)) throw err;
+      const how = await current.exited;
+      proc = undefined;
+      const what = current.killed === undefined ? 'exited' : 'was killed';
+      if (current.last === undefined && mayRetry) {
+        info(`the row process (pid ${current.pid}) ${what} before ${row.scenario.name} on ${row.transport} began (code an earlier row left running); the row runs in a new one`);
+        return undefined;
+      }
+      info(`the row process (pid ${current.pid}) ${what} during ${row.scenario.name} on ${row.transport}; a new one runs the rows left`);
+      return lostRow(row, current, how, performance.now() - started);
+    }
+  };
+
+  const onAbort = (): void => {
+    if (!proc) return;
+    proc.send({ type: 'stop', reason: String((signal?.reason as Error | undefined)?.message ?? signal?.reason) });
+    proc.watchFrom(0, 'stopping');
+  };
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    for (const [i, row] of rows.entries()) {
+      signal?.throwIfAborted();
+      o.hooks.onRowStart?.(row, i, rows.length);
+      const dir = mkdtempSync(rowDirPrefix(row.scenario.name));
+      const forgetDir = cleanupOnExit(() => rmSync(dir, { recursive: true, force: true }));
+      let result: ResultRow | undefined;
+      try {
+        const retried: string[] = [];
+        while (result === undefined) {
+          const current = proc ?? (await start());
+          signal?.throwIfAborted();
+          // Once only: a new process has no earlier row's code left in it.
+          result = await attempt(row, i, current, dir, retried.length === 0);
+          if (result === undefined) {
+            retried.push(
+              `row process pid ${current.pid} ${current.killed ? 'was killed' : 'exited'} before this row began: code an earlier row in it left running ` +
+                `(the last one: ${current.lastRow ?? 'none'}) ${current.killed ? 'blocked its thread' : 'ended it'}; the row ran in a new one`,
+            );
+          }
+        }
+        if (retried.length > 0) result = { ...result, notes: [...retried, ...(result.notes ?? [])] };
+      } finally {
+        proc?.calm();
+        rmSync(dir, { recursive: true, force: true });
+        forgetDir();
+      }
+      signal?.throwIfAborted();
+      results.push(result);
+      o.hooks.onRowEnd?.(result, i, rows.length);
+    }
+    if (proc) {
+      const closing = proc;
+      const closed = closing.wait((m) => (m.type === 'closed' ? m : undefined));
+      closing.send({ type: 'finish' });
+      closing.watchFrom(0, 'closing');
+      try {
+        peaks(await closed);
+      } catch (err) {
+        if (!(err instanceof RowProcessGone)) throw err;
+      }
+    }
+    return { results, anchors, helperPeakRss, clientPeakRss };
+  } catch (err) {
+    // A row process that ended because the run was stopped fails its start or its row: the stop is the reason.
+    if (signal?.aborted) throw signal.reason;
+    throw err;
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+    if (proc) {
+      // Stopped, or something failed: a live row process is told to stop (again: it ignores a second) and watched.
+      const last = proc;
+      last.send({ type: 'stop', reason: signal?.aborted ? 'the run was stopped' : 'the run ended' });
+      last.watchFrom(0, 'stopping');
+      await last.exited;
+      last.calm();
+    }
+  }
+}
