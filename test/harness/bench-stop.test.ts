@@ -11,16 +11,16 @@
  * a process's exit (its pidfd).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { childrenOf, CLI, exitOf, pidExit } from '../util/processes';
+import { childProcessesOf, CLI, exitOf, type SeenChild } from '../util/processes';
 
 interface MidBench {
   bench: ChildProcess;
   /** Every process the bench had started when its first round began, with its command line. */
-  children: Array<{ pid: number; cmdline: string; exited: Promise<void> }>;
+  children: SeenChild[];
 }
 
 /** Starts a small `fdbridge bench` and resolves as its first round of measurements begins. */
@@ -38,12 +38,7 @@ async function benchUntilFirstRound(tmp: string): Promise<MidBench> {
     });
     void exited.then((how) => reject(new Error(`the bench ended (${JSON.stringify(how)}) before its first round:\n${err}`)));
   });
-  const children = childrenOf(bench.pid as number).map((pid) => ({
-    pid,
-    cmdline: readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' '),
-    exited: pidExit(pid),
-  }));
-  return { bench, children };
+  return { bench, children: childProcessesOf(bench.pid as number) };
 }
 
 let tmp: string;

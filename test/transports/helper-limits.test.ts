@@ -136,17 +136,35 @@ describeRoot('quotas (client: nobody)', () => {
   });
 
   test('an idle client is disconnected after the idle timeout; one with a call in flight is not', async () => {
-    const daemon = start({ limits: { idleTimeoutMs: 300 } });
+    // The daemon's clock (Date) and its sweeper (setInterval) are the test's:
+    // time passes only once both clients are where the test wants them. On
+    // the real clock a loaded machine could leave the busy client idle past
+    // the timeout between its READY and its call, or after its answer.
+    jest.useFakeTimers({ doNotFake: ['hrtime', 'nextTick', 'performance', 'queueMicrotask', 'setImmediate', 'clearImmediate', 'setTimeout', 'clearTimeout'] });
+    const IDLE = 300;
+    const daemon = start({ limits: { idleTimeoutMs: IDLE } });
     try {
-      const r = await asNobody(nameOf(daemon), `
+      const p = nobody(nameOf(daemon), `
         const busy = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer });
-        const long = busy.call('later', 900, 'kept');
-        const fd = raw(); hello(fd); const ready = await awaitAnswer(fd); const end = await awaitAnswer(fd); closeFd(fd);
-        const kept = await long; await busy.close();
-        return { ready, end, kept };`);
-      expect(r).toEqual({ ready: 2, end: 'eof', kept: 'kept' }); // 2: READY
+        const long = busy.call('hang').catch((e) => e.code);
+        const fd = raw(); hello(fd); const ready = await awaitAnswer(fd);
+        console.log(JSON.stringify({ waiting: true }));
+        const end = await awaitAnswer(fd); closeFd(fd);
+        const kept = await busy.call('echo', 'kept'); await busy.close();
+        return { ready, end, kept, long: await long };`);
+      await p.line('waiting');
+      // Both served, the busy one's call in flight (the raw one idle since its READY).
+      expect(
+        await until(() => {
+          const clients = daemon.status().clients;
+          return clients.length === 2 && clients.every((c) => c.command) && clients.some((c) => c.inFlight === 1);
+        }),
+      ).toBe(true);
+      await jest.advanceTimersByTimeAsync(IDLE * 2);
+      expect(await p.result).toEqual({ ready: 2, end: 'eof', kept: 'kept', long: 'ERR_FDBRIDGE_CLOSED' }); // 2: READY
       expect(daemon.stats.quotaHits.idleTimeout).toBe(1);
     } finally {
+      jest.useRealTimers();
       await daemon.close();
     }
   });

@@ -22,8 +22,9 @@ afterEach(() => {
 
 /**
  * As nobody: listens at `address` (a path or @name), accepts every client
- * and counts what arrives (bytes, fds), printing {"listening"} first and
- * {"bytes","fds"} when told to stop by SIGTERM.
+ * and counts what arrives (bytes, fds), printing {"listening"} first,
+ * {"received"} once the first message has been read, and {"bytes","fds"}
+ * when told to stop by SIGTERM.
  */
 function squatter(address: string): ReturnType<typeof runAsNobody> {
   const abstract = address.startsWith('@');
@@ -31,12 +32,16 @@ function squatter(address: string): ReturnType<typeof runAsNobody> {
     const { closeFd } = require(${JSON.stringify(DIST_SRC)});
     const { UnixServer } = require(${JSON.stringify(join(DIST_SRC, 'socket.js'))});
     const server = UnixServer.listen(${JSON.stringify(abstract ? { abstract: address.slice(1) } : address)}, { kind: 'seqpacket', mode: 0o666 });
-    let bytes = 0, fds = 0;
+    let bytes = 0, fds = 0, told = false;
     const sockets = [];
     server.onConnection((err, s) => {
       if (!s) return;
       sockets.push(s);
-      s.setMessageHandler((e, data, got) => { if (data) bytes += data.length; if (got) { fds += got.length; for (const fd of got) closeFd(fd); } });
+      s.setMessageHandler((e, data, got) => {
+        if (data) bytes += data.length;
+        if (got) { fds += got.length; for (const fd of got) closeFd(fd); }
+        if (data && !told) { told = true; console.log(JSON.stringify({ received: true })); }
+      });
     });
     process.on('SIGTERM', () => { console.log(JSON.stringify({ bytes, fds })); process.exit(0); });
     console.log(JSON.stringify({ listening: true }));`);
@@ -79,6 +84,9 @@ describeRoot('a client trusts only the listener it should (as another uid: nobod
       // It never answers: the handshake times out, after the HELLO went out.
       const err = await connect('helper', { command: PROBE_COMMAND, socketPath: name, trustPeer, timeoutMs: 300 }).catch((e: unknown) => e);
       expect(err).toMatchObject({ code: 'ERR_FDBRIDGE_TIMEOUT' });
+      // The HELLO was sent before the timeout began; the squatter may read it
+      // only later (a loaded machine), and a SIGTERM handled first would count nothing.
+      await attacker.line('received');
       attacker.child.kill('SIGTERM');
       const seen = await attacker.line<{ bytes: number; fds: number }>('bytes');
       expect(seen.bytes).toBeGreaterThan(0);

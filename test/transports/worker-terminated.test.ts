@@ -86,6 +86,16 @@ async function until(done: () => boolean): Promise<void> {
   while (!done()) await new Promise((r) => setTimeout(r, 10));
 }
 
+/**
+ * The state of a blocking command's process once it is no longer on its
+ * way: it writes its pid just before it opens the FIFO, so for a moment it
+ * may still be running (R, or D in the file system) after the pid can be read.
+ */
+async function settledState(pid: number): Promise<string> {
+  await until(() => !['R', 'D'].includes(processState(pid)));
+  return processState(pid);
+}
+
 /** Waits until every ended environment's teardown has reaped its processes and closed what it held. */
 function teardownsDone(): Promise<void> {
   return until(() => reapsPending() === 0 && backgroundClosesPending() === 0);
@@ -220,6 +230,7 @@ describe('a command process that outlives its terminated worker', () => {
       // ENXIO: nobody is waiting on it
     }
     rmSync(fifo, { force: true });
+    rmSync(`${fifo}.blocking`, { force: true });
     rmSync(`${fifo}.blocked`, { force: true });
   });
 
@@ -233,6 +244,7 @@ describe('a command process that outlives its terminated worker', () => {
     pid = Number(readFileSync(`${fifo}.blocked`, 'utf8'));
     // The worker is gone; its command's process waits on the FIFO, so it is
     // alive (and has read none of the 50 duplications) until we open it.
+    await settledState(pid);
     pinsWhileBlocked = targetCopies();
     expect({ pins: pinsWhileBlocked, state: processState(pid), reapsPending: reapsPending() }).toEqual({
       pins: 50,
@@ -253,7 +265,7 @@ describe('a command process that outlives its terminated worker', () => {
       await until(() => existsSync(`${fifo}.blocked`));
     });
     const pid = Number(readFileSync(`${fifo}.blocked`, 'utf8'));
-    expect(processState(pid)).toBe('S');
+    expect(await settledState(pid)).toBe('S');
     // Never released: the reaper's SIGKILL ends it.
     await teardownsDone();
     expect(leftSince(before)).toEqual(NOTHING_LEFT);

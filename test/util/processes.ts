@@ -1,10 +1,11 @@
 /** Test utilities: helper daemons in their own processes, and fd tables of other processes. */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { helperCommandArgs } from '../../harness/helper-process';
+import { childrenOf } from '../../harness/run-supervisor';
 import { closeFd, diffFdTables, formatFdTableDiff, openFdTable, openPidfd, type FdTable } from '../../src/fd';
 import { packageRoot } from '../../src/paths';
 import { watchExit } from '../../src/test-hooks';
@@ -146,4 +147,43 @@ export function pidExit(pid: number): Promise<void> {
 }
 
 /** The pids of a process's children now (over all its threads). */
-export { childrenOf } from '../../harness/run-supervisor';
+export { childrenOf };
+
+/** Whether `err` says a /proc entry or a pid named a process or thread that has ended since. */
+function vanished(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' || code === 'ESRCH';
+}
+
+/** A child process seen by childProcessesOf. */
+export interface SeenChild {
+  pid: number;
+  /** Its command line, arguments separated by spaces ('' for a zombie). */
+  cmdline: string;
+  /** Resolves once it has exited (its pidfd, opened when it was seen). */
+  exited: Promise<void>;
+}
+
+/**
+ * `pid`'s children now, each with its command line and its exit. A child
+ * can end on its own at any moment (a short-lived measurement process, a
+ * probe): one reaped before it could be looked at is left out, as it was
+ * not there any more (a zombie is kept: its exit is already done).
+ */
+export function childProcessesOf(pid: number): SeenChild[] {
+  return childrenOf(pid).flatMap((child) => {
+    let exited: Promise<void>;
+    try {
+      exited = pidExit(child);
+    } catch (err) {
+      if (vanished(err)) return [];
+      throw err;
+    }
+    try {
+      return [{ pid: child, cmdline: readFileSync(`/proc/${child}/cmdline`, 'utf8').replaceAll('\0', ' '), exited }];
+    } catch (err) {
+      if (vanished(err)) return [];
+      throw err;
+    }
+  });
+}
