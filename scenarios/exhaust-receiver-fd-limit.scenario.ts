@@ -101,9 +101,9 @@ const scenario: Scenario = {
       }
       // A helper daemon closes a finished connection's socket on its closer
       // thread (its close drops whatever the client left unread, which may
-      // block): give that a moment, as the leak oracle does.
+      // block): wait for it (the row's time limit bounds the wait).
       let after = await remoteFdTable(conn);
-      for (let i = 0; i < 100 && after.size !== before.size; i++) {
+      while (after.size !== before.size) {
         await sleep(20);
         after = await remoteFdTable(conn);
       }

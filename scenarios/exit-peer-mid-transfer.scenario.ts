@@ -39,9 +39,9 @@ const scenario: Scenario = {
         assert.ok(settled.slice(before.length).every((s) => s.status === 'rejected'));
       }
       await assert.rejects(conn.dupFileDescriptor(source), PeerExitedError);
-      // The worker's duplicates lived in this process: they are gone again.
-      for (let i = 0; i < 50 && openFdTable().size > baseline.size; i++) await sleep(10);
-      assert.ok(openFdTable().size <= baseline.size, 'no duplicate outlived the exit');
+      // The worker's duplicates lived in this process: they are gone again,
+      // once its environment's teardown has run (the row's time limit bounds the wait).
+      while (openFdTable().size > baseline.size) await sleep(10);
       ctx.count('faultsSurvived');
     } finally {
       closeAll([source]);

@@ -54,19 +54,16 @@ const scenario: Scenario = {
     try {
       let said = '';
       client.stdout.setEncoding('utf8').on('data', (d: string) => (said += d));
-      for (let i = 0; i < 1000 && !said.includes('busy') && client.exitCode === null; i++) await sleep(5);
+      // A Node process starting on a loaded machine: no bound but the row's time limit.
+      while (!said.includes('busy') && client.exitCode === null) await sleep(5);
       assert.ok(said.includes('busy'), `the client got going (${said})`);
       await sleep(ctx.rng.int(0, 20));
       client.kill('SIGKILL');
       assert.equal(await exited, 'SIGKILL');
       ctx.count('faultsInjected');
       // The helper sees EOF, closes the command and everything it was given.
-      let diff = diffFdTables(baseline, openFdTable(helperPid));
-      for (let i = 0; i < 100 && diff.opened.length + diff.closed.length > 0; i++) {
-        await sleep(20);
-        diff = diffFdTables(baseline, openFdTable(helperPid));
-      }
-      assert.equal(formatFdTableDiff(diff), '', "the helper's fd table is back to its baseline");
+      // (On its closer threads: the row's time limit bounds the wait.)
+      while (formatFdTableDiff(diffFdTables(baseline, openFdTable(helperPid))) !== '') await sleep(20);
       // And it still serves this client.
       assert.equal(await probe.call('echo', 'still here'), 'still here');
       ctx.count('faultsSurvived');
