@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { SystemError } from '../../src/errors';
 import { diffFdTables, formatFdTableDiff, OwnedFd, openFdTable, type FdTable, type FdTableDiff } from '../../src/fd';
 import { packageRoot } from '../../src/paths';
+import { settleFdTable } from '../util/settle';
 
 export class Scope {
   #cleanups: Array<() => void> = [];
@@ -109,17 +110,13 @@ export function readPipe(fd: number): string | 'eof' | 'empty' {
 }
 
 /**
- * Waits (up to `ms`) for the open-fd table to equal `before` and returns the
- * remaining difference (empty when it settled). For closes that happen
- * asynchronously: a worker's exit, a child's pipes.
+ * Waits for the open-fd table to equal `before` and returns the remaining
+ * difference (empty when it settled), giving up once this process's other
+ * threads have sat idle for `ms` (test/util/settle.ts). For closes that
+ * happen asynchronously: a worker's exit, a child's pipes.
  */
-export async function settledFdTableDiff(before: FdTable, ms = 5000): Promise<FdTableDiff> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const diff = diffFdTables(before, openFdTable());
-    if ((diff.opened.length === 0 && diff.closed.length === 0) || Date.now() > deadline) return diff;
-    await new Promise((r) => setTimeout(r, 10));
-  }
+export function settledFdTableDiff(before: FdTable, ms = 5000): Promise<FdTableDiff> {
+  return settleFdTable(process.pid, before, ms, 10);
 }
 
 /** Asserts that the table equals `before` now (synchronous operations only). */

@@ -2,12 +2,14 @@
  * Installed for every test file (jest setupFilesAfterEnv): the open-fd table
  * of the test process (fd number -> target) must be the same after each test
  * as before it. Closes that happen asynchronously (a child's pipes, a worker's
- * exit) get up to two seconds to settle before the test is failed.
+ * exit) get two seconds of this process's idle time to settle before the test
+ * is failed (test/util/settle.ts: a loaded machine's waits do not count).
  */
 import { readdirSync, readFileSync } from 'node:fs';
 
 import { diffFdTables, formatFdTableDiff, openFdTable, type FdTable } from '../../src/fd';
 import { warmRuntimeFds } from '../../src/runtime-fds';
+import { settleFdTable } from '../util/settle';
 
 let before: FdTable | undefined;
 
@@ -51,13 +53,8 @@ afterEach(async () => {
   if (!before) return;
   const start = before;
   before = undefined;
-  const deadline = Date.now() + 2000;
-  for (;;) {
-    const diff = diffFdTables(start, openFdTable());
-    if (diff.opened.length === 0 && diff.closed.length === 0) return;
-    if (Date.now() > deadline) {
-      throw new Error(`the open-fd table changed during this test:\n${formatFdTableDiff(diff)}`);
-    }
-    await new Promise((r) => setTimeout(r, 20));
+  const diff = await settleFdTable(process.pid, start, 2000);
+  if (diff.opened.length > 0 || diff.closed.length > 0) {
+    throw new Error(`the open-fd table changed during this test:\n${formatFdTableDiff(diff)}`);
   }
 });

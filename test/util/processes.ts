@@ -6,9 +6,10 @@ import { join } from 'node:path';
 
 import { helperCommandArgs } from '../../harness/helper-process';
 import { childrenOf } from '../../harness/run-supervisor';
-import { closeFd, diffFdTables, formatFdTableDiff, openFdTable, openPidfd, type FdTable } from '../../src/fd';
+import { closeFd, formatFdTableDiff, openPidfd, type FdTable } from '../../src/fd';
 import { packageRoot } from '../../src/paths';
 import { watchExit } from '../../src/test-hooks';
+import { settleFdTable } from './settle';
 
 export const CLI = join(packageRoot, 'dist', 'harness', 'cli.js');
 /** The test fixtures' scenarios (FDBRIDGE_SCENARIOS_DIR for a CLI run that lists or runs them). */
@@ -109,17 +110,13 @@ export function helperForSuite(prefix: string): { readonly helper: HelperProcess
 }
 
 /**
- * Waits (up to `ms`) for the open-fd table of `pid` to equal `baseline`;
- * returns '' when it does, else a readable diff.
+ * Waits for the open-fd table of `pid` to equal `baseline`, giving up once
+ * `pid` has sat idle for `ms` with it still different (test/util/settle.ts:
+ * time it spends running or waiting for a CPU does not count); returns ''
+ * when it does, else a readable diff.
  */
 export async function fdTableSettles(pid: number, baseline: FdTable, ms = 2000): Promise<string> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const diff = diffFdTables(baseline, openFdTable(pid));
-    if (diff.opened.length === 0 && diff.closed.length === 0) return '';
-    if (Date.now() > deadline) return formatFdTableDiff(diff);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  return formatFdTableDiff(await settleFdTable(pid, baseline, ms));
 }
 
 export function exitOf(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
