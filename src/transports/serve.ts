@@ -225,6 +225,8 @@ export interface ServedConnection {
 export interface ServedActivity {
   /** The HELLO was answered (the command is set up). */
   ready: boolean;
+  /** It is ending: end() was called, and its command may still be closing. */
+  ended: boolean;
   /**
    * Date.now() of the last request that reached JS, or of the last call that
    * settled (its reply went out then: a client whose only call ran long has
@@ -316,6 +318,7 @@ class ServedSession implements ServedConnection {
   activity(): ServedActivity {
     return {
       ready: this.#host !== undefined,
+      ended: this.#ended,
       lastActiveAt: this.#lastActiveAt,
       servedDuplications: this.#channel.served,
       inFlight: this.#callsInFlight,

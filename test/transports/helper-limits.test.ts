@@ -192,19 +192,20 @@ describeRoot('quotas (client: nobody)', () => {
   });
 });
 
-describeRoot('what a refused or long-served client costs and counts (client: root)', () => {
-  /** The first frame's type on a raw socket, or 'eof', waiting while the daemon (in this process) works. */
-  async function answer(fd: number): Promise<number | string> {
-    for (;;) {
-      try {
-        const m = receiveNow(fd, 65536, 0);
-        if (m) return m.data[0] as number;
-      } catch (e) {
-        return (e as { code?: string }).code === 'ERR_FDBRIDGE_EOF' ? 'eof' : String((e as { code?: string }).code);
-      }
-      await new Promise((r) => setTimeout(r, 5));
+/** The next frame's type on a raw socket, or 'eof', waiting while the daemon (in this process) works. */
+async function answer(fd: number): Promise<number | string> {
+  for (;;) {
+    try {
+      const m = receiveNow(fd, 65536, 0);
+      if (m) return m.data[0] as number;
+    } catch (e) {
+      return (e as { code?: string }).code === 'ERR_FDBRIDGE_EOF' ? 'eof' : String((e as { code?: string }).code);
     }
+    await new Promise((r) => setTimeout(r, 5));
   }
+}
+
+describeRoot('what a refused or long-served client costs and counts (client: root)', () => {
 
   test('a refused connection gets a receive buffer of a few bytes, never a frame-sized one', async () => {
     const daemon = start({ limits: { maxConnections: 1 } });
@@ -247,6 +248,25 @@ describeRoot('what a refused or long-served client costs and counts (client: roo
       expect(client?.inFlight).toBe(0);
     } finally {
       await conn.close();
+      await daemon.close();
+    }
+  });
+});
+
+describeRoot('a client cut off is counted once (client: root)', () => {
+  test('an idle client whose command takes a while to close is one idle timeout, however many sweeps its ending sees', async () => {
+    const SLOW = { module: join(__dirname, '..', 'fixtures', 'slow-close-command.js'), export: 'SlowCloseCommand' };
+    const daemon = HelperDaemon.start({ socketPath: `@fdbridge-limits-${process.pid}-slow-close`, limits: { idleTimeoutMs: 100 }, commands: { slow: SLOW } });
+    const fd = rawConnect('seqpacket', nameOf(daemon), true);
+    try {
+      sendNow(fd, encodeJson(FrameType.HELLO, 0, { version: PROTOCOL_VERSION, command: { name: 'slow' } }));
+      // READY, then nothing: cut off once idle, and its command's close()
+      // runs for 300 ms (a dozen sweeps at this timeout) before the client is gone.
+      expect([await answer(fd), await answer(fd)]).toEqual([FrameType.READY, 'eof']);
+      expect(await until(() => daemon.status().clients.length === 0)).toBe(true);
+      expect(daemon.stats.quotaHits.idleTimeout).toBe(1);
+    } finally {
+      closeFd(fd);
       await daemon.close();
     }
   });
