@@ -89,9 +89,16 @@ async function goOn(attacker: NobodyProcess, key: string): Promise<void> {
   await attacker.line(key);
 }
 
+/**
+ * How long a connect here waits for the daemon's answer: a daemon whose
+ * event loop were stuck in a close would never answer, so any bound catches
+ * it; this one is far past what a loaded machine's run-queue waits add.
+ */
+const ANSWER_MS = 20_000;
+
 /** The status of the helper daemon at `socketPath` (its built-in status command). */
 async function helperStatus(socketPath: string): Promise<HelperStatus> {
-  const conn = await connect('helper', { command: { name: 'status' }, socketPath, timeoutMs: 5000 });
+  const conn = await connect('helper', { command: { name: 'status' }, socketPath, timeoutMs: ANSWER_MS });
   try {
     return await conn.call<HelperStatus>('status');
   } finally {
@@ -100,7 +107,7 @@ async function helperStatus(socketPath: string): Promise<HelperStatus> {
 }
 
 async function expectServed(socketPath: string): Promise<void> {
-  const conn = await connect('helper', { command: { name: 'probe' }, socketPath, timeoutMs: 5000 });
+  const conn = await connect('helper', { command: { name: 'probe' }, socketPath, timeoutMs: ANSWER_MS });
   try {
     expect(await conn.call('echo', 'not stalled')).toBe('not stalled');
   } finally {
