@@ -141,6 +141,13 @@ describe('verdicts', () => {
         if (target === ${JSON.stringify(ownFile())}) fs.closeSync(Number(fd));
       }
     }`,
+    'closes-the-harness-fd-and-rejects-undefined': `async run() {
+      for (const fd of fs.readdirSync('/proc/self/fd')) {
+        let target; try { target = fs.readlinkSync('/proc/self/fd/' + fd); } catch { continue; }
+        if (target === ${JSON.stringify(ownFile())}) fs.closeSync(Number(fd));
+      }
+      return Promise.reject();
+    }`,
     'connects-and-leaves-open': `async run(ctx) {
       const conn = await ctx.connect(require(${JSON.stringify(distPath('src/commands/probe-command.js'))}).PROBE_COMMAND);
       const where = await conn.call('where');
@@ -282,6 +289,27 @@ describe('verdicts', () => {
     expect(r.status).toBe('fail');
     expect(r.closed).toEqual([{ pid: process.pid, role: 'client', fd: own, target: ownFile() }]);
     expect(r.error).toBe(`closed 1 fd(s) that were open before it: pid ${process.pid} (client): fd ${own} -> ${ownFile()}`);
+  });
+
+  test('a row that fails on its own (rejected with undefined) and closed an fd that was open before: both problems, one per line', async () => {
+    const own = openSync(ownFile(), 'w');
+    let rs: ResultsFile;
+    try {
+      rs = await rowsOf('closes-the-harness-fd-and-rejects-undefined');
+    } finally {
+      try {
+        if (readlinkSync(`/proc/self/fd/${own}`) === ownFile()) closeSync(own);
+      } catch {
+        // closed by the scenario, as it should
+      }
+    }
+    const r = byName(rs, 'closes-the-harness-fd-and-rejects-undefined');
+    expect(r.status).toBe('fail');
+    expect(r.closed).toEqual([{ pid: process.pid, role: 'client', fd: own, target: ownFile() }]);
+    expect(r.error?.split('\n')).toEqual([
+      'run() rejected with undefined (a throw or reject() with no error): it did not complete',
+      `closed 1 fd(s) that were open before it: pid ${process.pid} (client): fd ${own} -> ${ownFile()}`,
+    ]);
   });
 
   test('an expectation the runner does not know fails the row', async () => {

@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { closeFd, connect, makeMemfd, openFdTable, PeerRefusedError, ProtocolError, PROBE_COMMAND, UnixServer } from '../../src';
+import { closeFd, connect, makeMemfd, openFdTable, PeerRefusedError, ProtocolError, PROBE_COMMAND, TruncatedError, UnixServer } from '../../src';
 import { encodeFdList, encodeJson, FRAME_SOCKET_OPTIONS, FrameType } from '../../src/protocol';
 import { UnixSocket } from '../../src/socket';
 import { simulateKernelWithoutPassRights } from '../../src/test-hooks';
@@ -173,14 +173,26 @@ describe('a fake command side sends bad replies to a SocketConnection', () => {
 });
 
 describe('the handshake', () => {
-  const answers: Array<[string, (id: number) => { data: Buffer; fds: number }]> = [
-    ['READY with fds attached', (id) => ({ data: encodeJson(FrameType.READY, id, { pid: 1, threadId: 0 }), fds: 3 }),],
-    ['a DUP with fds instead of READY', (id) => ({ data: rawFrame(FrameType.DUP, id), fds: MAX_FDS })],
-    ['an oversized answer', () => ({ data: oversized(createRng(SEED), FrameType.READY), fds: 2 })],
-    ['random bytes', () => ({ data: Buffer.from([7, 9, 9, 9]), fds: 0 })],
-    ['READY with a malformed payload', (id) => ({ data: encodeJson(FrameType.READY, id, { pid: 'me' }), fds: 0 })],
+  /** What the error says was wrong, beyond its type: the fds counted, or the truncation kept as its cause. */
+  const withFds = (n: number) => (err: ProtocolError): void => {
+    expect(err.message).toBe(`connect: the fake answered HELLO with ${n} fd(s) attached; the command's side never sends fds`);
+  };
+  const answers: Array<[string, (id: number) => { data: Buffer; fds: number }, (err: ProtocolError) => void]> = [
+    ['READY with fds attached', (id) => ({ data: encodeJson(FrameType.READY, id, { pid: 1, threadId: 0 }), fds: 3 }), withFds(3)],
+    ['a DUP with fds instead of READY', (id) => ({ data: rawFrame(FrameType.DUP, id), fds: MAX_FDS }), withFds(MAX_FDS)],
+    [
+      'an oversized answer',
+      () => ({ data: oversized(createRng(SEED), FrameType.READY), fds: 2 }),
+      (err) => {
+        expect(err.message).toBe('connect: the fake answered HELLO with a truncated message');
+        expect(err.cause).toBeInstanceOf(TruncatedError);
+        expect(err.cause).toMatchObject({ what: 'data', fdsClosed: 2 });
+      },
+    ],
+    ['random bytes', () => ({ data: Buffer.from([7, 9, 9, 9]), fds: 0 }), (err) => expect(err.cause).toBeUndefined()],
+    ['READY with a malformed payload', (id) => ({ data: encodeJson(FrameType.READY, id, { pid: 'me' }), fds: 0 }), (err) => expect(err.cause).toBeUndefined()],
   ];
-  test.each(answers)('%s: ProtocolError, every fd closed (SO_PASSRIGHTS simulated absent)', async (_name, answer) => {
+  test.each(answers)('%s: ProtocolError, every fd closed (SO_PASSRIGHTS simulated absent)', async (_name, answer, why) => {
     const restore = simulateKernelWithoutPassRights();
     const [c, f] = rawSocketPair('seqpacket');
     const client = new UnixSocket(c, 'seqpacket', { ...FRAME_SOCKET_OPTIONS });
@@ -193,6 +205,7 @@ describe('the handshake', () => {
       const r = await shaking;
       expect(r.ok).toBe(false);
       expect((r as { error: unknown }).error).toBeInstanceOf(ProtocolError);
+      why((r as { error: ProtocolError }).error);
       client.close();
       await expect(sent.drained).resolves.toBeUndefined();
     } finally {

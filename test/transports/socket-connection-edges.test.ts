@@ -19,6 +19,7 @@ import {
   makeMemfd,
   openFdTable,
   PeerExitedError,
+  PeerRefusedError,
   PROBE_COMMAND,
   ProtocolError,
   QueueFullError,
@@ -176,6 +177,21 @@ describe('the handshake', () => {
     expect(t).toMatchObject({ method: 'constructor', remote: { name: 'TypeError', message: 'bad options', code: 'E_OPTS' } });
   });
 
+  test("REFUSED is a PeerRefusedError quoting the daemon after naming the peer; a daemon's quota in it is the error's quota", async () => {
+    const plain = await shake((id) => encodeJson(FrameType.REFUSED, id, { message: 'uid 65534 may not connect here' }));
+    const p = (plain.result as { error: unknown }).error;
+    expect(p).toBeInstanceOf(PeerRefusedError);
+    expect(p).toMatchObject({ code: 'ERR_FDBRIDGE_REFUSED', message: 'connect: the fake refused this client: uid 65534 may not connect here' });
+    expect((p as PeerRefusedError).quota).toBeUndefined();
+    expect((p as PeerRefusedError).peer).toBeUndefined();
+
+    // The daemon's limit travels in its words only: the client reads it back from the message.
+    const limited = await shake((id) => encodeJson(FrameType.REFUSED, id, { message: 'quota uidConnections: 8 connections of uid 0 already' }));
+    const q = (limited.result as { error: unknown }).error;
+    expect(q).toBeInstanceOf(PeerRefusedError);
+    expect((q as PeerRefusedError).quota).toBe('uidConnections');
+  });
+
   test.each([
     ['RESULT', (id: number) => encodeJson(FrameType.RESULT, id, { value: 1 })],
     ['CLOSED', (id: number) => encodeEmpty(FrameType.CLOSED, id)],
@@ -217,6 +233,10 @@ describe('the handshake', () => {
         await turns();
         expect(settled).toEqual([]);
         jest.advanceTimersByTime(1);
+        // The rejection needs microtasks only: a handshake with no deadline
+        // fails here instead of hanging the test.
+        await turns();
+        expect(settled).toHaveLength(1);
         await shaking;
         const err = (settled[0] as { error: unknown }).error;
         expect(err).toBeInstanceOf(TimeoutError);
