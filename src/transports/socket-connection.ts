@@ -283,6 +283,7 @@ export class SocketConnection extends BaseConnection {
    */
   protected dupOne(fd: number): Promise<number> {
     if (this.#dead) return this.#deadRequest('dupFileDescriptor');
+    // Stryker disable next-line ConditionalExpression: `#folding === null` forced true changes nothing: calls are folded only behind a duplication in flight (pendingDups > 0) or by number, and they are flushed before anything that can settle a reply synchronously (dupOneSync), so the other two terms decide alone (its other mutants on this line hang the tests: requests go unanswered)
     if (this.#folding === null && !this.#delivery.byNumber && this.#channel.pendingDups === 0) {
       try {
         return this.#channel.dup(DUP_ONE, fd, false);

@@ -1010,7 +1010,11 @@ describe('dupFileDescriptorSync against a command side on another thread', () =>
         }
       })();
       expect(err).toBeInstanceOf(TimeoutError);
-      expect(err).toMatchObject({ code: 'ERR_FDBRIDGE_TIMEOUT' });
+      // Which call, which peer, how long it waited, and what becomes of a late answer.
+      expect(err).toMatchObject({
+        code: 'ERR_FDBRIDGE_TIMEOUT',
+        message: `dupFileDescriptorSync(${source}) failed: the helper (pid ${FAR_PID}) did not answer within 20 ms; a duplicate it makes later is released when its reply comes`,
+      });
       pair.worker.postMessage('answer now');
       expect(syncOutcome(pair.conn)).toBe(82);
       await expect(pair.conn.call('echo', 1)).resolves.toBe('ok');
@@ -1107,8 +1111,55 @@ describe('dupFileDescriptorSync against a command side on another thread', () =>
     try {
       pair.fake.close();
       // No turn of the event loop: the connection has not read the end of file yet.
-      expect(() => pair.conn.dupFileDescriptorSync(source)).toThrow(PeerExitedError);
+      let thrown: unknown;
+      try {
+        pair.conn.dupFileDescriptorSync(source);
+      } catch (e) {
+        thrown = e;
+      }
+      expect(thrown).toBeInstanceOf(PeerExitedError);
+      // Nothing is known of how it ended yet, but the call and the peer are named.
+      expect(thrown).toMatchObject({
+        transport: 'helper',
+        pid: FAR_PID,
+        exitCode: null,
+        signal: null,
+        message: `dupFileDescriptorSync failed: the helper daemon (pid ${FAR_PID}) closed the connection before replying`,
+      });
       await expect(pair.conn.call('echo', 1)).rejects.toMatchObject({ name: 'PeerExitedError', exitCode: 3 });
+    } finally {
+      await done(pair);
+    }
+  });
+
+  test('a closed fd: EBADF at once, not taken for a peer gone; nothing is sent and the connection goes on', async () => {
+    const pair = fakePair();
+    try {
+      const gone = makeMemfd('gone-sync');
+      closeFds([gone]);
+      expect(() => pair.conn.dupFileDescriptorSync(gone)).toThrow(expect.objectContaining({ name: 'SystemError', code: 'EBADF' }));
+      // The next frame is the call: nothing went out for the closed fd.
+      const call = pair.conn.call('echo', 2);
+      const f = await nextFrame(pair.fake);
+      expect(f.type).toBe(FrameType.CALL);
+      await pair.fake.send(encodeJson(FrameType.RESULT, f.id, { value: 2 }));
+      await expect(call).resolves.toBe(2);
+    } finally {
+      await done(pair);
+    }
+  });
+
+  test('a duplication sent alone to a peer already gone (EPIPE): a promise that rejects with how the peer ended, nothing thrown', async () => {
+    const pair = fakePair();
+    try {
+      pair.fake.close();
+      // No turn of the event loop: the end of file is unread, so the send itself meets EPIPE.
+      let dup: Promise<number> | undefined;
+      expect(() => {
+        dup = pair.conn.dupFileDescriptor(source);
+      }).not.toThrow();
+      expect(dup).toBeInstanceOf(Promise);
+      await expect(dup).rejects.toMatchObject({ name: 'PeerExitedError', transport: 'helper', pid: FAR_PID, exitCode: 3 });
     } finally {
       await done(pair);
     }

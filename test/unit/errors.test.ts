@@ -10,6 +10,7 @@ import {
   describeError,
   EofError,
   errnoName,
+  farSystemError,
   FdBridgeError,
   isFdBridgeError,
   PeerExitedError,
@@ -194,6 +195,7 @@ describe('errors with fields', () => {
       [{ transport: 'helper', pid: 77, exitCode: null, signal: 'SIGKILL' }, 'the helper daemon (pid 77) was killed by SIGKILL'],
       [{ transport: 'child', pid: 78, exitCode: 0, signal: null }, 'the child process (pid 78) exited with code 0'],
       [{ transport: 'pidfd', pid: 79, exitCode: null, signal: null, detail: 'exited' }, 'the pidfd process (pid 79) exited'],
+      [{ transport: 'remote', pid: 81, exitCode: 255, signal: null }, "the remote command's channel (via process pid 81) exited with code 255"],
       // A signal wins over an exit code: the code is meaningless then.
       [{ transport: 'child', pid: 80, exitCode: 3, signal: 'SIGTERM' }, 'the child process (pid 80) was killed by SIGTERM'],
     ];
@@ -218,6 +220,22 @@ describe('errors with fields', () => {
     expect(new RemoteError('run', { name: 'TypeError', message: 'bad' }).message).toBe(
       'run() failed in the command: TypeError: bad',
     );
+  });
+
+  test("PeerRefusedError: the daemon's quota is read from its REFUSED message, quoted after the client's words", () => {
+    const all: QuotaName[] = ['connections', 'uidConnections', 'fds', 'uidFds', 'totalFds', 'calls', 'queuedBytes', 'helloTimeout', 'idleTimeout'];
+    for (const name of all) {
+      expect(new PeerRefusedError(`connect: the helper daemon at /s refused this client: quota ${name}: 8 already`).quota).toBe(name);
+      // The daemon's message alone (nothing before it) names it too.
+      expect(new PeerRefusedError(`quota ${name}: 8 already`).quota).toBe(name);
+    }
+    // Only a known name, at the start of the daemon's words, and only when the daemon refused.
+    expect(new PeerRefusedError('connect: x refused this client: quota bananas: 8').quota).toBeUndefined();
+    expect(new PeerRefusedError('connect: x refused this client: not a quota connections: 8').quota).toBeUndefined();
+    expect(new PeerRefusedError('connect: x refused this client: uid 5 is not allowed').quota).toBeUndefined();
+    expect(new PeerRefusedError('quota connections: 8', { pid: 1, uid: 2, gid: 3 }).quota).toBeUndefined();
+    // A multi-line daemon message keeps its name.
+    expect(new PeerRefusedError('connect: x refused this client: quota fds: 8\nand more').quota).toBe('fds');
   });
 
   test('PeerRefusedError carries the refused listener only when the client refused it', () => {
@@ -271,6 +289,12 @@ describe('describeError', () => {
     expect(describeError(err)).toEqual({ name: 'Error', message: 'e' });
   });
 
+  test("a failed system call's name is kept, a syscall that is not a string left out", () => {
+    const err = new SystemError(-constants.errno.EMFILE, 'recvmsg');
+    expect(describeError(err)).toMatchObject({ name: 'SystemError', code: 'EMFILE', syscall: 'recvmsg' });
+    expect(describeError(Object.assign(new Error('e'), { syscall: 7 }))).not.toHaveProperty('syscall');
+  });
+
   test('an fdbridge error keeps its code and class name', () => {
     expect(describeError(new ClosedError('gone'))).toMatchObject({ name: 'ClosedError', code: 'ERR_FDBRIDGE_CLOSED' });
   });
@@ -279,5 +303,25 @@ describe('describeError', () => {
     expect(describeError('boom')).toEqual({ name: 'Error', message: 'boom' });
     expect(describeError(undefined)).toEqual({ name: 'Error', message: 'undefined' });
     expect(describeError({ toString: () => 'obj' })).toEqual({ name: 'Error', message: 'obj' });
+  });
+});
+
+describe('farSystemError', () => {
+  test("a far side's SystemError becomes the same SystemError here, its call named (recvmsg when it does not say)", () => {
+    const err = farSystemError('dupFileDescriptor', { name: 'SystemError', message: 'pidfd_getfd failed: EMFILE', code: 'EMFILE', syscall: 'pidfd_getfd' });
+    expect(err).toBeInstanceOf(SystemError);
+    expect(err).toMatchObject({
+      code: 'EMFILE',
+      errno: -constants.errno.EMFILE,
+      syscall: 'pidfd_getfd',
+      message: "dupFileDescriptor failed in the command's process: pidfd_getfd failed: EMFILE",
+    });
+    expect(farSystemError('dupFileDescriptors', { name: 'SystemError', message: 'm', code: 'EBADF' })).toMatchObject({ errno: -constants.errno.EBADF, syscall: 'recvmsg' });
+  });
+
+  test('anything else is not one: another class, no code, a code that is no errno', () => {
+    expect(farSystemError('op', { name: 'Error', message: 'm', code: 'EMFILE' })).toBeUndefined();
+    expect(farSystemError('op', { name: 'SystemError', message: 'm' })).toBeUndefined();
+    expect(farSystemError('op', { name: 'SystemError', message: 'm', code: 'ERR_FDBRIDGE_QUOTA' })).toBeUndefined();
   });
 });
