@@ -27,6 +27,9 @@ export interface ConnectOptions {
    * - `env`: variables merged over this process's environment for it (a
    *   value `undefined` removes one), e.g. `{ FDBRIDGE_FAILPOINT: 'after-receive' }`
    *   in a fault test. Without it the process inherits `process.env`.
+   * Anything else, a uid or gid that is not an integer from 0 to 2^31 - 1,
+   * or a variable name with `=` or NUL, rejects with a TypeError or
+   * RangeError naming it, before anything is spawned.
    */
   child?: { uid?: number; gid?: number; env?: Readonly<Record<string, string | undefined>> };
   /**

@@ -11,6 +11,7 @@
  */
 import { native } from './native';
 import { kindToType, type SocketKind } from './socket';
+import { validateInteger } from './validate';
 
 /** The most fds one message may carry (the kernel's SCM_MAX_FD). */
 export const MAX_FDS_PER_MESSAGE: number = native.constants.MAX_FDS_PER_MESSAGE;
@@ -36,9 +37,16 @@ export interface RawListenOptions {
   backlog?: number;
 }
 
-/** A socket bound to `name` (and listening, but for 'dgram'). */
+/**
+ * A socket bound to `name` (and listening, but for 'dgram'). A backlog
+ * that is not an integer from 0 to 2^31 - 1, or a mode that is not -1 or
+ * from 0 to 0o7777, is a TypeError or RangeError before anything is made
+ * (listen(2) would take a negative backlog as the kernel's default).
+ */
 export function rawListen(kind: SocketKind, name: string, options: RawListenOptions = {}): number {
-  return native.listen(kindToType(kind), name, options.abstract ?? false, options.mode ?? -1, options.backlog ?? 16);
+  const mode = options.mode === undefined ? -1 : validateInteger(options.mode, 'rawListen: options.mode', -1, 0o7777);
+  const backlog = options.backlog === undefined ? 16 : validateInteger(options.backlog, 'rawListen: options.backlog', 0, 0x7fffffff);
+  return native.listen(kindToType(kind), name, options.abstract ?? false, mode, backlog);
 }
 
 /** A socket connected to `name` (a path, or an abstract name). */

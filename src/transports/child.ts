@@ -16,6 +16,7 @@ import { constants, native } from '../native';
 import { requireDistFile } from '../paths';
 import { FRAME_SOCKET_OPTIONS, type ReadyPayload } from '../protocol';
 import { UnixSocket } from '../socket';
+import { invalidType, validateInteger } from '../validate';
 import { handshake, SocketConnection, type FdDelivery, type HelloRequest } from './socket-connection';
 
 /** The fd number the child finds its socket at. */
@@ -31,6 +32,35 @@ export function waitForExit(child: ChildProcess, ms?: number): Promise<void> {
       resolve();
     });
   });
+}
+
+/** What options.child may hold. */
+const CHILD_OPTIONS: ReadonlySet<string> = new Set(['uid', 'gid', 'env']);
+
+/**
+ * Checks options.child before anything is made: a TypeError or RangeError
+ * naming the option (a uid of -1 would otherwise reach libuv, whose spawn
+ * fails with an untyped EINVAL; an option not spawned with, such as
+ * `cwd`, would be ignored).
+ */
+export function validateChildOptions(child: unknown): void {
+  if (child === undefined) return;
+  if (typeof child !== 'object' || child === null || Array.isArray(child)) throw invalidType('connect: options.child', 'an object ({ uid?, gid?, env? })', child);
+  for (const key of Object.keys(child)) {
+    if (!CHILD_OPTIONS.has(key)) throw invalidType(`connect: options.child.${key}`, `left out: the command's process is spawned with uid, gid and env only`, (child as Record<string, unknown>)[key]);
+  }
+  const { uid, gid, env } = child as { uid?: unknown; gid?: unknown; env?: unknown };
+  // Node takes an int32 (lib/child_process.js), and libuv refuses -1 (EINVAL).
+  if (uid !== undefined) validateInteger(uid, 'connect: options.child.uid', 0, 0x7fffffff);
+  if (gid !== undefined) validateInteger(gid, 'connect: options.child.gid', 0, 0x7fffffff);
+  if (env === undefined) return;
+  const what = 'an object of environment variables, each a string or undefined (to remove it)';
+  if (typeof env !== 'object' || env === null || Array.isArray(env)) throw invalidType('connect: options.child.env', what, env);
+  for (const [name, value] of Object.entries(env)) {
+    // execve(2) takes NAME=value strings ending in NUL: a name with = or NUL, or a value with NUL, is another variable or none.
+    if (name === '' || name.includes('=') || name.includes('\0')) throw invalidType('connect: options.child.env', 'variable names without = or NUL', name);
+    if (value !== undefined && (typeof value !== 'string' || value.includes('\0'))) throw invalidType(`connect: options.child.env`, `${what}, without NUL`, value);
+  }
 }
 
 /** A spawned command process, its socket, and its READY. */
@@ -54,10 +84,8 @@ export async function spawnCommandProcess(
   hello?: (socket: UnixSocket) => HelloRequest,
 ): Promise<SpawnedCommand> {
   const command = normalizeCommandSpec(options.command);
+  validateChildOptions(options.child);
   const extraEnv = options.child?.env;
-  if (extraEnv !== undefined && (typeof extraEnv !== 'object' || extraEnv === null || Array.isArray(extraEnv))) {
-    throw new TypeError('options.child.env must be an object of environment variables');
-  }
   const entry = requireDistFile('src/transports/entries/child-main.js');
   // Both ends ours (above the fd floor, registered): `theirs` reaches the
   // child as fd 3 all the same (spawn dup2s it there).

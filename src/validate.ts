@@ -1,0 +1,34 @@
+/**
+ * Argument checks as Node's own validators make them (lib/internal/validators.js):
+ * a value of the wrong type is a TypeError (`code` ERR_INVALID_ARG_TYPE), a
+ * number out of range or not an integer a RangeError (ERR_OUT_OF_RANGE),
+ * each naming the argument, thrown before anything is done with it.
+ */
+
+/** A TypeError or RangeError carrying Node's `code` for it. */
+function argumentError<E extends TypeError | RangeError>(error: E, code: string): E {
+  return Object.assign(error, { code });
+}
+
+/** How a bad value reads in a message (a string quoted, a bigint with its n). */
+export function describeValue(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'bigint') return `${value}n`;
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'function' || typeof value === 'symbol') return `a ${typeof value}`;
+  return String(value);
+}
+
+/** A TypeError (ERR_INVALID_ARG_TYPE) whose message starts with `name`. */
+export function invalidType(name: string, expected: string, value: unknown): TypeError {
+  return argumentError(new TypeError(`${name} must be ${expected}, not ${describeValue(value)}`), 'ERR_INVALID_ARG_TYPE');
+}
+
+/** `value` as an integer from `min` to `max`; else a TypeError (not a number) or a RangeError naming `name`. */
+export function validateInteger(value: unknown, name: string, min: number, max: number): number {
+  if (typeof value !== 'number') throw invalidType(name, `an integer from ${min} to ${max}`, value);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw argumentError(new RangeError(`${name} must be an integer from ${min} to ${max}, not ${value}`), 'ERR_OUT_OF_RANGE');
+  }
+  return value;
+}
