@@ -133,7 +133,7 @@ export class RemoteConnection extends BaseConnection {
       (conn as { location: CommandLocation }).location = { transport: 'remote', pid: ready.pid, threadId: ready.threadId };
       return conn;
     } catch (err) {
-      await conn.#teardown();
+      conn.#abandon();
       throw err;
     }
   }
@@ -375,6 +375,20 @@ export class RemoteConnection extends BaseConnection {
     if (!this.#broken) await this.#onCommandClosed?.(this.location);
     await this.#teardown();
     this.#failPending(() => this.closedError('request'));
+  }
+
+  /**
+   * A connect that failed (its typed timeout, an ERROR, a lost channel):
+   * the caller hears of it now, not once the via has had its grace (a via
+   * that never answers may not exit at the end of its stdin either). Our
+   * ends of its stdio close here; the via's grace, its SIGKILL and its
+   * reaping (reapedAtTeardown, should this thread end first) run on.
+   */
+  #abandon(): void {
+    this.#channel.endOutput();
+    this.#channel.close();
+    this.#stdio.stderr.destroy();
+    void this.#teardown();
   }
 
   /** Ends the channel and the via process (SIGKILL if it does not exit once its stdin ends). */
