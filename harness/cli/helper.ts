@@ -119,6 +119,7 @@ async function printStatus(socketPath: string): Promise<number> {
         `${u.fdsHeld} fds held, ${u.fdsClosing} being closed`,
     ),
     `quota hits: ${hits}`,
+    `held back: a uid's connections went unread ${s.stats.readingHeld} time(s), past its fd limits while its fds waited to be closed`,
     `turned away: ${s.stats.protocolErrors} protocol error(s), ${s.stats.unexpectedFds} unexpected fd(s) closed`,
     // The status request's own connection is one of the clients.
     ...(s.onlyUid === undefined ? [] : [`  (the clients of uid ${s.onlyUid} only: the others are counted above, never listed, for a uid other than the daemon's)`]),

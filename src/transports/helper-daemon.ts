@@ -157,6 +157,12 @@ export interface HelperStats {
   protocolErrors: number;
   /** Connections ended because the client's process exited while the socket stayed open (it held its own endpoint). */
   clientsExited: number;
+  /**
+   * Times a uid's connections stopped being read: fds its clients gave that
+   * no quota counted (a refused DUP's) waited to be closed and put it past
+   * maxFdsPerUid, or the daemon past maxFdsTotal (see HelperDaemon).
+   */
+  readingHeld: number;
   /** Requests and connections each limit turned away. */
   quotaHits: Record<QuotaName, number>;
 }
@@ -230,6 +236,10 @@ const ROOT_UID = 0;
 interface UidAccount {
   connections: number;
   fds: NativeFdBudget;
+  /** Its clients being served. */
+  sessions: Set<ServedConnection>;
+  /** None of its connections is read (see #holdBack). */
+  held: boolean;
 }
 
 interface Client {
@@ -268,6 +278,7 @@ export class HelperDaemon {
     unexpectedFds: 0,
     protocolErrors: 0,
     clientsExited: 0,
+    readingHeld: 0,
     quotaHits: { connections: 0, uidConnections: 0, fds: 0, uidFds: 0, totalFds: 0, calls: 0, queuedBytes: 0, helloTimeout: 0, idleTimeout: 0 },
   };
   readonly #id = nextDaemonId();
@@ -280,6 +291,13 @@ export class HelperDaemon {
   #listener: { pid: number; uid: number };
   #commands: Map<string, ModuleCommandSpec>;
   #idle: Array<() => void> = [];
+  /**
+   * uids with fds that no ledger counted (a refused DUP's, discarded ones)
+   * waiting for the closer: how many batches of them each has not seen
+   * closed (see #holdBack). Kept past the uid's last connection: its fds
+   * may wait longer.
+   */
+  #unowned = new Map<number, number>();
   /** Refused peers' sockets held open for them to read their REFUSED (see refuse). */
   #refusals = { held: 0 };
   #sweeper: NodeJS.Timeout;
@@ -581,7 +599,7 @@ export class HelperDaemon {
       );
       return;
     }
-    const account = existing ?? { connections: 0, fds: new native.FdBudget(this.limits.maxFdsPerUid, this.#allFds) };
+    const account = existing ?? { connections: 0, fds: new native.FdBudget(this.limits.maxFdsPerUid, this.#allFds), sessions: new Set<ServedConnection>(), held: false };
     account.connections++;
     this.#uids.set(cred.uid, account);
     this.stats.connections++;
@@ -605,10 +623,26 @@ export class HelperDaemon {
       reportError: (what, err) => this.#log(`pid ${cred.pid}: ${what} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`),
       closeInBackground: true,
       closeOwner: closeOwner(cred.uid),
+      onUnownedCloses: (tickets) => {
+        this.#unowned.set(cred.uid, (this.#unowned.get(cred.uid) ?? 0) + 1);
+        this.#holdBack();
+        // Their closes may end the hold (of this uid, or of another one held back by the total).
+        native.afterBackgroundCloses(
+          tickets,
+          () => {
+            const left = (this.#unowned.get(cred.uid) ?? 1) - 1;
+            if (left > 0) this.#unowned.set(cred.uid, left);
+            else this.#unowned.delete(cred.uid);
+            this.#holdBack();
+          },
+          false,
+        );
+      },
       ...(watch?.peerPidfd ? {} : { refuseFd: (fd: number) => this.#endpointRefusal(fd) }),
       onEnd: (reason, s: ServeStats) => {
         watch?.exit.close();
         this.#clients.delete(socket);
+        account.sessions.delete(served);
         // The socket is closed: its frame channel's ledger is swept and refunded.
         if (--account.connections === 0) this.#uids.delete(cred.uid);
         this.stats.active--;
@@ -622,8 +656,68 @@ export class HelperDaemon {
         if (this.#clients.size === 0) for (const f of this.#idle.splice(0)) f();
       },
     });
+    account.sessions.add(served);
+    // A uid held back is not read on a new connection either, once READY.
+    if (account.held) served.holdReading(true);
     const now = Date.now();
     this.#clients.set(socket, { served, pid: cred.pid, uid: cred.uid, acceptedAt: now, watch: watch?.exit, lastServed: 0, lastSeenAt: now, lastQueued: 0, stuckSince: undefined });
+  }
+
+  /**
+   * Holds back the uids whose fds, waiting to be closed, put them past
+   * their limits, and lets the others be read again. A DUP's fds are in
+   * this process from the moment it is read, refused or not: a refused
+   * one's (and those discarded) go to the background closer, counted by
+   * no ledger, and wait there behind the uid's closes, which it can make
+   * block (lingering TCP sockets). They count against its maxFdsPerUid and
+   * maxFdsTotal as they wait (#fdsRefusal: the next DUP is refused), and
+   * while the uid's fds held and waiting are past maxFdsPerUid, or it has
+   * fds waiting while the daemon's are past maxFdsTotal, none of its
+   * connections is read: what they send waits in the kernel, charged to
+   * the sender (its in-flight fds count against its own RLIMIT_NOFILE), and
+   * nothing more of theirs lands here. The hold comes in the turn the
+   * refusal is made, so a uid is past its limit by one message (253 fds)
+   * at most; it ends as the closes end (onUnownedCloses). The fds a ledger
+   * counted (released, swept) fit the limits by themselves: only unowned
+   * ones put a uid past them, and each of their batches ends a wait here.
+   */
+  #holdBack(): void {
+    const counted = this.#countedTotal();
+    const totalOver = counted.fds > this.limits.maxFdsTotal;
+    for (const [uid, account] of this.#uids) {
+      const closing = native.backgroundClosesOfPeerFds(closeOwner(uid));
+      const over = closing > 0 && (account.fds.held + closing > this.limits.maxFdsPerUid || totalOver);
+      if (over === account.held) continue;
+      account.held = over;
+      if (over) {
+        this.stats.readingHeld++;
+        this.#log(
+          `uid ${uid}: ${account.fds.held} fd(s) held and ${closing} waiting to be closed (at most ${this.limits.maxFdsPerUid}; the daemon's ` +
+            `${counted.fds} of ${this.limits.maxFdsTotal}): its connections are not read until they are closed`,
+        );
+      } else {
+        this.#log(`uid ${uid}: back within its fd limits, its connections are read again`);
+      }
+      for (const served of account.sessions) served.holdReading(over);
+    }
+  }
+
+  /**
+   * The fds held for clients and waiting to be closed that count against
+   * maxFdsTotal: all of them, but those by which a uid is past its own
+   * maxFdsPerUid (`excess`). Only fds no ledger counted can put a uid
+   * there (#holdBack), one refused message's at most while its
+   * connections are held back; they count against that uid alone, so that
+   * a user whose closes block cannot make every other user's DUPs refused
+   * with them.
+   */
+  #countedTotal(): { fds: number; excess: number } {
+    let excess = 0;
+    for (const uid of this.#unowned.keys()) {
+      const held = this.#uids.get(uid)?.fds.held ?? 0;
+      excess += Math.max(0, held + native.backgroundClosesOfPeerFds(closeOwner(uid)) - this.limits.maxFdsPerUid);
+    }
+    return { fds: this.#allFds.held + native.backgroundClosesOfPeerFds() - excess, excess };
   }
 
   /** The limit that `n` more fds for a client of `uid` would break, if any (the client's own is checked first). */
@@ -638,11 +732,12 @@ export class HelperDaemon {
           `(${uidClosing} of them still being closed; at most ${this.limits.maxFdsPerUid}); release some first`,
       );
     }
-    const closing = native.backgroundClosesOfPeerFds();
-    if (this.#allFds.held + closing + n > this.limits.maxFdsTotal) {
+    const counted = this.#countedTotal();
+    if (counted.fds + n > this.limits.maxFdsTotal) {
+      const closing = native.backgroundClosesOfPeerFds() - counted.excess;
       return new QuotaExceededError(
         'totalFds',
-        `${n} more fd(s) would make ${this.#allFds.held + closing + n} held by this helper for all its clients ` +
+        `${n} more fd(s) would make ${counted.fds + n} held by this helper for all its clients ` +
           `(${closing} of them still being closed; at most ${this.limits.maxFdsTotal}); try again later`,
       );
     }

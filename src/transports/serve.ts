@@ -132,6 +132,16 @@ export interface ServeOptions {
    * one client that started it) the stack goes with the reply.
    */
   reportError?: (what: string, err: unknown) => void;
+  /**
+   * With closeInBackground: fds the client sent that no quota counted went
+   * to the background closer, as the batches `tickets` (a refused DUP's,
+   * discarded ones, those of a truncated message). They hold slots of this
+   * process's fd table until closed, which may be long (a close that
+   * blocks): a daemon counts them against the client's uid and stops
+   * reading its connections while they put it past its limits
+   * (ServedConnection.holdReading).
+   */
+  onUnownedCloses?: (tickets: readonly number[]) => void;
   /** Called once, after the command is closed and the socket with it. */
   onEnd?: (reason: Error | null, stats: ServeStats) => void;
 }
@@ -220,6 +230,13 @@ export interface ServedConnection {
   end(reason?: Error): void;
   /** What a supervisor needs to time it out (see HelperDaemon). */
   activity(): ServedActivity;
+  /**
+   * While on, none of the client's requests are read once its HELLO is
+   * answered: they wait in the kernel, the fds in them charged to the
+   * sender (a daemon holding back a uid whose fds put it past its limits).
+   * A client that hangs up is still seen and ended.
+   */
+  holdReading(on: boolean): void;
 }
 
 export interface ServedActivity {
@@ -285,6 +302,8 @@ class ServedSession implements ServedConnection {
    * request is read until one settles, so that such a burst stays bounded.
    */
   #callsInFlight = 0;
+  /** holdReading's: no request is read once the HELLO is answered. */
+  #held = false;
 
   constructor(socket: UnixSocket, options: ServeOptions) {
     this.#socket = socket;
@@ -313,6 +332,22 @@ class ServedSession implements ServedConnection {
 
   end(reason?: Error): void {
     this.#end(reason ?? null);
+  }
+
+  holdReading(on: boolean): void {
+    this.#held = on;
+    this.#updateReading();
+  }
+
+  /**
+   * Reads requests unless it has ended, is held (once READY: the HELLO is
+   * always read, and brings no fds), or has MAX_CALLS_IN_FLIGHT calls
+   * running. The socket stops at once: not one more message of this
+   * client's is read in the same turn.
+   */
+  #updateReading(): void {
+    if (this.#ended || (this.#held && this.#host !== undefined) || this.#callsInFlight >= MAX_CALLS_IN_FLIGHT) this.#socket.pause();
+    else this.#socket.resume();
   }
 
   activity(): ServedActivity {
@@ -418,6 +453,7 @@ class ServedSession implements ServedConnection {
     if (!this.#intake.refusesFds) acceptFds(this.#socket);
     this.#send(encodeJson(FrameType.READY, id, { pid: process.pid, threadId: host.context.threadId }));
     this.#intake.start(this.#channel, this.#limits?.maxFds);
+    this.#updateReading();
   }
 
   /** The fd intake a HELLO asks for: pulls by number (pidfd-intake.ts), or the fds that come with DUP frames. */
@@ -495,7 +531,8 @@ class ServedSession implements ServedConnection {
    */
   #refuseDuplication(frame: DuplicationFrame, err: Error): void {
     const arrived = frame.type === FrameType.DUP ? frame.fds : [];
-    this.#closeThen(arrived, () => this.#send(this.#errorReply(frame.id, err)));
+    const ticket = this.#closeThen(arrived, () => this.#send(this.#errorReply(frame.id, err)));
+    if (ticket !== undefined) this.#options.onUnownedCloses?.([ticket]);
   }
 
   /**
@@ -503,13 +540,15 @@ class ServedSession implements ServedConnection {
    * that says they are closed. In background, a close that blocks delays
    * that reply only, never the event loop or another client's.
    */
-  #closeThen(fds: readonly number[], then: () => void): void {
+  #closeThen(fds: readonly number[], then: () => void): number | undefined {
     if (!this.#options.closeInBackground) {
       closeFds(fds);
       then();
-      return;
+      return undefined;
     }
-    afterBackgroundCloses([this.#socket.closeInBackground(fds)], then);
+    const ticket = this.#socket.closeInBackground(fds);
+    afterBackgroundCloses([ticket], then);
+    return ticket;
   }
 
   /** CALL: runs the method; its RESULT or ERROR goes back whenever it settles. */
@@ -521,7 +560,7 @@ class ServedSession implements ServedConnection {
       this.#refuseQuota(id, 'calls', `${this.#callsInFlight} calls are already being served for this client (at most ${limits.maxCallsInFlight}); wait for their replies`);
       return;
     }
-    if (++this.#callsInFlight === MAX_CALLS_IN_FLIGHT) this.#socket.pause();
+    if (++this.#callsInFlight === MAX_CALLS_IN_FLIGHT) this.#updateReading();
     (this.#host as CommandHost).call(method, args).then(
       (value) => {
         let reply: Buffer;
@@ -542,7 +581,7 @@ class ServedSession implements ServedConnection {
 
   #callSettled(): void {
     this.#lastActiveAt = Date.now();
-    if (this.#callsInFlight-- === MAX_CALLS_IN_FLIGHT && !this.#ended) this.#socket.resume();
+    if (this.#callsInFlight-- === MAX_CALLS_IN_FLIGHT) this.#updateReading();
   }
 
   /**
@@ -580,6 +619,8 @@ class ServedSession implements ServedConnection {
     } catch {
       frame = undefined;
     }
+    // The native layer handed what arrived to the closer, as this socket's.
+    if (err.fdsClosed > 0 && this.#options.closeInBackground) this.#options.onUnownedCloses?.(this.#socket.backgroundCloseTickets());
     if (!this.#host || this.#intake?.requestType !== FrameType.DUP || frame?.type !== FrameType.DUP) {
       // An oversized frame (MSG_TRUNC) or fds where none belong: the native
       // layer closed the fds that arrived; count them as unexpected.
@@ -649,7 +690,7 @@ class ServedSession implements ServedConnection {
   #discard(fds: readonly number[] | undefined): number {
     if (!fds || fds.length === 0) return 0;
     if (!this.#options.closeInBackground) return closeFds(fds);
-    this.#socket.closeInBackground(fds);
+    this.#options.onUnownedCloses?.([this.#socket.closeInBackground(fds)]);
     return fds.length;
   }
 
@@ -665,7 +706,7 @@ class ServedSession implements ServedConnection {
     if (this.#ended) return;
     this.#ended = true;
     this.#channel.serve(false);
-    this.#socket.pause();
+    this.#updateReading();
     const finish = (): void => {
       this.#intake?.close();
       this.#socket.close();
