@@ -68,6 +68,16 @@ export interface CommandContext {
    * given to this command (or was adopted already). Returns `fd`.
    */
   adoptFd(fd: number): number;
+  /**
+   * Closes fds that came from the client (adopted with adoptFd, or received
+   * by the command itself), as the connection closes the fds it was given:
+   * in a helper daemon on the background closer, as the client's uid's,
+   * since such a close can block as long as the client chose (a TCP socket
+   * with SO_LINGER and unsent data waits out its linger time once its last
+   * reference goes) and on the event loop it would stall every other
+   * client; elsewhere at once.
+   */
+  closeClientFds(fds: readonly number[]): void;
 }
 
 export interface PeerCredentials {
@@ -208,7 +218,17 @@ export class CommandHost {
   readonly ledger: FdLedger;
   #closed = false;
 
-  constructor(spec: CommandSpec, transport: TransportName, ledger: FdLedger = new SetLedger(), peer?: PeerCredentials) {
+  /**
+   * `closeClientFds`: how the context closes the client's fds
+   * (CommandContext.closeClientFds); at once by default.
+   */
+  constructor(
+    spec: CommandSpec,
+    transport: TransportName,
+    ledger: FdLedger = new SetLedger(),
+    peer?: PeerCredentials,
+    closeClientFds: (fds: readonly number[]) => void = (fds) => void closeFds([...fds]),
+  ) {
     this.ledger = ledger;
     this.context = Object.freeze({
       transport,
@@ -224,6 +244,7 @@ export class CommandHost {
         native.disown(fd);
         return fd;
       },
+      closeClientFds,
     });
     const Cls = loadCommandClass(spec);
     this.command = new Cls(this.context, ...(spec.args ?? [])) as Record<string, unknown>;

@@ -11,7 +11,6 @@ import type { CommandContext, ModuleCommandSpec } from '../command';
 import type { Connection } from '../connection';
 import { DatagramSocket, type Datagram } from '../datagram';
 import { FdBridgeError } from '../errors';
-import { closeFd, closeFds } from '../fd';
 import { distPath } from '../paths';
 
 const writeAsync = promisify(write);
@@ -134,7 +133,7 @@ export class LogCommand {
   #onRedirect(sock: DatagramSocket, d: Datagram): void {
     const ok = d.data.toString() === 'redirect' && d.fds.length === 1;
     if (ok) this.#logTo(d.fds[0]!);
-    else closeFds(d.fds);
+    else this.context.closeClientFds(d.fds);
     if (d.from === null) return; // an unbound sender cannot be answered
     const answer = ok ? 'ok' : `refused: expected "redirect" with one fd, got ${d.data.length} bytes and ${d.fds.length} fd(s)`;
     // Never wait on a client that does not read its answers: it has its own deadline.
@@ -145,13 +144,13 @@ export class LogCommand {
     const previous = this.#owned ? this.#fd : -1;
     this.#fd = fd;
     this.#owned = true;
-    // closeFd, not fs.closeSync: in a worker, Node tracks the fds fs opened
-    // and warns about closing one it did not open.
+    // closeClientFds, not fs.closeSync: in a worker, Node tracks the fds fs
+    // opened and warns about closing one it did not open.
     if (previous >= 0) this.#retire(previous);
   }
 
   #retire(fd: number): void {
-    if (this.#writing === 0) closeFd(fd);
+    if (this.#writing === 0) this.context.closeClientFds([fd]);
     else this.#retired.push(fd);
   }
 
@@ -186,7 +185,7 @@ export class LogCommand {
     const written = this.#writes
       .then(() => writeAll(fd, buf, () => this.#closed))
       .finally(() => {
-        if (--this.#writing === 0) closeFds(this.#retired.splice(0));
+        if (--this.#writing === 0) this.context.closeClientFds(this.#retired.splice(0));
       });
     this.#writes = written.catch(() => undefined);
     return written;

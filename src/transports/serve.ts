@@ -441,6 +441,9 @@ class ServedSession implements ServedConnection {
         this.#intake.transport,
         new ChannelLedger(this.#channel),
         this.#socket.peerCredentials(),
+        // The command closes the client's fds as the channel does: on the
+        // background closer, as the client's, where a close may block.
+        this.#options.closeInBackground ? (fds) => void this.#socket.closeInBackground(fds) : undefined,
       );
     } catch (err) {
       this.#send(this.#errorReply(id, err, 'HELLO'));

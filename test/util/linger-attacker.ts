@@ -35,6 +35,11 @@ export function hasPython(): boolean {
  *   dup        (a client allowed by the daemon at @NAME) HELLO, then a DUP
  *              carrying the sockets, closes its copies and hangs up; prints
  *              {ready, dupOk} (the frame types it got back).
+ *   log        (allowed) HELLO for the log command, a DUP carrying the
+ *              sockets, and a call of redirectLogToFd for the first of them
+ *              (the command adopts it); closes its copies and hangs up, so
+ *              that the command's close of its log fd is the last one;
+ *              prints {ready, dupOk, redirected} (the frame types it got back).
  *   refused    sends the sockets with its HELLO (the daemon, stopped, has not
  *              accepted yet, so they are in its queue whatever it decides),
  *              prints {queued} (false: the kernel refused them, EPERM, and
@@ -112,6 +117,14 @@ else:
         dup_ok = u.recv(65536)[0]
         close_own(); u.close()
         print(json.dumps({'ready': ready, 'dupOk': dup_ok}), flush=True)
+    elif mode == 'log':
+        u.send(frame(1, 0, json.dumps({'version': 1, 'command': {'name': 'log'}}).encode())); ready = u.recv(65536)[0]
+        socket.send_fds(u, [frame(4, 1)], fds)
+        got = u.recv(65536); dup_ok = got[0]; there = struct.unpack('<i', got[8:12])[0]
+        u.send(frame(6, 2, json.dumps({'method': 'redirectLogToFd', 'args': [there]}).encode()))
+        redirected = u.recv(65536)[0]
+        close_own(); u.close()
+        print(json.dumps({'ready': ready, 'dupOk': dup_ok, 'redirected': redirected}), flush=True)
     elif mode == 'refused':
         try:
             socket.send_fds(u, [hello], fds); queued = True
@@ -168,7 +181,7 @@ print(json.dumps({'drained': len(peers)}), flush=True)
 `;
 
 /** What the attacker does with its lingering sockets at a daemon (see LINGER_ATTACKER). */
-export type AttackerMode = 'dup' | 'refused' | 'unread' | 'truncated' | 'overquota';
+export type AttackerMode = 'dup' | 'log' | 'refused' | 'unread' | 'truncated' | 'overquota';
 
 /** LINGER_ATTACKER in `mode`, run as nobody, at the daemon listening on the abstract name `name`. */
 export function spawnAttacker(mode: AttackerMode, name: string, count = 1): NobodyProcess {
