@@ -657,8 +657,12 @@ export class HelperDaemon {
       },
     });
     account.sessions.add(served);
-    // A uid held back is not read on a new connection either, once READY.
+    // A uid held back is not read on a new connection either, once READY;
+    // nor is one whose fds still waiting put it past its limits although
+    // its last connection had ended (else each new connection could bring
+    // one more refused message).
     if (account.held) served.holdReading(true);
+    else this.#holdBack();
     const now = Date.now();
     this.#clients.set(socket, { served, pid: cred.pid, uid: cred.uid, acceptedAt: now, watch: watch?.exit, lastServed: 0, lastSeenAt: now, lastQueued: 0, stuckSince: undefined });
   }

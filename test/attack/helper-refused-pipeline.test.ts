@@ -89,13 +89,14 @@ async function rootServed(socketPath: string, memfd: number): Promise<void> {
 }
 
 describeRoot("one user's refused DUPs, pipelined behind its blocked closes, never take the daemon to its fd limit (attacker: nobody)", () => {
-  test('past its quota the uid is not read: it holds its quota and one refused frame at most; root is served; the fd table returns', async () => {
+  test('past its quota the uid is not read, on a new connection either: it holds its quota and one refused frame at most; root is served; the fd table returns', async () => {
     if (!hasPython()) return;
     const name = `fdbridge-attack-refused-pipeline-${process.pid}`;
     const socketPath = `@${name}`;
     const daemon: HelperProcess = await startHelperProcess(socketPath, ['--allow-uid', String(NOBODY), '--verbose'], { nofile: 1024 });
     let lingering: NobodyProcess | undefined;
     let pipeliner: NobodyProcess | undefined;
+    let second: NobodyProcess | undefined;
     const memfd = makeMemfd('refused-pipeline');
     try {
       const baseline = openFdTable(daemon.pid);
@@ -115,6 +116,17 @@ describeRoot("one user's refused DUPs, pipelined behind its blocked closes, neve
 
       // The first frame is read and refused; its 253 fds wait behind the blocked closes.
       await statusWhen(socketPath, (s) => s.stats.quotaHits.uidFds >= 1 && s.fdsClosing >= 8 + MAX_FDS);
+      // nobody hangs up (its unread frames go with its socket, which waits
+      // behind its closes) and connects again: the new connection is held
+      // back from its READY on, although nobody had no connection left in
+      // between, and brings no frame more.
+      pipeliner.child.stdin?.end('done\n');
+      await pipeliner.exited();
+      pipeliner = undefined;
+      await statusWhen(socketPath, (s) => !s.uids.some((u) => u.uid === NOBODY));
+      second = runAsNobody(PIPELINER(name));
+      const sentAgain = await second.line<{ sent: number }>('sent');
+      expect(sentAgain.sent).toBeGreaterThan(0);
       // Root is served meanwhile (each round trip gives the daemon's loop
       // turns in which it would read nobody's next frames, were it reading them).
       for (let i = 0; i < 3; i++) await rootServed(socketPath, memfd);
@@ -122,32 +134,35 @@ describeRoot("one user's refused DUPs, pipelined behind its blocked closes, neve
       expect({ uidFds: during.stats.quotaHits.uidFds, fdsClosing: during.fdsClosing, readingHeld: during.stats.readingHeld, totalFds: during.stats.quotaHits.totalFds }).toEqual({
         uidFds: 1,
         fdsClosing: 8 + MAX_FDS,
-        readingHeld: 1,
+        // held once with its first connection, and again from its new one's start
+        readingHeld: 2,
         // nobody's fds past its own limit count against it alone: root's DUPs were not refused with them.
         totalFds: 0,
       });
       const opened = diffFdTables(baseline, openFdTable(daemon.pid)).opened.length;
       // 261 waiting to be closed, nobody's connection (its socket and the
-      // pidfd that watches its client), the lingering attacker's ended socket.
-      expect(opened).toBeLessThanOrEqual(8 + MAX_FDS + 3);
+      // pidfd that watches its client), the ended sockets of the lingering
+      // attacker and of the first pipeliner.
+      expect(opened).toBeLessThanOrEqual(8 + MAX_FDS + 4);
       expect(daemon.stderr().split('\n').filter((l) => /EMFILE/.test(l))).toEqual([]);
 
       // Once the lingering closes end, the uid is read again: each of its
       // frames is refused in turn, and every fd closed.
       await releaseAttacker(lingering);
       lingering = undefined;
-      await statusWhen(socketPath, (s) => s.stats.quotaHits.uidFds === sent.sent && s.fdsClosing === 0);
-      pipeliner.child.stdin?.end('done\n');
-      await pipeliner.exited();
-      pipeliner = undefined;
+      await statusWhen(socketPath, (s) => s.stats.quotaHits.uidFds === 1 + sentAgain.sent && s.fdsClosing === 0);
+      second.child.stdin?.end('done\n');
+      await second.exited();
+      second = undefined;
       await statusWhen(socketPath, (s) => s.socketsClosing === 0 && !s.uids.some((u) => u.uid === NOBODY));
       await rootServed(socketPath, memfd);
       expect(await fdTableSettles(daemon.pid, baseline, 10000)).toBe('');
     } finally {
       closeFd(memfd);
-      if (pipeliner) {
-        pipeliner.kill();
-        await pipeliner.exited();
+      for (const p of [pipeliner, second]) {
+        if (!p) continue;
+        p.kill();
+        await p.exited();
       }
       if (lingering) await releaseAttacker(lingering);
       await daemon.stop('SIGKILL');
