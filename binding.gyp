@@ -23,7 +23,8 @@
         "native/frame_channel.cc",
         "native/fd_watch.cc",
         "native/relay_pump.cc",
-        "native/child_reaper.cc"
+        "native/child_reaper.cc",
+        "native/message_batch.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"],

@@ -50,6 +50,7 @@ inline std::vector<int> ArgFdArray(const Napi::CallbackInfo& info, const char* u
   return fds;
 }
 
+class MessageBatch;
 class SocketWrap;
 class ExitWatchWrap;
 class RelayPumpWrap;
@@ -83,6 +84,9 @@ struct InstanceData {
   std::unordered_set<RelayPumpWrap*> pumps;
   napi_async_cleanup_hook_handle cleanup_handle = nullptr;
   size_t closing = 0;
+  // Messages of batched sockets, handed to JS once per loop turn
+  // (setMessageBatchHandler, addon_env.cc); made by the first handler set.
+  MessageBatch* batch = nullptr;
 };
 
 inline InstanceData* Data(Napi::Env env) { return env.GetInstanceData<InstanceData>(); }
@@ -210,13 +214,16 @@ inline Napi::Value ReceiveError(Napi::Env env, const RecvResult& r, const char* 
 
 // Node refuses every Node-API call that may enter JS (NAPI_PREAMBLE) once
 // the environment cannot run JS any more (or an exception is pending);
-// napi_strict_equals is such a call, with no side effect.
+// napi_strict_equals is such a call, with no side effect. `value`: any
+// value of the environment's (a wrap's object).
+inline bool CanCallIntoJs(napi_env env, napi_value value) {
+  bool equal = false;
+  return value != nullptr && napi_strict_equals(env, value, value, &equal) == napi_ok;
+}
 template <typename T>
 inline bool CanCallIntoJs(Napi::ObjectWrap<T>& wrap) {
   Napi::HandleScope scope(wrap.Env());  // callers may be outside any JS frame
-  napi_value self = wrap.Value();
-  bool equal = false;
-  return napi_strict_equals(wrap.Env(), self, self, &equal) == napi_ok;
+  return CanCallIntoJs(wrap.Env(), wrap.Value());
 }
 
 // An exception a JS callback left pending becomes an uncaught exception, as

@@ -2,6 +2,7 @@
 // the async cleanup hook, and the functions that register what an
 // environment holds (init's error factory, its loop's fds, its children).
 #include "addon.h"
+#include "message_batch.h"
 
 #include <utility>
 #include <vector>
@@ -44,7 +45,7 @@ void AsyncCleanup(napi_async_cleanup_hook_handle handle, void* arg) {
   std::vector<SocketWrap*> open(data->sockets.begin(), data->sockets.end());
   std::vector<ExitWatchWrap*> watches(data->watches.begin(), data->watches.end());
   std::vector<RelayPumpWrap*> pumps(data->pumps.begin(), data->pumps.end());
-  data->closing = open.size() + watches.size() + pumps.size();
+  data->closing = open.size() + watches.size() + pumps.size() + (data->batch != nullptr ? 1 : 0);
   if (data->closing == 0) {
     data->cleanup_handle = nullptr;
     napi_remove_async_cleanup_hook(handle);
@@ -53,6 +54,11 @@ void AsyncCleanup(napi_async_cleanup_hook_handle handle, void* arg) {
   for (SocketWrap* s : open) DetachSocket(s, OnSocketFreedDuringCleanup, data);
   for (ExitWatchWrap* w : watches) DetachExitWatch(w, OnSocketFreedDuringCleanup, data);
   for (RelayPumpWrap* p : pumps) DetachRelayPump(p, OnSocketFreedDuringCleanup, data);
+  if (data->batch != nullptr) {
+    MessageBatch* batch = data->batch;
+    data->batch = nullptr;
+    batch->Close(OnSocketFreedDuringCleanup, data);
+  }
 }
 
 namespace {
@@ -61,6 +67,25 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsFunction()) throw Napi::TypeError::New(info.Env(), "init(makeError)");
   Data(info.Env())->make_error = Napi::Persistent(info[0].As<Napi::Function>());
   return info.Env().Undefined();
+}
+
+// setMessageBatchHandler(dispatcher): sockets made with { batch: true } hand
+// their messages to dispatcher(count, handlers, data, meta) once per loop
+// turn, all together (native/message_batch.h); a later call replaces it.
+Napi::Value SetMessageBatchHandler(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsFunction()) throw Napi::TypeError::New(env, "setMessageBatchHandler(dispatcher)");
+  InstanceData* data = Data(env);
+  if (data->batch != nullptr) {
+    data->batch->SetDispatcher(info[0]);
+    return env.Undefined();
+  }
+  uv_loop_t* loop = nullptr;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) throw Napi::Error::New(env, "setMessageBatchHandler: no event loop");
+  int err = 0;
+  data->batch = MessageBatch::Create(env, loop, info[0], &err);
+  if (data->batch == nullptr) ThrowSystem(env, err, "setMessageBatchHandler");
+  return env.Undefined();
 }
 
 // ownLoopFds(): registers the fds the calling thread's event loop holds
@@ -138,6 +163,7 @@ Napi::Value ReapsPendingFn(const Napi::CallbackInfo& info) {
 
 void ExportEnvironment(Napi::Env env, Napi::Object exports) {
   exports.Set("init", Napi::Function::New<Init>(env, "init"));
+  exports.Set("setMessageBatchHandler", Napi::Function::New<SetMessageBatchHandler>(env, "setMessageBatchHandler"));
   exports.Set("ownLoopFds", Napi::Function::New<OwnLoopFds>(env, "ownLoopFds"));
   exports.Set("warmLoop", Napi::Function::New<WarmLoop>(env, "warmLoop"));
   exports.Set("watchChild", Napi::Function::New<WatchChild>(env, "watchChild"));

@@ -1,5 +1,6 @@
 // The Socket class (native/unix_socket.h seen from JS), and socketsAlive().
 #include "addon.h"
+#include "message_batch.h"
 
 #include <stddef.h>
 #include <sys/un.h>
@@ -37,7 +38,7 @@ std::atomic<size_t> g_sockets_alive{0};
 // The JS object is held strongly from construction until close(): a socket is
 // released by closing it, never by garbage collection.
 
-class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Delegate {
+class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Delegate, public MessageBatch::Target {
   // A queued send's completion callback and tag (see HoldCallback).
   struct PendingSend {
     Napi::FunctionReference fn;
@@ -103,6 +104,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
         buffer_size = static_cast<size_t>(v);
       }
       reuse_buffer = opts.Get("reuseBuffer").ToBoolean();
+      batched_ = opts.Get("batch").ToBoolean();
       Napi::Value ql = opts.Get("sendQueueLimit");
       if (!ql.IsUndefined()) {
         double v = ql.IsNumber() ? ql.As<Napi::Number>().DoubleValue() : -1;
@@ -151,6 +153,8 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     core_ = nullptr;
     InstanceData* data = Data(Env());
     if (data != nullptr) data->sockets.erase(this);
+    // Messages read and not yet handed over go with the socket.
+    if (data != nullptr && data->batch != nullptr) data->batch->Forget(this);
     // Queued sends fail with ECANCELED through OnSendComplete while core is
     // closing; deliver those before dropping the callbacks. At environment
     // teardown (on_freed set) JS can no longer run: drop them unheard.
@@ -451,6 +455,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   // A message's fds are ours until JS has them: closed here on every path
   // where they would reach nobody.
   void OnMessage(const char* data, size_t len, const int* fds, size_t nfds) override {
+    if (batched_ && TakeIntoBatch(data, len, fds, nfds)) return;
     UniqueFds owned(fds, nfds);
     Napi::Env env = Env();
     if (on_message_.IsEmpty() || !CanCallIntoJs()) return;
@@ -515,6 +520,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   }
 
   void OnReceiveError(const RecvResult& r, const char* data, size_t len) override {
+    FlushOwnBatched();  // its messages come before what ends them
     Napi::Env env = Env();
     if (on_message_.IsEmpty() || !CanCallIntoJs()) return;
     Napi::HandleScope scope(env);
@@ -576,9 +582,37 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     }
   }
 
+  MessageBatch* Batch() {
+    InstanceData* data = Data(Env());
+    return data != nullptr ? data->batch : nullptr;
+  }
+
+  // A batched socket's message waits in the environment's batch (its fds
+  // with it) and reading stops for this turn: its next message is read
+  // once this one and its microtasks have run. False when there is no
+  // batch, or the socket closed meanwhile (the caller closes the fds).
+  bool TakeIntoBatch(const char* data, size_t len, const int* fds, size_t nfds) {
+    MessageBatch* batch = Batch();
+    if (batch == nullptr) return false;
+    // One that waits already (taken outside the loop's read): handled first.
+    if (batch->Holds(this)) batch->Flush();
+    if (core_ == nullptr || on_message_.IsEmpty()) return false;
+    batch->Add(this, data, len, fds, nfds, ScmDiscard{core_->uses_background_closer(), core_->background_close_owner()});
+    core_->EndReadTurn();
+    return true;
+  }
+
+  void FlushOwnBatched() {
+    MessageBatch* batch = batched_ ? Batch() : nullptr;
+    if (batch != nullptr && batch->Holds(this)) batch->Flush();
+  }
+
+  napi_value BatchHandler() override { return on_message_.IsEmpty() ? nullptr : static_cast<napi_value>(on_message_.Value()); }
+
   UnixSocket* core_ = nullptr;
   bool released_ = false;
   bool closing_ = false;
+  bool batched_ = false;
   std::vector<int> scratch_fds_;
   Napi::FunctionReference on_message_;
   Napi::FunctionReference on_accept_;

@@ -344,7 +344,9 @@ void UnixSocket::DoRead() {
     ScmRecv(sock_.get(), type_, recv_buf_, recv_len_, control_.get(), control_len_,
             recv_fds_.data(), max_fds_, &r, receive_from_ ? &sender_ : nullptr,
             own_socket_ || receive_own_, ScmDiscard{close_in_background_, close_owner_});
+    end_read_turn_ = false;
     if (!Deliver(&r)) return;
+    if (end_read_turn_) return;
     if (r.status == RecvStatus::kMessage && filter_ != nullptr && !reset_pending_ && !filter_->ReadOn()) return;
   }
 }

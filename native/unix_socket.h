@@ -166,6 +166,12 @@ class UnixSocket {
   };
   void SetFilter(Filter* filter) { filter_ = filter; }
 
+  // Called by the delegate from OnMessage: reading stops for this wake-up
+  // after the message (what else is queued is read on the next turn of the
+  // loop), for a delegate that hands the message on later (MessageBatch),
+  // whose next message must not be read before that one is handled.
+  void EndReadTurn() { end_read_turn_ = true; }
+
   // An id for Send/SendTo whose completion someone awaits: never 0, which
   // is for sends whose completion nobody awaits, and unique among the
   // socket's queued sends (ids are shared by the delegate and the filter).
@@ -305,6 +311,7 @@ class UnixSocket {
   // sent were still queued here: they are read first, the reset reported
   // at their end (see DoRead).
   bool reset_pending_ = false;
+  bool end_read_turn_ = false;  // EndReadTurn
   bool accepting_ = false;
   bool closed_ = false;
   int poll_events_ = 0;

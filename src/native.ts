@@ -46,7 +46,22 @@ export interface NativeSocketOptions {
   reuseBuffer?: boolean;
   /** The send queue's bound in bytes (see UnixSocket::SetSendQueueLimits; default 32 MiB). */
   sendQueueLimit?: number;
+  /**
+   * Messages go to the environment's batch (setMessageBatchHandler), handed
+   * to JS once per loop turn with every other batched socket's; the socket
+   * reads its next message only after that (native/message_batch.h).
+   */
+  batch?: boolean;
 }
+
+/**
+ * The batch's callback: `count` messages, the i-th for handlers[i] (a
+ * socket's onMessage), its bytes in `data` and, in `meta` (float64 each),
+ * per message its offset in `data`, its length, its fd count and the fds.
+ * The fds are the dispatcher's to hand on; `data` and `meta` are reused by
+ * the next batch.
+ */
+export type NativeBatchDispatcher = (count: number, handlers: NativeMessageCallback[], data: ArrayBuffer, meta: ArrayBuffer) => void;
 
 /**
  * onMessage(err) or onMessage(null, data, fds): fds (undefined when none) are
@@ -278,6 +293,8 @@ export interface NativeBinding {
   FrameChannel: new (socket: NativeSocket, callbacks: NativeFrameChannelCallbacks) => NativeFrameChannel;
   FdBudget: new (limit: number, parent?: NativeFdBudget) => NativeFdBudget;
   init(makeError: (kind: string, errno: number, syscall: string, details: Record<string, unknown>) => Error): void;
+  /** Sets (or replaces) the dispatcher of the batched sockets' messages (NativeSocketOptions.batch). */
+  setMessageBatchHandler(dispatcher: NativeBatchDispatcher): void;
   /**
    * `own`: the sockets are fdbridge's own (a transport's connection), not a
    * caller's: numbered at or above fdFloor() and registered as fds fdbridge

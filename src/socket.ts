@@ -9,7 +9,7 @@
  */
 import { ClosedError, EofError, PeerGoneError, SystemError, TimeoutError } from './errors';
 import { closeFds, OwnedFd, validateFds } from './fd';
-import { constants, native, type NativeExitWatch, type NativeSocket } from './native';
+import { constants, native, type NativeExitWatch, type NativeMessageCallback, type NativeSocket } from './native';
 import { socketFileIdentity, unlinkOwnSocketFile, type SocketFileIdentity } from './socket-file';
 
 export type SocketKind = 'stream' | 'dgram' | 'seqpacket';
@@ -73,6 +73,16 @@ export interface UnixSocketOptions {
    */
   reuseBuffer?: boolean;
   /**
+   * Hand the messages of this socket and of every other socket made with
+   * this option to their handlers together, in one callback per turn of the
+   * event loop, instead of one callback per message: for a server with many
+   * connections (the helper daemon). Microtasks then run once after all of
+   * them, and a handler's data is valid only until it returns (as with
+   * reuseBuffer). A socket's own messages keep their order, and the next one
+   * is read only after the previous one was handled, its microtasks run.
+   */
+  batchMessages?: boolean;
+  /**
    * DGRAM: receive with the sender's address (and, with SO_PASSCRED, its
    * credentials) in every message (DatagramSocket sets this).
    */
@@ -105,6 +115,42 @@ export const DEFAULT_SEND_QUEUE_LIMIT = 32 * 1024 * 1024;
 
 /** The fds of a message that carried none (shared, never mutated). */
 const NO_FDS: number[] = Object.freeze([]) as unknown as number[];
+
+/**
+ * Hands one loop turn's messages of the batched sockets (batchMessages) to
+ * their handlers, in the order they were read. Every message is handed on
+ * even if a handler throws (its fds are owned by nobody else); the first
+ * exception is rethrown once all are delivered, the others become uncaught
+ * exceptions of their own, as they would have been one callback each.
+ */
+let batchViews: { data: ArrayBuffer; bytes: Buffer; meta: ArrayBuffer; numbers: Float64Array } | undefined;
+function dispatchBatch(count: number, handlers: NativeMessageCallback[], data: ArrayBuffer, meta: ArrayBuffer): void {
+  if (batchViews?.data !== data || batchViews.meta !== meta) {
+    batchViews = { data, bytes: Buffer.from(data), meta, numbers: new Float64Array(meta) };
+  }
+  const { bytes, numbers } = batchViews;
+  let first: { error: unknown } | undefined;
+  for (let i = 0, at = 0; i < count; i++) {
+    const offset = numbers[at] as number;
+    const length = numbers[at + 1] as number;
+    const nfds = numbers[at + 2] as number;
+    at += 3;
+    let fds: number[] | undefined;
+    if (nfds > 0) {
+      fds = new Array<number>(nfds);
+      for (let k = 0; k < nfds; k++) fds[k] = numbers[at + k] as number;
+      at += nfds;
+    }
+    try {
+      (handlers[i] as NativeMessageCallback)(null, bytes.subarray(offset, offset + length), fds);
+    } catch (error) {
+      if (first === undefined) first = { error };
+      else process.nextTick(() => { throw error; });
+    }
+  }
+  if (first !== undefined) throw first.error;
+}
+let batchDispatcherSet = false;
 
 /** Streaming receive: called for every message (ownership of fds passes) or receive error. */
 export type MessageHandler = (
@@ -218,6 +264,8 @@ export class UnixSocket {
   #refed = true;
   /** The reused receive buffer (reuseBuffer), else undefined. */
   #scratch: Buffer | undefined;
+  /** Messages arrive in memory that is reused (reuseBuffer, batchMessages): receive() copies them. */
+  #copyKept: boolean;
   /** Whose the background closer counts this socket's closes (useBackgroundCloser). */
   #closeOwner = 0;
   #queueLimit: number;
@@ -276,7 +324,13 @@ export class UnixSocket {
   constructor(fd: number, kind?: SocketKind, options?: UnixSocketOptions) {
     this.kind = kind ?? typeToKind(native.socketType(fd));
     this.#queueLimit = options?.sendQueueLimit ?? DEFAULT_SEND_QUEUE_LIMIT;
-    const nativeOptions = { ...options, sendQueueLimit: this.#queueLimit };
+    const batch = options?.batchMessages === true;
+    if (batch && !batchDispatcherSet) {
+      native.setMessageBatchHandler(dispatchBatch);
+      batchDispatcherSet = true;
+    }
+    this.#copyKept = options?.reuseBuffer === true || batch;
+    const nativeOptions = { ...options, sendQueueLimit: this.#queueLimit, batch };
     this.#native = new native.Socket(fd, kindToType(this.kind), nativeOptions, (err, data, fds, from, credentials) =>
       this.#onMessage(err, typeof data === 'number' ? this.#view(data) : data, fds ?? NO_FDS, from, credentials),
     );
@@ -614,7 +668,7 @@ export class UnixSocket {
     if (err) {
       item = err;
     } else {
-      item = { data: this.#scratch ? Buffer.from(data as Buffer) : (data as Buffer), fds: fds === NO_FDS ? [] : (fds as number[]) };
+      item = { data: this.#copyKept ? Buffer.from(data as Buffer) : (data as Buffer), fds: fds === NO_FDS ? [] : (fds as number[]) };
       if (from !== undefined) {
         item.from = from;
         item.credentials = credentials;
@@ -688,6 +742,7 @@ export class UnixServer {
       maxFds: options.maxFds,
       bufferSize: options.bufferSize,
       reuseBuffer: options.reuseBuffer,
+      batchMessages: options.batchMessages,
       sendQueueLimit: options.sendQueueLimit,
     };
     if (listeningFd !== undefined) {
