@@ -633,14 +633,20 @@ class ServedSession implements ServedConnection {
     }
     // The same failure as pidfd_getfd's or dup's EMFILE on the other
     // transports, and reported as such: a SystemError, not the command's.
-    this.#send(
-      encodeJson(FrameType.ERROR, frame.id, {
-        name: 'SystemError',
-        code: 'EMFILE',
-        syscall: 'recvmsg',
-        message: `recvmsg: EMFILE: the process is at its fd limit (RLIMIT_NOFILE): not every fd could be installed (MSG_CTRUNC); the ${err.fdsClosed} that were were closed`,
-      }),
-    );
+    // The reply says the fds that arrived are closed: in background, the
+    // native layer has only queued them (their ticket is among the socket's),
+    // so it waits until the closer has closed them, as #closeThen does.
+    const reply = (): void =>
+      this.#send(
+        encodeJson(FrameType.ERROR, frame.id, {
+          name: 'SystemError',
+          code: 'EMFILE',
+          syscall: 'recvmsg',
+          message: `recvmsg: EMFILE: the process is at its fd limit (RLIMIT_NOFILE): not every fd could be installed (MSG_CTRUNC); the ${err.fdsClosed} that were were closed`,
+        }),
+      );
+    if (this.#options.closeInBackground) afterBackgroundCloses(this.#socket.backgroundCloseTickets(), reply);
+    else reply();
   }
 
   /** Sends a reply; a send that fails ends the connection. */
