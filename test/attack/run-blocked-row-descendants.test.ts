@@ -1,0 +1,86 @@
+/**
+ * A row killed because its thread blocks must not leave behind the
+ * processes its scenario started. The run's row process is killed with its
+ * children (harness/run-supervisor.ts), but an execSync of a shell
+ * pipeline (the blocking call the harness itself names) makes the shell
+ * the row process's child and the pipeline's programs its grandchildren:
+ * they must be gone once the run has exited, not left running for ever,
+ * reparented to init. Each process the run started carries a marker in its
+ * environment; this test waits only for the run's exit (its own --timeout
+ * brings it) and then reads /proc.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { CLI, exitOf } from '../util/processes';
+
+const MARK = `FDBRIDGE_ATTACK_DESCENDANTS=${process.pid}-${Date.now()}`;
+let dir: string;
+let run: ChildProcess | undefined;
+
+/** Live (not zombie) processes whose environment has MARK. */
+function marked(): number[] {
+  return readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .filter((p) => {
+      try {
+        return readFileSync(`/proc/${p}/environ`, 'latin1').split('\0').includes(MARK);
+      } catch {
+        return false; // gone, or a zombie
+      }
+    })
+    .map(Number);
+}
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'fdbridge-blocked-descendants-'));
+  writeFileSync(
+    join(dir, 'execsync-pipeline.scenario.js'),
+    `const { execSync } = require('node:child_process');
+module.exports = {
+  name: 'execsync-pipeline',
+  description: 'an execSync of a pipeline that outlasts --timeout: the shell and its programs block the thread',
+  transports: ['direct'],
+  async run() {
+    execSync('sleep 3600 | cat');
+  },
+};
+`,
+  );
+});
+
+afterAll(async () => {
+  if (run && run.exitCode === null && run.signalCode === null) {
+    run.kill('SIGKILL');
+    await exitOf(run);
+  }
+  for (const pid of marked()) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone already
+    }
+  }
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('a row killed for blocking in an execSync leaves none of the processes it started running', async () => {
+  const tmp = join(dir, 'tmp');
+  mkdirSync(tmp);
+  const [key, value] = MARK.split('=');
+  run = spawn(process.execPath, [CLI, 'run', '--scenarios', dir, '--timeout', '2000', '--settle', '100'], {
+    env: { ...process.env, TMPDIR: tmp, [key!]: value },
+    stdio: 'ignore',
+  });
+  const how = await exitOf(run);
+  const left = marked().map((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'latin1').replace(/\0/g, ' ').trim();
+    } catch {
+      return `pid ${pid}`; // ended just now: it was still there after the run
+    }
+  });
+  expect({ how, left }).toEqual({ how: { code: 1, signal: null }, left: [] });
+}, 90_000);
