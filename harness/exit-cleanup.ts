@@ -39,12 +39,25 @@ export function signalStatus(signal: NodeJS.Signals): number {
 }
 
 /**
- * Until the returned function is called, SIGINT and SIGTERM exit the
+ * The signals that ask a run to stop: Ctrl-C, kill's default, and the
+ * hangup a closing terminal or a dropped ssh session sends its foreground
+ * process group. Node's default for each exits without running anything.
+ */
+export const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
+/** Calls `listener` on every STOP_SIGNALS signal until the returned function is called. */
+export function onStopSignals(listener: (signal: NodeJS.Signals) => void): () => void {
+  for (const signal of STOP_SIGNALS) process.on(signal, listener);
+  return () => {
+    for (const signal of STOP_SIGNALS) process.off(signal, listener);
+  };
+}
+
+/**
+ * Until the returned function is called, a STOP_SIGNALS signal exits the
  * process with 128 + the signal's number, running the registered cleanups
  * (instead of Node's default, which exits running nothing).
  */
 export function exitOnSignals(): () => void {
-  const exit = (signal: NodeJS.Signals): void => process.exit(signalStatus(signal));
-  process.on('SIGINT', exit).on('SIGTERM', exit);
-  return () => void process.off('SIGINT', exit).off('SIGTERM', exit);
+  return onStopSignals((signal) => process.exit(signalStatus(signal)));
 }

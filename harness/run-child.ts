@@ -12,7 +12,7 @@
  */
 import { rmSync } from 'node:fs';
 
-import { cleanupOnExit } from './exit-cleanup';
+import { cleanupOnExit, onStopSignals } from './exit-cleanup';
 import { discoverScenarios, planRows, RowSession } from './runner';
 import type { FromRowProcess, RowProcessInit, ToRowProcess } from './run-supervisor';
 import { rowLabels } from './run-supervisor';
@@ -24,10 +24,10 @@ function send(m: FromRowProcess): Promise<void> {
   });
 }
 
-// The supervisor stops this process: SIGINT from a terminal reaches the
-// whole process group, and Node's default would exit without cleaning up.
-process.on('SIGINT', () => undefined);
-process.on('SIGTERM', () => undefined);
+// The supervisor stops this process: SIGINT (or SIGHUP) from a terminal
+// reaches the whole process group, and Node's default would exit without
+// cleaning up.
+onStopSignals(() => undefined);
 // The supervisor is gone (SIGKILLed): nobody waits for results any more.
 // The row is stopped, the daemon too, and what the supervisor would have
 // removed is removed here (on any exit from now on).

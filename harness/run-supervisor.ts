@@ -264,14 +264,40 @@ class RowProcess {
     this.#killNow();
   }
 
+  /**
+   * Kills the row process and every process below it (what a scenario
+   * spawned, and what those spawned: `execSync('a | b')` makes a shell whose
+   * children are the pipeline). Each is stopped (SIGSTOP) as it is found, so
+   * that none can fork a child the walk would miss, then all are killed.
+   * A process that left the tree (daemonized, reparented to init) is out of
+   * reach, as it is for any supervisor short of a cgroup.
+   */
   #killNow(): void {
-    for (const pid of childrenOf(this.pid)) {
+    const signal = (pid: number, sig: NodeJS.Signals): void => {
       try {
-        process.kill(pid, 'SIGKILL');
+        process.kill(pid, sig);
       } catch {
         // Gone already.
       }
+    };
+    const found: number[] = [];
+    const seen = new Set<number>();
+    let frontier = [this.pid];
+    if (this.#child.exitCode === null && this.#child.signalCode === null) signal(this.pid, 'SIGSTOP');
+    while (frontier.length > 0) {
+      const next: number[] = [];
+      for (const parent of frontier) {
+        for (const pid of childrenOf(parent)) {
+          if (seen.has(pid)) continue;
+          seen.add(pid);
+          signal(pid, 'SIGSTOP');
+          found.push(pid);
+          next.push(pid);
+        }
+      }
+      frontier = next;
     }
+    for (const pid of found) signal(pid, 'SIGKILL');
     killIfSpawned(this.#child, 'SIGKILL');
   }
 }

@@ -13,7 +13,7 @@ import { dirname, join, resolve } from 'node:path';
 import { transportNames, type TransportName } from '../../src';
 import { killIfSpawned } from '../../src/child-process';
 import { fdtrackLibrary, trackingEnvironment } from '../../src/fd-track';
-import { signalStatus } from '../exit-cleanup';
+import { onStopSignals, signalStatus } from '../exit-cleanup';
 import { PROFILES } from '../profiles';
 import { DEFAULT_SEED, DEFAULT_SETTLE_MS, DEFAULT_TIMEOUT_MS, discoverScenarios, planRows, runScenarios, type RunnerOptions } from '../runner';
 import { progressLine, summaryTable } from '../summary';
@@ -176,7 +176,7 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 /**
- * Runs `work` with SIGINT and SIGTERM turned into its abort signal: the
+ * Runs `work` with SIGINT, SIGTERM and SIGHUP turned into its abort signal: the
  * first one stops the run cleanly (the row's connections closed, the helper
  * daemon stopped, temporary directories removed: RunnerOptions.signal), then
  * the process exits with 128 + the signal's number. A second one exits at
@@ -192,14 +192,14 @@ async function runStoppable<T>(work: (signal: AbortSignal) => Promise<T>): Promi
     process.stderr.write(`fdbridge run: ${signal}: stopping (the row's connections, the helper daemon, temporary files); again to exit at once\n`);
     controller.abort(new Error(`stopped by ${signal}`));
   };
-  process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
+  const forget = onStopSignals(onSignal);
   try {
     const result = await work(controller.signal);
     if (received === undefined) return result;
   } catch (err) {
     if (received === undefined) throw err;
   } finally {
-    process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
+    forget();
   }
   // Stopped: exit now, as the signal asked. A scenario stopped mid-row may
   // still hold a timer or a handle that would keep the process alive.
@@ -221,12 +221,12 @@ async function runTracked(argv: string[]): Promise<number> {
     const env = { ...process.env, ...trackingEnvironment(dir, library.path) };
     const child = spawn(process.execPath, [...process.execArgv, process.argv[1] as string, 'run', ...argv], { stdio: 'inherit', env });
     const forward = (signal: NodeJS.Signals): void => void killIfSpawned(child, signal);
-    process.on('SIGINT', forward).on('SIGTERM', forward);
+    const forget = onStopSignals(forward);
     try {
       const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
       return code ?? (signal ? signalStatus(signal) : EXIT.error);
     } finally {
-      process.off('SIGINT', forward).off('SIGTERM', forward);
+      forget();
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
