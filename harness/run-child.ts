@@ -6,13 +6,17 @@
  *
  * It ends when the supervisor says so ('finish', 'stop': the row running is
  * ended as a timed-out one is, then the helper daemon is stopped), and when
- * the supervisor is gone (its IPC channel closes): then at once, the
- * daemon killed and its directories removed on the way out
- * (harness/exit-cleanup.ts).
+ * the supervisor is gone (its IPC channel closes): the row is stopped the
+ * same way, and the run's directories are removed on the way out
+ * (harness/exit-cleanup.ts). Should its thread be blocked then, a thread
+ * of its own does that and kills it (harness/run-child-watch.ts).
  */
 import { rmSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
 
+import { requireDistFile } from '../src/paths';
 import { cleanupOnExit, onStopSignals } from './exit-cleanup';
+import type { ToRowWatch } from './run-child-watch';
 import { discoverScenarios, planRows, RowSession } from './runner';
 import type { FromRowProcess, RowProcessInit, ToRowProcess } from './run-supervisor';
 import { rowLabels } from './run-supervisor';
@@ -39,6 +43,26 @@ process.on('disconnect', () => {
   void end();
 });
 
+// Ends this process should the run be gone while this thread is blocked
+// (harness/run-child-watch.ts). Waited for before the session opens: its
+// fds (its event loop's, its pidfd) are in every baseline.
+const watch = new Worker(requireDistFile('harness/run-child-watch.js'), { workerData: { runPid: process.ppid } });
+watch.unref();
+/** Settles once the watch has opened what it keeps open: no leak oracle baseline may be taken before. */
+const watching = new Promise<void>((resolve) => {
+  watch.on('message', (m: { type: 'ping' | 'watching' }) => {
+    if (m.type === 'ping') watch.postMessage({ type: 'pong' } satisfies ToRowWatch);
+    else resolve();
+  });
+  // It fails to start only if the run is gone already: then the disconnect below ends this process.
+  watch.on('error', () => resolve());
+});
+
+/** Tells the watch which directories to remove should it have to end this process. */
+function tellDirs(): void {
+  watch.postMessage({ type: 'dirs', dirs: [rowDir, runDir].filter((d): d is string => d !== undefined) } satisfies ToRowWatch);
+}
+
 const controller = new AbortController();
 let plannedRows: ReturnType<typeof planRows>['rows'] = [];
 let session: RowSession | undefined;
@@ -50,6 +74,9 @@ let current: Promise<void> = Promise.resolve();
 let ending = false;
 
 async function open(init: RowProcessInit): Promise<void> {
+  runDir = init.session.runDir;
+  tellDirs();
+  await watching;
   const rows = planRows(
     discoverScenarios(init.scenariosDir).map((l) => l.scenario),
     init.plan,
@@ -66,7 +93,6 @@ async function open(init: RowProcessInit): Promise<void> {
     onDeadline: (ms, what) => void send({ type: 'deadline', ms, what }),
   });
   plannedRows = rows;
-  runDir = init.session.runDir;
   await send({ type: 'ready', anchors: session.anchors });
 }
 
@@ -106,8 +132,10 @@ process.on('message', (m: ToRowProcess) => {
         break;
       }
       rowDir = m.dir;
+      tellDirs();
       current = s.run(row, m.dir).then(async (result) => {
         rowDir = undefined;
+        tellDirs();
         await send({ type: 'result', index: m.index, result, ...peaks() });
       });
       break;

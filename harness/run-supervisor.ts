@@ -10,8 +10,10 @@
  * JavaScript, not a thread waiting in read(2) or in native code, and a
  * worker shares this process's fd table, so what it held would stay open
  * here. A process can always be killed, and the kernel closes what it held.
- * jest-worker and execa do the same with a stuck task (a process killed at
- * its deadline, a new one for what is left).
+ * The same pattern as execa's `timeout` (the signal, then SIGKILL after
+ * forceKillAfterDelay) and workerpool's terminate (a message, then a kill
+ * after a grace), with a new process for the rows left, as jest-worker
+ * starts a new child for one that died.
  *
  * The watch: each step of a row that runs scenario code announces its time
  * limit (RowEnvironment.onDeadline); the supervisor arms its own timer
@@ -131,6 +133,42 @@ export function childrenOf(pid: number): number[] {
       .filter((p) => p !== '')
       .map(Number);
   });
+}
+
+function sendSignal(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // Gone already.
+  }
+}
+
+/**
+ * SIGKILLs every process below `pid` (what a scenario spawned, and what
+ * those spawned: `execSync('a | b')` makes a shell whose children are the
+ * pipeline), not `pid` itself. Each is stopped (SIGSTOP) as it is found, so
+ * that none can fork a child the walk would miss, then all are killed. A
+ * process that left the tree (daemonized, reparented to init) is out of
+ * reach, as it is for any supervisor short of a cgroup.
+ */
+export function killDescendants(pid: number): void {
+  const found: number[] = [];
+  const seen = new Set<number>();
+  let frontier = [pid];
+  while (frontier.length > 0) {
+    const next: number[] = [];
+    for (const parent of frontier) {
+      for (const child of childrenOf(parent)) {
+        if (seen.has(child)) continue;
+        seen.add(child);
+        sendSignal(child, 'SIGSTOP');
+        found.push(child);
+        next.push(child);
+      }
+    }
+    frontier = next;
+  }
+  for (const child of found) sendSignal(child, 'SIGKILL');
 }
 
 /** One row process, its messages, and the watch on its event loop. */
@@ -264,40 +302,10 @@ class RowProcess {
     this.#killNow();
   }
 
-  /**
-   * Kills the row process and every process below it (what a scenario
-   * spawned, and what those spawned: `execSync('a | b')` makes a shell whose
-   * children are the pipeline). Each is stopped (SIGSTOP) as it is found, so
-   * that none can fork a child the walk would miss, then all are killed.
-   * A process that left the tree (daemonized, reparented to init) is out of
-   * reach, as it is for any supervisor short of a cgroup.
-   */
+  /** Kills the row process and every process below it (killDescendants). */
   #killNow(): void {
-    const signal = (pid: number, sig: NodeJS.Signals): void => {
-      try {
-        process.kill(pid, sig);
-      } catch {
-        // Gone already.
-      }
-    };
-    const found: number[] = [];
-    const seen = new Set<number>();
-    let frontier = [this.pid];
-    if (this.#child.exitCode === null && this.#child.signalCode === null) signal(this.pid, 'SIGSTOP');
-    while (frontier.length > 0) {
-      const next: number[] = [];
-      for (const parent of frontier) {
-        for (const pid of childrenOf(parent)) {
-          if (seen.has(pid)) continue;
-          seen.add(pid);
-          signal(pid, 'SIGSTOP');
-          found.push(pid);
-          next.push(pid);
-        }
-      }
-      frontier = next;
-    }
-    for (const pid of found) signal(pid, 'SIGKILL');
+    if (this.#child.exitCode === null && this.#child.signalCode === null) sendSignal(this.pid, 'SIGSTOP');
+    killDescendants(this.pid);
     killIfSpawned(this.#child, 'SIGKILL');
   }
 }

@@ -12,6 +12,8 @@
  * (--timeout, and the supervisor's UNRESPONSIVE_MS after it).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+
+import fc from 'fast-check';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -203,3 +205,86 @@ test.each([
   await rowProcessExit;
   expect(readdirSync(tmp)).toEqual([]);
 }, 120_000);
+
+test('SIGKILL of the run while its row blocks: the row process ends itself (its own watch thread), with its daemon, and removes the directories', async () => {
+  const d = scenarios('sigkill', {
+    'blocks-with-daemon': `transports: ['helper'],
+      async run(ctx) {
+        const conn = await ctx.connect(fdbridge.PROBE_COMMAND);
+        await conn.call('where');
+        const [r] = fdbridge.makePipe();
+        writeSync(1, 'blocks-with-daemon: blocking in ' + ctx.tmpdir + '\\n');
+        readSync(r, Buffer.alloc(1));
+      }`,
+  });
+  const { run, tmp, out, err } = startRun(['--scenarios', d, '--timeout', '600000']);
+  const exited = exitOf(run);
+  await new Promise<void>((resolve, reject) => {
+    run.stdout?.on('data', () => {
+      if (out().includes('blocks-with-daemon: blocking in')) resolve();
+    });
+    void exited.then((h) => reject(new Error(`the run ended (${JSON.stringify(h)}) before its row blocked:\n${out()}\n${err()}`)));
+  });
+  const daemon = /helper daemon: pid (\d+), socket (\S+)/.exec(out());
+  expect(daemon).not.toBeNull();
+  const rowProcesses = childrenOf(run.pid as number);
+  expect(rowProcesses).toHaveLength(1);
+  const ends = [gone(rowProcesses[0] as number), gone(Number(daemon?.[1]))];
+  run.kill('SIGKILL');
+  expect(await exited).toEqual({ code: null, signal: 'SIGKILL' });
+  // No deadline here: a row process or daemon that outlives the run runs into the test's timeout.
+  await Promise.all(ends);
+  expect(readdirSync(tmp)).toEqual([]);
+}, 120_000);
+
+/** What a generated row does, and what its result must say. */
+const KINDS = {
+  passes: { body: 'async run() {}', check: (r: ResultRow): void => expect(r).toMatchObject({ status: 'pass' }) },
+  throws: {
+    body: "async run() { throw new Error('thrown on purpose'); }",
+    check: (r: ResultRow): void => {
+      expect(r).toMatchObject({ status: 'fail', error: 'Error: thrown on purpose' });
+      expect(r.rowProcess).toBeUndefined();
+    },
+  },
+  blocks: {
+    body: 'async run() { const [r] = fdbridge.makePipe(); readSync(r, Buffer.alloc(1)); }',
+    check: (r: ResultRow): void => {
+      expect(r).toMatchObject({ status: 'fail', leaks: [], error: expect.stringContaining('timed out after 1500 ms, and its thread did not return'), rowProcess: { ended: 'killed' } });
+      expect(r.rowProcess?.held.map((h) => h.target)).toEqual([expect.stringMatching(/^pipe:/), expect.stringMatching(/^pipe:/)]);
+    },
+  },
+  spins: {
+    body: 'async run() { for (;;) {} }',
+    check: (r: ResultRow): void =>
+      expect(r).toMatchObject({ status: 'fail', leaks: [], error: expect.stringContaining('timed out after 1500 ms, and its thread did not return'), rowProcess: { ended: 'killed', held: [] } }),
+  },
+  exits: {
+    body: 'async run() { process.exit(3); }',
+    check: (r: ResultRow): void => expect(r).toMatchObject({ status: 'fail', leaks: [], rowProcess: { ended: 'exited', code: 3, held: [] } }),
+  },
+} as const;
+
+test('generated runs of rows that pass, throw, block, spin or exit, in any order: each row gets its own verdict, the exit status follows, nothing is left', async () => {
+  let n = 0;
+  await fc.assert(
+    fc.asyncProperty(fc.array(fc.constantFrom(...(Object.keys(KINDS) as Array<keyof typeof KINDS>)), { minLength: 1, maxLength: 4 }), fc.nat(1000), async (kinds, seed) => {
+      const files: Record<string, string> = {};
+      kinds.forEach((kind, i) => (files[`r${i}-${kind}`] = `transports: ['direct'], ${KINDS[kind].body}`));
+      const d = scenarios(`generated-${n++}`, files);
+      const { run, tmp, err } = startRun(['--scenarios', d, '--seed', String(seed), '--timeout', '1500', '--settle', '50', '--json', join(d, 'results.json')]);
+      const how = await exitOf(run);
+      const results = JSON.parse(readFileSync(join(d, 'results.json'), 'utf8')) as ResultsFile;
+      // The rows' statuses first: a wrong exit status then shows which row and why.
+      expect(results.results.map((r) => ({ row: r.scenario, status: r.status, error: r.error }))).toEqual(
+        results.results.map((r) => ({ row: r.scenario, status: r.scenario.endsWith('-passes') ? 'pass' : 'fail', error: r.error })),
+      );
+      expect({ how, err: err() }).toEqual({ how: { code: kinds.every((k) => k === 'passes') ? 0 : 1, signal: null }, err: '' });
+      expect(results.results).toHaveLength(kinds.length);
+      kinds.forEach((kind, i) => KINDS[kind].check(row(results, `r${i}-${kind}`, 'direct')));
+      expect(results.totals?.['failedRows']).toBe(kinds.filter((k) => k !== 'passes').length);
+      expect(readdirSync(tmp)).toEqual([]);
+    }),
+    { numRuns: 3 },
+  );
+}, 300_000);
