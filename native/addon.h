@@ -24,6 +24,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "child_reaper.h"
 #include "fd_budget.h"
 #include "scm_rights.h"
 #include "unix_socket.h"
@@ -67,6 +68,8 @@ struct InstanceData {
   // reaped yet (watchChild): watch id -> a pidfd of ours.
   std::unordered_map<uint32_t, int> children;
   uint32_t next_child = 0;
+  // A spawn begun (spawnBegins) whose process is not watched yet.
+  SpawnWindow spawning;
 
   // The environment's end (a worker thread's exit or termination, the
   // process's exit), after Node has closed every handle and our cleanup hook

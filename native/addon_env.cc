@@ -19,6 +19,7 @@ InstanceData::~InstanceData() {
   FdReleaseHolder(holder, &held);
   std::vector<int> pidfds;
   for (const auto& child : children) pidfds.push_back(child.second);
+  spawning.TakeSpawned(&pidfds);
   ReapThenClose(std::move(pidfds), std::move(held), kReapGraceMs);
 }
 
@@ -127,18 +128,28 @@ Napi::Value WarmLoop(const Napi::CallbackInfo& info) {
 Napi::Value WatchChild(const Napi::CallbackInfo& info) {
   int pid = ArgInt(info, 0, "pid");
   if (pid <= 0) throw Napi::RangeError::New(info.Env(), "watchChild: pid must be positive");
-  int pidfd;
-  {
-    OwnedFdsLock lock;  // made and registered as one step
-    pidfd = FdOwnHigh(PidfdOpen(pid));
-  }
-  if (pidfd < 0) return Napi::Number::New(info.Env(), 0);
-  FdHeldByNative(&pidfd, 1);  // closed by unwatchChild or the reaper
   InstanceData* data = Data(info.Env());
+  data->spawning.Close();
+  int pidfd = ChildPidfd(pid);  // closed by unwatchChild or the reaper
+  if (pidfd < 0) return Napi::Number::New(info.Env(), 0);
   uint32_t id = ++data->next_child;
   if (id == 0) id = ++data->next_child;
   data->children.emplace(id, pidfd);
   return Napi::Number::New(info.Env(), id);
+}
+
+// spawnBegins(): this thread is about to spawn a process it will watch
+// (watchChild, which ends the spawn; spawnEnds() when there is no process):
+// should its environment end in between, the teardown reaps the process all
+// the same (SpawnWindow).
+Napi::Value SpawnBegins(const Napi::CallbackInfo& info) {
+  Data(info.Env())->spawning.Open();
+  return info.Env().Undefined();
+}
+
+Napi::Value SpawnEnds(const Napi::CallbackInfo& info) {
+  Data(info.Env())->spawning.Close();
+  return info.Env().Undefined();
 }
 
 Napi::Value UnwatchChild(const Napi::CallbackInfo& info) {
@@ -166,6 +177,8 @@ void ExportEnvironment(Napi::Env env, Napi::Object exports) {
   exports.Set("setMessageBatchHandler", Napi::Function::New<SetMessageBatchHandler>(env, "setMessageBatchHandler"));
   exports.Set("ownLoopFds", Napi::Function::New<OwnLoopFds>(env, "ownLoopFds"));
   exports.Set("warmLoop", Napi::Function::New<WarmLoop>(env, "warmLoop"));
+  exports.Set("spawnBegins", Napi::Function::New<SpawnBegins>(env, "spawnBegins"));
+  exports.Set("spawnEnds", Napi::Function::New<SpawnEnds>(env, "spawnEnds"));
   exports.Set("watchChild", Napi::Function::New<WatchChild>(env, "watchChild"));
   exports.Set("unwatchChild", Napi::Function::New<UnwatchChild>(env, "unwatchChild"));
   exports.Set("reapsPending", Napi::Function::New<ReapsPendingFn>(env, "reapsPending"));

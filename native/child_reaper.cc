@@ -1,6 +1,7 @@
 #include "child_reaper.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -9,7 +10,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <string>
 #include <utility>
 
 #include "fd_ops.h"
@@ -81,6 +84,50 @@ void Run(ReapJob& job) {
   g_pending--;
 }
 
+// The pids of the children thread `tid` of this process forked and nobody
+// has reaped (exited ones included: a zombie stays on its parent's list
+// until reaped). false when the kernel does not provide the list.
+bool ThreadChildren(pid_t tid, std::vector<pid_t>* out) {
+  std::string path = "/proc/self/task/" + std::to_string(tid) + "/children";
+  int fd;
+  {
+    // open(2) takes the lowest free number, one the caller may have closed
+    // and still name: moved above the floor before any fdbridge path can
+    // look at it.
+    OwnedFdsLock lock;
+    while ((fd = open(path.c_str(), O_RDONLY | O_CLOEXEC)) < 0 && errno == EINTR) {
+    }
+    fd = FdOwnHigh(fd < 0 ? -errno : fd);
+  }
+  if (fd < 0) return false;
+  std::string text;
+  char buf[4096];
+  bool ok = true;
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) ok = false;
+    if (n <= 0) break;
+    text.append(buf, static_cast<size_t>(n));
+  }
+  FdClose(fd);
+  if (!ok) return false;
+  pid_t pid = 0;
+  bool in_number = false;
+  for (char c : text) {
+    if (c >= '0' && c <= '9') {
+      pid = pid * 10 + (c - '0');
+      in_number = true;
+    } else {
+      if (in_number) out->push_back(pid);
+      pid = 0;
+      in_number = false;
+    }
+  }
+  if (in_number) out->push_back(pid);
+  return true;
+}
+
 void* ReaperThread(void* arg) {
   ReapJob* job = static_cast<ReapJob*>(arg);
   Run(*job);
@@ -89,6 +136,35 @@ void* ReaperThread(void* arg) {
 }
 
 }  // namespace
+
+int ChildPidfd(pid_t pid) {
+  int pidfd;
+  {
+    OwnedFdsLock lock;  // made and registered as one step
+    pidfd = FdOwnHigh(PidfdOpen(pid));
+  }
+  if (pidfd >= 0) FdHeldByNative(&pidfd, 1);
+  return pidfd;
+}
+
+void SpawnWindow::Open() {
+  open_ = true;
+  tid_ = static_cast<pid_t>(syscall(SYS_gettid));
+  before_.clear();
+  listed_ = ThreadChildren(tid_, &before_);
+}
+
+void SpawnWindow::TakeSpawned(std::vector<int>* pidfds) const {
+  if (!open_ || !listed_) return;
+  std::vector<pid_t> now;
+  if (!ThreadChildren(tid_, &now)) return;
+  for (pid_t pid : now) {
+    if (std::find(before_.begin(), before_.end(), pid) != before_.end()) continue;
+    // Unreaped, and nobody else reaps it: the pid names this process until the pidfd holds it.
+    int pidfd = ChildPidfd(pid);
+    if (pidfd >= 0) pidfds->push_back(pidfd);
+  }
+}
 
 void ReapThenClose(std::vector<int> pidfds, std::vector<int> fds, int grace_ms) {
   if (pidfds.empty()) {

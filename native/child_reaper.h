@@ -11,6 +11,7 @@
 #define FDBRIDGE_CHILD_REAPER_H_
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #include <vector>
 
@@ -35,6 +36,43 @@ constexpr int kReapGraceMs = 5000;
 // thread can be made (EAGAIN), the processes are killed and reaped on the
 // calling thread, then the fds go.
 void ReapThenClose(std::vector<int> pidfds, std::vector<int> fds, int grace_ms);
+
+// pidfd_open(pid), numbered at or above the fd floor, registered as ours and
+// held by native code (for ReapThenClose, or to close once Node has reaped
+// the process): the fd, or -errno.
+int ChildPidfd(pid_t pid);
+
+// A spawn in progress on one thread, from just before the fork until the new
+// process is watched (a pidfd of it held for the environment's teardown).
+// The JavaScript that spawns can be stopped anywhere in that window: a
+// worker's terminate() takes effect at its next function call, and requested
+// during the fork (which, under load, takes milliseconds: libuv waits for
+// the exec) right after it returns. Node then closes the process's handle
+// without waiting for it and the watch never comes, so the process would stay
+// a zombie. The teardown takes it from the thread's children instead: those
+// the kernel lists (/proc/self/task/TID/children, children forked by that
+// thread and not reaped) that it did not list when the window opened.
+// Between the two only that spawn forks on the thread, and its loop, the
+// only one that reaps its children, is gone: what differs is the spawn's
+// process, never someone else's. A kernel without that file
+// (CONFIG_PROC_CHILDREN unset) leaves the process unwatched, as before.
+class SpawnWindow {
+ public:
+  // Opens the window for a spawn by the calling thread (forgetting any open one).
+  void Open();
+  // Closes it: the spawn's process is watched, or there is none.
+  void Close() { open_ = false; }
+  // While the window is open and the thread that opened it lives: appends to
+  // *pidfds a ChildPidfd of each process that thread forked since and has
+  // not reaped.
+  void TakeSpawned(std::vector<int>* pidfds) const;
+
+ private:
+  bool open_ = false;
+  bool listed_ = false;  // before_ is the thread's children when the window opened
+  pid_t tid_ = 0;
+  std::vector<pid_t> before_;
+};
 
 // ReapThenClose calls whose processes are not all reaped, or whose fds are
 // not yet handed to the background closer.

@@ -2,7 +2,7 @@
  * Signalling and reaping a ChildProcess safely, for the transports and the
  * harness alike.
  */
-import type { ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 
 import { native } from './native';
 
@@ -22,19 +22,46 @@ export function killIfSpawned(child: ChildProcess, signal: NodeJS.Signals = 'SIG
 }
 
 /**
- * Has this thread's environment reap `child` if the environment ends before
- * Node has reaped it: a connection's command process or via must be reaped
- * even when the thread that spawned it ends without closing the connection
- * (a worker terminated). Node reaps a child only through the event loop of
- * the thread that spawned it, and a terminated worker's loop is gone, so the
- * process, which exits once its socket or stdin closes, would stay a zombie
- * for the life of this process. native.watchChild: SIGKILL after a grace of
- * 5 s, and the fds the environment held close once its children have
- * exited. Call it right after spawn(), in the same turn: until 'exit' is
+ * Test hook: called with the pid of every process spawnReapedAtTeardown
+ * starts, right after spawn() returns, before anything else is done with it.
+ */
+let afterSpawnHook: ((pid: number) => void) | undefined;
+
+/** Sets (or, with undefined, removes) the hook spawnReapedAtTeardown calls after each spawn. */
+export function setAfterSpawnHook(hook: ((pid: number) => void) | undefined): void {
+  afterSpawnHook = hook;
+}
+
+/**
+ * spawn(file, args, options), for a process this thread's environment must
+ * reap if the environment ends before Node has reaped it: a connection's
+ * command process or via must be reaped even when the thread that spawned
+ * it ends without closing the connection (a worker terminated). Node reaps
+ * a child only through the event loop of the thread that spawned it, and a
+ * terminated worker's loop is gone, so the process, which exits once its
+ * socket or stdin closes, would stay a zombie for the life of this process.
+ * native.watchChild: SIGKILL after a grace of 5 s, and the fds the
+ * environment held close once its children have exited. Until 'exit' is
  * emitted, Node has not reaped the process, so its pid still names it.
  */
-export function reapedAtTeardown(child: ChildProcess): void {
-  if (child.pid === undefined) return;
+export function spawnReapedAtTeardown(file: string, args: readonly string[], options: SpawnOptions): ChildProcess {
+  // From here until watchChild, a worker terminated finds the process among
+  // its thread's new children (native.spawnBegins): this JavaScript may stop
+  // at any call, the spawn's return included.
+  native.spawnBegins();
+  let child: ChildProcess;
+  try {
+    child = spawn(file, args, options);
+  } catch (err) {
+    native.spawnEnds();
+    throw err;
+  }
+  if (child.pid === undefined) {
+    native.spawnEnds();
+    return child;
+  }
+  afterSpawnHook?.(child.pid);
   const watch = native.watchChild(child.pid);
   if (watch !== 0) child.once('exit', () => native.unwatchChild(watch));
+  return child;
 }

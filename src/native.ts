@@ -402,9 +402,19 @@ export interface NativeBinding {
    * is gone. The teardown closes the fds this environment held for itself
    * only once these processes have exited. Returns an id for unwatchChild,
    * to call once Node has reaped the process ('exit'); 0 when no pidfd could
-   * be opened for it (then Node alone reaps it).
+   * be opened for it (then Node alone reaps it). Ends the spawn begun
+   * (spawnBegins).
    */
   watchChild(pid: number): number;
+  /**
+   * This thread is about to spawn a process it will watch: until
+   * watchChild (or spawnEnds, when no process was made), should this
+   * environment end (the JavaScript stopped anywhere, a worker terminated),
+   * its teardown reaps the process as if it had been watched, found among
+   * the children this thread forked since.
+   */
+  spawnBegins(): void;
+  spawnEnds(): void;
   unwatchChild(id: number): void;
   /** Ended environments whose teardown still waits for child processes to exit (watchChild) before closing what they held. */
   reapsPending(): number;

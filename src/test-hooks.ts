@@ -10,6 +10,7 @@
  */
 import { constants as osConstants } from 'node:os';
 
+import { setAfterSpawnHook } from './child-process';
 import { SystemError } from './errors';
 import { native, type NativeExitWatch } from './native';
 
@@ -65,4 +66,14 @@ export function simulateKernelWithoutPassRights(): () => void {
   return () => {
     native.setPassRights = real;
   };
+}
+
+/**
+ * Calls `hook(pid)` (undefined: no more) in the thread that set it, each time
+ * this thread spawns a command process or a via, right after the spawn and
+ * before anything else is done with the process: where a worker terminated
+ * in the middle of starting a connection stops.
+ */
+export function afterCommandProcessSpawn(hook: ((pid: number) => void) | undefined): void {
+  setAfterSpawnHook(hook);
 }

@@ -6,9 +6,9 @@
  * The far side is entries/child-main.ts; the pidfd transport (pidfd.ts)
  * spawns the same process through spawnCommandProcess.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 
-import { killIfSpawned, reapedAtTeardown } from '../child-process';
+import { killIfSpawned, spawnReapedAtTeardown } from '../child-process';
 import type { ConnectOptions } from '../connection';
 import { normalizeCommandSpec } from '../command';
 import { PeerExitedError, type PeerExit } from '../errors';
@@ -100,7 +100,7 @@ export async function spawnCommandProcess(
     throw err;
   }
   try {
-    child = spawn(process.execPath, [entry], {
+    child = spawnReapedAtTeardown(process.execPath, [entry], {
       stdio: ['ignore', 'inherit', 'inherit', theirs],
       ...(options.child?.uid !== undefined ? { uid: options.child.uid } : {}),
       ...(options.child?.gid !== undefined ? { gid: options.child.gid } : {}),
@@ -115,7 +115,6 @@ export async function spawnCommandProcess(
     // socket alive after the child died and hide its EOF.
     native.close(theirs);
   }
-  reapedAtTeardown(child);
   const spawnError = new Promise<never>((_, reject) => child.once('error', reject));
   spawnError.catch(() => undefined);
   try {

@@ -15,12 +15,12 @@
  * blocks its thread waiting for relayed bytes (a readSync on the pipe the
  * command writes into) waits for good. Read such fds asynchronously.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { closeSync, openSync, constants as fsConstants } from 'node:fs';
 import type { Socket } from 'node:net';
 import { constants as osConstants } from 'node:os';
 
-import { killIfSpawned, reapedAtTeardown } from '../child-process';
+import { killIfSpawned, spawnReapedAtTeardown } from '../child-process';
 import { commandRequest, normalizeCommandSpec, type CommandSpec } from '../command';
 import { BaseConnection, type CommandLocation, type ConnectOptions } from '../connection';
 import {
@@ -382,7 +382,7 @@ export class RemoteConnection extends BaseConnection {
    * the caller hears of it now, not once the via has had its grace (a via
    * that never answers may not exit at the end of its stdin either). Our
    * ends of its stdio close here; the via's grace, its SIGKILL and its
-   * reaping (reapedAtTeardown, should this thread end first) run on.
+   * reaping (spawnReapedAtTeardown, should this thread end first) run on.
    */
   #abandon(): void {
     this.#channel.endOutput();
@@ -539,14 +539,13 @@ function spawnVia(file: string, args: string[]): { via: ChildProcess; stdio: Via
   }
   let via: ChildProcess;
   try {
-    via = spawn(file, args, { stdio: pairs.map(([, theirs]) => theirs) });
+    via = spawnReapedAtTeardown(file, args, { stdio: pairs.map(([, theirs]) => theirs) });
   } catch (err) {
     closeFds(pairs.map(([ours]) => ours));
     throw err;
   } finally {
     closeFds(pairs.map(([, theirs]) => theirs));
   }
-  reapedAtTeardown(via);
   const ours = (i: number): number => (pairs[i] as [number, number])[0];
   return { via, stdio: { stdin: ours(0), stdout: ours(1), stderr: ownedStream(ours(2), { readable: true, writable: false }) } };
 }

@@ -17,7 +17,7 @@
  * backgroundClosesPending: each step has its own bound, the reaper's grace
  * then SIGKILL), then checks the table exactly, with no settling time.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { closeSync, constants as fsConstants, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -271,4 +271,77 @@ describe('a command process that outlives its terminated worker', () => {
     expect(leftSince(before)).toEqual(NOTHING_LEFT);
     expect(processState(pid)).toBe('gone');
   });
+});
+
+/**
+ * Starting a connection, the worker spawns the command's process (or the
+ * via), then watches it. Terminated between the two (worker.terminate()
+ * stops its JavaScript at the next function call), Node closes the
+ * process's handle without waiting for it: the teardown must find the
+ * process all the same. The hook stops the worker exactly there: it tells
+ * the pid, then waits until it is terminated.
+ */
+const TERMINATED_AFTER_SPAWN = `
+const { parentPort, workerData: job } = require('node:worker_threads');
+const { connect, LOG_COMMAND } = require(${JSON.stringify(DIST_SRC)});
+const { afterCommandProcessSpawn } = require(${JSON.stringify(join(DIST_SRC, 'test-hooks.js'))});
+afterCommandProcessSpawn((pid) => {
+  parentPort.postMessage({ pid });
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+});
+connect(job.transport, { command: LOG_COMMAND, ...job.remote }).catch((err) => parentPort.postMessage({ error: String(err) }));`;
+
+test.each(['child', 'pidfd', 'remote'])('%s: a worker terminated between its spawn of the process and the watch on it leaves no child behind', async (transport) => {
+  const before = baseline();
+  const worker = new Worker(TERMINATED_AFTER_SPAWN, { eval: true, workerData: { transport, ...(transport === 'remote' ? { remote: LOCAL_REMOTE } : {}) } });
+  const spawned = await new Promise<{ pid?: number; error?: string }>((resolve) => worker.once('message', resolve));
+  expect(spawned.error).toBeUndefined();
+  await worker.terminate();
+  await teardownsDone();
+  expect(leftSince(before)).toEqual(NOTHING_LEFT);
+  expect(processState(spawned.pid as number)).toBe('gone');
+});
+
+/**
+ * The teardown takes the spawn's process from the thread's children, by
+ * what changed since the spawn began: a child the worker's own code
+ * spawned before is not fdbridge's, and is left running. In a process of
+ * its own, which ends (with that child killed) once it has told the states.
+ */
+const OWN_CHILD_LEFT_ALONE = (): string => {
+  const worker = `
+    const { spawn } = require('node:child_process');
+    const { parentPort } = require('node:worker_threads');
+    const { connect, LOG_COMMAND } = require(${JSON.stringify(DIST_SRC)});
+    const { afterCommandProcessSpawn } = require(${JSON.stringify(join(DIST_SRC, 'test-hooks.js'))});
+    const own = spawn('sleep', ['600'], { stdio: 'ignore' });
+    afterCommandProcessSpawn((command) => {
+      parentPort.postMessage({ own: own.pid, command });
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+    });
+    connect('child', { command: LOG_COMMAND });`;
+  return `
+    const { readFileSync } = require('node:fs');
+    const { Worker } = require('node:worker_threads');
+    const { reapsPending } = require(${JSON.stringify(join(DIST_SRC, 'test-hooks.js'))});
+    const state = (pid) => { try { return /State:\\s+(\\S)/.exec(readFileSync('/proc/' + pid + '/status', 'utf8'))[1]; } catch { return 'gone'; } };
+    const w = new Worker(${JSON.stringify(worker)}, { eval: true });
+    w.once('message', async ({ own, command }) => {
+      await w.terminate();
+      const poll = () => {
+        if (reapsPending() > 0) return setTimeout(poll, 10);
+        console.log(JSON.stringify({ own: state(own), command: state(command) }));
+        process.kill(own, 'SIGKILL');
+      };
+      poll();
+    });`;
+};
+
+test('a child the terminated worker spawned itself, before the connection, is left running', async () => {
+  const before = openFdTable();
+  const run = await new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+    execFile(process.execPath, ['-e', OWN_CHILD_LEFT_ALONE()], (err, stdout, stderr) => resolve({ status: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr }));
+  });
+  expect(run.status === 0 ? JSON.parse(run.stdout) : run).toEqual({ own: 'S', command: 'gone' });
+  expect(formatFdTableDiff(diffFdTables(before, openFdTable()))).toBe('');
 });
