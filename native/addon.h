@@ -57,11 +57,13 @@ class ExitWatchWrap;
 class RelayPumpWrap;
 
 struct InstanceData {
-  // The loop's own fds registered by ownLoopFds: they leave the registry as
-  // the environment goes, just before libuv closes them (uv_loop_close runs
-  // after every environment cleanup), so that a number they free is never
-  // refused, and is not handed to anyone while they still hold it.
-  std::vector<int> loop_fds;
+  // Loop starts this environment began (loopStartBegins) and did not end:
+  // its worker threads have stopped by the time it ends (Node stops them
+  // before the environment's cleanup), so their loops are closed.
+  std::vector<uint64_t> loop_starts;
+  // A test's socket (testHoldTeardown): the teardown's last step says so on
+  // it and waits for an answer.
+  int hold_teardown_fd = -1;
   // What this environment's fds are held for (fd_ops.h, FdSetThreadHolder).
   uint64_t holder = 0;
   // Child processes this environment's connections started and Node has not

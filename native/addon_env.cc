@@ -4,6 +4,10 @@
 #include "addon.h"
 #include "message_batch.h"
 
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -13,14 +17,32 @@
 
 namespace fdbridge {
 
+namespace {
+
+// testHoldTeardown's wait: one byte out on `fd`, then one byte in (poll
+// first: the socket may be non-blocking).
+void HoldForTest(int fd) {
+  char c = 'h';
+  while (write(fd, &c, 1) < 0 && errno == EINTR) {
+  }
+  struct pollfd p = {fd, POLLIN, 0};
+  while (poll(&p, 1, -1) < 0 && errno == EINTR) {
+  }
+  while (read(fd, &c, 1) < 0 && errno == EINTR) {
+  }
+}
+
+}  // namespace
+
 InstanceData::~InstanceData() {
-  for (int fd : loop_fds) FdDisown(fd);
+  for (uint64_t start : loop_starts) FdLoopStartEnd(start);
   std::vector<int> held;
   FdReleaseHolder(holder, &held);
   std::vector<int> pidfds;
   for (const auto& child : children) pidfds.push_back(child.second);
   spawning.TakeSpawned(&pidfds);
   ReapThenClose(std::move(pidfds), std::move(held), kReapGraceMs);
+  if (hold_teardown_fd >= 0) HoldForTest(hold_teardown_fd);
 }
 
 // ---------------------------------------------------------------------------
@@ -89,26 +111,62 @@ Napi::Value SetMessageBatchHandler(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// ownLoopFds(): registers the fds the calling thread's event loop holds
-// (LoopFds, and the io_uring rings nobody registered: RingFdsNotOwned) as
-// fdbridge's, until this environment ends. For a worker thread
-// fdbridge starts (the worker transport): its loop's fds are opened at the
-// lowest free numbers, where a number the caller closed may be, and libuv
-// keeps them there; registered, a caller naming one is refused (EBADF).
+// ownLoopFds(start = 0): registers the fds the calling thread's event loop
+// holds (LoopFds, and the io_uring rings nobody registered: RingFdsNotOwned)
+// as fdbridge's, until this thread exits, after libuv has closed them
+// (FdUnregisterAtThreadExit), and ends the loop start `start`
+// (loopStartBegins) as the same step. For a worker thread fdbridge starts
+// (the worker transport): its loop's fds are opened at the lowest free
+// numbers, where a number the caller closed may be, and libuv keeps them
+// there; registered, a caller naming one is refused (EBADF). Returns how
+// many fds were registered.
 Napi::Value OwnLoopFds(const Napi::CallbackInfo& info) {
+  uint64_t start = info.Length() > 0 && !info[0].IsUndefined() ? static_cast<uint64_t>(WholeNumber(info[0])) : 0;
   uv_loop_t* loop = nullptr;
   if (napi_get_uv_event_loop(info.Env(), &loop) != napi_ok || loop == nullptr) return info.Env().Undefined();
-  InstanceData* data = Data(info.Env());
   std::vector<int> fds;
-  LoopFds(loop, &fds);
-  RingFdsNotOwned(&fds);
-  for (int fd : fds) {
-    bool seen = false;
-    for (int o : data->loop_fds) seen = seen || o == fd;
-    if (!seen) data->loop_fds.push_back(fd);
+  {
+    OwnedFdsLock lock;  // registered and the start ended as one step
+    LoopFds(loop, &fds);
+    RingFdsNotOwned(&fds);
+    FdMarkOwned(fds.data(), fds.size());
+    FdHeldByNative(fds.data(), fds.size());  // libuv closes them, nobody else
+    FdUnregisterAtThreadExit(fds.data(), fds.size());
+    if (start != 0) FdLoopStartEnd(start);
   }
-  FdMarkOwned(data->loop_fds.data(), data->loop_fds.size());
-  return Napi::Number::New(info.Env(), static_cast<double>(data->loop_fds.size()));
+  return Napi::Number::New(info.Env(), static_cast<double>(fds.size()));
+}
+
+// loopStartBegins() -> start: this thread is about to start a worker thread
+// whose loop's fds it will have registered (ownLoopFds(start) there); until
+// then, or loopStartEnds(start) once that thread is gone, a number a caller
+// names is refused when it could be one of them (FdLoopStartBegin).
+Napi::Value LoopStartBegins(const Napi::CallbackInfo& info) {
+  uint64_t start = FdLoopStartBegin();
+  Data(info.Env())->loop_starts.push_back(start);
+  return Napi::Number::New(info.Env(), static_cast<double>(start));
+}
+
+Napi::Value LoopStartEnds(const Napi::CallbackInfo& info) {
+  double start = info.Length() > 0 ? WholeNumber(info[0]) : -1;
+  if (start < 0) throw Napi::TypeError::New(info.Env(), "loopStartEnds(start): start must be what loopStartBegins returned");
+  FdLoopStartEnd(static_cast<uint64_t>(start));
+  std::vector<uint64_t>& mine = Data(info.Env())->loop_starts;
+  mine.erase(std::remove(mine.begin(), mine.end(), static_cast<uint64_t>(start)), mine.end());
+  return info.Env().Undefined();
+}
+
+// loopStartsOpen() -> loop starts not ended, in the process.
+Napi::Value LoopStartsOpen(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(FdLoopStartsOpen()));
+}
+
+// testHoldTeardown(fd): for a test, this environment's teardown, once done
+// (just before Node closes its event loop), writes one byte to the socket
+// `fd` and waits until one comes back. The socket stays the test's.
+Napi::Value TestHoldTeardown(const Napi::CallbackInfo& info) {
+  Data(info.Env())->hold_teardown_fd = ArgFd(info, 0);
+  return info.Env().Undefined();
 }
 
 // warmLoop(): the calling thread's event loop opens now the fds it would
@@ -176,6 +234,10 @@ void ExportEnvironment(Napi::Env env, Napi::Object exports) {
   exports.Set("init", Napi::Function::New<Init>(env, "init"));
   exports.Set("setMessageBatchHandler", Napi::Function::New<SetMessageBatchHandler>(env, "setMessageBatchHandler"));
   exports.Set("ownLoopFds", Napi::Function::New<OwnLoopFds>(env, "ownLoopFds"));
+  exports.Set("loopStartBegins", Napi::Function::New<LoopStartBegins>(env, "loopStartBegins"));
+  exports.Set("loopStartEnds", Napi::Function::New<LoopStartEnds>(env, "loopStartEnds"));
+  exports.Set("loopStartsOpen", Napi::Function::New<LoopStartsOpen>(env, "loopStartsOpen"));
+  exports.Set("testHoldTeardown", Napi::Function::New<TestHoldTeardown>(env, "testHoldTeardown"));
   exports.Set("warmLoop", Napi::Function::New<WarmLoop>(env, "warmLoop"));
   exports.Set("spawnBegins", Napi::Function::New<SpawnBegins>(env, "spawnBegins"));
   exports.Set("spawnEnds", Napi::Function::New<SpawnEnds>(env, "spawnEnds"));

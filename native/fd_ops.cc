@@ -23,6 +23,7 @@
 #include <functional>
 #include <mutex>
 #include <unordered_map>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -49,6 +50,16 @@ struct OwnedFds {
   // fd -> its registration.
   std::unordered_map<int, Registration> gens;
   uint64_t next_gen = 0;
+  // Loop starts not ended (FdLoopStartBegin): each one's id, and the fd
+  // table when it began (fd -> its /proc/self/fd target).
+  struct LoopStart {
+    uint64_t id;
+    std::unordered_map<int, std::string> table;
+  };
+  std::vector<LoopStart> loop_starts;
+  uint64_t next_loop_start = 0;
+  // loop_starts.size(), read without the lock on every check.
+  std::atomic<size_t> loop_starts_open{0};
   // Read without the lock by FdClose: a process that holds none of its own
   // fds (most callers' most of the time) closes without taking it.
   std::atomic<size_t> count{0};
@@ -78,14 +89,110 @@ void MarkOwnedLocked(OwnedFds& o, int fd) {
 OwnedFdsLock::OwnedFdsLock() { TheOwnedFds().mu.lock(); }
 OwnedFdsLock::~OwnedFdsLock() { TheOwnedFds().mu.unlock(); }
 
+namespace {
+
+// Whether `target` (a /proc/self/fd link) is of a kind libuv opens for an
+// event loop: epoll, io_uring, the signal pipe, the async eventfd, inotify,
+// the EMFILE reserve (/dev/null, or / when that cannot be opened).
+bool LoopKind(const std::string& target) {
+  static const char* const kKinds[] = {"anon_inode:[eventpoll]", "anon_inode:[io_uring]", "anon_inode:[eventfd]",
+                                       "anon_inode:inotify", "/dev/null", "/"};
+  if (target.compare(0, 6, "pipe:[") == 0) return true;
+  for (const char* kind : kKinds) {
+    if (target == kind) return true;
+  }
+  return false;
+}
+
+// Whether `fd` could be an fd a starting loop opened (FdLoopStartBegin).
+// Under o.mu.
+bool MayBeStartingLoopFd(const OwnedFds& o, int fd) {
+  char path[32];
+  snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+  char buf[64];
+  ssize_t len = readlink(path, buf, sizeof(buf));
+  if (len < 0 || len == static_cast<ssize_t>(sizeof(buf))) return false;  // not open (the use fails with EBADF), or no loop fd's
+  std::string target(buf, static_cast<size_t>(len));
+  if (!LoopKind(target)) return false;
+  for (const OwnedFds::LoopStart& start : o.loop_starts) {
+    auto it = start.table.find(fd);
+    if (it == start.table.end() || it->second != target) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 int FdRefuseOwned(const int* fds, size_t n) {
   OwnedFds& o = TheOwnedFds();
-  if (o.count.load(std::memory_order_relaxed) == 0) return 0;
+  if (o.count.load(std::memory_order_relaxed) == 0 && o.loop_starts_open.load(std::memory_order_relaxed) == 0) return 0;
   std::lock_guard<std::recursive_mutex> lock(o.mu);
   for (size_t i = 0; i < n; i++) {
     if (o.gens.count(fds[i]) != 0) return -EBADF;
   }
+  if (!o.loop_starts.empty()) {
+    for (size_t i = 0; i < n; i++) {
+      if (MayBeStartingLoopFd(o, fds[i])) return -EBADF;
+    }
+  }
   return 0;
+}
+
+uint64_t FdLoopStartBegin() {
+  OwnedFds& o = TheOwnedFds();
+  // Under the lock: the listing's own directory fd, at the lowest free
+  // number, is not looked at by any check meanwhile.
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  OwnedFds::LoopStart start{++o.next_loop_start, {}};
+  std::vector<FdEntry> entries;
+  // Not listed (EMFILE for the directory): an empty table, so that every fd
+  // of a loop's kind is refused until the start ends.
+  if (FdList(0, &entries) == 0) {
+    for (FdEntry& e : entries) start.table.emplace(e.fd, std::move(e.target));
+  }
+  o.loop_starts.push_back(std::move(start));
+  o.loop_starts_open.store(o.loop_starts.size(), std::memory_order_relaxed);
+  return o.next_loop_start;
+}
+
+void FdLoopStartEnd(uint64_t id) {
+  OwnedFds& o = TheOwnedFds();
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  o.loop_starts.erase(std::remove_if(o.loop_starts.begin(), o.loop_starts.end(),
+                                     [id](const OwnedFds::LoopStart& s) { return s.id == id; }),
+                      o.loop_starts.end());
+  o.loop_starts_open.store(o.loop_starts.size(), std::memory_order_relaxed);
+}
+
+size_t FdLoopStartsOpen() { return TheOwnedFds().loop_starts_open.load(std::memory_order_relaxed); }
+
+namespace {
+
+// The registrations the calling thread gives up as it exits
+// (FdUnregisterAtThreadExit).
+struct UnregisterAtExit {
+  std::vector<std::pair<int, uint64_t>> registrations;
+  ~UnregisterAtExit() {
+    for (const auto& [fd, registration] : registrations) FdDisownRegistration(fd, registration);
+  }
+};
+
+thread_local UnregisterAtExit t_unregister_at_exit;
+
+}  // namespace
+
+void FdUnregisterAtThreadExit(const int* fds, size_t n) {
+  auto& registrations = t_unregister_at_exit.registrations;
+  for (size_t i = 0; i < n; i++) {
+    uint64_t registration = FdRegistration(fds[i]);
+    if (registration == 0) continue;
+    auto it = std::find_if(registrations.begin(), registrations.end(), [&](const auto& r) { return r.first == fds[i]; });
+    if (it != registrations.end()) {
+      it->second = registration;
+    } else {
+      registrations.emplace_back(fds[i], registration);
+    }
+  }
 }
 
 void FdMarkOwned(const int* fds, size_t n) {

@@ -123,6 +123,41 @@ size_t FdOwnedCount();
 // Whether `fd` is one fdbridge holds for itself.
 bool FdIsOwned(int fd);
 
+// A worker thread's event loop opens its fds (an epoll fd, an io_uring fd on
+// Node 22 and later, the signal pipe, the async eventfd) as the thread
+// starts, before any of its code runs, at the lowest free numbers: where a
+// number the caller has closed, and may still name, can be. The worker
+// transport's thread registers them (ownLoopFds) once its JavaScript runs,
+// and no sooner. A loop start, from just before the client makes the
+// Worker until that registration (or until the thread is gone), refuses a
+// caller's number (EBADF, FdRefuseOwned) when the fd now there could be one
+// of the loop's: of a kind a loop opens (a pipe, an epoll, eventfd, io_uring
+// or inotify fd, /dev/null) and, when the start began, not open or another
+// file (its /proc/self/fd target then). Misdelivery is what it rules out;
+// what it cannot tell apart, and so does:
+// - such an fd that the caller itself opened during the start, at a number
+//   free before: refused (EBADF) although it is the caller's, until the
+//   start ends;
+// - an epoll, eventfd or io_uring fd of the caller's, closed during the
+//   start, whose number the loop took for an fd of the same kind (their
+//   /proc targets are alike): passed, as the caller's file.
+uint64_t FdLoopStartBegin();
+// Ends the start (idempotent). Hold an OwnedFdsLock from registering the
+// loop's fds until this returns, so that no check sees neither.
+void FdLoopStartEnd(uint64_t start);
+// Loop starts not ended.
+size_t FdLoopStartsOpen();
+
+// fds[0..n), registered, leave the registry when the calling thread exits,
+// each only with the registration it has now (a new fd of ours that took the
+// number meanwhile stays). For a worker thread's event loop fds: libuv closes
+// them after every environment cleanup (uv_loop_close), and the thread exits
+// after that; registered until then, a number is never handed out while the
+// loop still holds it. Between the close and the exit, an fd another thread
+// opens at such a number is refused (EBADF) by fdbridge: refused, never
+// misdelivered.
+void FdUnregisterAtThreadExit(const int* fds, size_t n);
+
 // Who closes a registered fd when the JavaScript that held it stops for
 // good. A worker thread that is terminated (or exits with connections
 // open) runs none of its closes: the duplicates it gave a command in this

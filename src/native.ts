@@ -426,11 +426,30 @@ export interface NativeBinding {
   own(fd: number): void;
   /**
    * Registers the fds this thread's event loop holds (its epoll fd, signal
-   * pipe, async wakeup fd...) as fdbridge's until this environment ends;
-   * returns how many. For the worker transport's thread, whose loop opens
-   * them at the lowest free numbers as it starts (see native/loop_fds.h).
+   * pipe, async wakeup fd...) as fdbridge's until this thread exits, after
+   * libuv has closed them, and ends the loop start `start`
+   * (loopStartBegins) in the same step; returns how many. For the worker
+   * transport's thread, whose loop opens them at the lowest free numbers as
+   * it starts (see native/loop_fds.h).
    */
-  ownLoopFds(): number;
+  ownLoopFds(start?: number): number;
+  /**
+   * This thread is about to start a worker thread that will call
+   * ownLoopFds(start). Until then (or loopStartEnds(start), once that
+   * thread is gone), a number a caller names is refused (EBADF) when the fd
+   * there could be one its loop opened: see FdLoopStartBegin in
+   * native/fd_ops.h for what it can and cannot tell.
+   */
+  loopStartBegins(): number;
+  loopStartEnds(start: number): void;
+  /** Loop starts not ended, in the process. */
+  loopStartsOpen(): number;
+  /**
+   * For a test: this environment's teardown, once done (just before Node
+   * closes the thread's event loop), writes one byte to the socket `fd` and
+   * waits until one comes back.
+   */
+  testHoldTeardown(fd: number): void;
   /** How many fds fdbridge holds for itself in this process now. */
   ownedFdCount(): number;
   /**

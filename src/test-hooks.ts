@@ -13,6 +13,7 @@ import { constants as osConstants } from 'node:os';
 import { setAfterSpawnHook } from './child-process';
 import { SystemError } from './errors';
 import { native, type NativeExitWatch } from './native';
+import { setWorkerStartHold } from './transports/worker';
 
 /** How many fds fdbridge holds for itself in this process now (dupHigh, pins, ledgers, its own sockets). */
 export function ownedFdCount(): number {
@@ -76,4 +77,19 @@ export function simulateKernelWithoutPassRights(): () => void {
  */
 export function afterCommandProcessSpawn(hook: ((pid: number) => void) | undefined): void {
   setAfterSpawnHook(hook);
+}
+
+/**
+ * Holds each worker thread the worker transport starts from now on (until
+ * called with undefined) at the point where its event loop's fds exist and
+ * are not yet registered as fdbridge's: the thread sets Int32 0 of `flags`
+ * to 1 (with Atomics.notify), then waits until Int32 1 is not 0.
+ */
+export function holdWorkerStarts(flags: SharedArrayBuffer | undefined): void {
+  setWorkerStartHold(flags);
+}
+
+/** Worker starts whose loop's fds are not registered yet (see native.loopStartBegins). */
+export function loopStartsOpen(): number {
+  return native.loopStartsOpen();
 }

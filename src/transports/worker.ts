@@ -42,6 +42,18 @@ export interface WorkerData {
   ledger: SharedArrayBuffer;
   /** Int32 0: how many call messages the worker has read (it adds 1 as each arrives; wraps). */
   reads: SharedArrayBuffer;
+  /** The loop start (native.loopStartBegins) the worker ends as it registers its loop's fds. */
+  loopStart: number;
+  /** Test hook (holdWorkerStarts): Int32 0 set to 1 once the worker's loop exists, then it waits until Int32 1 is not 0. */
+  startHold?: SharedArrayBuffer;
+}
+
+/** Test hook: set, each worker started is held before it registers its loop's fds (see WorkerData.startHold). */
+let startHold: SharedArrayBuffer | undefined;
+
+/** Sets (or, with undefined, removes) the flags the next workers started are held on. */
+export function setWorkerStartHold(flags: SharedArrayBuffer | undefined): void {
+  startHold = flags;
 }
 
 /**
@@ -132,9 +144,20 @@ export class WorkerConnection extends BaseConnection {
     }
     const ledger = SharedFdLedger.create();
     const reads = new SharedArrayBuffer(4);
-    const worker = new Worker(requireDistFile('src/transports/entries/worker-main.js'), {
-      workerData: { command, ledger: ledger.buffer, reads } satisfies WorkerData,
-    });
+    const entry = requireDistFile('src/transports/entries/worker-main.js');
+    // The new thread's loop opens its fds at the lowest free numbers before
+    // any of its code runs; until it has registered them, a number a caller
+    // names that could be one of them is refused (native.loopStartBegins).
+    const loopStart = native.loopStartBegins();
+    let worker: Worker;
+    try {
+      worker = new Worker(entry, {
+        workerData: { command, ledger: ledger.buffer, reads, loopStart, ...(startHold ? { startHold } : {}) } satisfies WorkerData,
+      });
+    } catch (err) {
+      native.loopStartEnds(loopStart);
+      throw err;
+    }
     const timeoutMs = options.timeoutMs ?? 10_000;
     try {
       const threadId = await new Promise<number>((resolve, reject) => {
@@ -162,6 +185,8 @@ export class WorkerConnection extends BaseConnection {
       return new WorkerConnection(worker, ledger, new CallQueue(reads, limit), threadId, options.onCommandClosed);
     } catch (err) {
       await worker.terminate();
+      // Its thread is gone, and its loop's fds with it (registered or not).
+      native.loopStartEnds(loopStart);
       ledger.sweep();
       throw err;
     }

@@ -100,3 +100,50 @@ test('an fd a libuv stream closes (runtimeCloses) only leaves the registry at th
     expect(native.registration(stream)).toBe(0);
     expect(native.ownedFdCount()).toBe(owned);
   }));
+
+/**
+ * A worker thread's event loop fds (ownLoopFds) stay registered until libuv
+ * has closed them, after every environment cleanup: a number the loop still
+ * holds is never handed to anyone who names it. The teardown is held at its
+ * last step (testHoldTeardown), where the environment is gone and the loop
+ * is not closed yet.
+ */
+test("a worker's loop fds are refused (EBADF) until its loop is closed, then leave the registry", () =>
+  withScope(async (s) => {
+    const [mine, theirs] = native.socketpair(native.constants.SOCK_STREAM, true);
+    s.defer(() => native.closeAll([mine, theirs]));
+    const before = openFdTable();
+    const owned = native.ownedFdCount();
+    const worker = new Worker(
+      `const { parentPort, workerData } = require('node:worker_threads');
+       const { native } = require(${JSON.stringify(distFile('src/native.js'))});
+       native.ownLoopFds();
+       native.testHoldTeardown(workerData.hold);
+       parentPort.postMessage('owned');
+       parentPort.on('message', () => undefined); // alive until terminated`,
+      { eval: true, workerData: { hold: theirs } },
+    );
+    await new Promise((resolve) => worker.once('message', resolve));
+    const table = openFdTable();
+    const loopFds = [...table.keys()].filter((fd) => !before.has(fd) && native.registration(fd) !== 0);
+    expect(loopFds.length).toBeGreaterThan(0);
+    const exited = new Promise((resolve) => worker.once('exit', resolve));
+    void worker.terminate();
+    // Said once the teardown is done; it waits for our answer.
+    while (!native.pollReadable([mine])[0]) await new Promise((r) => setTimeout(r, 10));
+    const named = loopFds.map((fd) => {
+      try {
+        const copy = native.dupHigh(fd);
+        native.close(copy);
+        return `${fd}: a copy of ${table.get(fd)}`;
+      } catch (err) {
+        return `${fd}: ${(err as { code?: string }).code}`;
+      }
+    });
+    expect(named).toEqual(loopFds.map((fd) => `${fd}: EBADF`));
+    native.sendNow(mine, Buffer.from('g'));
+    await exited;
+    expect(loopFds.filter((fd) => native.registration(fd) !== 0)).toEqual([]);
+    expect(native.ownedFdCount()).toBe(owned);
+    expectFdTable(before);
+  }));

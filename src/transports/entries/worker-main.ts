@@ -17,14 +17,22 @@ const data = workerData as WorkerData;
 const reads = new Int32Array(data.reads);
 const post = (m: WorkerToClient): void => port.postMessage(m);
 
-// This thread's event loop opened its fds (epoll, signal pipe, eventfd) as
-// the thread started, at the lowest free numbers of the shared fd table,
-// where a number the client's caller closed and still names may be; they
-// cannot be moved (libuv keeps them), so they are registered as the
+// This thread's event loop opened its fds (epoll, io_uring, signal pipe,
+// eventfd) as the thread started, at the lowest free numbers of the shared
+// fd table, where a number the client's caller closed and still names may
+// be; they cannot be moved (libuv keeps them), so they are registered as the
 // library's before the client hears that the connection is ready, and
-// refused (EBADF) if a caller names one. They leave the registry as this
-// thread's environment ends, just before libuv closes them.
-native.ownLoopFds();
+// refused (EBADF) if a caller names one. Until now the client's loop start
+// refused any number that could be one of them; it ends here, as they are
+// registered. They leave the registry as this thread exits, once libuv has
+// closed them.
+if (data.startHold !== undefined) {
+  const flags = new Int32Array(data.startHold);
+  Atomics.store(flags, 0, 1);
+  Atomics.notify(flags, 0);
+  Atomics.wait(flags, 1, 0);
+}
+native.ownLoopFds(data.loopStart);
 
 let host: CommandHost | undefined;
 try {
