@@ -22,7 +22,13 @@ import { diffFdTables, openFdTable, type FdTable, type FdTableDiff } from '../..
 /** Per thread of `pid` (but `exclude`): ns spent running plus ns spent waiting to run, since it started. */
 function busyNs(pid: number, exclude: number | undefined): Map<string, number> {
   const busy = new Map<string, number>();
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return busy; // the process is gone: openFdTable says so, in its own words
+  }
+  for (const tid of tids) {
     if (Number(tid) === exclude) continue;
     try {
       const [run, wait] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ').map(Number);
