@@ -1,5 +1,7 @@
 import type { Config } from 'jest';
 
+import { scaled } from './test/util/time-scale';
+
 const config: Config = {
   testEnvironment: 'node',
   roots: ['<rootDir>/test'],
@@ -10,7 +12,8 @@ const config: Config = {
   },
   // Every test file checks that the process's open-fd table is unchanged after each test.
   setupFilesAfterEnv: ['<rootDir>/test/setup/fd-table.ts'],
-  testTimeout: 30000,
+  // A hang guard: longer where the build under test is slower (test/util/time-scale.ts).
+  testTimeout: scaled(30000),
   maxWorkers: 2,
 };
 

@@ -36,6 +36,11 @@ fi
 reports=$(mktemp -d)
 trap 'rm -rf "$reports"' EXIT
 
+# ASan's allocator under every Node process (and its children) makes the
+# suites several times slower: their hang guards scale with it
+# (test/util/time-scale.ts), never a time a test checks.
+export FDBRIDGE_TEST_TIME_SCALE=${FDBRIDGE_TEST_TIME_SCALE:-4}
+
 if [ $# -eq 0 ]; then
   set -- test/native test/transports test/model --testPathIgnorePatterns unique-fd cli-log helper-systemd
   export FDBRIDGE_MODEL_RUNS=${FDBRIDGE_MODEL_RUNS:-4}

@@ -25,6 +25,7 @@ import { appendFileSync } from 'node:fs';
 import fc from 'fast-check';
 
 import type { TransportName } from '../../src';
+import { scaled } from '../util/time-scale';
 import { stepArbitraries } from './steps';
 import { counters, HelperProcess, World } from './world';
 
@@ -90,7 +91,7 @@ beforeAll(async () => {
   // spawn, its /dev/null reserve at the first pipe handle). They are not
   // the library's, and a sequence must not be blamed for them.
   for (const transport of TRANSPORTS) await runSequence(transport, []);
-}, 60_000);
+}, scaled(60_000));
 
 afterAll(async () => {
   await helper?.stop();
@@ -151,6 +152,6 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
     },
     // A failure shrinks (each try is a new sequence, a new process for child
     // and pidfd): give that room beyond the run's own budget.
-    BUDGET_MS + 600_000,
+    BUDGET_MS + scaled(600_000),
   );
 });

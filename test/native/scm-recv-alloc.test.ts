@@ -9,6 +9,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+import { scaled } from '../util/time-scale';
+
 import { compileNativeTest } from './helpers';
 
 let dir: string;
@@ -18,7 +20,7 @@ beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'fdbridge-scm-recv-alloc-'));
   // No sanitizer: the program counts allocations through its own operator new.
   program = compileNativeTest(dir, 'scm_recv_alloc_test', ['scm_rights.cc', 'fd_ops.cc'], false);
-}, 120_000);
+}, scaled(120_000));
 
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 

@@ -12,6 +12,7 @@ import fc from 'fast-check';
 
 import { closeFd, connect, HelperDaemon, makeMemfd } from '../../src';
 import { MAX_FDS_PER_FRAME } from '../../src/protocol';
+import { scaled } from '../util/time-scale';
 
 /**
  * Which of `calls` concurrent dupFileDescriptor calls (made in one tick,
@@ -55,4 +56,4 @@ test('concurrent dupFileDescriptor calls are granted by whole frames, never past
     }),
     { numRuns: 8, examples: [[4096, 5000], [253, 254], [254, 508]] },
   );
-}, 120000);
+}, scaled(120000));

@@ -19,6 +19,7 @@ import { closeFd, closeFds } from '../../src/fd';
 import { FrameType, MAX_FDS_PER_FRAME } from '../../src/protocol';
 import { rawConnect, receiveNow } from '../../src/testing';
 import { CLI, exitOf } from '../util/processes';
+import { scaled } from '../util/time-scale';
 
 const NOFILE = 1024;
 
@@ -142,7 +143,7 @@ test('whatever connections it is given, it refuses to start naming the limit, or
     // The most that fit at 1024, one more, and the most the arithmetic once allowed.
     { numRuns: 3, examples: [[183], [184], [255]] },
   );
-}, 240000);
+}, scaled(240000));
 
 test('given more connections than the limit leaves room for, it refuses to start (exit 3), naming the limit', async () => {
   const daemon = helperUnderLimit(join(dir, 'helper.sock'), ['--max-connections', '256']);

@@ -34,6 +34,7 @@ import { DRAIN_ON_CLOSE_MS, type RemoteConnection } from '../../src/transports/r
 import { STREAM_WINDOW } from '../../src/transports/remote-channel';
 import { LOCAL_REMOTE } from '../../harness/local-remote';
 import { CLI, fdTableSettles, runCli } from '../util/processes';
+import { scaled } from '../util/time-scale';
 
 /** A via that stays the parent of the server, as ssh does (killing it loses the channel, not the server). */
 const VIA = ['sh', '-c', '"$@"', 'sh'];
@@ -63,6 +64,8 @@ async function open(command: CommandSpec = PROBE_COMMAND): Promise<RemoteConnect
     command,
     via: VIA,
     serve: SERVE,
+    // The default time limit, scaled for a slower build (not what these tests check).
+    timeoutMs: scaled(10_000),
     onCommandClosed: async (location) => {
       if (baseline) serverDiffs.push(await fdTableSettles(location.pid, baseline));
     },
@@ -574,8 +577,9 @@ describe('losing the channel', () => {
 
 test('the scenario matrix\'s remote column (default profile, local via): every row passes, or is skipped for a capability it needs', async () => {
   const json = join(dir, 'matrix.json');
-  // Not synchronous (jest's timeout could not end it) and no time limit of its own: each row ends by its --timeout (30 s).
-  const run = await runCli(['run', '--transport', 'remote', '--settle', '300', '--json', json], {
+  // Not synchronous (jest's timeout could not end it) and no time limit of its own: each row ends by its --timeout
+  // (the default 30 s, scaled for a slower build).
+  const run = await runCli(['run', '--transport', 'remote', '--settle', '300', '--timeout', String(scaled(30_000)), '--json', json], {
     env: { FDBRIDGE_SCENARIOS_DIR: '', FDBRIDGE_REMOTE_VIA: '' },
   });
   const rows = (JSON.parse(readFileSync(json, 'utf8')) as { results: Array<{ scenario: string; status: string; error?: string }> }).results;
@@ -587,7 +591,7 @@ test('the scenario matrix\'s remote column (default profile, local via): every r
     expect(rows.find((x) => x.scenario === name)?.status).toBe('pass');
   }
   expect(run).toMatchObject({ code: 0 });
-}, 300_000);
+}, scaled(300_000));
 
 test('the CLI refuses serve without --stdio', () => {
   expect(() => execFileSync(process.execPath, [CLI, 'serve'], { stdio: 'pipe' })).toThrow(/--stdio is required/);
@@ -646,5 +650,5 @@ describe(`through ssh 127.0.0.1${sshUnreachable ? ` (skipped: ${sshUnreachable})
     expect(results.results.filter((x) => x.status === 'fail').map((x) => `${x.scenario}: ${x.error ?? ''}`)).toEqual([]);
     expect(results.results.some((x) => x.status === 'pass')).toBe(true);
     expect(run).toMatchObject({ code: 0 });
-  }, 300_000);
+  }, scaled(300_000));
 });
