@@ -67,13 +67,19 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs `node dist/harness/cli.js ...args` with its stdio captured. */
-export function runCli(args: readonly string[], options: { cwd: string; timeoutMs?: number }): Promise<CliResult> {
+/**
+ * Runs `node dist/harness/cli.js ...args` with its stdio captured. No time
+ * limit of its own: a loaded machine or a sanitized build slows a run past
+ * any fixed one with nothing wrong. The CLI ends by its own deadlines
+ * (connect's timeoutMs), and a run that hangs holds the row, which its
+ * --timeout bounds.
+ */
+export function runCli(args: readonly string[], options: { cwd: string }): Promise<CliResult> {
   return new Promise((resolve) => {
     execFile(
       process.execPath,
       [CLI, ...args],
-      { cwd: options.cwd, timeout: options.timeoutMs ?? 15_000, encoding: 'utf8' },
+      { cwd: options.cwd, encoding: 'utf8' },
       (err, stdout, stderr) => {
         const code = err ? ((err as { code?: unknown }).code as number | null) : 0;
         resolve({ code: typeof code === 'number' ? code : null, stdout, stderr });
