@@ -10,29 +10,18 @@
  * brings it) and then reads /proc.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { CLI, exitOf } from '../util/processes';
+import { CLI, exitOf, processesWithEnv } from '../util/processes';
 
 const MARK = `FDBRIDGE_ATTACK_DESCENDANTS=${process.pid}-${Date.now()}`;
 let dir: string;
 let run: ChildProcess | undefined;
 
 /** Live (not zombie) processes whose environment has MARK. */
-function marked(): number[] {
-  return readdirSync('/proc')
-    .filter((p) => /^\d+$/.test(p))
-    .filter((p) => {
-      try {
-        return readFileSync(`/proc/${p}/environ`, 'latin1').split('\0').includes(MARK);
-      } catch {
-        return false; // gone, or a zombie
-      }
-    })
-    .map(Number);
-}
+const marked = (): number[] => processesWithEnv(MARK);
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'fdbridge-blocked-descendants-'));

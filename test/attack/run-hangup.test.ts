@@ -10,29 +10,19 @@
  * the run's exit.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { packageRoot } from '../../src/paths';
-import { CLI, exitOf } from '../util/processes';
+import { CLI, exitOf, processesWithEnv } from '../util/processes';
 
 const MARK = `FDBRIDGE_ATTACK_HANGUP=${process.pid}-${Date.now()}`;
 let dir: string;
 let run: ChildProcess | undefined;
 
-function marked(): number[] {
-  return readdirSync('/proc')
-    .filter((p) => /^\d+$/.test(p))
-    .filter((p) => {
-      try {
-        return readFileSync(`/proc/${p}/environ`, 'latin1').split('\0').includes(MARK);
-      } catch {
-        return false; // gone, or a zombie
-      }
-    })
-    .map(Number);
-}
+/** Live (not zombie) processes whose environment has MARK. */
+const marked = (): number[] => processesWithEnv(MARK);
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'fdbridge-hangup-'));

@@ -1,6 +1,6 @@
 /** Test utilities: helper daemons in their own processes, and fd tables of other processes. */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -183,4 +183,21 @@ export function childProcessesOf(pid: number): SeenChild[] {
       throw err;
     }
   });
+}
+
+/**
+ * Live (not zombie) processes whose environment holds `entry` (NAME=VALUE):
+ * how a test finds every process a run started, however deep, after the run.
+ */
+export function processesWithEnv(entry: string): number[] {
+  return readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .filter((p) => {
+      try {
+        return readFileSync(`/proc/${p}/environ`, 'latin1').split('\0').includes(entry);
+      } catch {
+        return false; // gone, or a zombie
+      }
+    })
+    .map(Number);
 }
