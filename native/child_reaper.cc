@@ -16,10 +16,8 @@
 #include <utility>
 
 #include "fd_ops.h"
+#include "syscall_numbers.h"
 
-#ifndef SYS_pidfd_send_signal
-#define SYS_pidfd_send_signal 424
-#endif
 #ifndef P_PIDFD
 #define P_PIDFD 3
 #endif

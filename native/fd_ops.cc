@@ -27,14 +27,8 @@
 #include <utility>
 #include <vector>
 
+#include "syscall_numbers.h"
 #include "unique_fd.h"
-
-#ifndef SYS_pidfd_open
-#define SYS_pidfd_open 434
-#endif
-#ifndef SYS_pidfd_getfd
-#define SYS_pidfd_getfd 438
-#endif
 
 namespace fdbridge {
 
@@ -863,10 +857,6 @@ int PidfdGetfdHigh(int pidfd, int target_fd) {
 }
 
 namespace {
-
-#ifndef SYS_close_range
-#define SYS_close_range 436
-#endif
 
 // close_range(2) of [first, last]: false when it failed, and from then on
 // without trying it again once the kernel said it has none (ENOSYS: before

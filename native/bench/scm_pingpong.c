@@ -56,6 +56,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../syscall_numbers.h"
+
 /* SCM_MAX_FD (include/net/scm.h): the most fds one sendmsg may carry. */
 #define MAX_FDS 253
 
@@ -78,13 +80,6 @@ union control {
 
 /* --pidfd: the numbers travel as data and the peer pulls them. */
 static int pidfd_mode = 0;
-
-#ifndef SYS_pidfd_open
-#define SYS_pidfd_open 434
-#endif
-#ifndef SYS_pidfd_getfd
-#define SYS_pidfd_getfd 438
-#endif
 
 static void send_fds(int sock, const int *fds, int nfds) {
   if (pidfd_mode) {
