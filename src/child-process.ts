@@ -22,6 +22,21 @@ export function killIfSpawned(child: ChildProcess, signal: NodeJS.Signals = 'SIG
 }
 
 /**
+ * Resolves with true once `child` has exited, or with false after `ms`
+ * (without `ms`: only once it has exited).
+ */
+export function waitForExit(child: ChildProcess, ms?: number): Promise<boolean> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = ms === undefined ? undefined : setTimeout(() => resolve(false), ms);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+}
+
+/**
  * Test hook: called with the pid of every process spawnReapedAtTeardown
  * starts, right after spawn() returns, before anything else is done with it.
  */

@@ -8,7 +8,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 
-import { killIfSpawned, spawnReapedAtTeardown } from '../child-process';
+import { killIfSpawned, spawnReapedAtTeardown, waitForExit } from '../child-process';
 import type { ConnectOptions } from '../connection';
 import { normalizeCommandSpec } from '../command';
 import { PeerExitedError, type PeerExit } from '../errors';
@@ -21,18 +21,6 @@ import { handshake, SocketConnection, type FdDelivery, type HelloRequest } from 
 
 /** The fd number the child finds its socket at. */
 export const CHILD_SOCKET_FD = 3;
-
-/** Resolves once `child` has exited, or after `ms` (without it: only once it has exited). */
-export function waitForExit(child: ChildProcess, ms?: number): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = ms === undefined ? undefined : setTimeout(resolve, ms);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
-}
 
 /** What options.child may hold. */
 const CHILD_OPTIONS: ReadonlySet<string> = new Set(['uid', 'gid', 'env']);

@@ -15,11 +15,12 @@
  */
 import type { ChildProcess } from 'node:child_process';
 
+import { waitForExit } from '../child-process';
 import type { ConnectOptions } from '../connection';
 import { closeFds } from '../fd';
 import type { ReadyPayload } from '../protocol';
 import type { UnixSocket } from '../socket';
-import { ChildConnection, spawnCommandProcess, waitForExit } from './child';
+import { ChildConnection, spawnCommandProcess } from './child';
 import type { FdDelivery, HelloRequest } from './socket-connection';
 
 /**

@@ -20,7 +20,7 @@ import { closeSync, openSync, constants as fsConstants } from 'node:fs';
 import type { Socket } from 'node:net';
 import { constants as osConstants } from 'node:os';
 
-import { killIfSpawned, spawnReapedAtTeardown } from '../child-process';
+import { killIfSpawned, spawnReapedAtTeardown, waitForExit } from '../child-process';
 import { commandRequest, normalizeCommandSpec, type CommandSpec } from '../command';
 import { BaseConnection, type CommandLocation, type ConnectOptions } from '../connection';
 import {
@@ -395,8 +395,8 @@ export class RemoteConnection extends BaseConnection {
   async #teardown(): Promise<void> {
     this.#channel.endOutput();
     // No pid: the spawn failed, and there is no process to wait for.
-    const gone = this.via.pid === undefined || (await exited(this.via, 5000));
-    if (!gone && killIfSpawned(this.via)) await exited(this.via, 1000);
+    const gone = this.via.pid === undefined || (await waitForExit(this.via, 5000));
+    if (!gone && killIfSpawned(this.via)) await waitForExit(this.via, 1000);
     this.#channel.close();
     this.#stdio.stderr.destroy();
   }
@@ -437,7 +437,7 @@ export class RemoteConnection extends BaseConnection {
       this.#failPending((operation) => (this.#closing ? new ClosedError(`${operation} failed: the remote connection was closed`) : new PeerExitedError(operation, final)));
     };
     if (this.via.exitCode !== null || this.via.signalCode !== null) settle();
-    else void exited(this.via, EXIT_STATUS_WAIT_MS).then(settle);
+    else void waitForExit(this.via, EXIT_STATUS_WAIT_MS).then(settle);
   }
 
   #relabel(err: PeerExitedError, operation: string): PeerExitedError {
@@ -513,7 +513,6 @@ function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms).unref());
 }
 
-/** True once `child` has exited (within `ms`). */
 /** Our ends of the via process's stdin and stdout (fds, the channel's), and its stderr. */
 interface ViaStdio {
   stdin: number;
@@ -550,13 +549,3 @@ function spawnVia(file: string, args: string[]): { via: ChildProcess; stdio: Via
   return { via, stdio: { stdin: ours(0), stdout: ours(1), stderr: ownedStream(ours(2), { readable: true, writable: false }) } };
 }
 
-function exited(child: ChildProcess, ms: number): Promise<boolean> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(false), ms);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      resolve(true);
-    });
-  });
-}
