@@ -39,14 +39,12 @@
  * so a killed row leaves none.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readdirSync, readFileSync } from 'node:fs';
 
 import { killIfSpawned } from '../src/child-process';
 import { diffFdTables, openFdTable, type FdTable } from '../src/fd';
 import { requireDistFile } from '../src/paths';
-import { cleanupOnExit } from './exit-cleanup';
+import { cleanupOnExit, ownTempDir } from './exit-cleanup';
 import { peakRssOf } from './helper-process';
 import type { PlannedRow, PlanOptions, RowHooks, RowSessionOptions, RowsOutcome } from './runner';
 import type { Leak, ResultRow, ResultsFile } from './types';
@@ -60,9 +58,9 @@ import type { Leak, ResultRow, ResultsFile } from './types';
  */
 export const UNRESPONSIVE_MS = 3000;
 
-/** Where a row's temporary directory is made: `$TMPDIR/fdbridge-<scenario>-XXXXXX`. */
+/** A row's temporary directory: `$TMPDIR/fdbridge-<scenario>-<pid>-XXXXXX` (ownTempDir). */
 export function rowDirPrefix(scenario: string): string {
-  return join(tmpdir(), `fdbridge-${scenario.slice(0, 40)}-`);
+  return `fdbridge-${scenario.slice(0, 40)}-`;
 }
 
 /** What the row process needs to plan the same rows and run them as this process would. */
@@ -426,8 +424,8 @@ export async function superviseRows(o: SuperviseOptions): Promise<RowsOutcome> {
     for (const [i, row] of rows.entries()) {
       signal?.throwIfAborted();
       o.hooks.onRowStart?.(row, i, rows.length);
-      const dir = mkdtempSync(rowDirPrefix(row.scenario.name));
-      const forgetDir = cleanupOnExit(() => rmSync(dir, { recursive: true, force: true }));
+      const rowDir = ownTempDir(rowDirPrefix(row.scenario.name));
+      const dir = rowDir.path;
       let result: ResultRow | undefined;
       try {
         const retried: string[] = [];
@@ -446,8 +444,7 @@ export async function superviseRows(o: SuperviseOptions): Promise<RowsOutcome> {
         if (retried.length > 0) result = { ...result, notes: [...retried, ...(result.notes ?? [])] };
       } finally {
         proc?.calm();
-        rmSync(dir, { recursive: true, force: true });
-        forgetDir();
+        rowDir.remove();
       }
       signal?.throwIfAborted();
       results.push(result);

@@ -16,8 +16,7 @@
  *   exactly one shard, shards agree without talking to each other, and all
  *   --repeat passes of a row land in the same shard.
  */
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { inspect, stripVTControlCharacters } from 'node:util';
 
@@ -30,7 +29,7 @@ import { describeFdEntry } from '../src/leak-check';
 import { describeRuntimeFd, warmRuntimeFds } from '../src/runtime-fds';
 import { requireModule } from '../src/ts-modules';
 import { collectEnvironment } from './environment';
-import { cleanupOnExit } from './exit-cleanup';
+import { ownTempDir, removedOnExit } from './exit-cleanup';
 import { HelperProcess } from './helper-process';
 import { LOCAL_REMOTE } from './local-remote';
 import { LeakLedger, LeakOracle } from './oracle';
@@ -450,8 +449,8 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string): Pro
   const connections = new Set<Connection>();
   let expired = false;
   const helper = transport === 'helper' ? env.helper : undefined;
-  const dir = given ?? mkdtempSync(rowDirPrefix(scenario.name));
-  const forgetDir = cleanupOnExit(() => rmSync(dir, { recursive: true, force: true }));
+  const rowDir = given !== undefined ? removedOnExit(given) : ownTempDir(rowDirPrefix(scenario.name));
+  const dir = rowDir.path;
   let error: unknown;
   if (helper && !helper.alive) {
     // A fault scenario (or a crash) took the daemon down: the next helper row gets a fresh one.
@@ -585,8 +584,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string): Pro
     error = err;
   } finally {
     expired = true;
-    rmSync(dir, { recursive: true, force: true });
-    forgetDir();
+    rowDir.remove();
   }
   if (env.stray.length > 0 && error === undefined) {
     error = new BackgroundError(`unhandled in the background: ${env.stray.map(errorText).join('; ')}`);
@@ -758,8 +756,8 @@ export interface RowSessionOptions {
   trackFds?: boolean;
   /** Measure the anchors before the first row (with bench). */
   anchors: boolean;
-  /** The run's directory (the helper daemon's socket and log): the caller makes and removes it. */
-  runDir: string;
+  /** The run's directory (the helper daemon's socket and log), when a row needs the daemon: the caller makes and removes it. */
+  runDir?: string;
   /** The rows the session will run: which transports to warm up, the commands the helper serves. */
   rows: readonly PlannedRow[];
   signal?: AbortSignal;
@@ -807,7 +805,8 @@ export class RowSession {
     });
     stopped.catch(() => undefined);
     const helperCommands = o.rows.filter((r) => r.transport === 'helper').flatMap((r) => r.scenario.commands ?? []);
-    const helper = used.includes('helper') ? new HelperProcess(o.runDir, undefined, helperCommands) : undefined;
+    if (used.includes('helper') && o.runDir === undefined) throw new HarnessError('harness: helper rows need the run directory');
+    const helper = used.includes('helper') ? new HelperProcess(o.runDir as string, undefined, helperCommands) : undefined;
     const stray: unknown[] = [];
     const onStray = (err: unknown): void => {
       stray.push(err);
@@ -944,8 +943,8 @@ export async function runScenarios(options: RunnerOptions): Promise<{ results: R
   if (options.trackFds) trackingDirectory();
   const signal = options.signal;
   signal?.throwIfAborted();
-  const runDir = mkdtempSync(join(tmpdir(), 'fdbridge-run-'));
-  const forgetRunDir = cleanupOnExit(() => rmSync(runDir, { recursive: true, force: true }));
+  // The helper daemon's socket and log: no directory when no row needs the daemon.
+  const runDir = plan.rows.some((r) => r.transport === 'helper') ? ownTempDir('fdbridge-run-') : undefined;
   let outcome: RowsOutcome;
   try {
     const session: RowSessionOptions = {
@@ -956,7 +955,7 @@ export async function runScenarios(options: RunnerOptions): Promise<{ results: R
       ...(options.benchOptions ? { benchOptions: options.benchOptions } : {}),
       ...(options.trackFds ? { trackFds: true } : {}),
       anchors: true,
-      runDir,
+      ...(runDir ? { runDir: runDir.path } : {}),
       rows: plan.rows,
       ...(signal ? { signal } : {}),
       info,
@@ -970,8 +969,7 @@ export async function runScenarios(options: RunnerOptions): Promise<{ results: R
         ? await runRowsHere(session, hooks)
         : await superviseRows({ scenariosDir, plan: planOptions, session, hooks });
   } finally {
-    rmSync(runDir, { recursive: true, force: true });
-    forgetRunDir();
+    runDir?.remove();
   }
   return {
     results: {

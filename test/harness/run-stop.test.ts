@@ -7,7 +7,8 @@
  * directories still go, and the daemon is SIGKILLed). A scenario's own
  * process.exit() ends only the row process it runs in: its row fails, the
  * run goes on. SIGKILL, which the run cannot catch: its row process sees
- * it gone, stops the row and the daemon, and removes the directories.
+ * it gone, stops the row and the daemon, and removes the directories; when
+ * they are all killed at once, the next run removes what they left.
  *
  * The run gets a TMPDIR of its own, so "what it left behind" is exactly
  * what is in that directory afterwards. No step waits for a time: each
@@ -35,11 +36,16 @@ interface MidRow {
   output(): string;
 }
 
-/** Starts `fdbridge run` on the blocking fixture and resolves once its row is running. */
-async function runUntilMidRow(tmp: string): Promise<MidRow> {
+/**
+ * Starts `fdbridge run` on the blocking fixture and resolves once its row is
+ * running. `detached`: the run leads a process group of its own (its row
+ * process and daemon in it), for a test that kills them all at once.
+ */
+async function runUntilMidRow(tmp: string, detached = false): Promise<MidRow> {
   const run = spawn(process.execPath, [CLI, 'run', '--transport', 'helper', '--scenario', 'blocks-on-helper'], {
     env: { ...process.env, TMPDIR: tmp, FDBRIDGE_SCENARIOS_DIR: STOP_SCENARIOS },
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached,
   });
   let out = '';
   let err = '';
@@ -126,6 +132,25 @@ test('SIGKILL mid-row: the row process sees the run gone, stops its row and its 
   // No deadline of its own: a row process or a daemon that outlives the run runs into the test's timeout.
   await Promise.all([daemonExit, rowProcessExit]);
   expect(existsSync(mid.socketPath)).toBe(false);
+  expect(readdirSync(tmp)).toEqual([]);
+});
+
+test('SIGKILL to the run, its row process and its daemon at once (a process group killed): the next run removes what they left, as it makes its own', async () => {
+  const mid = await runUntilMidRow(tmp, true);
+  const [rowProcess] = childrenOf(mid.run.pid as number);
+  const gone = Promise.all([exitOf(mid.run), pidExit(rowProcess as number), pidExit(mid.daemonPid)]);
+  // One kill(2) for the whole group: none of them runs again to clean up.
+  process.kill(-(mid.run.pid as number), 'SIGKILL');
+  await gone;
+  const runDir = join(mid.socketPath, '..');
+  expect(existsSync(runDir)).toBe(true);
+  expect(readdirSync(mid.rowDir)).toEqual(['held']);
+  // Their names carry the killed run's pid, which no process has now.
+  const next = await runUntilMidRow(tmp);
+  expect(existsSync(runDir)).toBe(false);
+  expect(existsSync(mid.rowDir)).toBe(false);
+  next.run.kill('SIGTERM');
+  expect(await exitOf(next.run)).toEqual({ code: 143, signal: null });
   expect(readdirSync(tmp)).toEqual([]);
 });
 
