@@ -8,7 +8,7 @@ import { readSync, writeSync } from 'node:fs';
 import { closeFd, PROBE_COMMAND } from '../src';
 import { rawSocketPair } from '../src/testing';
 import type { Scenario } from '../harness/types';
-import { closeAll, closeRemote, dupBenchCase, remoteIdentities, sleep, wireIdentity } from './support/common';
+import { closeAll, closeRemote, dupOneBenchCase, remoteIdentities, sleep, wireIdentity } from './support/common';
 
 /** Reads what is there on a non-blocking socket (waiting a little for it). */
 async function readSome(fd: number): Promise<string> {
@@ -54,15 +54,10 @@ const scenario: Scenario = {
   },
   async bench(ctx) {
     const [a, b] = rawSocketPair('stream');
-    const conn = await ctx.connect(PROBE_COMMAND);
-    return dupBenchCase(
-      conn,
-      async () => [await conn.dupFileDescriptor(b)],
-      () => {
-        closeFd(a);
-        closeFd(b);
-      },
-    );
+    return dupOneBenchCase(ctx, b, () => {
+      closeFd(a);
+      closeFd(b);
+    });
   },
 };
 

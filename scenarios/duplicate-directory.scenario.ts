@@ -10,7 +10,7 @@ import { join } from 'node:path';
 
 import { PROBE_COMMAND, setFdFlags, RemoteError, type FdFlags } from '../src';
 import type { Scenario } from '../harness/types';
-import { closeRemote, dupBenchCase, remoteFdTable, remoteIdentities, wireIdentity } from './support/common';
+import { closeRemote, dupOneBenchCase, remoteFdTable, remoteIdentities, wireIdentity } from './support/common';
 
 const scenario: Scenario = {
   name: 'duplicate-directory',
@@ -47,12 +47,7 @@ const scenario: Scenario = {
   },
   async bench(ctx) {
     const fd = openSync(ctx.tmpdir, 'r');
-    const conn = await ctx.connect(PROBE_COMMAND);
-    return dupBenchCase(
-      conn,
-      async () => [await conn.dupFileDescriptor(fd)],
-      () => closeSync(fd),
-    );
+    return dupOneBenchCase(ctx, fd, () => closeSync(fd));
   },
 };
 

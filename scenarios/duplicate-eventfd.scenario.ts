@@ -8,7 +8,7 @@ import { readSync, writeSync } from 'node:fs';
 
 import { closeFd, makeEventfd, PROBE_COMMAND } from '../src';
 import type { Scenario } from '../harness/types';
-import { closeRemote, dupBenchCase, remoteIdentities, wireIdentity } from './support/common';
+import { closeRemote, dupOneBenchCase, remoteIdentities, wireIdentity } from './support/common';
 
 /** An eventfd counter value as the 8 bytes the far side's write(string) sends (values < 128: one UTF-8 byte each). */
 function counterText(n: number): string {
@@ -50,12 +50,7 @@ const scenario: Scenario = {
   },
   async bench(ctx) {
     const fd = makeEventfd();
-    const conn = await ctx.connect(PROBE_COMMAND);
-    return dupBenchCase(
-      conn,
-      async () => [await conn.dupFileDescriptor(fd)],
-      () => closeFd(fd),
-    );
+    return dupOneBenchCase(ctx, fd, () => closeFd(fd));
   },
 };
 

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { closeFd, PROBE_COMMAND, SystemError } from '../src';
 import { MAX_SOCKET_PATH_BYTES, rawConnect, rawListen } from '../src/testing';
 import type { Scenario, ScenarioContext } from '../harness/types';
-import { closeAll, closeRemote, dupBenchCase, remoteIdentities, wireIdentity } from './support/common';
+import { closeAll, closeRemote, dupOneBenchCase, remoteIdentities, wireIdentity } from './support/common';
 
 /** A socket name in the scenario's directory when it fits sun_path, else an abstract one. */
 function socketName(ctx: ScenarioContext, label: string): [string, boolean] {
@@ -53,12 +53,7 @@ const scenario: Scenario = {
   async bench(ctx) {
     const [name, abstract] = socketName(ctx, 'bench');
     const listener = rawListen('stream', name, { abstract, mode: 0o600, backlog: 16 });
-    const conn = await ctx.connect(PROBE_COMMAND);
-    return dupBenchCase(
-      conn,
-      async () => [await conn.dupFileDescriptor(listener)],
-      () => closeFd(listener),
-    );
+    return dupOneBenchCase(ctx, listener, () => closeFd(listener));
   },
 };
 

@@ -8,7 +8,7 @@ import { readSync, writeSync } from 'node:fs';
 
 import { closeFd, makeMemfd, PROBE_COMMAND } from '../src';
 import type { Scenario } from '../harness/types';
-import { closeRemote, dupBenchCase, remoteIdentities, wireIdentity } from './support/common';
+import { closeRemote, dupOneBenchCase, remoteIdentities, wireIdentity } from './support/common';
 
 const scenario: Scenario = {
   name: 'duplicate-memfd',
@@ -41,12 +41,7 @@ const scenario: Scenario = {
   },
   async bench(ctx) {
     const fd = makeMemfd('bench');
-    const conn = await ctx.connect(PROBE_COMMAND);
-    return dupBenchCase(
-      conn,
-      async () => [await conn.dupFileDescriptor(fd)],
-      () => closeFd(fd),
-    );
+    return dupOneBenchCase(ctx, fd, () => closeFd(fd));
   },
 };
 

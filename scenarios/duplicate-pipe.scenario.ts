@@ -9,7 +9,7 @@ import { readSync, writeSync } from 'node:fs';
 
 import { closeFd, makePipe, PROBE_COMMAND, setFdFlags, type FdFlags } from '../src';
 import type { Scenario } from '../harness/types';
-import { closeRemote, dupBenchCase, remoteIdentities, wireIdentity } from './support/common';
+import { closeRemote, dupOneBenchCase, remoteIdentities, wireIdentity } from './support/common';
 
 const scenario: Scenario = {
   name: 'duplicate-pipe',
@@ -50,15 +50,10 @@ const scenario: Scenario = {
   },
   async bench(ctx) {
     const [r, w] = makePipe();
-    const conn = await ctx.connect(PROBE_COMMAND);
-    return dupBenchCase(
-      conn,
-      async () => [await conn.dupFileDescriptor(w)],
-      () => {
-        closeFd(r);
-        closeFd(w);
-      },
-    );
+    return dupOneBenchCase(ctx, w, () => {
+      closeFd(r);
+      closeFd(w);
+    });
   },
 };
 

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 
 import { PROBE_COMMAND } from '../src';
 import type { Scenario } from '../harness/types';
-import { closeRemote, dupBenchCase, remoteIdentities, wireIdentity } from './support/common';
+import { closeRemote, dupOneBenchCase, remoteIdentities, wireIdentity } from './support/common';
 
 function readLocal(fd: number, n: number): string {
   const buf = Buffer.alloc(n);
@@ -49,12 +49,7 @@ const scenario: Scenario = {
   },
   async bench(ctx) {
     const fd = openSync(join(ctx.tmpdir, 'bench.txt'), 'w+');
-    const conn = await ctx.connect(PROBE_COMMAND);
-    return dupBenchCase(
-      conn,
-      async () => [await conn.dupFileDescriptor(fd)],
-      () => closeSync(fd),
-    );
+    return dupOneBenchCase(ctx, fd, () => closeSync(fd));
   },
 };
 

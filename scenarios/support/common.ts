@@ -189,3 +189,12 @@ export function dupBenchCase(conn: Connection, dup: () => Promise<number[]>, tea
     },
   };
 }
+
+/**
+ * The common bench: dupBenchCase on a probe connection, each call one
+ * duplication of `fd`. `teardown` closes the client's own fds.
+ */
+export async function dupOneBenchCase(ctx: ScenarioContext, fd: number, teardown: () => void): Promise<BenchCase> {
+  const conn = await ctx.connect(PROBE_COMMAND);
+  return dupBenchCase(conn, async () => [await conn.dupFileDescriptor(fd)], teardown);
+}
