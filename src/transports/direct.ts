@@ -51,12 +51,9 @@ export class DirectConnection extends BaseConnection {
     this.#onCommandClosed = options.onCommandClosed;
   }
 
-  protected dupOne(fd: number): Promise<number> {
-    try {
-      return Promise.resolve(this.dupOneSync(fd));
-    } catch (err) {
-      return Promise.reject(err);
-    }
+  /** dupOneSync: nothing here waits; a throw becomes the rejection. */
+  protected async dupOne(fd: number): Promise<number> {
+    return this.dupOneSync(fd);
   }
 
   /** In this process: nothing to wait for. */

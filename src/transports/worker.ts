@@ -247,12 +247,9 @@ export class WorkerConnection extends BaseConnection {
     return this.#exit;
   }
 
-  protected dupOne(fd: number): Promise<number> {
-    try {
-      return Promise.resolve(this.dupOneSync(fd));
-    } catch (err) {
-      return Promise.reject(err);
-    }
+  /** dupOneSync: nothing here waits; a throw becomes the rejection. */
+  protected async dupOne(fd: number): Promise<number> {
+    return this.dupOneSync(fd);
   }
 
   /** The worker shares this process's fd table: the duplicate is made here, into its ledger. */
