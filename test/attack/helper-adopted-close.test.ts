@@ -10,42 +10,25 @@
  * on the event loop, where it would stall every other client for the
  * linger time (an hour here). Run as root, the attacker as nobody.
  */
-import { closeFd, connect, LOG_COMMAND, makeMemfd, openFdTable, type HelperStatus } from '../../src';
-import { hasPython, releaseAttacker, spawnAttacker } from '../util/linger-attacker';
-import { isRoot, NOBODY, type NobodyProcess } from '../util/nobody';
-import { fdTableSettles, startHelperProcess, type HelperProcess } from '../util/processes';
+import { connect, LOG_COMMAND } from '../../src';
+import { statusOf, statusWhen } from '../util/helper-status';
+import { hasPython, withAttackedDaemon } from '../util/linger-attacker';
+import { isRoot, NOBODY } from '../util/nobody';
+import { fdTableSettles } from '../util/processes';
 
 const describeRoot = isRoot ? describe : describe.skip;
-
-async function statusOf(socketPath: string): Promise<HelperStatus> {
-  // The typed connect timeout is what fails a daemon whose loop is stuck.
-  const conn = await connect('helper', { command: { name: 'status' }, socketPath, timeoutMs: 20000 });
-  try {
-    return await conn.call<HelperStatus>('status');
-  } finally {
-    await conn.close();
-  }
-}
 
 describeRoot("a command's close of an fd it adopted never blocks the daemon (attacker: nobody, an allowed uid)", () => {
   test("the log command's lingering log fd is closed on the background closer, as nobody's; root is served meanwhile; the fd table returns", async () => {
     if (!hasPython()) return;
-    const name = `fdbridge-attack-adopted-close-${process.pid}`;
-    const socketPath = `@${name}`;
-    const daemon: HelperProcess = await startHelperProcess(socketPath, ['--allow-uid', String(NOBODY)]);
-    let attacker: NobodyProcess | undefined;
-    const memfd = makeMemfd('adopted-close');
-    try {
-      const baseline = openFdTable(daemon.pid);
-      attacker = spawnAttacker('log', name, 1);
+    await withAttackedDaemon('adopted-close', ['--allow-uid', String(NOBODY)], {}, async (d) => {
+      const { daemon, socketPath, baseline, memfd } = d;
+      const attacker = d.attack('log', 1);
       // READY, DUP_OK, RESULT: the log command adopted the lingering socket as its log.
       expect(await attacker.line('redirected')).toEqual({ ready: 2, dupOk: 5, redirected: 7 });
       // nobody hung up: its command closed, and the close of its log fd waits (for an hour).
-      for (;;) {
-        const s = await statusOf(socketPath);
-        if (!s.uids.some((u) => u.uid === NOBODY) && s.fdsClosing === 1) break;
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      // The typed connect timeout of each status is what fails a daemon whose loop is stuck.
+      await statusWhen(socketPath, (s) => !s.uids.some((u) => u.uid === NOBODY) && s.fdsClosing === 1);
       // Root is served meanwhile.
       const c = await connect('helper', { command: LOG_COMMAND, socketPath, timeoutMs: 20000 });
       try {
@@ -57,17 +40,9 @@ describeRoot("a command's close of an fd it adopted never blocks the daemon (att
       expect((await statusOf(socketPath)).fdsClosing).toBe(1);
 
       // Once the linger ends (the peer resets), the close is done and the daemon's fd table is as it was.
-      await releaseAttacker(attacker);
-      attacker = undefined;
-      for (;;) {
-        if ((await statusOf(socketPath)).fdsClosing === 0) break;
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      await d.release(attacker);
+      await statusWhen(socketPath, (s) => s.fdsClosing === 0);
       expect(await fdTableSettles(daemon.pid, baseline, 10000)).toBe('');
-    } finally {
-      closeFd(memfd);
-      if (attacker) await releaseAttacker(attacker);
-      await daemon.stop('SIGKILL');
-    }
+    });
   }, 120000);
 });

@@ -13,10 +13,11 @@
  * serves everyone else. Run as root, the attacker as nobody; the daemon at
  * RLIMIT_NOFILE 1024, as a service may be.
  */
-import { closeFd, connect, LOG_COMMAND, makeMemfd, openFdTable, type HelperStatus } from '../../src';
-import { hasPython, releaseAttacker, spawnAttacker } from '../util/linger-attacker';
-import { DIST_SRC, isRoot, NOBODY, runAsNobody, type NobodyProcess } from '../util/nobody';
-import { fdTableSettles, startHelperProcess, type HelperProcess } from '../util/processes';
+import { connect, LOG_COMMAND } from '../../src';
+import { statusOf, statusWhen } from '../util/helper-status';
+import { hasPython, withAttackedDaemon } from '../util/linger-attacker';
+import { DIST_SRC, isRoot, NOBODY } from '../util/nobody';
+import { fdTableSettles } from '../util/processes';
 
 const describeRoot = isRoot ? describe : describe.skip;
 
@@ -41,47 +42,21 @@ const CHURN = (name: string, rounds: number): string => `
     console.log(JSON.stringify({ served, refused, failed }));
   })();`;
 
-async function statusOf(socketPath: string): Promise<HelperStatus> {
-  const conn = await connect('helper', { command: { name: 'status' }, socketPath, timeoutMs: 20000 });
-  try {
-    return await conn.call<HelperStatus>('status');
-  } finally {
-    await conn.close();
-  }
-}
-
-/** Asks for the daemon's status until `ok` holds (a typed timeout from connect ends a daemon that stopped answering). */
-async function statusWhen(socketPath: string, ok: (s: HelperStatus) => boolean): Promise<HelperStatus> {
-  for (;;) {
-    const s = await statusOf(socketPath);
-    if (ok(s)) return s;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 describeRoot("one user's blocked closes never take the daemon to its fd limit (attacker: nobody, an allowed uid)", () => {
   test('connections that end: past its connections, waiting sockets included, the uid is refused; every other client is served', async () => {
     if (!hasPython()) return;
-    const name = `fdbridge-attack-close-queue-${process.pid}`;
-    const socketPath = `@${name}`;
-    const daemon: HelperProcess = await startHelperProcess(socketPath, ['--allow-uid', String(NOBODY), '--verbose'], { nofile: 1024 });
-    let lingering: NobodyProcess | undefined;
-    let churn: NobodyProcess | undefined;
-    const memfd = makeMemfd('close-queue');
-    try {
-      const baseline = openFdTable(daemon.pid);
+    await withAttackedDaemon('close-queue', ['--allow-uid', String(NOBODY), '--verbose'], { nofile: 1024 }, async (d) => {
+      const { daemon, name, socketPath, baseline, memfd } = d;
       const { limits } = await statusOf(socketPath);
       const client = await connect('helper', { command: LOG_COMMAND, socketPath, timeoutMs: 20000 });
-      // nobody blocks its 8 closer threads: 8 lingering sockets given in a DUP, then it hangs up.
-      lingering = spawnAttacker('dup', name, 8);
-      expect(await lingering.line('ready')).toEqual({ ready: 2, dupOk: 5 }); // READY, DUP_OK
-      // Its connection has ended: the command's sweep handed the 8 to the
-      // closer, whose closes of them block, and its socket waits behind them.
-      await statusWhen(socketPath, (s) => s.fdsClosing === 8 && s.socketsClosing === 1 && !s.uids.some((u) => u.uid === NOBODY));
+      // nobody blocks its 8 closer threads: the command's sweep of its ended
+      // connection handed the 8 to the closer, whose closes of them block,
+      // and its socket waits behind them.
+      const lingering = await d.blockClosers(8);
       const allowance = limits.maxConnectionsPerUid - 1;
 
       const rounds = limits.maxConnectionsPerUid + 40;
-      churn = runAsNobody(CHURN(name, rounds));
+      const churn = d.runAsNobody(CHURN(name, rounds));
       const result = await churn.line<{ served: number; refused: Record<string, number>; failed: string[] }>('served');
       // Exactly its allowance was served; each of those sockets still waits,
       // counted as nobody's; every round past it was refused by that quota,
@@ -101,21 +76,12 @@ describeRoot("one user's blocked closes never take the daemon to its fd limit (a
 
       // Once the lingering closes end, every waiting socket is closed: the
       // uid is served again, and the daemon's fd table is as it was.
-      await releaseAttacker(lingering);
-      lingering = undefined;
+      await d.release(lingering);
       await statusWhen(socketPath, (s) => s.socketsClosing === 0 && s.fdsClosing === 0);
-      const again = runAsNobody(CHURN(name, 1));
+      const again = d.runAsNobody(CHURN(name, 1));
       expect(await again.line('served')).toEqual({ served: 1, refused: {}, failed: [] });
       await again.exited();
       expect(await fdTableSettles(daemon.pid, baseline, 10000)).toBe('');
-    } finally {
-      closeFd(memfd);
-      if (churn) {
-        churn.kill();
-        await churn.exited();
-      }
-      if (lingering) await releaseAttacker(lingering);
-      await daemon.stop('SIGKILL');
-    }
+    });
   }, 180000);
 });

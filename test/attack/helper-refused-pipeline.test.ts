@@ -13,11 +13,12 @@
  * is served. Run as root, the attacker as nobody; the daemon at
  * RLIMIT_NOFILE 1024, as a service may be.
  */
-import { closeFd, connect, LOG_COMMAND, makeMemfd, openFdTable, type HelperStatus } from '../../src';
+import { connect, LOG_COMMAND, openFdTable } from '../../src';
 import { diffFdTables } from '../../src/fd';
-import { hasPython, releaseAttacker, spawnAttacker } from '../util/linger-attacker';
-import { DIST_SRC, isRoot, NOBODY, runAsNobody, type NobodyProcess } from '../util/nobody';
-import { fdTableSettles, startHelperProcess, type HelperProcess } from '../util/processes';
+import { statusOf, statusWhen } from '../util/helper-status';
+import { hasPython, withAttackedDaemon } from '../util/linger-attacker';
+import { DIST_SRC, isRoot, NOBODY } from '../util/nobody';
+import { fdTableSettles } from '../util/processes';
 
 const describeRoot = isRoot ? describe : describe.skip;
 
@@ -59,24 +60,6 @@ const PIPELINER = (name: string): string => `
     process.stdin.once('data', () => { s.close(); process.exit(0); });
   })().catch((e) => { console.log(JSON.stringify({ error: String(e && e.stack) })); process.exit(1); });`;
 
-async function statusOf(socketPath: string): Promise<HelperStatus> {
-  const conn = await connect('helper', { command: { name: 'status' }, socketPath, timeoutMs: 20000 });
-  try {
-    return await conn.call<HelperStatus>('status');
-  } finally {
-    await conn.close();
-  }
-}
-
-/** Asks for the daemon's status until `ok` holds (a typed timeout from connect ends a daemon that stopped answering). */
-async function statusWhen(socketPath: string, ok: (s: HelperStatus) => boolean): Promise<HelperStatus> {
-  for (;;) {
-    const s = await statusOf(socketPath);
-    if (ok(s)) return s;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 /** The root client's round trip: a connection, 3 fds given, a call, closed. */
 async function rootServed(socketPath: string, memfd: number): Promise<void> {
   const c = await connect('helper', { command: LOG_COMMAND, socketPath, timeoutMs: 20000 });
@@ -91,25 +74,16 @@ async function rootServed(socketPath: string, memfd: number): Promise<void> {
 describeRoot("one user's refused DUPs, pipelined behind its blocked closes, never take the daemon to its fd limit (attacker: nobody)", () => {
   test('past its quota the uid is not read, on a new connection either: it holds its quota and one refused frame at most; root is served; the fd table returns', async () => {
     if (!hasPython()) return;
-    const name = `fdbridge-attack-refused-pipeline-${process.pid}`;
-    const socketPath = `@${name}`;
-    const daemon: HelperProcess = await startHelperProcess(socketPath, ['--allow-uid', String(NOBODY), '--verbose'], { nofile: 1024 });
-    let lingering: NobodyProcess | undefined;
-    let pipeliner: NobodyProcess | undefined;
-    let second: NobodyProcess | undefined;
-    const memfd = makeMemfd('refused-pipeline');
-    try {
-      const baseline = openFdTable(daemon.pid);
+    await withAttackedDaemon('refused-pipeline', ['--allow-uid', String(NOBODY), '--verbose'], { nofile: 1024 }, async (d) => {
+      const { daemon, name, socketPath, baseline, memfd } = d;
       const { limits } = await statusOf(socketPath);
       // 253 fds are past nobody's quota whatever it holds: every frame is refused.
       expect(limits.maxFdsPerUid).toBeLessThan(MAX_FDS);
 
-      // nobody blocks its 8 closer threads: 8 lingering sockets given in a DUP, then it hangs up.
-      lingering = spawnAttacker('dup', name, 8);
-      expect(await lingering.line('ready')).toEqual({ ready: 2, dupOk: 5 });
-      await statusWhen(socketPath, (s) => s.fdsClosing === 8 && !s.uids.some((u) => u.uid === NOBODY));
+      // nobody blocks its 8 closer threads.
+      const lingering = await d.blockClosers(8);
 
-      pipeliner = runAsNobody(PIPELINER(name));
+      const pipeliner = d.runAsNobody(PIPELINER(name));
       const sent = await pipeliner.line<{ ready: number; sent: number; error?: string }>('sent');
       expect(sent).toMatchObject({ ready: 2 });
       expect(sent.sent).toBeGreaterThan(2);
@@ -122,9 +96,8 @@ describeRoot("one user's refused DUPs, pipelined behind its blocked closes, neve
       // between, and brings no frame more.
       pipeliner.child.stdin?.end('done\n');
       await pipeliner.exited();
-      pipeliner = undefined;
       await statusWhen(socketPath, (s) => !s.uids.some((u) => u.uid === NOBODY));
-      second = runAsNobody(PIPELINER(name));
+      const second = d.runAsNobody(PIPELINER(name));
       const sentAgain = await second.line<{ sent: number }>('sent');
       expect(sentAgain.sent).toBeGreaterThan(0);
       // Root is served meanwhile (each round trip gives the daemon's loop
@@ -148,24 +121,13 @@ describeRoot("one user's refused DUPs, pipelined behind its blocked closes, neve
 
       // Once the lingering closes end, the uid is read again: each of its
       // frames is refused in turn, and every fd closed.
-      await releaseAttacker(lingering);
-      lingering = undefined;
+      await d.release(lingering);
       await statusWhen(socketPath, (s) => s.stats.quotaHits.uidFds === 1 + sentAgain.sent && s.fdsClosing === 0);
       second.child.stdin?.end('done\n');
       await second.exited();
-      second = undefined;
       await statusWhen(socketPath, (s) => s.socketsClosing === 0 && !s.uids.some((u) => u.uid === NOBODY));
       await rootServed(socketPath, memfd);
       expect(await fdTableSettles(daemon.pid, baseline, 10000)).toBe('');
-    } finally {
-      closeFd(memfd);
-      for (const p of [pipeliner, second]) {
-        if (!p) continue;
-        p.kill();
-        await p.exited();
-      }
-      if (lingering) await releaseAttacker(lingering);
-      await daemon.stop('SIGKILL');
-    }
+    });
   }, 180000);
 });

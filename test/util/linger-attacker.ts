@@ -10,7 +10,9 @@
  */
 import { execFileSync } from 'node:child_process';
 
-import { spawnAsNobody, type NobodyProcess } from './nobody';
+import { closeFd, makeMemfd, openFdTable, type FdTable } from '../../src';
+import { statusWhen } from './helper-status';
+import { NOBODY, runAsNobody, spawnAsNobody, type NobodyProcess } from './nobody';
 import { startHelperProcess, type HelperProcess } from './processes';
 
 /** A python3 that nobody may run (not one under root's home), with socket.send_fds (3.9+). */
@@ -199,11 +201,95 @@ export async function releaseAttacker(attacker: NobodyProcess): Promise<void> {
   await attacker.exited();
 }
 
+/** A helper daemon process under attack by nobody, as withAttackedDaemon hands it to its body. */
+export interface AttackedDaemon {
+  daemon: HelperProcess;
+  /** Its abstract name (the attacker's NAME); socketPath is `@name`. */
+  name: string;
+  socketPath: string;
+  /** The daemon's fd table before any client connected to it. */
+  baseline: FdTable;
+  /** A memfd of this process's, for root's clients to give the daemon. */
+  memfd: number;
+  /** The attacker in `mode` at this daemon, with `count` lingering sockets. */
+  attack(mode: AttackerMode, count?: number): NobodyProcess;
+  /** `node -e script` as nobody (runAsNobody). */
+  runAsNobody(script: string): NobodyProcess;
+  /** releaseAttacker(attacker), which the end then need not do again. */
+  release(attacker: NobodyProcess): Promise<void>;
+  /**
+   * nobody blocks the daemon's `count` closer threads: the attacker in `dup`
+   * mode gives `count` lingering sockets and hangs up; resolves once the
+   * daemon closes all of them and the socket of that connection on the
+   * background closer (blocked there for an hour), with nobody holding no
+   * connection. Returns that attacker (release() ends those closes).
+   */
+  blockClosers(count: number): Promise<NobodyProcess>;
+}
+
 /**
- * Runs `body` with a helper daemon process (`fdbridge helper`, started
- * with `daemonArgs`, at an abstract name of its own) and the attacker in
- * `mode` at it, with `count` lingering sockets; then, however `body` ended,
- * releases the attacker and kills the daemon.
+ * Runs `body` with a helper daemon process (`fdbridge helper DAEMON_ARGS`
+ * at the abstract name `fdbridge-attack-<label>-<pid>`, at RLIMIT_NOFILE
+ * `options.nofile` if given); then, however `body` ended, kills what it
+ * started as nobody, releases the attackers not yet released, closes the
+ * memfd and kills the daemon.
+ */
+export async function withAttackedDaemon(
+  label: string,
+  daemonArgs: readonly string[],
+  options: { nofile?: number },
+  body: (d: AttackedDaemon) => Promise<void>,
+): Promise<void> {
+  const name = `fdbridge-attack-${label}-${process.pid}`;
+  const socketPath = `@${name}`;
+  const daemon = await startHelperProcess(socketPath, [...daemonArgs], options);
+  const attackers = new Set<NobodyProcess>();
+  const scripts: NobodyProcess[] = [];
+  const memfd = makeMemfd(label);
+  const attack = (mode: AttackerMode, count = 1): NobodyProcess => {
+    const attacker = spawnAttacker(mode, name, count);
+    attackers.add(attacker);
+    return attacker;
+  };
+  try {
+    await body({
+      daemon,
+      name,
+      socketPath,
+      baseline: openFdTable(daemon.pid),
+      memfd,
+      attack,
+      runAsNobody(script) {
+        const p = runAsNobody(script);
+        scripts.push(p);
+        return p;
+      },
+      async release(attacker) {
+        attackers.delete(attacker);
+        await releaseAttacker(attacker);
+      },
+      async blockClosers(count) {
+        const lingering = attack('dup', count);
+        // READY, DUP_OK
+        expect(await lingering.line('ready')).toEqual({ ready: 2, dupOk: 5 });
+        await statusWhen(socketPath, (s) => s.fdsClosing === count && s.socketsClosing === 1 && !s.uids.some((u) => u.uid === NOBODY));
+        return lingering;
+      },
+    });
+  } finally {
+    closeFd(memfd);
+    for (const p of scripts) {
+      p.kill();
+      await p.exited();
+    }
+    for (const attacker of attackers) await releaseAttacker(attacker);
+    await daemon.stop('SIGKILL');
+  }
+}
+
+/**
+ * Runs `body` with a helper daemon process (withAttackedDaemon) and the
+ * attacker in `mode` at it, with `count` lingering sockets.
  */
 export async function withAttacker(
   mode: AttackerMode,
@@ -211,22 +297,16 @@ export async function withAttacker(
   body: (run: { daemon: HelperProcess; attacker: NobodyProcess; socketPath: string; whileStopped(step: () => Promise<unknown>): Promise<void> }) => Promise<void>,
   count = 1,
 ): Promise<void> {
-  const name = `fdbridge-linger-${process.pid}-${mode}`;
-  const daemon = await startHelperProcess(`@${name}`, [...daemonArgs]);
-  const attacker = spawnAttacker(mode, name, count);
-  /** Runs `step` with the daemon process stopped (SIGSTOP), continued however it ends. */
-  const whileStopped = async (step: () => Promise<unknown>): Promise<void> => {
-    process.kill(daemon.pid, 'SIGSTOP');
-    try {
-      await step();
-    } finally {
-      process.kill(daemon.pid, 'SIGCONT');
-    }
-  };
-  try {
-    await body({ daemon, attacker, socketPath: `@${name}`, whileStopped });
-  } finally {
-    await releaseAttacker(attacker);
-    await daemon.stop('SIGKILL');
-  }
+  await withAttackedDaemon(`linger-${mode}`, daemonArgs, {}, async ({ daemon, socketPath, attack }) => {
+    /** Runs `step` with the daemon process stopped (SIGSTOP), continued however it ends. */
+    const whileStopped = async (step: () => Promise<unknown>): Promise<void> => {
+      process.kill(daemon.pid, 'SIGSTOP');
+      try {
+        await step();
+      } finally {
+        process.kill(daemon.pid, 'SIGCONT');
+      }
+    };
+    await body({ daemon, attacker: attack(mode, count), socketPath, whileStopped });
+  });
 }
