@@ -56,6 +56,26 @@ function startRun(args: string[]): { run: ChildProcess; tmp: string; out(): stri
   return { run, tmp, out: () => out, err: () => err };
 }
 
+/**
+ * startRun of the scenarios in `d` (no time limit that matters), resolved
+ * once its row has printed `<scenario>: blocking in` (it blocks its thread
+ * next), with the run's exit and its one row process.
+ */
+async function runUntilBlocked(d: string, scenario: string): Promise<ReturnType<typeof startRun> & { exited: ReturnType<typeof exitOf>; rowProcess: number }> {
+  const started = startRun(['--scenarios', d, '--timeout', '600000']);
+  const { run, out, err } = started;
+  const exited = exitOf(run);
+  await new Promise<void>((resolve, reject) => {
+    run.stdout?.on('data', () => {
+      if (out().includes(`${scenario}: blocking in`)) resolve();
+    });
+    void exited.then((h) => reject(new Error(`the run ended (${JSON.stringify(h)}) before its row blocked:\n${out()}\n${err()}`)));
+  });
+  const rowProcesses = childrenOf(run.pid as number);
+  expect(rowProcesses).toHaveLength(1);
+  return { ...started, exited, rowProcess: rowProcesses[0] as number };
+}
+
 /** Resolves once `pid` has exited (at once if it is gone already). */
 async function gone(pid: number): Promise<void> {
   try {
@@ -189,17 +209,8 @@ test.each([
         readSync(r, Buffer.alloc(1));
       }`,
   });
-  const { run, tmp, out, err } = startRun(['--scenarios', d, '--timeout', '600000']);
-  const exited = exitOf(run);
-  await new Promise<void>((resolve, reject) => {
-    run.stdout?.on('data', () => {
-      if (out().includes('blocks-until-stopped: blocking in')) resolve();
-    });
-    void exited.then((h) => reject(new Error(`the run ended (${JSON.stringify(h)}) before its row blocked:\n${out()}\n${err()}`)));
-  });
-  const rowProcesses = childrenOf(run.pid as number);
-  expect(rowProcesses).toHaveLength(1);
-  const rowProcessExit = gone(rowProcesses[0] as number);
+  const { run, tmp, err, exited, rowProcess } = await runUntilBlocked(d, 'blocks-until-stopped');
+  const rowProcessExit = gone(rowProcess);
   run.kill(signal);
   expect({ how: await exited, err: err() }).toEqual({ how: { code: status, signal: null }, err: expect.stringContaining(`fdbridge run: ${signal}: stopping`) });
   await rowProcessExit;
@@ -217,19 +228,10 @@ test('SIGKILL of the run while its row blocks: the row process ends itself (its 
         readSync(r, Buffer.alloc(1));
       }`,
   });
-  const { run, tmp, out, err } = startRun(['--scenarios', d, '--timeout', '600000']);
-  const exited = exitOf(run);
-  await new Promise<void>((resolve, reject) => {
-    run.stdout?.on('data', () => {
-      if (out().includes('blocks-with-daemon: blocking in')) resolve();
-    });
-    void exited.then((h) => reject(new Error(`the run ended (${JSON.stringify(h)}) before its row blocked:\n${out()}\n${err()}`)));
-  });
+  const { run, tmp, out, exited, rowProcess } = await runUntilBlocked(d, 'blocks-with-daemon');
   const daemon = /helper daemon: pid (\d+), socket (\S+)/.exec(out());
   expect(daemon).not.toBeNull();
-  const rowProcesses = childrenOf(run.pid as number);
-  expect(rowProcesses).toHaveLength(1);
-  const ends = [gone(rowProcesses[0] as number), gone(Number(daemon?.[1]))];
+  const ends = [gone(rowProcess), gone(Number(daemon?.[1]))];
   run.kill('SIGKILL');
   expect(await exited).toEqual({ code: null, signal: 'SIGKILL' });
   // No deadline here: a row process or daemon that outlives the run runs into the test's timeout.
