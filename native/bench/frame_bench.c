@@ -52,8 +52,9 @@
 #include <time.h>
 #include <unistd.h>
 
-/* SCM_MAX_FD (include/net/scm.h): the most fds one sendmsg may carry. */
-#define MAX_FDS 253
+#define BENCH_NAME "frame_bench"
+#include "bench_common.h"
+
 #define HEADER_BYTES 8
 /* MAX_FRAME_BYTES of src/protocol.ts. */
 #define MAX_FRAME (192 * 1024)
@@ -72,22 +73,6 @@ enum {
   CLOSED = 11,
 };
 
-static void die(const char *what) {
-  fprintf(stderr, "frame_bench: %s: %s\n", what, strerror(errno));
-  exit(1);
-}
-
-static double now_us(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
-}
-
-union control {
-  struct cmsghdr align;
-  char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
-};
-
 static unsigned char frame_buf[MAX_FRAME];
 
 static void put_header(unsigned char *b, int type, uint32_t id) {
@@ -103,15 +88,7 @@ static int send_frame(int sock, const unsigned char *data, size_t len, const int
   struct msghdr msg = {0};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  if (nfds > 0) {
-    msg.msg_control = ctl.buf;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-    memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
-  }
+  if (nfds > 0) put_fds(&msg, &ctl, fds, nfds);
   ssize_t n;
   do n = sendmsg(sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
   while (n < 0 && errno == EINTR);
@@ -141,14 +118,7 @@ static ssize_t recv_frame(int sock, int *fds, int *nfds) {
   while (n < 0 && errno == EINTR);
   *nfds = 0;
   if (n <= 0) return n;
-  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-      int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-      if (*nfds + k > MAX_FDS) k = MAX_FDS - *nfds;
-      memcpy(fds + *nfds, CMSG_DATA(c), sizeof(int) * (size_t)k);
-      *nfds += k;
-    }
-  }
+  take_fds(&msg, fds, nfds);
   if (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) {
     for (int i = 0; i < *nfds; i++) close(fds[i]);
     *nfds = 0;
@@ -156,17 +126,6 @@ static ssize_t recv_frame(int sock, int *fds, int *nfds) {
     return -1;
   }
   return n;
-}
-
-static long parse_long(const char *flag, const char *s, long min, long max) {
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (errno || *end || v < min || v > max) {
-    fprintf(stderr, "frame_bench: %s takes an integer in [%ld, %ld], not %s\n", flag, min, max, s);
-    exit(2);
-  }
-  return v;
 }
 
 static void set_sun(struct sockaddr_un *sa, const char *path) {
@@ -411,19 +370,6 @@ static int open_client(const char *path, const char *command) {
   if (n < HEADER_BYTES || frame_buf[0] != READY) bad_reply("HELLO not answered with READY", n);
   if (fcntl(fd, F_SETFL, O_NONBLOCK) < 0) die("fcntl(O_NONBLOCK)");
   return fd;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-static double quantile(const double *sorted, size_t n, double q) {
-  if (n == 0) return 0;
-  double pos = q * (double)(n - 1);
-  size_t lo = (size_t)pos;
-  size_t hi = lo + 1 < n ? lo + 1 : lo;
-  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - (double)lo);
 }
 
 static int run_load(const char *path, const char *command, long nclients, long time_ms, long warmup_ms) {

@@ -57,26 +57,8 @@
 #include <unistd.h>
 
 #include "../syscall_numbers.h"
-
-/* SCM_MAX_FD (include/net/scm.h): the most fds one sendmsg may carry. */
-#define MAX_FDS 253
-
-static void die(const char *what) {
-  fprintf(stderr, "scm_pingpong: %s: %s\n", what, strerror(errno));
-  exit(1);
-}
-
-static double now_us(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
-}
-
-/* The control buffer, aligned for struct cmsghdr as CMSG_* requires. */
-union control {
-  struct cmsghdr align;
-  char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
-};
+#define BENCH_NAME "scm_pingpong"
+#include "bench_common.h"
 
 /* --pidfd: the numbers travel as data and the peer pulls them. */
 static int pidfd_mode = 0;
@@ -95,13 +77,7 @@ static void send_fds(int sock, const int *fds, int nfds) {
   struct msghdr msg = {0};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  msg.msg_control = ctl.buf;
-  msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-  memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+  put_fds(&msg, &ctl, fds, nfds);
   ssize_t n;
   do n = sendmsg(sock, &msg, MSG_NOSIGNAL);
   while (n < 0 && errno == EINTR);
@@ -195,13 +171,7 @@ static void peer(int sock) {
         nfds++;
       }
     }
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-        int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-        memcpy(fds + nfds, CMSG_DATA(c), sizeof(int) * (size_t)k);
-        nfds += k;
-      }
-    }
+    take_fds(&msg, fds, &nfds);
     int cpu = sched_getcpu();
     unsigned char ack = (unsigned char)(cpu < 0 ? 255 : cpu & 0xff);
     do n = send(sock, &ack, 1, MSG_NOSIGNAL);
@@ -209,31 +179,6 @@ static void peer(int sock) {
     if (n != 1) die("send (ack)");
     for (int i = 0; i < nfds; i++) close(fds[i]);
   }
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-/* Linear interpolation between order statistics (tinybench's quantile). */
-static double quantile(const double *sorted, size_t n, double q) {
-  double pos = q * (double)(n - 1);
-  size_t lo = (size_t)pos;
-  size_t hi = lo + 1 < n ? lo + 1 : lo;
-  double frac = pos - (double)lo;
-  return sorted[lo] + (sorted[hi] - sorted[lo]) * frac;
-}
-
-static long parse_long(const char *flag, const char *s, long min, long max) {
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (errno || *end || v < min || v > max) {
-    fprintf(stderr, "scm_pingpong: %s takes an integer in [%ld, %ld], not %s\n", flag, min, max, s);
-    exit(2);
-  }
-  return v;
 }
 
 int main(int argc, char **argv) {
