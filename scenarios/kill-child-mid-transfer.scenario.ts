@@ -12,6 +12,7 @@ import { readdirSync } from 'node:fs';
 import { makeMemfd, makePipe, PeerExitedError, PROBE_COMMAND } from '../src';
 import type { Scenario } from '../harness/types';
 import { boundSocketPathsOf, closeAll } from './support/common';
+import { killWithRequestsPending } from './support/faults';
 
 const scenario: Scenario = {
   name: 'kill-child-mid-transfer',
@@ -36,23 +37,14 @@ const scenario: Scenario = {
         );
       }
       requests.push(conn.call('hang'));
-      const killedAt = Date.now();
-      process.kill(pid, 'SIGKILL');
-      ctx.count('faultsInjected');
-      const settled = await Promise.allSettled(requests);
-      const elapsed = Date.now() - killedAt;
-      const rejected = settled.filter((s): s is PromiseRejectedResult => s.status === 'rejected');
-      assert.ok(rejected.length > 0, 'the kill landed with requests pending');
-      for (const { reason } of rejected) {
-        assert.ok(reason instanceof PeerExitedError, `PeerExitedError, not ${String(reason)}`);
+      const { rejected, elapsedMs } = await killWithRequestsPending(ctx, pid, requests, (reason) => {
         assert.equal(reason.signal, 'SIGKILL');
         assert.equal(reason.pid, pid);
-      }
-      ctx.peak('settleAfterFaultMs', elapsed);
+      });
       await assert.rejects(conn.dupFileDescriptor(w), PeerExitedError);
       await assert.rejects(conn.call('echo', 1), PeerExitedError);
       assert.deepEqual(readdirSync(ctx.tmpdir), [], 'no socket file anywhere we can see');
-      ctx.note(`${rejected.length} of ${requests.length} requests rejected ${elapsed} ms after SIGKILL`);
+      ctx.note(`${rejected.length} of ${requests.length} requests rejected ${elapsedMs.toFixed(0)} ms after SIGKILL`);
       ctx.count('faultsSurvived');
     } finally {
       closeAll(sources);

@@ -10,6 +10,7 @@ import { strict as assert } from 'node:assert';
 import { makeMemfd, PeerExitedError, PROBE_COMMAND } from '../src';
 import type { Scenario } from '../harness/types';
 import { closeAll, closeRemote, remoteIdentities, wireIdentity } from './support/common';
+import { killWithRequestsPending } from './support/faults';
 
 const scenario: Scenario = {
   name: 'kill-helper-mid-transfer',
@@ -29,18 +30,7 @@ const scenario: Scenario = {
       for (let i = 0; i < ctx.rng.int(50, 200); i++) {
         requests.push(ctx.rng.next() < 0.8 ? conn.dupFileDescriptor(source) : conn.dupFileDescriptors([source, source, source]));
       }
-      const killedAt = Date.now();
-      process.kill(pid, 'SIGKILL');
-      ctx.count('faultsInjected');
-      const settled = await Promise.allSettled(requests);
-      const elapsed = Date.now() - killedAt;
-      const rejected = settled.filter((s): s is PromiseRejectedResult => s.status === 'rejected');
-      assert.ok(rejected.length > 0);
-      for (const { reason } of rejected) {
-        assert.ok(reason instanceof PeerExitedError, `PeerExitedError, not ${String(reason)}`);
-        assert.equal(reason.transport, 'helper');
-      }
-      ctx.peak('settleAfterFaultMs', elapsed);
+      const { rejected, elapsedMs } = await killWithRequestsPending(ctx, pid, requests, (reason) => assert.equal(reason.transport, 'helper'));
       await assert.rejects(conn.call('echo', 1), PeerExitedError);
       await conn.close();
       await helper.restart();
@@ -51,7 +41,7 @@ const scenario: Scenario = {
       await closeRemote(next, [fd as number]);
       await next.close();
       ctx.count('faultsSurvived');
-      ctx.note(`${rejected.length} of ${requests.length} requests rejected ${elapsed} ms after SIGKILL; helper restarted as pid ${helper.pid}`);
+      ctx.note(`${rejected.length} of ${requests.length} requests rejected ${elapsedMs.toFixed(0)} ms after SIGKILL; helper restarted as pid ${helper.pid}`);
     } finally {
       closeAll([source]);
     }

@@ -14,6 +14,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { makePipe, PeerExitedError, PROBE_COMMAND } from '../src';
 import type { Scenario } from '../harness/types';
 import { closeAll, sleep } from './support/common';
+import { killWithRequestsPending } from './support/faults';
 
 /** The parent pid of `pid` (/proc/PID/stat, the field after the state). */
 function parentOf(pid: number): number {
@@ -44,28 +45,20 @@ const scenario: Scenario = {
         requests.push(pick === 0 ? conn.dupFileDescriptor(downW) : pick === 1 ? conn.call('write', farDown, `line ${i}\n`) : conn.dupFileDescriptors([upR, downR]));
       }
       await sleep(ctx.rng.int(0, 20));
-      const killedAt = Date.now();
-      process.kill(via, 'SIGKILL');
-      ctx.count('faultsInjected');
-      const settled = await Promise.allSettled(requests);
-      const elapsed = Date.now() - killedAt;
-      const rejected = settled.filter((s): s is PromiseRejectedResult => s.status === 'rejected');
-      assert.ok(rejected.length > 0, 'the kill landed with requests pending (the hang, at least)');
-      for (const { reason } of rejected) {
-        assert.ok(reason instanceof PeerExitedError, `PeerExitedError, not ${String(reason)}`);
+      // The hang at least is pending when the kill lands.
+      const { rejected, elapsedMs } = await killWithRequestsPending(ctx, via, requests, (reason) => {
         assert.equal(reason.transport, 'remote');
         // A local via is the server's parent, and it is what died. Through
         // ssh, the parent is sshd's session: the ssh client then exits on
         // its own (255), and the error says so.
         if (reason.pid === via) assert.equal(reason.signal, 'SIGKILL');
         else assert.ok(reason.exitCode !== null || reason.signal !== null, `how the via ended: ${reason.message}`);
-      }
+      });
       await assert.rejects(conn.call('echo', 1), PeerExitedError);
       await assert.rejects(conn.dupFileDescriptor(downW), PeerExitedError);
-      ctx.peak('settleAfterFaultMs', elapsed);
       // The orphaned server sees its stdin end, closes its command and exits (the row's time limit bounds this wait).
       while (existsSync(`/proc/${server}`)) await sleep(20);
-      ctx.note(`${rejected.length} of ${requests.length} requests rejected ${elapsed} ms after SIGKILL of the via (pid ${via}); the server (pid ${server}) exited`);
+      ctx.note(`${rejected.length} of ${requests.length} requests rejected ${elapsedMs.toFixed(0)} ms after SIGKILL of the via (pid ${via}); the server (pid ${server}) exited`);
       ctx.count('faultsSurvived');
     } finally {
       feeder.kill('SIGKILL');

@@ -58,6 +58,45 @@ export async function settleAll(requests: ReadonlyArray<Promise<unknown>>, since
   return { results, elapsedMs: last - since };
 }
 
+/** The requests a kill failed (killWithRequestsPending). */
+export interface KillOutcome {
+  /** Each rejected request's PeerExitedError, in the order of `requests`. */
+  rejected: PeerExitedError[];
+  /** From the kill to the moment the last request settled (ms): a measurement, not a check. */
+  elapsedMs: number;
+}
+
+/**
+ * The fault of a peer SIGKILLed with `requests` pending: kills `pid`
+ * (counted in faultsInjected), waits for every request (settleAll; the time
+ * is the settleAfterFaultMs peak), and checks that the kill failed some of
+ * them, each with a PeerExitedError that `check` accepts (it asserts what
+ * the error must say: the signal, the transport, the pid). A request that
+ * resolved was answered before the kill landed.
+ */
+export async function killWithRequestsPending(
+  ctx: ScenarioContext,
+  pid: number,
+  requests: ReadonlyArray<Promise<unknown>>,
+  check: (err: PeerExitedError) => void,
+): Promise<KillOutcome> {
+  const since = performance.now();
+  process.kill(pid, 'SIGKILL');
+  ctx.count('faultsInjected');
+  const settled = await settleAll(requests, since);
+  ctx.peak('settleAfterFaultMs', settled.elapsedMs);
+  const rejected: PeerExitedError[] = [];
+  for (const s of settled.results) {
+    if (s.status === 'fulfilled') continue;
+    const reason = s.reason as unknown;
+    assert.ok(reason instanceof PeerExitedError, `PeerExitedError, not ${String(reason)}`);
+    check(reason);
+    rejected.push(reason);
+  }
+  assert.ok(rejected.length > 0, 'the kill landed with requests pending');
+  return { rejected, elapsedMs: settled.elapsedMs };
+}
+
 /** The state letter of /proc/<pid>/stat ('T' when stopped), or undefined when gone. */
 export function processState(pid: number): string | undefined {
   try {
