@@ -105,7 +105,8 @@ async function end(): Promise<void> {
   if (ending) return;
   ending = true;
   await opening?.catch(() => undefined);
-  await current;
+  // RowSession.run never rejects; should it all the same, the process still ends.
+  await current.catch(() => undefined);
   await session?.close();
   await send({ type: 'closed', ...peaks() });
   // A scenario may have left a timer or a handle that would keep it alive.

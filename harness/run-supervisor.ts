@@ -58,6 +58,17 @@ import type { Leak, ResultRow, ResultsFile } from './types';
  */
 export const UNRESPONSIVE_MS = 3000;
 
+/**
+ * How long a row process that answers pings may stay past the time limit
+ * of the step it last announced without announcing another step or ending
+ * the row. Every step of a row is bounded by the row process's own timer
+ * (run(), the closes after it, the leak oracle's look), and a loop that
+ * turns fires it: past this margin the row process has lost the row (a
+ * defect of the harness, such as a rejection nothing waited for), and it
+ * is killed rather than waited for forever.
+ */
+export const STALLED_MS = 30_000;
+
 /** A row's temporary directory: `$TMPDIR/fdbridge-<scenario>-<pid>-XXXXXX` (ownTempDir). */
 export function rowDirPrefix(scenario: string): string {
   return `fdbridge-${scenario.slice(0, 40)}-`;
@@ -176,7 +187,10 @@ class RowProcess {
   readonly #child: ChildProcess;
   readonly #waiters = new Set<(m: FromRowProcess) => void>();
   readonly #info: (line: string) => void;
+  readonly #stalledMs: number;
   #heard = false;
+  /** When the watched limit passed (performance.now()). */
+  #expiredAt = 0;
   #deadline: NodeJS.Timeout | undefined;
   #pinger: NodeJS.Timeout | undefined;
   /** The last time limit the row process announced for the current row (undefined: the row has not begun). */
@@ -185,13 +199,22 @@ class RowProcess {
   armed: { ms: number; what: string } | undefined;
   /** The last row that ended in it: "<scenario> on <transport>". */
   lastRow: string | undefined;
-  /** Set when the supervisor killed it: what it held that it had opened since the row began. */
-  killed: { held: Leak[] } | undefined;
+  /**
+   * Set when the supervisor killed it: what it held that it had opened
+   * since the row began, and whether it still answered pings then (it had
+   * lost the row: STALLED_MS) or not (blocked).
+   */
+  killed: { held: Leak[]; answering: boolean } | undefined;
+  /** See STALLED_MS. */
+  get stalledMs(): number {
+    return this.#stalledMs;
+  }
   /** Its fd table as the current row began. */
   baseline: FdTable | undefined;
 
-  constructor(init: RowProcessInit, info: (line: string) => void) {
+  constructor(init: RowProcessInit, info: (line: string) => void, stalledMs: number) {
     this.#info = info;
+    this.#stalledMs = stalledMs;
     // Its own stdout and stderr are the run's (a scenario's output shows);
     // its stdin is not a terminal's. SIGINT from a terminal reaches it too
     // (one process group): it ignores it, and the supervisor stops it.
@@ -267,11 +290,13 @@ class RowProcess {
   #expire(): void {
     this.#deadline = undefined;
     this.#heard = false;
+    this.#expiredAt = performance.now();
     this.send({ type: 'ping' });
     this.#pinger = setInterval(() => {
-      if (!this.#heard) {
+      const answering = this.#heard;
+      if (!answering || performance.now() - this.#expiredAt > this.#stalledMs) {
         this.calm();
-        this.kill();
+        this.kill(answering);
         return;
       }
       this.#heard = false;
@@ -287,7 +312,7 @@ class RowProcess {
    * reaps them, and a dead child is a zombie with its pid still its own
    * until then.
    */
-  kill(): void {
+  kill(answering = false): void {
     if (this.killed !== undefined || this.#child.exitCode !== null || this.#child.signalCode !== null) return;
     let held: Leak[] = [];
     try {
@@ -296,7 +321,7 @@ class RowProcess {
     } catch {
       // It exited meanwhile: it holds nothing.
     }
-    this.killed = { held };
+    this.killed = { held, answering };
     this.#killNow();
   }
 
@@ -314,6 +339,9 @@ function lostRow(row: PlannedRow, proc: RowProcess, how: Ended, durationMs: numb
   const step = proc.last ?? proc.armed ?? { ms: 0, what: `${row.scenario.name} on ${row.transport}` };
   const error = proc.last === undefined
     ? `the row process (pid ${proc.pid}) ${proc.killed ? 'was killed' : 'exited'} before the row began, in a new row process too`
+    : proc.killed?.answering
+    ? `${step.what}: its time limit of ${step.ms} ms passed more than ${proc.stalledMs} ms ago, and its row process (pid ${proc.pid}) still answered ` +
+      'but neither ended the row nor began another step: the harness lost track of the row (its defect, not the scenario\'s); the row process was killed'
     : proc.killed
     ? `${step.what} timed out after ${step.ms} ms, and its thread did not return to its event loop within ${UNRESPONSIVE_MS} ms more ` +
       `(it blocks or spins: a synchronous read that waits for data, a busy loop, a deadlock): its row process (pid ${proc.pid}) was killed`
@@ -341,6 +369,8 @@ export interface SuperviseOptions {
   plan: PlanOptions;
   session: RowSessionOptions;
   hooks: RowHooks;
+  /** See STALLED_MS (its default). */
+  stalledMs?: number;
 }
 
 /** Runs `session.rows` in row processes (see the file comment); rejects with the signal's reason once stopped. */
@@ -361,7 +391,7 @@ export async function superviseRows(o: SuperviseOptions): Promise<RowsOutcome> {
 
   const start = async (): Promise<RowProcess> => {
     const { signal: _signal, info: _info, onDeadline: _onDeadline, rows: _rows, ...session } = o.session;
-    const p = new RowProcess({ scenariosDir: o.scenariosDir, plan: o.plan, session: { ...session, anchors: !measuredAnchors }, labels }, info);
+    const p = new RowProcess({ scenariosDir: o.scenariosDir, plan: o.plan, session: { ...session, anchors: !measuredAnchors }, labels }, info, o.stalledMs ?? STALLED_MS);
     proc = p;
     // Starting runs no scenario code, only module loading, the helper daemon's start and the warm-up, each bounded.
     const ready = await p

@@ -317,6 +317,11 @@ function formatEntries(entries: readonly Leak[]): string {
   return entries.map((e) => `pid ${e.pid} (${e.role}): fd ${e.fd} -> ${e.target}`).join('; ');
 }
 
+/** How long the harness waits for a connection's close() after a row. */
+const CLOSE_MS = 10_000;
+/** How long a timed-out scenario's run() is given to unwind once its connections are closed. */
+const UNWIND_MS = 500;
+
 /** Resolves with `p`'s outcome, or rejects with RowTimeout after `ms`. */
 async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -553,23 +558,29 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string): Pro
     } catch (err) {
       error = caught(err);
     }
+    // The steps after run() are the harness's own, each bounded here; they
+    // are announced too, so that a watching supervisor knows the row is
+    // still making progress (and can tell a row process that lost it).
     if (error instanceof RowTimeout || error instanceof RowStopped) {
       // The scenario is still running: stop it from opening more, close what
       // it has (pending calls reject), and give it a moment to unwind.
       expired = true;
-      await Promise.all([...connections].map((c) => withTimeout(c.close(), 10_000, 'close').catch(() => undefined)));
-      await withTimeout(running, 500, 'unwinding').catch(() => undefined);
+      env.onDeadline?.(CLOSE_MS + UNWIND_MS, `closing the connections of ${scenario.name} on ${transport} after it ended`);
+      await Promise.all([...connections].map((c) => withTimeout(c.close(), CLOSE_MS, 'close').catch(() => undefined)));
+      await withTimeout(running, UNWIND_MS, 'unwinding').catch(() => undefined);
     }
     for (const conn of connections) {
       if (conn.closed) continue;
+      env.onDeadline?.(CLOSE_MS, `closing a ${transport} connection ${scenario.name} left open`);
       try {
-        await withTimeout(conn.close(), 10_000, `closing a ${transport} connection left open`);
+        await withTimeout(conn.close(), CLOSE_MS, `closing a ${transport} connection left open`);
       } catch (err) {
         notes.push(`closing a connection left open failed: ${errorText(err)}`);
       }
     }
     // A stopped run has no verdict to give: no wait for the oracle's settling.
     if (!(error instanceof RowStopped)) {
+      env.onDeadline?.(env.settleMs, `the leak oracle's look after ${scenario.name} on ${transport}`);
       const seen = await oracle.finish();
       leaks = env.trackDir === undefined ? seen.leaks : seen.leaks.map((l) => withOrigin(l, env.trackDir as string));
       closed = seen.closed;
@@ -584,7 +595,13 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string): Pro
     error = err;
   } finally {
     expired = true;
-    rowDir.remove();
+    try {
+      rowDir.remove();
+    } catch (err) {
+      // At the fd limit (EMFILE) a recursive removal cannot open the directory: the row says so, and still ends
+      // (the process's exit removes it then).
+      notes.push(`its temporary directory ${dir} could not be removed: ${errorText(err)}`);
+    }
   }
   if (env.stray.length > 0 && error === undefined) {
     error = new BackgroundError(`unhandled in the background: ${env.stray.map(errorText).join('; ')}`);
@@ -638,6 +655,12 @@ export interface RunnerOptions extends Required<Pick<RunOptions, 'bench' | 'repe
    * where such a row hangs the run; for tests that look inside a row.
    */
   isolation?: 'process' | 'none';
+  /**
+   * With isolation 'process': how long a row process that still answers may
+   * stay past the time limit of its last step before it is taken as having
+   * lost its row and killed (default STALLED_MS, harness/run-supervisor.ts).
+   */
+  stalledMs?: number;
   /** measureLatency options (time budgets), passed through. */
   benchOptions?: { time?: number; warmupTime?: number; iterations?: number };
   /** Called as each row starts and ends (progress lines). */
@@ -858,9 +881,27 @@ export class RowSession {
     }
   }
 
-  /** Runs one row (in `dir` when given: see runRow). Never throws. */
-  run(row: PlannedRow, dir?: string): Promise<ResultRow> {
-    return runRow(row, this.#env, dir);
+  /**
+   * Runs one row (in `dir` when given: see runRow). Never rejects: should
+   * runRow throw all the same (the harness's own defect), the row fails
+   * with that error, so that a caller waiting for its result gets one.
+   */
+  async run(row: PlannedRow, dir?: string): Promise<ResultRow> {
+    const started = performance.now();
+    try {
+      return await runRow(row, this.#env, dir);
+    } catch (err) {
+      return {
+        scenario: row.scenario.name,
+        transport: row.transport,
+        status: 'fail',
+        leaks: [],
+        error: stripVTControlCharacters(`harness: the row could not be finished: ${errorText(err)}`),
+        durationMs: Math.round(performance.now() - started),
+        expect: row.scenario.expect ?? 'pass',
+        iteration: row.iteration,
+      };
+    }
   }
 
   /** The helper daemons' largest peak RSS so far (HelperProcess.peakRssBytes). */
@@ -967,7 +1008,7 @@ export async function runScenarios(options: RunnerOptions): Promise<{ results: R
     outcome =
       (options.isolation ?? 'process') === 'none'
         ? await runRowsHere(session, hooks)
-        : await superviseRows({ scenariosDir, plan: planOptions, session, hooks });
+        : await superviseRows({ scenariosDir, plan: planOptions, session, hooks, ...(options.stalledMs !== undefined ? { stalledMs: options.stalledMs } : {}) });
   } finally {
     runDir?.remove();
   }
