@@ -9,6 +9,7 @@
  * fd the pump held.
  */
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { Socket } from 'node:net';
 
 import fc from 'fast-check';
@@ -176,6 +177,19 @@ test('a reader that goes away stops the writer\'s side: its outgoing half ends (
     expect(b.channel.ended).toBe(false);
   }));
 
+/** write(2)'s number on this machine (x86_64, aarch64). */
+const WRITE_SYSCALL = process.arch === 'arm64' ? 64 : 1;
+
+/** True while `pid` waits in write(2) (the first field of /proc/PID/syscall). */
+function blockedInWrite(pid: number): boolean {
+  try {
+    return Number(readFileSync(`/proc/${pid}/syscall`, 'utf8').split(' ')[0]) === WRITE_SYSCALL;
+  } catch {
+    // Gone, or running now ('running' has no number).
+    return false;
+  }
+}
+
 test('a STOP for a pumped stream socket fails its writer with EPIPE, one blocked on a full buffer too, and the other way goes on', () =>
   checked(async (scope) => {
     const { a, b } = joined(scope);
@@ -184,15 +198,17 @@ test('a STOP for a pumped stream socket fails its writer with EPIPE, one blocked
     stream.start();
     scope.add({ close: () => stream.destroy() });
     // A writer blocked in write(2), as a command's writeSync is: past the
-    // window and both socket buffers. It ignores SIGPIPE (inherited from
-    // Node), so EPIPE is its error message.
+    // window and both socket buffers. The kernel fails a write blocked for
+    // buffer space with EPIPE once the reading side is shut, without
+    // SIGPIPE, so EPIPE is its error message (a write that began after the
+    // shutdown would get SIGPIPE: the STOP is sent only once it blocks).
     const writer = spawn('head', ['-c', String(STREAM_WINDOW + (4 << 20)), '/dev/zero'], { stdio: ['ignore', mine, 'pipe'] });
     scope.add({ close: () => void killIfSpawned(writer) });
     let stderr = '';
     writer.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
     const exit = new Promise<void>((resolve) => writer.once('close', () => resolve()));
     const sent = stream.sent();
-    while (stream.bytesOut < STREAM_WINDOW) await new Promise((r) => setImmediate(r));
+    while (stream.bytesOut < STREAM_WINDOW || !blockedInWrite(writer.pid as number)) await new Promise((r) => setImmediate(r));
     b.channel.send(RemoteFrame.STOP, 4);
     await sent;
     await exit;
