@@ -4,6 +4,8 @@
 #include "addon.h"
 
 #include <dlfcn.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <mutex>
 
@@ -36,6 +38,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   // Module initialisation runs on the environment's own thread, the one
   // every JS call of this environment runs on.
   data->holder = FdNewHolder();
+  data->main_thread = syscall(SYS_gettid) == getpid();
   FdSetThreadHolder(data->holder);
   env.SetInstanceData<InstanceData>(data);
   napi_add_async_cleanup_hook(env, AsyncCleanup, data, &data->cleanup_handle);

@@ -26,6 +26,7 @@
 
 #include "child_reaper.h"
 #include "fd_budget.h"
+#include "fd_ops.h"
 #include "scm_rights.h"
 #include "unix_socket.h"
 
@@ -72,6 +73,23 @@ struct InstanceData {
   uint32_t next_child = 0;
   // A spawn begun (spawnBegins) whose process is not watched yet.
   SpawnWindow spawning;
+  // fds the addon made or received and handed to this environment's
+  // JavaScript as plain numbers, not registered as fdbridge's (fd_ops.h:
+  // those are held for the environment already), for the library to take
+  // over in its next step: wrap in a Socket or RelayPump, close, or hand on
+  // to its caller or another thread (KeepForJs, ClaimFromJs). A worker's
+  // JavaScript can be stopped between any two of its calls (terminate()
+  // takes effect at the next function call or loop iteration, and no catch
+  // or finally runs), so the number a native call returned may reach
+  // nobody: the teardown closes what is still here. Only this
+  // environment's thread adds and removes; a number stays here only while
+  // it is open and the library's (every close and every hand-over claims
+  // it first), so the teardown never closes a number someone else holds.
+  std::unordered_set<int> unclaimed;
+  // Whether this is the process's main thread, whose environment ends with
+  // the process: the kernel closes whatever is left then, and closing
+  // numbers during the exit could only take some from under the runtime.
+  bool main_thread = false;
 
   // The environment's end (a worker thread's exit or termination, the
   // process's exit), after Node has closed every handle and our cleanup hook
@@ -247,6 +265,31 @@ inline void RaisePendingException(napi_env env) {
   details.Set("queuedMessages", Napi::Number::New(env, static_cast<double>(core->queued_sends())));
   details.Set("limit", Napi::Number::New(env, static_cast<double>(core->send_queue_limit())));
   throw Napi::Error(env, MakeError(env, "queuefull", 0, syscall, details));
+}
+
+// fds[0..n), open and not registered as fdbridge's, go to this
+// environment's JavaScript as numbers: the environment keeps them (closed at
+// its teardown) until ClaimFromJs. Registered fds are left to the registry
+// (their holder is the environment already, or whoever takes them).
+inline void KeepForJs(Napi::Env env, const int* fds, size_t n) {
+  InstanceData* data = Data(env);
+  if (data == nullptr) return;
+  for (size_t i = 0; i < n; i++) {
+    if (fds[i] >= 0) data->unclaimed.insert(fds[i]);
+  }
+}
+// The library takes fds[0..n) over (a native object, a close) or hands
+// them on: the environment no longer keeps them. Any number may be given.
+inline void ClaimFromJs(Napi::Env env, const int* fds, size_t n) {
+  InstanceData* data = Data(env);
+  if (data == nullptr || data->unclaimed.empty()) return;
+  for (size_t i = 0; i < n; i++) data->unclaimed.erase(fds[i]);
+}
+// A native object of this environment takes fds[0..n) and closes them
+// itself (close() or the cleanup hook): FdHeldByNative, and claimed.
+inline void TakenByNative(Napi::Env env, const int* fds, size_t n) {
+  FdHeldByNative(fds, n);
+  ClaimFromJs(env, fds, n);
 }
 
 // What each file exports; InitModule (addon.cc) calls them in turn.

@@ -40,6 +40,7 @@ Napi::Value CloseInBackground(const Napi::CallbackInfo& info) {
   std::vector<int> fds = ArgFdArray(info, "closeInBackground(fds, owner?): fds must be an array");
   double owner = info.Length() > 1 && !info[1].IsUndefined() ? WholeNumber(info[1]) : 0;
   if (owner < 0) throw Napi::TypeError::New(info.Env(), "closeInBackground: owner must be a non-negative integer");
+  ClaimFromJs(info.Env(), fds.data(), fds.size());
   uint64_t ticket = FdCloseInBackground(fds.data(), fds.size(), static_cast<uint64_t>(owner), /*held_for_peer=*/true);
   return Napi::Number::New(info.Env(), static_cast<double>(ticket));
 }

@@ -38,6 +38,16 @@ InstanceData::~InstanceData() {
   for (uint64_t start : loop_starts) FdLoopStartEnd(start);
   std::vector<int> held;
   FdReleaseHolder(holder, &held);
+  // Numbers handed to JavaScript that never reached their owner (the
+  // JavaScript was stopped in between): nobody else knows them. One that is
+  // registered meanwhile is the registry's (released above, or a native
+  // object's), never closed twice.
+  if (!main_thread) {
+    for (int fd : unclaimed) {
+      if (!FdIsOwned(fd)) held.push_back(fd);
+    }
+  }
+  unclaimed.clear();
   std::vector<int> pidfds;
   for (const auto& child : children) pidfds.push_back(child.second);
   spawning.TakeSpawned(&pidfds);

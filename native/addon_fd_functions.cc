@@ -4,6 +4,7 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -32,8 +33,16 @@ Napi::Value PollReadable(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// An fd made here for JavaScript (not registered): kept by the environment
+// until the library claims it (KeepForJs in addon.h).
+Napi::Value KeptFd(Napi::Env env, int r, const char* syscall) {
+  CheckFdResult(env, r, syscall);
+  KeepForJs(env, &r, 1);
+  return Napi::Number::New(env, r);
+}
+
 Napi::Value Dup(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), FdDupCloexec(ArgFd(info, 0)), "dup"));
+  return KeptFd(info.Env(), FdDupCloexec(ArgFd(info, 0)), "dup");
 }
 
 // dupHigh(fd) -> a close-on-exec duplicate for fdbridge itself, numbered at
@@ -105,6 +114,7 @@ Napi::Value Registration(const Napi::CallbackInfo& info) {
 Napi::Value Own(const Napi::CallbackInfo& info) {
   int fd = ArgFd(info, 0);
   FdMarkOwned(&fd, 1);
+  ClaimFromJs(info.Env(), &fd, 1);
   return info.Env().Undefined();
 }
 
@@ -117,8 +127,28 @@ Napi::Value FdFloorFn(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Close(const Napi::CallbackInfo& info) {
-  CheckFdResult(info.Env(), FdClose(ArgFd(info, 0)), "close");
+  int fd = ArgFd(info, 0);
+  ClaimFromJs(info.Env(), &fd, 1);
+  CheckFdResult(info.Env(), FdClose(fd), "close");
   return info.Env().Undefined();
+}
+
+// handOver(fds): the library hands these numbers on (to its caller, or to
+// another thread): the environment no longer keeps them (KeepForJs).
+Napi::Value HandOver(const Napi::CallbackInfo& info) {
+  std::vector<int> fds = ArgFdArray(info, "handOver(fds): fds must be an array");
+  ClaimFromJs(info.Env(), fds.data(), fds.size());
+  return info.Env().Undefined();
+}
+
+// unclaimedFds() -> the numbers this environment keeps for its JavaScript
+// now (KeepForJs), for tests.
+Napi::Value UnclaimedFds(const Napi::CallbackInfo& info) {
+  InstanceData* data = Data(info.Env());
+  std::vector<int> fds;
+  if (data != nullptr) fds.assign(data->unclaimed.begin(), data->unclaimed.end());
+  std::sort(fds.begin(), fds.end());
+  return FdArray(info.Env(), fds.data(), fds.size());
 }
 
 Napi::Value Identity(const Napi::CallbackInfo& info) {
@@ -192,16 +222,17 @@ Napi::Value SetFdLimit(const Napi::CallbackInfo& info) {
 Napi::Value Pipe(const Napi::CallbackInfo& info) {
   int fds[2];
   CheckFdResult(info.Env(), FdPipe(fds), "pipe2");
+  KeepForJs(info.Env(), fds, 2);
   return FdArray(info.Env(), fds, 2);
 }
 
 Napi::Value Memfd(const Napi::CallbackInfo& info) {
   std::string name = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "fdbridge";
-  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), FdMemfd(name.c_str()), "memfd_create"));
+  return KeptFd(info.Env(), FdMemfd(name.c_str()), "memfd_create");
 }
 
 Napi::Value Eventfd(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), FdEventfd(), "eventfd"));
+  return KeptFd(info.Env(), FdEventfd(), "eventfd");
 }
 
 Napi::Value PidfdOpenFn(const Napi::CallbackInfo& info) {
@@ -211,10 +242,9 @@ Napi::Value PidfdOpenFn(const Napi::CallbackInfo& info) {
   if (own) {
     OwnedFdsLock lock;  // made and registered as one step
     r = FdOwnHigh(PidfdOpen(pid));
-  } else {
-    r = PidfdOpen(pid);
+    return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), r, "pidfd_open"));
   }
-  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), r, "pidfd_open"));
+  return KeptFd(info.Env(), PidfdOpen(pid), "pidfd_open");
 }
 
 // runtimeCloses(fd) -> registration: `fd`, ours, is a libuv stream's to
@@ -251,6 +281,7 @@ Napi::Value CloseAll(const Napi::CallbackInfo& info) {
     double d = WholeNumber(arr.Get(i));
     if (d >= 0 && d <= 2147483647.0) fds.push_back(static_cast<int>(d));
   }
+  ClaimFromJs(env, fds.data(), fds.size());
   return Napi::Number::New(env, static_cast<double>(FdCloseAll(fds.data(), fds.size())));
 }
 
@@ -281,6 +312,8 @@ void ExportFdFunctions(Napi::Env env, Napi::Object exports) {
   exports.Set("pidfdGetfd", Napi::Function::New<PidfdGetfdFn>(env, "pidfdGetfd"));
   exports.Set("pidfdGetfdAll", Napi::Function::New<PidfdGetfdAllFn>(env, "pidfdGetfdAll"));
   exports.Set("closeAll", Napi::Function::New<CloseAll>(env, "closeAll"));
+  exports.Set("handOver", Napi::Function::New<HandOver>(env, "handOver"));
+  exports.Set("unclaimedFds", Napi::Function::New<UnclaimedFds>(env, "unclaimedFds"));
   exports.Set("runtimeCloses", Napi::Function::New<RuntimeCloses>(env, "runtimeCloses"));
 }
 

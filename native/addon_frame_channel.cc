@@ -241,7 +241,9 @@ class ChannelWrap : public Napi::ObjectWrap<ChannelWrap>, public FrameChannel::D
     return env.Undefined();
   }
   Napi::Value Add(const Napi::CallbackInfo& info) {
-    channel_->Add(ArgFd(info, 0));
+    int fd = ArgFd(info, 0);
+    ClaimFromJs(info.Env(), &fd, 1);  // the ledger's (registered) from here on
+    channel_->Add(fd);
     return info.Env().Undefined();
   }
   Napi::Value Adopt(const Napi::CallbackInfo& info) {

@@ -64,7 +64,7 @@ class RelayPumpWrap : public Napi::ObjectWrap<RelayPumpWrap>, public RelayPump::
     core_ = RelayPump::Create(loop, in_fd, out_fd, this, &err);
     if (core_ == nullptr) ThrowSystem(env, err, "uv_poll_init");
     int fds[] = {in_fd, out_fd};
-    FdHeldByNative(fds, 2);  // closed by the pump (close() or this environment's cleanup hook)
+    TakenByNative(env, fds, 2);  // closed by the pump (close() or this environment's cleanup hook)
     async_context_ = std::make_unique<Napi::AsyncContext>(env, "FdbridgeRelayPump", Value());
     Data(env)->pumps.insert(this);
     Ref();  // strong until close()
@@ -118,7 +118,7 @@ class RelayPumpWrap : public Napi::ObjectWrap<RelayPumpWrap>, public RelayPump::
     bool socket = info.Length() > 4 && info[4].ToBoolean();
     if (!read && !write) throw Napi::RangeError::New(env, "addStream: a stream reads, writes, or both");
     CheckFdResult(env, Core(env, "uv_poll_init")->AddStream(id, fd, read, write, socket), "uv_poll_init");
-    FdHeldByNative(&fd, 1);
+    TakenByNative(env, &fd, 1);
     return env.Undefined();
   }
 

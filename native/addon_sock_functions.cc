@@ -18,6 +18,15 @@ namespace fdbridge {
 
 namespace {
 
+// Every fd made here for JavaScript is kept by the environment until the
+// library claims it (KeepForJs in addon.h); one made with `own` is
+// registered, and held for the environment that way.
+Napi::Value KeptFd(Napi::Env env, int r, bool own, const char* syscall) {
+  CheckFdResult(env, r, syscall);
+  if (!own) KeepForJs(env, &r, 1);
+  return Napi::Number::New(env, r);
+}
+
 // socketpair(type, own?): `own` numbers both ends above the fd floor and
 // registers them as fdbridge's (see sock_ops.h).
 Napi::Value SocketPair(const Napi::CallbackInfo& info) {
@@ -25,6 +34,7 @@ Napi::Value SocketPair(const Napi::CallbackInfo& info) {
   bool own = info.Length() > 1 && info[1].ToBoolean();
   int sv[2];
   CheckFdResult(info.Env(), SockPair(type, sv, own), "socketpair");
+  if (!own) KeepForJs(info.Env(), sv, 2);
   return FdArray(info.Env(), sv, 2);
 }
 
@@ -38,7 +48,7 @@ Napi::Value Listen(const Napi::CallbackInfo& info) {
   bool pass_cred = info.Length() > 5 && info[5].ToBoolean();
   bool own = info.Length() > 6 && info[6].ToBoolean();
   int fd = SockListen(type, name.data(), name.size(), abstract, mode, backlog, pass_cred, own);
-  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), fd, "bind"));
+  return KeptFd(info.Env(), fd, own, "bind");
 }
 
 // listenAgain(fd, backlog) -> the connections that were queued before (see
@@ -49,6 +59,8 @@ Napi::Value ListenAgain(const Napi::CallbackInfo& info) {
   UniqueFds queued;
   CheckFdResult(info.Env(), SockListenAgain(fd, backlog, &queued), "listen");
   Napi::Array arr = FdArray(info.Env(), queued.data(), queued.size());
+  // Accepted on a listening socket of ours, they are registered; else kept.
+  if (!FdIsOwned(fd)) KeepForJs(info.Env(), queued.data(), queued.size());
   queued.release();  // JavaScript's now
   return arr;
 }
@@ -56,7 +68,7 @@ Napi::Value ListenAgain(const Napi::CallbackInfo& info) {
 // dgramSocket(own?) -> an unbound DGRAM socket (non-blocking, close-on-exec).
 Napi::Value DgramSocket(const Napi::CallbackInfo& info) {
   bool own = info.Length() > 0 && info[0].ToBoolean();
-  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), SockOpen(SOCK_DGRAM, own), "socket"));
+  return KeptFd(info.Env(), SockOpen(SOCK_DGRAM, own), own, "socket");
 }
 
 // connect(type, name, abstract, own?)
@@ -66,7 +78,7 @@ Napi::Value Connect(const Napi::CallbackInfo& info) {
   bool abstract = info.Length() > 2 && info[2].ToBoolean();
   bool own = info.Length() > 3 && info[3].ToBoolean();
   int fd = SockConnect(type, name.data(), name.size(), abstract, own);
-  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), fd, "connect"));
+  return KeptFd(info.Env(), fd, own, "connect");
 }
 
 Napi::Value PeerCred(const Napi::CallbackInfo& info) {
@@ -93,7 +105,7 @@ Napi::Value PeerPidfd(const Napi::CallbackInfo& info) {
   } else {
     r = SockPeerPidfd(fd);
   }
-  return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), r, "getsockopt(SO_PEERPIDFD)"));
+  return KeptFd(info.Env(), r, own, "getsockopt(SO_PEERPIDFD)");
 }
 
 Napi::Value SocketType(const Napi::CallbackInfo& info) {
@@ -162,6 +174,7 @@ Napi::Value RecvNow(const Napi::CallbackInfo& info) {
           static_cast<size_t>(max_fds), &r);
   if (r.status == RecvStatus::kWouldBlock) return env.Null();
   if (r.status != RecvStatus::kMessage) throw Napi::Error(env, ReceiveError(env, r, "recvmsg"));
+  KeepForJs(env, fds.data(), r.nfds);
   Napi::Object o = Napi::Object::New(env);
   o.Set("data", Napi::Buffer<char>::Copy(env, buf.data(), r.bytes));
   o.Set("fds", FdArray(env, fds.data(), r.nfds));

@@ -129,7 +129,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     int err = 0;
     core_ = UnixSocket::Create(loop, fd, type, max_fds, buffer_size, this, &err);
     if (core_ == nullptr) ThrowSystem(env, err, "uv_poll_init");
-    FdHeldByNative(&fd, 1);  // closed by close() or this environment's cleanup hook
+    TakenByNative(env, &fd, 1);  // closed by close() or this environment's cleanup hook
     if (has_queue_limit) core_->SetSendQueueLimits(queue_limit, SIZE_MAX);
     async_context_ = std::make_unique<Napi::AsyncContext>(env, "FdbridgeSocket", Value());
     Data(env)->sockets.insert(this);
@@ -396,6 +396,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   // closed socket still hands them over (as owner 0's), and forgets the ticket.
   Napi::Value CloseFdsInBackground(const Napi::CallbackInfo& info) {
     std::vector<int> fds = ArgFdArray(info, "closeInBackground(fds): fds must be an array");
+    ClaimFromJs(info.Env(), fds.data(), fds.size());
     uint64_t ticket = core_ != nullptr ? core_->CloseInBackground(fds.data(), fds.size())
                                        : FdCloseInBackground(fds.data(), fds.size(), 0, /*held_for_peer=*/true);
     return Napi::Number::New(info.Env(), static_cast<double>(ticket));
@@ -442,6 +443,13 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
 
   bool CanCallIntoJs() { return fdbridge::CanCallIntoJs(*this); }
 
+  // A received message's fds go to JavaScript: kept by the environment until
+  // the library hands them to whoever receives them (KeepForJs). On a
+  // socket whose fds are registered as they arrive, the registry holds them.
+  void KeepReceived(const int* fds, size_t nfds) {
+    if (nfds > 0 && core_ != nullptr && !core_->receives_own()) KeepForJs(Env(), fds, nfds);
+  }
+
   // An exception raised while building a callback's arguments (they call
   // into JS: the error factory) becomes an uncaught exception, unless the
   // environment is shutting down, when there is nobody left to tell.
@@ -471,7 +479,12 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
       ReportException(e);  // could not build the arguments
       return;
     }
-    if (Emit(on_message_, {env.Null(), buf, arr})) owned.release();  // the handler's now
+    KeepReceived(fds, nfds);
+    if (Emit(on_message_, {env.Null(), buf, arr})) {
+      owned.release();  // the handler's now
+    } else {
+      ClaimFromJs(env, fds, nfds);  // closed here after all
+    }
   }
 
   // onMessage(null, data, fds, from, credentials): `from` is null for an
@@ -501,7 +514,12 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
       ReportException(e);
       return;
     }
-    if (Emit(on_message_, {env.Null(), buf, arr, from, cred})) owned.release();
+    KeepReceived(fds, nfds);
+    if (Emit(on_message_, {env.Null(), buf, arr, from, cred})) {
+      owned.release();
+    } else {
+      ClaimFromJs(env, fds, nfds);
+    }
   }
 
   static napi_value SenderAddress(Napi::Env env, const ScmSender& sender) {
@@ -549,7 +567,14 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
       }
       Emit(on_accept_, {error});
     } else {
-      if (Emit(on_accept_, {env.Null(), Napi::Number::New(env, fd)})) owned.release();
+      // Accepted on a listening socket of ours, it is registered; else kept
+      // until a Socket takes it (KeepForJs).
+      if (!FdIsOwned(fd)) KeepForJs(env, &fd, 1);
+      if (Emit(on_accept_, {env.Null(), Napi::Number::New(env, fd)})) {
+        owned.release();
+      } else {
+        ClaimFromJs(env, &fd, 1);
+      }
     }
   }
 
@@ -597,7 +622,8 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     // One that waits already (taken outside the loop's read): handled first.
     if (batch->Holds(this)) batch->Flush();
     if (core_ == nullptr || on_message_.IsEmpty()) return false;
-    batch->Add(this, data, len, fds, nfds, ScmDiscard{core_->uses_background_closer(), core_->background_close_owner()});
+    batch->Add(this, data, len, fds, nfds, ScmDiscard{core_->uses_background_closer(), core_->background_close_owner()},
+               !core_->receives_own());
     core_->EndReadTurn();
     return true;
   }

@@ -45,17 +45,18 @@ void MessageBatch::SetDispatcher(napi_value dispatcher) {
   napi_create_reference(env_, dispatcher, 1, &dispatcher_);
 }
 
-void MessageBatch::Add(Target* target, const char* data, size_t len, const int* fds, size_t nfds, ScmDiscard discard) {
+void MessageBatch::Add(Target* target, const char* data, size_t len, const int* fds, size_t nfds, ScmDiscard discard,
+                       bool keep_for_js) {
   if (closed_) {
     // Nobody will flush: closed now, as the flush that cannot reach JS would.
     fds_.assign(fds, fds + nfds);
-    Discard(Entry{target, 0, 0, 0, nfds, discard});
+    Discard(Entry{target, 0, 0, 0, nfds, discard, false});
     fds_.clear();
     return;
   }
   // Owned from here on: a failed allocation below must not lose them.
   UniqueFds owned(fds, nfds);
-  Entry e{target, data_.size(), len, fds_.size(), nfds, discard};
+  Entry e{target, data_.size(), len, fds_.size(), nfds, discard, keep_for_js};
   data_.insert(data_.end(), data, data + len);
   fds_.insert(fds_.end(), fds, fds + nfds);
   entries_.push_back(e);
@@ -200,6 +201,9 @@ void MessageBatch::Flush() {
   }
   // The fds are JS's from here on; messages taken during the call wait for
   // the next flush.
+  for (const Entry& e : entries_) {
+    if (e.target != nullptr && e.keep_for_js) KeepForJs(Napi::Env(env_), fds_.data() + e.fd_at, e.nfds);
+  }
   Clear();
   flushing_ = true;
   napi_value args[4] = {count, handlers, data_ab, meta_ab};

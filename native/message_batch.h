@@ -53,8 +53,12 @@ class MessageBatch {
   static MessageBatch* Create(napi_env env, uv_loop_t* loop, napi_value dispatcher, int* err);
 
   // Takes a message: its fds are owned here until the flush hands them to
-  // JS, or closed as `discard` says if they never reach it.
-  void Add(Target* target, const char* data, size_t len, const int* fds, size_t nfds, ScmDiscard discard);
+  // JS, or closed as `discard` says if they never reach it. `keep_for_js`:
+  // they are not registered as they arrived, so the flush leaves them in
+  // the environment's keeping until the library hands them on (KeepForJs
+  // in addon.h).
+  void Add(Target* target, const char* data, size_t len, const int* fds, size_t nfds, ScmDiscard discard,
+           bool keep_for_js);
   // Whether a message of `target` waits to be handed over.
   bool Holds(const Target* target) const { return count_ > 0 && target->batched_turn_ == turn_; }
   // `target` goes away: its waiting messages are dropped, their fds closed.
@@ -76,6 +80,7 @@ class MessageBatch {
     size_t fd_at;
     size_t nfds;
     ScmDiscard discard;
+    bool keep_for_js;
   };
 
   MessageBatch(napi_env env, uv_loop_t* loop);

@@ -206,6 +206,8 @@ class UnixSocket {
   // socket that is itself registered as fdbridge's: for a protocol layer
   // that keeps what arrives for someone (the frame channel's ledger).
   void ReceiveOwnFds(bool on) { receive_own_ = on; }
+  // Whether what this socket receives (or accepts) is registered as it arrives.
+  bool receives_own() const { return own_socket_ || receive_own_; }
 
   // Waiting on the calling thread, for a caller that cannot return to the
   // event loop (a synchronous request, FrameChannel::DupSync): this

@@ -71,24 +71,33 @@ export function setFdFlags(fd: number, flags: Partial<FdFlags>): void {
   if (flags.nonblock !== undefined) native.setNonblock(fd, flags.nonblock);
 }
 
+/**
+ * Numbers a native call made, handed on to the caller: from here they are
+ * the caller's, no longer kept by this thread's environment (native.handOver).
+ */
+export function handedOver<T extends number | readonly number[]>(fds: T): T {
+  native.handOver(typeof fds === 'number' ? [fds] : (fds as readonly number[]));
+  return fds;
+}
+
 /** A close-on-exec duplicate of `fd`; the caller owns it. */
 export function dupFd(fd: number): number {
-  return native.dup(fd);
+  return handedOver(native.dup(fd));
 }
 
 /** A pipe, both ends close-on-exec: `[read, write]`, owned by the caller. */
 export function makePipe(): [number, number] {
-  return native.pipe();
+  return handedOver(native.pipe());
 }
 
 /** An anonymous memory file (memfd_create), close-on-exec, owned by the caller. */
 export function makeMemfd(name = 'fdbridge'): number {
-  return native.memfd(name);
+  return handedOver(native.memfd(name));
 }
 
 /** An eventfd, close-on-exec, owned by the caller. */
 export function makeEventfd(): number {
-  return native.eventfd();
+  return handedOver(native.eventfd());
 }
 
 /**
@@ -97,7 +106,7 @@ export function makeEventfd(): number {
  * DatagramSocket receive given it as `peerPidfd` ends then.
  */
 export function openPidfd(pid: number): number {
-  return native.pidfdOpen(pid);
+  return handedOver(native.pidfdOpen(pid));
 }
 
 /**

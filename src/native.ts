@@ -462,6 +462,23 @@ export interface NativeBinding {
   close(fd: number): void;
   /** close for each of `fds` in one call; what is not an open fd is passed over. How many closed. */
   closeAll(fds: readonly number[]): number;
+  /**
+   * The fds a native call returns as numbers (socketpair, connect, listen,
+   * dgramSocket, dup, pipe, memfd, eventfd, peerPidfd and pidfdOpen without
+   * `own`, recvNow's, listenAgain's, and those a Socket's onMessage or
+   * onAccept receives), unless registered as fdbridge's, are kept by this
+   * environment until the library takes them (a Socket, a RelayPump or a
+   * frame channel's ledger takes them, close, closeAll or closeInBackground
+   * closes them) or hands them on with this call: to its caller, or to
+   * another thread. Whatever is still kept when the environment ends (a
+   * worker terminated between the native call and the step that takes the
+   * fds: its JavaScript stops there, no catch runs) is closed then, as
+   * nobody else knows those numbers. So a number must be handed over
+   * before it leaves the library, never after.
+   */
+  handOver(fds: readonly number[]): void;
+  /** The numbers this environment keeps now (see handOver), for tests. */
+  unclaimedFds(): number[];
   identity(fd: number): NativeIdentity;
   /** Bit 0: FD_CLOEXEC, bit 1: O_NONBLOCK. */
   getFlags(fd: number): number;

@@ -8,7 +8,7 @@
  * that nobody claimed.
  */
 import { ClosedError, EofError, PeerGoneError, SystemError, TimeoutError } from './errors';
-import { closeFds, OwnedFd, validateFds } from './fd';
+import { closeFds, handedOver, OwnedFd, validateFds } from './fd';
 import { constants, native, type NativeExitWatch, type NativeMessageCallback, type NativeSocket } from './native';
 import { socketFileIdentity, unlinkOwnSocketFile, type SocketFileIdentity } from './socket-file';
 
@@ -214,6 +214,16 @@ interface Waiter {
   reject(e: Error): void;
   timer?: NodeJS.Timeout;
   watch?: NativeExitWatch;
+}
+
+/**
+ * A received message given out (a receive() resolves with it): its fds are
+ * the receiver's from here; until then the socket's environment keeps them
+ * (native.handOver), and the socket's close() closes them.
+ */
+function handOverMessage(m: Message): Message {
+  if (m.fds.length > 0) handedOver(m.fds);
+  return m;
 }
 
 /** A waiter is done with: its deadline and its pidfd watch go. */
@@ -495,7 +505,7 @@ export class UnixSocket {
       throw new RangeError(`timeoutMs must be a non-negative number of milliseconds, not ${timeoutMs}`);
     }
     const next = this.#buffered.shift();
-    if (next !== undefined) return next instanceof Error ? Promise.reject(next) : Promise.resolve(next);
+    if (next !== undefined) return next instanceof Error ? Promise.reject(next) : Promise.resolve(handOverMessage(next));
     if (this.#readError) return Promise.reject(this.#readError);
     if (this.#closed) return Promise.reject(new ClosedError('receive: the socket is closed'));
     const pidfd = options.peerPidfd;
@@ -540,7 +550,7 @@ export class UnixSocket {
     this.#handler = handler;
     for (const m of this.#buffered.splice(0)) {
       if (m instanceof Error) handler(m);
-      else handler(null, m.data, m.fds, m.from, m.credentials);
+      else handler(null, m.data, handedOver(m.fds), m.from, m.credentials);
     }
     if (this.#readError) handler(this.#readError);
     else this.#setReading(true);
@@ -562,7 +572,7 @@ export class UnixSocket {
 
   /** SO_PEERPIDFD (Linux 6.5+): a pidfd for the peer, owned by the caller. */
   peerPidfd(options: OwnSocketOption = {}): OwnedFd {
-    return new OwnedFd(native.peerPidfd(this.#liveFd('getsockopt(SO_PEERPIDFD)'), options.own === true));
+    return new OwnedFd(handedOver(native.peerPidfd(this.#liveFd('getsockopt(SO_PEERPIDFD)'), options.own === true)));
   }
 
   /** Half-closes the socket (shutdown(2)); the peer then sees EOF after what is queued. */
@@ -659,6 +669,7 @@ export class UnixSocket {
       this.#reading = false;
     }
     if (this.#handler) {
+      if (fds !== undefined && fds.length > 0) handedOver(fds);
       this.#handler(err, data, fds, from, credentials);
       return;
     }
@@ -678,7 +689,7 @@ export class UnixSocket {
     if (waiter) {
       releaseWaiter(waiter);
       if (item instanceof Error) waiter.reject(item);
-      else waiter.resolve(item);
+      else waiter.resolve(handOverMessage(item));
     } else if (this.#closed) {
       if (!(item instanceof Error)) closeFds(item.fds);
     } else {

@@ -9,6 +9,7 @@
  * test/structure/native-is-private.test.ts holds them to it.
  */
 import { constants as osConstants } from 'node:os';
+import { parentPort } from 'node:worker_threads';
 
 import { setAfterSpawnHook } from './child-process';
 import { SystemError } from './errors';
@@ -92,4 +93,57 @@ export function holdWorkerStarts(flags: SharedArrayBuffer | undefined): void {
 /** Worker starts whose loop's fds are not registered yet (see native.loopStartBegins). */
 export function loopStartsOpen(): number {
   return native.loopStartsOpen();
+}
+
+/**
+ * The native calls that return fds as numbers (the library takes them over
+ * or hands them on in its next step), and the callbacks by which a socket
+ * hands JavaScript fds it received: 'onMessage' and 'onAccept' (a Socket's
+ * callbacks), 'batch' (the batched sockets' dispatcher).
+ */
+export type NativeFdWindow =
+  | 'socketpair' | 'listen' | 'listenAgain' | 'connect' | 'dgramSocket' | 'dup' | 'dupHigh' | 'dupAll' | 'pipe' | 'memfd'
+  | 'eventfd' | 'peerPidfd' | 'pidfdOpen' | 'pidfdGetfd' | 'pidfdGetfdAll' | 'recvNow' | 'onMessage' | 'onAccept' | 'batch';
+
+/**
+ * For a test of what a worker thread's termination leaves behind, in that
+ * worker: from now on, right after one of the native calls named returns
+ * (before the library has done anything with its fds), or as one of the
+ * callbacks named begins, the thread posts 'held' to its parent and blocks
+ * for good (Atomics.wait that nobody ends), so that a terminate() stops its
+ * JavaScript exactly there, between the native call and the step that
+ * takes the fds over.
+ */
+export function stopInNativeFdWindows(windows: readonly NativeFdWindow[]): void {
+  if (parentPort === null) throw new Error('stopInNativeFdWindows: only in a worker thread');
+  const port = parentPort;
+  const stop = (): void => {
+    port.postMessage('held');
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+  };
+  const binding = native as unknown as Record<string, unknown>;
+  for (const name of windows) {
+    if (name === 'onMessage' || name === 'onAccept' || name === 'batch') continue;
+    const real = binding[name] as (...args: unknown[]) => unknown;
+    binding[name] = (...args: unknown[]): unknown => {
+      const made = real(...args);
+      stop();
+      return made;
+    };
+  }
+  const holding = (fn: unknown): unknown =>
+    typeof fn === 'function' ? (...args: unknown[]): unknown => (stop(), (fn as (...a: unknown[]) => unknown)(...args)) : fn;
+  if (windows.includes('onMessage') || windows.includes('onAccept')) {
+    const Real = native.Socket;
+    const onMessage = windows.includes('onMessage');
+    const onAccept = windows.includes('onAccept');
+    // Called with `new`: the real Socket it returns is the object made.
+    binding['Socket'] = function (fd: number, type: number, options: unknown, message?: unknown, accept?: unknown): object {
+      return new Real(fd, type, options as never, (onMessage ? holding(message) : message) as never, (onAccept ? holding(accept) : accept) as never);
+    };
+  }
+  if (windows.includes('batch')) {
+    const real = native.setMessageBatchHandler;
+    binding['setMessageBatchHandler'] = (dispatcher: unknown): void => real(holding(dispatcher) as never);
+  }
 }

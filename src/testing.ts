@@ -9,6 +9,7 @@
  *
  * Not needed to pass fds: use connect() or UnixSocket for that.
  */
+import { handedOver } from './fd';
 import { native } from './native';
 import { kindToType, type SocketKind } from './socket';
 import { validateInteger } from './validate';
@@ -25,7 +26,7 @@ export const MAX_SOCKET_PATH_BYTES: number = native.constants.MAX_SOCKET_PATH_BY
  * the same pair wrapped in UnixSockets).
  */
 export function rawSocketPair(kind: SocketKind): [number, number] {
-  return native.socketpair(kindToType(kind));
+  return handedOver(native.socketpair(kindToType(kind)));
 }
 
 export interface RawListenOptions {
@@ -46,12 +47,12 @@ export interface RawListenOptions {
 export function rawListen(kind: SocketKind, name: string, options: RawListenOptions = {}): number {
   const mode = options.mode === undefined ? -1 : validateInteger(options.mode, 'rawListen: options.mode', -1, 0o7777);
   const backlog = options.backlog === undefined ? 16 : validateInteger(options.backlog, 'rawListen: options.backlog', 0, 0x7fffffff);
-  return native.listen(kindToType(kind), name, options.abstract ?? false, mode, backlog);
+  return handedOver(native.listen(kindToType(kind), name, options.abstract ?? false, mode, backlog));
 }
 
 /** A socket connected to `name` (a path, or an abstract name). */
 export function rawConnect(kind: SocketKind, name: string, abstract = false): number {
-  return native.connect(kindToType(kind), name, abstract);
+  return handedOver(native.connect(kindToType(kind), name, abstract));
 }
 
 /**
@@ -78,7 +79,9 @@ export interface RawMessage {
  * TruncatedError, with what arrived closed.
  */
 export function receiveNow(fd: number, bufferSize: number, maxFds: number): RawMessage | null {
-  return native.recvNow(fd, bufferSize, maxFds);
+  const message = native.recvNow(fd, bufferSize, maxFds);
+  if (message !== null) handedOver(message.fds);
+  return message;
 }
 
 /** shutdown(2) of one or both directions of `fd` (borrowed): the peer reads EOF after what was sent ('write'). */

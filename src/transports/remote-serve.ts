@@ -20,7 +20,7 @@ import { Worker } from 'node:worker_threads';
 import { CommandHost, SetLedger, type CommandSpec } from '../command';
 import { BUILTIN_COMMANDS, DIAGNOSTIC_COMMANDS } from '../commands/registry';
 import { describeError, UnknownCommandError, type RemoteErrorInfo } from '../errors';
-import { closeFds } from '../fd';
+import { closeFds, handedOver } from '../fd';
 import { valueToJson } from '../json-value';
 import { native } from '../native';
 import { requireDistFile } from '../paths';
@@ -80,7 +80,7 @@ export async function serveStdio(options: ServeStdioOptions = {}): Promise<void>
   native.close(0);
   const devnull = openSync('/dev/null', 'r');
   native.close(1);
-  const stdout = native.dup(2);
+  const stdout = handedOver(native.dup(2)); // the process's stdout from here on
   if (devnull !== 0 || stdout !== 1) options.log?.(`serve --stdio: fd 0 and 1 are now ${devnull} and ${stdout}, not 0 and 1`);
   // What the runtime opens lazily and keeps (process.stdout, now fd 2's
   // copy, included), before the client's leak check takes its baseline.

@@ -17,7 +17,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 
 import type { CommandSpec } from '../../command';
 import { describeError, ProtocolError } from '../../errors';
-import { closeFd, closeFds } from '../../fd';
+import { closeFd, closeFds, handedOver } from '../../fd';
 import { constants, native } from '../../native';
 import { Channel, isStreamFrame, parseJson, RemoteFrame, RelayStream, REMOTE_PROTOCOL_VERSION, type OpenRequest, type PumpedEnd } from '../remote-channel';
 import { MemorySink } from '../remote-endpoints';
@@ -185,7 +185,7 @@ function open(id: number, req: OpenRequest): void {
       channel.sendJson(RemoteFrame.ERROR, id, describeError(err));
       return;
     }
-    post({ type: 'give', fd: commandEnd });
+    post({ type: 'give', fd: handedOver(commandEnd) });
     channel.sendJson(RemoteFrame.OPENED, id, { fd: commandEnd });
   }
 }
