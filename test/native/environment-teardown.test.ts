@@ -1,8 +1,10 @@
 /**
  * An environment's end (a worker thread terminated, or exiting) closes the
- * fds fdbridge registered on its thread and its JavaScript still held, since
- * threads share the fd table and nothing else would; and only those: an fd
- * that is not fdbridge's stays open (its owner closes it), one a native
+ * fds fdbridge registered on its thread and its JavaScript still held, and
+ * the plain fds the addon made for that JavaScript that nothing took and
+ * that were not handed on (native.handOver), since threads share the fd
+ * table and nothing else would; and only those: an fd handed over stays
+ * open (its owner closes it), one a native
  * object of another environment took (a socket) is that object's, and one a
  * libuv stream closes (ownedStream: runtimeCloses) only leaves the registry,
  * for Node has closed it already (a second close would close whatever took
@@ -35,22 +37,28 @@ async function inTerminatedWorker<T>(fd: number, body: string): Promise<T> {
   return made;
 }
 
-test('the fds the worker registered are closed, and leave the registry; an fd it made that is not ours stays open', () =>
+test('the fds the worker registered are closed, and leave the registry; of the plain fds it made, those still kept are closed, one handed over stays open', () =>
   withScope(async (s) => {
     const fd = native.memfd('main');
     s.defer(() => native.close(fd));
     const before = openFdTable();
     const owned = native.ownedFdCount();
-    const made = await inTerminatedWorker<{ ours: number[]; plain: number }>(
+    const made = await inTerminatedWorker<{ ours: number[]; kept: number[]; plain: number }>(
       fd,
       `const ours = [native.dupHigh(fd), ...native.dupAll([fd, fd]), ...native.socketpair(native.constants.SOCK_STREAM, true), native.pidfdOpen(process.pid, true)];
-       return { ours, plain: native.dup(fd) };`,
+       const kept = [native.dup(fd), ...native.pipe(), ...native.socketpair(native.constants.SOCK_STREAM), native.memfd('kept'), native.eventfd()];
+       const plain = native.dup(fd);
+       native.handOver([plain]);
+       return { ours, kept, plain };`,
     );
     expect(made.ours).toHaveLength(6);
+    expect(made.kept).toHaveLength(7);
     const table = openFdTable();
     expect(made.ours.filter((n) => table.has(n))).toEqual([]);
+    // Made for the worker's JavaScript and never taken by anything: nobody else knows them.
+    expect(made.kept.filter((n) => table.has(n))).toEqual([]);
     expect(native.ownedFdCount()).toBe(owned);
-    // Not fdbridge's: whoever made it closes it (here, this test).
+    // Handed over: whoever it went to closes it (here, this test).
     expect(fdIdentity(made.plain)).toEqual(fdIdentity(fd));
     native.close(made.plain);
     expectFdTable(before);
