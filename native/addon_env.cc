@@ -122,7 +122,8 @@ Napi::Value SetMessageBatchHandler(const Napi::CallbackInfo& info) {
 }
 
 // ownLoopFds(start = 0): registers the fds the calling thread's event loop
-// holds (LoopFds, and the io_uring rings nobody registered: RingFdsNotOwned)
+// holds (LoopFds, and its io_uring rings: LoopRingFds, or where those
+// cannot be told apart every ring nobody registered, RingFdsNotOwned)
 // as fdbridge's, until this thread exits, after libuv has closed them
 // (FdUnregisterAtThreadExit), and ends the loop start `start`
 // (loopStartBegins) as the same step. For a worker thread fdbridge starts
@@ -138,7 +139,11 @@ Napi::Value OwnLoopFds(const Napi::CallbackInfo& info) {
   {
     OwnedFdsLock lock;  // registered and the start ended as one step
     LoopFds(loop, &fds);
-    RingFdsNotOwned(&fds);
+    std::vector<int> rings;
+    if (!LoopRingFds(loop, &rings)) RingFdsNotOwned(&rings);
+    for (int fd : rings) {
+      if (std::find(fds.begin(), fds.end(), fd) == fds.end()) fds.push_back(fd);
+    }
     FdMarkOwned(fds.data(), fds.size());
     FdHeldByNative(fds.data(), fds.size());  // libuv closes them, nobody else
     FdUnregisterAtThreadExit(fds.data(), fds.size());

@@ -1,10 +1,17 @@
 #include "loop_fds.h"
 
 #include <dirent.h>
+#include <malloc.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <utility>
+#include <vector>
 
 #include "fd_ops.h"
 
@@ -54,10 +61,91 @@ void LoopFds(uv_loop_t* loop, std::vector<int>* out) {
   }
 }
 
+namespace {
+
+constexpr char kRing[] = "anon_inode:[io_uring]";
+
+// The io_uring fds open in the process now, each with its inode (fstat).
+// False when /proc/self/fd cannot be read.
+bool RingFds(std::vector<std::pair<int, ino_t>>* out) {
+  DIR* dir = opendir("/proc/self/fd");
+  if (dir == nullptr) return false;
+  char path[64];
+  char target[sizeof(kRing) + 1];
+  int own = dirfd(dir);
+  while (struct dirent* e = readdir(dir)) {
+    char* end = nullptr;
+    long fd = strtol(e->d_name, &end, 10);
+    if (end == e->d_name || *end != '\0' || fd == own) continue;
+    snprintf(path, sizeof(path), "/proc/self/fd/%ld", fd);
+    ssize_t n = readlink(path, target, sizeof(target));
+    if (n != static_cast<ssize_t>(sizeof(kRing) - 1) || memcmp(target, kRing, n) != 0) continue;
+    struct stat st;
+    if (fstat(static_cast<int>(fd), &st) == 0) out->emplace_back(static_cast<int>(fd), st.st_ino);
+  }
+  closedir(dir);
+  return true;
+}
+
+struct RingMapping {
+  uintptr_t start;
+  uintptr_t end;
+  ino_t inode;
+};
+
+// The io_uring mappings of the process (/proc/self/maps lines naming
+// anon_inode:[io_uring]). False when the file cannot be read.
+bool RingMappings(std::vector<RingMapping>* out) {
+  FILE* maps = fopen("/proc/self/maps", "re");
+  if (maps == nullptr) return false;
+  char line[512];
+  while (fgets(line, sizeof(line), maps) != nullptr) {
+    if (strstr(line, kRing) == nullptr) continue;
+    unsigned long start, end, inode;
+    // start-end perms offset dev inode path
+    if (sscanf(line, "%lx-%lx %*s %*s %*s %lu", &start, &end, &inode) == 3) out->push_back({start, end, static_cast<ino_t>(inode)});
+  }
+  fclose(maps);
+  return true;
+}
+
+}  // namespace
+
+bool LoopRingFds(uv_loop_t* loop, std::vector<int>* out) {
+  std::vector<std::pair<int, ino_t>> rings;
+  std::vector<RingMapping> mappings;
+  if (!RingFds(&rings) || !RingMappings(&mappings)) return false;
+  if (rings.empty()) return true;  // no loop has a ring (Node 20; a kernel without io_uring)
+  // A ring fd whose inode is another's too cannot be told apart: the
+  // kernel's one shared anon inode, or a ring opened twice.
+  for (size_t i = 0; i < rings.size(); i++) {
+    for (size_t k = i + 1; k < rings.size(); k++) {
+      if (rings[i].second == rings[k].second) return false;
+    }
+  }
+  std::vector<ino_t> mine;
+  if (loop->internal_fields != nullptr) {
+    // Word by word through the loop's own allocation: a value inside a
+    // ring's mapping is a pointer of this loop's into its ring.
+    const unsigned char* base = static_cast<const unsigned char*>(loop->internal_fields);
+    size_t size = malloc_usable_size(loop->internal_fields);
+    for (size_t at = 0; at + sizeof(uintptr_t) <= size; at += sizeof(uintptr_t)) {
+      uintptr_t v;
+      memcpy(&v, base + at, sizeof(v));
+      for (const RingMapping& m : mappings) {
+        if (v >= m.start && v < m.end && std::find(mine.begin(), mine.end(), m.inode) == mine.end()) mine.push_back(m.inode);
+      }
+    }
+  }
+  for (const auto& [fd, inode] : rings) {
+    if (std::find(mine.begin(), mine.end(), inode) != mine.end()) out->push_back(fd);
+  }
+  return true;
+}
+
 void RingFdsNotOwned(std::vector<int>* out) {
   DIR* dir = opendir("/proc/self/fd");
   if (dir == nullptr) return;
-  static const char kRing[] = "anon_inode:[io_uring]";
   char path[64];
   char target[sizeof(kRing) + 1];
   int own = dirfd(dir);

@@ -33,11 +33,33 @@ void WarmLoopFds(uv_loop_t* loop);
 // kernel allows) are not reachable through the loop: see RingFdsNotOwned.
 void LoopFds(uv_loop_t* loop, std::vector<int>* out);
 
+// Appends to *out the io_uring fds of `loop` (libuv 1.45+ gives a loop a
+// ring as it starts, where the kernel allows, and may make a second one
+// for file operations): a worker thread's loop opens them as the thread
+// starts, at the lowest free numbers. libuv does not say which ring is
+// whose: the loop's private fields (loop->internal_fields, one allocation
+// of its own) hold pointers into its rings' shared mappings, and
+// /proc/self/maps names the inode each mapping belongs to; every ring has
+// an inode of its own (anon_inode_create_getfile) on the kernels that say
+// so, which fstat of a ring fd gives. So the rings are this loop's exactly:
+// another thread's ring, the main loop's, a caller's own, is never taken
+// for it. Returns false, appending nothing, when that cannot be told: the
+// kernel gives every ring the one shared anon inode (older kernels), two
+// open fds share a ring's inode, or /proc cannot be read. Only the memory
+// of that allocation is read (malloc_usable_size).
+bool LoopRingFds(uv_loop_t* loop, std::vector<int>* out);
+
 // Appends to *out the io_uring fds (anon_inode:[io_uring] in /proc/self/fd)
-// that fdbridge has not registered as its own: a worker thread's loop
-// opened its ring as the thread started, at the lowest free number. The
-// main loop's rings, open since before any caller code ran, are among them
-// the first time; none of them is ever the caller's to name.
+// that fdbridge has not registered as its own: where LoopRingFds cannot
+// tell a loop's rings, every ring nobody registered, this loop's among
+// them. That registers, for as long as the calling thread lives, rings
+// that are other threads' (the main loop's, another worker's, a caller's
+// own): a caller naming one is refused (EBADF) meanwhile, and one whose
+// loop ends first stays registered until this thread does (its number,
+// taken again by a new fd, is refused too); a ring of another fdbridge
+// worker registered here leaves the registry when this thread ends, while
+// that worker may still run. Never closed through the registry either way
+// (held by native code: libuv closes each ring with its loop).
 void RingFdsNotOwned(std::vector<int>* out);
 
 }  // namespace fdbridge
