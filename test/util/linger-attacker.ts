@@ -42,6 +42,13 @@ export function hasPython(): boolean {
  *              (the command adopts it); closes its copies and hangs up, so
  *              that the command's close of its log fd is the last one;
  *              prints {ready, dupOk, redirected} (the frame types it got back).
+ *   probe      (allowed) HELLO for the probe command, a DUP carrying the
+ *              sockets, a call of adopt() for all of them (the command owns
+ *              them), closes its copies, a call of closeAdopted() for the
+ *              first one, and hangs up without waiting for its answer, so
+ *              that the command's closes (the first in closeAdopted, the
+ *              others in its close()) are the last ones; prints {ready,
+ *              dupOk, adopted} (the frame types it got back).
  *   refused    sends the sockets with its HELLO (the daemon, stopped, has not
  *              accepted yet, so they are in its queue whatever it decides),
  *              prints {queued} (false: the kernel refused them, EPERM, and
@@ -127,6 +134,17 @@ else:
         redirected = u.recv(65536)[0]
         close_own(); u.close()
         print(json.dumps({'ready': ready, 'dupOk': dup_ok, 'redirected': redirected}), flush=True)
+    elif mode == 'probe':
+        u.send(hello); ready = u.recv(65536)[0]
+        socket.send_fds(u, [frame(4, 1)], fds)
+        got = u.recv(65536); dup_ok = got[0]
+        there = list(struct.unpack('<%di' % count, got[8:8 + 4 * count]))
+        u.send(frame(6, 2, json.dumps({'method': 'adopt', 'args': [there]}).encode()))
+        adopted = u.recv(65536)[0]
+        close_own()
+        u.send(frame(6, 3, json.dumps({'method': 'closeAdopted', 'args': [there[:1]]}).encode()))
+        u.close()
+        print(json.dumps({'ready': ready, 'dupOk': dup_ok, 'adopted': adopted}), flush=True)
     elif mode == 'refused':
         try:
             socket.send_fds(u, [hello], fds); queued = True
@@ -183,7 +201,7 @@ print(json.dumps({'drained': len(peers)}), flush=True)
 `;
 
 /** What the attacker does with its lingering sockets at a daemon (see LINGER_ATTACKER). */
-export type AttackerMode = 'dup' | 'log' | 'refused' | 'unread' | 'truncated' | 'overquota';
+export type AttackerMode = 'dup' | 'log' | 'probe' | 'refused' | 'unread' | 'truncated' | 'overquota';
 
 /** LINGER_ATTACKER in `mode`, run as nobody, at the daemon listening on the abstract name `name`. */
 export function spawnAttacker(mode: AttackerMode, name: string, count = 1): NobodyProcess {
