@@ -75,9 +75,12 @@ export interface CommandContext {
    * since such a close can block as long as the client chose (a TCP socket
    * with SO_LINGER and unsent data waits out its linger time once its last
    * reference goes) and on the event loop it would stall every other
-   * client; elsewhere at once.
+   * client; elsewhere at once. Resolves once they are closed: a command
+   * that answers only then (probe's closeAdopted) tells its client that the
+   * room they took is free; one that need not wait (a close() as the
+   * connection ends) ignores it.
    */
-  closeClientFds(fds: readonly number[]): void;
+  closeClientFds(fds: readonly number[]): Promise<void>;
 }
 
 export interface PeerCredentials {
@@ -227,7 +230,10 @@ export class CommandHost {
     transport: TransportName,
     ledger: FdLedger = new SetLedger(),
     peer?: PeerCredentials,
-    closeClientFds: (fds: readonly number[]) => void = (fds) => void closeFds([...fds]),
+    closeClientFds: (fds: readonly number[]) => Promise<void> = (fds) => {
+      closeFds([...fds]);
+      return Promise.resolve();
+    },
   ) {
     this.ledger = ledger;
     this.context = Object.freeze({

@@ -133,7 +133,7 @@ export class LogCommand {
   #onRedirect(sock: DatagramSocket, d: Datagram): void {
     const ok = d.data.toString() === 'redirect' && d.fds.length === 1;
     if (ok) this.#logTo(d.fds[0]!);
-    else this.context.closeClientFds(d.fds);
+    else void this.context.closeClientFds(d.fds);
     if (d.from === null) return; // an unbound sender cannot be answered
     const answer = ok ? 'ok' : `refused: expected "redirect" with one fd, got ${d.data.length} bytes and ${d.fds.length} fd(s)`;
     // Never wait on a client that does not read its answers: it has its own deadline.
@@ -150,7 +150,7 @@ export class LogCommand {
   }
 
   #retire(fd: number): void {
-    if (this.#writing === 0) this.context.closeClientFds([fd]);
+    if (this.#writing === 0) void this.context.closeClientFds([fd]);
     else this.#retired.push(fd);
   }
 
@@ -185,7 +185,7 @@ export class LogCommand {
     const written = this.#writes
       .then(() => writeAll(fd, buf, () => this.#closed))
       .finally(() => {
-        if (--this.#writing === 0) this.context.closeClientFds(this.#retired.splice(0));
+        if (--this.#writing === 0) void this.context.closeClientFds(this.#retired.splice(0));
       });
     this.#writes = written.catch(() => undefined);
     return written;

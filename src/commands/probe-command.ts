@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { readSync, writeSync } from 'node:fs';
 
 import type { CommandContext, ModuleCommandSpec } from '../command';
-import { closeFd, fdFlags, fdIdentity, fdLimit, openFdTable, setFdLimit, type FdFlags } from '../fd';
+import { fdFlags, fdIdentity, fdLimit, openFdTable, setFdLimit, type FdFlags } from '../fd';
 import { distPath } from '../paths';
 
 export interface WireIdentity {
@@ -65,11 +65,18 @@ export class ProbeCommand {
     return fds.length;
   }
 
-  closeAdopted(fds: number[]): void {
-    for (const fd of fds) {
-      if (!this.#adopted.delete(fd)) throw new Error(`closeAdopted: fd ${fd} was not adopted`);
-      closeFd(fd);
-    }
+  /**
+   * Closes fds it adopted (every one named must be, else none is closed),
+   * and answers once they are closed. They are the client's: closed by
+   * closeClientFds, since such a close can block for as long as the client
+   * chose (in a helper daemon it runs on the background closer, never on
+   * the event loop, and only this answer waits for it).
+   */
+  closeAdopted(fds: number[]): Promise<void> {
+    const unknown = fds.find((fd) => !this.#adopted.has(fd));
+    if (unknown !== undefined) throw new Error(`closeAdopted: fd ${unknown} was not adopted`);
+    for (const fd of fds) this.#adopted.delete(fd);
+    return this.context.closeClientFds(fds);
   }
 
   /** This process's open-fd table, as [fd, target] rows. */
@@ -129,8 +136,10 @@ export class ProbeCommand {
   }
 
   close(): void {
-    for (const fd of this.#adopted) closeFd(fd);
+    const adopted = [...this.#adopted];
     this.#adopted.clear();
+    // Not waited for: the connection's end never waits on a close the client can make block.
+    void this.context.closeClientFds(adopted);
   }
 }
 

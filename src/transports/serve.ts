@@ -443,7 +443,9 @@ class ServedSession implements ServedConnection {
         this.#socket.peerCredentials(),
         // The command closes the client's fds as the channel does: on the
         // background closer, as the client's, where a close may block.
-        this.#options.closeInBackground ? (fds) => void this.#socket.closeInBackground(fds) : undefined,
+        this.#options.closeInBackground
+          ? (fds) => new Promise<void>((resolve) => afterBackgroundCloses([this.#socket.closeInBackground(fds)], resolve))
+          : undefined,
       );
     } catch (err) {
       this.#send(this.#errorReply(id, err, 'HELLO'));
