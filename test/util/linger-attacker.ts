@@ -12,7 +12,7 @@ import { execFileSync } from 'node:child_process';
 
 import { closeFd, makeMemfd, openFdTable, type FdTable } from '../../src';
 import { statusWhen } from './helper-status';
-import { NOBODY, runAsNobody, spawnAsNobody, type NobodyProcess } from './nobody';
+import { NOBODY, runAsNobody, spawnAsUid, type NobodyProcess } from './nobody';
 import { startHelperProcess, type HelperProcess } from './processes';
 
 /** A python3 that nobody may run (not one under root's home), with socket.send_fds (3.9+). */
@@ -203,9 +203,9 @@ print(json.dumps({'drained': len(peers)}), flush=True)
 /** What the attacker does with its lingering sockets at a daemon (see LINGER_ATTACKER). */
 export type AttackerMode = 'dup' | 'log' | 'probe' | 'refused' | 'unread' | 'truncated' | 'overquota';
 
-/** LINGER_ATTACKER in `mode`, run as nobody, at the daemon listening on the abstract name `name`. */
-export function spawnAttacker(mode: AttackerMode, name: string, count = 1): NobodyProcess {
-  return spawnAsNobody(PYTHON, ['-c', LINGER_ATTACKER, mode, name, String(count)]);
+/** LINGER_ATTACKER in `mode`, run as `uid` (nobody by default), at the daemon listening on the abstract name `name`. */
+export function spawnAttacker(mode: AttackerMode, name: string, count = 1, uid = NOBODY): NobodyProcess {
+  return spawnAsUid(uid, PYTHON, ['-c', LINGER_ATTACKER, mode, name, String(count)]);
 }
 
 /**
@@ -229,8 +229,8 @@ export interface AttackedDaemon {
   baseline: FdTable;
   /** A memfd of this process's, for root's clients to give the daemon. */
   memfd: number;
-  /** The attacker in `mode` at this daemon, with `count` lingering sockets. */
-  attack(mode: AttackerMode, count?: number): NobodyProcess;
+  /** The attacker in `mode` at this daemon, with `count` lingering sockets, as `uid` (nobody by default). */
+  attack(mode: AttackerMode, count?: number, uid?: number): NobodyProcess;
   /** `node -e script` as nobody (runAsNobody). */
   runAsNobody(script: string): NobodyProcess;
   /** releaseAttacker(attacker), which the end then need not do again. */
@@ -264,8 +264,8 @@ export async function withAttackedDaemon(
   const attackers = new Set<NobodyProcess>();
   const scripts: NobodyProcess[] = [];
   const memfd = makeMemfd(label);
-  const attack = (mode: AttackerMode, count = 1): NobodyProcess => {
-    const attacker = spawnAttacker(mode, name, count);
+  const attack = (mode: AttackerMode, count = 1, uid = NOBODY): NobodyProcess => {
+    const attacker = spawnAttacker(mode, name, count, uid);
     attackers.add(attacker);
     return attacker;
   };

@@ -30,7 +30,15 @@ export function runAsNobody(script: string, env: Record<string, string> = {}): N
 
 /** Runs `command args...` as nobody; its stdin is a pipe (child.stdin). */
 export function spawnAsNobody(command: string, args: readonly string[], env: Record<string, string> = {}): NobodyProcess {
-  const child = spawn('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', command, ...args], {
+  return spawnAsUid(NOBODY, command, args, env);
+}
+
+/**
+ * Runs `command args...` as `uid` (its gid the same number, no groups): one
+ * more other user, which need not exist in /etc/passwd. Its stdin is a pipe.
+ */
+export function spawnAsUid(uid: number, command: string, args: readonly string[], env: Record<string, string> = {}): NobodyProcess {
+  const child = spawn('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', command, ...args], {
     stdio: ['pipe', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
   });
