@@ -103,7 +103,8 @@ Napi::Value OpenBackgroundCloses(const Napi::CallbackInfo& info) {
   return arr;
 }
 
-// closerThreads() -> { threads, busy }: the background closer's pool now.
+// closerThreads() -> { threads, busy, max, perOwner, reserve }: the
+// background closer's pool now, and its caps (fd_ops.h).
 Napi::Value CloserThreads(const Napi::CallbackInfo& info) {
   size_t threads, busy;
   FdCloserThreads(&threads, &busy);
@@ -112,6 +113,7 @@ Napi::Value CloserThreads(const Napi::CallbackInfo& info) {
   o.Set("busy", Napi::Number::New(info.Env(), static_cast<double>(busy)));
   o.Set("max", Napi::Number::New(info.Env(), static_cast<double>(kMaxCloserThreads)));
   o.Set("perOwner", Napi::Number::New(info.Env(), static_cast<double>(kCloserThreadsPerOwner)));
+  o.Set("reserve", Napi::Number::New(info.Env(), static_cast<double>(kCloserReserveThreads)));
   return o;
 }
 

@@ -395,7 +395,8 @@ struct Closer {
   std::condition_variable cv;
   std::unordered_map<uint64_t, Lane> lanes;
   // Owners with a close waiting and a thread to spare (busy below
-  // kCloserThreadsPerOwner), each once, in the order they take turns.
+  // kCloserThreadsPerOwner), each once, in the order they take turns
+  // (NextTurnLocked).
   std::deque<uint64_t> turns;
   std::unordered_map<uint64_t, Batch> batches;
   uint64_t issued = 0;  // the last ticket given
@@ -423,6 +424,22 @@ void ListLocked(Closer& c, uint64_t owner, Closer::Lane& lane) {
     lane.listed = true;
   }
 }
+
+// Where in c.turns the owner is whose close a free thread takes next: the
+// first in turn while a shared thread is to spare; while the shared ones
+// are all in a close, the first with no close running (a reserve thread),
+// so that owners whose closes block, however many threads they fill,
+// never hold back one whose closes do not; c.turns.size() for none.
+// Under c.mu.
+size_t NextTurnLocked(const Closer& c) {
+  if (c.busy < kMaxCloserThreads) return 0;  // c.turns.size() when empty
+  if (c.busy >= kMaxCloserThreads + kCloserReserveThreads) return c.turns.size();
+  size_t i = 0;
+  while (i < c.turns.size() && c.lanes.at(c.turns[i]).busy != 0) i++;
+  return i;
+}
+
+bool HasTurnLocked(const Closer& c) { return NextTurnLocked(c) < c.turns.size(); }
 
 bool IsOwned(int fd) {
   OwnedFds& o = TheOwnedFds();
@@ -480,10 +497,12 @@ void RunJob(Closer& c, uint64_t owner, const Closer::Job& job) {
   for (auto& then : ready) then();
 }
 
-// Takes the next close in the owners' turn order. Under c.mu; turns not empty.
+// Takes the next close in the owners' turn order (NextTurnLocked). Under
+// c.mu; HasTurnLocked(c).
 std::pair<uint64_t, Closer::Job> TakeLocked(Closer& c) {
-  uint64_t owner = c.turns.front();
-  c.turns.pop_front();
+  size_t next = NextTurnLocked(c);
+  uint64_t owner = c.turns[next];
+  c.turns.erase(c.turns.begin() + static_cast<std::ptrdiff_t>(next));
   Closer::Lane& lane = c.lanes[owner];
   lane.listed = false;
   Closer::Job job = lane.jobs.front();
@@ -506,7 +525,7 @@ void* CloserThread(void* arg) {
   Closer& c = *static_cast<Closer*>(arg);
   std::unique_lock<std::mutex> lock(c.mu);
   for (;;) {
-    bool work = c.cv.wait_for(lock, kCloserIdleExit, [&c] { return !c.turns.empty(); });
+    bool work = c.cv.wait_for(lock, kCloserIdleExit, [&c] { return HasTurnLocked(c); });
     if (!work) {
       if (c.threads > 1) break;
       continue;
@@ -517,7 +536,7 @@ void* CloserThread(void* arg) {
     // This close may block: whatever else can run needs a thread of its
     // own, an idle one woken (FdCloseInBackground woke one thread for a
     // whole batch: this one) or, with none idle, a new one.
-    if (!c.turns.empty()) {
+    if (HasTurnLocked(c)) {
       if (c.idle == 0) {
         SpawnLocked(c);
       } else {
@@ -536,9 +555,11 @@ void* CloserThread(void* arg) {
 }
 
 // One more thread, unless at the cap (then the work waits for a thread to
-// come free: see fd_ops.h). Under c.mu.
+// come free: see fd_ops.h). Called only while a close can be taken
+// (HasTurnLocked) and no thread is idle: past kMaxCloserThreads that is
+// an owner's with no close running, which the reserve is for. Under c.mu.
 void SpawnLocked(Closer& c) {
-  if (c.threads >= kMaxCloserThreads) return;
+  if (c.threads >= kMaxCloserThreads + kCloserReserveThreads) return;
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -575,7 +596,7 @@ uint64_t FdCloseInBackground(const int* fds, size_t n, uint64_t owner, bool held
     for (size_t i = 0; i < n; i++) lane.jobs.push_back({fds[i], ticket, held_for_peer});
     ListLocked(c, owner, lane);
     // Work another thread can take, and none free to take it.
-    if (!c.turns.empty() && c.idle == 0) SpawnLocked(c);
+    if (HasTurnLocked(c) && c.idle == 0) SpawnLocked(c);
     no_thread = c.threads == 0;
     if (!no_thread) c.cv.notify_one();
   }
@@ -586,7 +607,7 @@ uint64_t FdCloseInBackground(const int* fds, size_t n, uint64_t owner, bool held
       std::pair<uint64_t, Closer::Job> next;
       {
         std::lock_guard<std::mutex> lock(c.mu);
-        if (c.turns.empty()) break;
+        if (!HasTurnLocked(c)) break;
         next = TakeLocked(c);
       }
       RunJob(c, next.first, next.second);
@@ -669,11 +690,13 @@ size_t FdBackgroundClosesOfPeerFds(uint64_t owner) {
 namespace {
 
 // A lane's own sockets held up: all of them once its closes have no thread
-// to spare (every one its owner may use is in a close, or the pool is at
-// its cap with none idle), as when they block; else none (a free thread
-// takes each at once). Under c.mu.
+// to spare (every one its owner may use is in a close; or it has one in a
+// close while the shared threads all are; or the reserve's are too), as
+// when they block; else none (a free thread takes each at once). Under c.mu.
 size_t OwnSocketsHeldUpLocked(const Closer& c, const Closer::Lane& lane) {
-  bool stuck = lane.busy >= kCloserThreadsPerOwner || (c.threads >= kMaxCloserThreads && c.idle == 0);
+  bool shared_full = c.busy >= kMaxCloserThreads;
+  bool stuck = lane.busy >= kCloserThreadsPerOwner || (shared_full && lane.busy > 0) ||
+               c.busy >= kMaxCloserThreads + kCloserReserveThreads;
   return stuck ? lane.own_queued + lane.own_running : 0;
 }
 

@@ -227,21 +227,26 @@ int FdClose(int fd);
 // at once; its other closes wait in its own queue, and the queues of the
 // owners take turns. So an owner whose closes block (a hostile peer's
 // lingering sockets) holds back only its own closes and the replies that
-// wait for them, as long as the blocked owners together leave a thread free.
+// wait for them.
 //
-// Past the cap (kMaxCloserThreads / kCloserThreadsPerOwner owners, each with
-// that many closes blocked at once), no thread is free: every close waits,
-// in its owner's turn, until one of the blocked ones ends (at most the
-// longest linger time those peers set), and every reply waiting for a close
-// waits with it; the fds a peer gave still count in
+// kMaxCloserThreads / kCloserThreadsPerOwner owners, each with that many
+// closes blocked at once, fill the pool's shared threads: then an owner
+// with no close running still gets a thread, one of kCloserReserveThreads
+// more, so that its closes (fast ones: an honest peer's) go on; an owner
+// with a close running waits, in its turn, until a shared thread comes
+// free (at most the longest linger time those peers set) or its own close
+// ends. Only past the reserve too (that many more owners, each with a
+// close blocked: as many hostile peers) does every close wait, and every
+// reply waiting for a close with it; the fds a peer gave still count in
 // FdBackgroundClosesOfPeerFds meanwhile (a helper daemon's maxFdsTotal
-// refuses new fds then, and nothing is lost or leaked). The cap is a bound
-// on threads: each counts as a task against the daemon's RLIMIT_NPROC and a
+// refuses new fds then, and nothing is lost or leaked). The caps bound
+// threads: each counts as a task against the daemon's RLIMIT_NPROC and a
 // service's TasksMax (systemd's default is a few thousand), and holds a
-// kernel stack plus kCloserThreadStack of address space; 64 blocked threads
-// cost about 20 MiB at most.
+// kernel stack plus kCloserThreadStack of address space; 128 blocked
+// threads cost about 40 MiB at most.
 constexpr size_t kMaxCloserThreads = 64;
 constexpr size_t kCloserThreadsPerOwner = 8;
+constexpr size_t kCloserReserveThreads = 64;
 // A close needs little stack: the threads get this much, not the default 8 MiB.
 constexpr size_t kCloserThreadStack = 256 * 1024;
 
@@ -276,8 +281,9 @@ size_t FdBackgroundClosesOfPeerFds();
 size_t FdBackgroundClosesOfPeerFds(uint64_t owner);
 // The others, our own sockets to peers (held_for_peer false), that are
 // held up: every one of `owner`'s (or of all owners) while its closes have
-// no thread to spare (kCloserThreadsPerOwner of them in a close, or the
-// pool at its cap with none idle), none otherwise. A close that blocks
+// no thread to spare (kCloserThreadsPerOwner of them in a close, or one
+// while the shared threads are all in a close, or the reserve's too), none
+// otherwise. A close that blocks
 // holds a thread; once its owner's threads all do, its sockets wait behind
 // them, each holding an fd, for as long as the closes block: a helper
 // daemon counts them against the connections of the owner's uid. The rest

@@ -327,7 +327,7 @@ export interface NativeBinding {
   /** Background closes finished since the process started. */
   backgroundClosesDone(): number;
   /** The background closer's threads now, how many are in a close, and its caps (total, per owner). */
-  closerThreads(): { threads: number; busy: number; max: number; perOwner: number };
+  closerThreads(): { threads: number; busy: number; max: number; perOwner: number; reserve: number };
   /** fds given to closeInBackground and not yet closed. */
   backgroundClosesPending(): number;
   /**

@@ -27,7 +27,7 @@ export function socketObjectsAlive(): number {
 }
 
 /** The background closer's threads now, how many are in a close, and its caps (total, per owner). */
-export function closerThreads(): { threads: number; busy: number; max: number; perOwner: number } {
+export function closerThreads(): { threads: number; busy: number; max: number; perOwner: number; reserve: number } {
   return native.closerThreads();
 }
 

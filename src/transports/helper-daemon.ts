@@ -879,11 +879,13 @@ const LOW_FDS_RESERVE = 64 + MAX_FDS_PER_FRAME;
  * the fd floor: its listening socket and the watch on its parent
  * (--exit-with-parent), the refused peers' sockets held open
  * (MAX_REFUSALS_HELD), the copy above the floor that the background closer
- * makes of each fd whose close may block (one per closer thread), and a few
+ * makes of each fd whose close may block (one per closer thread, its
+ * reserve included), and a few
  * in passing (a connection's pidfd before its watch has taken its copy).
  */
 function highFdsReserve(): number {
-  return 2 + MAX_REFUSALS_HELD + native.closerThreads().max + 16;
+  const closer = native.closerThreads();
+  return 2 + MAX_REFUSALS_HELD + closer.max + closer.reserve + 16;
 }
 
 /**

@@ -5,7 +5,9 @@
  * it names is closed, never before and never synchronously. A close that
  * blocks holds back only its own batch: the pool grows a thread while work
  * waits and every thread is busy, one owner's closes take a few threads at
- * most, and past the pool's cap work waits for a thread to come free.
+ * most, past the pool's shared cap an owner with no close running still
+ * gets a thread (of a reserve), and past both work waits for a thread to
+ * come free.
  */
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
@@ -246,27 +248,80 @@ withPython("one owner's closes that block take its share of threads at most: its
   }
 });
 
-withPython('past the cap (every thread blocked), a close waits for a thread to come free; the pool never grows beyond it', async () => {
+/** Lets the event loop turn `n` times (the closer works on its own threads meanwhile). */
+async function turns(n: number): Promise<void> {
+  for (let i = 0; i < n; i++) await new Promise((resolve) => setTimeout(resolve, 5));
+}
+
+/**
+ * Fills the shared threads: `owners` owners (ids from 100), each with its
+ * share of closes blocked, one fd of `fds` each. Resolves with their tickets
+ * once every shared thread is in a close.
+ */
+async function fillShared(fds: readonly number[]): Promise<number[]> {
   const { max, perOwner } = native.closerThreads();
-  const owners = Math.ceil(max / perOwner);
-  const lingering = await lingeringSockets(owners * perOwner);
+  const tickets = fds.map((fd, i) => native.closeInBackground([fd], 100 + Math.floor(i / perOwner)));
+  expect(await until(() => native.closerThreads().busy === max)).toBe(true);
+  return tickets;
+}
+
+withPython('past the shared cap (every shared thread blocked), an owner with no close running still gets a thread; one with a close running waits for a thread to come free', async () => {
+  const { max, perOwner } = native.closerThreads();
+  const shared = Math.ceil(max / perOwner) * perOwner;
+  const lingering = await lingeringSockets(shared + 1);
   try {
-    const tickets = lingering.fds.map((fd, i) => native.closeInBackground([fd], 100 + Math.floor(i / perOwner)));
-    expect(await until(() => native.closerThreads().busy === max)).toBe(true);
+    const tickets = await fillShared(lingering.fds.slice(0, shared));
     expect(native.closerThreads().threads).toBe(max);
+    // Owner 1 has no close running: its close goes ahead, on a reserve thread.
+    const first = makePipe();
+    expect((await afterCloses(native.closeInBackground(first, 1))).done).toEqual([true]);
+    expect(native.closerThreads().threads).toBe(max + 1);
+    // Its close that blocks holds that thread...
+    const blocked = native.closeInBackground([lingering.fds[shared] as number], 1);
+    expect(await until(() => native.closerThreads().busy === max + 1)).toBe(true);
+    // ... and its next close waits: it has a close running, and no shared thread is free.
     const pipes = makePipe();
     const waiting = native.closeInBackground(pipes, 1);
     let called = false;
     const news = afterCloses(waiting).then((r) => ((called = true), r));
-    // It stays queued while every thread is stuck (the loop turns meanwhile).
-    for (let i = 0; i < 20; i++) await new Promise((resolve) => setTimeout(resolve, 5));
+    await turns(20);
     expect(called).toBe(false);
     expect(native.backgroundCloseDone(waiting)).toBe(false);
     expect(openFdTable().has(pipes[0])).toBe(true);
-    expect(native.closerThreads().threads).toBe(max);
+    expect(native.closerThreads().threads).toBe(max + 1);
+    // Another owner with none running goes ahead all the same.
+    expect((await afterCloses(native.closeInBackground(makePipe(), 2))).done).toEqual([true]);
+    expect(called).toBe(false);
     await lingering.drain();
     expect((await news).done).toEqual([true]);
-    expect((await afterCloses(tickets)).done.every(Boolean)).toBe(true);
+    expect((await afterCloses([...tickets, blocked])).done.every(Boolean)).toBe(true);
+  } finally {
+    await lingering.drain();
+    await lingering.end();
+  }
+});
+
+withPython('past the reserve too (as many more owners, each with a close blocked), every close waits for a thread to come free; the pool never grows beyond both', async () => {
+  const { max, perOwner, reserve } = native.closerThreads();
+  const shared = Math.ceil(max / perOwner) * perOwner;
+  const lingering = await lingeringSockets(shared + reserve);
+  try {
+    const tickets = await fillShared(lingering.fds.slice(0, shared));
+    // One blocked close each for `reserve` more owners (ids from 1000).
+    const reserved = lingering.fds.slice(shared).map((fd, i) => native.closeInBackground([fd], 1000 + i));
+    expect(await until(() => native.closerThreads().busy === max + reserve)).toBe(true);
+    const pipes = makePipe();
+    const waiting = native.closeInBackground(pipes, 1);
+    let called = false;
+    const news = afterCloses(waiting).then((r) => ((called = true), r));
+    await turns(20);
+    expect(called).toBe(false);
+    expect(native.backgroundCloseDone(waiting)).toBe(false);
+    expect(openFdTable().has(pipes[0])).toBe(true);
+    expect(native.closerThreads().threads).toBe(max + reserve);
+    await lingering.drain();
+    expect((await news).done).toEqual([true]);
+    expect((await afterCloses([...tickets, ...reserved])).done.every(Boolean)).toBe(true);
   } finally {
     await lingering.drain();
     await lingering.end();
