@@ -48,6 +48,20 @@ static void put_fds(struct msghdr *msg, union control *ctl, const int *fds, int 
   memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
 }
 
+/* recvmsg(2) of one message into `iov`, its fds (close-on-exec) in `ctl`,
+ * retried on EINTR; `msg` is left for take_fds and its flags. */
+static ssize_t recv_fds(int sock, struct msghdr *msg, struct iovec *iov, union control *ctl, int flags) {
+  memset(msg, 0, sizeof *msg);
+  msg->msg_iov = iov;
+  msg->msg_iovlen = 1;
+  msg->msg_control = ctl->buf;
+  msg->msg_controllen = sizeof ctl->buf;
+  ssize_t n;
+  do n = recvmsg(sock, msg, MSG_CMSG_CLOEXEC | flags);
+  while (n < 0 && errno == EINTR);
+  return n;
+}
+
 /* Appends the fds a received `msg` carries to fds[*nfds...], MAX_FDS in all at most. */
 static void take_fds(struct msghdr *msg, int *fds, int *nfds) {
   for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR(msg, c)) {

@@ -108,14 +108,8 @@ static int send_frame(int sock, const unsigned char *data, size_t len, const int
 static ssize_t recv_frame(int sock, int *fds, int *nfds) {
   union control ctl;
   struct iovec iov = {.iov_base = frame_buf, .iov_len = sizeof frame_buf};
-  struct msghdr msg = {0};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = ctl.buf;
-  msg.msg_controllen = sizeof ctl.buf;
-  ssize_t n;
-  do n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-  while (n < 0 && errno == EINTR);
+  struct msghdr msg;
+  ssize_t n = recv_fds(sock, &msg, &iov, &ctl, MSG_DONTWAIT);
   *nfds = 0;
   if (n <= 0) return n;
   take_fds(&msg, fds, nfds);

@@ -143,14 +143,8 @@ static void peer(int sock) {
       iov.iov_base = numbers;
       iov.iov_len = sizeof numbers;
     }
-    struct msghdr msg = {0};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = ctl.buf;
-    msg.msg_controllen = sizeof ctl.buf;
-    ssize_t n;
-    do n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-    while (n < 0 && errno == EINTR);
+    struct msghdr msg;
+    ssize_t n = recv_fds(sock, &msg, &iov, &ctl, 0);
     if (n == 0) _exit(0); /* EOF: the parent is done */
     if (n < 0 && event_loop && errno == EAGAIN) {
       drained = 1; /* read until EAGAIN; now back to the poll */
