@@ -907,6 +907,39 @@ describe('a full send queue', () => {
     expect(await fdTableSettles(process.pid, before)).toBe('');
   });
 
+  test('a peer that stops reading (shuts its receiving side) fails the queued requests with how it ended when they are sent, with no end of file', async () => {
+    const before = openFdTable();
+    const pair = smallQueuePair();
+    try {
+      const accepted = await fill(pair.conn);
+      // Requests wait in the client's queue behind a full kernel buffer. The
+      // peer's SHUT_RD makes every later send fail with EPIPE, while the
+      // client reads no end of file: the peer still holds its sending side.
+      pair.fake.shutdown('read');
+      // What the kernel already holds can still be read; once it is read,
+      // the client's queue gets room and its next send meets EPIPE.
+      let read = 0;
+      for (;;) {
+        const frame = await outcome(nextFrame(pair.fake));
+        if (!frame.ok) break; // end of file of our own shut receiving side: everything read
+        expect(frame.value.type).toBe(FrameType.CALL);
+        read++;
+      }
+      expect(read).toBeLessThan(accepted.length); // some were still queued
+      for (const r of (await Promise.all(accepted)) as Array<Awaited<ReturnType<typeof outcome>>>) {
+        expect(r.ok).toBe(false);
+        expect((r as { error: unknown }).error).toBeInstanceOf(PeerExitedError);
+        expect((r as { error: unknown }).error).toMatchObject({ transport: 'helper', pid: FAR_PID, exitCode: 3 });
+      }
+      // The connection is broken, not closed: a later request learns how the peer ended.
+      const later = await outcome(pair.conn.call('echo', 1));
+      expect((later as { error: unknown }).error).toMatchObject({ name: 'PeerExitedError', exitCode: 3 });
+    } finally {
+      await done(pair);
+    }
+    expect(await fdTableSettles(process.pid, before)).toBe('');
+  });
+
   test('a batch that fails part-way while the queue is full still gives back what arrived, and fails with its own error', async () => {
     const pair = smallQueuePair();
     try {
