@@ -11,6 +11,7 @@
  * (setTimeout and clearTimeout only: socket I/O and setImmediate stay real),
  * so a deadline is checked to the millisecond without waiting for it.
  */
+import { readSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 
@@ -32,7 +33,7 @@ import {
 } from '../../src';
 import type { CommandLocation } from '../../src/connection';
 import type { PeerExit } from '../../src/errors';
-import { closeFds, sameFile } from '../../src/fd';
+import { closeFds, makePipe, sameFile, setFdFlags } from '../../src/fd';
 import { packageRoot } from '../../src/paths';
 import { decodeFrame, encodeEmpty, encodeFdList, encodeJson, FRAME_SOCKET_OPTIONS, FrameType, type Frame } from '../../src/protocol';
 import { UnixSocket } from '../../src/socket';
@@ -562,6 +563,58 @@ describe('folded duplications', () => {
   });
 });
 
+describe('copies and pieces', () => {
+  test("a folded duplication keeps no copy of the caller's fd once its frame is sent: a pipe's reader sees its end before any reply", async () => {
+    const before = openFdTable();
+    const pair = fakePair();
+    const [r, w] = makePipe();
+    let writer = w;
+    try {
+      setFdFlags(r, { nonblock: true });
+      const first = pair.conn.dupFileDescriptor(w); // alone, at once: the kernel holds the copy in flight
+      const folded = [pair.conn.dupFileDescriptor(w), pair.conn.dupFileDescriptor(w)]; // pinned, sent together from a microtask
+      const f1 = await pair.fake.receive();
+      const f2 = await pair.fake.receive();
+      expect([f1.fds.length, f2.fds.length]).toEqual([1, 2]);
+      // The caller closes its write end, the command's side the copies it got: none is left anywhere.
+      closeFds([w, ...f1.fds, ...f2.fds]);
+      writer = -1;
+      expect(readSync(r, Buffer.alloc(1))).toBe(0); // end of file, not EAGAIN: the client holds no pin
+      await pair.fake.send(encodeFdList(FrameType.DUP_OK, decodeFrame(f1.data, [0]).id, [40]));
+      await pair.fake.send(encodeFdList(FrameType.DUP_OK, decodeFrame(f2.data, [0, 0]).id, [41, 42]));
+      expect(await Promise.all([first, ...folded])).toEqual([40, 41, 42]);
+    } finally {
+      closeFds(writer >= 0 ? [r, writer] : [r]);
+      await done(pair);
+    }
+    expect(await fdTableSettles(process.pid, before)).toBe('');
+  });
+
+  test('a batch in pieces whose last piece breaks the connection fails with that piece\'s own error; nothing is sent to give back the rest', async () => {
+    const before = openFdTable();
+    const pair = fakePair();
+    try {
+      const batch = outcome(pair.conn.dupFileDescriptors(new Array<number>(300).fill(source)));
+      const m1 = await pair.fake.receive();
+      const m2 = await pair.fake.receive();
+      expect([m1.fds.length, m2.fds.length]).toEqual([253, 47]);
+      closeFds([...m1.fds, ...m2.fds]);
+      await pair.fake.send(encodeFdList(FrameType.DUP_OK, decodeFrame(m1.data, [0]).id, Array.from({ length: 253 }, (_, i) => 500 + i)));
+      // A RESULT to a DUP: the two sides disagree, the connection is over (its far side sweeps what it holds).
+      await pair.fake.send(encodeJson(FrameType.RESULT, decodeFrame(m2.data, [0]).id, { value: 1 }));
+      const r = await batch;
+      expect((r as { error: unknown }).error).toBeInstanceOf(ProtocolError);
+      expect((r as { error: unknown }).error).toMatchObject({ message: 'dupFileDescriptors: the reply does not list 47 fd(s)' });
+      // No RELEASE: the client hung up after the bad reply.
+      expect((await outcome(pair.fake.receive())).ok).toBe(false);
+      await expect(pair.conn.call('echo', 1)).rejects.toThrow('the helper answered a duplication with a wrong reply');
+    } finally {
+      await done(pair);
+    }
+    expect(await fdTableSettles(process.pid, before)).toBe('');
+  });
+});
+
 describe('by-number delivery (the pidfd strategy): pins named in GETFD frames', () => {
   /** A delivery that records what the connection hands it. */
   function recordingDelivery(): FdDelivery & { unsettledPins: number[][]; ended: number } {
@@ -656,6 +709,27 @@ describe('by-number delivery (the pidfd strategy): pins named in GETFD frames', 
     } finally {
       await done(pair);
     }
+  });
+
+  test('a batch sent to a peer already gone (EPIPE at the send): how the peer ended, naming the call; its pins closed, none left to the strategy', async () => {
+    const before = openFdTable();
+    const delivery = recordingDelivery();
+    const pair = fakePair({ delivery });
+    try {
+      pair.fake.close();
+      // No turn of the event loop: the end of file is unread, so the GETFD's send itself meets EPIPE.
+      const r = await outcome(pair.conn.dupFileDescriptors([source, source]));
+      expect((r as { error: unknown }).error).toBeInstanceOf(PeerExitedError);
+      expect((r as { error: unknown }).error).toMatchObject({
+        pid: FAR_PID,
+        exitCode: 3,
+        message: `dupFileDescriptors failed: the helper daemon (pid ${FAR_PID}) exited with code 3 before replying`,
+      });
+      expect(delivery.unsettledPins).toEqual([]);
+    } finally {
+      await done(pair);
+    }
+    expect(await fdTableSettles(process.pid, before)).toBe('');
   });
 
   test('once the peer is gone, a batch with a closed fd fails as the connection does, not with EBADF, and pins nothing', async () => {
@@ -1082,17 +1156,26 @@ describe('dupFileDescriptorSync against a command side on another thread', () =>
   });
 
   test.each([
-    ['a RESULT', encodeJson(FrameType.RESULT, 0, { value: 1 })],
-    ['a DUP_OK listing 2 fds', encodeFdList(FrameType.DUP_OK, 0, [1, 2])],
-    ['a malformed DUP_OK', Buffer.concat([encodeFdList(FrameType.DUP_OK, 0, [1]), Buffer.from([0])])],
-  ])('%s is a ProtocolError that breaks the connection', async (_name, reply) => {
+    ['a RESULT', encodeJson(FrameType.RESULT, 0, { value: 1 }), true],
+    ['a DUP_OK listing 2 fds', encodeFdList(FrameType.DUP_OK, 0, [1, 2]), true],
+    ['a malformed DUP_OK', Buffer.concat([encodeFdList(FrameType.DUP_OK, 0, [1]), Buffer.from([0])]), false],
+  ])('%s is a ProtocolError that breaks the connection', async (_name, reply, wellFormed) => {
     const before = openFdTable();
     const pair = answeredBy([{ reply }]);
     try {
       const err = syncOutcome(pair.conn);
       expect(err).toBeInstanceOf(ProtocolError);
       expect(pair.conn.stats).toMatchObject({ protocolErrors: 1, unexpectedFds: 0 });
-      await expect(pair.conn.call('echo', 1)).rejects.toBeInstanceOf(ProtocolError);
+      const later = pair.conn.call('echo', 1);
+      await expect(later).rejects.toBeInstanceOf(ProtocolError);
+      if (wellFormed) {
+        // The call learns what was wrong with its reply; later requests, what the peer did to the connection.
+        expect((err as Error).message).toBe('dupFileDescriptorSync: the reply does not list 1 fd');
+        await expect(later).rejects.toThrow('the helper answered a duplication with a wrong reply');
+      } else {
+        // A frame that does not decode: the decoder's error, for the call and the connection alike.
+        await expect(later).rejects.toBe(err);
+      }
       expect(() => pair.conn.dupFileDescriptorSync(source)).toThrow(ProtocolError);
     } finally {
       await pair.conn.close();
@@ -1116,8 +1199,10 @@ describe('dupFileDescriptorSync against a command side on another thread', () =>
       expect(pair.conn.stats.refusesFds).toBe(false);
       const err = syncOutcome(pair.conn);
       expect(err).toBeInstanceOf(ProtocolError);
+      expect((err as Error).message).toBe('the helper sent 4 fd(s) with a reply; its side never sends fds');
       expect(pair.conn.stats).toEqual({ unexpectedFds: 4, protocolErrors: 1, refusesFds: false });
-      await expect(pair.conn.call('echo', 1)).rejects.toBeInstanceOf(ProtocolError);
+      // The connection failed with that error: later requests get it too.
+      await expect(pair.conn.call('echo', 1)).rejects.toBe(err);
     } finally {
       await pair.conn.close();
       closeFds([attach]);
