@@ -420,7 +420,7 @@ export class SocketConnection extends BaseConnection {
 
   protected async release(fds: number[]): Promise<void> {
     this.#flushFolded();
-    if (this.#dead || fds.length === 0) return;
+    if (this.#dead) return;
     for (let i = 0; i < fds.length; i += MAX_FDS_PER_FRAME) {
       const chunk = fds.slice(i, i + MAX_FDS_PER_FRAME);
       // Past the queue's limit too: it gives back what accepted requests
