@@ -136,6 +136,9 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
 // handOver(fds): the library hands these numbers on (to its caller, or to
 // another thread): the environment no longer keeps them (KeepForJs).
 Napi::Value HandOver(const Napi::CallbackInfo& info) {
+  InstanceData* data = Data(info.Env());
+  // On every message with fds: nothing to read when nothing is kept.
+  if (data != nullptr && data->unclaimed.empty()) return info.Env().Undefined();
   std::vector<int> fds = ArgFdArray(info, "handOver(fds): fds must be an array");
   ClaimFromJs(info.Env(), fds.data(), fds.size());
   return info.Env().Undefined();
