@@ -24,9 +24,9 @@ import { backgroundClosesPending, reapsPending, type NativeFdWindow } from '../.
 const DIST = join(packageRoot, 'dist', 'src');
 
 /**
- * The worker's preamble: fdbridge's public API, its raw-socket helpers,
- * `name()` (an abstract socket name of its own) and `forever` (a promise
- * that never settles).
+ * The worker's preamble: fdbridge's public API, its raw-socket helpers and
+ * test hooks, `name()` (an abstract socket name no other case uses) and `x`
+ * (one byte of data to send).
  */
 const PREAMBLE = `
 const { parentPort, workerData } = require('node:worker_threads');
@@ -140,7 +140,7 @@ describe('a worker terminated in the window between a native call and what takes
     const before = openFdTable();
     const worker = new Worker(`${PREAMBLE}\nhooks.stopInNativeFdWindows([${JSON.stringify(window)}]);\n(async () => {\n${body}\n})();`, {
       eval: true,
-      workerData: { tag: window },
+      workerData: { tag: Object.keys(CASES).indexOf(key) },
     });
     expect(await firstMessage(worker)).toBe('held');
     await worker.terminate();
@@ -177,7 +177,7 @@ describe("fds the library handed to the worker's code stay open when the worker 
     // Posts the numbers, then waits for its end (sockets it made stay the library's: closed by it).
     const worker = new Worker(`${PREAMBLE}\n(async () => {\nparentPort.postMessage(${HANDED[key] as string});\n})();`, {
       eval: true,
-      workerData: { tag: 'handed' },
+      workerData: { tag: `handed-${Object.keys(HANDED).indexOf(key)}` },
     });
     const fds = (await firstMessage(worker)) as number[];
     expect(fds.length).toBeGreaterThan(0);
