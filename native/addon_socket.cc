@@ -623,7 +623,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     if (batch->Holds(this)) batch->Flush();
     if (core_ == nullptr || on_message_.IsEmpty()) return false;
     batch->Add(this, data, len, fds, nfds, ScmDiscard{core_->uses_background_closer(), core_->background_close_owner()},
-               !core_->receives_own());
+               !core_->receives_own(), core_->read_budget());
     core_->EndReadTurn();
     return true;
   }

@@ -45,8 +45,17 @@ class FdBudget {
   size_t limit() const { return limit_; }
   void set_limit(size_t limit) { limit_ = limit; }
 
+  // fds of messages read for this budget's sockets that wait in a message
+  // batch to be handed to JS (MessageBatch): in this process, and counted
+  // nowhere else until JS has put them in a ledger (Charge) or given them
+  // to the closer. This budget only, not its parents.
+  void HoldUnsettled(size_t n) { unsettled_ += n; }
+  void ReleaseUnsettled(size_t n) { unsettled_ -= n < unsettled_ ? n : unsettled_; }
+  size_t unsettled() const { return unsettled_; }
+
  private:
   size_t held_ = 0;
+  size_t unsettled_ = 0;
   size_t limit_;
   std::shared_ptr<FdBudget> parent_;
 };

@@ -302,6 +302,8 @@ void FrameChannel::ChargeTo(std::shared_ptr<FdBudget> budget) {
   if (budget_) budget_->Refund(given_.size());
   budget_ = std::move(budget);
   if (budget_) budget_->Charge(given_.size());
+  // What the socket reads is gated by the same budget (UnixSocket::SetReadBudget).
+  if (socket_ != nullptr) socket_->SetReadBudget(budget_);
 }
 
 bool FrameChannel::Adopt(int fd) {

@@ -149,7 +149,8 @@ class FrameChannel : public UnixSocket::Filter {
   // The ledger is charged to `budget` (and its parents: a helper daemon's
   // per-uid and total limits) from now on, what it holds already included;
   // a DUP that does not fit it is left to the delegate like one over
-  // max_given. Null: no budget.
+  // max_given, and the socket's reads are gated by it
+  // (UnixSocket::SetReadBudget). Null: no budget.
   void ChargeTo(std::shared_ptr<FdBudget> budget);
   // Adds an fd to the ledger; once the socket is closed there is no ledger,
   // and the fd is closed at once (nobody would ever close it).

@@ -46,21 +46,23 @@ void MessageBatch::SetDispatcher(napi_value dispatcher) {
 }
 
 void MessageBatch::Add(Target* target, const char* data, size_t len, const int* fds, size_t nfds, ScmDiscard discard,
-                       bool keep_for_js) {
+                       bool keep_for_js, std::shared_ptr<FdBudget> budget) {
   if (closed_) {
     // Nobody will flush: closed now, as the flush that cannot reach JS would.
     fds_.assign(fds, fds + nfds);
-    Discard(Entry{target, 0, 0, 0, nfds, discard, false});
+    Discard(Entry{target, 0, 0, 0, nfds, discard, false, nullptr});
     fds_.clear();
     return;
   }
   // Owned from here on: a failed allocation below must not lose them.
   UniqueFds owned(fds, nfds);
-  Entry e{target, data_.size(), len, fds_.size(), nfds, discard, keep_for_js};
+  Entry e{target, data_.size(), len, fds_.size(), nfds, discard, keep_for_js, nfds > 0 ? std::move(budget) : nullptr};
   data_.insert(data_.end(), data, data + len);
   fds_.insert(fds_.end(), fds, fds + nfds);
-  entries_.push_back(e);
+  entries_.push_back(std::move(e));
   owned.release();
+  // Counted once the entry holds them (an allocation above may throw).
+  if (entries_.back().budget != nullptr) entries_.back().budget->HoldUnsettled(nfds);
   count_++;
   target->batched_turn_ = turn_;
   Arm();
@@ -71,6 +73,7 @@ void MessageBatch::Forget(Target* target) {
   for (Entry& e : entries_) {
     if (e.target != target) continue;
     Discard(e);
+    Settle(e);
     e.target = nullptr;
     e.nfds = 0;
   }
@@ -92,7 +95,13 @@ void MessageBatch::DiscardAll() {
   Clear();
 }
 
+void MessageBatch::Settle(Entry& e) {
+  if (e.budget != nullptr) e.budget->ReleaseUnsettled(e.nfds);
+  e.budget = nullptr;
+}
+
 void MessageBatch::Clear() {
+  for (Entry& e : entries_) Settle(e);
   entries_.clear();
   data_.clear();
   fds_.clear();

@@ -25,8 +25,10 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include <memory>
 #include <vector>
 
+#include "fd_budget.h"
 #include "scm_rights.h"
 
 namespace fdbridge {
@@ -56,9 +58,10 @@ class MessageBatch {
   // JS, or closed as `discard` says if they never reach it. `keep_for_js`:
   // they are not registered as they arrived, so the flush leaves them in
   // the environment's keeping until the library hands them on (KeepForJs
-  // in addon.h).
+  // in addon.h). They count in `budget`'s unsettled fds (if any) until the
+  // flush (UnixSocket::SetReadBudget).
   void Add(Target* target, const char* data, size_t len, const int* fds, size_t nfds, ScmDiscard discard,
-           bool keep_for_js);
+           bool keep_for_js, std::shared_ptr<FdBudget> budget = nullptr);
   // Whether a message of `target` waits to be handed over.
   bool Holds(const Target* target) const { return count_ > 0 && target->batched_turn_ == turn_; }
   // `target` goes away: its waiting messages are dropped, their fds closed.
@@ -81,7 +84,10 @@ class MessageBatch {
     size_t nfds;
     ScmDiscard discard;
     bool keep_for_js;
+    std::shared_ptr<FdBudget> budget;  // holds nfds unsettled (Add) until Settle
   };
+  // The entry's fds leave the batch (handed to JS or discarded): no longer unsettled.
+  static void Settle(Entry& e);
 
   MessageBatch(napi_env env, uv_loop_t* loop);
   ~MessageBatch();

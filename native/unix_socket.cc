@@ -337,6 +337,7 @@ void UnixSocket::DoRead() {
   // (the loop reads what came after it).
   if (reading_ && !closed_ && !ReadPaused()) ReceiveBuffer();
   for (int i = 0; i < kMaxReadsPerWakeup && reading_ && !closed_ && !ReadPaused() && (waiter_ == nullptr || !waiter_->done()); i++) {
+    if (!MayReadMore()) return;
     RecvResult r;
     // Received and registered as one step on a socket whose fds are ours
     // (see ScmRecv, ReceiveOwnFds): a command's given fds, or fds a peer
@@ -349,6 +350,12 @@ void UnixSocket::DoRead() {
     if (end_read_turn_) return;
     if (r.status == RecvStatus::kMessage && filter_ != nullptr && !reset_pending_ && !filter_->ReadOn()) return;
   }
+}
+
+bool UnixSocket::MayReadMore() const {
+  if (read_budget_ == nullptr || read_budget_->unsettled() == 0) return true;
+  size_t waiting = close_in_background_ ? FdBackgroundClosesOfPeerFds(close_owner_) : 0;
+  return read_budget_->held() + waiting + read_budget_->unsettled() <= read_budget_->limit();
 }
 
 bool UnixSocket::Deliver(RecvResult* received) {

@@ -12,6 +12,7 @@
 #include <memory>
 #include <vector>
 
+#include "fd_budget.h"
 #include "scm_rights.h"
 #include "unique_fd.h"
 
@@ -192,6 +193,23 @@ class UnixSocket {
   }
   bool uses_background_closer() const { return close_in_background_; }
   uint64_t background_close_owner() const { return close_owner_; }
+
+  // The budget the fds this socket receives are charged to (a helper
+  // daemon's per-uid one, shared by that uid's connections; null: none).
+  // A message's fds are in this process from the moment recvmsg returns,
+  // before any quota is checked, and the messages a batched socket hands
+  // to JS wait for the turn's flush (FdBudget::HoldUnsettled): were every
+  // readable connection of a uid read in one turn, each could bring a
+  // message of up to kMaxFdsPerMessage fds past its limit. So while
+  // messages of the budget's wait unsettled, another is read only if the
+  // fds held, waiting for the closer (the owner's) and unsettled are
+  // within the limit: one message at most goes past it in a turn, whatever
+  // the number of connections. The first message of a turn is always read:
+  // a socket left readable is polled again on the next turn, after the
+  // flush, never in a loop that finds nothing to do (holding a uid's
+  // reading for longer is the daemon's to do: ServedConnection.holdReading).
+  void SetReadBudget(std::shared_ptr<FdBudget> budget) { read_budget_ = std::move(budget); }
+  const std::shared_ptr<FdBudget>& read_budget() const { return read_budget_; }
   // Hands fds[0..n) (a peer's, now this socket's to close) to the
   // background closer as one batch of this socket's owner, and returns its
   // ticket, which the socket remembers (BackgroundCloseTickets).
@@ -340,6 +358,9 @@ class UnixSocket {
   int64_t receive_timeout_ms_ = 0;  // SO_RCVTIMEO as last set (0: never)
   bool close_in_background_ = false;
   uint64_t close_owner_ = 0;
+  std::shared_ptr<FdBudget> read_budget_;  // SetReadBudget
+  // Whether another message may be read now (see SetReadBudget).
+  bool MayReadMore() const;
   // Tickets of background closes made for this socket, done ones dropped
   // now and then (DropDoneTickets).
   std::vector<uint64_t> close_tickets_;
