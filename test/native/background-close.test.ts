@@ -260,6 +260,10 @@ async function turns(n: number): Promise<void> {
  */
 async function fillShared(fds: readonly number[]): Promise<number[]> {
   const { max, perOwner } = native.closerThreads();
+  // Every thread idle first: one still on its way back from the last close
+  // (it hands the news on before it counts itself free) would make the
+  // pool grow by one more meanwhile.
+  expect(await until(() => native.closerThreads().busy === 0)).toBe(true);
   const tickets = fds.map((fd, i) => native.closeInBackground([fd], 100 + Math.floor(i / perOwner)));
   expect(await until(() => native.closerThreads().busy === max)).toBe(true);
   return tickets;
@@ -276,6 +280,8 @@ withPython('past the shared cap (every shared thread blocked), an owner with no 
     const first = makePipe();
     expect((await afterCloses(native.closeInBackground(first, 1))).done).toEqual([true]);
     expect(native.closerThreads().threads).toBe(max + 1);
+    // (Its thread counts itself free once it has handed the news on.)
+    expect(await until(() => native.closerThreads().busy === max)).toBe(true);
     // Its close that blocks holds that thread...
     const blocked = native.closeInBackground([lingering.fds[shared] as number], 1);
     expect(await until(() => native.closerThreads().busy === max + 1)).toBe(true);
