@@ -9,19 +9,14 @@
  * environment; this test waits only for the run's exit (its own --timeout
  * brings it) and then reads /proc.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { CLI, exitOf, processesWithEnv } from '../util/processes';
+import { exitOf, MarkedRuns } from '../util/processes';
 
-const MARK = `FDBRIDGE_ATTACK_DESCENDANTS=${process.pid}-${Date.now()}`;
+const runs = new MarkedRuns('FDBRIDGE_ATTACK_DESCENDANTS');
 let dir: string;
-let run: ChildProcess | undefined;
-
-/** Live (not zombie) processes whose environment has MARK. */
-const marked = (): number[] => processesWithEnv(MARK);
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'fdbridge-blocked-descendants-'));
@@ -41,30 +36,16 @@ module.exports = {
 });
 
 afterAll(async () => {
-  if (run && run.exitCode === null && run.signalCode === null) {
-    run.kill('SIGKILL');
-    await exitOf(run);
-  }
-  for (const pid of marked()) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // gone already
-    }
-  }
+  await runs.killAll();
   rmSync(dir, { recursive: true, force: true });
 });
 
 test('a row killed for blocking in an execSync leaves none of the processes it started running', async () => {
   const tmp = join(dir, 'tmp');
   mkdirSync(tmp);
-  const [key, value] = MARK.split('=');
-  run = spawn(process.execPath, [CLI, 'run', '--scenarios', dir, '--timeout', '2000', '--settle', '100'], {
-    env: { ...process.env, TMPDIR: tmp, [key!]: value },
-    stdio: 'ignore',
-  });
+  const run = runs.start(['--scenarios', dir, '--timeout', '2000', '--settle', '100'], tmp, { stdio: 'ignore' });
   const how = await exitOf(run);
-  const left = marked().map((pid) => {
+  const left = runs.live().map((pid) => {
     try {
       return readFileSync(`/proc/${pid}/cmdline`, 'latin1').replace(/\0/g, ' ').trim();
     } catch {

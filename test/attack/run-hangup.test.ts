@@ -9,20 +9,15 @@
  * it began (a line on the run's stdout), signals the group, and waits for
  * the run's exit.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { packageRoot } from '../../src/paths';
-import { CLI, exitOf, processesWithEnv } from '../util/processes';
+import { exitOf, MarkedRuns } from '../util/processes';
 
-const MARK = `FDBRIDGE_ATTACK_HANGUP=${process.pid}-${Date.now()}`;
+const runs = new MarkedRuns('FDBRIDGE_ATTACK_HANGUP');
 let dir: string;
-let run: ChildProcess | undefined;
-
-/** Live (not zombie) processes whose environment has MARK. */
-const marked = (): number[] => processesWithEnv(MARK);
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'fdbridge-hangup-'));
@@ -48,30 +43,15 @@ module.exports = {
 });
 
 afterAll(async () => {
-  if (run && run.exitCode === null && run.signalCode === null) {
-    process.kill(-run.pid!, 'SIGKILL');
-    await exitOf(run);
-  }
-  for (const pid of marked()) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // gone already
-    }
-  }
+  await runs.killAll();
   rmSync(dir, { recursive: true, force: true });
 });
 
 test('SIGHUP to the run\'s process group during a row leaves no temporary directory and no process behind', async () => {
   const tmp = join(dir, 'tmp');
   mkdirSync(tmp);
-  const [key, value] = MARK.split('=');
-  run = spawn(process.execPath, [CLI, 'run', '--scenarios', dir, '--timeout', '600000', '--settle', '100'], {
-    env: { ...process.env, TMPDIR: tmp, [key!]: value },
-    stdio: ['ignore', 'pipe', 'ignore'],
-    detached: true, // its own process group, as a terminal's job is
-  });
-  const child = run;
+  // detached: its own process group, as a terminal's job is.
+  const child = runs.start(['--scenarios', dir, '--timeout', '600000', '--settle', '100'], tmp, { stdio: ['ignore', 'pipe', 'ignore'], detached: true });
   await new Promise<void>((resolve, reject) => {
     let out = '';
     child.stdout!.on('data', (chunk: Buffer) => {
@@ -83,5 +63,5 @@ test('SIGHUP to the run\'s process group during a row leaves no temporary direct
   child.stdout!.resume();
   process.kill(-child.pid!, 'SIGHUP');
   await exitOf(child);
-  expect({ left: readdirSync(tmp), running: marked().length }).toEqual({ left: [], running: 0 });
+  expect({ left: readdirSync(tmp), running: runs.live().length }).toEqual({ left: [], running: 0 });
 }, 120_000);

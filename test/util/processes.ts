@@ -1,5 +1,5 @@
 /** Test utilities: helper daemons in their own processes, and fd tables of other processes. */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -200,4 +200,51 @@ export function processesWithEnv(entry: string): number[] {
       }
     })
     .map(Number);
+}
+
+/**
+ * `fdbridge run` processes that pass one marker (`NAME=<pid>-<time>`) in
+ * their environment to every process they start, however deep: a test
+ * that checks that a run leaves no process behind finds them (live()), and
+ * kills what a failed test left (killAll()).
+ */
+export class MarkedRuns {
+  readonly mark: string;
+  readonly #runs: Array<{ run: ChildProcess; detached: boolean }> = [];
+
+  constructor(name: string) {
+    this.mark = `${name}=${process.pid}-${Date.now()}`;
+  }
+
+  /** Live (not zombie) processes with the marker. */
+  live(): number[] {
+    return processesWithEnv(this.mark);
+  }
+
+  /** `fdbridge run ARGS` with TMPDIR `tmp` and the marker; `detached`: the leader of a process group of its own. */
+  start(args: readonly string[], tmp: string, options: { stdio: StdioOptions; detached?: boolean }): ChildProcess {
+    const at = this.mark.indexOf('=');
+    const run = spawn(process.execPath, [CLI, 'run', ...args], {
+      env: { ...process.env, TMPDIR: tmp, [this.mark.slice(0, at)]: this.mark.slice(at + 1) },
+      ...options,
+    });
+    this.#runs.push({ run, detached: options.detached === true });
+    return run;
+  }
+
+  /** SIGKILLs each run still running (with its process group when detached), then every live process with the marker. */
+  async killAll(): Promise<void> {
+    for (const { run, detached } of this.#runs) {
+      if (run.pid === undefined || run.exitCode !== null || run.signalCode !== null) continue;
+      process.kill(detached ? -run.pid : run.pid, 'SIGKILL');
+      await exitOf(run);
+    }
+    for (const pid of this.live()) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    }
+  }
 }
