@@ -2,6 +2,7 @@
 #include "addon.h"
 #include "message_batch.h"
 
+#include <poll.h>
 #include <stddef.h>
 #include <sys/un.h>
 
@@ -68,6 +69,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
                            InstanceAccessor<&SocketWrap::GetQueuedBytes>("queuedSendBytes"),
                            InstanceMethod<&SocketWrap::SetSendQueueLimits>("setSendQueueLimits"),
                            InstanceMethod<&SocketWrap::WatchHangup>("watchHangup"),
+                           InstanceMethod<&SocketWrap::HungUp>("hungUp"),
                            InstanceAccessor<&SocketWrap::GetBuffer>("buffer"),
                            InstanceMethod<&SocketWrap::UseBackgroundCloser>("useBackgroundCloser"),
                            InstanceMethod<&SocketWrap::CloseFdsInBackground>("closeInBackground"),
@@ -299,6 +301,11 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   Napi::Value WatchHangup(const Napi::CallbackInfo& info) {
     if (core_ != nullptr) core_->WatchHangup(info.Length() > 0 && info[0].ToBoolean());
     return info.Env().Undefined();
+  }
+  // hungUp() -> true when the peer has closed its end (or both directions
+  // are shut): POLLHUP now, without reading.
+  Napi::Value HungUp(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), core_ != nullptr && (PollNow(core_->fd(), 0) & POLLHUP) != 0);
   }
   Napi::Value GetQueuedBytes(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), core_ != nullptr ? static_cast<double>(core_->queued_bytes()) : 0);

@@ -170,6 +170,8 @@ export interface NativeSocket {
   setSendQueueLimits(limit: number, pauseReadingAt: number): void;
   /** While not reading, report a peer's hangup at once as EOF (its unread messages left unread). */
   watchHangup(on: boolean): void;
+  /** True when the peer has closed its end (POLLHUP now, nothing read). */
+  hungUp(): boolean;
   /** The reused receive buffer (reuseBuffer) once the socket has read, else undefined. */
   readonly buffer: ArrayBuffer | undefined;
   /** A receive buffer of `bytes` instead; false once the buffer is made (the first read). */

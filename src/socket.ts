@@ -494,6 +494,15 @@ export class UnixSocket {
   }
 
   /**
+   * True when the peer has closed its end (or both directions are shut),
+   * as poll(2) sees it now: nothing is read, and messages it sent before
+   * stay readable. False once this socket is closed.
+   */
+  hungUp(): boolean {
+    return !this.#closed && this.#native.hungUp();
+  }
+
+  /**
    * The next message; its fds belong to the caller. With `timeoutMs`, a
    * TimeoutError if none arrives in time (the message is not lost: the next
    * receive gets it).

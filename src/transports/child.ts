@@ -167,6 +167,10 @@ export class ChildConnection extends SocketConnection {
     this.child = child;
   }
 
+  protected override commandProcessExited(): boolean {
+    return this.child.exitCode !== null || this.child.signalCode !== null;
+  }
+
   protected override async closeTransport(): Promise<void> {
     await super.closeTransport();
     await waitForExit(this.child, 5000);

@@ -6,6 +6,7 @@
 import { BaseConnection, queueFullError, type CommandLocation, type ConnectOptions } from '../connection';
 import {
   ClosedError,
+  EofError,
   farSystemError,
   FdBridgeError,
   TimeoutError,
@@ -299,7 +300,7 @@ export class SocketConnection extends BaseConnection {
       // would pin this pin (someone else's file) instead of failing.
       pin = native.dupHigh(fd);
     } catch (err) {
-      return Promise.reject(err);
+      return this.#unsent('dupFileDescriptor', err);
     }
     if (this.#folding === null) {
       this.#folding = [];
@@ -333,8 +334,8 @@ export class SocketConnection extends BaseConnection {
     } catch (err) {
       // Nothing was sent.
       if (err instanceof QueueFullError) throw this.#queueFull('dupFileDescriptorSync', err);
-      if (isPeerGone(err)) {
-        void this.#peerGone(err as Error);
+      if (isPeerGone(err) || this.#badFdOnDeadSocket(err)) {
+        void this.#peerGone(isPeerGone(err) ? (err as Error) : new EofError());
         throw new PeerExitedError('dupFileDescriptorSync', { transport: this.transport, pid: this.location.pid, exitCode: null, signal: null });
       }
       throw err;
@@ -413,7 +414,7 @@ export class SocketConnection extends BaseConnection {
     try {
       pins = dupAll(fds, above);
     } catch (err) {
-      return Promise.reject(err);
+      return this.#unsent('dupFileDescriptors', err);
     }
     return this.#request('dupFileDescriptors', DUP_MANY, pins, true);
   }
@@ -505,11 +506,31 @@ export class SocketConnection extends BaseConnection {
    * in the caller's terms.
    */
   #unsent(operation: string, err: unknown): Promise<never> {
-    if (isPeerGone(err)) {
-      void this.#peerGone(err as Error);
+    if (isPeerGone(err) || this.#badFdOnDeadSocket(err)) {
+      void this.#peerGone(isPeerGone(err) ? (err as Error) : new EofError());
       return this.#deadRequest(operation);
     }
     return Promise.reject(err instanceof QueueFullError ? this.#queueFull(operation, err) : err);
+  }
+
+  /**
+   * True for a caller's closed fd (EBADF) on a socket whose peer has hung
+   * up, which the event loop has not read yet. The kernel checks the fds of
+   * a sendmsg before the peer: the request fails as made on a dead
+   * connection, as it would with an open fd (EPIPE), and as every request
+   * made after the hangup was read does.
+   */
+  #badFdOnDeadSocket(err: unknown): boolean {
+    return (err as NodeJS.ErrnoException | undefined)?.code === 'EBADF' && (this.#socket.hungUp() || this.commandProcessExited());
+  }
+
+  /**
+   * True once the command's process is known to have exited (a transport
+   * that spawned it saw its exit status), which may come before its end of
+   * the socket shows as hung up here.
+   */
+  protected commandProcessExited(): boolean {
+    return false;
   }
 
   /** The value of a call's RESULT frame; a malformed one breaks the connection. */
