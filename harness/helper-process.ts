@@ -57,6 +57,11 @@ export interface HelperStartOptions {
   args?: readonly string[];
 }
 
+/** How long a started daemon has to say it listens. */
+const LISTEN_MS = 10_000;
+/** The longest HelperProcess.start() takes: a dead predecessor's reaping (1 s), then LISTEN_MS. */
+export const HELPER_START_MS = 1000 + LISTEN_MS;
+
 export class HelperProcess implements HelperControl {
   readonly socketPath: string;
   readonly #logPath: string;
@@ -141,7 +146,7 @@ export class HelperProcess implements HelperControl {
     }
   }
 
-  /** Starts the daemon and resolves once it listens (at most 10 s). */
+  /** Starts the daemon and resolves once it listens (at most HELPER_START_MS). */
   async start(options: HelperStartOptions = {}): Promise<void> {
     if (this.alive) return;
     // A predecessor that died: let Node reap it first (its 'exit' event).
@@ -173,7 +178,7 @@ export class HelperProcess implements HelperControl {
     try {
       await new Promise<void>((resolve, reject) => {
         let out = '';
-        const timer = setTimeout(() => reject(new Error(`the helper daemon did not start within 10 s:\n${this.log()}`)), 10_000);
+        const timer = setTimeout(() => reject(new Error(`the helper daemon did not start within ${LISTEN_MS / 1000} s:\n${this.log()}`)), LISTEN_MS);
         stdout?.on('data', (d: Buffer) => {
           out += d.toString();
           if (out.includes('listening on')) {

@@ -69,6 +69,13 @@ export const UNRESPONSIVE_MS = 3000;
  */
 export const STALLED_MS = 30_000;
 
+/**
+ * The least time a row process has to start (Node, the addon, every
+ * scenario module) before it is watched, whatever the rows' --timeout: a
+ * start is not a row, and a loaded machine or the sanitized build slows it.
+ */
+export const START_MS = 10_000;
+
 /** A row's temporary directory: `$TMPDIR/fdbridge-<scenario>-<pid>-XXXXXX` (ownTempDir). */
 export function rowDirPrefix(scenario: string): string {
   return `fdbridge-${scenario.slice(0, 40)}-`;
@@ -333,6 +340,15 @@ class RowProcess {
   }
 }
 
+/** Why the supervisor killed `proc`: the step it was past, and whether it still answered. */
+function killedWhy(proc: RowProcess): string {
+  const step = proc.armed ?? { ms: 0, what: 'its step' };
+  return proc.killed?.answering
+    ? `${step.what} passed its limit of ${step.ms} ms more than ${proc.stalledMs} ms before, and it neither ended it nor began another step`
+    : `${step.what} passed its limit of ${step.ms} ms, and its thread did not answer within ${UNRESPONSIVE_MS} ms more ` +
+        '(it blocks or spins: a scenario module\'s top-level code that waits, a busy loop, a deadlock)';
+}
+
 /** A ResultRow for a row whose process was killed or exited during it. */
 function lostRow(row: PlannedRow, proc: RowProcess, how: Ended, durationMs: number): ResultRow {
   const held = proc.killed?.held ?? [];
@@ -393,12 +409,16 @@ export async function superviseRows(o: SuperviseOptions): Promise<RowsOutcome> {
     const { signal: _signal, info: _info, onDeadline: _onDeadline, rows: _rows, ...session } = o.session;
     const p = new RowProcess({ scenariosDir: o.scenariosDir, plan: o.plan, session: { ...session, anchors: !measuredAnchors }, labels }, info, o.stalledMs ?? STALLED_MS);
     proc = p;
-    // Starting runs no scenario code, only module loading, the helper daemon's start and the warm-up, each bounded.
+    // Starting loads every scenario module again (their top-level code runs:
+    // it may block the thread), then starts the helper daemon and warms up,
+    // steps the row process announces: it is watched as a row is.
+    p.watchFrom(Math.max(timeoutMs, START_MS), 'the row process\'s start (loading the scenario modules)', false);
     const ready = await p
       .wait((m) => (m.type === 'ready' || m.type === 'failed' ? m : undefined))
       .catch((err: unknown) => {
-        throw new Error(`${(err as Error).message} before it was ready to run rows`);
+        throw new Error(`${(err as Error).message} before it was ready to run rows${p.killed ? `: ${killedWhy(p)}` : ''}`);
       });
+    p.calm();
     if (ready.type === 'failed') {
       await p.exited;
       proc = undefined;

@@ -30,7 +30,7 @@ import { describeRuntimeFd, warmRuntimeFds } from '../src/runtime-fds';
 import { requireModule } from '../src/ts-modules';
 import { collectEnvironment } from './environment';
 import { ownTempDir, removedOnExit } from './exit-cleanup';
-import { HelperProcess } from './helper-process';
+import { HELPER_START_MS, HelperProcess } from './helper-process';
 import { LOCAL_REMOTE } from './local-remote';
 import { LeakLedger, LeakOracle } from './oracle';
 import { profileByName } from './profiles';
@@ -842,6 +842,7 @@ export class RowSession {
     };
     try {
       if (helper) {
+        o.onDeadline?.(HELPER_START_MS, 'starting the helper daemon');
         await helper.start();
         info(`helper daemon: pid ${helper.pid}, socket ${helper.socketPath}`);
       }
@@ -852,6 +853,7 @@ export class RowSession {
         const { measureAnchors } = optionalModule<{
           measureAnchors(options: { time?: number; warmupTime?: number; onSkip?(name: string, reason: string): void }): Promise<ResultsFile['anchors']>;
         }>('./anchors', 'anchors (--bench)');
+        o.onDeadline?.(Math.max(o.timeoutMs, 120_000), 'measuring the anchors');
         anchors = await measureAnchors({
           ...(o.benchOptions?.time !== undefined ? { time: o.benchOptions.time } : {}),
           ...(o.benchOptions?.warmupTime !== undefined ? { warmupTime: o.benchOptions.warmupTime } : {}),
@@ -860,7 +862,10 @@ export class RowSession {
         info(`anchors: ${anchors.map((a) => `${a.name} p50 ${a.latency.p50Us.toFixed(1)} µs`).join(', ')}`);
         signal?.throwIfAborted();
       }
-      if (o.rows.length > 0) await warmUp(used, helper, info);
+      if (o.rows.length > 0) {
+        o.onDeadline?.(o.timeoutMs, 'the warm-up');
+        await warmUp(used, helper, info);
+      }
       const env: RowEnvironment = {
         seed: o.seed,
         timeoutMs: o.timeoutMs,
