@@ -13,9 +13,9 @@
  * connections it has; then the daemon holds its reading until its closes
  * end. Run as root, the attacker as nobody.
  */
-import { closeFd, connect, LOG_COMMAND, makePipe } from '../../src';
+import { closeFd, connect, makePipe } from '../../src';
 import { diffFdTables, openFdTable } from '../../src/fd';
-import { statusOf, statusWhen } from '../util/helper-status';
+import { rootServed, statusOf, statusWhen } from '../util/helper-status';
 import { hasPython, withAttackedDaemon } from '../util/linger-attacker';
 import { DIST_SRC, isRoot, NOBODY } from '../util/nobody';
 import { fdTableSettles } from '../util/processes';
@@ -63,17 +63,6 @@ const SENDER = (name: string): string => `
     for (const s of sockets) s.close();
     process.exit(0);
   })().catch((e) => { console.log(JSON.stringify({ error: String(e && e.stack) })); process.exit(1); });`;
-
-/** The root client's round trip: a connection, 3 fds given, a call, closed. */
-async function rootServed(socketPath: string, memfd: number): Promise<void> {
-  const c = await connect('helper', { command: LOG_COMMAND, socketPath, timeoutMs: 20000 });
-  try {
-    await c.dupFileDescriptors([memfd, memfd, memfd]);
-    expect(await c.call('where')).toMatchObject({ transport: 'helper' });
-  } finally {
-    await c.close();
-  }
-}
 
 /**
  * Runs `step` with the daemon's event loop held: a root client's probe

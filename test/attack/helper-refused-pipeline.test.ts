@@ -13,9 +13,9 @@
  * is served. Run as root, the attacker as nobody; the daemon at
  * RLIMIT_NOFILE 1024, as a service may be.
  */
-import { connect, LOG_COMMAND, openFdTable } from '../../src';
+import { openFdTable } from '../../src';
 import { diffFdTables } from '../../src/fd';
-import { statusOf, statusWhen } from '../util/helper-status';
+import { rootServed, statusOf, statusWhen } from '../util/helper-status';
 import { hasPython, withAttackedDaemon } from '../util/linger-attacker';
 import { DIST_SRC, isRoot, NOBODY } from '../util/nobody';
 import { fdTableSettles } from '../util/processes';
@@ -59,17 +59,6 @@ const PIPELINER = (name: string): string => `
     console.log(JSON.stringify({ ready: ready.data[0], sent }));
     process.stdin.once('data', () => { s.close(); process.exit(0); });
   })().catch((e) => { console.log(JSON.stringify({ error: String(e && e.stack) })); process.exit(1); });`;
-
-/** The root client's round trip: a connection, 3 fds given, a call, closed. */
-async function rootServed(socketPath: string, memfd: number): Promise<void> {
-  const c = await connect('helper', { command: LOG_COMMAND, socketPath, timeoutMs: 20000 });
-  try {
-    await c.dupFileDescriptors([memfd, memfd, memfd]);
-    expect(await c.call('where')).toMatchObject({ transport: 'helper' });
-  } finally {
-    await c.close();
-  }
-}
 
 describeRoot("one user's refused DUPs, pipelined behind its blocked closes, never take the daemon to its fd limit (attacker: nobody)", () => {
   test('past its quota the uid is not read, on a new connection either: it holds its quota and one refused frame at most; root is served; the fd table returns', async () => {
