@@ -32,6 +32,7 @@ export class FdBridgeError extends Error {
     super(message, options?.cause !== undefined ? { cause: options.cause } : undefined);
     this.code = code;
     const names: string[] = [];
+    // Stryker disable next-line ConditionalExpression: `typeof c === 'function'` forced true changes nothing: new.target extends Error, so the walk up its prototypes meets Error before anything that is not a function
     for (let c: unknown = new.target; typeof c === 'function' && c !== Error; c = Object.getPrototypeOf(c)) {
       names.push((c as { name: string }).name);
     }
@@ -181,6 +182,7 @@ export class UnsupportedError extends FdBridgeError {
 /** The errno name for a (negative or positive) errno, e.g. `EBADF`. */
 export function errnoName(errno: number): string {
   try {
+    // Stryker disable next-line EqualityOperator: `>=` turns 0 into -0, which getSystemErrorName refuses as it refuses 0: the same "Unknown system error 0"
     return getSystemErrorName(errno > 0 ? -errno : errno);
   } catch {
     return `Unknown system error ${errno}`;

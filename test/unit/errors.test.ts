@@ -59,6 +59,12 @@ describe('FdBridgeError and its brand', () => {
     expect(brand(err)).toEqual([Cls.name, 'FdBridgeError']);
   });
 
+  test('an end of file with no words of its own says the peer closed the socket', () => {
+    const err = new EofError();
+    expect(err).toMatchObject({ code: 'ERR_FDBRIDGE_EOF', message: 'the peer closed the socket' });
+    expect(err.cause).toBeUndefined();
+  });
+
   test('one class is not an instance of a sibling class', () => {
     expect(new ClosedError('x')).not.toBeInstanceOf(TimeoutError);
     expect(new TimeoutError('x')).not.toBeInstanceOf(ClosedError);
@@ -155,6 +161,7 @@ describe('SystemError', () => {
     expect(errnoName(0)).toBe('Unknown system error 0');
     expect(errnoName(-99999)).toMatch(/^Unknown system error -?99999$/);
     const err = new SystemError(0, 'weird');
+    expect(err.errno).toBe(0); // not -0: Object.is and toBe tell them apart
     expect(err.code).toBe('Unknown system error 0');
     expect(err.message).toBe('weird failed: Unknown system error 0 (system error)');
   });
