@@ -301,7 +301,8 @@ export class PeerRefusedError extends FdBridgeError {
     super('ERR_FDBRIDGE_REFUSED', message);
     this.peer = peer;
     // The daemon's REFUSED message, quoted after the client's own words, starts "quota <name>:" when a limit refused.
-    this.quota = peer === undefined ? quotaOf(/(?:^|: )(quota \w+:.*)$/s.exec(message)?.[1] ?? '') : undefined;
+    // Stryker disable next-line StringLiteral: any other string that does not start "quota <name>:" names no quota either
+    this.quota = peer === undefined ? quotaOf(/(?:^|: )(quota \w+:.*)/s.exec(message)?.[1] ?? '') : undefined;
   }
 }
 
