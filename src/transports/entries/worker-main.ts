@@ -32,6 +32,11 @@ if (data.startHold !== undefined) {
   Atomics.notify(flags, 0);
   Atomics.wait(flags, 1, 0);
 }
+// The loop opens some fds lazily and keeps them (libuv's EMFILE reserve with
+// its first pipe or socket handle, the inotify fd with its first watch), at
+// the lowest free number then; opened now, while the loop start still
+// refuses every number they could take, they are registered with the rest.
+native.warmLoop();
 native.ownLoopFds(data.loopStart);
 
 let host: CommandHost | undefined;
