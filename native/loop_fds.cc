@@ -1,6 +1,5 @@
 #include "loop_fds.h"
 
-#include <dirent.h>
 #include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -65,25 +64,25 @@ namespace {
 
 constexpr char kRing[] = "anon_inode:[io_uring]";
 
-// The io_uring fds open in the process now, each with its inode (fstat).
+// The io_uring fds open in the process now (FdList: /proc/self/fd).
 // False when /proc/self/fd cannot be read.
-bool RingFds(std::vector<std::pair<int, ino_t>>* out) {
-  DIR* dir = opendir("/proc/self/fd");
-  if (dir == nullptr) return false;
-  char path[64];
-  char target[sizeof(kRing) + 1];
-  int own = dirfd(dir);
-  while (struct dirent* e = readdir(dir)) {
-    char* end = nullptr;
-    long fd = strtol(e->d_name, &end, 10);
-    if (end == e->d_name || *end != '\0' || fd == own) continue;
-    snprintf(path, sizeof(path), "/proc/self/fd/%ld", fd);
-    ssize_t n = readlink(path, target, sizeof(target));
-    if (n != static_cast<ssize_t>(sizeof(kRing) - 1) || memcmp(target, kRing, n) != 0) continue;
-    struct stat st;
-    if (fstat(static_cast<int>(fd), &st) == 0) out->emplace_back(static_cast<int>(fd), st.st_ino);
+bool RingFdNumbers(std::vector<int>* out) {
+  std::vector<FdEntry> table;
+  if (FdList(0, &table) != 0) return false;
+  for (const FdEntry& e : table) {
+    if (e.target == kRing) out->push_back(e.fd);
   }
-  closedir(dir);
+  return true;
+}
+
+// RingFdNumbers, each with its inode (fstat).
+bool RingFds(std::vector<std::pair<int, ino_t>>* out) {
+  std::vector<int> fds;
+  if (!RingFdNumbers(&fds)) return false;
+  for (int fd : fds) {
+    struct stat st;
+    if (fstat(fd, &st) == 0) out->emplace_back(fd, st.st_ino);
+  }
   return true;
 }
 
@@ -144,21 +143,11 @@ bool LoopRingFds(uv_loop_t* loop, std::vector<int>* out) {
 }
 
 void RingFdsNotOwned(std::vector<int>* out) {
-  DIR* dir = opendir("/proc/self/fd");
-  if (dir == nullptr) return;
-  char path[64];
-  char target[sizeof(kRing) + 1];
-  int own = dirfd(dir);
-  while (struct dirent* e = readdir(dir)) {
-    char* end = nullptr;
-    long fd = strtol(e->d_name, &end, 10);
-    if (end == e->d_name || *end != '\0' || fd == own) continue;
-    snprintf(path, sizeof(path), "/proc/self/fd/%ld", fd);
-    ssize_t n = readlink(path, target, sizeof(target));
-    if (n != static_cast<ssize_t>(sizeof(kRing) - 1) || memcmp(target, kRing, n) != 0) continue;
-    if (!FdIsOwned(static_cast<int>(fd))) out->push_back(static_cast<int>(fd));
+  std::vector<int> fds;
+  RingFdNumbers(&fds);
+  for (int fd : fds) {
+    if (!FdIsOwned(fd)) out->push_back(fd);
   }
-  closedir(dir);
 }
 
 }  // namespace fdbridge
