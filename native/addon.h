@@ -270,10 +270,12 @@ inline void RaisePendingException(napi_env env) {
 // fds[0..n), open and not registered as fdbridge's, go to this
 // environment's JavaScript as numbers: the environment keeps them (closed at
 // its teardown) until ClaimFromJs. Registered fds are left to the registry
-// (their holder is the environment already, or whoever takes them).
+// (their holder is the environment already, or whoever takes them). The main
+// thread keeps nothing: its teardown is the process's exit (main_thread),
+// and every received message would pay for the bookkeeping.
 inline void KeepForJs(Napi::Env env, const int* fds, size_t n) {
   InstanceData* data = Data(env);
-  if (data == nullptr) return;
+  if (data == nullptr || data->main_thread) return;
   for (size_t i = 0; i < n; i++) {
     if (fds[i] >= 0) data->unclaimed.insert(fds[i]);
   }

@@ -41,11 +41,9 @@ InstanceData::~InstanceData() {
   // Numbers handed to JavaScript that never reached their owner (the
   // JavaScript was stopped in between): nobody else knows them. One that is
   // registered meanwhile is the registry's (released above, or a native
-  // object's), never closed twice.
-  if (!main_thread) {
-    for (int fd : unclaimed) {
-      if (!FdIsOwned(fd)) held.push_back(fd);
-    }
+  // object's), never closed twice. (The main thread keeps none: KeepForJs.)
+  for (int fd : unclaimed) {
+    if (!FdIsOwned(fd)) held.push_back(fd);
   }
   unclaimed.clear();
   std::vector<int> pidfds;

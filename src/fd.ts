@@ -2,6 +2,7 @@
  * File-descriptor helpers. A raw fd number has one owner at a time; `OwnedFd`
  * makes the owner visible in the type.
  */
+import { isMainThread } from 'node:worker_threads';
 import { native } from './native';
 import { ClosedError } from './errors';
 
@@ -74,9 +75,11 @@ export function setFdFlags(fd: number, flags: Partial<FdFlags>): void {
 /**
  * Numbers a native call made, handed on to the caller: from here they are
  * the caller's, no longer kept by this thread's environment (native.handOver).
+ * The main thread's environment keeps none (it ends with the process), so
+ * there is nothing to tell it: a received message's fds cost no call there.
  */
 export function handedOver<T extends number | readonly number[]>(fds: T): T {
-  native.handOver(typeof fds === 'number' ? [fds] : (fds as readonly number[]));
+  if (!isMainThread) native.handOver(typeof fds === 'number' ? [fds] : (fds as readonly number[]));
   return fds;
 }
 
