@@ -358,6 +358,7 @@ export class SocketConnection extends BaseConnection {
       case 'gone':
         // The held end of file or error has reached #onMessage already: the
         // connection is failing, and its pending requests with it.
+        // Stryker disable next-line StringLiteral,ObjectLiteral: the fallback is never reached: #onMessage has set the connection's error before the channel says gone (#peerGone or #fail set it, closing or not)
         throw this.brokenError() ?? new PeerExitedError('dupFileDescriptorSync', { transport: this.transport, pid: this.location.pid, exitCode: null, signal: null });
       case 'reply': {
         if (r.fdsClosed > 0) {

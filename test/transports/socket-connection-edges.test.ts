@@ -615,6 +615,38 @@ describe('copies and pieces', () => {
   });
 });
 
+describe('giving back what a failed batch got', () => {
+  test("a RELEASE the command's side refuses fails the batch with that refusal: the duplicates that arrived may still be held there", async () => {
+    const before = openFdTable();
+    const pair = fakePair();
+    try {
+      const batch = outcome(pair.conn.dupFileDescriptors(new Array<number>(300).fill(source)));
+      const m1 = await pair.fake.receive();
+      const m2 = await pair.fake.receive();
+      closeFds([...m1.fds, ...m2.fds]);
+      const given = Array.from({ length: 253 }, (_, i) => 500 + i);
+      await pair.fake.send(encodeFdList(FrameType.DUP_OK, decodeFrame(m1.data, [0]).id, given));
+      await pair.fake.send(encodeJson(FrameType.ERROR, decodeFrame(m2.data, [0]).id, { name: 'Error', message: 'no room', code: 'E_ROOM' }));
+      const release = await nextFrame(pair.fake);
+      expect(release).toMatchObject({ type: FrameType.RELEASE, fds: given });
+      await pair.fake.send(encodeJson(FrameType.ERROR, release.id, { name: 'Error', message: 'cannot close', code: 'E_HELD' }));
+      const r = await batch;
+      // The failure that matters is the one that may have left fds behind: the batch names the release, and what refused it.
+      expect((r as { error: unknown }).error).toBeInstanceOf(RemoteError);
+      expect((r as { error: unknown }).error).toMatchObject({ method: 'release', remote: { code: 'E_HELD' } });
+      // A refused RELEASE is the command's answer, not a broken connection: it goes on.
+      const call = pair.conn.call('echo', 3);
+      const f = await nextFrame(pair.fake);
+      expect(f.type).toBe(FrameType.CALL);
+      await pair.fake.send(encodeJson(FrameType.RESULT, f.id, { value: 3 }));
+      await expect(call).resolves.toBe(3);
+    } finally {
+      await done(pair);
+    }
+    expect(await fdTableSettles(process.pid, before)).toBe('');
+  });
+});
+
 describe('by-number delivery (the pidfd strategy): pins named in GETFD frames', () => {
   /** A delivery that records what the connection hands it. */
   function recordingDelivery(): FdDelivery & { unsettledPins: number[][]; ended: number } {
@@ -1042,7 +1074,7 @@ describe('a full send queue', () => {
 });
 
 describe('dupFileDescriptorSync against a command side on another thread', () => {
-  type Step = { reply: Buffer; fds?: number; late?: boolean } | { hangUp: true };
+  type Step = { reply: Buffer; fds?: number; late?: boolean; stray?: boolean; thenHangUp?: boolean } | { hangUp: true };
 
   /**
    * A connection whose command's side is a worker thread playing `steps`,
@@ -1052,7 +1084,15 @@ describe('dupFileDescriptorSync against a command side on another thread', () =>
   function answeredBy(steps: Step[], attach = -1): Pair & { finished: Promise<{ seen?: number[]; released?: number[]; error?: string }>; worker: Worker } {
     const [c, f] = rawSocketPair('seqpacket');
     const worker = new Worker(join(packageRoot, 'test', 'fixtures', 'frame-answerer-worker.js'), {
-      workerData: { fd: f, attach, steps: steps.map((s) => ('hangUp' in s ? s : { reply: new Uint8Array(s.reply), fds: s.fds ?? 0, late: s.late === true })) },
+      workerData: {
+        fd: f,
+        attach,
+        steps: steps.map((s) =>
+          'hangUp' in s
+            ? s
+            : { reply: new Uint8Array(s.reply), fds: s.fds ?? 0, late: s.late === true, stray: s.stray === true, thenHangUp: s.thenHangUp === true },
+        ),
+      },
     });
     const finished = new Promise<{ seen?: number[]; released?: number[]; error?: string }>((resolve, reject) => {
       worker.once('message', resolve);
@@ -1222,6 +1262,24 @@ describe('dupFileDescriptorSync against a command side on another thread', () =>
       await pair.conn.close();
     }
     expect(await pair.finished).toMatchObject({ seen: [FrameType.DUP] });
+  });
+
+  test('a peer that breaks the protocol and then hangs up while it waits: the call fails with the violation, as every later request does, not as a peer exit', async () => {
+    const before = openFdTable();
+    // A RESULT with an id no request has, then the end of file, both read while this thread waits.
+    const pair = answeredBy([{ reply: encodeJson(FrameType.RESULT, 999, { value: 1 }), stray: true, thenHangUp: true }]);
+    try {
+      const err = syncOutcome(pair.conn);
+      expect(err).toBeInstanceOf(ProtocolError);
+      expect(pair.conn.stats).toMatchObject({ protocolErrors: 1, unexpectedFds: 0 });
+      // The connection died of that violation: later requests get the same error, not a peer exit.
+      await expect(pair.conn.call('echo', 1)).rejects.toBe(err);
+      expect(() => pair.conn.dupFileDescriptorSync(source)).toThrow(err as Error);
+    } finally {
+      await pair.conn.close();
+    }
+    expect(await pair.finished).toMatchObject({ seen: [FrameType.DUP] });
+    expect(await fdTableSettles(process.pid, before)).toBe('');
   });
 
   test('a peer already gone when the request is sent (EPIPE): PeerExitedError at once, then how it ended', async () => {
