@@ -336,7 +336,7 @@ export class SocketConnection extends BaseConnection {
       if (err instanceof QueueFullError) throw this.#queueFull('dupFileDescriptorSync', err);
       if (isPeerGone(err) || this.#badFdOnDeadSocket(err)) {
         void this.#peerGone(isPeerGone(err) ? (err as Error) : new EofError());
-        throw new PeerExitedError('dupFileDescriptorSync', { transport: this.transport, pid: this.location.pid, exitCode: null, signal: null });
+        throw new PeerExitedError('dupFileDescriptorSync', this.#exitUnknown());
       }
       throw err;
     }
@@ -357,9 +357,13 @@ export class SocketConnection extends BaseConnection {
       }
       case 'gone':
         // The held end of file or error has reached #onMessage already: the
-        // connection is failing, and its pending requests with it.
-        // Stryker disable next-line StringLiteral,ObjectLiteral: the fallback is never reached: #onMessage has set the connection's error before the channel says gone (#peerGone or #fail set it, closing or not)
-        throw this.brokenError() ?? new PeerExitedError('dupFileDescriptorSync', { transport: this.transport, pid: this.location.pid, exitCode: null, signal: null });
+        // connection is failing, and its pending requests with it. While how
+        // the peer ended is being found out (#exit), the connection's error
+        // is a placeholder that names no call: this one is named, as when
+        // its send meets EPIPE. Otherwise its error is what the connection died
+        // of (a protocol violation read before the end of file).
+        if (this.#exit !== undefined) throw new PeerExitedError('dupFileDescriptorSync', this.#exitUnknown());
+        throw this.brokenError() as Error;
       case 'reply': {
         if (r.fdsClosed > 0) {
           this.#stats.unexpectedFds += r.fdsClosed;
@@ -635,7 +639,7 @@ export class SocketConnection extends BaseConnection {
       return;
     }
     // Mark dead at once so no new request is sent into a dead socket.
-    this.#dead = new PeerExitedError('request', { transport: this.transport, pid: this.location.pid, exitCode: null, signal: null });
+    this.#dead = new PeerExitedError('request', this.#exitUnknown());
     this.#exit = this.#howPeerEnded(cause);
     const exit = await this.#exit;
     this.#exit = undefined;
@@ -645,13 +649,18 @@ export class SocketConnection extends BaseConnection {
     this.#socket.close();
   }
 
+  /** The peer's end while nothing is known of it (not yet, or the probe failed): no exit code, no signal. */
+  #exitUnknown(): PeerExit {
+    return { transport: this.transport, pid: this.location.pid, exitCode: null, signal: null };
+  }
+
   /** How the peer ended, as far as the transport's probe can tell. */
   async #howPeerEnded(cause: Error): Promise<PeerExit> {
     let exit: PeerExit;
     try {
       exit = await this.#probe();
     } catch {
-      exit = { transport: this.transport, pid: this.location.pid, exitCode: null, signal: null };
+      exit = this.#exitUnknown();
     }
     // EOF, or ECONNRESET when it died with our requests unread: both mean the
     // peer is gone. Anything else is worth naming.

@@ -1251,11 +1251,19 @@ describe('dupFileDescriptorSync against a command side on another thread', () =>
     expect(await fdTableSettles(process.pid, before)).toBe('');
   });
 
-  test('a peer that hangs up unanswered: PeerExitedError, and later requests learn how it ended', async () => {
+  test('a peer that hangs up unanswered: PeerExitedError naming the call, and later requests learn how it ended', async () => {
     const pair = answeredBy([{ hangUp: true }]);
     try {
       const err = syncOutcome(pair.conn);
       expect(err).toBeInstanceOf(PeerExitedError);
+      // How it ended is not known yet when the call returns: the call and the peer are named, nothing more.
+      expect(err).toMatchObject({
+        transport: 'helper',
+        pid: FAR_PID,
+        exitCode: null,
+        signal: null,
+        message: `dupFileDescriptorSync failed: the helper daemon (pid ${FAR_PID}) closed the connection before replying`,
+      });
       await expect(pair.conn.call('echo', 1)).rejects.toMatchObject({ name: 'PeerExitedError', exitCode: 3 });
       expect(pair.conn.closed).toBe(false);
     } finally {
