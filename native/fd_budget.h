@@ -45,13 +45,41 @@ class FdBudget {
   size_t limit() const { return limit_; }
   void set_limit(size_t limit) { limit_ = limit; }
 
-  // fds of messages read for this budget's sockets that wait in a message
-  // batch to be handed to JS (MessageBatch): in this process, and counted
-  // nowhere else until JS has put them in a ledger (Charge) or given them
-  // to the closer. This budget only, not its parents.
-  void HoldUnsettled(size_t n) { unsettled_ += n; }
-  void ReleaseUnsettled(size_t n) { unsettled_ -= n < unsettled_ ? n : unsettled_; }
+  // fds of messages read for this budget's sockets (or its children's)
+  // that wait in a message batch to be handed to JS (MessageBatch): in
+  // this process, and counted nowhere else until JS has put them in a
+  // ledger (Charge) or given them to the closer. Here and in every budget
+  // above, as Charge is.
+  void HoldUnsettled(size_t n) {
+    for (FdBudget* b = this; b != nullptr; b = b->parent_.get()) b->unsettled_ += n;
+  }
+  void ReleaseUnsettled(size_t n) {
+    for (FdBudget* b = this; b != nullptr; b = b->parent_.get()) b->unsettled_ -= n < b->unsettled_ ? n : b->unsettled_;
+  }
   size_t unsettled() const { return unsettled_; }
+  // Whether fds wait unsettled here or in any budget above (the top one
+  // counts them all).
+  bool ChainUnsettled() const {
+    const FdBudget* top = this;
+    while (top->parent_ != nullptr) top = top->parent_.get();
+    return top->unsettled_ != 0;
+  }
+
+  // Whether a socket charging this budget may read another message now
+  // (UnixSocket::SetReadBudget): in this budget and every one above, either
+  // nothing waits unsettled, or what is held, unsettled and waiting for the
+  // closer (`extra_at_root` at the top, `extra_here` here, as in Fits) is
+  // within the limit. So a budget goes past its limit by one message at
+  // most in a turn of the loop, however many sockets (of however many
+  // children) charge it: the daemon's total as each uid's.
+  bool MayRead(size_t extra_at_root, size_t extra_here) const {
+    for (const FdBudget* b = this; b != nullptr; b = b->parent_.get()) {
+      if (b->unsettled_ == 0) continue;
+      size_t held = b->held_ + b->unsettled_ + (b->parent_ == nullptr ? extra_at_root : 0) + (b == this ? extra_here : 0);
+      if (held > b->limit_) return false;
+    }
+    return true;
+  }
 
  private:
   size_t held_ = 0;

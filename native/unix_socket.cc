@@ -353,9 +353,10 @@ void UnixSocket::DoRead() {
 }
 
 bool UnixSocket::MayReadMore() const {
-  if (read_budget_ == nullptr || read_budget_->unsettled() == 0) return true;
+  // Nothing unsettled here or above: the closer's counts (a lock each) are not needed.
+  if (read_budget_ == nullptr || !read_budget_->ChainUnsettled()) return true;
   size_t waiting = close_in_background_ ? FdBackgroundClosesOfPeerFds(close_owner_) : 0;
-  return read_budget_->held() + waiting + read_budget_->unsettled() <= read_budget_->limit();
+  return read_budget_->MayRead(FdBackgroundClosesOfPeerFds(), waiting);
 }
 
 bool UnixSocket::Deliver(RecvResult* received) {

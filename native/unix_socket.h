@@ -200,11 +200,14 @@ class UnixSocket {
   // before any quota is checked, and the messages a batched socket hands
   // to JS wait for the turn's flush (FdBudget::HoldUnsettled): were every
   // readable connection of a uid read in one turn, each could bring a
-  // message of up to kMaxFdsPerMessage fds past its limit. So while
-  // messages of the budget's wait unsettled, another is read only if the
-  // fds held, waiting for the closer (the owner's) and unsettled are
-  // within the limit: one message at most goes past it in a turn, whatever
-  // the number of connections. The first message of a turn is always read:
+  // message of up to kMaxFdsPerMessage fds past its limit, and were every
+  // uid's read, each could bring one past the daemon's total (the budget's
+  // parent). So while messages of the budget, or of its parent's, wait
+  // unsettled, another is read only if the fds held, waiting for the
+  // closer (the owner's here, everyone's at the top) and unsettled are
+  // within each limit (FdBudget::MayRead): one message at most goes past a
+  // uid's limit, and one past the total, in a turn, whatever the number of
+  // connections and uids. The first message of a turn is always read:
   // a socket left readable is polled again on the next turn, after the
   // flush, never in a loop that finds nothing to do (holding a uid's
   // reading for longer is the daemon's to do: ServedConnection.holdReading).
