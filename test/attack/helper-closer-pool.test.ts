@@ -13,7 +13,7 @@
  * an honest other user.
  */
 import { connect } from '../../src';
-import { statusOf, statusWhen } from '../util/helper-status';
+import { ROUND_TRIP, roundTrip, statusOf, statusWhen } from '../util/helper-status';
 import { hasPython, withAttackedDaemon } from '../util/linger-attacker';
 import { DIST_SRC, isRoot, NOBODY } from '../util/nobody';
 import { fdTableSettles } from '../util/processes';
@@ -24,30 +24,6 @@ const describeRoot = isRoot ? describe : describe.skip;
 const ATTACKERS = [20001, 20002, 20003, 20004, 20005, 20006, 20007, 20008];
 const PER_UID = 8;
 const ROUNDS = 3;
-
-/**
- * One honest round trip on the probe command: 3 fds given, one adopted and
- * closed (closeAdopted answers once it is), the connection closed (CLOSED
- * comes once the command's other 2 are).
- */
-const ROUND_TRIP = `
-  async function roundTrip(connect, socketPath, fd, options) {
-    const c = await connect('helper', { command: { name: 'probe' }, socketPath, timeoutMs: 20000, ...options });
-    try {
-      const given = await c.dupFileDescriptors([fd, fd, fd]);
-      await c.call('adopt', [given[0]]);
-      await c.call('closeAdopted', [given[0]]);
-    } finally {
-      await c.close();
-    }
-  }`;
-
-const roundTrip = new Function(`${ROUND_TRIP}; return roundTrip;`)() as (
-  c: typeof connect,
-  socketPath: string,
-  fd: number,
-  options: Record<string, unknown>,
-) => Promise<void>;
 
 /** As nobody: ROUNDS round trips at the daemon at `socketPath`; prints {served}. */
 const HONEST = (socketPath: string): string => `

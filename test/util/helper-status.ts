@@ -30,3 +30,29 @@ export async function rootServed(socketPath: string, memfd: number): Promise<voi
     await c.close();
   }
 }
+
+/**
+ * One round trip on the probe command that waits for its closes, as source
+ * text (for scripts run as another user, too): 3 fds given, one adopted and
+ * closed (closeAdopted answers once it is), the connection closed (CLOSED
+ * comes once the command's other 2 are).
+ */
+export const ROUND_TRIP = `
+  async function roundTrip(connect, socketPath, fd, options) {
+    const c = await connect('helper', { command: { name: 'probe' }, socketPath, timeoutMs: 20000, ...options });
+    try {
+      const given = await c.dupFileDescriptors([fd, fd, fd]);
+      await c.call('adopt', [given[0]]);
+      await c.call('closeAdopted', [given[0]]);
+    } finally {
+      await c.close();
+    }
+  }`;
+
+/** ROUND_TRIP in this process: `roundTrip(connect, socketPath, fd, connectOptions)`. */
+export const roundTrip = new Function(`${ROUND_TRIP}; return roundTrip;`)() as (
+  c: typeof connect,
+  socketPath: string,
+  fd: number,
+  options: Record<string, unknown>,
+) => Promise<void>;
