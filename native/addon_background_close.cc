@@ -1,6 +1,7 @@
 // The background closer (fd_ops.h: FdCloseInBackground) seen from JS.
 #include "addon.h"
 
+#include <cmath>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -103,18 +104,33 @@ Napi::Value OpenBackgroundCloses(const Napi::CallbackInfo& info) {
   return arr;
 }
 
-// closerThreads() -> { threads, busy, max, perOwner, reserve }: the
-// background closer's pool now, and its caps (fd_ops.h).
+// closerThreads() -> { threads, busy, max, perOwner, reserve,
+// reservedOwners, maxReserve }: the background closer's pool now, and its
+// caps (fd_ops.h).
 Napi::Value CloserThreads(const Napi::CallbackInfo& info) {
-  size_t threads, busy;
+  size_t threads, busy, reserve, owners;
   FdCloserThreads(&threads, &busy);
+  FdCloserReserve(&reserve, &owners);
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("threads", Napi::Number::New(info.Env(), static_cast<double>(threads)));
   o.Set("busy", Napi::Number::New(info.Env(), static_cast<double>(busy)));
   o.Set("max", Napi::Number::New(info.Env(), static_cast<double>(kMaxCloserThreads)));
   o.Set("perOwner", Napi::Number::New(info.Env(), static_cast<double>(kCloserThreadsPerOwner)));
-  o.Set("reserve", Napi::Number::New(info.Env(), static_cast<double>(kCloserReserveThreads)));
+  o.Set("reserve", Napi::Number::New(info.Env(), static_cast<double>(reserve)));
+  o.Set("reservedOwners", Napi::Number::New(info.Env(), static_cast<double>(owners)));
+  o.Set("minReserve", Napi::Number::New(info.Env(), static_cast<double>(kCloserReserveThreads)));
+  o.Set("maxReserve", Napi::Number::New(info.Env(), static_cast<double>(kMaxCloserReserveThreads)));
   return o;
+}
+
+// reserveCloserThreads(owners) -> the reserve now: keeps a reserve thread
+// for `owners` more owners (negative: gives them back; see fd_ops.h).
+Napi::Value ReserveCloserThreads(const Napi::CallbackInfo& info) {
+  double owners = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : 0.5;
+  if (owners != std::floor(owners) || owners < -1e9 || owners > 1e9) {
+    throw Napi::TypeError::New(info.Env(), "reserveCloserThreads: owners must be an integer");
+  }
+  return Napi::Number::New(info.Env(), static_cast<double>(FdReserveCloserThreads(static_cast<int64_t>(owners))));
 }
 
 Napi::Value BackgroundClosesPending(const Napi::CallbackInfo& info) {
@@ -149,6 +165,7 @@ void ExportBackgroundCloses(Napi::Env env, Napi::Object exports) {
   exports.Set("backgroundClosesDone", Napi::Function::New<BackgroundClosesDone>(env, "backgroundClosesDone"));
   exports.Set("backgroundCloseDone", Napi::Function::New<BackgroundCloseDone>(env, "backgroundCloseDone"));
   exports.Set("closerThreads", Napi::Function::New<CloserThreads>(env, "closerThreads"));
+  exports.Set("reserveCloserThreads", Napi::Function::New<ReserveCloserThreads>(env, "reserveCloserThreads"));
   exports.Set("openBackgroundCloses", Napi::Function::New<OpenBackgroundCloses>(env, "openBackgroundCloses"));
   exports.Set("backgroundClosesPending", Napi::Function::New<BackgroundClosesPending>(env, "backgroundClosesPending"));
   exports.Set("backgroundClosesOfPeerFds", Napi::Function::New<BackgroundClosesOfPeerFds>(env, "backgroundClosesOfPeerFds"));

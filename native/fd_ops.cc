@@ -403,6 +403,8 @@ struct Closer {
   size_t threads = 0;
   size_t idle = 0;  // threads waiting for work
   size_t busy = 0;  // threads in a close
+  size_t owners_reserved = 0;  // FdReserveCloserThreads
+  size_t reserve = kCloserReserveThreads;  // from owners_reserved
   std::atomic<size_t> pending{0};
   std::atomic<size_t> pending_peer_fds{0};
   // Under mu: of those, each owner's (owners with none left out).
@@ -433,7 +435,7 @@ void ListLocked(Closer& c, uint64_t owner, Closer::Lane& lane) {
 // Under c.mu.
 size_t NextTurnLocked(const Closer& c) {
   if (c.busy < kMaxCloserThreads) return 0;  // c.turns.size() when empty
-  if (c.busy >= kMaxCloserThreads + kCloserReserveThreads) return c.turns.size();
+  if (c.busy >= kMaxCloserThreads + c.reserve) return c.turns.size();
   size_t i = 0;
   while (i < c.turns.size() && c.lanes.at(c.turns[i]).busy != 0) i++;
   return i;
@@ -559,7 +561,7 @@ void* CloserThread(void* arg) {
 // (HasTurnLocked) and no thread is idle: past kMaxCloserThreads that is
 // an owner's with no close running, which the reserve is for. Under c.mu.
 void SpawnLocked(Closer& c) {
-  if (c.threads >= kMaxCloserThreads + kCloserReserveThreads) return;
+  if (c.threads >= kMaxCloserThreads + c.reserve) return;
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -696,7 +698,7 @@ namespace {
 size_t OwnSocketsHeldUpLocked(const Closer& c, const Closer::Lane& lane) {
   bool shared_full = c.busy >= kMaxCloserThreads;
   bool stuck = lane.busy >= kCloserThreadsPerOwner || (shared_full && lane.busy > 0) ||
-               c.busy >= kMaxCloserThreads + kCloserReserveThreads;
+               c.busy >= kMaxCloserThreads + c.reserve;
   return stuck ? lane.own_queued + lane.own_running : 0;
 }
 
@@ -724,6 +726,31 @@ void FdCloserThreads(size_t* threads, size_t* busy) {
   std::lock_guard<std::mutex> lock(c.mu);
   *threads = c.threads;
   *busy = c.busy;
+}
+
+size_t FdReserveCloserThreads(int64_t owners) {
+  Closer& c = TheCloser();
+  std::lock_guard<std::mutex> lock(c.mu);
+  if (owners >= 0) {
+    c.owners_reserved += static_cast<size_t>(owners);
+  } else {
+    size_t back = static_cast<size_t>(-owners);
+    c.owners_reserved -= back < c.owners_reserved ? back : c.owners_reserved;
+  }
+  // Shrinking it only stops new threads being made: those running finish
+  // their closes, and the idle ones exit in time (kCloserIdleExit).
+  c.reserve = std::min(std::max(c.owners_reserved, kCloserReserveThreads), kMaxCloserReserveThreads);
+  // Work that waited at the old cap may have a thread now.
+  if (HasTurnLocked(c) && c.idle == 0) SpawnLocked(c);
+  if (c.threads > 0) c.cv.notify_one();
+  return c.reserve;
+}
+
+void FdCloserReserve(size_t* reserve, size_t* owners) {
+  Closer& c = TheCloser();
+  std::lock_guard<std::mutex> lock(c.mu);
+  *reserve = c.reserve;
+  *owners = c.owners_reserved;
 }
 
 int PollNow(int fd, short events) {

@@ -231,22 +231,31 @@ int FdClose(int fd);
 //
 // kMaxCloserThreads / kCloserThreadsPerOwner owners, each with that many
 // closes blocked at once, fill the pool's shared threads: then an owner
-// with no close running still gets a thread, one of kCloserReserveThreads
-// more, so that its closes (fast ones: an honest peer's) go on; an owner
-// with a close running waits, in its turn, until a shared thread comes
-// free (at most the longest linger time those peers set) or its own close
-// ends. Only past the reserve too (that many more owners, each with a
-// close blocked: as many hostile peers) does every close wait, and every
-// reply waiting for a close with it; the fds a peer gave still count in
-// FdBackgroundClosesOfPeerFds meanwhile (a helper daemon's maxFdsTotal
-// refuses new fds then, and nothing is lost or leaked). The caps bound
-// threads: each counts as a task against the daemon's RLIMIT_NPROC and a
-// service's TasksMax (systemd's default is a few thousand), and holds a
-// kernel stack plus kCloserThreadStack of address space; 128 blocked
-// threads cost about 40 MiB at most.
+// with no close running still gets a thread, one of the reserve's, so that
+// its closes (fast ones: an honest peer's) go on; an owner with a close
+// running waits, in its turn, until a shared thread comes free (at most
+// the longest linger time those peers set) or its own close ends. A thread
+// is taken past the shared ones only by an owner with none running, so
+// the threads in a close are never more than kMaxCloserThreads plus the
+// owners with a close running: with a reserve of as many threads as there
+// can be owners (a helper daemon's: one per uid it serves, and 0 for
+// everyone else; FdReserveCloserThreads), an owner with no close running
+// always gets one, however many of the others block theirs. Only when a
+// thread cannot be made (RLIMIT_NPROC, TasksMax), or with more owners than
+// the reserve, does every close wait, and every reply waiting for a close
+// with it; the fds a peer gave still count in FdBackgroundClosesOfPeerFds
+// meanwhile (a helper daemon's maxFdsTotal refuses new fds then, and
+// nothing is lost or leaked). The caps bound threads: each counts as a task
+// against the daemon's RLIMIT_NPROC and a service's TasksMax (systemd's
+// default is a few thousand), and holds a kernel stack plus
+// kCloserThreadStack of address space; 128 blocked threads cost about
+// 40 MiB at most.
 constexpr size_t kMaxCloserThreads = 64;
 constexpr size_t kCloserThreadsPerOwner = 8;
+// The reserve when nobody asked for more (FdReserveCloserThreads), and the
+// most it is ever made.
 constexpr size_t kCloserReserveThreads = 64;
+constexpr size_t kMaxCloserReserveThreads = 1024;
 // A close needs little stack: the threads get this much, not the default 8 MiB.
 constexpr size_t kCloserThreadStack = 256 * 1024;
 
@@ -297,6 +306,13 @@ size_t FdBackgroundClosesOfOwnSockets(uint64_t owner);
 uint64_t FdBackgroundClosesDone();
 // The closer's threads now, and how many of them are in a close.
 void FdCloserThreads(size_t* threads, size_t* busy);
+// Adds `owners` (negative: gives back what was added) to the owners the
+// reserve is kept for, and returns the reserve now: as many threads as
+// every caller's owners together, at least kCloserReserveThreads and at
+// most kMaxCloserReserveThreads.
+size_t FdReserveCloserThreads(int64_t owners);
+// The reserve now, and the owners asked for (FdReserveCloserThreads).
+void FdCloserReserve(size_t* reserve, size_t* owners);
 
 // poll(2) of one fd with no wait: its revents, i.e. those of `events` that
 // hold now plus POLLHUP / POLLERR / POLLNVAL (which poll always reports);

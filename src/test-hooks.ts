@@ -26,8 +26,8 @@ export function socketObjectsAlive(): number {
   return native.socketsAlive();
 }
 
-/** The background closer's threads now, how many are in a close, and its caps (total, per owner). */
-export function closerThreads(): { threads: number; busy: number; max: number; perOwner: number; reserve: number } {
+/** The background closer's threads now, how many are in a close, its caps (shared, per owner), and its reserve (see reserveCloserThreads). */
+export function closerThreads(): { threads: number; busy: number; max: number; perOwner: number; reserve: number; reservedOwners: number; minReserve: number; maxReserve: number } {
   return native.closerThreads();
 }
 

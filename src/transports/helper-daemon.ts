@@ -311,12 +311,15 @@ export class HelperDaemon {
   #sweeper: NodeJS.Timeout;
   /** Set while accepting is stopped by an accept4 error, until it starts again. */
   #acceptRetry: NodeJS.Timeout | undefined;
+  /** The closer's reserve threads kept for this daemon's owners (closerOwners), until close(). */
+  #reservedOwners = 0;
 
   /** Binds the socket (removing a stale one) and starts serving. */
   static start(options: HelperOptions = {}): HelperDaemon {
     checkFailpoint(); // a bad FDBRIDGE_FAILPOINT fails the start, not the first client
     const socketPath = options.socketPath ?? defaultHelperSocketPath();
-    const limits = checkLimits(options.limits, options.log, allowedUids(options).size > 1);
+    const allowed = allowedUids(options);
+    const limits = checkLimits(options.limits, options.log, allowed.size > 1, closerOwners(allowed));
     if (options.listenFd !== undefined) {
       const server = UnixServer.fromListeningFd(options.listenFd, socketPath, { kind: 'seqpacket', own: true, ...SERVED_SOCKET_OPTIONS });
       let queued: number[];
@@ -355,6 +358,17 @@ export class HelperDaemon {
     this.limits = Object.freeze(limits);
     this.#server = server;
     this.#allowed = allowedUids(options);
+    // Every uid served closes as an owner of its own, the others as one:
+    // with a reserve thread for each, a uid with no close running always
+    // gets a thread, however many others block theirs (fd_ops.h).
+    this.#reservedOwners = closerOwners(this.#allowed);
+    const reserve = native.reserveCloserThreads(this.#reservedOwners);
+    if (reserve < native.closerThreads().reservedOwners) {
+      options.log?.(
+        `${this.#allowed.size} uids served: the background closer's reserve of ${reserve} threads is less than one for each uid (and the others); ` +
+          `once that many of them each have a close blocked, the others' closes wait`,
+      );
+    }
     // A line may quote what a client sent (a command name, a module, a
     // method): escaped as a client's log lines are, so each stays one line.
     const log = options.log;
@@ -418,8 +432,13 @@ export class HelperDaemon {
       } catch {
         // closed below all the same
       }
-      refuse(this.#refusals, s, uid, `${TAKEN_OVER_REFUSAL} (made by uid ${maker.uid}, served by uid ${me}): connect again to check the uid that serves it`, mayHoldFds(s));
+      refuse(this.#refusals, s, this.#closeOwnerOf(uid), `${TAKEN_OVER_REFUSAL} (made by uid ${maker.uid}, served by uid ${me}): connect again to check the uid that serves it`, mayHoldFds(s));
     }
+  }
+
+  /** Whose closes a peer of `uid` makes: its own uid's if served, else everyone else's (see closerOwners). */
+  #closeOwnerOf(uid: number): number {
+    return this.#allowed.has(uid) ? closeOwner(uid) : OTHERS_CLOSE_OWNER;
   }
 
   /** The client on `socket` has exited (its watch fired): its connection and fds are swept now. */
@@ -567,7 +586,7 @@ export class HelperDaemon {
     if (!this.#allowed.has(cred.uid)) {
       this.stats.refused++;
       this.#log(`refused pid ${cred.pid}: uid ${cred.uid} is not allowed`);
-      refuse(this.#refusals, socket, cred.uid, `uid ${cred.uid} may not use this helper`, queuedFds);
+      refuse(this.#refusals, socket, OTHERS_CLOSE_OWNER, `uid ${cred.uid} may not use this helper`, queuedFds);
       return;
     }
     // An ended client's socket is closed on the background closer (its
@@ -584,7 +603,7 @@ export class HelperDaemon {
       refuse(
         this.#refusals,
         socket,
-        cred.uid,
+        closeOwner(cred.uid),
         `quota connections: this helper serves at most ${this.limits.maxConnections} clients at once (${this.#clients.size} now, ${closing} ended ones whose socket waits behind blocked closes)`,
         queuedFds,
       );
@@ -600,7 +619,7 @@ export class HelperDaemon {
       refuse(
         this.#refusals,
         socket,
-        cred.uid,
+        closeOwner(cred.uid),
         `quota uidConnections: this helper serves at most ${this.limits.maxConnectionsPerUid} clients of one uid (${cred.uid}) at once ` +
           `(${existing?.connections ?? 0} now, ${uidClosing} ended ones whose socket waits behind blocked closes)`,
         queuedFds,
@@ -811,6 +830,8 @@ export class HelperDaemon {
    */
   async close(): Promise<void> {
     this.#server.close();
+    native.reserveCloserThreads(-this.#reservedOwners);
+    this.#reservedOwners = 0;
     clearInterval(this.#sweeper);
     clearTimeout(this.#acceptRetry);
     daemons.delete(this.#id);
@@ -883,9 +904,11 @@ const LOW_FDS_RESERVE = 64 + MAX_FDS_PER_FRAME;
  * reserve included), and a few
  * in passing (a connection's pidfd before its watch has taken its copy).
  */
-function highFdsReserve(): number {
+function highFdsReserve(owners: number): number {
   const closer = native.closerThreads();
-  return 2 + MAX_REFUSALS_HELD + closer.max + closer.reserve + 16;
+  // The reserve once this daemon's owners have theirs (reserveCloserThreads).
+  const reserve = Math.min(closer.maxReserve, Math.max(closer.reserve, closer.reservedOwners + owners));
+  return 2 + MAX_REFUSALS_HELD + closer.max + reserve + 16;
 }
 
 /**
@@ -902,11 +925,11 @@ function highFdsReserve(): number {
  * wherever they land. Returns how many connections fit at all, and how
  * many client fds fit beside `maxConnections` of them (0 if they do not).
  */
-export function fdRoom(soft: number, floor: number, maxConnections: number): { connections: number; clientFds: number } {
+export function fdRoom(soft: number, floor: number, maxConnections: number, owners = 0): { connections: number; clientFds: number } {
   const above = soft - floor;
-  const connections = Math.max(0, Math.floor((above - highFdsReserve()) / 2));
+  const connections = Math.max(0, Math.floor((above - highFdsReserve(owners)) / 2));
   if (maxConnections > connections) return { connections, clientFds: 0 };
-  const ownAbove = highFdsReserve() + 2 * maxConnections;
+  const ownAbove = highFdsReserve(owners) + 2 * maxConnections;
   return { connections, clientFds: Math.max(0, Math.max(floor, above - ownAbove) - LOW_FDS_RESERVE) };
 }
 
@@ -923,7 +946,7 @@ function allowedUids(options: HelperOptions): Set<number> {
  * A daemon that serves its own uid alone (`shared` false) has no other
  * user to protect: the per-uid limits not given are the totals.
  */
-function checkLimits(given: Partial<HelperLimits> | undefined, log: ((line: string) => void) | undefined, shared: boolean): HelperLimits {
+function checkLimits(given: Partial<HelperLimits> | undefined, log: ((line: string) => void) | undefined, shared: boolean, owners: number): HelperLimits {
   const limits: HelperLimits = { ...DEFAULT_HELPER_LIMITS, ...(given ?? {}) };
   if (!shared) {
     if (given?.maxConnectionsPerUid === undefined) limits.maxConnectionsPerUid = limits.maxConnections;
@@ -941,9 +964,9 @@ function checkLimits(given: Partial<HelperLimits> | undefined, log: ((line: stri
   const floor = native.fdFloor();
   /** How the fds are split, for the messages. */
   const split = (): string =>
-    `the daemon's own fds take numbers at or above the fd floor, ${floor}: 2 a connection and ${highFdsReserve()} more; ` +
+    `the daemon's own fds take numbers at or above the fd floor, ${floor}: 2 a connection and ${highFdsReserve(owners)} more; ` +
     `clients' fds take the lowest free numbers beside ${LOW_FDS_RESERVE} kept for the daemon`;
-  let room = fdRoom(soft, floor, limits.maxConnections);
+  let room = fdRoom(soft, floor, limits.maxConnections, owners);
   if (room.connections < limits.maxConnections) {
     if (given?.maxConnections !== undefined || room.connections < 1) {
       throw new RangeError(
@@ -955,7 +978,7 @@ function checkLimits(given: Partial<HelperLimits> | undefined, log: ((line: stri
     log?.(`RLIMIT_NOFILE ${soft}: maxConnections ${limits.maxConnections} lowered to ${room.connections} (${split()}); raise the limit (LimitNOFILE=) to allow more`);
     limits.maxConnections = room.connections;
     if (given?.maxConnectionsPerUid === undefined) limits.maxConnectionsPerUid = shared ? Math.max(1, Math.floor(room.connections / 4)) : room.connections;
-    room = fdRoom(soft, floor, limits.maxConnections);
+    room = fdRoom(soft, floor, limits.maxConnections, owners);
   }
   if (room.clientFds < 1) {
     throw new RangeError(`RLIMIT_NOFILE ${soft} leaves no room for client fds beside ${limits.maxConnections} connections (${split()}): raise the limit (ulimit -n, LimitNOFILE=)`);
@@ -1037,13 +1060,13 @@ const MAX_REFUSALS_HELD = 64;
  * MAX_REFUSALS_HELD are held, the socket is closed as soon as the answer is
  * written (a peer that sent something then reads ECONNRESET).
  */
-function refuse(refusals: { held: number }, socket: UnixSocket, uid: number, message: string, queuedFds: boolean): void {
+function refuse(refusals: { held: number }, socket: UnixSocket, owner: number, message: string, queuedFds: boolean): void {
   // What it sent before it was accepted may hold fds whose close blocks (a
   // lingering TCP socket): those, and the socket itself (its close drops
-  // what is still unread), go to the background closer, as its uid's. A
+  // what is still unread), go to the background closer, as `owner`'s. A
   // socket that never took fds (mayHoldFds) closes at once: its close
   // cannot block, and waits behind nobody's.
-  socket.useBackgroundCloser(queuedFds, closeOwner(uid));
+  socket.useBackgroundCloser(queuedFds, owner);
   // Only drained: what it sent is read into a few bytes (a longer message
   // arrives truncated, its fds closed), never into a frame-sized buffer.
   socket.setReceiveBufferSize(REFUSED_RECEIVE_BYTES);
@@ -1080,11 +1103,27 @@ function refuse(refusals: { held: number }, socket: UnixSocket, uid: number, mes
 
 /**
  * Whose closes a client's fds are for the background closer: one per uid
- * (0 is everyone else's), so that the closes one user can make block (its
- * lingering TCP sockets) hold back that user's alone.
+ * served (OTHERS_CLOSE_OWNER is everyone else's), so that the closes one
+ * user can make block (its lingering TCP sockets) hold back that user's
+ * alone.
  */
 function closeOwner(uid: number): number {
   return uid + 1;
+}
+
+/**
+ * The closer's owner of the closes for peers of uids not served (refused
+ * ones), and of the library's own: one for all of them, so that the owners
+ * a daemon makes are as many as the uids it serves, plus this one.
+ */
+const OTHERS_CLOSE_OWNER = 0;
+
+/**
+ * The closer's owners a daemon serving `allowed` makes (closeOwner, and
+ * OTHERS_CLOSE_OWNER), each kept a reserve thread (native.reserveCloserThreads).
+ */
+function closerOwners(allowed: ReadonlySet<number>): number {
+  return allowed.size + 1;
 }
 
 /** listen(), replacing a stale socket file at `path` but never a live one or a non-socket. */

@@ -413,6 +413,22 @@ describeRoot('fairness between uids (nobody takes all it may; root still gets it
   });
 });
 
+describeRoot("the background closer's reserve (client: none)", () => {
+  test('a daemon keeps a reserve thread for each uid it serves and one for the others, and gives them back as it closes', async () => {
+    const before = closerThreads();
+    const uids = Array.from({ length: 100 }, (_, i) => 30000 + i);
+    const daemon = HelperDaemon.start({ socketPath: `@fdbridge-limits-${process.pid}-reserve`, allowUids: uids });
+    try {
+      // 100 uids, its own (root), and the others'.
+      const owners = before.reservedOwners + uids.length + 2;
+      expect(closerThreads()).toMatchObject({ reservedOwners: owners, reserve: Math.min(before.maxReserve, Math.max(before.minReserve, owners)) });
+    } finally {
+      await daemon.close();
+    }
+    expect(closerThreads()).toMatchObject({ reservedOwners: before.reservedOwners, reserve: before.reserve });
+  });
+});
+
 describeRoot("a client's death is noticed whatever fds it left with the daemon (client: nobody)", () => {
   test.each([
     ['its own connection socket', 'own'],
