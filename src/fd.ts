@@ -2,6 +2,7 @@
  * File-descriptor helpers. A raw fd number has one owner at a time; `OwnedFd`
  * makes the owner visible in the type.
  */
+import { statSync } from 'node:fs';
 import { isMainThread } from 'node:worker_threads';
 import { native } from './native';
 import { ClosedError } from './errors';
@@ -140,11 +141,35 @@ export function closeFd(fd: number): void {
 export type FdTable = Map<number, string>;
 
 /**
+ * The file each number of a table named when it was read ("dev:ino" of
+ * stat(2) through /proc/<pid>/fd/N), beside the table so that a table still
+ * equals (toEqual) another with the same targets. A number whose target
+ * reads the same but whose file is another (closed and opened again for a
+ * memfd of the same name, a path renamed over) has changed all the same.
+ * Anonymous inodes (eventfd, epoll, ...) share one inode: for them the
+ * target is all there is. A number whose file could not be stat'ed (closed
+ * in between, another user's) has no identity and is compared by target.
+ */
+const tableFiles = new WeakMap<FdTable, Map<number, string>>();
+
+/**
  * The open-fd table of a process (this one by default), from /proc/<pid>/fd.
  * The directory stream used to read it is left out.
  */
 export function openFdTable(pid?: number): FdTable {
-  return new Map(native.listFds(pid ?? 0));
+  const table: FdTable = new Map(native.listFds(pid ?? 0));
+  const files = new Map<number, string>();
+  const dir = `/proc/${pid ?? 'self'}/fd/`;
+  for (const fd of table.keys()) {
+    try {
+      const st = statSync(dir + fd, { throwIfNoEntry: false });
+      if (st !== undefined) files.set(fd, `${st.dev}:${st.ino}`);
+    } catch {
+      // Not ours to stat: compared by target alone.
+    }
+  }
+  tableFiles.set(table, files);
+  return table;
 }
 
 /**
@@ -216,16 +241,27 @@ export interface FdTableDiff {
   closed: Array<{ fd: number; target: string }>;
 }
 
-/** What changed between two open-fd tables (same fd number, new target counts as both). */
+/**
+ * What changed between two open-fd tables: a number open in both that names
+ * another file (another target, or another file of the same name: see
+ * tableFiles) counts as both closed and opened.
+ */
 export function diffFdTables(before: FdTable, after: FdTable): FdTableDiff {
   const opened: FdTableDiff['opened'] = [];
   const closed: FdTableDiff['closed'] = [];
+  const filesBefore = tableFiles.get(before);
+  const filesAfter = tableFiles.get(after);
+  const same = (fd: number, target: string): boolean => {
+    if (before.get(fd) !== target) return false;
+    const was = filesBefore?.get(fd);
+    const now = filesAfter?.get(fd);
+    return was === undefined || now === undefined || was === now;
+  };
   for (const [fd, target] of after) {
-    const was = before.get(fd);
-    if (was !== target) opened.push({ fd, target });
+    if (!same(fd, target)) opened.push({ fd, target });
   }
   for (const [fd, target] of before) {
-    if (after.get(fd) !== target) closed.push({ fd, target });
+    if (after.get(fd) === undefined || !same(fd, after.get(fd) as string)) closed.push({ fd, target });
   }
   return { opened, closed };
 }
