@@ -101,6 +101,9 @@ struct InstanceData {
   // number until it exits).
   ~InstanceData();  // addon_env.cc
   Napi::FunctionReference make_error;
+  // init()'s second argument: (list: Int32Array, n) -> number[], the first
+  // n numbers of `list` as a plain array (IntArrayValue).
+  Napi::FunctionReference int_array;
   Napi::FunctionReference socket_ctor;
   std::unordered_set<SocketWrap*> sockets;
   std::unordered_set<ExitWatchWrap*> watches;
@@ -211,10 +214,51 @@ inline std::string ArgName(const Napi::CallbackInfo& info, size_t i) {
   return info[i].As<Napi::String>().Utf8Value();
 }
 
+// From this many numbers on, an array is made by one call into JavaScript
+// (InstanceData::int_array) from an Int32Array filled with one copy: a
+// napi_set_element per element costs about 87 ns here (22 µs for a batch of
+// 253), the call about 6 µs for 253.
+constexpr size_t kIntArrayViaJs = 16;
+
+// A plain array of the numbers `v[0..n)` in *out; false (nothing pending)
+// when no array could be made, as when the environment can no longer run
+// JavaScript. Never throws: a frame channel's poll callback uses it too.
+inline bool IntArrayValue(napi_env env, const int* v, size_t n, napi_value* out) {
+  static_assert(sizeof(int) == sizeof(int32_t), "fd numbers are copied as int32");
+  InstanceData* data = nullptr;
+  if (n >= kIntArrayViaJs && napi_get_instance_data(env, reinterpret_cast<void**>(&data)) == napi_ok &&
+      data != nullptr && !data->int_array.IsEmpty()) {
+    void* bytes = nullptr;
+    napi_value buf, list, count, global;
+    if (napi_create_arraybuffer(env, n * sizeof(int32_t), &bytes, &buf) == napi_ok) {
+      memcpy(bytes, v, n * sizeof(int32_t));
+      if (napi_create_typedarray(env, napi_int32_array, n, buf, 0, &list) == napi_ok &&
+          napi_create_uint32(env, static_cast<uint32_t>(n), &count) == napi_ok && napi_get_global(env, &global) == napi_ok) {
+        napi_value args[2] = {list, count};
+        if (napi_call_function(env, global, data->int_array.Value(), 2, args, out) == napi_ok) return true;
+      }
+    }
+    // The JavaScript way failed (it cannot for a well-formed list unless
+    // JavaScript cannot run at all): clear what it left and go element by
+    // element, which fails the same way then.
+    napi_value ignored;
+    bool pending = false;
+    if (napi_is_exception_pending(env, &pending) == napi_ok && pending) napi_get_and_clear_last_exception(env, &ignored);
+  }
+  if (napi_create_array_with_length(env, n, out) != napi_ok) return false;
+  for (size_t i = 0; i < n; i++) {
+    napi_value e;
+    if (napi_create_int32(env, v[i], &e) != napi_ok || napi_set_element(env, *out, static_cast<uint32_t>(i), e) != napi_ok) {
+      return false;
+    }
+  }
+  return true;
+}
+
 inline Napi::Array FdArray(Napi::Env env, const int* fds, size_t n) {
-  Napi::Array arr = Napi::Array::New(env, n);
-  for (size_t i = 0; i < n; i++) arr.Set(static_cast<uint32_t>(i), Napi::Number::New(env, fds[i]));
-  return arr;
+  napi_value arr;
+  if (!IntArrayValue(env, fds, n, &arr)) NAPI_THROW_IF_FAILED(env, napi_pending_exception, Napi::Array());
+  return Napi::Array(env, arr);
 }
 
 inline Napi::Value ReceiveError(Napi::Env env, const RecvResult& r, const char* syscall, const char* data = nullptr,

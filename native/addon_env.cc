@@ -95,8 +95,9 @@ void AsyncCleanup(napi_async_cleanup_hook_handle handle, void* arg) {
 namespace {
 
 Napi::Value Init(const Napi::CallbackInfo& info) {
-  if (info.Length() < 1 || !info[0].IsFunction()) throw Napi::TypeError::New(info.Env(), "init(makeError)");
+  if (info.Length() < 1 || !info[0].IsFunction()) throw Napi::TypeError::New(info.Env(), "init(makeError, intArray?)");
   Data(info.Env())->make_error = Napi::Persistent(info[0].As<Napi::Function>());
+  if (info.Length() >= 2 && info[1].IsFunction()) Data(info.Env())->int_array = Napi::Persistent(info[1].As<Napi::Function>());
   return info.Env().Undefined();
 }
 

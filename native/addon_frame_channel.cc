@@ -292,12 +292,10 @@ class ChannelWrap : public Napi::ObjectWrap<ChannelWrap>, public FrameChannel::D
     if (r.tag == kDupOne || r.tag == kDupSync) {
       napi_create_int32(env, frame::FdAt(data, 0), &result);
     } else {
-      napi_create_array_with_length(env, r.fds, &result);
-      for (uint32_t i = 0; i < r.fds; i++) {
-        napi_value n;
-        napi_create_int32(env, frame::FdAt(data, i), &n);
-        napi_set_element(env, result, i, n);
-      }
+      if (r.fds > frame::kMaxFdsPerFrame) return;  // never: a DUP_OK's count is checked against the request's
+      int numbers[frame::kMaxFdsPerFrame];
+      for (uint32_t i = 0; i < r.fds; i++) numbers[i] = frame::FdAt(data, i);
+      if (!IntArrayValue(env, numbers, r.fds, &result)) return;
     }
     napi_resolve_deferred(env, static_cast<napi_deferred>(r.token), result);
   }

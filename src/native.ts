@@ -294,7 +294,16 @@ export interface NativeBinding {
   ExitWatch: new (pidfd: number, onExit: () => void) => NativeExitWatch;
   FrameChannel: new (socket: NativeSocket, callbacks: NativeFrameChannelCallbacks) => NativeFrameChannel;
   FdBudget: new (limit: number, parent?: NativeFdBudget) => NativeFdBudget;
-  init(makeError: (kind: string, errno: number, syscall: string, details: Record<string, unknown>) => Error): void;
+  /**
+   * `makeError` builds the addon's errors; `intArray` (optional) turns the
+   * first `n` numbers of an Int32Array into a plain array: the addon makes
+   * its arrays of fds with it from 16 numbers on, one call where Node-API
+   * would set each element on its own.
+   */
+  init(
+    makeError: (kind: string, errno: number, syscall: string, details: Record<string, unknown>) => Error,
+    intArray?: (list: Int32Array, n: number) => number[],
+  ): void;
   /** Sets (or replaces) the dispatcher of the batched sockets' messages (NativeSocketOptions.batch). */
   setMessageBatchHandler(dispatcher: NativeBatchDispatcher): void;
   /**
@@ -599,8 +608,19 @@ function load(): NativeBinding {
       default:
         return new SystemError(errno, syscall);
     }
-  });
+  }, intArray);
   return binding;
+}
+
+/**
+ * The first `n` numbers of `list` as a plain array (NativeBinding.init). It
+ * reads `n` rather than `list.length`, and sets each element as
+ * napi_set_element would.
+ */
+function intArray(list: Int32Array, n: number): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) out[i] = list[i] as number;
+  return out;
 }
 
 /** What ended a dupSync without a number. */
