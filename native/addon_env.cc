@@ -48,8 +48,9 @@ InstanceData::~InstanceData() {
   unclaimed.clear();
   std::vector<int> pidfds;
   for (const auto& child : children) pidfds.push_back(child.second);
-  spawning.TakeSpawned(&pidfds);
-  ReapThenClose(std::move(pidfds), std::move(held), kReapGraceMs);
+  std::vector<int> unsure;
+  spawning.TakeSpawned(&pidfds, &unsure);
+  ReapThenClose(std::move(pidfds), std::move(held), kReapGraceMs, std::move(unsure));
   if (hold_teardown_fd >= 0) HoldForTest(hold_teardown_fd);
 }
 
@@ -210,13 +211,13 @@ Napi::Value WatchChild(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), id);
 }
 
-// spawnBegins(): this thread is about to spawn a process it will watch
-// (watchChild, which ends the spawn; spawnEnds() when there is no process):
+// spawnBegins() -> "NAME=TOKEN" or "": this thread is about to spawn a
+// process it will watch (watchChild, which ends the spawn; spawnEnds() when
+// there is no process), with that entry added to the process's environment:
 // should its environment end in between, the teardown reaps the process all
-// the same (SpawnWindow).
+// the same, told from other children by the entry (SpawnWindow).
 Napi::Value SpawnBegins(const Napi::CallbackInfo& info) {
-  Data(info.Env())->spawning.Open();
-  return info.Env().Undefined();
+  return Napi::String::New(info.Env(), Data(info.Env())->spawning.Open());
 }
 
 Napi::Value SpawnEnds(const Napi::CallbackInfo& info) {

@@ -47,6 +47,9 @@ export function setAfterSpawnHook(hook: ((pid: number) => void) | undefined): vo
   afterSpawnHook = hook;
 }
 
+/** The environment variable that carries spawnReapedAtTeardown's token (native/child_reaper.h, SpawnWindow). */
+export const SPAWN_TOKEN_VARIABLE = 'FDBRIDGE_SPAWN_TOKEN';
+
 /**
  * spawn(file, args, options), for a process this thread's environment must
  * reap if the environment ends before Node has reaped it: a connection's
@@ -62,11 +65,17 @@ export function setAfterSpawnHook(hook: ((pid: number) => void) | undefined): vo
 export function spawnReapedAtTeardown(file: string, args: readonly string[], options: SpawnOptions): ChildProcess {
   // From here until watchChild, a worker terminated finds the process among
   // its thread's new children (native.spawnBegins): this JavaScript may stop
-  // at any call, the spawn's return included.
-  native.spawnBegins();
+  // at any call, the spawn's return included. Other code runs on this thread
+  // inside spawn() (async_hooks init hooks, the 'child_process' diagnostics
+  // channel's subscribers) and may start processes of its own there: ours is
+  // the one whose environment holds the window's token entry. A copy of the
+  // environment gets it, never the caller's options.env or process.env.
+  const entry = native.spawnBegins();
   let child: ChildProcess;
   try {
-    child = spawn(file, args, options);
+    const eq = entry.indexOf('=');
+    const spawnOptions = eq > 0 ? { ...options, env: { ...(options.env ?? process.env), [entry.slice(0, eq)]: entry.slice(eq + 1) } } : options;
+    child = spawn(file, args, spawnOptions);
   } catch (err) {
     native.spawnEnds();
     throw err;
@@ -79,4 +88,14 @@ export function spawnReapedAtTeardown(file: string, args: readonly string[], opt
   const watch = native.watchChild(child.pid);
   if (watch !== 0) child.once('exit', () => native.unwatchChild(watch));
   return child;
+}
+
+/**
+ * Removes, from this process's environment, the token entry its parent's
+ * spawnReapedAtTeardown gave it, so that the processes it starts do not
+ * carry it. The parent still tells this process by it: /proc/PID/environ
+ * shows the block set up at execve, which unsetenv() does not change.
+ */
+export function dropSpawnToken(): void {
+  delete process.env[SPAWN_TOKEN_VARIABLE];
 }

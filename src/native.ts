@@ -428,9 +428,12 @@ export interface NativeBinding {
    * watchChild (or spawnEnds, when no process was made), should this
    * environment end (the JavaScript stopped anywhere, a worker terminated),
    * its teardown reaps the process as if it had been watched, found among
-   * the children this thread forked since.
+   * the children this thread forked since by the environment entry returned
+   * ('NAME=TOKEN', a fresh random token), which the spawn must add to the
+   * process's environment. '' when the process could not be told apart
+   * (then none is taken).
    */
-  spawnBegins(): void;
+  spawnBegins(): string;
   spawnEnds(): void;
   unwatchChild(id: number): void;
   /** Ended environments whose teardown still waits for child processes to exit (watchChild) before closing what they held. */

@@ -17,6 +17,7 @@
 import { openSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 
+import { dropSpawnToken } from '../child-process';
 import { CommandHost, SetLedger, type CommandSpec } from '../command';
 import { BUILTIN_COMMANDS, DIAGNOSTIC_COMMANDS } from '../commands/registry';
 import { describeError, UnknownCommandError, type RemoteErrorInfo } from '../errors';
@@ -74,6 +75,8 @@ function resolver(commands: Readonly<Record<string, CommandSpec>>): (requested: 
  */
 export async function serveStdio(options: ServeStdioOptions = {}): Promise<void> {
   const resolve = resolver(options.commands ?? {});
+  // Started as a remote connection's via (or by one), the commands' programs are not that spawn.
+  dropSpawnToken();
   const inFd = native.dupHigh(0);
   const outFd = native.dupHigh(1);
   // Lowest free number: 0, then 1, as each is closed in turn.

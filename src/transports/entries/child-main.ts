@@ -2,6 +2,7 @@
  * The child transport's far side: serves one command on the SEQPACKET socket
  * the client handed over as fd 3, and exits when the client goes away.
  */
+import { dropSpawnToken } from '../../child-process';
 import { native } from '../../native';
 import { warmRuntimeFds } from '../../runtime-fds';
 import { FRAME_SOCKET_OPTIONS } from '../../protocol';
@@ -9,6 +10,8 @@ import { UnixSocket } from '../../socket';
 import { CHILD_SOCKET_FD } from '../child';
 import { serveConnection } from '../serve';
 
+// The programs this command runs are not the client's spawn.
+dropSpawnToken();
 // dup2 into fd 3 cleared close-on-exec; put it back so that programs this
 // command runs do not inherit the connection.
 native.setCloexec(CHILD_SOCKET_FD, true);
