@@ -167,6 +167,7 @@ export function loadCommandClass(spec: CommandSpec): CommandClass {
   let mod: Record<string, unknown>;
   try {
     // A .ts module is compiled as it loads (src/ts-modules.ts), here and in every transport's far side.
+    // Stryker disable next-line ConditionalExpression: require.resolve of an absolute path from the cwd finds what require finds for that path (the file, or with an extension or index added, or MODULE_NOT_FOUND, caught below the same way)
     mod = requireModule(isAbsolute(spec.module) ? spec.module : require.resolve(spec.module, { paths: [process.cwd()] })) as Record<string, unknown>;
   } catch (err) {
     throw new Error(`cannot load command module ${spec.module}: ${(err as Error).message}`, { cause: err });
@@ -277,8 +278,9 @@ export class CommandHost {
 
 function callableMethod(target: Record<string, unknown>, method: string): (...args: unknown[]) => unknown {
   // close() belongs to the connection's lifecycle: it runs once, when the
-  // connection closes.
-  if (typeof method !== 'string' || method === 'constructor' || method === 'close' || method in Object.prototype) {
+  // connection closes. `in Object.prototype` refuses constructor, toString,
+  // __proto__ and the like.
+  if (typeof method !== 'string' || method === 'close' || method in Object.prototype) {
     throw new TypeError(`${String(method)} is not a command method that can be called`);
   }
   const fn = target[method];

@@ -18,7 +18,9 @@ import {
 } from '../../src/command';
 import { LOG_COMMAND } from '../../src/commands/log-command';
 import { PROBE_COMMAND } from '../../src/commands/probe-command';
-import { closeFd, closeFds, makeMemfd, openFdTable } from '../../src/fd';
+import { connect } from '../../src';
+import { closeFd, closeFds, makeMemfd, openFdTable, sameFile } from '../../src/fd';
+import { ownedFdCount } from '../../src/test-hooks';
 import { closes } from '../fixtures/recording-command';
 
 const FIXTURE = join(__dirname, '..', 'fixtures', 'recording-command.ts');
@@ -28,25 +30,41 @@ function isOpen(fd: number): boolean {
 }
 
 describe('spec shape (both normalizeCommandSpec and commandRequest)', () => {
-  const bad: Array<[string, unknown]> = [
-    ['null', null],
-    ['a string', 'log'],
-    ['a name that is a path', { name: '../etc/x' }],
-    ['a name with a slash', { name: 'a/b' }],
-    ['an empty name', { name: '' }],
-    ['a name starting with a dot', { name: '.hidden' }],
-    ['a name of 65 characters', { name: 'a'.repeat(65) }],
-    ['a name with a space', { name: 'a b' }],
-    ['a name that is not a string', { name: 5 }],
-    ['an empty module', { name: 'log', module: '' }],
-    ['a module that is not a string', { name: 'log', module: 5 }],
-    ['an export that is not a string', { name: 'log', export: 5 }],
-    ['args that are not an array', { name: 'log', args: 'x' }],
+  // Each with the part of the spec its TypeError names, so the caller knows what to fix.
+  const bad: Array<[string, unknown, string]> = [
+    ['null', null, 'options.command must be { name?: string, module?: string, export?: string, args?: unknown[] }'],
+    ['a string', 'log', 'options.command must be {'],
+    ['a name that is a path', { name: '../etc/x' }, 'options.command.name must match'],
+    ['a name with a slash', { name: 'a/b' }, 'not "a/b"'],
+    ['an empty name', { name: '' }, 'options.command.name must match'],
+    ['a name starting with a dot', { name: '.hidden' }, 'options.command.name must match'],
+    ['a name of 65 characters', { name: 'a'.repeat(65) }, 'options.command.name must match'],
+    ['a name with a space', { name: 'a b' }, 'options.command.name must match'],
+    ['a name that is not a string', { name: 5 }, 'options.command.name must match'],
+    ['an empty module', { name: 'log', module: '' }, 'options.command.module must be a non-empty string'],
+    ['a module that is not a string', { name: 'log', module: 5 }, 'options.command.module must be a non-empty string'],
+    ['an export that is not a string', { name: 'log', export: 5 }, 'options.command.export must be a string'],
+    ['args that are not an array', { name: 'log', args: 'x' }, 'options.command.args must be an array'],
   ];
 
-  test.each(bad)('%s is a TypeError', (_what, spec) => {
-    expect(() => normalizeCommandSpec(spec as CommandSpec)).toThrow(TypeError);
-    expect(() => commandRequest(spec as CommandSpec)).toThrow(TypeError);
+  test.each(bad)('%s is a TypeError naming what is wrong', (_what, spec, names) => {
+    for (const f of [normalizeCommandSpec, commandRequest]) {
+      let err: unknown;
+      try {
+        f(spec as CommandSpec);
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(TypeError);
+      expect((err as Error).message).toContain(names);
+    }
+  });
+
+  test('every part given well passes, each alone and all together', () => {
+    for (const spec of [{ name: 'log' }, { name: 'log', module: FIXTURE }, { name: 'log', export: 'X' }, { name: 'log', args: [] }, { name: 'log', module: FIXTURE, export: 'X', args: [1] }]) {
+      expect(() => commandRequest(spec)).not.toThrow();
+      expect(() => normalizeCommandSpec(spec)).not.toThrow();
+    }
   });
 
   test('names: 1 to 64 characters of letters, digits, dot, dash, underscore, not starting with punctuation', () => {
@@ -172,6 +190,71 @@ describe('CommandHost', () => {
     expect(host.command['args']).toEqual(['a', 2]);
     expect(host.command['context']).toBe(host.context);
     expect(new CommandHost({ module: FIXTURE }, 'direct').command['args']).toEqual([]);
+  });
+
+  test('the client\'s credentials, where given, are a frozen copy of pid, uid and gid alone; none given: no peer at all', async () => {
+    const given = { pid: 10, uid: 20, gid: 30, extra: 'x' };
+    const host = new CommandHost({ module: FIXTURE }, 'helper', undefined, given);
+    expect(host.context.peer).toEqual({ pid: 10, uid: 20, gid: 30 });
+    expect(Object.isFrozen(host.context.peer)).toBe(true);
+    // A copy: what the caller does with its object later does not reach the command.
+    given.uid = 0;
+    expect(host.context.peer?.uid).toBe(20);
+    const none = new CommandHost({ module: FIXTURE }, 'direct');
+    expect('peer' in none.context).toBe(false);
+    await host.close();
+    await none.close();
+  });
+
+  test('closeClientFds: closes the fds at once by default (resolved once they are), or is the one the host was given', async () => {
+    const before = openFdTable();
+    const host = new CommandHost({ module: FIXTURE }, 'direct');
+    const fds = [makeMemfd(), makeMemfd()];
+    const closing = host.context.closeClientFds(fds);
+    expect(fds.filter(isOpen)).toEqual([]);
+    await expect(closing).resolves.toBeUndefined();
+    await host.close();
+    const seen: number[][] = [];
+    const closeClientFds = (list: readonly number[]): Promise<void> => {
+      seen.push([...list]);
+      return Promise.resolve();
+    };
+    const helperHost = new CommandHost({ module: FIXTURE }, 'helper', undefined, undefined, closeClientFds);
+    expect(helperHost.context.closeClientFds).toBe(closeClientFds);
+    await helperHost.context.closeClientFds([7, 8]);
+    expect(seen).toEqual([[7, 8]]);
+    await helperHost.close();
+    expect(openFdTable()).toEqual(before);
+  });
+
+  test('adoptFd: an adopted fd is the command\'s, no longer refused as one fdbridge holds for itself, so it can be passed on', async () => {
+    const before = openFdTable();
+    // The direct transport puts into the context a copy registered as fdbridge's own, as every transport does.
+    const conn = await connect('direct', { command: { module: FIXTURE } });
+    const memfd = makeMemfd();
+    try {
+      const given = await conn.dupFileDescriptor(memfd);
+      await expect(conn.dupFileDescriptor(given)).rejects.toMatchObject({ code: 'EBADF' });
+      const owned = ownedFdCount();
+      expect(await conn.call('adopt', given)).toBe(given);
+      expect(ownedFdCount()).toBe(owned - 1);
+      // Adopted, it is a number like any the caller holds: it goes on through a connection.
+      const again = await conn.dupFileDescriptor(given);
+      expect(sameFile(again, memfd)).toBe(true);
+      closeFds([given]);
+    } finally {
+      await conn.close();
+      closeFds([memfd]);
+    }
+    expect(openFdTable()).toEqual(before);
+  });
+
+  test('adoptFd(0): 0 is an fd, so an fd not given (an Error), not a bad number', async () => {
+    const host = new CommandHost({ module: FIXTURE }, 'direct');
+    expect(() => host.context.adoptFd(0)).toThrow(/adoptFd\(0\): this fd was not duplicated into this command/);
+    expect(() => host.context.adoptFd(0)).not.toThrow(RangeError);
+    await host.close();
+    expect(isOpen(0)).toBe(true);
   });
 
   test('adoptFd: takes a given fd once; a bad number is a RangeError, an fd not given an Error', async () => {
