@@ -269,6 +269,26 @@ async function fillShared(fds: readonly number[]): Promise<number[]> {
   return tickets;
 }
 
+/**
+ * A close of a new pipe for `owner` that no thread is free for: after 20
+ * turns of the event loop its callback has not come, its batch is not done,
+ * its fds are still open, and the pool has `threads` threads (none was
+ * added for it).
+ * `news` resolves once it is closed; `called()` says whether it has been.
+ */
+async function closeThatWaits(owner: number, threads: number): Promise<{ news: Promise<{ done: boolean[] }>; called(): boolean }> {
+  const pipes = makePipe();
+  const ticket = native.closeInBackground(pipes, owner);
+  let called = false;
+  const news = afterCloses(ticket).then((r) => ((called = true), r));
+  await turns(20);
+  expect(called).toBe(false);
+  expect(native.backgroundCloseDone(ticket)).toBe(false);
+  expect(openFdTable().has(pipes[0])).toBe(true);
+  expect(native.closerThreads().threads).toBe(threads);
+  return { news, called: () => called };
+}
+
 withPython('past the shared cap (every shared thread blocked), an owner with no close running still gets a thread; one with a close running waits for a thread to come free', async () => {
   const { max, perOwner } = native.closerThreads();
   const shared = Math.ceil(max / perOwner) * perOwner;
@@ -286,20 +306,12 @@ withPython('past the shared cap (every shared thread blocked), an owner with no 
     const blocked = native.closeInBackground([lingering.fds[shared] as number], 1);
     expect(await until(() => native.closerThreads().busy === max + 1)).toBe(true);
     // ... and its next close waits: it has a close running, and no shared thread is free.
-    const pipes = makePipe();
-    const waiting = native.closeInBackground(pipes, 1);
-    let called = false;
-    const news = afterCloses(waiting).then((r) => ((called = true), r));
-    await turns(20);
-    expect(called).toBe(false);
-    expect(native.backgroundCloseDone(waiting)).toBe(false);
-    expect(openFdTable().has(pipes[0])).toBe(true);
-    expect(native.closerThreads().threads).toBe(max + 1);
+    const waiting = await closeThatWaits(1, max + 1);
     // Another owner with none running goes ahead all the same.
     expect((await afterCloses(native.closeInBackground(makePipe(), 2))).done).toEqual([true]);
-    expect(called).toBe(false);
+    expect(waiting.called()).toBe(false);
     await lingering.drain();
-    expect((await news).done).toEqual([true]);
+    expect((await waiting.news).done).toEqual([true]);
     expect((await afterCloses([...tickets, blocked])).done.every(Boolean)).toBe(true);
   } finally {
     await lingering.drain();
@@ -316,17 +328,9 @@ withPython('past the reserve too (as many more owners, each with a close blocked
     // One blocked close each for `reserve` more owners (ids from 1000).
     const reserved = lingering.fds.slice(shared).map((fd, i) => native.closeInBackground([fd], 1000 + i));
     expect(await until(() => native.closerThreads().busy === max + reserve)).toBe(true);
-    const pipes = makePipe();
-    const waiting = native.closeInBackground(pipes, 1);
-    let called = false;
-    const news = afterCloses(waiting).then((r) => ((called = true), r));
-    await turns(20);
-    expect(called).toBe(false);
-    expect(native.backgroundCloseDone(waiting)).toBe(false);
-    expect(openFdTable().has(pipes[0])).toBe(true);
-    expect(native.closerThreads().threads).toBe(max + reserve);
+    const waiting = await closeThatWaits(1, max + reserve);
     await lingering.drain();
-    expect((await news).done).toEqual([true]);
+    expect((await waiting.news).done).toEqual([true]);
     expect((await afterCloses([...tickets, ...reserved])).done.every(Boolean)).toBe(true);
   } finally {
     await lingering.drain();
