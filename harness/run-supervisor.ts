@@ -340,27 +340,31 @@ class RowProcess {
   }
 }
 
-/** Why the supervisor killed `proc`: the step it was past, and whether it still answered. */
-function killedWhy(proc: RowProcess): string {
-  const step = proc.armed ?? { ms: 0, what: 'its step' };
+/**
+ * Why the supervisor killed `proc` during `step`: once the step's limit had
+ * passed, its thread did not answer (it blocks or spins; `blocks` names what
+ * typically blocks in that step), or it still answered but neither ended
+ * `task` nor began another step.
+ */
+function killedWhy(proc: RowProcess, step: { ms: number; what: string }, task: string, blocks: string): string {
   return proc.killed?.answering
-    ? `${step.what} passed its limit of ${step.ms} ms more than ${proc.stalledMs} ms before, and it neither ended it nor began another step`
-    : `${step.what} passed its limit of ${step.ms} ms, and its thread did not answer within ${UNRESPONSIVE_MS} ms more ` +
-        '(it blocks or spins: a scenario module\'s top-level code that waits, a busy loop, a deadlock)';
+    ? `${step.what}: its time limit of ${step.ms} ms passed more than ${proc.stalledMs} ms ago, and its row process (pid ${proc.pid}) still answered ` +
+        `but neither ended ${task} nor began another step`
+    : `${step.what} timed out after ${step.ms} ms, and its thread did not return to its event loop within ${UNRESPONSIVE_MS} ms more ` +
+        `(it blocks or spins: ${blocks}, a busy loop, a deadlock)`;
 }
 
 /** A ResultRow for a row whose process was killed or exited during it. */
 function lostRow(row: PlannedRow, proc: RowProcess, how: Ended, durationMs: number): ResultRow {
   const held = proc.killed?.held ?? [];
   const step = proc.last ?? proc.armed ?? { ms: 0, what: `${row.scenario.name} on ${row.transport}` };
+  const why = (): string => killedWhy(proc, step, 'the row', 'a synchronous read that waits for data');
   const error = proc.last === undefined
     ? `the row process (pid ${proc.pid}) ${proc.killed ? 'was killed' : 'exited'} before the row began, in a new row process too`
     : proc.killed?.answering
-    ? `${step.what}: its time limit of ${step.ms} ms passed more than ${proc.stalledMs} ms ago, and its row process (pid ${proc.pid}) still answered ` +
-      'but neither ended the row nor began another step: the harness lost track of the row (its defect, not the scenario\'s); the row process was killed'
+    ? `${why()}: the harness lost track of the row (its defect, not the scenario's); the row process was killed`
     : proc.killed
-    ? `${step.what} timed out after ${step.ms} ms, and its thread did not return to its event loop within ${UNRESPONSIVE_MS} ms more ` +
-      `(it blocks or spins: a synchronous read that waits for data, a busy loop, a deadlock): its row process (pid ${proc.pid}) was killed`
+    ? `${why()}: its row process (pid ${proc.pid}) was killed`
     : `the row process (pid ${proc.pid}) exited during the row (${how.code !== null ? `status ${how.code}` : `signal ${how.signal}`}): ` +
       'the scenario ended it (process.exit()) or it crashed';
   const notes = held.length > 0 ? [`held when its process was killed (opened during the row; the kernel closed them with the process): ${held.map((l) => `fd ${l.fd} -> ${l.target}`).join('; ')}`] : [];
@@ -416,7 +420,8 @@ export async function superviseRows(o: SuperviseOptions): Promise<RowsOutcome> {
     const ready = await p
       .wait((m) => (m.type === 'ready' || m.type === 'failed' ? m : undefined))
       .catch((err: unknown) => {
-        throw new Error(`${(err as Error).message} before it was ready to run rows${p.killed ? `: ${killedWhy(p)}` : ''}`);
+        const why = p.killed ? `: ${killedWhy(p, p.armed ?? { ms: 0, what: 'its start' }, 'its start', "a scenario module's top-level code that waits")}` : '';
+        throw new Error(`${(err as Error).message} before it was ready to run rows${why}`);
       });
     p.calm();
     if (ready.type === 'failed') {
