@@ -7,6 +7,9 @@
 # Left out: test/native/unique-fd.test.ts (it builds and runs its own
 # ASan/UBSan program in every run of the suite), and the CLI-log and systemd
 # suites (command-line and environment handling, no native path of their own).
+# `--list` alone prints the files that default run runs, one a line, and runs
+# nothing: .ci/run runs the rest of the suite without the sanitizers on the
+# Node that runs these under them.
 #
 # - Node itself is not built with ASan, so libasan must come first in the
 #   process's library list: it is preloaded (LD_PRELOAD) into node, and so
@@ -22,6 +25,11 @@
 #   started it. Any report fails the run, whatever jest says.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+default=(test/native test/transports test/model --testPathIgnorePatterns unique-fd cli-log helper-systemd)
+if [ "$*" = --list ]; then
+  exec node node_modules/jest/bin/jest.js --listTests "${default[@]}"
+fi
 
 addon=build/Sanitize/fdbridge.node
 if [ ! -f "$addon" ]; then
@@ -42,7 +50,7 @@ trap 'rm -rf "$reports"' EXIT
 export FDBRIDGE_TEST_TIME_SCALE=${FDBRIDGE_TEST_TIME_SCALE:-4}
 
 if [ $# -eq 0 ]; then
-  set -- test/native test/transports test/model --testPathIgnorePatterns unique-fd cli-log helper-systemd
+  set -- "${default[@]}"
   export FDBRIDGE_MODEL_RUNS=${FDBRIDGE_MODEL_RUNS:-4}
 fi
 
