@@ -337,3 +337,88 @@ withPython('past the reserve too (as many more owners, each with a close blocked
     await lingering.end();
   }
 });
+
+/**
+ * `node -e` script, run at RLIMIT_NOFILE 256: a socket on fd 3 closing what
+ * arrives unwanted in background as owner 7; its fd table filled up to one
+ * free number. Told `read`, it reads the message waiting there (MSG_CTRUNC:
+ * one of its fds fits) and prints {received} once the close of the fd that
+ * arrived is running on a closer thread (and so, for a lingering socket,
+ * blocked there); told `ping`, {pong} with the fds still waiting; told
+ * `after`, {closed} once they are closed.
+ */
+const TRUNCATED_RECEIVER = (dist: string): string => `
+  const fs = require('node:fs');
+  const { UnixSocket } = require(${JSON.stringify(`${dist}/socket`)});
+  const { native } = require(${JSON.stringify(`${dist}/native`)});
+  const socket = new UnixSocket(3, 'seqpacket');
+  socket.useBackgroundCloser(true, 7);
+  const waiting = () => native.backgroundClosesOfPeerFds(7);
+  const print = (o) => console.log(JSON.stringify(o));
+  const whenBusy = (then) => (native.closerThreads().busy === 1 ? then() : setTimeout(() => whenBusy(then), 10));
+  process.stdin.on('data', (d) => {
+    for (const line of d.toString().split('\\n').filter(Boolean)) {
+      if (line === 'read') {
+        socket.setMessageHandler((err, _data, fds) => {
+          const got = { error: err && err.name, fdsClosed: err && err.fdsClosed, fds: fds ? fds.length : 0 };
+          whenBusy(() => print({ received: { ...got, waiting: waiting() } }));
+        });
+      } else if (line === 'ping') {
+        print({ pong: { waiting: waiting() } });
+      } else if (line === 'after') {
+        native.afterBackgroundCloses(socket.backgroundCloseTickets(), () => {
+          print({ closed: { waiting: waiting() } });
+          for (const fd of filler) fs.closeSync(fd);
+          socket.close();
+          process.exit(0);
+        });
+      }
+    }
+  });
+  // Filled once stdin and stdout have their handles (libuv opens its EMFILE
+  // reserve, /dev/null, with the first one): nothing else takes the free number.
+  process.stdout;
+  const filler = [];
+  for (;;) {
+    try { filler.push(fs.openSync('/dev/null', 'r')); } catch (e) { if (e.code === 'EMFILE') break; throw e; }
+  }
+  fs.closeSync(filler.pop());
+  print({ ready: true });`;
+
+withPython("a message that arrives truncated (MSG_CTRUNC: the receiver at its fd limit) hands the fds that did arrive to the closer as the socket's owner's: a lingering socket among them never blocks the receiver's loop", async () => {
+  const before = openFdTable();
+  const { fds, drain, end } = await lingeringSockets(1);
+  const lingering = fds[0] as number;
+  const memfds = [native.memfd('a'), native.memfd('b')];
+  const [ours, theirs] = native.socketpair(native.constants.SOCK_SEQPACKET);
+  const child = spawn('prlimit', ['--nofile=256:256', process.execPath, '-e', TRUNCATED_RECEIVER(join(__dirname, '..', '..', 'dist', 'src'))], {
+    stdio: ['pipe', 'pipe', 'inherit', theirs],
+  });
+  closeFd(theirs);
+  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream })[Symbol.asyncIterator]();
+  const next = async (): Promise<Record<string, unknown>> => JSON.parse(((await lines.next()).value as string) ?? 'null');
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  try {
+    expect(await next()).toEqual({ ready: true });
+    // The lingering socket first: it takes the one free number; the memfds do not fit and the kernel drops them.
+    native.sendNow(ours, Buffer.from('x'), [lingering, ...memfds]);
+    // In flight, the message holds it: ours is not its last reference, and this close does not block.
+    closeFd(lingering);
+    child.stdin?.write('read\n');
+    expect(await next()).toEqual({ received: { error: 'TruncatedError', fdsClosed: 1, fds: 0, waiting: 1 } });
+    // Its close blocks on a closer thread; the loop goes on.
+    child.stdin?.write('ping\n');
+    expect(await next()).toEqual({ pong: { waiting: 1 } });
+    await drain();
+    child.stdin?.write('after\n');
+    expect(await next()).toEqual({ closed: { waiting: 0 } });
+  } finally {
+    child.kill('SIGKILL');
+    await exited;
+    closeFd(ours);
+    for (const fd of memfds) closeFd(fd);
+    await drain();
+    await end();
+  }
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+});
