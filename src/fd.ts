@@ -2,7 +2,7 @@
  * File-descriptor helpers. A raw fd number has one owner at a time; `OwnedFd`
  * makes the owner visible in the type.
  */
-import { statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { isMainThread } from 'node:worker_threads';
 import { native } from './native';
 import { ClosedError } from './errors';
@@ -141,16 +141,20 @@ export function closeFd(fd: number): void {
 export type FdTable = Map<number, string>;
 
 /**
- * The file each number of a table named when it was read ("dev:ino" of
- * stat(2) through /proc/<pid>/fd/N), beside the table so that a table still
- * equals (toEqual) another with the same targets. A number whose target
- * reads the same but whose file is another (closed and opened again for a
- * memfd of the same name, a path renamed over) has changed all the same.
- * Anonymous inodes (eventfd, epoll, ...) share one inode: for them the
- * target is all there is. A number whose file could not be stat'ed (closed
- * in between, another user's) has no identity and is compared by target.
+ * The file each number of a table named when it was read ("mnt_id:ino" from
+ * /proc/<pid>/fdinfo/N), beside the table so that a table still equals
+ * (toEqual) another with the same targets. A number whose target reads the
+ * same but whose file is another (closed and opened again for a memfd of
+ * the same name, a path renamed over) has changed all the same. fdinfo, not
+ * stat(2) through /proc/<pid>/fd/N: a stat asks the file's filesystem (a
+ * hung NFS server or FUSE daemon would hang the check), fdinfo reads the
+ * open file alone. Anonymous inodes (eventfd, epoll, ...) share one inode:
+ * for them the target is all there is. A number with no such line (closed
+ * in between, a kernel before 5.14) is compared by target.
  */
 const tableFiles = new WeakMap<FdTable, Map<number, string>>();
+
+const FDINFO_FILE = /^mnt_id:\s*(\d+)$[\s\S]*^ino:\s*(\d+)$/m;
 
 /**
  * The open-fd table of a process (this one by default), from /proc/<pid>/fd.
@@ -159,14 +163,16 @@ const tableFiles = new WeakMap<FdTable, Map<number, string>>();
 export function openFdTable(pid?: number): FdTable {
   const table: FdTable = new Map(native.listFds(pid ?? 0));
   const files = new Map<number, string>();
-  const dir = `/proc/${pid ?? 'self'}/fd/`;
+  const dir = `/proc/${pid ?? 'self'}/fdinfo/`;
   for (const fd of table.keys()) {
+    let info: string;
     try {
-      const st = statSync(dir + fd, { throwIfNoEntry: false });
-      if (st !== undefined) files.set(fd, `${st.dev}:${st.ino}`);
+      info = readFileSync(dir + fd, 'latin1');
     } catch {
-      // Not ours to stat: compared by target alone.
+      continue; // closed since, or not ours to read: compared by target alone
     }
+    const m = FDINFO_FILE.exec(info);
+    if (m !== null) files.set(fd, `${m[1]}:${m[2]}`);
   }
   tableFiles.set(table, files);
   return table;
