@@ -19,9 +19,8 @@
  * here) and every long run gave its fds back; 1 otherwise. Goals not met do
  * not change it: they are measurements, reported as such.
  */
-import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { openSync, readFileSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
 
 import { connect, isFdBridgeError, transportNames, type Connection, type TransportName } from '../../src';
@@ -32,7 +31,7 @@ import { measureLatencySamples, summarizeSamples } from '../bench';
 import { BENCH_PEER_COMMAND, usageAfterGc, type Usage } from '../bench-peer';
 import { formatRelayThroughput, measureRelayThroughput, type RelayThroughput } from '../bench-relay';
 import { collectEnvironment } from '../environment';
-import { cleanupOnExit, exitOnSignals } from '../exit-cleanup';
+import { exitOnSignals, ownTempDir } from '../exit-cleanup';
 import { HelperProcess } from '../helper-process';
 import {
   CFrameServer,
@@ -843,8 +842,10 @@ export async function main(argv: string[]): Promise<number> {
 
   const environment = collectEnvironment();
   const loadStart = loadavg();
-  const dir = mkdtempSync(join(tmpdir(), 'fdbridge-bench-'));
-  const forgetDir = cleanupOnExit(() => rmSync(dir, { recursive: true, force: true }));
+  // Removed at exit; one a SIGKILLed bench left (its daemon's and frame
+  // server's sockets with it) goes with the next bench's start (ownTempDir).
+  const benchDir = ownTempDir('fdbridge-bench-');
+  const dir = benchDir.path;
   // SIGINT/SIGTERM: exit 128 + the signal's number, the daemon, the servers and dir gone (exit-cleanup).
   const stopExitingOnSignals = exitOnSignals();
   // 253 distinct open fds (each its own dup of one /dev/null open, close-on-
@@ -1016,8 +1017,7 @@ export async function main(argv: string[]): Promise<number> {
     await helper?.stop();
     for (const fd of fds) closeFd(fd);
     closeFd(devnull);
-    rmSync(dir, { recursive: true, force: true });
-    forgetDir();
+    benchDir.remove();
     stopExitingOnSignals();
   }
 }
