@@ -105,6 +105,8 @@ test('a command process drops the token from its own environment: the programs i
  * thread's loop cannot reap it) before the worker is terminated.
  */
 const SIDECARS: Record<string, string> = {
+  // A tracing library's sidecar, with the environment it inherits.
+  'inherited-env': `spawn('sleep', ['600'], { stdio: 'ignore' })`,
   'empty-env': `spawn('/bin/sleep', ['600'], { stdio: 'ignore', env: {} })`,
   'other-token': `spawn('/bin/sleep', ['600'], { stdio: 'ignore', env: { ...process.env, ${SPAWN_TOKEN_VARIABLE}: '0'.repeat(32) } })`,
   exited: `spawn('/bin/true', [], { stdio: 'ignore' })`,
@@ -151,6 +153,7 @@ const WINDOW_SCRIPT = (kind: string): string => {
 };
 
 test.each([
+  ['inherited-env', 'S'],
   ['empty-env', 'S'],
   ['other-token', 'S'],
   ['exited', 'gone'],
