@@ -96,13 +96,20 @@ test('a command process drops the token from its own environment: the programs i
 });
 
 /**
- * A worker held inside its child connection's spawn window (the test hook
- * afterCommandProcessSpawn) while a 'child_process' channel subscriber on
- * its thread has started a process of its own there, then terminated. The
- * run waits for the reaper (reapsPending() 0) and tells both processes'
- * states. In a process of its own, which kills the library's process before
- * it exits. 'exited': the library's process has exited (a zombie: the held
- * thread's loop cannot reap it) before the worker is terminated.
+ * A worker terminated inside its connection's spawn window while a
+ * 'child_process' channel subscriber on its thread has started a process of
+ * its own there. Where the worker is held and terminated:
+ * - 'hook': right after fdbridge's spawn (the test hook
+ *   afterCommandProcessSpawn), the subscriber's process already started;
+ * - 'publish': inside the subscriber, after it started its process, as a
+ *   tracing library's synchronous work would be, with no test hook: on
+ *   Node 22 and 24 the channel publishes after the fork of the command's
+ *   process (or the remote transport's via), on Node 20 before it.
+ * The run waits for the reaper (reapsPending() 0) and tells the states of
+ * the library's process and (held at 'hook') of the command's. In a process
+ * of its own, which kills the library's process before it exits. 'exited':
+ * the library's process has exited (a zombie: the held thread's loop cannot
+ * reap it) before the worker is terminated.
  */
 const SIDECARS: Record<string, string> = {
   // A tracing library's sidecar, with the environment it inherits.
@@ -112,25 +119,32 @@ const SIDECARS: Record<string, string> = {
   exited: `spawn('/bin/true', [], { stdio: 'ignore' })`,
 };
 
-const WINDOW_SCRIPT = (kind: string): string => {
+const WINDOW_SCRIPT = (transport: string, held: 'hook' | 'publish', kind: string): string => {
   const worker = `
     const dc = require('node:diagnostics_channel');
     const { spawn } = require('node:child_process');
     const { parentPort } = require('node:worker_threads');
     const { connect, LOG_COMMAND } = require(${JSON.stringify(DIST_SRC)});
     const { afterCommandProcessSpawn } = require(${JSON.stringify(join(DIST_SRC, 'test-hooks.js'))});
+    const hold = () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
     let started = false;
     let sidecar;
     dc.subscribe('child_process', () => {
       if (started) return;
-      started = true;
+      started = true; // its own spawn publishes too
       sidecar = ${SIDECARS[kind]};
+      if (${JSON.stringify(held)} === 'publish') {
+        parentPort.postMessage({ sidecar: sidecar.pid });
+        hold();
+      }
     });
-    afterCommandProcessSpawn((command) => {
-      parentPort.postMessage({ sidecar: sidecar.pid, command });
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
-    });
-    connect('child', { command: LOG_COMMAND });`;
+    if (${JSON.stringify(held)} === 'hook') {
+      afterCommandProcessSpawn((command) => {
+        parentPort.postMessage({ sidecar: sidecar.pid, command });
+        hold();
+      });
+    }
+    connect(${JSON.stringify(transport)}, { command: LOG_COMMAND });`;
   return `
     const { readFileSync } = require('node:fs');
     const { Worker } = require('node:worker_threads');
@@ -143,7 +157,7 @@ const WINDOW_SCRIPT = (kind: string): string => {
         await w.terminate();
         const poll = () => {
           if (reapsPending() > 0) return setTimeout(poll, 10);
-          console.log(JSON.stringify({ sidecar: state(sidecar), command: state(command) }));
+          console.log(JSON.stringify({ sidecar: state(sidecar), ...(command === undefined ? {} : { command: state(command) }) }));
           try { process.kill(sidecar, 'SIGKILL'); } catch {}
         };
         poll();
@@ -153,13 +167,19 @@ const WINDOW_SCRIPT = (kind: string): string => {
 };
 
 test.each([
-  ['inherited-env', 'S'],
-  ['empty-env', 'S'],
-  ['other-token', 'S'],
-  ['exited', 'gone'],
-])("a worker terminated inside the spawn window: a process a 'child_process' subscriber started there (%s) ends as %s, the command's process is reaped", async (kind, sidecar) => {
-  const before = openFdTable();
-  const run = await runScript(WINDOW_SCRIPT(kind));
-  expect(run.status === 0 ? JSON.parse(run.stdout) : run).toEqual({ sidecar, command: 'gone' });
-  expect(formatFdTableDiff(diffFdTables(before, openFdTable()))).toBe('');
-});
+  ['child', 'hook', 'inherited-env', 'S'],
+  ['child', 'hook', 'empty-env', 'S'],
+  ['child', 'hook', 'other-token', 'S'],
+  ['child', 'hook', 'exited', 'gone'],
+  ['child', 'publish', 'inherited-env', 'S'],
+  ['pidfd', 'publish', 'inherited-env', 'S'],
+  ['remote', 'publish', 'inherited-env', 'S'],
+] as const)(
+  "%s, a worker terminated inside the spawn window (held at %s): a process a 'child_process' subscriber started there (%s) ends as %s; held at the hook, the command's process is reaped",
+  async (transport, held, kind, sidecar) => {
+    const before = openFdTable();
+    const run = await runScript(WINDOW_SCRIPT(transport, held, kind));
+    expect(run.status === 0 ? JSON.parse(run.stdout) : run).toEqual(held === 'hook' ? { sidecar, command: 'gone' } : { sidecar });
+    expect(formatFdTableDiff(diffFdTables(before, openFdTable()))).toBe('');
+  },
+);
