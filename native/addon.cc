@@ -62,6 +62,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   constants.Set("SHUT_WR", Napi::Number::New(env, SHUT_WR));
   constants.Set("SHUT_RDWR", Napi::Number::New(env, SHUT_RDWR));
   constants.Set("MAX_FDS_PER_MESSAGE", Napi::Number::New(env, static_cast<double>(kMaxFdsPerMessage)));
+  constants.Set("INT_ARRAY_VIA_JS", Napi::Number::New(env, static_cast<double>(kIntArrayViaJs)));
   constants.Set("MAX_SOCKET_PATH_BYTES", Napi::Number::New(env, static_cast<double>(kMaxSocketPathBytes)));
   exports.Set("constants", constants);
   return exports;

@@ -171,11 +171,40 @@ inline int ArgSockType(const Napi::CallbackInfo& info, size_t i) {
   return t;
 }
 
-// Reads an array of fds (numbers) into `out`, validating shape only; the
-// kernel (or dup) validates that each one is open.
+// An fd list given as an Int32Array: src/native.ts's fdList passes one
+// from kIntArrayViaJs numbers on, once every entry is known to be an integer
+// an int32 holds, so that it is read here in one copy instead of a
+// napi_get_element per entry (about 65 ns each: 16 µs for a batch of 253).
+// Its numbers (adjusted for the view's offset) and count; false for
+// anything else, which the caller reads as an array. Callers copy before
+// they check: the view's buffer may be shared with another thread.
+inline bool Int32ListArg(const Napi::Value& v, const int32_t** data, size_t* n) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) return false;
+  Napi::Int32Array list = v.As<Napi::Int32Array>();
+  *data = list.Data();
+  *n = list.ElementLength();
+  return true;
+}
+
+// Reads an array of fds (numbers), or an Int32Array of them
+// (Int32ListArg), into `out`, validating shape only: an Int32Array gets the
+// same checks and errors as an array of the same numbers. The kernel (or
+// dup) validates that each one is open.
 inline void ArgFdList(const Napi::CallbackInfo& info, size_t i, std::vector<int>* out) {
   out->clear();
   if (i >= info.Length() || info[i].IsUndefined() || info[i].IsNull()) return;
+  const int32_t* numbers;
+  size_t count;
+  if (Int32ListArg(info[i], &numbers, &count)) {
+    if (count > kMaxFdsPerMessage) {
+      throw Napi::RangeError::New(info.Env(), "at most 253 fds (SCM_MAX_FD) fit in one message");
+    }
+    out->assign(numbers, numbers + count);
+    for (int fd : *out) {
+      if (fd < -1) throw Napi::RangeError::New(info.Env(), "each fd must be an integer");
+    }
+    return;
+  }
   if (!info[i].IsArray()) throw Napi::TypeError::New(info.Env(), "fds must be an array of numbers");
   Napi::Array arr = info[i].As<Napi::Array>();
   uint32_t n = arr.Length();

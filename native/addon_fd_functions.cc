@@ -67,17 +67,23 @@ Napi::Value DupHigh(const Napi::CallbackInfo& info) {
 // the list or batch and make that entry "succeed" on the wrong file.
 Napi::Value DupAll(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "dupAll(fds): fds must be an array");
-  Napi::Array arr = info[0].As<Napi::Array>();
-  uint32_t n = arr.Length();
+  const int32_t* numbers = nullptr;
+  size_t count = 0;
+  bool typed = info.Length() >= 1 && Int32ListArg(info[0], &numbers, &count);
+  if (!typed && (info.Length() < 1 || !info[0].IsArray())) throw Napi::TypeError::New(env, "dupAll(fds): fds must be an array");
+  Napi::Array arr = typed ? Napi::Array() : info[0].As<Napi::Array>();
+  size_t n = typed ? count : arr.Length();
   std::vector<int> fds(n);
+  if (typed) fds.assign(numbers, numbers + n);  // copied before checked (Int32ListArg)
   int highest = -1;
   if (info.Length() > 1 && !info[1].IsUndefined()) highest = ArgFd(info, 1) - 1;
-  for (uint32_t i = 0; i < n; i++) {
-    Napi::Value v = arr.Get(i);
-    double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
-    if (!(d == floor(d)) || d < 0 || d > 2147483647.0) throw Napi::TypeError::New(env, "each fd must be a non-negative integer");
-    fds[i] = static_cast<int>(d);
+  for (size_t i = 0; i < n; i++) {
+    if (!typed) {
+      Napi::Value v = arr.Get(static_cast<uint32_t>(i));
+      double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+      fds[i] = d == floor(d) && d >= 0 && d <= 2147483647.0 ? static_cast<int>(d) : -1;
+    }
+    if (fds[i] < 0) throw Napi::TypeError::New(env, "each fd must be a non-negative integer");
     if (fds[i] > highest) highest = fds[i];
   }
   std::vector<int> out(n);
@@ -276,13 +282,20 @@ Napi::Value PidfdGetfdAllFn(const Napi::CallbackInfo& info) {
 // passed over. Returns how many closed.
 Napi::Value CloseAll(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "closeAll(fds): fds must be an array");
-  Napi::Array arr = info[0].As<Napi::Array>();
+  const int32_t* numbers = nullptr;
+  size_t count = 0;
   std::vector<int> fds;
-  fds.reserve(arr.Length());
-  for (uint32_t i = 0; i < arr.Length(); i++) {
-    double d = WholeNumber(arr.Get(i));
-    if (d >= 0 && d <= 2147483647.0) fds.push_back(static_cast<int>(d));
+  if (info.Length() >= 1 && Int32ListArg(info[0], &numbers, &count)) {
+    fds.assign(numbers, numbers + count);
+    fds.erase(std::remove_if(fds.begin(), fds.end(), [](int fd) { return fd < 0; }), fds.end());
+  } else {
+    if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "closeAll(fds): fds must be an array");
+    Napi::Array arr = info[0].As<Napi::Array>();
+    fds.reserve(arr.Length());
+    for (uint32_t i = 0; i < arr.Length(); i++) {
+      double d = WholeNumber(arr.Get(i));
+      if (d >= 0 && d <= 2147483647.0) fds.push_back(static_cast<int>(d));
+    }
   }
   ClaimFromJs(env, fds.data(), fds.size());
   return Napi::Number::New(env, static_cast<double>(FdCloseAll(fds.data(), fds.size())));

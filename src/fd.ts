@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { isMainThread } from 'node:worker_threads';
-import { native } from './native';
+import { fdList, native } from './native';
 import { ClosedError } from './errors';
 
 /** Identity of an open file description: (dev, ino) plus the file type. */
@@ -119,7 +119,7 @@ export function openPidfd(pid: number): number {
  * gone already must not stop the rest from being released.
  */
 export function closeFds(fds: Iterable<number> | undefined): number {
-  if (Array.isArray(fds)) return native.closeAll(fds);
+  if (Array.isArray(fds)) return native.closeAll(fdList(fds));
   let n = 0;
   for (const fd of fds ?? []) {
     try {

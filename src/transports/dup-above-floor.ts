@@ -5,7 +5,7 @@
  * close-on-exec and numbered at or above the fd floor (fdFloor()), so it
  * never takes a number the caller has closed and may still name.
  */
-import { native } from '../native';
+import { fdList, native } from '../native';
 
 /**
  * dup(2)s every fd, or none, each numbered above the highest in the list
@@ -14,5 +14,5 @@ import { native } from '../native';
  * matching a fresh duplicate's number. The caller owns the copies.
  */
 export function dupAll(fds: readonly number[], above?: number): number[] {
-  return native.dupAll(fds, above);
+  return native.dupAll(fdList(fds), above);
 }

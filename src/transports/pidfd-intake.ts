@@ -8,7 +8,7 @@
  */
 import { UnsupportedError } from '../errors';
 import { closeFds } from '../fd';
-import { native } from '../native';
+import { fdList, native } from '../native';
 import { FrameType } from '../protocol';
 import type { UnixSocket } from '../socket';
 import type { TransportName } from './index';
@@ -82,7 +82,7 @@ export function openPidfdIntake(socket: UnixSocket, probeFd: number, servedAs: T
     refusalNote: 'nothing was pulled',
     refusesFds: refuses,
     // Every number or none: on failure nothing pulled stays open.
-    take: (numbers) => native.pidfdGetfdAll(pidfd, numbers),
+    take: (numbers) => native.pidfdGetfdAll(pidfd, fdList(numbers)),
     // Nothing to hand to the native layer: no fds arrive over this socket.
     start: () => undefined,
     close: () => {

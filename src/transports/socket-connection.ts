@@ -24,7 +24,7 @@ import {
 } from '../errors';
 import { closeFds } from '../fd';
 import { openFrameChannel, type FrameChannel } from '../frame-channel';
-import { native } from '../native';
+import { fdList, native } from '../native';
 import {
   decodeFrame,
   encodeEmpty,
@@ -456,7 +456,7 @@ export class SocketConnection extends BaseConnection {
     }
     let sent: Promise<number[]>;
     try {
-      sent = this.#channel.dup(tag, fds, byNumber);
+      sent = this.#channel.dup(tag, fdList(fds), byNumber);
     } catch (err) {
       if (pinned) closeFds(fds);
       return this.#unsent(operation, err);

@@ -4,16 +4,23 @@
  * (init's intArray). Either way the caller gets a plain array of the
  * numbers, in order; checked on both sides of the threshold with the calls
  * that return such arrays for every batch (dupAll, pidfdGetfdAll) and the
- * frame channel's DUP_OK (dupFileDescriptors). The jest setup checks the
- * open-fd table after each test.
+ * frame channel's DUP_OK (dupFileDescriptors).
+ *
+ * And the lists it reads: from 16 numbers on, fdList passes an Int32Array
+ * when every entry is an int32, read in one copy; anything else goes
+ * element by element as before. Generated lists (holes, fractions, NaN,
+ * negatives, past 2^31 - 1, strings...) give the same result or the same
+ * error either way, called directly and through dupFileDescriptors. The
+ * jest setup checks the open-fd table after each test.
  */
 import fc from 'fast-check';
 
 import { BENCH_PEER_COMMAND } from '../../harness/bench-peer';
 import { connect } from '../../src';
 import { MAX_FDS_PER_MESSAGE } from '../../src/connection';
-import { fdIdentity, openFdTable } from '../../src/fd';
-import { native } from './binding';
+import { fdIdentity, openFdTable, type FdIdentity } from '../../src/fd';
+import type { TransportName } from '../../src/transports';
+import { fdList, native, nativeModule, type FdList } from './binding';
 import { expectFdTable } from './helpers';
 
 /** A plain array (of whichever realm: jest runs the tests in a context of their own), no holes, integers only. */
@@ -68,5 +75,190 @@ describe('arrays of fd numbers', () => {
       native.closeAll([source]);
       await conn.close();
     }
+  });
+});
+
+/** An entry of a generated fd list: one of the test's open fds, something that is not an fd number, or a hole. */
+const HOLE = Symbol('hole');
+type Entry = { source: number } | { other: unknown };
+const notAnFd = fc.constantFrom<unknown>(
+  -1, -2, -0x80000000, -0, 0.5, 3.25, Number.NaN, Infinity, -Infinity,
+  0x7fffffff, 0x80000000, 2 ** 40, Number.MAX_SAFE_INTEGER, '3', null, undefined, 3n, {}, [3], HOLE,
+);
+const entry: fc.Arbitrary<Entry> = fc.oneof(
+  { weight: 30, arbitrary: fc.nat(3).map((source) => ({ source })) },
+  { weight: 1, arbitrary: notAnFd.map((other) => ({ other })) },
+);
+/** Lengths on both sides of 16 and of a message's 253. */
+const entries = fc.oneof(
+  fc.array(entry, { maxLength: 20 }),
+  fc.array(entry, { minLength: 14, maxLength: 18 }),
+  fc.array(entry, { minLength: 240, maxLength: 260 }),
+);
+
+/** Lists fdList passes as an Int32Array: 16 entries or more, each one an open fd or another int32. */
+const int32Entry: fc.Arbitrary<Entry> = fc.oneof(
+  { weight: 30, arbitrary: fc.nat(3).map((source) => ({ source })) },
+  { weight: 1, arbitrary: fc.constantFrom<unknown>(-1, -2, -0x80000000, -0, 0x7fffffff).map((other) => ({ other })) },
+);
+const int32Entries = fc.oneof(fc.array(int32Entry, { minLength: 16, maxLength: 20 }), fc.array(int32Entry, { minLength: 240, maxLength: 260 }));
+
+function listOf(sources: readonly number[], es: readonly Entry[]): number[] {
+  const list: unknown[] = [];
+  list.length = es.length;
+  es.forEach((e, i) => {
+    if ('source' in e) list[i] = sources[e.source];
+    else if (e.other !== HOLE) list[i] = e.other;
+  });
+  return list as number[];
+}
+
+/** Whether fdList should pass `list` as an Int32Array: 16 entries or more, every one an int32 (no holes). */
+function expectInt32(list: readonly unknown[]): boolean {
+  if (list.length < 16) return false;
+  for (let i = 0; i < list.length; i++) {
+    const v = list[i];
+    if (!(i in list) || typeof v !== 'number' || !Number.isInteger(v) || v < -0x80000000 || v > 0x7fffffff) return false;
+  }
+  return true;
+}
+
+type Outcome = { value: unknown } | { error: { type: string; message: string; code?: unknown; errno?: unknown; syscall?: unknown } };
+
+/** What `f` returned (as `seen` makes it comparable, closing what it opened) or threw. */
+function outcomeOf<T>(f: () => T, seen: (v: T) => unknown): Outcome {
+  let v: T;
+  try {
+    v = f();
+  } catch (err) {
+    const e = err as Error & { code?: unknown; errno?: unknown; syscall?: unknown };
+    return { error: { type: e.constructor.name, message: e.message, code: e.code, errno: e.errno, syscall: e.syscall } };
+  }
+  return { value: seen(v) };
+}
+
+/** Identities of fds the call made here, closed once read. */
+function identitiesClosed(fds: number[]): FdIdentity[] {
+  const ids = fds.map((fd) => fdIdentity(fd));
+  expect(native.closeAll(fds)).toBe(fds.length);
+  return ids;
+}
+
+describe('fd lists read from an Int32Array', () => {
+  test('fdList gives an Int32Array of the same numbers exactly when the list has 16 or more int32 entries, else the list itself', () => {
+    fc.assert(
+      fc.property(entries, (es) => {
+        const list = listOf([3, 4, 5, 0x7fffffff], es);
+        const got = fdList(list);
+        if (expectInt32(list)) {
+          expect(got).toBeInstanceOf(Int32Array);
+          expect(Array.from(got)).toEqual(list.map((v) => v + 0)); // -0 as 0
+        } else {
+          expect(got).toBe(list);
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  test('dupAll, pidfdGetfdAll and closeAll give the same result or the same error for a list and for fdList of it', () => {
+    const sources = [native.memfd('list-0'), native.memfd('list-1'), native.memfd('list-2'), native.memfd('list-3')];
+    const pidfd = native.pidfdOpen(process.pid, true);
+    let typed = 0;
+    try {
+      fc.assert(
+        fc.property(entries, int32Entries, fc.constantFrom(undefined, 0, 500), (es, es32, above) => {
+          for (const list of [listOf(sources, es), listOf(sources, es32)]) {
+            const before = openFdTable();
+            const viaInt32 = fdList(list);
+            if (viaInt32 instanceof Int32Array) typed++;
+            const closedOnly = (a: number[]) => identitiesClosed(a);
+            expect(outcomeOf(() => native.dupAll(viaInt32, above), closedOnly)).toEqual(outcomeOf(() => native.dupAll(list, above), closedOnly));
+            expectFdTable(before);
+            expect(outcomeOf(() => native.pidfdGetfdAll(pidfd, viaInt32), closedOnly)).toEqual(
+              outcomeOf(() => native.pidfdGetfdAll(pidfd, list), closedOnly),
+            );
+            expectFdTable(before);
+            // closeAll closes what it is given: each side gets copies of its own in
+            // the sources' places, and -0, which it takes as fd 0, becomes a number
+            // no fd has (the other entries are no open fd of anyone's).
+            const closes = (make: (l: number[]) => FdList) => {
+              const copies = sources.map((fd) => native.dup(fd));
+              const mine = list.map((v) => (sources.includes(v) ? (copies[sources.indexOf(v)] as number) : Object.is(v, -0) ? 0x7fffffff : v));
+              const n = outcomeOf(() => native.closeAll(make(mine)), (count) => count);
+              const open = copies.filter((fd) => native.closeAll([fd]) === 1); // the copies it was not given
+              return { n, open: open.length };
+            };
+            expect(closes((l) => fdList(l))).toEqual(closes((l) => l));
+            expectFdTable(before);
+          }
+        }),
+        { numRuns: 150 },
+      );
+    } finally {
+      native.closeAll([pidfd, ...sources]);
+    }
+    // Every run's second list took the Int32Array path.
+    expect(typed).toBeGreaterThanOrEqual(150);
+  });
+
+  test('an Int32Array view is read from its own offset and length', () => {
+    const sources = Array.from({ length: 40 }, (_, i) => native.memfd(`view-${i}`));
+    const before = openFdTable();
+    try {
+      const view = new Int32Array(sources).subarray(7, 30);
+      const dups = native.dupAll(view);
+      expect(dups.map((fd) => fdIdentity(fd))).toEqual(sources.slice(7, 30).map((fd) => fdIdentity(fd)));
+      expect(native.closeAll(new Int32Array(dups))).toBe(dups.length);
+      expectFdTable(before);
+    } finally {
+      native.closeAll(sources);
+    }
+  });
+
+  describe.each<TransportName>(['direct', 'child', 'pidfd'])('dupFileDescriptors on %s', (transport) => {
+    test('the same numbers or the same error with fdList as with the list read element by element', async () => {
+      const conn = await connect(transport, { command: BENCH_PEER_COMMAND });
+      const sources = [native.memfd('dup-0'), native.memfd('dup-1'), native.memfd('dup-2'), native.memfd('dup-3')];
+      /** Far-side numbers are not comparable between two calls: their count, distinct, closed there once counted. */
+      const settle = async (p: () => Promise<number[]>): Promise<Outcome> => {
+        let got: number[];
+        try {
+          got = await p();
+        } catch (err) {
+          return outcomeOf(() => {
+            throw err;
+          }, () => undefined);
+        }
+        expect(await conn.call('closeGiven', got)).toBe(got.length);
+        return { value: { n: got.length, distinct: new Set(got).size } };
+      };
+      let elementwiseCalls = 0;
+      try {
+        await fc.assert(
+          fc.asyncProperty(fc.oneof(entries, int32Entries), async (es) => {
+            const list = listOf(sources, es);
+            const viaInt32 = await settle(() => conn.dupFileDescriptors(list));
+            const spy = jest.spyOn(nativeModule, 'fdList').mockImplementation((l) => {
+              elementwiseCalls++;
+              return l;
+            });
+            let elementwise: Outcome;
+            try {
+              elementwise = await settle(() => conn.dupFileDescriptors(list));
+            } finally {
+              spy.mockRestore();
+            }
+            expect(viaInt32).toEqual(elementwise);
+          }),
+          { numRuns: 40 },
+        );
+        // The replaced fdList was the one the transport calls.
+        expect(elementwiseCalls).toBeGreaterThan(0);
+      } finally {
+        await conn.close();
+        native.closeAll(sources);
+      }
+    });
   });
 });
