@@ -9,7 +9,14 @@
  * - c-scm-rights: raw C sendmsg(1 fd) + recvmsg(ack) on a SEQPACKET
  *   socketpair between two processes (native/bench/scm_pingpong.c; see
  *   ./anchor-build: skipped, with the reason, where it cannot be built).
- * - c-scm-rights-batch: the same with 253 fds per message.
+ * - c-scm-rights-batch: the same with 253 fds per message; the peer closes
+ *   them after its ack (inside the round trip when both ends share a CPU,
+ *   overlapping the parent's next send when they do not).
+ * - c-scm-rights-batch-keep: the same, but the peer keeps the fds until a
+ *   close request the parent sends after taking its sample, untimed
+ *   (scm_pingpong --keep): what the bench's batch case times, whose far
+ *   side's duplicates are closed by an untimed call. The like-for-like
+ *   anchor of the batch rows.
  * - c-pidfd-batch: 253 fds per message moved as the pidfd transport moves
  *   them, by number: the peer pulls each with pidfd_getfd(2) (scm_pingpong
  *   --pidfd). The kernel's floor for pulling, beside the pidfd transport
@@ -225,6 +232,10 @@ const DESCRIPTIONS: Record<string, { description: string; fdsPerMessage: number 
     description: `raw C, ${MAX_FDS_PER_MESSAGE} fds per message; opsPerSec counts messages`,
     fdsPerMessage: MAX_FDS_PER_MESSAGE,
   },
+  'c-scm-rights-batch-keep': {
+    description: `raw C, ${MAX_FDS_PER_MESSAGE} fds per message, kept by the peer until an untimed close request after each sample (as the batch case closes its duplicates); opsPerSec counts messages`,
+    fdsPerMessage: MAX_FDS_PER_MESSAGE,
+  },
   'c-pidfd-batch': {
     description: `raw C, ${MAX_FDS_PER_MESSAGE} fd numbers per message, each pulled by the peer with pidfd_getfd; opsPerSec counts messages`,
     fdsPerMessage: MAX_FDS_PER_MESSAGE,
@@ -257,7 +268,7 @@ export class AnchorSession {
     let cExe: string | undefined;
     try {
       cExe = await scmPingpong(dir);
-      names.push('c-scm-rights', 'c-scm-rights-batch');
+      names.push('c-scm-rights', 'c-scm-rights-batch', 'c-scm-rights-batch-keep');
     } catch (err) {
       options.onSkip?.('c-scm-rights', (err as Error).message);
     }
@@ -320,6 +331,9 @@ export class AnchorSession {
       case 'c-scm-rights-batch':
         if (this.#cExe === undefined) throw new RangeError(`${name} is not available in this session`);
         return measureC(this.#cExe, name === 'c-scm-rights' ? 1 : MAX_FDS_PER_MESSAGE, time, warmupTime);
+      case 'c-scm-rights-batch-keep':
+        if (this.#cExe === undefined) throw new RangeError(`${name} is not available in this session`);
+        return measureC(this.#cExe, MAX_FDS_PER_MESSAGE, time, warmupTime, ['--keep']);
       case 'c-pidfd-batch':
         if (this.#cExe === undefined) throw new RangeError(`${name} is not available in this session`);
         return measureC(this.#cExe, MAX_FDS_PER_MESSAGE, time, warmupTime, ['--pidfd']);

@@ -517,6 +517,19 @@ export function computeRatios(
         (v, q) => ratio(batchFdsPerSec(v, q), mul(rate(v.anchors, 'c-scm-rights-batch', q), fdsPerMessage)),
         socketGoal,
       );
+      // Like for like: the C peer keeps the fds until an untimed close, as
+      // the batch case's far side does (the row above times C's closes).
+      add(
+        {
+          goal: 'batchVsCKeep',
+          transport,
+          description: `${transport} batch fds/s / C batch fds/s, the C peer keeping the fds until an untimed close (like for like)`,
+          comparison: '>=',
+          target: 0.7,
+        },
+        (v, q) => ratio(batchFdsPerSec(v, q), mul(rate(v.anchors, 'c-scm-rights-batch-keep', q), fdsPerMessage)),
+        socketGoal,
+      );
       if (transport === 'pidfd') {
         add(
           {

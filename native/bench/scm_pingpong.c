@@ -34,7 +34,17 @@
  * pidfd_getfd(2) (through a pidfd of the parent opened once), acks, then
  * closes them. No pins, no renumbering: the kernel's floor for pulling.
  *
- * usage: scm_pingpong [--fds K] [--iterations N] [--time MS] [--warmup N] [--samples] [--event-loop] [--pidfd]
+ * --keep: the peer keeps what arrived and closes it only when the parent,
+ * after taking its sample, sends a close request (one byte 'c', no fds) and
+ * waits for its ack: untimed, as `fdbridge bench` closes the far side's
+ * duplicates of a batch in an untimed call. Without it the peer's closes
+ * (about a microsecond of kernel time per fd here) run after its ack: inside
+ * the round trip when both ends share a CPU (the parent runs again only once
+ * the peer sleeps), beside the parent's next send when they do not, which
+ * hides what waking the other CPU costs. With it the anchor times what the
+ * library's batch case times.
+ *
+ * usage: scm_pingpong [--fds K] [--iterations N] [--time MS] [--warmup N] [--samples] [--event-loop] [--pidfd] [--keep]
  *   runs at least N round trips (default 10000) and at least MS ms (default 0)
  *   after N warm-up round trips (default 1000); --samples adds every sample
  *   ("samplesUs", in the order measured) so that a caller can pool rounds.
@@ -62,6 +72,10 @@
 
 /* --pidfd: the numbers travel as data and the peer pulls them. */
 static int pidfd_mode = 0;
+
+/* --keep: the peer closes what arrived only on a close request (CLOSE_REQUEST, no fds). */
+static int keep_mode = 0;
+#define CLOSE_REQUEST 'c'
 
 static void send_fds(int sock, const int *fds, int nfds) {
   if (pidfd_mode) {
@@ -124,7 +138,7 @@ static int recv_ack(int sock, int ep) {
   return byte;
 }
 
-/* The peer: receive, ack, close; until EOF. */
+/* The peer: receive, ack, close (with --keep: on the close request that follows); until EOF. */
 static void peer(int sock) {
   union control ctl;
   char byte;
@@ -135,6 +149,8 @@ static void peer(int sock) {
     if (parent < 0) die("pidfd_open");
   }
   int numbers[MAX_FDS];
+  int kept[MAX_FDS];
+  int nkept = 0;
   int drained = 1;
   for (;;) {
     if (event_loop && drained) wait_readable(ep);
@@ -158,21 +174,52 @@ static void peer(int sock) {
     }
     int fds[MAX_FDS];
     int nfds = 0;
-    if (pidfd_mode) {
+    /* A batch is 1 byte 'x' with fds, or (--pidfd) whole numbers: never 1 byte 'c' alone. */
+    const unsigned char *first = pidfd_mode ? (const unsigned char *)numbers : (const unsigned char *)&byte;
+    int close_request = keep_mode && n == 1 && *first == CLOSE_REQUEST;
+    if (close_request) {
+      take_fds(&msg, fds, &nfds);
+      if (nfds != 0) {
+        fprintf(stderr, "scm_pingpong: fds with a close request\n");
+        _exit(1);
+      }
+      for (int i = 0; i < nkept; i++) close(kept[i]);
+      nkept = 0;
+    } else if (pidfd_mode) {
       for (int i = 0; i < (int)(n / (ssize_t)sizeof(int)); i++) {
         fds[nfds] = (int)syscall(SYS_pidfd_getfd, parent, numbers[i], 0);
         if (fds[nfds] < 0) die("pidfd_getfd");
         nfds++;
       }
     }
-    take_fds(&msg, fds, &nfds);
+    if (!close_request) take_fds(&msg, fds, &nfds);
     int cpu = sched_getcpu();
     unsigned char ack = (unsigned char)(cpu < 0 ? 255 : cpu & 0xff);
     do n = send(sock, &ack, 1, MSG_NOSIGNAL);
     while (n < 0 && errno == EINTR);
     if (n != 1) die("send (ack)");
-    for (int i = 0; i < nfds; i++) close(fds[i]);
+    if (keep_mode && !close_request) {
+      if (nkept != 0) {
+        fprintf(stderr, "scm_pingpong: a batch before the last one's close request\n");
+        _exit(1);
+      }
+      memcpy(kept, fds, sizeof(int) * (size_t)nfds);
+      nkept = nfds;
+    } else {
+      for (int i = 0; i < nfds; i++) close(fds[i]);
+    }
   }
+}
+
+/* --keep: the untimed close request after a batch, and its ack. */
+static void close_kept(int sock, int ep) {
+  if (!keep_mode) return;
+  char byte = CLOSE_REQUEST;
+  ssize_t n;
+  do n = send(sock, &byte, 1, MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  if (n != 1) die("send (close request)");
+  recv_ack(sock, ep);
 }
 
 int main(int argc, char **argv) {
@@ -192,9 +239,13 @@ int main(int argc, char **argv) {
       pidfd_mode = 1;
       continue;
     }
+    if (!strcmp(a, "--keep")) {
+      keep_mode = 1;
+      continue;
+    }
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!v) {
-      fprintf(stderr, "usage: scm_pingpong [--fds K] [--iterations N] [--time MS] [--warmup N] [--samples] [--event-loop] [--pidfd]\n");
+      fprintf(stderr, "usage: scm_pingpong [--fds K] [--iterations N] [--time MS] [--warmup N] [--samples] [--event-loop] [--pidfd] [--keep]\n");
       return 2;
     }
     if (!strcmp(a, "--fds")) nfds = parse_long(a, v, 1, MAX_FDS);
@@ -231,6 +282,7 @@ int main(int argc, char **argv) {
   for (long i = 0; i < warmup; i++) {
     send_fds(sv[0], fds, (int)nfds);
     recv_ack(sv[0], ep);
+    close_kept(sv[0], ep);
   }
 
   size_t cap = (size_t)iterations > 1024 ? (size_t)iterations : 1024, n = 0;
@@ -244,6 +296,7 @@ int main(int argc, char **argv) {
     int peer_cpu = recv_ack(sv[0], ep);
     double t1 = now_us();
     if (peer_cpu == (sched_getcpu() & 0xff)) same_cpu++;
+    close_kept(sv[0], ep);
     if (n == cap) {
       cap *= 2;
       samples = realloc(samples, cap * sizeof *samples);

@@ -72,9 +72,10 @@ describe('fdbridge bench (subprocess)', () => {
 
   test('measures every anchor: Node handle passing and JSON IPC, C single and batch', () => {
     const names = file.anchors.map((a) => a.name);
-    expect(names).toEqual(expect.arrayContaining(['node-handle-passing', 'node-ipc-json', 'c-scm-rights', 'c-scm-rights-batch']));
+    expect(names).toEqual(expect.arrayContaining(['node-handle-passing', 'node-ipc-json', 'c-scm-rights', 'c-scm-rights-batch', 'c-scm-rights-batch-keep']));
     for (const a of file.anchors) expectLatency(a.latency, `anchor ${a.name}`);
     expect(file.anchors.find((a) => a.name === 'c-scm-rights-batch')?.fdsPerMessage).toBe(253);
+    expect(file.anchors.find((a) => a.name === 'c-scm-rights-batch-keep')?.fdsPerMessage).toBe(253);
     const same = file.anchors.find((a) => a.name === 'c-scm-rights')?.sameCpuFraction;
     expect(same !== undefined && same >= 0 && same <= 1).toBe(true);
   });
@@ -141,7 +142,7 @@ describe('fdbridge bench (subprocess)', () => {
   test('computes every goal ratio from this run, judged where a goal is set', () => {
     const find = (goal: string, transport: string) => file.ratios.find((r) => r.goal === goal && r.transport === transport);
     for (const transport of ['child', 'helper']) {
-      for (const goal of ['roundTripVsC', 'syncRoundTripVsC', 'nodeHandleVsRoundTrip', 'batchFdsPerSec', 'batchVsC', 'pipeliningGain', 'longRunRssGrowthMB']) {
+      for (const goal of ['roundTripVsC', 'syncRoundTripVsC', 'nodeHandleVsRoundTrip', 'batchFdsPerSec', 'batchVsC', 'batchVsCKeep', 'pipeliningGain', 'longRunRssGrowthMB']) {
         const r = find(goal, transport);
         expect(r).toBeDefined();
         expect(typeof r?.met).toBe('boolean');
