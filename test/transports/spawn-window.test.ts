@@ -29,6 +29,21 @@ function environOf(pid: number): Record<string, string> {
   return env;
 }
 
+/**
+ * environOf(pid) once its execve has set up the new environment. spawn()
+ * returns when the exec's close-on-exec pipe closes, which the kernel does
+ * before it has written the new program's environment: until then
+ * /proc/PID/environ reads empty (on a loaded machine, long enough to be
+ * seen). Every process spawned here has at least the token entry.
+ */
+async function execedEnvironOf(pid: number): Promise<Record<string, string>> {
+  for (;;) {
+    const env = environOf(pid);
+    if (Object.keys(env).length > 0) return env;
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+}
+
 function runScript(script: string): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(process.execPath, ['-e', script], (err, stdout, stderr) => resolve({ status: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr }));
@@ -55,7 +70,7 @@ test('the spawned process gets the token entry in a copy of its environment; the
       try {
         expect(env).toEqual(envBefore);
         expect(process.env).toEqual(processEnvBefore);
-        const seen = environOf(child.pid as number);
+        const seen = await execedEnvironOf(child.pid as number);
         const token = seen[SPAWN_TOKEN_VARIABLE] ?? '';
         expect(token).toMatch(/^[0-9a-f]{32}$/);
         expect(tokens.has(token)).toBe(false);
@@ -106,7 +121,10 @@ test('a command process drops the token from its own environment: the programs i
  *   Node 22 and 24 the channel publishes after the fork of the command's
  *   process (or the remote transport's via), on Node 20 before it.
  * The run waits for the reaper (reapsPending() 0) and tells the states of
- * the library's process and (held at 'hook') of the command's. In a process
+ * the library's process and (held at 'hook') of the command's: 'alive'
+ * (/proc's R, S or D: a process just spawned shows as running until it
+ * sleeps, which on a loaded machine can be after the reaper is done), 'Z'
+ * or 'gone'. In a process
  * of its own, which kills the library's process before it exits. 'exited':
  * the library's process has exited (a zombie: the held thread's loop cannot
  * reap it) before the worker is terminated.
@@ -157,7 +175,8 @@ const WINDOW_SCRIPT = (transport: string, held: 'hook' | 'publish', kind: string
         await w.terminate();
         const poll = () => {
           if (reapsPending() > 0) return setTimeout(poll, 10);
-          console.log(JSON.stringify({ sidecar: state(sidecar), ...(command === undefined ? {} : { command: state(command) }) }));
+          const life = (s) => (['R', 'S', 'D'].includes(s) ? 'alive' : s);
+          console.log(JSON.stringify({ sidecar: life(state(sidecar)), ...(command === undefined ? {} : { command: state(command) }) }));
           try { process.kill(sidecar, 'SIGKILL'); } catch {}
         };
         poll();
@@ -167,13 +186,13 @@ const WINDOW_SCRIPT = (transport: string, held: 'hook' | 'publish', kind: string
 };
 
 test.each([
-  ['child', 'hook', 'inherited-env', 'S'],
-  ['child', 'hook', 'empty-env', 'S'],
-  ['child', 'hook', 'other-token', 'S'],
+  ['child', 'hook', 'inherited-env', 'alive'],
+  ['child', 'hook', 'empty-env', 'alive'],
+  ['child', 'hook', 'other-token', 'alive'],
   ['child', 'hook', 'exited', 'gone'],
-  ['child', 'publish', 'inherited-env', 'S'],
-  ['pidfd', 'publish', 'inherited-env', 'S'],
-  ['remote', 'publish', 'inherited-env', 'S'],
+  ['child', 'publish', 'inherited-env', 'alive'],
+  ['pidfd', 'publish', 'inherited-env', 'alive'],
+  ['remote', 'publish', 'inherited-env', 'alive'],
 ] as const)(
   "%s, a worker terminated inside the spawn window (held at %s): a process a 'child_process' subscriber started there (%s) ends as %s; held at the hook, the command's process is reaped",
   async (transport, held, kind, sidecar) => {
