@@ -273,6 +273,21 @@ describe('CommandHost', () => {
     closeFd(fd);
   });
 
+  test('adoptFd of a value that is no fd number: a RangeError naming the value, and the given fds stay the connection\'s to close', async () => {
+    const before = openFdTable();
+    const host = new CommandHost({ module: FIXTURE }, 'direct');
+    const fd = makeMemfd();
+    host.ledger.add(fd);
+    for (const bad of [-1, 1.5, Number.NaN, fd + 0.5]) {
+      expect(() => host.context.adoptFd(bad)).toThrow(new RangeError(`adoptFd: ${bad} is not an fd`));
+    }
+    // Nothing was taken: the fd given is still owned by the connection, which closes it.
+    expect(host.ledger.size).toBe(1);
+    await host.close();
+    expect(isOpen(fd)).toBe(false);
+    expect(openFdTable()).toEqual(before);
+  });
+
   test('call: runs the method on the command (this bound), sync or async, with a copy of the args', async () => {
     const host = new CommandHost({ module: FIXTURE }, 'direct');
     const args = [1, 'b'];
