@@ -136,11 +136,14 @@ export function normalizeCommandSpec(spec: CommandSpec): ModuleCommandSpec {
           : 'options.command needs a module (or the name of a built-in command)',
       );
     }
+    // Stryker disable next-line ConditionalExpression: an own key holding undefined is read as absent: every reader of a spec (CommandHost, loadCommandClass, the remote transport) uses `??` or `!== undefined`, and the HELLO's JSON drops it
     base = { ...builtin, ...(spec.args !== undefined ? { args: spec.args } : {}) };
   }
   const module = (base.module as string).startsWith('.') ? resolve(base.module as string) : (base.module as string);
   const out: ModuleCommandSpec = { module, export: base.export ?? 'default' };
+  // Stryker disable next-line ConditionalExpression: an own key holding undefined is read as absent: every reader of a spec (CommandHost, loadCommandClass, the remote transport) uses `??` or `!== undefined`, and the HELLO's JSON drops it
   if (base.name !== undefined) out.name = base.name;
+  // Stryker disable next-line ConditionalExpression: an own key holding undefined is read as absent: every reader of a spec (CommandHost, loadCommandClass, the remote transport) uses `??` or `!== undefined`, and the HELLO's JSON drops it
   if (base.args !== undefined) out.args = base.args;
   return out;
 }
@@ -157,6 +160,7 @@ export function commandRequest(spec: CommandSpec): CommandSpec {
         '(e.g. LOG_COMMAND, or { name } of one the daemon was started with via --command NAME=MODULE)',
     );
   }
+  // Stryker disable next-line ConditionalExpression: an own key holding undefined is read as absent: every reader of a spec (CommandHost, loadCommandClass, the remote transport) uses `??` or `!== undefined`, and the HELLO's JSON drops it
   return spec.args !== undefined ? { name: spec.name, args: spec.args } : { name: spec.name };
 }
 
