@@ -116,9 +116,19 @@ describe('commandRequest (what a helper client sends)', () => {
     expect(commandRequest({ name: 'mine', module: FIXTURE })).toEqual({ name: 'mine' });
   });
 
-  test('no name: TypeError (a daemon runs only commands it was started with)', () => {
-    expect(() => commandRequest({ module: FIXTURE })).toThrow(TypeError);
-    expect(() => commandRequest({ module: FIXTURE })).toThrow(/--command NAME=MODULE/);
+  test('no name: TypeError saying why a name is needed (a daemon runs only commands it was started with) and how to give one', () => {
+    for (const spec of [{ module: FIXTURE }, { module: FIXTURE, export: 'PlainCommand', args: [1] }, {}]) {
+      let err: unknown;
+      try {
+        commandRequest(spec);
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(TypeError);
+      // Why: a module given to a daemon is not run; what to do: name one it serves.
+      expect((err as Error).message).toMatch(/^options\.command: a helper daemon runs only the commands it was started with, named: give the command's name /);
+      expect((err as Error).message).toMatch(/LOG_COMMAND.*--command NAME=MODULE/);
+    }
   });
 });
 
