@@ -15,6 +15,7 @@
         "native/addon_sock_functions.cc",
         "native/addon_frame_codec.cc",
         "native/fd_ops.cc",
+        "native/fd_hold.cc",
         "native/loop_fds.cc",
         "native/scm_rights.cc",
         "native/sock_ops.cc",

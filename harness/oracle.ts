@@ -110,7 +110,13 @@ export class LeakOracle {
     this.#snapshots = [new ProcessFdSnapshot(process.pid, 'client')];
     const helper = this.#options.helperPid;
     if (helper !== undefined) {
-      const snap = tryTake(helper, 'helper', this.#options.note);
+      let snap: ProcessFdSnapshot | undefined;
+      try {
+        snap = tryTake(helper, 'helper', this.#options.note);
+      } catch (err) {
+        this.release();
+        throw err;
+      }
       if (snap) this.#snapshots.push(snap);
     }
   }
@@ -151,9 +157,22 @@ export class LeakOracle {
     const snap = this.#commandProcesses.get(location.pid);
     if (!snap) return;
     this.#commandProcesses.delete(location.pid);
-    const report = await settleFdSnapshots([snap], { settleMs: this.#options.settleMs });
-    this.#leaks.push(...report.leaks);
-    this.#closed.push(...report.closed);
+    try {
+      const report = await settleFdSnapshots([snap], { settleMs: this.#options.settleMs });
+      this.#leaks.push(...report.leaks);
+      this.#closed.push(...report.closed);
+    } finally {
+      snap.release();
+    }
+  }
+
+  /**
+   * Ends the holds of every snapshot's baseline files (idempotent): finish()
+   * does it; a row that ends without finish() (stopped, failed before the
+   * look) calls this.
+   */
+  release(): void {
+    for (const snap of [...this.#snapshots, ...this.#commandProcesses.values()]) snap.release();
   }
 
   /**
@@ -164,7 +183,12 @@ export class LeakOracle {
   async finish(): Promise<OracleVerdict> {
     const rest = [...this.#snapshots, ...this.#commandProcesses.values()];
     this.#commandProcesses.clear();
-    const report = await settleFdSnapshots(rest, { settleMs: this.#options.settleMs });
+    let report;
+    try {
+      report = await settleFdSnapshots(rest, { settleMs: this.#options.settleMs });
+    } finally {
+      for (const snap of rest) snap.release();
+    }
     const leaks = [...this.#leaks, ...report.leaks];
     const { reclaimed, rest: closed } = this.#ledger.reclaim([...this.#closed, ...report.closed]);
     this.#ledger.add(leaks);

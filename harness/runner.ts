@@ -595,6 +595,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string): Pro
     error = err;
   } finally {
     expired = true;
+    oracle.release();
     try {
       rowDir.remove();
     } catch (err) {

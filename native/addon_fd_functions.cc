@@ -2,12 +2,14 @@
 // flags, the fd registry, limits, pipes, pidfds.
 #include "addon.h"
 
+#include <fcntl.h>
 #include <sys/resource.h>
 
 #include <algorithm>
 #include <string>
 #include <vector>
 
+#include "fd_hold.h"
 #include "fd_ops.h"
 
 namespace fdbridge {
@@ -124,6 +126,24 @@ Napi::Value Own(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// posixLock(fd, type): F_SETLK of the whole file, type 'read', 'write' or 'unlock' (for tests).
+Napi::Value PosixLock(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info, 0);
+  std::string type = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
+  int t = type == "read" ? F_RDLCK : type == "write" ? F_WRLCK : type == "unlock" ? F_UNLCK : -1;
+  if (t < 0) throw Napi::TypeError::New(env, "posixLock(fd, type): type must be 'read', 'write' or 'unlock'");
+  CheckFdResult(env, FdPosixLock(fd, t), "fcntl");
+  return env.Undefined();
+}
+
+// conflictingLock(fd) -> 'read' | 'write' | 'none': a lock that a write OFD lock through fd would meet (for tests).
+Napi::Value ConflictingLock(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int r = CheckFdResult(env, FdConflictingLock(ArgFd(info, 0)), "fcntl");
+  return Napi::String::New(env, r == F_RDLCK ? "read" : r == F_WRLCK ? "write" : "none");
+}
+
 Napi::Value OwnedFdCount(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(FdOwnedCount()));
 }
@@ -188,16 +208,78 @@ Napi::Value SetNonblock(const Napi::CallbackInfo& info) {
 Napi::Value ListFds(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int pid = info.Length() > 0 && info[0].IsNumber() ? ArgInt(info, 0, "pid") : 0;
+  bool files = info.Length() > 1 && info[1].ToBoolean();
   std::vector<FdEntry> entries;
-  CheckFdResult(env, FdList(pid, &entries), "opendir");
+  CheckFdResult(env, FdList(pid, &entries, files), "opendir");
   Napi::Array out = Napi::Array::New(env, entries.size());
   for (size_t i = 0; i < entries.size(); i++) {
-    Napi::Array row = Napi::Array::New(env, 2);
+    Napi::Array row = Napi::Array::New(env, files ? 3 : 2);
     row.Set(0u, Napi::Number::New(env, entries[i].fd));
     row.Set(1u, Napi::String::New(env, entries[i].target));
+    if (files) row.Set(2u, Napi::String::New(env, entries[i].file));
     out.Set(static_cast<uint32_t>(i), row);
   }
   return out;
+}
+
+// holdFiles(pid, fds) -> { fd, file, registration, held } (FdHoldFiles);
+// pid 0: this process.
+Napi::Value HoldFiles(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int pid = ArgInt(info, 0, "pid");
+  if (info.Length() < 2 || !info[1].IsArray()) throw Napi::TypeError::New(env, "holdFiles(pid, fds): fds must be an array");
+  Napi::Array arr = info[1].As<Napi::Array>();
+  std::vector<int> fds;
+  fds.reserve(arr.Length());
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    double d = WholeNumber(arr.Get(i));
+    if (d < 0 || d > 2147483647.0) throw Napi::TypeError::New(env, "each fd must be a non-negative integer");
+    fds.push_back(static_cast<int>(d));
+  }
+  FdHold hold;
+  std::vector<std::string> held;
+  CheckFdResult(env, FdHoldFiles(pid, fds.data(), fds.size(), &hold, &held), "hold");
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("fd", Napi::Number::New(env, hold.fd));
+  out.Set("file", Napi::String::New(env, hold.file));
+  out.Set("registration", Napi::BigInt::New(env, hold.registration));
+  Napi::Array files = Napi::Array::New(env, held.size());
+  for (size_t i = 0; i < held.size(); i++) files.Set(static_cast<uint32_t>(i), Napi::String::New(env, held[i]));
+  out.Set("held", files);
+  return out;
+}
+
+FdHold ArgHold(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "hold must be an object");
+  Napi::Object o = info[0].As<Napi::Object>();
+  FdHold hold;
+  double fd = WholeNumber(o.Get("fd"));
+  Napi::Value file = o.Get("file");
+  Napi::Value registration = o.Get("registration");
+  if (fd < 0 || fd > 2147483647.0 || !file.IsString() || !registration.IsBigInt()) {
+    throw Napi::TypeError::New(env, "hold must be what holdFiles returned");
+  }
+  bool lossless;
+  hold.fd = static_cast<int>(fd);
+  hold.file = file.As<Napi::String>().Utf8Value();
+  hold.registration = registration.As<Napi::BigInt>().Uint64Value(&lossless);
+  return hold;
+}
+
+// liveHolds() -> how many holds this process has made and not released (for tests).
+Napi::Value LiveHolds(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(FdLiveHoldCount()));
+}
+
+// holdIntact(hold) -> whether its number is still its socket.
+Napi::Value HoldIntact(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), FdHoldIntact(ArgHold(info)));
+}
+
+// releaseHold(hold) -> true when released, false when it had been lost (nothing closed).
+Napi::Value ReleaseHold(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), FdReleaseHold(ArgHold(info)) == 0);
 }
 
 Napi::Value LimitValue(Napi::Env env, uint64_t v) {
@@ -312,6 +394,8 @@ void ExportFdFunctions(Napi::Env env, Napi::Object exports) {
   exports.Set("disown", Napi::Function::New<Disown>(env, "disown"));
   exports.Set("registration", Napi::Function::New<Registration>(env, "registration"));
   exports.Set("ownedFdCount", Napi::Function::New<OwnedFdCount>(env, "ownedFdCount"));
+  exports.Set("posixLock", Napi::Function::New<PosixLock>(env, "posixLock"));
+  exports.Set("conflictingLock", Napi::Function::New<ConflictingLock>(env, "conflictingLock"));
   exports.Set("dupHigh", Napi::Function::New<DupHigh>(env, "dupHigh"));
   exports.Set("fdFloor", Napi::Function::New<FdFloorFn>(env, "fdFloor"));
   exports.Set("identity", Napi::Function::New<Identity>(env, "identity"));
@@ -319,6 +403,10 @@ void ExportFdFunctions(Napi::Env env, Napi::Object exports) {
   exports.Set("setCloexec", Napi::Function::New<SetCloexec>(env, "setCloexec"));
   exports.Set("setNonblock", Napi::Function::New<SetNonblock>(env, "setNonblock"));
   exports.Set("listFds", Napi::Function::New<ListFds>(env, "listFds"));
+  exports.Set("holdFiles", Napi::Function::New<HoldFiles>(env, "holdFiles"));
+  exports.Set("holdIntact", Napi::Function::New<HoldIntact>(env, "holdIntact"));
+  exports.Set("releaseHold", Napi::Function::New<ReleaseHold>(env, "releaseHold"));
+  exports.Set("liveHolds", Napi::Function::New<LiveHolds>(env, "liveHolds"));
   exports.Set("getFdLimit", Napi::Function::New<GetFdLimit>(env, "getFdLimit"));
   exports.Set("setFdLimit", Napi::Function::New<SetFdLimit>(env, "setFdLimit"));
   exports.Set("pipe", Napi::Function::New<Pipe>(env, "pipe"));

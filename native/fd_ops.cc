@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -27,6 +28,7 @@
 #include <utility>
 #include <vector>
 
+#include "fd_hold.h"
 #include "syscall_numbers.h"
 #include "unique_fd.h"
 
@@ -808,23 +810,132 @@ int FdSetNonblock(int fd, bool on) {
   return 0;
 }
 
-int FdList(pid_t pid, std::vector<FdEntry>* out) {
-  char dir_path[64];
-  if (pid == getpid()) pid = 0;  // our own table: leave our directory stream out
+// The leak checker's view of tables (declared in fd_hold.h): here, beside
+// FdList, which leaves live holds out of our own table.
+namespace {
+
+// The holds alive in this process (worker threads share the fd table and
+// this library's one copy of the addon): number -> the socket's file, so
+// that a walk of our own table leaves out each number that is still a hold's
+// socket, and only those.
+struct Holds {
+  std::mutex mu;
+  std::unordered_map<int, std::string> live;
+};
+
+Holds& TheHolds() {
+  static Holds* holds = new Holds();  // never destroyed: worker threads may walk at process exit
+  return *holds;
+}
+
+}  // namespace
+
+// The two lines come first (pos, flags, mnt_id, ino: fs/proc/fd.c
+// seq_show), so the head of the file is enough; what follows (locks, an
+// epoll's targets) can be long.
+int FdReadFileId(int dir, const char* name, std::string* out) {
+  UniqueFd f(openat(dir, name, O_RDONLY | O_CLOEXEC));
+  if (!f) return -errno;
+  char buf[512];
+  ssize_t len;
+  do {
+    len = read(f.get(), buf, sizeof(buf) - 1);
+  } while (len < 0 && errno == EINTR);
+  if (len < 0) return -errno;
+  buf[len] = '\0';
+  const char* mnt = strstr(buf, "\nmnt_id:");
+  const char* ino = strstr(buf, "\nino:");
+  if (mnt == nullptr || ino == nullptr) return -ENODATA;
+  char* end = nullptr;
+  unsigned long long m = strtoull(mnt + 8, &end, 10);
+  if (end == mnt + 8) return -ENODATA;
+  unsigned long long i = strtoull(ino + 5, &end, 10);
+  if (end == ino + 5) return -ENODATA;
+  char id[48];
+  snprintf(id, sizeof(id), "%llu:%llu", m, i);
+  out->assign(id);
+  return 0;
+}
+
+int FdFileId(pid_t pid, int fd, std::string* out) {
+  char path[64];
   if (pid <= 0) {
-    snprintf(dir_path, sizeof(dir_path), "/proc/self/fd");
+    snprintf(path, sizeof(path), "/proc/self/fdinfo");
   } else {
-    snprintf(dir_path, sizeof(dir_path), "/proc/%d/fd", static_cast<int>(pid));
+    snprintf(path, sizeof(path), "/proc/%d/fdinfo", static_cast<int>(pid));
   }
+  UniqueFd dir(open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir) return -errno;
+  char name[16];
+  snprintf(name, sizeof(name), "%d", fd);
+  return FdReadFileId(dir.get(), name, out);
+}
+
+std::unordered_map<int, std::string> FdLiveHolds() {
+  Holds& h = TheHolds();
+  std::lock_guard<std::mutex> lock(h.mu);
+  return h.live;
+}
+
+size_t FdLiveHoldCount() {
+  Holds& h = TheHolds();
+  std::lock_guard<std::mutex> lock(h.mu);
+  // A hold whose socket is closed without FdReleaseHold (a worker thread
+  // terminated mid-check: its environment's teardown closes the fds
+  // registered for it, this socket among them) is alive no more.
+  for (auto it = h.live.begin(); it != h.live.end();) {
+    std::string now;
+    if (FdFileId(0, it->first, &now) == 0 && now == it->second) {
+      ++it;
+    } else {
+      it = h.live.erase(it);
+    }
+  }
+  return h.live.size();
+}
+
+
+void FdHoldsAdd(int fd, const std::string& file) {
+  Holds& h = TheHolds();
+  std::lock_guard<std::mutex> lock(h.mu);
+  h.live[fd] = file;
+}
+
+void FdHoldsRemove(int fd, const std::string& file) {
+  Holds& h = TheHolds();
+  std::lock_guard<std::mutex> lock(h.mu);
+  auto it = h.live.find(fd);
+  if (it != h.live.end() && it->second == file) h.live.erase(it);
+}
+
+int FdList(pid_t pid, std::vector<FdEntry>* out, bool files) {
+  char dir_path[64];
+  if (pid == getpid()) pid = 0;  // our own table: leave our directory streams out
+  if (pid <= 0) {
+    snprintf(dir_path, sizeof(dir_path), "/proc/self/");
+  } else {
+    snprintf(dir_path, sizeof(dir_path), "/proc/%d/", static_cast<int>(pid));
+  }
+  size_t base = strlen(dir_path);
+  UniqueFd info;
+  if (files) {
+    snprintf(dir_path + base, sizeof(dir_path) - base, "fdinfo");
+    info.reset(open(dir_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!info) return -errno;
+  }
+  snprintf(dir_path + base, sizeof(dir_path) - base, "fd");
   DIR* dir = opendir(dir_path);  // glibc opens it O_CLOEXEC
   if (dir == nullptr) return -errno;
-  // Our own directory stream shows up in /proc/self/fd; it is not part of the
-  // table we were asked about.
+  // Our own directory fds show up in /proc/self/fd; they are not part of
+  // the table we were asked about.
   int self_dir_fd = pid <= 0 ? dirfd(dir) : -1;
+  int self_info_fd = pid <= 0 ? info.get() : -1;
+  std::unordered_map<int, std::string> holds;
+  if (files && pid <= 0) holds = FdLiveHolds();
   out->clear();
   for (;;) {
-    // readdir signals an error only through errno; the readlink below may
-    // leave its own errno behind, so clear it before every call.
+    // readdir signals an error only through errno; the calls below may
+    // leave their own errno behind, so clear it before every call.
     errno = 0;
     struct dirent* ent = readdir(dir);
     if (ent == nullptr) break;
@@ -832,19 +943,36 @@ int FdList(pid_t pid, std::vector<FdEntry>* out) {
     char* end = nullptr;
     long n = strtol(ent->d_name, &end, 10);
     if (end == ent->d_name || *end != '\0') continue;
-    if (static_cast<int>(n) == self_dir_fd) continue;
-    char link_path[sizeof(dir_path) + sizeof(ent->d_name) + 2];
-    snprintf(link_path, sizeof(link_path), "%s/%s", dir_path, ent->d_name);
+    if (static_cast<int>(n) == self_dir_fd || static_cast<int>(n) == self_info_fd) continue;
     char target[4096];
-    ssize_t len = readlink(link_path, target, sizeof(target) - 1);
+    ssize_t len = readlinkat(dirfd(dir), ent->d_name, target, sizeof(target) - 1);
     // The fd may close between readdir and readlink (another thread): skip it.
     if (len < 0) continue;
-    target[len] = '\0';
-    out->push_back(FdEntry{static_cast<int>(n), std::string(target, len)});
+    FdEntry e{static_cast<int>(n), std::string(target, static_cast<size_t>(len)), std::string()};
+    if (files && FdReadFileId(info.get(), ent->d_name, &e.file) != 0) e.file.clear();
+    auto hold = holds.find(e.fd);
+    if (hold != holds.end() && !e.file.empty() && hold->second == e.file) continue;
+    out->push_back(std::move(e));
   }
   int err = errno;  // 0 at the end of the directory
   closedir(dir);
   return err != 0 ? -err : 0;
+}
+
+int FdPosixLock(int fd, int type) {
+  struct flock fl = {};
+  fl.l_type = static_cast<short>(type);
+  fl.l_whence = SEEK_SET;
+  if (fcntl(fd, F_SETLK, &fl) != 0) return -errno;
+  return 0;
+}
+
+int FdConflictingLock(int fd) {
+  struct flock fl = {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  if (fcntl(fd, F_OFD_GETLK, &fl) != 0) return -errno;
+  return fl.l_type;
 }
 
 int FdGetLimit(uint64_t* soft, uint64_t* hard) {

@@ -23,6 +23,10 @@ struct FdIdentity {
 struct FdEntry {
   int fd;
   std::string target;  // readlink of /proc/<pid>/fd/<fd>
+  // With FdList's `files`: "mnt_id:ino" from /proc/<pid>/fdinfo/<fd>
+  // (FdReadFileId in fd_hold.h), empty when unread (closed in between, a
+  // kernel before 5.14).
+  std::string file;
 };
 
 // F_DUPFD_CLOEXEC: the duplicate is close-on-exec from its first instant.
@@ -323,6 +327,16 @@ int PollNow(int fd, short events);
 // hung up / in error) now. A pidfd is readable once its process has exited.
 int FdPollReadable(const int* fds, size_t n, std::vector<bool>* out);
 
+// A POSIX record lock (fcntl F_SETLK) of the whole file through `fd`:
+// type F_RDLCK, F_WRLCK or F_UNLCK. Owned by the process: any close of any
+// fd of the file by the process drops it (fcntl(2), "Record locking").
+int FdPosixLock(int fd, int type);
+// F_OFD_GETLK of a write lock on the whole file through `fd`: the type of
+// a lock that conflicts with it (F_RDLCK, F_WRLCK), or F_UNLCK. An OFD lock
+// conflicts with the POSIX locks of its own process too, so this sees
+// whether this process still holds one.
+int FdConflictingLock(int fd);
+
 int FdIdentityOf(int fd, FdIdentity* out);
 
 // Bit 0: FD_CLOEXEC, bit 1: O_NONBLOCK.
@@ -331,8 +345,11 @@ int FdSetCloexec(int fd, bool on);
 int FdSetNonblock(int fd, bool on);
 
 // The open-fd table of a process. pid <= 0 means the calling process; the
-// directory stream used to read the table is not reported.
-int FdList(pid_t pid, std::vector<FdEntry>* out);
+// directory stream used to read the table is not reported. With `files`,
+// each entry's file too, in the same walk, and (for this process) the leak
+// checker's holds (fd_hold.h) are left out, each as long as its number is
+// still its socket: the checker knows them as its own.
+int FdList(pid_t pid, std::vector<FdEntry>* out, bool files = false);
 
 // RLIMIT_NOFILE of the calling process.
 int FdGetLimit(uint64_t* soft, uint64_t* hard);

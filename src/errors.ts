@@ -70,6 +70,18 @@ export class SystemError extends FdBridgeError {
   }
 }
 
+/**
+ * A leak check that cannot give a verdict: something closed the socket in
+ * which the check held its baseline's files (code closing fds it does not
+ * own, such as close_range over the whole table), so a file closed and
+ * deleted meanwhile could have passed its inode number to another.
+ */
+export class FdCheckError extends FdBridgeError {
+  constructor(message: string) {
+    super('ERR_FDBRIDGE_FD_CHECK', message);
+  }
+}
+
 /** The peer closed its end (end of file on a STREAM or SEQPACKET socket). */
 export class EofError extends FdBridgeError {
   constructor(message = 'the peer closed the socket', options?: FdBridgeErrorOptions) {

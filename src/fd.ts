@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { isMainThread } from 'node:worker_threads';
-import { fdList, native } from './native';
+import { fdList, native, type NativeHold } from './native';
 import { ClosedError } from './errors';
 
 /** Identity of an open file description: (dev, ino) plus the file type. */
@@ -151,31 +151,125 @@ export type FdTable = Map<number, string>;
  * open file alone. Anonymous inodes (eventfd, epoll, ...) share one inode:
  * for them the target is all there is. A number with no such line (closed
  * in between, a kernel before 5.14) is compared by target.
+ *
+ * An inode number names one file only while that file exists: ext4 and xfs
+ * give a freed number to the next file made. A table whose files are held
+ * (FdTableHold) keeps them, so their numbers cannot pass to new files until
+ * the hold ends.
  */
 const tableFiles = new WeakMap<FdTable, Map<number, string>>();
 
-const FDINFO_FILE = /^mnt_id:\s*(\d+)$[\s\S]*^ino:\s*(\d+)$/m;
-
 /**
- * The open-fd table of a process (this one by default), from /proc/<pid>/fd.
- * The directory stream used to read it is left out.
+ * The open-fd table of a process (this one by default), from /proc/<pid>/fd,
+ * each number's file read in the same walk. The walk's own directory
+ * streams are left out, and so are the leak checker's holds (FdTableHold).
  */
 export function openFdTable(pid?: number): FdTable {
-  const table: FdTable = new Map(native.listFds(pid ?? 0));
+  const table: FdTable = new Map();
   const files = new Map<number, string>();
-  const dir = `/proc/${pid ?? 'self'}/fdinfo/`;
-  for (const fd of table.keys()) {
-    let info: string;
-    try {
-      info = readFileSync(dir + fd, 'latin1');
-    } catch {
-      continue; // closed since, or not ours to read: compared by target alone
-    }
-    const m = FDINFO_FILE.exec(info);
-    if (m !== null) files.set(fd, `${m[1]}:${m[2]}`);
+  for (const [fd, target, file] of native.listFds(pid ?? 0, true)) {
+    table.set(fd, target);
+    if (file !== '') files.set(fd, file);
   }
   tableFiles.set(table, files);
   return table;
+}
+
+/**
+ * Keeps the files of a table's fds from being freed until release(), so
+ * that each one's (mount, inode number) names that one file for as long:
+ * a file the code under test closes and deletes cannot pass its inode
+ * number to a new file at the same path, reopened at the same fd number.
+ *
+ * Each file is held by an O_PATH reference (open of /proc/<pid>/fd/N),
+ * which is no opener of it: pipes still see their EOF, sockets still close
+ * when their last real fd does, the process's POSIX locks are not dropped
+ * when the reference is closed, devices are not opened, no fsnotify event is
+ * raised. The references are queued in a Unix socket of this process
+ * (numbered with fdbridge's own, above fdFloor(); left out of openFdTable;
+ * named for readers from outside: fdTableHoldTargets),
+ * not kept in its fd table, so code that closes numbers it does not own
+ * (close_range) cannot drop them without closing that socket, which
+ * `intact` sees. Opening the magic link calls no filesystem (the jump to the
+ * open file's path asks no server; O_PATH skips the open and permission
+ * checks), except a weak revalidation where a filesystem has one (NFS does
+ * nothing there without an open intent).
+ *
+ * Not held: anonymous-inode files (eventfd, epoll, timerfd, signalfd,
+ * inotify...), which share one inode and so cannot be told apart from /proc
+ * at all, held or not; and numbers whose file could not be opened (closed
+ * since, another user's process). While held, a deleted file's blocks stay
+ * allocated and its filesystem cannot be unmounted (EBUSY).
+ */
+export class FdTableHold implements Disposable {
+  readonly #hold: NativeHold | undefined;
+  readonly #pid: number;
+  #released = false;
+
+  /** Holds the files of `table`'s fds, read from process `pid` (this one by default). Throws a SystemError when it cannot. */
+  constructor(table: FdTable, pid?: number) {
+    this.#pid = pid ?? process.pid;
+    const files = tableFiles.get(table);
+    const fds = [...table].filter(([fd, target]) => files?.has(fd) === true && !target.startsWith('anon_inode:')).map(([fd]) => fd);
+    if (fds.length === 0) return;
+    const { held, ...hold } = native.holdFiles(pid === process.pid ? 0 : (pid ?? 0), fds);
+    this.#hold = hold;
+    // The file each number is held as, read from the reference itself: the
+    // one whose inode number is kept for this number.
+    held.forEach((file, i) => {
+      if (file !== '') files?.set(fds[i] as number, file);
+    });
+  }
+
+  /** The number of the socket that holds the files in this process, if any files are held. */
+  get fd(): number | undefined {
+    return this.#hold?.fd;
+  }
+
+  /** The process whose fds' files are held. */
+  get pid(): number {
+    return this.#pid;
+  }
+
+  /** False once something other than release() closed the hold's socket: its files may have been freed since. */
+  get intact(): boolean {
+    return this.#hold === undefined || this.#released || native.holdIntact(this.#hold);
+  }
+
+  /** Drops every reference (idempotent). False when the hold had been lost: then nothing is closed, the number being another's. */
+  release(): boolean {
+    if (this.#hold === undefined || this.#released) return true;
+    this.#released = true;
+    return native.releaseHold(this.#hold);
+  }
+
+  [Symbol.dispose](): void {
+    this.release();
+  }
+}
+
+/**
+ * The targets (`socket:[ino]`) of the leak-check holds (FdTableHold) that
+ * process `pid` has now, for a reader of its table from outside (openFdTable
+ * leaves them out of this process's own table only): each hold's socket is
+ * named `@fdbridge-leak-check-hold:<pid>:<n>` in /proc/<pid>/net/unix.
+ * Empty when that cannot be read.
+ */
+export function fdTableHoldTargets(pid: number): Set<string> {
+  const targets = new Set<string>();
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/net/unix`, 'latin1');
+  } catch {
+    return targets;
+  }
+  const prefix = `@fdbridge-leak-check-hold:${pid}:`;
+  for (const line of text.split('\n')) {
+    // Num RefCount Protocol Flags Type St Inode Path
+    const fields = line.trim().split(/\s+/);
+    if (fields[7]?.startsWith(prefix) === true) targets.add(`socket:[${fields[6]}]`);
+  }
+  return targets;
 }
 
 /**

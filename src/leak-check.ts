@@ -17,8 +17,8 @@ import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { FdBridgeError, SystemError } from './errors';
-import { diffFdTables, openFdTable, type FdTable } from './fd';
+import { FdBridgeError, FdCheckError, SystemError } from './errors';
+import { diffFdTables, FdTableHold, openFdTable, type FdTable } from './fd';
 import { describeFdOrigin, fdOrigin, startFdTracking, type FdOrigin } from './fd-track';
 import { describeRuntimeFd, warmRuntimeFds, type RuntimeFd } from './runtime-fds';
 
@@ -114,12 +114,19 @@ function processStartTime(pid: number): string | undefined {
  * The open-fd table of one process at one moment, to be compared later.
  * The process's start time is kept too, so a pid reused by a new process
  * is seen as the old one gone rather than as a table full of changes.
+ *
+ * The baseline's files are held (FdTableHold) until release(): a file the
+ * code under test closes and deletes cannot pass its inode number to a new
+ * file opened at the same fd number and path, which would otherwise read
+ * exactly as the baseline's. Call release() when done with the snapshot
+ * (checkFdLeaks and the harness's oracle do, on every path).
  */
-export class ProcessFdSnapshot {
+export class ProcessFdSnapshot implements Disposable {
   readonly pid: number;
   readonly role: string;
   readonly baseline: FdTable;
   readonly #startTime: string | undefined;
+  readonly #hold: FdTableHold;
 
   /** Snapshots `pid` now. Throws if its table cannot be read (no such process, another user's). */
   constructor(pid: number, role: string) {
@@ -133,6 +140,16 @@ export class ProcessFdSnapshot {
     }
     // Stryker disable next-line ConditionalExpression: /proc/<own pid>/fd and /proc/self/fd are the same table
     this.baseline = openFdTable(pid === process.pid ? undefined : pid);
+    this.#hold = new FdTableHold(this.baseline, pid);
+  }
+
+  /** Ends the hold of the baseline's files (idempotent): compare no more after this. */
+  release(): void {
+    this.#hold.release();
+  }
+
+  [Symbol.dispose](): void {
+    this.release();
   }
 
   /**
@@ -155,9 +172,20 @@ export class ProcessFdSnapshot {
     return processStartTime(this.pid) === this.#startTime ? table : undefined;
   }
 
-  /** What changed since the snapshot, as entries; undefined when the process is gone. */
+  /**
+   * What changed since the snapshot, as entries; undefined when the process
+   * is gone. Throws an FdCheckError when the hold of the baseline's files was
+   * lost (see FdTableHold): then no verdict can be trusted.
+   */
   changes(ignore?: (entry: FdEntry) => boolean): { leaks: FdEntry[]; closed: FdEntry[] } | undefined {
     const now = this.current();
+    // Looked at after the table: intact now, it was intact while the table was read.
+    if (!this.#hold.intact) {
+      throw new FdCheckError(
+        `fd leak check of pid ${this.pid} (${this.role}): fd ${String(this.#hold.fd)} of pid ${process.pid}, the check's hold of the baseline's files, was closed by someone else ` +
+          '(code closing fds it does not own, such as close_range or closefrom over the whole table): a file closed and deleted meanwhile may have passed its inode number to a new one, so no verdict',
+      );
+    }
     if (!now) return undefined;
     const diff = diffFdTables(this.baseline, now);
     const entry = (e: { fd: number; target: string }): FdEntry => ({ pid: this.pid, role: this.role, fd: e.fd, target: e.target });
@@ -207,12 +235,11 @@ function toWatched(p: number | WatchedProcess): WatchedProcess {
 export async function checkFdLeaks(fn: () => unknown, options: FdCheckOptions = {}): Promise<FdLeakReport> {
   if (typeof fn !== 'function') throw new TypeError('checkFdLeaks(fn): fn must be a function');
   const tracking = options.trackFds ? startFdTracking() : undefined;
+  const snapshots: ProcessFdSnapshot[] = [];
   try {
     const runtime = warmRuntimeFds();
-    const snapshots = [
-      new ProcessFdSnapshot(process.pid, 'self'),
-      ...(options.processes ?? []).map(toWatched).map((p) => new ProcessFdSnapshot(p.pid, p.role)),
-    ];
+    snapshots.push(new ProcessFdSnapshot(process.pid, 'self'));
+    for (const p of (options.processes ?? []).map(toWatched)) snapshots.push(new ProcessFdSnapshot(p.pid, p.role));
     await fn();
     const settled = await settleFdSnapshots(snapshots, options);
     // Stryker disable next-line ConditionalExpression: the test process warms its runtime fds before any test (test/setup), so `runtime` is checked in fresh processes (test/harness/runtime-fds.test.ts fails with it forced false), out of per-test coverage's sight
@@ -220,6 +247,7 @@ export async function checkFdLeaks(fn: () => unknown, options: FdCheckOptions = 
     if (!tracking) return report;
     return { ...report, leaks: report.leaks.map((l) => ({ ...l, openedAt: fdOrigin(tracking.dir, l.pid, l.fd, l.target) ?? { call: 'unseen' } })) };
   } finally {
+    for (const snap of snapshots) snap.release();
     tracking?.stop();
   }
 }

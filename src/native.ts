@@ -13,6 +13,13 @@ import { join, resolve } from 'node:path';
 import { EofError, QueueFullError, SystemError, TruncatedError } from './errors';
 import { packageRoot } from './paths';
 
+/** A hold of a table's files: its socket's number and file ("mnt_id:ino"), its registration as ours. */
+export interface NativeHold {
+  fd: number;
+  file: string;
+  registration: bigint;
+}
+
 export interface NativeIdentity {
   dev: bigint;
   ino: bigint;
@@ -472,6 +479,10 @@ export interface NativeBinding {
   testHoldTeardown(fd: number): void;
   /** How many fds fdbridge holds for itself in this process now. */
   ownedFdCount(): number;
+  /** fcntl F_SETLK of the whole file (tests). */
+  posixLock(fd: number, type: 'read' | 'write' | 'unlock'): void;
+  /** F_OFD_GETLK of a write lock on the whole file: what it would meet (tests). */
+  conflictingLock(fd: number): 'read' | 'write' | 'none';
   /**
    * Has this thread's event loop open now the fds libuv opens lazily and
    * keeps for the loop's life (the EMFILE reserve, the inotify fd).
@@ -506,6 +517,19 @@ export interface NativeBinding {
   setNonblock(fd: number, on: boolean): void;
   /** [fd, target] rows of /proc/<pid>/fd (pid 0 or omitted: this process). */
   listFds(pid?: number): Array<[number, string]>;
+  /**
+   * With `files`: [fd, target, "mnt_id:ino" from fdinfo ('' when unread)]
+   * rows, one walk; this process's live holds (holdFiles) left out.
+   */
+  listFds(pid: number, files: true): Array<[number, string, string]>;
+  /** O_PATH references to the files of `fds` of process `pid` (0: this one), queued in a socket of ours (fd_hold.h). */
+  holdFiles(pid: number, fds: readonly number[]): NativeHold & { held: string[] };
+  /** Whether the hold's number is still its socket. */
+  holdIntact(hold: NativeHold): boolean;
+  /** Closes the hold's socket (dropping every reference); false when the hold was lost (nothing closed). */
+  releaseHold(hold: NativeHold): boolean;
+  /** How many holds are alive in this process (tests). */
+  liveHolds(): number;
   getFdLimit(): [number, number];
   setFdLimit(soft: number, hard: number): void;
   peerCred(fd: number): { pid: number; uid: number; gid: number };

@@ -21,6 +21,28 @@ export function ownedFdCount(): number {
   return native.ownedFdCount();
 }
 
+/** How many leak-check holds of baseline files (FdTableHold) are alive in this process: 0 between checks. */
+export function liveFdTableHolds(): number {
+  return native.liveHolds();
+}
+
+/**
+ * A POSIX record lock (fcntl F_SETLK) of the whole file through `fd`, owned
+ * by this process: any close of any fd of the file by this process drops it.
+ */
+export function posixLock(fd: number, type: 'read' | 'write' | 'unlock'): void {
+  native.posixLock(fd, type);
+}
+
+/**
+ * The lock a write OFD lock through `fd` would meet: 'none' when the file
+ * is unlocked. OFD locks conflict with their own process's POSIX locks, so
+ * this tells whether this process still holds one.
+ */
+export function conflictingLock(fd: number): 'read' | 'write' | 'none' {
+  return native.conflictingLock(fd);
+}
+
 /** UnixSocket objects of the addon (every environment) not yet garbage collected, open or closed. */
 export function socketObjectsAlive(): number {
   return native.socketsAlive();

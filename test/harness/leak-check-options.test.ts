@@ -130,8 +130,12 @@ describe('settling', () => {
 
   test('settleFdSnapshots returns as soon as every table is back at its baseline', async () => {
     const snap = new ProcessFdSnapshot(process.pid, 'self');
-    // A settle time far beyond the test timeout: only a clean table ends this in time.
-    await expect(settleFdSnapshots([snap], { settleMs: 600_000 })).resolves.toEqual({ leaks: [], closed: [], gone: [] });
+    try {
+      // A settle time far beyond the test timeout: only a clean table ends this in time.
+      await expect(settleFdSnapshots([snap], { settleMs: 600_000 })).resolves.toEqual({ leaks: [], closed: [], gone: [] });
+    } finally {
+      snap.release();
+    }
   });
 });
 

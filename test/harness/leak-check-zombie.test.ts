@@ -69,14 +69,18 @@ test('a process watched while alive that becomes a zombie is gone, not "closed e
   const f = await family();
   try {
     const snap = new ProcessFdSnapshot(f.pid, 'background');
-    expect(snap.baseline.size).toBeGreaterThan(0);
-    expect(snap.current()).toEqual(snap.baseline);
-    f.release.write('go\n');
-    await until(() => (state(f.pid) === 'Z' ? true : undefined));
-    expect(snap.current()).toBeUndefined();
-    expect(snap.changes()).toBeUndefined();
-    const report = await settleFdSnapshots([snap], { settleMs: 0 });
-    expect(report).toEqual({ leaks: [], closed: [], gone: [{ pid: f.pid, role: 'background' }] });
+    try {
+      expect(snap.baseline.size).toBeGreaterThan(0);
+      expect(snap.current()).toEqual(snap.baseline);
+      f.release.write('go\n');
+      await until(() => (state(f.pid) === 'Z' ? true : undefined));
+      expect(snap.current()).toBeUndefined();
+      expect(snap.changes()).toBeUndefined();
+      const report = await settleFdSnapshots([snap], { settleMs: 0 });
+      expect(report).toEqual({ leaks: [], closed: [], gone: [{ pid: f.pid, role: 'background' }] });
+    } finally {
+      snap.release();
+    }
   } finally {
     await reap(f);
   }

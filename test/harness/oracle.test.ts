@@ -502,7 +502,11 @@ describe('LeakOracle: tables it cannot read', () => {
     expect(() => new LeakOracle({ settleMs: 0, helperPid: 4245 }).begin()).toThrow(expect.objectContaining({ code: 'EIO' }));
     const oracle = new LeakOracle({ settleMs: 0 });
     oracle.begin();
-    expect(() => oracle.watch(4245, 'peer')).toThrow(expect.objectContaining({ code: 'EIO' }));
+    try {
+      expect(() => oracle.watch(4245, 'peer')).toThrow(expect.objectContaining({ code: 'EIO' }));
+    } finally {
+      oracle.release();
+    }
   });
 
   test("begin() notes each runtime fd it set aside (opened now, before the baseline, as the runtime's own)", async () => {

@@ -9,6 +9,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 
 import { diffFdTables, formatFdTableDiff, openFdTable, type FdTable } from '../../src/fd';
 import { warmRuntimeFds } from '../../src/runtime-fds';
+import { liveFdTableHolds } from '../../src/test-hooks';
 import { settleFdTable } from '../util/settle';
 
 let before: FdTable | undefined;
@@ -57,4 +58,7 @@ afterEach(async () => {
   if (diff.opened.length > 0 || diff.closed.length > 0) {
     throw new Error(`the open-fd table changed during this test:\n${formatFdTableDiff(diff)}`);
   }
+  // openFdTable leaves the leak checker's holds out: one still alive is a check that never ended.
+  const holds = liveFdTableHolds();
+  if (holds > 0) throw new Error(`${holds} leak-check hold(s) of baseline files still alive after this test (a ProcessFdSnapshot never released)`);
 });
