@@ -43,8 +43,9 @@ test('a file deleted and recreated at its path (recycled inode number), reopened
   const path = join(dir, 'state.json');
   // The setting: outside a check, this filesystem hands the freed inode
   // number to the next file (ext4 does), so only the check's hold of the
-  // baseline's files can keep the two apart.
-  expect(recycles(path)).toBe(true);
+  // baseline's files can keep the two apart. A few tries: another process
+  // creating a file in the same block group at that moment takes the number.
+  expect([1, 2, 3, 4, 5].some(() => recycles(path))).toBe(true);
   writeFileSync(path, 'old');
   const held = openSync(path, 'r');
   const heldIno = fstatSync(held).ino;
