@@ -5,7 +5,8 @@
  * may close things itself first (it usually does, to check what happens).
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
-import { constants as fsConstants, existsSync, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { constants as fsConstants, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -167,28 +168,35 @@ export function distFile(rel: string): string {
 export const fixture = (name: string): string => join(packageRoot, 'test', 'fixtures', name);
 
 /**
- * Builds test/native/NAME.cc with `sources` (files in native/) into `dir`,
- * C++17 with assertions on and warnings as errors (`sanitize`: with ASan and
- * UBSan); returns the program's path.
+ * Builds test/native/NAME.cc with `sources` (files in native/), C++17 with
+ * assertions on and warnings as errors (`sanitize`: with ASan and UBSan);
+ * returns the program's path. The program runs no Node: it is built once
+ * for its inputs (the compiler and its version, the flags, test/native/NAME.cc,
+ * `sources` and every header in native/) into build/native-tests/, and the
+ * runs of the suite on other Nodes, or the next run, use that build.
+ * A build is written under a name of its own and renamed into place, so two
+ * suites building it at once each get a whole program.
  */
-export function compileNativeTest(dir: string, name: string, sources: readonly string[], sanitize: boolean): string {
-  const program = join(dir, name);
+export function compileNativeTest(name: string, sources: readonly string[], sanitize: boolean): string {
   const cxx = process.env['CXX'] || 'g++';
-  execFileSync(cxx, [
-    '-std=c++17',
-    '-g',
-    '-Wall',
-    '-Wextra',
-    '-Werror',
-    ...(sanitize ? ['-fsanitize=address,undefined', '-fno-sanitize-recover=all'] : []),
-    '-I',
-    join(packageRoot, 'native'),
-    '-o',
-    program,
-    join(packageRoot, 'test', 'native', `${name}.cc`),
-    ...sources.map((s) => join(packageRoot, 'native', s)),
-    '-pthread',
-  ]);
+  const native = join(packageRoot, 'native');
+  const inputs = [join(packageRoot, 'test', 'native', `${name}.cc`), ...sources.map((s) => join(native, s))];
+  const flags = ['-std=c++17', '-g', '-Wall', '-Wextra', '-Werror', ...(sanitize ? ['-fsanitize=address,undefined', '-fno-sanitize-recover=all'] : []), '-I', native];
+  const hash = createHash('sha256');
+  hash.update(JSON.stringify([cxx, execFileSync(cxx, ['--version'], { encoding: 'utf8' }), flags, inputs]));
+  const headers = readdirSync(native).filter((f) => f.endsWith('.h')).sort().map((f) => join(native, f));
+  for (const file of [...inputs, ...headers]) hash.update(readFileSync(file));
+  const dir = join(packageRoot, 'build', 'native-tests');
+  const program = join(dir, `${name}-${hash.digest('hex').slice(0, 16)}`);
+  if (existsSync(program)) return program;
+  mkdirSync(dir, { recursive: true });
+  const building = `${program}.${process.pid}.tmp`;
+  try {
+    execFileSync(cxx, [...flags, '-o', building, ...inputs, '-pthread']);
+    renameSync(building, program);
+  } finally {
+    rmSync(building, { force: true });
+  }
   return program;
 }
 

@@ -4,21 +4,14 @@
  * ASan/UBSan) and run; it checks its own open-fd table before and after.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 
 import { compileNativeTest } from './helpers';
 
-let dir: string;
 let program: string;
 
 beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), 'fdbridge-unique-fd-'));
-  program = compileNativeTest(dir, 'unique_fd_test', ['fd_ops.cc'], true);
+  program = compileNativeTest('unique_fd_test', ['fd_ops.cc'], true);
 }, 120_000);
-
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 test('UniqueFd and UniqueFds own, release, move and close as documented, leaving the fd table as it was', () => {
   const run = spawnSync(program, [], { encoding: 'utf8' });
