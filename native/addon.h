@@ -39,6 +39,13 @@ inline double WholeNumber(const Napi::Value& v) {
   return d == floor(d) && d >= 0 && d <= 9007199254740991.0 ? d : -1;
 }
 
+// Background closer tickets (closeInBackground's) as a JS array of numbers.
+inline Napi::Array TicketArray(Napi::Env env, const std::vector<uint64_t>& tickets) {
+  Napi::Array arr = Napi::Array::New(env, tickets.size());
+  for (size_t i = 0; i < tickets.size(); i++) arr.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(tickets[i])));
+  return arr;
+}
+
 // Reads closeInBackground's fds argument: non-negative integers.
 inline std::vector<int> ArgFdArray(const Napi::CallbackInfo& info, const char* usage) {
   std::vector<int> fds;

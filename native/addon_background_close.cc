@@ -97,11 +97,7 @@ Napi::Value BackgroundClosesDone(const Napi::CallbackInfo& info) {
 
 // openBackgroundCloses() -> the tickets of every batch not closed yet.
 Napi::Value OpenBackgroundCloses(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::vector<uint64_t> open = FdOpenBackgroundCloses();
-  Napi::Array arr = Napi::Array::New(env, open.size());
-  for (size_t i = 0; i < open.size(); i++) arr.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(open[i])));
-  return arr;
+  return TicketArray(info.Env(), FdOpenBackgroundCloses());
 }
 
 // closerThreads() -> { threads, busy, max, perOwner, reserve,

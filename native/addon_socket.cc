@@ -146,10 +146,12 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     g_sockets_alive--;
   }
 
-  // Closes the socket. Called by close() and by the cleanup hook.
-  void Detach(void (*on_freed)(void*), void* arg) {
+  // Closes the socket. Called by close() and by the cleanup hook. Returns
+  // the tickets of its background closes not done yet (its queued sends'
+  // copies, which the close hands to the closer, among them).
+  std::vector<uint64_t> Detach(void (*on_freed)(void*), void* arg) {
     if (core_ == nullptr) {
-      return;
+      return {};
     }
     UnixSocket* core = core_;
     core_ = nullptr;
@@ -163,6 +165,8 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     if (on_freed != nullptr) send_callbacks_.clear();
     closing_ = true;
     core->Close(on_freed, arg);
+    // Freed only by the close's uv_close callback, on a later turn of the loop.
+    std::vector<uint64_t> tickets = core->BackgroundCloseTickets();
     closing_ = false;
     send_callbacks_.clear();
     // Break the cycle that would keep this object alive forever: these
@@ -173,6 +177,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     on_message_.Reset();
     on_accept_.Reset();
     buffer_ref_.Reset();
+    return tickets;
   }
 
   // The socket of a JS Socket object, or nullptr when `value` is none (or closed).
@@ -369,10 +374,12 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     if (core_ != nullptr) core_->Unref();
     return info.Env().Undefined();
   }
+  // close() -> the tickets of the socket's background closes not done yet
+  // (see Detach), for a caller that waits for them (afterBackgroundCloses).
   Napi::Value CloseMethod(const Napi::CallbackInfo& info) {
-    Detach(nullptr, nullptr);
+    std::vector<uint64_t> tickets = Detach(nullptr, nullptr);
     ReleaseJsRef();
-    return info.Env().Undefined();
+    return TicketArray(info.Env(), tickets);
   }
   Napi::Value GetFd(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), core_ != nullptr ? core_->fd() : -1);
@@ -413,9 +420,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     Napi::Env env = info.Env();
     std::vector<uint64_t> tickets;
     if (core_ != nullptr) tickets = core_->BackgroundCloseTickets();
-    Napi::Array arr = Napi::Array::New(env, tickets.size());
-    for (size_t i = 0; i < tickets.size(); i++) arr.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(tickets[i])));
-    return arr;
+    return TicketArray(env, tickets);
   }
   Napi::Value GetBuffer(const Napi::CallbackInfo& info) {
     return buffer_ref_.IsEmpty() ? info.Env().Undefined() : buffer_ref_.Value();

@@ -140,7 +140,19 @@ int UnixSocket::Enqueue(const struct sockaddr_un* to, socklen_t to_len, const ch
 }
 
 void UnixSocket::PopQueued() {
-  queued_bytes_ -= queue_.front().charge;
+  QueuedSend& q = queue_.front();
+  queued_bytes_ -= q.charge;
+  // A send that failed (or was cancelled) still holds its copies of the
+  // sender's fds (a sent one dropped them with its first byte). A copy can
+  // be its file's last reference, the sender having closed its own once the
+  // send was queued, as it may, and that close can block for as long as the
+  // file takes to go (a TCP socket with SO_LINGER and unsent data: its
+  // linger time): the background closer takes them, never this thread,
+  // which is an event loop's.
+  if (!q.fds.empty()) {
+    std::vector<int> fds = q.fds.release();
+    RememberTicket(FdCloseInBackground(fds.data(), fds.size(), close_owner_, /*held_for_peer=*/true));
+  }
   queue_.pop_front();
 }
 
@@ -269,7 +281,7 @@ void UnixSocket::DoWrite() {
     }
     uint32_t id = q.id;
     bool addressed = q.to_len > 0;
-    PopQueued();  // closes what it still holds
+    PopQueued();  // hands what it still holds to the background closer
     CompleteSend(id, err);
     if (!addressed && (err == -EPIPE || err == -ECONNRESET || err == -ENOTCONN)) {
       // The connection is broken: nothing queued behind this message can go
@@ -325,7 +337,7 @@ void UnixSocket::OnWakerPoll(uv_poll_t* handle, int status, int events) {
 void UnixSocket::FailQueue(int err) {
   while (!queue_.empty()) {
     uint32_t id = queue_.front().id;
-    PopQueued();  // closes its copies of the fds
+    PopQueued();  // hands its copies of the fds to the background closer
     CompleteSend(id, err);
   }
 }

@@ -373,3 +373,66 @@ export function formatFdTableDiff(diff: FdTableDiff): string {
     ...diff.closed.map((e) => `- fd ${e.fd} -> ${e.target}`),
   ].join('\n');
 }
+
+/** How long a wait for background closes (closesSettled) lasts before it gives up on a close blocked for good. */
+export const CLOSES_GIVE_UP_MS = 5000;
+
+/**
+ * Resolves once the background closer has closed every fd of the batches
+ * `tickets` (native.closeInBackground's), or after CLOSES_GIVE_UP_MS: a
+ * close that blocks for good (a TCP socket lingering for an hour) then
+ * holds up nothing but itself. Its number is out of the fd table by then
+ * (close(2) takes it out before the part that blocks), so a leak check
+ * made after the wait sees a clean table either way. The timer keeps the
+ * loop alive meanwhile; the closer's news does not have to.
+ */
+export function closesSettled(tickets: readonly number[]): Promise<void> {
+  const open = tickets.filter((t) => !native.backgroundCloseDone(t));
+  if (open.length === 0) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const giveUp = setTimeout(resolve, CLOSES_GIVE_UP_MS);
+    native.afterBackgroundCloses(open, () => (clearTimeout(giveUp), resolve()), false);
+  });
+}
+
+/**
+ * Closer owners of the library's own background closes (HeldCopies): above
+ * every owner a helper daemon uses (a uid plus one), one per holder, so
+ * that one holder's closes that block hold back only its own.
+ */
+let nextCloseOwner = 2 ** 33;
+
+/**
+ * The copies of callers' files a connection holds and has to close (pins of
+ * requests that failed, queued sends' copies, duplicates the command did
+ * not adopt). Such a copy can be its file's last reference, since the
+ * caller may close its own once the call is made, and close(2) of the last
+ * reference to a TCP socket with SO_LINGER and unsent data waits out the
+ * linger time (socket(7)): so they are closed on the background closer,
+ * never on the caller's event loop. Each fd stays registered as
+ * fdbridge's until its close has returned (fd_ops.h: FdCloseInBackground),
+ * so no number is handed out again while it is still ours.
+ */
+export class HeldCopies {
+  readonly owner = nextCloseOwner++;
+  /** Tickets of batches handed over; those done are dropped now and then. */
+  #tickets: number[] = [];
+
+  /** Hands `fds` (owned by the caller of this, now the closer's) to the background closer. */
+  close(fds: readonly number[]): void {
+    if (fds.length === 0) return;
+    this.remember(native.closeInBackground(fds, this.owner));
+  }
+
+  /** Waits for a batch handed over elsewhere (a socket's queued copies) too. */
+  remember(...tickets: number[]): void {
+    this.#tickets.push(...tickets);
+    // Amortized: only batches not yet done are kept.
+    if (this.#tickets.length > 64) this.#tickets = this.#tickets.filter((t) => !native.backgroundCloseDone(t));
+  }
+
+  /** Resolves once every batch handed over so far is closed (closesSettled: or given up on). */
+  settled(): Promise<void> {
+    return closesSettled(this.#tickets);
+  }
+}

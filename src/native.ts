@@ -240,8 +240,12 @@ export interface NativeSocket {
   stopAccepting(): void;
   ref(): void;
   unref(): void;
-  /** Closes the fd, stops polling, fails queued sends (ECANCELED). Idempotent. */
-  close(): void;
+  /**
+   * Closes the fd, stops polling, fails queued sends (ECANCELED; their
+   * copies of the fds go to the background closer). Idempotent. Returns the
+   * tickets of the socket's background closes not done yet.
+   */
+  close(): number[];
 }
 
 export interface NativeSocketConstructor {

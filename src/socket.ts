@@ -278,6 +278,8 @@ export class UnixSocket {
   #copyKept: boolean;
   /** Whose the background closer counts this socket's closes (useBackgroundCloser). */
   #closeOwner = 0;
+  /** Once closed: the tickets of its background closes that were not done (backgroundCloseTickets). */
+  #closedTickets: number[] = [];
   #queueLimit: number;
   #pauseReadingAt: number | null = null;
 
@@ -597,7 +599,10 @@ export class UnixSocket {
    * (native.closeInBackground) as `owner`'s: they come from another
    * process, and a close can block (a TCP socket with SO_LINGER and unsent
    * data). A helper daemon names the peer's uid plus one, so that one
-   * user's closes that block hold back only that user's.
+   * user's closes that block hold back only that user's. Off or on, the
+   * copies of the fds of queued sends that fail (or that close() cancels)
+   * go to the background closer as `owner`'s: a copy can be its file's last
+   * reference once the sender closed its own.
    */
   useBackgroundCloser(on: boolean, owner = 0): void {
     this.#closeOwner = owner;
@@ -611,16 +616,22 @@ export class UnixSocket {
    * it is closed (backgroundCloseTickets).
    */
   closeInBackground(fds: readonly number[]): number {
-    return this.#closed ? native.closeInBackground(fds, this.#closeOwner) : this.#native.closeInBackground(fds);
+    if (!this.#closed) return this.#native.closeInBackground(fds);
+    const ticket = native.closeInBackground(fds, this.#closeOwner);
+    this.#closedTickets.push(ticket);
+    return ticket;
   }
 
   /**
    * The tickets of this socket's background closes not done yet: the fds
    * of messages that arrived truncated, closeInBackground's (a frame
-   * channel's ledger swept). Empty once the socket is closed.
+   * channel's ledger swept), the copies of queued sends that failed or
+   * that close() cancelled.
    */
   backgroundCloseTickets(): number[] {
-    return this.#closed ? [] : this.#native.backgroundCloseTickets();
+    if (!this.#closed) return this.#native.backgroundCloseTickets();
+    this.#closedTickets = this.#closedTickets.filter((t) => !native.backgroundCloseDone(t));
+    return [...this.#closedTickets];
   }
 
   /** Lets the process exit while this socket is open. */
@@ -646,7 +657,7 @@ export class UnixSocket {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#native.close();
+    this.#closedTickets = this.#native.close();
     for (const m of this.#buffered.splice(0)) if (!(m instanceof Error)) closeFds(m.fds);
     const err = new ClosedError('receive: the socket was closed');
     for (const w of this.#waiters.splice(0)) {

@@ -171,8 +171,7 @@ export class ChildConnection extends SocketConnection {
     return this.child.exitCode !== null || this.child.signalCode !== null;
   }
 
-  protected override async closeTransport(): Promise<void> {
-    await super.closeTransport();
+  protected override async peerReleased(): Promise<void> {
     await waitForExit(this.child, 5000);
     if (killIfSpawned(this.child)) await waitForExit(this.child, 1000);
   }

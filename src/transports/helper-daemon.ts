@@ -19,7 +19,7 @@ import { COMMAND_NAME, loadCommandClass, type CommandSpec, type ModuleCommandSpe
 import { escapeLogText } from '../commands/log-command';
 import { BUILTIN_COMMANDS, DIAGNOSTIC_COMMANDS } from '../commands/registry';
 import { FdBridgeError, QuotaExceededError, UnknownCommandError, type QuotaName } from '../errors';
-import { closeFds } from '../fd';
+import { closeFds, closesSettled } from '../fd';
 import { HELPER_DAEMONS, STATUS_COMMAND } from '../commands/status-command';
 import { encodeJson, FrameType, FRAME_SOCKET_OPTIONS, MAX_FDS_PER_FRAME } from '../protocol';
 import { native, type NativeExitWatch, type NativeFdBudget } from '../native';
@@ -842,15 +842,9 @@ export class HelperDaemon {
     }
     // The clients' fds are closed by the background closer: wait for its
     // news that the closes open now are done, giving up after
-    // CLOSES_GIVE_UP_MS on a close blocked for good (a lingering TCP
+    // CLOSES_GIVE_UP_MS (fd.ts) on a close blocked for good (a lingering TCP
     // socket), which then holds up nothing but itself.
-    const open = native.openBackgroundCloses();
-    if (open.length === 0) return;
-    await new Promise<void>((resolve) => {
-      const giveUp = setTimeout(resolve, CLOSES_GIVE_UP_MS);
-      // The timer keeps the loop alive meanwhile; the news does not have to.
-      native.afterBackgroundCloses(open, () => (clearTimeout(giveUp), resolve()), false);
-    });
+    await closesSettled(native.openBackgroundCloses());
   }
 }
 
@@ -876,9 +870,6 @@ function takeOverListener(fd: number): { queued: number[]; maker: { pid: number;
   const maker = native.peerCred(fd);
   return { queued: native.listenAgain(fd, TAKEN_OVER_BACKLOG), maker };
 }
-
-/** How long close() waits for the clients' fds to be closed before it gives up on them. */
-const CLOSES_GIVE_UP_MS = 5000;
 
 /** Ids are unique in the process, across module instances (see `daemons`). */
 function nextDaemonId(): number {

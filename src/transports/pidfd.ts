@@ -17,7 +17,7 @@ import type { ChildProcess } from 'node:child_process';
 
 import { waitForExit } from '../child-process';
 import type { ConnectOptions } from '../connection';
-import { closeFds } from '../fd';
+import { CLOSES_GIVE_UP_MS, type HeldCopies } from '../fd';
 import type { ReadyPayload } from '../protocol';
 import type { UnixSocket } from '../socket';
 import { ChildConnection, spawnCommandProcess } from './child';
@@ -35,7 +35,8 @@ function pidfdHello(socket: UnixSocket): HelloRequest {
  * The fds of a duplication named by number, for the command's process to
  * pull; the pins of a request that failed linger until that process has
  * exited (it may read requests after our socket is gone, and pulls what it
- * reads), or close at once if it has ended already.
+ * reads), or are closed at once if it has ended already. Closed on the
+ * background closer (HeldCopies): a pin can be its file's last reference.
  */
 class PulledByNumber implements FdDelivery {
   readonly byNumber = true;
@@ -46,18 +47,25 @@ class PulledByNumber implements FdDelivery {
   #peerEnded = false;
   /** Pins the far side may still pull (see #linger). */
   #lingering: number[] = [];
+  /** Settles once the pins lingering so far are handed to their closer. */
+  #handedOver: Promise<void> = Promise.resolve();
 
   constructor(child: ChildProcess) {
     this.#child = child;
   }
 
-  unsettled(pins: number[]): void {
-    if (this.#peerEnded) closeFds(pins);
-    else this.#linger(pins);
+  unsettled(pins: number[], held: HeldCopies): void {
+    if (this.#peerEnded) held.close(pins);
+    else this.#linger(pins, held);
   }
 
   peerEnded(): void {
     this.#peerEnded = true;
+  }
+
+  released(): Promise<void> {
+    // A process that outlives its SIGKILL (the caller waited for that) holds nobody up for good.
+    return Promise.race([this.#handedOver, waitForExit(this.#child, CLOSES_GIVE_UP_MS).then(() => undefined)]);
   }
 
   /**
@@ -65,10 +73,10 @@ class PulledByNumber implements FdDelivery {
    * even after this side gave up on the replies): open until it can no
    * longer pull.
    */
-  #linger(pins: number[]): void {
+  #linger(pins: number[], held: HeldCopies): void {
     if (this.#lingering.length === 0) {
       // Once the command's process has exited, nothing pulls from this process any more.
-      void waitForExit(this.#child).then(() => closeFds(this.#lingering.splice(0)));
+      this.#handedOver = waitForExit(this.#child).then(() => held.close(this.#lingering.splice(0)));
     }
     this.#lingering.push(...pins);
   }

@@ -22,7 +22,7 @@ import {
   type PeerExit,
   type RemoteErrorInfo,
 } from '../errors';
-import { closeFds } from '../fd';
+import { closeFds, HeldCopies } from '../fd';
 import { openFrameChannel, type FrameChannel } from '../frame-channel';
 import { fdList, native } from '../native';
 import {
@@ -128,11 +128,16 @@ export interface FdDelivery {
    * The pins of a by-number request that failed, now the strategy's: the
    * far side may still read the request and take them, so they must stay
    * open until it no longer can (a number closed too soon could name
-   * another file by then).
+   * another file by then); then `held` closes them.
    */
-  unsettled(pins: number[]): void;
+  unsettled(pins: number[], held: HeldCopies): void;
   /** The peer has ended (how is known): it can take no fd any more. */
   peerEnded(): void;
+  /**
+   * Resolves once every pin given to `unsettled` so far is handed to its
+   * closer; called after the command's process was waited for (or killed).
+   */
+  released(): Promise<void>;
 }
 
 /** The fds travel with the DUP frames over SCM_RIGHTS: nothing is held for the far side. */
@@ -140,8 +145,9 @@ export const WITH_FRAMES: FdDelivery = Object.freeze({
   byNumber: false,
   syncUnsupported: undefined,
   // Stryker disable next-line ArrowFunction: never called: with byNumber false, #request closes its pins itself once the frame is sent or queued and hands none to the strategy
-  unsettled: (pins: number[]) => void closeFds(pins),
+  unsettled: (pins: number[], held: HeldCopies) => held.close(pins),
   peerEnded: () => undefined,
+  released: () => Promise.resolve(),
 });
 
 /**
@@ -225,6 +231,12 @@ export class SocketConnection extends BaseConnection {
   #closing = false;
   /** How a duplication's fds reach the command's side. */
   readonly #delivery: FdDelivery;
+  /**
+   * What this connection holds of its callers' files and has to close:
+   * pins of requests that failed, queued sends' copies (the socket hands
+   * them over as this owner's), fds the command's side sent.
+   */
+  readonly #held = new HeldCopies();
   /** Pinned fds and their callers, folded into one frame at the end of this tick; null when none. */
   #folding: number[] | null = null;
   #foldWaiters: Waiter[] | null = null;
@@ -244,6 +256,9 @@ export class SocketConnection extends BaseConnection {
     this.#delivery = delivery;
     this.#onCommandClosed = onCommandClosed;
     this.#socket = socket;
+    // Off as before (the socket and what it receives close at once), but
+    // the copies of its queued sends that fail go to the closer as ours.
+    socket.useBackgroundCloser(false, this.#held.owner);
     this.transport = transport;
     this.location = { transport, pid: ready.pid, threadId: ready.threadId };
     this.#probe = probe;
@@ -450,15 +465,17 @@ export class SocketConnection extends BaseConnection {
    */
   #request(operation: string, tag: typeof DUP_MANY | typeof DUP_FOLDED, fds: number[], pinned: boolean): Promise<number[]> {
     const byNumber = this.#delivery.byNumber;
+    // A pin that is not sent may be its file's last reference (the caller
+    // may have closed its own): the closer takes it, never this thread.
     if (this.#dead) {
-      if (pinned) closeFds(fds);
+      if (pinned) this.#held.close(fds);
       return this.#deadRequest(operation);
     }
     let sent: Promise<number[]>;
     try {
       sent = this.#channel.dup(tag, fdList(fds), byNumber);
     } catch (err) {
-      if (pinned) closeFds(fds);
+      if (pinned) this.#held.close(fds);
       return this.#unsent(operation, err);
     }
     if (!pinned) return sent;
@@ -473,7 +490,7 @@ export class SocketConnection extends BaseConnection {
         return numbers;
       },
       (err: unknown) => {
-        this.#delivery.unsettled(fds);
+        this.#delivery.unsettled(fds, this.#held);
         throw err;
       },
     );
@@ -584,7 +601,7 @@ export class SocketConnection extends BaseConnection {
       // Replies to requests that close() already rejected are dropped (the
       // command's host sweeps whatever fds they concerned); CLOSED or EOF
       // ends the wait.
-      this.#stats.unexpectedFds += closeFds(fds);
+      this.#stats.unexpectedFds += this.#closeReceived(fds);
       if (err ? err.name !== 'TruncatedError' : data && data.length >= 1 && data[0] === FrameType.CLOSED) {
         this.#onPeerClosed();
       }
@@ -605,7 +622,7 @@ export class SocketConnection extends BaseConnection {
     if ((fds as number[]).length > 0) {
       // The command's side never sends fds, whatever the frame (even a
       // well-formed DUP): close them and end the connection.
-      const n = closeFds(fds);
+      const n = this.#closeReceived(fds);
       this.#stats.unexpectedFds += n;
       this.#violation(
         new ProtocolError(`the ${this.transport} sent ${n} fd(s) with a frame of type ${buf.length > 0 ? buf[0] : 'none'}; its side never sends fds`),
@@ -620,6 +637,17 @@ export class SocketConnection extends BaseConnection {
       return;
     }
     this.#violation(new ProtocolError(`the ${this.transport} sent a reply (type ${frame.type}, id ${frame.id}) to no request`));
+  }
+
+  /**
+   * fds the command's side sent (it never should): they are another
+   * process's files, whose last close can block, so the closer takes them.
+   * Returns how many.
+   */
+  #closeReceived(fds: number[] | undefined): number {
+    if (fds === undefined) return 0;
+    this.#held.close(fds);
+    return fds.length;
   }
 
   /** The command's side broke the protocol: count it and fail the connection. */
@@ -712,5 +740,18 @@ export class SocketConnection extends BaseConnection {
       }
     }
     this.#socket.close();
+    await this.peerReleased();
+    // What this connection held of its callers' files is closed, or its
+    // close is underway (closesSettled), before close() resolves: a leak
+    // check made then sees a clean table.
+    this.#held.remember(...this.#socket.backgroundCloseTickets());
+    await this.#delivery.released();
+    await this.#held.settled();
   }
+
+  /**
+   * Waits for the command's side to let go of this process (a transport
+   * that spawned it waits for its exit), once the socket is closed.
+   */
+  protected async peerReleased(): Promise<void> {}
 }

@@ -662,6 +662,7 @@ describe('by-number delivery (the pidfd strategy): pins named in GETFD frames', 
       peerEnded() {
         d.ended++;
       },
+      released: () => Promise.resolve(),
     };
     return d;
   }
