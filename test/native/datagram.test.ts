@@ -20,6 +20,7 @@ import {
   abstractName,
   expectRangeError,
   expectSystemError,
+  openBackgroundClosesDone,
   readPipe,
   rejection,
   thrown,
@@ -306,6 +307,8 @@ describe('a full receiver', () => {
       expect(tx.queuedSends).toBe(0);
       tx.close(); // and its waker
       f.close();
+      // The waiting datagram's copies went to the background closer.
+      await openBackgroundClosesDone();
       expect(formatFdTableDiff(diffFdTables(before, openFdTable()))).toBe('');
     }));
 

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { SystemError } from '../../src/errors';
 import { diffFdTables, formatFdTableDiff, OwnedFd, openFdTable, type FdTable, type FdTableDiff } from '../../src/fd';
 import { packageRoot } from '../../src/paths';
+import { native } from './binding';
 import { settleFdTable } from '../util/settle';
 
 export class Scope {
@@ -96,6 +97,17 @@ export async function withScope<T>(fn: (s: Scope) => T | Promise<T>): Promise<T>
   } finally {
     s.dispose();
   }
+}
+
+/**
+ * Resolves once every background close open now is done (native.afterBackgroundCloses):
+ * e.g. the copies of the fds of queued sends that failed, which a socket
+ * hands to the closer (one can be its file's last reference, whose close
+ * can block).
+ */
+export function openBackgroundClosesDone(): Promise<void> {
+  const open = native.openBackgroundCloses();
+  return new Promise((resolve) => native.afterBackgroundCloses(open, resolve));
 }
 
 /** What a non-blocking read of a pipe end says: data, 'eof', or 'empty' (EAGAIN). */

@@ -9,7 +9,7 @@ import { ClosedError, EofError, QueueFullError, SystemError } from '../../src/er
 import { closeFds, diffFdTables, fdIdentity, openFdTable, type FdIdentity } from '../../src/fd';
 import { constants, native } from './binding';
 import { UnixSocket, type SocketKind } from '../../src/socket';
-import { expectFdTable, expectRangeError, expectSystemError, readPipe, rejection, thrown, withScope } from './helpers';
+import { expectFdTable, expectRangeError, expectSystemError, openBackgroundClosesDone, readPipe, rejection, thrown, withScope } from './helpers';
 
 const CHUNK = Buffer.alloc(32 * 1024, 0x2e);
 
@@ -122,10 +122,15 @@ describe.each<SocketKind>(['stream', 'seqpacket'])('%s', (kind) => {
       expect(readPipe(pipe.read.fd)).toBe('empty');
       const before = openFdTable();
       const aFd = a.fd;
+      const closesBefore = native.backgroundClosesDone();
       a.close();
       const outcomes = await Promise.all([...filled.queued, withFd]);
       for (const err of outcomes) expectSystemError(err, 'ECANCELED', 'sendmsg');
       expectSystemError(await rejection(viaSend), 'ECANCELED', 'sendmsg');
+      // The duplicates went to the background closer (a copy can be its
+      // file's last reference, whose close can block), not closed here.
+      await openBackgroundClosesDone();
+      expect(native.backgroundClosesDone() - closesBefore).toBe(3);
       // Every duplicate is gone: the pipe reads end-of-file...
       expect(readPipe(pipe.read.fd)).toBe('eof');
       // ...and exactly the socket and the three queued duplicates were closed.
@@ -149,6 +154,7 @@ describe.each<SocketKind>(['stream', 'seqpacket'])('%s', (kind) => {
       const filled = fill(a);
       const withFd = queue(a, Buffer.from('with fd'), [pipe.write.fd]);
       pipe.write.close();
+      const closesBefore = native.backgroundClosesDone();
       b.close();
       const outcomes = await Promise.all([...filled.queued, withFd]);
       for (const err of outcomes) {
@@ -156,6 +162,8 @@ describe.each<SocketKind>(['stream', 'seqpacket'])('%s', (kind) => {
         expect(['EPIPE', 'ECONNRESET']).toContain((err as SystemError).code);
       }
       expect(a.queuedSends).toBe(0);
+      await openBackgroundClosesDone();
+      expect(native.backgroundClosesDone() - closesBefore).toBe(1);
       expect(readPipe(pipe.read.fd)).toBe('eof');
     }));
 
