@@ -17,7 +17,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { threadId } from 'node:worker_threads';
 
 import { BUILTIN_COMMANDS, builtinCommand } from './commands/registry';
-import { closeFds } from './fd';
+import { closeFds, HeldCopies } from './fd';
 import { native } from './native';
 import type { TransportName } from './transports';
 import { requireModule } from './ts-modules';
@@ -189,13 +189,20 @@ export interface FdLedger {
   add(fd: number): void;
   /** True (and forgets the fd) when the fd was given and not yet adopted. */
   adopt(fd: number): boolean;
-  /** Closes every fd still owned; returns how many were closed. */
+  /**
+   * Closes every fd still owned, on the background closer (each is a copy of
+   * a caller's file, which the caller may have closed: its close can block,
+   * a lingering TCP socket's); returns how many.
+   */
   sweep(): number;
+  /** Resolves once every fd swept so far is closed (closesSettled: or given up on). */
+  swept(): Promise<void>;
   readonly size: number;
 }
 
 export class SetLedger implements FdLedger {
   #fds = new Set<number>();
+  readonly #held = new HeldCopies();
 
   add(fd: number): void {
     this.#fds.add(fd);
@@ -208,8 +215,12 @@ export class SetLedger implements FdLedger {
   sweep(): number {
     const fds = [...this.#fds];
     this.#fds.clear();
-    closeFds(fds);
+    this.#held.close(fds);
     return fds.length;
+  }
+
+  swept(): Promise<void> {
+    return this.#held.settled();
   }
 
   get size(): number {
@@ -268,7 +279,11 @@ export class CommandHost {
     return fn.apply(this.command, [...args]);
   }
 
-  /** Runs the command's close() (if any), then closes every fd it did not adopt. Idempotent. */
+  /**
+   * Runs the command's close() (if any), then closes every fd it did not
+   * adopt (on the background closer: resolves once they are closed, or
+   * their closes given up on, FdLedger.swept). Idempotent.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
@@ -277,6 +292,7 @@ export class CommandHost {
       if (typeof close === 'function') await close.call(this.command);
     } finally {
       this.ledger.sweep();
+      await this.ledger.swept();
     }
   }
 }

@@ -43,6 +43,15 @@ export class ChannelLedger implements FdLedger {
     return this.#channel.sweep();
   }
 
+  /**
+   * The channel's sweep closes at once, or on the background closer when
+   * its socket uses it (a server then waits for the socket's closes itself
+   * before it answers CLOSED): nothing to wait for here.
+   */
+  swept(): Promise<void> {
+    return Promise.resolve();
+  }
+
   get size(): number {
     return this.#channel.givenCount;
   }

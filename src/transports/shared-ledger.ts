@@ -9,6 +9,7 @@
 import { readFileSync } from 'node:fs';
 
 import type { FdLedger } from '../command';
+import { HeldCopies } from '../fd';
 import { native } from '../native';
 
 const GIVEN = 1;
@@ -22,9 +23,21 @@ function maxFdSlots(): number {
   }
 }
 
+/** Whether `fd` is an open number now (F_GETFD). */
+function isOpen(fd: number): boolean {
+  try {
+    native.getFlags(fd);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export class SharedFdLedger implements FdLedger {
   readonly buffer: SharedArrayBuffer;
   #view: Uint8Array;
+  /** This thread's closes of what it swept. */
+  readonly #held = new HeldCopies();
 
   /** A new, empty ledger sized for this process's fd limit (it grows on demand). */
   static create(): SharedFdLedger {
@@ -57,19 +70,23 @@ export class SharedFdLedger implements FdLedger {
   }
 
   sweep(): number {
-    let closed = 0;
+    let swept = 0;
+    const open: number[] = [];
     const view = this.#view;
     for (let fd = 0; fd < view.length; fd++) {
       if (view[fd] === GIVEN && Atomics.compareExchange(view, fd, GIVEN, 0) === GIVEN) {
-        try {
-          native.close(fd);
-        } catch {
-          // closed by someone else already
-        }
-        closed++;
+        // One closed by someone else already is left alone: its number may
+        // be another file's by the time the closer gets to it.
+        if (isOpen(fd)) open.push(fd);
+        swept++;
       }
     }
-    return closed;
+    this.#held.close(open);
+    return swept;
+  }
+
+  swept(): Promise<void> {
+    return this.#held.settled();
   }
 
   get size(): number {

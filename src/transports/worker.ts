@@ -188,6 +188,7 @@ export class WorkerConnection extends BaseConnection {
       // Its thread is gone, and its loop's fds with it (registered or not).
       native.loopStartEnds(loopStart);
       ledger.sweep();
+      await ledger.swept();
       throw err;
     }
   }
@@ -316,6 +317,8 @@ export class WorkerConnection extends BaseConnection {
       clearTimeout(timer);
     }
     await this.#exited;
+    // What the exit swept (a worker that ended without sweeping).
+    await this.#ledger.swept();
     // The worker shared this process's fd table; it is gone now.
     await this.#onCommandClosed?.(this.location);
   }

@@ -29,63 +29,13 @@
  * until that reset, so the watcher finds it however loaded the machine is;
  * a close elsewhere never puts the main thread in that state.
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Worker } from 'node:worker_threads';
 
-import { ClosedError, closeFd, connect, makePipe, PeerExitedError, PROBE_COMMAND } from '../../src';
-import { rawSocketPair, receiveNow } from '../../src/testing';
-import { hasPython, PYTHON } from '../util/linger-attacker';
+import { ClosedError, closeFd, connect, PeerExitedError, PROBE_COMMAND } from '../../src';
+import { hasPython, lingeringSocket } from '../util/linger-attacker';
 import { startHelperProcess } from '../util/processes';
-
-/** Makes a lingering socket, sends it on fd 3 and closes its own copy; on a line on stdin, resets the peer and exits. */
-const LINGERING = `
-import socket, struct, sys
-lst = socket.socket(); lst.bind(('127.0.0.1', 0)); lst.listen(1)
-tcp = socket.socket(); tcp.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-tcp.connect(lst.getsockname()); peer, _ = lst.accept()
-peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-tcp.setblocking(False)
-try:
-    while True: tcp.send(b'x' * 65536)
-except BlockingIOError: pass
-tcp.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 3600))
-socket.send_fds(socket.socket(fileno=3), [b'x'], [tcp.fileno()])
-tcp.close()
-sys.stdin.readline()
-peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0)); peer.close()
-`;
-
-/**
- * The watcher: polls the main thread's kernel stack (wchan and syscall where
- * the stack is not readable) until told 'done'; a main thread found waiting
- * in a TCP close is recorded, and python told to reset its peer (a write to
- * the pipe that is its stdin; fd numbers are the process's).
- */
-const WATCHER = `
-const { readFileSync, writeSync } = require('node:fs');
-const { parentPort, workerData: { tid, resetFd } } = require('node:worker_threads');
-const read = (f) => { try { return readFileSync('/proc/self/task/' + tid + '/' + f, 'utf8'); } catch { return ''; } };
-let blocked = null;
-let done = false;
-parentPort.on('message', () => { done = true; });
-const look = () => {
-  if (done) return parentPort.postMessage({ blocked });
-  if (blocked === null) {
-    const stack = read('stack');
-    const syscall = read('syscall').split(' ')[0];
-    const inClose = syscall === '3' || syscall === '436'; // close, close_range
-    if (stack.includes('sk_stream_wait_close') || (stack === '' && inClose && read('wchan') === 'wait_woken')) {
-      blocked = 'syscall ' + syscall + ': ' + stack.split('\\n').slice(0, 4).map((l) => l.replace(/^\\[<0>\\] /, '').replace(/\\+.*/, '')).join(' < ');
-      writeSync(resetFd, 'go\\n');
-    }
-  }
-  setTimeout(look, 5);
-};
-look();
-`;
 
 const CASES = [
   ['pidfd', 'its command process killed'],
@@ -95,22 +45,10 @@ const CASES = [
 ] as const;
 
 (hasPython() ? test.each(CASES) : test.skip.each(CASES))("%s, %s: the caller's event loop does not block in the close of a held copy that is a lingering socket's last reference", async (transport, end) => {
-  const [mine, theirs] = rawSocketPair('seqpacket');
-  const [stdinRead, stdinWrite] = makePipe();
-  const py = spawn(PYTHON, ['-c', LINGERING], { stdio: [stdinRead, 'ignore', 'inherit', theirs] });
-  const pyExited = new Promise((resolve) => py.once('exit', resolve));
-  closeFd(theirs);
-  closeFd(stdinRead);
-  const watcher = new Worker(WATCHER, { eval: true, workerData: { tid: process.pid, resetFd: stdinWrite } });
-  const verdict = new Promise<{ blocked: string | null }>((resolve) => watcher.once('message', resolve));
+  // The lingering socket, from python (which has closed its copy): ours is its only reference.
+  const linger = await lingeringSocket();
   try {
-    // The lingering socket, from python (which has closed its copy): ours is its only reference.
-    let lingering = -1;
-    while (lingering < 0) {
-      const message = receiveNow(mine, 16, 1);
-      if (message !== null) lingering = message.fds[0] as number;
-      else await new Promise((r) => setTimeout(r, 10));
-    }
+    const lingering = linger.fd;
     // helper: a daemon of this test's own, stopped below as the command's process is on child and pidfd.
     const helperDir = transport === 'helper' ? mkdtempSync(join(tmpdir(), 'fdbridge-attack-linger-')) : '';
     const helper = transport === 'helper' ? await startHelperProcess(join(helperDir, 'helper.sock'), ['--diagnostics']) : undefined;
@@ -137,18 +75,14 @@ const CASES = [
         rmSync(helperDir, { recursive: true, force: true });
       }
     }
-    watcher.postMessage('done');
     // Expected: null (the main thread never waited in that close). Fails with
-    // 'syscall 3: wait_woken < sk_stream_wait_close < __tcp_close < tcp_close'
+    // 'main thread, syscall 3: wait_woken < sk_stream_wait_close < __tcp_close < tcp_close'
     // (syscall 436, close_range, in a plain node run): the client closed the
     // pin or queued copy on its event loop, which stayed there until the watcher had the
     // peer reset (for the linger time, 3600 s, without it).
-    expect((await verdict).blocked).toBeNull();
+    expect(await linger.verdict()).toBeNull();
   } finally {
     // End any close still waiting (a background one) and python.
-    closeFd(stdinWrite);
-    await pyExited;
-    await watcher.terminate();
-    closeFd(mine);
+    await linger.end();
   }
 });

@@ -171,7 +171,7 @@ describe('loadCommandClass', () => {
 });
 
 describe('SetLedger', () => {
-  test('adopt once; sweep closes the rest and counts them', () => {
+  test('adopt once; sweep closes the rest (on the background closer) and counts them', async () => {
     const ledger = new SetLedger();
     const [a, b, c] = [makeMemfd(), makeMemfd(), makeMemfd()];
     ledger.add(a);
@@ -183,6 +183,7 @@ describe('SetLedger', () => {
     expect(ledger.adopt(999)).toBe(false);
     expect(ledger.size).toBe(2);
     expect(ledger.sweep()).toBe(2);
+    await ledger.swept();
     expect(isOpen(a)).toBe(false);
     expect(isOpen(c)).toBe(false);
     expect(isOpen(b)).toBe(true);

@@ -8,9 +8,11 @@
  * process holds both ends, so that it can end such a close when told to on
  * stdin, by resetting the connection at the peer).
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { Worker } from 'node:worker_threads';
 
-import { closeFd, makeMemfd, openFdTable, type FdTable } from '../../src';
+import { closeFd, makeMemfd, makePipe, openFdTable, type FdTable } from '../../src';
+import { rawSocketPair, receiveNow } from '../../src/testing';
 import { statusWhen } from './helper-status';
 import { NOBODY, runAsNobody, spawnAsUid, type NobodyProcess } from './nobody';
 import { startHelperProcess, type HelperProcess } from './processes';
@@ -327,4 +329,111 @@ export async function withAttacker(
     };
     await body({ daemon, attacker: attack(mode, count), socketPath, whileStopped });
   });
+}
+
+/**
+ * `python3 -c LINGERING_ONE` with a SEQPACKET socket as fd 3 and a pipe as
+ * stdin: makes one lingering socket (its peer never reads, SO_LINGER
+ * 3600 s), sends it on fd 3 and closes its own copy (the receiver's is then
+ * the only reference); on a line on stdin, resets the connection at the
+ * peer (which ends a close blocked in the linger at once) and exits.
+ */
+const LINGERING_ONE = `
+import socket, struct, sys
+lst = socket.socket(); lst.bind(('127.0.0.1', 0)); lst.listen(1)
+tcp = socket.socket(); tcp.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+tcp.connect(lst.getsockname()); peer, _ = lst.accept()
+peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+tcp.setblocking(False)
+try:
+    while True: tcp.send(b'x' * 65536)
+except BlockingIOError: pass
+tcp.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 3600))
+socket.send_fds(socket.socket(fileno=3), [b'x'], [tcp.fileno()])
+tcp.close()
+sys.stdin.readline()
+peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0)); peer.close()
+`;
+
+/**
+ * The watcher (a worker thread): polls the kernel stack of each thread it
+ * watches (this process's main thread, and any tid sent to it; wchan and
+ * syscall where the stack is not readable) until told 'done'; a thread
+ * found waiting in a TCP close is recorded, and python told to reset its
+ * peer (a write to the pipe that is its stdin; fd numbers are the
+ * process's). A thread that has ended reads as '' (nothing found).
+ */
+const LINGER_WATCHER = `
+const { readFileSync, writeSync } = require('node:fs');
+const { parentPort, workerData: { tids, resetFd } } = require('node:worker_threads');
+const read = (tid, f) => { try { return readFileSync('/proc/self/task/' + tid + '/' + f, 'utf8'); } catch { return ''; } };
+let blocked = null;
+let done = false;
+parentPort.on('message', (m) => { if (m === 'done') done = true; else tids.push(m); });
+const look = () => {
+  if (done) return parentPort.postMessage({ blocked });
+  for (const tid of tids) {
+    if (blocked !== null) break;
+    const stack = read(tid, 'stack');
+    const syscall = read(tid, 'syscall').split(' ')[0];
+    const inClose = syscall === '3' || syscall === '436'; // close, close_range
+    if (stack.includes('sk_stream_wait_close') || (stack === '' && inClose && read(tid, 'wchan') === 'wait_woken')) {
+      blocked = (tid === tids[0] ? 'main thread' : 'thread ' + tid) + ', syscall ' + syscall + ': ' + stack.split('\\n').slice(0, 4).map((l) => l.replace(/^\\[<0>\\] /, '').replace(/\\+.*/, '')).join(' < ');
+      writeSync(resetFd, 'go\\n');
+    }
+  }
+  setTimeout(look, 5);
+};
+look();
+`;
+
+/**
+ * A lingering TCP socket of this process's own (`fd`: its only reference),
+ * and a watcher of this process's threads: `verdict()` ends the watch and
+ * says which thread it found blocked in the socket's close (null: none),
+ * having ended that close at once by resetting the connection; `end()`
+ * ends python (and with it any close still blocked, a background one) and
+ * the watcher. Deterministic: a close on a watched thread blocks until that
+ * reset, so the watcher finds it however loaded the machine is.
+ */
+export interface LingeringSocket {
+  fd: number;
+  /** Watches `tid` (a thread of this process) too. */
+  watch(tid: number): void;
+  verdict(): Promise<string | null>;
+  end(): Promise<void>;
+}
+
+export async function lingeringSocket(): Promise<LingeringSocket> {
+  const [mine, theirs] = rawSocketPair('seqpacket');
+  const [stdinRead, stdinWrite] = makePipe();
+  const py = spawn(PYTHON, ['-c', LINGERING_ONE], { stdio: [stdinRead, 'ignore', 'inherit', theirs] });
+  const pyExited = new Promise((resolve) => py.once('exit', resolve));
+  closeFd(theirs);
+  closeFd(stdinRead);
+  const watcher = new Worker(LINGER_WATCHER, { eval: true, workerData: { tids: [process.pid], resetFd: stdinWrite } });
+  const verdict = new Promise<{ blocked: string | null }>((resolve) => watcher.once('message', resolve));
+  let fd = -1;
+  while (fd < 0) {
+    const message = receiveNow(mine, 16, 1);
+    if (message !== null) fd = message.fds[0] as number;
+    else await new Promise((r) => setTimeout(r, 10));
+  }
+  let ended = false;
+  return {
+    fd,
+    watch: (tid) => watcher.postMessage(tid),
+    verdict: async () => {
+      watcher.postMessage('done');
+      return (await verdict).blocked;
+    },
+    end: async () => {
+      if (ended) return;
+      ended = true;
+      closeFd(stdinWrite);
+      await pyExited;
+      await watcher.terminate();
+      closeFd(mine);
+    },
+  };
 }
