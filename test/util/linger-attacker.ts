@@ -36,6 +36,9 @@ export function hasPython(): boolean {
  *   local      prints {pid, fds}; once told a line on stdin (`closed`), it
  *              closes its own copies (a copy taken with pidfd_getfd is then
  *              the last one) and prints {closed}. NAME is ignored.
+ *   give       sends the sockets in one message on its fd 3 (a SEQPACKET
+ *              socket) and closes its own copies: the receiver's are then
+ *              the last ones. NAME is ignored.
  *   dup        (a client allowed by the daemon at @NAME) HELLO, then a DUP
  *              carrying the sockets, closes its copies and hangs up; prints
  *              {ready, dupOk} (the frame types it got back).
@@ -120,6 +123,9 @@ if mode == 'local':
     print(json.dumps({'pid': os.getpid(), 'fds': fds}), flush=True)
     line(); close_own()
     print(json.dumps({'closed': True}), flush=True)
+elif mode == 'give':
+    socket.send_fds(socket.socket(fileno=3), [b'x'], fds)
+    close_own()
 else:
     u = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); u.connect('\\0' + name)
     if mode == 'dup':
@@ -332,30 +338,6 @@ export async function withAttacker(
 }
 
 /**
- * `python3 -c LINGERING_ONE` with a SEQPACKET socket as fd 3 and a pipe as
- * stdin: makes one lingering socket (its peer never reads, SO_LINGER
- * 3600 s), sends it on fd 3 and closes its own copy (the receiver's is then
- * the only reference); on a line on stdin, resets the connection at the
- * peer (which ends a close blocked in the linger at once) and exits.
- */
-const LINGERING_ONE = `
-import socket, struct, sys
-lst = socket.socket(); lst.bind(('127.0.0.1', 0)); lst.listen(1)
-tcp = socket.socket(); tcp.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-tcp.connect(lst.getsockname()); peer, _ = lst.accept()
-peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-tcp.setblocking(False)
-try:
-    while True: tcp.send(b'x' * 65536)
-except BlockingIOError: pass
-tcp.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 3600))
-socket.send_fds(socket.socket(fileno=3), [b'x'], [tcp.fileno()])
-tcp.close()
-sys.stdin.readline()
-peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0)); peer.close()
-`;
-
-/**
  * The watcher (a worker thread): polls the kernel stack of each thread it
  * watches (this process's main thread, and any tid sent to it; wchan and
  * syscall where the stack is not readable) until told 'done'; a thread
@@ -407,7 +389,7 @@ export interface LingeringSocket {
 export async function lingeringSocket(): Promise<LingeringSocket> {
   const [mine, theirs] = rawSocketPair('seqpacket');
   const [stdinRead, stdinWrite] = makePipe();
-  const py = spawn(PYTHON, ['-c', LINGERING_ONE], { stdio: [stdinRead, 'ignore', 'inherit', theirs] });
+  const py = spawn(PYTHON, ['-c', LINGER_ATTACKER, 'give', '-'], { stdio: [stdinRead, 'ignore', 'inherit', theirs] });
   const pyExited = new Promise((resolve) => py.once('exit', resolve));
   closeFd(theirs);
   closeFd(stdinRead);
