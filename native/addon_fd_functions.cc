@@ -93,7 +93,7 @@ Napi::Value DupAll(const Napi::CallbackInfo& info) {
   {
     OwnedFdsLock owned;  // as in dupHigh: a number of ours is refused as closed
     r = FdRefuseOwned(fds.data(), n);
-    if (r == 0) r = FdDupAllHigh(fds.data(), n, highest + 1, out.data());
+    if (r == 0) r = FdDupAllHigh(fds.data(), n, FdAbove(highest), out.data());
   }
   CheckFdResult(env, r, "dup");
   return FdArray(env, out.data(), n);

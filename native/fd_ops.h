@@ -4,6 +4,7 @@
 #ifndef FDBRIDGE_FD_OPS_H_
 #define FDBRIDGE_FD_OPS_H_
 
+#include <limits.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -69,6 +70,11 @@ int FdDupHigh(int fd);
 // wrong file). When there is no room at min_fd (it reaches the limit),
 // every fd is checked to be open first and the duplicates go from the floor.
 int FdDupAllHigh(const int* fds, size_t n, int min_fd, int* out);
+
+// The min_fd above `highest` for FdDupAllHigh: highest + 1, saturated at
+// INT_MAX, a number no fd can have (the kernel's nr_open stays below it),
+// so a list naming it gets EBADF from the check, not a signed overflow.
+inline int FdAbove(int highest) { return highest < INT_MAX ? highest + 1 : INT_MAX; }
 
 // The fds fdbridge holds for itself, process-wide (worker threads share the
 // fd table, so one registry serves every thread): pins, a queued send's

@@ -129,7 +129,7 @@ int UnixSocket::Enqueue(const struct sockaddr_un* to, socklen_t to_len, const ch
     if (fds[i] > highest) highest = fds[i];
   }
   std::vector<int> pinned(nfds);
-  int r = FdDupAllHigh(fds, nfds, highest + 1, pinned.data());
+  int r = FdDupAllHigh(fds, nfds, FdAbove(highest), pinned.data());
   if (r < 0) return r;
   q.fds = UniqueFds(std::move(pinned));
   q.charge = q.data.size() + kQueuedSendOverhead;
