@@ -15,6 +15,7 @@ import { join } from 'node:path';
 
 import { ClosedError, connect, PeerExitedError, QueueFullError, SystemError, type Connection, type TransportName } from '../../src';
 import { closeFd, closeFds, diffFdTables, dupFd, fdFloor, formatFdTableDiff, makeMemfd, makePipe, openFdTable, type FdTable } from '../../src/fd';
+import { native } from '../../src/native';
 import { packageRoot } from '../../src/paths';
 import { ownedFdCount } from '../../src/test-hooks';
 import { rawSocketPair } from '../../src/testing';
@@ -524,6 +525,26 @@ export class World {
   }
 
   /** Waits for every request that must settle (all but unreleased holds on an open connection). */
+  /**
+   * Waits for the background closer to finish what the library handed it:
+   * copies of the client's files it held (the duplicates a terminated
+   * worker did not adopt, failed requests' pins, queued sends' copies) are
+   * closed there, never on this loop (a close can block), and are the
+   * library's until then. A copy never handed over stays open and the
+   * check that follows still finds it.
+   */
+  async #closesDone(why: string, deadline: number): Promise<void> {
+    const open = native.openBackgroundCloses();
+    if (open.length === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    const hung = await Promise.race([
+      new Promise<boolean>((r) => native.afterBackgroundCloses(open, () => r(false))),
+      new Promise<boolean>((r) => (timer = setTimeout(() => r(true), Math.max(0, deadline - Date.now())))),
+    ]);
+    clearTimeout(timer);
+    if (hung) throw new Error(`the background closer did not finish ${open.length} batch(es) (${why}; waited ${HANG_MS} ms)`);
+  }
+
   async awaitSettled(why: string): Promise<void> {
     const deadline = Date.now() + HANG_MS;
     for (;;) {
@@ -531,7 +552,7 @@ export class World {
       // a full queue leaves its holds held): look again after each one.
       await new Promise((r) => setImmediate(r));
       const must = this.requests.filter((r) => !r.settled && !(r.held && this.model.conn === 'open'));
-      if (must.length === 0) return;
+      if (must.length === 0) return this.#closesDone(why, deadline);
       let timer: NodeJS.Timeout | undefined;
       const hung = await Promise.race([
         Promise.race(must.map((r) => r.done)).then(() => false),
