@@ -198,6 +198,18 @@ describe('native records', () => {
     expect(fdOrigin(dir, 200, 3, long.slice(0, -1))).toBeUndefined();
   });
 
+  test('a target as long as the field is read up to the field\'s end: not into the frames after it, nor lost at the end of the record', () => {
+    const long = `/${'y'.repeat(TARGET - 1)}`;
+    // The first frame's module number right after the field: its bytes are not NUL.
+    nativeFile(200, { modules: ['/opt/lib/libwork.so'], records: [{ fd: 3, kind: 0, target: long, frames: [[0x41414141, 16n]] }] });
+    expect(fdOrigin(dir, 200, 3, long)).toEqual({ call: 'open' });
+    expect(fdOrigin(dir, 200, 3, `${long}AAAA`)).toBeUndefined();
+    // No frames: the record ends with the field, and no NUL follows it.
+    nativeFile(201, { nframes: 0, maxFds: 4, records: [{ fd: 3, kind: 0, target: long }] });
+    expect(fdOrigin(dir, 201, 3, long)).toEqual({ call: 'open' });
+    expect(fdOrigin(dir, 201, 3, '')).toBeUndefined();
+  });
+
   test('frames: the C library and the recorder are skipped at the top; the Node binary, JIT code or a runtime frame after the caller end the list', () => {
     const modules = [
       '/usr/lib/x86_64-linux-gnu/libc.so.6',
