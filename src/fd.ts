@@ -37,7 +37,10 @@ export function validateFd(fd: unknown, what = 'fd'): number {
 
 /** Every fd of a list argument, as validateFd (named `fds[i]` in the error). */
 export function validateFds(fds: readonly unknown[]): void {
-  fds.forEach((fd, i) => validateFd(fd, `fds[${i}]`));
+  // By index, not forEach: forEach skips a sparse array's holes, which read
+  // as undefined and must be refused as it is (a list whose length alone
+  // was set to 2^31 would otherwise be walked and batched by the transport).
+  for (let i = 0; i < fds.length; i++) validateFd(fds[i], `fds[${i}]`);
 }
 
 /** fstat identity of `fd` (borrowed). */
