@@ -15,9 +15,8 @@ import { join } from 'node:path';
 
 import { ClosedError, connect, PeerExitedError, QueueFullError, SystemError, type Connection, type TransportName } from '../../src';
 import { closeFd, closeFds, diffFdTables, dupFd, fdFloor, formatFdTableDiff, makeMemfd, makePipe, openFdTable, type FdTable } from '../../src/fd';
-import { native } from '../../src/native';
 import { packageRoot } from '../../src/paths';
-import { ownedFdCount } from '../../src/test-hooks';
+import { backgroundClosesPending, ownedFdCount } from '../../src/test-hooks';
 import { rawSocketPair } from '../../src/testing';
 import type { ChildConnection } from '../../src/transports/child';
 import type { WorkerConnection } from '../../src/transports/worker';
@@ -534,15 +533,12 @@ export class World {
    * check that follows still finds it.
    */
   async #closesDone(why: string, deadline: number): Promise<void> {
-    const open = native.openBackgroundCloses();
-    if (open.length === 0) return;
-    let timer: NodeJS.Timeout | undefined;
-    const hung = await Promise.race([
-      new Promise<boolean>((r) => native.afterBackgroundCloses(open, () => r(false))),
-      new Promise<boolean>((r) => (timer = setTimeout(() => r(true), Math.max(0, deadline - Date.now())))),
-    ]);
-    clearTimeout(timer);
-    if (hung) throw new Error(`the background closer did not finish ${open.length} batch(es) (${why}; waited ${HANG_MS} ms)`);
+    while (backgroundClosesPending() > 0) {
+      if (Date.now() > deadline) {
+        throw new Error(`the background closer still had ${backgroundClosesPending()} fd(s) to close (${why}; waited ${HANG_MS} ms)`);
+      }
+      await new Promise((r) => setTimeout(r, 1));
+    }
   }
 
   async awaitSettled(why: string): Promise<void> {
