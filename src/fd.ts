@@ -61,6 +61,16 @@ export interface FdFlags {
   nonblock: boolean;
 }
 
+/** Whether `fd` is an open number now (F_GETFD succeeds). */
+export function isFdOpen(fd: number): boolean {
+  try {
+    native.getFlags(fd);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** FD_CLOEXEC and O_NONBLOCK of `fd` (borrowed). */
 export function fdFlags(fd: number): FdFlags {
   const bits = native.getFlags(fd);

@@ -9,7 +9,7 @@
 import { readFileSync } from 'node:fs';
 
 import type { FdLedger } from '../command';
-import { HeldCopies } from '../fd';
+import { HeldCopies, isFdOpen } from '../fd';
 import { native } from '../native';
 
 const GIVEN = 1;
@@ -20,16 +20,6 @@ function maxFdSlots(): number {
     return Number(readFileSync('/proc/sys/fs/nr_open', 'utf8').trim()) || 1 << 20;
   } catch {
     return 1 << 20;
-  }
-}
-
-/** Whether `fd` is an open number now (F_GETFD). */
-function isOpen(fd: number): boolean {
-  try {
-    native.getFlags(fd);
-    return true;
-  } catch {
-    return false;
   }
 }
 
@@ -77,7 +67,7 @@ export class SharedFdLedger implements FdLedger {
       if (view[fd] === GIVEN && Atomics.compareExchange(view, fd, GIVEN, 0) === GIVEN) {
         // One closed by someone else already is left alone: its number may
         // be another file's by the time the closer gets to it.
-        if (isOpen(fd)) open.push(fd);
+        if (isFdOpen(fd)) open.push(fd);
         swept++;
       }
     }

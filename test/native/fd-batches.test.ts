@@ -10,7 +10,7 @@ import { closeSync, openSync } from 'node:fs';
 
 import fc from 'fast-check';
 
-import { fdIdentity, openFdTable } from '../../src/fd';
+import { fdIdentity, isFdOpen as isOpen, openFdTable } from '../../src/fd';
 import { native } from './binding';
 import { expectFdTable, expectSystemError, thrown } from './helpers';
 
@@ -21,15 +21,6 @@ const pick: fc.Arbitrary<Pick> = fc.oneof(
   { weight: 4, arbitrary: fc.record({ kind: fc.constantFrom('plain' as const, 'pin' as const, 'closed' as const), index: fc.nat(7) }) },
   { weight: 1, arbitrary: fc.constant({ kind: 'negative' as const }) },
 );
-
-function isOpen(fd: number): boolean {
-  try {
-    native.getFlags(fd);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe('closeAll', () => {
   test('closes what the list names, once each, counts what was open, and leaves the registry as close one at a time would', () => {
