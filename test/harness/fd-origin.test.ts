@@ -64,6 +64,11 @@ describe('describeFdOrigin', () => {
     ]);
     expect(describeFdOrigin({ call: 'open' })).toEqual(['    opened by open']);
   });
+
+  test("'unseen' (how results.json keeps a leak with no record) reads as no record, not as a call of that name", () => {
+    expect(describeFdOrigin({ call: 'unseen' })).toEqual(['    opened by a call --track-fds did not see (no record for this fd)']);
+    expect(describeFdOrigin({ call: 'unseen' }, '>')).toEqual(['>opened by a call --track-fds did not see (no record for this fd)']);
+  });
 });
 
 describe('JS records', () => {
@@ -243,6 +248,23 @@ describe('native records', () => {
     expect(fdOrigin(dir, 200, 7, '/e')?.native).toHaveLength(6);
   });
 
+  test("an addon under node_modules, or in a directory named like the C library, is the caller's; the Node binary as the recorder names it (/proc/self/exe) ends the list", () => {
+    nativeFile(200, {
+      nframes: 6,
+      modules: [
+        '/usr/lib/x86_64-linux-gnu/libc.so.6',
+        '/srv/app/node_modules/sharp/build/Release/sharp.node',
+        '/opt/libcamera/build/Release/camera.node',
+        '/proc/self/exe',
+      ],
+      records: [
+        // libc, sharp, camera, the Node binary, sharp: the list is sharp, camera.
+        { fd: 3, kind: 0, target: '/a', frames: [[1, 0x10n], [2, 0x20n], [3, 0x30n], [4, 0x40n], [2, 0x50n]] },
+      ],
+    });
+    expect(fdOrigin(dir, 200, 3, '/a')).toEqual({ call: 'open', native: ['sharp.node+0x20', 'camera.node+0x30'] });
+  });
+
   test('a JS record and a native one for the same fd: the JS call names it, the native frames come along', () => {
     nativeFile(200, { modules: ['/nowhere/addon.node'], records: [{ fd: 3, kind: 8, target: '/m', frames: [[1, 0x77n]] }] });
     writeFileSync(join(dir, 'js-200.log'), `${JSON.stringify({ fd: 3, target: '/m', call: 'native.memfd', stack: ['s (s.js:1:1)'] })}\n`);
@@ -296,6 +318,34 @@ extern "C" int plain_c(int x) { return x + 1; }
       // Address 0 (no return address): nothing there.
       '? (libframes.so+0x0)',
     ]);
+  });
+});
+
+describe('native frames symbolized: discriminators', () => {
+  test('a frame on a line addr2line marks with a discriminator (a call in a one-line loop) reads function (file:line), the discriminator left out', () => {
+    const src = join(dir, 'loop.cc');
+    writeFileSync(
+      src,
+      'extern "C" int step(int x) { return x * 3; }\n' +
+        'extern "C" int loop(int n) { int s = 0; for (int i = 0; i < n; i++) for (int j = 0; j < i; j++) for (int k = 0; k < j; k++) s += step(i) ? step(j) : step(k) ? step(i + j) : step(k + 1); return s; }\n',
+    );
+    const lib = join(dir, 'libloop.so');
+    execFileSync('g++', ['-g', '-O0', '-fPIC', '-shared', '-o', lib, src]);
+    const found = execFileSync('nm', ['-S', lib], { encoding: 'utf8' }).split('\n').find((l) => l.endsWith(' loop'));
+    if (!found) throw new Error(`loop not in ${lib}`);
+    const [start, size] = found.split(' ').slice(0, 2).map((h) => BigInt(`0x${h}`));
+    const addresses = Array.from({ length: Number(size) }, (_, i) => start! + BigInt(i));
+    const lines = execFileSync('addr2line', ['-e', lib, ...addresses.map((a) => `0x${a.toString(16)}`)], { encoding: 'utf8' }).split('\n');
+    // One with a discriminator of two digits or more (this line has about twenty).
+    const at = lines.findIndex((l) => / \(discriminator \d\d+\)$/.test(l));
+    if (at < 0) throw new Error(`addr2line gave no discriminator of two digits in loop: ${lines.join(' | ')}`);
+    nativeFile(301, {
+      nframes: 1,
+      modules: [lib],
+      // A frame holds a return address: the byte before it is the one looked up.
+      records: [{ fd: 3, kind: 0, target: '/a', frames: [[1, addresses[at]! + 1n]] }],
+    });
+    expect(fdOrigin(dir, 301, 3, '/a')?.native).toEqual([`loop (${src}:2)`]);
   });
 });
 
