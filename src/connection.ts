@@ -3,10 +3,10 @@
  * caller's thread, a worker thread, a child process or a helper daemon.
  */
 import { ClosedError, QueueFullError } from './errors';
-import { validateFd, validateFds } from './fd';
+import { validateFd } from './fd';
 import { callToJson } from './json-value';
 import type { CommandSpec, Remote } from './command';
-import { constants } from './native';
+import { checkedFdLists, constants, type CheckedFdLists, type FdList } from './native';
 import type { TransportName } from './transports';
 
 /** Where a command runs. */
@@ -127,6 +127,11 @@ export const MAX_FDS_PER_MESSAGE: number = constants.MAX_FDS_PER_MESSAGE;
 /** How long dupFileDescriptorSync waits by default (ms). */
 export const DEFAULT_SYNC_TIMEOUT_MS = 10_000;
 
+/** An entry of a dupFileDescriptors list that is not a non-negative int32: validateFd's TypeError, naming `fds[i]`. */
+function checkListedFd(fd: unknown, index: number): void {
+  validateFd(fd, `fds[${index}]`);
+}
+
 /** Shared behaviour of every transport: argument checks, closed state, batching, the proxy. */
 export abstract class BaseConnection implements Connection {
   abstract readonly transport: TransportName;
@@ -156,7 +161,7 @@ export abstract class BaseConnection implements Connection {
 
   dupFileDescriptors(fds: readonly number[]): Promise<number[]> {
     if (!Array.isArray(fds)) throw new TypeError('dupFileDescriptors takes an array of fds');
-    validateFds(fds);
+    const batch = checkedFdLists(fds, MAX_FDS_PER_MESSAGE, checkListedFd);
     if (this.#closing) return Promise.reject(this.closedError('dupFileDescriptors'));
     if (fds.length === 0) {
       // Nothing to send, but a broken connection still says so: an empty
@@ -164,19 +169,13 @@ export abstract class BaseConnection implements Connection {
       const broken = this.brokenError();
       return broken ? Promise.reject(broken) : Promise.resolve([]);
     }
-    return this.#dupBatches(fds);
+    return this.#dupBatches(batch);
   }
 
-  async #dupBatches(fds: readonly number[]): Promise<number[]> {
-    // Copies a transport makes of one piece go above every fd of the batch,
-    // so none can take the number of a closed fd in a later piece.
-    let above = 0;
-    // Stryker disable next-line ConditionalExpression,EqualityOperator,ArithmeticOperator: a lower `above` changes no outcome while every copy is registered as fdbridge's (a registered number is refused as closed, EBADF); this is the second guard
-    for (const fd of fds) if (fd >= above) above = fd + 1;
-    const chunks: Array<Promise<number[]>> = [];
-    for (let i = 0; i < fds.length; i += MAX_FDS_PER_MESSAGE) {
-      chunks.push(this.dupMany(fds.slice(i, i + MAX_FDS_PER_MESSAGE), above));
-    }
+  async #dupBatches({ lists, above }: CheckedFdLists): Promise<number[]> {
+    // Copies a transport makes of one piece go above every fd of the batch
+    // (`above`), so none can take the number of a closed fd in a later piece.
+    const chunks = lists.map((list) => this.dupMany(list, above));
     const settled = await Promise.allSettled(chunks);
     const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (failed) {
@@ -262,7 +261,7 @@ export abstract class BaseConnection implements Connection {
    * makes of them in this process must be numbered at least `above` (one
    * more than the highest fd of the whole batch: native.dupAll does this).
    */
-  protected abstract dupMany(fds: number[], above: number): Promise<number[]>;
+  protected abstract dupMany(fds: FdList, above: number): Promise<number[]>;
   /** Closes fds that were duplicated into the command's context but must not stay there. */
   protected abstract release(fds: number[]): Promise<void>;
   /** Runs `method` on the command with `json`, the call's JSON (`{ method, args }`, within MAX_CALL_JSON_BYTES). */

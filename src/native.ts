@@ -684,7 +684,8 @@ export type FdList = readonly number[] | Int32Array;
  * negative integer is passed as it is in either form: the addon's range
  * check is the same for both.
  */
-export function fdList(fds: readonly number[]): FdList {
+export function fdList(fds: FdList): FdList {
+  if (fds instanceof Int32Array) return fds;
   const n = fds.length;
   if (n < INT_ARRAY_VIA_JS) return fds;
   const out = new Int32Array(n);
@@ -695,5 +696,48 @@ export function fdList(fds: readonly number[]): FdList {
     out[i] = fd;
   }
   return out;
+}
+
+/** A batch's fd lists read in one walk (checkedFdLists). */
+export interface CheckedFdLists {
+  /** The batch in pieces of at most `size` entries, each as fdList would give it for the addon. */
+  lists: FdList[];
+  /** One more than the highest entry (0 for an empty batch). */
+  above: number;
+}
+
+/**
+ * A batch's fds, checked and made the addon's lists in one walk instead of
+ * a check, a copy per piece and fdList's conversion: `check(fd, i)` is
+ * called for each entry that is not a non-negative int32 and throws for
+ * any that is not a non-negative integer (the first one met decides the
+ * error); a piece with an entry it lets through (an integer past
+ * 2^31 - 1) is a plain array, as fdList leaves it, for the addon to
+ * refuse. Each entry is read once, so what was checked is what is sent;
+ * a piece is allocated only once the walk reaches it (a list whose length
+ * alone was set fails at its first index, not at an 8 GB allocation).
+ */
+export function checkedFdLists(fds: readonly unknown[], size: number, check: (fd: unknown, index: number) => void): CheckedFdLists {
+  const n = fds.length;
+  const lists: FdList[] = [];
+  let above = 0;
+  for (let start = 0; start < n; start += size) {
+    const m = Math.min(size, n - start);
+    let list: number[] | Int32Array = m < INT_ARRAY_VIA_JS ? new Array<number>(m) : new Int32Array(m);
+    for (let k = 0; k < m; k++) {
+      const fd = fds[start + k];
+      // `fd | 0` is fd itself only for an int32 (-0 reads as 0, as the addon takes it).
+      if (typeof fd !== 'number' || (fd | 0) !== fd || fd < 0) {
+        check(fd, start + k);
+        if (list instanceof Int32Array) list = Array.from(list.subarray(0, k));
+      }
+      const v = fd as number;
+      list[k] = v;
+      // Stryker disable next-line ConditionalExpression,EqualityOperator,ArithmeticOperator: a lower `above` changes no outcome while every copy is registered as fdbridge's (a registered number is refused as closed, EBADF); this is the second guard
+      if (v >= above) above = v + 1;
+    }
+    lists.push(list);
+  }
+  return { lists, above };
 }
 

@@ -9,7 +9,7 @@ import { BaseConnection, type CommandLocation, type ConnectOptions } from '../co
 import { CommandHost, normalizeCommandSpec } from '../command';
 import { describeError, RemoteError } from '../errors';
 import { argsFromJson, resultFromJson, resultToJson } from '../json-value';
-import { native } from '../native';
+import { native, type FdList } from '../native';
 import { dupAll } from './dup-above-floor';
 
 /**
@@ -64,7 +64,7 @@ export class DirectConnection extends BaseConnection {
     return d;
   }
 
-  protected async dupMany(fds: number[], above: number): Promise<number[]> {
+  protected async dupMany(fds: FdList, above: number): Promise<number[]> {
     const out = dupAll(fds, above);
     for (const d of out) this.#host.ledger.add(d);
     return out;

@@ -5,7 +5,7 @@
  * close-on-exec and numbered at or above the fd floor (fdFloor()), so it
  * never takes a number the caller has closed and may still name.
  */
-import { fdList, native } from '../native';
+import { fdList, native, type FdList } from '../native';
 
 /**
  * dup(2)s every fd, or none, each numbered above the highest in the list
@@ -13,6 +13,6 @@ import { fdList, native } from '../native';
  * closed fd later in the list or batch then fails with EBADF instead of
  * matching a fresh duplicate's number. The caller owns the copies.
  */
-export function dupAll(fds: readonly number[], above?: number): number[] {
+export function dupAll(fds: FdList, above?: number): number[] {
   return native.dupAll(fdList(fds), above);
 }

@@ -38,7 +38,7 @@ import {
   type RemoteErrorInfo,
 } from '../errors';
 import { closeFds } from '../fd';
-import { native } from '../native';
+import { native, type FdList } from '../native';
 import { distPath } from '../paths';
 import { Channel, isStreamFrame, jsonPayload, parseJson, RemoteFrame, RelayStream, REMOTE_PROTOCOL_VERSION, type OpenRequest, type PumpedEnd, type RelaySink, type RelaySource } from './remote-channel';
 import { FileSink, FileSource, type Attachable } from './remote-endpoints';
@@ -266,7 +266,7 @@ export class RemoteConnection extends BaseConnection {
     );
   }
 
-  protected async dupMany(fds: number[], above: number): Promise<number[]> {
+  protected async dupMany(fds: FdList, above: number): Promise<number[]> {
     if (this.#broken) throw this.#relabel(this.#broken, 'dupFileDescriptors');
     // Every fd is checked and reached here before anything is sent: a kind
     // that cannot be relayed, or a closed fd, fails the batch with nothing made there.

@@ -24,7 +24,7 @@ import {
 } from '../errors';
 import { closeFds, HeldCopies } from '../fd';
 import { openFrameChannel, type FrameChannel } from '../frame-channel';
-import { fdList, native } from '../native';
+import { fdList, native, type FdList } from '../native';
 import {
   decodeFrame,
   encodeEmpty,
@@ -413,7 +413,7 @@ export class SocketConnection extends BaseConnection {
     for (let i = 0; i < pins.length; i += MAX_FDS_PER_FRAME) {
       const chunk = pins.slice(i, i + MAX_FDS_PER_FRAME);
       const callers = waiters.slice(i, i + MAX_FDS_PER_FRAME);
-      const sent = this.#request('dupFileDescriptor', DUP_FOLDED, chunk, true);
+      const sent = this.#request('dupFileDescriptor', DUP_FOLDED, chunk, chunk);
       sent.then(
         (numbers) => {
           for (let k = 0; k < callers.length; k++) (callers[k] as Waiter).resolve(numbers[k] as number);
@@ -425,18 +425,18 @@ export class SocketConnection extends BaseConnection {
     }
   };
 
-  protected dupMany(fds: number[], above: number): Promise<number[]> {
+  protected dupMany(fds: FdList, above: number): Promise<number[]> {
     this.#flushFolded(); // requests leave in the order they were made
     // A dead connection fails the request as such, before any fd is
     // touched (pinning a closed fd would fail with EBADF first).
-    if (this.#dead || !this.#delivery.byNumber) return this.#request('dupFileDescriptors', DUP_MANY, fds, false);
+    if (this.#dead || !this.#delivery.byNumber) return this.#request('dupFileDescriptors', DUP_MANY, fds);
     let pins: number[];
     try {
       pins = dupAll(fds, above);
     } catch (err) {
       return this.#unsent('dupFileDescriptors', err);
     }
-    return this.#request('dupFileDescriptors', DUP_MANY, pins, true);
+    return this.#request('dupFileDescriptors', DUP_MANY, pins, pins);
   }
 
   protected async release(fds: number[]): Promise<void> {
@@ -459,38 +459,38 @@ export class SocketConnection extends BaseConnection {
   }
 
   /**
-   * A duplication of `fds` through the channel: borrowed, or with `pinned`
-   * our pins, which this closes once the far side no longer needs them (see
-   * FdDelivery.byNumber).
+   * A duplication of `fds` through the channel: borrowed, or `pins` (the
+   * same list), our pins, which this closes once the far side no longer
+   * needs them (see FdDelivery.byNumber).
    */
-  #request(operation: string, tag: typeof DUP_MANY | typeof DUP_FOLDED, fds: number[], pinned: boolean): Promise<number[]> {
+  #request(operation: string, tag: typeof DUP_MANY | typeof DUP_FOLDED, fds: FdList, pins?: number[]): Promise<number[]> {
     const byNumber = this.#delivery.byNumber;
     // A pin that is not sent may be its file's last reference (the caller
     // may have closed its own): the closer takes it, never this thread.
     if (this.#dead) {
-      if (pinned) this.#held.close(fds);
+      if (pins) this.#held.close(pins);
       return this.#deadRequest(operation);
     }
     let sent: Promise<number[]>;
     try {
       sent = this.#channel.dup(tag, fdList(fds), byNumber);
     } catch (err) {
-      if (pinned) this.#held.close(fds);
+      if (pins) this.#held.close(pins);
       return this.#unsent(operation, err);
     }
-    if (!pinned) return sent;
+    if (!pins) return sent;
     if (!byNumber) {
       // Sent or queued: the kernel (or the send queue) holds its own references.
-      closeFds(fds);
+      closeFds(pins);
       return sent;
     }
     return sent.then(
       (numbers) => {
-        closeFds(fds);
+        closeFds(pins);
         return numbers;
       },
       (err: unknown) => {
-        this.#delivery.unsettled(fds, this.#held);
+        this.#delivery.unsettled(pins, this.#held);
         throw err;
       },
     );

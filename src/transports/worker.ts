@@ -13,7 +13,7 @@ import { Worker } from 'node:worker_threads';
 import { BaseConnection, queueFullError, type CommandLocation, type ConnectOptions } from '../connection';
 import { normalizeCommandSpec } from '../command';
 import { ClosedError, PeerExitedError, ProtocolError, RemoteError, TimeoutError, type RemoteErrorInfo } from '../errors';
-import { native } from '../native';
+import { native, type FdList } from '../native';
 import { requireDistFile } from '../paths';
 import { resultFromJson } from '../json-value';
 import { DEFAULT_SEND_QUEUE_LIMIT } from '../socket';
@@ -262,7 +262,7 @@ export class WorkerConnection extends BaseConnection {
     return d;
   }
 
-  protected async dupMany(fds: number[], above: number): Promise<number[]> {
+  protected async dupMany(fds: FdList, above: number): Promise<number[]> {
     if (this.#exit) throw this.#exit;
     const out = dupAll(fds, above);
     for (const d of out) this.#ledger.add(d);

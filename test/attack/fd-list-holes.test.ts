@@ -6,7 +6,11 @@
  * transport; a sparse list of huge length (length = 2^31, no elements) is
  * then walked element by element and cut into 253-fd batches: the caller ran
  * 5 minutes at 3.6 GB RSS without an answer instead of a typed error.
+ * Generated: a bad entry (or a hole) anywhere in the first three pieces of
+ * a list of any length up to 2^32 - 1 is refused at its index, at once.
  */
+import fc from 'fast-check';
+
 import { connect, PROBE_COMMAND } from '../../src';
 import { openFdTable } from '../../src/fd';
 
@@ -37,3 +41,41 @@ test('a hole in an fd list is refused at once like undefined, naming its index (
   }
   expect(openFdTable()).toEqual(before);
 });
+
+/** Not an fd number: what the check must refuse wherever it sits in a list. */
+const refused = fc.constantFrom<unknown>(-1, -0x80000000, 0.5, Number.NaN, Infinity, -Infinity, '3', null, undefined, 3n, {}, [3]);
+
+test.each(['direct', 'child'] as const)(
+  'a list refused at its first bad entry, at once, whatever its length and wherever that entry sits (%s)',
+  async (transport) => {
+    const before = openFdTable();
+    const conn = await connect(transport, { command: PROBE_COMMAND });
+    try {
+      fc.assert(
+        fc.property(
+          fc.nat(600),
+          fc.oneof(refused.map((bad) => ({ bad })), fc.constant('hole' as const)),
+          fc.oneof(fc.nat(300), fc.constant(2 ** 32 - 1 - 601)),
+          (at, what, after) => {
+            // `at` entries that pass the check (numbers, open or not: nothing may be sent), then the bad one, then more.
+            const list: unknown[] = Array.from({ length: at }, (_, i) => [0, 1, 2, 0x7fffffff, 0x80000000][i % 5]);
+            list.length = at + 1 + after;
+            if (what !== 'hole') list[at] = what.bad;
+            let error: unknown;
+            try {
+              void conn.dupFileDescriptors(list as number[]);
+            } catch (e) {
+              error = e;
+            }
+            expect(error).toBeInstanceOf(TypeError);
+            expect((error as Error).message).toBe(`fds[${at}] must be a non-negative integer, not ${String(what === 'hole' ? undefined : what.bad)}`);
+          },
+        ),
+        { numRuns: 150 },
+      );
+    } finally {
+      await conn.close();
+    }
+    expect(openFdTable()).toEqual(before);
+  },
+);

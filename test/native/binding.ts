@@ -6,6 +6,6 @@
  * operations (src/fd.ts), the raw-socket helpers (src/testing.ts) and, for
  * what only tests observe or fake, src/test-hooks.ts.
  */
-export { constants, fdList, native, type FdList } from '../../src/native';
-/** The module itself, for a test that replaces fdList to compare with the element-by-element path. */
+export { checkedFdLists, constants, fdList, native, type FdList } from '../../src/native';
+/** The module itself, for a test that replaces fdList and checkedFdLists to compare with the element-by-element path. */
 export * as nativeModule from '../../src/native';

@@ -8,19 +8,22 @@
  *
  * And the lists it reads: from 16 numbers on, fdList passes an Int32Array
  * when every entry is an int32, read in one copy; anything else goes
- * element by element as before. Generated lists (holes, fractions, NaN,
- * negatives, past 2^31 - 1, strings...) give the same result or the same
- * error either way, called directly and through dupFileDescriptors. The
- * jest setup checks the open-fd table after each test.
+ * element by element as before. dupFileDescriptors checks its list and
+ * makes those Int32Arrays in one walk (checkedFdLists), which must give
+ * what the check (validateFds), a copy per 253-fd piece and fdList give.
+ * Generated lists (holes, fractions, NaN, negatives, past 2^31 - 1,
+ * strings...) give the same result or the same error either way, called
+ * directly and through dupFileDescriptors. The jest setup checks the
+ * open-fd table after each test.
  */
 import fc from 'fast-check';
 
 import { BENCH_PEER_COMMAND } from '../../harness/bench-peer';
 import { connect } from '../../src';
 import { MAX_FDS_PER_MESSAGE } from '../../src/connection';
-import { fdIdentity, openFdTable, type FdIdentity } from '../../src/fd';
+import { fdIdentity, openFdTable, validateFd, validateFds, type FdIdentity } from '../../src/fd';
 import type { TransportName } from '../../src/transports';
-import { fdList, native, nativeModule, type FdList } from './binding';
+import { checkedFdLists, fdList, native, nativeModule, type FdList } from './binding';
 import { expectFdTable } from './helpers';
 
 /** A plain array (of whichever realm: jest runs the tests in a context of their own), no holes, integers only. */
@@ -161,6 +164,71 @@ describe('fd lists read from an Int32Array', () => {
     );
   });
 
+  test('checkedFdLists gives what validateFds, a copy per piece and fdList give, or the same TypeError', () => {
+    /** The walks it replaces: the check, `above` from the numbers, then each piece copied and given to fdList. */
+    const reference = (list: readonly unknown[], size: number): { lists: FdList[]; above: number } => {
+      validateFds(list);
+      const numbers = list as readonly number[];
+      let above = 0;
+      for (const fd of numbers) if (fd >= above) above = fd + 1;
+      const lists: FdList[] = [];
+      for (let i = 0; i < numbers.length; i += size) lists.push(fdList(numbers.slice(i, i + size)));
+      return { lists, above };
+    };
+    const comparable = (got: { lists: FdList[]; above: number }) => ({
+      above: got.above,
+      lists: got.lists.map((l) => ({ int32: l instanceof Int32Array, numbers: Array.from(l, (v) => v + 0) })), // -0 as 0
+    });
+    const check = (fd: unknown, i: number): void => {
+      validateFd(fd, `fds[${i}]`);
+    };
+    let int32Pieces = 0;
+    let plainPieces = 0;
+    fc.assert(
+      fc.property(fc.oneof(entries, int32Entries), fc.constantFrom(1, 5, 15, 16, 17, 100, MAX_FDS_PER_MESSAGE), (es, size) => {
+        const list = listOf([3, 4, 5, 0x7fffffff], es);
+        const expected = outcomeOf(() => reference(list, size), comparable);
+        const got = outcomeOf(() => checkedFdLists(list, size, check), comparable);
+        expect(got).toEqual(expected);
+        if ('value' in got) {
+          for (const l of (got.value as ReturnType<typeof comparable>).lists) {
+            if (l.int32) int32Pieces++;
+            else plainPieces++;
+          }
+        }
+      }),
+      { numRuns: 500 },
+    );
+    // Both forms of piece were compared.
+    expect(int32Pieces).toBeGreaterThan(0);
+    expect(plainPieces).toBeGreaterThan(0);
+  });
+
+  test('checkedFdLists reads each entry once, and allocates a piece only when the walk reaches it', () => {
+    fc.assert(
+      fc.property(fc.nat(600), fc.integer({ min: 1, max: 2 ** 32 - 1 }), (valid, extra) => {
+        // `valid` good entries, read through a getter that counts, then a length set far past them.
+        const reads = new Array<number>(valid).fill(0);
+        const list: unknown[] = [];
+        for (let i = 0; i < valid; i++) {
+          Object.defineProperty(list, i, {
+            get: () => {
+              reads[i] = (reads[i] as number) + 1;
+              return i % 7;
+            },
+            enumerable: true,
+          });
+        }
+        list.length = Math.min(2 ** 32 - 1, valid + extra);
+        expect(() => checkedFdLists(list, MAX_FDS_PER_MESSAGE, (fd, i) => validateFd(fd, `fds[${i}]`))).toThrow(
+          new TypeError(`fds[${valid}] must be a non-negative integer, not undefined`),
+        );
+        expect(reads.every((n) => n === 1)).toBe(true);
+      }),
+      { numRuns: 100 },
+    );
+  });
+
   test('dupAll, pidfdGetfdAll and closeAll give the same result or the same error for a list and for fdList of it', () => {
     const sources = [native.memfd('list-0'), native.memfd('list-1'), native.memfd('list-2'), native.memfd('list-3')];
     const pidfd = native.pidfdOpen(process.pid, true);
@@ -217,7 +285,7 @@ describe('fd lists read from an Int32Array', () => {
   });
 
   describe.each<TransportName>(['direct', 'child', 'pidfd'])('dupFileDescriptors on %s', (transport) => {
-    test('the same numbers or the same error with fdList as with the list read element by element', async () => {
+    test('the same numbers or the same error with checkedFdLists and fdList as with the list checked, then read element by element', async () => {
       const conn = await connect(transport, { command: BENCH_PEER_COMMAND });
       const sources = [native.memfd('dup-0'), native.memfd('dup-1'), native.memfd('dup-2'), native.memfd('dup-3')];
       /** Far-side numbers are not comparable between two calls: their count, distinct, closed there once counted. */
@@ -239,6 +307,16 @@ describe('fd lists read from an Int32Array', () => {
           fc.asyncProperty(fc.oneof(entries, int32Entries), async (es) => {
             const list = listOf(sources, es);
             const viaInt32 = await settle(() => conn.dupFileDescriptors(list));
+            // The list checked, then copied per piece and read element by element, as before checkedFdLists.
+            const walk = jest.spyOn(nativeModule, 'checkedFdLists').mockImplementation((l, size) => {
+              validateFds(l);
+              const numbers = l as readonly number[];
+              let above = 0;
+              for (const fd of numbers) if (fd >= above) above = fd + 1;
+              const lists: number[][] = [];
+              for (let i = 0; i < numbers.length; i += size) lists.push(numbers.slice(i, i + size));
+              return { lists, above };
+            });
             const spy = jest.spyOn(nativeModule, 'fdList').mockImplementation((l) => {
               elementwiseCalls++;
               return l;
@@ -248,6 +326,7 @@ describe('fd lists read from an Int32Array', () => {
               elementwise = await settle(() => conn.dupFileDescriptors(list));
             } finally {
               spy.mockRestore();
+              walk.mockRestore();
             }
             expect(viaInt32).toEqual(elementwise);
           }),
