@@ -302,6 +302,7 @@ describe('fd lists read from an Int32Array', () => {
         return { value: { n: got.length, distinct: new Set(got).size } };
       };
       let elementwiseCalls = 0;
+      let walkCalls = 0;
       try {
         await fc.assert(
           fc.asyncProperty(fc.oneof(entries, int32Entries), async (es) => {
@@ -309,6 +310,7 @@ describe('fd lists read from an Int32Array', () => {
             const viaInt32 = await settle(() => conn.dupFileDescriptors(list));
             // The list checked, then copied per piece and read element by element, as before checkedFdLists.
             const walk = jest.spyOn(nativeModule, 'checkedFdLists').mockImplementation((l, size) => {
+              walkCalls++;
               validateFds(l);
               const numbers = l as readonly number[];
               let above = 0;
@@ -332,7 +334,8 @@ describe('fd lists read from an Int32Array', () => {
           }),
           { numRuns: 40 },
         );
-        // The replaced fdList was the one the transport calls.
+        // The replaced walk and fdList were the ones dupFileDescriptors and the transport call.
+        expect(walkCalls).toBeGreaterThan(0);
         expect(elementwiseCalls).toBeGreaterThan(0);
       } finally {
         await conn.close();
