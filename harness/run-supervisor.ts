@@ -42,7 +42,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 
 import { killIfSpawned } from '../src/child-process';
-import { diffFdTables, fdTableHoldTargets, openFdTable, type FdTable } from '../src/fd';
+import { diffFdTables, openFdTable, type FdTable } from '../src/fd';
 import { requireDistFile } from '../src/paths';
 import { cleanupOnExit, ownTempDir } from './exit-cleanup';
 import { peakRssOf } from './helper-process';
@@ -324,13 +324,8 @@ class RowProcess {
     let held: Leak[] = [];
     try {
       const now = openFdTable(this.pid);
-      // The leak oracle's holds of its baselines are the harness's, not the row's.
-      const holds = fdTableHoldTargets(this.pid);
-      held = this.baseline
-        ? diffFdTables(this.baseline, now)
-            .opened.filter((e) => !holds.has(e.target))
-            .map((e) => ({ pid: this.pid, role: 'client', fd: e.fd, target: e.target }))
-        : [];
+      // The leak oracle's holds of its baselines are in tables of their own (FdTableHold), not in this one.
+      held = this.baseline ? diffFdTables(this.baseline, now).opened.map((e) => ({ pid: this.pid, role: 'client', fd: e.fd, target: e.target })) : [];
     } catch {
       // It exited meanwhile: it holds nothing.
     }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "child_reaper.h"
+#include "fd_hold.h"
 #include "fd_ops.h"
 #include "loop_fds.h"
 
@@ -36,6 +37,7 @@ void HoldForTest(int fd) {
 
 InstanceData::~InstanceData() {
   for (uint64_t start : loop_starts) FdLoopStartEnd(start);
+  FdReleaseHoldsOf(holder);  // a leak check's holds (a worker terminated mid-check)
   std::vector<int> held;
   FdReleaseHolder(holder, &held);
   // Numbers handed to JavaScript that never reached their owner (the

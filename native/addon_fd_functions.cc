@@ -222,8 +222,8 @@ Napi::Value ListFds(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// holdFiles(pid, fds) -> { fd, file, registration, held } (FdHoldFiles);
-// pid 0: this process.
+// holdFiles(pid, fds) -> { id, tid, held } (FdHoldFiles), made for this
+// environment; pid 0: this process.
 Napi::Value HoldFiles(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int pid = ArgInt(info, 0, "pid");
@@ -238,33 +238,14 @@ Napi::Value HoldFiles(const Napi::CallbackInfo& info) {
   }
   FdHold hold;
   std::vector<std::string> held;
-  CheckFdResult(env, FdHoldFiles(pid, fds.data(), fds.size(), &hold, &held), "hold");
+  CheckFdResult(env, FdHoldFiles(pid, fds.data(), fds.size(), Data(env)->holder, &hold, &held), "hold");
   Napi::Object out = Napi::Object::New(env);
-  out.Set("fd", Napi::Number::New(env, hold.fd));
-  out.Set("file", Napi::String::New(env, hold.file));
-  out.Set("registration", Napi::BigInt::New(env, hold.registration));
+  out.Set("id", Napi::BigInt::New(env, hold.id));
+  out.Set("tid", Napi::Number::New(env, hold.tid));
   Napi::Array files = Napi::Array::New(env, held.size());
   for (size_t i = 0; i < held.size(); i++) files.Set(static_cast<uint32_t>(i), Napi::String::New(env, held[i]));
   out.Set("held", files);
   return out;
-}
-
-FdHold ArgHold(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "hold must be an object");
-  Napi::Object o = info[0].As<Napi::Object>();
-  FdHold hold;
-  double fd = WholeNumber(o.Get("fd"));
-  Napi::Value file = o.Get("file");
-  Napi::Value registration = o.Get("registration");
-  if (fd < 0 || fd > 2147483647.0 || !file.IsString() || !registration.IsBigInt()) {
-    throw Napi::TypeError::New(env, "hold must be what holdFiles returned");
-  }
-  bool lossless;
-  hold.fd = static_cast<int>(fd);
-  hold.file = file.As<Napi::String>().Utf8Value();
-  hold.registration = registration.As<Napi::BigInt>().Uint64Value(&lossless);
-  return hold;
 }
 
 // liveHolds() -> how many holds this process has made and not released (for tests).
@@ -272,14 +253,17 @@ Napi::Value LiveHolds(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(FdLiveHoldCount()));
 }
 
-// holdIntact(hold) -> whether its number is still its socket.
-Napi::Value HoldIntact(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), FdHoldIntact(ArgHold(info)));
-}
-
-// releaseHold(hold) -> true when released, false when it had been lost (nothing closed).
+// releaseHold(hold) -> true when released, false when there was no such hold (released already).
 Napi::Value ReleaseHold(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), FdReleaseHold(ArgHold(info)) == 0);
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "hold must be an object");
+  Napi::Value id = info[0].As<Napi::Object>().Get("id");
+  if (!id.IsBigInt()) throw Napi::TypeError::New(env, "hold must be what holdFiles returned");
+  bool lossless;
+  FdHold hold;
+  hold.id = id.As<Napi::BigInt>().Uint64Value(&lossless);
+  if (!lossless) throw Napi::TypeError::New(env, "hold must be what holdFiles returned");
+  return Napi::Boolean::New(env, FdReleaseHold(hold) == 0);
 }
 
 Napi::Value LimitValue(Napi::Env env, uint64_t v) {
@@ -404,7 +388,6 @@ void ExportFdFunctions(Napi::Env env, Napi::Object exports) {
   exports.Set("setNonblock", Napi::Function::New<SetNonblock>(env, "setNonblock"));
   exports.Set("listFds", Napi::Function::New<ListFds>(env, "listFds"));
   exports.Set("holdFiles", Napi::Function::New<HoldFiles>(env, "holdFiles"));
-  exports.Set("holdIntact", Napi::Function::New<HoldIntact>(env, "holdIntact"));
   exports.Set("releaseHold", Napi::Function::New<ReleaseHold>(env, "releaseHold"));
   exports.Set("liveHolds", Napi::Function::New<LiveHolds>(env, "liveHolds"));
   exports.Set("getFdLimit", Napi::Function::New<GetFdLimit>(env, "getFdLimit"));

@@ -2,133 +2,236 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <stddef.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
-#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
 
-#include "fd_ops.h"
-#include "scm_rights.h"
+#include "syscall_numbers.h"
 #include "unique_fd.h"
+
+#ifndef CLOSE_RANGE_UNSHARE
+#define CLOSE_RANGE_UNSHARE (1U << 1)
+#endif
 
 namespace fdbridge {
 
 namespace {
 
-// "/proc/<pid>/<what>", or "/proc/self/<what>" for pid <= 0.
-void ProcPath(char* buf, size_t size, pid_t pid, const char* what) {
-  if (pid <= 0) {
-    snprintf(buf, size, "/proc/self/%s", what);
-  } else {
-    snprintf(buf, size, "/proc/%d/%s", static_cast<int>(pid), what);
+// One hold: its thread, and what it and the thread that made it tell each
+// other (under mu).
+struct HoldThread {
+  enum State { kOpening, kHolding, kFailed, kReleasing, kReleased };
+
+  // Set before the thread starts.
+  pid_t pid = 0;  // whose fds: /proc/<pid>/fd
+  std::vector<int> fds;
+  uint64_t owner = 0;
+
+  std::mutex mu;
+  std::condition_variable cv;
+  State state = kOpening;
+  int err = 0;             // kFailed: -errno
+  pid_t tid = 0;           // the thread's id, once kHolding
+  std::vector<int> refs;   // the reference for fds[i] in the thread's table, or -1
+  pthread_t thread{};
+};
+
+void SetState(HoldThread* h, HoldThread::State state) {
+  std::lock_guard<std::mutex> lock(h->mu);
+  h->state = state;
+  h->cv.notify_all();
+}
+
+void WaitWhile(HoldThread* h, HoldThread::State state) {
+  std::unique_lock<std::mutex> lock(h->mu);
+  h->cv.wait(lock, [&] { return h->state != state; });
+}
+
+// The hold's thread. Every signal is blocked (inherited from its maker).
+void* HoldMain(void* arg) {
+  HoldThread* h = static_cast<HoldThread*>(arg);
+  // A table of its own, empty: with the range past the highest open number,
+  // CLOSE_RANGE_UNSHARE copies none of the shared table's entries.
+  if (syscall(SYS_close_range, 0U, ~0U, CLOSE_RANGE_UNSHARE) != 0) {
+    std::lock_guard<std::mutex> lock(h->mu);
+    h->err = -errno;
+    h->state = HoldThread::kFailed;
+    h->cv.notify_all();
+    return nullptr;
   }
-}
-
-int OpenProcDir(pid_t pid, const char* what) {
   char path[64];
-  ProcPath(path, sizeof(path), pid, what);
-  int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  return fd < 0 ? -errno : fd;
+  snprintf(path, sizeof(path), "/proc/%d/fd", static_cast<int>(h->pid));
+  int err = 0;
+  std::vector<int> refs(h->fds.size(), -1);
+  // Plain open and close here, never UniqueFd/FdClose: those consult the
+  // registry of the process's own numbers, and these numbers are of
+  // another table.
+  int links = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (links < 0) err = -errno;
+  for (size_t i = 0; err == 0 && i < h->fds.size(); i++) {
+    char name[16];
+    snprintf(name, sizeof(name), "%d", h->fds[i]);
+    refs[i] = openat(links, name, O_PATH | O_CLOEXEC);
+    // Closed since, or not ours to open: not held. No room (EMFILE,
+    // ENFILE, ENOMEM): the hold as a whole fails.
+    if (refs[i] < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOMEM)) err = -errno;
+  }
+  if (links >= 0) close(links);
+  if (err != 0) {
+    syscall(SYS_close_range, 0U, ~0U, 0U);
+    std::lock_guard<std::mutex> lock(h->mu);
+    h->err = err;
+    h->state = HoldThread::kFailed;
+    h->cv.notify_all();
+    return nullptr;
+  }
+  {
+    std::unique_lock<std::mutex> lock(h->mu);
+    h->refs = std::move(refs);
+    h->tid = static_cast<pid_t>(syscall(SYS_gettid));
+    h->state = HoldThread::kHolding;
+    h->cv.notify_all();
+    h->cv.wait(lock, [&] { return h->state == HoldThread::kReleasing; });
+  }
+  // Drops every reference: each last fput is queued as task work, run
+  // before this call returns to the thread, so before kReleased is seen.
+  syscall(SYS_close_range, 0U, ~0U, 0U);
+  SetState(h, HoldThread::kReleased);
+  return nullptr;
 }
 
-// Names a hold's socket "@fdbridge-leak-check-hold:<pid>:<n>" (an abstract
-// address: no file) so that a process reading our table from outside (the
-// harness's supervisor naming what a killed row process held) can tell it
-// from our other sockets by its inode in /proc/<pid>/net/unix. Unnamed when
-// the name is taken (another pid namespace's process of our number on this
-// network namespace): it is only a name.
-void BindHoldName(int sock) {
-  static std::atomic<uint64_t> next{0};
-  struct sockaddr_un addr = {};
-  addr.sun_family = AF_UNIX;
-  int len = snprintf(addr.sun_path + 1, sizeof(addr.sun_path) - 1, "fdbridge-leak-check-hold:%d:%llu", static_cast<int>(getpid()),
-                     static_cast<unsigned long long>(++next));
-  bind(sock, reinterpret_cast<struct sockaddr*>(&addr), static_cast<socklen_t>(offsetof(struct sockaddr_un, sun_path) + 1 + len));
+// The holds alive in this process (worker threads share this library's one
+// copy of the addon): id -> hold. Never destroyed: an environment's teardown
+// may run at process exit.
+struct Registry {
+  std::mutex mu;
+  uint64_t last = 0;
+  std::unordered_map<uint64_t, std::unique_ptr<HoldThread>> live;
+};
+
+Registry& TheRegistry() {
+  static Registry* registry = new Registry();
+  return *registry;
+}
+
+// Starts `h`'s thread with every signal blocked, and a small stack (it
+// calls nothing deep). 0 or -errno.
+int StartHoldThread(HoldThread* h) {
+  pthread_attr_t attr;
+  int r = pthread_attr_init(&attr);
+  if (r != 0) return -r;
+  size_t stack = 256 * 1024;
+  if (stack < static_cast<size_t>(PTHREAD_STACK_MIN)) stack = static_cast<size_t>(PTHREAD_STACK_MIN);
+  pthread_attr_setstacksize(&attr, stack);
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  r = pthread_create(&h->thread, &attr, HoldMain, h);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  pthread_attr_destroy(&attr);
+  if (r != 0) return -r;
+  pthread_setname_np(h->thread, "fdbridge-hold");
+  return 0;
+}
+
+// Ends a holding (or failed) hold's thread and joins it.
+void EndHoldThread(HoldThread* h) {
+  {
+    std::unique_lock<std::mutex> lock(h->mu);
+    if (h->state == HoldThread::kHolding) {
+      h->state = HoldThread::kReleasing;
+      h->cv.notify_all();
+      h->cv.wait(lock, [&] { return h->state == HoldThread::kReleased; });
+    }
+  }
+  pthread_join(h->thread, nullptr);
 }
 
 }  // namespace
 
-int FdHoldFiles(pid_t pid, const int* fds, size_t n, FdHold* hold, std::vector<std::string>* held) {
-  if (pid == getpid()) pid = 0;
+int FdHoldFiles(pid_t pid, const int* fds, size_t n, uint64_t owner, FdHold* hold, std::vector<std::string>* held) {
   held->assign(n, std::string());
-  UniqueFd send_end;
-  UniqueFd queue;
-  {
-    // socketpair takes the lowest free numbers; the end kept moves above
-    // the floor (FdOwnHigh) under the lock, as the library's own sockets do.
-    OwnedFdsLock owned;
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return -errno;
-    send_end.reset(sv[0]);
-    BindHoldName(sv[1]);
-    int high = FdOwnHigh(sv[1]);
-    if (high < 0) return high;
-    queue.reset(high);
-  }
-  std::string queue_file;
-  int r = FdFileId(0, queue.get(), &queue_file);
+  auto h = std::make_unique<HoldThread>();
+  h->pid = pid <= 0 ? getpid() : pid;
+  h->fds.assign(fds, fds + n);
+  h->owner = owner;
+  int r = StartHoldThread(h.get());
   if (r < 0) return r;
-  int d = OpenProcDir(pid, "fd");
-  if (d < 0) return d;
-  UniqueFd links(d);
-  d = OpenProcDir(0, "fdinfo");
-  if (d < 0) return d;
-  UniqueFd self_info(d);
-  // A few references at a time: each is open in our table (at the lowest
-  // free number) only until its batch is queued.
-  constexpr size_t kBatch = 64;
-  UniqueFds batch;
-  batch.reserve(kBatch);
-  auto flush = [&]() -> int {
-    if (batch.empty()) return 0;
-    char byte = 'h';
-    ssize_t s = ScmSend(send_end.get(), &byte, 1, batch.data(), batch.size(), nullptr, 0, /*dont_wait=*/true);
-    batch.reset();  // queued (the queue holds its own references) or not: ours are closed
-    return s < 0 ? static_cast<int>(s) : 0;
-  };
-  for (size_t i = 0; i < n; i++) {
-    char name[16];
-    snprintf(name, sizeof(name), "%d", fds[i]);
-    UniqueFd ref(openat(links.get(), name, O_PATH | O_CLOEXEC));
-    if (!ref) continue;  // closed since, or not ours to open: not held
-    char ref_name[16];
-    snprintf(ref_name, sizeof(ref_name), "%d", ref.get());
-    std::string file;
-    if (FdReadFileId(self_info.get(), ref_name, &file) != 0) continue;
-    batch.push_back(std::move(ref));
-    (*held)[i] = std::move(file);
-    if (batch.size() == kBatch && (r = flush()) < 0) return r;
+  WaitWhile(h.get(), HoldThread::kOpening);
+  if (h->state == HoldThread::kFailed) {
+    r = h->err;
+    EndHoldThread(h.get());
+    return r;
   }
-  if ((r = flush()) < 0) return r;
-  send_end.reset();
-  hold->fd = queue.get();
-  hold->file = queue_file;
-  hold->registration = FdRegistration(queue.get());
-  FdHoldsAdd(queue.get(), queue_file);
-  queue.release();
+  // The file each reference holds, read from our side (the thread's table
+  // needs no entry for it).
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/self/task/%d/fdinfo", static_cast<int>(h->tid));
+  UniqueFd info(open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!info) {
+    r = -errno;
+    EndHoldThread(h.get());
+    return r;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (h->refs[i] < 0) continue;
+    char name[16];
+    snprintf(name, sizeof(name), "%d", h->refs[i]);
+    std::string file;
+    if (FdReadFileId(info.get(), name, &file) == 0) (*held)[i] = std::move(file);
+  }
+  Registry& reg = TheRegistry();
+  std::lock_guard<std::mutex> lock(reg.mu);
+  hold->id = ++reg.last;
+  hold->tid = h->tid;
+  reg.live.emplace(hold->id, std::move(h));
   return 0;
-}
-
-bool FdHoldIntact(const FdHold& hold) {
-  std::string now;
-  return FdFileId(0, hold.fd, &now) == 0 && now == hold.file;
 }
 
 int FdReleaseHold(const FdHold& hold) {
-  FdHoldsRemove(hold.fd, hold.file);
-  if (!FdHoldIntact(hold)) {
-    // Closed by someone else: its registration goes, never that of a new
-    // fd of ours that took the number since.
-    FdDisownRegistration(hold.fd, hold.registration);
-    return -ESTALE;
+  std::unique_ptr<HoldThread> h;
+  {
+    Registry& reg = TheRegistry();
+    std::lock_guard<std::mutex> lock(reg.mu);
+    auto it = reg.live.find(hold.id);
+    if (it == reg.live.end()) return -ESTALE;
+    h = std::move(it->second);
+    reg.live.erase(it);
   }
-  FdClose(hold.fd);
+  EndHoldThread(h.get());
   return 0;
+}
+
+void FdReleaseHoldsOf(uint64_t owner) {
+  std::vector<std::unique_ptr<HoldThread>> mine;
+  {
+    Registry& reg = TheRegistry();
+    std::lock_guard<std::mutex> lock(reg.mu);
+    for (auto it = reg.live.begin(); it != reg.live.end();) {
+      if (it->second->owner == owner) {
+        mine.push_back(std::move(it->second));
+        it = reg.live.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& h : mine) EndHoldThread(h.get());
+}
+
+size_t FdLiveHoldCount() {
+  Registry& reg = TheRegistry();
+  std::lock_guard<std::mutex> lock(reg.mu);
+  return reg.live.size();
 }
 
 }  // namespace fdbridge

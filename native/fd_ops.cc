@@ -811,24 +811,7 @@ int FdSetNonblock(int fd, bool on) {
 }
 
 // The leak checker's view of tables (declared in fd_hold.h): here, beside
-// FdList, which leaves live holds out of our own table.
-namespace {
-
-// The holds alive in this process (worker threads share the fd table and
-// this library's one copy of the addon): number -> the socket's file, so
-// that a walk of our own table leaves out each number that is still a hold's
-// socket, and only those.
-struct Holds {
-  std::mutex mu;
-  std::unordered_map<int, std::string> live;
-};
-
-Holds& TheHolds() {
-  static Holds* holds = new Holds();  // never destroyed: worker threads may walk at process exit
-  return *holds;
-}
-
-}  // namespace
+// FdList, which reads each entry's file with it.
 
 // The two lines come first (pos, flags, mnt_id, ino: fs/proc/fd.c
 // seq_show), so the head of the file is enough; what follows (locks, an
@@ -871,43 +854,6 @@ int FdFileId(pid_t pid, int fd, std::string* out) {
   return FdReadFileId(dir.get(), name, out);
 }
 
-std::unordered_map<int, std::string> FdLiveHolds() {
-  Holds& h = TheHolds();
-  std::lock_guard<std::mutex> lock(h.mu);
-  return h.live;
-}
-
-size_t FdLiveHoldCount() {
-  Holds& h = TheHolds();
-  std::lock_guard<std::mutex> lock(h.mu);
-  // A hold whose socket is closed without FdReleaseHold (a worker thread
-  // terminated mid-check: its environment's teardown closes the fds
-  // registered for it, this socket among them) is alive no more.
-  for (auto it = h.live.begin(); it != h.live.end();) {
-    std::string now;
-    if (FdFileId(0, it->first, &now) == 0 && now == it->second) {
-      ++it;
-    } else {
-      it = h.live.erase(it);
-    }
-  }
-  return h.live.size();
-}
-
-
-void FdHoldsAdd(int fd, const std::string& file) {
-  Holds& h = TheHolds();
-  std::lock_guard<std::mutex> lock(h.mu);
-  h.live[fd] = file;
-}
-
-void FdHoldsRemove(int fd, const std::string& file) {
-  Holds& h = TheHolds();
-  std::lock_guard<std::mutex> lock(h.mu);
-  auto it = h.live.find(fd);
-  if (it != h.live.end() && it->second == file) h.live.erase(it);
-}
-
 int FdList(pid_t pid, std::vector<FdEntry>* out, bool files) {
   char dir_path[64];
   if (pid == getpid()) pid = 0;  // our own table: leave our directory streams out
@@ -930,8 +876,6 @@ int FdList(pid_t pid, std::vector<FdEntry>* out, bool files) {
   // the table we were asked about.
   int self_dir_fd = pid <= 0 ? dirfd(dir) : -1;
   int self_info_fd = pid <= 0 ? info.get() : -1;
-  std::unordered_map<int, std::string> holds;
-  if (files && pid <= 0) holds = FdLiveHolds();
   out->clear();
   for (;;) {
     // readdir signals an error only through errno; the calls below may
@@ -950,8 +894,6 @@ int FdList(pid_t pid, std::vector<FdEntry>* out, bool files) {
     if (len < 0) continue;
     FdEntry e{static_cast<int>(n), std::string(target, static_cast<size_t>(len)), std::string()};
     if (files && FdReadFileId(info.get(), ent->d_name, &e.file) != 0) e.file.clear();
-    auto hold = holds.find(e.fd);
-    if (hold != holds.end() && !e.file.empty() && hold->second == e.file) continue;
     out->push_back(std::move(e));
   }
   int err = errno;  // 0 at the end of the directory

@@ -352,9 +352,8 @@ int FdSetNonblock(int fd, bool on);
 
 // The open-fd table of a process. pid <= 0 means the calling process; the
 // directory stream used to read the table is not reported. With `files`,
-// each entry's file too, in the same walk, and (for this process) the leak
-// checker's holds (fd_hold.h) are left out, each as long as its number is
-// still its socket: the checker knows them as its own.
+// each entry's file too, in the same walk. (The leak checker's holds,
+// fd_hold.h, are in a table of their own, never in this one.)
 int FdList(pid_t pid, std::vector<FdEntry>* out, bool files = false);
 
 // RLIMIT_NOFILE of the calling process.

@@ -71,10 +71,10 @@ export class SystemError extends FdBridgeError {
 }
 
 /**
- * A leak check that cannot give a verdict: something closed the socket in
- * which the check held its baseline's files (code closing fds it does not
- * own, such as close_range over the whole table), so a file closed and
- * deleted meanwhile could have passed its inode number to another.
+ * A leak check that cannot back a verdict. Exported for code that catches
+ * it; no check throws it: a check's hold of its baseline's files is in a
+ * thread's own fd table (FdTableHold), which nothing the code under test
+ * does to its table (close_range over all of it) reaches.
  */
 export class FdCheckError extends FdBridgeError {
   constructor(message: string) {

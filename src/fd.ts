@@ -2,7 +2,6 @@
  * File-descriptor helpers. A raw fd number has one owner at a time; `OwnedFd`
  * makes the owner visible in the type.
  */
-import { readFileSync } from 'node:fs';
 import { isMainThread } from 'node:worker_threads';
 import { fdList, native, type NativeHold } from './native';
 import { ClosedError } from './errors';
@@ -175,7 +174,8 @@ const tableFiles = new WeakMap<FdTable, Map<number, string>>();
 /**
  * The open-fd table of a process (this one by default), from /proc/<pid>/fd,
  * each number's file read in the same walk. The walk's own directory
- * streams are left out, and so are the leak checker's holds (FdTableHold).
+ * streams are left out. (The leak checker's holds, FdTableHold, are in no
+ * table this reads.)
  */
 export function openFdTable(pid?: number): FdTable {
   const table: FdTable = new Map();
@@ -198,21 +198,29 @@ export function openFdTable(pid?: number): FdTable {
  * which is no opener of it: pipes still see their EOF, sockets still close
  * when their last real fd does, the process's POSIX locks are not dropped
  * when the reference is closed, devices are not opened, no fsnotify event is
- * raised. The references are queued in a Unix socket of this process
- * (numbered with fdbridge's own, above fdFloor(); left out of openFdTable;
- * named for readers from outside: fdTableHoldTargets),
- * not kept in its fd table, so code that closes numbers it does not own
- * (close_range) cannot drop them without closing that socket, which
- * `intact` sees. Opening the magic link calls no filesystem (the jump to the
- * open file's path asks no server; O_PATH skips the open and permission
- * checks), except a weak revalidation where a filesystem has one (NFS does
- * nothing there without an open intent).
+ * raised. Opening the magic link calls no filesystem (the jump to the open
+ * file's path asks no server; O_PATH skips the open and permission checks),
+ * except a weak revalidation where a filesystem has one (NFS does nothing
+ * there without an open intent).
+ *
+ * The references are kept in the fd table of a thread of this process that
+ * has a table of its own (made empty with close_range's
+ * CLOSE_RANGE_UNSHARE, every signal blocked), not in the process's table
+ * nor queued in a socket: they take no fd number of the process
+ * (/proc/<pid>/fd does not list them, `thread`'s /proc/<pid>/task/<tid>/fd
+ * does), nothing the code under test does to its table (close_range over
+ * all of it) reaches them, and they are not in flight, so they do not count
+ * against the user's in-flight fds (SCM_RIGHTS sends are refused with
+ * ETOOMANYREFS past RLIMIT_NOFILE of them): the code under test can send as
+ * many as without a check. The thread's table is bounded by the process's
+ * RLIMIT_NOFILE: one entry per file held, plus one.
  *
  * Not held: anonymous-inode files (eventfd, epoll, timerfd, signalfd,
  * inotify...), which share one inode and so cannot be told apart from /proc
  * at all, held or not; and numbers whose file could not be opened (closed
  * since, another user's process). While held, a deleted file's blocks stay
- * allocated and its filesystem cannot be unmounted (EBUSY).
+ * allocated and its filesystem cannot be unmounted (EBUSY). A worker
+ * thread's teardown releases the holds made in it.
  */
 export class FdTableHold implements Disposable {
   readonly #hold: NativeHold | undefined;
@@ -234,9 +242,9 @@ export class FdTableHold implements Disposable {
     });
   }
 
-  /** The number of the socket that holds the files in this process, if any files are held. */
-  get fd(): number | undefined {
-    return this.#hold?.fd;
+  /** The thread (its id) whose own fd table holds the references, while any files are held. */
+  get thread(): number | undefined {
+    return this.#released ? undefined : this.#hold?.tid;
   }
 
   /** The process whose fds' files are held. */
@@ -244,12 +252,7 @@ export class FdTableHold implements Disposable {
     return this.#pid;
   }
 
-  /** False once something other than release() closed the hold's socket: its files may have been freed since. */
-  get intact(): boolean {
-    return this.#hold === undefined || this.#released || native.holdIntact(this.#hold);
-  }
-
-  /** Drops every reference (idempotent). False when the hold had been lost: then nothing is closed, the number being another's. */
+  /** Drops every reference and ends the thread (idempotent). False when the hold had been ended otherwise (its environment's teardown). */
   release(): boolean {
     if (this.#hold === undefined || this.#released) return true;
     this.#released = true;
@@ -259,30 +262,6 @@ export class FdTableHold implements Disposable {
   [Symbol.dispose](): void {
     this.release();
   }
-}
-
-/**
- * The targets (`socket:[ino]`) of the leak-check holds (FdTableHold) that
- * process `pid` has now, for a reader of its table from outside (openFdTable
- * leaves them out of this process's own table only): each hold's socket is
- * named `@fdbridge-leak-check-hold:<pid>:<n>` in /proc/<pid>/net/unix.
- * Empty when that cannot be read.
- */
-export function fdTableHoldTargets(pid: number): Set<string> {
-  const targets = new Set<string>();
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${pid}/net/unix`, 'latin1');
-  } catch {
-    return targets;
-  }
-  const prefix = `@fdbridge-leak-check-hold:${pid}:`;
-  for (const line of text.split('\n')) {
-    // Num RefCount Protocol Flags Type St Inode Path
-    const fields = line.trim().split(/\s+/);
-    if (fields[7]?.startsWith(prefix) === true) targets.add(`socket:[${fields[6]}]`);
-  }
-  return targets;
 }
 
 /**

@@ -17,7 +17,7 @@ import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { FdBridgeError, FdCheckError, SystemError } from './errors';
+import { FdBridgeError, SystemError } from './errors';
 import { diffFdTables, FdTableHold, openFdTable, type FdTable } from './fd';
 import { describeFdOrigin, fdOrigin, startFdTracking, type FdOrigin } from './fd-track';
 import { describeRuntimeFd, warmRuntimeFds, type RuntimeFd } from './runtime-fds';
@@ -172,20 +172,9 @@ export class ProcessFdSnapshot implements Disposable {
     return processStartTime(this.pid) === this.#startTime ? table : undefined;
   }
 
-  /**
-   * What changed since the snapshot, as entries; undefined when the process
-   * is gone. Throws an FdCheckError when the hold of the baseline's files was
-   * lost (see FdTableHold): then no verdict can be trusted.
-   */
+  /** What changed since the snapshot, as entries; undefined when the process is gone. */
   changes(ignore?: (entry: FdEntry) => boolean): { leaks: FdEntry[]; closed: FdEntry[] } | undefined {
     const now = this.current();
-    // Looked at after the table: intact now, it was intact while the table was read.
-    if (!this.#hold.intact) {
-      throw new FdCheckError(
-        `fd leak check of pid ${this.pid} (${this.role}): fd ${String(this.#hold.fd)} of pid ${process.pid}, the check's hold of the baseline's files, was closed by someone else ` +
-          '(code closing fds it does not own, such as close_range or closefrom over the whole table): a file closed and deleted meanwhile may have passed its inode number to a new one, so no verdict',
-      );
-    }
     if (!now) return undefined;
     const diff = diffFdTables(this.baseline, now);
     const entry = (e: { fd: number; target: string }): FdEntry => ({ pid: this.pid, role: this.role, fd: e.fd, target: e.target });

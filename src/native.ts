@@ -13,11 +13,10 @@ import { join, resolve } from 'node:path';
 import { EofError, QueueFullError, SystemError, TruncatedError } from './errors';
 import { packageRoot } from './paths';
 
-/** A hold of a table's files: its socket's number and file ("mnt_id:ino"), its registration as ours. */
+/** A hold of a table's files: its id in the process's registry, and its thread (whose own fd table holds the references). */
 export interface NativeHold {
-  fd: number;
-  file: string;
-  registration: bigint;
+  id: bigint;
+  tid: number;
 }
 
 export interface NativeIdentity {
@@ -523,14 +522,12 @@ export interface NativeBinding {
   listFds(pid?: number): Array<[number, string]>;
   /**
    * With `files`: [fd, target, "mnt_id:ino" from fdinfo ('' when unread)]
-   * rows, one walk; this process's live holds (holdFiles) left out.
+   * rows, one walk.
    */
   listFds(pid: number, files: true): Array<[number, string, string]>;
-  /** O_PATH references to the files of `fds` of process `pid` (0: this one), queued in a socket of ours (fd_hold.h). */
+  /** O_PATH references to the files of `fds` of process `pid` (0: this one), kept in the fd table of a thread of ours (fd_hold.h). */
   holdFiles(pid: number, fds: readonly number[]): NativeHold & { held: string[] };
-  /** Whether the hold's number is still its socket. */
-  holdIntact(hold: NativeHold): boolean;
-  /** Closes the hold's socket (dropping every reference); false when the hold was lost (nothing closed). */
+  /** Drops every reference and ends the hold's thread; false when there was no such hold (released already). */
   releaseHold(hold: NativeHold): boolean;
   /** How many holds are alive in this process (tests). */
   liveHolds(): number;
