@@ -58,7 +58,7 @@ afterEach(async () => {
   if (diff.opened.length > 0 || diff.closed.length > 0) {
     throw new Error(`the open-fd table changed during this test:\n${formatFdTableDiff(diff)}`);
   }
-  // openFdTable leaves the leak checker's holds out: one still alive is a check that never ended.
+  // The leak checker's holds are in their threads' own tables, which openFdTable does not read: one still alive is a check that never ended.
   const holds = liveFdTableHolds();
   if (holds > 0) throw new Error(`${holds} leak-check hold(s) of baseline files still alive after this test (a ProcessFdSnapshot never released)`);
 });
