@@ -10,8 +10,9 @@
  *   fds (fs.open/openSync/promises.open, net connect/listen, child_process
  *   stdio pipes, and fdbridge's own native dup/pipe/memfd/eventfd/socket/
  *   pidfd calls), and appends `{ fd, target, call, stack }` to
- *   js-<pid>.log; the JS closes (fs.close/closeSync, FileHandle.close,
- *   fdbridge's close) append `{ fd, closed }` before they close.
+ *   js-<pid>.log; the JS closes (fs.close/closeSync through Node's fs
+ *   binding, FileHandle.close, fdbridge's close/closeAll/closeInBackground)
+ *   append `{ fd, closed }` before they close.
  * - native (native/fdtrack/fdtrack.c, LD_PRELOADed): every libc call that
  *   makes an fd, whoever calls it (an addon's open/socket/dup, recvmsg's
  *   SCM_RIGHTS fds), into native-<pid>.bin; its frames are symbolized here
@@ -242,9 +243,16 @@ export function installJsTracking(): void {
     if (logFd !== undefined) wrapClose(handle as object, 'close', () => fd);
     return handle;
   };
-  // Closes end an fd's records (see recordClose).
-  wrapClose(fs, 'closeSync');
-  wrapClose(fs, 'close');
+  // Closes end an fd's records (see recordClose). fs.closeSync and fs.close
+  // both call the fs binding's close by property, so wrapping that one sees
+  // them also through a binding taken before this ran (`const { closeSync }
+  // = require('node:fs')`); without the binding, the module's functions.
+  const binding = fsBinding();
+  if (binding) wrapClose(binding, 'close');
+  else {
+    wrapClose(fs, 'closeSync');
+    wrapClose(fs, 'close');
+  }
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const net = require('node:net') as typeof import('node:net');
   wrapSync(net.Socket.prototype, 'connect', 'net.Socket.connect', (r) => [handleFd(r)]);
@@ -270,6 +278,38 @@ export function installJsTracking(): void {
   }
   for (const name of ['dupAll', 'pipe', 'socketpair']) wrapSync(native, name, `native.${name}`, all);
   wrapClose(native, 'close');
+  for (const name of ['closeAll', 'closeInBackground']) wrapCloseMany(native, name);
+  // An ES module's named imports of node:fs (`import { openSync } from
+  // 'node:fs'`) are a copy of the module's functions taken at its first
+  // import: this makes them the wrappers too, whenever they were imported.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  (require('node:module') as typeof import('node:module')).syncBuiltinESMExports();
+}
+
+/**
+ * Node's fs binding (the object fs's functions call into), if this Node
+ * still gives it out (process.binding is deprecated: with
+ * --pending-deprecation Node warns once, DEP0111).
+ */
+function fsBinding(): object | undefined {
+  try {
+    const binding = (process as unknown as { binding(name: string): unknown }).binding('fs');
+    return typeof (binding as { close?: unknown } | null)?.close === 'function' ? (binding as object) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** As wrapClose, for a call whose first argument is a list of fds. */
+function wrapCloseMany(obj: object, name: string): void {
+  const o = obj as Record<string, unknown>;
+  const original = o[name];
+  if (typeof original !== 'function') return;
+  o[name] = function (this: unknown, ...args: unknown[]): unknown {
+    const fds = args[0];
+    if (logFd !== undefined && fds !== null && typeof fds === 'object' && Symbol.iterator in fds) for (const fd of fds as Iterable<unknown>) recordClose(fd);
+    return (original as AnyFn).apply(this, args);
+  };
 }
 
 /**

@@ -5,22 +5,26 @@
  * fs.opendirSync, as any native addon's open would be) of the same file
  * then reads exactly like the fd that was closed (same number, same
  * target). Generated programs open one directory again and again through
- * calls the recorder sees (fs.openSync, fs.open, fs.promises.open) and one
- * it does not (fs.opendirSync), and close what they opened in every way a
- * program does (fs.closeSync, fs.close, FileHandle.close, fdbridge's
- * closeFd, Dir.closeSync); what they leave open must be named by the call
+ * calls the recorder sees (fs.openSync, fs.open, fs.promises.open) and two
+ * it does not (fs.opendirSync, an openSync taken from fs before the check),
+ * and close what they opened in every way a program does (fs.closeSync,
+ * a closeSync taken from fs before the check, fs.close, FileHandle.close, fdbridge's
+ * closeFd and closeFds, Dir.closeSync); what they leave open must be named by the call
  * that really opened it, or as unseen.
  */
+import * as fs from 'node:fs';
 import { close, closeSync, mkdtempSync, open, openSync, opendirSync, promises as fsp, rmSync, type Dir } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import fc from 'fast-check';
 
-import { checkFdLeaks, closeFd, openFdTable } from '../../src';
+import { checkFdLeaks, closeFd, closeFds, openFdTable } from '../../src';
 
 type Opener = 'fs.openSync' | 'fs.open' | 'fs.promises.open' | 'unseen';
-type Op = { op: 'open'; by: Opener } | { op: 'close'; which: number; how: number };
+/** How a generated program opens: a call the recorder sees, or one of two it does not. */
+type OpenBy = Exclude<Opener, 'unseen'> | 'fs.opendirSync' | 'openSync bound before';
+type Op = { op: 'open'; by: OpenBy } | { op: 'close'; which: number; how: number };
 
 interface Live {
   fd: number;
@@ -30,19 +34,23 @@ interface Live {
 }
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
-  fc.record({ op: fc.constant('open' as const), by: fc.constantFrom<Opener>('fs.openSync', 'fs.open', 'fs.promises.open', 'unseen') }),
+  fc.record({ op: fc.constant('open' as const), by: fc.constantFrom<OpenBy>('fs.openSync', 'fs.open', 'fs.promises.open', 'fs.opendirSync', 'openSync bound before') }),
   fc.record({ op: fc.constant('close' as const), which: fc.nat(), how: fc.nat() }),
 );
 
 // Looked up when called, as the recorder wraps them in place (a promisify taken before it is not seen).
 const openCb = (path: string): Promise<number> => new Promise((resolve, reject) => open(path, 'r', (err, fd) => (err ? reject(err) : resolve(fd))));
 const closeCb = (fd: number): Promise<void> => new Promise((resolve, reject) => close(fd, (err) => (err ? reject(err) : resolve())));
+// Taken before any check starts, as a CommonJS destructuring or an ES module's named import is.
+const { closeSync: closeSyncBound, openSync: openSyncBound } = fs;
 
-async function openBy(by: Opener, dir: string): Promise<Live> {
+async function openBy(by: OpenBy, dir: string): Promise<Live> {
   const plain = (fd: number): Array<() => Promise<void>> => [
     async () => closeSync(fd),
+    async () => closeSyncBound(fd),
     () => closeCb(fd),
     async () => closeFd(fd),
+    async () => void closeFds([fd]),
   ];
   switch (by) {
     case 'fs.openSync': {
@@ -57,12 +65,16 @@ async function openBy(by: Opener, dir: string): Promise<Live> {
       const handle = await fsp.open(dir, 'r');
       return { fd: handle.fd, opener: by, closers: [() => handle.close()] };
     }
-    case 'unseen': {
+    case 'openSync bound before': {
+      const fd = openSyncBound(dir, 'r');
+      return { fd, opener: 'unseen', closers: plain(fd) };
+    }
+    case 'fs.opendirSync': {
       // A Dir does not expose its fd: it is the one that appears.
       const before = openFdTable();
       const d: Dir = opendirSync(dir);
       const [fd] = [...openFdTable().keys()].filter((n) => !before.has(n));
-      return { fd: fd!, opener: by, closers: [async () => d.closeSync()] };
+      return { fd: fd!, opener: 'unseen', closers: [async () => d.closeSync()] };
     }
   }
 }
