@@ -372,9 +372,11 @@ function jsOrigin(dir: string, pid: number, fd: number, target: string): JsRecor
   }
   let found: JsRecord | undefined;
   for (const line of text.split('\n')) {
+    // Stryker disable next-line ConditionalExpression,StringLiteral: a prefilter (other fds' lines are not parsed); r.fd === fd below decides the same
     if (!line.includes(`"fd":${fd},`)) continue;
     try {
       const r = JSON.parse(line) as JsRecord;
+      // Stryker disable next-line ConditionalExpression: `r.fd === fd` forced true: the prefilter above lets through only lines whose fd key is `fd` (JSON.stringify escapes the quotes of a `"fd":N,` inside a string)
       if (r.fd === fd) found = !r.closed && r.target === target ? r : undefined;
     } catch {
       // a line cut short by a crash
@@ -403,6 +405,7 @@ interface NativeRecord {
 
 function cString(buf: Buffer, at: number, max: number): string {
   const end = buf.indexOf(0, at);
+  // Stryker disable next-line EqualityOperator: `end >= at + max`: at equality both branches end at at + max
   return buf.toString('utf8', at, end === -1 || end > at + max ? at + max : end);
 }
 
@@ -420,6 +423,7 @@ function nativeOrigin(dir: string, pid: number, fd: number, target: string): Nat
     if (readAt(fh, head, 0) < HEADER || head.toString('latin1', 0, 8) !== 'fdtrack1') return undefined;
     const maxFds = head.readUInt32LE(MAX_FDS_AT);
     const nframes = head.readUInt32LE(FRAMES_AT);
+    // Stryker disable next-line ConditionalExpression,EqualityOperator: fdtrack.c sizes its file to exactly max_fds records, so a read at fd >= maxFds comes back short and the record check below returns undefined too
     if (fd >= maxFds) return undefined;
     const recordSize = 16 + TARGET + nframes * FRAME;
     const rec = Buffer.alloc(recordSize);
@@ -430,6 +434,7 @@ function nativeOrigin(dir: string, pid: number, fd: number, target: string): Nat
     const frames = Array.from({ length: Math.min(rec.readUInt32LE(8), nframes) }, (_, i) => {
       const at = 16 + TARGET + i * FRAME;
       const m = rec.readUInt32LE(at);
+      // Stryker disable next-line ConditionalExpression,EqualityOperator: module 0 (JIT code) forced through reads modules[-1], undefined as well
       return { module: m > 0 ? modules[m - 1] : undefined, offset: rec.readBigUInt64LE(at + 8) };
     });
     return { call: KINDS[rec.readUInt32LE(12)] ?? 'an fd-making call', frames };
