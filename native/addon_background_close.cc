@@ -133,6 +133,22 @@ Napi::Value BackgroundClosesPending(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(FdBackgroundClosesPending()));
 }
 
+// backgroundCloseFds() -> { queued, running }: the numbers of the fds
+// waiting for the closer, and of those it is closing (fd_ops.h).
+Napi::Value BackgroundCloseFds(const Napi::CallbackInfo& info) {
+  std::vector<int> queued, running;
+  FdBackgroundCloseFds(&queued, &running);
+  auto array = [&info](const std::vector<int>& fds) {
+    Napi::Array a = Napi::Array::New(info.Env(), fds.size());
+    for (size_t i = 0; i < fds.size(); i++) a.Set(static_cast<uint32_t>(i), Napi::Number::New(info.Env(), fds[i]));
+    return a;
+  };
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("queued", array(queued));
+  o.Set("running", array(running));
+  return o;
+}
+
 // backgroundClosesOfPeerFds(owner?) -> the fds peers gave that wait for the closer (owner's only, if given).
 Napi::Value BackgroundClosesOfPeerFds(const Napi::CallbackInfo& info) {
   if (info.Length() > 0 && !info[0].IsUndefined()) {
@@ -164,6 +180,7 @@ void ExportBackgroundCloses(Napi::Env env, Napi::Object exports) {
   exports.Set("reserveCloserThreads", Napi::Function::New<ReserveCloserThreads>(env, "reserveCloserThreads"));
   exports.Set("openBackgroundCloses", Napi::Function::New<OpenBackgroundCloses>(env, "openBackgroundCloses"));
   exports.Set("backgroundClosesPending", Napi::Function::New<BackgroundClosesPending>(env, "backgroundClosesPending"));
+  exports.Set("backgroundCloseFds", Napi::Function::New<BackgroundCloseFds>(env, "backgroundCloseFds"));
   exports.Set("backgroundClosesOfPeerFds", Napi::Function::New<BackgroundClosesOfPeerFds>(env, "backgroundClosesOfPeerFds"));
   exports.Set("backgroundClosesOfOwnSockets", Napi::Function::New<BackgroundClosesOfOwnSockets>(env, "backgroundClosesOfOwnSockets"));
 }

@@ -412,6 +412,10 @@ struct Closer {
   // Under mu: of those, each owner's (owners with none left out).
   std::unordered_map<uint64_t, size_t> peer_fds_by_owner;
   std::atomic<uint64_t> done{0};
+  // The fds taken by a thread whose close has not returned (a number may be
+  // in twice: its close already took it out of the table, and a new fd of
+  // ours that took it is queued).
+  std::unordered_map<int, size_t> running_fds;
 };
 
 // Threads beyond the first exit after this long without work.
@@ -487,6 +491,8 @@ void RunJob(Closer& c, uint64_t owner, const Closer::Job& job) {
       if (--by->second == 0) c.peer_fds_by_owner.erase(by);
     }
     c.pending--;
+    auto running = c.running_fds.find(job.fd);
+    if (--running->second == 0) c.running_fds.erase(running);
     auto lane = c.lanes.find(owner);
     if (!job.peer_fd) lane->second.own_running--;
     lane->second.busy--;
@@ -512,6 +518,7 @@ std::pair<uint64_t, Closer::Job> TakeLocked(Closer& c) {
   Closer::Job job = lane.jobs.front();
   lane.jobs.pop_front();
   lane.busy++;
+  c.running_fds[job.fd]++;
   if (!job.peer_fd) {
     lane.own_queued--;
     lane.own_running++;
@@ -681,6 +688,18 @@ void FdAfterBackgroundCloses(const uint64_t* tickets, size_t n, std::function<vo
 }
 
 size_t FdBackgroundClosesPending() { return TheCloser().pending.load(); }
+
+void FdBackgroundCloseFds(std::vector<int>* queued, std::vector<int>* running) {
+  queued->clear();
+  running->clear();
+  Closer& c = TheCloser();
+  if (c.pending.load() == 0) return;
+  std::lock_guard<std::mutex> lock(c.mu);
+  for (const auto& lane : c.lanes) {
+    for (const Closer::Job& job : lane.second.jobs) queued->push_back(job.fd);
+  }
+  for (const auto& fd : c.running_fds) running->push_back(fd.first);
+}
 
 size_t FdBackgroundClosesOfPeerFds() { return TheCloser().pending_peer_fds.load(); }
 

@@ -292,6 +292,11 @@ std::vector<uint64_t> FdOpenBackgroundCloses();
 void FdAfterBackgroundCloses(const uint64_t* tickets, size_t n, std::function<void()> then);
 // fds handed to FdCloseInBackground and not yet closed.
 size_t FdBackgroundClosesPending();
+// Their numbers: *queued, those no thread has taken yet (open, and the
+// closer's: nothing else can close them); *running, those a thread is
+// closing (in the table until close(2) takes them out, which it does
+// before the part that can block; the number may be another fd's after).
+void FdBackgroundCloseFds(std::vector<int>* queued, std::vector<int>* running);
 // Of those, the ones a peer gave us (held_for_peer).
 size_t FdBackgroundClosesOfPeerFds();
 // Of those, `owner`'s: a helper daemon counts them against that uid's fd

@@ -388,6 +388,17 @@ export function closesSettled(tickets: readonly number[]): Promise<void> {
 }
 
 /**
+ * The numbers of the fds this process handed to the background closer and
+ * that are not closed yet: `queued`, those no closer thread has taken (open,
+ * and fdbridge's until closed: nothing else can close them), and `running`,
+ * those being closed (in the fd table until close(2) takes them out, which
+ * it does before the part that can block).
+ */
+export function backgroundCloseFds(): { queued: number[]; running: number[] } {
+  return native.backgroundCloseFds();
+}
+
+/**
  * Closer owners of the library's own background closes (HeldCopies): above
  * every owner a helper daemon uses (a uid plus one), one per holder, so
  * that one holder's closes that block hold back only its own.

@@ -357,6 +357,8 @@ export interface NativeBinding {
   reserveCloserThreads(owners: number): number;
   /** fds given to closeInBackground and not yet closed. */
   backgroundClosesPending(): number;
+  /** Their numbers: those no closer thread has taken yet (open, the closer's), and those being closed (in the table until close(2) takes them out). */
+  backgroundCloseFds(): { queued: number[]; running: number[] };
   /**
    * Of those, the fds peers gave us (closeInBackground's, and a socket's
    * given fds); not a closed socket's own fd. With `owner`: that owner's only.

@@ -370,8 +370,8 @@ look();
 `;
 
 /**
- * A lingering TCP socket of this process's own (`fd`: its only reference),
- * and a watcher of this process's threads: `verdict()` ends the watch and
+ * A lingering TCP socket of this process's own (`fd`: its only reference;
+ * `fds`: `count` of them, `fd` the first), and a watcher of this process's threads: `verdict()` ends the watch and
  * says which thread it found blocked in the socket's close (null: none),
  * having ended that close at once by resetting the connection; `end()`
  * ends python (and with it any close still blocked, a background one) and
@@ -380,30 +380,32 @@ look();
  */
 export interface LingeringSocket {
   fd: number;
+  fds: number[];
   /** Watches `tid` (a thread of this process) too. */
   watch(tid: number): void;
   verdict(): Promise<string | null>;
   end(): Promise<void>;
 }
 
-export async function lingeringSocket(): Promise<LingeringSocket> {
+export async function lingeringSocket(count = 1): Promise<LingeringSocket> {
   const [mine, theirs] = rawSocketPair('seqpacket');
   const [stdinRead, stdinWrite] = makePipe();
-  const py = spawn(PYTHON, ['-c', LINGER_ATTACKER, 'give', '-'], { stdio: [stdinRead, 'ignore', 'inherit', theirs] });
+  const py = spawn(PYTHON, ['-c', LINGER_ATTACKER, 'give', '-', String(count)], { stdio: [stdinRead, 'ignore', 'inherit', theirs] });
   const pyExited = new Promise((resolve) => py.once('exit', resolve));
   closeFd(theirs);
   closeFd(stdinRead);
   const watcher = new Worker(LINGER_WATCHER, { eval: true, workerData: { tids: [process.pid], resetFd: stdinWrite } });
   const verdict = new Promise<{ blocked: string | null }>((resolve) => watcher.once('message', resolve));
-  let fd = -1;
-  while (fd < 0) {
-    const message = receiveNow(mine, 16, 1);
-    if (message !== null) fd = message.fds[0] as number;
+  let fds: number[] = [];
+  while (fds.length === 0) {
+    const message = receiveNow(mine, 16, count);
+    if (message !== null) fds = message.fds;
     else await new Promise((r) => setTimeout(r, 10));
   }
   let ended = false;
   return {
-    fd,
+    fd: fds[0] as number,
+    fds,
     watch: (tid) => watcher.postMessage(tid),
     verdict: async () => {
       watcher.postMessage('done');
