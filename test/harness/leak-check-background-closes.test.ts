@@ -108,11 +108,15 @@ test("a check made right after a direct or worker command's thread is terminated
       },
       { settleMs: 0 },
     );
+    // At least the two past the shared threads stay queued for the linger time (this owner has
+    // closes running, so no reserve thread is its); threads still starting may have taken
+    // others of those the check found queued since.
     const queued = backgroundCloseFds().queued;
-    expect(queued.length).toBeGreaterThan(0);
-    expect({ leaks: report.leaks, closing: (report.closing ?? []).map((e) => e.fd).sort((a, b) => a - b) }).toEqual({
+    const closing = new Set((report.closing ?? []).map((e) => e.fd));
+    expect({ leaks: report.leaks, queued: queued.length >= 2, setAside: queued.filter((fd) => !closing.has(fd)) }).toEqual({
       leaks: [],
-      closing: [...queued].sort((a, b) => a - b),
+      queued: true,
+      setAside: [],
     });
     expect((report.closing ?? []).every((e) => e.pid === process.pid && /^socket:\[\d+\]$/.test(e.target))).toBe(true);
     // Named as fdbridge's where a report is printed.
