@@ -57,7 +57,7 @@ const [transport, count, end] = process.argv.slice(1);
           });
           for (const fd of linger.fds) closeFd(fd); // the child's copies are the last references now
           let out = '';
-          child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+          child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
           const code = await new Promise((resolve) => child.once('exit', (c, signal) => resolve(c ?? signal)));
           expect({ code, out: out.trim().split('\n') }).toEqual({ code: 0, out: end === 'process.exit' ? ['closing'] : ['closing', 'closed'] });
         } finally {
