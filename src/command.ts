@@ -17,7 +17,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { threadId } from 'node:worker_threads';
 
 import { BUILTIN_COMMANDS, builtinCommand } from './commands/registry';
-import { closeFds, HeldCopies } from './fd';
+import { HeldCopies } from './fd';
 import { native } from './native';
 import type { TransportName } from './transports';
 import { requireModule } from './ts-modules';
@@ -75,7 +75,9 @@ export interface CommandContext {
    * since such a close can block as long as the client chose (a TCP socket
    * with SO_LINGER and unsent data waits out its linger time once its last
    * reference goes) and on the event loop it would stall every other
-   * client; elsewhere at once. Resolves once they are closed: a command
+   * client; elsewhere on the background closer too (on direct this thread
+   * is the caller's event loop). Resolves once they are closed (or their
+   * closes given up on after 5 s, closesSettled): a command
    * that answers only then (probe's closeAdopted) tells its client that the
    * room they took is free; one that need not wait (a close() as the
    * connection ends) ignores it.
@@ -238,20 +240,30 @@ export class CommandHost {
   readonly ledger: FdLedger;
   #closed = false;
 
+  /** The client's fds the command closed with the default closeClientFds. */
+  readonly #clientCloses = new HeldCopies();
+
   /**
    * `closeClientFds`: how the context closes the client's fds
-   * (CommandContext.closeClientFds); at once by default.
+   * (CommandContext.closeClientFds); by default on the background closer,
+   * resolving once they are closed or their closes given up on
+   * (HeldCopies.settled), and close() waits for them the same way: such an
+   * fd (an adopted log fd) can be the last reference to a lingering TCP
+   * socket, whose close must not stop this thread, the caller's event loop
+   * on direct, for the linger time.
    */
   constructor(
     spec: CommandSpec,
     transport: TransportName,
     ledger: FdLedger = new SetLedger(),
     peer?: PeerCredentials,
-    closeClientFds: (fds: readonly number[]) => Promise<void> = (fds) => {
-      closeFds([...fds]);
-      return Promise.resolve();
-    },
+    closeClientFds?: (fds: readonly number[]) => Promise<void>,
   ) {
+    const clientCloses = this.#clientCloses;
+    closeClientFds ??= (fds) => {
+      clientCloses.close([...fds]);
+      return clientCloses.settled();
+    };
     this.ledger = ledger;
     this.context = Object.freeze({
       transport,
@@ -292,7 +304,7 @@ export class CommandHost {
       if (typeof close === 'function') await close.call(this.command);
     } finally {
       this.ledger.sweep();
-      await this.ledger.swept();
+      await Promise.all([this.ledger.swept(), this.#clientCloses.settled()]);
     }
   }
 }
