@@ -11,8 +11,10 @@
 namespace fdbridge {
 
 // ---------------------------------------------------------------------------
-// RelayPump: new RelayPump(inFd, outFd, onEvent) takes both fds and runs the
-// remote transport's channel on them (native/relay_pump.h). onEvent:
+// RelayPump: new RelayPump(inFd, outFd, onEvent, closeOwner = 0) takes both
+// fds and runs the remote transport's channel on them (native/relay_pump.h);
+// its stream sockets close on the background closer as closeOwner's
+// (closeTickets(); close() returns those not done). onEvent:
 //   (0, type, id, payload: Buffer)  a frame that is not a pumped stream's
 //   (1, stream, half)               a pumped stream's half ended (1 out, 2 in)
 //   (2)                             the output's backlog drained
@@ -45,6 +47,7 @@ class RelayPumpWrap : public Napi::ObjectWrap<RelayPumpWrap>, public RelayPump::
                            InstanceMethod<&RelayPumpWrap::EndOutput>("endOutput"),
                            InstanceMethod<&RelayPumpWrap::CloseOutput>("closeOutput"),
                            InstanceMethod<&RelayPumpWrap::CloseMethod>("close"),
+                           InstanceMethod<&RelayPumpWrap::CloseTicketsMethod>("closeTickets"),
                            InstanceAccessor<&RelayPumpWrap::GetQueued>("queuedBytes"),
                            InstanceAccessor<&RelayPumpWrap::GetCongested>("congested"),
                            InstanceAccessor<&RelayPumpWrap::GetOutputOpen>("outputOpen"),
@@ -57,12 +60,15 @@ class RelayPumpWrap : public Napi::ObjectWrap<RelayPumpWrap>, public RelayPump::
     int out_fd = ArgFd(info, 1);
     if (in_fd == out_fd) throw Napi::RangeError::New(env, "RelayPump: the input and the output must be different fds");
     if (info.Length() < 3 || !info[2].IsFunction()) throw Napi::TypeError::New(env, "RelayPump(inFd, outFd, onEvent)");
+    double owner = info.Length() > 3 && !info[3].IsUndefined() ? WholeNumber(info[3]) : 0;
+    if (owner < 0) throw Napi::TypeError::New(env, "RelayPump: closeOwner must be a non-negative integer");
     on_event_ = Napi::Persistent(info[2].As<Napi::Function>());
     uv_loop_t* loop = nullptr;
     if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) throw Napi::Error::New(env, "RelayPump: no event loop");
     int err = 0;
     core_ = RelayPump::Create(loop, in_fd, out_fd, this, &err);
     if (core_ == nullptr) ThrowSystem(env, err, "uv_poll_init");
+    core_->SetCloseOwner(static_cast<uint64_t>(owner));
     int fds[] = {in_fd, out_fd};
     TakenByNative(env, fds, 2);  // closed by the pump (close() or this environment's cleanup hook)
     async_context_ = std::make_unique<Napi::AsyncContext>(env, "FdbridgeRelayPump", Value());
@@ -74,13 +80,16 @@ class RelayPumpWrap : public Napi::ObjectWrap<RelayPumpWrap>, public RelayPump::
     if (core_ != nullptr) Detach(nullptr, nullptr);
   }
 
-  void Detach(void (*on_freed)(void*), void* arg) {
-    if (core_ == nullptr) return;
+  // Returns the tickets of the pump's background closes not done yet.
+  std::vector<uint64_t> Detach(void (*on_freed)(void*), void* arg) {
+    if (core_ == nullptr) return {};
     RelayPump* core = core_;
     core_ = nullptr;
     InstanceData* data = Data(Env());
     if (data != nullptr) data->pumps.erase(this);
     core->Close(on_freed, arg);
+    // Freed only by the close's uv_close callbacks, on a later turn of the loop.
+    return core->CloseTickets();
   }
 
  private:
@@ -158,15 +167,20 @@ class RelayPumpWrap : public Napi::ObjectWrap<RelayPumpWrap>, public RelayPump::
     return info.Env().Undefined();
   }
 
+  // close() -> the tickets of the pump's background closes not done yet.
   Napi::Value CloseMethod(const Napi::CallbackInfo& info) {
-    Detach(nullptr, nullptr);
+    std::vector<uint64_t> tickets = Detach(nullptr, nullptr);
     if (!released_) {
       released_ = true;
       // No more events: break the cycle through the callback's closure.
       on_event_.Reset();
       Unref();
     }
-    return info.Env().Undefined();
+    return TicketArray(info.Env(), tickets);
+  }
+  // closeTickets() -> the same, while open (none once closed).
+  Napi::Value CloseTicketsMethod(const Napi::CallbackInfo& info) {
+    return TicketArray(info.Env(), core_ != nullptr ? core_->CloseTickets() : std::vector<uint64_t>{});
   }
 
   Napi::Value GetQueued(const Napi::CallbackInfo& info) {

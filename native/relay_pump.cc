@@ -7,6 +7,8 @@
 
 #include <algorithm>
 
+#include "fd_ops.h"
+
 namespace fdbridge {
 
 namespace {
@@ -620,7 +622,20 @@ void RelayPump::CloseStreamFd(Stream* s) {
   s->events = 0;
   // uv_close takes the fd out of epoll at once, so closing it next is safe.
   uv_close(reinterpret_cast<uv_handle_t*>(&s->poll), OnStreamClosed);
-  s->fd.reset();
+  if (s->socket && s->fd) {
+    // Never on this thread, an event loop's (SetCloseOwner).
+    int fd = s->fd.release();
+    close_tickets_.push_back(FdCloseInBackground(&fd, 1, close_owner_, /*held_for_peer=*/false));
+    // Amortized: a long-lived pump keeps only the closes not yet done.
+    if (close_tickets_.size() > 64) FdDropDoneTickets(&close_tickets_);
+  } else {
+    s->fd.reset();
+  }
+}
+
+std::vector<uint64_t> RelayPump::CloseTickets() {
+  FdDropDoneTickets(&close_tickets_);
+  return close_tickets_;
 }
 
 void RelayPump::OnStreamClosed(uv_handle_t* handle) {

@@ -161,6 +161,16 @@ class RelayPump {
   // Idempotent.
   void Close(void (*on_freed)(void*) = nullptr, void* arg = nullptr);
 
+  // A stream socket's fd is closed on the background closer, as `owner`'s
+  // (FdCloseInBackground): it is a copy of a caller's socket, possibly its
+  // last reference once the caller closed its own, and the last close of a
+  // TCP socket with SO_LINGER and unsent data waits out the linger time.
+  // A pipe's closes here (its reader's end of file is due at once).
+  void SetCloseOwner(uint64_t owner) { close_owner_ = owner; }
+  // The tickets of those closes not done yet (the object's close too: call
+  // it right after Close, before the loop turns).
+  std::vector<uint64_t> CloseTickets();
+
   size_t queued_bytes() const { return out_queue_.size(); }
   bool congested() const { return out_queue_.size() > kCongestedBytes; }
   bool output_open() const { return !output_failed_ && !output_ended_ && !out_closed_; }
@@ -256,6 +266,8 @@ class RelayPump {
   void* freed_arg_ = nullptr;
 
   std::unordered_map<uint32_t, Stream*> streams_;
+  uint64_t close_owner_ = 0;
+  std::vector<uint64_t> close_tickets_;
 
   // Output queue: what the kernel did not take yet, in order.
   ByteQueue::Pool pool_;

@@ -286,7 +286,10 @@ export interface NativeRelayPump {
   stopInput(): void;
   endOutput(): void;
   closeOutput(): void;
-  close(): void;
+  /** Closes everything; returns the tickets of its background closes (its stream sockets') not done yet. */
+  close(): number[];
+  /** The tickets of the background closes of its stream sockets not done yet. */
+  closeTickets(): number[];
   readonly queuedBytes: number;
   readonly congested: boolean;
   readonly outputOpen: boolean;
@@ -297,7 +300,8 @@ export type RelayPumpEvent = (kind: number, a?: number, b?: number | string, pay
 export interface NativeBinding {
   Socket: NativeSocketConstructor;
   RelayPump: {
-    new (inFd: number, outFd: number, onEvent: RelayPumpEvent): NativeRelayPump;
+    /** Its stream sockets close on the background closer as `closeOwner`'s (default 0). */
+    new (inFd: number, outFd: number, onEvent: RelayPumpEvent, closeOwner?: number): NativeRelayPump;
     /** The wire format's numbers as the pump has them. */
     readonly constants: Readonly<Record<'HEADER_BYTES' | 'DATA' | 'CREDIT' | 'EOF' | 'STOP' | 'MAX_DATA_BYTES' | 'MAX_FRAME_BYTES' | 'STREAM_WINDOW' | 'CONGESTED_BYTES', number>>;
   };

@@ -17,7 +17,7 @@
  * buffers is bounded by the windows it granted.
  */
 import { ClosedError, errnoName, ProtocolError, SystemError } from '../errors';
-import { closeFd, closeFds } from '../fd';
+import { closeFd, closeFds, HeldCopies } from '../fd';
 import { native, type NativeRelayPump } from '../native';
 
 export const REMOTE_PROTOCOL_VERSION = 1;
@@ -139,11 +139,17 @@ export class Channel {
   #closed = false;
   /** Whoever waits for the output's backlog to be taken by the kernel. */
   #drainWaiters: Array<() => void> = [];
+  /**
+   * The pump's closes of its stream sockets, on the background closer: each
+   * is a copy of a caller's socket, maybe its last reference (a lingering
+   * TCP socket's close waits out the linger time).
+   */
+  readonly #held = new HeldCopies();
 
   constructor(inFd: number, outFd: number, handler: ChannelHandler) {
     this.#handler = handler;
     try {
-      this.#pump = new native.RelayPump(inFd, outFd, (kind, a, b, payload) => this.#event(kind, a as number, b, payload));
+      this.#pump = new native.RelayPump(inFd, outFd, (kind, a, b, payload) => this.#event(kind, a as number, b, payload), this.#held.owner);
     } catch (err) {
       closeFds([inFd, outFd]);
       throw err;
@@ -229,7 +235,16 @@ export class Channel {
     this.#ended = true;
     this.#pumped.clear();
     this.#drainWaiters = [];
-    this.#pump.close();
+    this.#held.remember(...this.#pump.close());
+  }
+
+  /**
+   * Resolves once the pump's closes of its stream sockets made so far are
+   * done (HeldCopies.settled: or given up on after 5 s).
+   */
+  closesSettled(): Promise<void> {
+    if (!this.#closed) this.#held.remember(...this.#pump.closeTickets());
+    return this.#held.settled();
   }
 
   /** Pumps `stream` through `fd` (owned by the channel from here on, even when this throws). */

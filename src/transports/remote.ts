@@ -374,6 +374,8 @@ export class RemoteConnection extends BaseConnection {
     this.#streams.clear();
     if (!this.#broken) await this.#onCommandClosed?.(this.location);
     await this.#teardown();
+    // The relay's copies of the caller's stream sockets, closed off the event loop.
+    await this.#channel.closesSettled();
     this.#failPending(() => this.closedError('request'));
   }
 
