@@ -56,7 +56,7 @@ function renderGoals(ratios: readonly Ratio[]): string {
       esc(r.description),
       num(r.value, digits),
       r.p99 ? num(r.p99.value, digits) : '—',
-      `${esc(r.comparison)} ${num(r.target, r.target < 10 ? 1 : 0)}`,
+      `${esc(r.comparison)} ${r.target < 10 ? String(r.target) : num(r.target, 0)}`,
       verdict,
       esc(r.rounds.map((v) => num(v, digits)).join(' ')),
       esc(r.p99?.rounds.map((v) => num(v, digits)).join(' ') ?? ''),

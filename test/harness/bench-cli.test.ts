@@ -171,6 +171,25 @@ describe('fdbridge bench (subprocess)', () => {
     }
   });
 
+  test('judges round trip, batch and sync against their targets (<= 1.35, >= 0.85, <= 1.1) and prints each target as written', () => {
+    const targets: Record<string, ['<=' | '>=', number]> = {
+      roundTripVsC: ['<=', 1.35],
+      batchVsC: ['>=', 0.85],
+      batchVsCKeep: ['>=', 0.85],
+      syncRoundTripVsC: ['<=', 1.1],
+    };
+    for (const transport of ['child', 'helper']) {
+      for (const [goal, [comparison, target]] of Object.entries(targets)) {
+        const r = file.ratios.find((x) => x.goal === goal && x.transport === transport);
+        expect([r?.comparison, r?.target]).toEqual([comparison, target]);
+        expect(r?.met).toBe(comparison === '<=' ? (r?.value as number) <= target : (r?.value as number) >= target);
+        const line = stdout.split('\n').find((l) => l.includes(r?.description as string));
+        expect(line).toContain(`${comparison} ${target}`);
+        expect(html).toContain(`${comparison === '<=' ? '&lt;=' : '&gt;='} ${target}<`);
+      }
+    }
+  });
+
   test('measures the helper against the C frame server at every client count, in both modes', () => {
     const t = file.throughput;
     expect(t?.error).toBeUndefined();
