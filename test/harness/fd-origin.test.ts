@@ -8,7 +8,7 @@
  * edge cases from files written here.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -111,6 +111,14 @@ describe('JS records', () => {
     expect(fdOrigin(dir, 100, 6, '/b')).toEqual({ call: 'fs.openSync', js: ['kept (b.js:1:1)'] });
     // Opened again after the close, by a call that was recorded: that call.
     expect(fdOrigin(dir, 100, 7, '/c')).toEqual({ call: 'fs.promises.open', js: ['again (c.js:1:1)'] });
+  });
+
+  test('a record that names no call (not written by the recorder) still gives its stack, under a call of "?", or the native record\'s call', () => {
+    writeFileSync(join(dir, 'js-100.log'), line({ fd: 5, target: '/a', stack: ['f (f.js:1:1)'] }) + line({ fd: 6, target: '/b', stack: [] }));
+    expect(fdOrigin(dir, 100, 5, '/a')).toEqual({ call: '?', js: ['f (f.js:1:1)'] });
+    nativeFile(100, { records: [{ fd: 6, kind: 3, target: '/b' }] });
+    expect(fdOrigin(dir, 100, 6, '/b')).toEqual({ call: 'accept', js: [] });
+    expect(describeFdOrigin(fdOrigin(dir, 100, 5, '/a'))).toEqual(['    opened by ?', '      at f (f.js:1:1)']);
   });
 
   test('a line cut short (a crash while writing) is skipped, and the records around it still count', () => {
@@ -346,6 +354,48 @@ describe('native frames symbolized: discriminators', () => {
       records: [{ fd: 3, kind: 0, target: '/a', frames: [[1, addresses[at]! + 1n]] }],
     });
     expect(fdOrigin(dir, 301, 3, '/a')?.native).toEqual([`loop (${src}:2)`]);
+  });
+});
+
+describe('native frames symbolized: a return address', () => {
+  test('a call that ends its line is named by that line, not by the next one, which starts at the return address the interposer recorded', () => {
+    const library = fdtrackLibrary(dir);
+    if (library.path === undefined) throw new Error(`the interposer could not be built: ${library.unavailable}`);
+    // The source in a directory named like addr2line's discriminator: a path is shown as it is.
+    const srcDir = join(dir, 'src (discriminator 7)');
+    mkdirSync(srcDir);
+    const src = join(srcDir, 'opener.c');
+    // Built with -O0: `call open` is the last instruction of line 4 (its result unused), `call after` the first of line 5.
+    writeFileSync(src, '#include <fcntl.h>\nvoid after(void) {}\nvoid opener(const char *path) {\n  open(path, O_RDONLY);\n  after();\n}\n');
+    const lib = join(dir, 'libopener.so');
+    execFileSync('cc', ['-g', '-O0', '-fPIC', '-fno-omit-frame-pointer', '-shared', '-o', lib, src]);
+    // The program prints its pid and the number open returned in opener (the lowest free one, found before the call).
+    const main = join(dir, 'main.c');
+    writeFileSync(
+      main,
+      '#include <stdio.h>\n#include <unistd.h>\nvoid opener(const char *path);\n' +
+        'int main(int argc, char **argv) { int next = dup(0); close(next); opener(argv[1]); printf("%d %d\\n", (int)getpid(), next); return 0; }\n',
+    );
+    const program = join(dir, 'main');
+    execFileSync('cc', ['-O0', '-o', program, main, lib, `-Wl,-rpath,${dir}`]);
+    const file = join(dir, 'opened');
+    writeFileSync(file, '');
+    const env = { ...process.env, ...trackingEnvironment(dir, library.path, process.env) };
+    const [pid, fd] = execFileSync(program, [file], { env, encoding: 'utf8' }).trim().split(' ').map(Number);
+
+    // What makes this frame tell the two apart: the address the interposer recorded in libopener.so is the first byte of line 5.
+    const bin = readFileSync(join(dir, `native-${pid}.bin`));
+    const nframes = bin.readUInt32LE(12);
+    const modules = Array.from({ length: bin.readUInt32LE(16) }, (_, i) => bin.toString('utf8', 24 + i * MODULE_PATH, bin.indexOf(0, 24 + i * MODULE_PATH)));
+    const record = HEADER + fd! * (16 + TARGET + nframes * 16);
+    const offsets = Array.from({ length: bin.readUInt32LE(record + 8) }, (_, i) => record + 16 + TARGET + i * 16)
+      .filter((at) => modules[bin.readUInt32LE(at) - 1] === lib)
+      .map((at) => bin.readBigUInt64LE(at + 8));
+    expect(offsets).toHaveLength(1);
+    const [, line] = execFileSync('addr2line', ['-e', lib, `0x${offsets[0]!.toString(16)}`], { encoding: 'utf8' }).trim().split(':');
+    if (line !== '5') throw new Error(`the return address of open's call in opener is not the start of line 5 (addr2line: line ${line}): the compiler laid opener out otherwise`);
+
+    expect(fdOrigin(dir, pid!, fd!, file)).toEqual({ call: 'open', native: [`opener (${src}:4)`] });
   });
 });
 
