@@ -12,6 +12,7 @@ import {
   closeFd,
   closeFds,
   diffFdTables,
+  dupFd,
   fdFlags,
   fdFloor,
   fdIdentity,
@@ -24,6 +25,7 @@ import {
   OwnedFd,
   sameFile,
   setFdLimit,
+  setFdFlags,
   type FdTable,
 } from '../../src/fd';
 
@@ -120,10 +122,10 @@ describe('closeFds', () => {
 });
 
 describe('OwnedFd', () => {
-  test('a non-integer or negative number is a RangeError', () => {
-    expect(() => new OwnedFd(-1)).toThrow(RangeError);
-    expect(() => new OwnedFd(1.5)).toThrow(RangeError);
-    expect(() => new OwnedFd(Number.NaN)).toThrow(RangeError);
+  test('a non-integer or negative number is a RangeError naming it', () => {
+    expect(() => new OwnedFd(-1)).toThrow(new RangeError('OwnedFd: -1 is not an fd'));
+    expect(() => new OwnedFd(1.5)).toThrow(new RangeError('OwnedFd: 1.5 is not an fd'));
+    expect(() => new OwnedFd(Number.NaN)).toThrow(new RangeError('OwnedFd: NaN is not an fd'));
     // 0 is an fd like any other (not closed, here: just not taken).
     const zero = new OwnedFd(0);
     expect(zero.closed).toBe(false);
@@ -136,12 +138,32 @@ describe('OwnedFd', () => {
     const fd = owned.release();
     try {
       expect(openFdTable().has(fd)).toBe(true);
-      expect(() => owned.release()).toThrow(expect.objectContaining({ code: 'ERR_FDBRIDGE_CLOSED' }));
+      expect(() => owned.release()).toThrow(expect.objectContaining({ code: 'ERR_FDBRIDGE_CLOSED', message: expect.stringMatching(/closed or released/) }));
+      expect(() => owned.fd).toThrow(expect.objectContaining({ code: 'ERR_FDBRIDGE_CLOSED' }));
       owned.close(); // nothing to close: it was released
       expect(openFdTable().has(fd)).toBe(true);
     } finally {
       closeFd(fd);
     }
+  });
+
+  test('an OwnedFd of fd 0 closes fd 0 (0 is an fd like any other)', () => {
+    // fd 0 (the test process's stdin) is put back afterwards: a duplicate takes the lowest free number.
+    const wasCloexec = fdFlags(0).cloexec;
+    const saved = dupFd(0);
+    let back: number | undefined;
+    try {
+      const owned = new OwnedFd(0);
+      owned.close();
+      expect(owned.closed).toBe(true);
+      expect(openFdTable().has(0)).toBe(false);
+    } finally {
+      back = dupFd(saved);
+      if (back === 0) setFdFlags(0, { cloexec: wasCloexec });
+      else closeFd(back);
+      closeFd(saved);
+    }
+    expect(back).toBe(0);
   });
 
   test('dispose closes', () => {

@@ -40,7 +40,8 @@ describe('SharedFdLedger', () => {
       const spy = jest.spyOn(fs, 'readFileSync').mockImplementation(((path: fs.PathOrFileDescriptor, options?: unknown) => {
         if (path !== '/proc/sys/fs/nr_open') return real(path, options as BufferEncoding);
         if (answer === 'unreadable') throw Object.assign(new Error('EACCES: staged'), { code: 'EACCES' });
-        return answer;
+        // As readFileSync answers: text when asked for utf8, else a Buffer.
+        return options === 'utf8' || (options as { encoding?: string } | undefined)?.encoding === 'utf8' ? answer : Buffer.from(answer);
       }) as typeof fs.readFileSync);
       try {
         // (A readable one is the ceiling, however small: that this stand-in is the one read.)
