@@ -232,6 +232,27 @@ describe('diffFdTables and formatFdTableDiff', () => {
     );
   });
 
+  test('this process: a number closed and opened again for another file of the same name counts as closed and opened; a table without the files read (a plain Map) is compared by target', () => {
+    const fd = makeMemfd('same-name');
+    const before = openFdTable();
+    closeFd(fd);
+    // The lowest free number: the one just closed (nothing else in this thread opens an fd in between).
+    const again = makeMemfd('same-name');
+    try {
+      expect(again).toBe(fd);
+      const after = openFdTable();
+      const target = '/memfd:same-name (deleted)';
+      expect(diffFdTables(before, after)).toEqual({ opened: [{ fd, target }], closed: [{ fd, target }] });
+      // With either side a plain Map of the same targets, only the targets are compared.
+      expect(diffFdTables(new Map(before), after)).toEqual({ opened: [], closed: [] });
+      expect(diffFdTables(before, new Map(after))).toEqual({ opened: [], closed: [] });
+      // The same file on both sides: no change.
+      expect(diffFdTables(after, openFdTable())).toEqual({ opened: [], closed: [] });
+    } finally {
+      closeFd(again);
+    }
+  });
+
   test('this process: an fd opened shows up as opened with its target', () => {
     const before = openFdTable();
     const fd = makeMemfd('diffed');
