@@ -133,6 +133,12 @@ Napi::Value BackgroundClosesPending(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(FdBackgroundClosesPending()));
 }
 
+// newCloseOwner() -> an owner of this process's own for closeInBackground,
+// never given before in this process (fd_ops.h: FdNewCloseOwner).
+Napi::Value NewCloseOwner(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(FdNewCloseOwner()));
+}
+
 // backgroundCloseFds() -> { queued, running }: the numbers of the fds
 // waiting for the closer, and of those it is closing (fd_ops.h).
 Napi::Value BackgroundCloseFds(const Napi::CallbackInfo& info) {
@@ -180,6 +186,7 @@ void ExportBackgroundCloses(Napi::Env env, Napi::Object exports) {
   exports.Set("reserveCloserThreads", Napi::Function::New<ReserveCloserThreads>(env, "reserveCloserThreads"));
   exports.Set("openBackgroundCloses", Napi::Function::New<OpenBackgroundCloses>(env, "openBackgroundCloses"));
   exports.Set("backgroundClosesPending", Napi::Function::New<BackgroundClosesPending>(env, "backgroundClosesPending"));
+  exports.Set("newCloseOwner", Napi::Function::New<NewCloseOwner>(env, "newCloseOwner"));
   exports.Set("backgroundCloseFds", Napi::Function::New<BackgroundCloseFds>(env, "backgroundCloseFds"));
   exports.Set("backgroundClosesOfPeerFds", Napi::Function::New<BackgroundClosesOfPeerFds>(env, "backgroundClosesOfPeerFds"));
   exports.Set("backgroundClosesOfOwnSockets", Napi::Function::New<BackgroundClosesOfOwnSockets>(env, "backgroundClosesOfOwnSockets"));

@@ -66,7 +66,7 @@ void Run(ReapJob& job) {
   // A pidfd is readable once its process has exited (pidfd_open(2)).
   for (;;) {
     if (left.empty() && !fds_handed) {
-      if (!job.fds.empty()) FdCloseInBackground(job.fds.data(), job.fds.size(), 0, /*held_for_peer=*/false);
+      if (!job.fds.empty()) FdCloseInBackground(job.fds.data(), job.fds.size(), kTeardownOwner, /*held_for_peer=*/false);
       fds_handed = true;
     }
     if (left.empty() && unsure.empty()) break;
@@ -98,7 +98,7 @@ void Run(ReapJob& job) {
   }
   // Possibly someone else's, and still running: left alone.
   for (int pidfd : unsure) FdClose(pidfd);
-  if (!fds_handed && !job.fds.empty()) FdCloseInBackground(job.fds.data(), job.fds.size(), 0, /*held_for_peer=*/false);
+  if (!fds_handed && !job.fds.empty()) FdCloseInBackground(job.fds.data(), job.fds.size(), kTeardownOwner, /*held_for_peer=*/false);
   g_pending--;
 }
 
@@ -230,7 +230,7 @@ void SpawnWindow::TakeSpawned(std::vector<int>* pidfds, std::vector<int>* unsure
 
 void ReapThenClose(std::vector<int> pidfds, std::vector<int> fds, int grace_ms, std::vector<int> unsure) {
   if (pidfds.empty() && unsure.empty()) {
-    if (!fds.empty()) FdCloseInBackground(fds.data(), fds.size(), 0, /*held_for_peer=*/false);
+    if (!fds.empty()) FdCloseInBackground(fds.data(), fds.size(), kTeardownOwner, /*held_for_peer=*/false);
     return;
   }
   g_pending++;

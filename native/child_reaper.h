@@ -38,7 +38,9 @@ constexpr int kReapGraceMs = 5000;
 // those still running then are closed, the processes left alone. The fds do
 // not wait for them.
 //
-// With no pidfds at all the fds go to the background closer at once. When
+// The fds are closed as kTeardownOwner's (fd_ops.h): the ended
+// environment's own, on any shared thread of the closer. With no pidfds at
+// all they go to the background closer at once. When
 // no thread can be made (EAGAIN), the processes are killed (the unsure ones
 // only reaped if they have exited) on the calling thread, then the fds go.
 void ReapThenClose(std::vector<int> pidfds, std::vector<int> fds, int grace_ms, std::vector<int> unsure = {});

@@ -397,7 +397,7 @@ struct Closer {
   std::condition_variable cv;
   std::unordered_map<uint64_t, Lane> lanes;
   // Owners with a close waiting and a thread to spare (busy below
-  // kCloserThreadsPerOwner), each once, in the order they take turns
+  // CloserThreadsFor(owner)), each once, in the order they take turns
   // (NextTurnLocked).
   std::deque<uint64_t> turns;
   std::unordered_map<uint64_t, Batch> batches;
@@ -427,7 +427,7 @@ Closer& TheCloser() {
 }
 
 void ListLocked(Closer& c, uint64_t owner, Closer::Lane& lane) {
-  if (!lane.listed && !lane.jobs.empty() && lane.busy < kCloserThreadsPerOwner) {
+  if (!lane.listed && !lane.jobs.empty() && lane.busy < CloserThreadsFor(owner)) {
     c.turns.push_back(owner);
     lane.listed = true;
   }
@@ -689,6 +689,11 @@ void FdAfterBackgroundCloses(const uint64_t* tickets, size_t n, std::function<vo
 
 size_t FdBackgroundClosesPending() { return TheCloser().pending.load(); }
 
+uint64_t FdNewCloseOwner() {
+  static std::atomic<uint64_t> last{kTeardownOwner};
+  return ++last;
+}
+
 void FdBackgroundCloseFds(std::vector<int>* queued, std::vector<int>* running) {
   queued->clear();
   running->clear();
@@ -716,9 +721,9 @@ namespace {
 // to spare (every one its owner may use is in a close; or it has one in a
 // close while the shared threads all are; or the reserve's are too), as
 // when they block; else none (a free thread takes each at once). Under c.mu.
-size_t OwnSocketsHeldUpLocked(const Closer& c, const Closer::Lane& lane) {
+size_t OwnSocketsHeldUpLocked(const Closer& c, uint64_t owner, const Closer::Lane& lane) {
   bool shared_full = c.busy >= kMaxCloserThreads;
-  bool stuck = lane.busy >= kCloserThreadsPerOwner || (shared_full && lane.busy > 0) ||
+  bool stuck = lane.busy >= CloserThreadsFor(owner) || (shared_full && lane.busy > 0) ||
                c.busy >= kMaxCloserThreads + c.reserve;
   return stuck ? lane.own_queued + lane.own_running : 0;
 }
@@ -729,7 +734,7 @@ size_t FdBackgroundClosesOfOwnSockets() {
   Closer& c = TheCloser();
   std::lock_guard<std::mutex> lock(c.mu);
   size_t n = 0;
-  for (const auto& lane : c.lanes) n += OwnSocketsHeldUpLocked(c, lane.second);
+  for (const auto& lane : c.lanes) n += OwnSocketsHeldUpLocked(c, lane.first, lane.second);
   return n;
 }
 
@@ -737,7 +742,7 @@ size_t FdBackgroundClosesOfOwnSockets(uint64_t owner) {
   Closer& c = TheCloser();
   std::lock_guard<std::mutex> lock(c.mu);
   auto lane = c.lanes.find(owner);
-  return lane == c.lanes.end() ? 0 : OwnSocketsHeldUpLocked(c, lane->second);
+  return lane == c.lanes.end() ? 0 : OwnSocketsHeldUpLocked(c, owner, lane->second);
 }
 
 uint64_t FdBackgroundClosesDone() { return TheCloser().done.load(); }

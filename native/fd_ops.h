@@ -230,7 +230,8 @@ int FdClose(int fd);
 // Closes are handed over in batches; each batch has its own ticket and is
 // done once every fd in it is closed, in whatever order the batches finish.
 // Each batch belongs to an `owner` (a helper daemon passes the peer's uid
-// plus one; 0 for anyone else). The pool grows by one thread whenever work
+// plus one; the library's own holders an owner above kMaxPeerOwner; 0 for
+// anyone else). The pool grows by one thread whenever work
 // is waiting and no thread is free (each thread may be stuck in a close), up
 // to kMaxCloserThreads, and threads left idle for a while exit again (one
 // stays). One owner's closes run on at most kCloserThreadsPerOwner threads
@@ -262,6 +263,31 @@ int FdClose(int fd);
 // 40 MiB at most.
 constexpr size_t kMaxCloserThreads = 64;
 constexpr size_t kCloserThreadsPerOwner = 8;
+// Owners above kMaxPeerOwner (a uid plus one) are this process's own
+// holders, not peers: the library's (fd.ts: HeldCopies, one per holder of
+// copies, from 2^33) and the teardown of ended environments
+// (kTeardownOwner). What they close are copies of files this process's own
+// code handed to fdbridge (a failed request's pins, a queued send's copies,
+// the duplicates a command did not adopt), and only that code's sockets
+// can make those closes block. The per-owner cap is there so that one
+// peer's blocked closes leave the shared threads to the others; on such an
+// owner it would only keep its closes past the cap waiting behind the
+// blocked ones, each still open (in the fd table, counted against
+// RLIMIT_NOFILE, registered as fdbridge's) for as long as they linger, one
+// share after another. So such an owner's closes run on any shared thread
+// (CloserThreadsFor); past the shared ones it is treated as everyone is (a
+// reserve thread only while it has no close running).
+constexpr uint64_t kMaxPeerOwner = uint64_t{1} << 32;
+constexpr uint64_t kTeardownOwner = kMaxPeerOwner + 1;
+// A new owner of this process's own (above kTeardownOwner), never given
+// before in this process, whichever thread asks: one per holder of copies
+// (fd.ts: HeldCopies), so that one holder's closes that block hold back
+// only its own, whatever thread or worker made it.
+uint64_t FdNewCloseOwner();
+// How many of `owner`'s closes may run at once.
+constexpr size_t CloserThreadsFor(uint64_t owner) {
+  return owner > kMaxPeerOwner ? kMaxCloserThreads : kCloserThreadsPerOwner;
+}
 // The reserve when nobody asked for more (FdReserveCloserThreads), and the
 // most it is ever made.
 constexpr size_t kCloserReserveThreads = 64;

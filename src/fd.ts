@@ -402,13 +402,6 @@ export function backgroundCloseFds(): { queued: number[]; running: number[] } {
 }
 
 /**
- * Closer owners of the library's own background closes (HeldCopies): above
- * every owner a helper daemon uses (a uid plus one), one per holder, so
- * that one holder's closes that block hold back only its own.
- */
-let nextCloseOwner = 2 ** 33;
-
-/**
  * The copies of callers' files a connection holds and has to close (pins of
  * requests that failed, queued sends' copies, duplicates the command did
  * not adopt). Such a copy can be its file's last reference, since the
@@ -420,7 +413,15 @@ let nextCloseOwner = 2 ** 33;
  * so no number is handed out again while it is still ours.
  */
 export class HeldCopies {
-  readonly owner = nextCloseOwner++;
+  /**
+   * Its closer owner: one of this process's own (above every owner a
+   * helper daemon uses, a uid plus one), given by the addon, so unique in
+   * the process whatever thread made it (a worker thread has its own copy
+   * of this module, and shares the closer), so that one holder's closes
+   * that block hold back only its own. Its closes run on any of the
+   * closer's shared threads (native/fd_ops.h: CloserThreadsFor).
+   */
+  readonly owner = native.newCloseOwner();
   /** Tickets of batches handed over; those done are dropped now and then. */
   #tickets: number[] = [];
 

@@ -361,6 +361,8 @@ export interface NativeBinding {
   reserveCloserThreads(owners: number): number;
   /** fds given to closeInBackground and not yet closed. */
   backgroundClosesPending(): number;
+  /** An owner for closeInBackground of this process's own (its closes run on any shared closer thread), never given before in this process, whichever thread asks. */
+  newCloseOwner(): number;
   /** Their numbers: those no closer thread has taken yet (open, the closer's), and those being closed (in the table until close(2) takes them out). */
   backgroundCloseFds(): { queued: number[]; running: number[] };
   /**
