@@ -248,6 +248,47 @@ withPython("one owner's closes that block take its share of threads at most: its
   }
 });
 
+withPython("an owner of this process's own (newCloseOwner: above every uid plus one) is held to no share of the threads; the highest uid's owner (2^32) is", async () => {
+  const { perOwner } = native.closerThreads();
+  const lingering = await lingeringSockets(2 * (perOwner + 1));
+  try {
+    const HIGHEST_UID_OWNER = 2 ** 32; // uid 2^32 - 1, plus one
+    const peer = lingering.fds.slice(0, perOwner + 1).map((fd) => native.closeInBackground([fd], HIGHEST_UID_OWNER));
+    expect(await until(() => native.closerThreads().busy === perOwner)).toBe(true);
+    const own = native.newCloseOwner();
+    expect(own).toBeGreaterThan(HIGHEST_UID_OWNER);
+    const mine = lingering.fds.slice(perOwner + 1).map((fd) => native.closeInBackground([fd], own));
+    // Every one of its closes is in a close; the uid's last one still waits behind its share.
+    expect(await until(() => native.closerThreads().busy === 2 * perOwner + 1)).toBe(true);
+    await turns(20);
+    expect(native.closerThreads().busy).toBe(2 * perOwner + 1);
+    expect(native.backgroundCloseFds().queued).toEqual([lingering.fds[perOwner]]);
+    await lingering.drain();
+    expect((await afterCloses([...peer, ...mine])).done.every(Boolean)).toBe(true);
+  } finally {
+    await lingering.drain();
+    await lingering.end();
+  }
+});
+
+test("newCloseOwner never gives an owner twice in the process, whichever thread asks (a worker thread's copy of the library shares the closer)", async () => {
+  const first = native.newCloseOwner();
+  const worker = new Worker(
+    `const { parentPort, workerData } = require('node:worker_threads');
+     const { native } = require(workerData.native);
+     parentPort.postMessage([native.newCloseOwner(), native.newCloseOwner()]);`,
+    { eval: true, workerData: { native: join(__dirname, '../../dist/src/native.js') } },
+  );
+  const theirs = await new Promise<number[]>((resolve, reject) => {
+    worker.once('message', resolve);
+    worker.once('error', reject);
+  });
+  await new Promise((resolve) => worker.once('exit', resolve));
+  const owners = [first, ...theirs, native.newCloseOwner()];
+  expect(new Set(owners).size).toBe(4);
+  expect(owners.every((o) => Number.isSafeInteger(o) && o > 2 ** 32 + 1)).toBe(true);
+});
+
 /** Lets the event loop turn `n` times (the closer works on its own threads meanwhile). */
 async function turns(n: number): Promise<void> {
   for (let i = 0; i < n; i++) await new Promise((resolve) => setTimeout(resolve, 5));
