@@ -32,7 +32,10 @@
  *   file written). The runner fails a row on any `closed` entry, with one
  *   exception: an fd that an earlier row leaked (the oracle remembers those;
  *   they stay open, since closing an fd some live object still owns would
- *   be worse) may be closed later without blame.
+ *   be worse) may be closed later without blame. An fd of the client that
+ *   fdbridge held for itself before the row and closed during it (a
+ *   connection's socket and pidfd, a worker thread's loop fds) is not in
+ *   `closed` at all (settleFdSnapshots: `ownClosed`), only noted.
  */
 import { readFileSync } from 'node:fs';
 
@@ -202,6 +205,11 @@ export class LeakOracle {
       this.#options.note?.(`leak oracle: set aside fd ${e.fd} -> ${e.target} (${e.role}): fdbridge's own copy, still queued on its background closer behind closes that block`);
     }
     this.#ledger.add(report.closing ?? []);
+    // fdbridge's own fds (a connection's socket and pidfd, a worker thread's
+    // loop fds) that it closed during the row: no wrong-fd close of the row's.
+    for (const e of report.ownClosed ?? []) {
+      this.#options.note?.(`leak oracle: set aside fd ${e.fd} -> ${e.target} (${e.role}): fdbridge's own before the row, closed by fdbridge during it`);
+    }
     return { leaks: leaks.map(strip), closed: closed.map(strip), reclaimed: reclaimed.map(strip) };
   }
 }

@@ -20,6 +20,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { FdBridgeError, SystemError } from './errors';
 import { backgroundCloseFds, CLOSES_GIVE_UP_MS, diffFdTables, FdTableHold, openFdTable, type FdTable } from './fd';
 import { describeFdOrigin, fdOrigin, startFdTracking, type FdOrigin } from './fd-track';
+import { native } from './native';
 import { describeRuntimeFd, warmRuntimeFds, type RuntimeFd } from './runtime-fds';
 
 /** A process whose fd table is watched, and what it is to the test ('client', 'child', 'helper', ...). */
@@ -64,6 +65,16 @@ export interface FdLeakReport {
    * fdbridge closes each as soon as a thread comes free. Absent when none.
    */
   closing?: FdEntry[];
+  /**
+   * fds of this process that fdbridge held for itself when the baseline was
+   * taken and that are closed now, no longer fdbridge's: it closed them (a
+   * connection's socket and pidfd once its command died, the event-loop fds
+   * of a worker thread it ran, which that thread's loop closed as it ended:
+   * epoll, pipes, eventfd, /dev/null, inotify; a pin or copy it held), or a
+   * command it ran adopted one and closed it. Not in `closed`: the code
+   * under test closed nothing that was not its own. Absent when none.
+   */
+  ownClosed?: FdEntry[];
 }
 
 export interface FdCheckOptions {
@@ -143,6 +154,12 @@ export class ProcessFdSnapshot implements Disposable {
   readonly baseline: FdTable;
   readonly #startTime: string | undefined;
   readonly #hold: FdTableHold;
+  /**
+   * This process's only: the baseline's fds that fdbridge held for itself
+   * then, each with its registration (native.registration: never reused),
+   * read right after the table.
+   */
+  readonly #own = new Map<number, number>();
 
   /** Snapshots `pid` now. Throws if its table cannot be read (no such process, another user's). */
   constructor(pid: number, role: string) {
@@ -156,6 +173,12 @@ export class ProcessFdSnapshot implements Disposable {
     }
     // Stryker disable next-line ConditionalExpression: /proc/<own pid>/fd and /proc/self/fd are the same table
     this.baseline = openFdTable(pid === process.pid ? undefined : pid);
+    if (pid === process.pid) {
+      for (const fd of this.baseline.keys()) {
+        const registration = native.registration(fd);
+        if (registration !== 0) this.#own.set(fd, registration);
+      }
+    }
     this.#hold = new FdTableHold(this.baseline, pid);
   }
 
@@ -188,14 +211,34 @@ export class ProcessFdSnapshot implements Disposable {
     return processStartTime(this.pid) === this.#startTime ? table : undefined;
   }
 
-  /** What changed since the snapshot, as entries; undefined when the process is gone. */
-  changes(ignore?: (entry: FdEntry) => boolean): { leaks: FdEntry[]; closed: FdEntry[] } | undefined {
+  /**
+   * What changed since the snapshot, as entries; undefined when the process
+   * is gone. Of the fds open before and not now, those fdbridge held for
+   * itself then and holds no longer under that registration (it closed
+   * them, or a command it ran adopted them) are `ownClosed`, the rest
+   * `closed`.
+   */
+  changes(ignore?: (entry: FdEntry) => boolean): { leaks: FdEntry[]; closed: FdEntry[]; ownClosed: FdEntry[] } | undefined {
     const now = this.current();
     if (!now) return undefined;
     const diff = diffFdTables(this.baseline, now);
     const entry = (e: { fd: number; target: string }): FdEntry => ({ pid: this.pid, role: this.role, fd: e.fd, target: e.target });
     const keep = (e: FdEntry): boolean => !ignore?.(e);
-    return { leaks: diff.opened.map(entry).filter(keep), closed: diff.closed.map(entry).filter(keep) };
+    const closed = diff.closed.map(entry).filter(keep);
+    // A number the registry still has under the baseline's registration is
+    // one fdbridge has yet to let go of: an fd of ours that someone else
+    // closed, or one whose close (a thread's, libuv's) has not returned.
+    const released = (e: FdEntry): boolean => {
+      const registration = this.#own.get(e.fd);
+      return registration !== undefined && native.registration(e.fd) !== registration;
+    };
+    return { leaks: diff.opened.map(entry).filter(keep), closed: closed.filter((e) => !released(e)), ownClosed: closed.filter(released) };
+  }
+
+  /** Whether `fd` was fdbridge's at the baseline and is still registered as that same fd (registration unchanged). */
+  stillOwn(fd: number): boolean {
+    const registration = this.#own.get(fd);
+    return registration !== undefined && native.registration(fd) === registration;
   }
 }
 
@@ -216,7 +259,13 @@ function closerFds(): { held: Set<number>; queued: Set<number> } {
  * While an fd this process has in excess is one fdbridge's background
  * closer has yet to close, it waits past `settleMs`, up to
  * CLOSES_GIVE_UP_MS after it began; such an fd still queued there then is
- * reported in `closing`, not in `leaks` (FdLeakReport.closing).
+ * reported in `closing`, not in `leaks` (FdLeakReport.closing). So it does
+ * while an fd of this process that fdbridge held for itself at the
+ * baseline is closed and still registered as that fd (its close, on a
+ * thread of its own or in an ending worker thread's loop, has not returned
+ * yet): once fdbridge has let it go it is in `ownClosed`, and so is one its
+ * background closer is closing (a close that blocks); the rest is in
+ * `closed`.
  */
 export async function settleFdSnapshots(
   snapshots: readonly ProcessFdSnapshot[],
@@ -232,6 +281,9 @@ export async function settleFdSnapshots(
     // leaves its number in them, and it must still count as the closer's.
     const closer = closerFds();
     const report: FdLeakReport = { leaks: [], closed: [], gone: [] };
+    const ownClosed: FdEntry[] = [];
+    // Closed, and still registered as the fd fdbridge held at the baseline.
+    const unreleased = new Set<FdEntry>();
     for (const snap of snapshots) {
       const changes = snap.changes(options.ignore);
       if (!changes) {
@@ -240,21 +292,32 @@ export async function settleFdSnapshots(
       }
       report.leaks.push(...changes.leaks);
       report.closed.push(...changes.closed);
+      ownClosed.push(...changes.ownClosed);
+      for (const e of changes.closed) if (snap.stillOwn(e.fd)) unreleased.add(e);
     }
-    if (report.leaks.length === 0 && report.closed.length === 0) return report;
+    // fdbridge's own whose close its closer is in (one that blocks): its, not the test's.
+    const onCloser = (e: FdEntry): boolean => unreleased.has(e) && closer.held.has(e.fd);
+    ownClosed.push(...report.closed.filter(onCloser));
+    report.closed = report.closed.filter((e) => !onCloser(e));
+    if (report.leaks.length === 0 && report.closed.length === 0) return withOwnClosed(report, ownClosed);
     const now = performance.now();
     // Stryker disable next-line EqualityOperator: > instead of >= is at most one more 20 ms poll, the same verdict later
     if (now >= deadline) {
-      const waiting = report.leaks.some((e) => e.pid === process.pid && closer.held.has(e.fd));
+      const waiting = report.closed.some((e) => unreleased.has(e)) || report.leaks.some((e) => e.pid === process.pid && closer.held.has(e.fd));
       if (!waiting || now >= closerDeadline) {
         // Queued before the tables were read and still now: never closed in
         // between, so its number was the closer's fd throughout.
         const still = closerFds().queued;
-        return setAsideClosing(report, new Set([...closer.queued].filter((fd) => still.has(fd))));
+        return setAsideClosing(withOwnClosed(report, ownClosed), new Set([...closer.queued].filter((fd) => still.has(fd))));
       }
     }
     await sleep(20);
   }
+}
+
+/** `report` with `ownClosed` set when there are any. */
+function withOwnClosed(report: FdLeakReport, ownClosed: FdEntry[]): FdLeakReport {
+  return ownClosed.length > 0 ? { ...report, ownClosed } : report;
 }
 
 /** `report` with this process's leaks that are fdbridge's queued closes (`queued`) moved to `closing`. */
@@ -329,6 +392,10 @@ export function describeFdLeakReport(report: FdLeakReport): string {
   if (lines.length > 0 && report.closing && report.closing.length > 0) {
     lines.push(`set aside (fdbridge's own copies, queued on its background closer after ${CLOSES_GIVE_UP_MS} ms, behind closes that block; it closes them):`);
     for (const e of report.closing) lines.push(`  ${describeFdEntry(e)}`);
+  }
+  if (lines.length > 0 && report.ownClosed && report.ownClosed.length > 0) {
+    lines.push("set aside (fdbridge's own fds before the test, closed during it by fdbridge, or by a command that adopted them from it):");
+    for (const e of report.ownClosed) lines.push(`  ${describeFdEntry(e)}`);
   }
   if (lines.length > 0 && report.runtime && report.runtime.length > 0) {
     lines.push('set aside (opened by the runtime for itself before the baseline, not by the test):');

@@ -21,6 +21,25 @@ export function ownedFdCount(): number {
   return native.ownedFdCount();
 }
 
+/**
+ * A copy of `fd` that fdbridge holds for itself (dupHigh: above the floor,
+ * registered, refused with EBADF wherever a caller names it), as its pins
+ * are. closeFd closes it as fdbridge closes its own.
+ */
+export function holdOwnCopy(fd: number): number {
+  return native.dupHigh(fd);
+}
+
+/** The registration of `fd` as one fdbridge holds for itself (never reused), or 0 when it is not. */
+export function fdRegistration(fd: number): number {
+  return native.registration(fd);
+}
+
+/** Takes `fd` out of fdbridge's registry if it still has `registration`: for an fd of fdbridge's that a test closed behind its back. */
+export function forgetOwnFd(fd: number, registration: number): void {
+  native.disown(fd, registration);
+}
+
 /** How many leak-check holds of baseline files (FdTableHold) are alive in this process: 0 between checks. */
 export function liveFdTableHolds(): number {
   return native.liveHolds();
