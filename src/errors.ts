@@ -70,18 +70,6 @@ export class SystemError extends FdBridgeError {
   }
 }
 
-/**
- * A leak check that cannot back a verdict. Exported for code that catches
- * it; no check throws it: a check's hold of its baseline's files is in a
- * thread's own fd table (FdTableHold), which nothing the code under test
- * does to its table (close_range over all of it) reaches.
- */
-export class FdCheckError extends FdBridgeError {
-  constructor(message: string) {
-    super('ERR_FDBRIDGE_FD_CHECK', message);
-  }
-}
-
 /** The peer closed its end (end of file on a STREAM or SEQPACKET socket). */
 export class EofError extends FdBridgeError {
   constructor(message = 'the peer closed the socket', options?: FdBridgeErrorOptions) {

@@ -15,7 +15,6 @@ export {
   ClosedError,
   EofError,
   FdBridgeError,
-  FdCheckError,
   isFdBridgeError,
   PeerExitedError,
   PeerGoneError,
