@@ -14,6 +14,8 @@
         "native/addon_fd_functions.cc",
         "native/addon_sock_functions.cc",
         "native/addon_frame_codec.cc",
+        "native/addon_lane_writer.cc",
+        "native/lane_writer.cc",
         "native/fd_ops.cc",
         "native/fd_hold.cc",
         "native/loop_fds.cc",

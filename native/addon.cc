@@ -16,8 +16,8 @@
 namespace fdbridge {
 
 // Threads of this addon outlive the environment that started them: the
-// background closers, and the child reaper (up to its grace after a worker
-// ends). Node dlcloses an addon when the last environment that loaded it
+// background closers, the lane writers, and the child reaper (up to its
+// grace after a worker ends). Node dlcloses an addon when the last environment that loaded it
 // ends, so if a worker thread was the only one, those threads would go on in
 // unmapped code (the process dies with SIGSEGV). Opening ourselves once more
 // with RTLD_NODELETE keeps the code mapped for the life of the process; the
@@ -53,6 +53,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   ExportFdFunctions(env, exports);
   ExportSockFunctions(env, exports);
   ExportFrameCodec(env, exports);
+  ExportLaneWriter(env, exports);
 
   Napi::Object constants = Napi::Object::New(env);
   constants.Set("SOCK_STREAM", Napi::Number::New(env, SOCK_STREAM));

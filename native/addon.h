@@ -385,6 +385,7 @@ void ExportBackgroundCloses(Napi::Env env, Napi::Object exports); // addon_backg
 void ExportFdFunctions(Napi::Env env, Napi::Object exports);      // addon_fd_functions.cc
 void ExportSockFunctions(Napi::Env env, Napi::Object exports);    // addon_sock_functions.cc
 void ExportFrameCodec(Napi::Env env, Napi::Object exports);       // addon_frame_codec.cc
+void ExportLaneWriter(Napi::Env env, Napi::Object exports);       // addon_lane_writer.cc
 
 // The environment's teardown (addon_env.cc), added by InitModule.
 void AsyncCleanup(napi_async_cleanup_hook_handle handle, void* arg);

@@ -359,6 +359,23 @@ export interface NativeBinding {
    * minReserve and at most maxReserve.
    */
   reserveCloserThreads(owners: number): number;
+  /**
+   * Writes all of `data` into a copy of `fd` (made now: a SystemError if it
+   * cannot be) on a thread of `owner`'s lane, never libuv's pool: one
+   * owner's writes that block (a pipe nobody reads) hold back only that
+   * owner's (lane_writer.h). A pipe, FIFO or socket is written with
+   * RWF_NOWAIT, waiting in poll for room, so the client's O_NONBLOCK is left
+   * alone and the write can be cancelled. `callback` runs on this thread's
+   * event loop once the copy is closed: the bytes written, or -errno
+   * (-ECANCELED: laneWriteCancel(group) ended it).
+   */
+  laneWrite(fd: number, data: Uint8Array, owner: number, group: number, callback: (result: number) => void): void;
+  /** A new cancel group for laneWrite (unique in the process). */
+  laneGroup(): number;
+  /** Ends `group`'s writes: queued ones at once, one waiting for room as its thread wakes, one inside write(2) when it returns. */
+  laneWriteCancel(group: number): void;
+  /** The lanes' threads, those in a write, the writes waiting for a thread, the owners with a lane, and the threads an owner may have. */
+  laneWriters(): { threads: number; busy: number; queued: number; owners: number; perOwner: number };
   /** fds given to closeInBackground and not yet closed. */
   backgroundClosesPending(): number;
   /** An owner for closeInBackground of this process's own (its closes run on any shared closer thread), never given before in this process, whichever thread asks. */

@@ -2,41 +2,39 @@
  * The log command: a command whose log output the client can redirect into
  * a file, pipe or terminal it opened itself, wherever the command runs.
  */
-import { openSync, closeSync, constants as fsConstants, write } from 'node:fs';
-import { promisify } from 'node:util';
+import { openSync, closeSync, constants as fsConstants } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 
 import { resolve } from 'node:path';
 
 import type { CommandContext, ModuleCommandSpec } from '../command';
 import type { Connection } from '../connection';
 import { DatagramSocket, type Datagram } from '../datagram';
-import { FdBridgeError } from '../errors';
+import { ClosedError, FdBridgeError, SystemError } from '../errors';
+import { native } from '../native';
 import { distPath } from '../paths';
 
-const writeAsync = promisify(write);
-
 /**
- * Writes all of `buf` off the event loop: the fd is the client's (a pipe it
- * may never read, a terminal, a socket), and in a helper daemon a write
- * that blocks the loop would stall every other client. A blocking fd blocks
- * one of libuv's pool threads instead; EAGAIN (the fd shares O_NONBLOCK with
- * the client's open file) is waited out on a timer. Stops, throwing, once
- * `stopped()` (the command closed): no write starts on an fd being closed.
+ * Writes all of `buf` into `fd` off the event loop and off libuv's pool: on
+ * a thread of `owner`'s lane (native laneWrite), into a copy of the fd. The
+ * fd is the client's (a pipe it may never read, a terminal, a socket, a
+ * file on a hung filesystem): in a helper daemon a write that blocks the
+ * loop would stall every client, and one that blocks a pool thread would
+ * take one of the four that every client's lines (and the daemon's fs
+ * calls) share. A lane's threads are its owner's alone (a uid's in a
+ * helper daemon), so a client whose fd takes nothing holds back its own
+ * uid's lines, nobody else's. A pipe or socket full is waited for in
+ * poll, never by flipping O_NONBLOCK on the client's open file, and the
+ * wait ends when the command closes (laneWriteCancel): ClosedError.
  */
-async function writeAll(fd: number, buf: Buffer, stopped: () => boolean): Promise<void> {
-  let off = 0;
-  let pause = 1;
-  while (off < buf.length) {
-    if (stopped()) throw new Error('log: the command was closed before the line was written');
-    try {
-      off += (await writeAsync(fd, buf, off, buf.length - off)).bytesWritten;
-      pause = 1;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
-      await new Promise((resolve) => setTimeout(resolve, pause));
-      pause = Math.min(pause * 2, 100);
-    }
-  }
+function laneWrite(fd: number, buf: Buffer, owner: number, group: number): Promise<void> {
+  return new Promise((written, reject) => {
+    native.laneWrite(fd, buf, owner, group, (result) => {
+      if (result >= 0) written();
+      else if (result === -osConstants.errno.ECANCELED) reject(new ClosedError('log: the command was closed before the line was written (part of it may have been)'));
+      else reject(new SystemError(result, 'write'));
+    });
+  });
 }
 
 /**
@@ -89,9 +87,19 @@ export class LogCommand {
    */
   #retired: number[] = [];
   #closed = false;
+  /** This command's writes, ended together by close() (native laneWriteCancel). */
+  readonly #group = native.laneGroup();
+  /**
+   * Whose lane its lines are written on: in a helper daemon the client's
+   * uid's (uid + 1, as the daemon's closeOwner for the background closer),
+   * so that one uid's blocked writes hold back only its own; 0 elsewhere
+   * (the client is the only one).
+   */
+  readonly #owner: number;
 
   constructor(context: CommandContext) {
     this.context = context;
+    this.#owner = context.transport === 'helper' && context.peer !== undefined ? context.peer.uid + 1 : 0;
   }
 
   /**
@@ -183,7 +191,10 @@ export class LogCommand {
     const buf = Buffer.from(text);
     this.#writing++;
     const written = this.#writes
-      .then(() => writeAll(fd, buf, () => this.#closed))
+      .then(() => {
+        if (this.#closed) throw new ClosedError('log: the command was closed before the line was written');
+        return laneWrite(fd, buf, this.#owner, this.#group);
+      })
       .finally(() => {
         if (--this.#writing === 0) void this.context.closeClientFds(this.#retired.splice(0));
       });
@@ -196,15 +207,24 @@ export class LogCommand {
     return { transport: this.context.transport, pid: this.context.pid, threadId: this.context.threadId };
   }
 
-  /** Closes the log fd it adopted: at once, or when the line being written (the client may never read it) ends. */
+  /**
+   * Ends the lines not written yet (ClosedError: one waiting for room in a
+   * pipe or socket at once, one inside a write into another kind of file
+   * when that write returns) and closes the log fds it adopted, at once:
+   * a line handed to its lane writes into a copy of its own, and none is
+   * handed over from here on.
+   */
   close(): void {
     this.#closed = true;
+    native.laneWriteCancel(this.#group);
     this.#redirects?.close();
     this.#redirects = undefined;
+    const fds = this.#retired.splice(0);
     if (this.#owned) {
       this.#owned = false;
-      this.#retire(this.#fd);
+      fds.push(this.#fd);
     }
+    void this.context.closeClientFds(fds);
   }
 }
 

@@ -1,0 +1,100 @@
+// The lanes of writer threads (lane_writer.h) seen from JS.
+#include "addon.h"
+
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "lane_writer.h"
+
+namespace fdbridge {
+
+namespace {
+
+// laneWrite(fd, data: Uint8Array, owner, group, callback(result)): writes
+// all of data into a copy of fd on a thread of owner's lane (lane_writer.h).
+// callback runs on this thread's event loop once the copy is closed, with
+// the bytes written or -errno (-ECANCELED: laneWriteCancel(group)). The
+// thread-safe function that carries it keeps the loop alive meanwhile.
+// Throws a SystemError when the copy cannot be made (EBADF, EMFILE).
+//
+// The environment's teardown deletes the thread-safe function even while a
+// lane thread (or the closer, after it) still holds it: its finalizer, which
+// runs before the delete, marks it gone under the lock it is used under.
+Napi::Value LaneWriteJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 5 || !info[1].IsTypedArray() || !info[4].IsFunction()) {
+    throw Napi::TypeError::New(env, "laneWrite(fd, data: Uint8Array, owner, group, callback)");
+  }
+  int fd = ArgInt(info, 0, "fd");
+  double owner = WholeNumber(info[2]);
+  double group = WholeNumber(info[3]);
+  if (fd < 0) throw Napi::RangeError::New(env, "laneWrite: fd must be non-negative");
+  if (owner < 0 || group <= 0) throw Napi::TypeError::New(env, "laneWrite: owner must be a non-negative integer and group one laneGroup() gave");
+  Napi::TypedArray ta = info[1].As<Napi::TypedArray>();
+  if (ta.TypedArrayType() != napi_uint8_array) throw Napi::TypeError::New(env, "laneWrite: data must be a Uint8Array");
+  Napi::Uint8Array bytes = ta.As<Napi::Uint8Array>();
+  std::string data(reinterpret_cast<const char*>(bytes.Data()), bytes.ByteLength());
+  struct News {
+    std::mutex mu;
+    bool gone = false;
+  };
+  auto news = std::make_shared<News>();
+  auto tsfn = Napi::ThreadSafeFunction::New(env, info[4].As<Napi::Function>(), "laneWrite", 0, 1,
+                                            [news](Napi::Env) {
+                                              std::lock_guard<std::mutex> lock(news->mu);
+                                              news->gone = true;
+                                            });
+  int r = LaneWrite(fd, std::move(data), static_cast<uint64_t>(owner), static_cast<uint64_t>(group),
+                    [tsfn, news](int64_t result) mutable {
+                      std::lock_guard<std::mutex> lock(news->mu);
+                      if (news->gone) return;
+                      // napi_closing (the teardown has begun, the delete not yet) drops the call.
+                      tsfn.NonBlockingCall([result](Napi::Env env, Napi::Function cb) {
+                        cb.Call({Napi::Number::New(env, static_cast<double>(result))});
+                      });
+                      tsfn.Release();
+                    });
+  if (r < 0) {
+    tsfn.Release();
+    ThrowSystem(env, r, "dup");
+  }
+  return env.Undefined();
+}
+
+// laneGroup() -> a new cancel group for laneWrite.
+Napi::Value LaneGroupJs(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(LaneNewGroup()));
+}
+
+// laneWriteCancel(group): ends the group's writes (lane_writer.h).
+Napi::Value LaneWriteCancelJs(const Napi::CallbackInfo& info) {
+  double group = info.Length() > 0 ? WholeNumber(info[0]) : -1;
+  if (group <= 0) throw Napi::TypeError::New(info.Env(), "laneWriteCancel(group): a group laneGroup() gave");
+  LaneWriteCancel(static_cast<uint64_t>(group));
+  return info.Env().Undefined();
+}
+
+// laneWriters() -> { threads, busy, queued, owners, perOwner }.
+Napi::Value LaneWritersJs(const Napi::CallbackInfo& info) {
+  size_t threads, busy, queued, owners;
+  LaneWriterStats(&threads, &busy, &queued, &owners);
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("threads", Napi::Number::New(info.Env(), static_cast<double>(threads)));
+  o.Set("busy", Napi::Number::New(info.Env(), static_cast<double>(busy)));
+  o.Set("queued", Napi::Number::New(info.Env(), static_cast<double>(queued)));
+  o.Set("owners", Napi::Number::New(info.Env(), static_cast<double>(owners)));
+  o.Set("perOwner", Napi::Number::New(info.Env(), static_cast<double>(kLaneThreadsPerOwner)));
+  return o;
+}
+
+}  // namespace
+
+void ExportLaneWriter(Napi::Env env, Napi::Object exports) {
+  exports.Set("laneWrite", Napi::Function::New<LaneWriteJs>(env, "laneWrite"));
+  exports.Set("laneGroup", Napi::Function::New<LaneGroupJs>(env, "laneGroup"));
+  exports.Set("laneWriteCancel", Napi::Function::New<LaneWriteCancelJs>(env, "laneWriteCancel"));
+  exports.Set("laneWriters", Napi::Function::New<LaneWritersJs>(env, "laneWriters"));
+}
+
+}  // namespace fdbridge
