@@ -8,6 +8,7 @@
 import { constants as osConstants } from 'node:os';
 import { getSystemErrorName } from 'node:util';
 
+import { linuxErrno } from './linux-errnos';
 import type { TransportName } from './transports';
 
 const BRAND = Symbol.for('fdbridge.error');
@@ -179,14 +180,20 @@ export class UnsupportedError extends FdBridgeError {
   }
 }
 
-/** The errno name for a (negative or positive) errno, e.g. `EBADF`. */
+/**
+ * The errno name for a (negative or positive) errno, e.g. `EBADF`: libuv's,
+ * or on Linux, for an errno libuv has no name for (ETOOMANYREFS), Linux's
+ * own (LINUX_ERRNOS).
+ */
 export function errnoName(errno: number): string {
+  let name: string;
   try {
     // Stryker disable next-line EqualityOperator: `>=` turns 0 into -0, which getSystemErrorName refuses as it refuses 0: the same "Unknown system error 0"
-    return getSystemErrorName(errno > 0 ? -errno : errno);
+    name = getSystemErrorName(errno > 0 ? -errno : errno);
   } catch {
     return `Unknown system error ${errno}`;
   }
+  return name.startsWith('Unknown system error') ? (linuxErrno(Math.abs(errno))?.[0] ?? name) : name;
 }
 
 function describeErrno(neg: number): string {
@@ -210,7 +217,7 @@ function describeErrno(neg: number): string {
     ENOPROTOOPT: 'option not supported by this kernel',
     EMSGSIZE: 'message too long for the socket',
   };
-  return messages[errnoName(neg)] ?? 'system error';
+  return messages[errnoName(neg)] ?? linuxErrno(-neg)?.[1] ?? 'system error';
 }
 
 export interface PeerExit {

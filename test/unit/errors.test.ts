@@ -4,6 +4,10 @@
  * travel (describeError, QuotaExceededError.fromMessage).
  */
 import { constants } from 'node:os';
+import { join } from 'node:path';
+import { getSystemErrorName } from 'node:util';
+
+import fc from 'fast-check';
 
 import {
   ClosedError,
@@ -27,6 +31,8 @@ import {
   UnsupportedError,
   type QuotaName,
 } from '../../src/errors';
+import { LINUX_ERRNOS, LINUX_GENERIC_ERRNO_ARCHS, linuxErrno } from '../../src/linux-errnos';
+import { DIST_SRC, isRoot, runAsNobody } from '../util/nobody';
 
 const BRAND = Symbol.for('fdbridge.error');
 
@@ -164,6 +170,87 @@ describe('SystemError', () => {
     expect(err.errno).toBe(0); // not -0: Object.is and toBe tell them apart
     expect(err.code).toBe('Unknown system error 0');
     expect(err.message).toBe('weird failed: Unknown system error 0 (system error)');
+  });
+});
+
+describe("Linux's errno names where libuv has none", () => {
+  const linux = process.platform === 'linux' && LINUX_GENERIC_ERRNO_ARCHS.has(process.arch);
+
+  (linux ? test : test.skip)('ETOOMANYREFS (109) is named in the code and the message', () => {
+    expect(errnoName(109)).toBe('ETOOMANYREFS');
+    expect(errnoName(-109)).toBe('ETOOMANYREFS');
+    const err = new SystemError(-109, 'sendmsg');
+    expect(err).toMatchObject({ code: 'ETOOMANYREFS', errno: -109, syscall: 'sendmsg' });
+    expect(err.message).toBe('sendmsg failed: ETOOMANYREFS (Too many references: cannot splice)');
+  });
+
+  // The kernel refuses SCM_RIGHTS with ETOOMANYREFS once a user's fds in
+  // flight pass its RLIMIT_NOFILE (unless it has CAP_SYS_RESOURCE or
+  // CAP_SYS_ADMIN): nobody, with a soft limit of 64, queues 16 copies of a
+  // memfd a message into a socket it never reads until sendmsg refuses.
+  (linux && isRoot ? test : test.skip)("a real sendmsg refused with ETOOMANYREFS (nobody's fds in flight past its RLIMIT_NOFILE) reads ETOOMANYREFS", async () => {
+    const p = runAsNobody(`
+      const L = require(${JSON.stringify(join(DIST_SRC, 'index.js'))});
+      const T = require(${JSON.stringify(join(DIST_SRC, 'testing.js'))});
+      L.setFdLimit(64);
+      const [a, b] = T.rawSocketPair('stream');
+      const m = L.makeMemfd('inflight');
+      let sent = 0, err = null;
+      for (let i = 0; i < 100 && err === null; i++) {
+        try { T.sendNow(a, Buffer.from('x'), new Array(16).fill(m)); sent += 16; }
+        catch (e) { err = { name: e.name, code: e.code, errno: e.errno, syscall: e.syscall, message: e.message }; }
+      }
+      console.log(JSON.stringify({ result: { sent, err } }));`);
+    const { result } = await p.line<{ result: { sent: number; err: Record<string, unknown> | null } }>('result');
+    expect((await p.exited()).code).toBe(0);
+    // The kernel checks the count before a message adds its fds: one more message than the limit holds goes.
+    expect(result.sent).toBeLessThanOrEqual(64 + 16);
+    expect(result.err).toEqual({
+      name: 'SystemError',
+      code: 'ETOOMANYREFS',
+      errno: -109,
+      syscall: 'sendmsg',
+      message: expect.stringContaining('ETOOMANYREFS (Too many references: cannot splice)'),
+    });
+  });
+
+  test('generated: libuv\'s name wins wherever it has one; else the table\'s, only on a Linux with the generic numbers; else "Unknown system error"', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: -200, max: 200 }),
+        fc.constantFrom('linux', 'darwin', 'freebsd'),
+        fc.constantFrom('x64', 'arm64', 'mips', 'sparc', 'ppc64'),
+        (errno, platform, arch) => {
+          let uv: string | undefined;
+          try {
+            uv = getSystemErrorName(errno > 0 ? -errno : errno);
+          } catch {
+            uv = undefined;
+          }
+          const known = uv !== undefined && !uv.startsWith('Unknown system error');
+          const own = linuxErrno(Math.abs(errno), platform, arch);
+          const applies = platform === 'linux' && LINUX_GENERIC_ERRNO_ARCHS.has(arch);
+          expect(own !== undefined).toBe(applies && LINUX_ERRNOS.has(Math.abs(errno)));
+          // What errnoName gives in this process.
+          const here = linuxErrno(Math.abs(errno));
+          expect(errnoName(errno)).toBe(known ? uv : (here?.[0] ?? (uv ?? `Unknown system error ${errno}`)));
+        },
+      ),
+    );
+  });
+
+  (linux ? test : test.skip)('the table holds no errno libuv names, and every name is an E-name of its own', () => {
+    const names = new Set<string>();
+    for (const [n, [name, message]] of LINUX_ERRNOS) {
+      expect(getSystemErrorName(-n)).toMatch(/^Unknown system error/);
+      expect(name).toMatch(/^E[A-Z0-9]+$/);
+      expect(message.length).toBeGreaterThan(5);
+      names.add(name);
+      // Where Node knows the constant, it is the same number.
+      const os = (constants.errno as Record<string, number | undefined>)[name];
+      if (os !== undefined) expect(os).toBe(n);
+    }
+    expect(names.size).toBe(LINUX_ERRNOS.size);
   });
 });
 
