@@ -18,7 +18,7 @@ import { dirname, join } from 'node:path';
 import { COMMAND_NAME, loadCommandClass, type CommandSpec, type ModuleCommandSpec } from '../command';
 import { escapeLogText } from '../commands/log-command';
 import { BUILTIN_COMMANDS, DIAGNOSTIC_COMMANDS } from '../commands/registry';
-import { FdBridgeError, QuotaExceededError, UnknownCommandError, type QuotaName } from '../errors';
+import { FdBridgeError, QuotaExceededError, TimeoutError, UnknownCommandError, type QuotaName } from '../errors';
 import { closeFds, closesSettled } from '../fd';
 import { HELPER_DAEMONS, STATUS_COMMAND } from '../commands/status-command';
 import { encodeJson, FrameType, FRAME_SOCKET_OPTIONS, MAX_FDS_PER_FRAME } from '../protocol';
@@ -821,6 +821,34 @@ export class HelperDaemon {
     }
     // The daemon's own arguments (status: which daemon) are not the client's to change.
     return requested.args !== undefined && spec.args === undefined ? { ...spec, args: requested.args } : spec;
+  }
+
+  /**
+   * Resolves once no client is being served (at once when none is): every
+   * connection ended, its command closed. With `timeoutMs`, rejects with a
+   * TimeoutError once that passes first, naming the clients still served
+   * (status().clients) and the daemon's stats.
+   */
+  idle(timeoutMs?: number): Promise<void> {
+    if (timeoutMs !== undefined && !(Number.isFinite(timeoutMs) && timeoutMs >= 0)) {
+      throw new RangeError(`idle: timeoutMs must be a non-negative number of ms, not ${String(timeoutMs)}`);
+    }
+    if (this.#clients.size === 0) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve();
+      };
+      this.#idle.push(done);
+      if (timeoutMs === undefined) return;
+      timer = setTimeout(() => {
+        const i = this.#idle.indexOf(done);
+        if (i >= 0) this.#idle.splice(i, 1);
+        const { clients } = this.status();
+        reject(new TimeoutError(`helper daemon not idle after ${timeoutMs} ms: ${clients.length} client(s) still served ${JSON.stringify(clients)}; stats ${JSON.stringify(this.stats)}`));
+      }, timeoutMs);
+    });
   }
 
   /**

@@ -7,7 +7,7 @@
  */
 import { join } from 'node:path';
 
-import { closeFd, connect, fdFloor, fdLimit, HelperDaemon, makeMemfd, openFdTable } from '../../src';
+import { closeFd, connect, fdFloor, fdLimit, HelperDaemon, makeMemfd, openFdTable, TimeoutError } from '../../src';
 import { encodeJson, FrameType, MAX_FRAME_BYTES, PROTOCOL_VERSION } from '../../src/protocol';
 import { backgroundClosesPending, closerThreads } from '../../src/test-hooks';
 import { rawConnect, receiveNow, sendNow } from '../../src/testing';
@@ -437,7 +437,8 @@ describeRoot("a client's death is noticed whatever fds it left with the daemon (
     // The daemon's periodic timer (HELLO, idle and stalled-reader timeouts)
     // never fires in this test: the exit must be seen as an event.
     jest.useFakeTimers({ doNotFake: ['Date', 'hrtime', 'nextTick', 'performance', 'queueMicrotask', 'setImmediate', 'clearImmediate', 'setTimeout', 'clearTimeout'] });
-    const daemon = start();
+    const lines: string[] = [];
+    const daemon = start({ log: (line) => lines.push(`${Date.now()} ${line}`) });
     jest.useRealTimers();
     try {
       const r = await asNobody(nameOf(daemon), `
@@ -451,7 +452,13 @@ describeRoot("a client's death is noticed whatever fds it left with the daemon (
         process.exit(0);`);
       expect(r).toEqual({ replies: [5, 5] }); // DUP_OK
       // The daemon holds both client endpoints, so no EOF ever comes: only the pidfd tells.
-      expect(await until(() => daemon.stats.clientsExited === 2 && daemon.stats.active === 0)).toBe(true);
+      // Served until both are swept; the daemon's TimeoutError names any still served.
+      await daemon.idle(20_000).catch((err: Error) => {
+        throw new Error(`${err.message}\ndaemon log:\n${lines.join('\n')}`);
+      });
+      // Each connection was swept as its client's exit, not ended by the other's sweep.
+      // (The daemon's log comes with a failure: whose end came when, and why.)
+      expect({ clientsExited: daemon.stats.clientsExited, active: daemon.stats.active, log: lines }).toEqual({ clientsExited: 2, active: 0, log: expect.any(Array) });
       // (The test's fd-table check afterwards proves every fd it held is closed.)
     } finally {
       await daemon.close();
@@ -647,6 +654,29 @@ describeRoot('a close that would block never runs on the event loop, nor holds b
     } finally {
       timers.mockRestore();
       await releaseAttacker(attacker);
+    }
+  });
+});
+
+describe('idle(): the news that no client is served', () => {
+  test('resolves at once with no client; with one served, rejects with a TimeoutError naming it once timeoutMs passes, and resolves once it has gone', async () => {
+    const daemon = HelperDaemon.start({ socketPath: `@fdbridge-limits-idle-${process.pid}`, diagnostics: true });
+    try {
+      await daemon.idle(0);
+      expect(() => void daemon.idle(-1)).toThrow(RangeError);
+      const conn = await connect('helper', { command: { name: 'probe' }, socketPath: daemon.socketPath });
+      const err = await daemon.idle(0).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(TimeoutError);
+      expect((err as Error).message).toContain(`"pid":${process.pid}`);
+      const idle = daemon.idle();
+      await conn.close();
+      await idle;
+      expect(daemon.stats.active).toBe(0);
+    } finally {
+      await daemon.close();
     }
   });
 });
