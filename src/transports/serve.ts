@@ -371,7 +371,8 @@ class ServedSession implements ServedConnection {
     this.#lastActiveAt = Date.now();
     if (err) {
       if (err instanceof TruncatedError) this.#truncated(err);
-      else this.#end(err.name === 'EofError' ? null : err); // EOF is the normal end
+      // EOF is the normal end; so is ECONNRESET after CLOSE (the client hung up with replies unread).
+      else this.#end(err.name === 'EofError' || this.#clientHungUpAfterClose(err) ? null : err);
       return;
     }
     let frame: Frame;
@@ -663,7 +664,9 @@ class ServedSession implements ServedConnection {
       // earlier get here): it is cut off, not buffered for.
       if (err instanceof QueueFullError) this.#options.onQuota?.('queuedBytes');
       this.#end(
-        err instanceof QueueFullError
+        this.#clientHungUpAfterClose(err)
+          ? null
+          : err instanceof QueueFullError
           ? new QueueFullError(
               `the client stopped reading its replies: ${err.queuedMessages} (${err.queuedBytes} bytes) wait to be sent, ` +
                 `the limit; the connection is cut off`,
@@ -676,8 +679,20 @@ class ServedSession implements ServedConnection {
   }
 
   readonly #onSent = (err: Error | null): void => {
-    if (err) this.#end(err);
+    if (err) this.#end(this.#clientHungUpAfterClose(err) ? null : err);
   };
+
+  /**
+   * Whether a failed send (EPIPE) or read (ECONNRESET: it closed with
+   * replies unread) is the client hanging up after its CLOSE: a reply to a
+   * call still in flight then (a command's close() ends its calls, e.g. a
+   * log line waiting for a pipe) finds the client gone, whose close()
+   * failed those calls already. The normal end, as its EOF.
+   */
+  #clientHungUpAfterClose(err: unknown): boolean {
+    const code = (err as { code?: unknown } | null)?.code;
+    return this.#closing && (code === 'EPIPE' || code === 'ECONNRESET');
+  }
 
   #refuseQuota(id: number, quota: QuotaName, message: string): void {
     this.#options.onQuota?.(quota);
