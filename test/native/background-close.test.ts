@@ -279,11 +279,15 @@ test("newCloseOwner never gives an owner twice in the process, whichever thread 
      parentPort.postMessage([native.newCloseOwner(), native.newCloseOwner()]);`,
     { eval: true, workerData: { native: join(__dirname, '../../dist/src/native.js') } },
   );
+  // Listened for before the message: a worker that ended before this thread
+  // read its message has both delivered at its exit, 'exit' right after
+  // 'message' in the same turn.
+  const exited = new Promise((resolve) => worker.once('exit', resolve));
   const theirs = await new Promise<number[]>((resolve, reject) => {
     worker.once('message', resolve);
     worker.once('error', reject);
   });
-  await new Promise((resolve) => worker.once('exit', resolve));
+  await exited;
   const owners = [first, ...theirs, native.newCloseOwner()];
   expect(new Set(owners).size).toBe(4);
   expect(owners.every((o) => Number.isSafeInteger(o) && o > 2 ** 32 + 1)).toBe(true);
