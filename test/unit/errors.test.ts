@@ -239,10 +239,11 @@ describe("Linux's errno names where libuv has none", () => {
     );
   });
 
-  (linux ? test : test.skip)('the table holds no errno libuv names, and every name is an E-name of its own', () => {
+  (linux ? test : test.skip)('the table names an errno as libuv does where the libuv of the running Node names it (newer ones name more, e.g. ENOEXEC on Node 24), and every name is an E-name of its own', () => {
     const names = new Set<string>();
     for (const [n, [name, message]] of LINUX_ERRNOS) {
-      expect(getSystemErrorName(-n)).toMatch(/^Unknown system error/);
+      const uv = getSystemErrorName(-n);
+      if (!/^Unknown system error/.test(uv)) expect(uv).toBe(name);
       expect(name).toMatch(/^E[A-Z0-9]+$/);
       expect(message.length).toBeGreaterThan(5);
       names.add(name);
