@@ -18,7 +18,9 @@
 #include <sys/socket.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -373,6 +375,49 @@ inline void TakenByNative(Napi::Env env, const int* fds, size_t n) {
   FdHeldByNative(fds, n);
   ClaimFromJs(env, fds, n);
 }
+
+// A JS function that another thread calls once (or that is dropped), on the
+// event loop of the environment that made it: a thread-safe function, which
+// keeps that loop alive until then unless Unref'd. The environment's
+// teardown (process exit, a worker's end) deletes a thread-safe function
+// even while another thread still holds it, and the call may come after
+// that: the finalizer, which runs before the delete, marks it gone under the
+// lock Call takes, and a call after that does nothing.
+class CallOnLoopOnce {
+ public:
+  CallOnLoopOnce(Napi::Env env, Napi::Function fn, const char* name) : state_(std::make_shared<State>()) {
+    std::shared_ptr<State> state = state_;
+    state_->tsfn = Napi::ThreadSafeFunction::New(env, fn, name, 0, 1, [state](Napi::Env) {
+      std::lock_guard<std::mutex> lock(state->mu);
+      state->gone = true;
+    });
+  }
+  // The loop may end while the call is still to come.
+  void Unref(Napi::Env env) const { state_->tsfn.Unref(env); }
+  // From any thread: `call` (or, without one, the function with no
+  // arguments) on the loop.
+  void Call(std::function<void(Napi::Env, Napi::Function)> call = nullptr) const {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    if (state_->gone) return;
+    // napi_closing (the teardown has begun, the delete not yet) drops the call.
+    if (call) {
+      state_->tsfn.NonBlockingCall(std::move(call));
+    } else {
+      state_->tsfn.NonBlockingCall();
+    }
+    state_->tsfn.Release();
+  }
+  // On the environment's thread, instead of Call: it will not come.
+  void Drop() const { state_->tsfn.Release(); }
+
+ private:
+  struct State {
+    std::mutex mu;
+    bool gone = false;
+    Napi::ThreadSafeFunction tsfn;
+  };
+  std::shared_ptr<State> state_;
+};
 
 // What each file exports; InitModule (addon.cc) calls them in turn.
 void ExportSocket(Napi::Env env, Napi::Object exports);           // addon_socket.cc

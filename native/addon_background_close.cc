@@ -3,7 +3,6 @@
 
 #include <cmath>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -58,35 +57,16 @@ Napi::Value BackgroundCloseDone(const Napi::CallbackInfo& info) {
 // news keeps the loop alive while it waits (unless keepAlive is false: a
 // close blocked for good must not keep a process from exiting), and is
 // released once called.
-//
-// The environment's teardown (process exit, a worker's end) deletes the
-// thread-safe function even while a closer thread still holds it, and a
-// close may end after that: its finalizer, which runs before the delete,
-// marks it gone under the lock the closer thread uses it under.
+// (CallOnLoopOnce: a close may end after this environment's teardown).
 Napi::Value AfterBackgroundCloses(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !(info[0].IsNumber() || info[0].IsArray()) || !info[1].IsFunction()) {
     throw Napi::TypeError::New(env, "afterBackgroundCloses(ticket, callback)");
   }
   std::vector<uint64_t> tickets = ArgTickets(env, info[0]);
-  struct News {
-    std::mutex mu;
-    bool gone = false;
-  };
-  auto news = std::make_shared<News>();
-  auto tsfn = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "afterBackgroundCloses", 0, 1,
-                                            [news](Napi::Env) {
-                                              std::lock_guard<std::mutex> lock(news->mu);
-                                              news->gone = true;
-                                            });
-  if (info.Length() > 2 && info[2].IsBoolean() && !info[2].As<Napi::Boolean>().Value()) tsfn.Unref(env);
-  FdAfterBackgroundCloses(tickets.data(), tickets.size(), [tsfn, news]() mutable {
-    std::lock_guard<std::mutex> lock(news->mu);
-    if (news->gone) return;
-    // napi_closing (the teardown has begun, the delete not yet) drops the call.
-    tsfn.NonBlockingCall();
-    tsfn.Release();
-  });
+  CallOnLoopOnce callback(env, info[1].As<Napi::Function>(), "afterBackgroundCloses");
+  if (info.Length() > 2 && info[2].IsBoolean() && !info[2].As<Napi::Boolean>().Value()) callback.Unref(env);
+  FdAfterBackgroundCloses(tickets.data(), tickets.size(), [callback]() { callback.Call(); });
   return env.Undefined();
 }
 

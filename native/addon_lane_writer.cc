@@ -1,8 +1,6 @@
 // The lanes of writer threads (lane_writer.h) seen from JS.
 #include "addon.h"
 
-#include <memory>
-#include <mutex>
 #include <string>
 
 #include "lane_writer.h"
@@ -15,12 +13,9 @@ namespace {
 // all of data into a copy of fd on a thread of owner's lane (lane_writer.h).
 // callback runs on this thread's event loop once the copy is closed, with
 // the bytes written or -errno (-ECANCELED: laneWriteCancel(group)). The
-// thread-safe function that carries it keeps the loop alive meanwhile.
+// thread-safe function that carries it keeps the loop alive meanwhile
+// (CallOnLoopOnce: the write may end after this environment's teardown).
 // Throws a SystemError when the copy cannot be made (EBADF, EMFILE).
-//
-// The environment's teardown deletes the thread-safe function even while a
-// lane thread (or the closer, after it) still holds it: its finalizer, which
-// runs before the delete, marks it gone under the lock it is used under.
 Napi::Value LaneWriteJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 5 || !info[1].IsTypedArray() || !info[4].IsFunction()) {
@@ -35,28 +30,15 @@ Napi::Value LaneWriteJs(const Napi::CallbackInfo& info) {
   if (ta.TypedArrayType() != napi_uint8_array) throw Napi::TypeError::New(env, "laneWrite: data must be a Uint8Array");
   Napi::Uint8Array bytes = ta.As<Napi::Uint8Array>();
   std::string data(reinterpret_cast<const char*>(bytes.Data()), bytes.ByteLength());
-  struct News {
-    std::mutex mu;
-    bool gone = false;
-  };
-  auto news = std::make_shared<News>();
-  auto tsfn = Napi::ThreadSafeFunction::New(env, info[4].As<Napi::Function>(), "laneWrite", 0, 1,
-                                            [news](Napi::Env) {
-                                              std::lock_guard<std::mutex> lock(news->mu);
-                                              news->gone = true;
-                                            });
+  CallOnLoopOnce callback(env, info[4].As<Napi::Function>(), "laneWrite");
   int r = LaneWrite(fd, std::move(data), static_cast<uint64_t>(owner), static_cast<uint64_t>(group),
-                    [tsfn, news](int64_t result) mutable {
-                      std::lock_guard<std::mutex> lock(news->mu);
-                      if (news->gone) return;
-                      // napi_closing (the teardown has begun, the delete not yet) drops the call.
-                      tsfn.NonBlockingCall([result](Napi::Env env, Napi::Function cb) {
+                    [callback](int64_t result) {
+                      callback.Call([result](Napi::Env env, Napi::Function cb) {
                         cb.Call({Napi::Number::New(env, static_cast<double>(result))});
                       });
-                      tsfn.Release();
                     });
   if (r < 0) {
-    tsfn.Release();
+    callback.Drop();
     ThrowSystem(env, r, "dup");
   }
   return env.Undefined();
