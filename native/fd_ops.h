@@ -265,7 +265,7 @@ constexpr size_t kMaxCloserThreads = 64;
 constexpr size_t kCloserThreadsPerOwner = 8;
 // Owners above kMaxPeerOwner (a uid plus one) are this process's own
 // holders, not peers: the library's (fd.ts: HeldCopies, one per holder of
-// copies, from 2^33) and the teardown of ended environments
+// copies, FdNewCloseOwner) and the teardown of ended environments
 // (kTeardownOwner). What they close are copies of files this process's own
 // code handed to fdbridge (a failed request's pins, a queued send's copies,
 // the duplicates a command did not adopt), and only that code's sockets

@@ -402,6 +402,17 @@ export function backgroundCloseFds(): { queued: number[]; running: number[] } {
 }
 
 /**
+ * The closer's owner of a helper daemon's work for the clients of `uid`
+ * (their fds' closes, their log lines' writes): one per uid served, so that
+ * what one user can make block (its lingering TCP sockets, pipes it never
+ * reads) holds back that user's alone. 0 is everyone else's; the process's
+ * own holders are above every such owner (HeldCopies).
+ */
+export function peerCloseOwner(uid: number): number {
+  return uid + 1;
+}
+
+/**
  * The copies of callers' files a connection holds and has to close (pins of
  * requests that failed, queued sends' copies, duplicates the command did
  * not adopt). Such a copy can be its file's last reference, since the

@@ -11,6 +11,7 @@ import type { CommandContext, ModuleCommandSpec } from '../command';
 import type { Connection } from '../connection';
 import { DatagramSocket, type Datagram } from '../datagram';
 import { ClosedError, FdBridgeError, SystemError } from '../errors';
+import { peerCloseOwner } from '../fd';
 import { native } from '../native';
 import { distPath } from '../paths';
 
@@ -91,7 +92,7 @@ export class LogCommand {
   readonly #group = native.laneGroup();
   /**
    * Whose lane its lines are written on: in a helper daemon the client's
-   * uid's (uid + 1, as the daemon's closeOwner for the background closer),
+   * uid's (the daemon's owner of that uid's closes, peerCloseOwner),
    * so that one uid's blocked writes hold back only its own; 0 elsewhere
    * (the client is the only one).
    */
@@ -99,7 +100,7 @@ export class LogCommand {
 
   constructor(context: CommandContext) {
     this.context = context;
-    this.#owner = context.transport === 'helper' && context.peer !== undefined ? context.peer.uid + 1 : 0;
+    this.#owner = context.transport === 'helper' && context.peer !== undefined ? peerCloseOwner(context.peer.uid) : 0;
   }
 
   /**

@@ -19,7 +19,7 @@ import { COMMAND_NAME, loadCommandClass, type CommandSpec, type ModuleCommandSpe
 import { escapeLogText } from '../commands/log-command';
 import { BUILTIN_COMMANDS, DIAGNOSTIC_COMMANDS } from '../commands/registry';
 import { FdBridgeError, QuotaExceededError, TimeoutError, UnknownCommandError, type QuotaName } from '../errors';
-import { closeFds, closesSettled } from '../fd';
+import { closeFds, closesSettled, peerCloseOwner } from '../fd';
 import { HELPER_DAEMONS, STATUS_COMMAND } from '../commands/status-command';
 import { encodeJson, FrameType, FRAME_SOCKET_OPTIONS, MAX_FDS_PER_FRAME } from '../protocol';
 import { native, type NativeExitWatch, type NativeFdBudget } from '../native';
@@ -438,7 +438,7 @@ export class HelperDaemon {
 
   /** Whose closes a peer of `uid` makes: its own uid's if served, else everyone else's (see closerOwners). */
   #closeOwnerOf(uid: number): number {
-    return this.#allowed.has(uid) ? closeOwner(uid) : OTHERS_CLOSE_OWNER;
+    return this.#allowed.has(uid) ? peerCloseOwner(uid) : OTHERS_CLOSE_OWNER;
   }
 
   /** The client on `socket` has exited (its watch fired): its connection and fds are swept now. */
@@ -550,8 +550,8 @@ export class HelperDaemon {
           uid,
           connections: a.connections,
           fdsHeld: a.fds.held,
-          fdsClosing: native.backgroundClosesOfPeerFds(closeOwner(uid)),
-          socketsClosing: native.backgroundClosesOfOwnSockets(closeOwner(uid)),
+          fdsClosing: native.backgroundClosesOfPeerFds(peerCloseOwner(uid)),
+          socketsClosing: native.backgroundClosesOfOwnSockets(peerCloseOwner(uid)),
         })),
       ...(onlyUid === undefined ? {} : { onlyUid }),
     };
@@ -603,14 +603,14 @@ export class HelperDaemon {
       refuse(
         this.#refusals,
         socket,
-        closeOwner(cred.uid),
+        peerCloseOwner(cred.uid),
         `quota connections: this helper serves at most ${this.limits.maxConnections} clients at once (${this.#clients.size} now, ${closing} ended ones whose socket waits behind blocked closes)`,
         queuedFds,
       );
       return;
     }
     const existing = this.#uids.get(cred.uid);
-    const uidClosing = native.backgroundClosesOfOwnSockets(closeOwner(cred.uid));
+    const uidClosing = native.backgroundClosesOfOwnSockets(peerCloseOwner(cred.uid));
     const uidConnections = (existing?.connections ?? 0) + uidClosing;
     if (uidConnections >= this.limits.maxConnectionsPerUid) {
       this.stats.refused++;
@@ -619,7 +619,7 @@ export class HelperDaemon {
       refuse(
         this.#refusals,
         socket,
-        closeOwner(cred.uid),
+        peerCloseOwner(cred.uid),
         `quota uidConnections: this helper serves at most ${this.limits.maxConnectionsPerUid} clients of one uid (${cred.uid}) at once ` +
           `(${existing?.connections ?? 0} now, ${uidClosing} ended ones whose socket waits behind blocked closes)`,
         queuedFds,
@@ -649,7 +649,7 @@ export class HelperDaemon {
       // A client learns what failed, never where: the stack is ours to log.
       reportError: (what, err) => this.#log(`pid ${cred.pid}: ${what} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`),
       closeInBackground: true,
-      closeOwner: closeOwner(cred.uid),
+      closeOwner: peerCloseOwner(cred.uid),
       onUnownedCloses: (tickets) => {
         this.#unowned.set(cred.uid, (this.#unowned.get(cred.uid) ?? 0) + 1);
         this.#holdBack();
@@ -716,7 +716,7 @@ export class HelperDaemon {
     const counted = this.#countedTotal();
     const totalOver = counted.fds > this.limits.maxFdsTotal;
     for (const [uid, account] of this.#uids) {
-      const closing = native.backgroundClosesOfPeerFds(closeOwner(uid));
+      const closing = native.backgroundClosesOfPeerFds(peerCloseOwner(uid));
       const over = closing > 0 && (account.fds.held + closing > this.limits.maxFdsPerUid || totalOver);
       if (over === account.held) continue;
       account.held = over;
@@ -746,7 +746,7 @@ export class HelperDaemon {
     let excess = 0;
     for (const uid of this.#unowned.keys()) {
       const held = this.#uids.get(uid)?.fds.held ?? 0;
-      excess += Math.max(0, held + native.backgroundClosesOfPeerFds(closeOwner(uid)) - this.limits.maxFdsPerUid);
+      excess += Math.max(0, held + native.backgroundClosesOfPeerFds(peerCloseOwner(uid)) - this.limits.maxFdsPerUid);
     }
     return { fds: this.#allFds.held + native.backgroundClosesOfPeerFds() - excess, excess };
   }
@@ -755,7 +755,7 @@ export class HelperDaemon {
   #fdsRefusal(uid: number, account: UidAccount, n: number): QuotaExceededError | undefined {
     // The fds the uid's clients gave that wait to be closed are still held
     // for it: one user cannot fill the total with closes it made block.
-    const uidClosing = native.backgroundClosesOfPeerFds(closeOwner(uid));
+    const uidClosing = native.backgroundClosesOfPeerFds(peerCloseOwner(uid));
     if (account.fds.held + uidClosing + n > this.limits.maxFdsPerUid) {
       return new QuotaExceededError(
         'uidFds',
@@ -1121,16 +1121,6 @@ function refuse(refusals: { held: number }, socket: UnixSocket, owner: number, m
 }
 
 /**
- * Whose closes a client's fds are for the background closer: one per uid
- * served (OTHERS_CLOSE_OWNER is everyone else's), so that the closes one
- * user can make block (its lingering TCP sockets) hold back that user's
- * alone.
- */
-function closeOwner(uid: number): number {
-  return uid + 1;
-}
-
-/**
  * The closer's owner of the closes for peers of uids not served (refused
  * ones), and of the library's own: one for all of them, so that the owners
  * a daemon makes are as many as the uids it serves, plus this one.
@@ -1138,7 +1128,7 @@ function closeOwner(uid: number): number {
 const OTHERS_CLOSE_OWNER = 0;
 
 /**
- * The closer's owners a daemon serving `allowed` makes (closeOwner, and
+ * The closer's owners a daemon serving `allowed` makes (peerCloseOwner, and
  * OTHERS_CLOSE_OWNER), each kept a reserve thread (native.reserveCloserThreads).
  */
 function closerOwners(allowed: ReadonlySet<number>): number {
