@@ -216,29 +216,34 @@ export class ProcessFdSnapshot implements Disposable {
    * is gone. Of the fds open before and not now, those fdbridge held for
    * itself then and holds no longer under that registration (it closed
    * them, or a command it ran adopted them) are `ownClosed`, the rest
-   * `closed`.
+   * `closed`; of those, `unreleased` are the ones the registry still has
+   * under the baseline's registration: fdbridge has yet to let go of them
+   * (an fd of its that someone else closed, or one whose close, a
+   * thread's or libuv's, has not returned).
    */
-  changes(ignore?: (entry: FdEntry) => boolean): { leaks: FdEntry[]; closed: FdEntry[]; ownClosed: FdEntry[] } | undefined {
+  changes(
+    ignore?: (entry: FdEntry) => boolean,
+  ): { leaks: FdEntry[]; closed: FdEntry[]; ownClosed: FdEntry[]; unreleased: FdEntry[] } | undefined {
     const now = this.current();
     if (!now) return undefined;
     const diff = diffFdTables(this.baseline, now);
     const entry = (e: { fd: number; target: string }): FdEntry => ({ pid: this.pid, role: this.role, fd: e.fd, target: e.target });
     const keep = (e: FdEntry): boolean => !ignore?.(e);
-    const closed = diff.closed.map(entry).filter(keep);
-    // A number the registry still has under the baseline's registration is
-    // one fdbridge has yet to let go of: an fd of ours that someone else
-    // closed, or one whose close (a thread's, libuv's) has not returned.
-    const released = (e: FdEntry): boolean => {
+    const closed: FdEntry[] = [];
+    const ownClosed: FdEntry[] = [];
+    const unreleased: FdEntry[] = [];
+    for (const e of diff.closed.map(entry).filter(keep)) {
       const registration = this.#own.get(e.fd);
-      return registration !== undefined && native.registration(e.fd) !== registration;
-    };
-    return { leaks: diff.opened.map(entry).filter(keep), closed: closed.filter((e) => !released(e)), ownClosed: closed.filter(released) };
-  }
-
-  /** Whether `fd` was fdbridge's at the baseline and is still registered as that same fd (registration unchanged). */
-  stillOwn(fd: number): boolean {
-    const registration = this.#own.get(fd);
-    return registration !== undefined && native.registration(fd) === registration;
+      if (registration === undefined) {
+        closed.push(e);
+      } else if (native.registration(e.fd) !== registration) {
+        ownClosed.push(e);
+      } else {
+        closed.push(e);
+        unreleased.push(e);
+      }
+    }
+    return { leaks: diff.opened.map(entry).filter(keep), closed, ownClosed, unreleased };
   }
 }
 
@@ -293,7 +298,7 @@ export async function settleFdSnapshots(
       report.leaks.push(...changes.leaks);
       report.closed.push(...changes.closed);
       ownClosed.push(...changes.ownClosed);
-      for (const e of changes.closed) if (snap.stillOwn(e.fd)) unreleased.add(e);
+      for (const e of changes.unreleased) unreleased.add(e);
     }
     // fdbridge's own whose close its closer is in (one that blocks): its, not the test's.
     const onCloser = (e: FdEntry): boolean => unreleased.has(e) && closer.held.has(e.fd);
