@@ -287,8 +287,17 @@ export class CommandHost {
 
   /** Runs `method` on the command. Rejects for unknown methods. */
   async call(method: string, args: readonly unknown[]): Promise<unknown> {
-    const fn = callableMethod(this.command, method);
-    return fn.apply(this.command, [...args]);
+    return this.invoke(method, args);
+  }
+
+  /**
+   * Runs `method` on the command and returns what it returned, a promise
+   * or thenable as it is; throws for unknown methods and what the method
+   * throws. For a server that answers a call that returned a value in the
+   * same turn it was read.
+   */
+  invoke(method: string, args: readonly unknown[]): unknown {
+    return callableMethod(this.command, method).apply(this.command, args as unknown[]);
   }
 
   /**

@@ -557,7 +557,11 @@ class ServedSession implements ServedConnection {
     return ticket;
   }
 
-  /** CALL: runs the method; its RESULT or ERROR goes back whenever it settles. */
+  /**
+   * CALL: runs the method; its RESULT or ERROR goes back whenever it
+   * settles: at once for a method that returned a value or threw, from a
+   * promise job for one that returned a promise or another thenable.
+   */
   #call(id: number, method: string, args: unknown[]): void {
     const limits = this.#limits;
     // A quota below MAX_CALLS_IN_FLIGHT refuses, with a typed error, what
@@ -566,15 +570,33 @@ class ServedSession implements ServedConnection {
       this.#refuseQuota(id, 'calls', `${this.#callsInFlight} calls are already being served for this client (at most ${limits.maxCallsInFlight}); wait for their replies`);
       return;
     }
+    let value: unknown;
+    let then: unknown;
+    try {
+      value = (this.#host as CommandHost).invoke(method, args);
+      // Read once, as resolving a promise with it would.
+      if ((typeof value === 'object' && value !== null) || typeof value === 'function') then = (value as { then?: unknown }).then;
+    } catch (err) {
+      this.#send(this.#errorReply(id, err, `call ${method}()`));
+      return;
+    }
+    if (typeof then !== 'function') {
+      this.#send(this.#resultReply(id, method, value));
+      return;
+    }
     if (++this.#callsInFlight === MAX_CALLS_IN_FLIGHT) this.#updateReading();
-    (this.#host as CommandHost).call(method, args).then(
-      (value) => {
-        let reply: Buffer;
+    // What resolving a promise with a thenable does: its then, called from a job.
+    new Promise<unknown>((resolve, reject) => {
+      queueMicrotask(() => {
         try {
-          reply = encodeJsonText(FrameType.RESULT, id, resultToJson(value));
+          (then as (onFulfilled: (v: unknown) => void, onRejected: (e: unknown) => void) => unknown).call(value, resolve, reject);
         } catch (err) {
-          reply = this.#errorReply(id, err, `the result of ${method}()`);
+          reject(err);
         }
+      });
+    }).then(
+      (result) => {
+        const reply = this.#resultReply(id, method, result);
         this.#callSettled();
         this.#send(reply);
       },
@@ -583,6 +605,15 @@ class ServedSession implements ServedConnection {
         this.#send(this.#errorReply(id, err, `call ${method}()`));
       },
     );
+  }
+
+  /** The RESULT reply to call `id`, or its ERROR when the value cannot be sent. */
+  #resultReply(id: number, method: string, value: unknown): Buffer {
+    try {
+      return encodeJsonText(FrameType.RESULT, id, resultToJson(value));
+    } catch (err) {
+      return this.#errorReply(id, err, `the result of ${method}()`);
+    }
   }
 
   #callSettled(): void {
