@@ -84,7 +84,9 @@ test("a check made right after a direct or worker command's thread is terminated
           await conn?.close();
         }
       }),
-      { numRuns: 40 },
+      // Each run starts a thread that loads the library (about 70 ms of CPU,
+      // the whole of a run's cost): 15 runs, which try both transports.
+      { numRuns: 15 },
     );
   } finally {
     closeFd(fd);
