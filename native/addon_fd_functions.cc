@@ -117,6 +117,21 @@ Napi::Value Registration(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(FdRegistration(ArgFd(info, 0))));
 }
 
+// watchClosedByOthers(on): a leak check starts or stops watching for fds of
+// ours someone else closed (FdWatchClosedByOthers).
+Napi::Value WatchClosedByOthers(const Napi::CallbackInfo& info) {
+  FdWatchClosedByOthers(info.Length() > 0 && info[0].ToBoolean().Value());
+  return info.Env().Undefined();
+}
+
+// closedByOther(registration): whether that registration ended with fdbridge
+// finding its fd closed by someone else, while a check watched.
+Napi::Value ClosedByOther(const Napi::CallbackInfo& info) {
+  double registration = info.Length() > 0 ? WholeNumber(info[0]) : -1;
+  if (registration < 0) throw Napi::TypeError::New(info.Env(), "closedByOther(registration): registration must be a non-negative integer");
+  return Napi::Boolean::New(info.Env(), FdWasClosedByOther(static_cast<uint64_t>(registration)));
+}
+
 // own(fd): registers an fd fdbridge took over without making it, at the
 // number it has (see NativeBinding.own).
 Napi::Value Own(const Napi::CallbackInfo& info) {
@@ -377,6 +392,8 @@ void ExportFdFunctions(Napi::Env env, Napi::Object exports) {
   exports.Set("own", Napi::Function::New<Own>(env, "own"));
   exports.Set("disown", Napi::Function::New<Disown>(env, "disown"));
   exports.Set("registration", Napi::Function::New<Registration>(env, "registration"));
+  exports.Set("watchClosedByOthers", Napi::Function::New<WatchClosedByOthers>(env, "watchClosedByOthers"));
+  exports.Set("closedByOther", Napi::Function::New<ClosedByOther>(env, "closedByOther"));
   exports.Set("ownedFdCount", Napi::Function::New<OwnedFdCount>(env, "ownedFdCount"));
   exports.Set("posixLock", Napi::Function::New<PosixLock>(env, "posixLock"));
   exports.Set("conflictingLock", Napi::Function::New<ConflictingLock>(env, "conflictingLock"));

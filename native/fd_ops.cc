@@ -24,6 +24,7 @@
 #include <functional>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -59,6 +60,10 @@ struct OwnedFds {
   // Read without the lock by FdClose: a process that holds none of its own
   // fds (most callers' most of the time) closes without taking it.
   std::atomic<size_t> count{0};
+  // FdWatchClosedByOthers: how many watch, and the registrations found
+  // closed by someone else while they do (emptied when the last stops).
+  std::atomic<size_t> watchers{0};
+  std::unordered_set<uint64_t> closed_by_others;
 };
 
 OwnedFds& TheOwnedFds() {
@@ -165,11 +170,17 @@ size_t FdLoopStartsOpen() { return TheOwnedFds().loop_starts_open.load(std::memo
 namespace {
 
 // The registrations the calling thread gives up as it exits
-// (FdUnregisterAtThreadExit).
+// (FdUnregisterAtThreadExit), each with its file as it was registered.
 struct UnregisterAtExit {
-  std::vector<std::pair<int, uint64_t>> registrations;
+  struct Entry {
+    int fd;
+    uint64_t registration;
+    dev_t dev;
+    ino_t ino;
+  };
+  std::vector<Entry> registrations;
   ~UnregisterAtExit() {
-    for (const auto& [fd, registration] : registrations) FdDisownRegistration(fd, registration);
+    for (const Entry& e : registrations) FdDisownRegistration(e.fd, e.registration);
   }
 };
 
@@ -182,12 +193,22 @@ void FdUnregisterAtThreadExit(const int* fds, size_t n) {
   for (size_t i = 0; i < n; i++) {
     uint64_t registration = FdRegistration(fds[i]);
     if (registration == 0) continue;
-    auto it = std::find_if(registrations.begin(), registrations.end(), [&](const auto& r) { return r.first == fds[i]; });
+    struct stat st {};
+    if (fstat(fds[i], &st) != 0) st.st_dev = st.st_ino = 0;  // closed already: FdCheckThreadExitFds says so
+    auto it = std::find_if(registrations.begin(), registrations.end(), [&](const auto& r) { return r.fd == fds[i]; });
     if (it != registrations.end()) {
-      it->second = registration;
+      *it = {fds[i], registration, st.st_dev, st.st_ino};
     } else {
-      registrations.emplace_back(fds[i], registration);
+      registrations.push_back({fds[i], registration, st.st_dev, st.st_ino});
     }
+  }
+}
+
+void FdCheckThreadExitFds() {
+  for (const UnregisterAtExit::Entry& e : t_unregister_at_exit.registrations) {
+    if (FdRegistration(e.fd) != e.registration) continue;
+    struct stat st {};
+    if (fstat(e.fd, &st) != 0 || st.st_dev != e.dev || st.st_ino != e.ino) FdClosedByOther(e.fd, e.registration);
   }
 }
 
@@ -220,6 +241,34 @@ void FdDisownRegistration(int fd, uint64_t registration) {
     o.gens.erase(it);
     o.count.fetch_sub(1, std::memory_order_relaxed);
   }
+}
+
+void FdClosedByOther(int fd, uint64_t registration) {
+  if (registration == 0) return;
+  OwnedFds& o = TheOwnedFds();
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  auto it = o.gens.find(fd);
+  if (it == o.gens.end() || it->second.gen != registration) return;  // ended already
+  // Noted as the registration ends (under the lock): whoever sees it ended sees the note.
+  if (o.watchers.load(std::memory_order_relaxed) != 0) o.closed_by_others.insert(registration);
+  o.gens.erase(it);
+  o.count.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void FdWatchClosedByOthers(bool on) {
+  OwnedFds& o = TheOwnedFds();
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  if (on) {
+    o.watchers.fetch_add(1, std::memory_order_relaxed);
+  } else if (o.watchers.load(std::memory_order_relaxed) != 0 && o.watchers.fetch_sub(1, std::memory_order_relaxed) == 1) {
+    o.closed_by_others.clear();
+  }
+}
+
+bool FdWasClosedByOther(uint64_t registration) {
+  OwnedFds& o = TheOwnedFds();
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  return o.closed_by_others.count(registration) != 0;
 }
 
 size_t FdOwnedCount() { return TheOwnedFds().count.load(std::memory_order_relaxed); }
@@ -361,7 +410,9 @@ int FdClose(int fd) {
   // just opened by another thread may be refused once; never is one of
   // ours accepted.)
   int r = close(fd) == 0 || errno == EINTR ? 0 : -errno;
-  FdDisownRegistration(fd, registration);
+  // EBADF for a number still registered as ours: someone else closed it.
+  if (r == -EBADF) FdClosedByOther(fd, registration);
+  else FdDisownRegistration(fd, registration);
   return r;
 }
 
@@ -1121,13 +1172,21 @@ size_t FdCloseAll(const int* fds, size_t n) {
       if (registrations[j] == 0) break;
       j++;
     }
-    if (j - i >= 2 && CloseRange(static_cast<unsigned>(fds[i]), static_cast<unsigned>(fds[j - 1]))) {
+    // close_range(2) says nothing of a number in the run that someone else
+    // closed: while a leak check watches for those (FdWatchClosedByOthers),
+    // each is closed on its own.
+    bool watched = TheOwnedFds().watchers.load(std::memory_order_relaxed) != 0;
+    if (j - i >= 2 && !watched && CloseRange(static_cast<unsigned>(fds[i]), static_cast<unsigned>(fds[j - 1]))) {
       closed += j - i;
     } else {
       j = i + 1;
       if (fds[i] >= 0) {
         registrations[i] = FdRegistration(fds[i]);
-        if (close(fds[i]) == 0 || errno == EINTR) closed++;
+        if (close(fds[i]) == 0 || errno == EINTR) {
+          closed++;
+        } else if (errno == EBADF) {
+          FdClosedByOther(fds[i], registrations[i]);
+        }
       }
     }
     for (size_t k = i; k < j; k++) FdDisownRegistration(fds[k], registrations[k]);

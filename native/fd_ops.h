@@ -128,6 +128,19 @@ uint64_t FdRegistration(int fd);
 // close is done, as FdClose does, and never taking with it the registration
 // of a new fd of ours that took the freed number meanwhile. 0: nothing.
 void FdDisownRegistration(int fd, uint64_t registration);
+// `fd`, registered as ours with `registration`, was found closed (EBADF)
+// or holding another file by fdbridge, where it was about to close it: someone
+// else closed it. Ends that registration (as FdDisownRegistration) and, while
+// a leak check watches (FdWatchClosedByOthers), notes it first: the check
+// blames the code under test for that close, never sets it aside as ours.
+void FdClosedByOther(int fd, uint64_t registration);
+// A leak check starts (true) or stops (false) watching for registrations
+// that end with FdClosedByOther; the notes are dropped when none watches.
+// While one does, FdCloseAll closes each registered fd on its own (a
+// close_range(2) over a run says nothing of a number already closed).
+void FdWatchClosedByOthers(bool on);
+// Whether `registration` ended with FdClosedByOther while a check watched.
+bool FdWasClosedByOther(uint64_t registration);
 // How many fds fdbridge holds for itself in this process now.
 size_t FdOwnedCount();
 // Whether `fd` is one fdbridge holds for itself.
@@ -167,6 +180,11 @@ size_t FdLoopStartsOpen();
 // opens at such a number is refused (EBADF) by fdbridge: refused, never
 // misdelivered.
 void FdUnregisterAtThreadExit(const int* fds, size_t n);
+// Those fds, before libuv closes them (the environment's teardown on that
+// thread): each still registered that is closed, or holds another file than
+// when it was registered (its device and inode), was closed by someone else
+// (FdClosedByOther); libuv's own close of it then fails unseen.
+void FdCheckThreadExitFds();
 
 // Who closes a registered fd when the JavaScript that held it stops for
 // good. A worker thread that is terminated (or exits with connections

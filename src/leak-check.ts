@@ -37,6 +37,14 @@ export interface FdEntry {
   target: string;
   /** With `trackFds`: where the fd was opened (the JS stack; call 'unseen' when no recorder saw it). */
   openedAt?: FdOrigin;
+  /**
+   * In `closed`: the fd was one fdbridge held for itself at the baseline (a
+   * connection's socket or pidfd, a worker's loop fd, a pin or copy), and
+   * someone else closed it behind fdbridge's back: fdbridge found it closed
+   * (or holding another file) where it went to close it, or it was still
+   * fdbridge's when the check gave up waiting.
+   */
+  fdbridgeOwn?: true;
 }
 
 /** What a check found once the fd tables settled. */
@@ -72,7 +80,10 @@ export interface FdLeakReport {
    * of a worker thread it ran, which that thread's loop closed as it ended:
    * epoll, pipes, eventfd, /dev/null, inotify; a pin or copy it held), or a
    * command it ran adopted one and closed it. Not in `closed`: the code
-   * under test closed nothing that was not its own. Absent when none.
+   * under test closed nothing that was not its own. One that someone else
+   * closed behind fdbridge's back (fdbridge found it closed, or it was
+   * still fdbridge's when the check stopped waiting) is not here but in
+   * `closed`, marked `fdbridgeOwn`. Absent when none.
    */
   ownClosed?: FdEntry[];
 }
@@ -160,6 +171,8 @@ export class ProcessFdSnapshot implements Disposable {
    * read right after the table.
    */
   readonly #own = new Map<number, number>();
+  /** This process's only: watching for fds of fdbridge's closed by someone else (native.watchClosedByOthers), until release(). */
+  #watching = false;
 
   /** Snapshots `pid` now. Throws if its table cannot be read (no such process, another user's). */
   constructor(pid: number, role: string) {
@@ -171,20 +184,35 @@ export class ProcessFdSnapshot implements Disposable {
       // Stryker disable next-line UnaryOperator: SystemError takes the errno's magnitude, so +3 and -3 both name ESRCH
       throw new SystemError(-3 /* ESRCH */, 'open-fd table', `open-fd table of pid ${pid}: no such process (or it is a zombie)`);
     }
-    // Stryker disable next-line ConditionalExpression: /proc/<own pid>/fd and /proc/self/fd are the same table
-    this.baseline = openFdTable(pid === process.pid ? undefined : pid);
-    if (pid === process.pid) {
+    if (pid !== process.pid) {
+      this.baseline = openFdTable(pid);
+      this.#hold = new FdTableHold(this.baseline, pid);
+      return;
+    }
+    // Watched from before the table is read until release(): a close of an
+    // fd of fdbridge's that fdbridge finds done by someone else is noted.
+    native.watchClosedByOthers(true);
+    try {
+      this.baseline = openFdTable();
       for (const fd of this.baseline.keys()) {
         const registration = native.registration(fd);
         if (registration !== 0) this.#own.set(fd, registration);
       }
+      this.#hold = new FdTableHold(this.baseline, pid);
+    } catch (err) {
+      native.watchClosedByOthers(false);
+      throw err;
     }
-    this.#hold = new FdTableHold(this.baseline, pid);
+    this.#watching = true;
   }
 
   /** Ends the hold of the baseline's files (idempotent): compare no more after this. */
   release(): void {
     this.#hold.release();
+    if (this.#watching) {
+      this.#watching = false;
+      native.watchClosedByOthers(false);
+    }
   }
 
   [Symbol.dispose](): void {
@@ -219,7 +247,10 @@ export class ProcessFdSnapshot implements Disposable {
    * `closed`; of those, `unreleased` are the ones the registry still has
    * under the baseline's registration: fdbridge has yet to let go of them
    * (an fd of its that someone else closed, or one whose close, a
-   * thread's or libuv's, has not returned).
+   * thread's or libuv's, has not returned). An fd of fdbridge's whose
+   * registration ended because fdbridge found it closed by someone else
+   * (native.closedByOther) is in `closed`, as the unreleased ones are, each
+   * marked `fdbridgeOwn`.
    */
   changes(
     ignore?: (entry: FdEntry) => boolean,
@@ -237,10 +268,14 @@ export class ProcessFdSnapshot implements Disposable {
       if (registration === undefined) {
         closed.push(e);
       } else if (native.registration(e.fd) !== registration) {
-        ownClosed.push(e);
+        // Ended: fdbridge closed it (or a command adopted it), unless
+        // fdbridge found it closed by someone else (the note comes first).
+        if (native.closedByOther(registration)) closed.push({ ...e, fdbridgeOwn: true });
+        else ownClosed.push(e);
       } else {
-        closed.push(e);
-        unreleased.push(e);
+        const own: FdEntry = { ...e, fdbridgeOwn: true };
+        closed.push(own);
+        unreleased.push(own);
       }
     }
     return { leaks: diff.opened.map(entry).filter(keep), closed, ownClosed, unreleased };
@@ -302,7 +337,7 @@ export async function settleFdSnapshots(
     }
     // fdbridge's own whose close its closer is in (one that blocks): its, not the test's.
     const onCloser = (e: FdEntry): boolean => unreleased.has(e) && closer.held.has(e.fd);
-    ownClosed.push(...report.closed.filter(onCloser));
+    ownClosed.push(...report.closed.filter(onCloser).map(({ fdbridgeOwn: _, ...e }) => e));
     report.closed = report.closed.filter((e) => !onCloser(e));
     if (report.leaks.length === 0 && report.closed.length === 0) return withOwnClosed(report, ownClosed);
     const now = performance.now();
@@ -392,7 +427,10 @@ export function describeFdLeakReport(report: FdLeakReport): string {
   if (report.closed.length > 0) {
     const one = report.closed.length === 1;
     lines.push(`${report.closed.length} fd${one ? '' : 's'} closed that ${one ? 'was' : 'were'} open before:`);
-    for (const e of report.closed) lines.push(`  ${describeFdEntry(e)} (open before the test, closed during it)`);
+    for (const e of report.closed) {
+      const how = e.fdbridgeOwn ? "fdbridge's own fd, open before the test, closed during it by someone other than fdbridge" : 'open before the test, closed during it';
+      lines.push(`  ${describeFdEntry(e)} (${how})`);
+    }
   }
   if (lines.length > 0 && report.closing && report.closing.length > 0) {
     lines.push(`set aside (fdbridge's own copies, queued on its background closer after ${CLOSES_GIVE_UP_MS} ms, behind closes that block; it closes them):`);

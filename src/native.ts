@@ -440,6 +440,16 @@ export interface NativeBinding {
   /** The registration of `fd` as one fdbridge holds for itself (never reused), or 0 when it is not. */
   registration(fd: number): number;
   /**
+   * A leak check starts (true) or stops (false) watching for fds of
+   * fdbridge's that fdbridge finds closed by someone else (EBADF where it
+   * closes one, or a worker's loop fd closed or holding another file at
+   * the thread's teardown): their registrations end noted as such
+   * (closedByOther) while any check watches.
+   */
+  watchClosedByOthers(on: boolean): void;
+  /** Whether `registration` ended with fdbridge finding its fd closed by someone else, while a check watched. */
+  closedByOther(registration: number): boolean;
+  /**
    * `fd`, one of fdbridge's, is a libuv stream's to close from now on:
    * should this environment end first (a worker terminated), its teardown,
    * which comes after Node has closed every handle, only unregisters it.

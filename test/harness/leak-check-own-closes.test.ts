@@ -95,8 +95,10 @@ test('an fd fdbridge held, closed by fdbridge in the check, is set aside; closed
     try {
       // The registry still has it as fdbridge's: the check waits for fdbridge's close, which never comes.
       const report = await checkFdLeaks(() => closeSync(stolen), { settleMs: 50 });
-      expect(report).toEqual({ leaks: [], closed: [{ pid: process.pid, role: 'self', fd: stolen, target }], gone: [] });
-      expect(describeFdLeakReport(report)).toBe(`1 fd closed that was open before:\n  fd ${stolen} -> ${target} (open before the test, closed during it)`);
+      expect(report).toEqual({ leaks: [], closed: [{ pid: process.pid, role: 'self', fd: stolen, target, fdbridgeOwn: true }], gone: [] });
+      expect(describeFdLeakReport(report)).toBe(
+        `1 fd closed that was open before:\n  fd ${stolen} -> ${target} (fdbridge's own fd, open before the test, closed during it by someone other than fdbridge)`,
+      );
     } finally {
       forgetOwnFd(stolen, registration);
     }
