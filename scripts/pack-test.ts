@@ -4,7 +4,9 @@
  * prebuilt binaries, then `npm pack`) in a copy of the sources, so the
  * tarball holds only what the sources build (never a stale file from the
  * checkout's dist/ or prebuilds/), and the checkout's dist/ is not rewritten
- * under tests running meanwhile.
+ * under tests running meanwhile. This arch's binary is the checkout's own
+ * Release build, brought up to date with native/ by make (a no-op after
+ * npm ci), not a second compile of the same sources; arm64's is compiled.
  * Then in a fresh project outside the repository, on a PATH that holds node
  * and npm and nothing else (no g++, make or python3):
  *
@@ -112,6 +114,23 @@ function sourceCopy(dir: string): string {
   cpSync(packageRoot, copy, { recursive: true, filter: (src) => !NOT_SOURCES.has(relative(packageRoot, src)) });
   symlinkSync(join(packageRoot, 'node_modules'), join(copy, 'node_modules'));
   return copy;
+}
+
+/**
+ * The checkout's Release addon, build/Release/fdbridge.node, brought up to
+ * date with native/ first (node-gyp build: make, which has nothing to do
+ * when npm ci or npm run build built it from these sources, as in CI, and
+ * compiles again what changed since); undefined when the checkout has no
+ * configured build. The copy's prebuild takes it as this arch's binary
+ * (FDBRIDGE_PREBUILD_HOST_ADDON) instead of compiling the same sources a
+ * second time: the tarball then ships the binary the test suites ran.
+ */
+function checkoutAddon(): string | undefined {
+  if (!existsSync(join(packageRoot, 'build', 'Makefile'))) return undefined;
+  const nodeGyp = require.resolve('node-gyp/bin/node-gyp.js', { paths: [packageRoot] });
+  run(process.execPath, [nodeGyp, 'build', '--loglevel=warn'], { cwd: packageRoot, timeoutMs: 1_800_000 });
+  const addon = join(packageRoot, 'build', 'Release', 'fdbridge.node');
+  return existsSync(addon) ? addon : undefined;
 }
 
 function readmeBlock(name: string): string {
@@ -287,13 +306,17 @@ function main(): number {
     // FDBRIDGE_PACK_TEST_TARBALL: test a tarball packed before (while working on this script).
     let tarball = process.env['FDBRIDGE_PACK_TEST_TARBALL'] ?? '';
     if (!tarball) step('npm pack in a copy of the sources (its prepack builds the TypeScript and the prebuilt binaries)', () => {
+      const addon = checkoutAddon();
       const copy = sourceCopy(work);
       // npm pack would run prepack, then prepare: tsc again over prepack's
       // output (15 CPU-seconds, minutes at load 30) and the bench's C tools,
       // neither of which reaches the tarball; `npm ci` runs prepare in CI.
       // prepack alone builds all the tarball holds: the addon for x64 and
-      // arm64 and the TypeScript once.
-      run('npm', ['run', 'prepack'], { cwd: copy, timeoutMs: 1_800_000 });
+      // arm64 and the TypeScript once; the x64 addon is the checkout's
+      // (checkoutAddon), when it has one.
+      const env = addon ? { ...process.env, FDBRIDGE_PREBUILD_HOST_ADDON: addon } : process.env;
+      run('npm', ['run', 'prepack'], { cwd: copy, env, timeoutMs: 1_800_000 });
+      process.stdout.write(`      linux-${process.arch}: ${addon ? `${relative(packageRoot, addon)} of the checkout, up to date with native/` : 'compiled in the copy (the checkout has no configured build)'}\n`);
       const r = run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', work], { cwd: copy });
       const info = (JSON.parse(r.stdout.slice(r.stdout.indexOf('['))) as Array<{ filename: string; files: Array<{ path: string }> }>)[0];
       check(info !== undefined, 'npm pack printed no JSON');

@@ -12,6 +12,12 @@
  * stripped and its ELF machine checked; the newest glibc symbol version it
  * needs is printed (the oldest glibc it loads on). An install on an older
  * glibc finds it does not load and builds from source (scripts/install.js).
+ *
+ * FDBRIDGE_PREBUILD_HOST_ADDON names a Release build of these same sources
+ * for this machine's arch (the pack test's: its checkout's
+ * build/Release/fdbridge.node, brought up to date with native/ by make):
+ * that arch's binary is then that file, stripped and checked like a build
+ * here, instead of the same sources compiled a second time.
  */
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readSync, closeSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
@@ -102,25 +108,26 @@ function newestGlibc(file: string, triple: string): string | undefined {
   return last ? `${last[0]}.${last[1]}` : undefined;
 }
 
+/** The Release build FDBRIDGE_PREBUILD_HOST_ADDON names, for `target` when it is this machine's arch; else undefined. */
+function hostAddon(target: Target): string | undefined {
+  const file = process.env['FDBRIDGE_PREBUILD_HOST_ADDON'];
+  if (!file || target.arch !== hostArch()) return undefined;
+  if (!existsSync(file)) throw new Error(`FDBRIDGE_PREBUILD_HOST_ADDON names ${file}, which does not exist`);
+  return file;
+}
+
 export function prebuild(target: Target): string {
   const { env, strip } = toolchain(target);
   const work = mkdtempSync(join(tmpdir(), `fdbridge-prebuild-${target.arch}-`));
   try {
-    copyFileSync(join(packageRoot, 'binding.gyp'), join(work, 'binding.gyp'));
-    mkdirSync(join(work, 'native'));
-    for (const f of readdirSync(join(packageRoot, 'native'))) {
-      if (/\.(cc|h)$/.test(f)) cpSync(join(packageRoot, 'native', f), join(work, 'native', f));
-    }
-    // binding.gyp asks node-addon-api for its include directory.
-    symlinkSync(join(packageRoot, 'node_modules'), join(work, 'node_modules'));
-    const nodeGyp = require.resolve('node-gyp/bin/node-gyp.js', { paths: [packageRoot] });
-    const dir = nodeDir();
-    execFileSync(process.execPath, [nodeGyp, 'rebuild', '--loglevel=warn', `--arch=${target.arch}`, ...(dir ? [`--nodedir=${dir}`] : [])], {
-      cwd: work,
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'ignore', 'inherit'],
-    });
     const built = join(work, 'build', 'Release', 'fdbridge.node');
+    const given = hostAddon(target);
+    if (given) {
+      mkdirSync(dirname(built), { recursive: true });
+      copyFileSync(given, built);
+    } else {
+      compile(target, env, work);
+    }
     execFileSync(strip, ['--strip-unneeded', built]);
     const machine = elfMachine(built);
     if (machine !== target.machine) {
@@ -133,6 +140,24 @@ export function prebuild(target: Target): string {
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
+}
+
+/** Builds the addon for `target` with node-gyp in `work` (build/Release/fdbridge.node there). */
+function compile(target: Target, env: NodeJS.ProcessEnv, work: string): void {
+  copyFileSync(join(packageRoot, 'binding.gyp'), join(work, 'binding.gyp'));
+  mkdirSync(join(work, 'native'));
+  for (const f of readdirSync(join(packageRoot, 'native'))) {
+    if (/\.(cc|h)$/.test(f)) cpSync(join(packageRoot, 'native', f), join(work, 'native', f));
+  }
+  // binding.gyp asks node-addon-api for its include directory.
+  symlinkSync(join(packageRoot, 'node_modules'), join(work, 'node_modules'));
+  const nodeGyp = require.resolve('node-gyp/bin/node-gyp.js', { paths: [packageRoot] });
+  const dir = nodeDir();
+  execFileSync(process.execPath, [nodeGyp, 'rebuild', '--loglevel=warn', `--arch=${target.arch}`, ...(dir ? [`--nodedir=${dir}`] : [])], {
+    cwd: work,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
 }
 
 function main(args: string[]): number {
