@@ -1,0 +1,163 @@
+/**
+ * A client of a helper daemon redirects its log into a terminal whose
+ * output it stopped (tcflow(TCOOFF) on a pty, as ^S does): the log lane's
+ * write(2) into it waits in the kernel until the output starts again, and
+ * nothing the daemon does can cancel it. The daemon must still stop when
+ * told to: on SIGTERM it exits (the process's exit ends the write), and
+ * HelperDaemon.close() resolves in a process that goes on, its event loop
+ * (a worker's) free to end. The thread left in the write touches nothing of
+ * an environment gone meanwhile once the write returns (the sanitizer run
+ * covers this file), and closes its copy of the fd.
+ *
+ * The client is a node process that python3 started with a pty's two ends
+ * (os.openpty, its output stopped): it holds both, so that the write
+ * returns (EIO) once it is killed.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
+
+import { TimeoutError } from '../../src/errors';
+import { openFdTable } from '../../src/fd';
+import { hasPython, PYTHON } from '../util/linger-attacker';
+import { DIST_SRC } from '../util/nobody';
+import { exitOf, fdTableSettles, startHelperProcess, type HelperProcess } from '../util/processes';
+
+/** python3: a pty whose output is stopped, then exec node with both ends (argv: node, client script, socket path). */
+const STOPPED_PTY = `
+import os, sys, termios
+m, s = os.openpty()
+termios.tcflow(s, termios.TCOOFF)
+os.set_inheritable(m, True)
+os.set_inheritable(s, True)
+os.execv(sys.argv[1], [sys.argv[1], '-e', sys.argv[2], sys.argv[3], str(s), str(m)])
+`;
+
+/** The client: its log into the pty's stopped end, three lines logged (the first stuck in write(2)). */
+const CLIENT = `
+const L = require(${JSON.stringify(join(DIST_SRC, 'index.js'))});
+const [socketPath, slave] = [process.argv[1], Number(process.argv[2])];
+(async () => {
+  const c = await L.connect('helper', { command: L.LOG_COMMAND, socketPath });
+  await c.call('redirectLogToFd', await c.dupFileDescriptor(slave));
+  for (let k = 0; k < 3; k++) c.call('log', 'z'.repeat(20000)).catch(() => {});
+  console.log('ready');
+  setInterval(() => {}, 1000);
+})().catch((e) => console.log('failed: ' + String(e)));
+`;
+
+/** Starts the client against `socketPath`; resolves once its lines are logged. */
+async function stoppedTerminalClient(socketPath: string): Promise<ChildProcess> {
+  const child = spawn(PYTHON, ['-c', STOPPED_PTY, process.execPath, CLIENT, socketPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  await new Promise<void>((resolve, reject) => {
+    child.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('ready')) resolve();
+      else if (out.includes('failed')) reject(new Error(out));
+    });
+    child.once('exit', () => reject(new Error(`the client exited: ${out}`)));
+  });
+  return child;
+}
+
+/** write(2)'s number on this machine (the lane thread's system call while it is stuck). */
+const SYS_WRITE = process.arch === 'arm64' ? 64 : 1;
+
+/** The system call each log lane thread of `pid` is in now (its number; -1 for none). */
+function laneThreads(pid: number): number[] {
+  const calls: number[] = [];
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      if (readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim() !== 'fdbridge-log') continue;
+      calls.push(Number(readFileSync(`/proc/${pid}/task/${tid}/syscall`, 'utf8').split(' ')[0]));
+    } catch {
+      // the thread ended between the listing and the read
+    }
+  }
+  return calls;
+}
+
+/** Whether a log lane thread of `pid` is inside write(2) now. */
+function laneInWrite(pid: number): boolean {
+  return laneThreads(pid).includes(SYS_WRITE);
+}
+
+async function until(ok: () => boolean): Promise<void> {
+  while (!ok()) await new Promise((r) => setTimeout(r, 20));
+}
+
+/** `settles`, or a TimeoutError naming `what` after `ms` (a deadline of this test's own, far above what it takes). */
+function within<T>(settles: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new TimeoutError(`${what}: not within ${ms} ms`)), ms);
+  });
+  return Promise.race([settles, late]).finally(() => clearTimeout(timer));
+}
+
+const describeWithPython = hasPython() ? describe : describe.skip;
+
+describeWithPython('a log line stuck in a write into a stopped terminal', () => {
+  test('the daemon (its own process) exits 0 on SIGTERM', async () => {
+    const before = openFdTable(process.pid);
+    const socketPath = `@fdbridge-stopped-terminal-${process.pid}`;
+    let daemon: HelperProcess | undefined = await startHelperProcess(socketPath);
+    let client: ChildProcess | undefined;
+    try {
+      client = await stoppedTerminalClient(socketPath);
+      const pid = daemon.pid;
+      await until(() => laneInWrite(pid));
+      // Fails (TimeoutError) where the stuck write keeps the daemon alive until the terminal takes the line.
+      expect(await within(daemon.stop('SIGTERM'), 60000, 'the daemon exiting after SIGTERM')).toEqual({ code: 0, signal: null });
+      daemon = undefined;
+    } finally {
+      if (daemon) await daemon.stop('SIGKILL');
+      if (client) {
+        client.kill('SIGKILL');
+        await exitOf(client);
+      }
+    }
+    expect(await fdTableSettles(process.pid, before)).toBe('');
+  }, 120000);
+
+  test("in a worker: HelperDaemon.close() resolves, the worker's loop ends, and the write, once it returns, closes its copy", async () => {
+    const before = openFdTable(process.pid);
+    const socketPath = `@fdbridge-stopped-terminal-worker-${process.pid}`;
+    const worker = new Worker(
+      `
+      const { parentPort, workerData } = require('node:worker_threads');
+      const { HelperDaemon } = require(${JSON.stringify(join(DIST_SRC, 'transports', 'helper-daemon.js'))});
+      const daemon = HelperDaemon.start({ socketPath: workerData.socketPath });
+      parentPort.once('message', () => daemon.close().then(() => parentPort.postMessage('closed')));
+      parentPort.postMessage('listening');
+      `,
+      { eval: true, workerData: { socketPath } },
+    );
+    const exited = new Promise<number>((resolve) => worker.once('exit', resolve));
+    let client: ChildProcess | undefined;
+    try {
+      await new Promise((resolve) => worker.once('message', resolve));
+      client = await stoppedTerminalClient(socketPath);
+      await until(() => laneInWrite(process.pid));
+      const closed = new Promise((resolve) => worker.once('message', resolve));
+      worker.postMessage('close');
+      expect(await within(closed, 60000, 'HelperDaemon.close() in the worker')).toBe('closed');
+      // Nothing keeps the worker's loop alive: it ends by itself (no terminate()).
+      expect(await within(exited, 60000, "the worker's exit once its daemon closed")).toBe(0);
+      expect(laneInWrite(process.pid)).toBe(true);
+    } finally {
+      if (!client) await worker.terminate();
+      if (client) {
+        // Its end of the pty gone, the write returns (EIO); the lane thread
+        // closes its copy and hands the result to an environment that has ended.
+        client.kill('SIGKILL');
+        await exitOf(client);
+      }
+    }
+    // The lane thread ends once its lane is empty.
+    await until(() => laneThreads(process.pid).length === 0);
+    expect(await fdTableSettles(process.pid, before)).toBe('');
+  }, 120000);
+});
