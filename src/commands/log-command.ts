@@ -78,15 +78,14 @@ export class LogCommand {
   #fd = 2;
   #owned = false;
   #redirects: DatagramSocket | undefined;
-  /** The lines being written, in call order (each starts when the one before has ended). */
-  #writes: Promise<void> = Promise.resolve();
-  #writing = 0;
   /**
-   * Log fds replaced or given up while lines were being written: closed
-   * once none is, so a write never reaches a number closed (and perhaps
-   * reused) under it.
+   * The lines being written, in call order (each starts when the one before
+   * has ended). Each goes to the log fd of the moment it starts: the lane
+   * writes into a copy made then, so a log fd replaced is closed at once,
+   * whatever lines wait (a client that redirects again and again while a
+   * line is stuck leaves no fd behind).
    */
-  #retired: number[] = [];
+  #writes: Promise<void> = Promise.resolve();
   #closed = false;
   /** This command's writes, ended together by close() (native laneWriteCancel). */
   readonly #group = native.laneGroup();
@@ -154,18 +153,15 @@ export class LogCommand {
     this.#fd = fd;
     this.#owned = true;
     // closeClientFds, not fs.closeSync: in a worker, Node tracks the fds fs
-    // opened and warns about closing one it did not open.
-    if (previous >= 0) this.#retire(previous);
-  }
-
-  #retire(fd: number): void {
-    if (this.#writing === 0) void this.context.closeClientFds([fd]);
-    else this.#retired.push(fd);
+    // opened and warns about closing one it did not open. A line being
+    // written has a copy of its own (laneWrite).
+    if (previous >= 0) void this.context.closeClientFds([previous]);
   }
 
   /**
    * Appends one line to the log; resolves once it is written (lines are
-   * written in call order). In a helper daemon, before the client
+   * written in call order, each into the log fd of the moment its turn
+   * comes: a redirect made while lines wait applies to them). In a helper daemon, before the client
    * redirected the log, the log is the daemon's own stderr, shared by every
    * client and by the daemon's own lines: a client of the daemon's uid (or
    * root) writes there as one line marked with its pid and uid, its control
@@ -173,7 +169,6 @@ export class LogCommand {
    * refused (ERR_FDBRIDGE_LOG_NOT_REDIRECTED, nothing written).
    */
   log(line: string): Promise<void> {
-    const fd = this.#fd;
     let text = line.endsWith('\n') ? line : `${line}\n`;
     if (!this.#owned && this.context.transport === 'helper') {
       const peer = this.context.peer;
@@ -190,14 +185,10 @@ export class LogCommand {
       text = daemonLogLine(peer, line);
     }
     const buf = Buffer.from(text);
-    this.#writing++;
     const written = this.#writes
       .then(() => {
         if (this.#closed) throw new ClosedError('log: the command was closed before the line was written');
-        return laneWrite(fd, buf, this.#owner, this.#group);
-      })
-      .finally(() => {
-        if (--this.#writing === 0) void this.context.closeClientFds(this.#retired.splice(0));
+        return laneWrite(this.#fd, buf, this.#owner, this.#group);
       });
     this.#writes = written.catch(() => undefined);
     return written;
@@ -222,12 +213,10 @@ export class LogCommand {
     native.laneWriteCancel(this.#group);
     this.#redirects?.close();
     this.#redirects = undefined;
-    const fds = this.#retired.splice(0);
     if (this.#owned) {
       this.#owned = false;
-      fds.push(this.#fd);
+      void this.context.closeClientFds([this.#fd]);
     }
-    void this.context.closeClientFds(fds);
   }
 }
 
