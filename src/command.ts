@@ -83,6 +83,16 @@ export interface CommandContext {
    * connection ends) ignores it.
    */
   closeClientFds(fds: readonly number[]): Promise<void>;
+  /**
+   * Counts `bytes` of a log line (or other client data written into the
+   * client's fds) that the command keeps in this process until it is
+   * written, and returns the function that gives them back once it is
+   * (or has failed): call it once. In a helper daemon the lines of all the
+   * clients of one uid count together against `maxLogBytesPerUid`: past
+   * it this throws QuotaExceededError (`'uidLogBytes'`) and counts
+   * nothing. Elsewhere (one client) nothing limits it.
+   */
+  holdLogBytes(bytes: number): () => void;
 }
 
 export interface PeerCredentials {
@@ -258,6 +268,7 @@ export class CommandHost {
     ledger: FdLedger = new SetLedger(),
     peer?: PeerCredentials,
     closeClientFds?: (fds: readonly number[]) => Promise<void>,
+    holdLogBytes: (bytes: number) => () => void = () => () => undefined,
   ) {
     const clientCloses = this.#clientCloses;
     closeClientFds ??= (fds) => {
@@ -280,6 +291,7 @@ export class CommandHost {
         return fd;
       },
       closeClientFds,
+      holdLogBytes,
     });
     const Cls = loadCommandClass(spec);
     this.command = new Cls(this.context, ...(spec.args ?? [])) as Record<string, unknown>;

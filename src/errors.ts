@@ -325,9 +325,9 @@ export class UnknownCommandError extends FdBridgeError {
 }
 
 /** What a helper daemon limits per client, and for all of them. */
-export type QuotaName = 'connections' | 'uidConnections' | 'fds' | 'uidFds' | 'totalFds' | 'calls' | 'queuedBytes' | 'helloTimeout' | 'idleTimeout';
+export type QuotaName = 'connections' | 'uidConnections' | 'fds' | 'uidFds' | 'totalFds' | 'calls' | 'queuedBytes' | 'uidLogBytes' | 'helloTimeout' | 'idleTimeout';
 
-const QUOTA_NAMES: readonly QuotaName[] = ['connections', 'uidConnections', 'fds', 'uidFds', 'totalFds', 'calls', 'queuedBytes', 'helloTimeout', 'idleTimeout'];
+const QUOTA_NAMES: readonly QuotaName[] = ['connections', 'uidConnections', 'fds', 'uidFds', 'totalFds', 'calls', 'queuedBytes', 'uidLogBytes', 'helloTimeout', 'idleTimeout'];
 
 /** The quota named at the start of a message ("quota <name>: ..."), if any. */
 function quotaOf(message: string): QuotaName | undefined {
@@ -340,7 +340,8 @@ function quotaOf(message: string): QuotaName | undefined {
  * left with the command than `fds` allows (or than `uidFds` allows all the
  * clients of one uid together, or `totalFds` every client), more requests
  * in flight than `calls`, replies piling up unread past `queuedBytes` (the
- * client is then disconnected), no HELLO within `helloTimeout`, idle past
+ * client is then disconnected), log lines of one uid waiting to be written
+ * past `uidLogBytes` (that line refused), no HELLO within `helloTimeout`, idle past
  * `idleTimeout`. The message begins with "quota <name>:" on both sides of
  * the connection. (A connection refused by `connections` or
  * `uidConnections` is a PeerRefusedError whose `quota` names it.)

@@ -29,6 +29,7 @@ const LIMIT_FLAGS: Record<string, keyof HelperLimits> = {
   'max-fds-total': 'maxFdsTotal',
   'max-calls': 'maxCallsInFlight',
   'max-queued-bytes': 'maxQueuedBytes',
+  'max-log-bytes-per-uid': 'maxLogBytesPerUid',
   'hello-timeout': 'helloTimeoutMs',
   'idle-timeout': 'idleTimeoutMs',
   'stalled-reader-timeout': 'stalledReaderTimeoutMs',
@@ -39,8 +40,8 @@ const D = DEFAULT_HELPER_LIMITS;
 export const USAGE = `helper [--socket PATH | --socket @NAME] [--allow-uid UID[,UID...]] [--command NAME=MODULE[#EXPORT]]...
        [--diagnostics] [--max-connections N] [--max-connections-per-uid N] [--max-fds N]
        [--max-fds-per-uid N] [--max-fds-total N] [--max-calls N] [--max-queued-bytes N]
-       [--hello-timeout MS] [--idle-timeout MS] [--stalled-reader-timeout MS] [--verbose]
-       [--exit-with-parent PID]
+       [--max-log-bytes-per-uid N] [--hello-timeout MS] [--idle-timeout MS]
+       [--stalled-reader-timeout MS] [--verbose] [--exit-with-parent PID]
 helper --status [--socket PATH | --socket @NAME]
       Run a helper daemon: clients of the 'helper' transport connect to its socket, name a
       command it serves, and each gets its own instance, run in this process. Runs until SIGINT
@@ -66,6 +67,9 @@ helper --status [--socket PATH | --socket @NAME]
                         RLIMIT_NOFILE - 2 x max-connections - 512)
   --max-calls N         calls one client may have running (default ${D.maxCallsInFlight})
   --max-queued-bytes N  reply bytes waiting for one client to read (default ${D.maxQueuedBytes})
+  --max-log-bytes-per-uid N
+                        bytes of log lines the clients of one uid have waiting to be written,
+                        together (default ${D.maxLogBytesPerUid}); a line past it is refused
   --hello-timeout MS    disconnect a client that sends no HELLO (default ${D.helloTimeoutMs})
   --idle-timeout MS     disconnect an idle client (default ${D.idleTimeoutMs}; 0: never)
   --stalled-reader-timeout MS
@@ -116,8 +120,9 @@ async function printStatus(socketPath: string): Promise<number> {
     ...s.uids.map(
       (u) =>
         `  uid ${u.uid}: ${u.connections} client(s) and ${u.socketsClosing} socket(s) held up (at most ${s.limits.maxConnectionsPerUid}), ` +
-        `${u.fdsHeld} fds held, ${u.fdsClosing} being closed`,
+        `${u.fdsHeld} fds held, ${u.fdsClosing} being closed, ${u.logBytes} bytes of log lines waiting`,
     ),
+    `log lines waiting to be written: ${s.logBytes} bytes (at most ${s.limits.maxLogBytesPerUid} per uid)`,
     `quota hits: ${hits}`,
     `held back: a uid's connections went unread ${s.stats.readingHeld} time(s), past its fd limits while its fds waited to be closed`,
     `turned away: ${s.stats.protocolErrors} protocol error(s), ${s.stats.unexpectedFds} unexpected fd(s) closed`,
@@ -146,6 +151,7 @@ export async function main(argv: string[]): Promise<number> {
     'max-fds-total': { type: 'string' },
     'max-calls': { type: 'string' },
     'max-queued-bytes': { type: 'string' },
+    'max-log-bytes-per-uid': { type: 'string' },
     'hello-timeout': { type: 'string' },
     'idle-timeout': { type: 'string' },
     'stalled-reader-timeout': { type: 'string' },

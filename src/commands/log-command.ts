@@ -166,7 +166,11 @@ export class LogCommand {
    * client and by the daemon's own lines: a client of the daemon's uid (or
    * root) writes there as one line marked with its pid and uid, its control
    * characters escaped (see daemonLogLine), and a client of another uid is
-   * refused (ERR_FDBRIDGE_LOG_NOT_REDIRECTED, nothing written).
+   * refused (ERR_FDBRIDGE_LOG_NOT_REDIRECTED, nothing written). The line
+   * counts against what its client's uid may have waiting to be written
+   * (context.holdLogBytes) from this call until it is written or has
+   * failed: past that it is refused (QuotaExceededError 'uidLogBytes'),
+   * nothing of it queued, no copy of the fd made.
    */
   log(line: string): Promise<void> {
     let text = line.endsWith('\n') ? line : `${line}\n`;
@@ -185,11 +189,18 @@ export class LogCommand {
       text = daemonLogLine(peer, line);
     }
     const buf = Buffer.from(text);
+    let giveBack: () => void;
+    try {
+      giveBack = this.context.holdLogBytes(buf.length);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
     const written = this.#writes
       .then(() => {
         if (this.#closed) throw new ClosedError('log: the command was closed before the line was written');
         return laneWrite(this.#fd, buf, this.#owner, this.#group);
-      });
+      })
+      .finally(giveBack);
     this.#writes = written.catch(() => undefined);
     return written;
   }

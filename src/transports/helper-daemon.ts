@@ -127,6 +127,12 @@ export interface HelperLimits {
   maxCallsInFlight: number;
   /** Reply bytes waiting for one client to read them; a reply past it disconnects the client. */
   maxQueuedBytes: number;
+  /**
+   * Bytes of log lines (the log command's) that the clients of one uid
+   * have waiting to be written, together: a line past it is refused
+   * (QuotaExceededError 'uidLogBytes'), nothing of it written.
+   */
+  maxLogBytesPerUid: number;
   /** A client whose replies wait unread, none of them leaving, this long is disconnected. */
   stalledReaderTimeoutMs: number;
   /** A client that has not sent its HELLO this long after connecting is disconnected. */
@@ -149,6 +155,7 @@ export const DEFAULT_HELPER_LIMITS: Readonly<HelperLimits> = Object.freeze({
   maxFdsTotal: 65536,
   maxCallsInFlight: 64,
   maxQueuedBytes: 8 * 1024 * 1024,
+  maxLogBytesPerUid: 4 * 1024 * 1024,
   stalledReaderTimeoutMs: 30_000,
   helloTimeoutMs: 10_000,
   idleTimeoutMs: 10 * 60_000,
@@ -218,9 +225,12 @@ export interface HelperStatus {
    * Per uid with clients now: how many, the fds they hold together, the fds
    * they gave that wait to be closed (counted against maxFdsPerUid too), and
    * their ended connections' sockets that wait to be closed (counted against
-   * maxConnectionsPerUid too). Limited as `clients` is.
+   * maxConnectionsPerUid too), and the bytes of their log lines waiting to
+   * be written (maxLogBytesPerUid). Limited as `clients` is.
    */
-  uids: Array<{ uid: number; connections: number; fdsHeld: number; fdsClosing: number; socketsClosing: number }>;
+  uids: Array<{ uid: number; connections: number; fdsHeld: number; fdsClosing: number; socketsClosing: number; logBytes: number }>;
+  /** Bytes of log lines waiting to be written, every uid's together (each uid's is at most maxLogBytesPerUid). */
+  logBytes: number;
   /**
    * Set when `clients` and `uids` are limited to this uid's: the status was
    * asked for by a client of another uid than the daemon's, who may learn
@@ -287,7 +297,7 @@ export class HelperDaemon {
     protocolErrors: 0,
     clientsExited: 0,
     readingHeld: 0,
-    quotaHits: { connections: 0, uidConnections: 0, fds: 0, uidFds: 0, totalFds: 0, calls: 0, queuedBytes: 0, helloTimeout: 0, idleTimeout: 0 },
+    quotaHits: { connections: 0, uidConnections: 0, fds: 0, uidFds: 0, totalFds: 0, calls: 0, queuedBytes: 0, uidLogBytes: 0, helloTimeout: 0, idleTimeout: 0 },
   };
   readonly #id = nextDaemonId();
   #server: UnixServer;
@@ -313,6 +323,12 @@ export class HelperDaemon {
   #acceptRetry: NodeJS.Timeout | undefined;
   /** The closer's reserve threads kept for this daemon's owners (closerOwners), until close(). */
   #reservedOwners = 0;
+  /**
+   * Bytes of log lines each uid's clients have waiting to be written
+   * (#holdLogBytes). Kept past the uid's last connection: a line inside a
+   * write that its connection's end could not cancel still holds them.
+   */
+  #logBytes = new Map<number, number>();
 
   /** Binds the socket (removing a stale one) and starts serving. */
   static start(options: HelperOptions = {}): HelperDaemon {
@@ -552,7 +568,9 @@ export class HelperDaemon {
           fdsHeld: a.fds.held,
           fdsClosing: native.backgroundClosesOfPeerFds(peerCloseOwner(uid)),
           socketsClosing: native.backgroundClosesOfOwnSockets(peerCloseOwner(uid)),
+          logBytes: this.#logBytes.get(uid) ?? 0,
         })),
+      logBytes: [...this.#logBytes.values()].reduce((a, b) => a + b, 0),
       ...(onlyUid === undefined ? {} : { onlyUid }),
     };
   }
@@ -641,6 +659,7 @@ export class HelperDaemon {
         maxCallsInFlight: this.limits.maxCallsInFlight,
         maxQueuedBytes: this.limits.maxQueuedBytes,
         shared: { budget: account.fds, refusal: (n) => this.#fdsRefusal(cred.uid, account, n) },
+        holdLogBytes: (bytes) => this.#holdLogBytes(cred, bytes),
       },
       onQuota: (quota) => {
         this.stats.quotaHits[quota]++;
@@ -749,6 +768,38 @@ export class HelperDaemon {
       excess += Math.max(0, held + native.backgroundClosesOfPeerFds(peerCloseOwner(uid)) - this.limits.maxFdsPerUid);
     }
     return { fds: this.#allFds.held + native.backgroundClosesOfPeerFds() - excess, excess };
+  }
+
+  /**
+   * Counts `bytes` of a log line of a client of `peer.uid` waiting to be
+   * written against its uid's maxLogBytesPerUid: a line is held in this
+   * process (a copy in the log command's queue, then in its lane's) from
+   * the call until it is written, and one uid's clients could otherwise make
+   * the daemon hold up to maxConnectionsPerUid x maxCallsInFlight lines of
+   * up to MAX_CALL_JSON_BYTES each (a gigabyte at the defaults). Returns
+   * the function that gives them back; throws QuotaExceededError past it.
+   */
+  #holdLogBytes(peer: { pid: number; uid: number }, bytes: number): () => void {
+    const uid = peer.uid;
+    const held = this.#logBytes.get(uid) ?? 0;
+    if (held + bytes > this.limits.maxLogBytesPerUid) {
+      this.stats.quotaHits.uidLogBytes++;
+      this.#log(`pid ${peer.pid}: quota uidLogBytes reached`);
+      throw new QuotaExceededError(
+        'uidLogBytes',
+        `a log line of ${bytes} bytes would make ${held + bytes} bytes of the log lines of uid ${uid} waiting to be written ` +
+          `(at most ${this.limits.maxLogBytesPerUid}); nothing of it was written: log it again once earlier lines are`,
+      );
+    }
+    this.#logBytes.set(uid, held + bytes);
+    let given = false;
+    return () => {
+      if (given) return;
+      given = true;
+      const left = (this.#logBytes.get(uid) ?? bytes) - bytes;
+      if (left > 0) this.#logBytes.set(uid, left);
+      else this.#logBytes.delete(uid);
+    };
   }
 
   /** The limit that `n` more fds for a client of `uid` would break, if any (the client's own is checked first). */

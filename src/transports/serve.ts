@@ -88,6 +88,12 @@ export interface ServeLimits {
    * `n` more fds would break, if any.
    */
   shared?: { budget: NativeFdBudget; refusal(n: number): QuotaExceededError | undefined };
+  /**
+   * Counts bytes of log lines the command keeps until they are written
+   * against a daemon's budget for the client's uid (CommandContext.holdLogBytes):
+   * throws QuotaExceededError past it; returns the function that gives them back.
+   */
+  holdLogBytes?: (bytes: number) => () => void;
 }
 
 export interface ServeOptions {
@@ -447,6 +453,7 @@ class ServedSession implements ServedConnection {
         this.#options.closeInBackground
           ? (fds) => new Promise<void>((resolve) => afterBackgroundCloses([this.#socket.closeInBackground(fds)], resolve))
           : undefined,
+        this.#options.limits?.holdLogBytes,
       );
     } catch (err) {
       this.#send(this.#errorReply(id, err, 'HELLO'));

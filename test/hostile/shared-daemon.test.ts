@@ -60,7 +60,7 @@ describeRoot('status on a shared daemon: another uid sees its own clients and th
           // Its own two connections, and nothing of root's: no pid, no uid.
           expect(s.clients).toHaveLength(2);
           for (const c of s.clients) expect(c).toMatchObject({ uid: NOBODY, pid: seen.pid });
-          expect(s.uids).toEqual([{ uid: NOBODY, connections: 2, fdsHeld: 1, fdsClosing: 0, socketsClosing: 0 }]);
+          expect(s.uids).toEqual([{ uid: NOBODY, connections: 2, fdsHeld: 1, fdsClosing: 0, socketsClosing: 0, logBytes: 0 }]);
           expect(JSON.stringify(s.clients)).not.toContain(`"pid":${process.pid}`);
 
           // The owner, through the same command, sees every client and no filter.
@@ -70,7 +70,7 @@ describeRoot('status on a shared daemon: another uid sees its own clients and th
             expect(mine.onlyUid).toBeUndefined();
             expect(mine.clients).toHaveLength(rootClients + 1);
             expect(mine.clients.every((c) => c.uid === ME && c.pid === process.pid)).toBe(true);
-            expect(mine.uids).toEqual([{ uid: ME, connections: rootClients + 1, fdsHeld: rootClients * fdsEach, fdsClosing: 0, socketsClosing: 0 }]);
+            expect(mine.uids).toEqual([{ uid: ME, connections: rootClients + 1, fdsHeld: rootClients * fdsEach, fdsClosing: 0, socketsClosing: 0, logBytes: 0 }]);
           } finally {
             await st.close();
           }

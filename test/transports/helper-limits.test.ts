@@ -326,7 +326,7 @@ describeRoot('fairness between uids (nobody takes all it may; root still gets it
         return { b1, bOne, bBatch, after };`);
       await r.line('held');
       // A refusal is answered once the fds it brought are closed: none of them counts any more.
-      expect(daemon.status().uids).toEqual([{ uid: NOBODY, connections: 2, fdsHeld: 6, fdsClosing: 0, socketsClosing: 0 }]);
+      expect(daemon.status().uids).toEqual([{ uid: NOBODY, connections: 2, fdsHeld: 6, fdsClosing: 0, socketsClosing: 0, logBytes: 0 }]);
       // Another uid's allowance is its own.
       const mine = await connect('helper', { command: { name: 'probe' }, socketPath: daemon.socketPath });
       for (let i = 0; i < 4; i++) await mine.dupFileDescriptor(memfd);
@@ -631,7 +631,7 @@ describeRoot('a close that would block never runs on the event loop, nor holds b
       // Another uid is served from its own allowance.
       const conn = await connect('helper', { command: { name: 'probe' }, socketPath: daemon.socketPath });
       expect(await conn.dupFileDescriptors([memfd, memfd])).toHaveLength(2);
-      expect(daemon.status().uids).toEqual([{ uid: ROOT_UID, connections: 1, fdsHeld: 2, fdsClosing: 0, socketsClosing: 0 }]);
+      expect(daemon.status().uids).toEqual([{ uid: ROOT_UID, connections: 1, fdsHeld: 2, fdsClosing: 0, socketsClosing: 0, logBytes: 0 }]);
       await conn.close();
     } finally {
       closeFd(memfd);

@@ -60,7 +60,8 @@ test('socket activation, READY=1 on NOTIFY_SOCKET, and --status showing clients,
     const { stdout } = await execFileAsync(process.execPath, [CLI, 'helper', '--status', '--socket', socketPath]); // ends by connect's typed timeoutMs
     expect(stdout).toMatch(/^clients: 2 now/m); // this one and the status request's own
     expect(stdout).toMatch(/^fds held: 3, \d+ being closed \(at most 3 per client, \d+ per uid, \d+ in all\)$/m);
-    expect(stdout).toMatch(new RegExp(`^  uid ${process.getuid?.() ?? 0}: 2 client\\(s\\) and 0 socket\\(s\\) held up \\(at most 256\\), 3 fds held, 0 being closed$`, 'm')); // its own uid alone: the per-uid limit is the total
+    expect(stdout).toMatch(new RegExp(`^  uid ${process.getuid?.() ?? 0}: 2 client\\(s\\) and 0 socket\\(s\\) held up \\(at most 256\\), 3 fds held, 0 being closed, 0 bytes of log lines waiting$`, 'm')); // its own uid alone: the per-uid limit is the total
+    expect(stdout).toMatch(/^log lines waiting to be written: 0 bytes \(at most 4194304 per uid\)$/m);
     expect(stdout).toMatch(/^quota hits: connections 0, uidConnections 0, fds 1, uidFds 0, totalFds 0, calls 0/m);
     expect(stdout).toMatch(/^held back: a uid's connections went unread 0 time\(s\)/m);
     expect(stdout).toMatch(new RegExp(`^  pid ${process.pid} uid ${process.getuid?.() ?? 0}: 3 fds held`, 'm'));
