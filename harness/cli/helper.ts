@@ -64,7 +64,7 @@ helper --status [--socket PATH | --socket @NAME]
   --max-fds-per-uid N   fds the clients of one uid may leave, together (default ${D.maxFdsPerUid},
                         or a quarter of the total when RLIMIT_NOFILE lowers that)
   --max-fds-total N     fds all clients may leave, together (default ${D.maxFdsTotal}, at most
-                        RLIMIT_NOFILE - 2 x max-connections - 512)
+                        RLIMIT_NOFILE - 3 x max-connections - 512)
   --max-calls N         calls one client may have running (default ${D.maxCallsInFlight})
   --max-queued-bytes N  reply bytes waiting for one client to read (default ${D.maxQueuedBytes})
   --max-log-bytes-per-uid N

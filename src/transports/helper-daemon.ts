@@ -966,28 +966,43 @@ function nextDaemonId(): number {
 const LOW_FDS_RESERVE = 64 + MAX_FDS_PER_FRAME;
 
 /**
+ * The daemon's own fds a connection holds, all numbered at or above the fd
+ * floor: its socket (until it is closed, waiting for the background closer
+ * included), the pidfd that watches its client, and the copy of the log fd
+ * that the log command's line being written goes to (native laneWrite
+ * makes it as the line is handed over, and closes it once the line is
+ * written or has failed; a command's lines are written one after another,
+ * so it has one at most; the copy of a connection that ended while its line
+ * was in a write(2) that could not be cancelled is counted with its
+ * uid's lane threads, highFdsReserve).
+ */
+export const HIGH_FDS_PER_CONNECTION = 3;
+
+/**
  * The daemon's own fds besides its connections', all numbered at or above
  * the fd floor: its listening socket and the watch on its parent
  * (--exit-with-parent), the refused peers' sockets held open
  * (MAX_REFUSALS_HELD), the copy above the floor that the background closer
  * makes of each fd whose close may block (one per closer thread, its
- * reserve included), and a few
- * in passing (a connection's pidfd before its watch has taken its copy).
+ * reserve included), the log fd copies that lines still being written
+ * after their connection ended go to (one per log lane thread: laneWriters().perOwner
+ * for each of `owners`), and a few in passing (a connection's pidfd before
+ * its watch has taken its copy).
  */
 function highFdsReserve(owners: number): number {
   const closer = native.closerThreads();
   // The reserve once this daemon's owners have theirs (reserveCloserThreads).
   const reserve = Math.min(closer.maxReserve, Math.max(closer.reserve, closer.reservedOwners + owners));
-  return 2 + MAX_REFUSALS_HELD + closer.max + reserve + 16;
+  return 2 + MAX_REFUSALS_HELD + closer.max + reserve + native.laneWriters().perOwner * owners + 16;
 }
 
 /**
  * How the daemon's fds fit in RLIMIT_NOFILE `soft`, the fd floor at `floor`
  * (fdFloor(): half the soft limit, at most 8192). Its own fds (listening and
  * connection sockets, the pidfds that watch clients) are numbered at or
- * above the floor, so they have `soft - floor` numbers: two a connection
- * (its socket until it is closed, waiting for the background closer
- * included, and its watch) beside highFdsReserve(). Everything else takes
+ * above the floor, so they have `soft - floor` numbers:
+ * HIGH_FDS_PER_CONNECTION a connection (its socket, its watch, the copy of
+ * its log fd a line is written into) beside highFdsReserve(). Everything else takes
  * the lowest free numbers: the clients' fds (held, or waiting to be closed)
  * and LOW_FDS_RESERVE. They fit either below the floor, where none of them
  * ever takes a number the daemon's own fds need, or, where more numbers
@@ -997,9 +1012,9 @@ function highFdsReserve(owners: number): number {
  */
 export function fdRoom(soft: number, floor: number, maxConnections: number, owners = 0): { connections: number; clientFds: number } {
   const above = soft - floor;
-  const connections = Math.max(0, Math.floor((above - highFdsReserve(owners)) / 2));
+  const connections = Math.max(0, Math.floor((above - highFdsReserve(owners)) / HIGH_FDS_PER_CONNECTION));
   if (maxConnections > connections) return { connections, clientFds: 0 };
-  const ownAbove = highFdsReserve(owners) + 2 * maxConnections;
+  const ownAbove = highFdsReserve(owners) + HIGH_FDS_PER_CONNECTION * maxConnections;
   return { connections, clientFds: Math.max(0, Math.max(floor, above - ownAbove) - LOW_FDS_RESERVE) };
 }
 
@@ -1034,7 +1049,7 @@ function checkLimits(given: Partial<HelperLimits> | undefined, log: ((line: stri
   const floor = native.fdFloor();
   /** How the fds are split, for the messages. */
   const split = (): string =>
-    `the daemon's own fds take numbers at or above the fd floor, ${floor}: 2 a connection and ${highFdsReserve(owners)} more; ` +
+    `the daemon's own fds take numbers at or above the fd floor, ${floor}: ${HIGH_FDS_PER_CONNECTION} a connection and ${highFdsReserve(owners)} more; ` +
     `clients' fds take the lowest free numbers beside ${LOW_FDS_RESERVE} kept for the daemon`;
   let room = fdRoom(soft, floor, limits.maxConnections, owners);
   if (room.connections < limits.maxConnections) {

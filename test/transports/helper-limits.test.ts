@@ -387,9 +387,10 @@ describeRoot('fairness between uids (nobody takes all it may; root still gets it
     const lines: string[] = [];
     const daemon = HelperDaemon.start({ socketPath: `@fdbridge-limits-${process.pid}-clip`, allowUids: [65534], limits: { maxConnections: 10, maxFdsTotal: soft * 2 }, log: (l) => lines.push(l) });
     try {
-      expect(daemon.limits.maxFdsTotal).toBe(fdRoom(soft, fdFloor(), 10).clientFds);
+      // Its lane and closer owners: root's, nobody's and the others' (3).
+      expect(daemon.limits.maxFdsTotal).toBe(fdRoom(soft, fdFloor(), 10, 3).clientFds);
       expect(daemon.limits.maxFdsTotal).toBeLessThan(soft - 20);
-      expect(daemon.limits.maxFdsPerUid).toBe(Math.min(DEFAULT_HELPER_LIMITS.maxFdsPerUid, Math.floor(fdRoom(soft, fdFloor(), 10).clientFds / 4)));
+      expect(daemon.limits.maxFdsPerUid).toBe(Math.min(DEFAULT_HELPER_LIMITS.maxFdsPerUid, Math.floor(fdRoom(soft, fdFloor(), 10, 3).clientFds / 4)));
       expect(daemon.limits.maxConnectionsPerUid).toBe(DEFAULT_HELPER_LIMITS.maxConnectionsPerUid);
       expect(lines.join('\n')).toMatch(/RLIMIT_NOFILE .* maxFdsTotal \d+ lowered to \d+/);
     } finally {
@@ -403,7 +404,7 @@ describeRoot('fairness between uids (nobody takes all it may; root still gets it
     const given = HelperDaemon.start({ socketPath: `@fdbridge-limits-${process.pid}-given`, limits: { maxConnections: 10, maxConnectionsPerUid: 3, maxFdsPerUid: 7 } });
     try {
       expect(own.limits.maxFdsPerUid).toBe(own.limits.maxFdsTotal);
-      expect(own.limits.maxFdsTotal).toBe(fdRoom(soft, fdFloor(), 10).clientFds);
+      expect(own.limits.maxFdsTotal).toBe(fdRoom(soft, fdFloor(), 10, 2).clientFds); // owners: its uid's and the others'
       expect(own.limits.maxConnectionsPerUid).toBe(10);
       expect(given.limits.maxConnectionsPerUid).toBe(3);
       expect(given.limits.maxFdsPerUid).toBe(7);
