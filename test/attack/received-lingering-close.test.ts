@@ -1,0 +1,85 @@
+/**
+ * A peer must not be able to hang the receiver's event loop. The library
+ * closes copies that may be a lingering TCP socket's last reference off the
+ * event loop (README: the background closer; CONFORMANCE: close can block
+ * for the linger time), and the helper daemon closes an ended connection's
+ * socket there "since its receive queue may still hold such a TCP socket".
+ * The fds a UnixSocket or DatagramSocket receives and drops are not: a
+ * sender that hands a lingering TCP socket (SO_LINGER, unsent data; it
+ * closes its own copy once sent, as a sender may) in a datagram larger than
+ * the receiver's `bufferSize` makes the receiver's receive() close it
+ * ("the fds that came already closed", TruncatedError) on the event loop,
+ * which then stands still for the linger time, as long as the sender chose
+ * (measured: 15 s with SO_LINGER 15; two sockets 30 s). The same when the
+ * receiver closes a socket whose queue holds such an unread message:
+ * close() itself blocks for the linger time. For a DatagramSocket bound at
+ * a name, that is anyone allowed to write to it (anyone in the network
+ * namespace for an abstract name): the "many short-lived senders, one
+ * receiver" service the README offers it for can be frozen by any of them.
+ *
+ * The scene: python3 makes a lingering TCP socket (SO_LINGER 3600 s, its
+ * peer never reads) whose only reference is ours; we send it in a
+ * datagram or message, close our copy, and the receiving side drops it
+ * (truncated receive, or close() with it unread). A watcher thread looks
+ * at the main thread's kernel state (test/util/linger-attacker.ts): if it
+ * finds the main thread in that close, it records it and has python reset
+ * the peer, which ends the close at once. Expected: null (the main thread
+ * never waited there). Deterministic: a close on the main thread blocks
+ * until that reset, so the watcher finds it however loaded the machine is.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { closeFd, DatagramSocket, TruncatedError, UnixSocket } from '../../src';
+import { hasPython, lingeringSocket } from '../util/linger-attacker';
+
+const CASES = [
+  ['a DatagramSocket', 'receives it in a datagram larger than its bufferSize'],
+  ['a DatagramSocket', 'is closed with it unread'],
+  ['a SEQPACKET UnixSocket', 'receives it in a message larger than its bufferSize'],
+  ['a SEQPACKET UnixSocket', 'is closed with it unread'],
+] as const;
+
+(hasPython() ? test.each(CASES) : test.skip.each(CASES))(
+  "the event loop does not block in the close of a lingering TCP socket's last reference when %s %s",
+  async (receiver, how) => {
+    const linger = await lingeringSocket();
+    const dir = mkdtempSync(join(tmpdir(), 'fdbridge-attack-received-linger-'));
+    try {
+      const truncated = how.startsWith('receives');
+      const payload = Buffer.alloc(truncated ? 5000 : 1);
+      if (receiver === 'a DatagramSocket') {
+        const service = DatagramSocket.bind(join(dir, 'service.sock'), { bufferSize: 1024 });
+        const sender = DatagramSocket.open();
+        try {
+          await sender.sendTo(join(dir, 'service.sock'), payload, [linger.fd]);
+          closeFd(linger.fd); // the datagram carries its own reference: now the only one
+          if (truncated) await expect(service.receive({ timeoutMs: 600000 })).rejects.toBeInstanceOf(TruncatedError);
+        } finally {
+          sender.close();
+          service.close();
+        }
+      } else {
+        const [a, b] = UnixSocket.pair('seqpacket', { bufferSize: 1024 });
+        try {
+          await a.send(payload, [linger.fd]);
+          closeFd(linger.fd);
+          if (truncated) await expect(b.receive()).rejects.toBeInstanceOf(TruncatedError);
+        } finally {
+          a.close();
+          b.close();
+        }
+      }
+      // Expected: null. Fails with 'main thread, syscall 3: wait_woken < sk_stream_wait_close
+      // < __tcp_close < tcp_close' (or the recvmsg/close path): the receiver dropped the
+      // socket on the event loop, which stood still until the watcher had the peer reset
+      // (the linger time, an hour, without it).
+      expect(await linger.verdict()).toBeNull();
+    } finally {
+      await linger.end();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+  60000,
+);
