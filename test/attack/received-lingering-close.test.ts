@@ -30,9 +30,11 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 
 import { closeFd, DatagramSocket, TruncatedError, UnixSocket } from '../../src';
 import { hasPython, lingeringSocket } from '../util/linger-attacker';
+import { DIST_SRC } from '../util/nobody';
 
 const CASES = [
   ['a DatagramSocket', 'receives it in a datagram larger than its bufferSize'],
@@ -79,6 +81,49 @@ const CASES = [
     } finally {
       await linger.end();
       rmSync(dir, { recursive: true, force: true });
+    }
+  },
+  60000,
+);
+
+/**
+ * A worker thread of the caller's, terminated: "its open UnixSockets ...
+ * close with it" (README). One whose queue holds such an unread message
+ * closes it in the worker's teardown, in the thread that terminate()
+ * waits for: terminate() then takes the linger time (15 s measured with
+ * SO_LINGER 15). The watcher looks at the worker's thread as well.
+ */
+(hasPython() ? test : test.skip)(
+  "worker.terminate() does not wait out the close of a lingering TCP socket's last reference unread in the worker's UnixSocket",
+  async () => {
+    const linger = await lingeringSocket();
+    const worker = new Worker(
+      `
+      const { readlinkSync } = require('node:fs');
+      const L = require(${JSON.stringify(join(DIST_SRC, 'index.js'))});
+      const { parentPort, workerData } = require('node:worker_threads');
+      (async () => {
+        const [a, b] = L.UnixSocket.pair('seqpacket');
+        globalThis.keep = [a, b];
+        await a.send(Buffer.from('x'), [workerData.fd]);
+        L.closeFd(workerData.fd); // the unread message's reference is now the only one
+        parentPort.postMessage(Number(readlinkSync('/proc/thread-self').split('/').pop()));
+        setInterval(() => {}, 1000);
+      })();
+      `,
+      { eval: true, workerData: { fd: linger.fd } },
+    );
+    try {
+      const tid = await new Promise<number>((resolve) => worker.once('message', resolve));
+      linger.watch(tid);
+      await worker.terminate();
+      // Expected: null. Fails with 'thread <tid>, syscall ...: wait_woken < sk_stream_wait_close < ...':
+      // the worker's teardown closed the socket (and the TCP socket in its queue) in its thread,
+      // and terminate() waited until the watcher had the peer reset.
+      expect(await linger.verdict()).toBeNull();
+    } finally {
+      await worker.terminate();
+      await linger.end();
     }
   },
   60000,
