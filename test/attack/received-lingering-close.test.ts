@@ -32,7 +32,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 
-import { closeFd, DatagramSocket, TruncatedError, UnixSocket } from '../../src';
+import { closeFd, DatagramSocket, TruncatedError, UnixServer, UnixSocket } from '../../src';
+import { rawConnect, sendNow } from '../../src/testing';
 import { hasPython, lingeringSocket } from '../util/linger-attacker';
 import { DIST_SRC } from '../util/nobody';
 
@@ -123,6 +124,39 @@ const CASES = [
       expect(await linger.verdict()).toBeNull();
     } finally {
       await worker.terminate();
+      await linger.end();
+    }
+  },
+  60000,
+);
+
+/**
+ * A UnixServer closed while a connection it has not accepted yet holds
+ * such a message: the listening socket's close drops the connection, its
+ * queue and the TCP socket in it, on the event loop (10.2 s with SO_LINGER
+ * 10). Anyone who can connect to the server can queue one.
+ */
+(hasPython() ? test : test.skip)(
+  "UnixServer.close() does not block the event loop on a lingering TCP socket queued by a connection it never accepted",
+  async () => {
+    const linger = await lingeringSocket();
+    const name = `fdbridge-attack-received-linger-${process.pid}`;
+    const server = UnixServer.listen({ abstract: name }, { kind: 'seqpacket' });
+    try {
+      const client = rawConnect('seqpacket', name, true);
+      try {
+        sendNow(client, Buffer.from('x'), [linger.fd]);
+        closeFd(linger.fd); // the queued message's reference is now the only one
+      } finally {
+        closeFd(client);
+      }
+    } finally {
+      server.close();
+    }
+    try {
+      // Expected: null. Fails with 'main thread, syscall 3: wait_woken < sk_stream_wait_close < ...'.
+      expect(await linger.verdict()).toBeNull();
+    } finally {
       await linger.end();
     }
   },
