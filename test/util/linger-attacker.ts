@@ -37,8 +37,11 @@ export function hasPython(): boolean {
  *              closes its own copies (a copy taken with pidfd_getfd is then
  *              the last one) and prints {closed}. NAME is ignored.
  *   give       sends the sockets in one message on its fd 3 (a SEQPACKET
- *              socket) and closes its own copies: the receiver's are then
- *              the last ones. NAME is ignored.
+ *              socket), closes its own copies (the receiver's are then
+ *              the last ones) and says so in a second message there
+ *              (`closed`): until then a close of the receiver's would not
+ *              be the last one, and python's own would block instead, in
+ *              the process that is to end it. NAME is ignored.
  *   dup        (a client allowed by the daemon at @NAME) HELLO, then a DUP
  *              carrying the sockets, closes its copies and hangs up; prints
  *              {ready, dupOk} (the frame types it got back).
@@ -124,8 +127,10 @@ if mode == 'local':
     line(); close_own()
     print(json.dumps({'closed': True}), flush=True)
 elif mode == 'give':
-    socket.send_fds(socket.socket(fileno=3), [b'x'], fds)
+    given = socket.socket(fileno=3)
+    socket.send_fds(given, [b'x'], fds)
     close_own()
+    given.send(b'closed')
 else:
     u = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); u.connect('\\0' + name)
     if mode == 'dup':
@@ -397,10 +402,11 @@ export async function lingeringSocket(count = 1): Promise<LingeringSocket> {
   const watcher = new Worker(LINGER_WATCHER, { eval: true, workerData: { tids: [process.pid], resetFd: stdinWrite } });
   const verdict = new Promise<{ blocked: string | null }>((resolve) => watcher.once('message', resolve));
   let fds: number[] = [];
-  while (fds.length === 0) {
+  for (let closed = false; !closed; ) {
     const message = receiveNow(mine, 16, count);
-    if (message !== null) fds = message.fds;
-    else await new Promise((r) => setTimeout(r, 10));
+    if (message === null) await new Promise((r) => setTimeout(r, 10));
+    else if (message.fds.length > 0) fds = message.fds;
+    else closed = message.data.toString() === 'closed';
   }
   let ended = false;
   return {
