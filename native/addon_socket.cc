@@ -39,6 +39,49 @@ std::atomic<size_t> g_sockets_alive{0};
 // The JS object is held strongly from construction until close(): a socket is
 // released by closing it, never by garbage collection.
 
+// The fds of a message that reach nobody (JS cannot run: the environment
+// is going away) unless released: to the background closer as the
+// socket's owner's, never closed on this thread. They come from a peer,
+// and the last close of one can block (a lingering TCP socket).
+class Unclaimed {
+ public:
+  Unclaimed(UnixSocket* socket, const int* fds, size_t n) : socket_(socket), fds_(fds), n_(n) {}
+  ~Unclaimed() {
+    if (n_ == 0) return;
+    if (socket_ != nullptr) {
+      socket_->CloseInBackground(fds_, n_);
+    } else {
+      FdCloseInBackground(fds_, n_, 0, /*held_for_peer=*/true);
+    }
+  }
+  Unclaimed(const Unclaimed&) = delete;
+  Unclaimed& operator=(const Unclaimed&) = delete;
+  void release() { n_ = 0; }
+
+ private:
+  UnixSocket* socket_;
+  const int* fds_;
+  size_t n_;
+};
+
+// An accepted connection that reaches nobody, likewise.
+class UnclaimedConnection {
+ public:
+  UnclaimedConnection(UnixSocket* listener, int fd) : listener_(listener), fd_(fd) {}
+  ~UnclaimedConnection() {
+    if (fd_ < 0) return;
+    shutdown(fd_, SHUT_RDWR);
+    FdCloseInBackground(&fd_, 1, listener_ != nullptr ? listener_->background_close_owner() : 0, /*held_for_peer=*/false);
+  }
+  UnclaimedConnection(const UnclaimedConnection&) = delete;
+  UnclaimedConnection& operator=(const UnclaimedConnection&) = delete;
+  void release() { fd_ = -1; }
+
+ private:
+  UnixSocket* listener_;
+  int fd_;
+};
+
 class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Delegate, public MessageBatch::Target {
   // A queued send's completion callback and tag (see HoldCallback).
   struct PendingSend {
@@ -72,6 +115,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
                            InstanceMethod<&SocketWrap::HungUp>("hungUp"),
                            InstanceAccessor<&SocketWrap::GetBuffer>("buffer"),
                            InstanceMethod<&SocketWrap::UseBackgroundCloser>("useBackgroundCloser"),
+                           InstanceMethod<&SocketWrap::SetShared>("setShared"),
                            InstanceMethod<&SocketWrap::CloseFdsInBackground>("closeInBackground"),
                            InstanceMethod<&SocketWrap::SetReceiveBufferSize>("setReceiveBufferSize"),
                            InstanceMethod<&SocketWrap::BackgroundCloseTickets>("backgroundCloseTickets"),
@@ -406,6 +450,11 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     if (core_ != nullptr) core_->UseBackgroundCloser(info.Length() > 0 && info[0].ToBoolean(), static_cast<uint64_t>(owner));
     return info.Env().Undefined();
   }
+  // setShared(on): see UnixSocket::SetShared.
+  Napi::Value SetShared(const Napi::CallbackInfo& info) {
+    if (core_ != nullptr) core_->SetShared(info.Length() > 0 && info[0].ToBoolean());
+    return info.Env().Undefined();
+  }
   // closeInBackground(fds) -> ticket: see UnixSocket::CloseInBackground. A
   // closed socket still hands them over (as owner 0's), and forgets the ticket.
   Napi::Value CloseFdsInBackground(const Napi::CallbackInfo& info) {
@@ -476,7 +525,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   // where they would reach nobody.
   void OnMessage(const char* data, size_t len, const int* fds, size_t nfds) override {
     if (batched_ && TakeIntoBatch(data, len, fds, nfds)) return;
-    UniqueFds owned(fds, nfds);
+    Unclaimed owned(core_, fds, nfds);
     Napi::Env env = Env();
     if (on_message_.IsEmpty() || !CanCallIntoJs()) return;
     Napi::HandleScope scope(env);
@@ -503,7 +552,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   // unbound sender, a path string, or { abstract: name }; `credentials`
   // ({ pid, uid, gid }) only on a socket with SO_PASSCRED.
   void OnDatagram(const char* data, size_t len, const int* fds, size_t nfds, const ScmSender& sender) override {
-    UniqueFds owned(fds, nfds);  // as in OnMessage
+    Unclaimed owned(core_, fds, nfds);  // as in OnMessage
     Napi::Env env = Env();
     if (on_message_.IsEmpty() || !CanCallIntoJs()) return;
     Napi::HandleScope scope(env);
@@ -565,7 +614,10 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   }
 
   void OnAccept(int fd, int err) override {
-    UniqueFd owned(fd);  // ours until JS has it
+    // Ours until JS has it. Not closed here otherwise: its queue may hold
+    // what its client sent (see UnixSocket::Close); shut down, so that the
+    // client has its end of file at once, and closed in background.
+    UnclaimedConnection owned(core_, fd);
     Napi::Env env = Env();
     if (on_accept_.IsEmpty() || !CanCallIntoJs()) return;
     Napi::HandleScope scope(env);
@@ -634,7 +686,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     // One that waits already (taken outside the loop's read): handled first.
     if (batch->Holds(this)) batch->Flush();
     if (core_ == nullptr || on_message_.IsEmpty()) return false;
-    batch->Add(this, data, len, fds, nfds, ScmDiscard{core_->uses_background_closer(), core_->background_close_owner()},
+    batch->Add(this, data, len, fds, nfds, core_->Discard(),
                !core_->receives_own(), core_->read_budget());
     core_->EndReadTurn();
     return true;

@@ -251,4 +251,52 @@ void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
   out->status = RecvStatus::kMessage;
 }
 
+int ScmDrainForClose(int sock, int sock_type, bool own, uint64_t owner, std::vector<uint64_t>* tickets) {
+  if (shutdown(sock, SHUT_RD) != 0) return -errno;
+  if (sock_type == SOCK_SEQPACKET) {
+    // After our own SHUT_RD an empty SEQPACKET queue reads as 0 bytes
+    // (end of file), as a 0-byte message does; with SO_PASSCRED every
+    // message carries SCM_CREDENTIALS (recorded for every message sent,
+    // whenever the option is set), the end of the queue nothing.
+    int one = 1;
+    if (setsockopt(sock, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) != 0) return -errno;
+  }
+  union {
+    struct cmsghdr align;
+    char buf[CMSG_SPACE(kMaxFdsPerMessage * sizeof(int)) + CMSG_SPACE(sizeof(struct ucred)) +
+             CMSG_SPACE(sizeof(int)) + CMSG_SPACE(256)];
+  } control;
+  static_assert(sizeof(control.buf) >= CMSG_SPACE(kMaxFdsPerMessage * sizeof(int)) + CMSG_SPACE(sizeof(struct ucred)),
+                "room for a full SCM_RIGHTS and the credentials");
+  // Data is only skipped: a DGRAM/SEQPACKET message longer than this is
+  // taken whole (MSG_TRUNC, its fds discarded to the closer), a STREAM's
+  // bytes take several reads.
+  char data[4096];
+  int fds[kMaxFdsPerMessage];
+  for (;;) {
+    RecvResult r;
+    ScmRecv(sock, sock_type, data, sizeof(data), control.buf, sizeof(control.buf), fds, kMaxFdsPerMessage, &r,
+            nullptr, own, ScmDiscard{true, owner});
+    if (r.close_ticket != 0) tickets->push_back(r.close_ticket);
+    switch (r.status) {
+      case RecvStatus::kMessage:
+        if (r.nfds > 0) tickets->push_back(FdCloseInBackground(fds, r.nfds, owner, /*held_for_peer=*/true));
+        continue;
+      case RecvStatus::kTrunc:
+      case RecvStatus::kCtrunc:
+        continue;  // dequeued, its fds with the closer
+      case RecvStatus::kEof:
+        if (r.other_cmsgs > 0) continue;  // a 0-byte SEQPACKET message: its credentials came
+        return 0;
+      case RecvStatus::kWouldBlock:
+        return 0;
+      case RecvStatus::kError:
+        // A pending ECONNRESET (the peer closed with our data unread) is
+        // reported once, before what is still queued.
+        if (r.err == -ECONNRESET) continue;
+        return r.err;
+    }
+  }
+}
+
 }  // namespace fdbridge

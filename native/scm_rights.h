@@ -9,6 +9,8 @@
 #include <sys/types.h>
 #include <sys/un.h>
 
+#include <vector>
+
 namespace fdbridge {
 
 // SCM_MAX_FD in the kernel (include/net/scm.h): the most fds one sendmsg may
@@ -112,6 +114,25 @@ void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
              size_t control_len, int* fds, size_t max_fds, RecvResult* out,
              ScmSender* sender = nullptr, bool own = false, ScmDiscard discard = ScmDiscard(),
              bool wait = false);
+
+// Empties the receive queue of `sock` (not listening) for its close, so
+// that close(2) releases no fd a peer sent: the last close of one can block
+// (a TCP socket with SO_LINGER and unsent data waits out the linger time),
+// and close(2) of a socket drops what is still queued in it on the calling
+// thread (unix_release_sock: the final fput of each queued file runs as the
+// close returns). First shutdown(SHUT_RD): from then on a peer's send fails
+// with EPIPE (STREAM, SEQPACKET, and a DGRAM sender to this socket, bound or
+// connected: unix_*_sendmsg check the receiver's RCV_SHUTDOWN under its
+// state lock, which shutdown takes), so the queue only shrinks; then
+// non-blocking receives, with room for kMaxFdsPerMessage fds (the kernel
+// drops none inside recvmsg: the most one message carries), until it is
+// empty. Every fd that arrives goes to the background closer as `owner`'s
+// (`own`: registered as it arrives, as ScmRecv's), each batch's ticket into
+// *tickets. SEQPACKET: SO_PASSCRED is set first, so that a 0-byte message
+// (it carries credentials) is told from the end of the queue (none).
+// Returns 0 once the queue is empty, or -errno where it could not make sure
+// it is (the caller then does not close the socket on this thread).
+int ScmDrainForClose(int sock, int sock_type, bool own, uint64_t owner, std::vector<uint64_t>* tickets);
 
 }  // namespace fdbridge
 

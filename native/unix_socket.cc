@@ -47,7 +47,11 @@ UnixSocket::UnixSocket(int fd, int type, size_t max_fds, size_t recv_buffer_size
       delegate_(delegate),
       recv_buf_(external_buffer),
       recv_len_(recv_buffer_size > 0 ? recv_buffer_size : 1),
-      control_len_(ScmControlSpace(max_fds)),
+      // Room for the most fds a message can carry, whatever max_fds says:
+      // with less, the kernel would drop the fds past the room inside
+      // recvmsg (MSG_CTRUNC), on this thread, where the last close of one
+      // can block. ScmRecv hands those past max_fds to the closer instead.
+      control_len_(ScmControlSpace(kMaxFdsPerMessage)),
       recv_fds_(kMaxFdsPerMessage) {
   poll_.data = this;
   control_.reset(new char[control_len_]);
@@ -356,7 +360,7 @@ void UnixSocket::DoRead() {
     // sent unasked that the protocol layer closes.
     ScmRecv(sock_.get(), type_, recv_buf_, recv_len_, control_.get(), control_len_,
             recv_fds_.data(), max_fds_, &r, receive_from_ ? &sender_ : nullptr,
-            own_socket_ || receive_own_, ScmDiscard{close_in_background_, close_owner_});
+            own_socket_ || receive_own_, Discard());
     end_read_turn_ = false;
     if (!Deliver(&r)) return;
     if (end_read_turn_) return;
@@ -485,8 +489,10 @@ void UnixSocket::Close(void (*on_freed)(void*), void* arg) {
   if (close_in_background_) {
     int fd = sock_.release();
     FdCloseInBackground(&fd, 1, close_owner_, /*held_for_peer=*/false);
-  } else {
+  } else if (shared_) {
     sock_.reset();
+  } else {
+    CloseEmptied(sock_.release());
   }
   if (waker_) {
     pending_closes_++;
@@ -499,6 +505,43 @@ void UnixSocket::Close(void (*on_freed)(void*), void* arg) {
     Filter* filter = filter_;
     filter_ = nullptr;
     filter->OnSocketClose();
+  }
+}
+
+void UnixSocket::CloseEmptied(int fd) {
+  std::vector<uint64_t> tickets;
+  int r = type_ == SOCK_DGRAM ? 0 : SockIsListening(fd);
+  if (r == 1) {
+    // No connect queues behind the shutdown (unix_stream_connect checks
+    // the listener's RCV_SHUTDOWN under the lock it queues under), so the
+    // accepts end. Each accepted connection is emptied and closed like a
+    // socket of ours: its client sees end of file (or EPIPE), as it would
+    // have at the listener's close (ECONNRESET there).
+    r = shutdown(fd, SHUT_RD) == 0 ? 0 : -errno;
+    while (r == 0) {
+      int c = SockAccept(fd);
+      if (c == -EAGAIN) break;
+      if (c == -ECONNABORTED) continue;
+      if (c < 0) {
+        r = c;
+        break;
+      }
+      if (ScmDrainForClose(c, type_, FdIsOwned(c), close_owner_, &tickets) == 0) {
+        UniqueFd(c).reset();
+      } else {
+        shutdown(c, SHUT_RDWR);
+        tickets.push_back(FdCloseInBackground(&c, 1, close_owner_, /*held_for_peer=*/false));
+      }
+    }
+  } else if (r == 0) {
+    r = ScmDrainForClose(fd, type_, receives_own(), close_owner_, &tickets);
+  }
+  for (uint64_t t : tickets) RememberTicket(t);
+  if (r == 0) {
+    UniqueFd(fd).reset();
+  } else {
+    shutdown(fd, SHUT_RDWR);
+    RememberTicket(FdCloseInBackground(&fd, 1, close_owner_, /*held_for_peer=*/false));
   }
 }
 

@@ -140,6 +140,22 @@ class UnixSocket {
   // (through OnSendComplete), then tells the filter (OnSocketClose). The
   // object deletes itself once libuv has closed the poll handle;
   // `on_freed(arg)` runs then. Idempotent.
+  //
+  // close(2) of a socket drops what its receive queue still holds on the
+  // calling thread (an event loop's, or a worker's teardown's), and the
+  // last close of an fd a peer queued there can block for as long as the
+  // peer chose (a TCP socket with SO_LINGER and unsent data). So unless it
+  // closes in background (UseBackgroundCloser) or is shared (SetShared),
+  // the socket is shut down and emptied first (ScmDrainForClose), the fds
+  // that were queued handed to the background closer, and a listening
+  // socket refuses new connections (shutdown(SHUT_RD): connect gets
+  // ECONNREFUSED) and accepts and empties the ones not yet accepted, whose
+  // queues the close would drop as well. The close(2) itself stays here:
+  // when Close returns the peer has its end of file (or EPIPE), and a
+  // name's connects are refused. A socket that cannot be emptied for
+  // certain (a receive or accept failed: EMFILE, say) is shut down for
+  // both directions, which gives the peer the same, and closed in
+  // background.
   void Close(void (*on_freed)(void*) = nullptr, void* arg = nullptr);
 
   // A filter sees the socket's messages and send completions before the
@@ -182,16 +198,29 @@ class UnixSocket {
     return id;
   }
 
-  // The socket's own close(2) and the fds of a message that arrives
-  // truncated go to the background closer (FdCloseInBackground, as
-  // `owner`'s) from now on: fds a peer sent can block their last close (a
-  // lingering TCP socket), and closing the socket drops those still unread
-  // in its receive queue.
+  // The socket's own close(2) goes to the background closer
+  // (FdCloseInBackground, as `owner`'s) from now on, as is, with no
+  // shutdown and nothing drained (see Close): for a protocol layer that
+  // answers for its peer's end of file itself (the helper daemon). The fds
+  // of a message that arrives truncated go there as `owner`'s either way
+  // (Discard): fds a peer sent can block their last close (a lingering TCP
+  // socket).
   void UseBackgroundCloser(bool on, uint64_t owner = 0) {
     close_in_background_ = on;
     close_owner_ = owner;
   }
+
+  // The socket's file is shared with another process that keeps it (a
+  // listening socket systemd passed, LISTEN_FDS): Close() closes only this
+  // copy, as close(2) of a copy does, with no shutdown and nothing drained
+  // (see Close). Its close releases nothing then: the other holds the file.
+  void SetShared(bool on) { shared_ = on; }
   bool uses_background_closer() const { return close_in_background_; }
+  // How the fds this socket receives and nobody takes are closed (a
+  // truncated message's, a batch's that cannot reach JS): by the background
+  // closer as this socket's owner's, always. They come from a peer, and the
+  // last close of one can block (a lingering TCP socket).
+  ScmDiscard Discard() const { return ScmDiscard{true, close_owner_}; }
   uint64_t background_close_owner() const { return close_owner_; }
 
   // The budget the fds this socket receives are charged to (a helper
@@ -361,6 +390,10 @@ class UnixSocket {
   int64_t receive_timeout_ms_ = 0;  // SO_RCVTIMEO as last set (0: never)
   bool close_in_background_ = false;
   uint64_t close_owner_ = 0;
+  bool shared_ = false;  // SetShared
+  // Close's work on the socket's fd (taken from sock_): shut down and
+  // emptied, then closed (see Close).
+  void CloseEmptied(int fd);
   std::shared_ptr<FdBudget> read_budget_;  // SetReadBudget
   // Whether another message may be read now (see SetReadBudget).
   bool MayReadMore() const;

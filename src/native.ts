@@ -183,12 +183,20 @@ export interface NativeSocket {
   /** A receive buffer of `bytes` instead; false once the buffer is made (the first read). */
   setReceiveBufferSize(bytes: number): boolean;
   /**
-   * From now on a truncated message's fds and the socket itself (its close
-   * drops the fds still unread in its receive queue, whose last close may
-   * block) are closed by the background closer, as `owner`'s (default 0;
-   * see closeInBackground).
+   * From now on the socket itself is closed by the background closer, as
+   * `owner`'s (default 0; see closeInBackground), as is: no shutdown,
+   * nothing drained. Without it close() shuts the socket down, hands what
+   * its receive queue holds to the closer and closes it at once
+   * (native/unix_socket.h, Close). A truncated message's fds go to the
+   * closer, as `owner`'s, either way.
    */
   useBackgroundCloser(on: boolean, owner?: number): void;
+  /**
+   * The socket's file is shared with another process that keeps it (a
+   * listening socket systemd passed): close() closes only this copy, with
+   * no shutdown and nothing drained.
+   */
+  setShared(on: boolean): void;
   /**
    * closeInBackground as this socket's owner; the socket remembers the
    * ticket (backgroundCloseTickets).

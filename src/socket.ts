@@ -593,16 +593,17 @@ export class UnixSocket {
   }
 
   /**
-   * From now on the fds of a message that arrives truncated, and this
-   * socket itself when closed (its close drops the fds a peer sent that are
-   * still unread in its receive queue), go to the background closer
-   * (native.closeInBackground) as `owner`'s: they come from another
-   * process, and a close can block (a TCP socket with SO_LINGER and unsent
-   * data). A helper daemon names the peer's uid plus one, so that one
-   * user's closes that block hold back only that user's. Off or on, the
-   * copies of the fds of queued sends that fail (or that close() cancels)
-   * go to the background closer as `owner`'s: a copy can be its file's last
-   * reference once the sender closed its own.
+   * From now on this socket itself, when closed, goes to the background
+   * closer (native.closeInBackground) as `owner`'s, as is: not shut down,
+   * its receive queue not emptied (see close()); for a protocol that tells
+   * its peer of the end itself (the helper daemon). Off or on, the fds of a
+   * message that arrives truncated, and the copies of the fds of queued
+   * sends that fail (or that close() cancels), go to the background closer
+   * as `owner`'s: they come from another process, or a copy can be its
+   * file's last reference once the sender closed its own, and such a close
+   * can block (a TCP socket with SO_LINGER and unsent data). A helper
+   * daemon names the peer's uid plus one, so that one user's closes that
+   * block hold back only that user's.
    */
   useBackgroundCloser(on: boolean, owner = 0): void {
     this.#closeOwner = owner;
@@ -653,12 +654,22 @@ export class UnixSocket {
    * Closes the socket: the fd, the poll handle, queued sends (they reject with
    * ECANCELED), and every received fd nobody claimed. Pending receives reject
    * with ClosedError. Idempotent.
+   *
+   * No fd a peer sent is closed on this thread: the last close of one can
+   * block for as long as the peer chose (a TCP socket with SO_LINGER and
+   * unsent data). The socket is shut down (shutdown(2): no peer can send
+   * to it any more), what its receive queue still holds is received and
+   * handed to the background closer with the messages received and not
+   * claimed, and only then is the socket closed, here: when close()
+   * returns the peer has its end of file, or EPIPE.
    */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#closedTickets = this.#native.close();
-    for (const m of this.#buffered.splice(0)) if (!(m instanceof Error)) closeFds(m.fds);
+    // Received and never claimed: a peer's fds, whose last close can block
+    // (a lingering TCP socket), so on the background closer.
+    for (const m of this.#buffered.splice(0)) if (!(m instanceof Error) && m.fds.length > 0) this.closeInBackground(m.fds);
     const err = new ClosedError('receive: the socket was closed');
     for (const w of this.#waiters.splice(0)) {
       releaseWaiter(w);
@@ -711,7 +722,7 @@ export class UnixSocket {
       if (item instanceof Error) waiter.reject(item);
       else waiter.resolve(handOverMessage(item));
     } else if (this.#closed) {
-      if (!(item instanceof Error)) closeFds(item.fds);
+      if (!(item instanceof Error) && item.fds.length > 0) this.closeInBackground(item.fds);
     } else {
       this.#buffered.push(item);
     }
@@ -786,6 +797,10 @@ export class UnixServer {
       // refused if a caller names it, and what it accepts is ours too.
       if (options.own === true) native.own(listeningFd);
       this.#native = new native.Socket(listeningFd, kindToType(this.kind), undefined, undefined, (err, cfd) => this.#onAccept(err, cfd));
+      // Another process keeps it (systemd, to start the service again):
+      // close() must not shut it down for that one, and closing this copy
+      // drops nothing queued.
+      this.#native.setShared(true);
       this.#fd = listeningFd;
       return;
     }

@@ -15,7 +15,7 @@ import fc from 'fast-check';
 
 import { makeMemfd, openFdTable, sameFile } from '../../src/fd';
 import { UnixSocket } from '../../src/socket';
-import { expectFdTable, withScope, type Scope } from './helpers';
+import { expectFdTable, openBackgroundClosesDone, withScope, type Scope } from './helpers';
 
 type Pair = { client: UnixSocket; served: UnixSocket };
 
@@ -161,5 +161,6 @@ test("a batched socket closed by another socket's handler before its message was
     await new Promise((r) => setImmediate(r));
     expect(victimHandled).toBe(0);
     s.dispose();
+    await openBackgroundClosesDone(); // a peer's fds go to the background closer
     expectFdTable(before);
   }));

@@ -12,6 +12,7 @@ import { readFileSync } from 'node:fs';
 import { connect, makeMemfd, PeerExitedError, PROBE_COMMAND } from '../../src';
 import { closeFd, sameFile } from '../../src/fd';
 import { UnixSocket, type Message, type SocketKind } from '../../src/socket';
+import { rawSocketPair, sendNow } from '../../src/testing';
 import { expectSystemError, withScope } from './helpers';
 
 /**
@@ -27,12 +28,16 @@ function blockUntilExited(pid: number): void {
 describe('messages queued before the peer closed with our data unread', () => {
   test.each<SocketKind>(['seqpacket', 'stream'])('%s: delivered (fds included) before ECONNRESET', (kind) =>
     withScope(async (s) => {
-      const [a, b] = UnixSocket.pair(kind).map((x) => s.add(x)) as [UnixSocket, UnixSocket];
+      // The peer is a raw socket closed with close(2), as a process that
+      // dies closes it (a UnixSocket's close() reads its queue first, so its
+      // peer sees end of file).
+      const [a, y] = rawSocketPair(kind);
+      const b = s.add(new UnixSocket(y, kind));
       const { fd } = s.file();
-      await a.send(Buffer.from('reply-1'), [fd.fd]);
-      await a.send(Buffer.from('reply-2'));
+      sendNow(a, Buffer.from('reply-1'), [fd.fd]);
+      sendNow(a, Buffer.from('reply-2'));
       await b.send(Buffer.from('never read')); // a dies with this unread
-      a.close();
+      closeFd(a);
       const got: Message[] = [];
       let error: unknown;
       await new Promise<void>((resolve) => {

@@ -353,6 +353,7 @@ describe.each<SocketKind>(['stream', 'seqpacket'])('the send queue, bounded (%s)
       // The unread message's fd is still in flight to a; closing a releases it.
       expect(readPipe(pipe.read.fd)).toBe('empty');
       a.close();
+      await openBackgroundClosesDone(); // the queue's fds go to the background closer
       expect(readPipe(pipe.read.fd)).toBe('eof');
     }));
 
