@@ -253,6 +253,12 @@ void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
 
 int ScmDrainForClose(int sock, int sock_type, bool own, uint64_t owner, std::vector<uint64_t>* tickets) {
   if (shutdown(sock, SHUT_RD) != 0) return -errno;
+  if (sock_type == SOCK_STREAM) {
+    // A message sent with MSG_OOB is skipped by a plain read, its fds
+    // dropped inside recvmsg (af_unix.c, manage_oob); inline it is read.
+    int one = 1;
+    if (setsockopt(sock, SOL_SOCKET, SO_OOBINLINE, &one, sizeof(one)) != 0) return -errno;
+  }
   if (sock_type == SOCK_SEQPACKET) {
     // After our own SHUT_RD an empty SEQPACKET queue reads as 0 bytes
     // (end of file), as a 0-byte message does; with SO_PASSCRED every

@@ -130,6 +130,7 @@ void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
 // (`own`: registered as it arrives, as ScmRecv's), each batch's ticket into
 // *tickets. SEQPACKET: SO_PASSCRED is set first, so that a 0-byte message
 // (it carries credentials) is told from the end of the queue (none).
+// STREAM: SO_OOBINLINE, so that a message sent with MSG_OOB is read too.
 // Returns 0 once the queue is empty, or -errno where it could not make sure
 // it is (the caller then does not close the socket on this thread).
 int ScmDrainForClose(int sock, int sock_type, bool own, uint64_t owner, std::vector<uint64_t>* tickets);

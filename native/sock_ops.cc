@@ -225,6 +225,12 @@ int SockIsListening(int fd) {
   return on != 0 ? 1 : 0;
 }
 
+int SockSetOobInline(int fd) {
+  int on = 1;
+  if (setsockopt(fd, SOL_SOCKET, SO_OOBINLINE, &on, sizeof(on)) != 0) return -errno;
+  return 0;
+}
+
 int SockSetPassRights(int fd, bool on) {
   int v = on ? 1 : 0;
   if (setsockopt(fd, SOL_SOCKET, SO_PASSRIGHTS, &v, sizeof(v)) != 0) return -errno;

@@ -35,6 +35,11 @@ UnixSocket* UnixSocket::Create(uv_loop_t* loop, int fd, int type, size_t max_fds
   // A socket of ours (fd_ops.h registry: a transport's connection, a
   // daemon's accepted socket) receives fds that are ours too.
   s->own_socket_ = FdIsOwned(fd);
+  // A STREAM peer can send a byte with MSG_OOB, and fds with it: a plain
+  // recvmsg then skips that message and drops its fds inside the call
+  // (af_unix.c, manage_oob), on this thread, where the last close of one
+  // can block. Inline, it is read as any other message, fds and all.
+  if (type == SOCK_STREAM) SockSetOobInline(fd);
   *err = 0;
   return s;
 }
@@ -518,7 +523,9 @@ void UnixSocket::CloseEmptied(int fd) {
     // socket of ours: its client sees end of file (or EPIPE), as it would
     // have at the listener's close (ECONNRESET there).
     r = shutdown(fd, SHUT_RD) == 0 ? 0 : -errno;
-    while (r == 0) {
+    // Polled first: a listening socket a caller wrapped may be blocking,
+    // and accept4 would then wait once the backlog is empty.
+    while (r == 0 && (PollNow(fd, POLLIN) & POLLIN) != 0) {
       int c = SockAccept(fd);
       if (c == -EAGAIN) break;
       if (c == -ECONNABORTED) continue;
