@@ -292,7 +292,9 @@ int ScmDrainForClose(int sock, int sock_type, bool own, uint64_t owner, std::vec
       case RecvStatus::kCtrunc:
         continue;  // dequeued, its fds with the closer
       case RecvStatus::kEof:
-        if (r.other_cmsgs > 0) continue;  // a 0-byte SEQPACKET message: its credentials came
+        // A 0-byte SEQPACKET message: its credentials came. (A STREAM read
+        // at the end carries credentials too, with SO_PASSCRED set.)
+        if (sock_type == SOCK_SEQPACKET && r.other_cmsgs > 0) continue;
         return 0;
       case RecvStatus::kWouldBlock:
         return 0;
