@@ -495,7 +495,12 @@ void UnixSocket::Close(void (*on_freed)(void*), void* arg) {
     int fd = sock_.release();
     FdCloseInBackground(&fd, 1, close_owner_, /*held_for_peer=*/false);
   } else if (shared_) {
-    sock_.reset();
+    // Another holder's socket too: neither shut down nor emptied (what is
+    // queued is theirs to read). Closed in background all the same: if the
+    // other copies are gone already, this close is the last one and drops
+    // the queue.
+    int fd = sock_.release();
+    RememberTicket(FdCloseInBackground(&fd, 1, close_owner_, /*held_for_peer=*/false));
   } else {
     CloseEmptied(sock_.release());
   }

@@ -210,10 +210,14 @@ class UnixSocket {
     close_owner_ = owner;
   }
 
-  // The socket's file is shared with another process that keeps it (a
-  // listening socket systemd passed, LISTEN_FDS): Close() closes only this
-  // copy, as close(2) of a copy does, with no shutdown and nothing drained
-  // (see Close). Its close releases nothing then: the other holds the file.
+  // The socket's file is shared with another holder that goes on using it
+  // (a listening socket systemd passed, LISTEN_FDS; a connection whose fd
+  // was sent to another process, or duplicated for another thread):
+  // Close() closes only this copy, with no shutdown and nothing drained
+  // (see Close), since shutdown(2) acts on the socket, every holder's, and
+  // the queue is the other holder's to read. The close(2) goes to the
+  // background closer (its ticket remembered): if the other copies are
+  // gone after all, it is the last close and drops what is queued.
   void SetShared(bool on) { shared_ = on; }
   bool uses_background_closer() const { return close_in_background_; }
   // How the fds this socket receives and nobody takes are closed (a

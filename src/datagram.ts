@@ -31,6 +31,7 @@ import {
   type ReceiveOptions,
   type SocketAddress,
   type WhenFull,
+  type CloseOptions,
 } from './socket';
 import { bindReplacingStale, checkSocketDirectory, ensurePrivateDir, socketFileIdentity, unlinkOwnSocketFile, type SocketFileIdentity } from './socket-file';
 
@@ -237,18 +238,34 @@ export class DatagramSocket<C extends boolean = false> {
 
   /**
    * Closes the socket: datagrams waiting to be sent reject (ECANCELED), the
-   * fds of datagrams received and not handed out are closed (the kernel
-   * releases those still queued unread), pending receives reject with
-   * ClosedError, and the socket file is removed if the path still names
-   * this very socket. Idempotent.
+   * fds of datagrams received and not handed out, and those still queued
+   * unread, are closed on the background closer, pending receives reject
+   * with ClosedError, and the socket file is removed if the path still
+   * names this very socket. From then on a sender gets ECONNREFUSED.
+   * Idempotent.
+   *
+   * `{ shutdown: false }`: the socket lives on elsewhere (its fd was sent
+   * to, or inherited by, another process that goes on receiving on it):
+   * only this copy is closed (see UnixSocket.close), nothing queued is
+   * read, and the socket file stays.
    */
-  close(): void {
+  close(options: CloseOptions = {}): void {
     if (this.#socket.closed) return;
-    this.#socket.close();
-    if (typeof this.address === 'string') unlinkOwnSocketFile(this.address, this.#fileIdentity);
+    this.#socket.close(options);
+    if (options.shutdown !== false && typeof this.address === 'string') unlinkOwnSocketFile(this.address, this.#fileIdentity);
   }
 
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  /**
+   * The tickets of this socket's background closes not done yet
+   * (UnixSocket.backgroundCloseTickets): truncated datagrams' fds, those
+   * still queued at close, and the socket's own close after
+   * close({ shutdown: false }).
+   */
+  backgroundCloseTickets(): number[] {
+    return this.#socket.backgroundCloseTickets();
   }
 }

@@ -192,9 +192,10 @@ export interface NativeSocket {
    */
   useBackgroundCloser(on: boolean, owner?: number): void;
   /**
-   * The socket's file is shared with another process that keeps it (a
-   * listening socket systemd passed): close() closes only this copy, with
-   * no shutdown and nothing drained.
+   * The socket's file is shared with another holder that goes on using it
+   * (a listening socket systemd passed, a connection handed to another
+   * process): close() closes only this copy, on the background closer (its
+   * ticket remembered), with no shutdown and nothing drained.
    */
   setShared(on: boolean): void;
   /**

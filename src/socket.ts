@@ -662,10 +662,18 @@ export class UnixSocket {
    * handed to the background closer with the messages received and not
    * claimed, and only then is the socket closed, here: when close()
    * returns the peer has its end of file, or EPIPE.
+   *
+   * `{ shutdown: false }`: the socket lives on elsewhere (its fd was sent
+   * to, or inherited by, another process, or another thread holds a
+   * duplicate, that goes on using it). shutdown(2) acts on the socket, every holder's copy, and its
+   * queue is the other holder's to read: only this copy is closed, on the
+   * background closer (should it be the last one after all, its close
+   * drops the queue), nothing is read and the peer sees nothing.
    */
-  close(): void {
+  close(options: CloseOptions = {}): void {
     if (this.#closed) return;
     this.#closed = true;
+    if (options.shutdown === false) this.#native.setShared(true);
     this.#closedTickets = this.#native.close();
     // Received and never claimed: a peer's fds, whose last close can block
     // (a lingering TCP socket), so on the background closer.
@@ -744,6 +752,18 @@ export interface ListenOptions extends UnixSocketOptions {
   backlog?: number;
 }
 
+/** How close() ends a socket (UnixSocket, UnixServer, DatagramSocket). */
+export interface CloseOptions {
+  /**
+   * false: the socket lives on elsewhere (its fd was sent to, or inherited
+   * by, another process, or another thread holds a duplicate, that goes on
+   * using it): close only this copy, with no shutdown(2) (which would end
+   * the socket for every holder), nothing read from its queue and, for a
+   * bound socket, its file left in place. Default true.
+   */
+  shutdown?: boolean;
+}
+
 /** A listening Unix domain socket. */
 export class UnixServer {
   readonly address: SocketAddress;
@@ -754,6 +774,8 @@ export class UnixServer {
   #options: UnixSocketOptions;
   #fileIdentity: SocketFileIdentity | undefined;
   #handler: ((err: Error | null, socket?: UnixSocket) => void) | undefined;
+  /** Once closed: the tickets of its background closes that were not done (backgroundCloseTickets). */
+  #closedTickets: number[] = [];
   #acceptWaiters: Array<{ resolve(s: UnixSocket): void; reject(e: Error): void }> = [];
 
   /**
@@ -860,18 +882,42 @@ export class UnixServer {
   /**
    * Stops listening and removes the socket file, but only if the path still
    * names the very socket this server bound (never someone else's file).
+   * The listening socket is shut down first (connect(2) is refused from
+   * then on) and the connections not accepted yet are accepted and closed
+   * as UnixSocket.close() closes (their clients read end of file).
+   *
+   * `{ shutdown: false }`: the listening socket lives on elsewhere (its fd
+   * was sent to, or inherited by, another process that goes on accepting):
+   * only this copy is closed, on the background closer; nothing is
+   * shut down or accepted, and the socket file stays (the other holder is
+   * still reached by its name). A server from fromListeningFd always
+   * closes so (systemd keeps a copy).
    */
-  close(): void {
+  close(options: CloseOptions = {}): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#native.close();
-    this.#unlinkOwnFile();
+    const handedOff = options.shutdown === false;
+    if (handedOff) this.#native.setShared(true);
+    this.#closedTickets = this.#native.close();
+    if (!handedOff) this.#unlinkOwnFile();
     const err = new ClosedError('accept: the server was closed');
     for (const w of this.#acceptWaiters.splice(0)) w.reject(err);
   }
 
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  /**
+   * The tickets of this server's background closes not done yet
+   * (native.afterBackgroundCloses): its own, once closed handed on or as
+   * fromListeningFd's, and those of connections it closed unaccepted that
+   * could not be emptied.
+   */
+  backgroundCloseTickets(): number[] {
+    if (!this.#closed) return this.#native.backgroundCloseTickets();
+    this.#closedTickets = this.#closedTickets.filter((t) => !native.backgroundCloseDone(t));
+    return [...this.#closedTickets];
   }
 
   /** Removes the socket file, if the path still names the very socket this server bound. */

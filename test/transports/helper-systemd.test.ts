@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
-import { connect, DatagramSocket, makeMemfd, closeFd, openFdTable } from '../../src';
+import { connect, DatagramSocket, dupFd, HelperDaemon, makeMemfd, closeFd, openFdTable, PROBE_COMMAND } from '../../src';
 import { rawListen } from '../../src/testing';
 import { listenFdsFromSystemd } from '../../src/transports/systemd';
 import { CLI, exitOf } from '../util/processes';
@@ -76,6 +76,35 @@ test('socket activation, READY=1 on NOTIFY_SOCKET, and --status showing clients,
     closeFd(memfd);
     notify.close();
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  }
+});
+
+test("a daemon's close leaves the unit's socket to systemd, which keeps a copy: a client that connects after it waits in the backlog, and the next daemon started on the socket serves it", async () => {
+  const socketPath = join(dir, 'activated.sock');
+  const listening = rawListen('seqpacket', socketPath, { mode: 0o600, backlog: 16 });
+  const systemd = dupFd(listening); // systemd's own copy, kept to start the service again
+  try {
+    const first = HelperDaemon.start({ diagnostics: true, socketPath, listenFd: listening });
+    try {
+      const conn = await connect('helper', { command: PROBE_COMMAND, socketPath });
+      expect(await conn.call('echo', 'first')).toBe('first');
+      await conn.close();
+    } finally {
+      await first.close();
+    }
+    // Nobody serves now; the socket still listens (systemd's copy), its file in place.
+    expect(lstatSync(socketPath).isSocket()).toBe(true);
+    const waiting = connect('helper', { command: PROBE_COMMAND, socketPath, timeoutMs: 20_000 });
+    const second = HelperDaemon.start({ diagnostics: true, socketPath, listenFd: dupFd(systemd) });
+    try {
+      const late = await waiting;
+      expect(await late.call('echo', 'second')).toBe('second');
+      await late.close();
+    } finally {
+      await second.close();
+    }
+  } finally {
+    closeFd(systemd);
   }
 });
 
