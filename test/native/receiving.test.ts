@@ -2,14 +2,21 @@
  * CONFORMANCE "Receiving", and the binding's behaviour on top of it:
  * close-on-exec on receipt, truncation (MSG_CTRUNC / MSG_TRUNC) with no fd
  * left behind, other control messages, read(2), EOF, ECONNRESET, EPIPE.
+ *
+ * The fds a socket receives and nobody takes (a truncated message's) come
+ * from a peer, and the last close of one can block for as long as the peer
+ * chose (a TCP socket with SO_LINGER and unsent data): the socket hands
+ * them to the background closer, and these tests wait for it
+ * (backgroundCloseTickets) before they look at the fd table.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { readSync } from 'node:fs';
 
 import { EofError, SystemError, TruncatedError } from '../../src/errors';
-import { fdFlags, openFdTable, sameFile } from '../../src/fd';
+import { closeFd, fdFlags, openFdTable, sameFile } from '../../src/fd';
 import { native } from './binding';
 import { UnixSocket, type OwnSocketOption, type SocketKind, type UnixSocketOptions } from '../../src/socket';
+import { rawSocketPair } from '../../src/testing';
 import {
   collect,
   distFile,
@@ -26,6 +33,11 @@ import {
 
 function pair(s: Scope, kind: SocketKind, options?: UnixSocketOptions & OwnSocketOption): [UnixSocket, UnixSocket] {
   return UnixSocket.pair(kind, options).map((x) => s.add(x)) as [UnixSocket, UnixSocket];
+}
+
+/** Resolves once every batch named is closed (the background closer works on its own threads). */
+function afterCloses(tickets: readonly number[]): Promise<void> {
+  return new Promise((resolve) => native.afterBackgroundCloses(tickets, resolve));
 }
 
 /** fd number -> target, as listed by `ls -l /proc/self/fd` run in a child (exec'd, not forked Node). */
@@ -90,10 +102,11 @@ describe('truncated control data (MSG_CTRUNC)', () => {
       const t = err as TruncatedError;
       expect(t.code).toBe('ERR_FDBRIDGE_TRUNCATED');
       expect(t.what).toBe('control');
-      // The control buffer keeps room for other control messages, so all
-      // three were installed by the kernel; the binding closed all three.
+      // The socket receives with room for 253, so all three were installed
+      // by the kernel; the binding closed all three (on the background closer).
       expect(t.fdsClosed).toBe(3);
       expect(t.message).toMatch(/3 fd\(s\)/);
+      await afterCloses(b.backgroundCloseTickets());
       expectFdTable(before);
       // The socket is still usable: the next message, with one fd, arrives whole.
       await a.send(Buffer.from('one'), [files[0]!.fd]);
@@ -103,19 +116,20 @@ describe('truncated control data (MSG_CTRUNC)', () => {
       expect(sameFile(got!.fd, files[0]!.fd)).toBe(true);
     }));
 
-  test('the kernel truncates 253 fds for a 1-fd buffer: the installed part is closed', () =>
+  test('253 fds for maxFds 1: every one arrives (the socket always has room for 253, so the kernel drops none inside recvmsg) and is closed', () =>
     withScope(async (s) => {
       const [a, b] = pair(s, 'seqpacket', { maxFds: 1 });
-      const { fd } = s.file();
+      const pipe = s.pipe();
+      await a.send(Buffer.from('many'), new Array<number>(253).fill(pipe.write.fd));
+      pipe.write.close(); // the copies in flight are the pipe's only writers now
       const before = openFdTable();
-      await a.send(Buffer.from('many'), new Array<number>(253).fill(fd.fd));
       const err = await rejection(b.receive());
       expect(err).toBeInstanceOf(TruncatedError);
       expect((err as TruncatedError).what).toBe('control');
-      // Some, not all, were installed (how many depends on the control buffer).
-      expect((err as TruncatedError).fdsClosed).toBeGreaterThan(0);
-      expect((err as TruncatedError).fdsClosed).toBeLessThan(253);
+      expect((err as TruncatedError).fdsClosed).toBe(253);
+      await afterCloses(b.backgroundCloseTickets());
       expectFdTable(before);
+      expect(readPipe(pipe.read.fd)).toBe('eof'); // all 253 copies closed
     }));
 
   test('recvNow with maxFds 1 reports the same truncation synchronously', () =>
@@ -140,7 +154,10 @@ describe('truncated control data (MSG_CTRUNC)', () => {
       const [a, b] = pair(s, 'seqpacket');
       const slots = 3;
       const child = s.child(spawn(process.execPath, [script, String(slots)], { stdio: ['ignore', 'pipe', 'pipe', b.fd] }));
-      b.close(); // the child has its own copy, as fd 3
+      // The child has its own copy, as fd 3, and goes on using the socket:
+      // only ours is closed (a plain close() would shut the socket down for
+      // the child too).
+      b.close({ shutdown: false });
       const done = collect(child);
       expect((await a.receive()).data.toString()).toBe('ready');
       const { fd } = s.file();
@@ -163,6 +180,7 @@ describe('truncated control data (MSG_CTRUNC)', () => {
         code: 'ERR_FDBRIDGE_TRUNCATED',
         what: 'control',
         // exactly the fds that fit under the limit arrived, and were closed
+        // (the rest the kernel dropped inside recvmsg: MSG_CTRUNC)
         fdsClosed: report.free,
         bytes: 3,
         message: expect.stringContaining('MSG_CTRUNC'),
@@ -175,7 +193,7 @@ describe('truncated control data (MSG_CTRUNC)', () => {
 
 describe('truncated data (MSG_TRUNC)', () => {
   test.each<SocketKind>(['seqpacket', 'dgram'])(
-    '%s: a message larger than bufferSize is refused and its fds closed',
+    '%s: a message larger than bufferSize is refused and its fds closed (on the background closer)',
     (kind) =>
       withScope(async (s) => {
         const [a, b] = pair(s, kind, { bufferSize: 16 });
@@ -191,6 +209,7 @@ describe('truncated data (MSG_TRUNC)', () => {
         expect(t.fdsClosed).toBe(2);
         expect(t.bytes).toBe(100);
         expect(t.message).toMatch(/MSG_TRUNC/);
+        await afterCloses(b.backgroundCloseTickets());
         expectFdTable(before);
         // The write end that arrived was closed: the pipe now reads end-of-file.
         expect(readPipe(pipe.read.fd)).toBe('eof');
@@ -218,35 +237,32 @@ describe('truncated data (MSG_TRUNC)', () => {
     }));
 });
 
-/** Resolves once every batch named is closed (the background closer works on its own threads). */
-function afterCloses(tickets: readonly number[]): Promise<void> {
-  return new Promise((resolve) => native.afterBackgroundCloses(tickets, resolve));
-}
-
-describe("a message refused on arrival: its fds are closed the one way the socket closes what it drops", () => {
-  // Every shape in which fds arrive and go to nobody: the kernel truncated
-  // the fds (MSG_CTRUNC), more fds than maxFds fitted the control buffer's
-  // spare room (refused here), or the data did not fit (MSG_TRUNC). Each is
-  // tried on a socket that closes them at once and on one that hands them
-  // to the background closer, on a socket of the caller's and on one of
-  // fdbridge's own (whose received fds are registered as it arrives).
+describe('a message refused on arrival: its fds go to the background closer, whatever the socket closes itself with', () => {
+  // Every shape in which fds arrive and go to nobody: the most fds a
+  // message carries (253) for maxFds 1, a few more than maxFds, or data
+  // that did not fit (MSG_TRUNC). Each is tried on a socket that closes
+  // itself at once (the default) and on one that closes itself on the
+  // background closer (useBackgroundCloser), on a socket of the caller's
+  // and on one of fdbridge's own (whose received fds are registered as
+  // they arrive). The fds are a peer's either way, and the last close of
+  // one can block: never closed on the event loop.
   const shapes = {
-    'kernel-truncated fds': { options: { maxFds: 1 }, data: 'many', fds: 253, what: 'control' },
+    '253 fds for maxFds 1': { options: { maxFds: 1 }, data: 'many', fds: 253, what: 'control' },
     'more fds than maxFds': { options: { maxFds: 1 }, data: 'three', fds: 3, what: 'control' },
     'data past bufferSize': { options: { bufferSize: 16 }, data: 'x'.repeat(100), fds: 2, what: 'data' },
   } as const;
   const cases = Object.keys(shapes).flatMap((shape) =>
-    (['at once', 'in background'] as const).flatMap((closer) => [false, true].map((own) => [shape as keyof typeof shapes, closer, own] as const)),
+    (['by default', 'with useBackgroundCloser'] as const).flatMap((closer) => [false, true].map((own) => [shape as keyof typeof shapes, closer, own] as const)),
   );
 
-  test.each(cases)('%s, closed %s, own socket %s', (shape, closer, own) =>
+  test.each(cases)('%s, socket closing %s, own socket %s', (shape, closer, own) =>
     withScope(async (s) => {
       const { options, data, fds, what } = shapes[shape];
       // No other background close runs in this process from here on: the counts below are this test's.
       await afterCloses(native.openBackgroundCloses());
       const [a, b] = pair(s, 'seqpacket', { ...options, own });
       const OWNER = 42;
-      if (closer === 'in background') b.useBackgroundCloser(true, OWNER);
+      if (closer === 'with useBackgroundCloser') b.useBackgroundCloser(true, OWNER);
       const pipe = s.pipe();
       await a.send(Buffer.from(data), new Array<number>(fds).fill(pipe.write.fd));
       pipe.write.close(); // the copies in flight are the pipe's only writers now
@@ -258,24 +274,16 @@ describe("a message refused on arrival: its fds are closed the one way the socke
       expect(err).toBeInstanceOf(TruncatedError);
       const t = err as TruncatedError;
       expect(t.what).toBe(what);
-      if (shape === 'kernel-truncated fds') {
-        expect(t.fdsClosed).toBeGreaterThan(0);
-        expect(t.fdsClosed).toBeLessThan(fds);
-      } else {
-        expect(t.fdsClosed).toBe(fds);
-      }
-      if (closer === 'in background') {
-        // Handed to the closer as the socket's owner: its batch, remembered by the socket.
-        await afterCloses(b.backgroundCloseTickets());
-        expect(native.backgroundClosesDone() - closesBefore).toBe(t.fdsClosed);
-      } else {
-        // Closed before the receive settled, none by the closer.
-        expect(native.backgroundClosesDone()).toBe(closesBefore);
-        expect(b.backgroundCloseTickets()).toEqual([]);
-      }
+      // Every fd sent arrived: none was dropped inside recvmsg.
+      expect(t.fdsClosed).toBe(fds);
+      // Handed to the closer as the socket's owner: one batch, remembered by the socket.
+      const tickets = b.backgroundCloseTickets();
+      expect(tickets.length).toBeLessThanOrEqual(1);
+      await afterCloses(tickets);
+      expect(native.backgroundClosesDone() - closesBefore).toBe(fds);
+      expect(b.backgroundCloseTickets()).toEqual([]);
       expectFdTable(before);
-      // Every copy that arrived is closed (and every one the kernel dropped):
-      // the pipe reads end of file.
+      // Every copy that arrived is closed: the pipe reads end of file.
       expect(readPipe(pipe.read.fd)).toBe('eof');
       // Registered as they arrived on an own socket, and out of the registry once closed.
       expect(native.ownedFdCount()).toBe(owned);
@@ -402,15 +410,38 @@ describe('end of the connection', () => {
     }));
 
   test.each<SocketKind>(['stream', 'seqpacket'])(
-    '%s: the peer closes with our data unread: ECONNRESET',
+    '%s: a peer that dies (close(2)) with our data unread: ECONNRESET',
     (kind) =>
       withScope(async (s) => {
-        const [a, b] = pair(s, kind);
+        const [a, y] = rawSocketPair(kind);
+        const b = s.add(new UnixSocket(y, kind));
         await b.send(Buffer.from('never read'));
-        a.close();
+        closeFd(a); // as a process that exits closes it
         const err = await rejection(b.receive());
         expectSystemError(err, 'ECONNRESET', 'recvmsg');
         expect((err as SystemError).errno).toBe(-104);
+      }),
+  );
+
+  test.each<SocketKind>(['stream', 'seqpacket'])(
+    '%s: a peer that close()s its UnixSocket with our data (and fds) unread: end of file, not ECONNRESET (its close read them first), EPIPE, and the fds closed',
+    (kind) =>
+      withScope(async (s) => {
+        const [a, b] = pair(s, kind);
+        const pipe = s.pipe();
+        await b.send(Buffer.from('never read'), [pipe.write.fd]);
+        await b.send(Buffer.from('nor this'));
+        pipe.write.close(); // the copy in a's queue is the only writer now
+        const before = openFdTable();
+        before.delete(a.fd); // closed here, at once
+        a.close();
+        const err = await rejection(b.receive());
+        expect(err).toBeInstanceOf(EofError);
+        expectSystemError(await rejection(b.send(Buffer.from('late'))), 'EPIPE', 'sendmsg');
+        // The write end a never read went to the background closer with a's queue.
+        await afterCloses(a.backgroundCloseTickets());
+        expect(readPipe(pipe.read.fd)).toBe('eof');
+        expectFdTable(before);
       }),
   );
 
