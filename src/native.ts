@@ -743,7 +743,7 @@ export function fdList(fds: FdList): FdList {
 export interface CheckedFdLists {
   /** The batch in pieces of at most `size` entries, each as fdList would give it for the addon. */
   lists: FdList[];
-  /** One more than the highest entry (0 for an empty batch). */
+  /** One more than the highest entry (0 for an empty batch), at most 2^31 - 1. */
   above: number;
 }
 
@@ -779,6 +779,9 @@ export function checkedFdLists(fds: readonly unknown[], size: number, check: (fd
     }
     lists.push(list);
   }
-  return { lists, above };
+  // At most 2^31 - 1, the highest number the addon takes: a list holding
+  // 2^31 - 1 itself (never open: Linux's nr_open stops below it) then fails
+  // on that entry with EBADF, as any closed fd does.
+  return { lists, above: Math.min(above, 0x7fffffff) };
 }
 

@@ -170,7 +170,7 @@ describe('fd lists read from an Int32Array', () => {
       validateFds(list);
       const numbers = list as readonly number[];
       let above = 0;
-      for (const fd of numbers) if (fd >= above) above = fd + 1;
+      for (const fd of numbers) if (fd >= above) above = Math.min(fd + 1, 0x7fffffff);
       const lists: FdList[] = [];
       for (let i = 0; i < numbers.length; i += size) lists.push(fdList(numbers.slice(i, i + size)));
       return { lists, above };
@@ -314,7 +314,7 @@ describe('fd lists read from an Int32Array', () => {
               validateFds(l);
               const numbers = l as readonly number[];
               let above = 0;
-              for (const fd of numbers) if (fd >= above) above = fd + 1;
+              for (const fd of numbers) if (fd >= above) above = Math.min(fd + 1, 0x7fffffff);
               const lists: number[][] = [];
               for (let i = 0; i < numbers.length; i += size) lists.push(numbers.slice(i, i + size));
               return { lists, above };

@@ -2,12 +2,16 @@
  * The same failure is the same typed error on every transport: a
  * duplication the command's process has no fd slot for is a SystemError
  * EMFILE (whether dup(2) here, recvmsg's MSG_CTRUNC or pidfd_getfd there
- * met the limit), never a RemoteError (no command code ran); a command
- * whose constructor throws fails connect with RemoteError('constructor').
+ * met the limit), never a RemoteError (no command code ran); a batch
+ * naming a number that is not open, anywhere in it and up to 2^31 - 1, is
+ * a SystemError EBADF; a command whose constructor throws fails connect
+ * with RemoteError('constructor').
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+
+import fc from 'fast-check';
 
 import { connect, PROBE_COMMAND, RemoteError, SystemError, type Connection, type ProbeCommand, type TransportName } from '../../src';
 import { closeFd, fdLimit, makeMemfd, openFdTable, setFdLimit, type FdTable } from '../../src/fd';
@@ -110,6 +114,42 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
       expectEmfile(await one, 'dupFileDescriptor');
       for (const b of burst) expectEmfile(await b, 'a folded dupFileDescriptor');
       expectEmfile(await batch, 'dupFileDescriptors of 300');
+      // Nothing stayed over there, and the connection works.
+      const after = sameProcess ? openFdTable() : new Map(await probe.openFds());
+      expect([...after.keys()].sort()).toEqual([...table.keys()].sort());
+      const [again] = await conn.dupFileDescriptors([source]);
+      await probe.adopt([again as number]);
+      await probe.closeAdopted([again as number]);
+    } finally {
+      closeFd(source);
+      await conn.close();
+      if (SPAWNED.has(transport)) expect((await exitOf((conn as ChildConnection).child)).code).toBe(0);
+    }
+  });
+
+  test('a batch naming a number that is not open (closed, past the limit, up to 2^31 - 1) anywhere: SystemError EBADF, nothing kept over there', async () => {
+    const conn: Connection = await connect(transport, { command: PROBE_COMMAND, socketPath });
+    const source = makeMemfd('typed-ebadf');
+    const closed = makeMemfd('typed-ebadf-closed');
+    closeFd(closed);
+    try {
+      const sameProcess = conn.location.pid === process.pid;
+      const probe = conn.proxy<ProbeCommand>();
+      const table = sameProcess ? openFdTable() : new Map(await probe.openFds());
+      await fc.assert(
+        fc.asyncProperty(
+          fc.integer({ min: 0, max: 600 }),
+          fc.oneof(fc.constant(closed), fc.constant(0x7fffffff), fc.integer({ min: 0x7fffff00, max: 0x7fffffff }), fc.integer({ min: 1 << 20, max: 0x7fffffff })),
+          fc.nat(),
+          async (length, bad, at) => {
+            const batch = new Array<number>(length).fill(source);
+            batch.splice(length === 0 ? 0 : at % (length + 1), 0, bad);
+            const err = await outcome(conn.dupFileDescriptors(batch));
+            expect({ systemError: err instanceof SystemError, code: (err as { code?: unknown }).code }).toEqual({ systemError: true, code: 'EBADF' });
+          },
+        ),
+        { numRuns: 12 },
+      );
       // Nothing stayed over there, and the connection works.
       const after = sameProcess ? openFdTable() : new Map(await probe.openFds());
       expect([...after.keys()].sort()).toEqual([...table.keys()].sort());
