@@ -25,6 +25,7 @@ import { encodeJson, FrameType, FRAME_SOCKET_OPTIONS, MAX_FDS_PER_FRAME } from '
 import { native, type NativeExitWatch, type NativeFdBudget } from '../native';
 import { parseAddress, UnixServer, UnixSocket, type SocketAddress } from '../socket';
 import { bindReplacingStale, checkSocketDirectory, ensurePrivateDir } from '../socket-file';
+import { invalidType } from '../validate';
 import { mayHoldFds, refuseFds, refuseFdsOn } from './refuse-fds';
 import { checkFailpoint, serveConnection, type ServedActivity, type ServedConnection, type ServeStats } from './serve';
 
@@ -881,8 +882,11 @@ export class HelperDaemon {
    * (status().clients) and the daemon's stats.
    */
   idle(timeoutMs?: number): Promise<void> {
-    if (timeoutMs !== undefined && !(Number.isFinite(timeoutMs) && timeoutMs >= 0)) {
-      throw new RangeError(`idle: timeoutMs must be a non-negative number of ms, not ${String(timeoutMs)}`);
+    if (timeoutMs !== undefined) {
+      if (typeof timeoutMs !== 'number') throw invalidType('idle: timeoutMs', 'a non-negative number of ms', timeoutMs);
+      if (!(Number.isFinite(timeoutMs) && timeoutMs >= 0)) {
+        throw new RangeError(`idle: timeoutMs must be a non-negative number of ms, not ${timeoutMs}`);
+      }
     }
     if (this.#clients.size === 0) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {

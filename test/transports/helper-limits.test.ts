@@ -665,7 +665,9 @@ describe('idle(): the news that no client is served', () => {
     const daemon = HelperDaemon.start({ socketPath: `@fdbridge-limits-idle-${process.pid}`, diagnostics: true });
     try {
       await daemon.idle(0);
-      expect(() => void daemon.idle(-1)).toThrow(RangeError);
+      for (const bad of [-1, Number.NaN, Number.POSITIVE_INFINITY]) expect(() => void daemon.idle(bad)).toThrow(RangeError);
+      // A string is not read as the number it spells: a TypeError that shows it quoted.
+      expect(() => void daemon.idle('100' as unknown as number)).toThrow(expect.objectContaining({ name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE', message: expect.stringContaining('not "100"') }));
       const conn = await connect('helper', { command: { name: 'probe' }, socketPath: daemon.socketPath });
       const err = await daemon.idle(0).then(
         () => undefined,
