@@ -330,7 +330,7 @@ export type QuotaName = 'connections' | 'uidConnections' | 'fds' | 'uidFds' | 't
 const QUOTA_NAMES: readonly QuotaName[] = ['connections', 'uidConnections', 'fds', 'uidFds', 'totalFds', 'calls', 'queuedBytes', 'uidLogBytes', 'helloTimeout', 'idleTimeout'];
 
 /** The quota named at the start of a message ("quota <name>: ..."), if any. */
-function quotaOf(message: string): QuotaName | undefined {
+export function quotaOf(message: string): QuotaName | undefined {
   const name = /^quota (\w+):/.exec(message)?.[1] as QuotaName | undefined;
   return name !== undefined && QUOTA_NAMES.includes(name) ? name : undefined;
 }

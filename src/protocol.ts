@@ -23,7 +23,11 @@ export const FrameType = {
   HELLO: 1,
   /** command -> client: {pid, threadId} */
   READY: 2,
-  /** command -> client: {message}; the connection is then closed */
+  /**
+   * command -> client: {message}; the connection is then closed. Answers
+   * HELLO, or comes unasked when a helper daemon ends a served connection
+   * for a limit (a message starting "quota <name>:").
+   */
   REFUSED: 3,
   /** client -> command: 1..MAX_FDS_PER_FRAME fds in SCM_RIGHTS, no payload */
   DUP: 4,

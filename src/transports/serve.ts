@@ -769,6 +769,16 @@ class ServedSession implements ServedConnection {
   #end(reason: Error | null): void {
     if (this.#ended) return;
     this.#ended = true;
+    if (reason instanceof QuotaExceededError) {
+      // A limit that ends the connection (no HELLO in time, idle) is said to
+      // the client before the socket closes, as a REFUSED naming the quota,
+      // so that it fails with that quota rather than as a peer that went away.
+      try {
+        this.#socket.write(encodeJson(FrameType.REFUSED, 0, { message: reason.message }));
+      } catch {
+        // Gone, or no longer reading its replies (queuedBytes): it is disconnected all the same.
+      }
+    }
     this.#channel.serve(false);
     this.#updateReading();
     const finish = (): void => {

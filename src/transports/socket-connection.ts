@@ -15,6 +15,7 @@ import {
   ProtocolError,
   QueueFullError,
   QuotaExceededError,
+  quotaOf,
   RemoteError,
   TruncatedError,
   UnknownCommandError,
@@ -634,6 +635,15 @@ export class SocketConnection extends BaseConnection {
       frame = decodeFrame(buf, NO_FDS);
     } catch (e) {
       this.#violation(e as Error);
+      return;
+    }
+    const quota = frame.type === FrameType.REFUSED ? quotaOf(frame.message) : undefined;
+    if (quota !== undefined) {
+      // The daemon ends this connection for one of its limits (idle too
+      // long): every request, pending or made later, fails with that quota.
+      // A REFUSED naming none is not something a daemon sends after READY.
+      const said = `${(frame as { message: string }).message} (the ${this.transport === 'helper' ? 'helper daemon' : `${this.transport} process`} (pid ${this.location.pid}) ended this connection)`;
+      this.#fail(new QuotaExceededError(quota, said));
       return;
     }
     this.#violation(new ProtocolError(`the ${this.transport} sent a reply (type ${frame.type}, id ${frame.id}) to no request`));

@@ -7,7 +7,7 @@
  */
 import { join } from 'node:path';
 
-import { closeFd, connect, fdFloor, fdLimit, HelperDaemon, makeMemfd, openFdTable, TimeoutError } from '../../src';
+import { closeFd, connect, fdFloor, fdLimit, HelperDaemon, makeMemfd, openFdTable, QuotaExceededError, TimeoutError } from '../../src';
 import { encodeJson, FrameType, MAX_FRAME_BYTES, PROTOCOL_VERSION } from '../../src/protocol';
 import { backgroundClosesPending, closerThreads } from '../../src/test-hooks';
 import { rawConnect, receiveNow, sendNow } from '../../src/testing';
@@ -128,8 +128,9 @@ describeRoot('quotas (client: nobody)', () => {
   test('a client that never sends HELLO is disconnected after the HELLO timeout', async () => {
     const daemon = start({ limits: { helloTimeoutMs: 200 } });
     try {
-      const r = await asNobody(nameOf(daemon), `const fd = raw(); const a = await awaitAnswer(fd); closeFd(fd); return { answer: a };`);
-      expect(r).toEqual({ answer: 'eof' });
+      const r = await asNobody(nameOf(daemon), `const fd = raw(); const a = await awaitAnswer(fd); const b = await awaitAnswer(fd); closeFd(fd); return { answer: a, then: b };`);
+      // REFUSED (3), naming the quota, then end of file.
+      expect(r).toEqual({ answer: 3, then: 'eof' });
       expect(daemon.stats.quotaHits.helloTimeout).toBe(1);
     } finally {
       await daemon.close();
@@ -150,9 +151,9 @@ describeRoot('quotas (client: nobody)', () => {
         const long = busy.call('hang').catch((e) => e.code);
         const fd = raw(); hello(fd); const ready = await awaitAnswer(fd);
         console.log(JSON.stringify({ waiting: true }));
-        const end = await awaitAnswer(fd); closeFd(fd);
+        const end = await awaitAnswer(fd); const gone = await awaitAnswer(fd); closeFd(fd);
         const kept = await busy.call('echo', 'kept'); await busy.close();
-        return { ready, end, kept, long: await long };`);
+        return { ready, end, gone, kept, long: await long };`);
       await p.line('waiting');
       // Both served, the busy one's call in flight (the raw one idle since its READY).
       expect(
@@ -162,7 +163,7 @@ describeRoot('quotas (client: nobody)', () => {
         }),
       ).toBe(true);
       await jest.advanceTimersByTimeAsync(IDLE * 2);
-      expect(await p.result).toEqual({ ready: 2, end: 'eof', kept: 'kept', long: 'ERR_FDBRIDGE_CLOSED' }); // 2: READY
+      expect(await p.result).toEqual({ ready: 2, end: 3, gone: 'eof', kept: 'kept', long: 'ERR_FDBRIDGE_CLOSED' }); // 2: READY, 3: REFUSED
       expect(daemon.stats.quotaHits.idleTimeout).toBe(1);
     } finally {
       jest.useRealTimers();
@@ -263,11 +264,34 @@ describeRoot('a client cut off is counted once (client: root)', () => {
       sendNow(fd, encodeJson(FrameType.HELLO, 0, { version: PROTOCOL_VERSION, command: { name: 'slow' } }));
       // READY, then nothing: cut off once idle, and its command's close()
       // runs for 300 ms (a dozen sweeps at this timeout) before the client is gone.
-      expect([await answer(fd), await answer(fd)]).toEqual([FrameType.READY, 'eof']);
+      expect([await answer(fd), await answer(fd), await answer(fd)]).toEqual([FrameType.READY, FrameType.REFUSED, 'eof']);
       expect(await until(() => daemon.status().clients.length === 0)).toBe(true);
       expect(daemon.stats.quotaHits.idleTimeout).toBe(1);
     } finally {
       closeFd(fd);
+      await daemon.close();
+    }
+  });
+});
+
+describeRoot('a client cut off is told why (client: root)', () => {
+  test('an fdbridge client cut off for idling fails its later requests with QuotaExceededError idleTimeout, not as a daemon that went away', async () => {
+    const daemon = HelperDaemon.start({ socketPath: `@fdbridge-limits-${process.pid}-idle-told`, diagnostics: true, limits: { idleTimeoutMs: 100 } });
+    const source = makeMemfd('idle-told');
+    let conn: Awaited<ReturnType<typeof connect>> | undefined;
+    try {
+      conn = await connect('helper', { command: { name: 'probe' }, socketPath: daemon.socketPath });
+      expect(await until(() => daemon.stats.quotaHits.idleTimeout === 1 && daemon.status().clients.length === 0)).toBe(true);
+      // One poll of the event loop after the daemon wrote and hung up: the client has read both.
+      await new Promise((r) => setImmediate(r));
+      const outcomes = await Promise.all([conn.call('echo', 'late'), conn.dupFileDescriptor(source), conn.dupFileDescriptors([source, source])].map((p) => p.then(() => 'resolved', (e: unknown) => e)));
+      for (const err of outcomes) {
+        expect(err).toBeInstanceOf(QuotaExceededError);
+        expect(err).toMatchObject({ code: 'ERR_FDBRIDGE_QUOTA', quota: 'idleTimeout', message: expect.stringMatching(/^quota idleTimeout: .*the helper daemon \(pid \d+\) ended this connection/) });
+      }
+    } finally {
+      closeFd(source);
+      await conn?.close();
       await daemon.close();
     }
   });
