@@ -597,8 +597,10 @@ export class HelperDaemon {
       cred = socket.peerCredentials();
     } catch (e) {
       this.#log(`SO_PEERCRED failed: ${(e as Error).message}`);
-      // Whatever it sent is dropped with the socket, whose close may then block.
+      // Whatever it sent is dropped with the socket, whose close may then
+      // block: the peer reads its end of file now, not once that is done.
       socket.useBackgroundCloser(queuedFds);
+      endNow(socket);
       socket.close();
       return;
     }
@@ -908,8 +910,12 @@ export class HelperDaemon {
 
   /**
    * Stops listening, removes the socket file, ends every connection (each
-   * command's close() runs and its unadopted fds are closed), and resolves
-   * once they all have.
+   * client reads its end of file at once; each command's close() runs and
+   * its unadopted fds are handed to the background closer), and resolves
+   * once they all have and the closes open then are done, or CLOSES_GIVE_UP_MS
+   * after: what a close blocked for good (a lingering TCP socket) still
+   * holds stays with the closer and keeps the event loop alive no longer,
+   * so a process that stops here exits (its exit ends such closes).
    */
   async close(): Promise<void> {
     this.#server.close();
@@ -1166,6 +1172,7 @@ function refuse(refusals: { held: number }, socket: UnixSocket, owner: number, m
     socket.write(encodeJson(FrameType.REFUSED, 0, { message }));
     socket.shutdown('write');
   } catch {
+    endNow(socket);
     socket.close();
     return;
   }
@@ -1188,6 +1195,21 @@ function refuse(refusals: { held: number }, socket: UnixSocket, owner: number, m
     if (fds && fds.length > 0) socket.closeInBackground(fds);
     if (err && err.name !== 'TruncatedError') finish();
   });
+}
+
+/**
+ * Shuts down a socket the daemon accepted (its alone: never an fd a peer
+ * sent) before its close, which may wait on the background closer behind
+ * other closes of its owner: its peer reads end of file at once.
+ * shutdown(2) never blocks; a socket whose peer is gone already may refuse
+ * it (ENOTCONN), and then there is nobody to tell.
+ */
+function endNow(socket: UnixSocket): void {
+  try {
+    socket.shutdown('both');
+  } catch {
+    // nobody to tell
+  }
 }
 
 /**

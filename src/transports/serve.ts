@@ -271,10 +271,16 @@ export interface ServedActivity {
  * `tickets` (closeInBackground tickets): at once when it has, else when a
  * closer thread signals the event loop. A close that blocks (a TCP socket
  * lingering) delays only the `then` that waits for it, never the event loop.
+ * The wait does not keep the loop alive: what waits is a reply, or the end
+ * of a connection, and the connection's socket keeps the loop alive while
+ * there is anyone to answer; once it is closed (a daemon stopped, SIGTERM),
+ * a close blocked for the linger time a client chose must not keep the
+ * process alive for it (its exit ends such a close at once: the kernel does
+ * not linger for an exiting process).
  */
 function afterBackgroundCloses(tickets: readonly number[], then: () => void): void {
   if (tickets.every((t) => native.backgroundCloseDone(t))) then();
-  else native.afterBackgroundCloses(tickets, then);
+  else native.afterBackgroundCloses(tickets, then, false);
 }
 
 /** Serves one client on `socket` (which it owns and closes). */
@@ -765,7 +771,10 @@ class ServedSession implements ServedConnection {
     this.#end(err);
   }
 
-  /** Ends the connection once: the command is closed, then the intake and the socket. */
+  /**
+   * Ends the connection once: the socket is shut down, the command closed,
+   * then the intake and the socket.
+   */
   #end(reason: Error | null): void {
     if (this.#ended) return;
     this.#ended = true;
@@ -781,6 +790,21 @@ class ServedSession implements ServedConnection {
     }
     this.#channel.serve(false);
     this.#updateReading();
+    // The client learns of the end now (end of file after the replies it
+    // has not read; EPIPE for what it sends), not once the socket's close(2)
+    // is done: the command's close waits for its fds' closes, and in
+    // background the socket's close waits behind its owner's others, which
+    // a client can make block for as long as it likes (lingering TCP
+    // sockets), its calls in flight and new ones waiting with it. The
+    // socket is this connection's alone (accepted, or the child's end of
+    // its socketpair), never an fd a client sent: shutdown(2) ends it for
+    // no one else. It never blocks; nothing unread is dropped here (the
+    // close does that).
+    try {
+      this.#socket.shutdown('both');
+    } catch {
+      // closed already, or never connected (ENOTCONN): no peer to tell
+    }
     const finish = (): void => {
       this.#intake?.close();
       this.#socket.close();
