@@ -188,9 +188,10 @@ export async function handshake(
       timeout,
     ]);
     if (m.fds.length > 0) {
-      // Whatever frame it is (even a well-formed DUP), fds never come this way.
-      const n = closeFds(m.fds);
-      throw new ProtocolError(`connect: ${describePeer()} answered HELLO with ${n} fd(s) attached; the command's side never sends fds`);
+      // Whatever frame it is (even a well-formed DUP), fds never come this
+      // way. A peer's fds: their close may block, so the closer takes them.
+      socket.closeInBackground(m.fds);
+      throw new ProtocolError(`connect: ${describePeer()} answered HELLO with ${m.fds.length} fd(s) attached; the command's side never sends fds`);
     }
     const frame: Frame = decodeFrame(m.data, m.fds);
     switch (frame.type) {

@@ -32,8 +32,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 
-import { closeFd, DatagramSocket, TruncatedError, UnixServer, UnixSocket } from '../../src';
-import { rawConnect, sendNow } from '../../src/testing';
+import { closeFd, DatagramSocket, ProtocolError, PROBE_COMMAND, TruncatedError, UnixServer, UnixSocket } from '../../src';
+import { encodeJson, FRAME_SOCKET_OPTIONS, FrameType } from '../../src/protocol';
+import { simulateKernelWithoutPassRights } from '../../src/test-hooks';
+import { rawConnect, rawSocketPair, receiveNow, sendNow } from '../../src/testing';
+import { handshake } from '../../src/transports/socket-connection';
 import { hasPython, lingeringSocket } from '../util/linger-attacker';
 import { DIST_SRC } from '../util/nobody';
 
@@ -157,6 +160,46 @@ const CASES = [
       // Expected: null. Fails with 'main thread, syscall 3: wait_woken < sk_stream_wait_close < ...'.
       expect(await linger.verdict()).toBeNull();
     } finally {
+      await linger.end();
+    }
+  },
+  60000,
+);
+
+/**
+ * A client's connect: the far side (a daemon at a name someone else took)
+ * answers HELLO with a lingering TCP socket attached, on a kernel without
+ * SO_PASSRIGHTS to refuse it. The handshake fails with a ProtocolError; the
+ * socket it dropped is closed off the event loop.
+ */
+(hasPython() ? test : test.skip)(
+  "a handshake answered with a lingering TCP socket attached fails without the event loop waiting in that socket's close",
+  async () => {
+    const linger = await lingeringSocket();
+    const restore = simulateKernelWithoutPassRights();
+    const [c, f] = rawSocketPair('seqpacket');
+    const client = new UnixSocket(c, 'seqpacket', { ...FRAME_SOCKET_OPTIONS });
+    try {
+      const shaking = handshake(client, PROBE_COMMAND, 600000, () => 'the fake').then(
+        () => 'connected',
+        (e: unknown) => e,
+      );
+      let hello = receiveNow(f, 65536, 0);
+      while (hello === null) {
+        await new Promise((r) => setImmediate(r));
+        hello = receiveNow(f, 65536, 0);
+      }
+      expect(hello.data[0]).toBe(FrameType.HELLO);
+      sendNow(f, encodeJson(FrameType.READY, 0, { pid: 1, threadId: 0 }), [linger.fd]);
+      closeFd(linger.fd); // the answer's reference is now the only one
+      expect(await shaking).toBeInstanceOf(ProtocolError);
+      client.close();
+      // Expected: null. Fails with 'main thread, syscall 3: wait_woken < sk_stream_wait_close < ...'.
+      expect(await linger.verdict()).toBeNull();
+    } finally {
+      restore();
+      client.close();
+      closeFd(f);
       await linger.end();
     }
   },
