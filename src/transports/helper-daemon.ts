@@ -791,7 +791,8 @@ export class HelperDaemon {
       throw new QuotaExceededError(
         'uidLogBytes',
         `a log line of ${bytes} bytes would make ${held + bytes} bytes of the log lines of uid ${uid} waiting to be written ` +
-          `(at most ${this.limits.maxLogBytesPerUid}); nothing of it was written: log it again once earlier lines are`,
+          `(at most ${this.limits.maxLogBytesPerUid}); nothing of it was written: ` +
+          (bytes > this.limits.maxLogBytesPerUid ? 'a line longer than that is never taken, split it' : 'log it again once earlier lines are'),
       );
     }
     this.#logBytes.set(uid, held + bytes);
