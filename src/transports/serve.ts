@@ -590,10 +590,13 @@ class ServedSession implements ServedConnection {
       // Read once, as resolving a promise with it would.
       if ((typeof value === 'object' && value !== null) || typeof value === 'function') then = (value as { then?: unknown }).then;
     } catch (err) {
+      this.#lastActiveAt = Date.now();
       this.#send(this.#errorReply(id, err, `call ${method}()`));
       return;
     }
     if (typeof then !== 'function') {
+      // Settled now: the client is not idle while a synchronous method ran.
+      this.#lastActiveAt = Date.now();
       this.#send(this.#resultReply(id, method, value));
       return;
     }

@@ -275,6 +275,37 @@ describeRoot('a client cut off is counted once (client: root)', () => {
 });
 
 describeRoot('a client cut off is told why (client: root)', () => {
+  test('a synchronous call that ran longer than the idle timeout leaves its client active, not idle, once answered', async () => {
+    // The daemon's clock (Date) and its sweeper (setInterval) are the test's;
+    // the method moves the clock as a long synchronous call would take it.
+    jest.useFakeTimers({ doNotFake: ['hrtime', 'nextTick', 'performance', 'queueMicrotask', 'setImmediate', 'clearImmediate', 'setTimeout', 'clearTimeout'] });
+    const hook = globalThis as { fdbridgeTestClockJump?: (ms: number) => void };
+    hook.fdbridgeTestClockJump = (ms) => jest.setSystemTime(Date.now() + ms);
+    const IDLE = 1000;
+    const JUMP = { module: join(__dirname, '..', 'fixtures', 'clock-jump-command.js'), export: 'ClockJumpCommand' };
+    const daemon = HelperDaemon.start({ socketPath: `@fdbridge-limits-${process.pid}-sync-active`, limits: { idleTimeoutMs: IDLE }, commands: { jump: JUMP } });
+    let conn: Awaited<ReturnType<typeof connect>> | undefined;
+    try {
+      conn = await connect('helper', { command: { name: 'jump' }, socketPath: daemon.socketPath });
+      for (const ran of [IDLE * 5, IDLE - 1, IDLE * 2]) {
+        expect(await conn.call('run', ran)).toBe(ran);
+        // Sweeps, a quarter of the timeout apart, over less than the timeout since the answer.
+        await jest.advanceTimersByTimeAsync(IDLE / 2);
+        expect(await conn.call('echo', 'still served')).toBe('still served');
+      }
+      expect(daemon.stats.quotaHits.idleTimeout).toBe(0);
+      // And idle it is cut off as before.
+      await jest.advanceTimersByTimeAsync(IDLE * 2);
+      expect(daemon.stats.quotaHits.idleTimeout).toBe(1);
+    } finally {
+      jest.useRealTimers();
+      delete hook.fdbridgeTestClockJump;
+      await conn?.close();
+      await daemon.close();
+    }
+  });
+
+
   test('an fdbridge client cut off for idling fails its later requests with QuotaExceededError idleTimeout, not as a daemon that went away', async () => {
     const daemon = HelperDaemon.start({ socketPath: `@fdbridge-limits-${process.pid}-idle-told`, diagnostics: true, limits: { idleTimeoutMs: 100 } });
     const source = makeMemfd('idle-told');
