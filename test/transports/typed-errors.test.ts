@@ -64,6 +64,23 @@ function expectEmfile(err: unknown, what: string): void {
   expect((err as SystemError).errno).toBe(-24);
 }
 
+/** The command's process holds the fds it held before (`table`), and the connection still duplicates `source`. */
+async function expectNothingKept(conn: Connection, table: FdTable, source: number): Promise<void> {
+  const probe = conn.proxy<ProbeCommand>();
+  const after = conn.location.pid === process.pid ? openFdTable() : new Map(await probe.openFds());
+  expect([...after.keys()].sort()).toEqual([...table.keys()].sort());
+  const [again] = await conn.dupFileDescriptors([source]);
+  await probe.adopt([again as number]);
+  await probe.closeAdopted([again as number]);
+}
+
+/** Closes `source` and the connection; a spawned command's process must have exited cleanly. */
+async function closeAll(conn: Connection, source: number): Promise<void> {
+  closeFd(source);
+  await conn.close();
+  if (SPAWNED.has(conn.transport)) expect((await exitOf((conn as ChildConnection).child)).code).toBe(0);
+}
+
 describe.each(TRANSPORTS)('%s transport', (transport) => {
   let helperBaseline: FdTable | undefined;
 
@@ -114,16 +131,9 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
       expectEmfile(await one, 'dupFileDescriptor');
       for (const b of burst) expectEmfile(await b, 'a folded dupFileDescriptor');
       expectEmfile(await batch, 'dupFileDescriptors of 300');
-      // Nothing stayed over there, and the connection works.
-      const after = sameProcess ? openFdTable() : new Map(await probe.openFds());
-      expect([...after.keys()].sort()).toEqual([...table.keys()].sort());
-      const [again] = await conn.dupFileDescriptors([source]);
-      await probe.adopt([again as number]);
-      await probe.closeAdopted([again as number]);
+      await expectNothingKept(conn, table, source);
     } finally {
-      closeFd(source);
-      await conn.close();
-      if (SPAWNED.has(transport)) expect((await exitOf((conn as ChildConnection).child)).code).toBe(0);
+      await closeAll(conn, source);
     }
   });
 
@@ -150,16 +160,9 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
         ),
         { numRuns: 12 },
       );
-      // Nothing stayed over there, and the connection works.
-      const after = sameProcess ? openFdTable() : new Map(await probe.openFds());
-      expect([...after.keys()].sort()).toEqual([...table.keys()].sort());
-      const [again] = await conn.dupFileDescriptors([source]);
-      await probe.adopt([again as number]);
-      await probe.closeAdopted([again as number]);
+      await expectNothingKept(conn, table, source);
     } finally {
-      closeFd(source);
-      await conn.close();
-      if (SPAWNED.has(transport)) expect((await exitOf((conn as ChildConnection).child)).code).toBe(0);
+      await closeAll(conn, source);
     }
   });
 
