@@ -7,7 +7,7 @@
  * many fds as it likes, past every fd limit, up to EMFILE. The lines logged
  * meanwhile go, in order, to the log fd of the moment their turn comes.
  */
-import { closeSync, constants as fsConstants, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, constants as fsConstants, openSync, readFileSync } from 'node:fs';
 
 import fc from 'fast-check';
 
@@ -15,6 +15,7 @@ import { connect, LOG_COMMAND, makeMemfd } from '../../src';
 import { closeFds, makePipe, openFdTable } from '../../src/fd';
 import { statusWhen } from '../util/helper-status';
 import { fdTableSettles, helperForSuite } from '../util/processes';
+import { readUpTo } from '../util/pipe-read';
 
 const suite = helperForSuite('fdbridge-attack-log-redirects-');
 
@@ -26,23 +27,11 @@ function memfdsNamed(pid: number, name: string): number {
 /** Reads `want` bytes from pipe `r` (through a non-blocking open file of it), turning the event loop while it waits; returns how many came. */
 async function drainPipe(r: number, want: number): Promise<number> {
   const reader = openSync(`/proc/self/fd/${r}`, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
-  const buf = Buffer.alloc(65536);
-  let got = 0;
   try {
-    while (got < want) {
-      try {
-        const n = readSync(reader, buf);
-        if (n === 0) break;
-        got += n;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
-        await new Promise((resolve) => setTimeout(resolve, 10));
-      }
-    }
+    return await readUpTo(reader, want);
   } finally {
     closeSync(reader);
   }
-  return got;
 }
 
 test('generated: redirects made while a line is stuck leave one log fd in the daemon; the lines waiting go to the last one, in order', async () => {

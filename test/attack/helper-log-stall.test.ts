@@ -6,13 +6,14 @@
  * the daemon's event loop (every other client's connect, duplications and
  * calls).
  */
-import { closeSync, constants, mkdtempSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
+import { closeSync, constants, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { connect, LOG_COMMAND, type LogCommand } from '../../src';
 import { closeFd, makePipe, openFdTable } from '../../src/fd';
 import { fdTableSettles, startHelperProcess, type HelperProcess } from '../util/processes';
+import { readUpTo } from '../util/pipe-read';
 
 let dir: string;
 let helper: HelperProcess;
@@ -71,19 +72,7 @@ test.each([
     }
 
     // The stalled client reads its pipe at last: its line arrives whole.
-    let got = 0;
-    const buf = Buffer.alloc(65536);
-    while (got < 150_001) {
-      try {
-        const n = readSync(reader, buf);
-        if (n === 0) break;
-        got += n;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
-        await new Promise((resolve) => setTimeout(resolve, 10));
-      }
-    }
-    expect(got).toBe(150_001);
+    expect(await readUpTo(reader, 150_001)).toBe(150_001);
     expect(await pending).toBe('written');
   } finally {
     // Closing the read end ends a write still blocked in the daemon (EPIPE).
