@@ -96,7 +96,7 @@ Napi::Value LaneGroupJs(const Napi::CallbackInfo& info) {
 
 // laneWriteCancel(group): ends the group's writes (lane_writer.h), and
 // lets the loop end without their callbacks: one inside a write(2) that
-// does not return (a stopped terminal) no longer keeps it alive. Each
+// does not return (a stopped terminal) does not keep it alive. Each
 // callback still comes if its write ends while the loop runs. Only this
 // environment's callbacks are let go (a thread-safe function is unref'd
 // on its own loop's thread).

@@ -219,7 +219,6 @@ class UnixSocket {
   // background closer (its ticket remembered): if the other copies are
   // gone after all, it is the last close and drops what is queued.
   void SetShared(bool on) { shared_ = on; }
-  bool uses_background_closer() const { return close_in_background_; }
   // How the fds this socket receives and nobody takes are closed (a
   // truncated message's, a batch's that cannot reach JS): by the background
   // closer as this socket's owner's, always. They come from a peer, and the

@@ -216,7 +216,7 @@ export class LogCommand {
    * when that write returns) and closes the log fds it adopted, at once:
    * a line handed to its lane writes into a copy of its own, and none is
    * handed over from here on. A write that cannot be ended (a terminal
-   * whose output is stopped) no longer keeps the event loop alive: a
+   * whose output is stopped) does not keep the event loop alive: a
    * daemon told to stop exits, and the process's exit ends the write.
    */
   close(): void {

@@ -597,8 +597,9 @@ export class HelperDaemon {
       cred = socket.peerCredentials();
     } catch (e) {
       this.#log(`SO_PEERCRED failed: ${(e as Error).message}`);
-      // Whatever it sent is dropped with the socket, whose close may then
-      // block: the peer reads its end of file now, not once that is done.
+      // Whatever it sent goes to the background closer with the socket
+      // (a close of it may block): the peer reads its end of file now, not
+      // once that is done.
       socket.useBackgroundCloser(queuedFds);
       endNow(socket);
       socket.close();
