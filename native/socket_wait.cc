@@ -181,7 +181,7 @@ int UnixSocket::WaitOnThread(Waiter* waiter, int64_t deadline_ms) {
       // signal (kWouldBlock: the loop looks at the clock again).
       RecvResult r;
       ScmRecv(sock_.get(), type_, recv_buf_, recv_len_, nullptr, 0, recv_fds_.data(), 0, &r,
-              nullptr, false, ScmDiscard{close_in_background_, close_owner_}, /*wait=*/true);
+              nullptr, false, Discard(), /*wait=*/true);
       Deliver(&r);
       continue;
     }
