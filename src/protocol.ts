@@ -100,14 +100,34 @@ export type Frame =
   | { type: typeof FrameType.CLOSE; id: number }
   | { type: typeof FrameType.CLOSED; id: number };
 
+/**
+ * Buffer's own UTF-8 coders, which `toString('utf8', start)` and
+ * `write(string, offset, 'utf8')` reach after normalizing their arguments
+ * (every Node this runs on has them on Buffer.prototype): a frame's offsets
+ * are known to be in range, and the checks cost more than a short payload's
+ * decoding. Measured in a loop: a 60-byte CALL's payload decoded in about
+ * half the time.
+ */
+const { utf8Slice, utf8Write } = Buffer.prototype as unknown as {
+  utf8Slice(this: Uint8Array, start: number, end: number): string;
+  utf8Write(this: Uint8Array, text: string, offset: number, length: number): number;
+};
+
 function header(type: FrameTypeValue, id: number, payloadBytes: number): Buffer {
   const total = HEADER_BYTES + payloadBytes;
   if (total > MAX_FRAME_BYTES) {
     throw new RangeError(`frame of ${total} bytes exceeds the ${MAX_FRAME_BYTES}-byte limit of one message`);
   }
   const buf = Buffer.allocUnsafe(total);
-  buf.writeUInt32LE(type, 0); // type, flags and reserved (all zero but type)
-  buf.writeUInt32LE(id >>> 0, 4);
+  // Byte by byte: writeUInt32LE checks its value and offset each time.
+  buf[0] = type; // type, flags and reserved (all zero but type)
+  buf[1] = 0;
+  buf[2] = 0;
+  buf[3] = 0;
+  buf[4] = id; // id, little-endian (a typed array keeps the low 8 bits)
+  buf[5] = id >>> 8;
+  buf[6] = id >>> 16;
+  buf[7] = id >>> 24;
   return buf;
 }
 
@@ -120,7 +140,7 @@ export function encodeJson(type: FrameTypeValue, id: number, payload: unknown): 
 export function encodeJsonText(type: FrameTypeValue, id: number, json: string): Buffer {
   const bytes = Buffer.byteLength(json);
   const buf = header(type, id, bytes);
-  buf.write(json, HEADER_BYTES, 'utf8');
+  utf8Write.call(buf, json, HEADER_BYTES, bytes);
   return buf;
 }
 
@@ -140,7 +160,16 @@ export function encodeFdList(
   fds: readonly number[],
 ): Buffer {
   const buf = header(type, id, fds.length * 4);
-  for (let i = 0; i < fds.length; i++) buf.writeInt32LE(fds[i] as number, HEADER_BYTES + 4 * i);
+  for (let i = 0, at = HEADER_BYTES; i < fds.length; i++, at += 4) {
+    const fd = fds[i] as number;
+    // What writeInt32LE stores, without its checks but the one that can
+    // fail (an fd is an int32 already): past int32 it throws its RangeError.
+    if (fd > 0x7fffffff || fd < -0x80000000) buf.writeInt32LE(fd, at);
+    buf[at] = fd;
+    buf[at + 1] = fd >>> 8;
+    buf[at + 2] = fd >>> 16;
+    buf[at + 3] = fd >>> 24;
+  }
   return buf;
 }
 
@@ -156,7 +185,7 @@ export function encodeResult(id: number, value: unknown): Buffer {
 function parseJson(data: Buffer): Record<string, unknown> {
   let value: unknown;
   try {
-    value = JSON.parse(data.toString('utf8', HEADER_BYTES));
+    value = JSON.parse(utf8Slice.call(data, HEADER_BYTES, data.length));
   } catch (err) {
     throw new ProtocolError(`malformed frame: its JSON payload does not parse`, { cause: err });
   }
@@ -190,10 +219,10 @@ export function decodeFrame(data: Buffer, fds: readonly number[]): Frame {
     throw new ProtocolError(`malformed frame: ${data.length} bytes is shorter than the ${HEADER_BYTES}-byte header`);
   }
   const type = data[0] as number;
-  if (data[1] !== 0 || data.readUInt16LE(2) !== 0) {
+  if (data[1] !== 0 || data[2] !== 0 || data[3] !== 0) {
     throw new ProtocolError(`malformed frame: non-zero flags or reserved bytes (type ${type})`);
   }
-  const id = data.readUInt32LE(4);
+  const id = ((data[4] as number) | ((data[5] as number) << 8) | ((data[6] as number) << 16) | ((data[7] as number) << 24)) >>> 0;
   if (type === FrameType.DUP) {
     if (data.length !== HEADER_BYTES) throw new ProtocolError('malformed DUP frame: it has a payload');
     if (fds.length === 0) throw new ProtocolError('malformed DUP frame: no fds arrived with it');
@@ -213,7 +242,8 @@ export function decodeFrame(data: Buffer, fds: readonly number[]): Frame {
       }
       const out: number[] = [];
       for (let off = HEADER_BYTES; off < data.length; off += 4) {
-        const fd = data.readInt32LE(off);
+        // An int32, little-endian (what readInt32LE reads, without its checks).
+        const fd = (data[off] as number) | ((data[off + 1] as number) << 8) | ((data[off + 2] as number) << 16) | ((data[off + 3] as number) << 24);
         if (fd < 0) throw new ProtocolError(`malformed ${what} frame: fd ${fd} is negative`);
         out.push(fd);
       }
