@@ -57,7 +57,15 @@ Napi::Value ListenAgain(const Napi::CallbackInfo& info) {
   int fd = ArgFd(info, 0);
   int backlog = ArgInt(info, 1, "backlog");
   UniqueFds queued;
-  CheckFdResult(info.Env(), SockListenAgain(fd, backlog, &queued), "listen");
+  int r = SockListenAgain(fd, backlog, &queued);
+  if (r < 0) {
+    // Those taken before the failure may hold what their clients queued:
+    // closed as connections nobody takes (ScmCloseConnection), never as they are here.
+    int type = SockType(fd);
+    std::vector<uint64_t> tickets;
+    for (int c : queued.release()) ScmCloseConnection(c, type, FdIsOwned(c), 0, &tickets);
+    ThrowSystem(info.Env(), r, "listen");
+  }
   Napi::Array arr = FdArray(info.Env(), queued.data(), queued.size());
   // Accepted on a listening socket of ours, they are registered; else kept.
   if (!FdIsOwned(fd)) KeepForJs(info.Env(), queued.data(), queued.size());
@@ -182,6 +190,23 @@ Napi::Value RecvNow(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// closeConnection(fd, owner = 0) -> the tickets of its background closes:
+// `fd`, a connection (not listening) that nobody takes, whose receive queue
+// may hold fds a peer sent, is closed as ScmCloseConnection closes it, as
+// `owner`'s (see closeInBackground). The fd is no longer the caller's,
+// unless this throws (not a socket: nothing done).
+Napi::Value CloseConnection(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info, 0);
+  double owner = info.Length() > 1 && !info[1].IsUndefined() ? WholeNumber(info[1]) : 0;
+  if (owner < 0) throw Napi::TypeError::New(env, "closeConnection: owner must be a non-negative integer");
+  int type = CheckFdResult(env, SockType(fd), "getsockopt(SO_TYPE)");
+  ClaimFromJs(env, &fd, 1);
+  std::vector<uint64_t> tickets;
+  ScmCloseConnection(fd, type, FdIsOwned(fd), static_cast<uint64_t>(owner), &tickets);
+  return TicketArray(env, tickets);
+}
+
 }  // namespace
 
 void ExportSockFunctions(Napi::Env env, Napi::Object exports) {
@@ -198,6 +223,7 @@ void ExportSockFunctions(Napi::Env env, Napi::Object exports) {
   exports.Set("setPassCred", Napi::Function::New<SetPassCred>(env, "setPassCred"));
   exports.Set("setPassPidfd", Napi::Function::New<SetPassPidfd>(env, "setPassPidfd"));
   exports.Set("shutdown", Napi::Function::New<Shutdown>(env, "shutdown"));
+  exports.Set("closeConnection", Napi::Function::New<CloseConnection>(env, "closeConnection"));
   exports.Set("sendNow", Napi::Function::New<SendNow>(env, "sendNow"));
   exports.Set("recvNow", Napi::Function::New<RecvNow>(env, "recvNow"));
 }

@@ -64,14 +64,14 @@ class Unclaimed {
   size_t n_;
 };
 
-// An accepted connection that reaches nobody, likewise.
+// An accepted connection that reaches nobody, likewise: closed as the
+// listener closes those it accepts and nobody takes (UnixSocket::CloseAccepted).
 class UnclaimedConnection {
  public:
   UnclaimedConnection(UnixSocket* listener, int fd) : listener_(listener), fd_(fd) {}
   ~UnclaimedConnection() {
     if (fd_ < 0) return;
-    shutdown(fd_, SHUT_RDWR);
-    FdCloseInBackground(&fd_, 1, listener_ != nullptr ? listener_->background_close_owner() : 0, /*held_for_peer=*/false);
+    listener_->CloseAccepted(fd_);
   }
   UnclaimedConnection(const UnclaimedConnection&) = delete;
   UnclaimedConnection& operator=(const UnclaimedConnection&) = delete;
@@ -117,6 +117,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
                            InstanceMethod<&SocketWrap::UseBackgroundCloser>("useBackgroundCloser"),
                            InstanceMethod<&SocketWrap::SetShared>("setShared"),
                            InstanceMethod<&SocketWrap::CloseFdsInBackground>("closeInBackground"),
+                           InstanceMethod<&SocketWrap::CloseAccepted>("closeAccepted"),
                            InstanceMethod<&SocketWrap::SetReceiveBufferSize>("setReceiveBufferSize"),
                            InstanceMethod<&SocketWrap::BackgroundCloseTickets>("backgroundCloseTickets"),
                        });
@@ -464,6 +465,19 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
                                        : FdCloseInBackground(fds.data(), fds.size(), 0, /*held_for_peer=*/true);
     return Napi::Number::New(info.Env(), static_cast<double>(ticket));
   }
+  // closeAccepted(fd): see UnixSocket::CloseAccepted. A closed socket
+  // closes it all the same (as owner 0's), and forgets the tickets.
+  Napi::Value CloseAccepted(const Napi::CallbackInfo& info) {
+    int fd = ArgFd(info, 0);
+    ClaimFromJs(info.Env(), &fd, 1);
+    if (core_ != nullptr) {
+      core_->CloseAccepted(fd);
+    } else {
+      std::vector<uint64_t> tickets;
+      ScmCloseConnection(fd, SockType(fd), FdIsOwned(fd), 0, &tickets);
+    }
+    return info.Env().Undefined();
+  }
   // backgroundCloseTickets() -> the tickets of this socket's background closes not yet done.
   Napi::Value BackgroundCloseTickets(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -614,9 +628,8 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   }
 
   void OnAccept(int fd, int err) override {
-    // Ours until JS has it. Not closed here otherwise: its queue may hold
-    // what its client sent (see UnixSocket::Close); shut down, so that the
-    // client has its end of file at once, and closed in background.
+    // Ours until JS has it; else closed as the listener's (its queue may
+    // hold what its client sent: UnixSocket::CloseAccepted).
     UnclaimedConnection owned(core_, fd);
     Napi::Env env = Env();
     if (on_accept_.IsEmpty() || !CanCallIntoJs()) return;

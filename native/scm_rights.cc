@@ -307,4 +307,13 @@ int ScmDrainForClose(int sock, int sock_type, bool own, uint64_t owner, std::vec
   }
 }
 
+void ScmCloseConnection(int sock, int sock_type, bool own, uint64_t owner, std::vector<uint64_t>* tickets) {
+  if (ScmDrainForClose(sock, sock_type, own, owner, tickets) == 0) {
+    UniqueFd(sock).reset();
+    return;
+  }
+  shutdown(sock, SHUT_RDWR);
+  tickets->push_back(FdCloseInBackground(&sock, 1, owner, /*held_for_peer=*/false));
+}
+
 }  // namespace fdbridge

@@ -135,6 +135,16 @@ void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
 // it is (the caller then does not close the socket on this thread).
 int ScmDrainForClose(int sock, int sock_type, bool own, uint64_t owner, std::vector<uint64_t>* tickets);
 
+// Closes `sock`, a connection (not listening) of `sock_type` whose receive
+// queue may hold fds a peer sent, and that nobody else holds: emptied for
+// its close (ScmDrainForClose: shut down, every fd queued handed to the
+// background closer as `owner`'s), then closed here, so that its peer has
+// its end of file (or EPIPE) when this returns. One that cannot be emptied
+// for certain is shut down for both directions, which tells its peer the
+// same, and closed by the background closer. The tickets of its background
+// closes go to *tickets. The fd is no longer the caller's, whatever happens.
+void ScmCloseConnection(int sock, int sock_type, bool own, uint64_t owner, std::vector<uint64_t>* tickets);
+
 }  // namespace fdbridge
 
 #endif  // FDBRIDGE_SCM_RIGHTS_H_

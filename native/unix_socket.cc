@@ -519,8 +519,13 @@ void UnixSocket::Close(void (*on_freed)(void*), void* arg) {
 }
 
 void UnixSocket::CloseEmptied(int fd) {
-  std::vector<uint64_t> tickets;
   int r = type_ == SOCK_DGRAM ? 0 : SockIsListening(fd);
+  if (r == 0) {
+    std::vector<uint64_t> tickets;
+    ScmCloseConnection(fd, type_, receives_own(), close_owner_, &tickets);
+    for (uint64_t t : tickets) RememberTicket(t);
+    return;
+  }
   if (r == 1) {
     // No connect queues behind the shutdown (unix_stream_connect checks
     // the listener's RCV_SHUTDOWN under the lock it queues under), so the
@@ -538,23 +543,21 @@ void UnixSocket::CloseEmptied(int fd) {
         r = c;
         break;
       }
-      if (ScmDrainForClose(c, type_, FdIsOwned(c), close_owner_, &tickets) == 0) {
-        UniqueFd(c).reset();
-      } else {
-        shutdown(c, SHUT_RDWR);
-        tickets.push_back(FdCloseInBackground(&c, 1, close_owner_, /*held_for_peer=*/false));
-      }
+      CloseAccepted(c);
     }
-  } else if (r == 0) {
-    r = ScmDrainForClose(fd, type_, receives_own(), close_owner_, &tickets);
   }
-  for (uint64_t t : tickets) RememberTicket(t);
   if (r == 0) {
     UniqueFd(fd).reset();
   } else {
     shutdown(fd, SHUT_RDWR);
     RememberTicket(FdCloseInBackground(&fd, 1, close_owner_, /*held_for_peer=*/false));
   }
+}
+
+void UnixSocket::CloseAccepted(int fd) {
+  std::vector<uint64_t> tickets;
+  ScmCloseConnection(fd, type_, FdIsOwned(fd), close_owner_, &tickets);
+  for (uint64_t t : tickets) RememberTicket(t);
 }
 
 void UnixSocket::OnClosed(uv_handle_t* handle) {

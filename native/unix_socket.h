@@ -249,6 +249,11 @@ class UnixSocket {
   // background closer as one batch of this socket's owner, and returns its
   // ticket, which the socket remembers (BackgroundCloseTickets).
   uint64_t CloseInBackground(const int* fds, size_t n);
+  // Closes `fd`, a connection this listening socket accepted that nobody
+  // takes: its queue may hold what its client sent before it was accepted
+  // (ScmCloseConnection, as this socket's owner's). The tickets of its
+  // background closes are this socket's (BackgroundCloseTickets).
+  void CloseAccepted(int fd);
   // The tickets of this socket's background closes that are not done yet:
   // its truncated messages' fds, CloseInBackground's (a frame channel's
   // ledger swept).

@@ -199,6 +199,13 @@ export interface NativeSocket {
    */
   setShared(on: boolean): void;
   /**
+   * Closes `fd`, a connection this listening socket accepted that nobody
+   * takes, as closeConnection does, as this socket's owner's; the socket
+   * remembers the tickets (backgroundCloseTickets). On a closed socket, as
+   * owner 0's, the tickets forgotten.
+   */
+  closeAccepted(fd: number): void;
+  /**
    * closeInBackground as this socket's owner; the socket remembers the
    * ticket (backgroundCloseTickets).
    */
@@ -415,6 +422,15 @@ export interface NativeBinding {
    * which saw the socket's maker (native/sock_ops.h, SockListenAgain).
    */
   listenAgain(fd: number, backlog: number): number[];
+  /**
+   * Closes `fd`, a connection nobody takes whose receive queue may hold fds
+   * a peer sent (one accepted and never served, say): shut down and
+   * emptied, what was queued handed to the background closer as `owner`'s
+   * (default 0), then closed here; one that cannot be emptied for certain
+   * is shut down and closed in background (native/scm_rights.h,
+   * ScmCloseConnection). Returns the tickets of its background closes.
+   */
+  closeConnection(fd: number, owner?: number): number[];
   /** An unbound DGRAM socket. */
   dgramSocket(own?: boolean): number;
   connect(type: number, name: string, abstract: boolean, own?: boolean): number;

@@ -321,8 +321,9 @@ export class UnixSocket {
       try {
         return new UnixSocket(fd, kind, options);
       } catch (err) {
-        // Bad options (or a failed poll setup): the connected fd is still ours.
-        closeFds([fd]);
+        // Bad options (or a failed poll setup): the connected fd is still
+        // ours, and what the server sent on it already is in its queue.
+        native.closeConnection(fd);
         throw err;
       }
     }
@@ -931,7 +932,8 @@ export class UnixServer {
       try {
         socket = new UnixSocket(fd, this.kind, this.#options);
       } catch (e) {
-        closeFds([fd]);
+        // Its queue may hold what its client sent before it was accepted.
+        this.#native.closeAccepted(fd);
         err = e as Error;
       }
     }

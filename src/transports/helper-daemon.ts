@@ -351,7 +351,10 @@ export class HelperDaemon {
       try {
         daemon = new HelperDaemon(socketPath, server, options, limits);
       } catch (err) {
-        closeFds(queued);
+        // Served by nobody: what their clients queued on them (fds among
+        // it, whose last close can block) goes to the background closer.
+        for (const fd of queued) native.closeConnection(fd, OTHERS_CLOSE_OWNER);
+        server.close();
         throw err;
       }
       daemon.#takeQueued(queued, maker);
@@ -378,6 +381,8 @@ export class HelperDaemon {
     // Every uid served closes as an owner of its own, the others as one:
     // with a reserve thread for each, a uid with no close running always
     // gets a thread, however many others block theirs (fd_ops.h).
+    // First: a command table it refuses fails the start with nothing to give back (the closer's reserve).
+    this.#commands = commandTable(options, this.#id);
     this.#reservedOwners = closerOwners(this.#allowed);
     const reserve = native.reserveCloserThreads(this.#reservedOwners);
     if (reserve < native.closerThreads().reservedOwners) {
@@ -390,7 +395,6 @@ export class HelperDaemon {
     // method): escaped as a client's log lines are, so each stays one line.
     const log = options.log;
     this.#log = log ? (line) => log(escapeLogText(line)) : () => undefined;
-    this.#commands = commandTable(options, this.#id);
     this.#allFds = new native.FdBudget(limits.maxFdsTotal);
     daemons.set(this.#id, this);
     // What the clients' ends of our connections report as their peer (the
@@ -432,7 +436,7 @@ export class HelperDaemon {
       try {
         sockets.push(new UnixSocket(fd, 'seqpacket', SERVED_SOCKET_OPTIONS));
       } catch (err) {
-        closeFds([fd]);
+        native.closeConnection(fd, this.#closeOwnerOf(peerUid(fd)));
         this.#log(`a connection queued before the takeover could not be served: ${(err as Error).message}`);
       }
     }
@@ -960,6 +964,15 @@ const TAKEN_OVER_BACKLOG = 4096;
 function takeOverListener(fd: number): { queued: number[]; maker: { pid: number; uid: number } } {
   const maker = native.peerCred(fd);
   return { queued: native.listenAgain(fd, TAKEN_OVER_BACKLOG), maker };
+}
+
+/** The uid of the peer of the connection `fd`; root's when SO_PEERCRED fails. */
+function peerUid(fd: number): number {
+  try {
+    return native.peerCred(fd).uid;
+  } catch {
+    return ROOT_UID;
+  }
 }
 
 /** Ids are unique in the process, across module instances (see `daemons`). */
