@@ -115,7 +115,6 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
                            InstanceMethod<&SocketWrap::HungUp>("hungUp"),
                            InstanceAccessor<&SocketWrap::GetBuffer>("buffer"),
                            InstanceMethod<&SocketWrap::UseBackgroundCloser>("useBackgroundCloser"),
-                           InstanceMethod<&SocketWrap::SetShared>("setShared"),
                            InstanceMethod<&SocketWrap::CloseFdsInBackground>("closeInBackground"),
                            InstanceMethod<&SocketWrap::CloseAccepted>("closeAccepted"),
                            InstanceMethod<&SocketWrap::SetReceiveBufferSize>("setReceiveBufferSize"),
@@ -194,7 +193,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   // Closes the socket. Called by close() and by the cleanup hook. Returns
   // the tickets of its background closes not done yet (its queued sends'
   // copies, which the close hands to the closer, among them).
-  std::vector<uint64_t> Detach(void (*on_freed)(void*), void* arg) {
+  std::vector<uint64_t> Detach(void (*on_freed)(void*), void* arg, bool shut_down = true) {
     if (core_ == nullptr) {
       return {};
     }
@@ -209,7 +208,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     // teardown (on_freed set) JS can no longer run: drop them unheard.
     if (on_freed != nullptr) send_callbacks_.clear();
     closing_ = true;
-    core->Close(on_freed, arg);
+    core->Close(shut_down, on_freed, arg);
     // Freed only by the close's uv_close callback, on a later turn of the loop.
     std::vector<uint64_t> tickets = core->BackgroundCloseTickets();
     closing_ = false;
@@ -419,10 +418,17 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     if (core_ != nullptr) core_->Unref();
     return info.Env().Undefined();
   }
-  // close() -> the tickets of the socket's background closes not done yet
-  // (see Detach), for a caller that waits for them (afterBackgroundCloses).
+  // close({ shutdown = true }?) -> the tickets of the socket's background
+  // closes not done yet (see Detach), for a caller that waits for them
+  // (afterBackgroundCloses). shutdown false: only this copy, as is (see
+  // UnixSocket::Close).
   Napi::Value CloseMethod(const Napi::CallbackInfo& info) {
-    std::vector<uint64_t> tickets = Detach(nullptr, nullptr);
+    bool shut_down = true;
+    if (info.Length() > 0 && info[0].IsObject()) {
+      Napi::Value v = info[0].As<Napi::Object>().Get("shutdown");
+      if (!v.IsUndefined()) shut_down = v.ToBoolean();
+    }
+    std::vector<uint64_t> tickets = Detach(nullptr, nullptr, shut_down);
     ReleaseJsRef();
     return TicketArray(info.Env(), tickets);
   }
@@ -449,11 +455,6 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     double owner = info.Length() > 1 && !info[1].IsUndefined() ? WholeNumber(info[1]) : 0;
     if (owner < 0) throw Napi::TypeError::New(info.Env(), "useBackgroundCloser: owner must be a non-negative integer");
     if (core_ != nullptr) core_->UseBackgroundCloser(info.Length() > 0 && info[0].ToBoolean(), static_cast<uint64_t>(owner));
-    return info.Env().Undefined();
-  }
-  // setShared(on): see UnixSocket::SetShared.
-  Napi::Value SetShared(const Napi::CallbackInfo& info) {
-    if (core_ != nullptr) core_->SetShared(info.Length() > 0 && info[0].ToBoolean());
     return info.Env().Undefined();
   }
   // closeInBackground(fds) -> ticket: see UnixSocket::CloseInBackground. A

@@ -476,7 +476,7 @@ void UnixSocket::CompleteSend(uint32_t id, int err) {
   delegate_->OnSendComplete(id, err);
 }
 
-void UnixSocket::Close(void (*on_freed)(void*), void* arg) {
+void UnixSocket::Close(bool shut_down, void (*on_freed)(void*), void* arg) {
   if (closed_) return;
   closed_ = true;
   reading_ = false;
@@ -487,22 +487,13 @@ void UnixSocket::Close(void (*on_freed)(void*), void* arg) {
   // closing the fd right after is safe (libuv: never close a polled fd).
   pending_closes_ = 1;
   uv_close(reinterpret_cast<uv_handle_t*>(&poll_), OnClosed);
-  // Closing the socket drops the fds still unread in its receive queue: the
-  // kernel releases them in this close(2), and the last close of one can
-  // block (UseBackgroundCloser). The socket is ours, not a peer's fd: it
-  // never counts against the peers' fd totals.
-  if (close_in_background_) {
-    int fd = sock_.release();
-    FdCloseInBackground(&fd, 1, close_owner_, /*held_for_peer=*/false);
-  } else if (shared_) {
-    // Another holder's socket too: neither shut down nor emptied (what is
-    // queued is theirs to read). Closed in background all the same: if the
-    // other copies are gone already, this close is the last one and drops
-    // the queue.
+  if (shut_down && !close_in_background_) {
+    CloseEmptied(sock_.release());
+  } else {
+    // As is (see Close). The socket is ours, not a peer's fd: it never
+    // counts against the peers' fd totals.
     int fd = sock_.release();
     RememberTicket(FdCloseInBackground(&fd, 1, close_owner_, /*held_for_peer=*/false));
-  } else {
-    CloseEmptied(sock_.release());
   }
   if (waker_) {
     pending_closes_++;

@@ -144,19 +144,28 @@ class UnixSocket {
   // close(2) of a socket drops what its receive queue still holds on the
   // calling thread (an event loop's, or a worker's teardown's), and the
   // last close of an fd a peer queued there can block for as long as the
-  // peer chose (a TCP socket with SO_LINGER and unsent data). So unless it
-  // closes in background (UseBackgroundCloser) or is shared (SetShared),
-  // the socket is shut down and emptied first (ScmDrainForClose), the fds
-  // that were queued handed to the background closer, and a listening
-  // socket refuses new connections (shutdown(SHUT_RD): connect gets
-  // ECONNREFUSED) and accepts and empties the ones not yet accepted, whose
-  // queues the close would drop as well. The close(2) itself stays here:
-  // when Close returns the peer has its end of file (or EPIPE), and a
-  // name's connects are refused. A socket that cannot be emptied for
-  // certain (a receive or accept failed: EMFILE, say) is shut down for
-  // both directions, which gives the peer the same, and closed in
-  // background.
-  void Close(void (*on_freed)(void*) = nullptr, void* arg = nullptr);
+  // peer chose (a TCP socket with SO_LINGER and unsent data). So, with
+  // `shut_down`, unless it closes in background (UseBackgroundCloser), the
+  // socket is shut down and emptied first (ScmDrainForClose), the fds that
+  // were queued handed to the background closer, and a listening socket
+  // refuses new connections (shutdown(SHUT_RD): connect gets ECONNREFUSED)
+  // and accepts and empties the ones not yet accepted, whose queues the
+  // close would drop as well. The close(2) itself stays here: when Close
+  // returns the peer has its end of file (or EPIPE), and a name's connects
+  // are refused. A socket that cannot be emptied for certain (a receive or
+  // accept failed: EMFILE, say) is shut down for both directions, which
+  // gives the peer the same, and closed in background.
+  //
+  // Without `shut_down` (the socket's file is shared with another holder
+  // that goes on using it: a listening socket systemd passed, LISTEN_FDS; a
+  // connection whose fd was sent to another process, or duplicated for
+  // another thread), or when it closes in background, only this copy is
+  // closed, as is: nothing shut down (shutdown(2) acts on the socket, every
+  // holder's) and nothing read (the queue is the other holder's), on the
+  // background closer, its ticket remembered (BackgroundCloseTickets): if
+  // the other copies are gone after all, it is the last close and drops
+  // what is queued.
+  void Close(bool shut_down = true, void (*on_freed)(void*) = nullptr, void* arg = nullptr);
 
   // A filter sees the socket's messages and send completions before the
   // delegate does, and its close: a protocol layered on this socket (the
@@ -210,15 +219,6 @@ class UnixSocket {
     close_owner_ = owner;
   }
 
-  // The socket's file is shared with another holder that goes on using it
-  // (a listening socket systemd passed, LISTEN_FDS; a connection whose fd
-  // was sent to another process, or duplicated for another thread):
-  // Close() closes only this copy, with no shutdown and nothing drained
-  // (see Close), since shutdown(2) acts on the socket, every holder's, and
-  // the queue is the other holder's to read. The close(2) goes to the
-  // background closer (its ticket remembered): if the other copies are
-  // gone after all, it is the last close and drops what is queued.
-  void SetShared(bool on) { shared_ = on; }
   // How the fds this socket receives and nobody takes are closed (a
   // truncated message's, a batch's that cannot reach JS): by the background
   // closer as this socket's owner's, always. They come from a peer, and the
@@ -398,7 +398,6 @@ class UnixSocket {
   int64_t receive_timeout_ms_ = 0;  // SO_RCVTIMEO as last set (0: never)
   bool close_in_background_ = false;
   uint64_t close_owner_ = 0;
-  bool shared_ = false;  // SetShared
   // Close's work on the socket's fd (taken from sock_): shut down and
   // emptied, then closed (see Close).
   void CloseEmptied(int fd);

@@ -192,13 +192,6 @@ export interface NativeSocket {
    */
   useBackgroundCloser(on: boolean, owner?: number): void;
   /**
-   * The socket's file is shared with another holder that goes on using it
-   * (a listening socket systemd passed, a connection handed to another
-   * process): close() closes only this copy, on the background closer (its
-   * ticket remembered), with no shutdown and nothing drained.
-   */
-  setShared(on: boolean): void;
-  /**
    * Closes `fd`, a connection this listening socket accepted that nobody
    * takes, as closeConnection does, as this socket's owner's; the socket
    * remembers the tickets (backgroundCloseTickets). On a closed socket, as
@@ -259,8 +252,12 @@ export interface NativeSocket {
    * Closes the fd, stops polling, fails queued sends (ECANCELED; their
    * copies of the fds go to the background closer). Idempotent. Returns the
    * tickets of the socket's background closes not done yet.
+   * `shutdown: false`: the socket's file is shared with another holder that
+   * goes on using it (a listening socket systemd passed, a connection
+   * handed to another process): only this copy is closed, on the background
+   * closer, with no shutdown and nothing drained (native/unix_socket.h, Close).
    */
-  close(): number[];
+  close(options?: { shutdown?: boolean }): number[];
 }
 
 export interface NativeSocketConstructor {

@@ -674,8 +674,7 @@ export class UnixSocket {
   close(options: CloseOptions = {}): void {
     if (this.#closed) return;
     this.#closed = true;
-    if (options.shutdown === false) this.#native.setShared(true);
-    this.#closedTickets = this.#native.close();
+    this.#closedTickets = this.#native.close({ shutdown: options.shutdown !== false });
     // Received and never claimed: a peer's fds, whose last close can block
     // (a lingering TCP socket), so on the background closer.
     for (const m of this.#buffered.splice(0)) if (!(m instanceof Error) && m.fds.length > 0) this.closeInBackground(m.fds);
@@ -774,6 +773,8 @@ export class UnixServer {
   #closed = false;
   #options: UnixSocketOptions;
   #fileIdentity: SocketFileIdentity | undefined;
+  /** Another process keeps a copy of the listening socket (fromListeningFd): close() closes only ours. */
+  #shared = false;
   #handler: ((err: Error | null, socket?: UnixSocket) => void) | undefined;
   /** Once closed: the tickets of its background closes that were not done (backgroundCloseTickets). */
   #closedTickets: number[] = [];
@@ -823,7 +824,7 @@ export class UnixServer {
       // Another process keeps it (systemd, to start the service again):
       // close() must not shut it down for that one, and closing this copy
       // drops nothing queued.
-      this.#native.setShared(true);
+      this.#shared = true;
       this.#fd = listeningFd;
       return;
     }
@@ -898,8 +899,7 @@ export class UnixServer {
     if (this.#closed) return;
     this.#closed = true;
     const handedOff = options.shutdown === false;
-    if (handedOff) this.#native.setShared(true);
-    this.#closedTickets = this.#native.close();
+    this.#closedTickets = this.#native.close({ shutdown: !handedOff && !this.#shared });
     if (!handedOff) this.#unlinkOwnFile();
     const err = new ClosedError('accept: the server was closed');
     for (const w of this.#acceptWaiters.splice(0)) w.reject(err);
