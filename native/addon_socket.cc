@@ -39,49 +39,6 @@ std::atomic<size_t> g_sockets_alive{0};
 // The JS object is held strongly from construction until close(): a socket is
 // released by closing it, never by garbage collection.
 
-// The fds of a message that reach nobody (JS cannot run: the environment
-// is going away) unless released: to the background closer as the
-// socket's owner's, never closed on this thread. They come from a peer,
-// and the last close of one can block (a lingering TCP socket).
-class Unclaimed {
- public:
-  Unclaimed(UnixSocket* socket, const int* fds, size_t n) : socket_(socket), fds_(fds), n_(n) {}
-  ~Unclaimed() {
-    if (n_ == 0) return;
-    if (socket_ != nullptr) {
-      socket_->CloseInBackground(fds_, n_);
-    } else {
-      FdCloseInBackground(fds_, n_, 0, /*held_for_peer=*/true);
-    }
-  }
-  Unclaimed(const Unclaimed&) = delete;
-  Unclaimed& operator=(const Unclaimed&) = delete;
-  void release() { n_ = 0; }
-
- private:
-  UnixSocket* socket_;
-  const int* fds_;
-  size_t n_;
-};
-
-// An accepted connection that reaches nobody, likewise: closed as the
-// listener closes those it accepts and nobody takes (UnixSocket::CloseAccepted).
-class UnclaimedConnection {
- public:
-  UnclaimedConnection(UnixSocket* listener, int fd) : listener_(listener), fd_(fd) {}
-  ~UnclaimedConnection() {
-    if (fd_ < 0) return;
-    listener_->CloseAccepted(fd_);
-  }
-  UnclaimedConnection(const UnclaimedConnection&) = delete;
-  UnclaimedConnection& operator=(const UnclaimedConnection&) = delete;
-  void release() { fd_ = -1; }
-
- private:
-  UnixSocket* listener_;
-  int fd_;
-};
-
 class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Delegate, public MessageBatch::Target {
   // A queued send's completion callback and tag (see HoldCallback).
   struct PendingSend {
@@ -199,6 +156,8 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     }
     UnixSocket* core = core_;
     core_ = nullptr;
+    closed_owner_ = core->background_close_owner();
+    closed_type_ = core->type();
     InstanceData* data = Data(Env());
     if (data != nullptr) data->sockets.erase(this);
     // Messages read and not yet handed over go with the socket.
@@ -458,33 +417,28 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     return info.Env().Undefined();
   }
   // closeInBackground(fds) -> ticket: see UnixSocket::CloseInBackground. A
-  // closed socket still hands them over (as owner 0's), and forgets the ticket.
+  // closed socket hands them over all the same (CloseUnclaimed).
   Napi::Value CloseFdsInBackground(const Napi::CallbackInfo& info) {
     std::vector<int> fds = ArgFdArray(info, "closeInBackground(fds): fds must be an array");
     ClaimFromJs(info.Env(), fds.data(), fds.size());
-    uint64_t ticket = core_ != nullptr ? core_->CloseInBackground(fds.data(), fds.size())
-                                       : FdCloseInBackground(fds.data(), fds.size(), 0, /*held_for_peer=*/true);
-    return Napi::Number::New(info.Env(), static_cast<double>(ticket));
+    return Napi::Number::New(info.Env(), static_cast<double>(CloseUnclaimed(fds.data(), fds.size())));
   }
   // closeAccepted(fd): see UnixSocket::CloseAccepted. A closed socket
-  // closes it all the same (as owner 0's), and forgets the tickets.
+  // closes it all the same (CloseUnclaimedConnection).
   Napi::Value CloseAccepted(const Napi::CallbackInfo& info) {
     int fd = ArgFd(info, 0);
     ClaimFromJs(info.Env(), &fd, 1);
-    if (core_ != nullptr) {
-      core_->CloseAccepted(fd);
-    } else {
-      std::vector<uint64_t> tickets;
-      ScmCloseConnection(fd, SockType(fd), FdIsOwned(fd), 0, &tickets);
-    }
+    CloseUnclaimedConnection(fd);
     return info.Env().Undefined();
   }
-  // backgroundCloseTickets() -> the tickets of this socket's background closes not yet done.
+  // backgroundCloseTickets() -> the tickets of this socket's background
+  // closes not yet done; once closed, of those handed over since (close()
+  // returned the others).
   Napi::Value BackgroundCloseTickets(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    std::vector<uint64_t> tickets;
-    if (core_ != nullptr) tickets = core_->BackgroundCloseTickets();
-    return TicketArray(env, tickets);
+    if (core_ != nullptr) return TicketArray(env, core_->BackgroundCloseTickets());
+    FdDropDoneTickets(&late_tickets_);
+    return TicketArray(env, late_tickets_);
   }
   Napi::Value GetBuffer(const Napi::CallbackInfo& info) {
     return buffer_ref_.IsEmpty() ? info.Env().Undefined() : buffer_ref_.Value();
@@ -540,7 +494,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   // where they would reach nobody.
   void OnMessage(const char* data, size_t len, const int* fds, size_t nfds) override {
     if (batched_ && TakeIntoBatch(data, len, fds, nfds)) return;
-    Unclaimed owned(core_, fds, nfds);
+    Unclaimed owned(this, fds, nfds);
     Napi::Env env = Env();
     if (on_message_.IsEmpty() || !CanCallIntoJs()) return;
     Napi::HandleScope scope(env);
@@ -567,7 +521,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   // unbound sender, a path string, or { abstract: name }; `credentials`
   // ({ pid, uid, gid }) only on a socket with SO_PASSCRED.
   void OnDatagram(const char* data, size_t len, const int* fds, size_t nfds, const ScmSender& sender) override {
-    Unclaimed owned(core_, fds, nfds);  // as in OnMessage
+    Unclaimed owned(this, fds, nfds);  // as in OnMessage
     Napi::Env env = Env();
     if (on_message_.IsEmpty() || !CanCallIntoJs()) return;
     Napi::HandleScope scope(env);
@@ -631,7 +585,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   void OnAccept(int fd, int err) override {
     // Ours until JS has it; else closed as the listener's (its queue may
     // hold what its client sent: UnixSocket::CloseAccepted).
-    UnclaimedConnection owned(core_, fd);
+    UnclaimedConnection owned(this, fd);
     Napi::Env env = Env();
     if (on_accept_.IsEmpty() || !CanCallIntoJs()) return;
     Napi::HandleScope scope(env);
@@ -713,7 +667,69 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
 
   napi_value BatchHandler() override { return on_message_.IsEmpty() ? nullptr : static_cast<napi_value>(on_message_.Value()); }
 
+  // fds[0..n), a peer's that reach nobody, to the background closer: as
+  // the socket's (UnixSocket::CloseInBackground) while it is open; once it
+  // is closed, as the owner it had, the ticket kept in late_tickets_
+  // (backgroundCloseTickets). Asked when they are handed over, never of a
+  // socket looked up before: JS may have closed it meanwhile.
+  uint64_t CloseUnclaimed(const int* fds, size_t n) {
+    if (core_ != nullptr) return core_->CloseInBackground(fds, n);
+    uint64_t ticket = FdCloseInBackground(fds, n, closed_owner_, /*held_for_peer=*/true);
+    if (ticket != 0) late_tickets_.push_back(ticket);
+    return ticket;
+  }
+  // A connection this listening socket accepted that nobody takes, likewise
+  // (UnixSocket::CloseAccepted; ScmCloseConnection once it is closed).
+  void CloseUnclaimedConnection(int fd) {
+    if (core_ != nullptr) {
+      core_->CloseAccepted(fd);
+      return;
+    }
+    ScmCloseConnection(fd, closed_type_, FdIsOwned(fd), closed_owner_, &late_tickets_);
+  }
+
+  // A message's fds that reach nobody (JS cannot run: the environment is
+  // going away) unless released: to the background closer, never closed
+  // on this thread. They come from a peer, and the last close of one can
+  // block (a lingering TCP socket).
+  class Unclaimed {
+   public:
+    Unclaimed(SocketWrap* wrap, const int* fds, size_t n) : wrap_(wrap), fds_(fds), n_(n) {}
+    ~Unclaimed() {
+      if (n_ > 0) wrap_->CloseUnclaimed(fds_, n_);
+    }
+    Unclaimed(const Unclaimed&) = delete;
+    Unclaimed& operator=(const Unclaimed&) = delete;
+    void release() { n_ = 0; }
+
+   private:
+    SocketWrap* wrap_;
+    const int* fds_;
+    size_t n_;
+  };
+
+  // An accepted connection that reaches nobody, likewise.
+  class UnclaimedConnection {
+   public:
+    UnclaimedConnection(SocketWrap* wrap, int fd) : wrap_(wrap), fd_(fd) {}
+    ~UnclaimedConnection() {
+      if (fd_ >= 0) wrap_->CloseUnclaimedConnection(fd_);
+    }
+    UnclaimedConnection(const UnclaimedConnection&) = delete;
+    UnclaimedConnection& operator=(const UnclaimedConnection&) = delete;
+    void release() { fd_ = -1; }
+
+   private:
+    SocketWrap* wrap_;
+    int fd_;
+  };
+
   UnixSocket* core_ = nullptr;
+  // Once closed: the owner and type it had, and the tickets of what was
+  // handed to the closer after its close (CloseUnclaimed), not yet done.
+  uint64_t closed_owner_ = 0;
+  int closed_type_ = 0;
+  std::vector<uint64_t> late_tickets_;
   bool released_ = false;
   bool closing_ = false;
   bool batched_ = false;

@@ -628,12 +628,13 @@ export class UnixSocket {
    * The tickets of this socket's background closes not done yet: the fds
    * of messages that arrived truncated, closeInBackground's (a frame
    * channel's ledger swept), the copies of queued sends that failed or
-   * that close() cancelled.
+   * that close() cancelled, and what the native socket handed over after
+   * its close (a message's fds nobody could take).
    */
   backgroundCloseTickets(): number[] {
     if (!this.#closed) return this.#native.backgroundCloseTickets();
     this.#closedTickets = this.#closedTickets.filter((t) => !native.backgroundCloseDone(t));
-    return [...this.#closedTickets];
+    return [...this.#closedTickets, ...this.#native.backgroundCloseTickets()];
   }
 
   /** Lets the process exit while this socket is open. */
@@ -912,13 +913,13 @@ export class UnixServer {
   /**
    * The tickets of this server's background closes not done yet
    * (native.afterBackgroundCloses): its own, once closed handed on or as
-   * fromListeningFd's, and those of connections it closed unaccepted that
-   * could not be emptied.
+   * fromListeningFd's, and those of connections it accepted that nobody
+   * took, or closed unaccepted (what their clients queued on them).
    */
   backgroundCloseTickets(): number[] {
     if (!this.#closed) return this.#native.backgroundCloseTickets();
     this.#closedTickets = this.#closedTickets.filter((t) => !native.backgroundCloseDone(t));
-    return [...this.#closedTickets];
+    return [...this.#closedTickets, ...this.#native.backgroundCloseTickets()];
   }
 
   /** Removes the socket file, if the path still names the very socket this server bound. */

@@ -471,3 +471,46 @@ withPython("a message that arrives truncated (MSG_CTRUNC: the receiver at its fd
   }
   expect(await fdTableSettles(process.pid, before)).toBe('');
 });
+
+/**
+ * What a native Socket hands to the closer once it is closed (a message's
+ * fds that reached nobody, a connection it accepted that nobody took, a
+ * caller's closeInBackground) goes as the owner the socket had, and the
+ * socket still names the ticket (backgroundCloseTickets) until it is done:
+ * it was owner 0's, its ticket nobody's.
+ */
+withPython("fds a closed socket hands to the closer go as the owner it had, and it names their tickets until they are closed", async () => {
+  const before = openFdTable();
+  const OWNER = 9;
+  const SEQPACKET = native.constants.SOCK_SEQPACKET;
+  const { fds, drain, end } = await lingeringSockets(2);
+  const [given, queued] = fds as [number, number];
+  const [mine, peer] = native.socketpair(SEQPACKET);
+  const socket = new native.Socket(mine, SEQPACKET);
+  socket.useBackgroundCloser(true, OWNER);
+  // A connection nobody takes, its queue holding the only reference to `queued`.
+  const [connection, client] = native.socketpair(SEQPACKET);
+  native.sendNow(client, Buffer.from('x'), [queued]);
+  closeFd(queued);
+  let tickets: number[] = [];
+  try {
+    await new Promise<void>((r) => native.afterBackgroundCloses(socket.close(), r));
+    const ticket = socket.closeInBackground([given]);
+    socket.closeAccepted(connection);
+    tickets = socket.backgroundCloseTickets();
+    // Both blocked in the closer as OWNER's, and named. Before: owner 0's (0 here), no ticket named.
+    expect({ peerFds: native.backgroundClosesOfPeerFds(OWNER), named: tickets.includes(ticket), tickets: tickets.length }).toEqual({
+      peerFds: 2,
+      named: true,
+      tickets: 2,
+    });
+  } finally {
+    closeFd(client);
+    closeFd(peer);
+    await drain();
+    await end();
+  }
+  await new Promise<void>((r) => native.afterBackgroundCloses(tickets, r));
+  expect(socket.backgroundCloseTickets()).toEqual([]);
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+});
