@@ -63,7 +63,7 @@ Napi::Value ListenAgain(const Napi::CallbackInfo& info) {
     // closed as connections nobody takes (ScmCloseConnection), never as they are here.
     int type = SockType(fd);
     std::vector<uint64_t> tickets;
-    for (int c : queued.release()) ScmCloseConnection(c, type, FdIsOwned(c), 0, &tickets);
+    for (int c : queued.release()) ScmCloseConnection(c, type, FdIsOwned(c), /*oob_inline=*/false, 0, &tickets);
     ThrowSystem(info.Env(), r, "listen");
   }
   Napi::Array arr = FdArray(info.Env(), queued.data(), queued.size());
@@ -203,7 +203,7 @@ Napi::Value CloseConnection(const Napi::CallbackInfo& info) {
   int type = CheckFdResult(env, SockType(fd), "getsockopt(SO_TYPE)");
   ClaimFromJs(env, &fd, 1);
   std::vector<uint64_t> tickets;
-  ScmCloseConnection(fd, type, FdIsOwned(fd), static_cast<uint64_t>(owner), &tickets);
+  ScmCloseConnection(fd, type, FdIsOwned(fd), /*oob_inline=*/false, static_cast<uint64_t>(owner), &tickets);
   return TicketArray(env, tickets);
 }
 

@@ -132,6 +132,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     int err = 0;
     core_ = UnixSocket::Create(loop, fd, type, max_fds, buffer_size, this, &err);
     if (core_ == nullptr) ThrowSystem(env, err, "uv_poll_init");
+    if (!on_accept_.IsEmpty()) core_->SetListening(true);
     TakenByNative(env, &fd, 1);  // closed by close() or this environment's cleanup hook
     if (has_queue_limit) core_->SetSendQueueLimits(queue_limit, SIZE_MAX);
     async_context_ = std::make_unique<Napi::AsyncContext>(env, "FdbridgeSocket", Value());
@@ -685,7 +686,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
       core_->CloseAccepted(fd);
       return;
     }
-    ScmCloseConnection(fd, closed_type_, FdIsOwned(fd), closed_owner_, &late_tickets_);
+    ScmCloseConnection(fd, closed_type_, FdIsOwned(fd), /*oob_inline=*/false, closed_owner_, &late_tickets_);
   }
 
   // A message's fds that reach nobody (JS cannot run: the environment is

@@ -251,13 +251,19 @@ void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
   out->status = RecvStatus::kMessage;
 }
 
-int ScmDrainForClose(int sock, int sock_type, bool own, uint64_t owner, std::vector<uint64_t>* tickets) {
+int ScmSetOobInline(int sock) {
+  int on = 1;
+  if (setsockopt(sock, SOL_SOCKET, SO_OOBINLINE, &on, sizeof(on)) != 0) return -errno;
+  return 0;
+}
+
+int ScmDrainForClose(int sock, int sock_type, bool own, bool oob_inline, uint64_t owner, std::vector<uint64_t>* tickets) {
   if (shutdown(sock, SHUT_RD) != 0) return -errno;
-  if (sock_type == SOCK_STREAM) {
+  if (sock_type == SOCK_STREAM && !oob_inline) {
     // A message sent with MSG_OOB is skipped by a plain read, its fds
     // dropped inside recvmsg (af_unix.c, manage_oob); inline it is read.
-    int one = 1;
-    if (setsockopt(sock, SOL_SOCKET, SO_OOBINLINE, &one, sizeof(one)) != 0) return -errno;
+    int r = ScmSetOobInline(sock);
+    if (r != 0) return r;
   }
   if (sock_type == SOCK_SEQPACKET) {
     // After our own SHUT_RD an empty SEQPACKET queue reads as 0 bytes
@@ -307,8 +313,8 @@ int ScmDrainForClose(int sock, int sock_type, bool own, uint64_t owner, std::vec
   }
 }
 
-void ScmCloseConnection(int sock, int sock_type, bool own, uint64_t owner, std::vector<uint64_t>* tickets) {
-  if (ScmDrainForClose(sock, sock_type, own, owner, tickets) == 0) {
+void ScmCloseConnection(int sock, int sock_type, bool own, bool oob_inline, uint64_t owner, std::vector<uint64_t>* tickets) {
+  if (ScmDrainForClose(sock, sock_type, own, oob_inline, owner, tickets) == 0) {
     UniqueFd(sock).reset();
     return;
   }

@@ -130,10 +130,16 @@ void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
 // (`own`: registered as it arrives, as ScmRecv's), each batch's ticket into
 // *tickets. SEQPACKET: SO_PASSCRED is set first, so that a 0-byte message
 // (it carries credentials) is told from the end of the queue (none).
-// STREAM: SO_OOBINLINE, so that a message sent with MSG_OOB is read too.
+// STREAM: SO_OOBINLINE (ScmSetOobInline), so that a message sent with
+// MSG_OOB is read too, unless `oob_inline` says it is on already.
 // Returns 0 once the queue is empty, or -errno where it could not make sure
 // it is (the caller then does not close the socket on this thread).
-int ScmDrainForClose(int sock, int sock_type, bool own, uint64_t owner, std::vector<uint64_t>* tickets);
+int ScmDrainForClose(int sock, int sock_type, bool own, bool oob_inline, uint64_t owner, std::vector<uint64_t>* tickets);
+
+// SO_OOBINLINE on: a byte a STREAM peer sends with MSG_OOB (and the fds
+// sent with it) is read in line, as any other, instead of skipped by
+// recvmsg with its fds dropped in the call. 0 or -errno.
+int ScmSetOobInline(int sock);
 
 // Closes `sock`, a connection (not listening) of `sock_type` whose receive
 // queue may hold fds a peer sent, and that nobody else holds: emptied for
@@ -143,7 +149,8 @@ int ScmDrainForClose(int sock, int sock_type, bool own, uint64_t owner, std::vec
 // for certain is shut down for both directions, which tells its peer the
 // same, and closed by the background closer. The tickets of its background
 // closes go to *tickets. The fd is no longer the caller's, whatever happens.
-void ScmCloseConnection(int sock, int sock_type, bool own, uint64_t owner, std::vector<uint64_t>* tickets);
+// `oob_inline`: as for ScmDrainForClose.
+void ScmCloseConnection(int sock, int sock_type, bool own, bool oob_inline, uint64_t owner, std::vector<uint64_t>* tickets);
 
 }  // namespace fdbridge
 

@@ -218,19 +218,6 @@ int SockType(int fd) {
   return type;
 }
 
-int SockIsListening(int fd) {
-  int on = 0;
-  socklen_t len = sizeof(on);
-  if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) != 0) return -errno;
-  return on != 0 ? 1 : 0;
-}
-
-int SockSetOobInline(int fd) {
-  int on = 1;
-  if (setsockopt(fd, SOL_SOCKET, SO_OOBINLINE, &on, sizeof(on)) != 0) return -errno;
-  return 0;
-}
-
 int SockSetPassRights(int fd, bool on) {
   int v = on ? 1 : 0;
   if (setsockopt(fd, SOL_SOCKET, SO_PASSRIGHTS, &v, sizeof(v)) != 0) return -errno;

@@ -87,14 +87,6 @@ int SockPeerPidfd(int fd);
 // SO_TYPE: SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET.
 int SockType(int fd);
 
-// SO_ACCEPTCONN: 1 for a listening socket, 0 otherwise, or -errno.
-int SockIsListening(int fd);
-
-// SO_OOBINLINE on: a byte a STREAM peer sends with MSG_OOB (and the fds
-// sent with it) is read in line, as any other, instead of skipped by
-// recvmsg with its fds dropped in the call. 0 or -errno.
-int SockSetOobInline(int fd);
-
 // SO_PASSRIGHTS (Linux 6.16): with 0, SCM_RIGHTS sends to this socket fail
 // with EPERM in the sender. -ENOPROTOOPT on older kernels.
 int SockSetPassRights(int fd, bool on);

@@ -39,7 +39,7 @@ UnixSocket* UnixSocket::Create(uv_loop_t* loop, int fd, int type, size_t max_fds
   // recvmsg then skips that message and drops its fds inside the call
   // (af_unix.c, manage_oob), on this thread, where the last close of one
   // can block. Inline, it is read as any other message, fds and all.
-  if (type == SOCK_STREAM) SockSetOobInline(fd);
+  s->oob_inline_ = type == SOCK_STREAM && ScmSetOobInline(fd) == 0;
   *err = 0;
   return s;
 }
@@ -510,32 +510,29 @@ void UnixSocket::Close(bool shut_down, void (*on_freed)(void*), void* arg) {
 }
 
 void UnixSocket::CloseEmptied(int fd) {
-  int r = type_ == SOCK_DGRAM ? 0 : SockIsListening(fd);
-  if (r == 0) {
+  if (!listening_ || type_ == SOCK_DGRAM) {
     std::vector<uint64_t> tickets;
-    ScmCloseConnection(fd, type_, receives_own(), close_owner_, &tickets);
+    ScmCloseConnection(fd, type_, receives_own(), oob_inline_, close_owner_, &tickets);
     for (uint64_t t : tickets) RememberTicket(t);
     return;
   }
-  if (r == 1) {
-    // No connect queues behind the shutdown (unix_stream_connect checks
-    // the listener's RCV_SHUTDOWN under the lock it queues under), so the
-    // accepts end. Each accepted connection is emptied and closed like a
-    // socket of ours: its client sees end of file (or EPIPE), as it would
-    // have at the listener's close (ECONNRESET there).
-    r = shutdown(fd, SHUT_RD) == 0 ? 0 : -errno;
-    // Polled first: a listening socket a caller wrapped may be blocking,
-    // and accept4 would then wait once the backlog is empty.
-    while (r == 0 && (PollNow(fd, POLLIN) & POLLIN) != 0) {
-      int c = SockAccept(fd);
-      if (c == -EAGAIN) break;
-      if (c == -ECONNABORTED) continue;
-      if (c < 0) {
-        r = c;
-        break;
-      }
-      CloseAccepted(c);
+  // No connect queues behind the shutdown (unix_stream_connect checks the
+  // listener's RCV_SHUTDOWN under the lock it queues under), so the accepts
+  // end. Each accepted connection is emptied and closed like a socket of
+  // ours: its client sees end of file (or EPIPE), as it would have at the
+  // listener's close (ECONNRESET there).
+  int r = shutdown(fd, SHUT_RD) == 0 ? 0 : -errno;
+  // Polled first: a listening socket a caller wrapped may be blocking, and
+  // accept4 would then wait once the backlog is empty.
+  while (r == 0 && (PollNow(fd, POLLIN) & POLLIN) != 0) {
+    int c = SockAccept(fd);
+    if (c == -EAGAIN) break;
+    if (c == -ECONNABORTED) continue;
+    if (c < 0) {
+      r = c;
+      break;
     }
+    CloseAccepted(c);
   }
   if (r == 0) {
     UniqueFd(fd).reset();
@@ -547,7 +544,7 @@ void UnixSocket::CloseEmptied(int fd) {
 
 void UnixSocket::CloseAccepted(int fd) {
   std::vector<uint64_t> tickets;
-  ScmCloseConnection(fd, type_, FdIsOwned(fd), close_owner_, &tickets);
+  ScmCloseConnection(fd, type_, FdIsOwned(fd), /*oob_inline=*/false, close_owner_, &tickets);
   for (uint64_t t : tickets) RememberTicket(t);
 }
 

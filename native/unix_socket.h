@@ -249,6 +249,10 @@ class UnixSocket {
   // background closer as one batch of this socket's owner, and returns its
   // ticket, which the socket remembers (BackgroundCloseTickets).
   uint64_t CloseInBackground(const int* fds, size_t n);
+  // The socket listens (the binding's Socket made with an accept
+  // callback): Close() empties its backlog, not a receive queue. Told once,
+  // not asked of the kernel (SO_ACCEPTCONN) at each close.
+  void SetListening(bool on) { listening_ = on; }
   // Closes `fd`, a connection this listening socket accepted that nobody
   // takes: its queue may hold what its client sent before it was accepted
   // (ScmCloseConnection, as this socket's owner's). The tickets of its
@@ -397,6 +401,8 @@ class UnixSocket {
   int blocking_receive_ = -1;
   int64_t receive_timeout_ms_ = 0;  // SO_RCVTIMEO as last set (0: never)
   bool close_in_background_ = false;
+  bool listening_ = false;  // SetListening
+  bool oob_inline_ = false;  // SO_OOBINLINE set by Create (STREAM)
   uint64_t close_owner_ = 0;
   // Close's work on the socket's fd (taken from sock_): shut down and
   // emptied, then closed (see Close).
