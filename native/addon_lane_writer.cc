@@ -1,43 +1,13 @@
 // The lanes of writer threads (lane_writer.h) seen from JS.
 #include "addon.h"
 
-#include <mutex>
 #include <string>
-#include <unordered_map>
 
 #include "lane_writer.h"
 
 namespace fdbridge {
 
 namespace {
-
-// The callbacks of the writes not done yet, by cancel group, so that
-// laneWriteCancel can let the loop end without them: a write that the
-// cancel cannot end (one inside write(2) into a terminal whose output is
-// stopped, or a file on a hung filesystem) must not keep its environment
-// alive (a helper daemon told to stop, a worker's teardown). Its callback
-// still runs if the write ends while the loop lives. Never destroyed: a
-// lane thread may finish a write after every environment has gone.
-struct PendingWrites {
-  std::mutex mu;
-  uint64_t next = 1;
-  // The environment whose laneWrite made each, beside its callback.
-  std::unordered_map<uint64_t, std::unordered_map<uint64_t, std::pair<napi_env, CallOnLoopOnce>>> by_group;
-};
-
-PendingWrites& Pending() {
-  static PendingWrites* p = new PendingWrites();
-  return *p;
-}
-
-// Takes `id` of `group` out of the pending writes; false if it was not there.
-bool TakePending(uint64_t group, uint64_t id) {
-  PendingWrites& p = Pending();
-  auto it = p.by_group.find(group);
-  if (it == p.by_group.end() || it->second.erase(id) == 0) return false;
-  if (it->second.empty()) p.by_group.erase(it);
-  return true;
-}
 
 // laneWrite(fd, data: Uint8Array, owner, group, callback(result)): writes
 // all of data into a copy of fd on a thread of owner's lane (lane_writer.h).
@@ -62,27 +32,18 @@ Napi::Value LaneWriteJs(const Napi::CallbackInfo& info) {
   Napi::Uint8Array bytes = ta.As<Napi::Uint8Array>();
   std::string data(reinterpret_cast<const char*>(bytes.Data()), bytes.ByteLength());
   CallOnLoopOnce callback(env, info[4].As<Napi::Function>(), "laneWrite");
-  const uint64_t g = static_cast<uint64_t>(group);
-  uint64_t id;
-  {
-    std::lock_guard<std::mutex> lock(Pending().mu);
-    id = Pending().next++;
-    Pending().by_group[g].emplace(id, std::make_pair(static_cast<napi_env>(env), callback));
-  }
-  int r = LaneWrite(fd, std::move(data), static_cast<uint64_t>(owner), g, [callback, g, id](int64_t result) {
-    {
-      // Out of the pending writes before the call: a cancel on the loop
-      // then either unrefs it first or no longer sees it.
-      std::lock_guard<std::mutex> lock(Pending().mu);
-      TakePending(g, id);
-    }
-    callback.Call([result](Napi::Env env, Napi::Function cb) { cb.Call({Napi::Number::New(env, static_cast<double>(result))}); });
-  });
+  // A cancel from this environment lets its loop end without the callback
+  // (see laneWriteCancel); never after the callback has begun (LaneWrite).
+  napi_env made_by = env;
+  int r = LaneWrite(
+      fd, std::move(data), static_cast<uint64_t>(owner), static_cast<uint64_t>(group),
+      [callback](int64_t result) {
+        callback.Call([result](Napi::Env env, Napi::Function cb) { cb.Call({Napi::Number::New(env, static_cast<double>(result))}); });
+      },
+      [callback, made_by](const void* by) {
+        if (by == made_by) callback.Unref(Napi::Env(made_by));
+      });
   if (r < 0) {
-    {
-      std::lock_guard<std::mutex> lock(Pending().mu);
-      TakePending(g, id);
-    }
     callback.Drop();
     ThrowSystem(env, r, "dup");
   }
@@ -104,14 +65,7 @@ Napi::Value LaneWriteCancelJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   double group = info.Length() > 0 ? WholeNumber(info[0]) : -1;
   if (group <= 0) throw Napi::TypeError::New(env, "laneWriteCancel(group): a group laneGroup() gave");
-  LaneWriteCancel(static_cast<uint64_t>(group));
-  std::lock_guard<std::mutex> lock(Pending().mu);
-  auto it = Pending().by_group.find(static_cast<uint64_t>(group));
-  if (it != Pending().by_group.end()) {
-    for (auto& [id, made] : it->second) {
-      if (made.first == static_cast<napi_env>(env)) made.second.Unref(env);
-    }
-  }
+  LaneWriteCancel(static_cast<uint64_t>(group), static_cast<napi_env>(env));
   return env.Undefined();
 }
 

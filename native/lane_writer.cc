@@ -27,6 +27,7 @@ struct Job {
   uint64_t owner;
   uint64_t group;
   std::function<void(int64_t)> done;
+  std::function<void(const void*)> on_cancel;  // run by LaneWriteCancel under Writer::mu
   // Under Writer::mu: LaneWriteCancel was called for the group.
   bool cancelled = false;
   // Under Writer::mu: the eventfd the thread polls beside the fd while it
@@ -202,7 +203,8 @@ bool SpawnLocked(Writer& w, uint64_t owner, Lane& lane) {
 
 uint64_t LaneNewGroup() { return next_group.fetch_add(1); }
 
-int LaneWrite(int fd, std::string data, uint64_t owner, uint64_t group, std::function<void(int64_t)> done) {
+int LaneWrite(int fd, std::string data, uint64_t owner, uint64_t group, std::function<void(int64_t)> done,
+              std::function<void(const void*)> on_cancel) {
   int copy;
   {
     OwnedFdsLock lock;  // made and registered as one step
@@ -216,6 +218,7 @@ int LaneWrite(int fd, std::string data, uint64_t owner, uint64_t group, std::fun
   job->owner = owner;
   job->group = group;
   job->done = std::move(done);
+  job->on_cancel = std::move(on_cancel);
   Writer& w = TheWriter();
   bool no_thread = false;
   {
@@ -238,14 +241,17 @@ int LaneWrite(int fd, std::string data, uint64_t owner, uint64_t group, std::fun
   return 0;
 }
 
-void LaneWriteCancel(uint64_t group) {
+void LaneWriteCancel(uint64_t group, const void* by) {
   Writer& w = TheWriter();
   std::vector<std::shared_ptr<Job>> ended;
   {
+    // A running job leaves w.running under this lock before its Finish:
+    // its on_cancel runs here before its done, or not at all.
     std::lock_guard<std::mutex> lock(w.mu);
     for (auto& [owner, lane] : w.lanes) {
       for (auto it = lane.queue.begin(); it != lane.queue.end();) {
         if ((*it)->group == group) {
+          if ((*it)->on_cancel) (*it)->on_cancel(by);
           ended.push_back(std::move(*it));
           it = lane.queue.erase(it);
           w.queued--;
@@ -256,6 +262,7 @@ void LaneWriteCancel(uint64_t group) {
     }
     for (const auto& job : w.running) {
       if (job->group != group) continue;
+      if (job->on_cancel) job->on_cancel(by);
       job->cancelled = true;
       if (job->wake >= 0) eventfd_write(job->wake, 1);
     }

@@ -59,13 +59,19 @@ uint64_t LaneNewGroup();
 // may have been written), -EAGAIN when the lane had no thread and none
 // could be made (RLIMIT_NPROC, TasksMax). Returns 0, or -errno when the
 // copy could not be made (done is not called then).
-int LaneWrite(int fd, std::string data, uint64_t owner, uint64_t group, std::function<void(int64_t)> done);
+// `on_cancel(by)`, if given, runs in LaneWriteCancel(group, by) while this
+// write is not done yet (never after done has begun): for a caller that
+// stops waiting for done then (a loop that may end without it).
+int LaneWrite(int fd, std::string data, uint64_t owner, uint64_t group, std::function<void(int64_t)> done,
+              std::function<void(const void*)> on_cancel = nullptr);
 
 // Ends `group`'s writes: those waiting for a thread end at once
 // (-ECANCELED, their copies handed to the closer, their data freed); one
 // waiting in poll for its fd to take more ends as soon as its thread wakes;
 // one inside write(2) (not a pipe or socket) ends when that write returns.
-void LaneWriteCancel(uint64_t group);
+// Each one's on_cancel(by) runs first, on this thread, under the lanes'
+// lock (it must not call in here).
+void LaneWriteCancel(uint64_t group, const void* by = nullptr);
 
 // The lanes' threads now, how many of them are in a write, the writes
 // waiting for a thread, and the owners with a lane.
