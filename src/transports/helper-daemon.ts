@@ -404,7 +404,8 @@ export class HelperDaemon {
     // refuse them (SO_PASSRIGHTS off, copied from the listener at each
     // connect), so a peer refused, or one that connected and is never
     // served, cannot have queued any (see mayHoldFds), and its socket is
-    // closed at once instead of on the background closer. A served one
+    // emptied and closed here, not as is on the background closer behind
+    // its uid's other closes. A served one
     // takes them from its READY on (serve.ts: acceptFds). Before Linux 6.16
     // this does nothing.
     refuseFdsOn(server.fd);
@@ -601,9 +602,10 @@ export class HelperDaemon {
       cred = socket.peerCredentials();
     } catch (e) {
       this.#log(`SO_PEERCRED failed: ${(e as Error).message}`);
-      // Whatever it sent goes to the background closer with the socket
-      // (a close of it may block): the peer reads its end of file now, not
-      // once that is done.
+      // Shut down first: the peer reads its end of file now. A peer that
+      // could queue fds has its socket closed as is on the background
+      // closer (what it sent dropped there); else the socket is emptied
+      // and closed here (UnixSocket.close).
       socket.useBackgroundCloser(queuedFds);
       endNow(socket);
       socket.close();
@@ -1165,17 +1167,19 @@ const MAX_REFUSALS_HELD = 64;
 /**
  * Tells a peer it is refused, then lets it read that: closing at once while
  * its HELLO sits unread would give it ECONNRESET instead of the answer. What
- * it sent is read only to be discarded (any fds closed on arrival), and the
- * socket is closed when the peer closes or after a second. While
+ * it sent is read only to be discarded (any fds handed to the background
+ * closer as they arrive), and the socket is closed when the peer closes or
+ * after a second. While
  * MAX_REFUSALS_HELD are held, the socket is closed as soon as the answer is
  * written (a peer that sent something then reads ECONNRESET).
  */
 function refuse(refusals: { held: number }, socket: UnixSocket, owner: number, message: string, queuedFds: boolean): void {
-  // What it sent before it was accepted may hold fds whose close blocks (a
-  // lingering TCP socket): those, and the socket itself (its close drops
-  // what is still unread), go to the background closer, as `owner`'s. A
-  // socket that never took fds (mayHoldFds) closes at once: its close
-  // cannot block, and waits behind nobody's.
+  // A peer that could queue fds before it was accepted (queuedFds, see
+  // mayHoldFds) may have queued one whose close blocks (a lingering TCP
+  // socket): its socket is closed as is on the background closer, as
+  // `owner`'s, what is still unread dropped there. Any other is emptied
+  // and closed here (UnixSocket.close), waiting behind nobody's closes.
+  // The fds read from it meanwhile go to the closer as `owner`'s either way.
   socket.useBackgroundCloser(queuedFds, owner);
   // Only drained: what it sent is read into a few bytes (a longer message
   // arrives truncated, its fds closed), never into a frame-sized buffer.

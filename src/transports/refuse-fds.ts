@@ -8,7 +8,7 @@
  * (Linux 6.16+): a peer's sendmsg with SCM_RIGHTS then fails with EPERM in
  * the *sender*, so no fd ever lands in our table. On older kernels the option
  * is unknown (ENOPROTOOPT) and the receive paths remain the guard: any fd
- * that arrives is closed at once, counted (`unexpectedFds` in the stats) and
+ * that arrives is discarded, counted (`unexpectedFds` in the stats) and
  * ends that connection with a ProtocolError.
  */
 import { SystemError } from '../errors';
