@@ -214,6 +214,8 @@ interface Waiter {
   reject(e: Error): void;
   timer?: NodeJS.Timeout;
   watch?: NativeExitWatch;
+  /** Set when the peer's process has exited: the receive rejects with it once nothing is left to read. */
+  peerGone?: PeerGoneError;
 }
 
 /**
@@ -526,9 +528,13 @@ export class UnixSocket {
       const waiter: Waiter = { resolve, reject };
       if (pidfd !== undefined) {
         // Throws (EBADF...) before anything is waited for.
-        waiter.watch = new native.ExitWatch(pidfd, () =>
-          this.#giveUp(waiter, new PeerGoneError(`receive: the process of pidfd ${pidfd} exited before anything arrived`)),
-        );
+        waiter.watch = new native.ExitWatch(pidfd, () => {
+          waiter.watch?.close();
+          waiter.watch = undefined;
+          waiter.peerGone = new PeerGoneError(`receive: the process of pidfd ${pidfd} exited before anything arrived`);
+          // After this turn's reads and batched messages (handed out in the check phase, before immediates).
+          setImmediate(() => this.#settlePeerGone());
+        });
         if (!this.#refed) waiter.watch.unref(); // part of the socket: it keeps the loop alive when the socket does
       }
       if (timeoutMs !== undefined) {
@@ -540,6 +546,18 @@ export class UnixSocket {
       this.#waiters.push(waiter);
       this.#setReading(true);
     });
+  }
+
+  /**
+   * A peer that exited sent everything it will ever send before it did: what
+   * is queued is read first (the read path takes it, in this turn of the
+   * loop or the next), and only a receive still waiting when nothing is left
+   * to read rejects with PeerGoneError.
+   */
+  #settlePeerGone(): void {
+    if (this.#closed || !this.#waiters.some((w) => w.peerGone !== undefined)) return;
+    if (native.pollReadable([this.#fd])[0]) return;
+    for (const w of this.#waiters.filter((w) => w.peerGone !== undefined)) this.#giveUp(w, w.peerGone as PeerGoneError);
   }
 
   /** Ends one receive (deadline passed, peer exited); what arrives later goes to the next. */
@@ -742,6 +760,8 @@ export class UnixSocket {
       }
     } else if (this.#waiters.length === 0) {
       this.#setReading(false);
+    } else {
+      this.#settlePeerGone();
     }
   }
 }
