@@ -12,7 +12,7 @@
  *   path is never taken; something that is not a socket is never unlinked.
  * - It removes its socket file when closed (SIGINT/SIGTERM in the CLI).
  */
-import { constants as fsConstants, lstatSync } from 'node:fs';
+import { constants as fsConstants, lstatSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
 import { COMMAND_NAME, loadCommandClass, type CommandSpec, type ModuleCommandSpec } from '../command';
@@ -397,6 +397,8 @@ export class HelperDaemon {
     this.#log = log ? (line) => log(escapeLogText(line)) : () => undefined;
     this.#allFds = new native.FdBudget(limits.maxFdsTotal);
     daemons.set(this.#id, this);
+    const listener = listenerIdentity(socketPath);
+    if (listener !== undefined) listenersOfThisThread.set(this.#id, listener);
     // What the clients' ends of our connections report as their peer (the
     // process that listens: us, or systemd for an activated socket).
     this.#listener = native.peerCred(server.fd);
@@ -932,6 +934,7 @@ export class HelperDaemon {
     clearInterval(this.#sweeper);
     clearTimeout(this.#acceptRetry);
     daemons.delete(this.#id);
+    listenersOfThisThread.delete(this.#id);
     if (this.#clients.size > 0) {
       const idle = new Promise<void>((resolve) => this.#idle.push(resolve));
       for (const c of [...this.#clients.values()]) c.served.end();
@@ -975,6 +978,34 @@ function peerUid(fd: number): number {
   } catch {
     return ROOT_UID;
   }
+}
+
+/**
+ * The listening sockets of the daemons started on this thread, by daemon id:
+ * their event loop is this thread's, so nothing that blocks this thread can
+ * be answered by them.
+ */
+const listenersOfThisThread = new Map<number, string>();
+
+/**
+ * What names a listening socket: its file's device and inode (the same
+ * socket under another spelling of its path), an abstract name as is;
+ * undefined when the file is not there.
+ */
+function listenerIdentity(socketPath: string): string | undefined {
+  if (socketPath.startsWith('@')) return socketPath;
+  try {
+    const st = statSync(socketPath);
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/** True when a HelperDaemon started on this thread listens at `socketPath`. */
+export function daemonOnThisThread(socketPath: string): boolean {
+  const id = listenerIdentity(socketPath);
+  return id !== undefined && [...listenersOfThisThread.values()].includes(id);
 }
 
 /** Ids are unique in the process, across module instances (see `daemons`). */

@@ -11,8 +11,8 @@ import { PeerRefusedError, SystemError, type PeerExit } from '../errors';
 import { closeFds } from '../fd';
 import { FRAME_SOCKET_OPTIONS } from '../protocol';
 import { UnixSocket } from '../socket';
-import { defaultHelperSocketPath, helperAddress, TAKEN_OVER_REFUSAL } from './helper-daemon';
-import { handshake, SocketConnection } from './socket-connection';
+import { daemonOnThisThread, defaultHelperSocketPath, helperAddress, TAKEN_OVER_REFUSAL } from './helper-daemon';
+import { handshake, SocketConnection, WITH_FRAMES, type FdDelivery } from './socket-connection';
 
 function isAlive(pid: number): boolean {
   try {
@@ -74,6 +74,18 @@ function checkListener(socket: UnixSocket, path: string, trust: ConnectOptions['
 }
 
 /**
+ * A daemon started on the caller's own thread answers from the event loop
+ * that dupFileDescriptorSync blocks: the call could only wait out its
+ * timeout, so it throws at once.
+ */
+const SERVED_ON_THIS_THREAD: FdDelivery = Object.freeze({
+  ...WITH_FRAMES,
+  syncUnsupported:
+    'dupFileDescriptorSync cannot be answered by a helper daemon started on this thread (HelperDaemon.start here): ' +
+    'it answers from the event loop this call would block; use dupFileDescriptor, or run the daemon in a worker thread or another process',
+});
+
+/**
  * Connects to the helper daemon. A connection made while a socket-activated
  * daemon was starting, refused because its client read the credentials of
  * the socket's maker rather than the daemon's (TAKEN_OVER_REFUSAL), is made
@@ -125,7 +137,8 @@ async function openHelperOnce(options: ConnectOptions): Promise<SocketConnection
         detail: isAlive(peer.pid) ? 'closed the connection' : 'exited',
       };
     };
-    return new SocketConnection(socket, 'helper', ready, probe, options.onCommandClosed);
+    const delivery = peer.pid === process.pid && daemonOnThisThread(path) ? SERVED_ON_THIS_THREAD : WITH_FRAMES;
+    return new SocketConnection(socket, 'helper', ready, probe, options.onCommandClosed, delivery);
   } catch (err) {
     socket.close();
     throw err;

@@ -7,6 +7,8 @@
  * that every result names the file it was asked for; the edges (a timeout,
  * a dead peer, a closed fd, a worker thread) are checked one by one.
  */
+import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import fc from 'fast-check';
@@ -14,6 +16,7 @@ import fc from 'fast-check';
 import {
   ClosedError,
   connect,
+  HelperDaemon,
   PeerExitedError,
   PROBE_COMMAND,
   SystemError,
@@ -211,6 +214,72 @@ describe('other transports', () => {
       await conn.close();
     }
     expect((await exitOf((conn as ChildConnection).child)).code).toBe(0);
+  });
+
+  // A daemon on the caller's own thread answers from the loop the call would block.
+  test.each(['abstract', 'path', 'path through a symlinked directory'])(
+    'a helper daemon started on this thread (%s): UnsupportedError at once, nothing sent; dupFileDescriptor works',
+    async (how) => {
+      const dir = mkdtempSync(join(tmpdir(), 'fdb-sync-here-'));
+      const socketPath = how === 'abstract' ? `@fdbridge-sync-here-${process.pid}` : join(dir, 'daemon.sock');
+      const daemon = HelperDaemon.start({ diagnostics: true, socketPath });
+      let conn: Connection | undefined;
+      const fd = makeMemfd('sync-dup-daemon-here');
+      try {
+        if (how.includes('symlink')) symlinkSync(dir, join(dir, 'link'));
+        conn = await connect('helper', { command: PROBE_COMMAND, socketPath: how.includes('symlink') ? join(dir, 'link', 'daemon.sock') : socketPath });
+        // A timeout that would be reached if the call waited: it must not wait.
+        const err = (() => {
+          try {
+            (conn as Connection).dupFileDescriptorSync(fd, { timeoutMs: 60_000 });
+          } catch (e) {
+            return e;
+          }
+          return undefined;
+        })();
+        expect(err).toBeInstanceOf(UnsupportedError);
+        expect((err as Error).message).toMatch(/started on this thread/);
+        // Nothing was sent: once a later request is answered, the command holds no duplicate.
+        expect(await conn.call('identities', [])).toEqual([]);
+        expect(daemon.status().fdsHeld).toBe(0);
+        const remote = await conn.dupFileDescriptor(fd);
+        expect(await conn.call('identities', [remote])).toEqual([identityOf(fd)]);
+        expect(daemon.status().fdsHeld).toBe(1);
+      } finally {
+        closeFd(fd);
+        await conn?.close();
+        await daemon.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  );
+
+  test('a helper daemon on a worker thread of this process answers this thread\'s dupFileDescriptorSync', async () => {
+    const socketPath = `@fdbridge-sync-worker-daemon-${process.pid}`;
+    const daemonThread = new Worker(
+      `const { parentPort, workerData } = require('node:worker_threads');
+       const { HelperDaemon } = require(workerData.index);
+       const daemon = HelperDaemon.start({ diagnostics: true, socketPath: workerData.socketPath });
+       parentPort.postMessage('listening');
+       parentPort.once('message', () => daemon.close().then(() => parentPort.close()));`,
+      { eval: true, workerData: { socketPath, index: join(packageRoot, 'dist', 'src', 'index.js') } },
+    );
+    const exited = new Promise((resolve) => daemonThread.once('exit', resolve));
+    await new Promise((resolve, reject) => {
+      daemonThread.once('message', resolve);
+      daemonThread.once('error', reject);
+    });
+    const conn = await connect('helper', { command: PROBE_COMMAND, socketPath });
+    const fd = makeMemfd('sync-dup-worker-daemon');
+    try {
+      const remote = conn.dupFileDescriptorSync(fd, { timeoutMs: 60_000 });
+      expect(await conn.call('identities', [remote])).toEqual([identityOf(fd)]);
+    } finally {
+      closeFd(fd);
+      await conn.close();
+      daemonThread.postMessage('stop');
+      await exited;
+    }
   });
 
   test('a worker thread duplicates without awaiting, through the helper', async () => {
