@@ -23,7 +23,9 @@ export interface ConnectOptions {
   socketPath?: string;
   /**
    * child, pidfd: how the command's process is spawned.
-   * - `uid`, `gid`: run it as another user (needs the privilege to switch);
+   * - `uid`, `gid`: run it as another user (needs the privilege to switch;
+   *   a uid other than ours needs its gid too, else a TypeError: setuid
+   *   alone would keep our group);
    * - `env`: variables merged over this process's environment for it (a
    *   value `undefined` removes one), e.g. `{ FDBRIDGE_FAILPOINT: 'after-receive' }`
    *   in a fault test. Without it the process inherits `process.env`.

@@ -41,6 +41,15 @@ export function validateChildOptions(child: unknown): void {
   // Node takes an int32 (lib/child_process.js), and libuv refuses -1 (EINVAL).
   if (uid !== undefined) validateInteger(uid, 'connect: options.child.uid', 0, 0x7fffffff);
   if (gid !== undefined) validateInteger(gid, 'connect: options.child.gid', 0, 0x7fffffff);
+  // setuid(2) alone keeps the group: another user's command would run with
+  // this process's gid (root's group, for a root caller).
+  if (uid !== undefined && gid === undefined && uid !== process.getuid?.()) {
+    throw invalidType(
+      'connect: options.child.gid',
+      `given with options.child.uid ${uid as number} (the user's group: without it the command runs with this process's gid ${process.getgid?.()})`,
+      gid,
+    );
+  }
   if (env === undefined) return;
   const what = 'an object of environment variables, each a string or undefined (to remove it)';
   if (typeof env !== 'object' || env === null || Array.isArray(env)) throw invalidType('connect: options.child.env', what, env);

@@ -24,6 +24,11 @@ const badId: fc.Arbitrary<{ value: unknown; error: 'TypeError' | 'RangeError' }>
 const badChild: fc.Arbitrary<{ child: unknown; error: string; names: string }> = fc.oneof(
   badId.map((b) => ({ child: { uid: b.value }, error: b.error, names: 'options.child.uid' })),
   badId.map((b) => ({ child: { gid: b.value }, error: b.error, names: 'options.child.gid' })),
+  // Another user's uid without a gid would keep this process's group.
+  fc
+    .integer({ min: 0, max: 0x7fffffff })
+    .filter((uid) => uid !== process.getuid?.())
+    .map((uid) => ({ child: { uid }, error: 'TypeError', names: 'options.child.gid' })),
   fc.oneof(fc.string(), fc.integer(), fc.constant(null), fc.array(fc.nat(), { maxLength: 2 })).map((child) => ({ child, error: 'TypeError', names: 'options.child' })),
   fc
     .oneof(
