@@ -7,7 +7,7 @@
  * one side (a filter or shard difference is not a regression), and the
  * anchors' own drift, which says how much of a slowdown is the machine.
  */
-import { readFileSync } from 'node:fs';
+import { closeSync, constants as fsConstants, fstatSync, openSync, readFileSync } from 'node:fs';
 
 import type { ResultRow, ResultsFile, Status } from '../types';
 import { EXIT, parseSubcommandArgs, UsageError } from './usage';
@@ -56,11 +56,22 @@ function fold(rows: readonly ResultRow[]): Map<string, Folded> {
   return out;
 }
 
-/** Reads a results file; throws (exit status 3) when it cannot be read or has no "results" array. */
+/**
+ * Reads a results file; throws (exit status 3) when it cannot be read, is
+ * not a regular file (a device or FIFO may never end: /dev/zero), or has no
+ * "results" array.
+ */
 export function readResults(path: string): ResultsFile {
   let parsed: unknown;
   try {
-    parsed = JSON.parse(readFileSync(path, 'utf8'));
+    // Non-blocking: opening a FIFO nobody writes to would wait for a writer.
+    const fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+    try {
+      if (!fstatSync(fd).isFile()) throw new Error('not a regular file');
+      parsed = JSON.parse(readFileSync(fd, 'utf8'));
+    } finally {
+      closeSync(fd);
+    }
   } catch (err) {
     throw new Error(`cannot read ${path}: ${(err as Error).message}`, { cause: err });
   }

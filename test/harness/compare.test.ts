@@ -1,4 +1,5 @@
 /** `fdbridge compare OLD NEW`: run as a process on two synthetic results files. */
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -77,4 +78,14 @@ test('the same results compare clean (exit 0); a threshold option moves the line
   const faster = await compare(file('g', slower), file('h', OLD));
   expect(faster.code).toBe(0);
   expect(faster.stdout).toMatch(/faster .*\n {2}dup-pipe on direct: p50 13\.0 -> 10\.0/);
+});
+
+test('a file that is not a regular file (a device, a FIFO nobody writes to) is refused at once: exit 3, not read forever', async () => {
+  const fifo = join(dir, 'fifo');
+  execFileSync('mkfifo', [fifo]);
+  for (const path of ['/dev/zero', fifo, dir]) {
+    const run = await compare(path, file('regular', OLD));
+    expect({ code: run.code, says: run.stderr.includes(`cannot read ${path}`) }).toEqual({ code: 3, says: true });
+    expect((await compare(file('regular', OLD), path)).code).toBe(3);
+  }
 });
