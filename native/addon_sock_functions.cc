@@ -121,6 +121,24 @@ Napi::Value SocketType(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), r, "getsockopt(SO_TYPE)"));
 }
 
+// socketShape(fd) -> { unix, type, listening }: SO_DOMAIN (AF_UNIX?), SO_TYPE and
+// SO_ACCEPTCONN, for checking an fd handed in as a listening socket.
+Napi::Value SocketShape(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info, 0);
+  auto get = [&](int option, const char* syscall) {
+    int value = 0;
+    socklen_t len = sizeof(value);
+    CheckFdResult(env, getsockopt(fd, SOL_SOCKET, option, &value, &len) == 0 ? 0 : -errno, syscall);
+    return value;
+  };
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("unix", Napi::Boolean::New(env, get(SO_DOMAIN, "getsockopt(SO_DOMAIN)") == AF_UNIX));
+  out.Set("type", Napi::Number::New(env, get(SO_TYPE, "getsockopt(SO_TYPE)")));
+  out.Set("listening", Napi::Boolean::New(env, get(SO_ACCEPTCONN, "getsockopt(SO_ACCEPTCONN)") != 0));
+  return out;
+}
+
 Napi::Value SetPassRights(const Napi::CallbackInfo& info) {
   CheckFdResult(info.Env(), SockSetPassRights(ArgFd(info, 0), info[1].ToBoolean()), "setsockopt(SO_PASSRIGHTS)");
   return info.Env().Undefined();
@@ -218,6 +236,7 @@ void ExportSockFunctions(Napi::Env env, Napi::Object exports) {
   exports.Set("peerCred", Napi::Function::New<PeerCred>(env, "peerCred"));
   exports.Set("peerPidfd", Napi::Function::New<PeerPidfd>(env, "peerPidfd"));
   exports.Set("socketType", Napi::Function::New<SocketType>(env, "socketType"));
+  exports.Set("socketShape", Napi::Function::New<SocketShape>(env, "socketShape"));
   exports.Set("setPassRights", Napi::Function::New<SetPassRights>(env, "setPassRights"));
   exports.Set("getPassRights", Napi::Function::New<GetPassRights>(env, "getPassRights"));
   exports.Set("setPassCred", Napi::Function::New<SetPassCred>(env, "setPassCred"));

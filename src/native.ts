@@ -604,6 +604,8 @@ export interface NativeBinding {
   /** pidfdGetfd for each of `targetFds` (at most 253), all or none, in one call. */
   pidfdGetfdAll(pidfd: number, targetFds: FdList): number[];
   socketType(fd: number): number;
+  /** Whether a socket is AF_UNIX (SO_DOMAIN), its SO_TYPE and SO_ACCEPTCONN (ENOTSOCK for anything else). */
+  socketShape(fd: number): { unix: boolean; type: number; listening: boolean };
   setPassRights(fd: number, on: boolean): void;
   /** SO_PASSRIGHTS (Linux 6.16+; before, a SystemError ENOPROTOOPT). */
   getPassRights(fd: number): boolean;

@@ -174,6 +174,31 @@ export function kindToType(kind: SocketKind): number {
   }
 }
 
+/**
+ * An fd handed in as a listening socket (UnixServer.fromListeningFd, a
+ * daemon's listenFd) is one, of the kind it is to be served as: else a
+ * TypeError (ERR_INVALID_ARG_VALUE) saying what it is, before anything is
+ * done with it (it failed only at accept(2), or with a message about
+ * SO_PASSRIGHTS or uv_poll_init).
+ */
+function checkListeningFd(fd: number, kind: SocketKind): void {
+  let what: string | undefined;
+  try {
+    const shape = native.socketShape(fd);
+    const itsKind = [constants.SOCK_STREAM, constants.SOCK_DGRAM, constants.SOCK_SEQPACKET].includes(shape.type) ? typeToKind(shape.type) : `type ${shape.type}`;
+    if (!shape.unix) what = `a socket of another family than AF_UNIX (${itsKind})`;
+    else if (itsKind !== kind) what = `a ${itsKind} socket`;
+    else if (!shape.listening) what = `a ${itsKind} socket that is not listening`;
+  } catch (err) {
+    if ((err as { code?: string }).code !== 'ENOTSOCK') throw err; // EBADF: not an open fd
+    what = 'something that is not a socket';
+  }
+  if (what === undefined) return;
+  throw Object.assign(new TypeError(`fromListeningFd: fd ${fd} must be a listening Unix domain ${kind} socket (options.kind), not ${what}`), {
+    code: 'ERR_INVALID_ARG_VALUE',
+  });
+}
+
 function typeToKind(type: number): SocketKind {
   if (type === constants.SOCK_STREAM) return 'stream';
   if (type === constants.SOCK_DGRAM) return 'dgram';
@@ -833,6 +858,7 @@ export class UnixServer {
       sendQueueLimit: options.sendQueueLimit,
     };
     if (listeningFd !== undefined) {
+      checkListeningFd(listeningFd, this.kind);
       native.setCloexec(listeningFd, true);
       native.setNonblock(listeningFd, true);
       // Registered where it is, not moved above the floor: a socket passed
