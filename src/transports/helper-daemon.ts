@@ -983,9 +983,10 @@ function peerUid(fd: number): number {
 /**
  * The listening sockets of the daemons started on this thread, by daemon id:
  * their event loop is this thread's, so nothing that blocks this thread can
- * be answered by them.
+ * be answered by them. On globalThis (one per thread), as `daemons`: the
+ * client may be another instance of this module than the daemon's.
  */
-const listenersOfThisThread = new Map<number, string>();
+const listenersOfThisThread = ((globalThis as Record<symbol, unknown>)[Symbol.for('fdbridge.helper-listeners')] ??= new Map()) as Map<number, string>;
 
 /**
  * What names a listening socket: its file's device and inode (the same

@@ -254,6 +254,24 @@ describe('other transports', () => {
     },
   );
 
+  test('a helper daemon started on this thread by another copy of the library: UnsupportedError at once', async () => {
+    let other: typeof import('../../src') | undefined;
+    jest.isolateModules(() => {
+      other = require('../../src') as typeof import('../../src');
+    });
+    const socketPath = `@fdbridge-sync-here-other-copy-${process.pid}`;
+    const daemon = (other as typeof import('../../src')).HelperDaemon.start({ diagnostics: true, socketPath });
+    const conn = await connect('helper', { command: PROBE_COMMAND, socketPath });
+    const fd = makeMemfd('sync-dup-daemon-other-copy');
+    try {
+      expect(() => conn.dupFileDescriptorSync(fd, { timeoutMs: 60_000 })).toThrow(UnsupportedError);
+    } finally {
+      closeFd(fd);
+      await conn.close();
+      await daemon.close();
+    }
+  });
+
   test('a helper daemon on a worker thread of this process answers this thread\'s dupFileDescriptorSync', async () => {
     const socketPath = `@fdbridge-sync-worker-daemon-${process.pid}`;
     const daemonThread = new Worker(
