@@ -77,8 +77,16 @@ struct InstanceData {
   // What this environment's fds are held for (fd_ops.h, FdSetThreadHolder).
   uint64_t holder = 0;
   // Child processes this environment's connections started and Node has not
-  // reaped yet (watchChild): watch id -> a pidfd of ours.
-  std::unordered_map<uint32_t, int> children;
+  // reaped yet (watchChild): watch id -> a pidfd of ours, with its
+  // registration and file, so that a number the program closed behind
+  // fdbridge's back, and another fd took, is never closed as the pidfd
+  // (FdStillHeld).
+  struct WatchedChild {
+    int pidfd;
+    uint64_t registration;
+    FdIdentity identity;
+  };
+  std::unordered_map<uint32_t, WatchedChild> children;
   uint32_t next_child = 0;
   // A spawn begun (spawnBegins) whose process is not watched yet.
   SpawnWindow spawning;

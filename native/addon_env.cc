@@ -50,7 +50,11 @@ InstanceData::~InstanceData() {
   }
   unclaimed.clear();
   std::vector<int> pidfds;
-  for (const auto& child : children) pidfds.push_back(child.second);
+  for (const auto& child : children) {
+    // One the program closed behind our back is not ours to wait on or close.
+    const WatchedChild& c = child.second;
+    if (FdStillHeld(c.pidfd, c.registration, &c.identity)) pidfds.push_back(c.pidfd);
+  }
   std::vector<int> unsure;
   spawning.TakeSpawned(&pidfds, &unsure);
   ReapThenClose(std::move(pidfds), std::move(held), kReapGraceMs, std::move(unsure));
@@ -208,9 +212,11 @@ Napi::Value WatchChild(const Napi::CallbackInfo& info) {
   data->spawning.Close();
   int pidfd = ChildPidfd(pid);  // closed by unwatchChild or the reaper
   if (pidfd < 0) return Napi::Number::New(info.Env(), 0);
+  InstanceData::WatchedChild watched{pidfd, FdRegistration(pidfd), {}};
+  if (FdIdentityOf(pidfd, &watched.identity) != 0) watched.registration = 0;  // not open: cannot be
   uint32_t id = ++data->next_child;
   if (id == 0) id = ++data->next_child;
-  data->children.emplace(id, pidfd);
+  data->children.emplace(id, watched);
   return Napi::Number::New(info.Env(), id);
 }
 
@@ -234,7 +240,9 @@ Napi::Value UnwatchChild(const Napi::CallbackInfo& info) {
   InstanceData* data = Data(info.Env());
   auto it = data->children.find(static_cast<uint32_t>(id));
   if (it != data->children.end()) {
-    FdClose(it->second);
+    // Left alone when the program closed it behind our back (the number is
+    // another fd now, or none): the close of that fd is not ours.
+    FdCloseHeld(it->second.pidfd, it->second.registration, &it->second.identity);
     data->children.erase(it);
   }
   return info.Env().Undefined();

@@ -42,6 +42,8 @@ struct OwnedFds {
     uint64_t gen;     // never 0
     uint64_t holder;  // the environment it is held for (FdSetThreadHolder), or 0
     bool runtime_closes;  // FdRuntimeCloses
+    bool closing;  // fdbridge's own close of it is under way (FdClose, FdCloseAll)
+    bool at_thread_exit;  // FdUnregisterAtThreadExit: libuv closes it, unseen
   };
   std::recursive_mutex mu;
   // fd -> its registration.
@@ -64,6 +66,12 @@ struct OwnedFds {
   // closed by someone else while they do (emptied when the last stops).
   std::atomic<size_t> watchers{0};
   std::unordered_set<uint64_t> closed_by_others;
+  // Registrations that ended because a new fd of ours took their number
+  // while they were live: someone else had closed their fd (MarkNewLocked).
+  // Their owners ask (FdStillHeld) before they close that number, which is
+  // no longer theirs. One entry per such close, kept for the process's life.
+  std::unordered_set<uint64_t> taken_over;
+  std::atomic<uint64_t> takeovers{0};  // taken_over.size(), read without the lock
 };
 
 OwnedFds& TheOwnedFds() {
@@ -73,16 +81,43 @@ OwnedFds& TheOwnedFds() {
 
 // Every registration gets a generation of its own, also for a number still
 // registered: that one was closed (the kernel hands out a number only once
-// it is free) and its unregistration is still to come (FdClose after its
-// close(2), a stream's 'close'), and must not take this one with it.
+// it is free), by fdbridge with its unregistration still to come (FdClose
+// after its close(2), a stream's 'close'), which must not take this one with
+// it, or by someone else (MarkNewLocked).
 // The environment whose thread this is (0 on threads of our own, and before
 // the addon is loaded on a thread).
 thread_local uint64_t t_holder = 0;
 
 void MarkOwnedLocked(OwnedFds& o, int fd) {
   auto [it, added] = o.gens.try_emplace(fd);
-  it->second = {++o.next_gen, t_holder, false};
+  it->second = {++o.next_gen, t_holder, false, false, false};
   if (added) o.count.fetch_add(1, std::memory_order_relaxed);
+}
+
+// MarkOwnedLocked for an fd the kernel has just made (a dup, a socket, a
+// pidfd, a received fd): its number was free a moment ago. A registration
+// still there whose fd fdbridge is not closing (FdClose and FdCloseAll mark
+// theirs first) and that nothing else closes unseen (libuv: a stream's, a
+// loop's) was closed by someone else: it ends as FdClosedByOther does, and
+// its owner, whose close of the number is still to come, must not close
+// the new fd (FdStillHeld says so).
+void MarkNewLocked(OwnedFds& o, int fd) {
+  auto it = o.gens.find(fd);
+  if (it != o.gens.end()) {
+    const OwnedFds::Registration& old = it->second;
+    if (!old.closing && !old.runtime_closes && !old.at_thread_exit) {
+      if (o.watchers.load(std::memory_order_relaxed) != 0) o.closed_by_others.insert(old.gen);
+      o.taken_over.insert(old.gen);
+      o.takeovers.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  MarkOwnedLocked(o, fd);
+}
+
+void MarkNew(const int* fds, size_t n) {
+  OwnedFds& o = TheOwnedFds();
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  for (size_t i = 0; i < n; i++) MarkNewLocked(o, fds[i]);
 }
 
 }  // namespace
@@ -191,7 +226,16 @@ thread_local UnregisterAtExit t_unregister_at_exit;
 void FdUnregisterAtThreadExit(const int* fds, size_t n) {
   auto& registrations = t_unregister_at_exit.registrations;
   for (size_t i = 0; i < n; i++) {
-    uint64_t registration = FdRegistration(fds[i]);
+    uint64_t registration = 0;
+    {
+      OwnedFds& o = TheOwnedFds();
+      std::lock_guard<std::recursive_mutex> lock(o.mu);
+      auto it = o.gens.find(fds[i]);
+      if (it != o.gens.end()) {
+        it->second.at_thread_exit = true;
+        registration = it->second.gen;
+      }
+    }
     if (registration == 0) continue;
     struct stat st {};
     if (fstat(fds[i], &st) != 0) st.st_dev = st.st_ino = 0;  // closed already: FdCheckThreadExitFds says so
@@ -216,6 +260,35 @@ void FdMarkOwned(const int* fds, size_t n) {
   OwnedFds& o = TheOwnedFds();
   std::lock_guard<std::recursive_mutex> lock(o.mu);
   for (size_t i = 0; i < n; i++) MarkOwnedLocked(o, fds[i]);
+}
+
+void FdMarkNew(const int* fds, size_t n) { MarkNew(fds, n); }
+
+bool FdStillHeld(int fd, uint64_t registration, const FdIdentity* identity) {
+  if (registration == 0) return true;
+  // The file's identity, read before the lock (fstat asks the file's
+  // filesystem): another file at the number, or none, is not this owner's.
+  bool same = true;
+  if (identity != nullptr) {
+    struct stat st;
+    same = fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_dev) == identity->dev &&
+           static_cast<uint64_t>(st.st_ino) == identity->ino;
+  }
+  OwnedFds& o = TheOwnedFds();
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  if (o.taken_over.count(registration) != 0) return false;
+  if (!same) {
+    FdClosedByOther(fd, registration);  // ends it if it is still the number's (noted while a check watches)
+    return false;
+  }
+  return true;
+}
+
+uint64_t FdTakeOvers() { return TheOwnedFds().takeovers.load(std::memory_order_relaxed); }
+
+int FdCloseHeld(int fd, uint64_t registration, const FdIdentity* identity) {
+  if (!FdStillHeld(fd, registration, identity)) return -EBADF;
+  return FdClose(fd);
 }
 
 void FdDisown(int fd) {
@@ -380,7 +453,7 @@ int FdDupHigh(int fd) {
 int FdDupAllHigh(const int* fds, size_t n, int min_fd, int* out) {
   OwnedFdsLock lock;  // made and registered as one step
   int r = DupAllHighUnregistered(fds, n, min_fd, out);
-  if (r == 0) FdMarkOwned(out, n);
+  if (r == 0) MarkNew(out, n);
   return r;
 }
 
@@ -403,8 +476,25 @@ int DupAllHighUnregistered(const int* fds, size_t n, int min_fd, int* out) {
 
 }  // namespace
 
+namespace {
+
+// FdRegistration, and marks the registration as being closed by fdbridge
+// (MarkNewLocked: a new fd of ours at the number once the close has freed
+// it is not a close by someone else).
+uint64_t BeginClose(int fd) {
+  OwnedFds& o = TheOwnedFds();
+  if (o.count.load(std::memory_order_relaxed) == 0) return 0;
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  auto it = o.gens.find(fd);
+  if (it == o.gens.end()) return 0;
+  it->second.closing = true;
+  return it->second.gen;
+}
+
+}  // namespace
+
 int FdClose(int fd) {
-  uint64_t registration = FdRegistration(fd);
+  uint64_t registration = BeginClose(fd);
   // Unregistered only after the close: until then the number is ours, and
   // a caller naming it must still be refused. (Between the two a number
   // just opened by another thread may be refused once; never is one of
@@ -427,6 +517,7 @@ struct Closer {
     int fd;
     uint64_t ticket;
     bool peer_fd;
+    uint64_t registration;  // its registration when handed over (0: none): see CloseMayBlock
   };
   // One owner's closes waiting, and how many of its closes run now.
   struct Lane {
@@ -515,7 +606,12 @@ bool IsOwned(int fd) {
 // floor is first moved above it, where the caller's fds do not go (closing
 // the low number then drops no last reference and cannot block), and the
 // close that may block is the copy's.
-void CloseMayBlock(int fd) {
+//
+// An fd of ours whose number a new fd of ours took since it was handed over
+// was closed by someone else meanwhile: the number is the new fd's, and is
+// left alone (FdStillHeld).
+void CloseMayBlock(int fd, uint64_t registration) {
+  if (!FdStillHeld(fd, registration, nullptr)) return;
   if (fd < FdFloor() && IsOwned(fd)) {
     int high = FdDupHigh(fd);
     if (high >= 0) {
@@ -529,7 +625,7 @@ void CloseMayBlock(int fd) {
 // Closes `job.fd` (the call that may block, outside the lock), then settles
 // its batch and runs the waiters it completed.
 void RunJob(Closer& c, uint64_t owner, const Closer::Job& job) {
-  CloseMayBlock(job.fd);
+  CloseMayBlock(job.fd, job.registration);
   c.done++;
   std::vector<std::function<void()>> ready;
   {
@@ -640,7 +736,21 @@ void SpawnLocked(Closer& c) {
 
 uint64_t FdCloseInBackground(const int* fds, size_t n, uint64_t owner, bool held_for_peer) {
   if (n == 0) return 0;
-  FdHeldByNative(fds, n);  // the closer's now, whatever environment asked
+  // The closer's now, whatever environment asked; each with the
+  // registration it has now, which its close checks (CloseMayBlock).
+  std::vector<uint64_t> registrations(n, 0);
+  {
+    OwnedFds& o = TheOwnedFds();
+    if (o.count.load(std::memory_order_relaxed) != 0) {
+      std::lock_guard<std::recursive_mutex> lock(o.mu);
+      for (size_t i = 0; i < n; i++) {
+        auto it = o.gens.find(fds[i]);
+        if (it == o.gens.end()) continue;
+        it->second.holder = 0;
+        registrations[i] = it->second.gen;
+      }
+    }
+  }
   Closer& c = TheCloser();
   uint64_t ticket;
   bool no_thread;
@@ -655,7 +765,7 @@ uint64_t FdCloseInBackground(const int* fds, size_t n, uint64_t owner, bool held
     c.batches[ticket].left = n;
     Closer::Lane& lane = c.lanes[owner];
     if (!held_for_peer) lane.own_queued += n;
-    for (size_t i = 0; i < n; i++) lane.jobs.push_back({fds[i], ticket, held_for_peer});
+    for (size_t i = 0; i < n; i++) lane.jobs.push_back({fds[i], ticket, held_for_peer, registrations[i]});
     ListLocked(c, owner, lane);
     // Work another thread can take, and none free to take it.
     if (HasTurnLocked(c) && c.idle == 0) SpawnLocked(c);
@@ -1038,7 +1148,7 @@ int FdOwnHigh(int fd) {
   if (fd < 0) return fd;
   OwnedFdsLock lock;  // held by the caller already; taken again (recursive) to keep the promise here
   if (fd >= FdFloor()) {
-    FdMarkOwned(&fd, 1);
+    MarkNew(&fd, 1);
     return fd;
   }
   UniqueFd low(fd);  // released once its copy above the floor exists (or not)
@@ -1131,7 +1241,7 @@ int PidfdGetfdAllHigh(int pidfd, const int* targets, size_t n, int* out) {
           high[low_at[k]] = true;
         }
         for (size_t i = 0; i < n; i++) {
-          if (!high[i]) FdMarkOwned(&pulled[i], 1);
+          if (!high[i]) MarkNew(&pulled[i], 1);
           out[i] = pulled[i];
         }
         // The low numbers' closes are not their files' last (the moved
@@ -1168,7 +1278,7 @@ size_t FdCloseAll(const int* fds, size_t n) {
     // and dropped after it.
     size_t j = i;
     while (j < n && fds[j] >= 0 && (j == i || fds[j] == fds[j - 1] + 1)) {
-      registrations[j] = FdRegistration(fds[j]);
+      registrations[j] = BeginClose(fds[j]);
       if (registrations[j] == 0) break;
       j++;
     }
@@ -1181,7 +1291,7 @@ size_t FdCloseAll(const int* fds, size_t n) {
     } else {
       j = i + 1;
       if (fds[i] >= 0) {
-        registrations[i] = FdRegistration(fds[i]);
+        registrations[i] = BeginClose(fds[i]);
         if (close(fds[i]) == 0 || errno == EINTR) {
           closed++;
         } else if (errno == EBADF) {

@@ -118,6 +118,30 @@ class OwnedFdsLock {
 int FdRefuseOwned(const int* fds, size_t n);
 // Records fds[0..n) as held by fdbridge (idempotent).
 void FdMarkOwned(const int* fds, size_t n);
+// FdMarkOwned for fds the kernel has just made (recvmsg's): their numbers
+// were free a moment ago. A registration still at such a number, of an fd
+// fdbridge was not closing itself, was closed by someone else: it ends (as
+// with FdClosedByOther, noted while a check watches), and its owner's later
+// close must leave the number alone (FdStillHeld). FdDupHigh, FdDupAllHigh,
+// FdOwnHigh and the pidfd_getfd pulls register this way.
+void FdMarkNew(const int* fds, size_t n);
+// For an owner that holds `fd` under `registration` (FdRegistration when it
+// took it), before it closes or uses that number: false when the fd is no
+// longer the one it registered, closed by someone else meanwhile. Either a
+// new fd of ours took the number (FdMarkNew), or, with `identity` (the
+// file's, read when it was registered), the number holds another file or
+// none: a file the program opened there, which is not fdbridge's to close.
+// The registration ends then (FdClosedByOther). True for registration 0 (an
+// fd that was not ours: nothing is known of it). Costs an fstat(2) with an
+// identity, a lock without: not for a round trip's path.
+bool FdStillHeld(int fd, uint64_t registration, const FdIdentity* identity);
+// FdClose, for such an owner, only while FdStillHeld; else -EBADF and the
+// number is left alone.
+int FdCloseHeld(int fd, uint64_t registration, const FdIdentity* identity);
+// How many registrations a new fd of ours has taken over (FdMarkNew) in
+// this process so far: read without a lock, for an owner that looks again
+// (FdStillHeld) only when it has changed.
+uint64_t FdTakeOvers();
 // The fd stays open but is no longer fdbridge's (a command adopted it).
 void FdDisown(int fd);
 // The registration `fd` has now (a generation, never reused), or 0 when it
@@ -234,7 +258,9 @@ int FdOwnHigh(int fd);
 
 // close(2). Linux always releases the descriptor, even when close returns
 // EINTR (see close(2), "Dealing with error returns"), so EINTR is success here.
-// An fd of ours is unregistered once closed.
+// An fd of ours is marked as being closed by fdbridge before the close (so
+// that a new fd of ours taking the freed number meanwhile is not taken for a
+// close by someone else, FdMarkNew) and unregistered once closed.
 int FdClose(int fd);
 
 // The background closer: a pool of threads that close fds handed to them.
@@ -315,7 +341,9 @@ constexpr size_t kCloserThreadStack = 256 * 1024;
 
 // Hands fds[0..n) to the closer as one batch of `owner`'s and returns its
 // ticket (0, already done, for an empty batch). The fds are the closer's
-// from here on, whatever happens.
+// from here on, whatever happens. One of ours whose number a new fd of ours
+// takes before its close (someone else closed it) is not closed
+// (FdStillHeld with the registration it had when handed over).
 // `held_for_peer`: they are fds a peer gave us (counted in
 // FdBackgroundClosesOfPeerFds, against a helper's fd totals until closed);
 // false for our own socket to that peer, counted with the connections.

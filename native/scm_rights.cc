@@ -168,7 +168,7 @@ void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
       n = recvmsg(sock, &msg, flags);
     } while (n < 0 && errno == EINTR && !wait);
     if (n < 0) err = errno == EINTR ? EAGAIN : errno;
-    if (n >= 0 && own) ForEachCmsgFd(&msg, [](int fd, int) { FdMarkOwned(&fd, 1); });
+    if (n >= 0 && own) ForEachCmsgFd(&msg, [](int fd, int) { FdMarkNew(&fd, 1); });
   }
   if (n < 0) {
     errno = err;

@@ -33,8 +33,15 @@ UnixSocket* UnixSocket::Create(uv_loop_t* loop, int fd, int type, size_t max_fds
     return nullptr;
   }
   // A socket of ours (fd_ops.h registry: a transport's connection, a
-  // daemon's accepted socket) receives fds that are ours too.
-  s->own_socket_ = FdIsOwned(fd);
+  // daemon's accepted socket) receives fds that are ours too. Its
+  // registration and file are kept: a program can close the number behind
+  // our back, and another file take it (FdStillHeld, Lost).
+  s->own_registration_ = FdRegistration(fd);
+  s->own_socket_ = s->own_registration_ != 0;
+  if (s->own_socket_) {
+    FdIdentityOf(fd, &s->own_identity_);
+    s->takeovers_seen_ = FdTakeOvers();
+  }
   // A STREAM peer can send a byte with MSG_OOB, and fds with it: a plain
   // recvmsg then skips that message and drops its fds inside the call
   // (af_unix.c, manage_oob), on this thread, where the last close of one
@@ -81,8 +88,29 @@ char* UnixSocket::ReceiveBuffer() {
   return recv_buf_;
 }
 
+bool UnixSocket::Lost(bool check_file) {
+  if (lost_) return true;
+  if (!own_socket_) return false;
+  if (!check_file) {
+    // Only a new fd of ours that took the number can have ended it since
+    // the last look: one relaxed load on the send path while none has.
+    uint64_t takeovers = FdTakeOvers();
+    if (takeovers == takeovers_seen_) return false;
+    takeovers_seen_ = takeovers;
+  }
+  if (FdStillHeld(sock_.get(), own_registration_, check_file ? &own_identity_ : nullptr)) return false;
+  // Closed behind our back: the number is another file now (or none), which
+  // this socket never polls, reads, writes or closes again. libuv's watch
+  // of it goes at once (the epoll entry went with the file; a change of its
+  // events would now fail in epoll_ctl, which libuv does not survive).
+  lost_ = true;
+  if (poll_events_ != 0 && !closed_) uv_poll_stop(&poll_);  // Close() has closed it already
+  poll_events_ = 0;
+  return true;
+}
+
 int UnixSocket::Send(const char* data, size_t len, const int* fds, size_t nfds, uint32_t id, bool exempt) {
-  if (closed_) return -EBADF;
+  if (closed_ || Lost(false)) return -EBADF;
   if (nfds > kMaxFdsPerMessage) return -EINVAL;
   if (type_ == SOCK_STREAM && len == 0 && nfds > 0) return -EINVAL;
   if (!exempt && send_queue_full()) return kQueueFull;
@@ -90,6 +118,8 @@ int UnixSocket::Send(const char* data, size_t len, const int* fds, size_t nfds, 
   if (queue_.empty()) {
     ssize_t n = ScmSend(sock_.get(), data, len, fds, nfds, nullptr, 0, blocking_receive_ == 1);
     if (n >= 0 && static_cast<size_t>(n) == len) return kSent;
+    // EBADF or ENOTSOCK for our own socket's number: closed behind our back?
+    if ((n == -EBADF || n == -ENOTSOCK) && Lost(true)) return -EBADF;
     if (n < 0 && n != -EAGAIN) return static_cast<int>(n);
     if (n > 0) {
       // A partial STREAM write: the fds went with the first byte, only the
@@ -212,7 +242,7 @@ void UnixSocket::Unref() {
 }
 
 void UnixSocket::UpdatePoll() {
-  if (closed_) return;
+  if (closed_ || lost_) return;
   int events = 0;
   if (ReadingNow()) {
     events |= UV_READABLE;
@@ -221,6 +251,9 @@ void UnixSocket::UpdatePoll() {
   }
   if (!queue_.empty() && !waiting_receiver_) events |= UV_WRITABLE;
   if (events == poll_events_) return;
+  // A change of events is an epoll_ctl on the number, which aborts in libuv
+  // when the number holds another file (or none): looked at first.
+  if (events != 0 && Lost(true)) return;
   poll_events_ = events;
   if (events == 0) {
     uv_poll_stop(&poll_);
@@ -487,7 +520,11 @@ void UnixSocket::Close(bool shut_down, void (*on_freed)(void*), void* arg) {
   // closing the fd right after is safe (libuv: never close a polled fd).
   pending_closes_ = 1;
   uv_close(reinterpret_cast<uv_handle_t*>(&poll_), OnClosed);
-  if (shut_down && !close_in_background_) {
+  // One closed behind our back is not closed again: its number is someone
+  // else's file now, or none.
+  if (Lost(true)) {
+    sock_.release();
+  } else if (shut_down && !close_in_background_) {
     CloseEmptied(sock_.release());
   } else {
     // As is (see Close). The socket is ours, not a peer's fd: it never

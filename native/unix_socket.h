@@ -392,6 +392,19 @@ class UnixSocket {
   size_t control_len_;
   std::vector<int> recv_fds_;
   bool own_socket_ = false;  // sock_ is registered as fdbridge's: what it receives is too
+  // Of such a socket: its registration and file when it was made, and the
+  // registry's count of take-overs then (FdTakeOvers).
+  uint64_t own_registration_ = 0;
+  FdIdentity own_identity_{};
+  uint64_t takeovers_seen_ = 0;
+  // Closed behind our back (Lost): never polled, used or closed again.
+  bool lost_ = false;
+  // Whether this socket (one of ours) was closed behind our back: its number
+  // taken by a new fd of ours (a lock, only once some registration has been
+  // taken over since the last look), or with `check_file`, holding another
+  // file or none (an fstat(2): for the paths that fail, close, or change
+  // the poll, not for a send). Stops the poll once it is.
+  bool Lost(bool check_file);
   bool receive_own_ = false;  // ReceiveOwnFds
   Filter* filter_ = nullptr;
   // Set during WaitOnThread: the waiter took its message, reading stops.

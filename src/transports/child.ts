@@ -174,6 +174,7 @@ export class ChildConnection extends SocketConnection {
       delivery,
     );
     this.child = child;
+    child.once('exit', () => this.commandProcessEnded());
   }
 
   protected override commandProcessExited(): boolean {

@@ -78,6 +78,16 @@ const NO_FDS: readonly number[] = Object.freeze([]);
  * a send, ECONNRESET when it died with our requests unread. Requests that
  * meet it fail with PeerExitedError, like those still waiting for a reply.
  */
+/** The file at `fd` as device:inode, or undefined when nothing is open there. */
+function identityOf(fd: number): string | undefined {
+  try {
+    const id = native.identity(fd);
+    return `${id.dev}:${id.ino}`;
+  } catch {
+    return undefined;
+  }
+}
+
 function isPeerGone(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
   return code === 'EPIPE' || code === 'ECONNRESET';
@@ -245,6 +255,11 @@ export class SocketConnection extends BaseConnection {
 
   #onCommandClosed: ConnectOptions['onCommandClosed'];
   readonly #stats: SocketConnectionStats;
+  /** The socket's number, and its registration as fdbridge's (native.registration) when the connection began. */
+  readonly #socketFd: number;
+  readonly #socketRegistration: number;
+  /** Its file (device:inode) then. */
+  readonly #socketIdentity: string | undefined;
 
   constructor(
     socket: UnixSocket,
@@ -268,6 +283,9 @@ export class SocketConnection extends BaseConnection {
     // handshake() did this already; doing it again (idempotent) records the
     // outcome, and covers a socket that did not come through handshake().
     this.#stats = { unexpectedFds: 0, protocolErrors: 0, refusesFds: refuseFds(socket) };
+    this.#socketFd = socket.fd;
+    this.#socketRegistration = native.registration(socket.fd);
+    this.#socketIdentity = identityOf(socket.fd);
     this.#channel = openFrameChannel(socket, {
       replyError: (operation, fds, frame) => this.#replyError(operation, fds, frame),
       // A queued request met a peer that is gone: fail everything with how it ended.
@@ -351,6 +369,8 @@ export class SocketConnection extends BaseConnection {
     } catch (err) {
       // Nothing was sent.
       if (err instanceof QueueFullError) throw this.#queueFull('dupFileDescriptorSync', err);
+      const lost = this.#socketLostBy(err);
+      if (lost) throw lost;
       if (isPeerGone(err) || this.#badFdOnDeadSocket(err)) {
         void this.#peerGone(isPeerGone(err) ? (err as Error) : new EofError());
         throw new PeerExitedError('dupFileDescriptorSync', this.#exitUnknown());
@@ -530,6 +550,8 @@ export class SocketConnection extends BaseConnection {
    * in the caller's terms.
    */
   #unsent(operation: string, err: unknown): Promise<never> {
+    const lost = this.#socketLostBy(err);
+    if (lost) return Promise.reject(lost);
     if (isPeerGone(err) || this.#badFdOnDeadSocket(err)) {
       void this.#peerGone(isPeerGone(err) ? (err as Error) : new EofError());
       return this.#deadRequest(operation);
@@ -546,6 +568,50 @@ export class SocketConnection extends BaseConnection {
    */
   #badFdOnDeadSocket(err: unknown): boolean {
     return (err as NodeJS.ErrnoException | undefined)?.code === 'EBADF' && (this.#socket.hungUp() || this.commandProcessExited());
+  }
+
+  /**
+   * True when `err` (EBADF or ENOTSOCK from the socket) is this
+   * connection's socket found closed by someone other than fdbridge (the
+   * program closed a number it does not own): its registration has ended
+   * (the native socket found the number closed, holding another file, or
+   * taken by a new fd of ours, and has let go of it without closing it). The
+   * connection fails then, its pending and later requests with a
+   * ClosedError that says so, which this returns (the error it failed with
+   * already, if it was failing).
+   */
+  #socketLostBy(err: unknown): Error | undefined {
+    const code = (err as NodeJS.ErrnoException | undefined)?.code;
+    if (code !== 'EBADF' && code !== 'ENOTSOCK') return undefined;
+    if (this.#socketRegistration === 0 || native.registration(this.#socketFd) === this.#socketRegistration) return undefined;
+    return this.#failLost();
+  }
+
+  /**
+   * The command's process has exited (a transport that spawned it saw its
+   * exit status): it does so once its end of the socket reads end of file,
+   * which is also what a close of our socket behind our back gives it. Our
+   * socket's end of file never comes then (its file, and its epoll entry,
+   * went with that close), so the socket is looked at here (an fstat): one
+   * that is no longer ours fails the connection, its requests still
+   * waiting for replies included.
+   */
+  protected commandProcessEnded(): void {
+    if (this.#dead || this.#closing || this.#socketRegistration === 0) return;
+    if (native.registration(this.#socketFd) === this.#socketRegistration && identityOf(this.#socketFd) === this.#socketIdentity) return;
+    this.#failLost();
+  }
+
+  /** Fails the connection for its socket, closed behind fdbridge's back; returns the error it fails with. */
+  #failLost(): Error | undefined {
+    const who = this.transport === 'helper' ? 'helper daemon' : `${this.transport} process`;
+    this.#fail(
+      new ClosedError(
+        `the ${this.transport} connection ended: its socket (fd ${this.#socketFd}) was closed by someone other than fdbridge ` +
+          `(a close of a number the program does not own), so nothing more reaches the ${who} (pid ${this.location.pid}); close() the connection`,
+      ),
+    );
+    return this.#dead;
   }
 
   /**
@@ -615,7 +681,7 @@ export class SocketConnection extends BaseConnection {
         // native layer closed what arrived; none was expected anyway.
         this.#stats.unexpectedFds += err.fdsClosed;
         this.#violation(new ProtocolError(`the ${this.transport} sent a message that arrived truncated (${err.message})`, { cause: err }));
-      } else {
+      } else if (this.#socketLostBy(err) === undefined) {
         void this.#peerGone(err);
       }
       return;
