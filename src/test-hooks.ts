@@ -40,6 +40,15 @@ export function forgetOwnFd(fd: number, registration: number): void {
   native.disown(fd, registration);
 }
 
+/**
+ * Whether `registration` ended with fdbridge finding its fd closed by someone
+ * else while a leak check watched (noted only while one does, and forgotten
+ * when the last one stops watching).
+ */
+export function closedByOther(registration: number): boolean {
+  return native.closedByOther(registration);
+}
+
 /** How many leak-check holds of baseline files (FdTableHold) are alive in this process: 0 between checks. */
 export function liveFdTableHolds(): number {
   return native.liveHolds();
