@@ -1,14 +1,21 @@
 /**
  * The fd helpers beyond dup/close/identity (test/native/fd-primitives.test.ts):
  * the fds they make, cleanup that must not stop at a closed fd, the fd
- * floor and limit, and the table diff the leak checks are built on.
+ * floor and limit, the table diff the leak checks are built on, file types
+ * and flags, and the copies held for the background closer.
  */
-import { openSync, readlinkSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { constants, fstatSync, lstatSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 
 import fc from 'fast-check';
 
 import { SystemError } from '../../src/errors';
 import {
+  backgroundCloseFds,
+  CLOSES_GIVE_UP_MS,
   closeFd,
   closeFds,
   diffFdTables,
@@ -18,16 +25,57 @@ import {
   fdIdentity,
   fdLimit,
   formatFdTableDiff,
+  HeldCopies,
+  isFdOpen,
   makeEventfd,
   makeMemfd,
   makePipe,
   openFdTable,
   OwnedFd,
+  peerCloseOwner,
   sameFile,
   setFdLimit,
   setFdFlags,
+  type FdFlags,
   type FdTable,
+  type FileType,
+  validateFd,
+  validateFds,
 } from '../../src/fd';
+import { distPath } from '../../src/paths';
+import { rawSocketPair } from '../../src/testing';
+import { hasPython, lingeringSocket } from '../util/linger-attacker';
+
+/** open(2)'s O_PATH (not in fs.constants): a reference that opens nothing, enough for fstat. */
+const O_PATH = 0o10000000;
+
+describe('fd arguments', () => {
+  const value = fc.oneof(fc.nat(), fc.integer(), fc.double(), fc.string(), fc.boolean(), fc.bigInt(), fc.constant(null), fc.constant(undefined));
+
+  test('model: validateFd returns a non-negative integer as it is, and refuses anything else with a TypeError naming the argument and the value', () => {
+    fc.assert(
+      fc.property(value, fc.constantFrom('fd', 'target'), (v, what) => {
+        if (typeof v === 'number' && Number.isInteger(v) && v >= 0) expect(validateFd(v, what)).toBe(v);
+        else expect(() => validateFd(v, what)).toThrow(new TypeError(`${what} must be a non-negative integer, not ${String(v)}`));
+      }),
+    );
+    expect(validateFd(0)).toBe(0);
+    expect(() => validateFd(-1)).toThrow(new TypeError('fd must be a non-negative integer, not -1'));
+  });
+
+  test('model: validateFds refuses the first element that is not an fd, a hole of a sparse list included, naming it by its index', () => {
+    fc.assert(
+      fc.property(fc.sparseArray(value, { maxLength: 8 }), (list) => {
+        const bad = Array.from({ length: list.length }, (_, i) => i).find((i) => {
+          const v = list[i];
+          return !(typeof v === 'number' && Number.isInteger(v) && v >= 0);
+        });
+        if (bad === undefined) expect(validateFds(list)).toBeUndefined();
+        else expect(() => validateFds(list)).toThrow(new TypeError(`fds[${bad}] must be a non-negative integer, not ${String(list[bad])}`));
+      }),
+    );
+  });
+});
 
 describe('fds made for the caller', () => {
   test('makePipe: a read end and a write end of one pipe, both close-on-exec', () => {
@@ -82,6 +130,115 @@ describe('fds made for the caller', () => {
       expect(sameFile(a, c)).toBe(false);
     } finally {
       closeFds([a, b, c]);
+    }
+  });
+});
+
+describe('file types and flags', () => {
+  test('fdIdentity names the type of every kind of file as fstat(2) gives it: a regular file, a directory, a pipe, a socket, a character and a block device, a symlink (O_PATH), and an anonymous inode as unknown', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fdbridge-fd-types-'));
+    const fds: number[] = [];
+    const open = (path: string, flags: number | string): number => {
+      const fd = openSync(path, flags);
+      fds.push(fd);
+      return fd;
+    };
+    try {
+      symlinkSync('/dev/null', join(dir, 'link'));
+      // A block device: one of /dev's, or one made here (root: the suite runs as root).
+      let block = readdirSync('/dev')
+        .map((name) => join('/dev', name))
+        .find((path) => lstatSync(path).isBlockDevice());
+      if (block === undefined) {
+        block = join(dir, 'block');
+        execFileSync('mknod', [block, 'b', '7', '0']);
+      }
+      const [pipeRead, pipeWrite] = makePipe();
+      const [socketA, socketB] = rawSocketPair('stream');
+      fds.push(pipeRead, pipeWrite, socketA, socketB);
+      const made: Record<FileType, number> = {
+        file: open(join(dir, 'file'), 'w'),
+        directory: open(dir, constants.O_RDONLY | constants.O_DIRECTORY),
+        pipe: pipeRead,
+        socket: socketA,
+        char: open('/dev/null', 'r'),
+        block: open(block, O_PATH),
+        symlink: open(join(dir, 'link'), O_PATH | constants.O_NOFOLLOW),
+        unknown: makeEventfd(),
+      };
+      fds.push(made.unknown);
+      for (const [type, fd] of Object.entries(made)) {
+        const st = fstatSync(fd, { bigint: true });
+        expect({ fd, ...fdIdentity(fd) }).toEqual({ fd, dev: st.dev, ino: st.ino, type });
+      }
+    } finally {
+      closeFds(fds);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('isFdOpen: true for an open number, false once it is closed and for a number never opened', () => {
+    const fd = makeMemfd();
+    expect(isFdOpen(fd)).toBe(true);
+    closeFd(fd);
+    expect(isFdOpen(fd)).toBe(false);
+    expect(isFdOpen(Math.max(...openFdTable().keys()) + 1000)).toBe(false);
+  });
+
+  test('model: setFdFlags changes exactly the flags given; fdFlags reads both back, as /proc/self/fdinfo has them', () => {
+    const O_NONBLOCK = 0o4000;
+    const O_CLOEXEC = 0o2000000;
+    /** The flags the kernel shows for `fd` (fdinfo's octal `flags:`). */
+    const kernelFlags = (fd: number): FdFlags => {
+      const flags = Number.parseInt(/^flags:\s*([0-7]+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))?.[1] ?? 'x', 8);
+      return { cloexec: (flags & O_CLOEXEC) !== 0, nonblock: (flags & O_NONBLOCK) !== 0 };
+    };
+    const change = fc.record({ cloexec: fc.boolean(), nonblock: fc.boolean() }, { requiredKeys: [] });
+    fc.assert(
+      fc.property(fc.array(change, { maxLength: 6 }), (changes) => {
+        const [r, w] = makePipe();
+        try {
+          const model: FdFlags = { cloexec: true, nonblock: false };
+          for (const flags of changes) {
+            setFdFlags(r, flags);
+            Object.assign(model, flags);
+            expect(fdFlags(r)).toEqual(model);
+            expect(kernelFlags(r)).toEqual(model);
+          }
+          // The other end of the pipe is another open file: untouched.
+          expect(fdFlags(w)).toEqual({ cloexec: true, nonblock: false });
+        } finally {
+          closeFd(r);
+          closeFd(w);
+        }
+      }),
+    );
+  });
+});
+
+describe('in a worker thread', () => {
+  test("the fds the helpers make there are handed to their caller, not kept by the thread's environment: they stay open after the thread ends", async () => {
+    // The compiled module, as a user's worker loads it.
+    const worker = new Worker(
+      `const { parentPort, workerData } = require('node:worker_threads');
+       const fd = require(workerData);
+       const [r, w] = fd.makePipe();
+       parentPort.postMessage({ r, w, memfd: fd.makeMemfd('from-worker'), eventfd: fd.makeEventfd(), dup: fd.dupFd(r) });`,
+      { eval: true, workerData: distPath('src/fd.js') },
+    );
+    const made = await new Promise<Record<string, number>>((resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+    });
+    const fds = Object.values(made);
+    try {
+      await new Promise((resolve) => worker.once('exit', resolve));
+      for (const fd of fds) expect(isFdOpen(fd)).toBe(true);
+      expect(sameFile(made.r as number, made.dup as number)).toBe(true);
+      expect(readlinkSync(`/proc/self/fd/${made.memfd}`)).toBe('/memfd:from-worker (deleted)');
+      expect(readlinkSync(`/proc/self/fd/${made.eventfd}`)).toBe('anon_inode:[eventfd]');
+    } finally {
+      closeFds(fds);
     }
   });
 });
@@ -262,6 +419,118 @@ describe('diffFdTables and formatFdTableDiff', () => {
       expect(diff.closed).toEqual([]);
     } finally {
       closeFd(fd);
+    }
+  });
+});
+
+describe('closes on the background closer', () => {
+  /** Turns the event loop (setImmediate: the test's timers may be fake) until `ok()` holds. */
+  async function until(ok: () => boolean): Promise<void> {
+    while (!ok()) await new Promise((r) => setImmediate(r));
+  }
+
+  test("peerCloseOwner: one owner per uid a helper serves, never 0 (everyone else's) and below every owner of the process's own", () => {
+    const own = new HeldCopies().owner;
+    const uid = fc.integer({ min: 0, max: 2 ** 32 - 2 });
+    fc.assert(
+      fc.property(uid, uid, (a, b) => {
+        expect(peerCloseOwner(a)).toBeGreaterThan(0);
+        expect(peerCloseOwner(a)).toBeLessThan(own);
+        expect(peerCloseOwner(a) === peerCloseOwner(b)).toBe(a === b);
+      }),
+    );
+  });
+
+  test('HeldCopies: the copies handed over are closed; settled() resolves at once when nothing is left to close', async () => {
+    const held = new HeldCopies();
+    jest.useFakeTimers({ doNotFake: ['Date', 'hrtime', 'nextTick', 'performance', 'queueMicrotask', 'setImmediate', 'clearImmediate', 'setInterval', 'clearInterval'] });
+    try {
+      await held.settled(); // nothing handed over: no give-up timer to wait for
+      const fds = [makeMemfd(), makeMemfd(), makeMemfd()];
+      held.close(fds.slice(0, 2));
+      held.close([]);
+      held.close(fds.slice(2));
+      await held.settled();
+      for (const fd of fds) expect(isFdOpen(fd)).toBe(false);
+      await held.settled();
+      expect(jest.getTimerCount()).toBe(0);
+    } finally {
+      jest.useRealTimers();
+    }
+  });
+
+  (hasPython() ? test : test.skip)(
+    'HeldCopies.settled waits for a close that blocks, also behind more than 64 batches closed since, gives up on it after CLOSES_GIVE_UP_MS, and resolves once it returns, leaving no timer behind',
+    async () => {
+      const linger = await lingeringSocket(1);
+      const held = new HeldCopies();
+      jest.useFakeTimers({ doNotFake: ['Date', 'hrtime', 'nextTick', 'performance', 'queueMicrotask', 'setImmediate', 'clearImmediate', 'setInterval', 'clearInterval'] });
+      try {
+        held.close([linger.fd]); // the socket's last reference: its close blocks for the linger time
+        // Until a closer thread is in that close (close(2) has taken the number out of the table).
+        await until(() => !isFdOpen(linger.fd));
+        for (let i = 0; i < 70; i++) held.close([makeMemfd()]);
+        // Every other batch closed: only the blocked close left on the closer.
+        await until(() => {
+          const { queued, running } = backgroundCloseFds();
+          return queued.length === 0 && running.length === 1;
+        });
+        let gaveUp = false;
+        const first = held.settled().then(() => (gaveUp = true));
+        await new Promise((r) => setImmediate(r));
+        expect(gaveUp).toBe(false);
+        jest.advanceTimersByTime(CLOSES_GIVE_UP_MS - 1);
+        await new Promise((r) => setImmediate(r));
+        expect(gaveUp).toBe(false);
+        jest.advanceTimersByTime(1);
+        await first;
+        // Still blocked: a new wait waits for it again, and ends when the close returns, with no timer left.
+        let returned = false;
+        const second = held.settled().then(() => (returned = true));
+        await new Promise((r) => setImmediate(r));
+        expect(returned).toBe(false);
+        await linger.end(); // resets the peer: the close returns
+        await second;
+        expect(backgroundCloseFds()).toEqual({ queued: [], running: [] });
+        expect(jest.getTimerCount()).toBe(0);
+      } finally {
+        jest.useRealTimers();
+        await linger.end();
+      }
+    },
+  );
+
+  (hasPython() ? test : test.skip)('a process whose wait gave up on a close that blocks exits all the same: the closer keeps nothing alive', async () => {
+    const linger = await lingeringSocket(1);
+    try {
+      // The child hands its fd 3, a copy of the socket, to a HeldCopies once told to (after ours is closed: its close is then the last one).
+      const child = spawn(
+        process.execPath,
+        [
+          '-e',
+          `const fd = require(process.argv[1]);
+           process.stdin.once('data', () => {
+             process.stdin.destroy();
+             const held = new fd.HeldCopies();
+             held.close([3]);
+             held.settled().then(() => process.stdout.write(JSON.stringify(fd.backgroundCloseFds())));
+           });`,
+          distPath('src/fd.js'),
+        ],
+        { stdio: ['pipe', 'pipe', 'inherit', linger.fd] },
+      );
+      const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+      const { stdin, stdout } = child;
+      if (stdin === null || stdout === null) throw new Error('spawn gave no stdin or stdout pipe');
+      let out = '';
+      stdout.on('data', (d: Buffer) => (out += d.toString()));
+      closeFd(linger.fd);
+      stdin.end('go\n');
+      expect(await exited).toBe(0);
+      // It gave up while the close still blocked (a closer thread in it), and exited.
+      expect(JSON.parse(out)).toEqual({ queued: [], running: [3] });
+    } finally {
+      await linger.end();
     }
   });
 });
