@@ -28,6 +28,7 @@ const TYPES: Record<number, FileType> = {
 
 /** An fd argument: a TypeError at once for anything but a non-negative integer. */
 export function validateFd(fd: unknown, what = 'fd'): number {
+  // Stryker disable next-line ConditionalExpression: `typeof fd !== 'number'` forced false: Number.isInteger is false for anything but a number, so the next test refuses it all the same (the typeof is there for TypeScript's narrowing)
   if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0) {
     throw new TypeError(`${what} must be a non-negative integer, not ${String(fd)}`);
   }
@@ -383,6 +384,7 @@ export const CLOSES_GIVE_UP_MS = 5000;
  * loop alive meanwhile; the closer's news does not have to.
  */
 export function closesSettled(tickets: readonly number[]): Promise<void> {
+  // Stryker disable next-line MethodExpression: without the filter, done batches go to afterBackgroundCloses as well, which calls back once all are done, on the next turn when they already are: resolved the same
   const open = tickets.filter((t) => !native.backgroundCloseDone(t));
   // Stryker disable next-line ConditionalExpression: forced false, no batch left open goes to afterBackgroundCloses of none, which calls back on the next turn and clears the timer: resolved all the same
   if (open.length === 0) return Promise.resolve();

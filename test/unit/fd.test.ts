@@ -226,19 +226,36 @@ describe('in a worker thread', () => {
        parentPort.postMessage({ r, w, memfd: fd.makeMemfd('from-worker'), eventfd: fd.makeEventfd(), dup: fd.dupFd(r) });`,
       { eval: true, workerData: distPath('src/fd.js') },
     );
+    const exited = new Promise((resolve) => worker.once('exit', resolve));
     const made = await new Promise<Record<string, number>>((resolve, reject) => {
       worker.once('message', resolve);
       worker.once('error', reject);
     });
     const fds = Object.values(made);
     try {
-      await new Promise((resolve) => worker.once('exit', resolve));
+      await exited;
       for (const fd of fds) expect(isFdOpen(fd)).toBe(true);
       expect(sameFile(made.r as number, made.dup as number)).toBe(true);
       expect(readlinkSync(`/proc/self/fd/${made.memfd}`)).toBe('/memfd:from-worker (deleted)');
       expect(readlinkSync(`/proc/self/fd/${made.eventfd}`)).toBe('anon_inode:[eventfd]');
     } finally {
       closeFds(fds);
+    }
+  });
+});
+
+describe('sameFile', () => {
+  test('tells two files apart by their device as well as their inode number: the roots of /proc and /sys are both inode 1', () => {
+    const proc = openSync('/proc', constants.O_RDONLY | constants.O_DIRECTORY);
+    const sys = openSync('/sys', constants.O_RDONLY | constants.O_DIRECTORY);
+    try {
+      const [p, q] = [fstatSync(proc, { bigint: true }), fstatSync(sys, { bigint: true })];
+      expect(p.ino).toBe(q.ino);
+      expect(p.dev).not.toBe(q.dev);
+      expect(sameFile(proc, sys)).toBe(false);
+      expect(sameFile(proc, proc)).toBe(true);
+    } finally {
+      closeFds([proc, sys]);
     }
   });
 });
