@@ -24,6 +24,7 @@ import {
   fdFloor,
   fdIdentity,
   fdLimit,
+  FdTableHold,
   formatFdTableDiff,
   HeldCopies,
   isFdOpen,
@@ -43,6 +44,7 @@ import {
   validateFds,
 } from '../../src/fd';
 import { distPath } from '../../src/paths';
+import { liveFdTableHolds } from '../../src/test-hooks';
 import { rawSocketPair } from '../../src/testing';
 import { hasPython, lingeringSocket } from '../util/linger-attacker';
 
@@ -427,6 +429,26 @@ describe('diffFdTables and formatFdTableDiff', () => {
     }
   });
 
+  test("this process at its fd limit, no number left to read each fd's file with (EMFILE): the table is read all the same, and compared by target", () => {
+    const [soft, hard] = fdLimit();
+    // The two lowest free numbers: with the soft limit just above them, reading the table takes both.
+    const a = dupFd(0);
+    const b = dupFd(0);
+    closeFd(a);
+    closeFd(b);
+    const before = openFdTable();
+    let atLimit: FdTable = new Map();
+    setFdLimit(Math.max(a, b) + 1, hard);
+    try {
+      atLimit = openFdTable();
+    } finally {
+      setFdLimit(soft, hard);
+    }
+    expect(atLimit).toEqual(before);
+    expect(diffFdTables(before, atLimit)).toEqual({ opened: [], closed: [] });
+    expect(diffFdTables(atLimit, openFdTable())).toEqual({ opened: [], closed: [] });
+  });
+
   test('this process: an fd opened shows up as opened with its target', () => {
     const before = openFdTable();
     const fd = makeMemfd('diffed');
@@ -437,6 +459,76 @@ describe('diffFdTables and formatFdTableDiff', () => {
     } finally {
       closeFd(fd);
     }
+  });
+});
+
+describe('FdTableHold', () => {
+  /** The targets of the entries of thread `tid`'s own fd table. */
+  const threadTable = (tid: number): string[] =>
+    readdirSync(`/proc/self/task/${tid}/fd`)
+      .map((n) => readlinkSync(`/proc/self/task/${tid}/fd/${n}`))
+      .sort();
+
+  test('holds the files of a table of this process, anonymous inodes aside, in a thread of its own until release(); release() and dispose are idempotent', () => {
+    const [r, w] = makePipe();
+    const fds = [r, w, makeEventfd(), makeMemfd('held')];
+    try {
+      const table = openFdTable();
+      const hold = new FdTableHold(table);
+      try {
+        expect(hold.pid).toBe(process.pid);
+        const tid = hold.thread as number;
+        expect(tid).toEqual(expect.any(Number));
+        expect(liveFdTableHolds()).toBe(1);
+        expect(threadTable(tid)).toEqual([...table.values()].filter((t) => !t.startsWith('anon_inode:')).sort());
+      } finally {
+        expect(hold.release()).toBe(true);
+      }
+      expect(hold.thread).toBeUndefined();
+      expect(liveFdTableHolds()).toBe(0);
+      expect(hold.release()).toBe(true);
+      hold[Symbol.dispose]();
+      expect(liveFdTableHolds()).toBe(0);
+      // Disposing a hold releases it.
+      const disposed = new FdTableHold(openFdTable());
+      expect(liveFdTableHolds()).toBe(1);
+      disposed[Symbol.dispose]();
+      expect({ holds: liveFdTableHolds(), thread: disposed.thread }).toEqual({ holds: 0, thread: undefined });
+    } finally {
+      closeFds(fds);
+    }
+  });
+
+  test("holds the files of another process's table, read from that process", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fdbridge-hold-'));
+    const path = join(dir, 'theirs');
+    const theirs = openSync(path, 'w');
+    const child = spawn('sleep', ['600'], { stdio: ['ignore', 'ignore', 'ignore', theirs] });
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    closeFd(theirs);
+    try {
+      const pid = child.pid as number;
+      const table = openFdTable(pid);
+      expect(table.get(3)).toBe(path);
+      const hold = new FdTableHold(table, pid);
+      try {
+        expect(hold.pid).toBe(pid);
+        expect(threadTable(hold.thread as number)).toEqual([...table.values()].filter((t) => !t.startsWith('anon_inode:')).sort());
+      } finally {
+        hold.release();
+      }
+    } finally {
+      child.kill('SIGKILL');
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a table whose files were not read (a plain Map of its targets): nothing held, no thread, release() is true', () => {
+    const hold = new FdTableHold(new Map(openFdTable()));
+    expect(hold.thread).toBeUndefined();
+    expect(liveFdTableHolds()).toBe(0);
+    expect(hold.release()).toBe(true);
   });
 });
 
