@@ -8,100 +8,85 @@
  * ends its own as release() does; the last one to end ends the watch; and
  * a snapshot that could not be taken (no fd free to read its table with)
  * leaves no watch running.
+ *
+ * The count is the process's: each case runs in a fresh node process (a
+ * jest worker may have run another file's check in a worker thread that
+ * was terminated mid-check, whose watch is never ended).
  */
-import { spawn } from 'node:child_process';
-import { closeSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 
-import { closeFd, closeFds, dupFd, fdLimit, makePipe, openFdTable, setFdLimit } from '../../src/fd';
-import { ProcessFdSnapshot } from '../../src/leak-check';
-import { closedByOther, fdRegistration, holdOwnCopy } from '../../src/test-hooks';
+import { distPath } from '../../src/paths';
 
-/** Closes `copy`, an fd fdbridge holds, behind fdbridge's back, then has fdbridge close it (it finds it closed: EBADF). */
-function closeBehindBackThenRelease(copy: number): void {
-  closeSync(copy);
-  closeFds([copy]);
-  expect(fdRegistration(copy)).toBe(0);
+/** Runs `body` in a fresh node process with the compiled modules as `fd`, `lc`, `hooks`, `fs` and `cp`; returns what it printed, as JSON. */
+function inFreshProcess(body: string): unknown {
+  const script = `
+    const fs = require('node:fs');
+    const cp = require('node:child_process');
+    const fd = require(${JSON.stringify(distPath('src/fd.js'))});
+    const lc = require(${JSON.stringify(distPath('src/leak-check.js'))});
+    const hooks = require(${JSON.stringify(distPath('src/test-hooks.js'))});
+    /** Closes a copy fdbridge holds behind its back, then has fdbridge close it (EBADF): its registration. */
+    function closeBehindBack(copy) {
+      const registration = hooks.fdRegistration(copy);
+      fs.closeSync(copy);
+      fd.closeFds([copy]);
+      if (hooks.fdRegistration(copy) !== 0) throw new Error('still registered');
+      return registration;
+    }
+    (async () => { ${body} })().then((out) => process.stdout.write(JSON.stringify(out)), (err) => { console.error(err); process.exit(1); });
+  `;
+  return JSON.parse(execFileSync(process.execPath, ['-e', script], { encoding: 'utf8' }));
 }
 
-test("overlapping snapshots: one released twice and disposed, one disposed, and one of another process end no other's watch; the last release ends it", async () => {
-  const [r, w] = makePipe();
-  const child = spawn('sleep', ['600'], { stdio: 'ignore' });
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  try {
-    const copy = holdOwnCopy(r);
-    const registration = fdRegistration(copy);
-    const target = openFdTable().get(copy);
-    const outer = new ProcessFdSnapshot(process.pid, 'self');
-    try {
-      const inner = new ProcessFdSnapshot(process.pid, 'inner');
-      inner.release();
-      inner.release();
-      inner[Symbol.dispose]();
-      // Disposing ends a watch as release() does.
-      new ProcessFdSnapshot(process.pid, 'disposed')[Symbol.dispose]();
-      const other = new ProcessFdSnapshot(child.pid as number, 'child');
-      other.release();
-      other.release();
-      closeBehindBackThenRelease(copy);
-      // Still watched by `outer`: noted, and blamed on the code under test.
-      expect(closedByOther(registration)).toBe(true);
-      expect(outer.changes()).toEqual({
-        leaks: [],
-        closed: [{ pid: process.pid, role: 'self', fd: copy, target, fdbridgeOwn: true }],
-        ownClosed: [],
-        unreleased: [],
-      });
-    } finally {
-      outer.release();
-    }
-    // The last watch ended: its notes are dropped, and nothing is noted any more.
-    expect(closedByOther(registration)).toBe(false);
-    const later = holdOwnCopy(r);
-    const laterRegistration = fdRegistration(later);
-    closeBehindBackThenRelease(later);
-    expect(closedByOther(laterRegistration)).toBe(false);
-  } finally {
+test("overlapping snapshots: one released twice and disposed, one disposed, and one of another process end no other's watch; the last release ends it", () => {
+  const out = inFreshProcess(`
+    const [r, w] = fd.makePipe();
+    const child = cp.spawn('sleep', ['600'], { stdio: 'ignore' });
+    const copy = hooks.holdOwnCopy(r);
+    const target = fd.openFdTable().get(copy);
+    const outer = new lc.ProcessFdSnapshot(process.pid, 'self');
+    const inner = new lc.ProcessFdSnapshot(process.pid, 'inner');
+    inner.release();
+    inner.release();
+    inner[Symbol.dispose]();
+    new lc.ProcessFdSnapshot(process.pid, 'disposed')[Symbol.dispose]();
+    const other = new lc.ProcessFdSnapshot(child.pid, 'child');
+    other.release();
+    other.release();
+    const registration = closeBehindBack(copy);
+    const watched = hooks.closedByOther(registration);
+    const changes = outer.changes();
+    outer.release();
+    const afterLast = hooks.closedByOther(registration);
+    const later = closeBehindBack(hooks.holdOwnCopy(r));
     child.kill('SIGKILL');
-    await exited;
-    closeFd(r);
-    closeFd(w);
-  }
+    return { watched, changes, expected: [{ pid: process.pid, role: 'self', fd: copy, target, fdbridgeOwn: true }], afterLast, later: hooks.closedByOther(later) };
+  `) as { changes: unknown; expected: unknown };
+  // Still watched by the outer snapshot: noted, and blamed on the code under test; once it ends, the notes are dropped and nothing is noted.
+  expect(out).toEqual({ watched: true, changes: { leaks: [], closed: out.expected, ownClosed: [], unreleased: [] }, expected: out.expected, afterLast: false, later: false });
 });
 
 test('a snapshot of this process that cannot read its table (no fd number free: EMFILE) throws that error and leaves no watch running', () => {
-  const [soft, hard] = fdLimit();
-  // The lowest free number: with the soft limit there, no fd can be opened.
-  const lowest = dupFd(0);
-  closeFd(lowest);
-  let err: unknown;
-  setFdLimit(lowest, hard);
-  try {
-    new ProcessFdSnapshot(process.pid, 'self').release();
-  } catch (e) {
-    err = e;
-  } finally {
-    setFdLimit(soft, hard);
-  }
-  expect(err).toMatchObject({ code: 'EMFILE' });
-  const [r, w] = makePipe();
-  try {
-    // Not watched: an fd of fdbridge's it finds closed by someone else is not noted.
-    const copy = holdOwnCopy(r);
-    const registration = fdRegistration(copy);
-    closeBehindBackThenRelease(copy);
-    expect(closedByOther(registration)).toBe(false);
-    // Watched, it is (the check above can fail).
-    const snap = new ProcessFdSnapshot(process.pid, 'self');
+  const out = inFreshProcess(`
+    const [soft, hard] = fd.fdLimit();
+    const lowest = fd.dupFd(0);
+    fd.closeFd(lowest);
+    let code;
+    fd.setFdLimit(lowest, hard);
     try {
-      const watched = holdOwnCopy(r);
-      const watchedRegistration = fdRegistration(watched);
-      closeBehindBackThenRelease(watched);
-      expect(closedByOther(watchedRegistration)).toBe(true);
+      new lc.ProcessFdSnapshot(process.pid, 'self').release();
+    } catch (e) {
+      code = e.code;
     } finally {
-      snap.release();
+      fd.setFdLimit(soft, hard);
     }
-  } finally {
-    closeFd(r);
-    closeFd(w);
-  }
+    const [r, w] = fd.makePipe();
+    const unwatched = hooks.closedByOther(closeBehindBack(hooks.holdOwnCopy(r)));
+    const snap = new lc.ProcessFdSnapshot(process.pid, 'self');
+    const watched = hooks.closedByOther(closeBehindBack(hooks.holdOwnCopy(r)));
+    snap.release();
+    return { code, unwatched, watched };
+  `);
+  // Not watched after the failed snapshot; watched, it is (the check above can fail).
+  expect(out).toEqual({ code: 'EMFILE', unwatched: false, watched: true });
 });
