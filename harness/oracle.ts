@@ -23,8 +23,9 @@
  * - `leaks`: an fd open after that was not open before (or now names
  *   another file). After the settle time this is a leak, unless it is
  *   fdbridge's own copy still queued on its background closer once the
- *   settle has waited for that (settleFdSnapshots: `closing`), which is
- *   noted, not counted.
+ *   settle has waited for that (settleFdSnapshots: `closing`), or its copy
+ *   of a log fd that a line whose write has not returned holds (`writing`),
+ *   which are noted, not counted.
  * - `closed`: an fd open before that is gone (or renamed) after. The
  *   baselines are taken before the scenario, so such an fd belonged to the
  *   harness, the helper or the command's process itself: closing it is a bug
@@ -205,6 +206,12 @@ export class LeakOracle {
       this.#options.note?.(`leak oracle: set aside fd ${e.fd} -> ${e.target} (${e.role}): fdbridge's own copy, still queued on its background closer behind closes that block`);
     }
     this.#ledger.add(report.closing ?? []);
+    // fdbridge's own copies of a log fd held by a line whose write has not
+    // returned (a stopped terminal): the same.
+    for (const e of report.writing ?? []) {
+      this.#options.note?.(`leak oracle: set aside fd ${e.fd} -> ${e.target} (${e.role}): fdbridge's own copy of a log fd, held by a log line whose write has not returned`);
+    }
+    this.#ledger.add(report.writing ?? []);
     // fdbridge's own fds (a connection's socket and pidfd, a worker thread's
     // loop fds) that it closed during the row: no wrong-fd close of the row's.
     for (const e of report.ownClosed ?? []) {

@@ -2,6 +2,7 @@
 #include "addon.h"
 
 #include <string>
+#include <vector>
 
 #include "lane_writer.h"
 
@@ -82,6 +83,14 @@ Napi::Value LaneWritersJs(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// laneWriterFds() -> the numbers of the fds the lanes hold now (LaneWriterFds).
+Napi::Value LaneWriterFdsJs(const Napi::CallbackInfo& info) {
+  std::vector<int> fds = LaneWriterFds();
+  Napi::Array a = Napi::Array::New(info.Env(), fds.size());
+  for (size_t i = 0; i < fds.size(); i++) a.Set(static_cast<uint32_t>(i), Napi::Number::New(info.Env(), fds[i]));
+  return a;
+}
+
 }  // namespace
 
 void ExportLaneWriter(Napi::Env env, Napi::Object exports) {
@@ -89,6 +98,7 @@ void ExportLaneWriter(Napi::Env env, Napi::Object exports) {
   exports.Set("laneGroup", Napi::Function::New<LaneGroupJs>(env, "laneGroup"));
   exports.Set("laneWriteCancel", Napi::Function::New<LaneWriteCancelJs>(env, "laneWriteCancel"));
   exports.Set("laneWriters", Napi::Function::New<LaneWritersJs>(env, "laneWriters"));
+  exports.Set("laneWriterFds", Napi::Function::New<LaneWriterFdsJs>(env, "laneWriterFds"));
 }
 
 }  // namespace fdbridge

@@ -45,6 +45,9 @@ struct Writer {
   std::mutex mu;
   std::unordered_map<uint64_t, Lane> lanes;
   std::unordered_set<std::shared_ptr<Job>> running;
+  // The fds the writer holds: each write's copy, from its dup until the
+  // closer has it, and each waiting write's eventfd (LaneWriterFds).
+  std::unordered_set<int> fds;
   size_t threads = 0;
   size_t busy = 0;
   size_t queued = 0;
@@ -64,6 +67,11 @@ void Finish(const std::shared_ptr<Job>& job, int64_t result) {
   job->fd = -1;
   std::string().swap(job->data);
   uint64_t ticket = FdCloseInBackground(&fd, 1, job->owner, /*held_for_peer=*/true);
+  {
+    // The writer's until the closer has it: never out of both lists.
+    std::lock_guard<std::mutex> lock(TheWriter().mu);
+    TheWriter().fds.erase(fd);
+  }
   auto done = std::move(job->done);
   FdAfterBackgroundCloses(&ticket, 1, [done, result]() { done(result); });
 }
@@ -83,6 +91,7 @@ int WaitWritable(const std::shared_ptr<Job>& job) {
   bool cancelled;
   {
     std::lock_guard<std::mutex> lock(w.mu);
+    w.fds.insert(wake);
     cancelled = job->cancelled;
     if (!cancelled) job->wake = wake;
   }
@@ -106,6 +115,10 @@ int WaitWritable(const std::shared_ptr<Job>& job) {
     if (job->cancelled) r = -ECANCELED;
   }
   FdClose(wake);
+  {
+    std::lock_guard<std::mutex> lock(w.mu);
+    w.fds.erase(wake);
+  }
   return r;
 }
 
@@ -223,6 +236,7 @@ int LaneWrite(int fd, std::string data, uint64_t owner, uint64_t group, std::fun
   bool no_thread = false;
   {
     std::lock_guard<std::mutex> lock(w.mu);
+    w.fds.insert(copy);
     Lane& lane = w.lanes[owner];
     lane.queue.push_back(job);
     w.queued++;
@@ -277,6 +291,12 @@ void LaneWriterStats(size_t* threads, size_t* busy, size_t* queued, size_t* owne
   *busy = w.busy;
   *queued = w.queued;
   *owners = w.lanes.size();
+}
+
+std::vector<int> LaneWriterFds() {
+  Writer& w = TheWriter();
+  std::lock_guard<std::mutex> lock(w.mu);
+  return std::vector<int>(w.fds.begin(), w.fds.end());
 }
 
 }  // namespace fdbridge

@@ -38,6 +38,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace fdbridge {
 
@@ -76,6 +77,14 @@ void LaneWriteCancel(uint64_t group, const void* by = nullptr);
 // The lanes' threads now, how many of them are in a write, the writes
 // waiting for a thread, and the owners with a lane.
 void LaneWriterStats(size_t* threads, size_t* busy, size_t* queued, size_t* owners);
+
+// The numbers of the fds the lanes hold now: each write's copy, from the
+// LaneWrite that made it until it is in the closer's hands (so a copy is
+// always in this list or FdBackgroundCloseFds' when the two are read in
+// that order), and the eventfd of each write waiting for its fd to take
+// more, until it is closed. A copy stays here for as long as its write(2)
+// does not return (a terminal whose output is stopped).
+std::vector<int> LaneWriterFds();
 
 }  // namespace fdbridge
 

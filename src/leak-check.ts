@@ -74,6 +74,18 @@ export interface FdLeakReport {
    */
   closing?: FdEntry[];
   /**
+   * fds of this process that a log line being written holds: the log
+   * command writes each line into a copy of its log fd, made as the line is
+   * handed over, on a thread of its own (and, while the fd takes no more,
+   * with an eventfd to be woken by). A write(2) into a terminal whose
+   * output is stopped, or into a file on a hung filesystem, cannot be
+   * cancelled, and its copy stays open after the connection's end until
+   * the write returns (the line's end of file, the terminal started
+   * again). fdbridge's, opened and closed by it: not leaks, and not in
+   * `leaks`. Absent when none.
+   */
+  writing?: FdEntry[];
+  /**
    * fds of this process that fdbridge held for itself when the baseline was
    * taken and that are closed now, no longer fdbridge's: it closed them (a
    * connection's socket and pidfd once its command died, the event-loop fds
@@ -319,6 +331,8 @@ export async function settleFdSnapshots(
   for (;;) {
     // Read before the tables: a close the closer ends while they are read
     // leaves its number in them, and it must still count as the closer's.
+    // The lanes' first: a copy leaves them only once the closer has it.
+    const writing = native.laneWriterFds();
     const closer = closerFds();
     const report: FdLeakReport = { leaks: [], closed: [], gone: [] };
     const ownClosed: FdEntry[] = [];
@@ -348,7 +362,10 @@ export async function settleFdSnapshots(
         // Queued before the tables were read and still now: never closed in
         // between, so its number was the closer's fd throughout.
         const still = closerFds().queued;
-        return setAsideClosing(withOwnClosed(report, ownClosed), new Set([...closer.queued].filter((fd) => still.has(fd))));
+        const queued = new Set([...closer.queued].filter((fd) => still.has(fd)));
+        // Likewise a lane's before the tables were read and still now.
+        const lanes = new Set(native.laneWriterFds());
+        return setAsideWriting(setAsideClosing(withOwnClosed(report, ownClosed), queued), new Set(writing.filter((fd) => lanes.has(fd))));
       }
     }
     await sleep(20);
@@ -365,6 +382,13 @@ function setAsideClosing(report: FdLeakReport, queued: ReadonlySet<number>): FdL
   const closing = (e: FdEntry): boolean => e.pid === process.pid && queued.has(e.fd);
   if (!report.leaks.some(closing)) return report;
   return { ...report, leaks: report.leaks.filter((e) => !closing(e)), closing: report.leaks.filter(closing) };
+}
+
+/** `report` with this process's leaks that are copies the log lanes hold (`held`) moved to `writing`. */
+function setAsideWriting(report: FdLeakReport, held: ReadonlySet<number>): FdLeakReport {
+  const writing = (e: FdEntry): boolean => e.pid === process.pid && held.has(e.fd);
+  if (!report.leaks.some(writing)) return report;
+  return { ...report, leaks: report.leaks.filter((e) => !writing(e)), writing: report.leaks.filter(writing) };
 }
 
 function toWatched(p: number | WatchedProcess): WatchedProcess {
@@ -435,6 +459,10 @@ export function describeFdLeakReport(report: FdLeakReport): string {
   if (lines.length > 0 && report.closing && report.closing.length > 0) {
     lines.push(`set aside (fdbridge's own copies, queued on its background closer after ${CLOSES_GIVE_UP_MS} ms, behind closes that block; it closes them):`);
     for (const e of report.closing) lines.push(`  ${describeFdEntry(e)}`);
+  }
+  if (lines.length > 0 && report.writing && report.writing.length > 0) {
+    lines.push("set aside (fdbridge's own copies of a log fd, held by a log line whose write has not returned; closed when it does):");
+    for (const e of report.writing) lines.push(`  ${describeFdEntry(e)}`);
   }
   if (lines.length > 0 && report.ownClosed && report.ownClosed.length > 0) {
     lines.push("set aside (fdbridge's own fds before the test, closed during it by fdbridge, or by a command that adopted them from it):");

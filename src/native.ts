@@ -389,6 +389,14 @@ export interface NativeBinding {
   laneWriteCancel(group: number): void;
   /** The lanes' threads, those in a write, the writes waiting for a thread, the owners with a lane, and the threads an owner may have. */
   laneWriters(): { threads: number; busy: number; queued: number; owners: number; perOwner: number };
+  /**
+   * The numbers of the fds the lanes hold now: each write's copy, from
+   * laneWrite until the background closer has it (read before
+   * backgroundCloseFds, a copy is in one of the two), and the eventfd of a
+   * write waiting for its fd to take more. A copy stays for as long as its
+   * write(2) does not return (a terminal whose output is stopped).
+   */
+  laneWriterFds(): number[];
   /** fds given to closeInBackground and not yet closed. */
   backgroundClosesPending(): number;
   /** An owner for closeInBackground of this process's own (its closes run on any shared closer thread), never given before in this process, whichever thread asks. */

@@ -1,0 +1,147 @@
+/**
+ * A leak check never blames the code under test for the copy of a log fd
+ * that a log line being written holds. The log command writes each line
+ * into a copy of its log fd, made as the line is handed over, on a thread
+ * of its lane (and, while the fd takes no more, waits with an eventfd to be
+ * woken by). A write into a pipe nobody reads waits until the connection
+ * closes; a write(2) into a terminal whose output is stopped cannot be
+ * cancelled at all and keeps its copy after the connection's end, until
+ * the terminal takes the line. Those fds are fdbridge's (`writing` in the
+ * report), never leaks; a file the code under test opens and leaves open
+ * beside them still is one.
+ */
+import { spawn } from 'node:child_process';
+import { closeSync, constants as fsConstants, openSync } from 'node:fs';
+import { join } from 'node:path';
+
+import fc from 'fast-check';
+
+import { checkFdLeaks, connect, describeFdLeakReport, LOG_COMMAND, type Connection } from '../../src';
+import { ClosedError } from '../../src/errors';
+import { closeFd, makeMemfd, makePipe, openFdTable } from '../../src/fd';
+import { native } from '../../src/native';
+import { hasPython, PYTHON } from '../util/linger-attacker';
+import { DIST_SRC } from '../util/nobody';
+import { readUpTo } from '../util/pipe-read';
+import { exitOf, fdTableSettles } from '../util/processes';
+
+/** More than a pipe holds: a line of this size stays in its write until the pipe is read. */
+const STUCK = 150_000;
+
+/** Reads pipe `r` up to `want` bytes or its end of file (through a non-blocking open file of it). */
+async function drainPipe(r: number, want: number): Promise<number> {
+  const reader = openSync(`/proc/self/fd/${r}`, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+  try {
+    return await readUpTo(reader, want);
+  } finally {
+    closeSync(reader);
+  }
+}
+
+test("generated: lines stuck in their writes into a pipe nobody reads are fdbridge's (`writing`), not leaks; the code under test's own leak is still reported", async () => {
+  const before = openFdTable(process.pid);
+  await fc.assert(
+    fc.asyncProperty(
+      fc.constantFrom('direct' as const, 'worker' as const),
+      fc.integer({ min: 1, max: 4 }),
+      fc.boolean(),
+      fc.boolean(),
+      async (transport, lines, closeInside, leakOne) => {
+        const [r, w] = makePipe(); // read only at the end
+        const logged: Array<Promise<unknown>> = [];
+        let leaked: number | undefined;
+        let conn: Connection | undefined;
+        const open = async (): Promise<Connection> => {
+          const c = await connect(transport, { command: LOG_COMMAND });
+          await c.call('redirectLogToFd', await c.dupFileDescriptor(w));
+          return c;
+        };
+        try {
+          // A connection the check closes is made in it (the command's log fd is then the check's too).
+          if (!closeInside) conn = await open();
+          const report = await checkFdLeaks(
+            async () => {
+              conn ??= await open();
+              for (let i = 0; i < lines; i++) logged.push(conn.call('log', 'l'.repeat(STUCK)).catch((e: unknown) => e));
+              // The first line waits in its write once the pipe is full: its copy, and the eventfd it waits with.
+              while (native.laneWriterFds().length < 2) await new Promise((resolve) => setTimeout(resolve, 10));
+              if (leakOne) leaked = makeMemfd('leak-check-log-writes');
+              if (closeInside) await conn.close();
+            },
+            { settleMs: 0 },
+          );
+          const text = describeFdLeakReport(report);
+          // Only the code under test's own file is a leak.
+          expect(report.leaks.map((e) => e.fd)).toEqual(leakOne ? [leaked] : []);
+          expect(report.closed).toEqual([]);
+          if (closeInside) {
+            // The connection's end cancelled the writes: their copies closed, nothing held.
+            expect(report.writing).toBeUndefined();
+          } else {
+            // The line in its write holds its copy of the pipe and the eventfd it waits with (the
+            // command hands its lines over one at a time): both the lanes', nothing else.
+            const held = new Set(native.laneWriterFds());
+            expect(report.writing?.map((e) => e.target).sort()).toEqual(['anon_inode:[eventfd]', expect.stringMatching(/^pipe:\[\d+\]$/)]);
+            for (const e of report.writing ?? []) expect(held.has(e.fd)).toBe(true);
+            if (leakOne) expect(text).toContain("set aside (fdbridge's own copies of a log fd, held by a log line whose write has not returned");
+          }
+        } finally {
+          if (leaked !== undefined) closeFd(leaked);
+          await conn?.close();
+          // Cancelled by the close: each line fails with ClosedError, some of it written.
+          for (const result of await Promise.all(logged)) expect(result).toBeInstanceOf(ClosedError);
+          // Read to its end of file: the lines' copies are closed once cancelled.
+          closeFd(w);
+          await drainPipe(r, Infinity);
+          closeFd(r);
+        }
+      },
+    ),
+    { numRuns: 12, examples: [['direct', 1, false, false], ['worker', 3, false, true], ['direct', 2, true, true]] },
+  );
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+}, 120000);
+
+/** python3: a pty whose output is stopped, then exec node with the slave's number (argv: node, script, slave). */
+const STOPPED_PTY = `
+import os, sys, termios
+m, s = os.openpty()
+termios.tcflow(s, termios.TCOOFF)
+os.set_inheritable(m, True)
+os.set_inheritable(s, True)
+os.execv(sys.argv[1], [sys.argv[1], '-e', sys.argv[2], sys.argv[3], str(s)])
+`;
+
+/** A check around a connection whose line is stuck in a write(2) into the stopped terminal, closed in the check: prints the report. */
+const CHECKED = `
+const L = require(${JSON.stringify(join(DIST_SRC, 'index.js'))});
+const [transport, slave] = [process.argv[1], Number(process.argv[2])];
+(async () => {
+  const report = await L.checkFdLeaks(async () => {
+    const c = await L.connect(transport, { command: L.LOG_COMMAND });
+    await c.call('redirectLogToFd', await c.dupFileDescriptor(slave));
+    const line = c.call('log', 'x'.repeat(4000)).catch((e) => e.code);
+    await new Promise((r) => setTimeout(r, 300));
+    await c.close();
+    await line;
+  }, { settleMs: 0 });
+  console.log(JSON.stringify({ report }));
+  process.exit(0);
+})().catch((e) => { console.log(JSON.stringify({ failed: String(e) })); process.exit(1); });
+`;
+
+const testWithPython = hasPython() ? test : test.skip;
+
+testWithPython.each(['direct', 'worker'])(
+  '%s: a line stuck in write(2) into a stopped terminal after the connection closed holds its copy of the terminal, set aside as fdbridge\'s, not a leak',
+  async (transport) => {
+    const child = spawn(PYTHON, ['-c', STOPPED_PTY, process.execPath, CHECKED, transport], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    expect(await exitOf(child)).toEqual({ code: 0, signal: null });
+    const { report } = JSON.parse(out) as { report: { leaks: unknown[]; writing?: Array<{ target: string }> } };
+    expect(report.leaks).toEqual([]);
+    expect(report.writing?.map((e) => e.target)).toEqual([expect.stringMatching(/^\/dev\/pts\/\d+$/)]);
+  },
+  60000,
+);
