@@ -180,7 +180,12 @@ Napi::Value SendNow(const Napi::CallbackInfo& info) {
 }
 
 // recvNow(fd, bufferSize, maxFds) -> { data, fds } | null (nothing to read).
-// One non-blocking recvmsg; EOF and truncation throw typed errors.
+// One non-blocking recvmsg; EOF and truncation throw typed errors. It
+// receives with room for kMaxFdsPerMessage fds whatever maxFds is, so that
+// the kernel drops none inside recvmsg, and the fds of a message refused
+// (truncated, more than maxFds) go to the background closer, as a
+// UnixSocket's do: a peer's lingering TCP socket among them would hold this
+// thread in its close for the linger time the peer chose.
 Napi::Value RecvNow(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = ArgFd(info, 0);
@@ -192,12 +197,12 @@ Napi::Value RecvNow(const Napi::CallbackInfo& info) {
   }
   int type = CheckFdResult(env, SockType(fd), "getsockopt(SO_TYPE)");
   std::vector<char> buf(static_cast<size_t>(size));
-  size_t control_len = ScmControlSpace(static_cast<size_t>(max_fds));
+  size_t control_len = ScmControlSpace(kMaxFdsPerMessage);
   std::unique_ptr<char[]> control(new char[control_len]);
   std::vector<int> fds(kMaxFdsPerMessage);
   RecvResult r;
   ScmRecv(fd, type, buf.data(), buf.size(), control.get(), control_len, fds.data(),
-          static_cast<size_t>(max_fds), &r);
+          static_cast<size_t>(max_fds), &r, nullptr, /*own=*/false, ScmDiscard{true, 0});
   if (r.status == RecvStatus::kWouldBlock) return env.Null();
   if (r.status != RecvStatus::kMessage) throw Napi::Error(env, ReceiveError(env, r, "recvmsg"));
   KeepForJs(env, fds.data(), r.nfds);

@@ -75,8 +75,11 @@ export interface RawMessage {
 
 /**
  * One recvmsg(2) now, with room for `bufferSize` bytes and `maxFds` fds
- * (MSG_CMSG_CLOEXEC); null when nothing is waiting. Truncation is a
- * TruncatedError, with what arrived closed.
+ * (MSG_CMSG_CLOEXEC); null when nothing is waiting. Truncation (more bytes
+ * than `bufferSize`, more fds than `maxFds`) is a TruncatedError; the fds
+ * that arrived go to the background closer, never closed on the calling
+ * thread (a peer's lingering TCP socket would hold it there), and the
+ * kernel drops none inside the call (it always has room for 253).
  */
 export function receiveNow(fd: number, bufferSize: number, maxFds: number): RawMessage | null {
   const message = native.recvNow(fd, bufferSize, maxFds);
@@ -109,8 +112,8 @@ export function setPassCred(fd: number, on: boolean): void {
 
 /**
  * SO_PASSPIDFD (Linux 6.5+): every message then arrives with an SCM_PIDFD
- * control message, an fd of the sender's process (closed by receiveNow,
- * which counts it in otherControlMessages).
+ * control message, an fd of the sender's process (closed by receiveNow on
+ * the background closer, counted in otherControlMessages).
  */
 export function setPassPidfd(fd: number, on: boolean): void {
   native.setPassPidfd(fd, on);

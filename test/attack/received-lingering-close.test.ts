@@ -37,7 +37,9 @@ import { encodeJson, FRAME_SOCKET_OPTIONS, FrameType } from '../../src/protocol'
 import { simulateKernelWithoutPassRights } from '../../src/test-hooks';
 import { rawConnect, rawSocketPair, receiveNow, sendNow } from '../../src/testing';
 import { handshake } from '../../src/transports/socket-connection';
+import { openFdTable } from '../../src/fd';
 import { hasPython, lingeringSocket } from '../util/linger-attacker';
+import { fdTableSettles } from '../util/processes';
 import { DIST_SRC } from '../util/nobody';
 
 const CASES = [
@@ -202,6 +204,46 @@ const CASES = [
       closeFd(f);
       await linger.end();
     }
+  },
+  60000,
+);
+
+/**
+ * fdbridge/testing's receiveNow (native recvNow): a message refused for
+ * its size, or for carrying more fds than maxFds, is a TruncatedError; the
+ * fds that came with it must not be closed on the calling thread. With room
+ * for fewer fds than were sent, the kernel itself dropped the rest inside
+ * recvmsg, on that thread.
+ */
+const RECEIVE_NOW_CASES = [
+  ['seqpacket', 'larger than bufferSize'],
+  ['seqpacket', 'with more fds than maxFds'],
+  ['dgram', 'larger than bufferSize'],
+  ['dgram', 'with more fds than maxFds'],
+  ['stream', 'with more fds than maxFds'],
+] as const;
+
+(hasPython() ? test.each(RECEIVE_NOW_CASES) : test.skip.each(RECEIVE_NOW_CASES))(
+  "receiveNow of a %s message %s carrying a lingering TCP socket's last reference fails with TruncatedError without the calling thread waiting in its close",
+  async (kind, how) => {
+    const before = openFdTable(process.pid);
+    const linger = await lingeringSocket();
+    const [a, b] = rawSocketPair(kind);
+    try {
+      const bySize = how.startsWith('larger');
+      sendNow(a, Buffer.alloc(bySize ? 5000 : 1), [linger.fd]);
+      closeFd(linger.fd); // the message's reference is now the only one
+      expect(() => receiveNow(b, bySize ? 1024 : 65536, bySize ? 253 : 0)).toThrow(TruncatedError);
+      // Expected: null. Fails with 'main thread, syscall ...: wait_woken < sk_stream_wait_close < ...'
+      // (in close, or in recvmsg for the fds the kernel dropped there).
+      expect(await linger.verdict()).toBeNull();
+    } finally {
+      closeFd(a);
+      closeFd(b);
+      await linger.end();
+    }
+    // The closer's close of the socket ended with python: nothing of the test's left.
+    expect(await fdTableSettles(process.pid, before)).toBe('');
   },
   60000,
 );
