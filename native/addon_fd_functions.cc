@@ -132,6 +132,18 @@ Napi::Value ClosedByOther(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), FdWasClosedByOther(static_cast<uint64_t>(registration)));
 }
 
+// foundClosedByOther(fd, registration): fdbridge found `fd`, held under
+// `registration`, closed or holding another file where something of its
+// own (a libuv stream) is about to close it: that registration ends,
+// noted as closed by someone else while a check watches (FdClosedByOther).
+Napi::Value FoundClosedByOther(const Napi::CallbackInfo& info) {
+  int fd = ArgFd(info, 0);
+  double registration = info.Length() > 1 ? WholeNumber(info[1]) : -1;
+  if (registration < 0) throw Napi::TypeError::New(info.Env(), "foundClosedByOther(fd, registration): registration must be a non-negative integer");
+  FdClosedByOther(fd, static_cast<uint64_t>(registration));
+  return info.Env().Undefined();
+}
+
 // own(fd): registers an fd fdbridge took over without making it, at the
 // number it has (see NativeBinding.own).
 Napi::Value Own(const Napi::CallbackInfo& info) {
@@ -394,6 +406,7 @@ void ExportFdFunctions(Napi::Env env, Napi::Object exports) {
   exports.Set("registration", Napi::Function::New<Registration>(env, "registration"));
   exports.Set("watchClosedByOthers", Napi::Function::New<WatchClosedByOthers>(env, "watchClosedByOthers"));
   exports.Set("closedByOther", Napi::Function::New<ClosedByOther>(env, "closedByOther"));
+  exports.Set("foundClosedByOther", Napi::Function::New<FoundClosedByOther>(env, "foundClosedByOther"));
   exports.Set("ownedFdCount", Napi::Function::New<OwnedFdCount>(env, "ownedFdCount"));
   exports.Set("posixLock", Napi::Function::New<PosixLock>(env, "posixLock"));
   exports.Set("conflictingLock", Napi::Function::New<ConflictingLock>(env, "conflictingLock"));

@@ -480,6 +480,13 @@ export interface NativeBinding {
   /** Whether `registration` ended with fdbridge finding its fd closed by someone else, while a check watched. */
   closedByOther(registration: number): boolean;
   /**
+   * fdbridge found `fd`, held under `registration`, closed or holding
+   * another file where something of its own (a libuv stream) is about to
+   * close it: the registration ends, noted for closedByOther while a check
+   * watches. Nothing for a registration `fd` no longer has.
+   */
+  foundClosedByOther(fd: number, registration: number): void;
+  /**
    * `fd`, one of fdbridge's, is a libuv stream's to close from now on:
    * should this environment end first (a worker terminated), its teardown,
    * which comes after Node has closed every handle, only unregisters it.

@@ -29,7 +29,27 @@ export function ownedStream(fd: number, ways: { readable: boolean; writable: boo
   // libuv's to close from here on, also when this thread's environment ends
   // before 'close' (a terminated worker: its teardown only unregisters it).
   const registration = native.runtimeCloses(fd);
+  const { dev, ino } = native.identity(fd);
   const socket = new Socket({ fd, readable: ways.readable, writable: ways.writable, allowHalfOpen: true });
+  // libuv's close says nothing of a number someone else closed first (its
+  // EBADF is not reported): looked at just before it (_destroy closes the
+  // handle), so that a leak check blames that close on the code under test
+  // (closedByOther) instead of setting the fd aside as one fdbridge closed.
+  const destroy = socket._destroy.bind(socket);
+  socket._destroy = (err, callback) => {
+    if (native.registration(fd) === registration && !holds(fd, dev, ino)) native.foundClosedByOther(fd, registration);
+    destroy(err, callback);
+  };
   socket.once('close', () => native.disown(fd, registration));
   return socket;
+}
+
+/** Whether `fd` is open on the file `dev`/`ino`. */
+function holds(fd: number, dev: bigint, ino: bigint): boolean {
+  try {
+    const now = native.identity(fd);
+    return now.dev === dev && now.ino === ino;
+  } catch {
+    return false; // closed (EBADF)
+  }
 }
