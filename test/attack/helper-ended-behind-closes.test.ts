@@ -22,25 +22,16 @@
  * once the test resets their peers (linger.end()).
  */
 import { closeFd, connect, FdBridgeError, PROBE_COMMAND, type Connection } from '../../src';
-import { TimeoutError } from '../../src/errors';
 import { openFdTable } from '../../src/fd';
 import { backgroundClosesPending } from '../../src/test-hooks';
 import { HelperDaemon } from '../../src/transports/helper-daemon';
 import { statusWhen } from '../util/helper-status';
 import { hasPython, lingeringSocket } from '../util/linger-attacker';
 import { fdTableSettles, startHelperProcess, type HelperProcess } from '../util/processes';
+import { within } from '../util/within';
 
 /** Past the 8 closer threads one uid gets: some of its closes wait queued behind the blocked ones. */
 const LINGERING = 10;
-
-/** `settles`, or a TimeoutError naming `what` after `ms`. */
-function within<T>(settles: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new TimeoutError(`${what}: not within ${ms} ms`)), ms);
-  });
-  return Promise.race([settles, late]).finally(() => clearTimeout(timer));
-}
 
 /** How a call ended: its error's class and code (a typed error), or 'resolved'. */
 function outcome(call: Promise<unknown>): Promise<string> {

@@ -18,11 +18,11 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 
-import { TimeoutError } from '../../src/errors';
 import { openFdTable } from '../../src/fd';
 import { hasPython, PYTHON } from '../util/linger-attacker';
 import { DIST_SRC } from '../util/nobody';
 import { exitOf, fdTableSettles, startHelperProcess, type HelperProcess } from '../util/processes';
+import { within } from '../util/within';
 
 /** python3: a pty whose output is stopped, then exec node with both ends (argv: node, client script, socket path). */
 const STOPPED_PTY = `
@@ -86,15 +86,6 @@ function laneInWrite(pid: number): boolean {
 
 async function until(ok: () => boolean): Promise<void> {
   while (!ok()) await new Promise((r) => setTimeout(r, 20));
-}
-
-/** `settles`, or a TimeoutError naming `what` after `ms` (a deadline of this test's own, far above what it takes). */
-function within<T>(settles: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new TimeoutError(`${what}: not within ${ms} ms`)), ms);
-  });
-  return Promise.race([settles, late]).finally(() => clearTimeout(timer));
 }
 
 const describeWithPython = hasPython() ? describe : describe.skip;
