@@ -357,14 +357,18 @@ export async function settleFdSnapshots(
     const now = performance.now();
     // Stryker disable next-line EqualityOperator: > instead of >= is at most one more 20 ms poll, the same verdict later
     if (now >= deadline) {
-      const waiting = report.closed.some((e) => unreleased.has(e)) || report.leaks.some((e) => e.pid === process.pid && closer.held.has(e.fd));
+      // A lane's copy before the tables were read and no longer the lanes'
+      // now went on to the closer after it was read: its close is coming.
+      const lanes = new Set(native.laneWriterFds());
+      const handedOn = (e: FdEntry): boolean => e.pid === process.pid && writing.includes(e.fd) && !lanes.has(e.fd);
+      const waiting =
+        report.closed.some((e) => unreleased.has(e)) || report.leaks.some((e) => (e.pid === process.pid && closer.held.has(e.fd)) || handedOn(e));
       if (!waiting || now >= closerDeadline) {
         // Queued before the tables were read and still now: never closed in
-        // between, so its number was the closer's fd throughout.
+        // between, so its number was the closer's fd throughout. Likewise a
+        // lane's (`lanes`, read after the tables).
         const still = closerFds().queued;
         const queued = new Set([...closer.queued].filter((fd) => still.has(fd)));
-        // Likewise a lane's before the tables were read and still now.
-        const lanes = new Set(native.laneWriterFds());
         return setAsideWriting(setAsideClosing(withOwnClosed(report, ownClosed), queued), new Set(writing.filter((fd) => lanes.has(fd))));
       }
     }
