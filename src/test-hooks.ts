@@ -16,6 +16,11 @@ import { SystemError } from './errors';
 import { native, type NativeExitWatch } from './native';
 import { setWorkerStartHold } from './transports/worker';
 
+/** The fds log lines being written hold now (each line's copy of its log fd and the eventfd it waits on). */
+export function laneWriterFds(): number[] {
+  return native.laneWriterFds();
+}
+
 /** How many fds fdbridge holds for itself in this process now (dupHigh, pins, ledgers, its own sockets). */
 export function ownedFdCount(): number {
   return native.ownedFdCount();

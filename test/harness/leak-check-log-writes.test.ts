@@ -19,7 +19,7 @@ import fc from 'fast-check';
 import { checkFdLeaks, connect, describeFdLeakReport, LOG_COMMAND, type Connection } from '../../src';
 import { ClosedError } from '../../src/errors';
 import { closeFd, makeMemfd, makePipe, openFdTable } from '../../src/fd';
-import { native } from '../../src/native';
+import { laneWriterFds } from '../../src/test-hooks';
 import { hasPython, PYTHON } from '../util/linger-attacker';
 import { DIST_SRC } from '../util/nobody';
 import { readUpTo } from '../util/pipe-read';
@@ -64,7 +64,7 @@ test("generated: lines stuck in their writes into a pipe nobody reads are fdbrid
               conn ??= await open();
               for (let i = 0; i < lines; i++) logged.push(conn.call('log', 'l'.repeat(STUCK)).catch((e: unknown) => e));
               // The first line waits in its write once the pipe is full: its copy, and the eventfd it waits with.
-              while (native.laneWriterFds().length < 2) await new Promise((resolve) => setTimeout(resolve, 10));
+              while (laneWriterFds().length < 2) await new Promise((resolve) => setTimeout(resolve, 10));
               if (leakOne) leaked = makeMemfd('leak-check-log-writes');
               if (closeInside) await conn.close();
             },
@@ -82,7 +82,7 @@ test("generated: lines stuck in their writes into a pipe nobody reads are fdbrid
           } else {
             // The line in its write holds its copy of the pipe and the eventfd it waits with (the
             // command hands its lines over one at a time): both the lanes', nothing else.
-            const held = new Set(native.laneWriterFds());
+            const held = new Set(laneWriterFds());
             expect(report.writing?.map((e) => e.target).sort()).toEqual(['anon_inode:[eventfd]', expect.stringMatching(/^pipe:\[\d+\]$/)]);
             for (const e of report.writing ?? []) expect(held.has(e.fd)).toBe(true);
             if (leakOne) expect(text).toContain("set aside (fdbridge's own copies of a log fd, held by a log line whose write has not returned");
