@@ -359,17 +359,24 @@ export async function settleFdSnapshots(
     if (now >= deadline) {
       // A lane's copy before the tables were read and no longer the lanes'
       // now went on to the closer after it was read: its close is coming.
+      // One the lanes' now and not before was made while the tables were
+      // read (a line handed over meanwhile): the next look reads it as the
+      // lanes' from the start.
       const lanes = new Set(native.laneWriterFds());
       const handedOn = (e: FdEntry): boolean => e.pid === process.pid && writing.includes(e.fd) && !lanes.has(e.fd);
+      const madeMeanwhile = (e: FdEntry): boolean => e.pid === process.pid && lanes.has(e.fd) && !writing.includes(e.fd);
       const waiting =
-        report.closed.some((e) => unreleased.has(e)) || report.leaks.some((e) => (e.pid === process.pid && closer.held.has(e.fd)) || handedOn(e));
+        report.closed.some((e) => unreleased.has(e)) ||
+        report.leaks.some((e) => (e.pid === process.pid && closer.held.has(e.fd)) || handedOn(e) || madeMeanwhile(e));
       if (!waiting || now >= closerDeadline) {
         // Queued before the tables were read and still now: never closed in
-        // between, so its number was the closer's fd throughout. Likewise a
-        // lane's (`lanes`, read after the tables).
+        // between, so its number was the closer's fd throughout. A lane's
+        // now (`lanes`, read after the tables) holds its number: what the
+        // tables showed there was that copy, or a file closed since, a leak
+        // no longer either way.
         const still = closerFds().queued;
         const queued = new Set([...closer.queued].filter((fd) => still.has(fd)));
-        return setAsideWriting(setAsideClosing(withOwnClosed(report, ownClosed), queued), new Set(writing.filter((fd) => lanes.has(fd))));
+        return setAsideWriting(setAsideClosing(withOwnClosed(report, ownClosed), queued), lanes);
       }
     }
     await sleep(20);

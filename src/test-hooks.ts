@@ -16,9 +16,45 @@ import { SystemError } from './errors';
 import { native, type NativeExitWatch } from './native';
 import { setWorkerStartHold } from './transports/worker';
 
+/** The addon's own read of the lanes' fds, whatever afterLaneWriterFdsRead put in its place. */
+const readLaneWriterFds = native.laneWriterFds;
+
 /** The fds log lines being written hold now (each line's copy of its log fd and the eventfd it waits on). */
 export function laneWriterFds(): number[] {
-  return native.laneWriterFds();
+  return readLaneWriterFds();
+}
+
+/**
+ * Calls `hook(n)` right after each read of the lanes' fds by fdbridge from
+ * now on (n: 0 for the first read, 1 for the next, ...), until called with
+ * undefined; this module's laneWriterFds() is not counted. A leak check
+ * reads them before the fd tables and again after: a hook that hands a
+ * line over at its first read makes that line's copy between the two.
+ */
+export function afterLaneWriterFdsRead(hook: ((n: number) => void) | undefined): void {
+  if (hook === undefined) {
+    native.laneWriterFds = readLaneWriterFds;
+    return;
+  }
+  let n = 0;
+  native.laneWriterFds = (): number[] => {
+    const fds = readLaneWriterFds();
+    hook(n++);
+    return fds;
+  };
+}
+
+/**
+ * Hands `data` to a thread of `owner`'s log lane, to be written into a
+ * copy of `fd`, as the log command hands each line (native laneWrite): the
+ * copy is made, and listed as the lanes' (laneWriterFds), before this
+ * returns. `written` resolves once the copy is closed, with the bytes
+ * written or -errno (-ECANCELED once cancel() ended the write).
+ */
+export function startLaneWrite(fd: number, data: Uint8Array, owner: number): { written: Promise<number>; cancel(): void } {
+  const group = native.laneGroup();
+  const written = new Promise<number>((resolve) => native.laneWrite(fd, data, owner, group, resolve));
+  return { written, cancel: () => native.laneWriteCancel(group) };
 }
 
 /** How many fds fdbridge holds for itself in this process now (dupHigh, pins, ledgers, its own sockets). */

@@ -12,6 +12,7 @@
  */
 import { spawn } from 'node:child_process';
 import { closeSync, constants as fsConstants, openSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 
 import fc from 'fast-check';
@@ -19,7 +20,7 @@ import fc from 'fast-check';
 import { checkFdLeaks, connect, describeFdLeakReport, LOG_COMMAND, type Connection } from '../../src';
 import { ClosedError } from '../../src/errors';
 import { closeFd, makeMemfd, makePipe, openFdTable } from '../../src/fd';
-import { laneWriterFds } from '../../src/test-hooks';
+import { afterLaneWriterFdsRead, laneWriterFds, startLaneWrite } from '../../src/test-hooks';
 import { hasPython, PYTHON } from '../util/linger-attacker';
 import { DIST_SRC } from '../util/nobody';
 import { readUpTo } from '../util/pipe-read';
@@ -100,6 +101,78 @@ test("generated: lines stuck in their writes into a pipe nobody reads are fdbrid
       },
     ),
     { numRuns: 12, examples: [['direct', 1, false, false], ['worker', 3, false, true], ['direct', 2, true, true]] },
+  );
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+}, 120000);
+
+/** Turns the event loop until the lanes hold `n` fds more than `had` did; returns the new ones. */
+async function lanesGrow(had: ReadonlySet<number>, n: number): Promise<number[]> {
+  for (;;) {
+    const added = laneWriterFds().filter((fd) => !had.has(fd));
+    if (added.length >= n) return added;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+test("generated: a line handed over while a check reads the fd tables (after its look at the lanes, before the tables) is the lanes' copy, set aside in `writing`, never a leak", async () => {
+  const before = openFdTable(process.pid);
+  let run = 0;
+  await fc.assert(
+    fc.asyncProperty(
+      fc.integer({ min: 1, max: 3 }),
+      fc.boolean(),
+      fc.boolean(),
+      async (meanwhile, stuckInside, leakOne) => {
+        // A lane of this run's own: its two threads stuck in writes into a
+        // full pipe, so that each line handed over meanwhile waits in the
+        // lane's queue with its copy (and no eventfd: no thread took it).
+        const owner = 2 ** 32 + run++;
+        const [r, w] = makePipe(); // read only at the end
+        const writes: Array<ReturnType<typeof startLaneWrite>> = [];
+        let stuck: number[] = [];
+        let made: number[] = [];
+        let leaked: number | undefined;
+        const stick = async (): Promise<void> => {
+          const had = new Set(laneWriterFds());
+          for (let i = 0; i < 2; i++) writes.push(startLaneWrite(w, Buffer.alloc(STUCK, 'l'), owner));
+          // Each line's copy, and the eventfd each thread waits on once the pipe is full.
+          stuck = await lanesGrow(had, 4);
+        };
+        try {
+          if (!stuckInside) await stick();
+          const report = await checkFdLeaks(
+            async () => {
+              if (stuckInside) await stick();
+              if (leakOne) leaked = makeMemfd('leak-check-log-writes-meanwhile');
+              afterLaneWriterFdsRead((n) => {
+                if (n !== 0) return;
+                const had = new Set(laneWriterFds());
+                for (let i = 0; i < meanwhile; i++) writes.push(startLaneWrite(w, Buffer.from('queued\n'), owner));
+                made = laneWriterFds().filter((fd) => !had.has(fd));
+              });
+            },
+            { settleMs: 0 },
+          );
+          // The lines handed over at the check's first look at the lanes, one copy each.
+          expect(made).toHaveLength(meanwhile);
+          expect(report.leaks.map((e) => e.fd)).toEqual(leakOne ? [leaked] : []);
+          expect(report.closed).toEqual([]);
+          const writing = (report.writing ?? []).map((e) => e.fd).sort((a, b) => a - b);
+          expect(writing).toEqual([...made, ...(stuckInside ? stuck : [])].sort((a, b) => a - b));
+          for (const e of report.writing ?? []) expect(e.target).toMatch(/^(pipe:\[\d+\]|anon_inode:\[eventfd\])$/);
+        } finally {
+          afterLaneWriterFdsRead(undefined);
+          if (leaked !== undefined) closeFd(leaked);
+          for (const write of writes) write.cancel();
+          // Each ends cancelled, its copy closed.
+          expect(await Promise.all(writes.map((write) => write.written))).toEqual(writes.map(() => -osConstants.errno.ECANCELED));
+          closeFd(w);
+          await drainPipe(r, Infinity);
+          closeFd(r);
+        }
+      },
+    ),
+    { numRuns: 10, examples: [[1, false, false], [3, true, true], [2, false, true]] },
   );
   expect(await fdTableSettles(process.pid, before)).toBe('');
 }, 120000);
