@@ -162,6 +162,23 @@ export function simulateKernelWithoutPassRights(): () => void {
 }
 
 /**
+ * Makes each call of the addon's `name` throw `err` from now on, until the
+ * returned function puts the real one back: for a test of what a failure
+ * there leaves behind (a helper daemon's start that fails after it took
+ * its share of the background closer and registered itself).
+ */
+export function failNativeCall(name: 'peerCred' | 'setPassRights', err: Error): () => void {
+  const binding = native as unknown as Record<string, unknown>;
+  const real = binding[name];
+  binding[name] = (): never => {
+    throw err;
+  };
+  return () => {
+    binding[name] = real;
+  };
+}
+
+/**
  * Calls `hook(pid)` (undefined: no more) in the thread that set it, each time
  * this thread spawns a command process or a via, right after the spawn and
  * before anything else is done with the process: where a worker terminated

@@ -276,16 +276,20 @@ interface Client {
   stuckSince: number | undefined;
 }
 
+/** What a daemon registers in `daemons`: its status, and what names its listening socket (listenerIdentity; undefined when its file was not there). */
+interface RegisteredDaemon {
+  status(viewer?: { uid: number }): HelperStatus;
+  readonly listener: string | undefined;
+}
+
 /**
- * Daemons of this process by id, for the status command. On globalThis
- * under a registered symbol: the command is loaded from the compiled
- * module, which may be another instance of this module than the daemon's
- * (a daemon run from TypeScript sources, in tests).
+ * Daemons started on this thread by id, for the status command and for
+ * daemonOnThisThread. On globalThis (one per thread) under a registered
+ * symbol: the command is loaded from the compiled module, and a client may
+ * be another instance of this module than the daemon's (a daemon run from
+ * TypeScript sources, in tests).
  */
-const daemons: Map<number, { status(viewer?: { uid: number }): HelperStatus }> = ((globalThis as Record<symbol, unknown>)[HELPER_DAEMONS] ??= new Map()) as Map<
-  number,
-  { status(viewer?: { uid: number }): HelperStatus }
->;
+const daemons = ((globalThis as Record<symbol, unknown>)[HELPER_DAEMONS] ??= new Map()) as Map<number, RegisteredDaemon>;
 
 export class HelperDaemon {
   readonly socketPath: string;
@@ -362,15 +366,23 @@ export class HelperDaemon {
     }
     const address = helperAddress(socketPath);
     parseAddress(address); // a clear RangeError for names over 107 bytes
+    let server: UnixServer;
     if (typeof address !== 'string') {
-      return new HelperDaemon(socketPath, UnixServer.listen(address, { kind: 'seqpacket', own: true, ...SERVED_SOCKET_OPTIONS }), options, limits);
+      server = UnixServer.listen(address, { kind: 'seqpacket', own: true, ...SERVED_SOCKET_OPTIONS });
+    } else {
+      if (options.socketPath === undefined) {
+        checkSocketDirectory(dirname(dirname(socketPath)));
+        ensurePrivateDir(dirname(socketPath));
+      }
+      checkSocketDirectory(dirname(socketPath));
+      server = listenReplacingStale(socketPath);
     }
-    if (options.socketPath === undefined) {
-      checkSocketDirectory(dirname(dirname(socketPath)));
-      ensurePrivateDir(dirname(socketPath));
+    try {
+      return new HelperDaemon(socketPath, server, options, limits);
+    } catch (err) {
+      server.close(); // and its socket file
+      throw err;
     }
-    checkSocketDirectory(dirname(socketPath));
-    return new HelperDaemon(socketPath, listenReplacingStale(socketPath), options, limits);
   }
 
   private constructor(socketPath: string, server: UnixServer, options: HelperOptions, limits: HelperLimits) {
@@ -385,32 +397,40 @@ export class HelperDaemon {
     this.#commands = commandTable(options, this.#id);
     this.#reservedOwners = closerOwners(this.#allowed);
     const reserve = native.reserveCloserThreads(this.#reservedOwners);
-    if (reserve < native.closerThreads().reservedOwners) {
-      options.log?.(
-        `${this.#allowed.size} uids served: the background closer's reserve of ${reserve} threads is less than one for each uid (and the others); ` +
-          `once that many of them each have a close blocked, the others' closes wait`,
-      );
+    try {
+      if (reserve < native.closerThreads().reservedOwners) {
+        options.log?.(
+          `${this.#allowed.size} uids served: the background closer's reserve of ${reserve} threads is less than one for each uid (and the others); ` +
+            `once that many of them each have a close blocked, the others' closes wait`,
+        );
+      }
+      // A line may quote what a client sent (a command name, a module, a
+      // method): escaped as a client's log lines are, so each stays one line.
+      const log = options.log;
+      this.#log = log ? (line) => log(escapeLogText(line)) : () => undefined;
+      this.#allFds = new native.FdBudget(limits.maxFdsTotal);
+      daemons.set(this.#id, { status: (viewer) => this.status(viewer), listener: listenerIdentity(socketPath) });
+      // What the clients' ends of our connections report as their peer (the
+      // process that listens: us, or systemd for an activated socket).
+      this.#listener = native.peerCred(server.fd);
+      // Peers may send fds only once READY: the sockets accepted from now on
+      // refuse them (SO_PASSRIGHTS off, copied from the listener at each
+      // connect), so a peer refused, or one that connected and is never
+      // served, cannot have queued any (see mayHoldFds), and its socket is
+      // emptied and closed here, not as is on the background closer behind
+      // its uid's other closes. A served one
+      // takes them from its READY on (serve.ts: acceptFds). Before Linux 6.16
+      // this does nothing.
+      refuseFdsOn(server.fd);
+      server.onConnection((err, socket) => this.#onConnection(err, socket));
+    } catch (err) {
+      // Nothing is served: what the start took is given back (the caller
+      // closes the server).
+      native.reserveCloserThreads(-this.#reservedOwners);
+      this.#reservedOwners = 0;
+      daemons.delete(this.#id);
+      throw err;
     }
-    // A line may quote what a client sent (a command name, a module, a
-    // method): escaped as a client's log lines are, so each stays one line.
-    const log = options.log;
-    this.#log = log ? (line) => log(escapeLogText(line)) : () => undefined;
-    this.#allFds = new native.FdBudget(limits.maxFdsTotal);
-    daemons.set(this.#id, this);
-    const listener = listenerIdentity(socketPath);
-    if (listener !== undefined) listenersOfThisThread.set(this.#id, listener);
-    // What the clients' ends of our connections report as their peer (the
-    // process that listens: us, or systemd for an activated socket).
-    this.#listener = native.peerCred(server.fd);
-    // Peers may send fds only once READY: the sockets accepted from now on
-    // refuse them (SO_PASSRIGHTS off, copied from the listener at each
-    // connect), so a peer refused, or one that connected and is never
-    // served, cannot have queued any (see mayHoldFds), and its socket is
-    // emptied and closed here, not as is on the background closer behind
-    // its uid's other closes. A served one
-    // takes them from its READY on (serve.ts: acceptFds). Before Linux 6.16
-    // this does nothing.
-    refuseFdsOn(server.fd);
     // One timer for every client: HELLO and idle timeouts, replies piling
     // up unread. (A client's exit is an event: see watchClient.)
     const every = Math.max(
@@ -419,7 +439,6 @@ export class HelperDaemon {
     );
     this.#sweeper = setInterval(() => this.#sweep(), every);
     this.#sweeper.unref();
-    server.onConnection((err, socket) => this.#onConnection(err, socket));
   }
 
   /**
@@ -934,7 +953,6 @@ export class HelperDaemon {
     clearInterval(this.#sweeper);
     clearTimeout(this.#acceptRetry);
     daemons.delete(this.#id);
-    listenersOfThisThread.delete(this.#id);
     if (this.#clients.size > 0) {
       const idle = new Promise<void>((resolve) => this.#idle.push(resolve));
       for (const c of [...this.#clients.values()]) c.served.end();
@@ -981,14 +999,6 @@ function peerUid(fd: number): number {
 }
 
 /**
- * The listening sockets of the daemons started on this thread, by daemon id:
- * their event loop is this thread's, so nothing that blocks this thread can
- * be answered by them. On globalThis (one per thread), as `daemons`: the
- * client may be another instance of this module than the daemon's.
- */
-const listenersOfThisThread = ((globalThis as Record<symbol, unknown>)[Symbol.for('fdbridge.helper-listeners')] ??= new Map()) as Map<number, string>;
-
-/**
  * What names a listening socket: its file's device and inode (the same
  * socket under another spelling of its path), an abstract name as is;
  * undefined when the file is not there.
@@ -1003,10 +1013,14 @@ function listenerIdentity(socketPath: string): string | undefined {
   }
 }
 
-/** True when a HelperDaemon started on this thread listens at `socketPath`. */
+/**
+ * True when a HelperDaemon started on this thread listens at `socketPath`:
+ * its event loop is this thread's, so nothing that blocks this thread can
+ * be answered by it.
+ */
 export function daemonOnThisThread(socketPath: string): boolean {
   const id = listenerIdentity(socketPath);
-  return id !== undefined && [...listenersOfThisThread.values()].includes(id);
+  return id !== undefined && [...daemons.values()].some((d) => d.listener === id);
 }
 
 /** Ids are unique in the process, across module instances (see `daemons`). */

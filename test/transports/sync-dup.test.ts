@@ -30,6 +30,7 @@ import { closeFd, closeFds, fdIdentity, makeMemfd, openFdTable, type FdTable } f
 import { packageRoot } from '../../src/paths';
 import type { ChildConnection } from '../../src/transports/child';
 import { exitOf, fdTableSettles, helperForSuite } from '../util/processes';
+import { daemonOnWorkerThread } from '../util/worker-daemon';
 
 const suite = helperForSuite('fdbridge-sync-dup-');
 
@@ -274,19 +275,7 @@ describe('other transports', () => {
 
   test('a helper daemon on a worker thread of this process answers this thread\'s dupFileDescriptorSync', async () => {
     const socketPath = `@fdbridge-sync-worker-daemon-${process.pid}`;
-    const daemonThread = new Worker(
-      `const { parentPort, workerData } = require('node:worker_threads');
-       const { HelperDaemon } = require(workerData.index);
-       const daemon = HelperDaemon.start({ diagnostics: true, socketPath: workerData.socketPath });
-       parentPort.postMessage('listening');
-       parentPort.once('message', () => daemon.close().then(() => parentPort.close()));`,
-      { eval: true, workerData: { socketPath, index: join(packageRoot, 'dist', 'src', 'index.js') } },
-    );
-    const exited = new Promise((resolve) => daemonThread.once('exit', resolve));
-    await new Promise((resolve, reject) => {
-      daemonThread.once('message', resolve);
-      daemonThread.once('error', reject);
-    });
+    const daemonThread = await daemonOnWorkerThread(socketPath);
     const conn = await connect('helper', { command: PROBE_COMMAND, socketPath });
     const fd = makeMemfd('sync-dup-worker-daemon');
     try {
@@ -295,8 +284,7 @@ describe('other transports', () => {
     } finally {
       closeFd(fd);
       await conn.close();
-      daemonThread.postMessage('stop');
-      await exited;
+      await daemonThread.stop();
     }
   });
 

@@ -1,0 +1,102 @@
+/**
+ * A helper daemon whose start fails part-way leaves nothing behind: the
+ * background closer's reserve it took for its uids is given back, it is no
+ * longer registered (as a daemon of this thread for the status command and
+ * for dupFileDescriptorSync, which refuses to block on a daemon whose event
+ * loop is this thread's), and its listening socket and socket file are
+ * gone, so that another daemon can take the address at once.
+ */
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import fc from 'fast-check';
+
+import { connect, HelperDaemon, PROBE_COMMAND, SystemError } from '../../src';
+import { closeFd, fdIdentity, makeMemfd, openFdTable } from '../../src/fd';
+import { closerThreads, failNativeCall } from '../../src/test-hooks';
+import { daemonOnThisThread } from '../../src/transports/helper-daemon';
+import { fdTableSettles } from '../util/processes';
+import { daemonOnWorkerThread } from '../util/worker-daemon';
+
+/** Enough uids that the closer's reserve cannot keep a thread for each (its maxReserve): the start says so in its log. */
+const MANY_UIDS = Array.from({ length: closerThreads().maxReserve + 1 }, (_, i) => 100_000 + i);
+
+type Step = 'log' | 'peerCred' | 'setPassRights';
+
+/** Starts a daemon at `socketPath` whose start throws at `step` (a log callback that throws, or the addon's call failing); returns what it threw. */
+function failedStart(socketPath: string, step: Step): unknown {
+  const failure = new SystemError(-5 /* EIO */, step, `${step} failed (injected)`);
+  const restore = step === 'log' ? () => undefined : failNativeCall(step, failure);
+  try {
+    HelperDaemon.start({
+      socketPath,
+      diagnostics: true,
+      ...(step === 'log'
+        ? {
+            allowUids: MANY_UIDS,
+            log: (line: string) => {
+              if (/reserve of \d+ threads/.test(line)) throw failure;
+            },
+          }
+        : {}),
+    });
+  } catch (err) {
+    return err;
+  } finally {
+    restore();
+  }
+  return 'started';
+}
+
+test('generated: a start that fails after taking the closer\'s reserve and registering gives both back, and frees its address', async () => {
+  const before = openFdTable(process.pid);
+  const dir = mkdtempSync(join(tmpdir(), 'fdbridge-start-failure-'));
+  let run = 0;
+  try {
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom<Step>('log', 'peerCred', 'setPassRights'), fc.boolean(), async (step, abstract) => {
+        const socketPath = abstract ? `@fdbridge-start-failure-${process.pid}-${run++}` : join(dir, `s${run++}`);
+        const reserved = closerThreads().reservedOwners;
+        const thrown = failedStart(socketPath, step);
+        expect(thrown).toBeInstanceOf(SystemError);
+        expect((thrown as Error).message).toBe(`${step} failed (injected)`);
+        // The closer's reserve is what it was; no daemon of this thread listens there.
+        expect(closerThreads().reservedOwners).toBe(reserved);
+        expect(daemonOnThisThread(socketPath)).toBe(false);
+        if (!abstract) expect(existsSync(socketPath)).toBe(false);
+        // The address is free: a daemon started there now serves.
+        const daemon = HelperDaemon.start({ socketPath, diagnostics: true });
+        try {
+          const conn = await connect('helper', { command: PROBE_COMMAND, socketPath });
+          expect(await conn.call('echo', 'served')).toBe('served');
+          await conn.close();
+        } finally {
+          await daemon.close();
+        }
+        expect(closerThreads().reservedOwners).toBe(reserved);
+      }),
+      { numRuns: 12, examples: [['log', true], ['peerCred', false], ['setPassRights', true]] },
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+});
+
+test("after a start at an address failed here, a daemon on a worker thread at that address answers this thread's dupFileDescriptorSync", async () => {
+  const socketPath = `@fdbridge-start-failure-worker-${process.pid}`;
+  expect(failedStart(socketPath, 'peerCred')).toBeInstanceOf(SystemError);
+  const daemonThread = await daemonOnWorkerThread(socketPath);
+  const conn = await connect('helper', { command: PROBE_COMMAND, socketPath });
+  const fd = makeMemfd('start-failure-worker-daemon');
+  try {
+    const remote = conn.dupFileDescriptorSync(fd, { timeoutMs: 60_000 });
+    const id = fdIdentity(fd);
+    expect(await conn.call('identities', [remote])).toEqual([{ dev: String(id.dev), ino: String(id.ino), type: id.type }]);
+  } finally {
+    closeFd(fd);
+    await conn.close();
+    await daemonThread.stop();
+  }
+});
