@@ -514,8 +514,13 @@ export class HelperDaemon {
     const now = Date.now();
     for (const c of this.#clients.values()) {
       const a = c.served.activity();
-      // Cut off already (its command's close() may take a while): counted once.
-      if (a.ended) continue;
+      if (a.ended) {
+        // Cut off already (its command's close() may take a while): counted
+        // once. Its REFUSED may wait behind replies it has not read: no
+        // longer than a client that stops reading is waited for.
+        if (this.#stalled(c, a.queuedBytes, now)) c.served.end();
+        continue;
+      }
       if (!a.ready && now - c.acceptedAt > this.limits.helloTimeoutMs) {
         this.stats.quotaHits.helloTimeout++;
         c.served.end(new QuotaExceededError('helloTimeout', `no HELLO within ${this.limits.helloTimeoutMs} ms of connecting`));

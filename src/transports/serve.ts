@@ -232,7 +232,14 @@ function moduleOrBuiltin(requested: CommandSpec): CommandSpec {
 
 /** A connection being served. */
 export interface ServedConnection {
-  /** Ends it as if the client had closed (or with `reason`): the command is closed, then the socket. */
+  /**
+   * Ends it as if the client had closed (or with `reason`): the command is
+   * closed, then the socket. A QuotaExceededError `reason` is said to the
+   * client as a REFUSED after the replies queued before it; while that
+   * waits for the client to read them, the socket stays open (and
+   * activity() counts its bytes). Called again then (a supervisor that saw
+   * the client stop reading), it waits no more: what is unsent is dropped.
+   */
   end(reason?: Error): void;
   /** What a supervisor needs to time it out (see HelperDaemon). */
   activity(): ServedActivity;
@@ -316,6 +323,12 @@ class ServedSession implements ServedConnection {
   #callsInFlight = 0;
   /** holdReading's: no request is read once the HELLO is answered. */
   #held = false;
+  /**
+   * Set while the end's REFUSED waits in the send queue behind replies the
+   * client has not read yet: called once it has left (or failed, or end()
+   * was called again); the socket is closed after that.
+   */
+  #refusedLeft: (() => void) | undefined;
 
   constructor(socket: UnixSocket, options: ServeOptions) {
     this.#socket = socket;
@@ -343,7 +356,8 @@ class ServedSession implements ServedConnection {
   }
 
   end(reason?: Error): void {
-    this.#end(reason ?? null);
+    if (this.#ended) this.#refusedDone('both');
+    else this.#end(reason ?? null);
   }
 
   holdReading(on: boolean): void {
@@ -781,12 +795,23 @@ class ServedSession implements ServedConnection {
   #end(reason: Error | null): void {
     if (this.#ended) return;
     this.#ended = true;
+    // The socket is closed once the command is, and once the REFUSED has
+    // left if it waits in the send queue (#refusedLeft).
+    let waits = 1;
+    const finish = (): void => {
+      if (--waits > 0) return;
+      this.#intake?.close();
+      this.#socket.close();
+      this.#options.onEnd?.(reason, this.#stats);
+    };
+    let refusedQueued = false;
     if (reason instanceof QuotaExceededError) {
       // A limit that ends the connection (no HELLO in time, idle) is said to
       // the client before the socket closes, as a REFUSED naming the quota,
-      // so that it fails with that quota rather than as a peer that went away.
+      // so that it fails with that quota rather than as a peer that went
+      // away: after the replies queued before it, which it may be reading.
       try {
-        this.#socket.write(encodeJson(FrameType.REFUSED, 0, { message: reason.message }));
+        refusedQueued = !this.#socket.write(encodeJson(FrameType.REFUSED, 0, { message: reason.message }), undefined, () => this.#refusedDone('write'));
       } catch {
         // Gone, or no longer reading its replies (queuedBytes): it is disconnected all the same.
       }
@@ -802,18 +827,39 @@ class ServedSession implements ServedConnection {
     // socket is this connection's alone (accepted, or the child's end of
     // its socketpair), never an fd a client sent: shutdown(2) ends it for
     // no one else. It never blocks; nothing unread is dropped here (the
-    // close does that).
+    // close does that). A REFUSED still in the send queue would be: the
+    // writing side is shut down once it has left (#refusedDone), and the
+    // socket closed then. A client that does not read it is the
+    // supervisor's to cut off (end() again: a helper daemon's
+    // stalledReaderTimeoutMs); one that is gone fails the send.
     try {
-      this.#socket.shutdown('both');
+      this.#socket.shutdown(refusedQueued ? 'read' : 'both');
     } catch {
       // closed already, or never connected (ENOTCONN): no peer to tell
     }
-    const finish = (): void => {
-      this.#intake?.close();
-      this.#socket.close();
-      this.#options.onEnd?.(reason, this.#stats);
-    };
+    if (refusedQueued) {
+      waits++;
+      this.#refusedLeft = finish;
+    }
     if (this.#host) this.#host.close().catch(() => undefined).finally(finish);
     else finish();
+  }
+
+  /**
+   * The end's REFUSED, if it waits in the send queue, waits no more: it has
+   * left, or failed (`shut` 'write': the client reads its end of file
+   * next), or end() was called again ('both': it is dropped with the
+   * replies still unsent). The socket is closed then, once the command is.
+   */
+  #refusedDone(shut: 'write' | 'both'): void {
+    const left = this.#refusedLeft;
+    if (left === undefined) return;
+    this.#refusedLeft = undefined;
+    try {
+      this.#socket.shutdown(shut);
+    } catch {
+      // its peer gone (ENOTCONN)
+    }
+    left();
   }
 }

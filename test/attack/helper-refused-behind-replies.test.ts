@@ -1,0 +1,111 @@
+/**
+ * A limit that ends a helper daemon's connection is told to the client as
+ * a REFUSED naming the quota, after the replies queued before it: a client
+ * that reads slowly (its replies waiting in the daemon's send queue, past
+ * what the kernel holds) reads them all, then the REFUSED, then its end of
+ * file, and fails with the quota rather than as a peer that went away. A
+ * client that does not read them is not waited for past the daemon's
+ * stalledReaderTimeoutMs, and one that hangs up is not waited for at all:
+ * the daemon lets the connection go either way.
+ */
+import fc from 'fast-check';
+
+import { closeFd, HelperDaemon, openFdTable } from '../../src';
+import { decodeFrame, encodeJson, FrameType, PROTOCOL_VERSION } from '../../src/protocol';
+import { rawConnect, receiveNow, sendNow } from '../../src/testing';
+import { fdTableSettles } from '../util/processes';
+import { within } from '../util/within';
+
+const RECEIVE_BYTES = 256 * 1024;
+
+/** The next message on raw socket `fd`, turning the event loop while there is none: the frame, or 'eof'. */
+async function next(fd: number): Promise<{ type: number; id: number; message?: string } | 'eof'> {
+  for (;;) {
+    let m;
+    try {
+      m = receiveNow(fd, RECEIVE_BYTES, 0);
+    } catch (e) {
+      if ((e as { code?: string }).code === 'ERR_FDBRIDGE_EOF') return 'eof';
+      throw e;
+    }
+    if (m) return decodeFrame(m.data, []) as { type: number; id: number; message?: string };
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+/** Every message up to the end of file, as `RESULT <id>` / `REFUSED` lines. */
+async function readToEnd(fd: number): Promise<Array<string>> {
+  const seen: string[] = [];
+  for (let f = await next(fd); f !== 'eof'; f = await next(fd)) {
+    seen.push(f.type === FrameType.RESULT ? `RESULT ${f.id}` : f.type === FrameType.REFUSED ? `REFUSED ${f.message ?? ''}` : `type ${f.type}`);
+  }
+  return seen;
+}
+
+/** Waits until `ok()` holds, a TimeoutError naming `what` after a deadline of the test's own. */
+function until(ok: () => boolean, what: string): Promise<void> {
+  return within(
+    (async () => {
+      while (!ok()) await new Promise((resolve) => setTimeout(resolve, 10));
+    })(),
+    20_000,
+    what,
+  );
+}
+
+let seq = 0;
+
+test('generated: an idle client cut off with replies unread reads them all, then the REFUSED naming the quota; one that stops reading or hangs up is let go', async () => {
+  const before = openFdTable(process.pid);
+  await fc.assert(
+    fc.asyncProperty(
+      fc.integer({ min: 1, max: 30 }),
+      fc.integer({ min: 1000, max: 150_000 }),
+      fc.constantFrom('reads' as const, 'stops reading' as const, 'hangs up' as const),
+      async (calls, size, client) => {
+        // A client that reads is never taken for a stalled one here; one that stops is, soon.
+        const limits = { idleTimeoutMs: 100, stalledReaderTimeoutMs: client === 'reads' ? 600_000 : 300 };
+        const daemon = HelperDaemon.start({ socketPath: `@fdbridge-refused-behind-${process.pid}-${seq++}`, diagnostics: true, limits });
+        const fd = rawConnect('seqpacket', daemon.socketPath.slice(1), true);
+        let open = true;
+        try {
+          sendNow(fd, encodeJson(FrameType.HELLO, 0, { version: PROTOCOL_VERSION, command: { name: 'probe' } }));
+          expect(await next(fd)).toMatchObject({ type: FrameType.READY });
+          // As many echo calls as the sockets take now; none of the replies is read until the daemon has ended the connection.
+          const payload = 'e'.repeat(size);
+          let sent = 0;
+          for (let id = 1; id <= calls; id++) {
+            try {
+              sendNow(fd, encodeJson(FrameType.CALL, id, { method: 'echo', args: [payload] }));
+            } catch (e) {
+              if ((e as { code?: string }).code === 'EAGAIN') break;
+              throw e;
+            }
+            sent++;
+          }
+          expect(sent).toBeGreaterThan(0);
+          await until(() => daemon.stats.quotaHits.idleTimeout === 1, 'the idle timeout');
+          if (client === 'reads') {
+            const seen = await within(readToEnd(fd), 20_000, 'the replies, the REFUSED and the end of file');
+            // The replies to the calls the daemon read, each once and in order, then the REFUSED.
+            const results = seen.slice(0, -1);
+            expect(results.length).toBeGreaterThan(0);
+            expect(results).toEqual(results.map((_, i) => `RESULT ${i + 1}`));
+            expect(seen[seen.length - 1]).toMatch(/^REFUSED quota idleTimeout: idle for more than 100 ms/);
+          } else if (client === 'hangs up') {
+            closeFd(fd);
+            open = false;
+          }
+          // The daemon lets the connection go (a client that stops reading: once stalledReaderTimeoutMs has passed).
+          await daemon.idle(20_000);
+          expect(daemon.status().clients).toEqual([]);
+        } finally {
+          if (open) closeFd(fd);
+          await daemon.close();
+        }
+      },
+    ),
+    { numRuns: 15, examples: [[30, 100_000, 'reads'], [2, 1000, 'reads'], [30, 100_000, 'stops reading'], [30, 100_000, 'hangs up']] },
+  );
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+}, 300_000);
