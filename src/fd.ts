@@ -93,7 +93,7 @@ export function setFdFlags(fd: number, flags: Partial<FdFlags>): void {
  * there is nothing to tell it: a received message's fds cost no call there.
  */
 export function handedOver<T extends number | readonly number[]>(fds: T): T {
-  // Stryker disable next-line ArrayDeclaration,BooleanLiteral,ConditionalExpression,EqualityOperator,StringLiteral: run in worker threads, out of per-test coverage's sight (test/unit/fd.test.ts's worker test fails with the check inverted or the number not wrapped in a list or given as an empty one, applied by hand and compiled into dist/); forced true it is the same, the main thread's environment keeping none (handOver returns at once)
+  // Stryker disable next-line ArrayDeclaration,BooleanLiteral,ConditionalExpression,EqualityOperator,StringLiteral: run in worker threads, which load the compiled dist/, out of per-test coverage's sight: test/unit/fd.test.ts's worker test fails with the check inverted, or the number not wrapped in a list or given as an empty one; forced true it is the same, the main thread's environment keeping none (handOver returns at once)
   if (!isMainThread) native.handOver(typeof fds === 'number' ? [fds] : (fds as readonly number[]));
   return fds;
 }
