@@ -7,7 +7,7 @@
  * many fds as it likes, past every fd limit, up to EMFILE. The lines logged
  * meanwhile go, in order, to the log fd of the moment their turn comes.
  */
-import { closeSync, constants as fsConstants, openSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 
 import fc from 'fast-check';
 
@@ -15,23 +15,13 @@ import { connect, LOG_COMMAND, makeMemfd } from '../../src';
 import { closeFds, makePipe, openFdTable } from '../../src/fd';
 import { statusWhen } from '../util/helper-status';
 import { fdTableSettles, helperForSuite } from '../util/processes';
-import { readUpTo } from '../util/pipe-read';
+import { drainPipe } from '../util/pipe-read';
 
 const suite = helperForSuite('fdbridge-attack-log-redirects-');
 
 /** How many of `pid`'s fds name the memfd called `name`. */
 function memfdsNamed(pid: number, name: string): number {
   return [...openFdTable(pid).values()].filter((t) => t === `/memfd:${name} (deleted)`).length;
-}
-
-/** Reads `want` bytes from pipe `r` (through a non-blocking open file of it), turning the event loop while it waits; returns how many came. */
-async function drainPipe(r: number, want: number): Promise<number> {
-  const reader = openSync(`/proc/self/fd/${r}`, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
-  try {
-    return await readUpTo(reader, want);
-  } finally {
-    closeSync(reader);
-  }
 }
 
 test('generated: redirects made while a line is stuck leave one log fd in the daemon; the lines waiting go to the last one, in order', async () => {

@@ -11,7 +11,6 @@
  * beside them still is one.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, constants as fsConstants, openSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 
@@ -23,21 +22,11 @@ import { closeFd, makeMemfd, makePipe, openFdTable } from '../../src/fd';
 import { afterLaneWriterFdsRead, laneWriterFds, startLaneWrite } from '../../src/test-hooks';
 import { hasPython, PYTHON } from '../util/linger-attacker';
 import { DIST_SRC } from '../util/nobody';
-import { readUpTo } from '../util/pipe-read';
+import { drainPipe } from '../util/pipe-read';
 import { exitOf, fdTableSettles } from '../util/processes';
 
 /** More than a pipe holds: a line of this size stays in its write until the pipe is read. */
 const STUCK = 150_000;
-
-/** Reads pipe `r` up to `want` bytes or its end of file (through a non-blocking open file of it). */
-async function drainPipe(r: number, want: number): Promise<number> {
-  const reader = openSync(`/proc/self/fd/${r}`, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
-  try {
-    return await readUpTo(reader, want);
-  } finally {
-    closeSync(reader);
-  }
-}
 
 test("generated: lines stuck in their writes into a pipe nobody reads are fdbridge's (`writing`), not leaks; the code under test's own leak is still reported", async () => {
   const before = openFdTable(process.pid);
