@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <poll.h>
 #include <pthread.h>
@@ -518,6 +519,12 @@ struct Closer {
     uint64_t ticket;
     bool peer_fd;
     uint64_t registration;  // its registration when handed over (0: none): see CloseMayBlock
+    // Its file when handed over (HandOverIdentity): `open` false when the
+    // number was closed already then, `known` false when that could not be
+    // read (the close then goes ahead unchecked).
+    bool open;
+    bool known;
+    FdIdentity identity;
   };
   // One owner's closes waiting, and how many of its closes run now.
   struct Lane {
@@ -607,11 +614,29 @@ bool IsOwned(int fd) {
 // the low number then drops no last reference and cannot block), and the
 // close that may block is the copy's.
 //
-// An fd of ours whose number a new fd of ours took since it was handed over
-// was closed by someone else meanwhile: the number is the new fd's, and is
-// left alone (FdStillHeld).
-void CloseMayBlock(int fd, uint64_t registration) {
-  if (!FdStillHeld(fd, registration, nullptr)) return;
+// An fd the program closed behind the closer's back (before its hand-over
+// or since) is not closed again: the number is someone else's now, or
+// nobody's. One of ours is found so by its registration (a new fd of ours
+// took the number: FdStillHeld) or, as any other, by its file (the one at
+// the number now, read here, off the event loop, is not the one handed
+// over); one of ours found so ends as closed by someone else
+// (FdClosedByOther, noted while a leak check watches).
+void CloseMayBlock(const Closer::Job& job) {
+  int fd = job.fd;
+  uint64_t registration = job.registration;
+  if (!job.open) {
+    FdClosedByOther(fd, registration);
+    return;
+  }
+  if (registration != 0) {
+    if (!FdStillHeld(fd, registration, job.known ? &job.identity : nullptr)) return;
+  } else if (job.known) {
+    struct stat st;
+    if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_dev) != job.identity.dev ||
+        static_cast<uint64_t>(st.st_ino) != job.identity.ino) {
+      return;
+    }
+  }
   if (fd < FdFloor() && IsOwned(fd)) {
     int high = FdDupHigh(fd);
     if (high >= 0) {
@@ -625,7 +650,7 @@ void CloseMayBlock(int fd, uint64_t registration) {
 // Closes `job.fd` (the call that may block, outside the lock), then settles
 // its batch and runs the waiters it completed.
 void RunJob(Closer& c, uint64_t owner, const Closer::Job& job) {
-  CloseMayBlock(job.fd, job.registration);
+  CloseMayBlock(job);
   c.done++;
   std::vector<std::function<void()>> ready;
   {
@@ -732,13 +757,36 @@ void SpawnLocked(Closer& c) {
   pthread_attr_destroy(&attr);
 }
 
+// The file at `fd` as it is handed over (Closer::Job): statx(2) with
+// AT_STATX_DONT_SYNC, on the event loop of whoever hands it over, asks no
+// filesystem (a hung NFS server's, a peer's FUSE file's) for fresh
+// attributes: the device and inode number are the kernel's own.
+void HandOverIdentity(Closer::Job* job) {
+  struct statx stx;
+  job->open = true;
+  job->known = false;
+  if (statx(job->fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_INO, &stx) != 0) {
+    if (errno == EBADF) job->open = false;
+    return;
+  }
+  job->known = true;
+  job->identity = {static_cast<uint64_t>(makedev(stx.stx_dev_major, stx.stx_dev_minor)), stx.stx_ino, 0};
+}
+
 }  // namespace
 
 uint64_t FdCloseInBackground(const int* fds, size_t n, uint64_t owner, bool held_for_peer) {
   if (n == 0) return 0;
   // The closer's now, whatever environment asked; each with the
   // registration it has now, which its close checks (CloseMayBlock).
-  std::vector<uint64_t> registrations(n, 0);
+  // Each with its file as it is now, which its close checks too.
+  std::vector<Closer::Job> jobs(n);
+  for (size_t i = 0; i < n; i++) {
+    jobs[i].fd = fds[i];
+    jobs[i].peer_fd = held_for_peer;
+    jobs[i].registration = 0;
+    HandOverIdentity(&jobs[i]);
+  }
   {
     OwnedFds& o = TheOwnedFds();
     if (o.count.load(std::memory_order_relaxed) != 0) {
@@ -747,7 +795,7 @@ uint64_t FdCloseInBackground(const int* fds, size_t n, uint64_t owner, bool held
         auto it = o.gens.find(fds[i]);
         if (it == o.gens.end()) continue;
         it->second.holder = 0;
-        registrations[i] = it->second.gen;
+        jobs[i].registration = it->second.gen;
       }
     }
   }
@@ -762,10 +810,11 @@ uint64_t FdCloseInBackground(const int* fds, size_t n, uint64_t owner, bool held
       c.peer_fds_by_owner[owner] += n;
     }
     ticket = ++c.issued;
+    for (Closer::Job& job : jobs) job.ticket = ticket;
     c.batches[ticket].left = n;
     Closer::Lane& lane = c.lanes[owner];
     if (!held_for_peer) lane.own_queued += n;
-    for (size_t i = 0; i < n; i++) lane.jobs.push_back({fds[i], ticket, held_for_peer, registrations[i]});
+    for (size_t i = 0; i < n; i++) lane.jobs.push_back(jobs[i]);
     ListLocked(c, owner, lane);
     // Work another thread can take, and none free to take it.
     if (HasTurnLocked(c) && c.idle == 0) SpawnLocked(c);

@@ -341,9 +341,13 @@ constexpr size_t kCloserThreadStack = 256 * 1024;
 
 // Hands fds[0..n) to the closer as one batch of `owner`'s and returns its
 // ticket (0, already done, for an empty batch). The fds are the closer's
-// from here on, whatever happens. One of ours whose number a new fd of ours
-// takes before its close (someone else closed it) is not closed
-// (FdStillHeld with the registration it had when handed over).
+// from here on, whatever happens. One the program closes behind their back
+// is not closed again: its file (device and inode number, read as it is
+// handed over without asking the filesystem, AT_STATX_DONT_SYNC) is checked
+// on the closer's thread just before the close, and one of ours by its
+// registration too (FdStillHeld with the registration it had when handed
+// over: a new fd of ours took the number). Another file at the number then
+// (or none) is left alone; one of ours ends as closed by someone else.
 // `held_for_peer`: they are fds a peer gave us (counted in
 // FdBackgroundClosesOfPeerFds, against a helper's fd totals until closed);
 // false for our own socket to that peer, counted with the connections.

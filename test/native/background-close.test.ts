@@ -10,14 +10,19 @@
  * come free.
  */
 import { spawn } from 'node:child_process';
+import { closeSync, fstatSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Worker } from 'node:worker_threads';
+
+import fc from 'fast-check';
 
 import { closeFd, makePipe, openFdTable } from '../../src/fd';
 import { native } from './binding';
 import { hasPython, LINGER_ATTACKER, PYTHON } from '../util/linger-attacker';
 import { thrown } from './helpers';
+import { fdRegistration } from '../../src/test-hooks';
 import { fdTableSettles } from '../util/processes';
 
 /** Resolves once every batch named is closed, with what was true at that moment. */
@@ -514,3 +519,83 @@ withPython("fds a closed socket hands to the closer go as the owner it had, and 
   expect(socket.backgroundCloseTickets()).toEqual([]);
   expect(await fdTableSettles(process.pid, before)).toBe('');
 });
+
+/** Opens `path` until the kernel gives it `fd` (the lowest free number); the others are closed. Returns `fd`. */
+function openAt(path: string, fd: number): number {
+  const others: number[] = [];
+  try {
+    for (;;) {
+      const got = openSync(path, 'r');
+      if (got === fd) return got;
+      others.push(got);
+      if (got > fd) throw new Error(`opening ${path} skipped fd ${fd} (got ${got})`);
+    }
+  } finally {
+    for (const other of others) closeSync(other);
+  }
+}
+
+withPython("generated: an fd handed to the closer that the program closes behind its back is never closed again: the program's file opened at its number stays open", async () => {
+  const { perOwner } = native.closerThreads();
+  const dir = mkdtempSync(join(tmpdir(), 'fdbridge-closer-identity-'));
+  const before = openFdTable(process.pid);
+  const OWNER = 9;
+  let serial = 0;
+  try {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.record({ size: fc.integer({ min: 1, max: 3 }), victim: fc.nat(2), registered: fc.boolean(), closedBefore: fc.boolean(), reopen: fc.boolean() }),
+        async ({ size, victim: v, registered, closedBefore, reopen }) => {
+          const path = join(dir, `file-${++serial}`);
+          writeFileSync(path, `file ${serial}\n`);
+          const lingering = await lingeringSockets(perOwner);
+          try {
+            // The owner's threads all in a close that blocks: its next batch waits in its queue.
+            const blocked = lingering.fds.map((fd) => native.closeInBackground([fd], OWNER));
+            expect(await until(() => native.closerThreads().busy >= perOwner)).toBe(true);
+            const pipes = Array.from({ length: size }, () => makePipe()).flat();
+            const victim = pipes[v % pipes.length] as number;
+            if (registered) native.own(victim);
+            const registration = fdRegistration(victim);
+            expect(registration !== 0).toBe(registered);
+            let ticket: number;
+            if (closedBefore) {
+              closeSync(victim);
+              ticket = native.closeInBackground(pipes, OWNER);
+            } else {
+              ticket = native.closeInBackground(pipes, OWNER);
+              closeSync(victim);
+            }
+            expect(native.backgroundCloseFds().queued).toEqual(expect.arrayContaining(pipes));
+            // The program's own file takes the number (or nothing does).
+            const mine = reopen ? openAt(path, victim) : undefined;
+            const id = mine === undefined ? undefined : fstatSync(mine);
+            await lingering.drain();
+            expect((await afterCloses([...blocked, ticket])).done.every(Boolean)).toBe(true);
+            const table = openFdTable();
+            // The batch's other fds are closed; the program's file is still open at the number, still that file.
+            expect(pipes.filter((fd) => fd !== victim && table.has(fd))).toEqual([]);
+            if (mine !== undefined && id !== undefined) {
+              // Fails before: the closer closed the number, the program's file with it.
+              expect(table.get(mine)).toBe(path);
+              const now = fstatSync(mine);
+              expect([now.dev, now.ino]).toEqual([id.dev, id.ino]);
+              closeSync(mine);
+            } else {
+              expect(table.has(victim)).toBe(false);
+            }
+            // A registration of ours at the number is gone either way.
+            expect(fdRegistration(victim)).toBe(0);
+          } finally {
+            await lingering.drain();
+            await lingering.end();
+          }
+        },
+      ),
+      { numRuns: 6, examples: [[{ size: 1, victim: 0, registered: false, closedBefore: false, reopen: true }], [{ size: 2, victim: 1, registered: true, closedBefore: true, reopen: true }]] },
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+}, 120000);
