@@ -265,7 +265,12 @@ void FdMarkOwned(const int* fds, size_t n) {
 
 void FdMarkNew(const int* fds, size_t n) { MarkNew(fds, n); }
 
-bool FdStillHeld(int fd, uint64_t registration, const FdIdentity* identity) {
+namespace {
+
+// FdStillHeld; with `begin_close`, one that is, and is still the number's
+// registration, is marked as being closed by fdbridge (BeginClose) under the
+// same lock, and *begin_close says whether it was.
+bool StillHeld(int fd, uint64_t registration, const FdIdentity* identity, bool* begin_close) {
   if (registration == 0) return true;
   // The file's identity, read before the lock (fstat asks the file's
   // filesystem): another file at the number, or none, is not this owner's.
@@ -282,7 +287,18 @@ bool FdStillHeld(int fd, uint64_t registration, const FdIdentity* identity) {
     FdClosedByOther(fd, registration);  // ends it if it is still the number's (noted while a check watches)
     return false;
   }
+  if (begin_close != nullptr) {
+    auto it = o.gens.find(fd);
+    *begin_close = it != o.gens.end() && it->second.gen == registration;
+    if (*begin_close) it->second.closing = true;
+  }
   return true;
+}
+
+}  // namespace
+
+bool FdStillHeld(int fd, uint64_t registration, const FdIdentity* identity) {
+  return StillHeld(fd, registration, identity, nullptr);
 }
 
 uint64_t FdTakeOvers() { return TheOwnedFds().takeovers.load(std::memory_order_relaxed); }
@@ -494,8 +510,10 @@ uint64_t BeginClose(int fd) {
 
 }  // namespace
 
-int FdClose(int fd) {
-  uint64_t registration = BeginClose(fd);
+namespace {
+
+// FdClose once BeginClose has given `registration`.
+int CloseRegistered(int fd, uint64_t registration) {
   // Unregistered only after the close: until then the number is ours, and
   // a caller naming it must still be refused. (Between the two a number
   // just opened by another thread may be refused once; never is one of
@@ -506,6 +524,10 @@ int FdClose(int fd) {
   else FdDisownRegistration(fd, registration);
   return r;
 }
+
+}  // namespace
+
+int FdClose(int fd) { return CloseRegistered(fd, BeginClose(fd)); }
 
 namespace {
 
@@ -598,13 +620,6 @@ size_t NextTurnLocked(const Closer& c) {
 
 bool HasTurnLocked(const Closer& c) { return NextTurnLocked(c) < c.turns.size(); }
 
-bool IsOwned(int fd) {
-  OwnedFds& o = TheOwnedFds();
-  if (o.count.load(std::memory_order_relaxed) == 0) return false;
-  std::lock_guard<std::recursive_mutex> lock(o.mu);
-  return o.gens.count(fd) != 0;
-}
-
 // close(2) takes the number out of the table before the part that can
 // block (the release of the file's last reference), but FdClose unregisters
 // one of ours only once close returns: were that close blocked, the number
@@ -621,6 +636,11 @@ bool IsOwned(int fd) {
 // the number now, read here, off the event loop, is not the one handed
 // over); one of ours found so ends as closed by someone else
 // (FdClosedByOther, noted while a leak check watches).
+//
+// An fd that was not ours when handed over is not ours now either (a new fd
+// of ours at the number would be another file): closed with no look at the
+// registry. One of ours is looked up once before its close (StillHeld, which
+// marks it as being closed) and once after (its unregistration).
 void CloseMayBlock(const Closer::Job& job) {
   int fd = job.fd;
   uint64_t registration = job.registration;
@@ -628,23 +648,33 @@ void CloseMayBlock(const Closer::Job& job) {
     FdClosedByOther(fd, registration);
     return;
   }
-  if (registration != 0) {
-    if (!FdStillHeld(fd, registration, job.known ? &job.identity : nullptr)) return;
-  } else if (job.known) {
-    struct stat st;
-    if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_dev) != job.identity.dev ||
-        static_cast<uint64_t>(st.st_ino) != job.identity.ino) {
+  if (registration == 0) {
+    if (!job.known) {
+      FdClose(fd);  // nothing known of the file: as any close
       return;
     }
+    struct stat st;
+    if (fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_dev) == job.identity.dev &&
+        static_cast<uint64_t>(st.st_ino) == job.identity.ino) {
+      close(fd);  // EINTR: released all the same (FdClose)
+    }
+    return;
   }
-  if (fd < FdFloor() && IsOwned(fd)) {
+  bool current = false;
+  if (!StillHeld(fd, registration, job.known ? &job.identity : nullptr, &current)) return;
+  if (!current) {
+    FdClose(fd);  // its registration ended otherwise: as any close
+    return;
+  }
+  if (fd < FdFloor()) {
     int high = FdDupHigh(fd);
     if (high >= 0) {
-      FdClose(fd);
+      CloseRegistered(fd, registration);
       fd = high;
+      registration = BeginClose(high);
     }
   }
-  FdClose(fd);
+  CloseRegistered(fd, registration);
 }
 
 // Closes `job.fd` (the call that may block, outside the lock), then settles
@@ -777,28 +807,26 @@ void HandOverIdentity(Closer::Job* job) {
 
 uint64_t FdCloseInBackground(const int* fds, size_t n, uint64_t owner, bool held_for_peer) {
   if (n == 0) return 0;
-  // The closer's now, whatever environment asked; each with the
-  // registration it has now, which its close checks (CloseMayBlock).
-  // Each with its file as it is now, which its close checks too.
-  std::vector<Closer::Job> jobs(n);
+  // The closer's now, whatever environment asked; each with its file as it
+  // is now and the registration it has now, which its close checks
+  // (CloseMayBlock). The files are read before any lock is taken, into a
+  // list of this thread's kept from one batch to the next (a log line's
+  // fd is a batch of one): no allocation once it has grown.
+  thread_local std::vector<Closer::Job> jobs;
+  jobs.resize(n);
   for (size_t i = 0; i < n; i++) {
     jobs[i].fd = fds[i];
     jobs[i].peer_fd = held_for_peer;
     jobs[i].registration = 0;
     HandOverIdentity(&jobs[i]);
   }
-  {
-    OwnedFds& o = TheOwnedFds();
-    if (o.count.load(std::memory_order_relaxed) != 0) {
-      std::lock_guard<std::recursive_mutex> lock(o.mu);
-      for (size_t i = 0; i < n; i++) {
-        auto it = o.gens.find(fds[i]);
-        if (it == o.gens.end()) continue;
-        it->second.holder = 0;
-        jobs[i].registration = it->second.gen;
-      }
-    }
-  }
+  // The registrations are read and the jobs queued in one pass, under the
+  // registry's lock (only while the process holds fds of its own) and,
+  // inside it, the closer's: the order in which a caller that holds an
+  // OwnedFdsLock takes them too.
+  OwnedFds& o = TheOwnedFds();
+  std::unique_lock<std::recursive_mutex> registry(o.mu, std::defer_lock);
+  if (o.count.load(std::memory_order_relaxed) != 0) registry.lock();
   Closer& c = TheCloser();
   uint64_t ticket;
   bool no_thread;
@@ -810,11 +838,21 @@ uint64_t FdCloseInBackground(const int* fds, size_t n, uint64_t owner, bool held
       c.peer_fds_by_owner[owner] += n;
     }
     ticket = ++c.issued;
-    for (Closer::Job& job : jobs) job.ticket = ticket;
     c.batches[ticket].left = n;
     Closer::Lane& lane = c.lanes[owner];
     if (!held_for_peer) lane.own_queued += n;
-    for (size_t i = 0; i < n; i++) lane.jobs.push_back(jobs[i]);
+    for (Closer::Job& job : jobs) {
+      job.ticket = ticket;
+      if (registry.owns_lock()) {
+        auto it = o.gens.find(job.fd);
+        if (it != o.gens.end()) {
+          it->second.holder = 0;
+          job.registration = it->second.gen;
+        }
+      }
+      lane.jobs.push_back(job);
+    }
+    if (registry.owns_lock()) registry.unlock();
     ListLocked(c, owner, lane);
     // Work another thread can take, and none free to take it.
     if (HasTurnLocked(c) && c.idle == 0) SpawnLocked(c);
