@@ -355,6 +355,16 @@ Napi::Value RuntimeCloses(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(FdRuntimeCloses(ArgFd(info, 0))));
 }
 
+// runtimeClosing(fd, registration): that stream's close begins (fd_ops.h,
+// FdRuntimeClosing).
+Napi::Value RuntimeClosing(const Napi::CallbackInfo& info) {
+  int fd = ArgFd(info, 0);
+  double registration = info.Length() > 1 ? WholeNumber(info[1]) : -1;
+  if (registration < 0) throw Napi::TypeError::New(info.Env(), "runtimeClosing(fd, registration): registration must be a non-negative integer");
+  FdRuntimeClosing(fd, static_cast<uint64_t>(registration));
+  return info.Env().Undefined();
+}
+
 Napi::Value PidfdGetfdFn(const Napi::CallbackInfo& info) {
   int r = PidfdGetfdHigh(ArgFd(info, 0), ArgFd(info, 1));
   return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), r, "pidfd_getfd"));
@@ -432,6 +442,7 @@ void ExportFdFunctions(Napi::Env env, Napi::Object exports) {
   exports.Set("handOver", Napi::Function::New<HandOver>(env, "handOver"));
   exports.Set("unclaimedFds", Napi::Function::New<UnclaimedFds>(env, "unclaimedFds"));
   exports.Set("runtimeCloses", Napi::Function::New<RuntimeCloses>(env, "runtimeCloses"));
+  exports.Set("runtimeClosing", Napi::Function::New<RuntimeClosing>(env, "runtimeClosing"));
 }
 
 }  // namespace fdbridge

@@ -45,6 +45,11 @@ struct OwnedFds {
     bool runtime_closes;  // FdRuntimeCloses
     bool closing;  // fdbridge's own close of it is under way (FdClose, FdCloseAll)
     bool at_thread_exit;  // FdUnregisterAtThreadExit: libuv closes it, unseen
+    // A runtime_closes fd closed by someone else while its stream was still
+    // to close it: the file fdbridge left at the number for libuv's close to
+    // take (PutPlaceholderLocked), its device and inode; 0 for none.
+    uint64_t placeholder_dev;
+    uint64_t placeholder_ino;
   };
   std::recursive_mutex mu;
   // fd -> its registration.
@@ -91,7 +96,7 @@ thread_local uint64_t t_holder = 0;
 
 void MarkOwnedLocked(OwnedFds& o, int fd) {
   auto [it, added] = o.gens.try_emplace(fd);
-  it->second = {++o.next_gen, t_holder, false, false, false};
+  it->second = {++o.next_gen, t_holder, false, false, false, 0, 0};
   if (added) o.count.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -102,23 +107,65 @@ void MarkOwnedLocked(OwnedFds& o, int fd) {
 // loop's) was closed by someone else: it ends as FdClosedByOther does, and
 // its owner, whose close of the number is still to come, must not close
 // the new fd (FdStillHeld says so).
-void MarkNewLocked(OwnedFds& o, int fd) {
-  auto it = o.gens.find(fd);
+void MarkNewLocked(OwnedFds& o, int* fd);
+
+// A libuv stream's fd (runtime_closes) whose stream has not begun its close
+// (FdRuntimeClosing) is still libuv's to close, and libuv closes by number:
+// a new fd at that number (someone else closed the stream's) would be
+// closed with the stream, whenever it ends. So the new fd moves to another
+// number (*fd), and the stream's number gets a file of fdbridge's own
+// instead, an empty memfd that libuv's close takes; the stream keeps its
+// registration (its close then finds another file there: closed by someone
+// else, FdClosedByOther). False when no file or number could be had for
+// that (EMFILE): the new fd then stays where it is, at risk.
+bool PutPlaceholderLocked(OwnedFds& o, OwnedFds::Registration& stream, int* fd) {
+  UniqueFd placeholder(memfd_create("fdbridge-closed-stream", MFD_CLOEXEC));
+  if (!placeholder) return false;
+  struct stat st;
+  if (fstat(placeholder.get(), &st) != 0) return false;
+  UniqueFd moved(fcntl(*fd, F_DUPFD_CLOEXEC, FdFloor()));
+  if (!moved) return false;
+  // Not the new file's last reference (`moved` holds it): cannot block.
+  if (dup3(placeholder.get(), *fd, O_CLOEXEC) < 0) return false;
+  stream.placeholder_dev = static_cast<uint64_t>(st.st_dev);
+  stream.placeholder_ino = static_cast<uint64_t>(st.st_ino);
+  if (o.watchers.load(std::memory_order_relaxed) != 0) o.closed_by_others.insert(stream.gen);
+  *fd = moved.release();
+  MarkNewLocked(o, fd);  // the lowest free number at or above the floor: looked at in turn
+  return true;
+}
+
+// The placeholder at `fd` (PutPlaceholderLocked), if it is still there: a
+// stream whose handle Node closed at its environment's teardown closed
+// whatever was at the number then, and that may have been before the
+// placeholder came.
+void ClosePlaceholderLocked(int fd, const OwnedFds::Registration& r) {
+  if (r.placeholder_ino == 0) return;
+  struct stat st;
+  if (fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_dev) == r.placeholder_dev &&
+      static_cast<uint64_t>(st.st_ino) == r.placeholder_ino) {
+    close(fd);  // an empty memfd's only reference: cannot block
+  }
+}
+
+void MarkNewLocked(OwnedFds& o, int* fd) {
+  auto it = o.gens.find(*fd);
   if (it != o.gens.end()) {
-    const OwnedFds::Registration& old = it->second;
+    OwnedFds::Registration& old = it->second;
+    if (old.runtime_closes && !old.closing && PutPlaceholderLocked(o, old, fd)) return;
     if (!old.closing && !old.runtime_closes && !old.at_thread_exit) {
       if (o.watchers.load(std::memory_order_relaxed) != 0) o.closed_by_others.insert(old.gen);
       o.taken_over.insert(old.gen);
       o.takeovers.fetch_add(1, std::memory_order_relaxed);
     }
   }
-  MarkOwnedLocked(o, fd);
+  MarkOwnedLocked(o, *fd);
 }
 
-void MarkNew(const int* fds, size_t n) {
+void MarkNew(int* fds, size_t n) {
   OwnedFds& o = TheOwnedFds();
   std::lock_guard<std::recursive_mutex> lock(o.mu);
-  for (size_t i = 0; i < n; i++) MarkNewLocked(o, fds[i]);
+  for (size_t i = 0; i < n; i++) MarkNewLocked(o, &fds[i]);
 }
 
 }  // namespace
@@ -263,7 +310,7 @@ void FdMarkOwned(const int* fds, size_t n) {
   for (size_t i = 0; i < n; i++) MarkOwnedLocked(o, fds[i]);
 }
 
-void FdMarkNew(const int* fds, size_t n) { MarkNew(fds, n); }
+void FdMarkNew(int* fds, size_t n) { MarkNew(fds, n); }
 
 namespace {
 
@@ -396,6 +443,14 @@ uint64_t FdRuntimeCloses(int fd) {
   return it->second.gen;
 }
 
+void FdRuntimeClosing(int fd, uint64_t registration) {
+  if (registration == 0) return;
+  OwnedFds& o = TheOwnedFds();
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  auto it = o.gens.find(fd);
+  if (it != o.gens.end() && it->second.gen == registration && it->second.runtime_closes) it->second.closing = true;
+}
+
 void FdReleaseHolder(uint64_t holder, std::vector<int>* to_close) {
   if (holder == 0) return;
   OwnedFds& o = TheOwnedFds();
@@ -404,6 +459,7 @@ void FdReleaseHolder(uint64_t holder, std::vector<int>* to_close) {
     if (it->second.holder != holder) {
       ++it;
     } else if (it->second.runtime_closes) {
+      ClosePlaceholderLocked(it->first, it->second);
       it = o.gens.erase(it);
       o.count.fetch_sub(1, std::memory_order_relaxed);
     } else {

@@ -124,7 +124,13 @@ void FdMarkOwned(const int* fds, size_t n);
 // with FdClosedByOther, noted while a check watches), and its owner's later
 // close must leave the number alone (FdStillHeld). FdDupHigh, FdDupAllHigh,
 // FdOwnHigh and the pidfd_getfd pulls register this way.
-void FdMarkNew(const int* fds, size_t n);
+// One whose registration is a libuv stream's that has not begun its close
+// (FdRuntimeCloses, FdRuntimeClosing) would be closed by that stream's close
+// (libuv closes by number): it is moved to another number, written back to
+// fds[i], and the stream's number left holding a file of fdbridge's own for
+// that close to take (an empty memfd; at the fd limit, when none can be
+// made, the new fd stays, at risk).
+void FdMarkNew(int* fds, size_t n);
 // For an owner that holds `fd` under `registration` (FdRegistration when it
 // took it), before it closes or uses that number: false when the fd is no
 // longer the one it registered, closed by someone else meanwhile. Either a
@@ -234,6 +240,10 @@ void FdHeldByNative(const int* fds, size_t n);
 // after Node has closed every handle, only unregisters it. Returns its
 // registration (0 if not ours).
 uint64_t FdRuntimeCloses(int fd);
+// That stream begins its close (libuv closes the fd now): a new fd of ours
+// at the number from here on is not at risk from it (FdMarkNew). Only while
+// `fd` still has `registration`.
+void FdRuntimeClosing(int fd, uint64_t registration);
 // Ends `holder`: its fds that the runtime closes leave the registry; the
 // others, held by nobody from here on and still registered (so that no
 // caller's number is mistaken for them until they are closed), are appended

@@ -102,7 +102,7 @@ bool CarriesFds(const struct cmsghdr* c) {
 }
 
 // Calls each(fd, cmsg_type) for every fd the kernel installed from `msg`,
-// in order. The one walk of the fds that arrived: what ScmRecv registers
+// in order; an fd `each` changes (FdMarkNew moved it) is written back. The one walk of the fds that arrived: what ScmRecv registers
 // (`own`) is exactly what it then hands over or discards, whatever the
 // message's shape. Under MSG_CTRUNC the kernel shortens cmsg_len to what
 // it installed (scm_detach_fds), so the count is exactly the fds now in
@@ -115,11 +115,13 @@ void ForEachCmsgFd(struct msghdr* msg, Each each) {
   for (struct cmsghdr* c = CMSG_FIRSTHDR(msg); c != nullptr; c = CMSG_NXTHDR(msg, c)) {
     if (!CarriesFds(c)) continue;
     size_t n = CmsgFdCount(c);
-    const unsigned char* p = CMSG_DATA(c);
+    unsigned char* p = CMSG_DATA(c);
     for (size_t i = 0; i < n; i++) {
       int fd;
       memcpy(&fd, p + i * sizeof(int), sizeof(int));
+      int was = fd;
       each(fd, c->cmsg_type);
+      if (fd != was) memcpy(p + i * sizeof(int), &fd, sizeof(int));  // moved (FdMarkNew)
     }
   }
 }
@@ -168,7 +170,7 @@ void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
       n = recvmsg(sock, &msg, flags);
     } while (n < 0 && errno == EINTR && !wait);
     if (n < 0) err = errno == EINTR ? EAGAIN : errno;
-    if (n >= 0 && own) ForEachCmsgFd(&msg, [](int fd, int) { FdMarkNew(&fd, 1); });
+    if (n >= 0 && own) ForEachCmsgFd(&msg, [](int& fd, int) { FdMarkNew(&fd, 1); });
   }
   if (n < 0) {
     errno = err;

@@ -494,6 +494,14 @@ export interface NativeBinding {
    */
   runtimeCloses(fd: number): number;
   /**
+   * That stream (runtimeCloses) begins its close: libuv closes `fd` now. Until
+   * then a new fd of fdbridge's that would take the number (someone else
+   * closed the stream's) is moved to another, the stream's close being
+   * libuv's, by number (fd_ops.h: FdMarkNew). Only while `fd` still has
+   * `registration`.
+   */
+  runtimeClosing(fd: number, registration: number): void;
+  /**
    * The child process `pid`, just spawned from this thread, is reaped by
    * this environment's teardown if Node has not reaped it by then (after a
    * grace of 5 s it is sent SIGKILL): Node reaps a child only through the

@@ -7,8 +7,13 @@
  * still refused.
  */
 import { once } from 'node:events';
+import { closeSync, fstatSync } from 'node:fs';
 
+import fc from 'fast-check';
+
+import { checkFdLeaks, type FdLeakReport } from '../../src';
 import { openFdTable } from '../../src/fd';
+import { fdTableSettles } from '../util/processes';
 import { ownedStream } from '../../src/transports/owned-stream';
 import { constants, native } from './binding';
 import { expectSystemError, thrown, withScope } from './helpers';
@@ -69,4 +74,51 @@ describe('ownedStream', () => {
       // A caller naming that number gets EBADF, never our copy.
       expectSystemError(thrown(() => native.dupAll([mine])), 'EBADF');
     }));
+
+  test("generated: its fd closed behind fdbridge's back and the number taken by a new fd of ours, the stream's close (libuv's, by number) never closes that fd; a leak check blames the stream's fd", async () => {
+    const before = openFdTable(process.pid);
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom('dup' as const, 'socketpair' as const), fc.integer({ min: 1, max: 3 }), fc.boolean(), async (maker, count, inCheck) => {
+        const [ours, peer] = ownPair();
+        const memfd = native.memfd('owned-stream-reuse');
+        const made: number[] = [];
+        try {
+          const stream = ownedStream(ours, { readable: true, writable: true });
+          const closed = once(stream, 'close');
+          const identities = new Map<number, string>();
+          const body = async (): Promise<void> => {
+            closeSync(ours); // the program's close, behind fdbridge's back
+            // New fds of ours: the first takes the lowest free number above the floor, the stream's.
+            for (let i = 0; i < count; i++) made.push(...(maker === 'dup' ? native.dupAll([memfd]) : ownPair()));
+            for (const fd of made) identities.set(fd, `${fstatSync(fd).dev}:${fstatSync(fd).ino}`);
+            stream.destroy();
+            await closed;
+          };
+          let report: FdLeakReport | undefined;
+          if (inCheck) report = await checkFdLeaks(body);
+          else await body();
+          // Every new fd of ours is still open, on its file, and still ours (fails before: libuv closed the one at the stream's number).
+          for (const fd of made) {
+            expect(`${fstatSync(fd).dev}:${fstatSync(fd).ino}`).toBe(identities.get(fd));
+            expect(native.registration(fd)).toBeGreaterThan(0);
+          }
+          expect(native.registration(ours) === 0 || made.includes(ours)).toBe(true);
+          if (report !== undefined) {
+            // The close blamed on the code under test is the stream's fd's, and no other.
+            expect(report.closed.map((e) => ({ fd: e.fd, fdbridgeOwn: e.fdbridgeOwn }))).toEqual([{ fd: ours, fdbridgeOwn: true }]);
+          }
+        } finally {
+          for (const fd of [...made, memfd, peer]) {
+            try {
+              native.close(fd);
+            } catch {
+              // closed already (before the fix: by libuv)
+            }
+          }
+        }
+      }),
+      { numRuns: 8, examples: [['dup', 1, false], ['socketpair', 1, true]] },
+    );
+    expect(await fdTableSettles(process.pid, before)).toBe('');
+  }, 60000);
 });
