@@ -5,6 +5,7 @@
  */
 import { Socket } from 'node:net';
 
+import { fdIdentity } from '../fd';
 import { native } from '../native';
 
 /**
@@ -28,8 +29,10 @@ import { native } from '../native';
 export function ownedStream(fd: number, ways: { readable: boolean; writable: boolean }): Socket {
   // libuv's to close from here on, also when this thread's environment ends
   // before 'close' (a terminated worker: its teardown only unregisters it).
+  // Its file first: a number that is not open (EBADF) throws before the
+  // registration is marked as the stream's.
+  const { dev, ino } = fdIdentity(fd);
   const registration = native.runtimeCloses(fd);
-  const { dev, ino } = native.identity(fd);
   const socket = new Socket({ fd, readable: ways.readable, writable: ways.writable, allowHalfOpen: true });
   // libuv's close says nothing of a number someone else closed first (its
   // EBADF is not reported): looked at just before it (_destroy closes the
@@ -50,7 +53,7 @@ export function ownedStream(fd: number, ways: { readable: boolean; writable: boo
 /** Whether `fd` is open on the file `dev`/`ino`. */
 function holds(fd: number, dev: bigint, ino: bigint): boolean {
   try {
-    const now = native.identity(fd);
+    const now = fdIdentity(fd);
     return now.dev === dev && now.ino === ino;
   } catch {
     return false; // closed (EBADF)

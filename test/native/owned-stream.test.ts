@@ -121,4 +121,21 @@ describe('ownedStream', () => {
     );
     expect(await fdTableSettles(process.pid, before)).toBe('');
   }, 60000);
+
+  test("on a number closed behind fdbridge's back it is refused (EBADF) and leaves nothing of the stream behind: a new fd of ours takes that number as any free one", async () => {
+    const before = openFdTable(process.pid);
+    await withScope(async (s) => {
+      const [ours, peer] = ownPair();
+      s.defer(() => native.close(peer));
+      const memfd = native.memfd('owned-stream-refused');
+      s.defer(() => native.close(memfd));
+      closeSync(ours);
+      expectSystemError(thrown(() => ownedStream(ours, { readable: true, writable: true })), 'EBADF');
+      const mine = native.dupAll([memfd])[0] as number;
+      s.defer(() => native.close(mine));
+      // Fails before: the number was still marked as a stream's to close, and the new fd was moved off it.
+      expect(mine).toBe(ours);
+    });
+    expect(await fdTableSettles(process.pid, before)).toBe('');
+  });
 });
