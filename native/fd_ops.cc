@@ -75,9 +75,14 @@ struct OwnedFds {
   // Registrations that ended because a new fd of ours took their number
   // while they were live: someone else had closed their fd (MarkNewLocked).
   // Their owners ask (FdStillHeld) before they close that number, which is
-  // no longer theirs. One entry per such close, kept for the process's life.
-  std::unordered_set<uint64_t> taken_over;
-  std::atomic<uint64_t> takeovers{0};  // taken_over.size(), read without the lock
+  // no longer theirs. Kept as the highest such registration of each number:
+  // registrations are numbered in the order they are made, and a number's
+  // live one is newer than every one it took over there, so every
+  // registration of that number up to it has ended (taken over, or closed
+  // by its owner, who asks no more). One entry per number, however many
+  // times it is taken over: at most the fd table's size.
+  std::unordered_map<int, uint64_t> taken_over;
+  std::atomic<uint64_t> takeovers{0};  // how many take-overs so far, read without the lock
 };
 
 OwnedFds& TheOwnedFds() {
@@ -155,7 +160,8 @@ void MarkNewLocked(OwnedFds& o, int* fd) {
     if (old.runtime_closes && !old.closing && PutPlaceholderLocked(o, old, fd)) return;
     if (!old.closing && !old.runtime_closes && !old.at_thread_exit) {
       if (o.watchers.load(std::memory_order_relaxed) != 0) o.closed_by_others.insert(old.gen);
-      o.taken_over.insert(old.gen);
+      uint64_t& highest = o.taken_over[*fd];
+      if (old.gen > highest) highest = old.gen;
       o.takeovers.fetch_add(1, std::memory_order_relaxed);
     }
   }
@@ -329,7 +335,8 @@ bool StillHeld(int fd, uint64_t registration, const FdIdentity* identity, bool* 
   }
   OwnedFds& o = TheOwnedFds();
   std::lock_guard<std::recursive_mutex> lock(o.mu);
-  if (o.taken_over.count(registration) != 0) return false;
+  auto taken = o.taken_over.find(fd);
+  if (taken != o.taken_over.end() && registration <= taken->second) return false;
   if (!same) {
     FdClosedByOther(fd, registration);  // ends it if it is still the number's (noted while a check watches)
     return false;
