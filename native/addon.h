@@ -103,6 +103,13 @@ struct InstanceData {
   // it is open and the library's (every close and every hand-over claims
   // it first), so the teardown never closes a number someone else holds.
   std::unordered_set<int> unclaimed;
+  // Watches for fds closed by someone else (FdWatchClosedByOthers) that
+  // this environment's leak checks started and have not ended: ended by its
+  // teardown (a worker terminated mid-check runs no release()), or the
+  // process's count of watchers would stay up for good (its notes never
+  // dropped, fdbridge's own fds closed one by one instead of by
+  // close_range, FdCloseAll).
+  size_t closed_by_others_watches = 0;
   // Whether this is the process's main thread, whose environment ends with
   // the process: the kernel closes whatever is left then, and closing
   // numbers during the exit could only take some from under the runtime.

@@ -36,6 +36,7 @@ void HoldForTest(int fd) {
 }  // namespace
 
 InstanceData::~InstanceData() {
+  for (; closed_by_others_watches > 0; closed_by_others_watches--) FdWatchClosedByOthers(false);
   FdCheckThreadExitFds();  // before libuv closes this thread's loop fds
   for (uint64_t start : loop_starts) FdLoopStartEnd(start);
   FdReleaseHoldsOf(holder);  // a leak check's holds (a worker terminated mid-check)

@@ -118,9 +118,18 @@ Napi::Value Registration(const Napi::CallbackInfo& info) {
 }
 
 // watchClosedByOthers(on): a leak check starts or stops watching for fds of
-// ours someone else closed (FdWatchClosedByOthers).
+// ours someone else closed (FdWatchClosedByOthers). Counted for this
+// environment too, whose teardown ends the watches still running; a stop
+// with none of this environment's running ends no other's.
 Napi::Value WatchClosedByOthers(const Napi::CallbackInfo& info) {
-  FdWatchClosedByOthers(info.Length() > 0 && info[0].ToBoolean().Value());
+  InstanceData* data = Data(info.Env());
+  if (info.Length() > 0 && info[0].ToBoolean().Value()) {
+    data->closed_by_others_watches++;
+    FdWatchClosedByOthers(true);
+  } else if (data->closed_by_others_watches > 0) {
+    data->closed_by_others_watches--;
+    FdWatchClosedByOthers(false);
+  }
   return info.Env().Undefined();
 }
 

@@ -474,7 +474,10 @@ export interface NativeBinding {
    * fdbridge's that fdbridge finds closed by someone else (EBADF where it
    * closes one, or a worker's loop fd closed or holding another file at
    * the thread's teardown): their registrations end noted as such
-   * (closedByOther) while any check watches.
+   * (closedByOther) while any check watches. Counted per environment: a
+   * stop ends one of this environment's watches (none of another's), and
+   * the environment's teardown ends those still running (a worker
+   * terminated mid-check).
    */
   watchClosedByOthers(on: boolean): void;
   /** Whether `registration` ended with fdbridge finding its fd closed by someone else, while a check watched. */

@@ -90,3 +90,26 @@ test('a snapshot of this process that cannot read its table (no fd number free: 
   // Not watched after the failed snapshot; watched, it is (the check above can fail).
   expect(out).toEqual({ code: 'EMFILE', unwatched: false, watched: true });
 });
+
+test("a snapshot in a worker thread terminated mid-check has its watch ended by the thread's teardown: the watch the main thread's close behind fdbridge's back was noted under ends, and a later one is not noted", () => {
+  const out = inFreshProcess(`
+    const { Worker } = require('node:worker_threads');
+    const worker = new Worker(\`
+      const lc = require(${JSON.stringify(distPath('src/leak-check.js'))});
+      const { parentPort } = require('node:worker_threads');
+      globalThis.snapshot = new lc.ProcessFdSnapshot(process.pid, 'worker');
+      parentPort.postMessage('watching');
+      setInterval(() => {}, 1000);
+    \`, { eval: true });
+    await new Promise((resolve) => worker.once('message', resolve));
+    const [r, w] = fd.makePipe();
+    const during = closeBehindBack(hooks.holdOwnCopy(r));
+    const watched = hooks.closedByOther(during);
+    await worker.terminate();
+    const later = closeBehindBack(hooks.holdOwnCopy(r));
+    fd.closeFds([r, w]);
+    return { watched, dropped: !hooks.closedByOther(during), later: hooks.closedByOther(later) };
+  `);
+  // Fails before: the terminated check's watch stayed up (its note kept, the later close noted too).
+  expect(out).toEqual({ watched: true, dropped: true, later: false });
+});
