@@ -18,6 +18,7 @@ import fc from 'fast-check';
 
 import { checkFdLeaks, ClosedError, connect, openFdTable, PROBE_COMMAND, type Connection, type FdLeakReport } from '../../src';
 import { fdRegistration } from '../../src/test-hooks';
+import { openAt } from '../util/open-at';
 import { helperForSuite } from '../util/processes';
 import { scaled } from '../util/time-scale';
 
@@ -62,21 +63,6 @@ const identity = (fd: number): string => {
   const st = fstatSync(fd);
   return `${st.dev}:${st.ino}`;
 };
-
-/** Opens `path` until the kernel gives it `fd` (the lowest free number); the others are closed. Returns `fd`. */
-function openAt(path: string, fd: number): number {
-  const others: number[] = [];
-  try {
-    for (;;) {
-      const got = openSync(path, 'r');
-      if (got === fd) return got;
-      others.push(got);
-      if (got > fd) throw new Error(`opening ${path} skipped fd ${fd} (got ${got})`);
-    }
-  } finally {
-    for (const other of others) closeSync(other);
-  }
-}
 
 /**
  * Duplicates `file` into `direct`'s command until a duplicate takes `fd`

@@ -10,7 +10,7 @@
  * come free.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, fstatSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -23,6 +23,7 @@ import { native } from './binding';
 import { hasPython, LINGER_ATTACKER, PYTHON } from '../util/linger-attacker';
 import { thrown } from './helpers';
 import { fdRegistration } from '../../src/test-hooks';
+import { openAt } from '../util/open-at';
 import { fdTableSettles } from '../util/processes';
 
 /** Resolves once every batch named is closed, with what was true at that moment. */
@@ -519,21 +520,6 @@ withPython("fds a closed socket hands to the closer go as the owner it had, and 
   expect(socket.backgroundCloseTickets()).toEqual([]);
   expect(await fdTableSettles(process.pid, before)).toBe('');
 });
-
-/** Opens `path` until the kernel gives it `fd` (the lowest free number); the others are closed. Returns `fd`. */
-function openAt(path: string, fd: number): number {
-  const others: number[] = [];
-  try {
-    for (;;) {
-      const got = openSync(path, 'r');
-      if (got === fd) return got;
-      others.push(got);
-      if (got > fd) throw new Error(`opening ${path} skipped fd ${fd} (got ${got})`);
-    }
-  } finally {
-    for (const other of others) closeSync(other);
-  }
-}
 
 withPython("generated: an fd handed to the closer that the program closes behind its back is never closed again: the program's file opened at its number stays open", async () => {
   const { perOwner } = native.closerThreads();
