@@ -63,14 +63,19 @@ test('generated: an idle client cut off with replies unread reads them all, then
       fc.integer({ min: 1000, max: 150_000 }),
       fc.constantFrom('reads' as const, 'stops reading' as const, 'hangs up' as const),
       async (calls, size, client) => {
-        // A client that reads is never taken for a stalled one here; one that stops is, soon.
-        const limits = { idleTimeoutMs: 100, stalledReaderTimeoutMs: client === 'reads' ? 600_000 : 300 };
+        // A client that reads is never taken for a stalled one here; one that stops is, soon (after its idle
+        // timeout). The one that reads is cut off only once the daemon has read all its calls: a call left
+        // unread at the close resets the connection, and the reset reaches the client before the replies and
+        // the REFUSED queued for it. Its timeout is long enough that a loaded machine does not leave the
+        // daemon idle that long between reading its HELLO and its calls.
+        const idleTimeoutMs = client === 'reads' ? 1000 : 100;
+        const limits = { idleTimeoutMs, stalledReaderTimeoutMs: client === 'reads' ? 600_000 : 300 };
         const daemon = HelperDaemon.start({ socketPath: `@fdbridge-refused-behind-${process.pid}-${seq++}`, diagnostics: true, limits });
         const fd = rawConnect('seqpacket', daemon.socketPath.slice(1), true);
         let open = true;
         try {
+          // The calls follow the HELLO at once, before its READY is read: the daemon finds them queued behind it.
           sendNow(fd, encodeJson(FrameType.HELLO, 0, { version: PROTOCOL_VERSION, command: { name: 'probe' } }));
-          expect(await next(fd)).toMatchObject({ type: FrameType.READY });
           // As many echo calls as the sockets take now; none of the replies is read until the daemon has ended the connection.
           const payload = 'e'.repeat(size);
           let sent = 0;
@@ -84,6 +89,7 @@ test('generated: an idle client cut off with replies unread reads them all, then
             sent++;
           }
           expect(sent).toBeGreaterThan(0);
+          expect(await next(fd)).toMatchObject({ type: FrameType.READY });
           await until(() => daemon.stats.quotaHits.idleTimeout === 1, 'the idle timeout');
           if (client === 'reads') {
             const seen = await within(readToEnd(fd), 20_000, 'the replies, the REFUSED and the end of file');
@@ -91,7 +97,7 @@ test('generated: an idle client cut off with replies unread reads them all, then
             const results = seen.slice(0, -1);
             expect(results.length).toBeGreaterThan(0);
             expect(results).toEqual(results.map((_, i) => `RESULT ${i + 1}`));
-            expect(seen[seen.length - 1]).toMatch(/^REFUSED quota idleTimeout: idle for more than 100 ms/);
+            expect(seen[seen.length - 1]).toMatch(new RegExp(`^REFUSED quota idleTimeout: idle for more than ${idleTimeoutMs} ms`));
           } else if (client === 'hangs up') {
             closeFd(fd);
             open = false;
