@@ -45,8 +45,12 @@ class ChannelWrap : public Napi::ObjectWrap<ChannelWrap>, public FrameChannel::D
                            InstanceMethod<&ChannelWrap::ChargeTo>("chargeTo"),
                            InstanceMethod<&ChannelWrap::Add>("add"),
                            InstanceMethod<&ChannelWrap::Adopt>("adopt"),
+                           InstanceMethod<&ChannelWrap::Release>("release"),
+                           InstanceMethod<&ChannelWrap::KeepAdoptedCharged>("keepAdoptedCharged"),
+                           InstanceMethod<&ChannelWrap::ForgetAdopted>("forgetAdopted"),
                            InstanceMethod<&ChannelWrap::Sweep>("sweep"),
                            InstanceAccessor<&ChannelWrap::GetGivenCount>("givenCount"),
+                           InstanceAccessor<&ChannelWrap::GetHeldCount>("heldCount"),
                            InstanceAccessor<&ChannelWrap::GetServed>("served"),
                        });
   }
@@ -249,11 +253,26 @@ class ChannelWrap : public Napi::ObjectWrap<ChannelWrap>, public FrameChannel::D
   Napi::Value Adopt(const Napi::CallbackInfo& info) {
     return Napi::Boolean::New(info.Env(), channel_->Adopt(ArgFd(info, 0)));
   }
+  Napi::Value Release(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), channel_->Release(ArgFd(info, 0)));
+  }
+  Napi::Value KeepAdoptedCharged(const Napi::CallbackInfo& info) {
+    channel_->KeepAdoptedCharged(info.Length() > 0 && info[0].ToBoolean());
+    return info.Env().Undefined();
+  }
+  // forgetAdopted(fds) -> how many of them were adopted and charged: see FrameChannel::ForgetAdopted.
+  Napi::Value ForgetAdopted(const Napi::CallbackInfo& info) {
+    std::vector<int> fds = ArgFdArray(info, "forgetAdopted(fds): fds must be an array");
+    return Napi::Number::New(info.Env(), static_cast<double>(channel_->ForgetAdopted(fds.data(), fds.size())));
+  }
   Napi::Value Sweep(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(channel_->Sweep()));
   }
   Napi::Value GetGivenCount(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(channel_->given_count()));
+  }
+  Napi::Value GetHeldCount(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(channel_->held_count()));
   }
   Napi::Value GetServed(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(channel_->served()));

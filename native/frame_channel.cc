@@ -217,7 +217,7 @@ bool FrameChannel::Settle(uint8_t type, uint32_t id, const char* data, size_t le
 
 bool FrameChannel::AnswerDup(uint32_t id, const int* fds, size_t nfds) {
   if (socket_->send_queue_full()) return false;
-  if (given_.size() + nfds > max_given_) return false;
+  if (held_count() + nfds > max_given_) return false;
   // fds peers gave us that wait for the closer are still ours: they count
   // against the total, and this peer's owner's against its own limit (our
   // own sockets count with the connections).
@@ -295,13 +295,16 @@ void FrameChannel::Keep(int fd) {
   auto [it, added] = given_.try_emplace(fd);
   if (!added) return;
   it->second.reset(fd);
+  // A number adopted before is free again only once the command closed that
+  // fd (without closeClientFds): its charge passes to this one.
+  if (adopted_.erase(fd) > 0) return;
   if (budget_) budget_->Charge(1);
 }
 
 void FrameChannel::ChargeTo(std::shared_ptr<FdBudget> budget) {
-  if (budget_) budget_->Refund(given_.size());
+  if (budget_) budget_->Refund(held_count());
   budget_ = std::move(budget);
-  if (budget_) budget_->Charge(given_.size());
+  if (budget_) budget_->Charge(held_count());
   // What the socket reads is gated by the same budget (UnixSocket::SetReadBudget).
   if (socket_ != nullptr) socket_->SetReadBudget(budget_);
 }
@@ -311,8 +314,29 @@ bool FrameChannel::Adopt(int fd) {
   if (it == given_.end()) return false;
   it->second.release();  // the adopter's now
   given_.erase(it);
+  // Still in this process, held for the client: charged until the command closes it.
+  if (keep_adopted_charged_ && socket_ != nullptr) {
+    adopted_.insert(fd);
+    return true;
+  }
   if (budget_) budget_->Refund(1);
   return true;
+}
+
+bool FrameChannel::Release(int fd) {
+  auto it = given_.find(fd);
+  if (it == given_.end()) return false;
+  it->second.release();  // the caller's to close now
+  given_.erase(it);
+  if (budget_) budget_->Refund(1);
+  return true;
+}
+
+size_t FrameChannel::ForgetAdopted(const int* fds, size_t n) {
+  size_t forgotten = 0;
+  for (size_t i = 0; i < n; i++) forgotten += adopted_.erase(fds[i]);
+  if (budget_) budget_->Refund(forgotten);
+  return forgotten;
 }
 
 void FrameChannel::CloseGiven(UniqueFd fd) {
@@ -334,7 +358,8 @@ size_t FrameChannel::Sweep() {
     }
   }
   given_.clear();  // closes them here unless handed on above
-  if (budget_) budget_->Refund(n);
+  if (budget_) budget_->Refund(n + adopted_.size());
+  adopted_.clear();
   return n;
 }
 

@@ -23,6 +23,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "fd_budget.h"
@@ -156,9 +157,28 @@ class FrameChannel : public UnixSocket::Filter {
   // and the fd is closed at once (nobody would ever close it).
   void Add(int fd);
   // Takes `fd` out of the ledger (the adopter owns it now); false if it is not there.
+  // While KeepAdoptedCharged is on it stays charged to the budget, and
+  // counted against max_given (held_count), until ForgetAdopted or Sweep.
   bool Adopt(int fd);
+  // Takes `fd` out of the ledger and refunds it: the caller closes it now
+  // (a RELEASE); false if it is not there.
+  bool Release(int fd);
+  // An fd the command adopted is still in this process, held for the
+  // client, until the command closes it: while on (a helper daemon's
+  // connection), Adopt keeps it charged, so that a client cannot grow the
+  // fd table past its limits by having its fds adopted.
+  void KeepAdoptedCharged(bool on) { keep_adopted_charged_ = on; }
+  // The command is closing these fds (CommandContext.closeClientFds): those
+  // it adopted while charged are refunded; returns how many were. The
+  // caller hands them to the closer at once, where they count as fds a
+  // peer gave that wait to be closed (FdBackgroundClosesOfPeerFds).
+  size_t ForgetAdopted(const int* fds, size_t n);
+  // Closes the ledger's fds and refunds the adopted ones still charged: the
+  // command is closed, and what it kept of its adopted fds is its own.
   size_t Sweep();
   size_t given_count() const { return given_.size(); }
+  // Charged for the client: the ledger's and the adopted ones still charged.
+  size_t held_count() const { return given_.size() + adopted_.size(); }
   // DUP requests answered here so far (kept once the socket is closed).
   uint64_t served() const { return served_; }
 
@@ -206,6 +226,12 @@ class FrameChannel : public UnixSocket::Filter {
   uint64_t served_ = 0;
   // The ledger: each fd owned here until adopted, swept or the socket closes.
   std::unordered_map<int, UniqueFd> given_;
+  // Numbers adopted while KeepAdoptedCharged is on, each charged once,
+  // until ForgetAdopted, Sweep, or a new fd given at the same number (the
+  // kernel reuses a number only once it is closed: the command closed it
+  // by other means).
+  bool keep_adopted_charged_ = false;
+  std::unordered_set<int> adopted_;
   std::shared_ptr<FdBudget> budget_;
   std::vector<char> reply_;
   bool read_on_ = true;  // ReadOn's answer for the message last filtered

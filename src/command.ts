@@ -202,6 +202,12 @@ export interface FdLedger {
   /** True (and forgets the fd) when the fd was given and not yet adopted. */
   adopt(fd: number): boolean;
   /**
+   * The command is closing `fds` (closeClientFds): a ledger that keeps the
+   * fds it adopted counted against the client's limits (a helper daemon's
+   * connection) stops counting them.
+   */
+  closing?(fds: readonly number[]): void;
+  /**
    * Closes every fd still owned, on the background closer (each is a copy of
    * a caller's file, which the caller may have closed: its close can block,
    * a lingering TCP socket's); returns how many.
@@ -271,10 +277,12 @@ export class CommandHost {
     holdLogBytes: (bytes: number) => () => void = () => () => undefined,
   ) {
     const clientCloses = this.#clientCloses;
-    closeClientFds ??= (fds) => {
-      clientCloses.close([...fds]);
-      return clientCloses.settled();
-    };
+    const close =
+      closeClientFds ??
+      ((fds: readonly number[]): Promise<void> => {
+        clientCloses.close([...fds]);
+        return clientCloses.settled();
+      });
     this.ledger = ledger;
     this.context = Object.freeze({
       transport,
@@ -290,7 +298,12 @@ export class CommandHost {
         native.disown(fd);
         return fd;
       },
-      closeClientFds,
+      closeClientFds(fds: readonly number[]): Promise<void> {
+        // Adopted fds a ledger kept counted (a helper daemon's) stop counting
+        // as they go to the closer, where they count as being closed.
+        ledger.closing?.(fds);
+        return close(fds);
+      },
       holdLogBytes,
     });
     const Cls = loadCommandClass(spec);

@@ -39,6 +39,10 @@ export class ChannelLedger implements FdLedger {
     return this.#channel.adopt(fd);
   }
 
+  closing(fds: readonly number[]): void {
+    this.#channel.forgetAdopted(fds);
+  }
+
   sweep(): number {
     return this.#channel.sweep();
   }

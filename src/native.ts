@@ -132,9 +132,23 @@ export interface NativeFrameChannel {
   chargeTo(budget: NativeFdBudget | null): void;
   /** The ledger: fds given to the command, not yet adopted; closed when the socket closes. */
   add(fd: number): void;
+  /** Takes `fd` out of the ledger, the command's now (still charged while keepAdoptedCharged is on); false if not there. */
   adopt(fd: number): boolean;
+  /** Takes `fd` out of the ledger and refunds it, for the caller to close (a RELEASE); false if not there. */
+  release(fd: number): boolean;
+  /**
+   * While on, an fd the command adopts stays charged to the budget and
+   * counted against serve()'s maxGiven (heldCount) until forgetAdopted
+   * names it, the ledger is swept, or a new fd is given at its number.
+   */
+  keepAdoptedCharged(on: boolean): void;
+  /** The command is closing `fds` (closeClientFds): the adopted ones still charged are refunded; returns how many. */
+  forgetAdopted(fds: readonly number[]): number;
+  /** Closes the ledger's fds and refunds the adopted ones still charged. */
   sweep(): number;
   readonly givenCount: number;
+  /** Charged for the client: the ledger's fds and the adopted ones still charged. */
+  readonly heldCount: number;
   /** DUP requests answered in C++ so far (kept once the socket is closed). */
   readonly served: number;
 }

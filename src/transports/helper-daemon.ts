@@ -114,7 +114,10 @@ export interface HelperLimits {
   maxConnections: number;
   /** Clients of one uid served at once; one more of that uid is refused (quotaHits.uidConnections). */
   maxConnectionsPerUid: number;
-  /** fds one client may leave with its command (given, not adopted). */
+  /**
+   * fds one client may leave with its command: given, adopted or not, until
+   * the command closes them (closeClientFds) or the connection ends.
+   */
   maxFdsPerClient: number;
   /** fds the clients of one uid may leave, all together (quotaHits.uidFds). */
   maxFdsPerUid: number;
@@ -188,6 +191,7 @@ export interface HelperClientStatus {
   pid: number;
   uid: number;
   command: boolean;
+  /** fds it gave its command, adopted ones not yet closed included (what maxFdsPerClient counts). */
   fdsHeld: number;
   inFlight: number;
   queuedBytes: number;
@@ -201,7 +205,7 @@ export interface HelperStatus {
   commands: string[];
   limits: HelperLimits;
   stats: HelperStats;
-  /** fds clients left with their commands, all together. */
+  /** fds clients left with their commands, adopted ones not yet closed included, all together. */
   fdsHeld: number;
   /**
    * fds clients gave that wait for the background closer (they count

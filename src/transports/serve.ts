@@ -73,7 +73,10 @@ export const MAX_CALLS_IN_FLIGHT = 128;
 
 /** Per-client limits on what one connection may hold in this process (a helper daemon's quotas). */
 export interface ServeLimits {
-  /** fds given to the command and not adopted, at most. A DUP past it is refused (QuotaExceededError 'fds'). */
+  /**
+   * fds given to the command, adopted or not, and not yet closed through
+   * closeClientFds, at most. A DUP past it is refused (QuotaExceededError 'fds').
+   */
   maxFds: number;
   /** Calls being served at once, at most; more are refused ('calls'). */
   maxCallsInFlight: number;
@@ -84,8 +87,9 @@ export interface ServeLimits {
   maxQueuedBytes: number;
   /**
    * fds held across connections (a daemon's per-uid and total limits): the
-   * ledger of the command's fds is charged to `budget`, and `refusal(n)` names the quota that
-   * `n` more fds would break, if any.
+   * ledger of the command's fds, and those it adopted until it closes them
+   * (as maxFds counts them), is charged to `budget`, and `refusal(n)` names
+   * the quota that `n` more fds would break, if any.
    */
   shared?: { budget: NativeFdBudget; refusal(n: number): QuotaExceededError | undefined };
   /**
@@ -267,7 +271,7 @@ export interface ServedActivity {
   servedDuplications: number;
   /** Requests being served. */
   inFlight: number;
-  /** fds given to the command and not adopted. */
+  /** fds given to the command, and with limits those it adopted and has not closed through closeClientFds. */
   fdsHeld: number;
   /** Reply bytes waiting for the client to read them. */
   queuedBytes: number;
@@ -343,6 +347,12 @@ class ServedSession implements ServedConnection {
       this.#channel.closeGivenInBackground(true);
     }
     if (limits?.shared) this.#channel.chargeTo(limits.shared.budget);
+    // An fd the command adopts is still in this process, held for the
+    // client, until the command closes it (closeClientFds; what it keeps
+    // past its close() is its own): it counts against the limits until
+    // then, so that a client cannot have the command adopt fd after fd past
+    // them, to this process's RLIMIT_NOFILE.
+    if (limits) this.#channel.keepAdoptedCharged(true);
     // Every request read makes a reply: while replies back up (the client
     // reads slowly), stop reading requests, so that they wait in the kernel
     // and then in the client's own bounded queue instead of here.
@@ -383,7 +393,7 @@ class ServedSession implements ServedConnection {
       lastActiveAt: this.#lastActiveAt,
       servedDuplications: this.#channel.served,
       inFlight: this.#callsInFlight,
-      fdsHeld: this.#host ? this.#host.ledger.size : 0,
+      fdsHeld: this.#host ? this.#channel.heldCount : 0,
       queuedBytes: this.#socket.queuedSendBytes,
     };
   }
@@ -509,7 +519,7 @@ class ServedSession implements ServedConnection {
       this.#violation(new ProtocolError(intake.wrongRequest), fds);
       return;
     }
-    const refusal = this.#duplicationRefusal(frame, intake, ledger.size);
+    const refusal = this.#duplicationRefusal(frame, intake, this.#channel.heldCount);
     if (refusal) {
       if (refusal instanceof QuotaExceededError) this.#options.onQuota?.(refusal.quota);
       this.#refuseDuplication(frame, refusal);
@@ -548,8 +558,7 @@ class ServedSession implements ServedConnection {
 
   /** RELEASE: closes the listed fds the command has not adopted, then answers. */
   #release(id: number, fds: readonly number[]): void {
-    const ledger = (this.#host as CommandHost).ledger;
-    const mine = fds.filter((fd) => ledger.adopt(fd));
+    const mine = fds.filter((fd) => this.#channel.release(fd));
     this.#closeThen(mine, () => this.#send(encodeResult(id, undefined)));
   }
 

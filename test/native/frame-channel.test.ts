@@ -8,8 +8,10 @@
  * at once through failAll; what is no reply to a pending request reaches the
  * handler.
  */
+import fc from 'fast-check';
+
 import { SystemError } from '../../src/errors';
-import { fdIdentity, makeMemfd, openFdTable, sameFile } from '../../src/fd';
+import { closeFd, fdIdentity, makeMemfd, openFdTable, sameFile } from '../../src/fd';
 import { ChannelLedger, openFrameChannel, type FrameChannel, type FrameChannelCallbacks } from '../../src/frame-channel';
 import { native } from './binding';
 import { decodeFrame, encodeDup, encodeFdList, encodeJson, encodeResult, FrameType, HEADER_BYTES, MAX_FDS_PER_FRAME } from '../../src/protocol';
@@ -116,6 +118,134 @@ test('closing the socket closes the ledger\'s fds nobody adopted; one added late
     const late = makeMemfd('late');
     ledger.add(late);
     expect(openFdTable().has(late)).toBe(false);
+  }));
+
+/** One step of the ledger's accounting, on a channel that keeps adopted fds charged. */
+type LedgerStep =
+  | { kind: 'dup'; n: number }
+  | { kind: 'add' }
+  | { kind: 'reuse'; pick: number }
+  | { kind: 'adopt' | 'release' | 'forget' | 'closeBehind'; pick: number; k: number }
+  | { kind: 'sweep' };
+
+const ledgerStep: fc.Arbitrary<LedgerStep> = fc.oneof(
+  fc.record({ kind: fc.constant('dup' as const), n: fc.integer({ min: 1, max: 5 }) }),
+  fc.record({ kind: fc.constant('add' as const) }),
+  fc.record({ kind: fc.constant('reuse' as const), pick: fc.nat() }),
+  fc.record({ kind: fc.constantFrom('adopt' as const, 'release' as const, 'forget' as const, 'closeBehind' as const), pick: fc.nat(), k: fc.integer({ min: 1, max: 4 }) }),
+  fc.record({ kind: fc.constant('sweep' as const) }),
+);
+
+test('generated: with adopted fds kept charged, the budget holds exactly the ledger\'s fds and the adopted ones not yet forgotten, swept, or closed and their number given again', () =>
+  fc.assert(
+    fc.asyncProperty(fc.array(ledgerStep, { minLength: 1, maxLength: 40 }), (steps) =>
+      withScope(async (scope) => {
+        const { channel, ledger, client } = pair(scope);
+        const budget = new native.FdBudget(1 << 20);
+        channel.chargeTo(budget);
+        channel.keepAdoptedCharged(true);
+        const a = scope.own(makeMemfd('a')).fd;
+        // The model: the ledger's numbers, and the adopted ones charged (`open`: not closed behind the channel's back).
+        const given = new Set<number>();
+        const adopted = new Map<number, { open: boolean }>();
+        /** The adopted fds still open: the test's (the command's) to close. */
+        const mine = new Set<number>();
+        const taken = (fd: number): void => {
+          // A number adopted and closed is given again: its charge passes to the new fd.
+          adopted.delete(fd);
+          given.add(fd);
+        };
+        const pick = (from: Iterable<number>, at: number, k: number): number[] => {
+          const list = [...from];
+          return list.length === 0 ? [] : [...list.slice(at % list.length), ...list].slice(0, Math.min(k, list.length));
+        };
+        for (const step of steps) {
+          if (step.kind === 'dup') {
+            await client.send(dupRequest(1), new Array<number>(step.n).fill(a));
+            const reply = await client.receive();
+            for (let i = 0; i < step.n; i++) taken(reply.data.readInt32LE(HEADER_BYTES + 4 * i));
+          } else if (step.kind === 'add') {
+            const fd = makeMemfd('added');
+            ledger.add(fd);
+            taken(fd);
+          } else if (step.kind === 'reuse') {
+            // A new fd given at the number of an adopted one closed behind the channel's back.
+            const [closed] = pick([...adopted].filter(([, x]) => !x.open).map(([fd]) => fd), step.pick, 1);
+            if (closed === undefined) continue;
+            const fillers: number[] = [];
+            // The lowest free numbers below it are filled first.
+            let fd = native.dup(a);
+            while (fd < closed) {
+              fillers.push(fd);
+              fd = native.dup(a);
+            }
+            for (const f of fillers) closeFd(f);
+            expect(fd).toBe(closed);
+            ledger.add(fd);
+            taken(fd);
+          } else if (step.kind === 'adopt') {
+            for (const fd of pick(given, step.pick, step.k)) {
+              expect(ledger.adopt(fd)).toBe(true);
+              native.disown(fd);
+              given.delete(fd);
+              adopted.set(fd, { open: true });
+              mine.add(fd);
+            }
+          } else if (step.kind === 'release') {
+            for (const fd of pick(given, step.pick, step.k)) {
+              expect(channel.release(fd)).toBe(true);
+              given.delete(fd);
+              native.disown(fd);
+              closeFd(fd);
+            }
+          } else if (step.kind === 'forget') {
+            const fds = pick([...adopted].filter(([, x]) => x.open).map(([fd]) => fd), step.pick, step.k);
+            // A number not adopted (the ledger's, or one never given) is not forgotten.
+            const other = given.size > 0 ? [[...given][0] as number] : [];
+            expect(channel.forgetAdopted([...fds, ...other])).toBe(fds.length);
+            for (const fd of fds) {
+              adopted.delete(fd);
+              mine.delete(fd);
+              closeFd(fd);
+            }
+          } else if (step.kind === 'closeBehind') {
+            // The command closes an fd it adopted without closeClientFds: it stays charged until its number comes back.
+            for (const fd of pick([...adopted].filter(([, x]) => x.open).map(([fd]) => fd), step.pick, step.k)) {
+              closeFd(fd);
+              mine.delete(fd);
+              (adopted.get(fd) as { open: boolean }).open = false;
+            }
+          } else {
+            expect(ledger.sweep()).toBe(given.size);
+            given.clear();
+            adopted.clear();
+          }
+          expect({ step, held: budget.held, heldCount: channel.heldCount, given: ledger.size }).toEqual({
+            step,
+            held: given.size + adopted.size,
+            heldCount: given.size + adopted.size,
+            given: given.size,
+          });
+        }
+        for (const fd of mine) closeFd(fd);
+      }),
+    ),
+    { numRuns: 60 },
+  ));
+
+test('without keepAdoptedCharged an adopted fd is refunded at once, as before (a child or pidfd command serves one client)', () =>
+  withScope(async (scope) => {
+    const { channel, ledger, client } = pair(scope);
+    const budget = new native.FdBudget(100);
+    channel.chargeTo(budget);
+    const a = scope.own(makeMemfd('a')).fd;
+    await client.send(dupRequest(1), [a, a]);
+    const reply = await client.receive();
+    const fd = reply.data.readInt32LE(HEADER_BYTES);
+    expect(ledger.adopt(fd)).toBe(true);
+    native.disown(fd);
+    scope.own(fd);
+    expect({ held: budget.held, heldCount: channel.heldCount, forgotten: channel.forgetAdopted([fd]) }).toEqual({ held: 1, heldCount: 1, forgotten: 0 });
   }));
 
 /** Turns the event loop until `ok()` holds; no deadline: what never comes runs into the test's timeout. */

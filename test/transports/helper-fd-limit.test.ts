@@ -123,7 +123,8 @@ async function fillToLimits(socketPath: string, limits: HelperLimits, memfd: num
     await stuckLine(conn, pipes);
   }
   const first = conns[0] as Connection;
-  for (let held = 0; held < limits.maxFdsTotal; held += MAX_FDS_PER_FRAME) {
+  // Each connection's log command adopted its pipe's write end: one client fd each, held until the command closes it.
+  for (let held = conns.length; held < limits.maxFdsTotal; held += MAX_FDS_PER_FRAME) {
     await first.dupFileDescriptors(new Array<number>(Math.min(MAX_FDS_PER_FRAME, limits.maxFdsTotal - held)).fill(memfd));
   }
   // A whole frame's fds arrive before the quota can refuse them (its uid's, the total for a daemon serving its own uid alone).

@@ -217,22 +217,23 @@ describe('CommandHost', () => {
     await none.close();
   });
 
-  test('closeClientFds: closes the fds on the background closer by default (resolved once they are), or is the one the host was given', async () => {
+  test('closeClientFds: closes the fds on the background closer by default (resolved once they are), or with the one the host was given; a ledger that counts adopted fds is told first', async () => {
     const before = openFdTable();
     const host = new CommandHost({ module: FIXTURE }, 'direct');
     const fds = [makeMemfd(), makeMemfd()];
     await expect(host.context.closeClientFds(fds)).resolves.toBeUndefined();
     expect(fds.filter(isOpen)).toEqual([]);
     await host.close();
-    const seen: number[][] = [];
+    const seen: string[] = [];
     const closeClientFds = (list: readonly number[]): Promise<void> => {
-      seen.push([...list]);
+      seen.push(`closed ${list.join(',')}`);
       return Promise.resolve();
     };
-    const helperHost = new CommandHost({ module: FIXTURE }, 'helper', undefined, undefined, closeClientFds);
-    expect(helperHost.context.closeClientFds).toBe(closeClientFds);
-    await helperHost.context.closeClientFds([7, 8]);
-    expect(seen).toEqual([[7, 8]]);
+    const ledger = new SetLedger();
+    const counting = Object.assign(ledger, { closing: (list: readonly number[]) => seen.push(`closing ${list.join(',')}`) });
+    const helperHost = new CommandHost({ module: FIXTURE }, 'helper', counting, undefined, closeClientFds);
+    await expect(helperHost.context.closeClientFds([7, 8])).resolves.toBeUndefined();
+    expect(seen).toEqual(['closing 7,8', 'closed 7,8']);
     await helperHost.close();
     expect(openFdTable()).toEqual(before);
   });
