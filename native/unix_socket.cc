@@ -5,6 +5,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include <unordered_map>
+
 #include "fd_ops.h"
 #include "sock_ops.h"
 #include "unique_fd.h"
@@ -15,6 +17,14 @@ namespace {
 // Bound the work done per readiness event so that one busy socket cannot
 // starve timers and other handles (libuv's uv__read uses 32 as well).
 constexpr int kMaxReadsPerWakeup = 32;
+
+// This thread's open sockets by fd number. A socket lives on the thread of
+// its event loop (made, polled and closed there), so the one at a number a
+// new socket is made for is found without a lock (see YieldNumber).
+std::unordered_map<int, UnixSocket*>& ThreadSockets() {
+  thread_local std::unordered_map<int, UnixSocket*> sockets;
+  return sockets;
+}
 }  // namespace
 
 UnixSocket* UnixSocket::Create(uv_loop_t* loop, int fd, int type, size_t max_fds,
@@ -22,6 +32,15 @@ UnixSocket* UnixSocket::Create(uv_loop_t* loop, int fd, int type, size_t max_fds
                                char* external_buffer) {
   if (max_fds > kMaxFdsPerMessage) max_fds = kMaxFdsPerMessage;
   UnixSocket* s = new UnixSocket(fd, type, max_fds, recv_buffer_size, delegate, external_buffer);
+  s->identity_known_ = FdIdentityOf(fd, &s->own_identity_) == 0;
+  // A socket of this thread's at the same number held another file that
+  // was closed behind our back: it lets go of the number before this one
+  // polls it (YieldNumber).
+  auto& sockets = ThreadSockets();
+  auto previous = sockets.find(fd);
+  if (previous != sockets.end() && previous->second->poll_.loop == loop) {
+    previous->second->YieldNumber(s->own_identity_, s->identity_known_);
+  }
   int r = uv_poll_init(loop, &s->poll_, fd);
   if (r != 0) {
     // The fd stays the caller's: every caller (the binding, and through it
@@ -38,10 +57,8 @@ UnixSocket* UnixSocket::Create(uv_loop_t* loop, int fd, int type, size_t max_fds
   // our back, and another file take it (FdStillHeld, Lost).
   s->own_registration_ = FdRegistration(fd);
   s->own_socket_ = s->own_registration_ != 0;
-  if (s->own_socket_) {
-    FdIdentityOf(fd, &s->own_identity_);
-    s->takeovers_seen_ = FdTakeOvers();
-  }
+  if (s->own_socket_) s->takeovers_seen_ = FdTakeOvers();
+  sockets[fd] = s;
   // A STREAM peer can send a byte with MSG_OOB, and fds with it: a plain
   // recvmsg then skips that message and drops its fds inside the call
   // (af_unix.c, manage_oob), on this thread, where the last close of one
@@ -98,15 +115,36 @@ bool UnixSocket::Lost(bool check_file) {
     if (takeovers == takeovers_seen_) return false;
     takeovers_seen_ = takeovers;
   }
-  if (FdStillHeld(sock_.get(), own_registration_, check_file ? &own_identity_ : nullptr)) return false;
+  if (FdStillHeld(sock_.get(), own_registration_, check_file && identity_known_ ? &own_identity_ : nullptr)) return false;
   // Closed behind our back: the number is another file now (or none), which
   // this socket never polls, reads, writes or closes again. libuv's watch
   // of it goes at once (the epoll entry went with the file; a change of its
   // events would now fail in epoll_ctl, which libuv does not survive).
-  lost_ = true;
-  if (poll_events_ != 0 && !closed_) uv_poll_stop(&poll_);  // Close() has closed it already
-  poll_events_ = 0;
+  LetGo();
   return true;
+}
+
+void UnixSocket::LetGo() {
+  lost_ = true;
+  // Started, the poll holds loop->watchers[fd], which no other handle can
+  // share (uv_poll_init, uv_pipe_open: EEXIST): its stop's EPOLL_CTL_DEL
+  // can only meet this socket's own entry, or none.
+  uv_handle_t* handle = reinterpret_cast<uv_handle_t*>(&poll_);
+  if (uv_is_closing(handle)) return;  // uv_close has stopped it already
+  if (poll_events_ != 0) uv_poll_stop(&poll_);
+  poll_events_ = 0;
+  poll_.io_watcher.fd = -1;  // uv__io_stop skips a watcher without an fd
+}
+
+void UnixSocket::YieldNumber(const FdIdentity& identity, bool identity_known) {
+  if (closed_ || lost_) return;
+  bool same_file = identity_known && identity_known_ && identity.dev == own_identity_.dev && identity.ino == own_identity_.ino;
+  // The same file: this socket still holds it (a second socket made on it
+  // meets this one's poll in libuv, as before). Else the number was closed
+  // behind this socket's back: a socket of ours ends its registration too
+  // (Lost, which says so to a watching leak check).
+  if (same_file && !Lost(false)) return;
+  if (!Lost(true)) LetGo();
 }
 
 int UnixSocket::Send(const char* data, size_t len, const int* fds, size_t nfds, uint32_t id, bool exempt) {
@@ -264,7 +302,12 @@ void UnixSocket::UpdatePoll() {
 
 void UnixSocket::OnPoll(uv_poll_t* handle, int status, int events) {
   UnixSocket* self = static_cast<UnixSocket*>(handle->data);
-  if (self->closed_) return;
+  // The number's events can outlive this socket's hold of it: epoll reports
+  // a file by the number it was added under, for as long as the file is
+  // open somewhere (a copy another process or fd holds), after the number
+  // was closed and taken by another file. Those events are never acted on:
+  // the read or write would go to the new file.
+  if (self->closed_ || self->Lost(false)) return;
   if (status < 0) {
     // epoll reported EPOLLERR; libuv has already stopped the handle
     // (uv__poll_io). Let the syscalls below surface the real errno, then
@@ -273,7 +316,7 @@ void UnixSocket::OnPoll(uv_poll_t* handle, int status, int events) {
     events = UV_READABLE | UV_WRITABLE;
   }
   if ((events & UV_WRITABLE) && !self->queue_.empty()) self->DoWrite();
-  if (self->closed_) return;
+  if (self->closed_ || self->lost_) return;
   if (events & UV_READABLE) {
     if (self->accepting_) {
       self->DoAccept();
@@ -281,7 +324,7 @@ void UnixSocket::OnPoll(uv_poll_t* handle, int status, int events) {
       self->DoRead();
     }
   }
-  if (self->closed_) return;
+  if (self->closed_ || self->lost_) return;
   if ((events & UV_DISCONNECT) && self->watch_hangup_ && !self->ReadingNow()) {
     // The peer is gone while we are not reading: say so now (see WatchHangup).
     self->watch_hangup_ = false;
@@ -300,7 +343,9 @@ void UnixSocket::WatchHangup(bool on) {
 }
 
 void UnixSocket::DoWrite() {
-  while (!queue_.empty() && !closed_ && !waiting_receiver_) {
+  // Each completion runs JS, which may close the number and open another
+  // file there: looked at again before each send (in memory).
+  while (!queue_.empty() && !closed_ && !waiting_receiver_ && !Lost(false)) {
     QueuedSend& q = queue_.front();
     size_t remaining = q.data.size() - q.offset;
     ssize_t n = ScmSend(sock_.get(), q.data.data() + q.offset, remaining, q.fds.data(), q.fds.size(),
@@ -390,7 +435,9 @@ void UnixSocket::DoRead() {
   // A thread waiting in WaitOnThread stops reading once its message is in
   // (the loop reads what came after it).
   if (reading_ && !closed_ && !ReadPaused()) ReceiveBuffer();
-  for (int i = 0; i < kMaxReadsPerWakeup && reading_ && !closed_ && !ReadPaused() && (waiter_ == nullptr || !waiter_->done()); i++) {
+  // Each message runs JS, which may close the number and open another file
+  // there: looked at again before each receive (in memory).
+  for (int i = 0; i < kMaxReadsPerWakeup && reading_ && !closed_ && !ReadPaused() && (waiter_ == nullptr || !waiter_->done()) && !Lost(false); i++) {
     if (!MayReadMore()) return;
     RecvResult r;
     // Received and registered as one step on a socket whose fds are ours
@@ -466,7 +513,7 @@ bool UnixSocket::Deliver(RecvResult* received) {
 }
 
 void UnixSocket::DoAccept() {
-  for (int i = 0; i < kMaxReadsPerWakeup && accepting_ && !closed_; i++) {
+  for (int i = 0; i < kMaxReadsPerWakeup && accepting_ && !closed_ && !Lost(false); i++) {
     int fd = SockAccept(sock_.get());
     if (fd == -EAGAIN) return;
     if (fd == -ECONNABORTED) continue;
@@ -516,13 +563,18 @@ void UnixSocket::Close(bool shut_down, void (*on_freed)(void*), void* arg) {
   accepting_ = false;
   on_freed_ = on_freed;
   on_freed_arg_ = arg;
+  auto& sockets = ThreadSockets();
+  auto entry = sockets.find(sock_.get());
+  if (entry != sockets.end() && entry->second == this) sockets.erase(entry);
+  // One closed behind our back is not closed again: its number is someone
+  // else's file now, or none. Looked at before the poll's close, which then
+  // leaves the number's epoll entry alone (LetGo).
+  bool lost = Lost(true);
   // uv_close stops the poll and removes the fd from epoll synchronously, so
   // closing the fd right after is safe (libuv: never close a polled fd).
   pending_closes_ = 1;
   uv_close(reinterpret_cast<uv_handle_t*>(&poll_), OnClosed);
-  // One closed behind our back is not closed again: its number is someone
-  // else's file now, or none.
-  if (Lost(true)) {
+  if (lost) {
     sock_.release();
   } else if (shut_down && !close_in_background_) {
     CloseEmptied(sock_.release());

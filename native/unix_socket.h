@@ -392,10 +392,12 @@ class UnixSocket {
   size_t control_len_;
   std::vector<int> recv_fds_;
   bool own_socket_ = false;  // sock_ is registered as fdbridge's: what it receives is too
-  // Of such a socket: its registration and file when it was made, and the
+  // Of such a socket: its registration when it was made, and the
   // registry's count of take-overs then (FdTakeOvers).
   uint64_t own_registration_ = 0;
+  // The socket's file when it was made (any socket's; false when fstat failed).
   FdIdentity own_identity_{};
+  bool identity_known_ = false;
   uint64_t takeovers_seen_ = 0;
   // Closed behind our back (Lost): never polled, used or closed again.
   bool lost_ = false;
@@ -403,8 +405,23 @@ class UnixSocket {
   // taken by a new fd of ours (a lock, only once some registration has been
   // taken over since the last look), or with `check_file`, holding another
   // file or none (an fstat(2): for the paths that fail, close, or change
-  // the poll, not for a send). Stops the poll once it is.
+  // the poll, not for a send). Lets go of the number once it is (LetGo).
   bool Lost(bool check_file);
+  // Marks the socket lost and takes its watch out of libuv: a poll still
+  // started is stopped now, and the handle forgets the number (its
+  // io_watcher's fd is -1 from here on), so that no later stop or
+  // uv_close of it reaches epoll. libuv's stop deletes the number's epoll
+  // entry (EPOLL_CTL_DEL on the fd, uv__platform_invalidate_fd), which by
+  // then can be another handle's: a new socket's at that number.
+  void LetGo();
+  // The socket another file took the number of, found by the socket made
+  // for that file (Create, on this socket's thread and loop): `identity`
+  // is the new file's. While this one's poll holds the number in libuv
+  // (loop->watchers), uv_poll_init of any other handle there fails with
+  // EEXIST, and the number's events would come to this socket, which would
+  // read and write the new file: it lets go of the number first, unless it
+  // still holds the same file (a second socket on it: left to libuv).
+  void YieldNumber(const FdIdentity& identity, bool identity_known);
   bool receive_own_ = false;  // ReceiveOwnFds
   Filter* filter_ = nullptr;
   // Set during WaitOnThread: the waiter took its message, reading stops.
