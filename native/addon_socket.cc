@@ -66,6 +66,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
                            InstanceAccessor<&SocketWrap::GetFd>("fd"),
                            InstanceAccessor<&SocketWrap::GetQueued>("queuedSends"),
                            InstanceAccessor<&SocketWrap::GetFullSends>("fullSends"),
+                           InstanceAccessor<&SocketWrap::GetFileChecks>("fileChecks"),
                            InstanceAccessor<&SocketWrap::GetQueuedBytes>("queuedSendBytes"),
                            InstanceMethod<&SocketWrap::SetSendQueueLimits>("setSendQueueLimits"),
                            InstanceMethod<&SocketWrap::WatchHangup>("watchHangup"),
@@ -446,6 +447,9 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   }
   Napi::Value GetFullSends(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), core_ != nullptr ? static_cast<double>(core_->full_sends()) : 0);
+  }
+  Napi::Value GetFileChecks(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), core_ != nullptr ? static_cast<double>(core_->file_checks()) : 0);
   }
   Napi::Value GetQueued(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), core_ != nullptr ? static_cast<double>(core_->queued_sends()) : 0);

@@ -108,14 +108,25 @@ char* UnixSocket::ReceiveBuffer() {
 bool UnixSocket::Lost(bool check_file) {
   if (lost_) return true;
   if (!own_socket_) return false;
-  if (!check_file) {
-    // Only a new fd of ours that took the number can have ended it since
-    // the last look: one relaxed load on the send path while none has.
-    uint64_t takeovers = FdTakeOvers();
-    if (takeovers == takeovers_seen_) return false;
-    takeovers_seen_ = takeovers;
+  // Only a new fd of ours that took the number can have ended it in the
+  // registry since the last look: one relaxed load while none has.
+  uint64_t takeovers = FdTakeOvers();
+  bool moved = takeovers != takeovers_seen_;
+  takeovers_seen_ = takeovers;
+  const FdIdentity* identity = nullptr;
+  if (check_file && identity_known_) {
+    // The file still there and the registry unmoved: held, without the
+    // registry's lock. Else the registry decides (and ends the
+    // registration of a socket whose file is gone).
+    file_checks_++;
+    FdIdentity now{};
+    bool same = FdIdentityOf(sock_.get(), &now) == 0 && now.dev == own_identity_.dev && now.ino == own_identity_.ino;
+    if (same && !moved) return false;
+    identity = &own_identity_;
+  } else if (!moved) {
+    return false;
   }
-  if (FdStillHeld(sock_.get(), own_registration_, check_file && identity_known_ ? &own_identity_ : nullptr)) return false;
+  if (FdStillHeld(sock_.get(), own_registration_, identity)) return false;
   // Closed behind our back: the number is another file now (or none), which
   // this socket never polls, reads, writes or closes again. libuv's watch
   // of it goes at once (the epoll entry went with the file; a change of its
@@ -289,9 +300,16 @@ void UnixSocket::UpdatePoll() {
   }
   if (!queue_.empty() && !waiting_receiver_) events |= UV_WRITABLE;
   if (events == poll_events_) return;
-  // A change of events is an epoll_ctl on the number, which aborts in libuv
-  // when the number holds another file (or none): looked at first.
-  if (events != 0 && Lost(true)) return;
+  // A change of events is an epoll_ctl on the number (uv_poll_start: a DEL,
+  // then an ADD at the loop's next poll), which aborts in libuv when the
+  // number holds a file epoll refuses (a regular file: EPERM) or none
+  // (EBADF). A new fd of ours that took it is seen in memory. The file
+  // itself is looked at (an fstat) only when the poll starts from
+  // stopped: a started poll changes because a send waited (sendmsg found
+  // the number a socket: EAGAIN), the queue drained (sendmsg went through)
+  // or a pause began or ended (the same sends), and a call that fails on
+  // the number looks there itself (Send, DoWrite, Deliver).
+  if (events != 0 && Lost(poll_events_ == 0)) return;
   poll_events_ = events;
   if (events == 0) {
     uv_poll_stop(&poll_);
@@ -361,6 +379,9 @@ void UnixSocket::DoWrite() {
       n = werr;  // nobody to wait for (ECONNREFUSED: the receiver is gone): this send fails
     }
     int err = n < 0 ? static_cast<int>(n) : 0;
+    // EBADF or ENOTSOCK for our own socket's number: closed behind our
+    // back? Then nothing more is sent (the loop's check ends it).
+    if ((n == -EBADF || n == -ENOTSOCK) && q.to_len == 0) Lost(true);
     if (n >= 0) {
       q.fds.reset();  // sent with the first byte: a STREAM's rest goes without them
       q.offset += static_cast<size_t>(n);
@@ -487,6 +508,9 @@ bool UnixSocket::Deliver(RecvResult* received) {
       delegate_->OnReceiveError(r, recv_buf_, r.bytes < recv_len_ ? r.bytes : recv_len_);
       return true;
     case RecvStatus::kError:
+      // Closed behind our back? The socket lets go of the number before
+      // the delegate hears of the error (and may change the poll).
+      if (r.err == -EBADF || r.err == -ENOTSOCK) Lost(true);
       if (r.err == -ECONNRESET && !reset_pending_ && type_ != SOCK_DGRAM) {
         // Linux: a peer that closes with our data unread sets ECONNRESET
         // on this socket (unix_release_sock), and recvmsg returns that

@@ -326,6 +326,10 @@ class UnixSocket {
   // sendmsg calls that found the socket, or a DGRAM receiver, full (EAGAIN):
   // a wait that sleeps adds one per wake-up, a wait that spins one per turn.
   uint64_t full_sends() const { return full_sends_; }
+  // How many times this socket has looked at its number's file (an
+  // fstat(2): Lost with check_file), for the tests that hold it off the
+  // paths a round trip takes.
+  uint64_t file_checks() const { return file_checks_; }
 
  private:
   struct QueuedSend {
@@ -402,11 +406,15 @@ class UnixSocket {
   // Closed behind our back (Lost): never polled, used or closed again.
   bool lost_ = false;
   // Whether this socket (one of ours) was closed behind our back: its number
-  // taken by a new fd of ours (a lock, only once some registration has been
-  // taken over since the last look), or with `check_file`, holding another
-  // file or none (an fstat(2): for the paths that fail, close, or change
-  // the poll, not for a send). Lets go of the number once it is (LetGo).
+  // taken by a new fd of ours (in memory: a lock only once some registration
+  // has been taken over since the last look), or with `check_file`, holding
+  // another file or none (an fstat(2), no lock while the file is the same:
+  // where a call on the number failed, at Close, when a socket is made at
+  // the number and when the poll starts from stopped; never on a send, a
+  // receive, or a change of a started poll). Lets go of the number once it
+  // is (LetGo).
   bool Lost(bool check_file);
+  uint64_t file_checks_ = 0;  // Lost's fstat(2)s (file_checks)
   // Marks the socket lost and takes its watch out of libuv: a poll still
   // started is stopped now, and the handle forgets the number (its
   // io_watcher's fd is -1 from here on), so that no later stop or

@@ -180,6 +180,8 @@ export interface NativeSocket {
   readonly queuedSends: number;
   /** Queued sends retried and found the socket (or a DGRAM receiver) still full: one per wake-up. */
   readonly fullSends: number;
+  /** How many times the socket looked at its number's file (an fstat): never on a send, a receive or a change of its poll. */
+  readonly fileChecks: number;
   /** What the send queue holds, in bytes charged against its limit. */
   readonly queuedSendBytes: number;
   /**

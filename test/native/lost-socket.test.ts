@@ -10,12 +10,15 @@
  * socket's file can still come under the number while that file is open
  * elsewhere (a copy the test keeps): they are never acted on.
  */
-import { closeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 import fc from 'fast-check';
 
+import { TimeoutError } from '../../src/errors';
 import { closeFds, fdIdentity, makeMemfd } from '../../src/fd';
-import { UnixSocket } from '../../src/socket';
+import { nativeSocketOf, UnixSocket } from '../../src/socket';
 import { scaled } from '../util/time-scale';
 import { constants, native } from './binding';
 
@@ -154,4 +157,96 @@ test.each([
   [{ oldReading: false, keptElsewhere: false, taker: 'fdbridge-socket', closeAt: 'middle' }],
 ] as Array<[Case]>)('%o', async (c) => {
   await runCase(c);
+});
+
+/** What a connection's traffic does to its socket's poll: a round trip, a send the kernel cannot take yet (EAGAIN), a read pause while sends wait. */
+type HotOp = 'round-trip' | 'stall' | 'pause';
+
+/** The messages a socket's handler gets, one promise each. */
+function inbox(socket: UnixSocket): () => Promise<Buffer> {
+  const got: Buffer[] = [];
+  const waiting: Array<(b: Buffer) => void> = [];
+  socket.setMessageHandler((err, data, fds) => {
+    if (fds && fds.length > 0) closeFds(fds);
+    const b = err ? Buffer.from(`error ${err.message}`) : Buffer.from(data as Buffer);
+    const w = waiting.shift();
+    if (w) w(b);
+    else got.push(b);
+  });
+  return () => {
+    const b = got.shift();
+    return b ? Promise.resolve(b) : new Promise((resolve) => waiting.push(resolve));
+  };
+}
+
+test('generated: the poll changes of a socket of fdbridge\'s own reading as a connection does (sends that wait, read pauses, round trips) never look at its file: no fstat, the take-over counter is read in memory', async () => {
+  await fc.assert(
+    fc.asyncProperty(fc.array(fc.constantFrom<HotOp>('round-trip', 'stall', 'pause'), { minLength: 1, maxLength: 6 }), async (ops) => {
+      const [a, b] = UnixSocket.pair('seqpacket', { own: true });
+      try {
+        const fromA = inbox(b);
+        const fromB = inbox(a);
+        // Starting to read from stopped looks once (see the next test).
+        const started = [nativeSocketOf(a).fileChecks, nativeSocketOf(b).fileChecks];
+        for (const op of ops) {
+          if (op === 'round-trip') {
+            await a.send(Buffer.from('ping'));
+            expect(String(await fromA())).toBe('ping');
+            await b.send(Buffer.from('pong'));
+            expect(String(await fromB())).toBe('pong');
+            continue;
+          }
+          // Sends until one waits in the queue (the poll adds writability, and drops it once drained),
+          // `a` pausing its reading meanwhile ('pause').
+          if (op === 'pause') a.setSendQueueLimits({ pauseReadingAt: 0 });
+          const big = Buffer.alloc(32 * 1024);
+          const sent: Array<Promise<void>> = [];
+          while (nativeSocketOf(a).queuedSends === 0) sent.push(a.send(big));
+          sent.push(a.send(big));
+          for (let i = 0; i < sent.length; i++) expect((await fromA()).length).toBe(big.length);
+          await Promise.all(sent);
+          if (op === 'pause') a.setSendQueueLimits({ pauseReadingAt: null });
+          await b.send(Buffer.from('after'));
+          expect(String(await fromB())).toBe('after');
+        }
+        expect([nativeSocketOf(a).fileChecks, nativeSocketOf(b).fileChecks]).toEqual(started);
+      } finally {
+        a.close();
+        b.close();
+      }
+    }),
+    { seed: Number(process.env.FDBRIDGE_TEST_SEED ?? 20261201), numRuns: Number(process.env.FDBRIDGE_TEST_RUNS ?? 20) },
+  );
+});
+
+test('a socket of fdbridge\'s own that starts reading after its number was closed and a regular file took it lets go of the number (libuv aborts on an epoll_ctl of a regular file)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fdbridge-lost-'));
+  const path = join(dir, 'file');
+  writeFileSync(path, 'file\n');
+  const [a, b] = UnixSocket.pair('seqpacket', { own: true });
+  const n = a.fd;
+  let file: number | undefined;
+  try {
+    closeSync(n); // behind fdbridge's back
+    const others: number[] = [];
+    try {
+      for (file = openSync(path, 'r'); file !== n; file = openSync(path, 'r')) {
+        others.push(file);
+        if (file > n) throw new Error(`opening ${path} skipped fd ${n} (got ${file})`);
+      }
+    } finally {
+      closeFds(others);
+    }
+    const identity = sameIdentity(n);
+    // Nothing can arrive at a socket that is gone: the receive's own deadline ends it.
+    await expect(a.receive({ timeoutMs: 200 })).rejects.toBeInstanceOf(TimeoutError);
+    expect(nativeSocketOf(a).fileChecks).toBeGreaterThan(0);
+    a.close();
+    expect(sameIdentity(n)).toBe(identity);
+  } finally {
+    a.close();
+    b.close();
+    if (file === n) closeSync(n);
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
