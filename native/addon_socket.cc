@@ -71,6 +71,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
                            InstanceMethod<&SocketWrap::SetSendQueueLimits>("setSendQueueLimits"),
                            InstanceMethod<&SocketWrap::WatchHangup>("watchHangup"),
                            InstanceMethod<&SocketWrap::HungUp>("hungUp"),
+                           InstanceMethod<&SocketWrap::LostMethod>("lost"),
                            InstanceAccessor<&SocketWrap::GetBuffer>("buffer"),
                            InstanceMethod<&SocketWrap::UseBackgroundCloser>("useBackgroundCloser"),
                            InstanceMethod<&SocketWrap::CloseFdsInBackground>("closeInBackground"),
@@ -172,6 +173,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     core->Close(shut_down, on_freed, arg);
     // Freed only by the close's uv_close callback, on a later turn of the loop.
     std::vector<uint64_t> tickets = core->BackgroundCloseTickets();
+    closed_lost_ = core->CheckLost();
     closing_ = false;
     send_callbacks_.clear();
     // Break the cycle that would keep this object alive forever: these
@@ -316,6 +318,11 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   // are shut): POLLHUP now, without reading.
   Napi::Value HungUp(const Napi::CallbackInfo& info) {
     return Napi::Boolean::New(info.Env(), core_ != nullptr && (PollNow(core_->fd(), 0) & POLLHUP) != 0);
+  }
+  // lost() -> true when the socket's fd was closed behind fdbridge's back
+  // (UnixSocket::CheckLost); once closed, whether it was then.
+  Napi::Value LostMethod(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), core_ != nullptr ? core_->CheckLost() : closed_lost_);
   }
   Napi::Value GetQueuedBytes(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), core_ != nullptr ? static_cast<double>(core_->queued_bytes()) : 0);
@@ -734,6 +741,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   // handed to the closer after its close (CloseUnclaimed), not yet done.
   uint64_t closed_owner_ = 0;
   int closed_type_ = 0;
+  bool closed_lost_ = false;  // the socket was found closed behind our back at its close
   std::vector<uint64_t> late_tickets_;
   bool released_ = false;
   bool closing_ = false;

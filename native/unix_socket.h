@@ -320,6 +320,11 @@ class UnixSocket {
   char* ReceiveBuffer();
 
   int fd() const { return sock_.get(); }
+  // Whether the socket's fd was closed behind our back (a socket of ours:
+  // see Lost), looked at now, file included (an fstat): for the rare paths
+  // that ask (a call failed, the peer's process exited), not a round
+  // trip's. Once closed, what Close found.
+  bool CheckLost() { return closed_ ? lost_ : Lost(true); }
   int type() const { return type_; }
   bool closed() const { return closed_; }
   size_t queued_sends() const { return queue_.size(); }

@@ -194,6 +194,12 @@ export interface NativeSocket {
   watchHangup(on: boolean): void;
   /** True when the peer has closed its end (POLLHUP now, nothing read). */
   hungUp(): boolean;
+  /**
+   * True when the socket's fd (one of fdbridge's own) was closed behind
+   * fdbridge's back: the socket has let go of the number and never uses it
+   * again. Looks at the file (an fstat); once closed, what the close found.
+   */
+  lost(): boolean;
   /** The reused receive buffer (reuseBuffer) once the socket has read, else undefined. */
   readonly buffer: ArrayBuffer | undefined;
   /** A receive buffer of `bytes` instead; false once the buffer is made (the first read). */

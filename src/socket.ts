@@ -533,6 +533,18 @@ export class UnixSocket {
   }
 
   /**
+   * True when this socket's fd, one of fdbridge's own (`own`), was closed
+   * by someone other than fdbridge (a close of a number the program does
+   * not own): the socket has let go of the number, which it never reads,
+   * writes, polls or closes again. Looks at the file there (an fstat); once
+   * closed, what the close found. Always false for a socket made on a
+   * caller's fd.
+   */
+  lost(): boolean {
+    return this.#native.lost();
+  }
+
+  /**
    * The next message; its fds belong to the caller. With `timeoutMs`, a
    * TimeoutError if none arrives in time (the message is not lost: the next
    * receive gets it).

@@ -78,21 +78,10 @@ const NO_FDS: readonly number[] = Object.freeze([]);
  * a send, ECONNRESET when it died with our requests unread. Requests that
  * meet it fail with PeerExitedError, like those still waiting for a reply.
  */
-/** The file at `fd` as device:inode, or undefined when nothing is open there. */
-function identityOf(fd: number): string | undefined {
-  try {
-    const id = native.identity(fd);
-    return `${id.dev}:${id.ino}`;
-  } catch {
-    return undefined;
-  }
-}
-
 function isPeerGone(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
   return code === 'EPIPE' || code === 'ECONNRESET';
 }
-
 
 /**
  * What the client's side of a connection turned away. The command's side
@@ -255,11 +244,8 @@ export class SocketConnection extends BaseConnection {
 
   #onCommandClosed: ConnectOptions['onCommandClosed'];
   readonly #stats: SocketConnectionStats;
-  /** The socket's number, and its registration as fdbridge's (native.registration) when the connection began. */
+  /** The socket's number (for the error that says it was closed behind fdbridge's back). */
   readonly #socketFd: number;
-  readonly #socketRegistration: number;
-  /** Its file (device:inode) then. */
-  readonly #socketIdentity: string | undefined;
 
   constructor(
     socket: UnixSocket,
@@ -284,8 +270,6 @@ export class SocketConnection extends BaseConnection {
     // outcome, and covers a socket that did not come through handshake().
     this.#stats = { unexpectedFds: 0, protocolErrors: 0, refusesFds: refuseFds(socket) };
     this.#socketFd = socket.fd;
-    this.#socketRegistration = native.registration(socket.fd);
-    this.#socketIdentity = identityOf(socket.fd);
     this.#channel = openFrameChannel(socket, {
       replyError: (operation, fds, frame) => this.#replyError(operation, fds, frame),
       // A queued request met a peer that is gone: fail everything with how it ended.
@@ -573,9 +557,9 @@ export class SocketConnection extends BaseConnection {
   /**
    * True when `err` (EBADF or ENOTSOCK from the socket) is this
    * connection's socket found closed by someone other than fdbridge (the
-   * program closed a number it does not own): its registration has ended
-   * (the native socket found the number closed, holding another file, or
-   * taken by a new fd of ours, and has let go of it without closing it). The
+   * program closed a number it does not own), as the socket says
+   * (lost(): it found the number closed, holding another file, or taken
+   * by a new fd of ours, and has let go of it without closing it). The
    * connection fails then, its pending and later requests with a
    * ClosedError that says so, which this returns (the error it failed with
    * already, if it was failing).
@@ -583,7 +567,7 @@ export class SocketConnection extends BaseConnection {
   #socketLostBy(err: unknown): Error | undefined {
     const code = (err as NodeJS.ErrnoException | undefined)?.code;
     if (code !== 'EBADF' && code !== 'ENOTSOCK') return undefined;
-    if (this.#socketRegistration === 0 || native.registration(this.#socketFd) === this.#socketRegistration) return undefined;
+    if (!this.#socket.lost()) return undefined;
     return this.#failLost();
   }
 
@@ -592,13 +576,12 @@ export class SocketConnection extends BaseConnection {
    * exit status): it does so once its end of the socket reads end of file,
    * which is also what a close of our socket behind our back gives it. Our
    * socket's end of file never comes then (its file, and its epoll entry,
-   * went with that close), so the socket is looked at here (an fstat): one
-   * that is no longer ours fails the connection, its requests still
-   * waiting for replies included.
+   * went with that close), so the socket is asked here (lost(), an
+   * fstat): one that is no longer ours fails the connection, its requests
+   * still waiting for replies included.
    */
   protected commandProcessEnded(): void {
-    if (this.#dead || this.#closing || this.#socketRegistration === 0) return;
-    if (native.registration(this.#socketFd) === this.#socketRegistration && identityOf(this.#socketFd) === this.#socketIdentity) return;
+    if (this.#dead || this.#closing || !this.#socket.lost()) return;
     this.#failLost();
   }
 

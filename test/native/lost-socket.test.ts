@@ -103,6 +103,8 @@ async function runCase(c: Case): Promise<void> {
       cleanups.push(() => peer.close());
     }
     const newFile = sameIdentity(n);
+    // The lost socket says so; the others are not lost.
+    expect([old.lost(), oldPeer.lost(), fresh?.lost() ?? false, freshPeer?.lost() ?? false]).toEqual([true, false, false, false]);
     if (c.closeAt === 'first') old.close();
     const arriving = fresh?.receive({ timeoutMs: scaled(5000) });
     await turns(2); // the new socket's poll is in epoll
@@ -131,6 +133,8 @@ async function runCase(c: Case): Promise<void> {
     }
     // The lost socket read nothing from the number, neither its own file's message nor the new one's.
     expect(oldGot).toEqual([]);
+    // Closed, it still says what its close found.
+    expect(old.lost()).toBe(true);
   } finally {
     for (const cleanup of cleanups.reverse()) cleanup();
   }
