@@ -67,6 +67,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
                            InstanceAccessor<&SocketWrap::GetQueued>("queuedSends"),
                            InstanceAccessor<&SocketWrap::GetFullSends>("fullSends"),
                            InstanceAccessor<&SocketWrap::GetFileChecks>("fileChecks"),
+                           InstanceAccessor<&SocketWrap::GetKeptTickets>("keptTickets"),
                            InstanceAccessor<&SocketWrap::GetQueuedBytes>("queuedSendBytes"),
                            InstanceMethod<&SocketWrap::SetSendQueueLimits>("setSendQueueLimits"),
                            InstanceMethod<&SocketWrap::WatchHangup>("watchHangup"),
@@ -447,6 +448,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     Napi::Env env = info.Env();
     if (core_ != nullptr) return TicketArray(env, core_->BackgroundCloseTickets());
     FdDropDoneTickets(&late_tickets_);
+    late_kept_ = late_tickets_.size();
     return TicketArray(env, late_tickets_);
   }
   Napi::Value GetBuffer(const Napi::CallbackInfo& info) {
@@ -454,6 +456,11 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   }
   Napi::Value GetFullSends(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), core_ != nullptr ? static_cast<double>(core_->full_sends()) : 0);
+  }
+  // How many tickets of background closes a closed socket keeps now, done
+  // ones included until its next drop (for the tests that bound them).
+  Napi::Value GetKeptTickets(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(late_tickets_.size()));
   }
   Napi::Value GetFileChecks(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), core_ != nullptr ? static_cast<double>(core_->file_checks()) : 0);
@@ -688,7 +695,17 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     if (core_ != nullptr) return core_->CloseInBackground(fds, n);
     uint64_t ticket = FdCloseInBackground(fds, n, closed_owner_, /*held_for_peer=*/true);
     if (ticket != 0) late_tickets_.push_back(ticket);
+    TrimLateTickets();
     return ticket;
+  }
+  // Amortized, as UnixSocket::RememberTicket: the done tickets go once the
+  // list has doubled since the last look, so a closed socket that goes on
+  // handing fds over keeps only those not done, each looked at a bounded
+  // number of times.
+  void TrimLateTickets() {
+    if (late_tickets_.size() < 2 * late_kept_ + 16) return;
+    FdDropDoneTickets(&late_tickets_);
+    late_kept_ = late_tickets_.size();
   }
   // A connection this listening socket accepted that nobody takes, likewise
   // (UnixSocket::CloseAccepted; ScmCloseConnection once it is closed).
@@ -698,6 +715,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
       return;
     }
     ScmCloseConnection(fd, closed_type_, FdIsOwned(fd), /*oob_inline=*/false, closed_owner_, &late_tickets_);
+    TrimLateTickets();
   }
 
   // A message's fds that reach nobody (JS cannot run: the environment is
@@ -741,6 +759,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   // handed to the closer after its close (CloseUnclaimed), not yet done.
   uint64_t closed_owner_ = 0;
   int closed_type_ = 0;
+  size_t late_kept_ = 0;  // late_tickets_.size() after the last drop (TrimLateTickets)
   bool closed_lost_ = false;  // the socket was found closed behind our back at its close
   std::vector<uint64_t> late_tickets_;
   bool released_ = false;

@@ -182,6 +182,8 @@ export interface NativeSocket {
   readonly fullSends: number;
   /** How many times the socket looked at its number's file (an fstat): never on a send, a receive or a change of its poll. */
   readonly fileChecks: number;
+  /** Once closed: how many tickets of its later background closes it keeps (done ones until its next drop). */
+  readonly keptTickets: number;
   /** What the send queue holds, in bytes charged against its limit. */
   readonly queuedSendBytes: number;
   /**
