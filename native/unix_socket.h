@@ -250,8 +250,8 @@ class UnixSocket {
   // ticket, which the socket remembers (BackgroundCloseTickets).
   uint64_t CloseInBackground(const int* fds, size_t n);
   // The socket listens (the binding's Socket made with an accept
-  // callback): Close() empties its backlog, not a receive queue. Told once,
-  // not asked of the kernel (SO_ACCEPTCONN) at each close.
+  // callback): Close() empties its backlog, not a receive queue. Set by the
+  // binding when it makes the socket; Close() reads this flag, no syscall.
   void SetListening(bool on) { listening_ = on; }
   // Closes `fd`, a connection this listening socket accepted that nobody
   // takes: its queue may hold what its client sent before it was accepted

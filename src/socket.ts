@@ -177,9 +177,8 @@ export function kindToType(kind: SocketKind): number {
 /**
  * An fd handed in as a listening socket (UnixServer.fromListeningFd, a
  * daemon's listenFd) is one, of the kind it is to be served as: else a
- * TypeError (ERR_INVALID_ARG_VALUE) saying what it is, before anything is
- * done with it (it failed only at accept(2), or with a message about
- * SO_PASSRIGHTS or uv_poll_init).
+ * TypeError (ERR_INVALID_ARG_VALUE) saying what it is, thrown before
+ * anything is done with it (no option set on it, no poll, no accept(2)).
  */
 function checkListeningFd(fd: number, kind: SocketKind): void {
   let what: string | undefined;
