@@ -303,13 +303,11 @@ void UnixSocket::UpdatePoll() {
   // A change of events is an epoll_ctl on the number (uv_poll_start: a DEL,
   // then an ADD at the loop's next poll), which aborts in libuv when the
   // number holds a file epoll refuses (a regular file: EPERM) or none
-  // (EBADF). A new fd of ours that took it is seen in memory. The file
-  // itself is looked at (an fstat) only when the poll starts from
-  // stopped: a started poll changes because a send waited (sendmsg found
-  // the number a socket: EAGAIN), the queue drained (sendmsg went through)
-  // or a pause began or ended (the same sends), and a call that fails on
-  // the number looks there itself (Send, DoWrite, Deliver).
-  if (events != 0 && Lost(poll_events_ == 0)) return;
+  // (EBADF). The file is looked at (an fstat) before each change: JS may
+  // have closed the number and opened a file there since the last call on
+  // it (a callback, then a pause or a stop of reading), which neither the
+  // take-over counter (fdbridge's own new fds only) nor a send sees.
+  if (events != 0 && Lost(true)) return;
   poll_events_ = events;
   if (events == 0) {
     uv_poll_stop(&poll_);
