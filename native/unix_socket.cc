@@ -151,7 +151,7 @@ void UnixSocket::YieldNumber(const FdIdentity& identity, bool identity_known) {
   if (closed_ || lost_) return;
   bool same_file = identity_known && identity_known_ && identity.dev == own_identity_.dev && identity.ino == own_identity_.ino;
   // The same file: this socket still holds it (a second socket made on it
-  // meets this one's poll in libuv, as before). Else the number was closed
+  // meets this one's poll in libuv: EEXIST). Else the number was closed
   // behind this socket's back: a socket of ours ends its registration too
   // (Lost, which says so to a watching leak check).
   if (same_file && !Lost(false)) return;

@@ -42,7 +42,7 @@ export function ownedStream(fd: number, ways: { readable: boolean; writable: boo
   socket._destroy = (err, callback) => {
     if (native.registration(fd) === registration && !holds(fd, dev, ino)) native.foundClosedByOther(fd, registration);
     // libuv closes the number now: a new fd of ours may take it from here on
-    // (until now one was moved off it: the number was still the stream's to close).
+    // (while the stream was open, one was moved off it: the number was the stream's to close).
     native.runtimeClosing(fd, registration);
     destroy(err, callback);
   };

@@ -110,6 +110,6 @@ test("a snapshot in a worker thread terminated mid-check has its watch ended by 
     fd.closeFds([r, w]);
     return { watched, dropped: !hooks.closedByOther(during), later: hooks.closedByOther(later) };
   `);
-  // Fails before: the terminated check's watch stayed up (its note kept, the later close noted too).
+  // The terminated check's watch ended with its thread: its note dropped, the later close not noted.
   expect(out).toEqual({ watched: true, dropped: true, later: false });
 });

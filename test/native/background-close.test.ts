@@ -562,7 +562,7 @@ withPython("generated: an fd handed to the closer that the program closes behind
             // The batch's other fds are closed; the program's file is still open at the number, still that file.
             expect(pipes.filter((fd) => fd !== victim && table.has(fd))).toEqual([]);
             if (mine !== undefined && id !== undefined) {
-              // Fails before: the closer closed the number, the program's file with it.
+              // The closer left the number alone: the program's file is still there.
               expect(table.get(mine)).toBe(path);
               const now = fstatSync(mine);
               expect([now.dev, now.ino]).toEqual([id.dev, id.ino]);

@@ -233,7 +233,7 @@ test('generated: with adopted fds kept charged, the budget holds exactly the led
     { numRuns: 60 },
   ));
 
-test('without keepAdoptedCharged an adopted fd is refunded at once, as before (a child or pidfd command serves one client)', () =>
+test('without keepAdoptedCharged an adopted fd is refunded at once (a child or pidfd command serves one client)', () =>
   withScope(async (scope) => {
     const { channel, ledger, client } = pair(scope);
     const budget = new native.FdBudget(100);

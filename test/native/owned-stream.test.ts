@@ -97,7 +97,7 @@ describe('ownedStream', () => {
           let report: FdLeakReport | undefined;
           if (inCheck) report = await checkFdLeaks(body);
           else await body();
-          // Every new fd of ours is still open, on its file, and still ours (fails before: libuv closed the one at the stream's number).
+          // Every new fd of ours is still open, on its file, and still ours (none is the one libuv closes at the stream's number).
           for (const fd of made) {
             expect(`${fstatSync(fd).dev}:${fstatSync(fd).ino}`).toBe(identities.get(fd));
             expect(native.registration(fd)).toBeGreaterThan(0);
@@ -112,7 +112,7 @@ describe('ownedStream', () => {
             try {
               native.close(fd);
             } catch {
-              // closed already (before the fix: by libuv)
+              // closed already
             }
           }
         }
@@ -133,7 +133,7 @@ describe('ownedStream', () => {
       expectSystemError(thrown(() => ownedStream(ours, { readable: true, writable: true })), 'EBADF');
       const mine = native.dupAll([memfd])[0] as number;
       s.defer(() => native.close(mine));
-      // Fails before: the number was still marked as a stream's to close, and the new fd was moved off it.
+      // A stream that was never made leaves no mark on the number: the new fd is not moved off it.
       expect(mine).toBe(ours);
     });
     expect(await fdTableSettles(process.pid, before)).toBe('');
