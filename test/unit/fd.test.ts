@@ -47,6 +47,7 @@ import { distPath } from '../../src/paths';
 import { liveFdTableHolds } from '../../src/test-hooks';
 import { rawSocketPair } from '../../src/testing';
 import { hasPython, lingeringSocket } from '../util/linger-attacker';
+import { within } from '../util/within';
 
 /** open(2)'s O_PATH (not in fs.constants): a reference that opens nothing, enough for fstat. */
 const O_PATH = 0o10000000;
@@ -508,6 +509,15 @@ describe('FdTableHold', () => {
     closeFd(theirs);
     try {
       const pid = child.pid as number;
+      // Read once sleep(1) sits in its sleep: until then its table changes on its own (the spawn's
+      // close-on-exec pipe before the exec, the locale files setlocale opens and closes after it).
+      await within(
+        (async () => {
+          while (readFileSync(`/proc/${pid}/wchan`, 'utf8') !== 'hrtimer_nanosleep') await new Promise((resolve) => setTimeout(resolve, 10));
+        })(),
+        20_000,
+        'sleep(1) in its sleep',
+      );
       const table = openFdTable(pid);
       expect(table.get(3)).toBe(path);
       const hold = new FdTableHold(table, pid);
