@@ -11,7 +11,7 @@
  * elsewhere (a copy the test keeps): they are never acted on.
  */
 import { spawnSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -21,6 +21,7 @@ import { TimeoutError } from '../../src/errors';
 import { closeFds, closesSettled, fdIdentity, makeMemfd } from '../../src/fd';
 import { nativeSocketOf, UnixSocket } from '../../src/socket';
 import { DIST_SRC } from '../util/nobody';
+import { openAt } from '../util/open-at';
 import { scaled } from '../util/time-scale';
 import { constants, native } from './binding';
 
@@ -220,15 +221,7 @@ test('a socket of fdbridge\'s own that starts reading after its number was close
   let file: number | undefined;
   try {
     closeSync(n); // behind fdbridge's back
-    const others: number[] = [];
-    try {
-      for (file = openSync(path, 'r'); file !== n; file = openSync(path, 'r')) {
-        others.push(file);
-        if (file > n) throw new Error(`opening ${path} skipped fd ${n} (got ${file})`);
-      }
-    } finally {
-      closeFds(others);
-    }
+    file = openAt(path, n);
     const identity = sameIdentity(n);
     // Nothing can arrive at a socket that is gone: the receive's own deadline ends it.
     await expect(a.receive({ timeoutMs: 200 })).rejects.toBeInstanceOf(TimeoutError);
