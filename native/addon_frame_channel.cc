@@ -48,6 +48,7 @@ class ChannelWrap : public Napi::ObjectWrap<ChannelWrap>, public FrameChannel::D
                            InstanceMethod<&ChannelWrap::Release>("release"),
                            InstanceMethod<&ChannelWrap::KeepAdoptedCharged>("keepAdoptedCharged"),
                            InstanceMethod<&ChannelWrap::ForgetAdopted>("forgetAdopted"),
+                           InstanceMethod<&ChannelWrap::ReclaimClosedAdopted>("reclaimClosedAdopted"),
                            InstanceMethod<&ChannelWrap::Sweep>("sweep"),
                            InstanceAccessor<&ChannelWrap::GetGivenCount>("givenCount"),
                            InstanceAccessor<&ChannelWrap::GetHeldCount>("heldCount"),
@@ -264,6 +265,10 @@ class ChannelWrap : public Napi::ObjectWrap<ChannelWrap>, public FrameChannel::D
   Napi::Value ForgetAdopted(const Napi::CallbackInfo& info) {
     std::vector<int> fds = ArgFdArray(info, "forgetAdopted(fds): fds must be an array");
     return Napi::Number::New(info.Env(), static_cast<double>(channel_->ForgetAdopted(fds.data(), fds.size())));
+  }
+  // reclaimClosedAdopted() -> how many adopted fds it found closed and refunded: see FrameChannel::ReclaimClosedAdopted.
+  Napi::Value ReclaimClosedAdopted(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(channel_->ReclaimClosedAdopted()));
   }
   Napi::Value Sweep(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(channel_->Sweep()));

@@ -850,20 +850,12 @@ void SpawnLocked(Closer& c) {
   pthread_attr_destroy(&attr);
 }
 
-// The file at `fd` as it is handed over (Closer::Job): statx(2) with
-// AT_STATX_DONT_SYNC, on the event loop of whoever hands it over, asks no
-// filesystem (a hung NFS server's, a peer's FUSE file's) for fresh
-// attributes: the device and inode number are the kernel's own.
+// The file at `fd` as it is handed over (Closer::Job), on the event loop of
+// whoever hands it over: FdFileIdentity asks no filesystem.
 void HandOverIdentity(Closer::Job* job) {
-  struct statx stx;
-  job->open = true;
-  job->known = false;
-  if (statx(job->fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_INO, &stx) != 0) {
-    if (errno == EBADF) job->open = false;
-    return;
-  }
-  job->known = true;
-  job->identity = {static_cast<uint64_t>(makedev(stx.stx_dev_major, stx.stx_dev_minor)), stx.stx_ino, 0};
+  int r = FdFileIdentity(job->fd, &job->identity);
+  job->open = r != -EBADF;
+  job->known = r == 0;
 }
 
 }  // namespace
@@ -1110,6 +1102,13 @@ int FdPollReadable(const int* fds, size_t n, std::vector<bool>* out) {
   out->assign(n, false);
   for (size_t i = 0; i < n; i++) (*out)[i] = (p[i].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) != 0;
   return r;
+}
+
+int FdFileIdentity(int fd, FdIdentity* out) {
+  struct statx stx;
+  if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_INO, &stx) != 0) return -errno;
+  *out = {static_cast<uint64_t>(makedev(stx.stx_dev_major, stx.stx_dev_minor)), stx.stx_ino, 0};
+  return 0;
 }
 
 int FdIdentityOf(int fd, FdIdentity* out) {

@@ -435,6 +435,12 @@ int FdPosixLock(int fd, int type);
 int FdConflictingLock(int fd);
 
 int FdIdentityOf(int fd, FdIdentity* out);
+// The device and inode number of the file at `fd` (mode left 0), as the
+// kernel has them: statx(2) with AT_STATX_DONT_SYNC asks no filesystem for
+// fresh attributes (fstat can wait on a hung NFS server, or on a FUSE
+// server a peer runs), so it is safe on an event loop for a file another
+// process gave. -EBADF: `fd` is not open.
+int FdFileIdentity(int fd, FdIdentity* out);
 
 // Bit 0: FD_CLOEXEC, bit 1: O_NONBLOCK.
 int FdGetFlags(int fd);

@@ -185,6 +185,12 @@ std::vector<FrameChannel::Request> FrameChannel::TakeAll() {
 
 bool FrameChannel::FilterMessage(const char* data, size_t len, const int* fds, size_t nfds) {
   read_on_ = true;
+  // fds the kernel has just given this process: a number adopted here
+  // before is free again only once the command closed that fd (without
+  // closeClientFds). Refunded before any limit looks at the DUP they came
+  // with: a client whose command closed what it adopted is not refused for
+  // it (Keep charges them again should they be kept).
+  if (nfds > 0 && !adopted_.empty()) ForgetAdopted(fds, nfds);
   frame::Decoded f;
   // Malformed: the delegate reports the violation (and closes the fds).
   if (!frame::Decode(data, len, nfds, &f)) return false;
@@ -316,7 +322,8 @@ bool FrameChannel::Adopt(int fd) {
   given_.erase(it);
   // Still in this process, held for the client: charged until the command closes it.
   if (keep_adopted_charged_ && socket_ != nullptr) {
-    adopted_.insert(fd);
+    AdoptedFile& file = adopted_[fd];
+    file.known = FdFileIdentity(fd, &file.identity) == 0;
     return true;
   }
   if (budget_) budget_->Refund(1);
@@ -337,6 +344,24 @@ size_t FrameChannel::ForgetAdopted(const int* fds, size_t n) {
   for (size_t i = 0; i < n; i++) forgotten += adopted_.erase(fds[i]);
   if (budget_) budget_->Refund(forgotten);
   return forgotten;
+}
+
+size_t FrameChannel::ReclaimClosedAdopted() {
+  size_t reclaimed = 0;
+  for (auto it = adopted_.begin(); it != adopted_.end();) {
+    FdIdentity now;
+    int r = FdFileIdentity(it->first, &now);
+    bool closed = r == -EBADF || (r == 0 && it->second.known &&
+                                  (now.dev != it->second.identity.dev || now.ino != it->second.identity.ino));
+    if (closed) {
+      it = adopted_.erase(it);
+      reclaimed++;
+    } else {
+      ++it;
+    }
+  }
+  if (budget_) budget_->Refund(reclaimed);
+  return reclaimed;
 }
 
 void FrameChannel::CloseGiven(UniqueFd fd) {

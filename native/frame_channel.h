@@ -23,10 +23,10 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include "fd_budget.h"
+#include "fd_ops.h"
 #include "unique_fd.h"
 #include "unix_socket.h"
 
@@ -158,7 +158,8 @@ class FrameChannel : public UnixSocket::Filter {
   void Add(int fd);
   // Takes `fd` out of the ledger (the adopter owns it now); false if it is not there.
   // While KeepAdoptedCharged is on it stays charged to the budget, and
-  // counted against max_given (held_count), until ForgetAdopted or Sweep.
+  // counted against max_given (held_count), until ForgetAdopted, Sweep, or
+  // its number shows it closed (see adopted_).
   bool Adopt(int fd);
   // Takes `fd` out of the ledger and refunds it: the caller closes it now
   // (a RELEASE); false if it is not there.
@@ -173,6 +174,15 @@ class FrameChannel : public UnixSocket::Filter {
   // caller hands them to the closer at once, where they count as fds a
   // peer gave that wait to be closed (FdBackgroundClosesOfPeerFds).
   size_t ForgetAdopted(const int* fds, size_t n);
+  // Refunds the adopted fds still charged that the command closed another
+  // way (not closeClientFds): those whose number is free, or holds another
+  // file than when it was adopted (device and inode: FdFileIdentity, which
+  // asks no filesystem). A number holds one file at a time, so another
+  // file there means the adopted one was closed; the same file there (a
+  // duplicate of it that took the number) is not told apart, and stays
+  // charged. Returns how many were refunded. One statx(2) per adopted fd:
+  // for the path that would refuse a DUP, not for every one.
+  size_t ReclaimClosedAdopted();
   // Closes the ledger's fds and refunds the adopted ones still charged: the
   // command is closed, and what it kept of its adopted fds is its own.
   size_t Sweep();
@@ -227,11 +237,17 @@ class FrameChannel : public UnixSocket::Filter {
   // The ledger: each fd owned here until adopted, swept or the socket closes.
   std::unordered_map<int, UniqueFd> given_;
   // Numbers adopted while KeepAdoptedCharged is on, each charged once,
-  // until ForgetAdopted, Sweep, or a new fd given at the same number (the
-  // kernel reuses a number only once it is closed: the command closed it
-  // by other means).
+  // until ForgetAdopted, Sweep, a new fd received or given here at the same
+  // number (the kernel reuses a number only once it is closed: the command
+  // closed it by other means), or ReclaimClosedAdopted finding it closed. With the
+  // file each held when adopted (`known` false: it could not be read, and
+  // only a free number shows it closed).
+  struct AdoptedFile {
+    bool known;
+    FdIdentity identity;
+  };
   bool keep_adopted_charged_ = false;
-  std::unordered_set<int> adopted_;
+  std::unordered_map<int, AdoptedFile> adopted_;
   std::shared_ptr<FdBudget> budget_;
   std::vector<char> reply_;
   bool read_on_ = true;  // ReadOn's answer for the message last filtered

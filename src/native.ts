@@ -139,11 +139,19 @@ export interface NativeFrameChannel {
   /**
    * While on, an fd the command adopts stays charged to the budget and
    * counted against serve()'s maxGiven (heldCount) until forgetAdopted
-   * names it, the ledger is swept, or a new fd is given at its number.
+   * names it, the ledger is swept, a new fd is received or given at its
+   * number, or reclaimClosedAdopted finds it closed.
    */
   keepAdoptedCharged(on: boolean): void;
   /** The command is closing `fds` (closeClientFds): the adopted ones still charged are refunded; returns how many. */
   forgetAdopted(fds: readonly number[]): number;
+  /**
+   * Refunds the adopted fds still charged that the command closed another
+   * way: their number free, or another file's (device and inode, read
+   * without asking the filesystem); returns how many. One statx per
+   * adopted fd: for the path that would refuse a DUP.
+   */
+  reclaimClosedAdopted(): number;
   /** Closes the ledger's fds and refunds the adopted ones still charged. */
   sweep(): number;
   readonly givenCount: number;

@@ -698,7 +698,12 @@ export class HelperDaemon {
         maxFds: this.limits.maxFdsPerClient,
         maxCallsInFlight: this.limits.maxCallsInFlight,
         maxQueuedBytes: this.limits.maxQueuedBytes,
-        shared: { budget: account.fds, refusal: (n) => this.#fdsRefusal(cred.uid, account, n) },
+        shared: {
+          budget: account.fds,
+          refusal: (n) => this.#fdsRefusal(cred.uid, account, n),
+          // The uid's connections for its own limit, every connection for the total.
+          reclaim: (quota) => reclaimClosedAdopted(quota === 'uidFds' ? account.sessions : Array.from(this.#clients.values(), (c) => c.served)),
+        },
         holdLogBytes: (bytes) => this.#holdLogBytes(cred, bytes),
       },
       onQuota: (quota) => {
@@ -1218,6 +1223,13 @@ const REFUSED_RECEIVE_BYTES = 64;
  * itself.
  */
 const MAX_REFUSALS_HELD = 64;
+
+/** ServedConnection.reclaimClosedAdopted of each: how many fds they refunded together. */
+function reclaimClosedAdopted(sessions: Iterable<ServedConnection>): number {
+  let refunded = 0;
+  for (const s of sessions) refunded += s.reclaimClosedAdopted();
+  return refunded;
+}
 
 /**
  * Tells a peer it is refused, then lets it read that: closing at once while

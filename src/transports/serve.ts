@@ -91,7 +91,17 @@ export interface ServeLimits {
    * (as maxFds counts them), is charged to `budget`, and `refusal(n)` names
    * the quota that `n` more fds would break, if any.
    */
-  shared?: { budget: NativeFdBudget; refusal(n: number): QuotaExceededError | undefined };
+  shared?: {
+    budget: NativeFdBudget;
+    refusal(n: number): QuotaExceededError | undefined;
+    /**
+     * Before `quota` ('uidFds' or 'totalFds') refuses a DUP: refunds the
+     * fds that the commands of the connections it counts adopted and then
+     * closed another way than closeClientFds (ServedConnection.reclaimClosedAdopted);
+     * returns how many.
+     */
+    reclaim?(quota: QuotaName): number;
+  };
   /**
    * Counts bytes of log lines the command keeps until they are written
    * against a daemon's budget for the client's uid (CommandContext.holdLogBytes):
@@ -254,6 +264,16 @@ export interface ServedConnection {
    * A client that hangs up is still seen and ended.
    */
   holdReading(on: boolean): void;
+  /**
+   * Refunds the fds its command adopted and closed another way than
+   * closeClientFds (fs.closeSync, say): the daemon is not told of such a
+   * close, and the number goes back to the kernel, where another
+   * connection's fds (or any file the process opens) usually take it. Found
+   * by file identity (their numbers free, or another file's); returns how
+   * many. One statx per adopted fd still charged: for a quota about to
+   * refuse a DUP.
+   */
+  reclaimClosedAdopted(): number;
 }
 
 export interface ServedActivity {
@@ -384,6 +404,10 @@ class ServedSession implements ServedConnection {
   #updateReading(): void {
     if (this.#ended || (this.#held && this.#host !== undefined) || this.#callsInFlight >= MAX_CALLS_IN_FLIGHT) this.#socket.pause();
     else this.#socket.resume();
+  }
+
+  reclaimClosedAdopted(): number {
+    return this.#channel.reclaimClosedAdopted();
   }
 
   activity(): ServedActivity {
@@ -519,7 +543,7 @@ class ServedSession implements ServedConnection {
       this.#violation(new ProtocolError(intake.wrongRequest), fds);
       return;
     }
-    const refusal = this.#duplicationRefusal(frame, intake, this.#channel.heldCount);
+    const refusal = this.#reclaimingRefusal(frame, intake);
     if (refusal) {
       if (refusal instanceof QuotaExceededError) this.#options.onQuota?.(refusal.quota);
       this.#refuseDuplication(frame, refusal);
@@ -536,6 +560,24 @@ class ServedSession implements ServedConnection {
     // The fds are ours (in the ledger) and the client has no answer yet.
     if (failpoint !== undefined) failpoint.pass('after-receive');
     this.#send(encodeFdList(FrameType.DUP_OK, frame.id, taken));
+  }
+
+  /**
+   * #duplicationRefusal, after the fds that the quota it names counts and
+   * that commands closed another way than closeClientFds are refunded
+   * (reclaimClosedAdopted): this connection's for 'fds', the shared
+   * budget's connections' for the others. Each quota is looked at once.
+   */
+  #reclaimingRefusal(frame: DuplicationFrame, intake: FdIntake): FdBridgeError | undefined {
+    const reclaimed = new Set<QuotaName>();
+    let refusal = this.#duplicationRefusal(frame, intake, this.#channel.heldCount);
+    while (refusal instanceof QuotaExceededError && !reclaimed.has(refusal.quota)) {
+      reclaimed.add(refusal.quota);
+      const refunded = refusal.quota === 'fds' ? this.#channel.reclaimClosedAdopted() : (this.#limits?.shared?.reclaim?.(refusal.quota) ?? 0);
+      if (refunded === 0) break;
+      refusal = this.#duplicationRefusal(frame, intake, this.#channel.heldCount);
+    }
+    return refusal;
   }
 
   /**

@@ -15,12 +15,18 @@
  * (single fds and batches of several frames), adopts, closes of adopted
  * fds and reconnections on two connections of one uid, each DUP granted or
  * refused (and with which quota) exactly as the model of the per-client
- * and per-uid limits says, the daemon's own counts agreeing.
+ * and per-uid limits says, the daemon's own counts agreeing. A second one
+ * has the command close what it adopted by itself (not closeClientFds),
+ * the numbers then taken by the other connection's fds, by files opened
+ * here, or by nothing: no DUP is refused for fds nobody holds.
  */
+import { join } from 'node:path';
+
 import fc from 'fast-check';
 
 import { closeFd, connect, HelperDaemon, makeMemfd, type Connection } from '../../src';
-import { diffFdTables, openFdTable } from '../../src/fd';
+import { closeFds, diffFdTables, openFdTable } from '../../src/fd';
+import { packageRoot } from '../../src/paths';
 import { MAX_FDS_PER_FRAME } from '../../src/protocol';
 import { statusOf, statusWhen } from '../util/helper-status';
 import { withAttackedDaemon } from '../util/linger-attacker';
@@ -167,18 +173,19 @@ interface ModelConn {
 /**
  * The outcome the limits give a batch of `n` fds on `conn`: its frames are
  * sent together and judged in order, each granted or refused whole (the
- * connection's limit first, then the uid's), counting the frames granted
+ * connection's limit first, then the uid's, then the daemon's total, which
+ * only this uid uses), counting the frames granted
  * before it; one refused frame fails the batch with the first refusal's
  * quota, and the frames granted are released.
  */
-function expectedDup(conns: readonly ModelConn[], conn: number, n: number, perClient: number, perUid: number): string {
+function expectedDup(conns: readonly ModelConn[], conn: number, n: number, perClient: number, perUid: number, total = Infinity): string {
   const held = (c: ModelConn): number => c.given.length + c.adopted.length;
   const mine = held(conns[conn] as ModelConn);
   const uid = conns.reduce((a, c) => a + held(c), 0);
   let granted = 0;
   let refusal: string | undefined;
   for (const size of frameSizes(n)) {
-    const quota = mine + granted + size > perClient ? 'fds' : uid + granted + size > perUid ? 'uidFds' : undefined;
+    const quota = mine + granted + size > perClient ? 'fds' : uid + granted + size > perUid ? 'uidFds' : uid + granted + size > total ? 'totalFds' : undefined;
     if (quota === undefined) granted += size;
     else refusal ??= `ERR_FDBRIDGE_QUOTA:${quota}`;
   }
@@ -253,5 +260,95 @@ test("generated: a uid's DUPs are granted or refused as its fds given, adopted a
       }
     }),
     { numRuns: 40, examples: [[4, 6, [{ kind: 'dup', conn: 0, n: 1 }, { kind: 'adopt', conn: 0, pick: 0, k: 1 }, { kind: 'dup', conn: 0, n: 4 }, { kind: 'dup', conn: 1, n: 2 }]]] },
+  );
+}, scaled(240000));
+
+/**
+ * A command that adopts fds and closes them itself (the model command's
+ * discard(): adoptFd, then closeFd), not through closeClientFds: the
+ * daemon is not told, and the number goes back to the kernel, where
+ * another connection's fds (or any file the process opens) usually take it,
+ * not this connection's. Such an fd is no longer held for the client, and
+ * must stop counting against its limits by the time they would refuse a
+ * DUP: a client whose command discards what it was given is never refused
+ * for fds nobody holds.
+ */
+type DiscardStep =
+  | { kind: 'dup'; conn: number; n: number }
+  | { kind: 'discard'; conn: number; pick: number; k: number }
+  | { kind: 'open'; k: number }
+  | { kind: 'closeOpened'; pick: number; k: number };
+
+const discardStepArb: fc.Arbitrary<DiscardStep> = fc.oneof(
+  { weight: 4, arbitrary: fc.record({ kind: fc.constant('dup' as const), conn: fc.nat(1), n: fc.integer({ min: 1, max: 6 }) }) },
+  { weight: 3, arbitrary: fc.record({ kind: fc.constant('discard' as const), conn: fc.nat(1), pick: fc.nat(), k: fc.integer({ min: 1, max: 6 }) }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('open' as const), k: fc.integer({ min: 1, max: 4 }) }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('closeOpened' as const), pick: fc.nat(), k: fc.integer({ min: 1, max: 4 }) }) },
+);
+
+const DISCARDING_COMMAND = { module: join(packageRoot, 'test', 'fixtures', 'model-command.js'), export: 'ModelCommand' };
+
+test("generated: fds a command adopted and closed by itself stop counting against its client's and uid's limits once their numbers are another file's or free", async () => {
+  await fc.assert(
+    fc.asyncProperty(fc.integer({ min: 1, max: 12 }), fc.integer({ min: 1, max: 16 }), fc.integer({ min: 1, max: 20 }), fc.array(discardStepArb, { minLength: 1, maxLength: 30 }), async (perClient, perUid, total, steps) => {
+      const daemon = HelperDaemon.start({
+        socketPath: `@fdbridge-adopted-discard-${process.pid}`,
+        commands: { discarding: DISCARDING_COMMAND },
+        limits: { maxFdsPerClient: perClient, maxFdsPerUid: perUid, maxFdsTotal: total },
+      });
+      // Each connection gives a file of its own: the number of one it discarded holds the other's, or a file opened here, or nothing.
+      const files = [makeMemfd('discard-a'), makeMemfd('discard-b')];
+      const opened: number[] = [];
+      const conns: Connection[] = [];
+      const given: number[][] = [[], []];
+      try {
+        for (let i = 0; i < 2; i++) conns.push(await connect('helper', { command: { name: 'discarding' }, socketPath: daemon.socketPath }));
+        for (const step of steps) {
+          if (step.kind === 'dup') {
+            const live = given.map((g) => ({ given: g, adopted: [] }));
+            const expected = expectedDup(live, step.conn, step.n, perClient, perUid, total);
+            const fd = files[step.conn] as number;
+            const got = await (conns[step.conn] as Connection).dupFileDescriptors(new Array<number>(step.n).fill(fd)).then(
+              (numbers) => numbers,
+              (e: { code?: string; quota?: string }) => `${e.code}:${e.quota}`,
+            );
+            expect({ step, outcome: typeof got === 'string' ? got : 'served' }).toEqual({ step, outcome: expected });
+            if (typeof got !== 'string') (given[step.conn] as number[]).push(...got);
+          } else if (step.kind === 'discard') {
+            const fds = slice(given[step.conn] as number[], step.pick, step.k);
+            if (fds.length === 0) continue;
+            expect(await (conns[step.conn] as Connection).call('discard', fds)).toBe(fds.length);
+            given[step.conn] = (given[step.conn] as number[]).filter((fd) => !fds.includes(fd));
+          } else if (step.kind === 'open') {
+            for (let i = 0; i < step.k; i++) opened.push(makeMemfd('discard-other'));
+          } else {
+            const fds = slice(opened, step.pick, step.k);
+            closeFds(fds);
+            opened.splice(0, opened.length, ...opened.filter((fd) => !fds.includes(fd)));
+          }
+          // Never less than what the commands hold: a discarded fd is refunded, a live one never.
+          const status = daemon.status();
+          const held = given.map((g) => g.length);
+          expect({ step, uidHeld: (status.uids[0]?.fdsHeld ?? 0) >= held[0]! + held[1]! }).toEqual({ step, uidHeld: true });
+        }
+      } finally {
+        for (const c of conns) await c.close();
+        closeFds([...files, ...opened]);
+        await daemon.close();
+      }
+    }),
+    {
+      numRuns: 40,
+      examples: [
+        // The client's limit: 3 given and discarded, their numbers taken by the other connection's fds.
+        [3, 16, 20, [{ kind: 'dup', conn: 0, n: 3 }, { kind: 'discard', conn: 0, pick: 0, k: 3 }, { kind: 'dup', conn: 1, n: 3 }, { kind: 'dup', conn: 0, n: 1 }]],
+        // The uid's limit: the other connection's fds take the numbers, and are refused for the discarded ones.
+        [10, 4, 20, [{ kind: 'dup', conn: 0, n: 4 }, { kind: 'discard', conn: 0, pick: 0, k: 4 }, { kind: 'dup', conn: 1, n: 4 }]],
+        // The total, the same way.
+        [10, 16, 4, [{ kind: 'dup', conn: 0, n: 4 }, { kind: 'discard', conn: 0, pick: 0, k: 4 }, { kind: 'dup', conn: 1, n: 4 }]],
+        // Files opened here take the numbers.
+        [2, 16, 20, [{ kind: 'dup', conn: 0, n: 2 }, { kind: 'discard', conn: 0, pick: 0, k: 2 }, { kind: 'open', k: 2 }, { kind: 'dup', conn: 0, n: 2 }]],
+      ],
+    },
   );
 }, scaled(240000));
