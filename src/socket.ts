@@ -286,6 +286,17 @@ export function checkWhenFull(value: unknown): WhenFull {
   return value;
 }
 
+/**
+ * A read error waiting among the buffered messages. Told from a message by
+ * this wrapper, never by `instanceof Error`: the addon makes its errors with
+ * the factory the last realm to load it gave (native.init: each jest test
+ * file, a vm context), whose Error is not this module's when a socket
+ * outlives the realm that made it.
+ */
+class BufferedError {
+  constructor(readonly error: Error) {}
+}
+
 /** One connected (or socketpair) Unix domain socket. */
 export class UnixSocket {
   readonly kind: SocketKind;
@@ -294,7 +305,7 @@ export class UnixSocket {
   #closed = false;
   #handler: MessageHandler | undefined;
   #waiters: Waiter[] = [];
-  #buffered: Array<Message | Error> = [];
+  #buffered: Array<Message | BufferedError> = [];
   #readError: Error | undefined;
   #reading = false;
   #refed = true;
@@ -555,7 +566,7 @@ export class UnixSocket {
       throw new RangeError(`timeoutMs must be a non-negative number of milliseconds, not ${timeoutMs}`);
     }
     const next = this.#buffered.shift();
-    if (next !== undefined) return next instanceof Error ? Promise.reject(next) : Promise.resolve(handOverMessage(next));
+    if (next !== undefined) return next instanceof BufferedError ? Promise.reject(next.error) : Promise.resolve(handOverMessage(next));
     if (this.#readError) return Promise.reject(this.#readError);
     if (this.#closed) return Promise.reject(new ClosedError('receive: the socket is closed'));
     const pidfd = options.peerPidfd;
@@ -615,7 +626,7 @@ export class UnixSocket {
     if (this.#closed) throw new ClosedError('setMessageHandler: the socket is closed');
     this.#handler = handler;
     for (const m of this.#buffered.splice(0)) {
-      if (m instanceof Error) handler(m);
+      if (m instanceof BufferedError) handler(m.error);
       else handler(null, m.data, handedOver(m.fds), m.from, m.credentials);
     }
     if (this.#readError) handler(this.#readError);
@@ -732,7 +743,7 @@ export class UnixSocket {
     this.#closedTickets = this.#native.close({ shutdown: options.shutdown !== false });
     // Received and never claimed: a peer's fds, whose last close can block
     // (a lingering TCP socket), so on the background closer.
-    for (const m of this.#buffered.splice(0)) if (!(m instanceof Error) && m.fds.length > 0) this.closeInBackground(m.fds);
+    for (const m of this.#buffered.splice(0)) if (!(m instanceof BufferedError) && m.fds.length > 0) this.closeInBackground(m.fds);
     const err = new ClosedError('receive: the socket was closed');
     for (const w of this.#waiters.splice(0)) {
       releaseWaiter(w);
@@ -769,25 +780,23 @@ export class UnixSocket {
     }
     // A receive() caller keeps the message past this call: copy a view of the
     // reused buffer, and never hand out the shared empty fd list.
-    let item: Message | Error;
-    if (err) {
-      item = err;
-    } else {
-      item = { data: this.#copyKept ? Buffer.from(data as Buffer) : (data as Buffer), fds: fds === NO_FDS ? [] : (fds as number[]) };
+    let message: Message | undefined;
+    if (!err) {
+      message = { data: this.#copyKept ? Buffer.from(data as Buffer) : (data as Buffer), fds: fds === NO_FDS ? [] : (fds as number[]) };
       if (from !== undefined) {
-        item.from = from;
-        item.credentials = credentials;
+        message.from = from;
+        message.credentials = credentials;
       }
     }
     const waiter = this.#waiters.shift();
     if (waiter) {
       releaseWaiter(waiter);
-      if (item instanceof Error) waiter.reject(item);
-      else waiter.resolve(handOverMessage(item));
+      if (message === undefined) waiter.reject(err as Error);
+      else waiter.resolve(handOverMessage(message));
     } else if (this.#closed) {
-      if (!(item instanceof Error) && item.fds.length > 0) this.closeInBackground(item.fds);
+      if (message !== undefined && message.fds.length > 0) this.closeInBackground(message.fds);
     } else {
-      this.#buffered.push(item);
+      this.#buffered.push(message ?? new BufferedError(err as Error));
     }
     if (this.#readError) {
       for (const w of this.#waiters.splice(0)) {
