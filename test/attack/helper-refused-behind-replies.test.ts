@@ -62,6 +62,13 @@ function until(ok: () => boolean, what: string): Promise<void> {
 
 let seq = 0;
 
+/**
+ * The examples' calls: 30 replies of 100 kB are more than the kernel holds
+ * between the daemon and a client that does not read (its socket's send
+ * buffer, about 200 kB), so the REFUSED waits in the daemon's send queue.
+ */
+const FILLING = { calls: 30, size: 100_000 };
+
 test('generated: an idle client cut off with replies unread reads them all, then the REFUSED naming the quota; one that stops reading or hangs up is let go', async () => {
   const before = openFdTable(process.pid);
   await fc.assert(
@@ -97,6 +104,8 @@ test('generated: an idle client cut off with replies unread reads them all, then
           expect(sent).toBeGreaterThan(0);
           expect(await next(fd)).toMatchObject({ type: FrameType.READY });
           await until(() => daemon.stats.quotaHits.idleTimeout === 1, 'the idle timeout');
+          // Replies that fill what the kernel holds: the REFUSED waits behind them, in the daemon's send queue.
+          if (calls === FILLING.calls && size === FILLING.size) expect(daemon.status().clients.map((c) => c.queuedBytes > 0)).toEqual([true]);
           if (client === 'reads') {
             const seen = await within(readToEnd(fd), 20_000, 'the replies, the REFUSED and the end of file');
             // The replies to the calls the daemon read, each once and in order, then the REFUSED.
@@ -117,7 +126,15 @@ test('generated: an idle client cut off with replies unread reads them all, then
         }
       },
     ),
-    { numRuns: 15, examples: [[30, 100_000, 'reads'], [2, 1000, 'reads'], [30, 100_000, 'stops reading'], [30, 100_000, 'hangs up']] },
+    {
+      numRuns: 15,
+      examples: [
+        [FILLING.calls, FILLING.size, 'reads'],
+        [2, 1000, 'reads'],
+        [FILLING.calls, FILLING.size, 'stops reading'],
+        [FILLING.calls, FILLING.size, 'hangs up'],
+      ],
+    },
   );
   expect(await fdTableSettles(process.pid, before)).toBe('');
 }, 300_000);
