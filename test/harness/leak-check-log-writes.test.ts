@@ -24,6 +24,8 @@ import { hasPython, PYTHON } from '../util/linger-attacker';
 import { DIST_SRC } from '../util/nobody';
 import { drainPipe } from '../util/pipe-read';
 import { exitOf, fdTableSettles } from '../util/processes';
+import { scaled } from '../util/time-scale';
+import { within } from '../util/within';
 
 /** More than a pipe holds: a line of this size stays in its write until the pipe is read. */
 const STUCK = 150_000;
@@ -94,12 +96,24 @@ test("generated: lines stuck in their writes into a pipe nobody reads are fdbrid
   expect(await fdTableSettles(process.pid, before)).toBe('');
 }, 120000);
 
-/** Turns the event loop until the lanes hold `n` fds more than `had` did; returns the new ones. */
+/**
+ * Turns the event loop until the lanes hold `n` fds more than `had` did;
+ * returns the new ones. A TimeoutError (within) if they have not after a
+ * deadline of the test's own, far above what their threads take to start.
+ */
 async function lanesGrow(had: ReadonlySet<number>, n: number): Promise<number[]> {
-  for (;;) {
-    const added = laneWriterFds().filter((fd) => !had.has(fd));
-    if (added.length >= n) return added;
-    await new Promise((resolve) => setTimeout(resolve, 10));
+  let waiting = true;
+  const grown = (async (): Promise<number[]> => {
+    for (;;) {
+      const added = laneWriterFds().filter((fd) => !had.has(fd));
+      if (added.length >= n || !waiting) return added;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  })();
+  try {
+    return await within(grown, scaled(20_000), `the lanes holding ${n} more fds`);
+  } finally {
+    waiting = false;
   }
 }
 
