@@ -16,8 +16,9 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 
 import { checkFdLeaks, closeFds, connect, describeFdLeakReport, makePipe, openFdTable, PeerExitedError, PROBE_COMMAND, type Connection, type FdEntry } from '../../src';
-import { fdRegistration, holdOwnCopy } from '../../src/test-hooks';
+import { holdOwnCopy } from '../../src/test-hooks';
 import { helperForSuite } from '../util/processes';
+import { registeredFds, registeredSince } from '../util/registered-fds';
 
 const suite = helperForSuite('fdbridge-behind-back-');
 let dir: string;
@@ -29,11 +30,6 @@ beforeAll(() => {
 afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
-
-/** The fds of this process fdbridge holds for itself now. */
-function registered(): Set<number> {
-  return new Set([...openFdTable().keys()].filter((fd) => fdRegistration(fd) !== 0));
-}
 
 type Transport = 'child' | 'pidfd' | 'helper' | 'worker';
 /** kept: left alone; closed: conn.close(); exits: its command exits; stolen: the program closes its socket (a worker's /dev/null loop fd), then conn.close(). */
@@ -88,16 +84,14 @@ test('generated: fdbridge\'s own fds closed behind its back are in `closed` (fdb
         try {
           const victims: number[] = [];
           for (const c of conns) {
-            const had = registered();
+            const had = registeredFds();
             const conn = await connect(c.transport, { command: PROBE_COMMAND, socketPath: suite.socketPath });
             made.push(conn);
             await conn.call('echo', 1);
-            const table = openFdTable();
-            const own = new Map([...registered()].filter((fd) => !had.has(fd)).map((fd) => [fd, table.get(fd) as string]));
-            victims.push(c.fate === 'stolen' ? victimOf(c.transport, own, c.pidfd) : -1);
+            victims.push(c.fate === 'stolen' ? victimOf(c.transport, registeredSince(had), c.pidfd) : -1);
           }
           const table = openFdTable();
-          const ours = registered();
+          const ours = registeredFds();
           const target = (fd: number): string => table.get(fd) as string;
           const closedByProgram = before.filter((_, i) => files[i]);
           const stolenCopies = copies.filter((_, i) => copyFates[i] === 'stolen');
@@ -159,12 +153,12 @@ test('generated: fdbridge\'s own fds closed behind its back are in `closed` (fdb
 test.each([['child'], ['pidfd'], ['helper'], ['worker']] as const)(
   "%s: the connection's fd closed behind fdbridge's back, then the connection closed, is blamed with the message that it was fdbridge's",
   async (transport) => {
-    const had = registered();
+    const had = registeredFds();
     const conn = await connect(transport, { command: PROBE_COMMAND, socketPath: suite.socketPath });
     try {
       await conn.call('echo', 1);
       const table = openFdTable();
-      const victim = victimOf(transport, new Map([...registered()].filter((fd) => !had.has(fd)).map((fd) => [fd, table.get(fd) as string])));
+      const victim = victimOf(transport, registeredSince(had));
       const report = await checkFdLeaks(
         async () => {
           closeSync(victim);

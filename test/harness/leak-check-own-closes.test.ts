@@ -16,6 +16,7 @@ import { checkFdLeaks, closeFd, connect, describeFdLeakReport, makePipe, openFdT
 import { HeldCopies } from '../../src/fd';
 import { backgroundClosesPending, fdRegistration, forgetOwnFd, holdOwnCopy } from '../../src/test-hooks';
 import { hasPython, lingeringSocket } from '../util/linger-attacker';
+import { registeredFds } from '../util/registered-fds';
 
 let dir: string;
 
@@ -26,11 +27,6 @@ beforeAll(() => {
 afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
-
-/** The fds of this process fdbridge holds for itself now. */
-function registered(): Set<number> {
-  return new Set([...openFdTable().keys()].filter((fd) => fdRegistration(fd) !== 0));
-}
 
 type Fate = 'kept' | 'exits' | 'closed';
 
@@ -48,7 +44,7 @@ test('generated: connections made before a check whose commands die or that are 
         try {
           for (const c of conns) made.push(await connect(c.transport, { command: PROBE_COMMAND }));
           const table = openFdTable();
-          const ours = registered();
+          const ours = registeredFds();
           const closedByProgram = before.filter((_, i) => files[i]).map((fd) => ({ fd, target: table.get(fd) }));
           const report = await checkFdLeaks(async () => {
             for (const { fd } of closedByProgram) closeSync(fd);

@@ -15,13 +15,8 @@ import fc from 'fast-check';
 
 import { checkFdLeaks, connect, makeMemfd, openFdTable, PROBE_COMMAND, type FdEntry } from '../../src';
 import { closeFd } from '../../src/fd';
-import { fdRegistration } from '../../src/test-hooks';
 import { fdTableSettles } from '../util/processes';
-
-/** The fds of this process fdbridge holds for itself now. */
-function registered(): Map<number, string> {
-  return new Map([...openFdTable()].filter(([fd]) => fdRegistration(fd) !== 0));
-}
+import { registeredFds, registeredSince } from '../util/registered-fds';
 
 const fdsOf = (entries: readonly FdEntry[] | undefined): number[] => (entries ?? []).map((e) => e.fd).sort((a, b) => a - b);
 
@@ -29,11 +24,11 @@ test("generated: a remote connection's own fd closed behind fdbridge's back is i
   const before = openFdTable(process.pid);
   await fc.assert(
     fc.asyncProperty(fc.constantFrom('stdin' as const, 'stdout' as const, 'stderr' as const, 'pidfd' as const, undefined), fc.boolean(), async (victim, leakOne) => {
-      const had = registered();
+      const had = registeredFds();
       const conn = await connect('remote', { command: PROBE_COMMAND });
       let leaked: number | undefined;
       try {
-        const own = [...registered()].filter(([fd]) => !had.has(fd));
+        const own = [...registeredSince(had)];
         // The via's three socketpairs are made in that order, each at the lowest free number above the floor.
         const sockets = own.filter(([, t]) => t.startsWith('socket:')).map(([fd]) => fd).sort((a, b) => a - b);
         const pidfds = own.filter(([, t]) => t === 'anon_inode:[pidfd]').map(([fd]) => fd);

@@ -17,9 +17,9 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 
 import { checkFdLeaks, ClosedError, connect, openFdTable, PROBE_COMMAND, type Connection, type FdLeakReport } from '../../src';
-import { fdRegistration } from '../../src/test-hooks';
 import { openAt } from '../util/open-at';
 import { helperForSuite } from '../util/processes';
+import { registeredFds, registeredSince } from '../util/registered-fds';
 import { scaled } from '../util/time-scale';
 
 const suite = helperForSuite('fdbridge-reused-number-');
@@ -44,11 +44,6 @@ interface Case {
   victim: Victim;
   reuser: Reuser;
   inCheck: boolean;
-}
-
-/** The fds of this process fdbridge holds for itself now. */
-function registered(): Set<number> {
-  return new Set([...openFdTable().keys()].filter((fd) => fdRegistration(fd) !== 0));
 }
 
 /** The connection's fd of that kind among those it registered. */
@@ -92,13 +87,13 @@ async function runCase(c: Case): Promise<{ report?: FdLeakReport; victim: number
   writeFileSync(path, `file ${serial}\n`);
   const file = openSync(path, 'r');
   const fileIdentity = identity(file);
-  const had = registered();
+  const had = registeredFds();
   const conn = await connect(c.transport, { command: PROBE_COMMAND, socketPath: suite.socketPath });
   const direct = await connect('direct', { command: PROBE_COMMAND });
   try {
     await conn.call('echo', 1);
     const table = openFdTable();
-    const own = new Map([...registered()].filter((fd) => !had.has(fd)).map((fd) => [fd, table.get(fd) as string]));
+    const own = registeredSince(had);
     const victim = victimOf(c.victim, own);
     const target = table.get(victim) as string;
     const body = async (): Promise<void> => {

@@ -13,6 +13,7 @@ import { packageRoot } from '../../src/paths';
 import { rawListen } from '../../src/testing';
 import { defaultHelperSocketPath } from '../../src/transports/helper-daemon';
 import { kernelHasPassRights } from '../../scenarios/support/hostile';
+import { echoFromNewDaemon } from '../util/helper-status';
 import { startHelperProcess } from '../util/processes';
 
 let dir: string;
@@ -210,14 +211,7 @@ describe('the socket file', () => {
     // A bound, never-listening socket closed without unlink: what a SIGKILLed daemon leaves.
     closeFd(rawListen('seqpacket', socketPath, { mode: 0o600, backlog: 1 }));
     expect(lstatSync(socketPath).isSocket()).toBe(true);
-    const daemon = HelperDaemon.start({ diagnostics: true, socketPath });
-    try {
-      const conn = await connect('helper', { command: PROBE_COMMAND, socketPath });
-      expect(await conn.call('echo', 'served')).toBe('served');
-      await conn.close();
-    } finally {
-      await daemon.close();
-    }
+    expect(await echoFromNewDaemon({ diagnostics: true, socketPath }, 'served')).toBe('served');
   });
 
   test("a live daemon's path is never taken", async () => {

@@ -16,6 +16,7 @@ import { connect, HelperDaemon, PROBE_COMMAND, SystemError } from '../../src';
 import { HELPER_DAEMONS } from '../../src/commands/status-command';
 import { closeFd, fdIdentity, makeMemfd, openFdTable } from '../../src/fd';
 import { closerThreads, failNativeCall } from '../../src/test-hooks';
+import { echoFromNewDaemon } from '../util/helper-status';
 import { fdTableSettles } from '../util/processes';
 import { daemonOnWorkerThread } from '../util/worker-daemon';
 
@@ -72,14 +73,7 @@ test('generated: a start that fails after taking the closer\'s reserve and regis
         expect(registeredDaemons()).toBe(registered);
         if (!abstract) expect(existsSync(socketPath)).toBe(false);
         // The address is free: a daemon started there now serves.
-        const daemon = HelperDaemon.start({ socketPath, diagnostics: true });
-        try {
-          const conn = await connect('helper', { command: PROBE_COMMAND, socketPath });
-          expect(await conn.call('echo', 'served')).toBe('served');
-          await conn.close();
-        } finally {
-          await daemon.close();
-        }
+        expect(await echoFromNewDaemon({ socketPath, diagnostics: true }, 'served')).toBe('served');
         expect(closerThreads().reservedOwners).toBe(reserved);
       }),
       { numRuns: 12, examples: [['log', true], ['peerCred', false], ['setPassRights', true]] },

@@ -13,6 +13,7 @@ import { promisify } from 'node:util';
 import { connect, DatagramSocket, dupFd, HelperDaemon, makeMemfd, closeFd, openFdTable, PROBE_COMMAND } from '../../src';
 import { rawListen } from '../../src/testing';
 import { listenFdsFromSystemd } from '../../src/transports/systemd';
+import { echoFromNewDaemon } from '../util/helper-status';
 import { CLI, exitOf } from '../util/processes';
 
 const execFileAsync = promisify(execFile);
@@ -84,14 +85,7 @@ test("a daemon's close leaves the unit's socket to systemd, which keeps a copy: 
   const listening = rawListen('seqpacket', socketPath, { mode: 0o600, backlog: 16 });
   const systemd = dupFd(listening); // systemd's own copy, kept to start the service again
   try {
-    const first = HelperDaemon.start({ diagnostics: true, socketPath, listenFd: listening });
-    try {
-      const conn = await connect('helper', { command: PROBE_COMMAND, socketPath });
-      expect(await conn.call('echo', 'first')).toBe('first');
-      await conn.close();
-    } finally {
-      await first.close();
-    }
+    expect(await echoFromNewDaemon({ diagnostics: true, socketPath, listenFd: listening }, 'first')).toBe('first');
     // Nobody serves now; the socket still listens (systemd's copy), its file in place.
     expect(lstatSync(socketPath).isSocket()).toBe(true);
     const waiting = connect('helper', { command: PROBE_COMMAND, socketPath, timeoutMs: 20_000 });

@@ -1,5 +1,5 @@
-/** Test utilities: a helper daemon's status, as `fdbridge helper --status` asks for it, and a root client served by it. */
-import { connect, LOG_COMMAND, type HelperStatus } from '../../src';
+/** Test utilities: a helper daemon's status, as `fdbridge helper --status` asks for it, and clients served by one. */
+import { connect, HelperDaemon, LOG_COMMAND, PROBE_COMMAND, type HelperOptions, type HelperStatus } from '../../src';
 
 /** The status of the daemon at `socketPath` (a typed timeout from connect fails a daemon whose loop is stuck). */
 export async function statusOf(socketPath: string): Promise<HelperStatus> {
@@ -17,6 +17,23 @@ export async function statusWhen(socketPath: string, ok: (s: HelperStatus) => bo
     const s = await statusOf(socketPath);
     if (ok(s)) return s;
     await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * Starts a daemon here with `options`, has a probe client's echo of `token`
+ * answered by it, then closes the client and the daemon; resolves with
+ * what the echo answered.
+ */
+export async function echoFromNewDaemon(options: HelperOptions & { socketPath: string }, token: string): Promise<unknown> {
+  const daemon = HelperDaemon.start(options);
+  try {
+    const conn = await connect('helper', { command: PROBE_COMMAND, socketPath: options.socketPath });
+    const echoed = await conn.call('echo', token);
+    await conn.close();
+    return echoed;
+  } finally {
+    await daemon.close();
   }
 }
 
