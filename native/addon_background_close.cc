@@ -33,13 +33,22 @@ std::vector<uint64_t> ArgTickets(Napi::Env env, const Napi::Value& v) {
   return tickets;
 }
 
-// closeInBackground(fds, owner = 0) -> ticket: the fds are closed by the
-// background closer as one batch of `owner`'s (fd_ops.h: FdCloseInBackground);
-// returns at once. The batch is done once backgroundCloseDone(ticket).
+// closeInBackground(fds, owner = 0, given = false) -> ticket: the fds are
+// closed by the background closer as one batch of `owner`'s (fd_ops.h:
+// FdCloseInBackground); returns at once. The batch is done once
+// backgroundCloseDone(ticket). `given`: they are the copies `owner`'s
+// ledger was given (dupHigh's, dupAll's givenTo), each closed only while
+// still that copy (FdCloseGivenInBackground).
 Napi::Value CloseInBackground(const Napi::CallbackInfo& info) {
-  std::vector<int> fds = ArgFdArray(info, "closeInBackground(fds, owner?): fds must be an array");
+  std::vector<int> fds = ArgFdArray(info, "closeInBackground(fds, owner?, given?): fds must be an array");
   double owner = info.Length() > 1 && !info[1].IsUndefined() ? WholeNumber(info[1]) : 0;
   if (owner < 0) throw Napi::TypeError::New(info.Env(), "closeInBackground: owner must be a non-negative integer");
+  bool given = info.Length() > 2 && info[2].ToBoolean().Value();
+  if (given) {
+    // Registered numbers, never kept for JavaScript (KeepForJs): nothing to claim.
+    uint64_t ticket = FdCloseGivenInBackground(fds.data(), fds.size(), static_cast<uint64_t>(owner));
+    return Napi::Number::New(info.Env(), static_cast<double>(ticket));
+  }
   ClaimFromJs(info.Env(), fds.data(), fds.size());
   uint64_t ticket = FdCloseInBackground(fds.data(), fds.size(), static_cast<uint64_t>(owner), /*held_for_peer=*/true);
   return Napi::Number::New(info.Env(), static_cast<double>(ticket));

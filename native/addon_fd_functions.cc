@@ -47,26 +47,42 @@ Napi::Value Dup(const Napi::CallbackInfo& info) {
   return KeptFd(info.Env(), FdDupCloexec(ArgFd(info, 0)), "dup");
 }
 
-// dupHigh(fd) -> a close-on-exec duplicate for fdbridge itself, numbered at
-// or above the floor (FdDupHigh).
-// A number fdbridge holds for itself is refused as closed (EBADF): see
-// OwnedFdsLock in fd_ops.h.
+// The optional `givenTo` argument at `index` of dupHigh and dupAll: the
+// closer owner of the ledger the copies are given to (FdDupAllGiven), or 0.
+uint64_t ArgGivenTo(const Napi::CallbackInfo& info, size_t index) {
+  if (info.Length() <= index || info[index].IsUndefined()) return 0;
+  double owner = WholeNumber(info[index]);
+  if (owner <= 0) throw Napi::TypeError::New(info.Env(), "givenTo must be a positive integer (a closer owner)");
+  return static_cast<uint64_t>(owner);
+}
+
+// dupHigh(fd, givenTo?) -> a close-on-exec duplicate for fdbridge itself,
+// numbered at or above the floor (FdDupHigh); with `givenTo`, a copy given
+// to a command whose ledger (that closer owner's) closes it
+// (FdDupAllGiven). A number fdbridge holds for itself is refused as closed
+// (EBADF): see OwnedFdsLock in fd_ops.h.
 Napi::Value DupHigh(const Napi::CallbackInfo& info) {
   int fd = ArgFd(info, 0);
+  uint64_t given_to = ArgGivenTo(info, 1);
   int r;
   {
     OwnedFdsLock owned;
     r = FdRefuseOwned(&fd, 1);
-    if (r == 0) r = FdDupHigh(fd);
+    if (r == 0) {
+      int out = -1;
+      r = given_to != 0 ? FdDupAllGiven(&fd, 1, 0, given_to, &out) : FdDupAllHigh(&fd, 1, 0, &out);
+      if (r == 0) r = out;
+    }
   }
   return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), r, "dup"));
 }
 
-// dupAll(fds, above = 0) -> duplicates (close-on-exec) for fdbridge itself,
-// all or none, numbered at or above the floor, above the highest fd in the
-// list and at least `above` (the caller passes the highest of a whole batch
-// sent in several pieces): none can take the number of a closed fd later in
-// the list or batch and make that entry "succeed" on the wrong file.
+// dupAll(fds, above = 0, givenTo?) -> duplicates (close-on-exec) for
+// fdbridge itself, all or none, numbered at or above the floor, above the
+// highest fd in the list and at least `above` (the caller passes the
+// highest of a whole batch sent in several pieces): none can take the
+// number of a closed fd later in the list or batch and make that entry
+// "succeed" on the wrong file. `givenTo`: as dupHigh's.
 Napi::Value DupAll(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const int32_t* numbers = nullptr;
@@ -88,12 +104,16 @@ Napi::Value DupAll(const Napi::CallbackInfo& info) {
     if (fds[i] < 0) throw Napi::TypeError::New(env, "each fd must be a non-negative integer");
     if (fds[i] > highest) highest = fds[i];
   }
+  uint64_t given_to = ArgGivenTo(info, 2);
   std::vector<int> out(n);
   int r;
   {
     OwnedFdsLock owned;  // as in dupHigh: a number of ours is refused as closed
     r = FdRefuseOwned(fds.data(), n);
-    if (r == 0) r = FdDupAllHigh(fds.data(), n, FdAbove(highest), out.data());
+    if (r == 0) {
+      r = given_to != 0 ? FdDupAllGiven(fds.data(), n, FdAbove(highest), given_to, out.data())
+                        : FdDupAllHigh(fds.data(), n, FdAbove(highest), out.data());
+    }
   }
   CheckFdResult(env, r, "dup");
   return FdArray(env, out.data(), n);
@@ -111,6 +131,14 @@ Napi::Value Disown(const Napi::CallbackInfo& info) {
   if (registration < 0) throw Napi::TypeError::New(info.Env(), "disown(fd, registration): registration must be a non-negative integer");
   FdDisownRegistration(fd, static_cast<uint64_t>(registration));
   return info.Env().Undefined();
+}
+
+// disownGiven(fd, owner) -> whether `fd` was a copy given under that closer
+// owner (dupHigh's givenTo), which is the command's now (FdDisownGiven).
+Napi::Value DisownGiven(const Napi::CallbackInfo& info) {
+  int fd = ArgFd(info, 0);
+  uint64_t owner = ArgGivenTo(info, 1);
+  return Napi::Boolean::New(info.Env(), owner != 0 && FdDisownGiven(fd, owner));
 }
 
 Napi::Value Registration(const Napi::CallbackInfo& info) {
@@ -422,6 +450,7 @@ void ExportFdFunctions(Napi::Env env, Napi::Object exports) {
   exports.Set("dupAll", Napi::Function::New<DupAll>(env, "dupAll"));
   exports.Set("own", Napi::Function::New<Own>(env, "own"));
   exports.Set("disown", Napi::Function::New<Disown>(env, "disown"));
+  exports.Set("disownGiven", Napi::Function::New<DisownGiven>(env, "disownGiven"));
   exports.Set("registration", Napi::Function::New<Registration>(env, "registration"));
   exports.Set("watchClosedByOthers", Napi::Function::New<WatchClosedByOthers>(env, "watchClosedByOthers"));
   exports.Set("closedByOther", Napi::Function::New<ClosedByOther>(env, "closedByOther"));

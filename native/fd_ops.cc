@@ -50,6 +50,12 @@ struct OwnedFds {
     // take (PutPlaceholderLocked), its device and inode; 0 for none.
     uint64_t placeholder_dev;
     uint64_t placeholder_ino;
+    // A copy given to a command (FdDupAllGiven): the closer owner of the
+    // ledger that closes it (0: not given), and its file as it was made
+    // (file_known false when that could not be read).
+    uint64_t given_to;
+    bool file_known;
+    FdIdentity file;
   };
   std::recursive_mutex mu;
   // fd -> its registration.
@@ -101,7 +107,7 @@ thread_local uint64_t t_holder = 0;
 
 void MarkOwnedLocked(OwnedFds& o, int fd) {
   auto [it, added] = o.gens.try_emplace(fd);
-  it->second = {++o.next_gen, t_holder, false, false, false, 0, 0};
+  it->second = {++o.next_gen, t_holder, false, false, false, 0, 0, 0, false, {}};
   if (added) o.count.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -368,6 +374,16 @@ void FdDisown(int fd) {
   if (o.gens.erase(fd) != 0) o.count.fetch_sub(1, std::memory_order_relaxed);
 }
 
+bool FdDisownGiven(int fd, uint64_t owner) {
+  OwnedFds& o = TheOwnedFds();
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  auto it = o.gens.find(fd);
+  if (it == o.gens.end() || it->second.given_to != owner) return false;
+  o.gens.erase(it);
+  o.count.fetch_sub(1, std::memory_order_relaxed);
+  return true;
+}
+
 uint64_t FdRegistration(int fd) {
   OwnedFds& o = TheOwnedFds();
   if (o.count.load(std::memory_order_relaxed) == 0) return 0;
@@ -535,6 +551,20 @@ int FdDupAllHigh(const int* fds, size_t n, int min_fd, int* out) {
   int r = DupAllHighUnregistered(fds, n, min_fd, out);
   if (r == 0) MarkNew(out, n);
   return r;
+}
+
+int FdDupAllGiven(const int* fds, size_t n, int min_fd, uint64_t owner, int* out) {
+  OwnedFds& o = TheOwnedFds();
+  std::lock_guard<std::recursive_mutex> lock(o.mu);  // made, registered and marked given as one step
+  int r = FdDupAllHigh(fds, n, min_fd, out);
+  if (r != 0) return r;
+  for (size_t i = 0; i < n; i++) {
+    OwnedFds::Registration& reg = o.gens.at(out[i]);  // registered just now, under this lock
+    reg.given_to = owner;
+    // A statx that asks no filesystem (FdFileIdentity): it cannot block under the lock.
+    reg.file_known = FdFileIdentity(out[i], &reg.file) == 0;
+  }
+  return 0;
 }
 
 namespace {
@@ -858,22 +888,42 @@ void HandOverIdentity(Closer::Job* job) {
   job->known = r == 0;
 }
 
-}  // namespace
+// The job's registration, read from `reg` (the one its fd has at the
+// hand-over): one with its file recorded as it was made (FdDupAllGiven) is
+// checked against that file, not the one at the number now, which may be
+// a file the program opened there after closing ours.
+void TakeRegistration(Closer::Job* job, OwnedFds::Registration* reg) {
+  reg->holder = 0;
+  job->registration = reg->gen;
+  if (reg->file_known) {
+    job->open = true;
+    job->known = true;
+    job->identity = reg->file;
+  }
+}
 
-uint64_t FdCloseInBackground(const int* fds, size_t n, uint64_t owner, bool held_for_peer) {
+// FdCloseInBackground and FdCloseGivenInBackground: `given`, only the fds
+// whose registration `owner`'s ledger was given (FdDupAllGiven) are queued.
+uint64_t HandOver(const int* fds, size_t n, uint64_t owner, bool held_for_peer, bool given) {
   if (n == 0) return 0;
   // The closer's now, whatever environment asked; each with its file as it
-  // is now and the registration it has now, which its close checks
-  // (CloseMayBlock). The files are read before any lock is taken, into a
-  // list of this thread's kept from one batch to the next (a log line's
-  // fd is a batch of one): no allocation once it has grown.
+  // is now (as it was made, for a given copy) and the registration it has
+  // now, which its close checks (CloseMayBlock). The files are read before
+  // any lock is taken, into a list of this thread's kept from one batch to
+  // the next (a log line's fd is a batch of one): no allocation once it
+  // has grown.
   thread_local std::vector<Closer::Job> jobs;
   jobs.resize(n);
   for (size_t i = 0; i < n; i++) {
     jobs[i].fd = fds[i];
     jobs[i].peer_fd = held_for_peer;
     jobs[i].registration = 0;
-    HandOverIdentity(&jobs[i]);
+    if (given) {
+      jobs[i].open = true;
+      jobs[i].known = false;
+    } else {
+      HandOverIdentity(&jobs[i]);
+    }
   }
   // The registrations are read and the jobs queued in one pass, under the
   // registry's lock (only while the process holds fds of its own) and,
@@ -882,6 +932,22 @@ uint64_t FdCloseInBackground(const int* fds, size_t n, uint64_t owner, bool held
   OwnedFds& o = TheOwnedFds();
   std::unique_lock<std::recursive_mutex> registry(o.mu, std::defer_lock);
   if (o.count.load(std::memory_order_relaxed) != 0) registry.lock();
+  if (given) {
+    // A copy whose number has another registration now, or none, was
+    // closed by someone else: the number is not the ledger's to close.
+    size_t kept = 0;
+    if (registry.owns_lock()) {
+      for (size_t i = 0; i < n; i++) {
+        auto it = o.gens.find(jobs[i].fd);
+        if (it == o.gens.end() || it->second.given_to != owner) continue;
+        TakeRegistration(&jobs[i], &it->second);
+        jobs[kept++] = jobs[i];
+      }
+    }
+    jobs.resize(kept);
+    n = kept;
+    if (n == 0) return 0;
+  }
   Closer& c = TheCloser();
   uint64_t ticket;
   bool no_thread;
@@ -898,12 +964,9 @@ uint64_t FdCloseInBackground(const int* fds, size_t n, uint64_t owner, bool held
     if (!held_for_peer) lane.own_queued += n;
     for (Closer::Job& job : jobs) {
       job.ticket = ticket;
-      if (registry.owns_lock()) {
+      if (registry.owns_lock() && !given) {
         auto it = o.gens.find(job.fd);
-        if (it != o.gens.end()) {
-          it->second.holder = 0;
-          job.registration = it->second.gen;
-        }
+        if (it != o.gens.end()) TakeRegistration(&job, &it->second);
       }
       lane.jobs.push_back(job);
     }
@@ -928,6 +991,16 @@ uint64_t FdCloseInBackground(const int* fds, size_t n, uint64_t owner, bool held
     }
   }
   return ticket;
+}
+
+}  // namespace
+
+uint64_t FdCloseInBackground(const int* fds, size_t n, uint64_t owner, bool held_for_peer) {
+  return HandOver(fds, n, owner, held_for_peer, /*given=*/false);
+}
+
+uint64_t FdCloseGivenInBackground(const int* fds, size_t n, uint64_t owner) {
+  return HandOver(fds, n, owner, /*held_for_peer=*/true, /*given=*/true);
 }
 
 bool FdBackgroundCloseIssued(uint64_t ticket) {

@@ -71,6 +71,15 @@ int FdDupHigh(int fd);
 // every fd is checked to be open first and the duplicates go from the floor.
 int FdDupAllHigh(const int* fds, size_t n, int min_fd, int* out);
 
+// FdDupAllHigh for copies given to a command in this process (direct,
+// worker), which `owner`'s ledger closes unless the command adopts them
+// (FdCloseGivenInBackground with the same owner): each registration keeps
+// that owner and the copy's file as it is made (device and inode, read with
+// statx(2) AT_STATX_DONT_SYNC: the kernel's own, no filesystem asked), so
+// that a number the program closed behind fdbridge's back, and another
+// file took, is told apart at that close.
+int FdDupAllGiven(const int* fds, size_t n, int min_fd, uint64_t owner, int* out);
+
 // The min_fd above `highest` for FdDupAllHigh: highest + 1, saturated at
 // INT_MAX, a number no fd can have (the kernel's nr_open stays below it),
 // so a list naming it gets EBADF from the check, not a signed overflow.
@@ -150,6 +159,11 @@ int FdCloseHeld(int fd, uint64_t registration, const FdIdentity* identity);
 uint64_t FdTakeOvers();
 // The fd stays open but is no longer fdbridge's (a command adopted it).
 void FdDisown(int fd);
+// FdDisown of a copy `owner`'s ledger was given (FdDupAllGiven), only while
+// `fd` still has that registration: false, and nothing done, when the copy
+// was closed behind fdbridge's back and its number is another fd of ours
+// now (another ledger's copy, a socket) or of nobody's registration.
+bool FdDisownGiven(int fd, uint64_t owner);
 // The registration `fd` has now (a generation, never reused), or 0 when it
 // is not one of ours.
 uint64_t FdRegistration(int fd);
@@ -353,8 +367,9 @@ constexpr size_t kCloserThreadStack = 256 * 1024;
 // ticket (0, already done, for an empty batch). The fds are the closer's
 // from here on, whatever happens. One the program closes behind their back
 // is not closed again: its file (device and inode number, read as it is
-// handed over without asking the filesystem, AT_STATX_DONT_SYNC) is checked
-// on the closer's thread just before the close, and one of ours by its
+// handed over without asking the filesystem, AT_STATX_DONT_SYNC; for a copy
+// given to a command, the one recorded as it was made, FdDupAllGiven) is
+// checked on the closer's thread just before the close, and one of ours by its
 // registration too (FdStillHeld with the registration it had when handed
 // over: a new fd of ours took the number). Another file at the number then
 // (or none) is left alone; one of ours ends as closed by someone else.
@@ -362,6 +377,17 @@ constexpr size_t kCloserThreadStack = 256 * 1024;
 // FdBackgroundClosesOfPeerFds, against a helper's fd totals until closed);
 // false for our own socket to that peer, counted with the connections.
 uint64_t FdCloseInBackground(const int* fds, size_t n, uint64_t owner, bool held_for_peer);
+// FdCloseInBackground of the copies `owner`'s ledger was given
+// (FdDupAllGiven) and that no command adopted: fds[i] is closed only while
+// its registration is still one given to `owner`, and only while it holds
+// the file recorded when it was made (checked just before the close, as
+// for any fd of ours). Left alone is a number whose copy someone else
+// closed: one a new fd of ours took since (another ledger's copy, a
+// socket: that registration ended then, FdMarkNew), and one holding
+// another file or none (the program's: the copy's registration ends as
+// closed by someone else, FdClosedByOther). Counted as peer fds
+// (held_for_peer). The ticket is 0 when none is left to close.
+uint64_t FdCloseGivenInBackground(const int* fds, size_t n, uint64_t owner);
 // Whether the batch `ticket` is done (every fd of it closed). A ticket
 // FdCloseInBackground never gave is not.
 bool FdBackgroundCloseDone(uint64_t ticket);

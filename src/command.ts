@@ -18,7 +18,7 @@ import { threadId } from 'node:worker_threads';
 
 import { BUILTIN_COMMANDS, builtinCommand } from './commands/registry';
 import { HeldCopies } from './fd';
-import { native } from './native';
+import { fdList, native, type FdList } from './native';
 import type { TransportName } from './transports';
 import { requireModule } from './ts-modules';
 
@@ -202,6 +202,12 @@ export interface FdLedger {
   /** True (and forgets the fd) when the fd was given and not yet adopted. */
   adopt(fd: number): boolean;
   /**
+   * True when adopt() also takes the fd out of fdbridge's own fds
+   * (native.disownGiven: a ledger of copies it gave, which checks that the
+   * number is still its copy); else the command host does (native.disown).
+   */
+  readonly disowns?: boolean;
+  /**
    * The command is closing `fds` (closeClientFds): a ledger that keeps the
    * fds it adopted counted against the client's limits (a helper daemon's
    * connection) stops counting them.
@@ -221,19 +227,53 @@ export interface FdLedger {
 export class SetLedger implements FdLedger {
   #fds = new Set<number>();
   readonly #held = new HeldCopies();
+  readonly #givesCopies: boolean;
+
+  /**
+   * `givesCopies`: the fds it holds are the copies it makes itself (give,
+   * giveAll: a direct command's), each registered as given to it with its
+   * file, and its sweep closes only those still there (a copy the program
+   * closed behind fdbridge's back is left alone, whatever file took its
+   * number: HeldCopies.closeGiven). Else the fds added come from elsewhere
+   * (a socket's receive) and are swept as they are.
+   */
+  constructor(options: { givesCopies?: boolean } = {}) {
+    this.#givesCopies = options.givesCopies === true;
+  }
 
   add(fd: number): void {
     this.#fds.add(fd);
   }
 
+  /** A copy of `fd` made for the command (native.dupHigh: above the floor), given to it and held here. */
+  give(fd: number): number {
+    const d = native.dupHigh(fd, this.#givesCopies ? this.#held.owner : undefined);
+    this.#fds.add(d);
+    return d;
+  }
+
+  /** give() for every fd, all or none (native.dupAll: each above the highest in the list and at least `above`). */
+  giveAll(fds: FdList, above: number): number[] {
+    const out = native.dupAll(fdList(fds), above, this.#givesCopies ? this.#held.owner : undefined);
+    for (const d of out) this.#fds.add(d);
+    return out;
+  }
+
+  get disowns(): boolean {
+    return this.#givesCopies;
+  }
+
   adopt(fd: number): boolean {
-    return this.#fds.delete(fd);
+    // A copy the program closed behind fdbridge's back, whose number another
+    // fd of fdbridge's took since, is not this command's to adopt.
+    return this.#fds.delete(fd) && (!this.#givesCopies || native.disownGiven(fd, this.#held.owner));
   }
 
   sweep(): number {
     const fds = [...this.#fds];
     this.#fds.clear();
-    this.#held.close(fds);
+    if (this.#givesCopies) this.#held.closeGiven(fds);
+    else this.#held.close(fds);
     return fds.length;
   }
 
@@ -295,7 +335,7 @@ export class CommandHost {
           throw new Error(`adoptFd(${fd}): this fd was not duplicated into this command, or was adopted already`);
         }
         // The command's now: a caller may name it (native.disown).
-        native.disown(fd);
+        if (ledger.disowns !== true) native.disown(fd);
         return fd;
       },
       closeClientFds(fds: readonly number[]): Promise<void> {

@@ -439,15 +439,37 @@ export class HeldCopies {
    * that block hold back only its own. Its closes run on any of the
    * closer's shared threads (native/fd_ops.h: CloserThreadsFor).
    */
-  readonly owner = native.newCloseOwner();
+  readonly owner: number;
   /** Tickets of batches handed over; those done are dropped now and then. */
   #tickets: number[] = [];
+
+  /**
+   * `owner`: the one another thread's holder has (native.newCloseOwner),
+   * for one ledger swept on either thread (a worker connection's); by
+   * default a new one.
+   */
+  constructor(owner: number = native.newCloseOwner()) {
+    this.owner = owner;
+  }
 
   /** Hands `fds` (owned by the caller of this, now the closer's) to the background closer. */
   close(fds: readonly number[]): void {
     // Stryker disable next-line ConditionalExpression: forced false, closeInBackground of no fd closes nothing and gives ticket 0, which is done
     if (fds.length === 0) return;
     this.remember(native.closeInBackground(fds, this.owner));
+  }
+
+  /**
+   * close() of copies given to a command under this holder's owner
+   * (native.dupHigh's and dupAll's `givenTo`) that it did not adopt: each
+   * is closed only while its number still holds that copy, and one the
+   * program closed behind fdbridge's back is left alone, whatever file
+   * took its number since (native.closeInBackground's `given`).
+   */
+  closeGiven(fds: readonly number[]): void {
+    // Stryker disable next-line ConditionalExpression: forced false, closeInBackground of no fd closes nothing and gives ticket 0, which is done
+    if (fds.length === 0) return;
+    this.remember(native.closeInBackground(fds, this.owner, true));
   }
 
   /** Waits for a batch handed over elsewhere (a socket's queued copies) too. */

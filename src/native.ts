@@ -382,8 +382,12 @@ export interface NativeBinding {
    * batch of `owner`'s (default 0): one owner's closes run on a few of the
    * closer's threads at most, so that its closes that block hold back only
    * its own (fd_ops.h). Returns the batch's ticket (0 for no fds: done).
+   * `given`: the fds are the copies `owner`'s ledger was given (dupHigh's
+   * and dupAll's `givenTo`), and each is closed only while its number still
+   * holds that copy: one the program closed behind fdbridge's back is left
+   * alone, whatever took its number since (ticket 0 when none is left).
    */
-  closeInBackground(fds: readonly number[], owner?: number): number;
+  closeInBackground(fds: readonly number[], owner?: number, given?: boolean): number;
   /** Whether every fd of the batch `ticket` is closed. */
   backgroundCloseDone(ticket: number): boolean;
   /**
@@ -477,16 +481,20 @@ export interface NativeBinding {
    * A close-on-exec duplicate that fdbridge makes for itself (a pin, a
    * duplicate given to a command in this process), numbered at or above
    * fdFloor(), so that it never takes a number the caller closed and may
-   * still name. EMFILE when no number is free there.
+   * still name. EMFILE when no number is free there. `givenTo`: a copy
+   * given to a command in this process, which the ledger of that closer
+   * owner closes unless the command adopts it (closeInBackground with
+   * `given`): its registration keeps that owner and the copy's file (one
+   * statx(2) more).
    */
-  dupHigh(fd: number): number;
+  dupHigh(fd: number, givenTo?: number): number;
   /**
    * dupHigh for every fd, all or none, each numbered above the highest in the
    * list and at least `above` (a batch sent in pieces passes its highest + 1):
    * a closed fd later in the list or batch fails with EBADF instead of
-   * matching a fresh duplicate's number.
+   * matching a fresh duplicate's number. `givenTo`: as dupHigh's.
    */
-  dupAll(fds: FdList, above?: number): number[];
+  dupAll(fds: FdList, above?: number, givenTo?: number): number[];
   /**
    * `fd` stays open but is no longer one fdbridge holds for itself (a
    * command adopted it). The fds fdbridge holds for itself (dupHigh,
@@ -499,6 +507,14 @@ export interface NativeBinding {
    * (libuv, for a stream on it): a new fd of ours at that number keeps its own.
    */
   disown(fd: number, registration?: number): void;
+  /**
+   * disown of a copy given under the closer owner `owner` (dupHigh's and
+   * dupAll's `givenTo`), only while `fd` is still that copy: false, and
+   * nothing done, when the program closed it behind fdbridge's back and its
+   * number holds another fd of fdbridge's now (another ledger's copy, a
+   * socket), or none of its.
+   */
+  disownGiven(fd: number, owner: number): boolean;
   /** The registration of `fd` as one fdbridge holds for itself (never reused), or 0 when it is not. */
   registration(fd: number): number;
   /**

@@ -6,11 +6,10 @@
 import { threadId } from 'node:worker_threads';
 
 import { BaseConnection, type CommandLocation, type ConnectOptions } from '../connection';
-import { CommandHost, normalizeCommandSpec } from '../command';
+import { CommandHost, normalizeCommandSpec, SetLedger } from '../command';
 import { describeError, RemoteError } from '../errors';
 import { argsFromJson, resultFromJson, resultToJson } from '../json-value';
 import { native, type FdList } from '../native';
-import { dupAll } from './dup-above-floor';
 
 /**
  * Runs a method on a host with the call's JSON, as a socket transport
@@ -33,21 +32,25 @@ export class DirectConnection extends BaseConnection {
 
   static async open(options: ConnectOptions): Promise<DirectConnection> {
     const spec = normalizeCommandSpec(options.command);
+    const ledger = new SetLedger({ givesCopies: true });
     let host: CommandHost;
     try {
-      host = new CommandHost(spec, 'direct');
+      host = new CommandHost(spec, 'direct', ledger);
     } catch (err) {
       // As on every transport: the command's module or constructor failed.
       throw Object.assign(new RemoteError('constructor', describeError(err)), { cause: err });
     }
-    return new DirectConnection(host, options);
+    return new DirectConnection(host, ledger, options);
   }
 
   #onCommandClosed: ConnectOptions['onCommandClosed'];
+  /** host's ledger: the copies given to the command and not adopted. */
+  #ledger: SetLedger;
 
-  private constructor(host: CommandHost, options: ConnectOptions) {
+  private constructor(host: CommandHost, ledger: SetLedger, options: ConnectOptions) {
     super();
     this.#host = host;
+    this.#ledger = ledger;
     this.#onCommandClosed = options.onCommandClosed;
   }
 
@@ -59,19 +62,15 @@ export class DirectConnection extends BaseConnection {
   /** In this process: nothing to wait for. */
   protected dupOneSync(fd: number): number {
     // Above the floor: never a number the caller closed and may still name.
-    const d = native.dupHigh(fd);
-    this.#host.ledger.add(d);
-    return d;
+    return this.#ledger.give(fd);
   }
 
   protected async dupMany(fds: FdList, above: number): Promise<number[]> {
-    const out = dupAll(fds, above);
-    for (const d of out) this.#host.ledger.add(d);
-    return out;
+    return this.#ledger.giveAll(fds, above);
   }
 
   protected async release(fds: number[]): Promise<void> {
-    for (const fd of fds) if (this.#host.ledger.adopt(fd)) native.close(fd);
+    for (const fd of fds) if (this.#ledger.adopt(fd)) native.close(fd);
   }
 
   protected callRemote(method: string, json: string): Promise<unknown> {

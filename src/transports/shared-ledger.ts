@@ -9,8 +9,8 @@
 import { readFileSync } from 'node:fs';
 
 import type { FdLedger } from '../command';
-import { HeldCopies, isFdOpen } from '../fd';
-import { native } from '../native';
+import { HeldCopies } from '../fd';
+import { fdList, native, type FdList } from '../native';
 
 const GIVEN = 1;
 
@@ -26,9 +26,15 @@ function maxFdSlots(): number {
 
 export class SharedFdLedger implements FdLedger {
   readonly buffer: SharedArrayBuffer;
+  /**
+   * The closer owner its copies are given under (native.dupHigh's
+   * `givenTo`), the same on both threads: whichever sweeps closes only the
+   * copies still given to it (HeldCopies.closeGiven).
+   */
+  readonly owner: number;
   #view: Uint8Array;
   /** This thread's closes of what it swept. */
-  readonly #held = new HeldCopies();
+  readonly #held: HeldCopies;
 
   /** A new, empty ledger sized for this process's fd limit (it grows on demand). */
   static create(): SharedFdLedger {
@@ -36,18 +42,34 @@ export class SharedFdLedger implements FdLedger {
     const soft = native.getFdLimit()[0];
     // Stryker disable next-line ConditionalExpression: `Number.isFinite(soft)` forced true: an unlimited soft limit gives Math.max(Infinity, 1024), and Math.min takes max all the same
     const initial = Math.min(max, Number.isFinite(soft) ? Math.max(soft, 1024) : max);
-    return new SharedFdLedger(new SharedArrayBuffer(initial, { maxByteLength: max }));
+    return new SharedFdLedger(new SharedArrayBuffer(initial, { maxByteLength: max }), native.newCloseOwner());
   }
 
-  /** The same ledger, seen from another thread. */
-  static attach(buffer: SharedArrayBuffer): SharedFdLedger {
-    return new SharedFdLedger(buffer);
+  /** The same ledger (its buffer and owner), seen from another thread. */
+  static attach(buffer: SharedArrayBuffer, owner: number): SharedFdLedger {
+    return new SharedFdLedger(buffer, owner);
   }
 
-  private constructor(buffer: SharedArrayBuffer) {
+  private constructor(buffer: SharedArrayBuffer, owner: number) {
     this.buffer = buffer;
+    this.owner = owner;
+    this.#held = new HeldCopies(owner);
     // A length-tracking view follows the buffer when it grows.
     this.#view = new Uint8Array(buffer);
+  }
+
+  /** A copy of `fd` made for the command (native.dupHigh: above the floor, given under this ledger's owner), marked here. */
+  give(fd: number): number {
+    const d = native.dupHigh(fd, this.owner);
+    this.add(d);
+    return d;
+  }
+
+  /** give() for every fd, all or none (native.dupAll: each above the highest in the list and at least `above`). */
+  giveAll(fds: FdList, above: number): number[] {
+    const out = native.dupAll(fdList(fds), above, this.owner);
+    for (const d of out) this.add(d);
+    return out;
   }
 
   add(fd: number): void {
@@ -57,27 +79,27 @@ export class SharedFdLedger implements FdLedger {
     Atomics.store(this.#view, fd, GIVEN);
   }
 
+  /** adopt() takes the copy out of fdbridge's own fds (native.disownGiven). */
+  readonly disowns = true;
+
   adopt(fd: number): boolean {
-    return fd < this.#view.length && Atomics.compareExchange(this.#view, fd, GIVEN, 0) === GIVEN;
+    // A copy the program closed behind fdbridge's back, whose number another
+    // fd of fdbridge's took since, is not this command's to adopt.
+    return fd < this.#view.length && Atomics.compareExchange(this.#view, fd, GIVEN, 0) === GIVEN && native.disownGiven(fd, this.owner);
   }
 
   sweep(): number {
-    let swept = 0;
-    const open: number[] = [];
+    const swept: number[] = [];
     const view = this.#view;
     // Stryker disable next-line EqualityOperator: `fd <= view.length` reads one past the end: undefined, not GIVEN
     for (let fd = 0; fd < view.length; fd++) {
       // Stryker disable next-line ConditionalExpression: the plain read `view[fd] === GIVEN` forced true leaves it to the compare-and-swap, which decides the same (it is a cheap filter)
-      if (view[fd] === GIVEN && Atomics.compareExchange(view, fd, GIVEN, 0) === GIVEN) {
-        // One closed by someone else already is left alone: its number may
-        // be another file's by the time the closer gets to it.
-        // Stryker disable next-line ConditionalExpression: `isFdOpen(fd)` forced true is not equivalent: it hands a free number to the closer, harmful only if the number is reused before a closer thread takes the batch, which no test can hold back
-        if (isFdOpen(fd)) open.push(fd);
-        swept++;
-      }
+      if (view[fd] === GIVEN && Atomics.compareExchange(view, fd, GIVEN, 0) === GIVEN) swept.push(fd);
     }
-    this.#held.close(open);
-    return swept;
+    // One the program closed behind fdbridge's back is left alone (and its
+    // registration ends), whatever file took its number since.
+    this.#held.closeGiven(swept);
+    return swept.length;
   }
 
   swept(): Promise<void> {

@@ -17,7 +17,6 @@ import { native, type FdList } from '../native';
 import { requireDistFile } from '../paths';
 import { resultFromJson } from '../json-value';
 import { DEFAULT_SEND_QUEUE_LIMIT } from '../socket';
-import { dupAll } from './dup-above-floor';
 import { SharedFdLedger } from './shared-ledger';
 
 /** Messages from the worker entry. */
@@ -40,6 +39,8 @@ const CALL_OVERHEAD = 256;
 export interface WorkerData {
   command: ReturnType<typeof normalizeCommandSpec>;
   ledger: SharedArrayBuffer;
+  /** The ledger's closer owner (SharedFdLedger.owner). */
+  ledgerOwner: number;
   /** Int32 0: how many call messages the worker has read (it adds 1 as each arrives; wraps). */
   reads: SharedArrayBuffer;
   /** The loop start (native.loopStartBegins) the worker ends as it registers its loop's fds. */
@@ -152,7 +153,7 @@ export class WorkerConnection extends BaseConnection {
     let worker: Worker;
     try {
       worker = new Worker(entry, {
-        workerData: { command, ledger: ledger.buffer, reads, loopStart, ...(startHold ? { startHold } : {}) } satisfies WorkerData,
+        workerData: { command, ledger: ledger.buffer, ledgerOwner: ledger.owner, reads, loopStart, ...(startHold ? { startHold } : {}) } satisfies WorkerData,
       });
     } catch (err) {
       native.loopStartEnds(loopStart);
@@ -257,16 +258,12 @@ export class WorkerConnection extends BaseConnection {
   protected dupOneSync(fd: number): number {
     if (this.#exit) throw this.#exit;
     // Above the floor: never a number the caller closed and may still name.
-    const d = native.dupHigh(fd);
-    this.#ledger.add(d);
-    return d;
+    return this.#ledger.give(fd);
   }
 
   protected async dupMany(fds: FdList, above: number): Promise<number[]> {
     if (this.#exit) throw this.#exit;
-    const out = dupAll(fds, above);
-    for (const d of out) this.#ledger.add(d);
-    return out;
+    return this.#ledger.giveAll(fds, above);
   }
 
   protected async release(fds: number[]): Promise<void> {

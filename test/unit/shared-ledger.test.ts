@@ -1,15 +1,17 @@
 /**
  * The worker transport's fd ledger: an fd marked given is adopted at most
  * once, from any thread that attached the buffer; the sweep closes exactly
- * the fds left unadopted; the buffer grows for fd numbers past its size.
+ * the copies it gave and that are left unadopted; the buffer grows for fd
+ * numbers past its size.
  */
 import fs from 'node:fs';
-import { readFileSync } from 'node:fs';
+import { closeSync, readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 
 import fc from 'fast-check';
 
 import { fdLimit, makeMemfd, openFdTable, closeFds, setFdLimit } from '../../src/fd';
+import { fdRegistration } from '../../src/test-hooks';
 import { SharedFdLedger } from '../../src/transports/shared-ledger';
 
 const nrOpen = Number(readFileSync('/proc/sys/fs/nr_open', 'utf8').trim());
@@ -52,52 +54,84 @@ describe('SharedFdLedger', () => {
     }
   });
 
-  test('an fd given is adopted once; one never given is not adopted', () => {
+  test('a copy given is adopted once, and is the command\'s then (fdbridge\'s no more); a number never given is not adopted', () => {
     const ledger = SharedFdLedger.create();
-    ledger.add(7);
-    expect(ledger.size).toBe(1);
-    expect(ledger.adopt(8)).toBe(false);
-    expect(ledger.adopt(7)).toBe(true);
-    expect(ledger.adopt(7)).toBe(false);
-    expect(ledger.size).toBe(0);
+    const memfd = makeMemfd();
+    const copy = ledger.give(memfd);
+    try {
+      expect(ledger.size).toBe(1);
+      expect(fdRegistration(copy)).not.toBe(0);
+      expect(ledger.adopt(copy + 1)).toBe(false);
+      expect(ledger.adopt(copy)).toBe(true);
+      expect(fdRegistration(copy)).toBe(0);
+      expect(ledger.adopt(copy)).toBe(false);
+      expect(ledger.size).toBe(0);
+    } finally {
+      closeFds([copy, memfd]);
+    }
   });
 
-  test('an fd number past the buffer grows it (to twice its size, or enough for the fd) and is adopted', () => {
+  test('a number marked but holding no copy given under this ledger\'s owner (closed behind fdbridge\'s back, another ledger\'s copy there now) is not adopted, and that copy stays the other\'s', () => {
+    const ledger = SharedFdLedger.create();
+    const another = SharedFdLedger.create();
+    const memfd = makeMemfd();
+    const copy = ledger.give(memfd);
+    closeSync(copy); // behind fdbridge's back
+    const theirs = another.give(memfd);
+    try {
+      expect(theirs).toBe(copy);
+      expect(ledger.adopt(copy)).toBe(false);
+      expect(ledger.size).toBe(0);
+      expect(fdRegistration(theirs)).not.toBe(0);
+      expect(another.adopt(theirs)).toBe(true);
+    } finally {
+      closeFds([theirs, memfd]);
+    }
+  });
+
+  test('an fd number past the buffer grows it (to twice its size, or enough for the fd) and is marked', () => {
     const ledger = SharedFdLedger.create();
     const len = ledger.buffer.byteLength;
-    expect(ledger.adopt(len)).toBe(false);
     ledger.add(len);
     expect(ledger.buffer.byteLength).toBe(Math.min(nrOpen, len * 2));
     const far = Math.min(nrOpen - 1, len * 5);
     ledger.add(far);
     expect(ledger.buffer.byteLength).toBe(Math.min(nrOpen, far + 1));
     expect(ledger.size).toBe(2);
-    expect(ledger.adopt(len)).toBe(true);
-    expect(ledger.adopt(far)).toBe(true);
+    // Swept (counted), though no copy is there to close.
+    expect(ledger.sweep()).toBe(2);
+    expect(ledger.size).toBe(0);
     // The last slot of the buffer is an fd like the others.
     const last = ledger.buffer.byteLength - 1;
     ledger.add(last);
     expect(ledger.buffer.byteLength).toBe(last + 1);
-    expect(ledger.adopt(last)).toBe(true);
+    expect(ledger.size).toBe(1);
+    expect(ledger.sweep()).toBe(1);
   });
 
   test('another view of the same buffer (another thread\'s) sees the marks and takes them', () => {
     const ledger = SharedFdLedger.create();
-    const other = SharedFdLedger.attach(ledger.buffer);
-    ledger.add(5);
-    expect(other.size).toBe(1);
-    expect(other.adopt(5)).toBe(true);
-    expect(ledger.adopt(5)).toBe(false);
-    // Growth made by one view is seen by the other.
-    const len = ledger.buffer.byteLength;
-    other.add(len + 3);
-    expect(ledger.adopt(len + 3)).toBe(true);
+    const other = SharedFdLedger.attach(ledger.buffer, ledger.owner);
+    const memfd = makeMemfd();
+    const copy = ledger.give(memfd);
+    try {
+      expect(other.size).toBe(1);
+      expect(other.adopt(copy)).toBe(true);
+      expect(ledger.adopt(copy)).toBe(false);
+      // Growth made by one view is seen by the other.
+      const len = ledger.buffer.byteLength;
+      other.add(len + 3);
+      expect(ledger.size).toBe(1);
+      expect(ledger.sweep()).toBe(1);
+    } finally {
+      closeFds([copy, memfd]);
+    }
   });
 
-  test('sweep closes exactly the fds left unadopted (on the background closer), counts them, and forgets them', async () => {
+  test('sweep closes exactly the copies left unadopted (on the background closer), counts them, and forgets them', async () => {
     const ledger = SharedFdLedger.create();
-    const fds = [makeMemfd(), makeMemfd(), makeMemfd()];
-    for (const fd of fds) ledger.add(fd);
+    const memfd = makeMemfd();
+    const fds = [ledger.give(memfd), ...ledger.giveAll([memfd, memfd], 0)];
     expect(ledger.adopt(fds[1]!)).toBe(true);
     try {
       expect(ledger.sweep()).toBe(2);
@@ -109,48 +143,67 @@ describe('SharedFdLedger', () => {
       expect(ledger.size).toBe(0);
       expect(ledger.sweep()).toBe(0);
     } finally {
-      closeFds([fds[1]!]);
+      closeFds([fds[1]!, memfd]);
     }
   });
 
-  test('sweep counts a marked fd someone else already closed, and goes on', async () => {
+  test('sweep counts a copy someone else already closed, and goes on; that copy is fdbridge\'s no more', async () => {
     const ledger = SharedFdLedger.create();
-    const gone = makeMemfd();
-    const kept = makeMemfd();
-    ledger.add(gone);
-    ledger.add(kept);
-    closeFds([gone]);
+    const memfd = makeMemfd();
+    const gone = ledger.give(memfd);
+    const kept = ledger.give(memfd);
+    closeSync(gone);
     expect(ledger.sweep()).toBe(2);
     await ledger.swept();
     expect(openFdTable().has(kept)).toBe(false);
+    expect(fdRegistration(gone)).toBe(0);
+    closeFds([memfd]);
   });
 
-  test('model: adopt succeeds exactly for given, not yet adopted fds', () => {
-    const op = fc.oneof(
-      fc.record({ kind: fc.constant('add' as const), fd: fc.integer({ min: 0, max: 3000 }) }),
-      fc.record({ kind: fc.constant('adopt' as const), fd: fc.integer({ min: 0, max: 3000 }) }),
-    );
-    fc.assert(
-      fc.property(fc.array(op, { maxLength: 40 }), (ops) => {
-        const ledger = SharedFdLedger.create();
-        const model = new Set<number>();
-        for (const o of ops) {
-          if (o.kind === 'add') {
-            ledger.add(o.fd);
-            model.add(o.fd);
-          } else {
-            expect(ledger.adopt(o.fd)).toBe(model.delete(o.fd));
+  test('a fd merely marked (add), not a copy given under this ledger\'s owner, is not closed by the sweep', async () => {
+    const ledger = SharedFdLedger.create();
+    const fd = makeMemfd();
+    ledger.add(fd);
+    expect(ledger.sweep()).toBe(1);
+    await ledger.swept();
+    expect(openFdTable().has(fd)).toBe(true);
+    closeFds([fd]);
+  });
+
+  test('model: adopt succeeds exactly for copies given and not yet adopted', () => {
+    const memfd = makeMemfd();
+    try {
+      fc.assert(
+        fc.property(fc.array(fc.record({ kind: fc.constantFrom('give' as const, 'adopt' as const), at: fc.nat(7) }), { maxLength: 40 }), (ops) => {
+          const ledger = SharedFdLedger.create();
+          const copies: number[] = [];
+          const model = new Set<number>();
+          try {
+            for (const o of ops) {
+              if (o.kind === 'give') {
+                const copy = ledger.give(memfd);
+                copies.push(copy);
+                model.add(copy);
+              } else {
+                const fd = copies[o.at % Math.max(copies.length, 1)] ?? memfd;
+                expect(ledger.adopt(fd)).toBe(model.delete(fd));
+              }
+              expect(ledger.size).toBe(model.size);
+            }
+          } finally {
+            closeFds(copies);
           }
-          expect(ledger.size).toBe(model.size);
-        }
-      }),
-    );
+        }),
+      );
+    } finally {
+      closeFds([memfd]);
+    }
   });
 
   test('two threads adopting the same fds: each fd is adopted exactly once', async () => {
     const ledger = SharedFdLedger.create();
-    const fds = Array.from({ length: 500 }, (_, i) => i + 100);
-    for (const fd of fds) ledger.add(fd);
+    const memfd = makeMemfd();
+    const fds = ledger.giveAll(Array.from({ length: 500 }, () => memfd), 0);
     // The other thread runs the same compare-and-swap on the shared bytes.
     const worker = new Worker(
       `const { parentPort, workerData } = require('node:worker_threads');
@@ -167,6 +220,7 @@ describe('SharedFdLedger', () => {
       worker.once('error', reject);
     });
     await worker.terminate();
+    closeFds([...fds, memfd]);
     expect(mine + theirs).toBe(fds.length);
     expect(ledger.size).toBe(0);
   });

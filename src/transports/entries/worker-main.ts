@@ -41,7 +41,7 @@ native.ownLoopFds(data.loopStart);
 
 let host: CommandHost | undefined;
 try {
-  host = new CommandHost(data.command, 'worker', SharedFdLedger.attach(data.ledger));
+  host = new CommandHost(data.command, 'worker', SharedFdLedger.attach(data.ledger, data.ledgerOwner));
   post({ type: 'ready', threadId });
 } catch (err) {
   post({ type: 'failed', error: describeError(err) });
