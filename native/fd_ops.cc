@@ -684,6 +684,10 @@ struct Closer {
 
 // Threads beyond the first exit after this long without work.
 constexpr auto kCloserIdleExit = std::chrono::seconds(30);
+// The most jobs a thread's scratch list keeps room for between batches
+// (FdCloseInBackground): a message's worth; a larger batch (a ledger swept
+// at a connection's close) gives its room back once it is queued.
+constexpr size_t kKeptJobs = 256;
 
 Closer& TheCloser() {
   static Closer* closer = new Closer();  // never destroyed: its threads may outlive static destructors
@@ -881,7 +885,8 @@ void SpawnLocked(Closer& c) {
 }
 
 // The file at `fd` as it is handed over (Closer::Job), on the event loop of
-// whoever hands it over: FdFileIdentity asks no filesystem.
+// whoever hands it over and under the registry's lock: FdFileIdentity asks
+// no filesystem.
 void HandOverIdentity(Closer::Job* job) {
   int r = FdFileIdentity(job->fd, &job->identity);
   job->open = r != -EBADF;
@@ -908,12 +913,22 @@ uint64_t HandOver(const int* fds, size_t n, uint64_t owner, bool held_for_peer, 
   if (n == 0) return 0;
   // The closer's now, whatever environment asked; each with its file as it
   // is now (as it was made, for a given copy) and the registration it has
-  // now, which its close checks (CloseMayBlock). The files are read before
-  // any lock is taken, into a list of this thread's kept from one batch to
-  // the next (a log line's fd is a batch of one): no allocation once it
-  // has grown.
+  // now, which its close checks (CloseMayBlock). Both are read in one pass
+  // under the registry's lock: fdbridge makes and registers each fd of its
+  // own under that lock (OwnedFdsLock), so no new fd of ours can take a
+  // number between the read of its file and of its registration, which
+  // would pair the new registration with the old file (the close then ends
+  // a live registration as closed by someone else) or the old registration
+  // with the new file. FdFileIdentity asks no filesystem
+  // (HandOverIdentity): it cannot block under the lock. The closer's lock is
+  // taken inside the registry's, the order in which a caller that holds an
+  // OwnedFdsLock takes them too. The jobs go into a list of this thread's
+  // kept from one batch to the next (a log line's fd is a batch of one): no
+  // allocation once it has grown, up to kKeptJobs.
   thread_local std::vector<Closer::Job> jobs;
   jobs.resize(n);
+  OwnedFds& o = TheOwnedFds();
+  std::unique_lock<std::recursive_mutex> registry(o.mu);
   for (size_t i = 0; i < n; i++) {
     jobs[i].fd = fds[i];
     jobs[i].peer_fd = held_for_peer;
@@ -925,24 +940,15 @@ uint64_t HandOver(const int* fds, size_t n, uint64_t owner, bool held_for_peer, 
       HandOverIdentity(&jobs[i]);
     }
   }
-  // The registrations are read and the jobs queued in one pass, under the
-  // registry's lock (only while the process holds fds of its own) and,
-  // inside it, the closer's: the order in which a caller that holds an
-  // OwnedFdsLock takes them too.
-  OwnedFds& o = TheOwnedFds();
-  std::unique_lock<std::recursive_mutex> registry(o.mu, std::defer_lock);
-  if (o.count.load(std::memory_order_relaxed) != 0) registry.lock();
   if (given) {
     // A copy whose number has another registration now, or none, was
     // closed by someone else: the number is not the ledger's to close.
     size_t kept = 0;
-    if (registry.owns_lock()) {
-      for (size_t i = 0; i < n; i++) {
-        auto it = o.gens.find(jobs[i].fd);
-        if (it == o.gens.end() || it->second.given_to != owner) continue;
-        TakeRegistration(&jobs[i], &it->second);
-        jobs[kept++] = jobs[i];
-      }
+    for (size_t i = 0; i < n; i++) {
+      auto it = o.gens.find(jobs[i].fd);
+      if (it == o.gens.end() || it->second.given_to != owner) continue;
+      TakeRegistration(&jobs[i], &it->second);
+      jobs[kept++] = jobs[i];
     }
     jobs.resize(kept);
     n = kept;
@@ -964,13 +970,14 @@ uint64_t HandOver(const int* fds, size_t n, uint64_t owner, bool held_for_peer, 
     if (!held_for_peer) lane.own_queued += n;
     for (Closer::Job& job : jobs) {
       job.ticket = ticket;
-      if (registry.owns_lock() && !given) {
+      if (!given) {
         auto it = o.gens.find(job.fd);
         if (it != o.gens.end()) TakeRegistration(&job, &it->second);
       }
       lane.jobs.push_back(job);
     }
-    if (registry.owns_lock()) registry.unlock();
+    registry.unlock();
+    if (jobs.capacity() > kKeptJobs) std::vector<Closer::Job>().swap(jobs);
     ListLocked(c, owner, lane);
     // Work another thread can take, and none free to take it.
     if (HasTurnLocked(c) && c.idle == 0) SpawnLocked(c);

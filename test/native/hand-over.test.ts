@@ -1,0 +1,33 @@
+/**
+ * The background closer's hand-over reads each fd's file and registration
+ * as one step (native/fd_ops.cc, FdCloseInBackground): a new fd of
+ * fdbridge's that another thread makes at the number meanwhile (the
+ * program closed the fd handed over) is never closed by the closer, nor its
+ * registration ended, nor noted as closed by someone else. And a large batch
+ * leaves no room for its jobs behind in the thread that handed it over.
+ * test/native/hand_over_test.cc makes that take-over happen inside the
+ * hand-over's statx, before and after the real one; it checks its own
+ * open-fd table before and after.
+ */
+import { spawnSync } from 'node:child_process';
+
+import { scaled } from '../util/time-scale';
+
+import { compileNativeTest } from './helpers';
+
+let program: string;
+
+beforeAll(() => {
+  // No sanitizer: the batch's check reads the heap's own figures (mallinfo2).
+  program = compileNativeTest('hand_over_test', ['fd_ops.cc'], false);
+}, scaled(120_000));
+
+test.each([
+  ['before', 'the take-over comes before the hand-over reads the file'],
+  ['after', 'the take-over comes after the hand-over read the file'],
+  ['batch-memory', 'a batch of 100,000 fds'],
+])('%s: %s', (mode) => {
+  const run = spawnSync(program, [mode], { encoding: 'utf8', timeout: scaled(60_000) });
+  expect({ status: run.status, signal: run.signal, stderr: run.stderr }).toEqual({ status: 0, signal: null, stderr: '' });
+  expect(run.stdout).toMatch(/^ok \d+\n$/);
+});
