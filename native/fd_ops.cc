@@ -9,6 +9,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/syscall.h>
@@ -125,13 +126,23 @@ void MarkNewLocked(OwnedFds& o, int* fd);
 // a new fd at that number (someone else closed the stream's) would be
 // closed with the stream, whenever it ends. So the new fd moves to another
 // number (*fd), and the stream's number gets a file of fdbridge's own
-// instead, an empty memfd that libuv's close takes; the stream keeps its
-// registration (its close then finds another file there: closed by someone
-// else, FdClosedByOther). False when no file or number could be had for
-// that (EMFILE): the new fd then stays where it is, at risk.
+// instead, which libuv's close takes; the stream keeps its registration
+// (its close then finds another file there: closed by someone else,
+// FdClosedByOther). False when no file or number could be had for that
+// (EMFILE): the new fd then stays where it is, at risk.
+//
+// Until its close the stream goes on using the number: libuv reads and
+// writes it, and (re)adds it to epoll when the stream starts reading or
+// writing again. So the placeholder is one end of a socket pair whose
+// other end is closed: epoll takes it (a regular file, a memfd, gives EPERM,
+// on which libuv aborts the process), a read finds end of file and a write
+// fails with EPIPE (Node ignores SIGPIPE), so the stream ends, holding
+// nothing and writing nowhere.
 bool PutPlaceholderLocked(OwnedFds& o, OwnedFds::Registration& stream, int* fd) {
-  UniqueFd placeholder(memfd_create("fdbridge-closed-stream", MFD_CLOEXEC));
-  if (!placeholder) return false;
+  int pair[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return false;
+  UniqueFd placeholder(pair[0]);
+  close(pair[1]);  // a fresh socket's only reference, nothing queued: cannot block
   struct stat st;
   if (fstat(placeholder.get(), &st) != 0) return false;
   UniqueFd moved(fcntl(*fd, F_DUPFD_CLOEXEC, FdFloor()));
@@ -155,7 +166,7 @@ void ClosePlaceholderLocked(int fd, const OwnedFds::Registration& r) {
   struct stat st;
   if (fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_dev) == r.placeholder_dev &&
       static_cast<uint64_t>(st.st_ino) == r.placeholder_ino) {
-    close(fd);  // an empty memfd's only reference: cannot block
+    close(fd);  // a socket with nothing queued, its peer closed: cannot block
   }
 }
 

@@ -137,8 +137,10 @@ void FdMarkOwned(const int* fds, size_t n);
 // (FdRuntimeCloses, FdRuntimeClosing) would be closed by that stream's close
 // (libuv closes by number): it is moved to another number, written back to
 // fds[i], and the stream's number left holding a file of fdbridge's own for
-// that close to take (an empty memfd; at the fd limit, when none can be
-// made, the new fd stays, at risk).
+// that close to take (a socket whose peer is closed: the stream, which may
+// still poll, read and write the number until its close, finds end of file
+// and EPIPE there; at the fd limit, when none can be made, the new fd
+// stays, at risk).
 void FdMarkNew(int* fds, size_t n);
 // For an owner that holds `fd` under `registration` (FdRegistration when it
 // took it), before it closes or uses that number: false when the fd is no

@@ -6,6 +6,7 @@
  * the stream's 'close' keeps its own, and a caller naming that number is
  * still refused.
  */
+import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { closeSync, fstatSync } from 'node:fs';
 
@@ -15,6 +16,8 @@ import { checkFdLeaks, type FdLeakReport } from '../../src';
 import { openFdTable } from '../../src/fd';
 import { fdTableSettles } from '../util/processes';
 import { ownedStream } from '../../src/transports/owned-stream';
+import { DIST_SRC } from '../util/nobody';
+import { scaled } from '../util/time-scale';
 import { constants, native } from './binding';
 import { expectSystemError, thrown, withScope } from './helpers';
 
@@ -139,3 +142,82 @@ describe('ownedStream', () => {
     expect(await fdTableSettles(process.pid, before)).toBe('');
   });
 });
+
+// The stream keeps using its number until it is closed: it reads and
+// writes it, and libuv (re)adds it to epoll when the stream reads or writes
+// again. A new fd of ours that took the number (the program closed the
+// stream's fd) is moved off it, and what fdbridge leaves there must be a
+// file epoll takes (libuv aborts on EPERM, a regular file's or a memfd's)
+// that reads end of file and refuses writes (EPIPE), so that the stream
+// ends instead of writing into it. In a process of its own, which would
+// abort. argv: dist/src, readable, writable, how the new fd is made.
+const TAKEN_WHILE_STREAMING = String.raw`
+const { closeSync } = require('node:fs');
+const dist = process.argv[1];
+const { native } = require(dist + '/native.js');
+const { openFdTable } = require(dist + '/fd.js');
+const { ownedStream } = require(dist + '/transports/owned-stream.js');
+const readable = process.argv[2] === 'true';
+const writable = process.argv[3] === 'true';
+const maker = process.argv[4];
+const STREAM = native.constants.SOCK_STREAM;
+(async () => {
+  // libuv opens /dev/null once, for its EMFILE reserve, with the first stream: not the test's.
+  const table = () => [...openFdTable()].filter(([, target]) => target !== '/dev/null').join(',');
+  const before = table();
+  const [ours, peer] = native.socketpair(STREAM, true);
+  const memfd = native.memfd('taken-while-streaming');
+  const stream = ownedStream(ours, { readable, writable });
+  const events = [];
+  stream.on('error', (e) => events.push('error ' + e.code));
+  stream.on('end', () => events.push('end'));
+  const closed = new Promise((resolve) => stream.once('close', resolve));
+  if (readable) stream.resume();
+  closeSync(ours); // the program's close, behind fdbridge's back
+  const made = maker === 'dup' ? native.dupAll([memfd]) : native.socketpair(STREAM, true);
+  const identity = (fd) => { const s = require('node:fs').fstatSync(fd); return s.dev + ':' + s.ino; };
+  const madeFiles = made.map(identity);
+  let wrote = null;
+  if (writable) {
+    wrote = await new Promise((resolve) => stream.write(Buffer.alloc(4096, 1), (err) => resolve(err ? err.code : 'written')));
+  } else {
+    await new Promise((resolve) => stream.once('end', resolve));
+  }
+  stream.destroy();
+  await closed;
+  const report = {
+    events: [...new Set(events)].sort(),
+    wrote,
+    madeKept: made.every((fd, i) => identity(fd) === madeFiles[i] && native.registration(fd) > 0),
+    moved: !made.includes(ours),
+  };
+  native.closeAll([...made, memfd, peer]);
+  report.tableSame = table() === before;
+  console.log(JSON.stringify(report));
+})();
+`;
+
+test("generated: a new fd of ours at the number of a stream still reading or writing leaves there a socket whose peer is closed: the stream reads end of file or fails its write with EPIPE, the process lives on, the new fd is kept", () => {
+  fc.assert(
+    fc.property(
+      fc.constantFrom([true, false], [false, true], [true, true]),
+      fc.constantFrom('dup' as const, 'socketpair' as const),
+      ([readable, writable], maker) => {
+        const r = spawnSync(process.execPath, ['-e', TAKEN_WHILE_STREAMING, DIST_SRC, String(readable), String(writable), maker], {
+          encoding: 'utf8',
+          timeout: scaled(30_000),
+        });
+        expect({ status: r.status, signal: r.signal, stderr: r.stderr }).toEqual({ status: 0, signal: null, stderr: '' });
+        const report = JSON.parse(r.stdout) as { events: string[]; wrote: string | null; madeKept: boolean; moved: boolean; tableSame: boolean };
+        expect(report).toEqual({
+          events: writable ? ['error EPIPE'] : ['end'],
+          wrote: writable ? 'EPIPE' : null,
+          madeKept: true,
+          moved: true,
+          tableSame: true,
+        });
+      },
+    ),
+    { numRuns: 6, examples: [[[true, false], 'dup'], [[false, true], 'socketpair']] },
+  );
+}, scaled(120_000));
