@@ -25,6 +25,7 @@
         "native/socket_wait.cc",
         "native/frame_channel.cc",
         "native/fd_watch.cc",
+        "native/polled_number.cc",
         "native/relay_pump.cc",
         "native/child_reaper.cc",
         "native/message_batch.cc"

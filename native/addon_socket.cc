@@ -66,7 +66,6 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
                            InstanceAccessor<&SocketWrap::GetFd>("fd"),
                            InstanceAccessor<&SocketWrap::GetQueued>("queuedSends"),
                            InstanceAccessor<&SocketWrap::GetFullSends>("fullSends"),
-                           InstanceAccessor<&SocketWrap::GetFileChecks>("fileChecks"),
                            InstanceAccessor<&SocketWrap::GetKeptTickets>("keptTickets"),
                            InstanceAccessor<&SocketWrap::GetQueuedBytes>("queuedSendBytes"),
                            InstanceMethod<&SocketWrap::SetSendQueueLimits>("setSendQueueLimits"),
@@ -461,9 +460,6 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   // ones included until its next drop (for the tests that bound them).
   Napi::Value GetKeptTickets(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(late_tickets_.size()));
-  }
-  Napi::Value GetFileChecks(const Napi::CallbackInfo& info) {
-    return Napi::Number::New(info.Env(), core_ != nullptr ? static_cast<double>(core_->file_checks()) : 0);
   }
   Napi::Value GetQueued(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), core_ != nullptr ? static_cast<double>(core_->queued_sends()) : 0);

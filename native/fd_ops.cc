@@ -340,6 +340,10 @@ namespace {
 // FdStillHeld; with `begin_close`, one that is, and is still the number's
 // registration, is marked as being closed by fdbridge (BeginClose) under the
 // same lock, and *begin_close says whether it was.
+// StillHeld once the file at `fd` was looked at: `same` whether it is the
+// owner's (true when there was nothing to compare with).
+bool StillHeldLooked(int fd, uint64_t registration, bool same, bool* begin_close);
+
 bool StillHeld(int fd, uint64_t registration, const FdIdentity* identity, bool* begin_close) {
   if (registration == 0) return true;
   // The file's identity, read before the lock (fstat asks the file's
@@ -350,6 +354,11 @@ bool StillHeld(int fd, uint64_t registration, const FdIdentity* identity, bool* 
     same = fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_dev) == identity->dev &&
            static_cast<uint64_t>(st.st_ino) == identity->ino;
   }
+  return StillHeldLooked(fd, registration, same, begin_close);
+}
+
+bool StillHeldLooked(int fd, uint64_t registration, bool same, bool* begin_close) {
+  if (registration == 0) return true;
   OwnedFds& o = TheOwnedFds();
   std::lock_guard<std::recursive_mutex> lock(o.mu);
   auto taken = o.taken_over.find(fd);
@@ -370,6 +379,10 @@ bool StillHeld(int fd, uint64_t registration, const FdIdentity* identity, bool* 
 
 bool FdStillHeld(int fd, uint64_t registration, const FdIdentity* identity) {
   return StillHeld(fd, registration, identity, nullptr);
+}
+
+bool FdStillHeldLooked(int fd, uint64_t registration, bool same_file) {
+  return StillHeldLooked(fd, registration, same_file, nullptr);
 }
 
 uint64_t FdTakeOvers() { return TheOwnedFds().takeovers.load(std::memory_order_relaxed); }

@@ -152,6 +152,10 @@ void FdMarkNew(int* fds, size_t n);
 // fd that was not ours: nothing is known of it). Costs an fstat(2) with an
 // identity, a lock without: not for a round trip's path.
 bool FdStillHeld(int fd, uint64_t registration, const FdIdentity* identity);
+// FdStillHeld for an owner that has just read the file at `fd` itself (one
+// fstat(2) on that path, not two): `same_file` whether it is the one it
+// registered.
+bool FdStillHeldLooked(int fd, uint64_t registration, bool same_file);
 // FdClose, for such an owner, only while FdStillHeld; else -EBADF and the
 // number is left alone.
 int FdCloseHeld(int fd, uint64_t registration, const FdIdentity* identity);

@@ -14,7 +14,9 @@ FdWatch* FdWatch::Create(uv_loop_t* loop, int fd, void (*on_ready)(void*), void*
   }
   UniqueFd own(dup);
   FdWatch* w = new FdWatch();
-  int r = uv_poll_init(loop, &w->poll_, own.get());
+  // A poll of this thread's at the number whose fd was closed behind its
+  // back lets go of it first (PolledNumber); our copy's file is kept.
+  int r = w->polled_.Init(loop, own.get());
   if (r != 0) {
     // Not initialized (libuv checks the fd first): nothing to close but ours.
     delete w;
@@ -22,6 +24,7 @@ FdWatch* FdWatch::Create(uv_loop_t* loop, int fd, void (*on_ready)(void*), void*
     return nullptr;
   }
   w->poll_.data = w;
+  w->registration_ = FdRegistration(own.get());
   w->fd_ = std::move(own);
   w->on_ready_ = on_ready;
   w->ready_arg_ = arg;
@@ -37,10 +40,26 @@ FdWatch* FdWatch::Create(uv_loop_t* loop, int fd, void (*on_ready)(void*), void*
 
 void FdWatch::OnPoll(uv_poll_t* handle, int status, int events) {
   FdWatch* self = static_cast<FdWatch*>(handle->data);
-  if (self->closed_ || self->fired_) return;
+  if (self->closed_ || self->fired_ || self->polled_.let_go()) return;
   self->fired_ = true;
   uv_poll_stop(&self->poll_);
   self->on_ready_(self->ready_arg_);
+}
+
+void FdWatch::OnNumberTaken(void* owner, const FdIdentity& file, bool known) {
+  FdWatch* self = static_cast<FdWatch*>(owner);
+  if (self->closed_ || self->polled_.let_go()) return;
+  // Still our copy's file: a second poll of it (EEXIST for that one).
+  if (self->polled_.Same(file, known)) return;
+  // Closed behind our back: its registration ends (FdClosedByOther, for a
+  // watching leak check), and the number is left to the new file.
+  LetGo(self);
+}
+
+void FdWatch::LetGo(FdWatch* self) {
+  FdStillHeldLooked(self->fd_.get(), self->registration_, false);
+  self->polled_.LetGo();
+  self->fd_.release();  // another file's number now, or none: never closed here
 }
 
 void FdWatch::Ref() {
@@ -56,6 +75,12 @@ void FdWatch::Close(void (*on_freed)(void*), void* arg) {
   closed_ = true;
   on_freed_ = on_freed;
   freed_arg_ = arg;
+  polled_.Forget();
+  // Closed behind our back (another file at the number, or none, and no
+  // poll made there to tell us)? Then the number is let go of before the
+  // poll's close, which would otherwise delete the number's epoll entry,
+  // and it is not closed.
+  if (!polled_.let_go() && !polled_.Holds(fd_.get())) LetGo(this);
   // uv_close takes the fd out of epoll at once, so closing it next is safe.
   uv_close(reinterpret_cast<uv_handle_t*>(&poll_), OnClosed);
   fd_.reset();

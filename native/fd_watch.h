@@ -7,6 +7,8 @@
 
 #include <uv.h>
 
+#include "fd_ops.h"
+#include "polled_number.h"
 #include "unique_fd.h"
 
 namespace fdbridge {
@@ -18,7 +20,8 @@ class FdWatch {
   // nullptr and sets *err (-errno) on failure, with nothing left open.
   static FdWatch* Create(uv_loop_t* loop, int fd, void (*on_ready)(void*), void* arg, int* err);
 
-  // Stops watching and closes the duplicate; the object deletes itself
+  // Stops watching and closes the duplicate (unless it was closed behind
+  // our back: another file at its number is left alone); the object deletes itself
   // once libuv has closed the poll handle, then `on_freed(arg)` runs.
   // Idempotent.
   void Close(void (*on_freed)(void*) = nullptr, void* arg = nullptr);
@@ -32,9 +35,17 @@ class FdWatch {
   FdWatch& operator=(const FdWatch&) = delete;
   static void OnPoll(uv_poll_t* handle, int status, int events);
   static void OnClosed(uv_handle_t* handle);
+  // PolledNumber's on_taken: a poll is about to be made at our copy's
+  // number (its file closed behind our back, another file there now).
+  static void OnNumberTaken(void* owner, const FdIdentity& file, bool known);
+  // Our copy was closed behind our back: its registration ends, the poll
+  // lets go of the number, which is never closed here.
+  static void LetGo(FdWatch* self);
 
   uv_poll_t poll_;
-  UniqueFd fd_;
+  PolledNumber polled_{&poll_, &FdWatch::OnNumberTaken, this};
+  UniqueFd fd_;  // empty once let go of
+  uint64_t registration_ = 0;  // our copy's (FdDupHigh)
   bool closed_ = false;
   bool fired_ = false;
   void (*on_ready_)(void*) = nullptr;

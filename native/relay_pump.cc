@@ -115,7 +115,9 @@ RelayPump* RelayPump::Create(uv_loop_t* loop, int in_fd, int out_fd, Delegate* d
   RelayPump* p = new RelayPump();
   p->loop_ = loop;
   p->delegate_ = delegate;
-  int r = uv_poll_init(loop, &p->in_poll_, in_fd);
+  // A poll of this thread's at either number whose fd was closed behind its
+  // back lets go of it first (PolledNumber).
+  int r = p->in_number_.Init(loop, in_fd);
   if (r != 0) {
     delete p;  // not initialized: nothing for libuv to close
     *err = r;
@@ -123,10 +125,11 @@ RelayPump* RelayPump::Create(uv_loop_t* loop, int in_fd, int out_fd, Delegate* d
   }
   p->in_poll_.data = p;
   p->open_handles_ = 1;
-  r = uv_poll_init(loop, &p->out_poll_, out_fd);
+  r = p->out_number_.Init(loop, out_fd);
   if (r != 0) {
     // The input's handle exists: the object goes once libuv has closed it.
     p->closed_ = true;
+    p->in_number_.Forget();
     uv_close(reinterpret_cast<uv_handle_t*>(&p->in_poll_), OnHandleClosed);
     *err = r;
     return nullptr;
@@ -147,6 +150,36 @@ RelayPump* RelayPump::Create(uv_loop_t* loop, int in_fd, int out_fd, Delegate* d
   return p;
 }
 
+void RelayPump::LetGoOf(PolledNumber* number, UniqueFd* fd) {
+  number->LetGo();
+  fd->release();
+}
+
+void RelayPump::LetGoIfGone(PolledNumber* number, UniqueFd* fd) {
+  number->Forget();
+  if (!number->let_go() && *fd && !number->Holds(fd->get())) LetGoOf(number, fd);
+}
+
+void RelayPump::OnInputTaken(void* owner, const FdIdentity& file, bool known) {
+  RelayPump* self = static_cast<RelayPump*>(owner);
+  if (self->closed_ || !self->in_fd_ || self->in_number_.Same(file, known)) return;
+  LetGoOf(&self->in_number_, &self->in_fd_);
+}
+
+void RelayPump::OnOutputTaken(void* owner, const FdIdentity& file, bool known) {
+  RelayPump* self = static_cast<RelayPump*>(owner);
+  if (self->closed_ || self->out_closed_ || !self->out_fd_ || self->out_number_.Same(file, known)) return;
+  LetGoOf(&self->out_number_, &self->out_fd_);
+  self->out_polling_ = false;
+}
+
+void RelayPump::OnStreamTaken(void* owner, const FdIdentity& file, bool known) {
+  Stream* s = static_cast<Stream*>(owner);
+  if (s->pump->closed_ || s->removed || s->handle_closing || !s->fd || s->number.Same(file, known)) return;
+  LetGoOf(&s->number, &s->fd);
+  s->events = 0;
+}
+
 RelayPump::Stream* RelayPump::Find(uint32_t id) const {
   auto it = streams_.find(id);
   return it == streams_.end() ? nullptr : it->second;
@@ -157,7 +190,7 @@ RelayPump::Stream* RelayPump::Find(uint32_t id) const {
 
 void RelayPump::OnInput(uv_poll_t* handle, int status, int events) {
   RelayPump* self = static_cast<RelayPump*>(handle->data);
-  if (self->closed_ || self->input_done_) return;
+  if (self->closed_ || self->input_done_ || !self->in_fd_) return;
   self->ReadInput();
 }
 
@@ -384,7 +417,7 @@ void RelayPump::OutputFailed() {
 }
 
 void RelayPump::UpdateOutputPoll() {
-  bool want = !out_queue_.empty() && !out_closed_ && !output_failed_ && !closed_;
+  bool want = !out_queue_.empty() && !out_closed_ && !output_failed_ && !closed_ && out_fd_;
   if (want && !out_polling_) {
     out_polling_ = uv_poll_start(&out_poll_, UV_WRITABLE, OnOutput) == 0;
   } else if (!want && out_polling_ && !out_closed_ && !closed_) {
@@ -410,6 +443,7 @@ void RelayPump::CloseOutput() {
   out_closed_ = true;
   out_queue_.Clear();
   out_polling_ = false;
+  LetGoIfGone(&out_number_, &out_fd_);
   // uv_close takes the fd out of epoll at once, so closing it next is safe.
   uv_close(reinterpret_cast<uv_handle_t*>(&out_poll_), OnHandleClosed);
   out_fd_.reset();
@@ -422,7 +456,7 @@ int RelayPump::AddStream(uint32_t id, int fd, bool read, bool write, bool socket
   if (closed_) return -EBADF;
   if (streams_.count(id) != 0) return -EEXIST;
   Stream* s = new Stream(&pool_);
-  int r = uv_poll_init(loop_, &s->poll, fd);
+  int r = s->number.Init(loop_, fd);
   if (r != 0) {
     delete s;
     return r;
@@ -620,6 +654,7 @@ void RelayPump::CloseStreamFd(Stream* s) {
   if (s->handle_closing) return;
   s->handle_closing = true;
   s->events = 0;
+  LetGoIfGone(&s->number, &s->fd);
   // uv_close takes the fd out of epoll at once, so closing it next is safe.
   uv_close(reinterpret_cast<uv_handle_t*>(&s->poll), OnStreamClosed);
   if (s->socket && s->fd) {
@@ -687,10 +722,12 @@ void RelayPump::Close(void (*on_freed)(void*), void* arg) {
   streams_.clear();
   out_queue_.Clear();
   input_done_ = true;
+  LetGoIfGone(&in_number_, &in_fd_);
   uv_close(reinterpret_cast<uv_handle_t*>(&in_poll_), OnHandleClosed);
   in_fd_.reset();
   if (!out_closed_) {
     out_closed_ = true;
+    LetGoIfGone(&out_number_, &out_fd_);
     uv_close(reinterpret_cast<uv_handle_t*>(&out_poll_), OnHandleClosed);
     out_fd_.reset();
   }

@@ -33,6 +33,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "polled_number.h"
 #include "unique_fd.h"
 
 namespace fdbridge {
@@ -203,6 +204,9 @@ class RelayPump {
     uint64_t owed = 0;  // written, credit not yet given back
     uint64_t bytes_in = 0;
     uint64_t bytes_out = 0;
+    // poll's hold of the number (PolledNumber): let go of, with `fd`
+    // released unclosed, once its fd was closed behind our back.
+    PolledNumber number{&poll, &RelayPump::OnStreamTaken, this};
   };
 
   RelayPump() = default;
@@ -215,6 +219,24 @@ class RelayPump {
   static void OnStream(uv_poll_t* handle, int status, int events);
   static void OnHandleClosed(uv_handle_t* handle);
   static void OnStreamClosed(uv_handle_t* handle);
+  // PolledNumber's on_taken, for the input, the output and a stream: a poll
+  // is about to be made at its number, which holds `file` now. Unless it is
+  // still our fd's file, the poll lets go of the number and the fd is
+  // released unclosed (LetGoOf): nothing is read from or written to that
+  // number again. The pump says nothing then (a poll is being made for
+  // someone else): a write to a stream or to the output fails at its next
+  // try (EBADF: the stream's sink stops, the output fails); a source or the
+  // input no longer reads, until the channel is closed.
+  static void OnInputTaken(void* owner, const FdIdentity& file, bool known);
+  static void OnOutputTaken(void* owner, const FdIdentity& file, bool known);
+  static void OnStreamTaken(void* owner, const FdIdentity& file, bool known);
+  // Lets go of `number` and releases `fd` (another file's number now, or none).
+  static void LetGoOf(PolledNumber* number, UniqueFd* fd);
+  // Before the close of a poll and its fd: LetGoOf when the fd is no longer
+  // the file it was (closed behind our back, and no poll made there since
+  // to tell us), so that neither the poll's close (its EPOLL_CTL_DEL) nor
+  // the fd's reaches the file there now.
+  static void LetGoIfGone(PolledNumber* number, UniqueFd* fd);
   // One of our handles is closed: the last, once Close ran, frees the object.
   void HandleGone();
 
@@ -253,6 +275,8 @@ class RelayPump {
   UniqueFd out_fd_;
   uv_poll_t in_poll_;
   uv_poll_t out_poll_;
+  PolledNumber in_number_{&in_poll_, &RelayPump::OnInputTaken, this};
+  PolledNumber out_number_{&out_poll_, &RelayPump::OnOutputTaken, this};
   bool out_polling_ = false;
   int open_handles_ = 0;
   bool closed_ = false;

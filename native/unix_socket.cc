@@ -5,8 +5,6 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include <unordered_map>
-
 #include "fd_ops.h"
 #include "sock_ops.h"
 #include "unique_fd.h"
@@ -18,13 +16,6 @@ namespace {
 // starve timers and other handles (libuv's uv__read uses 32 as well).
 constexpr int kMaxReadsPerWakeup = 32;
 
-// This thread's open sockets by fd number. A socket lives on the thread of
-// its event loop (made, polled and closed there), so the one at a number a
-// new socket is made for is found without a lock (see YieldNumber).
-std::unordered_map<int, UnixSocket*>& ThreadSockets() {
-  thread_local std::unordered_map<int, UnixSocket*> sockets;
-  return sockets;
-}
 }  // namespace
 
 UnixSocket* UnixSocket::Create(uv_loop_t* loop, int fd, int type, size_t max_fds,
@@ -32,16 +23,10 @@ UnixSocket* UnixSocket::Create(uv_loop_t* loop, int fd, int type, size_t max_fds
                                char* external_buffer) {
   if (max_fds > kMaxFdsPerMessage) max_fds = kMaxFdsPerMessage;
   UnixSocket* s = new UnixSocket(fd, type, max_fds, recv_buffer_size, delegate, external_buffer);
-  s->identity_known_ = FdIdentityOf(fd, &s->own_identity_) == 0;
-  // A socket of this thread's at the same number held another file that
-  // was closed behind our back: it lets go of the number before this one
-  // polls it (YieldNumber).
-  auto& sockets = ThreadSockets();
-  auto previous = sockets.find(fd);
-  if (previous != sockets.end() && previous->second->poll_.loop == loop) {
-    previous->second->YieldNumber(s->own_identity_, s->identity_known_);
-  }
-  int r = uv_poll_init(loop, &s->poll_, fd);
+  // A poll of this thread's at the same number whose file was closed behind
+  // our back lets go of the number before this one polls it (PolledNumber,
+  // OnNumberTaken); the socket's file is read and kept on the way.
+  int r = s->polled_.Init(loop, fd);
   if (r != 0) {
     // The fd stays the caller's: every caller (the binding, and through it
     // UnixSocket/UnixServer in TypeScript) closes it when construction fails,
@@ -58,7 +43,6 @@ UnixSocket* UnixSocket::Create(uv_loop_t* loop, int fd, int type, size_t max_fds
   s->own_registration_ = FdRegistration(fd);
   s->own_socket_ = s->own_registration_ != 0;
   if (s->own_socket_) s->takeovers_seen_ = FdTakeOvers();
-  sockets[fd] = s;
   // A STREAM peer can send a byte with MSG_OOB, and fds with it: a plain
   // recvmsg then skips that message and drops its fds inside the call
   // (af_unix.c, manage_oob), on this thread, where the last close of one
@@ -113,20 +97,20 @@ bool UnixSocket::Lost(bool check_file) {
   uint64_t takeovers = FdTakeOvers();
   bool moved = takeovers != takeovers_seen_;
   takeovers_seen_ = takeovers;
-  const FdIdentity* identity = nullptr;
-  if (check_file && identity_known_) {
+  bool held;
+  if (check_file && polled_.known()) {
     // The file still there and the registry unmoved: held, without the
-    // registry's lock. Else the registry decides (and ends the
-    // registration of a socket whose file is gone).
-    file_checks_++;
-    FdIdentity now{};
-    bool same = FdIdentityOf(sock_.get(), &now) == 0 && now.dev == own_identity_.dev && now.ino == own_identity_.ino;
+    // registry's lock. Else the registry decides, with what was just read
+    // (and ends the registration of a socket whose file is gone).
+    bool same = polled_.Holds(sock_.get());
     if (same && !moved) return false;
-    identity = &own_identity_;
+    held = FdStillHeldLooked(sock_.get(), own_registration_, same);
   } else if (!moved) {
     return false;
+  } else {
+    held = FdStillHeld(sock_.get(), own_registration_, nullptr);
   }
-  if (FdStillHeld(sock_.get(), own_registration_, identity)) return false;
+  if (held) return false;
   // Closed behind our back: the number is another file now (or none), which
   // this socket never polls, reads, writes or closes again. libuv's watch
   // of it goes at once (the epoll entry went with the file; a change of its
@@ -137,25 +121,19 @@ bool UnixSocket::Lost(bool check_file) {
 
 void UnixSocket::LetGo() {
   lost_ = true;
-  // Started, the poll holds loop->watchers[fd], which no other handle can
-  // share (uv_poll_init, uv_pipe_open: EEXIST): its stop's EPOLL_CTL_DEL
-  // can only meet this socket's own entry, or none.
-  uv_handle_t* handle = reinterpret_cast<uv_handle_t*>(&poll_);
-  if (uv_is_closing(handle)) return;  // uv_close has stopped it already
-  if (poll_events_ != 0) uv_poll_stop(&poll_);
+  polled_.LetGo();
   poll_events_ = 0;
-  poll_.io_watcher.fd = -1;  // uv__io_stop skips a watcher without an fd
 }
 
-void UnixSocket::YieldNumber(const FdIdentity& identity, bool identity_known) {
-  if (closed_ || lost_) return;
-  bool same_file = identity_known && identity_known_ && identity.dev == own_identity_.dev && identity.ino == own_identity_.ino;
+void UnixSocket::OnNumberTaken(void* owner, const FdIdentity& file, bool known) {
+  UnixSocket* self = static_cast<UnixSocket*>(owner);
+  if (self->closed_ || self->lost_) return;
   // The same file: this socket still holds it (a second socket made on it
   // meets this one's poll in libuv: EEXIST). Else the number was closed
   // behind this socket's back: a socket of ours ends its registration too
   // (Lost, which says so to a watching leak check).
-  if (same_file && !Lost(false)) return;
-  if (!Lost(true)) LetGo();
+  if (self->polled_.Same(file, known) && !self->Lost(false)) return;
+  if (!self->Lost(true)) self->LetGo();
 }
 
 int UnixSocket::Send(const char* data, size_t len, const int* fds, size_t nfds, uint32_t id, bool exempt) {
@@ -585,9 +563,7 @@ void UnixSocket::Close(bool shut_down, void (*on_freed)(void*), void* arg) {
   accepting_ = false;
   on_freed_ = on_freed;
   on_freed_arg_ = arg;
-  auto& sockets = ThreadSockets();
-  auto entry = sockets.find(sock_.get());
-  if (entry != sockets.end() && entry->second == this) sockets.erase(entry);
+  polled_.Forget();
   // One closed behind our back is not closed again: its number is someone
   // else's file now, or none. Looked at before the poll's close, which then
   // leaves the number's epoll entry alone (LetGo).

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "fd_budget.h"
+#include "polled_number.h"
 #include "scm_rights.h"
 #include "unique_fd.h"
 
@@ -331,10 +332,6 @@ class UnixSocket {
   // sendmsg calls that found the socket, or a DGRAM receiver, full (EAGAIN):
   // a wait that sleeps adds one per wake-up, a wait that spins one per turn.
   uint64_t full_sends() const { return full_sends_; }
-  // How many times this socket has looked at its number's file (an
-  // fstat(2): Lost with check_file), for the tests that hold it off the
-  // paths a round trip takes.
-  uint64_t file_checks() const { return file_checks_; }
 
  private:
   struct QueuedSend {
@@ -375,6 +372,9 @@ class UnixSocket {
   void FailQueue(int err);
 
   uv_poll_t poll_;
+  // poll_'s hold of the number (polled_number.h): found by a new poll at
+  // the number, and let go of there (LetGo).
+  PolledNumber polled_{&poll_, &UnixSocket::OnNumberTaken, this};
   UniqueFd sock_;  // -1 once closed
   int type_;
   size_t max_fds_;
@@ -402,11 +402,9 @@ class UnixSocket {
   std::vector<int> recv_fds_;
   bool own_socket_ = false;  // sock_ is registered as fdbridge's: what it receives is too
   // Of such a socket: its registration when it was made, and the
-  // registry's count of take-overs then (FdTakeOvers).
+  // registry's count of take-overs then (FdTakeOvers). (Its file when it
+  // was made is polled_'s.)
   uint64_t own_registration_ = 0;
-  // The socket's file when it was made (any socket's; false when fstat failed).
-  FdIdentity own_identity_{};
-  bool identity_known_ = false;
   uint64_t takeovers_seen_ = 0;
   // Closed behind our back (Lost): never polled, used or closed again.
   bool lost_ = false;
@@ -414,27 +412,25 @@ class UnixSocket {
   // taken by a new fd of ours (in memory: a lock only once some registration
   // has been taken over since the last look), or with `check_file`, holding
   // another file or none (an fstat(2), no lock while the file is the same:
-  // where a call on the number failed, at Close, when a socket is made at
-  // the number and when the poll starts from stopped; never on a send, a
+  // where a call on the number failed, at Close, when a poll is made at the
+  // number and when the poll starts from stopped; never on a send, a
   // receive, or a change of a started poll). Lets go of the number once it
   // is (LetGo).
   bool Lost(bool check_file);
-  uint64_t file_checks_ = 0;  // Lost's fstat(2)s (file_checks)
-  // Marks the socket lost and takes its watch out of libuv: a poll still
-  // started is stopped now, and the handle forgets the number (its
-  // io_watcher's fd is -1 from here on), so that no later stop or
-  // uv_close of it reaches epoll. libuv's stop deletes the number's epoll
-  // entry (EPOLL_CTL_DEL on the fd, uv__platform_invalidate_fd), which by
-  // then can be another handle's: a new socket's at that number.
+  // Marks the socket lost and lets go of the number (PolledNumber::LetGo):
+  // a poll still started is stopped now, and no later stop or uv_close of
+  // it reaches epoll, where the number's entry can by then be another
+  // handle's (a new socket's at that number).
   void LetGo();
-  // The socket another file took the number of, found by the socket made
-  // for that file (Create, on this socket's thread and loop): `identity`
-  // is the new file's. While this one's poll holds the number in libuv
-  // (loop->watchers), uv_poll_init of any other handle there fails with
-  // EEXIST, and the number's events would come to this socket, which would
-  // read and write the new file: it lets go of the number first, unless it
-  // still holds the same file (a second socket on it: left to libuv).
-  void YieldNumber(const FdIdentity& identity, bool identity_known);
+  // PolledNumber's on_taken: a poll is about to be made at this socket's
+  // number on its loop (Create: a socket, a watch or a pump's fd made for
+  // the file now there, `file`). While this one's poll holds the number in
+  // libuv (loop->watchers), uv_poll_init of any other handle there fails
+  // with EEXIST, and the number's events would come to this socket, which
+  // would read and write the new file: it lets go of the number first,
+  // unless it still holds the same file (a second socket on it: left to
+  // libuv).
+  static void OnNumberTaken(void* owner, const FdIdentity& file, bool known);
   bool receive_own_ = false;  // ReceiveOwnFds
   Filter* filter_ = nullptr;
   // Set during WaitOnThread: the waiter took its message, reading stops.

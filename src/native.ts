@@ -188,8 +188,6 @@ export interface NativeSocket {
   readonly queuedSends: number;
   /** Queued sends retried and found the socket (or a DGRAM receiver) still full: one per wake-up. */
   readonly fullSends: number;
-  /** How many times the socket looked at its number's file (an fstat): never on a send or a receive; before each change of its poll, at close, and where a call on the number failed. */
-  readonly fileChecks: number;
   /** Once closed: how many tickets of its later background closes it keeps (done ones until its next drop). */
   readonly keptTickets: number;
   /** What the send queue holds, in bytes charged against its limit. */

@@ -226,7 +226,6 @@ test('a socket of fdbridge\'s own that starts reading after its number was close
     const identity = sameIdentity(n);
     // Nothing can arrive at a socket that is gone: the receive's own deadline ends it.
     await expect(a.receive({ timeoutMs: 200 })).rejects.toBeInstanceOf(TimeoutError);
-    expect(nativeSocketOf(a).fileChecks).toBeGreaterThan(0);
     a.close();
     expect(sameIdentity(n)).toBe(identity);
   } finally {

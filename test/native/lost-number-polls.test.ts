@@ -1,0 +1,259 @@
+/**
+ * Everything of fdbridge's that polls an fd (a socket, an exit watch, a
+ * relay pump's input and streams) lets go of a number whose fd the program
+ * closed behind its back when a new poll of fdbridge's is made there for
+ * another file (native/polled_number.h): libuv's uv_poll_init at a number a
+ * started poll holds fails with EEXIST, and an old poll's stop or close
+ * would delete the new one's epoll entry, which then never wakes. The new
+ * poll is made, gets its events before and after the old one is closed,
+ * and the old one's close leaves the new fd open.
+ */
+import { spawn } from 'node:child_process';
+import { closeSync } from 'node:fs';
+
+import fc from 'fast-check';
+
+import { killIfSpawned } from '../../src/child-process';
+import { closeFds, closesSettled, fdIdentity, openFdTable } from '../../src/fd';
+import { UnixSocket } from '../../src/socket';
+import { fdTableSettles } from '../util/processes';
+import { scaled } from '../util/time-scale';
+import { native } from './binding';
+
+const STREAM = native.constants.SOCK_STREAM;
+const HEADER_BYTES = native.RelayPump.constants.HEADER_BYTES;
+
+type Old = 'socket' | 'exit-watch' | 'pump-input' | 'pump-stream';
+type New = 'socket' | 'exit-watch' | 'pump-stream';
+
+/** A poll and how to close it; `check` sees it get an event (resolves once it has), when it can again. */
+interface Poll {
+  fd: number;
+  check?: () => Promise<void>;
+  /** Once only (an exit watch fires once): its event, after which `check` is gone. */
+  once?: () => Promise<void>;
+  close: () => void | Promise<void>;
+}
+
+/** A few turns of the event loop (each setImmediate runs after a poll phase). */
+async function turns(n: number): Promise<void> {
+  for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+}
+
+const identity = (fd: number): string => {
+  const id = fdIdentity(fd);
+  return `${id.dev}:${id.ino}`;
+};
+
+/** A socket of fdbridge's whose first end lands where fdbridge's next fd goes: its peer sends, it receives. */
+function socketPoll(): Poll {
+  const [a, b] = UnixSocket.pair('seqpacket', { own: true });
+  let n = 0;
+  return {
+    fd: a.fd,
+    check: async () => {
+      const arriving = a.receive({ timeoutMs: scaled(5000) });
+      await b.send(Buffer.from(`m${++n}`));
+      const m = await arriving;
+      expect(String(m.data)).toBe(`m${n}`);
+    },
+    close: () => {
+      a.close();
+      b.close();
+    },
+  };
+}
+
+/** A process that waits until killed, and a pidfd of it (not fdbridge's: below the floor). */
+function sleeper(): { pidfd: number; kill: () => void } {
+  const child = spawn('sleep', ['600'], { stdio: 'ignore' });
+  if (child.pid === undefined) throw new Error('sleep did not start');
+  const pidfd = native.pidfdOpen(child.pid);
+  return {
+    pidfd,
+    kill: () => {
+      killIfSpawned(child);
+      closeFds([pidfd]);
+    },
+  };
+}
+
+/** An exit watch: its copy of the pidfd lands where fdbridge's next fd goes. */
+function exitWatchPoll(): Poll {
+  const proc = sleeper();
+  let fired!: () => void;
+  const exited = new Promise<void>((r) => (fired = r));
+  let at: number;
+  let watch: ReturnType<typeof newWatch>;
+  try {
+    at = nextOwnFd();
+    watch = newWatch(proc.pidfd, () => fired());
+    expect(identity(at)).toBe(identity(proc.pidfd)); // its copy is there
+  } catch (err) {
+    proc.kill();
+    throw err;
+  }
+  return {
+    fd: at,
+    once: async () => {
+      proc.kill();
+      await exited;
+    },
+    close: () => {
+      watch.close();
+      proc.kill();
+    },
+  };
+}
+
+function newWatch(pidfd: number, onExit: () => void) {
+  return new native.ExitWatch(pidfd, onExit);
+}
+
+/** A relay pump reading from its input (the fd given) and writing frames to its output. */
+function pump(inFd: number): { pump: ReturnType<typeof makePump>; frames: UnixSocket; close: () => Promise<void> } {
+  const [out, framesEnd] = native.socketpair(STREAM, true);
+  const p = makePump(inFd, out);
+  const frames = new UnixSocket(framesEnd, 'stream');
+  return {
+    pump: p,
+    frames,
+    close: async () => {
+      // Its stream sockets close on the background closer: done before the next case counts numbers.
+      const tickets = p.close();
+      frames.close();
+      await closesSettled(tickets);
+    },
+  };
+}
+
+function makePump(inFd: number, outFd: number) {
+  return new native.RelayPump(inFd, outFd, () => undefined);
+}
+
+/** A pump whose input is the first end of a socket pair of fdbridge's (the peer writes frames into it). */
+function pumpInputPoll(): Poll {
+  const [input, writer] = native.socketpair(STREAM, true);
+  const p = pump(input);
+  return {
+    fd: input,
+    close: async () => {
+      await p.close();
+      closeFds([writer]);
+    },
+  };
+}
+
+/**
+ * A pumped stream (a source) on the first end of a socket pair of
+ * fdbridge's, made after `before()` (the pump is made first, so that the
+ * stream's socket is fdbridge's next fd): bytes written into its peer come
+ * out of the pump as DATA.
+ */
+function pumpStreamPoll(before?: () => void): Poll {
+  const [input, writer] = native.socketpair(STREAM, true);
+  const p = pump(input);
+  before?.();
+  const [stream, peer] = native.socketpair(STREAM, true);
+  p.pump.addStream(7, stream, true, false, true);
+  let n = 0;
+  return {
+    fd: stream,
+    check: async () => {
+      const bytes = Buffer.from(`bytes ${++n}`);
+      const arriving = p.frames.receive({ timeoutMs: scaled(5000) });
+      native.sendNow(peer, bytes);
+      const m = await arriving;
+      expect(m.data.subarray(HEADER_BYTES).toString()).toBe(bytes.toString());
+    },
+    close: async () => {
+      await p.close();
+      closeFds([writer, peer]);
+    },
+  };
+}
+
+function makeOld(kind: Old): Poll {
+  switch (kind) {
+    case 'socket':
+      return socketPoll();
+    case 'exit-watch':
+      return exitWatchPoll();
+    case 'pump-input':
+      return pumpInputPoll();
+    case 'pump-stream':
+      return pumpStreamPoll();
+  }
+}
+
+/** The number fdbridge's next fd takes (the lowest free at or above the floor). */
+function nextOwnFd(): number {
+  const probe = native.dupHigh(0);
+  native.close(probe);
+  return probe;
+}
+
+/** The new poll, made after `closeOld()` (the program's close of the old one's fd), so that its fd lands there. */
+function makeNew(kind: New, closeOld: () => void): Poll {
+  switch (kind) {
+    case 'socket':
+      closeOld();
+      return socketPoll();
+    case 'exit-watch':
+      closeOld();
+      return exitWatchPoll();
+    case 'pump-stream':
+      return pumpStreamPoll(closeOld);
+  }
+}
+
+/** `poll` whose close runs once, however often it is called. */
+function closedOnce(poll: Poll): Poll {
+  let closing: Promise<void> | undefined;
+  return { ...poll, close: () => (closing ??= Promise.resolve(poll.close())) };
+}
+
+async function runCase(oldKind: Old, newKind: New, closeOldFirst: boolean): Promise<void> {
+  const old = closedOnce(makeOld(oldKind));
+  const polls: Poll[] = [old];
+  try {
+    await turns(2); // its poll is in epoll
+    const n = old.fd;
+    const fresh = closedOnce(makeNew(newKind, () => closeSync(n))); // the program's close, behind fdbridge's back
+    polls.push(fresh);
+    expect(fresh.fd).toBe(n);
+    const file = identity(n);
+    await turns(2);
+    if (closeOldFirst) await old.close();
+    if (fresh.once) await fresh.once();
+    else await fresh.check?.();
+    if (!closeOldFirst) await old.close();
+    await fresh.check?.(); // still polled after the old one's close
+    expect(identity(n)).toBe(file); // never closed by the old one
+  } finally {
+    for (const p of polls.reverse()) await p.close();
+  }
+}
+
+test('generated: an fd fdbridge polls, closed behind its back, lets go of its number for the poll fdbridge makes there next: a socket, an exit watch, a relay pump\'s input or stream', async () => {
+  const before = openFdTable(process.pid);
+  await fc.assert(
+    fc.asyncProperty(
+      fc.constantFrom<Old>('socket', 'exit-watch', 'pump-input', 'pump-stream'),
+      fc.constantFrom<New>('socket', 'exit-watch', 'pump-stream'),
+      fc.boolean(),
+      runCase,
+    ),
+    {
+      numRuns: 16,
+      examples: [
+        ['exit-watch', 'socket', false],
+        ['pump-stream', 'socket', true],
+        ['pump-input', 'socket', false],
+        ['socket', 'exit-watch', false],
+        ['socket', 'pump-stream', false],
+      ],
+    },
+  );
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+}, scaled(120_000));
