@@ -15,6 +15,7 @@ import {
   defaultHelperSocketPath,
   describeDefaultHelperSocketPath,
   HelperDaemon,
+  MAX_UID,
   type HelperLimits,
   type HelperStatus,
 } from '../../src/transports/helper-daemon';
@@ -161,7 +162,11 @@ export async function main(argv: string[]): Promise<number> {
   const allowUids = (values['allow-uid'] ?? '')
     .split(',')
     .filter((s) => s !== '')
-    .map((s) => parseInteger('--allow-uid', s, 0));
+    .map((s) => {
+      const uid = parseInteger('--allow-uid', s, 0);
+      if (uid > MAX_UID) throw new UsageError(`--allow-uid must be a uid from 0 to ${MAX_UID}, not ${s}`);
+      return uid;
+    });
   const commands = parseCommands(values.command ?? []);
   const limits: Partial<HelperLimits> = {};
   for (const [flag, key] of Object.entries(LIMIT_FLAGS)) {

@@ -25,7 +25,7 @@ import { encodeJson, FrameType, FRAME_SOCKET_OPTIONS, MAX_FDS_PER_FRAME } from '
 import { native, type NativeExitWatch, type NativeFdBudget } from '../native';
 import { parseAddress, UnixServer, UnixSocket, type SocketAddress } from '../socket';
 import { bindReplacingStale, checkSocketDirectory, ensurePrivateDir } from '../socket-file';
-import { invalidType } from '../validate';
+import { invalidType, validateInteger } from '../validate';
 import { mayHoldFds, refuseFds, refuseFdsOn } from './refuse-fds';
 import { checkFailpoint, serveConnection, type ServedActivity, type ServedConnection, type ServeStats } from './serve';
 
@@ -94,7 +94,7 @@ export interface HelperOptions {
   commands?: Readonly<Record<string, CommandSpec>>;
   /** Also serve the diagnostic commands (`probe`), for test daemons. Default false. */
   diagnostics?: boolean;
-  /** uids besides our own that may connect. */
+  /** uids besides our own that may connect: each an integer from 0 to 2^31 - 1 (MAX_UID), else start() throws a TypeError or RangeError naming it. */
   allowUids?: readonly number[];
   /** Limits on clients (see DEFAULT_HELPER_LIMITS for the defaults). */
   limits?: Partial<HelperLimits>;
@@ -104,7 +104,15 @@ export interface HelperOptions {
    * close() leaves the file alone). `socketPath` then only names it.
    */
   listenFd?: number;
-  /** Diagnostic lines (connections, refusals, errors). */
+  /**
+   * Diagnostic lines (connections, refusals, errors). What it throws during
+   * start() fails the start (nothing left behind); once the daemon serves,
+   * what it throws never reaches the daemon, which goes on serving: that line is dropped, and
+   * the first throw is reported with process.emitWarning (name
+   * FdBridgeWarning, code ERR_FDBRIDGE_LOG_THREW, `detail` the thrown
+   * error's stack); later throws of the same daemon's callback are not
+   * reported.
+   */
   log?: (line: string) => void;
 }
 
@@ -339,61 +347,72 @@ export class HelperDaemon {
    */
   #logBytes = new Map<number, number>();
 
-  /** Binds the socket (removing a stale one) and starts serving. */
+  /**
+   * Binds the socket (removing a stale one) and starts serving. Bad options
+   * (an `allowUids` entry that is not a uid, a limit out of range) throw a
+   * TypeError or RangeError before anything is made; a start that fails
+   * later gives back what it took (the socket and its file, the closer's
+   * reserve) before it throws.
+   */
   static start(options: HelperOptions = {}): HelperDaemon {
     checkFailpoint(); // a bad FDBRIDGE_FAILPOINT fails the start, not the first client
     const socketPath = options.socketPath ?? defaultHelperSocketPath();
     const allowed = allowedUids(options);
-    const limits = checkLimits(options.limits, options.log, allowed.size > 1, closerOwners(allowed));
-    if (options.listenFd !== undefined) {
-      const server = UnixServer.fromListeningFd(options.listenFd, socketPath, { kind: 'seqpacket', own: true, ...SERVED_SOCKET_OPTIONS });
-      let queued: number[];
-      let maker: { pid: number; uid: number };
-      try {
-        ({ queued, maker } = takeOverListener(server.fd));
-      } catch (err) {
-        server.close();
-        throw err;
-      }
-      let daemon: HelperDaemon;
-      try {
-        daemon = new HelperDaemon(socketPath, server, options, limits);
-      } catch (err) {
-        // Served by nobody: what their clients queued on them (fds among
-        // it, whose last close can block) goes to the background closer.
-        for (const fd of queued) native.closeConnection(fd, OTHERS_CLOSE_OWNER);
-        server.close();
-        throw err;
-      }
-      daemon.#takeQueued(queued, maker);
-      return daemon;
-    }
-    const address = helperAddress(socketPath);
-    parseAddress(address); // a clear RangeError for names over 107 bytes
+    const log = options.log;
+    if (log !== undefined && typeof log !== 'function') throw invalidType('log', 'a function', log);
+    const limits = checkLimits(options.limits, log, allowed.size > 1, closerOwners(allowed));
     let server: UnixServer;
-    if (typeof address !== 'string') {
-      server = UnixServer.listen(address, { kind: 'seqpacket', own: true, ...SERVED_SOCKET_OPTIONS });
-    } else {
-      if (options.socketPath === undefined) {
-        checkSocketDirectory(dirname(dirname(socketPath)));
-        ensurePrivateDir(dirname(socketPath));
+    /** Connections queued on a socket taken over, and who made it (see takeOverListener). */
+    let takenOver: { queued: number[]; maker: { pid: number; uid: number } } | undefined;
+    if (options.listenFd !== undefined) {
+      server = UnixServer.fromListeningFd(options.listenFd, socketPath, { kind: 'seqpacket', own: true, ...SERVED_SOCKET_OPTIONS });
+      try {
+        takenOver = takeOverListener(server.fd);
+      } catch (err) {
+        server.close();
+        throw err;
       }
-      checkSocketDirectory(dirname(socketPath));
-      server = listenReplacingStale(socketPath);
+    } else {
+      const address = helperAddress(socketPath);
+      parseAddress(address); // a clear RangeError for names over 107 bytes
+      if (typeof address !== 'string') {
+        server = UnixServer.listen(address, { kind: 'seqpacket', own: true, ...SERVED_SOCKET_OPTIONS });
+      } else {
+        if (options.socketPath === undefined) {
+          checkSocketDirectory(dirname(dirname(socketPath)));
+          ensurePrivateDir(dirname(socketPath));
+        }
+        checkSocketDirectory(dirname(socketPath));
+        server = listenReplacingStale(socketPath);
+      }
     }
+    let daemon: HelperDaemon;
     try {
-      return new HelperDaemon(socketPath, server, options, limits);
+      daemon = new HelperDaemon(socketPath, server, options, { allowed, limits, log });
     } catch (err) {
-      server.close(); // and its socket file
+      // Served by nobody: what the clients of a socket taken over queued on
+      // it (fds among it, whose last close can block) goes to the
+      // background closer; the server is closed (and its socket file
+      // removed, one this start made).
+      for (const fd of takenOver?.queued ?? []) native.closeConnection(fd, OTHERS_CLOSE_OWNER);
+      server.close();
       throw err;
     }
+    if (takenOver !== undefined) daemon.#takeQueued(takenOver.queued, takenOver.maker);
+    return daemon;
   }
 
-  private constructor(socketPath: string, server: UnixServer, options: HelperOptions, limits: HelperLimits) {
+  private constructor(
+    socketPath: string,
+    server: UnixServer,
+    options: HelperOptions,
+    checked: { allowed: Set<number>; limits: HelperLimits; log: ((line: string) => void) | undefined },
+  ) {
+    const { allowed, limits, log } = checked;
     this.socketPath = socketPath;
     this.limits = Object.freeze(limits);
     this.#server = server;
-    this.#allowed = allowedUids(options);
+    this.#allowed = allowed;
     // Every uid served closes as an owner of its own, the others as one:
     // with a reserve thread for each, a uid with no close running always
     // gets a thread, however many others block theirs (fd_ops.h).
@@ -403,15 +422,15 @@ export class HelperDaemon {
     const reserve = native.reserveCloserThreads(this.#reservedOwners);
     try {
       if (reserve < native.closerThreads().reservedOwners) {
-        options.log?.(
+        log?.(
           `${this.#allowed.size} uids served: the background closer's reserve of ${reserve} threads is less than one for each uid (and the others); ` +
             `once that many of them each have a close blocked, the others' closes wait`,
         );
       }
       // A line may quote what a client sent (a command name, a module, a
       // method): escaped as a client's log lines are, so each stays one line.
-      const log = options.log;
-      this.#log = log ? (line) => log(escapeLogText(line)) : () => undefined;
+      const serving = guardedLog(log);
+      this.#log = serving ? (line) => serving(escapeLogText(line)) : () => undefined;
       this.#allFds = new native.FdBudget(limits.maxFdsTotal);
       daemons.set(this.#id, { status: (viewer) => this.status(viewer), listener: listenerIdentity(socketPath) });
       // What the clients' ends of our connections report as their peer (the
@@ -1105,9 +1124,75 @@ export function fdRoom(soft: number, floor: number, maxConnections: number, owne
   return { connections, clientFds: Math.max(0, Math.max(floor, above - ownAbove) - LOW_FDS_RESERVE) };
 }
 
-/** The uids a daemon serves: its own, and those given in allowUids. */
+/** The largest uid allowUids takes (as options.child's uid: Linux's uid_t is 32 bits, and (uid_t)-1 is no uid). */
+export const MAX_UID = 0x7fffffff;
+
+/**
+ * The uids a daemon serves: its own, and those given in allowUids, each an
+ * integer from 0 to MAX_UID (else a TypeError or RangeError naming the
+ * entry, before anything is made).
+ */
 function allowedUids(options: HelperOptions): Set<number> {
-  return new Set([process.getuid?.() ?? 0, ...(options.allowUids ?? [])]);
+  const given = options.allowUids ?? [];
+  if (!Array.isArray(given)) throw invalidType('allowUids', 'an array of uids', given);
+  // By index: a hole of a sparse list is refused as the undefined it reads as.
+  for (let i = 0; i < given.length; i++) validateInteger(given[i], `allowUids[${i}]`, 0, MAX_UID);
+  return new Set([process.getuid?.() ?? 0, ...given]);
+}
+
+/** A thrown value as a string, whatever it is (String() throws for an object without toString). */
+function shown(err: unknown): string {
+  try {
+    return String(err);
+  } catch {
+    return Object.prototype.toString.call(err);
+  }
+}
+
+/** A thrown value's stack, if it has one (an Error of any realm), else the value as a string. */
+function stackOf(err: unknown): string {
+  try {
+    const stack = (err as { stack?: unknown } | null | undefined)?.stack;
+    if (typeof stack === 'string') return stack;
+  } catch {
+    // a getter that throws: shown as a value
+  }
+  return shown(err);
+}
+
+/** The `name` of the process warning a throwing log callback is reported with (see guardedLog). */
+export const LOG_THREW_WARNING = 'FdBridgeWarning';
+
+/**
+ * The log callback as the daemon calls it once started (undefined without
+ * one; during start() a throw fails the start, which gives back what it
+ * took, as any failure there). What it throws never reaches the daemon: thrown in the middle of accepting a
+ * client, answering a request or ending a connection, it would leave that
+ * client unanswered and the daemon's counts wrong. The line is dropped,
+ * the daemon goes on, and the first throw is reported as a process warning
+ * (process.emitWarning: name FdBridgeWarning, code ERR_FDBRIDGE_LOG_THREW,
+ * its message naming what was thrown and the line, its `detail` the thrown
+ * error's stack); later ones are not, so that a callback that always
+ * throws does not turn every client into a warning.
+ */
+function guardedLog(log: ((line: string) => void) | undefined): ((line: string) => void) | undefined {
+  if (log === undefined) return undefined;
+  let reported = false;
+  return (line) => {
+    try {
+      log(line);
+    } catch (err) {
+      if (reported) return;
+      reported = true;
+      // A message and options, not an Error of ours: emitWarning refuses an
+      // Error made in another realm (a vm context, jest's sandbox).
+      process.emitWarning(
+        `HelperDaemon: the log callback threw (${shown(err)}) on the line ${JSON.stringify(line)}: ` +
+          'that line is dropped and the daemon goes on serving; later throws of this callback are not reported',
+        { type: LOG_THREW_WARNING, code: 'ERR_FDBRIDGE_LOG_THREW', detail: stackOf(err) },
+      );
+    }
+  };
 }
 
 /**

@@ -16,8 +16,9 @@ import { connect, HelperDaemon, PROBE_COMMAND, SystemError } from '../../src';
 import { HELPER_DAEMONS } from '../../src/commands/status-command';
 import { closeFd, fdIdentity, makeMemfd, openFdTable } from '../../src/fd';
 import { closerThreads, failNativeCall } from '../../src/test-hooks';
+import { MAX_UID } from '../../src/transports/helper-daemon';
 import { echoFromNewDaemon } from '../util/helper-status';
-import { fdTableSettles } from '../util/processes';
+import { fdTableSettles, runCli } from '../util/processes';
 import { daemonOnWorkerThread } from '../util/worker-daemon';
 
 /** Enough uids that the closer's reserve cannot keep a thread for each (its maxReserve): the start says so in its log. */
@@ -99,4 +100,53 @@ test("after a start at an address failed here, a daemon on a worker thread at th
     await conn.close();
     await daemonThread.stop();
   }
+});
+
+test('generated: an allowUids entry that is not a uid (0 to 2^31 - 1) fails the start with a TypeError or RangeError naming it, before anything is made', async () => {
+  const before = openFdTable(process.pid);
+  const dir = mkdtempSync(join(tmpdir(), 'fdbridge-start-allow-uids-'));
+  let run = 0;
+  const notAUid = fc.oneof(
+    fc.integer({ min: -(2 ** 40), max: -1 }).map((v) => ({ v, type: RangeError })),
+    fc.integer({ min: 2 ** 31, max: 2 ** 40 }).map((v) => ({ v, type: RangeError })),
+    fc.double({ noInteger: true, noDefaultInfinity: true, noNaN: true }).map((v) => ({ v, type: RangeError })),
+    fc.constantFrom(Number.NaN, Infinity, -Infinity, 2 ** 32, 2 ** 32 - 1).map((v) => ({ v, type: RangeError })),
+    fc.constantFrom<unknown>('7', null, undefined, 7n, {}, [7], true).map((v) => ({ v, type: TypeError })),
+  );
+  try {
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.nat(MAX_UID), { maxLength: 4 }), fc.nat(4), notAUid, fc.boolean(), async (good, at, bad, abstract) => {
+        const socketPath = abstract ? `@fdbridge-start-allow-uids-${process.pid}-${run++}` : join(dir, `s${run++}`);
+        const index = Math.min(at, good.length);
+        const allowUids: unknown[] = [...good];
+        allowUids.splice(index, 0, bad.v);
+        const reserved = closerThreads().reservedOwners;
+        const registered = registeredDaemons();
+        let thrown: unknown;
+        try {
+          // Closed again should it start, so that a failure here leaves nothing listening.
+          await HelperDaemon.start({ socketPath, diagnostics: true, allowUids: allowUids as number[] }).close();
+        } catch (err) {
+          thrown = err;
+        }
+        expect(thrown).toBeInstanceOf(bad.type);
+        expect((thrown as Error).message).toMatch(new RegExp(`^allowUids\\[${index}\\] must be an integer from 0 to ${MAX_UID}, not `));
+        // Nothing made: no reserve taken, no daemon registered, no socket file; the address is free.
+        expect(closerThreads().reservedOwners).toBe(reserved);
+        expect(registeredDaemons()).toBe(registered);
+        if (!abstract) expect(existsSync(socketPath)).toBe(false);
+        expect(await echoFromNewDaemon({ socketPath, diagnostics: true, allowUids: good }, 'served')).toBe('served');
+      }),
+      { numRuns: 40, examples: [[[], 0, { v: -5, type: RangeError }, true], [[1000], 1, { v: 1.5, type: RangeError }, false], [[], 0, { v: '7', type: TypeError }, true], [[], 0, { v: 2 ** 32, type: RangeError }, false], [[2], 0, { v: Number.NaN, type: RangeError }, true]] },
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+});
+
+test('the CLI refuses an --allow-uid past 2^31 - 1 as a usage error, as the API does', async () => {
+  const run = await runCli(['helper', '--socket', `@fdbridge-start-allow-uids-cli-${process.pid}`, '--allow-uid', `1000,${2 ** 32}`]);
+  expect(run.code).toBe(2);
+  expect(run.stderr).toContain(`--allow-uid must be a uid from 0 to ${MAX_UID}, not ${2 ** 32}`);
 });
