@@ -26,12 +26,20 @@ const TYPES: Record<number, FileType> = {
   0o120000: 'symlink',
 };
 
-/** An fd argument: a TypeError at once for anything but a non-negative integer. */
+/** The largest fd number: an fd is a C int. */
+export const MAX_FD = 0x7fffffff;
+
+/**
+ * An fd argument: a TypeError at once for anything but a non-negative
+ * integer, one past MAX_FD included (a TypeError too, so that every entry
+ * of a list that cannot be an fd fails the same way on every transport).
+ */
 export function validateFd(fd: unknown, what = 'fd'): number {
   // Stryker disable next-line ConditionalExpression: `typeof fd !== 'number'` forced false: Number.isInteger is false for anything but a number, so the next test refuses it all the same (the typeof is there for TypeScript's narrowing)
   if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0) {
     throw new TypeError(`${what} must be a non-negative integer, not ${String(fd)}`);
   }
+  if (fd > MAX_FD) throw new TypeError(`${what} must be a non-negative integer up to 2^31 - 1 (an fd number), not ${fd}`);
   return fd;
 }
 

@@ -58,7 +58,7 @@ test.each(['direct', 'child'] as const)(
           fc.oneof(fc.nat(300), fc.constant(2 ** 32 - 1 - 601)),
           (at, what, after) => {
             // `at` entries that pass the check (numbers, open or not: nothing may be sent), then the bad one, then more.
-            const list: unknown[] = Array.from({ length: at }, (_, i) => [0, 1, 2, 0x7fffffff, 0x80000000][i % 5]);
+            const list: unknown[] = Array.from({ length: at }, (_, i) => [0, 1, 2, 0x7fffffff][i % 4]);
             list.length = at + 1 + after;
             if (what !== 'hole') list[at] = what.bad;
             let error: unknown;

@@ -55,11 +55,19 @@ const O_PATH = 0o10000000;
 describe('fd arguments', () => {
   const value = fc.oneof(fc.nat(), fc.integer(), fc.double(), fc.string(), fc.boolean(), fc.bigInt(), fc.constant(null), fc.constant(undefined));
 
-  test('model: validateFd returns a non-negative integer as it is, and refuses anything else with a TypeError naming the argument and the value', () => {
+  /** What validateFd throws for `v` named `what`, or undefined for an fd number (an integer from 0 to 2^31 - 1). */
+  const refusal = (v: unknown, what: string): TypeError | undefined => {
+    if (!(typeof v === 'number' && Number.isInteger(v) && v >= 0)) return new TypeError(`${what} must be a non-negative integer, not ${String(v)}`);
+    if (v > 0x7fffffff) return new TypeError(`${what} must be a non-negative integer up to 2^31 - 1 (an fd number), not ${v}`);
+    return undefined;
+  };
+
+  test('model: validateFd returns an fd number (an integer from 0 to 2^31 - 1) as it is, and refuses anything else with a TypeError naming the argument and the value', () => {
     fc.assert(
-      fc.property(value, fc.constantFrom('fd', 'target'), (v, what) => {
-        if (typeof v === 'number' && Number.isInteger(v) && v >= 0) expect(validateFd(v, what)).toBe(v);
-        else expect(() => validateFd(v, what)).toThrow(new TypeError(`${what} must be a non-negative integer, not ${String(v)}`));
+      fc.property(fc.oneof(value, fc.integer({ min: 0x7ffffff0, max: 2 ** 32 }), fc.constantFrom(2 ** 31, 2 ** 53, 1e300)), fc.constantFrom('fd', 'target'), (v, what) => {
+        const refused = refusal(v, what);
+        if (refused === undefined) expect(validateFd(v, what)).toBe(v);
+        else expect(() => validateFd(v, what)).toThrow(refused);
       }),
     );
     expect(validateFd(0)).toBe(0);
@@ -68,13 +76,10 @@ describe('fd arguments', () => {
 
   test('model: validateFds refuses the first element that is not an fd, a hole of a sparse list included, naming it by its index', () => {
     fc.assert(
-      fc.property(fc.sparseArray(value, { maxLength: 8 }), (list) => {
-        const bad = Array.from({ length: list.length }, (_, i) => i).find((i) => {
-          const v = list[i];
-          return !(typeof v === 'number' && Number.isInteger(v) && v >= 0);
-        });
+      fc.property(fc.sparseArray(fc.oneof(value, fc.integer({ min: 0x7ffffff0, max: 2 ** 32 })), { maxLength: 8 }), (list) => {
+        const bad = Array.from({ length: list.length }, (_, i) => i).find((i) => refusal(list[i], `fds[${i}]`) !== undefined);
         if (bad === undefined) expect(validateFds(list)).toBeUndefined();
-        else expect(() => validateFds(list)).toThrow(new TypeError(`fds[${bad}] must be a non-negative integer, not ${String(list[bad])}`));
+        else expect(() => validateFds(list)).toThrow(refusal(list[bad], `fds[${bad}]`));
       }),
     );
   });
