@@ -862,9 +862,13 @@ class ServedSession implements ServedConnection {
       // so that it fails with that quota rather than as a peer that went
       // away: after the replies queued before it, which it may be reading.
       try {
-        refusedQueued = !this.#socket.write(encodeJson(FrameType.REFUSED, 0, { message: reason.message }), undefined, () => this.#refusedDone('write'));
+        // Exempt from the send queue's limit: one small message more, the
+        // last, which a client whose replies fill the queue is owed too.
+        refusedQueued = !this.#socket.write(encodeJson(FrameType.REFUSED, 0, { message: reason.message }), undefined, () => this.#refusedDone('write'), undefined, {
+          exemptFromLimit: true,
+        });
       } catch {
-        // Gone, or no longer reading its replies (queuedBytes): it is disconnected all the same.
+        // Gone: it is disconnected all the same.
       }
     }
     this.#channel.serve(false);

@@ -693,7 +693,13 @@ export class SocketConnection extends BaseConnection {
       // long): every request, pending or made later, fails with that quota.
       // A REFUSED naming none is not something a daemon sends after READY.
       const said = `${(frame as { message: string }).message} (the ${this.transport === 'helper' ? 'helper daemon' : `${this.transport} process`} (pid ${this.location.pid}) ended this connection)`;
-      this.#fail(new QuotaExceededError(quota, said));
+      const refusal = new QuotaExceededError(quota, said);
+      // It says why the connection ends, over a peer's end still being
+      // found out (#peerGone: a request sent after the daemon stopped
+      // reading met EPIPE before its REFUSED was read): the requests waiting
+      // for that, and those made later, fail with the quota too.
+      if (this.#exit !== undefined) this.#dead = refusal;
+      this.#fail(refusal);
       return;
     }
     this.#violation(new ProtocolError(`the ${this.transport} sent a reply (type ${frame.type}, id ${frame.id}) to no request`));
@@ -727,13 +733,20 @@ export class SocketConnection extends BaseConnection {
       return;
     }
     // Mark dead at once so no new request is sent into a dead socket.
-    this.#dead = new PeerExitedError('request', this.#exitUnknown());
+    const probing = new PeerExitedError('request', this.#exitUnknown());
+    this.#dead = probing;
     this.#exit = this.#howPeerEnded(cause);
     const exit = await this.#exit;
     this.#exit = undefined;
-    this.#dead = new PeerExitedError('request', exit);
     this.#delivery.peerEnded();
-    this.#failAll((operation) => new PeerExitedError(operation, exit));
+    if (this.#dead === probing) {
+      this.#dead = new PeerExitedError('request', exit);
+      this.#failAll((operation) => new PeerExitedError(operation, exit));
+    } else {
+      // A REFUSED read meanwhile said why (see #onMessage): that stands.
+      const said = this.#dead;
+      this.#failAll(() => said);
+    }
     this.#socket.close();
   }
 

@@ -138,3 +138,42 @@ test('generated: an idle client cut off with replies unread reads them all, then
   );
   expect(await fdTableSettles(process.pid, before)).toBe('');
 }, 300_000);
+
+test('generated: an idle client whose unread replies fill the daemon\'s send queue still reads the REFUSED naming the quota after them', async () => {
+  const before = openFdTable(process.pid);
+  await fc.assert(
+    fc.asyncProperty(fc.integer({ min: 1, max: 64 * 1024 }), fc.integer({ min: 1000, max: 150_000 }), async (maxQueuedBytes, size) => {
+      // Reading pauses once maxQueuedBytes of replies wait (it is below SERVE_PAUSE_READING_AT), and the
+      // calls are sent one at a time, each read and answered before the next: the queue ends full
+      // (at or past its limit, where any other send is refused), with nothing in flight, until the idle cut.
+      const limits = { idleTimeoutMs: 300, stalledReaderTimeoutMs: 600_000, maxQueuedBytes };
+      const daemon = HelperDaemon.start({ socketPath: `@fdbridge-refused-full-${process.pid}-${seq++}`, diagnostics: true, limits });
+      const fd = rawConnect('seqpacket', daemon.socketPath.slice(1), true);
+      try {
+        sendNow(fd, encodeJson(FrameType.HELLO, 0, { version: PROTOCOL_VERSION, command: { name: 'probe' } }));
+        expect(await next(fd)).toMatchObject({ type: FrameType.READY });
+        const payload = 'f'.repeat(size);
+        const queued = (): number => daemon.status().clients[0]?.queuedBytes ?? 0;
+        let sent = 0;
+        while (queued() < maxQueuedBytes) {
+          expect(sent).toBeLessThan(500); // the kernel holds a few hundred KiB at most
+          sendNow(fd, encodeJson(FrameType.CALL, ++sent, { method: 'echo', args: [payload] }));
+          // The daemon, on this event loop, reads the call and answers it (into the kernel, or the queue).
+          for (let i = 0; i < 3; i++) await new Promise((resolve) => setImmediate(resolve));
+          await until(() => (daemon.status().clients[0]?.inFlight ?? 0) === 0, 'the call answered');
+        }
+        await until(() => daemon.stats.quotaHits.idleTimeout === 1, 'the idle timeout');
+        expect(daemon.stats.quotaHits.queuedBytes).toBe(0);
+        const seen = await within(readToEnd(fd), 20_000, 'the replies, the REFUSED and the end of file');
+        expect(seen.slice(0, -1)).toEqual(Array.from({ length: sent }, (_, i) => `RESULT ${i + 1}`));
+        expect(seen[seen.length - 1]).toMatch(/^REFUSED quota idleTimeout: idle for more than 300 ms/);
+        await daemon.idle(20_000);
+      } finally {
+        closeFd(fd);
+        await daemon.close();
+      }
+    }),
+    { numRuns: 10, examples: [[1, 100_000], [64 * 1024, 1000]] },
+  );
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+}, 300_000);

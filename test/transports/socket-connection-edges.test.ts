@@ -15,6 +15,8 @@ import { readSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 
+import fc from 'fast-check';
+
 import {
   ClosedError,
   makeMemfd,
@@ -32,7 +34,7 @@ import {
   UnsupportedError,
 } from '../../src';
 import type { CommandLocation } from '../../src/connection';
-import type { PeerExit } from '../../src/errors';
+import type { PeerExit, QuotaName } from '../../src/errors';
 import { closeFds, makePipe, sameFile, setFdFlags } from '../../src/fd';
 import { packageRoot } from '../../src/paths';
 import { decodeFrame, encodeEmpty, encodeFdList, encodeJson, FRAME_SOCKET_OPTIONS, FrameType, type Frame } from '../../src/protocol';
@@ -1348,5 +1350,58 @@ describe('dupFileDescriptorSync against a command side on another thread', () =>
     } finally {
       await done(pair);
     }
+  });
+});
+
+describe('a daemon ending the connection for a quota', () => {
+  /** How a request settled: the error's class and quota, or 'ok'. */
+  const settled = (p: Promise<unknown>): Promise<string> =>
+    p.then(
+      () => 'ok',
+      (e: unknown) => `${(e as Error).constructor.name}${e instanceof QuotaExceededError ? ` ${e.quota}` : ''}`,
+    );
+
+  test('generated: every request, made before its REFUSED is read (the send meets EPIPE first) or after, fails with that quota, however long finding out how the peer ended takes', async () => {
+    const before = openFdTable();
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom<QuotaName>('idleTimeout', 'helloTimeout', 'queuedBytes'),
+        fc.array(fc.constantFrom('call' as const, 'dup' as const, 'dups' as const), { minLength: 1, maxLength: 4 }),
+        fc.array(fc.constantFrom('call' as const, 'dup' as const, 'dups' as const), { maxLength: 4 }),
+        fc.boolean(),
+        async (quota, early, late, closes) => {
+          // The probe of the peer's end takes as long as the test says: it is still going when the REFUSED is read.
+          let probed!: () => void;
+          const probe = new Promise<PeerExit>((resolve) => {
+            probed = () => resolve({ transport: 'helper', pid: FAR_PID, exitCode: null, signal: null, detail: 'closed the connection' });
+          });
+          const pair = fakePair({ probe: () => probe });
+          const request = (kind: 'call' | 'dup' | 'dups'): Promise<string> =>
+            settled(kind === 'call' ? pair.conn.call('echo', 1) : kind === 'dup' ? pair.conn.dupFileDescriptor(source) : pair.conn.dupFileDescriptors([source, source]));
+          try {
+            // The daemon's cut: a REFUSED naming the quota, then it reads no more (and may close).
+            pair.fake.write(encodeJson(FrameType.REFUSED, 0, { message: `quota ${quota}: cut off` }));
+            pair.fake.shutdown('read');
+            if (closes) pair.fake.close();
+            // Made before the client has read it: their sends fail (EPIPE), and how the peer ended is probed.
+            const first = early.map(request);
+            await turns();
+            // Made once the REFUSED was read, while the probe still runs.
+            const second = late.map(request);
+            await turns();
+            probed();
+            const outcomes = await Promise.all([...first, ...second]);
+            expect(outcomes).toEqual(outcomes.map(() => `QuotaExceededError ${quota}`));
+            // And made after everything.
+            expect(await request('call')).toBe(`QuotaExceededError ${quota}`);
+          } finally {
+            probed();
+            await done(pair);
+          }
+        },
+      ),
+      { numRuns: 40 },
+    );
+    expect(await fdTableSettles(process.pid, before)).toBe('');
   });
 });
