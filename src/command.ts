@@ -340,9 +340,12 @@ export class CommandHost {
       },
       closeClientFds(fds: readonly number[]): Promise<void> {
         // Adopted fds a ledger kept counted (a helper daemon's) stop counting
-        // as they go to the closer, where they count as being closed.
+        // once they have gone to the closer, where they count as being
+        // closed: a close that throws (a list it refuses) leaves them open
+        // and still counted.
+        const closed = close(fds);
         ledger.closing?.(fds);
-        return close(fds);
+        return closed;
       },
       holdLogBytes,
     });

@@ -505,7 +505,11 @@ class ServedSession implements ServedConnection {
         // The command closes the client's fds as the channel does: on the
         // background closer, as the client's, where a close may block.
         this.#options.closeInBackground
-          ? (fds) => new Promise<void>((resolve) => afterBackgroundCloses([this.#socket.closeInBackground(fds)], resolve))
+          ? (fds) => {
+              // Outside the promise: a list the closer refuses throws at once, nothing closed (CommandHost then keeps them counted).
+              const ticket = this.#socket.closeInBackground(fds);
+              return new Promise<void>((resolve) => afterBackgroundCloses([ticket], resolve));
+            }
           : undefined,
         this.#options.limits?.holdLogBytes,
       );

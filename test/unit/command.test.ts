@@ -7,6 +7,8 @@
 import { join, resolve } from 'node:path';
 import { threadId } from 'node:worker_threads';
 
+import fc from 'fast-check';
+
 import {
   COMMAND_NAME,
   CommandHost,
@@ -217,7 +219,7 @@ describe('CommandHost', () => {
     await none.close();
   });
 
-  test('closeClientFds: closes the fds on the background closer by default (resolved once they are), or with the one the host was given; a ledger that counts adopted fds is told first', async () => {
+  test('closeClientFds: closes the fds on the background closer by default (resolved once they are), or with the one the host was given; a ledger that counts adopted fds is told once they have gone to it', async () => {
     const before = openFdTable();
     const host = new CommandHost({ module: FIXTURE }, 'direct');
     const fds = [makeMemfd(), makeMemfd()];
@@ -233,8 +235,31 @@ describe('CommandHost', () => {
     const counting = Object.assign(ledger, { closing: (list: readonly number[]) => seen.push(`closing ${list.join(',')}`) });
     const helperHost = new CommandHost({ module: FIXTURE }, 'helper', counting, undefined, closeClientFds);
     await expect(helperHost.context.closeClientFds([7, 8])).resolves.toBeUndefined();
-    expect(seen).toEqual(['closing 7,8', 'closed 7,8']);
+    expect(seen).toEqual(['closed 7,8', 'closing 7,8']);
     await helperHost.close();
+    expect(openFdTable()).toEqual(before);
+  });
+
+  test('generated: a closeClientFds whose close throws at once leaves the ledger counting the fds it named (they are still open), and throws that', async () => {
+    const before = openFdTable();
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.nat(1000), { maxLength: 8 }), fc.string(), async (fds, reason) => {
+        const seen: string[] = [];
+        const refused = new TypeError(reason);
+        const throwing = (): Promise<void> => {
+          throw refused;
+        };
+        const ledger = Object.assign(new SetLedger(), { closing: (list: readonly number[]) => seen.push(`closing ${list.join(',')}`) });
+        const host = new CommandHost({ module: FIXTURE }, 'helper', ledger, undefined, throwing);
+        try {
+          expect(() => host.context.closeClientFds(fds)).toThrow(refused);
+          expect(seen).toEqual([]);
+        } finally {
+          await host.close();
+        }
+      }),
+      { numRuns: 50 },
+    );
     expect(openFdTable()).toEqual(before);
   });
 
