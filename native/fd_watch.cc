@@ -24,7 +24,6 @@ FdWatch* FdWatch::Create(uv_loop_t* loop, int fd, void (*on_ready)(void*), void*
     return nullptr;
   }
   w->poll_.data = w;
-  w->registration_ = FdRegistration(own.get());
   w->fd_ = std::move(own);
   w->on_ready_ = on_ready;
   w->ready_arg_ = arg;
@@ -57,7 +56,7 @@ void FdWatch::OnNumberTaken(void* owner, const FdIdentity& file, bool known) {
 }
 
 void FdWatch::LetGo(FdWatch* self) {
-  FdStillHeldLooked(self->fd_.get(), self->registration_, false);
+  FdStillHeldLooked(self->fd_.get(), self->polled_.registration(), false);
   self->polled_.LetGo();
   self->fd_.release();  // another file's number now, or none: never closed here
 }

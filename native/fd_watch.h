@@ -45,7 +45,6 @@ class FdWatch {
   uv_poll_t poll_;
   PolledNumber polled_{&poll_, &FdWatch::OnNumberTaken, this};
   UniqueFd fd_;  // empty once let go of
-  uint64_t registration_ = 0;  // our copy's (FdDupHigh)
   bool closed_ = false;
   bool fired_ = false;
   void (*on_ready_)(void*) = nullptr;

@@ -35,6 +35,7 @@ std::unordered_map<int, PolledNumber*>& ThreadPolls() {
 
 int PolledNumber::Init(uv_loop_t* loop, int fd) {
   known_ = FdIdentityOf(fd, &file_) == 0;
+  registration_ = FdRegistration(fd);
   auto& polls = ThreadPolls();
   auto previous = polls.find(fd);
   if (previous != polls.end() && previous->second != this && previous->second->poll_->loop == loop) {

@@ -41,8 +41,9 @@ class PolledNumber {
   PolledNumber(const PolledNumber&) = delete;
   PolledNumber& operator=(const PolledNumber&) = delete;
 
-  // Reads the file at `fd` (its identity, kept: file()), asks the poll of
-  // this thread at `fd` on `loop`, if any, to yield, then uv_poll_init. On
+  // Reads the file at `fd` (its identity, kept: file()) and its registration
+  // (registration()), asks the poll of this thread at `fd` on `loop`, if
+  // any, to yield, then uv_poll_init. On
   // success this poll is the one found at `fd`; returns uv_poll_init's result.
   int Init(uv_loop_t* loop, int fd);
 
@@ -60,6 +61,10 @@ class PolledNumber {
   // The file at the number when Init read it (known() false: unread).
   const FdIdentity& file() const { return file_; }
   bool known() const { return known_; }
+  // The fd's registration when Init read it (0: not fdbridge's own). An
+  // owner that finds its fd closed behind its back ends it
+  // (FdStillHeldLooked with same_file false) before it lets go.
+  uint64_t registration() const { return registration_; }
   // Whether `file` (known) is the one Init read.
   bool Same(const FdIdentity& file, bool known) const {
     return known && known_ && file.dev == file_.dev && file.ino == file_.ino;
@@ -76,6 +81,7 @@ class PolledNumber {
   bool let_go_ = false;
   FdIdentity file_{};
   bool known_ = false;
+  uint64_t registration_ = 0;
 };
 
 }  // namespace fdbridge

@@ -151,6 +151,10 @@ RelayPump* RelayPump::Create(uv_loop_t* loop, int in_fd, int out_fd, Delegate* d
 }
 
 void RelayPump::LetGoOf(PolledNumber* number, UniqueFd* fd) {
+  // Closed behind the pump's back: a registered fd's registration ends
+  // (FdClosedByOther, for a watching leak check) unless a new fd of
+  // fdbridge's at the number ended it already.
+  FdStillHeldLooked(fd->get(), number->registration(), false);
   number->LetGo();
   fd->release();
 }

@@ -15,7 +15,9 @@ import fc from 'fast-check';
 
 import { killIfSpawned } from '../../src/child-process';
 import { closeFds, closesSettled, fdIdentity, openFdTable } from '../../src/fd';
+import { fdRegistration } from '../../src/test-hooks';
 import { UnixSocket } from '../../src/socket';
+import { openAt } from '../util/open-at';
 import { fdTableSettles } from '../util/processes';
 import { scaled } from '../util/time-scale';
 import { native } from './binding';
@@ -257,3 +259,36 @@ test('generated: an fd fdbridge polls, closed behind its back, lets go of its nu
   );
   expect(await fdTableSettles(process.pid, before)).toBe('');
 }, scaled(120_000));
+
+/**
+ * The program's own file at the number, where no poll of fdbridge's is made
+ * to tell the old one: the old one finds its fd gone when it closes, ends
+ * its registration (the number is not fdbridge's any more: a leak check
+ * blames the program's close, and the number is the program's to use) and
+ * leaves the program's file open.
+ */
+test.each<[Exclude<Old, 'socket'>]>([['exit-watch'], ['pump-input'], ['pump-stream']])(
+  "a %s whose fd the program closed and opened its own file at ends the number's registration at its close, leaving the file open",
+  async (kind) => {
+    const before = openFdTable(process.pid);
+    const old = closedOnce(makeOld(kind));
+    let own: number | undefined;
+    try {
+      await turns(2); // its poll is in epoll
+      const n = old.fd;
+      expect(fdRegistration(n)).not.toBe(0);
+      closeSync(n); // the program's close, behind fdbridge's back
+      own = openAt(__filename, n);
+      const file = identity(n);
+      await turns(2);
+      await old.close();
+      expect(fdRegistration(n)).toBe(0);
+      expect(identity(n)).toBe(file); // never closed by the old one
+    } finally {
+      await old.close();
+      if (own !== undefined) closeSync(own);
+    }
+    expect(await fdTableSettles(process.pid, before)).toBe('');
+  },
+  scaled(30_000),
+);
