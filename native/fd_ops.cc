@@ -577,18 +577,46 @@ int FdDupAllHigh(const int* fds, size_t n, int min_fd, int* out) {
   return r;
 }
 
+namespace {
+
+// Marks a registration as a copy given to `owner`'s ledger, with its file
+// as it is now. A statx that asks no filesystem (FdFileIdentity): it
+// cannot block under the registry's lock.
+void MarkGivenLocked(OwnedFds::Registration* reg, int fd, uint64_t owner) {
+  reg->given_to = owner;
+  reg->file_known = FdFileIdentity(fd, &reg->file) == 0;
+}
+
+}  // namespace
+
 int FdDupAllGiven(const int* fds, size_t n, int min_fd, uint64_t owner, int* out) {
   OwnedFds& o = TheOwnedFds();
   std::lock_guard<std::recursive_mutex> lock(o.mu);  // made, registered and marked given as one step
   int r = FdDupAllHigh(fds, n, min_fd, out);
   if (r != 0) return r;
-  for (size_t i = 0; i < n; i++) {
-    OwnedFds::Registration& reg = o.gens.at(out[i]);  // registered just now, under this lock
-    reg.given_to = owner;
-    // A statx that asks no filesystem (FdFileIdentity): it cannot block under the lock.
-    reg.file_known = FdFileIdentity(out[i], &reg.file) == 0;
-  }
+  for (size_t i = 0; i < n; i++) MarkGivenLocked(&o.gens.at(out[i]), out[i], owner);  // registered just now, under this lock
   return 0;
+}
+
+size_t FdMarkGiven(const int* fds, size_t n, uint64_t owner) {
+  OwnedFds& o = TheOwnedFds();
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  size_t marked = 0;
+  for (size_t i = 0; i < n; i++) {
+    auto it = o.gens.find(fds[i]);
+    if (it == o.gens.end()) continue;
+    MarkGivenLocked(&it->second, fds[i], owner);
+    marked++;
+  }
+  return marked;
+}
+
+bool FdIsGiven(int fd, uint64_t owner) {
+  OwnedFds& o = TheOwnedFds();
+  if (o.count.load(std::memory_order_relaxed) == 0) return false;
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  auto it = o.gens.find(fd);
+  return it != o.gens.end() && it->second.given_to == owner;
 }
 
 namespace {
@@ -931,9 +959,11 @@ void TakeRegistration(Closer::Job* job, OwnedFds::Registration* reg) {
   }
 }
 
-// FdCloseInBackground and FdCloseGivenInBackground: `given`, only the fds
-// whose registration `owner`'s ledger was given (FdDupAllGiven) are queued.
-uint64_t HandOver(const int* fds, size_t n, uint64_t owner, bool held_for_peer, bool given) {
+// FdCloseInBackground and FdCloseGivenInBackground: `given_to` not 0, only
+// the fds whose registration was given to that ledger (FdDupAllGiven,
+// FdMarkGiven) are queued.
+uint64_t HandOver(const int* fds, size_t n, uint64_t owner, bool held_for_peer, uint64_t given_to) {
+  bool given = given_to != 0;
   if (n == 0) return 0;
   // The closer's now, whatever environment asked; each with its file as it
   // is now (as it was made, for a given copy) and the registration it has
@@ -970,7 +1000,7 @@ uint64_t HandOver(const int* fds, size_t n, uint64_t owner, bool held_for_peer, 
     size_t kept = 0;
     for (size_t i = 0; i < n; i++) {
       auto it = o.gens.find(jobs[i].fd);
-      if (it == o.gens.end() || it->second.given_to != owner) continue;
+      if (it == o.gens.end() || it->second.given_to != given_to) continue;
       TakeRegistration(&jobs[i], &it->second);
       jobs[kept++] = jobs[i];
     }
@@ -1027,11 +1057,11 @@ uint64_t HandOver(const int* fds, size_t n, uint64_t owner, bool held_for_peer, 
 }  // namespace
 
 uint64_t FdCloseInBackground(const int* fds, size_t n, uint64_t owner, bool held_for_peer) {
-  return HandOver(fds, n, owner, held_for_peer, /*given=*/false);
+  return HandOver(fds, n, owner, held_for_peer, /*given_to=*/0);
 }
 
-uint64_t FdCloseGivenInBackground(const int* fds, size_t n, uint64_t owner) {
-  return HandOver(fds, n, owner, /*held_for_peer=*/true, /*given=*/true);
+uint64_t FdCloseGivenInBackground(const int* fds, size_t n, uint64_t owner, uint64_t given_to) {
+  return HandOver(fds, n, owner, /*held_for_peer=*/true, given_to != 0 ? given_to : owner);
 }
 
 bool FdBackgroundCloseIssued(uint64_t ticket) {

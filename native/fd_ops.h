@@ -79,6 +79,16 @@ int FdDupAllHigh(const int* fds, size_t n, int min_fd, int* out);
 // that a number the program closed behind fdbridge's back, and another
 // file took, is told apart at that close.
 int FdDupAllGiven(const int* fds, size_t n, int min_fd, uint64_t owner, int* out);
+// FdDupAllGiven's mark for fds that are registered already (received from
+// a peer on a socket whose fds are ours, then given to a command: a helper
+// daemon's connection, FrameChannel): each registered one is marked given to
+// `owner` with its file as it is now (one statx(2) AT_STATX_DONT_SYNC each,
+// under the registry's lock). Returns how many were registered and marked.
+size_t FdMarkGiven(const int* fds, size_t n, uint64_t owner);
+// Whether `fd`'s registration is a copy given to `owner` (FdDupAllGiven,
+// FdMarkGiven): false once someone else closed it and a new fd of ours
+// took the number, or none did.
+bool FdIsGiven(int fd, uint64_t owner);
 
 // The min_fd above `highest` for FdDupAllHigh: highest + 1, saturated at
 // INT_MAX, a number no fd can have (the kernel's nr_open stays below it),
@@ -393,7 +403,10 @@ uint64_t FdCloseInBackground(const int* fds, size_t n, uint64_t owner, bool held
 // another file or none (the program's: the copy's registration ends as
 // closed by someone else, FdClosedByOther). Counted as peer fds
 // (held_for_peer). The ticket is 0 when none is left to close.
-uint64_t FdCloseGivenInBackground(const int* fds, size_t n, uint64_t owner);
+// `given_to`: the ledger's mark when it is not `owner` (a helper daemon's
+// connection: each connection's copies are marked apart, FdMarkGiven, and
+// closed as its uid's, `owner`); 0 for `owner`.
+uint64_t FdCloseGivenInBackground(const int* fds, size_t n, uint64_t owner, uint64_t given_to = 0);
 // Whether the batch `ticket` is done (every fd of it closed). A ticket
 // FdCloseInBackground never gave is not.
 bool FdBackgroundCloseDone(uint64_t ticket);

@@ -233,6 +233,12 @@ bool FrameChannel::AnswerDup(uint32_t id, const int* fds, size_t nfds) {
   }
   // The connection's until the command adopts them: registered as
   // fdbridge's since they arrived (Serve: UnixSocket::ReceiveOwnFds).
+  // This channel's copies from now on, each with its file as it is now (one
+  // statx each, under the registry's lock): a number the command closes
+  // and another connection's fd takes is then told apart from them
+  // (CloseGivenInBackground). A number already in the ledger that the
+  // command closed has a new registration here, marked as well.
+  if (given_mark_ != 0) FdMarkGiven(fds, nfds, given_mark_);
   for (size_t i = 0; i < nfds; i++) Keep(fds[i]);
   served_++;
   read_on_ = false;
@@ -286,13 +292,23 @@ void FrameChannel::Serve(bool on, size_t max_given) {
   if (socket_ != nullptr) socket_->ReceiveOwnFds(on);
 }
 
+void FrameChannel::CloseGivenInBackground(bool on) {
+  close_given_in_background_ = on;
+  if (socket_ != nullptr) close_owner_ = socket_->background_close_owner();
+  if (!on || given_mark_ != 0) return;
+  given_mark_ = FdNewCloseOwner();
+  // Those kept already are registered (received as ours, or Add's).
+  for (auto& entry : given_) FdMarkGiven(&entry.first, 1, given_mark_);
+}
+
 void FrameChannel::Add(int fd) {
   if (socket_ == nullptr) {
     CloseGiven(UniqueFd(fd));
     return;
   }
-  Keep(fd);
   FdMarkOwned(&fd, 1);  // the connection's until the command adopts it
+  if (given_mark_ != 0) FdMarkGiven(&fd, 1, given_mark_);  // as AnswerDup's
+  Keep(fd);
 }
 
 void FrameChannel::Keep(int fd) {
@@ -315,9 +331,21 @@ void FrameChannel::ChargeTo(std::shared_ptr<FdBudget> budget) {
   if (socket_ != nullptr) socket_->SetReadBudget(budget_);
 }
 
+void FrameChannel::Drop(std::unordered_map<int, UniqueFd>::iterator it) {
+  it->second.release();
+  given_.erase(it);
+  if (budget_) budget_->Refund(1);
+}
+
 bool FrameChannel::Adopt(int fd) {
   auto it = given_.find(fd);
   if (it == given_.end()) return false;
+  // The command closed this copy, and the number is another connection's
+  // fd of ours now (or nobody's): not this command's to adopt.
+  if (given_mark_ != 0 && !FdDisownGiven(fd, given_mark_)) {
+    Drop(it);
+    return false;
+  }
   it->second.release();  // the adopter's now
   given_.erase(it);
   // Still in this process, held for the client: charged until the command closes it.
@@ -333,6 +361,10 @@ bool FrameChannel::Adopt(int fd) {
 bool FrameChannel::Release(int fd) {
   auto it = given_.find(fd);
   if (it == given_.end()) return false;
+  if (!StillGiven(fd)) {  // as in Adopt: not this channel's to close
+    Drop(it);
+    return false;
+  }
   it->second.release();  // the caller's to close now
   given_.erase(it);
   if (budget_) budget_->Refund(1);
@@ -376,10 +408,12 @@ size_t FrameChannel::Sweep() {
     std::vector<int> fds;
     fds.reserve(n);
     for (auto& entry : given_) fds.push_back(entry.second.release());
+    // Only the numbers still this channel's copies (given_mark_), each
+    // while it holds the file it was given with.
     if (socket_ != nullptr) {
-      socket_->CloseInBackground(fds.data(), fds.size());
+      socket_->CloseGivenInBackground(fds.data(), fds.size(), given_mark_);
     } else {
-      FdCloseInBackground(fds.data(), fds.size(), close_owner_, /*held_for_peer=*/true);
+      FdCloseGivenInBackground(fds.data(), fds.size(), close_owner_, given_mark_);
     }
   }
   given_.clear();  // closes them here unless handed on above

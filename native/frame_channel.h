@@ -142,10 +142,13 @@ class FrameChannel : public UnixSocket::Filter {
   // closing one may block.
   // As the socket's owner (UnixSocket::UseBackgroundCloser), one batch per
   // sweep, whose ticket the socket remembers (BackgroundCloseTickets).
-  void CloseGivenInBackground(bool on) {
-    close_given_in_background_ = on;
-    if (socket_ != nullptr) close_owner_ = socket_->background_close_owner();
-  }
+  // Each fd the ledger keeps from then on is marked as this channel's given
+  // copy, with its file (FdMarkGiven: one statx each): one the command
+  // closed itself, whose number another connection's fd took, is neither
+  // adopted, released nor closed by this channel (FdIsGiven,
+  // FdCloseGivenInBackground), and one whose number holds another file or
+  // none is left alone by the closer.
+  void CloseGivenInBackground(bool on);
   void SetAfterReceiveHook(bool on) { after_receive_hook_ = on; }
   // The ledger is charged to `budget` (and its parents: a helper daemon's
   // per-uid and total limits) from now on, what it holds already included;
@@ -216,6 +219,11 @@ class FrameChannel : public UnixSocket::Filter {
   Request Take(std::unordered_map<uint32_t, Request>::iterator it);
   void CloseGiven(UniqueFd fd);
   void Keep(int fd);
+  // Whether the ledger's `fd` is still this channel's copy: false once the
+  // command closed it and the number is another's or nobody's fd of ours.
+  bool StillGiven(int fd) const { return given_mark_ == 0 || FdIsGiven(fd, given_mark_); }
+  // Takes `fd` out of the ledger without closing it (not ours any more) and refunds it.
+  void Drop(std::unordered_map<int, UniqueFd>::iterator it);
   class SyncWaiter;
 
   UnixSocket* socket_;
@@ -232,6 +240,10 @@ class FrameChannel : public UnixSocket::Filter {
   size_t max_given_ = SIZE_MAX;
   bool close_given_in_background_ = false;
   uint64_t close_owner_ = 0;
+  // The mark of this channel's given fds in the registry (FdMarkGiven), a
+  // holder of copies of its own (FdNewCloseOwner): the close owner is the
+  // client's uid's, shared by its connections. 0 until CloseGivenInBackground.
+  uint64_t given_mark_ = 0;
   bool after_receive_hook_ = false;
   uint64_t served_ = 0;
   // The ledger: each fd owned here until adopted, swept or the socket closes.

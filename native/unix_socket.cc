@@ -534,6 +534,12 @@ uint64_t UnixSocket::CloseInBackground(const int* fds, size_t n) {
   return ticket;
 }
 
+uint64_t UnixSocket::CloseGivenInBackground(const int* fds, size_t n, uint64_t given_to) {
+  uint64_t ticket = FdCloseGivenInBackground(fds, n, close_owner_, given_to);
+  RememberTicket(ticket);
+  return ticket;
+}
+
 void UnixSocket::RememberTicket(uint64_t ticket) {
   if (ticket == 0) return;
   close_tickets_.push_back(ticket);

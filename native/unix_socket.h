@@ -250,6 +250,10 @@ class UnixSocket {
   // background closer as one batch of this socket's owner, and returns its
   // ticket, which the socket remembers (BackgroundCloseTickets).
   uint64_t CloseInBackground(const int* fds, size_t n);
+  // CloseInBackground of a frame channel's given fds, marked given to
+  // `given_to` (FdCloseGivenInBackground): a number another fd of ours took
+  // since, or none, is left alone.
+  uint64_t CloseGivenInBackground(const int* fds, size_t n, uint64_t given_to);
   // The socket listens (the binding's Socket made with an accept
   // callback): Close() empties its backlog, not a receive queue. Set by the
   // binding when it makes the socket; Close() reads this flag, no syscall.
