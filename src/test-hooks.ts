@@ -14,6 +14,7 @@ import { parentPort } from 'node:worker_threads';
 import { setAfterSpawnHook } from './child-process';
 import { SystemError } from './errors';
 import { native, type NativeExitWatch } from './native';
+import { reclaimScanCount } from './transports/serve';
 import { setWorkerStartHold } from './transports/worker';
 
 /** The addon's own read of the lanes' fds, whatever afterLaneWriterFdsRead put in its place. */
@@ -55,6 +56,11 @@ export function startLaneWrite(fd: number, data: Uint8Array, owner: number): { w
   const group = native.laneGroup();
   const written = new Promise<number>((resolve) => native.laneWrite(fd, data, owner, group, resolve));
   return { written, cancel: () => native.laneWriteCancel(group) };
+}
+
+/** Reclaim scans of adopted fds (ReclaimPacing's, one statx per adopted fd in the scope) run in this process so far; those held back not counted. */
+export function reclaimScansRun(): number {
+  return reclaimScanCount();
 }
 
 /** How many fds fdbridge holds for itself in this process now (dupHigh, pins, ledgers, its own sockets). */

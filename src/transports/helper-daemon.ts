@@ -27,7 +27,7 @@ import { parseAddress, UnixServer, UnixSocket, type SocketAddress } from '../soc
 import { bindReplacingStale, checkSocketDirectory, ensurePrivateDir } from '../socket-file';
 import { invalidType, validateInteger } from '../validate';
 import { mayHoldFds, refuseFds, refuseFdsOn } from './refuse-fds';
-import { checkFailpoint, serveConnection, type ServedActivity, type ServedConnection, type ServeStats } from './serve';
+import { checkFailpoint, ReclaimPacing, serveConnection, type ServedActivity, type ServedConnection, type ServeStats } from './serve';
 
 const { S_IFMT, S_IFSOCK } = fsConstants;
 
@@ -124,15 +124,21 @@ export interface HelperLimits {
   maxConnectionsPerUid: number;
   /**
    * fds one client may leave with its command: given, adopted or not, until
-   * the command closes them (closeClientFds) or the connection ends.
+   * the command closes them (closeClientFds) or the connection ends. Before
+   * this or the two fd limits below refuse a DUP, the adopted fds they count
+   * that the commands closed another way are refunded, one statx each; these
+   * scans are paced per limit's scope (the client, the uid, the daemon), to
+   * about a tenth of the event loop: a refusal right after a long scan
+   * (1 ms or more) that found nothing may stand for up to 10× that scan's time.
    */
   maxFdsPerClient: number;
-  /** fds the clients of one uid may leave, all together (quotaHits.uidFds). */
+  /** fds the clients of one uid may leave, all together (quotaHits.uidFds); adopted ones closed another way: see maxFdsPerClient. */
   maxFdsPerUid: number;
   /**
    * fds every client may leave, all together, the fds clients gave that
    * still wait to be closed included (quotaHits.totalFds). Never more than
-   * RLIMIT_NOFILE leaves beside the daemon's own fds (see fdRoom).
+   * RLIMIT_NOFILE leaves beside the daemon's own fds (see fdRoom). Adopted
+   * ones closed another way: see maxFdsPerClient.
    */
   maxFdsTotal: number;
   /** Requests one client may have served at once. */
@@ -271,6 +277,8 @@ interface UidAccount {
   sessions: Set<ServedConnection>;
   /** None of its connections is read (see #holdBack). */
   held: boolean;
+  /** The scans of its connections' adopted fds before maxFdsPerUid refuses a DUP. */
+  reclaimPacing: ReclaimPacing;
 }
 
 interface Client {
@@ -323,6 +331,8 @@ export class HelperDaemon {
   #clients = new Map<UnixSocket, Client>();
   #uids = new Map<number, UidAccount>();
   #allFds: NativeFdBudget;
+  /** The scans of every connection's adopted fds before maxFdsTotal refuses a DUP. */
+  readonly #totalReclaimPacing = new ReclaimPacing();
   #listener: { pid: number; uid: number };
   #commands: Map<string, ModuleCommandSpec>;
   #idle: Array<() => void> = [];
@@ -703,7 +713,7 @@ export class HelperDaemon {
       );
       return;
     }
-    const account = existing ?? { connections: 0, fds: new native.FdBudget(this.limits.maxFdsPerUid, this.#allFds), sessions: new Set<ServedConnection>(), held: false };
+    const account = existing ?? { connections: 0, fds: new native.FdBudget(this.limits.maxFdsPerUid, this.#allFds), sessions: new Set<ServedConnection>(), held: false, reclaimPacing: new ReclaimPacing() };
     account.connections++;
     this.#uids.set(cred.uid, account);
     this.stats.connections++;
@@ -721,7 +731,10 @@ export class HelperDaemon {
           budget: account.fds,
           refusal: (n) => this.#fdsRefusal(cred.uid, account, n),
           // The uid's connections for its own limit, every connection for the total.
-          reclaim: (quota) => reclaimClosedAdopted(quota === 'uidFds' ? account.sessions : Array.from(this.#clients.values(), (c) => c.served)),
+          reclaim: (quota) =>
+            quota === 'uidFds'
+              ? account.reclaimPacing.run(() => reclaimClosedAdopted(account.sessions))
+              : this.#totalReclaimPacing.run(() => reclaimClosedAdopted(Array.from(this.#clients.values(), (c) => c.served))),
         },
         holdLogBytes: (bytes) => this.#holdLogBytes(cred, bytes),
       },

@@ -71,11 +71,54 @@ export const SERVE_PAUSE_READING_AT = 64 * 1024;
  */
 export const MAX_CALLS_IN_FLIGHT = 128;
 
+/** A reclaim scan that refunded nothing and took this long (ms) or more holds back the next one of its scope (ReclaimPacing). */
+export const RECLAIM_PACED_FROM_MS = 1;
+/** ...for this many times its duration after it ended. */
+export const RECLAIM_PACE = 10;
+
+/**
+ * Paces the reclaim scans of one scope: a connection's adopted fds (its
+ * 'fds' limit), a uid's connections' ('uidFds') or every connection's
+ * ('totalFds'). A scan is one statx per adopted fd in the scope, run
+ * before that limit refuses a DUP. After one that refunded nothing and
+ * took RECLAIM_PACED_FROM_MS or more, the scope's next scan waits until
+ * RECLAIM_PACE times that duration has passed since it ended, the
+ * refusals meanwhile standing as they are: however many DUPs are refused,
+ * scans take about a tenth of the event loop at most. Scans of a few
+ * hundred fds take less, and always run.
+ */
+let reclaimScans = 0;
+
+/** Reclaim scans run in this process so far (test-hooks reclaimScansRun). */
+export function reclaimScanCount(): number {
+  return reclaimScans;
+}
+
+export class ReclaimPacing {
+  /** performance.now() before which no scan runs. */
+  #heldUntil = 0;
+
+  /** Runs `scan` (which refunds the scope's adopted fds closed another way, returning how many) unless held back; returns what it refunded (0 when held back). */
+  run(scan: () => number): number {
+    const start = performance.now();
+    if (start < this.#heldUntil) return 0;
+    reclaimScans++;
+    const refunded = scan();
+    const end = performance.now();
+    const took = end - start;
+    this.#heldUntil = refunded === 0 && took >= RECLAIM_PACED_FROM_MS ? end + RECLAIM_PACE * took : 0;
+    return refunded;
+  }
+}
+
 /** Per-client limits on what one connection may hold in this process (a helper daemon's quotas). */
 export interface ServeLimits {
   /**
    * fds given to the command, adopted or not, and not yet closed through
-   * closeClientFds, at most. A DUP past it is refused (QuotaExceededError 'fds').
+   * closeClientFds, at most. A DUP past it is refused (QuotaExceededError 'fds'),
+   * after the connection's adopted fds closed another way are refunded
+   * (reclaimClosedAdopted, paced by ReclaimPacing: a refusal right after a
+   * long scan that found nothing may stand for up to 10× that scan's time).
    */
   maxFds: number;
   /** Calls being served at once, at most; more are refused ('calls'). */
@@ -98,7 +141,8 @@ export interface ServeLimits {
      * Before `quota` ('uidFds' or 'totalFds') refuses a DUP: refunds the
      * fds that the commands of the connections it counts adopted and then
      * closed another way than closeClientFds (ServedConnection.reclaimClosedAdopted);
-     * returns how many.
+     * returns how many. Paced per scope (the uid, the daemon) by a
+     * ReclaimPacing: it may refund nothing without looking.
      */
     reclaim?(quota: QuotaName): number;
   };
@@ -353,6 +397,8 @@ class ServedSession implements ServedConnection {
    * was called again); the socket is closed after that.
    */
   #refusedLeft: (() => void) | undefined;
+  /** The scans of this connection's adopted fds before its 'fds' limit refuses a DUP. */
+  readonly #reclaimPacing = new ReclaimPacing();
 
   constructor(socket: UnixSocket, options: ServeOptions) {
     this.#socket = socket;
@@ -570,14 +616,15 @@ class ServedSession implements ServedConnection {
    * #duplicationRefusal, after the fds that the quota it names counts and
    * that commands closed another way than closeClientFds are refunded
    * (reclaimClosedAdopted): this connection's for 'fds', the shared
-   * budget's connections' for the others. Each quota is looked at once.
+   * budget's connections' for the others, each scope's scans paced
+   * (ReclaimPacing). Each quota is looked at once.
    */
   #reclaimingRefusal(frame: DuplicationFrame, intake: FdIntake): FdBridgeError | undefined {
     const reclaimed = new Set<QuotaName>();
     let refusal = this.#duplicationRefusal(frame, intake, this.#channel.heldCount);
     while (refusal instanceof QuotaExceededError && !reclaimed.has(refusal.quota)) {
       reclaimed.add(refusal.quota);
-      const refunded = refusal.quota === 'fds' ? this.#channel.reclaimClosedAdopted() : (this.#limits?.shared?.reclaim?.(refusal.quota) ?? 0);
+      const refunded = refusal.quota === 'fds' ? this.#reclaimPacing.run(() => this.#channel.reclaimClosedAdopted()) : (this.#limits?.shared?.reclaim?.(refusal.quota) ?? 0);
       if (refunded === 0) break;
       refusal = this.#duplicationRefusal(frame, intake, this.#channel.heldCount);
     }
