@@ -76,6 +76,14 @@ export const RECLAIM_PACED_FROM_MS = 1;
 /** ...for this many times its duration after it ended. */
 export const RECLAIM_PACE = 10;
 
+/** Reclaim scans run in this process so far: read by the tests only (reclaimScanCount). */
+let reclaimScans = 0;
+
+/** Reclaim scans run in this process so far (test-hooks reclaimScansRun). */
+export function reclaimScanCount(): number {
+  return reclaimScans;
+}
+
 /**
  * Paces the reclaim scans of one scope: a connection's adopted fds (its
  * 'fds' limit), a uid's connections' ('uidFds') or every connection's
@@ -87,13 +95,6 @@ export const RECLAIM_PACE = 10;
  * scans take about a tenth of the event loop at most. Scans of a few
  * hundred fds take less, and always run.
  */
-let reclaimScans = 0;
-
-/** Reclaim scans run in this process so far (test-hooks reclaimScansRun). */
-export function reclaimScanCount(): number {
-  return reclaimScans;
-}
-
 export class ReclaimPacing {
   /** performance.now() before which no scan runs. */
   #heldUntil = 0;
