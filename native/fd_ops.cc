@@ -398,11 +398,18 @@ void FdDisown(int fd) {
   if (o.gens.erase(fd) != 0) o.count.fetch_sub(1, std::memory_order_relaxed);
 }
 
-bool FdDisownGiven(int fd, uint64_t owner) {
+bool FdDisownGiven(int fd, uint64_t owner, std::optional<FdIdentity>* file) {
   OwnedFds& o = TheOwnedFds();
   std::lock_guard<std::recursive_mutex> lock(o.mu);
   auto it = o.gens.find(fd);
   if (it == o.gens.end() || it->second.given_to != owner) return false;
+  if (file != nullptr) {
+    if (it->second.file_known) {
+      *file = it->second.file;
+    } else {
+      file->reset();
+    }
+  }
   o.gens.erase(it);
   o.count.fetch_sub(1, std::memory_order_relaxed);
   return true;

@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -179,7 +180,9 @@ void FdDisown(int fd);
 // `fd` still has that registration: false, and nothing done, when the copy
 // was closed behind fdbridge's back and its number is another fd of ours
 // now (another ledger's copy, a socket) or of nobody's registration.
-bool FdDisownGiven(int fd, uint64_t owner);
+// With `file`: once disowned, *file is its file as it was marked given (the
+// copy's as made or received), or nullopt when that could not be read.
+bool FdDisownGiven(int fd, uint64_t owner, std::optional<FdIdentity>* file = nullptr);
 // The registration `fd` has now (a generation, never reused), or 0 when it
 // is not one of ours.
 uint64_t FdRegistration(int fd);

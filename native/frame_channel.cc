@@ -2,6 +2,7 @@
 
 #include <errno.h>
 
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -342,16 +343,28 @@ bool FrameChannel::Adopt(int fd) {
   if (it == given_.end()) return false;
   // The command closed this copy, and the number is another connection's
   // fd of ours now (or nobody's): not this command's to adopt.
-  if (given_mark_ != 0 && !FdDisownGiven(fd, given_mark_)) {
+  std::optional<FdIdentity> given_file;
+  if (given_mark_ != 0 && !FdDisownGiven(fd, given_mark_, &given_file)) {
     Drop(it);
     return false;
   }
   it->second.release();  // the adopter's now
   given_.erase(it);
-  // Still in this process, held for the client: charged until the command closes it.
+  // Still in this process, held for the client: charged until the command
+  // closes it. Its file is the one it was marked given with, read as it was
+  // received (FdMarkGiven), not read again: the client's file, whatever the
+  // number holds now (a file the program opened there after the command
+  // closed the copy is not the client's, and ReclaimClosedAdopted refunds
+  // it). Read here only for a copy given unmarked or whose file could not
+  // be read then.
   if (keep_adopted_charged_ && socket_ != nullptr) {
     AdoptedFile& file = adopted_[fd];
-    file.known = FdFileIdentity(fd, &file.identity) == 0;
+    if (given_file) {
+      file.known = true;
+      file.identity = *given_file;
+    } else {
+      file.known = FdFileIdentity(fd, &file.identity) == 0;
+    }
     return true;
   }
   if (budget_) budget_->Refund(1);

@@ -179,7 +179,7 @@ class FrameChannel : public UnixSocket::Filter {
   size_t ForgetAdopted(const int* fds, size_t n);
   // Refunds the adopted fds still charged that the command closed another
   // way (not closeClientFds): those whose number is free, or holds another
-  // file than when it was adopted (device and inode: FdFileIdentity, which
+  // file than it was given with (device and inode: FdFileIdentity, which
   // asks no filesystem). A number holds one file at a time, so another
   // file there means the adopted one was closed; the same file there (a
   // duplicate of it that took the number) is not told apart, and stays
@@ -252,8 +252,9 @@ class FrameChannel : public UnixSocket::Filter {
   // until ForgetAdopted, Sweep, a new fd received or given here at the same
   // number (the kernel reuses a number only once it is closed: the command
   // closed it by other means), or ReclaimClosedAdopted finding it closed. With the
-  // file each held when adopted (`known` false: it could not be read, and
-  // only a free number shows it closed).
+  // file each was given with (read as it was received, FdMarkGiven; for a
+  // copy given unmarked, as it was adopted), `known` false when it could not
+  // be read: only a free number shows that one closed.
   struct AdoptedFile {
     bool known;
     FdIdentity identity;

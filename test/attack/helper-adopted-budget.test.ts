@@ -18,7 +18,10 @@
  * and per-uid limits says, the daemon's own counts agreeing. A second one
  * has the command close what it adopted by itself (not closeClientFds),
  * the numbers then taken by the other connection's fds, by files opened
- * here, or by nothing: no DUP is refused for fds nobody holds.
+ * here, or by nothing: no DUP is refused for fds nobody holds. A third
+ * has the command close copies by itself before adopting them, files
+ * opened here taking their numbers: the adoptions take files that are not
+ * the client's, and the client is not refused for them either.
  */
 import { join } from 'node:path';
 
@@ -31,6 +34,7 @@ import { MAX_FDS_PER_FRAME } from '../../src/protocol';
 import { statusOf, statusWhen } from '../util/helper-status';
 import { withAttackedDaemon } from '../util/linger-attacker';
 import { DIST_SRC, isRoot, NOBODY, spawnAsUid } from '../util/nobody';
+import { openAt } from '../util/open-at';
 import { fdTableSettles } from '../util/processes';
 import { scaled } from '../util/time-scale';
 
@@ -352,3 +356,49 @@ test("generated: fds a command adopted and closed by itself stop counting agains
     },
   );
 }, scaled(240000));
+
+const RAW_CLOSE_COMMAND = { module: join(__dirname, 'fixtures', 'raw-close-command.js'), export: 'RawCloseCommand' };
+
+/**
+ * A command that closes copies it was given by itself (fs.closeSync)
+ * before adopting them: a file this process opens then takes each number,
+ * and the adoptions take those files, which are not the client's. They
+ * stop counting against its limit as the discarded ones above do: the
+ * daemon compares each number with the file its copy was given with (read
+ * as it was received), not with what it held when adopted. The client,
+ * its limit full, is served as many fds again as its command closed, and
+ * refused one more.
+ */
+test("generated: copies a command closed itself, whose numbers files opened here took, and then adopted stop counting against the client's limit", async () => {
+  await fc.assert(
+    fc.asyncProperty(fc.integer({ min: 1, max: 6 }), fc.nat(), fc.integer({ min: 1, max: 6 }), async (perClient, pick, k) => {
+      const daemon = HelperDaemon.start({
+        socketPath: `@fdbridge-adopted-reopened-${process.pid}`,
+        commands: { rawclose: RAW_CLOSE_COMMAND },
+        limits: { maxFdsPerClient: perClient, maxFdsPerUid: 100, maxFdsTotal: 100 },
+      });
+      const file = makeMemfd('reopened-client');
+      const opened: number[] = [];
+      let c: Connection | undefined;
+      try {
+        c = await connect('helper', { command: { name: 'rawclose' }, socketPath: daemon.socketPath });
+        const given = await c.dupFileDescriptors(new Array<number>(perClient).fill(file));
+        const closed = slice(given, pick, k).sort((a, b) => a - b);
+        expect(await c.call('rawClose', closed)).toBe(closed.length);
+        for (const fd of closed) opened.push(openAt('/dev/null', fd));
+        expect(await c.call('adopt', closed)).toBe(closed.length);
+        const outcome = (n: number): Promise<string> =>
+          (c as Connection).dupFileDescriptors(new Array<number>(n).fill(file)).then(
+            () => 'served',
+            (e: { code?: string; quota?: string }) => `${e.code}:${e.quota}`,
+          );
+        expect({ again: await outcome(closed.length), more: await outcome(1) }).toEqual({ again: 'served', more: 'ERR_FDBRIDGE_QUOTA:fds' });
+      } finally {
+        await c?.close();
+        closeFds([file, ...opened]);
+        await daemon.close();
+      }
+    }),
+    { numRuns: 25, examples: [[2, 0, 1]] },
+  );
+}, scaled(120000));
