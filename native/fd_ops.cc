@@ -944,8 +944,7 @@ void SpawnLocked(Closer& c) {
 }
 
 // The file at `fd` as it is handed over (Closer::Job), on the event loop of
-// whoever hands it over and under the registry's lock: FdFileIdentity asks
-// no filesystem.
+// whoever hands it over: FdFileIdentity asks no filesystem.
 void HandOverIdentity(Closer::Job* job) {
   int r = FdFileIdentity(job->fd, &job->identity);
   job->open = r != -EBADF;
@@ -974,46 +973,72 @@ uint64_t HandOver(const int* fds, size_t n, uint64_t owner, bool held_for_peer, 
   if (n == 0) return 0;
   // The closer's now, whatever environment asked; each with its file as it
   // is now (as it was made, for a given copy) and the registration it has
-  // now, which its close checks (CloseMayBlock). Both are read in one pass
-  // under the registry's lock: fdbridge makes and registers each fd of its
-  // own under that lock (OwnedFdsLock), so no new fd of ours can take a
-  // number between the read of its file and of its registration, which
-  // would pair the new registration with the old file (the close then ends
-  // a live registration as closed by someone else) or the old registration
-  // with the new file. FdFileIdentity asks no filesystem
-  // (HandOverIdentity): it cannot block under the lock. The closer's lock is
-  // taken inside the registry's, the order in which a caller that holds an
-  // OwnedFdsLock takes them too. The jobs go into a list of this thread's
-  // kept from one batch to the next (a log line's fd is a batch of one): no
-  // allocation once it has grown, up to kKeptJobs.
+  // now, which its close checks (CloseMayBlock). The jobs go into a list of
+  // this thread's kept from one batch to the next (a log line's fd is a
+  // batch of one): no allocation once it has grown, up to kKeptJobs. The
+  // closer's lock is taken inside the registry's, the order in which a
+  // caller that holds an OwnedFdsLock takes them too.
   thread_local std::vector<Closer::Job> jobs;
   jobs.resize(n);
   OwnedFds& o = TheOwnedFds();
-  std::unique_lock<std::recursive_mutex> registry(o.mu);
-  for (size_t i = 0; i < n; i++) {
-    jobs[i].fd = fds[i];
-    jobs[i].peer_fd = held_for_peer;
-    jobs[i].registration = 0;
-    if (given) {
-      jobs[i].open = true;
-      jobs[i].known = false;
-    } else {
-      HandOverIdentity(&jobs[i]);
-    }
-  }
+  std::unique_lock<std::recursive_mutex> registry(o.mu, std::defer_lock);
   if (given) {
     // A copy whose number has another registration now, or none, was
-    // closed by someone else: the number is not the ledger's to close.
+    // closed by someone else: the number is not the ledger's to close. The
+    // others are checked against the file they were given with: no file is
+    // read here.
+    registry.lock();
     size_t kept = 0;
     for (size_t i = 0; i < n; i++) {
-      auto it = o.gens.find(jobs[i].fd);
+      auto it = o.gens.find(fds[i]);
       if (it == o.gens.end() || it->second.given_to != given_to) continue;
-      TakeRegistration(&jobs[i], &it->second);
-      jobs[kept++] = jobs[i];
+      Closer::Job& job = jobs[kept++];
+      job.fd = fds[i];
+      job.peer_fd = held_for_peer;
+      job.open = true;
+      job.known = false;
+      TakeRegistration(&job, &it->second);
     }
     jobs.resize(kept);
     n = kept;
-    if (n == 0) return 0;
+    if (n == 0) {
+      if (jobs.capacity() > kKeptJobs) std::vector<Closer::Job>().swap(jobs);
+      return 0;
+    }
+  } else {
+    // The registrations handed over are the ones the numbers have now. Each
+    // fd's file is read after that, outside the registry's lock (a batch of
+    // 100,000 held it some 70 ms here, every other thread's dup and close
+    // waiting), and the registration looked at again under it: the same
+    // one, and the file read meanwhile was that registration's (a new fd of
+    // ours at the number would have a registration of its own: the numbers
+    // are never reused). Another one, or one where there was none: the fd
+    // handed over was closed by someone else and a new fd of ours took the
+    // number, which is left alone (as if closed before the hand-over: the
+    // old registration ends as closed by someone else if it has not ended
+    // already). FdFileIdentity asks no filesystem (HandOverIdentity).
+    registry.lock();
+    for (size_t i = 0; i < n; i++) {
+      Closer::Job& job = jobs[i];
+      job.fd = fds[i];
+      job.peer_fd = held_for_peer;
+      auto it = o.gens.find(job.fd);
+      job.registration = it == o.gens.end() ? 0 : it->second.gen;
+    }
+    registry.unlock();
+    for (size_t i = 0; i < n; i++) HandOverIdentity(&jobs[i]);
+    registry.lock();
+    for (size_t i = 0; i < n; i++) {
+      Closer::Job& job = jobs[i];
+      auto it = o.gens.find(job.fd);
+      uint64_t now = it == o.gens.end() ? 0 : it->second.gen;
+      if (now != job.registration) {
+        job.open = false;
+        job.known = false;
+      } else if (it != o.gens.end()) {
+        TakeRegistration(&job, &it->second);
+      }
+    }
   }
   Closer& c = TheCloser();
   uint64_t ticket;
@@ -1031,10 +1056,6 @@ uint64_t HandOver(const int* fds, size_t n, uint64_t owner, bool held_for_peer, 
     if (!held_for_peer) lane.own_queued += n;
     for (Closer::Job& job : jobs) {
       job.ticket = ticket;
-      if (!given) {
-        auto it = o.gens.find(job.fd);
-        if (it != o.gens.end()) TakeRegistration(&job, &it->second);
-      }
       lane.jobs.push_back(job);
     }
     registry.unlock();

@@ -12,13 +12,17 @@
 // registry's, which the hand-over may hold then): its system call is read
 // from /proc/self/task/<tid>/syscall, no clock involved.
 //
+// The file is read outside the registry's lock: a thread that registers a
+// new fd of fdbridge's while the hand-over's statx runs ("unlocked") is
+// not made to wait for it.
+//
 // Then: a batch of many fds leaves no room for its jobs behind in the
 // calling thread (the heap in use comes back to what it was).
 //
 // Prints "ok <checks>" and exits 0, or says what differed and exits 1. Its
 // open-fd table is checked to be the same afterwards. Run by
 // test/native/hand-over.test.ts with a mode: "before" or "after" (when the
-// take-over comes relative to the real statx), or "batch-memory".
+// take-over comes relative to the real statx), "unlocked" or "batch-memory".
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -99,10 +103,39 @@ void RunTakeOver() {
   while (!g_take_over.done && (g_take_over.tid == 0 || !InFutex(g_take_over.tid))) sched_yield();
 }
 
+// "unlocked": the fd whose statx starts a thread that makes (and closes) a
+// new fd of ours, and whether that thread waited for a lock, not done.
+int g_register_during_fd = -1;
+int g_register_file = -1;
+TakeOver g_register;
+pthread_t g_register_thread;
+bool g_register_waited = false;
+
+void* RegisterThread(void* arg) {
+  TakeOver* t = static_cast<TakeOver*>(arg);
+  t->tid = static_cast<int>(syscall(SYS_gettid));
+  t->taken = fdbridge::FdDupHigh(t->new_file);
+  if (t->taken >= 0) fdbridge::FdClose(t->taken);
+  t->done = true;
+  return nullptr;
+}
+
+void RunRegister() {
+  g_register_during_fd = -1;
+  g_register.new_file = g_register_file;
+  if (pthread_create(&g_register_thread, nullptr, RegisterThread, &g_register) != 0) {
+    perror("pthread_create");
+    exit(1);
+  }
+  while (!g_register.done && (g_register.tid == 0 || !InFutex(g_register.tid))) sched_yield();
+  g_register_waited = !g_register.done;
+}
+
 }  // namespace
 
 // fd_ops.cc's statx, for this program.
 extern "C" int statx(int dirfd, const char* path, int flags, unsigned int mask, struct statx* buf) noexcept {
+  if (dirfd == g_register_during_fd) RunRegister();
   bool mine = dirfd == g_take_over_fd;
   if (mine && g_before) RunTakeOver();
   long r = syscall(SYS_statx, dirfd, path, flags, mask, buf);
@@ -152,6 +185,22 @@ void TakeOverDuringHandOver(bool before) {
   close(second_file);
 }
 
+void RegisterDuringHandOver() {
+  int file = memfd_create("hand-over-unlocked", MFD_CLOEXEC);
+  Check(file >= 0, "memfd_create");
+  int ours = fdbridge::FdDupHigh(file);
+  Check(ours >= 0, "FdDupHigh");
+  g_register_file = file;
+  g_register_during_fd = ours;
+  uint64_t ticket = fdbridge::FdCloseInBackground(&ours, 1, 0, false);
+  pthread_join(g_register_thread, nullptr);
+  WaitDone(ticket);
+  Check(!g_register_waited, "a thread registering an fd of ours does not wait for the hand-over's statx");
+  Check(g_register.taken >= 0, "that thread made its fd");
+  Check(Identity(ours) == "closed", "the fd handed over is closed");
+  close(file);
+}
+
 size_t HeapInUse() {
   struct mallinfo2 m = mallinfo2();
   return m.uordblks + m.hblkhd;
@@ -180,10 +229,12 @@ int main(int argc, char** argv) {
   std::string mode = argc > 1 ? argv[1] : "";
   if (mode == "before" || mode == "after") {
     TakeOverDuringHandOver(mode == "before");
+  } else if (mode == "unlocked") {
+    RegisterDuringHandOver();
   } else if (mode == "batch-memory") {
     BatchMemory();
   } else {
-    fprintf(stderr, "mode: before, after or batch-memory\n");
+    fprintf(stderr, "mode: before, after, unlocked or batch-memory\n");
     return 1;
   }
   Check(OpenFds() == open_before, "the open-fd table is as it was");
