@@ -586,35 +586,79 @@ int FdDupAllHigh(const int* fds, size_t n, int min_fd, int* out) {
 
 namespace {
 
-// Marks a registration as a copy given to `owner`'s ledger, with its file
-// as it is now. A statx that asks no filesystem (FdFileIdentity): it
-// cannot block under the registry's lock.
-void MarkGivenLocked(OwnedFds::Registration* reg, int fd, uint64_t owner) {
-  reg->given_to = owner;
-  reg->file_known = FdFileIdentity(fd, &reg->file) == 0;
+// The most entries a thread's scratch list of given copies keeps room for
+// between calls (MarkGiven): a message's worth.
+constexpr size_t kKeptGivenReads = 256;
+
+// Marks the registrations `gens` (fds[i]'s when looked up, 0 for none) as
+// copies given to `owner`'s ledger, each with its file as it is now. The
+// files are read outside the registry's lock (one statx each, which asks no
+// filesystem: FdFileIdentity), the registrations looked at again under it:
+// one the number no longer has (its fd was closed by someone else, and a
+// new fd of ours took the number: a registration of its own, never reused)
+// is not marked, and the file read was not its. Returns how many were
+// marked.
+size_t MarkGiven(const int* fds, size_t n, uint64_t owner, const uint64_t* gens) {
+  struct Read {
+    bool known;
+    FdIdentity file;
+  };
+  thread_local std::vector<Read> reads;
+  reads.resize(n);
+  for (size_t i = 0; i < n; i++) {
+    if (gens[i] != 0) reads[i].known = FdFileIdentity(fds[i], &reads[i].file) == 0;
+  }
+  size_t marked = 0;
+  {
+    OwnedFds& o = TheOwnedFds();
+    std::lock_guard<std::recursive_mutex> lock(o.mu);
+    for (size_t i = 0; i < n; i++) {
+      if (gens[i] == 0) continue;
+      auto it = o.gens.find(fds[i]);
+      if (it == o.gens.end() || it->second.gen != gens[i]) continue;
+      it->second.given_to = owner;
+      it->second.file_known = reads[i].known;
+      it->second.file = reads[i].file;
+      marked++;
+    }
+  }
+  if (reads.capacity() > kKeptGivenReads) std::vector<Read>().swap(reads);
+  return marked;
+}
+
+// The registration each of fds[0..n) has now (0 for none), into `gens`.
+void ReadGens(const int* fds, size_t n, std::vector<uint64_t>* gens) {
+  gens->resize(n);
+  OwnedFds& o = TheOwnedFds();
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  for (size_t i = 0; i < n; i++) {
+    auto it = o.gens.find(fds[i]);
+    (*gens)[i] = it == o.gens.end() ? 0 : it->second.gen;
+  }
 }
 
 }  // namespace
 
 int FdDupAllGiven(const int* fds, size_t n, int min_fd, uint64_t owner, int* out) {
-  OwnedFds& o = TheOwnedFds();
-  std::lock_guard<std::recursive_mutex> lock(o.mu);  // made, registered and marked given as one step
-  int r = FdDupAllHigh(fds, n, min_fd, out);
-  if (r != 0) return r;
-  for (size_t i = 0; i < n; i++) MarkGivenLocked(&o.gens.at(out[i]), out[i], owner);  // registered just now, under this lock
+  thread_local std::vector<uint64_t> gens;
+  {
+    // Made and registered as one step (FdDupAllHigh), their registrations
+    // read in the same hold: no copy is anyone else's yet.
+    OwnedFdsLock lock;
+    int r = FdDupAllHigh(fds, n, min_fd, out);
+    if (r != 0) return r;
+    ReadGens(out, n, &gens);
+  }
+  MarkGiven(out, n, owner, gens.data());
+  if (gens.capacity() > kKeptGivenReads) std::vector<uint64_t>().swap(gens);
   return 0;
 }
 
 size_t FdMarkGiven(const int* fds, size_t n, uint64_t owner) {
-  OwnedFds& o = TheOwnedFds();
-  std::lock_guard<std::recursive_mutex> lock(o.mu);
-  size_t marked = 0;
-  for (size_t i = 0; i < n; i++) {
-    auto it = o.gens.find(fds[i]);
-    if (it == o.gens.end()) continue;
-    MarkGivenLocked(&it->second, fds[i], owner);
-    marked++;
-  }
+  thread_local std::vector<uint64_t> gens;
+  ReadGens(fds, n, &gens);
+  size_t marked = MarkGiven(fds, n, owner, gens.data());
+  if (gens.capacity() > kKeptGivenReads) std::vector<uint64_t>().swap(gens);
   return marked;
 }
 

@@ -76,15 +76,18 @@ int FdDupAllHigh(const int* fds, size_t n, int min_fd, int* out);
 // worker), which `owner`'s ledger closes unless the command adopts them
 // (FdCloseGivenInBackground with the same owner): each registration keeps
 // that owner and the copy's file as it is made (device and inode, read with
-// statx(2) AT_STATX_DONT_SYNC: the kernel's own, no filesystem asked), so
-// that a number the program closed behind fdbridge's back, and another
-// file took, is told apart at that close.
+// statx(2) AT_STATX_DONT_SYNC: the kernel's own, no filesystem asked, read
+// outside the registry's lock), so that a number the program closed behind
+// fdbridge's back, and another file took, is told apart at that close. A
+// copy closed by someone else before it is marked, whose number a new fd
+// of ours took, is not marked (nor that new fd).
 int FdDupAllGiven(const int* fds, size_t n, int min_fd, uint64_t owner, int* out);
 // FdDupAllGiven's mark for fds that are registered already (received from
 // a peer on a socket whose fds are ours, then given to a command: a helper
 // daemon's connection, FrameChannel): each registered one is marked given to
 // `owner` with its file as it is now (one statx(2) AT_STATX_DONT_SYNC each,
-// under the registry's lock). Returns how many were registered and marked.
+// read outside the registry's lock; a registration the number no longer has
+// after the read is not marked). Returns how many were registered and marked.
 size_t FdMarkGiven(const int* fds, size_t n, uint64_t owner);
 // Whether `fd`'s registration is a copy given to `owner` (FdDupAllGiven,
 // FdMarkGiven): false once someone else closed it and a new fd of ours

@@ -235,7 +235,7 @@ bool FrameChannel::AnswerDup(uint32_t id, const int* fds, size_t nfds) {
   // The connection's until the command adopts them: registered as
   // fdbridge's since they arrived (Serve: UnixSocket::ReceiveOwnFds).
   // This channel's copies from now on, each with its file as it is now (one
-  // statx each, under the registry's lock): a number the command closes
+  // statx each, outside the registry's lock): a number the command closes
   // and another connection's fd takes is then told apart from them
   // (CloseGivenInBackground). A number already in the ledger that the
   // command closed has a new registration here, marked as well.

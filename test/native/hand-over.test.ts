@@ -5,8 +5,10 @@
  * program closed the fd handed over) is never closed by the closer, nor its
  * registration ended, nor noted as closed by someone else. And a large batch
  * leaves no room for its jobs behind in the thread that handed it over.
- * The files are read outside the registry's lock: another thread that
- * makes an fd of fdbridge's during that read does not wait for it.
+ * The files are read outside the registry's lock, as are a given copy's
+ * as it is marked (FdMarkGiven, FdDupAllGiven): another thread that makes
+ * an fd of fdbridge's during that read does not wait for it, and a new fd
+ * of fdbridge's that took the number meanwhile is not marked given.
  * test/native/hand_over_test.cc makes that take-over happen inside the
  * hand-over's statx, before and after the real one; it checks its own
  * open-fd table before and after.
@@ -28,6 +30,9 @@ test.each([
   ['before', 'the take-over comes before the hand-over reads the file'],
   ['after', 'the take-over comes after the hand-over read the file'],
   ['unlocked', "another thread registering an fd of fdbridge's meanwhile does not wait for the file's read"],
+  ['mark-given-unlocked', "FdMarkGiven reads the file outside the registry's lock"],
+  ['dup-given-unlocked', "FdDupAllGiven reads the new copy's file outside the registry's lock"],
+  ['mark-given-take-over', 'a take-over during FdMarkGiven leaves the new fd unmarked, open and registered'],
   ['batch-memory', 'a batch of 100,000 fds'],
 ])('%s: %s', (mode) => {
   const run = spawnSync(program, [mode], { encoding: 'utf8', timeout: scaled(60_000) });

@@ -14,7 +14,10 @@
 //
 // The file is read outside the registry's lock: a thread that registers a
 // new fd of fdbridge's while the hand-over's statx runs ("unlocked") is
-// not made to wait for it.
+// not made to wait for it. So is a given copy's as it is marked
+// (FdMarkGiven, FdDupAllGiven: "mark-given-unlocked", "dup-given-unlocked"),
+// and a take-over of the number during FdMarkGiven's read leaves the new fd
+// of ours unmarked ("mark-given-take-over").
 //
 // Then: a batch of many fds leaves no room for its jobs behind in the
 // calling thread (the heap in use comes back to what it was).
@@ -22,7 +25,9 @@
 // Prints "ok <checks>" and exits 0, or says what differed and exits 1. Its
 // open-fd table is checked to be the same afterwards. Run by
 // test/native/hand-over.test.ts with a mode: "before" or "after" (when the
-// take-over comes relative to the real statx), "unlocked" or "batch-memory".
+// take-over comes relative to the real statx), "unlocked",
+// "mark-given-unlocked", "dup-given-unlocked", "mark-given-take-over" or
+// "batch-memory".
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -105,6 +110,8 @@ void RunTakeOver() {
 
 // "unlocked": the fd whose statx starts a thread that makes (and closes) a
 // new fd of ours, and whether that thread waited for a lock, not done.
+// kAnyFd: the next statx of any fd.
+constexpr int kAnyFd = -2;
 int g_register_during_fd = -1;
 int g_register_file = -1;
 TakeOver g_register;
@@ -135,7 +142,7 @@ void RunRegister() {
 
 // fd_ops.cc's statx, for this program.
 extern "C" int statx(int dirfd, const char* path, int flags, unsigned int mask, struct statx* buf) noexcept {
-  if (dirfd == g_register_during_fd) RunRegister();
+  if (dirfd == g_register_during_fd || (g_register_during_fd == kAnyFd && dirfd >= 0)) RunRegister();
   bool mine = dirfd == g_take_over_fd;
   if (mine && g_before) RunTakeOver();
   long r = syscall(SYS_statx, dirfd, path, flags, mask, buf);
@@ -201,6 +208,58 @@ void RegisterDuringHandOver() {
   close(file);
 }
 
+// A copy marked given (FdMarkGiven of a registered fd, or FdDupAllGiven's
+// new copy) has its file read outside the registry's lock: a thread that
+// registers an fd of ours meanwhile does not wait.
+void RegisterDuringMarkGiven(bool dup) {
+  constexpr uint64_t kOwner = 77;
+  int file = memfd_create("mark-given-unlocked", MFD_CLOEXEC);
+  Check(file >= 0, "memfd_create");
+  g_register_file = file;
+  int copy = -1;
+  if (dup) {
+    g_register_during_fd = kAnyFd;
+    Check(fdbridge::FdDupAllGiven(&file, 1, 0, kOwner, &copy) == 0, "FdDupAllGiven");
+  } else {
+    copy = fdbridge::FdDupHigh(file);
+    Check(copy >= 0, "FdDupHigh");
+    g_register_during_fd = copy;
+    Check(fdbridge::FdMarkGiven(&copy, 1, kOwner) == 1, "FdMarkGiven marks the registered fd");
+  }
+  pthread_join(g_register_thread, nullptr);
+  Check(!g_register_waited, "a thread registering an fd of ours does not wait for the mark's statx");
+  Check(g_register.taken >= 0, "that thread made its fd");
+  Check(fdbridge::FdIsGiven(copy, kOwner), "the copy is marked given");
+  Check(fdbridge::FdClose(copy) == 0, "the copy closes");
+  close(file);
+}
+
+// A take-over of the number while FdMarkGiven reads the file (before the
+// real statx: the file read is the new fd's): the new fd of ours is not
+// marked as the given copy, and stays open and registered.
+void TakeOverDuringMarkGiven() {
+  constexpr uint64_t kOwner = 78;
+  int first_file = memfd_create("mark-given-first", MFD_CLOEXEC);
+  int second_file = memfd_create("mark-given-second", MFD_CLOEXEC);
+  Check(first_file >= 0 && second_file >= 0, "memfd_create");
+  int ours = fdbridge::FdDupHigh(first_file);
+  Check(ours >= 0, "FdDupHigh");
+  g_take_over.new_file = second_file;
+  g_take_over_fd = ours;
+  g_before = true;
+  size_t marked = fdbridge::FdMarkGiven(&ours, 1, kOwner);
+  pthread_join(g_thread, nullptr);
+  int taken = g_take_over.taken;
+  Check(taken == ours, "the new fd of ours took the number");
+  Check(marked == 0, "nothing marked: the registration read first ended");
+  Check(!fdbridge::FdIsGiven(taken, kOwner), "the new fd is not marked given");
+  Check(Identity(taken) == Identity(second_file), "the new fd is open, on its own file");
+  Check(fdbridge::FdRegistration(taken) != 0, "the new fd is still registered as ours");
+  Check(fdbridge::FdClose(taken) == 0, "the new fd closes");
+  close(first_file);
+  close(second_file);
+}
+
 size_t HeapInUse() {
   struct mallinfo2 m = mallinfo2();
   return m.uordblks + m.hblkhd;
@@ -231,10 +290,14 @@ int main(int argc, char** argv) {
     TakeOverDuringHandOver(mode == "before");
   } else if (mode == "unlocked") {
     RegisterDuringHandOver();
+  } else if (mode == "mark-given-unlocked" || mode == "dup-given-unlocked") {
+    RegisterDuringMarkGiven(mode == "dup-given-unlocked");
+  } else if (mode == "mark-given-take-over") {
+    TakeOverDuringMarkGiven();
   } else if (mode == "batch-memory") {
     BatchMemory();
   } else {
-    fprintf(stderr, "mode: before, after, unlocked or batch-memory\n");
+    fprintf(stderr, "mode: before, after, unlocked, mark-given-unlocked, dup-given-unlocked, mark-given-take-over or batch-memory\n");
     return 1;
   }
   Check(OpenFds() == open_before, "the open-fd table is as it was");
