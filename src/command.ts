@@ -18,7 +18,7 @@ import { threadId } from 'node:worker_threads';
 
 import { BUILTIN_COMMANDS, builtinCommand } from './commands/registry';
 import { HeldCopies } from './fd';
-import { fdList, native, type FdList } from './native';
+import { native } from './native';
 import type { TransportName } from './transports';
 import { requireModule } from './ts-modules';
 
@@ -199,14 +199,13 @@ export function loadCommandClass(spec: CommandSpec): CommandClass {
 /** The fds a connection has put into a command's context and not yet seen adopted. */
 export interface FdLedger {
   add(fd: number): void;
-  /** True (and forgets the fd) when the fd was given and not yet adopted. */
-  adopt(fd: number): boolean;
   /**
-   * True when adopt() also takes the fd out of fdbridge's own fds
-   * (native.disownGiven: a ledger of copies it gave, which checks that the
-   * number is still its copy); else the command host does (native.disown).
+   * True when the fd was given and not yet adopted: it is the command's
+   * then, forgotten here and no longer one of fdbridge's own fds (a caller
+   * may name it: native.disown; a ledger of copies it gave checks that the
+   * number still holds its copy, native.disownGiven).
    */
-  readonly disowns?: boolean;
+  adopt(fd: number): boolean;
   /**
    * The command is closing `fds` (closeClientFds): a ledger that keeps the
    * fds it adopted counted against the client's limits (a helper daemon's
@@ -224,56 +223,31 @@ export interface FdLedger {
   readonly size: number;
 }
 
+/**
+ * The fds a command was given from elsewhere (a socket's receive), in a
+ * Set: the sweep closes them as they are. (The copies a connection makes
+ * for a command in this process have ledgers of their own:
+ * transports/given-copies.ts, transports/shared-ledger.ts.)
+ */
 export class SetLedger implements FdLedger {
   #fds = new Set<number>();
   readonly #held = new HeldCopies();
-  readonly #givesCopies: boolean;
-
-  /**
-   * `givesCopies`: the fds it holds are the copies it makes itself (give,
-   * giveAll: a direct command's), each registered as given to it with its
-   * file, and its sweep closes only those still there (a copy the program
-   * closed behind fdbridge's back is left alone, whatever file took its
-   * number: HeldCopies.closeGiven). Else the fds added come from elsewhere
-   * (a socket's receive) and are swept as they are.
-   */
-  constructor(options: { givesCopies?: boolean } = {}) {
-    this.#givesCopies = options.givesCopies === true;
-  }
 
   add(fd: number): void {
     this.#fds.add(fd);
   }
 
-  /** A copy of `fd` made for the command (native.dupHigh: above the floor), given to it and held here. */
-  give(fd: number): number {
-    const d = native.dupHigh(fd, this.#givesCopies ? this.#held.owner : undefined);
-    this.#fds.add(d);
-    return d;
-  }
-
-  /** give() for every fd, all or none (native.dupAll: each above the highest in the list and at least `above`). */
-  giveAll(fds: FdList, above: number): number[] {
-    const out = native.dupAll(fdList(fds), above, this.#givesCopies ? this.#held.owner : undefined);
-    for (const d of out) this.#fds.add(d);
-    return out;
-  }
-
-  get disowns(): boolean {
-    return this.#givesCopies;
-  }
-
   adopt(fd: number): boolean {
-    // A copy the program closed behind fdbridge's back, whose number another
-    // fd of fdbridge's took since, is not this command's to adopt.
-    return this.#fds.delete(fd) && (!this.#givesCopies || native.disownGiven(fd, this.#held.owner));
+    if (!this.#fds.delete(fd)) return false;
+    // The command's now: a caller may name it.
+    native.disown(fd);
+    return true;
   }
 
   sweep(): number {
     const fds = [...this.#fds];
     this.#fds.clear();
-    if (this.#givesCopies) this.#held.closeGiven(fds);
-    else this.#held.close(fds);
+    this.#held.close(fds);
     return fds.length;
   }
 
@@ -331,11 +305,10 @@ export class CommandHost {
       ...(peer ? { peer: Object.freeze({ pid: peer.pid, uid: peer.uid, gid: peer.gid }) } : {}),
       adoptFd(fd: number): number {
         if (!Number.isInteger(fd) || fd < 0) throw new RangeError(`adoptFd: ${fd} is not an fd`);
+        // The ledger hands it over: the command's now, a caller may name it.
         if (!ledger.adopt(fd)) {
           throw new Error(`adoptFd(${fd}): this fd was not duplicated into this command, or was adopted already`);
         }
-        // The command's now: a caller may name it (native.disown).
-        if (ledger.disowns !== true) native.disown(fd);
         return fd;
       },
       closeClientFds(fds: readonly number[]): Promise<void> {

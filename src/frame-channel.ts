@@ -36,7 +36,11 @@ export class ChannelLedger implements FdLedger {
   }
 
   adopt(fd: number): boolean {
-    return this.#channel.adopt(fd);
+    if (!this.#channel.adopt(fd)) return false;
+    // The command's now: a caller may name it (a copy given under the
+    // channel's mark the native adopt has disowned already).
+    native.disown(fd);
+    return true;
   }
 
   closing(fds: readonly number[]): void {

@@ -6,10 +6,11 @@
 import { threadId } from 'node:worker_threads';
 
 import { BaseConnection, type CommandLocation, type ConnectOptions } from '../connection';
-import { CommandHost, normalizeCommandSpec, SetLedger } from '../command';
+import { CommandHost, normalizeCommandSpec } from '../command';
 import { describeError, RemoteError } from '../errors';
 import { argsFromJson, resultFromJson, resultToJson } from '../json-value';
 import { native, type FdList } from '../native';
+import { GivenCopySet } from './given-copies';
 
 /**
  * Runs a method on a host with the call's JSON, as a socket transport
@@ -32,7 +33,7 @@ export class DirectConnection extends BaseConnection {
 
   static async open(options: ConnectOptions): Promise<DirectConnection> {
     const spec = normalizeCommandSpec(options.command);
-    const ledger = new SetLedger({ givesCopies: true });
+    const ledger = new GivenCopySet();
     let host: CommandHost;
     try {
       host = new CommandHost(spec, 'direct', ledger);
@@ -45,9 +46,9 @@ export class DirectConnection extends BaseConnection {
 
   #onCommandClosed: ConnectOptions['onCommandClosed'];
   /** host's ledger: the copies given to the command and not adopted. */
-  #ledger: SetLedger;
+  #ledger: GivenCopySet;
 
-  private constructor(host: CommandHost, ledger: SetLedger, options: ConnectOptions) {
+  private constructor(host: CommandHost, ledger: GivenCopySet, options: ConnectOptions) {
     super();
     this.#host = host;
     this.#ledger = ledger;

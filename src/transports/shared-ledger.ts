@@ -79,9 +79,6 @@ export class SharedFdLedger implements FdLedger {
     Atomics.store(this.#view, fd, GIVEN);
   }
 
-  /** adopt() takes the copy out of fdbridge's own fds (native.disownGiven). */
-  readonly disowns = true;
-
   adopt(fd: number): boolean {
     // A copy the program closed behind fdbridge's back, whose number another
     // fd of fdbridge's took since, is not this command's to adopt.

@@ -186,7 +186,6 @@ test('generated: with adopted fds kept charged, the budget holds exactly the led
           } else if (step.kind === 'adopt') {
             for (const fd of pick(given, step.pick, step.k)) {
               expect(ledger.adopt(fd)).toBe(true);
-              native.disown(fd);
               given.delete(fd);
               adopted.set(fd, { open: true });
               mine.add(fd);
@@ -243,7 +242,6 @@ test('without keepAdoptedCharged an adopted fd is refunded at once (a child or p
     const reply = await client.receive();
     const fd = reply.data.readInt32LE(HEADER_BYTES);
     expect(ledger.adopt(fd)).toBe(true);
-    native.disown(fd);
     scope.own(fd);
     expect({ held: budget.held, heldCount: channel.heldCount, forgotten: channel.forgetAdopted([fd]) }).toEqual({ held: 1, heldCount: 1, forgotten: 0 });
   }));
