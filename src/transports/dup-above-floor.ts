@@ -11,8 +11,15 @@ import { fdList, native, type FdList } from '../native';
  * dup(2)s every fd, or none, each numbered above the highest in the list
  * and at least `above` (a batch sent in pieces passes its highest + 1): a
  * closed fd later in the list or batch then fails with EBADF instead of
- * matching a fresh duplicate's number. The caller owns the copies.
+ * matching a fresh duplicate's number. The caller owns the copies;
+ * `givenTo`: they are copies given to a command, under that closer owner
+ * (native.dupAll's: each registered with its file, see HeldCopies.closeGiven).
  */
-export function dupAll(fds: FdList, above?: number): number[] {
-  return native.dupAll(fdList(fds), above);
+export function dupAll(fds: FdList, above?: number, givenTo?: number): number[] {
+  return native.dupAll(fdList(fds), above, givenTo);
+}
+
+/** A copy of `fd` numbered at or above the floor (native.dupHigh), owned by the caller; `givenTo` as dupAll's. */
+export function dupHigh(fd: number, givenTo?: number): number {
+  return native.dupHigh(fd, givenTo);
 }

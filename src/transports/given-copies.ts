@@ -1,46 +1,70 @@
 /**
- * A direct command's ledger: the copies its connection gives it, each made
- * above the fd floor and registered as given under the ledger's closer
- * owner with its file, so that what the ledger adopts or closes is that
- * copy alone: one the program closed behind fdbridge's back is neither
- * adopted nor closed, whatever file took its number since.
+ * The ledgers of the copies a connection gives a command in this process
+ * (direct, worker): each copy is made above the fd floor (dupHigh, dupAll)
+ * and registered as given under the ledger's closer owner with its file,
+ * so that what the ledger adopts or closes is that copy alone: one the
+ * program closed behind fdbridge's back is neither adopted nor closed,
+ * whatever file took its number since.
  */
 import type { FdLedger } from '../command';
 import { HeldCopies } from '../fd';
-import { fdList, native, type FdList } from '../native';
+import { native, type FdList } from '../native';
+import { dupAll, dupHigh } from './dup-above-floor';
 
-export class GivenCopySet implements FdLedger {
-  #fds = new Set<number>();
+/**
+ * What every ledger of given copies does with them: the direct command's
+ * (GivenCopySet) and the worker's (SharedFdLedger, shared by both
+ * threads). A subclass keeps the numbers given and not yet adopted (add,
+ * take, takeAll, size).
+ */
+export abstract class GivenCopiesLedger implements FdLedger {
   /** The closes of what it swept, under the owner its copies are given to. */
-  readonly #held = new HeldCopies();
+  readonly #held: HeldCopies;
 
-  add(fd: number): void {
-    this.#fds.add(fd);
+  /** `owner`: the closer owner to give copies under (another thread's ledger's: HeldCopies); by default a new one. */
+  protected constructor(owner?: number) {
+    this.#held = new HeldCopies(owner);
   }
 
-  /** A copy of `fd` made for the command (native.dupHigh: above the floor, given under this ledger's owner), held here. */
+  /**
+   * The closer owner its copies are given under (native.dupHigh's
+   * `givenTo`): the ledger closes only the copies still given to it
+   * (HeldCopies.closeGiven).
+   */
+  get owner(): number {
+    return this.#held.owner;
+  }
+
+  abstract add(fd: number): void;
+  /** Forgets `fd`: true when it was given (add) and not yet adopted or forgotten. */
+  protected abstract take(fd: number): boolean;
+  /** Forgets every fd given and not yet adopted, and returns them. */
+  protected abstract takeAll(): number[];
+  abstract get size(): number;
+
+  /** A copy of `fd` made for the command (dupHigh: above the floor, given under this ledger's owner), held here. */
   give(fd: number): number {
-    const d = native.dupHigh(fd, this.#held.owner);
-    this.#fds.add(d);
+    const d = dupHigh(fd, this.owner);
+    this.add(d);
     return d;
   }
 
-  /** give() for every fd, all or none (native.dupAll: each above the highest in the list and at least `above`). */
+  /** give() for every fd, all or none (dupAll: each above the highest in the list and at least `above`). */
   giveAll(fds: FdList, above: number): number[] {
-    const out = native.dupAll(fdList(fds), above, this.#held.owner);
-    for (const d of out) this.#fds.add(d);
+    const out = dupAll(fds, above, this.owner);
+    for (const d of out) this.add(d);
     return out;
   }
 
+  /** Takes the copy out of fdbridge's own fds too (native.disownGiven). */
   adopt(fd: number): boolean {
     // A copy the program closed behind fdbridge's back, whose number another
     // fd of fdbridge's took since, is not this command's to adopt.
-    return this.#fds.delete(fd) && native.disownGiven(fd, this.#held.owner);
+    return this.take(fd) && native.disownGiven(fd, this.owner);
   }
 
   sweep(): number {
-    const fds = [...this.#fds];
-    this.#fds.clear();
+    const fds = this.takeAll();
     // One the program closed behind fdbridge's back is left alone (and its
     // registration ends), whatever file took its number since.
     this.#held.closeGiven(fds);
@@ -49,6 +73,29 @@ export class GivenCopySet implements FdLedger {
 
   swept(): Promise<void> {
     return this.#held.settled();
+  }
+}
+
+/** A direct command's ledger: the copies given to it, in a Set. */
+export class GivenCopySet extends GivenCopiesLedger {
+  readonly #fds = new Set<number>();
+
+  constructor() {
+    super();
+  }
+
+  add(fd: number): void {
+    this.#fds.add(fd);
+  }
+
+  protected take(fd: number): boolean {
+    return this.#fds.delete(fd);
+  }
+
+  protected takeAll(): number[] {
+    const fds = [...this.#fds];
+    this.#fds.clear();
+    return fds;
   }
 
   get size(): number {

@@ -8,9 +8,8 @@
  */
 import { readFileSync } from 'node:fs';
 
-import type { FdLedger } from '../command';
-import { HeldCopies } from '../fd';
-import { fdList, native, type FdList } from '../native';
+import { native } from '../native';
+import { GivenCopiesLedger } from './given-copies';
 
 const GIVEN = 1;
 
@@ -24,17 +23,9 @@ function maxFdSlots(): number {
   }
 }
 
-export class SharedFdLedger implements FdLedger {
+export class SharedFdLedger extends GivenCopiesLedger {
   readonly buffer: SharedArrayBuffer;
-  /**
-   * The closer owner its copies are given under (native.dupHigh's
-   * `givenTo`), the same on both threads: whichever sweeps closes only the
-   * copies still given to it (HeldCopies.closeGiven).
-   */
-  readonly owner: number;
   #view: Uint8Array;
-  /** This thread's closes of what it swept. */
-  readonly #held: HeldCopies;
 
   /** A new, empty ledger sized for this process's fd limit (it grows on demand). */
   static create(): SharedFdLedger {
@@ -50,26 +41,15 @@ export class SharedFdLedger implements FdLedger {
     return new SharedFdLedger(buffer, owner);
   }
 
+  /**
+   * `owner`: the closer owner its copies are given under, the same on both
+   * threads: whichever sweeps closes only the copies still given to it.
+   */
   private constructor(buffer: SharedArrayBuffer, owner: number) {
+    super(owner);
     this.buffer = buffer;
-    this.owner = owner;
-    this.#held = new HeldCopies(owner);
     // A length-tracking view follows the buffer when it grows.
     this.#view = new Uint8Array(buffer);
-  }
-
-  /** A copy of `fd` made for the command (native.dupHigh: above the floor, given under this ledger's owner), marked here. */
-  give(fd: number): number {
-    const d = native.dupHigh(fd, this.owner);
-    this.add(d);
-    return d;
-  }
-
-  /** give() for every fd, all or none (native.dupAll: each above the highest in the list and at least `above`). */
-  giveAll(fds: FdList, above: number): number[] {
-    const out = native.dupAll(fdList(fds), above, this.owner);
-    for (const d of out) this.add(d);
-    return out;
   }
 
   add(fd: number): void {
@@ -79,28 +59,20 @@ export class SharedFdLedger implements FdLedger {
     Atomics.store(this.#view, fd, GIVEN);
   }
 
-  adopt(fd: number): boolean {
-    // A copy the program closed behind fdbridge's back, whose number another
-    // fd of fdbridge's took since, is not this command's to adopt.
-    return fd < this.#view.length && Atomics.compareExchange(this.#view, fd, GIVEN, 0) === GIVEN && native.disownGiven(fd, this.owner);
+  /** Clears the mark (compare-and-swap: one thread takes it). */
+  protected take(fd: number): boolean {
+    return fd < this.#view.length && Atomics.compareExchange(this.#view, fd, GIVEN, 0) === GIVEN;
   }
 
-  sweep(): number {
-    const swept: number[] = [];
+  protected takeAll(): number[] {
+    const taken: number[] = [];
     const view = this.#view;
     // Stryker disable next-line EqualityOperator: `fd <= view.length` reads one past the end: undefined, not GIVEN
     for (let fd = 0; fd < view.length; fd++) {
       // Stryker disable next-line ConditionalExpression: the plain read `view[fd] === GIVEN` forced true leaves it to the compare-and-swap, which decides the same (it is a cheap filter)
-      if (view[fd] === GIVEN && Atomics.compareExchange(view, fd, GIVEN, 0) === GIVEN) swept.push(fd);
+      if (view[fd] === GIVEN && Atomics.compareExchange(view, fd, GIVEN, 0) === GIVEN) taken.push(fd);
     }
-    // One the program closed behind fdbridge's back is left alone (and its
-    // registration ends), whatever file took its number since.
-    this.#held.closeGiven(swept);
-    return swept.length;
-  }
-
-  swept(): Promise<void> {
-    return this.#held.settled();
+    return taken;
   }
 
   get size(): number {
