@@ -9,7 +9,7 @@ import { BaseConnection, type CommandLocation, type ConnectOptions } from '../co
 import { CommandHost, normalizeCommandSpec } from '../command';
 import { describeError, RemoteError } from '../errors';
 import { argsFromJson, resultFromJson, resultToJson } from '../json-value';
-import { native, type FdList } from '../native';
+import type { FdList } from '../native';
 import { GivenCopySet } from './given-copies';
 
 /**
@@ -70,8 +70,9 @@ export class DirectConnection extends BaseConnection {
     return this.#ledger.giveAll(fds, above);
   }
 
-  protected async release(fds: number[]): Promise<void> {
-    for (const fd of fds) if (this.#ledger.adopt(fd)) native.close(fd);
+  /** Through the ledger: a number the program closed behind fdbridge's back and opened a file of its own at keeps that file. */
+  protected release(fds: number[]): Promise<void> {
+    return this.#ledger.release(fds);
   }
 
   protected callRemote(method: string, json: string): Promise<unknown> {

@@ -18,7 +18,7 @@ import { dupAll, dupHigh } from './dup-above-floor';
  * take, takeAll, size).
  */
 export abstract class GivenCopiesLedger implements FdLedger {
-  /** The closes of what it swept, under the owner its copies are given to. */
+  /** The closes of what it swept or released, under the owner its copies are given to. */
   readonly #held: HeldCopies;
 
   /** `owner`: the closer owner to give copies under (another thread's ledger's: HeldCopies); by default a new one. */
@@ -61,6 +61,18 @@ export abstract class GivenCopiesLedger implements FdLedger {
     // A copy the program closed behind fdbridge's back, whose number another
     // fd of fdbridge's took since, is not this command's to adopt.
     return this.take(fd) && native.disownGiven(fd, this.owner);
+  }
+
+  /**
+   * Closes those of `fds` still given and not adopted (copies of a batch
+   * the caller does not get after all), as the sweep does: each only while
+   * its number still holds that copy, so that a file the program opened at
+   * the number of one it closed behind fdbridge's back stays open. Resolves
+   * once they are closed (or their closes given up on, closesSettled).
+   */
+  release(fds: readonly number[]): Promise<void> {
+    this.#held.closeGiven(fds.filter((fd) => this.take(fd)));
+    return this.#held.settled();
   }
 
   sweep(): number {

@@ -266,8 +266,9 @@ export class WorkerConnection extends BaseConnection {
     return this.#ledger.giveAll(fds, above);
   }
 
-  protected async release(fds: number[]): Promise<void> {
-    for (const fd of fds) if (this.#ledger.adopt(fd)) native.close(fd);
+  /** Through the ledger: a number the program closed behind fdbridge's back and opened a file of its own at keeps that file. */
+  protected release(fds: number[]): Promise<void> {
+    return this.#ledger.release(fds);
   }
 
   protected callRemote(method: string, callJson: string): Promise<unknown> {
