@@ -1,7 +1,7 @@
 /**
- * What fdbridge's own tests observe or fake inside the native layer, and
- * nothing else: counters of what the addon holds, a process-exit watch and a
- * simulated older kernel. Not part of the package's API (neither index.ts nor
+ * What fdbridge's own tests observe or fake inside the native layer (and
+ * the helper daemon's reclaim pacing), and nothing else: counters of what
+ * the addon holds, a process-exit watch and a simulated older kernel. Not part of the package's API (neither index.ts nor
  * testing.ts exports it): these name internals that may change with the addon.
  *
  * Tests outside test/native reach the addon only through this module, the
@@ -14,7 +14,7 @@ import { parentPort } from 'node:worker_threads';
 import { setAfterSpawnHook } from './child-process';
 import { SystemError } from './errors';
 import { native, type NativeExitWatch } from './native';
-import { reclaimScanCount } from './transports/serve';
+import { ReclaimPacing } from './transports/serve';
 import { setWorkerStartHold } from './transports/worker';
 
 /** The addon's own read of the lanes' fds, whatever afterLaneWriterFdsRead put in its place. */
@@ -58,9 +58,30 @@ export function startLaneWrite(fd: number, data: Uint8Array, owner: number): { w
   return { written, cancel: () => native.laneWriteCancel(group) };
 }
 
-/** Reclaim scans of adopted fds (ReclaimPacing's, one statx per adopted fd in the scope) run in this process so far; those held back not counted. */
-export function reclaimScansRun(): number {
-  return reclaimScanCount();
+/**
+ * Counts the reclaim scans of adopted fds (ReclaimPacing's: one statx per
+ * adopted fd in the scope) that the helper daemons of this thread run from
+ * now on, those their pacing holds back not counted, until stop(): every
+ * ReclaimPacing's run() counts the scan it is given as that scan starts.
+ */
+export function countReclaimScans(): { readonly scans: number; stop(): void } {
+  const pacing = ReclaimPacing.prototype;
+  const run = pacing.run;
+  let scans = 0;
+  pacing.run = function (this: ReclaimPacing, scan: () => number): number {
+    return run.call(this, () => {
+      scans++;
+      return scan();
+    });
+  };
+  return {
+    get scans(): number {
+      return scans;
+    },
+    stop(): void {
+      pacing.run = run;
+    },
+  };
 }
 
 /** How many fds fdbridge holds for itself in this process now (dupHigh, pins, ledgers, its own sockets). */

@@ -76,14 +76,6 @@ export const RECLAIM_PACED_FROM_MS = 1;
 /** ...for this many times its duration after it ended. */
 export const RECLAIM_PACE = 10;
 
-/** Reclaim scans run in this process so far: read by the tests only (reclaimScanCount). */
-let reclaimScans = 0;
-
-/** Reclaim scans run in this process so far (test-hooks reclaimScansRun). */
-export function reclaimScanCount(): number {
-  return reclaimScans;
-}
-
 /**
  * Paces the reclaim scans of one scope: a connection's adopted fds (its
  * 'fds' limit), a uid's connections' ('uidFds') or every connection's
@@ -103,7 +95,6 @@ export class ReclaimPacing {
   run(scan: () => number): number {
     const start = performance.now();
     if (start < this.#heldUntil) return 0;
-    reclaimScans++;
     const refunded = scan();
     const end = performance.now();
     const took = end - start;

@@ -12,13 +12,13 @@
  * duration: here, for each limit, refused DUPs in a row run far fewer
  * scans than there are refusals (unpaced: one each), each refusal still
  * the limit's, and a DUP once the command closed one fd is served.
- * The scans are counted (test-hooks reclaimScansRun), never timed.
+ * The scans are counted (test-hooks countReclaimScans), never timed.
  */
 import fc from 'fast-check';
 
 import { closeFd, connect, HelperDaemon, makeMemfd } from '../../src';
 import { openFdTable } from '../../src/fd';
-import { reclaimScansRun } from '../../src/test-hooks';
+import { countReclaimScans } from '../../src/test-hooks';
 import { fdTableSettles } from '../util/processes';
 import { scaled } from '../util/time-scale';
 
@@ -52,17 +52,21 @@ test("refused DUPs in a row against thousands of adopted fds run far fewer recla
         expect(await conn.call('adopt', given)).toBe(ADOPTED);
         expect(daemon.status().fdsHeld).toBe(ADOPTED);
 
-        const scansBefore = reclaimScansRun();
+        const counted = countReclaimScans();
         const outcomes: string[] = [];
-        for (let i = 0; i < REFUSALS; i++) {
-          outcomes.push(
-            await conn.dupFileDescriptor(memfd).then(
-              () => 'served',
-              (e: { code?: string; quota?: string }) => `${e.code}:${e.quota}`,
-            ),
-          );
+        try {
+          for (let i = 0; i < REFUSALS; i++) {
+            outcomes.push(
+              await conn.dupFileDescriptor(memfd).then(
+                () => 'served',
+                (e: { code?: string; quota?: string }) => `${e.code}:${e.quota}`,
+              ),
+            );
+          }
+        } finally {
+          counted.stop();
         }
-        const scans = reclaimScansRun() - scansBefore;
+        const scans = counted.scans;
         expect(outcomes).toEqual(new Array<string>(REFUSALS).fill(`ERR_FDBRIDGE_QUOTA:${scope}`));
         // The first refusal scans (nothing held it back yet); unpaced, each of the REFUSALS would have.
         expect(scans).toBeGreaterThanOrEqual(1);
