@@ -10,8 +10,6 @@ import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { closeSync, fstatSync } from 'node:fs';
 
-import fc from 'fast-check';
-
 import { checkFdLeaks, type FdLeakReport } from '../../src';
 import { openFdTable } from '../../src/fd';
 import { fdTableSettles } from '../util/processes';
@@ -78,52 +76,56 @@ describe('ownedStream', () => {
       expectSystemError(thrown(() => native.dupAll([mine])), 'EBADF');
     }));
 
-  test("generated: its fd closed behind fdbridge's back and the number taken by a new fd of ours, the stream's close (libuv's, by number) never closes that fd; a leak check blames the stream's fd", async () => {
-    const before = openFdTable(process.pid);
-    await fc.assert(
-      fc.asyncProperty(fc.constantFrom('dup' as const, 'socketpair' as const), fc.integer({ min: 1, max: 3 }), fc.boolean(), async (maker, count, inCheck) => {
-        const [ours, peer] = ownPair();
-        const memfd = native.memfd('owned-stream-reuse');
-        const made: number[] = [];
-        try {
-          const stream = ownedStream(ours, { readable: true, writable: true });
-          const closed = once(stream, 'close');
-          const identities = new Map<number, string>();
-          const body = async (): Promise<void> => {
-            closeSync(ours); // the program's close, behind fdbridge's back
-            // New fds of ours: the first takes the lowest free number above the floor, the stream's.
-            for (let i = 0; i < count; i++) made.push(...(maker === 'dup' ? native.dupAll([memfd]) : ownPair()));
-            for (const fd of made) identities.set(fd, `${fstatSync(fd).dev}:${fstatSync(fd).ino}`);
-            stream.destroy();
-            await closed;
-          };
-          let report: FdLeakReport | undefined;
-          if (inCheck) report = await checkFdLeaks(body);
-          else await body();
-          // Every new fd of ours is still open, on its file, and still ours (none is the one libuv closes at the stream's number).
-          for (const fd of made) {
-            expect(`${fstatSync(fd).dev}:${fstatSync(fd).ino}`).toBe(identities.get(fd));
-            expect(native.registration(fd)).toBeGreaterThan(0);
-          }
-          expect(native.registration(ours) === 0 || made.includes(ours)).toBe(true);
-          if (report !== undefined) {
-            // The close blamed on the code under test is the stream's fd's, and no other.
-            expect(report.closed.map((e) => ({ fd: e.fd, fdbridgeOwn: e.fdbridgeOwn }))).toEqual([{ fd: ours, fdbridgeOwn: true }]);
-          }
-        } finally {
-          for (const fd of [...made, memfd, peer]) {
-            try {
-              native.close(fd);
-            } catch {
-              // closed already
-            }
+  /** Every case: how the new fds of ours are made, how many, in a leak check or not. */
+  const takeOvers = (['dup', 'socketpair'] as const).flatMap((maker) =>
+    [1, 2, 3].flatMap((count) => [false, true].map((inCheck) => ({ maker, count, inCheck }))),
+  );
+
+  test.each(takeOvers)(
+    "$maker x $count, in a leak check: $inCheck: its fd closed behind fdbridge's back and the number taken by a new fd of ours, the stream's close (libuv's, by number) never closes that fd; a leak check blames the stream's fd",
+    async ({ maker, count, inCheck }) => {
+      const before = openFdTable(process.pid);
+      const [ours, peer] = ownPair();
+      const memfd = native.memfd('owned-stream-reuse');
+      const made: number[] = [];
+      try {
+        const stream = ownedStream(ours, { readable: true, writable: true });
+        const closed = once(stream, 'close');
+        const identities = new Map<number, string>();
+        const body = async (): Promise<void> => {
+          closeSync(ours); // the program's close, behind fdbridge's back
+          // New fds of ours: the first takes the lowest free number above the floor, the stream's.
+          for (let i = 0; i < count; i++) made.push(...(maker === 'dup' ? native.dupAll([memfd]) : ownPair()));
+          for (const fd of made) identities.set(fd, `${fstatSync(fd).dev}:${fstatSync(fd).ino}`);
+          stream.destroy();
+          await closed;
+        };
+        let report: FdLeakReport | undefined;
+        if (inCheck) report = await checkFdLeaks(body);
+        else await body();
+        // Every new fd of ours is still open, on its file, and still ours (none is the one libuv closes at the stream's number).
+        for (const fd of made) {
+          expect(`${fstatSync(fd).dev}:${fstatSync(fd).ino}`).toBe(identities.get(fd));
+          expect(native.registration(fd)).toBeGreaterThan(0);
+        }
+        expect(native.registration(ours) === 0 || made.includes(ours)).toBe(true);
+        expect(report !== undefined).toBe(inCheck);
+        if (report !== undefined) {
+          // The close blamed on the code under test is the stream's fd's, and no other.
+          expect(report.closed.map((e) => ({ fd: e.fd, fdbridgeOwn: e.fdbridgeOwn }))).toEqual([{ fd: ours, fdbridgeOwn: true }]);
+        }
+      } finally {
+        for (const fd of [...made, memfd, peer]) {
+          try {
+            native.close(fd);
+          } catch {
+            // closed already
           }
         }
-      }),
-      { numRuns: 8, examples: [['dup', 1, false], ['socketpair', 1, true]] },
-    );
-    expect(await fdTableSettles(process.pid, before)).toBe('');
-  }, 60000);
+      }
+      expect(await fdTableSettles(process.pid, before)).toBe('');
+    },
+  );
 
   test("on a number closed behind fdbridge's back it is refused (EBADF) and leaves nothing of the stream behind: a new fd of ours takes that number as any free one", async () => {
     const before = openFdTable(process.pid);
@@ -197,27 +199,27 @@ const STREAM = native.constants.SOCK_STREAM;
 })();
 `;
 
-test("generated: a new fd of ours at the number of a stream still reading or writing leaves there a socket whose peer is closed: the stream reads end of file or fails its write with EPIPE, the process lives on, the new fd is kept", () => {
-  fc.assert(
-    fc.property(
-      fc.constantFrom([true, false], [false, true], [true, true]),
-      fc.constantFrom('dup' as const, 'socketpair' as const),
-      ([readable, writable], maker) => {
-        const r = spawnSync(process.execPath, ['-e', TAKEN_WHILE_STREAMING, DIST_SRC, String(readable), String(writable), maker], {
-          encoding: 'utf8',
-          timeout: scaled(30_000),
-        });
-        expect({ status: r.status, signal: r.signal, stderr: r.stderr }).toEqual({ status: 0, signal: null, stderr: '' });
-        const report = JSON.parse(r.stdout) as { events: string[]; wrote: string | null; madeKept: boolean; moved: boolean; tableSame: boolean };
-        expect(report).toEqual({
-          events: writable ? ['error EPIPE'] : ['end'],
-          wrote: writable ? 'EPIPE' : null,
-          madeKept: true,
-          moved: true,
-          tableSame: true,
-        });
-      },
-    ),
-    { numRuns: 6, examples: [[[true, false], 'dup'], [[false, true], 'socketpair']] },
-  );
-}, scaled(120_000));
+/** Every case: what the stream does (read, write or both), how the new fd of ours is made. */
+const streaming = ([[true, false], [false, true], [true, true]] as const).flatMap(([readable, writable]) =>
+  (['dup', 'socketpair'] as const).map((maker) => ({ readable, writable, maker })),
+);
+
+test.each(streaming)(
+  "readable $readable, writable $writable, a new fd made by $maker at the number of a stream still reading or writing leaves there a socket whose peer is closed: the stream reads end of file or fails its write with EPIPE, the process lives on, the new fd is kept",
+  ({ readable, writable, maker }) => {
+    const r = spawnSync(process.execPath, ['-e', TAKEN_WHILE_STREAMING, DIST_SRC, String(readable), String(writable), maker], {
+      encoding: 'utf8',
+      timeout: scaled(30_000),
+    });
+    expect({ status: r.status, signal: r.signal, stderr: r.stderr }).toEqual({ status: 0, signal: null, stderr: '' });
+    const report = JSON.parse(r.stdout) as { events: string[]; wrote: string | null; madeKept: boolean; moved: boolean; tableSame: boolean };
+    expect(report).toEqual({
+      events: writable ? ['error EPIPE'] : ['end'],
+      wrote: writable ? 'EPIPE' : null,
+      madeKept: true,
+      moved: true,
+      tableSame: true,
+    });
+  },
+  scaled(60_000),
+);
