@@ -41,6 +41,7 @@ class ChannelWrap : public Napi::ObjectWrap<ChannelWrap>, public FrameChannel::D
                            InstanceAccessor<&ChannelWrap::GetPending>("pending"),
                            InstanceAccessor<&ChannelWrap::GetPendingDups>("pendingDups"),
                            InstanceMethod<&ChannelWrap::Serve>("serve"),
+                           InstanceMethod<&ChannelWrap::ServePulls>("servePulls"),
                            InstanceMethod<&ChannelWrap::CloseGivenInBackground>("closeGivenInBackground"),
                            InstanceMethod<&ChannelWrap::ChargeTo>("chargeTo"),
                            InstanceMethod<&ChannelWrap::Add>("add"),
@@ -221,15 +222,31 @@ class ChannelWrap : public Napi::ObjectWrap<ChannelWrap>, public FrameChannel::D
     return Napi::Number::New(info.Env(), static_cast<double>(channel_->pending_dups()));
   }
 
-  // serve(on, maxGiven?): maxGiven caps the ledger (see FrameChannel::Serve).
-  Napi::Value Serve(const Napi::CallbackInfo& info) {
+  // The ledger's cap, argument `at` (serve, servePulls): none when not a number.
+  static size_t MaxGiven(const Napi::CallbackInfo& info, size_t at, const char* usage) {
     size_t max_given = SIZE_MAX;
-    if (info.Length() > 1 && info[1].IsNumber()) {
-      double v = info[1].As<Napi::Number>().DoubleValue();
-      if (!(v >= 0)) throw Napi::RangeError::New(info.Env(), "serve: maxGiven must be >= 0");
+    if (info.Length() > at && info[at].IsNumber()) {
+      double v = info[at].As<Napi::Number>().DoubleValue();
+      if (!(v >= 0)) throw Napi::RangeError::New(info.Env(), usage);
       if (v < 1e15) max_given = static_cast<size_t>(v);
     }
+    return max_given;
+  }
+
+  // serve(on, maxGiven?): maxGiven caps the ledger (see FrameChannel::Serve).
+  Napi::Value Serve(const Napi::CallbackInfo& info) {
+    size_t max_given = MaxGiven(info, 1, "serve: maxGiven must be >= 0");
     channel_->Serve(info.Length() > 0 && info[0].ToBoolean(), max_given);
+    return info.Env().Undefined();
+  }
+  // servePulls(pidfd, maxGiven?): GETFDs answered here, pulled through
+  // `pidfd` (borrowed; -1 turns it off), the ledger capped at maxGiven
+  // (see FrameChannel::ServePulls).
+  Napi::Value ServePulls(const Napi::CallbackInfo& info) {
+    bool off = info.Length() > 0 && info[0].IsNumber() && info[0].As<Napi::Number>().DoubleValue() == -1;
+    int pidfd = off ? -1 : ArgFd(info, 0);
+    size_t max_given = MaxGiven(info, 1, "servePulls: maxGiven must be >= 0");
+    channel_->ServePulls(pidfd, max_given);
     return info.Env().Undefined();
   }
   Napi::Value CloseGivenInBackground(const Napi::CallbackInfo& info) {

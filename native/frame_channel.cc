@@ -198,6 +198,8 @@ bool FrameChannel::FilterMessage(const char* data, size_t len, const int* fds, s
   switch (f.header.type) {
     case frame::kDup:
       return serving_ && AnswerDup(f.header.id, fds, nfds);
+    case frame::kGetfd:
+      return pull_pidfd_ >= 0 && AnswerGetfd(f.header.id, data, f.count);
     case frame::kDupOk:
     case frame::kResult:
     case frame::kError:
@@ -222,18 +224,36 @@ bool FrameChannel::Settle(uint8_t type, uint32_t id, const char* data, size_t le
   return true;
 }
 
-bool FrameChannel::AnswerDup(uint32_t id, const int* fds, size_t nfds) {
+bool FrameChannel::Fits(size_t nfds) const {
   if (socket_->send_queue_full()) return false;
   if (held_count() + nfds > max_given_) return false;
   // fds peers gave us that wait for the closer are still ours: they count
   // against the total, and this peer's owner's against its own limit (our
   // own sockets count with the connections).
-  if (budget_ && !budget_->Fits(nfds, FdBackgroundClosesOfPeerFds(),
-                                close_given_in_background_ ? FdBackgroundClosesOfPeerFds(close_owner_) : 0)) {
-    return false;
-  }
+  return !budget_ || budget_->Fits(nfds, FdBackgroundClosesOfPeerFds(),
+                                   close_given_in_background_ ? FdBackgroundClosesOfPeerFds(close_owner_) : 0);
+}
+
+bool FrameChannel::AnswerGetfd(uint32_t id, const char* data, size_t count) {
+  if (!Fits(count)) return false;
+  pull_numbers_.resize(count);
+  pulled_.resize(count);
+  for (size_t i = 0; i < count; i++) pull_numbers_[i] = frame::FdAt(data, i);
+  // All or none: a failed pull closes what the others made, and the
+  // delegate, pulling again, fails the request with the error.
+  if (PidfdGetfdAllHigh(pull_pidfd_, pull_numbers_.data(), count, pulled_.data()) < 0) return false;
+  return Give(id, pulled_.data(), count);
+}
+
+bool FrameChannel::AnswerDup(uint32_t id, const int* fds, size_t nfds) {
+  if (!Fits(nfds)) return false;
+  return Give(id, fds, nfds);
+}
+
+bool FrameChannel::Give(uint32_t id, const int* fds, size_t nfds) {
   // The connection's until the command adopts them: registered as
-  // fdbridge's since they arrived (Serve: UnixSocket::ReceiveOwnFds).
+  // fdbridge's since they arrived (Serve: UnixSocket::ReceiveOwnFds) or
+  // were pulled (PidfdGetfdAllHigh).
   // This channel's copies from now on, each with its file as it is now (one
   // statx each, outside the registry's lock): a number the command closes
   // and another connection's fd takes is then told apart from them
@@ -281,6 +301,7 @@ bool FrameChannel::FilterSendComplete(uint32_t send_id, int err) {
 void FrameChannel::OnSocketClose() {
   socket_ = nullptr;
   serving_ = false;
+  pull_pidfd_ = -1;
   queued_.clear();
   // Received, given to nobody in the end: a closed connection releases them.
   Sweep();
@@ -290,7 +311,13 @@ void FrameChannel::OnSocketClose() {
 void FrameChannel::Serve(bool on, size_t max_given) {
   serving_ = on && socket_ != nullptr;
   max_given_ = max_given;
+  if (!on) pull_pidfd_ = -1;
   if (socket_ != nullptr) socket_->ReceiveOwnFds(on);
+}
+
+void FrameChannel::ServePulls(int pidfd, size_t max_given) {
+  pull_pidfd_ = socket_ != nullptr ? pidfd : -1;
+  if (pull_pidfd_ >= 0) max_given_ = max_given;  // turned off, the cap stays as it was
 }
 
 void FrameChannel::CloseGivenInBackground(bool on) {

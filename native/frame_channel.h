@@ -136,7 +136,19 @@ class FrameChannel : public UnixSocket::Filter {
   // but left to the delegate, which refuses it (a per-client quota). So is
   // one that meets a full send queue (the delegate's own reply meets it
   // too, and cuts off the peer that does not read its replies).
+  // Off as well: ServePulls.
   void Serve(bool on, size_t max_given);
+  // While `pidfd` is one (>= 0), GETFD requests are answered here as Serve
+  // answers DUPs: the numbers listed are pulled out of the client's process
+  // through `pidfd` in one step (PidfdGetfdAllHigh: close-on-exec, at or
+  // above the floor, registered as fdbridge's, all or none), kept in the
+  // ledger, and the DUP_OK sent, without a call into JS. A GETFD left to
+  // the delegate: one over max_given or the budget, one that meets a full
+  // send queue (as a DUP), and one whose pulls fail (nothing pulled stays
+  // open; the delegate's own pull fails the request with its typed error).
+  // `pidfd` is borrowed: the caller keeps it open until it turns this off
+  // (-1, which leaves the cap as it was, or Serve(false)).
+  void ServePulls(int pidfd, size_t max_given);
   // Ledger fds are closed on the background closer thread
   // (FdCloseInBackground) from now on: they come from another process, and
   // closing one may block.
@@ -215,6 +227,11 @@ class FrameChannel : public UnixSocket::Filter {
 
  private:
   bool AnswerDup(uint32_t id, const int* fds, size_t nfds);
+  bool AnswerGetfd(uint32_t id, const char* data, size_t count);
+  // Whether `nfds` more fds fit the ledger's cap, the budget and the send queue (AnswerDup, AnswerGetfd).
+  bool Fits(size_t nfds) const;
+  // `fds` (registered as fdbridge's) into the ledger, and the DUP_OK listing them.
+  bool Give(uint32_t id, const int* fds, size_t nfds);
   bool Settle(uint8_t type, uint32_t id, const char* data, size_t len, size_t count);
   Request Take(std::unordered_map<uint32_t, Request>::iterator it);
   void CloseGiven(UniqueFd fd);
@@ -237,6 +254,10 @@ class FrameChannel : public UnixSocket::Filter {
   std::vector<char> scratch_;  // a DUP header or a GETFD frame being sent
 
   bool serving_ = false;
+  int pull_pidfd_ = -1;  // ServePulls: the client's pidfd (borrowed), or -1
+  // AnswerGetfd's scratch: a GETFD's numbers, and the fds their pulls made.
+  std::vector<int> pull_numbers_;
+  std::vector<int> pulled_;
   size_t max_given_ = SIZE_MAX;
   bool close_given_in_background_ = false;
   uint64_t close_owner_ = 0;

@@ -120,6 +120,14 @@ export interface NativeFrameChannel {
   /** Answers DUP requests in C++ into the ledger, at most `maxGiven` fds held. */
   serve(on: boolean, maxGiven?: number): void;
   /**
+   * Answers GETFD requests in C++: their numbers pulled through `pidfd`
+   * (borrowed: kept open until this is turned off with -1, or serve(false)),
+   * close-on-exec, above the floor and registered, into the ledger, at most
+   * `maxGiven` fds held. One that does not fit, or whose pulls fail, reaches
+   * the socket's message handler as before, nothing pulled left open.
+   */
+  servePulls(pidfd: number, maxGiven?: number): void;
+  /**
    * The ledger's fds go to the background closer as the socket's owner
    * (useBackgroundCloser), a sweep's as one batch the socket remembers.
    */

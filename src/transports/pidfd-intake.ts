@@ -8,6 +8,7 @@
  */
 import { UnsupportedError } from '../errors';
 import { closeFds } from '../fd';
+import type { FrameChannel } from '../frame-channel';
 import { fdList, native } from '../native';
 import { FrameType } from '../protocol';
 import type { UnixSocket } from '../socket';
@@ -75,17 +76,28 @@ export function openPidfdIntake(socket: UnixSocket, probeFd: number, servedAs: T
     closeFds([pidfd]);
     throw err;
   }
+  // The channel that answers GETFDs by pulling through the pidfd (start), told to stop before it closes.
+  let served: FrameChannel | undefined;
   return {
     transport: 'pidfd',
     requestType: FrameType.GETFD,
     wrongRequest: 'DUP on a pidfd connection, whose client sends fd numbers (GETFD), never fds',
     refusalNote: 'nothing was pulled',
     refusesFds: refuses,
-    // Every number or none: on failure nothing pulled stays open.
+    // Every number or none: on failure nothing pulled stays open. For the
+    // GETFDs the channel leaves to JS (over a quota, replies backed up, or
+    // pulls that failed there: this pull then fails with their typed error).
     take: (numbers) => native.pidfdGetfdAll(pidfd, fdList(numbers)),
-    // Nothing to hand to the native layer: no fds arrive over this socket.
-    start: () => undefined,
+    // The channel pulls, keeps and answers a GETFD in one native step, as it
+    // answers a DUP: no call into JS, nor one per fd into the ledger.
+    start: (channel, maxFds) => {
+      if (pidfd < 0) return;
+      channel.servePulls(pidfd, maxFds);
+      served = channel;
+    },
     close: () => {
+      served?.servePulls(-1);
+      served = undefined;
       if (pidfd >= 0) closeFds([pidfd]);
       pidfd = -1;
     },
