@@ -68,9 +68,11 @@ Napi::Value DupHigh(const Napi::CallbackInfo& info) {
   {
     OwnedFdsLock owned;
     r = FdRefuseOwned(&fd, 1);
-    if (r == 0) {
+    if (r == 0 && given_to == 0) {
+      r = FdDupHigh(fd);
+    } else if (r == 0) {
       int out = -1;
-      r = given_to != 0 ? FdDupAllGiven(&fd, 1, 0, given_to, &out) : FdDupAllHigh(&fd, 1, 0, &out);
+      r = FdDupAllGiven(&fd, 1, 0, given_to, &out);
       if (r == 0) r = out;
     }
   }
