@@ -34,7 +34,7 @@ std::unordered_map<int, PolledNumber*>& ThreadPolls() {
 }  // namespace
 
 int PolledNumber::Init(uv_loop_t* loop, int fd) {
-  known_ = FdIdentityOf(fd, &file_) == 0;
+  known_ = FdFileIdentity(fd, &file_) == 0;
   registration_ = FdRegistration(fd);
   auto& polls = ThreadPolls();
   auto previous = polls.find(fd);
@@ -74,7 +74,7 @@ void PolledNumber::LetGo() {
 bool PolledNumber::Holds(int fd) const {
   if (!known_) return true;  // nothing known to compare with
   FdIdentity now{};
-  return FdIdentityOf(fd, &now) == 0 && Same(now, true);
+  return FdFileIdentity(fd, &now) == 0 && Same(now, true);
 }
 
 }  // namespace fdbridge

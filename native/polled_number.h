@@ -41,7 +41,9 @@ class PolledNumber {
   PolledNumber(const PolledNumber&) = delete;
   PolledNumber& operator=(const PolledNumber&) = delete;
 
-  // Reads the file at `fd` (its identity, kept: file()) and its registration
+  // Reads the file at `fd` (its identity, kept: file(); FdFileIdentity, a
+  // statx that asks no filesystem, so that neither this nor Holds blocks the
+  // loop on a hung network or FUSE filesystem) and its registration
   // (registration()), asks the poll of this thread at `fd` on `loop`, if
   // any, to yield, then uv_poll_init. On
   // success this poll is the one found at `fd`; returns uv_poll_init's result.
@@ -69,8 +71,9 @@ class PolledNumber {
   bool Same(const FdIdentity& file, bool known) const {
     return known && known_ && file.dev == file_.dev && file.ino == file_.ino;
   }
-  // Whether `fd` (the owner's number) holds the file Init read: an fstat(2),
-  // for the rare paths (a close); true when nothing was read then.
+  // Whether `fd` (the owner's number) holds the file Init read (one
+  // FdFileIdentity, as Init reads it), for the rare paths (a close); true
+  // when nothing was read then.
   bool Holds(int fd) const;
 
  private:

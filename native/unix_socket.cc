@@ -281,7 +281,7 @@ void UnixSocket::UpdatePoll() {
   // A change of events is an epoll_ctl on the number (uv_poll_start: a DEL,
   // then an ADD at the loop's next poll), which aborts in libuv when the
   // number holds a file epoll refuses (a regular file: EPERM) or none
-  // (EBADF). The file is looked at (an fstat) before each change: JS may
+  // (EBADF). The file is looked at (a statx) before each change: JS may
   // have closed the number and opened a file there since the last call on
   // it (a callback, then a pause or a stop of reading), which neither the
   // take-over counter (fdbridge's own new fds only) nor a send sees.

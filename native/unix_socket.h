@@ -326,7 +326,7 @@ class UnixSocket {
 
   int fd() const { return sock_.get(); }
   // Whether the socket's fd was closed behind our back (a socket of ours:
-  // see Lost), looked at now, file included (an fstat): for the rare paths
+  // see Lost), looked at now, file included (a statx): for the rare paths
   // that ask (a call failed, the peer's process exited), not a round
   // trip's. Once closed, what Close found.
   bool CheckLost() { return closed_ ? lost_ : Lost(true); }
@@ -415,7 +415,7 @@ class UnixSocket {
   // Whether this socket (one of ours) was closed behind our back: its number
   // taken by a new fd of ours (in memory: a lock only once some registration
   // has been taken over since the last look), or with `check_file`, holding
-  // another file or none (an fstat(2), no lock while the file is the same:
+  // another file or none (a statx(2), no lock while the file is the same:
   // where a call on the number failed, at Close, when a poll is made at the
   // number and when the poll starts from stopped; never on a send, a
   // receive, or a change of a started poll). Lets go of the number once it
