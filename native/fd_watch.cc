@@ -47,18 +47,10 @@ void FdWatch::OnPoll(uv_poll_t* handle, int status, int events) {
 
 void FdWatch::OnNumberTaken(void* owner, const FdIdentity& file, bool known) {
   FdWatch* self = static_cast<FdWatch*>(owner);
-  if (self->closed_ || self->polled_.let_go()) return;
-  // Still our copy's file: a second poll of it (EEXIST for that one).
-  if (self->polled_.Same(file, known)) return;
-  // Closed behind our back: its registration ends (FdClosedByOther, for a
-  // watching leak check), and the number is left to the new file.
-  LetGo(self);
-}
-
-void FdWatch::LetGo(FdWatch* self) {
-  FdStillHeldLooked(self->fd_.get(), self->polled_.registration(), false);
-  self->polled_.LetGo();
-  self->fd_.release();  // another file's number now, or none: never closed here
+  // Closed behind our back unless still our copy's file (then a second poll
+  // of it: EEXIST for that one): its registration ends (FdClosedByOther,
+  // for a watching leak check), and the number is left to the new file.
+  if (!self->closed_) self->polled_.YieldTo(file, known, &self->fd_);
 }
 
 void FdWatch::Ref() {
@@ -74,12 +66,11 @@ void FdWatch::Close(void (*on_freed)(void*), void* arg) {
   closed_ = true;
   on_freed_ = on_freed;
   freed_arg_ = arg;
-  polled_.Forget();
   // Closed behind our back (another file at the number, or none, and no
   // poll made there to tell us)? Then the number is let go of before the
   // poll's close, which would otherwise delete the number's epoll entry,
   // and it is not closed.
-  if (!polled_.let_go() && !polled_.Holds(fd_.get())) LetGo(this);
+  polled_.LetGoIfGone(&fd_);
   // uv_close takes the fd out of epoll at once, so closing it next is safe.
   uv_close(reinterpret_cast<uv_handle_t*>(&poll_), OnClosed);
   fd_.reset();

@@ -36,11 +36,8 @@ class FdWatch {
   static void OnPoll(uv_poll_t* handle, int status, int events);
   static void OnClosed(uv_handle_t* handle);
   // PolledNumber's on_taken: a poll is about to be made at our copy's
-  // number (its file closed behind our back, another file there now).
+  // number (its file closed behind our back, another file there now?).
   static void OnNumberTaken(void* owner, const FdIdentity& file, bool known);
-  // Our copy was closed behind our back: its registration ends, the poll
-  // lets go of the number, which is never closed here.
-  static void LetGo(FdWatch* self);
 
   uv_poll_t poll_;
   PolledNumber polled_{&poll_, &FdWatch::OnNumberTaken, this};

@@ -35,13 +35,16 @@ std::unordered_map<int, PolledNumber*>& ThreadPolls() {
 
 int PolledNumber::Init(uv_loop_t* loop, int fd) {
   known_ = FdFileIdentity(fd, &file_) == 0;
-  registration_ = FdRegistration(fd);
   auto& polls = ThreadPolls();
   auto previous = polls.find(fd);
   if (previous != polls.end() && previous->second != this && previous->second->poll_->loop == loop) {
     PolledNumber* p = previous->second;
     p->on_taken_(p->owner_, file_, known_);  // lets go (and leaves the table) unless it still holds that file
   }
+  // Read once the poll there has let go: its LetGo ends the old fd's
+  // registration, which the number still showed if the program opened this
+  // file there itself.
+  registration_ = FdRegistration(fd);
   int r = uv_poll_init(loop, poll_, fd);
   if (r != 0) return r;
   polls[fd] = this;
@@ -57,10 +60,11 @@ void PolledNumber::Forget() {
   fd_ = -1;
 }
 
-void PolledNumber::LetGo() {
+void PolledNumber::LetGo(int fd) {
   Forget();
   if (let_go_) return;
   let_go_ = true;
+  FdStillHeldLooked(fd, registration_, false);
   uv_handle_t* handle = reinterpret_cast<uv_handle_t*>(poll_);
   if (uv_is_closing(handle)) return;  // uv_close has stopped it and deleted its entry already
   // Started, the poll holds loop->watchers[fd], which no other handle can
@@ -69,6 +73,20 @@ void PolledNumber::LetGo() {
   // stopped again: that DEL could meet another handle's entry.
   if (uv_is_active(handle)) uv_poll_stop(poll_);
   poll_->io_watcher.fd = -1;  // see the top of this file
+}
+
+bool PolledNumber::YieldTo(const FdIdentity& file, bool known, UniqueFd* fd) {
+  if (!*fd || let_go_ || Same(file, known)) return false;
+  LetGo(fd->get());
+  fd->release();
+  return true;
+}
+
+void PolledNumber::LetGoIfGone(UniqueFd* fd) {
+  Forget();
+  if (let_go_ || !*fd || Holds(fd->get())) return;
+  LetGo(fd->get());
+  fd->release();
 }
 
 bool PolledNumber::Holds(int fd) const {

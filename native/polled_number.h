@@ -24,6 +24,7 @@
 #include <uv.h>
 
 #include "fd_ops.h"
+#include "unique_fd.h"
 
 namespace fdbridge {
 
@@ -43,29 +44,44 @@ class PolledNumber {
 
   // Reads the file at `fd` (its identity, kept: file(); FdFileIdentity, a
   // statx that asks no filesystem, so that neither this nor Holds blocks the
-  // loop on a hung network or FUSE filesystem) and its registration
-  // (registration()), asks the poll of this thread at `fd` on `loop`, if
-  // any, to yield, then uv_poll_init. On
-  // success this poll is the one found at `fd`; returns uv_poll_init's result.
+  // loop on a hung network or FUSE filesystem), asks the poll of this
+  // thread at `fd` on `loop`, if any, to yield, reads the fd's registration
+  // (registration()), then uv_poll_init. On success this poll is the one
+  // found at `fd`; returns uv_poll_init's result.
   int Init(uv_loop_t* loop, int fd);
 
   // No longer found at its number: before the owner closes the poll.
   void Forget();
 
-  // Stops the poll if it is started and makes libuv forget its number (its
-  // io_watcher's fd is -1 from here on), so that no later uv_poll_stop or
-  // uv_close of it reaches epoll; and this poll is no longer found at the
-  // number. The owner never starts the poll again, nor reads, writes or
-  // closes the number. Idempotent.
-  void LetGo();
+  // The owner's fd at the number was closed behind its back (another file
+  // there now, or none): ends `fd`'s registration as closed by someone else
+  // (FdStillHeldLooked with same_file false: FdClosedByOther, noted for a
+  // watching leak check; nothing when it was not fdbridge's, or a new fd of
+  // fdbridge's at the number ended it already), then stops the poll if it
+  // is started and makes libuv forget its number (its io_watcher's fd is
+  // -1 from here on), so that no later uv_poll_stop or uv_close of it
+  // reaches epoll; and this poll is no longer found at the number. The
+  // owner never starts the poll again, nor reads, writes or closes the
+  // number. Idempotent.
+  void LetGo(int fd);
+  // on_taken for an owner that holds its fd in `fd` and gives it up when it
+  // lets go: unless `fd` is empty, the poll let go of already, or `file` is
+  // still the one Init read, LetGo and `fd` released unclosed (another
+  // file's number now, or none). Whether it let go now.
+  bool YieldTo(const FdIdentity& file, bool known, UniqueFd* fd);
+  // Before such an owner closes the poll and `fd`: forgets the number and,
+  // when `fd` no longer holds the file Init read (closed behind the owner's
+  // back, and no poll made there since to tell it), LetGo and `fd`
+  // released, so that neither the poll's close (its EPOLL_CTL_DEL) nor the
+  // fd's reaches the file there now.
+  void LetGoIfGone(UniqueFd* fd);
   bool let_go() const { return let_go_; }
 
   // The file at the number when Init read it (known() false: unread).
   const FdIdentity& file() const { return file_; }
   bool known() const { return known_; }
-  // The fd's registration when Init read it (0: not fdbridge's own). An
-  // owner that finds its fd closed behind its back ends it
-  // (FdStillHeldLooked with same_file false) before it lets go.
+  // The fd's registration when Init read it (0: not fdbridge's own): LetGo
+  // ends it.
   uint64_t registration() const { return registration_; }
   // Whether `file` (known) is the one Init read.
   bool Same(const FdIdentity& file, bool known) const {

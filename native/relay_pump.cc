@@ -150,38 +150,21 @@ RelayPump* RelayPump::Create(uv_loop_t* loop, int in_fd, int out_fd, Delegate* d
   return p;
 }
 
-void RelayPump::LetGoOf(PolledNumber* number, UniqueFd* fd) {
-  // Closed behind the pump's back: a registered fd's registration ends
-  // (FdClosedByOther, for a watching leak check) unless a new fd of
-  // fdbridge's at the number ended it already.
-  FdStillHeldLooked(fd->get(), number->registration(), false);
-  number->LetGo();
-  fd->release();
-}
-
-void RelayPump::LetGoIfGone(PolledNumber* number, UniqueFd* fd) {
-  number->Forget();
-  if (!number->let_go() && *fd && !number->Holds(fd->get())) LetGoOf(number, fd);
-}
-
 void RelayPump::OnInputTaken(void* owner, const FdIdentity& file, bool known) {
   RelayPump* self = static_cast<RelayPump*>(owner);
-  if (self->closed_ || !self->in_fd_ || self->in_number_.Same(file, known)) return;
-  LetGoOf(&self->in_number_, &self->in_fd_);
+  if (!self->closed_) self->in_number_.YieldTo(file, known, &self->in_fd_);
 }
 
 void RelayPump::OnOutputTaken(void* owner, const FdIdentity& file, bool known) {
   RelayPump* self = static_cast<RelayPump*>(owner);
-  if (self->closed_ || self->out_closed_ || !self->out_fd_ || self->out_number_.Same(file, known)) return;
-  LetGoOf(&self->out_number_, &self->out_fd_);
-  self->out_polling_ = false;
+  if (self->closed_ || self->out_closed_) return;
+  if (self->out_number_.YieldTo(file, known, &self->out_fd_)) self->out_polling_ = false;
 }
 
 void RelayPump::OnStreamTaken(void* owner, const FdIdentity& file, bool known) {
   Stream* s = static_cast<Stream*>(owner);
-  if (s->pump->closed_ || s->removed || s->handle_closing || !s->fd || s->number.Same(file, known)) return;
-  LetGoOf(&s->number, &s->fd);
-  s->events = 0;
+  if (s->pump->closed_ || s->removed || s->handle_closing) return;
+  if (s->number.YieldTo(file, known, &s->fd)) s->events = 0;
 }
 
 RelayPump::Stream* RelayPump::Find(uint32_t id) const {
@@ -447,7 +430,7 @@ void RelayPump::CloseOutput() {
   out_closed_ = true;
   out_queue_.Clear();
   out_polling_ = false;
-  LetGoIfGone(&out_number_, &out_fd_);
+  out_number_.LetGoIfGone(&out_fd_);
   // uv_close takes the fd out of epoll at once, so closing it next is safe.
   uv_close(reinterpret_cast<uv_handle_t*>(&out_poll_), OnHandleClosed);
   out_fd_.reset();
@@ -658,7 +641,7 @@ void RelayPump::CloseStreamFd(Stream* s) {
   if (s->handle_closing) return;
   s->handle_closing = true;
   s->events = 0;
-  LetGoIfGone(&s->number, &s->fd);
+  s->number.LetGoIfGone(&s->fd);
   // uv_close takes the fd out of epoll at once, so closing it next is safe.
   uv_close(reinterpret_cast<uv_handle_t*>(&s->poll), OnStreamClosed);
   if (s->socket && s->fd) {
@@ -726,12 +709,12 @@ void RelayPump::Close(void (*on_freed)(void*), void* arg) {
   streams_.clear();
   out_queue_.Clear();
   input_done_ = true;
-  LetGoIfGone(&in_number_, &in_fd_);
+  in_number_.LetGoIfGone(&in_fd_);
   uv_close(reinterpret_cast<uv_handle_t*>(&in_poll_), OnHandleClosed);
   in_fd_.reset();
   if (!out_closed_) {
     out_closed_ = true;
-    LetGoIfGone(&out_number_, &out_fd_);
+    out_number_.LetGoIfGone(&out_fd_);
     uv_close(reinterpret_cast<uv_handle_t*>(&out_poll_), OnHandleClosed);
     out_fd_.reset();
   }

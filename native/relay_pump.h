@@ -222,7 +222,7 @@ class RelayPump {
   // PolledNumber's on_taken, for the input, the output and a stream: a poll
   // is about to be made at its number, which holds `file` now. Unless it is
   // still our fd's file, the poll lets go of the number and the fd is
-  // released unclosed (LetGoOf): nothing is read from or written to that
+  // released unclosed (PolledNumber::YieldTo): nothing is read from or written to that
   // number again. The pump says nothing then (a poll is being made for
   // someone else): a write to a stream or to the output fails at its next
   // try (EBADF: the stream's sink stops, the output fails); a source or the
@@ -230,13 +230,6 @@ class RelayPump {
   static void OnInputTaken(void* owner, const FdIdentity& file, bool known);
   static void OnOutputTaken(void* owner, const FdIdentity& file, bool known);
   static void OnStreamTaken(void* owner, const FdIdentity& file, bool known);
-  // Lets go of `number` and releases `fd` (another file's number now, or none).
-  static void LetGoOf(PolledNumber* number, UniqueFd* fd);
-  // Before the close of a poll and its fd: LetGoOf when the fd is no longer
-  // the file it was (closed behind our back, and no poll made there since
-  // to tell us), so that neither the poll's close (its EPOLL_CTL_DEL) nor
-  // the fd's reaches the file there now.
-  static void LetGoIfGone(PolledNumber* number, UniqueFd* fd);
   // One of our handles is closed: the last, once Close ran, frees the object.
   void HandleGone();
 

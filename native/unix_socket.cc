@@ -38,11 +38,10 @@ UnixSocket* UnixSocket::Create(uv_loop_t* loop, int fd, int type, size_t max_fds
   }
   // A socket of ours (fd_ops.h registry: a transport's connection, a
   // daemon's accepted socket) receives fds that are ours too. Its
-  // registration and file are kept: a program can close the number behind
-  // our back, and another file take it (FdStillHeld, Lost).
-  s->own_registration_ = FdRegistration(fd);
-  s->own_socket_ = s->own_registration_ != 0;
-  if (s->own_socket_) s->takeovers_seen_ = FdTakeOvers();
+  // registration and file, read by polled_.Init, are kept: a program can
+  // close the number behind our back, and another file take it
+  // (FdStillHeld, Lost).
+  if (s->own_socket()) s->takeovers_seen_ = FdTakeOvers();
   // A STREAM peer can send a byte with MSG_OOB, and fds with it: a plain
   // recvmsg then skips that message and drops its fds inside the call
   // (af_unix.c, manage_oob), on this thread, where the last close of one
@@ -91,7 +90,7 @@ char* UnixSocket::ReceiveBuffer() {
 
 bool UnixSocket::Lost(bool check_file) {
   if (lost_) return true;
-  if (!own_socket_) return false;
+  if (!own_socket()) return false;
   // Only a new fd of ours that took the number can have ended it in the
   // registry since the last look: one relaxed load while none has.
   uint64_t takeovers = FdTakeOvers();
@@ -104,11 +103,11 @@ bool UnixSocket::Lost(bool check_file) {
     // (and ends the registration of a socket whose file is gone).
     bool same = polled_.Holds(sock_.get());
     if (same && !moved) return false;
-    held = FdStillHeldLooked(sock_.get(), own_registration_, same);
+    held = FdStillHeldLooked(sock_.get(), polled_.registration(), same);
   } else if (!moved) {
     return false;
   } else {
-    held = FdStillHeld(sock_.get(), own_registration_, nullptr);
+    held = FdStillHeld(sock_.get(), polled_.registration(), nullptr);
   }
   if (held) return false;
   // Closed behind our back: the number is another file now (or none), which
@@ -121,7 +120,7 @@ bool UnixSocket::Lost(bool check_file) {
 
 void UnixSocket::LetGo() {
   lost_ = true;
-  polled_.LetGo();
+  polled_.LetGo(sock_.get());
   poll_events_ = 0;
 }
 
@@ -442,7 +441,7 @@ void UnixSocket::DoRead() {
     // sent unasked that the protocol layer closes.
     ScmRecv(sock_.get(), type_, recv_buf_, recv_len_, control_.get(), control_len_,
             recv_fds_.data(), max_fds_, &r, receive_from_ ? &sender_ : nullptr,
-            own_socket_ || receive_own_, Discard());
+            own_socket() || receive_own_, Discard());
     end_read_turn_ = false;
     if (!Deliver(&r)) return;
     if (end_read_turn_) return;

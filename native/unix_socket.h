@@ -274,7 +274,7 @@ class UnixSocket {
   // that keeps what arrives for someone (the frame channel's ledger).
   void ReceiveOwnFds(bool on) { receive_own_ = on; }
   // Whether what this socket receives (or accepts) is registered as it arrives.
-  bool receives_own() const { return own_socket_ || receive_own_; }
+  bool receives_own() const { return own_socket() || receive_own_; }
 
   // Waiting on the calling thread, for a caller that cannot return to the
   // event loop (a synchronous request, FrameChannel::DupSync): this
@@ -404,11 +404,11 @@ class UnixSocket {
   std::unique_ptr<char[]> control_;  // aligned for cmsghdr by operator new
   size_t control_len_;
   std::vector<int> recv_fds_;
-  bool own_socket_ = false;  // sock_ is registered as fdbridge's: what it receives is too
-  // Of such a socket: its registration when it was made, and the
-  // registry's count of take-overs then (FdTakeOvers). (Its file when it
-  // was made is polled_'s.)
-  uint64_t own_registration_ = 0;
+  // sock_ is registered as fdbridge's (its registration when it was made,
+  // polled_'s): what it receives is too.
+  bool own_socket() const { return polled_.registration() != 0; }
+  // Of such a socket: the registry's count of take-overs at the last look
+  // (FdTakeOvers).
   uint64_t takeovers_seen_ = 0;
   // Closed behind our back (Lost): never polled, used or closed again.
   bool lost_ = false;
