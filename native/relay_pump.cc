@@ -152,7 +152,26 @@ RelayPump* RelayPump::Create(uv_loop_t* loop, int in_fd, int out_fd, Delegate* d
 
 void RelayPump::OnInputTaken(void* owner, const FdIdentity& file, bool known) {
   RelayPump* self = static_cast<RelayPump*>(owner);
-  if (!self->closed_) self->in_number_.YieldTo(file, known, &self->in_fd_);
+  if (self->closed_ || !self->in_number_.YieldTo(file, known, &self->in_fd_) || self->input_done_) return;
+  // Nothing more is read: the input's end is told on the loop's next turn,
+  // not from inside the poll being made for someone else.
+  uv_timer_init(self->loop_, &self->input_lost_);  // cannot fail
+  self->input_lost_.data = self;
+  self->open_handles_++;
+  self->input_lost_made_ = true;
+  uv_timer_start(&self->input_lost_, OnInputLost, 0, 0);
+}
+
+void RelayPump::OnInputLost(uv_timer_t* handle) {
+  RelayPump* self = static_cast<RelayPump*>(handle->data);
+  self->CloseInputLost();
+  if (!self->closed_) self->End(-EBADF, "");
+}
+
+void RelayPump::CloseInputLost() {
+  if (!input_lost_made_ || input_lost_closing_) return;
+  input_lost_closing_ = true;
+  uv_close(reinterpret_cast<uv_handle_t*>(&input_lost_), OnHandleClosed);
 }
 
 void RelayPump::OnOutputTaken(void* owner, const FdIdentity& file, bool known) {
@@ -709,6 +728,7 @@ void RelayPump::Close(void (*on_freed)(void*), void* arg) {
   streams_.clear();
   out_queue_.Clear();
   input_done_ = true;
+  CloseInputLost();
   in_number_.LetGoIfGone(&in_fd_);
   uv_close(reinterpret_cast<uv_handle_t*>(&in_poll_), OnHandleClosed);
   in_fd_.reset();

@@ -222,14 +222,18 @@ class RelayPump {
   // PolledNumber's on_taken, for the input, the output and a stream: a poll
   // is about to be made at its number, which holds `file` now. Unless it is
   // still our fd's file, the poll lets go of the number and the fd is
-  // released unclosed (PolledNumber::YieldTo): nothing is read from or written to that
-  // number again. The pump says nothing then (a poll is being made for
-  // someone else): a write to a stream or to the output fails at its next
-  // try (EBADF: the stream's sink stops, the output fails); a source or the
-  // input no longer reads, until the channel is closed.
+  // released unclosed (PolledNumber::YieldTo): nothing is read from or
+  // written to that number again. A write to a stream or to the output fails at its next
+  // try (EBADF: the stream's sink stops, the output fails); a source no
+  // longer reads, until the channel is closed; the input ends, with OnEnd
+  // (-EBADF) on the loop's next turn (OnInputLost), not from inside the
+  // poll being made for someone else.
   static void OnInputTaken(void* owner, const FdIdentity& file, bool known);
   static void OnOutputTaken(void* owner, const FdIdentity& file, bool known);
   static void OnStreamTaken(void* owner, const FdIdentity& file, bool known);
+  static void OnInputLost(uv_timer_t* handle);
+  // Closes input_lost_ if it was made and is not closing yet.
+  void CloseInputLost();
   // One of our handles is closed: the last, once Close ran, frees the object.
   void HandleGone();
 
@@ -271,6 +275,11 @@ class RelayPump {
   PolledNumber in_number_{&in_poll_, &RelayPump::OnInputTaken, this};
   PolledNumber out_number_{&out_poll_, &RelayPump::OnOutputTaken, this};
   bool out_polling_ = false;
+  // The input let go of (OnInputTaken): its end is told from this timer's
+  // callback. Made then only, one of open_handles_ from then on.
+  uv_timer_t input_lost_;
+  bool input_lost_made_ = false;
+  bool input_lost_closing_ = false;
   int open_handles_ = 0;
   bool closed_ = false;
   bool input_done_ = false;

@@ -10,6 +10,7 @@
  */
 import { spawn } from 'node:child_process';
 import { closeSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 
 import fc from 'fast-check';
 
@@ -292,3 +293,42 @@ test.each<[Exclude<Old, 'socket'>]>([['exit-watch'], ['pump-input'], ['pump-stre
   },
   scaled(30_000),
 );
+
+/**
+ * A pump's input closed behind its back, its number taken by a poll of
+ * fdbridge's: nothing more is read there, and the pump ends its input
+ * (EBADF) on the loop's next turn, so that whoever waits on the channel gets
+ * a typed error instead of waiting for its close, as a write to a let-go
+ * output or stream fails. The new poll still gets its events.
+ */
+test("generated: a relay pump whose input the program closed ends its input with EBADF once a poll of fdbridge's is made at the number", async () => {
+  const before = openFdTable(process.pid);
+  await fc.assert(
+    fc.asyncProperty(fc.constantFrom<New>('socket', 'exit-watch', 'pump-stream'), fc.nat({ max: HEADER_BYTES - 1 }), async (newKind, partial) => {
+      const [input, writer] = native.socketpair(STREAM, true);
+      const [out, framesEnd] = native.socketpair(STREAM, true);
+      let ended!: (err: number) => void;
+      const end = new Promise<number>((r) => (ended = r));
+      const p = new native.RelayPump(input, out, (kind, a) => {
+        if (kind === 3) ended(a as number);
+      });
+      const polls: Poll[] = [];
+      try {
+        if (partial > 0) native.sendNow(writer, Buffer.alloc(partial)); // a frame's header begun
+        await turns(2); // read, and its poll in epoll
+        const fresh = closedOnce(makeNew(newKind, () => closeSync(input))); // the program's close, behind fdbridge's back
+        polls.push(fresh);
+        expect(fresh.fd).toBe(input);
+        expect(await end).toBe(-osConstants.errno.EBADF);
+        if (fresh.once) await fresh.once();
+        else await fresh.check?.();
+      } finally {
+        for (const q of polls.reverse()) await q.close();
+        await closesSettled(p.close());
+        closeFds([writer, framesEnd]);
+      }
+    }),
+    { numRuns: 8, examples: [['socket', 0], ['pump-stream', 3], ['exit-watch', 0]] },
+  );
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+}, scaled(120_000));

@@ -32,8 +32,10 @@ import { closeFd, closeFds, diffFdTables, dupFd, fdFloor, fdIdentity, makeEventf
 import { rawListen, rawShutdown, rawSocketPair } from '../../src/testing';
 import { DRAIN_ON_CLOSE_MS, type RemoteConnection } from '../../src/transports/remote';
 import { STREAM_WINDOW } from '../../src/transports/remote-channel';
+import { UnixSocket } from '../../src/socket';
 import { LOCAL_REMOTE } from '../../harness/local-remote';
 import { CLI, fdTableSettles, runCli } from '../util/processes';
+import { registeredFds, registeredSince } from '../util/registered-fds';
 import { scaled } from '../util/time-scale';
 
 /** A via that stays the parent of the server, as ssh does (killing it loses the channel, not the server). */
@@ -589,6 +591,32 @@ describe('losing the channel', () => {
       feeder.kill('SIGKILL');
       await new Promise((r2) => (feeder.exitCode !== null || feeder.signalCode !== null ? r2(null) : feeder.once('exit', r2)));
       closeFds([r, w]);
+    }
+  });
+
+  test("the channel's input closed behind fdbridge's back (a copy of it kept: the via does not see it go), its number then taken by a socket of fdbridge's: a waiting call rejects with PeerExitedError, not at close", async () => {
+    const had = registeredFds();
+    const conn = await open();
+    // The via's stdin, stdout and stderr ends, made in that order: the input reads its stdout.
+    const ends = [...registeredSince(had)].filter(([, t]) => t.startsWith('socket:')).map(([fd]) => fd).sort((a, b) => a - b);
+    expect(ends).toHaveLength(3);
+    const input = ends[1] as number;
+    // Sockets of fdbridge's on the free numbers below the input's, so that the socket made next lands there.
+    const fillers: Array<ReturnType<typeof UnixSocket.pair>> = [];
+    let socket: ReturnType<typeof UnixSocket.pair> | undefined;
+    const copy = dupFd(input);
+    try {
+      do fillers.push(UnixSocket.pair('seqpacket', { own: true }));
+      while ((fillers[fillers.length - 1] as ReturnType<typeof UnixSocket.pair>)[0].fd < input);
+      const waiting = conn.call('hang');
+      closeSync(input); // the program's close, behind fdbridge's back
+      socket = UnixSocket.pair('seqpacket', { own: true });
+      expect(socket[0].fd).toBe(input);
+      const err: unknown = await waiting.then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(PeerExitedError);
+    } finally {
+      for (const end of [...(socket ?? []), ...fillers.flat()]) end.close();
+      closeFd(copy);
     }
   });
 });
