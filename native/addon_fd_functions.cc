@@ -60,22 +60,13 @@ uint64_t ArgGivenTo(const Napi::CallbackInfo& info, size_t index) {
 // numbered at or above the floor (FdDupHigh); with `givenTo`, a copy given
 // to a command whose ledger (that closer owner's) closes it
 // (FdDupAllGiven). A number fdbridge holds for itself is refused as closed
-// (EBADF): see OwnedFdsLock in fd_ops.h.
+// (EBADF, FdDupCallersFds): see OwnedFdsLock in fd_ops.h.
 Napi::Value DupHigh(const Napi::CallbackInfo& info) {
   int fd = ArgFd(info, 0);
   uint64_t given_to = ArgGivenTo(info, 1);
-  int r;
-  {
-    OwnedFdsLock owned;
-    r = FdRefuseOwned(&fd, 1);
-    if (r == 0 && given_to == 0) {
-      r = FdDupHigh(fd);
-    } else if (r == 0) {
-      int out = -1;
-      r = FdDupAllGiven(&fd, 1, 0, given_to, &out);
-      if (r == 0) r = out;
-    }
-  }
+  int out = -1;
+  int r = FdDupCallersFds(&fd, 1, 0, given_to, &out);
+  if (r == 0) r = out;
   return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), r, "dup"));
 }
 
@@ -108,15 +99,7 @@ Napi::Value DupAll(const Napi::CallbackInfo& info) {
   }
   uint64_t given_to = ArgGivenTo(info, 2);
   std::vector<int> out(n);
-  int r;
-  {
-    OwnedFdsLock owned;  // as in dupHigh: a number of ours is refused as closed
-    r = FdRefuseOwned(fds.data(), n);
-    if (r == 0) {
-      r = given_to != 0 ? FdDupAllGiven(fds.data(), n, FdAbove(highest), given_to, out.data())
-                        : FdDupAllHigh(fds.data(), n, FdAbove(highest), out.data());
-    }
-  }
+  int r = FdDupCallersFds(fds.data(), n, FdAbove(highest), given_to, out.data());
   CheckFdResult(env, r, "dup");
   return FdArray(env, out.data(), n);
 }

@@ -642,16 +642,29 @@ void ReadGens(const int* fds, size_t n, std::vector<uint64_t>* gens) {
 int FdDupAllGiven(const int* fds, size_t n, int min_fd, uint64_t owner, int* out) {
   thread_local std::vector<uint64_t> gens;
   {
-    // Made and registered as one step (FdDupAllHigh), their registrations
-    // read in the same hold: no copy is anyone else's yet.
+    // The caller's numbers checked (FdRefuseOwned), the copies made and
+    // registered (FdDupAllHigh) and their registrations read, as one step:
+    // no copy is anyone else's yet.
     OwnedFdsLock lock;
-    int r = FdDupAllHigh(fds, n, min_fd, out);
+    int r = FdRefuseOwned(fds, n);
+    if (r == 0) r = FdDupAllHigh(fds, n, min_fd, out);
     if (r != 0) return r;
     ReadGens(out, n, &gens);
   }
   MarkGiven(out, n, owner, gens.data());
   if (gens.capacity() > kKeptGivenReads) std::vector<uint64_t>().swap(gens);
   return 0;
+}
+
+int FdDupCallersFds(const int* fds, size_t n, int min_fd, uint64_t owner, int* out) {
+  // Not under a lock of ours: FdDupAllGiven checks in its own, and reads
+  // the copies' files after it (the lock is recursive: one held here would
+  // be held across those reads).
+  if (owner != 0) return FdDupAllGiven(fds, n, min_fd, owner, out);
+  OwnedFdsLock lock;
+  int r = FdRefuseOwned(fds, n);
+  if (r != 0) return r;
+  return FdDupAllHigh(fds, n, min_fd, out);
 }
 
 size_t FdMarkGiven(const int* fds, size_t n, uint64_t owner) {

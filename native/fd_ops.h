@@ -74,7 +74,11 @@ int FdDupAllHigh(const int* fds, size_t n, int min_fd, int* out);
 
 // FdDupAllHigh for copies given to a command in this process (direct,
 // worker), which `owner`'s ledger closes unless the command adopts them
-// (FdCloseGivenInBackground with the same owner): each registration keeps
+// (FdCloseGivenInBackground with the same owner). The caller's fds are
+// checked in the same hold of the registry's lock as the duplication: one
+// fdbridge holds for itself is refused as closed (EBADF, FdRefuseOwned).
+// Call it holding no OwnedFdsLock (the lock is recursive: one held would be
+// held across the files' reads below). Each registration keeps
 // that owner and the copy's file as it is made (device and inode, read with
 // statx(2) AT_STATX_DONT_SYNC: the kernel's own, no filesystem asked, read
 // outside the registry's lock), so that a number the program closed behind
@@ -89,6 +93,12 @@ int FdDupAllGiven(const int* fds, size_t n, int min_fd, uint64_t owner, int* out
 // read outside the registry's lock; a registration the number no longer has
 // after the read is not marked). Returns how many were registered and marked.
 size_t FdMarkGiven(const int* fds, size_t n, uint64_t owner);
+// Duplicates a caller's fds (dupHigh, dupAll): a number fdbridge holds for
+// itself is refused as closed (EBADF, FdRefuseOwned), checked in the same
+// hold of the registry's lock as the duplication. Owner 0: FdDupAllHigh;
+// else FdDupAllGiven (which checks them itself: no lock is held across its
+// reads of the copies' files).
+int FdDupCallersFds(const int* fds, size_t n, int min_fd, uint64_t owner, int* out);
 // Whether `fd`'s registration is a copy given to `owner` (FdDupAllGiven,
 // FdMarkGiven): false once someone else closed it and a new fd of ours
 // took the number, or none did.

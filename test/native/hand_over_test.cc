@@ -219,7 +219,9 @@ void RegisterDuringMarkGiven(bool dup) {
   int copy = -1;
   if (dup) {
     g_register_during_fd = kAnyFd;
-    Check(fdbridge::FdDupAllGiven(&file, 1, 0, kOwner, &copy) == 0, "FdDupAllGiven");
+    // As dupHigh(file, givenTo) calls it: the number checked against the
+    // registry (FdRefuseOwned) and the copy made.
+    Check(fdbridge::FdDupCallersFds(&file, 1, 0, kOwner, &copy) == 0, "FdDupCallersFds");
   } else {
     copy = fdbridge::FdDupHigh(file);
     Check(copy >= 0, "FdDupHigh");
@@ -228,6 +230,11 @@ void RegisterDuringMarkGiven(bool dup) {
   }
   pthread_join(g_register_thread, nullptr);
   Check(!g_register_waited, "a thread registering an fd of ours does not wait for the mark's statx");
+  if (dup) {
+    int again = -1;
+    Check(fdbridge::FdDupCallersFds(&copy, 1, 0, kOwner, &again) == -EBADF && again == -1,
+          "a number of ours given again is refused as closed");
+  }
   Check(g_register.taken >= 0, "that thread made its fd");
   Check(fdbridge::FdIsGiven(copy, kOwner), "the copy is marked given");
   Check(fdbridge::FdClose(copy) == 0, "the copy closes");
