@@ -145,6 +145,18 @@ export class ClosedError extends FdBridgeError {
 }
 
 /**
+ * A connection ended because one of its fds was closed by someone other
+ * than fdbridge (the program closed a number it does not own): `what` names
+ * the fd ("its socket"), `consequence` what no longer gets through.
+ */
+export function closedBehindBackError(transport: string, what: string, fd: number, consequence: string): ClosedError {
+  return new ClosedError(
+    `the ${transport} connection ended: ${what} (fd ${fd}) was closed by someone other than fdbridge ` +
+      `(a close of a number the program does not own), so ${consequence}; close() the connection`,
+  );
+}
+
+/**
  * A deadline the caller set has passed: e.g. a datagram receive with
  * `timeoutMs` (a datagram peer that died sends no end of file, so waiting
  * for its answer needs a deadline or its pidfd).

@@ -25,6 +25,7 @@ import { commandRequest, normalizeCommandSpec, type CommandSpec } from '../comma
 import { BaseConnection, type CommandLocation, type ConnectOptions } from '../connection';
 import {
   ClosedError,
+  closedBehindBackError,
   errnoName,
   PeerExitedError,
   ProtocolError,
@@ -109,7 +110,10 @@ export class RemoteConnection extends BaseConnection {
   #nextStream = 1;
   /** The last reply's settling: the next one settles after it. */
   #replies: Promise<void> = Promise.resolve();
-  #broken: PeerExitedError | undefined;
+  /** Why every request fails now: the channel lost (PeerExitedError), or its input closed behind fdbridge's back (ClosedError). */
+  #broken: PeerExitedError | ClosedError | undefined;
+  /** The channel's input: the via's stdout, our end (the channel owns it). */
+  readonly #inputFd: number;
   #lost: Promise<void>;
   #onLost!: () => void;
   #closing = false;
@@ -146,6 +150,7 @@ export class RemoteConnection extends BaseConnection {
     this.#onCommandClosed = onCommandClosed;
     this.location = { transport: 'remote', pid: -1, threadId: 0 };
     this.#lost = new Promise((r) => (this.#onLost = r));
+    this.#inputFd = stdio.stdout;
     this.#channel = new Channel(stdio.stdout, stdio.stdin, {
       onFrame: (type, id, payload) => this.#onFrame(type, id, payload),
       onEnd: (reason) => this.#channelLost(reason),
@@ -188,7 +193,7 @@ export class RemoteConnection extends BaseConnection {
 
   /** `payload`: the request's JSON (jsonPayload), or undefined for none. */
   #request(type: RemoteFrameTypeOf<'CALL' | 'OPEN' | 'RELEASE' | 'CLOSE'>, operation: string, method: string, payload: Buffer | undefined): Promise<Buffer> {
-    if (this.#broken) return Promise.reject(this.#relabel(this.#broken, operation));
+    if (this.#broken) return Promise.reject(this.#brokenFor(operation));
     const id = this.#nextId++;
     return new Promise<Buffer>((resolve, reject) => {
       this.#pending.set(id, { operation, method, resolve, reject });
@@ -245,7 +250,7 @@ export class RemoteConnection extends BaseConnection {
   // duplication ------------------------------------------------------------
 
   protected dupOne(fd: number): Promise<number> {
-    if (this.#broken) return Promise.reject(this.#relabel(this.#broken, `dupFileDescriptor(${fd})`));
+    if (this.#broken) return Promise.reject(this.#brokenFor(`dupFileDescriptor(${fd})`));
     let made: Made;
     try {
       made = this.#makeStream(fd);
@@ -267,7 +272,7 @@ export class RemoteConnection extends BaseConnection {
   }
 
   protected async dupMany(fds: FdList, above: number): Promise<number[]> {
-    if (this.#broken) throw this.#relabel(this.#broken, 'dupFileDescriptors');
+    if (this.#broken) throw this.#brokenFor('dupFileDescriptors');
     // Every fd is checked and reached here before anything is sent: a kind
     // that cannot be relayed, or a closed fd, fails the batch with nothing made there.
     const made: Made[] = [];
@@ -407,10 +412,24 @@ export class RemoteConnection extends BaseConnection {
    * The channel ended, or the via process exited (a process it started may
    * hold the channel open: its exit is enough). Every pending request
    * rejects with PeerExitedError, every relayed fd here is closed, and the
-   * server sees its stdin end.
+   * server sees its stdin end. An input that ended with EBADF was closed
+   * behind fdbridge's back (the program closed our end of the via's
+   * stdout, or the pump let go of its number when the program made a file
+   * of fdbridge's there): the via did not exit, so every request fails at
+   * once with a ClosedError saying so, without waiting for the via.
    */
   #channelLost(reason: Error | null): void {
     if (this.#broken) return;
+    if (reason instanceof SystemError && reason.errno === -osConstants.errno.EBADF) {
+      const err = closedBehindBackError('remote', "its channel's input", this.#inputFd, `nothing more is heard from the via process (pid ${this.via.pid ?? -1}) or the remote command behind it`);
+      this.#broken = err;
+      for (const s of [...this.#streams.values()]) s.destroy();
+      this.#streams.clear();
+      this.#channel.close();
+      this.#onLost();
+      this.#failPending(() => err);
+      return;
+    }
     const exit: PeerExit = {
       transport: 'remote',
       pid: this.via.pid ?? -1,
@@ -442,7 +461,10 @@ export class RemoteConnection extends BaseConnection {
     else void waitForExit(this.via, EXIT_STATUS_WAIT_MS).then(settle);
   }
 
-  #relabel(err: PeerExitedError, operation: string): PeerExitedError {
+  /** The error a request made on a broken connection fails with: a lost channel's, relabelled for `operation`. */
+  #brokenFor(operation: string): Error {
+    const err = this.#broken as PeerExitedError | ClosedError;
+    if (err instanceof ClosedError) return err;
     return new PeerExitedError(operation, {
       transport: 'remote',
       pid: err.pid,

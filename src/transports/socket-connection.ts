@@ -6,6 +6,7 @@
 import { BaseConnection, queueFullError, type CommandLocation, type ConnectOptions } from '../connection';
 import {
   ClosedError,
+  closedBehindBackError,
   EofError,
   farSystemError,
   FdBridgeError,
@@ -588,12 +589,7 @@ export class SocketConnection extends BaseConnection {
   /** Fails the connection for its socket, closed behind fdbridge's back; returns the error it fails with. */
   #failLost(): Error | undefined {
     const who = this.transport === 'helper' ? 'helper daemon' : `${this.transport} process`;
-    this.#fail(
-      new ClosedError(
-        `the ${this.transport} connection ended: its socket (fd ${this.#socketFd}) was closed by someone other than fdbridge ` +
-          `(a close of a number the program does not own), so nothing more reaches the ${who} (pid ${this.location.pid}); close() the connection`,
-      ),
-    );
+    this.#fail(closedBehindBackError(this.transport, 'its socket', this.#socketFd, `nothing more reaches the ${who} (pid ${this.location.pid})`));
     return this.#dead;
   }
 

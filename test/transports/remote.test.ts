@@ -594,7 +594,7 @@ describe('losing the channel', () => {
     }
   });
 
-  test("the channel's input closed behind fdbridge's back (a copy of it kept: the via does not see it go), its number then taken by a socket of fdbridge's: a waiting call rejects with PeerExitedError, not at close", async () => {
+  test("the channel's input closed behind fdbridge's back (a copy of it kept: the via does not see it go), its number then taken by a socket of fdbridge's: pending and later requests fail at once with a ClosedError naming that close, not a PeerExitedError", async () => {
     const had = registeredFds();
     const conn = await open();
     // The via's stdin, stdout and stderr ends, made in that order: the input reads its stdout.
@@ -605,18 +605,32 @@ describe('losing the channel', () => {
     const fillers: Array<ReturnType<typeof UnixSocket.pair>> = [];
     let socket: ReturnType<typeof UnixSocket.pair> | undefined;
     const copy = dupFd(input);
+    const [r, w] = makePipe();
     try {
       do fillers.push(UnixSocket.pair('seqpacket', { own: true }));
       while ((fillers[fillers.length - 1] as ReturnType<typeof UnixSocket.pair>)[0].fd < input);
-      const waiting = conn.call('hang');
+      // The command's thread is in hang(): the echoes behind it wait too.
+      const pending: Array<Promise<unknown>> = [conn.call('hang'), conn.call('echo', 1), conn.call('echo', 2)];
       closeSync(input); // the program's close, behind fdbridge's back
       socket = UnixSocket.pair('seqpacket', { own: true });
       expect(socket[0].fd).toBe(input);
-      const err: unknown = await waiting.then(() => undefined, (e: unknown) => e);
-      expect(err).toBeInstanceOf(PeerExitedError);
+      const errors = await Promise.all(pending.map((p) => p.then(() => undefined, (e: unknown) => e)));
+      // Told without waiting for the via, which did not exit: it has not yet (its stdin ends only now).
+      expect({ exitCode: conn.via.exitCode, signal: conn.via.signalCode }).toEqual({ exitCode: null, signal: null });
+      const later = await Promise.all(
+        [conn.call('echo', 3), conn.dupFileDescriptor(r), conn.dupFileDescriptors([r, w])].map((p) => p.then(() => undefined, (e: unknown) => e)),
+      );
+      for (const err of [...errors, ...later]) {
+        expect(err).toBeInstanceOf(ClosedError);
+        expect(err).not.toBeInstanceOf(PeerExitedError);
+        expect(err).toMatchObject({
+          code: 'ERR_FDBRIDGE_CLOSED',
+          message: expect.stringContaining(`the remote connection ended: its channel's input (fd ${input}) was closed by someone other than fdbridge`) as unknown,
+        });
+      }
     } finally {
       for (const end of [...(socket ?? []), ...fillers.flat()]) end.close();
-      closeFd(copy);
+      closeFds([copy, r, w]);
     }
   });
 });
