@@ -472,12 +472,16 @@ export class HeldCopies {
    * (native.dupHigh's and dupAll's `givenTo`) that it did not adopt: each
    * is closed only while its number still holds that copy, and one the
    * program closed behind fdbridge's back is left alone, whatever file
-   * took its number since (native.closeInBackground's `given`).
+   * took its number since (native.closeInBackground's `given`). Returns
+   * the batch's ticket (0, done, for no fd), for a wait on this batch alone
+   * (closesSettled).
    */
-  closeGiven(fds: readonly number[]): void {
+  closeGiven(fds: readonly number[]): number {
     // Stryker disable next-line ConditionalExpression: forced false, closeInBackground of no fd closes nothing and gives ticket 0, which is done
-    if (fds.length === 0) return;
-    this.remember(native.closeInBackground(fds, this.owner, true));
+    if (fds.length === 0) return 0;
+    const ticket = native.closeInBackground(fds, this.owner, true);
+    this.remember(ticket);
+    return ticket;
   }
 
   /** Waits for a batch handed over elsewhere (a socket's queued copies) too. */

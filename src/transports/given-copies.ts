@@ -7,7 +7,7 @@
  * whatever file took its number since.
  */
 import type { FdLedger } from '../command';
-import { HeldCopies } from '../fd';
+import { closesSettled, HeldCopies } from '../fd';
 import { native, type FdList } from '../native';
 import { dupAll, dupHigh } from './dup-above-floor';
 
@@ -68,11 +68,11 @@ export abstract class GivenCopiesLedger implements FdLedger {
    * the caller does not get after all), as the sweep does: each only while
    * its number still holds that copy, so that a file the program opened at
    * the number of one it closed behind fdbridge's back stays open. Resolves
-   * once they are closed (or their closes given up on, closesSettled).
+   * once they are closed (or their closes given up on, closesSettled),
+   * whatever closes this ledger handed over before are still running.
    */
   release(fds: readonly number[]): Promise<void> {
-    this.#held.closeGiven(fds.filter((fd) => this.take(fd)));
-    return this.#held.settled();
+    return closesSettled([this.#held.closeGiven(fds.filter((fd) => this.take(fd)))]);
   }
 
   sweep(): number {

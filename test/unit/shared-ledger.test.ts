@@ -10,9 +10,11 @@ import { Worker } from 'node:worker_threads';
 
 import fc from 'fast-check';
 
-import { fdLimit, makeMemfd, openFdTable, closeFds, setFdLimit } from '../../src/fd';
+import { backgroundCloseFds, closeFd, fdLimit, makeMemfd, openFdTable, closeFds, setFdLimit } from '../../src/fd';
 import { fdRegistration } from '../../src/test-hooks';
+import { GivenCopySet } from '../../src/transports/given-copies';
 import { SharedFdLedger } from '../../src/transports/shared-ledger';
+import { hasPython, lingeringSocket } from '../util/linger-attacker';
 
 const nrOpen = Number(readFileSync('/proc/sys/fs/nr_open', 'utf8').trim());
 
@@ -224,4 +226,45 @@ describe('SharedFdLedger', () => {
     expect(mine + theirs).toBe(fds.length);
     expect(ledger.size).toBe(0);
   });
+});
+
+describe.each([
+  ['GivenCopySet (direct)', () => new GivenCopySet()],
+  ['SharedFdLedger (worker)', () => SharedFdLedger.create()],
+] as const)('%s: release()', (_name, make) => {
+  /** Turns the event loop until `ok()` holds. */
+  async function until(ok: () => boolean): Promise<void> {
+    while (!ok()) await new Promise((r) => setImmediate(r));
+  }
+
+  (hasPython() ? test : test.skip)(
+    "resolves once its own batch is closed, while a close this ledger handed over earlier is still blocked (a lingering socket's last reference)",
+    async () => {
+      const before = [...openFdTable().keys()].sort((a, b) => a - b);
+      const linger = await lingeringSocket(1);
+      try {
+        const ledger = make();
+        const lingering = ledger.give(linger.fd);
+        closeFd(linger.fd); // the caller's copy: the ledger's is the socket's last reference
+        const order: string[] = [];
+        // Blocks for the linger time, until python resets the peer (linger.end()).
+        const earlier = ledger.release([lingering]).then(() => order.push('earlier'));
+        await until(() => backgroundCloseFds().running.includes(lingering));
+        const memfd = makeMemfd();
+        const copy = ledger.give(memfd);
+        closeFd(memfd);
+        await ledger.release([copy]).then(() => order.push('later'));
+        // Expected: ['later'], the blocked close still running. A wait on every
+        // batch the ledger handed over gave up on the blocked one first
+        // (CLOSES_GIVE_UP_MS, its timer made before): ['earlier', 'later'].
+        expect([order, backgroundCloseFds().running]).toEqual([['later'], [lingering]]);
+        await linger.end(); // resets the peer: the blocked close returns
+        await earlier;
+        expect(order).toEqual(['later', 'earlier']);
+      } finally {
+        await linger.end();
+      }
+      expect([...openFdTable().keys()].sort((a, b) => a - b)).toEqual(before);
+    },
+  );
 });
