@@ -368,10 +368,15 @@ void FrameChannel::Drop(std::unordered_map<int, UniqueFd>::iterator it) {
 bool FrameChannel::Adopt(int fd) {
   auto it = given_.find(fd);
   if (it == given_.end()) return false;
-  // The command closed this copy, and the number is another connection's
-  // fd of ours now (or nobody's): not this command's to adopt.
+  // The command's now, no longer one of fdbridge's own (a caller may name
+  // it). A copy given under the channel's mark is disowned only while its
+  // number still has that registration: the command closed this copy, and
+  // the number is another connection's fd of ours now (or nobody's): not
+  // this command's to adopt.
   std::optional<FdIdentity> given_file;
-  if (given_mark_ != 0 && !FdDisownGiven(fd, given_mark_, &given_file)) {
+  if (given_mark_ == 0) {
+    FdDisown(fd);
+  } else if (!FdDisownGiven(fd, given_mark_, &given_file)) {
     Drop(it);
     return false;
   }

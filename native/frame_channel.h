@@ -171,7 +171,9 @@ class FrameChannel : public UnixSocket::Filter {
   // Adds an fd to the ledger; once the socket is closed there is no ledger,
   // and the fd is closed at once (nobody would ever close it).
   void Add(int fd);
-  // Takes `fd` out of the ledger (the adopter owns it now); false if it is not there.
+  // Takes `fd` out of the ledger (the adopter owns it now, and it is no longer
+  // one of fdbridge's own: FdDisown, or FdDisownGiven under the given mark);
+  // false if it is not there.
   // While KeepAdoptedCharged is on it stays charged to the budget, and
   // counted against max_given (held_count), until ForgetAdopted, Sweep, or
   // its number shows it closed (see adopted_).

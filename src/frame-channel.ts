@@ -35,12 +35,9 @@ export class ChannelLedger implements FdLedger {
     this.#channel.add(fd);
   }
 
+  /** The command's now, no longer one of fdbridge's own (the native adopt disowns it): a caller may name it. */
   adopt(fd: number): boolean {
-    if (!this.#channel.adopt(fd)) return false;
-    // The command's now: a caller may name it (a copy given under the
-    // channel's mark the native adopt has disowned already).
-    native.disown(fd);
-    return true;
+    return this.#channel.adopt(fd);
   }
 
   closing(fds: readonly number[]): void {

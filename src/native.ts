@@ -140,7 +140,7 @@ export interface NativeFrameChannel {
   chargeTo(budget: NativeFdBudget | null): void;
   /** The ledger: fds given to the command, not yet adopted; closed when the socket closes. */
   add(fd: number): void;
-  /** Takes `fd` out of the ledger, the command's now (still charged while keepAdoptedCharged is on); false if not there. */
+  /** Takes `fd` out of the ledger, the command's now and no longer fdbridge's own (disown; still charged while keepAdoptedCharged is on); false if not there. */
   adopt(fd: number): boolean;
   /** Takes `fd` out of the ledger and refunds it, for the caller to close (a RELEASE); false if not there. */
   release(fd: number): boolean;

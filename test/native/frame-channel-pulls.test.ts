@@ -73,7 +73,7 @@ test('GETFDs are pulled into the ledger natively, all or none; the rest reach th
             const fd = inLedger.shift();
             if (fd !== undefined) {
               expect(ledger.adopt(fd)).toBe(true);
-              native.disown(fd);
+              expect(native.registration(fd)).toBe(0); // the command's, fdbridge's no more
               scope.own(fd);
             }
             continue;
