@@ -124,7 +124,7 @@ export interface NativeFrameChannel {
    * (borrowed: kept open until this is turned off with -1, or serve(false)),
    * close-on-exec, above the floor and registered, into the ledger, at most
    * `maxGiven` fds held. One that does not fit, or whose pulls fail, reaches
-   * the socket's message handler as before, nothing pulled left open.
+   * the socket's message handler as any other message, nothing pulled left open.
    */
   servePulls(pidfd: number, maxGiven?: number): void;
   /**

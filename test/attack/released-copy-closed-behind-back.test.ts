@@ -7,7 +7,7 @@
  * back by then and open a file of its own at that number. The release
  * leaves that file alone, as the connection's close does for a copy the
  * command did not adopt (unadopted-copy-closed-behind-back.test.ts), and
- * closes every other copy of the batch. Before, it closed the number.
+ * closes every other copy of the batch.
  */
 import { closeSync, fstatSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
