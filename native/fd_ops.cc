@@ -586,6 +586,14 @@ int FdDupAllHigh(const int* fds, size_t n, int min_fd, int* out) {
 
 namespace {
 
+// Gives a thread's scratch list's room back once it has grown past `kept`
+// entries (a batch larger than a message's): kept from one call to the
+// next, it would otherwise hold the largest batch's room for good.
+template <typename T>
+void TrimScratch(std::vector<T>* list, size_t kept) {
+  if (list->capacity() > kept) std::vector<T>().swap(*list);
+}
+
 // The most entries a thread's scratch list of given copies keeps room for
 // between calls (MarkGiven): a message's worth.
 constexpr size_t kKeptGivenReads = 256;
@@ -622,7 +630,7 @@ size_t MarkGiven(const int* fds, size_t n, uint64_t owner, const uint64_t* gens)
       marked++;
     }
   }
-  if (reads.capacity() > kKeptGivenReads) std::vector<Read>().swap(reads);
+  TrimScratch(&reads, kKeptGivenReads);
   return marked;
 }
 
@@ -652,7 +660,7 @@ int FdDupAllGiven(const int* fds, size_t n, int min_fd, uint64_t owner, int* out
     ReadGens(out, n, &gens);
   }
   MarkGiven(out, n, owner, gens.data());
-  if (gens.capacity() > kKeptGivenReads) std::vector<uint64_t>().swap(gens);
+  TrimScratch(&gens, kKeptGivenReads);
   return 0;
 }
 
@@ -671,7 +679,7 @@ size_t FdMarkGiven(const int* fds, size_t n, uint64_t owner) {
   thread_local std::vector<uint64_t> gens;
   ReadGens(fds, n, &gens);
   size_t marked = MarkGiven(fds, n, owner, gens.data());
-  if (gens.capacity() > kKeptGivenReads) std::vector<uint64_t>().swap(gens);
+  TrimScratch(&gens, kKeptGivenReads);
   return marked;
 }
 
@@ -1059,14 +1067,14 @@ uint64_t HandOver(const int* fds, size_t n, uint64_t owner, bool held_for_peer, 
     jobs.resize(kept);
     n = kept;
     if (n == 0) {
-      if (jobs.capacity() > kKeptJobs) std::vector<Closer::Job>().swap(jobs);
+      TrimScratch(&jobs, kKeptJobs);
       return 0;
     }
   } else {
     // The registrations handed over are the ones the numbers have now. Each
-    // fd's file is read after that, outside the registry's lock (a batch of
-    // 100,000 held it some 70 ms here, every other thread's dup and close
-    // waiting), and the registration looked at again under it: the same
+    // fd's file is read after that, outside the registry's lock (every
+    // other thread's dup and close would wait for a whole batch's statx:
+    // docs/benchmarks.md), and the registration looked at again under it: the same
     // one, and the file read meanwhile was that registration's (a new fd of
     // ours at the number would have a registration of its own: the numbers
     // are never reused). Another one, or one where there was none: the fd
@@ -1116,7 +1124,7 @@ uint64_t HandOver(const int* fds, size_t n, uint64_t owner, bool held_for_peer, 
       lane.jobs.push_back(job);
     }
     registry.unlock();
-    if (jobs.capacity() > kKeptJobs) std::vector<Closer::Job>().swap(jobs);
+    TrimScratch(&jobs, kKeptJobs);
     ListLocked(c, owner, lane);
     // Work another thread can take, and none free to take it.
     if (HasTurnLocked(c) && c.idle == 0) SpawnLocked(c);
