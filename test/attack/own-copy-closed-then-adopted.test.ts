@@ -1,0 +1,358 @@
+/**
+ * A command closes a copy it was given by itself (fs.closeSync), then
+ * names its number: adoptFd(n), or context.closeClientFds([n]) once it had
+ * adopted it (or not). The number is free then, or another fd has taken
+ * it: in a helper daemon another client's copy (of another uid), adopted
+ * by that client's command or not, or another client's connection socket;
+ * in this process (direct, worker) another connection's copy or a new
+ * connection's socket. adoptFd refuses a number whose copy is gone (a
+ * SystemError EBADF, the number left alone), and closeClientFds refuses,
+ * closing nothing of its list, a number that is one of fdbridge's own fds
+ * now, or, in a helper daemon, an adopted one whose number no longer holds
+ * the file it was given with. No other client's fd is ever closed, every
+ * refusal is typed, and the fd tables are as they were afterwards.
+ *
+ * The helper daemon's part runs as root: client A here, its command the
+ * one that closes behind fdbridge's back; client B as another uid.
+ */
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import fc from 'fast-check';
+
+import { checkFdLeaks, closeFds, connect, openFdTable, PROBE_COMMAND, RemoteError, type Connection } from '../../src';
+import { holdOwnCopy } from '../../src/test-hooks';
+import { DIST_SRC, isRoot, spawnAsUid, type NobodyProcess } from '../util/nobody';
+import { fdTableSettles, startHelperProcess } from '../util/processes';
+import { scaled } from '../util/time-scale';
+
+const describeRoot = isRoot ? describe : describe.skip;
+
+/** The other user: an allowed uid of its own. */
+const OTHER = 20301;
+const FIXTURE = join(__dirname, 'fixtures', 'raw-close-command.js');
+
+/** What the command's refusal must be: typed, EBADF, whatever the transport. */
+function expectEbadf(outcome: unknown, what: string): void {
+  expect({ what, remote: outcome instanceof RemoteError, name: (outcome as RemoteError).remote?.name, code: (outcome as RemoteError).remote?.code }).toEqual({
+    what,
+    remote: true,
+    name: 'SystemError',
+    code: 'EBADF',
+  });
+}
+
+/** The call's value (null for none), or what it rejected with. */
+function settle(p: Promise<unknown>): Promise<unknown> {
+  return p.then(
+    (v) => ({ ok: v ?? null }),
+    (e: unknown) => e,
+  );
+}
+
+/**
+ * Client B, as OTHER: on each stdin line (JSON `{ id, op }`) it connects
+ * (`connect`: a new connection, whose socket the daemon accepts at its
+ * lowest free number), DUPs its file on its newest connection (`dup`,
+ * adopting it there when `adopt`; prints the daemon's number), `check`s
+ * every connection (an echo) and every fd it gave (the file the daemon
+ * holds there), or closes them all (`reset`); it prints `{ r<id>: ... }`.
+ */
+const CLIENT_B = `
+const fs = require('node:fs');
+const { connect, PROBE_COMMAND } = require(${JSON.stringify(DIST_SRC)});
+const src = fs.openSync(process.env.B_FILE, 'r');
+const st = fs.fstatSync(src, { bigint: true });
+const file = { dev: String(st.dev), ino: String(st.ino) };
+const options = { command: PROBE_COMMAND, socketPath: process.env.B_SOCKET, trustPeer: { uids: [0] } };
+const conns = [];
+const handle = async (m) => {
+  if (m.op === 'connect') {
+    conns.push({ c: await connect('helper', options), fds: [] });
+    return conns.length;
+  }
+  if (m.op === 'dup') {
+    const k = conns[conns.length - 1];
+    const fd = await k.c.dupFileDescriptor(src);
+    if (m.adopt) await k.c.call('adopt', [fd]);
+    k.fds.push(fd);
+    return fd;
+  }
+  if (m.op === 'check') {
+    const out = [];
+    for (const k of conns) {
+      const echo = await k.c.call('echo', 'alive').catch((e) => e.constructor.name + ': ' + e.message);
+      const ids = await k.c.call('identities', k.fds).catch((e) => e.constructor.name + ': ' + e.message);
+      out.push({ echo, ids: Array.isArray(ids) ? ids.map((i) => (i.dev === file.dev && i.ino === file.ino ? 'mine' : i)) : ids, fds: k.fds.length });
+    }
+    return out;
+  }
+  for (const k of conns.splice(0)) await k.c.close();
+  return 'reset';
+};
+let chain = Promise.resolve();
+require('node:readline').createInterface({ input: process.stdin }).on('line', (line) => {
+  const m = JSON.parse(line);
+  chain = chain.then(() => handle(m)).then(
+    (v) => console.log(JSON.stringify({ ['r' + m.id]: v })),
+    (e) => console.log(JSON.stringify({ ['r' + m.id]: { failed: String(e && e.stack) } })),
+  );
+});
+console.log(JSON.stringify({ started: true }));
+`;
+
+/** Sends B one request and waits for its answer. */
+let requests = 0;
+async function ask<T>(b: NobodyProcess, op: string, extra: Record<string, unknown> = {}): Promise<T> {
+  const id = ++requests;
+  b.child.stdin?.write(`${JSON.stringify({ id, op, ...extra })}\n`);
+  const answer = (await b.line<Record<string, unknown>>(`r${id}`))[`r${id}`];
+  if (answer !== null && typeof answer === 'object' && 'failed' in answer) throw new Error(`client B: ${String((answer as { failed: unknown }).failed)}`);
+  return answer as T;
+}
+
+/** One step of A's command, or of client B. */
+type Step =
+  | { kind: 'give'; n: number }
+  | { kind: 'closeOwn'; pick: number }
+  | { kind: 'adopt'; pick: number }
+  | { kind: 'closeClient'; picks: number[] }
+  | { kind: 'otherDup'; adopt: boolean }
+  | { kind: 'otherConnect' };
+
+const stepArb: fc.Arbitrary<Step> = fc.oneof(
+  { weight: 3, arbitrary: fc.record({ kind: fc.constant('give' as const), n: fc.integer({ min: 1, max: 3 }) }) },
+  { weight: 3, arbitrary: fc.record({ kind: fc.constant('closeOwn' as const), pick: fc.nat() }) },
+  { weight: 3, arbitrary: fc.record({ kind: fc.constant('adopt' as const), pick: fc.nat() }) },
+  { weight: 3, arbitrary: fc.record({ kind: fc.constant('closeClient' as const), picks: fc.array(fc.nat(), { minLength: 1, maxLength: 3 }) }) },
+  { weight: 3, arbitrary: fc.record({ kind: fc.constant('otherDup' as const), adopt: fc.boolean() }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('otherConnect' as const) }) },
+);
+
+/**
+ * What a number A's command was given is, as A sees it: its copy there
+ * (`given`), adopted (`adopted`), closed by the command itself before or
+ * after it adopted it (`closedGiven`, `closedAdopted`), or none of its any
+ * more (`gone`: forgotten by the connection on a refused adoption, or
+ * closed through closeClientFds).
+ */
+type Status = 'given' | 'adopted' | 'closedGiven' | 'closedAdopted' | 'gone';
+
+/** `list[pick % length]`, or undefined for an empty list. */
+const pickOf = <T,>(list: readonly T[], pick: number): T | undefined => (list.length === 0 ? undefined : list[pick % list.length]);
+
+describeRoot("a helper command's own copy closed by itself, then adopted or closed with closeClientFds: another uid's fds stay that uid's", () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'fdbridge-own-copy-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  test('generated: give, close its own copy, adopt, closeClientFds (A) among another uid\'s DUPs and connections (B)', async () => {
+    const socketPath = `@fdbridge-own-copy-${process.pid}`;
+    const daemon = await startHelperProcess(socketPath, ['--allow-uid', String(OTHER), '--command', `rawclose=${FIXTURE}#RawCloseCommand`]);
+    let runs = 0;
+    try {
+      const baseline = openFdTable(daemon.pid);
+      /** One run: A's steps and B's, then B's check, everything closed. */
+      const runSteps = async (bFile: string, steps: Step[]): Promise<void> => {
+          runs++;
+          const aPath = join(dir, `a-${runs}`);
+          writeFileSync(aPath, `a ${runs}\n`);
+          const aFile = openSync(aPath, 'r');
+          const b = spawnAsUid(OTHER, process.execPath, ['-e', CLIENT_B], { B_FILE: bFile, B_SOCKET: socketPath });
+          let a: Connection | undefined;
+          const status = new Map<number, Status>();
+          const withStatus = (...wanted: Status[]): number[] => [...status].filter(([, s]) => wanted.includes(s)).map(([fd]) => fd);
+          try {
+            await b.line('started');
+            a = await connect('helper', { command: { name: 'rawclose' }, socketPath });
+            const conn = a;
+            await ask(b, 'connect');
+            /** Whether the daemon has `fd` open now (A's own aside: B's fds, sockets, ...). */
+            const openInDaemon = (fd: number): boolean => openFdTable(daemon.pid).has(fd);
+            for (const step of steps) {
+              if (step.kind === 'give') {
+                for (const fd of await conn.dupFileDescriptors(new Array<number>(step.n).fill(aFile))) status.set(fd, 'given');
+              } else if (step.kind === 'closeOwn') {
+                const fd = pickOf(withStatus('given', 'adopted'), step.pick);
+                if (fd === undefined) continue;
+                expect(await conn.call('rawClose', [fd])).toBe(1);
+                status.set(fd, status.get(fd) === 'given' ? 'closedGiven' : 'closedAdopted');
+              } else if (step.kind === 'adopt') {
+                const fd = pickOf(withStatus('given', 'closedGiven', 'adopted'), step.pick);
+                if (fd === undefined) continue;
+                const outcome = await settle(conn.call('adopt', [fd]));
+                if (status.get(fd) === 'given') {
+                  expect({ step, outcome }).toEqual({ step, outcome: { ok: 1 } });
+                  status.set(fd, 'adopted');
+                } else {
+                  // Its copy is gone (closed by the command, the number free or another's), or adopted already.
+                  expectEbadf(outcome, `adopt ${fd} (${status.get(fd)})`);
+                  if (status.get(fd) === 'closedGiven') status.set(fd, 'gone');
+                }
+              } else if (step.kind === 'closeClient') {
+                const numbers = [...status.keys()];
+                const fds = [...new Set(step.picks.map((p) => pickOf(numbers, p) as number).filter((fd) => fd !== undefined))];
+                if (fds.length === 0) continue;
+                // Refused, nothing closed, when one is fdbridge's own (A's unadopted copy, the
+                // registration of a copy A's command closed, B's copy or socket), or an adopted
+                // one whose number no longer holds A's file; one of A's gone numbers that
+                // something else holds now is B's (or the daemon's).
+                const refused = fds.some((fd) => {
+                  const s = status.get(fd) as Status;
+                  return s === 'given' || s === 'closedGiven' || s === 'closedAdopted' || (s === 'gone' && openInDaemon(fd));
+                });
+                const outcome = await settle(conn.call('closeClient', fds));
+                if (refused) {
+                  expectEbadf(outcome, `closeClient ${JSON.stringify(fds.map((fd) => [fd, status.get(fd)]))}`);
+                } else {
+                  expect({ step, fds, outcome }).toEqual({ step, fds, outcome: { ok: null } });
+                  for (const fd of fds) status.set(fd, 'gone');
+                }
+              } else if (step.kind === 'otherDup') {
+                const fd = await ask<number>(b, 'dup', { adopt: step.adopt });
+                // It took a number A's command freed (or another free one): A's copy there, if any, is gone.
+                if (status.has(fd)) status.set(fd, 'gone');
+              } else {
+                await ask(b, 'connect');
+              }
+              // A's own new copies can take a number it had before: that one is a copy again (set above).
+            }
+            // Every fd of B's is its file still, and every connection of B's answers.
+            const checked = await ask<Array<{ echo: unknown; ids: unknown; fds: number }>>(b, 'check');
+            expect(checked).toEqual(checked.map((c) => ({ echo: 'alive', ids: new Array<string>(c.fds).fill('mine'), fds: c.fds })));
+            // What A adopted and kept is still its file: closeClientFds takes it (it would refuse another file).
+            const kept = withStatus('adopted');
+            if (kept.length > 0) expect(await settle(conn.call('closeClient', kept))).toEqual({ ok: null });
+            await ask(b, 'reset');
+          } finally {
+            await a?.close();
+            b.child.stdin?.end();
+            b.kill();
+            await b.exited();
+            closeSync(aFile);
+          }
+      };
+      await fc.assert(
+        fc.asyncProperty(fc.constantFrom('/dev/null', '/etc/hostname', '/etc/passwd'), fc.array(stepArb, { minLength: 1, maxLength: 25 }), async (bFile, steps) => {
+          // This process's fd table too: A's connection, its file, B's pipes.
+          const report = await checkFdLeaks(() => runSteps(bFile, steps), { settleMs: 2000 });
+          expect({ leaks: report.leaks, closed: report.closed }).toEqual({ leaks: [], closed: [] });
+          expect(await fdTableSettles(daemon.pid, baseline, 10000)).toBe('');
+        }),
+        {
+          numRuns: 12,
+          examples: [
+            // A's copy closed by its command and adopted; B's copy lands there; A closes "its" adopted fd.
+            ['/etc/passwd', [{ kind: 'give', n: 1 }, { kind: 'closeOwn', pick: 0 }, { kind: 'adopt', pick: 0 }, { kind: 'otherDup', adopt: false }, { kind: 'closeClient', picks: [0] }]],
+            // The same, B's new connection's socket landing there.
+            ['/dev/null', [{ kind: 'give', n: 1 }, { kind: 'closeOwn', pick: 0 }, { kind: 'adopt', pick: 0 }, { kind: 'otherConnect' }, { kind: 'closeClient', picks: [0] }]],
+            // A adopts, closes its adopted fd itself; B's copy lands there and B's command adopts it.
+            ['/etc/hostname', [{ kind: 'give', n: 2 }, { kind: 'adopt', pick: 0 }, { kind: 'closeOwn', pick: 1 }, { kind: 'otherDup', adopt: true }, { kind: 'closeClient', picks: [0] }]],
+          ],
+        },
+      );
+    } finally {
+      await daemon.stop('SIGKILL');
+    }
+  }, scaled(300000));
+});
+
+type Transport = 'direct' | 'worker';
+/** Who takes the number once the command closed its copy: nobody, another connection's copy, a new child connection's socket. */
+type Taker = 'none' | 'copy' | 'socket';
+/** What the command does: adopt the closed copy's number; close it (closeClientFds) adopted before it closed it, or not adopted. */
+type Act = 'adopt' | 'closeAdopted' | 'closeUnadopted';
+
+/**
+ * fdbridge's own copies of `file` at every free number from its floor up
+ * to `fd` (open): once `fd` is closed, it is the lowest free number there,
+ * which fdbridge's next fd takes. Returns the copies.
+ */
+function fillUpTo(fd: number, file: number): number[] {
+  const made: number[] = [];
+  for (;;) {
+    const copy = holdOwnCopy(file);
+    if (copy > fd) {
+      closeFds([copy]);
+      return made;
+    }
+    made.push(copy);
+  }
+}
+
+const cases = (['direct', 'worker'] as const).flatMap((transport) =>
+  (['none', 'copy', 'socket'] as const).flatMap((taker) => (['adopt', 'closeAdopted', 'closeUnadopted'] as const).map((act) => ({ transport, taker, act }))),
+);
+
+describe("a direct or worker command's own copy closed by itself, then adopted or closed with closeClientFds", () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'fdbridge-own-copy-local-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  test.each(cases)(
+    '$transport, the number taken by $taker, the command does $act: refused (EBADF) where the copy is gone, and what took the number is untouched',
+    async ({ transport, taker, act }: { transport: Transport; taker: Taker; act: Act }) => {
+      const path = join(dir, `${transport}-${taker}-${act}`);
+      writeFileSync(path, 'given\n');
+      const report = await checkFdLeaks(() => runLocalCase(transport, taker, act, path));
+      expect({ leaks: report.leaks, closed: report.closed }).toEqual({ leaks: [], closed: [] });
+    },
+    scaled(30_000),
+  );
+});
+
+/** One case of the direct or worker part: checks what it can on the way. */
+async function runLocalCase(transport: Transport, taker: Taker, act: Act, path: string): Promise<void> {
+      const file = openSync(path, 'r');
+      const a = await connect(transport, { command: { module: FIXTURE, export: 'RawCloseCommand' } });
+      const other = taker === 'copy' ? await connect(transport, { command: PROBE_COMMAND }) : undefined;
+      let socketConn: Connection | undefined;
+      try {
+        const n = await a.dupFileDescriptor(file);
+        if (act === 'closeAdopted') expect(await a.call('adopt', [n])).toBe(1);
+        const fillers = taker === 'none' ? [] : fillUpTo(n, file);
+        try {
+          expect(await a.call('rawClose', [n])).toBe(1);
+          let check: () => Promise<void> = async () => undefined;
+          if (taker === 'copy') {
+            const conn = other as Connection;
+            expect(await conn.dupFileDescriptor(file)).toBe(n);
+            const [id] = (await conn.call('identities', [n])) as Array<{ dev: string; ino: string }>;
+            check = async () => {
+              const [now] = (await conn.call('identities', [n])) as Array<{ dev: string; ino: string }>;
+              expect(now).toEqual(id);
+            };
+          } else if (taker === 'socket') {
+            socketConn = await connect('child', { command: PROBE_COMMAND });
+            const conn = socketConn;
+            // A new connection's socket takes the lowest free number at or above the floor: the closed copy's.
+            const target = openFdTable().get(n);
+            expect(target).toMatch(/^socket:/);
+            check = async () => {
+              expect(openFdTable().get(n)).toBe(target);
+              await expect(conn.call('echo', 1)).resolves.toBe(1);
+            };
+          }
+          const outcome = await settle(act === 'adopt' ? a.call('adopt', [n]) : a.call('closeClient', [n]));
+          if (act === 'closeAdopted' && taker === 'none') {
+            // The command's own adopted fd, closed by itself: nothing at the number to refuse or to close.
+            expect(outcome).toEqual({ ok: null });
+          } else {
+            expectEbadf(outcome, `${act} ${n} taken by ${taker}`);
+          }
+          await check();
+        } finally {
+          closeFds(fillers);
+        }
+      } finally {
+        await a.close();
+        await other?.close();
+        await socketConn?.close();
+        closeSync(file);
+      }
+}
