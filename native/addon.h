@@ -165,6 +165,14 @@ inline Napi::Value SystemError(Napi::Env env, int neg_errno, const char* syscall
   throw Napi::Error(env, SystemError(env, neg_errno, syscall));
 }
 
+// closeClientFds refused `fd`: one of fdbridge's own fds, not the
+// client's (FdCloseClientFdsInBackground). A SystemError EBADF that names it.
+[[noreturn]] inline void ThrowNotClients(Napi::Env env, int fd) {
+  Napi::Object details = Napi::Object::New(env);
+  details.Set("fd", Napi::Number::New(env, fd));
+  throw Napi::Error(env, MakeError(env, "notclients", -EBADF, "closeClientFds", details));
+}
+
 inline int CheckFdResult(Napi::Env env, int r, const char* syscall) {
   if (r < 0) ThrowSystem(env, r, syscall);
   return r;

@@ -54,6 +54,23 @@ Napi::Value CloseInBackground(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(ticket));
 }
 
+// closeClientFds(fds, owner) -> ticket: closeInBackground of fds a command
+// holds as its client's (FdCloseClientFdsInBackground): one that is one of
+// fdbridge's own fds now throws a SystemError EBADF naming it, nothing
+// handed over.
+Napi::Value CloseClientFds(const Napi::CallbackInfo& info) {
+  std::vector<int> fds = ArgFdArray(info, "closeClientFds(fds, owner): fds must be an array");
+  double owner = info.Length() > 1 && !info[1].IsUndefined() ? WholeNumber(info[1]) : 0;
+  if (owner < 0) throw Napi::TypeError::New(info.Env(), "closeClientFds: owner must be a non-negative integer");
+  uint64_t ticket = 0;
+  int refused = -1;
+  if (FdCloseClientFdsInBackground(fds.data(), fds.size(), static_cast<uint64_t>(owner), nullptr, &ticket, &refused) != 0) {
+    ThrowNotClients(info.Env(), refused);
+  }
+  ClaimFromJs(info.Env(), fds.data(), fds.size());
+  return Napi::Number::New(info.Env(), static_cast<double>(ticket));
+}
+
 // backgroundCloseDone(ticket) -> whether that batch is closed, every fd of it.
 Napi::Value BackgroundCloseDone(const Napi::CallbackInfo& info) {
   std::vector<uint64_t> t = ArgTickets(info.Env(), info.Length() > 0 ? info[0] : info.Env().Undefined());
@@ -168,6 +185,7 @@ Napi::Value BackgroundClosesOfOwnSockets(const Napi::CallbackInfo& info) {
 
 void ExportBackgroundCloses(Napi::Env env, Napi::Object exports) {
   exports.Set("closeInBackground", Napi::Function::New<CloseInBackground>(env, "closeInBackground"));
+  exports.Set("closeClientFds", Napi::Function::New<CloseClientFds>(env, "closeClientFds"));
   exports.Set("afterBackgroundCloses", Napi::Function::New<AfterBackgroundCloses>(env, "afterBackgroundCloses"));
   exports.Set("backgroundClosesDone", Napi::Function::New<BackgroundClosesDone>(env, "backgroundClosesDone"));
   exports.Set("backgroundCloseDone", Napi::Function::New<BackgroundCloseDone>(env, "backgroundCloseDone"));

@@ -49,6 +49,7 @@ class ChannelWrap : public Napi::ObjectWrap<ChannelWrap>, public FrameChannel::D
                            InstanceMethod<&ChannelWrap::Release>("release"),
                            InstanceMethod<&ChannelWrap::KeepAdoptedCharged>("keepAdoptedCharged"),
                            InstanceMethod<&ChannelWrap::ForgetAdopted>("forgetAdopted"),
+                           InstanceMethod<&ChannelWrap::CloseClientFds>("closeClientFds"),
                            InstanceMethod<&ChannelWrap::ReclaimClosedAdopted>("reclaimClosedAdopted"),
                            InstanceMethod<&ChannelWrap::Sweep>("sweep"),
                            InstanceAccessor<&ChannelWrap::GetGivenCount>("givenCount"),
@@ -282,6 +283,17 @@ class ChannelWrap : public Napi::ObjectWrap<ChannelWrap>, public FrameChannel::D
   Napi::Value ForgetAdopted(const Napi::CallbackInfo& info) {
     std::vector<int> fds = ArgFdArray(info, "forgetAdopted(fds): fds must be an array");
     return Napi::Number::New(info.Env(), static_cast<double>(channel_->ForgetAdopted(fds.data(), fds.size())));
+  }
+  // closeClientFds(fds) -> ticket: see FrameChannel::CloseClientFds. A
+  // refusal throws a SystemError EBADF naming the fd (ThrowNotClients),
+  // nothing handed over.
+  Napi::Value CloseClientFds(const Napi::CallbackInfo& info) {
+    std::vector<int> fds = ArgFdArray(info, "closeClientFds(fds): fds must be an array");
+    uint64_t ticket = 0;
+    int refused = -1;
+    if (channel_->CloseClientFds(fds.data(), fds.size(), &ticket, &refused) != 0) ThrowNotClients(info.Env(), refused);
+    ClaimFromJs(info.Env(), fds.data(), fds.size());
+    return Napi::Number::New(info.Env(), static_cast<double>(ticket));
   }
   // reclaimClosedAdopted() -> how many adopted fds it found closed and refunded: see FrameChannel::ReclaimClosedAdopted.
   Napi::Value ReclaimClosedAdopted(const Napi::CallbackInfo& info) {

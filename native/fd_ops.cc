@@ -400,12 +400,39 @@ void FdDisown(int fd) {
 
 bool FdDisownGiven(int fd, uint64_t owner, std::optional<FdIdentity>* file) {
   OwnedFds& o = TheOwnedFds();
+  uint64_t gen;
+  bool known;
+  FdIdentity given;
+  {
+    std::lock_guard<std::recursive_mutex> lock(o.mu);
+    auto it = o.gens.find(fd);
+    if (it == o.gens.end() || it->second.given_to != owner) return false;
+    gen = it->second.gen;
+    known = it->second.file_known;
+    given = it->second.file;
+  }
+  // The file at the number now, read outside the lock (FdFileIdentity asks
+  // no filesystem): none there, or another file than the copy was given
+  // with, means the copy was closed by someone else (the command itself,
+  // fs.closeSync) and the number is free or a file nobody registered took
+  // it. Not the command's to adopt: the registration ends as closed by
+  // someone else. One whose file could not be read when given is told
+  // apart only by a free number.
+  FdIdentity now;
+  int r = FdFileIdentity(fd, &now);
+  bool gone = r == -EBADF || (r == 0 && known && (now.dev != given.dev || now.ino != given.ino));
   std::lock_guard<std::recursive_mutex> lock(o.mu);
   auto it = o.gens.find(fd);
-  if (it == o.gens.end() || it->second.given_to != owner) return false;
+  // Another registration now (a new fd of ours took the number), or none:
+  // the file read was not this copy's either.
+  if (it == o.gens.end() || it->second.gen != gen) return false;
+  if (gone) {
+    FdClosedByOther(fd, gen);
+    return false;
+  }
   if (file != nullptr) {
-    if (it->second.file_known) {
-      *file = it->second.file;
+    if (known) {
+      *file = given;
     } else {
       file->reset();
     }
@@ -870,6 +897,10 @@ void CloseMayBlock(const Closer::Job& job) {
     return;
   }
   if (registration == 0) {
+    // None when handed over, one now: the fd handed over was closed by
+    // someone else (the kernel gives a number only once it is free) and a
+    // new fd of ours took the number, which is not this close's.
+    if (FdRegistration(fd) != 0) return;
     if (!job.known) {
       FdClose(fd);  // nothing known of the file: as any close
       return;
@@ -1033,8 +1064,14 @@ void TakeRegistration(Closer::Job* job, OwnedFds::Registration* reg) {
 // FdCloseInBackground and FdCloseGivenInBackground: `given_to` not 0, only
 // the fds whose registration was given to that ledger (FdDupAllGiven,
 // FdMarkGiven) are queued.
-uint64_t HandOver(const int* fds, size_t n, uint64_t owner, bool held_for_peer, uint64_t given_to) {
+// `refused`: not null, a number fdbridge holds for itself now (a
+// registration there), or, with `expected`, one whose expected[i] is set and
+// that holds another file (or none), is refused: nothing is handed over,
+// *refused is that number and the ticket 0 (else *refused is -1).
+uint64_t HandOver(const int* fds, size_t n, uint64_t owner, bool held_for_peer, uint64_t given_to, int* refused = nullptr,
+                  const std::optional<FdIdentity>* expected = nullptr) {
   bool given = given_to != 0;
+  if (refused != nullptr) *refused = -1;
   if (n == 0) return 0;
   // The closer's now, whatever environment asked; each with its file as it
   // is now (as it was made, for a given copy) and the registration it has
@@ -1089,6 +1126,12 @@ uint64_t HandOver(const int* fds, size_t n, uint64_t owner, bool held_for_peer, 
       job.peer_fd = held_for_peer;
       auto it = o.gens.find(job.fd);
       job.registration = it == o.gens.end() ? 0 : it->second.gen;
+      if (refused != nullptr && job.registration != 0) {
+        *refused = job.fd;
+        registry.unlock();
+        TrimScratch(&jobs, kKeptJobs);
+        return 0;
+      }
     }
     registry.unlock();
     for (size_t i = 0; i < n; i++) HandOverIdentity(&jobs[i]);
@@ -1097,6 +1140,20 @@ uint64_t HandOver(const int* fds, size_t n, uint64_t owner, bool held_for_peer, 
       Closer::Job& job = jobs[i];
       auto it = o.gens.find(job.fd);
       uint64_t now = it == o.gens.end() ? 0 : it->second.gen;
+      if (refused != nullptr) {
+        // A registration made at the number since the first look (its fd
+        // was closed, a new fd of ours took it), or a file other than the
+        // one expected there: not the caller's to close.
+        const std::optional<FdIdentity>* want = expected != nullptr ? &expected[i] : nullptr;
+        bool other_file = want != nullptr && want->has_value() &&
+                          (!job.known || job.identity.dev != (*want)->dev || job.identity.ino != (*want)->ino);
+        if (now != 0 || other_file) {
+          *refused = job.fd;
+          registry.unlock();
+          TrimScratch(&jobs, kKeptJobs);
+          return 0;
+        }
+      }
       if (now != job.registration) {
         job.open = false;
         job.known = false;
@@ -1155,6 +1212,12 @@ uint64_t FdCloseInBackground(const int* fds, size_t n, uint64_t owner, bool held
 
 uint64_t FdCloseGivenInBackground(const int* fds, size_t n, uint64_t owner, uint64_t given_to) {
   return HandOver(fds, n, owner, /*held_for_peer=*/true, given_to != 0 ? given_to : owner);
+}
+
+int FdCloseClientFdsInBackground(const int* fds, size_t n, uint64_t owner, const std::optional<FdIdentity>* expected,
+                                 uint64_t* ticket, int* refused) {
+  *ticket = HandOver(fds, n, owner, /*held_for_peer=*/true, /*given_to=*/0, refused, expected);
+  return *refused >= 0 ? -EBADF : 0;
 }
 
 bool FdBackgroundCloseIssued(uint64_t ticket) {

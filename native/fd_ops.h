@@ -190,9 +190,13 @@ uint64_t FdTakeOvers();
 // The fd stays open but is no longer fdbridge's (a command adopted it).
 void FdDisown(int fd);
 // FdDisown of a copy `owner`'s ledger was given (FdDupAllGiven), only while
-// `fd` still has that registration: false, and nothing done, when the copy
-// was closed behind fdbridge's back and its number is another fd of ours
-// now (another ledger's copy, a socket) or of nobody's registration.
+// `fd` still has that registration and holds the file it was given with
+// (one statx(2) AT_STATX_DONT_SYNC, outside the registry's lock): false
+// when the copy was closed behind fdbridge's back, and its number is
+// another fd of ours now (another ledger's copy, a socket: nothing done),
+// free, or another file (the registration ends as closed by someone else,
+// FdClosedByOther). The same file at the number (a copy of it the program
+// made there) is not told apart.
 // With `file`: once disowned, *file is its file as it was marked given (the
 // copy's as made or received), or nullopt when that could not be read.
 bool FdDisownGiven(int fd, uint64_t owner, std::optional<FdIdentity>* file = nullptr);
@@ -423,6 +427,22 @@ uint64_t FdCloseInBackground(const int* fds, size_t n, uint64_t owner, bool held
 // connection: each connection's copies are marked apart, FdMarkGiven, and
 // closed as its uid's, `owner`); 0 for `owner`.
 uint64_t FdCloseGivenInBackground(const int* fds, size_t n, uint64_t owner, uint64_t given_to = 0);
+// FdCloseInBackground of fds a command holds as its client's
+// (CommandContext.closeClientFds: adopted, or received by the command
+// itself), none of them fdbridge's: one that is one of fdbridge's own fds
+// now (a registration at its number: a copy given to a command and not
+// adopted, another client's copy or connection socket that took the number
+// of one the command closed by itself) is refused, and so is one whose
+// `expected` file (expected[i], when `expected` is not null and it is set:
+// the file an adopted copy was given with) is not the file at the number
+// (read as it is handed over: the command closed that fd itself, and the
+// number is free, or another file, another command's adopted fd). Then
+// -EBADF, *refused that number, nothing handed over and *ticket 0; else 0,
+// *refused -1 and *ticket the batch's. Checked as they are handed over,
+// the registrations under the registry's lock; a registration made at one
+// of the numbers after that is left alone by the close (CloseMayBlock).
+int FdCloseClientFdsInBackground(const int* fds, size_t n, uint64_t owner, const std::optional<FdIdentity>* expected,
+                                 uint64_t* ticket, int* refused);
 // Whether the batch `ticket` is done (every fd of it closed). A ticket
 // FdCloseInBackground never gave is not.
 bool FdBackgroundCloseDone(uint64_t ticket);

@@ -370,11 +370,19 @@ bool FrameChannel::Adopt(int fd) {
   if (it == given_.end()) return false;
   // The command's now, no longer one of fdbridge's own (a caller may name
   // it). A copy given under the channel's mark is disowned only while its
-  // number still has that registration: the command closed this copy, and
-  // the number is another connection's fd of ours now (or nobody's): not
-  // this command's to adopt.
+  // number still has that registration and holds the file it was given
+  // with (FdDisownGiven): otherwise the command closed this copy, and the
+  // number is free, or another connection's fd of ours now, or a file
+  // nobody gave it: not this command's to adopt. Unmarked, only a free
+  // number shows the copy closed (nothing else is known of its file).
   std::optional<FdIdentity> given_file;
   if (given_mark_ == 0) {
+    FdIdentity now;
+    if (FdFileIdentity(fd, &now) == -EBADF) {
+      FdClosedByOther(fd, FdRegistration(fd));
+      Drop(it);
+      return false;
+    }
     FdDisown(fd);
   } else if (!FdDisownGiven(fd, given_mark_, &given_file)) {
     Drop(it);
@@ -421,6 +429,18 @@ size_t FrameChannel::ForgetAdopted(const int* fds, size_t n) {
   for (size_t i = 0; i < n; i++) forgotten += adopted_.erase(fds[i]);
   if (budget_) budget_->Refund(forgotten);
   return forgotten;
+}
+
+int FrameChannel::CloseClientFds(const int* fds, size_t n, uint64_t* ticket, int* refused) {
+  std::vector<std::optional<FdIdentity>> expected(n);
+  for (size_t i = 0; i < n; i++) {
+    auto it = adopted_.find(fds[i]);
+    if (it != adopted_.end() && it->second.known) expected[i] = it->second.identity;
+  }
+  int r = socket_ != nullptr ? socket_->CloseClientFdsInBackground(fds, n, expected.data(), ticket, refused)
+                             : FdCloseClientFdsInBackground(fds, n, close_owner_, expected.data(), ticket, refused);
+  if (r == 0) ForgetAdopted(fds, n);
+  return r;
 }
 
 size_t FrameChannel::ReclaimClosedAdopted() {

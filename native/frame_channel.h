@@ -173,7 +173,9 @@ class FrameChannel : public UnixSocket::Filter {
   void Add(int fd);
   // Takes `fd` out of the ledger (the adopter owns it now, and it is no longer
   // one of fdbridge's own: FdDisown, or FdDisownGiven under the given mark);
-  // false if it is not there.
+  // false if it is not there, or if its copy is no longer at the number
+  // (closed by someone else: the number free, another fd of ours, or,
+  // under the mark, another file), which leaves the ledger then.
   // While KeepAdoptedCharged is on it stays charged to the budget, and
   // counted against max_given (held_count), until ForgetAdopted, Sweep, or
   // its number shows it closed (see adopted_).
@@ -191,6 +193,15 @@ class FrameChannel : public UnixSocket::Filter {
   // caller hands them to the closer at once, where they count as fds a
   // peer gave that wait to be closed (FdBackgroundClosesOfPeerFds).
   size_t ForgetAdopted(const int* fds, size_t n);
+  // The command closes these fds (CommandContext.closeClientFds): to the
+  // background closer, as the socket's (UnixSocket::CloseClientFdsInBackground;
+  // once the socket is closed, as the channel's close owner), each adopted one
+  // still charged only while its number holds the file it was given with;
+  // then ForgetAdopted. -EBADF and *refused the first refused (one of
+  // fdbridge's own fds now, or an adopted one whose number holds another
+  // file or none: the command closed it itself), nothing handed over nor
+  // forgotten; else 0 and *ticket the batch's.
+  int CloseClientFds(const int* fds, size_t n, uint64_t* ticket, int* refused);
   // Refunds the adopted fds still charged that the command closed another
   // way (not closeClientFds): those whose number is free, or holds another
   // file than it was given with (device and inode: FdFileIdentity, which

@@ -533,6 +533,13 @@ uint64_t UnixSocket::CloseInBackground(const int* fds, size_t n) {
   return ticket;
 }
 
+int UnixSocket::CloseClientFdsInBackground(const int* fds, size_t n, const std::optional<FdIdentity>* expected, uint64_t* ticket,
+                                           int* refused) {
+  int r = FdCloseClientFdsInBackground(fds, n, close_owner_, expected, ticket, refused);
+  if (r == 0) RememberTicket(*ticket);
+  return r;
+}
+
 uint64_t UnixSocket::CloseGivenInBackground(const int* fds, size_t n, uint64_t given_to) {
   uint64_t ticket = FdCloseGivenInBackground(fds, n, close_owner_, given_to);
   RememberTicket(ticket);

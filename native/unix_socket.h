@@ -10,6 +10,7 @@
 
 #include <deque>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "fd_budget.h"
@@ -254,6 +255,11 @@ class UnixSocket {
   // `given_to` (FdCloseGivenInBackground): a number another fd of ours took
   // since, or none, is left alone.
   uint64_t CloseGivenInBackground(const int* fds, size_t n, uint64_t given_to);
+  // CloseInBackground of fds a command holds as its client's
+  // (FdCloseClientFdsInBackground): -EBADF and *refused the first one that
+  // is one of fdbridge's own fds now, nothing handed over; else 0 and
+  // *ticket the batch's (remembered as CloseInBackground's).
+  int CloseClientFdsInBackground(const int* fds, size_t n, const std::optional<FdIdentity>* expected, uint64_t* ticket, int* refused);
   // The socket listens (the binding's Socket made with an accept
   // callback): Close() empties its backlog, not a receive queue. Set by the
   // binding when it makes the socket; Close() reads this flag, no syscall.

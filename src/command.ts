@@ -13,10 +13,12 @@
  * When the connection closes, the command's optional `close()` runs, then
  * every fd it did not adopt is closed. Adopted fds are the command's to close.
  */
+import { constants as osConstants } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import { threadId } from 'node:worker_threads';
 
 import { BUILTIN_COMMANDS, builtinCommand } from './commands/registry';
+import { SystemError } from './errors';
 import { HeldCopies } from './fd';
 import { native } from './native';
 import type { TransportName } from './transports';
@@ -64,8 +66,11 @@ export interface CommandContext {
   readonly peer?: PeerCredentials;
   /**
    * Takes ownership of `fd`, which the connection duplicated into this
-   * context: the connection will no longer close it. Throws if the fd was not
-   * given to this command (or was adopted already). Returns `fd`.
+   * context: the connection will no longer close it. Throws a SystemError
+   * EBADF if the fd was not given to this command, was adopted already, or
+   * its copy is no longer at that number (the command closed it itself:
+   * the number is free, another fd of fdbridge's, or another file), which
+   * the connection then forgets, nothing closed. Returns `fd`.
    */
   adoptFd(fd: number): number;
   /**
@@ -80,7 +85,10 @@ export interface CommandContext {
    * closes given up on after 5 s, closesSettled): a command
    * that answers only then (probe's closeAdopted) tells its client that the
    * room they took is free; one that need not wait (a close() as the
-   * connection ends) ignores it.
+   * connection ends) ignores it. Throws at once, nothing closed, for a
+   * number that is one of fdbridge's own fds now (SystemError EBADF: a copy
+   * given to the command and not adopted, or another connection's fd or
+   * socket that took the number of one the command closed itself).
    */
   closeClientFds(fds: readonly number[]): Promise<void>;
   /**
@@ -203,7 +211,7 @@ export interface FdLedger {
    * True when the fd was given and not yet adopted: it is the command's
    * then, forgotten here and no longer one of fdbridge's own fds (a caller
    * may name it: native.disown; a ledger of copies it gave checks that the
-   * number still holds its copy, native.disownGiven).
+   * number still holds its copy, its registration and file, native.disownGiven).
    */
   adopt(fd: number): boolean;
   /**
@@ -294,7 +302,7 @@ export class CommandHost {
     const close =
       closeClientFds ??
       ((fds: readonly number[]): Promise<void> => {
-        clientCloses.close([...fds]);
+        clientCloses.closeClientFds([...fds]);
         return clientCloses.settled();
       });
     this.ledger = ledger;
@@ -306,16 +314,24 @@ export class CommandHost {
       adoptFd(fd: number): number {
         if (!Number.isInteger(fd) || fd < 0) throw new RangeError(`adoptFd: ${fd} is not an fd`);
         // The ledger hands it over: the command's now, a caller may name it.
+        // One whose copy is no longer at its number (the command closed it
+        // itself) is not: whatever is there now is not the client's.
         if (!ledger.adopt(fd)) {
-          throw new Error(`adoptFd(${fd}): this fd was not duplicated into this command, or was adopted already`);
+          throw new SystemError(
+            osConstants.errno.EBADF,
+            'adoptFd',
+            `adoptFd(${fd}): this fd was not duplicated into this command, or was adopted already, or its copy was closed ` +
+              'by someone other than fdbridge (the number holds no copy given to this command now)',
+          );
         }
         return fd;
       },
       closeClientFds(fds: readonly number[]): Promise<void> {
         // Adopted fds a ledger kept counted (a helper daemon's) stop counting
         // once they have gone to the closer, where they count as being
-        // closed: a close that throws (a list it refuses) leaves them open
-        // and still counted.
+        // closed: a close that throws (a list it refuses: one of fdbridge's
+        // own fds named, SystemError EBADF) leaves them open and still
+        // counted.
         const closed = close(fds);
         ledger.closing?.(fds);
         return closed;

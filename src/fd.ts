@@ -468,6 +468,18 @@ export class HeldCopies {
   }
 
   /**
+   * close() of fds a command holds as its client's
+   * (CommandContext.closeClientFds): throws a SystemError EBADF naming the
+   * first that is one of fdbridge's own fds now, nothing handed over
+   * (native.closeClientFds).
+   */
+  closeClientFds(fds: readonly number[]): void {
+    // Stryker disable next-line ConditionalExpression: forced false, closeClientFds of no fd closes nothing and gives ticket 0, which is done
+    if (fds.length === 0) return;
+    this.remember(native.closeClientFds(fds, this.owner));
+  }
+
+  /**
    * close() of copies given to a command under this holder's owner
    * (native.dupHigh's and dupAll's `givenTo`) that it did not adopt: each
    * is closed only while its number still holds that copy, and one the

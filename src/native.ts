@@ -154,6 +154,15 @@ export interface NativeFrameChannel {
   /** The command is closing `fds` (closeClientFds): the adopted ones still charged are refunded; returns how many. */
   forgetAdopted(fds: readonly number[]): number;
   /**
+   * The command closes `fds` (closeClientFds): to the background closer as
+   * the socket's, each adopted one still charged only while its number
+   * holds the file it was given with, then forgetAdopted; returns the
+   * batch's ticket. Throws a SystemError EBADF naming the first refused
+   * (one of fdbridge's own fds now, or an adopted one whose number holds
+   * another file or none), nothing handed over nor forgotten.
+   */
+  closeClientFds(fds: readonly number[]): number;
+  /**
    * Refunds the adopted fds still charged that the command closed another
    * way: their number free, or another file's (device and inode, read
    * without asking the filesystem); returns how many. One statx per
@@ -394,6 +403,17 @@ export interface NativeBinding {
    * alone, whatever took its number since (ticket 0 when none is left).
    */
   closeInBackground(fds: readonly number[], owner?: number, given?: boolean): number;
+  /**
+   * closeInBackground of fds a command holds as its client's
+   * (CommandContext.closeClientFds: adopted, or received by the command
+   * itself), as `owner`'s: one that is one of fdbridge's own fds now (a copy
+   * given to a command and not adopted, another connection's copy or socket
+   * that took the number of one the command closed by itself) is refused,
+   * checked as they are handed over: a SystemError EBADF naming it (`fd`),
+   * nothing handed over. A number one of fdbridge's fds takes after that is
+   * left alone by the close. Returns the batch's ticket.
+   */
+  closeClientFds(fds: readonly number[], owner?: number): number;
   /** Whether every fd of the batch `ticket` is closed. */
   backgroundCloseDone(ticket: number): boolean;
   /**
@@ -515,10 +535,12 @@ export interface NativeBinding {
   disown(fd: number, registration?: number): void;
   /**
    * disown of a copy given under the closer owner `owner` (dupHigh's and
-   * dupAll's `givenTo`), only while `fd` is still that copy: false, and
-   * nothing done, when the program closed it behind fdbridge's back and its
-   * number holds another fd of fdbridge's now (another ledger's copy, a
-   * socket), or none of its.
+   * dupAll's `givenTo`), only while `fd` is still that copy, its
+   * registration and the file it was made with (one statx): false when the
+   * program closed it behind fdbridge's back and its number holds another
+   * fd of fdbridge's now (another ledger's copy, a socket: nothing done),
+   * or is free, or holds another file (the copy's registration ends as
+   * closed by someone else).
    */
   disownGiven(fd: number, owner: number): boolean;
   /** The registration of `fd` as one fdbridge holds for itself (never reused), or 0 when it is not. */
@@ -772,6 +794,16 @@ function load(): NativeBinding {
           `${syscall}: the send queue is full (${queue.queuedMessages} messages, ${queue.queuedBytes} bytes ` +
             `waiting for the peer to read; limit ${queue.limit} bytes): nothing was sent; wait for earlier sends to leave`,
           queue,
+        );
+      }
+      case 'notclients': {
+        const fd = Number(details['fd']);
+        return new SystemError(
+          errno,
+          syscall,
+          `${syscall}: fd ${fd} is not the client's to close: it is one of fdbridge's own fds now (a copy given to the command ` +
+            "and not adopted, or another connection's fd or socket that took the number after the command closed the client's fd " +
+            'itself); nothing was closed',
         );
       }
       default:

@@ -58,8 +58,9 @@ export abstract class GivenCopiesLedger implements FdLedger {
 
   /** Takes the copy out of fdbridge's own fds too (native.disownGiven). */
   adopt(fd: number): boolean {
-    // A copy the program closed behind fdbridge's back, whose number another
-    // fd of fdbridge's took since, is not this command's to adopt.
+    // A copy the program closed behind fdbridge's back is not this
+    // command's to adopt, whatever its number holds now (nothing, another
+    // fd of fdbridge's, another file): it is forgotten here, nothing closed.
     return this.take(fd) && native.disownGiven(fd, this.owner);
   }
 

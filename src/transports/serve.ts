@@ -545,7 +545,7 @@ class ServedSession implements ServedConnection {
         this.#options.closeInBackground
           ? (fds) => {
               // Outside the promise: a list the closer refuses throws at once, nothing closed (CommandHost then keeps them counted).
-              const ticket = this.#socket.closeInBackground(fds);
+              const ticket = this.#channel.closeClientFds(fds);
               return new Promise<void>((resolve) => afterBackgroundCloses([ticket], resolve));
             }
           : undefined,

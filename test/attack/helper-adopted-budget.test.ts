@@ -20,8 +20,8 @@
  * the numbers then taken by the other connection's fds, by files opened
  * here, or by nothing: no DUP is refused for fds nobody holds. A third
  * has the command close copies by itself before adopting them, files
- * opened here taking their numbers: the adoptions take files that are not
- * the client's, and the client is not refused for them either.
+ * opened here taking their numbers: the adoptions are refused (those files
+ * are not the client's), and the client is not refused for them either.
  */
 import { join } from 'node:path';
 
@@ -361,15 +361,14 @@ const RAW_CLOSE_COMMAND = { module: join(__dirname, 'fixtures', 'raw-close-comma
 
 /**
  * A command that closes copies it was given by itself (fs.closeSync)
- * before adopting them: a file this process opens then takes each number,
- * and the adoptions take those files, which are not the client's. They
- * stop counting against its limit as the discarded ones above do: the
- * daemon compares each number with the file its copy was given with (read
- * as it was received), not with what it held when adopted. The client,
- * its limit full, is served as many fds again as its command closed, and
- * refused one more.
+ * before adopting them: a file this process opens then takes each number.
+ * Each adoption is refused (a SystemError EBADF: the number holds another
+ * file than the copy was given with, which is not the client's), and the
+ * connection forgets that copy: it stops counting against the client's
+ * limit, as the discarded ones above do. The client, its limit full, is
+ * served as many fds again as its command closed, and refused one more.
  */
-test("generated: copies a command closed itself, whose numbers files opened here took, and then adopted stop counting against the client's limit", async () => {
+test("generated: copies a command closed itself, whose numbers files opened here took, are refused adoption and stop counting against the client's limit", async () => {
   await fc.assert(
     fc.asyncProperty(fc.integer({ min: 1, max: 6 }), fc.nat(), fc.integer({ min: 1, max: 6 }), async (perClient, pick, k) => {
       const daemon = HelperDaemon.start({
@@ -386,7 +385,13 @@ test("generated: copies a command closed itself, whose numbers files opened here
         const closed = slice(given, pick, k).sort((a, b) => a - b);
         expect(await c.call('rawClose', closed)).toBe(closed.length);
         for (const fd of closed) opened.push(openAt('/dev/null', fd));
-        expect(await c.call('adopt', closed)).toBe(closed.length);
+        for (const fd of closed) {
+          const refused = await (c as Connection).call('adopt', [fd]).then(
+            () => 'adopted',
+            (e: { remote?: { code?: string } }) => e.remote?.code,
+          );
+          expect({ fd, refused }).toEqual({ fd, refused: 'EBADF' });
+        }
         const outcome = (n: number): Promise<string> =>
           (c as Connection).dupFileDescriptors(new Array<number>(n).fill(file)).then(
             () => 'served',
