@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 
 import { checkFdLeaks, closeFds, connect, openFdTable, PROBE_COMMAND, RemoteError, type Connection } from '../../src';
-import { holdOwnCopy } from '../../src/test-hooks';
+import { fillUpTo } from '../util/fill-up-to';
 import { DIST_SRC, isRoot, spawnAsUid, type NobodyProcess } from '../util/nobody';
 import { fdTableSettles, startHelperProcess } from '../util/processes';
 import { scaled } from '../util/time-scale';
@@ -266,22 +266,6 @@ type Taker = 'none' | 'copy' | 'socket';
 /** What the command does: adopt the closed copy's number; close it (closeClientFds) adopted before it closed it, or not adopted. */
 type Act = 'adopt' | 'closeAdopted' | 'closeUnadopted';
 
-/**
- * fdbridge's own copies of `file` at every free number from its floor up
- * to `fd` (open): once `fd` is closed, it is the lowest free number there,
- * which fdbridge's next fd takes. Returns the copies.
- */
-function fillUpTo(fd: number, file: number): number[] {
-  const made: number[] = [];
-  for (;;) {
-    const copy = holdOwnCopy(file);
-    if (copy > fd) {
-      closeFds([copy]);
-      return made;
-    }
-    made.push(copy);
-  }
-}
 
 const cases = (['direct', 'worker'] as const).flatMap((transport) =>
   (['none', 'copy', 'socket'] as const).flatMap((taker) => (['adopt', 'closeAdopted', 'closeUnadopted'] as const).map((act) => ({ transport, taker, act }))),

@@ -17,7 +17,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { checkFdLeaks, closeFds, connect, openFdTable, PROBE_COMMAND, type CommandSpec, type Connection, type FdLeakReport } from '../../src';
-import { fdRegistration, holdOwnCopy } from '../../src/test-hooks';
+import { fdRegistration } from '../../src/test-hooks';
+import { fillUpTo } from '../util/fill-up-to';
 import { openAt } from '../util/open-at';
 import { scaled } from '../util/time-scale';
 
@@ -56,22 +57,6 @@ const identity = (fd: number): string => {
   return `${st.dev}:${st.ino}`;
 };
 
-/**
- * fdbridge's own copies of `file` (holdOwnCopy) at every free number from
- * its floor up to `fd` (open): once `fd` is closed, it is the lowest free
- * number there, which fdbridge's next fd takes. Returns the copies.
- */
-function fillUpTo(fd: number, file: number): number[] {
-  const made: number[] = [];
-  for (;;) {
-    const copy = holdOwnCopy(file);
-    if (copy > fd) {
-      closeFds([copy]);
-      return made;
-    }
-    made.push(copy);
-  }
-}
 
 /** The number taken, what to check of it once the connection is closed, and how to let it go. */
 interface Taken {
