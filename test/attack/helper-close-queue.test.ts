@@ -18,6 +18,7 @@ import { statusOf, statusWhen } from '../util/helper-status';
 import { hasPython, withAttackedDaemon } from '../util/linger-attacker';
 import { DIST_SRC, isRoot, NOBODY } from '../util/nobody';
 import { fdTableSettles } from '../util/processes';
+import { scaled } from '../util/time-scale';
 
 const describeRoot = isRoot ? describe : describe.skip;
 
@@ -57,7 +58,8 @@ describeRoot("one user's blocked closes never take the daemon to its fd limit (a
 
       const rounds = limits.maxConnectionsPerUid + 40;
       const churn = d.runAsNobody(CHURN(name, rounds));
-      const result = await churn.line<{ served: number; refused: Record<string, number>; failed: string[] }>('served');
+      // Its rounds, one after another, take longer than one step's hang guard.
+      const result = await churn.line<{ served: number; refused: Record<string, number>; failed: string[] }>('served', scaled(90_000));
       // Exactly its allowance was served; each of those sockets still waits,
       // counted as nobody's; every round past it was refused by that quota,
       // and closed at once (it could never hold an fd: nothing waits for it).

@@ -18,13 +18,24 @@ import { DIST_SRC, isRoot, NOBODY, runAsNobody, type NobodyProcess } from '../ut
 const describeRoot = isRoot ? describe : describe.skip;
 const ROOT_UID = process.getuid?.() ?? 0;
 
-/** Runs `body` as nobody with connect, closeFd, makeMemfd, the raw-socket helpers (rawConnect, sendNow, receiveNow), frames, sleep and name in scope; resolves with what it returns. */
-function asNobody(name: string, body: string): Promise<Record<string, unknown>> {
-  return nobody(name, body).result;
+/**
+ * Runs `body` as nobody, a client of `daemon`, with connect, closeFd,
+ * makeMemfd, the raw-socket helpers (rawConnect, sendNow, receiveNow),
+ * frames, sleep, name and step (prints {step}: how far it got, shown if
+ * it hangs) in scope; resolves with what it returns.
+ */
+function asNobody(daemon: HelperDaemon, body: string): Promise<Record<string, unknown>> {
+  return nobody(daemon, body).result;
+}
+
+/** What a hang guard shows of `daemon` (in this process) besides the process it waited on. */
+function describeDaemon(daemon: HelperDaemon): () => string {
+  return () => `daemon.status(): ${JSON.stringify(daemon.status())}\ndaemon.stats: ${JSON.stringify(daemon.stats)}`;
 }
 
 /** asNobody, and the process itself (its stdin, and JSON lines it prints before its result). */
-function nobody(name: string, body: string): NobodyProcess & { result: Promise<Record<string, unknown>> } {
+function nobody(daemon: HelperDaemon, body: string): NobodyProcess & { result: Promise<Record<string, unknown>> } {
+  const name = nameOf(daemon);
   const p = runAsNobody(`
     const { closeFd, connect, makeMemfd } = require(${JSON.stringify(DIST_SRC)});
     const { rawConnect, receiveNow, sendNow } = require(${JSON.stringify(join(DIST_SRC, 'testing.js'))});
@@ -33,6 +44,7 @@ function nobody(name: string, body: string): NobodyProcess & { result: Promise<R
     const socketPath = ${JSON.stringify(`@${name}`)};
     const name = ${JSON.stringify(name)};
     const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+    const step = (s) => console.log(JSON.stringify({ step: s }));
     const raw = () => rawConnect('seqpacket', name, true);
     const hello = (fd, command = 'probe') => sendNow(fd, frames.encodeJson(frames.FrameType.HELLO, 0, { version: frames.PROTOCOL_VERSION, command: { name: command } }));
     /** Waits (up to 10 s) for a message or EOF on a raw fd: 'eof', an error code, or the frame type. */
@@ -43,7 +55,10 @@ function nobody(name: string, body: string): NobodyProcess & { result: Promise<R
       }
       return 'nothing';
     };
-    (async () => { ${body} })().then((r) => console.log(JSON.stringify({ result: r })), (e) => console.log(JSON.stringify({ result: { error: e.code ?? e.name, quota: e.quota, message: e.message } })));`);
+    (async () => { step('started'); ${body} })().then((r) => console.log(JSON.stringify({ result: r })), (e) => console.log(JSON.stringify({ result: { error: e.code ?? e.name, quota: e.quota, message: e.message } })));`,
+    {},
+    { describe: describeDaemon(daemon) },
+  );
   // Resolved once it has exited too: its fds (the test's pipes to it) are gone by then.
   const result = p.line<{ result: Record<string, unknown> }>('result').then(async (r) => {
     await p.exited();
@@ -68,7 +83,7 @@ describeRoot('quotas (client: nobody)', () => {
   test('fds held per client: the DUP past the quota is refused with QuotaExceededError, the ones before it served', async () => {
     const daemon = start({ limits: { maxFdsPerClient: 5 } });
     try {
-      const r = await asNobody(nameOf(daemon), `
+      const r = await asNobody(daemon, `
         const c = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer });
         const fd = makeMemfd('q');
         const got = [];
@@ -91,7 +106,7 @@ describeRoot('quotas (client: nobody)', () => {
   test('requests in flight per client: the call past the quota is refused, the others still answered; calls answered at once never count', async () => {
     const daemon = start({ limits: { maxCallsInFlight: 2 } });
     try {
-      const r = await asNobody(nameOf(daemon), `
+      const r = await asNobody(daemon, `
         const c = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer });
         const burst = await Promise.allSettled(Array.from({ length: 500 }, (_, i) => c.call('echo', i)));
         const slow = [c.call('later', 300, 'a'), c.call('later', 300, 'b')];
@@ -110,7 +125,7 @@ describeRoot('quotas (client: nobody)', () => {
   test('connections: past maxConnections a client is refused (PeerRefusedError), the ones in place keep working', async () => {
     const daemon = start({ limits: { maxConnections: 2 } });
     try {
-      const r = await asNobody(nameOf(daemon), `
+      const r = await asNobody(daemon, `
         const a = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer });
         const b = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer });
         const third = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer }).then(() => 'served', (e) => e.code + ' ' + e.message);
@@ -128,7 +143,7 @@ describeRoot('quotas (client: nobody)', () => {
   test('a client that never sends HELLO is disconnected after the HELLO timeout', async () => {
     const daemon = start({ limits: { helloTimeoutMs: 200 } });
     try {
-      const r = await asNobody(nameOf(daemon), `const fd = raw(); const a = await awaitAnswer(fd); const b = await awaitAnswer(fd); closeFd(fd); return { answer: a, then: b };`);
+      const r = await asNobody(daemon, `const fd = raw(); const a = await awaitAnswer(fd); const b = await awaitAnswer(fd); closeFd(fd); return { answer: a, then: b };`);
       // REFUSED (3), naming the quota, then end of file.
       expect(r).toEqual({ answer: 3, then: 'eof' });
       expect(daemon.stats.quotaHits.helloTimeout).toBe(1);
@@ -146,7 +161,7 @@ describeRoot('quotas (client: nobody)', () => {
     const IDLE = 300;
     const daemon = start({ limits: { idleTimeoutMs: IDLE } });
     try {
-      const p = nobody(nameOf(daemon), `
+      const p = nobody(daemon, `
         const busy = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer });
         const long = busy.call('hang').catch((e) => e.code);
         const fd = raw(); hello(fd); const ready = await awaitAnswer(fd);
@@ -174,7 +189,7 @@ describeRoot('quotas (client: nobody)', () => {
   test('a client that stops reading its replies is disconnected, not buffered for', async () => {
     const daemon = start({ limits: { maxQueuedBytes: 65536, stalledReaderTimeoutMs: 300 } });
     try {
-      const r = await asNobody(nameOf(daemon), `
+      const r = await asNobody(daemon, `
         const fd = raw(); hello(fd); await awaitAnswer(fd);
         const big = 'x'.repeat(8000);
         let sent = 0, stop = null;
@@ -332,7 +347,7 @@ describeRoot('fairness between uids (nobody takes all it may; root still gets it
   test('connections per uid: nobody cannot take every connection; root is served beside it', async () => {
     const daemon = start({ limits: { maxConnections: 6, maxConnectionsPerUid: 3 } });
     try {
-      const r = nobody(nameOf(daemon), `
+      const r = nobody(daemon, `
         const open = [];
         let refused;
         for (let i = 0; i < 6 && refused === undefined; i++) {
@@ -362,7 +377,7 @@ describeRoot('fairness between uids (nobody takes all it may; root still gets it
     const daemon = start({ limits: { maxFdsPerClient: 4, maxFdsPerUid: 6 } });
     const memfd = makeMemfd('root');
     try {
-      const r = nobody(nameOf(daemon), `
+      const r = nobody(daemon, `
         const a = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer });
         const b = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer });
         const fd = makeMemfd('q');
@@ -406,7 +421,7 @@ describeRoot('fairness between uids (nobody takes all it may; root still gets it
     const daemon = start({ limits: { maxFdsPerClient: 100, maxFdsPerUid: 100, maxFdsTotal: 5 } });
     const memfd = makeMemfd('root');
     try {
-      const r = nobody(nameOf(daemon), `
+      const r = nobody(daemon, `
         const a = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer });
         const fd = makeMemfd('q');
         const got = await a.dupFileDescriptors([fd, fd, fd, fd, fd]);
@@ -498,7 +513,7 @@ describeRoot("a client's death is noticed whatever fds it left with the daemon (
     const daemon = start({ log: (line) => lines.push(`${Date.now()} ${line}`) });
     jest.useRealTimers();
     try {
-      const r = await asNobody(nameOf(daemon), `
+      const r = await asNobody(daemon, `
         const a = raw(); hello(a); await awaitAnswer(a);
         const b = raw(); hello(b); await awaitAnswer(b);
         const dup = (over, fd) => sendNow(over, frames.encodeDup(1), [fd]);
@@ -527,7 +542,7 @@ describeRoot("a client's death is noticed whatever fds it left with the daemon (
     const before = openFdTable();
     const pidfds = (): number[] => [...openFdTable()].filter(([fd, target]) => !before.has(fd) && target === 'anon_inode:[pidfd]').map(([fd]) => fd);
     try {
-      const r = nobody(nameOf(daemon), `
+      const r = nobody(daemon, `
         const c = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer });
         process.stdout.write(JSON.stringify({ connected: true }) + '\\n');
         await new Promise((resolve) => process.stdin.once('data', resolve));
@@ -549,7 +564,7 @@ describeRoot("a client's death is noticed whatever fds it left with the daemon (
     process.env[NO_PEER_PIDFD_ENV] = '1';
     const daemon = start();
     try {
-      const r = await asNobody(nameOf(daemon), `
+      const r = await asNobody(daemon, `
         const a = raw(); hello(a); await awaitAnswer(a);
         const b = raw(); hello(b); await awaitAnswer(b);
         const dup = async (over, fd) => { sendNow(over, frames.encodeDup(1), [fd]); return awaitAnswer(over); };
@@ -583,7 +598,7 @@ describeRoot('a close that would block never runs on the event loop, nor holds b
    * the connection at the peer.
    */
   async function lingeringClose(daemon: HelperDaemon): Promise<NobodyProcess> {
-    const attacker = spawnAttacker('dup', nameOf(daemon));
+    const attacker = spawnAttacker('dup', nameOf(daemon), 1, NOBODY, { describe: describeDaemon(daemon) });
     expect(await attacker.line('ready')).toEqual({ ready: 2, dupOk: 5 });
     expect(await until(() => daemon.stats.active === 0)).toBe(true);
     // Its close has started and blocks: the client fd still waiting to be closed.
@@ -669,7 +684,7 @@ describeRoot('a close that would block never runs on the event loop, nor holds b
 
   withPython("the fds a uid gave that wait to be closed count against that uid's limit: it cannot fill the total with closes it made block", async () => {
     const daemon = start({ limits: { maxFdsPerUid: 2 } });
-    const attacker = spawnAttacker('dup', nameOf(daemon), 2);
+    const attacker = spawnAttacker('dup', nameOf(daemon), 2, NOBODY, { describe: describeDaemon(daemon) });
     const memfd = makeMemfd('root');
     try {
       expect(await attacker.line('ready')).toEqual({ ready: 2, dupOk: 5 });
@@ -677,11 +692,14 @@ describeRoot('a close that would block never runs on the event loop, nor holds b
       // Both closes block (nobody's), and the fds count as nobody's still.
       expect(await until(() => closerThreads().busy >= 2)).toBe(true);
       expect(daemon.status().fdsClosing).toBe(2);
-      const r = await asNobody(nameOf(daemon), `
+      const r = await asNobody(daemon, `
         const c = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer });
+        step('connected');
         const fd = makeMemfd('q');
         const one = await c.dupFileDescriptor(fd).then(() => 'served', (e) => e.code + ':' + e.quota + ':' + e.message);
+        step('answered');
         await c.close(); closeFd(fd);
+        step('closed');
         return { one };`);
       expect(r['one']).toMatch(/^ERR_FDBRIDGE_QUOTA:uidFds:.*\(2 of them still being closed; at most 2\)/);
       // Another uid is served from its own allowance.

@@ -14,7 +14,7 @@ import { Worker } from 'node:worker_threads';
 import { closeFd, makeMemfd, makePipe, openFdTable, type FdTable } from '../../src';
 import { rawSocketPair, receiveNow } from '../../src/testing';
 import { statusWhen } from './helper-status';
-import { NOBODY, runAsNobody, spawnAsUid, type NobodyProcess } from './nobody';
+import { NOBODY, runAsNobody, spawnAsUid, type NobodyProcess, type SpawnOptions } from './nobody';
 import { startHelperProcess, type HelperProcess } from './processes';
 
 /** A python3 that nobody may run (not one under root's home), with socket.send_fds (3.9+). */
@@ -217,8 +217,8 @@ print(json.dumps({'drained': len(peers)}), flush=True)
 export type AttackerMode = 'dup' | 'log' | 'probe' | 'refused' | 'unread' | 'truncated' | 'overquota';
 
 /** LINGER_ATTACKER in `mode`, run as `uid` (nobody by default), at the daemon listening on the abstract name `name`. */
-export function spawnAttacker(mode: AttackerMode, name: string, count = 1, uid = NOBODY): NobodyProcess {
-  return spawnAsUid(uid, PYTHON, ['-c', LINGER_ATTACKER, mode, name, String(count)]);
+export function spawnAttacker(mode: AttackerMode, name: string, count = 1, uid = NOBODY, options: SpawnOptions = {}): NobodyProcess {
+  return spawnAsUid(uid, PYTHON, ['-c', LINGER_ATTACKER, mode, name, String(count)], {}, options);
 }
 
 /**
