@@ -12,7 +12,7 @@ import { encodeJson, FrameType, MAX_FRAME_BYTES, PROTOCOL_VERSION } from '../../
 import { backgroundClosesPending, closerThreads } from '../../src/test-hooks';
 import { rawConnect, receiveNow, sendNow } from '../../src/testing';
 import { DEFAULT_HELPER_LIMITS, fdRoom, NO_PEER_PIDFD_ENV } from '../../src/transports/helper-daemon';
-import { hasPython, releaseAttacker, spawnAttacker } from '../util/linger-attacker';
+import { hasPython, releaseAttacker, spawnAttacker, tcpSocketsOpen } from '../util/linger-attacker';
 import { DIST_SRC, isRoot, NOBODY, runAsNobody, type NobodyProcess } from '../util/nobody';
 
 const describeRoot = isRoot ? describe : describe.skip;
@@ -601,8 +601,10 @@ describeRoot('a close that would block never runs on the event loop, nor holds b
     const attacker = spawnAttacker('dup', nameOf(daemon), 1, NOBODY, { describe: describeDaemon(daemon) });
     expect(await attacker.line('ready')).toEqual({ ready: 2, dupOk: 5 });
     expect(await until(() => daemon.stats.active === 0)).toBe(true);
-    // Its close has started and blocks: the client fd still waiting to be closed.
-    expect(await until(() => closerThreads().busy >= 1)).toBe(true);
+    // Its close has started and blocks: the client fd still waiting to be
+    // closed, and out of this process's fd table (tcpSocketsOpen: until
+    // then a process spawned here would take the close over).
+    expect(await until(() => closerThreads().busy >= 1 && tcpSocketsOpen() === 0)).toBe(true);
     expect(daemon.status().fdsClosing).toBe(1);
     return attacker;
   }
@@ -682,6 +684,24 @@ describeRoot('a close that would block never runs on the event loop, nor holds b
     }
   });
 
+  withPython("a lingering socket waiting for a closer thread is still in this process's fd table, where a process spawned here would take a copy: tcpSocketsOpen counts it, and closerThreads().busy does not tell", async () => {
+    const daemon = start();
+    const per = closerThreads().perOwner;
+    // One more than nobody's closes may run at once: the last waits, queued, open.
+    const attacker = spawnAttacker('dup', nameOf(daemon), per + 1, NOBODY, { describe: describeDaemon(daemon) });
+    try {
+      expect(await attacker.line('ready')).toEqual({ ready: 2, dupOk: 5 });
+      expect(await until(() => daemon.stats.active === 0 && closerThreads().busy >= per && daemon.status().fdsClosing === per + 1)).toBe(true);
+      // Every thread nobody may have is in a close, its socket out of the table; the one left is in it.
+      expect(await until(() => tcpSocketsOpen() === 1)).toBe(true);
+      expect(closerThreads().busy).toBe(per);
+    } finally {
+      await releaseAttacker(attacker);
+      await daemon.close();
+    }
+    expect(await until(() => tcpSocketsOpen() === 0)).toBe(true);
+  });
+
   withPython("the fds a uid gave that wait to be closed count against that uid's limit: it cannot fill the total with closes it made block", async () => {
     const daemon = start({ limits: { maxFdsPerUid: 2 } });
     const attacker = spawnAttacker('dup', nameOf(daemon), 2, NOBODY, { describe: describeDaemon(daemon) });
@@ -690,7 +710,14 @@ describeRoot('a close that would block never runs on the event loop, nor holds b
       expect(await attacker.line('ready')).toEqual({ ready: 2, dupOk: 5 });
       expect(await until(() => daemon.stats.active === 0)).toBe(true);
       // Both closes block (nobody's), and the fds count as nobody's still.
-      expect(await until(() => closerThreads().busy >= 2)).toBe(true);
+      // Both have begun, too: neither socket is left in this process's fd
+      // table, where the nobody process spawned below would take a copy of
+      // it, whose close-on-exec, after the closer's close, would be the
+      // last one and block that process's exec for the linger time
+      // (tcpSocketsOpen). busy alone does not say so: it counts a thread
+      // from the moment it takes a close, before its close(2), and a
+      // thread closing the attacker's connection as well.
+      expect(await until(() => closerThreads().busy >= 2 && tcpSocketsOpen() === 0)).toBe(true);
       expect(daemon.status().fdsClosing).toBe(2);
       const r = await asNobody(daemon, `
         const c = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer });

@@ -9,6 +9,7 @@
  * stdin, by resetting the connection at the peer).
  */
 import { execFileSync, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 
 import { closeFd, makeMemfd, makePipe, openFdTable, type FdTable } from '../../src';
@@ -212,6 +213,40 @@ line()
 reset_peers()
 print(json.dumps({'drained': len(peers)}), flush=True)
 `;
+
+/**
+ * How many of this process's fds are TCP sockets (their inodes listed in
+ * /proc/net/tcp or tcp6). A lingering socket handed to the background
+ * closer is one until the closer's close(2) has taken it out of the table.
+ * Until then, a process spawned here takes a copy of it with the rest of
+ * the table (fork), which it keeps until its exec closes it (close-on-exec):
+ * once the closer's own close has run, that one is the socket's last, and
+ * it blocks the spawned process's exec for the linger time (an hour here),
+ * before the program it runs has started. So a test that spawns a process
+ * while a lingering socket waits to be closed in this process waits first
+ * until this is 0.
+ */
+export function tcpSocketsOpen(): number {
+  const inodes = new Set<string>();
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = '';
+    try {
+      text = readFileSync(table, 'utf8');
+    } catch {
+      continue; // no IPv6
+    }
+    for (const row of text.split('\n').slice(1)) {
+      const inode = row.trim().split(/\s+/)[9];
+      if (inode !== undefined && inode !== '0') inodes.add(inode);
+    }
+  }
+  let open = 0;
+  for (const target of openFdTable().values()) {
+    const socket = /^socket:\[(\d+)\]$/.exec(target);
+    if (socket && inodes.has(socket[1] as string)) open++;
+  }
+  return open;
+}
 
 /** What the attacker does with its lingering sockets at a daemon (see LINGER_ATTACKER). */
 export type AttackerMode = 'dup' | 'log' | 'probe' | 'refused' | 'unread' | 'truncated' | 'overquota';
