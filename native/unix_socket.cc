@@ -257,14 +257,14 @@ void UnixSocket::Ref() {
   if (closed_) return;
   refed_ = true;
   uv_ref(reinterpret_cast<uv_handle_t*>(&poll_));
-  if (waker_) uv_ref(reinterpret_cast<uv_handle_t*>(&waker_poll_));
+  if (waker_made_) uv_ref(reinterpret_cast<uv_handle_t*>(&waker_poll_));
 }
 
 void UnixSocket::Unref() {
   if (closed_) return;
   refed_ = false;
   uv_unref(reinterpret_cast<uv_handle_t*>(&poll_));
-  if (waker_) uv_unref(reinterpret_cast<uv_handle_t*>(&waker_poll_));
+  if (waker_made_) uv_unref(reinterpret_cast<uv_handle_t*>(&waker_poll_));
 }
 
 void UnixSocket::UpdatePoll() {
@@ -384,7 +384,15 @@ void UnixSocket::DoWrite() {
 // close wake), so the event loop sleeps until there is room, or the receiver
 // is gone and the retried sendto fails with ECONNREFUSED.
 int UnixSocket::WaitForReceiver(const struct sockaddr_un& to, socklen_t to_len) {
-  if (!waker_) {
+  // The waker is polled as every fd of fdbridge's is (PolledNumber), and
+  // closed behind our back it is let go of as they are: its poll handle is
+  // never made again, so the sends that would wait on it fail (EBADF).
+  if (waker_made_ && waker_ && !waker_number_.Holds(waker_.get())) {
+    waker_number_.LetGo(waker_.get());
+    waker_.release();
+  }
+  if (waker_made_ && !waker_) return -EBADF;
+  if (!waker_made_) {
     int made = SockOpen(SOCK_DGRAM);
     if (made < 0) return made;
     UniqueFd opened(made);
@@ -393,10 +401,11 @@ int UnixSocket::WaitForReceiver(const struct sockaddr_un& to, socklen_t to_len) 
     int w = FdDupHigh(opened.get());
     if (w < 0) return w;
     UniqueFd waker(w);
-    int r = uv_poll_init(poll_.loop, &waker_poll_, w);
+    int r = waker_number_.Init(poll_.loop, w);
     if (r != 0) return r;
     waker_poll_.data = this;
     waker_ = std::move(waker);
+    waker_made_ = true;
     if (!refed_) uv_unref(reinterpret_cast<uv_handle_t*>(&waker_poll_));
   }
   // Connected afresh for each wait: the head of the queue decides which
@@ -408,9 +417,19 @@ int UnixSocket::WaitForReceiver(const struct sockaddr_un& to, socklen_t to_len) 
   return 0;
 }
 
+void UnixSocket::OnWakerTaken(void* owner, const FdIdentity& file, bool known) {
+  UnixSocket* self = static_cast<UnixSocket*>(owner);
+  if (self->closed_ || !self->waker_number_.YieldTo(file, known, &self->waker_) || !self->waiting_receiver_) return;
+  // The send waiting on it fails from the socket's own poll (writable: the
+  // send is tried again, and WaitForReceiver says EBADF), not from inside
+  // the poll being made for someone else.
+  self->waiting_receiver_ = false;
+  self->UpdatePoll();
+}
+
 void UnixSocket::OnWakerPoll(uv_poll_t* handle, int status, int events) {
   UnixSocket* self = static_cast<UnixSocket*>(handle->data);
-  if (self->closed_) return;
+  if (self->closed_ || !self->waker_) return;
   uv_poll_stop(&self->waker_poll_);
   self->waiting_receiver_ = false;
   self->DoWrite();
@@ -594,7 +613,10 @@ void UnixSocket::Close(bool shut_down, void (*on_freed)(void*), void* arg) {
     int fd = sock_.release();
     RememberTicket(FdCloseInBackground(&fd, 1, close_owner_, /*held_for_peer=*/false));
   }
-  if (waker_) {
+  if (waker_made_) {
+    // Closed behind our back? Then neither the poll's close nor ours
+    // reaches the file at its number now.
+    waker_number_.LetGoIfGone(&waker_);
     pending_closes_++;
     uv_close(reinterpret_cast<uv_handle_t*>(&waker_poll_), OnClosed);
     waker_.reset();

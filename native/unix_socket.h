@@ -470,7 +470,13 @@ class UnixSocket {
   // socket connected to that receiver, polled for writability (see
   // WaitForReceiver). Made on first need, reconnected per wait.
   uv_poll_t waker_poll_;
-  UniqueFd waker_;
+  // waker_poll_'s hold of the number: let go of, with waker_ released
+  // unclosed, once the waker was closed behind our back (OnWakerTaken,
+  // WaitForReceiver, Close).
+  PolledNumber waker_number_{&waker_poll_, &UnixSocket::OnWakerTaken, this};
+  static void OnWakerTaken(void* owner, const FdIdentity& file, bool known);
+  UniqueFd waker_;  // empty once let go of
+  bool waker_made_ = false;  // waker_poll_ is initialized (closed at Close)
   bool waiting_receiver_ = false;
   bool refed_ = true;  // Ref()/Unref(), applied to the waker when it is made
   bool receive_from_ = false;

@@ -9,19 +9,23 @@
  * and the old one's close leaves the new fd open.
  */
 import { spawn } from 'node:child_process';
-import { closeSync } from 'node:fs';
-import { constants as osConstants } from 'node:os';
+import { closeSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { constants as osConstants, tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 import fc from 'fast-check';
 
 import { killIfSpawned } from '../../src/child-process';
+import { DatagramSocket } from '../../src/datagram';
 import { closeFds, closesSettled, fdIdentity, openFdTable } from '../../src/fd';
 import { fdRegistration } from '../../src/test-hooks';
 import { UnixSocket } from '../../src/socket';
 import { openAt } from '../util/open-at';
 import { fdTableSettles } from '../util/processes';
+import { registeredFds, registeredSince } from '../util/registered-fds';
 import { scaled } from '../util/time-scale';
 import { native } from './binding';
+import { expectSystemError } from './helpers';
 
 const STREAM = native.constants.SOCK_STREAM;
 const HEADER_BYTES = native.RelayPump.constants.HEADER_BYTES;
@@ -158,7 +162,14 @@ function pumpStreamPoll(before?: () => void): Poll {
   const p = pump(input);
   before?.();
   const [stream, peer] = native.socketpair(STREAM, true);
-  p.pump.addStream(7, stream, true, false, true);
+  try {
+    p.pump.addStream(7, stream, true, false, true);
+  } catch (err) {
+    // Not polled (a poll at the number that did not let go: EEXIST): nothing left open to keep jest running.
+    void p.close();
+    closeFds([writer, stream, peer]);
+    throw err;
+  }
   let n = 0;
   return {
     fd: stream,
@@ -332,3 +343,62 @@ test("generated: a relay pump whose input the program closed ends its input with
   );
   expect(await fdTableSettles(process.pid, before)).toBe('');
 }, scaled(120_000));
+
+/**
+ * A datagram socket's waker (the socket of fdbridge's it polls while a send
+ * waits for a full receiver's room) closed behind its back is let go of as
+ * every poll of fdbridge's is: a poll made at its number is made (not
+ * EEXIST) and gets its events, and the send waiting on the waker, which can
+ * wait no more, fails with EBADF; with the program's own file there (no
+ * poll made to tell it), the socket's close ends the waker's registration
+ * and leaves the file open (it closed the number).
+ */
+test.each<[New | 'own-file']>([['socket'], ['exit-watch'], ['pump-stream'], ['own-file']])(
+  "a datagram socket's waker closed behind its back, then a %s at its number: the waiting send fails with EBADF, the number is left alone",
+  async (kind) => {
+    const before = openFdTable(process.pid);
+    const dir = mkdtempSync(join(tmpdir(), 'fdbridge-waker-'));
+    const rx = DatagramSocket.bind(join(dir, 'p', 'rx.sock'));
+    const tx = new native.Socket(native.dgramSocket(), native.constants.SOCK_DGRAM, { maxFds: 0 });
+    const polls: Poll[] = [];
+    let own: number | undefined;
+    try {
+      const to = rx.address as string;
+      const capacity = Number(readFileSync('/proc/sys/net/unix/max_dgram_qlen', 'utf8').trim()) + 1;
+      for (let i = 0; i < capacity; i++) expect(tx.sendTo(to, false, Buffer.from(`m${i}`), [], true)).toBe(0);
+      const had = registeredFds();
+      let settle!: (err: Error | null) => void;
+      const settled = new Promise<Error | null>((r) => (settle = r));
+      expect(tx.sendTo(to, false, Buffer.from('waits'), [], true, (err) => settle(err))).toBe(1);
+      await turns(2); // tried, then waiting on the waker
+      const made = [...registeredSince(had).keys()];
+      expect(made).toHaveLength(1); // the waker, polled while the send waits
+      const n = made[0] as number;
+      if (kind === 'own-file') {
+        closeSync(n); // the program's close, behind fdbridge's back
+        own = openAt(__filename, n);
+      } else {
+        const fresh = closedOnce(makeNew(kind, () => closeSync(n)));
+        polls.push(fresh);
+        expect(fresh.fd).toBe(n);
+        expectSystemError(await settled, 'EBADF', 'sendmsg'); // a queued send's completion names sendmsg
+        if (fresh.once) await fresh.once();
+        else await fresh.check?.();
+      }
+      const file = identity(n);
+      const registration = kind === 'own-file' ? 0 : fdRegistration(n); // the new fd's
+      await closesSettled(tx.close());
+      expect(identity(n)).toBe(file); // never closed by the socket's close
+      expect(fdRegistration(n)).toBe(registration); // the waker's ended; the new fd's kept
+      for (const p of polls) await p.check?.(); // still polled after the socket's close
+    } finally {
+      await closesSettled(tx.close());
+      for (const p of polls.reverse()) await p.close();
+      if (own !== undefined) closeSync(own);
+      rx.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+    expect(await fdTableSettles(process.pid, before)).toBe('');
+  },
+  scaled(30_000),
+);
