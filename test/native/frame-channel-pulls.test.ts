@@ -7,16 +7,23 @@
  * without the message handler. A GETFD over the ledger's cap, one whose
  * pulls fail, and every GETFD while pulls are off reach the handler instead,
  * with nothing pulled left open. Generated: sequences of such requests
- * against a model of the ledger.
+ * against a model of the ledger, on a plain channel and on one configured
+ * as the helper daemon's (closeGivenInBackground: each copy marked given
+ * with its file, the sweep on the background closer). On the latter the
+ * command also closes copies itself and another fd takes the number
+ * (fdbridge's, or the program's): adopting that number fails, and neither
+ * the sweep nor the socket's close touches it.
  */
 import fc from 'fast-check';
 
-import { closeFd, makeMemfd, openFdTable, sameFile } from '../../src/fd';
+import { closeSync } from 'node:fs';
+
+import { closeFd, fdIdentity, makeMemfd, openFdTable, sameFile } from '../../src/fd';
 import { ChannelLedger, openFrameChannel } from '../../src/frame-channel';
 import { encodeDup, encodeFdList, encodeJson, FrameType, HEADER_BYTES } from '../../src/protocol';
 import { UnixSocket } from '../../src/socket';
 import { native } from './binding';
-import { withScope } from './helpers';
+import { openBackgroundClosesDone, withScope } from './helpers';
 
 /** A number no process has open (past any RLIMIT_NOFILE): its pull fails with EBADF. */
 const NEVER_OPEN = 0x7fffffff;
@@ -26,7 +33,9 @@ type Step =
   | { kind: 'pullsOff' }
   | { kind: 'pullsOn' }
   | { kind: 'adoptOne' }
-  | { kind: 'sweep' };
+  | { kind: 'sweep' }
+  | { kind: 'closedByCommand'; ours: boolean }
+  | { kind: 'adoptTaken' };
 
 const step: fc.Arbitrary<Step> = fc.oneof(
   { weight: 6, arbitrary: fc.record({ kind: fc.constant('pull' as const), picks: fc.array(fc.nat(5), { minLength: 1, maxLength: 24 }), bad: fc.option(fc.nat(23), { nil: undefined }) }) },
@@ -34,16 +43,37 @@ const step: fc.Arbitrary<Step> = fc.oneof(
   { weight: 1, arbitrary: fc.constant({ kind: 'pullsOn' as const }) },
   { weight: 1, arbitrary: fc.constant({ kind: 'adoptOne' as const }) },
   { weight: 1, arbitrary: fc.constant({ kind: 'sweep' as const }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('closedByCommand' as const), ours: fc.boolean() }) },
+  { weight: 1, arbitrary: fc.constant({ kind: 'adoptTaken' as const }) },
 );
+
+/** A number of the ledger's that the command closed and another fd took: fdbridge's (`ours`) or the program's. */
+interface Taken {
+  fd: number;
+  ours: boolean;
+  file: string;
+  registration: number;
+}
+
+const identity = (fd: number): string => {
+  const id = fdIdentity(fd);
+  return `${id.dev}:${id.ino}`;
+};
+
+/** The taken number is as it was made: the same file there, the same registration (0: the program's). */
+function expectUntouched(t: Taken): void {
+  expect(identity(t.fd)).toBe(t.file);
+  expect(native.registration(t.fd)).toBe(t.registration);
+}
 
 async function until(ok: () => boolean): Promise<void> {
   while (!ok()) await new Promise((r) => setTimeout(r, 2));
 }
 
-test('GETFDs are pulled into the ledger natively, all or none; the rest reach the handler, nothing pulled left open', async () => {
+test('GETFDs are pulled into the ledger natively, all or none; the rest reach the handler, nothing pulled left open; plain and as the helper daemon configures it', async () => {
   const before = openFdTable();
   await fc.assert(
-    fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 14 }), fc.integer({ min: 8, max: 60 }), (steps, maxGiven) =>
+    fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 14 }), fc.integer({ min: 8, max: 60 }), fc.boolean(), (steps, maxGiven, helper) =>
       withScope(async (scope) => {
         const [served, client] = UnixSocket.pair('seqpacket', { reuseBuffer: true });
         scope.add(served);
@@ -54,13 +84,27 @@ test('GETFDs are pulled into the ledger natively, all or none; the rest reach th
           handled.push({ type: (data as Buffer)[0] as number, id: (data as Buffer).readUInt32LE(4) });
         });
         const channel = openFrameChannel(served, {});
+        if (helper) {
+          // As the helper daemon's connections (serve.ts, closeInBackground).
+          served.useBackgroundCloser(true, native.newCloseOwner());
+          channel.closeGivenInBackground(true);
+        }
         const ledger = new ChannelLedger(channel);
         const pidfd = native.pidfdOpen(process.pid, true);
         scope.defer(() => closeFd(pidfd));
         const files = Array.from({ length: 6 }, (_, i) => scope.own(makeMemfd(`pull-${i}`)).fd);
+        const other = scope.own(makeMemfd('taker')).fd;
         channel.servePulls(pidfd, maxGiven);
         let on = true;
         let inLedger: number[] = [];
+        let taken: Taken[] = []; // still in the ledger
+        const untouched: Taken[] = []; // out of it, left alone
+        scope.defer(() => {
+          for (const t of [...taken, ...untouched]) {
+            if (t.ours) native.close(t.fd);
+            else closeSync(t.fd);
+          }
+        });
         let answered = 0;
         let id = 0;
         for (const s of steps) {
@@ -79,15 +123,40 @@ test('GETFDs are pulled into the ledger natively, all or none; the rest reach th
             continue;
           }
           if (s.kind === 'sweep') {
-            expect(ledger.sweep()).toBe(inLedger.length);
+            expect(ledger.sweep()).toBe(inLedger.length + taken.length);
+            if (helper) await openBackgroundClosesDone();
             for (const fd of inLedger) expect(openFdTable().has(fd)).toBe(false);
             inLedger = [];
+            untouched.push(...taken);
+            taken = [];
+            for (const t of untouched) expectUntouched(t);
+            continue;
+          }
+          if (s.kind === 'closedByCommand') {
+            // The command's close of its copy, not through fdbridge; the number taken at once.
+            const fd = helper ? inLedger.shift() : undefined;
+            if (fd === undefined) continue;
+            closeSync(fd);
+            const [at] = native.dupAll([other], fd);
+            expect(at).toBe(fd);
+            if (!s.ours) native.disown(fd);
+            taken.push({ fd, ours: s.ours, file: identity(fd), registration: native.registration(fd) });
+            expect(ledger.size).toBe(inLedger.length + taken.length);
+            continue;
+          }
+          if (s.kind === 'adoptTaken') {
+            const t = taken.shift();
+            if (t === undefined) continue;
+            expect(ledger.adopt(t.fd)).toBe(false); // not the command's copy any more
+            untouched.push(t);
+            expectUntouched(t);
+            expect(ledger.size).toBe(inLedger.length + taken.length);
             continue;
           }
           const numbers = s.picks.map((p) => files[p] as number);
           const bad = s.bad !== undefined && s.bad < numbers.length ? s.bad : undefined;
           if (bad !== undefined) numbers[bad] = NEVER_OPEN;
-          const expectAnswer = on && bad === undefined && inLedger.length + numbers.length <= maxGiven;
+          const expectAnswer = on && bad === undefined && inLedger.length + taken.length + numbers.length <= maxGiven;
           const tableBefore = openFdTable();
           const handledBefore = handled.length;
           id++;
@@ -97,7 +166,7 @@ test('GETFDs are pulled into the ledger natively, all or none; the rest reach th
             expect(handled.slice(handledBefore)).toEqual([{ type: FrameType.GETFD, id }]);
             // A failed pull closed every fd the others made.
             expect(openFdTable()).toEqual(tableBefore);
-            expect(ledger.size).toBe(inLedger.length);
+            expect(ledger.size).toBe(inLedger.length + taken.length);
             continue;
           }
           const reply = await client.receive();
@@ -117,12 +186,14 @@ test('GETFDs are pulled into the ledger natively, all or none; the rest reach th
           });
           inLedger.push(...pulled);
           answered++;
-          expect(ledger.size).toBe(inLedger.length);
+          expect(ledger.size).toBe(inLedger.length + taken.length);
         }
         expect(channel.served).toBe(answered);
-        // Closing the socket closes what nobody adopted.
+        // Closing the socket closes what nobody adopted, and only that.
         served.close();
+        if (helper) await openBackgroundClosesDone();
         for (const fd of inLedger) expect(openFdTable().has(fd)).toBe(false);
+        for (const t of [...taken, ...untouched]) expectUntouched(t);
       }),
     ),
     { numRuns: 60 },
