@@ -48,6 +48,7 @@ int PolledNumber::Init(uv_loop_t* loop, int fd) {
   int r = uv_poll_init(loop, poll_, fd);
   if (r != 0) return r;
   polls[fd] = this;
+  number_ = fd;
   fd_ = fd;
   return 0;
 }
@@ -60,11 +61,11 @@ void PolledNumber::Forget() {
   fd_ = -1;
 }
 
-void PolledNumber::LetGo(int fd) {
+void PolledNumber::LetGo() {
   Forget();
   if (let_go_) return;
   let_go_ = true;
-  FdStillHeldLooked(fd, registration_, false);
+  FdStillHeldLooked(number_, registration_, false);
   uv_handle_t* handle = reinterpret_cast<uv_handle_t*>(poll_);
   if (uv_is_closing(handle)) return;  // uv_close has stopped it and deleted its entry already
   // Started, the poll holds loop->watchers[fd], which no other handle can
@@ -77,7 +78,7 @@ void PolledNumber::LetGo(int fd) {
 
 bool PolledNumber::YieldTo(const FdIdentity& file, bool known, UniqueFd* fd) {
   if (!*fd || let_go_ || Same(file, known)) return false;
-  LetGo(fd->get());
+  LetGo();
   fd->release();
   return true;
 }
@@ -85,7 +86,7 @@ bool PolledNumber::YieldTo(const FdIdentity& file, bool known, UniqueFd* fd) {
 void PolledNumber::LetGoIfGone(UniqueFd* fd) {
   Forget();
   if (let_go_ || !*fd || Holds(fd->get())) return;
-  LetGo(fd->get());
+  LetGo();
   fd->release();
 }
 

@@ -54,16 +54,17 @@ class PolledNumber {
   void Forget();
 
   // The owner's fd at the number was closed behind its back (another file
-  // there now, or none): ends `fd`'s registration as closed by someone else
-  // (FdStillHeldLooked with same_file false: FdClosedByOther, noted for a
-  // watching leak check; nothing when it was not fdbridge's, or a new fd of
-  // fdbridge's at the number ended it already), then stops the poll if it
+  // there now, or none): ends the registration Init read there
+  // (registration()) as closed by someone else (FdStillHeldLooked with
+  // same_file false: FdClosedByOther, noted for a watching leak check;
+  // nothing when it was not fdbridge's, or a new fd of fdbridge's at the
+  // number ended it already), then stops the poll if it
   // is started and makes libuv forget its number (its io_watcher's fd is
   // -1 from here on), so that no later uv_poll_stop or uv_close of it
   // reaches epoll; and this poll is no longer found at the number. The
   // owner never starts the poll again, nor reads, writes or closes the
   // number. Idempotent.
-  void LetGo(int fd);
+  void LetGo();
   // on_taken for an owner that holds its fd in `fd` and gives it up when it
   // lets go: unless `fd` is empty, the poll let go of already, or `file` is
   // still the one Init read, LetGo and `fd` released unclosed (another
@@ -96,6 +97,7 @@ class PolledNumber {
   uv_poll_t* poll_;
   TakenFn on_taken_;
   void* owner_;
+  int number_ = -1;  // the fd Init polled
   int fd_ = -1;  // while found at it
   bool let_go_ = false;
   FdIdentity file_{};

@@ -120,7 +120,7 @@ bool UnixSocket::Lost(bool check_file) {
 
 void UnixSocket::LetGo() {
   lost_ = true;
-  polled_.LetGo(sock_.get());
+  polled_.LetGo();
   poll_events_ = 0;
 }
 
@@ -388,7 +388,7 @@ int UnixSocket::WaitForReceiver(const struct sockaddr_un& to, socklen_t to_len) 
   // closed behind our back it is let go of as they are: its poll handle is
   // never made again, so the sends that would wait on it fail (EBADF).
   if (waker_made_ && waker_ && !waker_number_.Holds(waker_.get())) {
-    waker_number_.LetGo(waker_.get());
+    waker_number_.LetGo();
     waker_.release();
   }
   if (waker_made_ && !waker_) return -EBADF;

@@ -1,5 +1,5 @@
 /**
- * The copies a transport makes of the caller's fds for itself: the
+ * The copies a transport makes of a list of the caller's fds for itself: the
  * duplicates a command in this process is given (direct, worker) and the
  * pins a pidfd client keeps until the far side has pulled them. Each copy is
  * close-on-exec and numbered at or above the fd floor (fdFloor()), so it
@@ -17,9 +17,4 @@ import { fdList, native, type FdList } from '../native';
  */
 export function dupAll(fds: FdList, above?: number, givenTo?: number): number[] {
   return native.dupAll(fdList(fds), above, givenTo);
-}
-
-/** A copy of `fd` numbered at or above the floor (native.dupHigh), owned by the caller; `givenTo` as dupAll's. */
-export function dupHigh(fd: number, givenTo?: number): number {
-  return native.dupHigh(fd, givenTo);
 }

@@ -1,15 +1,15 @@
 /**
  * The ledgers of the copies a connection gives a command in this process
- * (direct, worker): each copy is made above the fd floor (dupHigh, dupAll)
- * and registered as given under the ledger's closer owner with its file,
- * so that what the ledger adopts or closes is that copy alone: one the
+ * (direct, worker): each copy is made above the fd floor (native.dupHigh,
+ * dupAll) and registered as given under the ledger's closer owner with its
+ * file, so that what the ledger adopts or closes is that copy alone: one the
  * program closed behind fdbridge's back is neither adopted nor closed,
  * whatever file took its number since.
  */
 import type { FdLedger } from '../command';
 import { closesSettled, HeldCopies } from '../fd';
 import { native, type FdList } from '../native';
-import { dupAll, dupHigh } from './dup-above-floor';
+import { dupAll } from './dup-above-floor';
 
 /**
  * What every ledger of given copies does with them: the direct command's
@@ -42,9 +42,9 @@ export abstract class GivenCopiesLedger implements FdLedger {
   protected abstract takeAll(): number[];
   abstract get size(): number;
 
-  /** A copy of `fd` made for the command (dupHigh: above the floor, given under this ledger's owner), held here. */
+  /** A copy of `fd` made for the command (native.dupHigh: above the floor, given under this ledger's owner), held here. */
   give(fd: number): number {
-    const d = dupHigh(fd, this.owner);
+    const d = native.dupHigh(fd, this.owner);
     this.add(d);
     return d;
   }
