@@ -225,9 +225,9 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     bool exempt = info.Length() > 4 && info[4].ToBoolean();
     bool own = info.Length() > 5 && info[5].ToBoolean();
     // A caller's numbers: one of ours is refused as closed (fd_ops.h,
-    // CallersFdsLock), checked and sent under one lock. `own`: the fds are
+    // OwnedFdsLock), checked and sent under one lock. `own`: the fds are
     // our pins, sent on the caller's behalf.
-    CallersFdsLock owned;
+    OwnedFdsLock owned;
     if (!own) {
       int refused = FdRefuseOwned(fds.data(), fds.size());
       if (refused < 0) ThrowSystem(env, refused, "sendmsg");
@@ -347,7 +347,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     UnixSocket* core = Core(env, "sendto");
     if (core->type() != SOCK_DGRAM) throw Napi::TypeError::New(env, "sendTo needs a DGRAM socket");
     uint32_t id = core->NewSendId();
-    CallersFdsLock owned;  // as in Send: a number of ours is refused as closed
+    OwnedFdsLock owned;  // as in Send: a number of ours is refused as closed
     int refused = FdRefuseOwned(fds.data(), fds.size());
     if (refused < 0) ThrowSystem(env, refused, "sendto");
     int r = core->SendTo(&to, to_len, data, len, fds.data(), fds.size(), id, wait);

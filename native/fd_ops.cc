@@ -90,18 +90,6 @@ struct OwnedFds {
   // times it is taken over: at most the fd table's size.
   std::unordered_map<int, uint64_t> taken_over;
   std::atomic<uint64_t> takeovers{0};  // how many take-overs so far, read without the lock
-  // Pulls (PidfdGetfdAllHigh) make fds at the lowest free numbers without
-  // `mu`, and register them only once they are moved above the floor: no
-  // caller's numbers are checked and used meanwhile (CallersFdsLock), or a
-  // number the caller closed and still names could be accepted with our
-  // pull at it. Threads checking (CallersFdsLock, outermost) and threads
-  // pulling never overlap; every other use of the registry goes on.
-  std::mutex intake_mu;
-  std::condition_variable intake_cv;
-  size_t checking = 0;         // threads inside a CallersFdsLock
-  size_t checks_waiting = 0;
-  size_t pulling = 0;          // threads between their first pull and its registration
-  size_t pulls_waiting = 0;    // new checks wait for these too, so that pulls are not starved
 };
 
 OwnedFds& TheOwnedFds() {
@@ -205,43 +193,8 @@ void MarkNew(int* fds, size_t n) {
 
 }  // namespace
 
-namespace {
-
-// The OwnedFdsLocks (CallersFdsLock's included) and CallersFdsLocks the
-// calling thread holds.
-thread_local int t_owned_locks = 0;
-thread_local int t_caller_checks = 0;
-
-}  // namespace
-
-OwnedFdsLock::OwnedFdsLock() {
-  TheOwnedFds().mu.lock();
-  t_owned_locks++;
-}
-
-OwnedFdsLock::~OwnedFdsLock() {
-  t_owned_locks--;
-  TheOwnedFds().mu.unlock();
-}
-
-CallersFdsLock::Check::Check() {
-  if (t_caller_checks++ != 0) return;  // this thread checks already
-  OwnedFds& o = TheOwnedFds();
-  std::unique_lock<std::mutex> lock(o.intake_mu);
-  if (o.pulling != 0 || o.pulls_waiting != 0) {
-    o.checks_waiting++;
-    o.intake_cv.wait(lock, [&o] { return o.pulling == 0 && o.pulls_waiting == 0; });
-    o.checks_waiting--;
-  }
-  o.checking++;
-}
-
-CallersFdsLock::Check::~Check() {
-  if (--t_caller_checks != 0) return;
-  OwnedFds& o = TheOwnedFds();
-  std::lock_guard<std::mutex> lock(o.intake_mu);
-  if (--o.checking == 0 && o.pulls_waiting != 0) o.intake_cv.notify_all();
-}
+OwnedFdsLock::OwnedFdsLock() { TheOwnedFds().mu.lock(); }
+OwnedFdsLock::~OwnedFdsLock() { TheOwnedFds().mu.unlock(); }
 
 namespace {
 
@@ -727,7 +680,7 @@ int FdDupAllGiven(const int* fds, size_t n, int min_fd, uint64_t owner, int* out
     // The caller's numbers checked (FdRefuseOwned), the copies made and
     // registered (FdDupAllHigh) and their registrations read, as one step:
     // no copy is anyone else's yet.
-    CallersFdsLock lock;
+    OwnedFdsLock lock;
     int r = FdRefuseOwned(fds, n);
     if (r == 0) r = FdDupAllHigh(fds, n, min_fd, out);
     if (r != 0) return r;
@@ -743,7 +696,7 @@ int FdDupCallersFds(const int* fds, size_t n, int min_fd, uint64_t owner, int* o
   // the copies' files after it (the lock is recursive: one held here would
   // be held across those reads).
   if (owner != 0) return FdDupAllGiven(fds, n, min_fd, owner, out);
-  CallersFdsLock lock;
+  OwnedFdsLock lock;
   int r = FdRefuseOwned(fds, n);
   if (r != 0) return r;
   return FdDupAllHigh(fds, n, min_fd, out);
@@ -1679,117 +1632,74 @@ void CloseRuns(std::vector<int>* fds) {
 
 }  // namespace
 
-namespace {
-
-// Where a thread's pulls run (PidfdGetfdAllHigh): outside the registry's
-// lock, once no thread checks a caller's numbers (CallersFdsLock waits for
-// the pulls in turn); inside an OwnedFdsLock the thread holds already,
-// under that lock, which no check can get past either.
-class PullIntake {
- public:
-  PullIntake() {
-    if (t_owned_locks > 0) {
-      nested_ = true;
-      TheOwnedFds().mu.lock();
-      return;
-    }
-    OwnedFds& o = TheOwnedFds();
-    std::unique_lock<std::mutex> lock(o.intake_mu);
-    if (o.checking != 0) {
-      o.pulls_waiting++;
-      o.intake_cv.wait(lock, [&o] { return o.checking == 0; });
-      o.pulls_waiting--;
-    }
-    o.pulling++;
-  }
-  ~PullIntake() {
-    OwnedFds& o = TheOwnedFds();
-    if (nested_) {
-      o.mu.unlock();
-      return;
-    }
-    std::lock_guard<std::mutex> lock(o.intake_mu);
-    if (--o.pulling == 0 && o.checks_waiting != 0) o.intake_cv.notify_all();
-  }
-  PullIntake(const PullIntake&) = delete;
-  PullIntake& operator=(const PullIntake&) = delete;
-
- private:
-  bool nested_ = false;
-};
-
-// The most entries a thread's scratch lists of pulls keep room for between
-// calls: a frame's worth.
-constexpr size_t kKeptPulls = 256;
-
-}  // namespace
-
 int PidfdGetfdAllHigh(int pidfd, const int* targets, size_t n, int* out) {
   // A pull that lands on a number the list names must leave it at once:
   // pulling from this very process, that number was a closed target, and
   // a later pull of it would take our copy of another target instead of
   // failing (from another process, the same number is a coincidence, and
   // moving early costs nothing more).
-  thread_local std::vector<int> named;
-  thread_local std::vector<int> low;  // the numbers pulls landed on below the floor, still open
-  thread_local std::vector<size_t> low_at;
-  thread_local std::vector<int> moved;
-  named.assign(targets, targets + n);
+  std::vector<int> named(targets, targets + n);
   std::sort(named.begin(), named.end());
-  low.clear();
-  low_at.clear();
-  size_t made = 0;  // out[0..made): each pull where it is now, open
+  std::vector<int> pulled(n, -1);  // each pull where it landed, or its copy above the floor
+  std::vector<bool> high(n, false);  // pulled[i] is a registered copy above the floor
+  std::vector<int> low;  // the numbers pulls landed on below the floor, still open
+  std::vector<size_t> low_at;
   int r = 0;
   {
-    PullIntake intake;
+    OwnedFdsLock lock;  // made and registered as one step
     int floor = FdFloor();
-    for (; made < n; made++) {
-      int fd = PidfdGetfd(pidfd, targets[made]);
-      if (fd < 0) {
-        r = fd;
-        break;
-      }
-      out[made] = fd;
-      if (fd >= floor) continue;  // stays where it is
-      if (std::binary_search(named.begin(), named.end(), fd)) {
-        int high;
-        r = DupAllHighUnregistered(&fd, 1, 0, &high);
-        if (r < 0) {
-          made++;
+    for (size_t i = 0; i < n && r >= 0; i++) {
+      r = PidfdGetfd(pidfd, targets[i]);
+      if (r < 0) break;
+      pulled[i] = r;
+      if (r >= floor) continue;  // stays where it is (registered below)
+      if (std::binary_search(named.begin(), named.end(), r)) {
+        int moved = FdDupHigh(r);
+        close(r);  // not the file's last reference when the copy exists
+        if (moved < 0) {
+          pulled[i] = -1;
+          r = moved;
           break;
         }
-        close(fd);  // not the file's last reference: the copy holds it
-        out[made] = high;
+        pulled[i] = moved;
+        high[i] = true;
         continue;
       }
-      low.push_back(fd);
-      low_at.push_back(made);
+      low.push_back(r);
+      low_at.push_back(i);
     }
-    if (r == 0 && !low.empty()) {
+    if (r >= 0) {
       // Below the floor, a pull sits on a number the caller may have
       // closed and still name: those move above it (as FdOwnHigh does),
-      // all in one duplication; at or above it, a pull stays where it is.
-      moved.resize(low.size());
-      r = DupAllHighUnregistered(low.data(), low.size(), 0, moved.data());
-      if (r == 0) {
-        for (size_t k = 0; k < low.size(); k++) out[low_at[k]] = moved[k];
-        // Not their files' last references (the moved copies hold them):
-        // these closes cannot block.
+      // all in one FdDupAllHigh; at or above it, a pull stays where it is.
+      std::vector<int> moved(low.size());
+      r = low.empty() ? 0 : FdDupAllHigh(low.data(), low.size(), 0, moved.data());
+      if (r >= 0) {
+        for (size_t k = 0; k < low.size(); k++) {
+          pulled[low_at[k]] = moved[k];
+          high[low_at[k]] = true;
+        }
+        for (size_t i = 0; i < n; i++) {
+          if (!high[i]) MarkNew(&pulled[i], 1);
+          out[i] = pulled[i];
+        }
+        // The low numbers' closes are not their files' last (the moved
+        // copies hold them), so they cannot block under the lock.
         CloseRuns(&low);
+        return 0;
       }
     }
-    // Registered before a caller's numbers can be checked again: from then
-    // on one of these is refused as closed.
-    MarkNew(out, made);
   }
-  // Failed: nothing is kept. Closed with no lock held: a pull can hold its
+  // Failed: nothing is kept. Closed outside the lock: a pull can hold its
   // file's last reference (the client may close the original meanwhile),
   // and such a close can block.
-  if (r < 0) FdCloseAll(out, made);
-  TrimScratch(&named, kKeptPulls);
-  TrimScratch(&low, kKeptPulls);
-  TrimScratch(&low_at, kKeptPulls);
-  TrimScratch(&moved, kKeptPulls);
+  std::vector<int> plain;
+  for (size_t i = 0; i < n; i++) {
+    if (pulled[i] < 0) continue;
+    if (high[i]) FdClose(pulled[i]);
+    else plain.push_back(pulled[i]);
+  }
+  CloseRuns(&plain);
   return r;
 }
 

@@ -130,10 +130,9 @@ inline int FdAbove(int highest) { return highest < INT_MAX ? highest + 1 : INT_M
 // where ownership leaves the library: FdClose (every close goes through it)
 // or FdDisown (a command adopted it).
 //
-// OwnedFdsLock is held across checking a caller's numbers and using them
-// (as part of a CallersFdsLock), and across making our fds and registering
-// them, so that another thread's fd cannot take a number between the check
-// and the use (the pulls excepted: see CallersFdsLock). It is recursive:
+// OwnedFdsLock is held across checking a caller's numbers and using them,
+// and across making our fds and registering them, so that another thread's
+// fd cannot take a number between the check and the use. It is recursive:
 // a send that gets queued pins its fds (FdDupAllHigh) under the same lock.
 // It is never held across close(2), which can block (see
 // FdCloseInBackground): FdClose unregisters after the close, and only the
@@ -147,32 +146,8 @@ class OwnedFdsLock {
   OwnedFdsLock& operator=(const OwnedFdsLock&) = delete;
 };
 
-// The OwnedFdsLock to hold across checking a caller's numbers
-// (FdRefuseOwned) and using them. The pulls (PidfdGetfdAllHigh) make fds
-// without the registry's lock, at the lowest free numbers, where a number
-// the caller closed and still names is: this waits for every pull under
-// way to be moved above the floor and registered, and a pull waits for
-// every such check to end. Nested in one of its own, it takes only the
-// registry's lock again; never taken inside an OwnedFdsLock (a pull in
-// another thread, waiting for the registry's lock to register, would wait
-// for it).
-class CallersFdsLock {
- public:
-  CallersFdsLock() = default;
-  CallersFdsLock(const CallersFdsLock&) = delete;
-  CallersFdsLock& operator=(const CallersFdsLock&) = delete;
-
- private:
-  struct Check {
-    Check();
-    ~Check();
-  };
-  Check check_;  // before the registry's lock, let go of after it
-  OwnedFdsLock owned_;
-};
-
 // -EBADF if any of fds[0..n) is one fdbridge holds for itself, else 0.
-// Hold a CallersFdsLock from this check until the numbers have been used.
+// Hold an OwnedFdsLock from this check until the numbers have been used.
 int FdRefuseOwned(const int* fds, size_t n);
 // Records fds[0..n) as held by fdbridge (idempotent).
 void FdMarkOwned(const int* fds, size_t n);
@@ -580,14 +555,11 @@ int PidfdGetfd(int pidfd, int target_fd);
 // registered as ours.
 int PidfdGetfdHigh(int pidfd, int target_fd);
 // PidfdGetfdHigh for targets[0..n) into out[0..n), all or none (on failure
-// nothing pulled stays open): every fd is pulled first, those below the
-// floor are then moved above it together, the low numbers they leave are
-// closed a run of consecutive numbers at a time (close_range(2), one call
-// where the pulls took consecutive numbers, as they do in a table with no
-// holes), and the fds are registered. Not under the registry's lock (no
-// other thread's dup, close or registration waits for the pulls), but no
-// caller's numbers are checked meanwhile (CallersFdsLock); called inside
-// an OwnedFdsLock of the thread's, all under it.
+// nothing pulled stays open), as one step under one OwnedFdsLock: every
+// fd is pulled first, those below the floor are then moved above it
+// together, and the low numbers they leave are closed a run of consecutive
+// numbers at a time (close_range(2), one call where the pulls took
+// consecutive numbers, as they do in a table with no holes).
 int PidfdGetfdAllHigh(int pidfd, const int* targets, size_t n, int* out);
 // FdClose for each of fds[0..n): how many closed (an fd that was not open,
 // or a negative number, is passed over, as a failed close would be).

@@ -55,8 +55,8 @@ int FrameChannel::Send(Kind kind, const int* fds, size_t nfds, char* frame, size
   int r;
   {
     // A caller's numbers: one of ours is refused as closed, checked and
-    // sent under one lock (fd_ops.h, CallersFdsLock).
-    CallersFdsLock owned;
+    // sent under one lock (fd_ops.h, OwnedFdsLock).
+    OwnedFdsLock owned;
     r = own ? 0 : FdRefuseOwned(send_fds, send_nfds);
     // The data is copied before Send returns (when it is queued), so
     // scratch_ is free again for the next request.
@@ -133,7 +133,7 @@ FrameChannel::SyncDup FrameChannel::DupSync(int fd, int timeout_ms) {
   uint32_t send_id = socket_->NewSendId();
   int r;
   {
-    CallersFdsLock owned;  // as in Send; not held for the wait
+    OwnedFdsLock owned;  // as in Send; not held for the wait
     r = FdRefuseOwned(&fd, 1);
     if (r == 0) r = socket_->Send(header, sizeof header, &fd, 1, send_id);
   }

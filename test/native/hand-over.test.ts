@@ -9,9 +9,6 @@
  * as it is marked (FdMarkGiven, FdDupAllGiven): another thread that makes
  * an fd of fdbridge's during that read does not wait for it, and a new fd
  * of fdbridge's that took the number meanwhile is not marked given.
- * So are the pulls (PidfdGetfdAllHigh): a thread registering an fd of
- * fdbridge's meanwhile does not wait, and one checking a caller's number
- * waits for them and finds the number a pull landed on closed.
  * test/native/hand_over_test.cc makes that take-over happen inside the
  * hand-over's statx, before and after the real one; it checks its own
  * open-fd table before and after.
@@ -36,8 +33,6 @@ test.each([
   ['mark-given-unlocked', "FdMarkGiven reads the file outside the registry's lock"],
   ['dup-given-unlocked', "FdDupAllGiven reads the new copy's file outside the registry's lock"],
   ['mark-given-take-over', 'a take-over during FdMarkGiven leaves the new fd unmarked, open and registered'],
-  ['pull-unlocked', "PidfdGetfdAllHigh pulls outside the registry's lock: another thread registering an fd of fdbridge's does not wait"],
-  ['pull-checked', "a caller's number checked while the pulls run waits for them, and is refused as closed, never our pull there"],
   ['batch-memory', 'a batch of 100,000 fds'],
 ])('%s: %s', (mode) => {
   const run = spawnSync(program, [mode], { encoding: 'utf8', timeout: scaled(60_000) });

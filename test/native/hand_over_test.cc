@@ -19,13 +19,6 @@
 // and a take-over of the number during FdMarkGiven's read leaves the new fd
 // of ours unmarked ("mark-given-take-over").
 //
-// The pulls (PidfdGetfdAllHigh) run outside the registry's lock too:
-// syscall(2) is replaced here by one that, at the first pidfd_getfd, starts
-// a thread that registers an fd of fdbridge's ("pull-unlocked": it does not
-// wait), or, once that pull has landed, a thread that checks the number it
-// landed on as a caller's and duplicates it ("pull-checked": it waits for
-// the pulls, then finds the number closed, EBADF, never our pull there).
-//
 // Then: a batch of many fds leaves no room for its jobs behind in the
 // calling thread (the heap in use comes back to what it was).
 //
@@ -33,15 +26,13 @@
 // open-fd table is checked to be the same afterwards. Run by
 // test/native/hand-over.test.ts with a mode: "before" or "after" (when the
 // take-over comes relative to the real statx), "unlocked",
-// "mark-given-unlocked", "dup-given-unlocked", "mark-given-take-over",
-// "pull-unlocked", "pull-checked" or "batch-memory".
-#include <dlfcn.h>
+// "mark-given-unlocked", "dup-given-unlocked", "mark-given-take-over" or
+// "batch-memory".
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,60 +138,7 @@ void RunRegister() {
   g_register_waited = !g_register.done;
 }
 
-// "pull-checked": the number the first pull landed on, checked and
-// duplicated as a caller's (FdDupCallersFds) by another thread while the
-// pulls run; what that returned, and whether it waited.
-bool g_check_during_pull = false;
-int g_checked_number = -1;
-std::atomic<int> g_check_tid{0};
-std::atomic<bool> g_check_done{false};
-int g_check_result = 0;
-int g_check_copy = -1;
-bool g_check_waited = false;
-pthread_t g_check_thread;
-
-void* CheckThread(void*) {
-  g_check_tid = static_cast<int>(syscall(SYS_gettid));
-  g_check_result = fdbridge::FdDupCallersFds(&g_checked_number, 1, 0, 0, &g_check_copy);
-  g_check_done = true;
-  return nullptr;
-}
-
-void RunCheck(int landed) {
-  g_check_during_pull = false;
-  g_checked_number = landed;
-  if (pthread_create(&g_check_thread, nullptr, CheckThread, nullptr) != 0) {
-    perror("pthread_create");
-    exit(1);
-  }
-  while (!g_check_done && (g_check_tid == 0 || !InFutex(g_check_tid))) sched_yield();
-  g_check_waited = !g_check_done;
-}
-
-bool g_register_during_pull = false;
-
 }  // namespace
-
-// fd_ops.cc's syscall(2), for this program: its pidfd_getfd as above.
-extern "C" long syscall(long number, ...) noexcept {
-  va_list ap;
-  va_start(ap, number);
-  long a[6];
-  for (long& arg : a) arg = va_arg(ap, long);
-  va_end(ap);
-  using SyscallFn = long (*)(long, ...);
-  static SyscallFn real = reinterpret_cast<SyscallFn>(dlsym(RTLD_NEXT, "syscall"));
-  bool pull = number == SYS_pidfd_getfd;
-  if (pull && g_register_during_pull) {
-    g_register_during_pull = false;
-    RunRegister();
-  }
-  long r = real(number, a[0], a[1], a[2], a[3], a[4], a[5]);
-  int saved = errno;
-  if (pull && r >= 0 && g_check_during_pull) RunCheck(static_cast<int>(r));
-  errno = saved;
-  return r;
-}
 
 // fd_ops.cc's statx, for this program.
 extern "C" int statx(int dirfd, const char* path, int flags, unsigned int mask, struct statx* buf) noexcept {
@@ -329,48 +267,6 @@ void TakeOverDuringMarkGiven() {
   close(second_file);
 }
 
-// Three pulls of one file through this process's own pidfd, with a thread
-// started at the first (RunRegister or RunCheck): all pulled, each above the
-// floor, close-on-exec and registered.
-void PullThree(const char* name, bool check) {
-  int file = memfd_create(name, MFD_CLOEXEC);
-  Check(file >= 0, "memfd_create");
-  int pidfd = fdbridge::PidfdOpen(getpid());
-  Check(pidfd >= 0, "pidfd_open");
-  g_register_file = file;
-  if (check) {
-    g_check_during_pull = true;
-  } else {
-    g_register_during_pull = true;
-  }
-  int targets[3] = {file, file, file};
-  int out[3] = {-1, -1, -1};
-  Check(fdbridge::PidfdGetfdAllHigh(pidfd, targets, 3, out) == 0, "PidfdGetfdAllHigh");
-  pthread_join(check ? g_check_thread : g_register_thread, nullptr);
-  for (int fd : out) {
-    Check(Identity(fd) == Identity(file), "a pull holds the file");
-    Check(fd >= fdbridge::FdFloor(), "a pull is above the floor");
-    Check((fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0, "a pull is close-on-exec");
-    Check(fdbridge::FdRegistration(fd) != 0, "a pull is registered as ours");
-  }
-  Check(fdbridge::FdCloseAll(out, 3) == 3, "the pulls close");
-  close(pidfd);
-  close(file);
-}
-
-void RegisterDuringPull() {
-  PullThree("pull-unlocked", false);
-  Check(!g_register_waited, "a thread registering an fd of ours does not wait for the pulls");
-  Check(g_register.taken >= 0, "that thread made its fd");
-}
-
-void CheckDuringPull() {
-  PullThree("pull-checked", true);
-  Check(g_checked_number >= 0 && g_checked_number < fdbridge::FdFloor(), "the first pull landed below the floor");
-  Check(g_check_result == -EBADF && g_check_copy == -1, "the number a pull left is refused as closed, never duplicated");
-  Check(g_check_waited, "a thread checking a caller's number waits for the pulls");
-}
-
 size_t HeapInUse() {
   struct mallinfo2 m = mallinfo2();
   return m.uordblks + m.hblkhd;
@@ -405,14 +301,10 @@ int main(int argc, char** argv) {
     RegisterDuringMarkGiven(mode == "dup-given-unlocked");
   } else if (mode == "mark-given-take-over") {
     TakeOverDuringMarkGiven();
-  } else if (mode == "pull-unlocked") {
-    RegisterDuringPull();
-  } else if (mode == "pull-checked") {
-    CheckDuringPull();
   } else if (mode == "batch-memory") {
     BatchMemory();
   } else {
-    fprintf(stderr, "mode: before, after, unlocked, mark-given-unlocked, dup-given-unlocked, mark-given-take-over, pull-unlocked, pull-checked or batch-memory\n");
+    fprintf(stderr, "mode: before, after, unlocked, mark-given-unlocked, dup-given-unlocked, mark-given-take-over or batch-memory\n");
     return 1;
   }
   Check(OpenFds() == open_before, "the open-fd table is as it was");
