@@ -1,8 +1,11 @@
 /**
- * The worker transport's fd ledger: an fd marked given is adopted at most
- * once, from any thread that attached the buffer; the sweep closes exactly
- * the copies it gave and that are left unadopted; the buffer grows for fd
- * numbers past its size.
+ * The ledgers of the copies given to a command in this process. The worker
+ * transport's: an fd marked given is adopted at most once, from any thread
+ * that attached the buffer; the sweep closes exactly the copies it gave and
+ * that are left unadopted; the buffer grows for fd numbers past its size.
+ * Both (the direct command's GivenCopySet too), against a model: adopt,
+ * release and sweep take each copy once, and close exactly the copies still
+ * given.
  */
 import fs from 'node:fs';
 import { closeSync, readFileSync } from 'node:fs';
@@ -267,4 +270,89 @@ describe.each([
       expect([...openFdTable().keys()].sort((a, b) => a - b)).toEqual(before);
     },
   );
+});
+
+describe.each([
+  ['GivenCopySet (direct)', () => new GivenCopySet()],
+  ['SharedFdLedger (worker)', () => SharedFdLedger.create()],
+] as const)('%s: give, adopt, release, sweep', (_name, make) => {
+  type Op =
+    | { kind: 'give' }
+    | { kind: 'giveAll'; n: number }
+    | { kind: 'adopt'; at: number }
+    | { kind: 'release'; picks: number[] }
+    | { kind: 'sweep' };
+  const op: fc.Arbitrary<Op> = fc.oneof(
+    fc.constant({ kind: 'give' as const }),
+    fc.record({ kind: fc.constant('giveAll' as const), n: fc.integer({ min: 1, max: 4 }) }),
+    fc.record({ kind: fc.constant('adopt' as const), at: fc.nat(15) }),
+    fc.record({ kind: fc.constant('release' as const), picks: fc.array(fc.nat(15), { maxLength: 5 }) }),
+    fc.constant({ kind: 'sweep' as const }),
+  );
+
+  test('generated: against a model of the copies given and not yet adopted, released or swept: adopt takes each once and makes it the command\'s; release and sweep close exactly those still given, and leave the adopted ones and the caller\'s own fd open', async () => {
+    const before = [...openFdTable().keys()].sort((a, b) => a - b);
+    const memfd = makeMemfd();
+    try {
+      await fc.assert(
+        fc.asyncProperty(fc.array(op, { maxLength: 30 }), async (ops) => {
+          const ledger = make();
+          /** The model: copies given and not yet adopted, released or swept. */
+          const given = new Set<number>();
+          /** The copies the "command" adopted: its own, open until it closes them. */
+          const adopted: number[] = [];
+          /** Numbers to pick from: every copy made so far, and the caller's own fd (never given). */
+          const seen: number[] = [memfd];
+          const pick = (at: number): number => seen[at % seen.length] as number;
+          const open = (fd: number): boolean => openFdTable().has(fd);
+          try {
+            for (const o of ops) {
+              if (o.kind === 'give' || o.kind === 'giveAll') {
+                const copies = o.kind === 'give' ? [ledger.give(memfd)] : ledger.giveAll(Array.from({ length: o.n }, () => memfd), 0);
+                for (const d of copies) {
+                  expect(given.has(d) || adopted.includes(d) || d === memfd).toBe(false);
+                  expect(fdRegistration(d)).not.toBe(0);
+                  given.add(d);
+                  seen.push(d);
+                }
+              } else if (o.kind === 'adopt') {
+                const fd = pick(o.at);
+                const expected = given.delete(fd);
+                expect(ledger.adopt(fd)).toBe(expected);
+                if (expected) {
+                  adopted.push(fd);
+                  // The command's now: fdbridge no longer holds it.
+                  expect(fdRegistration(fd)).toBe(0);
+                }
+              } else if (o.kind === 'release') {
+                const fds = o.picks.map(pick);
+                const closing = [...new Set(fds.filter((fd) => given.has(fd)))];
+                await ledger.release(fds);
+                // Resolved once its own copies are closed.
+                for (const fd of closing) {
+                  expect(open(fd)).toBe(false);
+                  given.delete(fd);
+                }
+              } else {
+                expect(ledger.sweep()).toBe(given.size);
+                await ledger.swept();
+                for (const fd of given) expect(open(fd)).toBe(false);
+                given.clear();
+              }
+              expect(ledger.size).toBe(given.size);
+              for (const fd of [...given, ...adopted, memfd]) expect(open(fd)).toBe(true);
+            }
+          } finally {
+            ledger.sweep();
+            await ledger.swept();
+            closeFds(adopted);
+          }
+        }),
+        { seed: Number(process.env.FDBRIDGE_TEST_SEED ?? 20261202), numRuns: Number(process.env.FDBRIDGE_TEST_RUNS ?? 60) },
+      );
+    } finally {
+      closeFd(memfd);
+    }
+    expect([...openFdTable().keys()].sort((a, b) => a - b)).toEqual(before);
+  });
 });
