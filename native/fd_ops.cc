@@ -398,6 +398,40 @@ void FdDisown(int fd) {
   if (o.gens.erase(fd) != 0) o.count.fetch_sub(1, std::memory_order_relaxed);
 }
 
+namespace {
+
+// The end of FdDisownGiven and FdDisownHeld: disowns `fd` only while it
+// has registration `gen` (0: none, then nothing to disown) and holds a file:
+// the file `given` when `known`. The file at the number now is read outside
+// the lock (FdFileIdentity asks no filesystem): none there, or another file
+// than the copy was given with, means the copy was closed by someone else
+// (the command itself, fs.closeSync) and the number is free or a file
+// nobody registered took it. Not the command's to adopt: the registration
+// ends as closed by someone else. One whose file is not known is told
+// apart only by a free number.
+bool DisownWhileStill(int fd, uint64_t gen, bool known, const FdIdentity& given) {
+  OwnedFds& o = TheOwnedFds();
+  FdIdentity now;
+  int r = FdFileIdentity(fd, &now);
+  bool gone = r == -EBADF || (r == 0 && known && (now.dev != given.dev || now.ino != given.ino));
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  auto it = o.gens.find(fd);
+  // Another registration now (a new fd of ours took the number), or none
+  // where there was one: the file read was not this copy's either.
+  if ((it == o.gens.end() ? 0 : it->second.gen) != gen) return false;
+  if (gone) {
+    FdClosedByOther(fd, gen);
+    return false;
+  }
+  if (gen != 0) {
+    o.gens.erase(it);
+    o.count.fetch_sub(1, std::memory_order_relaxed);
+  }
+  return true;
+}
+
+}  // namespace
+
 bool FdDisownGiven(int fd, uint64_t owner, std::optional<FdIdentity>* file) {
   OwnedFds& o = TheOwnedFds();
   uint64_t gen;
@@ -411,25 +445,7 @@ bool FdDisownGiven(int fd, uint64_t owner, std::optional<FdIdentity>* file) {
     known = it->second.file_known;
     given = it->second.file;
   }
-  // The file at the number now, read outside the lock (FdFileIdentity asks
-  // no filesystem): none there, or another file than the copy was given
-  // with, means the copy was closed by someone else (the command itself,
-  // fs.closeSync) and the number is free or a file nobody registered took
-  // it. Not the command's to adopt: the registration ends as closed by
-  // someone else. One whose file could not be read when given is told
-  // apart only by a free number.
-  FdIdentity now;
-  int r = FdFileIdentity(fd, &now);
-  bool gone = r == -EBADF || (r == 0 && known && (now.dev != given.dev || now.ino != given.ino));
-  std::lock_guard<std::recursive_mutex> lock(o.mu);
-  auto it = o.gens.find(fd);
-  // Another registration now (a new fd of ours took the number), or none:
-  // the file read was not this copy's either.
-  if (it == o.gens.end() || it->second.gen != gen) return false;
-  if (gone) {
-    FdClosedByOther(fd, gen);
-    return false;
-  }
+  if (!DisownWhileStill(fd, gen, known, given)) return false;
   if (file != nullptr) {
     if (known) {
       *file = given;
@@ -437,9 +453,11 @@ bool FdDisownGiven(int fd, uint64_t owner, std::optional<FdIdentity>* file) {
       file->reset();
     }
   }
-  o.gens.erase(it);
-  o.count.fetch_sub(1, std::memory_order_relaxed);
   return true;
+}
+
+bool FdDisownHeld(int fd, uint64_t registration) {
+  return DisownWhileStill(fd, registration, /*known=*/false, FdIdentity{});
 }
 
 uint64_t FdRegistration(int fd) {

@@ -200,6 +200,13 @@ void FdDisown(int fd);
 // With `file`: once disowned, *file is its file as it was marked given (the
 // copy's as made or received), or nullopt when that could not be read.
 bool FdDisownGiven(int fd, uint64_t owner, std::optional<FdIdentity>* file = nullptr);
+// FdDisown of an fd a holder kept under `registration` (FdRegistration as
+// it was kept; 0: it was none of ours), only while `fd` still has that
+// registration and is open: false when it was closed behind fdbridge's
+// back, and its number is another fd of ours now (nothing done) or free
+// (the registration ends as closed by someone else, FdClosedByOther).
+// Another file at the number, nobody's fd of ours, is not told apart.
+bool FdDisownHeld(int fd, uint64_t registration);
 // The registration `fd` has now (a generation, never reused), or 0 when it
 // is not one of ours.
 uint64_t FdRegistration(int fd);

@@ -343,8 +343,11 @@ void FrameChannel::Keep(int fd) {
   // A number already in the ledger is the same open fd (the kernel reuses a
   // number only once it is closed): it stays owned once.
   auto [it, added] = given_.try_emplace(fd);
+  // A new registration at a number already in the ledger: the command
+  // closed that copy and this fd took its number (Give).
+  if (given_mark_ == 0) it->second.registration = FdRegistration(fd);
   if (!added) return;
-  it->second.reset(fd);
+  it->second.fd.reset(fd);
   // A number adopted before is free again only once the command closed that
   // fd (without closeClientFds): its charge passes to this one.
   if (adopted_.erase(fd) > 0) return;
@@ -359,8 +362,8 @@ void FrameChannel::ChargeTo(std::shared_ptr<FdBudget> budget) {
   if (socket_ != nullptr) socket_->SetReadBudget(budget_);
 }
 
-void FrameChannel::Drop(std::unordered_map<int, UniqueFd>::iterator it) {
-  it->second.release();
+void FrameChannel::Drop(std::unordered_map<int, Given>::iterator it) {
+  it->second.fd.release();
   given_.erase(it);
   if (budget_) budget_->Refund(1);
 }
@@ -373,22 +376,17 @@ bool FrameChannel::Adopt(int fd) {
   // number still has that registration and holds the file it was given
   // with (FdDisownGiven): otherwise the command closed this copy, and the
   // number is free, or another connection's fd of ours now, or a file
-  // nobody gave it: not this command's to adopt. Unmarked, only a free
-  // number shows the copy closed (nothing else is known of its file).
+  // nobody gave it: not this command's to adopt. Unmarked, only while the
+  // number has the registration the copy was kept with and is open
+  // (FdDisownHeld: nothing else is known of its file).
   std::optional<FdIdentity> given_file;
-  if (given_mark_ == 0) {
-    FdIdentity now;
-    if (FdFileIdentity(fd, &now) == -EBADF) {
-      FdClosedByOther(fd, FdRegistration(fd));
-      Drop(it);
-      return false;
-    }
-    FdDisown(fd);
-  } else if (!FdDisownGiven(fd, given_mark_, &given_file)) {
+  bool disowned = given_mark_ == 0 ? FdDisownHeld(fd, it->second.registration)
+                                   : FdDisownGiven(fd, given_mark_, &given_file);
+  if (!disowned) {
     Drop(it);
     return false;
   }
-  it->second.release();  // the adopter's now
+  it->second.fd.release();  // the adopter's now
   given_.erase(it);
   // Still in this process, held for the client: charged until the command
   // closes it. Its file is the one it was marked given with, read as it was
@@ -414,11 +412,11 @@ bool FrameChannel::Adopt(int fd) {
 bool FrameChannel::Release(int fd) {
   auto it = given_.find(fd);
   if (it == given_.end()) return false;
-  if (!StillGiven(fd)) {  // as in Adopt: not this channel's to close
+  if (!StillGiven(fd, it->second.registration)) {  // as in Adopt: not this channel's to close
     Drop(it);
     return false;
   }
-  it->second.release();  // the caller's to close now
+  it->second.fd.release();  // the caller's to close now
   given_.erase(it);
   if (budget_) budget_->Refund(1);
   return true;
@@ -472,7 +470,7 @@ size_t FrameChannel::Sweep() {
   if (close_given_in_background_ && n > 0) {
     std::vector<int> fds;
     fds.reserve(n);
-    for (auto& entry : given_) fds.push_back(entry.second.release());
+    for (auto& entry : given_) fds.push_back(entry.second.fd.release());
     // Only the numbers still this channel's copies (given_mark_), each
     // while it holds the file it was given with.
     if (socket_ != nullptr) {

@@ -249,11 +249,20 @@ class FrameChannel : public UnixSocket::Filter {
   Request Take(std::unordered_map<uint32_t, Request>::iterator it);
   void CloseGiven(UniqueFd fd);
   void Keep(int fd);
+  // A ledger entry: the fd, and its registration as it was kept
+  // (FdRegistration): on a channel without a mark, what tells this copy
+  // from another fd of ours that took its number once the command closed it.
+  struct Given {
+    UniqueFd fd;
+    uint64_t registration = 0;
+  };
   // Whether the ledger's `fd` is still this channel's copy: false once the
   // command closed it and the number is another's or nobody's fd of ours.
-  bool StillGiven(int fd) const { return given_mark_ == 0 || FdIsGiven(fd, given_mark_); }
+  bool StillGiven(int fd, uint64_t registration) const {
+    return given_mark_ != 0 ? FdIsGiven(fd, given_mark_) : FdRegistration(fd) == registration;
+  }
   // Takes `fd` out of the ledger without closing it (not ours any more) and refunds it.
-  void Drop(std::unordered_map<int, UniqueFd>::iterator it);
+  void Drop(std::unordered_map<int, Given>::iterator it);
   class SyncWaiter;
 
   UnixSocket* socket_;
@@ -281,7 +290,7 @@ class FrameChannel : public UnixSocket::Filter {
   bool after_receive_hook_ = false;
   uint64_t served_ = 0;
   // The ledger: each fd owned here until adopted, swept or the socket closes.
-  std::unordered_map<int, UniqueFd> given_;
+  std::unordered_map<int, Given> given_;
   // Numbers adopted while KeepAdoptedCharged is on, each charged once,
   // until ForgetAdopted, Sweep, a new fd received or given here at the same
   // number (the kernel reuses a number only once it is closed: the command

@@ -8,6 +8,8 @@
  * at once through failAll; what is no reply to a pending request reaches the
  * handler.
  */
+import { closeSync } from 'node:fs';
+
 import fc from 'fast-check';
 
 import { SystemError } from '../../src/errors';
@@ -18,6 +20,7 @@ import { decodeFrame, encodeDup, encodeFdList, encodeJson, encodeResult, FrameTy
 import { UnixSocket } from '../../src/socket';
 import { setPassRights } from '../../src/testing';
 import { withScope, type Scope } from './helpers';
+import { fillUpTo } from '../util/fill-up-to';
 
 interface Served {
   served: UnixSocket;
@@ -119,6 +122,52 @@ test('closing the socket closes the ledger\'s fds nobody adopted; one added late
     ledger.add(late);
     expect(openFdTable().has(late)).toBe(false);
   }));
+
+describe('a channel without a mark (no closeGivenInBackground): a copy the command closed itself', () => {
+  /** A DUP of `file` on `served`'s client: the number the copy has in this process. */
+  async function give(served: Served, id: number, file: number): Promise<number> {
+    await served.client.send(dupRequest(id), [file]);
+    const reply = await served.client.receive();
+    return reply.data.readInt32LE(HEADER_BYTES);
+  }
+
+  test.each(['adopt', 'release'] as const)(
+    '%s refuses its number once another channel\'s copy took it, and leaves that copy registered and adoptable there',
+    (act) =>
+      withScope(async (scope) => {
+        const a = pair(scope);
+        const b = pair(scope);
+        const file = scope.own(makeMemfd('given')).fd;
+        const n = await give(a, 1, file);
+        // fdbridge's own copies below n: the next fd received takes n once it is free.
+        const fillers = scope.ownAll(fillUpTo(n, file));
+        closeSync(n); // the command closes its copy itself, behind fdbridge's back
+        expect(await give(b, 2, file)).toBe(n);
+        const registration = native.registration(n);
+        expect(registration).toBeGreaterThan(0);
+        expect(act === 'adopt' ? a.channel.adopt(n) : a.channel.release(n)).toBe(false);
+        // B's copy is still fdbridge's own (registered as it was), B's to give to its command.
+        expect(native.registration(n)).toBe(registration);
+        expect(a.ledger.size).toBe(0);
+        expect(b.ledger.adopt(n)).toBe(true);
+        scope.own(n);
+        expect(native.registration(n)).toBe(0);
+        for (const f of fillers) f.close();
+      }),
+  );
+
+  test('adopt refuses its number once it is free, and its registration ends', () =>
+    withScope(async (scope) => {
+      const a = pair(scope);
+      const file = scope.own(makeMemfd('given')).fd;
+      const n = await give(a, 1, file);
+      expect(native.registration(n)).toBeGreaterThan(0);
+      closeSync(n);
+      expect(a.ledger.adopt(n)).toBe(false);
+      expect(native.registration(n)).toBe(0);
+      expect(a.ledger.size).toBe(0);
+    }));
+});
 
 /** One step of the ledger's accounting, on a channel that keeps adopted fds charged. */
 type LedgerStep =
