@@ -15,7 +15,7 @@
  * The helper daemon's part runs as root: client A here, its command the
  * one that closes behind fdbridge's back; client B as another uid.
  */
-import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -23,6 +23,7 @@ import fc from 'fast-check';
 
 import { checkFdLeaks, closeFds, connect, openFdTable, PROBE_COMMAND, RemoteError, type Connection } from '../../src';
 import { fillUpTo } from '../util/fill-up-to';
+import { openAt } from '../util/open-at';
 import { DIST_SRC, isRoot, spawnAsUid, type NobodyProcess } from '../util/nobody';
 import { fdTableSettles, startHelperProcess } from '../util/processes';
 import { scaled } from '../util/time-scale';
@@ -41,6 +42,12 @@ function expectEbadf(outcome: unknown, what: string): void {
     name: 'SystemError',
     code: 'EBADF',
   });
+}
+
+/** The file an fd is (device and inode). */
+function identity(fd: number): string {
+  const st = fstatSync(fd);
+  return `${st.dev}:${st.ino}`;
 }
 
 /** The call's value (null for none), or what it rejected with. */
@@ -261,14 +268,20 @@ describeRoot("a helper command's own copy closed by itself, then adopted or clos
 });
 
 type Transport = 'direct' | 'worker';
-/** Who takes the number once the command closed its copy: nobody, another connection's copy, a new child connection's socket. */
-type Taker = 'none' | 'copy' | 'socket';
+/**
+ * Who takes the number once the command closed its copy: nobody, another connection's copy, a new child connection's
+ * socket, a file the program opens there (another file than the copy's).
+ */
+type Taker = 'none' | 'copy' | 'socket' | 'program';
 /** What the command does: adopt the closed copy's number; close it (closeClientFds) adopted before it closed it, or not adopted. */
 type Act = 'adopt' | 'closeAdopted' | 'closeUnadopted';
 
-
+// A program's file at the number of an fd the command adopted and closed itself is not told apart in this process
+// (README: only a helper daemon compares an adopted fd's file): that case is left out.
 const cases = (['direct', 'worker'] as const).flatMap((transport) =>
-  (['none', 'copy', 'socket'] as const).flatMap((taker) => (['adopt', 'closeAdopted', 'closeUnadopted'] as const).map((act) => ({ transport, taker, act }))),
+  (['none', 'copy', 'socket', 'program'] as const).flatMap((taker) =>
+    (['adopt', 'closeAdopted', 'closeUnadopted'] as const).filter((act) => taker !== 'program' || act !== 'closeAdopted').map((act) => ({ transport, taker, act })),
+  ),
 );
 
 describe("a direct or worker command's own copy closed by itself, then adopted or closed with closeClientFds", () => {
@@ -292,51 +305,64 @@ describe("a direct or worker command's own copy closed by itself, then adopted o
 
 /** One case of the direct or worker part: checks what it can on the way. */
 async function runLocalCase(transport: Transport, taker: Taker, act: Act, path: string): Promise<void> {
-      const file = openSync(path, 'r');
-      const a = await connect(transport, { command: { module: FIXTURE, export: 'RawCloseCommand' } });
-      const other = taker === 'copy' ? await connect(transport, { command: PROBE_COMMAND }) : undefined;
-      let socketConn: Connection | undefined;
-      try {
-        const n = await a.dupFileDescriptor(file);
-        if (act === 'closeAdopted') expect(await a.call('adopt', [n])).toBe(1);
-        const fillers = taker === 'none' ? [] : fillUpTo(n, file);
-        try {
-          expect(await a.call('rawClose', [n])).toBe(1);
-          let check: () => Promise<void> = async () => undefined;
-          if (taker === 'copy') {
-            const conn = other as Connection;
-            expect(await conn.dupFileDescriptor(file)).toBe(n);
-            const [id] = (await conn.call('identities', [n])) as Array<{ dev: string; ino: string }>;
-            check = async () => {
-              const [now] = (await conn.call('identities', [n])) as Array<{ dev: string; ino: string }>;
-              expect(now).toEqual(id);
-            };
-          } else if (taker === 'socket') {
-            socketConn = await connect('child', { command: PROBE_COMMAND });
-            const conn = socketConn;
-            // A new connection's socket takes the lowest free number at or above the floor: the closed copy's.
-            const target = openFdTable().get(n);
-            expect(target).toMatch(/^socket:/);
-            check = async () => {
-              expect(openFdTable().get(n)).toBe(target);
-              await expect(conn.call('echo', 1)).resolves.toBe(1);
-            };
-          }
-          const outcome = await settle(act === 'adopt' ? a.call('adopt', [n]) : a.call('closeClient', [n]));
-          if (act === 'closeAdopted' && taker === 'none') {
-            // The command's own adopted fd, closed by itself: nothing at the number to refuse or to close.
-            expect(outcome).toEqual({ ok: null });
-          } else {
-            expectEbadf(outcome, `${act} ${n} taken by ${taker}`);
-          }
-          await check();
-        } finally {
-          closeFds(fillers);
-        }
-      } finally {
-        await a.close();
-        await other?.close();
-        await socketConn?.close();
-        closeSync(file);
+  const file = openSync(path, 'r');
+  const a = await connect(transport, { command: { module: FIXTURE, export: 'RawCloseCommand' } });
+  const other = taker === 'copy' ? await connect(transport, { command: PROBE_COMMAND }) : undefined;
+  let socketConn: Connection | undefined;
+  let programFile: number | undefined;
+  try {
+    const n = await a.dupFileDescriptor(file);
+    if (act === 'closeAdopted') expect(await a.call('adopt', [n])).toBe(1);
+    const fillers = taker === 'none' ? [] : fillUpTo(n, file);
+    try {
+      expect(await a.call('rawClose', [n])).toBe(1);
+      let check: () => Promise<void> = async () => undefined;
+      if (taker === 'copy') {
+        const conn = other as Connection;
+        expect(await conn.dupFileDescriptor(file)).toBe(n);
+        const [id] = (await conn.call('identities', [n])) as Array<{ dev: string; ino: string }>;
+        check = async () => {
+          const [now] = (await conn.call('identities', [n])) as Array<{ dev: string; ino: string }>;
+          expect(now).toEqual(id);
+        };
+      } else if (taker === 'program') {
+        const programPath = `${path}.program`;
+        writeFileSync(programPath, 'program\n');
+        programFile = openAt(programPath, n);
+        const id = identity(n);
+        expect(id).not.toBe(identity(file));
+        check = async () => {
+          // The program's file is still open at its number, and is still that file.
+          expect(identity(n)).toBe(id);
+          expect(openFdTable().get(n)).toBe(programPath);
+        };
+      } else if (taker === 'socket') {
+        socketConn = await connect('child', { command: PROBE_COMMAND });
+        const conn = socketConn;
+        // A new connection's socket takes the lowest free number at or above the floor: the closed copy's.
+        const target = openFdTable().get(n);
+        expect(target).toMatch(/^socket:/);
+        check = async () => {
+          expect(openFdTable().get(n)).toBe(target);
+          await expect(conn.call('echo', 1)).resolves.toBe(1);
+        };
       }
+      const outcome = await settle(act === 'adopt' ? a.call('adopt', [n]) : a.call('closeClient', [n]));
+      if (act === 'closeAdopted' && taker === 'none') {
+        // The command's own adopted fd, closed by itself: nothing at the number to refuse or to close.
+        expect(outcome).toEqual({ ok: null });
+      } else {
+        expectEbadf(outcome, `${act} ${n} taken by ${taker}`);
+      }
+      await check();
+    } finally {
+      closeFds(fillers);
+      if (programFile !== undefined) closeSync(programFile);
+    }
+  } finally {
+    await a.close();
+    await other?.close();
+    await socketConn?.close();
+    closeSync(file);
+  }
 }
