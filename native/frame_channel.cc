@@ -478,8 +478,16 @@ size_t FrameChannel::Sweep() {
     } else {
       FdCloseGivenInBackground(fds.data(), fds.size(), close_owner_, given_mark_);
     }
+  } else {
+    // Closed here, each only while it is still this channel's copy
+    // (StillGiven): one the command closed itself whose number another fd
+    // of ours took since is that fd's, left alone.
+    for (auto& entry : given_) {
+      int fd = entry.second.fd.release();
+      if (StillGiven(fd, entry.second.registration)) FdClose(fd);
+    }
   }
-  given_.clear();  // closes them here unless handed on above
+  given_.clear();
   if (budget_) budget_->Refund(n + adopted_.size());
   adopted_.clear();
   return n;
