@@ -411,9 +411,7 @@ namespace {
 // apart only by a free number.
 bool DisownWhileStill(int fd, uint64_t gen, bool known, const FdIdentity& given) {
   OwnedFds& o = TheOwnedFds();
-  FdIdentity now;
-  int r = FdFileIdentity(fd, &now);
-  bool gone = r == -EBADF || (r == 0 && known && (now.dev != given.dev || now.ino != given.ino));
+  bool gone = FdFileGone(fd, known, given);
   std::lock_guard<std::recursive_mutex> lock(o.mu);
   auto it = o.gens.find(fd);
   // Another registration now (a new fd of ours took the number), or none
@@ -1102,6 +1100,14 @@ uint64_t HandOver(const int* fds, size_t n, uint64_t owner, bool held_for_peer, 
   jobs.resize(n);
   OwnedFds& o = TheOwnedFds();
   std::unique_lock<std::recursive_mutex> registry(o.mu, std::defer_lock);
+  // A refused number ends the hand-over, nothing handed over (under the
+  // registry's lock).
+  auto refuse = [&](int fd) -> uint64_t {
+    *refused = fd;
+    registry.unlock();
+    TrimScratch(&jobs, kKeptJobs);
+    return 0;
+  };
   if (given) {
     // A copy whose number has another registration now, or none, was
     // closed by someone else: the number is not the ledger's to close. The
@@ -1144,12 +1150,7 @@ uint64_t HandOver(const int* fds, size_t n, uint64_t owner, bool held_for_peer, 
       job.peer_fd = held_for_peer;
       auto it = o.gens.find(job.fd);
       job.registration = it == o.gens.end() ? 0 : it->second.gen;
-      if (refused != nullptr && job.registration != 0) {
-        *refused = job.fd;
-        registry.unlock();
-        TrimScratch(&jobs, kKeptJobs);
-        return 0;
-      }
+      if (refused != nullptr && job.registration != 0) return refuse(job.fd);
     }
     registry.unlock();
     for (size_t i = 0; i < n; i++) HandOverIdentity(&jobs[i]);
@@ -1164,13 +1165,8 @@ uint64_t HandOver(const int* fds, size_t n, uint64_t owner, bool held_for_peer, 
         // one expected there: not the caller's to close.
         const std::optional<FdIdentity>* want = expected != nullptr ? &expected[i] : nullptr;
         bool other_file = want != nullptr && want->has_value() &&
-                          (!job.known || job.identity.dev != (*want)->dev || job.identity.ino != (*want)->ino);
-        if (now != 0 || other_file) {
-          *refused = job.fd;
-          registry.unlock();
-          TrimScratch(&jobs, kKeptJobs);
-          return 0;
-        }
+                          (!job.known || !SameFile(job.identity, **want));
+        if (now != 0 || other_file) return refuse(job.fd);
       }
       if (now != job.registration) {
         job.open = false;
@@ -1417,6 +1413,12 @@ int FdFileIdentity(int fd, FdIdentity* out) {
   if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_INO, &stx) != 0) return -errno;
   *out = {static_cast<uint64_t>(makedev(stx.stx_dev_major, stx.stx_dev_minor)), stx.stx_ino, 0};
   return 0;
+}
+
+bool FdFileGone(int fd, bool known, const FdIdentity& file) {
+  FdIdentity now;
+  int r = FdFileIdentity(fd, &now);
+  return r == -EBADF || (r == 0 && known && !SameFile(now, file));
 }
 
 int FdIdentityOf(int fd, FdIdentity* out) {

@@ -444,11 +444,7 @@ int FrameChannel::CloseClientFds(const int* fds, size_t n, uint64_t* ticket, int
 size_t FrameChannel::ReclaimClosedAdopted() {
   size_t reclaimed = 0;
   for (auto it = adopted_.begin(); it != adopted_.end();) {
-    FdIdentity now;
-    int r = FdFileIdentity(it->first, &now);
-    bool closed = r == -EBADF || (r == 0 && it->second.known &&
-                                  (now.dev != it->second.identity.dev || now.ino != it->second.identity.ino));
-    if (closed) {
+    if (FdFileGone(it->first, it->second.known, it->second.identity)) {
       it = adopted_.erase(it);
       reclaimed++;
     } else {

@@ -86,7 +86,7 @@ class PolledNumber {
   uint64_t registration() const { return registration_; }
   // Whether `file` (known) is the one Init read.
   bool Same(const FdIdentity& file, bool known) const {
-    return known && known_ && file.dev == file_.dev && file.ino == file_.ino;
+    return known && known_ && SameFile(file, file_);
   }
   // Whether `fd` (the owner's number) holds the file Init read (one
   // FdFileIdentity, as Init reads it), for the rare paths (a close); true
