@@ -92,6 +92,8 @@ class PolledNumber {
   // FdFileIdentity, as Init reads it), for the rare paths (a close); true
   // when nothing was read then.
   bool Holds(int fd) const;
+  // Whether Init succeeded: the poll handle is initialized (its owner closes it).
+  bool initialized() const { return number_ >= 0; }
 
  private:
   uv_poll_t* poll_;

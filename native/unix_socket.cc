@@ -257,14 +257,14 @@ void UnixSocket::Ref() {
   if (closed_) return;
   refed_ = true;
   uv_ref(reinterpret_cast<uv_handle_t*>(&poll_));
-  if (waker_made_) uv_ref(reinterpret_cast<uv_handle_t*>(&waker_poll_));
+  if (waker_number_.initialized()) uv_ref(reinterpret_cast<uv_handle_t*>(&waker_poll_));
 }
 
 void UnixSocket::Unref() {
   if (closed_) return;
   refed_ = false;
   uv_unref(reinterpret_cast<uv_handle_t*>(&poll_));
-  if (waker_made_) uv_unref(reinterpret_cast<uv_handle_t*>(&waker_poll_));
+  if (waker_number_.initialized()) uv_unref(reinterpret_cast<uv_handle_t*>(&waker_poll_));
 }
 
 void UnixSocket::UpdatePoll() {
@@ -387,12 +387,12 @@ int UnixSocket::WaitForReceiver(const struct sockaddr_un& to, socklen_t to_len) 
   // The waker is polled as every fd of fdbridge's is (PolledNumber), and
   // closed behind our back it is let go of as they are: its poll handle is
   // never made again, so the sends that would wait on it fail (EBADF).
-  if (waker_made_ && waker_ && !waker_number_.Holds(waker_.get())) {
+  if (waker_number_.initialized() && waker_ && !waker_number_.Holds(waker_.get())) {
     waker_number_.LetGo();
     waker_.release();
   }
-  if (waker_made_ && !waker_) return -EBADF;
-  if (!waker_made_) {
+  if (waker_number_.initialized() && !waker_) return -EBADF;
+  if (!waker_number_.initialized()) {
     int made = SockOpen(SOCK_DGRAM);
     if (made < 0) return made;
     UniqueFd opened(made);
@@ -405,7 +405,6 @@ int UnixSocket::WaitForReceiver(const struct sockaddr_un& to, socklen_t to_len) 
     if (r != 0) return r;
     waker_poll_.data = this;
     waker_ = std::move(waker);
-    waker_made_ = true;
     if (!refed_) uv_unref(reinterpret_cast<uv_handle_t*>(&waker_poll_));
   }
   // Connected afresh for each wait: the head of the queue decides which
@@ -613,7 +612,7 @@ void UnixSocket::Close(bool shut_down, void (*on_freed)(void*), void* arg) {
     int fd = sock_.release();
     RememberTicket(FdCloseInBackground(&fd, 1, close_owner_, /*held_for_peer=*/false));
   }
-  if (waker_made_) {
+  if (waker_number_.initialized()) {
     // Closed behind our back? Then neither the poll's close nor ours
     // reaches the file at its number now.
     waker_number_.LetGoIfGone(&waker_);

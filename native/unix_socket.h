@@ -475,8 +475,7 @@ class UnixSocket {
   // WaitForReceiver, Close).
   PolledNumber waker_number_{&waker_poll_, &UnixSocket::OnWakerTaken, this};
   static void OnWakerTaken(void* owner, const FdIdentity& file, bool known);
-  UniqueFd waker_;  // empty once let go of
-  bool waker_made_ = false;  // waker_poll_ is initialized (closed at Close)
+  UniqueFd waker_;  // empty once let go of (waker_poll_ made: waker_number_.initialized())
   bool waiting_receiver_ = false;
   bool refed_ = true;  // Ref()/Unref(), applied to the waker when it is made
   bool receive_from_ = false;
