@@ -420,16 +420,10 @@ export class RemoteConnection extends BaseConnection {
    */
   #channelLost(reason: Error | null): void {
     if (this.#broken) return;
-    if (reason instanceof SystemError && reason.errno === -osConstants.errno.EBADF) {
-      const err = closedBehindBackError('remote', "its channel's input", this.#inputFd, `nothing more is heard from the via process (pid ${this.via.pid ?? -1}) or the remote command behind it`);
-      this.#broken = err;
-      for (const s of [...this.#streams.values()]) s.destroy();
-      this.#streams.clear();
-      this.#channel.close();
-      this.#onLost();
-      this.#failPending(() => err);
-      return;
-    }
+    const behindBack =
+      reason instanceof SystemError && reason.errno === -osConstants.errno.EBADF
+        ? closedBehindBackError('remote', "its channel's input", this.#inputFd, `nothing more is heard from the via process (pid ${this.via.pid ?? -1}) or the remote command behind it`)
+        : undefined;
     const exit: PeerExit = {
       transport: 'remote',
       pid: this.via.pid ?? -1,
@@ -437,12 +431,16 @@ export class RemoteConnection extends BaseConnection {
       signal: this.via.signalCode,
       detail: reason ? `broke the channel (${reason.message})` : 'closed the channel',
     };
-    this.#broken = new PeerExitedError('request', exit);
+    this.#broken = behindBack ?? new PeerExitedError('request', exit);
     for (const s of [...this.#streams.values()]) s.destroy();
     this.#streams.clear();
     // The server sees its stdin end; what it might still send is of no use.
     this.#channel.close();
     this.#onLost();
+    if (behindBack) {
+      this.#failPending(() => behindBack);
+      return;
+    }
     const settle = (): void => {
       const status = this.via.exitCode;
       if (status !== null && status < 0) {
