@@ -680,15 +680,19 @@ size_t MarkGiven(const int* fds, size_t n, uint64_t owner, const uint64_t* gens)
 // The registration each of fds[0..n) has now (0 for none), into `gens`.
 void ReadGens(const int* fds, size_t n, std::vector<uint64_t>* gens) {
   gens->resize(n);
+  FdRegistrations(fds, n, gens->data());
+}
+
+}  // namespace
+
+void FdRegistrations(const int* fds, size_t n, uint64_t* out) {
   OwnedFds& o = TheOwnedFds();
   std::lock_guard<std::recursive_mutex> lock(o.mu);
   for (size_t i = 0; i < n; i++) {
     auto it = o.gens.find(fds[i]);
-    (*gens)[i] = it == o.gens.end() ? 0 : it->second.gen;
+    out[i] = it == o.gens.end() ? 0 : it->second.gen;
   }
 }
-
-}  // namespace
 
 int FdDupAllGiven(const int* fds, size_t n, int min_fd, uint64_t owner, int* out) {
   thread_local std::vector<uint64_t> gens;

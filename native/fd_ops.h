@@ -210,6 +210,9 @@ bool FdDisownHeld(int fd, uint64_t registration);
 // The registration `fd` has now (a generation, never reused), or 0 when it
 // is not one of ours.
 uint64_t FdRegistration(int fd);
+// FdRegistration of each of fds[0..n), into out[0..n), in one hold of the
+// registry's lock.
+void FdRegistrations(const int* fds, size_t n, uint64_t* out);
 // Unregisters `fd` if it still has that registration: for an fd of ours
 // something else closed (libuv, for a stream on it), unregistered once the
 // close is done, as FdClose does, and never taking with it the registration

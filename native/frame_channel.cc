@@ -260,7 +260,12 @@ bool FrameChannel::Give(uint32_t id, const int* fds, size_t nfds) {
   // (CloseGivenInBackground). A number already in the ledger that the
   // command closed has a new registration here, marked as well.
   if (given_mark_ != 0) FdMarkGiven(fds, nfds, given_mark_);
-  for (size_t i = 0; i < nfds; i++) Keep(fds[i]);
+  // On a channel without a mark, each copy is kept with its registration
+  // (what tells it apart once the command closed it), all read in one hold
+  // of the registry's lock.
+  kept_registrations_.assign(nfds, 0);
+  if (given_mark_ == 0) FdRegistrations(fds, nfds, kept_registrations_.data());
+  for (size_t i = 0; i < nfds; i++) Keep(fds[i], kept_registrations_[i]);
   served_++;
   read_on_ = false;
   if (after_receive_hook_) {
@@ -336,16 +341,16 @@ void FrameChannel::Add(int fd) {
   }
   FdMarkOwned(&fd, 1);  // the connection's until the command adopts it
   if (given_mark_ != 0) FdMarkGiven(&fd, 1, given_mark_);  // as AnswerDup's
-  Keep(fd);
+  Keep(fd, given_mark_ == 0 ? FdRegistration(fd) : 0);
 }
 
-void FrameChannel::Keep(int fd) {
+void FrameChannel::Keep(int fd, uint64_t registration) {
   // A number already in the ledger is the same open fd (the kernel reuses a
   // number only once it is closed): it stays owned once.
   auto [it, added] = given_.try_emplace(fd);
   // A new registration at a number already in the ledger: the command
   // closed that copy and this fd took its number (Give).
-  if (given_mark_ == 0) it->second.registration = FdRegistration(fd);
+  if (given_mark_ == 0) it->second.registration = registration;
   if (!added) return;
   it->second.fd.reset(fd);
   // A number adopted before is free again only once the command closed that
