@@ -1,5 +1,7 @@
 /** Test utilities: a helper daemon's status, as `fdbridge helper --status` asks for it, and clients served by one. */
 import { connect, HelperDaemon, LOG_COMMAND, PROBE_COMMAND, type HelperOptions, type HelperStatus } from '../../src';
+import { TimeoutError } from '../../src/errors';
+import { scaled } from './time-scale';
 
 /** The status of the daemon at `socketPath` (a typed timeout from connect fails a daemon whose loop is stuck). */
 export async function statusOf(socketPath: string): Promise<HelperStatus> {
@@ -11,11 +13,33 @@ export async function statusOf(socketPath: string): Promise<HelperStatus> {
   }
 }
 
-/** Asks for the daemon's status until `ok` holds; resolves with that status. */
-export async function statusWhen(socketPath: string, ok: (s: HelperStatus) => boolean): Promise<HelperStatus> {
+/**
+ * How long statusWhen asks before it takes the wait for a hang: a hang
+ * guard (scaled, time-scale.ts), far above what any awaited status takes,
+ * below the limits of the tests that wait so (120 s and more), so that a
+ * status that never comes fails the test with what the daemon last said,
+ * and the test's clean-up still runs.
+ */
+export const STATUS_WHEN_GUARD_MS = scaled(60_000);
+
+/**
+ * Asks for the daemon's status until `ok` holds; resolves with that status.
+ * Past `guardMs` (a hang guard, not a time the test checks) it rejects with
+ * a TimeoutError that says the last status it saw.
+ */
+export async function statusWhen(socketPath: string, ok: (s: HelperStatus) => boolean, guardMs = STATUS_WHEN_GUARD_MS): Promise<HelperStatus> {
+  const deadline = Date.now() + guardMs;
+  let asked = 0;
   for (;;) {
     const s = await statusOf(socketPath);
+    asked++;
     if (ok(s)) return s;
+    if (Date.now() >= deadline) {
+      throw new TimeoutError(
+        `statusWhen: the daemon at ${socketPath} did not reach the status waited for within ${guardMs} ms (a hang guard; ${asked} asked); ` +
+          `the last status it gave: ${JSON.stringify(s)}`,
+      );
+    }
     await new Promise((r) => setTimeout(r, 50));
   }
 }
