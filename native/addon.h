@@ -165,9 +165,16 @@ inline Napi::Value SystemError(Napi::Env env, int neg_errno, const char* syscall
   throw Napi::Error(env, SystemError(env, neg_errno, syscall));
 }
 
-// closeClientFds refused `fd`: one of fdbridge's own fds, not the
-// client's (FdCloseClientFdsInBackground). A SystemError EBADF that names it.
-[[noreturn]] inline void ThrowNotClients(Napi::Env env, int fd) {
+// closeClientFds refused `fd` (FdCloseClientFdsInBackground's `r`): named
+// twice in the list (-EINVAL), a TypeError that names it; else one of
+// fdbridge's own fds, or another file than the adopted one, not the
+// client's: a SystemError EBADF that names it.
+[[noreturn]] inline void ThrowNotClients(Napi::Env env, int r, int fd) {
+  if (r == -EINVAL) {
+    throw Napi::TypeError::New(env, "closeClientFds: fd " + std::to_string(fd) +
+                                        " is named more than once in the list: each fd is closed once (a second close of the number "
+                                        "could close another fd that took it after the first); nothing was closed");
+  }
   Napi::Object details = Napi::Object::New(env);
   details.Set("fd", Napi::Number::New(env, fd));
   throw Napi::Error(env, MakeError(env, "notclients", -EBADF, "closeClientFds", details));

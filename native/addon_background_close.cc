@@ -56,17 +56,16 @@ Napi::Value CloseInBackground(const Napi::CallbackInfo& info) {
 
 // closeClientFds(fds, owner) -> ticket: closeInBackground of fds a command
 // holds as its client's (FdCloseClientFdsInBackground): one that is one of
-// fdbridge's own fds now throws a SystemError EBADF naming it, nothing
-// handed over.
+// fdbridge's own fds now throws a SystemError EBADF naming it, and a list
+// naming one number twice a TypeError, nothing handed over.
 Napi::Value CloseClientFds(const Napi::CallbackInfo& info) {
   std::vector<int> fds = ArgFdArray(info, "closeClientFds(fds, owner): fds must be an array");
   double owner = info.Length() > 1 && !info[1].IsUndefined() ? WholeNumber(info[1]) : 0;
   if (owner < 0) throw Napi::TypeError::New(info.Env(), "closeClientFds: owner must be a non-negative integer");
   uint64_t ticket = 0;
   int refused = -1;
-  if (FdCloseClientFdsInBackground(fds.data(), fds.size(), static_cast<uint64_t>(owner), nullptr, &ticket, &refused) != 0) {
-    ThrowNotClients(info.Env(), refused);
-  }
+  int r = FdCloseClientFdsInBackground(fds.data(), fds.size(), static_cast<uint64_t>(owner), nullptr, &ticket, &refused);
+  if (r != 0) ThrowNotClients(info.Env(), r, refused);
   ClaimFromJs(info.Env(), fds.data(), fds.size());
   return Napi::Number::New(info.Env(), static_cast<double>(ticket));
 }

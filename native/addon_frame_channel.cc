@@ -285,13 +285,14 @@ class ChannelWrap : public Napi::ObjectWrap<ChannelWrap>, public FrameChannel::D
     return Napi::Number::New(info.Env(), static_cast<double>(channel_->ForgetAdopted(fds.data(), fds.size())));
   }
   // closeClientFds(fds) -> ticket: see FrameChannel::CloseClientFds. A
-  // refusal throws a SystemError EBADF naming the fd (ThrowNotClients),
-  // nothing handed over.
+  // refusal throws a SystemError EBADF naming the fd, or a TypeError for a
+  // number named twice (ThrowNotClients), nothing handed over.
   Napi::Value CloseClientFds(const Napi::CallbackInfo& info) {
     std::vector<int> fds = ArgFdArray(info, "closeClientFds(fds): fds must be an array");
     uint64_t ticket = 0;
     int refused = -1;
-    if (channel_->CloseClientFds(fds.data(), fds.size(), &ticket, &refused) != 0) ThrowNotClients(info.Env(), refused);
+    int r = channel_->CloseClientFds(fds.data(), fds.size(), &ticket, &refused);
+    if (r != 0) ThrowNotClients(info.Env(), r, refused);
     ClaimFromJs(info.Env(), fds.data(), fds.size());
     return Napi::Number::New(info.Env(), static_cast<double>(ticket));
   }

@@ -1232,8 +1232,37 @@ uint64_t FdCloseGivenInBackground(const int* fds, size_t n, uint64_t owner, uint
   return HandOver(fds, n, owner, /*held_for_peer=*/true, given_to != 0 ? given_to : owner);
 }
 
+namespace {
+
+// A number fds[0..n) names more than once, or -1. Sorted in a list of this
+// thread's kept from one call to the next (closeClientFds of one log fd is
+// a list of one, which needs none).
+int RepeatedFd(const int* fds, size_t n) {
+  if (n < 2) return -1;
+  thread_local std::vector<int> sorted;
+  sorted.assign(fds, fds + n);
+  std::sort(sorted.begin(), sorted.end());
+  auto at = std::adjacent_find(sorted.begin(), sorted.end());
+  int repeated = at == sorted.end() ? -1 : *at;
+  TrimScratch(&sorted, kKeptJobs);
+  return repeated;
+}
+
+}  // namespace
+
 int FdCloseClientFdsInBackground(const int* fds, size_t n, uint64_t owner, const std::optional<FdIdentity>* expected,
                                  uint64_t* ticket, int* refused) {
+  // A number named twice would be closed twice, one close after the other
+  // on the closer's threads: after the first, any new fd (another
+  // connection's copy, another client's, the program's file) can take the
+  // number, and the second close would close it. Such a list is refused
+  // whole, nothing handed over.
+  int repeated = RepeatedFd(fds, n);
+  if (repeated >= 0) {
+    *ticket = 0;
+    *refused = repeated;
+    return -EINVAL;
+  }
   *ticket = HandOver(fds, n, owner, /*held_for_peer=*/true, /*given_to=*/0, refused, expected);
   return *refused >= 0 ? -EBADF : 0;
 }

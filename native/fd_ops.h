@@ -447,8 +447,11 @@ uint64_t FdCloseGivenInBackground(const int* fds, size_t n, uint64_t owner, uint
 // the file an adopted copy was given with) is not the file at the number
 // (read as it is handed over: the command closed that fd itself, and the
 // number is free, or another file, another command's adopted fd). Then
-// -EBADF, *refused that number, nothing handed over and *ticket 0; else 0,
-// *refused -1 and *ticket the batch's. Checked as they are handed over,
+// -EBADF, *refused that number, nothing handed over and *ticket 0. A list
+// that names one number twice (the second close could close another fd
+// that took the number after the first) is refused whole the same way,
+// with -EINVAL and *refused that number. Else 0, *refused -1 and *ticket
+// the batch's. Checked as they are handed over,
 // the registrations under the registry's lock; a registration made at one
 // of the numbers after that is left alone by the close (CloseMayBlock).
 int FdCloseClientFdsInBackground(const int* fds, size_t n, uint64_t owner, const std::optional<FdIdentity>* expected,

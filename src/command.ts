@@ -19,7 +19,7 @@ import { threadId } from 'node:worker_threads';
 
 import { BUILTIN_COMMANDS, builtinCommand } from './commands/registry';
 import { SystemError } from './errors';
-import { HeldCopies } from './fd';
+import { HeldCopies, validateFds } from './fd';
 import { native } from './native';
 import type { TransportName } from './transports';
 import { requireModule } from './ts-modules';
@@ -88,7 +88,10 @@ export interface CommandContext {
    * connection ends) ignores it. Throws at once, nothing closed, for a
    * number that is one of fdbridge's own fds now (SystemError EBADF: a copy
    * given to the command and not adopted, or another connection's fd or
-   * socket that took the number of one the command closed itself).
+   * socket that took the number of one the command closed itself), and for
+   * a list that is not one of fd numbers or names one twice (TypeError:
+   * after the first close another fd can take the number, and the second
+   * would close it).
    */
   closeClientFds(fds: readonly number[]): Promise<void>;
   /**
@@ -327,6 +330,7 @@ export class CommandHost {
         return fd;
       },
       closeClientFds(fds: readonly number[]): Promise<void> {
+        checkClientFdList(fds);
         // Adopted fds a ledger kept counted (a helper daemon's) stop counting
         // once they have gone to the closer, where they count as being
         // closed: a close that throws (a list it refuses: one of fdbridge's
@@ -372,6 +376,30 @@ export class CommandHost {
       this.ledger.sweep();
       await Promise.all([this.ledger.swept(), this.#clientCloses.settled()]);
     }
+  }
+}
+
+/**
+ * A closeClientFds list: an array of fd numbers (validateFds), each named
+ * once. A number named twice would be closed twice, one close after the
+ * other on the background closer: after the first, another fd (another
+ * connection's copy, another client's, the program's file) can take the
+ * number, and the second close would close it. TypeError, nothing closed.
+ */
+function checkClientFdList(fds: readonly number[]): void {
+  if (!Array.isArray(fds)) throw new TypeError(`closeClientFds(fds): fds must be an array of fd numbers, not ${fds === null ? 'null' : typeof fds}`);
+  validateFds(fds);
+  const first = new Map<number, number>();
+  for (let i = 0; i < fds.length; i++) {
+    const fd = fds[i] as number;
+    const at = first.get(fd);
+    if (at !== undefined) {
+      throw new TypeError(
+        `closeClientFds: fds[${i}] is fd ${fd} again (fds[${at}]): each fd is closed once, since a second close of the number ` +
+          'could close another fd that took it after the first; nothing was closed',
+      );
+    }
+    first.set(fd, i);
   }
 }
 

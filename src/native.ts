@@ -410,8 +410,10 @@ export interface NativeBinding {
    * given to a command and not adopted, another connection's copy or socket
    * that took the number of one the command closed by itself) is refused,
    * checked as they are handed over: a SystemError EBADF naming it (`fd`),
-   * nothing handed over. A number one of fdbridge's fds takes after that is
-   * left alone by the close. Returns the batch's ticket.
+   * nothing handed over. A list naming one number twice is a TypeError,
+   * nothing handed over (the second close could close another fd that took
+   * the number after the first). A number one of fdbridge's fds takes after
+   * that is left alone by the close. Returns the batch's ticket.
    */
   closeClientFds(fds: readonly number[], owner?: number): number;
   /** Whether every fd of the batch `ticket` is closed. */

@@ -75,8 +75,10 @@ export class ProbeCommand {
   closeAdopted(fds: number[]): Promise<void> {
     const unknown = fds.find((fd) => !this.#adopted.has(fd));
     if (unknown !== undefined) throw new Error(`closeAdopted: fd ${unknown} was not adopted`);
+    // A list closeClientFds refuses (it throws at once, nothing closed) leaves them adopted: close() still closes them.
+    const closed = this.context.closeClientFds(fds);
     for (const fd of fds) this.#adopted.delete(fd);
-    return this.context.closeClientFds(fds);
+    return closed;
   }
 
   /** This process's open-fd table, as [fd, target] rows. */

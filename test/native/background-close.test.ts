@@ -585,3 +585,31 @@ withPython("generated: an fd handed to the closer that the program closes behind
   }
   expect(await fdTableSettles(process.pid, before)).toBe('');
 }, 120000);
+
+test('generated: closeClientFds of a list naming a number twice is a TypeError naming it, nothing of the list closed', async () => {
+  const before = openFdTable();
+  const owner = native.newCloseOwner();
+  await fc.assert(
+    fc.asyncProperty(fc.integer({ min: 1, max: 6 }), fc.array(fc.nat(), { minLength: 1, maxLength: 8 }), fc.nat(), fc.nat(), async (n, picks, againPick, at) => {
+      const fds = Array.from({ length: n }, () => native.memfd('repeated'));
+      try {
+        const once = [...new Set(picks.map((p) => fds[p % n] as number))];
+        const again = once[againPick % once.length] as number;
+        const list = [...once];
+        list.splice(at % (list.length + 1), 0, again);
+        const error = thrown(() => native.closeClientFds(list, owner));
+        // Made in the addon's realm, not jest's: compared by name.
+        expect((error as Error).name).toBe('TypeError');
+        expect((error as Error).message).toContain(`fd ${again} is named more than once`);
+        expect(fds.every((fd) => openFdTable().has(fd))).toBe(true);
+        // Each named once: closed.
+        await afterCloses(native.closeClientFds(once, owner));
+        expect(fds.filter((fd) => openFdTable().has(fd))).toEqual(fds.filter((fd) => !once.includes(fd)));
+      } finally {
+        for (const fd of fds) if (openFdTable().has(fd)) closeFd(fd);
+      }
+    }),
+    { numRuns: 40 },
+  );
+  expect(openFdTable()).toEqual(before);
+});

@@ -243,7 +243,7 @@ describe('CommandHost', () => {
   test('generated: a closeClientFds whose close throws at once leaves the ledger counting the fds it named (they are still open), and throws that', async () => {
     const before = openFdTable();
     await fc.assert(
-      fc.asyncProperty(fc.array(fc.nat(1000), { maxLength: 8 }), fc.string(), async (fds, reason) => {
+      fc.asyncProperty(fc.uniqueArray(fc.nat(1000), { maxLength: 8 }), fc.string(), async (fds, reason) => {
         const seen: string[] = [];
         const refused = new TypeError(reason);
         const throwing = (): Promise<void> => {
@@ -261,6 +261,44 @@ describe('CommandHost', () => {
       { numRuns: 50 },
     );
     expect(openFdTable()).toEqual(before);
+  });
+
+  test('generated: closeClientFds of a list naming one fd twice, or holding an entry that is no fd number, is a TypeError naming it: nothing reaches the close, the ledger is not told', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.uniqueArray(fc.nat(1000), { minLength: 1, maxLength: 8 }),
+        fc.nat(),
+        fc.nat(),
+        fc.oneof(fc.constant(undefined), fc.constantFrom(-1, 1.5, NaN, 2 ** 31, '3' as unknown as number)),
+        async (fds, pick, at, bad) => {
+          const seen: string[] = [];
+          const close = (list: readonly number[]): Promise<void> => {
+            seen.push(`closed ${list.join(',')}`);
+            return Promise.resolve();
+          };
+          const ledger = Object.assign(new SetLedger(), { closing: (list: readonly number[]) => seen.push(`closing ${list.join(',')}`) });
+          const host = new CommandHost({ module: FIXTURE }, 'helper', ledger, undefined, close);
+          try {
+            const list: number[] = [...fds];
+            const i = at % (list.length + 1);
+            if (bad === undefined) {
+              const again = fds[pick % fds.length] as number;
+              list.splice(i, 0, again);
+              expect(() => host.context.closeClientFds(list)).toThrow(TypeError);
+              expect(() => host.context.closeClientFds(list)).toThrow(`is fd ${again} again`);
+            } else {
+              list.splice(i, 0, bad);
+              expect(() => host.context.closeClientFds(list)).toThrow(TypeError);
+              expect(() => host.context.closeClientFds(list)).toThrow(`fds[${i}] must be a non-negative integer`);
+            }
+            expect(seen).toEqual([]);
+          } finally {
+            await host.close();
+          }
+        },
+      ),
+      { numRuns: 100 },
+    );
   });
 
   test('adoptFd: an adopted fd is the command\'s, no longer refused as one fdbridge holds for itself, so it can be passed on', async () => {
