@@ -54,17 +54,50 @@ Napi::Value CloseInBackground(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(ticket));
 }
 
-// closeClientFds(fds, owner) -> ticket: closeInBackground of fds a command
-// holds as its client's (FdCloseClientFdsInBackground): one that is one of
-// fdbridge's own fds now throws a SystemError EBADF naming it, and a list
-// naming one number twice a TypeError, nothing handed over.
+// The files closeClientFds expects at its fds' numbers: `value` undefined,
+// none; else an array as long as the list, each entry undefined or null
+// (no file expected there) or { dev, ino } (BigInts, as disownGiven gives
+// them).
+std::vector<std::optional<FdIdentity>> ArgExpectedFiles(Napi::Env env, Napi::Value value, size_t n) {
+  std::vector<std::optional<FdIdentity>> expected;
+  if (value.IsUndefined()) return expected;
+  const char* usage = "closeClientFds(fds, owner, expected): expected must be an array as long as fds of { dev, ino } (BigInts) or undefined";
+  if (!value.IsArray() || value.As<Napi::Array>().Length() != n) throw Napi::TypeError::New(env, usage);
+  Napi::Array arr = value.As<Napi::Array>();
+  expected.resize(n);
+  for (uint32_t i = 0; i < n; i++) {
+    Napi::Value e = arr.Get(i);
+    if (e.IsUndefined() || e.IsNull()) continue;
+    if (!e.IsObject()) throw Napi::TypeError::New(env, usage);
+    Napi::Value dev = e.As<Napi::Object>().Get("dev");
+    Napi::Value ino = e.As<Napi::Object>().Get("ino");
+    if (!dev.IsBigInt() || !ino.IsBigInt()) throw Napi::TypeError::New(env, usage);
+    bool lossless = true;
+    FdIdentity id{dev.As<Napi::BigInt>().Uint64Value(&lossless), 0, 0};
+    bool ino_lossless = true;
+    id.ino = ino.As<Napi::BigInt>().Uint64Value(&ino_lossless);
+    if (!lossless || !ino_lossless) throw Napi::TypeError::New(env, usage);
+    expected[i] = id;
+  }
+  return expected;
+}
+
+// closeClientFds(fds, owner, expected?) -> ticket: closeInBackground of fds
+// a command holds as its client's (FdCloseClientFdsInBackground): one that
+// is one of fdbridge's own fds now, or whose number no longer holds the
+// file `expected` names for it (ArgExpectedFiles), throws a SystemError
+// EBADF naming it, and a list naming one number twice a TypeError, nothing
+// handed over.
 Napi::Value CloseClientFds(const Napi::CallbackInfo& info) {
   std::vector<int> fds = ArgFdArray(info, "closeClientFds(fds, owner): fds must be an array");
   double owner = info.Length() > 1 && !info[1].IsUndefined() ? WholeNumber(info[1]) : 0;
   if (owner < 0) throw Napi::TypeError::New(info.Env(), "closeClientFds: owner must be a non-negative integer");
+  std::vector<std::optional<FdIdentity>> expected =
+      ArgExpectedFiles(info.Env(), info.Length() > 2 ? info[2] : info.Env().Undefined(), fds.size());
   uint64_t ticket = 0;
   int refused = -1;
-  int r = FdCloseClientFdsInBackground(fds.data(), fds.size(), static_cast<uint64_t>(owner), nullptr, &ticket, &refused);
+  int r = FdCloseClientFdsInBackground(fds.data(), fds.size(), static_cast<uint64_t>(owner), expected.empty() ? nullptr : expected.data(),
+                                       &ticket, &refused);
   if (r != 0) ThrowNotClients(info.Env(), r, refused);
   ClaimFromJs(info.Env(), fds.data(), fds.size());
   return Napi::Number::New(info.Env(), static_cast<double>(ticket));

@@ -118,12 +118,22 @@ Napi::Value Disown(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// disownGiven(fd, owner) -> whether `fd` was a copy given under that closer
-// owner (dupHigh's givenTo), which is the command's now (FdDisownGiven).
+// disownGiven(fd, owner) -> false when `fd` is not a copy given under that
+// closer owner (dupHigh's givenTo) still at its number; else it is the
+// command's now (FdDisownGiven), and the answer is the file the copy was
+// made with, { dev, ino } (BigInts), for closeClientFds to expect there,
+// or true when that file is not known.
 Napi::Value DisownGiven(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
   int fd = ArgFd(info, 0);
   uint64_t owner = ArgGivenTo(info, 1);
-  return Napi::Boolean::New(info.Env(), owner != 0 && FdDisownGiven(fd, owner));
+  std::optional<FdIdentity> file;
+  if (owner == 0 || !FdDisownGiven(fd, owner, &file)) return Napi::Boolean::New(env, false);
+  if (!file.has_value()) return Napi::Boolean::New(env, true);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("dev", Napi::BigInt::New(env, file->dev));
+  o.Set("ino", Napi::BigInt::New(env, file->ino));
+  return o;
 }
 
 Napi::Value Registration(const Napi::CallbackInfo& info) {

@@ -19,8 +19,8 @@ import { threadId } from 'node:worker_threads';
 
 import { BUILTIN_COMMANDS, builtinCommand } from './commands/registry';
 import { SystemError } from './errors';
-import { HeldCopies, validateFds } from './fd';
-import { native } from './native';
+import { HeldCopies, notClients, validateFds } from './fd';
+import { native, type FileKey } from './native';
 import type { TransportName } from './transports';
 import { requireModule } from './ts-modules';
 
@@ -88,10 +88,12 @@ export interface CommandContext {
    * connection ends) ignores it. Throws at once, nothing closed, for a
    * number that is one of fdbridge's own fds now (SystemError EBADF: a copy
    * given to the command and not adopted, or another connection's fd or
-   * socket that took the number of one the command closed itself), and for
-   * a list that is not one of fd numbers or names one twice (TypeError:
-   * after the first close another fd can take the number, and the second
-   * would close it).
+   * socket that took the number of one the command closed itself), for an
+   * adopted fd whose number no longer holds the file it was given with
+   * (SystemError EBADF: the command closed it itself, and the number is
+   * free or another file's), and for a list that is not one of fd numbers
+   * or names one twice (TypeError: after the first close another fd can
+   * take the number, and the second would close it).
    */
   closeClientFds(fds: readonly number[]): Promise<void>;
   /**
@@ -218,9 +220,19 @@ export interface FdLedger {
    */
   adopt(fd: number): boolean;
   /**
+   * What the default closeClientFds (on the background closer, in this
+   * process) checks `fds` against beyond fdbridge's own fds: for each, the
+   * file it was adopted with (its number holding another file now, or none,
+   * is refused), undefined where none is known. Throws a SystemError EBADF
+   * for a number the ledger holds as given and not adopted that fdbridge's
+   * own fds do not list (nothing closed).
+   */
+  clientFiles?(fds: readonly number[]): Array<FileKey | undefined>;
+  /**
    * The command is closing `fds` (closeClientFds): a ledger that keeps the
    * fds it adopted counted against the client's limits (a helper daemon's
-   * connection) stops counting them.
+   * connection) stops counting them, and one that keeps their files forgets
+   * them.
    */
   closing?(fds: readonly number[]): void;
   /**
@@ -234,32 +246,89 @@ export interface FdLedger {
   readonly size: number;
 }
 
+/** The file at `fd` now (device and inode), undefined for a free number. */
+function fileAt(fd: number): FileKey | undefined {
+  try {
+    const id = native.identity(fd);
+    return { dev: id.dev, ino: id.ino };
+  } catch {
+    return undefined;
+  }
+}
+
 /**
- * The fds a command was given from elsewhere (a socket's receive), in a
- * Set: the sweep closes them as they are. (The copies a connection makes
- * for a command in this process have ledgers of their own:
- * transports/given-copies.ts, transports/shared-ledger.ts.)
+ * The fds a command was given from elsewhere (the remote transport's
+ * relayed streams, made in this process and registered nowhere), each with
+ * its file (device and inode, read as it is added), so that what the
+ * ledger adopts, releases or sweeps is that fd alone: one the command
+ * closed itself (fs.closeSync) is neither adopted nor closed, whatever file
+ * took its number since (the program's, another stream's end), and
+ * closeClientFds refuses a number still given, or an adopted one whose
+ * number holds another file now or none. A file reopened at the number is
+ * not told apart. (The copies a connection makes for a command in this
+ * process have ledgers of their own: transports/given-copies.ts,
+ * transports/shared-ledger.ts.)
  */
 export class SetLedger implements FdLedger {
-  #fds = new Set<number>();
+  /** Given and not adopted, each with its file (undefined: not known). */
+  readonly #fds = new Map<number, FileKey | undefined>();
+  /** Adopted, with the file each was given with: what closeClientFds expects at the number. */
+  readonly #adopted = new Map<number, FileKey>();
   readonly #held = new HeldCopies();
 
   add(fd: number): void {
-    this.#fds.add(fd);
+    this.#fds.set(fd, fileAt(fd));
+  }
+
+  /** Whether `fd`'s number holds `file` still (any file, where it is not known). */
+  #holds(fd: number, file: FileKey | undefined): boolean {
+    const now = fileAt(fd);
+    return now !== undefined && (file === undefined || (now.dev === file.dev && now.ino === file.ino));
   }
 
   adopt(fd: number): boolean {
+    const file = this.#fds.get(fd);
     if (!this.#fds.delete(fd)) return false;
+    // One the command closed itself is not its to adopt, whatever its
+    // number holds now: forgotten here, nothing closed.
+    if (!this.#holds(fd, file)) return false;
     // The command's now: a caller may name it.
     native.disown(fd);
+    if (file === undefined) this.#adopted.delete(fd);
+    else this.#adopted.set(fd, file);
     return true;
   }
 
+  /**
+   * Forgets those of `fds` still given and not adopted (the client
+   * released them), and returns those whose number still holds the fd given
+   * (the caller's to close): one the command closed itself is left alone.
+   */
+  release(fds: readonly number[]): number[] {
+    const mine: number[] = [];
+    for (const fd of fds) {
+      const file = this.#fds.get(fd);
+      if (this.#fds.delete(fd) && this.#holds(fd, file)) mine.push(fd);
+    }
+    return mine;
+  }
+
+  clientFiles(fds: readonly number[]): Array<FileKey | undefined> {
+    const given = fds.find((fd) => this.#fds.has(fd));
+    if (given !== undefined) throw notClients(given);
+    return fds.map((fd) => this.#adopted.get(fd));
+  }
+
+  closing(fds: readonly number[]): void {
+    for (const fd of fds) this.#adopted.delete(fd);
+  }
+
   sweep(): number {
-    const fds = [...this.#fds];
+    const taken = [...this.#fds];
     this.#fds.clear();
-    this.#held.close(fds);
-    return fds.length;
+    // One the command closed itself is left alone, whatever took its number since.
+    this.#held.close(taken.filter(([fd, file]) => this.#holds(fd, file)).map(([fd]) => fd));
+    return taken.length;
   }
 
   swept(): Promise<void> {
@@ -305,7 +374,8 @@ export class CommandHost {
     const close =
       closeClientFds ??
       ((fds: readonly number[]): Promise<void> => {
-        clientCloses.closeClientFds([...fds]);
+        // An adopted fd is closed only while its number holds the file it was given with.
+        clientCloses.closeClientFds(fds, ledger.clientFiles?.(fds));
         return clientCloses.settled();
       });
     this.ledger = ledger;

@@ -2,9 +2,10 @@
  * File-descriptor helpers. A raw fd number has one owner at a time; `OwnedFd`
  * makes the owner visible in the type.
  */
+import { constants as osConstants } from 'node:os';
 import { isMainThread } from 'node:worker_threads';
-import { fdList, native, type NativeHold } from './native';
-import { ClosedError } from './errors';
+import { fdList, native, type FileKey, type NativeHold } from './native';
+import { ClosedError, SystemError } from './errors';
 
 /** Identity of an open file description: (dev, ino) plus the file type. */
 export interface FdIdentity {
@@ -382,6 +383,19 @@ export function formatFdTableDiff(diff: FdTableDiff): string {
   ].join('\n');
 }
 
+/**
+ * closeClientFds' refusal of `fd`, a copy given to the command and not
+ * adopted that fdbridge's own fds no longer list (the command closed it
+ * itself): a SystemError EBADF, as the addon's refusals are.
+ */
+export function notClients(fd: number): SystemError {
+  return new SystemError(
+    osConstants.errno.EBADF,
+    'closeClientFds',
+    `closeClientFds: fd ${fd} is not the client's to close: it is a copy given to the command and not adopted; nothing was closed`,
+  );
+}
+
 /** How long a wait for background closes (closesSettled) lasts before it gives up on a close blocked for good. */
 export const CLOSES_GIVE_UP_MS = 5000;
 
@@ -470,13 +484,14 @@ export class HeldCopies {
   /**
    * close() of fds a command holds as its client's
    * (CommandContext.closeClientFds): throws a SystemError EBADF naming the
-   * first that is one of fdbridge's own fds now, nothing handed over
-   * (native.closeClientFds).
+   * first that is one of fdbridge's own fds now, or whose `expected` file
+   * (the one it was adopted with) is no longer at its number, nothing
+   * handed over (native.closeClientFds).
    */
-  closeClientFds(fds: readonly number[]): void {
+  closeClientFds(fds: readonly number[], expected?: ReadonlyArray<FileKey | undefined>): void {
     // Stryker disable next-line ConditionalExpression: forced false, closeClientFds of no fd closes nothing and gives ticket 0, which is done
     if (fds.length === 0) return;
-    this.remember(native.closeClientFds(fds, this.owner));
+    this.remember(native.closeClientFds(fds, this.owner, expected));
   }
 
   /**

@@ -19,6 +19,12 @@ export interface NativeHold {
   tid: number;
 }
 
+/** A file, as fdbridge tells one apart: its device and inode. */
+export interface FileKey {
+  dev: bigint;
+  ino: bigint;
+}
+
 export interface NativeIdentity {
   dev: bigint;
   ino: bigint;
@@ -410,12 +416,14 @@ export interface NativeBinding {
    * given to a command and not adopted, another connection's copy or socket
    * that took the number of one the command closed by itself) is refused,
    * checked as they are handed over: a SystemError EBADF naming it (`fd`),
-   * nothing handed over. A list naming one number twice is a TypeError,
-   * nothing handed over (the second close could close another fd that took
-   * the number after the first). A number one of fdbridge's fds takes after
-   * that is left alone by the close. Returns the batch's ticket.
+   * nothing handed over; so is one whose `expected[i]` is set and whose
+   * number holds another file now, or none (an adopted fd the command closed
+   * itself: the file disownGiven gave). A list naming one number twice is a
+   * TypeError, nothing handed over (the second close could close another fd
+   * that took the number after the first). A number one of fdbridge's fds
+   * takes after that is left alone by the close. Returns the batch's ticket.
    */
-  closeClientFds(fds: readonly number[], owner?: number): number;
+  closeClientFds(fds: readonly number[], owner?: number, expected?: ReadonlyArray<FileKey | undefined>): number;
   /** Whether every fd of the batch `ticket` is closed. */
   backgroundCloseDone(ticket: number): boolean;
   /**
@@ -542,9 +550,10 @@ export interface NativeBinding {
    * program closed it behind fdbridge's back and its number holds another
    * fd of fdbridge's now (another ledger's copy, a socket: nothing done),
    * or is free, or holds another file (the copy's registration ends as
-   * closed by someone else).
+   * closed by someone else). Else the command's now: the file the copy was
+   * made with (for closeClientFds' `expected`), or true when it is not known.
    */
-  disownGiven(fd: number, owner: number): boolean;
+  disownGiven(fd: number, owner: number): FileKey | boolean;
   /** The registration of `fd` as one fdbridge holds for itself (never reused), or 0 when it is not. */
   registration(fd: number): number;
   /**

@@ -141,7 +141,20 @@ export class ProbeCommand {
     const adopted = [...this.#adopted];
     this.#adopted.clear();
     // Not waited for: the connection's end never waits on a close the client can make block.
-    void this.context.closeClientFds(adopted);
+    try {
+      void this.context.closeClientFds(adopted);
+    } catch {
+      // One of them is not the client's any more (closed behind the
+      // command's back, its number free or another file's): the others
+      // one by one, that one left alone.
+      for (const fd of adopted) {
+        try {
+          void this.context.closeClientFds([fd]);
+        } catch {
+          // not the client's
+        }
+      }
+    }
   }
 }
 

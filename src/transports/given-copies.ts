@@ -4,11 +4,14 @@
  * dupAll) and registered as given under the ledger's closer owner with its
  * file, so that what the ledger adopts or closes is that copy alone: one the
  * program closed behind fdbridge's back is neither adopted nor closed,
- * whatever file took its number since.
+ * whatever file took its number since. What the command adopted is kept
+ * with that file too, so that closeClientFds closes an adopted fd only
+ * while its number holds it (not another command's adopted fd or the
+ * program's file that took the number once the command closed its own).
  */
 import type { FdLedger } from '../command';
-import { closesSettled, HeldCopies } from '../fd';
-import { native, type FdList } from '../native';
+import { closesSettled, HeldCopies, notClients } from '../fd';
+import { native, type FdList, type FileKey } from '../native';
 import { dupAll } from './dup-above-floor';
 
 /**
@@ -20,6 +23,12 @@ import { dupAll } from './dup-above-floor';
 export abstract class GivenCopiesLedger implements FdLedger {
   /** The closes of what it swept or released, under the owner its copies are given to. */
   readonly #held: HeldCopies;
+  /**
+   * The fds the command adopted (on this ledger's side: the command's
+   * thread), each with the file its copy was made with; forgotten as
+   * closeClientFds takes them.
+   */
+  readonly #adopted = new Map<number, FileKey>();
 
   /** `owner`: the closer owner to give copies under (another thread's ledger's: HeldCopies); by default a new one. */
   protected constructor(owner?: number) {
@@ -38,6 +47,8 @@ export abstract class GivenCopiesLedger implements FdLedger {
   abstract add(fd: number): void;
   /** Forgets `fd`: true when it was given (add) and not yet adopted or forgotten. */
   protected abstract take(fd: number): boolean;
+  /** Whether `fd` was given (add) and not yet adopted or forgotten. */
+  protected abstract holdsGiven(fd: number): boolean;
   /** Forgets every fd given and not yet adopted, and returns them. */
   protected abstract takeAll(): number[];
   abstract get size(): number;
@@ -56,12 +67,34 @@ export abstract class GivenCopiesLedger implements FdLedger {
     return out;
   }
 
-  /** Takes the copy out of fdbridge's own fds too (native.disownGiven). */
+  /** Takes the copy out of fdbridge's own fds too (native.disownGiven), and keeps its file for closeClientFds. */
   adopt(fd: number): boolean {
     // A copy the program closed behind fdbridge's back is not this
     // command's to adopt, whatever its number holds now (nothing, another
     // fd of fdbridge's, another file): it is forgotten here, nothing closed.
-    return this.take(fd) && native.disownGiven(fd, this.owner);
+    if (!this.take(fd)) return false;
+    const file = native.disownGiven(fd, this.owner);
+    if (file === false) return false;
+    if (file === true) this.#adopted.delete(fd);
+    else this.#adopted.set(fd, file);
+    return true;
+  }
+
+  /**
+   * The file each of `fds` was adopted with (closeClientFds refuses another
+   * there), undefined for one not adopted here. A copy still given and not
+   * adopted is not the client's to close (SystemError EBADF), even once the
+   * command closed it itself and another command's adopted fd, which
+   * fdbridge no longer holds, took the number.
+   */
+  clientFiles(fds: readonly number[]): Array<FileKey | undefined> {
+    const given = fds.find((fd) => this.holdsGiven(fd));
+    if (given !== undefined) throw notClients(given);
+    return fds.map((fd) => this.#adopted.get(fd));
+  }
+
+  closing(fds: readonly number[]): void {
+    for (const fd of fds) this.#adopted.delete(fd);
   }
 
   /**
@@ -103,6 +136,10 @@ export class GivenCopySet extends GivenCopiesLedger {
 
   protected take(fd: number): boolean {
     return this.#fds.delete(fd);
+  }
+
+  protected holdsGiven(fd: number): boolean {
+    return this.#fds.has(fd);
   }
 
   protected takeAll(): number[] {

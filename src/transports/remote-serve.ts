@@ -151,7 +151,8 @@ export async function serveStdio(options: ServeStdioOptions = {}): Promise<void>
         return;
       }
       case 'release': {
-        closeFds(m.fds.filter((fd) => ledger.adopt(fd)));
+        // Each only while its number holds the fd given: one the command closed itself is left alone.
+        closeFds(ledger.release(m.fds));
         post({ type: 'result', id: m.id, json: undefined });
         return;
       }

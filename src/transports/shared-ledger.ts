@@ -64,6 +64,10 @@ export class SharedFdLedger extends GivenCopiesLedger {
     return fd < this.#view.length && Atomics.compareExchange(this.#view, fd, GIVEN, 0) === GIVEN;
   }
 
+  protected holdsGiven(fd: number): boolean {
+    return fd < this.#view.length && Atomics.load(this.#view, fd) === GIVEN;
+  }
+
   protected takeAll(): number[] {
     const taken: number[] = [];
     const view = this.#view;

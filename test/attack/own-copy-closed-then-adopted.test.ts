@@ -5,17 +5,20 @@
  * it: in a helper daemon another client's copy (of another uid), adopted
  * by that client's command or not, or another client's connection socket;
  * in this process (direct, worker) another connection's copy or a new
- * connection's socket. adoptFd refuses a number whose copy is gone (a
+ * connection's socket, or another connection's copy its command adopted,
+ * or a file the program opens there; in a remote command's process the
+ * program's file. adoptFd refuses a number whose copy is gone (a
  * SystemError EBADF, the number left alone), and closeClientFds refuses,
  * closing nothing of its list, a number that is one of fdbridge's own fds
- * now, or, in a helper daemon, an adopted one whose number no longer holds
- * the file it was given with. No other client's fd is ever closed, every
- * refusal is typed, and the fd tables are as they were afterwards.
+ * now, a copy given and not adopted, or an adopted one whose number no
+ * longer holds the file it was given with. No other client's fd is ever
+ * closed, every refusal is typed, and the fd tables are as they were
+ * afterwards.
  *
  * The helper daemon's part runs as root: client A here, its command the
  * one that closes behind fdbridge's back; client B as another uid.
  */
-import { closeSync, fstatSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, mkdtempSync, openSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -267,24 +270,26 @@ describeRoot("a helper command's own copy closed by itself, then adopted or clos
   }, scaled(300000));
 });
 
-type Transport = 'direct' | 'worker';
+type Transport = 'direct' | 'worker' | 'remote';
 /**
- * Who takes the number once the command closed its copy: nobody, another connection's copy, a new child connection's
- * socket, a file the program opens there (another file than the copy's).
+ * Who takes the number once the command closed its copy: nobody, another connection's copy, another connection's
+ * copy that its command adopted, a new child connection's socket, a file the program opens there (another file than
+ * the copy's: on remote, the command's process opens it).
  */
-type Taker = 'none' | 'copy' | 'socket' | 'program';
+type Taker = 'none' | 'copy' | 'adopted' | 'socket' | 'program';
 /** What the command does: adopt the closed copy's number; close it (closeClientFds) adopted before it closed it, or not adopted. */
 type Act = 'adopt' | 'closeAdopted' | 'closeUnadopted';
 
-// A program's file at the number of an fd the command adopted and closed itself is not told apart in this process
-// (README: only a helper daemon compares an adopted fd's file): that case is left out.
-const cases = (['direct', 'worker'] as const).flatMap((transport) =>
-  (['none', 'copy', 'socket', 'program'] as const).flatMap((taker) =>
-    (['adopt', 'closeAdopted', 'closeUnadopted'] as const).filter((act) => taker !== 'program' || act !== 'closeAdopted').map((act) => ({ transport, taker, act })),
+const ACTS = ['adopt', 'closeAdopted', 'closeUnadopted'] as const;
+// A remote command's process holds no fd of fdbridge's at such a number: the number is free, or the program's file.
+const cases = [
+  ...(['direct', 'worker'] as const).flatMap((transport) =>
+    (['none', 'copy', 'adopted', 'socket', 'program'] as const).flatMap((taker) => ACTS.map((act) => ({ transport, taker, act }))),
   ),
-);
+  ...(['none', 'program'] as const).flatMap((taker) => ACTS.map((act) => ({ transport: 'remote' as const, taker, act }))),
+];
 
-describe("a direct or worker command's own copy closed by itself, then adopted or closed with closeClientFds", () => {
+describe("a direct, worker or remote command's own copy closed by itself, then adopted or closed with closeClientFds", () => {
   let dir: string;
   beforeAll(() => {
     dir = mkdtempSync(join(tmpdir(), 'fdbridge-own-copy-local-'));
@@ -292,7 +297,7 @@ describe("a direct or worker command's own copy closed by itself, then adopted o
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   test.each(cases)(
-    '$transport, the number taken by $taker, the command does $act: refused (EBADF) where the copy is gone, and what took the number is untouched',
+    '$transport, the number taken by $taker, the command does $act: refused (EBADF), and what took the number is untouched',
     async ({ transport, taker, act }: { transport: Transport; taker: Taker; act: Act }) => {
       const path = join(dir, `${transport}-${taker}-${act}`);
       writeFileSync(path, 'given\n');
@@ -303,23 +308,30 @@ describe("a direct or worker command's own copy closed by itself, then adopted o
   );
 });
 
-/** One case of the direct or worker part: checks what it can on the way. */
+/** One case of the direct, worker or remote part: checks what it can on the way. */
 async function runLocalCase(transport: Transport, taker: Taker, act: Act, path: string): Promise<void> {
   const file = openSync(path, 'r');
   const a = await connect(transport, { command: { module: FIXTURE, export: 'RawCloseCommand' } });
-  const other = taker === 'copy' ? await connect(transport, { command: PROBE_COMMAND }) : undefined;
+  const other = taker === 'copy' || taker === 'adopted' ? await connect(transport, { command: PROBE_COMMAND }) : undefined;
   let socketConn: Connection | undefined;
   let programFile: number | undefined;
+  let remoteProgramFile = false;
+  // The other connection's file: another than the copy's, which a file check tells apart.
+  let otherFile: number | undefined;
   try {
     const n = await a.dupFileDescriptor(file);
     if (act === 'closeAdopted') expect(await a.call('adopt', [n])).toBe(1);
-    const fillers = taker === 'none' ? [] : fillUpTo(n, file);
+    // In this process, fdbridge's next fd takes n once it is closed (a remote command's process has none).
+    const fillers = taker === 'none' || transport === 'remote' ? [] : fillUpTo(n, file);
     try {
       expect(await a.call('rawClose', [n])).toBe(1);
       let check: () => Promise<void> = async () => undefined;
-      if (taker === 'copy') {
+      if (taker === 'copy' || taker === 'adopted') {
         const conn = other as Connection;
-        expect(await conn.dupFileDescriptor(file)).toBe(n);
+        writeFileSync(`${path}.other`, 'other\n');
+        otherFile = openSync(`${path}.other`, 'r');
+        expect(await conn.dupFileDescriptor(otherFile)).toBe(n);
+        if (taker === 'adopted') expect(await conn.call('adopt', [n])).toBe(1);
         const [id] = (await conn.call('identities', [n])) as Array<{ dev: string; ino: string }>;
         check = async () => {
           const [now] = (await conn.call('identities', [n])) as Array<{ dev: string; ino: string }>;
@@ -328,14 +340,27 @@ async function runLocalCase(transport: Transport, taker: Taker, act: Act, path: 
       } else if (taker === 'program') {
         const programPath = `${path}.program`;
         writeFileSync(programPath, 'program\n');
-        programFile = openAt(programPath, n);
-        const id = identity(n);
-        expect(id).not.toBe(identity(file));
-        check = async () => {
-          // The program's file is still open at its number, and is still that file.
-          expect(identity(n)).toBe(id);
-          expect(openFdTable().get(n)).toBe(programPath);
-        };
+        if (transport === 'remote') {
+          // The command's process opens it there.
+          expect(await a.call('openAt', programPath, n)).toBe(n);
+          remoteProgramFile = true;
+          const [id] = (await a.call('files', [n])) as string[];
+          const st = statSync(programPath);
+          expect(id).toBe(`${st.dev}:${st.ino}`);
+          check = async () => {
+            // The program's file is still open at its number, and is still that file.
+            expect(await a.call('files', [n])).toEqual([id]);
+          };
+        } else {
+          programFile = openAt(programPath, n);
+          const id = identity(n);
+          expect(id).not.toBe(identity(file));
+          check = async () => {
+            // The program's file is still open at its number, and is still that file.
+            expect(identity(n)).toBe(id);
+            expect(openFdTable().get(n)).toBe(programPath);
+          };
+        }
       } else if (taker === 'socket') {
         socketConn = await connect('child', { command: PROBE_COMMAND });
         const conn = socketConn;
@@ -346,23 +371,24 @@ async function runLocalCase(transport: Transport, taker: Taker, act: Act, path: 
           expect(openFdTable().get(n)).toBe(target);
           await expect(conn.call('echo', 1)).resolves.toBe(1);
         };
+      } else if (transport === 'remote') {
+        // Nothing took it: the number is free in the command's process.
+        expect(await a.call('files', [n])).toEqual([null]);
       }
       const outcome = await settle(act === 'adopt' ? a.call('adopt', [n]) : a.call('closeClient', [n]));
-      if (act === 'closeAdopted' && taker === 'none') {
-        // The command's own adopted fd, closed by itself: nothing at the number to refuse or to close.
-        expect(outcome).toEqual({ ok: null });
-      } else {
-        expectEbadf(outcome, `${act} ${n} taken by ${taker}`);
-      }
+      // Whatever is at the number (nothing, another's fd, the program's file) is not the command's copy any more.
+      expectEbadf(outcome, `${act} ${n} taken by ${taker}`);
       await check();
     } finally {
       closeFds(fillers);
       if (programFile !== undefined) closeSync(programFile);
     }
+    if (remoteProgramFile) expect(await a.call('rawClose', [n])).toBe(1);
   } finally {
     await a.close();
     await other?.close();
     await socketConn?.close();
     closeSync(file);
+    if (otherFile !== undefined) closeSync(otherFile);
   }
 }

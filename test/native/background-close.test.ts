@@ -586,7 +586,7 @@ withPython("generated: an fd handed to the closer that the program closes behind
   expect(await fdTableSettles(process.pid, before)).toBe('');
 }, 120000);
 
-test('generated: closeClientFds of a list naming a number twice is a TypeError naming it, nothing of the list closed', async () => {
+test('generated: closeClientFds of a list naming a number twice is a TypeError naming it, nothing of the list closed; an expected file not at its number is EBADF', async () => {
   const before = openFdTable();
   const owner = native.newCloseOwner();
   await fc.assert(
@@ -602,8 +602,20 @@ test('generated: closeClientFds of a list naming a number twice is a TypeError n
         expect((error as Error).name).toBe('TypeError');
         expect((error as Error).message).toContain(`fd ${again} is named more than once`);
         expect(fds.every((fd) => openFdTable().has(fd))).toBe(true);
-        // Each named once: closed.
-        await afterCloses(native.closeClientFds(once, owner));
+        // Each named once, with the files they hold expected there: closed.
+        const files = once.map((fd) => {
+          const id = native.identity(fd);
+          return { dev: id.dev, ino: id.ino };
+        });
+        // One expected to hold another file (the next one's) is refused, nothing closed.
+        if (once.length > 1) {
+          const shifted = files.map((_, i) => files[(i + 1) % files.length]);
+          const refused = thrown(() => native.closeClientFds(once, owner, shifted));
+          expect(refused).toMatchObject({ code: 'EBADF' });
+          expect((refused as Error).message).toContain(`fd ${once[0]} is not the client's`);
+          expect(fds.every((fd) => openFdTable().has(fd))).toBe(true);
+        }
+        await afterCloses(native.closeClientFds(once, owner, files));
         expect(fds.filter((fd) => openFdTable().has(fd))).toEqual(fds.filter((fd) => !once.includes(fd)));
       } finally {
         for (const fd of fds) if (openFdTable().has(fd)) closeFd(fd);
