@@ -197,9 +197,10 @@ class FrameChannel : public UnixSocket::Filter {
   // background closer, as the socket's (UnixSocket::CloseClientFdsInBackground;
   // once the socket is closed, as the channel's close owner), each adopted one
   // still charged only while its number holds the file it was given with;
-  // then ForgetAdopted. -EBADF and *refused the first refused (one of
-  // fdbridge's own fds now, or an adopted one whose number holds another
-  // file or none: the command closed it itself), nothing handed over nor
+  // then ForgetAdopted. -EBADF and *refused the first refused (a copy the
+  // ledger still holds as given, one of fdbridge's own fds now, or an
+  // adopted one whose number holds another file or none: the command closed
+  // it itself), -EINVAL for a number named twice, nothing handed over nor
   // forgotten; else 0 and *ticket the batch's.
   int CloseClientFds(const int* fds, size_t n, uint64_t* ticket, int* refused);
   // Refunds the adopted fds still charged that the command closed another

@@ -261,6 +261,9 @@ describeRoot("a helper command's own copy closed by itself, then adopted or clos
             ['/dev/null', [{ kind: 'give', n: 1 }, { kind: 'closeOwn', pick: 0 }, { kind: 'adopt', pick: 0 }, { kind: 'otherConnect' }, { kind: 'closeClient', picks: [0] }]],
             // A adopts, closes its adopted fd itself; B's copy lands there and B's command adopts it.
             ['/etc/hostname', [{ kind: 'give', n: 2 }, { kind: 'adopt', pick: 0 }, { kind: 'closeOwn', pick: 1 }, { kind: 'otherDup', adopt: true }, { kind: 'closeClient', picks: [0] }]],
+            // A's command closes its copy unadopted; B's copy lands there and B's command adopts it (no fd of fdbridge's
+            // at the number then); A closes the number.
+            ['/dev/null', [{ kind: 'give', n: 1 }, { kind: 'closeOwn', pick: 0 }, { kind: 'otherDup', adopt: true }, { kind: 'closeClient', picks: [0] }, { kind: 'adopt', pick: 0 }]],
           ],
         },
       );
