@@ -352,7 +352,9 @@ export interface FdTableDiff {
 /**
  * What changed between two open-fd tables: a number open in both that names
  * another file (another target, or another file of the same name: see
- * tableFiles) counts as both closed and opened.
+ * tableFiles) counts as both closed and opened. A file deleted in between
+ * while the number stayed open on it (its target now ends in ` (deleted)`,
+ * its file read the same on both sides) has not changed.
  */
 export function diffFdTables(before: FdTable, after: FdTable): FdTableDiff {
   const opened: FdTableDiff['opened'] = [];
@@ -360,9 +362,9 @@ export function diffFdTables(before: FdTable, after: FdTable): FdTableDiff {
   const filesBefore = tableFiles.get(before);
   const filesAfter = tableFiles.get(after);
   const same = (fd: number, target: string): boolean => {
-    if (before.get(fd) !== target) return false;
     const was = filesBefore?.get(fd);
     const now = filesAfter?.get(fd);
+    if (before.get(fd) !== target) return was !== undefined && was === now && target === `${before.get(fd)} (deleted)`;
     return was === undefined || now === undefined || was === now;
   };
   for (const [fd, target] of after) {

@@ -58,6 +58,30 @@ describe('ignore', () => {
 });
 
 describe('failOnClosed', () => {
+  test('a file deleted during the check while an fd open before stays open on it is neither leaked nor closed; one closed and another file made at that name, opened at its number and deleted is both', () =>
+    planting(async (planted) => {
+      const path = join(dir, 'deleted-during');
+      planted.push(openSync(path, 'w'));
+      const report = await checkFdLeaks(() => rmSync(path), { settleMs: 50 });
+      expect(report).toEqual({ leaks: [], closed: [], gone: [] });
+      await expect(expectNoFdLeaks(() => undefined, { settleMs: 50, failOnClosed: true })).resolves.toBeUndefined();
+      // Closed and deleted, and its number taken by a new file of the same name, deleted too: a change, seen both ways.
+      const again = join(dir, 'again');
+      const fd = openSync(again, 'w');
+      const reopened = await checkFdLeaks(
+        () => {
+          closeSync(fd);
+          rmSync(again);
+          planted.push(openSync(again, 'w'));
+          rmSync(again);
+        },
+        { settleMs: 50 },
+      );
+      expect(planted[1]).toBe(fd);
+      expect(reopened.leaks).toEqual([{ pid: process.pid, role: 'self', fd, target: `${again} (deleted)` }]);
+      expect(reopened.closed).toEqual([{ pid: process.pid, role: 'self', fd, target: again }]);
+    }));
+
   test('with it, the error reports the leaks and the closes; without it, the leaks only', () =>
     planting(async (planted) => {
       const before = join(dir, 'before');
