@@ -109,6 +109,8 @@ export function trackingEnvironment(dir: string, library: string | undefined, en
 // the JS recorder
 
 let logFd: number | undefined;
+/** The log this thread opened itself, closed when its recording stops (stopJsTracking). */
+let ownLog: number | undefined;
 
 /** The harness's own frames (the runner calling a scenario) say nothing about who opened an fd. */
 const HARNESS = join(packageRoot, 'dist', 'harness') + sep;
@@ -200,16 +202,19 @@ const handleFd = (h: unknown): unknown => (h as { _handle?: { fd?: unknown } } |
 
 /**
  * Installs the JS recorder in this thread, once: a no-op unless
- * $FDBRIDGE_FDTRACK_DIR is set. The main thread opens js-<pid>.log (kept
- * open, so it is part of every baseline); workers write through its fd.
+ * $FDBRIDGE_FDTRACK_DIR is set. With `own` (by default in the main thread)
+ * the thread opens js-<pid>.log itself (kept open, so it is part of every
+ * baseline); otherwise, a worker started by a recording thread, it writes
+ * through that thread's log (its fd passed down by number). A check with
+ * trackFds run in a worker thread records through a log of its own.
  */
 let wrapped = false;
 
-export function installJsTracking(): void {
+export function installJsTracking(own: boolean = isMainThread): void {
   const dir = process.env[ENV_DIR];
   if (!dir || logFd !== undefined) return;
-  if (isMainThread) {
-    logFd = openSync(join(dir, `js-${process.pid}.log`), 'a');
+  if (own) {
+    logFd = ownLog = openSync(join(dir, `js-${process.pid}.log`), 'a');
     process.env[ENV_LOG_FD] = String(logFd);
   } else {
     const inherited = Number(process.env[ENV_LOG_FD]);
@@ -314,10 +319,12 @@ function wrapCloseMany(obj: object, name: string): void {
 
 /**
  * Records fds for the length of an in-process check (checkFdLeaks with
- * trackFds): in this process (JS stacks, unless a run already records into
- * its own directory), and in the Node processes it starts meanwhile, which
- * inherit the environment. `stop()` closes the log, puts the environment
- * back and removes the records; it must come after they were read.
+ * trackFds): in this thread (JS stacks, the main thread's or a worker's),
+ * and in the Node processes it starts meanwhile, which inherit the
+ * environment. Inside a run or a check that records already (its directory
+ * in the environment), it records into that one's directory and its stop()
+ * leaves it recording. `stop()` closes the log, puts the environment back
+ * and removes the records; it must come after they were read.
  */
 export function startFdTracking(): { dir: string; stop(): void } {
   const running = process.env[ENV_DIR];
@@ -329,7 +336,7 @@ export function startFdTracking(): { dir: string; stop(): void } {
   const added = trackingEnvironment(dir, undefined);
   const saved = Object.fromEntries(Object.keys(added).map((k) => [k, process.env[k]]));
   Object.assign(process.env, added);
-  installJsTracking();
+  installJsTracking(true);
   return {
     dir,
     stop() {
@@ -344,10 +351,10 @@ export function startFdTracking(): { dir: string; stop(): void } {
   };
 }
 
-/** Stops this thread's JS recorder (its wrappers stay, and record nothing) and closes its log. */
+/** Stops this thread's JS recorder (its wrappers stay, and record nothing) and closes the log it opened. */
 function stopJsTracking(): void {
-  if (logFd !== undefined && isMainThread) closeSync(logFd);
-  logFd = undefined;
+  if (ownLog !== undefined) closeSync(ownLog);
+  logFd = ownLog = undefined;
 }
 
 // ---------------------------------------------------------------------------

@@ -6,7 +6,7 @@
  * names that pid and role), and a process that cannot be watched is an error.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -221,18 +221,17 @@ describe('other processes', () => {
   test('trackFds: a leak here names the call and the line that opened it, one in a process no recorder watched is unseen; tracking stops with the check', async () => {
     const path = join(dir, 'tracked');
     const { child, said, exited } = opener(join(dir, 'untracked'));
-    // The recorder's directory goes in a temporary directory of this test's own (the machine's is shared).
-    const ownTmp = join(dir, 'tmp');
-    mkdirSync(ownTmp);
-    const savedTmp = process.env['TMPDIR'];
-    process.env['TMPDIR'] = ownTmp;
     const env = { ...process.env };
     let mine = -1;
+    // The recorder's directory (os.tmpdir() reads the environment jest's test
+    // does not see, so it is found where the check names it).
+    let trackDir = '';
     try {
       await said('ready');
       const before = openFdTable();
       const report = await checkFdLeaks(
         async () => {
+          trackDir = process.env['FDBRIDGE_FDTRACK_DIR'] ?? '';
           mine = openSync(path, 'w');
           child.stdin!.write('go\n');
           await said('opened');
@@ -256,10 +255,9 @@ describe('other processes', () => {
       // Stopped: its log closed (only the leak is new here), the environment as it was, its records removed.
       expect(diffFdTables(before, openFdTable()).opened).toEqual([{ fd: mine, target: path }]);
       expect(process.env).toEqual(env);
-      expect(readdirSync(ownTmp)).toEqual([]);
+      expect(trackDir).toMatch(/fdbridge-fdtrack-/);
+      expect(existsSync(trackDir)).toBe(false);
     } finally {
-      if (savedTmp === undefined) delete process.env['TMPDIR'];
-      else process.env['TMPDIR'] = savedTmp;
       if (mine >= 0) closeSync(mine);
       child.stdin!.end();
       await exited;

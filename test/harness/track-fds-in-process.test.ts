@@ -1,0 +1,168 @@
+/**
+ * checkFdLeaks({ trackFds: true }) as a test suite uses it in its own
+ * process: a tracked check inside another records into the outer one's
+ * directory and leaves the outer one recording; the program's NODE_OPTIONS
+ * reach the processes a check starts and are as they were after it; a check
+ * whose scratch directory was removed under it (a temporary directory cleaned)
+ * still reports; and a check run in a worker thread (jest's workerThreads)
+ * names the calls of that thread.
+ */
+import { execFileSync } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
+
+import { checkFdLeaks } from '../../src';
+import { diffFdTables, openFdTable } from '../../src/fd';
+import { type FdEntry } from '../../src/leak-check';
+import { packageRoot } from '../../src/paths';
+
+const THIS_FILE = /track-fds-in-process\.test\.ts:\d+:\d+/;
+
+let dir: string;
+let opened: number[];
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'fdbridge-track-in-process-'));
+  opened = [];
+});
+
+afterEach(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** Runs `body`, closing the fds it opened with open() (its leaks) before the test's fd-table check. */
+async function closing(body: () => Promise<void>): Promise<void> {
+  try {
+    await body();
+  } finally {
+    for (const fd of opened) closeSync(fd);
+  }
+}
+
+function open(name: string): number {
+  const fd = openSync(join(dir, name), 'w');
+  opened.push(fd);
+  return fd;
+}
+
+/** fd, target and call of each leak, and whether its innermost JS frame is a line of this file. */
+function origins(leaks: FdEntry[]): { fd: number; target: string; call?: string; here: boolean }[] {
+  return leaks.map((l) => ({ fd: l.fd, target: l.target, call: l.openedAt?.call, here: THIS_FILE.test(l.openedAt?.js?.[0] ?? '') }));
+}
+
+test('a tracked check inside a tracked check names its own leaks, and the outer check still names what is opened after it', () =>
+  closing(async () => {
+    const env = { ...process.env };
+    const before = openFdTable();
+    let outerDir: string | undefined;
+    let inner: FdEntry[] = [];
+    let innerFd = -1;
+    let afterFd = -1;
+    const outer = await checkFdLeaks(
+      async () => {
+        outerDir = process.env['FDBRIDGE_FDTRACK_DIR'];
+        const report = await checkFdLeaks(() => void (innerFd = open('inner')), { trackFds: true, settleMs: 0 });
+        inner = report.leaks;
+        // The inner check's end changed nothing of the outer one's.
+        expect(process.env['FDBRIDGE_FDTRACK_DIR']).toBe(outerDir);
+        expect(existsSync(outerDir!)).toBe(true);
+        afterFd = open('after');
+      },
+      { trackFds: true, settleMs: 0 },
+    );
+    expect(origins(inner)).toEqual([{ fd: innerFd, target: join(dir, 'inner'), call: 'fs.openSync', here: true }]);
+    expect(origins(outer.leaks)).toEqual([
+      { fd: innerFd, target: join(dir, 'inner'), call: 'fs.openSync', here: true },
+      { fd: afterFd, target: join(dir, 'after'), call: 'fs.openSync', here: true },
+    ]);
+    // The outer check stopped: its log closed, the environment as it was, its directory removed.
+    expect(diffFdTables(before, openFdTable()).opened.map((e) => e.fd)).toEqual([innerFd, afterFd]);
+    expect(process.env).toEqual(env);
+    expect(existsSync(outerDir!)).toBe(false);
+  }));
+
+// A test's process.env under jest is its own copy, which child_process does
+// not read: a process started during a check gets it when it is passed.
+test("the program's NODE_OPTIONS stay in effect in the processes a tracked check starts, beside the recorder, and are as they were after it", async () => {
+  const savedOptions = process.env['NODE_OPTIONS'];
+  process.env['NODE_OPTIONS'] = '--title=fdbridge-track-options';
+  try {
+    const env = { ...process.env };
+    let child: { title: string; recording: boolean } | undefined;
+    let trackDir = '';
+    await checkFdLeaks(
+      () => {
+        trackDir = process.env['FDBRIDGE_FDTRACK_DIR']!;
+        const out = execFileSync(process.execPath, ['-e', 'process.stdout.write(JSON.stringify({ title: process.title, pid: process.pid }))'], {
+          encoding: 'utf8',
+          env: process.env,
+        });
+        const { title, pid } = JSON.parse(out) as { title: string; pid: number };
+        // The recorder preloaded into it opened its log in the check's directory.
+        child = { title, recording: readdirSync(trackDir).includes(`js-${pid}.log`) };
+      },
+      { trackFds: true, settleMs: 0 },
+    );
+    expect(child).toEqual({ title: 'fdbridge-track-options', recording: true });
+    expect(process.env).toEqual(env);
+    expect(existsSync(trackDir)).toBe(false);
+  } finally {
+    if (savedOptions === undefined) delete process.env['NODE_OPTIONS'];
+    else process.env['NODE_OPTIONS'] = savedOptions;
+  }
+});
+
+test('a tracked check whose directory was removed under it (a temporary directory cleaned) still reports, leaves its log closed and the environment as it was', () =>
+  closing(async () => {
+    const env = { ...process.env };
+    const before = openFdTable();
+    let fd = -1;
+    const report = await checkFdLeaks(
+      () => {
+        fd = open('kept');
+        rmSync(process.env['FDBRIDGE_FDTRACK_DIR']!, { recursive: true, force: true });
+      },
+      { trackFds: true, settleMs: 0 },
+    );
+    // Its records went with the directory: the leak is there, its origin unknown.
+    expect(origins(report.leaks)).toEqual([{ fd, target: join(dir, 'kept'), call: 'unseen', here: false }]);
+    expect(diffFdTables(before, openFdTable()).opened.map((e) => e.fd)).toEqual([fd]);
+    expect(process.env).toEqual(env);
+  }));
+
+test('a tracked check run in a worker thread names the call and the line of that thread that opened its leak, and leaves no fd and no directory behind', async () => {
+  const before = openFdTable();
+  const leaked = join(dir, 'in-worker');
+  // A worker's os.tmpdir() reads its own environment: its check's directory goes here.
+  const ownTmp = join(dir, 'tmp');
+  mkdirSync(ownTmp);
+  const worker = new Worker(
+    `
+const { parentPort } = require('node:worker_threads');
+const fs = require('node:fs');
+const { checkFdLeaks } = require(${JSON.stringify(join(packageRoot, 'dist', 'src', 'index.js'))});
+let fd = -1;
+let seen = null;
+checkFdLeaks(() => { fd = fs.openSync(${JSON.stringify(leaked)}, 'w'); seen = process.env.FDBRIDGE_FDTRACK_DIR; }, { trackFds: true, settleMs: 0 }).then(
+  (report) => { fs.closeSync(fd); parentPort.postMessage({ leaks: report.leaks, seen, after: process.env.FDBRIDGE_FDTRACK_DIR ?? null }); },
+  (err) => { if (fd >= 0) fs.closeSync(fd); parentPort.postMessage({ error: String(err && err.stack || err) }); },
+);
+`,
+    { eval: true, env: { ...process.env, TMPDIR: ownTmp } },
+  );
+  const [answer] = await Promise.all([
+    new Promise<{ leaks?: FdEntry[]; seen?: string; after?: string | null; error?: string }>((resolve) => worker.once('message', resolve)),
+    new Promise((resolve) => worker.once('exit', resolve)),
+  ]);
+  expect(answer.error).toBeUndefined();
+  expect(answer.leaks?.map((l) => ({ target: l.target, call: l.openedAt?.call, at: l.openedAt?.js?.[0] }))).toEqual([
+    { target: leaked, call: 'fs.openSync', at: expect.stringMatching(/\[worker eval\]:\d+:\d+/) },
+  ]);
+  // Its log closed with the check, its directory removed, its environment as it was.
+  expect(diffFdTables(before, openFdTable())).toEqual({ opened: [], closed: [] });
+  expect(answer.seen).toMatch(new RegExp(`^${ownTmp}/fdbridge-fdtrack-`));
+  expect(readdirSync(ownTmp)).toEqual([]);
+  expect(answer.after).toBeNull();
+});
