@@ -240,6 +240,24 @@ describe('CommandHost', () => {
     expect(openFdTable()).toEqual(before);
   });
 
+  test('generated: holdLogBytes outside a helper daemon limits nothing: any counts are taken, each given back by calling the function it returned, in any order', async () => {
+    for (const transport of ['direct', 'worker', 'child', 'pidfd'] as const) {
+      const host = new CommandHost({ module: FIXTURE }, transport);
+      try {
+        fc.assert(
+          fc.property(fc.array(fc.nat(), { maxLength: 20 }), fc.func(fc.integer()), (counts, order) => {
+            const giveBacks = counts.map((bytes) => host.context.holdLogBytes(bytes));
+            giveBacks.sort((a, b) => order(a) - order(b));
+            for (const giveBack of giveBacks) expect(giveBack()).toBeUndefined();
+          }),
+          { numRuns: 50 },
+        );
+      } finally {
+        await host.close();
+      }
+    }
+  });
+
   test('generated: a closeClientFds whose close throws at once leaves the ledger counting the fds it named (they are still open), and throws that', async () => {
     const before = openFdTable();
     await fc.assert(
