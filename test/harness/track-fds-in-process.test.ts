@@ -47,6 +47,29 @@ function open(name: string): number {
   return fd;
 }
 
+/**
+ * A worker's source: checkFdLeaks with trackFds around an fs.openSync of
+ * `path`, itself inside a plain check (which must find nothing left open by
+ * the tracked one: the fd is closed after it), posting both reports (or the
+ * error).
+ */
+function workerCheck(path: string): string {
+  return `const { parentPort } = require('node:worker_threads');
+const fs = require('node:fs');
+const { checkFdLeaks } = require(${JSON.stringify(join(packageRoot, 'dist', 'src', 'index.js'))});
+let fd = -1;
+let seen = null;
+let tracked;
+checkFdLeaks(async () => {
+  tracked = await checkFdLeaks(() => { fd = fs.openSync(${JSON.stringify(path)}, 'w'); seen = process.env.FDBRIDGE_FDTRACK_DIR; }, { trackFds: true, settleMs: 0 });
+  fs.closeSync(fd);
+}, { settleMs: 0 }).then(
+  (around) => parentPort.postMessage({ leaks: tracked.leaks, around: around.leaks, seen, after: process.env.FDBRIDGE_FDTRACK_DIR ?? null }),
+  (err) => { if (fd >= 0) fs.closeSync(fd); parentPort.postMessage({ error: String(err && err.stack || err) }); },
+);
+`;
+}
+
 /** fd, target and call of each leak, and whether its innermost JS frame is a line of this file. */
 function origins(leaks: FdEntry[]): { fd: number; target: string; call?: string; here: boolean }[] {
   return leaks.map((l) => ({ fd: l.fd, target: l.target, call: l.openedAt?.call, here: THIS_FILE.test(l.openedAt?.js?.[0] ?? '') }));
@@ -138,31 +161,47 @@ test('a tracked check run in a worker thread names the call and the line of that
   // A worker's os.tmpdir() reads its own environment: its check's directory goes here.
   const ownTmp = join(dir, 'tmp');
   mkdirSync(ownTmp);
-  const worker = new Worker(
-    `
-const { parentPort } = require('node:worker_threads');
-const fs = require('node:fs');
-const { checkFdLeaks } = require(${JSON.stringify(join(packageRoot, 'dist', 'src', 'index.js'))});
-let fd = -1;
-let seen = null;
-checkFdLeaks(() => { fd = fs.openSync(${JSON.stringify(leaked)}, 'w'); seen = process.env.FDBRIDGE_FDTRACK_DIR; }, { trackFds: true, settleMs: 0 }).then(
-  (report) => { fs.closeSync(fd); parentPort.postMessage({ leaks: report.leaks, seen, after: process.env.FDBRIDGE_FDTRACK_DIR ?? null }); },
-  (err) => { if (fd >= 0) fs.closeSync(fd); parentPort.postMessage({ error: String(err && err.stack || err) }); },
-);
-`,
-    { eval: true, env: { ...process.env, TMPDIR: ownTmp } },
-  );
+  const worker = new Worker(workerCheck(leaked), { eval: true, env: { ...process.env, TMPDIR: ownTmp } });
   const [answer] = await Promise.all([
-    new Promise<{ leaks?: FdEntry[]; seen?: string; after?: string | null; error?: string }>((resolve) => worker.once('message', resolve)),
+    new Promise<{ leaks?: FdEntry[]; around?: FdEntry[]; seen?: string; after?: string | null; error?: string }>((resolve) => worker.once('message', resolve)),
     new Promise((resolve) => worker.once('exit', resolve)),
   ]);
   expect(answer.error).toBeUndefined();
   expect(answer.leaks?.map((l) => ({ target: l.target, call: l.openedAt?.call, at: l.openedAt?.js?.[0] }))).toEqual([
     { target: leaked, call: 'fs.openSync', at: expect.stringMatching(/\[worker eval\]:\d+:\d+/) },
   ]);
-  // Its log closed with the check, its directory removed, its environment as it was.
+  // Its log closed with the check (nothing left open around it), its directory removed, its environment as it was.
+  expect(answer.around).toEqual([]);
   expect(diffFdTables(before, openFdTable())).toEqual({ opened: [], closed: [] });
   expect(answer.seen).toMatch(new RegExp(`^${ownTmp}/fdbridge-fdtrack-`));
   expect(readdirSync(ownTmp)).toEqual([]);
   expect(answer.after).toBeNull();
 });
+
+test('a worker started during a tracked check, checking with trackFds itself, records through the check\'s log: its report names its own leak, and nothing is left open around it', () =>
+  closing(async () => {
+    const before = openFdTable();
+    const leaked = join(dir, 'in-worker');
+    let answer: { leaks?: FdEntry[]; around?: FdEntry[]; seen?: string; error?: string } = {};
+    let outerDir: string | undefined;
+    const outer = await checkFdLeaks(
+      async () => {
+        outerDir = process.env['FDBRIDGE_FDTRACK_DIR'];
+        const worker = new Worker(workerCheck(leaked), { eval: true, env: { ...process.env } });
+        [answer] = await Promise.all([
+          new Promise<typeof answer>((resolve) => worker.once('message', resolve)),
+          new Promise((resolve) => worker.once('exit', resolve)),
+        ]);
+      },
+      { trackFds: true, settleMs: 0 },
+    );
+    expect(answer.error).toBeUndefined();
+    expect(answer.seen).toBe(outerDir);
+    expect(answer.leaks?.map((l) => ({ target: l.target, call: l.openedAt?.call, at: l.openedAt?.js?.[0] }))).toEqual([
+      { target: leaked, call: 'fs.openSync', at: expect.stringMatching(/\[worker eval\]:\d+:\d+/) },
+    ]);
+    // Its check opened no log of its own: nothing left open around it, nor here.
+    expect(answer.around).toEqual([]);
+    expect(outer.leaks).toEqual([]);
+    expect(diffFdTables(before, openFdTable())).toEqual({ opened: [], closed: [] });
+  }));
