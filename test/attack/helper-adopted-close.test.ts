@@ -16,6 +16,7 @@ import { statusOf, statusWhen } from '../util/helper-status';
 import { hasPython, withAttackedDaemon, type AttackerMode } from '../util/linger-attacker';
 import { isRoot, NOBODY } from '../util/nobody';
 import { fdTableSettles } from '../util/processes';
+import { scaled } from '../util/time-scale';
 
 const describeRoot = isRoot ? describe : describe.skip;
 
@@ -52,5 +53,5 @@ describeRoot("a command's close of an fd it adopted never blocks the daemon (att
       await statusWhen(socketPath, (s) => s.fdsClosing === 0);
       expect(await fdTableSettles(daemon.pid, baseline, 10000)).toBe('');
     });
-  }, 120000);
+  }, scaled(120000));
 });

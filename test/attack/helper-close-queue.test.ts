@@ -85,5 +85,5 @@ describeRoot("one user's blocked closes never take the daemon to its fd limit (a
       await again.exited();
       expect(await fdTableSettles(daemon.pid, baseline, 10000)).toBe('');
     });
-  }, 180000);
+  }, scaled(180000));
 });

@@ -17,6 +17,7 @@ import { ROUND_TRIP, roundTrip, statusOf, statusWhen } from '../util/helper-stat
 import { hasPython, withAttackedDaemon } from '../util/linger-attacker';
 import { DIST_SRC, isRoot, NOBODY } from '../util/nobody';
 import { fdTableSettles } from '../util/processes';
+import { scaled } from '../util/time-scale';
 
 const describeRoot = isRoot ? describe : describe.skip;
 
@@ -69,5 +70,5 @@ describeRoot("eight users' blocked closes fill the closer's shared threads; ever
       await statusWhen(socketPath, (s) => s.fdsClosing === 0 && s.socketsClosing === 0);
       expect(await fdTableSettles(daemon.pid, baseline, 10000)).toBe('');
     });
-  }, 180000);
+  }, scaled(180000));
 });

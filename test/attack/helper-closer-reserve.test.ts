@@ -17,6 +17,7 @@ import { roundTrip, statusWhen } from '../util/helper-status';
 import { hasPython, withAttackedDaemon } from '../util/linger-attacker';
 import { isRoot } from '../util/nobody';
 import { fdTableSettles } from '../util/processes';
+import { scaled } from '../util/time-scale';
 
 const describeRoot = isRoot ? describe : describe.skip;
 
@@ -56,5 +57,5 @@ describeRoot("72 users' blocked closes take every shared and reserve thread of a
       await statusWhen(socketPath, (s) => s.fdsClosing === 0 && s.socketsClosing === 0);
       expect(await fdTableSettles(daemon.pid, baseline, 10000)).toBe('');
     });
-  }, 240000);
+  }, scaled(240000));
 });

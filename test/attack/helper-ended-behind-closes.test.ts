@@ -28,6 +28,7 @@ import { HelperDaemon } from '../../src/transports/helper-daemon';
 import { statusWhen } from '../util/helper-status';
 import { hasPython, lingeringSocket } from '../util/linger-attacker';
 import { fdTableSettles, startHelperProcess, type HelperProcess } from '../util/processes';
+import { scaled } from '../util/time-scale';
 import { within } from '../util/within';
 
 /** Past the 8 closer threads one uid gets: some of its closes wait queued behind the blocked ones. */
@@ -107,7 +108,7 @@ describeWithPython("a connection the daemon ends while its uid's closes are bloc
       await until(() => backgroundClosesPending() === 0);
     }
     expect(await fdTableSettles(process.pid, before)).toBe('');
-  }, 120000);
+  }, scaled(120000));
 });
 
 describeWithPython('a daemon process holding fds whose close blocks for an hour', () => {
@@ -144,5 +145,5 @@ describeWithPython('a daemon process holding fds whose close blocks for an hour'
       await linger.end();
     }
     expect(await fdTableSettles(process.pid, before)).toBe('');
-  }, 180000);
+  }, scaled(180000));
 });

@@ -22,6 +22,7 @@ import { openFdTable } from '../../src/fd';
 import { statusOf, statusWhen } from '../util/helper-status';
 import { DIST_SRC, isRoot, NOBODY, runAsNobody, type NobodyProcess } from '../util/nobody';
 import { fdTableSettles, startHelperProcess, type HelperProcess } from '../util/processes';
+import { scaled } from '../util/time-scale';
 
 /**
  * nobody's client: `connections` log connections, each into a pipe that
@@ -148,5 +149,5 @@ afterAll(async () => {
     expect(s.stats.quotaHits.uidLogBytes).toBeGreaterThanOrEqual(9); // the first example's: 30 lines of 196,001 bytes, 21 fit in 4 MiB
     expect(await fdTableSettles(process.pid, before)).toBe('');
   },
-  300000,
+  scaled(300000),
 );

@@ -16,6 +16,7 @@ import { closeFds, makePipe, openFdTable } from '../../src/fd';
 import { statusWhen } from '../util/helper-status';
 import { fdTableSettles, helperForSuite } from '../util/processes';
 import { drainPipe } from '../util/pipe-read';
+import { scaled } from '../util/time-scale';
 
 const suite = helperForSuite('fdbridge-attack-log-redirects-');
 
@@ -66,4 +67,4 @@ test('generated: redirects made while a line is stuck leave one log fd in the da
   );
   expect(await fdTableSettles(helper.pid, daemonBefore)).toBe('');
   expect(await fdTableSettles(process.pid, before)).toBe('');
-}, 120000);
+}, scaled(120000));

@@ -19,6 +19,7 @@ import { rootServed, statusOf, statusWhen } from '../util/helper-status';
 import { hasPython, withAttackedDaemon } from '../util/linger-attacker';
 import { isRoot, NOBODY } from '../util/nobody';
 import { fdTableSettles } from '../util/processes';
+import { scaled } from '../util/time-scale';
 
 const describeRoot = isRoot ? describe : describe.skip;
 
@@ -64,5 +65,5 @@ describeRoot("one user's DUPs past its quota on many connections at once put one
       await rootServed(socketPath, memfd);
       expect(await fdTableSettles(daemon.pid, baseline, 10000)).toBe('');
     });
-  }, 180000);
+  }, scaled(180000));
 });

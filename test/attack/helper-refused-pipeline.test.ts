@@ -19,6 +19,7 @@ import { rootServed, statusOf, statusWhen } from '../util/helper-status';
 import { hasPython, withAttackedDaemon } from '../util/linger-attacker';
 import { DIST_SRC, isRoot, NOBODY } from '../util/nobody';
 import { fdTableSettles } from '../util/processes';
+import { scaled } from '../util/time-scale';
 
 const describeRoot = isRoot ? describe : describe.skip;
 
@@ -118,5 +119,5 @@ describeRoot("one user's refused DUPs, pipelined behind its blocked closes, neve
       await rootServed(socketPath, memfd);
       expect(await fdTableSettles(daemon.pid, baseline, 10000)).toBe('');
     });
-  }, 180000);
+  }, scaled(180000));
 });

@@ -21,6 +21,7 @@ import { statusOf, statusWhen } from '../util/helper-status';
 import { hasPython, withAttackedDaemon } from '../util/linger-attacker';
 import { isRoot, spawnAsUid, type NobodyProcess } from '../util/nobody';
 import { fdTableSettles } from '../util/processes';
+import { scaled } from '../util/time-scale';
 
 const describeRoot = isRoot ? describe : describe.skip;
 
@@ -76,5 +77,5 @@ describeRoot("four users' DUPs past the daemon's fd total, read in one turn, put
       await statusWhen(socketPath, (s) => s.socketsClosing === 0 && !s.uids.some((u) => UIDS.includes(u.uid)));
       expect(await fdTableSettles(daemon.pid, baseline, 10000)).toBe('');
     });
-  }, 180000);
+  }, scaled(180000));
 });

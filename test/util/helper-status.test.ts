@@ -4,11 +4,15 @@
  * and one that never comes is a hang guard's typed timeout that says the
  * last status the daemon gave, not a test stuck until jest's own limit.
  */
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
 import fc from 'fast-check';
 
 import { HelperDaemon } from '../../src';
 import { TimeoutError } from '../../src/errors';
-import { statusWhen } from './helper-status';
+import { STATUS_WHEN_GUARD_MS, statusWhen } from './helper-status';
+import { scaled } from './time-scale';
 
 test('generated: statusWhen resolves with a status that holds, and past its guard rejects with a TimeoutError saying the last status it saw', async () => {
   const daemon = HelperDaemon.start({ socketPath: `@fdbridge-status-when-${process.pid}` });
@@ -36,4 +40,31 @@ test('generated: statusWhen resolves with a status that holds, and past its guar
   } finally {
     await daemon.close();
   }
+});
+
+/**
+ * The guard ends a wait with what the daemon last said only if it comes
+ * before jest's limit on the test: every limit given in a test file that
+ * waits with statusWhen (itself or through withAttackedDaemon) is scaled as
+ * the guard is (time-scale.ts) and longer than the guard unscaled, so that
+ * guard < limit holds at every time scale. A limit is the number or
+ * scaled(number) that ends a test's call, after its function's body.
+ */
+test("every test file waiting with statusWhen gives its tests limits scaled as the guard is, and past it", () => {
+  const root = join(__dirname, '..');
+  const files = (readdirSync(root, { recursive: true }) as string[]).filter((f) => f.endsWith('.test.ts')).sort();
+  const waiting = files.filter((f) => /\b(statusWhen|withAttackedDaemon)\(/.test(readFileSync(join(root, f), 'utf8')));
+  expect(waiting.length).toBeGreaterThan(0);
+  const wrong: string[] = [];
+  let limits = 0;
+  for (const f of waiting) {
+    for (const m of readFileSync(join(root, f), 'utf8').matchAll(/(?<!\{)\}\s*,\s*(scaled\(\s*)?(\d[\d_]*)\s*\)?\s*,?\s*\)\s*;/g)) {
+      limits++;
+      const ms = Number(m[2]!.replace(/_/g, ''));
+      if (m[1] === undefined) wrong.push(`${f}: ${ms} (not scaled)`);
+      else if (scaled(ms) <= STATUS_WHEN_GUARD_MS) wrong.push(`${f}: scaled(${ms}) = ${scaled(ms)} ms (not past the guard, ${STATUS_WHEN_GUARD_MS} ms)`);
+    }
+  }
+  expect(limits).toBeGreaterThan(0);
+  expect(wrong).toEqual([]);
 });

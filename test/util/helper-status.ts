@@ -16,7 +16,8 @@ export async function statusOf(socketPath: string): Promise<HelperStatus> {
 /**
  * How long statusWhen asks before it takes the wait for a hang: a hang
  * guard (scaled, time-scale.ts), far above what any awaited status takes,
- * below the limits of the tests that wait so (120 s and more), so that a
+ * below the limits of the tests that wait so (120 s and more, scaled as it
+ * is, so at every time scale; helper-status.test.ts checks), so that a
  * status that never comes fails the test with what the daemon last said,
  * and the test's clean-up still runs.
  */
