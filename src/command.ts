@@ -19,7 +19,7 @@ import { threadId } from 'node:worker_threads';
 
 import { BUILTIN_COMMANDS, builtinCommand } from './commands/registry';
 import { SystemError } from './errors';
-import { HeldCopies, notClients, validateFds } from './fd';
+import { AdoptedFiles, HeldCopies, validateFds } from './fd';
 import { native, type FileKey } from './native';
 import type { TransportName } from './transports';
 import { requireModule } from './ts-modules';
@@ -272,8 +272,7 @@ function fileAt(fd: number): FileKey | undefined {
 export class SetLedger implements FdLedger {
   /** Given and not adopted, each with its file (undefined: not known). */
   readonly #fds = new Map<number, FileKey | undefined>();
-  /** Adopted, with the file each was given with: what closeClientFds expects at the number. */
-  readonly #adopted = new Map<number, FileKey>();
+  readonly #adopted = new AdoptedFiles();
   readonly #held = new HeldCopies();
 
   add(fd: number): void {
@@ -294,8 +293,7 @@ export class SetLedger implements FdLedger {
     if (!this.#holds(fd, file)) return false;
     // The command's now: a caller may name it.
     native.disown(fd);
-    if (file === undefined) this.#adopted.delete(fd);
-    else this.#adopted.set(fd, file);
+    this.#adopted.adopted(fd, file ?? true);
     return true;
   }
 
@@ -314,13 +312,11 @@ export class SetLedger implements FdLedger {
   }
 
   clientFiles(fds: readonly number[]): Array<FileKey | undefined> {
-    const given = fds.find((fd) => this.#fds.has(fd));
-    if (given !== undefined) throw notClients(given);
-    return fds.map((fd) => this.#adopted.get(fd));
+    return this.#adopted.expected(fds, (fd) => this.#fds.has(fd));
   }
 
   closing(fds: readonly number[]): void {
-    for (const fd of fds) this.#adopted.delete(fd);
+    this.#adopted.forget(fds);
   }
 
   sweep(): number {

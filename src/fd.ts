@@ -387,16 +387,43 @@ export function formatFdTableDiff(diff: FdTableDiff): string {
 }
 
 /**
- * closeClientFds' refusal of `fd`, a copy given to the command and not
- * adopted that fdbridge's own fds no longer list (the command closed it
- * itself): a SystemError EBADF, as the addon's refusals are.
+ * The fds a command adopted from a ledger, each with the file it was given
+ * with (device and inode): what closeClientFds expects at the number, so
+ * that an adopted fd the command closed itself, whose number is free now or
+ * another file's (another command's adopted fd, the program's file), is
+ * refused rather than closed. Forgotten as closeClientFds takes them.
  */
-export function notClients(fd: number): SystemError {
-  return new SystemError(
-    osConstants.errno.EBADF,
-    'closeClientFds',
-    `closeClientFds: fd ${fd} is not the client's to close: it is a copy given to the command and not adopted; nothing was closed`,
-  );
+export class AdoptedFiles {
+  readonly #files = new Map<number, FileKey>();
+
+  /** `fd` is the command's now, adopted with `file` (true: not known). */
+  adopted(fd: number, file: FileKey | true): void {
+    if (file === true) this.#files.delete(fd);
+    else this.#files.set(fd, file);
+  }
+
+  /**
+   * The file each of `fds` was adopted with, undefined for one not adopted
+   * here. One that `given` says the ledger still holds as given and not
+   * adopted is not the client's to close: a SystemError EBADF naming it (as
+   * the addon's refusals are), nothing closed.
+   */
+  expected(fds: readonly number[], given: (fd: number) => boolean): Array<FileKey | undefined> {
+    const still = fds.find(given);
+    if (still !== undefined) {
+      throw new SystemError(
+        osConstants.errno.EBADF,
+        'closeClientFds',
+        `closeClientFds: fd ${still} is not the client's to close: it is a copy given to the command and not adopted; nothing was closed`,
+      );
+    }
+    return fds.map((fd) => this.#files.get(fd));
+  }
+
+  /** closeClientFds took `fds`. */
+  forget(fds: readonly number[]): void {
+    for (const fd of fds) this.#files.delete(fd);
+  }
 }
 
 /** How long a wait for background closes (closesSettled) lasts before it gives up on a close blocked for good. */

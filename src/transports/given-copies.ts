@@ -10,7 +10,7 @@
  * program's file that took the number once the command closed its own).
  */
 import type { FdLedger } from '../command';
-import { closesSettled, HeldCopies, notClients } from '../fd';
+import { AdoptedFiles, closesSettled, HeldCopies } from '../fd';
 import { native, type FdList, type FileKey } from '../native';
 import { dupAll } from './dup-above-floor';
 
@@ -28,7 +28,7 @@ export abstract class GivenCopiesLedger implements FdLedger {
    * thread), each with the file its copy was made with; forgotten as
    * closeClientFds takes them.
    */
-  readonly #adopted = new Map<number, FileKey>();
+  readonly #adopted = new AdoptedFiles();
 
   /** `owner`: the closer owner to give copies under (another thread's ledger's: HeldCopies); by default a new one. */
   protected constructor(owner?: number) {
@@ -75,8 +75,7 @@ export abstract class GivenCopiesLedger implements FdLedger {
     if (!this.take(fd)) return false;
     const file = native.disownGiven(fd, this.owner);
     if (file === false) return false;
-    if (file === true) this.#adopted.delete(fd);
-    else this.#adopted.set(fd, file);
+    this.#adopted.adopted(fd, file);
     return true;
   }
 
@@ -88,13 +87,11 @@ export abstract class GivenCopiesLedger implements FdLedger {
    * fdbridge no longer holds, took the number.
    */
   clientFiles(fds: readonly number[]): Array<FileKey | undefined> {
-    const given = fds.find((fd) => this.holdsGiven(fd));
-    if (given !== undefined) throw notClients(given);
-    return fds.map((fd) => this.#adopted.get(fd));
+    return this.#adopted.expected(fds, (fd) => this.holdsGiven(fd));
   }
 
   closing(fds: readonly number[]): void {
-    for (const fd of fds) this.#adopted.delete(fd);
+    this.#adopted.forget(fds);
   }
 
   /**
