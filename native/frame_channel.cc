@@ -259,13 +259,19 @@ bool FrameChannel::Give(uint32_t id, const int* fds, size_t nfds) {
   // and another connection's fd takes is then told apart from them
   // (CloseGivenInBackground). A number already in the ledger that the
   // command closed has a new registration here, marked as well.
-  if (given_mark_ != 0) FdMarkGiven(fds, nfds, given_mark_);
-  // On a channel without a mark, each copy is kept with its registration
-  // (what tells it apart once the command closed it), all read in one hold
-  // of the registry's lock.
-  kept_registrations_.assign(nfds, 0);
-  if (given_mark_ == 0) FdRegistrations(fds, nfds, kept_registrations_.data());
-  for (size_t i = 0; i < nfds; i++) Keep(fds[i], kept_registrations_[i]);
+  if (given_mark_ != 0) {
+    FdMarkGiven(fds, nfds, given_mark_);
+    for (size_t i = 0; i < nfds; i++) Keep(fds[i], 0);
+  } else {
+    // Without a mark, each copy is kept with its registration (what tells
+    // it apart once the command closed it), all read in one hold of the
+    // registry's lock. Room for one message's fds, made once: Give's are
+    // one DUP's or one GETFD's, never more.
+    kept_registrations_.reserve(frame::kMaxFdsPerFrame);
+    kept_registrations_.resize(nfds);
+    FdRegistrations(fds, nfds, kept_registrations_.data());
+    for (size_t i = 0; i < nfds; i++) Keep(fds[i], kept_registrations_[i]);
+  }
   served_++;
   read_on_ = false;
   if (after_receive_hook_) {
@@ -340,8 +346,12 @@ void FrameChannel::Add(int fd) {
     return;
   }
   FdMarkOwned(&fd, 1);  // the connection's until the command adopts it
-  if (given_mark_ != 0) FdMarkGiven(&fd, 1, given_mark_);  // as AnswerDup's
-  Keep(fd, given_mark_ == 0 ? FdRegistration(fd) : 0);
+  if (given_mark_ != 0) {
+    FdMarkGiven(&fd, 1, given_mark_);  // as AnswerDup's
+    Keep(fd, 0);
+  } else {
+    Keep(fd, FdRegistration(fd));
+  }
 }
 
 void FrameChannel::Keep(int fd, uint64_t registration) {
@@ -350,7 +360,7 @@ void FrameChannel::Keep(int fd, uint64_t registration) {
   auto [it, added] = given_.try_emplace(fd);
   // A new registration at a number already in the ledger: the command
   // closed that copy and this fd took its number (Give).
-  if (given_mark_ == 0) it->second.registration = registration;
+  it->second.registration = registration;
   if (!added) return;
   it->second.fd.reset(fd);
   // A number adopted before is free again only once the command closed that

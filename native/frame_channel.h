@@ -249,8 +249,9 @@ class FrameChannel : public UnixSocket::Filter {
   bool Settle(uint8_t type, uint32_t id, const char* data, size_t len, size_t count);
   Request Take(std::unordered_map<uint32_t, Request>::iterator it);
   void CloseGiven(UniqueFd fd);
-  // Keeps `fd` in the ledger; on a channel without a mark, with
-  // `registration`, its FdRegistration now (unused with a mark).
+  // Keeps `fd` in the ledger with `registration`: on a channel without a
+  // mark its FdRegistration now, with a mark 0 (never read: StillGiven and
+  // Adopt go by the mark).
   void Keep(int fd, uint64_t registration);
   // A ledger entry: the fd, and its registration as it was kept
   // (FdRegistration): on a channel without a mark, what tells this copy
@@ -283,7 +284,8 @@ class FrameChannel : public UnixSocket::Filter {
   // AnswerGetfd's scratch: a GETFD's numbers, and the fds their pulls made.
   std::vector<int> pull_numbers_;
   std::vector<int> pulled_;
-  // Give's scratch: the registrations its fds are kept with.
+  // Give's scratch on a channel without a mark: the registrations its fds
+  // are kept with; room for one message's (kMaxFdsPerFrame), made once.
   std::vector<uint64_t> kept_registrations_;
   size_t max_given_ = SIZE_MAX;
   bool close_given_in_background_ = false;
