@@ -538,9 +538,10 @@ int FdFileIdentity(int fd, FdIdentity* out);
 // Whether `a` and `b` are one file (device and inode; the mode is not read
 // by FdFileIdentity).
 inline bool SameFile(const FdIdentity& a, const FdIdentity& b) { return a.dev == b.dev && a.ino == b.ino; }
-// Whether a copy once at `fd` is gone from it (one FdFileIdentity): the
-// number is free, or, when its file is `known`, holds another file than
-// `file`. A copy whose file is not known is told gone only by a free number.
+// Whether a copy once at `fd` is gone from it: the number is free, or,
+// when its file is `known`, holds another file than `file` (one
+// FdFileIdentity). A copy whose file is not known is told gone only by a
+// free number (one fcntl F_GETFD, no statx).
 bool FdFileGone(int fd, bool known, const FdIdentity& file);
 
 // Bit 0: FD_CLOEXEC, bit 1: O_NONBLOCK.
