@@ -26,7 +26,7 @@
  * compiler only JS stacks are recorded, and the report says so.
  */
 import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, normalize, sep } from 'node:path';
 import { isMainThread, threadId } from 'node:worker_threads';
@@ -46,6 +46,13 @@ export interface FdOrigin {
 const ENV_DIR = 'FDBRIDGE_FDTRACK_DIR';
 /** A worker thread shares its process's fd table, and so its log fd (passed by number). */
 const ENV_LOG_FD = 'FDBRIDGE_FDTRACK_LOG_FD';
+/**
+ * The log's file (`dev:ino`), passed down with its number: a worker writes
+ * through that number only while it still holds that file, since the thread
+ * that opened the log closes it when its check stops, and a worker started
+ * meanwhile may outlive the check, its number then taken by another file.
+ */
+const ENV_LOG_ID = 'FDBRIDGE_FDTRACK_LOG_ID';
 
 // ---------------------------------------------------------------------------
 // the native library
@@ -111,6 +118,32 @@ export function trackingEnvironment(dir: string, library: string | undefined, en
 let logFd: number | undefined;
 /** The log this thread opened itself, closed when its recording stops (stopJsTracking). */
 let ownLog: number | undefined;
+/** The file (`dev:ino`) a log this thread writes through but did not open must be. */
+let inheritedId: string | undefined;
+
+function fileId(fd: number): string {
+  const st = fstatSync(fd, { bigint: true });
+  return `${st.dev}:${st.ino}`;
+}
+
+/**
+ * Appends `line` to the log. Through a log another thread opened, only
+ * while its number still holds the log's file: once it does not (that
+ * thread's check stopped and closed it, and the number may be another
+ * file's now), this thread stops recording, and the line is dropped.
+ */
+function writeLog(line: string): void {
+  if (logFd === undefined) return;
+  try {
+    if (logFd !== ownLog && fileId(logFd) !== inheritedId) {
+      logFd = inheritedId = undefined;
+      return;
+    }
+    writeSync(logFd, line);
+  } catch {
+    // the log is best effort: never fail the caller's open or close
+  }
+}
 
 /** The harness's own frames (the runner calling a scenario) say nothing about who opened an fd. */
 const HARNESS = join(packageRoot, 'dist', 'harness') + sep;
@@ -138,11 +171,7 @@ function recordJs(fd: unknown, call: string, stack: string[]): void {
   } catch {
     return;
   }
-  try {
-    writeSync(logFd, `${JSON.stringify({ fd, target, call, stack })}\n`);
-  } catch {
-    // the log is best effort: never fail the caller's open
-  }
+  writeLog(`${JSON.stringify({ fd, target, call, stack })}\n`);
 }
 
 /**
@@ -153,11 +182,7 @@ function recordJs(fd: unknown, call: string, stack: string[]): void {
  */
 function recordClose(fd: unknown): void {
   if (logFd === undefined || typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0) return;
-  try {
-    writeSync(logFd, `${JSON.stringify({ fd, closed: true })}\n`);
-  } catch {
-    // best effort, as for opens
-  }
+  writeLog(`${JSON.stringify({ fd, closed: true })}\n`);
 }
 
 type AnyFn = (...args: unknown[]) => unknown;
@@ -205,7 +230,8 @@ const handleFd = (h: unknown): unknown => (h as { _handle?: { fd?: unknown } } |
  * $FDBRIDGE_FDTRACK_DIR is set. With `own` (by default in the main thread)
  * the thread opens js-<pid>.log itself (kept open, so it is part of every
  * baseline); otherwise, a worker started by a recording thread, it writes
- * through that thread's log (its fd passed down by number). A check with
+ * through that thread's log (its fd passed down by number, with its file's
+ * dev:ino), as long as that number holds that file (see writeLog). A check with
  * trackFds run in a worker thread records through a log of its own.
  */
 let wrapped = false;
@@ -217,11 +243,14 @@ export function installJsTracking(own: boolean = isMainThread): void {
   if (own) {
     logFd = ownLog = openSync(join(dir, `js-${process.pid}.log`), 'a');
     process.env[ENV_LOG_FD] = String(logFd);
+    process.env[ENV_LOG_ID] = fileId(logFd);
   } else {
     const inherited = Number(process.env[ENV_LOG_FD]);
-    // Stryker disable next-line ConditionalExpression: forced false, a worker whose environment names the directory but no log fd (a Worker given an env of its own) takes NaN for its log: every write fails, caught, and it records nothing, as when it returns here
-    if (!Number.isInteger(inherited)) return;
+    const id = process.env[ENV_LOG_ID];
+    // Stryker disable next-line ConditionalExpression: forced false, a worker whose environment names the directory but no log fd or file (a Worker given an env of its own) takes NaN or no file for its log: its first write's fstat fails or differs, and it records nothing, as when it returns here
+    if (!Number.isInteger(inherited) || !id) return;
     logFd = inherited;
+    inheritedId = id;
   }
   if (wrapped) return;
   wrapped = true;
@@ -348,6 +377,7 @@ export function startFdTracking(): { dir: string; stop(): void } {
         else process.env[k] = v;
       }
       delete process.env[ENV_LOG_FD];
+      delete process.env[ENV_LOG_ID];
       rmSync(dir, { recursive: true, force: true });
     },
   };
@@ -357,7 +387,7 @@ export function startFdTracking(): { dir: string; stop(): void } {
 function stopJsTracking(): void {
   // Stryker disable next-line ConditionalExpression: forced true, closeSync(undefined) throws only in a stop whose start found this thread recording though the environment named no directory (the program deleted FDBRIDGE_FDTRACK_DIR from process.env during a tracked check); not equivalent, no test stages it
   if (ownLog !== undefined) closeSync(ownLog);
-  logFd = ownLog = undefined;
+  logFd = ownLog = inheritedId = undefined;
 }
 
 // ---------------------------------------------------------------------------

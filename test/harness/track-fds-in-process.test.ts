@@ -4,11 +4,13 @@
  * directory and leaves the outer one recording; the program's NODE_OPTIONS
  * reach the processes a check starts and are as they were after it; a check
  * whose scratch directory was removed under it (a temporary directory cleaned)
- * still reports; and a check run in a worker thread (jest's workerThreads)
- * names the calls of that thread.
+ * still reports; a check run in a worker thread (jest's workerThreads)
+ * names the calls of that thread; and a worker that outlives the check it
+ * was started in writes nothing into a file that takes the check's log's
+ * number after it.
  */
 import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -204,4 +206,69 @@ test('a worker started during a tracked check, checking with trackFds itself, re
     expect(answer.around).toEqual([]);
     expect(outer.leaks).toEqual([]);
     expect(diffFdTables(before, openFdTable())).toEqual({ opened: [], closed: [] });
+  }));
+
+/**
+ * A worker's source (the recorder preloaded into it by the environment it
+ * is given): says it is ready, and on each message opens and closes `path`
+ * `times` times, then answers.
+ */
+function workerOpening(path: string, times: number): string {
+  return `const { parentPort } = require('node:worker_threads');
+const fs = require('node:fs');
+parentPort.on('message', () => {
+  for (let i = 0; i < ${times}; i++) fs.closeSync(fs.openSync(${JSON.stringify(path)}, 'w'));
+  parentPort.postMessage('done');
+});
+parentPort.postMessage('ready');
+`;
+}
+
+test('a worker started during a tracked check and outliving it writes no record into the file that takes the number of the check\'s log once it stopped', () =>
+  closing(async () => {
+    const before = openFdTable();
+    let logFd = -1;
+    let worker: Worker | undefined;
+    try {
+      await checkFdLeaks(
+        async () => {
+          logFd = Number(process.env['FDBRIDGE_FDTRACK_LOG_FD']);
+          const w = new Worker(workerOpening(join(dir, 'by-worker'), 20), { eval: true, env: { ...process.env } });
+          worker = w;
+          await new Promise((resolve) => w.once('message', resolve));
+          // While the check lasts, the worker records through its log.
+          await new Promise((resolve) => {
+            w.once('message', resolve);
+            w.postMessage('go');
+          });
+          const log = readFileSync(join(process.env['FDBRIDGE_FDTRACK_DIR']!, `js-${process.pid}.log`), 'utf8');
+          expect(log.split('\n').filter((l) => l.includes('by-worker') && l.includes('[worker eval]'))).toHaveLength(20);
+        },
+        { trackFds: true, settleMs: 0 },
+      );
+      expect(Number.isInteger(logFd)).toBe(true);
+      // The check stopped and closed its log: a file opened now may take its number (the lowest free one, so open until one does).
+      let victim = -1;
+      const spare: number[] = [];
+      for (let i = 0; i < 64 && victim !== logFd; i++) {
+        victim = openSync(join(dir, `victim-${i}`), 'w');
+        (victim === logFd ? opened : spare).push(victim);
+      }
+      for (const fd of spare) closeSync(fd);
+      expect(victim).toBe(logFd);
+      const w = worker!;
+      await new Promise((resolve) => {
+        w.once('message', resolve);
+        w.postMessage('go');
+      });
+      expect(readFileSync(`/proc/self/fd/${victim}`, 'utf8')).toBe('');
+    } finally {
+      if (worker) {
+        const exited = new Promise((resolve) => worker!.once('exit', resolve));
+        worker.unref();
+        await worker.terminate();
+        await exited;
+      }
+    }
+    expect(diffFdTables(before, openFdTable()).opened.map((e) => e.fd)).toEqual([logFd]);
   }));
