@@ -448,15 +448,13 @@ int FrameChannel::CloseClientFds(const int* fds, size_t n, uint64_t* ticket, int
   // A copy still in the ledger (given, not adopted) is not the client's to
   // close, even once the command closed it itself and an fd fdbridge no
   // longer holds took the number (another client's fd its command adopted).
+  std::vector<std::optional<FdIdentity>> expected(n);
   for (size_t i = 0; i < n; i++) {
     if (given_.count(fds[i]) != 0) {
       *ticket = 0;
       *refused = fds[i];
       return -EBADF;
     }
-  }
-  std::vector<std::optional<FdIdentity>> expected(n);
-  for (size_t i = 0; i < n; i++) {
     auto it = adopted_.find(fds[i]);
     if (it != adopted_.end() && it->second.known) expected[i] = it->second.identity;
   }
