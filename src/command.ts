@@ -17,6 +17,7 @@ import { constants as osConstants } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import { threadId } from 'node:worker_threads';
 
+import { asCommand, ClientFds } from './client-fds';
 import { BUILTIN_COMMANDS, builtinCommand } from './commands/registry';
 import { SystemError } from './errors';
 import { AdoptedFiles, HeldCopies, validateFds } from './fd';
@@ -85,15 +86,17 @@ export interface CommandContext {
    * closes given up on after 5 s, closesSettled): a command
    * that answers only then (probe's closeAdopted) tells its client that the
    * room they took is free; one that need not wait (a close() as the
-   * connection ends) ignores it. Throws at once, nothing closed, for a
-   * number that is one of fdbridge's own fds now (SystemError EBADF: a copy
-   * given to the command and not adopted, or another connection's fd or
-   * socket that took the number of one the command closed itself), for an
-   * adopted fd whose number no longer holds the file it was given with
-   * (SystemError EBADF: the command closed it itself, and the number is
-   * free or another file's), and for a list that is not one of fd numbers
-   * or names one twice (TypeError: after the first close another fd can
-   * take the number, and the second would close it).
+   * connection ends) ignores it. Closes only what the command holds as its
+   * client's (client-fds.ts): an fd it adopted, or one that arrived on a
+   * DatagramSocket the command made as it ran (in its constructor or a
+   * method, before the first await), until closed through here, and while
+   * its number holds the file it came with. Throws at once, nothing closed,
+   * a SystemError EBADF naming any other number (one the client chose,
+   * another connection's or uid's fd, the process's own, a copy given and
+   * not adopted, one closed through here before or by the command itself),
+   * and a TypeError for a list that is not one of fd numbers or names one
+   * twice (after the first close another fd can take the number, and the
+   * second would close it).
    */
   closeClientFds(fds: readonly number[]): Promise<void>;
   /**
@@ -348,6 +351,8 @@ export class CommandHost {
 
   /** The client's fds the command closed with the default closeClientFds. */
   readonly #clientCloses = new HeldCopies();
+  /** What the command holds as its client's: all that closeClientFds closes. */
+  readonly #clientFds = new ClientFds();
 
   /**
    * `closeClientFds`: how the context closes the client's fds
@@ -367,6 +372,7 @@ export class CommandHost {
     holdLogBytes: (bytes: number) => () => void = () => () => undefined,
   ) {
     const clientCloses = this.#clientCloses;
+    const clientFds = this.#clientFds;
     const close =
       closeClientFds ??
       ((fds: readonly number[]): Promise<void> => {
@@ -393,23 +399,30 @@ export class CommandHost {
               'by someone other than fdbridge (the number holds no copy given to this command now)',
           );
         }
+        clientFds.hold([fd]);
         return fd;
       },
       closeClientFds(fds: readonly number[]): Promise<void> {
         checkClientFdList(fds);
+        // Only what the command holds as its client's, still at its number:
+        // any other number (one the client chose, another's fd, the
+        // process's own, one closed through here already) is refused.
+        clientFds.check(fds);
         // Adopted fds a ledger kept counted (a helper daemon's) stop counting
         // once they have gone to the closer, where they count as being
         // closed: a close that throws (a list it refuses: one of fdbridge's
         // own fds named, SystemError EBADF) leaves them open and still
         // counted.
         const closed = close(fds);
+        clientFds.take(fds);
         ledger.closing?.(fds);
         return closed;
       },
       holdLogBytes,
     });
     const Cls = loadCommandClass(spec);
-    this.command = new Cls(this.context, ...(spec.args ?? [])) as Record<string, unknown>;
+    // A socket the command makes as it runs records what it receives as the client's (client-fds.ts).
+    this.command = asCommand(clientFds, () => new Cls(this.context, ...(spec.args ?? [])) as Record<string, unknown>);
   }
 
   /** Runs `method` on the command. Rejects for unknown methods. */
@@ -424,7 +437,8 @@ export class CommandHost {
    * same turn it was read.
    */
   invoke(method: string, args: readonly unknown[]): unknown {
-    return callableMethod(this.command, method).apply(this.command, args as unknown[]);
+    const fn = callableMethod(this.command, method);
+    return asCommand(this.#clientFds, () => fn.apply(this.command, args as unknown[]));
   }
 
   /**

@@ -19,6 +19,7 @@
  */
 import { dirname } from 'node:path';
 
+import { runningCommandFds, type CommandReceipts } from './client-fds';
 import { FdBridgeError } from './errors';
 import { closeFds } from './fd';
 import { constants, native } from './native';
@@ -101,6 +102,12 @@ export class DatagramSocket<C extends boolean = false> {
   #socket: UnixSocket;
   #fileIdentity: SocketFileIdentity | undefined;
   #whenFull: WhenFull;
+  /**
+   * The command that made this socket (bound or opened in its constructor
+   * or a method, before the first await), if any: the fds it receives are
+   * its client's as they are delivered, for closeClientFds (client-fds.ts).
+   */
+  readonly #command: CommandReceipts | undefined = runningCommandFds();
 
   /**
    * Binds a datagram socket to `address` (a path, or `{ abstract: name }`),
@@ -211,7 +218,13 @@ export class DatagramSocket<C extends boolean = false> {
    * arrives in time.
    */
   receive(options?: ReceiveOptions): Promise<Datagram<C>> {
-    return this.#socket.receive(options) as Promise<Datagram<C>>;
+    const received = this.#socket.receive(options) as Promise<Datagram<C>>;
+    const command = this.#command;
+    if (command === undefined) return received;
+    return received.then((d) => {
+      command.hold(d.fds);
+      return d;
+    });
   }
 
   /**
@@ -219,9 +232,15 @@ export class DatagramSocket<C extends boolean = false> {
    * afterwards. Datagrams already received are delivered first.
    */
   setMessageHandler(handler: DatagramHandler<C>): void {
+    const command = this.#command;
     this.#socket.setMessageHandler((err, data, fds, from, credentials) => {
-      if (err) handler(err);
-      else handler(null, { data: data as Buffer, fds: fds ?? [], from: from ?? null, credentials: credentials as Datagram<C>['credentials'] });
+      if (err) {
+        handler(err);
+        return;
+      }
+      // The command's client's from now on (closeClientFds may close them).
+      if (command !== undefined && fds !== undefined && fds.length > 0) command.hold(fds);
+      handler(null, { data: data as Buffer, fds: fds ?? [], from: from ?? null, credentials: credentials as Datagram<C>['credentials'] });
     });
   }
 

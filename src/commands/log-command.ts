@@ -130,6 +130,9 @@ export class LogCommand {
       throw new Error(`listenForRedirects: the directory and socket would be made as uid ${String(uid)}, which a client of uid ${peer.uid} may not choose a path for`);
     }
     if (this.#redirects) throw new Error(`listenForRedirects: already listening at ${String(this.#redirects.address)}`);
+    // Bound as this method runs, before any await: what it receives is the
+    // command's client's (client-fds.ts), which #onRedirect and #logTo
+    // close with closeClientFds.
     const sock = DatagramSocket.bind(path);
     sock.unref();
     // No datagram: a truncated one (its fds already closed) or a socket error; nothing to answer.

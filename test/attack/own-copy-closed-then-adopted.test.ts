@@ -9,9 +9,11 @@
  * or a file the program opens there; in a remote command's process the
  * program's file. adoptFd refuses a number whose copy is gone (a
  * SystemError EBADF, the number left alone), and closeClientFds refuses,
- * closing nothing of its list, a number that is one of fdbridge's own fds
- * now, a copy given and not adopted, or an adopted one whose number no
- * longer holds the file it was given with. No other client's fd is ever
+ * closing nothing of its list, any number that is not an fd the command
+ * adopted and has not closed since (itself, or through closeClientFds):
+ * a copy given and not adopted, one it closed itself, one it closed
+ * through closeClientFds before, another uid's copy, the daemon's own
+ * fds (its event loop's among them). No other client's fd is ever
  * closed, every refusal is typed, and the fd tables are as they were
  * afterwards.
  *
@@ -129,7 +131,9 @@ type Step =
   | { kind: 'adopt'; pick: number }
   | { kind: 'closeClient'; picks: number[] }
   | { kind: 'otherDup'; adopt: boolean }
-  | { kind: 'otherConnect' };
+  | { kind: 'otherConnect' }
+  | { kind: 'closeOthers'; pick: number }
+  | { kind: 'closeDaemons'; pick: number };
 
 const stepArb: fc.Arbitrary<Step> = fc.oneof(
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('give' as const), n: fc.integer({ min: 1, max: 3 }) }) },
@@ -138,6 +142,8 @@ const stepArb: fc.Arbitrary<Step> = fc.oneof(
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('closeClient' as const), picks: fc.array(fc.nat(), { minLength: 1, maxLength: 3 }) }) },
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('otherDup' as const), adopt: fc.boolean() }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('otherConnect' as const) }) },
+  { weight: 2, arbitrary: fc.record({ kind: fc.constant('closeOthers' as const), pick: fc.nat() }) },
+  { weight: 2, arbitrary: fc.record({ kind: fc.constant('closeDaemons' as const), pick: fc.nat() }) },
 );
 
 /**
@@ -174,14 +180,14 @@ describeRoot("a helper command's own copy closed by itself, then adopted or clos
           const b = spawnAsUid(OTHER, process.execPath, ['-e', CLIENT_B], { B_FILE: bFile, B_SOCKET: socketPath });
           let a: Connection | undefined;
           const status = new Map<number, Status>();
+          /** The daemon's numbers of B's copies. */
+          const bFds: number[] = [];
           const withStatus = (...wanted: Status[]): number[] => [...status].filter(([, s]) => wanted.includes(s)).map(([fd]) => fd);
           try {
             await b.line('started');
             a = await connect('helper', { command: { name: 'rawclose' }, socketPath });
             const conn = a;
             await ask(b, 'connect');
-            /** Whether the daemon has `fd` open now (A's own aside: B's fds, sockets, ...). */
-            const openInDaemon = (fd: number): boolean => openFdTable(daemon.pid).has(fd);
             for (const step of steps) {
               if (step.kind === 'give') {
                 for (const fd of await conn.dupFileDescriptors(new Array<number>(step.n).fill(aFile))) status.set(fd, 'given');
@@ -206,14 +212,11 @@ describeRoot("a helper command's own copy closed by itself, then adopted or clos
                 const numbers = [...status.keys()];
                 const fds = [...new Set(step.picks.map((p) => pickOf(numbers, p) as number).filter((fd) => fd !== undefined))];
                 if (fds.length === 0) continue;
-                // Refused, nothing closed, when one is fdbridge's own (A's unadopted copy, the
-                // registration of a copy A's command closed, B's copy or socket), or an adopted
-                // one whose number no longer holds A's file; one of A's gone numbers that
-                // something else holds now is B's (or the daemon's).
-                const refused = fds.some((fd) => {
-                  const s = status.get(fd) as Status;
-                  return s === 'given' || s === 'closedGiven' || s === 'closedAdopted' || (s === 'gone' && openInDaemon(fd));
-                });
+                // Refused, nothing closed, unless every one is an fd A's command adopted and has
+                // not closed since (itself or through closeClientFds): not a copy still given, not
+                // one it closed itself, not a number it closed through closeClientFds before,
+                // whether free now or B's (or the daemon's).
+                const refused = fds.some((fd) => status.get(fd) !== 'adopted');
                 const outcome = await settle(conn.call('closeClient', fds));
                 if (refused) {
                   expectEbadf(outcome, `closeClient ${JSON.stringify(fds.map((fd) => [fd, status.get(fd)]))}`);
@@ -223,8 +226,23 @@ describeRoot("a helper command's own copy closed by itself, then adopted or clos
                 }
               } else if (step.kind === 'otherDup') {
                 const fd = await ask<number>(b, 'dup', { adopt: step.adopt });
+                bFds.push(fd);
                 // It took a number A's command freed (or another free one): A's copy there, if any, is gone.
                 if (status.has(fd)) status.set(fd, 'gone');
+              } else if (step.kind === 'closeOthers' || step.kind === 'closeDaemons') {
+                // A's command names a number that is not its own: one of B's copies (adopted or
+                // not), or any fd of the daemon's (its event loop's, its listening socket, B's
+                // sockets); A's own adopted fds are left out.
+                const numbers = step.kind === 'closeOthers' ? bFds : [...openFdTable(daemon.pid).keys()].sort((x, y) => x - y);
+                const fd = pickOf(
+                  numbers.filter((n) => status.get(n) !== 'adopted'),
+                  step.pick,
+                );
+                if (fd === undefined) continue;
+                const table = openFdTable(daemon.pid);
+                expectEbadf(await settle(conn.call('closeClient', [fd])), `closeClient ${fd}, not A's (${step.kind}, ${String(status.get(fd))})`);
+                // Nothing of the daemon's closed: its fd table as it was.
+                expect(openFdTable(daemon.pid)).toEqual(table);
               } else {
                 await ask(b, 'connect');
               }
@@ -253,12 +271,19 @@ describeRoot("a helper command's own copy closed by itself, then adopted or clos
           expect(await fdTableSettles(daemon.pid, baseline, 10000)).toBe('');
         }),
         {
-          numRuns: 12,
+          numRuns: 16,
           examples: [
             // A's copy closed by its command and adopted; B's copy lands there; A closes "its" adopted fd.
             ['/etc/passwd', [{ kind: 'give', n: 1 }, { kind: 'closeOwn', pick: 0 }, { kind: 'adopt', pick: 0 }, { kind: 'otherDup', adopt: false }, { kind: 'closeClient', picks: [0] }]],
             // The same, B's new connection's socket landing there.
             ['/dev/null', [{ kind: 'give', n: 1 }, { kind: 'closeOwn', pick: 0 }, { kind: 'adopt', pick: 0 }, { kind: 'otherConnect' }, { kind: 'closeClient', picks: [0] }]],
+            // A adopts and closes its fd through closeClientFds; B's copy lands there and B's command adopts it; A
+            // closes the number again.
+            ['/etc/passwd', [{ kind: 'give', n: 1 }, { kind: 'adopt', pick: 0 }, { kind: 'closeClient', picks: [0] }, { kind: 'otherDup', adopt: true }, { kind: 'closeClient', picks: [0] }]],
+            // A names B's adopted copy, and then B's copy not adopted.
+            ['/etc/hostname', [{ kind: 'otherDup', adopt: true }, { kind: 'closeOthers', pick: 0 }, { kind: 'otherDup', adopt: false }, { kind: 'closeOthers', pick: 1 }]],
+            // A names the daemon's own fds, its lowest ones (the event loop's) among them.
+            ['/dev/null', [{ kind: 'closeDaemons', pick: 0 }, { kind: 'closeDaemons', pick: 3 }, { kind: 'closeDaemons', pick: 5 }, { kind: 'closeDaemons', pick: 7 }, { kind: 'closeDaemons', pick: 9 }, { kind: 'closeDaemons', pick: 11 }, { kind: 'closeDaemons', pick: 13 }]],
             // A adopts, closes its adopted fd itself; B's copy lands there and B's command adopts it.
             ['/etc/hostname', [{ kind: 'give', n: 2 }, { kind: 'adopt', pick: 0 }, { kind: 'closeOwn', pick: 1 }, { kind: 'otherDup', adopt: true }, { kind: 'closeClient', picks: [0] }]],
             // A's command closes its copy unadopted; B's copy lands there and B's command adopts it (no fd of fdbridge's

@@ -1,0 +1,105 @@
+/**
+ * The fds a command holds as its client's: what CommandContext.closeClientFds
+ * may close. An fd is the command's client's once the command adopted it
+ * from its connection (adoptFd), or once it arrived on a socket of
+ * fdbridge's that the command made (a DatagramSocket bound or opened while
+ * the command's constructor or one of its methods ran, before the first
+ * await: received fds are recorded as they are delivered), each with its
+ * file (device and inode) read then. closeClientFds takes them out; any
+ * other number (one the command chose, another connection's or another
+ * uid's fd, the program's or the process's own, one closed through
+ * closeClientFds already) is refused, and so is a held number that no
+ * longer holds the file it was held with (the command closed it itself).
+ */
+import { constants as osConstants } from 'node:os';
+
+import { SystemError } from './errors';
+import { native, type FileKey } from './native';
+
+/** The file at `fd` now (device and inode), undefined for a free number. */
+function fileAt(fd: number): FileKey | undefined {
+  try {
+    const id = native.identity(fd);
+    return { dev: id.dev, ino: id.ino };
+  } catch {
+    return undefined;
+  }
+}
+
+export class ClientFds {
+  /** Each fd held, with its file as it was held (undefined: its number was free then, which holds nothing). */
+  readonly #files = new Map<number, FileKey | undefined>();
+
+  /** `fds` are the command's client's now (adopted, or received by the command), each with its file now. */
+  hold(fds: readonly number[]): void {
+    for (const fd of fds) this.#files.set(fd, fileAt(fd));
+  }
+
+  /**
+   * Throws a SystemError EBADF naming the first of `fds` that is not held,
+   * or whose number no longer holds the file it was held with; nothing is
+   * taken then.
+   */
+  check(fds: readonly number[]): void {
+    for (const fd of fds) {
+      if (!this.#files.has(fd)) {
+        throw new SystemError(
+          osConstants.errno.EBADF,
+          'closeClientFds',
+          `closeClientFds: fd ${fd} is not the client's to close: the command did not adopt it from its connection nor receive it on a socket ` +
+            'of its own, or closed it through closeClientFds already; nothing was closed',
+        );
+      }
+      const held = this.#files.get(fd);
+      const now = fileAt(fd);
+      if (held === undefined || now === undefined || now.dev !== held.dev || now.ino !== held.ino) {
+        throw new SystemError(
+          osConstants.errno.EBADF,
+          'closeClientFds',
+          `closeClientFds: fd ${fd} is not the client's to close: its number no longer holds the file the command got with it ` +
+            '(the command closed it itself); nothing was closed',
+        );
+      }
+    }
+  }
+
+  /** closeClientFds took `fds`: no longer held. */
+  take(fds: readonly number[]): void {
+    for (const fd of fds) this.#files.delete(fd);
+  }
+
+  get size(): number {
+    return this.#files.size;
+  }
+}
+
+/** What a socket needs of the running command's ClientFds (another copy of this module's included). */
+export interface CommandReceipts {
+  hold(fds: readonly number[]): void;
+}
+
+/**
+ * Where the command running now (synchronously) keeps its fds, if one runs:
+ * on the global object under a registered symbol, so that a socket made by
+ * another copy of the library than the host's (a command module loading
+ * its own) records into the same command.
+ */
+const RUNNING = Symbol.for('fdbridge.runningCommandFds');
+type WithRunning = { [RUNNING]?: CommandReceipts };
+
+/** Runs `fn` as the command holding `held`: sockets made meanwhile record what they receive there. */
+export function asCommand<T>(held: CommandReceipts, fn: () => T): T {
+  const global = globalThis as WithRunning;
+  const previous = global[RUNNING];
+  global[RUNNING] = held;
+  try {
+    return fn();
+  } finally {
+    global[RUNNING] = previous;
+  }
+}
+
+/** The fds of the command running now (asCommand), for a socket it makes; undefined outside any. */
+export function runningCommandFds(): CommandReceipts | undefined {
+  return (globalThis as WithRunning)[RUNNING];
+}
