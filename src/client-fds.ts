@@ -9,15 +9,20 @@
  * other number (one the command chose, another connection's or another
  * uid's fd, the program's or the process's own, one closed through
  * closeClientFds already) is refused, and so is a held number that no
- * longer holds the file it was held with (the command closed it itself).
+ * longer holds the file it was held with (the command closed it itself),
+ * or that another command holds now: a number is held by one command at a
+ * time, process-wide (clientFdHolders), so that a command that closed what it
+ * held itself cannot close another command's fd that took the number, even
+ * one of the same file (/dev/null given to both) that a file check passes.
  */
 import { constants as osConstants } from 'node:os';
 
 import { SystemError } from './errors';
 import { native, type FileKey } from './native';
+import { maxFdSlots } from './transports/shared-ledger';
 
 /** The file at `fd` now (device and inode), undefined for a free number. */
-function fileAt(fd: number): FileKey | undefined {
+export function fileAt(fd: number): FileKey | undefined {
   try {
     const id = native.identity(fd);
     return { dev: id.dev, ino: id.ino };
@@ -26,28 +31,68 @@ function fileAt(fd: number): FileKey | undefined {
   }
 }
 
+/**
+ * Which command holds each fd number now, process-wide: Int32 0 is the last
+ * holder id given out, Int32 1 + fd the id of the ClientFds that holds fd
+ * (0: none). A command's hold of a number (an adoption, a receipt) is of a
+ * new fd there, so any other command that held the number before had
+ * closed its fd itself: from then on the number is not that one's. One
+ * buffer per process: on the global object under a registered symbol (as
+ * RUNNING, for another copy of the library in the thread), and handed to
+ * the worker transport's threads (workerData), which share the fd table.
+ */
+const STAMPS = Symbol.for('fdbridge.clientFdHolders');
+type WithStamps = { [STAMPS]?: SharedArrayBuffer };
+
+/** This process's holder stamps (made on first use, in the thread that runs first). */
+export function clientFdHolders(): SharedArrayBuffer {
+  const global = globalThis as WithStamps;
+  global[STAMPS] ??= new SharedArrayBuffer(4 * (1 + 1024), { maxByteLength: 4 * (1 + maxFdSlots()) });
+  return global[STAMPS];
+}
+
+/** In a thread fdbridge started (a worker connection's): the stamps of the thread that started it, before any command is held. */
+export function attachClientFdHolders(buffer: SharedArrayBuffer): void {
+  (globalThis as WithStamps)[STAMPS] = buffer;
+}
+
 export class ClientFds {
   /** Each fd held, with its file as it was held (undefined: its number was free then, which holds nothing). */
   readonly #files = new Map<number, FileKey | undefined>();
+  /** Who holds each number (clientFdHolders), a length-tracking view: it follows the buffer as it grows. */
+  readonly #stamps = new Int32Array(clientFdHolders());
+  /** This record's stamp. */
+  readonly #id = Atomics.add(this.#stamps, 0, 1) + 1;
 
-  /** `fds` are the command's client's now (adopted, or received by the command), each with its file now. */
+  /**
+   * `fds` are the command's client's now (adopted, or received by the
+   * command), each with its file now; no other command holds their numbers
+   * from now on.
+   */
   hold(fds: readonly number[]): void {
-    for (const fd of fds) this.#files.set(fd, fileAt(fd));
+    for (const fd of fds) {
+      if (1 + fd >= this.#stamps.length) {
+        const buffer = this.#stamps.buffer as SharedArrayBuffer;
+        buffer.grow(Math.min(buffer.maxByteLength, Math.max(4 * (2 + fd), 2 * buffer.byteLength)));
+      }
+      Atomics.store(this.#stamps, 1 + fd, this.#id);
+      this.#files.set(fd, fileAt(fd));
+    }
   }
 
   /**
    * Throws a SystemError EBADF naming the first of `fds` that is not held,
-   * or whose number no longer holds the file it was held with; nothing is
-   * taken then.
+   * whose number another command holds now, or whose number no longer
+   * holds the file it was held with; nothing is taken then.
    */
   check(fds: readonly number[]): void {
     for (const fd of fds) {
-      if (!this.#files.has(fd)) {
+      if (!this.#files.has(fd) || Atomics.load(this.#stamps, 1 + fd) !== this.#id) {
         throw new SystemError(
           osConstants.errno.EBADF,
           'closeClientFds',
           `closeClientFds: fd ${fd} is not the client's to close: the command did not adopt it from its connection nor receive it on a socket ` +
-            'of its own, or closed it through closeClientFds already; nothing was closed',
+            'of its own, or closed it through closeClientFds already, or another command holds the number now; nothing was closed',
         );
       }
       const held = this.#files.get(fd);
@@ -65,11 +110,10 @@ export class ClientFds {
 
   /** closeClientFds took `fds`: no longer held. */
   take(fds: readonly number[]): void {
-    for (const fd of fds) this.#files.delete(fd);
-  }
-
-  get size(): number {
-    return this.#files.size;
+    for (const fd of fds) {
+      this.#files.delete(fd);
+      Atomics.compareExchange(this.#stamps, 1 + fd, this.#id, 0);
+    }
   }
 }
 

@@ -17,7 +17,7 @@ import { constants as osConstants } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import { threadId } from 'node:worker_threads';
 
-import { asCommand, ClientFds } from './client-fds';
+import { asCommand, ClientFds, fileAt } from './client-fds';
 import { BUILTIN_COMMANDS, builtinCommand } from './commands/registry';
 import { SystemError } from './errors';
 import { AdoptedFiles, HeldCopies, validateFds } from './fd';
@@ -89,8 +89,9 @@ export interface CommandContext {
    * connection ends) ignores it. Closes only what the command holds as its
    * client's (client-fds.ts): an fd it adopted, or one that arrived on a
    * DatagramSocket the command made as it ran (in its constructor or a
-   * method, before the first await), until closed through here, and while
-   * its number holds the file it came with. Throws at once, nothing closed,
+   * method, before the first await), until closed through here, while
+   * its number holds the file it came with and no other command has held
+   * the number since (client-fds.ts). Throws at once, nothing closed,
    * a SystemError EBADF naming any other number (one the client chose,
    * another connection's or uid's fd, the process's own, a copy given and
    * not adopted, one closed through here before or by the command itself),
@@ -249,15 +250,6 @@ export interface FdLedger {
   readonly size: number;
 }
 
-/** The file at `fd` now (device and inode), undefined for a free number. */
-function fileAt(fd: number): FileKey | undefined {
-  try {
-    const id = native.identity(fd);
-    return { dev: id.dev, ino: id.ino };
-  } catch {
-    return undefined;
-  }
-}
 
 /**
  * The fds a command was given from elsewhere (the remote transport's

@@ -13,7 +13,8 @@ import { GivenCopiesLedger } from './given-copies';
 
 const GIVEN = 1;
 
-function maxFdSlots(): number {
+/** The kernel's ceiling for RLIMIT_NOFILE (fs.nr_open): no fd number reaches it. */
+export function maxFdSlots(): number {
   try {
     // The kernel's ceiling for RLIMIT_NOFILE: no fd number can reach it.
     // Stryker disable next-line MethodExpression: `.trim()` left out: Number() ignores the newline around the digits as well

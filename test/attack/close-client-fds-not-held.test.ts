@@ -9,7 +9,8 @@
  * nothing of the list is closed: on every transport, the command's process's
  * fd table is as it was.
  */
-import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -17,6 +18,8 @@ import fc from 'fast-check';
 
 import { checkFdLeaks, connect, DatagramSocket, HelperDaemon, PROBE_COMMAND, RemoteError, type Connection } from '../../src';
 import { closeFds, makeMemfd, openFdTable } from '../../src/fd';
+import { fillUpTo } from '../util/fill-up-to';
+import { DIST_SRC } from '../util/nobody';
 import { openAt } from '../util/open-at';
 import { scaled } from '../util/time-scale';
 
@@ -27,6 +30,7 @@ const IN_PROCESS: readonly Transport[] = ['direct', 'worker', 'helper'];
 
 const RAW_CLOSE = join(__dirname, 'fixtures', 'raw-close-command.js');
 const RECEIVING = join(__dirname, 'fixtures', 'receiving-command.js');
+const TRACKED = join(__dirname, 'fixtures', 'tracked-command.js');
 /** The numbers whose files are compared before and after a refusal. */
 const WATCHED = Array.from({ length: 128 }, (_, i) => i);
 
@@ -48,6 +52,20 @@ function expectRefused(outcome: unknown, fd: number, what: unknown): void {
     code: 'EBADF',
     names: true,
   });
+}
+
+/** Binds the command's socket at `path` as it runs, sends it `file`, and returns the number the command received it at. */
+async function receiveOne(a: Connection, sender: DatagramSocket, path: string, file: number): Promise<number> {
+  await a.call('listen', path);
+  await sender.sendTo(path, Buffer.from('fd'), [file]);
+  let received: number[] = [];
+  // The command's event loop reads it in its own time (on direct, this one's: let it turn).
+  while (received.length === 0) {
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    received = (await a.call('takeReceived')) as number[];
+  }
+  expect(received.length).toBe(1);
+  return received[0] as number;
 }
 
 function specFor(transport: Transport, module: string, exportName: string): { command: { name: string } | { module: string; export: string } } {
@@ -197,6 +215,104 @@ describe('closeClientFds of a number the command does not hold as its client\'s'
   }, scaled(30_000));
 
   /**
+   * A held fd (adopted, or received on the command's socket) that the
+   * command closed itself with fs.closeSync, its number another file's
+   * since: refused, on every transport (a child's or pidfd command's
+   * adopted fds too, which the connection keeps without their file), that
+   * file left open.
+   */
+  test.each(TRANSPORTS.flatMap((t) => (['adopted', 'received'] as const).map((how) => [t, how] as const)))(
+    '%s: an fd %s, closed by the command itself, then another file at its number: refused (EBADF), the file left open',
+    async (transport, how) => {
+      const path = join(dir, `${transport}-${how}-closed-itself`);
+      writeFileSync(path, 'another file\n');
+      const st = statSync(path);
+      const file = makeMemfd('closed-itself');
+      const report = await checkFdLeaks(async () => {
+        const a = await open(transport, RECEIVING, 'ReceivingCommand');
+        const sender = DatagramSocket.open();
+        const socketDir = mkdtempSync(join(dir, 'sock-'));
+        let opened: number | undefined;
+        let openedThere = false;
+        try {
+          let n: number;
+          if (how === 'adopted') {
+            n = await a.dupFileDescriptor(file);
+            expect(await a.call('adopt', [n])).toBe(1);
+          } else {
+            n = await receiveOne(a, sender, join(socketDir, 's'), file);
+          }
+          expect(await a.call('rawClose', [n])).toBe(1);
+          if (IN_PROCESS.includes(transport)) opened = openAt(path, n);
+          else openedThere = (await a.call('openAt', path, n)) === n;
+          expect(await a.call('files', [n])).toEqual([`${st.dev}:${st.ino}`]);
+          expectRefused(await settle(a.call('closeClient', [n])), n, `${how}, closed by the command, another file there`);
+          expect(await a.call('files', [n])).toEqual([`${st.dev}:${st.ino}`]);
+          if (openedThere) expect(await a.call('rawClose', [n])).toBe(1);
+        } finally {
+          if (opened !== undefined) closeSync(opened);
+          sender.close();
+          await a.close();
+          rmSync(socketDir, { recursive: true, force: true });
+        }
+      });
+      closeFds([file]);
+      expect({ leaks: report.leaks, closed: report.closed }).toEqual({ leaks: [], closed: [] });
+    },
+    scaled(30_000),
+  );
+
+  /**
+   * A command's adopted fd it closed itself, whose number another
+   * connection's copy of the same file took, adopted by that connection's
+   * command: a file check cannot tell the two apart, but the number is the
+   * other command's now, so the first is refused (EBADF), and the other's fd
+   * stays open; in a helper daemon, another client's.
+   */
+  test.each(IN_PROCESS)("%s: a number the command closed itself, then another connection's adopted copy of the same file: refused, that fd left open", async (transport) => {
+    const file = makeMemfd('same-file');
+    const report = await checkFdLeaks(async () => {
+      const a = await open(transport);
+      const other = await connect(transport, { command: PROBE_COMMAND, socketPath: daemon.socketPath });
+      const fillers: number[] = [];
+      try {
+        const n = await a.dupFileDescriptor(file);
+        expect(await a.call('adopt', [n])).toBe(1);
+        // The other connection's next copy takes n once it is free: fdbridge's own copies from its floor up to n
+        // (direct, worker), every lower number (a helper daemon's copies are received at the lowest free one).
+        if (transport === 'helper') {
+          for (;;) {
+            const fd = openSync('/dev/null', 'r');
+            if (fd > n) {
+              closeSync(fd);
+              break;
+            }
+            fillers.push(fd);
+          }
+        } else {
+          fillers.push(...fillUpTo(n, file));
+        }
+        expect(await a.call('rawClose', [n])).toBe(1);
+        expect(await other.dupFileDescriptor(file)).toBe(n);
+        expect(await other.call('adopt', [n])).toBe(1);
+        closeFds(fillers.splice(0));
+        const ids = (await other.call('identities', [n])) as Array<{ dev: string; ino: string }>;
+        // The same file: only who holds the number tells them apart.
+        expect(await a.call('files', [n])).toEqual(ids.map((id) => `${id.dev}:${id.ino}`));
+        expectRefused(await settle(a.call('closeClient', [n])), n, "another connection's adopted copy of the same file");
+        expect(await other.call('identities', [n])).toEqual(ids);
+        expect(await settle(other.call('closeAdopted', [n]))).toEqual({ ok: null });
+      } finally {
+        closeFds(fillers);
+        await a.close();
+        await other.close();
+      }
+    });
+    closeFds([file]);
+    expect({ leaks: report.leaks, closed: report.closed }).toEqual({ leaks: [], closed: [] });
+  }, scaled(30_000));
+
+  /**
    * The fds that arrive on a datagram socket the command made as it ran are
    * its client's (the log command's redirects): closed once, refused after.
    * One made after an await was made by no running command: refused.
@@ -238,4 +354,67 @@ describe('closeClientFds of a number the command does not hold as its client\'s'
     closeFds([file]);
     expect({ leaks: report.leaks, closed: report.closed }).toEqual({ leaks: [], closed: [] });
   }, scaled(30_000));
+
+  /**
+   * What a command holds is recorded with its connection, not the process:
+   * once connections end, nothing keeps their records (a process that
+   * serves command after command does not grow). Run in a process of its
+   * own, whose garbage collector can be asked to run: 100 direct and 100
+   * helper commands each adopt fds, close one through closeClientFds and
+   * the rest themselves, receive fds on a socket of their own and close
+   * those as they end; then no record of theirs is left.
+   */
+  test('the records of ended connections are dropped: none outlives its connection', async () => {
+    const script = `
+const { join } = require('node:path');
+const fs = require('node:fs');
+const { connect, DatagramSocket, HelperDaemon } = require(${JSON.stringify(DIST_SRC)});
+const FIXTURE = ${JSON.stringify(TRACKED)};
+const { records } = require(FIXTURE);
+(async () => {
+  const daemon = HelperDaemon.start({ socketPath: '@fdbridge-tracked-' + process.pid, commands: { tracked: { module: FIXTURE, export: 'TrackedCommand' } } });
+  const file = fs.openSync('/dev/null', 'r');
+  const sender = DatagramSocket.open();
+  for (let i = 0; i < 100; i++) {
+    for (const transport of ['direct', 'helper']) {
+      const command = transport === 'helper' ? { name: 'tracked' } : { module: FIXTURE, export: 'TrackedCommand' };
+      const c = await connect(transport, { command, socketPath: daemon.socketPath });
+      await c.call('adoptAndClose', await c.dupFileDescriptors([file, file, file]));
+      const path = join(process.env.DIR, transport + i, 's');
+      await c.call('listen', path);
+      await sender.sendTo(path, Buffer.from('fds'), [file, file]);
+      while ((await c.call('receivedCount')) < 2) await new Promise((r) => setTimeout(r, 2));
+      await c.close();
+    }
+  }
+  sender.close();
+  fs.closeSync(file);
+  await daemon.close();
+  // A WeakRef is cleared only once the job that read it has ended: a turn between collections.
+  for (let i = 0; i < 5; i++) {
+    await new Promise((r) => setTimeout(r, 10));
+    global.gc();
+  }
+  console.log(JSON.stringify({ made: records.length, alive: records.filter((r) => r.deref() !== undefined).length }));
+})().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
+`;
+    const socketDir = mkdtempSync(join(dir, 'tracked-'));
+    try {
+      let out = '';
+      const report = await checkFdLeaks(async () => {
+        out = await new Promise<string>((resolve, reject) =>
+          execFile(process.execPath, ['--expose-gc', '-e', script], { env: { ...process.env, DIR: socketDir } }, (err, stdout, stderr) =>
+            err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
+          ),
+        );
+      });
+      expect({ leaks: report.leaks, closed: report.closed }).toEqual({ leaks: [], closed: [] });
+      expect(JSON.parse(out.trim())).toEqual({ made: 200, alive: 0 });
+    } finally {
+      rmSync(socketDir, { recursive: true, force: true });
+    }
+  }, scaled(60_000));
 });

@@ -172,11 +172,12 @@ describeRoot("a helper command's own copy closed by itself, then adopted or clos
     try {
       const baseline = openFdTable(daemon.pid);
       /** One run: A's steps and B's, then B's check, everything closed. */
-      const runSteps = async (bFile: string, steps: Step[]): Promise<void> => {
+      const runSteps = async (bFile: string, sameFile: boolean, steps: Step[]): Promise<void> => {
           runs++;
           const aPath = join(dir, `a-${runs}`);
           writeFileSync(aPath, `a ${runs}\n`);
-          const aFile = openSync(aPath, 'r');
+          // A's file, or B's (one both users may open): then only who holds a number tells A's fd from B's.
+          const aFile = openSync(sameFile ? bFile : aPath, 'r');
           const b = spawnAsUid(OTHER, process.execPath, ['-e', CLIENT_B], { B_FILE: bFile, B_SOCKET: socketPath });
           let a: Connection | undefined;
           const status = new Map<number, Status>();
@@ -264,9 +265,9 @@ describeRoot("a helper command's own copy closed by itself, then adopted or clos
           }
       };
       await fc.assert(
-        fc.asyncProperty(fc.constantFrom('/dev/null', '/etc/hostname', '/etc/passwd'), fc.array(stepArb, { minLength: 1, maxLength: 25 }), async (bFile, steps) => {
+        fc.asyncProperty(fc.constantFrom('/dev/null', '/etc/hostname', '/etc/passwd'), fc.boolean(), fc.array(stepArb, { minLength: 1, maxLength: 25 }), async (bFile, sameFile, steps) => {
           // This process's fd table too: A's connection, its file, B's pipes.
-          const report = await checkFdLeaks(() => runSteps(bFile, steps), { settleMs: 2000 });
+          const report = await checkFdLeaks(() => runSteps(bFile, sameFile, steps), { settleMs: 2000 });
           expect({ leaks: report.leaks, closed: report.closed }).toEqual({ leaks: [], closed: [] });
           expect(await fdTableSettles(daemon.pid, baseline, 10000)).toBe('');
         }),
@@ -274,21 +275,24 @@ describeRoot("a helper command's own copy closed by itself, then adopted or clos
           numRuns: 16,
           examples: [
             // A's copy closed by its command and adopted; B's copy lands there; A closes "its" adopted fd.
-            ['/etc/passwd', [{ kind: 'give', n: 1 }, { kind: 'closeOwn', pick: 0 }, { kind: 'adopt', pick: 0 }, { kind: 'otherDup', adopt: false }, { kind: 'closeClient', picks: [0] }]],
+            ['/etc/passwd', false, [{ kind: 'give', n: 1 }, { kind: 'closeOwn', pick: 0 }, { kind: 'adopt', pick: 0 }, { kind: 'otherDup', adopt: false }, { kind: 'closeClient', picks: [0] }]],
             // The same, B's new connection's socket landing there.
-            ['/dev/null', [{ kind: 'give', n: 1 }, { kind: 'closeOwn', pick: 0 }, { kind: 'adopt', pick: 0 }, { kind: 'otherConnect' }, { kind: 'closeClient', picks: [0] }]],
+            ['/dev/null', false, [{ kind: 'give', n: 1 }, { kind: 'closeOwn', pick: 0 }, { kind: 'adopt', pick: 0 }, { kind: 'otherConnect' }, { kind: 'closeClient', picks: [0] }]],
             // A adopts and closes its fd through closeClientFds; B's copy lands there and B's command adopts it; A
             // closes the number again.
-            ['/etc/passwd', [{ kind: 'give', n: 1 }, { kind: 'adopt', pick: 0 }, { kind: 'closeClient', picks: [0] }, { kind: 'otherDup', adopt: true }, { kind: 'closeClient', picks: [0] }]],
+            ['/etc/passwd', false, [{ kind: 'give', n: 1 }, { kind: 'adopt', pick: 0 }, { kind: 'closeClient', picks: [0] }, { kind: 'otherDup', adopt: true }, { kind: 'closeClient', picks: [0] }]],
             // A names B's adopted copy, and then B's copy not adopted.
-            ['/etc/hostname', [{ kind: 'otherDup', adopt: true }, { kind: 'closeOthers', pick: 0 }, { kind: 'otherDup', adopt: false }, { kind: 'closeOthers', pick: 1 }]],
+            ['/etc/hostname', false, [{ kind: 'otherDup', adopt: true }, { kind: 'closeOthers', pick: 0 }, { kind: 'otherDup', adopt: false }, { kind: 'closeOthers', pick: 1 }]],
             // A names the daemon's own fds, its lowest ones (the event loop's) among them.
-            ['/dev/null', [{ kind: 'closeDaemons', pick: 0 }, { kind: 'closeDaemons', pick: 3 }, { kind: 'closeDaemons', pick: 5 }, { kind: 'closeDaemons', pick: 7 }, { kind: 'closeDaemons', pick: 9 }, { kind: 'closeDaemons', pick: 11 }, { kind: 'closeDaemons', pick: 13 }]],
+            ['/dev/null', false, [{ kind: 'closeDaemons', pick: 0 }, { kind: 'closeDaemons', pick: 3 }, { kind: 'closeDaemons', pick: 5 }, { kind: 'closeDaemons', pick: 7 }, { kind: 'closeDaemons', pick: 9 }, { kind: 'closeDaemons', pick: 11 }, { kind: 'closeDaemons', pick: 13 }]],
+            // A adopts, closes its adopted fd itself; B's copy of the same file lands there and B's command adopts it: a
+            // file check passes, but the number is B's command's now.
+            ['/etc/passwd', true, [{ kind: 'give', n: 1 }, { kind: 'adopt', pick: 0 }, { kind: 'closeOwn', pick: 0 }, { kind: 'otherDup', adopt: true }, { kind: 'closeClient', picks: [0] }]],
             // A adopts, closes its adopted fd itself; B's copy lands there and B's command adopts it.
-            ['/etc/hostname', [{ kind: 'give', n: 2 }, { kind: 'adopt', pick: 0 }, { kind: 'closeOwn', pick: 1 }, { kind: 'otherDup', adopt: true }, { kind: 'closeClient', picks: [0] }]],
+            ['/etc/hostname', false, [{ kind: 'give', n: 2 }, { kind: 'adopt', pick: 0 }, { kind: 'closeOwn', pick: 1 }, { kind: 'otherDup', adopt: true }, { kind: 'closeClient', picks: [0] }]],
             // A's command closes its copy unadopted; B's copy lands there and B's command adopts it (no fd of fdbridge's
             // at the number then); A closes the number.
-            ['/dev/null', [{ kind: 'give', n: 1 }, { kind: 'closeOwn', pick: 0 }, { kind: 'otherDup', adopt: true }, { kind: 'closeClient', picks: [0] }, { kind: 'adopt', pick: 0 }]],
+            ['/dev/null', false, [{ kind: 'give', n: 1 }, { kind: 'closeOwn', pick: 0 }, { kind: 'otherDup', adopt: true }, { kind: 'closeClient', picks: [0] }, { kind: 'adopt', pick: 0 }]],
           ],
         },
       );
