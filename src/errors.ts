@@ -6,7 +6,7 @@
  * (`'EBADF'`), `errno` the negative errno (`-9`), `syscall` the failing call.
  */
 import { constants as osConstants } from 'node:os';
-import { getSystemErrorName } from 'node:util';
+import { getSystemErrorName, types } from 'node:util';
 
 import { linuxErrno } from './linux-errnos';
 import type { TransportName } from './transports';
@@ -373,13 +373,27 @@ export class QuotaExceededError extends FdBridgeError {
 }
 
 /**
- * Describes any thrown value for sending across a context boundary.
+ * Whether `value` is an Error, whichever realm made it. `instanceof Error`
+ * is true only of this realm's: an error made in a vm context, or with the
+ * classes of another jest test file's copy of this library (the addon makes
+ * its errors with the factory the last realm to load it gave, native.init),
+ * extends another Error. The one test for "is this an error" wherever a
+ * thrown value may come from elsewhere; for fdbridge's own classes
+ * `instanceof` works across realms already (their brand, FdBridgeError).
+ */
+export function isError(value: unknown): value is Error {
+  return value instanceof Error || types.isNativeError(value);
+}
+
+/**
+ * Describes any thrown value for sending across a context boundary, an
+ * error made in another realm as one of this realm's (isError).
  * `stack: false` leaves the stack out (a shared helper daemon's replies: a
  * stack names its install paths and internals, none of its clients'
  * business).
  */
 export function describeError(err: unknown, options: { stack?: boolean } = {}): RemoteErrorInfo {
-  if (err instanceof Error) {
+  if (isError(err)) {
     const code = (err as { code?: unknown }).code;
     const syscall = (err as { syscall?: unknown }).syscall;
     return {

@@ -18,7 +18,7 @@ import { dirname, join } from 'node:path';
 import { COMMAND_NAME, loadCommandClass, type CommandSpec, type ModuleCommandSpec } from '../command';
 import { escapeLogText } from '../commands/log-command';
 import { BUILTIN_COMMANDS, DIAGNOSTIC_COMMANDS } from '../commands/registry';
-import { FdBridgeError, QuotaExceededError, TimeoutError, UnknownCommandError, type QuotaName } from '../errors';
+import { FdBridgeError, isError, QuotaExceededError, TimeoutError, UnknownCommandError, type QuotaName } from '../errors';
 import { closeFds, closesSettled, peerCloseOwner } from '../fd';
 import { HELPER_DAEMONS, STATUS_COMMAND } from '../commands/status-command';
 import { encodeJson, FrameType, FRAME_SOCKET_OPTIONS, MAX_FDS_PER_FRAME } from '../protocol';
@@ -743,7 +743,7 @@ export class HelperDaemon {
         this.#log(`pid ${cred.pid}: quota ${quota} reached`);
       },
       // A client learns what failed, never where: the stack is ours to log.
-      reportError: (what, err) => this.#log(`pid ${cred.pid}: ${what} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`),
+      reportError: (what, err) => this.#log(`pid ${cred.pid}: ${what} failed: ${isError(err) ? (err.stack ?? err.message) : String(err)}`),
       closeInBackground: true,
       closeOwner: peerCloseOwner(cred.uid),
       onUnownedCloses: (tickets) => {

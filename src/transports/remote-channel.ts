@@ -16,7 +16,7 @@
  * other streams. The receiver reads the channel without pause, and what it
  * buffers is bounded by the windows it granted.
  */
-import { ClosedError, errnoName, ProtocolError, SystemError } from '../errors';
+import { ClosedError, errnoName, isError, ProtocolError, SystemError } from '../errors';
 import { closeFd, closeFds, HeldCopies } from '../fd';
 import { native, type NativeRelayPump } from '../native';
 
@@ -163,7 +163,7 @@ export class Channel {
         try {
           this.#handler.onFrame(a, b as number, payload as Buffer);
         } catch (err) {
-          this.#end(err instanceof Error ? err : new ProtocolError(String(err)));
+          this.#end(isError(err) ? err : new ProtocolError(String(err)));
         }
         return;
       case 1: {

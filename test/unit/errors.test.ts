@@ -3,9 +3,11 @@
  * that makes `instanceof` work across copies of the library, and how they
  * travel (describeError, QuotaExceededError.fromMessage).
  */
+import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import { join } from 'node:path';
 import { getSystemErrorName } from 'node:util';
+import vm from 'node:vm';
 
 import fc from 'fast-check';
 
@@ -16,6 +18,7 @@ import {
   errnoName,
   farSystemError,
   FdBridgeError,
+  isError,
   isFdBridgeError,
   PeerExitedError,
   PeerGoneError,
@@ -418,5 +421,78 @@ describe('farSystemError', () => {
     expect(farSystemError('op', { name: 'Error', message: 'm', code: 'EMFILE' })).toBeUndefined();
     expect(farSystemError('op', { name: 'SystemError', message: 'm' })).toBeUndefined();
     expect(farSystemError('op', { name: 'SystemError', message: 'm', code: 'ERR_FDBRIDGE_QUOTA' })).toBeUndefined();
+  });
+});
+
+/**
+ * A copy of this library's errors module loaded in a vm context of its own
+ * (another realm: its Error is not this one's), as the addon's errors are
+ * when another realm loaded it last (native.init: each jest test file).
+ */
+function errorsInAnotherRealm(): { context: vm.Context; errors: typeof import('../../src/errors') } {
+  const context = vm.createContext({ Buffer });
+  const source = readFileSync(join(__dirname, '..', '..', 'dist', 'src', 'errors.js'), 'utf8');
+  const load = vm.runInContext(`(function (exports, require, module) {${source}\n})`, context) as (e: object, r: (id: string) => unknown, m: object) => void;
+  const module = { exports: vm.runInContext('({})', context) as object };
+  load(module.exports, (id) => (id.startsWith('./') ? require(join(__dirname, '..', '..', 'dist', 'src', id)) : require(id)), module);
+  return { context, errors: module.exports as typeof import('../../src/errors') };
+}
+
+describe('errors made in another realm', () => {
+  const NAMES = ['Error', 'TypeError', 'RangeError', 'SyntaxError', 'ReferenceError', 'EvalError', 'URIError'] as const;
+
+  test("generated: describeError tells an error of another realm (a vm context's own Error) as it tells one of this realm: name, message, code, syscall, stack", () => {
+    const context = vm.createContext({});
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...NAMES),
+        fc.string(),
+        fc.option(fc.string(), { nil: undefined }),
+        fc.option(fc.constantFrom('dup', 'recvmsg', 'sendmsg'), { nil: undefined }),
+        fc.boolean(),
+        (name, message, code, syscall, stack) => {
+          const make = vm.runInContext('(name, message, code, syscall) => Object.assign(new globalThis[name](message), code === undefined ? {} : { code }, syscall === undefined ? {} : { syscall })', context) as (
+            ...a: unknown[]
+          ) => Error;
+          const foreign = make(name, message, code, syscall);
+          expect(foreign instanceof Error).toBe(false); // another realm's, as the test means
+          const local = Object.assign(new globalThis[name](message), code === undefined ? {} : { code }, syscall === undefined ? {} : { syscall });
+          const { stack: _foreignStack, ...far } = describeError(foreign, { stack });
+          const { stack: _localStack, ...near } = describeError(local, { stack });
+          expect(far).toEqual(near);
+          expect(far).toMatchObject({ name, message });
+          if (stack) expect(describeError(foreign).stack).toBe(foreign.stack);
+        },
+      ),
+      { numRuns: 50 },
+    );
+  });
+
+  test("generated: fdbridge's errors made by another realm's copy of the library: instanceof its class (serve.ts's TruncatedError test) and describeError keep their class, code and syscall", () => {
+    const { errors } = errorsInAnotherRealm();
+    fc.assert(
+      fc.property(fc.constantFrom('control' as const, 'data' as const), fc.nat(253), fc.constantFrom(constants.errno.EBADF, constants.errno.EMFILE, constants.errno.EPIPE), (what, fdsClosed, errno) => {
+        const truncated = new errors.TruncatedError(what, fdsClosed, 10);
+        const system = new errors.SystemError(errno, 'sendmsg');
+        expect(truncated instanceof Error).toBe(false);
+        expect(truncated).toBeInstanceOf(TruncatedError);
+        expect(truncated).toBeInstanceOf(FdBridgeError);
+        expect(system).toBeInstanceOf(SystemError);
+        expect(system).not.toBeInstanceOf(TruncatedError);
+        expect(describeError(truncated, { stack: false })).toEqual({ name: 'TruncatedError', message: truncated.message, code: 'ERR_FDBRIDGE_TRUNCATED' });
+        expect(describeError(system, { stack: false })).toEqual({ name: 'SystemError', message: system.message, code: errnoName(-errno), syscall: 'sendmsg' });
+      }),
+      { numRuns: 30 },
+    );
+  });
+
+  test('isError: an error of any realm, nothing else', () => {
+    const context = vm.createContext({});
+    expect(isError(new Error('here'))).toBe(true);
+    expect(isError(vm.runInContext('new TypeError("there")', context))).toBe(true);
+    expect(isError(new (errorsInAnotherRealm().errors.ClosedError)('there'))).toBe(true);
+    expect(isError(vm.runInContext('({ name: "Error", message: "m" })', context))).toBe(false);
+    expect(isError({ name: 'Error', message: 'm', stack: '' })).toBe(false);
+    expect(isError('boom')).toBe(false);
   });
 });
