@@ -2,11 +2,11 @@
  * One connection interface, whatever the arrangement: the command runs in the
  * caller's thread, a worker thread, a child process or a helper daemon.
  */
-import { ClosedError, QueueFullError } from './errors';
-import { validateFd } from './fd';
+import { ClosedError, QueueFullError, SystemError } from './errors';
+import { closeFds, validateFd } from './fd';
 import { callToJson } from './json-value';
 import type { CommandSpec, Remote } from './command';
-import { checkedFdLists, constants, type CheckedFdLists, type FdList } from './native';
+import { checkedFdLists, constants, native, type CheckedFdLists, type FdList } from './native';
 import type { TransportName } from './transports';
 
 /** Where a command runs. */
@@ -134,6 +134,40 @@ function checkListedFd(fd: unknown, index: number): void {
   validateFd(fd, `fds[${index}]`);
 }
 
+/**
+ * The error a batch fails with when one piece of it, `list` (the batch's
+ * entries from `offset` on), failed with `err`: a SystemError EBADF (an
+ * entry not open, or one of fdbridge's own fds, refused as closed) says
+ * which entry, as the index in the whole batch and its number, whichever
+ * transport met it (dup(2) here, the registry's refusal, sendmsg(2), a
+ * relay). The transport does not say which (sendmsg's EBADF names none),
+ * so each entry is looked at again, in order, as a single duplication
+ * would (dupHigh: the same refusal; its copy closed at once): only on this
+ * failure path. Any other error is `err` as it is; so is an EBADF no entry
+ * explains any more (one closed during the call, its number taken again).
+ */
+function badEntryError(err: unknown, list: FdList, offset: number): unknown {
+  if (!(err instanceof SystemError) || err.code !== 'EBADF' || err.index !== undefined) return err;
+  for (let k = 0; k < list.length; k++) {
+    const fd = list[k] as number;
+    let copy: number;
+    try {
+      copy = native.dupHigh(fd);
+    } catch (probe) {
+      if (!(probe instanceof SystemError) || probe.code !== 'EBADF') continue;
+      return new SystemError(
+        err.errno,
+        err.syscall,
+        `dupFileDescriptors: fds[${offset + k}] (${fd}) is not an open fd of this process's to give (closed, never opened, or one of fdbridge's ` +
+          `own): ${err.message}; nothing of the batch was given`,
+        { cause: err, entry: { index: offset + k, fd } },
+      );
+    }
+    closeFds([copy]);
+  }
+  return err;
+}
+
 /** Shared behaviour of every transport: argument checks, closed state, batching, the proxy. */
 export abstract class BaseConnection implements Connection {
   abstract readonly transport: TransportName;
@@ -179,10 +213,17 @@ export abstract class BaseConnection implements Connection {
     // (`above`), so none can take the number of a closed fd in a later piece.
     // One piece (up to MAX_FDS_PER_MESSAGE fds): its numbers as they come,
     // all or nothing already.
-    if (lists.length === 1) return this.dupMany(lists[0] as FdList, above);
+    if (lists.length === 1) {
+      try {
+        return await this.dupMany(lists[0] as FdList, above);
+      } catch (err) {
+        throw badEntryError(err, lists[0] as FdList, 0);
+      }
+    }
     const chunks = lists.map((list) => this.dupMany(list, above));
     const settled = await Promise.allSettled(chunks);
-    const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    const at = settled.findIndex((s) => s.status === 'rejected');
+    const failed = settled[at] as PromiseRejectedResult | undefined;
     // Joined a piece at a time: flatMap takes about 80 ns a number here (20 µs for 253).
     const joined = (pieces: readonly number[][]): number[] => {
       const all: number[] = [];
@@ -192,7 +233,7 @@ export abstract class BaseConnection implements Connection {
     if (failed) {
       // All or nothing: the chunks that did arrive are released again.
       await this.release(joined(settled.filter((s) => s.status === 'fulfilled').map((s) => s.value)));
-      throw failed.reason;
+      throw badEntryError(failed.reason, lists[at] as FdList, at * MAX_FDS_PER_MESSAGE);
     }
     return joined(settled.map((s) => (s as PromiseFulfilledResult<number[]>).value));
   }

@@ -61,13 +61,21 @@ export class SystemError extends FdBridgeError {
   /** Negative errno, as in Node's own errors (`-9` for EBADF). */
   readonly errno: number;
   readonly syscall: string;
+  /**
+   * The entry of a dupFileDescriptors list the failure is about (an fd
+   * that is not open, or one of fdbridge's own: EBADF), and its number;
+   * absent for a failure not about one entry.
+   */
+  declare readonly index?: number;
+  declare readonly fd?: number;
 
-  constructor(errno: number, syscall: string, message?: string, options?: FdBridgeErrorOptions) {
+  constructor(errno: number, syscall: string, message?: string, options?: FdBridgeErrorOptions & { entry?: { index: number; fd: number } }) {
     const neg = errno > 0 ? -errno : errno;
     const name = errnoName(neg);
     super(name, message ?? `${syscall} failed: ${name} (${describeErrno(neg)})`, options);
     this.errno = neg;
     this.syscall = syscall;
+    if (options?.entry) Object.assign(this, { index: options.entry.index, fd: options.entry.fd });
   }
 }
 

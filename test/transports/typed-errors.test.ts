@@ -14,9 +14,15 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 
 import { connect, PROBE_COMMAND, RemoteError, SystemError, type Connection, type ProbeCommand, type TransportName } from '../../src';
-import { closeFd, fdLimit, makeMemfd, openFdTable, setFdLimit, type FdTable } from '../../src/fd';
+import { closeFd, closeFds, fdLimit, makeMemfd, openFdTable, setFdLimit, type FdTable } from '../../src/fd';
+import { holdOwnCopy } from '../../src/test-hooks';
+import { LOCAL_REMOTE } from '../../harness/local-remote';
 import type { ChildConnection } from '../../src/transports/child';
 import { exitOf, fdTableSettles, startHelperProcess, type HelperProcess } from '../util/processes';
+import { scaled } from '../util/time-scale';
+
+/** A via that stays the parent of the server, as ssh does. */
+const VIA = ['sh', '-c', '"$@"', 'sh'];
 
 const TRANSPORTS: TransportName[] = ['direct', 'worker', 'child', 'helper', 'pidfd'];
 const SPAWNED = new Set<TransportName>(['child', 'pidfd']);
@@ -81,6 +87,54 @@ async function closeAll(conn: Connection, source: number): Promise<void> {
   if (SPAWNED.has(conn.transport)) expect((await exitOf((conn as ChildConnection).child)).code).toBe(0);
 }
 
+const BAD_ENTRY_TEST =
+  'generated: a batch naming a number that is not open (closed, past the limit, up to 2^31 - 1) or one of fdbridge\'s own, anywhere in it ' +
+  '(several messages too): SystemError EBADF naming its index and number, nothing given, kept or left open here, the connection still usable';
+
+/** BAD_ENTRY_TEST on `transport`. */
+async function badEntryFailsTheBatch(transport: TransportName): Promise<void> {
+  const conn: Connection = await connect(transport, { command: PROBE_COMMAND, socketPath, ...(transport === 'remote' ? { via: VIA, serve: LOCAL_REMOTE.serve } : {}) });
+  const source = makeMemfd('typed-ebadf');
+  const closed = makeMemfd('typed-ebadf-closed');
+  closeFd(closed);
+  // One of fdbridge's own fds (a pin, registered as its own): refused as closed.
+  const own = holdOwnCopy(source);
+  try {
+    const sameProcess = conn.location.pid === process.pid;
+    const probe = conn.proxy<ProbeCommand>();
+    const table = sameProcess ? openFdTable() : new Map(await probe.openFds());
+    await fc.assert(
+      fc.asyncProperty(
+        // Past two messages' worth (253 each): the bad entry in the first, second or third.
+        fc.integer({ min: 0, max: 600 }),
+        fc.oneof(fc.constant(closed), fc.constant(own), fc.constant(0x7fffffff), fc.integer({ min: 0x7fffff00, max: 0x7fffffff }), fc.integer({ min: 1 << 20, max: 0x7fffffff })),
+        fc.nat(),
+        async (length, bad, at) => {
+          const here = openFdTable();
+          const batch = new Array<number>(length).fill(source);
+          const index = length === 0 ? 0 : at % (length + 1);
+          batch.splice(index, 0, bad);
+          const err = await outcome(conn.dupFileDescriptors(batch));
+          expect({ systemError: err instanceof SystemError, code: (err as { code?: unknown }).code, index: (err as SystemError).index, fd: (err as SystemError).fd }).toEqual({
+            systemError: true,
+            code: 'EBADF',
+            index,
+            fd: bad,
+          });
+          expect((err as Error).message).toContain(`fds[${index}] (${bad})`);
+          // Nothing of the batch left open here (the pieces that went out were released).
+          expect(await fdTableSettles(process.pid, here)).toBe('');
+        },
+      ),
+      { numRuns: transport === 'remote' ? 6 : 12, examples: [[300, closed, 260], [520, own, 510], [0, closed, 0]] },
+    );
+    await expectNothingKept(conn, table, source);
+  } finally {
+    closeFds([own]);
+    await closeAll(conn, source);
+  }
+}
+
 describe.each(TRANSPORTS)('%s transport', (transport) => {
   let helperBaseline: FdTable | undefined;
 
@@ -137,38 +191,15 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
     }
   });
 
-  test('a batch naming a number that is not open (closed, past the limit, up to 2^31 - 1) anywhere: SystemError EBADF, nothing kept over there', async () => {
-    const conn: Connection = await connect(transport, { command: PROBE_COMMAND, socketPath });
-    const source = makeMemfd('typed-ebadf');
-    const closed = makeMemfd('typed-ebadf-closed');
-    closeFd(closed);
-    try {
-      const sameProcess = conn.location.pid === process.pid;
-      const probe = conn.proxy<ProbeCommand>();
-      const table = sameProcess ? openFdTable() : new Map(await probe.openFds());
-      await fc.assert(
-        fc.asyncProperty(
-          fc.integer({ min: 0, max: 600 }),
-          fc.oneof(fc.constant(closed), fc.constant(0x7fffffff), fc.integer({ min: 0x7fffff00, max: 0x7fffffff }), fc.integer({ min: 1 << 20, max: 0x7fffffff })),
-          fc.nat(),
-          async (length, bad, at) => {
-            const batch = new Array<number>(length).fill(source);
-            batch.splice(length === 0 ? 0 : at % (length + 1), 0, bad);
-            const err = await outcome(conn.dupFileDescriptors(batch));
-            expect({ systemError: err instanceof SystemError, code: (err as { code?: unknown }).code }).toEqual({ systemError: true, code: 'EBADF' });
-          },
-        ),
-        { numRuns: 12 },
-      );
-      await expectNothingKept(conn, table, source);
-    } finally {
-      await closeAll(conn, source);
-    }
-  });
+  test(BAD_ENTRY_TEST, () => badEntryFailsTheBatch(transport));
 
   test('a command whose constructor throws: connect rejects with RemoteError(constructor) carrying what it threw', async () => {
     const err = await outcome(connect(transport, { command: THROWING, socketPath }));
     expect(err).toBeInstanceOf(RemoteError);
     expect(err).toMatchObject({ method: 'constructor', remote: { name: 'Error', code: 'E_REFUSES', message: 'this command refuses to start' } });
   });
+});
+
+describe('remote transport', () => {
+  test(BAD_ENTRY_TEST, () => badEntryFailsTheBatch('remote'), scaled(60_000));
 });
