@@ -6,7 +6,7 @@
  */
 import { isAbsolute, resolve } from 'node:path';
 
-import { connect } from '../../src';
+import { helperStatus } from '../../src/transports/helper';
 import type { CommandSpec } from '../../src/command';
 import { watchParent } from '../../src/parent-watch';
 import { warmRuntimeFds } from '../../src/runtime-fds';
@@ -17,7 +17,6 @@ import {
   HelperDaemon,
   MAX_UID,
   type HelperLimits,
-  type HelperStatus,
 } from '../../src/transports/helper-daemon';
 import { listenFdsFromSystemd, notifySystemd } from '../../src/transports/systemd';
 import { EXIT, parseSubcommandArgs, parseInteger, UsageError } from './usage';
@@ -103,13 +102,9 @@ export function parseCommands(args: readonly string[]): Record<string, CommandSp
 
 /** Asks the daemon at `socketPath` for its status (the built-in status command) and prints it. */
 async function printStatus(socketPath: string): Promise<number> {
-  const conn = await connect('helper', { command: { name: 'status' }, socketPath });
-  let s: HelperStatus;
-  try {
-    s = await conn.call<HelperStatus>('status');
-  } finally {
-    await conn.close();
-  }
+  // Bounded: a daemon that takes the connection and never answers fails
+  // --status with a TimeoutError, never hangs it.
+  const s = await helperStatus(socketPath);
   const hits = Object.entries(s.stats.quotaHits)
     .map(([k, v]) => `${k} ${v}`)
     .join(', ');

@@ -7,11 +7,11 @@ import { readFileSync } from 'node:fs';
 
 import type { ConnectOptions } from '../connection';
 import { commandRequest } from '../command';
-import { PeerRefusedError, SystemError, type PeerExit } from '../errors';
+import { PeerRefusedError, SystemError, TimeoutError, type PeerExit } from '../errors';
 import { closeFds } from '../fd';
 import { FRAME_SOCKET_OPTIONS } from '../protocol';
 import { UnixSocket } from '../socket';
-import { daemonOnThisThread, defaultHelperSocketPath, helperAddress, TAKEN_OVER_REFUSAL } from './helper-daemon';
+import { daemonOnThisThread, defaultHelperSocketPath, helperAddress, TAKEN_OVER_REFUSAL, type HelperStatus } from './helper-daemon';
 import { handshake, SocketConnection, WITH_FRAMES, type FdDelivery } from './socket-connection';
 
 function isAlive(pid: number): boolean {
@@ -142,5 +142,35 @@ async function openHelperOnce(options: ConnectOptions): Promise<SocketConnection
   } catch (err) {
     socket.close();
     throw err;
+  }
+}
+
+/** How long helperStatus waits by default for the daemon's answer (ms): connect and the call together. */
+export const HELPER_STATUS_TIMEOUT_MS = 10_000;
+
+/**
+ * The status of the helper daemon at `socketPath` (its built-in `status`
+ * command, as `fdbridge helper --status` asks for it). A daemon that does
+ * not answer within `timeoutMs`, the handshake and the call together,
+ * fails it with a TimeoutError: one that accepts and answers HELLO but
+ * never the call (its event loop stuck, a fake at the socket) does not
+ * hang the caller. The connection is closed either way (a silent daemon's
+ * CLOSED is waited for at most the close's own grace).
+ */
+export async function helperStatus(socketPath: string, timeoutMs = HELPER_STATUS_TIMEOUT_MS): Promise<HelperStatus> {
+  const deadline = Date.now() + timeoutMs;
+  const conn = await openHelper({ command: { name: 'status' }, socketPath, timeoutMs });
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new TimeoutError(`status: the helper daemon at ${socketPath} did not answer within ${timeoutMs} ms (it took the connection, not the call)`)),
+        Math.max(0, deadline - Date.now()),
+      );
+    });
+    return await Promise.race([conn.call<HelperStatus>('status'), late]);
+  } finally {
+    clearTimeout(timer);
+    await conn.close();
   }
 }

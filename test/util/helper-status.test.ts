@@ -10,6 +10,11 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 
 import { HelperDaemon } from '../../src';
+import { closeFds } from '../../src/fd';
+import { encodeJson, FrameType } from '../../src/protocol';
+import { UnixServer, type UnixSocket } from '../../src/socket';
+import { helperStatus } from '../../src/transports/helper';
+import { runCli } from './processes';
 import { TimeoutError } from '../../src/errors';
 import { STATUS_WHEN_GUARD_MS, statusWhen } from './helper-status';
 import { scaled } from './time-scale';
@@ -68,3 +73,63 @@ test("every test file waiting with statusWhen gives its tests limits scaled as t
   expect(limits).toBeGreaterThan(0);
   expect(wrong).toEqual([]);
 });
+
+/**
+ * A fake daemon at an abstract name of its own that takes every connection
+ * and stays silent: before READY (`silentFrom: 'hello'`), or once it has
+ * answered HELLO with READY, to every call after it (`'call'`), as a
+ * daemon whose event loop got stuck between the two would.
+ */
+function silentDaemon(silentFrom: 'hello' | 'call'): { socketPath: string; close(): void } {
+  const name = `fdbridge-silent-status-${process.pid}-${silentFrom}`;
+  const server = UnixServer.listen({ abstract: name }, { kind: 'seqpacket' });
+  const accepted: UnixSocket[] = [];
+  server.onConnection((_err, socket) => {
+    if (!socket) return;
+    accepted.push(socket);
+    socket.setMessageHandler((err, data, fds) => {
+      closeFds(fds ?? []);
+      if (err || !data) return;
+      if (silentFrom === 'call' && data[0] === FrameType.HELLO) {
+        void socket.send(encodeJson(FrameType.READY, 0, { pid: process.pid, threadId: 0 })).catch(() => undefined);
+      }
+    });
+  });
+  return {
+    socketPath: `@${name}`,
+    close() {
+      for (const s of accepted) s.close();
+      server.close();
+    },
+  };
+}
+
+test("generated: helperStatus (statusOf's, fdbridge helper --status's) of a daemon that takes the connection and never answers, before READY or after it, rejects with a TimeoutError naming the daemon", async () => {
+  const daemons = { hello: silentDaemon('hello'), call: silentDaemon('call') };
+  try {
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom('hello' as const, 'call' as const), fc.integer({ min: 20, max: 300 }), async (silentFrom, timeoutMs) => {
+        const { socketPath } = daemons[silentFrom];
+        const err = await helperStatus(socketPath, timeoutMs).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(TimeoutError);
+        expect((err as Error).message).toContain(socketPath);
+        expect((err as Error).message).toContain(`${timeoutMs} ms`);
+      }),
+      { numRuns: 6, examples: [['call', 50], ['hello', 50]] },
+    );
+  } finally {
+    daemons.hello.close();
+    daemons.call.close();
+  }
+}, scaled(120_000));
+
+test('fdbridge helper --status against a daemon that answers HELLO and never the call: fails with a TimeoutError, does not hang', async () => {
+  const daemon = silentDaemon('call');
+  try {
+    const run = await runCli(['helper', '--status', '--socket', daemon.socketPath]);
+    expect(run.code).not.toBe(0);
+    expect(run.stderr).toContain(`the helper daemon at ${daemon.socketPath} did not answer`);
+  } finally {
+    daemon.close();
+  }
+}, scaled(120_000));

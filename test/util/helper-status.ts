@@ -1,17 +1,20 @@
 /** Test utilities: a helper daemon's status, as `fdbridge helper --status` asks for it, and clients served by one. */
 import { connect, HelperDaemon, LOG_COMMAND, PROBE_COMMAND, type HelperOptions, type HelperStatus } from '../../src';
 import { TimeoutError } from '../../src/errors';
+import { helperStatus } from '../../src/transports/helper';
 import { scaled } from './time-scale';
 
-/** The status of the daemon at `socketPath` (a typed timeout from connect fails a daemon whose loop is stuck). */
-export async function statusOf(socketPath: string): Promise<HelperStatus> {
-  const conn = await connect('helper', { command: { name: 'status' }, socketPath, timeoutMs: 20000 });
-  try {
-    return await conn.call<HelperStatus>('status');
-  } finally {
-    await conn.close();
-  }
+/**
+ * The status of the daemon at `socketPath` (helperStatus: a daemon whose
+ * loop is stuck, before the handshake or after it, fails with its typed
+ * timeout; a hang guard, scaled, never a time the tests check).
+ */
+export function statusOf(socketPath: string): Promise<HelperStatus> {
+  return helperStatus(socketPath, STATUS_OF_GUARD_MS);
 }
+
+/** How long statusOf waits for one status: a hang guard, scaled (time-scale.ts), below statusWhen's. */
+export const STATUS_OF_GUARD_MS = scaled(20_000);
 
 /**
  * How long statusWhen asks before it takes the wait for a hang: a hang
