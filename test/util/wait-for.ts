@@ -1,0 +1,71 @@
+/**
+ * Bounded waits for a state the test looks at (a thread's system call, a
+ * process's output): each wait ends by itself past a hang guard, with a
+ * TimeoutError that says what it waited for and the last state it saw,
+ * instead of a test stuck until jest's own limit, its clean-up cut short
+ * and nothing said of where it stood. The guards only guard against a
+ * hang (scaled, time-scale.ts, as statusWhen's is); no test checks them.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import { TimeoutError } from '../../src/errors';
+
+/**
+ * The time one test's waits share: each wait gets what is left of it, so
+ * that the waits of a test together stay under its jest limit (the test
+ * gives a limit above `ms`) and the first one a hang keeps waiting is the
+ * one that reports it, while the clean-up still has time to run.
+ */
+export class HangGuard {
+  readonly #deadline: number;
+  readonly ms: number;
+
+  constructor(ms: number) {
+    this.ms = ms;
+    this.#deadline = Date.now() + ms;
+  }
+
+  /** What is left of the guard's time (ms, 0 once it has run out). */
+  get leftMs(): number {
+    return Math.max(0, this.#deadline - Date.now());
+  }
+
+  /**
+   * Looks (`look()`) every `pollMs` until `ok` holds of what it saw;
+   * resolves with that. Past the guard: a TimeoutError naming `what` and
+   * the last thing seen (`describe`d, JSON by default).
+   */
+  async until<T>(what: string, look: () => T, ok: (seen: T) => boolean, options: { pollMs?: number; describe?: (seen: T) => string } = {}): Promise<T> {
+    const describe = options.describe ?? ((seen: T) => JSON.stringify(seen));
+    let looks = 0;
+    for (;;) {
+      const seen = look();
+      looks++;
+      if (ok(seen)) return seen;
+      if (this.leftMs === 0) {
+        throw new TimeoutError(`${what}: not within the hang guard (${this.ms} ms, ${looks} looks); the last state seen: ${describe(seen)}`);
+      }
+      await sleep(Math.min(options.pollMs ?? 20, Math.max(1, this.leftMs)));
+    }
+  }
+
+  /**
+   * `settles`, or past the guard a TimeoutError naming `what` and the state
+   * `state()` tells then (what the wait was waiting on: a process's output,
+   * a thread's system call).
+   */
+  async within<T>(settles: Promise<T>, what: string, state: () => string = () => 'nothing said'): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new TimeoutError(`${what}: not within the hang guard (${this.ms} ms); the last state seen: ${state()}`)),
+        this.leftMs,
+      );
+    });
+    try {
+      return await Promise.race([settles, late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
