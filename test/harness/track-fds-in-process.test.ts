@@ -272,3 +272,29 @@ test('a worker started during a tracked check and outliving it writes no record 
     }
     expect(diffFdTables(before, openFdTable()).opened.map((e) => e.fd)).toEqual([logFd]);
   }));
+
+test('the recorder is installed once in a thread: in each of tracked checks one after another, an open is recorded once and its close once', () =>
+  closing(async () => {
+    const counts: { opened: number; closed: number }[] = [];
+    for (let i = 0; i < 3; i++) {
+      await checkFdLeaks(
+        () => {
+          const path = join(dir, `once-${i}`);
+          const fd = openSync(path, 'w');
+          closeSync(fd);
+          const records = readFileSync(join(process.env['FDBRIDGE_FDTRACK_DIR']!, `js-${process.pid}.log`), 'utf8')
+            .split('\n')
+            .filter((l) => l !== '')
+            .map((l) => JSON.parse(l) as { fd: number; target?: string; closed?: true });
+          const at = records.findIndex((r) => r.target === path);
+          counts.push({
+            opened: records.filter((r) => r.target === path).length,
+            closed: records.slice(at + 1).filter((r) => r.fd === fd && r.closed).length,
+          });
+        },
+        { trackFds: true, settleMs: 0 },
+      );
+    }
+    // Wrapped again at each check's start, each call would be recorded once more per check before it.
+    expect(counts).toEqual([1, 2, 3].map(() => ({ opened: 1, closed: 1 })));
+  }));
