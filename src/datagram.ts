@@ -27,6 +27,7 @@ import {
   checkWhenFull,
   parseAddress,
   UnixSocket,
+  wrapOwnSocket,
   type Credentials,
   type OwnSocketOption,
   type ReceiveOptions,
@@ -177,7 +178,7 @@ export class DatagramSocket<C extends boolean = false> {
     whenFull: WhenFull,
     options: DatagramSocketOptions<C>,
   ) {
-    this.#socket = new UnixSocket(fd, 'dgram', {
+    this.#socket = wrapOwnSocket(fd, 'dgram', {
       maxFds: options.maxFds,
       bufferSize: options.bufferSize,
       sendQueueLimit: options.sendQueueLimit,

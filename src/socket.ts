@@ -7,6 +7,8 @@
  * belong to whoever received it; closing a socket closes every received fd
  * that nobody claimed.
  */
+import { constants as osConstants } from 'node:os';
+
 import { ClosedError, EofError, PeerGoneError, SystemError, TimeoutError } from './errors';
 import { closeFds, handedOver, OwnedFd, validateFds } from './fd';
 import { constants, native, type NativeExitWatch, type NativeMessageCallback, type NativeSocket } from './native';
@@ -297,6 +299,46 @@ class BufferedError {
   constructor(readonly error: Error) {}
 }
 
+/**
+ * Set while fdbridge wraps a socket of its own (wrapOwnSocket): the one
+ * way to a UnixSocket of a number its registry holds.
+ */
+let wrappingOwn = false;
+
+/**
+ * A number fdbridge's registry holds (native/fd_ops.h: a connection's
+ * socket, a helper daemon's listening or accepted socket, a pin) already
+ * has its owner: a second object taking it over (`new UnixSocket(fd)`,
+ * `UnixServer.fromListeningFd(fd)`) would close the number again when it
+ * closes, after the first did, when another file may hold it. Refused as
+ * every number of fdbridge's own is where a caller names an fd: a
+ * SystemError EBADF, nothing done with the fd.
+ */
+function refuseOwnFd(fd: number, operation: string): void {
+  if (Number.isInteger(fd) && fd >= 0 && fd <= 0x7fffffff && native.registration(fd) !== 0) {
+    throw new SystemError(
+      osConstants.errno.EBADF,
+      operation,
+      `${operation}: fd ${fd} is one of fdbridge's own (a connection's or a daemon's socket, a pin): it has its owner, ` +
+        'which closes it; a second owner would close the number again, another file by then perhaps',
+    );
+  }
+}
+
+/**
+ * `new UnixSocket(fd, kind, options)` of a socket fdbridge made for itself
+ * (registered as its own: `own` pairs, connections and accepted sockets, a
+ * child's end): the one owner its registration is for.
+ */
+export function wrapOwnSocket(fd: number, kind?: SocketKind, options?: UnixSocketOptions): UnixSocket {
+  wrappingOwn = true;
+  try {
+    return new UnixSocket(fd, kind, options);
+  } finally {
+    wrappingOwn = false;
+  }
+}
+
 /** One connected (or socketpair) Unix domain socket. */
 export class UnixSocket {
   readonly kind: SocketKind;
@@ -325,8 +367,8 @@ export class UnixSocket {
     const [a, b] = native.socketpair(kindToType(kind), options?.own === true);
     let first: UnixSocket | undefined;
     try {
-      first = new UnixSocket(a, kind, options);
-      return [first, new UnixSocket(b, kind, options)];
+      first = wrapOwnSocket(a, kind, options);
+      return [first, wrapOwnSocket(b, kind, options)];
     } catch (err) {
       if (first) first.close();
       else closeFds([a]);
@@ -356,7 +398,7 @@ export class UnixSocket {
         continue;
       }
       try {
-        return new UnixSocket(fd, kind, options);
+        return wrapOwnSocket(fd, kind, options);
       } catch (err) {
         // Bad options (or a failed poll setup): the connected fd is still
         // ours, and what the server sent on it already is in its queue.
@@ -372,6 +414,9 @@ export class UnixSocket {
    * caller's to close.
    */
   constructor(fd: number, kind?: SocketKind, options?: UnixSocketOptions) {
+    const own = wrappingOwn;
+    wrappingOwn = false;
+    if (!own) refuseOwnFd(fd, 'new UnixSocket');
     this.kind = kind ?? typeToKind(native.socketType(fd));
     this.#queueLimit = options?.sendQueueLimit ?? DEFAULT_SEND_QUEUE_LIMIT;
     const batch = options?.batchMessages === true;
@@ -878,6 +923,7 @@ export class UnixServer {
       sendQueueLimit: options.sendQueueLimit,
     };
     if (listeningFd !== undefined) {
+      refuseOwnFd(listeningFd, 'fromListeningFd');
       checkListeningFd(listeningFd, this.kind);
       native.setCloexec(listeningFd, true);
       native.setNonblock(listeningFd, true);
@@ -997,7 +1043,7 @@ export class UnixServer {
     let socket: UnixSocket | undefined;
     if (!err && fd !== undefined) {
       try {
-        socket = new UnixSocket(fd, this.kind, this.#options);
+        socket = wrapOwnSocket(fd, this.kind, this.#options);
       } catch (e) {
         // Its queue may hold what its client sent before it was accepted.
         this.#native.closeAccepted(fd);

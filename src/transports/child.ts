@@ -15,7 +15,7 @@ import { PeerExitedError, type PeerExit } from '../errors';
 import { constants, native } from '../native';
 import { requireDistFile } from '../paths';
 import { FRAME_SOCKET_OPTIONS, type ReadyPayload } from '../protocol';
-import { UnixSocket } from '../socket';
+import { wrapOwnSocket, type UnixSocket } from '../socket';
 import { invalidType, validateInteger } from '../validate';
 import { handshake, SocketConnection, type FdDelivery, type HelloRequest } from './socket-connection';
 
@@ -90,7 +90,7 @@ export async function spawnCommandProcess(
   let socket: UnixSocket;
   let child: ChildProcess;
   try {
-    socket = new UnixSocket(mine, 'seqpacket', { ...FRAME_SOCKET_OPTIONS, sendQueueLimit: options.sendQueueLimit });
+    socket = wrapOwnSocket(mine, 'seqpacket', { ...FRAME_SOCKET_OPTIONS, sendQueueLimit: options.sendQueueLimit });
   } catch (err) {
     native.close(mine);
     native.close(theirs);

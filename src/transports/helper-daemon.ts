@@ -23,7 +23,7 @@ import { closeFds, closesSettled, peerCloseOwner } from '../fd';
 import { HELPER_DAEMONS, STATUS_COMMAND } from '../commands/status-command';
 import { encodeJson, FrameType, FRAME_SOCKET_OPTIONS, MAX_FDS_PER_FRAME } from '../protocol';
 import { native, type NativeExitWatch, type NativeFdBudget } from '../native';
-import { parseAddress, UnixServer, UnixSocket, type SocketAddress } from '../socket';
+import { parseAddress, UnixServer, wrapOwnSocket, type SocketAddress, type UnixSocket } from '../socket';
 import { bindReplacingStale, checkSocketDirectory, ensurePrivateDir } from '../socket-file';
 import { invalidType, validateInteger } from '../validate';
 import { mayHoldFds, refuseFds, refuseFdsOn } from './refuse-fds';
@@ -489,7 +489,7 @@ export class HelperDaemon {
     const sockets: UnixSocket[] = [];
     for (const fd of queued) {
       try {
-        sockets.push(new UnixSocket(fd, 'seqpacket', SERVED_SOCKET_OPTIONS));
+        sockets.push(wrapOwnSocket(fd, 'seqpacket', SERVED_SOCKET_OPTIONS));
       } catch (err) {
         native.closeConnection(fd, this.#closeOwnerOf(peerUid(fd)));
         this.#log(`a connection queued before the takeover could not be served: ${(err as Error).message}`);

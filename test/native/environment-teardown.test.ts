@@ -13,7 +13,7 @@
 import { Worker } from 'node:worker_threads';
 
 import { fdIdentity, openFdTable } from '../../src/fd';
-import { UnixSocket } from '../../src/socket';
+import { wrapOwnSocket } from '../../src/socket';
 import { native } from './binding';
 import { distFile, expectFdTable, withScope } from './helpers';
 
@@ -77,9 +77,9 @@ test("an fd of the worker's that a socket of this thread took is the socket's: o
     );
     const [x, y] = await new Promise<[number, number]>((resolve) => worker.once('message', resolve));
     // Taken over while the worker lives; it is terminated afterwards.
-    const left = new UnixSocket(x, 'seqpacket');
+    const left = wrapOwnSocket(x, 'seqpacket');
     s.defer(() => left.close());
-    const right = new UnixSocket(y, 'seqpacket');
+    const right = wrapOwnSocket(y, 'seqpacket');
     s.defer(() => right.close());
     await worker.terminate();
     while (native.backgroundClosesPending() > 0) await new Promise((r) => setTimeout(r, 10));

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 
 import { closeFd, closeFds, dupFd, fdLimit, openFdTable } from '../../src/fd';
 import { native } from './binding';
-import { UnixServer, UnixSocket } from '../../src/socket';
+import { UnixServer, UnixSocket, wrapOwnSocket } from '../../src/socket';
 import { expectSystemError, thrown, withScope } from './helpers';
 
 const FIXTURE = join(__dirname, 'fd-floor-limits.js');
@@ -121,7 +121,8 @@ test("the library's own sockets (own: true) are numbered above the floor and reg
     const [o1, o2] = native.socketpair(native.constants.SOCK_SEQPACKET, true) as [number, number];
     const [p1, p2] = native.socketpair(native.constants.SOCK_SEQPACKET, false) as [number, number];
     const unbound = native.dgramSocket(true);
-    const mine = s.add(new UnixSocket(o1, 'seqpacket'));
+    // An own pair's end: fdbridge's wrap of it (wrapOwnSocket), the one owner its registration is for.
+    const mine = s.add(wrapOwnSocket(o1, 'seqpacket'));
     const theirs = s.add(new UnixSocket(p1, 'seqpacket'));
     try {
       expect([o1, o2, unbound].filter((fd) => fd < floor)).toEqual([]);

@@ -19,7 +19,7 @@ import { killIfSpawned } from '../../src/child-process';
 import { DatagramSocket } from '../../src/datagram';
 import { closeFds, closesSettled, fdIdentity, openFdTable } from '../../src/fd';
 import { fdRegistration } from '../../src/test-hooks';
-import { UnixSocket } from '../../src/socket';
+import { UnixSocket, wrapOwnSocket } from '../../src/socket';
 import { openAt } from '../util/open-at';
 import { fdTableSettles } from '../util/processes';
 import { registeredFds, registeredSince } from '../util/registered-fds';
@@ -121,7 +121,7 @@ function newWatch(pidfd: number, onExit: () => void) {
 function pump(inFd: number): { pump: ReturnType<typeof makePump>; frames: UnixSocket; close: () => Promise<void> } {
   const [out, framesEnd] = native.socketpair(STREAM, true);
   const p = makePump(inFd, out);
-  const frames = new UnixSocket(framesEnd, 'stream');
+  const frames = wrapOwnSocket(framesEnd, 'stream');
   return {
     pump: p,
     frames,

@@ -19,7 +19,7 @@ import fc from 'fast-check';
 
 import { TimeoutError } from '../../src/errors';
 import { closeFds, closesSettled, fdIdentity, makeMemfd } from '../../src/fd';
-import { nativeSocketOf, UnixSocket } from '../../src/socket';
+import { nativeSocketOf, UnixSocket, wrapOwnSocket } from '../../src/socket';
 import { DIST_SRC } from '../util/nobody';
 import { openAt } from '../util/open-at';
 import { scaled } from '../util/time-scale';
@@ -67,8 +67,8 @@ const sameIdentity = (fd: number): string => {
 
 async function runCase(c: Case): Promise<void> {
   const [a, b] = native.socketpair(SEQPACKET, true);
-  const old = new UnixSocket(a, 'seqpacket');
-  const oldPeer = new UnixSocket(b, 'seqpacket');
+  const old = wrapOwnSocket(a, 'seqpacket');
+  const oldPeer = wrapOwnSocket(b, 'seqpacket');
   const oldGot: string[] = [];
   const cleanups: Array<() => void> = [() => old.close(), () => oldPeer.close()];
   try {
@@ -92,7 +92,7 @@ async function runCase(c: Case): Promise<void> {
       freshPeer = undefined;
     } else {
       try {
-        fresh = new UnixSocket(n, 'seqpacket');
+        fresh = wrapOwnSocket(n, 'seqpacket');
       } catch (err) {
         closeFds([n, np]);
         throw err;
@@ -101,7 +101,7 @@ async function runCase(c: Case): Promise<void> {
       cleanups.push(() => made.close());
     }
     if (c.taker !== 'fdbridge-fd') {
-      freshPeer = new UnixSocket(np, 'seqpacket');
+      freshPeer = wrapOwnSocket(np, 'seqpacket');
       const peer = freshPeer;
       cleanups.push(() => peer.close());
     }

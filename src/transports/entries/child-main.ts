@@ -6,7 +6,7 @@ import { dropSpawnToken } from '../../child-process';
 import { native } from '../../native';
 import { warmRuntimeFds } from '../../runtime-fds';
 import { FRAME_SOCKET_OPTIONS } from '../../protocol';
-import { UnixSocket } from '../../socket';
+import { wrapOwnSocket } from '../../socket';
 import { CHILD_SOCKET_FD } from '../child';
 import { serveConnection } from '../serve';
 
@@ -24,7 +24,7 @@ warmRuntimeFds();
 // command closed), a command naming it is refused, and the fds it receives
 // are registered as they arrive (native/scm_rights.h, ScmRecv's `own`).
 native.own(CHILD_SOCKET_FD);
-const socket = new UnixSocket(CHILD_SOCKET_FD, 'seqpacket', { ...FRAME_SOCKET_OPTIONS });
+const socket = wrapOwnSocket(CHILD_SOCKET_FD, 'seqpacket', { ...FRAME_SOCKET_OPTIONS });
 serveConnection(socket, {
   transport: 'child',
   onEnd: (reason) => {

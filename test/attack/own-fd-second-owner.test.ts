@@ -1,0 +1,111 @@
+/**
+ * A number fdbridge holds for itself (its registry: a connection's socket,
+ * a helper daemon's listening socket, an `own` socket pair's end, a pin)
+ * has one owner, which closes it. Naming it to make a second owner
+ * (`new UnixSocket(fd)`, `UnixServer.fromListeningFd(fd)`) is refused as
+ * every number of fdbridge's own is where a caller names an fd: a
+ * SystemError EBADF, the fd left as it was and its owner still working.
+ * Taken, the second owner would close the number again when it closes,
+ * after the first did, when another file (another connection's, the
+ * program's) may hold it.
+ */
+import fc from 'fast-check';
+
+import { connect, HelperDaemon, PROBE_COMMAND, SystemError, type Connection } from '../../src';
+import { closeFds, fdIdentity, makeMemfd, openFdTable } from '../../src/fd';
+import { holdOwnCopy } from '../../src/test-hooks';
+import { rawSocketPair } from '../../src/testing';
+import { UnixServer, UnixSocket } from '../../src/socket';
+import { fdTableSettles } from '../util/processes';
+import { registeredFds, registeredSince } from '../util/registered-fds';
+
+type OwnKind = 'child connection socket' | 'helper daemon listening socket' | 'own socket pair end' | 'pin';
+
+/** One fd of fdbridge's own of `kind`, with what shows its owner still works, and its end. */
+async function ownFd(kind: OwnKind): Promise<{ fd: number; works(): Promise<void>; end(): Promise<void> }> {
+  const had = registeredFds();
+  switch (kind) {
+    case 'child connection socket': {
+      const conn: Connection = await connect('child', { command: PROBE_COMMAND });
+      const fd = [...registeredSince(had)].find(([, target]) => target.startsWith('socket:'))?.[0];
+      if (fd === undefined) throw new Error('the child connection registered no socket');
+      return { fd, works: async () => void expect(await conn.call('echo', 'still')).toBe('still'), end: () => conn.close() };
+    }
+    case 'helper daemon listening socket': {
+      const daemon = HelperDaemon.start({ diagnostics: true, socketPath: `@fdbridge-own-fd-second-owner-${process.pid}` });
+      const fd = [...registeredSince(had)].find(([, target]) => target.startsWith('socket:'))?.[0];
+      if (fd === undefined) throw new Error('the daemon registered no listening socket');
+      return {
+        fd,
+        works: async () => {
+          const c = await connect('helper', { command: PROBE_COMMAND, socketPath: daemon.socketPath });
+          expect(await c.call('echo', 'served')).toBe('served');
+          await c.close();
+        },
+        end: () => daemon.close(),
+      };
+    }
+    case 'own socket pair end': {
+      const [a, b] = UnixSocket.pair('seqpacket', { own: true });
+      return {
+        fd: a.fd,
+        works: async () => {
+          await a.send(Buffer.from('x'));
+          expect((await b.receive()).data.toString()).toBe('x');
+        },
+        end: async () => {
+          a.close();
+          b.close();
+        },
+      };
+    }
+    case 'pin': {
+      const memfd = makeMemfd('own-fd-second-owner');
+      const pin = holdOwnCopy(memfd);
+      return {
+        fd: pin,
+        works: async () => void expect(fdIdentity(pin)).toEqual(fdIdentity(memfd)),
+        end: async () => void closeFds([pin, memfd]),
+      };
+    }
+  }
+}
+
+test("generated: new UnixSocket and UnixServer.fromListeningFd of one of fdbridge's own fds: SystemError EBADF, the fd as it was and its owner working", async () => {
+  const before = openFdTable();
+  await fc.assert(
+    fc.asyncProperty(
+      fc.constantFrom<OwnKind>('child connection socket', 'helper daemon listening socket', 'own socket pair end', 'pin'),
+      fc.constantFrom('new UnixSocket', 'new UnixSocket (kind given)', 'fromListeningFd'),
+      async (kind, operation) => {
+        const own = await ownFd(kind);
+        try {
+          const file = fdIdentity(own.fd);
+          const err = await (async () => {
+            if (operation === 'new UnixSocket') return new UnixSocket(own.fd);
+            if (operation === 'new UnixSocket (kind given)') return new UnixSocket(own.fd, 'seqpacket');
+            return UnixServer.fromListeningFd(own.fd, 'taken', { kind: 'seqpacket' });
+          })().catch((e: unknown) => e);
+          expect({ systemError: err instanceof SystemError, code: (err as { code?: unknown }).code }).toEqual({ systemError: true, code: 'EBADF' });
+          expect((err as Error).message).toContain(`fd ${own.fd} is one of fdbridge's own`);
+          expect(fdIdentity(own.fd)).toEqual(file);
+          await own.works();
+        } finally {
+          await own.end();
+        }
+      },
+    ),
+    { numRuns: 16 },
+  );
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+});
+
+test('a socket of the caller\'s own (not registered) is still taken: new UnixSocket of a raw pair end works and closes it', async () => {
+  const [a, b] = rawSocketPair('seqpacket');
+  const sa = new UnixSocket(a, 'seqpacket');
+  const sb = new UnixSocket(b);
+  await sa.send(Buffer.from('mine'));
+  expect((await sb.receive()).data.toString()).toBe('mine');
+  sa.close();
+  sb.close();
+});
