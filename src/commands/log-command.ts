@@ -108,7 +108,9 @@ export class LogCommand {
    */
   redirectLogToFd(fd: number): void {
     this.context.adoptFd(fd);
-    this.#logTo(fd);
+    const notClosed = this.#logTo(fd);
+    // The log goes to `fd` now; the call says what it could not close.
+    if (notClosed) throw notClosed;
   }
 
   /**
@@ -143,22 +145,51 @@ export class LogCommand {
 
   #onRedirect(sock: DatagramSocket, d: Datagram): void {
     const ok = d.data.toString() === 'redirect' && d.fds.length === 1;
-    if (ok) this.#logTo(d.fds[0]!);
-    else void this.context.closeClientFds(d.fds);
+    const notClosed = ok ? this.#logTo(d.fds[0]!) : this.#closeClient(d.fds);
     if (d.from === null) return; // an unbound sender cannot be answered
-    const answer = ok ? 'ok' : `refused: expected "redirect" with one fd, got ${d.data.length} bytes and ${d.fds.length} fd(s)`;
+    const answer =
+      (ok ? 'ok' : `refused: expected "redirect" with one fd, got ${d.data.length} bytes and ${d.fds.length} fd(s)`) +
+      (notClosed ? `; ${notClosed.message}` : '');
     // Never wait on a client that does not read its answers: it has its own deadline.
     sock.sendTo(d.from, Buffer.from(answer), [], { whenFull: 'fail' }).catch(() => undefined);
   }
 
-  #logTo(fd: number): void {
+  /** Sends the log to `fd` and closes the log fd before it; returns what it could not close (#closeClient). */
+  #logTo(fd: number): Error | undefined {
     const previous = this.#owned ? this.#fd : -1;
     this.#fd = fd;
     this.#owned = true;
     // closeClientFds, not fs.closeSync: in a worker, Node tracks the fds fs
     // opened and warns about closing one it did not open. A line being
     // written has a copy of its own (laneWrite).
-    if (previous >= 0) void this.context.closeClientFds([previous]);
+    // The same number: the previous fd was closed behind fdbridge's back and
+    // this one took its number, so there is nothing of the previous to close.
+    return previous >= 0 && previous !== fd ? this.#closeClient([previous]) : undefined;
+  }
+
+  /**
+   * Closes `fds`, the client's (closeClientFds), each on its own so that
+   * one refused leaves none of the others open; returns the refusal (a
+   * SystemError EBADF naming each number refused), never throws. A refused
+   * number is not the command's any more: whoever closed its fd behind
+   * fdbridge's back (other code of the process) closed it, and whatever
+   * holds the number now is not the command's to close. The command
+   * forgets it and says so to its caller (the call's error, a redirect's
+   * answer, close()'s error): a refusal thrown out of a datagram's handler
+   * would end the process, a helper daemon shared by every client.
+   */
+  #closeClient(fds: readonly number[]): Error | undefined {
+    const refused: string[] = [];
+    for (const fd of fds) {
+      try {
+        // Resolves once closed or given up on (HeldCopies.settled); a host's own close may reject.
+        this.context.closeClientFds([fd]).catch(() => undefined);
+      } catch (err) {
+        refused.push((err as Error).message);
+      }
+    }
+    if (refused.length === 0) return undefined;
+    return new SystemError(osConstants.errno.EBADF, 'closeClientFds', `log: ${refused.join('; ')}`);
   }
 
   /**
@@ -229,7 +260,9 @@ export class LogCommand {
     this.#redirects = undefined;
     if (this.#owned) {
       this.#owned = false;
-      void this.context.closeClientFds([this.#fd]);
+      // Everything else is closed by now; the host reports what was not.
+      const notClosed = this.#closeClient([this.#fd]);
+      if (notClosed) throw notClosed;
     }
   }
 }
