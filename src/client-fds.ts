@@ -19,7 +19,7 @@ import { constants as osConstants } from 'node:os';
 
 import { SystemError } from './errors';
 import { native, type FileKey } from './native';
-import { maxFdSlots } from './transports/shared-ledger';
+import { growAtLeast, maxFdSlots } from './transports/shared-ledger';
 
 /** The file at `fd` now (device and inode), undefined for a free number. */
 export function fileAt(fd: number): FileKey | undefined {
@@ -70,14 +70,21 @@ export class ClientFds {
    * from now on.
    */
   hold(fds: readonly number[]): void {
+    this.makeRoom(fds);
     for (const fd of fds) {
-      if (1 + fd >= this.#stamps.length) {
-        const buffer = this.#stamps.buffer as SharedArrayBuffer;
-        buffer.grow(Math.min(buffer.maxByteLength, Math.max(4 * (2 + fd), 2 * buffer.byteLength)));
-      }
       Atomics.store(this.#stamps, 1 + fd, this.#id);
       this.#files.set(fd, fileAt(fd));
     }
+  }
+
+  /**
+   * Makes room for `fds`' stamps, so that hold(fds) throws nothing: before
+   * an adoption, which cannot be undone once made (a RangeError after it
+   * would leave the adopted fd open and nobody's).
+   */
+  makeRoom(fds: readonly number[]): void {
+    const top = Math.max(-1, ...fds);
+    if (1 + top >= this.#stamps.length) growAtLeast(this.#stamps.buffer as SharedArrayBuffer, 4 * (2 + top));
   }
 
   /**

@@ -380,6 +380,8 @@ export class CommandHost {
       ...(peer ? { peer: Object.freeze({ pid: peer.pid, uid: peer.uid, gid: peer.gid }) } : {}),
       adoptFd(fd: number): number {
         if (!Number.isInteger(fd) || fd < 0) throw new RangeError(`adoptFd: ${fd} is not an fd`);
+        // Nothing may fail once the ledger has handed the fd over.
+        clientFds.makeRoom([fd]);
         // The ledger hands it over: the command's now, a caller may name it.
         // One whose copy is no longer at its number (the command closed it
         // itself) is not: whatever is there now is not the client's.

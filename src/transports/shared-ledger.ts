@@ -24,6 +24,29 @@ export function maxFdSlots(): number {
   }
 }
 
+/**
+ * Grows `buffer`, a growable SharedArrayBuffer that threads share, to at
+ * least `bytes` (at most its maxByteLength): to twice its length if that is
+ * more, so that numbers rising one by one grow it rarely. Another thread
+ * may grow it between this one's look at its length and its grow, further
+ * than this one asks; grow then throws a RangeError (it never shrinks),
+ * which is no failure when the buffer is as large as asked by now: looked
+ * at again, and grown again while it is still too small. Any other failure
+ * is thrown.
+ */
+export function growAtLeast(buffer: SharedArrayBuffer, bytes: number): void {
+  const wanted = Math.min(buffer.maxByteLength, bytes);
+  while (buffer.byteLength < wanted) {
+    const to = Math.min(buffer.maxByteLength, Math.max(wanted, 2 * buffer.byteLength));
+    try {
+      buffer.grow(to);
+    } catch (err) {
+      // Grown past `to` by another thread meanwhile: the loop looks again.
+      if (!(err instanceof RangeError) || buffer.byteLength < to) throw err;
+    }
+  }
+}
+
 export class SharedFdLedger extends GivenCopiesLedger {
   readonly buffer: SharedArrayBuffer;
   #view: Uint8Array;
@@ -54,9 +77,7 @@ export class SharedFdLedger extends GivenCopiesLedger {
   }
 
   add(fd: number): void {
-    if (fd >= this.#view.length) {
-      this.buffer.grow(Math.min(this.buffer.maxByteLength, Math.max(fd + 1, this.#view.length * 2)));
-    }
+    if (fd >= this.#view.length) growAtLeast(this.buffer, fd + 1);
     Atomics.store(this.#view, fd, GIVEN);
   }
 
