@@ -13,15 +13,17 @@ import { execFile } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 import fc from 'fast-check';
 
-import { checkFdLeaks, connect, DatagramSocket, HelperDaemon, PROBE_COMMAND, RemoteError, type Connection } from '../../src';
+import { checkFdLeaks, connect, DatagramSocket, HelperDaemon, PROBE_COMMAND, RemoteError, TimeoutError, type Connection } from '../../src';
 import { closeFds, makeMemfd, openFdTable } from '../../src/fd';
 import { fillUpTo } from '../util/fill-up-to';
 import { DIST_SRC } from '../util/nobody';
 import { openAt } from '../util/open-at';
 import { scaled } from '../util/time-scale';
+import { HangGuard } from '../util/wait-for';
 
 const TRANSPORTS = ['direct', 'worker', 'child', 'helper', 'pidfd', 'remote'] as const;
 type Transport = (typeof TRANSPORTS)[number];
@@ -54,16 +56,27 @@ function expectRefused(outcome: unknown, fd: number, what: unknown): void {
   });
 }
 
+/**
+ * What the command has received on its socket (takeReceived), once it has
+ * received something: its event loop reads it in its own time (on direct,
+ * this one's: let it turn). Past a hang guard (a datagram lost or refused):
+ * a TimeoutError saying how many looks found nothing.
+ */
+async function receivedBy(a: Connection, what: string): Promise<number[]> {
+  const guard = new HangGuard(scaled(20_000));
+  for (let looks = 1; ; looks++) {
+    await sleep(5);
+    const received = (await guard.within(a.call('takeReceived'), `${what}: takeReceived`)) as number[];
+    if (received.length > 0) return received;
+    if (guard.leftMs === 0) throw new TimeoutError(`${what}: nothing received within the hang guard (${guard.ms} ms, ${looks} looks of takeReceived, each [])`);
+  }
+}
+
 /** Binds the command's socket at `path` as it runs, sends it `file`, and returns the number the command received it at. */
 async function receiveOne(a: Connection, sender: DatagramSocket, path: string, file: number): Promise<number> {
   await a.call('listen', path);
   await sender.sendTo(path, Buffer.from('fd'), [file]);
-  let received: number[] = [];
-  // The command's event loop reads it in its own time (on direct, this one's: let it turn).
-  while (received.length === 0) {
-    await new Promise((resolve) => setTimeout(resolve, 5));
-    received = (await a.call('takeReceived')) as number[];
-  }
+  const received = await receivedBy(a, `the fd sent to ${path}`);
   expect(received.length).toBe(1);
   return received[0] as number;
 }
@@ -328,13 +341,7 @@ describe('closeClientFds of a number the command does not hold as its client\'s'
           const path = join(socketDir, later ? 'later' : 'now', 's');
           await a.call(later ? 'listenLater' : 'listen', path);
           await sender.sendTo(path, Buffer.from('fd'), [file]);
-          let received: number[] = [];
-          // The command's event loop reads it in its own time (on direct, this one's: let it turn).
-          while (received.length === 0) {
-            await new Promise((resolve) => setTimeout(resolve, 5));
-            received = (await a.call('takeReceived')) as number[];
-          }
-          const fd = received[0] as number;
+          const [fd] = (await receivedBy(a, `the fd sent to ${path}`)) as [number];
           const [id] = (await a.call('files', [fd])) as string[];
           if (later) {
             expectRefused(await settle(a.call('closeClient', [fd])), fd, 'received on a socket made after an await');
@@ -372,6 +379,8 @@ const { connect, DatagramSocket, HelperDaemon } = require(${JSON.stringify(DIST_
 const FIXTURE = ${JSON.stringify(TRACKED)};
 const { records } = require(FIXTURE);
 (async () => {
+  const HANG_GUARD_MS = Number(process.env.HANG_GUARD_MS);
+  const deadline = Date.now() + HANG_GUARD_MS;
   const daemon = HelperDaemon.start({ socketPath: '@fdbridge-tracked-' + process.pid, commands: { tracked: { module: FIXTURE, export: 'TrackedCommand' } } });
   const file = fs.openSync('/dev/null', 'r');
   const sender = DatagramSocket.open();
@@ -383,19 +392,28 @@ const { records } = require(FIXTURE);
       const path = join(process.env.DIR, transport + i, 's');
       await c.call('listen', path);
       await sender.sendTo(path, Buffer.from('fds'), [file, file]);
-      while ((await c.call('receivedCount')) < 2) await new Promise((r) => setTimeout(r, 2));
+      for (let looks = 1, count = 0; (count = await c.call('receivedCount')) < 2; looks++) {
+        if (Date.now() > deadline) throw new Error(transport + ' ' + i + ': ' + count + ' of 2 fds received after ' + looks + ' looks, within the hang guard (' + HANG_GUARD_MS + ' ms)');
+        await new Promise((r) => setTimeout(r, 2));
+      }
       await c.close();
     }
   }
   sender.close();
   fs.closeSync(file);
   await daemon.close();
-  // A WeakRef is cleared only once the job that read it has ended: a turn between collections.
-  for (let i = 0; i < 5; i++) {
+  // A WeakRef is cleared only once the job that read it has ended: a turn
+  // between collections, and collections until none is alive, or the hang
+  // guard has passed (a record kept alive: the count says how many).
+  const alive = () => records.filter((r) => r.deref() !== undefined).length;
+  let collections = 0;
+  do {
     await new Promise((r) => setTimeout(r, 10));
     global.gc();
-  }
-  console.log(JSON.stringify({ made: records.length, alive: records.filter((r) => r.deref() !== undefined).length }));
+    collections++;
+  } while (alive() > 0 && Date.now() < deadline);
+  console.log(JSON.stringify({ made: records.length, alive: alive() }));
+  if (alive() > 0) console.error('alive after ' + collections + ' collections');
 })().catch((err) => {
   console.error(err);
   process.exit(1);
@@ -406,7 +424,12 @@ const { records } = require(FIXTURE);
       let out = '';
       const report = await checkFdLeaks(async () => {
         out = await new Promise<string>((resolve, reject) =>
-          execFile(process.execPath, ['--expose-gc', '-e', script], { env: { ...process.env, DIR: socketDir } }, (err, stdout, stderr) =>
+          execFile(
+            process.execPath,
+            ['--expose-gc', '-e', script],
+            // The script's own waits end by its hang guard; the kill only if it hangs past that.
+            { env: { ...process.env, DIR: socketDir, HANG_GUARD_MS: String(scaled(40_000)) }, timeout: scaled(50_000), killSignal: 'SIGKILL' },
+            (err, stdout, stderr) =>
             err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
           ),
         );
