@@ -104,6 +104,36 @@ Napi::Value DupAll(const Napi::CallbackInfo& info) {
   return FdArray(env, out.data(), n);
 }
 
+// firstNotGivable(fds) -> the index of the first entry a duplication of
+// the list would refuse (dupAll: EBADF), or -1: not open (fcntl F_GETFD) or
+// a number fdbridge holds for itself (FdRefuseOwned), checked under one
+// OwnedFdsLock. Nothing is made or closed: closing a copy would drop this
+// process's POSIX record locks on the entry's file.
+Napi::Value FirstNotGivable(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int32_t* numbers = nullptr;
+  size_t count = 0;
+  bool typed = info.Length() >= 1 && Int32ListArg(info[0], &numbers, &count);
+  if (!typed && (info.Length() < 1 || !info[0].IsArray())) throw Napi::TypeError::New(env, "firstNotGivable(fds): fds must be an array");
+  Napi::Array arr = typed ? Napi::Array() : info[0].As<Napi::Array>();
+  size_t n = typed ? count : arr.Length();
+  std::vector<int> fds(n);
+  if (typed) fds.assign(numbers, numbers + n);
+  for (size_t i = 0; i < n; i++) {
+    if (!typed) {
+      Napi::Value v = arr.Get(static_cast<uint32_t>(i));
+      double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+      fds[i] = d == floor(d) && d >= 0 && d <= 2147483647.0 ? static_cast<int>(d) : -1;
+    }
+    if (fds[i] < 0) throw Napi::TypeError::New(env, "each fd must be a non-negative integer");
+  }
+  OwnedFdsLock lock;
+  for (size_t i = 0; i < n; i++) {
+    if (fcntl(fds[i], F_GETFD) < 0 || FdRefuseOwned(&fds[i], 1) != 0) return Napi::Number::New(env, static_cast<double>(i));
+  }
+  return Napi::Number::New(env, -1);
+}
+
 // disown(fd[, registration]): with a registration (registration(fd)), only
 // that one leaves the registry (FdDisownRegistration).
 Napi::Value Disown(const Napi::CallbackInfo& info) {
@@ -443,6 +473,7 @@ void ExportFdFunctions(Napi::Env env, Napi::Object exports) {
   exports.Set("dup", Napi::Function::New<Dup>(env, "dup"));
   exports.Set("close", Napi::Function::New<Close>(env, "close"));
   exports.Set("dupAll", Napi::Function::New<DupAll>(env, "dupAll"));
+  exports.Set("firstNotGivable", Napi::Function::New<FirstNotGivable>(env, "firstNotGivable"));
   exports.Set("own", Napi::Function::New<Own>(env, "own"));
   exports.Set("disown", Napi::Function::New<Disown>(env, "disown"));
   exports.Set("disownGiven", Napi::Function::New<DisownGiven>(env, "disownGiven"));

@@ -3,7 +3,7 @@
  * caller's thread, a worker thread, a child process or a helper daemon.
  */
 import { ClosedError, QueueFullError, SystemError } from './errors';
-import { closeFds, validateFd } from './fd';
+import { validateFd } from './fd';
 import { callToJson } from './json-value';
 import type { CommandSpec, Remote } from './command';
 import { checkedFdLists, constants, native, type CheckedFdLists, type FdList } from './native';
@@ -141,31 +141,26 @@ function checkListedFd(fd: unknown, index: number): void {
  * which entry, as the index in the whole batch and its number, whichever
  * transport met it (dup(2) here, the registry's refusal, sendmsg(2), a
  * relay). The transport does not say which (sendmsg's EBADF names none),
- * so each entry is looked at again, in order, as a single duplication
- * would (dupHigh: the same refusal; its copy closed at once): only on this
- * failure path. Any other error is `err` as it is; so is an EBADF no entry
- * explains any more (one closed during the call, its number taken again).
+ * so the entries are looked at again, as a duplication would refuse them
+ * (native.firstNotGivable: open, and not one of fdbridge's own), with no
+ * copy made or closed (closing one would drop this process's POSIX record
+ * locks on the entry's file): only on this failure path, and before any
+ * await, so the entries are as the failure met them. Any other error is
+ * `err` as it is; so is an EBADF no entry explains any more (one closed
+ * during the call, its number taken again).
  */
 function badEntryError(err: unknown, list: FdList, offset: number): unknown {
   if (!(err instanceof SystemError) || err.code !== 'EBADF' || err.index !== undefined) return err;
-  for (let k = 0; k < list.length; k++) {
-    const fd = list[k] as number;
-    let copy: number;
-    try {
-      copy = native.dupHigh(fd);
-    } catch (probe) {
-      if (!(probe instanceof SystemError) || probe.code !== 'EBADF') continue;
-      return new SystemError(
-        err.errno,
-        err.syscall,
-        `dupFileDescriptors: fds[${offset + k}] (${fd}) is not an open fd of this process's to give (closed, never opened, or one of fdbridge's ` +
-          `own): ${err.message}; nothing of the batch was given`,
-        { cause: err, entry: { index: offset + k, fd } },
-      );
-    }
-    closeFds([copy]);
-  }
-  return err;
+  const k = native.firstNotGivable(list);
+  if (k < 0) return err;
+  const fd = list[k] as number;
+  return new SystemError(
+    err.errno,
+    err.syscall,
+    `dupFileDescriptors: fds[${offset + k}] (${fd}) is not an open fd of this process's to give (closed, never opened, or one of fdbridge's ` +
+      `own): ${err.message}; nothing of the batch was given`,
+    { cause: err, entry: { index: offset + k, fd } },
+  );
 }
 
 /** Shared behaviour of every transport: argument checks, closed state, batching, the proxy. */
@@ -231,9 +226,11 @@ export abstract class BaseConnection implements Connection {
       return all;
     };
     if (failed) {
+      // The entries looked at before the release's await (badEntryError).
+      const error = badEntryError(failed.reason, lists[at] as FdList, at * MAX_FDS_PER_MESSAGE);
       // All or nothing: the chunks that did arrive are released again.
       await this.release(joined(settled.filter((s) => s.status === 'fulfilled').map((s) => s.value)));
-      throw badEntryError(failed.reason, lists[at] as FdList, at * MAX_FDS_PER_MESSAGE);
+      throw error;
     }
     return joined(settled.map((s) => (s as PromiseFulfilledResult<number[]>).value));
   }

@@ -532,6 +532,12 @@ export interface NativeBinding {
    */
   dupAll(fds: FdList, above?: number, givenTo?: number): number[];
   /**
+   * The index of the first entry dupAll would refuse with EBADF (not open,
+   * or one of fdbridge's own fds), or -1. Nothing is duplicated or closed
+   * (closing a copy drops this process's POSIX record locks on the file).
+   */
+  firstNotGivable(fds: FdList): number;
+  /**
    * `fd` stays open but is no longer one fdbridge holds for itself (a
    * command adopted it). The fds fdbridge holds for itself (dupHigh,
    * dupAll, queued sends' copies, pidfdGetfd, fds a command was given and
