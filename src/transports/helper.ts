@@ -4,6 +4,7 @@
  * transport, over a connected SEQPACKET socket.
  */
 import { readFileSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
 
 import type { ConnectOptions } from '../connection';
 import { commandRequest } from '../command';
@@ -158,14 +159,15 @@ export const HELPER_STATUS_TIMEOUT_MS = 10_000;
  * CLOSED is waited for at most the close's own grace).
  */
 export async function helperStatus(socketPath: string, timeoutMs = HELPER_STATUS_TIMEOUT_MS): Promise<HelperStatus> {
-  const deadline = Date.now() + timeoutMs;
+  // On the monotonic clock: a step of the wall clock moves no deadline.
+  const deadline = performance.now() + timeoutMs;
   const conn = await openHelper({ command: { name: 'status' }, socketPath, timeoutMs });
   let timer: NodeJS.Timeout | undefined;
   try {
     const late = new Promise<never>((_, reject) => {
       timer = setTimeout(
         () => reject(new TimeoutError(`status: the helper daemon at ${socketPath} did not answer within ${timeoutMs} ms (it took the connection, not the call)`)),
-        Math.max(0, deadline - Date.now()),
+        Math.max(0, deadline - performance.now()),
       );
     });
     return await Promise.race([conn.call<HelperStatus>('status'), late]);

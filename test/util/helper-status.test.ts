@@ -18,6 +18,7 @@ import { runCli } from './processes';
 import { TimeoutError } from '../../src/errors';
 import { STATUS_WHEN_GUARD_MS, statusWhen } from './helper-status';
 import { scaled } from './time-scale';
+import { HangGuard } from './wait-for';
 
 test('generated: statusWhen resolves with a status that holds, and past its guard rejects with a TimeoutError saying the last status it saw', async () => {
   const daemon = HelperDaemon.start({ socketPath: `@fdbridge-status-when-${process.pid}` });
@@ -120,6 +121,31 @@ test("generated: helperStatus (statusOf's, fdbridge helper --status's) of a daem
   } finally {
     daemons.hello.close();
     daemons.call.close();
+  }
+}, scaled(120_000));
+
+test('generated: helperStatus\'s timeout is on the monotonic clock: the wall clock stepped back an hour during the call, it still rejects with its TimeoutError when its time is up', async () => {
+  const daemon = silentDaemon('call');
+  const wallClock = Date.now;
+  try {
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 20, max: 200 }), async (timeoutMs) => {
+        // The first reading as it is, every later one an hour back: a step while the call runs.
+        let readings = 0;
+        const stepped = jest.spyOn(Date, 'now').mockImplementation(() => (readings++ === 0 ? wallClock() : wallClock() - 3_600_000));
+        try {
+          const status = helperStatus(daemon.socketPath, timeoutMs).catch((e: unknown) => e);
+          const err = await new HangGuard(scaled(10_000)).within(status, 'helperStatus past its own timeout, the wall clock stepped back');
+          expect(err).toBeInstanceOf(TimeoutError);
+          expect((err as Error).message).toContain(`did not answer within ${timeoutMs} ms`);
+        } finally {
+          stepped.mockRestore();
+        }
+      }),
+      { numRuns: 4 },
+    );
+  } finally {
+    daemon.close();
   }
 }, scaled(120_000));
 

@@ -42,9 +42,27 @@ test('generated: within resolves or rejects as the promise does; one that never 
       const err = await guard.within(new Promise<never>(() => undefined), 'a promise that never settles', () => `state ${++state}`).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(TimeoutError);
       expect((err as Error).message).toBe(`a promise that never settles: not within the hang guard (${guardMs} ms); the last state seen: state 1`);
-      // Its time used up, a later wait of the same guard ends at once.
+      // Its time used up (a wait of it ended past it), a later wait of the same guard ends at once.
       expect(guard.leftMs).toBe(0);
       await expect(guard.until('another wait', () => 0, () => false)).rejects.toBeInstanceOf(TimeoutError);
+    }),
+    { numRuns: 10 },
+  );
+});
+
+test('generated: a step of the wall clock, back or forward, moves no guard\'s deadline', () => {
+  const wallClock = Date.now;
+  fc.assert(
+    fc.property(fc.integer({ min: 1_000, max: 60_000 }), fc.constantFrom(-3_600_000, 3_600_000), (ms, step) => {
+      const guard = new HangGuard(ms);
+      const stepped = jest.spyOn(Date, 'now').mockImplementation(() => wallClock() + step);
+      try {
+        const left = guard.leftMs;
+        // Nothing of the guard's time is used up in these few lines, and none added.
+        expect({ positive: left > 0, atMostMs: left <= ms }).toEqual({ positive: true, atMostMs: true });
+      } finally {
+        stepped.mockRestore();
+      }
     }),
     { numRuns: 10 },
   );

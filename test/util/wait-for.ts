@@ -6,6 +6,7 @@
  * and nothing said of where it stood. The guards only guard against a
  * hang (scaled, time-scale.ts, as statusWhen's is); no test checks them.
  */
+import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { TimeoutError } from '../../src/errors';
@@ -17,17 +18,23 @@ import { TimeoutError } from '../../src/errors';
  * one that reports it, while the clean-up still has time to run.
  */
 export class HangGuard {
+  // On the monotonic clock: a step of the wall clock moves no deadline.
   readonly #deadline: number;
+  #spent = false;
   readonly ms: number;
 
   constructor(ms: number) {
     this.ms = ms;
-    this.#deadline = Date.now() + ms;
+    this.#deadline = performance.now() + ms;
   }
 
-  /** What is left of the guard's time (ms, 0 once it has run out). */
+  /**
+   * What is left of the guard's time (ms, 0 once it has run out, and from
+   * the moment a wait of it ended past it: a timer may fire a little before
+   * the clock read here reaches the deadline).
+   */
   get leftMs(): number {
-    return Math.max(0, this.#deadline - Date.now());
+    return this.#spent ? 0 : Math.max(0, this.#deadline - performance.now());
   }
 
   /**
@@ -43,6 +50,7 @@ export class HangGuard {
       looks++;
       if (ok(seen)) return seen;
       if (this.leftMs === 0) {
+        this.#spent = true;
         throw new TimeoutError(`${what}: not within the hang guard (${this.ms} ms, ${looks} looks); the last state seen: ${describe(seen)}`);
       }
       await sleep(Math.min(options.pollMs ?? 20, Math.max(1, this.leftMs)));
@@ -58,7 +66,10 @@ export class HangGuard {
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () => reject(new TimeoutError(`${what}: not within the hang guard (${this.ms} ms); the last state seen: ${state()}`)),
+        () => {
+          this.#spent = true;
+          reject(new TimeoutError(`${what}: not within the hang guard (${this.ms} ms); the last state seen: ${state()}`));
+        },
         this.leftMs,
       );
     });
