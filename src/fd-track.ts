@@ -122,26 +122,24 @@ let ownLog: number | undefined;
 let inheritedId: string | undefined;
 
 function fileId(fd: number): string {
-  // Stryker disable next-line ObjectLiteral,BooleanLiteral: not equivalent: read as numbers, inode numbers past 2^53 (filesystems that hash file ids into 64 bits) are rounded, and two that round alike would pass for each other (unlikely for hashes, but possible); no filesystem here gives one (ext4)
   const st = fstatSync(fd, { bigint: true });
   return `${st.dev}:${st.ino}`;
 }
 
 /**
- * Appends `line` to the log. Through a log another thread opened, only
+ * Appends `line` to the log, `fd` (logFd, which its callers have checked is
+ * set). Through a log another thread opened, only
  * while its number still holds the log's file: once it does not (that
  * thread's check stopped and closed it, and the number may be another
  * file's now), this thread stops recording, and the line is dropped.
  */
-function writeLog(line: string): void {
-  // Stryker disable next-line ConditionalExpression: forced false, equivalent: its callers (recordJs, recordClose) return first when logFd is undefined; it narrows logFd's type
-  if (logFd === undefined) return;
+function writeLog(fd: number, line: string): void {
   try {
-    if (logFd !== ownLog && fileId(logFd) !== inheritedId) {
+    if (fd !== ownLog && fileId(fd) !== inheritedId) {
       logFd = inheritedId = undefined;
       return;
     }
-    writeSync(logFd, line);
+    writeSync(fd, line);
   } catch {
     // the log is best effort: never fail the caller's open or close
   }
@@ -173,7 +171,7 @@ function recordJs(fd: unknown, call: string, stack: string[]): void {
   } catch {
     return;
   }
-  writeLog(`${JSON.stringify({ fd, target, call, stack })}\n`);
+  writeLog(logFd, `${JSON.stringify({ fd, target, call, stack })}\n`);
 }
 
 /**
@@ -184,7 +182,7 @@ function recordJs(fd: unknown, call: string, stack: string[]): void {
  */
 function recordClose(fd: unknown): void {
   if (logFd === undefined || typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0) return;
-  writeLog(`${JSON.stringify({ fd, closed: true })}\n`);
+  writeLog(logFd, `${JSON.stringify({ fd, closed: true })}\n`);
 }
 
 type AnyFn = (...args: unknown[]) => unknown;
