@@ -70,51 +70,16 @@ Napi::Value DupHigh(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), r, "dup"));
 }
 
-// dupAll(fds, above = 0, givenTo?) -> duplicates (close-on-exec) for
-// fdbridge itself, all or none, numbered at or above the floor, above the
-// highest fd in the list and at least `above` (the caller passes the
-// highest of a whole batch sent in several pieces): none can take the
-// number of a closed fd later in the list or batch and make that entry
-// "succeed" on the wrong file. `givenTo`: as dupHigh's.
-Napi::Value DupAll(const Napi::CallbackInfo& info) {
+// The list of fds to give that dupAll and firstNotGivable take (argument
+// 0): an array of numbers or an Int32Array of them (Int32ListArg, copied
+// before checked), each a non-negative integer an int holds, else a
+// TypeError naming `fn`. Any length: a batch's pieces are split above.
+std::vector<int> ArgFdsToGive(const Napi::CallbackInfo& info, const char* fn) {
   Napi::Env env = info.Env();
   const int32_t* numbers = nullptr;
   size_t count = 0;
   bool typed = info.Length() >= 1 && Int32ListArg(info[0], &numbers, &count);
-  if (!typed && (info.Length() < 1 || !info[0].IsArray())) throw Napi::TypeError::New(env, "dupAll(fds): fds must be an array");
-  Napi::Array arr = typed ? Napi::Array() : info[0].As<Napi::Array>();
-  size_t n = typed ? count : arr.Length();
-  std::vector<int> fds(n);
-  if (typed) fds.assign(numbers, numbers + n);  // copied before checked (Int32ListArg)
-  int highest = -1;
-  if (info.Length() > 1 && !info[1].IsUndefined()) highest = ArgFd(info, 1) - 1;
-  for (size_t i = 0; i < n; i++) {
-    if (!typed) {
-      Napi::Value v = arr.Get(static_cast<uint32_t>(i));
-      double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
-      fds[i] = d == floor(d) && d >= 0 && d <= 2147483647.0 ? static_cast<int>(d) : -1;
-    }
-    if (fds[i] < 0) throw Napi::TypeError::New(env, "each fd must be a non-negative integer");
-    if (fds[i] > highest) highest = fds[i];
-  }
-  uint64_t given_to = ArgGivenTo(info, 2);
-  std::vector<int> out(n);
-  int r = FdDupCallersFds(fds.data(), n, FdAbove(highest), given_to, out.data());
-  CheckFdResult(env, r, "dup");
-  return FdArray(env, out.data(), n);
-}
-
-// firstNotGivable(fds) -> the index of the first entry a duplication of
-// the list would refuse (dupAll: EBADF), or -1: not open (fcntl F_GETFD) or
-// a number fdbridge holds for itself (FdRefuseOwned), checked under one
-// OwnedFdsLock. Nothing is made or closed: closing a copy would drop this
-// process's POSIX record locks on the entry's file.
-Napi::Value FirstNotGivable(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const int32_t* numbers = nullptr;
-  size_t count = 0;
-  bool typed = info.Length() >= 1 && Int32ListArg(info[0], &numbers, &count);
-  if (!typed && (info.Length() < 1 || !info[0].IsArray())) throw Napi::TypeError::New(env, "firstNotGivable(fds): fds must be an array");
+  if (!typed && (info.Length() < 1 || !info[0].IsArray())) throw Napi::TypeError::New(env, std::string(fn) + "(fds): fds must be an array");
   Napi::Array arr = typed ? Napi::Array() : info[0].As<Napi::Array>();
   size_t n = typed ? count : arr.Length();
   std::vector<int> fds(n);
@@ -127,11 +92,40 @@ Napi::Value FirstNotGivable(const Napi::CallbackInfo& info) {
     }
     if (fds[i] < 0) throw Napi::TypeError::New(env, "each fd must be a non-negative integer");
   }
+  return fds;
+}
+
+// dupAll(fds, above = 0, givenTo?) -> duplicates (close-on-exec) for
+// fdbridge itself, all or none, numbered at or above the floor, above the
+// highest fd in the list and at least `above` (the caller passes the
+// highest of a whole batch sent in several pieces): none can take the
+// number of a closed fd later in the list or batch and make that entry
+// "succeed" on the wrong file. `givenTo`: as dupHigh's.
+Napi::Value DupAll(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<int> fds = ArgFdsToGive(info, "dupAll");
+  int highest = -1;
+  if (info.Length() > 1 && !info[1].IsUndefined()) highest = ArgFd(info, 1) - 1;
+  for (int fd : fds) highest = std::max(highest, fd);
+  uint64_t given_to = ArgGivenTo(info, 2);
+  std::vector<int> out(fds.size());
+  int r = FdDupCallersFds(fds.data(), fds.size(), FdAbove(highest), given_to, out.data());
+  CheckFdResult(env, r, "dup");
+  return FdArray(env, out.data(), fds.size());
+}
+
+// firstNotGivable(fds) -> the index of the first entry a duplication of
+// the list would refuse (dupAll: EBADF), or -1: not open (fcntl F_GETFD) or
+// a number fdbridge holds for itself (FdRefuseOwned), checked under one
+// OwnedFdsLock. Nothing is made or closed: closing a copy would drop this
+// process's POSIX record locks on the entry's file.
+Napi::Value FirstNotGivable(const Napi::CallbackInfo& info) {
+  std::vector<int> fds = ArgFdsToGive(info, "firstNotGivable");
   OwnedFdsLock lock;
-  for (size_t i = 0; i < n; i++) {
-    if (fcntl(fds[i], F_GETFD) < 0 || FdRefuseOwned(&fds[i], 1) != 0) return Napi::Number::New(env, static_cast<double>(i));
+  for (size_t i = 0; i < fds.size(); i++) {
+    if (fcntl(fds[i], F_GETFD) < 0 || FdRefuseOwned(&fds[i], 1) != 0) return Napi::Number::New(info.Env(), static_cast<double>(i));
   }
-  return Napi::Number::New(env, -1);
+  return Napi::Number::New(info.Env(), -1);
 }
 
 // disown(fd[, registration]): with a registration (registration(fd)), only
