@@ -18,18 +18,9 @@
 import { constants as osConstants } from 'node:os';
 
 import { SystemError } from './errors';
-import { native, type FileKey } from './native';
+import { fileAt, holdsFile } from './fd';
+import type { FileKey } from './native';
 import { growAtLeast, maxFdSlots } from './transports/shared-ledger';
-
-/** The file at `fd` now (device and inode), undefined for a free number. */
-export function fileAt(fd: number): FileKey | undefined {
-  try {
-    const id = native.identity(fd);
-    return { dev: id.dev, ino: id.ino };
-  } catch {
-    return undefined;
-  }
-}
 
 /**
  * Which command holds each fd number now, process-wide: Int32 0 is the last
@@ -103,8 +94,7 @@ export class ClientFds {
         );
       }
       const held = this.#files.get(fd);
-      const now = fileAt(fd);
-      if (held === undefined || now === undefined || now.dev !== held.dev || now.ino !== held.ino) {
+      if (held === undefined || !holdsFile(fd, held)) {
         throw new SystemError(
           osConstants.errno.EBADF,
           'closeClientFds',

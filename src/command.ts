@@ -17,10 +17,10 @@ import { constants as osConstants } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import { threadId } from 'node:worker_threads';
 
-import { asCommand, ClientFds, fileAt } from './client-fds';
+import { asCommand, ClientFds } from './client-fds';
 import { BUILTIN_COMMANDS, builtinCommand } from './commands/registry';
 import { SystemError } from './errors';
-import { AdoptedFiles, HeldCopies, validateFds } from './fd';
+import { AdoptedFiles, fileAt, HeldCopies, holdsFile, validateFds } from './fd';
 import { native, type FileKey } from './native';
 import type { TransportName } from './transports';
 import { requireModule } from './ts-modules';
@@ -276,8 +276,7 @@ export class SetLedger implements FdLedger {
 
   /** Whether `fd`'s number holds `file` still (any file, where it is not known). */
   #holds(fd: number, file: FileKey | undefined): boolean {
-    const now = fileAt(fd);
-    return now !== undefined && (file === undefined || (now.dev === file.dev && now.ino === file.ino));
+    return file === undefined ? fileAt(fd) !== undefined : holdsFile(fd, file);
   }
 
   adopt(fd: number): boolean {

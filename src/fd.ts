@@ -58,6 +58,22 @@ export function fdIdentity(fd: number): FdIdentity {
   return { dev: id.dev, ino: id.ino, type: TYPES[id.mode & S_IFMT] ?? 'unknown' };
 }
 
+/** The file at `fd` now (device and inode, fdIdentity's), undefined for a free number. */
+export function fileAt(fd: number): FileKey | undefined {
+  try {
+    const id = native.identity(fd);
+    return { dev: id.dev, ino: id.ino };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether `fd`'s number holds `file` now (a free number holds none). */
+export function holdsFile(fd: number, file: FileKey): boolean {
+  const now = fileAt(fd);
+  return now !== undefined && now.dev === file.dev && now.ino === file.ino;
+}
+
 /** True when both fds refer to the same file (same st_dev and st_ino). */
 export function sameFile(a: number, b: number): boolean {
   const x = native.identity(a);
