@@ -117,9 +117,12 @@ export interface Connection extends AsyncDisposable {
   /** A typed proxy: `conn.proxy<LogCommand>().log('hi')`. */
   proxy<T>(): Remote<T>;
   /**
-   * Closes the connection: pending calls reject with ClosedError, the
+   * Closes the connection: every request still pending (dupFileDescriptor,
+   * dupFileDescriptors, call) rejects with ClosedError at once, the
    * command's close() runs, and every fd given to it and not adopted is
-   * closed. The client's own fds are never closed. Idempotent.
+   * closed, those of the duplications it rejected included. It resolves
+   * once all of that is done: every request made before it has settled by
+   * then. The client's own fds are never closed. Idempotent.
    */
   close(): Promise<void>;
 }
@@ -163,12 +166,26 @@ function badEntryError(err: unknown, list: FdList, offset: number): unknown {
   );
 }
 
+/** A request made and not yet settled, as close() finds it. */
+interface PendingRequest {
+  /** Rejects the caller's promise with ClosedError. */
+  fail(): void;
+  /**
+   * A duplication's own work (the transport's request, a failed batch's
+   * release of the pieces that arrived), which close() waits for, so that
+   * whatever it leaves given to the command is closed before close()
+   * resolves; undefined for a call, whose command method may never return.
+   */
+  work: Promise<unknown> | undefined;
+}
+
 /** Shared behaviour of every transport: argument checks, closed state, batching, the proxy. */
 export abstract class BaseConnection implements Connection {
   abstract readonly transport: TransportName;
   abstract readonly location: CommandLocation;
   #closing: Promise<void> | undefined;
-  #pendingCalls = new Set<() => void>();
+  /** Every request made and not yet settled: close() rejects each with ClosedError. */
+  #pending = new Set<PendingRequest>();
 
   get closed(): boolean {
     return this.#closing !== undefined;
@@ -177,7 +194,7 @@ export abstract class BaseConnection implements Connection {
   dupFileDescriptor(fd: number): Promise<number> {
     validateFd(fd);
     if (this.#closing) return Promise.reject(this.closedError('dupFileDescriptor'));
-    return this.dupOne(fd);
+    return this.#track('dupFileDescriptor', this.dupOne(fd), true);
   }
 
   dupFileDescriptorSync(fd: number, options: { timeoutMs?: number } = {}): number {
@@ -200,7 +217,7 @@ export abstract class BaseConnection implements Connection {
       const broken = this.brokenError();
       return broken ? Promise.reject(broken) : Promise.resolve([]);
     }
-    return this.#dupBatches(batch);
+    return this.#track('dupFileDescriptors', this.#dupBatches(batch), true);
   }
 
   async #dupBatches({ lists, above }: CheckedFdLists): Promise<number[]> {
@@ -248,18 +265,32 @@ export abstract class BaseConnection implements Connection {
     } catch (err) {
       return Promise.reject(err);
     }
-    // Every transport's pending calls reject when close() starts, even a
-    // command method that never settles (direct, worker).
+    // Not waited for by close(): a direct or worker command's method may never return.
+    return this.#track(`${method}()`, this.callRemote(method, json), false) as Promise<T>;
+  }
+
+  /**
+   * The caller's promise of a request whose transport work is `work`: it
+   * settles as `work` does, or with ClosedError when close() comes first,
+   * on every transport alike (whatever the transport's own close does
+   * with its requests, and whether it has any: a direct or worker batch
+   * can still be releasing the pieces that arrived). `waitOnClose`: close()
+   * resolves only once `work` has settled too.
+   */
+  #track<T>(operation: string, work: Promise<T>, waitOnClose: boolean): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const fail = (): void => reject(new ClosedError(`${method}() failed: the ${this.transport} connection was closed`));
-      this.#pendingCalls.add(fail);
-      this.callRemote(method, json).then(
+      const request: PendingRequest = {
+        fail: () => reject(new ClosedError(`${operation} failed: the ${this.transport} connection was closed`)),
+        work: waitOnClose ? work : undefined,
+      };
+      this.#pending.add(request);
+      work.then(
         (v) => {
-          this.#pendingCalls.delete(fail);
-          resolve(v as T);
+          this.#pending.delete(request);
+          resolve(v);
         },
         (e: unknown) => {
-          this.#pendingCalls.delete(fail);
+          this.#pending.delete(request);
           reject(e);
         },
       );
@@ -277,11 +308,26 @@ export abstract class BaseConnection implements Connection {
 
   close(): Promise<void> {
     if (!this.#closing) {
-      for (const fail of this.#pendingCalls) fail();
-      this.#pendingCalls.clear();
-      this.#closing = this.closeTransport();
+      const pending = [...this.#pending];
+      this.#pending.clear();
+      for (const request of pending) request.fail();
+      this.#closing = this.#close(pending.flatMap((r) => (r.work ? [r.work] : [])));
     }
     return this.#closing;
+  }
+
+  /**
+   * The transport's close, then the work of the duplications close()
+   * rejected: the transport's close settles what it sent (or the command's
+   * side has closed it), and a batch whose piece failed has released what
+   * arrived of the others.
+   */
+  async #close(works: Array<Promise<unknown>>): Promise<void> {
+    try {
+      await this.closeTransport();
+    } finally {
+      await Promise.allSettled(works);
+    }
   }
 
   [Symbol.asyncDispose](): Promise<void> {

@@ -110,7 +110,7 @@ export class RemoteConnection extends BaseConnection {
   #nextStream = 1;
   /** The last reply's settling: the next one settles after it. */
   #replies: Promise<void> = Promise.resolve();
-  /** Why every request fails now: the channel lost (PeerExitedError), or its input closed behind fdbridge's back (ClosedError). */
+  /** Why every request fails now: the channel lost (PeerExitedError), its input closed behind fdbridge's back, or close() done (ClosedError). */
   #broken: PeerExitedError | ClosedError | undefined;
   /** The channel's input: the via's stdout, our end (the channel owns it). */
   readonly #inputFd: number;
@@ -381,6 +381,11 @@ export class RemoteConnection extends BaseConnection {
     await this.#teardown();
     // The relay's copies of the caller's stream sockets, closed off the event loop.
     await this.#channel.closesSettled();
+    // The channel is closed (#teardown): nothing sent from now on is read,
+    // so a request made now (a failed batch's release of the pieces that
+    // arrived, once this settled them) would wait for good. It fails or,
+    // a release, returns at once instead, as on a lost channel.
+    this.#broken ??= this.closedError('request');
     this.#failPending(() => this.closedError('request'));
   }
 

@@ -378,7 +378,7 @@ describe('close()', () => {
       const closing = pair.conn.close();
       for (const r of await Promise.all(folded)) {
         expect((r as { error: unknown }).error).toBeInstanceOf(ClosedError);
-        expect(((r as { error: Error }).error).message).toBe('the request failed: the helper connection is closed');
+        expect(((r as { error: Error }).error).message).toBe('dupFileDescriptor failed: the helper connection was closed');
       }
       expect(((await first) as { error: unknown }).error).toBeInstanceOf(ClosedError);
       // Only the first DUP and the CLOSE went out.
