@@ -19,6 +19,7 @@
  * command's: terminated, it never closes them, and the check must report
  * exactly them, no more (they are closed by the test afterwards).
  */
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 
@@ -29,6 +30,8 @@ import { backgroundCloseFds, closeFd, makeMemfd } from '../../src/fd';
 import { backgroundClosesPending, closerThreads } from '../../src/test-hooks';
 import { hasPython, lingeringSocket } from '../util/linger-attacker';
 import { DIST_SRC } from '../util/nobody';
+import { scaled } from '../util/time-scale';
+import { HangGuard } from '../util/wait-for';
 
 const PROBE = { module: join(DIST_SRC, 'commands', 'probe-command.js'), export: 'ProbeCommand' };
 
@@ -128,5 +131,43 @@ test("a check made right after a direct or worker command's thread is terminated
   } finally {
     await linger.end(); // resets the peers: every close ends
     while (backgroundClosesPending() > 0) await new Promise((r) => setTimeout(r, 10));
+  }
+});
+
+(hasPython() ? test : test.skip)("with settleMs 0, a check still waits (past its settle time, up to the closer's give-up time) for copies of fdbridge's queued on the closer behind closes that block, and reports neither leaks nor `closing` once they are closed", async () => {
+  // More lingering sockets than the closer has shared threads: some of the copies wait in its queue.
+  const count = closerThreads().max + 2;
+  const linger = await lingeringSocket(count);
+  const guard = new HangGuard(scaled(20_000));
+  try {
+    const report = await checkFdLeaks(
+      async () => {
+        const conn = await connect('direct', { command: PROBE });
+        const copies: number[] = [];
+        try {
+          for (const fd of linger.fds) copies.push(await conn.dupFileDescriptor(fd)); // not adopted: the connection's to close
+        } finally {
+          for (const fd of linger.fds) closeFd(fd); // the caller's copies: the duplicates are the last references now
+          await conn.close();
+        }
+        await guard.until('a copy queued on the background closer', backgroundCloseFds, (fds) => fds.queued.some((fd) => copies.includes(fd)));
+        // Once the check has had its first look (an immediate runs after
+        // the check's synchronous start): the watcher, told of every
+        // thread, finds a closer thread blocked in a close and has every
+        // connection reset, which ends all those closes.
+        setImmediate(() => {
+          for (const tid of readdirSync('/proc/self/task')) linger.watch(Number(tid));
+        });
+      },
+      { settleMs: 0 },
+    );
+    expect({ leaks: report.leaks, closing: report.closing, closed: report.closed.map((e) => e.fd).sort((a, b) => a - b) }).toEqual({
+      leaks: [],
+      closing: undefined,
+      closed: [...linger.fds].sort((a, b) => a - b),
+    });
+  } finally {
+    await linger.end();
+    await guard.until('the background closes done', backgroundClosesPending, (n) => n === 0);
   }
 });

@@ -13,6 +13,8 @@ import { join } from 'node:path';
 import { checkFdLeaks, expectNoFdLeaks, FdLeakError, SystemError } from '../../src';
 import { diffFdTables, openFdTable } from '../../src/fd';
 import { describeFdEntry, describeFdLeakReport, ProcessFdSnapshot, settleFdSnapshots, type FdEntry } from '../../src/leak-check';
+import { scaled } from '../util/time-scale';
+import { HangGuard } from '../util/wait-for';
 
 let dir: string;
 
@@ -150,6 +152,24 @@ describe('settling', () => {
       planted.push(b);
       expect(b).toBe(a);
       expect(report).toEqual({ leaks: [], closed: [], gone: [] });
+    }));
+
+  test('with no settleMs, an fd closed asynchronously is no leak and one left open is reported once the default settle time (1 s) is over', () =>
+    planting(async (planted) => {
+      const path = join(dir, 'default-settle');
+      let closedLater: Promise<void> | undefined;
+      const clean = await checkFdLeaks(() => {
+        const fd = openSync(path, 'w');
+        closedLater = new Promise((r) => setTimeout(() => r(closeSync(fd)), 30));
+      });
+      expect(clean).toEqual({ leaks: [], closed: [], gone: [] });
+      await closedLater;
+      // The check ends by itself: a guard far past the default settle time, under jest's limit on the test.
+      const report = await new HangGuard(scaled(20_000)).within(
+        checkFdLeaks(() => void planted.push(openSync(path, 'w'))),
+        'a check with the default settle time, around an fd left open',
+      );
+      expect(report.leaks).toEqual([{ pid: process.pid, role: 'self', fd: planted[0], target: path }]);
     }));
 
   test('settleFdSnapshots returns as soon as every table is back at its baseline', async () => {
