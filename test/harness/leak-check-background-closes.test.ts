@@ -27,7 +27,7 @@ import fc from 'fast-check';
 
 import { checkFdLeaks, connect, describeFdLeakReport } from '../../src';
 import { backgroundCloseFds, closeFd, makeMemfd } from '../../src/fd';
-import { backgroundClosesPending, closerThreads } from '../../src/test-hooks';
+import { afterLaneWriterFdsRead, backgroundClosesPending, closerThreads } from '../../src/test-hooks';
 import { hasPython, lingeringSocket } from '../util/linger-attacker';
 import { DIST_SRC } from '../util/nobody';
 import { scaled } from '../util/time-scale';
@@ -151,16 +151,16 @@ test("a check made right after a direct or worker command's thread is terminated
           await conn.close();
         }
         await guard.until('a copy queued on the background closer', backgroundCloseFds, (fds) => fds.queued.some((fd) => copies.includes(fd)));
-        // Once the check has had its first look (an immediate runs after
-        // the check's synchronous start): the watcher, told of every
-        // thread, finds a closer thread blocked in a close and has every
-        // connection reset, which ends all those closes.
-        setImmediate(() => {
-          for (const tid of readdirSync('/proc/self/task')) linger.watch(Number(tid));
+        // Once the check has read the fd tables (its second read of the log
+        // lanes, n 1, comes after its first look's tables): the watcher,
+        // told of every thread, finds a closer thread blocked in a close and
+        // has every connection reset, which ends all those closes.
+        afterLaneWriterFdsRead((n) => {
+          if (n === 1) for (const tid of readdirSync('/proc/self/task')) linger.watch(Number(tid));
         });
       },
       { settleMs: 0 },
-    );
+    ).finally(() => afterLaneWriterFdsRead(undefined));
     expect({ leaks: report.leaks, closing: report.closing, closed: report.closed.map((e) => e.fd).sort((a, b) => a - b) }).toEqual({
       leaks: [],
       closing: undefined,
