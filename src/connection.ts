@@ -122,7 +122,9 @@ export interface Connection extends AsyncDisposable {
    * command's close() runs, and every fd given to it and not adopted is
    * closed, those of the duplications it rejected included. It resolves
    * once all of that is done: every request made before it has settled by
-   * then. The client's own fds are never closed. Idempotent.
+   * then. A direct or worker command's method that never returns is not
+   * waited for: its call has rejected, the method may still run after
+   * close() resolved. The client's own fds are never closed. Idempotent.
    */
   close(): Promise<void>;
 }
@@ -320,7 +322,12 @@ export abstract class BaseConnection implements Connection {
    * The transport's close, then the work of the duplications close()
    * rejected: the transport's close settles what it sent (or the command's
    * side has closed it), and a batch whose piece failed has released what
-   * arrived of the others.
+   * arrived of the others. Each work is bounded by the transport's close:
+   * direct and worker make their copies at once (a release waits at most
+   * closesSettled's give-up time); child, helper and pidfd fail every
+   * request as their close begins; remote fails what is pending once its
+   * channel is closed, and a reply it holds back until a stream has
+   * written (#replies) is settled once close destroys the streams.
    */
   async #close(works: Array<Promise<unknown>>): Promise<void> {
     try {

@@ -294,8 +294,9 @@ export class SocketConnection extends BaseConnection {
 
   /**
    * One duplication. With no other duplication in flight it goes out at
-   * once, alone, and is settled by the channel in C++ (no JS runs for its
-   * reply but the caller's own). Calls made while others are in flight or
+   * once, alone, and is settled by the channel in C++ (no JS of this
+   * transport runs for its reply; BaseConnection's tracking for close()
+   * does). Calls made while others are in flight or
    * queued (e.g. `Promise.all(fds.map(dup))`) are folded into one DUP frame
    * sent from a microtask: one message and one reply for up to
    * MAX_FDS_PER_FRAME of them. Each folded fd is pinned (dup'd) when the
