@@ -93,17 +93,21 @@ const SERVED_ON_THIS_THREAD: FdDelivery = Object.freeze({
  * again, once: the listener is then judged by the daemon's own credentials.
  */
 export async function openHelper(options: ConnectOptions): Promise<SocketConnection> {
+  // options.timeoutMs bounds connecting and the handshake together, the
+  // second attempt included; on the monotonic clock.
+  const deadline = performance.now() + (options.timeoutMs ?? 10_000);
   try {
-    return await openHelperOnce(options);
+    return await openHelperOnce(options, deadline);
   } catch (err) {
     if (!(err instanceof PeerRefusedError) || err.peer !== undefined || !err.message.includes(TAKEN_OVER_REFUSAL)) throw err;
-    return openHelperOnce(options);
+    return openHelperOnce(options, deadline);
   }
 }
 
-async function openHelperOnce(options: ConnectOptions): Promise<SocketConnection> {
+async function openHelperOnce(options: ConnectOptions, deadline: number): Promise<SocketConnection> {
   const command = commandRequest(options.command);
   const path = options.socketPath ?? defaultHelperSocketPath();
+  const left = (): number => Math.max(0, deadline - performance.now());
   let socket: UnixSocket;
   try {
     socket = await UnixSocket.connect(helperAddress(path), {
@@ -111,6 +115,8 @@ async function openHelperOnce(options: ConnectOptions): Promise<SocketConnection
       own: true,
       ...FRAME_SOCKET_OPTIONS,
       sendQueueLimit: options.sendQueueLimit,
+      // A listener whose backlog is full (EAGAIN) is tried again until then.
+      timeoutMs: left(),
     });
   } catch (err) {
     if (err instanceof SystemError && (err.code === 'ENOENT' || err.code === 'ECONNREFUSED')) {
@@ -125,7 +131,7 @@ async function openHelperOnce(options: ConnectOptions): Promise<SocketConnection
   }
   try {
     const peer = checkListener(socket, path, options.trustPeer);
-    const ready = await handshake(socket, command, options.timeoutMs ?? 10_000, () => `the helper daemon at ${path}`);
+    const ready = await handshake(socket, command, options.timeoutMs ?? 10_000, () => `the helper daemon at ${path}`, {}, left());
     const probe = async (): Promise<PeerExit> => {
       // Not our child: no exit status to read. Tell "exited" from "closed
       // the connection" by whether the pid is still there shortly after.
@@ -155,8 +161,10 @@ export const HELPER_STATUS_TIMEOUT_MS = 10_000;
  * not answer within `timeoutMs`, the handshake and the call together,
  * fails it with a TimeoutError: one that accepts and answers HELLO but
  * never the call (its event loop stuck, a fake at the socket) does not
- * hang the caller. The connection is closed either way (a silent daemon's
- * CLOSED is waited for at most the close's own grace).
+ * hang the caller. The connection is closed either way, its CLOSED waited
+ * for only until the same deadline: past it (the call timed out) this side
+ * hangs up at once. So it ends within `timeoutMs` and a margin that waits
+ * for nothing: closing the socket.
  */
 export async function helperStatus(socketPath: string, timeoutMs = HELPER_STATUS_TIMEOUT_MS): Promise<HelperStatus> {
   // On the monotonic clock: a step of the wall clock moves no deadline.
@@ -173,6 +181,6 @@ export async function helperStatus(socketPath: string, timeoutMs = HELPER_STATUS
     return await Promise.race([conn.call<HelperStatus>('status'), late]);
   } finally {
     clearTimeout(timer);
-    await conn.close();
+    await conn.closeWithin(Math.max(0, deadline - performance.now()));
   }
 }

@@ -154,7 +154,9 @@ export const WITH_FRAMES: FdDelivery = Object.freeze({
 /**
  * Sends HELLO and waits for READY (or REFUSED / ERROR / death) on a fresh
  * socket. `request` asks for another way for fds to travel than with the
- * frames (the far side may refuse it: UnsupportedError).
+ * frames (the far side may refuse it: UnsupportedError). It waits
+ * `waitMs`, by default `timeoutMs`, the caller's option its TimeoutError
+ * names (less when connecting took part of it).
  */
 export async function handshake(
   socket: UnixSocket,
@@ -162,6 +164,7 @@ export async function handshake(
   timeoutMs: number,
   describePeer: () => string,
   request: HelloRequest = {},
+  waitMs = timeoutMs,
 ): Promise<ReadyPayload> {
   const hello: HelloPayload = { version: PROTOCOL_VERSION, command, ...request };
   // The command's side never sends fds: have the kernel refuse them before
@@ -172,7 +175,7 @@ export async function handshake(
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(
       () => reject(new TimeoutError(`connect: ${describePeer()} did not answer within ${timeoutMs} ms (options.timeoutMs)`)),
-      timeoutMs,
+      waitMs,
     );
   });
   try {
@@ -242,6 +245,8 @@ export class SocketConnection extends BaseConnection {
   /** Pinned fds and their callers, folded into one frame at the end of this tick; null when none. */
   #folding: number[] | null = null;
   #foldWaiters: Waiter[] | null = null;
+  /** How long close() waits for the command's side to answer CLOSED (ms; closeWithin sets another). */
+  #closeGraceMs = 5000;
 
   #onCommandClosed: ConnectOptions['onCommandClosed'];
   readonly #stats: SocketConnectionStats;
@@ -784,12 +789,24 @@ export class SocketConnection extends BaseConnection {
   }
 
   /**
+   * close(), waiting at most `graceMs` (instead of 5 s) for the command's
+   * side to answer CLOSED before this side hangs up: for a caller with a
+   * deadline of its own (helperStatus). A close under way already goes on
+   * as it is.
+   */
+  closeWithin(graceMs: number): Promise<void> {
+    if (!this.closed) this.#closeGraceMs = graceMs;
+    return this.close();
+  }
+
+  /**
    * Graceful close: CLOSE asks the command's side to run the command's
    * close() and close the fds it did not adopt; it answers CLOSED (we wait
-   * at most `graceMs`, or until the peer is gone). The onCommandClosed hook
-   * runs then, while the far side still waits for us to hang up.
+   * at most #closeGraceMs, or until the peer is gone). The onCommandClosed
+   * hook runs then, while the far side still waits for us to hang up.
    */
-  protected async closeTransport(graceMs = 5000): Promise<void> {
+  protected async closeTransport(): Promise<void> {
+    const graceMs = this.#closeGraceMs;
     this.#closing = true;
     const err = this.closedError('the request');
     this.#failAll((operation) => new ClosedError(`${operation} failed: the ${this.transport} connection was closed`));

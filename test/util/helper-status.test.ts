@@ -6,6 +6,7 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 
 import fc from 'fast-check';
 
@@ -117,6 +118,53 @@ test("generated: helperStatus (statusOf's, fdbridge helper --status's) of a daem
         expect((err as Error).message).toContain(`${timeoutMs} ms`);
       }),
       { numRuns: 6, examples: [['call', 50], ['hello', 50]] },
+    );
+  } finally {
+    daemons.hello.close();
+    daemons.call.close();
+  }
+}, scaled(120_000));
+
+/**
+ * Between the code's reading of the monotonic clock for a timer and the
+ * spy's, a pause of this process (a GC, preemption on a loaded machine) may
+ * come: that much past the deadline is not a wait helperStatus chose. Far
+ * below the 5 s a close's default wait for CLOSED adds.
+ */
+const CLOCK_READ_SLACK_MS = 50;
+
+test("generated: helperStatus of a daemon that never answers, before READY or after it: its TimeoutError, and no timer it sets (connecting's, the handshake's, the call's, the close's wait for CLOSED) waits past its deadline", async () => {
+  const daemons = { hello: silentDaemon('hello'), call: silentDaemon('call') };
+  const realSetTimeout = global.setTimeout;
+  try {
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom('hello' as const, 'call' as const), fc.integer({ min: 20, max: 300 }), async (silentFrom, timeoutMs) => {
+        // The timers fdbridge's code sets (not the hang guard's below): when each was set, and for how long.
+        const timers: Array<{ setAt: number; ms: number; where: string }> = [];
+        const spy = jest.spyOn(global, 'setTimeout').mockImplementation(((fn: (...a: unknown[]) => void, ms?: number, ...args: unknown[]) => {
+          const where = (new Error().stack ?? '').split('\n').find((line) => /[\\/]src[\\/]/.test(line));
+          if (where !== undefined) timers.push({ setAt: performance.now(), ms: ms ?? 0, where: where.trim() });
+          return realSetTimeout(fn, ms, ...args);
+        }) as typeof setTimeout);
+        let deadline: number;
+        let err: unknown;
+        try {
+          const status = helperStatus(daemons[silentFrom].socketPath, timeoutMs);
+          // helperStatus read the clock for its deadline before it returned.
+          deadline = performance.now() + timeoutMs;
+          err = await new HangGuard(scaled(30_000)).within(
+            status.catch((e: unknown) => e),
+            `helperStatus(${timeoutMs} ms) of a daemon silent from its ${silentFrom}`,
+          );
+        } finally {
+          spy.mockRestore();
+        }
+        expect(err).toBeInstanceOf(TimeoutError);
+        expect(timers.length).toBeGreaterThan(0);
+        // One set past the deadline (this process starved of the CPU meanwhile) waits nothing.
+        expect(timers.filter((t) => t.setAt + t.ms > Math.max(deadline, t.setAt) + CLOCK_READ_SLACK_MS)).toEqual([]);
+      }),
+      { numRuns: 8, examples: [['call', 50], ['hello', 50]] },
     );
   } finally {
     daemons.hello.close();
