@@ -2,6 +2,8 @@
  * One connection interface, whatever the arrangement: the command runs in the
  * caller's thread, a worker thread, a child process or a helper daemon.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
+
 import { ClosedError, QueueFullError, SystemError } from './errors';
 import { validateFd } from './fd';
 import { callToJson } from './json-value';
@@ -75,7 +77,9 @@ export interface ConnectOptions {
    * Called by close() once the command has been closed on its side (its
    * close() ran and its unadopted fds were closed) and before its process
    * or thread ends: the moment a leak oracle inspects the command's process
-   * (e.g. its /proc/<pid>/fd).
+   * (e.g. its /proc/<pid>/fd). close() waits for it to settle; close() of
+   * this connection called from within it (at once or after an await)
+   * resolves without waiting for it, the command being closed by then.
    */
   onCommandClosed?: (location: CommandLocation) => void | Promise<void>;
 }
@@ -180,6 +184,13 @@ interface PendingRequest {
    */
   work: Promise<unknown> | undefined;
 }
+
+/**
+ * The connections whose onCommandClosed hook the running code is part of
+ * (the hook's own await chain, and whatever it started): close() of one of
+ * them, waited for by that hook, resolves at once instead.
+ */
+const inCommandClosedHook = new AsyncLocalStorage<ReadonlySet<BaseConnection>>();
 
 /** Shared behaviour of every transport: argument checks, closed state, batching, the proxy. */
 export abstract class BaseConnection implements Connection {
@@ -309,6 +320,8 @@ export abstract class BaseConnection implements Connection {
   }
 
   close(): Promise<void> {
+    // From within this connection's onCommandClosed hook, which this close() awaits.
+    if (inCommandClosedHook.getStore()?.has(this)) return Promise.resolve();
     if (!this.#closing) {
       const pending = [...this.#pending];
       this.#pending.clear();
@@ -339,6 +352,17 @@ export abstract class BaseConnection implements Connection {
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
+  }
+
+  /**
+   * Runs the onCommandClosed hook (the transport's close() calls it once the
+   * command is closed), marked as this connection's: its close() of this
+   * connection does not wait for the hook it is part of.
+   */
+  protected async commandClosed(hook: ConnectOptions['onCommandClosed']): Promise<void> {
+    if (!hook) return;
+    const enclosing = inCommandClosedHook.getStore() ?? new Set<BaseConnection>();
+    await inCommandClosedHook.run(new Set([...enclosing, this]), () => hook(this.location));
   }
 
   /**

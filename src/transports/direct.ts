@@ -81,6 +81,6 @@ export class DirectConnection extends BaseConnection {
 
   protected async closeTransport(): Promise<void> {
     await this.#host.close();
-    await this.#onCommandClosed?.(this.location);
+    await this.commandClosed(this.#onCommandClosed);
   }
 }

@@ -377,7 +377,7 @@ export class RemoteConnection extends BaseConnection {
     }
     for (const s of [...this.#streams.values()]) s.destroy();
     this.#streams.clear();
-    if (!this.#broken) await this.#onCommandClosed?.(this.location);
+    if (!this.#broken) await this.commandClosed(this.#onCommandClosed);
     await this.#teardown();
     // The relay's copies of the caller's stream sockets, closed off the event loop.
     await this.#channel.closesSettled();

@@ -820,8 +820,7 @@ export class SocketConnection extends BaseConnection {
         let timer: NodeJS.Timeout | undefined;
         await Promise.race([this.#closedByPeer, new Promise((r) => (timer = setTimeout(r, graceMs)))]);
         clearTimeout(timer);
-        // Stryker disable next-line OptionalChaining: without a hook the call throws into the catch below, and close() ends the same way
-        await this.#onCommandClosed?.(this.location);
+        await this.commandClosed(this.#onCommandClosed);
       } catch {
         // the socket is already broken: nothing to wait for
       }

@@ -321,7 +321,7 @@ export class WorkerConnection extends BaseConnection {
     // What the exit swept (a worker that ended without sweeping).
     await this.#ledger.swept();
     // The worker shared this process's fd table; it is gone now.
-    await this.#onCommandClosed?.(this.location);
+    await this.commandClosed(this.#onCommandClosed);
   }
 
   #onMessage(m: WorkerToClient): void {
