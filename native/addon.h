@@ -61,6 +61,23 @@ inline std::vector<int> ArgFdArray(const Napi::CallbackInfo& info, const char* u
   return fds;
 }
 
+// closeClientFds's install generations (installGenerations' numbers, as a
+// command held its fds): `value` an array as long as the list, each a
+// non-negative integer, or undefined (none checked: an empty list).
+inline std::vector<uint64_t> ArgInstalls(Napi::Env env, Napi::Value value, size_t n, const char* usage) {
+  std::vector<uint64_t> installs;
+  if (value.IsUndefined()) return installs;
+  if (!value.IsArray() || value.As<Napi::Array>().Length() != n) throw Napi::TypeError::New(env, usage);
+  Napi::Array arr = value.As<Napi::Array>();
+  installs.resize(n);
+  for (uint32_t i = 0; i < n; i++) {
+    double d = WholeNumber(arr.Get(i));
+    if (d < 0) throw Napi::TypeError::New(env, usage);
+    installs[i] = static_cast<uint64_t>(d);
+  }
+  return installs;
+}
+
 class MessageBatch;
 class SocketWrap;
 class ExitWatchWrap;

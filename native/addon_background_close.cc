@@ -82,22 +82,26 @@ std::vector<std::optional<FdIdentity>> ArgExpectedFiles(Napi::Env env, Napi::Val
   return expected;
 }
 
-// closeClientFds(fds, owner, expected?) -> ticket: closeInBackground of fds
-// a command holds as its client's (FdCloseClientFdsInBackground): one that
-// is one of fdbridge's own fds now, or whose number no longer holds the
-// file `expected` names for it (ArgExpectedFiles), throws a SystemError
-// EBADF naming it, and a list naming one number twice a TypeError, nothing
-// handed over.
+// closeClientFds(fds, owner, expected?, installs?) -> ticket:
+// closeInBackground of fds a command holds as its client's
+// (FdCloseClientFdsInBackground): one that is one of fdbridge's own fds
+// now, whose number no longer holds the file `expected` names for it
+// (ArgExpectedFiles), or whose number's install generation is not the one
+// `installs` names (ArgInstalls), throws a SystemError EBADF naming it, and
+// a list naming one number twice a TypeError, nothing handed over.
 Napi::Value CloseClientFds(const Napi::CallbackInfo& info) {
   std::vector<int> fds = ArgFdArray(info, "closeClientFds(fds, owner): fds must be an array");
   double owner = info.Length() > 1 && !info[1].IsUndefined() ? WholeNumber(info[1]) : 0;
   if (owner < 0) throw Napi::TypeError::New(info.Env(), "closeClientFds: owner must be a non-negative integer");
   std::vector<std::optional<FdIdentity>> expected =
       ArgExpectedFiles(info.Env(), info.Length() > 2 ? info[2] : info.Env().Undefined(), fds.size());
+  std::vector<uint64_t> installs =
+      ArgInstalls(info.Env(), info.Length() > 3 ? info[3] : info.Env().Undefined(), fds.size(),
+                  "closeClientFds(fds, owner, expected, installs): installs must be an array as long as fds of non-negative integers or undefined");
   uint64_t ticket = 0;
   int refused = -1;
   int r = FdCloseClientFdsInBackground(fds.data(), fds.size(), static_cast<uint64_t>(owner), expected.empty() ? nullptr : expected.data(),
-                                       &ticket, &refused);
+                                       installs.empty() ? nullptr : installs.data(), &ticket, &refused);
   if (r != 0) ThrowNotClients(info.Env(), r, refused);
   ClaimFromJs(info.Env(), fds.data(), fds.size());
   return Napi::Number::New(info.Env(), static_cast<double>(ticket));

@@ -209,6 +209,16 @@ Napi::Value Own(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// installGenerations(fds) -> each number's install generation now
+// (FdInstallGenerations: 0 for none), numbers, read in one hold of the
+// registry's lock.
+Napi::Value InstallGenerations(const Napi::CallbackInfo& info) {
+  std::vector<int> fds = ArgFdArray(info, "installGenerations(fds): fds must be an array");
+  std::vector<uint64_t> installs(fds.size());
+  FdInstallGenerations(fds.data(), fds.size(), installs.data());
+  return TicketArray(info.Env(), installs);
+}
+
 // posixLock(fd, type): F_SETLK of the whole file, type 'read', 'write' or 'unlock' (for tests).
 Napi::Value PosixLock(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -469,6 +479,7 @@ void ExportFdFunctions(Napi::Env env, Napi::Object exports) {
   exports.Set("dupAll", Napi::Function::New<DupAll>(env, "dupAll"));
   exports.Set("firstNotGivable", Napi::Function::New<FirstNotGivable>(env, "firstNotGivable"));
   exports.Set("own", Napi::Function::New<Own>(env, "own"));
+  exports.Set("installGenerations", Napi::Function::New<InstallGenerations>(env, "installGenerations"));
   exports.Set("disown", Napi::Function::New<Disown>(env, "disown"));
   exports.Set("disownGiven", Napi::Function::New<DisownGiven>(env, "disownGiven"));
   exports.Set("registration", Napi::Function::New<Registration>(env, "registration"));

@@ -284,14 +284,18 @@ class ChannelWrap : public Napi::ObjectWrap<ChannelWrap>, public FrameChannel::D
     std::vector<int> fds = ArgFdArray(info, "forgetAdopted(fds): fds must be an array");
     return Napi::Number::New(info.Env(), static_cast<double>(channel_->ForgetAdopted(fds.data(), fds.size())));
   }
-  // closeClientFds(fds) -> ticket: see FrameChannel::CloseClientFds. A
-  // refusal throws a SystemError EBADF naming the fd, or a TypeError for a
-  // number named twice (ThrowNotClients), nothing handed over.
+  // closeClientFds(fds, installs?) -> ticket: see FrameChannel::CloseClientFds
+  // (`installs`: ArgInstalls). A refusal throws a SystemError EBADF naming
+  // the fd, or a TypeError for a number named twice (ThrowNotClients),
+  // nothing handed over.
   Napi::Value CloseClientFds(const Napi::CallbackInfo& info) {
     std::vector<int> fds = ArgFdArray(info, "closeClientFds(fds): fds must be an array");
+    std::vector<uint64_t> installs =
+        ArgInstalls(info.Env(), info.Length() > 1 ? info[1] : info.Env().Undefined(), fds.size(),
+                    "closeClientFds(fds, installs): installs must be an array as long as fds of non-negative integers or undefined");
     uint64_t ticket = 0;
     int refused = -1;
-    int r = channel_->CloseClientFds(fds.data(), fds.size(), &ticket, &refused);
+    int r = channel_->CloseClientFds(fds.data(), fds.size(), installs.empty() ? nullptr : installs.data(), &ticket, &refused);
     if (r != 0) ThrowNotClients(info.Env(), r, refused);
     ClaimFromJs(info.Env(), fds.data(), fds.size());
     return Napi::Number::New(info.Env(), static_cast<double>(ticket));

@@ -110,7 +110,7 @@ int ReadProcFile(const std::string& path, std::string* text) {
     // and still name: moved above the floor before any fdbridge path can
     // look at it.
     OwnedFdsLock lock;
-    while ((fd = open(path.c_str(), O_RDONLY | O_CLOEXEC)) < 0 && errno == EINTR) {
+    while ((fd = open(path.c_str(), O_RDONLY | O_CLOEXEC)) < 0 && errno == EINTR) {  // installed: FdOwnHigh below
     }
     fd = FdOwnHigh(fd < 0 ? -errno : fd);
   }

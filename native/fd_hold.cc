@@ -75,12 +75,12 @@ void* HoldMain(void* arg) {
   // Plain open and close here, never UniqueFd/FdClose: those consult the
   // registry of the process's own numbers, and these numbers are of
   // another table.
-  int links = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  int links = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);  // another table: this thread's own (CLOSE_RANGE_UNSHARE)
   if (links < 0) err = -errno;
   for (size_t i = 0; err == 0 && i < h->fds.size(); i++) {
     char name[16];
     snprintf(name, sizeof(name), "%d", h->fds[i]);
-    refs[i] = openat(links, name, O_PATH | O_CLOEXEC);
+    refs[i] = openat(links, name, O_PATH | O_CLOEXEC);  // another table: this thread's own (CLOSE_RANGE_UNSHARE)
     // Closed since, or not ours to open: not held. No room (EMFILE,
     // ENFILE, ENOMEM): the hold as a whole fails.
     if (refs[i] < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOMEM)) err = -errno;
@@ -176,7 +176,7 @@ int FdHoldFiles(pid_t pid, const int* fds, size_t n, uint64_t owner, FdHold* hol
   // needs no entry for it).
   char path[64];
   snprintf(path, sizeof(path), "/proc/self/task/%d/fdinfo", static_cast<int>(h->tid));
-  UniqueFd info(open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  UniqueFd info(open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC));  // temporary: closed here
   if (!info) {
     r = -errno;
     EndHoldThread(h.get());

@@ -90,6 +90,11 @@ struct OwnedFds {
   // times it is taken over: at most the fd table's size.
   std::unordered_map<int, uint64_t> taken_over;
   std::atomic<uint64_t> takeovers{0};  // how many take-overs so far, read without the lock
+  // Each number's install generation (FdInstalled): installs[fd] is the
+  // generation the last fd fdbridge's native code put at that number got
+  // (from next_gen: never given twice, whatever the number), 0 for a number
+  // none was put at. Grows to the highest number installed, 8 bytes a number.
+  std::vector<uint64_t> installs;
 };
 
 OwnedFds& TheOwnedFds() {
@@ -106,10 +111,25 @@ OwnedFds& TheOwnedFds() {
 // the addon is loaded on a thread).
 thread_local uint64_t t_holder = 0;
 
-void MarkOwnedLocked(OwnedFds& o, int fd) {
+uint64_t MarkOwnedLocked(OwnedFds& o, int fd) {
   auto [it, added] = o.gens.try_emplace(fd);
   it->second = {++o.next_gen, t_holder, false, false, false, 0, 0, 0, false, {}};
   if (added) o.count.fetch_add(1, std::memory_order_relaxed);
+  return it->second.gen;
+}
+
+// `fd` was just put in the table by fdbridge's native code: its number's
+// install generation is `gen` from now on (FdInstalled). Under o.mu.
+void NoteInstallLocked(OwnedFds& o, int fd, uint64_t gen) {
+  if (fd < 0) return;
+  size_t at = static_cast<size_t>(fd);
+  if (at >= o.installs.size()) o.installs.resize(std::max(at + 1, o.installs.size() * 2));
+  o.installs[at] = gen;
+}
+
+uint64_t InstallLocked(const OwnedFds& o, int fd) {
+  size_t at = static_cast<size_t>(fd);
+  return fd >= 0 && at < o.installs.size() ? o.installs[at] : 0;
 }
 
 // MarkOwnedLocked for an fd the kernel has just made (a dup, a socket, a
@@ -140,15 +160,16 @@ void MarkNewLocked(OwnedFds& o, int* fd);
 // nothing and writing nowhere.
 bool PutPlaceholderLocked(OwnedFds& o, OwnedFds::Registration& stream, int* fd) {
   int pair[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return false;
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return false;  // temporary: both closed here
   UniqueFd placeholder(pair[0]);
   close(pair[1]);  // a fresh socket's only reference, nothing queued: cannot block
   struct stat st;
   if (fstat(placeholder.get(), &st) != 0) return false;
-  UniqueFd moved(fcntl(*fd, F_DUPFD_CLOEXEC, FdFloor()));
+  UniqueFd moved(fcntl(*fd, F_DUPFD_CLOEXEC, FdFloor()));  // installed: MarkNewLocked below
   if (!moved) return false;
   // Not the new file's last reference (`moved` holds it): cannot block.
-  if (dup3(placeholder.get(), *fd, O_CLOEXEC) < 0) return false;
+  if (dup3(placeholder.get(), *fd, O_CLOEXEC) < 0) return false;  // installed: NoteInstallLocked below
+  NoteInstallLocked(o, *fd, ++o.next_gen);  // the placeholder, a file of fdbridge's at the stream's number
   stream.placeholder_dev = static_cast<uint64_t>(st.st_dev);
   stream.placeholder_ino = static_cast<uint64_t>(st.st_ino);
   if (o.watchers.load(std::memory_order_relaxed) != 0) o.closed_by_others.insert(stream.gen);
@@ -182,7 +203,7 @@ void MarkNewLocked(OwnedFds& o, int* fd) {
       o.takeovers.fetch_add(1, std::memory_order_relaxed);
     }
   }
-  MarkOwnedLocked(o, *fd);
+  NoteInstallLocked(o, *fd, MarkOwnedLocked(o, *fd));
 }
 
 void MarkNew(int* fds, size_t n) {
@@ -334,6 +355,24 @@ void FdMarkOwned(const int* fds, size_t n) {
 }
 
 void FdMarkNew(int* fds, size_t n) { MarkNew(fds, n); }
+
+int FdInstalled(int fd) {
+  if (fd < 0) return fd;
+  FdInstalledAll(&fd, 1);
+  return fd;
+}
+
+void FdInstalledAll(const int* fds, size_t n) {
+  OwnedFds& o = TheOwnedFds();
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  for (size_t i = 0; i < n; i++) NoteInstallLocked(o, fds[i], ++o.next_gen);
+}
+
+void FdInstallGenerations(const int* fds, size_t n, uint64_t* out) {
+  OwnedFds& o = TheOwnedFds();
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  for (size_t i = 0; i < n; i++) out[i] = InstallLocked(o, fds[i]);
+}
 
 namespace {
 
@@ -568,8 +607,9 @@ void FdReleaseHolder(uint64_t holder, std::vector<int>* to_close) {
 }
 
 int FdDupCloexec(int fd) {
-  int r = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-  return r < 0 ? -errno : r;
+  OwnedFdsLock lock;  // made and its install noted as one step
+  int r = fcntl(fd, F_DUPFD_CLOEXEC, 0);  // installed: FdInstalled below
+  return FdInstalled(r < 0 ? -errno : r);
 }
 
 namespace {
@@ -597,7 +637,7 @@ int DupAllFrom(const int* fds, size_t n, int start, int* out) {
   UniqueFds made;
   made.reserve(n);
   for (size_t i = 0; i < n; i++) {
-    UniqueFd d(fcntl(fds[i], F_DUPFD_CLOEXEC, start));
+    UniqueFd d(fcntl(fds[i], F_DUPFD_CLOEXEC, start));  // installed: FdDupAllHigh's MarkNew, under its lock
     if (!d) return -errno;
     made.push_back(std::move(d));
   }
@@ -811,6 +851,10 @@ struct Closer {
     bool open;
     bool known;
     FdIdentity identity;
+    // closeClientFds's: the number's install generation the command held
+    // it with (FdInstallGenerations), looked at again just before the close.
+    bool check_install;
+    uint64_t install;
   };
   // One owner's closes waiting, and how many of its closes run now.
   struct Lane {
@@ -919,8 +963,16 @@ void CloseMayBlock(const Closer::Job& job) {
   if (registration == 0) {
     // None when handed over, one now: the fd handed over was closed by
     // someone else (the kernel gives a number only once it is free) and a
-    // new fd of ours took the number, which is not this close's.
+    // new fd of ours took the number, which is not this close's. So is
+    // another install at the number since a command's closeClientFds handed
+    // it over (the command closed it itself after: an fd fdbridge put
+    // there since is another command's).
     if (FdRegistration(fd) != 0) return;
+    if (job.check_install) {
+      uint64_t install;
+      FdInstallGenerations(&fd, 1, &install);
+      if (install != job.install) return;
+    }
     if (!job.known) {
       FdClose(fd);  // nothing known of the file: as any close
       return;
@@ -1088,8 +1140,11 @@ void TakeRegistration(Closer::Job* job, OwnedFds::Registration* reg) {
 // registration there), or, with `expected`, one whose expected[i] is set and
 // that holds another file (or none), is refused: nothing is handed over,
 // *refused is that number and the ticket 0 (else *refused is -1).
+// With `installs` too, one whose number's install generation is not
+// installs[i] (an fd fdbridge's native code put there since the command
+// took it: FdInstalled) is refused the same way.
 uint64_t HandOver(const int* fds, size_t n, uint64_t owner, bool held_for_peer, uint64_t given_to, int* refused = nullptr,
-                  const std::optional<FdIdentity>* expected = nullptr) {
+                  const std::optional<FdIdentity>* expected = nullptr, const uint64_t* installs = nullptr) {
   bool given = given_to != 0;
   if (refused != nullptr) *refused = -1;
   if (n == 0) return 0;
@@ -1127,6 +1182,7 @@ uint64_t HandOver(const int* fds, size_t n, uint64_t owner, bool held_for_peer, 
       job.peer_fd = held_for_peer;
       job.open = true;
       job.known = false;
+      job.check_install = false;
       TakeRegistration(&job, &it->second);
     }
     jobs.resize(kept);
@@ -1152,6 +1208,8 @@ uint64_t HandOver(const int* fds, size_t n, uint64_t owner, bool held_for_peer, 
       Closer::Job& job = jobs[i];
       job.fd = fds[i];
       job.peer_fd = held_for_peer;
+      job.check_install = installs != nullptr;
+      job.install = installs != nullptr ? installs[i] : 0;
       auto it = o.gens.find(job.fd);
       job.registration = it == o.gens.end() ? 0 : it->second.gen;
       if (refused != nullptr && job.registration != 0) return refuse(job.fd);
@@ -1165,12 +1223,17 @@ uint64_t HandOver(const int* fds, size_t n, uint64_t owner, bool held_for_peer, 
       uint64_t now = it == o.gens.end() ? 0 : it->second.gen;
       if (refused != nullptr) {
         // A registration made at the number since the first look (its fd
-        // was closed, a new fd of ours took it), or a file other than the
-        // one expected there: not the caller's to close.
+        // was closed, a new fd of ours took it), a file other than the one
+        // expected there, or another install there than the one the
+        // command held (an fd fdbridge put there since, of any file: the
+        // command closed its own, and the number is another's): not the
+        // caller's to close. Under the lock every install notes itself
+        // under (FdInstalled): none is half made.
         const std::optional<FdIdentity>* want = expected != nullptr ? &expected[i] : nullptr;
         bool other_file = want != nullptr && want->has_value() &&
                           (!job.known || !SameFile(job.identity, **want));
-        if (now != 0 || other_file) return refuse(job.fd);
+        bool other_install = job.check_install && InstallLocked(o, job.fd) != job.install;
+        if (now != 0 || other_file || other_install) return refuse(job.fd);
       }
       if (now != job.registration) {
         job.open = false;
@@ -1251,7 +1314,7 @@ int RepeatedFd(const int* fds, size_t n) {
 }  // namespace
 
 int FdCloseClientFdsInBackground(const int* fds, size_t n, uint64_t owner, const std::optional<FdIdentity>* expected,
-                                 uint64_t* ticket, int* refused) {
+                                 const uint64_t* installs, uint64_t* ticket, int* refused) {
   // A number named twice would be closed twice, one close after the other
   // on the closer's threads: after the first, any new fd (another
   // connection's copy, another client's, the program's file) can take the
@@ -1263,7 +1326,7 @@ int FdCloseClientFdsInBackground(const int* fds, size_t n, uint64_t owner, const
     *refused = repeated;
     return -EINVAL;
   }
-  *ticket = HandOver(fds, n, owner, /*held_for_peer=*/true, /*given_to=*/0, refused, expected);
+  *ticket = HandOver(fds, n, owner, /*held_for_peer=*/true, /*given_to=*/0, refused, expected, installs);
   return *refused >= 0 ? -EBADF : 0;
 }
 
@@ -1497,7 +1560,7 @@ int FdSetNonblock(int fd, bool on) {
 // seq_show), so the head of the file is enough; what follows (locks, an
 // epoll's targets) can be long.
 int FdReadFileId(int dir, const char* name, std::string* out) {
-  UniqueFd f(openat(dir, name, O_RDONLY | O_CLOEXEC));
+  UniqueFd f(openat(dir, name, O_RDONLY | O_CLOEXEC));  // temporary: closed here
   if (!f) return -errno;
   char buf[512];
   ssize_t len;
@@ -1527,7 +1590,7 @@ int FdFileId(pid_t pid, int fd, std::string* out) {
   } else {
     snprintf(path, sizeof(path), "/proc/%d/fdinfo", static_cast<int>(pid));
   }
-  UniqueFd dir(open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  UniqueFd dir(open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC));  // temporary: closed here
   if (!dir) return -errno;
   char name[16];
   snprintf(name, sizeof(name), "%d", fd);
@@ -1546,11 +1609,11 @@ int FdList(pid_t pid, std::vector<FdEntry>* out, bool files) {
   UniqueFd info;
   if (files) {
     snprintf(dir_path + base, sizeof(dir_path) - base, "fdinfo");
-    info.reset(open(dir_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    info.reset(open(dir_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC));  // temporary: closed here
     if (!info) return -errno;
   }
   snprintf(dir_path + base, sizeof(dir_path) - base, "fd");
-  DIR* dir = opendir(dir_path);  // glibc opens it O_CLOEXEC
+  DIR* dir = opendir(dir_path);  // temporary: closed here (glibc opens it O_CLOEXEC)
   if (dir == nullptr) return -errno;
   // Our own directory fds show up in /proc/self/fd; they are not part of
   // the table we were asked about.
@@ -1614,29 +1677,37 @@ int FdSetLimit(uint64_t soft, uint64_t hard) {
   return 0;
 }
 
+// Each makes its fds and notes their install (FdInstalled) as one step,
+// under an OwnedFdsLock.
 int FdPipe(int out[2]) {
-  if (pipe2(out, O_CLOEXEC) != 0) return -errno;
+  OwnedFdsLock lock;
+  if (pipe2(out, O_CLOEXEC) != 0) return -errno;  // installed: FdInstalledAll below
+  FdInstalledAll(out, 2);
   return 0;
 }
 
 int FdMemfd(const char* name) {
-  int fd = memfd_create(name, MFD_CLOEXEC);
-  return fd < 0 ? -errno : fd;
+  OwnedFdsLock lock;
+  int fd = memfd_create(name, MFD_CLOEXEC);  // installed: FdInstalled below
+  return FdInstalled(fd < 0 ? -errno : fd);
 }
 
 int FdEventfd() {
-  int fd = eventfd(0, EFD_CLOEXEC);
-  return fd < 0 ? -errno : fd;
+  OwnedFdsLock lock;
+  int fd = eventfd(0, EFD_CLOEXEC);  // installed: FdInstalled below
+  return FdInstalled(fd < 0 ? -errno : fd);
 }
 
 int PidfdOpen(pid_t pid) {
-  long r = syscall(SYS_pidfd_open, pid, 0);
-  return r < 0 ? -errno : static_cast<int>(r);
+  OwnedFdsLock lock;
+  long r = syscall(SYS_pidfd_open, pid, 0);  // installed: FdInstalled below
+  return FdInstalled(r < 0 ? -errno : static_cast<int>(r));
 }
 
 int PidfdGetfd(int pidfd, int target_fd) {
-  long r = syscall(SYS_pidfd_getfd, pidfd, target_fd, 0);
-  return r < 0 ? -errno : static_cast<int>(r);
+  OwnedFdsLock lock;
+  long r = syscall(SYS_pidfd_getfd, pidfd, target_fd, 0);  // installed: FdInstalled below
+  return FdInstalled(r < 0 ? -errno : static_cast<int>(r));
 }
 
 int FdOwnHigh(int fd) {

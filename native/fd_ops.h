@@ -166,6 +166,29 @@ void FdMarkOwned(const int* fds, size_t n);
 // and EPIPE there; at the fd limit, when none can be made, the new fd
 // stays, at risk).
 void FdMarkNew(int* fds, size_t n);
+// Each fd number's install generation: every fd fdbridge's native code puts
+// in the process's table (a dup, a socket, an accepted connection, a
+// received fd, a pipe, a pidfd, a pulled fd...) gives its number a new
+// generation, process-wide (every thread's, every environment's), never
+// given before to any number. FdMarkNew does it for the fds it registers;
+// FdInstalled and FdInstalledAll for those that stay unregistered. The
+// caller holds an OwnedFdsLock from before the call that makes the fd until
+// it is noted here, so that no look at the generations (under the same
+// lock) sees the new fd with its number's old generation. A command's hold
+// of an fd (an adoption, a receipt: FdInstallGenerations) records it, and
+// closeClientFds closes the number only while it is still that
+// (FdCloseClientFdsInBackground): another fd fdbridge put there since, of
+// the same file or not, is not the command's. What no native path sees (a
+// file the program opens there itself, libuv's fds) leaves it as it was.
+// test/structure/native-installs checks that every call in native/ that
+// makes an fd is noted here (or is a temporary fd, closed before its
+// function returns).
+// `fd` as it is (negative: a failed call's -errno, passed through).
+int FdInstalled(int fd);
+void FdInstalledAll(const int* fds, size_t n);
+// The install generation of each of fds[0..n) into out[0..n) (0: none
+// since the process started), in one hold of the registry's lock.
+void FdInstallGenerations(const int* fds, size_t n, uint64_t* out);
 // For an owner that holds `fd` under `registration` (FdRegistration when it
 // took it), before it closes or uses that number: false when the fd is no
 // longer the one it registered, closed by someone else meanwhile. Either a
@@ -446,16 +469,21 @@ uint64_t FdCloseGivenInBackground(const int* fds, size_t n, uint64_t owner, uint
 // `expected` file (expected[i], when `expected` is not null and it is set:
 // the file an adopted copy was given with) is not the file at the number
 // (read as it is handed over: the command closed that fd itself, and the
-// number is free, or another file, another command's adopted fd). Then
+// number is free, or another file, another command's adopted fd), and so is
+// one whose number's install generation is not installs[i] (when `installs`
+// is not null: the one the command held it with, FdInstallGenerations; an
+// fd fdbridge put there since is another's, whatever its file). Then
 // -EBADF, *refused that number, nothing handed over and *ticket 0. A list
 // that names one number twice (the second close could close another fd
 // that took the number after the first) is refused whole the same way,
 // with -EINVAL and *refused that number. Else 0, *refused -1 and *ticket
 // the batch's. Checked as they are handed over,
-// the registrations under the registry's lock; a registration made at one
-// of the numbers after that is left alone by the close (CloseMayBlock).
+// the registrations and install generations under the registry's lock; a
+// registration made at one of the numbers after that, or another install
+// there, is left alone by the close (CloseMayBlock, which looks again just
+// before its close(2), outside the lock: see README, closeClientFds).
 int FdCloseClientFdsInBackground(const int* fds, size_t n, uint64_t owner, const std::optional<FdIdentity>* expected,
-                                 uint64_t* ticket, int* refused);
+                                 const uint64_t* installs, uint64_t* ticket, int* refused);
 // Whether the batch `ticket` is done (every fd of it closed). A ticket
 // FdCloseInBackground never gave is not.
 bool FdBackgroundCloseDone(uint64_t ticket);

@@ -444,7 +444,7 @@ size_t FrameChannel::ForgetAdopted(const int* fds, size_t n) {
   return forgotten;
 }
 
-int FrameChannel::CloseClientFds(const int* fds, size_t n, uint64_t* ticket, int* refused) {
+int FrameChannel::CloseClientFds(const int* fds, size_t n, const uint64_t* installs, uint64_t* ticket, int* refused) {
   // A copy still in the ledger (given, not adopted) is not the client's to
   // close, even once the command closed it itself and an fd fdbridge no
   // longer holds took the number (another client's fd its command adopted).
@@ -458,8 +458,8 @@ int FrameChannel::CloseClientFds(const int* fds, size_t n, uint64_t* ticket, int
     auto it = adopted_.find(fds[i]);
     if (it != adopted_.end() && it->second.known) expected[i] = it->second.identity;
   }
-  int r = socket_ != nullptr ? socket_->CloseClientFdsInBackground(fds, n, expected.data(), ticket, refused)
-                             : FdCloseClientFdsInBackground(fds, n, close_owner_, expected.data(), ticket, refused);
+  int r = socket_ != nullptr ? socket_->CloseClientFdsInBackground(fds, n, expected.data(), installs, ticket, refused)
+                             : FdCloseClientFdsInBackground(fds, n, close_owner_, expected.data(), installs, ticket, refused);
   if (r == 0) ForgetAdopted(fds, n);
   return r;
 }

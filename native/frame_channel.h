@@ -200,9 +200,10 @@ class FrameChannel : public UnixSocket::Filter {
   // then ForgetAdopted. -EBADF and *refused the first refused (a copy the
   // ledger still holds as given, one of fdbridge's own fds now, or an
   // adopted one whose number holds another file or none: the command closed
-  // it itself), -EINVAL for a number named twice, nothing handed over nor
-  // forgotten; else 0 and *ticket the batch's.
-  int CloseClientFds(const int* fds, size_t n, uint64_t* ticket, int* refused);
+  // it itself, or one whose number's install generation is not installs[i]:
+  // FdCloseClientFdsInBackground), -EINVAL for a number named twice,
+  // nothing handed over nor forgotten; else 0 and *ticket the batch's.
+  int CloseClientFds(const int* fds, size_t n, const uint64_t* installs, uint64_t* ticket, int* refused);
   // Refunds the adopted fds still charged that the command closed another
   // way (not closeClientFds): those whose number is free, or holds another
   // file than it was given with (device and inode: FdFileIdentity, which

@@ -83,7 +83,7 @@ int WaitWritable(const std::shared_ptr<Job>& job) {
   int wake;
   {
     OwnedFdsLock lock;  // made and registered as one step
-    int e = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int e = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);  // installed: FdOwnHigh below
     wake = FdOwnHigh(e < 0 ? -errno : e);
   }
   if (wake < 0) return wake;

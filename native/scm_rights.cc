@@ -164,13 +164,16 @@ void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
   ssize_t n;
   int err = 0;
   {
+    // Received and registered (own), or their installs noted, as one step
+    // (FdInstalled): with no room for control messages no fd can come.
     std::optional<OwnedFdsLock> lock;
-    if (own) lock.emplace();
+    if (own || control_len != 0) lock.emplace();
     do {
-      n = recvmsg(sock, &msg, flags);
+      n = recvmsg(sock, &msg, flags);  // installed: FdMarkNew or FdInstalled below
     } while (n < 0 && errno == EINTR && !wait);
     if (n < 0) err = errno == EINTR ? EAGAIN : errno;
     if (n >= 0 && own) ForEachCmsgFd(&msg, [](int& fd, int) { FdMarkNew(&fd, 1); });
+    if (n >= 0 && !own && control_len != 0) ForEachCmsgFd(&msg, [](int& fd, int) { FdInstalled(fd); });
   }
   if (n < 0) {
     errno = err;

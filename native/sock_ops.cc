@@ -45,12 +45,9 @@ namespace {
 
 // A new socket of `type`: the fd or -errno.
 int NewSocket(int type, bool own) {
-  if (!own) {
-    int fd = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    return fd < 0 ? -errno : fd;
-  }
-  OwnedFdsLock lock;  // from before socket(2) until it is moved and registered
-  int fd = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  OwnedFdsLock lock;  // from before socket(2) until it is moved and registered, or its install noted
+  int fd = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);  // installed: FdInstalled or FdOwnHigh below
+  if (!own) return FdInstalled(fd < 0 ? -errno : fd);
   return FdOwnHigh(fd < 0 ? -errno : fd);
 }
 
@@ -74,7 +71,7 @@ int NewSocketFor(int type, const char* name, size_t name_len, bool abstract, boo
 // inode, so a second swap after the checks changes nothing. On success *out
 // holds the file's identity, for UnlinkOwnSocketFile.
 int ChmodSocketFile(const char* path, int mode, struct stat* out) {
-  UniqueFd pfd(open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  UniqueFd pfd(open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC));  // temporary: closed here
   if (!pfd) return -errno;
   struct stat st;
   if (fstat(pfd.get(), &st) != 0) return -errno;
@@ -100,10 +97,15 @@ void UnlinkOwnSocketFile(const char* path, const struct stat* ours) {
 }  // namespace
 
 int SockPair(int type, int out[2], bool own) {
-  if (!own) return socketpair(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, out) != 0 ? -errno : 0;
-  OwnedFdsLock lock;  // from before socketpair(2) until both ends are moved and registered
+  OwnedFdsLock lock;  // from before socketpair(2) until both ends are moved and registered, or their installs noted
   int made[2];
-  if (socketpair(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, made) != 0) return -errno;
+  if (socketpair(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, made) != 0) return -errno;  // installed: FdInstalledAll or FdOwnHigh below
+  if (!own) {
+    FdInstalledAll(made, 2);
+    out[0] = made[0];
+    out[1] = made[1];
+    return 0;
+  }
   UniqueFd second(made[1]);
   int r = FdOwnHigh(made[0]);
   if (r < 0) return r;  // the other end is closed by its owner
@@ -165,7 +167,7 @@ namespace {
 int Accept(int listen_fd) {
   int fd;
   do {
-    fd = accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    fd = accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);  // installed: SockAccept's, under its lock
   } while (fd < 0 && errno == EINTR);
   if (fd < 0) return errno == EWOULDBLOCK ? -EAGAIN : -errno;
   return fd;
@@ -174,10 +176,10 @@ int Accept(int listen_fd) {
 }  // namespace
 
 int SockAccept(int listen_fd) {
-  if (!FdIsOwned(listen_fd)) return Accept(listen_fd);
   // accept4 on a non-blocking listening socket returns at once, so the lock
   // is never held across a wait.
   OwnedFdsLock lock;
+  if (!FdIsOwned(listen_fd)) return FdInstalled(Accept(listen_fd));
   return FdOwnHigh(Accept(listen_fd));
 }
 
@@ -205,10 +207,11 @@ int SockPeerCred(int fd, pid_t* pid, uid_t* uid, gid_t* gid) {
 }
 
 int SockPeerPidfd(int fd) {
+  OwnedFdsLock lock;  // made and its install noted as one step
   int pidfd = -1;
   socklen_t len = sizeof(pidfd);
-  if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) != 0) return -errno;
-  return pidfd;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) != 0) return -errno;  // installed: FdInstalled below
+  return FdInstalled(pidfd);
 }
 
 int SockType(int fd) {

@@ -551,9 +551,9 @@ uint64_t UnixSocket::CloseInBackground(const int* fds, size_t n) {
   return ticket;
 }
 
-int UnixSocket::CloseClientFdsInBackground(const int* fds, size_t n, const std::optional<FdIdentity>* expected, uint64_t* ticket,
-                                           int* refused) {
-  int r = FdCloseClientFdsInBackground(fds, n, close_owner_, expected, ticket, refused);
+int UnixSocket::CloseClientFdsInBackground(const int* fds, size_t n, const std::optional<FdIdentity>* expected, const uint64_t* installs,
+                                           uint64_t* ticket, int* refused) {
+  int r = FdCloseClientFdsInBackground(fds, n, close_owner_, expected, installs, ticket, refused);
   if (r == 0) RememberTicket(*ticket);
   return r;
 }

@@ -259,7 +259,8 @@ class UnixSocket {
   // (FdCloseClientFdsInBackground): -EBADF and *refused the first one that
   // is one of fdbridge's own fds now, nothing handed over; else 0 and
   // *ticket the batch's (remembered as CloseInBackground's).
-  int CloseClientFdsInBackground(const int* fds, size_t n, const std::optional<FdIdentity>* expected, uint64_t* ticket, int* refused);
+  int CloseClientFdsInBackground(const int* fds, size_t n, const std::optional<FdIdentity>* expected, const uint64_t* installs,
+                                 uint64_t* ticket, int* refused);
   // The socket listens (the binding's Socket made with an accept
   // callback): Close() empties its backlog, not a receive queue. Set by the
   // binding when it makes the socket; Close() reads this flag, no syscall.

@@ -5,96 +5,51 @@
  * fdbridge's that the command made (a DatagramSocket bound or opened while
  * the command's constructor or one of its methods ran, before the first
  * await: received fds are recorded as they are delivered), each with its
- * file (device and inode) read then. closeClientFds takes them out; any
- * other number (one the command chose, another connection's or another
+ * file (device and inode) and its number's install generation
+ * (native.installGenerations) read then. closeClientFds takes them out;
+ * any other number (one the command chose, another connection's or another
  * uid's fd, the program's or the process's own, one closed through
- * closeClientFds already) is refused, and so is a held number that no
- * longer holds the file it was held with (the command closed it itself),
- * or that another command holds now: a number is held by one command at a
- * time, process-wide (clientFdHolders), so that a command that closed what it
- * held itself cannot close another command's fd that took the number, even
- * one of the same file (/dev/null given to both) that a file check passes.
+ * closeClientFds already) is refused here, and the addon refuses, as it
+ * hands the list to the closer, a held number that no longer holds the
+ * file it was held with, or whose install generation is another now: the
+ * command closed its fd itself, and an fd fdbridge put there since (another
+ * command's adopted or received fd, a copy given to it, a socket), of
+ * whatever file, is not this command's.
  */
 import { constants as osConstants } from 'node:os';
 
 import { SystemError } from './errors';
 import { fileAt, holdsFile } from './fd';
-import type { FileKey } from './native';
-import { growAtLeast, maxFdSlots } from './transports/shared-ledger';
-
-/**
- * Which command holds each fd number now, process-wide: Int32 0 is the last
- * holder id given out, Int32 1 + fd the id of the ClientFds that holds fd
- * (0: none). A command's hold of a number (an adoption, a receipt) is of a
- * new fd there, so any other command that held the number before had
- * closed its fd itself: from then on the number is not that one's. One
- * buffer per process: on the global object under a registered symbol (as
- * RUNNING, for another copy of the library in the thread), and handed to
- * the worker transport's threads (workerData), which share the fd table.
- */
-const STAMPS = Symbol.for('fdbridge.clientFdHolders');
-type WithStamps = { [STAMPS]?: SharedArrayBuffer };
-
-/** This process's holder stamps (made on first use, in the thread that runs first). */
-export function clientFdHolders(): SharedArrayBuffer {
-  const global = globalThis as WithStamps;
-  global[STAMPS] ??= new SharedArrayBuffer(4 * (1 + 1024), { maxByteLength: 4 * (1 + maxFdSlots()) });
-  return global[STAMPS];
-}
-
-/** In a thread fdbridge started (a worker connection's): the stamps of the thread that started it, before any command is held. */
-export function attachClientFdHolders(buffer: SharedArrayBuffer): void {
-  (globalThis as WithStamps)[STAMPS] = buffer;
-}
+import { native, type FileKey } from './native';
 
 export class ClientFds {
-  /** Each fd held, with its file as it was held (undefined: its number was free then, which holds nothing). */
-  readonly #files = new Map<number, FileKey | undefined>();
-  /** Who holds each number (clientFdHolders), a length-tracking view: it follows the buffer as it grows. */
-  readonly #stamps = new Int32Array(clientFdHolders());
-  /** This record's stamp. */
-  readonly #id = Atomics.add(this.#stamps, 0, 1) + 1;
+  /** Each fd held: its file as it was held (undefined: its number was free then, which holds nothing) and its number's install generation then. */
+  readonly #held = new Map<number, { file: FileKey | undefined; install: number }>();
 
-  /**
-   * `fds` are the command's client's now (adopted, or received by the
-   * command), each with its file now; no other command holds their numbers
-   * from now on.
-   */
+  /** `fds` are the command's client's now (adopted, or received by the command), each with its file and install generation now. */
   hold(fds: readonly number[]): void {
-    this.makeRoom(fds);
-    for (const fd of fds) {
-      Atomics.store(this.#stamps, 1 + fd, this.#id);
-      this.#files.set(fd, fileAt(fd));
-    }
-  }
-
-  /**
-   * Makes room for `fds`' stamps, so that hold(fds) throws nothing: before
-   * an adoption, which cannot be undone once made (a RangeError after it
-   * would leave the adopted fd open and nobody's).
-   */
-  makeRoom(fds: readonly number[]): void {
-    const top = Math.max(-1, ...fds);
-    if (1 + top >= this.#stamps.length) growAtLeast(this.#stamps.buffer as SharedArrayBuffer, 4 * (2 + top));
+    const installs = native.installGenerations(fds);
+    fds.forEach((fd, i) => this.#held.set(fd, { file: fileAt(fd), install: installs[i] as number }));
   }
 
   /**
    * Throws a SystemError EBADF naming the first of `fds` that is not held,
-   * whose number another command holds now, or whose number no longer
-   * holds the file it was held with; nothing is taken then.
+   * or whose number no longer holds the file it was held with; nothing is
+   * taken then. Returns each one's install generation as it was held, for
+   * the close to check (native.closeClientFds' `installs`).
    */
-  check(fds: readonly number[]): void {
-    for (const fd of fds) {
-      if (!this.#files.has(fd) || Atomics.load(this.#stamps, 1 + fd) !== this.#id) {
+  check(fds: readonly number[]): number[] {
+    return fds.map((fd) => {
+      const held = this.#held.get(fd);
+      if (held === undefined) {
         throw new SystemError(
           osConstants.errno.EBADF,
           'closeClientFds',
           `closeClientFds: fd ${fd} is not the client's to close: the command did not adopt it from its connection nor receive it on a socket ` +
-            'of its own, or closed it through closeClientFds already, or another command holds the number now; nothing was closed',
+            'of its own, or closed it through closeClientFds already; nothing was closed',
         );
       }
-      const held = this.#files.get(fd);
-      if (held === undefined || !holdsFile(fd, held)) {
+      if (held.file === undefined || !holdsFile(fd, held.file)) {
         throw new SystemError(
           osConstants.errno.EBADF,
           'closeClientFds',
@@ -102,15 +57,13 @@ export class ClientFds {
             '(the command closed it itself); nothing was closed',
         );
       }
-    }
+      return held.install;
+    });
   }
 
   /** closeClientFds took `fds`: no longer held. */
   take(fds: readonly number[]): void {
-    for (const fd of fds) {
-      this.#files.delete(fd);
-      Atomics.compareExchange(this.#stamps, 1 + fd, this.#id, 0);
-    }
+    for (const fd of fds) this.#held.delete(fd);
   }
 }
 

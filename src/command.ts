@@ -359,16 +359,16 @@ export class CommandHost {
     transport: TransportName,
     ledger: FdLedger = new SetLedger(),
     peer?: PeerCredentials,
-    closeClientFds?: (fds: readonly number[]) => Promise<void>,
+    closeClientFds?: (fds: readonly number[], installs: readonly number[]) => Promise<void>,
     holdLogBytes: (bytes: number) => () => void = () => () => undefined,
   ) {
     const clientCloses = this.#clientCloses;
     const clientFds = this.#clientFds;
     const close =
       closeClientFds ??
-      ((fds: readonly number[]): Promise<void> => {
+      ((fds: readonly number[], installs: readonly number[]): Promise<void> => {
         // An adopted fd is closed only while its number holds the file it was given with.
-        clientCloses.closeClientFds(fds, ledger.clientFiles?.(fds));
+        clientCloses.closeClientFds(fds, ledger.clientFiles?.(fds), installs);
         return clientCloses.settled();
       });
     this.ledger = ledger;
@@ -379,8 +379,6 @@ export class CommandHost {
       ...(peer ? { peer: Object.freeze({ pid: peer.pid, uid: peer.uid, gid: peer.gid }) } : {}),
       adoptFd(fd: number): number {
         if (!Number.isInteger(fd) || fd < 0) throw new RangeError(`adoptFd: ${fd} is not an fd`);
-        // Nothing may fail once the ledger has handed the fd over.
-        clientFds.makeRoom([fd]);
         // The ledger hands it over: the command's now, a caller may name it.
         // One whose copy is no longer at its number (the command closed it
         // itself) is not: whatever is there now is not the client's.
@@ -399,14 +397,15 @@ export class CommandHost {
         checkClientFdList(fds);
         // Only what the command holds as its client's, still at its number:
         // any other number (one the client chose, another's fd, the
-        // process's own, one closed through here already) is refused.
-        clientFds.check(fds);
+        // process's own, one closed through here already) is refused, here
+        // or by the close (another install at the number since it was held).
+        const installs = clientFds.check(fds);
         // Adopted fds a ledger kept counted (a helper daemon's) stop counting
         // once they have gone to the closer, where they count as being
         // closed: a close that throws (a list it refuses: one of fdbridge's
         // own fds named, SystemError EBADF) leaves them open and still
         // counted.
-        const closed = close(fds);
+        const closed = close(fds, installs);
         clientFds.take(fds);
         ledger.closing?.(fds);
         return closed;

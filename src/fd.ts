@@ -530,14 +530,15 @@ export class HeldCopies {
   /**
    * close() of fds a command holds as its client's
    * (CommandContext.closeClientFds): throws a SystemError EBADF naming the
-   * first that is one of fdbridge's own fds now, or whose `expected` file
-   * (the one it was adopted with) is no longer at its number, nothing
-   * handed over (native.closeClientFds).
+   * first that is one of fdbridge's own fds now, whose `expected` file
+   * (the one it was adopted with) is no longer at its number, or whose
+   * number's install generation is not `installs`' (as the command held
+   * it), nothing handed over (native.closeClientFds).
    */
-  closeClientFds(fds: readonly number[], expected?: ReadonlyArray<FileKey | undefined>): void {
+  closeClientFds(fds: readonly number[], expected?: ReadonlyArray<FileKey | undefined>, installs?: readonly number[]): void {
     // Stryker disable next-line ConditionalExpression: forced false, closeClientFds of no fd closes nothing and gives ticket 0, which is done
     if (fds.length === 0) return;
-    this.remember(native.closeClientFds(fds, this.owner, expected));
+    this.remember(native.closeClientFds(fds, this.owner, expected, installs));
   }
 
   /**

@@ -162,12 +162,14 @@ export interface NativeFrameChannel {
   /**
    * The command closes `fds` (closeClientFds): to the background closer as
    * the socket's, each adopted one still charged only while its number
-   * holds the file it was given with, then forgetAdopted; returns the
-   * batch's ticket. Throws a SystemError EBADF naming the first refused
-   * (one of fdbridge's own fds now, or an adopted one whose number holds
-   * another file or none), nothing handed over nor forgotten.
+   * holds the file it was given with, and each only while its number's
+   * install generation is `installs[i]` (installGenerations, as the command
+   * held it), then forgetAdopted; returns the batch's ticket. Throws a
+   * SystemError EBADF naming the first refused (one of fdbridge's own fds
+   * now, an adopted one whose number holds another file or none, or another
+   * install at the number), nothing handed over nor forgotten.
    */
-  closeClientFds(fds: readonly number[]): number;
+  closeClientFds(fds: readonly number[], installs?: readonly number[]): number;
   /**
    * Refunds the adopted fds still charged that the command closed another
    * way: their number free, or another file's (device and inode, read
@@ -418,12 +420,15 @@ export interface NativeBinding {
    * checked as they are handed over: a SystemError EBADF naming it (`fd`),
    * nothing handed over; so is one whose `expected[i]` is set and whose
    * number holds another file now, or none (an adopted fd the command closed
-   * itself: the file disownGiven gave). A list naming one number twice is a
-   * TypeError, nothing handed over (the second close could close another fd
-   * that took the number after the first). A number one of fdbridge's fds
-   * takes after that is left alone by the close. Returns the batch's ticket.
+   * itself: the file disownGiven gave), and one whose number's install
+   * generation is not `installs[i]` (installGenerations as the command held
+   * it: an fd fdbridge put there since is another's, of whatever file). A
+   * list naming one number twice is a TypeError, nothing handed over (the
+   * second close could close another fd that took the number after the
+   * first). A number one of fdbridge's fds takes after that, or another
+   * install there, is left alone by the close. Returns the batch's ticket.
    */
-  closeClientFds(fds: readonly number[], owner?: number, expected?: ReadonlyArray<FileKey | undefined>): number;
+  closeClientFds(fds: readonly number[], owner?: number, expected?: ReadonlyArray<FileKey | undefined>, installs?: readonly number[]): number;
   /** Whether every fd of the batch `ticket` is closed. */
   backgroundCloseDone(ticket: number): boolean;
   /**
@@ -631,6 +636,15 @@ export interface NativeBinding {
    */
   own(fd: number): void;
   /**
+   * Each number's install generation now (0: none): every fd fdbridge's
+   * native code puts in the process's table (a dup, a socket, a received
+   * fd, a pidfd...) gives its number a new one, process-wide, never given
+   * to any number before (fd_ops.h, FdInstalled). A command's hold of an fd
+   * records it; closeClientFds closes the number only while it is still
+   * that.
+   */
+  installGenerations(fds: readonly number[]): number[];
+  /**
    * Registers the fds this thread's event loop holds (its epoll fd, signal
    * pipe, async wakeup fd...) as fdbridge's until this thread exits, after
    * libuv has closed them, and ends the loop start `start`
@@ -820,7 +834,8 @@ function load(): NativeBinding {
           syscall,
           `${syscall}: fd ${fd} is not the client's to close: it is one of fdbridge's own fds now (a copy given to the command ` +
             "and not adopted, or another connection's fd or socket that took the number after the command closed the client's fd " +
-            'itself); nothing was closed',
+            "itself), or another file, or another fd fdbridge put at the number since the command got it (another command's, of " +
+            'whatever file); nothing was closed',
         );
       }
       default:

@@ -543,9 +543,9 @@ class ServedSession implements ServedConnection {
         // The command closes the client's fds as the channel does: on the
         // background closer, as the client's, where a close may block.
         this.#options.closeInBackground
-          ? (fds) => {
+          ? (fds, installs) => {
               // Outside the promise: a list the closer refuses throws at once, nothing closed (CommandHost then keeps them counted).
-              const ticket = this.#channel.closeClientFds(fds);
+              const ticket = this.#channel.closeClientFds(fds, installs);
               return new Promise<void>((resolve) => afterBackgroundCloses([ticket], resolve));
             }
           : undefined,

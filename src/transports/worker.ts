@@ -11,7 +11,6 @@
 import { Worker } from 'node:worker_threads';
 
 import { BaseConnection, queueFullError, type CommandLocation, type ConnectOptions } from '../connection';
-import { clientFdHolders } from '../client-fds';
 import { normalizeCommandSpec } from '../command';
 import { ClosedError, PeerExitedError, ProtocolError, RemoteError, TimeoutError, type RemoteErrorInfo } from '../errors';
 import { native, type FdList } from '../native';
@@ -46,8 +45,6 @@ export interface WorkerData {
   reads: SharedArrayBuffer;
   /** The loop start (native.loopStartBegins) the worker ends as it registers its loop's fds. */
   loopStart: number;
-  /** Which command holds each fd number, process-wide (client-fds.ts clientFdHolders): the thread shares the fd table. */
-  clientFdHolders: SharedArrayBuffer;
   /** Test hook (holdWorkerStarts): Int32 0 set to 1 once the worker's loop exists, then it waits until Int32 1 is not 0. */
   startHold?: SharedArrayBuffer;
 }
@@ -156,7 +153,7 @@ export class WorkerConnection extends BaseConnection {
     let worker: Worker;
     try {
       worker = new Worker(entry, {
-        workerData: { command, ledger: ledger.buffer, ledgerOwner: ledger.owner, reads, loopStart, clientFdHolders: clientFdHolders(), ...(startHold ? { startHold } : {}) } satisfies WorkerData,
+        workerData: { command, ledger: ledger.buffer, ledgerOwner: ledger.owner, reads, loopStart, ...(startHold ? { startHold } : {}) } satisfies WorkerData,
       });
     } catch (err) {
       native.loopStartEnds(loopStart);

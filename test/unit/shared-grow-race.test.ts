@@ -1,14 +1,12 @@
 /**
  * Threads that share a growable SharedArrayBuffer grow it at once: the
- * command fds' holder stamps (ClientFds, which every thread of the worker
- * transport shares) and the worker ledger's marks (SharedFdLedger). One
- * thread's grow must not fail because another grew the buffer further in
- * the meantime (SharedArrayBuffer.grow throws a RangeError for a length
- * below the current one): a hold or a mark that throws after an adoption
+ * worker ledger's marks (SharedFdLedger), which the client's thread and the
+ * worker's share. One thread's grow must not fail because another grew the
+ * buffer further in the meantime (SharedArrayBuffer.grow throws a
+ * RangeError for a length below the current one): a mark that throws
  * leaves the fd open and nobody's. Generated rounds: threads started
- * together, each holding and marking its own rising fd numbers past the
- * buffers' first size, on fresh buffers each round; every hold and mark
- * must succeed and be seen.
+ * together, each marking its own rising fd numbers past the buffer's first
+ * size, on a fresh buffer each round; every mark must succeed and be seen.
  */
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -20,17 +18,13 @@ import { scaled } from '../util/time-scale';
 import { within } from '../util/within';
 
 const THREADS = 3;
-const GROWN_BY = join(DIST_SRC, 'client-fds.js');
 const LEDGER = join(DIST_SRC, 'transports', 'shared-ledger.js');
 
 const WORKER = `
 const { workerData, parentPort } = require('node:worker_threads');
-const { attachClientFdHolders, ClientFds } = require(workerData.clientFds);
 const { SharedFdLedger } = require(workerData.ledger);
 const gate = new Int32Array(workerData.gate);
-parentPort.on('message', ({ stamps, marks, fds, round }) => {
-  attachClientFdHolders(stamps);
-  const held = new ClientFds();
+parentPort.on('message', ({ marks, fds, round }) => {
   const ledger = SharedFdLedger.attach(marks, 0);
   Atomics.add(gate, 1, 1);
   Atomics.notify(gate, 1);
@@ -38,16 +32,15 @@ parentPort.on('message', ({ stamps, marks, fds, round }) => {
   while (Atomics.load(gate, 0) < round) Atomics.wait(gate, 0, round - 1);
   const failed = [];
   for (const fd of fds) {
-    try { held.hold([fd]); } catch (e) { failed.push('hold ' + fd + ': ' + e.name + ': ' + e.message); }
     try { ledger.add(fd); } catch (e) { failed.push('add ' + fd + ': ' + e.name + ': ' + e.message); }
   }
   parentPort.postMessage(failed);
 });`;
 
 describe('growing a buffer threads share, from several threads at once', () => {
-  test('generated: every hold and mark succeeds (no RangeError) and is there afterwards', async () => {
+  test('generated: every mark succeeds (no RangeError) and is there afterwards', async () => {
     const gate = new Int32Array(new SharedArrayBuffer(8));
-    const workers = Array.from({ length: THREADS }, () => new Worker(WORKER, { eval: true, workerData: { clientFds: GROWN_BY, ledger: LEDGER, gate: gate.buffer } }));
+    const workers = Array.from({ length: THREADS }, () => new Worker(WORKER, { eval: true, workerData: { ledger: LEDGER, gate: gate.buffer } }));
     let round = 0;
     try {
       await fc.assert(
@@ -56,8 +49,7 @@ describe('growing a buffer threads share, from several threads at once', () => {
           async (lists) => {
             round += 1;
             Atomics.store(gate, 1, 0);
-            // Fresh buffers at their first size (the stamps' and a ledger's), growable as the library makes them.
-            const stamps = new SharedArrayBuffer(4 * (1 + 1024), { maxByteLength: 4 * (1 + (1 << 20)) });
+            // A fresh buffer at a ledger's first size, growable as the library makes it.
             const marks = new SharedArrayBuffer(1024, { maxByteLength: 1 << 20 });
             const listening: Array<() => void> = [];
             const results = workers.map(
@@ -68,19 +60,17 @@ describe('growing a buffer threads share, from several threads at once', () => {
                   listening.push(() => w.off('message', resolve).off('error', reject));
                 }),
             );
-            workers.forEach((w, i) => w.postMessage({ stamps, marks, fds: lists[i]!.sort((a, b) => a - b), round }));
+            workers.forEach((w, i) => w.postMessage({ marks, fds: lists[i]!.sort((a, b) => a - b), round }));
             while (Atomics.load(gate, 1) < THREADS) Atomics.wait(gate, 1, Atomics.load(gate, 1), 5);
             Atomics.store(gate, 0, round);
             Atomics.notify(gate, 0);
             const failed = (await within(Promise.all(results), scaled(20_000), `round ${round}'s threads`).finally(() => listening.forEach((off) => off()))).flat();
-            const view = new Int32Array(stamps);
             const marked = new Uint8Array(marks);
             const all = lists.flat();
             expect({
               failed,
-              unstamped: all.filter((fd) => view[1 + fd] === 0 || view[1 + fd] === undefined),
               unmarked: all.filter((fd) => marked[fd] !== 1),
-            }).toEqual({ failed: [], unstamped: [], unmarked: [] });
+            }).toEqual({ failed: [], unmarked: [] });
           },
         ),
         { numRuns: 1000 },

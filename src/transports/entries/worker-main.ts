@@ -4,7 +4,6 @@
  */
 import { parentPort, threadId, workerData } from 'node:worker_threads';
 
-import { attachClientFdHolders } from '../../client-fds';
 import { CommandHost } from '../../command';
 import { describeError } from '../../errors';
 import { argsFromJson, resultToJson } from '../../json-value';
@@ -40,8 +39,6 @@ if (data.startHold !== undefined) {
 native.warmLoop();
 native.ownLoopFds(data.loopStart);
 
-// A number is held by one command at a time in the whole process (client-fds.ts).
-attachClientFdHolders(data.clientFdHolders);
 let host: CommandHost | undefined;
 try {
   host = new CommandHost(data.command, 'worker', SharedFdLedger.attach(data.ledger, data.ledgerOwner));
