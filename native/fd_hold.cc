@@ -176,7 +176,11 @@ int FdHoldFiles(pid_t pid, const int* fds, size_t n, uint64_t owner, FdHold* hol
   // needs no entry for it).
   char path[64];
   snprintf(path, sizeof(path), "/proc/self/task/%d/fdinfo", static_cast<int>(h->tid));
-  UniqueFd info(open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC));  // temporary: closed here
+  UniqueFd info;
+  {
+    OwnedFdsLock lock;  // opened and its install noted as one step
+    info.reset(FdInstalled(open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)));
+  }
   if (!info) {
     r = -errno;
     EndHoldThread(h.get());

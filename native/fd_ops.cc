@@ -160,7 +160,9 @@ void MarkNewLocked(OwnedFds& o, int* fd);
 // nothing and writing nowhere.
 bool PutPlaceholderLocked(OwnedFds& o, OwnedFds::Registration& stream, int* fd) {
   int pair[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return false;  // temporary: both closed here
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return false;  // installed: NoteInstallLocked below
+  NoteInstallLocked(o, pair[0], ++o.next_gen);
+  NoteInstallLocked(o, pair[1], ++o.next_gen);
   UniqueFd placeholder(pair[0]);
   close(pair[1]);  // a fresh socket's only reference, nothing queued: cannot block
   struct stat st;
@@ -932,6 +934,37 @@ size_t NextTurnLocked(const Closer& c) {
 
 bool HasTurnLocked(const Closer& c) { return NextTurnLocked(c) < c.turns.size(); }
 
+// CloseMayBlock of a closeClientFds job. In one hold of the registry's
+// lock: the number has no registration, its install generation is still
+// the one the command held it with (another install there since is
+// another's fd: the command closed its own after handing it over), and it
+// holds the file handed over; then the fd moves above the floor
+// (F_DUPFD_CLOEXEC, registered as ours) and the number is closed there,
+// which is not the file's last reference (the copy holds it) and so
+// cannot block. The close that may block is the copy's, outside the lock:
+// no fd put at the number after the look can be closed in its place. With
+// no number free above the floor (EMFILE), the number is closed outside
+// the lock after the look, as any background close.
+void CloseClientFd(const Closer::Job& job) {
+  int fd = job.fd;
+  int high;
+  {
+    OwnedFds& o = TheOwnedFds();
+    std::lock_guard<std::recursive_mutex> lock(o.mu);
+    if (o.gens.count(fd) != 0 || InstallLocked(o, fd) != job.install) return;
+    if (job.known) {
+      FdIdentity now;  // statx AT_STATX_DONT_SYNC: asks no filesystem
+      if (FdFileIdentity(fd, &now) != 0 || !SameFile(now, job.identity)) return;
+    }
+    high = fcntl(fd, F_DUPFD_CLOEXEC, FdFloor());  // installed: MarkNewLocked below
+    if (high >= 0) {
+      MarkNewLocked(o, &high);
+      close(fd);  // not the file's last reference (`high` holds it): cannot block
+    }
+  }
+  FdClose(high >= 0 ? high : fd);
+}
+
 // close(2) takes the number out of the table before the part that can
 // block (the release of the file's last reference), but FdClose unregisters
 // one of ours only once close returns: were that close blocked, the number
@@ -963,16 +996,12 @@ void CloseMayBlock(const Closer::Job& job) {
   if (registration == 0) {
     // None when handed over, one now: the fd handed over was closed by
     // someone else (the kernel gives a number only once it is free) and a
-    // new fd of ours took the number, which is not this close's. So is
-    // another install at the number since a command's closeClientFds handed
-    // it over (the command closed it itself after: an fd fdbridge put
-    // there since is another command's).
-    if (FdRegistration(fd) != 0) return;
+    // new fd of ours took the number, which is not this close's.
     if (job.check_install) {
-      uint64_t install;
-      FdInstallGenerations(&fd, 1, &install);
-      if (install != job.install) return;
+      CloseClientFd(job);
+      return;
     }
+    if (FdRegistration(fd) != 0) return;
     if (!job.known) {
       FdClose(fd);  // nothing known of the file: as any close
       return;
@@ -1560,7 +1589,11 @@ int FdSetNonblock(int fd, bool on) {
 // seq_show), so the head of the file is enough; what follows (locks, an
 // epoll's targets) can be long.
 int FdReadFileId(int dir, const char* name, std::string* out) {
-  UniqueFd f(openat(dir, name, O_RDONLY | O_CLOEXEC));  // temporary: closed here
+  UniqueFd f;
+  {
+    OwnedFdsLock lock;  // opened and its install noted as one step
+    f.reset(FdInstalled(openat(dir, name, O_RDONLY | O_CLOEXEC)));
+  }
   if (!f) return -errno;
   char buf[512];
   ssize_t len;
@@ -1590,7 +1623,11 @@ int FdFileId(pid_t pid, int fd, std::string* out) {
   } else {
     snprintf(path, sizeof(path), "/proc/%d/fdinfo", static_cast<int>(pid));
   }
-  UniqueFd dir(open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC));  // temporary: closed here
+  UniqueFd dir;
+  {
+    OwnedFdsLock lock;  // opened and its install noted as one step
+    dir.reset(FdInstalled(open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)));
+  }
   if (!dir) return -errno;
   char name[16];
   snprintf(name, sizeof(name), "%d", fd);
@@ -1609,11 +1646,17 @@ int FdList(pid_t pid, std::vector<FdEntry>* out, bool files) {
   UniqueFd info;
   if (files) {
     snprintf(dir_path + base, sizeof(dir_path) - base, "fdinfo");
-    info.reset(open(dir_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC));  // temporary: closed here
+    OwnedFdsLock lock;  // opened and its install noted as one step
+    info.reset(FdInstalled(open(dir_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)));
     if (!info) return -errno;
   }
   snprintf(dir_path + base, sizeof(dir_path) - base, "fd");
-  DIR* dir = opendir(dir_path);  // temporary: closed here (glibc opens it O_CLOEXEC)
+  DIR* dir;
+  {
+    OwnedFdsLock lock;  // opened and its install noted as one step
+    dir = opendir(dir_path);  // installed: FdInstalled below (glibc opens it O_CLOEXEC)
+    if (dir != nullptr) FdInstalled(dirfd(dir));
+  }
   if (dir == nullptr) return -errno;
   // Our own directory fds show up in /proc/self/fd; they are not part of
   // the table we were asked about.
@@ -1705,9 +1748,8 @@ int PidfdOpen(pid_t pid) {
 }
 
 int PidfdGetfd(int pidfd, int target_fd) {
-  OwnedFdsLock lock;
-  long r = syscall(SYS_pidfd_getfd, pidfd, target_fd, 0);  // installed: FdInstalled below
-  return FdInstalled(r < 0 ? -errno : static_cast<int>(r));
+  long r = syscall(SYS_pidfd_getfd, pidfd, target_fd, 0);  // installed: PidfdGetfdAllHigh's MarkNew, under its lock
+  return r < 0 ? -errno : static_cast<int>(r);
 }
 
 int FdOwnHigh(int fd) {

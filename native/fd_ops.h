@@ -181,8 +181,7 @@ void FdMarkNew(int* fds, size_t n);
 // the same file or not, is not the command's. What no native path sees (a
 // file the program opens there itself, libuv's fds) leaves it as it was.
 // test/structure/native-installs checks that every call in native/ that
-// makes an fd is noted here (or is a temporary fd, closed before its
-// function returns).
+// makes an fd in the process's table is noted here (temporary ones too).
 // `fd` as it is (negative: a failed call's -errno, passed through).
 int FdInstalled(int fd);
 void FdInstalledAll(const int* fds, size_t n);
@@ -480,8 +479,9 @@ uint64_t FdCloseGivenInBackground(const int* fds, size_t n, uint64_t owner, uint
 // the batch's. Checked as they are handed over,
 // the registrations and install generations under the registry's lock; a
 // registration made at one of the numbers after that, or another install
-// there, is left alone by the close (CloseMayBlock, which looks again just
-// before its close(2), outside the lock: see README, closeClientFds).
+// there, is left alone by the close: the closer looks again and closes the
+// number in one hold of the lock, having moved the fd above the floor
+// (the close that may block is that copy's, outside the lock).
 int FdCloseClientFdsInBackground(const int* fds, size_t n, uint64_t owner, const std::optional<FdIdentity>* expected,
                                  const uint64_t* installs, uint64_t* ticket, int* refused);
 // Whether the batch `ticket` is done (every fd of it closed). A ticket
@@ -598,6 +598,8 @@ int FdEventfd();
 // pidfd_open(2) (always close-on-exec) and pidfd_getfd(2) (the new fd is
 // close-on-exec too, see the man page). Both return the new fd or -errno.
 int PidfdOpen(pid_t pid);
+// PidfdGetfd's install is noted by its caller (PidfdGetfdAllHigh's MarkNew,
+// under the lock held across both).
 int PidfdGetfd(int pidfd, int target_fd);
 // pidfd_getfd, moved at or above FdFloor() (pidfd_getfd has no minimum: it
 // takes the lowest free number, which is then released at once), and

@@ -71,7 +71,11 @@ int NewSocketFor(int type, const char* name, size_t name_len, bool abstract, boo
 // inode, so a second swap after the checks changes nothing. On success *out
 // holds the file's identity, for UnlinkOwnSocketFile.
 int ChmodSocketFile(const char* path, int mode, struct stat* out) {
-  UniqueFd pfd(open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC));  // temporary: closed here
+  UniqueFd pfd;
+  {
+    OwnedFdsLock lock;  // opened and its install noted as one step
+    pfd.reset(FdInstalled(open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC)));
+  }
   if (!pfd) return -errno;
   struct stat st;
   if (fstat(pfd.get(), &st) != 0) return -errno;

@@ -8,9 +8,10 @@
  * held there. A call passes when its line notes the install itself
  * (FdInstalled, FdInstalledAll, FdOwnHigh, MarkNew, FdMarkNew), or says in
  * its comment where it is noted (`installed: ...`), or why it needs none:
- * `temporary: ...` (closed before its function returns, never anyone's
- * fd), `another table: ...` (a thread with a table of its own). A new
- * path that makes an fd and says nothing fails here.
+ * `another table: ...` (a thread with a table of its own). A temporary fd
+ * is noted too: closed before its function returns, it still sits at a
+ * number a command may have held for a moment. A new path that makes an
+ * fd and says nothing fails here.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -38,7 +39,7 @@ const MAKES_FD =
 /** A line that notes the install it makes. */
 const NOTES = /\b(FdInstalled|FdInstalledAll|FdOwnHigh|MarkNew|FdMarkNew|MarkNewLocked)\s*\(/;
 /** A comment that says where the install is noted, or why none is needed. */
-const SAYS = /^\s*(installed|temporary|another table):/;
+const SAYS = /^\s*(installed|another table):/;
 
 interface Site {
   file: string;
