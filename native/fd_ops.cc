@@ -118,12 +118,17 @@ uint64_t MarkOwnedLocked(OwnedFds& o, int fd) {
   return it->second.gen;
 }
 
+// The first size of OwnedFds::installs: 8 KiB, numbers up to 1023.
+constexpr size_t kFirstInstalls = 1024;
+
 // `fd` was just put in the table by fdbridge's native code: its number's
 // install generation is `gen` from now on (FdInstalled). Under o.mu.
 void NoteInstallLocked(OwnedFds& o, int fd, uint64_t gen) {
   if (fd < 0) return;
   size_t at = static_cast<size_t>(fd);
-  if (at >= o.installs.size()) o.installs.resize(std::max(at + 1, o.installs.size() * 2));
+  // Grown once to a size that holds a table's usual numbers (a receive of
+  // a whole message's fds then allocates nothing), and doubled past it.
+  if (at >= o.installs.size()) o.installs.resize(std::max({at + 1, o.installs.size() * 2, kFirstInstalls}));
   o.installs[at] = gen;
 }
 

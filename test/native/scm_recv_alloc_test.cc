@@ -76,7 +76,9 @@ int main() {
   std::set<int> before = OpenFds();
   size_t one = AllocationsToReceive(1);
   size_t most = AllocationsToReceive(fdbridge::kMaxFdsPerMessage);
-  if (most != one) {
+  // No more: the first receive also makes what fdbridge makes once per
+  // process (the registry of its fds and their install generations).
+  if (most > one) {
     fprintf(stderr, "receiving %zu fds made %zu allocations, receiving 1 made %zu\n", fdbridge::kMaxFdsPerMessage, most,
             one);
     return 1;
