@@ -173,8 +173,44 @@ export function closeFds(fds: Iterable<number> | undefined): number {
   return n;
 }
 
-/** Closes `fd` (takes ownership). EBADF is a typed SystemError. */
+/**
+ * A number fdbridge's registry holds (native/fd_ops.h: a connection's
+ * socket, a helper daemon's listening or accepted socket, a pin, a copy
+ * given to a command and not adopted, one the background closer has still
+ * to close) already has its owner, which closes it. Naming it to take it
+ * over (`new UnixSocket(fd)`, `UnixServer.fromListeningFd(fd)`) or to close
+ * it (`closeFd`) is refused as every number of fdbridge's own is where a
+ * caller names an fd: a SystemError EBADF, nothing done with the fd.
+ * `consequence`: what the operation would do, for the message.
+ */
+export function refuseOwnFd(fd: number, operation: string, consequence: string): void {
+  if (Number.isInteger(fd) && fd >= 0 && fd <= 0x7fffffff && native.registration(fd) !== 0) {
+    throw new SystemError(
+      osConstants.errno.EBADF,
+      operation,
+      `${operation}: fd ${fd} is one of fdbridge's own (a connection's or a daemon's socket, a pin, a command's copy): it has its owner, ` +
+        `which closes it; ${consequence}`,
+    );
+  }
+}
+
+/**
+ * Closes `fd` (takes ownership). EBADF is a typed SystemError, for a
+ * number that is not open and for one fdbridge holds for itself
+ * (refuseOwnFd), which is left open: its owner would go on using the
+ * number, another file's by then perhaps, and close it again.
+ */
 export function closeFd(fd: number): void {
+  refuseOwnFd(fd, 'closeFd', "closed here, its owner would go on using the number, another file's by then perhaps, and close it again");
+  native.close(fd);
+}
+
+/**
+ * closeFd for fdbridge's own paths, which close what they hold (a relay's
+ * copy, a file they made) whether or not it is registered as fdbridge's:
+ * the registration ends with the close.
+ */
+export function closeOwnFd(fd: number): void {
   native.close(fd);
 }
 

@@ -7,10 +7,8 @@
  * belong to whoever received it; closing a socket closes every received fd
  * that nobody claimed.
  */
-import { constants as osConstants } from 'node:os';
-
 import { ClosedError, EofError, PeerGoneError, SystemError, TimeoutError } from './errors';
-import { closeFds, handedOver, OwnedFd, validateFds } from './fd';
+import { closeFds, handedOver, OwnedFd, refuseOwnFd, validateFds } from './fd';
 import { constants, native, type NativeExitWatch, type NativeMessageCallback, type NativeSocket } from './native';
 import { socketFileIdentity, unlinkOwnSocketFile, type SocketFileIdentity } from './socket-file';
 
@@ -305,25 +303,8 @@ class BufferedError {
  */
 let wrappingOwn = false;
 
-/**
- * A number fdbridge's registry holds (native/fd_ops.h: a connection's
- * socket, a helper daemon's listening or accepted socket, a pin) already
- * has its owner: a second object taking it over (`new UnixSocket(fd)`,
- * `UnixServer.fromListeningFd(fd)`) would close the number again when it
- * closes, after the first did, when another file may hold it. Refused as
- * every number of fdbridge's own is where a caller names an fd: a
- * SystemError EBADF, nothing done with the fd.
- */
-function refuseOwnFd(fd: number, operation: string): void {
-  if (Number.isInteger(fd) && fd >= 0 && fd <= 0x7fffffff && native.registration(fd) !== 0) {
-    throw new SystemError(
-      osConstants.errno.EBADF,
-      operation,
-      `${operation}: fd ${fd} is one of fdbridge's own (a connection's or a daemon's socket, a pin): it has its owner, ` +
-        'which closes it; a second owner would close the number again, another file by then perhaps',
-    );
-  }
-}
+/** Why a second owner of one of fdbridge's own numbers is refused (refuseOwnFd). */
+const SECOND_OWNER = 'a second owner would close the number again, another file by then perhaps';
 
 /**
  * `new UnixSocket(fd, kind, options)` of a socket fdbridge made for itself
@@ -416,7 +397,7 @@ export class UnixSocket {
   constructor(fd: number, kind?: SocketKind, options?: UnixSocketOptions) {
     const own = wrappingOwn;
     wrappingOwn = false;
-    if (!own) refuseOwnFd(fd, 'new UnixSocket');
+    if (!own) refuseOwnFd(fd, 'new UnixSocket', SECOND_OWNER);
     this.kind = kind ?? typeToKind(native.socketType(fd));
     this.#queueLimit = options?.sendQueueLimit ?? DEFAULT_SEND_QUEUE_LIMIT;
     const batch = options?.batchMessages === true;
@@ -923,7 +904,7 @@ export class UnixServer {
       sendQueueLimit: options.sendQueueLimit,
     };
     if (listeningFd !== undefined) {
-      refuseOwnFd(listeningFd, 'fromListeningFd');
+      refuseOwnFd(listeningFd, 'fromListeningFd', SECOND_OWNER);
       checkListeningFd(listeningFd, this.kind);
       native.setCloexec(listeningFd, true);
       native.setNonblock(listeningFd, true);

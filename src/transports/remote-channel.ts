@@ -17,7 +17,7 @@
  * buffers is bounded by the windows it granted.
  */
 import { ClosedError, errnoName, isError, ProtocolError, SystemError } from '../errors';
-import { closeFd, closeFds, HeldCopies } from '../fd';
+import { closeFds, closeOwnFd, HeldCopies } from '../fd';
 import { native, type NativeRelayPump } from '../native';
 
 export const REMOTE_PROTOCOL_VERSION = 1;
@@ -250,13 +250,13 @@ export class Channel {
   /** Pumps `stream` through `fd` (owned by the channel from here on, even when this throws). */
   pump(stream: RelayStream, end: PumpedEnd): void {
     if (this.#closed) {
-      closeFd(end.fd);
+      closeOwnFd(end.fd);
       throw new ClosedError(`stream ${stream.id}: the remote channel is closed`);
     }
     try {
       this.#pump.addStream(stream.id, end.fd, end.read, end.write, end.socket);
     } catch (err) {
-      closeFd(end.fd);
+      closeOwnFd(end.fd);
       throw err;
     }
     this.#pumped.set(stream.id, stream);
@@ -562,7 +562,7 @@ export class RelayStream {
     if (this.#finished || !this.#outDone || !this.#inDone) return;
     this.#finished = true;
     if (this.#pumping) this.#channel.unpump(this.id);
-    else if (this.#pumped !== undefined) closeFd(this.#pumped.fd); // never started
+    else if (this.#pumped !== undefined) closeOwnFd(this.#pumped.fd); // never started
     this.#pumped = undefined;
     this.#source?.destroy();
     this.#sink?.destroy();

@@ -9,7 +9,7 @@
  */
 import { read, write, writeSync } from 'node:fs';
 
-import { closeFd } from '../fd';
+import { closeOwnFd } from '../fd';
 import type { RelaySink, RelaySource, RelayStream } from './remote-channel';
 
 const NOOP = (): void => undefined;
@@ -57,7 +57,7 @@ class PoolFd {
   #close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    closeFd(this.fd);
+    closeOwnFd(this.fd);
   }
 }
 

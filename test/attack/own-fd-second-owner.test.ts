@@ -11,65 +11,12 @@
  */
 import fc from 'fast-check';
 
-import { connect, HelperDaemon, PROBE_COMMAND, SystemError, type Connection } from '../../src';
-import { closeFds, fdIdentity, makeMemfd, openFdTable } from '../../src/fd';
-import { holdOwnCopy } from '../../src/test-hooks';
+import { SystemError } from '../../src';
+import { fdIdentity, openFdTable } from '../../src/fd';
 import { rawSocketPair } from '../../src/testing';
 import { UnixServer, UnixSocket } from '../../src/socket';
+import { ownFd, type OwnKind } from '../util/own-fds';
 import { fdTableSettles } from '../util/processes';
-import { registeredFds, registeredSince } from '../util/registered-fds';
-
-type OwnKind = 'child connection socket' | 'helper daemon listening socket' | 'own socket pair end' | 'pin';
-
-/** One fd of fdbridge's own of `kind`, with what shows its owner still works, and its end. */
-async function ownFd(kind: OwnKind): Promise<{ fd: number; works(): Promise<void>; end(): Promise<void> }> {
-  const had = registeredFds();
-  switch (kind) {
-    case 'child connection socket': {
-      const conn: Connection = await connect('child', { command: PROBE_COMMAND });
-      const fd = [...registeredSince(had)].find(([, target]) => target.startsWith('socket:'))?.[0];
-      if (fd === undefined) throw new Error('the child connection registered no socket');
-      return { fd, works: async () => void expect(await conn.call('echo', 'still')).toBe('still'), end: () => conn.close() };
-    }
-    case 'helper daemon listening socket': {
-      const daemon = HelperDaemon.start({ diagnostics: true, socketPath: `@fdbridge-own-fd-second-owner-${process.pid}` });
-      const fd = [...registeredSince(had)].find(([, target]) => target.startsWith('socket:'))?.[0];
-      if (fd === undefined) throw new Error('the daemon registered no listening socket');
-      return {
-        fd,
-        works: async () => {
-          const c = await connect('helper', { command: PROBE_COMMAND, socketPath: daemon.socketPath });
-          expect(await c.call('echo', 'served')).toBe('served');
-          await c.close();
-        },
-        end: () => daemon.close(),
-      };
-    }
-    case 'own socket pair end': {
-      const [a, b] = UnixSocket.pair('seqpacket', { own: true });
-      return {
-        fd: a.fd,
-        works: async () => {
-          await a.send(Buffer.from('x'));
-          expect((await b.receive()).data.toString()).toBe('x');
-        },
-        end: async () => {
-          a.close();
-          b.close();
-        },
-      };
-    }
-    case 'pin': {
-      const memfd = makeMemfd('own-fd-second-owner');
-      const pin = holdOwnCopy(memfd);
-      return {
-        fd: pin,
-        works: async () => void expect(fdIdentity(pin)).toEqual(fdIdentity(memfd)),
-        end: async () => void closeFds([pin, memfd]),
-      };
-    }
-  }
-}
 
 test("generated: new UnixSocket and UnixServer.fromListeningFd of one of fdbridge's own fds: SystemError EBADF, the fd as it was and its owner working", async () => {
   const before = openFdTable();

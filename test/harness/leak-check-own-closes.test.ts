@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 
 import { checkFdLeaks, closeFd, connect, describeFdLeakReport, makePipe, openFdTable, PeerExitedError, PROBE_COMMAND, type Connection } from '../../src';
-import { HeldCopies } from '../../src/fd';
+import { closeOwnFd, HeldCopies } from '../../src/fd';
 import { backgroundClosesPending, fdRegistration, forgetOwnFd, holdOwnCopy } from '../../src/test-hooks';
 import { hasPython, lingeringSocket } from '../util/linger-attacker';
 import { registeredFds } from '../util/registered-fds';
@@ -83,7 +83,7 @@ test('an fd fdbridge held, closed by fdbridge in the check, is set aside; closed
   try {
     const ours = holdOwnCopy(r);
     const target = openFdTable().get(ours) as string;
-    const released = await checkFdLeaks(() => closeFd(ours), { settleMs: 50 });
+    const released = await checkFdLeaks(() => closeOwnFd(ours), { settleMs: 50 });
     expect(released).toEqual({ leaks: [], closed: [], gone: [], ownClosed: [{ pid: process.pid, role: 'self', fd: ours, target }] });
 
     const stolen = holdOwnCopy(r);

@@ -17,7 +17,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 
 import type { CommandSpec } from '../../command';
 import { describeError, ProtocolError } from '../../errors';
-import { closeFd, closeFds, handedOver } from '../../fd';
+import { closeFds, closeOwnFd, handedOver } from '../../fd';
 import { constants, native } from '../../native';
 import { Channel, isStreamFrame, parseJson, RemoteFrame, RelayStream, REMOTE_PROTOCOL_VERSION, type OpenRequest, type PumpedEnd } from '../remote-channel';
 import { MemorySink } from '../remote-endpoints';
@@ -137,7 +137,7 @@ function open(id: number, req: OpenRequest): void {
         copied = () => {
           copyDone = true;
           if (closing) {
-            closeFd(memfd);
+            closeOwnFd(memfd);
             channel.sendJson(RemoteFrame.ERROR, id, { name: 'ClosedError', code: 'ERR_FDBRIDGE_CLOSED', message: 'the connection was closed before the copy was complete' });
             return;
           }
@@ -149,10 +149,10 @@ function open(id: number, req: OpenRequest): void {
             post({ type: 'give', fd: ro });
             channel.sendJson(RemoteFrame.OPENED, id, { fd: ro });
           } catch (err) {
-            if (ro >= 0) closeFd(ro);
+            if (ro >= 0) closeOwnFd(ro);
             channel.sendJson(RemoteFrame.ERROR, id, describeError(err));
           } finally {
-            closeFd(memfd);
+            closeOwnFd(memfd);
           }
         };
         halves = { sink: new MemorySink(memfd, copied) };
@@ -171,7 +171,7 @@ function open(id: number, req: OpenRequest): void {
     streams.delete(s.id);
     if (req.mode === 'copy' && !copyDone) {
       // The copy could not be written (the memfd's memory ran out, say).
-      closeFd(made[0] as number);
+      closeOwnFd(made[0] as number);
       channel.sendJson(RemoteFrame.ERROR, id, { name: 'SystemError', message: `the copy of the ${req.kind} could not be completed here` });
     }
   });
@@ -181,7 +181,7 @@ function open(id: number, req: OpenRequest): void {
       stream.start();
     } catch (err) {
       // This side's end could not be pumped (the stream is destroyed, its fd closed).
-      closeFd(commandEnd);
+      closeOwnFd(commandEnd);
       channel.sendJson(RemoteFrame.ERROR, id, describeError(err));
       return;
     }

@@ -1,0 +1,53 @@
+/**
+ * closeFd (public) closes the caller's own fds only. A number fdbridge
+ * holds for itself (its registry: a connection's socket, a helper daemon's
+ * listening socket, an `own` socket pair's end, a pin, a copy given to a
+ * command and not adopted) is refused as every number of fdbridge's own is
+ * where a caller names an fd: a SystemError EBADF naming it, the fd left as
+ * it was and its owner still working. Closed, its owner would go on using
+ * the number, another file's by then perhaps, and close it again.
+ */
+import fc from 'fast-check';
+
+import { closeFd, SystemError } from '../../src';
+import { fdIdentity, makeMemfd, openFdTable } from '../../src/fd';
+import { OWN_KINDS, ownFd } from '../util/own-fds';
+import { fdTableSettles } from '../util/processes';
+
+test("generated: closeFd of one of fdbridge's own fds: SystemError EBADF naming it, the fd as it was and its owner working", async () => {
+  const before = openFdTable();
+  await fc.assert(
+    fc.asyncProperty(fc.constantFrom(...OWN_KINDS), async (kind) => {
+      const own = await ownFd(kind);
+      try {
+        const file = fdIdentity(own.fd);
+        let err: unknown;
+        try {
+          closeFd(own.fd);
+        } catch (e) {
+          err = e;
+        }
+        expect({ systemError: err instanceof SystemError, code: (err as { code?: unknown }).code }).toEqual({ systemError: true, code: 'EBADF' });
+        expect((err as Error).message).toContain(`fd ${own.fd} is one of fdbridge's own`);
+        expect(fdIdentity(own.fd)).toEqual(file);
+        await own.works();
+      } finally {
+        await own.end();
+      }
+    }),
+    { numRuns: 12, examples: OWN_KINDS.map((k) => [k]) },
+  );
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+});
+
+test("closeFd of the caller's own fd closes it, and of a number that is not open is a SystemError EBADF", () => {
+  const fd = makeMemfd('close-fd-own');
+  closeFd(fd);
+  let err: unknown;
+  try {
+    closeFd(fd);
+  } catch (e) {
+    err = e;
+  }
+  expect({ systemError: err instanceof SystemError, code: (err as { code?: unknown }).code }).toEqual({ systemError: true, code: 'EBADF' });
+});

@@ -1,0 +1,78 @@
+/**
+ * Test utilities: one fd of each kind fdbridge holds for itself (its
+ * registry), with what shows its owner still works, and its end: for the
+ * tests that name such a number where a caller names its own fds.
+ */
+import { connect, HelperDaemon, PROBE_COMMAND, type Connection } from '../../src';
+import { closeFds, fdIdentity, makeMemfd } from '../../src/fd';
+import { holdOwnCopy } from '../../src/test-hooks';
+import { UnixSocket } from '../../src/socket';
+import { registeredFds, registeredSince } from './registered-fds';
+
+/** The kinds of fd fdbridge holds for itself that ownFd makes. */
+export const OWN_KINDS = ['child connection socket', 'helper daemon listening socket', 'own socket pair end', 'pin', "direct command's copy"] as const;
+export type OwnKind = (typeof OWN_KINDS)[number];
+
+/** One fd of fdbridge's own of `kind`, with what shows its owner still works, and its end. */
+export async function ownFd(kind: OwnKind): Promise<{ fd: number; works(): Promise<void>; end(): Promise<void> }> {
+  const had = registeredFds();
+  switch (kind) {
+    case 'child connection socket': {
+      const conn: Connection = await connect('child', { command: PROBE_COMMAND });
+      const fd = [...registeredSince(had)].find(([, target]) => target.startsWith('socket:'))?.[0];
+      if (fd === undefined) throw new Error('the child connection registered no socket');
+      return { fd, works: async () => void expect(await conn.call('echo', 'still')).toBe('still'), end: () => conn.close() };
+    }
+    case 'helper daemon listening socket': {
+      const daemon = HelperDaemon.start({ diagnostics: true, socketPath: `@fdbridge-own-fd-second-owner-${process.pid}` });
+      const fd = [...registeredSince(had)].find(([, target]) => target.startsWith('socket:'))?.[0];
+      if (fd === undefined) throw new Error('the daemon registered no listening socket');
+      return {
+        fd,
+        works: async () => {
+          const c = await connect('helper', { command: PROBE_COMMAND, socketPath: daemon.socketPath });
+          expect(await c.call('echo', 'served')).toBe('served');
+          await c.close();
+        },
+        end: () => daemon.close(),
+      };
+    }
+    case 'own socket pair end': {
+      const [a, b] = UnixSocket.pair('seqpacket', { own: true });
+      return {
+        fd: a.fd,
+        works: async () => {
+          await a.send(Buffer.from('x'));
+          expect((await b.receive()).data.toString()).toBe('x');
+        },
+        end: async () => {
+          a.close();
+          b.close();
+        },
+      };
+    }
+    case "direct command's copy": {
+      // Given to the command and not adopted: the connection's, which closes it.
+      const memfd = makeMemfd('own-fd-given-copy');
+      const conn: Connection = await connect('direct', { command: PROBE_COMMAND });
+      const copy = await conn.dupFileDescriptor(memfd);
+      return {
+        fd: copy,
+        works: async () => void expect(await conn.call('identities', [copy])).toEqual(await conn.call('identities', [memfd])),
+        end: async () => {
+          await conn.close();
+          closeFds([memfd]);
+        },
+      };
+    }
+    case 'pin': {
+      const memfd = makeMemfd('own-fd-second-owner');
+      const pin = holdOwnCopy(memfd);
+      return {
+        fd: pin,
+        works: async () => void expect(fdIdentity(pin)).toEqual(fdIdentity(memfd)),
+        end: async () => void closeFds([pin, memfd]),
+      };
+    }
+  }
+}
