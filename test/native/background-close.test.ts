@@ -18,7 +18,7 @@ import { Worker } from 'node:worker_threads';
 
 import fc from 'fast-check';
 
-import { closeFd, makePipe, openFdTable } from '../../src/fd';
+import { closeFd, closeOwnFd, makePipe, openFdTable } from '../../src/fd';
 import { native } from './binding';
 import { hasPython, LINGER_ATTACKER, PYTHON } from '../util/linger-attacker';
 import { thrown } from './helpers';
@@ -458,7 +458,7 @@ withPython("a message that arrives truncated (MSG_CTRUNC: the receiver at its fd
     // The lingering socket first: it takes the one free number; the memfds do not fit and the kernel drops them.
     native.sendNow(ours, Buffer.from('x'), [lingering, ...memfds]);
     // In flight, the message holds it: ours is not its last reference, and this close does not block.
-    closeFd(lingering);
+    closeOwnFd(lingering);
     child.stdin?.write('read\n');
     expect(await next()).toEqual({ received: { error: 'TruncatedError', fdsClosed: 1, fds: 0, waiting: 1 } });
     // Its close blocks on a closer thread; the loop goes on.
@@ -497,7 +497,7 @@ withPython("fds a closed socket hands to the closer go as the owner it had, and 
   // A connection nobody takes, its queue holding the only reference to `queued`.
   const [connection, client] = native.socketpair(SEQPACKET);
   native.sendNow(client, Buffer.from('x'), [queued]);
-  closeFd(queued);
+  closeOwnFd(queued);
   let tickets: number[] = [];
   try {
     await new Promise<void>((r) => native.afterBackgroundCloses(socket.close(), r));

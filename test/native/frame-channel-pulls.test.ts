@@ -18,7 +18,7 @@ import fc from 'fast-check';
 
 import { closeSync } from 'node:fs';
 
-import { closeFd, fdIdentity, makeMemfd, openFdTable, sameFile } from '../../src/fd';
+import { closeOwnFd, fdIdentity, makeMemfd, openFdTable, sameFile } from '../../src/fd';
 import { ChannelLedger, openFrameChannel } from '../../src/frame-channel';
 import { encodeDup, encodeFdList, encodeJson, FrameType, HEADER_BYTES } from '../../src/protocol';
 import { UnixSocket } from '../../src/socket';
@@ -91,7 +91,7 @@ test('GETFDs are pulled into the ledger natively, all or none; the rest reach th
         }
         const ledger = new ChannelLedger(channel);
         const pidfd = native.pidfdOpen(process.pid, true);
-        scope.defer(() => closeFd(pidfd));
+        scope.defer(() => closeOwnFd(pidfd));
         const files = Array.from({ length: 6 }, (_, i) => scope.own(makeMemfd(`pull-${i}`)).fd);
         const other = scope.own(makeMemfd('taker')).fd;
         channel.servePulls(pidfd, maxGiven);
@@ -220,7 +220,7 @@ test('servePulls refuses a pidfd that is not an fd number, serve(false) turns pu
     expect(() => channel.servePulls('3' as unknown as number)).toThrow('fd must be a number');
     expect(() => channel.servePulls(3, -1)).toThrow('servePulls: maxGiven must be >= 0');
     const pidfd = native.pidfdOpen(process.pid, true);
-    scope.defer(() => closeFd(pidfd));
+    scope.defer(() => closeOwnFd(pidfd));
     const file = scope.own(makeMemfd('off')).fd;
     channel.servePulls(pidfd);
     channel.serve(false);
