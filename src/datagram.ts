@@ -21,7 +21,7 @@ import { dirname } from 'node:path';
 
 import { runningCommandFds, type CommandReceipts } from './client-fds';
 import { FdBridgeError } from './errors';
-import { closeFds } from './fd';
+import { closeOwnFds } from './fd';
 import { constants, native } from './native';
 import {
   checkWhenFull,
@@ -148,7 +148,7 @@ export class DatagramSocket<C extends boolean = false> {
       if (!abstract) identity = socketFileIdentity(name);
       return new DatagramSocket<C>(fd, address, identity, whenFull, options);
     } catch (err) {
-      closeFds([fd]);
+      closeOwnFds([fd]);
       if (!abstract) unlinkOwnSocketFile(name, identity);
       throw err;
     }
@@ -166,7 +166,7 @@ export class DatagramSocket<C extends boolean = false> {
       if (options.credentials === true) native.setPassCred(fd, true);
       return new DatagramSocket<C>(fd, null, undefined, whenFull, options);
     } catch (err) {
-      closeFds([fd]);
+      closeOwnFds([fd]);
       throw err;
     }
   }

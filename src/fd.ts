@@ -155,9 +155,22 @@ export function openPidfd(pid: number): number {
 /**
  * Closes every fd given (takes ownership), skipping any that is already
  * closed; returns how many it closed. For cleanup paths, where an fd that is
- * gone already must not stop the rest from being released.
+ * gone already must not stop the rest from being released. A list naming a
+ * number fdbridge holds for itself (refuseOwnFd) is refused as closeFd
+ * refuses one, before anything is closed (as closeClientFds refuses a
+ * list): a SystemError EBADF naming that fd, nothing of the list closed.
  */
 export function closeFds(fds: Iterable<number> | undefined): number {
+  const list = Array.isArray(fds) ? (fds as readonly number[]) : [...(fds ?? [])];
+  for (const fd of list) refuseOwnFd(fd, 'closeFds', `${CLOSED_HERE}; nothing of the list was closed`);
+  return closeOwnFds(list);
+}
+
+/**
+ * closeFds for fdbridge's own paths, which close what they hold (closeOwnFd),
+ * whether or not it is registered as fdbridge's.
+ */
+export function closeOwnFds(fds: Iterable<number> | undefined): number {
   // Stryker disable next-line ConditionalExpression: an array sent through the loop below forced false: native.closeAll is its one-call form (each number closed, one that is not open or not a number passed over, the closes counted)
   if (Array.isArray(fds)) return native.closeAll(fdList(fds));
   let n = 0;
@@ -194,6 +207,9 @@ export function refuseOwnFd(fd: number, operation: string, consequence: string):
   }
 }
 
+/** Why closeFd and closeFds refuse one of fdbridge's own numbers (refuseOwnFd). */
+const CLOSED_HERE = "closed here, its owner would go on using the number, another file's by then perhaps, and close it again";
+
 /**
  * Closes `fd` (takes ownership). EBADF is a typed SystemError, for a
  * number that is not open and for one fdbridge holds for itself
@@ -201,7 +217,7 @@ export function refuseOwnFd(fd: number, operation: string, consequence: string):
  * number, another file's by then perhaps, and close it again.
  */
 export function closeFd(fd: number): void {
-  refuseOwnFd(fd, 'closeFd', "closed here, its owner would go on using the number, another file's by then perhaps, and close it again");
+  refuseOwnFd(fd, 'closeFd', CLOSED_HERE);
   native.close(fd);
 }
 

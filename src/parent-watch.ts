@@ -21,7 +21,7 @@
  * this process's parent: a child is reparented before its dead parent's pid
  * can be freed, so a match proves the pidfd names the live parent.
  */
-import { closeFds } from './fd';
+import { closeOwnFds } from './fd';
 import { native } from './native';
 
 /** Stops watching; idempotent. */
@@ -68,6 +68,6 @@ export function watchParent(parentPid: number, onExit: () => void): ParentWatch 
     };
   } finally {
     // ExitWatch keeps its own duplicate.
-    closeFds([pidfd]);
+    closeOwnFds([pidfd]);
   }
 }

@@ -8,7 +8,7 @@
  * that nobody claimed.
  */
 import { ClosedError, EofError, PeerGoneError, SystemError, TimeoutError } from './errors';
-import { closeFds, handedOver, OwnedFd, refuseOwnFd, validateFds } from './fd';
+import { closeOwnFds, handedOver, OwnedFd, refuseOwnFd, validateFds } from './fd';
 import { constants, native, type NativeExitWatch, type NativeMessageCallback, type NativeSocket } from './native';
 import { socketFileIdentity, unlinkOwnSocketFile, type SocketFileIdentity } from './socket-file';
 
@@ -352,8 +352,8 @@ export class UnixSocket {
       return [first, wrapOwnSocket(b, kind, options)];
     } catch (err) {
       if (first) first.close();
-      else closeFds([a]);
-      closeFds([b]);
+      else closeOwnFds([a]);
+      closeOwnFds([b]);
       throw err;
     }
   }
@@ -935,7 +935,7 @@ export class UnixServer {
       );
     } catch (err) {
       // Not listening after all: release the fd and the socket file we made.
-      closeFds([fd]);
+      closeOwnFds([fd]);
       this.#unlinkOwnFile();
       throw err;
     }

@@ -92,7 +92,7 @@ export function ownedFdCount(): number {
 /**
  * A copy of `fd` that fdbridge holds for itself (dupHigh: above the floor,
  * registered, refused with EBADF wherever a caller names it), as its pins
- * are. closeFd closes it as fdbridge closes its own.
+ * are. closeOwnFd closes it as fdbridge closes its own; closeFd refuses it.
  */
 export function holdOwnCopy(fd: number): number {
   return native.dupHigh(fd);

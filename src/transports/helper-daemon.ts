@@ -19,7 +19,7 @@ import { COMMAND_NAME, loadCommandClass, type CommandSpec, type ModuleCommandSpe
 import { escapeLogText } from '../commands/log-command';
 import { BUILTIN_COMMANDS, DIAGNOSTIC_COMMANDS } from '../commands/registry';
 import { FdBridgeError, isError, QuotaExceededError, TimeoutError, UnknownCommandError, type QuotaName } from '../errors';
-import { closeFds, closesSettled, peerCloseOwner } from '../fd';
+import { closeOwnFds, closesSettled, peerCloseOwner } from '../fd';
 import { HELPER_DAEMONS, STATUS_COMMAND } from '../commands/status-command';
 import { encodeJson, FrameType, FRAME_SOCKET_OPTIONS, MAX_FDS_PER_FRAME } from '../protocol';
 import { native, type NativeExitWatch, type NativeFdBudget } from '../native';
@@ -928,7 +928,7 @@ export class HelperDaemon {
       this.#log(`pid ${pid}: cannot watch its process: ${(err as Error).message}`);
       return undefined;
     } finally {
-      closeFds([got.pidfd]);
+      closeOwnFds([got.pidfd]);
     }
   }
 

@@ -9,7 +9,7 @@ import { performance } from 'node:perf_hooks';
 import type { ConnectOptions } from '../connection';
 import { commandRequest } from '../command';
 import { PeerRefusedError, SystemError, TimeoutError, type PeerExit } from '../errors';
-import { closeFds } from '../fd';
+import { closeOwnFds } from '../fd';
 import { FRAME_SOCKET_OPTIONS } from '../protocol';
 import { UnixSocket } from '../socket';
 import { daemonOnThisThread, defaultHelperSocketPath, helperAddress, TAKEN_OVER_REFUSAL, type HelperStatus } from './helper-daemon';
@@ -60,7 +60,7 @@ function checkListener(socket: UnixSocket, path: string, trust: ConnectOptions['
     }
     if (pidfd === undefined) return peer;
     const live = pidOfPidfd(pidfd);
-    closeFds([pidfd]);
+    closeOwnFds([pidfd]);
     if (live === peer.pid) return peer;
     throw new PeerRefusedError(
       `connect: the process that listens at ${path} (pid ${peer.pid}) is no longer running (its pidfd says ${live ?? 'nothing'}); nothing was sent to it`,

@@ -7,7 +7,7 @@
  * (refuse-fds.ts), so none can arrive on a connection that never expects one.
  */
 import { UnsupportedError } from '../errors';
-import { closeFds } from '../fd';
+import { closeOwnFds } from '../fd';
 import type { FrameChannel } from '../frame-channel';
 import { fdList, native } from '../native';
 import { FrameType } from '../protocol';
@@ -36,9 +36,9 @@ function openClientPidfd(socket: UnixSocket, probeFd: number): number {
     }
   }
   try {
-    closeFds([native.pidfdGetfd(pidfd, probeFd)]);
+    closeOwnFds([native.pidfdGetfd(pidfd, probeFd)]);
   } catch (err) {
-    closeFds([pidfd]);
+    closeOwnFds([pidfd]);
     const code = (err as { code?: string }).code;
     const why =
       code === 'EPERM'
@@ -73,7 +73,7 @@ export function openPidfdIntake(socket: UnixSocket, probeFd: number, servedAs: T
   try {
     refuses = refuseFds(socket);
   } catch (err) {
-    closeFds([pidfd]);
+    closeOwnFds([pidfd]);
     throw err;
   }
   // The channel that answers GETFDs by pulling through the pidfd (start), told to stop before it closes.
@@ -98,7 +98,7 @@ export function openPidfdIntake(socket: UnixSocket, probeFd: number, servedAs: T
     close: () => {
       served?.servePulls(-1);
       served = undefined;
-      if (pidfd >= 0) closeFds([pidfd]);
+      if (pidfd >= 0) closeOwnFds([pidfd]);
       pidfd = -1;
     },
   };

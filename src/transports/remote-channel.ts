@@ -17,7 +17,7 @@
  * buffers is bounded by the windows it granted.
  */
 import { ClosedError, errnoName, isError, ProtocolError, SystemError } from '../errors';
-import { closeFds, closeOwnFd, HeldCopies } from '../fd';
+import { closeOwnFd, closeOwnFds, HeldCopies } from '../fd';
 import { native, type NativeRelayPump } from '../native';
 
 export const REMOTE_PROTOCOL_VERSION = 1;
@@ -151,7 +151,7 @@ export class Channel {
     try {
       this.#pump = new native.RelayPump(inFd, outFd, (kind, a, b, payload) => this.#event(kind, a as number, b, payload), this.#held.owner);
     } catch (err) {
-      closeFds([inFd, outFd]);
+      closeOwnFds([inFd, outFd]);
       throw err;
     }
   }

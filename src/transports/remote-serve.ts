@@ -21,7 +21,7 @@ import { dropSpawnToken } from '../child-process';
 import { CommandHost, SetLedger, type CommandSpec } from '../command';
 import { BUILTIN_COMMANDS, DIAGNOSTIC_COMMANDS } from '../commands/registry';
 import { describeError, UnknownCommandError, type RemoteErrorInfo } from '../errors';
-import { closeFds, handedOver } from '../fd';
+import { closeOwnFds, handedOver } from '../fd';
 import { valueToJson } from '../json-value';
 import { native } from '../native';
 import { requireDistFile } from '../paths';
@@ -129,7 +129,7 @@ export async function serveStdio(options: ServeStdioOptions = {}): Promise<void>
       case 'give':
         // After CLOSE (a copy that completed behind it) nobody would own it.
         if (host && !closed) ledger.add(m.fd);
-        else closeFds([m.fd]);
+        else closeOwnFds([m.fd]);
         return;
       case 'call': {
         const h = host;
@@ -152,7 +152,7 @@ export async function serveStdio(options: ServeStdioOptions = {}): Promise<void>
       }
       case 'release': {
         // Each only while its number holds the fd given: one the command closed itself is left alone.
-        closeFds(ledger.release(m.fds));
+        closeOwnFds(ledger.release(m.fds));
         post({ type: 'result', id: m.id, json: undefined });
         return;
       }

@@ -38,7 +38,7 @@ import {
   type PeerExit,
   type RemoteErrorInfo,
 } from '../errors';
-import { closeFds } from '../fd';
+import { closeOwnFds } from '../fd';
 import { native, type FdList } from '../native';
 import { distPath } from '../paths';
 import { Channel, isStreamFrame, jsonPayload, parseJson, RemoteFrame, RelayStream, REMOTE_PROTOCOL_VERSION, type OpenRequest, type PumpedEnd, type RelaySink, type RelaySource } from './remote-channel';
@@ -560,17 +560,17 @@ function spawnVia(file: string, args: string[]): { via: ChildProcess; stdio: Via
   try {
     for (let i = 0; i < 3; i++) pairs.push(native.socketpair(native.constants.SOCK_STREAM, true));
   } catch (err) {
-    closeFds(pairs.flat());
+    closeOwnFds(pairs.flat());
     throw err;
   }
   let via: ChildProcess;
   try {
     via = spawnReapedAtTeardown(file, args, { stdio: pairs.map(([, theirs]) => theirs) });
   } catch (err) {
-    closeFds(pairs.map(([ours]) => ours));
+    closeOwnFds(pairs.map(([ours]) => ours));
     throw err;
   } finally {
-    closeFds(pairs.map(([, theirs]) => theirs));
+    closeOwnFds(pairs.map(([, theirs]) => theirs));
   }
   const ours = (i: number): number => (pairs[i] as [number, number])[0];
   return { via, stdio: { stdin: ours(0), stdout: ours(1), stderr: ownedStream(ours(2), { readable: true, writable: false }) } };

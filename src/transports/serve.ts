@@ -18,7 +18,7 @@ import { builtinCommand } from '../commands/registry';
 import { describeError, FdBridgeError, ProtocolError, QueueFullError, QuotaExceededError, TruncatedError, UnknownCommandError, type QuotaName } from '../errors';
 import { failpointFromEnv, type Failpoint } from '../failpoint';
 import { ChannelLedger, openFrameChannel, type FrameChannel } from '../frame-channel';
-import { closeFds } from '../fd';
+import { closeOwnFds } from '../fd';
 import { resultToJson } from '../json-value';
 import { native, type NativeFdBudget } from '../native';
 import {
@@ -669,7 +669,7 @@ class ServedSession implements ServedConnection {
    */
   #closeThen(fds: readonly number[], then: () => void): number | undefined {
     if (!this.#options.closeInBackground) {
-      closeFds(fds);
+      closeOwnFds(fds);
       then();
       return undefined;
     }
@@ -870,7 +870,7 @@ class ServedSession implements ServedConnection {
   /** Closes fds the client sent that nobody will own; returns how many. */
   #discard(fds: readonly number[] | undefined): number {
     if (!fds || fds.length === 0) return 0;
-    if (!this.#options.closeInBackground) return closeFds(fds);
+    if (!this.#options.closeInBackground) return closeOwnFds(fds);
     this.#options.onUnownedCloses?.([this.#socket.closeInBackground(fds)]);
     return fds.length;
   }

@@ -24,7 +24,7 @@ import {
   type PeerExit,
   type RemoteErrorInfo,
 } from '../errors';
-import { closeFds, HeldCopies } from '../fd';
+import { closeOwnFds, HeldCopies } from '../fd';
 import { openFrameChannel, type FrameChannel } from '../frame-channel';
 import { fdList, native, type FdList } from '../native';
 import {
@@ -494,12 +494,12 @@ export class SocketConnection extends BaseConnection {
     if (!pins) return sent;
     if (!byNumber) {
       // Sent or queued: the kernel (or the send queue) holds its own references.
-      closeFds(pins);
+      closeOwnFds(pins);
       return sent;
     }
     return sent.then(
       (numbers) => {
-        closeFds(pins);
+        closeOwnFds(pins);
         return numbers;
       },
       (err: unknown) => {

@@ -18,7 +18,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import fc from 'fast-check';
 
 import { checkFdLeaks, connect, DatagramSocket, HelperDaemon, PROBE_COMMAND, RemoteError, TimeoutError, type Connection } from '../../src';
-import { closeFds, makeMemfd, openFdTable } from '../../src/fd';
+import { closeFds, closeOwnFds, makeMemfd, openFdTable } from '../../src/fd';
 import { fillUpTo } from '../util/fill-up-to';
 import { DIST_SRC } from '../util/nobody';
 import { openAt } from '../util/open-at';
@@ -308,7 +308,7 @@ describe('closeClientFds of a number the command does not hold as its client\'s'
         expect(await a.call('rawClose', [n])).toBe(1);
         expect(await other.dupFileDescriptor(file)).toBe(n);
         expect(await other.call('adopt', [n])).toBe(1);
-        closeFds(fillers.splice(0));
+        closeOwnFds(fillers.splice(0));
         const ids = (await other.call('identities', [n])) as Array<{ dev: string; ino: string }>;
         // The same file: only who holds the number tells them apart.
         expect(await a.call('files', [n])).toEqual(ids.map((id) => `${id.dev}:${id.ino}`));
@@ -316,7 +316,7 @@ describe('closeClientFds of a number the command does not hold as its client\'s'
         expect(await other.call('identities', [n])).toEqual(ids);
         expect(await settle(other.call('closeAdopted', [n]))).toEqual({ ok: null });
       } finally {
-        closeFds(fillers);
+        closeOwnFds(fillers);
         await a.close();
         await other.close();
       }

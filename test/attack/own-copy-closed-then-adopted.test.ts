@@ -26,7 +26,8 @@ import { join } from 'node:path';
 
 import fc from 'fast-check';
 
-import { checkFdLeaks, closeFds, connect, openFdTable, PROBE_COMMAND, RemoteError, type Connection } from '../../src';
+import { checkFdLeaks, connect, openFdTable, PROBE_COMMAND, RemoteError, type Connection } from '../../src';
+import { closeOwnFds } from '../../src/fd';
 import { fillUpTo } from '../util/fill-up-to';
 import { openAt } from '../util/open-at';
 import { DIST_SRC, isRoot, spawnAsUid, type NobodyProcess } from '../util/nobody';
@@ -412,7 +413,7 @@ async function runLocalCase(transport: Transport, taker: Taker, act: Act, path: 
       expectEbadf(outcome, `${act} ${n} taken by ${taker}`);
       await check();
     } finally {
-      closeFds(fillers);
+      closeOwnFds(fillers);
       if (programFile !== undefined) closeSync(programFile);
     }
     if (remoteProgramFile) expect(await a.call('rawClose', [n])).toBe(1);

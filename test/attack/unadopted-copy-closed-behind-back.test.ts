@@ -16,7 +16,8 @@ import { closeSync, fstatSync, mkdtempSync, openSync, rmSync, writeFileSync } fr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { checkFdLeaks, closeFds, connect, openFdTable, PROBE_COMMAND, type CommandSpec, type Connection, type FdLeakReport } from '../../src';
+import { checkFdLeaks, connect, openFdTable, PROBE_COMMAND, type CommandSpec, type Connection, type FdLeakReport } from '../../src';
+import { closeOwnFds } from '../../src/fd';
 import { fdRegistration } from '../../src/test-hooks';
 import { fillUpTo } from '../util/fill-up-to';
 import { openAt } from '../util/open-at';
@@ -144,7 +145,7 @@ async function runCase(c: Case): Promise<{ report?: FdLeakReport; n: number; tar
         await taken.check();
         await taken.release();
       } finally {
-        closeFds(fillers);
+        closeOwnFds(fillers);
       }
     };
     if (!c.inCheck) {
@@ -203,7 +204,7 @@ test.each([['direct'], ['worker']] as const)(
         expect(await second.call('adopt', [n])).toBe(1);
         await second.call('closeAdopted', [n]);
       } finally {
-        closeFds(fillers);
+        closeOwnFds(fillers);
       }
     } finally {
       await first.close();

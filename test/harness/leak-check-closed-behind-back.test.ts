@@ -15,7 +15,8 @@ import { join } from 'node:path';
 
 import fc from 'fast-check';
 
-import { checkFdLeaks, closeFds, connect, describeFdLeakReport, makePipe, openFdTable, PeerExitedError, PROBE_COMMAND, type Connection, type FdEntry } from '../../src';
+import { checkFdLeaks, connect, describeFdLeakReport, makePipe, openFdTable, PeerExitedError, PROBE_COMMAND, type Connection, type FdEntry } from '../../src';
+import { closeOwnFds } from '../../src/fd';
 import { holdOwnCopy } from '../../src/test-hooks';
 import { helperForSuite } from '../util/processes';
 import { registeredFds, registeredSince } from '../util/registered-fds';
@@ -103,7 +104,7 @@ test('generated: fdbridge\'s own fds closed behind its back are in `closed` (fdb
               for (const fd of closedByProgram) closeSync(fd);
               for (const fd of stolen) closeSync(fd);
               // fdbridge closes its copies, the stolen ones among them (one call: a run of numbers).
-              closeFds(copies.filter((_, i) => copyFates[i] !== 'kept'));
+              closeOwnFds(copies.filter((_, i) => copyFates[i] !== 'kept'));
               await Promise.all(
                 conns.map(async (c, i) => {
                   const conn = made[i] as Connection;
@@ -138,7 +139,7 @@ test('generated: fdbridge\'s own fds closed behind its back are in `closed` (fdb
           else expect(report.ownClosed).toBeUndefined();
         } finally {
           await Promise.all(made.map((conn) => conn.close()));
-          closeFds(copies.filter((_, i) => copyFates[i] === 'kept'));
+          closeOwnFds(copies.filter((_, i) => copyFates[i] === 'kept'));
           for (const fd of before.filter((_, i) => !files[i])) closeSync(fd);
           if (leaked !== undefined) closeSync(leaked);
           closeSync(r);

@@ -29,7 +29,7 @@ function inFreshProcess(body: string): unknown {
     function closeBehindBack(copy) {
       const registration = hooks.fdRegistration(copy);
       fs.closeSync(copy);
-      fd.closeFds([copy]);
+      fd.closeOwnFds([copy]);
       if (hooks.fdRegistration(copy) !== 0) throw new Error('still registered');
       return registration;
     }

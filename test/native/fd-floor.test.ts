@@ -7,7 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 
-import { closeFd, closeFds, dupFd, fdLimit, openFdTable } from '../../src/fd';
+import { closeFd, closeFds, closeOwnFd, closeOwnFds, dupFd, fdLimit, openFdTable } from '../../src/fd';
 import { native } from './binding';
 import { UnixServer, UnixSocket, wrapOwnSocket } from '../../src/socket';
 import { expectSystemError, thrown, withScope } from './helpers';
@@ -33,7 +33,7 @@ test('the floor is half the soft limit, at most 8192; dupHigh and dupAll stay at
     for (const fd of all) expect(fd).toBeGreaterThanOrEqual(floor);
     expect(above[0]).toBeGreaterThanOrEqual(floor + 100);
   } finally {
-    closeFds([one, ...all, ...above]);
+    closeOwnFds([one, ...all, ...above]);
   }
 });
 
@@ -47,7 +47,7 @@ test('a closed number stays closed: dupHigh of it is EBADF even right after dupH
     expectSystemError(thrown(() => native.dupHigh(b)), 'EBADF', 'dup');
     expectSystemError(thrown(() => native.dupAll([1, b])), 'EBADF', 'dup');
   } finally {
-    closeFd(copy);
+    closeOwnFd(copy);
   }
 });
 
@@ -72,9 +72,9 @@ test('an fd fdbridge holds for itself is refused as closed wherever a caller nam
       // Adopted by a command: a caller may name it.
       native.disown(ours2);
       expect(native.ownedFdCount()).toBe(count + 1);
-      closeFd(native.dupHigh(ours2));
+      closeOwnFd(native.dupHigh(ours2));
     } finally {
-      closeFds([ours, ours2]);
+      closeOwnFds([ours, ours2]);
     }
     // Closed: unregistered, and the number is a caller's to take again.
     expect(native.ownedFdCount()).toBe(count);
@@ -129,7 +129,7 @@ test("the library's own sockets (own: true) are numbered above the floor and reg
       expect(native.ownedFdCount()).toBe(count + 3);
       expect(p1).toBe(b); // the lowest free number is still free: none of ours took it
       for (const fd of [o1, o2, unbound]) expectSystemError(thrown(() => native.dupHigh(fd)), 'EBADF', 'dup');
-      closeFd(native.dupHigh(p1));
+      closeOwnFd(native.dupHigh(p1));
       // What arrives on a socket of ours is ours, from the moment it is
       // received (registered in the same step as the recvmsg).
       native.sendNow(o2, Buffer.from('fds'), [0, 1]);
@@ -139,17 +139,17 @@ test("the library's own sockets (own: true) are numbered above the floor and reg
         expect(native.ownedFdCount()).toBe(count + 5);
         for (const fd of got.fds) expectSystemError(thrown(() => native.dupHigh(fd)), 'EBADF', 'dup');
       } finally {
-        closeFds(got.fds);
+        closeOwnFds(got.fds);
       }
       // And on a caller's socket, the caller's.
       native.sendNow(p2, Buffer.from('fds'), [0]);
       const plain = await theirs.receive();
-      closeFd(native.dupHigh(plain.fds[0] as number));
+      closeOwnFd(native.dupHigh(plain.fds[0] as number));
       closeFds(plain.fds);
     } finally {
       mine.close();
       theirs.close();
-      closeFds([o2, p2, unbound]);
+      closeOwnFds([o2, p2, unbound]);
     }
     expect(native.ownedFdCount()).toBe(count);
   }));

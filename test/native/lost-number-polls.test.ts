@@ -17,7 +17,7 @@ import fc from 'fast-check';
 
 import { killIfSpawned } from '../../src/child-process';
 import { DatagramSocket } from '../../src/datagram';
-import { closeFds, closesSettled, fdIdentity, openFdTable } from '../../src/fd';
+import { closeFds, closeOwnFds, closesSettled, fdIdentity, openFdTable } from '../../src/fd';
 import { fdRegistration } from '../../src/test-hooks';
 import { UnixSocket, wrapOwnSocket } from '../../src/socket';
 import { openAt } from '../util/open-at';
@@ -146,7 +146,7 @@ function pumpInputPoll(): Poll {
     fd: input,
     close: async () => {
       await p.close();
-      closeFds([writer]);
+      closeOwnFds([writer]);
     },
   };
 }
@@ -167,7 +167,7 @@ function pumpStreamPoll(before?: () => void): Poll {
   } catch (err) {
     // Not polled (a poll at the number that did not let go: EEXIST): nothing left open to keep jest running.
     void p.close();
-    closeFds([writer, stream, peer]);
+    closeOwnFds([writer, stream, peer]);
     throw err;
   }
   let n = 0;
@@ -182,7 +182,7 @@ function pumpStreamPoll(before?: () => void): Poll {
     },
     close: async () => {
       await p.close();
-      closeFds([writer, peer]);
+      closeOwnFds([writer, peer]);
     },
   };
 }
@@ -336,7 +336,7 @@ test("generated: a relay pump whose input the program closed ends its input with
       } finally {
         for (const q of polls.reverse()) await q.close();
         await closesSettled(p.close());
-        closeFds([writer, framesEnd]);
+        closeOwnFds([writer, framesEnd]);
       }
     }),
     { numRuns: 8, examples: [['socket', 0], ['pump-stream', 3], ['exit-watch', 0]] },

@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 
 import { TimeoutError } from '../../src/errors';
-import { closeFds, closesSettled, fdIdentity, makeMemfd } from '../../src/fd';
+import { closeFds, closeOwnFds, closesSettled, fdIdentity, makeMemfd } from '../../src/fd';
 import { nativeSocketOf, UnixSocket, wrapOwnSocket } from '../../src/socket';
 import { DIST_SRC } from '../util/nobody';
 import { openAt } from '../util/open-at';
@@ -51,7 +51,7 @@ function pairAt(fd: number, own: boolean): [number, number] {
       if (x > fd && y > fd) throw new Error(`socket pairs skipped fd ${fd} (got ${x}, ${y})`);
     }
   } finally {
-    closeFds(spare);
+    closeOwnFds(spare);
   }
 }
 
@@ -75,7 +75,7 @@ async function runCase(c: Case): Promise<void> {
     if (c.oldReading) {
       old.setMessageHandler((err, data, fds) => {
         oldGot.push(err ? `error ${err.message}` : String(data));
-        if (fds && fds.length > 0) closeFds(fds);
+        if (fds && fds.length > 0) closeOwnFds(fds);
       });
     }
     await turns(2); // its poll is in epoll
@@ -88,13 +88,13 @@ async function runCase(c: Case): Promise<void> {
     let fresh: UnixSocket | undefined;
     let freshPeer: UnixSocket | undefined;
     if (c.taker === 'fdbridge-fd') {
-      cleanups.push(() => closeFds([n, np]));
+      cleanups.push(() => closeOwnFds([n, np]));
       freshPeer = undefined;
     } else {
       try {
         fresh = wrapOwnSocket(n, 'seqpacket');
       } catch (err) {
-        closeFds([n, np]);
+        closeOwnFds([n, np]);
         throw err;
       }
       const made = fresh;
@@ -125,11 +125,11 @@ async function runCase(c: Case): Promise<void> {
     expect(sameIdentity(n)).toBe(newFile);
     if (arriving) {
       const m = await arriving;
-      closeFds(m.fds);
+      closeOwnFds(m.fds);
       expect([String(m.data), m.fds.length]).toEqual(['to-new', 1]);
     } else {
       const m = native.recvNow(n, 64, 4);
-      if (m) closeFds(m.fds);
+      if (m) closeOwnFds(m.fds);
       expect(m && [Buffer.from(m.data).toString(), m.fds.length]).toEqual(['to-new', 1]);
     }
     // The lost socket read nothing from the number, neither its own file's message nor the new one's.

@@ -35,7 +35,7 @@ import {
 } from '../../src';
 import type { CommandLocation } from '../../src/connection';
 import type { PeerExit, QuotaName } from '../../src/errors';
-import { closeFds, makePipe, sameFile, setFdFlags } from '../../src/fd';
+import { closeFds, closeOwnFds, makePipe, sameFile, setFdFlags } from '../../src/fd';
 import { packageRoot } from '../../src/paths';
 import { decodeFrame, encodeEmpty, encodeFdList, encodeJson, FRAME_SOCKET_OPTIONS, FrameType, type Frame } from '../../src/protocol';
 import { UnixSocket } from '../../src/socket';
@@ -659,7 +659,7 @@ describe('by-number delivery (the pidfd strategy): pins named in GETFD frames', 
       ended: 0,
       unsettled(pins: number[]) {
         d.unsettledPins.push([...pins]);
-        closeFds(pins);
+        closeOwnFds(pins);
       },
       peerEnded() {
         d.ended++;

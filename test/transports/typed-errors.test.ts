@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 
 import { connect, PROBE_COMMAND, RemoteError, SystemError, type Connection, type ProbeCommand, type TransportName } from '../../src';
-import { closeFd, closeFds, fdLimit, makeMemfd, openFdTable, setFdLimit, type FdTable } from '../../src/fd';
+import { closeFd, closeOwnFd, fdLimit, makeMemfd, openFdTable, setFdLimit, type FdTable } from '../../src/fd';
 import { holdOwnCopy } from '../../src/test-hooks';
 import { LOCAL_REMOTE } from '../../harness/local-remote';
 import type { ChildConnection } from '../../src/transports/child';
@@ -130,7 +130,7 @@ async function badEntryFailsTheBatch(transport: TransportName): Promise<void> {
     );
     await expectNothingKept(conn, table, source);
   } finally {
-    closeFds([own]);
+    closeOwnFd(own);
     await closeAll(conn, source);
   }
 }

@@ -1,5 +1,5 @@
 /** Test utility: makes a number the lowest free one at or above fdbridge's floor. */
-import { closeFds } from '../../src';
+import { closeOwnFd } from '../../src/fd';
 import { holdOwnCopy } from '../../src/test-hooks';
 
 /**
@@ -12,7 +12,7 @@ export function fillUpTo(fd: number, file: number): number[] {
   for (;;) {
     const copy = holdOwnCopy(file);
     if (copy > fd) {
-      closeFds([copy]);
+      closeOwnFd(copy);
       return made;
     }
     made.push(copy);

@@ -4,7 +4,7 @@
  * tests that name such a number where a caller names its own fds.
  */
 import { connect, HelperDaemon, PROBE_COMMAND, type Connection } from '../../src';
-import { closeFds, fdIdentity, makeMemfd } from '../../src/fd';
+import { closeFds, closeOwnFd, fdIdentity, makeMemfd } from '../../src/fd';
 import { holdOwnCopy } from '../../src/test-hooks';
 import { UnixSocket } from '../../src/socket';
 import { registeredFds, registeredSince } from './registered-fds';
@@ -71,7 +71,10 @@ export async function ownFd(kind: OwnKind): Promise<{ fd: number; works(): Promi
       return {
         fd: pin,
         works: async () => void expect(fdIdentity(pin)).toEqual(fdIdentity(memfd)),
-        end: async () => void closeFds([pin, memfd]),
+        end: async () => {
+          closeOwnFd(pin);
+          closeFds([memfd]);
+        },
       };
     }
   }

@@ -17,7 +17,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 
 import type { CommandSpec } from '../../command';
 import { describeError, ProtocolError } from '../../errors';
-import { closeFds, closeOwnFd, handedOver } from '../../fd';
+import { closeOwnFd, closeOwnFds, handedOver } from '../../fd';
 import { constants, native } from '../../native';
 import { Channel, isStreamFrame, parseJson, RemoteFrame, RelayStream, REMOTE_PROTOCOL_VERSION, type OpenRequest, type PumpedEnd } from '../remote-channel';
 import { MemorySink } from '../remote-endpoints';
@@ -162,7 +162,7 @@ function open(id: number, req: OpenRequest): void {
         throw new ProtocolError(`an OPEN of unknown mode ${String(req.mode)}`);
     }
   } catch (err) {
-    closeFds(made);
+    closeOwnFds(made);
     if (err instanceof ProtocolError) throw err;
     channel.sendJson(RemoteFrame.ERROR, id, describeError(err));
     return;
