@@ -13,7 +13,7 @@ import { Worker } from 'node:worker_threads';
 
 import fc from 'fast-check';
 
-import { backgroundCloseFds, closeFd, fdLimit, makeMemfd, openFdTable, closeFds, setFdLimit } from '../../src/fd';
+import { backgroundCloseFds, closeFd, closeOwnFds, fdLimit, makeMemfd, openFdTable, closeFds, setFdLimit } from '../../src/fd';
 import { fdRegistration } from '../../src/test-hooks';
 import { GivenCopySet } from '../../src/transports/given-copies';
 import { SharedFdLedger } from '../../src/transports/shared-ledger';
@@ -196,7 +196,7 @@ describe('SharedFdLedger', () => {
               expect(ledger.size).toBe(model.size);
             }
           } finally {
-            closeFds(copies);
+            closeOwnFds(copies);
           }
         }),
       );
