@@ -199,6 +199,14 @@ export abstract class BaseConnection implements Connection {
   #closing: Promise<void> | undefined;
   /** Every request made and not yet settled: close() rejects each with ClosedError. */
   #pending = new Set<PendingRequest>();
+  /**
+   * True when the transport's close, as it begins (in the same turn as
+   * close()), rejects each of its pending dupOne requests with
+   * closeRejectedError('dupFileDescriptor') and leaves no copy of theirs
+   * for close() to wait for beyond its own end: dupFileDescriptor then
+   * returns dupOne's promise as it is, not tracked in #pending.
+   */
+  protected readonly closeRejectsPendingDups: boolean = false;
 
   get closed(): boolean {
     return this.#closing !== undefined;
@@ -207,6 +215,7 @@ export abstract class BaseConnection implements Connection {
   dupFileDescriptor(fd: number): Promise<number> {
     validateFd(fd);
     if (this.#closing) return Promise.reject(this.closedError('dupFileDescriptor'));
+    if (this.closeRejectsPendingDups) return this.dupOne(fd);
     return this.#track('dupFileDescriptor', this.dupOne(fd), true);
   }
 
@@ -293,7 +302,7 @@ export abstract class BaseConnection implements Connection {
   #track<T>(operation: string, work: Promise<T>, waitOnClose: boolean): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const request: PendingRequest = {
-        fail: () => reject(new ClosedError(`${operation} failed: the ${this.transport} connection was closed`)),
+        fail: () => reject(this.closeRejectedError(operation)),
         work: waitOnClose ? work : undefined,
       };
       this.#pending.add(request);
@@ -375,6 +384,11 @@ export abstract class BaseConnection implements Connection {
 
   protected closedError(operation: string): ClosedError {
     return new ClosedError(`${operation} failed: the ${this.transport} connection is closed`);
+  }
+
+  /** The error of a request `operation` that was pending when close() was called. */
+  protected closeRejectedError(operation: string): ClosedError {
+    return new ClosedError(`${operation} failed: the ${this.transport} connection was closed`);
   }
 
   /** Duplicates one validated fd into the command's context. */

@@ -5,7 +5,6 @@
  */
 import { BaseConnection, queueFullError, type CommandLocation, type ConnectOptions } from '../connection';
 import {
-  ClosedError,
   closedBehindBackError,
   EofError,
   farSystemError,
@@ -234,6 +233,8 @@ export class SocketConnection extends BaseConnection {
   #closedByPeer: Promise<void>;
   #onPeerClosed!: () => void;
   #closing = false;
+  /** closeTransport rejects every pending request, folded duplications included, as it begins (#failAll). */
+  protected override readonly closeRejectsPendingDups = true;
   /** How a duplication's fds reach the command's side. */
   readonly #delivery: FdDelivery;
   /**
@@ -299,10 +300,10 @@ export class SocketConnection extends BaseConnection {
 
   /**
    * One duplication. With no other duplication in flight it goes out at
-   * once, alone, and is settled by the channel in C++ (no JS of this
-   * transport runs for its reply; BaseConnection's tracking for close()
-   * does). Calls made while others are in flight or
-   * queued (e.g. `Promise.all(fds.map(dup))`) are folded into one DUP frame
+   * once, alone, and is settled by the channel in C++: no JS of fdbridge's
+   * runs for its reply (closeRejectsPendingDups: close() rejects it through
+   * #failAll, not BaseConnection's tracking). Calls made while others are
+   * in flight or queued (e.g. `Promise.all(fds.map(dup))`) are folded into one DUP frame
    * sent from a microtask: one message and one reply for up to
    * MAX_FDS_PER_FRAME of them. Each folded fd is pinned (dup'd) when the
    * call is made, because the caller may close or reuse its number before
@@ -529,9 +530,20 @@ export class SocketConnection extends BaseConnection {
     return new Promise<never>((_, reject) => this.#awaitingExit.push({ operation, reject }));
   }
 
-  /** Settles every request of this connection, sent or waiting for how the peer ended, with `error(operation)`. */
+  /**
+   * Settles every request of this connection, sent, folded and not yet
+   * sent (never sent then: their pins go to the closer), or waiting for how
+   * the peer ended, with `error(operation)`.
+   */
   #failAll(error: (operation: string) => Error): void {
     this.#channel.failAll(error);
+    if (this.#folding !== null) {
+      const waiters = this.#foldWaiters as Waiter[];
+      this.#held.close(this.#folding);
+      this.#folding = null;
+      this.#foldWaiters = null;
+      for (const w of waiters) w.reject(error('dupFileDescriptor'));
+    }
     for (const waiter of this.#awaitingExit.splice(0)) waiter.reject(error(waiter.operation));
   }
 
@@ -809,7 +821,7 @@ export class SocketConnection extends BaseConnection {
     const graceMs = this.#closeGraceMs;
     this.#closing = true;
     const err = this.closedError('the request');
-    this.#failAll((operation) => new ClosedError(`${operation} failed: the ${this.transport} connection was closed`));
+    this.#failAll((operation) => this.closeRejectedError(operation));
     // Stryker disable next-line ConditionalExpression: a dead connection's socket is closed or its peer gone, so writing CLOSE throws (EBADF, EPIPE) into the catch below, which skips the wait and the hook just as this does
     if (!this.#dead) {
       this.#dead = err;
