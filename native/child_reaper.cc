@@ -42,6 +42,8 @@ std::atomic<size_t> g_pending{0};
 
 // A reaper thread waits in poll(2) and waitid(2): a small stack is plenty.
 constexpr size_t kReaperStack = 256 * 1024;
+// The reaper threads' name (at most 15 characters), set by each as it starts.
+constexpr const char* kReaperThreadName = "fdbridge-reap";
 
 int64_t NowMs() {
   struct timespec ts;
@@ -151,6 +153,7 @@ bool ThreadChildren(pid_t tid, std::vector<pid_t>* out) {
 }
 
 void* ReaperThread(void* arg) {
+  pthread_setname_np(pthread_self(), kReaperThreadName);  // for /proc/<pid>/task/*/comm
   ReapJob* job = static_cast<ReapJob*>(arg);
   Run(*job);
   delete job;

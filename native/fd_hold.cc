@@ -58,6 +58,7 @@ void WaitWhile(HoldThread* h, HoldThread::State state) {
 
 // The hold's thread. Every signal is blocked (inherited from its maker).
 void* HoldMain(void* arg) {
+  pthread_setname_np(pthread_self(), "fdbridge-hold");  // for /proc/<pid>/task/*/comm
   HoldThread* h = static_cast<HoldThread*>(arg);
   // A table of its own, empty: with the range past the highest open number,
   // CLOSE_RANGE_UNSHARE copies none of the shared table's entries.
@@ -139,7 +140,6 @@ int StartHoldThread(HoldThread* h) {
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   pthread_attr_destroy(&attr);
   if (r != 0) return -r;
-  pthread_setname_np(h->thread, "fdbridge-hold");
   return 0;
 }
 

@@ -1093,6 +1093,7 @@ void SpawnLocked(Closer& c);
 // work, and again once that is done: a burst of work finds the threads just
 // made for it idle, and makes no more.
 void* CloserThread(void* arg) {
+  pthread_setname_np(pthread_self(), kCloserThreadName);  // for /proc/<pid>/task/*/comm
   Closer& c = *static_cast<Closer*>(arg);
   std::unique_lock<std::mutex> lock(c.mu);
   for (;;) {

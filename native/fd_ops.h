@@ -430,6 +430,9 @@ constexpr size_t kCloserReserveThreads = 64;
 constexpr size_t kMaxCloserReserveThreads = 1024;
 // A close needs little stack: the threads get this much, not the default 8 MiB.
 constexpr size_t kCloserThreadStack = 256 * 1024;
+// The closer threads' name (at most 15 characters), set by each thread as it
+// starts: a thread otherwise inherits its creator's (a lane thread's, say).
+constexpr const char* kCloserThreadName = "fdbridge-close";
 
 // Hands fds[0..n) to the closer as one batch of `owner`'s and returns its
 // ticket (0, already done, for an empty batch). The fds are the closer's
