@@ -71,15 +71,3 @@ test("generated: closeFds of a list naming one of fdbridge's own fds: SystemErro
   );
   expect(await fdTableSettles(process.pid, before)).toBe('');
 });
-
-test("closeFd of the caller's own fd closes it, and of a number that is not open is a SystemError EBADF", () => {
-  const fd = makeMemfd('close-fd-own');
-  closeFd(fd);
-  let err: unknown;
-  try {
-    closeFd(fd);
-  } catch (e) {
-    err = e;
-  }
-  expect({ systemError: err instanceof SystemError, code: (err as { code?: unknown }).code }).toEqual({ systemError: true, code: 'EBADF' });
-});
