@@ -3,8 +3,8 @@
  * registry), with what shows its owner still works, and its end: for the
  * tests that name such a number where a caller names its own fds.
  */
-import { connect, HelperDaemon, PROBE_COMMAND, type Connection } from '../../src';
-import { closeFds, closeOwnFd, fdIdentity, makeMemfd } from '../../src/fd';
+import { connect, HelperDaemon, PROBE_COMMAND, SystemError, type Connection } from '../../src';
+import { closeFds, closeOwnFd, fdIdentity, makeMemfd, type FdIdentity } from '../../src/fd';
 import { holdOwnCopy } from '../../src/test-hooks';
 import { UnixSocket } from '../../src/socket';
 import { registeredFds, registeredSince } from './registered-fds';
@@ -78,4 +78,14 @@ export async function ownFd(kind: OwnKind): Promise<{ fd: number; works(): Promi
       };
     }
   }
+}
+
+/**
+ * The checks of one of fdbridge's own fds, `fd`, refused where a caller
+ * named it: `err` a SystemError EBADF naming it, and `fd` still `file`.
+ */
+export function expectOwnFdRefused(err: unknown, fd: number, file: FdIdentity): void {
+  expect({ systemError: err instanceof SystemError, code: (err as { code?: unknown }).code }).toEqual({ systemError: true, code: 'EBADF' });
+  expect((err as Error).message).toContain(`fd ${fd} is one of fdbridge's own`);
+  expect(fdIdentity(fd)).toEqual(file);
 }
