@@ -207,6 +207,12 @@ export abstract class BaseConnection implements Connection {
    * returns dupOne's promise as it is, not tracked in #pending.
    */
   protected readonly closeRejectsPendingDups: boolean = false;
+  /** The options' onCommandClosed hook, which commandClosed runs. */
+  readonly #onCommandClosed: ConnectOptions['onCommandClosed'];
+
+  constructor(onCommandClosed: ConnectOptions['onCommandClosed']) {
+    this.#onCommandClosed = onCommandClosed;
+  }
 
   get closed(): boolean {
     return this.#closing !== undefined;
@@ -364,11 +370,13 @@ export abstract class BaseConnection implements Connection {
   }
 
   /**
-   * Runs the onCommandClosed hook (the transport's close() calls it once the
-   * command is closed), marked as this connection's: its close() of this
-   * connection does not wait for the hook it is part of.
+   * Runs the onCommandClosed hook given to the constructor (the transport's
+   * close() calls this once the command is closed), marked as this
+   * connection's: its close() of this connection does not wait for the hook
+   * it is part of.
    */
-  protected async commandClosed(hook: ConnectOptions['onCommandClosed']): Promise<void> {
+  protected async commandClosed(): Promise<void> {
+    const hook = this.#onCommandClosed;
     if (!hook) return;
     const enclosing = inCommandClosedHook.getStore() ?? new Set<BaseConnection>();
     await inCommandClosedHook.run(new Set([...enclosing, this]), () => hook(this.location));

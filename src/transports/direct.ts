@@ -44,15 +44,13 @@ export class DirectConnection extends BaseConnection {
     return new DirectConnection(host, ledger, options);
   }
 
-  #onCommandClosed: ConnectOptions['onCommandClosed'];
   /** host's ledger: the copies given to the command and not adopted. */
   #ledger: GivenCopySet;
 
   private constructor(host: CommandHost, ledger: GivenCopySet, options: ConnectOptions) {
-    super();
+    super(options.onCommandClosed);
     this.#host = host;
     this.#ledger = ledger;
-    this.#onCommandClosed = options.onCommandClosed;
   }
 
   /** dupOneSync: nothing here waits; a throw becomes the rejection. */
@@ -81,6 +79,6 @@ export class DirectConnection extends BaseConnection {
 
   protected async closeTransport(): Promise<void> {
     await this.#host.close();
-    await this.commandClosed(this.#onCommandClosed);
+    await this.commandClosed();
   }
 }

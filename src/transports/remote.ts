@@ -118,7 +118,6 @@ export class RemoteConnection extends BaseConnection {
   #onLost!: () => void;
   #closing = false;
   readonly #stderr: () => string;
-  readonly #onCommandClosed: ConnectOptions['onCommandClosed'];
 
   static async open(options: ConnectOptions): Promise<RemoteConnection> {
     const { argv, hello } = serverArgv(options, options.command);
@@ -143,11 +142,10 @@ export class RemoteConnection extends BaseConnection {
   }
 
   private constructor(via: ChildProcess, stdio: ViaStdio, stderr: () => string, onCommandClosed: ConnectOptions['onCommandClosed']) {
-    super();
+    super(onCommandClosed);
     this.via = via;
     this.#stdio = stdio;
     this.#stderr = stderr;
-    this.#onCommandClosed = onCommandClosed;
     this.location = { transport: 'remote', pid: -1, threadId: 0 };
     this.#lost = new Promise((r) => (this.#onLost = r));
     this.#inputFd = stdio.stdout;
@@ -377,7 +375,7 @@ export class RemoteConnection extends BaseConnection {
     }
     for (const s of [...this.#streams.values()]) s.destroy();
     this.#streams.clear();
-    if (!this.#broken) await this.commandClosed(this.#onCommandClosed);
+    if (!this.#broken) await this.commandClosed();
     await this.#teardown();
     // The relay's copies of the caller's stream sockets, closed off the event loop.
     await this.#channel.closesSettled();

@@ -249,7 +249,6 @@ export class SocketConnection extends BaseConnection {
   /** How long close() waits for the command's side to answer CLOSED (ms; closeWithin sets another). */
   #closeGraceMs = 5000;
 
-  #onCommandClosed: ConnectOptions['onCommandClosed'];
   readonly #stats: SocketConnectionStats;
   /** The socket's number (for the error that says it was closed behind fdbridge's back). */
   readonly #socketFd: number;
@@ -262,9 +261,8 @@ export class SocketConnection extends BaseConnection {
     onCommandClosed?: ConnectOptions['onCommandClosed'],
     delivery: FdDelivery = WITH_FRAMES,
   ) {
-    super();
+    super(onCommandClosed);
     this.#delivery = delivery;
-    this.#onCommandClosed = onCommandClosed;
     this.#socket = socket;
     // Off as before (the socket and what it receives close at once), but
     // the copies of its queued sends that fail go to the closer as ours.
@@ -832,7 +830,7 @@ export class SocketConnection extends BaseConnection {
         let timer: NodeJS.Timeout | undefined;
         await Promise.race([this.#closedByPeer, new Promise((r) => (timer = setTimeout(r, graceMs)))]);
         clearTimeout(timer);
-        await this.commandClosed(this.#onCommandClosed);
+        await this.commandClosed();
       } catch {
         // the socket is already broken: nothing to wait for
       }

@@ -194,7 +194,6 @@ export class WorkerConnection extends BaseConnection {
     }
   }
 
-  #onCommandClosed: ConnectOptions['onCommandClosed'];
   #queue: CallQueue;
 
   private constructor(
@@ -204,8 +203,7 @@ export class WorkerConnection extends BaseConnection {
     threadId: number,
     onCommandClosed: ConnectOptions['onCommandClosed'],
   ) {
-    super();
-    this.#onCommandClosed = onCommandClosed;
+    super(onCommandClosed);
     this.#queue = queue;
     this.#worker = worker;
     this.#ledger = ledger;
@@ -318,7 +316,7 @@ export class WorkerConnection extends BaseConnection {
     // What the exit swept (a worker that ended without sweeping).
     await this.#ledger.swept();
     // The worker shared this process's fd table; it is gone now.
-    await this.commandClosed(this.#onCommandClosed);
+    await this.commandClosed();
   }
 
   #onMessage(m: WorkerToClient): void {
