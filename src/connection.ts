@@ -201,12 +201,16 @@ export abstract class BaseConnection implements Connection {
   #pending = new Set<PendingRequest>();
   /**
    * True when the transport's close, as it begins (in the same turn as
-   * close()), rejects each of its pending dupOne requests with
-   * closeRejectedError('dupFileDescriptor') and leaves no copy of theirs
-   * for close() to wait for beyond its own end: dupFileDescriptor then
-   * returns dupOne's promise as it is, not tracked in #pending.
+   * close()), rejects each of its pending dupOne and callRemote requests
+   * with closeRejectedError(operation) ('dupFileDescriptor', `${method}()`)
+   * and leaves no copy of a duplication's for close() to wait for beyond
+   * its own end: dupFileDescriptor and call then return the transport's
+   * promise as it is, not tracked in #pending. Batches stay tracked: one
+   * of several messages can be pending at close() in its release of the
+   * pieces that arrived, a request the transport rejects as 'release', and
+   * #track gives its caller the batch's own ClosedError.
    */
-  protected readonly closeRejectsPendingDups: boolean = false;
+  protected readonly closeRejectsPendingDupsAndCalls: boolean = false;
   /** The options' onCommandClosed hook, which commandClosed runs. */
   readonly #onCommandClosed: ConnectOptions['onCommandClosed'];
 
@@ -221,7 +225,7 @@ export abstract class BaseConnection implements Connection {
   dupFileDescriptor(fd: number): Promise<number> {
     validateFd(fd);
     if (this.#closing) return Promise.reject(this.closedError('dupFileDescriptor'));
-    if (this.closeRejectsPendingDups) return this.dupOne(fd);
+    if (this.closeRejectsPendingDupsAndCalls) return this.dupOne(fd);
     return this.#track('dupFileDescriptor', this.dupOne(fd), true);
   }
 
@@ -293,17 +297,21 @@ export abstract class BaseConnection implements Connection {
     } catch (err) {
       return Promise.reject(err);
     }
+    const work = this.callRemote(method, json) as Promise<T>;
+    if (this.closeRejectsPendingDupsAndCalls) return work;
     // Not waited for by close(): a direct or worker command's method may never return.
-    return this.#track(`${method}()`, this.callRemote(method, json), false) as Promise<T>;
+    return this.#track(`${method}()`, work, false);
   }
 
   /**
    * The caller's promise of a request whose transport work is `work`: it
    * settles as `work` does, or with ClosedError when close() comes first,
-   * on every transport alike (whatever the transport's own close does
-   * with its requests, and whether it has any: a direct or worker batch
-   * can still be releasing the pieces that arrived). `waitOnClose`: close()
-   * resolves only once `work` has settled too.
+   * on every transport alike for a batch, and for a duplication or a call
+   * where closeRejectsPendingDupsAndCalls is false (whatever the
+   * transport's own close does with its requests, and whether it has any:
+   * a direct or worker batch can still be releasing the pieces that
+   * arrived). `waitOnClose`: close() resolves only once `work` has settled
+   * too.
    */
   #track<T>(operation: string, work: Promise<T>, waitOnClose: boolean): Promise<T> {
     return new Promise<T>((resolve, reject) => {

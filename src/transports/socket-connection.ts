@@ -234,7 +234,7 @@ export class SocketConnection extends BaseConnection {
   #onPeerClosed!: () => void;
   #closing = false;
   /** closeTransport rejects every pending request, folded duplications included, as it begins (#failAll). */
-  protected override readonly closeRejectsPendingDups = true;
+  protected override readonly closeRejectsPendingDupsAndCalls = true;
   /** How a duplication's fds reach the command's side. */
   readonly #delivery: FdDelivery;
   /**
@@ -299,7 +299,7 @@ export class SocketConnection extends BaseConnection {
   /**
    * One duplication. With no other duplication in flight it goes out at
    * once, alone, and is settled by the channel in C++: no JS of fdbridge's
-   * runs for its reply (closeRejectsPendingDups: close() rejects it through
+   * runs for its reply (closeRejectsPendingDupsAndCalls: close() rejects it through
    * #failAll, not BaseConnection's tracking). Calls made while others are
    * in flight or queued (e.g. `Promise.all(fds.map(dup))`) are folded into one DUP frame
    * sent from a microtask: one message and one reply for up to
