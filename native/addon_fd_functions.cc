@@ -245,6 +245,24 @@ Napi::Value FdFloorFn(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), FdFloor());
 }
 
+// newReceiptTag() -> a receipt tag never given before (FdNewReceiptTag).
+Napi::Value NewReceiptTag(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(FdNewReceiptTag()));
+}
+
+// claimReceipts(fds, tag) -> each number's install generation where its
+// install is `tag`'s receipt not claimed yet (claimed now), 0 elsewhere
+// (FdClaimReceipts), numbers.
+Napi::Value ClaimReceipts(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<int> fds = ArgFdArray(info, "claimReceipts(fds, tag): fds must be an array");
+  double tag = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : 0;
+  uint64_t receipt_tag = tag >= 1 && tag <= 9007199254740991.0 ? static_cast<uint64_t>(tag) : 0;
+  std::vector<uint64_t> installs(fds.size());
+  FdClaimReceipts(fds.data(), fds.size(), receipt_tag, installs.data());
+  return TicketArray(env, installs);
+}
+
 Napi::Value Close(const Napi::CallbackInfo& info) {
   int fd = ArgFd(info, 0);
   ClaimFromJs(info.Env(), &fd, 1);
@@ -476,6 +494,8 @@ void ExportFdFunctions(Napi::Env env, Napi::Object exports) {
   exports.Set("pollReadable", Napi::Function::New<PollReadable>(env, "pollReadable"));
   exports.Set("dup", Napi::Function::New<Dup>(env, "dup"));
   exports.Set("close", Napi::Function::New<Close>(env, "close"));
+  exports.Set("newReceiptTag", Napi::Function::New<NewReceiptTag>(env, "newReceiptTag"));
+  exports.Set("claimReceipts", Napi::Function::New<ClaimReceipts>(env, "claimReceipts"));
   exports.Set("dupAll", Napi::Function::New<DupAll>(env, "dupAll"));
   exports.Set("firstNotGivable", Napi::Function::New<FirstNotGivable>(env, "firstNotGivable"));
   exports.Set("own", Napi::Function::New<Own>(env, "own"));

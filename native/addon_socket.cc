@@ -56,6 +56,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
                            InstanceMethod<&SocketWrap::Send>("send"),
                            InstanceMethod<&SocketWrap::SendTo>("sendTo"),
                            InstanceMethod<&SocketWrap::ReceiveFrom>("receiveFrom"),
+                           InstanceMethod<&SocketWrap::RecordReceiptsFor>("recordReceiptsFor"),
                            InstanceMethod<&SocketWrap::StartReading>("startReading"),
                            InstanceMethod<&SocketWrap::StopReading>("stopReading"),
                            InstanceMethod<&SocketWrap::StartAccepting>("startAccepting"),
@@ -360,6 +361,17 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   Napi::Value ReceiveFrom(const Napi::CallbackInfo& info) {
     Core(info.Env(), "recvfrom")->ReceiveFrom(info.Length() > 0 && info[0].ToBoolean());
     return info.Env().Undefined();
+  }
+
+  // recordReceiptsFor(tag): see UnixSocket::RecordReceiptsFor.
+  Napi::Value RecordReceiptsFor(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    double tag = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
+    if (!(tag >= 1 && tag <= 9007199254740991.0) || tag != static_cast<double>(static_cast<uint64_t>(tag))) {
+      throw Napi::TypeError::New(env, "recordReceiptsFor(tag): tag must be a receipt tag (newReceiptTag)");
+    }
+    Core(env, "recvmsg")->RecordReceiptsFor(static_cast<uint64_t>(tag));
+    return env.Undefined();
   }
 
   Napi::Value StartReading(const Napi::CallbackInfo& info) {

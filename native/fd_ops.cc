@@ -95,6 +95,12 @@ struct OwnedFds {
   // (from next_gen: never given twice, whatever the number), 0 for a number
   // none was put at. Grows to the highest number installed, 8 bytes a number.
   std::vector<uint64_t> installs;
+  // Each number's receipt tag (FdInstalledReceipt): receipts[fd] is the tag
+  // of the socket whose receive made the number's current install, until a
+  // command claims it (FdClaimReceipts) or another install comes there; 0
+  // for none. Grown only by a tagged receipt.
+  std::vector<uint64_t> receipts;
+  uint64_t next_receipt_tag = 0;
 };
 
 OwnedFds& TheOwnedFds() {
@@ -123,13 +129,15 @@ constexpr size_t kFirstInstalls = 1024;
 
 // `fd` was just put in the table by fdbridge's native code: its number's
 // install generation is `gen` from now on (FdInstalled). Under o.mu.
-void NoteInstallLocked(OwnedFds& o, int fd, uint64_t gen) {
+void NoteInstallLocked(OwnedFds& o, int fd, uint64_t gen, uint64_t receipt_tag = 0) {
   if (fd < 0) return;
   size_t at = static_cast<size_t>(fd);
   // Grown once to a size that holds a table's usual numbers (a receive of
   // a whole message's fds then allocates nothing), and doubled past it.
   if (at >= o.installs.size()) o.installs.resize(std::max({at + 1, o.installs.size() * 2, kFirstInstalls}));
   o.installs[at] = gen;
+  if (receipt_tag != 0 && at >= o.receipts.size()) o.receipts.resize(std::max({at + 1, o.receipts.size() * 2, kFirstInstalls}));
+  if (at < o.receipts.size()) o.receipts[at] = receipt_tag;
 }
 
 uint64_t InstallLocked(const OwnedFds& o, int fd) {
@@ -373,6 +381,30 @@ void FdInstalledAll(const int* fds, size_t n) {
   OwnedFds& o = TheOwnedFds();
   std::lock_guard<std::recursive_mutex> lock(o.mu);
   for (size_t i = 0; i < n; i++) NoteInstallLocked(o, fds[i], ++o.next_gen);
+}
+
+void FdInstalledReceipt(int fd, uint64_t receipt_tag) {
+  OwnedFds& o = TheOwnedFds();
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  NoteInstallLocked(o, fd, ++o.next_gen, receipt_tag);
+}
+
+uint64_t FdNewReceiptTag() {
+  OwnedFds& o = TheOwnedFds();
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  return ++o.next_receipt_tag;
+}
+
+void FdClaimReceipts(const int* fds, size_t n, uint64_t receipt_tag, uint64_t* out) {
+  OwnedFds& o = TheOwnedFds();
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  for (size_t i = 0; i < n; i++) {
+    size_t at = static_cast<size_t>(fds[i]);
+    out[i] = 0;
+    if (receipt_tag == 0 || fds[i] < 0 || at >= o.receipts.size() || o.receipts[at] != receipt_tag) continue;
+    o.receipts[at] = 0;
+    out[i] = InstallLocked(o, fds[i]);
+  }
 }
 
 void FdInstallGenerations(const int* fds, size_t n, uint64_t* out) {

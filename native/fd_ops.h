@@ -185,6 +185,22 @@ void FdMarkNew(int* fds, size_t n);
 // `fd` as it is (negative: a failed call's -errno, passed through).
 int FdInstalled(int fd);
 void FdInstalledAll(const int* fds, size_t n);
+// FdInstalled for an fd a receive on a socket with a receipt tag
+// (FdNewReceiptTag: a socket a command made as it ran) installed: the
+// number's install is that tag's receipt until it is claimed
+// (FdClaimReceipts) or another install comes there. Under an OwnedFdsLock
+// taken before the receive, as FdInstalled.
+void FdInstalledReceipt(int fd, uint64_t receipt_tag);
+// A receipt tag never given before (never 0): one for each command's
+// record of its client's fds (src/client-fds.ts).
+uint64_t FdNewReceiptTag();
+// A command's hold of fds a socket of its own received: out[i] is fds[i]'s
+// install generation when its current install is a receipt with
+// `receipt_tag` not claimed yet, which it is from now on; 0 for any other
+// number (one the command chose, another's receipt or copy, an fd made
+// otherwise, a receipt claimed already), which is not the command's. In one
+// hold of the registry's lock: no one number is claimed twice.
+void FdClaimReceipts(const int* fds, size_t n, uint64_t receipt_tag, uint64_t* out);
 // The install generation of each of fds[0..n) into out[0..n) (0: none
 // since the process started), in one hold of the registry's lock.
 void FdInstallGenerations(const int* fds, size_t n, uint64_t* out);

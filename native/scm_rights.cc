@@ -137,7 +137,7 @@ bool PeerHasShutDown(int sock) { return (PollNow(sock, POLLRDHUP) & (POLLRDHUP |
 
 void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
              size_t control_len, int* fds, size_t max_fds, RecvResult* out,
-             ScmSender* sender, bool own, ScmDiscard discard, bool wait) {
+             ScmSender* sender, bool own, ScmDiscard discard, bool wait, uint64_t receipt_tag) {
   memset(out, 0, sizeof(*out));
   if (wait && (own || control_len != 0)) {
     out->status = RecvStatus::kError;
@@ -173,7 +173,7 @@ void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
     } while (n < 0 && errno == EINTR && !wait);
     if (n < 0) err = errno == EINTR ? EAGAIN : errno;
     if (n >= 0 && own) ForEachCmsgFd(&msg, [](int& fd, int) { FdMarkNew(&fd, 1); });
-    if (n >= 0 && !own && control_len != 0) ForEachCmsgFd(&msg, [](int& fd, int) { FdInstalled(fd); });
+    if (n >= 0 && !own && control_len != 0) ForEachCmsgFd(&msg, [receipt_tag](int& fd, int) { FdInstalledReceipt(fd, receipt_tag); });
   }
   if (n < 0) {
     errno = err;

@@ -110,10 +110,14 @@ struct ScmSender {
 // and not `own`: the kernel then installs no fd at all (a message that
 // carried any arrives as kCtrunc, fds_closed 0), so nothing lands in our
 // table while the registry lock is not held.
+//
+// `receipt_tag` (not `own`): the fds that arrive are that tag's receipts
+// (FdInstalledReceipt: a socket a command made as it ran), which the
+// command may claim as its client's; 0 for none.
 void ScmRecv(int sock, int sock_type, void* buf, size_t len, void* control,
              size_t control_len, int* fds, size_t max_fds, RecvResult* out,
              ScmSender* sender = nullptr, bool own = false, ScmDiscard discard = ScmDiscard(),
-             bool wait = false);
+             bool wait = false, uint64_t receipt_tag = 0);
 
 // Empties the receive queue of `sock` (not listening) for its close, so
 // that close(2) releases no fd a peer sent: the last close of one can block

@@ -459,7 +459,7 @@ void UnixSocket::DoRead() {
     // sent unasked that the protocol layer closes.
     ScmRecv(sock_.get(), type_, recv_buf_, recv_len_, control_.get(), control_len_,
             recv_fds_.data(), max_fds_, &r, receive_from_ ? &sender_ : nullptr,
-            own_socket() || receive_own_, Discard());
+            own_socket() || receive_own_, Discard(), /*wait=*/false, receipt_tag_);
     end_read_turn_ = false;
     if (!Deliver(&r)) return;
     if (end_read_turn_) return;

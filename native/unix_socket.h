@@ -103,6 +103,10 @@ class UnixSocket {
   // SO_PASSCRED on the socket) credentials.
   void ReceiveFrom(bool on) { receive_from_ = on; }
 
+  // The fds this socket receives from now on are `tag`'s receipts
+  // (FdInstalledReceipt), for the command that made it to claim.
+  void RecordReceiptsFor(uint64_t tag) { receipt_tag_ = tag; }
+
   // While this socket does not read (StopReading, or a reading pause, see
   // SetSendQueueLimits), a peer that hangs up (EPOLLRDHUP) is reported at
   // once as end-of-file through OnReceiveError, its unread messages left
@@ -480,6 +484,7 @@ class UnixSocket {
   bool waiting_receiver_ = false;
   bool refed_ = true;  // Ref()/Unref(), applied to the waker when it is made
   bool receive_from_ = false;
+  uint64_t receipt_tag_ = 0;  // RecordReceiptsFor
   bool watch_hangup_ = false;
   bool ReadingNow() const { return (reading_ && !ReadPaused()) || accepting_; }
   ScmSender sender_;

@@ -4,9 +4,10 @@
  * from its connection (adoptFd), or once it arrived on a socket of
  * fdbridge's that the command made (a DatagramSocket bound or opened while
  * the command's constructor or one of its methods ran, before the first
- * await: received fds are recorded as they are delivered), each with its
- * file (device and inode) and its number's install generation
- * (native.installGenerations) read then. closeClientFds takes them out;
+ * await: received fds are recorded as they are delivered, and only those
+ * the addon says such a socket received, ClientFds.receipts), each with
+ * its file (device and inode) and its number's install generation read
+ * then. closeClientFds takes them out;
  * any other number (one the command chose, another connection's or another
  * uid's fd, the program's or the process's own, one closed through
  * closeClientFds already) is refused here, and the addon refuses, as it
@@ -26,8 +27,35 @@ export class ClientFds {
   /** Each fd held: its file as it was held (undefined: its number was free then, which holds nothing) and its number's install generation then. */
   readonly #held = new Map<number, { file: FileKey | undefined; install: number }>();
 
-  /** `fds` are the command's client's now (adopted, or received by the command), each with its file and install generation now. */
-  hold(fds: readonly number[]): void {
+  /**
+   * What the sockets the command makes are given (asCommand): the receipt
+   * tag they record what they receive with, and the hold that takes, of
+   * the numbers it is given, only those the addon says a socket with that
+   * tag received and nobody claimed yet (native.claimReceipts). It is on
+   * the global object while the command runs, where any code of the process
+   * can reach it: so it can hold nothing else (a number the caller chose,
+   * another command's adopted fd or receipt, the program's own fd, one of
+   * fdbridge's own), and each receipt once.
+   */
+  readonly receipts: CommandReceipts;
+
+  constructor() {
+    const tag = native.newReceiptTag();
+    const held = this.#held;
+    this.receipts = Object.freeze({
+      tag,
+      hold(fds: readonly number[]): void {
+        const installs = native.claimReceipts(fds, tag);
+        fds.forEach((fd, i) => {
+          const install = installs[i] as number;
+          if (install !== 0) held.set(fd, { file: fileAt(fd), install });
+        });
+      },
+    });
+  }
+
+  /** `fds`, adopted from the connection (adoptFd), are the command's client's now, each with its file and install generation now. */
+  holdAdopted(fds: readonly number[]): void {
     const installs = native.installGenerations(fds);
     fds.forEach((fd, i) => this.#held.set(fd, { file: fileAt(fd), install: installs[i] as number }));
   }
@@ -67,8 +95,11 @@ export class ClientFds {
   }
 }
 
-/** What a socket needs of the running command's ClientFds (another copy of this module's included). */
+/** What a socket needs of the running command's ClientFds (another copy of this module's included): ClientFds.receipts. */
 export interface CommandReceipts {
+  /** The receipt tag the socket records what it receives with (native recordReceiptsFor). */
+  readonly tag: number;
+  /** Holds, of `fds`, those a socket with `tag` received and nobody claimed yet as the command's client's. */
   hold(fds: readonly number[]): void;
 }
 
@@ -93,7 +124,14 @@ export function asCommand<T>(held: CommandReceipts, fn: () => T): T {
   }
 }
 
-/** The fds of the command running now (asCommand), for a socket it makes; undefined outside any. */
+/**
+ * The receipts of the command running now (asCommand), for a socket it
+ * makes; undefined outside any, and for whatever else is there (any code
+ * can set the global object's property: a value without a receipt tag and
+ * a hold is nobody's receipts).
+ */
 export function runningCommandFds(): CommandReceipts | undefined {
-  return (globalThis as WithRunning)[RUNNING];
+  const running = (globalThis as WithRunning)[RUNNING];
+  if (typeof running !== 'object' || running === null) return undefined;
+  return Number.isSafeInteger(running.tag) && running.tag > 0 && typeof running.hold === 'function' ? running : undefined;
 }

@@ -390,7 +390,7 @@ export class CommandHost {
               'by someone other than fdbridge (the number holds no copy given to this command now)',
           );
         }
-        clientFds.hold([fd]);
+        clientFds.holdAdopted([fd]);
         return fd;
       },
       closeClientFds(fds: readonly number[]): Promise<void> {
@@ -414,7 +414,7 @@ export class CommandHost {
     });
     const Cls = loadCommandClass(spec);
     // A socket the command makes as it runs records what it receives as the client's (client-fds.ts).
-    this.command = asCommand(clientFds, () => new Cls(this.context, ...(spec.args ?? [])) as Record<string, unknown>);
+    this.command = asCommand(clientFds.receipts, () => new Cls(this.context, ...(spec.args ?? [])) as Record<string, unknown>);
   }
 
   /** Runs `method` on the command. Rejects for unknown methods. */
@@ -430,7 +430,7 @@ export class CommandHost {
    */
   invoke(method: string, args: readonly unknown[]): unknown {
     const fn = callableMethod(this.command, method);
-    return asCommand(this.#clientFds, () => fn.apply(this.command, args as unknown[]));
+    return asCommand(this.#clientFds.receipts, () => fn.apply(this.command, args as unknown[]));
   }
 
   /**

@@ -25,6 +25,7 @@ import { closeOwnFds } from './fd';
 import { constants, native } from './native';
 import {
   checkWhenFull,
+  nativeSocketOf,
   parseAddress,
   UnixSocket,
   wrapOwnSocket,
@@ -184,6 +185,8 @@ export class DatagramSocket<C extends boolean = false> {
       sendQueueLimit: options.sendQueueLimit,
       receiveFrom: true,
     });
+    // What it receives is the command's receipts, which only its hold claims.
+    if (this.#command !== undefined) nativeSocketOf(this.#socket).recordReceiptsFor(this.#command.tag);
     this.address = address;
     this.#fileIdentity = identity;
     this.#whenFull = whenFull;

@@ -297,6 +297,12 @@ export interface NativeSocket {
   ): 0 | 1;
   /** Datagrams then reach onMessage with the sender's address and credentials. */
   receiveFrom(on: boolean): void;
+  /**
+   * The fds this socket receives from now on are `tag`'s receipts
+   * (newReceiptTag), which the command holding that tag claims as its
+   * client's (claimReceipts).
+   */
+  recordReceiptsFor(tag: number): void;
   startReading(): void;
   stopReading(): void;
   startAccepting(): void;
@@ -644,6 +650,17 @@ export interface NativeBinding {
    * that.
    */
   installGenerations(fds: readonly number[]): number[];
+  /** A receipt tag never given before: one for each command's record of its client's fds (client-fds.ts). */
+  newReceiptTag(): number;
+  /**
+   * A command's hold of fds a socket of its own received: each number's
+   * install generation where its current install is a receipt of a socket
+   * with `tag` (recordReceiptsFor) not claimed yet, which it is from now
+   * on; 0 for any other number (one the caller chose, another's receipt or
+   * copy, an fd made otherwise, a receipt claimed already), which is not
+   * the command's. One hold of the registry's lock.
+   */
+  claimReceipts(fds: readonly number[], tag: number): number[];
   /**
    * Registers the fds this thread's event loop holds (its epoll fd, signal
    * pipe, async wakeup fd...) as fdbridge's until this thread exits, after
