@@ -217,7 +217,12 @@ const CLOSED_HERE = "closed here, its owner would go on using the number, anothe
  * number, another file's by then perhaps, and close it again.
  */
 export function closeFd(fd: number): void {
-  refuseOwnFd(fd, 'closeFd', CLOSED_HERE);
+  closeCallersFd(fd, 'closeFd');
+}
+
+/** closeFd as `operation` (closeFd, OwnedFd.close), which the refusal names. */
+function closeCallersFd(fd: number, operation: string): void {
+  refuseOwnFd(fd, operation, CLOSED_HERE);
   native.close(fd);
 }
 
@@ -369,16 +374,28 @@ export function setFdLimit(soft: number, hard?: number): void {
   native.setFdLimit(soft, hard ?? fdLimit()[1]);
 }
 
+/** Set by ownedFdOfFdbridge while it makes an OwnedFd of a number fdbridge holds for itself. */
+let wrappingOwnFd = false;
+
 /**
  * An fd with a visible owner. `close()` is idempotent; `release()` hands the
- * number to someone else and makes this object forget it.
+ * number to someone else and makes this object forget it. It owns the
+ * caller's fds only: a number fdbridge holds for itself (refuseOwnFd) is
+ * refused as `closeFd` refuses it, at construction and at `close()` (a
+ * number closed behind the object's back that one of fdbridge's own fds
+ * took since): a SystemError EBADF, the fd left open. An OwnedFd fdbridge
+ * makes for a number of its own (ownedFdOfFdbridge: peerPidfd with `own`,
+ * not exported) closes it.
  */
 export class OwnedFd implements Disposable {
   #fd: number;
+  /** Made by ownedFdOfFdbridge: the number is fdbridge's own, which close() closes as its owner. */
+  readonly #own = wrappingOwnFd;
 
-  /** Takes ownership of `fd`. */
+  /** Takes ownership of `fd`, one of the caller's own. */
   constructor(fd: number) {
     if (!Number.isInteger(fd) || fd < 0) throw new RangeError(`OwnedFd: ${fd} is not an fd`);
+    if (!this.#own) refuseOwnFd(fd, 'new OwnedFd', 'a second owner would close the number again, another file by then perhaps');
     this.#fd = fd;
   }
 
@@ -398,15 +415,27 @@ export class OwnedFd implements Disposable {
     return fd;
   }
 
+  /** Closes the fd (once); a number fdbridge holds for itself now is refused as closeFd refuses it, and forgotten. */
   close(): void {
     if (this.#fd < 0) return;
     const fd = this.#fd;
     this.#fd = -1;
-    native.close(fd);
+    if (this.#own) closeOwnFd(fd);
+    else closeCallersFd(fd, 'OwnedFd.close');
   }
 
   [Symbol.dispose](): void {
     this.close();
+  }
+}
+
+/** An OwnedFd of `fd`, a number fdbridge holds for itself and hands out (peerPidfd with `own`): its close() closes it. */
+export function ownedFdOfFdbridge(fd: number): OwnedFd {
+  wrappingOwnFd = true;
+  try {
+    return new OwnedFd(fd);
+  } finally {
+    wrappingOwnFd = false;
   }
 }
 

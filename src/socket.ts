@@ -8,7 +8,7 @@
  * that nobody claimed.
  */
 import { ClosedError, EofError, PeerGoneError, SystemError, TimeoutError } from './errors';
-import { closeOwnFds, handedOver, OwnedFd, refuseOwnFd, validateFds } from './fd';
+import { closeOwnFds, handedOver, OwnedFd, ownedFdOfFdbridge, refuseOwnFd, validateFds } from './fd';
 import { constants, native, type NativeExitWatch, type NativeMessageCallback, type NativeSocket } from './native';
 import { socketFileIdentity, unlinkOwnSocketFile, type SocketFileIdentity } from './socket-file';
 
@@ -675,7 +675,9 @@ export class UnixSocket {
 
   /** SO_PEERPIDFD (Linux 6.5+): a pidfd for the peer, owned by the caller. */
   peerPidfd(options: OwnSocketOption = {}): OwnedFd {
-    return new OwnedFd(handedOver(native.peerPidfd(this.#liveFd('getsockopt(SO_PEERPIDFD)'), options.own === true)));
+    const own = options.own === true;
+    const pidfd = handedOver(native.peerPidfd(this.#liveFd('getsockopt(SO_PEERPIDFD)'), own));
+    return own ? ownedFdOfFdbridge(pidfd) : new OwnedFd(pidfd);
   }
 
   /** Half-closes the socket (shutdown(2)); the peer then sees EOF after what is queued. */

@@ -7,13 +7,18 @@
  * it was and its owner still working. Closed, its owner would go on using
  * the number, another file's by then perhaps, and close it again. A
  * closeFds list naming one is refused before anything is closed: nothing
- * of the list closed, as closeClientFds refuses a list.
+ * of the list closed, as closeClientFds refuses a list. An OwnedFd owns
+ * the caller's fds only: one of such a number is refused at construction,
+ * and its close() of a number that one of fdbridge's own fds took since
+ * (the caller closed it behind the object's back) is refused as closeFd's.
  */
 import fc from 'fast-check';
 
-import { closeFd, closeFds, SystemError } from '../../src';
-import { fdIdentity, makeMemfd, openFdTable } from '../../src/fd';
-import { expectOwnFdRefused, OWN_KINDS, ownFd } from '../util/own-fds';
+import { closeFd, closeFds, OwnedFd, SystemError } from '../../src';
+import { fdFloor, fdIdentity, makeMemfd, openFdTable } from '../../src/fd';
+import { fdRegistration } from '../../src/test-hooks';
+import { openAt } from '../util/open-at';
+import { expectOwnFdRefused, OWN_KINDS, ownFd, type OwnKind } from '../util/own-fds';
 import { fdTableSettles } from '../util/processes';
 
 test("generated: closeFd of one of fdbridge's own fds: SystemError EBADF naming it, the fd as it was and its owner working", async () => {
@@ -66,6 +71,70 @@ test("generated: closeFds of a list naming one of fdbridge's own fds: SystemErro
       }
     }),
     { numRuns: 12, examples: OWN_KINDS.map((k) => [k, 1, 1, false]) },
+  );
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+});
+
+/** What `fn` throws (undefined for nothing). */
+function thrownBy(fn: () => void): unknown {
+  try {
+    fn();
+  } catch (e) {
+    return e;
+  }
+  return undefined;
+}
+
+test("generated: new OwnedFd of one of fdbridge's own fds: SystemError EBADF naming it, the fd as it was and its owner working", async () => {
+  const before = openFdTable();
+  await fc.assert(
+    fc.asyncProperty(fc.constantFrom(...OWN_KINDS), async (kind) => {
+      const own = await ownFd(kind);
+      try {
+        const file = fdIdentity(own.fd);
+        const err = thrownBy(() => new OwnedFd(own.fd));
+        expectOwnFdRefused(err, own.fd, file);
+        expect((err as Error).message).toContain(`new OwnedFd: fd ${own.fd} `);
+        await own.works();
+      } finally {
+        await own.end();
+      }
+    }),
+    { numRuns: 10, examples: OWN_KINDS.map((k) => [k]) },
+  );
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+});
+
+/** The kinds whose fd takes the lowest free number at or above the fd floor. */
+const AT_FLOOR: readonly OwnKind[] = ['pin', 'own socket pair end', "direct command's copy"];
+
+test("generated: an OwnedFd's close of its number, closed behind its back and taken by one of fdbridge's own fds: SystemError EBADF naming it, that fd open, its owner working", async () => {
+  const before = openFdTable();
+  await fc.assert(
+    fc.asyncProperty(fc.constantFrom(...AT_FLOOR), fc.boolean(), async (kind, disposed) => {
+      // The caller's fd at the number fdbridge's next fd of its own takes: the lowest free one at or above the floor.
+      const table = openFdTable();
+      let n = fdFloor();
+      while (table.has(n)) n++;
+      const owned = new OwnedFd(openAt('/dev/null', n));
+      closeFd(n); // behind the OwnedFd's back: the caller's double close to come
+      const own = await ownFd(kind);
+      try {
+        expect({ at: own.fd, registered: fdRegistration(n) !== 0 }).toEqual({ at: n, registered: true });
+        const file = fdIdentity(n);
+        const err = thrownBy(() => (disposed ? owned[Symbol.dispose]() : owned.close()));
+        expectOwnFdRefused(err, n, file);
+        expect((err as Error).message).toContain(`OwnedFd.close: fd ${n} `);
+        // The number is forgotten: a second close does nothing.
+        expect(owned.closed).toBe(true);
+        owned.close();
+        expect(fdIdentity(n)).toEqual(file);
+        await own.works();
+      } finally {
+        await own.end();
+      }
+    }),
+    { numRuns: 8, examples: AT_FLOOR.map((k) => [k, false]) },
   );
   expect(await fdTableSettles(process.pid, before)).toBe('');
 });

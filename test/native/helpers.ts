@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { SystemError } from '../../src/errors';
-import { diffFdTables, formatFdTableDiff, OwnedFd, openFdTable, type FdTable, type FdTableDiff } from '../../src/fd';
+import { diffFdTables, formatFdTableDiff, OwnedFd, openFdTable, ownedFdOfFdbridge, type FdTable, type FdTableDiff } from '../../src/fd';
 import { packageRoot } from '../../src/paths';
 import { native } from './binding';
 import { settleFdTable } from '../util/settle';
@@ -19,9 +19,14 @@ import { settleFdTable } from '../util/settle';
 export class Scope {
   #cleanups: Array<() => void> = [];
 
-  /** Takes ownership of a raw fd; closed at the end of the test unless closed before. */
+  /**
+   * Takes ownership of a raw fd a native call made (some, pidfdGetfd's and
+   * dupHigh's, registered as fdbridge's: so as fdbridge's own paths take
+   * them, ownedFdOfFdbridge); closed at the end of the test unless closed
+   * before.
+   */
   own(fd: number): OwnedFd {
-    const owned = new OwnedFd(fd);
+    const owned = ownedFdOfFdbridge(fd);
     this.#cleanups.push(() => owned.close());
     return owned;
   }
