@@ -465,9 +465,10 @@ Napi::Value PidfdGetfdAllFn(const Napi::CallbackInfo& info) {
   return FdArray(env, out.data(), out.size());
 }
 
-// closeAll(fds): close for each, in one call; what is not an open fd is
-// passed over. Returns how many closed.
-Napi::Value CloseAll(const Napi::CallbackInfo& info) {
+// The numbers of a close list (closeAll's, closeCallers'): an Int32Array
+// or array of them as it is, or an array whose entries that are not fd
+// numbers are passed over; claimed from this environment (ClaimFromJs).
+std::vector<int> CloseListArg(const Napi::CallbackInfo& info, const char* usage) {
   Napi::Env env = info.Env();
   const int32_t* numbers = nullptr;
   size_t count = 0;
@@ -476,7 +477,7 @@ Napi::Value CloseAll(const Napi::CallbackInfo& info) {
     fds.assign(numbers, numbers + count);
     fds.erase(std::remove_if(fds.begin(), fds.end(), [](int fd) { return fd < 0; }), fds.end());
   } else {
-    if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "closeAll(fds): fds must be an array");
+    if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, usage);
     Napi::Array arr = info[0].As<Napi::Array>();
     fds.reserve(arr.Length());
     for (uint32_t i = 0; i < arr.Length(); i++) {
@@ -485,7 +486,44 @@ Napi::Value CloseAll(const Napi::CallbackInfo& info) {
     }
   }
   ClaimFromJs(env, fds.data(), fds.size());
-  return Napi::Number::New(env, static_cast<double>(FdCloseAll(fds.data(), fds.size())));
+  return fds;
+}
+
+// closeAll(fds): close for each, in one call; what is not an open fd is
+// passed over. Returns how many closed.
+Napi::Value CloseAll(const Napi::CallbackInfo& info) {
+  std::vector<int> fds = CloseListArg(info, "closeAll(fds): fds must be an array");
+  return Napi::Number::New(info.Env(), static_cast<double>(FdCloseAll(fds.data(), fds.size())));
+}
+
+// closeCallers(fds) -> how many closed (what is not an open fd is passed
+// over), or -1 - fd for the first number of the list that fdbridge holds
+// for itself, nothing closed (FdCloseCallers).
+Napi::Value CloseCallers(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<int> fds = CloseListArg(info, "closeCallers(fds): fds must be an array");
+  size_t closed = 0;
+  size_t refused = 0;
+  int first_error = 0;
+  if (FdCloseCallers(fds.data(), fds.size(), &closed, &refused, &first_error) != 0) {
+    return Napi::Number::New(env, -1.0 - static_cast<double>(fds[refused]));
+  }
+  return Napi::Number::New(env, static_cast<double>(closed));
+}
+
+// closeCaller(fd) -> false when fdbridge holds the number for itself,
+// nothing closed; else closes it (FdCloseCallers) and returns true; a
+// number not open, or a close that failed, throws (SystemError).
+Napi::Value CloseCaller(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info, 0);
+  ClaimFromJs(env, &fd, 1);
+  size_t closed = 0;
+  size_t refused = 0;
+  int first_error = 0;
+  if (FdCloseCallers(&fd, 1, &closed, &refused, &first_error) != 0) return Napi::Boolean::New(env, false);
+  CheckFdResult(env, first_error, "close");
+  return Napi::Boolean::New(env, true);
 }
 
 }  // namespace
@@ -528,6 +566,8 @@ void ExportFdFunctions(Napi::Env env, Napi::Object exports) {
   exports.Set("pidfdGetfd", Napi::Function::New<PidfdGetfdFn>(env, "pidfdGetfd"));
   exports.Set("pidfdGetfdAll", Napi::Function::New<PidfdGetfdAllFn>(env, "pidfdGetfdAll"));
   exports.Set("closeAll", Napi::Function::New<CloseAll>(env, "closeAll"));
+  exports.Set("closeCallers", Napi::Function::New<CloseCallers>(env, "closeCallers"));
+  exports.Set("closeCaller", Napi::Function::New<CloseCaller>(env, "closeCaller"));
   exports.Set("handOver", Napi::Function::New<HandOver>(env, "handOver"));
   exports.Set("unclaimedFds", Napi::Function::New<UnclaimedFds>(env, "unclaimedFds"));
   exports.Set("runtimeCloses", Napi::Function::New<RuntimeCloses>(env, "runtimeCloses"));

@@ -872,6 +872,43 @@ int CloseRegistered(int fd, uint64_t registration) {
 
 int FdClose(int fd) { return CloseRegistered(fd, BeginClose(fd)); }
 
+int FdCloseCallers(const int* fds, size_t n, size_t* closed, size_t* refused, int* first_error) {
+  OwnedFds& o = TheOwnedFds();
+  *closed = 0;
+  *first_error = 0;
+  // Closed once the lock is let go: the copies above the floor, and the
+  // numbers that could not be moved (no number free above the floor).
+  std::vector<int> after;
+  after.reserve(n);
+  {
+    std::lock_guard<std::recursive_mutex> lock(o.mu);
+    for (size_t i = 0; i < n; i++) {
+      if (o.gens.count(fds[i]) != 0 || (!o.loop_starts.empty() && MayBeStartingLoopFd(o, fds[i]))) {
+        *refused = i;
+        return -EBADF;
+      }
+    }
+    for (size_t i = 0; i < n; i++) {
+      int high = fds[i] < 0 ? -1 : fcntl(fds[i], F_DUPFD_CLOEXEC, FdFloor());  // installed: MarkNewLocked below
+      if (high >= 0) {
+        MarkNewLocked(o, &high);
+        close(fds[i]);  // not the file's last reference (`high` holds it): cannot block
+        after.push_back(high);
+      } else if (fds[i] >= 0 && errno != EBADF) {
+        if (std::find(after.begin(), after.end(), fds[i]) == after.end()) after.push_back(fds[i]);
+      } else if (*first_error == 0) {
+        *first_error = -EBADF;  // not open
+      }
+    }
+  }
+  for (int fd : after) {
+    int r = FdClose(fd);
+    if (r == 0) (*closed)++;
+    else if (*first_error == 0) *first_error = r;
+  }
+  return 0;
+}
+
 namespace {
 
 // The background closer (fd_ops.h): a pool of detached threads, started on

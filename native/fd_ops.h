@@ -371,6 +371,23 @@ int FdOwnHigh(int fd);
 // close by someone else, FdMarkNew) and unregistered once closed.
 int FdClose(int fd);
 
+// The caller's close of its own fds (closeFd, closeFds, OwnedFd's close):
+// in one hold of the registry's lock, none of fds[0..n) may be one
+// fdbridge holds for itself (FdRefuseOwned: registered, or possibly a
+// starting loop's): -EBADF, *refused the index of the first, nothing
+// closed. Then, in the same hold, each open one moves above the floor
+// (F_DUPFD_CLOEXEC, registered as ours) and its number is closed (not the
+// file's last reference: the copy holds it, so it cannot block under the
+// lock); the copies are closed once the lock is let go (FdClose: the close
+// that may block). So no fd fdbridge's code on another thread puts at one
+// of the numbers (made and registered under the lock) can be closed in its
+// place between the look and the close. A number not open (a negative one
+// included), or named again after its close, is passed over. With no
+// number free above the floor (EMFILE) the number itself is closed after
+// the lock is let go, as any close. *closed counts the closes; *first_error
+// is the first one's -errno (EBADF for a number not open), 0 for none.
+int FdCloseCallers(const int* fds, size_t n, size_t* closed, size_t* refused, int* first_error);
+
 // The background closer: a pool of threads that close fds handed to them.
 // close(2) can block for as long as the file's last reference takes to go:
 // a TCP socket with SO_LINGER and unsent data waits up to its linger time

@@ -11,7 +11,8 @@
  *   stdio pipes, and fdbridge's own native dup/pipe/memfd/eventfd/socket/
  *   pidfd calls), and appends `{ fd, target, call, stack }` to
  *   js-<pid>.log; the JS closes (fs.close/closeSync through Node's fs
- *   binding, FileHandle.close, fdbridge's close/closeAll/closeInBackground)
+ *   binding, FileHandle.close, fdbridge's close/closeAll/closeCaller/
+ *   closeCallers/closeInBackground)
  *   append `{ fd, closed }` before they close.
  * - native (native/fdtrack/fdtrack.c, LD_PRELOADed): every libc call that
  *   makes an fd, whoever calls it (an addon's open/socket/dup, recvmsg's
@@ -313,8 +314,8 @@ export function installJsTracking(own: boolean = isMainThread): void {
     wrapSync(native, name, `native.${name}`, one);
   }
   for (const name of ['dupAll', 'pipe', 'socketpair']) wrapSync(native, name, `native.${name}`, all);
-  wrapClose(native, 'close');
-  for (const name of ['closeAll', 'closeInBackground']) wrapCloseMany(native, name);
+  for (const name of ['close', 'closeCaller']) wrapClose(native, name);
+  for (const name of ['closeAll', 'closeCallers', 'closeInBackground']) wrapCloseMany(native, name);
   // An ES module's named imports of node:fs (`import { openSync } from
   // 'node:fs'`) are a copy of the module's functions taken at its first
   // import: this makes them the wrappers too, whenever they were imported.

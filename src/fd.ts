@@ -159,11 +159,15 @@ export function openPidfd(pid: number): number {
  * number fdbridge holds for itself (refuseOwnFd) is refused as closeFd
  * refuses one, before anything is closed (as closeClientFds refuses a
  * list): a SystemError EBADF naming that fd, nothing of the list closed.
+ * Checked and closed in one native step (native.closeCallers), so that no
+ * fd another thread of fdbridge's puts at one of the numbers in between is
+ * closed in its place.
  */
 export function closeFds(fds: Iterable<number> | undefined): number {
   const list = Array.isArray(fds) ? (fds as readonly number[]) : [...(fds ?? [])];
-  for (const fd of list) refuseOwnFd(fd, 'closeFds', `${CLOSED_HERE}; nothing of the list was closed`);
-  return closeOwnFds(list);
+  const closed = native.closeCallers(fdList(list));
+  if (closed < 0) throw ownFdRefusal(-1 - closed, 'closeFds', `${CLOSED_HERE}; nothing of the list was closed`);
+  return closed;
 }
 
 /**
@@ -197,14 +201,17 @@ export function closeOwnFds(fds: Iterable<number> | undefined): number {
  * `consequence`: what the operation would do, for the message.
  */
 export function refuseOwnFd(fd: number, operation: string, consequence: string): void {
-  if (Number.isInteger(fd) && fd >= 0 && fd <= 0x7fffffff && native.registration(fd) !== 0) {
-    throw new SystemError(
-      osConstants.errno.EBADF,
-      operation,
-      `${operation}: fd ${fd} is one of fdbridge's own (a connection's or a daemon's socket, a pin, a command's copy): it has its owner, ` +
-        `which closes it; ${consequence}`,
-    );
-  }
+  if (Number.isInteger(fd) && fd >= 0 && fd <= 0x7fffffff && native.registration(fd) !== 0) throw ownFdRefusal(fd, operation, consequence);
+}
+
+/** refuseOwnFd's error. */
+function ownFdRefusal(fd: number, operation: string, consequence: string): SystemError {
+  return new SystemError(
+    osConstants.errno.EBADF,
+    operation,
+    `${operation}: fd ${fd} is one of fdbridge's own (a connection's or a daemon's socket, a pin, a command's copy): it has its owner, ` +
+      `which closes it; ${consequence}`,
+  );
 }
 
 /** Why closeFd and closeFds refuse one of fdbridge's own numbers (refuseOwnFd). */
@@ -220,10 +227,14 @@ export function closeFd(fd: number): void {
   closeCallersFd(fd, 'closeFd');
 }
 
-/** closeFd as `operation` (closeFd, OwnedFd.close), which the refusal names. */
+/**
+ * closeFd as `operation` (closeFd, OwnedFd.close), which the refusal names:
+ * checked and closed in one native step (native.closeCaller), so that no fd
+ * another thread of fdbridge's puts at the number in between is closed in
+ * its place.
+ */
 function closeCallersFd(fd: number, operation: string): void {
-  refuseOwnFd(fd, operation, CLOSED_HERE);
-  native.close(fd);
+  if (!native.closeCaller(fd)) throw ownFdRefusal(fd, operation, CLOSED_HERE);
 }
 
 /**

@@ -704,6 +704,22 @@ export interface NativeBinding {
   /** close for each of `fds` in one call; what is not an open fd is passed over. How many closed. */
   closeAll(fds: FdList): number;
   /**
+   * The caller's close of its own fds (closeFds): in one hold of the
+   * registry's lock, refuses a list naming a number fdbridge holds for
+   * itself (refuseOwnFd's), returning -1 - that number, nothing closed;
+   * else closes each open one, checked and closed in that hold (the close
+   * that may block done after it, on a copy above the floor:
+   * native/fd_ops.h, FdCloseCallers), and returns how many it closed. What
+   * is not an open fd is passed over.
+   */
+  closeCallers(fds: FdList): number;
+  /**
+   * closeCallers of one fd (closeFd, OwnedFd's close): false when fdbridge
+   * holds the number for itself, nothing closed; true once closed. A number
+   * not open, or a close that failed, throws (SystemError).
+   */
+  closeCaller(fd: number): boolean;
+  /**
    * The fds a native call returns as numbers (socketpair, connect, listen,
    * dgramSocket, dup, pipe, memfd, eventfd, peerPidfd and pidfdOpen without
    * `own`, recvNow's, listenAgain's, and those a Socket's onMessage or
