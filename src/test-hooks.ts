@@ -17,7 +17,7 @@ import { native, type NativeExitWatch } from './native';
 import { ReclaimPacing } from './transports/serve';
 import { setWorkerStartHold } from './transports/worker';
 
-/** The addon's own read of the lanes' fds, whatever afterLaneWriterFdsRead put in its place. */
+/** The addon's own read of the lanes' fds, whatever afterLaneWriterFdsRead or beforeLaneWriterFdsRead put in its place. */
 const readLaneWriterFds = native.laneWriterFds;
 
 /** The fds log lines being written hold now (each line's copy of its log fd and the eventfd it waits on). */
@@ -33,14 +33,30 @@ export function laneWriterFds(): number[] {
  * line over at its first read makes that line's copy between the two.
  */
 export function afterLaneWriterFdsRead(hook: ((n: number) => void) | undefined): void {
+  hookLaneWriterFdsReads(hook, 'after');
+}
+
+/**
+ * As afterLaneWriterFdsRead, but `hook(n)` runs right before each read: a
+ * hook that ends a line's write at a check's second read makes that line's
+ * copy leave the lanes after the fd tables were read and before the check
+ * looks at the lanes again.
+ */
+export function beforeLaneWriterFdsRead(hook: ((n: number) => void) | undefined): void {
+  hookLaneWriterFdsReads(hook, 'before');
+}
+
+function hookLaneWriterFdsReads(hook: ((n: number) => void) | undefined, when: 'before' | 'after'): void {
   if (hook === undefined) {
     native.laneWriterFds = readLaneWriterFds;
     return;
   }
   let n = 0;
   native.laneWriterFds = (): number[] => {
+    const at = n++;
+    if (when === 'before') hook(at);
     const fds = readLaneWriterFds();
-    hook(n++);
+    if (when === 'after') hook(at);
     return fds;
   };
 }

@@ -19,12 +19,14 @@ import fc from 'fast-check';
 import { checkFdLeaks, connect, describeFdLeakReport, LOG_COMMAND, type Connection } from '../../src';
 import { ClosedError } from '../../src/errors';
 import { closeFd, makeMemfd, makePipe, openFdTable } from '../../src/fd';
-import { afterLaneWriterFdsRead, laneWriterFds, startLaneWrite } from '../../src/test-hooks';
+import { TimeoutError } from '../../src/errors';
+import { afterLaneWriterFdsRead, beforeLaneWriterFdsRead, laneWriterFds, startLaneWrite } from '../../src/test-hooks';
 import { hasPython, PYTHON } from '../util/linger-attacker';
 import { DIST_SRC } from '../util/nobody';
 import { drainPipe } from '../util/pipe-read';
 import { exitOf, fdTableSettles } from '../util/processes';
 import { scaled } from '../util/time-scale';
+import { HangGuard } from '../util/wait-for';
 import { within } from '../util/within';
 
 /** More than a pipe holds: a line of this size stays in its write until the pipe is read. */
@@ -176,6 +178,105 @@ test("generated: a line handed over while a check reads the fd tables (after its
       },
     ),
     { numRuns: 10, examples: [[1, false, false], [3, true, true], [2, false, true]] },
+  );
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+}, 120000);
+
+/** `writes` lines stuck in their writes into `w` (a pipe nobody reads) on a lane of `owner`'s: each line's copy and the eventfd it waits with. */
+async function stuckLines(w: number, writes: number, owner: number): Promise<{ lines: Array<ReturnType<typeof startLaneWrite>>; fds: number[] }> {
+  const had = new Set(laneWriterFds());
+  const lines = Array.from({ length: writes }, () => startLaneWrite(w, Buffer.alloc(STUCK, 'l'), owner));
+  return { lines, fds: writes === 0 ? [] : await lanesGrow(had, 2 * writes) };
+}
+
+/** Cancels `lines` (each ends with ECANCELED, its copy closed), then reads `r` to its end. */
+async function endLines(lines: ReadonlyArray<ReturnType<typeof startLaneWrite>>, r: number, w: number): Promise<void> {
+  for (const line of lines) line.cancel();
+  expect(await Promise.all(lines.map((line) => line.written))).toEqual(lines.map(() => -osConstants.errno.ECANCELED));
+  closeFd(w);
+  await drainPipe(r, Infinity);
+  closeFd(r);
+}
+
+test("generated: a line's copy that leaves the lanes after the check read the fd tables (its write ended, the copy handed on to the closer) is waited for, never a leak", async () => {
+  const before = openFdTable(process.pid);
+  let run = 0;
+  await fc.assert(
+    fc.asyncProperty(fc.integer({ min: 1, max: 2 }), fc.boolean(), async (writes, leakOne) => {
+      const owner = 2 ** 33 + run++;
+      const [r, w] = makePipe(); // read only at the end
+      let stuck: Awaited<ReturnType<typeof stuckLines>> = { lines: [], fds: [] };
+      let ended = false;
+      let leaked: number | undefined;
+      try {
+        const report = await checkFdLeaks(
+          async () => {
+            stuck = await stuckLines(w, writes, owner);
+            if (leakOne) leaked = makeMemfd('leak-check-log-writes-handed-on');
+            // Right before the check's second read of the lanes (after its
+            // first look's tables, which show the copies and eventfds): the
+            // writes end, and their fds leave the lanes (each copy for the
+            // closer, each eventfd closed) before that read.
+            beforeLaneWriterFdsRead((n) => {
+              if (n !== 1) return;
+              for (const line of stuck.lines) line.cancel();
+              const guard = new HangGuard(scaled(20_000));
+              while (laneWriterFds().some((fd) => stuck.fds.includes(fd))) {
+                if (guard.leftMs === 0) throw new TimeoutError(`the cancelled lines' fds (${stuck.fds.join(', ')}) leaving the lanes: not within ${guard.ms} ms`);
+                Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+              }
+              ended = true;
+            });
+          },
+          { settleMs: 0 },
+        ).finally(() => beforeLaneWriterFdsRead(undefined));
+        expect(ended).toBe(true);
+        expect({ leaks: report.leaks.map((e) => e.fd), closed: report.closed, closing: report.closing, writing: report.writing }).toEqual({
+          leaks: leakOne ? [leaked] : [],
+          closed: [],
+          closing: undefined,
+          writing: undefined,
+        });
+      } finally {
+        if (leaked !== undefined) closeFd(leaked);
+        await endLines(stuck.lines, r, w);
+      }
+    }),
+    { numRuns: 6, examples: [[1, false], [2, true]] },
+  );
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+}, 120000);
+
+test("generated: with settleMs 0, a check whose leaks are the test's own and lines' fds still in their writes decides at its first look (no wait for fdbridge: the lanes read once for that look, once to decide)", async () => {
+  const before = openFdTable(process.pid);
+  let run = 0;
+  await fc.assert(
+    fc.asyncProperty(fc.integer({ min: 0, max: 2 }), fc.integer({ min: 1, max: 3 }), async (writes, leaks) => {
+      const owner = 2 ** 34 + run++;
+      const [r, w] = makePipe(); // read only at the end
+      let stuck: Awaited<ReturnType<typeof stuckLines>> = { lines: [], fds: [] };
+      const leaked: number[] = [];
+      let reads = 0;
+      try {
+        const report = await checkFdLeaks(
+          async () => {
+            stuck = await stuckLines(w, writes, owner);
+            for (let i = 0; i < leaks; i++) leaked.push(makeMemfd('leak-check-log-writes-first-look'));
+            afterLaneWriterFdsRead(() => void reads++);
+          },
+          { settleMs: 0 },
+        ).finally(() => afterLaneWriterFdsRead(undefined));
+        expect({ reads, leaks: report.leaks.map((e) => e.fd), writing: (report.writing ?? []).map((e) => e.fd).sort((a, b) => a - b) }).toEqual({
+          reads: 2,
+          leaks: leaked,
+          writing: [...stuck.fds].sort((a, b) => a - b),
+        });
+      } finally {
+        for (const fd of leaked) closeFd(fd);
+        await endLines(stuck.lines, r, w);
+      }
+    }),
+    { numRuns: 6, examples: [[1, 1], [2, 3], [0, 2]] },
   );
   expect(await fdTableSettles(process.pid, before)).toBe('');
 }, 120000);
