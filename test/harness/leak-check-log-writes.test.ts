@@ -19,15 +19,12 @@ import fc from 'fast-check';
 import { checkFdLeaks, connect, describeFdLeakReport, LOG_COMMAND, type Connection } from '../../src';
 import { ClosedError } from '../../src/errors';
 import { closeFd, makeMemfd, makePipe, openFdTable } from '../../src/fd';
-import { TimeoutError } from '../../src/errors';
 import { afterLaneWriterFdsRead, beforeLaneWriterFdsRead, laneWriterFds, startLaneWrite } from '../../src/test-hooks';
 import { hasPython, PYTHON } from '../util/linger-attacker';
 import { DIST_SRC } from '../util/nobody';
+import { lanesGrow, untilLanesLack } from '../util/lane-fds';
 import { drainPipe } from '../util/pipe-read';
 import { exitOf, fdTableSettles } from '../util/processes';
-import { scaled } from '../util/time-scale';
-import { HangGuard } from '../util/wait-for';
-import { within } from '../util/within';
 
 /** More than a pipe holds: a line of this size stays in its write until the pipe is read. */
 const STUCK = 150_000;
@@ -97,27 +94,6 @@ test("generated: lines stuck in their writes into a pipe nobody reads are fdbrid
   );
   expect(await fdTableSettles(process.pid, before)).toBe('');
 }, 120000);
-
-/**
- * Turns the event loop until the lanes hold `n` fds more than `had` did;
- * returns the new ones. A TimeoutError (within) if they have not after a
- * deadline of the test's own, far above what their threads take to start.
- */
-async function lanesGrow(had: ReadonlySet<number>, n: number): Promise<number[]> {
-  let waiting = true;
-  const grown = (async (): Promise<number[]> => {
-    for (;;) {
-      const added = laneWriterFds().filter((fd) => !had.has(fd));
-      if (added.length >= n || !waiting) return added;
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-  })();
-  try {
-    return await within(grown, scaled(20_000), `the lanes holding ${n} more fds`);
-  } finally {
-    waiting = false;
-  }
-}
 
 test("generated: a line handed over while a check reads the fd tables (after its look at the lanes, before the tables) is the lanes' copy, set aside in `writing`, never a leak", async () => {
   const before = openFdTable(process.pid);
@@ -220,11 +196,7 @@ test("generated: a line's copy that leaves the lanes after the check read the fd
             beforeLaneWriterFdsRead((n) => {
               if (n !== 1) return;
               for (const line of stuck.lines) line.cancel();
-              const guard = new HangGuard(scaled(20_000));
-              while (laneWriterFds().some((fd) => stuck.fds.includes(fd))) {
-                if (guard.leftMs === 0) throw new TimeoutError(`the cancelled lines' fds (${stuck.fds.join(', ')}) leaving the lanes: not within ${guard.ms} ms`);
-                Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
-              }
+              untilLanesLack(stuck.fds);
               ended = true;
             });
           },

@@ -3,18 +3,19 @@
  * and a list set aside is there only when it has entries: a leak of
  * another watched process at the number of a log line's copy here is that
  * process's leak, and a report with nothing set aside has no `writing` nor
- * `closing` list (absent when none, as FdLeakReport says).
+ * `closing` list (absent when none, as FdLeakReport says). Nor does such a
+ * leak make the check wait as it waits for a copy of this process's that
+ * leaves the lanes, or is made, while the fd tables are read.
  */
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 
 import { checkFdLeaks } from '../../src';
 import { closeFd, makeMemfd, makePipe, openFdTable } from '../../src/fd';
-import { laneWriterFds, startLaneWrite } from '../../src/test-hooks';
+import { beforeLaneWriterFdsRead, laneWriterFds, startLaneWrite } from '../../src/test-hooks';
+import { lanesGrow, untilLanesLack } from '../util/lane-fds';
 import { drainPipe } from '../util/pipe-read';
 import { exitOf, fdTableSettles } from '../util/processes';
-import { scaled } from '../util/time-scale';
-import { within } from '../util/within';
 
 /** More than a pipe holds: a line of this size stays in its write until the pipe is read. */
 const STUCK = 150_000;
@@ -52,17 +53,7 @@ test("a leak of another watched process at the number of a log line's copy in th
   // Two lines stuck in their writes into the full pipe: each holds a copy of it here, and an eventfd.
   const writes = [0, 1].map(() => startLaneWrite(w, Buffer.alloc(STUCK, 'l'), 2 ** 32 + 7));
   try {
-    const held = await within(
-      (async (): Promise<number[]> => {
-        for (;;) {
-          const added = laneWriterFds().filter((fd) => !had.has(fd));
-          if (added.length >= 4) return added;
-          await new Promise((resolve) => setTimeout(resolve, 10));
-        }
-      })(),
-      scaled(20_000),
-      'the lanes holding 4 more fds',
-    );
+    const held = await lanesGrow(had, 4);
     const n = Math.min(...held);
     const taker = spawn(process.execPath, ['-e', TAKER, String(n)], { stdio: ['pipe', 'pipe', 'inherit'] });
     try {
@@ -91,3 +82,74 @@ test("a leak of another watched process at the number of a log line's copy in th
   }
   expect(await fdTableSettles(process.pid, before)).toBe('');
 }, 60000);
+
+test.each(['ended', 'made'] as const)(
+  "a leak of another watched process at the number of a log line's copy here that is %s after the fd tables were read is that process's leak, found at the check's first look (no wait: only this process's copies are waited for)",
+  async (copy) => {
+    const before = openFdTable(process.pid);
+    const [r, w] = makePipe(); // read only at the end
+    const owner = 2 ** 32 + (copy === 'ended' ? 8 : 9);
+    const writes: Array<ReturnType<typeof startLaneWrite>> = [];
+    const stick = async (): Promise<number> => {
+      const had = new Set(laneWriterFds());
+      writes.push(startLaneWrite(w, Buffer.alloc(STUCK, 'l'), owner));
+      return Math.min(...(await lanesGrow(had, 2))); // its copy and its eventfd
+    };
+    try {
+      // A line's fd at `n` from before the check. For `made`, ended before
+      // the check (its number free again here) and made again right before
+      // the check's second look at the lanes: the lowest free number above
+      // fdbridge's floor, `n` again.
+      const n = await stick();
+      if (copy === 'made') {
+        writes[0]!.cancel();
+        await writes[0]!.written;
+      }
+      const taker = spawn(process.execPath, ['-e', TAKER, String(n)], { stdio: ['pipe', 'pipe', 'inherit'] });
+      try {
+        const lines = createInterface({ input: taker.stdout! })[Symbol.asyncIterator]();
+        expect((await lines.next()).value).toBe('ready');
+        let reads = 0;
+        let changed: number[] = [];
+        const report = await checkFdLeaks(
+          async () => {
+            taker.stdin!.write('go\n');
+            expect(Number((await lines.next()).value)).toBe(n);
+            beforeLaneWriterFdsRead((i) => {
+              reads++;
+              if (i !== 1) return;
+              const had = new Set(laneWriterFds());
+              if (copy === 'made') {
+                writes.push(startLaneWrite(w, Buffer.alloc(STUCK, 'l'), owner));
+                changed = laneWriterFds().filter((fd) => !had.has(fd));
+              } else {
+                writes[0]!.cancel();
+                untilLanesLack([n]);
+                changed = [...had].filter((fd) => !laneWriterFds().includes(fd));
+              }
+            });
+          },
+          { processes: [{ pid: taker.pid!, role: 'taker' }], settleMs: 0 },
+        ).finally(() => beforeLaneWriterFdsRead(undefined));
+        // The line's fd at `n` left the lanes, or was made there, between the tables and the second look.
+        expect(changed).toContain(n);
+        expect({ reads, leaks: report.leaks, closed: report.closed }).toEqual({
+          reads: 2,
+          leaks: [{ pid: taker.pid, role: 'taker', fd: n, target: '/dev/null' }],
+          closed: [],
+        });
+      } finally {
+        taker.kill();
+        await exitOf(taker);
+      }
+    } finally {
+      for (const write of writes) write.cancel();
+      await Promise.all(writes.map((write) => write.written));
+      closeFd(w);
+      await drainPipe(r, Infinity);
+      closeFd(r);
+    }
+    expect(await fdTableSettles(process.pid, before)).toBe('');
+  },
+  60000,
+);

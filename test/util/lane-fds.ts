@@ -1,0 +1,45 @@
+/**
+ * Waits on the fds log lines being written hold (the lanes': each line's
+ * copy of its log fd and the eventfd it waits on), bounded by deadlines of
+ * the test's own, far above what the lanes' threads take.
+ */
+import { TimeoutError } from '../../src/errors';
+import { laneWriterFds } from '../../src/test-hooks';
+import { scaled } from './time-scale';
+import { HangGuard } from './wait-for';
+import { within } from './within';
+
+/**
+ * Turns the event loop until the lanes hold `n` fds that `had` did not;
+ * returns those. A TimeoutError (within) if they have not after a deadline
+ * of the test's own, far above what their threads take to start.
+ */
+export async function lanesGrow(had: ReadonlySet<number>, n: number): Promise<number[]> {
+  let waiting = true;
+  const grown = (async (): Promise<number[]> => {
+    for (;;) {
+      const added = laneWriterFds().filter((fd) => !had.has(fd));
+      if (added.length >= n || !waiting) return added;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  })();
+  try {
+    return await within(grown, scaled(20_000), `the lanes holding ${n} more fds`);
+  } finally {
+    waiting = false;
+  }
+}
+
+/**
+ * Blocks this thread (no event loop turn: for a hook that runs inside a
+ * leak check's read of the lanes) until the lanes hold none of `fds`: the
+ * threads of cancelled lines have handed their copies on and closed their
+ * eventfds. A TimeoutError past the hang guard.
+ */
+export function untilLanesLack(fds: readonly number[]): void {
+  const guard = new HangGuard(scaled(20_000));
+  while (laneWriterFds().some((fd) => fds.includes(fd))) {
+    if (guard.leftMs === 0) throw new TimeoutError(`the lines' fds ${fds.join(', ')} leaving the lanes: not within the hang guard (${guard.ms} ms)`);
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+  }
+}
