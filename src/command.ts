@@ -20,7 +20,7 @@ import { threadId } from 'node:worker_threads';
 import { asCommand, ClientFds } from './client-fds';
 import { BUILTIN_COMMANDS, builtinCommand } from './commands/registry';
 import { SystemError } from './errors';
-import { AdoptedFiles, fileAt, HeldCopies, holdsFile, validateFds } from './fd';
+import { AdoptedFiles, fileAt, HeldCopies, holdsFile, validateCloseList } from './fd';
 import { native, type FileKey } from './native';
 import type { TransportName } from './transports';
 import { requireModule } from './ts-modules';
@@ -451,28 +451,10 @@ export class CommandHost {
   }
 }
 
-/**
- * A closeClientFds list: an array of fd numbers (validateFds), each named
- * once. A number named twice would be closed twice, one close after the
- * other on the background closer: after the first, another fd (another
- * connection's copy, another client's, the program's file) can take the
- * number, and the second close would close it. TypeError, nothing closed.
- */
+/** A closeClientFds list: an array of fd numbers, each named once (validateCloseList). */
 function checkClientFdList(fds: readonly number[]): void {
   if (!Array.isArray(fds)) throw new TypeError(`closeClientFds(fds): fds must be an array of fd numbers, not ${fds === null ? 'null' : typeof fds}`);
-  validateFds(fds);
-  const first = new Map<number, number>();
-  for (let i = 0; i < fds.length; i++) {
-    const fd = fds[i] as number;
-    const at = first.get(fd);
-    if (at !== undefined) {
-      throw new TypeError(
-        `closeClientFds: fds[${i}] is fd ${fd} again (fds[${at}]): each fd is closed once, since a second close of the number ` +
-          'could close another fd that took it after the first; nothing was closed',
-      );
-    }
-    first.set(fd, i);
-  }
+  validateCloseList(fds, 'closeClientFds');
 }
 
 function callableMethod(target: Record<string, unknown>, method: string): (...args: unknown[]) => unknown {

@@ -52,6 +52,30 @@ export function validateFds(fds: readonly unknown[]): void {
   for (let i = 0; i < fds.length; i++) validateFd(fds[i], `fds[${i}]`);
 }
 
+/**
+ * A list of fds to close (closeFds', closeClientFds'): every entry an fd
+ * number (validateFds), each named once. A number named twice would be
+ * closed twice, one close after the other: after the first, another fd
+ * (another thread's, another connection's copy, the program's file) can
+ * take the number, and the second close would close it. TypeError naming
+ * `operation`, nothing closed.
+ */
+export function validateCloseList(fds: readonly unknown[], operation: string): void {
+  validateFds(fds);
+  const first = new Map<number, number>();
+  for (let i = 0; i < fds.length; i++) {
+    const fd = fds[i] as number;
+    const at = first.get(fd);
+    if (at !== undefined) {
+      throw new TypeError(
+        `${operation}: fds[${i}] is fd ${fd} again (fds[${at}]): each fd is closed once, since a second close of the number ` +
+          'could close another fd that took it after the first; nothing was closed',
+      );
+    }
+    first.set(fd, i);
+  }
+}
+
 /** fstat identity of `fd` (borrowed). */
 export function fdIdentity(fd: number): FdIdentity {
   const id = native.identity(fd);
@@ -154,7 +178,9 @@ export function openPidfd(pid: number): number {
 
 /**
  * Closes every fd given (takes ownership), skipping any that is already
- * closed; returns how many it closed. For cleanup paths, where an fd that is
+ * closed; returns how many it closed. A list with an entry that is not an
+ * fd number, or naming a number twice, is refused whole (validateCloseList:
+ * a TypeError, nothing closed). For cleanup paths, where an fd that is
  * gone already must not stop the rest from being released. A list naming a
  * number fdbridge holds for itself (refuseOwnFd) is refused as closeFd
  * refuses one, before anything is closed (as closeClientFds refuses a
@@ -165,6 +191,7 @@ export function openPidfd(pid: number): number {
  */
 export function closeFds(fds: Iterable<number> | undefined): number {
   const list = Array.isArray(fds) ? (fds as readonly number[]) : [...(fds ?? [])];
+  validateCloseList(list, 'closeFds');
   const closed = native.closeCallers(fdList(list));
   if (closed < 0) throw ownFdRefusal(-1 - closed, 'closeFds', `${CLOSED_HERE}; nothing of the list was closed`);
   return closed;
