@@ -175,7 +175,7 @@ void FdMarkNew(int* fds, size_t n);
 // caller holds an OwnedFdsLock from before the call that makes the fd until
 // it is noted here, so that no look at the generations (under the same
 // lock) sees the new fd with its number's old generation. A command's hold
-// of an fd (an adoption, a receipt: FdInstallGenerations) records it, and
+// of an fd (an adoption: FdInstallGenerations; a receipt: FdClaimReceipts) records it, and
 // closeClientFds closes the number only while it is still that
 // (FdCloseClientFdsInBackground): another fd fdbridge put there since, of
 // the same file or not, is not the command's. What no native path sees (a
