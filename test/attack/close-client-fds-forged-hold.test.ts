@@ -18,7 +18,8 @@ import { join } from 'node:path';
 
 import fc from 'fast-check';
 
-import { connect, HelperDaemon, RemoteError, UnixSocket, type Connection } from '../../src';
+import { connect, HelperDaemon, UnixSocket, type Connection } from '../../src';
+import { REFUSED, refusal, settle } from '../util/refusals';
 import { closeFds, fdIdentity, makeMemfd, openFdTable } from '../../src/fd';
 import { holdOwnCopy } from '../../src/test-hooks';
 import { closeOwnFd } from '../../src/fd';
@@ -36,20 +37,6 @@ type Target = (typeof TARGETS)[number];
 const WAYS = ['running', 'caught', 'tagged', 'context'] as const;
 type Way = (typeof WAYS)[number];
 
-/** The call's value (null for none), or what it rejected with. */
-function settle(p: Promise<unknown>): Promise<unknown> {
-  return p.then(
-    (v) => ({ ok: v ?? null }),
-    (e: unknown) => e,
-  );
-}
-
-/** A refusal naming `fd`: typed, EBADF. */
-function refusal(outcome: unknown, fd: number): unknown {
-  const remote = (outcome as RemoteError).remote;
-  return { remote: outcome instanceof RemoteError, name: remote?.name, code: remote?.code, names: String(remote?.message).includes(`fd ${fd} `) };
-}
-const REFUSED = { remote: true, name: 'SystemError', code: 'EBADF', names: true };
 
 describe("forged holds: closeClientFds of a number no command's record may hold", () => {
   let daemon: HelperDaemon;

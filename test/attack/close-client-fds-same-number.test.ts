@@ -18,7 +18,8 @@ import { join } from 'node:path';
 
 import fc from 'fast-check';
 
-import { checkFdLeaks, connect, DatagramSocket, HelperDaemon, RemoteError, TimeoutError, type Connection } from '../../src';
+import { checkFdLeaks, connect, DatagramSocket, HelperDaemon, TimeoutError, type Connection } from '../../src';
+import { REFUSED, refusal, settle } from '../util/refusals';
 import { scaled } from '../util/time-scale';
 import { HangGuard } from '../util/wait-for';
 
@@ -32,20 +33,6 @@ const FIXTURE = join(__dirname, 'fixtures', 'same-number-command.js');
 /** How the other fd gets the number: a UnixSocket receipt, or a DatagramSocket made after an await. */
 type How = 'unix' | 'later';
 
-/** The call's value (null for none), or what it rejected with. */
-function settle(p: Promise<unknown>): Promise<unknown> {
-  return p.then(
-    (v) => ({ ok: v ?? null }),
-    (e: unknown) => e,
-  );
-}
-
-/** A refusal naming `fd`: typed, EBADF, whatever the transport. */
-function refusal(outcome: unknown, fd: number): unknown {
-  const remote = (outcome as RemoteError).remote;
-  return { remote: outcome instanceof RemoteError, name: remote?.name, code: remote?.code, names: String(remote?.message).includes(`fd ${fd} `) };
-}
-const REFUSED = { remote: true, name: 'SystemError', code: 'EBADF', names: true };
 
 /** What `conn`'s command has received on its datagram sockets, once it has (its event loop reads in its own time). */
 async function receivedBy(conn: Connection, what: string): Promise<number[]> {
