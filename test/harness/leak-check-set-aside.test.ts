@@ -33,6 +33,15 @@ test('a check that finds a leak and no line in a write has no `writing` and no `
 });
 
 /** A child that, on a line on stdin, opens /dev/null until it gets number `n` (closing the others) and prints the number it got. */
+/** Ends the writes stuck in pipe `r`/`w` (each cancelled, then waited for), then closes the pipe, read end drained. */
+async function endStuckWrites(writes: ReadonlyArray<{ cancel(): void; written: Promise<unknown> }>, r: number, w: number): Promise<void> {
+  for (const write of writes) write.cancel();
+  await Promise.all(writes.map((write) => write.written));
+  closeFd(w);
+  await drainPipe(r, Infinity);
+  closeFd(r);
+}
+
 const TAKER = `
 const fs = require('node:fs');
 const n = Number(process.argv[1]);
@@ -74,11 +83,7 @@ test("a leak of another watched process at the number of a log line's copy in th
       await exitOf(taker);
     }
   } finally {
-    for (const write of writes) write.cancel();
-    await Promise.all(writes.map((write) => write.written));
-    closeFd(w);
-    await drainPipe(r, Infinity);
-    closeFd(r);
+    await endStuckWrites(writes, r, w);
   }
   expect(await fdTableSettles(process.pid, before)).toBe('');
 }, 60000);
@@ -143,11 +148,7 @@ test.each(['ended', 'made'] as const)(
         await exitOf(taker);
       }
     } finally {
-      for (const write of writes) write.cancel();
-      await Promise.all(writes.map((write) => write.written));
-      closeFd(w);
-      await drainPipe(r, Infinity);
-      closeFd(r);
+      await endStuckWrites(writes, r, w);
     }
     expect(await fdTableSettles(process.pid, before)).toBe('');
   },
