@@ -11,7 +11,6 @@
  * beside them still is one.
  */
 import { spawn } from 'node:child_process';
-import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 
 import fc from 'fast-check';
@@ -22,7 +21,7 @@ import { closeFd, makeMemfd, makePipe, openFdTable } from '../../src/fd';
 import { afterLaneWriterFdsRead, beforeLaneWriterFdsRead, laneWriterFds, startLaneWrite } from '../../src/test-hooks';
 import { hasPython, PYTHON } from '../util/linger-attacker';
 import { DIST_SRC } from '../util/nobody';
-import { lanesGrow, untilLanesLack } from '../util/lane-fds';
+import { endStuckWrites, lanesGrow, untilLanesLack } from '../util/lane-fds';
 import { drainPipe } from '../util/pipe-read';
 import { exitOf, fdTableSettles } from '../util/processes';
 
@@ -144,12 +143,7 @@ test("generated: a line handed over while a check reads the fd tables (after its
         } finally {
           afterLaneWriterFdsRead(undefined);
           if (leaked !== undefined) closeFd(leaked);
-          for (const write of writes) write.cancel();
-          // Each ends cancelled, its copy closed.
-          expect(await Promise.all(writes.map((write) => write.written))).toEqual(writes.map(() => -osConstants.errno.ECANCELED));
-          closeFd(w);
-          await drainPipe(r, Infinity);
-          closeFd(r);
+          await endStuckWrites(writes, r, w);
         }
       },
     ),
@@ -163,15 +157,6 @@ async function stuckLines(w: number, writes: number, owner: number): Promise<{ l
   const had = new Set(laneWriterFds());
   const lines = Array.from({ length: writes }, () => startLaneWrite(w, Buffer.alloc(STUCK, 'l'), owner));
   return { lines, fds: writes === 0 ? [] : await lanesGrow(had, 2 * writes) };
-}
-
-/** Cancels `lines` (each ends with ECANCELED, its copy closed), then reads `r` to its end. */
-async function endLines(lines: ReadonlyArray<ReturnType<typeof startLaneWrite>>, r: number, w: number): Promise<void> {
-  for (const line of lines) line.cancel();
-  expect(await Promise.all(lines.map((line) => line.written))).toEqual(lines.map(() => -osConstants.errno.ECANCELED));
-  closeFd(w);
-  await drainPipe(r, Infinity);
-  closeFd(r);
 }
 
 test("generated: a line's copy that leaves the lanes after the check read the fd tables (its write ended, the copy handed on to the closer) is waited for, never a leak", async () => {
@@ -211,7 +196,7 @@ test("generated: a line's copy that leaves the lanes after the check read the fd
         });
       } finally {
         if (leaked !== undefined) closeFd(leaked);
-        await endLines(stuck.lines, r, w);
+        await endStuckWrites(stuck.lines, r, w);
       }
     }),
     { numRuns: 6, examples: [[1, false], [2, true]] },
@@ -245,7 +230,7 @@ test("generated: with settleMs 0, a check whose leaks are the test's own and lin
         });
       } finally {
         for (const fd of leaked) closeFd(fd);
-        await endLines(stuck.lines, r, w);
+        await endStuckWrites(stuck.lines, r, w);
       }
     }),
     // A failing run is a check waiting out the closer's give-up time (5 s a check): reported as found, not shrunk.

@@ -13,8 +13,7 @@ import { createInterface } from 'node:readline';
 import { checkFdLeaks } from '../../src';
 import { closeFd, makeMemfd, makePipe, openFdTable } from '../../src/fd';
 import { beforeLaneWriterFdsRead, laneWriterFds, startLaneWrite } from '../../src/test-hooks';
-import { lanesGrow, untilLanesLack } from '../util/lane-fds';
-import { drainPipe } from '../util/pipe-read';
+import { endStuckWrites, lanesGrow, untilLanesLack } from '../util/lane-fds';
 import { exitOf, fdTableSettles } from '../util/processes';
 
 /** More than a pipe holds: a line of this size stays in its write until the pipe is read. */
@@ -33,15 +32,6 @@ test('a check that finds a leak and no line in a write has no `writing` and no `
 });
 
 /** A child that, on a line on stdin, opens /dev/null until it gets number `n` (closing the others) and prints the number it got. */
-/** Ends the writes stuck in pipe `r`/`w` (each cancelled, then waited for), then closes the pipe, read end drained. */
-async function endStuckWrites(writes: ReadonlyArray<{ cancel(): void; written: Promise<unknown> }>, r: number, w: number): Promise<void> {
-  for (const write of writes) write.cancel();
-  await Promise.all(writes.map((write) => write.written));
-  closeFd(w);
-  await drainPipe(r, Infinity);
-  closeFd(r);
-}
-
 const TAKER = `
 const fs = require('node:fs');
 const n = Number(process.argv[1]);

@@ -3,8 +3,12 @@
  * copy of its log fd and the eventfd it waits on), bounded by deadlines of
  * the test's own, far above what the lanes' threads take.
  */
+import { constants as osConstants } from 'node:os';
+
 import { TimeoutError } from '../../src/errors';
-import { laneWriterFds } from '../../src/test-hooks';
+import { closeFd } from '../../src/fd';
+import { laneWriterFds, type startLaneWrite } from '../../src/test-hooks';
+import { drainPipe } from './pipe-read';
 import { scaled } from './time-scale';
 import { HangGuard } from './wait-for';
 import { within } from './within';
@@ -42,4 +46,17 @@ export function untilLanesLack(fds: readonly number[]): void {
     if (guard.leftMs === 0) throw new TimeoutError(`the lines' fds ${fds.join(', ')} leaving the lanes: not within the hang guard (${guard.ms} ms)`);
     Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
   }
+}
+
+/**
+ * Ends lane writes stuck in pipe `r`/`w`: cancels each and expects each to
+ * end with ECANCELED (its copy closed), then closes `w` and closes `r` once
+ * read to its end of file.
+ */
+export async function endStuckWrites(writes: ReadonlyArray<ReturnType<typeof startLaneWrite>>, r: number, w: number): Promise<void> {
+  for (const write of writes) write.cancel();
+  expect(await Promise.all(writes.map((write) => write.written))).toEqual(writes.map(() => -osConstants.errno.ECANCELED));
+  closeFd(w);
+  await drainPipe(r, Infinity);
+  closeFd(r);
 }
