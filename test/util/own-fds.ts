@@ -3,10 +3,13 @@
  * registry), with what shows its owner still works, and its end: for the
  * tests that name such a number where a caller names its own fds.
  */
+import fc from 'fast-check';
+
 import { connect, HelperDaemon, PROBE_COMMAND, SystemError, type Connection } from '../../src';
-import { closeFds, closeOwnFd, fdIdentity, makeMemfd, type FdIdentity } from '../../src/fd';
+import { closeFds, closeOwnFd, fdIdentity, makeMemfd, openFdTable, type FdIdentity } from '../../src/fd';
 import { holdOwnCopy } from '../../src/test-hooks';
 import { UnixSocket } from '../../src/socket';
+import { fdTableSettles } from './processes';
 import { registeredFds, registeredSince } from './registered-fds';
 
 /** The kinds of fd fdbridge holds for itself that ownFd makes. */
@@ -82,10 +85,37 @@ export async function ownFd(kind: OwnKind): Promise<{ fd: number; works(): Promi
 
 /**
  * The checks of one of fdbridge's own fds, `fd`, refused where a caller
- * named it: `err` a SystemError EBADF naming it, and `fd` still `file`.
+ * named it to `operation`: `err` a SystemError EBADF whose message names
+ * the operation and the fd, and `fd` still `file`.
  */
-export function expectOwnFdRefused(err: unknown, fd: number, file: FdIdentity): void {
+export function expectOwnFdRefused(err: unknown, operation: string, fd: number, file: FdIdentity): void {
   expect({ systemError: err instanceof SystemError, code: (err as { code?: unknown }).code }).toEqual({ systemError: true, code: 'EBADF' });
-  expect((err as Error).message).toContain(`fd ${fd} is one of fdbridge's own`);
+  expect((err as Error).message).toContain(`${operation}: fd ${fd} is one of fdbridge's own`);
   expect(fdIdentity(fd)).toEqual(file);
+}
+
+/**
+ * Checks, generated over `kinds` (`numRuns` runs, the first of each kind),
+ * that `act`, which names one of fdbridge's own fds of the run's kind to
+ * `operation`, is refused: what it throws or rejects with passes
+ * expectOwnFdRefused, and the fd's owner still works. This process's fd
+ * table is the same afterwards.
+ */
+export async function checkOwnFdsRefused(kinds: readonly OwnKind[], operation: string, act: (fd: number) => unknown, numRuns: number): Promise<void> {
+  const before = openFdTable();
+  await fc.assert(
+    fc.asyncProperty(fc.constantFrom(...kinds), async (kind) => {
+      const own = await ownFd(kind);
+      try {
+        const file = fdIdentity(own.fd);
+        const err = await (async () => act(own.fd))().catch((e: unknown) => e);
+        expectOwnFdRefused(err, operation, own.fd, file);
+        await own.works();
+      } finally {
+        await own.end();
+      }
+    }),
+    { numRuns, examples: kinds.map((k) => [k]) },
+  );
+  expect(await fdTableSettles(process.pid, before)).toBe('');
 }
