@@ -921,9 +921,10 @@ struct Closer {
     uint64_t ticket;
     bool peer_fd;
     uint64_t registration;  // its registration when handed over (0: none): see CloseMayBlock
-    // Its file when handed over (HandOverIdentity): `open` false when the
-    // number was closed already then, `known` false when that could not be
-    // read (the close then goes ahead unchecked).
+    // Its file when handed over (HandOverIdentity), or as it was given
+    // (a registration that kept it: TakeRegistration): `open` false when
+    // the number was closed already then, `known` false when that could
+    // not be read (the close then goes ahead unchecked).
     bool open;
     bool known;
     FdIdentity identity;
@@ -1307,6 +1308,10 @@ uint64_t HandOver(const int* fds, size_t n, uint64_t owner, bool held_for_peer, 
     // number, which is left alone (as if closed before the hand-over: the
     // old registration ends as closed by someone else if it has not ended
     // already). FdFileIdentity asks no filesystem (HandOverIdentity).
+    // A registration that kept its file as it was made or received (a
+    // given copy's: FdDupAllGiven, FdMarkGiven) is checked against that
+    // file (TakeRegistration), so its fd's file is not read again: the job
+    // takes the kept one at the first look.
     registry.lock();
     for (size_t i = 0; i < n; i++) {
       Closer::Job& job = jobs[i];
@@ -1317,9 +1322,16 @@ uint64_t HandOver(const int* fds, size_t n, uint64_t owner, bool held_for_peer, 
       auto it = o.gens.find(job.fd);
       job.registration = it == o.gens.end() ? 0 : it->second.gen;
       if (refused != nullptr && job.registration != 0) return refuse(job.fd);
+      job.known = job.registration != 0 && it->second.file_known;
+      if (job.known) {
+        job.open = true;
+        job.identity = it->second.file;
+      }
     }
     registry.unlock();
-    for (size_t i = 0; i < n; i++) HandOverIdentity(&jobs[i]);
+    for (size_t i = 0; i < n; i++) {
+      if (!jobs[i].known) HandOverIdentity(&jobs[i]);
+    }
     registry.lock();
     for (size_t i = 0; i < n; i++) {
       Closer::Job& job = jobs[i];

@@ -8,7 +8,9 @@
  * The files are read outside the registry's lock, as are a given copy's
  * as it is marked (FdMarkGiven, FdDupAllGiven): another thread that makes
  * an fd of fdbridge's during that read does not wait for it, and a new fd
- * of fdbridge's that took the number meanwhile is not marked given.
+ * of fdbridge's that took the number meanwhile is not marked given. A given
+ * copy handed over (a helper's RELEASE) is checked against the file it was
+ * given with, which its registration keeps: it is not read again.
  * test/native/hand_over_test.cc makes that take-over happen inside the
  * hand-over's statx, before and after the real one; it checks its own
  * open-fd table before and after.
@@ -33,6 +35,7 @@ test.each([
   ['mark-given-unlocked', "FdMarkGiven reads the file outside the registry's lock"],
   ['dup-given-unlocked', "FdDupAllGiven reads the new copy's file outside the registry's lock"],
   ['mark-given-take-over', 'a take-over during FdMarkGiven leaves the new fd unmarked, open and registered'],
+  ['given', "a given copy's hand-over reads no file (its file as given is kept), and a file the program put at a closed copy's number is left open"],
   ['batch-memory', 'a batch of 100,000 fds'],
 ])('%s: %s', (mode) => {
   const run = spawnSync(program, [mode], { encoding: 'utf8', timeout: scaled(60_000) });

@@ -19,6 +19,11 @@
 // and a take-over of the number during FdMarkGiven's read leaves the new fd
 // of ours unmarked ("mark-given-take-over").
 //
+// A given copy (FdMarkGiven) handed over as any fd of ours ("given") is
+// checked against the file kept in its registration, not read again: no
+// statx on the handing thread, and a file the program put at its number
+// is still left open.
+//
 // Then: a batch of many fds leaves no room for its jobs behind in the
 // calling thread (the heap in use comes back to what it was).
 //
@@ -26,8 +31,8 @@
 // open-fd table is checked to be the same afterwards. Run by
 // test/native/hand-over.test.ts with a mode: "before" or "after" (when the
 // take-over comes relative to the real statx), "unlocked",
-// "mark-given-unlocked", "dup-given-unlocked", "mark-given-take-over" or
-// "batch-memory".
+// "mark-given-unlocked", "dup-given-unlocked", "mark-given-take-over",
+// "given" or "batch-memory".
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -140,8 +145,13 @@ void RunRegister() {
 
 }  // namespace
 
+// "given": statx calls made by the thread g_count_tid names (0: none counted).
+std::atomic<pid_t> g_count_tid{0};
+std::atomic<int> g_statx_calls{0};
+
 // fd_ops.cc's statx, for this program.
 extern "C" int statx(int dirfd, const char* path, int flags, unsigned int mask, struct statx* buf) noexcept {
+  if (g_count_tid != 0 && static_cast<pid_t>(syscall(SYS_gettid)) == g_count_tid) g_statx_calls++;
   if (dirfd == g_register_during_fd || (g_register_during_fd == kAnyFd && dirfd >= 0)) RunRegister();
   bool mine = dirfd == g_take_over_fd;
   if (mine && g_before) RunTakeOver();
@@ -267,6 +277,45 @@ void TakeOverDuringMarkGiven() {
   close(second_file);
 }
 
+// A given copy (FdMarkGiven) handed to the closer as any fd of ours
+// (FdCloseInBackground, a helper's RELEASE): its file is the one it was
+// given with, kept in its registration, and is not read again at the
+// hand-over (no statx on the handing thread); a file the program put at
+// its number after closing the copy behind fdbridge's back is still told
+// apart from it, and left open.
+void GivenHandOver() {
+  constexpr uint64_t kOwner = 79;
+  int given_file = memfd_create("given-hand-over", MFD_CLOEXEC);
+  int program_file = memfd_create("given-hand-over-program", MFD_CLOEXEC);
+  Check(given_file >= 0 && program_file >= 0, "memfd_create");
+  int copies[2];
+  for (int& copy : copies) {
+    copy = fdbridge::FdDupHigh(given_file);
+    Check(copy >= 0, "FdDupHigh");
+  }
+  Check(fdbridge::FdMarkGiven(copies, 2, kOwner) == 2, "FdMarkGiven marks both copies");
+  // The second copy closed behind fdbridge's back, and a file of the
+  // program's own put at its number (no fd of fdbridge's: no registration
+  // of its own there).
+  close(copies[1]);
+  Check(dup3(program_file, copies[1], O_CLOEXEC) == copies[1], "dup3 puts the program's file at the number");
+  fdbridge::FdWatchClosedByOthers(true);
+  uint64_t registration = fdbridge::FdRegistration(copies[1]);
+  g_count_tid = static_cast<pid_t>(syscall(SYS_gettid));
+  uint64_t ticket = fdbridge::FdCloseInBackground(copies, 2, 0, true);
+  g_count_tid = 0;
+  Check(g_statx_calls == 0, "the hand-over of given copies reads no file (no statx)");
+  WaitDone(ticket);
+  Check(Identity(copies[0]) == "closed", "the given copy still at its number is closed");
+  Check(Identity(copies[1]) == Identity(program_file), "the program's file at the other number is left open");
+  Check(fdbridge::FdRegistration(copies[1]) == 0, "the closed copy's registration has ended");
+  Check(fdbridge::FdWasClosedByOther(registration), "the closed copy is noted as closed by someone else");
+  fdbridge::FdWatchClosedByOthers(false);
+  close(copies[1]);
+  close(given_file);
+  close(program_file);
+}
+
 size_t HeapInUse() {
   struct mallinfo2 m = mallinfo2();
   return m.uordblks + m.hblkhd;
@@ -301,10 +350,12 @@ int main(int argc, char** argv) {
     RegisterDuringMarkGiven(mode == "dup-given-unlocked");
   } else if (mode == "mark-given-take-over") {
     TakeOverDuringMarkGiven();
+  } else if (mode == "given") {
+    GivenHandOver();
   } else if (mode == "batch-memory") {
     BatchMemory();
   } else {
-    fprintf(stderr, "mode: before, after, unlocked, mark-given-unlocked, dup-given-unlocked, mark-given-take-over or batch-memory\n");
+    fprintf(stderr, "mode: before, after, unlocked, mark-given-unlocked, dup-given-unlocked, mark-given-take-over, given or batch-memory\n");
     return 1;
   }
   Check(OpenFds() == open_before, "the open-fd table is as it was");
