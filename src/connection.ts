@@ -2,8 +2,6 @@
  * One connection interface, whatever the arrangement: the command runs in the
  * caller's thread, a worker thread, a child process or a helper daemon.
  */
-import { AsyncLocalStorage } from 'node:async_hooks';
-
 import { ClosedError, QueueFullError, SystemError } from './errors';
 import { validateFd } from './fd';
 import { callToJson } from './json-value';
@@ -78,8 +76,10 @@ export interface ConnectOptions {
    * close() ran and its unadopted fds were closed) and before its process
    * or thread ends: the moment a leak oracle inspects the command's process
    * (e.g. its /proc/<pid>/fd). close() waits for it to settle; close() of
-   * this connection called from within it (at once or after an await)
-   * resolves without waiting for it, the command being closed by then.
+   * this connection called while it runs (from within it, at once or after
+   * an await) resolves without waiting for it, the command being closed by
+   * then. A close() from elsewhere while it runs resolves at once too: the
+   * connection cannot tell the two apart.
    */
   onCommandClosed?: (location: CommandLocation) => void | Promise<void>;
 }
@@ -185,13 +185,6 @@ interface PendingRequest {
   work: Promise<unknown> | undefined;
 }
 
-/**
- * The connections whose onCommandClosed hook the running code is part of
- * (the hook's own await chain, and whatever it started): close() of one of
- * them, waited for by that hook, resolves at once instead.
- */
-const inCommandClosedHook = new AsyncLocalStorage<ReadonlySet<BaseConnection>>();
-
 /** Shared behaviour of every transport: argument checks, closed state, batching, the proxy. */
 export abstract class BaseConnection implements Connection {
   abstract readonly transport: TransportName;
@@ -213,6 +206,15 @@ export abstract class BaseConnection implements Connection {
   protected readonly closeRejectsPendingDupsAndCalls: boolean = false;
   /** The options' onCommandClosed hook, which commandClosed runs. */
   readonly #onCommandClosed: ConnectOptions['onCommandClosed'];
+  /**
+   * True while commandClosed runs the hook (until its promise settles):
+   * close() then resolves at once. A mark on the connection cannot tell
+   * the hook's own call (at once or after an await) from another caller's
+   * made meanwhile; both resolve at once. An AsyncLocalStorage context
+   * could, but on Node 20 and 22 its first run() turns on promise hooks for
+   * the rest of the process, slowing every promise of the user's.
+   */
+  #runningCommandClosedHook = false;
 
   constructor(onCommandClosed: ConnectOptions['onCommandClosed']) {
     this.#onCommandClosed = onCommandClosed;
@@ -343,8 +345,9 @@ export abstract class BaseConnection implements Connection {
   }
 
   close(): Promise<void> {
-    // From within this connection's onCommandClosed hook, which this close() awaits.
-    if (inCommandClosedHook.getStore()?.has(this)) return Promise.resolve();
+    // While this connection's onCommandClosed hook runs: the hook may be
+    // waiting for this close(), and #closing waits for the hook.
+    if (this.#runningCommandClosedHook) return Promise.resolve();
     if (!this.#closing) {
       const pending = [...this.#pending];
       this.#pending.clear();
@@ -379,15 +382,19 @@ export abstract class BaseConnection implements Connection {
 
   /**
    * Runs the onCommandClosed hook given to the constructor (the transport's
-   * close() calls this once the command is closed), marked as this
-   * connection's: its close() of this connection does not wait for the hook
-   * it is part of.
+   * close() calls this once the command is closed), the connection marked
+   * meanwhile: a close() of it made from the hook does not wait for the
+   * hook it is part of.
    */
   protected async commandClosed(): Promise<void> {
     const hook = this.#onCommandClosed;
     if (!hook) return;
-    const enclosing = inCommandClosedHook.getStore() ?? new Set<BaseConnection>();
-    await inCommandClosedHook.run(new Set([...enclosing, this]), () => hook(this.location));
+    this.#runningCommandClosedHook = true;
+    try {
+      await hook(this.location);
+    } finally {
+      this.#runningCommandClosedHook = false;
+    }
   }
 
   /**

@@ -5,12 +5,15 @@
  * the close() that ran the hook; the command's process ends cleanly (child,
  * pidfd), the far side ends (remote), and this process's fd table (and the
  * helper daemon's) is as before. Two connections whose hooks close each
- * other close the same way.
+ * other close the same way. Such a hook leaves promise hooks off in the
+ * process.
  */
+import { spawn } from 'node:child_process';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 
 import { connect, PROBE_COMMAND, type Connection, type TransportName } from '../../src';
 import { openFdTable } from '../../src/fd';
+import { distPath } from '../../src/paths';
 import { LOCAL_REMOTE } from '../../harness/local-remote';
 import type { ChildConnection } from '../../src/transports/child';
 import { exitOf, fdTableSettles, helperForSuite, pidExit } from '../util/processes';
@@ -19,6 +22,32 @@ import { SPAWNED, TRANSPORTS } from '../util/transport-suite';
 import { HangGuard } from '../util/wait-for';
 
 const suite = helperForSuite('fdbridge-close-from-hook-');
+
+/**
+ * Run by a fresh node (argv: the transport, connect's options as JSON): the
+ * async id a promise continuation runs under (0 unless promise hooks are
+ * on), before a connection whose onCommandClosed hook awaits and then
+ * closes it is opened and closed, and after.
+ */
+const HOOKED_CLOSE_SCRIPT = `
+const { executionAsyncId } = require('node:async_hooks');
+const { connect, PROBE_COMMAND } = require(${JSON.stringify(distPath('src/index.js'))});
+const [transport, options] = [process.argv[1], JSON.parse(process.argv[2])];
+const continuationId = () => new Promise((r) => setImmediate(() => Promise.resolve().then(() => r(executionAsyncId()))));
+(async () => {
+  const before = await continuationId();
+  const conn = await connect(transport, {
+    ...options,
+    command: PROBE_COMMAND,
+    onCommandClosed: async () => {
+      await new Promise((r) => setImmediate(r));
+      await conn.close();
+    },
+  });
+  await conn.close();
+  process.stdout.write(JSON.stringify({ before, after: await continuationId() }));
+})();
+`;
 
 /** How the hook closes its connection: returning close()'s promise at once, or awaiting it after a turn of the event loop. */
 const HOOKS = {
@@ -63,6 +92,24 @@ describe.each([...TRANSPORTS, 'remote' as const])('%s transport', (transport: Tr
       } else if (farExit) {
         await guard.within(farExit, "the remote server's exit");
       }
+      expect(await fdTableSettles(process.pid, here)).toBe('');
+      if (helperBefore) expect(await fdTableSettles(suite.helper.pid, helperBefore)).toBe('');
+    },
+    scaled(60_000),
+  );
+
+  test(
+    "a hook that awaits and closes its connection leaves promise hooks off in the user's process (every promise would pay for them)",
+    async () => {
+      const guard = new HangGuard(scaled(30_000));
+      const here = openFdTable();
+      const helperBefore = transport === 'helper' ? openFdTable(suite.helper.pid) : undefined;
+      const options = transport === 'remote' ? { via: LOCAL_REMOTE.via, serve: LOCAL_REMOTE.serve } : { socketPath: suite.socketPath };
+      const child = spawn(process.execPath, ['-e', HOOKED_CLOSE_SCRIPT, transport, JSON.stringify(options)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      expect(await guard.within(exitOf(child), 'the node process that closes a connection from its hook')).toEqual({ code: 0, signal: null });
+      expect(JSON.parse(out)).toEqual({ before: 0, after: 0 });
       expect(await fdTableSettles(process.pid, here)).toBe('');
       if (helperBefore) expect(await fdTableSettles(suite.helper.pid, helperBefore)).toBe('');
     },
