@@ -79,12 +79,10 @@ export interface Request {
    * limit, QueueFullError is wrong; at or over it, it may come.
    */
   readonly queuedBefore: number;
-  settled: boolean;
   /** Rejected with QueueFullError: nothing of it was sent. */
   queueFull: boolean;
   /** Puts the model back as it was before the request, when nothing of it was sent (QueueFullError). */
   readonly undo: (() => void) | undefined;
-  readonly done: Promise<void>;
 }
 
 /** The reference model: what must be true, whatever the transport. */
@@ -224,7 +222,10 @@ export class World {
   /** Identity ("dev:ino") -> model file id, and back. */
   readonly fileIds = new Map<string, number>();
   readonly identities: string[] = [];
-  readonly requests: Request[] = [];
+  /** Every request made and not yet seen settled, in the order made. */
+  readonly #unsettled = new Set<Request>();
+  /** Wakes awaitSettled when a request settles. */
+  #onSettle: (() => void) | undefined;
   /** The charge of the requests made on the open connection and not yet seen settled. */
   #outstanding = 0;
   /** The send queue's limit (none on direct: its command is called at once, and dup(2) queues nothing). */
@@ -397,15 +398,14 @@ export class World {
       issuedIn: this.model.conn,
       interrupted: new Set(),
       held,
-      settled: false,
       queueFull: false,
       undo,
-      done: promise.then(
-        (value) => this.#settle(req, true, value),
-        (err: unknown) => this.#settle(req, false, err),
-      ),
     };
-    this.requests.push(req);
+    this.#unsettled.add(req);
+    void promise.then(
+      (value) => this.#settle(req, true, value),
+      (err: unknown) => this.#settle(req, false, err),
+    );
     return req;
   }
 
@@ -414,14 +414,17 @@ export class World {
   }
 
   #settle(req: Request, ok: boolean, value: unknown): void {
-    if (req.settled) {
+    if (!this.#unsettled.delete(req)) {
       this.#fail(req, 'settled twice');
       return;
     }
-    req.settled = true;
     this.#outstanding -= req.charge;
+    // awaitSettled looks again once this has run whole (a microtask later):
+    // the undo below can shrink what must settle.
+    this.#onSettle?.();
     const e = req.expect;
-    const want =
+    // Only a failure's message needs it (a burst's value is up to 64 KiB of JSON).
+    const want = (): string =>
       e.kind === 'ebadf' ? 'SystemError EBADF' : e.kind === 'value' ? `the value ${short(e.value)}` : `fds naming ${e.files.length <= 8 ? e.files.map((f) => this.fileName(f)).join(', ') : `${e.files.length} files`}`;
     // The typed errors this request may end with besides its own answer:
     // that of the state it was made in (then nothing else), and those of
@@ -449,7 +452,7 @@ export class World {
         return;
       }
       if (e.kind === 'ebadf' && value instanceof SystemError && value.code === 'EBADF') return;
-      this.#fail(req, `rejected with ${explain(value)}; expected ${[want, ...allowed.map((c) => c.name)].join(' or ')}`);
+      this.#fail(req, `rejected with ${explain(value)}; expected ${[want(), ...allowed.map((c) => c.name)].join(' or ')}`);
       return;
     }
     if (e.kind === 'ebadf') {
@@ -468,7 +471,7 @@ export class World {
     }
     const fds = e.single ? [value] : value;
     if (!Array.isArray(fds) || fds.length !== e.files.length || !fds.every((fd) => Number.isInteger(fd) && fd >= 0)) {
-      this.#fail(req, `resolved with ${short(value)}; expected ${want}`);
+      this.#fail(req, `resolved with ${short(value)}; expected ${want()}`);
       return;
     }
     // Delivered, then swept by close() or gone with the process: nothing left to look at.
@@ -520,10 +523,9 @@ export class World {
 
   /** Records that `how` came while every request not yet seen settled was pending. */
   interrupt(how: 'closed' | 'died'): void {
-    for (const r of this.requests) if (!r.settled) r.interrupted.add(how);
+    for (const r of this.#unsettled) r.interrupted.add(how);
   }
 
-  /** Waits for every request that must settle (all but unreleased holds on an open connection). */
   /**
    * Waits for the background closer to finish what the library handed it:
    * copies of the client's files it held (the duplicates a terminated
@@ -541,35 +543,51 @@ export class World {
     }
   }
 
+  /**
+   * How many requests must still settle: every unsettled one but the holds
+   * not released on an open connection. On an open connection a request is
+   * held exactly while it is in model.held (Hold puts it there, unhold()
+   * takes them out, its undo puts them back), so only that short list is
+   * looked at, not every request.
+   */
+  #mustSettle(): number {
+    if (this.model.conn !== 'open') return this.#unsettled.size;
+    let held = 0;
+    for (const h of this.model.held) if (h.held && this.#unsettled.has(h)) held++;
+    return this.#unsettled.size - held;
+  }
+
+  /** Waits for every request that must settle (all but unreleased holds on an open connection), then for the background closer. */
   async awaitSettled(why: string): Promise<void> {
     const deadline = Date.now() + HANG_MS;
-    for (;;) {
-      // What must settle can shrink as requests settle (an unhold() that met
-      // a full queue leaves its holds held): look again after each one.
-      await new Promise((r) => setImmediate(r));
-      const must = this.requests.filter((r) => !r.settled && !(r.held && this.model.conn === 'open'));
-      if (must.length === 0) return this.#closesDone(why, deadline);
-      let timer: NodeJS.Timeout | undefined;
-      const hung = await Promise.race([
-        Promise.race(must.map((r) => r.done)).then(() => false),
-        new Promise<boolean>((r) => (timer = setTimeout(() => r(true), Math.max(0, deadline - Date.now())))),
-      ]);
-      clearTimeout(timer);
-      if (hung) {
-        const left = must.filter((r) => !r.settled);
-        throw new Error(
-          `${left.length} request(s) never settled (${why}; waited ${HANG_MS} ms): ${left
-            .slice(0, 5)
-            .map((r) => r.label)
-            .join('; ')}`,
-        );
+    await new Promise((r) => setImmediate(r));
+    // What must settle can shrink as requests settle (an unhold() that met
+    // a full queue leaves its holds held): count again after each one.
+    let wake: ((hung: boolean) => void) | undefined;
+    const timer = setTimeout(() => wake?.(true), Math.max(0, deadline - Date.now()));
+    this.#onSettle = () => wake?.(false);
+    try {
+      while (this.#mustSettle() > 0) {
+        if (await new Promise<boolean>((r) => (wake = r))) {
+          const left = [...this.#unsettled].filter((r) => !(r.held && this.model.conn === 'open'));
+          throw new Error(
+            `${left.length} request(s) never settled (${why}; waited ${HANG_MS} ms): ${left
+              .slice(0, 5)
+              .map((r) => r.label)
+              .join('; ')}`,
+          );
+        }
       }
+    } finally {
+      clearTimeout(timer);
+      this.#onSettle = undefined;
     }
+    return this.#closesDone(why, deadline);
   }
 
   /** Requests the test has not seen settle although the model says they must have by now. */
   unsettled(): Request[] {
-    return this.requests.filter((r) => !r.settled);
+    return [...this.#unsettled];
   }
 
   /**
