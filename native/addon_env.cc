@@ -214,7 +214,7 @@ Napi::Value WatchChild(const Napi::CallbackInfo& info) {
   int pidfd = ChildPidfd(pid);  // closed by unwatchChild or the reaper
   if (pidfd < 0) return Napi::Number::New(info.Env(), 0);
   InstanceData::WatchedChild watched{pidfd, FdRegistration(pidfd), {}};
-  if (FdIdentityOf(pidfd, &watched.identity) != 0) watched.registration = 0;  // not open: cannot be
+  if (FdFileIdentity(pidfd, &watched.identity) != 0) watched.registration = 0;  // not open: cannot be
   uint32_t id = ++data->next_child;
   if (id == 0) id = ++data->next_child;
   data->children.emplace(id, watched);

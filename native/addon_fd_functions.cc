@@ -294,7 +294,7 @@ Napi::Value UnclaimedFds(const Napi::CallbackInfo& info) {
 Napi::Value Identity(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   FdIdentity id;
-  CheckFdResult(env, FdIdentityOf(ArgFd(info, 0), &id), "fstat");
+  CheckFdResult(env, FdFileIdentity(ArgFd(info, 0), &id), "statx");
   Napi::Object o = Napi::Object::New(env);
   o.Set("dev", Napi::BigInt::New(env, id.dev));
   o.Set("ino", Napi::BigInt::New(env, id.ino));

@@ -178,15 +178,15 @@ bool PutPlaceholderLocked(OwnedFds& o, OwnedFds::Registration& stream, int* fd) 
   NoteInstallLocked(o, pair[1], ++o.next_gen);
   UniqueFd placeholder(pair[0]);
   close(pair[1]);  // a fresh socket's only reference, nothing queued: cannot block
-  struct stat st;
-  if (fstat(placeholder.get(), &st) != 0) return false;
+  FdIdentity file;  // read as ClosePlaceholderLocked reads the number's file, to compare
+  if (FdFileIdentity(placeholder.get(), &file) != 0) return false;
   UniqueFd moved(fcntl(*fd, F_DUPFD_CLOEXEC, FdFloor()));  // installed: MarkNewLocked below
   if (!moved) return false;
   // Not the new file's last reference (`moved` holds it): cannot block.
   if (dup3(placeholder.get(), *fd, O_CLOEXEC) < 0) return false;  // installed: NoteInstallLocked below
   NoteInstallLocked(o, *fd, ++o.next_gen);  // the placeholder, a file of fdbridge's at the stream's number
-  stream.placeholder_dev = static_cast<uint64_t>(st.st_dev);
-  stream.placeholder_ino = static_cast<uint64_t>(st.st_ino);
+  stream.placeholder_dev = file.dev;
+  stream.placeholder_ino = file.ino;
   if (o.watchers.load(std::memory_order_relaxed) != 0) o.closed_by_others.insert(stream.gen);
   *fd = moved.release();
   MarkNewLocked(o, fd);  // the lowest free number at or above the floor: looked at in turn
@@ -199,9 +199,8 @@ bool PutPlaceholderLocked(OwnedFds& o, OwnedFds::Registration& stream, int* fd) 
 // placeholder came.
 void ClosePlaceholderLocked(int fd, const OwnedFds::Registration& r) {
   if (r.placeholder_ino == 0) return;
-  struct stat st;
-  if (fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_dev) == r.placeholder_dev &&
-      static_cast<uint64_t>(st.st_ino) == r.placeholder_ino) {
+  FdIdentity now;  // the number may hold any file by now, a client's included
+  if (FdFileIdentity(fd, &now) == 0 && SameFile(now, {r.placeholder_dev, r.placeholder_ino, 0})) {
     close(fd);  // a socket with nothing queued, its peer closed: cannot block
   }
 }
@@ -317,8 +316,7 @@ struct UnregisterAtExit {
   struct Entry {
     int fd;
     uint64_t registration;
-    dev_t dev;
-    ino_t ino;
+    FdIdentity file;  // as marked (FdFileIdentity), {} when not open then
   };
   std::vector<Entry> registrations;
   ~UnregisterAtExit() {
@@ -344,13 +342,13 @@ void FdUnregisterAtThreadExit(const int* fds, size_t n) {
       }
     }
     if (registration == 0) continue;
-    struct stat st {};
-    if (fstat(fds[i], &st) != 0) st.st_dev = st.st_ino = 0;  // closed already: FdCheckThreadExitFds says so
+    FdIdentity file{};
+    if (FdFileIdentity(fds[i], &file) != 0) file = {};  // closed already: FdCheckThreadExitFds says so
     auto it = std::find_if(registrations.begin(), registrations.end(), [&](const auto& r) { return r.fd == fds[i]; });
     if (it != registrations.end()) {
-      *it = {fds[i], registration, st.st_dev, st.st_ino};
+      *it = {fds[i], registration, file};
     } else {
-      registrations.push_back({fds[i], registration, st.st_dev, st.st_ino});
+      registrations.push_back({fds[i], registration, file});
     }
   }
 }
@@ -358,8 +356,8 @@ void FdUnregisterAtThreadExit(const int* fds, size_t n) {
 void FdCheckThreadExitFds() {
   for (const UnregisterAtExit::Entry& e : t_unregister_at_exit.registrations) {
     if (FdRegistration(e.fd) != e.registration) continue;
-    struct stat st {};
-    if (fstat(e.fd, &st) != 0 || st.st_dev != e.dev || st.st_ino != e.ino) FdClosedByOther(e.fd, e.registration);
+    FdIdentity now;
+    if (FdFileIdentity(e.fd, &now) != 0 || !SameFile(now, e.file)) FdClosedByOther(e.fd, e.registration);
   }
 }
 
@@ -424,13 +422,13 @@ bool StillHeldLooked(int fd, uint64_t registration, bool same, bool* begin_close
 
 bool StillHeld(int fd, uint64_t registration, const FdIdentity* identity, bool* begin_close) {
   if (registration == 0) return true;
-  // The file's identity, read before the lock (fstat asks the file's
-  // filesystem): another file at the number, or none, is not this owner's.
+  // The file's identity, read before the lock (a statx each, no filesystem
+  // asked: FdFileIdentity): another file at the number, or none, is not this
+  // owner's.
   bool same = true;
   if (identity != nullptr) {
-    struct stat st;
-    same = fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_dev) == identity->dev &&
-           static_cast<uint64_t>(st.st_ino) == identity->ino;
+    FdIdentity now;
+    same = FdFileIdentity(fd, &now) == 0 && SameFile(now, *identity);
   }
   return StillHeldLooked(fd, registration, same, begin_close);
 }
@@ -1081,9 +1079,8 @@ void CloseMayBlock(const Closer::Job& job) {
       FdClose(fd);  // nothing known of the file: as any close
       return;
     }
-    struct stat st;
-    if (fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_dev) == job.identity.dev &&
-        static_cast<uint64_t>(st.st_ino) == job.identity.ino) {
+    FdIdentity now;
+    if (FdFileIdentity(fd, &now) == 0 && SameFile(now, job.identity)) {
       close(fd);  // EINTR: released all the same (FdClose)
     }
     return;
@@ -1622,8 +1619,8 @@ int FdPollReadable(const int* fds, size_t n, std::vector<bool>* out) {
 
 int FdFileIdentity(int fd, FdIdentity* out) {
   struct statx stx;
-  if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_INO, &stx) != 0) return -errno;
-  *out = {static_cast<uint64_t>(makedev(stx.stx_dev_major, stx.stx_dev_minor)), stx.stx_ino, 0};
+  if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE | STATX_MODE | STATX_INO, &stx) != 0) return -errno;
+  *out = {static_cast<uint64_t>(makedev(stx.stx_dev_major, stx.stx_dev_minor)), stx.stx_ino, stx.stx_mode};
   return 0;
 }
 
@@ -1634,15 +1631,6 @@ bool FdFileGone(int fd, bool known, const FdIdentity& file) {
   FdIdentity now;
   int r = FdFileIdentity(fd, &now);
   return r == -EBADF || (r == 0 && !SameFile(now, file));
-}
-
-int FdIdentityOf(int fd, FdIdentity* out) {
-  struct stat st;
-  if (fstat(fd, &st) != 0) return -errno;
-  out->dev = static_cast<uint64_t>(st.st_dev);
-  out->ino = static_cast<uint64_t>(st.st_ino);
-  out->mode = static_cast<uint32_t>(st.st_mode);
-  return 0;
 }
 
 int FdGetFlags(int fd) {

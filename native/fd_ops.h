@@ -592,15 +592,15 @@ int FdPosixLock(int fd, int type);
 // whether this process still holds one.
 int FdConflictingLock(int fd);
 
-int FdIdentityOf(int fd, FdIdentity* out);
-// The device and inode number of the file at `fd` (mode left 0), as the
-// kernel has them: statx(2) with AT_STATX_DONT_SYNC asks no filesystem for
-// fresh attributes (fstat can wait on a hung NFS server, or on a FUSE
-// server a peer runs), so it is safe on an event loop for a file another
-// process gave. -EBADF: `fd` is not open.
+// The device, inode number and mode (file type and permission bits) of the
+// file at `fd`, as the kernel has them: statx(2) with AT_EMPTY_PATH |
+// AT_STATX_DONT_SYNC asks no filesystem for fresh attributes (fstat(2) can
+// wait on a hung NFS server, or on a FUSE server a peer runs, blocking the
+// calling thread for as long), so it is safe on an event loop for any file,
+// a client's included. Every read of a file's identity or type goes through
+// it. -EBADF: `fd` is not open.
 int FdFileIdentity(int fd, FdIdentity* out);
-// Whether `a` and `b` are one file (device and inode; the mode is not read
-// by FdFileIdentity).
+// Whether `a` and `b` are one file (device and inode).
 inline bool SameFile(const FdIdentity& a, const FdIdentity& b) { return a.dev == b.dev && a.ino == b.ino; }
 // Whether a copy once at `fd` is gone from it: the number is free, or,
 // when its file is `known`, holds another file than `file` (one

@@ -124,13 +124,16 @@ int WaitWritable(const std::shared_ptr<Job>& job) {
 
 // All of the job's data, or -errno.
 int64_t WriteAll(const std::shared_ptr<Job>& job) {
-  struct stat st;
-  if (fstat(job->fd, &st) != 0) return -errno;
+  // The type only (FdFileIdentity asks no filesystem): on a file whose
+  // filesystem hangs the write below blocks this lane's thread anyway.
+  FdIdentity file;
+  int r = FdFileIdentity(job->fd, &file);
+  if (r != 0) return r;
   // Pipes, FIFOs and sockets take RWF_NOWAIT (the call fails with EAGAIN
   // where it would block); other files refuse it (EOPNOTSUPP) or would
   // take it to mean something else (a regular file's EAGAIN is not one
   // poll can wait out).
-  bool nowait = S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode);
+  bool nowait = S_ISFIFO(file.mode) || S_ISSOCK(file.mode);
   size_t off = 0;
   const size_t len = job->data.size();
   while (off < len) {

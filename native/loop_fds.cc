@@ -75,13 +75,14 @@ bool RingFdNumbers(std::vector<int>* out) {
   return true;
 }
 
-// RingFdNumbers, each with its inode (fstat).
+// RingFdNumbers, each with its inode (FdFileIdentity: the number may hold
+// another file by the time it is read).
 bool RingFds(std::vector<std::pair<int, ino_t>>* out) {
   std::vector<int> fds;
   if (!RingFdNumbers(&fds)) return false;
   for (int fd : fds) {
-    struct stat st;
-    if (fstat(fd, &st) == 0) out->emplace_back(fd, st.st_ino);
+    FdIdentity file;
+    if (FdFileIdentity(fd, &file) == 0) out->emplace_back(fd, static_cast<ino_t>(file.ino));
   }
   return true;
 }

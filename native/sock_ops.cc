@@ -77,6 +77,9 @@ int ChmodSocketFile(const char* path, int mode, struct stat* out) {
     pfd.reset(FdInstalled(open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC)));
   }
   if (!pfd) return -errno;
+  // fstat, not FdFileIdentity: the owner is needed, and the file is the one
+  // this process's bind() made in its own socket directory (open(2) above
+  // asked its filesystem already).
   struct stat st;
   if (fstat(pfd.get(), &st) != 0) return -errno;
   if (!S_ISSOCK(st.st_mode)) return -ENOTSOCK;

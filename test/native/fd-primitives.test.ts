@@ -137,7 +137,7 @@ describe('identity and flags', () => {
   test('on a closed fd: typed EBADF', () => {
     const fd = openSync('/dev/null', 'r');
     closeSync(fd);
-    expectSystemError(thrown(() => fdIdentity(fd)), 'EBADF', 'fstat');
+    expectSystemError(thrown(() => fdIdentity(fd)), 'EBADF', 'statx');
     expectSystemError(thrown(() => fdFlags(fd)), 'EBADF', 'fcntl');
   });
 });
