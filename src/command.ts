@@ -24,6 +24,7 @@ import { AdoptedFiles, fileAt, HeldCopies, holdsFile, validateCloseList } from '
 import { native, type FileKey } from './native';
 import type { TransportName } from './transports';
 import { requireModule } from './ts-modules';
+import { validateFdArgument } from './validate';
 
 /**
  * Names a command. In-process, worker and child transports load `module`
@@ -378,7 +379,7 @@ export class CommandHost {
       threadId,
       ...(peer ? { peer: Object.freeze({ pid: peer.pid, uid: peer.uid, gid: peer.gid }) } : {}),
       adoptFd(fd: number): number {
-        if (!Number.isInteger(fd) || fd < 0) throw new RangeError(`adoptFd: ${fd} is not an fd`);
+        validateFdArgument(fd, 'adoptFd: fd');
         // The ledger hands it over: the command's now, a caller may name it.
         // One whose copy is no longer at its number (the command closed it
         // itself) is not: whatever is there now is not the client's.

@@ -16,6 +16,8 @@ export function describeValue(value: unknown): string {
   if (typeof value === 'bigint') return `${value}n`;
   if (Array.isArray(value)) return 'an array';
   if (typeof value === 'function' || typeof value === 'symbol') return `a ${typeof value}`;
+  // Not String(): an object's own toString may be anything (not a function, one that throws).
+  if (value !== null && typeof value === 'object') return 'an object';
   return String(value);
 }
 
@@ -31,4 +33,9 @@ export function validateInteger(value: unknown, name: string, min: number, max: 
     throw argumentError(new RangeError(`${name} must be an integer from ${min} to ${max}, not ${value}`), 'ERR_OUT_OF_RANGE');
   }
   return value;
+}
+
+/** `value` as an fd number (an integer from 0 to 2^31 - 1); else a TypeError (not a number) or a RangeError naming `name`. */
+export function validateFdArgument(value: unknown, name: string): number {
+  return validateInteger(value, name, 0, 2 ** 31 - 1);
 }

@@ -14,6 +14,7 @@ import { ClosedError, FdBridgeError, SystemError } from '../errors';
 import { peerCloseOwner } from '../fd';
 import { native } from '../native';
 import { distPath } from '../paths';
+import { invalidType, validateFdArgument } from '../validate';
 
 /**
  * Writes all of `buf` into `fd` off the event loop and off libuv's pool: on
@@ -107,6 +108,7 @@ export class LogCommand {
    * dupFileDescriptor. The command adopts it (and closes it on close()).
    */
   redirectLogToFd(fd: number): void {
+    validateFdArgument(fd, 'log.redirectLogToFd: fd');
     this.context.adoptFd(fd);
     const notClosed = this.#logTo(fd);
     // The log goes to `fd` now; the call says what it could not close.
@@ -207,6 +209,7 @@ export class LogCommand {
    * nothing of it queued, no copy of the fd made.
    */
   log(line: string): Promise<void> {
+    if (typeof line !== 'string') return Promise.reject(invalidType('log.log: line', 'a string', line));
     let text = line.endsWith('\n') ? line : `${line}\n`;
     if (!this.#owned && this.context.transport === 'helper') {
       const peer = this.context.peer;

@@ -386,7 +386,7 @@ describe('CommandHost', () => {
     const fd = makeMemfd();
     host.ledger.add(fd);
     for (const bad of [-1, 1.5, Number.NaN, fd + 0.5]) {
-      expect(() => host.context.adoptFd(bad)).toThrow(new RangeError(`adoptFd: ${bad} is not an fd`));
+      expect(() => host.context.adoptFd(bad)).toThrow(new RangeError(`adoptFd: fd must be an integer from 0 to 2147483647, not ${bad}`));
     }
     // Nothing was taken: the fd given is still owned by the connection, which closes it.
     expect(host.ledger.size).toBe(1);
