@@ -21,7 +21,8 @@
  *
  * Policy for the two kinds of difference (see ProcessFdSnapshot):
  * - `leaks`: an fd open after that was not open before (or now names
- *   another file). After the settle time this is a leak, unless it is
+ *   another file, or was the client's fd of fdbridge's before the row and
+ *   is no longer fdbridge's, whatever file it holds). After the settle time this is a leak, unless it is
  *   fdbridge's own copy still queued on its background closer once the
  *   settle has waited for that (settleFdSnapshots: `closing`), or its copy
  *   of a log fd that a line whose write has not returned holds (`writing`),

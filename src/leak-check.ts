@@ -49,7 +49,12 @@ export interface FdEntry {
 
 /** What a check found once the fd tables settled. */
 export interface FdLeakReport {
-  /** fds open now that were not open before (or that name another file now). */
+  /**
+   * fds open now that were not open before (or that name another file now),
+   * and those of this process that fdbridge held for itself at the baseline,
+   * no longer fdbridge's, and open now (the same file included: a command
+   * that adopted one and keeps it, a number the code under test took over).
+   */
   leaks: FdEntry[];
   /** fds open before that are closed now (or that name another file now). */
   closed: FdEntry[];
@@ -253,7 +258,9 @@ export class ProcessFdSnapshot implements Disposable {
 
   /**
    * What changed since the snapshot, as entries; undefined when the process
-   * is gone. Of the fds open before and not now, those fdbridge held for
+   * is gone. A number fdbridge held for itself then, no longer under that
+   * registration and open now, is a leak whatever file it holds. Of the
+   * fds open before and not now, those fdbridge held for
    * itself then and holds no longer under that registration (it closed
    * them, or a command it ran adopted them) are `ownClosed`, the rest
    * `closed`; of those, `unreleased` are the ones the registry still has
@@ -267,11 +274,26 @@ export class ProcessFdSnapshot implements Disposable {
   changes(
     ignore?: (entry: FdEntry) => boolean,
   ): { leaks: FdEntry[]; closed: FdEntry[]; ownClosed: FdEntry[]; unreleased: FdEntry[] } | undefined {
+    // Read before the table: fdbridge ends a registration only once its
+    // close has returned (or as it hands the fd over), so a number whose
+    // registration had ended before the table was read and that the table
+    // shows open holds a file that is not the baseline's fd of fdbridge's.
+    const ended = [...this.#own].filter(([fd, registration]) => native.registration(fd) !== registration).map(([fd]) => fd);
     const now = this.current();
     if (!now) return undefined;
     const diff = diffFdTables(this.baseline, now);
     const entry = (e: { fd: number; target: string }): FdEntry => ({ pid: this.pid, role: this.role, fd: e.fd, target: e.target });
     const keep = (e: FdEntry): boolean => !ignore?.(e);
+    // A number fdbridge held at the baseline, no longer under that
+    // registration, that holds a file now: whose it is now, it was not
+    // there (fdbridge's no longer, the code under test's or nobody's).
+    // When the file is the same as the baseline's (a command that adopted
+    // fdbridge's copy and keeps it, fdbridge letting go of its fd without
+    // closing it, the same file opened again at the number) the tables
+    // alone show no change: it is a leak all the same, as a copy given
+    // and adopted during the check and kept is.
+    const opened = new Set(diff.opened.map((e) => e.fd));
+    const takenOver = ended.filter((fd) => now.has(fd) && !opened.has(fd)).map((fd) => ({ fd, target: now.get(fd) as string }));
     const closed: FdEntry[] = [];
     const ownClosed: FdEntry[] = [];
     const unreleased: FdEntry[] = [];
@@ -290,7 +312,7 @@ export class ProcessFdSnapshot implements Disposable {
         unreleased.push(own);
       }
     }
-    return { leaks: diff.opened.map(entry).filter(keep), closed, ownClosed, unreleased };
+    return { leaks: [...diff.opened, ...takenOver].map(entry).filter(keep), closed, ownClosed, unreleased };
   }
 }
 
