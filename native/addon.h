@@ -182,6 +182,15 @@ inline Napi::Value SystemError(Napi::Env env, int neg_errno, const char* syscall
   throw Napi::Error(env, SystemError(env, neg_errno, syscall));
 }
 
+// `operation` (new UnixSocket, fromListeningFd) refused the caller's `fd`:
+// one of fdbridge's own (FdRefuseOwned). A SystemError EBADF that names the
+// operation and the fd (src/errors.ts, ownFdRefusal).
+[[noreturn]] inline void ThrowOwnFd(Napi::Env env, const std::string& operation, int fd) {
+  Napi::Object details = Napi::Object::New(env);
+  details.Set("fd", Napi::Number::New(env, fd));
+  throw Napi::Error(env, MakeError(env, "ownfd", -EBADF, operation.c_str(), details));
+}
+
 // closeClientFds refused `fd` (FdCloseClientFdsInBackground's `r`): named
 // twice in the list (-EINVAL), a TypeError that names it; else one of
 // fdbridge's own fds, or another file than the adopted one, not the

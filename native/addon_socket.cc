@@ -91,8 +91,15 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     bool reuse_buffer = false;
     size_t queue_limit = 0;
     bool has_queue_limit = false;
+    std::string caller;
+    bool caller_own = false;
+    bool caller_cloexec = false;
     if (info.Length() > 2 && info[2].IsObject()) {
       Napi::Object opts = info[2].As<Napi::Object>();
+      Napi::Value c = opts.Get("caller");
+      if (c.IsString()) caller = c.As<Napi::String>().Utf8Value();
+      caller_own = opts.Get("callerOwn").ToBoolean();
+      caller_cloexec = opts.Get("callerCloexec").ToBoolean();
       Napi::Value mf = opts.Get("maxFds");
       if (mf.IsNumber()) {
         int64_t v = mf.As<Napi::Number>().Int64Value();
@@ -133,8 +140,34 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     // when the socket first reads (ProvideReceiveBuffer).
     reuse_buffer_ = reuse_buffer;
     int err = 0;
-    core_ = UnixSocket::Create(loop, fd, type, max_fds, buffer_size, this, &err);
-    if (core_ == nullptr) ThrowSystem(env, err, "uv_poll_init");
+    const char* failed = "uv_poll_init";
+    bool refused = false;
+    {
+      // A caller's number (`caller`: the operation, new UnixSocket or
+      // fromListeningFd): one fdbridge holds for itself is refused, else it
+      // is set up, registered (`callerOwn`) and polled, all under one hold
+      // of the registry's lock (fd_ops.h, OwnedFdsLock), so that no fd of
+      // ours another thread makes at the number after the look is taken
+      // by a second owner, which would poll it and close it again.
+      OwnedFdsLock owned;
+      if (!caller.empty()) {
+        refused = FdRefuseOwned(&fd, 1) != 0;
+        if (!refused && caller_cloexec) {
+          err = FdSetCloexec(fd, true);
+          if (err == 0) err = FdSetNonblock(fd, true);
+          if (err != 0) failed = "fcntl";
+        }
+        if (!refused && err == 0 && caller_own) FdMarkOwned(&fd, 1);
+      }
+      if (!refused && err == 0) {
+        core_ = UnixSocket::Create(loop, fd, type, max_fds, buffer_size, this, &err);
+        // Not taken: the fd stays the caller's, as it came.
+        if (core_ == nullptr && caller_own) FdDisown(fd);
+      }
+    }
+    // Thrown once the lock is let go: the error is made in JavaScript.
+    if (refused) ThrowOwnFd(env, caller, fd);
+    if (core_ == nullptr) ThrowSystem(env, err, failed);
     if (!on_accept_.IsEmpty()) core_->SetListening(true);
     TakenByNative(env, &fd, 1);  // closed by close() or this environment's cleanup hook
     if (has_queue_limit) core_->SetSendQueueLimits(queue_limit, SIZE_MAX);

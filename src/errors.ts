@@ -79,6 +79,26 @@ export class SystemError extends FdBridgeError {
   }
 }
 
+/**
+ * The refusal of `fd`, one of fdbridge's own numbers (its registry: a
+ * connection's or a daemon's socket, a pin, a command's copy), named to
+ * `operation` where a caller names its own fds: a SystemError EBADF naming
+ * the operation and the fd. `consequence`: what the operation would have
+ * done, for the message. Made by the TypeScript checks (src/fd.ts,
+ * refuseOwnFd) and for the addon's own refusals (native.ts, kind 'ownfd').
+ */
+export function ownFdRefusal(fd: number, operation: string, consequence: string): SystemError {
+  return new SystemError(
+    osConstants.errno.EBADF,
+    operation,
+    `${operation}: fd ${fd} is one of fdbridge's own (a connection's or a daemon's socket, a pin, a command's copy): it has its owner, ` +
+      `which closes it; ${consequence}`,
+  );
+}
+
+/** Why a second owner of one of fdbridge's own numbers is refused (new UnixSocket, fromListeningFd, new OwnedFd). */
+export const SECOND_OWNER = 'a second owner would close the number again, another file by then perhaps';
+
 /** The peer closed its end (end of file on a STREAM or SEQPACKET socket). */
 export class EofError extends FdBridgeError {
   constructor(message = 'the peer closed the socket', options?: FdBridgeErrorOptions) {

@@ -5,7 +5,7 @@
 import { constants as osConstants } from 'node:os';
 import { isMainThread } from 'node:worker_threads';
 import { fdList, native, type FileKey, type NativeHold } from './native';
-import { ClosedError, SystemError } from './errors';
+import { ClosedError, ownFdRefusal, SECOND_OWNER, SystemError } from './errors';
 
 /** Identity of an open file description: (dev, ino) plus the file type. */
 export interface FdIdentity {
@@ -231,16 +231,6 @@ export function refuseOwnFd(fd: number, operation: string, consequence: string):
   if (Number.isInteger(fd) && fd >= 0 && fd <= 0x7fffffff && native.registration(fd) !== 0) throw ownFdRefusal(fd, operation, consequence);
 }
 
-/** refuseOwnFd's error. */
-function ownFdRefusal(fd: number, operation: string, consequence: string): SystemError {
-  return new SystemError(
-    osConstants.errno.EBADF,
-    operation,
-    `${operation}: fd ${fd} is one of fdbridge's own (a connection's or a daemon's socket, a pin, a command's copy): it has its owner, ` +
-      `which closes it; ${consequence}`,
-  );
-}
-
 /** Why closeFd and closeFds refuse one of fdbridge's own numbers (refuseOwnFd). */
 const CLOSED_HERE = "closed here, its owner would go on using the number, another file's by then perhaps, and close it again";
 
@@ -433,7 +423,7 @@ export class OwnedFd implements Disposable {
   /** Takes ownership of `fd`, one of the caller's own. */
   constructor(fd: number) {
     if (!Number.isInteger(fd) || fd < 0) throw new RangeError(`OwnedFd: ${fd} is not an fd`);
-    if (!this.#own) refuseOwnFd(fd, 'new OwnedFd', 'a second owner would close the number again, another file by then perhaps');
+    if (!this.#own) refuseOwnFd(fd, 'new OwnedFd', SECOND_OWNER);
     this.#fd = fd;
   }
 

@@ -10,7 +10,7 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
-import { EofError, QueueFullError, SystemError, TruncatedError } from './errors';
+import { EofError, ownFdRefusal, QueueFullError, SECOND_OWNER, SystemError, TruncatedError } from './errors';
 import { packageRoot } from './paths';
 
 /** A hold of a table's files: its id in the process's registry, and its thread (whose own fd table holds the references). */
@@ -64,6 +64,19 @@ export interface NativeSocketOptions {
    * reads its next message only after that (native/message_batch.h).
    */
   batch?: boolean;
+  /**
+   * The fd is a caller's, named to this operation (new UnixSocket,
+   * fromListeningFd): one of fdbridge's own numbers is refused (ownFdRefusal:
+   * a SystemError EBADF naming the operation and the fd). The look, the
+   * steps below and the poll's start are one hold of the registry's lock:
+   * no fd of fdbridge's another thread makes at the number after the look
+   * is taken.
+   */
+  caller?: string;
+  /** With `caller`: registered as fdbridge's own (own) in that same step; not, if the constructor throws. */
+  callerOwn?: boolean;
+  /** With `caller`: made close-on-exec and non-blocking in that same step. */
+  callerCloexec?: boolean;
 }
 
 /**
@@ -871,6 +884,8 @@ function load(): NativeBinding {
             'whatever file); nothing was closed',
         );
       }
+      case 'ownfd':
+        return ownFdRefusal(Number(details['fd']), syscall, SECOND_OWNER);
       default:
         return new SystemError(errno, syscall);
     }

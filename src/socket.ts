@@ -7,7 +7,7 @@
  * belong to whoever received it; closing a socket closes every received fd
  * that nobody claimed.
  */
-import { ClosedError, EofError, PeerGoneError, SystemError, TimeoutError } from './errors';
+import { ClosedError, EofError, PeerGoneError, SECOND_OWNER, SystemError, TimeoutError } from './errors';
 import { closeOwnFds, handedOver, OwnedFd, ownedFdOfFdbridge, refuseOwnFd, validateFds } from './fd';
 import { constants, native, type NativeExitWatch, type NativeMessageCallback, type NativeSocket } from './native';
 import { socketFileIdentity, unlinkOwnSocketFile, type SocketFileIdentity } from './socket-file';
@@ -303,9 +303,6 @@ class BufferedError {
  */
 let wrappingOwn = false;
 
-/** Why a second owner of one of fdbridge's own numbers is refused (refuseOwnFd). */
-const SECOND_OWNER = 'a second owner would close the number again, another file by then perhaps';
-
 /**
  * `new UnixSocket(fd, kind, options)` of a socket fdbridge made for itself
  * (registered as its own: `own` pairs, connections and accepted sockets, a
@@ -397,6 +394,9 @@ export class UnixSocket {
   constructor(fd: number, kind?: SocketKind, options?: UnixSocketOptions) {
     const own = wrappingOwn;
     wrappingOwn = false;
+    // Checked first for the refusal's sake (an fd of ours whose SO_TYPE
+    // cannot be read is refused as ours); the native constructor checks
+    // again, in the step that takes the fd (NativeSocketOptions.caller).
     if (!own) refuseOwnFd(fd, 'new UnixSocket', SECOND_OWNER);
     this.kind = kind ?? typeToKind(native.socketType(fd));
     this.#queueLimit = options?.sendQueueLimit ?? DEFAULT_SEND_QUEUE_LIMIT;
@@ -406,7 +406,7 @@ export class UnixSocket {
       batchDispatcherSet = true;
     }
     this.#copyKept = options?.reuseBuffer === true || batch;
-    const nativeOptions = { ...options, sendQueueLimit: this.#queueLimit, batch };
+    const nativeOptions = { ...options, sendQueueLimit: this.#queueLimit, batch, caller: own ? undefined : 'new UnixSocket', callerOwn: false, callerCloexec: false };
     this.#native = new native.Socket(fd, kindToType(this.kind), nativeOptions, (err, data, fds, from, credentials) =>
       this.#onMessage(err, typeof data === 'number' ? this.#view(data) : data, fds ?? NO_FDS, from, credentials),
     );
@@ -906,17 +906,20 @@ export class UnixServer {
       sendQueueLimit: options.sendQueueLimit,
     };
     if (listeningFd !== undefined) {
+      // Checked first so that one of fdbridge's own fds is refused as such,
+      // whatever it is; checked again by the native constructor, in the
+      // step that takes the fd (NativeSocketOptions.caller).
       refuseOwnFd(listeningFd, 'fromListeningFd', SECOND_OWNER);
       checkListeningFd(listeningFd, this.kind);
-      native.setCloexec(listeningFd, true);
-      native.setNonblock(listeningFd, true);
-      // Registered where it is, not moved above the floor: a socket passed
-      // in (systemd's LISTEN_FDS, at fixed numbers from 3 by sd_listen_fds's
-      // protocol) was open before this process ran any caller's code, so it
-      // cannot have taken a number the caller closed. Registered, it is
-      // refused if a caller names it, and what it accepts is ours too.
-      if (options.own === true) native.own(listeningFd);
-      this.#native = new native.Socket(listeningFd, kindToType(this.kind), undefined, undefined, (err, cfd) => this.#onAccept(err, cfd));
+      // Made close-on-exec and non-blocking, and with `own` registered, in
+      // that step. Registered where it is, not moved above the floor: a
+      // socket passed in (systemd's LISTEN_FDS, at fixed numbers from 3 by
+      // sd_listen_fds's protocol) was open before this process ran any
+      // caller's code, so it cannot have taken a number the caller closed.
+      // Registered, it is refused if a caller names it, and what it accepts
+      // is ours too.
+      const callerOptions = { caller: 'fromListeningFd', callerOwn: options.own === true, callerCloexec: true };
+      this.#native = new native.Socket(listeningFd, kindToType(this.kind), callerOptions, undefined, (err, cfd) => this.#onAccept(err, cfd));
       // Another process keeps it (systemd, to start the service again):
       // close() must not shut it down for that one, and closing this copy
       // drops nothing queued.
