@@ -19,6 +19,7 @@ import { cleanupOnExit, onStopSignals } from './exit-cleanup';
 import type { ToRowWatch } from './run-child-watch';
 import { discoverScenarios, planRows, RowSession } from './runner';
 import type { FromRowProcess, RowProcessInit, ToRowProcess } from './run-supervisor';
+import type { ResultRow } from './types';
 import { rowLabels } from './run-supervisor';
 
 function send(m: FromRowProcess): Promise<void> {
@@ -71,6 +72,8 @@ let runDir: string | undefined;
 let rowDir: string | undefined;
 let opening: Promise<void> | undefined;
 let current: Promise<void> = Promise.resolve();
+/** The index of the last row run here: its result may still change (RowSession.run), and 'settled' says so. */
+let lastIndex: number | undefined;
 let ending = false;
 
 async function open(init: RowProcessInit): Promise<void> {
@@ -107,6 +110,9 @@ async function end(): Promise<void> {
   await opening?.catch(() => undefined);
   // RowSession.run never rejects; should it all the same, the process still ends.
   await current.catch(() => undefined);
+  // What the last row left running did since its look is charged to it, before the daemon goes.
+  const last = await session?.settle().catch(() => undefined);
+  if (last !== undefined && lastIndex !== undefined) await send({ type: 'settled', index: lastIndex, result: last });
   await session?.close();
   await send({ type: 'closed', ...peaks() });
   // A scenario may have left a timer or a handle that would keep it alive.
@@ -134,7 +140,12 @@ process.on('message', (m: ToRowProcess) => {
       }
       rowDir = m.dir;
       tellDirs();
-      current = s.run(row, m.dir).then(async (result) => {
+      const earlier = lastIndex;
+      lastIndex = m.index;
+      const onEarlier = (result: ResultRow): void => {
+        if (earlier !== undefined) void send({ type: 'settled', index: earlier, result });
+      };
+      current = s.run(row, m.dir, onEarlier).then(async (result) => {
         rowDir = undefined;
         tellDirs();
         await send({ type: 'result', index: m.index, result, ...peaks() });

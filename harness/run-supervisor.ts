@@ -76,6 +76,13 @@ export const STALLED_MS = 30_000;
  */
 export const START_MS = 10_000;
 
+/**
+ * The row process's fd for its IPC channel to the run: 'ipc' is index 3 of
+ * the stdio it is spawned with (RowProcess). A scenario that closes this fd
+ * cuts the row process off: the run sees its end of the channel end.
+ */
+export const CHANNEL_FD = 3;
+
 /** A row's temporary directory: `$TMPDIR/fdbridge-<scenario>-<pid>-XXXXXX` (ownTempDir). */
 export function rowDirPrefix(scenario: string): string {
   return `fdbridge-${scenario.slice(0, 40)}-`;
@@ -105,6 +112,12 @@ export type FromRowProcess =
   | { type: 'failed'; message: string }
   | { type: 'deadline'; ms: number; what: string }
   | { type: 'result'; index: number; result: ResultRow; clientPeakRss: number; helperPeakRss: number | undefined }
+  /**
+   * The result of an earlier row of this process (index) as it stands now:
+   * what appeared after that row's leak oracle looked, up to the next row's
+   * begin (or the process's end), is charged to it (RowSession.run).
+   */
+  | { type: 'settled'; index: number; result: ResultRow }
   | { type: 'pong' }
   | { type: 'closed'; clientPeakRss: number; helperPeakRss: number | undefined };
 
@@ -187,6 +200,33 @@ export function killDescendants(pid: number): void {
   for (const child of found) sendSignal(child, 'SIGKILL');
 }
 
+/** The row process's channel fd when its channel ended: what it named at the start, and now (absent: closed). */
+interface ChannelEnd {
+  fd: number;
+  was: string;
+  now?: string;
+}
+
+/** What fd CHANNEL_FD of `pid` names, or undefined when it cannot be read (the process is gone). */
+function channelTarget(pid: number): string | undefined {
+  try {
+    return openFdTable(pid).get(CHANNEL_FD);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Why a row process's channel ended, as the row's error says it. */
+function channelWhy(proc: RowProcess, c: ChannelEnd): string {
+  const how =
+    c.now === undefined
+      ? `the scenario closed the harness's channel (fd ${c.fd} -> ${c.was}): fd ${c.fd} is closed in the row process`
+      : c.now !== c.was
+      ? `the scenario closed the harness's channel (fd ${c.fd} -> ${c.was}): fd ${c.fd} names ${c.now} in the row process now`
+      : `the row process's channel to the run (fd ${c.fd} -> ${c.was}) ended, though the fd is still open, and the process did not exit within ${UNRESPONSIVE_MS} ms`;
+  return `${how}; it could report nothing more, and its row process (pid ${proc.pid}) was killed`;
+}
+
 /** One row process, its messages, and the watch on its event loop. */
 class RowProcess {
   readonly pid: number;
@@ -211,13 +251,16 @@ class RowProcess {
    * since the row began, and whether it still answered pings then (it had
    * lost the row: STALLED_MS) or not (blocked).
    */
-  killed: { held: Leak[]; answering: boolean } | undefined;
+  killed: { held: Leak[]; answering: boolean; channel?: ChannelEnd } | undefined;
   /** See STALLED_MS. */
   get stalledMs(): number {
     return this.#stalledMs;
   }
   /** Its fd table as the current row began. */
   baseline: FdTable | undefined;
+  /** What its channel's fd (CHANNEL_FD) named once it was spawned: the socket to this process. */
+  readonly #channel: string | undefined;
+  readonly #listeners = new Set<(m: FromRowProcess) => void>();
 
   constructor(init: RowProcessInit, info: (line: string) => void, stalledMs: number) {
     this.#info = info;
@@ -236,6 +279,9 @@ class RowProcess {
     });
     if (child.pid === undefined) throw new Error('the row process could not be started');
     this.pid = child.pid;
+    // Set up before its exec (spawn returns after that): the socket is in place.
+    this.#channel = channelTarget(this.pid);
+    child.on('disconnect', () => this.#disconnected());
     // A second signal's process.exit() (cli/run.ts) ends this process at once: the row process goes too.
     const forget = cleanupOnExit(() => this.#killNow());
     void this.exited.then(() => {
@@ -247,9 +293,47 @@ class RowProcess {
       this.#heard = true;
       if (m.type === 'info') this.#info(m.line);
       if (m.type === 'deadline') this.watchFrom(m.ms, m.what);
+      for (const l of this.#listeners) l(m);
       for (const w of [...this.#waiters]) w(m);
     });
     this.send({ type: 'init', init });
+  }
+
+  /** Calls `listener` with every message from now on (before the waits see it). */
+  listen(listener: (m: FromRowProcess) => void): void {
+    this.#listeners.add(listener);
+  }
+
+  /**
+   * Its end of the channel ended while it still runs. A process that exits
+   * closes all its fds at once (its table reads empty then, or it is gone):
+   * its 'exit' follows and tells. A live one whose channel fd is closed or
+   * names another file now had it closed by the code it runs (a scenario's
+   * close(3)): it can send nothing more, not even a row's result, and is
+   * killed at once. A live one whose fd still names the socket (the channel
+   * ended some other way) is given UNRESPONSIVE_MS to exit, then killed.
+   */
+  #disconnected(): void {
+    if (this.killed !== undefined || this.#child.exitCode !== null || this.#child.signalCode !== null) return;
+    let now: FdTable;
+    try {
+      now = openFdTable(this.pid);
+    } catch {
+      return; // gone already: 'exit' tells
+    }
+    if (now.size === 0) return;
+    const target = now.get(CHANNEL_FD);
+    const channel: ChannelEnd = { fd: CHANNEL_FD, was: this.#channel ?? '?', ...(target !== undefined ? { now: target } : {}) };
+    if (this.#channel === undefined || target !== this.#channel) {
+      this.calm();
+      this.kill(false, channel);
+      return;
+    }
+    const timer = setTimeout(() => {
+      this.calm();
+      this.kill(false, channel);
+    }, UNRESPONSIVE_MS);
+    void this.exited.then(() => clearTimeout(timer));
   }
 
   send(m: ToRowProcess): void {
@@ -319,7 +403,7 @@ class RowProcess {
    * reaps them, and a dead child is a zombie with its pid still its own
    * until then.
    */
-  kill(answering = false): void {
+  kill(answering = false, channel?: ChannelEnd): void {
     if (this.killed !== undefined || this.#child.exitCode !== null || this.#child.signalCode !== null) return;
     let held: Leak[] = [];
     try {
@@ -329,7 +413,7 @@ class RowProcess {
     } catch {
       // It exited meanwhile: it holds nothing.
     }
-    this.killed = { held, answering };
+    this.killed = { held, answering, ...(channel ? { channel } : {}) };
     this.#killNow();
   }
 
@@ -360,8 +444,11 @@ function lostRow(row: PlannedRow, proc: RowProcess, how: Ended, durationMs: numb
   const held = proc.killed?.held ?? [];
   const step = proc.last ?? proc.armed ?? { ms: 0, what: `${row.scenario.name} on ${row.transport}` };
   const why = (): string => killedWhy(proc, step, 'the row', 'a synchronous read that waits for data');
+  const channel = proc.killed?.channel;
   const error = proc.last === undefined
     ? `the row process (pid ${proc.pid}) ${proc.killed ? 'was killed' : 'exited'} before the row began, in a new row process too`
+    : channel
+    ? channelWhy(proc, channel)
     : proc.killed?.answering
     ? `${why()}: the harness lost track of the row (its defect, not the scenario's); the row process was killed`
     : proc.killed
@@ -369,6 +456,8 @@ function lostRow(row: PlannedRow, proc: RowProcess, how: Ended, durationMs: numb
     : `the row process (pid ${proc.pid}) exited during the row (${how.code !== null ? `status ${how.code}` : `signal ${how.signal}`}): ` +
       'the scenario ended it (process.exit()) or it crashed';
   const notes = held.length > 0 ? [`held when its process was killed (opened during the row; the kernel closed them with the process): ${held.map((l) => `fd ${l.fd} -> ${l.target}`).join('; ')}`] : [];
+  // The harness's channel, open before the row, closed by it: a wrong-fd close as the leak oracle reports one.
+  const closed: Leak[] = channel && channel.now !== channel.was ? [{ pid: proc.pid, role: 'client', fd: channel.fd, target: channel.was }] : [];
   return {
     scenario: row.scenario.name,
     transport: row.transport,
@@ -377,7 +466,10 @@ function lostRow(row: PlannedRow, proc: RowProcess, how: Ended, durationMs: numb
     error,
     durationMs: Math.round(durationMs),
     ...(notes.length > 0 ? { notes } : {}),
-    rowProcess: proc.killed
+    ...(closed.length > 0 ? { closed } : {}),
+    rowProcess: channel
+      ? { pid: proc.pid, ended: 'channel-closed', held }
+      : proc.killed
       ? { pid: proc.pid, ended: 'killed', held }
       : { pid: proc.pid, ended: 'exited', code: how.code, signal: how.signal, held },
     expect: row.scenario.expect ?? 'pass',
@@ -409,11 +501,31 @@ export async function superviseRows(o: SuperviseOptions): Promise<RowsOutcome> {
   };
   let proc: RowProcess | undefined;
   let measuredAnchors = false;
+  /**
+   * The last row's result from its row process, held until that process
+   * has sent the next row's result or ended: meanwhile what the row's code
+   * left running did is charged to it ('settled' replaces the result;
+   * RowSession.run). `notes`: this process's own, added as it is released.
+   */
+  let held: { index: number; result: ResultRow; proc: RowProcess; notes: string[] } | undefined;
+  const finalize = (result: ResultRow, index: number): void => {
+    results.push(result);
+    o.hooks.onRowEnd?.(result, index, rows.length);
+  };
+  const release = (): void => {
+    if (!held) return;
+    const { index, result, notes } = held;
+    held = undefined;
+    finalize(notes.length > 0 ? { ...result, notes: [...notes, ...(result.notes ?? [])] } : result, index);
+  };
 
   const start = async (): Promise<RowProcess> => {
     const { signal: _signal, info: _info, onDeadline: _onDeadline, rows: _rows, ...session } = o.session;
     const p = new RowProcess({ scenariosDir: o.scenariosDir, plan: o.plan, session: { ...session, anchors: !measuredAnchors }, labels }, info, o.stalledMs ?? STALLED_MS);
     proc = p;
+    p.listen((m) => {
+      if (m.type === 'settled' && held?.proc === p && held.index === m.index) held.result = m.result;
+    });
     // Starting loads every scenario module again (their top-level code runs:
     // it may block the thread), then starts the helper daemon and warms up,
     // steps the row process announces: it is watched as a row is.
@@ -483,28 +595,36 @@ export async function superviseRows(o: SuperviseOptions): Promise<RowsOutcome> {
       const rowDir = ownTempDir(rowDirPrefix(row.scenario.name));
       const dir = rowDir.path;
       let result: ResultRow | undefined;
+      let from: RowProcess | undefined;
+      const retried: string[] = [];
       try {
-        const retried: string[] = [];
         while (result === undefined) {
           const current = proc ?? (await start());
           signal?.throwIfAborted();
           // Once only: a new process has no earlier row's code left in it.
           result = await attempt(row, i, current, dir, retried.length === 0);
+          from = current;
           if (result === undefined) {
+            const how = current.killed?.channel
+              ? `closed its channel to the run (fd ${current.killed.channel.fd})`
+              : current.killed
+              ? 'blocked its thread'
+              : 'ended it';
             retried.push(
               `row process pid ${current.pid} ${current.killed ? 'was killed' : 'exited'} before this row began: code an earlier row in it left running ` +
-                `(the last one: ${current.lastRow ?? 'none'}) ${current.killed ? 'blocked its thread' : 'ended it'}; the row ran in a new one`,
+                `(the last one: ${current.lastRow ?? 'none'}) ${how}; the row ran in a new one`,
             );
           }
         }
-        if (retried.length > 0) result = { ...result, notes: [...retried, ...(result.notes ?? [])] };
       } finally {
         proc?.calm();
         rowDir.remove();
       }
       signal?.throwIfAborted();
-      results.push(result);
-      o.hooks.onRowEnd?.(result, i, rows.length);
+      // The earlier row is settled: its process sent this row's result after its last 'settled', or it is gone.
+      release();
+      if (from !== undefined && proc === from) held = { index: i, result, proc: from, notes: retried };
+      else finalize(retried.length > 0 ? { ...result, notes: [...retried, ...(result.notes ?? [])] } : result, i);
     }
     if (proc) {
       const closing = proc;
@@ -517,6 +637,7 @@ export async function superviseRows(o: SuperviseOptions): Promise<RowsOutcome> {
         if (!(err instanceof RowProcessGone)) throw err;
       }
     }
+    release();
     return { results, anchors, helperPeakRss, clientPeakRss };
   } catch (err) {
     // A row process that ended because the run was stopped fails its start or its row: the stop is the reason.

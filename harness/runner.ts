@@ -32,7 +32,7 @@ import { collectEnvironment } from './environment';
 import { ownTempDir, removedOnExit } from './exit-cleanup';
 import { HELPER_START_MS, HelperProcess } from './helper-process';
 import { LOCAL_REMOTE } from './local-remote';
-import { LeakLedger, LeakOracle } from './oracle';
+import { LeakLedger, LeakOracle, type OracleVerdict } from './oracle';
 import { profileByName } from './profiles';
 import { rowDirPrefix, superviseRows } from './run-supervisor';
 import { createRng, hashSeed, type Rng } from './rng';
@@ -80,6 +80,11 @@ function isScenario(value: unknown): value is Scenario {
   return typeof s === 'object' && s !== null && typeof s.name === 'string' && typeof s.run === 'function';
 }
 
+/** The file each discovered scenario came from: a leak whose recorded stack names it is that scenario's (RowSession.run). */
+const scenarioFiles = new WeakMap<Scenario, string>();
+/** The same, file -> scenario name. */
+const scenarioByFile = new Map<string, string>();
+
 /** A scenario file: compiled (`.scenario.js`), or TypeScript loaded as it is (`.scenario.ts`, `.scenario.cts`). */
 const SCENARIO_FILE = /\.scenario\.(js|ts|cts)$/;
 
@@ -118,6 +123,8 @@ export function discoverScenarios(scenariosDir: string = defaultScenariosDir()):
     const declared = declarationProblem(scenario);
     if (declared) throw new TypeError(`${file}: ${declared}`);
     out.push({ scenario, file });
+    scenarioFiles.set(scenario, file);
+    scenarioByFile.set(file, scenario.name);
   }
   return out;
 }
@@ -439,13 +446,108 @@ function verdict(
   }
 }
 
+/** The row that ran before this one in the same process, as a row sees it (RowSession.run). */
+interface EarlierRow {
+  /** "<scenario> on <transport>" */
+  label: string;
+  /** Its scenario's file, when it was discovered from one. */
+  file: string | undefined;
+  /** What it left running as this row began (leftRunning): none, and no code of its can open an fd later. */
+  leftRunning: string[];
+  /** Charges it with leaks this row's look found that its code opened. */
+  charge(leaks: Leak[]): void;
+}
+
+/** Whether a stack frame (`fn (file:line:col)` or `file:line:col`) is in `file`. */
+function inFile(frame: string, file: string | undefined): boolean {
+  return file !== undefined && (frame.includes(`(${file}:`) || frame.startsWith(`${file}:`));
+}
+
+/**
+ * Sorts a row's leaks by who opened them when an earlier row ran in the
+ * same process: that row's code may still run (a timer, a callback) and
+ * open an fd during this row. With --track-fds, a leak whose recorded JS
+ * stack names the earlier scenario's file and not this one's is the
+ * earlier row's (`theirs`); one whose stack names this row's file is its
+ * own; any other (no record, or a stack naming neither) cannot be told
+ * (`unsure`) and stays this row's, said to be possibly the earlier's.
+ */
+function sortByOrigin(leaks: readonly Leak[], own: string | undefined, earlier: EarlierRow): { mine: Leak[]; theirs: Leak[]; unsure: Leak[] } {
+  const mine: Leak[] = [];
+  const theirs: Leak[] = [];
+  const unsure: Leak[] = [];
+  for (const leak of leaks) {
+    const frames = leak.openedAt?.js ?? [];
+    const ours = frames.some((f) => inFile(f, own));
+    if (ours) mine.push(leak);
+    else if (frames.some((f) => inFile(f, earlier.file))) theirs.push(leak);
+    else {
+      mine.push(leak);
+      unsure.push(leak);
+    }
+  }
+  return { mine, theirs, unsure };
+}
+
+/** A row's result once what it left after its own look is known: `leaks` and `closed` found later fail it. */
+function chargeLate(result: ResultRow, leaks: readonly Leak[], closed: readonly Leak[], when: string): ResultRow {
+  if (leaks.length === 0 && closed.length === 0) return result;
+  const lines: string[] = [];
+  if (leaks.length > 0) {
+    lines.push(`leaked ${leaks.length} fd(s) that appeared after its leak oracle's look, ${when} (opened by code it left running: a timer, a callback): ${formatEntries(leaks)}`);
+  }
+  if (closed.length > 0) lines.push(`closed ${closed.length} fd(s) that were open before it, after its leak oracle's look, ${when}: ${formatEntries(closed)}`);
+  const before = result.error === undefined ? [] : result.status === 'fail' ? [result.error] : [];
+  const otherwise = result.status !== 'fail' && result.status !== 'pass' ? [`(without them: ${result.status}${result.error !== undefined ? `: ${result.error}` : ''})`] : [];
+  const allClosed = [...(result.closed ?? []), ...closed];
+  return {
+    ...result,
+    status: 'fail',
+    leaks: [...result.leaks, ...leaks],
+    error: stripVTControlCharacters([...before, ...lines, ...otherwise].join('\n')),
+    ...(allClosed.length > 0 ? { closed: allClosed } : {}),
+  };
+}
+
+/** A row a RowSession has run whose result may still change: see RowSession.run. */
+interface HeldRow {
+  row: PlannedRow;
+  result: ResultRow;
+  after: LeakOracle | undefined;
+  /** process.getActiveResourcesInfo() as it began. */
+  resources: string[];
+}
+
+/** A row's result, and the leak oracle begun right after its own look (none when the row had no look): what changes from then is the row's. */
+interface RowOutcome {
+  result: ResultRow;
+  after: LeakOracle | undefined;
+  /** process.getActiveResourcesInfo() as it began. */
+  resources: string[];
+}
+
+/**
+ * What keeps the event loop alive now (process.getActiveResourcesInfo:
+ * 'Timeout', 'FSReqCallback', 'TCPWrap', ...) that did not at `before`: the
+ * timers, requests and handles a row left behind, whose callbacks may
+ * still open fds. Unreferenced timers and native threads are not seen.
+ */
+function leftRunning(before: readonly string[]): string[] {
+  const left = new Map<string, number>();
+  for (const r of before) left.set(r, (left.get(r) ?? 0) - 1);
+  for (const r of process.getActiveResourcesInfo()) left.set(r, (left.get(r) ?? 0) + 1);
+  return [...left].filter(([, n]) => n > 0).map(([r, n]) => (n > 1 ? `${n} ${r}` : r));
+}
+
 /**
  * Runs one row: tmpdir, oracle, run() (and bench()), cleanup, verdict. Never
  * throws. `given` is the row's temporary directory when the caller made it
  * (the run's supervisor, which removes it should this process be killed);
- * the row removes it at its end either way.
+ * the row removes it at its end either way. `earlier`: the row that ran
+ * before it in this process, charged with the leaks its code opened
+ * during this row (sortByOrigin).
  */
-async function runRow(row: PlannedRow, env: RowEnvironment, given?: string): Promise<ResultRow> {
+async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earlier?: EarlierRow): Promise<RowOutcome> {
   const { scenario, transport, iteration } = row;
   const started = performance.now();
   const notes: string[] = [];
@@ -531,9 +633,13 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string): Pro
   let latency: Latency | undefined;
   let leaks: Leak[] = [];
   let closed: Leak[] = [];
+  let unsure: Leak[] = [];
+  let after: LeakOracle | undefined;
+  let resources: string[] = [];
   env.stray.length = 0;
   try {
     if (error !== undefined) throw error;
+    resources = process.getActiveResourcesInfo();
     oracle.begin();
     // A scenario that needs what this transport does not preserve is skipped, with that reason.
     const missing = missingCapabilities(transport, scenario.needs);
@@ -585,8 +691,23 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string): Pro
       leaks = env.trackDir === undefined ? seen.leaks : seen.leaks.map((l) => withOrigin(l, env.trackDir as string));
       closed = seen.closed;
       for (const r of seen.reclaimed) notes.push(`an earlier row's leak was closed: ${describeFdEntry(r)}`);
+      // From here on, what changes is this row's doing (RowSession.run): looked at before the next row begins.
+      after = new LeakOracle({ settleMs: env.settleMs, ledger: env.ledger, ...(env.helper?.alive ? { helperPid: env.helper.pid } : {}) });
+      after.begin();
+      if (earlier && leaks.length > 0) {
+        const sorted = sortByOrigin(leaks, scenarioFiles.get(scenario), earlier);
+        leaks = sorted.mine;
+        // An fd in this row's own directory is its own; with nothing of the earlier row's left running, none is that row's.
+        unsure = earlier.leftRunning.length > 0 ? sorted.unsure.filter((l) => !l.target.startsWith(`${dir}/`)) : [];
+        if (sorted.theirs.length > 0) {
+          earlier.charge(sorted.theirs);
+          notes.push(`charged to ${earlier.label}, which ran before it in this process (its scenario's file opened them, after its own run): ${formatEntries(sorted.theirs)}`);
+        }
+      }
     }
   } catch (err) {
+    after?.release();
+    after = undefined;
     // The harness itself failed around the scenario (helper restart, oracle).
     if (!(err instanceof HarnessError)) {
       const before = error !== undefined ? ` (the scenario had failed first: ${errorText(error)})` : '';
@@ -611,7 +732,15 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string): Pro
   }
 
   const expect = scenario.expect ?? 'pass';
-  const { status, error: why } = verdict(expect, scenario.failure ?? {}, { error, leaks, closed });
+  const judged = verdict(expect, scenario.failure ?? {}, { error, leaks, closed });
+  const { status } = judged;
+  let why = judged.error;
+  if (status === 'fail' && earlier && unsure.length > 0) {
+    const fds = unsure.map((l) => `fd ${l.fd} (${l.role})`).join(', ');
+    why =
+      `${why ?? ''}\n(${fds}: possibly an earlier row's: ${earlier.label} ran before it in this row process and left running ${earlier.leftRunning.join(', ')}, ` +
+      `whose callbacks may open an fd during the next row; ${env.trackDir === undefined ? '--track-fds tells by where each was opened' : "the recorded origin names neither row's scenario file"})`;
+  }
   const result: ResultRow = {
     scenario: scenario.name,
     transport,
@@ -627,7 +756,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string): Pro
     expect,
     iteration,
   };
-  return result;
+  return { result, after, resources };
 }
 
 // ---------------------------------------------------------------------------
@@ -664,7 +793,12 @@ export interface RunnerOptions extends Required<Pick<RunOptions, 'bench' | 'repe
   stalledMs?: number;
   /** measureLatency options (time budgets), passed through. */
   benchOptions?: { time?: number; warmupTime?: number; iterations?: number };
-  /** Called as each row starts and ends (progress lines). */
+  /**
+   * Called as each row starts and ends (progress lines). A row's end comes
+   * once the next row in its process has ended (or that process ended):
+   * until then what the row left running may still be charged to it
+   * (RowSession.run).
+   */
   onRowStart?(row: PlannedRow, index: number, total: number): void;
   onRowEnd?(result: ResultRow, index: number, total: number): void;
   /** A line about the run itself (helper started, warm-up problems). */
@@ -802,6 +936,8 @@ export class RowSession {
   readonly #env: RowEnvironment;
   readonly #helper: HelperProcess | undefined;
   readonly #unhook: () => void;
+  /** The last row run, until the next begins or the session ends: what appears meanwhile is charged to it. */
+  #held: HeldRow | undefined;
 
   private constructor(anchors: ResultsFile['anchors'], env: RowEnvironment, helper: HelperProcess | undefined, unhook: () => void) {
     this.anchors = anchors;
@@ -888,14 +1024,43 @@ export class RowSession {
   }
 
   /**
-   * Runs one row (in `dir` when given: see runRow). Never rejects: should
-   * runRow throw all the same (the harness's own defect), the row fails
-   * with that error, so that a caller waiting for its result gets one.
+   * Runs one row (in `dir` when given: see runRow) and returns its result.
+   * Never rejects: should runRow throw all the same (the harness's own
+   * defect), the row fails with that error, so that a caller waiting for
+   * its result gets one.
+   *
+   * The row run before it in this session is not done with when its
+   * result is returned: code it left running (a timer, a callback) may
+   * still open or close fds. So first, just before this row begins, the
+   * fds that changed since that row's own look are charged to it; and a
+   * leak this row's look finds is charged to it when --track-fds records
+   * its scenario's file opening it (runRow). `onEarlier` gets that row's
+   * result each time it changes (once it is settled, nothing more comes
+   * for it): a caller holds a row's result until the next row's has come
+   * (or settle()).
    */
-  async run(row: PlannedRow, dir?: string): Promise<ResultRow> {
+  async run(row: PlannedRow, dir?: string, onEarlier?: (earlier: ResultRow) => void): Promise<ResultRow> {
     const started = performance.now();
+    const held = this.#held;
+    this.#held = undefined;
     try {
-      return await runRow(row, this.#env, dir);
+      if (held) {
+        const before = held.result;
+        held.result = await this.#lookAfter(held, `before the next row began`);
+        if (held.result !== before) onEarlier?.(held.result);
+      }
+      const earlier: EarlierRow | undefined = held && {
+        label: `${held.row.scenario.name} on ${held.row.transport}`,
+        file: scenarioFiles.get(held.row.scenario),
+        leftRunning: leftRunning(held.resources),
+        charge: (leaks) => {
+          held.result = chargeLate(held.result, leaks, [], `during the next row (${row.scenario.name} on ${row.transport}), where --track-fds recorded its scenario's file opening them`);
+          onEarlier?.(held.result);
+        },
+      };
+      const { result, after, resources } = await runRow(row, this.#env, dir, earlier);
+      this.#held = { row, result, after, resources };
+      return result;
     } catch (err) {
       return {
         scenario: row.scenario.name,
@@ -910,13 +1075,60 @@ export class RowSession {
     }
   }
 
+  /**
+   * The last row's result after a last look at what changed since its own
+   * (charged to it), or undefined when no row is waiting for one: before
+   * the session ends.
+   */
+  async settle(): Promise<ResultRow | undefined> {
+    const held = this.#held;
+    this.#held = undefined;
+    if (!held) return undefined;
+    return this.#lookAfter(held, 'before its process ended');
+  }
+
+  /**
+   * Compares the tables the row's `after` oracle took right after the row's
+   * own look with now: what is new (or closed) is the row's. The look
+   * waits for closes as a row's does (the settle time). With no `after`
+   * (the row had no look: it was stopped), the result as it was.
+   */
+  async #lookAfter(held: HeldRow, when: string): Promise<ResultRow> {
+    const after = held.after;
+    held.after = undefined;
+    if (!after) return held.result;
+    let seen: OracleVerdict;
+    try {
+      seen = await after.finish();
+    } catch (err) {
+      return { ...held.result, notes: [...(held.result.notes ?? []), `the leak oracle's look after it failed: ${errorText(err)}`] };
+    }
+    const trackDir = this.#env.trackDir;
+    const leaks = trackDir === undefined ? seen.leaks : seen.leaks.map((l) => withOrigin(l, trackDir));
+    const charged = chargeLate(held.result, leaks, seen.closed, when);
+    const notes = seen.reclaimed.map((r) => `after its look, an earlier leak was closed: ${describeFdEntry(r)}`);
+    // Charged to this row, the last before; --track-fds may name another scenario's file as the opener.
+    const own = scenarioFiles.get(held.row.scenario);
+    const elsewhere: string[] = [];
+    for (const leak of leaks) {
+      const frames = leak.openedAt?.js ?? [];
+      if (frames.some((f) => inFile(f, own))) continue;
+      const other = [...scenarioByFile].find(([file]) => frames.some((f) => inFile(f, file)));
+      if (other) elsewhere.push(`fd ${leak.fd} (${leak.role}): possibly an earlier row's: --track-fds recorded scenario ${other[1]}'s file (${other[0]}) opening it`);
+    }
+    if (elsewhere.length > 0) charged.error = `${charged.error ?? ''}\n(${elsewhere.join('; ')})`;
+    return notes.length > 0 ? { ...charged, notes: [...(charged.notes ?? []), ...notes] } : charged;
+  }
+
   /** The helper daemons' largest peak RSS so far (HelperProcess.peakRssBytes). */
   get helperPeakRssBytes(): number | undefined {
     return this.#helper?.peakRssBytes;
   }
 
-  /** Stops the helper daemon; idempotent. */
+  /** Stops the helper daemon; idempotent. A row still held (not settled) is let go as it is. */
   async close(): Promise<void> {
+    this.#held?.after?.release();
+    this.#held = undefined;
     await this.#helper?.stop();
     this.#unhook();
   }
@@ -938,15 +1150,28 @@ export type RowHooks = Pick<RunnerOptions, 'onRowStart' | 'onRowEnd'>;
 async function runRowsHere(o: RowSessionOptions, hooks: RowHooks): Promise<RowsOutcome> {
   const session = await RowSession.open(o);
   const results: ResultRow[] = [];
+  // A row's result is final once the next row's has come (RowSession.run).
+  let held: { result: ResultRow; index: number } | undefined;
+  const release = (): void => {
+    if (!held) return;
+    results.push(held.result);
+    hooks.onRowEnd?.(held.result, held.index, o.rows.length);
+    held = undefined;
+  };
   try {
     for (const [i, row] of o.rows.entries()) {
       o.signal?.throwIfAborted();
       hooks.onRowStart?.(row, i, o.rows.length);
-      const result = await session.run(row);
+      const result = await session.run(row, undefined, (earlier) => {
+        if (held) held.result = earlier;
+      });
       o.signal?.throwIfAborted();
-      results.push(result);
-      hooks.onRowEnd?.(result, i, o.rows.length);
+      release();
+      held = { result, index: i };
     }
+    const last = await session.settle();
+    if (held && last) held.result = last;
+    release();
     return { results, anchors: session.anchors, helperPeakRss: session.helperPeakRssBytes, clientPeakRss: process.resourceUsage().maxRSS * 1024 };
   } finally {
     await session.close();

@@ -199,7 +199,9 @@ export interface ResultRow {
   /**
    * Present when the row's process did not end the row itself: 'killed',
    * past the row's time limit with its thread blocked (a synchronous wait, a
-   * busy loop); 'exited' during the row (process.exit(), a crash). `held`:
+   * busy loop); 'exited' during the row (process.exit(), a crash);
+   * 'channel-closed', its channel to the run ended (a scenario closed that
+   * fd) and it was killed at once. `held`:
    * the fds it had opened during the row and still held then (the kernel
    * closed them with the process: not leaks, and not the harness's).
    */
@@ -209,7 +211,8 @@ export interface ResultRow {
 /** How a row's process ended when it could not end the row itself (harness/run-supervisor.ts). */
 export interface RowProcessEnd {
   pid: number;
-  ended: 'killed' | 'exited';
+  /** 'channel-closed': its channel to the run ended while it ran (the scenario closed that fd); it was killed then. */
+  ended: 'killed' | 'exited' | 'channel-closed';
   /** 'exited': its exit status, or the signal that ended it. */
   code?: number | null;
   signal?: string | null;
