@@ -381,16 +381,14 @@ export async function settleFdSnapshots(
     if (now >= deadline) {
       // A lane's copy before the tables were read and no longer the lanes'
       // now went on to the closer after it was read: its close is coming.
-      // One the lanes' now and not before was made while the tables were
-      // read (a line handed over meanwhile): the next look reads it as the
-      // lanes' from the start.
+      // One the lanes' now is not waited for, whether it was the lanes'
+      // before the tables were read or made while they were (a line handed
+      // over meanwhile): the return sets aside in `writing` every number the
+      // lanes hold now.
       const lanes = new Set(native.laneWriterFds());
       const handedOn = (e: FdEntry): boolean => e.pid === process.pid && writing.includes(e.fd) && !lanes.has(e.fd);
-      // Stryker disable next-line ArrowFunction,ConditionalExpression: madeMeanwhile emptied or never true: the return sets aside in `writing` every number of this process's the lanes hold after the tables were read, that copy's too: never a leak either way, the check decides a look earlier
-      const madeMeanwhile = (e: FdEntry): boolean => e.pid === process.pid && lanes.has(e.fd) && !writing.includes(e.fd);
       const waiting =
-        report.closed.some((e) => unreleased.has(e)) ||
-        report.leaks.some((e) => (e.pid === process.pid && closer.held.has(e.fd)) || handedOn(e) || madeMeanwhile(e));
+        report.closed.some((e) => unreleased.has(e)) || report.leaks.some((e) => (e.pid === process.pid && closer.held.has(e.fd)) || handedOn(e));
       // Stryker disable next-line EqualityOperator: > instead of >= at the give-up is at most one more 20 ms poll, the same verdict later
       if (!waiting || now >= closerDeadline) {
         // Queued before the tables were read and still now: never closed in

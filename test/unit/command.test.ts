@@ -4,6 +4,8 @@
  * promises: an fd is adopted at most once, close() runs the command's close
  * once and closes every fd it did not adopt, even when that close throws.
  */
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { threadId } from 'node:worker_threads';
 
@@ -17,13 +19,15 @@ import {
   normalizeCommandSpec,
   SetLedger,
   type CommandSpec,
+  type FdLedger,
 } from '../../src/command';
 import { LOG_COMMAND } from '../../src/commands/log-command';
 import { PROBE_COMMAND } from '../../src/commands/probe-command';
-import { connect } from '../../src';
+import { connect, SystemError } from '../../src';
 import { closeFd, closeFds, makeMemfd, openFdTable, sameFile } from '../../src/fd';
 import { ownedFdCount } from '../../src/test-hooks';
 import { closes } from '../fixtures/recording-command';
+import { openAt } from '../util/open-at';
 
 const FIXTURE = join(__dirname, '..', 'fixtures', 'recording-command.ts');
 
@@ -451,5 +455,106 @@ describe('CommandHost', () => {
     expect(await host.call('ping', [])).toBe('pong');
     await host.close();
     expect(isOpen(fd)).toBe(false);
+  });
+});
+
+describe("CommandHost.closeClientFds: the list, the default close, what only the ledger knows", () => {
+  test('generated: a list that is not an array (null, undefined, a number, a string, an array-like, a typed array of adopted fds): a TypeError naming what it is; nothing closed, the close not called, the ledger not told', async () => {
+    const seen: string[] = [];
+    const close = (list: readonly number[]): Promise<void> => {
+      seen.push(`closed ${list.join(',')}`);
+      return Promise.resolve();
+    };
+    const ledger = Object.assign(new SetLedger(), { closing: (list: readonly number[]) => seen.push(`closing ${list.join(',')}`) });
+    const host = new CommandHost({ module: FIXTURE }, 'helper', ledger, undefined, close);
+    const fds = [makeMemfd(), makeMemfd()];
+    try {
+      for (const fd of fds) ledger.add(fd);
+      for (const fd of fds) host.context.adoptFd(fd);
+      fc.assert(
+        fc.property(
+          fc.constantFrom<unknown>(null, undefined, fds[0], String(fds[0]), { length: 2, 0: fds[0], 1: fds[1] }, Int32Array.from(fds), new Set(fds)),
+          (bad) => {
+            const what = bad === null ? 'null' : typeof bad;
+            expect(() => host.context.closeClientFds(bad as number[])).toThrow(new TypeError(`closeClientFds(fds): fds must be an array of fd numbers, not ${what}`));
+            expect(seen).toEqual([]);
+            expect(fds.filter(isOpen)).toEqual(fds);
+          },
+        ),
+      );
+      // A repeated fd: a TypeError naming the method and the entry, nothing closed.
+      expect(() => host.context.closeClientFds([fds[0]!, fds[0]!])).toThrow(new RegExp(`^closeClientFds: fds\\[1\\] is fd ${fds[0]} again`));
+      expect(seen).toEqual([]);
+      // Still the command's: the same fds as an array reach the close.
+      await host.context.closeClientFds(fds);
+      expect(seen).toEqual([`closed ${fds.join(',')}`, `closing ${fds.join(',')}`]);
+    } finally {
+      closeFds(fds);
+      await host.close();
+    }
+  });
+
+  test("the default close with a ledger that keeps no files and counts nothing (a child or pidfd command's, the channel's: no clientFiles, no closing): the adopted fds are closed, then no longer the command's", async () => {
+    const before = openFdTable();
+    const given = new Set<number>();
+    const ledger: FdLedger = {
+      add: (fd) => void given.add(fd),
+      adopt: (fd) => given.delete(fd),
+      sweep: () => {
+        const n = given.size;
+        closeFds([...given]);
+        given.clear();
+        return n;
+      },
+      swept: () => Promise.resolve(),
+      get size() {
+        return given.size;
+      },
+    };
+    const host = new CommandHost({ module: FIXTURE }, 'child', ledger);
+    const fds = [makeMemfd(), makeMemfd(), makeMemfd()];
+    for (const fd of fds) ledger.add(fd);
+    for (const fd of fds.slice(0, 2)) host.context.adoptFd(fd);
+    await expect(host.context.closeClientFds(fds.slice(0, 2))).resolves.toBeUndefined();
+    expect(fds.filter(isOpen)).toEqual([fds[2]]);
+    // Taken by the close: named again, refused, nothing closed.
+    expect(() => host.context.closeClientFds(fds.slice(0, 1))).toThrow(expect.objectContaining({ code: 'EBADF' }) as unknown as Error);
+    // The one given and not adopted is the host's: its close closes it.
+    await host.close();
+    expect(openFdTable()).toEqual(before);
+  });
+
+  test('SetLedger: a number the command adopted, closed itself, and that was given to it again (the same file, at the same number, not adopted): closeClientFds refuses it with EBADF and closes nothing; the host closes it as the given fd it is', async () => {
+    const before = openFdTable();
+    const dir = mkdtempSync(join(tmpdir(), 'fdbridge-command-given-again-'));
+    try {
+      const path = join(dir, 'file');
+      writeFileSync(path, 'given');
+      const ledger = new SetLedger();
+      const host = new CommandHost({ module: FIXTURE }, 'remote', ledger);
+      const fd = openSync(path, 'r');
+      ledger.add(fd);
+      host.context.adoptFd(fd);
+      // The command closes its adopted fd itself; the same file is given again at the number.
+      closeSync(fd);
+      expect(openAt(path, fd)).toBe(fd);
+      ledger.add(fd);
+      let refused: unknown;
+      try {
+        void host.context.closeClientFds([fd]);
+      } catch (err) {
+        refused = err;
+      }
+      expect(refused).toBeInstanceOf(SystemError);
+      expect({ code: (refused as SystemError).code, syscall: (refused as SystemError).syscall }).toEqual({ code: 'EBADF', syscall: 'closeClientFds' });
+      expect((refused as SystemError).message).toContain(`fd ${fd} is not the client's to close: it is a copy given to the command and not adopted`);
+      expect(isOpen(fd)).toBe(true);
+      expect(ledger.size).toBe(1);
+      await host.close();
+      expect(isOpen(fd)).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    expect(openFdTable()).toEqual(before);
   });
 });

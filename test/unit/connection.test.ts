@@ -1,15 +1,23 @@
 /**
  * What every transport shares (BaseConnection, src/connection.ts), through
  * the direct transport, where nothing but that code stands between the
- * caller and the command: dupFileDescriptorSync's timeout range, a batch
+ * caller and the command (and the child's, whose sendmsg meets a bad entry,
+ * and a connection whose pieces the test stages, for the errors no real
+ * transport can be made to give): dupFileDescriptorSync's timeout range, a batch
  * longer than one message (pieces of MAX_FDS_PER_MESSAGE, all or nothing),
+ * which entry a batch's EBADF is about and which errors pass as they are,
  * and what a QueueFullError tells its catcher.
  */
+import { threadId } from 'node:worker_threads';
+
 import fc from 'fast-check';
 
-import { ClosedError, connect, PROBE_COMMAND, QueueFullError, SystemError, type Connection } from '../../src';
-import { MAX_FDS_PER_MESSAGE, queueFullError } from '../../src/connection';
-import { closeFd, closeFds, diffFdTables, dupFd, formatFdTableDiff, makeMemfd, openFdTable, sameFile } from '../../src/fd';
+import { ClosedError, connect, PROBE_COMMAND, QueueFullError, SystemError, type CommandLocation, type Connection } from '../../src';
+import { BaseConnection, MAX_FDS_PER_MESSAGE, queueFullError } from '../../src/connection';
+import { closeFd, closeFds, closeOwnFd, diffFdTables, dupFd, fdIdentity, formatFdTableDiff, makeMemfd, openFdTable, sameFile } from '../../src/fd';
+import type { FdList } from '../../src/native';
+import { holdOwnCopy } from '../../src/test-hooks';
+import { fdTableSettles } from '../util/processes';
 
 /** The fds this process opened or closed since `before`, one line each (empty: none). */
 function tableChange(before: ReturnType<typeof openFdTable>): string {
@@ -142,6 +150,149 @@ describe('a batch longer than one message', () => {
     }
   });
 });
+
+/**
+ * A connection whose batches the test decides: each piece (dupMany) gets
+ * new numbers or the error `fail` gives for it; what is released is noted.
+ * Nothing is duplicated: the numbers are made up, never opened.
+ */
+class StagedBatches extends BaseConnection {
+  readonly transport = 'direct' as const;
+  readonly location: CommandLocation = { transport: 'direct', pid: process.pid, threadId };
+  readonly released: number[][] = [];
+  #next = 100_000;
+  readonly #fail: () => unknown;
+
+  constructor(fail: () => unknown) {
+    super(undefined);
+    this.#fail = fail;
+  }
+
+  protected async dupOne(): Promise<number> {
+    throw new Error('not staged');
+  }
+
+  protected dupOneSync(): number {
+    throw new Error('not staged');
+  }
+
+  protected async dupMany(fds: FdList): Promise<number[]> {
+    const err = this.#fail();
+    if (err !== undefined) throw err;
+    return Array.from(fds, () => this.#next++);
+  }
+
+  protected async release(fds: number[]): Promise<void> {
+    this.released.push(fds);
+  }
+
+  protected async callRemote(): Promise<unknown> {
+    throw new Error('not staged');
+  }
+
+  protected async closeTransport(): Promise<void> {}
+}
+
+describe("a batch's EBADF: which entry", () => {
+  test("generated: a closed number or one of fdbridge's own anywhere in a batch of one piece or several: a SystemError EBADF naming the entry (its index in the whole batch, its number), with the transport's EBADF as cause; nothing of the batch kept; the connection goes on", async () => {
+    const start = openFdTable();
+    for (const transport of ['direct', 'child'] as const) {
+      const conn = await connect(transport, { command: PROBE_COMMAND });
+      const own = holdOwnCopy(files[0]!);
+      try {
+        await fc.assert(
+          fc.asyncProperty(
+            fc.integer({ min: 1, max: 3 * MAX_FDS_PER_MESSAGE + 2 }).chain((n) => fc.tuple(fc.constant(n), fc.nat({ max: n - 1 }), fc.boolean())),
+            async ([n, at, ownEntry]) => {
+              const fds = Array.from({ length: n }, (_, i) => files[i % files.length]!);
+              // A number that was open and is closed now (a caller's stale fd), or one fdbridge holds for itself.
+              let bad = own;
+              if (!ownEntry) {
+                bad = dupFd(files[0]!);
+                closeFd(bad);
+              }
+              fds[at] = bad;
+              const before = openFdTable();
+              const err = await conn.dupFileDescriptors(fds).then(
+                (remote) => new Error(`resolved with ${remote.length} fds`),
+                (e: unknown) => e,
+              );
+              expect(err).toBeInstanceOf(SystemError);
+              const e = err as SystemError;
+              expect({ code: e.code, errno: e.errno, index: e.index, fd: e.fd }).toEqual({ code: 'EBADF', errno: -9, index: at, fd: bad });
+              // The transport's own error, which names no entry, is kept as the cause.
+              expect(e.cause).toBeInstanceOf(SystemError);
+              expect({ code: (e.cause as SystemError).code, index: (e.cause as SystemError).index }).toEqual({ code: 'EBADF', index: undefined });
+              expect(e.syscall).toBe((e.cause as SystemError).syscall);
+              expect(e.message).toContain(`fds[${at}] (${bad})`);
+              expect(tableChange(before)).toBe('');
+              // The next batch is served: the command holds the file given (its numbers are the command process's).
+              const [again] = await conn.dupFileDescriptors([files[1]!]);
+              const id = fdIdentity(files[1]!);
+              expect(await conn.call('identities', [again])).toEqual([{ dev: String(id.dev), ino: String(id.ino), type: id.type }]);
+            },
+          ),
+          { numRuns: 25 },
+        );
+      } finally {
+        await conn.close();
+        closeOwnFd(own);
+      }
+    }
+    // The child's pipes and pidfd close as it exits.
+    expect(await fdTableSettles(process.pid, start)).toBe('');
+  });
+
+  test('generated: every piece arriving: the numbers in the order of the batch, piece after piece; nothing released', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 1, max: 3 * MAX_FDS_PER_MESSAGE + 2 }), async (n) => {
+        const fds = Array.from({ length: n }, (_, i) => files[i % files.length]!);
+        const conn = new StagedBatches(() => undefined);
+        // StagedBatches numbers each piece's entries from 100000 on, piece after piece, as asked.
+        expect(await conn.dupFileDescriptors(fds)).toEqual(Array.from({ length: n }, (_, i) => 100_000 + i));
+        expect(conn.released).toEqual([]);
+        await conn.close();
+      }),
+      { numRuns: 20 },
+    );
+  });
+
+  test("generated: another error of a piece (not EBADF, not a SystemError), an EBADF that names its entry already, or one no entry explains (every entry open): the caller gets that error itself; the pieces that arrived are released", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 3 * MAX_FDS_PER_MESSAGE + 2 }).chain((n) => fc.tuple(fc.constant(n), fc.nat({ max: n - 1 }))),
+        fc.constantFrom('queue full', 'EMFILE', 'EBADF naming its entry', 'EBADF, every entry open'),
+        async ([n, at], kind) => {
+          const fds = Array.from({ length: n }, (_, i) => files[i % files.length]!);
+          const stale = dupFd(files[0]!);
+          closeFd(stale);
+          // The entry the error is about is closed, except where no entry explains it.
+          if (kind !== 'EBADF, every entry open') fds[at] = stale;
+          const error =
+            kind === 'queue full'
+              ? queueFullError('dupFileDescriptors', 'the command', { queuedBytes: 1, queuedMessages: 1, limit: 1 })
+              : kind === 'EMFILE'
+                ? new SystemError(-24, 'dup')
+                : kind === 'EBADF naming its entry'
+                  ? new SystemError(-9, 'sendmsg', undefined, { entry: { index: at, fd: stale } })
+                  : new SystemError(-9, 'sendmsg');
+          // The pieces are asked for in order: the one holding the entry fails.
+          const failing = Math.floor(at / MAX_FDS_PER_MESSAGE);
+          let piece = 0;
+          const conn = new StagedBatches(() => (piece++ === failing ? error : undefined));
+          await expect(conn.dupFileDescriptors(fds)).rejects.toBe(error);
+          // Every other piece arrived, and was given back.
+          const pieces = Math.ceil(n / MAX_FDS_PER_MESSAGE);
+          expect(conn.released.flat()).toHaveLength(n - Math.min(MAX_FDS_PER_MESSAGE, n - failing * MAX_FDS_PER_MESSAGE));
+          expect(conn.released).toHaveLength(pieces > 1 ? 1 : 0);
+          await conn.close();
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+});
+
 
 describe('queueFullError', () => {
   const queues = fc.record({
