@@ -35,6 +35,17 @@ function isOpen(fd: number): boolean {
   return openFdTable().has(fd);
 }
 
+/** A helper command's host whose closeClientFds close and SetLedger's `closing` only note what they are given, in `seen`. */
+function recordingHost(): { seen: string[]; ledger: SetLedger; host: CommandHost } {
+  const seen: string[] = [];
+  const close = (list: readonly number[]): Promise<void> => {
+    seen.push(`closed ${list.join(',')}`);
+    return Promise.resolve();
+  };
+  const ledger = Object.assign(new SetLedger(), { closing: (list: readonly number[]) => seen.push(`closing ${list.join(',')}`) });
+  return { seen, ledger, host: new CommandHost({ module: FIXTURE }, 'helper', ledger, undefined, close) };
+}
+
 describe('spec shape (both normalizeCommandSpec and commandRequest)', () => {
   // Each with the part of the spec its TypeError names, so the caller knows what to fix.
   const bad: Array<[string, unknown, string]> = [
@@ -308,13 +319,7 @@ describe('CommandHost', () => {
         fc.nat(),
         fc.oneof(fc.constant(undefined), fc.constantFrom(-1, 1.5, NaN, 2 ** 31, '3' as unknown as number)),
         async (fds, pick, at, bad) => {
-          const seen: string[] = [];
-          const close = (list: readonly number[]): Promise<void> => {
-            seen.push(`closed ${list.join(',')}`);
-            return Promise.resolve();
-          };
-          const ledger = Object.assign(new SetLedger(), { closing: (list: readonly number[]) => seen.push(`closing ${list.join(',')}`) });
-          const host = new CommandHost({ module: FIXTURE }, 'helper', ledger, undefined, close);
+          const { seen, host } = recordingHost();
           try {
             const list: number[] = [...fds];
             const i = at % (list.length + 1);
@@ -460,13 +465,7 @@ describe('CommandHost', () => {
 
 describe("CommandHost.closeClientFds: the list, the default close, what only the ledger knows", () => {
   test('generated: a list that is not an array (null, undefined, a number, a string, an array-like, a typed array of adopted fds): a TypeError naming what it is; nothing closed, the close not called, the ledger not told', async () => {
-    const seen: string[] = [];
-    const close = (list: readonly number[]): Promise<void> => {
-      seen.push(`closed ${list.join(',')}`);
-      return Promise.resolve();
-    };
-    const ledger = Object.assign(new SetLedger(), { closing: (list: readonly number[]) => seen.push(`closing ${list.join(',')}`) });
-    const host = new CommandHost({ module: FIXTURE }, 'helper', ledger, undefined, close);
+    const { seen, ledger, host } = recordingHost();
     const fds = [makeMemfd(), makeMemfd()];
     try {
       for (const fd of fds) ledger.add(fd);

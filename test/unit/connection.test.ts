@@ -225,6 +225,8 @@ describe("a batch's EBADF: which entry", () => {
               expect({ code: (e.cause as SystemError).code, index: (e.cause as SystemError).index }).toEqual({ code: 'EBADF', index: undefined });
               expect(e.syscall).toBe((e.cause as SystemError).syscall);
               expect(e.message).toContain(`fds[${at}] (${bad})`);
+              // What the transport said, and that the batch was all or nothing.
+              expect(e.message).toContain(`${(e.cause as SystemError).message}; nothing of the batch was given`);
               expect(tableChange(before)).toBe('');
               // The next batch is served: the command holds the file given (its numbers are the command process's).
               const [again] = await conn.dupFileDescriptors([files[1]!]);
