@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/kcmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +102,24 @@ struct OwnedFds {
   // for none. Grown only by a tagged receipt.
   std::vector<uint64_t> receipts;
   uint64_t next_receipt_tag = 0;
+  // Numbers of a caller's or client's that fdbridge is closing with the
+  // lock let go (MarkNumberClosingLocked). A close calls the file's flush
+  // on every close of a number, not only on the last reference's, and a
+  // FUSE file's flush waits for its server: held under this lock, a server
+  // that does not answer would stall every thread that takes it (a helper
+  // daemon's main thread, for every client). The kernel frees the number
+  // before the flush, so an fd put there meanwhile is another's (a new
+  // install generation, another file). Each with the mark's token (only
+  // its own close ends it), a copy of the file above the floor (-1: none
+  // could be made) and the number's install generation and file as marked.
+  struct NumberClose {
+    uint64_t token;
+    int copy;
+    uint64_t install;
+    bool known;
+    FdIdentity file;
+  };
+  std::unordered_map<int, NumberClose> number_closes;
 };
 
 OwnedFds& TheOwnedFds() {
@@ -145,6 +164,50 @@ uint64_t InstallLocked(const OwnedFds& o, int fd) {
   return fd >= 0 && at < o.installs.size() ? o.installs[at] : 0;
 }
 
+// Marks `fd` as being closed by the calling thread (OwnedFds::number_closes),
+// which then lets the lock go, closes the number and ends the mark
+// (EndNumberClose) with the token returned. `copy`: the file's copy above
+// the floor, or -1. Under o.mu.
+uint64_t MarkNumberClosingLocked(OwnedFds& o, int fd, int copy) {
+  OwnedFds::NumberClose& mark = o.number_closes[fd];
+  mark.token = ++o.next_gen;
+  mark.copy = copy;
+  mark.install = InstallLocked(o, fd);
+  mark.known = FdFileIdentity(fd, &mark.file) == 0;  // statx AT_STATX_DONT_SYNC: asks no filesystem
+  return mark.token;
+}
+
+void EndNumberClose(int fd, uint64_t token) {
+  OwnedFds& o = TheOwnedFds();
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  auto it = o.number_closes.find(fd);
+  if (it != o.number_closes.end() && it->second.token == token) o.number_closes.erase(it);
+}
+
+// Whether `fd` still holds the very open file that a close under way of
+// the number is closing (MarkNumberClosingLocked): then a close of it is
+// fdbridge's already. Compared with the mark's copy by kcmp(2) KCMP_FILE;
+// where there is no copy, or kcmp is not to be had (a kernel built without
+// it, a seccomp filter that refuses it), by the number's install generation
+// and file. False for a number not marked, a free one, or one another fd
+// took since the close freed it. Under o.mu.
+bool BeingClosedLocked(const OwnedFds& o, int fd) {
+  if (o.number_closes.empty()) return false;
+  auto it = o.number_closes.find(fd);
+  if (it == o.number_closes.end()) return false;
+  const OwnedFds::NumberClose& mark = it->second;
+  if (mark.copy >= 0) {
+    pid_t self = getpid();
+    long r = syscall(SYS_kcmp, self, self, KCMP_FILE, fd, mark.copy);
+    if (r >= 0) return r == 0;
+    if (errno == EBADF) return false;  // the copy is open (ours until the mark ends): the number is free
+  }
+  if (InstallLocked(o, fd) != mark.install) return false;
+  FdIdentity now;
+  if (FdFileIdentity(fd, &now) != 0) return false;
+  return !mark.known || SameFile(now, mark.file);
+}
+
 // MarkOwnedLocked for an fd the kernel has just made (a dup, a socket, a
 // pidfd, a received fd): its number was free a moment ago. A registration
 // still there whose fd fdbridge is not closing (FdClose and FdCloseAll mark
@@ -182,7 +245,13 @@ bool PutPlaceholderLocked(OwnedFds& o, OwnedFds::Registration& stream, int* fd) 
   if (FdFileIdentity(placeholder.get(), &file) != 0) return false;
   UniqueFd moved(fcntl(*fd, F_DUPFD_CLOEXEC, FdFloor()));  // installed: MarkNewLocked below
   if (!moved) return false;
-  // Not the new file's last reference (`moved` holds it): cannot block.
+  // Not the new file's last reference (`moved` holds it), but dup3 over it
+  // calls its flush all the same, under the lock: a file on a FUSE
+  // filesystem whose server does not answer holds this thread and every
+  // one that takes the lock until the server answers or the connection is
+  // aborted. Reached only once code of the process's own has closed a
+  // stream's number of fdbridge's behind its back and an fd of such a
+  // file lands there (a client's, received or pulled).
   if (dup3(placeholder.get(), *fd, O_CLOEXEC) < 0) return false;  // installed: NoteInstallLocked below
   NoteInstallLocked(o, *fd, ++o.next_gen);  // the placeholder, a file of fdbridge's at the stream's number
   stream.placeholder_dev = file.dev;
@@ -878,6 +947,15 @@ int FdCloseCallers(const int* fds, size_t n, size_t* closed, size_t* refused, in
   // numbers that could not be moved (no number free above the floor).
   std::vector<int> after;
   after.reserve(n);
+  // The numbers moved above the floor, each marked as being closed
+  // (MarkNumberClosingLocked) with its mark's token: closed with the lock
+  // let go, since the close of a number calls its file's flush even when
+  // it is not the last reference (`high` holds it), and a FUSE file's waits
+  // for its server. Until the close frees the number, no close of
+  // fdbridge's takes it (BeingClosedLocked), and an fd put there once it
+  // is freed is not this file.
+  std::vector<std::pair<int, uint64_t>> moved;
+  moved.reserve(n);
   {
     std::lock_guard<std::recursive_mutex> lock(o.mu);
     for (size_t i = 0; i < n; i++) {
@@ -887,10 +965,16 @@ int FdCloseCallers(const int* fds, size_t n, size_t* closed, size_t* refused, in
       }
     }
     for (size_t i = 0; i < n; i++) {
+      // A number whose close is under way (another thread's, or this list
+      // names it twice): closed already, as a number not open.
+      if (BeingClosedLocked(o, fds[i])) {
+        if (*first_error == 0) *first_error = -EBADF;
+        continue;
+      }
       int high = fds[i] < 0 ? -1 : fcntl(fds[i], F_DUPFD_CLOEXEC, FdFloor());  // installed: MarkNewLocked below
       if (high >= 0) {
         MarkNewLocked(o, &high);
-        close(fds[i]);  // not the file's last reference (`high` holds it): cannot block
+        moved.emplace_back(fds[i], MarkNumberClosingLocked(o, fds[i], high));
         after.push_back(high);
       } else if (fds[i] >= 0 && errno != EBADF) {
         if (std::find(after.begin(), after.end(), fds[i]) == after.end()) after.push_back(fds[i]);
@@ -898,6 +982,10 @@ int FdCloseCallers(const int* fds, size_t n, size_t* closed, size_t* refused, in
         *first_error = -EBADF;  // not open
       }
     }
+  }
+  for (const auto& number : moved) {
+    close(number.first);  // frees the number, then flushes: may wait on the file's filesystem
+    EndNumberClose(number.first, number.second);
   }
   for (int fd : after) {
     int r = FdClose(fd);
@@ -1010,32 +1098,44 @@ bool HasTurnLocked(const Closer& c) { return NextTurnLocked(c) < c.turns.size();
 // CloseMayBlock of a closeClientFds job. In one hold of the registry's
 // lock: the number has no registration, its install generation is still
 // the one the command held it with (another install there since is
-// another's fd: the command closed its own after handing it over), and it
-// holds the file handed over; then the fd moves above the floor
-// (F_DUPFD_CLOEXEC, registered as ours) and the number is closed there,
-// which is not the file's last reference (the copy holds it) and so
-// cannot block. The close that may block is the copy's, outside the lock:
-// no fd put at the number after the look can be closed in its place. With
-// no number free above the floor (EMFILE), the number is closed outside
-// the lock after the look, as any background close.
+// another's fd: the command closed its own after handing it over), it is
+// not being closed already (BeingClosedLocked), and it holds the file
+// handed over; then the file gets a copy above the floor (F_DUPFD_CLOEXEC,
+// registered as ours; none with no number free there, EMFILE) and the
+// number is marked as being closed (MarkNumberClosingLocked). The number's
+// close comes once the lock is let go: a close calls the file's flush on
+// every close, not only the last reference's, and a FUSE server that does
+// not answer holds it. No fd put at the number after the look can be
+// closed in its place: only a close can change the number's file, and
+// fdbridge's own closes of it find it marked. The copy's close, the last
+// reference's, comes after.
 void CloseClientFd(const Closer::Job& job) {
   int fd = job.fd;
   int high;
+  uint64_t token;
   {
     OwnedFds& o = TheOwnedFds();
     std::lock_guard<std::recursive_mutex> lock(o.mu);
     if (o.gens.count(fd) != 0 || InstallLocked(o, fd) != job.install) return;
+    // Another close of this very file at the number is under way (a close
+    // of fdbridge's that it waits on): this job's is that one.
+    if (BeingClosedLocked(o, fd)) return;
     if (job.known) {
       FdIdentity now;  // statx AT_STATX_DONT_SYNC: asks no filesystem
       if (FdFileIdentity(fd, &now) != 0 || !SameFile(now, job.identity)) return;
     }
     high = fcntl(fd, F_DUPFD_CLOEXEC, FdFloor());  // installed: MarkNewLocked below
-    if (high >= 0) {
-      MarkNewLocked(o, &high);
-      close(fd);  // not the file's last reference (`high` holds it): cannot block
-    }
+    if (high >= 0) MarkNewLocked(o, &high);
+    token = MarkNumberClosingLocked(o, fd, high);
   }
-  FdClose(high >= 0 ? high : fd);
+  // With the lock let go: the close of the number calls the file's flush
+  // even when `high` holds it, and a FUSE file's waits for its server.
+  // Until the number is freed, a close of fdbridge's that would take it
+  // finds it being closed (BeingClosedLocked); an fd put there once it is
+  // freed is another file (kcmp), or another install.
+  close(fd);  // EINTR: released all the same
+  EndNumberClose(fd, token);
+  if (high >= 0) FdClose(high);
 }
 
 // close(2) takes the number out of the table before the part that can
@@ -1888,6 +1988,7 @@ int PidfdGetfdAllHigh(int pidfd, const int* targets, size_t n, int* out) {
   std::vector<bool> high(n, false);  // pulled[i] is a registered copy above the floor
   std::vector<int> low;  // the numbers pulls landed on below the floor, still open
   std::vector<size_t> low_at;
+  std::vector<uint64_t> marks;  // low[k]'s mark as being closed (MarkNumberClosingLocked)
   int r = 0;
   {
     OwnedFdsLock lock;  // made and registered as one step
@@ -1899,7 +2000,13 @@ int PidfdGetfdAllHigh(int pidfd, const int* targets, size_t n, int* out) {
       if (r >= floor) continue;  // stays where it is (registered below)
       if (std::binary_search(named.begin(), named.end(), r)) {
         int moved = FdDupHigh(r);
-        close(r);  // not the file's last reference when the copy exists
+        // Under the lock, before the next pull: the file's flush runs here
+        // and waits as long as its filesystem does (a FUSE server that does
+        // not answer holds every thread that takes the lock meanwhile).
+        // Only a pull landing on a number the list names comes here: from
+        // another process, a list naming this process's lowest free number
+        // below the floor (a pidfd client names its pins, above its floor).
+        close(r);
         if (moved < 0) {
           pulled[i] = -1;
           r = moved;
@@ -1922,17 +2029,24 @@ int PidfdGetfdAllHigh(int pidfd, const int* targets, size_t n, int* out) {
         for (size_t k = 0; k < low.size(); k++) {
           pulled[low_at[k]] = moved[k];
           high[low_at[k]] = true;
+          marks.push_back(MarkNumberClosingLocked(TheOwnedFds(), low[k], moved[k]));
         }
         for (size_t i = 0; i < n; i++) {
           if (!high[i]) MarkNew(&pulled[i], 1);
           out[i] = pulled[i];
         }
-        // The low numbers' closes are not their files' last (the moved
-        // copies hold them), so they cannot block under the lock.
-        CloseRuns(&low);
-        return 0;
       }
     }
+  }
+  if (r >= 0) {
+    // The low numbers, marked as being closed, are closed with the lock let
+    // go: a close calls the file's flush even when it is not the last
+    // reference (the moved copies hold them), and a FUSE file's waits for
+    // its server. This thread waits there; the others go on.
+    std::vector<int> closing = low;
+    CloseRuns(&closing);
+    for (size_t k = 0; k < low.size(); k++) EndNumberClose(low[k], marks[k]);
+    return 0;
   }
   // Failed: nothing is kept. Closed outside the lock: a pull can hold its
   // file's last reference (the client may close the original meanwhile),

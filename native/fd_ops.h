@@ -134,10 +134,17 @@ inline int FdAbove(int highest) { return highest < INT_MAX ? highest + 1 : INT_M
 // and across making our fds and registering them, so that another thread's
 // fd cannot take a number between the check and the use. It is recursive:
 // a send that gets queued pins its fds (FdDupAllHigh) under the same lock.
-// It is never held across close(2), which can block (see
-// FdCloseInBackground): FdClose unregisters after the close, and only the
-// registration it saw before (a generation), never one a thread made for a
-// new fd that took the freed number meanwhile.
+// It is never held across close(2) of a file that may be a caller's or a
+// client's, which can block (see FdCloseInBackground): FdClose unregisters
+// after the close, and only the registration it saw before (a generation),
+// never one a thread made for a new fd that took the freed number
+// meanwhile. Not even a close that is not the file's last reference: every
+// close of a number calls the file's flush, and a FUSE file's waits for its
+// server (FdCloseCallers and the closer mark such a number as being closed
+// and close it with the lock let go). Two places still close a number
+// under it, each documented there: a pidfd pull that lands on a number its
+// list names (PidfdGetfdAllHigh), and the placeholder put over a new fd at
+// a stream's number someone else closed (fd_ops.cc, PutPlaceholderLocked).
 class OwnedFdsLock {
  public:
   OwnedFdsLock();
@@ -361,7 +368,9 @@ void FdReleaseHolder(uint64_t holder, std::vector<int>* to_close);
 // OwnedFdsLock from before making it until this returns: no thread can name
 // that number through fdbridge in between (every such path checks the
 // registry under the lock). The close of the low number is not the file's
-// last (the copy holds it), so it cannot block under the lock.
+// last (the copy holds it), and the files these calls make (sockets,
+// pidfds, eventfds, procfs files) have no flush to wait on, so it cannot
+// block under the lock.
 int FdOwnHigh(int fd);
 
 // close(2). Linux always releases the descriptor, even when close returns
@@ -375,14 +384,19 @@ int FdClose(int fd);
 // in one hold of the registry's lock, none of fds[0..n) may be one
 // fdbridge holds for itself (FdRefuseOwned: registered, or possibly a
 // starting loop's): -EBADF, *refused the index of the first, nothing
-// closed. Then, in the same hold, each open one moves above the floor
-// (F_DUPFD_CLOEXEC, registered as ours) and its number is closed (not the
-// file's last reference: the copy holds it, so it cannot block under the
-// lock); the copies are closed once the lock is let go (FdClose: the close
-// that may block). So no fd fdbridge's code on another thread puts at one
-// of the numbers (made and registered under the lock) can be closed in its
-// place between the look and the close. A number not open (a negative one
-// included), or named again after its close, is passed over. With no
+// closed. Then, in the same hold, each open one gets a copy above the floor
+// (F_DUPFD_CLOEXEC, registered as ours) and its number is marked as being
+// closed; once the lock is let go each number is closed (not the file's
+// last reference, the copy holds it, but a close calls the file's flush,
+// which may wait: a FUSE server's), its mark ends, and the copies are
+// closed (FdClose: the last reference's). Only a close can change the file
+// at a number, and fdbridge's closes of a marked number holding that very
+// file (kcmp KCMP_FILE against the copy; without kcmp, the install
+// generation and file) take it as being closed: no fd fdbridge's code on
+// another thread puts at one of the numbers can be closed in its place
+// between the look and the close. A number not open (a negative one
+// included), named again after its close, or being closed by another
+// such close, is passed over (EBADF). With no
 // number free above the floor (EMFILE) the number itself is closed after
 // the lock is let go, as any close. *closed counts the closes; *first_error
 // is the first one's -errno (EBADF for a number not open), 0 for none.
@@ -515,9 +529,10 @@ uint64_t FdCloseGivenInBackground(const int* fds, size_t n, uint64_t owner, uint
 // the batch's. Checked as they are handed over,
 // the registrations and install generations under the registry's lock; a
 // registration made at one of the numbers after that, or another install
-// there, is left alone by the close: the closer looks again and closes the
-// number in one hold of the lock, having moved the fd above the floor
-// (the close that may block is that copy's, outside the lock).
+// there, is left alone by the close: the closer looks again in one hold of
+// the lock, makes a copy above the floor and marks the number as being
+// closed (as FdCloseCallers does), then closes the number and the copy
+// with the lock let go (either close may wait in the file's flush).
 int FdCloseClientFdsInBackground(const int* fds, size_t n, uint64_t owner, const std::optional<FdIdentity>* expected,
                                  const uint64_t* installs, uint64_t* ticket, int* refused);
 // Whether the batch `ticket` is done (every fd of it closed). A ticket

@@ -6,8 +6,12 @@
  * loop (a file's identity and type are read with statx AT_STATX_DONT_SYNC):
  * every other client is still served, with typed errors only, and the
  * daemon's copy is released once the client has left and the file system
- * is gone. (The close of that copy waits on the file system, FLUSH, on a
- * closer thread.)
+ * is gone. The daemon's close of that fd (closeClientFds, as the log goes
+ * elsewhere or the client leaves) waits on the file system (FLUSH, which
+ * every close of a number calls, not only the last reference's) on a
+ * closer thread, holding nothing that serving another client takes.
+ * Likewise in one process: a thread whose closeFd of a number, or whose
+ * pidfd pull of it, waits there holds back no other thread's fd calls.
  */
 import { spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { accessSync, chmodSync, closeSync, constants, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
@@ -16,8 +20,9 @@ import { join } from 'node:path';
 
 import { connect, LOG_COMMAND, type LogCommand } from '../../src';
 import { makeEventfd, openFdTable, closeFds } from '../../src/fd';
-import { DIST_SRC, isRoot, NOBODY, spawnAsUid, type NobodyProcess } from '../util/nobody';
+import { DIST_SRC, isRoot, NOBODY, NOBODY_HANG_GUARD_MS, spawnAsUid, type NobodyProcess } from '../util/nobody';
 import { fdTableSettles, startHelperProcess, type HelperProcess } from '../util/processes';
+import { within } from '../util/within';
 
 /** Why a FUSE file system cannot be mounted here, or undefined when it can be tried. */
 function fuseUnusable(): string | undefined {
@@ -71,6 +76,12 @@ describe('a client whose log goes to a FUSE file system that stops answering', (
     return { server, mountpoint };
   }
 
+  /** Has the server stop answering. */
+  async function hang(fs: HungFuse): Promise<void> {
+    fs.server.child.stdin?.write('hang\n');
+    await fs.server.line('hanging');
+  }
+
   /**
    * Kills the server (its /dev/fuse closes: the kernel aborts the
    * connection, and every request left unanswered fails), then unmounts
@@ -102,40 +113,99 @@ describe('a client whose log goes to a FUSE file system that stops answering', (
     }
   }
 
-  test.each([
-    ['after the fd was given, before the redirect', 'hang-after-dup'],
-    ['before the fd was given', 'hang-before-dup'],
-  ] as const)('stopping to answer %s: other clients are served, the fd is released after', async (_when, mode) => {
+  /**
+   * Mounts a FUSE file system, runs the client (fixtures/fuse-log-client.js,
+   * as nobody) on its file and `body` with a step runner (a stdin line, and
+   * the answer must be ok); then the client is killed (its own close of the
+   * file waits on the file system, FLUSH, until the server is gone), the
+   * file system is gone, and the daemon's and this process's fd tables must
+   * be as before.
+   */
+  async function withLogClient(body: (step: (name: string) => Promise<void>, fs: HungFuse) => Promise<void>): Promise<void> {
     const daemonBefore = openFdTable(helper.pid);
     const testBefore = openFdTable(process.pid);
     const fs = await mountHungFuse();
     let client: NobodyProcess | undefined;
     try {
-      client = spawnAsUid(NOBODY, process.execPath, [join(FIXTURES, 'fuse-log-client.js'), DIST_SRC, socketPath, String(process.getuid?.()), join(fs.mountpoint, 'f')]);
-      await client.line('connected');
-      const stdin = client.child.stdin as ChildProcessWithoutNullStreams['stdin'];
-      const hang = async (): Promise<void> => {
-        fs.server.child.stdin?.write('hang\n');
-        await fs.server.line('hanging');
-      };
-      if (mode === 'hang-before-dup') await hang();
-      stdin.write('dup\n');
-      expect(await client.line('dup')).toEqual({ dup: { ok: true } });
-      if (mode === 'hang-after-dup') await hang();
-      stdin.write('redirect\n');
-      // The daemon looked at the file (its identity, its type) without asking the file system.
-      expect(await client.line('redirect')).toEqual({ redirect: { ok: true } });
-      await anotherClientServed(`while-hung-${mode}`);
-
-      stdin.write('close\n');
-      expect(await client.line('close')).toEqual({ close: { ok: true } });
+      const started = spawnAsUid(NOBODY, process.execPath, [join(FIXTURES, 'fuse-log-client.js'), DIST_SRC, socketPath, String(process.getuid?.()), join(fs.mountpoint, 'f')]);
+      client = started;
+      await started.line('connected');
+      const stdin = started.child.stdin as ChildProcessWithoutNullStreams['stdin'];
+      await body(async (name) => {
+        stdin.write(`${name}\n`);
+        expect(await started.line(name)).toEqual({ [name]: { ok: true } });
+      }, fs);
     } finally {
-      // The client's own close of the file waits on the file system (FLUSH) until the server is gone.
       client?.kill();
       await unmount(fs);
       await client?.exited();
     }
     expect(await fdTableSettles(helper.pid, daemonBefore)).toBe('');
+    expect(await fdTableSettles(process.pid, testBefore)).toBe('');
+  }
+
+  test.each([
+    ['after the fd was given, before the redirect', 'hang-after-dup'],
+    ['before the fd was given', 'hang-before-dup'],
+  ] as const)('stopping to answer %s: other clients are served, the fd is released after', (_when, mode) =>
+    withLogClient(async (step, fs) => {
+      if (mode === 'hang-before-dup') await hang(fs);
+      await step('dup');
+      if (mode === 'hang-after-dup') await hang(fs);
+      // The daemon looks at the file (its identity, its type) without asking the file system.
+      await step('redirect');
+      await anotherClientServed(`while-hung-${mode}`);
+      await step('close');
+    }),
+  );
+
+  /** anotherClientServed, bounded by the test's hang guard besides the library's own deadline (connect's). */
+  function servedWithin(name: string): Promise<void> {
+    return within(anotherClientServed(name), NOBODY_HANG_GUARD_MS, `another client (${name}): a connection and a dup round trip`);
+  }
+
+  test.each([
+    ['its log going elsewhere (closeClientFds of the fd)', 'away'],
+    ["its disconnect (the command's close closes the fd)", 'close'],
+  ] as const)("the daemon's close of the fd waits on the file system after %s: other clients are served meanwhile, the fd is released after", (_after, last) =>
+    withLogClient(async (step, fs) => {
+      await step('dup');
+      await step('redirect');
+      await hang(fs);
+      await step(last);
+      // The daemon's close of the number is in the file's flush: the client's own fd stays open.
+      expect(await fs.server.line('flush')).toEqual({ flush: 1 });
+      await servedWithin(`while-closed-${last}-1`);
+      await servedWithin(`while-closed-${last}-2`);
+      if (last === 'away') await step('close');
+    }),
+  );
+
+  test.each([
+    ['closeFd of a number of the file', 'closeFd'],
+    ['pidfd pull of it (the number the pull landed on below the floor is closed)', 'pull'],
+  ] as const)("a worker thread's %s waits on the file system: the process's main thread goes on with fdbridge's fd calls", async (_what, how) => {
+    const testBefore = openFdTable(process.pid);
+    const fs = await mountHungFuse();
+    let proc: NobodyProcess | undefined;
+    try {
+      proc = spawnAsUid(0, process.execPath, [join(FIXTURES, 'fuse-close-thread.js'), DIST_SRC, join(fs.mountpoint, 'f'), how]);
+      await proc.line('opened');
+      await hang(fs);
+      const stdin = proc.child.stdin as ChildProcessWithoutNullStreams['stdin'];
+      stdin.write('go\n');
+      expect(await proc.line('started')).toEqual({ started: how });
+      // The worker's close is in the file's flush.
+      expect(await fs.server.line('flush')).toEqual({ flush: 1 });
+      stdin.write('other\n');
+      // The main thread's eventfd took the number being closed (the close freed it before the flush) and closed it as its own.
+      expect(await proc.line('served')).toEqual({ served: { atClosingNumber: true } });
+    } finally {
+      // The worker's close then ends (the connection aborted), and the process with it.
+      await unmount(fs);
+      await proc?.exited();
+    }
+    expect(await (proc as NobodyProcess).line('done')).toHaveProperty('done');
     expect(await fdTableSettles(process.pid, testBefore)).toBe('');
   });
 });
