@@ -11,18 +11,15 @@
  * returns at once and leaves a timer that opens its own module file;
  * waits-for-late returns once that timer has fired; passes does nothing.
  */
-import { closeSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { discoverScenarios, inRunOrder, planRows, RowSession } from '../../harness/runner';
-import type { ResultRow, ResultsFile } from '../../harness/types';
+import type { ResultRow } from '../../harness/types';
 import { openFdTable } from '../../src/fd';
-import { packageRoot } from '../../src/paths';
-import { runCli } from '../util/processes';
-
-const SCENARIOS = join(packageRoot, 'dist', 'test', 'fixtures', 'row-process-scenarios');
+import { resultRow as row, ROW_PROCESS_SCENARIOS as SCENARIOS, runRowProcessScenarios } from '../util/row-process-runs';
 /** The file leaks-late's timer opens (its module). */
 const LATE_FILE = join(SCENARIOS, 'leaks-late.scenario.js');
 
@@ -105,24 +102,8 @@ describe('in one process (RowSession): the late fd is the earlier row\'s', () =>
 });
 
 describe('fdbridge run: rows in one row process', () => {
-  let counter = 0;
-  async function run(args: string[]): Promise<ResultsFile> {
-    const json = join(dir, `results-${++counter}.json`);
-    const r = await runCli(['run', '--settle', '300', '--transport', 'direct', ...args, '--json', json], { env: { FDBRIDGE_SCENARIOS_DIR: SCENARIOS } });
-    try {
-      return JSON.parse(readFileSync(json, 'utf8')) as ResultsFile;
-    } catch {
-      throw new Error(`no results file (exit ${r.code}):\n${r.stdout}\n${r.stderr}`);
-    }
-  }
-  const row = (rs: ResultsFile, scenario: string): ResultRow => {
-    const found = rs.results.find((r) => r.scenario === scenario);
-    if (!found) throw new Error(`no row ${scenario}`);
-    return found;
-  };
-
   test('--track-fds: an fd the earlier row\'s timer opens during the next row is charged to the earlier row; the next row passes', async () => {
-    const rs = await run(['--track-fds', '--seed', String(seedWith('waits-for-late')), '--scenario', 'leaks-late,waits-for-late']);
+    const rs = await runRowProcessScenarios(dir, ['--track-fds', '--seed', String(seedWith('waits-for-late')), '--scenario', 'leaks-late,waits-for-late']);
     expect(rs.results.map((r) => r.scenario)).toEqual(['leaks-late', 'waits-for-late']);
     expect(row(rs, 'leaks-late')).toMatchObject({
       status: 'fail',
@@ -133,7 +114,7 @@ describe('fdbridge run: rows in one row process', () => {
   });
 
   test('without --track-fds, a leak seen during the next row is said to be possibly the earlier row\'s, unless it appeared before that row began', async () => {
-    const rs = await run(['--seed', String(seedWith('waits-for-late')), '--scenario', 'leaks-late,waits-for-late']);
+    const rs = await runRowProcessScenarios(dir, ['--seed', String(seedWith('waits-for-late')), '--scenario', 'leaks-late,waits-for-late']);
     expect(rs.results.map((r) => r.scenario)).toEqual(['leaks-late', 'waits-for-late']);
     const late = row(rs, 'leaks-late');
     const next = row(rs, 'waits-for-late');
