@@ -164,24 +164,44 @@ uint64_t InstallLocked(const OwnedFds& o, int fd) {
   return fd >= 0 && at < o.installs.size() ? o.installs[at] : 0;
 }
 
+// Whether kcmp(2) KCMP_FILE answers in this process (a kernel built
+// without it, or a seccomp filter, refuses it): asked once, of an fd and
+// its copy, which it must find the same file.
+bool KcmpFileWorks(int fd, int copy) {
+  static std::atomic<int> works{-1};
+  int w = works.load(std::memory_order_relaxed);
+  if (w < 0) {
+    pid_t self = getpid();
+    w = syscall(SYS_kcmp, self, self, KCMP_FILE, fd, copy) == 0 ? 1 : 0;
+    works.store(w, std::memory_order_relaxed);
+  }
+  return w == 1;
+}
+
 // Marks `fd` as being closed by the calling thread (OwnedFds::number_closes),
 // which then lets the lock go, closes the number and ends the mark
-// (EndNumberClose) with the token returned. `copy`: the file's copy above
-// the floor, or -1. Under o.mu.
+// (EndNumberCloses) with the token returned. `copy`: the file's copy above
+// the floor, or -1. The number's file is read only where BeingClosedLocked
+// cannot compare with the copy by kcmp. Under o.mu.
 uint64_t MarkNumberClosingLocked(OwnedFds& o, int fd, int copy) {
   OwnedFds::NumberClose& mark = o.number_closes[fd];
   mark.token = ++o.next_gen;
   mark.copy = copy;
   mark.install = InstallLocked(o, fd);
-  mark.known = FdFileIdentity(fd, &mark.file) == 0;  // statx AT_STATX_DONT_SYNC: asks no filesystem
+  bool by_copy = copy >= 0 && KcmpFileWorks(fd, copy);
+  mark.known = !by_copy && FdFileIdentity(fd, &mark.file) == 0;  // statx AT_STATX_DONT_SYNC: asks no filesystem
   return mark.token;
 }
 
-void EndNumberClose(int fd, uint64_t token) {
+// Ends the marks (number, token) of closes that have returned, in one hold
+// of the lock; a mark another close of the number made since stays.
+void EndNumberCloses(const std::vector<std::pair<int, uint64_t>>& marks) {
   OwnedFds& o = TheOwnedFds();
   std::lock_guard<std::recursive_mutex> lock(o.mu);
-  auto it = o.number_closes.find(fd);
-  if (it != o.number_closes.end() && it->second.token == token) o.number_closes.erase(it);
+  for (const auto& [fd, token] : marks) {
+    auto it = o.number_closes.find(fd);
+    if (it != o.number_closes.end() && it->second.token == token) o.number_closes.erase(it);
+  }
 }
 
 // Whether `fd` still holds the very open file that a close under way of
@@ -983,10 +1003,8 @@ int FdCloseCallers(const int* fds, size_t n, size_t* closed, size_t* refused, in
       }
     }
   }
-  for (const auto& number : moved) {
-    close(number.first);  // frees the number, then flushes: may wait on the file's filesystem
-    EndNumberClose(number.first, number.second);
-  }
+  for (const auto& number : moved) close(number.first);  // frees the number, then flushes: may wait on the file's filesystem
+  EndNumberCloses(moved);
   for (int fd : after) {
     int r = FdClose(fd);
     if (r == 0) (*closed)++;
@@ -1134,7 +1152,7 @@ void CloseClientFd(const Closer::Job& job) {
   // finds it being closed (BeingClosedLocked); an fd put there once it is
   // freed is another file (kcmp), or another install.
   close(fd);  // EINTR: released all the same
-  EndNumberClose(fd, token);
+  EndNumberCloses({{fd, token}});
   if (high >= 0) FdClose(high);
 }
 
@@ -1988,7 +2006,7 @@ int PidfdGetfdAllHigh(int pidfd, const int* targets, size_t n, int* out) {
   std::vector<bool> high(n, false);  // pulled[i] is a registered copy above the floor
   std::vector<int> low;  // the numbers pulls landed on below the floor, still open
   std::vector<size_t> low_at;
-  std::vector<uint64_t> marks;  // low[k]'s mark as being closed (MarkNumberClosingLocked)
+  std::vector<std::pair<int, uint64_t>> marks;  // low[k] and its mark as being closed (MarkNumberClosingLocked)
   int r = 0;
   {
     OwnedFdsLock lock;  // made and registered as one step
@@ -2029,7 +2047,7 @@ int PidfdGetfdAllHigh(int pidfd, const int* targets, size_t n, int* out) {
         for (size_t k = 0; k < low.size(); k++) {
           pulled[low_at[k]] = moved[k];
           high[low_at[k]] = true;
-          marks.push_back(MarkNumberClosingLocked(TheOwnedFds(), low[k], moved[k]));
+          marks.emplace_back(low[k], MarkNumberClosingLocked(TheOwnedFds(), low[k], moved[k]));
         }
         for (size_t i = 0; i < n; i++) {
           if (!high[i]) MarkNew(&pulled[i], 1);
@@ -2045,7 +2063,7 @@ int PidfdGetfdAllHigh(int pidfd, const int* targets, size_t n, int* out) {
     // its server. This thread waits there; the others go on.
     std::vector<int> closing = low;
     CloseRuns(&closing);
-    for (size_t k = 0; k < low.size(); k++) EndNumberClose(low[k], marks[k]);
+    EndNumberCloses(marks);
     return 0;
   }
   // Failed: nothing is kept. Closed outside the lock: a pull can hold its
