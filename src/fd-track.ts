@@ -13,7 +13,8 @@
  *   js-<pid>.log; the JS closes (fs.close/closeSync through Node's fs
  *   binding, FileHandle.close, fdbridge's close/closeAll/closeCaller/
  *   closeCallers/closeInBackground)
- *   append `{ fd, closed }` before they close.
+ *   append `{ fd, closed }` before they close, and `{ fd, kept }` after a
+ *   close fdbridge refused, which left the fd open.
  * - native (native/fdtrack/fdtrack.c, LD_PRELOADed): every libc call that
  *   makes an fd, whoever calls it (an addon's open/socket/dup, recvmsg's
  *   SCM_RIGHTS fds), into native-<pid>.bin; its frames are symbolized here
@@ -180,23 +181,38 @@ function recordJs(fd: unknown, call: string, stack: string[]): void {
  * close, so that an open of the freed number (another thread's) is recorded
  * after it. Without it, a later open of the same file at the same number
  * by a call no recorder sees would read as the fd that was closed.
+ * `kept`: the close just noted was refused and left the fd open (fdbridge's
+ * closeFd and closeFds refuse a number of its own, closeFds then the whole
+ * list): the records the close ended stand again.
  */
-function recordClose(fd: unknown): void {
+function recordClose(fd: unknown, kept = false): void {
   if (logFd === undefined || typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0) return;
-  writeLog(logFd, `${JSON.stringify({ fd, closed: true })}\n`);
+  writeLog(logFd, `${JSON.stringify(kept ? { fd, kept } : { fd, closed: true })}\n`);
 }
 
 type AnyFn = (...args: unknown[]) => unknown;
 
-/** Replaces obj[name] with a wrapper that notes the close of its first argument, an fd, before it runs. */
-function wrapClose(obj: object, name: string, fdOf: (self: unknown, args: unknown[]) => unknown = (_self, args) => args[0]): void {
+/**
+ * Replaces obj[name] with a wrapper that notes the close of its first
+ * argument, an fd, before it runs, and, where `refused` says of its result
+ * that the fd was left open, that the close was refused.
+ */
+function wrapClose(
+  obj: object,
+  name: string,
+  fdOf: (self: unknown, args: unknown[]) => unknown = (_self, args) => args[0],
+  refused: (result: unknown) => boolean = () => false,
+): void {
   const o = obj as Record<string, unknown>;
   const original = o[name];
   if (typeof original !== 'function') return;
   try {
     o[name] = function (this: unknown, ...args: unknown[]): unknown {
-      recordClose(fdOf(this, args));
-      return (original as AnyFn).apply(this, args);
+      const fd = fdOf(this, args);
+      recordClose(fd);
+      const result = (original as AnyFn).apply(this, args);
+      if (refused(result)) recordClose(fd, true);
+      return result;
     };
   } catch {
     // a read-only property: not recorded
@@ -314,8 +330,12 @@ export function installJsTracking(own: boolean = isMainThread): void {
     wrapSync(native, name, `native.${name}`, one);
   }
   for (const name of ['dupAll', 'pipe', 'socketpair']) wrapSync(native, name, `native.${name}`, all);
-  for (const name of ['close', 'closeCaller']) wrapClose(native, name);
-  for (const name of ['closeAll', 'closeCallers', 'closeInBackground']) wrapCloseMany(native, name);
+  // closeCaller and closeCallers refuse a number fdbridge holds for itself,
+  // closing nothing (closeFd, closeFds): false, and -1 - the fd.
+  wrapClose(native, 'close');
+  wrapClose(native, 'closeCaller', undefined, (closed) => closed === false);
+  wrapCloseMany(native, 'closeCallers', (closed) => typeof closed === 'number' && closed < 0);
+  for (const name of ['closeAll', 'closeInBackground']) wrapCloseMany(native, name);
   // An ES module's named imports of node:fs (`import { openSync } from
   // 'node:fs'`) are a copy of the module's functions taken at its first
   // import: this makes them the wrappers too, whenever they were imported.
@@ -337,15 +357,18 @@ function fsBinding(): object | undefined {
   }
 }
 
-/** As wrapClose, for a call whose first argument is a list of fds. */
-function wrapCloseMany(obj: object, name: string): void {
+/** As wrapClose, for a call whose first argument is a list of fds, which it closes all or (`refused`) none of. */
+function wrapCloseMany(obj: object, name: string, refused: (result: unknown) => boolean = () => false): void {
   const o = obj as Record<string, unknown>;
   const original = o[name];
   if (typeof original !== 'function') return;
   o[name] = function (this: unknown, ...args: unknown[]): unknown {
     const fds = args[0];
-    if (logFd !== undefined && fds !== null && typeof fds === 'object' && Symbol.iterator in fds) for (const fd of fds as Iterable<unknown>) recordClose(fd);
-    return (original as AnyFn).apply(this, args);
+    const listed = logFd !== undefined && fds !== null && typeof fds === 'object' && Symbol.iterator in fds ? [...(fds as Iterable<unknown>)] : [];
+    for (const fd of listed) recordClose(fd);
+    const result = (original as AnyFn).apply(this, args);
+    if (refused(result)) for (const fd of listed) recordClose(fd, true);
+    return result;
   };
 }
 
@@ -401,9 +424,11 @@ interface JsRecord {
   stack: string[];
   /** A close of `fd` (no target, call or stack): what was recorded before it is over. */
   closed?: true;
+  /** The close of `fd` just recorded was refused, the fd left open: what it ended stands again. */
+  kept?: true;
 }
 
-/** The last JS record of `fd` in `pid`'s log, if it names `target` and no close of `fd` came after it. */
+/** The last JS record of `fd` in `pid`'s log, if it names `target` and no close of `fd` (but a refused one) came after it. */
 function jsOrigin(dir: string, pid: number, fd: number, target: string): JsRecord | undefined {
   let text: string;
   try {
@@ -412,13 +437,21 @@ function jsOrigin(dir: string, pid: number, fd: number, target: string): JsRecor
     return undefined;
   }
   let found: JsRecord | undefined;
+  /** What the last close ended, while nothing but that close came after it. */
+  let ended: JsRecord | undefined;
   for (const line of text.split('\n')) {
     // Stryker disable next-line ConditionalExpression,StringLiteral: a prefilter (other fds' lines are not parsed); r.fd === fd below decides the same
     if (!line.includes(`"fd":${fd},`)) continue;
     try {
       const r = JSON.parse(line) as JsRecord;
-      // Stryker disable next-line ConditionalExpression: `r.fd === fd` forced true: the prefilter above lets through only lines whose fd key is `fd` (JSON.stringify escapes the quotes of a `"fd":N,` inside a string)
-      if (r.fd === fd) found = !r.closed && r.target === target ? r : undefined;
+      // Stryker disable next-line ConditionalExpression: `r.fd !== fd` forced false: the prefilter above lets through only lines whose fd key is `fd` (JSON.stringify escapes the quotes of a `"fd":N,` inside a string)
+      if (r.fd !== fd) continue;
+      if (r.kept) {
+        found = ended;
+        continue;
+      }
+      ended = r.closed ? found : undefined;
+      found = !r.closed && r.target === target ? r : undefined;
     } catch {
       // a line cut short by a crash
     }

@@ -113,6 +113,28 @@ describe('JS records', () => {
     expect(fdOrigin(dir, 100, 7, '/c')).toEqual({ call: 'fs.promises.open', js: ['again (c.js:1:1)'] });
   });
 
+  test('a refused close (kept) after a close gives back what that close ended; a close after it ends it again', () => {
+    writeFileSync(
+      join(dir, 'js-100.log'),
+      line({ fd: 5, target: '/a', call: 'fs.openSync', stack: ['first (a.js:1:1)'] }) +
+        line({ fd: 5, closed: true }) +
+        line({ fd: 6, target: '/b', call: 'fs.openSync', stack: [] }) +
+        line({ fd: 5, kept: true }) +
+        line({ fd: 7, target: '/c', call: 'fs.openSync', stack: [] }) +
+        line({ fd: 7, closed: true }) +
+        line({ fd: 7, kept: true }) +
+        line({ fd: 7, closed: true }) +
+        line({ fd: 8, target: '/d', call: 'fs.openSync', stack: [] }) +
+        line({ fd: 8, closed: true }) +
+        line({ fd: 8, closed: true }) +
+        line({ fd: 8, kept: true }),
+    );
+    expect(fdOrigin(dir, 100, 5, '/a')).toEqual({ call: 'fs.openSync', js: ['first (a.js:1:1)'] });
+    expect(fdOrigin(dir, 100, 7, '/c')).toBeUndefined();
+    // Refused, the second close of a closed fd gives back nothing: the first one's close stands.
+    expect(fdOrigin(dir, 100, 8, '/d')).toBeUndefined();
+  });
+
   test('a record that names no call (not written by the recorder) still gives its stack, under a call of "?", or the native record\'s call', () => {
     writeFileSync(join(dir, 'js-100.log'), line({ fd: 5, target: '/a', stack: ['f (f.js:1:1)'] }) + line({ fd: 6, target: '/b', stack: [] }));
     expect(fdOrigin(dir, 100, 5, '/a')).toEqual({ call: '?', js: ['f (f.js:1:1)'] });

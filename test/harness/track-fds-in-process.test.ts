@@ -7,7 +7,9 @@
  * still reports; a check run in a worker thread (jest's workerThreads)
  * names the calls of that thread; and a worker that outlives the check it
  * was started in writes nothing into a file that takes the check's log's
- * number after it.
+ * number after it. A closeFds or closeFd that fdbridge refused (a number of
+ * its own in the list: nothing closed) ends no record: a leak of a listed
+ * fd still names its call.
  */
 import { execFileSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -15,10 +17,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 
-import { checkFdLeaks } from '../../src';
+import { checkFdLeaks, closeFd, closeFds } from '../../src';
 import { diffFdTables, openFdTable } from '../../src/fd';
 import { type FdEntry } from '../../src/leak-check';
 import { packageRoot } from '../../src/paths';
+import { ownFd } from '../util/own-fds';
+import { fdTableSettles } from '../util/processes';
 
 const THIS_FILE = /track-fds-in-process\.test\.ts:\d+:\d+/;
 
@@ -298,3 +302,32 @@ test('the recorder is installed once in a thread: in each of tracked checks one 
     // Wrapped again at each check's start, each call would be recorded once more per check before it.
     expect(counts).toEqual([1, 2, 3].map(() => ({ opened: 1, closed: 1 })));
   }));
+
+test("a closeFds or closeFd fdbridge refused (a number of its own named) closed nothing: a leak of a listed fd still names the call that opened it", async () => {
+  const before = openFdTable();
+  await closing(async () => {
+    const own = await ownFd('own socket pair end');
+    try {
+      let listed = -1;
+      let alone = -1;
+      const report = await checkFdLeaks(
+        () => {
+          listed = open('listed');
+          alone = open('alone');
+          expect(() => closeFds([listed, own.fd])).toThrow(/one of fdbridge's own/);
+          expect(() => closeFd(own.fd)).toThrow(/one of fdbridge's own/);
+          expect(() => closeFds([alone, own.fd, alone])).toThrow(TypeError);
+        },
+        { trackFds: true, settleMs: 0 },
+      );
+      expect(origins(report.leaks)).toEqual([
+        { fd: listed, target: join(dir, 'listed'), call: 'fs.openSync', here: true },
+        { fd: alone, target: join(dir, 'alone'), call: 'fs.openSync', here: true },
+      ]);
+      await own.works();
+    } finally {
+      await own.end();
+    }
+  });
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+});
