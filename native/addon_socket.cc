@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -149,8 +150,16 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
       // of the registry's lock (fd_ops.h, OwnedFdsLock), so that no fd of
       // ours another thread makes at the number after the look is taken
       // by a second owner, which would poll it and close it again.
-      OwnedFdsLock owned;
+      // A socket fdbridge made for itself (no `caller`: connect, listen,
+      // pair, accept) was made and registered, or its install noted, in one
+      // hold where it was made (sock_ops.cc); nothing here looks at the
+      // registry to decide whether to take it, so it is polled with no hold,
+      // as FdWatch and RelayPump poll theirs: a socket made on one thread
+      // does not wait for another thread's hold (a pull of 253 fds, a dup
+      // of a long list) to start polling.
+      std::optional<OwnedFdsLock> owned;
       if (!caller.empty()) {
+        owned.emplace();
         refused = FdRefuseOwned(&fd, 1) != 0;
         if (!refused && caller_cloexec) {
           err = FdSetCloexec(fd, true);

@@ -22,6 +22,10 @@ UnixSocket* UnixSocket::Create(uv_loop_t* loop, int fd, int type, size_t max_fds
                                size_t recv_buffer_size, Delegate* delegate, int* err,
                                char* external_buffer) {
   if (max_fds > kMaxFdsPerMessage) max_fds = kMaxFdsPerMessage;
+  // Read before the registration (polled_.Init): a new fd of ours that takes
+  // the number after the read counts as moved at the next look (Lost), also
+  // when no registry lock is held across this call.
+  uint64_t takeovers = FdTakeOvers();
   UnixSocket* s = new UnixSocket(fd, type, max_fds, recv_buffer_size, delegate, external_buffer);
   // A poll of this thread's at the same number whose file was closed behind
   // our back lets go of the number before this one polls it (PolledNumber,
@@ -41,7 +45,7 @@ UnixSocket* UnixSocket::Create(uv_loop_t* loop, int fd, int type, size_t max_fds
   // registration and file, read by polled_.Init, are kept: a program can
   // close the number behind our back, and another file take it
   // (FdStillHeld, Lost).
-  if (s->own_socket()) s->takeovers_seen_ = FdTakeOvers();
+  if (s->own_socket()) s->takeovers_seen_ = takeovers;
   // A STREAM peer can send a byte with MSG_OOB, and fds with it: a plain
   // recvmsg then skips that message and drops its fds inside the call
   // (af_unix.c, manage_oob), on this thread, where the last close of one
