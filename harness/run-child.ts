@@ -80,10 +80,7 @@ async function open(init: RowProcessInit): Promise<void> {
   runDir = init.session.runDir;
   tellDirs();
   await watching;
-  const rows = planRows(
-    discoverScenarios(init.scenariosDir).map((l) => l.scenario),
-    init.plan,
-  ).rows;
+  const rows = planRows(discoverScenarios(init.scenariosDir), init.plan).rows;
   const labels = rowLabels(rows);
   if (labels.join('\n') !== init.labels.join('\n')) {
     throw new Error(`the row process planned other rows than the run (${labels.length}, not ${init.labels.length}): did ${init.scenariosDir} change?`);

@@ -80,11 +80,6 @@ function isScenario(value: unknown): value is Scenario {
   return typeof s === 'object' && s !== null && typeof s.name === 'string' && typeof s.run === 'function';
 }
 
-/** The file each discovered scenario came from: a leak whose recorded stack names it is that scenario's (RowSession.run). */
-const scenarioFiles = new WeakMap<Scenario, string>();
-/** The same, file -> scenario name. */
-const scenarioByFile = new Map<string, string>();
-
 /** A scenario file: compiled (`.scenario.js`), or TypeScript loaded as it is (`.scenario.ts`, `.scenario.cts`). */
 const SCENARIO_FILE = /\.scenario\.(js|ts|cts)$/;
 
@@ -123,8 +118,6 @@ export function discoverScenarios(scenariosDir: string = defaultScenariosDir()):
     const declared = declarationProblem(scenario);
     if (declared) throw new TypeError(`${file}: ${declared}`);
     out.push({ scenario, file });
-    scenarioFiles.set(scenario, file);
-    scenarioByFile.set(file, scenario.name);
   }
   return out;
 }
@@ -148,6 +141,12 @@ function declarationProblem(scenario: Scenario): string | undefined {
 /** One scenario on one transport, in one --repeat pass. */
 export interface PlannedRow {
   scenario: Scenario;
+  /**
+   * The file the scenario was loaded from (discoverScenarios); absent for
+   * one given as an object. A leak whose --track-fds stack names it is
+   * this scenario's (RowSession.run).
+   */
+  file?: string;
   transport: TransportName;
   /** 1..repeat */
   iteration: number;
@@ -228,19 +227,24 @@ export function inRunOrder<T extends RowKey>(rows: readonly T[], seed: number): 
   return keyed.map((k) => k.row);
 }
 
-/** Expands, filters, shards and orders the rows (see the file comment). */
-export function planRows(scenarios: readonly Scenario[], options: PlanOptions = {}): Plan {
+/**
+ * Expands, filters, shards and orders the rows (see the file comment).
+ * Scenarios given as discoverScenarios loaded them keep their files in
+ * their rows (PlannedRow.file).
+ */
+export function planRows(scenarios: readonly (Scenario | LoadedScenario)[], options: PlanOptions = {}): Plan {
   const all = transportNames();
   const wanted = new Set(options.transports ?? all);
   const matches = scenarioMatcher(options.scenario);
   const profile = profileByName(options.profile ?? 'default');
   const seed = options.seed ?? DEFAULT_SEED;
   const repeat = options.repeat ?? 1;
-  const base: Array<{ scenario: Scenario; transport: TransportName }> = [];
-  for (const scenario of scenarios) {
+  const base: Array<{ scenario: Scenario; file: string | undefined; transport: TransportName }> = [];
+  for (const given of scenarios) {
+    const { scenario, file } = 'scenario' in given ? given : { scenario: given, file: undefined };
     if (!profile.select(scenario) || !matches(scenario.name)) continue;
     for (const transport of scenario.transports ?? all) {
-      if (wanted.has(transport)) base.push({ scenario, transport });
+      if (wanted.has(transport)) base.push({ scenario, file, transport });
     }
   }
   const shard = options.shard;
@@ -695,7 +699,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
       after = new LeakOracle({ settleMs: env.settleMs, ledger: env.ledger, ...(env.helper?.alive ? { helperPid: env.helper.pid } : {}) });
       after.begin();
       if (earlier && leaks.length > 0) {
-        const sorted = sortByOrigin(leaks, scenarioFiles.get(scenario), earlier);
+        const sorted = sortByOrigin(leaks, row.file, earlier);
         leaks = sorted.mine;
         // An fd in this row's own directory is its own; with nothing of the earlier row's left running, none is that row's.
         unsure = earlier.leftRunning.length > 0 ? sorted.unsure.filter((l) => !l.target.startsWith(`${dir}/`)) : [];
@@ -936,11 +940,14 @@ export class RowSession {
   readonly #env: RowEnvironment;
   readonly #helper: HelperProcess | undefined;
   readonly #unhook: () => void;
+  /** The rows the session runs (RowSessionOptions.rows): their scenarios' files name the opener of a leak. */
+  readonly #rows: readonly PlannedRow[];
   /** The last row run, until the next begins or the session ends: what appears meanwhile is charged to it. */
   #held: HeldRow | undefined;
 
-  private constructor(anchors: ResultsFile['anchors'], env: RowEnvironment, helper: HelperProcess | undefined, unhook: () => void) {
+  private constructor(anchors: ResultsFile['anchors'], env: RowEnvironment, helper: HelperProcess | undefined, unhook: () => void, rows: readonly PlannedRow[]) {
     this.anchors = anchors;
+    this.#rows = rows;
     this.#env = env;
     this.#helper = helper;
     this.#unhook = unhook;
@@ -1015,7 +1022,7 @@ export class RowSession {
         stopped,
         onDeadline: o.onDeadline,
       };
-      return new RowSession(anchors, env, helper, unhook);
+      return new RowSession(anchors, env, helper, unhook, o.rows);
     } catch (err) {
       await helper?.stop();
       unhook();
@@ -1051,7 +1058,7 @@ export class RowSession {
       }
       const earlier: EarlierRow | undefined = held && {
         label: `${held.row.scenario.name} on ${held.row.transport}`,
-        file: scenarioFiles.get(held.row.scenario),
+        file: held.row.file,
         leftRunning: leftRunning(held.resources),
         charge: (leaks) => {
           held.result = chargeLate(held.result, leaks, [], `during the next row (${row.scenario.name} on ${row.transport}), where --track-fds recorded its scenario's file opening them`);
@@ -1108,13 +1115,13 @@ export class RowSession {
     const charged = chargeLate(held.result, leaks, seen.closed, when);
     const notes = seen.reclaimed.map((r) => `after its look, an earlier leak was closed: ${describeFdEntry(r)}`);
     // Charged to this row, the last before; --track-fds may name another scenario's file as the opener.
-    const own = scenarioFiles.get(held.row.scenario);
+    const own = held.row.file;
     const elsewhere: string[] = [];
     for (const leak of leaks) {
       const frames = leak.openedAt?.js ?? [];
       if (frames.some((f) => inFile(f, own))) continue;
-      const other = [...scenarioByFile].find(([file]) => frames.some((f) => inFile(f, file)));
-      if (other) elsewhere.push(`fd ${leak.fd} (${leak.role}): possibly an earlier row's: --track-fds recorded scenario ${other[1]}'s file (${other[0]}) opening it`);
+      const other = this.#rows.find((r) => frames.some((f) => inFile(f, r.file)));
+      if (other) elsewhere.push(`fd ${leak.fd} (${leak.role}): possibly an earlier row's: --track-fds recorded scenario ${other.scenario.name}'s file (${other.file}) opening it`);
     }
     if (elsewhere.length > 0) charged.error = `${charged.error ?? ''}\n(${elsewhere.join('; ')})`;
     return notes.length > 0 ? { ...charged, notes: [...(charged.notes ?? []), ...notes] } : charged;
@@ -1195,10 +1202,7 @@ export async function runScenarios(options: RunnerOptions): Promise<{ results: R
     ...(options.scenario !== undefined ? { scenario: options.scenario } : {}),
     ...(options.shard ? { shard: options.shard } : {}),
   };
-  const plan = planRows(
-    loaded.map((l) => l.scenario),
-    planOptions,
-  );
+  const plan = planRows(loaded, planOptions);
   const runOptions: RunOptions = {
     transports: [...transports],
     ...(options.scenario !== undefined ? { scenario: options.scenario } : {}),

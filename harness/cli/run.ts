@@ -127,10 +127,7 @@ export async function main(argv: string[]): Promise<number> {
   };
   const out = (line: string): void => void process.stdout.write(`${line}\n`);
 
-  const plan = planRows(
-    discoverScenarios(options.scenariosDir).map((l) => l.scenario),
-    options,
-  );
+  const plan = planRows(discoverScenarios(options.scenariosDir), options);
   if (plan.matched === 0) {
     const filters = [
       `profile ${options.profile}`,

@@ -53,10 +53,7 @@ function seedWith(next: string): number {
 }
 
 describe('in one process (RowSession): the late fd is the earlier row\'s', () => {
-  const rows = planRows(
-    discoverScenarios(SCENARIOS).map((l) => l.scenario),
-    { scenario: 'leaks-late,passes', transports: ['direct'] },
-  ).rows;
+  const rows = planRows(discoverScenarios(SCENARIOS), { scenario: 'leaks-late,passes', transports: ['direct'] }).rows;
   const rowOf = (name: string): (typeof rows)[number] => {
     const r = rows.find((x) => x.scenario.name === name);
     if (!r) throw new Error(`no row ${name}`);
