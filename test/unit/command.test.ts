@@ -24,7 +24,7 @@ import {
 import { LOG_COMMAND } from '../../src/commands/log-command';
 import { PROBE_COMMAND } from '../../src/commands/probe-command';
 import { connect, SystemError } from '../../src';
-import { closeFd, closeFds, makeMemfd, openFdTable, sameFile } from '../../src/fd';
+import { closeFd, closeFds, fdIdentity, makeMemfd, openFdTable, sameFile } from '../../src/fd';
 import { ownedFdCount } from '../../src/test-hooks';
 import { closes } from '../fixtures/recording-command';
 import { openAt } from '../util/open-at';
@@ -552,6 +552,60 @@ describe("CommandHost.closeClientFds: the list, the default close, what only the
       await host.close();
       expect(isOpen(fd)).toBe(false);
     } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    expect(openFdTable()).toEqual(before);
+  });
+
+  test("refusals close nothing of the list and say why: a number never held, one closed through closeClientFds already, one the command closed itself (its number free, then another file there)", async () => {
+    const before = openFdTable();
+    const dir = mkdtempSync(join(tmpdir(), 'fdbridge-command-refusals-'));
+    const ledger = new SetLedger();
+    const host = new CommandHost({ module: FIXTURE }, 'direct', ledger);
+    const stranger = makeMemfd();
+    let other: number | undefined;
+    try {
+      const path = join(dir, 'other');
+      writeFileSync(path, 'another file');
+      const [kept, taken, closedItself] = [makeMemfd(), makeMemfd(), makeMemfd()] as [number, number, number];
+      for (const fd of [kept, taken, closedItself]) {
+        ledger.add(fd);
+        host.context.adoptFd(fd);
+      }
+      await expect(host.context.closeClientFds([taken])).resolves.toBeUndefined();
+      expect(isOpen(taken)).toBe(false);
+      // The command closes one of its adopted fds itself.
+      closeSync(closedItself);
+      /** What closeClientFds of `kept` and `fd` throws, the files at both numbers as they were after. */
+      const refusalOf = (fd: number): { code: string; syscall: string; names: boolean; why: string } => {
+        const files = [kept, fd].map((n) => (isOpen(n) ? fdIdentity(n) : undefined));
+        let thrown: unknown;
+        try {
+          void host.context.closeClientFds([kept, fd]);
+        } catch (err) {
+          thrown = err;
+        }
+        expect(thrown).toBeInstanceOf(SystemError);
+        expect([kept, fd].map((n) => (isOpen(n) ? fdIdentity(n) : undefined))).toEqual(files);
+        const { code, syscall, message } = thrown as SystemError;
+        return { code, syscall, names: message.startsWith(`closeClientFds: fd ${fd} is not the client's to close: `), why: message.replace(/^.*?: .*?: /, '') };
+      };
+      const notHeld = "the command did not adopt it from its connection nor receive it on a socket of its own, or closed it through closeClientFds already; nothing was closed";
+      const notItsFile = 'its number no longer holds the file the command got with it (the command closed it itself); nothing was closed';
+      expect(refusalOf(stranger)).toEqual({ code: 'EBADF', syscall: 'closeClientFds', names: true, why: notHeld });
+      expect(refusalOf(taken)).toEqual({ code: 'EBADF', syscall: 'closeClientFds', names: true, why: notHeld });
+      expect(refusalOf(closedItself)).toEqual({ code: 'EBADF', syscall: 'closeClientFds', names: true, why: notItsFile });
+      other = openAt(path, closedItself);
+      expect(other).toBe(closedItself);
+      expect(refusalOf(closedItself)).toEqual({ code: 'EBADF', syscall: 'closeClientFds', names: true, why: notItsFile });
+      // The one still held closes.
+      await expect(host.context.closeClientFds([kept])).resolves.toBeUndefined();
+      expect(isOpen(kept)).toBe(false);
+      expect(isOpen(closedItself)).toBe(true);
+    } finally {
+      if (other !== undefined) closeSync(other);
+      closeFds([stranger]);
+      await host.close();
       rmSync(dir, { recursive: true, force: true });
     }
     expect(openFdTable()).toEqual(before);
