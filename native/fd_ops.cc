@@ -963,19 +963,25 @@ int FdCloseCallers(const int* fds, size_t n, size_t* closed, size_t* refused, in
   OwnedFds& o = TheOwnedFds();
   *closed = 0;
   *first_error = 0;
-  // Closed once the lock is let go: the copies above the floor, and the
-  // numbers that could not be moved (no number free above the floor).
+  // Closed once the lock is let go: the copies above the floor.
   std::vector<int> after;
   after.reserve(n);
-  // The numbers moved above the floor, each marked as being closed
-  // (MarkNumberClosingLocked) with its mark's token: closed with the lock
-  // let go, since the close of a number calls its file's flush even when
-  // it is not the last reference (`high` holds it), and a FUSE file's waits
-  // for its server. Until the close frees the number, no close of
-  // fdbridge's takes it (BeingClosedLocked), and an fd put there once it
-  // is freed is not this file.
+  // The numbers, each marked as being closed (MarkNumberClosingLocked) with
+  // its mark's token: closed with the lock let go, since the close of a
+  // number calls its file's flush even when it is not the last reference
+  // (`high` holds it), and a FUSE file's waits for its server. Until the
+  // close frees the number, no close of fdbridge's takes it
+  // (BeingClosedLocked), and an fd put there once it is freed is not this
+  // file. A number that could not be moved (no number free above the
+  // floor: EMFILE) is marked all the same, without a copy (its install
+  // generation and file): unmarked, another thread's close of it after
+  // this look would pass its own look too, and the second of the two
+  // closes would close whatever fd of fdbridge's took the freed number
+  // between them (the only free number at or above the floor then).
   std::vector<std::pair<int, uint64_t>> moved;
   moved.reserve(n);
+  std::vector<bool> copied;  // moved[k] has its copy in `after`, whose close counts it
+  copied.reserve(n);
   {
     std::lock_guard<std::recursive_mutex> lock(o.mu);
     for (size_t i = 0; i < n; i++) {
@@ -986,8 +992,11 @@ int FdCloseCallers(const int* fds, size_t n, size_t* closed, size_t* refused, in
     }
     for (size_t i = 0; i < n; i++) {
       // A number whose close is under way (another thread's, or this list
-      // names it twice): closed already, as a number not open.
-      if (BeingClosedLocked(o, fds[i])) {
+      // names it twice): closed already, as a number not open. So is one
+      // registered now: none was at the first look, in this same hold of
+      // the lock, so it is the copy above the floor of an earlier entry,
+      // made here at a number that was free (not the caller's to close).
+      if (o.gens.count(fds[i]) != 0 || BeingClosedLocked(o, fds[i])) {
         if (*first_error == 0) *first_error = -EBADF;
         continue;
       }
@@ -995,15 +1004,24 @@ int FdCloseCallers(const int* fds, size_t n, size_t* closed, size_t* refused, in
       if (high >= 0) {
         MarkNewLocked(o, &high);
         moved.emplace_back(fds[i], MarkNumberClosingLocked(o, fds[i], high));
+        copied.push_back(true);
         after.push_back(high);
       } else if (fds[i] >= 0 && errno != EBADF) {
-        if (std::find(after.begin(), after.end(), fds[i]) == after.end()) after.push_back(fds[i]);
+        moved.emplace_back(fds[i], MarkNumberClosingLocked(o, fds[i], -1));
+        copied.push_back(false);
       } else if (*first_error == 0) {
         *first_error = -EBADF;  // not open
       }
     }
   }
-  for (const auto& number : moved) close(number.first);  // frees the number, then flushes: may wait on the file's filesystem
+  for (size_t k = 0; k < moved.size(); k++) {
+    // Frees the number, then flushes: may wait on the file's filesystem.
+    // EINTR: released all the same.
+    int r = close(moved[k].first) == 0 || errno == EINTR ? 0 : -errno;
+    if (copied[k]) continue;  // counted by its copy's close
+    if (r == 0) (*closed)++;
+    else if (*first_error == 0) *first_error = r;
+  }
   EndNumberCloses(moved);
   for (int fd : after) {
     int r = FdClose(fd);

@@ -396,9 +396,14 @@ int FdClose(int fd);
 // another thread puts at one of the numbers can be closed in its place
 // between the look and the close. A number not open (a negative one
 // included), named again after its close, or being closed by another
-// such close, is passed over (EBADF). With no
-// number free above the floor (EMFILE) the number itself is closed after
-// the lock is let go, as any close. *closed counts the closes; *first_error
+// such close, is passed over (EBADF), and so is one that holds, by the
+// time the look reaches it, the copy above the floor of an earlier entry
+// of the list (the number was free: the copy took it). With no
+// number free above the floor (EMFILE) the number is marked all the same,
+// without a copy (its install generation and file), and closed once the
+// lock is let go: a second close of it meanwhile is passed over as well,
+// never closes an fd of fdbridge's that took the freed number (the only
+// one free at or above the floor then). *closed counts the closes; *first_error
 // is the first one's -errno (EBADF for a number not open), 0 for none.
 int FdCloseCallers(const int* fds, size_t n, size_t* closed, size_t* refused, int* first_error);
 
