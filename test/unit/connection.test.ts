@@ -6,17 +6,22 @@
  * transport can be made to give): dupFileDescriptorSync's timeout range, a batch
  * longer than one message (pieces of MAX_FDS_PER_MESSAGE, all or nothing),
  * which entry a batch's EBADF is about and which errors pass as they are,
- * and what a QueueFullError tells its catcher.
+ * what a QueueFullError tells its catcher, and the closed state: what
+ * requests pending at close() and made after it get, close() waiting for
+ * a duplication still under way (a connection whose duplications the test
+ * holds back) and, when called again once onCommandClosed has returned,
+ * for the command's process to exit.
  */
 import { threadId } from 'node:worker_threads';
 
 import fc from 'fast-check';
 
-import { ClosedError, connect, PROBE_COMMAND, QueueFullError, SystemError, type CommandLocation, type Connection } from '../../src';
+import { ClosedError, connect, PROBE_COMMAND, QueueFullError, SystemError, type CommandLocation, type Connection, type ProbeCommand } from '../../src';
 import { BaseConnection, MAX_FDS_PER_MESSAGE, queueFullError } from '../../src/connection';
 import { closeFd, closeFds, closeOwnFd, diffFdTables, dupFd, fdIdentity, formatFdTableDiff, makeMemfd, openFdTable, sameFile } from '../../src/fd';
 import { holdOwnCopy } from '../../src/test-hooks';
-import { fdTableSettles } from '../util/processes';
+import type { ChildConnection } from '../../src/transports/child';
+import { exitOf, fdTableSettles } from '../util/processes';
 
 /** The fds this process opened or closed since `before`, one line each (empty: none). */
 function tableChange(before: ReturnType<typeof openFdTable>): string {
@@ -319,6 +324,10 @@ describe('queueFullError', () => {
         expect(err.message.startsWith('dupFileDescriptor failed: ')).toBe(true);
         expect(err.message).toContain(`${queue.queuedMessages} earlier requests (${size(queue.queuedBytes)})`);
         expect(err.message).toContain(`wait for the child (pid 42) to read them (limit ${size(queue.limit)})`);
+        // What happened to the request, and the way out.
+        expect(err.message.endsWith(
+          '; nothing of this request was sent. Await earlier requests before making more, or raise ConnectOptions.sendQueueLimit',
+        )).toBe(true);
       }),
     );
   });
@@ -349,6 +358,25 @@ describe('call', () => {
       await conn.close();
     }
   });
+  test('a method name that is not a non-empty string rejects the returned promise with TypeError, nothing reaching the command; the connection goes on', async () => {
+    const before = openFdTable();
+    const conn = await connect('direct', { command: PROBE_COMMAND });
+    try {
+      for (const method of ['', 5, undefined, null, ['echo'], new String('echo')]) {
+        let returned: Promise<unknown> | undefined;
+        expect(() => (returned = conn.call(method as string))).not.toThrow();
+        // Not the command's RemoteError: the call never left this side.
+        const err = await (returned as Promise<unknown>).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(TypeError);
+        expect((err as Error).message).toBe('call: method must be a non-empty string');
+      }
+      await expect(conn.call('echo', 'still here')).resolves.toBe('still here');
+      await expect(conn.proxy<ProbeCommand>().echo('through the proxy')).resolves.toBe('through the proxy');
+    } finally {
+      await conn.close();
+    }
+    expect(tableChange(before)).toBe('');
+  });
 });
 
 describe('the closed state', () => {
@@ -362,4 +390,123 @@ describe('the closed state', () => {
     expect(conn.closed).toBe(true);
     await expect(conn.dupFileDescriptors([])).rejects.toBeInstanceOf(ClosedError);
   });
+
+  test('requests pending at close() reject with a ClosedError naming each and saying the connection was closed; later ones, that it is closed; none leaves a copy', async () => {
+    const before = openFdTable();
+    const conn = await connect('direct', { command: PROBE_COMMAND });
+    const outcome = (p: Promise<unknown>): Promise<unknown> => p.then((value) => ({ resolved: value }), (err: unknown) => err);
+    const described = (e: unknown): unknown => (e instanceof ClosedError ? e.message : e);
+    // Made in the tick of close(): none has settled when it is called.
+    const pending = [conn.dupFileDescriptor(files[0]!), conn.dupFileDescriptors([files[1]!, files[2]!]), conn.call('hang')].map(outcome);
+    await conn.close();
+    expect((await Promise.all(pending)).map(described)).toEqual([
+      'dupFileDescriptor failed: the direct connection was closed',
+      'dupFileDescriptors failed: the direct connection was closed',
+      'hang() failed: the direct connection was closed',
+    ]);
+    const later = [conn.dupFileDescriptor(files[0]!), conn.dupFileDescriptors([files[1]!]), conn.call('echo', 1)].map(outcome);
+    expect((await Promise.all(later)).map(described)).toEqual([
+      'dupFileDescriptor failed: the direct connection is closed',
+      'dupFileDescriptors failed: the direct connection is closed',
+      'echo() failed: the direct connection is closed',
+    ]);
+    // What the pending duplications made was closed by close(); the later ones made nothing.
+    expect(tableChange(before)).toBe('');
+  });
+
+  test("a close() made once onCommandClosed has returned is the first close()'s promise: it resolves only once the command's process has exited", async () => {
+    const here = openFdTable();
+    let second: Promise<void> | undefined;
+    let exitedWhenSecondResolved: boolean | undefined;
+    const conn = await connect('child', {
+      command: PROBE_COMMAND,
+      onCommandClosed: () => {
+        // A turn later: the hook has returned and its promise settled; the command's process still waits for the hang-up.
+        setImmediate(() => {
+          second = conn.close();
+          void second.then(() => {
+            exitedWhenSecondResolved = child.exitCode !== null || child.signalCode !== null;
+          });
+        });
+      },
+    });
+    const { child } = conn as ChildConnection;
+    const first = conn.close();
+    await first;
+    expect(second).toBe(first);
+    await second;
+    expect(exitedWhenSecondResolved).toBe(true);
+    expect(await exitOf(child)).toEqual({ code: 0, signal: null });
+    expect(await fdTableSettles(process.pid, here)).toBe('');
+  });
+
+  test("close() of a transport whose duplication is still under way rejects the caller's request at once and resolves only once that work has settled", async () => {
+    const before = openFdTable();
+    for (const operation of ['dupFileDescriptor', 'dupFileDescriptors'] as const) {
+      const conn = new StagedWork();
+      const request = (operation === 'dupFileDescriptor' ? conn.dupFileDescriptor(files[0]!) : conn.dupFileDescriptors([files[0]!, files[1]!])).catch((e: unknown) => e);
+      let closed = false;
+      const closing = conn.close().then(() => {
+        closed = true;
+      });
+      const err = await request;
+      expect(err).toBeInstanceOf(ClosedError);
+      expect((err as Error).message).toBe(`${operation} failed: the direct connection was closed`);
+      // The transport's close has resolved; its duplication has not.
+      for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+      expect([conn.transportClosed, closed]).toEqual([true, false]);
+      conn.finish();
+      await closing;
+      expect(closed).toBe(true);
+    }
+    expect(tableChange(before)).toBe('');
+  });
 });
+
+/**
+ * A connection whose duplications stay under way until the test calls
+ * finish() (then each gets made-up numbers, never opened); its own close
+ * resolves at once.
+ */
+class StagedWork extends BaseConnection {
+  readonly transport = 'direct' as const;
+  readonly location: CommandLocation = { transport: 'direct', pid: process.pid, threadId };
+  transportClosed = false;
+  readonly #finishers: Array<() => void> = [];
+
+  constructor() {
+    super(undefined);
+  }
+
+  /** Lets every duplication under way settle. */
+  finish(): void {
+    for (const f of this.#finishers.splice(0)) f();
+  }
+
+  #underWay(count: number): Promise<number[]> {
+    return new Promise((resolve) => this.#finishers.push(() => resolve(Array.from({ length: count }, (_, i) => 200_000 + i))));
+  }
+
+  protected async dupOne(): Promise<number> {
+    const [fd] = await this.#underWay(1);
+    return fd!;
+  }
+
+  protected dupOneSync(): number {
+    throw new Error('not staged');
+  }
+
+  protected dupMany(fds: readonly number[] | Int32Array): Promise<number[]> {
+    return this.#underWay(fds.length);
+  }
+
+  protected async release(): Promise<void> {}
+
+  protected async callRemote(): Promise<unknown> {
+    throw new Error('not staged');
+  }
+
+  protected async closeTransport(): Promise<void> {
+    this.transportClosed = true;
+  }
+}
