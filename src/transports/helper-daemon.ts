@@ -343,6 +343,10 @@ export class HelperDaemon {
    * may wait longer.
    */
   #unowned = new Map<number, number>();
+  /** The background closes whose end looks at the holds again (#watchCloses). */
+  readonly #watchedCloses = new Set<number>();
+  /** A look at the holds is queued for this loop turn (#watchCloses). */
+  #holdsLookedAt = false;
   /** Refused peers' sockets held open for them to read their REFUSED (see refuse). */
   #refusals = { held: 0 };
   #sweeper: NodeJS.Timeout;
@@ -811,9 +815,12 @@ export class HelperDaemon {
   #holdBack(): void {
     const counted = this.#countedTotal();
     const totalOver = counted.fds > this.limits.maxFdsTotal;
+    /** The owners of the uids held back, with their fds waiting to be closed as counted here. */
+    const heldWith = new Map<number, number>();
     for (const [uid, account] of this.#uids) {
       const closing = native.backgroundClosesOfPeerFds(peerCloseOwner(uid));
       const over = closing > 0 && (account.fds.held + closing > this.limits.maxFdsPerUid || totalOver);
+      if (over) heldWith.set(peerCloseOwner(uid), closing);
       if (over === account.held) continue;
       account.held = over;
       if (over) {
@@ -827,6 +834,53 @@ export class HelperDaemon {
       }
       for (const served of account.sessions) served.holdReading(over);
     }
+    if (heldWith.size === 0) return;
+    this.#watchCloses();
+    // A close counted above that ended before it could be watched wakes
+    // nothing: its end shows as a lower count now (closes end on the
+    // closer's threads; none is queued meanwhile, that is this thread's).
+    for (const [owner, closing] of heldWith) {
+      if (native.backgroundClosesOfPeerFds(owner) < closing) {
+        this.#lookAtHoldsSoon();
+        break;
+      }
+    }
+  }
+
+  /**
+   * While a uid is held back, each background close open now looks at the
+   * holds again as it ends (#holdBack, once a loop turn however many end
+   * together). What holds a uid is all of its fds waiting to be closed
+   * (backgroundClosesOfPeerFds): a refused DUP's (onUnownedCloses), but
+   * also copies it released, a connection's sweep, a log redirection's
+   * closeClientFds; the hold must end as the last of them ends, whichever
+   * it is, since its connections are not read meanwhile and nothing of
+   * theirs can end it. Each close is watched alone: another uid's close
+   * that blocks does not keep this one held.
+   */
+  #watchCloses(): void {
+    for (const ticket of native.openBackgroundCloses()) {
+      if (this.#watchedCloses.has(ticket)) continue;
+      this.#watchedCloses.add(ticket);
+      native.afterBackgroundCloses(
+        ticket,
+        () => {
+          this.#watchedCloses.delete(ticket);
+          this.#lookAtHoldsSoon();
+        },
+        false,
+      );
+    }
+  }
+
+  /** #holdBack in the next loop turn, once however many ask in this one. */
+  #lookAtHoldsSoon(): void {
+    if (this.#holdsLookedAt) return;
+    this.#holdsLookedAt = true;
+    setImmediate(() => {
+      this.#holdsLookedAt = false;
+      this.#holdBack();
+    }).unref();
   }
 
   /**
