@@ -9,33 +9,19 @@
  * The daemon runs with the low RLIMIT_NOFILE a service may have (1024), so
  * its per-uid limit is small; the burst's size and mix are generated.
  */
-import { spawn } from 'node:child_process';
-
 import fc from 'fast-check';
 
 import { connect, closeFd, LOG_COMMAND, makeMemfd, openFdTable, type LogCommand } from '../../src';
 import { NOBODY_HANG_GUARD_MS } from '../util/nobody';
-import { CLI, exitOf, fdTableSettles } from '../util/processes';
+import { fdTableSettles, startHelperProcess } from '../util/processes';
 import { within } from '../util/within';
 
 test('generated: a burst of duplications and log calls past the uid fd limit: every request settles and the connection is read again', async () => {
   const before = openFdTable();
   const name = `fdbridge-attack-hold-back-${process.pid}`;
-  const daemon = spawn('prlimit', ['--nofile=1024:1024', process.execPath, CLI, 'helper', '--socket', `@${name}`, '--verbose', '--exit-with-parent', String(process.pid)], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let log = '';
-  daemon.stderr.on('data', (d: Buffer) => (log += d.toString()));
+  const daemon = await startHelperProcess(`@${name}`, ['--verbose'], { nofile: 1024 });
   const memfd = makeMemfd('hold-back');
   try {
-    await new Promise<void>((resolve, reject) => {
-      let out = '';
-      daemon.stdout.on('data', (d: Buffer) => {
-        out += d.toString();
-        if (out.includes('listening on')) resolve();
-      });
-      void exitOf(daemon).then(({ code }) => reject(new Error(`helper exited with ${code} before listening: ${log}`)));
-    });
     await fc.assert(
       fc.asyncProperty(fc.integer({ min: 1000, max: 3000 }), fc.integer({ min: 1, max: 2 }), fc.integer({ min: 1, max: 2 }), async (rounds, dupsPerRound, callsPerRound) => {
         const client = await connect('helper', { command: LOG_COMMAND, socketPath: `@${name}`, timeoutMs: 10000 });
@@ -64,11 +50,10 @@ test('generated: a burst of duplications and log calls past the uid fd limit: ev
       }),
       { numRuns: 3, examples: [[3000, 1, 1]] },
     );
-    expect(log).toContain('its connections are not read until they are closed');
+    expect(daemon.stderr()).toContain('its connections are not read until they are closed');
   } finally {
     closeFd(memfd);
-    if (daemon.exitCode === null && daemon.signalCode === null) daemon.kill('SIGTERM');
-    await exitOf(daemon);
+    await daemon.stop();
   }
   expect(await fdTableSettles(process.pid, before)).toBe('');
 }, 180000);
