@@ -963,9 +963,6 @@ int FdCloseCallers(const int* fds, size_t n, size_t* closed, size_t* refused, in
   OwnedFds& o = TheOwnedFds();
   *closed = 0;
   *first_error = 0;
-  // Closed once the lock is let go: the copies above the floor.
-  std::vector<int> after;
-  after.reserve(n);
   // The numbers, each marked as being closed (MarkNumberClosingLocked) with
   // its mark's token: closed with the lock let go, since the close of a
   // number calls its file's flush even when it is not the last reference
@@ -980,8 +977,10 @@ int FdCloseCallers(const int* fds, size_t n, size_t* closed, size_t* refused, in
   // between them (the only free number at or above the floor then).
   std::vector<std::pair<int, uint64_t>> moved;
   moved.reserve(n);
-  std::vector<bool> copied;  // moved[k] has its copy in `after`, whose close counts it
-  copied.reserve(n);
+  // moved[k]'s copy above the floor, closed after it (its close counts the
+  // number's), or -1 for a number that could not be moved.
+  std::vector<int> copies;
+  copies.reserve(n);
   {
     std::lock_guard<std::recursive_mutex> lock(o.mu);
     for (size_t i = 0; i < n; i++) {
@@ -1004,11 +1003,10 @@ int FdCloseCallers(const int* fds, size_t n, size_t* closed, size_t* refused, in
       if (high >= 0) {
         MarkNewLocked(o, &high);
         moved.emplace_back(fds[i], MarkNumberClosingLocked(o, fds[i], high));
-        copied.push_back(true);
-        after.push_back(high);
+        copies.push_back(high);
       } else if (fds[i] >= 0 && errno != EBADF) {
         moved.emplace_back(fds[i], MarkNumberClosingLocked(o, fds[i], -1));
-        copied.push_back(false);
+        copies.push_back(-1);
       } else if (*first_error == 0) {
         *first_error = -EBADF;  // not open
       }
@@ -1018,12 +1016,13 @@ int FdCloseCallers(const int* fds, size_t n, size_t* closed, size_t* refused, in
     // Frees the number, then flushes: may wait on the file's filesystem.
     // EINTR: released all the same.
     int r = close(moved[k].first) == 0 || errno == EINTR ? 0 : -errno;
-    if (copied[k]) continue;  // counted by its copy's close
+    if (copies[k] >= 0) continue;  // counted by its copy's close
     if (r == 0) (*closed)++;
     else if (*first_error == 0) *first_error = r;
   }
   EndNumberCloses(moved);
-  for (int fd : after) {
+  for (int fd : copies) {
+    if (fd < 0) continue;
     int r = FdClose(fd);
     if (r == 0) (*closed)++;
     else if (*first_error == 0) *first_error = r;

@@ -345,8 +345,8 @@ export class HelperDaemon {
   #unowned = new Map<number, number>();
   /** The background closes whose end looks at the holds again (#watchCloses). */
   readonly #watchedCloses = new Set<number>();
-  /** A look at the holds is queued for this loop turn (#watchCloses). */
-  #holdsLookedAt = false;
+  /** A look at the holds is queued for the next loop turn (#lookAtHoldsSoon). */
+  #holdsLookQueued = false;
   /** Refused peers' sockets held open for them to read their REFUSED (see refuse). */
   #refusals = { held: 0 };
   #sweeper: NodeJS.Timeout;
@@ -818,9 +818,10 @@ export class HelperDaemon {
     /** The owners of the uids held back, with their fds waiting to be closed as counted here. */
     const heldWith = new Map<number, number>();
     for (const [uid, account] of this.#uids) {
-      const closing = native.backgroundClosesOfPeerFds(peerCloseOwner(uid));
+      const owner = peerCloseOwner(uid);
+      const closing = native.backgroundClosesOfPeerFds(owner);
       const over = closing > 0 && (account.fds.held + closing > this.limits.maxFdsPerUid || totalOver);
-      if (over) heldWith.set(peerCloseOwner(uid), closing);
+      if (over) heldWith.set(owner, closing);
       if (over === account.held) continue;
       account.held = over;
       if (over) {
@@ -875,10 +876,10 @@ export class HelperDaemon {
 
   /** #holdBack in the next loop turn, once however many ask in this one. */
   #lookAtHoldsSoon(): void {
-    if (this.#holdsLookedAt) return;
-    this.#holdsLookedAt = true;
+    if (this.#holdsLookQueued) return;
+    this.#holdsLookQueued = true;
     setImmediate(() => {
-      this.#holdsLookedAt = false;
+      this.#holdsLookQueued = false;
       this.#holdBack();
     }).unref();
   }
