@@ -11,17 +11,17 @@
  */
 import { execFile } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import fc from 'fast-check';
 
-import { checkFdLeaks, connect, DatagramSocket, HelperDaemon, PROBE_COMMAND, RemoteError, TimeoutError, type Connection } from '../../src';
+import { checkFdLeaks, connect, DatagramSocket, PROBE_COMMAND, RemoteError, TimeoutError, type Connection } from '../../src';
 import { closeFds, closeOwnFds, makeMemfd, openFdTable } from '../../src/fd';
 import { fillUpTo } from '../util/fill-up-to';
 import { DIST_SRC } from '../util/nobody';
 import { openAt } from '../util/open-at';
+import { daemonForSuite } from '../util/processes';
 import { scaled } from '../util/time-scale';
 import { HangGuard } from '../util/wait-for';
 
@@ -86,23 +86,13 @@ function specFor(transport: Transport, module: string, exportName: string): { co
 }
 
 describe('closeClientFds of a number the command does not hold as its client\'s', () => {
-  let daemon: HelperDaemon;
-  let dir: string;
-  beforeAll(() => {
-    dir = mkdtempSync(join(tmpdir(), 'fdbridge-not-held-'));
-    daemon = HelperDaemon.start({
-      socketPath: `@fdbridge-not-held-${process.pid}`,
-      diagnostics: true,
-      commands: { rawclose: { module: RAW_CLOSE, export: 'RawCloseCommand' }, receiving: { module: RECEIVING, export: 'ReceivingCommand' } },
-    });
-  });
-  afterAll(async () => {
-    await daemon.close();
-    rmSync(dir, { recursive: true, force: true });
+  const suite = daemonForSuite('not-held', {
+    diagnostics: true,
+    commands: { rawclose: { module: RAW_CLOSE, export: 'RawCloseCommand' }, receiving: { module: RECEIVING, export: 'ReceivingCommand' } },
   });
 
   const open = (transport: Transport, module = RAW_CLOSE, exportName = 'RawCloseCommand'): Promise<Connection> =>
-    connect(transport, { ...specFor(transport, module, exportName), socketPath: daemon.socketPath });
+    connect(transport, { ...specFor(transport, module, exportName), socketPath: suite.daemon.socketPath });
 
   test(
     'generated: on every transport, a list naming any number not held (chosen by the client, closed through closeClientFds before, a copy not adopted) among adopted fds is refused whole, the fd table unchanged',
@@ -167,12 +157,12 @@ describe('closeClientFds of a number the command does not hold as its client\'s'
 
   /** Another connection's adopted fd, and the program's own file, in the process the command runs in. */
   test.each(IN_PROCESS)('%s: another connection\'s adopted fd and the program\'s own file are refused (EBADF) and stay open', async (transport) => {
-    const path = join(dir, `${transport}-program`);
+    const path = join(suite.dir, `${transport}-program`);
     writeFileSync(path, 'program\n');
     const mine = makeMemfd('other-conn');
     const report = await checkFdLeaks(async () => {
       const a = await open(transport);
-      const other = await connect(transport, { command: PROBE_COMMAND, socketPath: daemon.socketPath });
+      const other = await connect(transport, { command: PROBE_COMMAND, socketPath: suite.daemon.socketPath });
       const program = openSync(path, 'r');
       try {
         const n = await other.dupFileDescriptor(mine);
@@ -196,7 +186,7 @@ describe('closeClientFds of a number the command does not hold as its client\'s'
 
   /** A number closed through closeClientFds, then free, then another file's: refused each time, the file left open. */
   test.each(TRANSPORTS)('%s: a number closed through closeClientFds once is refused again, free or taken by another file', async (transport) => {
-    const path = join(dir, `${transport}-reuse`);
+    const path = join(suite.dir, `${transport}-reuse`);
     writeFileSync(path, 'reuse\n');
     const given = makeMemfd('reuse');
     const report = await checkFdLeaks(async () => {
@@ -237,14 +227,14 @@ describe('closeClientFds of a number the command does not hold as its client\'s'
   test.each(TRANSPORTS.flatMap((t) => (['adopted', 'received'] as const).map((how) => [t, how] as const)))(
     '%s: an fd %s, closed by the command itself, then another file at its number: refused (EBADF), the file left open',
     async (transport, how) => {
-      const path = join(dir, `${transport}-${how}-closed-itself`);
+      const path = join(suite.dir, `${transport}-${how}-closed-itself`);
       writeFileSync(path, 'another file\n');
       const st = statSync(path);
       const file = makeMemfd('closed-itself');
       const report = await checkFdLeaks(async () => {
         const a = await open(transport, RECEIVING, 'ReceivingCommand');
         const sender = DatagramSocket.open();
-        const socketDir = mkdtempSync(join(dir, 'sock-'));
+        const socketDir = mkdtempSync(join(suite.dir, 'sock-'));
         let opened: number | undefined;
         let openedThere = false;
         try {
@@ -286,7 +276,7 @@ describe('closeClientFds of a number the command does not hold as its client\'s'
     const file = makeMemfd('same-file');
     const report = await checkFdLeaks(async () => {
       const a = await open(transport);
-      const other = await connect(transport, { command: PROBE_COMMAND, socketPath: daemon.socketPath });
+      const other = await connect(transport, { command: PROBE_COMMAND, socketPath: suite.daemon.socketPath });
       const fillers: number[] = [];
       try {
         const n = await a.dupFileDescriptor(file);
@@ -335,7 +325,7 @@ describe('closeClientFds of a number the command does not hold as its client\'s'
     const report = await checkFdLeaks(async () => {
       const a = await open(transport, RECEIVING, 'ReceivingCommand');
       const sender = DatagramSocket.open();
-      const socketDir = mkdtempSync(join(dir, 'sock-'));
+      const socketDir = mkdtempSync(join(suite.dir, 'sock-'));
       try {
         for (const later of [false, true]) {
           const path = join(socketDir, later ? 'later' : 'now', 's');
@@ -419,7 +409,7 @@ const { records } = require(FIXTURE);
   process.exit(1);
 });
 `;
-    const socketDir = mkdtempSync(join(dir, 'tracked-'));
+    const socketDir = mkdtempSync(join(suite.dir, 'tracked-'));
     try {
       let out = '';
       const report = await checkFdLeaks(async () => {

@@ -9,11 +9,11 @@
  * it) and it stays open, and the socket receives as any other does.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { checkFdLeaks, connect, DatagramSocket, HelperDaemon, type Connection } from '../../src';
+import { checkFdLeaks, connect, DatagramSocket, type Connection } from '../../src';
 import { closeFds, fdIdentity, makeMemfd } from '../../src/fd';
+import { daemonForSuite } from '../util/processes';
 import { REFUSED, refusal, settle } from '../util/refusals';
 import { scaled } from '../util/time-scale';
 
@@ -39,19 +39,7 @@ const NOT_RECORDS: ReadonlyArray<[string, unknown]> = [
 ];
 
 describe("a datagram socket the program makes outside a command's run is the program's", () => {
-  let dir: string;
-  let daemon: HelperDaemon;
-  beforeAll(() => {
-    dir = mkdtempSync(join(tmpdir(), 'fdbridge-running-record-'));
-    daemon = HelperDaemon.start({
-      socketPath: `@fdbridge-running-record-${process.pid}`,
-      commands: { receiving: { module: RECEIVING, export: 'ReceivingCommand' } },
-    });
-  });
-  afterAll(async () => {
-    await daemon.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const suite = daemonForSuite('running-record', { commands: { receiving: { module: RECEIVING, export: 'ReceivingCommand' } } });
 
   /** Binds a socket at `path` (with `record` on the global property meanwhile, if given), sends it `file`, and returns the datagram's fds. */
   async function receiveOnOwnSocket(path: string, file: number, record?: { value: unknown }): Promise<readonly number[]> {
@@ -78,11 +66,11 @@ describe("a datagram socket the program makes outside a command's run is the pro
     "%s: after the command's constructor and a method ran, an fd the program receives on its own socket is refused to the command and stays open",
     async (transport) => {
       const file = makeMemfd('running-record-after');
-      const socketDir = mkdtempSync(join(dir, `${transport}-`));
+      const socketDir = mkdtempSync(join(suite.dir, `${transport}-`));
       const report = await checkFdLeaks(async () => {
         const a: Connection = await connect(transport, {
           command: transport === 'helper' ? { name: 'receiving' } : { module: RECEIVING, export: 'ReceivingCommand' },
-          socketPath: daemon.socketPath,
+          socketPath: suite.daemon.socketPath,
         });
         let fds: readonly number[] = [];
         try {
@@ -106,7 +94,7 @@ describe("a datagram socket the program makes outside a command's run is the pro
 
   test.each(NOT_RECORDS)('a socket made while the property holds %s is a plain socket: it receives the fd, the caller\'s to close', async (what, value) => {
     const file = makeMemfd('running-record-not-one');
-    const socketDir = mkdtempSync(join(dir, 'not-'));
+    const socketDir = mkdtempSync(join(suite.dir, 'not-'));
     const report = await checkFdLeaks(async () => {
       const fds = await receiveOnOwnSocket(join(socketDir, 's'), file, { value });
       try {

@@ -13,12 +13,12 @@
  * where it runs alone (child, pidfd).
  */
 import { closeSync, mkdtempSync, openSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import fc from 'fast-check';
 
-import { checkFdLeaks, connect, DatagramSocket, HelperDaemon, TimeoutError, type Connection } from '../../src';
+import { checkFdLeaks, connect, DatagramSocket, TimeoutError, type Connection } from '../../src';
+import { daemonForSuite } from '../util/processes';
 import { REFUSED, refusal, settle } from '../util/refusals';
 import { scaled } from '../util/time-scale';
 import { HangGuard } from '../util/wait-for';
@@ -46,27 +46,17 @@ async function receivedBy(conn: Connection, what: string): Promise<number[]> {
 }
 
 describe('closeClientFds of a number the command closed itself, that the same file took again by a way no record sees', () => {
-  let daemon: HelperDaemon;
-  let dir: string;
+  const suite = daemonForSuite('same-number', { commands: { samenumber: { module: FIXTURE, export: 'SameNumberCommand' } } });
   let shared: string;
   beforeAll(() => {
-    dir = mkdtempSync(join(tmpdir(), 'fdbridge-same-number-'));
-    shared = join(dir, 'shared');
+    shared = join(suite.dir, 'shared');
     writeFileSync(shared, 'both\n');
-    daemon = HelperDaemon.start({
-      socketPath: `@fdbridge-same-number-${process.pid}`,
-      commands: { samenumber: { module: FIXTURE, export: 'SameNumberCommand' } },
-    });
-  });
-  afterAll(async () => {
-    await daemon.close();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   const open = (transport: Transport): Promise<Connection> =>
     connect(transport, {
       command: transport === 'helper' ? { name: 'samenumber' } : { module: FIXTURE, export: 'SameNumberCommand' },
-      socketPath: daemon.socketPath,
+      socketPath: suite.daemon.socketPath,
     });
 
   let runs = 0;
@@ -82,7 +72,7 @@ describe('closeClientFds of a number the command closed itself, that the same fi
     const st = statSync(path);
     const id = `${st.dev}:${st.ino}`;
     const sender = DatagramSocket.open();
-    const sockets = mkdtempSync(join(dir, 'sock-'));
+    const sockets = mkdtempSync(join(suite.dir, 'sock-'));
     const a = await open(transport);
     const b = same ? a : await open(transport);
     let m: number | undefined;

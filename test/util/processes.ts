@@ -6,6 +6,7 @@ import { join } from 'node:path';
 
 import { helperCommandArgs } from '../../harness/helper-process';
 import { childrenOf } from '../../harness/run-supervisor';
+import { HelperDaemon, type HelperOptions } from '../../src';
 import { closeFd, formatFdTableDiff, openPidfd, type FdTable } from '../../src/fd';
 import { packageRoot } from '../../src/paths';
 import { watchExit } from '../../src/test-hooks';
@@ -104,6 +105,26 @@ export function helperForSuite(prefix: string): { readonly helper: HelperProcess
   });
   afterAll(async () => {
     await suite.helper?.stop('SIGTERM');
+    if (suite.dir) rmSync(suite.dir, { recursive: true, force: true });
+  });
+  return suite;
+}
+
+/**
+ * A HelperDaemon in this process for a test file, with a private directory:
+ * started before its tests (beforeAll) at the abstract name
+ * `@fdbridge-<name>-<pid>` with `options`, closed and the directory
+ * (prefix `fdbridge-<name>-`) removed after them (afterAll). Read `daemon`
+ * and `dir` inside tests and hooks.
+ */
+export function daemonForSuite(name: string, options: Omit<HelperOptions, 'socketPath'>): { readonly daemon: HelperDaemon; readonly dir: string } {
+  const suite = {} as { daemon: HelperDaemon; dir: string };
+  beforeAll(() => {
+    suite.dir = mkdtempSync(join(tmpdir(), `fdbridge-${name}-`));
+    suite.daemon = HelperDaemon.start({ ...options, socketPath: `@fdbridge-${name}-${process.pid}` });
+  });
+  afterAll(async () => {
+    await suite.daemon?.close();
     if (suite.dir) rmSync(suite.dir, { recursive: true, force: true });
   });
   return suite;
