@@ -18,7 +18,8 @@ namespace fdbridge {
 //   (0, type, id, payload: Buffer)  a frame that is not a pumped stream's
 //   (1, stream, half)               a pumped stream's half ended (1 out, 2 in)
 //   (2)                             the output's backlog drained
-//   (3, err, message)               the input ended (0), failed (-errno) or broke the protocol (1)
+//   (3, err, message)               the input ended (0), failed (-errno) or broke the protocol (1),
+//                                   or the output failed (-errno, message "write")
 // Held strongly until close(), like a socket.
 
 class RelayPumpWrap : public Napi::ObjectWrap<RelayPumpWrap>, public RelayPump::Delegate {

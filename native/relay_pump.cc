@@ -155,23 +155,30 @@ void RelayPump::OnInputTaken(void* owner, const FdIdentity& file, bool known) {
   if (self->closed_ || !self->in_number_.YieldTo(file, known, &self->in_fd_) || self->input_done_) return;
   // Nothing more is read: the input's end is told on the loop's next turn,
   // not from inside the poll being made for someone else.
-  uv_timer_init(self->loop_, &self->input_lost_);  // cannot fail
-  self->input_lost_.data = self;
-  self->open_handles_++;
-  self->input_lost_made_ = true;
-  uv_timer_start(&self->input_lost_, OnInputLost, 0, 0);
+  self->EndLater(-EBADF, "");
 }
 
-void RelayPump::OnInputLost(uv_timer_t* handle) {
+void RelayPump::EndLater(int err, const char* message) {
+  if (closed_ || input_done_ || end_later_made_) return;
+  end_later_err_ = err;
+  end_later_message_ = message;
+  uv_timer_init(loop_, &end_later_);  // cannot fail
+  end_later_.data = this;
+  open_handles_++;
+  end_later_made_ = true;
+  uv_timer_start(&end_later_, OnEndLater, 0, 0);
+}
+
+void RelayPump::OnEndLater(uv_timer_t* handle) {
   RelayPump* self = static_cast<RelayPump*>(handle->data);
-  self->CloseInputLost();
-  if (!self->closed_) self->End(-EBADF, "");
+  self->CloseEndLater();
+  if (!self->closed_) self->End(self->end_later_err_, self->end_later_message_);
 }
 
-void RelayPump::CloseInputLost() {
-  if (!input_lost_made_ || input_lost_closing_) return;
-  input_lost_closing_ = true;
-  uv_close(reinterpret_cast<uv_handle_t*>(&input_lost_), OnHandleClosed);
+void RelayPump::CloseEndLater() {
+  if (!end_later_made_ || end_later_closing_) return;
+  end_later_closing_ = true;
+  uv_close(reinterpret_cast<uv_handle_t*>(&end_later_), OnHandleClosed);
 }
 
 void RelayPump::OnOutputTaken(void* owner, const FdIdentity& file, bool known) {
@@ -361,7 +368,7 @@ void RelayPump::Output(const struct iovec* iov, int n) {
     ssize_t r = WritevRetry(out_fd_.get(), iov, n);
     if (r < 0) {
       if (errno != EAGAIN && errno != EWOULDBLOCK) {
-        OutputFailed();
+        OutputFailed(-errno);
         return;
       }
       r = 0;
@@ -400,7 +407,7 @@ void RelayPump::WriteQueued() {
     ssize_t r = WritevRetry(out_fd_.get(), iov, n);
     if (r < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-      OutputFailed();
+      OutputFailed(-errno);
       return;
     }
     out_queue_.Consume(static_cast<size_t>(r));
@@ -415,11 +422,16 @@ void RelayPump::WriteQueued() {
   }
 }
 
-void RelayPump::OutputFailed() {
-  // A reader that went away (EPIPE): the input ends too, and says so.
+void RelayPump::OutputFailed(int err) {
+  // A reader that went away (EPIPE), or the output closed behind our back
+  // (EBADF). The peer may still be there to write to us (a via that
+  // closed its stdin and lives on, its stdout still ours to read), but
+  // nothing we send reaches it: no request of ours will be answered, so
+  // the channel ends, as when the input ends.
   output_failed_ = true;
   out_queue_.Clear();
   UpdateOutputPoll();
+  EndLater(err, kOutputFailed);
 }
 
 void RelayPump::UpdateOutputPoll() {
@@ -728,7 +740,7 @@ void RelayPump::Close(void (*on_freed)(void*), void* arg) {
   streams_.clear();
   out_queue_.Clear();
   input_done_ = true;
-  CloseInputLost();
+  CloseEndLater();
   in_number_.LetGoIfGone(&in_fd_);
   uv_close(reinterpret_cast<uv_handle_t*>(&in_poll_), OnHandleClosed);
   in_fd_.reset();

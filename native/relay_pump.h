@@ -101,6 +101,8 @@ class RelayPump {
 
   // OnEnd's err besides 0 (end of file) and -errno.
   static constexpr int kProtocolError = 1;
+  // OnEnd's message with an -errno of the output's (a write), not the input's.
+  static constexpr const char* kOutputFailed = "write";
 
   class Delegate {
    public:
@@ -118,7 +120,9 @@ class RelayPump {
     // The output's backlog fell back to kCongestedBytes or less.
     virtual void OnDrained() = 0;
     // Once: the input ended (0), failed (-errno) or broke the protocol
-    // (kProtocolError, `message` says how). Nothing more is read.
+    // (kProtocolError, `message` says how), or the output failed (-errno,
+    // `message` kOutputFailed: the peer takes nothing more, so nothing sent
+    // from now on is answered). Nothing more is read.
     virtual void OnEnd(int err, const std::string& message) = 0;
   };
 
@@ -224,16 +228,21 @@ class RelayPump {
   // still our fd's file, the poll lets go of the number and the fd is
   // released unclosed (PolledNumber::YieldTo): nothing is read from or
   // written to that number again. A write to a stream or to the output fails at its next
-  // try (EBADF: the stream's sink stops, the output fails); a source no
-  // longer reads, until the channel is closed; the input ends, with OnEnd
-  // (-EBADF) on the loop's next turn (OnInputLost), not from inside the
-  // poll being made for someone else.
+  // try (EBADF: the stream's sink stops, the output fails and the input
+  // ends with it); a source no longer reads, until the channel is closed;
+  // the input ends, with OnEnd (-EBADF) on the loop's next turn (EndLater),
+  // not from inside the poll being made for someone else.
   static void OnInputTaken(void* owner, const FdIdentity& file, bool known);
   static void OnOutputTaken(void* owner, const FdIdentity& file, bool known);
   static void OnStreamTaken(void* owner, const FdIdentity& file, bool known);
-  static void OnInputLost(uv_timer_t* handle);
-  // Closes input_lost_ if it was made and is not closing yet.
-  void CloseInputLost();
+  // Ends the input with OnEnd(err, message) on the loop's next turn, for a
+  // reason found where the delegate may not be called: inside a poll being
+  // made for someone else (the input let go of), or inside a Send the
+  // delegate's own code made (the output failed). The first reason is told.
+  void EndLater(int err, const char* message);
+  static void OnEndLater(uv_timer_t* handle);
+  // Closes end_later_ if it was made and is not closing yet.
+  void CloseEndLater();
   // One of our handles is closed: the last, once Close ran, frees the object.
   void HandleGone();
 
@@ -248,7 +257,9 @@ class RelayPump {
   // Output: writes iov[0..n) after what is queued, queuing what the kernel does not take.
   void Output(const struct iovec* iov, int n);
   void WriteQueued();
-  void OutputFailed();
+  // A write of the output failed (-errno): nothing queued or sent from now
+  // on reaches the peer, so the channel ends (EndLater, kOutputFailed).
+  void OutputFailed(int err);
   void UpdateOutputPoll();
   void SendCredit(uint32_t id, uint64_t bytes);
   // One read of s's fd (at most its credit) sent as DATA. `flush`: whatever
@@ -275,11 +286,13 @@ class RelayPump {
   PolledNumber in_number_{&in_poll_, &RelayPump::OnInputTaken, this};
   PolledNumber out_number_{&out_poll_, &RelayPump::OnOutputTaken, this};
   bool out_polling_ = false;
-  // The input let go of (OnInputTaken): its end is told from this timer's
+  // An end told on the loop's next turn (EndLater): from this timer's
   // callback. Made then only, one of open_handles_ from then on.
-  uv_timer_t input_lost_;
-  bool input_lost_made_ = false;
-  bool input_lost_closing_ = false;
+  uv_timer_t end_later_;
+  bool end_later_made_ = false;
+  bool end_later_closing_ = false;
+  int end_later_err_ = 0;
+  const char* end_later_message_ = "";
   int open_handles_ = 0;
   bool closed_ = false;
   bool input_done_ = false;

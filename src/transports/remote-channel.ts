@@ -109,8 +109,24 @@ export function parseJson(payload: Buffer, what: string): unknown {
 export interface ChannelHandler {
   /** A frame that is not a pumped stream's (see Channel). */
   onFrame(type: number, id: number, payload: Buffer): void;
-  /** Once: the input ended (null) or failed, or a frame broke the protocol. */
+  /**
+   * Once: the input ended (null) or failed (a SystemError, syscall 'read'),
+   * the output failed (syscall 'write': the peer takes nothing more), or a
+   * frame broke the protocol.
+   */
   onEnd(reason: Error | null): void;
+}
+
+/** The pump's end event's message when its output failed (native/relay_pump.h kOutputFailed). */
+const OUTPUT_FAILED = 'write';
+
+/**
+ * The channel's end for a failed read of its input or write of its
+ * output: either way nothing more is answered (a peer that stopped taking
+ * our frames cannot answer them).
+ */
+function channelFailure(errno: number, syscall: 'read' | 'write'): SystemError {
+  return new SystemError(errno, syscall, `the remote channel's ${syscall === 'read' ? 'input' : 'output'} failed: ${errnoName(errno)}`);
 }
 
 /** A pumped stream's half, as native/relay_pump.h numbers them. */
@@ -176,7 +192,7 @@ export class Channel {
         for (const w of this.#drainWaiters.splice(0)) w();
         return;
       case 3:
-        this.#end(a === 0 ? null : a === 1 ? new ProtocolError(String(b)) : new SystemError(a, 'read', `the remote channel's input failed: ${errnoName(a)}`));
+        this.#end(a === 0 ? null : a === 1 ? new ProtocolError(String(b)) : channelFailure(a, b === OUTPUT_FAILED ? 'write' : 'read'));
         return;
     }
   }

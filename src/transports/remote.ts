@@ -114,6 +114,8 @@ export class RemoteConnection extends BaseConnection {
   #broken: PeerExitedError | ClosedError | undefined;
   /** The channel's input: the via's stdout, our end (the channel owns it). */
   readonly #inputFd: number;
+  /** The channel's output: the via's stdin, our end (the channel owns it). */
+  readonly #outputFd: number;
   #lost: Promise<void>;
   #onLost!: () => void;
   #closing = false;
@@ -149,6 +151,7 @@ export class RemoteConnection extends BaseConnection {
     this.location = { transport: 'remote', pid: -1, threadId: 0 };
     this.#lost = new Promise((r) => (this.#onLost = r));
     this.#inputFd = stdio.stdout;
+    this.#outputFd = stdio.stdin;
     this.#channel = new Channel(stdio.stdout, stdio.stdin, {
       onFrame: (type, id, payload) => this.#onFrame(type, id, payload),
       onEnd: (reason) => this.#channelLost(reason),
@@ -413,19 +416,25 @@ export class RemoteConnection extends BaseConnection {
 
   /**
    * The channel ended, or the via process exited (a process it started may
-   * hold the channel open: its exit is enough). Every pending request
-   * rejects with PeerExitedError, every relayed fd here is closed, and the
-   * server sees its stdin end. An input that ended with EBADF was closed
+   * hold the channel open: its exit is enough), or the via stopped taking
+   * the channel's output (it closed its stdin and lives on: nothing sent
+   * is answered any more). Every pending request rejects with
+   * PeerExitedError, every relayed fd here is closed, and the server sees
+   * its stdin end. An input or output that failed with EBADF was closed
    * behind fdbridge's back (the program closed our end of the via's
-   * stdout, or the pump let go of its number when the program made a file
-   * of fdbridge's there): the via did not exit, so every request fails at
-   * once with a ClosedError saying so, without waiting for the via.
+   * stdout or stdin, or the pump let go of its number when the program
+   * made a file of fdbridge's there): the via did not exit, so every
+   * request fails at once with a ClosedError saying so, without waiting
+   * for the via.
    */
   #channelLost(reason: Error | null): void {
     if (this.#broken) return;
+    const via = `the via process (pid ${this.via.pid ?? -1}) or the remote command behind it`;
     const behindBack =
       reason instanceof SystemError && reason.errno === -osConstants.errno.EBADF
-        ? closedBehindBackError('remote', "its channel's input", this.#inputFd, `nothing more is heard from the via process (pid ${this.via.pid ?? -1}) or the remote command behind it`)
+        ? reason.syscall === 'write'
+          ? closedBehindBackError('remote', "its channel's output", this.#outputFd, `nothing more reaches ${via}`)
+          : closedBehindBackError('remote', "its channel's input", this.#inputFd, `nothing more is heard from ${via}`)
         : undefined;
     const exit: PeerExit = {
       transport: 'remote',
