@@ -122,9 +122,13 @@ export class LogCommand {
    * that fd from then on. A bound sender is answered "ok"
    * (or "refused: ..." for anything else, whose fds are closed). Returns
    * the path; the socket closes with the command. Refused to a client of
-   * another uid than this process's (root excepted).
+   * another uid than this process's (root excepted). `path` is a path: any
+   * other value (an `{ abstract: name }` address among them, which has no
+   * file permissions, so that any user could redirect the log to an fd of
+   * theirs and read the client's lines) is a TypeError, nothing bound.
    */
   listenForRedirects(path: string): string {
+    if (typeof path !== 'string' || path.length === 0) throw invalidType('log.listenForRedirects: path', 'a non-empty path', path);
     // The directory and the socket are made as this process's user: a
     // client of another uid (a helper daemon's --allow-uid) must not choose
     // where, unless it is root (it could anyway).
