@@ -10,7 +10,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { Worker } from 'node:worker_threads';
+import { createInterface } from 'node:readline';
 
 import { closeFd, makeMemfd, makePipe, openFdTable, type FdTable } from '../../src';
 import { rawSocketPair, receiveNow } from '../../src/testing';
@@ -378,32 +378,49 @@ export async function withAttacker(
 }
 
 /**
- * The watcher (a worker thread): polls the kernel stack of each thread it
- * watches (this process's main thread, and any tid sent to it; wchan and
- * syscall where the stack is not readable) until told 'done'; a thread
- * found waiting in a TCP close is recorded, and python told to reset its
- * peer (a write to the pipe that is its stdin; fd numbers are the
- * process's). A thread that has ended reads as '' (nothing found).
+ * The watcher: `node -e LINGER_WATCHER PID`, a process of its own, so that
+ * the files it reads (three a thread it watches, every 5 ms) are opened in
+ * its fd table, never in PID's: a leak check of PID's made while it
+ * watches would find one of them in its baseline and closed since, or
+ * opened and still open at its end. Polls the kernel stack of each thread
+ * of PID it watches (PID's main thread, and each tid written to its stdin,
+ * one a line; wchan and syscall where the stack is not readable: reading
+ * another process's needs ptrace access to it, which root, as the suite
+ * runs, has) until its stdin says `done` or ends; a thread found waiting
+ * in a TCP close is recorded, and python told to reset its peer (a write
+ * to the pipe that is python's stdin, the watcher's fd 3). A thread that
+ * has ended reads as '' (nothing found). Prints {ready} once it has looked
+ * once, {blocked} once told `done`, and exits once its stdin ends.
  */
 const LINGER_WATCHER = `
 const { readFileSync, writeSync } = require('node:fs');
-const { parentPort, workerData: { tids, resetFd } } = require('node:worker_threads');
-const read = (tid, f) => { try { return readFileSync('/proc/self/task/' + tid + '/' + f, 'utf8'); } catch { return ''; } };
+const pid = Number(process.argv[1]);
+const tids = [pid];
+const read = (tid, f) => { try { return readFileSync('/proc/' + pid + '/task/' + tid + '/' + f, 'utf8'); } catch { return ''; } };
+const print = (o) => writeSync(1, JSON.stringify(o) + '\\n');
 let blocked = null;
 let done = false;
-parentPort.on('message', (m) => { if (m === 'done') done = true; else tids.push(m); });
+let input = '';
+process.stdin.on('data', (d) => {
+  const lines = (input + d).split('\\n');
+  input = lines.pop();
+  for (const l of lines) if (l === 'done') done = true; else tids.push(Number(l));
+});
+process.stdin.on('end', () => process.exit(0));
+let looks = 0;
 const look = () => {
-  if (done) return parentPort.postMessage({ blocked });
+  if (done) return print({ blocked });
   for (const tid of tids) {
     if (blocked !== null) break;
     const stack = read(tid, 'stack');
     const syscall = read(tid, 'syscall').split(' ')[0];
     const inClose = syscall === '3' || syscall === '436'; // close, close_range
     if (stack.includes('sk_stream_wait_close') || (stack === '' && inClose && read(tid, 'wchan') === 'wait_woken')) {
-      blocked = (tid === tids[0] ? 'main thread' : 'thread ' + tid) + ', syscall ' + syscall + ': ' + stack.split('\\n').slice(0, 4).map((l) => l.replace(/^\\[<0>\\] /, '').replace(/\\+.*/, '')).join(' < ');
-      writeSync(resetFd, 'go\\n');
+      blocked = (tid === pid ? 'main thread' : 'thread ' + tid) + ', syscall ' + syscall + ': ' + stack.split('\\n').slice(0, 4).map((l) => l.replace(/^\\[<0>\\] /, '').replace(/\\+.*/, '')).join(' < ');
+      writeSync(3, 'go\\n');
     }
   }
+  if (looks++ === 0) print({ ready: true });
   setTimeout(look, 5);
 };
 look();
@@ -411,12 +428,15 @@ look();
 
 /**
  * A lingering TCP socket of this process's own (`fd`: its only reference;
- * `fds`: `count` of them, `fd` the first), and a watcher of this process's threads: `verdict()` ends the watch and
- * says which thread it found blocked in the socket's close (null: none),
- * having ended that close at once by resetting the connection; `end()`
- * ends python (and with it any close still blocked, a background one) and
- * the watcher. Deterministic: a close on a watched thread blocks until that
- * reset, so the watcher finds it however loaded the machine is.
+ * `fds`: `count` of them, `fd` the first), and a watcher of this process's
+ * threads, watching (its main thread) when this resolves: `verdict()` ends
+ * the watch and says which thread it found blocked in the socket's close
+ * (null: none), having ended that close at once by resetting the
+ * connection; `end()` ends the watcher and python (and with it any close
+ * still blocked, a background one). Deterministic: a close on a watched
+ * thread blocks until that reset, so the watcher finds it however loaded
+ * the machine is. While the watcher runs, this process's fd table holds
+ * its stdin and stdout, and nothing of it comes or goes.
  */
 export interface LingeringSocket {
   fd: number;
@@ -434,8 +454,32 @@ export async function lingeringSocket(count = 1): Promise<LingeringSocket> {
   const pyExited = new Promise((resolve) => py.once('exit', resolve));
   closeFd(theirs);
   closeFd(stdinRead);
-  const watcher = new Worker(LINGER_WATCHER, { eval: true, workerData: { tids: [process.pid], resetFd: stdinWrite } });
-  const verdict = new Promise<{ blocked: string | null }>((resolve) => watcher.once('message', resolve));
+  const watcher = spawn(process.execPath, ['-e', LINGER_WATCHER, String(process.pid)], { stdio: ['pipe', 'pipe', 'inherit', stdinWrite] });
+  const toWatcher = watcher.stdin!;
+  // Its exit (a crash included) is what ready and verdict report; a write to its stdin after it is not an error of the test's.
+  toWatcher.on('error', () => undefined);
+  // What it prints, by key, until it has printed it; at its exit, the keys not printed reject.
+  const awaited = new Map<string, { resolve: (value: unknown) => void; reject: (err: Error) => void }>();
+  const printed = (key: string): Promise<unknown> => {
+    const value = new Promise((resolve, reject) => awaited.set(key, { resolve, reject }));
+    value.catch(() => undefined); // verdict() may never be asked for: its rejection is the asker's to see
+    return value;
+  };
+  const ready = printed('ready');
+  const verdict = printed('blocked');
+  createInterface({ input: watcher.stdout! }).on('line', (line) => {
+    const o = JSON.parse(line) as Record<string, unknown>;
+    for (const [key, value] of Object.entries(o)) {
+      awaited.get(key)?.resolve(value);
+      awaited.delete(key);
+    }
+  });
+  const watcherClosed = new Promise<void>((resolve) =>
+    watcher.once('close', (code, signal) => {
+      for (const [key, { reject }] of awaited) reject(new Error(`the lingering-socket watcher exited (${signal ?? code}) before it printed ${key}`));
+      resolve();
+    }),
+  );
   let fds: number[] = [];
   for (let closed = false; !closed; ) {
     const message = receiveNow(mine, 16, count);
@@ -443,21 +487,24 @@ export async function lingeringSocket(count = 1): Promise<LingeringSocket> {
     else if (message.fds.length > 0) fds = message.fds;
     else closed = message.data.toString() === 'closed';
   }
+  await ready;
   let ended = false;
   return {
     fd: fds[0] as number,
     fds,
-    watch: (tid) => watcher.postMessage(tid),
+    watch: (tid) => toWatcher.write(`${tid}\n`),
     verdict: async () => {
-      watcher.postMessage('done');
-      return (await verdict).blocked;
+      toWatcher.write('done\n');
+      return (await verdict) as string | null;
     },
     end: async () => {
       if (ended) return;
       ended = true;
+      // The watcher first: it holds a copy of python's stdin, whose end is what ends python.
+      toWatcher.end();
+      await watcherClosed;
       closeFd(stdinWrite);
       await pyExited;
-      await watcher.terminate();
       closeFd(mine);
     },
   };
