@@ -106,6 +106,12 @@ export class RemoteConnection extends BaseConnection {
   readonly #stdio: ViaStdio;
   readonly #pending = new Map<number, Pending>();
   readonly #streams = new Map<number, RelayStream>();
+  /**
+   * The streams not finished yet by the number the command's end has over
+   * there (OPENED), and back: a release of those numbers ends their streams.
+   */
+  readonly #givenStreams = new Map<number, RelayStream>();
+  readonly #givenNumbers = new Map<number, number>();
   #nextId = 1;
   #nextStream = 1;
   /** The last reply's settling: the next one settles after it. */
@@ -292,9 +298,21 @@ export class RemoteConnection extends BaseConnection {
     return settled.map((s) => (s as PromiseFulfilledResult<number>).value);
   }
 
+  /**
+   * Closes the command's ends `fds` of a failed batch, and ends their
+   * streams here: a stream whose command end is closed over there is not
+   * always told by its bytes (the client -> command half of a pipe sees
+   * that its reader is gone only when it next has bytes to write, which a
+   * pipe its writer leaves quiet never has), and would keep this side's
+   * copy of the caller's fd and its pipe over there open until the
+   * connection closes.
+   */
   protected async release(fds: number[]): Promise<void> {
     if (fds.length === 0 || this.#broken) return;
-    await this.#request(RemoteFrame.RELEASE, 'release', 'release', jsonPayload(fds));
+    const released = this.#request(RemoteFrame.RELEASE, 'release', 'release', jsonPayload(fds));
+    // Frames keep their order: the server closes the command's ends, then ends each stream.
+    for (const fd of fds) this.#givenStreams.get(fd)?.abandon();
+    await released;
   }
 
   /** The client's end of a new stream for `fd` (borrowed), not yet announced. */
@@ -307,7 +325,12 @@ export class RemoteConnection extends BaseConnection {
     const plan = planRelay(fd);
     const endpoint = clientEndpoint(fd, plan, above);
     const sid = this.#nextStream++;
-    const stream = new RelayStream(sid, this.#channel, endpoint.halves, (s) => this.#streams.delete(s.id));
+    const stream = new RelayStream(sid, this.#channel, endpoint.halves, (s) => {
+      this.#streams.delete(s.id);
+      const given = this.#givenNumbers.get(s.id);
+      this.#givenNumbers.delete(s.id);
+      if (given !== undefined && this.#givenStreams.get(given) === s) this.#givenStreams.delete(given);
+    });
     endpoint.attach(stream);
     return {
       plan,
@@ -337,6 +360,10 @@ export class RemoteConnection extends BaseConnection {
     try {
       const r = parseJson(await reply, 'OPENED') as { fd?: unknown };
       if (typeof r?.fd !== 'number') throw new ProtocolError(`${operation}: an OPENED without an fd number`);
+      if (!stream.finished) {
+        this.#givenStreams.set(r.fd, stream);
+        this.#givenNumbers.set(stream.id, r.fd);
+      }
       return r.fd;
     } catch (err) {
       stream.destroy();
