@@ -127,17 +127,29 @@ export class FileSink implements RelaySink, Attachable {
   }
 }
 
-/** Reads a regular file from its start to its end of file, on the thread pool. Owns `fd`. */
+/**
+ * Reads a regular file from its start to its end of file, on the thread
+ * pool, at most `limit` bytes: a file that has more (it grew while it was
+ * read) ends there, and `overflowed` says so. Owns `fd`.
+ */
 export class FileSource implements RelaySource, Attachable {
   readonly #fd: PoolFd;
+  readonly #limit: number;
   #stream: RelayStream | undefined;
   #position = 0;
   #paused = true;
   #reading = false;
   #ended = false;
+  #overflowed = false;
 
-  constructor(fd: number) {
+  constructor(fd: number, limit: number) {
     this.#fd = new PoolFd(fd);
+    this.#limit = limit;
+  }
+
+  /** True once the file was found to hold more than `limit` bytes (what was sent stops at the limit). */
+  get overflowed(): boolean {
+    return this.#overflowed;
   }
 
   attach(stream: RelayStream): void {
@@ -157,18 +169,23 @@ export class FileSource implements RelaySource, Attachable {
     if (this.#reading || this.#paused || this.#ended) return;
     if (!this.#fd.begin()) return;
     this.#reading = true;
-    const buf = Buffer.allocUnsafe(256 * 1024);
+    // One byte past the limit is asked for at most: its coming says the file has more.
+    const buf = Buffer.allocUnsafe(Math.min(256 * 1024, this.#limit - this.#position + 1));
     read(this.#fd.fd, buf, 0, buf.length, this.#position, (err, n) => {
       this.#fd.done();
       this.#reading = false;
       if (this.#ended) return;
-      if (err || n === 0) {
+      const keep = Math.min(n, this.#limit - this.#position);
+      if (keep < n) this.#overflowed = true;
+      if (keep > 0) {
+        this.#position += keep;
+        this.#stream?.sourceData(buf.subarray(0, keep));
+      }
+      if (err || n === 0 || this.#overflowed) {
         this.#ended = true;
         this.#stream?.sourceEnded();
         return;
       }
-      this.#position += n;
-      this.#stream?.sourceData(buf.subarray(0, n));
       this.#pump();
     });
   }

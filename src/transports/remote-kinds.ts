@@ -109,6 +109,14 @@ function refuse(fd: number, kind: string, why: string): never {
   throw new UnsupportedError(`dupFileDescriptor(${fd}) failed on the remote transport: ${kind} cannot be relayed (${why})`);
 }
 
+/** The refusal of a file open for reading that held more than MAX_COPY_BYTES by the time it was copied (it grew after planRelay). */
+export function copyOverflowError(fd: number): UnsupportedError {
+  return new UnsupportedError(
+    `dupFileDescriptor(${fd}) failed on the remote transport: a regular file that grew past ${MAX_COPY_BYTES} bytes while it was copied cannot be relayed ` +
+      `(a file open for reading is copied, and the copy is limited to ${MAX_COPY_BYTES} bytes)`,
+  );
+}
+
 /**
  * How `fd` (borrowed, validated) is relayed, or UnsupportedError naming its
  * kind. EBADF for a closed fd, as on every transport.

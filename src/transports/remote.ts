@@ -42,9 +42,9 @@ import { closeOwnFds } from '../fd';
 import { native, type FdList } from '../native';
 import { distPath } from '../paths';
 import { Channel, isStreamFrame, jsonPayload, parseJson, RemoteFrame, RelayStream, REMOTE_PROTOCOL_VERSION, type OpenRequest, type PumpedEnd, type RelaySink, type RelaySource } from './remote-channel';
-import { FileSink, FileSource, type Attachable } from './remote-endpoints';
+import { FileSink, FileSource } from './remote-endpoints';
 import { ownedStream } from './owned-stream';
-import { planRelay, type RelayPlan } from './remote-kinds';
+import { copyOverflowError, MAX_COPY_BYTES, planRelay, type RelayPlan } from './remote-kinds';
 
 /** The server's argv after `via` when via is given: `fdbridge` on the far machine's PATH. */
 export const DEFAULT_SERVE_ARGV: readonly string[] = ['fdbridge', 'serve', '--stdio'];
@@ -333,8 +333,10 @@ export class RemoteConnection extends BaseConnection {
     });
     endpoint.attach(stream);
     return {
+      fd,
       plan,
       stream,
+      overflowed: () => endpoint.overflowed?.() ?? false,
       dispose: () => stream.destroy(),
     };
   }
@@ -360,6 +362,11 @@ export class RemoteConnection extends BaseConnection {
     try {
       const r = parseJson(await reply, 'OPENED') as { fd?: unknown };
       if (typeof r?.fd !== 'number') throw new ProtocolError(`${operation}: an OPENED without an fd number`);
+      if (made.overflowed()) {
+        // What was copied stops at the limit: not the file; the command's copy goes.
+        await this.release([r.fd]).catch(() => undefined);
+        throw copyOverflowError(made.fd);
+      }
       if (!stream.finished) {
         this.#givenStreams.set(r.fd, stream);
         this.#givenNumbers.set(stream.id, r.fd);
@@ -521,9 +528,20 @@ export class RemoteConnection extends BaseConnection {
 type RemoteFrameTypeOf<K extends keyof typeof RemoteFrame> = (typeof RemoteFrame)[K];
 
 interface Made {
+  /** The caller's fd (borrowed), for messages. */
+  fd: number;
   plan: RelayPlan;
   stream: RelayStream;
+  /** A copy's file held more than a copy may (it grew after it was planned): the duplication fails. */
+  overflowed(): boolean;
   dispose(): void;
+}
+
+/** The client's end of a new stream: its halves, and what it tells once the stream is announced. */
+interface Endpoint {
+  halves: { source?: RelaySource; sink?: RelaySink; pumped?: PumpedEnd };
+  attach(s: RelayStream): void;
+  overflowed?(): boolean;
 }
 
 /**
@@ -558,12 +576,16 @@ function reopen(fd: number, flags: number, above: number): number {
  * own, owned by the endpoint (a file's) or by the stream (a pipe's or a
  * socket's, pumped by the channel).
  */
-function clientEndpoint(fd: number, plan: RelayPlan, above: number): { halves: { source?: RelaySource; sink?: RelaySink; pumped?: PumpedEnd }; attach(s: RelayStream): void } {
+function clientEndpoint(fd: number, plan: RelayPlan, above: number): Endpoint {
   const ways = { read: plan.mode === 'up' || plan.mode === 'both', write: plan.mode === 'down' || plan.mode === 'both' };
   if (plan.access === 'file') {
     const own = ownCopy(fd, above);
-    const end: (RelaySource | RelaySink) & Attachable = plan.mode === 'copy' ? new FileSource(own) : new FileSink(own);
-    return { halves: plan.mode === 'copy' ? { source: end as RelaySource } : { sink: end as RelaySink }, attach: (s) => end.attach(s) };
+    if (plan.mode === 'copy') {
+      const source = new FileSource(own, MAX_COPY_BYTES);
+      return { halves: { source }, attach: (s) => source.attach(s), overflowed: () => source.overflowed };
+    }
+    const sink = new FileSink(own);
+    return { halves: { sink }, attach: () => sink.attach() };
   }
   const own = plan.access === 'reopen' ? reopen(fd, plan.openFlags ?? 0, above) : ownCopy(fd, above);
   // A reopened pipe, FIFO or terminal ends by its close; a socket by shutdown(SHUT_WR).
