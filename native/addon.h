@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -191,11 +192,12 @@ inline Napi::Value SystemError(Napi::Env env, int neg_errno, const char* syscall
   throw Napi::Error(env, MakeError(env, "ownfd", -EBADF, operation.c_str(), details));
 }
 
-// closeClientFds refused `fd` (FdCloseClientFdsInBackground's `r`): named
-// twice in the list (-EINVAL), a TypeError that names it; else one of
-// fdbridge's own fds, or another file than the adopted one, not the
-// client's: a SystemError EBADF that names it.
-[[noreturn]] inline void ThrowNotClients(Napi::Env env, int r, int fd) {
+// closeClientFds refused `fd` of the list `fds` (FdCloseClientFdsInBackground's
+// `r`): named twice in the list (-EINVAL), a TypeError that names it; else
+// one of fdbridge's own fds, or another file than the adopted one, not the
+// client's: a SystemError EBADF that names it and its index in `fds` (its
+// first: a number named twice is refused as such first).
+[[noreturn]] inline void ThrowNotClients(Napi::Env env, int r, int fd, const std::vector<int>& fds) {
   if (r == -EINVAL) {
     throw Napi::TypeError::New(env, "closeClientFds: fd " + std::to_string(fd) +
                                         " is named more than once in the list: each fd is closed once (a second close of the number "
@@ -203,6 +205,7 @@ inline Napi::Value SystemError(Napi::Env env, int neg_errno, const char* syscall
   }
   Napi::Object details = Napi::Object::New(env);
   details.Set("fd", Napi::Number::New(env, fd));
+  details.Set("index", Napi::Number::New(env, static_cast<double>(std::find(fds.begin(), fds.end(), fd) - fds.begin())));
   throw Napi::Error(env, MakeError(env, "notclients", -EBADF, "closeClientFds", details));
 }
 

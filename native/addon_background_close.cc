@@ -102,7 +102,7 @@ Napi::Value CloseClientFds(const Napi::CallbackInfo& info) {
   int refused = -1;
   int r = FdCloseClientFdsInBackground(fds.data(), fds.size(), static_cast<uint64_t>(owner), expected.empty() ? nullptr : expected.data(),
                                        installs.empty() ? nullptr : installs.data(), &ticket, &refused);
-  if (r != 0) ThrowNotClients(info.Env(), r, refused);
+  if (r != 0) ThrowNotClients(info.Env(), r, refused, fds);
   ClaimFromJs(info.Env(), fds.data(), fds.size());
   return Napi::Number::New(info.Env(), static_cast<double>(ticket));
 }

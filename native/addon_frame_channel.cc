@@ -296,7 +296,7 @@ class ChannelWrap : public Napi::ObjectWrap<ChannelWrap>, public FrameChannel::D
     uint64_t ticket = 0;
     int refused = -1;
     int r = channel_->CloseClientFds(fds.data(), fds.size(), installs.empty() ? nullptr : installs.data(), &ticket, &refused);
-    if (r != 0) ThrowNotClients(info.Env(), r, refused);
+    if (r != 0) ThrowNotClients(info.Env(), r, refused, fds);
     ClaimFromJs(info.Env(), fds.data(), fds.size());
     return Napi::Number::New(info.Env(), static_cast<double>(ticket));
   }

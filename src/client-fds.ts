@@ -62,12 +62,13 @@ export class ClientFds {
 
   /**
    * Throws a SystemError EBADF naming the first of `fds` that is not held,
-   * or whose number no longer holds the file it was held with; nothing is
-   * taken then. Returns each one's install generation as it was held, for
-   * the close to check (native.closeClientFds' `installs`).
+   * or whose number no longer holds the file it was held with (its `fd`, and
+   * its `index` in `fds`); nothing is taken then. Returns each one's install
+   * generation as it was held, for the close to check
+   * (native.closeClientFds' `installs`).
    */
   check(fds: readonly number[]): number[] {
-    return fds.map((fd) => {
+    return fds.map((fd, index) => {
       const held = this.#held.get(fd);
       if (held === undefined) {
         throw new SystemError(
@@ -75,6 +76,7 @@ export class ClientFds {
           'closeClientFds',
           `closeClientFds: fd ${fd} is not the client's to close: the command did not adopt it from its connection nor receive it on a socket ` +
             'of its own, or closed it through closeClientFds already; nothing was closed',
+          { entry: { index, fd } },
         );
       }
       if (held.file === undefined || !holdsFile(fd, held.file)) {
@@ -83,6 +85,7 @@ export class ClientFds {
           'closeClientFds',
           `closeClientFds: fd ${fd} is not the client's to close: its number no longer holds the file the command got with it ` +
             '(the command closed it itself); nothing was closed',
+          { entry: { index, fd } },
         );
       }
       return held.install;

@@ -62,9 +62,10 @@ export class SystemError extends FdBridgeError {
   readonly errno: number;
   readonly syscall: string;
   /**
-   * The entry of a dupFileDescriptors list the failure is about (an fd
-   * that is not open, or one of fdbridge's own: EBADF), and its number;
-   * absent for a failure not about one entry.
+   * The entry of a list the failure is about, and its number: of a
+   * dupFileDescriptors list, an fd that is not open or one of fdbridge's
+   * own; of a closeClientFds list, the first fd that is not the client's
+   * (EBADF both). Absent for a failure not about one entry.
    */
   declare readonly index?: number;
   declare readonly fd?: number;

@@ -532,16 +532,19 @@ export class AdoptedFiles {
   /**
    * The file each of `fds` was adopted with, undefined for one not adopted
    * here. One that `given` says the ledger still holds as given and not
-   * adopted is not the client's to close: a SystemError EBADF naming it (as
-   * the addon's refusals are), nothing closed.
+   * adopted is not the client's to close: a SystemError EBADF naming it (its
+   * `fd` and its `index` in `fds`, as the addon's refusals do), nothing
+   * closed.
    */
   expected(fds: readonly number[], given: (fd: number) => boolean): Array<FileKey | undefined> {
-    const still = fds.find(given);
-    if (still !== undefined) {
+    const index = fds.findIndex(given);
+    if (index >= 0) {
+      const fd = fds[index] as number;
       throw new SystemError(
         osConstants.errno.EBADF,
         'closeClientFds',
-        `closeClientFds: fd ${still} is not the client's to close: it is a copy given to the command and not adopted; nothing was closed`,
+        `closeClientFds: fd ${fd} is not the client's to close: it is a copy given to the command and not adopted; nothing was closed`,
+        { entry: { index, fd } },
       );
     }
     // Stryker disable next-line ArrowFunction: no file expected by the addon: ClientFds.check's of the same call stands (adopted() above)

@@ -882,6 +882,7 @@ function load(): NativeBinding {
             "and not adopted, or another connection's fd or socket that took the number after the command closed the client's fd " +
             "itself), or another file, or another fd fdbridge put at the number since the command got it (another command's, of " +
             'whatever file); nothing was closed',
+          { entry: { index: Number(details['index']), fd } },
         );
       }
       case 'ownfd':

@@ -24,7 +24,7 @@ import {
 import { LOG_COMMAND } from '../../src/commands/log-command';
 import { PROBE_COMMAND } from '../../src/commands/probe-command';
 import { connect, SystemError } from '../../src';
-import { closeFd, closeFds, fdIdentity, makeMemfd, openFdTable, sameFile } from '../../src/fd';
+import { closeFd, closeFds, dupFd, fdIdentity, fileAt, makeMemfd, openFdTable, sameFile } from '../../src/fd';
 import { ownedFdCount } from '../../src/test-hooks';
 import { closes } from '../fixtures/recording-command';
 import { openAt } from '../util/open-at';
@@ -33,6 +33,24 @@ const FIXTURE = join(__dirname, '..', 'fixtures', 'recording-command.ts');
 
 function isOpen(fd: number): boolean {
   return openFdTable().has(fd);
+}
+
+/** A copy of `file` at `fd` (a free number), put there by fdbridge's native dup: a new install at the number. The copies it made on the way (lower free numbers) are closed. */
+function dupAt(file: number, fd: number): number {
+  const below: number[] = [];
+  try {
+    for (;;) {
+      const copy = dupFd(file);
+      if (copy === fd) return copy;
+      if (copy > fd) {
+        closeFd(copy);
+        throw new Error(`dupAt: fd ${fd} is not free`);
+      }
+      below.push(copy);
+    }
+  } finally {
+    closeFds(below);
+  }
 }
 
 /** A helper command's host whose closeClientFds close and SetLedger's `closing` only note what they are given, in `seen`. */
@@ -609,5 +627,56 @@ describe("CommandHost.closeClientFds: the list, the default close, what only the
       rmSync(dir, { recursive: true, force: true });
     }
     expect(openFdTable()).toEqual(before);
+  });
+
+  test('generated: a refusal carries the entry it refused, its number as `fd` and its place in the list as `index`, whichever check refused it (a number never held, one closed through closeClientFds already, one the command closed itself, another file there since, the same file given again, or put there again by fdbridge: another install); nothing of the list is closed', async () => {
+    const kinds = ['never held', 'closed through closeClientFds', 'closed itself', 'another file there', 'given again', 'another install'] as const;
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom(...kinds), fc.nat(4), fc.nat(), async (kind, heldCount, at) => {
+        const file = makeMemfd('refused-entry');
+        const ledger = new SetLedger();
+        const host = new CommandHost({ module: FIXTURE }, 'direct', ledger);
+        const adopt = (fd: number): number => {
+          ledger.add(fd);
+          return host.context.adoptFd(fd);
+        };
+        const held = Array.from({ length: heldCount }, () => adopt(dupFd(file)));
+        const left: number[] = [];
+        // Opened before the number is freed, so that it is not the file the number gets.
+        const other = kind === 'another file there' ? makeMemfd('refused-entry-other') : undefined;
+        try {
+          const refused = dupFd(file);
+          if (kind === 'never held') left.push(refused);
+          else adopt(refused);
+          if (kind === 'closed through closeClientFds') await host.context.closeClientFds([refused]);
+          if (kind !== 'never held' && kind !== 'closed through closeClientFds') closeFd(refused);
+          if (other !== undefined) left.push(dupAt(other, refused));
+          // Given again it is the ledger's, which the host's close closes.
+          if (kind === 'given again') ledger.add(dupAt(file, refused));
+          if (kind === 'another install') left.push(dupAt(file, refused));
+          const index = at % (held.length + 1);
+          const list = [...held];
+          list.splice(index, 0, refused);
+          const files = list.map((fd) => fileAt(fd));
+          let thrown: unknown;
+          try {
+            void host.context.closeClientFds(list);
+          } catch (err) {
+            thrown = err;
+          }
+          expect(thrown).toBeInstanceOf(SystemError);
+          const { code, syscall, fd, index: entry } = thrown as SystemError;
+          expect({ kind, code, syscall, fd, index: entry }).toEqual({ kind, code: 'EBADF', syscall: 'closeClientFds', fd: refused, index });
+          expect(list.map((fd) => fileAt(fd))).toEqual(files);
+          await expect(host.context.closeClientFds(held)).resolves.toBeUndefined();
+        } finally {
+          closeFds(left);
+          if (other !== undefined) closeFd(other);
+          await host.close();
+          closeFd(file);
+        }
+      }),
+      { numRuns: 100 },
+    );
   });
 });
