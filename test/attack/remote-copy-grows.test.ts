@@ -13,6 +13,13 @@
  * dupFileDescriptor is called to a size a few bytes under, at or over the
  * limit; the server's and this process's fd tables are back to their
  * baselines after each.
+ *
+ * And copies one after another, each closed over there before the next
+ * (adopted and closed, released by a failed batch, or left to the
+ * connection's close): the server made each command's fd with fs.openSync
+ * in its relay thread, which Node tracks as that thread's, so every copy
+ * that came back to a number printed "File descriptor N opened in
+ * unmanaged mode twice" on the server's stderr, relayed to the client's.
  */
 import { closeSync, mkdtempSync, openSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -21,6 +28,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 
 import { connect, PROBE_COMMAND, UnsupportedError } from '../../src';
+import { makeEventfd } from '../../src/fd';
 import { formatFdTableDiff, openFdTable } from '../../src/fd';
 import { MAX_COPY_BYTES } from '../../src/transports/remote-kinds';
 import { LOCAL_REMOTE } from '../../harness/local-remote';
@@ -76,3 +84,42 @@ test(
   },
   scaled(240_000),
 );
+
+test('generated: copies one after another, each closed over there before the next, print nothing on stderr and each reads its file', async () => {
+  const path = join(dir, 'copied');
+  writeFileSync(path, 'copied bytes');
+  const fd = openSync(path, 'r');
+  const eventfd = makeEventfd();
+  const written: string[] = [];
+  const spy = jest.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
+    written.push(String(chunk));
+    return true;
+  });
+  const conn = await connect('remote', { command: PROBE_COMMAND, ...LOCAL_REMOTE, timeoutMs: scaled(10_000) });
+  try {
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.constantFrom('adopted and closed', 'released', 'left'), { minLength: 2, maxLength: 8 }), async (ends) => {
+        for (const end of ends) {
+          if (end === 'released') {
+            // A batch of two messages: the copy in one, an eventfd (no byte stream) in the other.
+            await expect(conn.dupFileDescriptors([...Array.from({ length: 253 }, () => fd), eventfd])).rejects.toThrow(UnsupportedError);
+            continue;
+          }
+          const far = await conn.dupFileDescriptor(fd);
+          expect(await conn.call('read', far, 64)).toBe('copied bytes');
+          if (end === 'adopted and closed') {
+            await conn.call('adopt', [far]);
+            await conn.call('closeAdopted', [far]);
+          }
+        }
+      }),
+      { numRuns: 5 },
+    );
+  } finally {
+    await conn.close();
+    spy.mockRestore();
+    closeSync(fd);
+    closeSync(eventfd);
+  }
+  expect(written.filter((w) => /unmanaged mode|Warning/.test(w))).toEqual([]);
+}, scaled(120_000));
