@@ -333,12 +333,18 @@ const CLOSE_MS = 10_000;
 /** How long a timed-out scenario's run() is given to unwind once its connections are closed. */
 const UNWIND_MS = 500;
 
-/** Resolves with `p`'s outcome, or rejects with RowTimeout after `ms`. */
-async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+/**
+ * Resolves with `p`'s outcome, or rejects with RowTimeout after `ms`, or
+ * with `stopped`'s error once that rejects (the run was stopped). The
+ * timer is cleared as soon as one of them settles: a scenario that never
+ * settles, stopped, leaves no timer holding the process open.
+ */
+async function withTimeout<T>(p: Promise<T>, ms: number, what: string, stopped?: Promise<never>): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   try {
     return await Promise.race([
       p,
+      ...(stopped ? [stopped] : []),
       new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new RowTimeout(`${what} timed out after ${ms} ms`)), ms);
       }),
@@ -650,7 +656,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
     // Each step's limit is announced before its code starts: run() may block its thread before its first await.
     const limited = async <T>(step: () => Promise<T>, ms: number, what: string): Promise<T> => {
       env.onDeadline?.(ms, what);
-      return Promise.race([withTimeout(step(), ms, what), env.stopped]);
+      return withTimeout(step(), ms, what, env.stopped);
     };
     let running: Promise<void> = Promise.resolve();
     try {

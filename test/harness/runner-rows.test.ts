@@ -386,16 +386,19 @@ describe('time limits and stops', () => {
     expect(ended).toEqual([]);
   });
 
-  test("a row's time limit is cleared when the row ends: a run leaves no timer behind to hold the process open", async () => {
-    const d = scenarios({ 'quick': `async run() {}`, 'quicker': `async run() {}` });
-    // The rows' limits are the only timers of 10 minutes: each must be cleared.
+  /**
+   * Runs `body` with setTimeout and clearTimeout watched: returns the
+   * timers of `ms` (the rows' limits: no other timer of the run is that
+   * long) that were never cleared, each cleared here afterwards.
+   */
+  async function limitsLeft(ms: number, body: () => Promise<unknown>): Promise<{ limits: number; left: number }> {
     const limits: NodeJS.Timeout[] = [];
     const cleared = new Set<unknown>();
     const realSet = setTimeout;
     const realClear = clearTimeout;
-    jest.spyOn(global, 'setTimeout').mockImplementation(((fn: () => void, ms?: number) => {
-      const t = realSet(fn, ms);
-      if (ms === 600_000) limits.push(t);
+    jest.spyOn(global, 'setTimeout').mockImplementation(((fn: () => void, after?: number) => {
+      const t = realSet(fn, after);
+      if (after === ms) limits.push(t);
       return t;
     }) as typeof setTimeout);
     jest.spyOn(global, 'clearTimeout').mockImplementation(((t?: NodeJS.Timeout) => {
@@ -403,13 +406,31 @@ describe('time limits and stops', () => {
       realClear(t);
     }) as typeof clearTimeout);
     try {
-      await run(d, { timeoutMs: 600_000 });
+      await body();
     } finally {
       jest.restoreAllMocks();
       for (const t of limits) realClear(t);
     }
-    expect(limits).toHaveLength(2);
-    expect(limits.filter((t) => !cleared.has(t))).toEqual([]);
+    return { limits: limits.length, left: limits.filter((t) => !cleared.has(t)).length };
+  }
+
+  test("a row's time limit is cleared when the row ends: a run leaves no timer behind to hold the process open", async () => {
+    const d = scenarios({ 'quick': `async run() {}`, 'quicker': `async run() {}` });
+    expect(await limitsLeft(600_000, () => run(d, { timeoutMs: 600_000 }))).toEqual({ limits: 2, left: 0 });
+  });
+
+  test("a row's time limit is cleared when the run is stopped while the row's scenario never settles: a stopped run leaves no timer behind to hold the process open", async () => {
+    const d = scenarios({ 'hangs': `async run() { await new Promise(() => undefined); }` });
+    const ac = new AbortController();
+    const stopped = limitsLeft(600_000, () =>
+      expect(
+        runScenarios({
+          bench: false, repeat: 1, seed: 1, settleMs: 50, timeoutMs: 600_000, scenariosDir: d, transports: ['direct'], signal: ac.signal, isolation: 'none',
+          onRowStart: () => ac.abort(new Error('enough')),
+        }),
+      ).rejects.toThrow('enough'),
+    );
+    expect(await stopped).toEqual({ limits: 1, left: 0 });
   });
 
   test('a run stopped before it starts runs nothing', async () => {
