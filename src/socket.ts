@@ -7,7 +7,9 @@
  * belong to whoever received it; closing a socket closes every received fd
  * that nobody claimed.
  */
-import { ClosedError, EofError, PeerGoneError, SECOND_OWNER, SystemError, TimeoutError } from './errors';
+import { readFileSync, readlinkSync } from 'node:fs';
+
+import { ClosedError, EofError, ownFdRefusal, PeerGoneError, SECOND_OWNER, SystemError, TimeoutError } from './errors';
 import { closeOwnFds, handedOver, OwnedFd, ownedFdOfFdbridge, refuseOwnFd, validateFds } from './fd';
 import { constants, native, type NativeExitWatch, type NativeMessageCallback, type NativeSocket } from './native';
 import { socketFileIdentity, unlinkOwnSocketFile, type SocketFileIdentity } from './socket-file';
@@ -196,6 +198,34 @@ function checkListeningFd(fd: number, kind: SocketKind): void {
   throw Object.assign(new TypeError(`fromListeningFd: fd ${fd} must be a listening Unix domain ${kind} socket (options.kind), not ${what}`), {
     code: 'ERR_INVALID_ARG_VALUE',
   });
+}
+
+/**
+ * What a receive's `peerPidfd` names must be a pidfd of the caller's: an
+ * fd of another kind is a TypeError (ERR_INVALID_ARG_VALUE) saying what it
+ * is, thrown at once (its readiness, a pipe with bytes in it or a socket
+ * whose peer hung up, says nothing of a process's exit, and would be taken
+ * for one: PeerGoneError); one of fdbridge's own numbers is a SystemError
+ * EBADF, returned (the caller's pidfd was closed, and the number is
+ * fdbridge's now), as a number not open is (ExitWatch's EBADF).
+ */
+function peerPidfdRefusal(fd: number): SystemError | undefined {
+  if (native.registration(fd) !== 0) return ownFdRefusal(fd, 'receive', "peerPidfd must be a pidfd of the caller's");
+  let info: string;
+  try {
+    info = readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
+  } catch {
+    return undefined; // not open: the watch's EBADF says so
+  }
+  // Every pidfd's fdinfo names its process (Pid:, -1 once it is reaped); no other fd's does.
+  if (/^Pid:\s/m.test(info)) return undefined;
+  let what: string;
+  try {
+    what = readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    what = 'another kind of fd';
+  }
+  throw Object.assign(new TypeError(`receive: peerPidfd ${fd} must be a pidfd (pidfd_open(2), openPidfd), not ${what}`), { code: 'ERR_INVALID_ARG_VALUE' });
 }
 
 function typeToKind(type: number): SocketKind {
@@ -597,6 +627,8 @@ export class UnixSocket {
     if (this.#closed) return Promise.reject(new ClosedError('receive: the socket is closed'));
     const pidfd = options.peerPidfd;
     if (pidfd !== undefined && !(Number.isInteger(pidfd) && pidfd >= 0)) throw new RangeError(`peerPidfd must be an fd, not ${pidfd}`);
+    const refused = pidfd === undefined ? undefined : peerPidfdRefusal(pidfd);
+    if (refused) return Promise.reject(refused);
     return new Promise((resolve, reject) => {
       const waiter: Waiter = { resolve, reject };
       if (pidfd !== undefined) {
