@@ -315,6 +315,16 @@ export class RemoteConnection extends BaseConnection {
     await released;
   }
 
+  /**
+   * `fd` is the number of a new command end over there: a stream given it
+   * before had its end passed on or closed by the command, and is no
+   * longer found by it (a release of the number ends the new end's stream
+   * only). Done before anything releases the number or gives it a stream.
+   */
+  #numberTaken(fd: number): void {
+    this.#givenStreams.delete(fd);
+  }
+
   /** The client's end of a new stream for `fd` (borrowed), not yet announced. */
   #makeStream(fd: number, above = fd + 1): Made {
     // One of fdbridge's own fds is refused as if closed, as on every
@@ -354,7 +364,9 @@ export class RemoteConnection extends BaseConnection {
       void reply
         .then((payload) => {
           const fd = (parseJson(payload, 'OPENED') as { fd?: unknown } | undefined)?.fd;
-          return typeof fd === 'number' ? this.release([fd]) : undefined;
+          if (typeof fd !== 'number') return undefined;
+          this.#numberTaken(fd);
+          return this.release([fd]);
         })
         .catch(() => undefined);
       throw err;
@@ -362,6 +374,7 @@ export class RemoteConnection extends BaseConnection {
     try {
       const r = parseJson(await reply, 'OPENED') as { fd?: unknown };
       if (typeof r?.fd !== 'number') throw new ProtocolError(`${operation}: an OPENED without an fd number`);
+      this.#numberTaken(r.fd);
       if (made.overflowed()) {
         // What was copied stops at the limit: not the file; the command's copy goes.
         await this.release([r.fd]).catch(() => undefined);
