@@ -160,15 +160,20 @@ export function encodeFdList(
   fds: readonly number[],
 ): Buffer {
   const buf = header(type, id, fds.length * 4);
-  for (let i = 0, at = HEADER_BYTES; i < fds.length; i++, at += 4) {
-    const fd = fds[i] as number;
-    // What writeInt32LE stores, without its checks but the one that can
-    // fail (an fd is an int32 already): past int32 it throws its RangeError.
-    if (fd > 0x7fffffff || fd < -0x80000000) buf.writeInt32LE(fd, at);
+  let at = HEADER_BYTES;
+  for (const fd of fds) {
+    // Past int32 a number would lose its high bits and name another fd:
+    // refused as writeInt32LE refuses it (RangeError, ERR_OUT_OF_RANGE).
+    if (fd > 0x7fffffff || fd < -0x80000000) {
+      throw Object.assign(new RangeError(`an fd list frame carries int32 fd numbers, not ${fd}`), { code: 'ERR_OUT_OF_RANGE' });
+    }
+    // What writeInt32LE stores, without its checks: little-endian (a typed
+    // array keeps the low 8 bits).
     buf[at] = fd;
     buf[at + 1] = fd >>> 8;
     buf[at + 2] = fd >>> 16;
     buf[at + 3] = fd >>> 24;
+    at += 4;
   }
   return buf;
 }
@@ -203,10 +208,9 @@ function str(o: Record<string, unknown>, key: string, what: string): string {
 
 function int(o: Record<string, unknown>, key: string, what: string): number {
   const v = o[key];
-  if (typeof v !== 'number' || !Number.isInteger(v)) {
-    throw new ProtocolError(`malformed ${what} frame: "${key}" is not an integer`);
-  }
-  return v;
+  // Number.isInteger is false for anything but a number.
+  if (!Number.isInteger(v)) throw new ProtocolError(`malformed ${what} frame: "${key}" is not an integer`);
+  return v as number;
 }
 
 /**

@@ -20,6 +20,7 @@ import {
   FrameType,
   HEADER_BYTES,
   MAX_FRAME_BYTES,
+  type Frame,
   type FrameTypeValue,
 } from '../../src/protocol';
 
@@ -56,6 +57,34 @@ const ids = fc.integer({ min: 0, max: 0xffffffff });
 const fdNumbers = fc.integer({ min: 0, max: 0x7fffffff });
 const fdLists = fc.array(fdNumbers, { minLength: 1, maxLength: 253 });
 const jsonValues = fc.jsonValue().map((v) => JSON.parse(JSON.stringify(v)) as unknown);
+const fdListTypes = fc.constantFrom(FrameType.DUP_OK, FrameType.RELEASE, FrameType.GETFD);
+
+/** A well-formed frame of any type as a peer sends it: its bytes, the fds beside it, and what it decodes to. */
+interface Sent {
+  data: Buffer;
+  fds: number[];
+  frame: Frame;
+}
+const sent = (data: Buffer, frame: Frame, fds: number[] = []): Sent => ({ data, fds, frame });
+const commands = fc.record(
+  { name: fc.string(), module: fc.string(), export: fc.string(), args: fc.array(jsonValues, { maxLength: 3 }) },
+  { requiredKeys: ['module'] },
+);
+const errorInfos = fc.record({ name: fc.string(), message: fc.string(), code: fc.string(), stack: fc.string() }, { requiredKeys: ['name', 'message'] });
+const sentFrames: fc.Arbitrary<Sent> = fc.oneof(
+  fc.tuple(fdListTypes, ids, fc.array(fdNumbers, { minLength: 1, maxLength: 40 })).map(([type, id, fds]) => sent(encodeFdList(type, id, fds), { type, id, fds })),
+  fc.tuple(ids, fc.array(fdNumbers, { minLength: 1, maxLength: 5 })).map(([id, fds]) => sent(encodeDup(id), { type: FrameType.DUP, id, fds }, fds)),
+  fc.tuple(ids, fc.string(), fc.array(jsonValues, { maxLength: 3 })).map(([id, method, args]) => sent(encodeCall(id, method, args), { type: FrameType.CALL, id, method, args })),
+  fc.tuple(ids, jsonValues).map(([id, value]) => sent(encodeResult(id, value), { type: FrameType.RESULT, id, value })),
+  fc.tuple(ids, fc.nat(), commands, fc.option(fc.nat({ max: 0x7fffffff }), { nil: undefined })).map(([id, version, command, probeFd]) => {
+    const hello = probeFd === undefined ? { version, command } : { version, command, pull: 'pidfd' as const, probeFd };
+    return sent(encodeJson(FrameType.HELLO, id, hello), { type: FrameType.HELLO, id, hello });
+  }),
+  fc.tuple(ids, fc.nat(), fc.nat()).map(([id, pid, threadId]) => sent(encodeJson(FrameType.READY, id, { pid, threadId }), { type: FrameType.READY, id, ready: { pid, threadId } })),
+  fc.tuple(ids, fc.string()).map(([id, message]) => sent(encodeJson(FrameType.REFUSED, id, { message }), { type: FrameType.REFUSED, id, message })),
+  fc.tuple(ids, errorInfos).map(([id, error]) => sent(encodeJson(FrameType.ERROR, id, error), { type: FrameType.ERROR, id, error })),
+  fc.tuple(fc.constantFrom(FrameType.CLOSE, FrameType.CLOSED), ids).map(([type, id]) => sent(encodeEmpty(type, id), { type, id })),
+);
 
 describe('round trips', () => {
   test('fd-list frames (DUP_OK, RELEASE, GETFD) carry 1..253 fd numbers in order', () => {
@@ -147,6 +176,58 @@ describe('round trips', () => {
   });
 });
 
+describe('every frame type, generated', () => {
+  test('decodes to what was encoded, with the fds that came with it', () => {
+    fc.assert(
+      fc.property(sentFrames, ({ data, fds, frame }) => {
+        expect(decodeFrame(data, fds)).toEqual(frame);
+      }),
+      RUNS,
+    );
+  });
+
+  test('cut short anywhere, it is refused; an fd list cut at a whole fd is its first fds', () => {
+    fc.assert(
+      fc.property(sentFrames, ({ data, fds, frame }) => {
+        for (let cut = 0; cut < data.length; cut++) {
+          const part = data.subarray(0, cut);
+          const whole = (cut - HEADER_BYTES) / 4;
+          if ('fds' in frame && frame.type !== FrameType.DUP && cut > HEADER_BYTES && Number.isInteger(whole)) {
+            expect(decodeFrame(part, fds)).toEqual({ ...frame, fds: frame.fds.slice(0, whole) });
+          } else {
+            rejection(part, fds);
+          }
+        }
+      }),
+      { ...RUNS, numRuns: 100 },
+    );
+  });
+
+  test('one of its flags or reserved bytes set, it is refused, naming its type', () => {
+    fc.assert(
+      fc.property(sentFrames, fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 255 }), ({ data, fds }, at, byte) => {
+        const bad = Buffer.from(data);
+        bad[at] = byte;
+        expect(rejection(bad, fds).message).toBe(`malformed frame: non-zero flags or reserved bytes (type ${data[0]})`);
+      }),
+      RUNS,
+    );
+  });
+
+  test('with fds beside it, any type but DUP is refused', () => {
+    fc.assert(
+      fc.property(
+        sentFrames.filter((s) => s.frame.type !== FrameType.DUP),
+        fc.array(fdNumbers, { minLength: 1, maxLength: 4 }),
+        ({ data }, fds) => {
+          expect(rejection(data, fds).message).toBe(`unexpected fds: ${fds.length} fd(s) arrived with a frame of type ${data[0]}`);
+        },
+      ),
+      RUNS,
+    );
+  });
+});
+
 describe('the header', () => {
   test('is type, then three zero bytes, then the id as a little-endian u32 (ids wrap to 32 bits)', () => {
     fc.assert(
@@ -192,6 +273,30 @@ describe('fds only where they belong', () => {
       expect(rejection(data, [9]).message).toBe(`unexpected fds: 1 fd(s) arrived with a frame of type ${type}`);
       expect(rejection(data, [9, 10]).message).toMatch(/^unexpected fds: 2 fd\(s\)/);
     }
+  });
+
+  test('an fd list carries int32 numbers exactly; one past int32 is a RangeError, nothing made', () => {
+    const ends = [-0x80000000, 0x7fffffff, -1, 0];
+    const data = encodeFdList(FrameType.RELEASE, 1, ends);
+    expect(ends.map((_, i) => data.readInt32LE(HEADER_BYTES + 4 * i))).toEqual(ends);
+    const pastInt32 = fc.oneof(
+      fc.constantFrom(2 ** 31, 2 ** 32, 2 ** 32 + 3, 2 ** 53, -(2 ** 31) - 1, -(2 ** 32)),
+      fc.nat().map((n) => 2 ** 31 + n),
+      fc.nat().map((n) => -(2 ** 31) - 1 - n),
+    );
+    fc.assert(
+      fc.property(fdListTypes, ids, fc.array(fdNumbers, { maxLength: 20 }), pastInt32, fc.array(fdNumbers, { maxLength: 20 }), (type, id, before, bad, after) => {
+        let caught: unknown;
+        try {
+          caught = encodeFdList(type, id, [...before, bad, ...after]);
+        } catch (err) {
+          caught = err;
+        }
+        expect(caught).toBeInstanceOf(RangeError);
+        expect(caught).toMatchObject({ code: 'ERR_OUT_OF_RANGE', message: `an fd list frame carries int32 fd numbers, not ${bad}` });
+      }),
+      RUNS,
+    );
   });
 
   test('fd lists: 1..253 whole int32s, none negative', () => {
