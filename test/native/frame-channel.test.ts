@@ -255,7 +255,9 @@ test('generated: with adopted fds kept charged, the budget holds exactly the led
             const fds = pick([...adopted].filter(([, x]) => x.open).map(([fd]) => fd), step.pick, step.k);
             // A number not adopted (the ledger's, or one never given) is not forgotten.
             const other = given.size > 0 ? [[...given][0] as number] : [];
-            expect(channel.forgetAdopted([...fds, ...other])).toBe(fds.length);
+            // The first through the ledger, as CommandHost's closeClientFds tells it (then it is forgotten already).
+            ledger.closing(fds.slice(0, 1));
+            expect(channel.forgetAdopted([...fds, ...other])).toBe(fds.length - Math.min(fds.length, 1));
             for (const fd of fds) {
               adopted.delete(fd);
               mine.delete(fd);
