@@ -302,6 +302,26 @@ test('without keepAdoptedCharged an adopted fd is refunded at once (a child or p
     expect({ held: budget.held, heldCount: channel.heldCount, forgotten: channel.forgetAdopted([fd]) }).toEqual({ held: 1, heldCount: 1, forgotten: 0 });
   }));
 
+test('closing through the ledger (CommandHost\'s closeClientFds) refunds the adopted fds it names, and no other', () =>
+  withScope(async (scope) => {
+    const { channel, ledger, client } = pair(scope);
+    const budget = new native.FdBudget(100);
+    channel.chargeTo(budget);
+    channel.keepAdoptedCharged(true);
+    const a = scope.own(makeMemfd('a')).fd;
+    await client.send(dupRequest(1), [a, a, a]);
+    const reply = await client.receive();
+    const [x, y, z] = [0, 1, 2].map((i) => reply.data.readInt32LE(HEADER_BYTES + 4 * i)) as [number, number, number];
+    expect([ledger.adopt(x), ledger.adopt(y)]).toEqual([true, true]);
+    scope.own(x);
+    scope.own(y);
+    expect({ held: budget.held, heldCount: channel.heldCount, given: ledger.size }).toEqual({ held: 3, heldCount: 3, given: 1 });
+    // z is still the ledger's (not adopted): closing names it, and it stays charged and given.
+    ledger.closing([x, z]);
+    expect({ held: budget.held, heldCount: channel.heldCount, given: ledger.size }).toEqual({ held: 2, heldCount: 2, given: 1 });
+    expect(channel.forgetAdopted([x, y])).toBe(1);
+  }));
+
 /** Turns the event loop until `ok()` holds; no deadline: what never comes runs into the test's timeout. */
 async function until(ok: () => boolean): Promise<void> {
   while (!ok()) await new Promise((r) => setTimeout(r, 5));
