@@ -501,6 +501,12 @@ void RelayPump::OnStream(uv_poll_t* handle, int status, int events) {
     // error): try what the stream waits for, and let that fail.
     s->events = 0;
     events = UV_READABLE | UV_WRITABLE;
+    if (!s->socket && s->in_active && s->pending.empty()) {
+      // A pipe's write end with nothing to write: POLLERR is its reader's
+      // close (pipe(7)), which no write tells until the peer sends more.
+      self->StopSink(s);
+      return;
+    }
   }
   if ((events & UV_WRITABLE) && s->in_active && !s->pending.empty()) {
     self->WritePending(s);
@@ -655,6 +661,12 @@ void RelayPump::UpdateStreamPoll(Stream* s) {
   int ev = 0;
   if (s->out_active && s->credit > 0 && !congested() && output_open()) ev |= UV_READABLE;
   if (s->in_active && !s->pending.empty()) ev |= UV_WRITABLE;
+  // A pipe's write end with nothing to write is still watched for its
+  // reader's close (POLLERR, which epoll reports whatever is asked: the
+  // poll is registered for no more than that), so that a stream whose
+  // reader over here is gone ends now, not when the peer next sends bytes
+  // (which would be read from the peer's fd and lost).
+  if (ev == 0 && s->in_active && !s->socket) ev = UV_DISCONNECT;
   if (ev == s->events) return;
   if (ev == 0) {
     uv_poll_stop(&s->poll);
