@@ -183,8 +183,16 @@ void RelayPump::CloseEndLater() {
 
 void RelayPump::OnOutputTaken(void* owner, const FdIdentity& file, bool known) {
   RelayPump* self = static_cast<RelayPump*>(owner);
-  if (self->closed_ || self->out_closed_) return;
-  if (self->out_number_.YieldTo(file, known, &self->out_fd_)) self->out_polling_ = false;
+  if (self->closed_ || self->out_closed_ || !self->out_number_.YieldTo(file, known, &self->out_fd_)) return;
+  // LetGo stopped the poll, and it is never started or stopped again
+  // (UpdateOutputPoll wants out_fd_, empty from here on).
+  self->out_polling_ = false;
+  // Nothing sent reaches the peer from now on, and no write would fail to
+  // say so while frames are queued (none is tried): the channel ends, on
+  // the loop's next turn (OutputFailed's EndLater), not from inside the
+  // poll being made for someone else. An output already shut down (its end
+  // of file sent) has nothing more to send: nothing is lost.
+  if (self->output_open()) self->OutputFailed(-EBADF);
 }
 
 void RelayPump::OnStreamTaken(void* owner, const FdIdentity& file, bool known) {

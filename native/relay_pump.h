@@ -227,11 +227,12 @@ class RelayPump {
   // is about to be made at its number, which holds `file` now. Unless it is
   // still our fd's file, the poll lets go of the number and the fd is
   // released unclosed (PolledNumber::YieldTo): nothing is read from or
-  // written to that number again. A write to a stream or to the output fails at its next
-  // try (EBADF: the stream's sink stops, the output fails and the input
-  // ends with it); a source no longer reads, until the channel is closed;
-  // the input ends, with OnEnd (-EBADF) on the loop's next turn (EndLater),
-  // not from inside the poll being made for someone else.
+  // written to that number again. The input or the output let go of ends
+  // the channel at once, whatever is queued: OnEnd (-EBADF; for the output,
+  // message kOutputFailed, its queued frames dropped) on the loop's next
+  // turn (EndLater), not from inside the poll being made for someone else.
+  // A stream's sink stops at its next write (EBADF); a source no longer
+  // reads, until the channel is closed.
   static void OnInputTaken(void* owner, const FdIdentity& file, bool known);
   static void OnOutputTaken(void* owner, const FdIdentity& file, bool known);
   static void OnStreamTaken(void* owner, const FdIdentity& file, bool known);

@@ -11,14 +11,18 @@
  * the server, and the fd table is the same as before. The same holds when
  * the channel's output is closed behind fdbridge's back (the program closes
  * our end of the via's stdin, a copy kept elsewhere so that the via sees no
- * end): as for the input (remote.test.ts), a ClosedError naming that close.
+ * end): as for the input (remote.test.ts), a ClosedError naming that close,
+ * found by the next write when the number stays free, and with no write at
+ * all when a socket of fdbridge's is made at the number (the pump lets go
+ * of it then: nothing is ever written there again).
  */
 import { closeSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 
 import fc from 'fast-check';
 
-import { ClosedError, connect, PeerExitedError, PROBE_COMMAND, type Connection } from '../../src';
+import { ClosedError, connect, PeerExitedError, PROBE_COMMAND, RemoteError, type Connection } from '../../src';
+import { UnixSocket } from '../../src/socket';
 import { closeFds, dupFd, formatFdTableDiff, makePipe, openFdTable } from '../../src/fd';
 import type { RemoteConnection } from '../../src/transports/remote';
 import { LOCAL_REMOTE } from '../../harness/local-remote';
@@ -39,21 +43,21 @@ const request: fc.Arbitrary<Request> = fc.oneof(
   fc.record({ kind: fc.constant('dups' as const), count: fc.integer({ min: 1, max: 300 }) }),
 );
 
-/** Makes `r` on `conn`, giving it `fd` (borrowed); settles with 'ok' or the error it rejected with. */
+/**
+ * Makes `r` on `conn`, giving it `fd` (borrowed); settles with 'ok' (answered:
+ * for a call, fail()'s own error from the command) or what it rejected with.
+ */
 function make(conn: Connection, r: Request, fd: number): Promise<unknown> {
-  const made =
-    r.kind === 'call'
-      ? conn.call('fail', 'x'.repeat(r.bytes)).then(
-          () => {
-            throw new Error('fail() resolved');
-          },
-          (err: unknown) => (err instanceof PeerExitedError ? err : 'ok'),
-        )
-      : r.kind === 'dup'
-        ? conn.dupFileDescriptor(fd)
-        : conn.dupFileDescriptors(Array.from({ length: r.count }, () => fd));
+  if (r.kind === 'call') {
+    const message = 'x'.repeat(r.bytes);
+    return conn.call('fail', message).then(
+      () => new Error('fail() resolved'),
+      (err: unknown) => (err instanceof RemoteError && err.method === 'fail' && err.remote.message === message ? 'ok' : err),
+    );
+  }
+  const made = r.kind === 'dup' ? conn.dupFileDescriptor(fd) : conn.dupFileDescriptors(Array.from({ length: r.count }, () => fd));
   return made.then(
-    (v) => (v instanceof PeerExitedError ? v : 'ok'),
+    () => 'ok',
     (err: unknown) => err,
   );
 }
@@ -109,28 +113,61 @@ function exited(pid: number): Promise<void> {
   scaled(300_000),
 );
 
-test("the channel's output closed behind fdbridge's back (a copy of it kept: the via sees no end): pending and later requests fail at once with a ClosedError naming that close", async () => {
-  const had = registeredFds();
-  const conn = (await connect('remote', { command: PROBE_COMMAND, ...LOCAL_REMOTE, timeoutMs: scaled(10_000) })) as RemoteConnection;
-  // The via's stdin, stdout and stderr ends, made in that order: the output writes its stdin.
-  const ends = [...registeredSince(had)].filter(([, t]) => t.startsWith('socket:')).map(([fd]) => fd).sort((a, b) => a - b);
-  expect(ends).toHaveLength(3);
-  const output = ends[0] as number;
-  const copy = dupFd(output);
-  const [r, w] = makePipe();
-  const guard = new HangGuard(scaled(20_000));
-  try {
-    // The command's thread is in hang(): the echo behind it waits too.
-    const pending = [conn.call('hang'), conn.call('echo', 1)];
-    closeSync(output); // the program's close, behind fdbridge's back
-    const later = [conn.call('echo', 2), conn.dupFileDescriptor(r), conn.dupFileDescriptors([r, w])];
-    const errors = await guard.within(Promise.all([...pending, ...later].map((p) => p.then(() => undefined, (e: unknown) => e))), 'the requests settle');
-    const named = `the remote connection ended: its channel's output (fd ${output}) was closed by someone other than fdbridge`;
-    expect(errors.map((e) => [e instanceof ClosedError && !(e instanceof PeerExitedError), (e as ClosedError).code, (e as Error).message.includes(named)])).toEqual(
-      errors.map(() => [true, 'ERR_FDBRIDGE_CLOSED', true]),
-    );
-  } finally {
-    closeFds([copy, r, w]);
-    await conn.close();
-  }
-});
+/** Settles with undefined (answered) or what `p` rejected with. */
+const rejection = (p: Promise<unknown>): Promise<unknown> => p.then(() => undefined, (e: unknown) => e);
+
+test.each([
+  ['left free: the next write fails (EBADF)', false],
+  ["then taken by a socket of fdbridge's: the pump lets go of it, and that ends the channel with no write", true],
+])(
+  "the channel's output closed behind fdbridge's back (a copy of it kept: the via sees no end), its number %s; pending and later requests fail with a ClosedError naming that close; the via and the server exit, fd table the same",
+  async (_how, taken) => {
+    const before = openFdTable();
+    const had = registeredFds();
+    const conn = (await connect('remote', { command: PROBE_COMMAND, ...LOCAL_REMOTE, timeoutMs: scaled(10_000) })) as RemoteConnection;
+    const viaPid = conn.via.pid as number;
+    const serverPid = conn.location.pid;
+    // The via's stdin, stdout and stderr ends, made in that order: the output writes its stdin.
+    const ends = [...registeredSince(had)].filter(([, t]) => t.startsWith('socket:')).map(([fd]) => fd).sort((a, b) => a - b);
+    expect(ends).toHaveLength(3);
+    const output = ends[0] as number;
+    const copy = dupFd(output);
+    const [r, w] = makePipe();
+    const sockets: Array<[UnixSocket, UnixSocket]> = [];
+    const guard = new HangGuard(scaled(20_000));
+    try {
+      // Sockets of fdbridge's on the free numbers below the output's, so that the one made after the close lands there.
+      if (taken) {
+        do sockets.push(UnixSocket.pair('seqpacket', { own: true }));
+        while ((sockets[sockets.length - 1] as [UnixSocket, UnixSocket])[0].fd < output);
+      }
+      // The command's thread is in hang(): the echo behind it waits too.
+      const pending = [conn.call('hang'), conn.call('echo', 1)].map(rejection);
+      closeSync(output); // the program's close, behind fdbridge's back
+      let errors: unknown[];
+      if (taken) {
+        const socket = UnixSocket.pair('seqpacket', { own: true });
+        sockets.push(socket);
+        expect(socket[0].fd).toBe(output);
+        // Nothing is written after the close: the pump's letting go of the number alone must end the channel.
+        errors = await guard.within(Promise.all(pending), 'the pending requests settle');
+        errors.push(...(await guard.within(Promise.all([conn.call('echo', 2), conn.dupFileDescriptor(r), conn.dupFileDescriptors([r, w])].map(rejection)), 'the later requests settle')));
+      } else {
+        // Nothing tells fdbridge of this close: the later requests' write finds it.
+        const later = [conn.call('echo', 2), conn.dupFileDescriptor(r), conn.dupFileDescriptors([r, w])].map(rejection);
+        errors = await guard.within(Promise.all([...pending, ...later]), 'the requests settle');
+      }
+      const named = `the remote connection ended: its channel's output (fd ${output}) was closed by someone other than fdbridge`;
+      expect(errors.map((e) => [e instanceof ClosedError && !(e instanceof PeerExitedError), (e as ClosedError).code, (e as Error).message.includes(named)])).toEqual(
+        errors.map(() => [true, 'ERR_FDBRIDGE_CLOSED', true]),
+      );
+    } finally {
+      for (const end of sockets.flat()) end.close();
+      closeFds([copy, r, w]);
+      await conn.close();
+    }
+    await guard.within(Promise.all([exited(viaPid), exited(serverPid)]), 'the via and the server exit once the connection is closed');
+    expect(formatFdTableDiff(await settleFdTable(process.pid, before, 2000))).toBe('');
+  },
+  scaled(60_000),
+);
