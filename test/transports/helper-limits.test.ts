@@ -123,18 +123,23 @@ describeRoot('quotas (client: nobody)', () => {
   });
 
   test('connections: past maxConnections a client is refused (PeerRefusedError), the ones in place keep working', async () => {
-    const daemon = start({ limits: { maxConnections: 2 } });
+    const lines: string[] = [];
+    const daemon = start({ limits: { maxConnections: 2 }, log: (l) => lines.push(l) });
     try {
-      const r = await asNobody(daemon, `
+      const p = nobody(daemon, `
         const a = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer });
         const b = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer });
         const third = await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer }).then(() => 'served', (e) => e.code + ' ' + e.message);
         const still = await a.call('echo', 'a');
         await a.close(); await b.close();
         return { third, still };`);
-      expect(r['third']).toMatch(/^ERR_FDBRIDGE_REFUSED .*quota connections/);
+      const r = await p.result;
+      expect(r['third']).toMatch(/^ERR_FDBRIDGE_REFUSED .*quota connections: this helper serves at most 2 clients at once \(2 now, 0 ended ones whose socket waits behind blocked closes\)$/);
       expect(r['still']).toBe('a');
-      expect(daemon.stats.quotaHits.connections).toBe(1);
+      expect({ refused: daemon.stats.refused, quota: daemon.stats.quotaHits.connections, served: daemon.stats.connections }).toEqual({ refused: 1, quota: 1, served: 2 });
+      // What `fdbridge helper --verbose` shows: each client served, and the one refused, with why.
+      expect(lines.filter((l) => l.startsWith(`serving pid ${p.pid} `))).toEqual([`serving pid ${p.pid} (uid ${NOBODY})`, `serving pid ${p.pid} (uid ${NOBODY})`]);
+      expect(lines).toContain(`refused pid ${p.pid}: 2 clients already, 0 ended ones' sockets held up in the closer (maxConnections)`);
     } finally {
       await daemon.close();
     }
@@ -345,13 +350,14 @@ describeRoot('a client cut off is told why (client: root)', () => {
 
 describeRoot('fairness between uids (nobody takes all it may; root still gets its share)', () => {
   test('connections per uid: nobody cannot take every connection; root is served beside it', async () => {
-    const daemon = start({ limits: { maxConnections: 6, maxConnectionsPerUid: 3 } });
+    const lines: string[] = [];
+    const daemon = start({ limits: { maxConnections: 6, maxConnectionsPerUid: 3 }, log: (l) => lines.push(l) });
     try {
       const r = nobody(daemon, `
         const open = [];
         let refused;
         for (let i = 0; i < 6 && refused === undefined; i++) {
-          await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer }).then((c) => open.push(c), (e) => (refused = e.code + ':' + e.quota));
+          await connect('helper', { command: { name: 'probe' }, socketPath, trustPeer }).then((c) => open.push(c), (e) => (refused = e.code + ':' + e.quota + ':' + e.message));
         }
         process.stdout.write(JSON.stringify({ holding: open.length }) + '\\n');
         // Hold them until root has been served.
@@ -363,10 +369,16 @@ describeRoot('fairness between uids (nobody takes all it may; root still gets it
       const mine = await connect('helper', { command: { name: 'probe' }, socketPath: daemon.socketPath });
       expect(await mine.call('echo', 'root')).toBe('root');
       r.child.stdin?.end('go\n');
-      expect(await r.result).toEqual({ served: 3, refused: 'ERR_FDBRIDGE_REFUSED:uidConnections', still: 'kept' });
+      expect(await r.result).toEqual({
+        served: 3,
+        refused: expect.stringMatching(
+          new RegExp(`^ERR_FDBRIDGE_REFUSED:uidConnections:.*quota uidConnections: this helper serves at most 3 clients of one uid \\(${NOBODY}\\) at once \\(3 now, 0 ended ones whose socket waits behind blocked closes\\)$`),
+        ),
+        still: 'kept',
+      });
       await mine.close();
-      expect(daemon.stats.quotaHits.uidConnections).toBe(1);
-      expect(daemon.stats.quotaHits.connections).toBe(0);
+      expect({ refused: daemon.stats.refused, uidConnections: daemon.stats.quotaHits.uidConnections, connections: daemon.stats.quotaHits.connections }).toEqual({ refused: 1, uidConnections: 1, connections: 0 });
+      expect(lines).toContain(`refused pid ${r.pid}: uid ${NOBODY} has 3 clients already, 0 ended ones' sockets held up in the closer (maxConnectionsPerUid)`);
       expect(await until(() => daemon.status().uids.length === 0)).toBe(true);
     } finally {
       await daemon.close();
