@@ -2,6 +2,7 @@
  * File-descriptor helpers. A raw fd number has one owner at a time; `OwnedFd`
  * makes the owner visible in the type.
  */
+import { closeSync, openSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { isMainThread } from 'node:worker_threads';
 import { fdList, native, type FileKey, type NativeHold } from './native';
@@ -150,6 +151,24 @@ export function handedOver<T extends number | readonly number[]>(fds: T): T {
 /** A close-on-exec duplicate of `fd`; the caller owns it. */
 export function dupFd(fd: number): number {
   return handedOver(native.dup(fd));
+}
+
+/**
+ * A new open file description of what `fd` (borrowed) names, opened
+ * through /proc/self/fd with `flags`, as the addon duplicate `copy` makes
+ * of it (the caller owns it). The fd fs opens is closed at once: in a
+ * worker thread it is Node's to track as that thread's, so that once its
+ * number comes back to a later openSync there Node warns "File descriptor
+ * N opened in unmanaged mode twice" and the thread's end closes whatever
+ * holds the number then; the addon's duplicate is nobody's but the caller's.
+ */
+export function reopenedCopy(fd: number, flags: number | string, copy: (opened: number) => number): number {
+  const opened = openSync(`/proc/self/fd/${fd}`, flags);
+  try {
+    return copy(opened);
+  } finally {
+    closeSync(opened);
+  }
 }
 
 /** A pipe, both ends close-on-exec: `[read, write]`, owned by the caller. */

@@ -175,19 +175,28 @@ export class FileSource implements RelaySource, Attachable {
       this.#fd.done();
       this.#reading = false;
       if (this.#ended) return;
+      if (err) {
+        this.#end();
+        return;
+      }
       const keep = Math.min(n, this.#limit - this.#position);
       if (keep < n) this.#overflowed = true;
       if (keep > 0) {
         this.#position += keep;
         this.#stream?.sourceData(buf.subarray(0, keep));
       }
-      if (err || n === 0 || this.#overflowed) {
-        this.#ended = true;
-        this.#stream?.sourceEnded();
+      if (n === 0 || this.#overflowed) {
+        this.#end();
         return;
       }
       this.#pump();
     });
+  }
+
+  /** No more is read: the stream's source has ended (a failed read ends it as the file's end does). */
+  #end(): void {
+    this.#ended = true;
+    this.#stream?.sourceEnded();
   }
 
   destroy(): void {

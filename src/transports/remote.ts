@@ -16,7 +16,7 @@
  * command writes into) waits for good. Read such fds asynchronously.
  */
 import type { ChildProcess } from 'node:child_process';
-import { closeSync, openSync, constants as fsConstants } from 'node:fs';
+import { constants as fsConstants } from 'node:fs';
 import type { Socket } from 'node:net';
 import { constants as osConstants } from 'node:os';
 
@@ -38,7 +38,7 @@ import {
   type PeerExit,
   type RemoteErrorInfo,
 } from '../errors';
-import { closeOwnFds } from '../fd';
+import { closeOwnFds, reopenedCopy } from '../fd';
 import { native, type FdList } from '../native';
 import { distPath } from '../paths';
 import { Channel, isStreamFrame, jsonPayload, parseJson, RemoteFrame, RelayStream, REMOTE_PROTOCOL_VERSION, type OpenRequest, type PumpedEnd, type RelaySink, type RelaySource } from './remote-channel';
@@ -108,10 +108,9 @@ export class RemoteConnection extends BaseConnection {
   readonly #streams = new Map<number, RelayStream>();
   /**
    * The streams not finished yet by the number the command's end has over
-   * there (OPENED), and back: a release of those numbers ends their streams.
+   * there (OPENED): a release of those numbers ends their streams.
    */
   readonly #givenStreams = new Map<number, RelayStream>();
-  readonly #givenNumbers = new Map<number, number>();
   #nextId = 1;
   #nextStream = 1;
   /** The last reply's settling: the next one settles after it. */
@@ -335,17 +334,21 @@ export class RemoteConnection extends BaseConnection {
     const plan = planRelay(fd);
     const endpoint = clientEndpoint(fd, plan, above);
     const sid = this.#nextStream++;
+    /** The number the command's end was given as over there, once the stream runs with it. */
+    let givenAs: number | undefined;
     const stream = new RelayStream(sid, this.#channel, endpoint.halves, (s) => {
       this.#streams.delete(s.id);
-      const given = this.#givenNumbers.get(s.id);
-      this.#givenNumbers.delete(s.id);
-      if (given !== undefined && this.#givenStreams.get(given) === s) this.#givenStreams.delete(given);
+      if (givenAs !== undefined && this.#givenStreams.get(givenAs) === s) this.#givenStreams.delete(givenAs);
     });
     endpoint.attach(stream);
     return {
       fd,
       plan,
       stream,
+      givenAs: (n) => {
+        givenAs = n;
+        this.#givenStreams.set(n, stream);
+      },
       overflowed: () => endpoint.overflowed?.() ?? false,
       dispose: () => stream.destroy(),
     };
@@ -380,10 +383,7 @@ export class RemoteConnection extends BaseConnection {
         await this.release([r.fd]).catch(() => undefined);
         throw copyOverflowError(made.fd);
       }
-      if (!stream.finished) {
-        this.#givenStreams.set(r.fd, stream);
-        this.#givenNumbers.set(stream.id, r.fd);
-      }
+      if (!stream.finished) made.givenAs(r.fd);
       return r.fd;
     } catch (err) {
       stream.destroy();
@@ -545,6 +545,8 @@ interface Made {
   fd: number;
   plan: RelayPlan;
   stream: RelayStream;
+  /** The command's end of the running stream is number `fd` over there: a release of it ends the stream. */
+  givenAs(fd: number): void;
   /** A copy's file held more than a copy may (it grew after it was planned): the duplication fails. */
   overflowed(): boolean;
   dispose(): void;
@@ -568,19 +570,13 @@ function ownCopy(fd: number, above: number): number {
 
 /** A new open file description of the pipe or terminal `fd` names (borrowed), non-blocking; see ownCopy. */
 function reopen(fd: number, flags: number, above: number): number {
-  let tmp: number;
   try {
-    tmp = openSync(`/proc/self/fd/${fd}`, flags | fsConstants.O_NONBLOCK);
+    return reopenedCopy(fd, flags | fsConstants.O_NONBLOCK, (opened) => ownCopy(opened, above));
   } catch (err) {
     // A pipe with no reader left cannot be opened for writing without
     // blocking (ENXIO): a duplicate does as well (its writes fail with EPIPE).
     if ((err as NodeJS.ErrnoException).code === 'ENXIO') return ownCopy(fd, above);
     throw err;
-  }
-  try {
-    return ownCopy(tmp, above);
-  } finally {
-    closeSync(tmp);
   }
 }
 

@@ -12,12 +12,12 @@
  * ('give') before the client is told its number, so a call naming the fd
  * always finds it in the command's ledger.
  */
-import { closeSync, openSync, readSync } from 'node:fs';
+import { readSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 
 import type { CommandSpec } from '../../command';
 import { describeError, ProtocolError } from '../../errors';
-import { closeOwnFd, closeOwnFds, handedOver } from '../../fd';
+import { closeOwnFd, closeOwnFds, handedOver, reopenedCopy } from '../../fd';
 import { constants, native } from '../../native';
 import { Channel, isStreamFrame, parseJson, RemoteFrame, RelayStream, REMOTE_PROTOCOL_VERSION, type OpenRequest, type PumpedEnd } from '../remote-channel';
 import { MemorySink } from '../remote-endpoints';
@@ -144,7 +144,7 @@ function open(id: number, req: OpenRequest): void {
           let ro = -1;
           try {
             // The command's fd is read-only, like the client's, and starts at its offset.
-            ro = readOnlyCopy(memfd);
+            ro = reopenedCopy(memfd, 'r', (opened) => native.dup(opened));
             skip(ro, Number(req.offset ?? 0));
             post({ type: 'give', fd: handedOver(ro) });
             channel.sendJson(RemoteFrame.OPENED, id, { fd: ro });
@@ -187,25 +187,6 @@ function open(id: number, req: OpenRequest): void {
     }
     post({ type: 'give', fd: handedOver(commandEnd) });
     channel.sendJson(RemoteFrame.OPENED, id, { fd: commandEnd });
-  }
-}
-
-/**
- * A read-only fd on `memfd` (borrowed) with an offset of its own, made by
- * the addon: an fd fs.openSync opens in a worker thread is Node's to track
- * as this thread's, so that once the command has closed it (elsewhere: the
- * main thread, the native closer) and the number comes back, the next
- * openSync there prints "File descriptor N opened in unmanaged mode twice"
- * on the server's stderr, relayed to the client's, and the thread's end
- * closes whatever holds the number then. The file is opened and closed at
- * once here; the copy the command gets is the addon's.
- */
-function readOnlyCopy(memfd: number): number {
-  const opened = openSync(`/proc/self/fd/${memfd}`, 'r');
-  try {
-    return native.dup(opened);
-  } finally {
-    closeSync(opened);
   }
 }
 
