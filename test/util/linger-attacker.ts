@@ -384,20 +384,40 @@ export async function withAttacker(
  * watches would find one of them in its baseline and closed since, or
  * opened and still open at its end. Polls the kernel stack of each thread
  * of PID it watches (PID's main thread, and each tid written to its stdin,
- * one a line; wchan and syscall where the stack is not readable: reading
- * another process's needs ptrace access to it, which root, as the suite
- * runs, has) until its stdin says `done` or ends; a thread found waiting
- * in a TCP close is recorded, and python told to reset its peer (a write
- * to the pipe that is python's stdin, the watcher's fd 3). A thread that
- * has ended reads as '' (nothing found). Prints {ready} once it has looked
- * once, {blocked} once told `done`, and exits once its stdin ends.
+ * one a line; wchan and syscall where the stack is not readable) until
+ * its stdin says `done` or ends; a thread found waiting in a TCP close is
+ * recorded, and python told to reset its peer (a write to the pipe that is
+ * python's stdin, the watcher's fd 3). A thread that has ended reads as ''
+ * (nothing found). Prints {ready} once it has looked once, {blocked} once
+ * told `done`, and exits once its stdin ends.
+ *
+ * Reading another process's syscall and stack files needs ptrace access to
+ * it (PTRACE_MODE_ATTACH, proc(5)), which root with CAP_SYS_PTRACE, as the
+ * suite runs, has; without it (Yama's ptrace_scope 1 or more, which allows
+ * only a descendant, or a capability PID has and the watcher lacks) the read
+ * fails with EPERM, and read() would give '' for every thread: nothing
+ * found, ever, and a close blocked on PID's main thread would wait out the
+ * linger time. So before its first look it reads PID's main thread's
+ * syscall file (never empty for a live thread); if it cannot, it prints
+ * {unreadable} (the file and why) and exits with 2.
  */
 const LINGER_WATCHER = `
 const { readFileSync, writeSync } = require('node:fs');
 const pid = Number(process.argv[1]);
 const tids = [pid];
-const read = (tid, f) => { try { return readFileSync('/proc/' + pid + '/task/' + tid + '/' + f, 'utf8'); } catch { return ''; } };
+const path = (tid, f) => '/proc/' + pid + '/task/' + tid + '/' + f;
+const read = (tid, f) => { try { return readFileSync(path(tid, f), 'utf8'); } catch { return ''; } };
 const print = (o) => writeSync(1, JSON.stringify(o) + '\\n');
+let why = null;
+try {
+  if (readFileSync(path(pid, 'syscall'), 'utf8') === '') why = 'it reads empty';
+} catch (err) {
+  why = err.message;
+}
+if (why !== null) {
+  print({ unreadable: 'cannot read ' + path(pid, 'syscall') + ' (ptrace access): ' + why });
+  process.exit(2);
+}
 let blocked = null;
 let done = false;
 let input = '';
@@ -441,20 +461,40 @@ look();
 export interface LingeringSocket {
   fd: number;
   fds: number[];
+  /**
+   * python's pid. Killing it ends a close still blocked: its peers hold
+   * unread data, so their close resets the connections (tcp_close).
+   */
+  attackerPid: number;
   /** Watches `tid` (a thread of this process) too. */
   watch(tid: number): void;
   verdict(): Promise<string | null>;
   end(): Promise<void>;
 }
 
-export async function lingeringSocket(count = 1): Promise<LingeringSocket> {
+export interface LingeringSocketOptions {
+  /**
+   * A command (and its arguments) that runs the watcher's own command line
+   * after them, as setpriv does: the watcher then runs with what that
+   * command leaves it (fewer capabilities, another uid).
+   */
+  watcherUnder?: readonly string[];
+}
+
+/**
+ * Rejects, having closed and ended whatever it started, if the watcher
+ * cannot read this process's main thread's syscall file (LINGER_WATCHER:
+ * no ptrace access to this process); the error names the file and why.
+ */
+export async function lingeringSocket(count = 1, options: LingeringSocketOptions = {}): Promise<LingeringSocket> {
   const [mine, theirs] = rawSocketPair('seqpacket');
   const [stdinRead, stdinWrite] = makePipe();
   const py = spawn(PYTHON, ['-c', LINGER_ATTACKER, 'give', '-', String(count)], { stdio: [stdinRead, 'ignore', 'inherit', theirs] });
   const pyExited = new Promise((resolve) => py.once('exit', resolve));
   closeFd(theirs);
   closeFd(stdinRead);
-  const watcher = spawn(process.execPath, ['-e', LINGER_WATCHER, String(process.pid)], { stdio: ['pipe', 'pipe', 'inherit', stdinWrite] });
+  const [command, ...args] = [...(options.watcherUnder ?? []), process.execPath, '-e', LINGER_WATCHER, String(process.pid)];
+  const watcher = spawn(command as string, args, { stdio: ['pipe', 'pipe', 'inherit', stdinWrite] });
   const toWatcher = watcher.stdin!;
   // Its exit (a crash included) is what ready and verdict report; a write to its stdin after it is not an error of the test's.
   toWatcher.on('error', () => undefined);
@@ -469,6 +509,13 @@ export async function lingeringSocket(count = 1): Promise<LingeringSocket> {
   const verdict = printed('blocked');
   createInterface({ input: watcher.stdout! }).on('line', (line) => {
     const o = JSON.parse(line) as Record<string, unknown>;
+    if (typeof o['unreadable'] === 'string') {
+      // It exits next, having watched nothing: that is why nothing it was to print will come.
+      const err = new Error(`lingeringSocket: the watcher ${o['unreadable']}; it needs ptrace access to this process (CAP_SYS_PTRACE, or kernel.yama.ptrace_scope 0)`);
+      for (const { reject } of awaited.values()) reject(err);
+      awaited.clear();
+      return;
+    }
     for (const [key, value] of Object.entries(o)) {
       awaited.get(key)?.resolve(value);
       awaited.delete(key);
@@ -480,6 +527,17 @@ export async function lingeringSocket(count = 1): Promise<LingeringSocket> {
       resolve();
     }),
   );
+  try {
+    await ready;
+  } catch (err) {
+    // With the watcher gone, the end of our copy of python's stdin ends it: it resets its peers and exits, and the
+    // sockets it gave, never received here, then close at once with `mine`.
+    await watcherClosed;
+    closeFd(stdinWrite);
+    await pyExited;
+    closeFd(mine);
+    throw err;
+  }
   let fds: number[] = [];
   for (let closed = false; !closed; ) {
     const message = receiveNow(mine, 16, count);
@@ -487,11 +545,11 @@ export async function lingeringSocket(count = 1): Promise<LingeringSocket> {
     else if (message.fds.length > 0) fds = message.fds;
     else closed = message.data.toString() === 'closed';
   }
-  await ready;
   let ended = false;
   return {
     fd: fds[0] as number,
     fds,
+    attackerPid: py.pid as number,
     watch: (tid) => toWatcher.write(`${tid}\n`),
     verdict: async () => {
       toWatcher.write('done\n');
