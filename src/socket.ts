@@ -7,7 +7,7 @@
  * belong to whoever received it; closing a socket closes every received fd
  * that nobody claimed.
  */
-import { readFileSync, readlinkSync } from 'node:fs';
+import { readlinkSync } from 'node:fs';
 
 import { ClosedError, EofError, ownFdRefusal, PeerGoneError, SECOND_OWNER, SystemError, TimeoutError } from './errors';
 import { closeOwnFds, handedOver, OwnedFd, ownedFdOfFdbridge, refuseOwnFd, validateFds } from './fd';
@@ -211,22 +211,21 @@ function checkListeningFd(fd: number, kind: SocketKind): void {
  */
 function peerPidfdRefusal(fd: number): SystemError | undefined {
   if (native.registration(fd) !== 0) return ownFdRefusal(fd, 'receive', "peerPidfd must be a pidfd of the caller's");
-  let info: string;
-  try {
-    info = readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
-  } catch {
-    return undefined; // not open: the watch's EBADF says so
-  }
-  // Every pidfd's fdinfo names its process (Pid:, -1 once it is reaped); no other fd's does.
-  if (/^Pid:\s/m.test(info)) return undefined;
+  // The link names what the number holds and opens nothing (a read of its
+  // fdinfo would take a number of the caller's, seen by a leak check in
+  // another thread, and fail at RLIMIT_NOFILE).
   let what: string;
   try {
     what = readlinkSync(`/proc/self/fd/${fd}`);
   } catch {
-    what = 'another kind of fd';
+    return undefined; // not open: the watch's EBADF says so
   }
+  // A pidfd links as anon_inode:[pidfd], under pidfs (Linux 6.9 on) too.
+  if (PIDFD_LINK.test(what)) return undefined;
   throw Object.assign(new TypeError(`receive: peerPidfd ${fd} must be a pidfd (pidfd_open(2), openPidfd), not ${what}`), { code: 'ERR_INVALID_ARG_VALUE' });
 }
+
+const PIDFD_LINK = /^anon_inode:\[pidfd\]$/;
 
 function typeToKind(type: number): SocketKind {
   if (type === constants.SOCK_STREAM) return 'stream';

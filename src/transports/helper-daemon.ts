@@ -821,7 +821,7 @@ export class HelperDaemon {
       const owner = peerCloseOwner(uid);
       const closing = native.backgroundClosesOfPeerFds(owner);
       const over = closing > 0 && (account.fds.held + closing > this.limits.maxFdsPerUid || totalOver);
-      // Stryker disable next-line ConditionalExpression: forced true, the closes of every uid with fds waiting are watched, not only a held one's: their ends only ask for more looks, which change nothing for a uid whose count did not change
+      // Stryker disable next-line ConditionalExpression: forced true, every uid joins heldWith and the closes are watched with no uid held (as with the mark below): their ends only ask for looks that change nothing
       if (over) heldWith.set(owner, closing);
       if (over === account.held) continue;
       account.held = over;
@@ -843,7 +843,6 @@ export class HelperDaemon {
     // nothing: its end shows as a lower count now (closes end on the
     // closer's threads; none is queued meanwhile, that is this thread's).
     for (const [owner, closing] of heldWith) {
-      // Stryker disable next-line ConditionalExpression,EqualityOperator: forced true or as `<=`, a look is queued where the count has not dropped: one more #holdBack in the next turn, which changes nothing
       if (native.backgroundClosesOfPeerFds(owner) < closing) {
         this.#lookAtHoldsSoon();
         break;
@@ -864,7 +863,7 @@ export class HelperDaemon {
    */
   #watchCloses(): void {
     for (const ticket of native.openBackgroundCloses()) {
-      // Stryker disable next-line ConditionalExpression: forced false, a close still open is watched again at each look: each watch asks for the same look as it ends, which #lookAtHoldsSoon coalesces
+      // Stryker disable next-line ConditionalExpression: forced false, a close still open is watched again at each look: the same looks (#lookAtHoldsSoon coalesces them), one more native registration a look for each open close
       if (this.#watchedCloses.has(ticket)) continue;
       this.#watchedCloses.add(ticket);
       native.afterBackgroundCloses(

@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 
 import { DatagramSocket, PeerGoneError, SystemError, UnixSocket } from '../../src';
-import { closeFds, makeEventfd, makeMemfd, makePipe, openFdTable, openPidfd } from '../../src/fd';
+import { closeFds, fdLimit, makeEventfd, makeMemfd, makePipe, openFdTable, openPidfd, setFdLimit } from '../../src/fd';
 import { rawSocketPair } from '../../src/testing';
 import { exitOf } from '../util/processes';
 
@@ -97,6 +97,33 @@ test('generated: a peerPidfd that is no pidfd is refused at once (TypeError nami
     }),
     { numRuns: 40 },
   );
+});
+
+test('with no number free (RLIMIT_NOFILE reached), a peerPidfd that is no pidfd is still refused at once, never polled as one', () => {
+  const before = openFdTable();
+  const receiver = DatagramSocket.open();
+  const [r, w] = makePipe();
+  const probe = openSync('/dev/null', 'r'); // the lowest free number, freed again
+  closeSync(probe);
+  const [soft, hard] = fdLimit();
+  let outcome: unknown;
+  setFdLimit(probe, hard); // no number below the limit is free: the next open fails with EMFILE
+  try {
+    outcome = receiver.receive({ peerPidfd: r, timeoutMs: 200 });
+  } catch (err) {
+    outcome = err;
+  } finally {
+    setFdLimit(soft, hard);
+  }
+  try {
+    expect(outcome).toBeInstanceOf(TypeError);
+    expect(outcome).toMatchObject({ code: 'ERR_INVALID_ARG_VALUE', message: expect.stringMatching(new RegExp(`^receive: peerPidfd ${r} must be a pidfd .*not pipe:\\[`)) as unknown });
+  } finally {
+    if (outcome instanceof Promise) void outcome.catch(() => undefined);
+    closeFds([r, w]);
+    receiver.close();
+  }
+  expect(openFdTable()).toEqual(before);
 });
 
 test("a pidfd still works: its process's exit is PeerGoneError, a datagram before it is received", async () => {
