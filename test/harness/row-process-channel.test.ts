@@ -25,7 +25,9 @@ test('a scenario that closes the row process\'s channel (fd 3) fails with that r
   expect(closes).toMatchObject({
     status: 'fail',
     leaks: [],
-    error: expect.stringMatching(/^the scenario closed the harness's channel \(fd 3 -> socket:\[\d+\]\): fd 3 is closed in the row process/),
+    // The freed number may already hold what the row process opened next (its own fd table's listing, read once
+    // the scenario returns): reported as what fd 3 names now. Either way the reason is the scenario's close.
+    error: expect.stringMatching(/^the scenario closed the harness's channel \(fd 3 -> socket:\[\d+\]\): fd 3 (?:is closed in the row process|names \S+ in the row process now);/),
     closed: [{ role: 'client', fd: 3, target: expect.stringMatching(/^socket:\[\d+\]$/) }],
     rowProcess: { ended: 'channel-closed' },
   });
