@@ -130,7 +130,9 @@ export class FileSink implements RelaySink, Attachable {
 /**
  * Reads a regular file from its start to its end of file, on the thread
  * pool, at most `limit` bytes: a file that has more (it grew while it was
- * read) ends there, and `overflowed` says so. Owns `fd`.
+ * read) ends there, and `overflowed` says so. A read that fails (EIO, or a
+ * file of /proc or /sys that cannot be read) ends it too, and `failure`
+ * holds its error: what was sent is then not the file. Owns `fd`.
  */
 export class FileSource implements RelaySource, Attachable {
   readonly #fd: PoolFd;
@@ -141,6 +143,7 @@ export class FileSource implements RelaySource, Attachable {
   #reading = false;
   #ended = false;
   #overflowed = false;
+  #failure: NodeJS.ErrnoException | undefined;
 
   constructor(fd: number, limit: number) {
     this.#fd = new PoolFd(fd);
@@ -150,6 +153,11 @@ export class FileSource implements RelaySource, Attachable {
   /** True once the file was found to hold more than `limit` bytes (what was sent stops at the limit). */
   get overflowed(): boolean {
     return this.#overflowed;
+  }
+
+  /** The error of the read that ended the copy before the file's end, if one did. */
+  get failure(): NodeJS.ErrnoException | undefined {
+    return this.#failure;
   }
 
   attach(stream: RelayStream): void {
@@ -176,6 +184,7 @@ export class FileSource implements RelaySource, Attachable {
       this.#reading = false;
       if (this.#ended) return;
       if (err) {
+        this.#failure = err;
         this.#end();
         return;
       }
@@ -193,7 +202,7 @@ export class FileSource implements RelaySource, Attachable {
     });
   }
 
-  /** No more is read: the stream's source has ended (a failed read ends it as the file's end does). */
+  /** No more is read: the stream's source has ended (at the file's end, the limit, or a failed read). */
   #end(): void {
     this.#ended = true;
     this.#stream?.sourceEnded();

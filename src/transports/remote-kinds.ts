@@ -7,7 +7,7 @@
  */
 import { fstatSync, readFileSync, readlinkSync } from 'node:fs';
 
-import { UnsupportedError } from '../errors';
+import { errnoName, SystemError, UnsupportedError } from '../errors';
 import { fdIdentity, type FileType } from '../fd';
 import { constants, native } from '../native';
 import type { StreamMode } from './remote-channel';
@@ -114,6 +114,21 @@ export function copyOverflowError(fd: number): UnsupportedError {
   return new UnsupportedError(
     `dupFileDescriptor(${fd}) failed on the remote transport: a regular file that grew past ${MAX_COPY_BYTES} bytes while it was copied cannot be relayed ` +
       `(a file open for reading is copied, and the copy is limited to ${MAX_COPY_BYTES} bytes)`,
+  );
+}
+
+/**
+ * The failure of a copy whose file could not be read to its end: `err`, the
+ * read's own error (EIO from a failing disk or /proc/self/mem, EINVAL from
+ * a namespace fd; libuv's, so it has its errno). What was sent is not the file.
+ */
+export function copyReadError(fd: number, err: NodeJS.ErrnoException): SystemError {
+  const errno = err.errno as number;
+  return new SystemError(
+    errno,
+    'read',
+    `dupFileDescriptor(${fd}) failed on the remote transport: the file could not be read to its end for its copy (read: ${errnoName(errno)})`,
+    { cause: err },
   );
 }
 

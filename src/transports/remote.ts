@@ -44,7 +44,7 @@ import { distPath } from '../paths';
 import { Channel, isStreamFrame, jsonPayload, parseJson, RemoteFrame, RelayStream, REMOTE_PROTOCOL_VERSION, type OpenRequest, type PumpedEnd, type RelaySink, type RelaySource } from './remote-channel';
 import { FileSink, FileSource } from './remote-endpoints';
 import { ownedStream } from './owned-stream';
-import { copyOverflowError, MAX_COPY_BYTES, planRelay, type RelayPlan } from './remote-kinds';
+import { copyOverflowError, copyReadError, MAX_COPY_BYTES, planRelay, type RelayPlan } from './remote-kinds';
 
 /** The server's argv after `via` when via is given: `fdbridge` on the far machine's PATH. */
 export const DEFAULT_SERVE_ARGV: readonly string[] = ['fdbridge', 'serve', '--stdio'];
@@ -350,6 +350,7 @@ export class RemoteConnection extends BaseConnection {
         this.#givenStreams.set(n, stream);
       },
       overflowed: () => endpoint.overflowed?.() ?? false,
+      readFailure: () => endpoint.readFailure?.(),
       dispose: () => stream.destroy(),
     };
   }
@@ -382,6 +383,12 @@ export class RemoteConnection extends BaseConnection {
         // What was copied stops at the limit: not the file; the command's copy goes.
         await this.release([r.fd]).catch(() => undefined);
         throw copyOverflowError(made.fd);
+      }
+      const failure = made.readFailure();
+      if (failure !== undefined) {
+        // The copy ended where a read of the file failed: not the file either.
+        await this.release([r.fd]).catch(() => undefined);
+        throw copyReadError(made.fd, failure);
       }
       if (!stream.finished) made.givenAs(r.fd);
       return r.fd;
@@ -549,6 +556,8 @@ interface Made {
   givenAs(fd: number): void;
   /** A copy's file held more than a copy may (it grew after it was planned): the duplication fails. */
   overflowed(): boolean;
+  /** A copy's file could not be read to its end: the error of the read that failed (the duplication fails). */
+  readFailure(): NodeJS.ErrnoException | undefined;
   dispose(): void;
 }
 
@@ -557,6 +566,7 @@ interface Endpoint {
   halves: { source?: RelaySource; sink?: RelaySink; pumped?: PumpedEnd };
   attach(s: RelayStream): void;
   overflowed?(): boolean;
+  readFailure?(): NodeJS.ErrnoException | undefined;
 }
 
 /**
@@ -591,7 +601,7 @@ function clientEndpoint(fd: number, plan: RelayPlan, above: number): Endpoint {
     const own = ownCopy(fd, above);
     if (plan.mode === 'copy') {
       const source = new FileSource(own, MAX_COPY_BYTES);
-      return { halves: { source }, attach: (s) => source.attach(s), overflowed: () => source.overflowed };
+      return { halves: { source }, attach: (s) => source.attach(s), overflowed: () => source.overflowed, readFailure: () => source.failure };
     }
     const sink = new FileSink(own);
     return { halves: { sink }, attach: () => sink.attach() };
