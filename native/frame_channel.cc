@@ -73,14 +73,21 @@ int FrameChannel::Send(Kind kind, const int* fds, size_t nfds, char* frame, size
 
 // The reply DupSync waits for: the first DUP_OK, ERROR or RESULT with its
 // id; and its own send's completion, should the send have been queued.
+// A message that fails the connection (FailsClient) ends the wait too, left
+// held: handed on once the wait is over, it fails the connection and every
+// request, and nothing read after it can answer this one.
 class FrameChannel::SyncWaiter : public UnixSocket::Waiter {
  public:
-  SyncWaiter(uint32_t id, uint32_t send_id, SyncDup* out) : id_(id), send_id_(send_id), out_(out) {}
+  SyncWaiter(const FrameChannel* channel, uint32_t id, uint32_t send_id, SyncDup* out)
+      : channel_(channel), id_(id), send_id_(send_id), out_(out) {}
 
   bool TakeMessage(const char* data, size_t len, const int* fds, size_t nfds) override {
-    if (len < frame::kHeaderBytes || frame::ReadU32(data + 4) != id_) return false;
-    uint8_t type = static_cast<uint8_t>(data[0]);
-    if (type != frame::kDupOk && type != frame::kError && type != frame::kResult) return false;
+    uint8_t type = len < frame::kHeaderBytes ? 0 : static_cast<uint8_t>(data[0]);
+    if (len < frame::kHeaderBytes || frame::ReadU32(data + 4) != id_ ||
+        (type != frame::kDupOk && type != frame::kError && type != frame::kResult)) {
+      if (channel_->FailsClient(data, len, nfds)) done_ = failing_ = true;
+      return false;
+    }
     done_ = true;
     UniqueFds unexpected(fds, nfds);  // the far side never sends fds: closed here
     out_->fds_closed = nfds;
@@ -110,13 +117,17 @@ class FrameChannel::SyncWaiter : public UnixSocket::Waiter {
   bool done() const override { return done_; }
   void set_queued() { queued_ = true; }
   bool queued() const { return queued_; }
+  // The wait ended on a message that fails the connection, not on a reply.
+  bool failing() const { return failing_; }
 
  private:
+  const FrameChannel* channel_;
   uint32_t id_;
   uint32_t send_id_;
   SyncDup* out_;
   bool done_ = false;
   bool queued_ = false;
+  bool failing_ = false;
 };
 
 FrameChannel::SyncDup FrameChannel::DupSync(int fd, int timeout_ms) {
@@ -143,14 +154,27 @@ FrameChannel::SyncDup FrameChannel::DupSync(int fd, int timeout_ms) {
     return out;
   }
   next_id_ = next_id_ + 1 == 0 ? 1 : next_id_ + 1;
-  SyncWaiter waiter(id, send_id, &out);
-  if (r == UnixSocket::kQueued) waiter.set_queued();
-  int w = socket_->WaitOnThread(&waiter, deadline);
+  bool queued = r == UnixSocket::kQueued;
+  int w;
+  for (;;) {
+    SyncWaiter waiter(this, id, send_id, &out);
+    if (queued) waiter.set_queued();
+    w = socket_->WaitOnThread(&waiter, deadline);
+    queued = waiter.queued();
+    if (w != 0 || !waiter.failing()) break;
+    // The message that ended the wait has been handed on: it closed the
+    // socket, and this request failed with the connection. A delegate
+    // that kept the connection leaves the request waiting for its reply.
+    if (socket_ == nullptr) {
+      out.status = SyncDup::kGone;
+      return out;
+    }
+  }
   if (w == 0) return out;  // the waiter's outcome
   if (w == -ETIMEDOUT && socket_ != nullptr) {
     out.status = SyncDup::kTimeout;
     out.id = id;
-    out.queued_send = waiter.queued() ? send_id : 0;
+    out.queued_send = queued ? send_id : 0;
     return out;
   }
   out.status = SyncDup::kGone;
@@ -206,6 +230,25 @@ bool FrameChannel::FilterMessage(const char* data, size_t len, const int* fds, s
       return !pending_.empty() && Settle(f.header.type, f.header.id, data, len, f.count);
     default:
       return false;
+  }
+}
+
+bool FrameChannel::FailsClient(const char* data, size_t len, size_t nfds) const {
+  if (serving_ || pull_pidfd_ >= 0) return false;
+  frame::Decoded f;
+  if (!frame::Decode(data, len, nfds, &f)) return true;
+  auto it = pending_.find(f.header.id);
+  if (it == pending_.end()) return true;
+  const Request& request = it->second;
+  switch (f.header.type) {
+    case frame::kError:
+      return false;
+    case frame::kDupOk:
+      return request.fds == 0 || f.count != request.fds;
+    case frame::kResult:
+      return request.fds != 0;
+    default:
+      return true;
   }
 }
 

@@ -1,0 +1,123 @@
+/**
+ * dupFileDescriptorSync against a broken or hostile helper daemon: a frame
+ * that fails the connection (malformed, a reply to no request, a frame
+ * only a client sends, a pending request answered with the wrong kind or
+ * count, an unasked REFUSED naming a quota) arrives while the call waits,
+ * followed by a well-formed DUP_OK to the call. The connection has failed
+ * at that frame, as it fails for the asynchronous requests: the call
+ * throws the connection's error (ProtocolError, or QuotaExceededError for
+ * the REFUSED), never a number read after it from a connection that is
+ * over, and never waits out its timeout. Requests answered before the
+ * frame keep their answers; the others reject with the same error.
+ *
+ * The daemon is a fake (test/attack/fixtures/failing-frame-daemon.js), a
+ * process of its own, told each connection's plan through its HELLO.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+
+import fc from 'fast-check';
+
+import { closeFd, connect, makeMemfd, openFdTable, ProtocolError, QuotaExceededError } from '../../src';
+import { FrameType } from '../../src/protocol';
+import { DIST_SRC } from '../util/nobody';
+import { settleFdTable } from '../util/settle';
+import { scaled } from '../util/time-scale';
+
+const FIXTURE = join(__dirname, 'fixtures', 'failing-frame-daemon.js');
+
+type Pending = { kind: 'call' } | { kind: 'dup'; count: number };
+type Bad =
+  | { kind: 'short' | 'no-request' | 'refused'; target: number }
+  | { kind: 'client-type'; type: number; target: number }
+  | { kind: 'wrong-reply'; target: number };
+
+let daemon: ChildProcess;
+const socketPath = `@fdbridge-failing-frame-${process.pid}`;
+
+beforeAll(async () => {
+  daemon = spawn(process.execPath, [FIXTURE, socketPath.slice(1), DIST_SRC], { stdio: ['pipe', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    daemon.once('error', reject);
+    daemon.stdout!.once('data', () => resolve());
+  });
+});
+
+afterAll(async () => {
+  const exited = new Promise((r) => daemon.once('exit', r));
+  daemon.stdin!.end();
+  await exited;
+});
+
+/** The plan as the fake daemon reads it from the command's name (a name: [A-Za-z0-9._-], at most 64). */
+function planName(pending: number, answered: number[], bad: Bad): string {
+  return `p${pending}.a${answered.join('_')}.k${bad.kind}.t${'type' in bad ? bad.type : 0}.g${bad.target}`;
+}
+
+/** Settles to the value or the rejection reason. */
+function outcome(p: Promise<unknown>): Promise<{ ok: boolean; value: unknown }> {
+  return p.then(
+    (value) => ({ ok: true, value }),
+    (value: unknown) => ({ ok: false, value }),
+  );
+}
+
+test('a frame that fails the connection during dupFileDescriptorSync fails the call, whatever follows it', async () => {
+  const source = makeMemfd('sync-dup-failing-frame');
+  try {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.oneof(fc.constant<Pending>({ kind: 'call' }), fc.record({ kind: fc.constant('dup' as const), count: fc.integer({ min: 1, max: 253 }) })), {
+          maxLength: 4,
+        }),
+        fc.array(fc.nat(3), { maxLength: 4 }),
+        fc.oneof(
+          fc.record({ kind: fc.constantFrom('short' as const, 'no-request' as const, 'refused' as const), target: fc.nat(7) }),
+          fc.record({
+            kind: fc.constant('client-type' as const),
+            type: fc.constantFrom(FrameType.HELLO, FrameType.READY, FrameType.CALL, FrameType.CLOSE, FrameType.CLOSED),
+            target: fc.nat(7),
+          }),
+          fc.record({ kind: fc.constant('wrong-reply' as const), target: fc.nat(7) }),
+        ),
+        async (pending: Pending[], answeredAt: number[], bad: Bad) => {
+          // A pending request the bad frame answers wrongly is not answered well first.
+          const wronged = bad.kind === 'wrong-reply' && pending.length > 0 ? bad.target % pending.length : -1;
+          const answered = [...new Set(answeredAt)].filter((i) => i < pending.length && i !== wronged);
+          const before = openFdTable();
+          const name = planName(pending.length, answered, bad);
+          const conn = await connect('helper', { command: { name }, socketPath, timeoutMs: scaled(20_000) });
+          try {
+            const requests = pending.map((p) =>
+              outcome(p.kind === 'call' ? conn.call('echo', 1) : conn.dupFileDescriptors(new Array<number>(p.count).fill(source))),
+            );
+            // Each pending request goes out in its own frame before the synchronous DUP.
+            await new Promise((r) => setImmediate(r));
+            let sync: { ok: boolean; value: unknown };
+            try {
+              sync = { ok: true, value: conn.dupFileDescriptorSync(source, { timeoutMs: scaled(20_000) }) };
+            } catch (err) {
+              sync = { ok: false, value: err };
+            }
+            const failure = bad.kind === 'refused' ? QuotaExceededError : ProtocolError;
+            expect(sync).toEqual({ ok: false, value: expect.any(failure) });
+            const settled = await Promise.all(requests);
+            settled.forEach((s, i) => {
+              if (answered.includes(i)) expect(s.ok).toBe(true);
+              else expect(s).toEqual({ ok: false, value: expect.any(failure) });
+            });
+            // The connection is over: later requests fail with the same error.
+            expect(() => conn.dupFileDescriptorSync(source)).toThrow(failure);
+            await expect(conn.dupFileDescriptor(source)).rejects.toBeInstanceOf(failure);
+          } finally {
+            await conn.close();
+          }
+          expect(await settleFdTable(process.pid, before, 2000)).toEqual({ opened: [], closed: [] });
+        },
+      ),
+      { numRuns: 40, seed: 1203 },
+    );
+  } finally {
+    closeFd(source);
+  }
+});
