@@ -120,7 +120,7 @@ async function printStatus(socketPath: string): Promise<number> {
     ),
     `log lines waiting to be written: ${s.logBytes} bytes (at most ${s.limits.maxLogBytesPerUid} per uid)`,
     `quota hits: ${hits}`,
-    `held back: a uid's connections went unread ${s.stats.readingHeld} time(s), past its fd limits while its fds waited to be closed`,
+    `held back: a uid's connections went unread ${s.stats.readingHeld} time(s), past its fd limits while its fds waited to be closed (${s.stats.holdLooks} look(s) at the holds)`,
     `turned away: ${s.stats.protocolErrors} protocol error(s), ${s.stats.unexpectedFds} unexpected fd(s) closed`,
     // The status request's own connection is one of the clients.
     ...(s.onlyUid === undefined ? [] : [`  (the clients of uid ${s.onlyUid} only: the others are counted above, never listed, for a uid other than the daemon's)`]),

@@ -196,6 +196,14 @@ export interface HelperStats {
    * maxFdsPerUid, or the daemon past maxFdsTotal (see HelperDaemon).
    */
   readingHeld: number;
+  /**
+   * Times the daemon counted each uid's fds waiting to be closed against its
+   * limits (held back or let go): at each batch of fds no ledger counted, at
+   * each connection of a uid not held, and, while a uid is held, at each end
+   * of a close open then (once a turn of the event loop however many end
+   * together). A few per such event, none while nothing happens.
+   */
+  holdLooks: number;
   /** Requests and connections each limit turned away. */
   quotaHits: Record<QuotaName, number>;
 }
@@ -322,6 +330,7 @@ export class HelperDaemon {
     protocolErrors: 0,
     clientsExited: 0,
     readingHeld: 0,
+    holdLooks: 0,
     quotaHits: { connections: 0, uidConnections: 0, fds: 0, uidFds: 0, totalFds: 0, calls: 0, queuedBytes: 0, uidLogBytes: 0, helloTimeout: 0, idleTimeout: 0 },
   };
   readonly #id = nextDaemonId();
@@ -813,6 +822,7 @@ export class HelperDaemon {
    * ones put a uid past them, and each of their batches ends a wait here.
    */
   #holdBack(): void {
+    this.stats.holdLooks++;
     const counted = this.#countedTotal();
     const totalOver = counted.fds > this.limits.maxFdsTotal;
     /** The owners of the uids held back, with their fds waiting to be closed as counted here. */

@@ -18,9 +18,9 @@ import fc from 'fast-check';
 
 import { closeFd, connect, LOG_COMMAND, makeMemfd, openFdTable } from '../../src';
 import { QuotaExceededError } from '../../src/errors';
-import { statusWhen } from '../util/helper-status';
-import { hasPython, withAttackedDaemon } from '../util/linger-attacker';
-import { DIST_SRC, isRoot, NOBODY } from '../util/nobody';
+import { statusOf, statusWhen } from '../util/helper-status';
+import { hasPython, holdBackClient, withAttackedDaemon } from '../util/linger-attacker';
+import { isRoot, NOBODY } from '../util/nobody';
 import { fdTableSettles } from '../util/processes';
 import { scaled } from '../util/time-scale';
 import { within } from '../util/within';
@@ -35,45 +35,6 @@ const LOOSE = 1000;
 const ROOM = 3;
 /** How long one step is waited for before it is taken for a hang: a hang guard (each takes well under a second), not a time the test checks. */
 const STEP_GUARD_MS = scaled(10_000);
-
-/**
- * As nobody, a log client of @NAME; prints {connected}. Then by stdin line:
- * `call` sends a call and prints {answeredN: transport} once the Nth is
- * answered (reading on meanwhile); `dup K` gives K copies of /dev/null and
- * prints {dupN} once the Nth is answered (the numbers' count, or the
- * error's quota); `done` closes and exits.
- */
-const CLIENT = (name: string): string => `
-  const { connect, LOG_COMMAND } = require(${JSON.stringify(`${DIST_SRC}/index.js`)});
-  const fs = require('node:fs');
-  (async () => {
-    const c = await connect('helper', { command: LOG_COMMAND, socketPath: ${JSON.stringify(`@${name}`)}, timeoutMs: 20000 });
-    console.log(JSON.stringify({ connected: true }));
-    const devnull = fs.openSync('/dev/null', 'r');
-    let calls = 0;
-    let dups = 0;
-    let rest = '';
-    process.stdin.on('data', async (d) => {
-      rest += d.toString();
-      for (let at; (at = rest.indexOf('\\n')) >= 0; ) {
-        const [what, n] = rest.slice(0, at).split(' ');
-        rest = rest.slice(at + 1);
-        if (what === 'call') {
-          const i = ++calls;
-          c.call('where').then((w) => console.log(JSON.stringify({ ['answered' + i]: w.transport })));
-        } else if (what === 'dup') {
-          const i = ++dups;
-          c.dupFileDescriptors(new Array(Number(n)).fill(devnull)).then(
-            (got) => console.log(JSON.stringify({ ['dup' + i]: got.length })),
-            (e) => console.log(JSON.stringify({ ['dup' + i]: e.quota ?? e.code })),
-          );
-        } else if (what === 'done') {
-          await c.close();
-          process.exit(0);
-        }
-      }
-    });
-  })().catch((e) => { console.log(JSON.stringify({ error: String(e && e.stack) })); process.exit(1); });`;
 
 /** The lines the daemon logged (--verbose) about holding `uid` back and letting it go. */
 function holdLines(stderr: string, uid: number): { held: string[]; released: string[] } {
@@ -98,7 +59,7 @@ describeRoot("a uid's hold: at its fd limit it is served, one refused DUP past i
           await withAttackedDaemon('hold-back-limits', args, {}, async (d) => {
             const { daemon, name, socketPath, baseline } = d;
             const lingering = await d.blockClosers(BLOCKED);
-            const client = d.runAsNobody(CLIENT(name));
+            const client = d.runAsNobody(holdBackClient(name));
             try {
               expect(await client.line('connected', STEP_GUARD_MS)).toEqual({ connected: true });
               // Its closes waiting put nobody at the limit at most: it is read.
@@ -174,13 +135,55 @@ describeRoot("a uid's hold: at its fd limit it is served, one refused DUP past i
     expect(await fdTableSettles(process.pid, before)).toBe('');
   }, scaled(300_000));
 
+  test('generated: a daemon holding a uid back looks at its holds a few times per event, not at every turn of its loop; the fd tables return', async () => {
+    if (!hasPython()) return;
+    const before = openFdTable();
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 0, max: 2 }), async (asked, calls) => {
+        const args = ['--allow-uid', String(NOBODY), '--max-fds-per-uid', String(BLOCKED), '--verbose'];
+        await withAttackedDaemon('hold-back-looks', args, {}, async (d) => {
+          const lingering = await d.blockClosers(BLOCKED);
+          const client = d.runAsNobody(holdBackClient(d.name));
+          try {
+            expect(await client.line('connected', STEP_GUARD_MS)).toEqual({ connected: true });
+            client.child.stdin?.write('dup 1\n');
+            const held = await statusWhen(d.socketPath, (s) => s.stats.quotaHits.uidFds === 1 && s.stats.readingHeld === 1 && s.fdsClosing === BLOCKED + 1, STEP_GUARD_MS);
+            // Calls sent while held wait in the kernel: nothing of them reaches the daemon.
+            for (let i = 0; i < calls; i++) client.child.stdin?.write('call\n');
+            // Each status is a connection of root's (not held): one look as it is served, one more at most as its socket's close ends.
+            let last = held;
+            for (let i = 0; i < asked; i++) {
+              await new Promise((r) => setTimeout(r, 50));
+              last = await statusOf(d.socketPath);
+            }
+            expect({ readingHeld: last.stats.readingHeld, fdsClosing: last.fdsClosing }).toEqual({ readingHeld: 1, fdsClosing: BLOCKED + 1 });
+            const looks = last.stats.holdLooks - held.stats.holdLooks;
+            expect(looks).toBeGreaterThanOrEqual(asked);
+            expect(looks).toBeLessThanOrEqual(2 * asked);
+            // The hold still ends as its closes end, and nobody's calls are answered then.
+            await d.release(lingering);
+            expect(await client.line('dup1', STEP_GUARD_MS)).toEqual({ dup1: 'uidFds' });
+            for (let i = 1; i <= calls; i++) expect(await client.line(`answered${i}`, STEP_GUARD_MS)).toEqual({ [`answered${i}`]: 'helper' });
+          } finally {
+            client.child.stdin?.end('done\n');
+            await client.exited();
+          }
+          await statusWhen(d.socketPath, (st) => st.fdsClosing === 0 && st.socketsClosing === 0 && !st.uids.some((u) => u.uid === NOBODY), STEP_GUARD_MS);
+          expect(await fdTableSettles(d.daemon.pid, d.baseline, 10000)).toBe('');
+        });
+      }),
+      { numRuns: 3, endOnFailure: true, examples: [[1, 0]] },
+    );
+    expect(await fdTableSettles(process.pid, before)).toBe('');
+  }, scaled(240_000));
+
   test('a daemon holding a uid back, its refused fds waiting behind blocked closes, exits 0 on SIGTERM at once; the fd table returns', async () => {
     if (!hasPython()) return;
     const before = openFdTable();
     const args = ['--allow-uid', String(NOBODY), '--max-fds-per-uid', String(BLOCKED), '--verbose'];
     await withAttackedDaemon('hold-back-sigterm', args, {}, async (d) => {
       await d.blockClosers(BLOCKED);
-      const client = d.runAsNobody(CLIENT(d.name));
+      const client = d.runAsNobody(holdBackClient(d.name));
       try {
         expect(await client.line('connected', STEP_GUARD_MS)).toEqual({ connected: true });
         client.child.stdin?.write('dup 1\n');

@@ -15,7 +15,7 @@ import { createInterface } from 'node:readline';
 import { closeFd, makeMemfd, makePipe, openFdTable, type FdTable } from '../../src';
 import { rawSocketPair, receiveNow } from '../../src/testing';
 import { statusWhen } from './helper-status';
-import { NOBODY, runAsNobody, spawnAsUid, type NobodyProcess, type SpawnOptions } from './nobody';
+import { DIST_SRC, NOBODY, runAsNobody, spawnAsUid, type NobodyProcess, type SpawnOptions } from './nobody';
 import { startHelperProcess, type HelperProcess } from './processes';
 
 /** A python3 that nobody may run (not one under root's home), with socket.send_fds (3.9+). */
@@ -567,3 +567,43 @@ export async function lingeringSocket(count = 1, options: LingeringSocketOptions
     },
   };
 }
+
+/**
+ * A script for runAsNobody: a log client of the helper daemon at @NAME;
+ * prints {connected}. Then by stdin line:
+ * `call` sends a call and prints {answeredN: transport} once the Nth is
+ * answered (reading on meanwhile); `dup K` gives K copies of /dev/null and
+ * prints {dupN} once the Nth is answered (the numbers' count, or the
+ * error's quota); `done` closes and exits.
+ */
+export const holdBackClient = (name: string): string => `
+  const { connect, LOG_COMMAND } = require(${JSON.stringify(`${DIST_SRC}/index.js`)});
+  const fs = require('node:fs');
+  (async () => {
+    const c = await connect('helper', { command: LOG_COMMAND, socketPath: ${JSON.stringify(`@${name}`)}, timeoutMs: 20000 });
+    console.log(JSON.stringify({ connected: true }));
+    const devnull = fs.openSync('/dev/null', 'r');
+    let calls = 0;
+    let dups = 0;
+    let rest = '';
+    process.stdin.on('data', async (d) => {
+      rest += d.toString();
+      for (let at; (at = rest.indexOf('\\n')) >= 0; ) {
+        const [what, n] = rest.slice(0, at).split(' ');
+        rest = rest.slice(at + 1);
+        if (what === 'call') {
+          const i = ++calls;
+          c.call('where').then((w) => console.log(JSON.stringify({ ['answered' + i]: w.transport })));
+        } else if (what === 'dup') {
+          const i = ++dups;
+          c.dupFileDescriptors(new Array(Number(n)).fill(devnull)).then(
+            (got) => console.log(JSON.stringify({ ['dup' + i]: got.length })),
+            (e) => console.log(JSON.stringify({ ['dup' + i]: e.quota ?? e.code })),
+          );
+        } else if (what === 'done') {
+          await c.close();
+          process.exit(0);
+        }
+      }
+    });
+  })().catch((e) => { console.log(JSON.stringify({ error: String(e && e.stack) })); process.exit(1); });`;
