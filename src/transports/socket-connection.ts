@@ -17,6 +17,7 @@ import {
   QuotaExceededError,
   quotaOf,
   RemoteError,
+  SystemError,
   TruncatedError,
   UnknownCommandError,
   UnsupportedError,
@@ -382,15 +383,26 @@ export class SocketConnection extends BaseConnection {
             'a duplicate it makes later is released when its reply comes',
         );
       }
-      case 'gone':
+      case 'gone': {
         // The held end of file or error has reached #onMessage already: the
         // connection is failing, and its pending requests with it. While how
         // the peer ended is being found out (#exit), the connection's error
         // is a placeholder that names no call: this one is named, as when
         // its send meets EPIPE. Otherwise its error is what the connection died
         // of (a protocol violation read before the end of file).
+        // Nothing held may have said so: this request's own queued send
+        // failed (EPIPE) before the end of file was read. Then its errno
+        // ends the connection here, as a send that fails at once does.
+        const broken = this.brokenError();
+        if (this.#exit === undefined && broken === undefined) {
+          const err = r.errno === 0 ? new EofError() : new SystemError(r.errno, 'sendmsg');
+          const lost = this.#socketLostBy(err);
+          if (lost) throw lost;
+          void this.#peerGone(err);
+        }
         if (this.#exit !== undefined) throw new PeerExitedError('dupFileDescriptorSync', this.#exitUnknown());
-        throw this.brokenError() as Error;
+        throw (broken ?? this.brokenError()) as Error;
+      }
       case 'reply': {
         if (r.fdsClosed > 0) {
           this.#stats.unexpectedFds += r.fdsClosed;
