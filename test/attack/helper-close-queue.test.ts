@@ -10,10 +10,15 @@
  * end at its RLIMIT_NOFILE (accept4 and pidfd_open failing with EMFILE, its
  * other clients' connects reset). Each waiting socket is still its uid's
  * connection: the uid is refused past maxConnectionsPerUid, and the daemon
- * serves everyone else. Run as root, the attacker as nobody; the daemon at
- * RLIMIT_NOFILE 1024, as a service may be.
+ * serves everyone else. So is it the daemon's: past maxConnections, the
+ * waiting sockets counted, every uid is refused, root included (the total
+ * and the sockets churned are generated). Run as root, the attacker as
+ * nobody; the first daemon at RLIMIT_NOFILE 1024, as a service may be.
  */
-import { connect, LOG_COMMAND } from '../../src';
+import fc from 'fast-check';
+
+import { connect, LOG_COMMAND, openFdTable } from '../../src';
+import { PeerRefusedError } from '../../src/errors';
 import { statusOf, statusWhen } from '../util/helper-status';
 import { hasPython, withAttackedDaemon } from '../util/linger-attacker';
 import { DIST_SRC, isRoot, NOBODY } from '../util/nobody';
@@ -85,5 +90,64 @@ describeRoot("one user's blocked closes never take the daemon to its fd limit (a
       await again.exited();
       expect(await fdTableSettles(daemon.pid, baseline, 10000)).toBe('');
     });
+  }, scaled(180000));
+
+  test('generated: connections that end count against maxConnections too: past it, waiting sockets included, every uid is refused (root too); served again once they are closed', async () => {
+    if (!hasPython()) return;
+    const before = openFdTable();
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 3, max: 6 }).chain((max) => fc.tuple(fc.constant(max), fc.integer({ min: 0, max: max - 2 }))),
+        async ([max, churned]) => {
+          await withAttackedDaemon('close-queue-total', ['--allow-uid', String(NOBODY), '--max-connections', String(max), '--verbose'], {}, async (d) => {
+            const { socketPath, baseline } = d;
+            // nobody blocks its 8 closer threads; its connection's socket, and each of the `churned` ones after it, wait behind them.
+            const lingering = await d.blockClosers(8);
+            const churn = d.runAsNobody(CHURN(d.name, churned));
+            expect(await churn.line('served')).toEqual({ served: churned, refused: {}, failed: [] });
+            await churn.exited();
+            const waiting = 1 + churned;
+            expect((await statusWhen(socketPath, (s) => s.socketsClosing === waiting)).stats.quotaHits.connections).toBe(0);
+            // Root is served beside them up to the daemon's total, not one connection more.
+            const open: Array<Awaited<ReturnType<typeof connect>>> = [];
+            try {
+              for (let i = 0; i < max - waiting; i++) open.push(await connect('helper', { command: LOG_COMMAND, socketPath, timeoutMs: 20000 }));
+              const refused = await connect('helper', { command: LOG_COMMAND, socketPath, timeoutMs: 20000 }).then(
+                async (c) => {
+                  await c.close();
+                  return undefined;
+                },
+                (e: unknown) => e,
+              );
+              expect(refused).toBeInstanceOf(PeerRefusedError);
+              expect({ quota: (refused as PeerRefusedError).quota, message: (refused as PeerRefusedError).message }).toEqual({
+                quota: 'connections',
+                message: expect.stringContaining(`quota connections: this helper serves at most ${max} clients at once (${max - waiting} now, ${waiting} ended ones whose socket waits behind blocked closes)`),
+              });
+            } finally {
+              for (const c of open) await c.close();
+            }
+            // (A status is a connection too: asked only once root's have ended.)
+            const after = await statusOf(socketPath);
+            expect({ refused: after.stats.refused, connections: after.stats.quotaHits.connections }).toEqual({ refused: 1, connections: 1 });
+            // Once the lingering closes end, the waiting sockets are closed: the daemon serves up to its total again.
+            await d.release(lingering);
+            await statusWhen(socketPath, (s) => s.socketsClosing === 0 && s.fdsClosing === 0 && s.stats.active === 1);
+            const again: Array<Awaited<ReturnType<typeof connect>>> = [];
+            try {
+              for (let i = 0; i < max - 1; i++) again.push(await connect('helper', { command: LOG_COMMAND, socketPath, timeoutMs: 20000 }));
+              // The status asked is the last connection the total allows: every one counted as active.
+              expect((await statusOf(socketPath)).stats.active).toBe(max);
+            } finally {
+              for (const c of again) await c.close();
+            }
+            await statusWhen(socketPath, (s) => s.stats.active === 1 && s.socketsClosing === 0);
+            expect(await fdTableSettles(d.daemon.pid, baseline, 10000)).toBe('');
+          });
+        },
+      ),
+      { numRuns: 3, endOnFailure: true, examples: [[[3, 1]]] },
+    );
+    expect(await fdTableSettles(process.pid, before)).toBe('');
   }, scaled(180000));
 });

@@ -31,16 +31,16 @@ const NOBODY = 65534;
 const isRoot = process.getuid?.() === 0;
 
 /** Runs a client as uid/gid `nobody` against `socketPath` (trusting our uid as the daemon's); returns what it printed. */
-async function connectAsNobody(socketPath: string): Promise<{ code: string; echoed?: string }> {
+async function connectAsNobody(socketPath: string): Promise<{ code: string; echoed?: string; message?: string; quota?: string }> {
   const script = `
     const { connect, PROBE_COMMAND } = require(${JSON.stringify(join(packageRoot, 'dist', 'src'))});
     connect('helper', { command: PROBE_COMMAND, socketPath: ${JSON.stringify(socketPath)}, trustPeer: { uids: [${process.getuid?.() ?? 0}] } })
       .then(async (c) => { const echoed = await c.call('echo', 'hi'); await c.close(); console.log(JSON.stringify({ code: 'OK', echoed })); })
-      .catch((e) => console.log(JSON.stringify({ code: e.code })));`;
+      .catch((e) => console.log(JSON.stringify({ code: e.code, message: e.message, quota: e.quota })));`;
   // Asynchronously: a daemon in this process must keep serving meanwhile.
   // No time limit of its own: the client's connect ends by its typed timeoutMs (10 s by default).
   const { stdout } = await execFileAsync(process.execPath, ['-e', script], { uid: NOBODY, gid: NOBODY });
-  return JSON.parse(stdout.trim()) as { code: string; echoed?: string };
+  return JSON.parse(stdout.trim()) as { code: string; echoed?: string; message?: string; quota?: string };
 }
 
 describe('who may connect', () => {
@@ -56,6 +56,8 @@ describe('who may connect', () => {
     try {
       const result = await connectAsNobody(daemon.socketPath);
       expect(result.code).toBe('ERR_FDBRIDGE_REFUSED');
+      // The client is told why (its uid, not a limit it could wait out), to ask for --allow-uid.
+      expect({ quota: result.quota, message: result.message }).toEqual({ quota: undefined, message: expect.stringContaining(`uid ${NOBODY} may not use this helper`) });
       expect(daemon.stats.refused).toBe(1);
       expect(daemon.stats.connections).toBe(0);
     } finally {
