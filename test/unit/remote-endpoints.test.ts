@@ -129,7 +129,7 @@ describe('FileSource: a file copied from its start, at most `limit` bytes', () =
           const consumer = new Consumer(source, pauses, extraResumes);
           source.resume();
           if (extraResumes) source.resume(); // a second resume while the first read is on the pool reads nothing twice
-          await within(consumer.ended, scaled(10_000), `the copy of ${size} bytes, limit ${limit}`);
+          await within(consumer.ended, scaled(5_000), `the copy of ${size} bytes, limit ${limit}`);
           // A turn for anything that would still come after the end.
           await new Promise((r) => setTimeout(r, 5));
           expect(consumer.ends).toBe(1);
@@ -146,7 +146,8 @@ describe('FileSource: a file copied from its start, at most `limit` bytes', () =
           expect(closed()).toBe(true);
         },
       ),
-      { numRuns: 40 },
+      // No shrinking after a failure: each step of it would wait out the deadline again.
+      { numRuns: 40, endOnFailure: true },
     );
   });
 
@@ -163,7 +164,7 @@ describe('FileSource: a file copied from its start, at most `limit` bytes', () =
       await new Promise((r) => setTimeout(r, 20));
       expect(consumer.ends).toBe(0);
       source.resume();
-      await within(consumer.ended, scaled(10_000), 'the copy');
+      await within(consumer.ended, scaled(5_000), 'the copy');
       expect(consumer.bytes.equals(bytes)).toBe(true);
     } finally {
       source.destroy();
@@ -194,7 +195,7 @@ describe('FileSource: a file copied from its start, at most `limit` bytes', () =
         try {
           const consumer = new Consumer(source);
           source.resume();
-          await within(consumer.ended, scaled(10_000), 'the copy');
+          await within(consumer.ended, scaled(5_000), 'the copy');
           expect(consumer.ends).toBe(1);
           const before = Math.min(size, failAt * READ_BYTES);
           expect(consumer.bytes.equals(bytes.subarray(0, before))).toBe(true);
@@ -206,7 +207,7 @@ describe('FileSource: a file copied from its start, at most `limit` bytes', () =
           source.destroy();
         }
       }),
-      { numRuns: 25 },
+      { numRuns: 25, endOnFailure: true },
     );
   });
 
@@ -216,7 +217,7 @@ describe('FileSource: a file copied from its start, at most `limit` bytes', () =
     try {
       const consumer = new Consumer(source);
       source.resume();
-      await within(consumer.ended, scaled(10_000), 'the copy');
+      await within(consumer.ended, scaled(5_000), 'the copy');
       expect(consumer.bytes.length).toBe(0);
       expect(source.failure?.code).toBe('EIO');
     } finally {
@@ -233,7 +234,7 @@ describe('FileSource: a file copied from its start, at most `limit` bytes', () =
     source.destroy();
     // The read asked for may still run: closed now, its number could go to another file that it then reads.
     expect(closed()).toBe(false);
-    await new HangGuard(scaled(10_000)).until('the fd closed once its read returned', closed, (c) => c);
+    await new HangGuard(scaled(5_000)).until('the fd closed once its read returned', closed, (c) => c);
     expect([consumer.chunks.length, consumer.ends]).toEqual([0, 0]);
     source.resume(); // a destroyed source reads nothing, and closes nothing again
     await new Promise((r) => setTimeout(r, 5));
@@ -281,13 +282,13 @@ describe('FileSink: the command\'s writes into a file or device, in order, each 
               }),
             );
             dones.push(done);
-            if (waitEach) await within(done, scaled(10_000), `write ${i}`);
+            if (waitEach) await within(done, scaled(5_000), `write ${i}`);
           }
-          await within(Promise.all(dones), scaled(10_000), 'the writes');
+          await within(Promise.all(dones), scaled(5_000), 'the writes');
           expect(order).toEqual(sizes.map((_, i) => i));
           // Each chunk, and every one before it, was in the file when its done came.
           expect(there).toEqual(sizes.map(() => true));
-          await within(new Promise<void>((resolve) => sink.end(resolve)), scaled(10_000), 'end');
+          await within(new Promise<void>((resolve) => sink.end(resolve)), scaled(5_000), 'end');
           expect(readFileSync(path).equals(Buffer.concat([Buffer.from(head), all]))).toBe(true);
         } finally {
           sink.destroy();
@@ -295,7 +296,7 @@ describe('FileSink: the command\'s writes into a file or device, in order, each 
         }
         expect(closed()).toBe(true);
       }),
-      { numRuns: 20 },
+      { numRuns: 20, endOnFailure: true },
     );
   });
 
@@ -328,7 +329,7 @@ describe('FileSink: the command\'s writes into a file or device, in order, each 
           let total = 0;
           const want = filled + all.length;
           const buf = Buffer.alloc(65536);
-          const guard = new HangGuard(scaled(10_000));
+          const guard = new HangGuard(scaled(5_000));
           await guard.until(
             'every byte through the pipe',
             () => {
@@ -347,7 +348,7 @@ describe('FileSink: the command\'s writes into a file or device, in order, each 
             },
             (t) => t >= want,
           );
-          await within(Promise.all(dones), scaled(10_000), 'the writes');
+          await within(Promise.all(dones), scaled(5_000), 'the writes');
           const received = Buffer.concat(got);
           expect(received.length).toBe(want);
           expect(received.subarray(filled).equals(all)).toBe(true);
@@ -356,7 +357,7 @@ describe('FileSink: the command\'s writes into a file or device, in order, each 
           closeFd(r);
         }
       }),
-      { numRuns: 6 },
+      { numRuns: 6, endOnFailure: true },
     );
   });
 
@@ -371,7 +372,7 @@ describe('FileSink: the command\'s writes into a file or device, in order, each 
             (text) => new Promise<NodeJS.ErrnoException | null>((resolve) => sink.write(Buffer.from(text), (err) => resolve(err as NodeJS.ErrnoException | null))),
           ),
         ),
-        scaled(10_000),
+        scaled(5_000),
         'the failed writes',
       );
       expect(results.map((e) => e?.code)).toEqual(['EPIPE', 'EPIPE']);
@@ -389,7 +390,7 @@ describe('FileSink: the command\'s writes into a file or device, in order, each 
     const taken = openSync(other, 'w');
     try {
       expect(taken).toBe(fd);
-      const err = await within(new Promise<Error | null>((resolve) => sink.write(Buffer.from('lost'), resolve)), scaled(10_000), 'the refused write');
+      const err = await within(new Promise<Error | null>((resolve) => sink.write(Buffer.from('lost'), resolve)), scaled(5_000), 'the refused write');
       expect(err).toBeInstanceOf(Error);
       expect(fstatSync(taken).size).toBe(0);
       expect(readFileSync(join(dir, 'destroyed-sink'), 'utf8')).toBe('');
@@ -407,9 +408,25 @@ describe('FileSink: the command\'s writes into a file or device, in order, each 
     const done = new Promise<Error | null>((resolve) => sink.write(bytes, resolve));
     sink.destroy();
     expect(closed()).toBe(false);
-    expect(await within(done, scaled(10_000), 'the write in flight')).toBeNull();
-    await new HangGuard(scaled(10_000)).until('the fd closed after its write', closed, (c) => c);
+    expect(await within(done, scaled(5_000), 'the write in flight')).toBeNull();
+    await new HangGuard(scaled(5_000)).until('the fd closed after its write', closed, (c) => c);
     expect(readFileSync(path).equals(bytes)).toBe(true);
+  });
+});
+
+describe('destroyed twice (a caller\'s mistake): the fd is closed once', () => {
+  test.each([['FileSink'], ['FileSource']])('%s: the file that took its number since stays open', (which) => {
+    const fd = fileWith(`twice-${which}`, content(10));
+    const endpoint = which === 'FileSink' ? new FileSink(fd) : new FileSource(fd, 1 << 20);
+    endpoint.destroy();
+    const taken = openSync(join(dir, 'took-the-number-twice'), 'w');
+    try {
+      expect(taken).toBe(fd);
+      endpoint.destroy();
+      expect(isFdOpen(taken)).toBe(true);
+    } finally {
+      closeSync(taken);
+    }
   });
 });
 
@@ -440,7 +457,7 @@ describe('MemorySink: the server\'s copy of a file, written into a memfd', () =>
           closeFd(memfd);
         }
       }),
-      { numRuns: 15 },
+      { numRuns: 15, endOnFailure: true },
     );
   });
 
