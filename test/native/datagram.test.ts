@@ -107,6 +107,7 @@ describe('binding a name', () => {
       // Live: someone is bound there.
       const live = thrown(() => DatagramSocket.bind(path));
       expect((live as FdBridgeError).code).toBe('ERR_FDBRIDGE_ADDRESS_IN_USE');
+      expect((live as Error).message).toContain(path);
       const tx = s.add(DatagramSocket.open());
       await tx.sendTo(path, Buffer.from('still mine'));
       expect((await rx.receive()).data.toString()).toBe('still mine');
