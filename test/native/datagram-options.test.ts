@@ -8,7 +8,7 @@
  * Each generated case checks the open-fd table before and after it; the jest
  * setup checks it after every test.
  */
-import { existsSync, lstatSync, readFileSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
 import fc from 'fast-check';
@@ -247,5 +247,23 @@ test('a socket disposed of (using) is closed and its file removed', () =>
     expect(seen.closed).toBe(true);
     expect(seen.fd).toBe(-1);
     expect(existsSync(path)).toBe(false);
+    expectFdTable(before);
+  }));
+
+test("close({ shutdown: false }) then close() again: the file stays for the socket's other holder, which is still sent to", () =>
+  withScope(async (s) => {
+    const before = openFdTable();
+    const path = join(s.dir(), 'private', 'rx.sock');
+    const rx = DatagramSocket.bind(path);
+    const other = native.dup(rx.fd); // the socket's other holder (as if sent away or inherited)
+    rx.close({ shutdown: false });
+    rx.close(); // a second close (a scope's or `using`'s) is a no-op
+    expect(existsSync(path)).toBe(true);
+    const tx = DatagramSocket.open();
+    await tx.sendTo(path, Buffer.from('still bound'));
+    tx.close();
+    native.close(other);
+    rmSync(path);
+    await openBackgroundClosesDone();
     expectFdTable(before);
   }));
