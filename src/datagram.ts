@@ -129,6 +129,7 @@ export class DatagramSocket<C extends boolean = false> {
       throw new RangeError(`mode must be a permission mask such as 0o600, not ${mode}`);
     }
     const passCred = options.credentials === true;
+    // Stryker disable next-line UnaryOperator: the addon chmods a path's file only (SockListen: !abstract && mode >= 0), never reading an abstract name's mode
     const bind = (): number => native.listen(constants.SOCK_DGRAM, name, abstract, abstract ? -1 : mode, 0, passCred);
     let fd: number;
     if (abstract) {
@@ -150,6 +151,7 @@ export class DatagramSocket<C extends boolean = false> {
       return new DatagramSocket<C>(fd, address, identity, whenFull, options);
     } catch (err) {
       closeOwnFds([fd]);
+      // Stryker disable next-line ConditionalExpression: an abstract name's identity is never taken, and unlinkOwnSocketFile of no identity returns at once
       if (!abstract) unlinkOwnSocketFile(name, identity);
       throw err;
     }
@@ -243,6 +245,7 @@ export class DatagramSocket<C extends boolean = false> {
         return;
       }
       // The command's client's from now on (closeClientFds may close them).
+      // Stryker disable next-line ConditionalExpression,EqualityOperator: hold() of no fds claims nothing (the addon's claimReceipts of an empty list); the line's other mutants of both are compile errors or killed
       if (command !== undefined && fds !== undefined && fds.length > 0) command.hold(fds);
       handler(null, { data: data as Buffer, fds: fds ?? [], from: from ?? null, credentials: credentials as Datagram<C>['credentials'] });
     });
