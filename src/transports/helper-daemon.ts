@@ -198,10 +198,11 @@ export interface HelperStats {
   readingHeld: number;
   /**
    * Times the daemon counted each uid's fds waiting to be closed against its
-   * limits (held back or let go): at each batch of fds no ledger counted, at
-   * each connection of a uid not held, and, while a uid is held, at each end
-   * of a close open then (once a turn of the event loop however many end
-   * together). A few per such event, none while nothing happens.
+   * limits (held back or let go): at each batch of fds no ledger counted and
+   * again when its closes have all ended (once a batch), at each connection
+   * of a uid not held, and, while a uid is held, at each end of a close open
+   * then (once a turn of the event loop however many end together). A few per
+   * such event, none while nothing happens.
    */
   holdLooks: number;
   /** Requests and connections each limit turned away. */
