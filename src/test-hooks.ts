@@ -208,9 +208,10 @@ export function simulateKernelWithoutPassRights(): () => void {
  * Makes each call of the addon's `name` throw `err` from now on, until the
  * returned function puts the real one back: for a test of what a failure
  * there leaves behind (a helper daemon's start that fails after it took
- * its share of the background closer and registered itself).
+ * its share of the background closer and registered itself), or of a
+ * kernel that lacks an option (getPassRights: ENOPROTOOPT before Linux 6.16).
  */
-export function failNativeCall(name: 'peerCred' | 'setPassRights', err: Error): () => void {
+export function failNativeCall(name: 'peerCred' | 'setPassRights' | 'getPassRights', err: Error): () => void {
   const binding = native as unknown as Record<string, unknown>;
   const real = binding[name];
   binding[name] = (): never => {
