@@ -40,6 +40,7 @@ export function ownedStream(fd: number, ways: { readable: boolean; writable: boo
   // (closedByOther) instead of setting the fd aside as one fdbridge closed.
   const destroy = socket._destroy.bind(socket);
   socket._destroy = (err, callback) => {
+    // Stryker disable next-line ConditionalExpression: the registration check forced true: native.foundClosedByOther does nothing for a registration the number no longer has (a new fd of ours there keeps its own)
     if (native.registration(fd) === registration && !holds(fd, dev, ino)) native.foundClosedByOther(fd, registration);
     // libuv closes the number now: a new fd of ours may take it from here on
     // (while the stream was open, one was moved off it: the number was the stream's to close).

@@ -8,7 +8,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { closeSync, fstatSync } from 'node:fs';
+import { closeSync, fstatSync, readSync } from 'node:fs';
 
 import { checkFdLeaks, type FdLeakReport } from '../../src';
 import { openFdTable } from '../../src/fd';
@@ -75,6 +75,85 @@ describe('ownedStream', () => {
       // A caller naming that number gets EBADF, never our copy.
       expectSystemError(thrown(() => native.dupAll([mine])), 'EBADF');
     }));
+
+  test("a duplex stream whose peer shuts its writing side reads end of file and still writes (half-open): the peer reads what it wrote after, then end of file", () =>
+    withScope(async (s) => {
+      const [ours, peer] = ownPair();
+      s.defer(() => native.close(peer));
+      const stream = ownedStream(ours, { readable: true, writable: true });
+      const errors: string[] = [];
+      stream.on('error', (e: NodeJS.ErrnoException) => errors.push(e.code ?? e.message));
+      const closed = once(stream, 'close');
+      const ended = once(stream, 'end');
+      stream.resume();
+      native.shutdown(peer, constants.SHUT_WR);
+      await ended;
+      const wrote = await new Promise<string>((resolve) => stream.write('after the end', (err) => resolve(err ? ((err as NodeJS.ErrnoException).code ?? err.message) : 'written')));
+      expect({ wrote, errors }).toEqual({ wrote: 'written', errors: [] });
+      stream.end();
+      await closed;
+      const buf = Buffer.alloc(64);
+      const got = readSync(peer, buf, 0, 64, null);
+      expect(buf.toString('utf8', 0, got)).toBe('after the end');
+      expect(readSync(peer, buf, 0, 64, null)).toBe(0);
+      expect(native.registration(ours)).toBe(0);
+    }));
+
+  test.each([
+    ['destroyed', true],
+    ['ended by its peer', false],
+  ] as const)("%s inside a leak check, with its fd closed by libuv as it should be: no close is blamed on the code under test", async (_how, destroy) => {
+    const before = openFdTable(process.pid);
+    const [ours, peer] = ownPair();
+    let peerOpen = true;
+    try {
+      const stream = ownedStream(ours, { readable: true, writable: true });
+      const closed = once(stream, 'close');
+      const report = await checkFdLeaks(async () => {
+        if (destroy) {
+          stream.destroy();
+        } else {
+          stream.resume();
+          stream.end();
+          native.close(peer);
+          peerOpen = false;
+        }
+        await closed;
+      });
+      expect(native.registration(ours)).toBe(0);
+      expect({ closed: report.closed.filter((e) => e.fd === ours), leaks: report.leaks }).toEqual({ closed: [], leaks: [] });
+    } finally {
+      if (peerOpen) native.close(peer);
+    }
+    expect(await fdTableSettles(process.pid, before)).toBe('');
+  });
+
+  test.each([false, true])(
+    "its fd closed behind fdbridge's back and the number left free, in a leak check: %s: the stream's close leaves nothing registered, and a leak check blames the stream's fd",
+    async (inCheck) => {
+      const before = openFdTable(process.pid);
+      const [ours, peer] = ownPair();
+      try {
+        const stream = ownedStream(ours, { readable: true, writable: true });
+        const closed = once(stream, 'close');
+        const body = async (): Promise<void> => {
+          closeSync(ours); // the program's close, behind fdbridge's back; nothing takes the number
+          stream.destroy();
+          await closed;
+        };
+        let report: FdLeakReport | undefined;
+        if (inCheck) report = await checkFdLeaks(body);
+        else await body();
+        expect(native.registration(ours)).toBe(0);
+        if (report !== undefined) {
+          expect(report.closed.map((e) => ({ fd: e.fd, fdbridgeOwn: e.fdbridgeOwn }))).toEqual([{ fd: ours, fdbridgeOwn: true }]);
+        }
+      } finally {
+        native.close(peer);
+      }
+      expect(await fdTableSettles(process.pid, before)).toBe('');
+    },
+  );
 
   /** Every case: how the new fds of ours are made, how many, in a leak check or not. */
   const takeOvers = (['dup', 'socketpair'] as const).flatMap((maker) =>
@@ -220,6 +299,67 @@ test.each(streaming)(
       moved: true,
       tableSame: true,
     });
+  },
+  scaled(60_000),
+);
+
+// Its fd closed behind fdbridge's back and the number taken by a file of the
+// program's own (not fdbridge's, so not moved off it): libuv's close, by
+// number, closes that file. A leak check must blame the stream's fd on the
+// code under test, whatever file took the number: another socket (the same
+// filesystem as the stream's) or a memfd. In a process of its own with a low
+// fd limit, so that the program's next fd reaches the stream's number (ours
+// are at or above half the limit). argv: dist/src, what takes the number.
+const TAKEN_BY_THE_PROGRAM = String.raw`
+const { closeSync } = require('node:fs');
+const dist = process.argv[1];
+const { native } = require(dist + '/native.js');
+const { checkFdLeaks } = require(dist + '/index.js');
+const { ownedStream } = require(dist + '/transports/owned-stream.js');
+const STREAM = native.constants.SOCK_STREAM;
+(async () => {
+  const [ours, peer] = native.socketpair(STREAM, true);
+  const [mineA, mineB] = native.socketpair(STREAM, false);
+  const memfd = native.memfd('taken-by-the-program');
+  const source = process.argv[2] === 'socket' ? mineA : memfd;
+  const stream = ownedStream(ours, { readable: true, writable: true });
+  const closed = new Promise((resolve) => stream.once('close', resolve));
+  let taken = -1;
+  const report = await checkFdLeaks(async () => {
+    closeSync(ours); // the program's close, behind fdbridge's back
+    const extra = [];
+    for (;;) {
+      const fd = native.dup(source);
+      if (fd === ours) break;
+      if (fd > ours) throw new Error('the number was skipped: ' + fd);
+      extra.push(fd);
+    }
+    taken = ours;
+    for (const fd of extra) closeSync(fd);
+    stream.destroy();
+    await closed;
+  });
+  let takenOpen = true;
+  try { require('node:fs').fstatSync(taken); } catch { takenOpen = false; }
+  native.closeAll([peer, mineA, mineB, memfd]);
+  console.log(JSON.stringify({
+    closed: report.closed.map((e) => ({ fd: e.fd === ours ? 'ours' : e.fd, fdbridgeOwn: e.fdbridgeOwn })),
+    leaks: report.leaks.length,
+    takenOpen,
+    registered: native.registration(ours) !== 0,
+  }));
+})().catch((err) => { console.error(String(err)); process.exit(1); });
+`;
+
+test.each(['socket', 'memfd'] as const)(
+  "its fd closed behind fdbridge's back and the number taken by a %s of the program's: libuv's close closes that file, and a leak check blames the stream's fd on the code under test",
+  (takenBy) => {
+    const r = spawnSync('/bin/sh', ['-c', 'ulimit -n 64 && exec "$0" "$@"', process.execPath, '-e', TAKEN_BY_THE_PROGRAM, DIST_SRC, takenBy], {
+      encoding: 'utf8',
+      timeout: scaled(30_000),
+    });
+    expect({ status: r.status, signal: r.signal, stderr: r.stderr }).toEqual({ status: 0, signal: null, stderr: '' });
+    expect(JSON.parse(r.stdout)).toEqual({ closed: [{ fd: 'ours', fdbridgeOwn: true }], leaks: 0, takenOpen: false, registered: false });
   },
   scaled(60_000),
 );
