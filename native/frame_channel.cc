@@ -75,7 +75,9 @@ int FrameChannel::Send(Kind kind, const int* fds, size_t nfds, char* frame, size
 // id; and its own send's completion, should the send have been queued.
 // A message that fails the connection (FailsClient) ends the wait too, left
 // held: handed on once the wait is over, it fails the connection and every
-// request, and nothing read after it can answer this one.
+// request, and nothing read after it can answer this one. The held replies
+// settle their requests only then: the ids they answer are remembered here,
+// and a second reply to one of them answers no request.
 class FrameChannel::SyncWaiter : public UnixSocket::Waiter {
  public:
   SyncWaiter(const FrameChannel* channel, uint32_t id, uint32_t send_id, SyncDup* out)
@@ -85,7 +87,11 @@ class FrameChannel::SyncWaiter : public UnixSocket::Waiter {
     uint8_t type = len < frame::kHeaderBytes ? 0 : static_cast<uint8_t>(data[0]);
     if (len < frame::kHeaderBytes || frame::ReadU32(data + 4) != id_ ||
         (type != frame::kDupOk && type != frame::kError && type != frame::kResult)) {
-      if (channel_->FailsClient(data, len, nfds)) done_ = failing_ = true;
+      if (channel_->FailsClient(data, len, nfds, answered_)) {
+        done_ = failing_ = true;
+      } else if (len >= frame::kHeaderBytes) {
+        answered_.push_back(frame::ReadU32(data + 4));
+      }
       return false;
     }
     done_ = true;
@@ -128,6 +134,9 @@ class FrameChannel::SyncWaiter : public UnixSocket::Waiter {
   bool done_ = false;
   bool queued_ = false;
   bool failing_ = false;
+  // The requests answered by the messages held so far (FailsClient passed
+  // them: each a reply to a pending request).
+  std::vector<uint32_t> answered_;
 };
 
 FrameChannel::SyncDup FrameChannel::DupSync(int fd, int timeout_ms) {
@@ -233,12 +242,15 @@ bool FrameChannel::FilterMessage(const char* data, size_t len, const int* fds, s
   }
 }
 
-bool FrameChannel::FailsClient(const char* data, size_t len, size_t nfds) const {
+bool FrameChannel::FailsClient(const char* data, size_t len, size_t nfds, const std::vector<uint32_t>& answered) const {
   if (serving_ || pull_pidfd_ >= 0) return false;
   frame::Decoded f;
   if (!frame::Decode(data, len, nfds, &f)) return true;
   auto it = pending_.find(f.header.id);
   if (it == pending_.end()) return true;
+  for (uint32_t id : answered) {
+    if (id == f.header.id) return true;
+  }
   const Request& request = it->second;
   switch (f.header.type) {
     case frame::kError:

@@ -250,10 +250,12 @@ class FrameChannel : public UnixSocket::Filter {
   bool Settle(uint8_t type, uint32_t id, const char* data, size_t len, size_t count);
   // Whether the client's side fails its connection on this message (`nfds`
   // fds came with it): anything but a well-formed reply of the kind and
-  // count its pending request expects, or an ERROR to one. Only on a
+  // count its pending request expects, or an ERROR to one. A request whose
+  // id is in `answered` (replies read but not handed on yet) counts as
+  // answered already: a second reply to it answers no request. Only on a
   // channel that neither serves nor pulls (a client's); the JSON of a
   // RESULT or ERROR is not looked at here.
-  bool FailsClient(const char* data, size_t len, size_t nfds) const;
+  bool FailsClient(const char* data, size_t len, size_t nfds, const std::vector<uint32_t>& answered) const;
   Request Take(std::unordered_map<uint32_t, Request>::iterator it);
   void CloseGiven(UniqueFd fd);
   // Keeps `fd` in the ledger with `registration`: on a channel without a

@@ -368,7 +368,14 @@ export class SocketConnection extends BaseConnection {
       }
       throw err;
     }
-    if (typeof r === 'number') return r;
+    // A message held during the wait and handed on before dupSync returned
+    // may have failed the connection (a RESULT or ERROR whose JSON does not
+    // decode, which the channel does not read): then the number or reply,
+    // read after it, is from a connection that is over.
+    if (typeof r === 'number') {
+      if (this.#dead) throw this.#syncDeadError();
+      return r;
+    }
     const peer = `the ${this.transport} (pid ${this.location.pid})`;
     switch (r.status) {
       case 'timeout': {
@@ -404,6 +411,10 @@ export class SocketConnection extends BaseConnection {
         throw (broken ?? this.brokenError()) as Error;
       }
       case 'reply': {
+        if (this.#dead) {
+          this.#stats.unexpectedFds += r.fdsClosed;
+          throw this.#syncDeadError();
+        }
         if (r.fdsClosed > 0) {
           this.#stats.unexpectedFds += r.fdsClosed;
           const err = new ProtocolError(`the ${this.transport} sent ${r.fdsClosed} fd(s) with a reply; its side never sends fds`);
@@ -423,6 +434,17 @@ export class SocketConnection extends BaseConnection {
         throw err;
       }
     }
+  }
+
+  /**
+   * The error dupFileDescriptorSync throws on a connection that failed
+   * during its wait. While how the peer ended is being found out (#exit),
+   * the connection's error is a placeholder that names no call: this one is
+   * named, as when its send meets EPIPE.
+   */
+  #syncDeadError(): Error {
+    if (this.#exit !== undefined) return new PeerExitedError('dupFileDescriptorSync', this.#exitUnknown());
+    return this.brokenError() as Error;
   }
 
   /** Sends the calls folded in this tick, MAX_FDS_PER_FRAME per frame. */
