@@ -101,18 +101,21 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
       if (c.IsString()) caller = c.As<Napi::String>().Utf8Value();
       caller_own = opts.Get("callerOwn").ToBoolean();
       caller_cloexec = opts.Get("callerCloexec").ToBoolean();
+      // Given, each is an integer in its range: a fraction, NaN or a string
+      // is refused, never truncated (NaN taken as 0 fds would truncate
+      // every datagram that carries one).
       Napi::Value mf = opts.Get("maxFds");
-      if (mf.IsNumber()) {
-        int64_t v = mf.As<Napi::Number>().Int64Value();
-        if (v < 0 || v > static_cast<int64_t>(kMaxFdsPerMessage)) {
+      if (!mf.IsUndefined()) {
+        double v = mf.IsNumber() ? mf.As<Napi::Number>().DoubleValue() : -1;
+        if (!(v >= 0 && v <= static_cast<double>(kMaxFdsPerMessage) && v == floor(v))) {
           throw Napi::RangeError::New(env, "maxFds must be between 0 and 253");
         }
         max_fds = static_cast<size_t>(v);
       }
       Napi::Value bs = opts.Get("bufferSize");
-      if (bs.IsNumber()) {
-        int64_t v = bs.As<Napi::Number>().Int64Value();
-        if (v < 1 || v > 64 * 1024 * 1024) {
+      if (!bs.IsUndefined()) {
+        double v = bs.IsNumber() ? bs.As<Napi::Number>().DoubleValue() : 0;
+        if (!(v >= 1 && v <= 64.0 * 1024 * 1024 && v == floor(v))) {
           throw Napi::RangeError::New(env, "bufferSize must be between 1 and 64 MiB");
         }
         buffer_size = static_cast<size_t>(v);

@@ -60,9 +60,9 @@ export interface Datagram<C extends boolean = false> {
 }
 
 export interface DatagramSocketOptions<C extends boolean = false> {
-  /** How many fds one receive can take (0..253, default 253); more arrive truncated. */
+  /** How many fds one receive can take (an integer 0..253, default 253; else a RangeError); more arrive truncated. */
   maxFds?: number;
-  /** The largest datagram received whole, in bytes (default 64 KiB); a larger one arrives truncated. */
+  /** The largest datagram received whole, in bytes (an integer 1..64 MiB, default 64 KiB; else a RangeError); a larger one arrives truncated. */
   bufferSize?: number;
   /** Receive every sender's credentials with its datagrams (SO_PASSCRED, set before bind). */
   credentials?: C;

@@ -64,9 +64,9 @@ export interface ReceiveOptions {
 }
 
 export interface UnixSocketOptions {
-  /** How many fds one receive can take (0..253, default 253). Fewer makes larger sets arrive truncated. */
+  /** How many fds one receive can take (an integer 0..253, default 253; else a RangeError). Fewer makes larger sets arrive truncated. */
   maxFds?: number;
-  /** Receive buffer in bytes (default 64 KiB): the largest DGRAM/SEQPACKET message accepted whole. */
+  /** Receive buffer in bytes (an integer 1..64 MiB, default 64 KiB; else a RangeError): the largest DGRAM/SEQPACKET message accepted whole. */
   bufferSize?: number;
   /**
    * Receive every message into one reused buffer instead of a fresh Buffer
