@@ -112,9 +112,12 @@ class FrameChannel::SyncWaiter : public UnixSocket::Waiter {
     if (id != send_id_ || !queued_) return false;
     queued_ = false;
     if (err != 0 && !done_) {
-      // The request never left: the connection is broken.
+      // The request never left. EPIPE or ECONNRESET: the peer is gone, the
+      // connection with it. Any other error (ETOOMANYREFS, ENOBUFS...)
+      // fails this request alone, as a send that fails at once does; it was
+      // never pending, so nothing else waits on it.
       done_ = true;
-      out_->status = SyncDup::kGone;
+      out_->status = err == -EPIPE || err == -ECONNRESET ? SyncDup::kGone : SyncDup::kNotSent;
       out_->err = err;
     }
     return true;

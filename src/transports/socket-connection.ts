@@ -392,23 +392,18 @@ export class SocketConnection extends BaseConnection {
       }
       case 'gone': {
         // The held end of file or error has reached #onMessage already: the
-        // connection is failing, and its pending requests with it. While how
-        // the peer ended is being found out (#exit), the connection's error
-        // is a placeholder that names no call: this one is named, as when
-        // its send meets EPIPE. Otherwise its error is what the connection died
-        // of (a protocol violation read before the end of file).
-        // Nothing held may have said so: this request's own queued send
-        // failed (EPIPE) before the end of file was read. Then its errno
-        // ends the connection here, as a send that fails at once does.
-        const broken = this.brokenError();
-        if (this.#exit === undefined && broken === undefined) {
+        // connection is failing, and its pending requests with it. Nothing
+        // held may have said so: this request's own queued send met the
+        // peer's end (EPIPE, ECONNRESET) before the end of file was read.
+        // Then its errno ends the connection here, as a send that fails at
+        // once does.
+        if (this.#exit === undefined && this.#dead === undefined) {
           const err = r.errno === 0 ? new EofError() : new SystemError(r.errno, 'sendmsg');
           const lost = this.#socketLostBy(err);
           if (lost) throw lost;
           void this.#peerGone(err);
         }
-        if (this.#exit !== undefined) throw new PeerExitedError('dupFileDescriptorSync', this.#exitUnknown());
-        throw (broken ?? this.brokenError()) as Error;
+        throw this.#syncDeadError();
       }
       case 'reply': {
         if (this.#dead) {

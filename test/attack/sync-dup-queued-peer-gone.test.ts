@@ -6,7 +6,7 @@
  * requests waiting behind the full buffer reject with it too; nothing is
  * left open here.
  *
- * The daemon is a fake (test/attack/fixtures/unread-then-gone-daemon.py):
+ * The daemon is a fake (test/attack/fixtures/unread-daemon.py):
  * on one connection the test counts how many calls of the size the kernel
  * takes before one is queued (a send queue limit of 1 byte refuses the
  * request after a queued one); on a second it sends that many, so that the
@@ -23,7 +23,7 @@ import { hasPython, PYTHON } from '../util/linger-attacker';
 import { settleFdTable } from '../util/settle';
 import { scaled } from '../util/time-scale';
 
-const FIXTURE = join(__dirname, 'fixtures', 'unread-then-gone-daemon.py');
+const FIXTURE = join(__dirname, 'fixtures', 'unread-daemon.py');
 
 /** Settles to the value or the rejection reason. */
 function outcome(p: Promise<unknown>): Promise<{ ok: boolean; value: unknown }> {
@@ -59,7 +59,7 @@ async function fill(conn: Connection, bytes: number, max: number): Promise<Array
       fc.asyncProperty(fc.integer({ min: 200, max: 12_000 }), async (bytes) => {
         const before = openFdTable();
         const name = `fdbridge-unread-gone-${process.pid}-${bytes}`;
-        const daemon = spawn(PYTHON, [FIXTURE, name, String(process.pid)], { stdio: ['ignore', 'pipe', 'inherit'] });
+        const daemon = spawn(PYTHON, [FIXTURE, name, String(process.pid), 'exit'], { stdio: ['ignore', 'pipe', 'inherit'] });
         const exited = new Promise((r) => daemon.once('exit', r));
         await new Promise((r) => daemon.stdout!.once('data', r));
         const options = { command: { name: 'log' }, socketPath: `@${name}`, sendQueueLimit: 1, timeoutMs: scaled(20_000) };
