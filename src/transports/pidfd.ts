@@ -9,9 +9,11 @@
  *
  * Because the far side pulls by number, the client pins every fd it names
  * (a dup above the floor, see SocketConnection) until the reply says it was
- * pulled, and a pin whose request failed stays open until the far side can
- * no longer pull it: a number closed too soon could name another file by
- * then. That is this transport's FdDelivery (PulledByNumber).
+ * pulled or that the pull failed (the far side answers so once nothing of
+ * it was kept, and never pulls that request again); a pin whose request
+ * failed unanswered (close() gave up on it) stays open until the far side
+ * can no longer pull it: a number closed too soon could name another file
+ * by then. That is this transport's FdDelivery (PulledByNumber).
  */
 import type { ChildProcess } from 'node:child_process';
 
@@ -33,9 +35,10 @@ function pidfdHello(socket: UnixSocket): HelloRequest {
 
 /**
  * The fds of a duplication named by number, for the command's process to
- * pull; the pins of a request that failed linger until that process has
- * exited (it may read requests after our socket is gone, and pulls what it
- * reads), or are closed at once if it has ended already. Closed on the
+ * pull. The pins of a request that failed close at once when the far side
+ * answered that it failed, or has ended already; those of a request failed
+ * unanswered linger until that process has exited (it may read requests
+ * after our socket is gone, and pulls what it reads). Closed on the
  * background closer (HeldCopies): a pin can be its file's last reference.
  */
 class PulledByNumber implements FdDelivery {
@@ -54,8 +57,8 @@ class PulledByNumber implements FdDelivery {
     this.#child = child;
   }
 
-  unsettled(pins: number[], held: HeldCopies): void {
-    if (this.#peerEnded) held.close(pins);
+  unsettled(pins: number[], held: HeldCopies, answered: boolean): void {
+    if (answered || this.#peerEnded) held.close(pins);
     else this.#linger(pins, held);
   }
 

@@ -126,12 +126,15 @@ export interface FdDelivery {
   /** Why dupFileDescriptorSync cannot be served this way; undefined when it can. */
   readonly syncUnsupported: string | undefined;
   /**
-   * The pins of a by-number request that failed, now the strategy's: the
-   * far side may still read the request and take them, so they must stay
-   * open until it no longer can (a number closed too soon could name
-   * another file by then); then `held` closes them.
+   * The pins of a by-number request that failed, now the strategy's.
+   * `answered`: the far side said the request failed (an ERROR reply, sent
+   * once its pull had failed and nothing of it was kept), so it will never
+   * take them: `held` may close them at once. Otherwise the far side may
+   * still read the request and take them, so they must stay open until it
+   * no longer can (a number closed too soon could name another file by
+   * then); then `held` closes them.
    */
-  unsettled(pins: number[], held: HeldCopies): void;
+  unsettled(pins: number[], held: HeldCopies, answered: boolean): void;
   /** The peer has ended (how is known): it can take no fd any more. */
   peerEnded(): void;
   /**
@@ -238,6 +241,8 @@ export class SocketConnection extends BaseConnection {
   protected override readonly closeRejectsPendingDupsAndCalls = true;
   /** How a duplication's fds reach the command's side. */
   readonly #delivery: FdDelivery;
+  /** The errors made from the far side's ERROR replies: a request failed by one was answered (FdDelivery.unsettled). */
+  readonly #answered = new WeakSet<object>();
   /**
    * What this connection holds of its callers' files and has to close:
    * pins of requests that failed, queued sends' copies (the socket hands
@@ -531,7 +536,7 @@ export class SocketConnection extends BaseConnection {
         return numbers;
       },
       (err: unknown) => {
-        this.#delivery.unsettled(pins, this.#held);
+        this.#delivery.unsettled(pins, this.#held, this.#answered.has(err as object));
         throw err;
       },
     );
@@ -672,7 +677,11 @@ export class SocketConnection extends BaseConnection {
       this.#violation(err as Error);
       return err as Error;
     }
-    if (frame.type === FrameType.ERROR) return remoteFailure(operation.replace(/\(\)$/, ''), frame.error, fds > 0);
+    if (frame.type === FrameType.ERROR) {
+      const err = remoteFailure(operation.replace(/\(\)$/, ''), frame.error, fds > 0);
+      this.#answered.add(err);
+      return err;
+    }
     if (fds > 0) {
       this.#violation(new ProtocolError(`the ${this.transport} answered a duplication with a wrong reply`));
       return new ProtocolError(`${operation}: the reply does not list ${fds} fd(s)`);
