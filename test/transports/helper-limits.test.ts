@@ -5,6 +5,7 @@
  * connections, HELLO, idle and stalled-reader timeouts, clients that die
  * holding their own connection, and fds whose close would block.
  */
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 
 import { closeFd, connect, fdFloor, fdLimit, HelperDaemon, makeMemfd, openFdTable, QuotaExceededError, TimeoutError } from '../../src';
@@ -14,6 +15,7 @@ import { rawConnect, receiveNow, sendNow } from '../../src/testing';
 import { DEFAULT_HELPER_LIMITS, fdRoom, NO_PEER_PIDFD_ENV } from '../../src/transports/helper-daemon';
 import { hasPython, releaseAttacker, spawnAttacker, tcpSocketsOpen } from '../util/linger-attacker';
 import { DIST_SRC, isRoot, NOBODY, runAsNobody, type NobodyProcess } from '../util/nobody';
+import { fdTableSettles } from '../util/processes';
 
 const describeRoot = isRoot ? describe : describe.skip;
 const ROOT_UID = process.getuid?.() ?? 0;
@@ -597,6 +599,30 @@ describeRoot("a client's death is noticed whatever fds it left with the daemon (
       delete process.env[NO_PEER_PIDFD_ENV];
       await daemon.close();
     }
+  });
+
+  test(`without SO_PEERPIDFD (${NO_PEER_PIDFD_ENV}=1), a client whose process was reaped before it was accepted cannot be watched: its connection ends, and the next client is served; the fd table returns`, async () => {
+    const before = openFdTable();
+    process.env[NO_PEER_PIDFD_ENV] = '1';
+    const daemon = start();
+    try {
+      // The daemon runs in this process: while execFileSync waits, it accepts
+      // nothing, so the client connects, exits and is reaped before that
+      // (pidfd_open of its pid then fails: nothing to watch).
+      execFileSync(process.execPath, ['-e', `require(${JSON.stringify(join(DIST_SRC, 'testing.js'))}).rawConnect('seqpacket', ${JSON.stringify(nameOf(daemon))}, true)`]);
+      expect(await until(() => daemon.stats.connections === 1 && daemon.stats.active === 0)).toBe(true);
+      const c = await connect('helper', { command: { name: 'probe' }, socketPath: daemon.socketPath });
+      try {
+        expect((await c.call('where')) as unknown).toMatchObject({ transport: 'helper' });
+      } finally {
+        await c.close();
+      }
+      expect(await until(() => daemon.stats.connections === 2 && daemon.stats.active === 0)).toBe(true);
+    } finally {
+      delete process.env[NO_PEER_PIDFD_ENV];
+      await daemon.close();
+    }
+    expect(await fdTableSettles(process.pid, before)).toBe('');
   });
 });
 
