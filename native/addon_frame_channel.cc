@@ -144,7 +144,8 @@ class ChannelWrap : public Napi::ObjectWrap<ChannelWrap>, public FrameChannel::D
   // answering it, { status: 'timeout', late: Promise<number> } (the request
   // stays pending: `late` settles with its reply, or fails with failAll),
   // { status: 'gone', errno } (0: end of file). Throws, with nothing sent,
-  // as dup does. Whatever else arrived during the wait has been handed on
+  // as dup does, also for its send queued behind a full buffer that failed
+  // during the wait. Whatever else arrived during the wait has been handed on
   // (settled requests, the socket's message handler) when it returns.
   Napi::Value DupSync(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();

@@ -112,12 +112,12 @@ class FrameChannel::SyncWaiter : public UnixSocket::Waiter {
     if (id != send_id_ || !queued_) return false;
     queued_ = false;
     if (err != 0 && !done_) {
-      // The request never left. EPIPE or ECONNRESET: the peer is gone, the
-      // connection with it. Any other error (ETOOMANYREFS, ENOBUFS...)
-      // fails this request alone, as a send that fails at once does; it was
-      // never pending, so nothing else waits on it.
+      // The request never left, and was never pending: nothing else waits
+      // on it. Reported as a send that fails at once is, with its errno
+      // (the caller tells the peer's end, EPIPE or ECONNRESET, from an
+      // error of this request alone).
       done_ = true;
-      out_->status = err == -EPIPE || err == -ECONNRESET ? SyncDup::kGone : SyncDup::kNotSent;
+      out_->status = SyncDup::kNotSent;
       out_->err = err;
     }
     return true;

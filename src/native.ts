@@ -126,8 +126,8 @@ export interface NativeFrameChannel {
    * or what ended the wait: another frame answering it, the timeout (the
    * request stays pending: `late` settles with its reply), or the socket's
    * end (`errno` 0: end of file). Throws, with nothing sent, like dup; also
-   * when its send, queued behind a full buffer, fails later with an error
-   * that is not the peer's end (EPIPE, ECONNRESET: 'gone').
+   * when its send, queued behind a full buffer, fails later (the peer's end,
+   * EPIPE or ECONNRESET, included: the caller tells them apart).
    */
   dupSync(fd: number, timeoutMs: number): number | SyncDupOutcome;
   /** A CALL or RELEASE frame (its id is written in); resolves with the RESULT frame. */

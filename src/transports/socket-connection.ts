@@ -363,13 +363,15 @@ export class SocketConnection extends BaseConnection {
     try {
       r = this.#channel.dupSync(fd, timeoutMs);
     } catch (err) {
-      // Nothing was sent.
+      // Nothing was sent: the send failed at once, or, queued behind a full
+      // buffer, during the wait (what the wait held has been handed on).
+      // The peer's end fails the connection; any other error this call alone.
       if (err instanceof QueueFullError) throw this.#queueFull('dupFileDescriptorSync', err);
       const lost = this.#socketLostBy(err);
       if (lost) throw lost;
       if (isPeerGone(err) || this.#badFdOnDeadSocket(err)) {
         void this.#peerGone(isPeerGone(err) ? (err as Error) : new EofError());
-        throw new PeerExitedError('dupFileDescriptorSync', this.#exitUnknown());
+        throw this.#syncDeadError();
       }
       throw err;
     }
@@ -396,18 +398,12 @@ export class SocketConnection extends BaseConnection {
         );
       }
       case 'gone': {
-        // The held end of file or error has reached #onMessage already: the
-        // connection is failing, and its pending requests with it. Nothing
-        // held may have said so: this request's own queued send met the
-        // peer's end (EPIPE, ECONNRESET) before the end of file was read.
-        // Then its errno ends the connection here, as a send that fails at
-        // once does.
-        if (this.#exit === undefined && this.#dead === undefined) {
-          const err = r.errno === 0 ? new EofError() : new SystemError(r.errno, 'sendmsg');
-          const lost = this.#socketLostBy(err);
-          if (lost) throw lost;
-          void this.#peerGone(err);
-        }
+        // What ended the wait (an end of file, a receive error, a message
+        // that fails the connection) has reached #onMessage already, which
+        // failed the connection and its pending requests. A wait that read
+        // none of that (poll(2) failed; the socket was not reading) fails
+        // the connection here with its errno.
+        if (this.#dead === undefined) void this.#peerGone(r.errno === 0 ? new EofError() : new SystemError(r.errno, 'poll'));
         throw this.#syncDeadError();
       }
       case 'reply': {
