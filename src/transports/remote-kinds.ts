@@ -113,10 +113,15 @@ function refuse(fd: number, kind: string, why: string): never {
   throw new UnsupportedError(`dupFileDescriptor(${fd}) failed on the remote transport: ${kind} cannot be relayed (${why})`);
 }
 
-/** The refusal of a file open for reading that held more than MAX_COPY_BYTES by the time it was copied (it grew after planRelay). */
-export function copyOverflowError(fd: number): UnsupportedError {
+/**
+ * The refusal of a file open for reading that held more than MAX_COPY_BYTES
+ * by the time it was copied (it grew after planRelay); `operation` names the
+ * duplication as the caller asked for it ('dupFileDescriptor(5)',
+ * 'dupFileDescriptors (fd 5)').
+ */
+export function copyOverflowError(operation: string): UnsupportedError {
   return new UnsupportedError(
-    `dupFileDescriptor(${fd}) failed on the remote transport: a regular file that grew past ${MAX_COPY_BYTES} bytes while it was copied cannot be relayed ` +
+    `${operation} failed on the remote transport: a regular file that grew past ${MAX_COPY_BYTES} bytes while it was copied cannot be relayed ` +
       `(a file open for reading is copied, and the copy is limited to ${MAX_COPY_BYTES} bytes)`,
   );
 }
@@ -125,13 +130,14 @@ export function copyOverflowError(fd: number): UnsupportedError {
  * The failure of a copy whose file could not be read to its end: `err`, the
  * read's own error (EIO from a failing disk or /proc/self/mem, EINVAL from
  * a namespace fd; libuv's, so it has its errno). What was sent is not the file.
+ * `operation` names the duplication, as in copyOverflowError.
  */
-export function copyReadError(fd: number, err: NodeJS.ErrnoException): SystemError {
+export function copyReadError(operation: string, err: NodeJS.ErrnoException): SystemError {
   const errno = err.errno as number;
   return new SystemError(
     errno,
     'read',
-    `dupFileDescriptor(${fd}) failed on the remote transport: the file could not be read to its end for its copy (read: ${errnoName(errno)})`,
+    `${operation} failed on the remote transport: the file could not be read to its end for its copy (read: ${errnoName(errno)})`,
     { cause: err },
   );
 }

@@ -342,15 +342,13 @@ export class RemoteConnection extends BaseConnection {
     });
     endpoint.attach(stream);
     return {
-      fd,
       plan,
       stream,
       givenAs: (n) => {
         givenAs = n;
         this.#givenStreams.set(n, stream);
       },
-      overflowed: () => endpoint.overflowed?.() ?? false,
-      readFailure: () => endpoint.readFailure?.(),
+      copyError: (operation) => endpoint.copyError?.(operation),
       dispose: () => stream.destroy(),
     };
   }
@@ -379,16 +377,12 @@ export class RemoteConnection extends BaseConnection {
       const r = parseJson(await reply, 'OPENED') as { fd?: unknown };
       if (typeof r?.fd !== 'number') throw new ProtocolError(`${operation}: an OPENED without an fd number`);
       this.#numberTaken(r.fd);
-      if (made.overflowed()) {
-        // What was copied stops at the limit: not the file; the command's copy goes.
+      const copyFailed = made.copyError(operation);
+      if (copyFailed !== undefined) {
+        // What was sent is not the file (cut at the limit, or where a read
+        // failed): the command's copy goes.
         await this.release([r.fd]).catch(() => undefined);
-        throw copyOverflowError(made.fd);
-      }
-      const failure = made.readFailure();
-      if (failure !== undefined) {
-        // The copy ended where a read of the file failed: not the file either.
-        await this.release([r.fd]).catch(() => undefined);
-        throw copyReadError(made.fd, failure);
+        throw copyFailed;
       }
       if (!stream.finished) made.givenAs(r.fd);
       return r.fd;
@@ -548,16 +542,17 @@ export class RemoteConnection extends BaseConnection {
 type RemoteFrameTypeOf<K extends keyof typeof RemoteFrame> = (typeof RemoteFrame)[K];
 
 interface Made {
-  /** The caller's fd (borrowed), for messages. */
-  fd: number;
   plan: RelayPlan;
   stream: RelayStream;
   /** The command's end of the running stream is number `fd` over there: a release of it ends the stream. */
   givenAs(fd: number): void;
-  /** A copy's file held more than a copy may (it grew after it was planned): the duplication fails. */
-  overflowed(): boolean;
-  /** A copy's file could not be read to its end: the error of the read that failed (the duplication fails). */
-  readFailure(): NodeJS.ErrnoException | undefined;
+  /**
+   * Once the stream is announced, a copy's failure, which fails the
+   * duplication (`operation`, as the caller asked for it, names it): its
+   * file held more than a copy may (it grew after it was planned), or could
+   * not be read to its end. Undefined for a whole copy and for every other kind.
+   */
+  copyError(operation: string): Error | undefined;
   dispose(): void;
 }
 
@@ -565,8 +560,8 @@ interface Made {
 interface Endpoint {
   halves: { source?: RelaySource; sink?: RelaySink; pumped?: PumpedEnd };
   attach(s: RelayStream): void;
-  overflowed?(): boolean;
-  readFailure?(): NodeJS.ErrnoException | undefined;
+  /** A copy's: see Made.copyError. */
+  copyError?(operation: string): Error | undefined;
 }
 
 /**
@@ -601,7 +596,11 @@ function clientEndpoint(fd: number, plan: RelayPlan, above: number): Endpoint {
     const own = ownCopy(fd, above);
     if (plan.mode === 'copy') {
       const source = new FileSource(own, MAX_COPY_BYTES);
-      return { halves: { source }, attach: (s) => source.attach(s), overflowed: () => source.overflowed, readFailure: () => source.failure };
+      const copyError = (operation: string): Error | undefined => {
+        if (source.overflowed) return copyOverflowError(operation);
+        return source.failure === undefined ? undefined : copyReadError(operation, source.failure);
+      };
+      return { halves: { source }, attach: (s) => source.attach(s), copyError };
     }
     const sink = new FileSink(own);
     return { halves: { sink }, attach: () => sink.attach() };

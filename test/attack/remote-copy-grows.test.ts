@@ -56,18 +56,21 @@ test(
       await conn.call('where');
       const serverBaseline = openFdTable(conn.location.pid);
       await fc.assert(
-        fc.asyncProperty(fc.integer({ min: 1, max: 64 * 1024 }), fc.integer({ min: -3, max: 3 }), async (initial, past) => {
+        fc.asyncProperty(fc.integer({ min: 1, max: 64 * 1024 }), fc.integer({ min: -3, max: 3 }), fc.boolean(), async (initial, past, batch) => {
           const baseline = openFdTable();
           const path = join(dir, 'growing');
           writeFileSync(path, Buffer.alloc(initial, 'x'));
           const fd = openSync(path, 'r');
           try {
             const grown = MAX_COPY_BYTES + past;
-            const given = conn.dupFileDescriptor(fd);
+            // dupFileDescriptors asks for the copy's first read before it returns, as dupFileDescriptor does.
+            const given = batch ? conn.dupFileDescriptors([fd]).then(([far]) => far as number) : conn.dupFileDescriptor(fd);
             truncateSync(path, grown); // before the copy's second read: each is asked for from the one before's callback
             if (grown > MAX_COPY_BYTES) {
               await expect(given).rejects.toThrow(UnsupportedError);
-              await expect(given).rejects.toThrow(/grew past 268435456 bytes while it was copied/);
+              // Named as the caller asked for it.
+              const call = batch ? `dupFileDescriptors \\(fd ${fd}\\)` : `dupFileDescriptor\\(${fd}\\)`;
+              await expect(given).rejects.toThrow(new RegExp(`^${call} failed on the remote transport: a regular file that grew past 268435456 bytes while it was copied`));
             } else {
               const far = await given;
               expect(statSync(`/proc/${conn.location.pid}/fd/${far}`).size).toBe(grown);

@@ -39,6 +39,8 @@ test.each([
     const batch = await conn.dupFileDescriptors([r, fd, w]).catch((e: unknown) => e);
     expect(batch).toBeInstanceOf(SystemError);
     expect((batch as SystemError).code).toBe(code);
+    // Named as the caller asked for it: the batch, and the entry.
+    expect((batch as Error).message).toMatch(new RegExp(`^dupFileDescriptors \\(fd ${fd}\\) failed on the remote transport: the file could not be read to its end`));
     expect(await fdTableSettles(conn.location.pid, serverBaseline)).toBe('');
     // The connection goes on: a readable file is still copied.
     const far = await conn.dupFileDescriptor(r);
