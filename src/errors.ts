@@ -442,7 +442,9 @@ export function describeError(err: unknown, options: { stack?: boolean } = {}): 
  * system call (the command's process at its fd limit, where recvmsg cuts
  * the fds off or pidfd_getfd says EMFILE), and it is the same SystemError
  * a transport that duplicates in this process gets from dup(2), not a
- * RemoteError. Undefined when the description is not a SystemError's.
+ * RemoteError, naming the call the far side names (recvmsg for a
+ * description that names none: a DUP's fds are received by it). Undefined
+ * when the description is not a SystemError's.
  */
 export function farSystemError(operation: string, info: RemoteErrorInfo): SystemError | undefined {
   if (info.name !== 'SystemError' || typeof info.code !== 'string') return undefined;

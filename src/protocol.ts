@@ -305,6 +305,7 @@ export function decodeFrame(data: Buffer, fds: readonly number[]): Frame {
       const o = parseJson(data);
       const error: RemoteErrorInfo = { name: str(o, 'name', 'ERROR'), message: str(o, 'message', 'ERROR') };
       if (typeof o['code'] === 'string') error.code = o['code'];
+      if (typeof o['syscall'] === 'string') error.syscall = o['syscall'];
       if (typeof o['stack'] === 'string') error.stack = o['stack'];
       return { type, id, error };
     }

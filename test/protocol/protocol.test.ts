@@ -70,7 +70,7 @@ const commands = fc.record(
   { name: fc.string(), module: fc.string(), export: fc.string(), args: fc.array(jsonValues, { maxLength: 3 }) },
   { requiredKeys: ['module'] },
 );
-const errorInfos = fc.record({ name: fc.string(), message: fc.string(), code: fc.string(), stack: fc.string() }, { requiredKeys: ['name', 'message'] });
+const errorInfos = fc.record({ name: fc.string(), message: fc.string(), code: fc.string(), syscall: fc.string(), stack: fc.string() }, { requiredKeys: ['name', 'message'] });
 const sentFrames: fc.Arbitrary<Sent> = fc.oneof(
   fc.tuple(fdListTypes, ids, fc.array(fdNumbers, { minLength: 1, maxLength: 40 })).map(([type, id, fds]) => sent(encodeFdList(type, id, fds), { type, id, fds })),
   fc.tuple(ids, fc.array(fdNumbers, { minLength: 1, maxLength: 5 })).map(([id, fds]) => sent(encodeDup(id), { type: FrameType.DUP, id, fds }, fds)),
@@ -164,13 +164,13 @@ describe('round trips', () => {
       ready: { pid: 123, threadId: 0 },
     });
     expect(decodeFrame(encodeJson(FrameType.REFUSED, 0, { message: 'no' }), [])).toEqual({ type: FrameType.REFUSED, id: 0, message: 'no' });
-    expect(decodeFrame(encodeJson(FrameType.ERROR, 5, { name: 'TypeError', message: 'bad', code: 'E_X', stack: 'at x' }), [])).toEqual({
+    expect(decodeFrame(encodeJson(FrameType.ERROR, 5, { name: 'SystemError', message: 'bad', code: 'EMFILE', syscall: 'pidfd_getfd', stack: 'at x' }), [])).toEqual({
       type: FrameType.ERROR,
       id: 5,
-      error: { name: 'TypeError', message: 'bad', code: 'E_X', stack: 'at x' },
+      error: { name: 'SystemError', message: 'bad', code: 'EMFILE', syscall: 'pidfd_getfd', stack: 'at x' },
     });
-    // code and stack are kept only when they are strings.
-    const plain = decodeFrame(encodeJson(FrameType.ERROR, 5, { name: 'Error', message: 'm', code: 7, stack: null }), []);
+    // code, syscall and stack are kept only when they are strings.
+    const plain = decodeFrame(encodeJson(FrameType.ERROR, 5, { name: 'Error', message: 'm', code: 7, syscall: 1, stack: null }), []);
     expect(plain).toEqual({ type: FrameType.ERROR, id: 5, error: { name: 'Error', message: 'm' } });
     expect(Object.keys((plain as { error: object }).error)).toEqual(['name', 'message']);
   });

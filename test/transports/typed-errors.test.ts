@@ -1,8 +1,9 @@
 /**
  * The same failure is the same typed error on every transport: a
  * duplication the command's process has no fd slot for is a SystemError
- * EMFILE (whether dup(2) here, recvmsg's MSG_CTRUNC or pidfd_getfd there
- * met the limit), never a RemoteError (no command code ran); a batch
+ * EMFILE naming the system call that met the limit (dup(2) here,
+ * recvmsg's MSG_CTRUNC or pidfd_getfd there), never a RemoteError (no
+ * command code ran); a batch
  * naming a number that is not open, anywhere in it and up to 2^31 - 1, is
  * a SystemError EBADF; a command whose constructor throws fails connect
  * with RemoteError('constructor').
@@ -60,12 +61,32 @@ function outcome(p: Promise<unknown>): Promise<unknown> {
   );
 }
 
-function expectEmfile(err: unknown, what: string): void {
-  expect({ what, systemError: err instanceof SystemError, remoteError: err instanceof RemoteError, code: (err as { code?: unknown }).code }).toEqual({
+/**
+ * The system call that met the limit: dup(2) in this process or in the
+ * worker's, recvmsg(2) (MSG_CTRUNC) in the command's, or pidfd_getfd(2)
+ * pulling into it.
+ */
+const EMFILE_SYSCALL: Partial<Record<TransportName, string>> = {
+  direct: 'dup',
+  worker: 'dup',
+  child: 'recvmsg',
+  helper: 'recvmsg',
+  pidfd: 'pidfd_getfd',
+};
+
+function expectEmfile(err: unknown, what: string, transport: TransportName): void {
+  expect({
+    what,
+    systemError: err instanceof SystemError,
+    remoteError: err instanceof RemoteError,
+    code: (err as { code?: unknown }).code,
+    syscall: (err as { syscall?: unknown }).syscall,
+  }).toEqual({
     what,
     systemError: true,
     remoteError: false,
     code: 'EMFILE',
+    syscall: EMFILE_SYSCALL[transport],
   });
   expect((err as SystemError).errno).toBe(-24);
 }
@@ -182,9 +203,9 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
           await probe.setFdLimit(soft);
         }
       }
-      expectEmfile(await one, 'dupFileDescriptor');
-      for (const b of burst) expectEmfile(await b, 'a folded dupFileDescriptor');
-      expectEmfile(await batch, 'dupFileDescriptors of 300');
+      expectEmfile(await one, 'dupFileDescriptor', transport);
+      for (const b of burst) expectEmfile(await b, 'a folded dupFileDescriptor', transport);
+      expectEmfile(await batch, 'dupFileDescriptors of 300', transport);
       await expectNothingKept(conn, table, source);
     } finally {
       await closeAll(conn, source);
