@@ -197,8 +197,42 @@ void RelayPump::OnOutputTaken(void* owner, const FdIdentity& file, bool known) {
 
 void RelayPump::OnStreamTaken(void* owner, const FdIdentity& file, bool known) {
   Stream* s = static_cast<Stream*>(owner);
-  if (s->pump->closed_ || s->removed || s->handle_closing) return;
-  if (s->number.YieldTo(file, known, &s->fd)) s->events = 0;
+  RelayPump* self = s->pump;
+  if (self->closed_ || s->removed || s->handle_closing) return;
+  if (!s->number.YieldTo(file, known, &s->fd)) return;
+  s->events = 0;
+  // Its halves end on the loop's next turn (EndTakenLater), not from inside
+  // the poll being made for someone else: nothing more can be read from or
+  // written to its fd, and the peer must not wait for either.
+  self->EndTakenLater(s->id);
+}
+
+void RelayPump::EndTakenLater(uint32_t id) {
+  if (!taken_later_made_) {
+    uv_timer_init(loop_, &taken_later_);  // cannot fail
+    taken_later_.data = this;
+    open_handles_++;
+    taken_later_made_ = true;
+  }
+  taken_.push_back(id);
+  uv_timer_start(&taken_later_, OnTakenLater, 0, 0);
+}
+
+void RelayPump::OnTakenLater(uv_timer_t* handle) {
+  RelayPump* self = static_cast<RelayPump*>(handle->data);
+  std::vector<uint32_t> ids;
+  ids.swap(self->taken_);
+  for (uint32_t id : ids) {
+    Stream* s = self->Find(id);
+    if (self->closed_ || s == nullptr) continue;
+    // The sink's bytes not yet written (s->pending) cannot be any more: the
+    // peer stops sending (STOP), as after a write that fails.
+    if (s->in_active) self->StopSink(s);
+    // The delegate told of the sink's end may have removed the stream or closed the pump.
+    if (self->closed_ || s->removed) continue;
+    // The source is read no more: the peer sees end of file, as after a read that fails.
+    if (s->out_active) self->SourceEnded(s, true);
+  }
 }
 
 RelayPump::Stream* RelayPump::Find(uint32_t id) const {
@@ -761,6 +795,8 @@ void RelayPump::Close(void (*on_freed)(void*), void* arg) {
   out_queue_.Clear();
   input_done_ = true;
   CloseEndLater();
+  if (taken_later_made_) uv_close(reinterpret_cast<uv_handle_t*>(&taken_later_), OnHandleClosed);
+  taken_.clear();
   in_number_.LetGoIfGone(&in_fd_);
   uv_close(reinterpret_cast<uv_handle_t*>(&in_poll_), OnHandleClosed);
   in_fd_.reset();

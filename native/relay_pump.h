@@ -231,11 +231,17 @@ class RelayPump {
   // the channel at once, whatever is queued: OnEnd (-EBADF; for the output,
   // message kOutputFailed, its queued frames dropped) on the loop's next
   // turn (EndLater), not from inside the poll being made for someone else.
-  // A stream's sink stops at its next write (EBADF); a source no longer
-  // reads, until the channel is closed.
+  // A stream let go of ends both its halves on the loop's next turn
+  // (EndTakenLater): its sink stops (STOP sent, the bytes it had not
+  // written dropped), its source ends (EOF sent), so that the peer's end
+  // of it fails its writes (EPIPE) and sees end of file instead of waiting
+  // until the channel is closed.
   static void OnInputTaken(void* owner, const FdIdentity& file, bool known);
   static void OnOutputTaken(void* owner, const FdIdentity& file, bool known);
   static void OnStreamTaken(void* owner, const FdIdentity& file, bool known);
+  // Ends the halves still active of stream `id` on the loop's next turn (OnTakenLater).
+  void EndTakenLater(uint32_t id);
+  static void OnTakenLater(uv_timer_t* handle);
   // Ends the input with OnEnd(err, message) on the loop's next turn, for a
   // reason found where the delegate may not be called: inside a poll being
   // made for someone else (the input let go of), or inside a Send the
@@ -294,6 +300,12 @@ class RelayPump {
   bool end_later_closing_ = false;
   int end_later_err_ = 0;
   const char* end_later_message_ = "";
+  // Streams let go of (OnStreamTaken) whose halves end on the loop's next
+  // turn: from this timer's callback. Made on the first, one of
+  // open_handles_ from then on, closed by Close.
+  uv_timer_t taken_later_;
+  bool taken_later_made_ = false;
+  std::vector<uint32_t> taken_;
   int open_handles_ = 0;
   bool closed_ = false;
   bool input_done_ = false;
