@@ -14,16 +14,16 @@
  * thread waits in poll(2).
  */
 import { spawn } from 'node:child_process';
-import { join } from 'node:path';
 
 import fc from 'fast-check';
 
 import { closeFd, connect, makeMemfd, openFdTable, PeerExitedError, QueueFullError, type Connection } from '../../src';
-import { hasPython, PYTHON } from '../util/linger-attacker';
+import { PYTHON } from '../util/linger-attacker';
 import { settleFdTable } from '../util/settle';
 import { scaled } from '../util/time-scale';
+import { pollCallsArg, UNREAD_DAEMON, unreadDaemonUnavailable } from '../util/unread-daemon';
 
-const FIXTURE = join(__dirname, 'fixtures', 'unread-daemon.py');
+const UNAVAILABLE = unreadDaemonUnavailable();
 
 /** Settles to the value or the rejection reason. */
 function outcome(p: Promise<unknown>): Promise<{ ok: boolean; value: unknown }> {
@@ -52,14 +52,14 @@ async function fill(conn: Connection, bytes: number, max: number): Promise<Array
   return made;
 }
 
-(hasPython() ? test : test.skip)('a synchronous DUP queued behind a full buffer whose daemon goes away throws PeerExitedError', async () => {
+(UNAVAILABLE === undefined ? test : test.skip)(`a synchronous DUP queued behind a full buffer whose daemon goes away throws PeerExitedError${UNAVAILABLE ? ` (skipped: ${UNAVAILABLE})` : ''}`, async () => {
   const source = makeMemfd('sync-dup-queued-peer-gone');
   try {
     await fc.assert(
       fc.asyncProperty(fc.integer({ min: 200, max: 12_000 }), async (bytes) => {
         const before = openFdTable();
         const name = `fdbridge-unread-gone-${process.pid}-${bytes}`;
-        const daemon = spawn(PYTHON, [FIXTURE, name, String(process.pid), 'exit'], { stdio: ['ignore', 'pipe', 'inherit'] });
+        const daemon = spawn(PYTHON, [UNREAD_DAEMON, name, String(process.pid), 'exit', pollCallsArg() as string], { stdio: ['ignore', 'pipe', 'inherit'] });
         const exited = new Promise((r) => daemon.once('exit', r));
         await new Promise((r) => daemon.stdout!.once('data', r));
         const options = { command: { name: 'log' }, socketPath: `@${name}`, sendQueueLimit: 1, timeoutMs: scaled(20_000) };
