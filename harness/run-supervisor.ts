@@ -83,9 +83,16 @@ export const START_MS = 10_000;
  */
 export const CHANNEL_FD = 3;
 
-/** A row's temporary directory: `$TMPDIR/fdbridge-<scenario>-<pid>-XXXXXX` (ownTempDir). */
+/**
+ * A row's temporary directory: `$TMPDIR/fdbridge-<scenario>-<pid>-XXXXXX`
+ * (ownTempDir), of the scenario's name its first 40 characters, each one
+ * other than a letter, digit, `.`, `_` or `-` written `_`. A name is free
+ * text: a `/` in it would make the directory outside $TMPDIR (`../x`) or in
+ * a directory that does not exist (ENOENT, ending the run), a NUL would
+ * fail mkdtemp.
+ */
 export function rowDirPrefix(scenario: string): string {
-  return `fdbridge-${scenario.slice(0, 40)}-`;
+  return `fdbridge-${scenario.slice(0, 40).replace(/[^A-Za-z0-9._-]/g, '_')}-`;
 }
 
 /** What the row process needs to plan the same rows and run them as this process would. */
