@@ -24,6 +24,9 @@
  * reused by a call no recorder saw is never blamed on its previous owner;
  * and a JS record only if no close of its fd was recorded after it, so
  * neither is an fd closed and opened again on the same file by such a call.
+ * A close the JS recorder cannot see (a thread it does not record, native
+ * code) leaves a record standing, so a JS record of a file that can be
+ * opened again is given as unconfirmed (FdOrigin.unconfirmed).
  * The C library is compiled on first use ($CC, default cc); without a
  * compiler only JS stacks are recorded, and the report says so.
  */
@@ -43,6 +46,17 @@ export interface FdOrigin {
   js?: string[];
   /** Native frames, innermost first (`function (file:line)` or `module+0xoffset`), the libc wrapper left out. */
   native?: string[];
+  /**
+   * `call` is the last open of this number, naming this file, that the JS
+   * recorder saw, with no close of it seen since; but a close it cannot see
+   * (by a thread it does not record, or by native code) followed by an open
+   * of the same file at the same number that it did not see either would
+   * read the same, and the fd would then be that open's. Set for every JS
+   * record of a file that can be opened again (a path, an anonymous inode);
+   * not for a socket or a pipe, whose target names its own inode, made by
+   * that call.
+   */
+  unconfirmed?: true;
 }
 
 const ENV_DIR = 'FDBRIDGE_FDTRACK_DIR';
@@ -323,6 +337,7 @@ export function installJsTracking(own: boolean = isMainThread): void {
       return result;
     };
   }
+  wrapWorker();
   // fdbridge's own fds: its addon's calls that make them.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { native } = require('./native') as { native: object };
@@ -341,6 +356,39 @@ export function installJsTracking(own: boolean = isMainThread): void {
   // import: this makes them the wrappers too, whenever they were imported.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   (require('node:module') as typeof import('node:module')).syncBuiltinESMExports();
+}
+
+/**
+ * Makes worker_threads.Worker start, while this thread records, a worker
+ * given neither `env` nor `execArgv` (or the shared environment, SHARE_ENV)
+ * with the recorder too. Such a worker takes this thread's options as they
+ * were at its start, not the NODE_OPTIONS that recording set in the
+ * environment: given `execArgv` (this process's own, the default) it reads
+ * NODE_OPTIONS from its environment, the recorder's `--require` with it. A
+ * worker given an `env` of its own reads NODE_OPTIONS from that one, as the
+ * caller chose. A Worker class taken before recording started (`const {
+ * Worker } = require('node:worker_threads')`) is not this one: its workers
+ * record nothing.
+ */
+function wrapWorker(): void {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const workerThreads = require('node:worker_threads') as typeof import('node:worker_threads');
+  const Original = workerThreads.Worker;
+  const Worker = class Worker extends Original {
+    constructor(filename: string | URL, options?: import('node:worker_threads').WorkerOptions) {
+      const own = options?.execArgv === undefined && options?.env == null;
+      const shared = options?.execArgv === undefined && options?.env === workerThreads.SHARE_ENV;
+      // `env: process.env`: this thread's, which may be an object of the
+      // program's own (jest gives each test file a copy of the environment)
+      // that a worker given no env does not read.
+      super(filename, logFd === undefined ? options : own ? { ...options, env: process.env, execArgv: process.execArgv } : shared ? { ...options, execArgv: process.execArgv } : options);
+    }
+  };
+  try {
+    (workerThreads as { Worker: unknown }).Worker = Worker;
+  } catch {
+    // a read-only property: such workers are not recorded
+  }
 }
 
 /**
@@ -588,14 +636,22 @@ export function fdOrigin(dir: string, pid: number, fd: number, target: string): 
     call: js?.call ?? (nat?.call === 'recvmsg' ? 'recvmsg (received over a Unix socket)' : (nat?.call ?? '?')),
     ...(js ? { js: js.stack } : {}),
     ...(native.length > 0 ? { native } : {}),
+    ...(js && !OWN_INODE.test(target) ? { unconfirmed: true as const } : {}),
   };
 }
+
+/** A target that names an object of its own (a socket's or pipe's inode), which no open of a path makes again. */
+const OWN_INODE = /^(socket|pipe):\[\d+\]$/;
 
 /** The lines that show an origin under a leak, indented by `indent`. */
 export function describeFdOrigin(origin: FdOrigin | undefined, indent = '    '): string[] {
   // 'unseen' is how a leak with no record is kept (results.json): no call of that name opened it.
   if (!origin || origin.call === 'unseen') return [`${indent}opened by a call --track-fds did not see (no record for this fd)`];
-  const lines = [`${indent}opened by ${origin.call}`];
+  const lines = [
+    origin.unconfirmed
+      ? `${indent}opened by ${origin.call}, unless a close --track-fds cannot see (by a thread it does not record, or by native code) freed this number after that and a call it did not see opened the same file here again`
+      : `${indent}opened by ${origin.call}`,
+  ];
   for (const f of origin.native ?? []) lines.push(`${indent}  native: ${f}`);
   for (const f of origin.js ?? []) lines.push(`${indent}  at ${f}`);
   return lines;

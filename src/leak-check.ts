@@ -130,8 +130,11 @@ export interface FdCheckOptions {
   /**
    * Name where each leaked fd was opened: the JS stack of the call that
    * made it (fs, net, child_process pipes, fdbridge's own fds), in this
-   * process and in the Node processes started during the check (child and
-   * pidfd commands). Native stacks need the process started with the
+   * thread, in the worker threads and the Node processes started during the
+   * check (child and pidfd commands). For a file that can be opened again
+   * the origin is `unconfirmed` (FdOrigin): a close made where the recorder
+   * does not see (a thread started before the check, native code) and an
+   * open of the same file at the same number would read the same. Native stacks need the process started with the
    * recorder preloaded (`fdbridge run --track-fds` does that). Off by
    * default: it costs a stack capture per fd opened.
    */

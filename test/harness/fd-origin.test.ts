@@ -65,6 +65,13 @@ describe('describeFdOrigin', () => {
     expect(describeFdOrigin({ call: 'open' })).toEqual(['    opened by open']);
   });
 
+  test('an unconfirmed origin says, on its first line, what could have opened the fd instead', () => {
+    expect(describeFdOrigin({ call: 'fs.openSync', js: ['f (x.js:2:3)'], unconfirmed: true }, '  ')).toEqual([
+      '  opened by fs.openSync, unless a close --track-fds cannot see (by a thread it does not record, or by native code) freed this number after that and a call it did not see opened the same file here again',
+      '    at f (x.js:2:3)',
+    ]);
+  });
+
   test("'unseen' (how results.json keeps a leak with no record) reads as no record, not as a call of that name", () => {
     expect(describeFdOrigin({ call: 'unseen' })).toEqual(['    opened by a call --track-fds did not see (no record for this fd)']);
     expect(describeFdOrigin({ call: 'unseen' }, '>')).toEqual(['>opened by a call --track-fds did not see (no record for this fd)']);
@@ -81,10 +88,16 @@ describe('JS records', () => {
         line({ fd: 1, target: '/t', call: 'fs.open', stack: ['first (a.js:1:1)'] }) +
         line({ fd: 1, target: '/t', call: 'fs.openSync', stack: ['second (b.js:2:2)'] }),
     );
-    expect(fdOrigin(dir, 100, 1, '/t')).toEqual({ call: 'fs.openSync', js: ['second (b.js:2:2)'] });
-    expect(fdOrigin(dir, 100, 12, '/t')).toEqual({ call: 'fs.openSync', js: ['other (o.js:1:1)'] });
+    expect(fdOrigin(dir, 100, 1, '/t')).toEqual({ call: 'fs.openSync', js: ['second (b.js:2:2)'], unconfirmed: true });
+    expect(fdOrigin(dir, 100, 12, '/t')).toEqual({ call: 'fs.openSync', js: ['other (o.js:1:1)'], unconfirmed: true });
     // Another pid's log, or none: not seen.
     expect(fdOrigin(dir, 101, 1, '/t')).toBeUndefined();
+  });
+
+  test('a JS record of a file that can be opened again is unconfirmed; of a socket or a pipe (its own inode in the target), it is not', () => {
+    const targets = ['/f', '/memfd:m (deleted)', 'anon_inode:[eventfd]', 'socket:[77]', 'pipe:[78]', 'socket:[77] ', 'xpipe:[78]'];
+    writeFileSync(join(dir, 'js-100.log'), targets.map((target, fd) => line({ fd, target, call: 'fs.openSync', stack: [] })).join(''));
+    expect(targets.map((target, fd) => fdOrigin(dir, 100, fd, target)?.unconfirmed ?? false)).toEqual([true, true, true, false, false, true, true]);
   });
 
   test('a later record of the fd naming another target means the number was reused: not this one', () => {
@@ -93,7 +106,7 @@ describe('JS records', () => {
       line({ fd: 5, target: '/leaked', call: 'fs.openSync', stack: [] }) + line({ fd: 5, target: '/other', call: 'net.Socket.connect', stack: [] }),
     );
     expect(fdOrigin(dir, 100, 5, '/leaked')).toBeUndefined();
-    expect(fdOrigin(dir, 100, 5, '/other')).toEqual({ call: 'net.Socket.connect', js: [] });
+    expect(fdOrigin(dir, 100, 5, '/other')).toEqual({ call: 'net.Socket.connect', js: [], unconfirmed: true });
   });
 
   test('a close recorded after an open ends it: a later open of the number by a call no recorder saw is not blamed on it', () => {
@@ -108,9 +121,9 @@ describe('JS records', () => {
     );
     expect(fdOrigin(dir, 100, 5, '/a')).toBeUndefined();
     // Another fd's close ends nothing of this one's.
-    expect(fdOrigin(dir, 100, 6, '/b')).toEqual({ call: 'fs.openSync', js: ['kept (b.js:1:1)'] });
+    expect(fdOrigin(dir, 100, 6, '/b')).toEqual({ call: 'fs.openSync', js: ['kept (b.js:1:1)'], unconfirmed: true });
     // Opened again after the close, by a call that was recorded: that call.
-    expect(fdOrigin(dir, 100, 7, '/c')).toEqual({ call: 'fs.promises.open', js: ['again (c.js:1:1)'] });
+    expect(fdOrigin(dir, 100, 7, '/c')).toEqual({ call: 'fs.promises.open', js: ['again (c.js:1:1)'], unconfirmed: true });
   });
 
   test('a refused close (kept) after a close gives back what that close ended; a close after it ends it again', () => {
@@ -129,7 +142,7 @@ describe('JS records', () => {
         line({ fd: 8, closed: true }) +
         line({ fd: 8, kept: true }),
     );
-    expect(fdOrigin(dir, 100, 5, '/a')).toEqual({ call: 'fs.openSync', js: ['first (a.js:1:1)'] });
+    expect(fdOrigin(dir, 100, 5, '/a')).toEqual({ call: 'fs.openSync', js: ['first (a.js:1:1)'], unconfirmed: true });
     expect(fdOrigin(dir, 100, 7, '/c')).toBeUndefined();
     // Refused, the second close of a closed fd gives back nothing: the first one's close stands.
     expect(fdOrigin(dir, 100, 8, '/d')).toBeUndefined();
@@ -137,10 +150,13 @@ describe('JS records', () => {
 
   test('a record that names no call (not written by the recorder) still gives its stack, under a call of "?", or the native record\'s call', () => {
     writeFileSync(join(dir, 'js-100.log'), line({ fd: 5, target: '/a', stack: ['f (f.js:1:1)'] }) + line({ fd: 6, target: '/b', stack: [] }));
-    expect(fdOrigin(dir, 100, 5, '/a')).toEqual({ call: '?', js: ['f (f.js:1:1)'] });
+    expect(fdOrigin(dir, 100, 5, '/a')).toEqual({ call: '?', js: ['f (f.js:1:1)'], unconfirmed: true });
     nativeFile(100, { records: [{ fd: 6, kind: 3, target: '/b' }] });
-    expect(fdOrigin(dir, 100, 6, '/b')).toEqual({ call: 'accept', js: [] });
-    expect(describeFdOrigin(fdOrigin(dir, 100, 5, '/a'))).toEqual(['    opened by ?', '      at f (f.js:1:1)']);
+    expect(fdOrigin(dir, 100, 6, '/b')).toEqual({ call: 'accept', js: [], unconfirmed: true });
+    expect(describeFdOrigin(fdOrigin(dir, 100, 5, '/a'))).toEqual([
+      '    opened by ?, unless a close --track-fds cannot see (by a thread it does not record, or by native code) freed this number after that and a call it did not see opened the same file here again',
+      '      at f (f.js:1:1)',
+    ]);
   });
 
   test('a line cut short (a crash while writing) is skipped, and the records around it still count', () => {
@@ -148,7 +164,7 @@ describe('JS records', () => {
       join(dir, 'js-100.log'),
       line({ fd: 5, target: '/a', call: 'fs.openSync', stack: ['kept (k.js:1:1)'] }) + '{"fd":5,"target":"/a","call":"fs.op\n',
     );
-    expect(fdOrigin(dir, 100, 5, '/a')).toEqual({ call: 'fs.openSync', js: ['kept (k.js:1:1)'] });
+    expect(fdOrigin(dir, 100, 5, '/a')).toEqual({ call: 'fs.openSync', js: ['kept (k.js:1:1)'], unconfirmed: true });
   });
 });
 
@@ -298,7 +314,7 @@ describe('native records', () => {
   test('a JS record and a native one for the same fd: the JS call names it, the native frames come along', () => {
     nativeFile(200, { modules: ['/nowhere/addon.node'], records: [{ fd: 3, kind: 8, target: '/m', frames: [[1, 0x77n]] }] });
     writeFileSync(join(dir, 'js-200.log'), `${JSON.stringify({ fd: 3, target: '/m', call: 'native.memfd', stack: ['s (s.js:1:1)'] })}\n`);
-    expect(fdOrigin(dir, 200, 3, '/m')).toEqual({ call: 'native.memfd', js: ['s (s.js:1:1)'], native: ['addon.node+0x77'] });
+    expect(fdOrigin(dir, 200, 3, '/m')).toEqual({ call: 'native.memfd', js: ['s (s.js:1:1)'], native: ['addon.node+0x77'], unconfirmed: true });
   });
 });
 

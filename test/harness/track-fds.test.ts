@@ -125,7 +125,9 @@ describe('fdbridge run --track-fds', () => {
     const [leak] = row('leak-from-js').leaks;
     expect(leak?.openedAt?.call).toBe('fs.openSync');
     expect(leak?.openedAt?.js?.[0]).toContain(`${join(project, 'fd-scenarios', 'leak-from-js.scenario.ts')}:13:`);
-    expect(run.stdout).toMatch(/opened by fs\.openSync\n\s+at .*leak-from-js\.scenario\.ts:13:\d+/);
+    // A file can be opened again at its number by a call no recorder sees: the line says so.
+    expect(leak?.openedAt?.unconfirmed).toBe(true);
+    expect(run.stdout).toMatch(/opened by fs\.openSync, unless a close --track-fds cannot see [^\n]*\n\s+at .*leak-from-js\.scenario\.ts:13:\d+/);
   });
 
   test('a leak from native code names the native function, file and line, and the JS line that called it', () => {
