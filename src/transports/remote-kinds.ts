@@ -109,8 +109,8 @@ const NAMES: Record<FileType, string> = {
   unknown: 'fd',
 };
 
-function refuse(fd: number, kind: string, why: string): never {
-  throw new UnsupportedError(`dupFileDescriptor(${fd}) failed on the remote transport: ${kind} cannot be relayed (${why})`);
+function refuse(operation: string, kind: string, why: string): never {
+  throw new UnsupportedError(`${operation} failed on the remote transport: ${kind} cannot be relayed (${why})`);
 }
 
 /**
@@ -146,13 +146,13 @@ export function copyReadError(operation: string, err: NodeJS.ErrnoException): Sy
  * How `fd` (borrowed, validated) is relayed, or UnsupportedError naming its
  * kind. EBADF for a closed fd, as on every transport.
  */
-export function planRelay(fd: number): RelayPlan {
+export function planRelay(fd: number, operation = `dupFileDescriptor(${fd})`): RelayPlan {
   const id = fdIdentity(fd); // EBADF for a closed fd
   const flags = statusFlags(fd);
   const acc = flags & O_ACCMODE;
   const readable = acc !== O_WRONLY;
   const writable = acc === O_WRONLY || acc === O_RDWR;
-  if ((flags & O_PATH) !== 0) refuse(fd, `an O_PATH fd (${NAMES[id.type]})`, 'it opens nothing that can be read or written');
+  if ((flags & O_PATH) !== 0) refuse(operation, `an O_PATH fd (${NAMES[id.type]})`, 'it opens nothing that can be read or written');
   switch (id.type) {
     case 'pipe': {
       const end = acc === O_RDWR ? 'read-write' : readable ? 'read end' : 'write end';
@@ -166,9 +166,9 @@ export function planRelay(fd: number): RelayPlan {
     case 'socket': {
       const type = native.socketType(fd);
       if (type !== constants.SOCK_STREAM) {
-        refuse(fd, `a ${type === constants.SOCK_DGRAM ? 'datagram (SOCK_DGRAM)' : type === constants.SOCK_SEQPACKET ? 'SOCK_SEQPACKET' : `type ${type}`} socket`, 'a byte stream loses its message boundaries');
+        refuse(operation, `a ${type === constants.SOCK_DGRAM ? 'datagram (SOCK_DGRAM)' : type === constants.SOCK_SEQPACKET ? 'SOCK_SEQPACKET' : `type ${type}`} socket`, 'a byte stream loses its message boundaries');
       }
-      if (isListening(id.ino)) refuse(fd, 'a listening socket', 'it carries connections, not bytes');
+      if (isListening(id.ino)) refuse(operation, 'a listening socket', 'it carries connections, not bytes');
       return { mode: 'both', kind: 'stream socket', access: 'dup' };
     }
     case 'file': {
@@ -176,21 +176,21 @@ export function planRelay(fd: number): RelayPlan {
         // Open for reading (O_RDWR too: a memfd, say): a read-only copy.
         // The command's writes fail there (EBADF) rather than vanish.
         const size = fstatSync(fd).size;
-        if (size > MAX_COPY_BYTES) refuse(fd, `a regular file of ${size} bytes`, `a file open for reading is copied, and the copy is limited to ${MAX_COPY_BYTES} bytes`);
+        if (size > MAX_COPY_BYTES) refuse(operation, `a regular file of ${size} bytes`, `a file open for reading is copied, and the copy is limited to ${MAX_COPY_BYTES} bytes`);
         return { mode: 'copy', kind: `regular file (${acc === O_RDWR ? 'read-write, ' : ''}given as a read-only copy)`, access: 'file', offset: offsetOf(fd), size };
       }
       return { mode: 'down', kind: `regular file (${(flags & O_APPEND) !== 0 ? 'append' : 'write'})`, access: 'file' };
     }
     case 'char':
-      if (!writable) refuse(fd, 'a character device open for reading', 'only writes to a terminal or device are relayed');
+      if (!writable) refuse(operation, 'a character device open for reading', 'only writes to a terminal or device are relayed');
       return { mode: 'down', kind: 'character device (write)', access: 'file' };
     case 'directory':
-      return refuse(fd, 'a directory', 'it has no bytes to relay');
+      return refuse(operation, 'a directory', 'it has no bytes to relay');
     case 'block':
-      return refuse(fd, 'a block device', 'it is not a byte stream');
+      return refuse(operation, 'a block device', 'it is not a byte stream');
     default: {
       const kind = anonKind(fd);
-      return refuse(fd, `an fd of kind ${kind}`, 'it has no byte stream to relay');
+      return refuse(operation, `an fd of kind ${kind}`, 'it has no byte stream to relay');
     }
   }
 }

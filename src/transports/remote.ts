@@ -256,14 +256,15 @@ export class RemoteConnection extends BaseConnection {
   // duplication ------------------------------------------------------------
 
   protected dupOne(fd: number): Promise<number> {
-    if (this.#broken) return Promise.reject(this.#brokenFor(`dupFileDescriptor(${fd})`));
+    const operation = `dupFileDescriptor(${fd})`;
+    if (this.#broken) return Promise.reject(this.#brokenFor(operation));
     let made: Made;
     try {
-      made = this.#makeStream(fd);
+      made = this.#makeStream(fd, operation);
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.#open(made, `dupFileDescriptor(${fd})`, 'dupFileDescriptor');
+    return this.#open(made, 'dupFileDescriptor');
   }
 
   /**
@@ -283,12 +284,12 @@ export class RemoteConnection extends BaseConnection {
     // that cannot be relayed, or a closed fd, fails the batch with nothing made there.
     const made: Made[] = [];
     try {
-      for (const fd of fds) made.push(this.#makeStream(fd, above));
+      for (const fd of fds) made.push(this.#makeStream(fd, `dupFileDescriptors (fd ${fd})`, above));
     } catch (err) {
       for (const m of made) m.dispose();
       throw err;
     }
-    const settled = await Promise.allSettled(made.map((m, i) => this.#open(m, `dupFileDescriptors (fd ${fds[i]})`, 'dupFileDescriptors')));
+    const settled = await Promise.allSettled(made.map((m) => this.#open(m, 'dupFileDescriptors')));
     const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (failed) {
       await this.release(settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []))).catch(() => undefined);
@@ -324,14 +325,14 @@ export class RemoteConnection extends BaseConnection {
     this.#givenStreams.delete(fd);
   }
 
-  /** The client's end of a new stream for `fd` (borrowed), not yet announced. */
-  #makeStream(fd: number, above = fd + 1): Made {
+  /** The client's end of a new stream for `fd` (borrowed), not yet announced; `operation` names a refusal of its kind. */
+  #makeStream(fd: number, operation: string, above = fd + 1): Made {
     // One of fdbridge's own fds is refused as if closed, as on every
     // transport, before its kind is looked at (a pidfd or eventfd of ours
     // would otherwise be named in an UnsupportedError). The duplication
     // (clientEndpoint) checks again, under the registry's lock.
     if (native.registration(fd) !== 0) throw new SystemError(osConstants.errno.EBADF, 'dup');
-    const plan = planRelay(fd);
+    const plan = planRelay(fd, operation);
     const endpoint = clientEndpoint(fd, plan, above);
     const sid = this.#nextStream++;
     /** The number the command's end was given as over there, once the stream runs with it. */
@@ -342,6 +343,7 @@ export class RemoteConnection extends BaseConnection {
     });
     endpoint.attach(stream);
     return {
+      operation,
       plan,
       stream,
       givenAs: (n) => {
@@ -353,8 +355,8 @@ export class RemoteConnection extends BaseConnection {
     };
   }
 
-  async #open(made: Made, operation: string, method: string): Promise<number> {
-    const { plan, stream } = made;
+  async #open(made: Made, method: string): Promise<number> {
+    const { plan, stream, operation } = made;
     const req: OpenRequest = { stream: stream.id, mode: plan.mode, kind: plan.kind, ...(plan.offset !== undefined ? { offset: plan.offset } : {}) };
     this.#streams.set(stream.id, stream);
     const reply = this.#request(RemoteFrame.OPEN, operation, method, jsonPayload(req));
@@ -542,6 +544,8 @@ export class RemoteConnection extends BaseConnection {
 type RemoteFrameTypeOf<K extends keyof typeof RemoteFrame> = (typeof RemoteFrame)[K];
 
 interface Made {
+  /** The duplication as the caller asked for it ('dupFileDescriptor(5)', 'dupFileDescriptors (fd 5)'), naming its errors. */
+  operation: string;
   plan: RelayPlan;
   stream: RelayStream;
   /** The command's end of the running stream is number `fd` over there: a release of it ends the stream. */

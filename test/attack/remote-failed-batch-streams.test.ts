@@ -82,7 +82,10 @@ test(
           async ([entries, at, bad]) => {
             const fds = entries.map((e) => fdOf[e]);
             fds[at] = fdOf[bad];
-            await expect(conn.dupFileDescriptors(fds)).rejects.toBeInstanceOf(UnsupportedError);
+            const err = await conn.dupFileDescriptors(fds).catch((e: unknown) => e);
+            expect(err).toBeInstanceOf(UnsupportedError);
+            // Named as the caller asked for it: the batch, and the entry refused.
+            expect((err as Error).message).toMatch(new RegExp(`^dupFileDescriptors \\(fd ${fdOf[bad]}\\) failed on the remote transport: .* cannot be relayed`));
             expect(await fdTableSettles(conn.location.pid, serverBaseline)).toBe('');
             expect(formatFdTableDiff(await settleFdTable(process.pid, baseline, 2000))).toBe('');
           },
