@@ -11,16 +11,16 @@ import { join } from 'node:path';
 import { hasPython } from './linger-attacker';
 
 /** poll(2)'s and ppoll(2)'s system call numbers, by Node's process.arch (arm64 has ppoll only). */
-const POLL_CALLS: Partial<Record<string, readonly number[]>> = {
-  x64: [7, 271],
-  arm64: [73],
-};
+const POLL_CALLS: ReadonlyMap<string, readonly number[]> = new Map([
+  ['x64', [7, 271]],
+  ['arm64', [73]],
+]);
 
 export const UNREAD_DAEMON = join(__dirname, '..', 'attack', 'fixtures', 'unread-daemon.py');
 
 /** The daemon's last argument on `arch`: its poll calls' numbers, comma-separated; undefined where they are not known. */
 export function pollCallsArg(arch: string = process.arch): string | undefined {
-  return POLL_CALLS[arch]?.join(',');
+  return POLL_CALLS.get(arch)?.join(',');
 }
 
 /** Why the daemon cannot run on `arch` (python3 missing, or its poll calls' numbers not known), for a skipped test's name; undefined when it can. */
