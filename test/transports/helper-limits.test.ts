@@ -8,8 +8,10 @@
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 
+import fc from 'fast-check';
+
 import { closeFd, connect, fdFloor, fdLimit, HelperDaemon, makeMemfd, openFdTable, QuotaExceededError, TimeoutError } from '../../src';
-import { encodeJson, FrameType, MAX_FRAME_BYTES, PROTOCOL_VERSION } from '../../src/protocol';
+import { decodeFrame, encodeJson, FrameType, MAX_FRAME_BYTES, PROTOCOL_VERSION } from '../../src/protocol';
 import { backgroundClosesPending, closerThreads } from '../../src/test-hooks';
 import { rawConnect, receiveNow, sendNow } from '../../src/testing';
 import { DEFAULT_HELPER_LIMITS, fdRoom, NO_PEER_PIDFD_ENV } from '../../src/transports/helper-daemon';
@@ -193,6 +195,104 @@ describeRoot('quotas (client: nobody)', () => {
     }
   });
 
+  test('generated: a client that sends HELLO within the HELLO timeout, up to exactly at it, is served, whatever the idle timeout; the fd table returns', async () => {
+    const HELLO = 200;
+    const before = openFdTable();
+    await fc.assert(
+      // How long it waits before its HELLO; the idle timeout (0: none), which a client not yet served never meets.
+      fc.asyncProperty(fc.integer({ min: 0, max: HELLO }), fc.oneof(fc.constant(0), fc.integer({ min: 40, max: 400 })), async (waitedMs, idleTimeoutMs) => {
+        // The daemon's clock and sweeper are the test's: the wait is exact whatever the machine's load.
+        jest.useFakeTimers({ doNotFake: ['hrtime', 'nextTick', 'performance', 'queueMicrotask', 'setImmediate', 'clearImmediate', 'setTimeout', 'clearTimeout'] });
+        const daemon = start({ limits: { helloTimeoutMs: HELLO, idleTimeoutMs } });
+        const fd = rawConnect('seqpacket', nameOf(daemon), true);
+        // Connected with it, and never sends HELLO: refused once past the timeout, told which quota and why.
+        const silent = rawConnect('seqpacket', nameOf(daemon), true);
+        try {
+          expect(await until(() => daemon.stats.connections === 2)).toBe(true);
+          await jest.advanceTimersByTimeAsync(waitedMs);
+          sendNow(fd, encodeJson(FrameType.HELLO, 0, { version: PROTOCOL_VERSION, command: { name: 'probe' } }));
+          expect(await answer(fd)).toBe(FrameType.READY);
+          expect({ helloTimeout: daemon.stats.quotaHits.helloTimeout, idleTimeout: daemon.stats.quotaHits.idleTimeout }).toEqual({ helloTimeout: 0, idleTimeout: 0 });
+          await jest.advanceTimersByTimeAsync(HELLO + 50 - waitedMs);
+          expect(await frame(silent)).toMatchObject({ type: FrameType.REFUSED, message: `quota helloTimeout: no HELLO within ${HELLO} ms of connecting` });
+          expect(await answer(silent)).toBe('eof');
+          expect(daemon.stats.quotaHits.helloTimeout).toBe(1);
+        } finally {
+          closeFd(silent);
+          closeFd(fd);
+          jest.useRealTimers();
+          await daemon.close();
+        }
+      }),
+      { numRuns: 8, endOnFailure: true, examples: [[HELLO, 0], [150, 100]] },
+    );
+    expect(await fdTableSettles(process.pid, before)).toBe('');
+  });
+
+  test('generated: with idleTimeoutMs 0 no client is cut off for idling, however long it waits; the fd table returns', async () => {
+    const before = openFdTable();
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 1, max: 600_000 }), async (waitedMs) => {
+        // The daemon's clock and sweeper are the test's (as in the idle timeout's case above).
+        jest.useFakeTimers({ doNotFake: ['hrtime', 'nextTick', 'performance', 'queueMicrotask', 'setImmediate', 'clearImmediate', 'setTimeout', 'clearTimeout'] });
+        const daemon = start({ limits: { idleTimeoutMs: 0 } });
+        try {
+          const conn = await connect('helper', { command: { name: 'probe' }, socketPath: daemon.socketPath });
+          try {
+            await jest.advanceTimersByTimeAsync(waitedMs);
+            expect(await conn.call('echo', 'still served')).toBe('still served');
+            expect(daemon.stats.quotaHits.idleTimeout).toBe(0);
+          } finally {
+            await conn.close();
+          }
+        } finally {
+          jest.useRealTimers();
+          await daemon.close();
+        }
+      }),
+      { numRuns: 5, endOnFailure: true, examples: [[1], [600_000]] },
+    );
+    expect(await fdTableSettles(process.pid, before)).toBe('');
+  });
+
+  test('generated: a client whose only requests are DUPs (answered without reaching JS) is not idle while it sends them; once it stops, it is cut off; the fd table returns', async () => {
+    const IDLE = 300;
+    const before = openFdTable();
+    const memfd = makeMemfd('dups-only');
+    try {
+      await fc.assert(
+        fc.asyncProperty(fc.integer({ min: 2, max: 6 }), fc.integer({ min: 1, max: IDLE - 1 }), async (dups, gapMs) => {
+          jest.useFakeTimers({ doNotFake: ['hrtime', 'nextTick', 'performance', 'queueMicrotask', 'setImmediate', 'clearImmediate', 'setTimeout', 'clearTimeout'] });
+          const daemon = start({ limits: { idleTimeoutMs: IDLE } });
+          try {
+            const conn = await connect('helper', { command: { name: 'probe' }, socketPath: daemon.socketPath });
+            try {
+              // A DUP every gapMs (< IDLE): dups x gapMs in all, past IDLE for most.
+              for (let i = 0; i < dups; i++) {
+                await conn.dupFileDescriptor(memfd);
+                await jest.advanceTimersByTimeAsync(gapMs);
+              }
+              expect(daemon.stats.quotaHits.idleTimeout).toBe(0);
+              expect(daemon.stats.active).toBe(1);
+              // Then nothing: cut off once idle for longer than IDLE.
+              await jest.advanceTimersByTimeAsync(2 * IDLE);
+              expect(await until(() => daemon.stats.quotaHits.idleTimeout === 1 && daemon.stats.active === 0)).toBe(true);
+            } finally {
+              await conn.close().catch(() => undefined);
+            }
+          } finally {
+            jest.useRealTimers();
+            await daemon.close();
+          }
+        }),
+        { numRuns: 5, endOnFailure: true, examples: [[6, IDLE - 1]] },
+      );
+    } finally {
+      closeFd(memfd);
+    }
+    expect(await fdTableSettles(process.pid, before)).toBe('');
+  });
+
   test('a client that stops reading its replies is disconnected, not buffered for', async () => {
     const daemon = start({ limits: { maxQueuedBytes: 65536, stalledReaderTimeoutMs: 300 } });
     try {
@@ -215,6 +315,16 @@ describeRoot('quotas (client: nobody)', () => {
     }
   });
 });
+
+/** The next frame on a raw socket, decoded, waiting while the daemon (in this process) works; undefined if none came within ~10 s (a hang guard). */
+async function frame(fd: number): Promise<ReturnType<typeof decodeFrame> | undefined> {
+  for (let i = 0; i < 2000; i++) {
+    const m = receiveNow(fd, 65536, 0);
+    if (m) return decodeFrame(m.data, []);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return undefined;
+}
 
 /** The next frame's type on a raw socket, or 'eof', waiting while the daemon (in this process) works. */
 async function answer(fd: number): Promise<number | string> {
