@@ -19,7 +19,7 @@ import { DEFAULT_SEED, DEFAULT_SETTLE_MS, DEFAULT_TIMEOUT_MS, discoverScenarios,
 import { progressLine, summaryTable } from '../summary';
 import type { ResultsFile } from '../types';
 import { writeFileAtomic } from '../write-file';
-import { cliInvocation, EXIT, parseSubcommandArgs, parseInteger, UsageError } from './usage';
+import { cliInvocation, EXIT, parseSubcommandArgs, parseInteger, shellWord, UsageError } from './usage';
 
 export const USAGE = `run [--transport a,b] [--scenario PATTERN] [--profile NAME] [--scenarios DIR] [--list]
           [--seed S] [--repeat N] [--shard i/n] [--timeout MS] [--settle MS] [--bench] [--bench-time MS]
@@ -159,7 +159,7 @@ export async function main(argv: string[]): Promise<number> {
   const failed = results.results.filter((r) => r.status === 'fail');
   if (failed.length > 0) {
     out('\nto rerun a failed row:');
-    for (const r of failed.slice(0, 20)) out(`  ${cliInvocation()} run --seed ${seed} --scenario '${r.scenario}' --transport ${r.transport}`);
+    for (const r of failed.slice(0, 20)) out(`  ${cliInvocation()} run --seed ${seed} --scenario ${shellWord(r.scenario)} --transport ${r.transport}`);
   }
   if (values.json !== undefined) {
     writeFileAtomic(values.json, `${JSON.stringify(results, null, 2)}\n`);

@@ -76,3 +76,12 @@ export function cliInvocation(): string {
   const rel = relative(process.cwd(), script);
   return `node ${rel.startsWith('..') || rel === '' ? script : rel}`;
 }
+
+/**
+ * `text` as one word of a POSIX shell's command line: in single quotes, a
+ * single quote inside written '\'' (close, an escaped quote, reopen), so
+ * that nothing in it (quotes, `$`, `;`, `&`, spaces) is read by the shell.
+ */
+export function shellWord(text: string): string {
+  return `'${text.replace(/'/g, "'\\''")}'`;
+}
