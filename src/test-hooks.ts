@@ -209,9 +209,15 @@ export function simulateKernelWithoutPassRights(): () => void {
  * returned function puts the real one back: for a test of what a failure
  * there leaves behind (a helper daemon's start that fails after it took
  * its share of the background closer and registered itself), or of a
- * kernel that lacks an option (getPassRights: ENOPROTOOPT before Linux 6.16).
+ * kernel that lacks an option or a call (getPassRights: ENOPROTOOPT before
+ * Linux 6.16; peerPidfd, SO_PEERPIDFD: ENOPROTOOPT before 6.5; pidfdGetfd:
+ * ENOSYS before 5.6), or of a pull the native path leaves to JavaScript
+ * (pidfdGetfdAll).
  */
-export function failNativeCall(name: 'peerCred' | 'setPassRights' | 'getPassRights', err: Error): () => void {
+export function failNativeCall(
+  name: 'peerCred' | 'setPassRights' | 'getPassRights' | 'peerPidfd' | 'pidfdOpen' | 'pidfdGetfd' | 'pidfdGetfdAll',
+  err: Error,
+): () => void {
   const binding = native as unknown as Record<string, unknown>;
   const real = binding[name];
   binding[name] = (): never => {
