@@ -77,7 +77,11 @@ void PolledNumber::LetGo() {
 }
 
 bool PolledNumber::YieldTo(const FdIdentity& file, bool known, UniqueFd* fd) {
-  if (!*fd || let_go_ || Same(file, known)) return false;
+  if (!*fd || let_go_) return false;
+  // A new poll of the same fd meets this one's (EEXIST). The same file is
+  // not the same fd: a new fd of ours at the number (a new registration
+  // there) means ours was closed, whatever file the new one holds.
+  if (Same(file, known) && (registration_ == 0 || FdRegistration(number_) == registration_)) return false;
   LetGo();
   fd->release();
   return true;

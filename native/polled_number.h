@@ -33,8 +33,9 @@ class PolledNumber {
   // Called on the poll at a number when a new one is about to be made
   // there on the same loop, with the file at the number now (`known` false
   // when it could not be read). The owner lets go (LetGo) unless its fd is
-  // still that file: then the new poll's uv_poll_init meets this one's and
-  // fails with EEXIST, as two polls of one fd do.
+  // still there (that file, and for an fd of ours its registration): then
+  // the new poll's uv_poll_init meets this one's and fails with EEXIST, as
+  // two polls of one fd do.
   using TakenFn = void (*)(void* owner, const FdIdentity& file, bool known);
 
   PolledNumber(uv_poll_t* poll, TakenFn on_taken, void* owner) : poll_(poll), on_taken_(on_taken), owner_(owner) {}
@@ -67,8 +68,10 @@ class PolledNumber {
   void LetGo();
   // on_taken for an owner that holds its fd in `fd` and gives it up when it
   // lets go: unless `fd` is empty, the poll let go of already, or `file` is
-  // still the one Init read, LetGo and `fd` released unclosed (another
-  // file's number now, or none). Whether it let go now.
+  // still the one Init read and the number still has the registration Init
+  // read (one registry read; for an fd of ours only), LetGo and `fd`
+  // released unclosed (another file's number now, none, or a new fd of
+  // ours, of the same file or not). Whether it let go now.
   bool YieldTo(const FdIdentity& file, bool known, UniqueFd* fd);
   // Before such an owner closes the poll and `fd`: forgets the number and,
   // when `fd` no longer holds the file Init read (closed behind the owner's

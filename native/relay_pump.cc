@@ -207,6 +207,20 @@ void RelayPump::OnStreamTaken(void* owner, const FdIdentity& file, bool known) {
   self->EndTakenLater(s->id);
 }
 
+bool RelayPump::StillHeld(Stream* s) {
+  if (!s->fd) return false;
+  uint64_t takeovers = FdTakeOvers();
+  if (takeovers == s->takeovers_seen) return true;
+  s->takeovers_seen = takeovers;
+  uint64_t registration = s->number.registration();
+  if (registration == 0 || FdRegistration(s->fd.get()) == registration) return true;
+  s->number.LetGo();
+  s->fd.release();
+  s->events = 0;
+  EndTakenLater(s->id);
+  return false;
+}
+
 void RelayPump::EndTakenLater(uint32_t id) {
   if (!taken_later_made_) {
     uv_timer_init(loop_, &taken_later_);  // cannot fail
@@ -516,6 +530,9 @@ int RelayPump::AddStream(uint32_t id, int fd, bool read, bool write, bool socket
   if (closed_) return -EBADF;
   if (streams_.count(id) != 0) return -EEXIST;
   Stream* s = new Stream(&pool_);
+  // Read before the registration (number.Init): a new fd of ours that
+  // takes the number after it counts as moved at the next look (StillHeld).
+  s->takeovers_seen = FdTakeOvers();
   int r = s->number.Init(loop_, fd);
   if (r != 0) {
     delete s;
@@ -565,6 +582,7 @@ void RelayPump::OnStream(uv_poll_t* handle, int status, int events) {
 
 RelayPump::Read RelayPump::ReadSource(Stream* s, bool flush) {
   if (!s->out_active || s->credit <= 0 || !output_open() || (!flush && congested())) return Read::kEmpty;
+  if (!StillHeld(s)) return Read::kEmpty;  // its halves end on the loop's next turn
   if (!src_buf_) src_buf_.reset(new char[kReadBytes]);
   size_t want = std::min(static_cast<size_t>(s->credit), kReadBytes);
   ssize_t r = ReadRetry(s->fd.get(), src_buf_.get(), want);
@@ -616,6 +634,8 @@ void RelayPump::SinkData(Stream* s, const char* data, size_t len) {
     End(kProtocolError, "stream " + std::to_string(s->id) + ": the peer sent past its window");
     return;
   }
+  // Bytes for an fd let go of are dropped: its sink stops on the loop's next turn.
+  if (!StillHeld(s)) return;
   s->bytes_in += len;
   size_t done = 0;
   if (s->pending.empty()) {
@@ -647,6 +667,7 @@ void RelayPump::SinkWritten(Stream* s, size_t n) {
 
 void RelayPump::WritePending(Stream* s) {
   while (!s->pending.empty()) {
+    if (!StillHeld(s)) return;  // its halves end on the loop's next turn
     struct iovec iov[kMaxIov];
     size_t total = 0;
     int n = s->pending.Peek(iov, kMaxIov, &total);

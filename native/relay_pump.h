@@ -211,6 +211,8 @@ class RelayPump {
     // poll's hold of the number (PolledNumber): let go of, with `fd`
     // released unclosed, once its fd was closed behind our back.
     PolledNumber number{&poll, &RelayPump::OnStreamTaken, this};
+    // The registry's count of take-overs at the last look (FdTakeOvers, StillHeld).
+    uint64_t takeovers_seen = 0;
   };
 
   RelayPump() = default;
@@ -241,6 +243,15 @@ class RelayPump {
   static void OnStreamTaken(void* owner, const FdIdentity& file, bool known);
   // Ends the halves still active of stream `id` on the loop's next turn (OnTakenLater).
   void EndTakenLater(uint32_t id);
+  // Before each read or write of s's fd: whether it is still the fd the
+  // stream was given. An fd of ours closed behind our back whose number a
+  // new fd of ours took (a registration there other than the one its poll
+  // read) is let go of as OnStreamTaken does (LetGo, `fd` released
+  // unclosed, both halves ended on the loop's next turn), also when that
+  // new fd is polled on no loop of ours. One relaxed load while no
+  // registration has been taken over since the last look, a registry read
+  // else. A file the program itself opened at the number is not seen.
+  bool StillHeld(Stream* s);
   static void OnTakenLater(uv_timer_t* handle);
   // Ends the input with OnEnd(err, message) on the loop's next turn, for a
   // reason found where the delegate may not be called: inside a poll being

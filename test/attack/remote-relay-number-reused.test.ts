@@ -1,0 +1,101 @@
+/**
+ * A relayed pipe's fd of fdbridge's, here on the client, closed behind its
+ * back (the program's bug: README, "Closing an fd fdbridge made is the
+ * program's bug"), its number then taken by a new fd of fdbridge's that
+ * its relay's poll does not tell apart by file alone: a copy of the same
+ * pipe end relayed again on the same connection (the same file at the
+ * number), or a copy that no relay polls (a direct connection's copy of a
+ * memfd). The old stream lets go of the number: the new relay is made
+ * (no EEXIST), the command's writes into the old stream fail with EPIPE
+ * instead of landing in the new fd's file, and both fd tables come back.
+ *
+ * Generated: which new fd takes the number, how many 10,000-byte writes
+ * the command made into the stream before the close.
+ */
+import { closeSync, fstatSync, readSync } from 'node:fs';
+
+import fc from 'fast-check';
+
+import { connect, PROBE_COMMAND, RemoteError } from '../../src';
+import { closeFds, formatFdTableDiff, makeMemfd, makePipe, openFdTable } from '../../src/fd';
+import { LOCAL_REMOTE } from '../../harness/local-remote';
+import { fdTableSettles } from '../util/processes';
+import { registeredFds, registeredSince } from '../util/registered-fds';
+import { settleFdTable } from '../util/settle';
+import { scaled } from '../util/time-scale';
+import { HangGuard } from '../util/wait-for';
+
+const CHUNK = 10_000;
+
+test('generated: a relayed pipe whose fd here was closed behind fdbridge\'s back and its number taken by a new fd of ours of any file ends on the command\'s side', async () => {
+  const guard = new HangGuard(scaled(40_000));
+  const conn = await connect('remote', { command: PROBE_COMMAND, ...LOCAL_REMOTE, timeoutMs: scaled(10_000) });
+  const direct = await connect('direct', { command: PROBE_COMMAND });
+  try {
+    await conn.call('where');
+    const serverBaseline = openFdTable(conn.location.pid);
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom('same pipe relayed again', 'direct copy of a memfd'), fc.integer({ min: 0, max: 3 }), async (taker, writesBefore) => {
+        const [r, w] = makePipe();
+        const memfd = makeMemfd();
+        const baseline = openFdTable();
+        let copy: number | undefined;
+        try {
+          const had = registeredFds();
+          const [far] = await conn.dupFileDescriptors([w]);
+          const relayed = [...registeredSince(had).keys()];
+          expect(relayed).toHaveLength(1);
+          const relayFd = relayed[0] as number;
+          for (let i = 0; i < writesBefore; i++) await conn.call('write', far, 'p'.repeat(CHUNK));
+          if (writesBefore > 0) {
+            const got = Buffer.alloc(writesBefore * CHUNK);
+            let n = 0;
+            while (n < got.length) n += readSync(r, got, n, got.length - n, null);
+          }
+          await conn.call('adopt', [far]);
+          closeSync(relayFd); // behind fdbridge's back
+          let far2: number | undefined;
+          if (taker === 'same pipe relayed again') {
+            [far2] = await conn.dupFileDescriptors([w]);
+            expect(registeredFds().has(relayFd)).toBe(true); // the new stream's fd took the number
+            await conn.call('adopt', [far2]);
+          } else {
+            [copy] = await direct.dupFileDescriptors([memfd]);
+            expect(copy).toBe(relayFd); // the direct command's copy took the number
+            await direct.call('adopt', [copy]);
+          }
+          // Past the window (4 MiB) and the pipe over there, a write that is not refused blocks the command
+          // (or, into a memfd, is taken).
+          const writes = (async (): Promise<unknown> => {
+            for (let i = 0; i < 600; i++) await conn.call('write', far, 'SECRET'.repeat(CHUNK / 6));
+            return 'every write taken';
+          })().catch((err: unknown) => err);
+          const ended = await guard.within(writes, 'the command writing into the stream let go of');
+          expect(ended).toBeInstanceOf(RemoteError);
+          expect((ended as RemoteError).remote.code).toBe('EPIPE');
+          expect(fstatSync(memfd).size).toBe(0);
+          if (far2 !== undefined) {
+            // The new stream is the number's: its bytes, and only those, reach the pipe.
+            await conn.call('write', far2, 'hello');
+            const got = Buffer.alloc(64);
+            const n = readSync(r, got, 0, got.length, null);
+            expect(got.subarray(0, n).toString()).toBe('hello');
+          }
+          await conn.call('closeAdopted', far2 === undefined ? [far] : [far, far2]);
+          expect(await conn.call('echo', 'alive')).toBe('alive');
+          expect(await fdTableSettles(conn.location.pid, serverBaseline)).toBe('');
+          if (copy !== undefined) await direct.call('closeAdopted', [copy]);
+          copy = undefined;
+          expect(formatFdTableDiff(await settleFdTable(process.pid, baseline, 2000))).toBe('');
+        } finally {
+          if (copy !== undefined) await direct.call('closeAdopted', [copy]).catch(() => undefined);
+          closeFds([r, w, memfd]);
+        }
+      }),
+      { numRuns: 10, endOnFailure: true },
+    );
+  } finally {
+    await direct.close();
+    await conn.close();
+  }
+}, scaled(90_000));
