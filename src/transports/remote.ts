@@ -350,7 +350,7 @@ export class RemoteConnection extends BaseConnection {
         givenAs = n;
         this.#givenStreams.set(n, stream);
       },
-      copyError: (operation) => endpoint.copyError?.(operation),
+      copyError: () => endpoint.copyError?.(operation),
       dispose: () => stream.destroy(),
     };
   }
@@ -379,7 +379,7 @@ export class RemoteConnection extends BaseConnection {
       const r = parseJson(await reply, 'OPENED') as { fd?: unknown };
       if (typeof r?.fd !== 'number') throw new ProtocolError(`${operation}: an OPENED without an fd number`);
       this.#numberTaken(r.fd);
-      const copyFailed = made.copyError(operation);
+      const copyFailed = made.copyError();
       if (copyFailed !== undefined) {
         // What was sent is not the file (cut at the limit, or where a read
         // failed): the command's copy goes.
@@ -552,11 +552,11 @@ interface Made {
   givenAs(fd: number): void;
   /**
    * Once the stream is announced, a copy's failure, which fails the
-   * duplication (`operation`, as the caller asked for it, names it): its
-   * file held more than a copy may (it grew after it was planned), or could
-   * not be read to its end. Undefined for a whole copy and for every other kind.
+   * duplication (named by `operation`): its file held more than a copy may
+   * (it grew after it was planned), or could not be read to its end.
+   * Undefined for a whole copy and for every other kind.
    */
-  copyError(operation: string): Error | undefined;
+  copyError(): Error | undefined;
   dispose(): void;
 }
 
