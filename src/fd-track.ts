@@ -360,15 +360,20 @@ export function installJsTracking(own: boolean = isMainThread): void {
 
 /**
  * Makes worker_threads.Worker start, while this thread records, a worker
- * given neither `env` nor `execArgv` (or the shared environment, SHARE_ENV)
- * with the recorder too. Such a worker takes this thread's options as they
- * were at its start, not the NODE_OPTIONS that recording set in the
- * environment: given `execArgv` (this process's own, the default) it reads
- * NODE_OPTIONS from its environment, the recorder's `--require` with it. A
- * worker given an `env` of its own reads NODE_OPTIONS from that one, as the
- * caller chose. A Worker class taken before recording started (`const {
- * Worker } = require('node:worker_threads')`) is not this one: its workers
- * record nothing.
+ * given neither `env` nor `execArgv` with the recorder too. Such a worker
+ * takes this thread's options as they were at its start, not the
+ * NODE_OPTIONS that recording set in the environment: given `execArgv`
+ * (this process's own, the default) it reads NODE_OPTIONS from its
+ * environment, the recorder's `--require` with it. A worker given `env:
+ * SHARE_ENV` is given `execArgv` too and reads the process's own
+ * environment, which holds the recorder only when `process.env` is that
+ * environment (not under jest, whose `process.env` is a copy). When Worker
+ * refuses this process's flags in `execArgv` (--expose-gc,
+ * --max-old-space-size=N, ...), the worker starts with the caller's options
+ * and records nothing. A worker given an `env` of its own reads NODE_OPTIONS
+ * from that one, as the caller chose. A Worker class taken before recording
+ * started (`const { Worker } = require('node:worker_threads')`) is not this
+ * one: its workers record nothing.
  */
 function wrapWorker(): void {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -381,7 +386,16 @@ function wrapWorker(): void {
       // `env: process.env`: this thread's, which may be an object of the
       // program's own (jest gives each test file a copy of the environment)
       // that a worker given no env does not read.
-      super(filename, logFd === undefined ? options : own ? { ...options, env: process.env, execArgv: process.execArgv } : shared ? { ...options, execArgv: process.execArgv } : options);
+      const recording = logFd === undefined ? options : own ? { ...options, env: process.env, execArgv: process.execArgv } : shared ? { ...options, execArgv: process.execArgv } : options;
+      try {
+        super(filename, recording);
+      } catch (err) {
+        // Worker refuses, given in execArgv, many flags it takes over when
+        // execArgv is left out (--expose-gc, --max-old-space-size=N, ...):
+        // such a worker starts as the caller asked and records nothing.
+        if (recording === options || (err as { code?: unknown } | null)?.code !== 'ERR_WORKER_INVALID_EXEC_ARGV') throw err;
+        super(filename, options);
+      }
     }
   };
   try {

@@ -11,8 +11,10 @@
  * last open it saw, unless an unseen close and open came after).
  *
  * And a worker started during the check with default options records
- * through the check's log: its leak is named by its own fs.openSync.
+ * through the check's log: its leak is named by its own fs.openSync; in a
+ * process started with flags Worker refuses in execArgv, it starts.
  */
+import { execFileSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +23,7 @@ import { Worker } from 'node:worker_threads';
 import fc from 'fast-check';
 
 import { checkFdLeaks, describeFdLeakReport, openFdTable, type FdEntry } from '../../src';
+import { packageRoot } from '../../src/paths';
 import { scaled } from '../util/time-scale';
 
 /** A worker that opens and closes fds of this process when told: { open: path } or { close: fd }, answering the fd (or -1). */
@@ -126,3 +129,23 @@ test('a worker started during a tracked check with default options records throu
   }
   expect(openFdTable()).toEqual(before);
 });
+
+test('in a process started with flags Worker refuses in execArgv, a worker started during a tracked check with default options starts, and its leak reads as not seen', () => {
+  const before = openFdTable();
+  const script = `
+const { checkFdLeaks } = require(${JSON.stringify(join(packageRoot, 'dist', 'src', 'index.js'))});
+checkFdLeaks(async () => {
+  const w = new (require('node:worker_threads').Worker)("require('node:worker_threads').parentPort.postMessage(require('node:fs').openSync('/dev/null', 'r'))", { eval: true, trackUnmanagedFds: false });
+  const fd = await new Promise((resolve, reject) => { w.once('message', resolve); w.once('error', reject); });
+  await new Promise((resolve) => w.once('exit', resolve));
+  return fd;
+}, { trackFds: true, settleMs: 0 }).then(
+  (report) => process.stdout.write(JSON.stringify(report.leaks.map((l) => ({ target: l.target, call: l.openedAt?.call })))),
+  (err) => { process.stdout.write(JSON.stringify({ error: String(err) })); },
+);`;
+  for (const flags of [['--expose-gc'], ['--max-old-space-size=200'], ['--expose-gc', '--stack-size=900']]) {
+    const out = execFileSync(process.execPath, [...flags, '-e', script], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } });
+    expect({ flags, leaks: JSON.parse(out) as unknown }).toEqual({ flags, leaks: [{ target: '/dev/null', call: 'unseen' }] });
+  }
+  expect(openFdTable()).toEqual(before);
+}, scaled(60_000));
