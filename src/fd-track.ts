@@ -25,8 +25,8 @@
  * and a JS record only if no close of its fd was recorded after it, so
  * neither is an fd closed and opened again on the same file by such a call.
  * A close the JS recorder cannot see (a thread it does not record, native
- * code) leaves a record standing, so a JS record of a file that can be
- * opened again is given as unconfirmed (FdOrigin.unconfirmed).
+ * code) leaves a record standing, so every JS record is given as
+ * unconfirmed (FdOrigin.unconfirmed).
  * The C library is compiled on first use ($CC, default cc); without a
  * compiler only JS stacks are recorded, and the report says so.
  */
@@ -52,9 +52,8 @@ export interface FdOrigin {
    * (by a thread it does not record, or by native code) followed by an open
    * of the same file at the same number that it did not see either would
    * read the same, and the fd would then be that open's. Set for every JS
-   * record of a file that can be opened again (a path, an anonymous inode);
-   * not for a socket or a pipe, whose target names its own inode, made by
-   * that call.
+   * record: a pipe or socket too, whose inode a dup, a received fd or the
+   * pipe's other end can put at a freed number.
    */
   unconfirmed?: true;
 }
@@ -650,12 +649,10 @@ export function fdOrigin(dir: string, pid: number, fd: number, target: string): 
     call: js?.call ?? (nat?.call === 'recvmsg' ? 'recvmsg (received over a Unix socket)' : (nat?.call ?? '?')),
     ...(js ? { js: js.stack } : {}),
     ...(native.length > 0 ? { native } : {}),
-    ...(js && !OWN_INODE.test(target) ? { unconfirmed: true as const } : {}),
+    ...(js ? { unconfirmed: true as const } : {}),
   };
 }
 
-/** A target that names an object of its own (a socket's or pipe's inode), which no open of a path makes again. */
-const OWN_INODE = /^(socket|pipe):\[\d+\]$/;
 
 /** The lines that show an origin under a leak, indented by `indent`. */
 export function describeFdOrigin(origin: FdOrigin | undefined, indent = '    '): string[] {
@@ -663,7 +660,7 @@ export function describeFdOrigin(origin: FdOrigin | undefined, indent = '    '):
   if (!origin || origin.call === 'unseen') return [`${indent}opened by a call --track-fds did not see (no record for this fd)`];
   const lines = [
     origin.unconfirmed
-      ? `${indent}opened by ${origin.call}, unless a close --track-fds cannot see (by a thread it does not record, or by native code) freed this number after that and a call it did not see opened the same file here again`
+      ? `${indent}opened by ${origin.call}, unless a close --track-fds cannot see (by a thread it does not record, or by native code) freed this number after that and a call it did not see put the same file here again`
       : `${indent}opened by ${origin.call}`,
   ];
   for (const f of origin.native ?? []) lines.push(`${indent}  native: ${f}`);

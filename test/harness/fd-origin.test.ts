@@ -67,7 +67,7 @@ describe('describeFdOrigin', () => {
 
   test('an unconfirmed origin says, on its first line, what could have opened the fd instead', () => {
     expect(describeFdOrigin({ call: 'fs.openSync', js: ['f (x.js:2:3)'], unconfirmed: true }, '  ')).toEqual([
-      '  opened by fs.openSync, unless a close --track-fds cannot see (by a thread it does not record, or by native code) freed this number after that and a call it did not see opened the same file here again',
+      '  opened by fs.openSync, unless a close --track-fds cannot see (by a thread it does not record, or by native code) freed this number after that and a call it did not see put the same file here again',
       '    at f (x.js:2:3)',
     ]);
   });
@@ -94,10 +94,10 @@ describe('JS records', () => {
     expect(fdOrigin(dir, 101, 1, '/t')).toBeUndefined();
   });
 
-  test('a JS record of a file that can be opened again is unconfirmed; of a socket or a pipe (its own inode in the target), it is not', () => {
+  test('every JS record is unconfirmed, of a socket or a pipe too (a dup or a received fd can put its inode at a freed number)', () => {
     const targets = ['/f', '/memfd:m (deleted)', 'anon_inode:[eventfd]', 'socket:[77]', 'pipe:[78]', 'socket:[77] ', 'xpipe:[78]'];
     writeFileSync(join(dir, 'js-100.log'), targets.map((target, fd) => line({ fd, target, call: 'fs.openSync', stack: [] })).join(''));
-    expect(targets.map((target, fd) => fdOrigin(dir, 100, fd, target)?.unconfirmed ?? false)).toEqual([true, true, true, false, false, true, true]);
+    expect(targets.map((target, fd) => fdOrigin(dir, 100, fd, target)?.unconfirmed ?? false)).toEqual([true, true, true, true, true, true, true]);
   });
 
   test('a later record of the fd naming another target means the number was reused: not this one', () => {
@@ -154,7 +154,7 @@ describe('JS records', () => {
     nativeFile(100, { records: [{ fd: 6, kind: 3, target: '/b' }] });
     expect(fdOrigin(dir, 100, 6, '/b')).toEqual({ call: 'accept', js: [], unconfirmed: true });
     expect(describeFdOrigin(fdOrigin(dir, 100, 5, '/a'))).toEqual([
-      '    opened by ?, unless a close --track-fds cannot see (by a thread it does not record, or by native code) freed this number after that and a call it did not see opened the same file here again',
+      '    opened by ?, unless a close --track-fds cannot see (by a thread it does not record, or by native code) freed this number after that and a call it did not see put the same file here again',
       '      at f (f.js:1:1)',
     ]);
   });

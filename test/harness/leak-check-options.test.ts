@@ -277,7 +277,7 @@ describe('other processes', () => {
       expect(text.split('\n').slice(0, 3)).toEqual([
         '1 fd leaked:',
         `  fd ${mine} -> ${path} (opened during the test, still open)`,
-        '    opened by fs.openSync, unless a close --track-fds cannot see (by a thread it does not record, or by native code) freed this number after that and a call it did not see opened the same file here again',
+        '    opened by fs.openSync, unless a close --track-fds cannot see (by a thread it does not record, or by native code) freed this number after that and a call it did not see put the same file here again',
       ]);
       expect(text.split('\n')[3]).toMatch(/^ {6}at .*leak-check-options\.test\.ts:\d+:\d+/);
       // Stopped: its log closed (only the leak is new here), the environment as it was, its records removed.
