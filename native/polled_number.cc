@@ -89,7 +89,11 @@ bool PolledNumber::YieldTo(const FdIdentity& file, bool known, UniqueFd* fd) {
 
 void PolledNumber::LetGoIfGone(UniqueFd* fd) {
   Forget();
-  if (let_go_ || !*fd || Holds(fd->get())) return;
+  if (let_go_ || !*fd) return;
+  // Still ours: the same file, and no new fd of ours at the number (the
+  // same file is not the same fd: a new registration there means ours was
+  // closed and the fd is the new owner's).
+  if (Holds(fd->get()) && (registration_ == 0 || FdRegistration(number_) == registration_)) return;
   LetGo();
   fd->release();
 }

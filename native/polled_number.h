@@ -74,9 +74,9 @@ class PolledNumber {
   // ours, of the same file or not). Whether it let go now.
   bool YieldTo(const FdIdentity& file, bool known, UniqueFd* fd);
   // Before such an owner closes the poll and `fd`: forgets the number and,
-  // when `fd` no longer holds the file Init read (closed behind the owner's
-  // back, and no poll made there since to tell it), LetGo and `fd`
-  // released, so that neither the poll's close (its EPOLL_CTL_DEL) nor the
+  // when `fd` no longer holds the file Init read, or a new fd of ours holds
+  // the number (closed behind the owner's back, and no poll made there since
+  // to tell it), LetGo and `fd` released, so that neither the poll's close (its EPOLL_CTL_DEL) nor the
   // fd's reaches the file there now.
   void LetGoIfGone(UniqueFd* fd);
   bool let_go() const { return let_go_; }

@@ -376,7 +376,7 @@ bool RelayPump::HandleStreamFrame(Stream* s, uint8_t type, const char* data, siz
       // other half, so its reading side is shut: an AF_UNIX writer then gets
       // EPIPE too, even one already blocked on a full buffer, instead of
       // waiting for reads that never come (a TCP peer is not told).
-      if (s->socket && s->in_active) shutdown(s->fd.get(), SHUT_RD);
+      if (s->socket && s->in_active && StillHeld(s)) shutdown(s->fd.get(), SHUT_RD);
       HalfDone(s, kOut, true);
       return true;
   }
@@ -692,7 +692,7 @@ void RelayPump::EndSink(Stream* s) {
   // Every byte before the end of file is written: a socket is shut down
   // for writing (its other direction goes on); a pipe's reader sees end of
   // file once this write end is closed (HalfDone, no half being left).
-  if (s->socket) shutdown(s->fd.get(), SHUT_WR);
+  if (s->socket && StillHeld(s)) shutdown(s->fd.get(), SHUT_WR);
   HalfDone(s, kIn, true);
 }
 
