@@ -143,7 +143,9 @@ checkFdLeaks(async () => {
   (report) => process.stdout.write(JSON.stringify(report.leaks.map((l) => ({ target: l.target, call: l.openedAt?.call })))),
   (err) => { process.stdout.write(JSON.stringify({ error: String(err) })); },
 );`;
-  for (const flags of [['--expose-gc'], ['--max-old-space-size=200'], ['--expose-gc', '--stack-size=900']]) {
+  // (--stack-size, which Node warns may crash V8, is left out: on Node 24 a check under --expose-gc --stack-size=900
+  // ended without settling in 2 of 30 runs beside another process, a hang not of this test's subject.)
+  for (const flags of [['--expose-gc'], ['--max-old-space-size=200'], ['--expose-gc', '--max-old-space-size=200']]) {
     const out = execFileSync(process.execPath, [...flags, '-e', script], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } });
     expect({ flags, leaks: JSON.parse(out) as unknown }).toEqual({ flags, leaks: [{ target: '/dev/null', call: 'unseen' }] });
   }
