@@ -81,7 +81,7 @@ bool PolledNumber::YieldTo(const FdIdentity& file, bool known, UniqueFd* fd) {
   // A new poll of the same fd meets this one's (EEXIST). The same file is
   // not the same fd: a new fd of ours at the number (a new registration
   // there) means ours was closed, whatever file the new one holds.
-  if (Same(file, known) && (registration_ == 0 || FdRegistration(number_) == registration_)) return false;
+  if (Same(file, known) && StillRegistered()) return false;
   LetGo();
   fd->release();
   return true;
@@ -93,9 +93,13 @@ void PolledNumber::LetGoIfGone(UniqueFd* fd) {
   // Still ours: the same file, and no new fd of ours at the number (the
   // same file is not the same fd: a new registration there means ours was
   // closed and the fd is the new owner's).
-  if (Holds(fd->get()) && (registration_ == 0 || FdRegistration(number_) == registration_)) return;
+  if (Holds(fd->get()) && StillRegistered()) return;
   LetGo();
   fd->release();
+}
+
+bool PolledNumber::StillRegistered() const {
+  return registration_ == 0 || FdRegistration(number_) == registration_;
 }
 
 bool PolledNumber::Holds(int fd) const {

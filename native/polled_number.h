@@ -87,6 +87,9 @@ class PolledNumber {
   // The fd's registration when Init read it (0: not fdbridge's own): LetGo
   // ends it.
   uint64_t registration() const { return registration_; }
+  // No other fd of fdbridge's has been registered at the number since Init
+  // (always, for a number that was not fdbridge's): an fd of ours there is this one.
+  bool StillRegistered() const;
   // Whether `file` (known) is the one Init read.
   bool Same(const FdIdentity& file, bool known) const {
     return known && known_ && SameFile(file, file_);

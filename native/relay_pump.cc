@@ -212,8 +212,7 @@ bool RelayPump::StillHeld(Stream* s) {
   uint64_t takeovers = FdTakeOvers();
   if (takeovers == s->takeovers_seen) return true;
   s->takeovers_seen = takeovers;
-  uint64_t registration = s->number.registration();
-  if (registration == 0 || FdRegistration(s->fd.get()) == registration) return true;
+  if (s->number.StillRegistered()) return true;
   s->number.LetGo();
   s->fd.release();
   s->events = 0;
