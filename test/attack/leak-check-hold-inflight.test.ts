@@ -18,10 +18,10 @@
  */
 import fc from 'fast-check';
 
-import { DIST_SRC, isRoot, spawnAsUid } from '../util/nobody';
+import { DIST_SRC, isRoot, ownUid, spawnAsUid } from '../util/nobody';
 
 /** A uid of its own: fds in flight are counted per user, across all of that user's processes. */
-const UID = 20177;
+const UID = ownUid(0);
 const LIMIT = 1024;
 
 type Kind = 'file' | 'dir' | 'pipe' | 'socket';

@@ -7,8 +7,11 @@
  * asynchronous dupFileDescriptor does: the daemon is alive and the
  * connection goes on answering.
  *
- * Everything runs as nobody with at most 200 fds open (root is not held to
- * the limit on fds in flight, which is RLIMIT_NOFILE): the client below,
+ * Everything runs as another user with at most 200 fds open (root is not
+ * held to the limit on fds in flight, which is RLIMIT_NOFILE), a uid of this
+ * test's own (ownUid: the kernel counts fds in flight per user, so another
+ * test's sends as nobody, or this test run at once on another Node, would
+ * refuse the daemon's 250 before the client's DUP): the client below,
  * and the fake daemon it starts (test/attack/fixtures/unread-daemon.py),
  * which measures on one connection how many calls of the size the kernel
  * takes before one is queued, lets the client fill the second with that
@@ -20,14 +23,14 @@ import fc from 'fast-check';
 
 import { openFdTable } from '../../src';
 import { PYTHON } from '../util/linger-attacker';
-import { DIST_SRC, isRoot, spawnAsNobody } from '../util/nobody';
+import { DIST_SRC, isRoot, ownUid, spawnAsUid } from '../util/nobody';
 import { settleFdTable } from '../util/settle';
 import { scaled } from '../util/time-scale';
 import { pollCallsArg, UNREAD_DAEMON, unreadDaemonUnavailable } from '../util/unread-daemon';
 
-const UNAVAILABLE = isRoot ? unreadDaemonUnavailable() : 'needs root to run the client as nobody';
+const UNAVAILABLE = isRoot ? unreadDaemonUnavailable() : 'needs root to run the client as another user';
 
-/** The client, run as nobody: what the synchronous DUP threw and what the connection did after it. */
+/** The client, run as ownUid(0): what the synchronous DUP threw and what the connection did after it. */
 function client(bytes: number, name: string): string {
   return `
     const { spawn } = require('node:child_process');
@@ -90,7 +93,7 @@ function client(bytes: number, name: string): string {
     fc.asyncProperty(fc.integer({ min: 200, max: 12_000 }), async (bytes) => {
       const before = openFdTable();
       const name = `fdbridge-unread-read-${process.pid}-${bytes}`;
-      const p = spawnAsNobody('/bin/sh', ['-c', 'ulimit -n 200 && exec "$0" -e "$1"', process.execPath, client(bytes, name)]);
+      const p = spawnAsUid(ownUid(0), '/bin/sh', ['-c', 'ulimit -n 200 && exec "$0" -e "$1"', process.execPath, client(bytes, name)]);
       try {
         const { result } = await p.line<{ result: Record<string, unknown> }>('result');
         expect(result).toEqual({

@@ -142,6 +142,24 @@ async function nodeReport(child: ChildProcess, dir: string, ms: number): Promise
   return `diagnostic report: none within ${ms} ms (its main thread does not run JavaScript)`;
 }
 
+/** pid_max's ceiling on 64-bit Linux (2^22): no pid reaches it. */
+const PID_CEILING = 4_194_304;
+
+/**
+ * A uid that no other process running these tests uses at the same time,
+ * the `slot`th (0-999) of this process: `slot` keeps a test's users apart
+ * from other tests' in this process, the pid from every other process (CI
+ * runs the suite on two Nodes at once). For a test that depends on what the
+ * kernel counts per user across all of a user's processes: fds in flight
+ * (ETOOMANYREFS past RLIMIT_NOFILE), which another test's sends as the same
+ * user would fill. A number no user of the machine has (from 10^6 up), gid
+ * the same; run a process as it with spawnAsUid.
+ */
+export function ownUid(slot: number): number {
+  if (!Number.isInteger(slot) || slot < 0 || slot > 999) throw new RangeError(`ownUid: slot ${slot} is not an integer from 0 to 999`);
+  return 1_000_000 + slot * PID_CEILING + process.pid;
+}
+
 /** Runs `command args...` as nobody; its stdin is a pipe (child.stdin). */
 export function spawnAsNobody(command: string, args: readonly string[], env: Record<string, string> = {}, options: SpawnOptions = {}): NobodyProcess {
   return spawnAsUid(NOBODY, command, args, env, options);
