@@ -12,10 +12,14 @@
  *
  * And a worker started during the check with default options records
  * through the check's log: its leak is named by its own fs.openSync; in a
- * process started with flags Worker refuses in execArgv, it starts.
+ * process started with flags Worker refuses in execArgv, it starts. Both
+ * with the check's thread held until the worker's thread has ended, so that
+ * its message and its end wait together (as on a loaded machine): Worker
+ * then emits 'message' and 'exit' in one turn, with no microtask between,
+ * and an 'exit' listener added after awaiting the message would never run.
  */
-import { execFileSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { closeSync, existsSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -41,6 +45,29 @@ function ask(worker: Worker, message: { open: string } | { close: number }): Pro
     });
     worker.postMessage(message);
   });
+}
+
+/**
+ * Worker code that opens `path` for writing, posts the fd and then stores
+ * its thread's id (/proc/thread-self) into workerData, an Int32Array: what
+ * holdUntilEnded waits on.
+ */
+function openerWorker(path: string): string {
+  return `const { parentPort, workerData } = require('node:worker_threads');
+const fs = require('node:fs');
+parentPort.postMessage(fs.openSync(${JSON.stringify(path)}, 'w'));
+Atomics.store(workerData, 0, Number(fs.readlinkSync('/proc/thread-self').split('/').pop()));
+Atomics.notify(workerData, 0);`;
+}
+
+/**
+ * Blocks this thread until the worker running openerWorker has stored its
+ * thread's id and that thread is gone: its message and its end are then
+ * both waiting for this thread's next turn of the loop.
+ */
+function holdUntilEnded(tid: Int32Array): void {
+  while (Atomics.load(tid, 0) === 0) Atomics.wait(tid, 0, 0, 50);
+  while (existsSync(`/proc/self/task/${Atomics.load(tid, 0)}`)) Atomics.wait(tid, 0, Atomics.load(tid, 0), 1);
 }
 
 async function ended(worker: Worker): Promise<void> {
@@ -106,7 +133,7 @@ test('a leak opened by a worker started before the check, at the number and file
   // A hang guard only: 24 runs take under a second idle, and over 30 s were seen at load average 8.
 }, scaled(120_000));
 
-test('a worker started during a tracked check with default options records through the check: its leak is named by its own fs.openSync', async () => {
+test.each([false, true])('a worker started during a tracked check with default options records through the check: its leak is named by its own fs.openSync (check thread held until the worker ended: %s)', async (held) => {
   const dir = mkdtempSync(join(tmpdir(), 'fdbridge-attack-unrecorded-thread-'));
   const path = join(dir, 'by-worker');
   const before = openFdTable();
@@ -114,9 +141,14 @@ test('a worker started during a tracked check with default options records throu
   try {
     const report = await checkFdLeaks(
       async () => {
-        const w = new Worker(`require('node:worker_threads').parentPort.postMessage(require('node:fs').openSync(${JSON.stringify(path)}, 'w'))`, { eval: true, trackUnmanagedFds: false });
-        leaked = await new Promise<number>((resolve) => w.once('message', resolve));
-        await new Promise((resolve) => w.once('exit', resolve));
+        const tid = new Int32Array(new SharedArrayBuffer(4));
+        const w = new Worker(openerWorker(path), { eval: true, trackUnmanagedFds: false, workerData: tid });
+        // Both listened for before anything is awaited: 'exit' may come in the same turn as the message.
+        const exited = new Promise((resolve) => w.once('exit', resolve));
+        const message = new Promise<number>((resolve) => w.once('message', resolve));
+        if (held) holdUntilEnded(tid);
+        leaked = await message;
+        await exited;
       },
       { trackFds: true, settleMs: 0 },
     );
@@ -130,24 +162,42 @@ test('a worker started during a tracked check with default options records throu
   expect(openFdTable()).toEqual(before);
 });
 
-test('in a process started with flags Worker refuses in execArgv, a worker started during a tracked check with default options starts, and its leak reads as not seen', () => {
+test('in a process started with flags Worker refuses in execArgv, a worker started during a tracked check with default options starts, its leak reads as not seen, and the check settles', async () => {
   const before = openFdTable();
-  const script = `
+  // Prints the leaks, the check's error, or, should the process end with the check unsettled, {"unsettled":true}.
+  const script = (held: boolean): string => `
+const { existsSync } = require('node:fs');
 const { checkFdLeaks } = require(${JSON.stringify(join(packageRoot, 'dist', 'src', 'index.js'))});
+// the test file's holdUntilEnded
+function holdUntilEnded(tid) {
+  while (Atomics.load(tid, 0) === 0) Atomics.wait(tid, 0, 0, 50);
+  while (existsSync('/proc/self/task/' + Atomics.load(tid, 0))) Atomics.wait(tid, 0, Atomics.load(tid, 0), 1);
+}
+let settled = false;
+process.on('exit', () => { if (!settled) process.stdout.write(JSON.stringify({ unsettled: true })); });
 checkFdLeaks(async () => {
-  const w = new (require('node:worker_threads').Worker)("require('node:worker_threads').parentPort.postMessage(require('node:fs').openSync('/dev/null', 'r'))", { eval: true, trackUnmanagedFds: false });
-  const fd = await new Promise((resolve, reject) => { w.once('message', resolve); w.once('error', reject); });
-  await new Promise((resolve) => w.once('exit', resolve));
+  const tid = new Int32Array(new SharedArrayBuffer(4));
+  const w = new (require('node:worker_threads').Worker)(${JSON.stringify(openerWorker('/dev/null'))}, { eval: true, trackUnmanagedFds: false, workerData: tid });
+  const exited = new Promise((resolve) => w.once('exit', resolve));
+  const message = new Promise((resolve, reject) => { w.once('message', resolve); w.once('error', reject); });
+  ${held ? 'holdUntilEnded(tid);' : ''}
+  const fd = await message;
+  await exited;
   return fd;
 }, { trackFds: true, settleMs: 0 }).then(
-  (report) => process.stdout.write(JSON.stringify(report.leaks.map((l) => ({ target: l.target, call: l.openedAt?.call })))),
-  (err) => { process.stdout.write(JSON.stringify({ error: String(err) })); },
+  (report) => { settled = true; process.stdout.write(JSON.stringify(report.leaks.map((l) => ({ target: l.target, call: l.openedAt?.call })))); },
+  (err) => { settled = true; process.stdout.write(JSON.stringify({ error: String(err) })); },
 );`;
-  // (--stack-size, which Node warns may crash V8, is left out: on Node 24 a check under --expose-gc --stack-size=900
-  // ended without settling in 2 of 30 runs beside another process, a hang not of this test's subject.)
-  for (const flags of [['--expose-gc'], ['--max-old-space-size=200'], ['--expose-gc', '--max-old-space-size=200']]) {
-    const out = execFileSync(process.execPath, [...flags, '-e', script], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } });
-    expect({ flags, leaks: JSON.parse(out) as unknown }).toEqual({ flags, leaks: [{ target: '/dev/null', call: 'unseen' }] });
-  }
+  // Flags Worker takes over from this process but refuses in execArgv; --stack-size too, which Node warns may crash V8 when above the real stack (900 KB is below it).
+  const refused = ['--expose-gc', '--max-old-space-size=200', '--stack-size=900'];
+  await fc.assert(
+    fc.asyncProperty(fc.subarray(refused, { minLength: 1 }), fc.boolean(), async (flags, held) => {
+      const out = await new Promise<string>((resolve, reject) =>
+        execFile(process.execPath, [...flags, '-e', script(held)], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } }, (err, stdout) => (err ? reject(err) : resolve(stdout))),
+      );
+      expect({ flags, held, leaks: JSON.parse(out) as unknown }).toEqual({ flags, held, leaks: [{ target: '/dev/null', call: 'unseen' }] });
+    }),
+    { numRuns: 10 },
+  );
   expect(openFdTable()).toEqual(before);
-}, scaled(60_000));
+}, scaled(120_000));
