@@ -68,6 +68,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
                            InstanceAccessor<&SocketWrap::GetFd>("fd"),
                            InstanceAccessor<&SocketWrap::GetQueued>("queuedSends"),
                            InstanceAccessor<&SocketWrap::GetFullSends>("fullSends"),
+                           InstanceAccessor<&SocketWrap::GetSentFromQueue>("sentFromQueue"),
                            InstanceAccessor<&SocketWrap::GetKeptTickets>("keptTickets"),
                            InstanceAccessor<&SocketWrap::GetQueuedBytes>("queuedSendBytes"),
                            InstanceMethod<&SocketWrap::SetSendQueueLimits>("setSendQueueLimits"),
@@ -512,6 +513,9 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   }
   Napi::Value GetFullSends(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), core_ != nullptr ? static_cast<double>(core_->full_sends()) : 0);
+  }
+  Napi::Value GetSentFromQueue(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), core_ != nullptr ? static_cast<double>(core_->sent_from_queue()) : 0);
   }
   // How many tickets of background closes a closed socket keeps now, done
   // ones included until its next drop (for the tests that bound them).

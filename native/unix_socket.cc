@@ -366,6 +366,7 @@ void UnixSocket::DoWrite() {
       q.offset += static_cast<size_t>(n);
       if (q.offset < q.data.size()) continue;  // partial STREAM write
     }
+    if (err == 0) sent_from_queue_++;
     uint32_t id = q.id;
     bool addressed = q.to_len > 0;
     PopQueued();  // hands what it still holds to the background closer

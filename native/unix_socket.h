@@ -347,6 +347,10 @@ class UnixSocket {
   // sendmsg calls that found the socket, or a DGRAM receiver, full (EAGAIN):
   // a wait that sleeps adds one per wake-up, a wait that spins one per turn.
   uint64_t full_sends() const { return full_sends_; }
+  // Messages that waited in the send queue and have since gone to the kernel
+  // whole: it moves while the peer reads, whatever the queue's size does
+  // meanwhile (new messages may fill it again to where it was).
+  uint64_t sent_from_queue() const { return sent_from_queue_; }
 
  private:
   struct QueuedSend {
@@ -490,6 +494,7 @@ class UnixSocket {
   ScmSender sender_;
   int pending_closes_ = 0;  // poll handles still closing (the object is freed at 0)
   uint64_t full_sends_ = 0;
+  uint64_t sent_from_queue_ = 0;
   void (*on_freed_)(void*) = nullptr;
   void* on_freed_arg_ = nullptr;
 };

@@ -232,6 +232,8 @@ export interface NativeSocket {
   readonly keptTickets: number;
   /** What the send queue holds, in bytes charged against its limit. */
   readonly queuedSendBytes: number;
+  /** Messages that waited in the send queue and have since gone to the kernel whole (0 once closed). */
+  readonly sentFromQueue: number;
   /**
    * Bounds the send queue (`limit` bytes: send throws QueueFullError while it
    * holds that much) and pauses reading while it holds more than

@@ -481,6 +481,15 @@ export class UnixSocket {
   }
 
   /**
+   * Messages that waited in the send queue and have since gone to the
+   * kernel: it moves while the peer reads, even when new messages fill the
+   * queue again to where it was.
+   */
+  get sentFromQueue(): number {
+    return this.#native.sentFromQueue;
+  }
+
+  /**
    * Bounds the send queue and, for a side that answers what it reads,
    * passes backpressure on to the peer:
    * - `limit` (bytes, see UnixSocketOptions.sendQueueLimit): sends throw

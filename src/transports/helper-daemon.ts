@@ -300,8 +300,8 @@ interface Client {
   /** servedDuplications at the last sweep: C++-served DUPs count as activity. */
   lastServed: number;
   lastSeenAt: number;
-  /** Reply bytes queued at the last sweep, and since when they have not gone down. */
-  lastQueued: number;
+  /** Replies sent from its queue at the last sweep (ServedActivity.sentFromQueue), and since when none has left. */
+  lastSentFromQueue: number;
   stuckSince: number | undefined;
 }
 
@@ -565,13 +565,13 @@ export class HelperDaemon {
         // Cut off already (its command's close() may take a while): counted
         // once. Its REFUSED may wait behind replies it has not read: no
         // longer than a client that stops reading is waited for.
-        if (this.#stalled(c, a.queuedBytes, now)) c.served.end();
+        if (this.#stalled(c, a, now)) c.served.end();
         continue;
       }
       if (!a.ready && now - c.acceptedAt > this.limits.helloTimeoutMs) {
         this.stats.quotaHits.helloTimeout++;
         c.served.end(new QuotaExceededError('helloTimeout', `no HELLO within ${this.limits.helloTimeoutMs} ms of connecting`));
-      } else if (this.#stalled(c, a.queuedBytes, now)) {
+      } else if (this.#stalled(c, a, now)) {
         this.stats.quotaHits.queuedBytes++;
         c.served.end(
           new QuotaExceededError('queuedBytes', `${a.queuedBytes} bytes of replies waited unread for ${this.limits.stalledReaderTimeoutMs} ms: the client stopped reading`),
@@ -599,18 +599,19 @@ export class HelperDaemon {
   }
 
   /**
-   * Whether `c` has stopped reading: replies wait for it and not one byte of
-   * them has gone for stalledReaderTimeoutMs. (Reading its requests pauses
+   * Whether `c` has stopped reading: replies wait for it and not one of
+   * them has left for stalledReaderTimeoutMs. (Reading its requests pauses
    * as soon as replies back up, so such a client costs little, but it holds
-   * a connection and its fds for nothing.)
+   * a connection and its fds for nothing.) Whether replies left is what the
+   * queue sent, not its size: a client that reads and asks again can find
+   * its queue filled to where it was at each look.
    */
-  #stalled(c: Client, queued: number, now: number): boolean {
-    if (queued === 0 || queued < c.lastQueued) {
-      c.lastQueued = queued;
+  #stalled(c: Client, a: ServedActivity, now: number): boolean {
+    if (a.queuedBytes === 0 || a.sentFromQueue !== c.lastSentFromQueue) {
+      c.lastSentFromQueue = a.sentFromQueue;
       c.stuckSince = undefined;
       return false;
     }
-    c.lastQueued = queued;
     c.stuckSince ??= now;
     return now - c.stuckSince > this.limits.stalledReaderTimeoutMs;
   }
@@ -804,7 +805,7 @@ export class HelperDaemon {
     if (account.held) served.holdReading(true);
     else this.#holdBack();
     const now = Date.now();
-    this.#clients.set(socket, { served, pid: cred.pid, uid: cred.uid, acceptedAt: now, watch: watch?.exit, lastServed: 0, lastSeenAt: now, lastQueued: 0, stuckSince: undefined });
+    this.#clients.set(socket, { served, pid: cred.pid, uid: cred.uid, acceptedAt: now, watch: watch?.exit, lastServed: 0, lastSeenAt: now, lastSentFromQueue: 0, stuckSince: undefined });
   }
 
   /**

@@ -331,6 +331,8 @@ export interface ServedActivity {
   fdsHeld: number;
   /** Reply bytes waiting for the client to read them. */
   queuedBytes: number;
+  /** Replies that waited in the send queue and have since left it for the client: it moves while the client reads. */
+  sentFromQueue: number;
 }
 
 /**
@@ -457,6 +459,7 @@ class ServedSession implements ServedConnection {
       inFlight: this.#callsInFlight,
       fdsHeld: this.#host ? this.#channel.heldCount : 0,
       queuedBytes: this.#socket.queuedSendBytes,
+      sentFromQueue: this.#socket.sentFromQueue,
     };
   }
 
