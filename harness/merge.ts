@@ -8,7 +8,7 @@
  * of the unsharded run), so the merge can check, and reports every problem
  * it finds at once:
  * - the shards agree on the seed, the shard count, --repeat, --bench, the
- *   profile, the transports, the --scenario pattern, and the plan (the same
+ *   profile, the transports, the --scenario pattern and --scenario-name names, and the plan (the same
  *   scenario set: a shard built from another commit plans other rows);
  * - each shard 1..n is given exactly once;
  * - every planned row, in every --repeat pass, is in exactly one file, and
@@ -52,6 +52,7 @@ function sharedOptions(r: ResultsFile): Record<string, string> {
     '--profile': o.profile ?? 'default',
     '--transport': [...o.transports].sort().join(','),
     '--scenario': o.scenario ?? '(all)',
+    '--scenario-name': o.scenarioNames === undefined ? '(any)' : JSON.stringify([...o.scenarioNames].sort()),
   };
 }
 

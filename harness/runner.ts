@@ -188,7 +188,10 @@ function rowLabel(scenario: string, transport: string, iteration: number): strin
 
 export interface PlanOptions {
   transports?: readonly TransportName[];
+  /** A --scenario pattern (scenarioMatcher). */
   scenario?: string;
+  /** --scenario-name: only the scenarios named exactly so (every character literal). */
+  scenarioNames?: readonly string[];
   profile?: string;
   seed?: number;
   repeat?: number;
@@ -235,7 +238,9 @@ export function inRunOrder<T extends RowKey>(rows: readonly T[], seed: number): 
 export function planRows(scenarios: readonly (Scenario | LoadedScenario)[], options: PlanOptions = {}): Plan {
   const all = transportNames();
   const wanted = new Set(options.transports ?? all);
-  const matches = scenarioMatcher(options.scenario);
+  const named = options.scenarioNames === undefined ? undefined : new Set(options.scenarioNames);
+  const pattern = scenarioMatcher(options.scenario);
+  const matches = (name: string): boolean => pattern(name) && (named === undefined || named.has(name));
   const profile = profileByName(options.profile ?? 'default');
   const seed = options.seed ?? DEFAULT_SEED;
   const repeat = options.repeat ?? 1;
@@ -781,6 +786,8 @@ export interface RunnerOptions extends Required<Pick<RunOptions, 'bench' | 'repe
   trackFds?: boolean;
   transports?: TransportName[];
   scenario?: string;
+  /** Only the scenarios named exactly so (PlanOptions.scenarioNames). */
+  scenarioNames?: readonly string[];
   shard?: { index: number; count: number };
   profile?: string;
   timeoutMs?: number;
@@ -1206,12 +1213,14 @@ export async function runScenarios(options: RunnerOptions): Promise<{ results: R
     seed: options.seed,
     repeat: options.repeat,
     ...(options.scenario !== undefined ? { scenario: options.scenario } : {}),
+    ...(options.scenarioNames !== undefined ? { scenarioNames: options.scenarioNames } : {}),
     ...(options.shard ? { shard: options.shard } : {}),
   };
   const plan = planRows(loaded, planOptions);
   const runOptions: RunOptions = {
     transports: [...transports],
     ...(options.scenario !== undefined ? { scenario: options.scenario } : {}),
+    ...(options.scenarioNames !== undefined ? { scenarioNames: [...options.scenarioNames] } : {}),
     bench: options.bench,
     repeat: options.repeat,
     seed: options.seed,

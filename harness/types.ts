@@ -232,7 +232,10 @@ export interface Environment {
 
 export interface RunOptions {
   transports: TransportName[];
+  /** --scenario: a pattern. */
   scenario?: string;
+  /** --scenario-name: the exact names selected. */
+  scenarioNames?: string[];
   bench: boolean;
   repeat: number;
   seed: number;

@@ -21,14 +21,17 @@ import type { ResultsFile } from '../types';
 import { writeFileAtomic } from '../write-file';
 import { cliInvocation, EXIT, parseSubcommandArgs, parseInteger, shellWord, UsageError } from './usage';
 
-export const USAGE = `run [--transport a,b] [--scenario PATTERN] [--profile NAME] [--scenarios DIR] [--list]
-          [--seed S] [--repeat N] [--shard i/n] [--timeout MS] [--settle MS] [--bench] [--bench-time MS]
-          [--json FILE] [--html FILE] [--track-fds]
+export const USAGE = `run [--transport a,b] [--scenario PATTERN] [--scenario-name NAME]... [--profile NAME]
+          [--scenarios DIR] [--list] [--seed S] [--repeat N] [--shard i/n] [--timeout MS] [--settle MS]
+          [--bench] [--bench-time MS] [--json FILE] [--html FILE] [--track-fds]
       Run scenarios x transports under the fd-leak oracle: a line per row, a matrix, and
       optionally results.json and an HTML report.
 
   --transport a,b     transports to run (default: every one a scenario supports)
   --scenario PATTERN  a substring, or a glob (* ?) of the whole name; commas separate alternatives
+  --scenario-name NAME
+                      the scenario named exactly NAME (no pattern: * ? , are plain characters);
+                      repeat it for more; with --scenario, a scenario must match both
   --profile NAME      ${PROFILES.map((p) => p.name).join(', ')} (default: default, which leaves out fault and soak)
   --scenarios DIR     load *.scenario.ts (no build step) and *.scenario.js from DIR (default: the
                       built-in ones, or $FDBRIDGE_SCENARIOS_DIR)
@@ -90,6 +93,7 @@ export async function main(argv: string[]): Promise<number> {
   const { values } = parseSubcommandArgs(argv, {
     transport: { type: 'string' },
     scenario: { type: 'string' },
+    'scenario-name': { type: 'string', multiple: true },
     bench: { type: 'boolean', default: false },
     repeat: { type: 'string' },
     seed: { type: 'string' },
@@ -118,6 +122,7 @@ export async function main(argv: string[]): Promise<number> {
     profile: values.profile as string,
     ...(transports ? { transports } : {}),
     ...(values.scenario !== undefined ? { scenario: values.scenario } : {}),
+    ...(values['scenario-name'] !== undefined ? { scenarioNames: values['scenario-name'] } : {}),
     ...(values.shard !== undefined ? { shard: parseShard(values.shard) } : {}),
     ...(values.timeout !== undefined ? { timeoutMs: parseInteger('--timeout', values.timeout) } : {}),
     settleMs: values.settle === undefined ? DEFAULT_SETTLE_MS : parseInteger('--settle', values.settle, 0),
@@ -127,11 +132,17 @@ export async function main(argv: string[]): Promise<number> {
   };
   const out = (line: string): void => void process.stdout.write(`${line}\n`);
 
-  const plan = planRows(discoverScenarios(options.scenariosDir), options);
+  const scenarios = discoverScenarios(options.scenariosDir);
+  const unknown = (options.scenarioNames ?? []).filter((name) => !scenarios.some((s) => s.scenario.name === name));
+  if (unknown.length > 0) {
+    throw new UsageError(`--scenario-name: no scenario is named ${unknown.map(shellWord).join(', ')} (\`${cliInvocation()} run --list\` lists the rows)`);
+  }
+  const plan = planRows(scenarios, options);
   if (plan.matched === 0) {
     const filters = [
       `profile ${options.profile}`,
       ...(options.scenario !== undefined ? [`--scenario ${options.scenario}`] : []),
+      ...(options.scenarioNames ?? []).map((name) => `--scenario-name ${shellWord(name)}`),
       ...(transports ? [`--transport ${transports.join(',')}`] : []),
     ];
     throw new UsageError(`no scenario matches ${filters.join(', ')} (\`${cliInvocation()} run --list\` lists the rows)`);
@@ -159,7 +170,8 @@ export async function main(argv: string[]): Promise<number> {
   const failed = results.results.filter((r) => r.status === 'fail');
   if (failed.length > 0) {
     out('\nto rerun a failed row:');
-    for (const r of failed.slice(0, 20)) out(`  ${cliInvocation()} run --seed ${seed} --scenario ${shellWord(r.scenario)} --transport ${r.transport}`);
+    const same = rerunOptions(values);
+    for (const r of failed.slice(0, 20)) out(`  ${cliInvocation()} run --seed ${seed} --scenario-name ${shellWord(r.scenario)} --transport ${r.transport}${same}`);
   }
   if (values.json !== undefined) {
     writeFileAtomic(values.json, `${JSON.stringify(results, null, 2)}\n`);
@@ -170,6 +182,22 @@ export async function main(argv: string[]): Promise<number> {
     out(`wrote ${values.html}`);
   }
   return failed.length > 0 ? EXIT.failed : EXIT.ok;
+}
+
+/**
+ * The options of this run, as given, that a rerun of one of its rows needs
+ * to select it and to run it the same way: the profile (it selects by tag
+ * and sets the time limit), the scenario directory, the time limits, and
+ * --bench, --bench-time and --track-fds. Each value is quoted for the shell.
+ */
+function rerunOptions(values: Record<string, string | boolean | string[] | undefined>): string {
+  const words: string[] = [];
+  for (const name of ['profile', 'scenarios', 'timeout', 'settle', 'bench-time']) {
+    const value = values[name];
+    if (typeof value === 'string' && !(name === 'profile' && value === 'default')) words.push(`--${name}`, shellWord(value));
+  }
+  for (const name of ['bench', 'track-fds']) if (values[name] === true) words.push(`--${name}`);
+  return words.map((w) => ` ${w}`).join('');
 }
 
 /**

@@ -78,10 +78,13 @@ export function cliInvocation(): string {
 }
 
 /**
- * `text` as one word of a POSIX shell's command line: in single quotes, a
- * single quote inside written '\'' (close, an escaped quote, reopen), so
- * that nothing in it (quotes, `$`, `;`, `&`, spaces) is read by the shell.
+ * `text` as one word of a POSIX shell's command line: as it is when it holds
+ * only letters, digits and `_ . / : = @ % + , -` (nothing a shell reads),
+ * else in single quotes, a single quote inside written '\'' (close, an
+ * escaped quote, reopen), so that nothing in it (quotes, `$`, `;`, `&`,
+ * `*`, spaces) is read by the shell.
  */
 export function shellWord(text: string): string {
+  if (/^[A-Za-z0-9_./:=@%+,-]+$/.test(text)) return text;
   return `'${text.replace(/'/g, "'\\''")}'`;
 }

@@ -102,6 +102,17 @@ test('run --scenario with no match: a usage error that says so, and no empty mat
   expect(lines(r.stderr)[0]).toMatch(/^fdbridge run: no scenario matches profile default, --scenario no-such-scenario-anywhere \(`.* run --list` lists the rows\)$/);
 });
 
+test('run --scenario-name takes the whole name as it is: a name no scenario has, or a part of one, is a usage error naming it', async () => {
+  for (const name of ['no-such-scenario-anywhere', 'clean-du', 'clean-*']) {
+    const r = await cli(['run', '--scenario-name', name, '--list']);
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(lines(r.stderr)[0]).toContain(`no scenario is named ${name === 'clean-*' ? "'clean-*'" : name}`);
+  }
+  const r = await cli(['run', '--scenario-name', 'clean-dup', '--transport', 'direct', '--list']);
+  expect(r).toEqual({ code: 0, stdout: 'clean-dup direct\n', stderr: '' });
+});
+
 test('a runtime error is one line naming what failed, exit 3; --debug adds the stack and the cause', async () => {
   const socket = join(dir, 'no-such-dir', 'x.sock');
   const plain = await cli(['helper', '--socket', socket]);
@@ -140,7 +151,7 @@ test('exit status 1 when a row fails, 0 when all pass', async () => {
   // Declares a leak and leaks nothing: the row fails.
   const failing = await cli(['run', '--scenario', 'declared-leak-none', '--transport', 'direct', '--settle', '200']);
   expect(failing.code).toBe(1);
-  expect(failing.stdout).toMatch(/to rerun a failed row:\n {2}node .*cli\.js run --seed 1 --scenario 'declared-leak-none' --transport direct\n/);
+  expect(failing.stdout).toMatch(/to rerun a failed row:\n {2}node .*cli\.js run --seed 1 --scenario-name declared-leak-none --transport direct --settle 200\n/);
   const passing = await cli(['run', '--scenario', 'clean-dup', '--transport', 'direct', '--settle', '200']);
   expect(passing.code).toBe(0);
 });

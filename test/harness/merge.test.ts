@@ -165,7 +165,7 @@ test('shards that disagree on the seed, an option or the scenario set are refuse
   fc.assert(
     fc.property(
       world.filter((w) => w.count > 1),
-      fc.constantFrom('seed', 'repeat', 'bench', 'profile', 'scenario', 'plan', 'count'),
+      fc.constantFrom('seed', 'repeat', 'bench', 'profile', 'scenario', 'scenario-name', 'plan', 'count'),
       (w, what) => {
         const shards = allShards(w);
         const last = shards[shards.length - 1] as ShardFile;
@@ -175,6 +175,7 @@ test('shards that disagree on the seed, an option or the scenario set are refuse
         if (what === 'bench') r.options.bench = true;
         if (what === 'profile') r.options.profile = 'faults';
         if (what === 'scenario') r.options.scenario = 'pipe';
+        if (what === 'scenario-name') r.options.scenarioNames = ['pipe'];
         if (what === 'plan') r.plan = { rows: [...(r.plan?.rows ?? []), 'a-scenario-built-elsewhere/direct'].sort() };
         if (what === 'count') r.options.shard = { index: 1, count: w.count + 1 };
         const problems = problemsOf([...shards.slice(0, -1), { ...last, results: r }]);
@@ -183,7 +184,8 @@ test('shards that disagree on the seed, an option or the scenario set are refuse
           repeat: 'shards disagree on --repeat',
           bench: 'shards disagree on --bench',
           profile: 'shards disagree on --profile',
-          scenario: 'shards disagree on --scenario',
+          scenario: 'shards disagree on --scenario:',
+          'scenario-name': 'shards disagree on --scenario-name',
           plan: 'only shard-' + String(w.count) + '.json plans a-scenario-built-elsewhere',
           count: 'shards disagree on shard count',
         }[what];

@@ -1,6 +1,6 @@
 /**
  * `fdbridge run` ends, when rows failed, with the commands that rerun
- * them (`--scenario NAME`). A scenario's name is free text: the command
+ * them (`--scenario-name NAME`). A scenario's name is free text: the command
  * printed must give the shell that name as one word, whatever it holds. A
  * name with a single quote broke out of the quotes it was put in as it
  * was: `a'b&c` made `--scenario 'a'b&c'`, which a shell reads as `ab`, a
@@ -9,7 +9,7 @@
  * Generated: names of printable characters rich in what a shell reads
  * (quotes, `$`, `;`, `&`, `|`, backquotes, spaces, backslashes); the
  * printed line's words, as `sh` splits them, must hold the name after
- * `--scenario`.
+ * `--scenario-name`.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -45,7 +45,7 @@ test('generated scenario names: the rerun command printed for a failed row gives
         expect(r.code).toBe(1);
         const hint = r.stdout.split('to rerun a failed row:\n')[1]?.split('\n')[0] ?? '';
         const words = shellWords(hint.replace(/^ {2}node \S+ run /, ''));
-        expect(words).toEqual(['--seed', '1', '--scenario', name, '--transport', 'direct']);
+        expect(words).toEqual(['--seed', '1', '--scenario-name', name, '--transport', 'direct', '--settle', '50']);
       }),
       { numRuns: 10, endOnFailure: true, examples: [["a'b&c"]] },
     );
