@@ -199,12 +199,7 @@ void RelayPump::OnStreamTaken(void* owner, const FdIdentity& file, bool known) {
   Stream* s = static_cast<Stream*>(owner);
   RelayPump* self = s->pump;
   if (self->closed_ || s->removed || s->handle_closing) return;
-  if (!s->number.YieldTo(file, known, &s->fd)) return;
-  s->events = 0;
-  // Its halves end on the loop's next turn (EndTakenLater), not from inside
-  // the poll being made for someone else: nothing more can be read from or
-  // written to its fd, and the peer must not wait for either.
-  self->EndTakenLater(s->id);
+  self->YieldStream(s, file, known);
 }
 
 bool RelayPump::StillHeld(Stream* s) {
@@ -213,11 +208,21 @@ bool RelayPump::StillHeld(Stream* s) {
   if (takeovers == s->takeovers_seen) return true;
   s->takeovers_seen = takeovers;
   if (s->number.StillRegistered()) return true;
-  s->number.LetGo();
-  s->fd.release();
-  s->events = 0;
-  EndTakenLater(s->id);
+  // A new fd of ours at the number, whatever its file: an unread file
+  // (known false) is never the one Init read, so YieldTo lets go, with no
+  // second registry read.
+  YieldStream(s, FdIdentity{}, false);
   return false;
+}
+
+void RelayPump::YieldStream(Stream* s, const FdIdentity& file, bool known) {
+  if (!s->number.YieldTo(file, known, &s->fd)) return;
+  s->events = 0;
+  // Its halves end on the loop's next turn (EndTakenLater), not from inside
+  // the poll being made for someone else or the read, write or shutdown
+  // being tried: nothing more can be read from or written to its fd, and
+  // the peer must not wait for either.
+  EndTakenLater(s->id);
 }
 
 void RelayPump::EndTakenLater(uint32_t id) {

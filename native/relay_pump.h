@@ -246,12 +246,17 @@ class RelayPump {
   // Before each read or write of s's fd: whether it is still the fd the
   // stream was given. An fd of ours closed behind our back whose number a
   // new fd of ours took (a registration there other than the one its poll
-  // read) is let go of as OnStreamTaken does (LetGo, `fd` released
-  // unclosed, both halves ended on the loop's next turn), also when that
+  // read) is let go of as OnStreamTaken does (YieldStream), also when that
   // new fd is polled on no loop of ours. One relaxed load while no
   // registration has been taken over since the last look, a registry read
   // else. A file the program itself opened at the number is not seen.
   bool StillHeld(Stream* s);
+  // A stream's let-go, for OnStreamTaken and StillHeld: unless s's fd is
+  // still at its number (PolledNumber::YieldTo with the file there now,
+  // `known` false when unread), its poll lets go of the number, `fd` is
+  // released unclosed, and both halves end on the loop's next turn
+  // (EndTakenLater).
+  void YieldStream(Stream* s, const FdIdentity& file, bool known);
   static void OnTakenLater(uv_timer_t* handle);
   // Ends the input with OnEnd(err, message) on the loop's next turn, for a
   // reason found where the delegate may not be called: inside a poll being
