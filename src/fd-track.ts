@@ -34,7 +34,7 @@ import { execFileSync } from 'node:child_process';
 import { closeSync, existsSync, fstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, normalize, sep } from 'node:path';
-import { isMainThread, threadId } from 'node:worker_threads';
+import { isMainThread, SHARE_ENV, threadId, type WorkerOptions } from 'node:worker_threads';
 
 import { packageRoot } from './paths';
 
@@ -379,13 +379,8 @@ function wrapWorker(): void {
   const workerThreads = require('node:worker_threads') as typeof import('node:worker_threads');
   const Original = workerThreads.Worker;
   const Worker = class Worker extends Original {
-    constructor(filename: string | URL, options?: import('node:worker_threads').WorkerOptions) {
-      const own = options?.execArgv === undefined && options?.env == null;
-      const shared = options?.execArgv === undefined && options?.env === workerThreads.SHARE_ENV;
-      // `env: process.env`: this thread's, which may be an object of the
-      // program's own (jest gives each test file a copy of the environment)
-      // that a worker given no env does not read.
-      const recording = logFd === undefined ? options : own ? { ...options, env: process.env, execArgv: process.execArgv } : shared ? { ...options, execArgv: process.execArgv } : options;
+    constructor(filename: string | URL, options?: WorkerOptions) {
+      const recording = recordingOptions(options);
       try {
         super(filename, recording);
       } catch (err) {
@@ -402,6 +397,23 @@ function wrapWorker(): void {
   } catch {
     // a read-only property: such workers are not recorded
   }
+}
+
+/**
+ * The options wrapWorker starts a worker with: while this thread records, a
+ * worker given neither `env` nor `execArgv` is given this thread's
+ * environment and execArgv, one given `env: SHARE_ENV` and no `execArgv` this
+ * thread's execArgv; else `options` itself (the same object: nothing to
+ * fall back from when Worker refuses).
+ */
+function recordingOptions(options: WorkerOptions | undefined): WorkerOptions | undefined {
+  if (logFd === undefined || options?.execArgv !== undefined) return options;
+  // `env: process.env`: this thread's, which may be an object of the
+  // program's own (jest gives each test file a copy of the environment)
+  // that a worker given no env does not read.
+  if (options?.env == null) return { ...options, env: process.env, execArgv: process.execArgv };
+  if (options.env === SHARE_ENV) return { ...options, execArgv: process.execArgv };
+  return options;
 }
 
 /**
