@@ -14,13 +14,11 @@ import { closeSync, fstatSync, readSync } from 'node:fs';
 
 import fc from 'fast-check';
 
-import { connect, PROBE_COMMAND } from '../../src';
 import { closeFds, formatFdTableDiff, makePipe, openFdTable } from '../../src/fd';
 import { rawSocketPair } from '../../src/testing';
-import { LOCAL_REMOTE } from '../../harness/local-remote';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fdTableSettles } from '../util/processes';
-import { registeredSince, registeredFds } from '../util/registered-fds';
+import { assertWithRelayConnections, relay } from '../util/relay-taken';
 import { settleFdTable } from '../util/settle';
 import { scaled } from '../util/time-scale';
 
@@ -34,12 +32,8 @@ function readNow(fd: number): string | number {
 }
 
 test("generated: a relayed stream whose fd here was closed behind fdbridge's back ends without closing or shutting down the new fd of ours at its number", async () => {
-  const conn = await connect('remote', { command: PROBE_COMMAND, ...LOCAL_REMOTE, timeoutMs: scaled(10_000) });
-  const direct = await connect('direct', { command: PROBE_COMMAND });
-  try {
-    await conn.call('where');
-    const serverBaseline = openFdTable(conn.location.pid);
-    await fc.assert(
+  await assertWithRelayConnections(
+    ({ conn, direct, serverBaseline }) =>
       fc.asyncProperty(fc.constantFrom('the same pipe end', 'another stream socket'), async (taker) => {
         const [r, w] = makePipe();
         const [a1, a2] = rawSocketPair('stream');
@@ -47,11 +41,7 @@ test("generated: a relayed stream whose fd here was closed behind fdbridge's bac
         const baseline = openFdTable();
         let copy: number | undefined;
         try {
-          const had = registeredFds();
-          const [far] = await conn.dupFileDescriptors([taker === 'the same pipe end' ? w : a1]);
-          const relayed = [...registeredSince(had).keys()];
-          expect(relayed).toHaveLength(1);
-          const relayFd = relayed[0] as number;
+          const { far, relayFd } = await relay(conn, taker === 'the same pipe end' ? w : a1);
           await conn.call('adopt', [far]);
           closeSync(relayFd); // behind fdbridge's back
           const taken = (await direct.dupFileDescriptors([taker === 'the same pipe end' ? w : b1]))[0] as number;
@@ -75,10 +65,6 @@ test("generated: a relayed stream whose fd here was closed behind fdbridge's bac
           closeFds([r, w, a1, a2, b1, b2]);
         }
       }),
-      { numRuns: 6, endOnFailure: true },
-    );
-  } finally {
-    await direct.close();
-    await conn.close();
-  }
+    6,
+  );
 }, scaled(90_000));

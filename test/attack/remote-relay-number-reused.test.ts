@@ -16,11 +16,11 @@ import { closeSync, fstatSync, readSync } from 'node:fs';
 
 import fc from 'fast-check';
 
-import { connect, PROBE_COMMAND, RemoteError } from '../../src';
+import { RemoteError } from '../../src';
 import { closeFds, formatFdTableDiff, makeMemfd, makePipe, openFdTable } from '../../src/fd';
-import { LOCAL_REMOTE } from '../../harness/local-remote';
 import { fdTableSettles } from '../util/processes';
-import { registeredFds, registeredSince } from '../util/registered-fds';
+import { registeredFds } from '../util/registered-fds';
+import { assertWithRelayConnections, relay } from '../util/relay-taken';
 import { settleFdTable } from '../util/settle';
 import { scaled } from '../util/time-scale';
 import { HangGuard } from '../util/wait-for';
@@ -29,23 +29,15 @@ const CHUNK = 10_000;
 
 test('generated: a relayed pipe whose fd here was closed behind fdbridge\'s back and its number taken by a new fd of ours of any file ends on the command\'s side', async () => {
   const guard = new HangGuard(scaled(40_000));
-  const conn = await connect('remote', { command: PROBE_COMMAND, ...LOCAL_REMOTE, timeoutMs: scaled(10_000) });
-  const direct = await connect('direct', { command: PROBE_COMMAND });
-  try {
-    await conn.call('where');
-    const serverBaseline = openFdTable(conn.location.pid);
-    await fc.assert(
+  await assertWithRelayConnections(
+    ({ conn, direct, serverBaseline }) =>
       fc.asyncProperty(fc.constantFrom('same pipe relayed again', 'direct copy of a memfd'), fc.integer({ min: 0, max: 3 }), async (taker, writesBefore) => {
         const [r, w] = makePipe();
         const memfd = makeMemfd();
         const baseline = openFdTable();
         let copy: number | undefined;
         try {
-          const had = registeredFds();
-          const [far] = await conn.dupFileDescriptors([w]);
-          const relayed = [...registeredSince(had).keys()];
-          expect(relayed).toHaveLength(1);
-          const relayFd = relayed[0] as number;
+          const { far, relayFd } = await relay(conn, w);
           for (let i = 0; i < writesBefore; i++) await conn.call('write', far, 'p'.repeat(CHUNK));
           if (writesBefore > 0) {
             const got = Buffer.alloc(writesBefore * CHUNK);
@@ -92,10 +84,6 @@ test('generated: a relayed pipe whose fd here was closed behind fdbridge\'s back
           closeFds([r, w, memfd]);
         }
       }),
-      { numRuns: 10, endOnFailure: true },
-    );
-  } finally {
-    await direct.close();
-    await conn.close();
-  }
+    10,
+  );
 }, scaled(90_000));

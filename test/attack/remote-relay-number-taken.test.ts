@@ -21,7 +21,8 @@ import { connect, PROBE_COMMAND, RemoteError } from '../../src';
 import { closeFds, formatFdTableDiff, makePipe, openFdTable } from '../../src/fd';
 import { LOCAL_REMOTE } from '../../harness/local-remote';
 import { fdTableSettles } from '../util/processes';
-import { registeredFds, registeredSince } from '../util/registered-fds';
+import { registeredFds } from '../util/registered-fds';
+import { relay } from '../util/relay-taken';
 import { settleFdTable } from '../util/settle';
 import { scaled } from '../util/time-scale';
 import { HangGuard } from '../util/wait-for';
@@ -40,11 +41,7 @@ test('generated: a relayed pipe whose fd here was closed behind fdbridge\'s back
         const [r2, w2] = makePipe();
         const baseline = openFdTable();
         try {
-          const had = registeredFds();
-          const [far] = await conn.dupFileDescriptors([commandWrites ? w : r]);
-          const made = [...registeredSince(had).keys()];
-          expect(made).toHaveLength(1);
-          const relayFd = made[0] as number;
+          const { far, relayFd } = await relay(conn, commandWrites ? w : r);
           if (commandWrites) for (let i = 0; i < writesBefore; i++) await conn.call('write', far, 'p'.repeat(CHUNK));
           await conn.call('adopt', [far]);
           closeSync(relayFd); // behind fdbridge's back
