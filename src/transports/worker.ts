@@ -161,7 +161,13 @@ export class WorkerConnection extends BaseConnection {
     }
     const timeoutMs = options.timeoutMs ?? 10_000;
     try {
-      const threadId = await new Promise<number>((resolve, reject) => {
+      // The connection is made, and listens for the worker's messages and
+      // its exit, in the handler of 'ready' itself, not after an await: a
+      // worker that ends right after it is ready may have its ready and its
+      // end heard in one turn, Worker then emitting 'message' and 'exit'
+      // with no microtask between, and an 'exit' listener added later would
+      // never run (calls waiting forever, the given fds never swept).
+      return await new Promise<WorkerConnection>((resolve, reject) => {
         const timer = setTimeout(() => reject(new TimeoutError(`connect: the worker's command was not ready within ${timeoutMs} ms (options.timeoutMs)`)), timeoutMs);
         const done = (): void => {
           clearTimeout(timer);
@@ -169,7 +175,7 @@ export class WorkerConnection extends BaseConnection {
         };
         const onMessage = (m: WorkerToClient): void => {
           done();
-          if (m.type === 'ready') resolve(m.threadId);
+          if (m.type === 'ready') resolve(new WorkerConnection(worker, ledger, new CallQueue(reads, limit), m.threadId, options.onCommandClosed));
           else if (m.type === 'failed') reject(new RemoteError('constructor', m.error));
           else reject(new ProtocolError(`connect: the worker answered with a ${m.type} message before it was ready`));
         };
@@ -183,7 +189,6 @@ export class WorkerConnection extends BaseConnection {
         };
         worker.on('message', onMessage).on('error', onError).on('exit', onExit);
       });
-      return new WorkerConnection(worker, ledger, new CallQueue(reads, limit), threadId, options.onCommandClosed);
     } catch (err) {
       await worker.terminate();
       // Its thread is gone, and its loop's fds with it (registered or not).
