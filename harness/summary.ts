@@ -1,12 +1,38 @@
 /**
  * Terminal output of `fdbridge run`: one progress line per row, and the
  * scenarios x transports matrix at the end. Plain text, no colour: it goes
- * into CI logs.
+ * into CI logs. Scenario names as terminalName shows them.
  */
 import { describeFdOrigin } from '../src/fd-track';
 import type { ResultRow, ResultsFile, Status } from './types';
 
 const LABEL: Record<Status, string> = { pass: 'pass', fail: 'FAIL', skip: 'skip', 'expected-fail': 'xfail' };
+
+/** A character a terminal does not show as itself: a control, format, private-use, unassigned or surrogate code point, a line or paragraph separator, a space other than U+0020. */
+const UNSEEN = /[\p{C}\p{Zl}\p{Zp}]|(?! )\p{Zs}/u;
+
+/**
+ * A scenario's name as the terminal output shows it: as it is when every
+ * character shows as itself, it is not empty, does not start with `"` and
+ * neither starts nor ends with a space; else as a JSON
+ * string (in double quotes, `\n`, `\"`, `\\`, `\u001b`, ...), so that an
+ * ANSI sequence, a newline or a bidi override in a name can neither forge
+ * nor hide a line, and the shown text names one name only (JSON.parse gives
+ * it back). `run --scenario-name` takes either form.
+ */
+export function terminalName(name: string): string {
+  if (!UNSEEN.test(name) && !/^$|^["\s]|\s$/.test(name)) return name;
+  let out = '"';
+  for (const ch of name) {
+    if (ch === '"' || ch === '\\') out += `\\${ch}`;
+    else if (ch === '\n') out += '\\n';
+    else if (ch === '\r') out += '\\r';
+    else if (ch === '\t') out += '\\t';
+    else if (UNSEEN.test(ch)) for (let i = 0; i < ch.length; i++) out += `\\u${ch.charCodeAt(i).toString(16).padStart(4, '0')}`;
+    else out += ch;
+  }
+  return `${out}"`;
+}
 
 function pad(s: string, n: number): string {
   return s.length >= n ? s : s + ' '.repeat(n - s.length);
@@ -19,7 +45,7 @@ function padLeft(s: string, n: number): string {
 /** `[  3/40] FAIL   dup-pipe            child      123 ms  leaks 2`, then the error and leaks, indented. */
 export function progressLine(r: ResultRow, index: number, total: number, nameWidth = 36): string {
   const w = String(total).length;
-  const head = `[${padLeft(String(index + 1), w)}/${total}] ${pad(LABEL[r.status], 5)} ${pad(r.scenario, nameWidth)} ${pad(r.transport, 7)} ${padLeft(
+  const head = `[${padLeft(String(index + 1), w)}/${total}] ${pad(LABEL[r.status], 5)} ${pad(terminalName(r.scenario), nameWidth)} ${pad(r.transport, 7)} ${padLeft(
     String(r.durationMs ?? 0),
     6,
   )} ms  leaks ${r.leaks.length}${r.iteration && r.iteration > 1 ? `  (pass ${r.iteration})` : ''}`;
@@ -85,13 +111,13 @@ export function summaryTable(file: ResultsFile, elapsedMs?: number): string {
     if (r.latency) c.p50.push(r.latency.p50Us);
     cells.set(k, c);
   }
-  const nameWidth = Math.max(8, ...scenarios.map((s) => s.length)) + 2;
+  const nameWidth = Math.max(8, ...scenarios.map((s) => terminalName(s).length)) + 2;
   const colWidth = Math.max(9, ...transports.map((t) => t.length + 2));
   const out: string[] = [];
   const table = (title: string, cell: (c: Cell | undefined) => string, only = scenarios): void => {
     out.push(pad(title, nameWidth) + transports.map((t) => pad(t, colWidth)).join('').trimEnd());
     for (const s of only) {
-      out.push(pad(s, nameWidth) + transports.map((t) => pad(cell(cells.get(`${s}\0${t}`)), colWidth)).join('').trimEnd());
+      out.push(pad(terminalName(s), nameWidth) + transports.map((t) => pad(cell(cells.get(`${s}\0${t}`)), colWidth)).join('').trimEnd());
     }
   };
   table('scenario', label);

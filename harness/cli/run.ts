@@ -16,7 +16,7 @@ import { fdtrackLibrary, trackingEnvironment } from '../../src/fd-track';
 import { onStopSignals, signalStatus } from '../exit-cleanup';
 import { PROFILES } from '../profiles';
 import { DEFAULT_SEED, DEFAULT_SETTLE_MS, DEFAULT_TIMEOUT_MS, discoverScenarios, planRows, runScenarios, type RunnerOptions } from '../runner';
-import { progressLine, summaryTable } from '../summary';
+import { progressLine, summaryTable, terminalName } from '../summary';
 import type { ResultsFile } from '../types';
 import { writeFileAtomic } from '../write-file';
 import { cliInvocation, EXIT, parseSubcommandArgs, parseInteger, shellWord, UsageError } from './usage';
@@ -30,7 +30,8 @@ export const USAGE = `run [--transport a,b] [--scenario PATTERN] [--scenario-nam
   --transport a,b     transports to run (default: every one a scenario supports)
   --scenario PATTERN  a substring, or a glob (* ?) of the whole name; commas separate alternatives
   --scenario-name NAME
-                      the scenario named exactly NAME (no pattern: * ? , are plain characters);
+                      the scenario named exactly NAME (no pattern: * ? , are plain characters),
+                      or as the output shows a name with unseen characters ("a\\nb", JSON);
                       repeat it for more; with --scenario, a scenario must match both
   --profile NAME      ${PROFILES.map((p) => p.name).join(', ')} (default: default, which leaves out fault and soak)
   --scenarios DIR     load *.scenario.ts (no build step) and *.scenario.js from DIR (default: the
@@ -122,7 +123,7 @@ export async function main(argv: string[]): Promise<number> {
     profile: values.profile as string,
     ...(transports ? { transports } : {}),
     ...(values.scenario !== undefined ? { scenario: values.scenario } : {}),
-    ...(values['scenario-name'] !== undefined ? { scenarioNames: values['scenario-name'] } : {}),
+    ...(values['scenario-name'] !== undefined ? { scenarioNames: values['scenario-name'].map(shownName) } : {}),
     ...(values.shard !== undefined ? { shard: parseShard(values.shard) } : {}),
     ...(values.timeout !== undefined ? { timeoutMs: parseInteger('--timeout', values.timeout) } : {}),
     settleMs: values.settle === undefined ? DEFAULT_SETTLE_MS : parseInteger('--settle', values.settle, 0),
@@ -135,20 +136,20 @@ export async function main(argv: string[]): Promise<number> {
   const scenarios = discoverScenarios(options.scenariosDir);
   const unknown = (options.scenarioNames ?? []).filter((name) => !scenarios.some((s) => s.scenario.name === name));
   if (unknown.length > 0) {
-    throw new UsageError(`--scenario-name: no scenario is named ${unknown.map(shellWord).join(', ')} (\`${cliInvocation()} run --list\` lists the rows)`);
+    throw new UsageError(`--scenario-name: no scenario is named ${unknown.map((name) => shellWord(terminalName(name))).join(', ')} (\`${cliInvocation()} run --list\` lists the rows)`);
   }
   const plan = planRows(scenarios, options);
   if (plan.matched === 0) {
     const filters = [
       `profile ${options.profile}`,
       ...(options.scenario !== undefined ? [`--scenario ${options.scenario}`] : []),
-      ...(options.scenarioNames ?? []).map((name) => `--scenario-name ${shellWord(name)}`),
+      ...(options.scenarioNames ?? []).map((name) => `--scenario-name ${shellWord(terminalName(name))}`),
       ...(transports ? [`--transport ${transports.join(',')}`] : []),
     ];
     throw new UsageError(`no scenario matches ${filters.join(', ')} (\`${cliInvocation()} run --list\` lists the rows)`);
   }
   if (values.list) {
-    for (const r of plan.rows) out(`${r.scenario.name} ${r.transport}${r.iteration > 1 ? ` ${r.iteration}` : ''}`);
+    for (const r of plan.rows) out(`${terminalName(r.scenario.name)} ${r.transport}${r.iteration > 1 ? ` ${r.iteration}` : ''}`);
     return EXIT.ok;
   }
 
@@ -171,7 +172,7 @@ export async function main(argv: string[]): Promise<number> {
   if (failed.length > 0) {
     out('\nto rerun a failed row:');
     const same = rerunOptions(values);
-    for (const r of failed.slice(0, 20)) out(`  ${cliInvocation()} run --seed ${seed} --scenario-name ${shellWord(r.scenario)} --transport ${r.transport}${same}`);
+    for (const r of failed.slice(0, 20)) out(`  ${cliInvocation()} run --seed ${seed} --scenario-name ${shellWord(terminalName(r.scenario))} --transport ${r.transport}${same}`);
   }
   if (values.json !== undefined) {
     writeFileAtomic(values.json, `${JSON.stringify(results, null, 2)}\n`);
@@ -182,6 +183,22 @@ export async function main(argv: string[]): Promise<number> {
     out(`wrote ${values.html}`);
   }
   return failed.length > 0 ? EXIT.failed : EXIT.ok;
+}
+
+/**
+ * A --scenario-name value as a name: one that starts with `"` is a name as
+ * terminalName shows it (a JSON string), anything else the name itself.
+ */
+function shownName(value: string): string {
+  if (!value.startsWith('"')) return value;
+  let name: unknown;
+  try {
+    name = JSON.parse(value);
+  } catch {
+    // Reported below: not a JSON string.
+  }
+  if (typeof name !== 'string') throw new UsageError(`--scenario-name: ${value} starts with " but is not a name as the output shows one (a JSON string)`);
+  return name;
 }
 
 /**
