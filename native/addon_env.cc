@@ -152,7 +152,7 @@ Napi::Value OwnLoopFds(const Napi::CallbackInfo& info) {
     for (int fd : rings) {
       if (std::find(fds.begin(), fds.end(), fd) == fds.end()) fds.push_back(fd);
     }
-    FdMarkOwned(fds.data(), fds.size());
+    FdMarkOwnedInPlace(fds.data(), fds.size());  // a number someone closed behind a fd of ours is taken over
     FdHeldByNative(fds.data(), fds.size());  // libuv closes them, nobody else
     FdUnregisterAtThreadExit(fds.data(), fds.size());
     if (start != 0) FdLoopStartEnd(start);

@@ -294,17 +294,27 @@ void ClosePlaceholderLocked(int fd, const OwnedFds::Registration& r) {
   }
 }
 
+// `old`, the registration at `fd` where a new fd now is, was closed by
+// someone else unless fdbridge is closing it itself (closing) or libuv
+// closes it unseen (runtime_closes: a stream's; at_thread_exit: a loop's,
+// as its thread ends): then it is taken over: noted while a check watches, its owner's close
+// must leave the number alone (FdStillHeld), and the count of take-overs
+// grows (FdTakeOvers: what a relay's stream looks at before each read and
+// write of its number). Under o.mu.
+void TakeOverLocked(OwnedFds& o, const OwnedFds::Registration& old, int fd) {
+  if (old.closing || old.runtime_closes || old.at_thread_exit) return;
+  if (o.watchers.load(std::memory_order_relaxed) != 0) o.closed_by_others.insert(old.gen);
+  uint64_t& highest = o.taken_over[fd];
+  if (old.gen > highest) highest = old.gen;
+  o.takeovers.fetch_add(1, std::memory_order_relaxed);
+}
+
 void MarkNewLocked(OwnedFds& o, int* fd) {
   auto it = o.gens.find(*fd);
   if (it != o.gens.end()) {
     OwnedFds::Registration& old = it->second;
     if (old.runtime_closes && !old.closing && PutPlaceholderLocked(o, old, fd)) return;
-    if (!old.closing && !old.runtime_closes && !old.at_thread_exit) {
-      if (o.watchers.load(std::memory_order_relaxed) != 0) o.closed_by_others.insert(old.gen);
-      uint64_t& highest = o.taken_over[*fd];
-      if (old.gen > highest) highest = old.gen;
-      o.takeovers.fetch_add(1, std::memory_order_relaxed);
-    }
+    TakeOverLocked(o, old, *fd);
   }
   NoteInstallLocked(o, *fd, MarkOwnedLocked(o, *fd));
 }
@@ -454,6 +464,16 @@ void FdMarkOwned(const int* fds, size_t n) {
   OwnedFds& o = TheOwnedFds();
   std::lock_guard<std::recursive_mutex> lock(o.mu);
   for (size_t i = 0; i < n; i++) MarkOwnedLocked(o, fds[i]);
+}
+
+void FdMarkOwnedInPlace(const int* fds, size_t n) {
+  OwnedFds& o = TheOwnedFds();
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  for (size_t i = 0; i < n; i++) {
+    auto it = o.gens.find(fds[i]);
+    if (it != o.gens.end()) TakeOverLocked(o, it->second, fds[i]);
+    MarkOwnedLocked(o, fds[i]);
+  }
 }
 
 void FdMarkNew(int* fds, size_t n) { MarkNew(fds, n); }

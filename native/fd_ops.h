@@ -158,6 +158,14 @@ class OwnedFdsLock {
 int FdRefuseOwned(const int* fds, size_t n);
 // Records fds[0..n) as held by fdbridge (idempotent).
 void FdMarkOwned(const int* fds, size_t n);
+// FdMarkOwned for fds that code which keeps them at their numbers made at
+// the lowest free numbers, once (an event loop's: libuv opened them and
+// closes them by number, so they cannot be moved): a registration still at
+// such a number, of an fd fdbridge was not closing, was closed by someone
+// else and is taken over, as FdMarkNew ends it (FdStillHeld false for it,
+// FdTakeOvers counts it: a relay's stream that polled the number lets it
+// go instead of reading or writing the new fd).
+void FdMarkOwnedInPlace(const int* fds, size_t n);
 // FdMarkOwned for fds the kernel has just made (recvmsg's): their numbers
 // were free a moment ago. A registration still at such a number, of an fd
 // fdbridge was not closing itself, was closed by someone else: it ends (as

@@ -1,0 +1,74 @@
+/**
+ * A relayed stream's fd of fdbridge's, here on the client, closed behind
+ * its back (the program's bug: README, "Closing an fd fdbridge made is the
+ * program's bug"), its number then taken by a worker connection's event
+ * loop: libuv opens the loop's fds (epoll, the signal pipe's two ends, an
+ * eventfd, /dev/null) at the lowest free numbers, and fdbridge registers
+ * them as its own once the thread runs. A new fd of ours at the number
+ * tells fdbridge the relay's was closed by someone else, and the stream
+ * leaves the number alone: the command's bytes must never be written into
+ * the worker's loop fd (into its signal pipe they are read by libuv as
+ * signal messages, and the process crashes), and the worker goes on.
+ *
+ * Generated: how many free numbers lie just below the relay's, so which of
+ * the loop's fds takes it. Run in a process of its own at RLIMIT_NOFILE 64
+ * (fd floor 32, so the loop's numbers reach the relay's; a crash ends that
+ * process only).
+ */
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+
+import fc from 'fast-check';
+
+import { openFdTable } from '../../src/fd';
+import { fdTableSettles } from '../util/processes';
+import { scaled } from '../util/time-scale';
+
+const FIXTURE = join(__dirname, 'fixtures', 'relay-number-worker-loop.js');
+
+interface Seen {
+  relay?: number;
+  taker?: string;
+  writes?: unknown[];
+  readerGot?: unknown;
+  workerWorks?: unknown;
+  diff?: string;
+  error?: string;
+}
+
+/** Runs the fixture under `prlimit --nofile=64`; its JSON line, or how it ended instead. */
+function run(gap: number): Promise<Seen | string> {
+  return new Promise((resolve) => {
+    const child = spawn('prlimit', ['--nofile=64:64', process.execPath, FIXTURE, JSON.stringify({ gap, waitMs: scaled(300) })], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.once('close', (code, signal) => {
+      try {
+        resolve(JSON.parse(out.trim().split('\n').pop() ?? '') as Seen);
+      } catch {
+        resolve(`ended with ${signal ?? code}: ${(out + err).trim().split('\n').slice(-3).join(' | ')}`);
+      }
+    });
+  });
+}
+
+test("generated: a worker's event-loop fd at a relayed stream's number closed behind fdbridge's back never gets the stream's bytes", async () => {
+  const before = openFdTable();
+  const takers = new Set<string>();
+  await fc.assert(
+    fc.asyncProperty(fc.integer({ min: 0, max: 4 }), async (gap) => {
+      const seen = await run(gap);
+      expect(seen).toMatchObject({ readerGot: 'EAGAIN', workerWorks: true, diff: '' });
+      const { taker, writes } = seen as Seen;
+      takers.add((taker ?? '').replace(/\[\d+\]$/, ''));
+      // The relay let the number go: the stream ended, so the command's second write finds no reader.
+      expect(writes?.[1]).toBe('EPIPE');
+    }),
+    { numRuns: 8, endOnFailure: true },
+  );
+  // The loop's fds took the number in turn (which did depends on the gaps drawn).
+  expect(takers.size).toBeGreaterThan(1);
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+}, scaled(240_000));
