@@ -206,7 +206,7 @@ describeRoot('stalled readers (client: root, in this process)', () => {
     expect(await fdTableSettles(process.pid, before)).toBe('');
   }, 120_000);
 
-  test('generated: a client cut off for idling with replies queued is waited for while it reads them, and let go once they stop moving for stalledReaderTimeoutMs; one idle timeout, no queuedBytes; the fd table returns', async () => {
+  test('generated: a client cut off for idling with replies queued is waited for while it reads them, and let go once they stop moving for stalledReaderTimeoutMs; cut off past the idle timeout, not at it; one idle timeout, no queuedBytes; the fd table returns', async () => {
     const before = openFdTable();
     await fc.assert(
       fc.asyncProperty(fc.integer({ min: 20, max: 500 }).map((k) => 4 * k), fc.integer({ min: 500, max: 3000 }), fc.boolean(), async (timeoutMs, size, readsToTheEnd) => {
@@ -220,8 +220,11 @@ describeRoot('stalled readers (client: root, in this process)', () => {
           // it: more than the kernel takes at once, so that the REFUSED still waits once some of them have left.
           const id = await fillTo(daemon, fd, SERVE_PAUSE_READING_AT - 2 * size, size, 1, guard);
           await fillTo(daemon, fd, PAUSED, BIG, id, guard);
-          // Idle (nothing in flight) past the timeout: cut off at the look after it, the REFUSED behind the replies.
-          await jest.advanceTimersByTimeAsync(timeoutMs + every);
+          // Idle (nothing in flight) for exactly the timeout at a look: still served. Past it, at the next look: cut
+          // off, the REFUSED behind the replies.
+          await jest.advanceTimersByTimeAsync(timeoutMs);
+          expect(daemon.stats.quotaHits.idleTimeout).toBe(0);
+          await jest.advanceTimersByTimeAsync(every);
           expect(daemon.stats.quotaHits.idleTimeout).toBe(1);
           // It reads until some of its replies have left, and is looked at: the rest are still sent.
           const read = { results: 0 };
