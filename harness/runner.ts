@@ -471,6 +471,8 @@ interface EarlierRow {
   leftRunning: string[];
   /** Charges it with leaks this row's look found that its code opened. */
   charge(leaks: Leak[]): void;
+  /** Notes on it, without changing its verdict, that `leaks` may be its. */
+  mention(leaks: Leak[]): void;
 }
 
 /** Whether a stack frame (`fn (file:line:col)` or `file:line:col`) is in `file`. */
@@ -483,26 +485,39 @@ function inFile(frame: string, file: string | undefined): boolean {
  * same process: that row's code may still run (a timer, a callback) and
  * open an fd during this row. With --track-fds, a leak whose recorded JS
  * stack names the earlier scenario's file and not this one's is the
- * earlier row's (`theirs`); one whose stack names this row's file is its
- * own; any other (no record, or a stack naming neither) cannot be told
+ * earlier row's (`theirs`) only when the native recorder confirms the
+ * record is still the fd's (FdOrigin.nativeCurrent): a JS record alone may
+ * be stale, its fd closed where the JS recorder does not see (a worker
+ * that does not record, native code) and the same file opened again at
+ * its number by this row. Such a leak (`named`) stays this row's, the
+ * earlier row only told of it. One whose stack names this row's file is
+ * its own; any other (no record, or a stack naming neither) cannot be told
  * (`unsure`) and stays this row's, said to be possibly the earlier's.
  */
-function sortByOrigin(leaks: readonly Leak[], own: string | undefined, earlier: EarlierRow): { mine: Leak[]; theirs: Leak[]; unsure: Leak[] } {
+function sortByOrigin(leaks: readonly Leak[], own: string | undefined, earlier: EarlierRow): { mine: Leak[]; theirs: Leak[]; named: Leak[]; unsure: Leak[] } {
   const mine: Leak[] = [];
   const theirs: Leak[] = [];
+  const named: Leak[] = [];
   const unsure: Leak[] = [];
   for (const leak of leaks) {
     const frames = leak.openedAt?.js ?? [];
     const ours = frames.some((f) => inFile(f, own));
     if (ours) mine.push(leak);
-    else if (frames.some((f) => inFile(f, earlier.file))) theirs.push(leak);
-    else {
+    else if (!frames.some((f) => inFile(f, earlier.file))) {
       mine.push(leak);
       unsure.push(leak);
+    } else if (leak.openedAt?.nativeCurrent) theirs.push(leak);
+    else {
+      mine.push(leak);
+      named.push(leak);
     }
   }
-  return { mine, theirs, unsure };
+  return { mine, theirs, named, unsure };
 }
+
+/** Why a JS record naming another row's file is not confirmed as the fd's (sortByOrigin), for a report. */
+const UNCONFIRMED_RECORD =
+  'unconfirmed: the native recorder did not see that no other fd was made at this number since (it does not watch this process, the process set up an io_uring ring, or a call it did not see made one), so a close --track-fds cannot see may have freed it and this row put the same file there again';
 
 /** A row's result once what it left after its own look is known: `leaks` and `closed` found later fail it. */
 function chargeLate(result: ResultRow, leaks: readonly Leak[], closed: readonly Leak[], when: string): ResultRow {
@@ -649,6 +664,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
   let leaks: Leak[] = [];
   let closed: Leak[] = [];
   let unsure: Leak[] = [];
+  let named: Leak[] = [];
   let after: LeakOracle | undefined;
   let resources: string[] = [];
   env.stray.length = 0;
@@ -714,10 +730,12 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
         leaks = sorted.mine;
         // An fd in this row's own directory is its own; with nothing of the earlier row's left running, none is that row's.
         unsure = earlier.leftRunning.length > 0 ? sorted.unsure.filter((l) => !l.target.startsWith(`${dir}/`)) : [];
+        named = sorted.named;
         if (sorted.theirs.length > 0) {
           earlier.charge(sorted.theirs);
-          notes.push(`charged to ${earlier.label}, which ran before it in this process (its scenario's file opened them, after its own run): ${formatEntries(sorted.theirs)}`);
+          notes.push(`charged to ${earlier.label}, which ran before it in this process (its scenario's file opened them, after its own run, and the native recorder saw no fd made at their numbers since): ${formatEntries(sorted.theirs)}`);
         }
+        if (named.length > 0) earlier.mention(named);
       }
     }
   } catch (err) {
@@ -750,6 +768,10 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
   const judged = verdict(expect, scenario.failure ?? {}, { error, leaks, closed });
   const { status } = judged;
   let why = judged.error;
+  if (status === 'fail' && earlier && named.length > 0) {
+    const fds = named.map((l) => `fd ${l.fd} (${l.role})`).join(', ');
+    why = `${why ?? ''}\n(${fds}: possibly an earlier row's: --track-fds recorded ${earlier.label}'s scenario file (${earlier.file}) opening it, ${UNCONFIRMED_RECORD})`;
+  }
   if (status === 'fail' && earlier && unsure.length > 0) {
     const fds = unsure.map((l) => `fd ${l.fd} (${l.role})`).join(', ');
     why =
@@ -1077,6 +1099,11 @@ export class RowSession {
           held.result = chargeLate(held.result, leaks, [], `during the next row (${row.scenario.name} on ${row.transport}), where --track-fds recorded its scenario's file opening them`);
           onEarlier?.(held.result);
         },
+        mention: (leaks) => {
+          const note = `--track-fds recorded its scenario's file opening ${formatEntries(leaks)}, found during the next row (${row.scenario.name} on ${row.transport}) and left that row's: the record is ${UNCONFIRMED_RECORD}`;
+          held.result = { ...held.result, notes: [...(held.result.notes ?? []), stripVTControlCharacters(note)] };
+          onEarlier?.(held.result);
+        },
       };
       const { result, after, resources } = await runRow(row, this.#env, dir, earlier);
       this.#held = { row, result, after, resources };
@@ -1134,7 +1161,10 @@ export class RowSession {
       const frames = leak.openedAt?.js ?? [];
       if (frames.some((f) => inFile(f, own))) continue;
       const other = this.#rows.find((r) => frames.some((f) => inFile(f, r.file)));
-      if (other) elsewhere.push(`fd ${leak.fd} (${leak.role}): possibly an earlier row's: --track-fds recorded scenario ${other.scenario.name}'s file (${other.file}) opening it`);
+      if (other) {
+        const how = leak.openedAt?.nativeCurrent ? 'the native recorder saw no fd made at its number since' : UNCONFIRMED_RECORD;
+        elsewhere.push(`fd ${leak.fd} (${leak.role}): possibly an earlier row's: --track-fds recorded scenario ${other.scenario.name}'s file (${other.file}) opening it (${how})`);
+      }
     }
     if (elsewhere.length > 0) charged.error = `${charged.error ?? ''}\n(${elsewhere.join('; ')})`;
     return notes.length > 0 ? { ...charged, notes: [...(charged.notes ?? []), ...notes] } : charged;

@@ -135,7 +135,8 @@ export interface FdCheckOptions {
    * the origin is `unconfirmed` (FdOrigin): a close made where the recorder
    * does not see (a thread started before the check, native code) and an
    * open of the same file at the same number would read the same. Native stacks need the process started with the
-   * recorder preloaded (`fdbridge run --track-fds` does that). Off by
+   * recorder preloaded (`fdbridge run --track-fds` does that); there, a JS record whose fd no call through the C
+   * library made again since, in any thread, is also `nativeCurrent`. Off by
    * default: it costs a stack capture per fd opened.
    */
   trackFds?: boolean;

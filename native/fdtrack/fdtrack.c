@@ -20,10 +20,12 @@
  * Invariants: a thread-local guard makes the wrappers pass straight through
  * while a record is being made (backtrace() and dladdr() may open files);
  * a forked child maps a file of its own (pthread_atfork) before it records.
- * Raw syscall(2) users (io_uring, a direct SYS_openat) are not seen.
+ * Raw syscall(2) users (io_uring, a direct SYS_openat) are not seen; an
+ * io_uring ring set up through syscall(2) is noted in the header's flags.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <linux/io_uring.h>
 #include <link.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -51,7 +53,7 @@
 #define TARGET 200
 #define MODULE_PATH 240
 
-/* The file's layout; harness/fd-origins.ts reads it (keep the two in step). */
+/* The file's layout; src/fd-track.ts reads it (keep the two in step). */
 struct fdtrack_frame {
   uint32_t module; /* index into modules + 1; 0 = unknown (JIT code) */
   uint32_t pad;
@@ -71,10 +73,19 @@ struct fdtrack_header {
   uint32_t max_fds;
   uint32_t frames;
   uint32_t nmodules;
-  uint32_t pad;
+  uint32_t flags; /* FLAG_*: what this process did that the records cannot show */
   char modules[MODULES][MODULE_PATH];
   uint64_t module_base[MODULES];
 };
+
+/*
+ * An io_uring ring that can make and close fds was set up (through
+ * syscall(2), as libuv does): its opens, accepts and closes bypass the C
+ * library, so from then on a record may not be the latest fd made at its
+ * number. libuv's ring for epoll_ctl alone (every loop's, Node 22 and
+ * later) does not set it: see epoll_ctl_ring.
+ */
+#define FLAG_IO_URING 1u
 
 static const char *const KINDS[] = {"open", "socket", "socketpair", "accept", "pipe", "dup", "fcntl", "eventfd",
                                     "memfd_create", "epoll_create", "inotify_init", "timerfd_create", "signalfd",
@@ -426,6 +437,23 @@ ssize_t recvmsg(int fd, struct msghdr *msg, int flags) {
   return r;
 }
 
+#ifndef IORING_SETUP_NO_SQARRAY
+#define IORING_SETUP_NO_SQARRAY (1U << 16)
+#endif
+
+/*
+ * Whether io_uring_setup(entries, params) sets up the ring libuv submits
+ * only epoll_ctl operations to: 256 entries, no flags but
+ * IORING_SETUP_NO_SQARRAY (libuv 1.45 to 1.51, linux.c uv__iou_init: Node
+ * 20 passes none, Node 22 and 24 that one). Its ring for file operations,
+ * used under UV_USE_IO_URING=1 on Node 20, is set up with
+ * IORING_SETUP_SQPOLL and 64 entries. Any other ring (another size or
+ * flags) is taken as able to make fds.
+ */
+static int epoll_ctl_ring(unsigned entries, const struct io_uring_params *params) {
+  return entries == 256 && params && (params->flags & ~IORING_SETUP_NO_SQARRAY) == 0;
+}
+
 /* pidfd_open and pidfd_getfd have no libc wrapper everywhere: callers use syscall(2). */
 long syscall(long number, ...) {
   static __typeof__(syscall) *real_syscall;
@@ -441,6 +469,11 @@ long syscall(long number, ...) {
 #endif
 #ifdef SYS_pidfd_getfd
   if (number == SYS_pidfd_getfd && r >= 0) record((int)r, K_PIDFD_GETFD);
+#endif
+#ifdef SYS_io_uring_setup
+  if (number == SYS_io_uring_setup && r >= 0 && header && !epoll_ctl_ring((unsigned)a, (const struct io_uring_params *)b)) {
+    __atomic_fetch_or(&header->flags, FLAG_IO_URING, __ATOMIC_RELEASE);
+  }
 #endif
   return r;
 }

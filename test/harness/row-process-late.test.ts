@@ -16,10 +16,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { discoverScenarios, inRunOrder, planRows, RowSession } from '../../harness/runner';
+import { discoverScenarios, planRows, RowSession } from '../../harness/runner';
 import type { ResultRow } from '../../harness/types';
 import { openFdTable } from '../../src/fd';
-import { resultRow as row, ROW_PROCESS_SCENARIOS as SCENARIOS, runRowProcessScenarios } from '../util/row-process-runs';
+import { resultRow as row, ROW_PROCESS_SCENARIOS as SCENARIOS, runRowProcessScenarios, seedWith } from '../util/row-process-runs';
 /** The file leaks-late's timer opens (its module). */
 const LATE_FILE = join(SCENARIOS, 'leaks-late.scenario.js');
 
@@ -39,17 +39,6 @@ function lateFds(): number[] {
 /** Waits (no deadline: the test's own) until this process has an fd open on leaks-late's file. */
 async function lateFdOpens(): Promise<void> {
   while (lateFds().length === 0) await sleep(10);
-}
-
-/** The first seed whose run order has leaks-late right before `next`: their rows then share a row process, in that order. */
-function seedWith(next: string): number {
-  for (let seed = 1; ; seed++) {
-    const order = inRunOrder(
-      ['leaks-late', next].map((scenario) => ({ scenario, transport: 'direct', iteration: 1 })),
-      seed,
-    ).map((r) => r.scenario);
-    if (order[0] === 'leaks-late') return seed;
-  }
 }
 
 describe('in one process (RowSession): the late fd is the earlier row\'s', () => {
@@ -100,7 +89,7 @@ describe('in one process (RowSession): the late fd is the earlier row\'s', () =>
 
 describe('fdbridge run: rows in one row process', () => {
   test('--track-fds: an fd the earlier row\'s timer opens during the next row is charged to the earlier row; the next row passes', async () => {
-    const rs = await runRowProcessScenarios(dir, ['--track-fds', '--seed', String(seedWith('waits-for-late')), '--scenario', 'leaks-late,waits-for-late']);
+    const rs = await runRowProcessScenarios(dir, ['--track-fds', '--seed', String(seedWith('leaks-late', 'waits-for-late')), '--scenario', 'leaks-late,waits-for-late']);
     expect(rs.results.map((r) => r.scenario)).toEqual(['leaks-late', 'waits-for-late']);
     expect(row(rs, 'leaks-late')).toMatchObject({
       status: 'fail',
@@ -111,7 +100,7 @@ describe('fdbridge run: rows in one row process', () => {
   });
 
   test('without --track-fds, a leak seen during the next row is said to be possibly the earlier row\'s, unless it appeared before that row began', async () => {
-    const rs = await runRowProcessScenarios(dir, ['--seed', String(seedWith('waits-for-late')), '--scenario', 'leaks-late,waits-for-late']);
+    const rs = await runRowProcessScenarios(dir, ['--seed', String(seedWith('leaks-late', 'waits-for-late')), '--scenario', 'leaks-late,waits-for-late']);
     expect(rs.results.map((r) => r.scenario)).toEqual(['leaks-late', 'waits-for-late']);
     const late = row(rs, 'leaks-late');
     const next = row(rs, 'waits-for-late');

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
+import { inRunOrder } from '../../harness/runner';
 import type { ResultRow, ResultsFile } from '../../harness/types';
 import { packageRoot } from '../../src/paths';
 import { runCli } from './processes';
@@ -14,11 +15,11 @@ export const ROW_PROCESS_SCENARIOS = join(packageRoot, 'dist', 'test', 'fixtures
 
 let counter = 0;
 
-/** Runs `fdbridge run` with `args` (results into a new file in `dir`) and reads its results file. */
-export async function runRowProcessScenarios(dir: string, args: string[]): Promise<ResultsFile> {
+/** Runs `fdbridge run` with `args` (results into a new file in `dir`; `env` added to its environment) and reads its results file. */
+export async function runRowProcessScenarios(dir: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<ResultsFile> {
   const json = join(dir, `results-${++counter}.json`);
   const r = await runCli(['run', '--settle', '300', '--transport', 'direct', ...args, '--json', json], {
-    env: { FDBRIDGE_SCENARIOS_DIR: ROW_PROCESS_SCENARIOS },
+    env: { ...env, FDBRIDGE_SCENARIOS_DIR: ROW_PROCESS_SCENARIOS },
   });
   try {
     return JSON.parse(readFileSync(json, 'utf8')) as ResultsFile;
@@ -32,4 +33,15 @@ export function resultRow(rs: ResultsFile, scenario: string): ResultRow {
   const found = rs.results.find((r) => r.scenario === scenario);
   if (!found) throw new Error(`no row ${scenario}`);
   return found;
+}
+
+/** The first seed whose run order has `first` right before `next` (on direct): their rows then share a row process, in that order. */
+export function seedWith(first: string, next: string): number {
+  for (let seed = 1; ; seed++) {
+    const order = inRunOrder(
+      [first, next].map((scenario) => ({ scenario, transport: 'direct', iteration: 1 })),
+      seed,
+    ).map((r) => r.scenario);
+    if (order[0] === first) return seed;
+  }
 }
