@@ -66,8 +66,10 @@ export interface FdOrigin {
    * io_uring ring that can make fds (libuv's under UV_USE_IO_URING=1 on
    * Node 20, or one still open now): an unseen close followed by such an
    * open would have replaced the native record. What it does not see is an
-   * open that bypasses the C library's calls otherwise (a raw system call,
-   * a ring set up without the C library and closed by now). The harness
+   * open that bypasses the C library's exported calls otherwise (a raw
+   * system call, a ring set up without the C library and closed by now,
+   * the C library's own opens: opendir's, which fs.opendirSync uses,
+   * fopen's). The harness
    * charges a leak to an earlier row only on such a record.
    */
   nativeCurrent?: true;
