@@ -7,7 +7,7 @@
  * belong to whoever received it; closing a socket closes every received fd
  * that nobody claimed.
  */
-import { readlinkSync } from 'node:fs';
+import { readlinkSync, statSync } from 'node:fs';
 
 import { ClosedError, EofError, ownFdRefusal, PeerGoneError, SECOND_OWNER, SystemError, TimeoutError } from './errors';
 import { closeOwnFds, handedOver, OwnedFd, ownedFdOfFdbridge, refuseOwnFd, validateFds } from './fd';
@@ -291,13 +291,47 @@ export function describeAddress(address: SocketAddress): string {
   return typeof address === 'string' ? address : `@${address.abstract}`;
 }
 
-/** A sendto failure, with the destination and the way out in its message. */
+/**
+ * What a path names when it is not a socket, as `a regular file`, or
+ * undefined for a socket, a name that is gone, or one that cannot be
+ * looked at. Followed through symlinks, as the kernel follows them.
+ */
+function notASocket(path: string): string | undefined {
+  let st;
+  try {
+    st = statSync(path, { throwIfNoEntry: false });
+  } catch {
+    return undefined;
+  }
+  if (st === undefined || st.isSocket()) return undefined;
+  if (st.isFile()) return 'a regular file';
+  if (st.isDirectory()) return 'a directory';
+  if (st.isFIFO()) return 'a named pipe (FIFO)';
+  if (st.isCharacterDevice()) return 'a character device';
+  if (st.isBlockDevice()) return 'a block device';
+  return 'not a socket';
+}
+
+/**
+ * A sendto failure, with the destination and the way out in its message.
+ * Linux answers a datagram sent to a path that names no socket (a regular
+ * file, a directory, a FIFO, a device) with ECONNREFUSED, as it answers one
+ * sent to a socket file nobody is bound to any more, and one sent to a
+ * stream or seqpacket socket with EPROTOTYPE (unix(7); net/unix/af_unix.c
+ * unix_find_bsd, unix_dgram_sendmsg): the code stays the kernel's, the
+ * message says which it was.
+ */
 function sendToError(err: Error, address: SocketAddress): Error {
   if (!(err instanceof SystemError)) return err;
   const where = describeAddress(address);
+  const what = err.code === 'ECONNREFUSED' && typeof address === 'string' ? notASocket(address) : undefined;
   const why: Record<string, string> = {
     EAGAIN: "the receiver's queue is full (it is not reading): retry later, or send with whenFull: 'wait'",
-    ECONNREFUSED: `nobody is bound at ${where} any more (the receiver closed its socket or died)`,
+    ECONNREFUSED:
+      what === undefined
+        ? `nobody is bound at ${where} any more (the receiver closed its socket or died)`
+        : `${where} is ${what === 'not a socket' ? 'no socket' : `${what}, not a socket`}: nothing can receive datagrams there`,
+    EPROTOTYPE: `the socket bound at ${where} is not a datagram socket (a stream or seqpacket socket: connect to it with UnixSocket instead)`,
     ENOENT: `there is no socket at ${where}`,
     EACCES: `no permission to send to ${where} (the socket file's mode, or a directory above it)`,
     EPERM: `${where} refuses this sender (it is connected to another socket, or refuses fds: SO_PASSRIGHTS)`,
