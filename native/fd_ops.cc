@@ -91,6 +91,8 @@ struct OwnedFds {
   // times it is taken over: at most the fd table's size.
   std::unordered_map<int, uint64_t> taken_over;
   std::atomic<uint64_t> takeovers{0};  // how many take-overs so far, read without the lock
+  // FdWakeOnTakeOvers: run at each take-over, under the lock.
+  std::vector<std::pair<void (*)(void*), void*>> takeover_wakes;
   // Each number's install generation (FdInstalled): installs[fd] is the
   // generation the last fd fdbridge's native code put at that number got
   // (from next_gen: never given twice, whatever the number), 0 for a number
@@ -300,13 +302,16 @@ void ClosePlaceholderLocked(int fd, const OwnedFds::Registration& r) {
 // as its thread ends): then it is taken over: noted while a check watches, its owner's close
 // must leave the number alone (FdStillHeld), and the count of take-overs
 // grows (FdTakeOvers: what a relay's stream looks at before each read and
-// write of its number). Under o.mu.
+// write of its number) and the owners that asked (FdWakeOnTakeOvers) are
+// woken: a relay's stream whose number gets no more events looks then.
+// Under o.mu.
 void TakeOverLocked(OwnedFds& o, const OwnedFds::Registration& old, int fd) {
   if (old.closing || old.runtime_closes || old.at_thread_exit) return;
   if (o.watchers.load(std::memory_order_relaxed) != 0) o.closed_by_others.insert(old.gen);
   uint64_t& highest = o.taken_over[fd];
   if (old.gen > highest) highest = old.gen;
   o.takeovers.fetch_add(1, std::memory_order_relaxed);
+  for (const auto& wake : o.takeover_wakes) wake.first(wake.second);
 }
 
 void MarkNewLocked(OwnedFds& o, int* fd) {
@@ -571,6 +576,19 @@ bool FdStillHeldLooked(int fd, uint64_t registration, bool same_file) {
 }
 
 uint64_t FdTakeOvers() { return TheOwnedFds().takeovers.load(std::memory_order_relaxed); }
+
+void FdWakeOnTakeOvers(void (*wake)(void*), void* arg) {
+  OwnedFds& o = TheOwnedFds();
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  o.takeover_wakes.emplace_back(wake, arg);
+}
+
+void FdStopWakeOnTakeOvers(void* arg) {
+  OwnedFds& o = TheOwnedFds();
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  auto& wakes = o.takeover_wakes;
+  wakes.erase(std::remove_if(wakes.begin(), wakes.end(), [arg](const auto& w) { return w.second == arg; }), wakes.end());
+}
 
 int FdCloseHeld(int fd, uint64_t registration, const FdIdentity* identity) {
   if (!FdStillHeld(fd, registration, identity)) return -EBADF;

@@ -240,6 +240,12 @@ int FdCloseHeld(int fd, uint64_t registration, const FdIdentity* identity);
 // this process so far: read without a lock, for an owner that looks again
 // (FdStillHeld) only when it has changed.
 uint64_t FdTakeOvers();
+// Runs `wake(arg)` at each take-over from now on, on the thread whose new
+// fd took the number and under the registry's lock: it must only wake its
+// owner (uv_async_send), who then looks (FdStillHeld) on its own thread.
+void FdWakeOnTakeOvers(void (*wake)(void*), void* arg);
+// Stops FdWakeOnTakeOvers' wakes of `arg`: none runs once this returns.
+void FdStopWakeOnTakeOvers(void* arg);
 // The fd stays open but is no longer fdbridge's (a command adopted it).
 void FdDisown(int fd);
 // FdDisown of a copy `owner`'s ledger was given (FdDupAllGiven), only while

@@ -253,6 +253,19 @@ void RelayPump::OnTakenLater(uv_timer_t* handle) {
   }
 }
 
+void RelayPump::WakeForTakeOver(void* arg) { uv_async_send(static_cast<uv_async_t*>(arg)); }
+
+void RelayPump::OnTakeOverWake(uv_async_t* handle) {
+  RelayPump* self = static_cast<RelayPump*>(handle->data);
+  if (self->closed_) return;
+  // StillHeld lets go of a stream and ends it on the loop's next turn
+  // (EndTakenLater): streams_ does not change while it runs.
+  for (auto& entry : self->streams_) {
+    Stream* s = entry.second;
+    if (!s->removed && !s->handle_closing) self->StillHeld(s);
+  }
+}
+
 RelayPump::Stream* RelayPump::Find(uint32_t id) const {
   auto it = streams_.find(id);
   return it == streams_.end() ? nullptr : it->second;
@@ -533,6 +546,15 @@ void RelayPump::CloseOutput() {
 int RelayPump::AddStream(uint32_t id, int fd, bool read, bool write, bool socket) {
   if (closed_) return -EBADF;
   if (streams_.count(id) != 0) return -EEXIST;
+  if (!takeover_wake_made_) {
+    int made = uv_async_init(loop_, &takeover_wake_, OnTakeOverWake);
+    if (made != 0) return made;
+    takeover_wake_.data = this;
+    uv_unref(reinterpret_cast<uv_handle_t*>(&takeover_wake_));
+    open_handles_++;
+    takeover_wake_made_ = true;
+    FdWakeOnTakeOvers(WakeForTakeOver, &takeover_wake_);
+  }
   Stream* s = new Stream(&pool_);
   // Read before the registration (number.Init): a new fd of ours that
   // takes the number after it counts as moved at the next look (StillHeld).
@@ -822,6 +844,10 @@ void RelayPump::Close(void (*on_freed)(void*), void* arg) {
   CloseEndLater();
   if (taken_later_made_) uv_close(reinterpret_cast<uv_handle_t*>(&taken_later_), OnHandleClosed);
   taken_.clear();
+  if (takeover_wake_made_) {
+    FdStopWakeOnTakeOvers(&takeover_wake_);  // no wake comes once it returns
+    uv_close(reinterpret_cast<uv_handle_t*>(&takeover_wake_), OnHandleClosed);
+  }
   in_number_.LetGoIfGone(&in_fd_);
   uv_close(reinterpret_cast<uv_handle_t*>(&in_poll_), OnHandleClosed);
   in_fd_.reset();

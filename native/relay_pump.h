@@ -243,7 +243,8 @@ class RelayPump {
   static void OnStreamTaken(void* owner, const FdIdentity& file, bool known);
   // Ends the halves still active of stream `id` on the loop's next turn (OnTakenLater).
   void EndTakenLater(uint32_t id);
-  // Before each read or write of s's fd: whether it is still the fd the
+  // Before each read or write of s's fd, and after each take-over
+  // (OnTakeOverWake): whether it is still the fd the
   // stream was given. An fd of ours closed behind our back whose number a
   // new fd of ours took (a registration there other than the one its poll
   // read) is let go of as OnStreamTaken does (YieldStream), also when that
@@ -258,6 +259,14 @@ class RelayPump {
   // (EndTakenLater).
   void YieldStream(Stream* s, const FdIdentity& file, bool known);
   static void OnTakenLater(uv_timer_t* handle);
+  // A registration was taken over (FdWakeOnTakeOvers, on whichever thread
+  // took it): wakes the pump's loop.
+  static void WakeForTakeOver(void* arg);
+  // On the loop, after such a wake: every stream looks (StillHeld), so that
+  // one whose fd was closed behind our back and whose number a new fd of
+  // ours took ends (EndTakenLater) though its number gets no more poll
+  // events and the stream reads and writes nothing more.
+  static void OnTakeOverWake(uv_async_t* handle);
   // Ends the input with OnEnd(err, message) on the loop's next turn, for a
   // reason found where the delegate may not be called: inside a poll being
   // made for someone else (the input let go of), or inside a Send the
@@ -322,6 +331,11 @@ class RelayPump {
   uv_timer_t taken_later_;
   bool taken_later_made_ = false;
   std::vector<uint32_t> taken_;
+  // Woken at each take-over (WakeForTakeOver): made with the first stream,
+  // unreferenced (it keeps no loop alive), one of open_handles_ from then
+  // on, closed by Close.
+  uv_async_t takeover_wake_;
+  bool takeover_wake_made_ = false;
   int open_handles_ = 0;
   bool closed_ = false;
   bool input_done_ = false;

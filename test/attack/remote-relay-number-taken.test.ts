@@ -17,12 +17,12 @@ import { closeSync } from 'node:fs';
 
 import fc from 'fast-check';
 
-import { connect, PROBE_COMMAND, RemoteError } from '../../src';
+import { connect, PROBE_COMMAND } from '../../src';
 import { closeFds, formatFdTableDiff, makePipe, openFdTable } from '../../src/fd';
 import { LOCAL_REMOTE } from '../../harness/local-remote';
 import { fdTableSettles } from '../util/processes';
 import { registeredFds } from '../util/registered-fds';
-import { relay } from '../util/relay-taken';
+import { expectWritesRefused, relay } from '../util/relay-taken';
 import { settleFdTable } from '../util/settle';
 import { scaled } from '../util/time-scale';
 import { HangGuard } from '../util/wait-for';
@@ -48,14 +48,7 @@ test('generated: a relayed pipe whose fd here was closed behind fdbridge\'s back
           const [far2] = await conn.dupFileDescriptors([r2]);
           expect(registeredFds().has(relayFd)).toBe(true); // the new stream's fd took the number
           if (commandWrites) {
-            // Past the window (4 MiB) and the pipe over there, a write that is not refused blocks the command.
-            const writes = (async (): Promise<unknown> => {
-              for (let i = 0; i < 600; i++) await conn.call('write', far, 'z'.repeat(CHUNK));
-              return 'every write taken';
-            })().catch((err: unknown) => err);
-            const ended = await guard.within(writes, 'the command writing into the stream let go of');
-            expect(ended).toBeInstanceOf(RemoteError);
-            expect((ended as RemoteError).remote.code).toBe('EPIPE');
+            await expectWritesRefused(conn, far, 'z', guard);
           } else {
             expect(await guard.within(conn.call('read', far, 10), 'the command reading the stream let go of')).toBe('');
           }

@@ -6,11 +6,12 @@
  */
 import fc from 'fast-check';
 
-import { connect, PROBE_COMMAND, type Connection } from '../../src';
+import { connect, PROBE_COMMAND, RemoteError, type Connection } from '../../src';
 import { openFdTable, type FdTable } from '../../src/fd';
 import { LOCAL_REMOTE } from '../../harness/local-remote';
 import { registeredFds, registeredSince } from './registered-fds';
 import { scaled } from './time-scale';
+import type { HangGuard } from './wait-for';
 
 export interface RelayConnections {
   /** To the probe command over the remote transport: what it is given here is relayed. */
@@ -50,4 +51,21 @@ export async function relay(conn: Connection, fd: number): Promise<{ far: number
   const relayed = [...registeredSince(had).keys()];
   expect(relayed).toHaveLength(1);
   return { far: far as number, relayFd: relayed[0] as number };
+}
+
+/**
+ * Has the command write `fill` (10,000 bytes a write) into its number
+ * `far` over `conn` until a write fails, and checks that one failed with
+ * EPIPE within `guard`: past the stream's window (4 MiB) and the pipe over
+ * there, a write that is not refused blocks the command.
+ */
+export async function expectWritesRefused(conn: Connection, far: number, fill: string, guard: HangGuard): Promise<void> {
+  const chunk = fill.repeat(Math.ceil(10_000 / fill.length)).slice(0, 10_000);
+  const writes = (async (): Promise<unknown> => {
+    for (let i = 0; i < 600; i++) await conn.call('write', far, chunk);
+    return 'every write taken';
+  })().catch((err: unknown) => err);
+  const ended = await guard.within(writes, 'the command writing into the stream let go of');
+  expect(ended).toBeInstanceOf(RemoteError);
+  expect((ended as RemoteError).remote.code).toBe('EPIPE');
 }
