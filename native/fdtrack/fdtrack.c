@@ -3,7 +3,7 @@
  * creates, the native stack that created it (fdbridge run --track-fds).
  *
  * It wraps the libc calls that make fds (open*, creat, socket, socketpair,
- * accept*, pipe*, dup*, fcntl F_DUPFD*, eventfd, memfd_create, epoll_create*,
+ * accept*, pipe*, dup*, fcntl and fcntl64 F_DUPFD*, eventfd, memfd_create, epoll_create*,
  * inotify_init*, timerfd_create, signalfd, pidfd_open, pidfd_getfd, and the
  * fds recvmsg receives with SCM_RIGHTS) and writes one record per fd into a
  * file that another process can read at any time, even after this one died:
@@ -405,6 +405,22 @@ int fcntl(int fd, int cmd, ...) {
   long arg = va_arg(ap, long);
   va_end(ap);
   int r = RESOLVE(fcntl)(fd, cmd, arg);
+  return (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) ? rec(r, K_FCNTL) : r;
+}
+
+/*
+ * glibc 2.28 and later link fcntl as fcntl64 in code built with 64-bit file
+ * offsets (Node, and addons node-gyp builds, fdbridge's own): without this
+ * one their F_DUPFD copies went unrecorded.
+ */
+static int (*real_fcntl64)(int, int, ...);
+int fcntl64(int fd, int cmd, ...) {
+  va_list ap;
+  va_start(ap, cmd);
+  long arg = va_arg(ap, long);
+  va_end(ap);
+  if (!real_fcntl64) real_fcntl64 = (int (*)(int, int, ...))dlsym(RTLD_NEXT, "fcntl64");
+  int r = real_fcntl64(fd, cmd, arg);
   return (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) ? rec(r, K_FCNTL) : r;
 }
 

@@ -99,6 +99,17 @@ describe('fdbridge run: rows in one row process', () => {
     expect(row(rs, 'waits-for-late')).toMatchObject({ status: 'pass', leaks: [] });
   });
 
+  test("--track-fds: an fd the earlier row's timer makes with fdbridge's dupFd (fcntl64 F_DUPFD_CLOEXEC) during the next row is charged to the earlier row; the next row passes", async () => {
+    const rs = await runRowProcessScenarios(dir, ['--track-fds', '--seed', String(seedWith('late-dup-leak', 'waits-for-late')), '--scenario', 'late-dup-leak,waits-for-late']);
+    expect(rs.results.map((r) => r.scenario)).toEqual(['late-dup-leak', 'waits-for-late']);
+    expect(row(rs, 'late-dup-leak')).toMatchObject({
+      status: 'fail',
+      leaks: [{ role: 'client', target: join(SCENARIOS, 'late-dup-leak.scenario.js') }],
+      error: expect.stringContaining("leaked 1 fd(s) that appeared after its leak oracle's look"),
+    });
+    expect(row(rs, 'waits-for-late')).toMatchObject({ status: 'pass', leaks: [] });
+  });
+
   test('without --track-fds, a leak seen during the next row is said to be possibly the earlier row\'s, unless it appeared before that row began', async () => {
     const rs = await runRowProcessScenarios(dir, ['--seed', String(seedWith('leaks-late', 'waits-for-late')), '--scenario', 'leaks-late,waits-for-late']);
     expect(rs.results.map((r) => r.scenario)).toEqual(['leaks-late', 'waits-for-late']);
