@@ -14,13 +14,12 @@
  * it aborts the process). Generated: rounds, how many numbers both close,
  * how many of its own lead the worker's list, the pairs' kind.
  */
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 
 import fc from 'fast-check';
 
 import { openFdTable } from '../../src/fd';
-import { fdTableSettles } from '../util/processes';
+import { fdTableSettles, runFixtureAtFdLimit } from '../util/processes';
 import { scaled } from '../util/time-scale';
 
 const FIXTURE = join(__dirname, 'fixtures', 'close-emfile-race.js');
@@ -38,20 +37,7 @@ interface Seen {
 
 /** Runs the fixture under `prlimit --nofile=NOFILE`; its JSON line, or how it ended instead. */
 function runRace(params: { rounds: number; shared: number; lead: number; kind: string; hangMs: number }): Promise<Seen | string> {
-  return new Promise((resolve) => {
-    const child = spawn('prlimit', [`--nofile=${NOFILE}:${NOFILE}`, process.execPath, FIXTURE, JSON.stringify(params)], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.once('close', (code, signal) => {
-      try {
-        resolve(JSON.parse(out.trim().split('\n').pop() ?? '') as Seen);
-      } catch {
-        resolve(`ended with ${signal ?? code}: ${(out + err).trim().split('\n').slice(-3).join(' | ')}`);
-      }
-    });
-  });
+  return runFixtureAtFdLimit<Seen>(NOFILE, FIXTURE, params);
 }
 
 test(

@@ -15,13 +15,12 @@
  * (fd floor 32, so the loop's numbers reach the relay's; a crash ends that
  * process only).
  */
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 
 import fc from 'fast-check';
 
 import { openFdTable } from '../../src/fd';
-import { fdTableSettles } from '../util/processes';
+import { fdTableSettles, runFixtureAtFdLimit } from '../util/processes';
 import { scaled } from '../util/time-scale';
 
 const FIXTURE = join(__dirname, 'fixtures', 'relay-number-worker-loop.js');
@@ -38,20 +37,7 @@ interface Seen {
 
 /** Runs the fixture under `prlimit --nofile=64`; its JSON line, or how it ended instead. */
 function run(gap: number): Promise<Seen | string> {
-  return new Promise((resolve) => {
-    const child = spawn('prlimit', ['--nofile=64:64', process.execPath, FIXTURE, JSON.stringify({ gap, waitMs: scaled(300) })], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.once('close', (code, signal) => {
-      try {
-        resolve(JSON.parse(out.trim().split('\n').pop() ?? '') as Seen);
-      } catch {
-        resolve(`ended with ${signal ?? code}: ${(out + err).trim().split('\n').slice(-3).join(' | ')}`);
-      }
-    });
-  });
+  return runFixtureAtFdLimit<Seen>(64, FIXTURE, { gap, waitMs: scaled(300) });
 }
 
 test("generated: a worker's event-loop fd at a relayed stream's number closed behind fdbridge's back never gets the stream's bytes", async () => {

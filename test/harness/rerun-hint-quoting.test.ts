@@ -12,13 +12,13 @@
  * `--scenario-name`.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import fc from 'fast-check';
 
-import { runCli } from '../util/processes';
+import { runCli, writeFailingScenario } from '../util/processes';
 import { scaled } from '../util/time-scale';
 
 const NAME_CHARS = ["'", '"', '$', ';', '&', '|', '`', ' ', '\\', '*', '(', ')', '!', '#', 'a', 'b', '-', '$(id)', "'\\''"];
@@ -34,13 +34,7 @@ test('generated scenario names: the rerun command printed for a failed row gives
   try {
     await fc.assert(
       fc.asyncProperty(fc.array(fc.constantFrom(...NAME_CHARS), { minLength: 1, maxLength: 12 }).map((parts) => parts.join('')), async (name) => {
-        const scenarios = join(dir, 'scenarios');
-        rmSync(scenarios, { recursive: true, force: true });
-        mkdirSync(scenarios);
-        writeFileSync(
-          join(scenarios, 'named.scenario.js'),
-          `module.exports = { name: ${JSON.stringify(name)}, description: 'x', transports: ['direct'], run() { throw new Error('fails'); } };\n`,
-        );
+        const scenarios = writeFailingScenario(dir, name);
         const r = await runCli(['run', '--transport', 'direct', '--settle', '50'], { env: { FDBRIDGE_SCENARIOS_DIR: scenarios } });
         expect(r.code).toBe(1);
         const hint = r.stdout.split('to rerun a failed row:\n')[1]?.split('\n')[0] ?? '';

@@ -17,14 +17,14 @@
  * `sh` with `--list`, selects that scenario.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 
 import fc from 'fast-check';
 
 import { terminalName } from '../../harness/summary';
-import { runCli } from '../util/processes';
+import { runCli, writeFailingScenario } from '../util/processes';
 import { scaled } from '../util/time-scale';
 
 const UNSEEN = /[\p{C}\p{Zl}\p{Zp}]|(?! )\p{Zs}/u;
@@ -48,13 +48,7 @@ test('generated scenario names: the run prints no control character, one matrix 
   try {
     await fc.assert(
       fc.asyncProperty(fc.array(fc.constantFrom(...NAME_CHARS), { minLength: 1, maxLength: 8 }).map((parts) => parts.join('')), async (name) => {
-        const scenarios = join(dir, 'scenarios');
-        rmSync(scenarios, { recursive: true, force: true });
-        mkdirSync(scenarios);
-        writeFileSync(
-          join(scenarios, 'named.scenario.js'),
-          `module.exports = { name: ${JSON.stringify(name)}, description: 'x', transports: ['direct'], run() { throw new Error('fails'); } };\n`,
-        );
+        const scenarios = writeFailingScenario(dir, name);
         const env = { FDBRIDGE_SCENARIOS_DIR: scenarios };
         const r = await runCli(['run', '--transport', 'direct', '--settle', '50'], { env, cwd: dir });
         expect(r.code).toBe(1);

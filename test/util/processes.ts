@@ -1,6 +1,6 @@
 /** Test utilities: helper daemons in their own processes, and fd tables of other processes. */
 import { execFile, spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -268,4 +268,42 @@ export class MarkedRuns {
       }
     }
   }
+}
+
+/**
+ * Runs `node fixture JSON(params)` at RLIMIT_NOFILE `nofile` (prlimit) and
+ * resolves with the last line it printed, parsed as JSON; or, when that is
+ * not JSON (it crashed, or was killed), with how it ended and the last three
+ * lines of its output.
+ */
+export function runFixtureAtFdLimit<T>(nofile: number, fixture: string, params: unknown): Promise<T | string> {
+  return new Promise((resolve) => {
+    const child = spawn('prlimit', [`--nofile=${nofile}:${nofile}`, process.execPath, fixture, JSON.stringify(params)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+    child.once('close', (code, signal) => {
+      try {
+        resolve(JSON.parse(out.trim().split('\n').pop() ?? '') as T);
+      } catch {
+        resolve(`ended with ${signal ?? code}: ${(out + err).trim().split('\n').slice(-3).join(' | ')}`);
+      }
+    });
+  });
+}
+
+/**
+ * (Re)creates `dir`/scenarios holding one scenario, named `name`, whose
+ * run() throws; returns that directory (for FDBRIDGE_SCENARIOS_DIR).
+ */
+export function writeFailingScenario(dir: string, name: string): string {
+  const scenarios = join(dir, 'scenarios');
+  rmSync(scenarios, { recursive: true, force: true });
+  mkdirSync(scenarios);
+  writeFileSync(
+    join(scenarios, 'named.scenario.js'),
+    `module.exports = { name: ${JSON.stringify(name)}, description: 'x', transports: ['direct'], run() { throw new Error('fails'); } };\n`,
+  );
+  return scenarios;
 }
