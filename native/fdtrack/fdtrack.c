@@ -398,14 +398,19 @@ int dup(int fd) { return rec(RESOLVE(dup)(fd), K_DUP); }
 int dup2(int fd, int to) { return rec(RESOLVE(dup2)(fd, to), K_DUP); }
 int dup3(int fd, int to, int flags) { return rec(RESOLVE(dup3)(fd, to, flags), K_DUP); }
 
+/* fcntl's and fcntl64's call: the copies F_DUPFD* make are recorded. */
+static int fcntl_recorded(int (*call)(int, int, ...), int fd, int cmd, long arg) {
+  int r = call(fd, cmd, arg);
+  return (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) ? rec(r, K_FCNTL) : r;
+}
+
 int fcntl(int fd, int cmd, ...) {
   va_list ap;
   va_start(ap, cmd);
   /* Every fcntl argument fits a long (int or pointer). */
   long arg = va_arg(ap, long);
   va_end(ap);
-  int r = RESOLVE(fcntl)(fd, cmd, arg);
-  return (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) ? rec(r, K_FCNTL) : r;
+  return fcntl_recorded(RESOLVE(fcntl), fd, cmd, arg);
 }
 
 /*
@@ -420,8 +425,7 @@ int fcntl64(int fd, int cmd, ...) {
   long arg = va_arg(ap, long);
   va_end(ap);
   if (!real_fcntl64) real_fcntl64 = (int (*)(int, int, ...))dlsym(RTLD_NEXT, "fcntl64");
-  int r = real_fcntl64(fd, cmd, arg);
-  return (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) ? rec(r, K_FCNTL) : r;
+  return fcntl_recorded(real_fcntl64, fd, cmd, arg);
 }
 
 int eventfd(unsigned int initval, int flags) { return rec(RESOLVE(eventfd)(initval, flags), K_EVENTFD); }
