@@ -206,25 +206,29 @@ void EndNumberCloses(const std::vector<std::pair<int, uint64_t>>& marks) {
   }
 }
 
-// Whether `fd` still holds the very open file that a close under way of
-// the number is closing (MarkNumberClosingLocked): then a close of it is
-// fdbridge's already. Compared with the mark's copy by kcmp(2) KCMP_FILE;
-// where there is no copy, or kcmp is not to be had (a kernel built without
-// it, a seccomp filter that refuses it), by the number's install generation
-// and file. False for a number not marked, a free one, or one another fd
-// took since the close freed it. Under o.mu.
+// Whether `fd` is still the very fd that a close under way of the number
+// is closing (MarkNumberClosingLocked): then a close of it is fdbridge's
+// already. Told by the number's install generation (an fd fdbridge put there
+// since is another), then by comparing it with the mark's copy by kcmp(2)
+// KCMP_FILE, or, where there is no copy or kcmp is not to be had (a kernel
+// built without it, a seccomp filter that refuses it), by its file. False
+// for a number not marked, a free one, or one another fd took since the
+// close freed it. Under o.mu.
 bool BeingClosedLocked(const OwnedFds& o, int fd) {
   if (o.number_closes.empty()) return false;
   auto it = o.number_closes.find(fd);
   if (it == o.number_closes.end()) return false;
   const OwnedFds::NumberClose& mark = it->second;
+  // An fd put at the number by fdbridge since is another fd, even a copy of
+  // the very open file being closed (received again), which kcmp cannot
+  // tell from it.
+  if (InstallLocked(o, fd) != mark.install) return false;
   if (mark.copy >= 0) {
     pid_t self = getpid();
     long r = syscall(SYS_kcmp, self, self, KCMP_FILE, fd, mark.copy);
     if (r >= 0) return r == 0;
     if (errno == EBADF) return false;  // the copy is open (ours until the mark ends): the number is free
   }
-  if (InstallLocked(o, fd) != mark.install) return false;
   FdIdentity now;
   if (FdFileIdentity(fd, &now) != 0) return false;
   return !mark.known || SameFile(now, mark.file);

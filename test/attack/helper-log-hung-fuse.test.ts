@@ -19,8 +19,9 @@ import { accessSync, chmodSync, closeSync, constants, mkdtempSync, openSync, rea
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { connect, LOG_COMMAND, type LogCommand } from '../../src';
+import { connect, LOG_COMMAND, makeMemfd, type LogCommand } from '../../src';
 import { makeEventfd, openFdTable, closeFds } from '../../src/fd';
+import { statusWhen } from '../util/helper-status';
 import { DIST_SRC, isRoot, NOBODY, NOBODY_HANG_GUARD_MS, spawnAsUid, type NobodyProcess } from '../util/nobody';
 import { fdTableSettles, startHelperProcess, type HelperProcess } from '../util/processes';
 import { within } from '../util/within';
@@ -214,6 +215,58 @@ describe('a client whose log goes to a FUSE file system that stops answering', (
       await proc?.exited();
     }
     expect(await (proc as NobodyProcess).line('done')).toHaveProperty('done');
+    expect(await fdTableSettles(process.pid, testBefore)).toBe('');
+  });
+
+  // The daemon's close of a number frees it before the file's flush, and
+  // while that close waits there, the next fd the daemon receives can take
+  // the number: another copy of the very same open file (the client
+  // duplicated the same fd again). Asked to close that one, the daemon must
+  // close it, not take it for the one whose close is under way (the same
+  // open file, as kcmp sees it, but another fd: another install).
+  test("a copy of the same file received at a number whose close waits in the file's flush is closed when the command closes it", async () => {
+    const daemonBefore = openFdTable(helper.pid);
+    const testBefore = openFdTable(process.pid);
+    const fs = await mountHungFuse();
+    const path = join(fs.mountpoint, 'f');
+    const f = openSync(path, 'r+');
+    const elsewhere = makeMemfd('hung-fuse-elsewhere');
+    const conn = await connect('helper', { command: LOG_COMMAND, socketPath, timeoutMs: 5000 });
+    const daemonCopiesOfF = (): number => [...openFdTable(helper.pid).values()].filter((target) => target === path).length;
+    let answered = false;
+    try {
+      const log = conn.proxy<LogCommand>();
+      const first = await conn.dupFileDescriptor(f);
+      await log.redirectLogToFd(first);
+      fs.server.child.stdin?.write('hang-flush\n');
+      await fs.server.line('hanging-flush');
+      // The log goes elsewhere: the daemon's close of `first` frees the number and waits in the flush.
+      await log.redirectLogToFd(await conn.dupFileDescriptor(elsewhere));
+      expect(await fs.server.line('flush1')).toEqual({ flush1: true });
+      // As many copies of the same open file as there are numbers up to it: one lands at the number freed.
+      const copies = await conn.dupFileDescriptors(new Array<number>(first + 1).fill(f));
+      expect(copies).toContain(first);
+      await log.redirectLogToFd(first);
+      // The log goes elsewhere again: the daemon closes the copy at `first` (its close too waits in the flush).
+      await log.redirectLogToFd(await conn.dupFileDescriptor(elsewhere));
+      const secondClose = await Promise.race([
+        fs.server.line('flush2').then(() => 'waits in the flush', (err: Error) => `no second flush: ${err.message}`),
+        statusWhen(socketPath, (s) => s.fdsClosing <= 1).then(() => 'ended without a flush', (err: Error) => `no status: ${err.message}`),
+      ]);
+      expect(secondClose).toBe('waits in the flush');
+      fs.server.child.stdin?.write('answer\n');
+      expect(await fs.server.line('answered')).toEqual({ answered: 2 });
+      answered = true;
+      await statusWhen(socketPath, (s) => s.fdsClosing === 0);
+      // The copies given and not adopted are all the daemon holds of the file: the two adopted at `first` are closed.
+      expect(daemonCopiesOfF()).toBe(copies.length - 1);
+    } finally {
+      if (!answered) fs.server.child.stdin?.write('answer\n');
+      await conn.close();
+      closeFds([f, elsewhere]);
+      await unmount(fs);
+    }
+    expect(await fdTableSettles(helper.pid, daemonBefore)).toBe('');
     expect(await fdTableSettles(process.pid, testBefore)).toBe('');
   });
 });
