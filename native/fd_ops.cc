@@ -246,12 +246,13 @@ void MarkNewLocked(OwnedFds& o, int* fd);
 // A libuv stream's fd (runtime_closes) whose stream has not begun its close
 // (FdRuntimeClosing) is still libuv's to close, and libuv closes by number:
 // a new fd at that number (someone else closed the stream's) would be
-// closed with the stream, whenever it ends. So the new fd moves to another
-// number (*fd), and the stream's number gets a file of fdbridge's own
-// instead, which libuv's close takes; the stream keeps its registration
-// (its close then finds another file there: closed by someone else,
-// FdClosedByOther). False when no file or number could be had for that
-// (EMFILE): the new fd then stays where it is, at risk.
+// closed with the stream, whenever it ends. So the stream's number gets a
+// file of fdbridge's own for libuv's close to take, a placeholder: over a
+// new fd of ours, which moves to another number first (PutPlaceholderLocked),
+// or, before a worker's loop opens its fds where they stay (FdLoopStartBegin),
+// on the number left free (PlaceholderAtFreedNumberLocked). The stream keeps
+// its registration (its close then finds another file there: closed by
+// someone else, FdClosedByOther).
 //
 // Until its close the stream goes on using the number: libuv reads and
 // writes it, and (re)adds it to epoll when the stream starts reading or
@@ -259,16 +260,38 @@ void MarkNewLocked(OwnedFds& o, int* fd);
 // other end is closed: epoll takes it (a regular file, a memfd, gives EPERM,
 // on which libuv aborts the process), a read finds end of file and a write
 // fails with EPIPE (Node ignores SIGPIPE), so the stream ends, holding
-// nothing and writing nowhere.
-bool PutPlaceholderLocked(OwnedFds& o, OwnedFds::Registration& stream, int* fd) {
+// nothing and writing nowhere. Returns it (not placed yet) with its file,
+// or an empty one when none could be made (EMFILE).
+UniqueFd MakePlaceholderLocked(OwnedFds& o, FdIdentity* file) {
   int pair[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return false;  // installed: NoteInstallLocked below
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return UniqueFd();  // installed: NoteInstallLocked below
   NoteInstallLocked(o, pair[0], ++o.next_gen);
   NoteInstallLocked(o, pair[1], ++o.next_gen);
   UniqueFd placeholder(pair[0]);
   close(pair[1]);  // a fresh socket's only reference, nothing queued: cannot block
-  FdIdentity file;  // read as ClosePlaceholderLocked reads the number's file, to compare
-  if (FdFileIdentity(placeholder.get(), &file) != 0) return false;
+  // Read as ClosePlaceholderLocked reads the number's file, to compare.
+  if (FdFileIdentity(placeholder.get(), file) != 0) return UniqueFd();
+  return placeholder;
+}
+
+// The placeholder `file` is at the stream's number now (installed there):
+// noted on the stream's registration, and the stream's fd as closed by
+// someone else while a check watches.
+void PlaceholderPlacedLocked(OwnedFds& o, OwnedFds::Registration& stream, int fd, const FdIdentity& file) {
+  NoteInstallLocked(o, fd, ++o.next_gen);  // the placeholder, a file of fdbridge's at the stream's number
+  stream.placeholder_dev = file.dev;
+  stream.placeholder_ino = file.ino;
+  if (o.watchers.load(std::memory_order_relaxed) != 0) o.closed_by_others.insert(stream.gen);
+}
+
+// A new fd of ours at the stream's number *fd moves to another number
+// (written back to *fd), and a placeholder takes the stream's. False when
+// no file or number could be had for that (EMFILE): the new fd then stays
+// where it is, at risk.
+bool PutPlaceholderLocked(OwnedFds& o, OwnedFds::Registration& stream, int* fd) {
+  FdIdentity file;
+  UniqueFd placeholder = MakePlaceholderLocked(o, &file);
+  if (!placeholder) return false;
   UniqueFd moved(fcntl(*fd, F_DUPFD_CLOEXEC, FdFloor()));  // installed: MarkNewLocked below
   if (!moved) return false;
   // Not the new file's last reference (`moved` holds it), but dup3 over it
@@ -278,14 +301,25 @@ bool PutPlaceholderLocked(OwnedFds& o, OwnedFds::Registration& stream, int* fd) 
   // aborted. Reached only once code of the process's own has closed a
   // stream's number of fdbridge's behind its back and an fd of such a
   // file lands there (a client's, received or pulled).
-  if (dup3(placeholder.get(), *fd, O_CLOEXEC) < 0) return false;  // installed: NoteInstallLocked below
-  NoteInstallLocked(o, *fd, ++o.next_gen);  // the placeholder, a file of fdbridge's at the stream's number
-  stream.placeholder_dev = file.dev;
-  stream.placeholder_ino = file.ino;
-  if (o.watchers.load(std::memory_order_relaxed) != 0) o.closed_by_others.insert(stream.gen);
+  if (dup3(placeholder.get(), *fd, O_CLOEXEC) < 0) return false;  // installed: PlaceholderPlacedLocked
+  PlaceholderPlacedLocked(o, stream, *fd, file);
   *fd = moved.release();
   MarkNewLocked(o, fd);  // the lowest free number at or above the floor: looked at in turn
   return true;
+}
+
+// The stream's number `fd`, found free (someone else closed the stream's
+// fd), gets a placeholder: F_DUPFD gives the lowest free number at or above
+// it, so the placeholder lands there only while it is still free, never
+// over an fd another thread opened there meanwhile (then nothing is placed).
+void PlaceholderAtFreedNumberLocked(OwnedFds& o, OwnedFds::Registration& stream, int fd) {
+  FdIdentity file;
+  UniqueFd placeholder = MakePlaceholderLocked(o, &file);
+  if (!placeholder) return;
+  // Made at the number itself (the lowest free one), or copied there.
+  UniqueFd placed(placeholder.get() == fd ? placeholder.release() : fcntl(placeholder.get(), F_DUPFD_CLOEXEC, fd));  // installed: PlaceholderPlacedLocked
+  if (placed.get() != fd) return;  // taken meanwhile, or EMFILE: a fresh socket's copy closes, cannot block
+  PlaceholderPlacedLocked(o, stream, placed.release(), file);
 }
 
 // The placeholder at `fd` (PutPlaceholderLocked), if it is still there: a
@@ -393,6 +427,14 @@ uint64_t FdLoopStartBegin() {
   // Under the lock: the listing's own directory fd, at the lowest free
   // number, is not looked at by any check meanwhile.
   std::lock_guard<std::recursive_mutex> lock(o.mu);
+  // The loop's fds open at the lowest free numbers and stay there (libuv
+  // keeps them by number; FdMarkOwnedInPlace cannot move them): a libuv
+  // stream's number that someone else closed must not be free then, or the
+  // stream's close, by number, would close the loop's fd under it (its
+  // epoll fd: libuv aborts the process).
+  for (auto& [fd, r] : o.gens) {
+    if (r.runtime_closes && !r.closing && fcntl(fd, F_GETFD) < 0 && errno == EBADF) PlaceholderAtFreedNumberLocked(o, r, fd);
+  }
   OwnedFds::LoopStart start{++o.next_loop_start, {}};
   std::vector<FdEntry> entries;
   // Not listed (EMFILE for the directory): an empty table, so that every fd

@@ -313,6 +313,13 @@ bool FdIsOwned(int fd);
 // - an epoll, eventfd or io_uring fd of the caller's, closed during the
 //   start, whose number the loop took for an fd of the same kind (their
 //   /proc targets are alike): passed, as the caller's file.
+// The loop's fds stay at the numbers they open at, and a libuv stream of
+// fdbridge's (FdRuntimeCloses) closes its number itself, by number: so a
+// stream's number that someone else closed gets a placeholder of
+// fdbridge's first (a socket whose peer is closed; the stream's close takes
+// it), never left free for the loop's epoll fd, which the stream's close
+// would close under the running loop (libuv then aborts). A number closed
+// behind fdbridge's back during the start is not covered.
 uint64_t FdLoopStartBegin();
 // Ends the start (idempotent). Hold an OwnedFdsLock from registering the
 // loop's fds until this returns, so that no check sees neither.

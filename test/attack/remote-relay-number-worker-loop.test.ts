@@ -11,7 +11,8 @@
  * signal messages, and the process crashes), and the worker goes on.
  *
  * Generated: how many free numbers lie just below the relay's, so which of
- * the loop's fds takes it. Run in a process of its own at RLIMIT_NOFILE 64
+ * the loop's fds takes it. Likewise for the remote connection's end of its
+ * via's stderr (a libuv stream, which closes its number itself). Run in a process of its own at RLIMIT_NOFILE 64
  * (fd floor 32, so the loop's numbers reach the relay's; a crash ends that
  * process only).
  */
@@ -36,8 +37,8 @@ interface Seen {
 }
 
 /** Runs the fixture under `prlimit --nofile=64`; its JSON line, or how it ended instead. */
-function run(gap: number): Promise<Seen | string> {
-  return runFixtureAtFdLimit<Seen>(64, FIXTURE, { gap, waitMs: scaled(300) });
+function run(gap: number, stream: 'relay' | 'stderr' = 'relay'): Promise<Seen | string> {
+  return runFixtureAtFdLimit<Seen>(64, FIXTURE, { gap, waitMs: scaled(300), stream });
 }
 
 test("generated: a worker's event-loop fd at a relayed stream's number closed behind fdbridge's back never gets the stream's bytes", async () => {
@@ -56,5 +57,25 @@ test("generated: a worker's event-loop fd at a relayed stream's number closed be
   );
   // The loop's fds took the number in turn (which did depends on the gaps drawn).
   expect(takers.size).toBeGreaterThan(1);
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+}, scaled(240_000));
+
+// The remote connection's end of its via's stderr is a libuv stream, which
+// closes its number itself, by number, as it ends: a worker's loop fd
+// opened at that number once the program closed the stream's (and which
+// cannot be moved: libuv keeps it by number) would be closed under the
+// running worker (its epoll fd: libuv aborts the process). Before a
+// worker's loop opens its fds, such a number gets a file of fdbridge's own.
+test("generated: a worker's event loop never opens an fd at the number of a remote's stderr stream closed behind fdbridge's back, which the stream's close would close", async () => {
+  const before = openFdTable();
+  await fc.assert(
+    fc.asyncProperty(fc.integer({ min: 0, max: 4 }), async (gap) => {
+      const seen = await run(gap, 'stderr');
+      expect(seen).toMatchObject({ workerWorks: true, diff: '' });
+      // fdbridge's placeholder (a socket whose peer is closed), none of the loop's fds (epoll, pipe, eventfd, /dev/null).
+      expect((seen as Seen).taker).toMatch(/^socket:\[\d+\]$/);
+    }),
+    { numRuns: 6, examples: [[0], [3]], endOnFailure: true },
+  );
   expect(await fdTableSettles(process.pid, before)).toBe('');
 }, scaled(240_000));
