@@ -138,7 +138,13 @@ Napi::Value SetMessageBatchHandler(const Napi::CallbackInfo& info) {
 // (the worker transport): its loop's fds are opened at the lowest free
 // numbers, where a number the caller closed may be, and libuv keeps them
 // there; registered, a caller naming one is refused (EBADF). Returns how
-// many fds were registered.
+// many fds were registered; -1, with nothing registered and the start not
+// ended, when one of them opened at the number of a libuv stream of
+// fdbridge's still to close it (the program closed the stream's fd behind
+// its back while the thread started, after the start put its placeholders:
+// FdLoopStartBegin): that stream's close would close the loop's fd under
+// it. The thread must then end, its loop's fds closed with it, and another
+// start be made.
 Napi::Value OwnLoopFds(const Napi::CallbackInfo& info) {
   uint64_t start = info.Length() > 0 && !info[0].IsUndefined() ? static_cast<uint64_t>(WholeNumber(info[0])) : 0;
   uv_loop_t* loop = nullptr;
@@ -151,6 +157,9 @@ Napi::Value OwnLoopFds(const Napi::CallbackInfo& info) {
     if (!LoopRingFds(loop, &rings)) RingFdsNotOwned(&rings);
     for (int fd : rings) {
       if (std::find(fds.begin(), fds.end(), fd) == fds.end()) fds.push_back(fd);
+    }
+    for (int fd : fds) {
+      if (FdAwaitsRuntimeClose(fd)) return Napi::Number::New(info.Env(), -1);
     }
     FdMarkOwnedInPlace(fds.data(), fds.size());  // a number someone closed behind a fd of ours is taken over
     FdHeldByNative(fds.data(), fds.size());  // libuv closes them, nobody else

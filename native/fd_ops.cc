@@ -322,10 +322,10 @@ void PlaceholderAtFreedNumberLocked(OwnedFds& o, OwnedFds::Registration& stream,
   PlaceholderPlacedLocked(o, stream, placed.release(), file);
 }
 
-// The placeholder at `fd` (PutPlaceholderLocked), if it is still there: a
-// stream whose handle Node closed at its environment's teardown closed
-// whatever was at the number then, and that may have been before the
-// placeholder came.
+// The placeholder at `fd` (PutPlaceholderLocked, PlaceholderAtFreedNumberLocked),
+// if it is still there: a stream whose handle Node closed at its
+// environment's teardown closed whatever was at the number then, and that
+// may have been before the placeholder came.
 void ClosePlaceholderLocked(int fd, const OwnedFds::Registration& r) {
   if (r.placeholder_ino == 0) return;
   FdIdentity now;  // the number may hold any file by now, a client's included
@@ -787,6 +787,13 @@ uint64_t FdRuntimeCloses(int fd) {
   if (it == o.gens.end()) return 0;
   it->second.runtime_closes = true;
   return it->second.gen;
+}
+
+bool FdAwaitsRuntimeClose(int fd) {
+  OwnedFds& o = TheOwnedFds();
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  auto it = o.gens.find(fd);
+  return it != o.gens.end() && it->second.runtime_closes && !it->second.closing;
 }
 
 void FdRuntimeClosing(int fd, uint64_t registration) {

@@ -366,6 +366,10 @@ void FdHeldByNative(const int* fds, size_t n);
 // after Node has closed every handle, only unregisters it. Returns its
 // registration (0 if not ours).
 uint64_t FdRuntimeCloses(int fd);
+// Whether `fd` is the number of such a stream whose close has not begun
+// (FdRuntimeClosing): the stream's close, by number, will close whatever fd
+// is there then.
+bool FdAwaitsRuntimeClose(int fd);
 // That stream begins its close (libuv closes the fd now): a new fd of ours
 // at the number from here on is not at risk from it (FdMarkNew). Only while
 // `fd` still has `registration`.

@@ -684,7 +684,10 @@ export interface NativeBinding {
    * libuv has closed them, and ends the loop start `start`
    * (loopStartBegins) in the same step; returns how many. For the worker
    * transport's thread, whose loop opens them at the lowest free numbers as
-   * it starts (see native/loop_fds.h).
+   * it starts (see native/loop_fds.h). -1, nothing registered and the start
+   * not ended, when one of them is at the number of a libuv stream of
+   * fdbridge's still to close it (native/addon_env.cc OwnLoopFds): the
+   * thread must end and another start be made.
    */
   ownLoopFds(start?: number): number;
   /**

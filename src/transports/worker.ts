@@ -8,11 +8,12 @@
  * calls it has read in shared memory, and a call made while those not yet
  * read are charged `sendQueueLimit` bytes rejects with QueueFullError.
  */
+import { constants as osConstants } from 'node:os';
 import { Worker } from 'node:worker_threads';
 
 import { BaseConnection, queueFullError, type CommandLocation, type ConnectOptions } from '../connection';
 import { normalizeCommandSpec } from '../command';
-import { ClosedError, PeerExitedError, ProtocolError, RemoteError, TimeoutError, type RemoteErrorInfo } from '../errors';
+import { ClosedError, PeerExitedError, ProtocolError, RemoteError, SystemError, TimeoutError, type RemoteErrorInfo } from '../errors';
 import { native, type FdList } from '../native';
 import { requireDistFile } from '../paths';
 import { resultFromJson } from '../json-value';
@@ -22,6 +23,8 @@ import { SharedFdLedger } from './shared-ledger';
 /** Messages from the worker entry. */
 export type WorkerToClient =
   | { type: 'ready'; threadId: number }
+  /** Its loop's fds could not be registered (native.ownLoopFds -1): the thread ends, start another. */
+  | { type: 'restart' }
   | { type: 'failed'; error: RemoteErrorInfo }
   /** `json`: resultToJson of what the method returned. */
   | { type: 'result'; id: number; json: string }
@@ -47,6 +50,22 @@ export interface WorkerData {
   loopStart: number;
   /** Test hook (holdWorkerStarts): Int32 0 set to 1 once the worker's loop exists, then it waits until Int32 1 is not 0. */
   startHold?: SharedArrayBuffer;
+}
+
+/** How many times connect starts a worker whose loop's fds could not be registered (RestartWorker) before it gives up. */
+const MAX_STARTS = 3;
+
+/** A start whose thread answered 'restart': its loop opened an fd at the number of a libuv stream of ours still to close it. */
+class RestartWorker extends Error {
+  /** What connect rejects with once `starts` starts all ended so. */
+  error(starts: number): SystemError {
+    return new SystemError(
+      osConstants.errno.EBADF,
+      'connect',
+      `worker: ${starts} worker threads in a row opened an event-loop fd at the number of an fd of fdbridge's (a stream's) that ` +
+        'the program closed behind its back as the thread started; closing an fd fdbridge made is the program\'s bug',
+    );
+  }
 }
 
 /** Test hook: set, each worker started is held before it registers its loop's fds (see WorkerData.startHold). */
@@ -143,6 +162,22 @@ export class WorkerConnection extends BaseConnection {
     if (!(Number.isSafeInteger(limit) && limit >= 0)) {
       throw new RangeError(`options.sendQueueLimit must be a non-negative integer (bytes), not ${String(options.sendQueueLimit)}`);
     }
+    // A thread whose loop opened an fd at the number of a libuv stream of
+    // ours that the program closed behind our back as it started ends
+    // (RestartWorker); the next start puts a placeholder at that number
+    // first (native.loopStartBegins), so one more start is enough unless the
+    // program closes another such fd meanwhile.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await WorkerConnection.#start(command, limit, options);
+      } catch (err) {
+        if (!(err instanceof RestartWorker) || attempt === MAX_STARTS) throw err instanceof RestartWorker ? err.error(attempt) : err;
+      }
+    }
+  }
+
+  /** One start of the worker: its connection once the command is ready. */
+  static async #start(command: ReturnType<typeof normalizeCommandSpec>, limit: number, options: ConnectOptions): Promise<WorkerConnection> {
     const ledger = SharedFdLedger.create();
     const reads = new SharedArrayBuffer(4);
     const entry = requireDistFile('src/transports/entries/worker-main.js');
@@ -177,6 +212,7 @@ export class WorkerConnection extends BaseConnection {
           done();
           if (m.type === 'ready') resolve(new WorkerConnection(worker, ledger, new CallQueue(reads, limit), m.threadId, options.onCommandClosed));
           else if (m.type === 'failed') reject(new RemoteError('constructor', m.error));
+          else if (m.type === 'restart') reject(new RestartWorker());
           else reject(new ProtocolError(`connect: the worker answered with a ${m.type} message before it was ready`));
         };
         const onError = (err: Error): void => {

@@ -37,7 +37,7 @@ interface Seen {
 }
 
 /** Runs the fixture under `prlimit --nofile=64`; its JSON line, or how it ended instead. */
-function run(gap: number, stream: 'relay' | 'stderr' = 'relay'): Promise<Seen | string> {
+function run(gap: number, stream: 'relay' | 'stderr' | 'stderr-as-worker-starts' = 'relay'): Promise<Seen | string> {
   return runFixtureAtFdLimit<Seen>(64, FIXTURE, { gap, waitMs: scaled(300), stream });
 }
 
@@ -64,18 +64,21 @@ test("generated: a worker's event-loop fd at a relayed stream's number closed be
 // closes its number itself, by number, as it ends: a worker's loop fd
 // opened at that number once the program closed the stream's (and which
 // cannot be moved: libuv keeps it by number) would be closed under the
-// running worker (its epoll fd: libuv aborts the process). Before a
-// worker's loop opens its fds, such a number gets a file of fdbridge's own.
-test("generated: a worker's event loop never opens an fd at the number of a remote's stderr stream closed behind fdbridge's back, which the stream's close would close", async () => {
+// running worker (its epoll fd: libuv aborts the process; its signal pipe,
+// eventfd or /dev/null: silently). Closed before the worker connection
+// begins, the number gets a file of fdbridge's own before the loop opens
+// its fds; closed as the worker's thread starts, a loop that opened an fd
+// there ends and another starts, with the placeholder there first.
+test("generated: a worker's event loop never keeps an fd at the number of a remote's stderr stream closed behind fdbridge's back, which the stream's close would close", async () => {
   const before = openFdTable();
   await fc.assert(
-    fc.asyncProperty(fc.integer({ min: 0, max: 4 }), async (gap) => {
-      const seen = await run(gap, 'stderr');
+    fc.asyncProperty(fc.integer({ min: 0, max: 4 }), fc.constantFrom('stderr' as const, 'stderr-as-worker-starts' as const), async (gap, stream) => {
+      const seen = await run(gap, stream);
       expect(seen).toMatchObject({ workerWorks: true, diff: '' });
-      // fdbridge's placeholder (a socket whose peer is closed), none of the loop's fds (epoll, pipe, eventfd, /dev/null).
-      expect((seen as Seen).taker).toMatch(/^socket:\[\d+\]$/);
+      // fdbridge's placeholder (a socket whose peer is closed), or nothing; none of the loop's fds (epoll, pipe, eventfd, /dev/null).
+      expect((seen as Seen).taker).toMatch(/^(socket:\[\d+\]|nothing)$/);
     }),
-    { numRuns: 6, examples: [[0], [3]], endOnFailure: true },
+    { numRuns: 8, examples: [[0, 'stderr'], [3, 'stderr'], [0, 'stderr-as-worker-starts']], endOnFailure: true },
   );
   expect(await fdTableSettles(process.pid, before)).toBe('');
 }, scaled(240_000));

@@ -11,8 +11,8 @@ import { native } from '../../native';
 import { SharedFdLedger } from '../shared-ledger';
 import type { ClientToWorker, WorkerData, WorkerToClient } from '../worker';
 
+if (!parentPort) throw new Error('worker-main must run in a worker thread');
 const port = parentPort;
-if (!port) throw new Error('worker-main must run in a worker thread');
 const data = workerData as WorkerData;
 const reads = new Int32Array(data.reads);
 const post = (m: WorkerToClient): void => port.postMessage(m);
@@ -37,38 +37,50 @@ if (data.startHold !== undefined) {
 // the lowest free number then; opened now, while the loop start still
 // refuses every number they could take, they are registered with the rest.
 native.warmLoop();
-native.ownLoopFds(data.loopStart);
-
-let host: CommandHost | undefined;
-try {
-  host = new CommandHost(data.command, 'worker', SharedFdLedger.attach(data.ledger, data.ledgerOwner));
-  post({ type: 'ready', threadId });
-} catch (err) {
-  post({ type: 'failed', error: describeError(err) });
+if (native.ownLoopFds(data.loopStart) < 0) {
+  // One of them opened at the number of a libuv stream of the library's
+  // whose fd the program closed behind its back as this thread started:
+  // the stream's close, by number, would close it under this loop. The
+  // thread ends (nothing else keeps it alive), its loop's fds closed with
+  // it, and the client starts another.
+  post({ type: 'restart' });
+} else {
+  serve();
 }
 
-port.on('message', (m: ClientToWorker) => {
-  if (!host) return;
-  if (m.type === 'call') {
-    // Read: the client's send queue no longer holds it.
-    Atomics.add(reads, 0, 1);
-    // JSON both ways, as over a socket: a result JSON cannot carry (a
-    // BigInt, a cycle), or past MAX_CALL_JSON_BYTES, is the call's error.
-    host
-      .call(m.method, argsFromJson(m.callJson))
-      .then(resultToJson)
-      .then(
-        (json) => post({ type: 'result', id: m.id, json }),
-        (err: unknown) => post({ type: 'error', id: m.id, error: describeError(err) }),
-      );
-  } else if (m.type === 'close') {
-    host
-      .close()
-      .catch(() => undefined)
-      .finally(() => {
-        post({ type: 'closed' });
-        // End the thread even if the command left timers or handles behind.
-        process.exit(0);
-      });
+/** Hosts the command: 'ready' (or 'failed'), then the client's calls and its close. */
+function serve(): void {
+  let host: CommandHost | undefined;
+  try {
+    host = new CommandHost(data.command, 'worker', SharedFdLedger.attach(data.ledger, data.ledgerOwner));
+    post({ type: 'ready', threadId });
+  } catch (err) {
+    post({ type: 'failed', error: describeError(err) });
   }
-});
+
+  port.on('message', (m: ClientToWorker) => {
+    if (!host) return;
+    if (m.type === 'call') {
+      // Read: the client's send queue no longer holds it.
+      Atomics.add(reads, 0, 1);
+      // JSON both ways, as over a socket: a result JSON cannot carry (a
+      // BigInt, a cycle), or past MAX_CALL_JSON_BYTES, is the call's error.
+      host
+        .call(m.method, argsFromJson(m.callJson))
+        .then(resultToJson)
+        .then(
+          (json) => post({ type: 'result', id: m.id, json }),
+          (err: unknown) => post({ type: 'error', id: m.id, error: describeError(err) }),
+        );
+    } else if (m.type === 'close') {
+      host
+        .close()
+        .catch(() => undefined)
+        .finally(() => {
+          post({ type: 'closed' });
+          // End the thread even if the command left timers or handles behind.
+          process.exit(0);
+        });
+    }
+  });
+}
