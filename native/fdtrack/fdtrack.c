@@ -19,7 +19,8 @@
  *
  * Invariants: a thread-local guard makes the wrappers pass straight through
  * while a record is being made (backtrace() and dladdr() may open files);
- * a forked child maps a file of its own (pthread_atfork) before it records.
+ * a forked child maps a file of its own (pthread_atfork) before it records,
+ * and no lock of the recorder's is held across a fork.
  * Raw syscall(2) users (io_uring, a direct SYS_openat) are not seen; an
  * io_uring ring set up through syscall(2) is noted in the header's flags.
  */
@@ -160,7 +161,18 @@ static void map_file(void) {
   busy = 0;
 }
 
+/*
+ * A fork while another thread holds module_lock (a record being made)
+ * would leave the child's copy of the lock held by a thread the child does
+ * not have: its first record would wait for it forever. So the lock is
+ * taken around the fork and let go on both sides of it.
+ */
+static void before_fork(void) { pthread_mutex_lock(&module_lock); }
+
+static void after_fork_parent(void) { pthread_mutex_unlock(&module_lock); }
+
 static void after_fork_child(void) {
+  pthread_mutex_unlock(&module_lock);
   if (header) {
     munmap(header, sizeof(struct fdtrack_header) + (size_t)MAX_FDS * sizeof(struct fdtrack_record));
     map_file();
@@ -169,7 +181,7 @@ static void after_fork_child(void) {
 
 __attribute__((constructor)) static void fdtrack_init(void) {
   map_file();
-  pthread_atfork(NULL, NULL, after_fork_child);
+  pthread_atfork(before_fork, after_fork_parent, after_fork_child);
 }
 
 /*
