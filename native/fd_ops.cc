@@ -15,6 +15,7 @@
 #include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <poll.h>
+#include <signal.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -35,6 +36,10 @@
 #include "fd_hold.h"
 #include "syscall_numbers.h"
 #include "unique_fd.h"
+
+#ifndef CLOSE_RANGE_UNSHARE
+#define CLOSE_RANGE_UNSHARE (1U << 1)
+#endif
 
 namespace fdbridge {
 
@@ -1889,17 +1894,14 @@ int FdSetNonblock(int fd, bool on) {
 // The two lines come first (pos, flags, mnt_id, ino: fs/proc/fd.c
 // seq_show), so the head of the file is enough; what follows (locks, an
 // epoll's targets) can be long.
-int FdReadFileId(int dir, const char* name, std::string* out) {
-  UniqueFd f;
-  {
-    OwnedFdsLock lock;  // opened and its install noted as one step
-    f.reset(FdInstalled(openat(dir, name, O_RDONLY | O_CLOEXEC)));
-  }
-  if (!f) return -errno;
+namespace {
+
+// The file id ("mnt_id:ino") of the head of an fdinfo file read from `f`.
+int ReadFileIdFrom(int f, std::string* out) {
   char buf[512];
   ssize_t len;
   do {
-    len = read(f.get(), buf, sizeof(buf) - 1);
+    len = read(f, buf, sizeof(buf) - 1);
   } while (len < 0 && errno == EINTR);
   if (len < 0) return -errno;
   buf[len] = '\0';
@@ -1915,6 +1917,18 @@ int FdReadFileId(int dir, const char* name, std::string* out) {
   snprintf(id, sizeof(id), "%llu:%llu", m, i);
   out->assign(id);
   return 0;
+}
+
+}  // namespace
+
+int FdReadFileId(int dir, const char* name, std::string* out) {
+  UniqueFd f;
+  {
+    OwnedFdsLock lock;  // opened and its install noted as one step
+    f.reset(FdInstalled(openat(dir, name, O_RDONLY | O_CLOEXEC)));
+  }
+  if (!f) return -errno;
+  return ReadFileIdFrom(f.get(), out);
 }
 
 int FdFileId(pid_t pid, int fd, std::string* out) {
@@ -1935,6 +1949,101 @@ int FdFileId(pid_t pid, int fd, std::string* out) {
   return FdReadFileId(dir.get(), name, out);
 }
 
+namespace {
+
+// An FdList walk on a thread of its own (ListInOwnTable).
+struct OwnTableList {
+  pid_t pid;
+  bool files;
+  std::vector<FdEntry>* out;
+  int err = 0;
+};
+
+// A getdents64 entry (linux/dirent.h has no userspace definition).
+struct Dirent64 {
+  uint64_t d_ino;
+  int64_t d_off;
+  unsigned short d_reclen;
+  unsigned char d_type;
+  char d_name[];
+};
+
+// FdList's walk of /proc/<pid>/fd (and fdinfo) for a table with no number
+// free (EMFILE: a leak that took them all is what a leak check must still
+// see), on this thread, which first makes its fd table its own and empty
+// (CLOSE_RANGE_UNSHARE, as the leak checker's holds: fd_hold.cc): the two
+// directories and each fdinfo file open at its own numbers, none of the
+// process's, and close with the thread's table. Raw system calls: those
+// numbers are of another table, nothing that keeps the process's (the
+// registry, an interposer that records opens by number: fdtrack) is told
+// of them.
+void* ListInOwnTable(void* arg) {
+  OwnTableList* job = static_cast<OwnTableList*>(arg);
+  if (syscall(SYS_close_range, 0U, ~0U, CLOSE_RANGE_UNSHARE) != 0) {
+    job->err = -errno;
+    return nullptr;
+  }
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/fd", static_cast<int>(job->pid));
+  int dir = static_cast<int>(syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC));  // this thread's own table
+  int info = -1;
+  if (dir >= 0 && job->files) {
+    snprintf(path, sizeof(path), "/proc/%d/fdinfo", static_cast<int>(job->pid));
+    info = static_cast<int>(syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC));  // this thread's own table
+  }
+  if (dir < 0 || (job->files && info < 0)) job->err = -errno;
+  alignas(Dirent64) char buf[8192];
+  while (job->err == 0) {
+    long n = syscall(SYS_getdents64, dir, buf, sizeof(buf));
+    if (n <= 0) {
+      if (n < 0) job->err = -errno;
+      break;
+    }
+    for (long at = 0; at < n;) {
+      const Dirent64* d = reinterpret_cast<const Dirent64*>(buf + at);
+      at += d->d_reclen;
+      char* end = nullptr;
+      long fd = strtol(d->d_name, &end, 10);
+      if (end == d->d_name || *end != '\0') continue;  // "." and ".."
+      char target[4096];
+      ssize_t len = readlinkat(dir, d->d_name, target, sizeof(target) - 1);
+      if (len < 0) continue;  // closed since
+      FdEntry e{static_cast<int>(fd), std::string(target, static_cast<size_t>(len)), std::string()};
+      if (job->files) {
+        int f = static_cast<int>(syscall(SYS_openat, info, d->d_name, O_RDONLY | O_CLOEXEC));  // this thread's own table
+        if (f < 0 || ReadFileIdFrom(f, &e.file) != 0) e.file.clear();
+        if (f >= 0) syscall(SYS_close, f);
+      }
+      job->out->push_back(std::move(e));
+    }
+  }
+  syscall(SYS_close_range, 0U, ~0U, 0U);
+  return nullptr;
+}
+
+// Runs ListInOwnTable on a new thread (every signal blocked, a small
+// stack) and waits for it. 0 or -errno.
+int ListInTableOfItsOwn(pid_t pid, std::vector<FdEntry>* out, bool files) {
+  OwnTableList job{pid <= 0 ? getpid() : pid, files, out};
+  out->clear();
+  pthread_attr_t attr;
+  int r = pthread_attr_init(&attr);
+  if (r != 0) return -r;
+  pthread_attr_setstacksize(&attr, 256 * 1024);
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pthread_t thread;
+  r = pthread_create(&thread, &attr, ListInOwnTable, &job);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  pthread_attr_destroy(&attr);
+  if (r != 0) return -r;
+  pthread_join(thread, nullptr);
+  return job.err;
+}
+
+}  // namespace
+
 int FdList(pid_t pid, std::vector<FdEntry>* out, bool files) {
   char dir_path[64];
   if (pid == getpid()) pid = 0;  // our own table: leave our directory streams out
@@ -1949,7 +2058,7 @@ int FdList(pid_t pid, std::vector<FdEntry>* out, bool files) {
     snprintf(dir_path + base, sizeof(dir_path) - base, "fdinfo");
     OwnedFdsLock lock;  // opened and its install noted as one step
     info.reset(FdInstalled(open(dir_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)));
-    if (!info) return -errno;
+    if (!info) return errno == EMFILE ? ListInTableOfItsOwn(pid, out, files) : -errno;
   }
   snprintf(dir_path + base, sizeof(dir_path) - base, "fd");
   DIR* dir;
@@ -1958,7 +2067,11 @@ int FdList(pid_t pid, std::vector<FdEntry>* out, bool files) {
     dir = opendir(dir_path);  // installed: FdInstalled below (glibc opens it O_CLOEXEC)
     if (dir != nullptr) FdInstalled(dirfd(dir));
   }
-  if (dir == nullptr) return -errno;
+  if (dir == nullptr) {
+    if (errno != EMFILE) return -errno;
+    info.reset();
+    return ListInTableOfItsOwn(pid, out, files);
+  }
   // Our own directory fds show up in /proc/self/fd; they are not part of
   // the table we were asked about.
   int self_dir_fd = pid <= 0 ? dirfd(dir) : -1;

@@ -661,7 +661,9 @@ int FdSetNonblock(int fd, bool on);
 // The open-fd table of a process. pid <= 0 means the calling process; the
 // directory stream used to read the table is not reported. With `files`,
 // each entry's file too, in the same walk. (The leak checker's holds,
-// fd_hold.h, are in a table of their own, never in this one.)
+// fd_hold.h, are in a table of their own, never in this one.) With no fd
+// number free in this process (EMFILE), read on a thread whose fd table is
+// its own, as those holds are.
 int FdList(pid_t pid, std::vector<FdEntry>* out, bool files = false);
 
 // RLIMIT_NOFILE of the calling process.
