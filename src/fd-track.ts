@@ -29,7 +29,12 @@
  * unconfirmed (FdOrigin.unconfirmed). Where the native recorder runs too,
  * a JS record notes the sequence number of the native record of its fd
  * (`nseq`): the same number at the check means no fd was made there since
- * through the C library, in any thread (FdOrigin.nativeCurrent).
+ * through the C library, in any thread (FdOrigin.nativeCurrent). An
+ * io_uring ring makes and closes fds neither recorder sees, so that holds
+ * only while the process has no ring but libuv's for epoll_ctl, set up
+ * through the C library or open now; the native recorder tells libuv's from
+ * another ring of the same shape by who set it up (fdtrack.c
+ * libuv_epoll_ring).
  * The C library is compiled on first use ($CC, default cc); without a
  * compiler only JS stacks are recorded, and the report says so.
  */
@@ -63,9 +68,12 @@ export interface FdOrigin {
    * Set on a JS record when the native recorder also watched the process
    * (`run --track-fds`) and saw no fd made at this number after `call` made
    * it, through the C library, in any thread, and the process set up no
-   * io_uring ring that can make fds (libuv's under UV_USE_IO_URING=1 on
-   * Node 20, or one still open now): an unseen close followed by such an
-   * open would have replaced the native record. What it does not see is an
+   * io_uring ring that can make fds (through the C library: any ring but
+   * libuv's for epoll_ctl, which the native recorder tells by its shape and
+   * by who set it up; libuv's for file operations under UV_USE_IO_URING=1
+   * on Node 20 is one) and has none open now but libuv's for epoll_ctl: an
+   * unseen close followed by such an open would have replaced the native
+   * record. What it does not see is an
    * open that bypasses the C library's exported calls otherwise (a raw
    * system call, a ring set up without the C library and closed by now,
    * the C library's own opens: opendir's, which fs.opendirSync uses,
@@ -594,7 +602,12 @@ const BASES_AT = MODULES_AT + MODULES * MODULE_PATH;
 const HEADER = BASES_AT + MODULES * 8;
 const TARGET = 200;
 const FRAME = 16;
-const KINDS = ['open', 'socket', 'socketpair', 'accept', 'pipe', 'dup', 'fcntl', 'eventfd', 'memfd_create', 'epoll_create', 'inotify_init', 'timerfd_create', 'signalfd', 'recvmsg', 'pidfd_open', 'pidfd_getfd'];
+const KINDS = [
+  'open', 'socket', 'socketpair', 'accept', 'pipe', 'dup', 'fcntl', 'eventfd', 'memfd_create', 'epoll_create', 'inotify_init', 'timerfd_create', 'signalfd', 'recvmsg', 'pidfd_open', 'pidfd_getfd',
+  'io_uring_setup', "io_uring_setup (libuv's epoll_ctl ring)",
+];
+/** fdtrack.c's K_IO_URING_LIBUV: libuv's ring for epoll_ctl alone, set up by libuv (its shape and its caller). */
+const KIND_LIBUV_RING = KINDS.indexOf("io_uring_setup (libuv's epoll_ctl ring)");
 
 interface NativeRecord {
   call: string;
@@ -730,7 +743,7 @@ export function fdOrigin(dir: string, pid: number, fd: number, target: string): 
   if (!js && !nat) return undefined;
   const native = nat ? symbolize(nat.frames) : [];
   // The native record is still the one the JS record noted: no fd was made at this number since through the C library.
-  const current = js?.nseq !== undefined && nat?.seq === js.nseq && !nat.ioUring && !ringOpen(pid);
+  const current = js?.nseq !== undefined && nat?.seq === js.nseq && !nat.ioUring && !ringOpen(dir, pid);
   return {
     call: js?.call ?? (nat?.call === 'recvmsg' ? 'recvmsg (received over a Unix socket)' : (nat?.call ?? '?')),
     ...(js ? { js: js.stack } : {}),
@@ -742,13 +755,18 @@ export function fdOrigin(dir: string, pid: number, fd: number, target: string): 
 
 /**
  * Whether `pid` has an io_uring ring open now that can make fds, one the
- * native recorder did not see set up (liburing makes its system calls
- * itself); true when its fd table cannot be read. libuv's ring for epoll_ctl
- * alone (fdinfo `SqMask: 0xff`, 256 entries, and `SqThread: -1`) is left
- * out, as fdtrack.c leaves it out (epoll_ctl_ring); a kernel whose fdinfo
- * shows neither has every ring counted.
+ * native recorder may not have seen set up (liburing makes its system calls
+ * itself); true when its fd table cannot be read. Only libuv's ring for
+ * epoll_ctl alone is left out: a ring whose native record in `dir` says
+ * libuv set it up (fdtrack.c libuv_epoll_ring, which clears that record
+ * when the number is closed) and whose fdinfo still shows that shape
+ * (`SqMask: 0xff`, 256 entries, and `SqThread: -1`). The shape alone is
+ * not enough: another ring of 256 entries without a kernel thread
+ * (liburing's io_uring_queue_init(256, &ring, 0)) has it too. A kernel
+ * whose fdinfo shows neither has every ring counted.
  */
-function ringOpen(pid: number): boolean {
+function ringOpen(dir: string, pid: number): boolean {
+  const file = join(dir, `native-${pid}.bin`);
   let fds: string[];
   try {
     fds = readdirSync(`/proc/${pid}/fd`);
@@ -756,15 +774,25 @@ function ringOpen(pid: number): boolean {
     return true;
   }
   for (const fd of fds) {
+    let info: string;
     try {
       if (readlinkSync(`/proc/${pid}/fd/${fd}`) !== 'anon_inode:[io_uring]') continue;
-      const info = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
-      if (!/^SqMask:\s*0xff$/m.test(info) || !/^SqThread:\s*-1$/m.test(info)) return true;
+      info = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
     } catch {
-      // closed meanwhile
+      continue; // closed meanwhile
     }
+    if (!/^SqMask:\s*0xff$/m.test(info) || !/^SqThread:\s*-1$/m.test(info) || !libuvRingRecord(file, Number(fd))) return true;
   }
   return false;
+}
+
+/** Whether the native record of `fd` in `file` is of a ring libuv set up for epoll_ctl (fdtrack.c K_IO_URING_LIBUV). */
+function libuvRingRecord(file: string, fd: number): boolean {
+  try {
+    return readNative(file, fd, FIXED_HEADER)?.rec.readUInt32LE(12) === KIND_LIBUV_RING;
+  } catch {
+    return false;
+  }
 }
 
 

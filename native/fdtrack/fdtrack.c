@@ -4,8 +4,9 @@
  *
  * It wraps the libc calls that make fds (open*, creat, socket, socketpair,
  * accept*, pipe*, dup*, fcntl and fcntl64 F_DUPFD*, eventfd, memfd_create, epoll_create*,
- * inotify_init*, timerfd_create, signalfd, pidfd_open, pidfd_getfd, and the
- * fds recvmsg receives with SCM_RIGHTS) and writes one record per fd into a
+ * inotify_init*, timerfd_create, signalfd, pidfd_open, pidfd_getfd and
+ * io_uring_setup through syscall(2), and the fds recvmsg receives with
+ * SCM_RIGHTS) and writes one record per fd into a
  * file that another process can read at any time, even after this one died:
  * $FDBRIDGE_FDTRACK_DIR/native-<pid>.bin, mapped MAP_SHARED and indexed by
  * fd number, so a record is always that of the latest creation of the fd.
@@ -20,9 +21,19 @@
  * Invariants: a thread-local guard makes the wrappers pass straight through
  * while a record is being made (backtrace() and dladdr() may open files);
  * a forked child maps a file of its own (pthread_atfork) before it records,
- * and no lock of the recorder's is held across a fork.
- * Raw syscall(2) users (io_uring, a direct SYS_openat) are not seen; an
- * io_uring ring set up through syscall(2) is noted in the header's flags.
+ * and no lock of the recorder's is held across a fork; a thread with an fd
+ * table of its own records nothing (own_table).
+ * Raw system calls (liburing's, a direct SYS_openat) are not seen. An
+ * io_uring ring set up through syscall(2) is recorded like any fd, under one
+ * of two kinds: libuv's ring for epoll_ctl alone (libuv_epoll_ring: its
+ * shape, and set up from the object that holds libuv), or any other ring,
+ * which can make and close fds unseen and is also noted in the header's
+ * flags.
+ * The reader takes an open ring as libuv's only on a record of the first
+ * kind at its number; such a record is cleared when its number is closed
+ * through close() or syscall(2)'s close or close_range (libuv closes its fds
+ * with syscall(SYS_close)), so it never vouches for a ring put at the
+ * number since by a call this library does not see.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -30,6 +41,7 @@
 #include <link.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -84,21 +96,30 @@ struct fdtrack_header {
  * syscall(2), as libuv does): its opens, accepts and closes bypass the C
  * library, so from then on a record may not be the latest fd made at its
  * number. libuv's ring for epoll_ctl alone (every loop's, Node 22 and
- * later) does not set it: see epoll_ctl_ring.
+ * later) does not set it: see libuv_epoll_ring.
  */
 #define FLAG_IO_URING 1u
 
 static const char *const KINDS[] = {"open", "socket", "socketpair", "accept", "pipe", "dup", "fcntl", "eventfd",
                                     "memfd_create", "epoll_create", "inotify_init", "timerfd_create", "signalfd",
-                                    "recvmsg", "pidfd_open", "pidfd_getfd"};
+                                    "recvmsg", "pidfd_open", "pidfd_getfd", "io_uring_setup",
+                                    "io_uring_setup (libuv's epoll_ctl ring)"};
 enum { K_OPEN, K_SOCKET, K_SOCKETPAIR, K_ACCEPT, K_PIPE, K_DUP, K_FCNTL, K_EVENTFD, K_MEMFD, K_EPOLL, K_INOTIFY,
-       K_TIMERFD, K_SIGNALFD, K_RECVMSG, K_PIDFD_OPEN, K_PIDFD_GETFD };
+       K_TIMERFD, K_SIGNALFD, K_RECVMSG, K_PIDFD_OPEN, K_PIDFD_GETFD, K_IO_URING, K_IO_URING_LIBUV };
 
 static struct fdtrack_header *header;
 static struct fdtrack_record *records;
 static atomic_uint_fast64_t next_seq = 1;
 static pthread_mutex_t module_lock = PTHREAD_MUTEX_INITIALIZER;
 static __thread int busy;
+/*
+ * This thread's fd table is its own, no longer the process's (close_range
+ * with CLOSE_RANGE_UNSHARE, unshare(CLONE_FILES): fdbridge's fd-hold
+ * threads): the numbers it opens and closes are not the process's, and its
+ * readlink of /proc/self/fd/N reads the process's table, not its own. It
+ * records nothing and clears nothing.
+ */
+static __thread int own_table;
 
 #define REAL(name) static __typeof__(name) *real_##name
 REAL(open);
@@ -305,7 +326,7 @@ __attribute__((noinline)) static int fp_backtrace(void **out, int max) {
 }
 
 static void record(int fd, int kind) {
-  if (fd < 0 || fd >= MAX_FDS || !records || busy) return;
+  if (fd < 0 || fd >= MAX_FDS || !records || busy || own_table) return;
   busy = 1;
   struct fdtrack_record *r = &records[fd];
   r->seq = 0;
@@ -474,19 +495,79 @@ ssize_t recvmsg(int fd, struct msghdr *msg, int flags) {
 #endif
 
 /*
- * Whether io_uring_setup(entries, params) sets up the ring libuv submits
- * only epoll_ctl operations to: 256 entries, no flags but
- * IORING_SETUP_NO_SQARRAY (libuv 1.45 to 1.51, linux.c uv__iou_init: Node
- * 20 passes none, Node 22 and 24 that one). Its ring for file operations,
- * used under UV_USE_IO_URING=1 on Node 20, is set up with
- * IORING_SETUP_SQPOLL and 64 entries. Any other ring (another size or
- * flags) is taken as able to make fds.
+ * Whether io_uring_setup(entries, params), called from `caller`, sets up
+ * the ring libuv submits only epoll_ctl operations to. Its shape: 256
+ * entries, no flags but IORING_SETUP_NO_SQARRAY (libuv 1.45 to 1.51,
+ * linux.c uv__iou_init: Node 20 passes none, Node 22 and 24 that one); its
+ * ring for file operations, used under UV_USE_IO_URING=1 on Node 20, has
+ * IORING_SETUP_SQPOLL and 64 entries. The shape alone is anyone's
+ * (liburing's io_uring_queue_init(256, &ring, 0), an addon's own call), so
+ * the call must also come from the object that defines libuv's
+ * uv_loop_init as the program sees it: the Node binary, which links libuv
+ * in and exports it, or a shared libuv. Any other ring is taken as able to
+ * make fds, and so is libuv's where uv_loop_init cannot be found.
  */
-static int epoll_ctl_ring(unsigned entries, const struct io_uring_params *params) {
-  return entries == 256 && params && (params->flags & ~IORING_SETUP_NO_SQARRAY) == 0;
+static int libuv_epoll_ring(unsigned entries, const struct io_uring_params *params, void *caller) {
+  if (entries != 256 || !params || (params->flags & ~IORING_SETUP_NO_SQARRAY) != 0) return 0;
+  void *uv = dlsym(RTLD_DEFAULT, "uv_loop_init");
+  if (!uv) return 0;
+  uint64_t offset;
+  uint32_t module = module_of(caller, &offset);
+  return module != 0 && module == module_of(uv, &offset);
 }
 
-/* pidfd_open and pidfd_getfd have no libc wrapper everywhere: callers use syscall(2). */
+/*
+ * Ends the record of a libuv ring at `fd`, before the close that frees the
+ * number: a ring put there later (by a call this library does not see)
+ * must not read as libuv's. A record of another kind is left: it never
+ * vouches for a ring.
+ */
+static void forget_libuv_ring(long fd) {
+  if (!records || own_table || fd < 0 || fd >= MAX_FDS) return;
+  struct fdtrack_record *r = &records[fd];
+  if (r->kind != K_IO_URING_LIBUV) return;
+  r->seq = 0;
+  atomic_thread_fence(memory_order_release);
+}
+
+int close(int fd) {
+  forget_libuv_ring(fd);
+  return RESOLVE(close)(fd);
+}
+
+REAL(unshare);
+int unshare(int flags) {
+  int r = RESOLVE(unshare)(flags);
+  if (r == 0 && (flags & CLONE_FILES)) own_table = 1;
+  return r;
+}
+
+#ifndef SYS_close_range
+#define SYS_close_range 436 /* the same on x86-64 and aarch64 */
+#endif
+#ifndef CLOSE_RANGE_UNSHARE
+#define CLOSE_RANGE_UNSHARE (1U << 1)
+#endif
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+/*
+ * Before close_range(first, last, flags) closes numbers of the process's
+ * table: the libuv ring records among them end (forget_libuv_ring). With
+ * CLOSE_RANGE_UNSHARE it closes them in a table of the thread's own (see
+ * own_table, set once that call succeeded); with CLOSE_RANGE_CLOEXEC alone,
+ * none.
+ */
+static void before_close_range(unsigned first, unsigned last, unsigned flags) {
+  if (flags & (CLOSE_RANGE_CLOEXEC | CLOSE_RANGE_UNSHARE)) return;
+  for (unsigned fd = first; fd <= last && fd < MAX_FDS; fd++) forget_libuv_ring(fd);
+}
+
+/*
+ * pidfd_open and pidfd_getfd have no libc wrapper everywhere, and libuv sets
+ * up its io_uring rings and closes its fds with syscall(2) too.
+ */
 long syscall(long number, ...) {
   static __typeof__(syscall) *real_syscall;
   if (!real_syscall) real_syscall = (__typeof__(syscall) *)dlsym(RTLD_NEXT, "syscall");
@@ -495,7 +576,11 @@ long syscall(long number, ...) {
   long a = va_arg(ap, long), b = va_arg(ap, long), c = va_arg(ap, long);
   long d = va_arg(ap, long), e = va_arg(ap, long), f = va_arg(ap, long);
   va_end(ap);
+  /* libuv closes its fds this way on Linux (core.c uv__close_nocancel). An int argument: its register's upper half is not set. */
+  if (number == SYS_close) forget_libuv_ring((int)a);
+  if (number == SYS_close_range) before_close_range((unsigned)a, (unsigned)b, (unsigned)c);
   long r = real_syscall(number, a, b, c, d, e, f);
+  if (number == SYS_close_range && r == 0 && ((unsigned)c & CLOSE_RANGE_UNSHARE)) own_table = 1;
 #ifdef SYS_pidfd_open
   if (number == SYS_pidfd_open && r >= 0) record((int)r, K_PIDFD_OPEN);
 #endif
@@ -503,8 +588,11 @@ long syscall(long number, ...) {
   if (number == SYS_pidfd_getfd && r >= 0) record((int)r, K_PIDFD_GETFD);
 #endif
 #ifdef SYS_io_uring_setup
-  if (number == SYS_io_uring_setup && r >= 0 && header && !epoll_ctl_ring((unsigned)a, (const struct io_uring_params *)b)) {
-    __atomic_fetch_or(&header->flags, FLAG_IO_URING, __ATOMIC_RELEASE);
+  if (number == SYS_io_uring_setup && r >= 0 && header) {
+    /* While a record is being made (busy) module_lock may be held: the ring is then not taken as libuv's. */
+    int libuv = !busy && libuv_epoll_ring((unsigned)a, (const struct io_uring_params *)b, __builtin_return_address(0));
+    if (!libuv) __atomic_fetch_or(&header->flags, FLAG_IO_URING, __ATOMIC_RELEASE);
+    record((int)r, libuv ? K_IO_URING_LIBUV : K_IO_URING);
   }
 #endif
   return r;
