@@ -360,6 +360,8 @@ export class HelperDaemon {
   /** Refused peers' sockets held open for them to read their REFUSED (see refuse). */
   #refusals = { held: 0 };
   #sweeper: NodeJS.Timeout;
+  /** The look at the clients the sweeper's last tick queued for after the loop's poll phase, until it runs. */
+  #sweepSoon: NodeJS.Immediate | undefined;
   /** Set while accepting is stopped by an accept4 error, until it starts again. */
   #acceptRetry: NodeJS.Timeout | undefined;
   /** The closer's reserve threads kept for this daemon's owners (closerOwners), until close(). */
@@ -484,7 +486,16 @@ export class HelperDaemon {
       10,
       Math.min(1000, limits.helloTimeoutMs / 4, limits.stalledReaderTimeoutMs / 4, limits.idleTimeoutMs > 0 ? limits.idleTimeoutMs / 4 : 1000),
     );
-    this.#sweeper = setInterval(() => this.#sweep(), every);
+    // The look itself waits for the loop's poll phase: after a turn held up
+    // (a long garbage collection, a command's synchronous work, a loaded
+    // machine) the timer is due before the requests that came meanwhile
+    // are read, and a client whose request waits unread is not idle.
+    this.#sweeper = setInterval(() => {
+      this.#sweepSoon ??= setImmediate(() => {
+        this.#sweepSoon = undefined;
+        this.#sweep();
+      });
+    }, every);
     this.#sweeper.unref();
   }
 
@@ -1070,6 +1081,7 @@ export class HelperDaemon {
     native.reserveCloserThreads(-this.#reservedOwners);
     this.#reservedOwners = 0;
     clearInterval(this.#sweeper);
+    clearImmediate(this.#sweepSoon);
     clearTimeout(this.#acceptRetry);
     daemons.delete(this.#id);
     if (this.#clients.size > 0) {
