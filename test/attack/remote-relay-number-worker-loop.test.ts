@@ -82,3 +82,24 @@ test("generated: a worker's event loop never keeps an fd at the number of a remo
   );
   expect(await fdTableSettles(process.pid, before)).toBe('');
 }, scaled(240_000));
+
+// Each worker start held once its loop exists, a stream's fd closed behind
+// fdbridge's back meanwhile with every lower number taken: the loop's next
+// fd (as it warms) lands at the stream's number, and that start ends.
+// connect starts another, up to three: then it fails with EBADF.
+test.each([1, 2, 3])("a worker's loop fd at a stream's number closed behind fdbridge's back as %i start(s) begin: connect starts again, and fails with EBADF after three", async (closes) => {
+  const before = openFdTable();
+  const seen = await runFixtureAtFdLimit<{ ended: unknown; answers: boolean; takers: string[]; loopStartsOpen: number; diff: string }>(64, join(__dirname, 'fixtures', 'worker-restarts.js'), { closes });
+  expect(seen).toMatchObject({ loopStartsOpen: 0, diff: '' });
+  const { ended, answers, takers } = seen as { ended: unknown; answers: boolean; takers: string[] };
+  // Each stream's number: fdbridge's placeholder (a socket whose peer is closed) or nothing, never a loop's fd.
+  expect(takers).toHaveLength(closes);
+  for (const t of takers) expect(t).toMatch(/^(socket:\[\d+\]|nothing)$/);
+  if (closes < 3) {
+    expect(ended).toBe('connected');
+    expect(answers).toBe(true);
+  } else {
+    expect(ended).toMatchObject({ name: 'SystemError', code: 'EBADF', message: expect.stringContaining('3 worker threads in a row') });
+  }
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+}, scaled(120_000));
