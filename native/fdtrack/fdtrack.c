@@ -38,6 +38,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <linux/io_uring.h>
+#include <linux/kcmp.h>
 #include <link.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -120,6 +121,8 @@ static __thread int busy;
  * records nothing and clears nothing.
  */
 static __thread int own_table;
+/* The highest number a libuv ring was recorded at (before_close_range), -1 for none. */
+static atomic_long highest_libuv_ring = -1;
 
 #define REAL(name) static __typeof__(name) *real_##name
 REAL(open);
@@ -194,6 +197,7 @@ static void after_fork_parent(void) { pthread_mutex_unlock(&module_lock); }
 
 static void after_fork_child(void) {
   pthread_mutex_unlock(&module_lock);
+  own_table = 0; /* the child's one thread: its table is the child's */
   if (header) {
     munmap(header, sizeof(struct fdtrack_header) + (size_t)MAX_FDS * sizeof(struct fdtrack_record));
     map_file();
@@ -509,11 +513,16 @@ ssize_t recvmsg(int fd, struct msghdr *msg, int flags) {
  */
 static int libuv_epoll_ring(unsigned entries, const struct io_uring_params *params, void *caller) {
   if (entries != 256 || !params || (params->flags & ~IORING_SETUP_NO_SQARRAY) != 0) return 0;
-  void *uv = dlsym(RTLD_DEFAULT, "uv_loop_init");
+  static void *uv;
+  if (!uv) uv = dlsym(RTLD_DEFAULT, "uv_loop_init");
   if (!uv) return 0;
+  /* module_of holds module_lock: an fd made meanwhile (a signal handler's) passes through unrecorded, as while a record is made. */
+  busy = 1;
   uint64_t offset;
   uint32_t module = module_of(caller, &offset);
-  return module != 0 && module == module_of(uv, &offset);
+  int same = module != 0 && module == module_of(uv, &offset);
+  busy = 0;
+  return same;
 }
 
 /*
@@ -535,10 +544,28 @@ int close(int fd) {
   return RESOLVE(close)(fd);
 }
 
+static __typeof__(syscall) *real_syscall;
+
+/*
+ * After a successful unshare of this thread's fd table: whether its table
+ * is now another than the process's (the thread group leader's, which
+ * /proc/self/fd shows). The call copies the table only where it was shared:
+ * in the leader, or a process of one thread, it is still the process's.
+ * kcmp(2) tells; where it cannot (a kernel without it, a seccomp filter),
+ * a thread that is not the leader is taken to have one of its own.
+ */
+static int table_is_own(void) {
+  long self = real_syscall(SYS_getpid);
+  long tid = real_syscall(SYS_gettid);
+  if (tid == self) return 0;
+  long r = real_syscall(SYS_kcmp, self, tid, KCMP_FILES, 0L, 0L);
+  return r != 0;
+}
+
 REAL(unshare);
 int unshare(int flags) {
   int r = RESOLVE(unshare)(flags);
-  if (r == 0 && (flags & CLONE_FILES)) own_table = 1;
+  if (r == 0 && (flags & CLONE_FILES) && real_syscall) own_table = table_is_own();
   return r;
 }
 
@@ -556,12 +583,14 @@ int unshare(int flags) {
  * Before close_range(first, last, flags) closes numbers of the process's
  * table: the libuv ring records among them end (forget_libuv_ring). With
  * CLOSE_RANGE_UNSHARE it closes them in a table of the thread's own (see
- * own_table, set once that call succeeded); with CLOSE_RANGE_CLOEXEC alone,
+ * own_table, set once that call made one); with CLOSE_RANGE_CLOEXEC alone,
  * none.
  */
 static void before_close_range(unsigned first, unsigned last, unsigned flags) {
-  if (flags & (CLOSE_RANGE_CLOEXEC | CLOSE_RANGE_UNSHARE)) return;
-  for (unsigned fd = first; fd <= last && fd < MAX_FDS; fd++) forget_libuv_ring(fd);
+  if (own_table || (flags & (CLOSE_RANGE_CLOEXEC | CLOSE_RANGE_UNSHARE))) return;
+  /* Up to the highest number a libuv ring was recorded at: no need to read the records of the whole range (close_range(3, ~0U) is how children shed fds). */
+  long top = atomic_load(&highest_libuv_ring);
+  for (long fd = first; fd <= (long)last && fd <= top; fd++) forget_libuv_ring(fd);
 }
 
 /*
@@ -569,7 +598,6 @@ static void before_close_range(unsigned first, unsigned last, unsigned flags) {
  * up its io_uring rings and closes its fds with syscall(2) too.
  */
 long syscall(long number, ...) {
-  static __typeof__(syscall) *real_syscall;
   if (!real_syscall) real_syscall = (__typeof__(syscall) *)dlsym(RTLD_NEXT, "syscall");
   va_list ap;
   va_start(ap, number);
@@ -580,7 +608,7 @@ long syscall(long number, ...) {
   if (number == SYS_close) forget_libuv_ring((int)a);
   if (number == SYS_close_range) before_close_range((unsigned)a, (unsigned)b, (unsigned)c);
   long r = real_syscall(number, a, b, c, d, e, f);
-  if (number == SYS_close_range && r == 0 && ((unsigned)c & CLOSE_RANGE_UNSHARE)) own_table = 1;
+  if (number == SYS_close_range && r == 0 && ((unsigned)c & CLOSE_RANGE_UNSHARE)) own_table = table_is_own();
 #ifdef SYS_pidfd_open
   if (number == SYS_pidfd_open && r >= 0) record((int)r, K_PIDFD_OPEN);
 #endif
@@ -593,6 +621,11 @@ long syscall(long number, ...) {
     int libuv = !busy && libuv_epoll_ring((unsigned)a, (const struct io_uring_params *)b, __builtin_return_address(0));
     if (!libuv) __atomic_fetch_or(&header->flags, FLAG_IO_URING, __ATOMIC_RELEASE);
     record((int)r, libuv ? K_IO_URING_LIBUV : K_IO_URING);
+    if (libuv) {
+      long top = atomic_load(&highest_libuv_ring);
+      while (r > top && !atomic_compare_exchange_weak(&highest_libuv_ring, &top, r)) {
+      }
+    }
   }
 #endif
   return r;

@@ -1,0 +1,41 @@
+/**
+ * The native recorder (native/fdtrack/fdtrack.c) leaves out what a thread
+ * with an fd table of its own opens (its numbers are not the process's),
+ * and only such a thread: a close_range(CLOSE_RANGE_UNSHARE) that succeeds
+ * in the process's only thread copies nothing (the table is still the
+ * process's), and a child forked from a thread with a table of its own has
+ * one thread, whose table is the child's. Their opens are recorded.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { openFdTable } from '../../src/fd';
+import { fdOrigin, fdtrackLibrary, trackingEnvironment } from '../../src/fd-track';
+import { fdTableSettles } from '../util/processes';
+
+let dir: string;
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'fdb-own-table-'));
+});
+
+afterEach(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test("opens in a table that is the process's are recorded, after an unshare that copied nothing and in a child forked from a thread with a table of its own", async () => {
+  const before = openFdTable();
+  const library = fdtrackLibrary(dir);
+  if (library.path === undefined) throw new Error(`the interposer could not be built: ${library.unavailable}`);
+  const program = join(dir, 'own-table');
+  execFileSync('cc', ['-O0', '-pthread', '-o', program, join(__dirname, 'fixtures', 'own-table.c')]);
+  const out = JSON.parse(execFileSync(program, { env: { ...process.env, ...trackingEnvironment(dir, library.path, process.env) }, encoding: 'utf8' })) as Record<string, number>;
+  expect(out['unshared']).toBe(0);
+  expect(fdOrigin(dir, out['pid']!, out['before']!, '/dev/null')).toMatchObject({ call: 'open' });
+  expect(fdOrigin(dir, out['pid']!, out['after']!, '/dev/full')).toMatchObject({ call: 'open' });
+  expect(out['child']).toBeGreaterThan(0);
+  expect(fdOrigin(dir, out['child']!, out['childFd']!, '/dev/zero')).toMatchObject({ call: 'open' });
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+});
