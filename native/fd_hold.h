@@ -7,6 +7,7 @@
 #define FDBRIDGE_FD_HOLD_H_
 
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -89,6 +90,12 @@ int FdReleaseHold(const FdHold& hold);
 
 // Ends every hold made for environment `owner` (its teardown).
 void FdReleaseHoldsOf(uint64_t owner);
+
+// Starts `main(arg)` on a new thread with every signal blocked and a small
+// stack (what runs there calls nothing deep): the threads that work in an
+// fd table of their own (the holds; FdList's walk of a full table). 0 or
+// -errno.
+int StartQuietThread(pthread_t* thread, void* (*main)(void*), void* arg);
 
 }  // namespace fdbridge
 

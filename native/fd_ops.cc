@@ -442,8 +442,8 @@ uint64_t FdLoopStartBegin() {
   }
   OwnedFds::LoopStart start{++o.next_loop_start, {}};
   std::vector<FdEntry> entries;
-  // Not listed (EMFILE for the directory): an empty table, so that every fd
-  // of a loop's kind is refused until the start ends.
+  // Not listed (the table unreadable): an empty table, so that every fd of
+  // a loop's kind is refused until the start ends.
   if (FdList(0, &entries) == 0) {
     for (FdEntry& e : entries) start.table.emplace(e.fd, std::move(e.target));
   }
@@ -2021,30 +2021,21 @@ void* ListInOwnTable(void* arg) {
   return nullptr;
 }
 
-// Runs ListInOwnTable on a new thread (every signal blocked, a small
-// stack) and waits for it. 0 or -errno.
+// Runs ListInOwnTable on a thread of its own (StartQuietThread) and waits
+// for it. 0 or -errno.
 int ListInTableOfItsOwn(pid_t pid, std::vector<FdEntry>* out, bool files) {
   OwnTableList job{pid <= 0 ? getpid() : pid, files, out};
   out->clear();
-  pthread_attr_t attr;
-  int r = pthread_attr_init(&attr);
-  if (r != 0) return -r;
-  pthread_attr_setstacksize(&attr, 256 * 1024);
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
   pthread_t thread;
-  r = pthread_create(&thread, &attr, ListInOwnTable, &job);
-  pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  pthread_attr_destroy(&attr);
-  if (r != 0) return -r;
+  int r = StartQuietThread(&thread, ListInOwnTable, &job);
+  if (r != 0) return r;
   pthread_join(thread, nullptr);
   return job.err;
 }
 
-}  // namespace
-
-int FdList(pid_t pid, std::vector<FdEntry>* out, bool files) {
+// FdList's walk with numbers of this process's table: -EMFILE when an open
+// of it (a directory, an fdinfo file) found none free.
+int ListInThisTable(pid_t pid, std::vector<FdEntry>* out, bool files) {
   char dir_path[64];
   if (pid == getpid()) pid = 0;  // our own table: leave our directory streams out
   if (pid <= 0) {
@@ -2058,7 +2049,7 @@ int FdList(pid_t pid, std::vector<FdEntry>* out, bool files) {
     snprintf(dir_path + base, sizeof(dir_path) - base, "fdinfo");
     OwnedFdsLock lock;  // opened and its install noted as one step
     info.reset(FdInstalled(open(dir_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)));
-    if (!info) return errno == EMFILE ? ListInTableOfItsOwn(pid, out, files) : -errno;
+    if (!info) return -errno;
   }
   snprintf(dir_path + base, sizeof(dir_path) - base, "fd");
   DIR* dir;
@@ -2067,11 +2058,7 @@ int FdList(pid_t pid, std::vector<FdEntry>* out, bool files) {
     dir = opendir(dir_path);  // installed: FdInstalled below (glibc opens it O_CLOEXEC)
     if (dir != nullptr) FdInstalled(dirfd(dir));
   }
-  if (dir == nullptr) {
-    if (errno != EMFILE) return -errno;
-    info.reset();
-    return ListInTableOfItsOwn(pid, out, files);
-  }
+  if (dir == nullptr) return -errno;
   // Our own directory fds show up in /proc/self/fd; they are not part of
   // the table we were asked about.
   int self_dir_fd = pid <= 0 ? dirfd(dir) : -1;
@@ -2093,12 +2080,27 @@ int FdList(pid_t pid, std::vector<FdEntry>* out, bool files) {
     // The fd may close between readdir and readlink (another thread): skip it.
     if (len < 0) continue;
     FdEntry e{static_cast<int>(n), std::string(target, static_cast<size_t>(len)), std::string()};
-    if (files && FdReadFileId(info.get(), ent->d_name, &e.file) != 0) e.file.clear();
+    if (files) {
+      int r = FdReadFileId(info.get(), ent->d_name, &e.file);
+      if (r == -EMFILE) {
+        closedir(dir);
+        return -EMFILE;
+      }
+      if (r != 0) e.file.clear();
+    }
     out->push_back(std::move(e));
   }
   int err = errno;  // 0 at the end of the directory
   closedir(dir);
   return err != 0 ? -err : 0;
+}
+
+}  // namespace
+
+int FdList(pid_t pid, std::vector<FdEntry>* out, bool files) {
+  int r = ListInThisTable(pid, out, files);
+  // No number free: read again where the walk's opens take none of them.
+  return r == -EMFILE ? ListInTableOfItsOwn(pid, out, files) : r;
 }
 
 int FdPosixLock(int fd, int type) {

@@ -319,7 +319,9 @@ bool FdIsOwned(int fd);
 // fdbridge's first (a socket whose peer is closed; the stream's close takes
 // it), never left free for the loop's epoll fd, which the stream's close
 // would close under the running loop (libuv then aborts). A number closed
-// behind fdbridge's back during the start is not covered.
+// behind fdbridge's back during the start, and taken by one of the loop's
+// fds, is found as the thread registers them (ownLoopFds: the thread ends,
+// and the worker transport starts another).
 uint64_t FdLoopStartBegin();
 // Ends the start (idempotent). Hold an OwnedFdsLock from registering the
 // loop's fds until this returns, so that no check sees neither.

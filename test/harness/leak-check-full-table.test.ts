@@ -75,3 +75,45 @@ test('generated: code that leaks until no fd number is free has every leaked fd 
     { numRuns: 6, examples: [[4]] },
   );
 });
+
+// A table read with few numbers free (the walk's directories open, but not
+// every fdinfo file after them) still has each fd's file: a number closed
+// and opened again on another file of the same name is told from the one
+// it held (the file, not the name, differs).
+test('generated: with 0 to 4 numbers free, a number reopened on another file of the same name reads as closed and opened', () => {
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 4 }), (free) => {
+      const script = `
+        const fs = require('node:fs');
+        const path = require('node:path');
+        const os = require('node:os');
+        const fd = require(${JSON.stringify(distPath('src/fd.js'))});
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fdb-full-reopen-'));
+        const name = path.join(dir, 'f');
+        fs.writeFileSync(name, 'a');
+        const n = fs.openSync(name, 'r');
+        const before = fd.openFdTable();
+        fs.closeSync(n);
+        // The first file lives on under another name: the new one cannot take its inode number.
+        fs.renameSync(name, name + '.old');
+        fs.writeFileSync(name, 'b');
+        const again = fs.openSync(name, 'r');
+        const [soft, hard] = fd.fdLimit();
+        const fills = [];
+        try {
+          for (;;) fills.push(fs.openSync('/dev/null', 'r'));
+        } catch (err) {
+          if (err.code !== 'EMFILE') throw err;
+        }
+        for (let i = 0; i < ${free} && fills.length > 0; i++) fs.closeSync(fills.pop());
+        const diff = fd.diffFdTables(before, fd.openFdTable());
+        for (const f of [...fills, again]) fs.closeSync(f);
+        fs.rmSync(dir, { recursive: true, force: true });
+        process.stdout.write(JSON.stringify({ same: again === n, opened: diff.opened.filter((e) => e.fd === n).length, closed: diff.closed.filter((e) => e.fd === n).length }));
+      `;
+      const out = JSON.parse(execFileSync('prlimit', ['--nofile=256:256', process.execPath, '-e', script], { encoding: 'utf8' })) as { same: boolean; opened: number; closed: number };
+      expect(out).toEqual({ same: true, opened: 1, closed: 1 });
+    }),
+    { numRuns: 5, examples: [[2]] },
+  );
+});
