@@ -167,9 +167,12 @@ export class WorkerConnection extends BaseConnection {
     // (RestartWorker); the next start puts a placeholder at that number
     // first (native.loopStartBegins), so one more start is enough unless the
     // program closes another such fd meanwhile.
+    // One deadline for every start: options.timeoutMs bounds the connect.
+    const timeoutMs = options.timeoutMs ?? 10_000;
+    const deadline = Date.now() + timeoutMs;
     for (let attempt = 1; ; attempt++) {
       try {
-        return await WorkerConnection.#start(command, limit, options);
+        return await WorkerConnection.#start(command, limit, options, timeoutMs, deadline);
       } catch (err) {
         if (!(err instanceof RestartWorker) || attempt === MAX_STARTS) throw err instanceof RestartWorker ? err.error(attempt) : err;
       }
@@ -177,7 +180,13 @@ export class WorkerConnection extends BaseConnection {
   }
 
   /** One start of the worker: its connection once the command is ready. */
-  static async #start(command: ReturnType<typeof normalizeCommandSpec>, limit: number, options: ConnectOptions): Promise<WorkerConnection> {
+  static async #start(
+    command: ReturnType<typeof normalizeCommandSpec>,
+    limit: number,
+    options: ConnectOptions,
+    timeoutMs: number,
+    deadline: number,
+  ): Promise<WorkerConnection> {
     const ledger = SharedFdLedger.create();
     const reads = new SharedArrayBuffer(4);
     const entry = requireDistFile('src/transports/entries/worker-main.js');
@@ -194,8 +203,7 @@ export class WorkerConnection extends BaseConnection {
       native.loopStartEnds(loopStart);
       throw err;
     }
-    const timeoutMs = options.timeoutMs ?? 10_000;
-    try {
+        try {
       // The connection is made, and listens for the worker's messages and
       // its exit, in the handler of 'ready' itself, not after an await: a
       // worker that ends right after it is ready may have its ready and its
@@ -203,7 +211,7 @@ export class WorkerConnection extends BaseConnection {
       // with no microtask between, and an 'exit' listener added later would
       // never run (calls waiting forever, the given fds never swept).
       return await new Promise<WorkerConnection>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new TimeoutError(`connect: the worker's command was not ready within ${timeoutMs} ms (options.timeoutMs)`)), timeoutMs);
+        const timer = setTimeout(() => reject(new TimeoutError(`connect: the worker's command was not ready within ${timeoutMs} ms (options.timeoutMs)`)), Math.max(0, deadline - Date.now()));
         const done = (): void => {
           clearTimeout(timer);
           worker.off('message', onMessage).off('error', onError).off('exit', onExit);

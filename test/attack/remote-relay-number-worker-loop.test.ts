@@ -103,3 +103,17 @@ test.each([1, 2, 3])("a worker's loop fd at a stream's number closed behind fdbr
   }
   expect(await fdTableSettles(process.pid, before)).toBe('');
 }, scaled(120_000));
+
+// One deadline for the whole connect, however many starts it takes: two
+// starts held 0.6 x timeoutMs each (then ended as above) are past it.
+test('a connect whose worker starts end and start again keeps one deadline: options.timeoutMs, not timeoutMs a start', async () => {
+  const before = openFdTable();
+  const timeoutMs = scaled(2000);
+  const seen = await runFixtureAtFdLimit<{ ended: unknown; loopStartsOpen: number; diff: string }>(64, join(__dirname, 'fixtures', 'worker-restarts.js'), {
+    closes: 2,
+    holdMs: Math.ceil(timeoutMs * 0.6),
+    timeoutMs,
+  });
+  expect(seen).toMatchObject({ ended: { name: 'TimeoutError', code: 'ERR_FDBRIDGE_TIMEOUT' }, loopStartsOpen: 0, diff: '' });
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+}, scaled(120_000));
