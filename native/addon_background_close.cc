@@ -142,16 +142,18 @@ Napi::Value OpenBackgroundCloses(const Napi::CallbackInfo& info) {
   return TicketArray(info.Env(), FdOpenBackgroundCloses());
 }
 
-// closerThreads() -> { threads, busy, max, perOwner, reserve,
-// reservedOwners, maxReserve }: the background closer's pool now, and its
-// caps (fd_ops.h).
+// closerThreads() -> { threads, busy, made, max, perOwner, reserve,
+// reservedOwners, maxReserve }: the background closer's pool now, how many
+// threads it ever started, and its caps (fd_ops.h).
 Napi::Value CloserThreads(const Napi::CallbackInfo& info) {
   size_t threads, busy, reserve, owners;
-  FdCloserThreads(&threads, &busy);
+  uint64_t made;
+  FdCloserThreads(&threads, &busy, &made);
   FdCloserReserve(&reserve, &owners);
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("threads", Napi::Number::New(info.Env(), static_cast<double>(threads)));
   o.Set("busy", Napi::Number::New(info.Env(), static_cast<double>(busy)));
+  o.Set("made", Napi::Number::New(info.Env(), static_cast<double>(made)));
   o.Set("max", Napi::Number::New(info.Env(), static_cast<double>(kMaxCloserThreads)));
   o.Set("perOwner", Napi::Number::New(info.Env(), static_cast<double>(kCloserThreadsPerOwner)));
   o.Set("reserve", Napi::Number::New(info.Env(), static_cast<double>(reserve)));

@@ -1177,6 +1177,7 @@ struct Closer {
   uint64_t issued = 0;  // the last ticket given
   size_t threads = 0;
   size_t idle = 0;  // threads waiting for work
+  uint64_t made = 0;  // threads ever started (a test tells a thread woken from one made)
   size_t busy = 0;  // threads in a close
   size_t owners_reserved = 0;  // FdReserveCloserThreads
   size_t reserve = kCloserReserveThreads;  // from owners_reserved
@@ -1438,6 +1439,7 @@ void SpawnLocked(Closer& c) {
   if (pthread_create(&t, &attr, CloserThread, &c) == 0) {
     c.threads++;
     c.idle++;
+    c.made++;
   }
   // Else (EAGAIN: RLIMIT_NPROC or TasksMax reached) the work waits for the
   // threads there are; with none at all, FdCloseInBackground closes it itself.
@@ -1794,11 +1796,12 @@ size_t FdBackgroundClosesOfOwnSockets(uint64_t owner) {
 
 uint64_t FdBackgroundClosesDone() { return TheCloser().done.load(); }
 
-void FdCloserThreads(size_t* threads, size_t* busy) {
+void FdCloserThreads(size_t* threads, size_t* busy, uint64_t* made) {
   Closer& c = TheCloser();
   std::lock_guard<std::mutex> lock(c.mu);
   *threads = c.threads;
   *busy = c.busy;
+  *made = c.made;
 }
 
 size_t FdReserveCloserThreads(int64_t owners) {

@@ -610,8 +610,9 @@ size_t FdBackgroundClosesOfOwnSockets();
 size_t FdBackgroundClosesOfOwnSockets(uint64_t owner);
 // How many background closes have finished since the process started.
 uint64_t FdBackgroundClosesDone();
-// The closer's threads now, and how many of them are in a close.
-void FdCloserThreads(size_t* threads, size_t* busy);
+// The closer's threads now, how many of them are in a close, and how
+// many it ever started.
+void FdCloserThreads(size_t* threads, size_t* busy, uint64_t* made);
 // Adds `owners` (negative: gives back what was added) to the owners the
 // reserve is kept for, and returns the reserve now: as many threads as
 // every caller's owners together, at least kCloserReserveThreads and at

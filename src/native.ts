@@ -465,7 +465,7 @@ export interface NativeBinding {
   /** Background closes finished since the process started. */
   backgroundClosesDone(): number;
   /** The background closer's threads now, how many are in a close, its caps (shared, per owner), and its reserve (see reserveCloserThreads). */
-  closerThreads(): { threads: number; busy: number; max: number; perOwner: number; reserve: number; reservedOwners: number; minReserve: number; maxReserve: number };
+  closerThreads(): { threads: number; busy: number; made: number; max: number; perOwner: number; reserve: number; reservedOwners: number; minReserve: number; maxReserve: number };
   /**
    * Keeps a thread of the closer's reserve for `owners` more owners
    * (negative: gives them back); returns the reserve now, at least

@@ -161,7 +161,7 @@ export function socketObjectsAlive(): number {
 }
 
 /** The background closer's threads now, how many are in a close, its caps (shared, per owner), and its reserve (see reserveCloserThreads). */
-export function closerThreads(): { threads: number; busy: number; max: number; perOwner: number; reserve: number; reservedOwners: number; minReserve: number; maxReserve: number } {
+export function closerThreads(): { threads: number; busy: number; made: number; max: number; perOwner: number; reserve: number; reservedOwners: number; minReserve: number; maxReserve: number } {
   return native.closerThreads();
 }
 
