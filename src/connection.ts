@@ -51,7 +51,10 @@ export interface ConnectOptions {
    * as OpenSSH and systemd trust root), or one of `uids`, or its pid is one
    * of `pids` (then, where the kernel has SO_PEERPIDFD, a pidfd proves that
    * very process still runs: a recycled pid does not pass). Anyone else gets
-   * nothing: the connect fails with PeerRefusedError.
+   * nothing: the connect fails with PeerRefusedError. Each list is an array
+   * of integers (uids from 0, pids from 1, to 2^31 - 1); anything else, or
+   * another key, rejects with a TypeError or RangeError naming it before
+   * any socket is made.
    */
   trustPeer?: { uids?: readonly number[]; pids?: readonly number[] };
   /**

@@ -39,3 +39,17 @@ export function validateInteger(value: unknown, name: string, min: number, max: 
 export function validateFdArgument(value: unknown, name: string): number {
   return validateInteger(value, name, 0, 2 ** 31 - 1);
 }
+
+/**
+ * `value` as a list of integers from `min` to `max`, copied: not an array is
+ * a TypeError naming `name` (which says what it must be: `expected`); an entry
+ * that is not such an integer a TypeError or RangeError naming it (`name[i]`).
+ */
+export function validateIntegerList(value: unknown, name: string, expected: string, min: number, max: number): number[] {
+  // A string or a Set would otherwise be read by its own includes()/has(): '100001'.includes(1000) is true.
+  if (!Array.isArray(value)) throw invalidType(name, expected, value);
+  // By index: a hole of a sparse list is refused as the undefined it reads as.
+  const list: number[] = [];
+  for (let i = 0; i < value.length; i++) list.push(validateInteger(value[i], `${name}[${i}]`, min, max));
+  return list;
+}

@@ -25,7 +25,7 @@ import { encodeJson, FrameType, FRAME_SOCKET_OPTIONS, MAX_FDS_PER_FRAME } from '
 import { native, type NativeExitWatch, type NativeFdBudget } from '../native';
 import { parseAddress, UnixServer, wrapOwnSocket, type SocketAddress, type UnixSocket } from '../socket';
 import { bindReplacingStale, checkSocketDirectory, ensurePrivateDir } from '../socket-file';
-import { invalidType, validateInteger } from '../validate';
+import { invalidType, validateIntegerList } from '../validate';
 import { mayHoldFds, refuseFds, refuseFdsOn } from './refuse-fds';
 import { checkFailpoint, ReclaimPacing, serveConnection, type ServedActivity, type ServedConnection, type ServeStats } from './serve';
 
@@ -1231,10 +1231,7 @@ export const MAX_UID = 0x7fffffff;
  * entry, before anything is made).
  */
 function allowedUids(options: HelperOptions): Set<number> {
-  const given = options.allowUids ?? [];
-  if (!Array.isArray(given)) throw invalidType('allowUids', 'an array of uids', given);
-  // By index: a hole of a sparse list is refused as the undefined it reads as.
-  for (let i = 0; i < given.length; i++) validateInteger(given[i], `allowUids[${i}]`, 0, MAX_UID);
+  const given = validateIntegerList(options.allowUids ?? [], 'allowUids', 'an array of uids', 0, MAX_UID);
   return new Set([process.getuid?.() ?? 0, ...given]);
 }
 

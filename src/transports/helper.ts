@@ -12,7 +12,8 @@ import { PeerRefusedError, SystemError, TimeoutError, type PeerExit } from '../e
 import { closeOwnFds } from '../fd';
 import { FRAME_SOCKET_OPTIONS } from '../protocol';
 import { UnixSocket } from '../socket';
-import { daemonOnThisThread, defaultHelperSocketPath, helperAddress, TAKEN_OVER_REFUSAL, type HelperStatus } from './helper-daemon';
+import { invalidType, validateIntegerList } from '../validate';
+import { daemonOnThisThread, defaultHelperSocketPath, helperAddress, MAX_UID, TAKEN_OVER_REFUSAL, type HelperStatus } from './helper-daemon';
 import { handshake, SocketConnection, WITH_FRAMES, type FdDelivery } from './socket-connection';
 
 function isAlive(pid: number): boolean {
@@ -36,19 +37,52 @@ function pidOfPidfd(pidfd: number): number | undefined {
   }
 }
 
+/** Whom a client trusts as the daemon besides its own uid and root: options.trustPeer, checked. */
+interface Trust {
+  uids: readonly number[];
+  pids: readonly number[];
+}
+
+/** What options.trustPeer may hold. */
+const TRUST_OPTIONS: ReadonlySet<string> = new Set(['uids', 'pids']);
+
+/** The largest pid: pid_t is an int32. */
+const MAX_PID = 0x7fffffff;
+
+/**
+ * Checks options.trustPeer before any socket is made, and returns a copy of
+ * it: anything but an object of `uids` and `pids`, each an array of
+ * integers, is a TypeError or RangeError naming the field or entry. A
+ * misspelt key would trust nobody it meant to, silently.
+ */
+export function validateTrustPeer(trust: unknown): Trust {
+  if (trust === undefined) return { uids: [], pids: [] };
+  if (typeof trust !== 'object' || trust === null || Array.isArray(trust)) throw invalidType('connect: options.trustPeer', 'an object ({ uids?, pids? })', trust);
+  for (const key of Object.keys(trust)) {
+    if (!TRUST_OPTIONS.has(key)) throw invalidType(`connect: options.trustPeer.${key}`, 'left out: a daemon is trusted by uids and pids only', (trust as Record<string, unknown>)[key]);
+  }
+  const { uids, pids } = trust as { uids?: unknown; pids?: unknown };
+  return {
+    uids: uids === undefined ? [] : validateIntegerList(uids, 'connect: options.trustPeer.uids', 'an array of uids', 0, MAX_UID),
+    // Not 0: SO_PEERCRED reads pid 0 for a listener outside our pid
+    // namespace, so trusting pid 0 would trust every such process.
+    pids: pids === undefined ? [] : validateIntegerList(pids, 'connect: options.trustPeer.pids', 'an array of pids', 1, MAX_PID),
+  };
+}
+
 /**
  * Decides, before anything is sent, whether the process listening at `path`
  * is one this client trusts (see ConnectOptions.trustPeer); throws
  * PeerRefusedError if not. Returns its credentials.
  */
-function checkListener(socket: UnixSocket, path: string, trust: ConnectOptions['trustPeer']): { pid: number; uid: number; gid: number } {
+function checkListener(socket: UnixSocket, path: string, trust: Trust): { pid: number; uid: number; gid: number } {
   const peer = socket.peerCredentials();
   const me = process.getuid?.() ?? 0;
   // Root is trusted as it is by OpenSSH (a root-owned ~/.ssh passes
   // StrictModes) and systemd: it can read our files and our memory anyway,
   // so handing it an fd gives it nothing it could not take.
-  if (peer.uid === me || peer.uid === ROOT_UID || (trust?.uids ?? []).includes(peer.uid)) return peer;
-  if ((trust?.pids ?? []).includes(peer.pid)) {
+  if (peer.uid === me || peer.uid === ROOT_UID || trust.uids.includes(peer.uid)) return peer;
+  if (trust.pids.includes(peer.pid)) {
     // SO_PEERCRED holds a pid number, which a dead listener's successor may
     // reuse; SO_PEERPIDFD names the listening process itself.
     let pidfd: number | undefined;
@@ -93,18 +127,19 @@ const SERVED_ON_THIS_THREAD: FdDelivery = Object.freeze({
  * again, once: the listener is then judged by the daemon's own credentials.
  */
 export async function openHelper(options: ConnectOptions): Promise<SocketConnection> {
+  const trust = validateTrustPeer(options.trustPeer);
   // options.timeoutMs bounds connecting and the handshake together, the
   // second attempt included; on the monotonic clock.
   const deadline = performance.now() + (options.timeoutMs ?? 10_000);
   try {
-    return await openHelperOnce(options, deadline);
+    return await openHelperOnce(options, trust, deadline);
   } catch (err) {
     if (!(err instanceof PeerRefusedError) || err.peer !== undefined || !err.message.includes(TAKEN_OVER_REFUSAL)) throw err;
-    return openHelperOnce(options, deadline);
+    return openHelperOnce(options, trust, deadline);
   }
 }
 
-async function openHelperOnce(options: ConnectOptions, deadline: number): Promise<SocketConnection> {
+async function openHelperOnce(options: ConnectOptions, trust: Trust, deadline: number): Promise<SocketConnection> {
   const command = commandRequest(options.command);
   const path = options.socketPath ?? defaultHelperSocketPath();
   const left = (): number => Math.max(0, deadline - performance.now());
@@ -130,7 +165,7 @@ async function openHelperOnce(options: ConnectOptions, deadline: number): Promis
     throw err;
   }
   try {
-    const peer = checkListener(socket, path, options.trustPeer);
+    const peer = checkListener(socket, path, trust);
     const ready = await handshake(socket, command, options.timeoutMs ?? 10_000, () => `the helper daemon at ${path}`, {}, left());
     const probe = async (): Promise<PeerExit> => {
       // Not our child: no exit status to read. Tell "exited" from "closed

@@ -8,9 +8,13 @@ import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { connect, HelperDaemon, makeMemfd, closeFd, PeerRefusedError, PROBE_COMMAND } from '../../src';
+import fc from 'fast-check';
+
+import { connect, HelperDaemon, makeMemfd, closeFd, PeerRefusedError, PROBE_COMMAND, type ConnectOptions } from '../../src';
+import { diffFdTables, formatFdTableDiff, openFdTable } from '../../src/fd';
 import { defaultHelperSocketPath } from '../../src/transports/helper-daemon';
-import { DIST_SRC, isRoot, NOBODY, runAsNobody } from '../util/nobody';
+import { DIST_SRC, isRoot, NOBODY, runAsNobody, spawnAsUid } from '../util/nobody';
+import { fdTableSettles } from '../util/processes';
 
 let dir: string;
 beforeEach(() => {
@@ -21,14 +25,14 @@ afterEach(() => {
 });
 
 /**
- * As nobody: listens at `address` (a path or @name), accepts every client
- * and counts what arrives (bytes, fds), printing {"listening"} first,
- * {"received"} once the first message has been read, and {"bytes","fds"}
- * when told to stop by SIGTERM.
+ * As nobody (or `uid`): listens at `address` (a path or @name), accepts
+ * every client and counts what arrives (bytes, fds), printing {"listening"}
+ * first, {"received"} once the first message has been read, and
+ * {"bytes","fds"} when told to stop by SIGTERM.
  */
-function squatter(address: string): ReturnType<typeof runAsNobody> {
+function squatter(address: string, uid = NOBODY): ReturnType<typeof runAsNobody> {
   const abstract = address.startsWith('@');
-  return runAsNobody(`
+  const script = `
     const { closeFd } = require(${JSON.stringify(DIST_SRC)});
     const { UnixServer } = require(${JSON.stringify(join(DIST_SRC, 'socket.js'))});
     const server = UnixServer.listen(${JSON.stringify(abstract ? { abstract: address.slice(1) } : address)}, { kind: 'seqpacket', mode: 0o666 });
@@ -44,7 +48,8 @@ function squatter(address: string): ReturnType<typeof runAsNobody> {
       });
     });
     process.on('SIGTERM', () => { console.log(JSON.stringify({ bytes, fds })); process.exit(0); });
-    console.log(JSON.stringify({ listening: true }));`);
+    console.log(JSON.stringify({ listening: true }));`;
+  return uid === NOBODY ? runAsNobody(script) : spawnAsUid(uid, process.execPath, ['-e', script]);
 }
 
 const describeRoot = isRoot ? describe : describe.skip;
@@ -132,6 +137,29 @@ describeRoot('a client trusts only the listener it should (as another uid: nobod
     }
   });
 
+  // trustPeer given as a string (a uid or pid read from an environment
+  // variable or a config file) was once searched by String.prototype.includes:
+  // '100001' trusted uids 10000, 1000, 100, 10 and 1, and '1' + pid the pid.
+  test.each([
+    ['uids: "100001", a listener of uid 10000', 10_000, () => ({ uids: '100001' })],
+    ['pids: "1" + its pid', NOBODY, (pid: number) => ({ pids: `1${pid}` })],
+  ])('trustPeer %s: a TypeError before connecting, the listener gets nothing', async (_what, uid, trust) => {
+    const name = `@fdbridge-squat-substring-${process.pid}`;
+    const attacker = squatter(name, uid);
+    try {
+      await attacker.line('listening');
+      const trustPeer = trust(attacker.pid) as unknown as ConnectOptions['trustPeer'];
+      const err = await connect('helper', { command: PROBE_COMMAND, socketPath: name, trustPeer, timeoutMs: 300 }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(TypeError);
+      expect(err).toMatchObject({ code: 'ERR_INVALID_ARG_TYPE', message: expect.stringMatching(/^connect: options\.trustPeer\.(uids|pids) must be an array/) });
+      attacker.child.kill('SIGTERM');
+      expect(await attacker.line('bytes')).toEqual({ bytes: 0, fds: 0 });
+    } finally {
+      attacker.kill();
+      await attacker.exited();
+    }
+  });
+
   test('a socket another user planted in a shared sticky directory gets nothing either', async () => {
     chmodSync(dir, 0o755); // nobody may pass through
     const shared = join(dir, 'shared');
@@ -151,6 +179,123 @@ describeRoot('a client trusts only the listener it should (as another uid: nobod
       attacker.kill();
       await attacker.exited();
     }
+  });
+});
+
+describe('options.trustPeer is checked before any socket is made', () => {
+  let daemon: HelperDaemon;
+  beforeAll(() => {
+    // Of our own uid: a connect that got as far as the socket would be served.
+    daemon = HelperDaemon.start({ diagnostics: true, socketPath: `@fdbridge-trust-options-${process.pid}` });
+  });
+  afterAll(async () => {
+    await daemon.close();
+  });
+
+  /**
+   * What connect rejects with for `trustPeer` ('connected' if it does not),
+   * and how this process's fd table differs afterwards: at once for a
+   * refusal; once the daemon here has closed its end for a connection.
+   */
+  async function refusal(trustPeer: unknown): Promise<{ err: unknown; fds: string }> {
+    const baseline = openFdTable();
+    const conn = await connect('helper', { command: PROBE_COMMAND, socketPath: daemon.socketPath, trustPeer: trustPeer as ConnectOptions['trustPeer'] }).catch((e: unknown) => ({ refused: e }));
+    if ('refused' in conn) return { err: conn.refused, fds: formatFdTableDiff(diffFdTables(baseline, openFdTable())) };
+    await conn.close();
+    return { err: 'connected', fds: await fdTableSettles(process.pid, baseline) };
+  }
+
+  const uid = fc.integer({ min: 0, max: 0x7fffffff });
+  const pid = fc.integer({ min: 1, max: 0x7fffffff });
+  const field = fc.constantFrom('uids' as const, 'pids' as const);
+  /** A value that is no array: a string (of digits too), a number, a Set, an object, null... */
+  const notArray = fc.oneof(
+    fc.string(),
+    uid.map(String),
+    fc.integer(),
+    fc.double(),
+    fc.array(uid).map((a) => new Set(a)),
+    fc.dictionary(fc.string(), uid),
+    fc.constantFrom(null, true, 1n),
+  );
+  /** A list entry that is no uid nor pid: negative, fractional, past 2^31 - 1, a string, null... */
+  const badEntry = fc.oneof(
+    fc.integer({ max: -1 }),
+    fc.double({ noInteger: true }),
+    fc.integer({ min: 2 ** 31, max: Number.MAX_SAFE_INTEGER }),
+    uid.map(String),
+    fc.constantFrom(null, undefined, Number.NaN, Infinity, 1n, [1]),
+  );
+
+  test('uids or pids that is not an array: a TypeError naming it, nothing connected, the fd table the same', async () => {
+    await fc.assert(
+      fc.asyncProperty(field, notArray, async (key, value) => {
+        const { err, fds } = await refusal({ [key]: value });
+        expect(err).toBeInstanceOf(TypeError);
+        expect(err).toMatchObject({ code: 'ERR_INVALID_ARG_TYPE', message: expect.stringMatching(new RegExp(`^connect: options\\.trustPeer\\.${key} must be an array of ${key}, not `)) });
+        expect(fds).toBe('');
+      }),
+      { numRuns: 200, examples: [['uids', '100001'], ['pids', '125119'], ['uids', 10_000], ['uids', new Set([10_000])]] },
+    );
+  });
+
+  test('a list with an entry that is not one: a TypeError or RangeError naming that entry, nothing connected, the fd table the same', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        field,
+        // Pids: each a valid uid too.
+        fc.array(pid, { maxLength: 5 }),
+        fc.array(pid, { maxLength: 5 }),
+        badEntry,
+        async (key, before, after, bad) => {
+          const { err, fds } = await refusal({ [key]: [...before, bad, ...after] });
+          expect([TypeError, RangeError].some((E) => err instanceof E)).toBe(true);
+          expect((err as Error).message).toMatch(new RegExp(`^connect: options\\.trustPeer\\.${key}\\[${before.length}\\] must be an integer from ${key === 'pids' ? 1 : 0} to 2147483647, not `));
+          expect(fds).toBe('');
+        },
+      ),
+      { numRuns: 200, examples: [['pids', [], [], 0]] },
+    );
+  });
+
+  test('trustPeer that is not an object, or has a key other than uids and pids: a TypeError naming it', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.oneof(
+          fc.oneof(fc.string(), fc.integer(), fc.array(uid), fc.constantFrom(null, true)).map((value): { value: unknown; named: string } => ({ value, named: 'connect: options.trustPeer' })),
+          fc
+            .string({ minLength: 1 })
+            .filter((k) => k !== 'uids' && k !== 'pids' && k !== '__proto__')
+            .map((k): { value: unknown; named: string } => ({ value: { uids: [], [k]: [1] }, named: `connect: options.trustPeer.${k}` })),
+        ),
+        async ({ value, named }) => {
+          const { err, fds } = await refusal(value);
+          expect(err).toBeInstanceOf(TypeError);
+          expect((err as Error).message.startsWith(`${named} must be `)).toBe(true);
+          expect(fds).toBe('');
+        },
+      ),
+      { numRuns: 100, examples: [[{ value: { uid: [1000] }, named: 'connect: options.trustPeer.uid' }]] },
+    );
+  });
+
+  test('uids and pids that are arrays of such integers connect; no refused connect ever reached the daemon', async () => {
+    const before = daemon.stats.connections;
+    let made = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.record({ uids: fc.array(uid, { maxLength: 4 }), pids: fc.array(pid, { maxLength: 4 }) }, { requiredKeys: [] }), async (trustPeer) => {
+        const { err, fds } = await refusal(trustPeer);
+        expect(err).toBe('connected');
+        made++;
+        expect(fds).toBe('');
+      }),
+      { numRuns: 20 },
+    );
+    // Accepted in the order connected: every refused connect of the tests
+    // above came before these, and none of them was served or refused.
+    expect(daemon.stats.connections - before).toBe(made);
+    expect(daemon.stats.connections).toBe(made);
+    expect(daemon.stats.refused).toBe(0);
   });
 });
 
