@@ -1292,13 +1292,23 @@ function guardedLog(log: ((line: string) => void) | undefined): ((line: string) 
 
 /**
  * The limits in effect: the defaults, overridden by `given` (each a
- * non-negative integer); under a low RLIMIT_NOFILE fewer connections by
+ * non-negative integer; a key that is no limit is a TypeError naming it); under a low RLIMIT_NOFILE fewer connections by
  * default, and the fd total clipped to fdRoom (both said in `log`); a
  * RangeError naming the limit when it leaves no room for client fds.
  * A daemon that serves its own uid alone (`shared` false) has no other
  * user to protect: the per-uid limits not given are the totals.
  */
 function checkLimits(given: Partial<HelperLimits> | undefined, log: ((line: string) => void) | undefined, shared: boolean, owners: number): HelperLimits {
+  if (given !== undefined) {
+    if (typeof given !== 'object' || given === null || Array.isArray(given)) throw invalidType('limits', 'an object of limits', given);
+    // A misspelt or guessed key (maxFds, after the CLI's --max-fds) would
+    // otherwise leave that limit at its default without a word.
+    for (const key of Object.keys(given)) {
+      if (!Object.hasOwn(DEFAULT_HELPER_LIMITS, key)) {
+        throw invalidType(`limits.${key}`, `left out: it is no limit (the limits are ${Object.keys(DEFAULT_HELPER_LIMITS).join(', ')})`, (given as Record<string, unknown>)[key]);
+      }
+    }
+  }
   const limits: HelperLimits = { ...DEFAULT_HELPER_LIMITS, ...(given ?? {}) };
   if (!shared) {
     if (given?.maxConnectionsPerUid === undefined) limits.maxConnectionsPerUid = limits.maxConnections;

@@ -16,7 +16,7 @@ import { connect, HelperDaemon, PROBE_COMMAND, SystemError } from '../../src';
 import { HELPER_DAEMONS } from '../../src/commands/status-command';
 import { closeFd, fdIdentity, makeMemfd, openFdTable } from '../../src/fd';
 import { closerThreads, failNativeCall } from '../../src/test-hooks';
-import { MAX_UID } from '../../src/transports/helper-daemon';
+import { DEFAULT_HELPER_LIMITS, MAX_UID } from '../../src/transports/helper-daemon';
 import { echoFromNewDaemon } from '../util/helper-status';
 import { fdTableSettles, runCli } from '../util/processes';
 import { daemonOnWorkerThread } from '../util/worker-daemon';
@@ -142,6 +142,47 @@ test('generated: an allowUids entry that is not a uid (0 to 2^31 - 1) fails the 
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+});
+
+test('generated: a limits key that is no limit (maxFds for maxFdsPerClient) fails the start with a TypeError naming it and listing the limits, before anything is made', async () => {
+  const before = openFdTable(process.pid);
+  const known = Object.keys(DEFAULT_HELPER_LIMITS);
+  let run = 0;
+  await fc.assert(
+    fc.asyncProperty(
+      fc.string({ minLength: 1 }).filter((k) => !known.includes(k) && k !== '__proto__'),
+      fc.nat(1000),
+      // Real limits beside it, each valid: the unknown key alone is refused.
+      fc.record({ maxFdsPerClient: fc.nat(1000), maxCallsInFlight: fc.nat(100) }, { requiredKeys: [] }),
+      async (key, value, real) => {
+        const socketPath = `@fdbridge-start-limits-${process.pid}-${run++}`;
+        const reserved = closerThreads().reservedOwners;
+        const registered = registeredDaemons();
+        let thrown: unknown;
+        try {
+          await HelperDaemon.start({ socketPath, diagnostics: true, limits: { ...real, [key]: value } }).close();
+        } catch (err) {
+          thrown = err;
+        }
+        expect(thrown).toBeInstanceOf(TypeError);
+        expect(thrown).toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
+        expect((thrown as Error).message.startsWith(`limits.${key} must be left out: it is no limit (the limits are ${known.join(', ')}), not ${value}`)).toBe(true);
+        expect(closerThreads().reservedOwners).toBe(reserved);
+        expect(registeredDaemons()).toBe(registered);
+      },
+    ),
+    { numRuns: 40, examples: [['maxFds', 10, {}], ['maxfdsPerClient', 5, { maxFdsPerClient: 7 }]] },
+  );
+  for (const limits of ['maxFds', 5, null, [10]]) {
+    expect(() => HelperDaemon.start({ socketPath: `@fdbridge-start-limits-${process.pid}-${run++}`, diagnostics: true, limits: limits as never })).toThrow(
+      expect.objectContaining({ name: 'TypeError', message: expect.stringMatching(/^limits must be an object of limits, not /) }),
+    );
+  }
+  // The real key is taken.
+  const daemon = HelperDaemon.start({ socketPath: `@fdbridge-start-limits-${process.pid}-${run++}`, diagnostics: true, limits: { maxFdsPerClient: 10 } });
+  expect(daemon.limits.maxFdsPerClient).toBe(10);
+  await daemon.close();
   expect(await fdTableSettles(process.pid, before)).toBe('');
 });
 
