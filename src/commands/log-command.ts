@@ -11,7 +11,7 @@ import type { CommandContext, ModuleCommandSpec } from '../command';
 import type { Connection } from '../connection';
 import { DatagramSocket, type Datagram } from '../datagram';
 import { ClosedError, FdBridgeError, SystemError } from '../errors';
-import { peerCloseOwner } from '../fd';
+import { peerCloseOwner, setFdFlags } from '../fd';
 import { native } from '../native';
 import { distPath } from '../paths';
 import { invalidType, validateFdArgument } from '../validate';
@@ -316,10 +316,26 @@ export async function logRedirectOption(connection: Connection, argument: string
   } else if (target.kind === 'stderr') {
     fd = 2;
   } else {
+    // O_NONBLOCK: a blocking open of a FIFO waits, without end, for a
+    // reader; this one fails at once with ENXIO when there is none.
     const flags =
-      fsConstants.O_WRONLY | fsConstants.O_CREAT | (target.truncate ? fsConstants.O_TRUNC : fsConstants.O_APPEND);
-    fd = openSync(target.path, flags, 0o664);
+      fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_NONBLOCK | (target.truncate ? fsConstants.O_TRUNC : fsConstants.O_APPEND);
+    try {
+      fd = openSync(target.path, flags, 0o664);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      if (e.code !== 'ENXIO' || e.errno === undefined) throw err;
+      throw new SystemError(e.errno, 'open', `--logfile ${target.path}: it is a FIFO that nobody reads (ENXIO; open it for reading first, e.g. \`cat ${target.path}\`)`, { cause: err });
+    }
     opened = true;
+    try {
+      // The flag is the open file's, which the command's copy shares: its
+      // writes block, as to any file, while a reader is behind.
+      setFdFlags(fd, { nonblock: false });
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
   }
   try {
     const remote = await connection.dupFileDescriptor(fd);
