@@ -13,8 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { openFdTable } from '../../src/fd';
-import { fdtrackLibrary, trackingEnvironment } from '../../src/fd-track';
 import { fdTableSettles } from '../util/processes';
+import { runCUnderTracker } from '../util/tracked-c';
 
 let dir: string;
 
@@ -29,11 +29,7 @@ afterEach(() => {
 
 test('a child forked while other threads record fds makes its own records, never stuck on a lock its parent held', async () => {
   const before = openFdTable();
-  const library = fdtrackLibrary(dir);
-  if (library.path === undefined) throw new Error(`the interposer could not be built: ${library.unavailable}`);
-  const program = join(dir, 'forks');
-  execFileSync('cc', ['-O0', '-pthread', '-o', program, join(__dirname, 'fixtures', 'forks-while-recording.c')]);
-  const out = execFileSync(program, ['1000', '2'], { env: { ...process.env, ...trackingEnvironment(dir, library.path, process.env) }, encoding: 'utf8' });
+  const out = runCUnderTracker(dir, join(__dirname, 'fixtures', 'forks-while-recording.c'), ['1000', '2']);
   expect(JSON.parse(out)).toEqual({ stuck: 0, forks: 1000 });
   // Each child recorded its open in a file of its own (the recorder mapped it after the fork).
   expect(execFileSync('sh', ['-c', `ls ${JSON.stringify(dir)} | grep -c '^native-'`], { encoding: 'utf8' }).trim()).toBe('1001');

@@ -6,14 +6,14 @@
  * process's), and a child forked from a thread with a table of its own has
  * one thread, whose table is the child's. Their opens are recorded.
  */
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { openFdTable } from '../../src/fd';
-import { fdOrigin, fdtrackLibrary, trackingEnvironment } from '../../src/fd-track';
+import { fdOrigin } from '../../src/fd-track';
 import { fdTableSettles } from '../util/processes';
+import { runCUnderTracker } from '../util/tracked-c';
 
 let dir: string;
 
@@ -27,11 +27,7 @@ afterEach(() => {
 
 test("opens in a table that is the process's are recorded, after an unshare that copied nothing and in a child forked from a thread with a table of its own", async () => {
   const before = openFdTable();
-  const library = fdtrackLibrary(dir);
-  if (library.path === undefined) throw new Error(`the interposer could not be built: ${library.unavailable}`);
-  const program = join(dir, 'own-table');
-  execFileSync('cc', ['-O0', '-pthread', '-o', program, join(__dirname, 'fixtures', 'own-table.c')]);
-  const out = JSON.parse(execFileSync(program, { env: { ...process.env, ...trackingEnvironment(dir, library.path, process.env) }, encoding: 'utf8' })) as Record<string, number>;
+  const out = JSON.parse(runCUnderTracker(dir, join(__dirname, 'fixtures', 'own-table.c'))) as Record<string, number>;
   expect(out['unshared']).toBe(0);
   expect(fdOrigin(dir, out['pid']!, out['before']!, '/dev/null')).toMatchObject({ call: 'open' });
   expect(fdOrigin(dir, out['pid']!, out['after']!, '/dev/full')).toMatchObject({ call: 'open' });
