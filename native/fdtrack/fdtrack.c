@@ -555,6 +555,7 @@ static __typeof__(syscall) *real_syscall;
  * a thread that is not the leader is taken to have one of its own.
  */
 static int table_is_own(void) {
+  if (!real_syscall) real_syscall = (__typeof__(syscall) *)dlsym(RTLD_NEXT, "syscall");
   long self = real_syscall(SYS_getpid);
   long tid = real_syscall(SYS_gettid);
   if (tid == self) return 0;
@@ -565,7 +566,7 @@ static int table_is_own(void) {
 REAL(unshare);
 int unshare(int flags) {
   int r = RESOLVE(unshare)(flags);
-  if (r == 0 && (flags & CLONE_FILES) && real_syscall) own_table = table_is_own();
+  if (r == 0 && (flags & CLONE_FILES)) own_table = table_is_own();
   return r;
 }
 

@@ -2,7 +2,7 @@
  * The log command: a command whose log output the client can redirect into
  * a file, pipe or terminal it opened itself, wherever the command runs.
  */
-import { openSync, closeSync, constants as fsConstants } from 'node:fs';
+import { openSync, closeSync, constants as fsConstants, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 
 import { resolve } from 'node:path';
@@ -302,6 +302,15 @@ export function parseLogfileArgument(argument: string): LogTarget {
   return { kind: 'file', path: resolve(argument), truncate: false };
 }
 
+/** Whether `path` names a FIFO now (following symlinks); false where nothing, or nothing readable, is there. */
+function isFifo(path: string): boolean {
+  try {
+    return statSync(path).isFIFO();
+  } catch {
+    return false;
+  }
+}
+
 /**
  * The `--logfile` option, client side: opens the target here, duplicates it
  * into the command's context and redirects the command's log there. The file
@@ -316,25 +325,30 @@ export async function logRedirectOption(connection: Connection, argument: string
   } else if (target.kind === 'stderr') {
     fd = 2;
   } else {
-    // O_NONBLOCK: a blocking open of a FIFO waits, without end, for a
-    // reader; this one fails at once with ENXIO when there is none.
+    // A FIFO is opened with O_NONBLOCK: a blocking open waits, without end,
+    // for a reader, this one fails at once with ENXIO when there is none.
+    // Any other file as before (O_NONBLOCK would make an open that waits for
+    // a lease to be broken fail with EWOULDBLOCK instead).
+    const fifo = isFifo(target.path);
     const flags =
-      fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_NONBLOCK | (target.truncate ? fsConstants.O_TRUNC : fsConstants.O_APPEND);
+      fsConstants.O_WRONLY | fsConstants.O_CREAT | (fifo ? fsConstants.O_NONBLOCK : 0) | (target.truncate ? fsConstants.O_TRUNC : fsConstants.O_APPEND);
     try {
       fd = openSync(target.path, flags, 0o664);
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
-      if (e.code !== 'ENXIO' || e.errno === undefined) throw err;
+      if (!fifo || e.code !== 'ENXIO' || e.errno === undefined) throw err;
       throw new SystemError(e.errno, 'open', `--logfile ${target.path}: it is a FIFO that nobody reads (ENXIO; open it for reading first, e.g. \`cat ${target.path}\`)`, { cause: err });
     }
     opened = true;
-    try {
-      // The flag is the open file's, which the command's copy shares: its
-      // writes block, as to any file, while a reader is behind.
-      setFdFlags(fd, { nonblock: false });
-    } catch (err) {
-      closeSync(fd);
-      throw err;
+    if (fifo) {
+      try {
+        // The flag is the open file's, which the command's copy shares: its
+        // writes block, as to any file, while a reader is behind.
+        setFdFlags(fd, { nonblock: false });
+      } catch (err) {
+        closeSync(fd);
+        throw err;
+      }
     }
   }
   try {

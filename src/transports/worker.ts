@@ -9,6 +9,7 @@
  * read are charged `sendQueueLimit` bytes rejects with QueueFullError.
  */
 import { constants as osConstants } from 'node:os';
+import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 
 import { BaseConnection, queueFullError, type CommandLocation, type ConnectOptions } from '../connection';
@@ -167,9 +168,9 @@ export class WorkerConnection extends BaseConnection {
     // (RestartWorker); the next start puts a placeholder at that number
     // first (native.loopStartBegins), so one more start is enough unless the
     // program closes another such fd meanwhile.
-    // One deadline for every start: options.timeoutMs bounds the connect.
+    // One deadline for every start: options.timeoutMs bounds the connect (a monotonic clock: a step of the wall clock changes nothing).
     const timeoutMs = options.timeoutMs ?? 10_000;
-    const deadline = Date.now() + timeoutMs;
+    const deadline = performance.now() + timeoutMs;
     for (let attempt = 1; ; attempt++) {
       try {
         return await WorkerConnection.#start(command, limit, options, timeoutMs, deadline);
@@ -203,7 +204,7 @@ export class WorkerConnection extends BaseConnection {
       native.loopStartEnds(loopStart);
       throw err;
     }
-        try {
+    try {
       // The connection is made, and listens for the worker's messages and
       // its exit, in the handler of 'ready' itself, not after an await: a
       // worker that ends right after it is ready may have its ready and its
@@ -211,7 +212,7 @@ export class WorkerConnection extends BaseConnection {
       // with no microtask between, and an 'exit' listener added later would
       // never run (calls waiting forever, the given fds never swept).
       return await new Promise<WorkerConnection>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new TimeoutError(`connect: the worker's command was not ready within ${timeoutMs} ms (options.timeoutMs)`)), Math.max(0, deadline - Date.now()));
+        const timer = setTimeout(() => reject(new TimeoutError(`connect: the worker's command was not ready within ${timeoutMs} ms (options.timeoutMs)`)), Math.max(0, deadline - performance.now()));
         const done = (): void => {
           clearTimeout(timer);
           worker.off('message', onMessage).off('error', onError).off('exit', onExit);

@@ -35,3 +35,13 @@ test("opens in a table that is the process's are recorded, after an unshare that
   expect(fdOrigin(dir, out['child']!, out['childFd']!, '/dev/zero')).toMatchObject({ call: 'open' });
   expect(await fdTableSettles(process.pid, before)).toBe('');
 });
+
+test("a thread whose first act is unshare(CLONE_FILES) records nothing: its socket at the number of the process's file leaves that file's record", async () => {
+  const before = openFdTable();
+  const out = JSON.parse(runCUnderTracker(dir, join(__dirname, 'fixtures', 'own-table-first.c'))) as Record<string, number>;
+  // The same number in two tables: the process's file, the thread's socket.
+  expect(out['theirs']).toBe(out['ours']);
+  expect(fdOrigin(dir, out['pid']!, out['ours']!, '/dev/full')).toMatchObject({ call: 'open' });
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+});
+

@@ -5,6 +5,7 @@
  */
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { closeSync, constants, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -91,6 +92,20 @@ test('a FIFO that nobody reads: a clear error naming it, exit status 3, no wait 
   expect(code).toBe(3);
   expect(stderr).toContain(`--logfile ${fifo}: it is a FIFO that nobody reads`);
   expect(stderr).toMatch(/ENXIO/);
+});
+
+test('a Unix socket path (open gives ENXIO too): its error, not said to be a FIFO nobody reads', async () => {
+  const path = join(cwd, 'log.sock');
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(path, resolve));
+  try {
+    const { code, stderr } = await logUnhung(path, 'unread');
+    expect(code).toBe(3);
+    expect(stderr).toMatch(/ENXIO/);
+    expect(stderr).not.toContain('FIFO');
+  } finally {
+    await new Promise((resolve) => server.close(resolve));
+  }
 });
 
 test("a FIFO with a reader gets the line; the command's copy is a blocking fd", async () => {
