@@ -24,22 +24,6 @@
 
 namespace fdbridge {
 
-int StartQuietThread(pthread_t* thread, void* (*main)(void*), void* arg) {
-  pthread_attr_t attr;
-  int r = pthread_attr_init(&attr);
-  if (r != 0) return -r;
-  size_t stack = 256 * 1024;
-  if (stack < static_cast<size_t>(PTHREAD_STACK_MIN)) stack = static_cast<size_t>(PTHREAD_STACK_MIN);
-  pthread_attr_setstacksize(&attr, stack);
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  r = pthread_create(thread, &attr, main, arg);
-  pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  pthread_attr_destroy(&attr);
-  return -r;
-}
-
 namespace {
 
 // One hold: its thread, and what it and the thread that made it tell each

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/kcmp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1893,6 +1894,23 @@ int FdSetNonblock(int fd, bool on) {
 
 // The leak checker's view of tables (declared in fd_hold.h): here, beside
 // FdList, which reads each entry's file with it.
+
+int StartQuietThread(pthread_t* thread, void* (*main)(void*), void* arg) {
+  pthread_attr_t attr;
+  int r = pthread_attr_init(&attr);
+  if (r != 0) return -r;
+  size_t stack = 256 * 1024;
+  if (stack < static_cast<size_t>(PTHREAD_STACK_MIN)) stack = static_cast<size_t>(PTHREAD_STACK_MIN);
+  pthread_attr_setstacksize(&attr, stack);
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  r = pthread_create(thread, &attr, main, arg);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  pthread_attr_destroy(&attr);
+  return -r;
+}
+
 
 // The two lines come first (pos, flags, mnt_id, ino: fs/proc/fd.c
 // seq_show), so the head of the file is enough; what follows (locks, an
