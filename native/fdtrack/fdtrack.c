@@ -532,7 +532,8 @@ static int libuv_epoll_ring(unsigned entries, const struct io_uring_params *para
  * vouches for a ring.
  */
 static void forget_libuv_ring(long fd) {
-  if (!records || own_table || fd < 0 || fd >= MAX_FDS) return;
+  /* Above every number a libuv ring was recorded at (most closes): no record to read. */
+  if (!records || own_table || fd < 0 || fd > atomic_load(&highest_libuv_ring) || fd >= MAX_FDS) return;
   struct fdtrack_record *r = &records[fd];
   if (r->kind != K_IO_URING_LIBUV) return;
   r->seq = 0;
@@ -621,12 +622,13 @@ long syscall(long number, ...) {
     /* While a record is being made (busy) module_lock may be held: the ring is then not taken as libuv's. */
     int libuv = !busy && libuv_epoll_ring((unsigned)a, (const struct io_uring_params *)b, __builtin_return_address(0));
     if (!libuv) __atomic_fetch_or(&header->flags, FLAG_IO_URING, __ATOMIC_RELEASE);
-    record((int)r, libuv ? K_IO_URING_LIBUV : K_IO_URING);
+    /* The bound first: a close of the number in another thread once the record is there finds it under the bound. */
     if (libuv) {
       long top = atomic_load(&highest_libuv_ring);
       while (r > top && !atomic_compare_exchange_weak(&highest_libuv_ring, &top, r)) {
       }
     }
+    record((int)r, libuv ? K_IO_URING_LIBUV : K_IO_URING);
   }
 #endif
   return r;
