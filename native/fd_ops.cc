@@ -1,6 +1,5 @@
 #include "fd_ops.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -1942,13 +1941,22 @@ int ReadFileIdFrom(int f, std::string* out) {
 
 }  // namespace
 
+namespace {
+
+// Opens `name` in the directory `dir` with a number of this process's
+// table, its install noted as one step with the open: an fd, or -errno.
+int OpenNoted(int dir, const char* name, int flags) {
+  OwnedFdsLock lock;
+  int fd = FdInstalled(openat(dir, name, flags | O_CLOEXEC));
+  return fd < 0 ? -errno : fd;
+}
+
+}  // namespace
+
 int FdReadFileId(int dir, const char* name, std::string* out) {
-  UniqueFd f;
-  {
-    OwnedFdsLock lock;  // opened and its install noted as one step
-    f.reset(FdInstalled(openat(dir, name, O_RDONLY | O_CLOEXEC)));
-  }
-  if (!f) return -errno;
+  int fd = OpenNoted(dir, name, O_RDONLY);
+  if (fd < 0) return fd;
+  UniqueFd f(fd);
   return ReadFileIdFrom(f.get(), out);
 }
 
@@ -1959,26 +1967,15 @@ int FdFileId(pid_t pid, int fd, std::string* out) {
   } else {
     snprintf(path, sizeof(path), "/proc/%d/fdinfo", static_cast<int>(pid));
   }
-  UniqueFd dir;
-  {
-    OwnedFdsLock lock;  // opened and its install noted as one step
-    dir.reset(FdInstalled(open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)));
-  }
-  if (!dir) return -errno;
+  int at = OpenNoted(AT_FDCWD, path, O_RDONLY | O_DIRECTORY);
+  if (at < 0) return at;
+  UniqueFd dir(at);
   char name[16];
   snprintf(name, sizeof(name), "%d", fd);
   return FdReadFileId(dir.get(), name, out);
 }
 
 namespace {
-
-// An FdList walk on a thread of its own (ListInOwnTable).
-struct OwnTableList {
-  pid_t pid;
-  bool files;
-  std::vector<FdEntry>* out;
-  int err = 0;
-};
 
 // A getdents64 entry (linux/dirent.h has no userspace definition).
 struct Dirent64 {
@@ -1987,6 +1984,57 @@ struct Dirent64 {
   unsigned short d_reclen;
   unsigned char d_type;
   char d_name[];
+};
+
+// How a walk opens and closes the fdinfo files it reads: with numbers of
+// this process's table, noted in the registry (ListInThisTable), or by raw
+// system calls in a table of the walking thread's own (ListInOwnTable).
+struct InfoFiles {
+  int (*open)(int info, const char* name);  // an fd, or -errno
+  void (*close)(int fd);
+};
+
+// The walk both FdList's ways share: the entries of /proc/<pid>/fd, open at
+// `dir`, into `out`, each fd's number and link target and, with `info` (its
+// fdinfo directory; -1: not wanted), its file id (left empty where it
+// cannot be read). `skip_a` and `skip_b` are left out (the walk's own
+// directories when it lists this table). 0 or -errno; -EMFILE when an
+// fdinfo file found no number free (the caller reads again elsewhere).
+int WalkFdDirectory(int dir, int info, const InfoFiles& files, int skip_a, int skip_b, std::vector<FdEntry>* out) {
+  out->clear();
+  alignas(Dirent64) char buf[8192];
+  for (;;) {
+    long n = syscall(SYS_getdents64, dir, buf, sizeof(buf));
+    if (n == 0) return 0;
+    if (n < 0) return -errno;
+    for (long at = 0; at < n;) {
+      const Dirent64* d = reinterpret_cast<const Dirent64*>(buf + at);
+      at += d->d_reclen;
+      char* end = nullptr;
+      long fd = strtol(d->d_name, &end, 10);
+      if (end == d->d_name || *end != '\0') continue;  // "." and ".."
+      if (fd == skip_a || fd == skip_b) continue;
+      char target[4096];
+      ssize_t len = readlinkat(dir, d->d_name, target, sizeof(target) - 1);
+      if (len < 0) continue;  // closed since (another thread)
+      FdEntry e{static_cast<int>(fd), std::string(target, static_cast<size_t>(len)), std::string()};
+      if (info >= 0) {
+        int f = files.open(info, d->d_name);
+        if (f == -EMFILE) return -EMFILE;
+        if (f < 0 || ReadFileIdFrom(f, &e.file) != 0) e.file.clear();
+        if (f >= 0) files.close(f);
+      }
+      out->push_back(std::move(e));
+    }
+  }
+}
+
+// An FdList walk on a thread of its own (ListInOwnTable).
+struct OwnTableList {
+  pid_t pid;
+  bool files;
+  std::vector<FdEntry>* out;
+  int err = 0;
 };
 
 // FdList's walk of /proc/<pid>/fd (and fdinfo) for a table with no number
@@ -2012,31 +2060,17 @@ void* ListInOwnTable(void* arg) {
     snprintf(path, sizeof(path), "/proc/%d/fdinfo", static_cast<int>(job->pid));
     info = static_cast<int>(syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC));  // this thread's own table
   }
-  if (dir < 0 || (job->files && info < 0)) job->err = -errno;
-  alignas(Dirent64) char buf[8192];
-  while (job->err == 0) {
-    long n = syscall(SYS_getdents64, dir, buf, sizeof(buf));
-    if (n <= 0) {
-      if (n < 0) job->err = -errno;
-      break;
-    }
-    for (long at = 0; at < n;) {
-      const Dirent64* d = reinterpret_cast<const Dirent64*>(buf + at);
-      at += d->d_reclen;
-      char* end = nullptr;
-      long fd = strtol(d->d_name, &end, 10);
-      if (end == d->d_name || *end != '\0') continue;  // "." and ".."
-      char target[4096];
-      ssize_t len = readlinkat(dir, d->d_name, target, sizeof(target) - 1);
-      if (len < 0) continue;  // closed since
-      FdEntry e{static_cast<int>(fd), std::string(target, static_cast<size_t>(len)), std::string()};
-      if (job->files) {
-        int f = static_cast<int>(syscall(SYS_openat, info, d->d_name, O_RDONLY | O_CLOEXEC));  // this thread's own table
-        if (f < 0 || ReadFileIdFrom(f, &e.file) != 0) e.file.clear();
-        if (f >= 0) syscall(SYS_close, f);
-      }
-      job->out->push_back(std::move(e));
-    }
+  if (dir < 0 || (job->files && info < 0)) {
+    job->err = -errno;
+  } else {
+    static const InfoFiles raw = {
+        [](int at, const char* name) {
+          int f = static_cast<int>(syscall(SYS_openat, at, name, O_RDONLY | O_CLOEXEC));  // this thread's own table
+          return f < 0 ? -errno : f;
+        },
+        [](int f) { syscall(SYS_close, f); },
+    };
+    job->err = WalkFdDirectory(dir, info, raw, -1, -1, job->out);
   }
   syscall(SYS_close_range, 0U, ~0U, 0U);
   return nullptr;
@@ -2057,63 +2091,32 @@ int ListInTableOfItsOwn(pid_t pid, std::vector<FdEntry>* out, bool files) {
 // FdList's walk with numbers of this process's table: -EMFILE when an open
 // of it (a directory, an fdinfo file) found none free.
 int ListInThisTable(pid_t pid, std::vector<FdEntry>* out, bool files) {
-  char dir_path[64];
-  if (pid == getpid()) pid = 0;  // our own table: leave our directory streams out
+  char path[64];
+  if (pid == getpid()) pid = 0;  // our own table: leave our directory fds out
   if (pid <= 0) {
-    snprintf(dir_path, sizeof(dir_path), "/proc/self/");
+    snprintf(path, sizeof(path), "/proc/self/");
   } else {
-    snprintf(dir_path, sizeof(dir_path), "/proc/%d/", static_cast<int>(pid));
+    snprintf(path, sizeof(path), "/proc/%d/", static_cast<int>(pid));
   }
-  size_t base = strlen(dir_path);
+  size_t base = strlen(path);
   UniqueFd info;
   if (files) {
-    snprintf(dir_path + base, sizeof(dir_path) - base, "fdinfo");
-    OwnedFdsLock lock;  // opened and its install noted as one step
-    info.reset(FdInstalled(open(dir_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)));
-    if (!info) return -errno;
+    snprintf(path + base, sizeof(path) - base, "fdinfo");
+    int at = OpenNoted(AT_FDCWD, path, O_RDONLY | O_DIRECTORY);
+    if (at < 0) return at;
+    info.reset(at);
   }
-  snprintf(dir_path + base, sizeof(dir_path) - base, "fd");
-  DIR* dir;
-  {
-    OwnedFdsLock lock;  // opened and its install noted as one step
-    dir = opendir(dir_path);  // installed: FdInstalled below (glibc opens it O_CLOEXEC)
-    if (dir != nullptr) FdInstalled(dirfd(dir));
-  }
-  if (dir == nullptr) return -errno;
+  snprintf(path + base, sizeof(path) - base, "fd");
+  int at = OpenNoted(AT_FDCWD, path, O_RDONLY | O_DIRECTORY);
+  if (at < 0) return at;
+  UniqueFd dir(at);
+  static const InfoFiles noted = {
+      [](int at, const char* name) { return OpenNoted(at, name, O_RDONLY); },
+      [](int f) { UniqueFd closing(f); },
+  };
   // Our own directory fds show up in /proc/self/fd; they are not part of
   // the table we were asked about.
-  int self_dir_fd = pid <= 0 ? dirfd(dir) : -1;
-  int self_info_fd = pid <= 0 ? info.get() : -1;
-  out->clear();
-  for (;;) {
-    // readdir signals an error only through errno; the calls below may
-    // leave their own errno behind, so clear it before every call.
-    errno = 0;
-    struct dirent* ent = readdir(dir);
-    if (ent == nullptr) break;
-    if (ent->d_name[0] == '.') continue;
-    char* end = nullptr;
-    long n = strtol(ent->d_name, &end, 10);
-    if (end == ent->d_name || *end != '\0') continue;
-    if (static_cast<int>(n) == self_dir_fd || static_cast<int>(n) == self_info_fd) continue;
-    char target[4096];
-    ssize_t len = readlinkat(dirfd(dir), ent->d_name, target, sizeof(target) - 1);
-    // The fd may close between readdir and readlink (another thread): skip it.
-    if (len < 0) continue;
-    FdEntry e{static_cast<int>(n), std::string(target, static_cast<size_t>(len)), std::string()};
-    if (files) {
-      int r = FdReadFileId(info.get(), ent->d_name, &e.file);
-      if (r == -EMFILE) {
-        closedir(dir);
-        return -EMFILE;
-      }
-      if (r != 0) e.file.clear();
-    }
-    out->push_back(std::move(e));
-  }
-  int err = errno;  // 0 at the end of the directory
-  closedir(dir);
-  return err != 0 ? -err : 0;
+  return WalkFdDirectory(dir.get(), info.get(), noted, pid <= 0 ? dir.get() : -1, pid <= 0 ? info.get() : -1, out);
 }
 
 }  // namespace
