@@ -81,6 +81,19 @@ export class SystemError extends FdBridgeError {
 }
 
 /**
+ * `err`, a Node error that carries a system errno (libuv's: `errno` a
+ * number, `code` its name), as a SystemError for `syscall`, the call or step
+ * that failed; the message says `what` could not be done, and why. `errno`:
+ * the errno when `err` names it some other way. Undefined for an error with
+ * no errno.
+ */
+export function systemErrorOf(err: unknown, syscall: string, what: string, errno: unknown = (err as { errno?: unknown } | null)?.errno): SystemError | undefined {
+  if (typeof errno !== 'number' || !Number.isInteger(errno) || errno === 0) return undefined;
+  const neg = errno > 0 ? -errno : errno;
+  return new SystemError(neg, syscall, `${what}: ${syscall} failed: ${errnoName(neg)} (${describeErrno(neg)})`, { cause: err });
+}
+
+/**
  * The refusal of `fd`, one of fdbridge's own numbers (its registry: a
  * connection's or a daemon's socket, a pin, a command's copy), named to
  * `operation` where a caller names its own fds: a SystemError EBADF naming

@@ -11,7 +11,7 @@ import type { ChildProcess } from 'node:child_process';
 import { killIfSpawned, spawnReapedAtTeardown, waitForExit } from '../child-process';
 import type { ConnectOptions } from '../connection';
 import { normalizeCommandSpec } from '../command';
-import { PeerExitedError, type PeerExit } from '../errors';
+import { PeerExitedError, systemErrorOf, type PeerExit } from '../errors';
 import { constants, native } from '../native';
 import { requireDistFile } from '../paths';
 import { FRAME_SOCKET_OPTIONS, type ReadyPayload } from '../protocol';
@@ -112,6 +112,15 @@ export async function spawnCommandProcess(
     // socket alive after the child died and hide its EOF.
     native.close(theirs);
   }
+  if (child.pid === undefined) {
+    // spawn() failed (EMFILE, ENFILE, EACCES, ENOENT), and Node reports it
+    // by 'error' on the next tick, not by a throw. A HELLO sent meanwhile
+    // fails with EPIPE (the child's end is closed), which says nothing of
+    // the cause, so no handshake starts: connect rejects with spawn's errno.
+    socket.close();
+    const err = await new Promise<unknown>((resolve) => child.once('error', resolve));
+    throw systemErrorOf(err, 'spawn', `connect: the ${transport} process could not be started`) ?? err;
+  }
   const spawnError = new Promise<never>((_, reject) => child.once('error', reject));
   spawnError.catch(() => undefined);
   try {
@@ -136,7 +145,7 @@ export async function spawnCommandProcess(
         signal: child.signalCode,
       });
     }
-    // No pid (spawn failed: EMFILE): no process to kill or wait for.
+    // A child that has exited is not signalled: its pid may be someone else's by now.
     if (killIfSpawned(child)) await waitForExit(child, 1000);
     throw err;
   }
