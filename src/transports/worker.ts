@@ -14,7 +14,7 @@ import { Worker } from 'node:worker_threads';
 
 import { BaseConnection, queueFullError, type CommandLocation, type ConnectOptions } from '../connection';
 import { normalizeCommandSpec } from '../command';
-import { ClosedError, PeerExitedError, ProtocolError, RemoteError, SystemError, TimeoutError, type RemoteErrorInfo } from '../errors';
+import { ClosedError, PeerExitedError, ProtocolError, RemoteError, SystemError, systemErrorOf, TimeoutError, type RemoteErrorInfo } from '../errors';
 import { native, type FdList } from '../native';
 import { requireDistFile } from '../paths';
 import { resultFromJson } from '../json-value';
@@ -67,6 +67,44 @@ class RestartWorker extends Error {
         'the program closed behind its back as the thread started; closing an fd fdbridge made is the program\'s bug',
     );
   }
+}
+
+/**
+ * libuv's messages (uv_strerror) for the errnos of a full fd table. Node 24's
+ * module loader puts only the message in the error it throws when the
+ * package.json it looks up cannot be opened (ERR_INVALID_PACKAGE_CONFIG,
+ * "Cannot read package config PATH: too many open files.").
+ */
+const FULL_TABLE_MESSAGES: readonly (readonly [name: string, message: string])[] = [
+  ['EMFILE', 'too many open files'],
+  ['ENFILE', 'file table overflow'],
+];
+
+/**
+ * What connect rejects with for `err`, the worker's 'error' before it was
+ * ready, when a system call failed (the fd table full, most often): a
+ * SystemError with its errno. Node reports a failed start of the thread's
+ * event loop (uv_loop_init in node_worker.cc) as ERR_WORKER_INIT_FAILED
+ * with only the errno's name in the message; a failed open of the entry
+ * file as the fs error thrown in the thread (errno and syscall kept); a
+ * failed open of a package.json on the way as ERR_INVALID_PACKAGE_CONFIG
+ * with only libuv's message for the errno. Any other error is the worker's
+ * own and passes unchanged.
+ */
+function workerStartError(err: Error): Error {
+  const what = `connect: the worker could not be started (${err.message})`;
+  const errnos = osConstants.errno as Record<string, number | undefined>;
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ERR_WORKER_INIT_FAILED') {
+    const name = /\b(E[A-Z0-9]+)$/.exec(err.message)?.[1];
+    return systemErrorOf(err, 'uv_loop_init', what, name === undefined ? undefined : errnos[name]) ?? err;
+  }
+  if (code === 'ERR_INVALID_PACKAGE_CONFIG') {
+    const name = FULL_TABLE_MESSAGES.find(([, message]) => err.message.includes(message))?.[0];
+    return systemErrorOf(err, 'open', what, name === undefined ? undefined : errnos[name]) ?? err;
+  }
+  const syscall = (err as NodeJS.ErrnoException).syscall;
+  return systemErrorOf(err, typeof syscall === 'string' ? syscall : 'worker', what) ?? err;
 }
 
 /** Test hook: set, each worker started is held before it registers its loop's fds (see WorkerData.startHold). */
@@ -226,7 +264,7 @@ export class WorkerConnection extends BaseConnection {
         };
         const onError = (err: Error): void => {
           done();
-          reject(err);
+          reject(workerStartError(err));
         };
         const onExit = (code: number): void => {
           done();
