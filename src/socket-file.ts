@@ -137,8 +137,8 @@ export function bindReplacingStale<T>(path: string, type: number, bind: () => T,
 
 /**
  * True when a socket of this network namespace is bound at `path`, listening
- * or not (/proc/net/unix; the last column is the path it was bound with).
- * A dead process's socket is gone from there once its last fd is closed.
+ * or not (/proc/net/unix). A dead process's socket is gone from there once
+ * its last fd is closed.
  */
 function boundInThisNamespace(path: string): boolean {
   let table: string;
@@ -147,15 +147,12 @@ function boundInThisNamespace(path: string): boolean {
   } catch {
     return false;
   }
-  const absolute = resolve(path);
-  // Num RefCount Protocol Flags Type St Inode Path: the path may hold spaces.
-  return table
-    .split('\n')
-    .slice(1)
-    .some((line) => {
-      const bound = line.trim().split(/\s+/).slice(7).join(' ');
-      return bound !== '' && !bound.startsWith('@') && (bound === path || bound === absolute);
-    });
+  // The kernel (unix_seq_show) prints "%pK: %08X %08X %08X %04X %02X %5lu", then a space and the
+  // name as it was bound, byte for byte (spaces, tabs and newlines too), then "\n": so the name is
+  // matched whole after that prefix, never split on whitespace. A name bound relative to another
+  // working directory, or through a symlink, is not recognised. An abstract name is printed as
+  // "@name": a relative path that starts with "@" may match one, which only keeps a stale file.
+  return [path, resolve(path)].some((name) => new RegExp(`^[0-9a-f]+: (?:[0-9A-F]+ ){5} *[0-9]+ ${name.replace(/[\\^$.*+?()[\]{}|]/g, '\\$&')}$`, 'm').test(table));
 }
 
 /** The identity of the socket file at `path`, to recognise it later (unlinkOwnSocketFile). */
