@@ -458,6 +458,25 @@ describe('bindReplacingStale: a dead process\'s socket file is replaced, nobody 
       expect(reaches(path, bindSeqpacket(s, path, IN_USE))).toBe(true);
     }));
 
+  test("without /proc/net/unix to read (a sandbox that does not mount /proc), a stale file is still replaced: the probe's ECONNREFUSED decides alone", () =>
+    withScope((s) => {
+      const path = join(s.dir(), 'no-proc.sock');
+      staleSocket(path);
+      // The module's own fs (not a copy of its exports), so that socket-file's calls see the replacement.
+      const fs = require('node:fs') as typeof import('node:fs');
+      const real = fs.readFileSync;
+      const read = jest.spyOn(fs, 'readFileSync').mockImplementation(((file: unknown, ...rest: unknown[]) => {
+        if (file === '/proc/net/unix') throw Object.assign(new Error(`ENOENT: no such file or directory, open '${file}'`), { code: 'ENOENT' });
+        return (real as (...a: unknown[]) => unknown)(file, ...rest);
+      }) as typeof fs.readFileSync);
+      try {
+        expect(reaches(path, bindSeqpacket(s, path, IN_USE))).toBe(true);
+        expect(read).toHaveBeenCalledWith('/proc/net/unix', 'utf8');
+      } finally {
+        read.mockRestore();
+      }
+    }));
+
   test('what is not a socket is never removed: a file, a symlink (to a stale socket), named in the error', () =>
     withScope((s) => {
       const dir = s.dir();
