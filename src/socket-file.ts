@@ -11,7 +11,7 @@
  * - A private directory is a real directory (not a symlink), ours, 0700.
  * - A socket's directory is writable by nobody but us (checkSocketDirectory).
  */
-import { lstatSync, mkdirSync, readFileSync, realpathSync, unlinkSync } from 'node:fs';
+import { lstatSync, mkdirSync, readFileSync, realpathSync, unlinkSync, type Stats } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 
 import { FdBridgeError, SystemError } from './errors';
@@ -130,8 +130,7 @@ export function bindReplacingStale<T>(path: string, type: number, bind: () => T,
   // Nobody is bound: a dead process's leftover. Remove it, then bind again
   // (a racing process that binds first makes this fail with EADDRINUSE, as
   // it should).
-  const again = lstatSync(path);
-  if (again.isSocket() && again.ino === st.ino && again.dev === st.dev) unlinkSync(path);
+  if (isThatSocketFile(lstatSync(path), st)) unlinkSync(path);
   return bind();
 }
 
@@ -161,6 +160,11 @@ export interface SocketFileIdentity {
   ino: number;
 }
 
+/** True when `st` is a socket file and the very one `identity` names (its device and inode number). */
+function isThatSocketFile(st: Stats, identity: SocketFileIdentity): boolean {
+  return st.isSocket() && st.dev === identity.dev && st.ino === identity.ino;
+}
+
 export function socketFileIdentity(path: string): SocketFileIdentity {
   const st = lstatSync(path);
   return { dev: st.dev, ino: st.ino };
@@ -170,8 +174,7 @@ export function socketFileIdentity(path: string): SocketFileIdentity {
 export function unlinkOwnSocketFile(path: string, identity: SocketFileIdentity | undefined): void {
   if (!identity) return;
   try {
-    const st = lstatSync(path);
-    if (st.isSocket() && st.dev === identity.dev && st.ino === identity.ino) unlinkSync(path);
+    if (isThatSocketFile(lstatSync(path), identity)) unlinkSync(path);
   } catch {
     // already removed
   }
