@@ -24,7 +24,7 @@ import { connect, missingCapabilities, transportNames, type CommandSpec, type Co
 import { PROBE_COMMAND } from '../src/commands/probe-command';
 import { packageRoot } from '../src/paths';
 import { diffFdTables, openFdTable } from '../src/fd';
-import { fdOrigin } from '../src/fd-track';
+import { leakOrigin } from '../src/fd-track';
 import { describeFdEntry } from '../src/leak-check';
 import { describeRuntimeFd, warmRuntimeFds } from '../src/runtime-fds';
 import { requireModule } from '../src/ts-modules';
@@ -383,7 +383,7 @@ interface RowEnvironment {
 
 /** The leak, with where it was opened (src/fd-track.ts), read right away: the records of a process outlive it, a reused fd number does not. */
 function withOrigin(leak: Leak, dir: string): Leak {
-  return { ...leak, openedAt: fdOrigin(dir, leak.pid, leak.fd, leak.target) ?? { call: 'unseen' } };
+  return { ...leak, openedAt: leakOrigin(dir, leak.pid, leak.fd, leak.target) };
 }
 
 function leakMatches(leak: Leak, m: LeakMatcher): boolean {

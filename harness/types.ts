@@ -156,7 +156,7 @@ export interface Leak {
   role: string;
   fd: number;
   target: string;
-  /** With --track-fds: the call and the JS and native stacks that opened it (call 'unseen' when no recorder saw it). */
+  /** With --track-fds: the call and the JS and native stacks that opened it (call 'unseen' when no recorder saw it, 'untracked' when none ran in its process). */
   openedAt?: FdOrigin;
 }
 

@@ -318,12 +318,24 @@ let wrapped = false;
 export function installJsTracking(own: boolean = isMainThread): void {
   const dir = process.env[ENV_DIR];
   if (!dir || logFd !== undefined) return;
-  // The interposer maps its file as the process starts, before any JS runs.
-  const nativeRecords = join(dir, `native-${process.pid}.bin`);
-  nativeFile = existsSync(nativeRecords) ? nativeRecords : undefined;
   // Stryker disable next-line ConditionalExpression: forced true, a worker started by a recording thread (its preload) opens a log of its own on the same file instead of writing through its creator's: the same records; not equivalent, one more fd for the worker's life (its teardown closes it), opened before any check in it
   if (own) {
-    logFd = ownLog = openSync(join(dir, `js-${process.pid}.log`), 'a');
+    let log: number;
+    try {
+      log = openSync(join(dir, `js-${process.pid}.log`), 'a');
+    } catch {
+      // Tracking must not change what the program does: a process that
+      // cannot write its log runs unrecorded (one started as another user
+      // may not enter the directory, mkdtemp's mode 0700; a full disk, no
+      // fd left). Without a log of its own the reader says the process was
+      // not tracked (leakOrigin), and its workers find no log to write
+      // through (the numbers inherited in the environment are its
+      // parent's).
+      delete process.env[ENV_LOG_FD];
+      delete process.env[ENV_LOG_ID];
+      return;
+    }
+    logFd = ownLog = log;
     process.env[ENV_LOG_FD] = String(logFd);
     process.env[ENV_LOG_ID] = fileId(logFd);
   } else {
@@ -334,6 +346,9 @@ export function installJsTracking(own: boolean = isMainThread): void {
     logFd = inherited;
     inheritedId = id;
   }
+  // The interposer maps its file as the process starts, before any JS runs.
+  const nativeRecords = join(dir, `native-${process.pid}.bin`);
+  nativeFile = existsSync(nativeRecords) ? nativeRecords : undefined;
   if (wrapped) return;
   wrapped = true;
   // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -754,6 +769,23 @@ export function fdOrigin(dir: string, pid: number, fd: number, target: string): 
 }
 
 /**
+ * What the report gives for fd `fd` of process `pid` (naming `target` now):
+ * its origin (fdOrigin), else `call: 'unseen'` in a process a recorder ran
+ * in, and `call: 'untracked'` in one where none did: it was started before
+ * tracking began, or could not write its records (installJsTracking runs a
+ * process that cannot open its log unrecorded; fdtrack.c one that cannot
+ * map its file), so nothing it opened could have been seen.
+ */
+export function leakOrigin(dir: string, pid: number, fd: number, target: string): FdOrigin {
+  const origin = fdOrigin(dir, pid, fd, target);
+  if (origin) return origin;
+  // A directory removed under the check (a temporary directory cleaned) took
+  // every process's records with it: nothing tells then whether one ran.
+  const recorded = !existsSync(dir) || existsSync(join(dir, `js-${pid}.log`)) || existsSync(join(dir, `native-${pid}.bin`));
+  return { call: recorded ? 'unseen' : 'untracked' };
+}
+
+/**
  * Whether `pid` has an io_uring ring open now that can make fds, one the
  * native recorder may not have seen set up (liburing makes its system calls
  * itself); true when its fd table cannot be read. Only libuv's ring for
@@ -800,6 +832,10 @@ function libuvRingRecord(file: string, fd: number): boolean {
 export function describeFdOrigin(origin: FdOrigin | undefined, indent = '    '): string[] {
   // 'unseen' is how a leak with no record is kept (results.json): no call of that name opened it.
   if (!origin || origin.call === 'unseen') return [`${indent}opened by a call --track-fds did not see (no record for this fd)`];
+  // 'untracked': no recorder ran in the process (leakOrigin).
+  if (origin.call === 'untracked') {
+    return [`${indent}not tracked: --track-fds recorded nothing in this process (started before tracking began, or it could not write its records, as a process started as another user cannot)`];
+  }
   const lines = [
     origin.unconfirmed
       ? `${indent}opened by ${origin.call}, unless a close --track-fds cannot see (by a thread it does not record, or by native code) freed this number after that and a call it did not see put the same file here again`

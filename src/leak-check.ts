@@ -19,7 +19,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 import { FdBridgeError, SystemError } from './errors';
 import { backgroundCloseFds, CLOSES_GIVE_UP_MS, diffFdTables, FdTableHold, openFdTable, type FdTable } from './fd';
-import { describeFdOrigin, fdOrigin, startFdTracking, type FdOrigin } from './fd-track';
+import { describeFdOrigin, leakOrigin, startFdTracking, type FdOrigin } from './fd-track';
 import { native } from './native';
 import { describeRuntimeFd, warmRuntimeFds, type RuntimeFd } from './runtime-fds';
 
@@ -35,7 +35,7 @@ export interface FdEntry {
   role: string;
   fd: number;
   target: string;
-  /** With `trackFds`: where the fd was opened (the JS stack; call 'unseen' when no recorder saw it). */
+  /** With `trackFds`: where the fd was opened (the JS stack; call 'unseen' when no recorder saw it, 'untracked' when none ran in its process). */
   openedAt?: FdOrigin;
   /**
    * In `closed`: the fd was one fdbridge held for itself at the baseline (a
@@ -450,7 +450,7 @@ export async function checkFdLeaks(fn: () => unknown, options: FdCheckOptions = 
     // Stryker disable next-line ConditionalExpression: the test process warms its runtime fds before any test (test/setup), so `runtime` is checked in fresh processes (test/harness/runtime-fds.test.ts fails with it forced false), out of per-test coverage's sight
     const report = runtime.length > 0 ? { ...settled, runtime } : settled;
     if (!tracking) return report;
-    return { ...report, leaks: report.leaks.map((l) => ({ ...l, openedAt: fdOrigin(tracking.dir, l.pid, l.fd, l.target) ?? { call: 'unseen' } })) };
+    return { ...report, leaks: report.leaks.map((l) => ({ ...l, openedAt: leakOrigin(tracking.dir, l.pid, l.fd, l.target) })) };
   } finally {
     for (const snap of snapshots) snap.release();
     tracking?.stop();

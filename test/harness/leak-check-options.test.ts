@@ -246,7 +246,7 @@ describe('other processes', () => {
     }
   });
 
-  test('trackFds: a leak here names the call and the line that opened it, one in a process no recorder watched is unseen; tracking stops with the check', async () => {
+  test('trackFds: a leak here names the call and the line that opened it, one in a process no recorder watched is untracked; tracking stops with the check', async () => {
     const path = join(dir, 'tracked');
     const { child, said, exited } = opener(join(dir, 'untracked'));
     const env = { ...process.env };
@@ -270,8 +270,8 @@ describe('other processes', () => {
       const there = report.leaks.find((e) => e.pid === child.pid);
       expect(here).toMatchObject({ fd: mine, target: path, openedAt: { call: 'fs.openSync' } });
       expect(here?.openedAt?.js?.[0]).toMatch(/leak-check-options\.test\.ts:\d+:\d+/);
-      // Started before the check: nothing recorded what it opened.
-      expect(there).toMatchObject({ role: 'opener', target: join(dir, 'untracked'), openedAt: { call: 'unseen' } });
+      // Started before the check: no recorder ran in it.
+      expect(there).toMatchObject({ role: 'opener', target: join(dir, 'untracked'), openedAt: { call: 'untracked' } });
       // The report reads the origin under its leak.
       const text = describeFdLeakReport({ ...report, leaks: [here!] });
       expect(text.split('\n').slice(0, 3)).toEqual([
