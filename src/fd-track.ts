@@ -7,7 +7,8 @@
  * that the reader looks into after the fact, even once the process is gone:
  * - JS (this file's installJsTracking, preloaded with `--require` into every
  *   Node process and worker of a tracked run): wraps the JS calls that make
- *   fds (fs.open/openSync/promises.open, net connect/listen, child_process
+ *   fds (fs.open/openSync/promises.open, net connect/listen and the
+ *   connections a listening server accepts, child_process
  *   stdio pipes, and fdbridge's own native dup/pipe/memfd/eventfd/socket/
  *   pidfd calls), and appends `{ fd, target, call, stack }` to
  *   js-<pid>.log; the JS closes (fs.close/closeSync through Node's fs
@@ -388,8 +389,9 @@ export function installJsTracking(own: boolean = isMainThread): void {
   }
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const net = require('node:net') as typeof import('node:net');
-  wrapSync(net.Socket.prototype, 'connect', 'net.Socket.connect', (r) => [handleFd(r)]);
-  wrapSync(net.Server.prototype, 'listen', 'net.Server.listen', (r) => [handleFd(r)]);
+  wrapNetCall(net.Socket.prototype, 'connect', 'net.Socket.connect');
+  wrapNetCall(net.Server.prototype, 'listen', 'net.Server.listen');
+  wrapTcpHandle();
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const childProcess = require('node:child_process') as typeof import('node:child_process');
   const ChildProcess = (childProcess as unknown as { ChildProcess: { prototype: object } }).ChildProcess;
@@ -422,6 +424,95 @@ export function installJsTracking(own: boolean = isMainThread): void {
   // import: this makes them the wrappers too, whenever they were imported.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   (require('node:module') as typeof import('node:module')).syncBuiltinESMExports();
+}
+
+/** The call and JS stack of a net.Socket's connect or a net.Server's listen, kept (by the socket or server) until its handle has an fd. */
+const netOrigins = new WeakMap<object, { call: string; stack: string[] }>();
+/** The handles whose fd is recorded: a client's bind and then connect make one fd, recorded once. */
+const recordedHandles = new WeakSet<object>();
+
+interface NetHandle {
+  fd?: unknown;
+  owner?: unknown;
+  onconnection?: unknown;
+}
+
+/**
+ * Replaces net's `proto[name]` (Socket's connect, Server's listen) with a
+ * wrapper that notes the call's stack for the socket or server and records
+ * its handle's fd if it has one when the call returns (a Unix socket, a
+ * listen without a host, a handle or fd given). A TCP connect or a listen
+ * on a host makes its socket later, after the name's lookup (a nextTick
+ * even for an address): wrapTcpHandle records that one.
+ */
+function wrapNetCall(proto: object, name: string, call: string): void {
+  const o = proto as Record<string, unknown>;
+  const original = o[name];
+  if (typeof original !== 'function') return;
+  o[name] = function (this: { _handle?: NetHandle | null }, ...args: unknown[]): unknown {
+    if (logFd === undefined || readingNative) return (original as AnyFn).apply(this, args);
+    const origin = { call, stack: jsFrames() };
+    netOrigins.set(this, origin);
+    const result = (original as AnyFn).apply(this, args);
+    recordHandle(this._handle, origin);
+    return result;
+  };
+}
+
+/**
+ * Records the fd of a TCP handle as libuv makes it: uv_tcp_bind and
+ * uv_tcp_connect create the socket (uv_tcp_init does not), so once bind,
+ * bind6, connect or connect6 returns, a client's handle has its fd, and a
+ * server's has it by listen (net binds a server's handle before it names
+ * the server its owner, then listens). The call and stack are those of the
+ * connect or listen of the handle's owner (wrapNetCall); a handle whose
+ * owner made no such call while this thread recorded is not recorded.
+ * Node's TCP prototype comes from process.binding('tcp_wrap') (see
+ * fsBinding); without it, such sockets go unrecorded.
+ */
+function wrapTcpHandle(): void {
+  let proto: Record<string, unknown>;
+  try {
+    const binding = (process as unknown as { binding(name: string): { TCP?: { prototype?: unknown } } }).binding('tcp_wrap');
+    if (typeof binding.TCP?.prototype !== 'object' || binding.TCP.prototype === null) return;
+    proto = binding.TCP.prototype as Record<string, unknown>;
+  } catch {
+    return;
+  }
+  for (const name of ['bind', 'bind6', 'connect', 'connect6', 'listen']) {
+    const original = proto[name];
+    if (typeof original !== 'function') continue;
+    proto[name] = function (this: NetHandle, ...args: unknown[]): unknown {
+      const result = (original as AnyFn).apply(this, args);
+      if (logFd !== undefined) {
+        const owner = this.owner;
+        const origin = typeof owner === 'object' && owner !== null ? netOrigins.get(owner) : undefined;
+        if (origin) recordHandle(this, origin);
+      }
+      return result;
+    };
+  }
+}
+
+/**
+ * Records `handle`'s fd once, if it has one yet. A listening handle's
+ * connections are recorded too, as they are accepted (its onconnection,
+ * which Node's handle calls by name, is wrapped): under the listen's call
+ * and stack, since the accept itself runs from the event loop.
+ */
+function recordHandle(handle: NetHandle | null | undefined, origin: { call: string; stack: string[] }): void {
+  const fd = handle?.fd;
+  if (!handle || typeof fd !== 'number' || fd < 0 || recordedHandles.has(handle)) return;
+  recordedHandles.add(handle);
+  recordJs(fd, origin.call, origin.stack);
+  const onconnection = handle.onconnection;
+  if (typeof onconnection !== 'function') return;
+  const accepted = `${origin.call} (accepted connection)`;
+  handle.onconnection = function (this: unknown, ...args: unknown[]): unknown {
+    const client = args[1] as NetHandle | undefined;
+    recordJs(client?.fd, accepted, origin.stack);
+    return (onconnection as AnyFn).apply(this, args);
+  };
 }
 
 /**
