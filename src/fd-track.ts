@@ -699,6 +699,8 @@ const NMODULES_AT = 16;
 const FLAGS_AT = 20;
 /** fdtrack.c's FLAG_IO_URING: a ring that can make fds was set up. */
 const FLAG_IO_URING = 1;
+/** fdtrack.c's FLAG_EXEC: the image that wrote the records called exec, and no image mapped the file since: the running one is not recorded. */
+const FLAG_EXEC = 2;
 const MODULES_AT = 24;
 /** The header's part before the module table: magic, max_fds, frames, nmodules, flags. */
 const FIXED_HEADER = MODULES_AT;
@@ -746,6 +748,7 @@ function readNative(path: string, fd: number, headBytes: number): { head: Buffer
   try {
     const head = Buffer.alloc(headBytes);
     if (readAt(fh, head, 0) < headBytes || head.toString('latin1', 0, 8) !== 'fdtrack1') return undefined;
+    if ((head.readUInt32LE(FLAGS_AT) & FLAG_EXEC) !== 0) return undefined;
     const maxFds = head.readUInt32LE(MAX_FDS_AT);
     const nframes = head.readUInt32LE(FRAMES_AT);
     // Stryker disable next-line ConditionalExpression,EqualityOperator: fdtrack.c sizes its file to exactly max_fds records, so a read at fd >= maxFds comes back short and the record check below returns undefined too
@@ -872,8 +875,27 @@ export function leakOrigin(dir: string, pid: number, fd: number, target: string)
   if (origin) return origin;
   // A directory removed under the check (a temporary directory cleaned) took
   // every process's records with it: nothing tells then whether one ran.
-  const recorded = !existsSync(dir) || existsSync(join(dir, `js-${pid}.log`)) || existsSync(join(dir, `native-${pid}.bin`));
+  const recorded = !existsSync(dir) || existsSync(join(dir, `js-${pid}.log`)) || nativeRecording(join(dir, `native-${pid}.bin`));
   return { call: recorded ? 'unseen' : 'untracked' };
+}
+
+/** Whether the native file `path` is the running image's: there, and not left by an image that called exec (fdtrack.c FLAG_EXEC). */
+function nativeRecording(path: string): boolean {
+  try {
+    return existsSync(path) && !execFlagged(path);
+  } catch {
+    return false;
+  }
+}
+
+function execFlagged(path: string): boolean {
+  const fh = openSync(path, 'r');
+  try {
+    const head = Buffer.alloc(FIXED_HEADER);
+    return readAt(fh, head, 0) === FIXED_HEADER && (head.readUInt32LE(FLAGS_AT) & FLAG_EXEC) !== 0;
+  } finally {
+    closeSync(fh);
+  }
 }
 
 /**

@@ -22,7 +22,10 @@
  * while a record is being made (backtrace() and dladdr() may open files);
  * a forked child maps a file of its own (pthread_atfork) before it records,
  * and no lock of the recorder's is held across a fork; a thread with an fd
- * table of its own records nothing (own_table).
+ * table of its own records nothing (own_table); an image that calls exec
+ * flags its file (FLAG_EXEC) until the next image maps it anew, so an image
+ * that cannot (another user's, one without this library) is not read as
+ * the one that made the records.
  * Raw system calls (liburing's, a direct SYS_openat) are not seen. An
  * io_uring ring set up through syscall(2) is recorded like any fd, under one
  * of two kinds: libuv's ring for epoll_ctl alone (libuv_epoll_ring: its
@@ -36,7 +39,9 @@
  * number since by a call this library does not see.
  */
 #define _GNU_SOURCE
+#include <alloca.h>
 #include <dlfcn.h>
+#include <errno.h>
 #include <linux/io_uring.h>
 #include <linux/kcmp.h>
 #include <link.h>
@@ -100,6 +105,15 @@ struct fdtrack_header {
  * later) does not set it: see libuv_epoll_ring.
  */
 #define FLAG_IO_URING 1u
+/*
+ * This process called exec: the records are the image's that called it.
+ * The next image clears it as it maps the file anew (O_TRUNC), unless it
+ * cannot (it runs as a user that may not enter the directory, or without
+ * this library): then nothing records it, and its fds are not these
+ * records' (one it opens at a number the old image opened the same file at
+ * would read as the old image's). Cleared again if exec fails.
+ */
+#define FLAG_EXEC 2u
 
 static const char *const KINDS[] = {"open", "socket", "socketpair", "accept", "pipe", "dup", "fcntl", "eventfd",
                                     "memfd_create", "epoll_create", "inotify_init", "timerfd_create", "signalfd",
@@ -158,6 +172,9 @@ REAL(close);
   })
 
 /* Maps $FDBRIDGE_FDTRACK_DIR/native-<pid>.bin; silently off when unset or on any failure. */
+/* The process that mapped `header`: a vfork child shares it, and its exec is not this process's. */
+static pid_t mapped_pid;
+
 static void map_file(void) {
   header = NULL;
   records = NULL;
@@ -177,6 +194,7 @@ static void map_file(void) {
   RESOLVE(close)(fd);
   if (p != MAP_FAILED) {
     header = p;
+    mapped_pid = getpid();
     memcpy(header->magic, "fdtrack1", 8);
     header->max_fds = MAX_FDS;
     header->frames = FRAMES;
@@ -636,3 +654,67 @@ long syscall(long number, ...) {
 
 /* For the reader's messages (and a check that the library is the one it expects). */
 const char *fdtrack_kind_name(unsigned kind) { return kind < sizeof KINDS / sizeof *KINDS ? KINDS[kind] : "?"; }
+
+/*
+ * The exec family: FLAG_EXEC is set before the call and cleared if it
+ * returns (it failed). Each exported entry point is wrapped, since the C
+ * library's own (execvp's, execl's) call execve internally, not through
+ * this library; posix_spawn's child runs no atfork handler and maps no
+ * file, and its image maps its own. A raw SYS_execve is not seen.
+ */
+static void exec_flag(int on) {
+  if (!header || mapped_pid != getpid()) return;
+  if (on)
+    __atomic_fetch_or(&header->flags, FLAG_EXEC, __ATOMIC_SEQ_CST);
+  else
+    __atomic_fetch_and(&header->flags, ~FLAG_EXEC, __ATOMIC_SEQ_CST);
+}
+
+#define EXEC_WRAP(name, params, args)                                          \
+  int name params {                                                            \
+    static __typeof__(name) *real;                                             \
+    if (!real) real = (__typeof__(name) *)dlsym(RTLD_NEXT, #name);             \
+    exec_flag(1);                                                              \
+    int r = real args;                                                         \
+    int saved = errno;                                                         \
+    exec_flag(0);                                                              \
+    errno = saved;                                                             \
+    return r;                                                                  \
+  }
+
+EXEC_WRAP(execve, (const char *path, char *const argv[], char *const envp[]), (path, argv, envp))
+EXEC_WRAP(execv, (const char *path, char *const argv[]), (path, argv))
+EXEC_WRAP(execvp, (const char *file, char *const argv[]), (file, argv))
+EXEC_WRAP(execvpe, (const char *file, char *const argv[], char *const envp[]), (file, argv, envp))
+EXEC_WRAP(fexecve, (int fd, char *const argv[], char *const envp[]), (fd, argv, envp))
+
+/* execl, execlp, execle: their arguments as execv's list (the C library builds the same one). */
+#define LIST_ARGS(last, argv)                                                  \
+  size_t n = 1;                                                                \
+  va_list ap;                                                                  \
+  va_start(ap, last);                                                          \
+  while (va_arg(ap, char *)) n++;                                              \
+  va_end(ap);                                                                  \
+  char **argv = alloca((n + 1) * sizeof(char *));                             \
+  argv[0] = (char *)last;                                                      \
+  va_start(ap, last);                                                          \
+  for (size_t i = 1; i <= n; i++) argv[i] = va_arg(ap, char *);
+
+int execl(const char *path, const char *arg, ...) {
+  LIST_ARGS(arg, argv)
+  va_end(ap);
+  return execv(path, argv);
+}
+
+int execlp(const char *file, const char *arg, ...) {
+  LIST_ARGS(arg, argv)
+  va_end(ap);
+  return execvp(file, argv);
+}
+
+int execle(const char *path, const char *arg, ...) {
+  LIST_ARGS(arg, argv)
+  char *const *envp = va_arg(ap, char *const *);
+  va_end(ap);
+  return execve(path, argv, envp);
+}
