@@ -2,10 +2,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/netlink.h>
-#include <linux/rtnetlink.h>
-#include <linux/sock_diag.h>
-#include <linux/unix_diag.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -129,59 +125,6 @@ int SockPair(int type, int out[2], bool own) {
 }
 
 int SockOpen(int type, bool own) { return NewSocket(type, own); }
-
-int SockPeerInode(int fd, uint64_t* peer) {
-  struct stat st;
-  if (fstat(fd, &st) != 0) return -errno;
-  UniqueFd diag;
-  {
-    OwnedFdsLock lock;  // opened and its install noted as one step
-    diag.reset(FdInstalled(socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG)));
-  }
-  if (!diag) return -errno;
-  struct {
-    struct nlmsghdr head;
-    struct unix_diag_req req;
-  } ask = {};
-  ask.head.nlmsg_len = sizeof(ask);
-  ask.head.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-  ask.head.nlmsg_flags = NLM_F_REQUEST;
-  ask.req.sdiag_family = AF_UNIX;
-  ask.req.udiag_states = ~0U;
-  ask.req.udiag_ino = static_cast<uint32_t>(st.st_ino);  // a socket's inode number is 32-bit (sock_alloc: get_next_ino)
-  ask.req.udiag_show = UDIAG_SHOW_PEER;
-  ask.req.udiag_cookie[0] = ask.req.udiag_cookie[1] = ~0U;  // INET_DIAG_NOCOOKIE: any socket with that inode
-  struct sockaddr_nl kernel = {};
-  kernel.nl_family = AF_NETLINK;
-  if (sendto(diag.get(), &ask, sizeof(ask), 0, reinterpret_cast<const struct sockaddr*>(&kernel), sizeof(kernel)) < 0) {
-    return -errno;
-  }
-  // The kernel answers within the send: one message, the socket's or an error.
-  alignas(struct nlmsghdr) char buf[512];
-  ssize_t n;
-  do {
-    n = recv(diag.get(), buf, sizeof(buf), 0);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) return -errno;
-  const struct nlmsghdr* head = reinterpret_cast<const struct nlmsghdr*>(buf);
-  if (!NLMSG_OK(head, static_cast<unsigned>(n))) return -EPROTO;
-  if (head->nlmsg_type == NLMSG_ERROR) {
-    const struct nlmsgerr* e = static_cast<const struct nlmsgerr*>(NLMSG_DATA(head));
-    return e->error != 0 ? e->error : -EPROTO;
-  }
-  if (head->nlmsg_type != SOCK_DIAG_BY_FAMILY || head->nlmsg_len < NLMSG_LENGTH(sizeof(struct unix_diag_msg))) return -EPROTO;
-  const struct unix_diag_msg* msg = static_cast<const struct unix_diag_msg*>(NLMSG_DATA(head));
-  int left = static_cast<int>(head->nlmsg_len - NLMSG_LENGTH(sizeof(*msg)));
-  *peer = 0;
-  for (const struct rtattr* a = reinterpret_cast<const struct rtattr*>(msg + 1); RTA_OK(a, left); a = RTA_NEXT(a, left)) {
-    if (a->rta_type == UNIX_DIAG_PEER && RTA_PAYLOAD(a) >= sizeof(uint32_t)) {
-      uint32_t ino;
-      memcpy(&ino, RTA_DATA(a), sizeof(ino));
-      *peer = ino;
-    }
-  }
-  return 0;
-}
 
 int SockConnectTo(int fd, const struct sockaddr_un* addr, socklen_t addr_len) {
   int r;

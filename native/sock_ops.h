@@ -84,12 +84,6 @@ int SockPeerCred(int fd, pid_t* pid, uid_t* uid, gid_t* gid);
 // on older kernels.
 int SockPeerPidfd(int fd);
 
-// The inode of the socket a Unix socket `fd` is connected to (sock_diag's
-// UNIX_DIAG_PEER): 0 in *peer when it has none, or its peer is closed (a
-// closed socket has no inode left to report). 0 or -errno (-ENOENT, say,
-// where the kernel has no unix_diag).
-int SockPeerInode(int fd, uint64_t* peer);
-
 // SO_TYPE: SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET.
 int SockType(int fd);
 

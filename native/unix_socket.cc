@@ -5,8 +5,6 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include <algorithm>
-
 #include "fd_ops.h"
 #include "sock_ops.h"
 #include "unique_fd.h"
@@ -173,30 +171,20 @@ int UnixSocket::SendTo(const struct sockaddr_un* to, socklen_t to_len, const cha
     ssize_t n = ScmSend(sock_.get(), data, len, fds, nfds, to, to_len, blocking_receive_ == 1);
     if (n >= 0) return 0;
     if (n != -EAGAIN || !wait_when_full) return static_cast<int>(n);
-    if (send_queue_full()) return kQueueFull;
-    // The receiver is full: the datagram waits for that one (ReceiverAt).
-    uint64_t receiver = 0;
-    int r = ReceiverAt(*to, to_len, &receiver);
-    if (r != 0) return r;  // gone already
-    return Enqueue(to, to_len, data, len, 0, fds, nfds, id, receiver);
   } else if (!wait_when_full) {
     return -EAGAIN;
   }
   if (send_queue_full()) return kQueueFull;
-  return Enqueue(to, to_len, data, len, 0, fds, nfds, id, 0);
+  return Enqueue(to, to_len, data, len, 0, fds, nfds, id);
 }
 
 int UnixSocket::Enqueue(const struct sockaddr_un* to, socklen_t to_len, const char* data, size_t len,
-                        size_t offset, const int* fds, size_t nfds, uint32_t id, uint64_t receiver) {
+                        size_t offset, const int* fds, size_t nfds, uint32_t id) {
   QueuedSend q;
   q.offset = 0;
   q.id = id;
   q.to_len = to_len;
   if (to != nullptr) q.to = *to;
-  // Queued behind datagrams that wait for the receiver at the same name:
-  // it waits for that receiver too.
-  q.receiver = receiver;
-  if (receiver == 0 && to_len > 0 && !queue_.empty() && SameAddress(queue_.back(), *to, to_len)) q.receiver = queue_.back().receiver;
   q.data.assign(data + offset, data + len);
   // Pin the open files: the caller may close or reuse its fd numbers before
   // the socket becomes writable (oven-sh/bun#37854 sent the wrong file).
@@ -220,8 +208,8 @@ int UnixSocket::Enqueue(const struct sockaddr_un* to, socklen_t to_len, const ch
   return kQueued;
 }
 
-void UnixSocket::RemoveQueued(std::deque<QueuedSend>::iterator at) {
-  QueuedSend& q = *at;
+void UnixSocket::PopQueued() {
+  QueuedSend& q = queue_.front();
   queued_bytes_ -= q.charge;
   // A send that failed (or was cancelled) still holds its copies of the
   // sender's fds (a sent one dropped them with its first byte). A copy can
@@ -234,7 +222,7 @@ void UnixSocket::RemoveQueued(std::deque<QueuedSend>::iterator at) {
     std::vector<int> fds = q.fds.release();
     RememberTicket(FdCloseInBackground(fds.data(), fds.size(), close_owner_, /*held_for_peer=*/true));
   }
-  queue_.erase(at);
+  queue_.pop_front();
 }
 
 void UnixSocket::SetSendQueueLimits(size_t limit, size_t pause_reading_at) {
@@ -354,22 +342,8 @@ void UnixSocket::WatchHangup(bool on) {
 void UnixSocket::DoWrite() {
   // Each completion runs JS, which may close the number and open another
   // file there: looked at again before each send (in memory).
-  uint64_t found = 0;  // a receiver found at its name in this turn (ReceiverAt)
   while (!queue_.empty() && !closed_ && !waiting_receiver_ && !Lost(false)) {
     QueuedSend& q = queue_.front();
-    if (q.receiver != 0 && q.receiver != found) {
-      // sendto resolves the name again: it must still name the receiver
-      // this datagram waited for.
-      uint64_t now = 0;
-      int err = ReceiverAt(q.to, q.to_len, &now);
-      if (err == 0 && now != q.receiver) err = -ECONNREFUSED;
-      if (err != 0) {
-        struct sockaddr_un to = q.to;
-        FailWaitingFor(to, q.to_len, q.receiver, err);
-        continue;
-      }
-      found = now;
-    }
     size_t remaining = q.data.size() - q.offset;
     ssize_t n = ScmSend(sock_.get(), q.data.data() + q.offset, remaining, q.fds.data(), q.fds.size(),
                         q.to_len > 0 ? &q.to : nullptr, q.to_len, blocking_receive_ == 1);
@@ -379,12 +353,8 @@ void UnixSocket::DoWrite() {
       // DGRAM receiver's queue is (net.unix.max_dgram_qlen), which poll on
       // our unconnected fd cannot show: wait on the waker.
       if (q.to_len == 0 || !(PollNow(sock_.get(), POLLOUT) & POLLOUT)) return;
-      uint64_t receiver = 0;
-      int werr = WaitForReceiver(q.to, q.to_len, &receiver);
-      if (werr == 0) {
-        if (q.receiver == 0) q.receiver = receiver;  // waits for that one from now on
-        return;
-      }
+      int werr = WaitForReceiver(q.to, q.to_len);
+      if (werr == 0) return;
       n = werr;  // nobody to wait for (ECONNREFUSED: the receiver is gone): this send fails
     }
     int err = n < 0 ? static_cast<int>(n) : 0;
@@ -417,23 +387,8 @@ void UnixSocket::DoWrite() {
 // POLLOUT does follow the receiver's queue (unix_dgram_peer_wake_me hooks it
 // onto the receiver's peer_wait, which every dequeue and the receiver's
 // close wake), so the event loop sleeps until there is room, or the receiver
-// is gone.
-int UnixSocket::WaitForReceiver(const struct sockaddr_un& to, socklen_t to_len, uint64_t* receiver) {
-  // Connected afresh for each wait: the head of the queue decides which
-  // receiver.
-  int r = ReceiverAt(to, to_len, receiver);
-  if (r != 0) return r;  // nobody to wait for: this send fails
-  waiting_receiver_ = true;
-  uv_poll_start(&waker_poll_, UV_WRITABLE, OnWakerPoll);
-  return 0;
-}
-
-// A datagram that met a full receiver waits for that receiver, found by
-// its socket's inode; sendto resolves the name again when it is retried, and
-// once the receiver is closed another socket may have bound the name
-// (anyone, for an abstract name): DoWrite looks first, and what waited for
-// a receiver that is gone fails instead of going to another.
-int UnixSocket::ReceiverAt(const struct sockaddr_un& to, socklen_t to_len, uint64_t* receiver) {
+// is gone and the retried sendto fails with ECONNREFUSED.
+int UnixSocket::WaitForReceiver(const struct sockaddr_un& to, socklen_t to_len) {
   // The waker is polled as every fd of fdbridge's is (PolledNumber), and
   // closed behind our back it is let go of as they are: its poll handle is
   // never made again, so the sends that would wait on it fail (EBADF).
@@ -457,11 +412,13 @@ int UnixSocket::ReceiverAt(const struct sockaddr_un& to, socklen_t to_len, uint6
     waker_ = std::move(waker);
     if (!refed_) uv_unref(reinterpret_cast<uv_handle_t*>(&waker_poll_));
   }
+  // Connected afresh for each wait: the head of the queue decides which
+  // receiver, and a name may have been bound again since.
   int r = SockConnectTo(waker_.get(), &to, to_len);
-  if (r != 0) return r;  // nobody has the name: ECONNREFUSED or ENOENT, as for a send
-  r = SockPeerInode(waker_.get(), receiver);
   if (r != 0) return r;
-  return *receiver != 0 ? 0 : -ECONNREFUSED;  // closed since the connect
+  waiting_receiver_ = true;
+  uv_poll_start(&waker_poll_, UV_WRITABLE, OnWakerPoll);
+  return 0;
 }
 
 void UnixSocket::OnWakerTaken(void* owner, const FdIdentity& file, bool known) {
@@ -487,26 +444,6 @@ void UnixSocket::FailQueue(int err) {
   while (!queue_.empty()) {
     uint32_t id = queue_.front().id;
     PopQueued();  // hands its copies of the fds to the background closer
-    CompleteSend(id, err);
-  }
-}
-
-bool UnixSocket::SameAddress(const QueuedSend& q, const struct sockaddr_un& to, socklen_t to_len) {
-  return q.to_len == to_len && memcmp(&q.to, &to, to_len) == 0;
-}
-
-void UnixSocket::FailWaitingFor(const struct sockaddr_un& to, socklen_t to_len, uint64_t receiver, int err) {
-  std::vector<uint32_t> ids;
-  for (const QueuedSend& q : queue_) {
-    if (SameAddress(q, to, to_len) && (q.receiver == receiver || q.receiver == 0)) ids.push_back(q.id);
-  }
-  // One at a time, each found again: a completion runs JS, which may close
-  // the socket (its queue then fails as cancelled) or queue more sends,
-  // which are not these.
-  for (uint32_t id : ids) {
-    auto at = std::find_if(queue_.begin(), queue_.end(), [id](const QueuedSend& q) { return q.id == id; });
-    if (at == queue_.end()) continue;
-    RemoveQueued(at);  // hands its copies of the fds to the background closer
     CompleteSend(id, err);
   }
 }

@@ -360,10 +360,6 @@ class UnixSocket {
     uint32_t id;
     struct sockaddr_un to;  // the destination when to_len > 0 (SendTo)
     socklen_t to_len;
-    // The inode of the receiver it met full, or that the datagrams for the
-    // same name queued before it did: it goes to that receiver or fails,
-    // never to another socket bound at the name since (0: none met yet).
-    uint64_t receiver;
 
     size_t charge;  // what it adds to queued_bytes_
   };
@@ -376,15 +372,9 @@ class UnixSocket {
   UnixSocket(const UnixSocket&) = delete;
   UnixSocket& operator=(const UnixSocket&) = delete;
 
-  // `receiver`: the inode of the receiver it waits for (0: none yet).
   int Enqueue(const struct sockaddr_un* to, socklen_t to_len, const char* data, size_t len,
-              size_t offset, const int* fds, size_t nfds, uint32_t id, uint64_t receiver = 0);
-  // Waits on the waker for the receiver at `to`, whose inode it gives.
-  int WaitForReceiver(const struct sockaddr_un& to, socklen_t to_len, uint64_t* receiver);
-  // The inode of the socket `to` names now (the waker connected to it), or
-  // why none: -ENOENT, -ECONNREFUSED, -EBADF (the waker closed behind our back).
-  int ReceiverAt(const struct sockaddr_un& to, socklen_t to_len, uint64_t* receiver);
-  static bool SameAddress(const QueuedSend& q, const struct sockaddr_un& to, socklen_t to_len);
+              size_t offset, const int* fds, size_t nfds, uint32_t id);
+  int WaitForReceiver(const struct sockaddr_un& to, socklen_t to_len);
   static void OnPoll(uv_poll_t* handle, int status, int events);
   static void OnWakerPoll(uv_poll_t* handle, int status, int events);
   static void OnClosed(uv_handle_t* handle);
@@ -399,9 +389,6 @@ class UnixSocket {
   void DoAccept();
   void DoWrite();
   void FailQueue(int err);
-  // Fails the sends queued now to `to` that wait for `receiver` (or for no
-  // receiver yet: they were queued for the same name), in queue order.
-  void FailWaitingFor(const struct sockaddr_un& to, socklen_t to_len, uint64_t receiver, int err);
 
   uv_poll_t poll_;
   // poll_'s hold of the number (polled_number.h): found by a new poll at
@@ -425,8 +412,7 @@ class UnixSocket {
   size_t queue_limit_ = 32 * 1024 * 1024;  // socket.ts always sets its own (DEFAULT_SEND_QUEUE_LIMIT)
   size_t pause_reading_at_ = SIZE_MAX;
   bool ReadPaused() const { return queued_bytes_ > pause_reading_at_; }
-  void PopQueued() { RemoveQueued(queue_.begin()); }
-  void RemoveQueued(std::deque<QueuedSend>::iterator at);
+  void PopQueued();
   std::vector<char> own_buf_;  // empty when an external buffer is used, or none is made yet
   char* recv_buf_;  // nullptr until made (ReceiveBuffer)
   size_t recv_len_;
