@@ -5,13 +5,14 @@
  * listens where another user could put a socket of theirs in its place.
  */
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { constants as osConstants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import fc from 'fast-check';
 
-import { connect, HelperDaemon, makeMemfd, closeFd, PeerRefusedError, PROBE_COMMAND, type ConnectOptions } from '../../src';
+import { connect, HelperDaemon, makeMemfd, closeFd, PeerRefusedError, PROBE_COMMAND, SystemError, type ConnectOptions } from '../../src';
 import { diffFdTables, formatFdTableDiff, openFdTable } from '../../src/fd';
+import { failNativeCall } from '../../src/test-hooks';
 import { defaultHelperSocketPath } from '../../src/transports/helper-daemon';
 import { DIST_SRC, isRoot, NOBODY, runAsNobody, spawnAsUid } from '../util/nobody';
 import { fdTableSettles } from '../util/processes';
@@ -65,7 +66,11 @@ describeRoot('a client trusts only the listener it should (as another uid: nobod
         const err = await connect('helper', { command: PROBE_COMMAND, socketPath: name }).catch((e: unknown) => e);
         expect(err).toBeInstanceOf(PeerRefusedError);
         expect((err as PeerRefusedError).peer).toMatchObject({ uid: NOBODY, pid: attacker.pid });
-        expect((err as Error).message).toMatch(/nothing was sent/);
+        // It says whose socket it is and how to trust it, if that was meant.
+        expect((err as Error).message).toBe(
+          `connect: the socket at ${name} belongs to pid ${attacker.pid}, uid ${NOBODY}, not to uid ${process.getuid?.() ?? 0}; nothing was sent to it ` +
+            '(name that uid or pid in options.trustPeer to trust it)',
+        );
       } finally {
         closeFd(memfd);
       }
@@ -119,6 +124,79 @@ describeRoot('a client trusts only the listener it should (as another uid: nobod
       expect(daemon.stats.connections).toBe(1);
     } finally {
       await daemon.close();
+    }
+  });
+
+  test('a client that is not root (nobody) trusts a daemon of its own uid without naming it', async () => {
+    const p = runAsNobody(`
+      const { connect, HelperDaemon, PROBE_COMMAND } = require(${JSON.stringify(DIST_SRC)});
+      (async () => {
+        const daemon = HelperDaemon.start({ diagnostics: true, socketPath: '@fdbridge-nobody-own-${process.pid}' });
+        try {
+          const c = await connect('helper', { command: PROBE_COMMAND, socketPath: daemon.socketPath });
+          const echoed = await c.call('echo', 'mine');
+          await c.close();
+          return { echoed };
+        } finally {
+          await daemon.close();
+        }
+      })().then((r) => console.log(JSON.stringify({ result: r })), (e) => console.log(JSON.stringify({ result: { error: e.code ?? e.name, message: e.message } })));`);
+    expect(await p.line('result')).toEqual({ result: { echoed: 'mine' } });
+    await p.exited();
+  });
+
+  test("a listener named by its pid whose process has exited, its socket held on by another: refused, its pidfd says the process is gone", async () => {
+    const name = `fdbridge-squat-exited-${process.pid}`;
+    // As nobody: listen, hand the listening socket to a process that keeps
+    // it (fd 3) and never accepts, print that process's pid, and exit.
+    const maker = runAsNobody(`
+      const { spawn } = require('node:child_process');
+      const { rawListen } = require(${JSON.stringify(join(DIST_SRC, 'testing.js'))});
+      const fd = rawListen('seqpacket', ${JSON.stringify(name)}, { abstract: true });
+      const holder = spawn(process.execPath, ['-e', 'setInterval(() => undefined, 1 << 30)'], { stdio: ['ignore', 'ignore', 'ignore', fd], detached: true });
+      console.log(JSON.stringify({ holder: holder.pid }));
+      process.exit(0);`);
+    const { holder } = await maker.line<{ holder: number }>('holder');
+    try {
+      await maker.exited();
+      const err = await connect('helper', { command: PROBE_COMMAND, socketPath: `@${name}`, trustPeer: { pids: [maker.pid] } }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(PeerRefusedError);
+      expect((err as PeerRefusedError).peer).toMatchObject({ uid: NOBODY, pid: maker.pid });
+      expect((err as Error).message).toBe(
+        `connect: the process that listens at @${name} (pid ${maker.pid}) is no longer running (its pidfd says -1); nothing was sent to it`,
+      );
+    } finally {
+      process.kill(holder, 'SIGKILL');
+    }
+  });
+
+  test.each([
+    ['ENOPROTOOPT, a kernel without SO_PEERPIDFD: trusted by its SO_PEERCRED pid, the HELLO reaches it', 'ENOPROTOOPT', true],
+    ['any other error (EMFILE): connect fails with it, the listener gets nothing', 'EMFILE', false],
+  ] as const)('a listener named by its pid whose pidfd cannot be had, %s', async (_what, code, trusted) => {
+    const name = `@fdbridge-squat-no-pidfd-${process.pid}`;
+    const attacker = squatter(name);
+    const restore = failNativeCall('peerPidfd', new SystemError(-osConstants.errno[code], 'getsockopt(SO_PEERPIDFD)'));
+    try {
+      await attacker.line('listening');
+      const err = await connect('helper', { command: PROBE_COMMAND, socketPath: name, trustPeer: { pids: [attacker.pid] }, timeoutMs: 300 }).catch((e: unknown) => e);
+      restore();
+      attacker.child.kill('SIGTERM');
+      const seen = await attacker.line<{ bytes: number; fds: number }>('bytes');
+      if (trusted) {
+        // It never answers: the handshake times out, after the HELLO went out.
+        expect(err).toMatchObject({ code: 'ERR_FDBRIDGE_TIMEOUT' });
+        expect(seen.bytes).toBeGreaterThan(0);
+      } else {
+        expect(err).toBeInstanceOf(SystemError);
+        expect(err).toMatchObject({ code, syscall: 'getsockopt(SO_PEERPIDFD)' });
+        expect(seen.bytes).toBe(0);
+      }
+      expect(seen.fds).toBe(0);
+    } finally {
+      restore();
+      attacker.kill();
+      await attacker.exited();
     }
   });
 
@@ -258,24 +336,24 @@ describe('options.trustPeer is checked before any socket is made', () => {
     );
   });
 
-  test('trustPeer that is not an object, or has a key other than uids and pids: a TypeError naming it', async () => {
+  test('trustPeer that is not an object, or has a key other than uids and pids: a TypeError naming it and what it must be', async () => {
     await fc.assert(
       fc.asyncProperty(
         fc.oneof(
-          fc.oneof(fc.string(), fc.integer(), fc.array(uid), fc.constantFrom(null, true)).map((value): { value: unknown; named: string } => ({ value, named: 'connect: options.trustPeer' })),
+          fc.oneof(fc.string(), fc.integer(), fc.array(uid), fc.constantFrom(null, true)).map((value): { value: unknown; says: string } => ({ value, says: 'connect: options.trustPeer must be an object ({ uids?, pids? })' })),
           fc
             .string({ minLength: 1 })
             .filter((k) => k !== 'uids' && k !== 'pids' && k !== '__proto__')
-            .map((k): { value: unknown; named: string } => ({ value: { uids: [], [k]: [1] }, named: `connect: options.trustPeer.${k}` })),
+            .map((k): { value: unknown; says: string } => ({ value: { uids: [], [k]: [1] }, says: `connect: options.trustPeer.${k} must be left out: a daemon is trusted by uids and pids only` })),
         ),
-        async ({ value, named }) => {
+        async ({ value, says }) => {
           const { err, fds } = await refusal(value);
           expect(err).toBeInstanceOf(TypeError);
-          expect((err as Error).message.startsWith(`${named} must be `)).toBe(true);
+          expect((err as Error).message.startsWith(`${says}, not `)).toBe(true);
           expect(fds).toBe('');
         },
       ),
-      { numRuns: 100, examples: [[{ value: { uid: [1000] }, named: 'connect: options.trustPeer.uid' }]] },
+      { numRuns: 100, examples: [[{ value: { uid: [1000] }, says: 'connect: options.trustPeer.uid must be left out: a daemon is trusted by uids and pids only' }]] },
     );
   });
 
