@@ -179,7 +179,10 @@ async function openHelperOnce(options: ConnectOptions, trust: Trust, deadline: n
         detail: isAlive(peer.pid) ? 'closed the connection' : 'exited',
       };
     };
-    const delivery = peer.pid === process.pid && daemonOnThisThread(path) ? SERVED_ON_THIS_THREAD : WITH_FRAMES;
+    // Not by the listener's pid: a connection queued on a socket another
+    // process made (socket activation) reads the maker's pid, yet the daemon
+    // on this thread that took the socket over is the one that serves it.
+    const delivery = daemonOnThisThread(path) ? SERVED_ON_THIS_THREAD : WITH_FRAMES;
     return new SocketConnection(socket, 'helper', ready, probe, options.onCommandClosed, delivery);
   } catch (err) {
     socket.close();
