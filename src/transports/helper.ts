@@ -88,22 +88,25 @@ function checkListener(socket: UnixSocket, path: string, trust: Trust): { pid: n
   if (trust.pids.includes(peer.pid)) {
     // SO_PEERCRED holds a pid number, which a dead listener's successor may
     // reuse; SO_PEERPIDFD names the listening process itself.
-    let pidfd: number | undefined;
+    const gone = (why: string): PeerRefusedError =>
+      new PeerRefusedError(`connect: the process that listens at ${path} (pid ${peer.pid}) is no longer running (${why}); nothing was sent to it`, peer);
+    let pidfd: number;
     try {
       pidfd = socket.peerPidfd({ own: true }).release();
     } catch (err) {
       const code = (err as { code?: string }).code;
-      if (code !== 'ENOPROTOOPT' && code !== 'EINVAL') throw err; // before Linux 6.5: SO_PEERCRED is all there is
+      if (code === 'ENOPROTOOPT') return peer; // before Linux 6.5: SO_PEERCRED is all there is
+      // Before Linux 6.16 a listener that has exited and been reaped has no
+      // pidfd to give: EINVAL, standing for ESRCH (dbus-broker relies on it;
+      // net/core/sock.c), never for a kernel without the option.
+      if (code === 'EINVAL') throw gone('SO_PEERPIDFD found no process: EINVAL');
+      throw err;
     }
-    if (pidfd === undefined) return peer;
     const live = pidOfPidfd(pidfd);
     closeOwnFds([pidfd]);
     if (live === peer.pid) return peer;
-    throw new PeerRefusedError(
-      // Stryker disable next-line StringLiteral: not equivalent, but 'nothing' shows only for a pidfd whose fdinfo has no Pid: line, and every kernel with SO_PEERPIDFD writes one: no test can stage it
-      `connect: the process that listens at ${path} (pid ${peer.pid}) is no longer running (its pidfd says ${live ?? 'nothing'}); nothing was sent to it`,
-      peer,
-    );
+    // Stryker disable next-line StringLiteral: not equivalent, but 'nothing' shows only for a pidfd whose fdinfo has no Pid: line, and every kernel with SO_PEERPIDFD writes one: no test can stage it
+    throw gone(`its pidfd says ${live ?? 'nothing'}`);
   }
   throw new PeerRefusedError(
     `connect: the socket at ${path} belongs to pid ${peer.pid}, uid ${peer.uid}, not to uid ${me}; nothing was sent to it ` +

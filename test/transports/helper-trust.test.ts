@@ -172,6 +172,7 @@ describeRoot('a client trusts only the listener it should (as another uid: nobod
 
   test.each([
     ['ENOPROTOOPT, a kernel without SO_PEERPIDFD: trusted by its SO_PEERCRED pid, the HELLO reaches it', 'ENOPROTOOPT', true],
+    ['EINVAL, a kernel before 6.16 whose listener has exited and been reaped: refused, the listener gets nothing', 'EINVAL', false],
     ['any other error (EMFILE): connect fails with it, the listener gets nothing', 'EMFILE', false],
   ] as const)('a listener named by its pid whose pidfd cannot be had, %s', async (_what, code, trusted) => {
     const name = `@fdbridge-squat-no-pidfd-${process.pid}`;
@@ -187,6 +188,13 @@ describeRoot('a client trusts only the listener it should (as another uid: nobod
         // It never answers: the handshake times out, after the HELLO went out.
         expect(err).toMatchObject({ code: 'ERR_FDBRIDGE_TIMEOUT' });
         expect(seen.bytes).toBeGreaterThan(0);
+      } else if (code === 'EINVAL') {
+        expect(err).toBeInstanceOf(PeerRefusedError);
+        expect((err as PeerRefusedError).peer).toMatchObject({ uid: NOBODY, pid: attacker.pid });
+        expect((err as Error).message).toBe(
+          `connect: the process that listens at ${name} (pid ${attacker.pid}) is no longer running (SO_PEERPIDFD found no process: EINVAL); nothing was sent to it`,
+        );
+        expect(seen.bytes).toBe(0);
       } else {
         expect(err).toBeInstanceOf(SystemError);
         expect(err).toMatchObject({ code, syscall: 'getsockopt(SO_PEERPIDFD)' });
