@@ -10,8 +10,10 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+import fc from 'fast-check';
+
 import { closeFd, connect, HelperDaemon, PROBE_COMMAND, SystemError } from '../../src';
-import { rawListen } from '../../src/testing';
+import { rawConnect, rawListen } from '../../src/testing';
 import { DIST_SRC, isRoot, runAsNobody } from '../util/nobody';
 
 let dir: string;
@@ -83,6 +85,54 @@ describe("connect('helper') that reaches no daemon", () => {
       expect(daemon.stats.connections + daemon.stats.refused).toBe(0);
     } finally {
       await daemon.close();
+    }
+  });
+});
+
+describe("connect('helper') to a listener whose backlog stays full", () => {
+  afterEach(() => {
+    jest.useRealTimers();
+  });
+
+  test('generated: connecting is tried again until options.timeoutMs has passed, then fails with EAGAIN, not later (fake clock)', async () => {
+    const name = `fdbridge-full-backlog-${process.pid}`;
+    const listening = rawListen('seqpacket', name, { abstract: true, backlog: 0 });
+    const queued: number[] = [];
+    try {
+      // Connections nobody accepts until the kernel refuses more (EAGAIN).
+      for (;;) {
+        try {
+          queued.push(rawConnect('seqpacket', name, true));
+        } catch (err) {
+          expect(err).toMatchObject({ code: 'EAGAIN' });
+          break;
+        }
+      }
+      await fc.assert(
+        fc.asyncProperty(fc.integer({ min: 1, max: 2000 }), async (timeoutMs) => {
+          // Date and setTimeout fake (the retries' clock and their waits); the deadline's monotonic clock real.
+          jest.useFakeTimers({ doNotFake: ['hrtime', 'nextTick', 'performance', 'queueMicrotask', 'setImmediate', 'clearImmediate'] });
+          try {
+            let settled: unknown;
+            const attempt = connect('helper', { command: PROBE_COMMAND, socketPath: `@${name}`, timeoutMs }).then(
+              () => (settled = 'connected'),
+              (e: unknown) => (settled = e),
+            );
+            await jest.advanceTimersByTimeAsync(timeoutMs + 100);
+            expect(settled).toBeInstanceOf(SystemError);
+            expect(settled).toMatchObject({ code: 'EAGAIN', syscall: 'connect' });
+            // A connect still trying (this check failed) is let run out.
+            await jest.advanceTimersByTimeAsync(60_000);
+            await attempt;
+          } finally {
+            jest.useRealTimers();
+          }
+        }),
+        { numRuns: 10, examples: [[1], [2000]] },
+      );
+    } finally {
+      for (const fd of queued) closeFd(fd);
+      closeFd(listening);
     }
   });
 });
