@@ -13,7 +13,8 @@ import fc from 'fast-check';
 import { connect, HelperDaemon, makeMemfd, closeFd, PeerRefusedError, PROBE_COMMAND, SystemError, type ConnectOptions } from '../../src';
 import { diffFdTables, formatFdTableDiff, openFdTable } from '../../src/fd';
 import { failNativeCall } from '../../src/test-hooks';
-import { defaultHelperSocketPath } from '../../src/transports/helper-daemon';
+import { UnixSocket } from '../../src/socket';
+import { defaultHelperSocketPath, TAKEN_OVER_REFUSAL } from '../../src/transports/helper-daemon';
 import { DIST_SRC, isRoot, NOBODY, runAsNobody, spawnAsUid } from '../util/nobody';
 import { fdTableSettles } from '../util/processes';
 
@@ -203,6 +204,26 @@ describeRoot('a client trusts only the listener it should (as another uid: nobod
       expect(seen.fds).toBe(0);
     } finally {
       restore();
+      attacker.kill();
+      await attacker.exited();
+    }
+  });
+
+  test("a listener of another uid whose name carries the text of a taken-over daemon's refusal is refused and not connected to again", async () => {
+    // A connect is made again only when a daemon refuses it as queued before it took its socket over.
+    const name = `@fdbridge-squat ${TAKEN_OVER_REFUSAL} ${process.pid}`;
+    const attacker = squatter(name);
+    const connects = jest.spyOn(UnixSocket, 'connect');
+    try {
+      await attacker.line('listening');
+      const err = await connect('helper', { command: PROBE_COMMAND, socketPath: name }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(PeerRefusedError);
+      expect((err as PeerRefusedError).peer).toMatchObject({ uid: NOBODY, pid: attacker.pid });
+      expect(connects).toHaveBeenCalledTimes(1);
+      attacker.child.kill('SIGTERM');
+      expect(await attacker.line('bytes')).toEqual({ bytes: 0, fds: 0 });
+    } finally {
+      connects.mockRestore();
       attacker.kill();
       await attacker.exited();
     }
