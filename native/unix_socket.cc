@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -171,6 +172,12 @@ int UnixSocket::SendTo(const struct sockaddr_un* to, socklen_t to_len, const cha
     ssize_t n = ScmSend(sock_.get(), data, len, fds, nfds, to, to_len, blocking_receive_ == 1);
     if (n >= 0) return 0;
     if (n != -EAGAIN || !wait_when_full) return static_cast<int>(n);
+    // The receiver's queue is full (our own fd writable): the datagram
+    // waits for that receiver (PinWaker), or fails if it is gone already.
+    if (PollNow(sock_.get(), POLLOUT) & POLLOUT) {
+      int pinned = PinWaker(*to, to_len);
+      if (pinned == -ECONNREFUSED || pinned == -ENOENT) return pinned;
+    }
   } else if (!wait_when_full) {
     return -EAGAIN;
   }
@@ -345,8 +352,25 @@ void UnixSocket::DoWrite() {
   while (!queue_.empty() && !closed_ && !waiting_receiver_ && !Lost(false)) {
     QueuedSend& q = queue_.front();
     size_t remaining = q.data.size() - q.offset;
-    ssize_t n = ScmSend(sock_.get(), q.data.data() + q.offset, remaining, q.fds.data(), q.fds.size(),
-                        q.to_len > 0 ? &q.to : nullptr, q.to_len, blocking_receive_ == 1);
+    bool through_waker = ThroughWaker(q);
+    ssize_t n = through_waker
+                    ? ScmSend(waker_.get(), q.data.data() + q.offset, remaining, q.fds.data(), q.fds.size(), nullptr, 0, false)
+                    : ScmSend(sock_.get(), q.data.data() + q.offset, remaining, q.fds.data(), q.fds.size(),
+                              q.to_len > 0 ? &q.to : nullptr, q.to_len, blocking_receive_ == 1);
+    if (through_waker && n == -EAGAIN) {
+      // That receiver is full again: the waker, still connected to it, waits.
+      full_sends_++;
+      waiting_receiver_ = true;
+      uv_poll_start(&waker_poll_, UV_WRITABLE, OnWakerPoll);
+      return;
+    }
+    if (through_waker && n < 0) {
+      // ECONNREFUSED: the receiver is gone (the kernel then disconnects the
+      // waker: ENOTCONN for those after it, the same outcome). Anything
+      // else (the waker closed behind our back): not used again.
+      if (n == -ENOTCONN) n = -ECONNREFUSED;
+      if (n != -ECONNREFUSED) waker_pinned_ = false;
+    }
     if (n == -EAGAIN) {
       full_sends_++;
       // Our own send buffer is full: wait for our fd to be writable. Else a
@@ -378,6 +402,21 @@ void UnixSocket::DoWrite() {
       return;
     }
   }
+  if (queue_.empty()) waker_pinned_ = false;  // nothing waits for that receiver any more
+}
+
+bool UnixSocket::Unbound() const {
+  struct sockaddr_un own;
+  socklen_t len = sizeof(own);
+  if (getsockname(sock_.get(), reinterpret_cast<struct sockaddr*>(&own), &len) != 0) return false;
+  return len <= offsetof(struct sockaddr_un, sun_path);
+}
+
+bool UnixSocket::ThroughWaker(const QueuedSend& q) const {
+  // Holds: the waker's number may have been closed behind our back and
+  // taken by another file since, which must never get the datagram.
+  return q.to_len > 0 && waker_pinned_ && waker_ && waker_number_.Holds(waker_.get()) && q.to_len == waker_to_len_ &&
+         memcmp(&q.to, &waker_to_, q.to_len) == 0 && Unbound();
 }
 
 // An unconnected DGRAM socket polls writable whenever its own send buffer
@@ -389,6 +428,25 @@ void UnixSocket::DoWrite() {
 // close wake), so the event loop sleeps until there is room, or the receiver
 // is gone and the retried sendto fails with ECONNREFUSED.
 int UnixSocket::WaitForReceiver(const struct sockaddr_un& to, socklen_t to_len) {
+  // Connected afresh for each wait: the head of the queue decides which
+  // receiver.
+  int r = PinWaker(to, to_len);
+  if (r != 0) return r;
+  waiting_receiver_ = true;
+  uv_poll_start(&waker_poll_, UV_WRITABLE, OnWakerPoll);
+  return 0;
+}
+
+// sendto(name) resolves the name at each try: once the receiver a datagram
+// met full is closed, another socket may have bound its name (anyone, for an
+// abstract name). A socket connected to that receiver names it for good,
+// and a send through it fails (ECONNREFUSED) once it is gone: the waker,
+// connected here, is that socket. An unbound sender's datagrams that wait
+// for the receiver go through it (ThroughWaker: the receiver sees no
+// sender's address either way); a bound sender's must carry its address,
+// and go by name.
+int UnixSocket::PinWaker(const struct sockaddr_un& to, socklen_t to_len) {
+  waker_pinned_ = false;
   // The waker is polled as every fd of fdbridge's is (PolledNumber), and
   // closed behind our back it is let go of as they are: its poll handle is
   // never made again, so the sends that would wait on it fail (EBADF).
@@ -412,12 +470,11 @@ int UnixSocket::WaitForReceiver(const struct sockaddr_un& to, socklen_t to_len) 
     waker_ = std::move(waker);
     if (!refed_) uv_unref(reinterpret_cast<uv_handle_t*>(&waker_poll_));
   }
-  // Connected afresh for each wait: the head of the queue decides which
-  // receiver, and a name may have been bound again since.
   int r = SockConnectTo(waker_.get(), &to, to_len);
   if (r != 0) return r;
-  waiting_receiver_ = true;
-  uv_poll_start(&waker_poll_, UV_WRITABLE, OnWakerPoll);
+  waker_to_ = to;
+  waker_to_len_ = to_len;
+  waker_pinned_ = true;
   return 0;
 }
 

@@ -375,6 +375,11 @@ class UnixSocket {
   int Enqueue(const struct sockaddr_un* to, socklen_t to_len, const char* data, size_t len,
               size_t offset, const int* fds, size_t nfds, uint32_t id);
   int WaitForReceiver(const struct sockaddr_un& to, socklen_t to_len);
+  // Connects the waker to the receiver `to` names now (waker_pinned_).
+  int PinWaker(const struct sockaddr_un& to, socklen_t to_len);
+  // Whether `q` goes through the waker, connected to the receiver it waits for.
+  bool ThroughWaker(const QueuedSend& q) const;
+  bool Unbound() const;  // no address of its own (getsockname)
   static void OnPoll(uv_poll_t* handle, int status, int events);
   static void OnWakerPoll(uv_poll_t* handle, int status, int events);
   static void OnClosed(uv_handle_t* handle);
@@ -486,6 +491,11 @@ class UnixSocket {
   static void OnWakerTaken(void* owner, const FdIdentity& file, bool known);
   UniqueFd waker_;  // empty once let go of (waker_poll_ made: waker_number_.initialized())
   bool waiting_receiver_ = false;
+  // The waker is connected to the receiver that the datagrams queued for
+  // waker_to_ wait for (PinWaker), until the queue is empty.
+  bool waker_pinned_ = false;
+  struct sockaddr_un waker_to_;
+  socklen_t waker_to_len_ = 0;
   bool refed_ = true;  // Ref()/Unref(), applied to the waker when it is made
   bool receive_from_ = false;
   uint64_t receipt_tag_ = 0;  // RecordReceiptsFor
