@@ -181,8 +181,9 @@ int UnixSocket::SendTo(const struct sockaddr_un* to, socklen_t to_len, const cha
   } else if (!wait_when_full) {
     return -EAGAIN;
   }
-  if (send_queue_full()) return kQueueFull;
-  return Enqueue(to, to_len, data, len, 0, fds, nfds, id);
+  int r = send_queue_full() ? kQueueFull : Enqueue(to, to_len, data, len, 0, fds, nfds, id);
+  if (queue_.empty()) waker_pinned_ = false;  // not queued: nothing waits for the receiver pinned above
+  return r;
 }
 
 int UnixSocket::Enqueue(const struct sockaddr_un* to, socklen_t to_len, const char* data, size_t len,
@@ -472,6 +473,14 @@ int UnixSocket::PinWaker(const struct sockaddr_un& to, socklen_t to_len) {
   }
   int r = SockConnectTo(waker_.get(), &to, to_len);
   if (r != 0) return r;
+  // The datagrams sent through it may be as large as our own socket takes
+  // (a DGRAM send larger than the sender's SO_SNDBUF fails EMSGSIZE).
+  int sndbuf = 0;
+  socklen_t len = sizeof(sndbuf);
+  if (getsockopt(sock_.get(), SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) == 0) {
+    int half = sndbuf / 2;  // the kernel doubles what it is given
+    setsockopt(waker_.get(), SOL_SOCKET, SO_SNDBUF, &half, sizeof(half));
+  }
   waker_to_ = to;
   waker_to_len_ = to_len;
   waker_pinned_ = true;
