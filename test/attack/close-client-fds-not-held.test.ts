@@ -122,7 +122,9 @@ describe('closeClientFds of a number the command does not hold as its client\'s'
                 // Not held: the client's choice of numbers (any in the command's process: its own, other connections', free
                 // ones), the ones closed first, the copies given and not adopted.
                 const notHeld = [...new Set([...foreign, ...closedFirst, ...given.filter((fd) => !adopted.includes(fd))])].filter((fd) => !held.includes(fd));
-                const stranger = notHeld[at % notHeld.length] as number;
+                // The client's choice may name only numbers it holds (its copies landed there): then another number, the
+                // lowest it does not hold, is the stranger.
+                const stranger = notHeld.length > 0 ? (notHeld[at % notHeld.length] as number) : (WATCHED.find((fd) => !held.includes(fd)) as number);
                 const list = [...held];
                 list.splice(at % (list.length + 1), 0, stranger);
                 const watched = [...new Set([...WATCHED, ...given])];
