@@ -38,9 +38,11 @@ import {
   type PeerExit,
   type RemoteErrorInfo,
 } from '../errors';
-import { closeOwnFds, reopenedCopy } from '../fd';
+import { closeOwnFds, MAX_FD, reopenedCopy } from '../fd';
+import { MAX_CALL_JSON_BYTES } from '../json-value';
 import { native, type FdList } from '../native';
 import { distPath } from '../paths';
+import { describeValue } from '../validate';
 import { Channel, isStreamFrame, jsonPayload, parseJson, RemoteFrame, RelayStream, REMOTE_PROTOCOL_VERSION, type OpenRequest, type PumpedEnd, type RelaySink, type RelaySource } from './remote-channel';
 import { FileSink, FileSource } from './remote-endpoints';
 import { ownedStream } from './owned-stream';
@@ -367,8 +369,7 @@ export class RemoteConnection extends BaseConnection {
       // Our end could not be pumped (the stream is destroyed): the command's end goes too.
       void reply
         .then((payload) => {
-          const fd = (parseJson(payload, 'OPENED') as { fd?: unknown } | undefined)?.fd;
-          if (typeof fd !== 'number') return undefined;
+          const fd = openedFd(payload, operation);
           this.#numberTaken(fd);
           return this.release([fd]);
         })
@@ -376,18 +377,17 @@ export class RemoteConnection extends BaseConnection {
       throw err;
     }
     try {
-      const r = parseJson(await reply, 'OPENED') as { fd?: unknown };
-      if (typeof r?.fd !== 'number') throw new ProtocolError(`${operation}: an OPENED without an fd number`);
-      this.#numberTaken(r.fd);
+      const fd = openedFd(await reply, operation);
+      this.#numberTaken(fd);
       const copyFailed = made.copyError();
       if (copyFailed !== undefined) {
         // What was sent is not the file (cut at the limit, or where a read
         // failed): the command's copy goes.
-        await this.release([r.fd]).catch(() => undefined);
+        await this.release([fd]).catch(() => undefined);
         throw copyFailed;
       }
-      if (!stream.finished) made.givenAs(r.fd);
-      return r.fd;
+      if (!stream.finished) made.givenAs(fd);
+      return fd;
     } catch (err) {
       stream.destroy();
       throw err;
@@ -399,6 +399,11 @@ export class RemoteConnection extends BaseConnection {
   protected async callRemote(method: string, callJson: string): Promise<unknown> {
     // The call's JSON is this channel's CALL payload as it is.
     const payload = await this.#request(RemoteFrame.CALL, `${method}()`, method, Buffer.from(callJson));
+    // The far side's command refuses a result past the limit (a RemoteError,
+    // as on every transport): a larger RESULT is the far side's own doing.
+    if (payload.length > MAX_CALL_JSON_BYTES) {
+      throw new ProtocolError(`${method}(): a RESULT of ${payload.length} bytes, past MAX_CALL_JSON_BYTES (${MAX_CALL_JSON_BYTES})`);
+    }
     return parseJson(payload, 'RESULT');
   }
 
@@ -573,6 +578,15 @@ interface Endpoint {
  * and above `above` (native.dupAll), so that it never takes a number the
  * caller closed and may name later in the same batch.
  */
+/** The command's number for a file it was given, from its OPENED: an fd number (0 to MAX_FD), or a ProtocolError. */
+function openedFd(payload: Buffer, operation: string): number {
+  const fd = (parseJson(payload, 'OPENED') as { fd?: unknown } | undefined)?.fd;
+  if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0 || fd > MAX_FD) {
+    throw new ProtocolError(`${operation}: an OPENED whose fd is not an fd number (${describeValue(fd)})`);
+  }
+  return fd;
+}
+
 function ownCopy(fd: number, above: number): number {
   return native.dupAll([fd], above)[0] as number;
 }
