@@ -118,7 +118,9 @@ export class RemoteConnection extends BaseConnection {
   /** The last reply's settling: the next one settles after it. */
   #replies: Promise<void> = Promise.resolve();
   /** Why every request fails now: the channel lost (PeerExitedError), its input closed behind fdbridge's back, or close() done (ClosedError). */
-  #broken: PeerExitedError | ClosedError | undefined;
+  #broken: PeerExitedError | ClosedError | ProtocolError | undefined;
+  /** What the far side sent that broke the protocol, when that ended the channel. */
+  #violation: ProtocolError | undefined;
   /** The channel's input: the via's stdout, our end (the channel owns it). */
   readonly #inputFd: number;
   /** The channel's output: the via's stdin, our end (the channel owns it). */
@@ -491,6 +493,13 @@ export class RemoteConnection extends BaseConnection {
           ? closedBehindBackError('remote', "its channel's output", this.#outputFd, `nothing more reaches ${via}`)
           : closedBehindBackError('remote', "its channel's input", this.#inputFd, `nothing more is heard from ${via}`)
         : undefined;
+    if (reason instanceof ProtocolError) {
+      // The far side sent what the protocol does not allow (a frame too
+      // large, a reply to no request, ...): said as it is, at once, as the
+      // other transports say a peer's violation; the via is not waited for.
+      this.#violation = reason;
+      this.#broken = this.#violationError('request', reason);
+    }
     const exit: PeerExit = {
       transport: 'remote',
       pid: this.via.pid ?? -1,
@@ -498,7 +507,7 @@ export class RemoteConnection extends BaseConnection {
       signal: this.via.signalCode,
       detail: reason ? `broke the channel (${reason.message})` : 'closed the channel',
     };
-    this.#broken = behindBack ?? new PeerExitedError('request', exit);
+    this.#broken ??= behindBack ?? new PeerExitedError('request', exit);
     for (const s of [...this.#streams.values()]) s.destroy();
     this.#streams.clear();
     // The server sees its stdin end; what it might still send is of no use.
@@ -506,6 +515,10 @@ export class RemoteConnection extends BaseConnection {
     this.#onLost();
     if (behindBack) {
       this.#failPending(() => behindBack);
+      return;
+    }
+    if (this.#violation) {
+      this.#failPending((operation) => (this.#closing ? new ClosedError(`${operation} failed: the remote connection was closed`) : this.#brokenFor(operation)));
       return;
     }
     const settle = (): void => {
@@ -526,8 +539,14 @@ export class RemoteConnection extends BaseConnection {
     else void waitForExit(this.via, EXIT_STATUS_WAIT_MS).then(settle);
   }
 
+  #violationError(operation: string, violation: ProtocolError): ProtocolError {
+    const where = `the remote command's channel (via process pid ${this.via.pid ?? -1})`;
+    return new ProtocolError(`${operation} failed: ${where} broke the protocol: ${violation.message}`, { cause: violation });
+  }
+
   /** The error a request made on a broken connection fails with: a lost channel's, relabelled for `operation`. */
   #brokenFor(operation: string): Error {
+    if (this.#violation) return this.#violationError(operation, this.#violation);
     const err = this.#broken as PeerExitedError | ClosedError;
     if (err instanceof ClosedError) return err;
     return new PeerExitedError(operation, {

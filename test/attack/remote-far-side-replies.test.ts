@@ -4,7 +4,10 @@
  * 2^31 - 1), and a RESULT at most MAX_CALL_JSON_BYTES, the limit a call's
  * result has on every transport (the far side's own command refuses more).
  * Anything else from the far side is a ProtocolError for that request, never
- * a value handed to the caller. The far side here is a via that answers the
+ * a value handed to the caller; a far side that breaks the channel's
+ * protocol (a frame too large, a reply to no request) fails every request
+ * with a ProtocolError saying so, as the other transports say a peer's
+ * violation, not as an exit of the via. The far side here is a via that answers the
  * frames itself (fixtures/far-side-replies.py).
  */
 import { join } from 'node:path';
@@ -18,7 +21,7 @@ import { fdTableSettles } from '../util/processes';
 
 const FAR_SIDE = join(__dirname, 'fixtures', 'far-side-replies.py');
 
-function farSide(mode: 'opened' | 'result', arg: string) {
+function farSide(mode: 'opened' | 'result' | 'violate', arg: string) {
   return connect('remote', { via: ['/usr/bin/python3', FAR_SIDE, mode, arg], command: PROBE_COMMAND, timeoutMs: 20_000 });
 }
 
@@ -75,6 +78,29 @@ test.each([
       expect((got as { err?: unknown }).err).toBeInstanceOf(ProtocolError);
       expect(((got as { err: Error }).err).message).toContain(`a RESULT of ${size} bytes, past MAX_CALL_JSON_BYTES`);
     }
+  } finally {
+    await conn.close();
+  }
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+}, 60_000);
+
+test.each([
+  ['a header that claims 4 GiB', 'huge', /broke the protocol: .*4294967280/],
+  ['a second reply to one call', 'twice', /broke the protocol: /],
+])('a far side that sends %s: the call and every later request fail with a ProtocolError; close() resolves', async (_what, how, says) => {
+  const before = openFdTable();
+  const conn = await farSide('violate', how);
+  try {
+    const first = await conn.call('anything').then(
+      (value) => ({ value }),
+      (err: unknown) => ({ err }),
+    );
+    // 'twice': the first RESULT answers the call; the second breaks the channel.
+    if (how === 'huge') expect((first as { err?: unknown }).err).toBeInstanceOf(ProtocolError);
+    const later = await conn.call('again').catch((err: unknown) => err);
+    expect(later).toBeInstanceOf(ProtocolError);
+    expect((later as Error).message).toMatch(/^again\(\) failed: the remote command's channel \(via process pid \d+\) broke the protocol: /);
+    expect((later as Error).message).toMatch(says);
   } finally {
     await conn.close();
   }
