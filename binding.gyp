@@ -21,6 +21,7 @@
         "native/loop_fds.cc",
         "native/scm_rights.cc",
         "native/sock_ops.cc",
+        "native/sock_diag.cc",
         "native/unix_socket.cc",
         "native/socket_wait.cc",
         "native/frame_channel.cc",

@@ -11,6 +11,7 @@
 
 #include "fd_ops.h"
 #include "scm_rights.h"
+#include "sock_diag.h"
 #include "sock_ops.h"
 #include "unique_fd.h"
 
@@ -230,6 +231,29 @@ Napi::Value CloseConnection(const Napi::CallbackInfo& info) {
   return TicketArray(env, tickets);
 }
 
+// unixFileBound(devs, ino32) -> whether an AF_UNIX socket of this network
+// namespace is bound to the file of device one of `devs` (st_dev numbers)
+// and inode number `ino32` (its low 32 bits: what the kernel reports); a
+// SystemError (syscall "sock_diag") when the kernel does not answer (see
+// SockDiagFileBound).
+Napi::Value UnixFileBound(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* usage = "unixFileBound(devs, ino32): devs must be an array of device numbers and ino32 an integer below 2^32";
+  if (info.Length() < 2 || !info[0].IsArray()) throw Napi::TypeError::New(env, usage);
+  Napi::Array arr = info[0].As<Napi::Array>();
+  std::vector<dev_t> devs(arr.Length());
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    double d = WholeNumber(arr.Get(i));
+    if (d < 0) throw Napi::TypeError::New(env, usage);
+    devs[i] = static_cast<dev_t>(d);
+  }
+  double ino = WholeNumber(info[1]);
+  if (ino < 0 || ino > 4294967295.0) throw Napi::TypeError::New(env, usage);
+  int r = SockDiagFileBound(devs.data(), devs.size(), static_cast<uint64_t>(ino));
+  if (r < 0) ThrowSystem(env, r, "sock_diag");
+  return Napi::Boolean::New(env, r == 1);
+}
+
 }  // namespace
 
 void ExportSockFunctions(Napi::Env env, Napi::Object exports) {
@@ -250,6 +274,7 @@ void ExportSockFunctions(Napi::Env env, Napi::Object exports) {
   exports.Set("closeConnection", Napi::Function::New<CloseConnection>(env, "closeConnection"));
   exports.Set("sendNow", Napi::Function::New<SendNow>(env, "sendNow"));
   exports.Set("recvNow", Napi::Function::New<RecvNow>(env, "recvNow"));
+  exports.Set("unixFileBound", Napi::Function::New<UnixFileBound>(env, "unixFileBound"));
 }
 
 }  // namespace fdbridge

@@ -539,6 +539,14 @@ export interface NativeBinding {
   /** An unbound DGRAM socket. */
   dgramSocket(own?: boolean): number;
   connect(type: number, name: string, abstract: boolean, own?: boolean): number;
+  /**
+   * Whether an AF_UNIX socket of this network namespace is bound to the
+   * file of device one of `devs` (stat's st_dev) and inode number whose low
+   * 32 bits are `ino32` (the kernel reports no more), asked of the kernel
+   * (NETLINK_SOCK_DIAG, unix_diag). A SystemError, syscall 'sock_diag', when
+   * the kernel does not answer (native/sock_diag.h says when).
+   */
+  unixFileBound(devs: readonly number[], ino32: number): boolean;
   /** A close-on-exec duplicate at the lowest free number: for the caller's own use. */
   dup(fd: number): number;
   /**

@@ -5,13 +5,13 @@
  * - bind(2) creates the file and never follows or replaces an existing name
  *   (sock_ops: the mode is then set through an O_PATH|O_NOFOLLOW handle).
  * - A name left by a dead process (nobody bound behind it: connect gives
- *   ECONNREFUSED and no socket of this namespace is bound there) is stale
+ *   ECONNREFUSED and no socket of this namespace is bound to that file) is stale
  *   and removed; a live one is never taken; anything that is not a socket
  *   is never unlinked.
  * - A private directory is a real directory (not a symlink), ours, 0700.
  * - A socket's directory is writable by nobody but us (checkSocketDirectory).
  */
-import { lstatSync, mkdirSync, readFileSync, realpathSync, unlinkSync, type Stats } from 'node:fs';
+import { lstatSync, mkdirSync, readFileSync, realpathSync, statSync, unlinkSync, type Stats } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 
 import { FdBridgeError, SystemError } from './errors';
@@ -136,11 +136,40 @@ export function bindReplacingStale<T>(path: string, type: number, bind: () => T,
 }
 
 /**
- * True when a socket of this network namespace is bound at `path`, listening
- * or not (/proc/net/unix). A dead process's socket is gone from there once
- * its last fd is closed.
+ * True when a socket of this network namespace is bound to the socket file
+ * at `path`, listening or not, however it was bound (this path, a relative
+ * one from another working directory, one through a symlink): asked of the
+ * kernel by the file's identity (native.unixFileBound, unix_diag), which no
+ * socket's name can forge. A dead process's socket is gone from there once
+ * its last fd is closed. A socket bound by a process of another network
+ * namespace is not seen (the dump, as /proc/net/unix, is per namespace);
+ * the probe's connect reaches it once it listens.
  */
 function boundInThisNamespace(path: string): boolean {
+  const st = lstatSync(path, { bigint: true });
+  // The kernel reports the device of the filesystem the socket was bound on
+  // (its superblock); stat gives that for the file on most filesystems, but
+  // on an overlayfs over layers of different filesystems a non-directory
+  // shows its layer's device and the directory shows the overlay's.
+  const devs = [Number(st.dev), statSync(dirname(resolve(path))).dev];
+  try {
+    return native.unixFileBound(devs, Number(st.ino & 0xffffffffn));
+  } catch (err) {
+    if (!(err instanceof SystemError) || err.syscall !== 'sock_diag') throw err;
+  }
+  // No answer from the kernel: a kernel without unix_diag (CONFIG_UNIX_DIAG
+  // off), or without NETLINK_SOCK_DIAG (gVisor), or a seccomp filter or an
+  // LSM that refuses it. /proc/net/unix is read instead, where a name with
+  // a newline can print a forged record (keeping a stale file, never
+  // removing a live one).
+  return listedInProcNetUnix(path);
+}
+
+/**
+ * True when /proc/net/unix lists a socket bound at `path` by that name
+ * (boundInThisNamespace's fallback).
+ */
+function listedInProcNetUnix(path: string): boolean {
   let table: string;
   // Stryker disable BlockStatement: the catch emptied leaves `table` undefined, which RegExp.test reads as "undefined", matching no record: false as well (the try's block emptied does not compile)
   try {

@@ -146,6 +146,19 @@ function afterConnect(onConnect: (result: number | unknown) => void): () => void
   };
 }
 
+/** Calls `then()` after each native.unixFileBound (bindReplacingStale's question of who is bound), until the returned function puts the real one back. */
+function afterBoundQuestion(then: () => void): () => void {
+  const real = native.unixFileBound;
+  native.unixFileBound = (...args: Parameters<typeof native.unixFileBound>): boolean => {
+    const bound = real(...args);
+    then();
+    return bound;
+  };
+  return () => {
+    native.unixFileBound = real;
+  };
+}
+
 describe('checkSocketDirectory: nobody but us and root can replace what is in the directory', () => {
   test('every mode: the directory itself is refused exactly when group or others can write it', () =>
     withScope((s) => {
@@ -430,7 +443,7 @@ describe('bindReplacingStale: a dead process\'s socket file is replaced, nobody 
       expect(results).toEqual(probes.map(({ path }) => [path, 'bound']));
     }));
 
-  test('a live listener in another network namespace (not in this one\'s /proc/net/unix) is never taken', () =>
+  test('a live listener in another network namespace (not in this one\'s /proc/net/unix nor its sock_diag dump) is never taken', () =>
     withScope(async (s) => {
       if (spawnSync('unshare', ['-n', 'true']).status !== 0) {
         // eslint-disable-next-line no-console
@@ -441,7 +454,9 @@ describe('bindReplacingStale: a dead process\'s socket file is replaced, nobody 
       const holder = await holdSockets([{ path, kind: 'seqpacket', listen: true }], ['unshare', '-n']);
       try {
         const ino = lstatSync(path).ino;
+        // Neither /proc/net/unix nor sock_diag shows another namespace's sockets: only the probe's connect finds this one (listening).
         expect(readFileSync('/proc/net/unix', 'utf8')).not.toContain(path);
+        expect(native.unixFileBound([lstatSync(path).dev], ino % 2 ** 32)).toBe(false);
         expect(thrown(() => bindSeqpacket(s, path, IN_USE))).toBe(IN_USE);
         expect(lstatSync(path).ino).toBe(ino);
       } finally {
@@ -458,10 +473,17 @@ describe('bindReplacingStale: a dead process\'s socket file is replaced, nobody 
       expect(reaches(path, bindSeqpacket(s, path, IN_USE))).toBe(true);
     }));
 
-  test("without /proc/net/unix to read (a sandbox that does not mount /proc), a stale file is still replaced: the probe's ECONNREFUSED decides alone", () =>
+  test("without sock_diag and without /proc/net/unix to read (a sandbox that has neither), a stale file is still replaced: the probe's ECONNREFUSED decides alone", () =>
     withScope((s) => {
       const path = join(s.dir(), 'no-proc.sock');
       staleSocket(path);
+      const realBound = native.unixFileBound;
+      native.unixFileBound = () => {
+        throw new SystemError(93, 'sock_diag'); // EPROTONOSUPPORT: no NETLINK_SOCK_DIAG
+      };
+      s.defer(() => {
+        native.unixFileBound = realBound;
+      });
       // The module's own fs (not a copy of its exports), so that socket-file's calls see the replacement.
       const fs = require('node:fs') as typeof import('node:fs');
       const real = fs.readFileSync;
@@ -503,27 +525,39 @@ describe('bindReplacingStale: a dead process\'s socket file is replaced, nobody 
       }
     }));
 
-  test('a name swapped after the probe (a file, or a live socket a process that raced us bound elsewhere and renamed there) is not unlinked: our bind fails instead', () =>
+  test('a name swapped after the probe or after the question of who is bound (a file, a live socket a process that raced us bound elsewhere and renamed there, another stale socket) is not unlinked', () =>
     withScope((s) => {
       const dir = s.dir();
-      // Bound under another name (which /proc/net/unix shows) and renamed into place: only the file's identity tells it from the stale one.
-      const racer = listener(s, join(dir, 'racer.sock'));
-      for (const swapIn of ['file', 'socket'] as const) {
-        const path = join(dir, `${swapIn}.sock`);
-        staleSocket(path);
-        const restore = afterConnect(() => {
-          // Moved away, not unlinked: the file swapped in cannot take its inode number.
-          renameSync(path, `${path}.old`);
-          if (swapIn === 'file') writeFileSync(path, 'kept');
-          else renameSync(join(dir, 'racer.sock'), path);
-        });
-        try {
-          expect(thrown(() => bindSeqpacket(s, path, IN_USE))).toMatchObject({ code: 'EADDRINUSE', syscall: 'bind' });
-        } finally {
-          restore();
+      let n = 0;
+      for (const when of ['probe', 'question'] as const) {
+        for (const swapIn of ['file', 'live socket', 'stale socket'] as const) {
+          n += 1;
+          const path = join(dir, `${n}.sock`);
+          staleSocket(path);
+          // Bound under another name and renamed into place: the kernel finds it by its file, once renamed.
+          const racer = swapIn === 'live socket' ? listener(s, join(dir, `racer${n}.sock`)) : -1;
+          const other = join(dir, `other${n}.sock`);
+          const otherIno = swapIn === 'stale socket' ? staleSocket(other) : -1;
+          const swap = (): void => {
+            // Moved away, not unlinked: what is swapped in cannot take its inode number.
+            renameSync(path, `${path}.old`);
+            if (swapIn === 'file') writeFileSync(path, 'kept');
+            else renameSync(swapIn === 'live socket' ? join(dir, `racer${n}.sock`) : other, path);
+          };
+          const restore = when === 'probe' ? afterConnect(swap) : afterBoundQuestion(swap);
+          let result: unknown;
+          try {
+            result = thrown(() => bindSeqpacket(s, path, IN_USE));
+          } finally {
+            restore();
+          }
+          // Swapped in before the question, a live socket is found bound; anything else is left to bind, which fails.
+          if (when === 'probe' && swapIn === 'live socket') expect([when, swapIn, result]).toEqual([when, swapIn, IN_USE]);
+          else expect([when, swapIn, result]).toEqual([when, swapIn, expect.objectContaining({ code: 'EADDRINUSE', syscall: 'bind' })]);
+          if (swapIn === 'file') expect(readFileSync(path, 'utf8')).toBe('kept');
+          else if (swapIn === 'live socket') expect(reaches(path, racer)).toBe(true);
+          else expect(lstatSync(path).ino).toBe(otherIno);
         }
-        if (swapIn === 'file') expect(readFileSync(path, 'utf8')).toBe('kept');
-        else expect(reaches(path, racer)).toBe(true);
       }
     }));
 });
