@@ -10,6 +10,7 @@
  * the open-fd table after every test.
  */
 import fc from 'fast-check';
+import { spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, lstatSync, mkdirSync, readFileSync, symlinkSync, unlinkSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 
@@ -265,4 +266,30 @@ describe('native.unixFileBound', () => {
       expect(thrown(() => (native.unixFileBound as (...a: unknown[]) => boolean)(...args))).toMatchObject({ name: 'TypeError' });
     }
   });
+});
+
+describeRoot('on an overlayfs over layers of different filesystems (a tmpfs under the directory of the test)', () => {
+  test("a socket file's st_dev is its layer's, the kernel reports the overlay's (the directory's): a bound socket there is still found, a stale file replaced", () =>
+    withScope((s) => {
+      const base = s.dir();
+      const [lower, upper, work, merged] = ['lower', 'upper', 'work', 'merged'].map((d) => join(base, d)) as [string, string, string, string];
+      for (const d of [lower, upper, work, merged]) mkdirSync(d);
+      const mount = (args: string[]): number | null => spawnSync('mount', args, { stdio: 'ignore' }).status;
+      if (mount(['-t', 'tmpfs', 'lower', lower]) !== 0) {
+        // eslint-disable-next-line no-console
+        console.log('socket-file-forged-names.test: mount is not allowed here, so the overlayfs case is skipped');
+        return;
+      }
+      s.defer(() => spawnSync('umount', [lower]));
+      expect(mount(['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${upper},workdir=${work}`, merged])).toBe(0);
+      s.defer(() => spawnSync('umount', [merged]));
+      const live = join(merged, 'live.sock');
+      boundRefusing(s, live);
+      // What makes this case: the file's device is not the directory's.
+      expect(lstatSync(live).dev).not.toBe(lstatSync(merged).dev);
+      expect(tryBind(live)).toBe(IN_USE);
+      const stale = join(merged, 'stale.sock');
+      staleSocket(stale);
+      expect(tryBind(stale)).toBe('bound');
+    }));
 });
