@@ -207,6 +207,8 @@ describe('without an answer from sock_diag: /proc/net/unix decides', () => {
           const live = join(dir, `live${errno}.sock`);
           boundRefusing(s, live);
           expect(tryBind(live)).toBe(IN_USE);
+          // Listed by its absolute path, named by a relative one: found as the path it resolves to.
+          expect(tryBind(relative(process.cwd(), live))).toBe(IN_USE);
           const stale = join(dir, `stale${errno}.sock`);
           staleSocket(stale);
           expect(tryBind(stale)).toBe('bound');
