@@ -65,6 +65,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
                            InstanceMethod<&SocketWrap::RefHandle>("ref"),
                            InstanceMethod<&SocketWrap::UnrefHandle>("unref"),
                            InstanceMethod<&SocketWrap::CloseMethod>("close"),
+                           InstanceMethod<&SocketWrap::BoundFile>("boundFile"),
                            InstanceAccessor<&SocketWrap::GetFd>("fd"),
                            InstanceAccessor<&SocketWrap::GetQueued>("queuedSends"),
                            InstanceAccessor<&SocketWrap::GetFullSends>("fullSends"),
@@ -217,6 +218,11 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     // teardown (on_freed set) JS can no longer run: drop them unheard.
     if (on_freed != nullptr) send_callbacks_.clear();
     closing_ = true;
+    // At environment teardown (a worker terminated: no close() runs) the
+    // socket file this socket bound goes as close() removes it, while the
+    // socket still holds the name (nobody can have replaced it as stale),
+    // and only if it is still that very file.
+    if (on_freed != nullptr && bound_file_) SockUnlinkFileIfSame(bound_file_->path.c_str(), bound_file_->dev, bound_file_->ino);
     core->Close(shut_down, on_freed, arg);
     // Freed only by the close's uv_close callback, on a later turn of the loop.
     std::vector<uint64_t> tickets = core->BackgroundCloseTickets();
@@ -443,6 +449,22 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   Napi::Value UnrefHandle(const Napi::CallbackInfo& info) {
     if (core_ != nullptr) core_->Unref();
     return info.Env().Undefined();
+  }
+  // boundFile(path) -> whether it was noted: the socket file this socket
+  // bound (an absolute path), noted with its identity now (right after the
+  // bind), to be removed at environment teardown if the socket is still
+  // open then (see Detach). No socket file there (gone already): false.
+  Napi::Value BoundFile(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "boundFile(path): path must be a string");
+    std::string path = info[0].As<Napi::String>().Utf8Value();
+    if (path.empty() || path[0] != '/' || path.find('\0') != std::string::npos) {
+      throw Napi::TypeError::New(env, "boundFile(path): path must be absolute, with no NUL byte");
+    }
+    BoundFileId id{path, 0, 0};
+    if (core_ == nullptr || SockFileIdentity(path.c_str(), &id.dev, &id.ino) != 0) return Napi::Boolean::New(env, false);
+    bound_file_ = std::move(id);
+    return Napi::Boolean::New(env, true);
   }
   // close({ shutdown = true }?) -> the tickets of the socket's background
   // closes not done yet (see Detach), for a caller that waits for them
@@ -812,6 +834,12 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   };
 
   UnixSocket* core_ = nullptr;
+  struct BoundFileId {
+    std::string path;
+    dev_t dev;
+    ino_t ino;
+  };
+  std::optional<BoundFileId> bound_file_;  // boundFile's
   // Once closed: the owner and type it had, and the tickets of what was
   // handed to the closer after its close (CloseUnclaimed), not yet done.
   uint64_t closed_owner_ = 0;

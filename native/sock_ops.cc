@@ -283,4 +283,23 @@ int SockShutdown(int fd, int how) {
   return 0;
 }
 
+int SockFileIdentity(const char* path, dev_t* dev, ino_t* ino) {
+  struct stat st;
+  if (lstat(path, &st) != 0) return -errno;
+  if (!S_ISSOCK(st.st_mode)) return -ENOTSOCK;
+  *dev = st.st_dev;
+  *ino = st.st_ino;
+  return 0;
+}
+
+int SockUnlinkFileIfSame(const char* path, dev_t dev, ino_t ino) {
+  dev_t now_dev;
+  ino_t now_ino;
+  int r = SockFileIdentity(path, &now_dev, &now_ino);
+  if (r == -ENOTSOCK) return -ESTALE;
+  if (r != 0) return r;
+  if (now_dev != dev || now_ino != ino) return -ESTALE;
+  return unlink(path) == 0 ? 0 : -errno;
+}
+
 }  // namespace fdbridge

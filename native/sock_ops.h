@@ -117,6 +117,16 @@ int SockSetReceiveTimeout(int fd, int64_t ms);
 // shutdown(2): how is SHUT_RD, SHUT_WR or SHUT_RDWR.
 int SockShutdown(int fd, int how);
 
+// The identity of the socket file at `path` (lstat: the name itself, never
+// a symlink's target): 0, -ENOTSOCK for anything but a socket file, or -errno.
+int SockFileIdentity(const char* path, dev_t* dev, ino_t* ino);
+
+// Removes the socket file at `path` if it is still that very file (a socket
+// file of device `dev` and inode `ino`): a file put there since (a socket
+// another process bound after ours was found stale, a file renamed in) is
+// left alone. 0, -ESTALE for another file, or -errno.
+int SockUnlinkFileIfSame(const char* path, dev_t dev, ino_t ino);
+
 }  // namespace fdbridge
 
 #endif  // FDBRIDGE_SOCK_OPS_H_

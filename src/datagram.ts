@@ -17,7 +17,7 @@
  * received and not yet handed out, and the kernel releases those of
  * datagrams still queued unread.
  */
-import { dirname } from 'node:path';
+import { dirname, resolve } from 'node:path';
 
 import { runningCommandFds, type CommandReceipts } from './client-fds';
 import { FdBridgeError } from './errors';
@@ -191,6 +191,8 @@ export class DatagramSocket<C extends boolean = false> {
     if (this.#command !== undefined) nativeSocketOf(this.#socket).recordReceiptsFor(this.#command.tag);
     this.address = address;
     this.#fileIdentity = identity;
+    // A worker terminated with this socket open runs no close(): its teardown removes the file instead.
+    if (identity !== undefined && typeof address === 'string') nativeSocketOf(this.#socket).boundFile(resolve(address));
     this.#whenFull = whenFull;
   }
 

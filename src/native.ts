@@ -336,6 +336,14 @@ export interface NativeSocket {
    * closer, with no shutdown and nothing drained (native/unix_socket.h, Close).
    */
   close(options?: { shutdown?: boolean }): number[];
+  /**
+   * Notes the socket file this socket bound (`path` absolute), with its
+   * identity as it is now, so that the environment's teardown (a worker
+   * terminated, whose close() never runs) removes it as close() does, if
+   * the path still names that very file. False (nothing noted) when there
+   * is no socket file at `path`, or the socket is closed.
+   */
+  boundFile(path: string): boolean;
 }
 
 export interface NativeSocketConstructor {

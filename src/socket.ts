@@ -8,6 +8,7 @@
  * that nobody claimed.
  */
 import { readlinkSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
 
 import { ClosedError, EofError, ownFdRefusal, PeerGoneError, SECOND_OWNER, SystemError, TimeoutError } from './errors';
 import { closeOwnFds, handedOver, OwnedFd, ownedFdOfFdbridge, refuseOwnFd, validateFds } from './fd';
@@ -1012,6 +1013,8 @@ export class UnixServer {
       this.#native = new native.Socket(fd, kindToType(this.kind), undefined, undefined, (err, cfd) =>
         this.#onAccept(err, cfd),
       );
+      // A worker terminated with this server open runs no close(): its teardown removes the file instead.
+      if (!abstract) this.#native.boundFile(resolve(name));
     } catch (err) {
       // Not listening after all: release the fd and the socket file we made.
       closeOwnFds([fd]);

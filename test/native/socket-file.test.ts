@@ -596,3 +596,22 @@ describe('unlinkOwnSocketFile: only the very socket file that was made', () => {
       expect(lstatSync(path).isSocket()).toBe(true);
     }));
 });
+
+describe("a native socket's boundFile: the file its environment's teardown removes", () => {
+  test('noted only for a socket file at an absolute path while the socket is open; anything else is a TypeError', () =>
+    withScope((s) => {
+      const dir = s.dir();
+      const path = join(dir, 'noted.sock');
+      const socket = new native.Socket(native.listen(constants.SOCK_DGRAM, path, false, 0o600, 0), constants.SOCK_DGRAM);
+      s.defer(() => socket.close());
+      writeFileSync(join(dir, 'file'), '');
+      expect([socket.boundFile(join(dir, 'missing.sock')), socket.boundFile(join(dir, 'file')), socket.boundFile(path)]).toEqual([false, false, true]);
+      for (const bad of [relative(process.cwd(), path), '', `${path}\0x`, 7]) {
+        expect(thrown(() => (socket.boundFile as (p: unknown) => boolean)(bad))).toMatchObject({ name: 'TypeError' });
+      }
+      socket.close();
+      expect(socket.boundFile(path)).toBe(false);
+      // Closed by close(), not by a teardown: the file is close()'s caller's to remove (UnixServer, DatagramSocket do).
+      expect(lstatSync(path).isSocket()).toBe(true);
+    }));
+});
