@@ -192,7 +192,8 @@ export class DatagramSocket<C extends boolean = false> {
     this.address = address;
     this.#fileIdentity = identity;
     // A worker terminated with this socket open runs no close(): its teardown removes the file instead.
-    if (identity !== undefined && typeof address === 'string') nativeSocketOf(this.#socket).boundFile(resolve(address));
+    // A path address is a file this socket bound (bind() took its identity).
+    if (typeof address === 'string') nativeSocketOf(this.#socket).boundFile(resolve(address));
     this.#whenFull = whenFull;
   }
 

@@ -149,3 +149,27 @@ test("the main thread: its files go when it ends with its loop empty (the enviro
     };
     expect({ natural: outcome('natural'), exit: outcome('exit') }).toEqual({ natural: [false, false, false], exit: [true, true, true] });
   }));
+
+test("abstract names have no file: a worker's abstract sockets named as the path of someone's socket file leave that file alone", () =>
+  withScope(async (s) => {
+    const dir = s.dir();
+    const paths = ['server', 'dgram'].map((k) => join(dir, `${k}.sock`));
+    const inos = paths.map(staleSocketFile);
+    const worker = new Worker(
+      `
+      const { parentPort, workerData } = require('node:worker_threads');
+      const { UnixServer } = require(${JSON.stringify(join(DIST_SRC, 'socket.js'))});
+      const { DatagramSocket } = require(${JSON.stringify(join(DIST_SRC, 'datagram.js'))});
+      UnixServer.listen({ abstract: workerData[0] }, { kind: 'seqpacket' });
+      DatagramSocket.bind({ abstract: workerData[1] });
+      parentPort.postMessage('bound');
+      setInterval(() => {}, 60000);`,
+      { eval: true, workerData: paths },
+    );
+    await new Promise<void>((resolve, reject) => {
+      worker.once('message', () => resolve());
+      worker.once('error', reject);
+    });
+    await worker.terminate();
+    expect(paths.map((path) => lstatSync(path).ino)).toEqual(inos);
+  }));
