@@ -95,10 +95,12 @@ int ChmodSocketFile(const char* path, int mode, struct stat* out) {
 // still a socket (and, when `ours` is given, the very file we chmodded): a
 // path that was swapped for a symlink or someone else's file is left alone.
 void UnlinkOwnSocketFile(const char* path, const struct stat* ours) {
+  if (ours != nullptr) {
+    SockUnlinkFileIfSame(path, ours->st_dev, ours->st_ino);
+    return;
+  }
   struct stat st;
-  if (lstat(path, &st) != 0 || !S_ISSOCK(st.st_mode)) return;
-  if (ours != nullptr && (st.st_dev != ours->st_dev || st.st_ino != ours->st_ino)) return;
-  unlink(path);
+  if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(path);
 }
 
 }  // namespace
