@@ -73,31 +73,6 @@ function anonKind(fd: number): string {
   return m ? (m[1] as string) : target;
 }
 
-/** True when the socket with inode `ino` is listening (/proc/net: unix flag __SO_ACCEPTCON, TCP state LISTEN). */
-function isListening(ino: bigint): boolean {
-  const inode = String(ino);
-  const read = (file: string): string[] => {
-    try {
-      return readFileSync(file, 'utf8').split('\n').slice(1);
-    } catch {
-      return [];
-    }
-  };
-  for (const line of read('/proc/net/unix')) {
-    const cols = line.trim().split(/\s+/);
-    // Num RefCount Protocol Flags Type St Inode [Path]
-    if (cols[6] === inode) return (parseInt(cols[3] ?? '0', 16) & 0x10000) !== 0;
-  }
-  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    for (const line of read(file)) {
-      const cols = line.trim().split(/\s+/);
-      // sl local rem st tx:rx tr:tm retrnsmt uid timeout inode
-      if (cols[9] === inode) return cols[3] === '0A';
-    }
-  }
-  return false;
-}
-
 const NAMES: Record<FileType, string> = {
   file: 'regular file',
   directory: 'directory',
@@ -164,11 +139,13 @@ export function planRelay(fd: number, operation = `dupFileDescriptor(${fd})`): R
       };
     }
     case 'socket': {
-      const type = native.socketType(fd);
+      // Asked of the socket itself (SO_TYPE, SO_ACCEPTCONN), never of
+      // /proc/net's text, where a name anyone binds can forge a record.
+      const { type, listening } = native.socketShape(fd);
       if (type !== constants.SOCK_STREAM) {
         refuse(operation, `a ${type === constants.SOCK_DGRAM ? 'datagram (SOCK_DGRAM)' : type === constants.SOCK_SEQPACKET ? 'SOCK_SEQPACKET' : `type ${type}`} socket`, 'a byte stream loses its message boundaries');
       }
-      if (isListening(id.ino)) refuse(operation, 'a listening socket', 'it carries connections, not bytes');
+      if (listening) refuse(operation, 'a listening socket', 'it carries connections, not bytes');
       return { mode: 'both', kind: 'stream socket', access: 'dup' };
     }
     case 'file': {

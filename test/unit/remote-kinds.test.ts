@@ -7,15 +7,16 @@
  * so planRelay and statusFlags are also seen to leave nothing open.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, constants as fsConstants, ftruncateSync, mkdtempSync, openSync, readSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, constants as fsConstants, ftruncateSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, Socket, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import fc from 'fast-check';
 
+import { DatagramSocket } from '../../src/datagram';
 import { SystemError, UnsupportedError } from '../../src/errors';
-import { closeFd, closeFds, makeEventfd, makeMemfd, makePipe, openPidfd } from '../../src/fd';
+import { closeFd, closeFds, fdIdentity, makeEventfd, makeMemfd, makePipe, openPidfd } from '../../src/fd';
 import { rawListen, rawSocketPair, receiveNow } from '../../src/testing';
 import { MAX_COPY_BYTES, planRelay, statusFlags, type RelayPlan } from '../../src/transports/remote-kinds';
 import { scaled } from '../util/time-scale';
@@ -138,6 +139,31 @@ describe('sockets', () => {
       expect(refusal(listening)).toMatch(/a listening socket cannot be relayed \(it carries connections, not bytes\)/);
     } finally {
       closeFd(listening);
+      rmSync(name, { force: true });
+    }
+  });
+
+  test("names bound to forge /proc/net/unix records of a socket change nothing: listening or not is the socket's own answer", () => {
+    const name = join(dir, 'forged-listening.sock');
+    const listening = rawListen('stream', name, { backlog: 4 });
+    const stream = rawSocketPair('stream');
+    // Names anyone may bind (abstract ones, paths in a directory one may
+    // write), each ending in a line that reads as a record of one of those
+    // sockets (Num RefCount Protocol Flags Type St Inode): the connected one
+    // listening (__SO_ACCEPTCON), the listening one not. Spread over the
+    // table's order (its hash buckets), some come before the real ones.
+    const record = (i: number): string =>
+      i % 2 === 0 ? `\nffff000000000000: 00000002 00000000 00010000 0001 01 ${fdIdentity(stream[0]).ino}` : `\nffff000000000000: 00000002 00000000 00000000 0001 01 ${fdIdentity(listening).ino}`;
+    const forgers = Array.from({ length: 48 }, (_, i) =>
+      DatagramSocket.bind(i % 4 < 2 ? { abstract: `fdb-forge-${process.pid}-${i}${record(i)}` } : join(dir, `f${i}${record(i)}`)),
+    );
+    try {
+      expect(readFileSync('/proc/net/unix', 'utf8')).toContain(`00010000 0001 01 ${fdIdentity(stream[0]).ino}`); // the forgery is there
+      expect(planRelay(stream[0])).toEqual({ mode: 'both', kind: 'stream socket', access: 'dup' });
+      expect(refusal(listening)).toMatch(/a listening socket cannot be relayed/);
+    } finally {
+      for (const f of forgers) f.close();
+      closeFds([listening, ...stream]);
       rmSync(name, { force: true });
     }
   });
