@@ -405,6 +405,9 @@ inline void RaisePendingException(napi_env env) {
   details.Set("queuedBytes", Napi::Number::New(env, static_cast<double>(core->queued_bytes())));
   details.Set("queuedMessages", Napi::Number::New(env, static_cast<double>(core->queued_sends())));
   details.Set("limit", Napi::Number::New(env, static_cast<double>(core->send_queue_limit())));
+  if (core->waiting_receivers() >= UnixSocket::kMaxWaitingReceivers) {
+    details.Set("waitingReceivers", Napi::Number::New(env, static_cast<double>(core->waiting_receivers())));
+  }
   throw Napi::Error(env, MakeError(env, "queuefull", 0, syscall, details));
 }
 

@@ -172,22 +172,22 @@ int UnixSocket::SendTo(const struct sockaddr_un* to, socklen_t to_len, const cha
     ssize_t n = ScmSend(sock_.get(), data, len, fds, nfds, to, to_len, blocking_receive_ == 1);
     if (n >= 0) return 0;
     if (n != -EAGAIN || !wait_when_full) return static_cast<int>(n);
-    // The receiver's queue is full (our own fd writable): the datagram
-    // waits for that receiver (PinWaker), or fails if it is gone already.
-    if (PollNow(sock_.get(), POLLOUT) & POLLOUT) {
-      int pinned = PinWaker(*to, to_len);
-      if (pinned == -ECONNREFUSED || pinned == -ENOENT) return pinned;
-    }
   } else if (!wait_when_full) {
     return -EAGAIN;
   }
-  int r = send_queue_full() ? kQueueFull : Enqueue(to, to_len, data, len, 0, fds, nfds, id);
-  if (queue_.empty()) waker_pinned_ = false;  // not queued: nothing waits for the receiver pinned above
-  return r;
+  if (send_queue_full()) return kQueueFull;
+  // It waits: an unbound sender's for the receiver the name has now, or
+  // none (PinFor fails: ECONNREFUSED, ENOENT, ... as sendto would).
+  Pin* pin = nullptr;
+  if (SendsUnbound()) {
+    int r = PinFor(*to, to_len, &pin);
+    if (r != 0) return r;
+  }
+  return Enqueue(to, to_len, data, len, 0, fds, nfds, id, pin);
 }
 
 int UnixSocket::Enqueue(const struct sockaddr_un* to, socklen_t to_len, const char* data, size_t len,
-                        size_t offset, const int* fds, size_t nfds, uint32_t id) {
+                        size_t offset, const int* fds, size_t nfds, uint32_t id, Pin* pin) {
   QueuedSend q;
   q.offset = 0;
   q.id = id;
@@ -207,8 +207,13 @@ int UnixSocket::Enqueue(const struct sockaddr_un* to, socklen_t to_len, const ch
   }
   std::vector<int> pinned(nfds);
   int r = FdDupAllHigh(fds, nfds, FdAbove(highest), pinned.data());
-  if (r < 0) return r;
+  if (r < 0) {
+    if (pin != nullptr && pin->queued == 0) ClosePin(pin);
+    return r;
+  }
   q.fds = UniqueFds(std::move(pinned));
+  q.pin = pin;
+  if (pin != nullptr) pin->queued++;
   q.charge = q.data.size() + kQueuedSendOverhead;
   queued_bytes_ += q.charge;
   queue_.push_back(std::move(q));
@@ -230,6 +235,8 @@ void UnixSocket::PopQueued() {
     std::vector<int> fds = q.fds.release();
     RememberTicket(FdCloseInBackground(fds.data(), fds.size(), close_owner_, /*held_for_peer=*/true));
   }
+  // Its receiver's pin goes with the last datagram for it (Close closes them all).
+  if (q.pin != nullptr && --q.pin->queued == 0 && !closed_) ClosePin(q.pin);
   queue_.pop_front();
 }
 
@@ -263,20 +270,22 @@ void UnixSocket::StopAccepting() {
   UpdatePoll();
 }
 
-// The waker, when there is one, is part of the socket: it keeps the loop
-// alive exactly when the socket does.
+// The pins are part of the socket: they keep the loop alive exactly when
+// the socket does.
 void UnixSocket::Ref() {
   if (closed_) return;
   refed_ = true;
   uv_ref(reinterpret_cast<uv_handle_t*>(&poll_));
-  if (waker_number_.initialized()) uv_ref(reinterpret_cast<uv_handle_t*>(&waker_poll_));
+  for (Pin* pin : pins_) uv_ref(reinterpret_cast<uv_handle_t*>(&pin->poll));
+  if (waker_ != nullptr) uv_ref(reinterpret_cast<uv_handle_t*>(&waker_->poll));
 }
 
 void UnixSocket::Unref() {
   if (closed_) return;
   refed_ = false;
   uv_unref(reinterpret_cast<uv_handle_t*>(&poll_));
-  if (waker_number_.initialized()) uv_unref(reinterpret_cast<uv_handle_t*>(&waker_poll_));
+  for (Pin* pin : pins_) uv_unref(reinterpret_cast<uv_handle_t*>(&pin->poll));
+  if (waker_ != nullptr) uv_unref(reinterpret_cast<uv_handle_t*>(&waker_->poll));
 }
 
 void UnixSocket::UpdatePoll() {
@@ -287,7 +296,7 @@ void UnixSocket::UpdatePoll() {
   } else if (watch_hangup_) {
     events |= UV_DISCONNECT;
   }
-  if (!queue_.empty() && !waiting_receiver_) events |= UV_WRITABLE;
+  if (!queue_.empty() && waiting_on_ == nullptr) events |= UV_WRITABLE;
   if (events == poll_events_) return;
   // A change of events is an epoll_ctl on the number (uv_poll_start: a DEL,
   // then an ADD at the loop's next poll), which aborts in libuv when the
@@ -350,37 +359,26 @@ void UnixSocket::WatchHangup(bool on) {
 void UnixSocket::DoWrite() {
   // Each completion runs JS, which may close the number and open another
   // file there: looked at again before each send (in memory).
-  while (!queue_.empty() && !closed_ && !waiting_receiver_ && !Lost(false)) {
+  while (!queue_.empty() && !closed_ && waiting_on_ == nullptr && !Lost(false)) {
     QueuedSend& q = queue_.front();
-    size_t remaining = q.data.size() - q.offset;
-    bool through_waker = ThroughWaker(q);
-    ssize_t n = through_waker
-                    ? ScmSend(waker_.get(), q.data.data() + q.offset, remaining, q.fds.data(), q.fds.size(), nullptr, 0, false)
-                    : ScmSend(sock_.get(), q.data.data() + q.offset, remaining, q.fds.data(), q.fds.size(),
-                              q.to_len > 0 ? &q.to : nullptr, q.to_len, blocking_receive_ == 1);
-    if (through_waker && n == -EAGAIN) {
-      // That receiver is full again: the waker, still connected to it, waits.
-      full_sends_++;
-      waiting_receiver_ = true;
-      uv_poll_start(&waker_poll_, UV_WRITABLE, OnWakerPoll);
-      return;
-    }
-    if (through_waker && n < 0) {
-      // ECONNREFUSED: the receiver is gone (the kernel then disconnects the
-      // waker: ENOTCONN for those after it, the same outcome). Anything
-      // else (the waker closed behind our back): not used again.
-      if (n == -ENOTCONN) n = -ECONNREFUSED;
-      if (n != -ECONNREFUSED) waker_pinned_ = false;
-    }
-    if (n == -EAGAIN) {
-      full_sends_++;
-      // Our own send buffer is full: wait for our fd to be writable. Else a
-      // DGRAM receiver's queue is (net.unix.max_dgram_qlen), which poll on
-      // our unconnected fd cannot show: wait on the waker.
-      if (q.to_len == 0 || !(PollNow(sock_.get(), POLLOUT) & POLLOUT)) return;
-      int werr = WaitForReceiver(q.to, q.to_len);
-      if (werr == 0) return;
-      n = werr;  // nobody to wait for (ECONNREFUSED: the receiver is gone): this send fails
+    ssize_t n;
+    if (q.pin != nullptr) {
+      n = SendThroughPin(&q);
+      if (n == -EAGAIN) return;  // waiting on the pin
+    } else {
+      n = ScmSend(sock_.get(), q.data.data() + q.offset, q.data.size() - q.offset, q.fds.data(), q.fds.size(),
+                  q.to_len > 0 ? &q.to : nullptr, q.to_len, blocking_receive_ == 1);
+      if (n == -EAGAIN) {
+        full_sends_++;
+        // Our own send buffer is full: wait for our fd to be writable. Else a
+        // DGRAM receiver's queue is (net.unix.max_dgram_qlen), which poll on
+        // our unconnected fd cannot show: a bound sender's waits on the waker
+        // (an unbound sender's were pinned when queued: SendThroughPin).
+        if (q.to_len == 0 || !(PollNow(sock_.get(), POLLOUT) & POLLOUT)) return;
+        int werr = WaitForReceiver(q.to, q.to_len);
+        if (werr == 0) return;
+        n = werr;  // nobody to wait for (ECONNREFUSED: the receiver is gone): this send fails
+      }
     }
     int err = n < 0 ? static_cast<int>(n) : 0;
     // EBADF or ENOTSOCK for our own socket's number: closed behind our
@@ -403,107 +401,6 @@ void UnixSocket::DoWrite() {
       return;
     }
   }
-  if (queue_.empty()) waker_pinned_ = false;  // nothing waits for that receiver any more
-}
-
-bool UnixSocket::Unbound() const {
-  struct sockaddr_un own;
-  socklen_t len = sizeof(own);
-  if (getsockname(sock_.get(), reinterpret_cast<struct sockaddr*>(&own), &len) != 0) return false;
-  return len <= offsetof(struct sockaddr_un, sun_path);
-}
-
-bool UnixSocket::ThroughWaker(const QueuedSend& q) const {
-  // Holds: the waker's number may have been closed behind our back and
-  // taken by another file since, which must never get the datagram.
-  return q.to_len > 0 && waker_pinned_ && waker_ && waker_number_.Holds(waker_.get()) && q.to_len == waker_to_len_ &&
-         memcmp(&q.to, &waker_to_, q.to_len) == 0 && Unbound();
-}
-
-// An unconnected DGRAM socket polls writable whenever its own send buffer
-// has room: unix_dgram_poll looks at a receiver's queue only for a
-// *connected* peer, so waiting on our own fd for a full receiver would spin.
-// The waker is an unbound DGRAM socket connected to that receiver: its
-// POLLOUT does follow the receiver's queue (unix_dgram_peer_wake_me hooks it
-// onto the receiver's peer_wait, which every dequeue and the receiver's
-// close wake), so the event loop sleeps until there is room, or the receiver
-// is gone and the retried sendto fails with ECONNREFUSED.
-int UnixSocket::WaitForReceiver(const struct sockaddr_un& to, socklen_t to_len) {
-  // Connected afresh for each wait: the head of the queue decides which
-  // receiver.
-  int r = PinWaker(to, to_len);
-  if (r != 0) return r;
-  waiting_receiver_ = true;
-  uv_poll_start(&waker_poll_, UV_WRITABLE, OnWakerPoll);
-  return 0;
-}
-
-// sendto(name) resolves the name at each try: once the receiver a datagram
-// met full is closed, another socket may have bound its name (anyone, for an
-// abstract name). A socket connected to that receiver names it for good,
-// and a send through it fails (ECONNREFUSED) once it is gone: the waker,
-// connected here, is that socket. An unbound sender's datagrams that wait
-// for the receiver go through it (ThroughWaker: the receiver sees no
-// sender's address either way); a bound sender's must carry its address,
-// and go by name.
-int UnixSocket::PinWaker(const struct sockaddr_un& to, socklen_t to_len) {
-  waker_pinned_ = false;
-  // The waker is polled as every fd of fdbridge's is (PolledNumber), and
-  // closed behind our back it is let go of as they are: its poll handle is
-  // never made again, so the sends that would wait on it fail (EBADF).
-  if (waker_number_.initialized() && waker_ && !waker_number_.Holds(waker_.get())) {
-    waker_number_.LetGo();
-    waker_.release();
-  }
-  if (waker_number_.initialized() && !waker_) return -EBADF;
-  if (!waker_number_.initialized()) {
-    int made = SockOpen(SOCK_DGRAM);
-    if (made < 0) return made;
-    UniqueFd opened(made);
-    // Ours, so numbered at or above the floor (fd_ops.h: FdFloor), where a
-    // number the caller closed and still names cannot land on it.
-    int w = FdDupHigh(opened.get());
-    if (w < 0) return w;
-    UniqueFd waker(w);
-    int r = waker_number_.Init(poll_.loop, w);
-    if (r != 0) return r;
-    waker_poll_.data = this;
-    waker_ = std::move(waker);
-    if (!refed_) uv_unref(reinterpret_cast<uv_handle_t*>(&waker_poll_));
-  }
-  int r = SockConnectTo(waker_.get(), &to, to_len);
-  if (r != 0) return r;
-  // The datagrams sent through it may be as large as our own socket takes
-  // (a DGRAM send larger than the sender's SO_SNDBUF fails EMSGSIZE).
-  int sndbuf = 0;
-  socklen_t len = sizeof(sndbuf);
-  if (getsockopt(sock_.get(), SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) == 0) {
-    int half = sndbuf / 2;  // the kernel doubles what it is given
-    setsockopt(waker_.get(), SOL_SOCKET, SO_SNDBUF, &half, sizeof(half));
-  }
-  waker_to_ = to;
-  waker_to_len_ = to_len;
-  waker_pinned_ = true;
-  return 0;
-}
-
-void UnixSocket::OnWakerTaken(void* owner, const FdIdentity& file, bool known) {
-  UnixSocket* self = static_cast<UnixSocket*>(owner);
-  if (self->closed_ || !self->waker_number_.YieldTo(file, known, &self->waker_) || !self->waiting_receiver_) return;
-  // The send waiting on it fails from the socket's own poll (writable: the
-  // send is tried again, and WaitForReceiver says EBADF), not from inside
-  // the poll being made for someone else.
-  self->waiting_receiver_ = false;
-  self->UpdatePoll();
-}
-
-void UnixSocket::OnWakerPoll(uv_poll_t* handle, int status, int events) {
-  UnixSocket* self = static_cast<UnixSocket*>(handle->data);
-  if (self->closed_ || !self->waker_) return;
-  uv_poll_stop(&self->waker_poll_);
-  self->waiting_receiver_ = false;
-  self->DoWrite();
-  self->UpdatePoll();
 }
 
 void UnixSocket::FailQueue(int err) {
@@ -671,7 +568,7 @@ void UnixSocket::Close(bool shut_down, void (*on_freed)(void*), void* arg) {
   bool lost = Lost(true);
   // uv_close stops the poll and removes the fd from epoll synchronously, so
   // closing the fd right after is safe (libuv: never close a polled fd).
-  pending_closes_ = 1;
+  pending_closes_++;
   uv_close(reinterpret_cast<uv_handle_t*>(&poll_), OnClosed);
   if (lost) {
     sock_.release();
@@ -683,16 +580,9 @@ void UnixSocket::Close(bool shut_down, void (*on_freed)(void*), void* arg) {
     int fd = sock_.release();
     RememberTicket(FdCloseInBackground(&fd, 1, close_owner_, /*held_for_peer=*/false));
   }
-  if (waker_number_.initialized()) {
-    // Closed behind our back? Then neither the poll's close nor ours
-    // reaches the file at its number now.
-    waker_number_.LetGoIfGone(&waker_);
-    pending_closes_++;
-    uv_close(reinterpret_cast<uv_handle_t*>(&waker_poll_), OnClosed);
-    waker_.reset();
-  }
-  waiting_receiver_ = false;
+  waiting_on_ = nullptr;
   FailQueue(-ECANCELED);
+  ClosePins();  // after the queue, whose datagrams held them
   if (filter_ != nullptr) {
     Filter* filter = filter_;
     filter_ = nullptr;
@@ -740,11 +630,15 @@ void UnixSocket::CloseAccepted(int fd) {
 }
 
 void UnixSocket::OnClosed(uv_handle_t* handle) {
-  UnixSocket* self = static_cast<UnixSocket*>(handle->data);
-  if (--self->pending_closes_ > 0) return;  // the other poll handle is still closing
-  void (*cb)(void*) = self->on_freed_;
-  void* arg = self->on_freed_arg_;
-  delete self;
+  static_cast<UnixSocket*>(handle->data)->HandleClosed();
+}
+
+void UnixSocket::HandleClosed() {
+  // A pin closes whenever its last datagram leaves, the socket open or not.
+  if (--pending_closes_ > 0 || !closed_) return;
+  void (*cb)(void*) = on_freed_;
+  void* arg = on_freed_arg_;
+  delete this;
   if (cb != nullptr) cb(arg);
 }
 

@@ -95,7 +95,9 @@ class UnixSocket {
   // nothing queued, and does so whenever earlier sends are still waiting
   // (a send never overtakes another). An error that concerns the
   // destination (ECONNREFUSED: nobody bound there any more, EPERM, ...)
-  // fails that message only.
+  // fails that message only. An unbound sender's queued datagram goes to
+  // the receiver `to` names now or to none (see datagram_wait.cc);
+  // kQueueFull also when the queue already waits for kMaxWaitingReceivers.
   int SendTo(const struct sockaddr_un* to, socklen_t to_len, const char* data, size_t len,
              const int* fds, size_t nfds, uint32_t id, bool wait_when_full);
 
@@ -344,6 +346,11 @@ class UnixSocket {
   int type() const { return type_; }
   bool closed() const { return closed_; }
   size_t queued_sends() const { return queue_.size(); }
+  // The most receivers an unbound sender's queued datagrams wait for at once
+  // (one connected socket each, see datagram_wait.cc): past it SendTo
+  // refuses (kQueueFull).
+  static constexpr size_t kMaxWaitingReceivers = 64;
+  size_t waiting_receivers() const { return pins_.size(); }
   // sendmsg calls that found the socket, or a DGRAM receiver, full (EAGAIN):
   // a wait that sleeps adds one per wake-up, a wait that spins one per turn.
   uint64_t full_sends() const { return full_sends_; }
@@ -353,6 +360,21 @@ class UnixSocket {
   uint64_t sent_from_queue() const { return sent_from_queue_; }
 
  private:
+  // A DGRAM socket of ours connected to one receiver (datagram_wait.cc): a
+  // send through it reaches that receiver or fails (ECONNREFUSED once it is
+  // gone), whatever socket binds its name since, and its POLLOUT follows
+  // that receiver's queue. Freed by its poll's close (ClosePin).
+  struct Pin {
+    explicit Pin(UnixSocket* o) : owner(o) {}
+    UnixSocket* owner;
+    uv_poll_t poll;
+    PolledNumber number{&poll, &UnixSocket::OnPinTaken, this};
+    UniqueFd fd;  // empty once let go of (closed behind our back)
+    struct sockaddr_un to;
+    socklen_t to_len = 0;
+    size_t queued = 0;  // queued datagrams that go through it
+  };
+
   struct QueuedSend {
     std::vector<char> data;
     size_t offset;
@@ -360,6 +382,7 @@ class UnixSocket {
     uint32_t id;
     struct sockaddr_un to;  // the destination when to_len > 0 (SendTo)
     socklen_t to_len;
+    Pin* pin = nullptr;  // sent through it, not by name (an unbound sender's)
 
     size_t charge;  // what it adds to queued_bytes_
   };
@@ -373,16 +396,23 @@ class UnixSocket {
   UnixSocket& operator=(const UnixSocket&) = delete;
 
   int Enqueue(const struct sockaddr_un* to, socklen_t to_len, const char* data, size_t len,
-              size_t offset, const int* fds, size_t nfds, uint32_t id);
+              size_t offset, const int* fds, size_t nfds, uint32_t id, Pin* pin = nullptr);
+  // datagram_wait.cc: the pins and the waits on them.
+  bool SendsUnbound();  // no address of its own (getsockname until it has one)
+  int PinFor(const struct sockaddr_un& to, socklen_t to_len, Pin** out);
+  int MakePin(Pin** out);
+  int ConnectPin(Pin* pin, const struct sockaddr_un& to, socklen_t to_len);
+  void ClosePin(Pin* pin);
+  void ClosePins();
+  ssize_t SendThroughPin(QueuedSend* q);
   int WaitForReceiver(const struct sockaddr_un& to, socklen_t to_len);
-  // Connects the waker to the receiver `to` names now (waker_pinned_).
-  int PinWaker(const struct sockaddr_un& to, socklen_t to_len);
-  // Whether `q` goes through the waker, connected to the receiver it waits for.
-  bool ThroughWaker(const QueuedSend& q) const;
-  bool Unbound() const;  // no address of its own (getsockname)
+  void WaitOn(Pin* pin);
+  static void OnPinPoll(uv_poll_t* handle, int status, int events);
+  static void OnPinTaken(void* owner, const FdIdentity& file, bool known);
+  static void OnPinClosed(uv_handle_t* handle);
   static void OnPoll(uv_poll_t* handle, int status, int events);
-  static void OnWakerPoll(uv_poll_t* handle, int status, int events);
   static void OnClosed(uv_handle_t* handle);
+  void HandleClosed();  // one of its poll handles closed: freed after the last, once closed
   void UpdatePoll();
   void DoRead();
   // One receive's outcome to the filter and the delegate; false when
@@ -480,29 +510,21 @@ class UnixSocket {
   void RememberTicket(uint64_t ticket);
   uint32_t next_send_id_ = 1;
   void CompleteSend(uint32_t id, int err);
-  // Sends to a full DGRAM receiver wait on the waker: an unbound DGRAM
-  // socket connected to that receiver, polled for writability (see
-  // WaitForReceiver). Made on first need, reconnected per wait.
-  uv_poll_t waker_poll_;
-  // waker_poll_'s hold of the number: let go of, with waker_ released
-  // unclosed, once the waker was closed behind our back (OnWakerTaken,
-  // WaitForReceiver, Close).
-  PolledNumber waker_number_{&waker_poll_, &UnixSocket::OnWakerTaken, this};
-  static void OnWakerTaken(void* owner, const FdIdentity& file, bool known);
-  UniqueFd waker_;  // empty once let go of (waker_poll_ made: waker_number_.initialized())
-  bool waiting_receiver_ = false;
-  // The waker is connected to the receiver that the datagrams queued for
-  // waker_to_ wait for (PinWaker), until the queue is empty.
-  bool waker_pinned_ = false;
-  struct sockaddr_un waker_to_;
-  socklen_t waker_to_len_ = 0;
-  bool refed_ = true;  // Ref()/Unref(), applied to the waker when it is made
+  // An unbound sender's pins, one per receiver its queued datagrams go to.
+  std::vector<Pin*> pins_;
+  // A bound sender's datagrams carry its address and go by name: its head
+  // datagram waits for a full receiver on the waker, connected to the one
+  // the name has at each wait.
+  Pin* waker_ = nullptr;
+  Pin* waiting_on_ = nullptr;  // the pin (or waker) the head datagram waits on
+  bool bound_ = false;  // SendsUnbound saw an address (a socket keeps it)
+  bool refed_ = true;  // Ref()/Unref(), applied to each pin when it is made
   bool receive_from_ = false;
   uint64_t receipt_tag_ = 0;  // RecordReceiptsFor
   bool watch_hangup_ = false;
   bool ReadingNow() const { return (reading_ && !ReadPaused()) || accepting_; }
   ScmSender sender_;
-  int pending_closes_ = 0;  // poll handles still closing (the object is freed at 0)
+  int pending_closes_ = 0;  // poll handles still closing (freed at 0, once closed)
   uint64_t full_sends_ = 0;
   uint64_t sent_from_queue_ = 0;
   void (*on_freed_)(void*) = nullptr;

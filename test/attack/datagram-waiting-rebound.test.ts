@@ -48,7 +48,7 @@ test('generated: datagrams waiting for a receiver that closed are never given to
       const otherAt = rng.next() < 0.5 ? rng.int(0, waiting) : -1; // a datagram for another receiver, queued among them
       const fdCount = rng.int(0, 3);
       // Event-loop turns before the receiver closes: 0, the first datagram has
-      // met its receiver full in sendTo; more, the socket waits on its waker.
+      // met its receiver full in sendTo; more, the socket waits on its pin.
       const turns = rng.int(0, 2);
       const where = `round ${round}: ${kind}, ${waiting} waiting, rebound ${rebound}, other at ${otherAt}, ${fdCount} fds, ${turns} turns`;
       const address = addressIn(s, kind, `r${round}`);

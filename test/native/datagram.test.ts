@@ -278,7 +278,7 @@ describe('a full receiver', () => {
       for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
       await new Promise((r) => setTimeout(r, 50));
       expect(settled).toEqual([]);
-      expect(tx.fullSends).toBe(1); // tried once, then slept on the waker
+      expect(tx.fullSends).toBe(1); // tried once, then slept on its pin
       const first = await rx.receive();
       s.ownAll(first.fds);
       await until(() => settled.length === 1, 'the waiting datagram left');
@@ -305,11 +305,11 @@ describe('a full receiver', () => {
       expect(tx.queuedSends).toBe(1);
       rx.close(); // the kernel releases the CAPACITY fds queued unread in it, and the file goes
       const err = await rejection(waiting);
-      // Sent through the waker, connected to that receiver: it is gone.
+      // Sent through its pin, connected to that receiver: it is gone.
       expectSystemError(err, 'ECONNREFUSED', 'sendto');
       expect((err as Error).message).toContain('nobody is bound at');
       expect(tx.queuedSends).toBe(0);
-      tx.close(); // and its waker
+      tx.close(); // and its pin
       f.close();
       // The waiting datagram's copies went to the background closer.
       await openBackgroundClosesDone();
@@ -485,7 +485,7 @@ describe('generated sequences against a model', () => {
           owned.forEach((fd) => fd.close());
           seen.whole++;
         }
-        // One slot is free: a waiting datagram (if any) must now get in, by the waker's wake-up alone.
+        // One slot is free: a waiting datagram (if any) must now get in, by the pin's wake-up alone.
         await until(
           () => waiting.every((q) => q.length === 0) || kernel.length >= CAPACITY,
           'a waiting sender was woken when the receiver made room',

@@ -345,19 +345,20 @@ test("generated: a relay pump whose input the program closed ends its input with
 }, scaled(120_000));
 
 /**
- * A datagram socket's waker (the socket of fdbridge's it polls while a send
- * waits for a full receiver's room) closed behind its back is let go of as
- * every poll of fdbridge's is: a poll made at its number is made (not
- * EEXIST) and gets its events, and the send waiting on the waker, which can
- * wait no more, fails with EBADF; with the program's own file there (no
- * poll made to tell it), the socket's close ends the waker's registration
- * and leaves the file open (it closed the number).
+ * A datagram socket's pin (the socket of fdbridge's connected to a full
+ * receiver, which a waiting send goes through and is polled for its room)
+ * closed behind its back is let go of as every poll of fdbridge's is: a
+ * poll made at its number is made (not EEXIST) and gets its events, and the
+ * send waiting on the pin, which can go nowhere now, fails with EBADF; with
+ * the program's own file there (no poll made to tell it), the socket's
+ * close ends the pin's registration and leaves the file open (it closed the
+ * number).
  */
 test.each<[New | 'own-file']>([['socket'], ['exit-watch'], ['pump-stream'], ['own-file']])(
-  "a datagram socket's waker closed behind its back, then a %s at its number: the waiting send fails with EBADF, the number is left alone",
+  "a datagram socket's pin closed behind its back, then a %s at its number: the waiting send fails with EBADF, the number is left alone",
   async (kind) => {
     const before = openFdTable(process.pid);
-    const dir = mkdtempSync(join(tmpdir(), 'fdbridge-waker-'));
+    const dir = mkdtempSync(join(tmpdir(), 'fdbridge-pin-'));
     const rx = DatagramSocket.bind(join(dir, 'p', 'rx.sock'));
     const tx = new native.Socket(native.dgramSocket(), native.constants.SOCK_DGRAM, { maxFds: 0 });
     const polls: Poll[] = [];
@@ -370,9 +371,9 @@ test.each<[New | 'own-file']>([['socket'], ['exit-watch'], ['pump-stream'], ['ow
       let settle!: (err: Error | null) => void;
       const settled = new Promise<Error | null>((r) => (settle = r));
       expect(tx.sendTo(to, false, Buffer.from('waits'), [], true, (err) => settle(err))).toBe(1);
-      await turns(2); // tried, then waiting on the waker
+      await turns(2); // tried, then waiting on its pin
       const made = [...registeredSince(had).keys()];
-      expect(made).toHaveLength(1); // the waker, polled while the send waits
+      expect(made).toHaveLength(1); // the pin, polled while the send waits
       const n = made[0] as number;
       if (kind === 'own-file') {
         closeSync(n); // the program's close, behind fdbridge's back
@@ -389,7 +390,7 @@ test.each<[New | 'own-file']>([['socket'], ['exit-watch'], ['pump-stream'], ['ow
       const registration = kind === 'own-file' ? 0 : fdRegistration(n); // the new fd's
       await closesSettled(tx.close());
       expect(identity(n)).toBe(file); // never closed by the socket's close
-      expect(fdRegistration(n)).toBe(registration); // the waker's ended; the new fd's kept
+      expect(fdRegistration(n)).toBe(registration); // the pin's ended; the new fd's kept
       for (const p of polls) await p.check?.(); // still polled after the socket's close
     } finally {
       await closesSettled(tx.close());

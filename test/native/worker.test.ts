@@ -58,7 +58,7 @@ describe.each<[Mode, number]>([
       expect(ready.queued).toBeGreaterThanOrEqual(1);
       expect(ready.queuedSends).toBe(ready.queued);
       expect(ready.received).toBe(2);
-      expect(ready.dgramWaiting).toBe(1); // a datagram waiting on a full receiver, its waker polled
+      expect(ready.dgramWaiting).toBe(1); // a datagram waiting on a full receiver, its pin polled
       expect(ready.sockets).toBe(19);
       expect(code).toBe(expectedCode);
       const diff = await settledFdTableDiff(before);
