@@ -322,15 +322,18 @@ function notASocket(path: string): string | undefined {
  * unix_find_bsd, unix_dgram_sendmsg): the code stays the kernel's, the
  * message says which it was.
  */
-function sendToError(err: Error, address: SocketAddress): Error {
+function sendToError(err: Error, address: SocketAddress, waited: boolean): Error {
   if (!(err instanceof SystemError)) return err;
   const where = describeAddress(address);
   const what = err.code === 'ECONNREFUSED' && typeof address === 'string' ? notASocket(address) : undefined;
+  const gone = waited
+    ? `the receiver bound at ${where} when it was sent is gone (it closed its socket or died; a socket bound there since gets only what is sent from now on)`
+    : `nobody is bound at ${where} any more (the receiver closed its socket or died)`;
   const why: Record<string, string> = {
     EAGAIN: "the receiver's queue is full (it is not reading): retry later, or send with whenFull: 'wait'",
     ECONNREFUSED:
       what === undefined
-        ? `nobody is bound at ${where} any more (the receiver closed its socket or died)`
+        ? gone
         : `${where} is ${what === 'not a socket' ? 'no socket' : `${what}, not a socket`}: nothing can receive datagrams there`,
     EPROTOTYPE: `the socket bound at ${where} is not a datagram socket (a stream or seqpacket socket: connect to it with UnixSocket instead)`,
     ENOENT: `there is no socket at ${where}`,
@@ -609,12 +612,13 @@ export class UnixSocket {
       if (this.#closed) throw new ClosedError('sendTo: the socket is closed');
       const [name, abstract] = parseAddress(address);
       const wait = checkWhenFull(whenFull) === 'wait';
-      const done = (err: Error | null): void => (err ? reject(sendToError(err, address)) : resolve());
+      // A completion's error is a waiting datagram's.
+      const done = (err: Error | null): void => (err ? reject(sendToError(err, address, true)) : resolve());
       let r: 0 | 1;
       try {
         r = this.#native.sendTo(name, abstract, data, fds, wait, done);
       } catch (err) {
-        throw sendToError(err as Error, address);
+        throw sendToError(err as Error, address, false);
       }
       if (r === 0) resolve();
     });

@@ -55,6 +55,7 @@ interface Sent {
   file: number; // which of the files its fds are
   fds: number;
   outcome?: 'sent' | string; // 'sent' or the rejection's code
+  message?: string;
   receivedBy?: number;
 }
 
@@ -124,7 +125,10 @@ async function run(s: Scope, kind: 'path' | 'abstract', actions: readonly Action
         settling.push(
           tx.sendTo(addresses[a.name]!, Buffer.from(`d${i}`), fds).then(
             () => void (d.outcome = 'sent'),
-            (err: { code?: string }) => void (d.outcome = String(err.code)),
+            (err: { code?: string; message?: string }) => {
+              d.outcome = String(err.code);
+              d.message = String(err.message);
+            },
           ),
         );
         d.queued = tx.queuedSends > queuedBefore;
@@ -162,6 +166,8 @@ async function run(s: Scope, kind: 'path' | 'abstract', actions: readonly Action
         if (d.outcome !== 'ENOENT' && d.outcome !== 'ECONNREFUSED') wrong.push(`d${i} (no receiver): ${d.outcome}`);
       } else if (d.outcome !== 'ECONNREFUSED' || !d.to.closed) {
         wrong.push(`d${i} (for ${d.to.id}, ${d.to.closed ? 'closed' : 'open'}): ${d.outcome}`);
+      } else if (d.queued && !d.message!.includes('when it was sent is gone')) {
+        wrong.push(`d${i}'s rejection does not say its receiver is gone: ${d.message}`);
       }
     });
     expect(wrong).toEqual([]);

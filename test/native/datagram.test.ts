@@ -307,7 +307,7 @@ describe('a full receiver', () => {
       const err = await rejection(waiting);
       // Sent through its pin, connected to that receiver: it is gone.
       expectSystemError(err, 'ECONNREFUSED', 'sendto');
-      expect((err as Error).message).toContain('nobody is bound at');
+      expect((err as Error).message).toContain('when it was sent is gone');
       expect(tx.queuedSends).toBe(0);
       tx.close(); // and its pin
       f.close();
