@@ -400,12 +400,14 @@ inline void RaisePendingException(napi_env env) {
   }
 }
 
-[[noreturn]] inline void ThrowQueueFull(Napi::Env env, UnixSocket* core, const char* syscall) {
+// `receivers`: refused for the receivers an unbound DGRAM sender's queue
+// waits for already (UnixSocket::kTooManyReceivers), not for its bytes.
+[[noreturn]] inline void ThrowQueueFull(Napi::Env env, UnixSocket* core, const char* syscall, bool receivers = false) {
   Napi::Object details = Napi::Object::New(env);
   details.Set("queuedBytes", Napi::Number::New(env, static_cast<double>(core->queued_bytes())));
   details.Set("queuedMessages", Napi::Number::New(env, static_cast<double>(core->queued_sends())));
   details.Set("limit", Napi::Number::New(env, static_cast<double>(core->send_queue_limit())));
-  if (core->waiting_receivers() >= UnixSocket::kMaxWaitingReceivers) {
+  if (receivers) {
     details.Set("waitingReceivers", Napi::Number::New(env, static_cast<double>(core->waiting_receivers())));
   }
   throw Napi::Error(env, MakeError(env, "queuefull", 0, syscall, details));

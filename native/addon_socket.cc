@@ -405,7 +405,9 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     if (refused < 0) ThrowSystem(env, refused, "sendto");
     int r = core->SendTo(&to, to_len, data, len, fds.data(), fds.size(), id, wait);
     if (r < 0) ThrowSystem(env, r, "sendto");
-    if (r == UnixSocket::kQueueFull) ThrowQueueFull(env, core, "sendto");
+    if (r == UnixSocket::kQueueFull || r == UnixSocket::kTooManyReceivers) {
+      ThrowQueueFull(env, core, "sendto", r == UnixSocket::kTooManyReceivers);
+    }
     if (r == UnixSocket::kQueued) AwaitSendCompletion(info, 5, id);
     return Napi::Number::New(env, r);
   }

@@ -45,12 +45,12 @@ int UnixSocket::PinFor(const struct sockaddr_un& to, socklen_t to_len, Pin** out
   // Queued for this name already: the receiver those wait for. (A receiver
   // that took the name since only gets what is sent once they are gone.)
   for (Pin* pin : pins_) {
-    if (pin->fd && pin->to_len == to_len && memcmp(&pin->to, &to, to_len) == 0) {
+    if (pin->fd && !pin->gone && pin->to_len == to_len && memcmp(&pin->to, &to, to_len) == 0) {
       *out = pin;
       return 0;
     }
   }
-  if (pins_.size() >= kMaxWaitingReceivers) return kQueueFull;
+  if (pins_.size() >= kMaxWaitingReceivers) return kTooManyReceivers;
   Pin* pin;
   int r = MakePin(&pin);
   if (r != 0) return r;
@@ -65,15 +65,24 @@ int UnixSocket::PinFor(const struct sockaddr_un& to, socklen_t to_len, Pin** out
 }
 
 int UnixSocket::MakePin(Pin** out) {
-  int made = SockOpen(SOCK_DGRAM);
-  if (made < 0) return made;
-  UniqueFd opened(made);
+  // The last one retired, if it still holds its socket: connected again by
+  // the caller (a DGRAM socket's connect may change its peer), so that a
+  // burst of waits does not make and close a socket each.
+  if (spare_ != nullptr) {
+    Pin* spare = spare_;
+    spare_ = nullptr;
+    if (PinHolds(spare)) {
+      spare->gone = false;
+      *out = spare;
+      return 0;
+    }
+    ClosePin(spare);
+  }
   // Ours, so numbered at or above the floor (fd_ops.h: FdFloor), where a
   // number the caller closed and still names cannot land on it.
-  int w = FdDupHigh(opened.get());
+  int w = SockOpen(SOCK_DGRAM, /*own=*/true);
   if (w < 0) return w;
   UniqueFd fd(w);
-  opened.reset();
   // Polled as every fd of fdbridge's is (PolledNumber): closed behind our
   // back, it is let go of as they are.
   std::unique_ptr<Pin> pin(new Pin(this));
@@ -102,7 +111,17 @@ int UnixSocket::ConnectPin(Pin* pin, const struct sockaddr_un& to, socklen_t to_
   return 0;
 }
 
-void UnixSocket::ClosePin(Pin* pin) {
+void UnixSocket::RetirePin(Pin* pin) {
+  ErasePin(pin);
+  if (spare_ == nullptr && PinHolds(pin)) {
+    uv_poll_stop(&pin->poll);
+    spare_ = pin;
+  } else {
+    ClosePin(pin);
+  }
+}
+
+void UnixSocket::ErasePin(Pin* pin) {
   for (size_t i = 0; i < pins_.size(); i++) {
     if (pins_[i] == pin) {
       pins_[i] = pins_.back();
@@ -110,7 +129,12 @@ void UnixSocket::ClosePin(Pin* pin) {
       break;
     }
   }
+}
+
+void UnixSocket::ClosePin(Pin* pin) {
+  ErasePin(pin);
   if (waker_ == pin) waker_ = nullptr;
+  if (spare_ == pin) spare_ = nullptr;
   if (waiting_on_ == pin) waiting_on_ = nullptr;
   // Closed behind our back? Then neither the poll's close nor ours reaches
   // the file at its number now.
@@ -123,6 +147,17 @@ void UnixSocket::ClosePin(Pin* pin) {
 void UnixSocket::ClosePins() {
   while (!pins_.empty()) ClosePin(pins_.back());
   if (waker_ != nullptr) ClosePin(waker_);
+  if (spare_ != nullptr) ClosePin(spare_);
+}
+
+bool UnixSocket::PinHolds(Pin* pin) {
+  // Its number may have been closed behind our back and taken by another
+  // file since (a statx), which must never get a datagram: let go of.
+  if (pin->fd && !pin->number.Holds(pin->fd.get())) {
+    pin->number.LetGo();
+    pin->fd.release();
+  }
+  return static_cast<bool>(pin->fd);
 }
 
 void UnixSocket::OnPinClosed(uv_handle_t* handle) {
@@ -134,14 +169,7 @@ void UnixSocket::OnPinClosed(uv_handle_t* handle) {
 
 ssize_t UnixSocket::SendThroughPin(QueuedSend* q) {
   Pin* pin = q->pin;
-  // Its number may have been closed behind our back and taken by another
-  // file since (a statx: only datagrams that waited come here), which must
-  // never get the datagram.
-  if (pin->fd && !pin->number.Holds(pin->fd.get())) {
-    pin->number.LetGo();
-    pin->fd.release();
-  }
-  if (!pin->fd) return -EBADF;
+  if (!PinHolds(pin)) return -EBADF;  // only datagrams that waited pay its statx
   ssize_t n = ScmSend(pin->fd.get(), q->data.data(), q->data.size(), q->fds.data(), q->fds.size(), nullptr, 0, false);
   if (n == -EAGAIN) {
     full_sends_++;
@@ -149,11 +177,15 @@ ssize_t UnixSocket::SendThroughPin(QueuedSend* q) {
   }
   // The receiver is gone (ECONNREFUSED; the kernel then disconnects the pin:
   // ENOTCONN, the same outcome).
-  return n == -ENOTCONN ? -ECONNREFUSED : n;
+  if (n == -ENOTCONN || n == -ECONNREFUSED) {
+    pin->gone = true;
+    return -ECONNREFUSED;
+  }
+  return n;
 }
 
 int UnixSocket::WaitForReceiver(const struct sockaddr_un& to, socklen_t to_len) {
-  if (waker_ != nullptr && !(waker_->fd && waker_->number.Holds(waker_->fd.get()))) ClosePin(waker_);
+  if (waker_ != nullptr && !PinHolds(waker_)) ClosePin(waker_);
   if (waker_ == nullptr) {
     int r = MakePin(&waker_);
     if (r != 0) return r;

@@ -236,7 +236,7 @@ void UnixSocket::PopQueued() {
     RememberTicket(FdCloseInBackground(fds.data(), fds.size(), close_owner_, /*held_for_peer=*/true));
   }
   // Its receiver's pin goes with the last datagram for it (Close closes them all).
-  if (q.pin != nullptr && --q.pin->queued == 0 && !closed_) ClosePin(q.pin);
+  if (q.pin != nullptr && --q.pin->queued == 0 && !closed_) RetirePin(q.pin);
   queue_.pop_front();
 }
 
@@ -278,6 +278,7 @@ void UnixSocket::Ref() {
   uv_ref(reinterpret_cast<uv_handle_t*>(&poll_));
   for (Pin* pin : pins_) uv_ref(reinterpret_cast<uv_handle_t*>(&pin->poll));
   if (waker_ != nullptr) uv_ref(reinterpret_cast<uv_handle_t*>(&waker_->poll));
+  if (spare_ != nullptr) uv_ref(reinterpret_cast<uv_handle_t*>(&spare_->poll));
 }
 
 void UnixSocket::Unref() {
@@ -286,6 +287,7 @@ void UnixSocket::Unref() {
   uv_unref(reinterpret_cast<uv_handle_t*>(&poll_));
   for (Pin* pin : pins_) uv_unref(reinterpret_cast<uv_handle_t*>(&pin->poll));
   if (waker_ != nullptr) uv_unref(reinterpret_cast<uv_handle_t*>(&waker_->poll));
+  if (spare_ != nullptr) uv_unref(reinterpret_cast<uv_handle_t*>(&spare_->poll));
 }
 
 void UnixSocket::UpdatePoll() {
@@ -581,8 +583,11 @@ void UnixSocket::Close(bool shut_down, void (*on_freed)(void*), void* arg) {
     RememberTicket(FdCloseInBackground(&fd, 1, close_owner_, /*held_for_peer=*/false));
   }
   waiting_on_ = nullptr;
+  // Before the completions below run JS: a pin is not open, nor polled, while
+  // the program may close numbers and make new polls (PopQueued leaves a
+  // closing pin alone; it is freed by its poll's close callback).
+  ClosePins();
   FailQueue(-ECANCELED);
-  ClosePins();  // after the queue, whose datagrams held them
   if (filter_ != nullptr) {
     Filter* filter = filter_;
     filter_ = nullptr;

@@ -350,6 +350,8 @@ class UnixSocket {
   // (one connected socket each, see datagram_wait.cc): past it SendTo
   // refuses (kQueueFull).
   static constexpr size_t kMaxWaitingReceivers = 64;
+  // What SendTo returns, nothing sent or queued, when that is why.
+  static constexpr int kTooManyReceivers = 3;
   size_t waiting_receivers() const { return pins_.size(); }
   // sendmsg calls that found the socket, or a DGRAM receiver, full (EAGAIN):
   // a wait that sleeps adds one per wake-up, a wait that spins one per turn.
@@ -373,6 +375,7 @@ class UnixSocket {
     struct sockaddr_un to;
     socklen_t to_len = 0;
     size_t queued = 0;  // queued datagrams that go through it
+    bool gone = false;  // a send through it found the receiver gone: datagrams queued later get a pin of their own
   };
 
   struct QueuedSend {
@@ -400,8 +403,11 @@ class UnixSocket {
   // datagram_wait.cc: the pins and the waits on them.
   bool SendsUnbound();  // no address of its own (getsockname until it has one)
   int PinFor(const struct sockaddr_un& to, socklen_t to_len, Pin** out);
-  int MakePin(Pin** out);
+  int MakePin(Pin** out);  // not yet connected
   int ConnectPin(Pin* pin, const struct sockaddr_un& to, socklen_t to_len);
+  bool PinHolds(Pin* pin);  // its number still holds its socket (let go of if not)
+  void RetirePin(Pin* pin);  // its last datagram left: kept as the spare, or closed
+  void ErasePin(Pin* pin);  // out of pins_
   void ClosePin(Pin* pin);
   void ClosePins();
   ssize_t SendThroughPin(QueuedSend* q);
@@ -516,6 +522,7 @@ class UnixSocket {
   // datagram waits for a full receiver on the waker, connected to the one
   // the name has at each wait.
   Pin* waker_ = nullptr;
+  Pin* spare_ = nullptr;  // the last pin retired, not polled, made use of again by MakePin
   Pin* waiting_on_ = nullptr;  // the pin (or waker) the head datagram waits on
   bool bound_ = false;  // SendsUnbound saw an address (a socket keeps it)
   bool refed_ = true;  // Ref()/Unref(), applied to each pin when it is made

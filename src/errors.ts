@@ -166,16 +166,23 @@ export class QueueFullError extends FdBridgeError {
   readonly queuedMessages: number;
   /** The limit, in bytes. */
   readonly limit: number;
+  /**
+   * Set when an unbound datagram sender's queued datagrams wait for the most
+   * receivers one socket waits for at once (64) and this one was for another:
+   * how many; the bytes were not what refused it.
+   */
+  readonly waitingReceivers?: number;
 
   constructor(
     message: string,
-    queue: { queuedBytes: number; queuedMessages: number; limit: number },
+    queue: { queuedBytes: number; queuedMessages: number; limit: number; waitingReceivers?: number },
     options?: FdBridgeErrorOptions,
   ) {
     super('ERR_FDBRIDGE_QUEUE_FULL', message, options);
     this.queuedBytes = queue.queuedBytes;
     this.queuedMessages = queue.queuedMessages;
     this.limit = queue.limit;
+    if (queue.waitingReceivers !== undefined) this.waitingReceivers = queue.waitingReceivers;
   }
 }
 

@@ -890,14 +890,19 @@ function load(): NativeBinding {
           queuedMessages: Number(details['queuedMessages'] ?? 0),
           limit: Number(details['limit'] ?? 0),
         };
-        const receivers = details['waitingReceivers'];
-        const full =
-          receivers === undefined
-            ? `the send queue is full (${queue.queuedMessages} messages, ${queue.queuedBytes} bytes ` +
-              `waiting for the peer to read; limit ${queue.limit} bytes)`
-            : `the datagrams waiting (${queue.queuedMessages}) wait for ${Number(receivers)} receivers already, ` +
-              'the most one socket waits for at once';
-        return new QueueFullError(`${syscall}: ${full}: nothing was sent; wait for earlier sends to leave`, queue);
+        if (details['waitingReceivers'] === undefined) {
+          return new QueueFullError(
+            `${syscall}: the send queue is full (${queue.queuedMessages} messages, ${queue.queuedBytes} bytes ` +
+              `waiting for the peer to read; limit ${queue.limit} bytes): nothing was sent; wait for earlier sends to leave`,
+            queue,
+          );
+        }
+        const waitingReceivers = Number(details['waitingReceivers']);
+        return new QueueFullError(
+          `${syscall}: the datagrams waiting (${queue.queuedMessages}) wait for ${waitingReceivers} receivers already, ` +
+            'the most one socket waits for at once: nothing was sent; wait for earlier sends to leave',
+          { ...queue, waitingReceivers },
+        );
       }
       case 'notclients': {
         const fd = Number(details['fd']);

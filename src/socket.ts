@@ -603,7 +603,10 @@ export class UnixSocket {
    * (EBADF), a name nobody is bound to (ENOENT, ECONNREFUSED), no permission
    * (EACCES), or a full receiver under 'fail' (EAGAIN); under 'wait' a full
    * receiver delays it instead, and one that goes away meanwhile rejects it;
-   * QueueFullError when the datagrams waiting already fill the send queue.
+   * QueueFullError when the datagrams waiting already fill the send queue,
+   * or (an unbound sender's, each waiting for the receiver its name had when
+   * it was sent, through a socket connected to it) already wait for 64
+   * receivers (`waitingReceivers`); EMFILE when no fd is left for such a socket.
    * Datagrams leave in call order: a 'fail' send never overtakes a waiting one.
    */
   sendTo(address: SocketAddress, data: Uint8Array, fds?: readonly number[], whenFull: WhenFull = 'wait'): Promise<void> {

@@ -4,7 +4,7 @@
  * and replaced by new sockets bound at the same names, in generated orders.
  * Each datagram goes to the receiver its name had when sendTo was called
  * (or, queued behind datagrams for the same name that still wait, to the
- * receiver those wait for), or rejects (ECONNREFUSED once that receiver is
+ * receiver those wait for, unless a send to it was refused already), or rejects (ECONNREFUSED once that receiver is
  * gone; ENOENT or ECONNREFUSED when the name had none): never to another
  * socket, whichever receivers other datagrams queued before it waited for. A datagram whose
  * receiver stays open and reads is delivered, with its fds; nothing hangs,
@@ -116,8 +116,10 @@ async function run(s: Scope, kind: 'path' | 'abstract', actions: readonly Action
     for (const a of actions) {
       if (a.kind === 'send') {
         const i = sent.length;
-        // Behind datagrams for this name that still wait, it waits for their receiver.
-        const waiting = sent.find((e) => e.name === a.name && e.queued && e.outcome === undefined);
+        // Behind datagrams for this name that still wait, it waits for their
+        // receiver, unless a send to that receiver was refused since (it is gone).
+        const refused = (r: Receiver | undefined): boolean => sent.some((e) => e.to === r && e.queued && e.outcome === 'ECONNREFUSED');
+        const waiting = sent.find((e) => e.name === a.name && e.queued && e.outcome === undefined && !refused(e.to));
         const d: Sent = { name: a.name, to: waiting ? waiting.to : at[a.name], file: i % files.length, fds: a.fds, queued: false };
         sent.push(d);
         const fds = Array.from({ length: a.fds }, () => files[d.file]!.fd);
@@ -239,6 +241,7 @@ test('an unbound sender waits for at most 64 receivers at once: past them sendTo
     );
     expect(refused).toBeInstanceOf(QueueFullError);
     expect((refused as QueueFullError).message).toMatch(/wait for 64 receivers already/);
+    expect((refused as QueueFullError).waitingReceivers).toBe(64);
     expect(tx.queuedSends).toBe(64);
     // Room at the first: all of them go, each to its own receiver with its fd.
     for (let i = 0; i < CAPACITY; i++) await receivers[0]!.receive();
