@@ -25,6 +25,7 @@
 
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include "scm_rights.h"
 #include "sock_ops.h"
@@ -42,10 +43,18 @@ bool UnixSocket::SendsUnbound() {
 }
 
 int UnixSocket::PinFor(const struct sockaddr_un& to, socklen_t to_len, Pin** out) {
-  // Queued for this name already: the receiver those wait for. (A receiver
+  // A path is the socket file it names now (stat: from the working
+  // directory, through symlinks), an abstract name itself.
+  bool by_file = to.sun_path[0] != '\0';
+  struct stat file;
+  if (by_file && stat(to.sun_path, &file) != 0) return -errno;  // as sendto would fail
+  // Queued for this receiver already: the one those wait for. (A receiver
   // that took the name since only gets what is sent once they are gone.)
   for (Pin* pin : pins_) {
-    if (pin->fd && !pin->gone && pin->to_len == to_len && memcmp(&pin->to, &to, to_len) == 0) {
+    if (!pin->fd || pin->gone) continue;
+    bool same = by_file ? pin->by_file && pin->file_dev == file.st_dev && pin->file_ino == file.st_ino
+                        : !pin->by_file && pin->to_len == to_len && memcmp(&pin->to, &to, to_len) == 0;
+    if (same) {
       *out = pin;
       return 0;
     }
@@ -60,6 +69,11 @@ int UnixSocket::PinFor(const struct sockaddr_un& to, socklen_t to_len, Pin** out
     ClosePin(pin);
     return r;
   }
+  pin->by_file = by_file;
+  if (by_file) {
+    pin->file_dev = file.st_dev;
+    pin->file_ino = file.st_ino;
+  }
   *out = pin;
   return 0;
 }
@@ -73,6 +87,7 @@ int UnixSocket::MakePin(Pin** out) {
     spare_ = nullptr;
     if (PinHolds(spare)) {
       spare->gone = false;
+      spare->by_file = false;
       *out = spare;
       return 0;
     }
@@ -114,7 +129,7 @@ int UnixSocket::ConnectPin(Pin* pin, const struct sockaddr_un& to, socklen_t to_
 void UnixSocket::RetirePin(Pin* pin) {
   ErasePin(pin);
   if (spare_ == nullptr && PinHolds(pin)) {
-    uv_poll_stop(&pin->poll);
+    StopPinPoll(pin);
     spare_ = pin;
   } else {
     ClosePin(pin);
@@ -139,6 +154,7 @@ void UnixSocket::ClosePin(Pin* pin) {
   // Closed behind our back? Then neither the poll's close nor ours reaches
   // the file at its number now.
   pin->number.LetGoIfGone(&pin->fd);
+  pin->polling = false;  // uv_close stops it
   pending_closes_++;
   uv_close(reinterpret_cast<uv_handle_t*>(&pin->poll), OnPinClosed);
   pin->fd.reset();
@@ -154,10 +170,17 @@ bool UnixSocket::PinHolds(Pin* pin) {
   // Its number may have been closed behind our back and taken by another
   // file since (a statx), which must never get a datagram: let go of.
   if (pin->fd && !pin->number.Holds(pin->fd.get())) {
-    pin->number.LetGo();
+    pin->number.LetGo();  // stops its poll
     pin->fd.release();
+    pin->polling = false;
   }
   return static_cast<bool>(pin->fd);
+}
+
+void UnixSocket::StopPinPoll(Pin* pin) {
+  if (!pin->polling) return;
+  uv_poll_stop(&pin->poll);
+  pin->polling = false;
 }
 
 void UnixSocket::OnPinClosed(uv_handle_t* handle) {
@@ -199,24 +222,33 @@ int UnixSocket::WaitForReceiver(const struct sockaddr_un& to, socklen_t to_len) 
 
 void UnixSocket::WaitOn(Pin* pin) {
   waiting_on_ = pin;
+  // A poll started already is left as it is: uv_poll_start deletes the
+  // number's epoll entry and adds it again at the loop's next poll, where a
+  // number the program has closed by then aborts libuv (EBADF). (From
+  // stopped, that risk is every poll's: see UpdatePoll.)
+  if (pin->polling) return;
   uv_poll_start(&pin->poll, UV_WRITABLE, OnPinPoll);
+  pin->polling = true;
 }
 
 void UnixSocket::OnPinPoll(uv_poll_t* handle, int status, int events) {
   Pin* pin = static_cast<Pin*>(handle->data);
   UnixSocket* self = pin->owner;
   if (self->closed_ || !pin->fd) return;
-  uv_poll_stop(handle);
-  if (self->waiting_on_ != pin) return;
-  self->waiting_on_ = nullptr;
-  self->DoWrite();  // may close this pin (its last datagram left)
-  self->UpdatePoll();
+  if (self->waiting_on_ == pin) {
+    self->waiting_on_ = nullptr;
+    self->DoWrite();  // may wait on it again, retire it (its last datagram left) or close it
+    self->UpdatePoll();
+  }
+  if (self->waiting_on_ != pin) self->StopPinPoll(pin);
 }
 
 void UnixSocket::OnPinTaken(void* owner, const FdIdentity& file, bool known) {
   Pin* pin = static_cast<Pin*>(owner);
   UnixSocket* self = pin->owner;
-  if (self->closed_ || !pin->number.YieldTo(file, known, &pin->fd) || self->waiting_on_ != pin) return;
+  if (self->closed_ || !pin->number.YieldTo(file, known, &pin->fd)) return;
+  pin->polling = false;  // LetGo stopped it
+  if (self->waiting_on_ != pin) return;
   // The datagram waiting on it fails from the socket's own poll (writable:
   // the send is tried again, and finds the pin let go of: EBADF; a waker is
   // made again), not from inside the poll being made for someone else.

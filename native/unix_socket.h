@@ -375,6 +375,12 @@ class UnixSocket {
     struct sockaddr_un to;
     socklen_t to_len = 0;
     size_t queued = 0;  // queued datagrams that go through it
+    bool polling = false;  // its poll started (left so between waits: a restart is an epoll_ctl)
+    // For a path: the socket file the path named when it was connected (a
+    // relative path, or one through a symlink, may name another since).
+    bool by_file = false;
+    dev_t file_dev = 0;
+    ino_t file_ino = 0;
     bool gone = false;  // a send through it found the receiver gone: datagrams queued later get a pin of their own
   };
 
@@ -406,6 +412,7 @@ class UnixSocket {
   int MakePin(Pin** out);  // not yet connected
   int ConnectPin(Pin* pin, const struct sockaddr_un& to, socklen_t to_len);
   bool PinHolds(Pin* pin);  // its number still holds its socket (let go of if not)
+  void StopPinPoll(Pin* pin);
   void RetirePin(Pin* pin);  // its last datagram left: kept as the spare, or closed
   void ErasePin(Pin* pin);  // out of pins_
   void ClosePin(Pin* pin);

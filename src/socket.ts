@@ -330,7 +330,7 @@ function sendToError(err: Error, address: SocketAddress, waited: boolean): Error
     ? `the receiver bound at ${where} when it was sent is gone (it closed its socket or died; a socket bound there since gets only what is sent from now on)`
     : `nobody is bound at ${where} any more (the receiver closed its socket or died)`;
   const why: Record<string, string> = {
-    EAGAIN: "the receiver's queue is full (it is not reading): retry later, or send with whenFull: 'wait'",
+    EAGAIN: "the receiver's queue (it is not reading), or this socket's send buffer, is full: retry later, or send with whenFull: 'wait'",
     ECONNREFUSED:
       what === undefined
         ? gone

@@ -5,7 +5,7 @@
  * close(), and the send queue's two limits, its bytes and the receivers it
  * waits for at once, each named by the QueueFullError it gives.
  */
-import { closeSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -173,6 +173,53 @@ test("a queued datagram for a name whose receiver was refused since goes to the 
     tx.close();
     a.close();
     a2?.close();
+  }
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+});
+
+test('a path names the socket file it leads to now: after a chdir, or a symlink moved, a queued datagram goes to the socket there', async () => {
+  const before = openFdTable();
+  const dir = mkdtempSync(join(tmpdir(), 'fdb-pins-'));
+  const cwd = process.cwd();
+  mkdirSync(join(dir, 'one'), { mode: 0o700 });
+  mkdirSync(join(dir, 'two'), { mode: 0o700 });
+  const one = DatagramSocket.bind(join(dir, 'one', 'r.sock'));
+  const two = DatagramSocket.bind(join(dir, 'two', 'r.sock'));
+  const tx = DatagramSocket.open();
+  try {
+    for (const how of ['chdir', 'symlink'] as const) {
+      let name: string;
+      if (how === 'chdir') {
+        process.chdir(join(dir, 'one'));
+        name = 'r.sock';
+      } else {
+        symlinkSync(join(dir, 'one'), join(dir, 'L'));
+        name = join(dir, 'L', 'r.sock');
+      }
+      for (let i = 0; i < CAPACITY; i++) await tx.sendTo(name, Buffer.from('fill'), [], { whenFull: 'fail' });
+      const d1 = tx.sendTo(name, Buffer.from(`${how} d1 for one`));
+      if (how === 'chdir') {
+        process.chdir(join(dir, 'two'));
+      } else {
+        symlinkSync(join(dir, 'two'), join(dir, 'L2'));
+        renameSync(join(dir, 'L2'), join(dir, 'L'));
+      }
+      const d2 = tx.sendTo(name, Buffer.from(`${how} d2 for two`));
+      expect(tx.queuedSends).toBe(2);
+      for (let i = 0; i < CAPACITY; i++) await one.receive();
+      await Promise.all([d1, d2]);
+      expect([(await one.receive({ timeoutMs: 5000 })).data.toString(), (await two.receive({ timeoutMs: 5000 })).data.toString()]).toEqual([
+        `${how} d1 for one`,
+        `${how} d2 for two`,
+      ]);
+      process.chdir(cwd);
+    }
+  } finally {
+    process.chdir(cwd);
+    tx.close();
+    one.close();
+    two.close();
+    rmSync(dir, { recursive: true, force: true });
   }
   expect(await fdTableSettles(process.pid, before)).toBe('');
 });
