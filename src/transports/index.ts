@@ -44,7 +44,8 @@ export function connect(transport: TransportName, options: ConnectOptions): Prom
   }
   const { timeoutMs } = options;
   // setTimeout takes at most 2^31-1 ms; anything else would fire at once or never.
-  if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 0x7fffffff)) {
+  // (Number.isInteger is false for anything but a number.)
+  if (timeoutMs !== undefined && (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 0x7fffffff)) {
     return Promise.reject(new RangeError(`connect: options.timeoutMs must be an integer from 1 to 2147483647 (ms), not ${String(timeoutMs)}`));
   }
   return open(options);
