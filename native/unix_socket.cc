@@ -270,24 +270,31 @@ void UnixSocket::StopAccepting() {
   UpdatePoll();
 }
 
-// The pins are part of the socket: they keep the loop alive exactly when
-// the socket does.
 void UnixSocket::Ref() {
-  if (closed_) return;
-  refed_ = true;
-  uv_ref(reinterpret_cast<uv_handle_t*>(&poll_));
-  for (Pin* pin : pins_) uv_ref(reinterpret_cast<uv_handle_t*>(&pin->poll));
-  if (waker_ != nullptr) uv_ref(reinterpret_cast<uv_handle_t*>(&waker_->poll));
-  if (spare_ != nullptr) uv_ref(reinterpret_cast<uv_handle_t*>(&spare_->poll));
+  if (!closed_) SetRefed(true);
 }
 
 void UnixSocket::Unref() {
-  if (closed_) return;
-  refed_ = false;
-  uv_unref(reinterpret_cast<uv_handle_t*>(&poll_));
-  for (Pin* pin : pins_) uv_unref(reinterpret_cast<uv_handle_t*>(&pin->poll));
-  if (waker_ != nullptr) uv_unref(reinterpret_cast<uv_handle_t*>(&waker_->poll));
-  if (spare_ != nullptr) uv_unref(reinterpret_cast<uv_handle_t*>(&spare_->poll));
+  if (!closed_) SetRefed(false);
+}
+
+// The pins are part of the socket: they keep the loop alive exactly when
+// the socket does.
+void UnixSocket::SetRefed(bool on) {
+  refed_ = on;
+  auto apply = [on](uv_poll_t* poll) {
+    uv_handle_t* handle = reinterpret_cast<uv_handle_t*>(poll);
+    if (on) {
+      uv_ref(handle);
+    } else {
+      uv_unref(handle);
+    }
+  };
+  apply(&poll_);
+  for (Pin* pin : pins_) apply(&pin->poll);
+  for (Pin* pin : {waker_, spare_}) {
+    if (pin != nullptr) apply(&pin->poll);
+  }
 }
 
 void UnixSocket::UpdatePoll() {

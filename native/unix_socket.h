@@ -424,6 +424,7 @@ class UnixSocket {
   static void OnPinTaken(void* owner, const FdIdentity& file, bool known);
   static void OnPinClosed(uv_handle_t* handle);
   static void OnPoll(uv_poll_t* handle, int status, int events);
+  void SetRefed(bool on);  // Ref/Unref: the socket's poll and its pins'
   static void OnClosed(uv_handle_t* handle);
   void HandleClosed();  // one of its poll handles closed: freed after the last, once closed
   void UpdatePoll();

@@ -25,17 +25,31 @@ function fill(tx: InstanceType<typeof native.Socket>, to: string): void {
   for (let i = 0; i < CAPACITY; i++) expect(tx.sendTo(to, false, Buffer.from(`m${i}`), [], true)).toBe(0);
 }
 
-async function turns(n: number): Promise<void> {
-  for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
-}
-
-test("a completion that close() runs finds the waiting datagram's pin closed: a socket made at its number is made", async () => {
+/**
+ * Runs `body` with a receiver bound at a path in a private directory and an
+ * unbound raw sender; closes both and checks the fd table settles as it was.
+ */
+async function withSenderAndReceiver(body: (tx: InstanceType<typeof native.Socket>, rx: DatagramSocket, to: string) => Promise<void>): Promise<void> {
   const before = openFdTable();
   const dir = mkdtempSync(join(tmpdir(), 'fdb-pins-'));
   const rx = DatagramSocket.bind(join(dir, 'p', 'rx.sock'));
   const tx = sender();
   try {
-    const to = rx.address as string;
+    await body(tx, rx, rx.address as string);
+  } finally {
+    tx.close();
+    rx.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+}
+
+async function turns(n: number): Promise<void> {
+  for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+}
+
+test("a completion that close() runs finds the waiting datagram's pin closed: a socket made at its number is made", () =>
+  withSenderAndReceiver(async (tx, _rx, to) => {
     fill(tx, to);
     const had = new Set(openFdTable().keys());
     let pin = -1;
@@ -67,13 +81,7 @@ test("a completion that close() runs finds the waiting datagram's pin closed: a 
     pin = made[0]![0];
     tx.close();
     expect(seen).toEqual(['ECANCELED', 'EBADF', 'made']);
-  } finally {
-    tx.close();
-    rx.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
-  expect(await fdTableSettles(process.pid, before)).toBe('');
-});
+  }));
 
 test('64 receivers waited for: a datagram for a 65th is refused for them (waitingReceivers), one refused for the bytes says the bytes', async () => {
   const before = openFdTable();
@@ -118,13 +126,8 @@ test('64 receivers waited for: a datagram for a 65th is refused for them (waitin
   expect(await fdTableSettles(process.pid, before)).toBe('');
 });
 
-test('a burst of waits reuses its retired pin: one socket made for many bursts to one receiver', async () => {
-  const before = openFdTable();
-  const dir = mkdtempSync(join(tmpdir(), 'fdb-pins-'));
-  const rx = DatagramSocket.bind(join(dir, 'p', 'rx.sock'));
-  const tx = sender();
-  try {
-    const to = rx.address as string;
+test('a burst of waits reuses its retired pin: one socket made for many bursts to one receiver', () =>
+  withSenderAndReceiver(async (tx, rx, to) => {
     const had = new Set(openFdTable().keys());
     const pins = new Set<string>();
     for (let burst = 0; burst < 5; burst++) {
@@ -137,13 +140,7 @@ test('a burst of waits reuses its retired pin: one socket made for many bursts t
       expect(await sent).toBeNull();
     }
     expect(pins.size).toBe(1);
-  } finally {
-    tx.close();
-    rx.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
-  expect(await fdTableSettles(process.pid, before)).toBe('');
-});
+  }));
 
 test("a queued datagram for a name whose receiver was refused since goes to the socket bound there now", async () => {
   const before = openFdTable();
