@@ -106,7 +106,9 @@ export async function spawnCommandProcess(
     });
   } catch (err) {
     socket.close();
-    throw err;
+    // Node throws some of spawn's errors instead of emitting them (E2BIG: an
+    // environment past execve's limit): the same typed error as those below.
+    throw systemErrorOf(err, 'spawn', `connect: the ${transport} process could not be started`) ?? err;
   } finally {
     // The child has its own copy now (as fd 3); ours would keep the
     // socket alive after the child died and hide its EOF.
