@@ -20,26 +20,37 @@ const badId: fc.Arbitrary<{ value: unknown; error: 'TypeError' | 'RangeError' }>
   fc.oneof(fc.string(), fc.boolean(), fc.constant(null), fc.array(fc.nat(), { maxLength: 2 }), fc.bigInt()).map((value) => ({ value, error: 'TypeError' as const })),
 );
 
-/** `child` option shapes that are wrong, with the error they must give and the option it names. */
-const badChild: fc.Arbitrary<{ child: unknown; error: string; names: string }> = fc.oneof(
-  badId.map((b) => ({ child: { uid: b.value }, error: b.error, names: 'options.child.uid' })),
-  badId.map((b) => ({ child: { gid: b.value }, error: b.error, names: 'options.child.gid' })),
+/** What options.child.env must be, as its errors say. */
+const ENV = 'an object of environment variables, each a string or undefined (to remove it)';
+
+/** `child` option shapes that are wrong, with the error they must give, the option it names and what it says the option must be. */
+const badChild: fc.Arbitrary<{ child: unknown; error: string; names: string; says: string }> = fc.oneof(
+  badId.map((b) => ({ child: { uid: b.value }, error: b.error, names: 'options.child.uid', says: 'an integer from 0 to 2147483647, not ' })),
+  badId.map((b) => ({ child: { gid: b.value }, error: b.error, names: 'options.child.gid', says: 'an integer from 0 to 2147483647, not ' })),
   // Another user's uid without a gid would keep this process's group.
   fc
     .integer({ min: 0, max: 0x7fffffff })
     .filter((uid) => uid !== process.getuid?.())
-    .map((uid) => ({ child: { uid }, error: 'TypeError', names: 'options.child.gid' })),
-  fc.oneof(fc.string(), fc.integer(), fc.constant(null), fc.array(fc.nat(), { maxLength: 2 })).map((child) => ({ child, error: 'TypeError', names: 'options.child' })),
+    .map((uid) => ({
+      child: { uid },
+      error: 'TypeError',
+      names: 'options.child.gid',
+      says: `given with options.child.uid ${uid} (the user's group: without it the command runs with this process's gid ${process.getgid?.()}), not undefined`,
+    })),
+  fc.oneof(fc.string(), fc.integer(), fc.constant(null), fc.array(fc.nat(), { maxLength: 2 })).map((child) => ({ child, error: 'TypeError', names: 'options.child', says: 'an object ({ uid?, gid?, env? }), not ' })),
+  fc.oneof(fc.string(), fc.integer(), fc.constant(null), fc.array(fc.string(), { maxLength: 2 })).map((env) => ({ child: { env }, error: 'TypeError', names: 'options.child.env', says: `${ENV}, not ` })),
   fc
     .oneof(
-      fc.oneof(fc.integer(), fc.boolean(), fc.constant(null)).map((v) => ({ FDBRIDGE_X: v })),
-      fc.string({ maxLength: 5 }).map((s) => ({ [`A${s}\0B`]: 'v' })),
-      fc.string({ maxLength: 5 }).map((s) => ({ A: `${s}\0` })),
-      fc.string({ maxLength: 5 }).map((s) => ({ [`A${s}=B`]: 'v' })),
-      fc.constant({ '': 'v' }),
+      fc.oneof(fc.integer(), fc.boolean(), fc.constant(null)).map((v) => ({ env: { FDBRIDGE_X: v }, says: `${ENV}, without NUL, not ` })),
+      fc.string({ maxLength: 5 }).map((s) => ({ env: { A: `${s}\0` }, says: `${ENV}, without NUL, not ` })),
+      fc.string({ maxLength: 5 }).map((s) => ({ env: { [`A${s}\0B`]: 'v' }, says: 'variable names without = or NUL, not ' })),
+      fc.string({ maxLength: 5 }).map((s) => ({ env: { [`A${s}=B`]: 'v' }, says: 'variable names without = or NUL, not ' })),
+      fc.constant({ env: { '': 'v' }, says: 'variable names without = or NUL, not ' }),
     )
-    .map((env) => ({ child: { env }, error: 'TypeError', names: 'options.child.env' })),
-  fc.constantFrom('cwd', 'shell', 'detached', 'argv0', 'stdio').map((key) => ({ child: { [key]: 'x' }, error: 'TypeError', names: `options.child.${key}` })),
+    .map(({ env, says }) => ({ child: { env }, error: 'TypeError', names: 'options.child.env', says })),
+  fc
+    .constantFrom('cwd', 'shell', 'detached', 'argv0', 'stdio')
+    .map((key) => ({ child: { [key]: 'x' }, error: 'TypeError', names: `options.child.${key}`, says: "left out: the command's process is spawned with uid, gid and env only, not " })),
 );
 
 /** What a promise came to: the error, or a description of the value it resolved with. */
@@ -57,9 +68,9 @@ describe('child and pidfd spawn options', () => {
   test.each(['child', 'pidfd'] as const)('%s: a bad uid, gid, env or unknown option is a TypeError or RangeError naming it; nothing spawned, no fd left', async (transport) => {
     const before = openFdTable();
     await fc.assert(
-      fc.asyncProperty(badChild, async ({ child, error, names }) => {
+      fc.asyncProperty(badChild, async ({ child, error, names, says }) => {
         const err = await outcome(connect(transport, { command: PROBE_COMMAND, child: child as never }));
-        expect({ name: (err as Error).name, names: (err as Error).message.startsWith(`connect: ${names} `) }).toEqual({ name: error, names: true });
+        expect({ name: (err as Error).name, says: (err as Error).message.startsWith(`connect: ${names} must be ${says}`) }).toEqual({ name: error, says: true });
         expect(childrenOf(process.pid)).toEqual([]);
       }),
       { numRuns: 60 },
