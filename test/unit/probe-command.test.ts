@@ -178,6 +178,27 @@ test("openFds() is the process's open-fd table; fdsSeenByExec() what an exec'd l
   });
 });
 
+test("fdsSeenByExec() that cannot run ls (its process at its fd limit) throws saying so", async () => {
+  const before = openFdTable();
+  const conn = await connect('child', { command: PROBE_COMMAND });
+  try {
+    const used = new Set((await conn.call<Array<[number, string]>>('openFds')).map(([n]) => n));
+    let lowestFree = 0;
+    while (used.has(lowestFree)) lowestFree++;
+    const [soft] = await conn.call<[number, number]>('fdLimit');
+    await conn.call('setFdLimit', lowestFree);
+    const err = await conn.call('fdsSeenByExec').catch((e: unknown) => e);
+    await conn.call('setFdLimit', soft);
+    expect(err).toBeInstanceOf(RemoteError);
+    expect((err as RemoteError).remote).toMatchObject({ name: 'Error', message: expect.stringMatching(/^ls \/proc\/self\/fd failed: /) });
+    // With room again, it runs.
+    expect((await conn.call<number[]>('fdsSeenByExec')).slice(0, 3)).toEqual([0, 1, 2]);
+  } finally {
+    await conn.close();
+  }
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+});
+
 test('generated: setFdLimit() sets the soft limit', async () => {
   const [soft, hard] = fdLimit();
   try {
