@@ -129,6 +129,17 @@ test('an environment past what execve takes is a SystemError E2BIG naming spawn,
   expect(await fdTableSettles(process.pid, before)).toBe('');
 });
 
+test('a send queue limit its socket refuses: the RangeError, and the socketpair closed again', async () => {
+  const before = openFdTable();
+  for (const sendQueueLimit of [-1, 1.5, Number.NaN]) {
+    const err = await outcome({ command: PROBE_COMMAND, sendQueueLimit });
+    // Made in the socket module's realm: compared by name.
+    expect({ name: (err as Error).name, message: (err as Error).message }).toEqual({ name: 'RangeError', message: 'sendQueueLimit must be a non-negative integer (bytes)' });
+    expect(openFdTable()).toEqual(before);
+  }
+  expect(childrenOf(process.pid)).toEqual([]);
+});
+
 test('at its fd limit, this process gets a SystemError EMFILE from the socketpair or, one fd higher, from spawn; nothing left behind', async () => {
   const before = openFdTable();
   const [soft, hard] = fdLimit();

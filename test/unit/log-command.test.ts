@@ -263,6 +263,55 @@ test('listenForRedirects: "redirect" with one fd is answered ok and the log goes
   });
 });
 
+test('a pipe whose reader is gone: each line fails with the SystemError EPIPE of its write', async () => {
+  await withLog(async (conn) => {
+    const [r, w] = makePipe();
+    await conn.call('redirectLogToFd', await conn.dupFileDescriptor(w));
+    closeFds([r, w]);
+    for (const line of ['one', 'two']) {
+      const err = await conn.call('log', line).catch((e: unknown) => e);
+      expect((err as RemoteError).remote).toMatchObject({ name: 'SystemError', code: 'EPIPE', syscall: 'write' });
+    }
+  });
+});
+
+test('generated: a redirect from an unbound sender applies, unanswered; a refused one closes its fds', async () => {
+  const before = openFdTable();
+  const sender = DatagramSocket.open();
+  // A bound client's datagram after the unbound one's: its answer says the one before was handled.
+  const marker = DatagramSocket.bind(join(dir, `marker-${process.pid}.sock`));
+  const [r, w] = makePipe();
+  const withPipe = openFdTable();
+  let n = 0;
+  try {
+    await fc.assert(
+      fc.asyncProperty(fc.boolean(), fc.integer({ min: 0, max: 3 }), async (redirect, count) => {
+        const conn = await connect('direct', { command: LOG_COMMAND });
+        try {
+          const path = join(dir, `unbound-${process.pid}-${n++}.sock`);
+          await conn.call('listenForRedirects', path);
+          await sender.sendTo(path, Buffer.from(redirect ? 'redirect' : 'other'), Array.from({ length: count }, () => w));
+          await marker.sendTo(path, Buffer.from('mark'), []);
+          expect((await marker.receive()).data.toString()).toBe('refused: expected "redirect" with one fd, got 4 bytes and 0 fd(s)');
+          if (redirect && count === 1) {
+            await conn.call('log', 'after');
+            expect(drain(r, 6)).toBe('after\n');
+          }
+        } finally {
+          await conn.close();
+        }
+        expect(await fdTableSettles(process.pid, withPipe)).toBe('');
+      }),
+      { numRuns: 15, examples: [[false, 2], [true, 1], [true, 2]] },
+    );
+  } finally {
+    sender.close();
+    marker.close();
+    closeFds([r, w]);
+  }
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+});
+
 test('listenForRedirects refuses anything but a non-empty path, nothing bound', async () => {
   await withLog(async (conn) => {
     for (const bad of ['', 5, { abstract: 'x' }]) {
