@@ -16,7 +16,7 @@ import fc from 'fast-check';
 
 import { connect, DatagramSocket, LOG_COMMAND, logRedirectOption, parseLogfileArgument, RemoteError, SystemError, type Connection } from '../../src';
 import { daemonLogLine, escapeLogText } from '../../src/commands/log-command';
-import { closeFds, makePipe, openFdTable } from '../../src/fd';
+import { closeFds, fdIdentity, makePipe, openFdTable } from '../../src/fd';
 import { fdTableSettles } from '../util/processes';
 
 let dir: string;
@@ -211,6 +211,18 @@ test('logRedirectOption: a path appends, !path truncates; the file it opened is 
     await conn.call('log', 'new');
   });
   expect(readFileSync(created, 'utf8')).toBe('new\n');
+});
+
+test("logRedirectOption: - and -stdout send the log to a copy of this process's fd 1, -stderr of fd 2; neither is closed", async () => {
+  for (const [argument, fd] of [['-', 1], ['-stdout', 1], ['-stderr', 2]] as const) {
+    await withLog(async (conn) => {
+      const before = openFdTable();
+      await logRedirectOption(conn, argument);
+      const added = [...openFdTable().keys()].filter((n) => !before.has(n));
+      expect(added.length).toBe(1);
+      expect(fdIdentity(added[0] as number)).toEqual(fdIdentity(fd));
+    });
+  }
 });
 
 test('logRedirectOption: a FIFO nobody reads is a SystemError ENXIO naming it; with a reader, the lines arrive', async () => {
