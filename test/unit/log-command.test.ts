@@ -324,6 +324,22 @@ test('generated: a redirect from an unbound sender applies, unanswered; a refuse
   expect(await fdTableSettles(process.pid, before)).toBe('');
 });
 
+test('logRedirectOption: an open that fails otherwise than a FIFO with no reader fails with its own error, not said to be one', async () => {
+  const socketPath = join(dir, `not-a-fifo-${process.pid}.sock`);
+  const listener = DatagramSocket.bind(socketPath);
+  try {
+    await withLog(async (conn) => {
+      for (const [path, code] of [[socketPath, 'ENXIO'], [join(dir, 'missing', 'x.log'), 'ENOENT']] as const) {
+        const err = await logRedirectOption(conn, path).catch((e: unknown) => e);
+        expect(err).toMatchObject({ code, syscall: 'open' });
+        expect((err as Error).message).not.toMatch(/FIFO/);
+      }
+    });
+  } finally {
+    listener.close();
+  }
+});
+
 test('listenForRedirects refuses anything but a non-empty path, nothing bound', async () => {
   await withLog(async (conn) => {
     for (const bad of ['', 5, { abstract: 'x' }]) {
