@@ -16,7 +16,7 @@ import fc from 'fast-check';
 
 import { connect, DatagramSocket, LOG_COMMAND, logRedirectOption, parseLogfileArgument, RemoteError, SystemError, type Connection } from '../../src';
 import { daemonLogLine, escapeLogText } from '../../src/commands/log-command';
-import { closeFds, fdIdentity, makePipe, openFdTable } from '../../src/fd';
+import { closeFds, fdFlags, fdIdentity, makePipe, openFdTable } from '../../src/fd';
 import { fdTableSettles } from '../util/processes';
 
 let dir: string;
@@ -235,7 +235,11 @@ test('logRedirectOption: a FIFO nobody reads is a SystemError ENXIO naming it; w
     expect((err as Error).message).toContain(`--logfile ${fifo}: it is a FIFO that nobody reads (ENXIO; open it for reading first, e.g. \`cat ${fifo}\`)`);
     const reader = openSync(fifo, 'r+');
     try {
+      const held = openFdTable();
       await logRedirectOption(conn, fifo);
+      // The command's copy shares the open file opened O_NONBLOCK here: made blocking again, as for any file.
+      const added = [...openFdTable().keys()].filter((n) => !held.has(n));
+      expect(added.map((n) => fdFlags(n).nonblock)).toEqual([false]);
       await conn.call('log', 'through the fifo');
       expect(drain(reader, 17)).toBe('through the fifo\n');
     } finally {
