@@ -102,6 +102,7 @@ export async function spawnCommandProcess(
       ...(options.child?.uid !== undefined ? { uid: options.child.uid } : {}),
       ...(options.child?.gid !== undefined ? { gid: options.child.gid } : {}),
       // spawn() leaves out variables whose value is undefined: that is how one is removed.
+      // Stryker disable next-line ConditionalExpression: forced true, no options.child.env spawns with a copy of process.env, which is what spawn() takes by default (forced false and `===` are killed)
       ...(extraEnv !== undefined ? { env: { ...process.env, ...extraEnv } } : {}),
     });
   } catch (err) {
