@@ -10,6 +10,7 @@ import { RemoteConnection } from './remote';
 import { openHelper } from './helper';
 import { PidfdConnection } from './pidfd';
 import { WorkerConnection } from './worker';
+import { validateInteger } from '../validate';
 
 /** Where a command runs: the transports, by the name `connect` takes (also in errors and CommandContext). */
 export type TransportName = 'direct' | 'worker' | 'child' | 'helper' | 'pidfd' | 'remote';
@@ -47,6 +48,14 @@ export function connect(transport: TransportName, options: ConnectOptions): Prom
   // (Number.isInteger is false for anything but a number.)
   if (timeoutMs !== undefined && (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 0x7fffffff)) {
     return Promise.reject(new RangeError(`connect: options.timeoutMs must be an integer from 1 to 2147483647 (ms), not ${String(timeoutMs)}`));
+  }
+  const { sendQueueLimit } = options;
+  if (sendQueueLimit !== undefined) {
+    try {
+      validateInteger(sendQueueLimit, 'connect: options.sendQueueLimit', 0, Number.MAX_SAFE_INTEGER);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
   }
   return open(options);
 }

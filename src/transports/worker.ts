@@ -197,10 +197,7 @@ export class WorkerConnection extends BaseConnection {
 
   static async open(options: ConnectOptions): Promise<WorkerConnection> {
     const command = normalizeCommandSpec(options.command);
-    const limit = options.sendQueueLimit ?? DEFAULT_SEND_QUEUE_LIMIT;
-    if (!(Number.isSafeInteger(limit) && limit >= 0)) {
-      throw new RangeError(`options.sendQueueLimit must be a non-negative integer (bytes), not ${String(options.sendQueueLimit)}`);
-    }
+    const limit = options.sendQueueLimit ?? DEFAULT_SEND_QUEUE_LIMIT; // checked by connect
     // A thread whose loop opened an fd at the number of a libuv stream of
     // ours that the program closed behind our back as it started ends
     // (RestartWorker); the next start puts a placeholder at that number

@@ -77,6 +77,29 @@ test('generated: a timeoutMs that is not an integer from 1 to 2^31 - 1 is refuse
   );
 });
 
+test('generated: a sendQueueLimit that is no byte count is refused on every transport, a TypeError or RangeError naming it', async () => {
+  const before = openFdTable();
+  const bad = fc.oneof(
+    fc.integer({ max: -1 }),
+    fc.double({ noInteger: true }),
+    fc.constantFrom(2 ** 53, Number.POSITIVE_INFINITY),
+    fc.string(),
+    fc.constantFrom(null, true, 10n, [100]),
+  );
+  await fc.assert(
+    fc.asyncProperty(fc.constantFrom(...NAMES), bad, async (transport, sendQueueLimit) => {
+      const err = await connect(transport, { command: PROBE_COMMAND, sendQueueLimit: sendQueueLimit as number }).then(
+        (c) => c.close().then(() => 'connected'),
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(typeof sendQueueLimit === 'number' ? RangeError : TypeError);
+      expect((err as Error).message).toMatch(/^connect: options\.sendQueueLimit must be an integer from 0 to 9007199254740991, not /);
+    }),
+    { numRuns: 100 },
+  );
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+});
+
 describe('each name opens its own transport', () => {
   let dir: string;
   beforeAll(() => {
