@@ -8,7 +8,10 @@
  *   before the scenario and after it (and after its connections closed);
  * - the run's helper daemon: the same, before and after the scenario;
  * - a process a connection spawned (child, pidfd, ...; any command whose pid
- *   is neither ours nor the helper's): baseline right after connect, compared
+ *   is neither ours nor the helper's): baseline right after connect, less
+ *   the fds the command's construction opened there and left open (its
+ *   READY names them: CommandLocation.constructorFds), which are leaks if
+ *   still open when compared, named as the constructor's; compared
  *   in the connection's onCommandClosed hook, i.e. after the command closed
  *   and before that process exits. A process that is gone by then (the
  *   scenario killed it) has no fds left and so no leak. A remote command's
@@ -40,8 +43,9 @@
  *   `closed` at all (settleFdSnapshots: `ownClosed`), only noted.
  */
 import { readFileSync } from 'node:fs';
+import { basename } from 'node:path';
 
-import type { CommandLocation, Connection } from '../src';
+import type { CommandLocation, CommandSpec, Connection } from '../src';
 import { ProcessFdSnapshot, settleFdSnapshots, type FdEntry } from '../src/leak-check';
 import { describeRuntimeFd, warmRuntimeFds } from '../src/runtime-fds';
 import type { Leak } from './types';
@@ -89,7 +93,13 @@ export interface OracleOptions {
   note?: (text: string) => void;
 }
 
-const strip = (e: FdEntry): Leak => ({ pid: e.pid, role: e.role, fd: e.fd, target: e.target });
+const strip = (e: FdEntry): Leak => ({ pid: e.pid, role: e.role, fd: e.fd, target: e.target, ...(e.openedBy !== undefined ? { openedBy: e.openedBy } : {}) });
+
+/** How a leak report names a command: its helper name, else its module's file and export. */
+function commandName(command: CommandSpec): string {
+  if (command.module === undefined) return command.name ?? '(unnamed)';
+  return `${command.name !== undefined ? `${command.name}, ` : ''}${basename(command.module)}#${command.export ?? 'default'}`;
+}
 
 /** One row's oracle: begin() before the scenario, finish() after it. */
 export class LeakOracle {
@@ -141,7 +151,7 @@ export class LeakOracle {
    * Right after connect: a command running in a process of its own (not
    * this one, not the run's helper) gets its baseline now.
    */
-  connected(conn: Connection): void {
+  connected(conn: Connection, command?: CommandSpec): void {
     const { pid } = conn.location;
     // Stryker disable next-line ConditionalExpression: with `pid === process.pid` forced false the check below returns for this process too (begin() snapshotted it); the helper's half is pinned by a helper whose table is not ours to read
     if (pid === process.pid || pid === this.#options.helperPid) return;
@@ -153,7 +163,11 @@ export class LeakOracle {
         return;
       }
     }
-    const snap = tryTake(pid, conn.transport === 'helper' ? 'helper' : conn.transport === 'remote' ? 'remote' : 'child', this.#options.note);
+    // What the command's construction opened before this look (the
+    // process's READY names it): out of the baseline, a leak if still open.
+    const by = `the constructor of the command${command ? ` ${commandName(command)}` : ''} (its module's load included)`;
+    const attributed = (conn.location.constructorFds ?? []).map(({ fd, target }) => ({ fd, target, by }));
+    const snap = tryTake(pid, conn.transport === 'helper' ? 'helper' : conn.transport === 'remote' ? 'remote' : 'child', this.#options.note, attributed);
     if (!snap) return;
     // Another helper daemon (a scenario's own) lives on after close: compare it at the end.
     if (conn.transport === 'helper') this.#snapshots.push(snap);
@@ -250,9 +264,9 @@ function descendsFrom(pid: number, ancestor: number): boolean {
  * table is not ours to read (a command run as another uid while we are not
  * root): the oracle cannot speak for that process, and says so in a note.
  */
-function tryTake(pid: number, role: string, note?: (text: string) => void): ProcessFdSnapshot | undefined {
+function tryTake(pid: number, role: string, note?: (text: string) => void, attributed?: readonly { fd: number; target: string; by: string }[]): ProcessFdSnapshot | undefined {
   try {
-    return new ProcessFdSnapshot(pid, role);
+    return new ProcessFdSnapshot(pid, role, attributed);
   } catch (err) {
     const code = (err as { code?: string }).code;
     if (code === 'ENOENT' || code === 'ESRCH') return undefined;

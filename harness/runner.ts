@@ -330,7 +330,7 @@ function caught(err: unknown): unknown {
 }
 
 function formatEntries(entries: readonly Leak[]): string {
-  return entries.map((e) => `pid ${e.pid} (${e.role}): fd ${e.fd} -> ${e.target}`).join('; ');
+  return entries.map((e) => `pid ${e.pid} (${e.role}): fd ${e.fd} -> ${e.target}${e.openedBy !== undefined ? `, opened by ${e.openedBy}` : ''}`).join('; ');
 }
 
 /** How long the harness waits for a connection's close() after a row. */
@@ -636,7 +636,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
         },
       });
       connections.add(conn);
-      oracle.connected(conn);
+      oracle.connected(conn, command);
       if (expired) await conn.close();
       return conn;
     },

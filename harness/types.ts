@@ -158,6 +158,8 @@ export interface Leak {
   target: string;
   /** With --track-fds: the call and the JS and native stacks that opened it (call 'unseen' when no recorder saw it, 'untracked' when none ran in its process). */
   openedAt?: FdOrigin;
+  /** Who opened it, when the oracle knows: the constructor of a command whose process it read only after connect. */
+  openedBy?: string;
 }
 
 /** Latency in microseconds, as tinybench measures it. */

@@ -7,6 +7,7 @@ import { validateFd } from './fd';
 import { callToJson } from './json-value';
 import type { CommandSpec, Remote } from './command';
 import { checkedFdLists, constants, native, type CheckedFdLists, type FdList } from './native';
+import type { ConstructorFd } from './runtime-fds';
 import type { TransportName } from './transports';
 
 /** Where a command runs. */
@@ -14,6 +15,15 @@ export interface CommandLocation {
   transport: TransportName;
   pid: number;
   threadId: number;
+  /**
+   * child, pidfd, remote (a process that serves this one command): the fds
+   * the command's construction (its module's load included) opened and had
+   * not closed when it returned, as that process's table named them then.
+   * A leak check that reads that process's table only once connect() has
+   * resolved takes them out of its baseline, so that the constructor's leak
+   * is seen (the harness's oracle does).
+   */
+  constructorFds?: readonly ConstructorFd[];
 }
 
 export interface ConnectOptions {

@@ -45,6 +45,12 @@ export interface FdEntry {
    * fdbridge's when the check gave up waiting.
    */
   fdbridgeOwn?: true;
+  /**
+   * In `leaks`: who opened it, when the check was told (ProcessFdSnapshot's
+   * `attributed`): e.g. the constructor of a command whose process's table
+   * was read only after it had run.
+   */
+  openedBy?: string;
 }
 
 /** What a check found once the fd tables settled. */
@@ -195,8 +201,19 @@ export class ProcessFdSnapshot implements Disposable {
   /** This process's only: watching for fds of fdbridge's closed by someone else (native.watchClosedByOthers), until release(). */
   #watching = false;
 
-  /** Snapshots `pid` now. Throws if its table cannot be read (no such process, another user's). */
-  constructor(pid: number, role: string) {
+  /** `attributed` still open as they were at the snapshot: out of the baseline, fd -> who opened it. */
+  readonly #attributed = new Map<number, { target: string; by: string }>();
+
+  /**
+   * Snapshots `pid` now. Throws if its table cannot be read (no such
+   * process, another user's). `attributed`: fds of another process that
+   * its code under test opened before this snapshot and that were not
+   * there before that code ran (a command's constructor, as the command's
+   * READY named them): each still open at its number with its target is
+   * left out of the baseline, so that it is a leak if it is still open at
+   * the comparison, named as opened by `by`.
+   */
+  constructor(pid: number, role: string, attributed: readonly { fd: number; target: string; by: string }[] = []) {
     this.pid = pid;
     this.role = role;
     // Stryker disable next-line ConditionalExpression: for this process current() returns before the start time is ever compared
@@ -207,6 +224,11 @@ export class ProcessFdSnapshot implements Disposable {
     }
     if (pid !== process.pid) {
       this.baseline = openFdTable(pid);
+      for (const { fd, target, by } of attributed) {
+        if (this.baseline.get(fd) !== target) continue;
+        this.baseline.delete(fd);
+        this.#attributed.set(fd, { target, by });
+      }
       this.#hold = new FdTableHold(this.baseline, pid);
       return;
     }
@@ -316,7 +338,11 @@ export class ProcessFdSnapshot implements Disposable {
         unreleased.push(own);
       }
     }
-    return { leaks: [...diff.opened, ...takenOver].map(entry).filter(keep), closed, ownClosed, unreleased };
+    const named = (e: FdEntry): FdEntry => {
+      const by = this.#attributed.get(e.fd);
+      return by?.target === e.target ? { ...e, openedBy: by.by } : e;
+    };
+    return { leaks: [...diff.opened, ...takenOver].map(entry).filter(keep).map(named), closed, ownClosed, unreleased };
   }
 }
 

@@ -17,6 +17,7 @@
  */
 import { ProtocolError, type RemoteErrorInfo } from './errors';
 import type { CommandSpec } from './command';
+import type { ConstructorFd } from './runtime-fds';
 
 export const FrameType = {
   /** client -> command: {command, version} */
@@ -84,6 +85,12 @@ export interface HelloPayload {
 export interface ReadyPayload {
   pid: number;
   threadId: number;
+  /**
+   * From a process that serves one command (child, pidfd): the fds its
+   * construction opened and left open (fdsOpenedBy), for a leak check whose
+   * baseline of that process is read once the connection is up.
+   */
+  constructorFds?: ConstructorFd[];
 }
 
 export type Frame =
@@ -213,6 +220,17 @@ function int(o: Record<string, unknown>, key: string, what: string): number {
   return v as number;
 }
 
+/** A READY's `constructorFds`: a list of { fd, target }, each an fd number and a string. */
+export function constructorFds(v: unknown, what: string): ConstructorFd[] {
+  if (!Array.isArray(v)) throw new ProtocolError(`malformed ${what} frame: "constructorFds" is not a list`);
+  return v.map((e: unknown) => {
+    if (typeof e !== 'object' || e === null) throw new ProtocolError(`malformed ${what} frame: "constructorFds" holds ${String(e)}, not { fd, target }`);
+    const fd = int(e as Record<string, unknown>, 'fd', what);
+    if (fd < 0) throw new ProtocolError(`malformed ${what} frame: "constructorFds" names fd ${fd}`);
+    return { fd, target: str(e as Record<string, unknown>, 'target', what) };
+  });
+}
+
 /**
  * Decodes one received message. Throws ProtocolError for anything that is
  * not a well-formed frame, including fds on a frame that must not carry any.
@@ -285,7 +303,9 @@ export function decodeFrame(data: Buffer, fds: readonly number[]): Frame {
     }
     case FrameType.READY: {
       const o = parseJson(data);
-      return { type, id, ready: { pid: int(o, 'pid', 'READY'), threadId: int(o, 'threadId', 'READY') } };
+      const ready: ReadyPayload = { pid: int(o, 'pid', 'READY'), threadId: int(o, 'threadId', 'READY') };
+      if (o['constructorFds'] !== undefined) ready.constructorFds = constructorFds(o['constructorFds'], 'READY');
+      return { type, id, ready };
     }
     case FrameType.REFUSED:
       return { type, id, message: str(parseJson(data), 'message', 'REFUSED') };

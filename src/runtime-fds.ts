@@ -81,3 +81,31 @@ export function warmRuntimeFds(): RuntimeFd[] {
 export function describeRuntimeFd(r: RuntimeFd): string {
   return `fd ${r.fd} -> ${r.target}: ${r.owner}`;
 }
+
+/** An fd that a command's construction opened and left open, as its process's table named it then. */
+export interface ConstructorFd {
+  fd: number;
+  target: string;
+}
+
+/**
+ * Runs `construct` (loading a command's module and constructing it) and
+ * returns what it made with the fds it opened and left open: those in this
+ * process's table after it that were not before, fdbridge's own (a
+ * registration in its registry) left out. This thread's event loop opens
+ * its lazy fds first (warmRuntimeFds), so a constructor that makes the
+ * loop's first socket or pipe is not charged with libuv's EMFILE reserve.
+ * Meant for a process that serves one command (child, pidfd, remote): there
+ * nothing else runs while the constructor does, so a leak check whose
+ * baseline is read after the connection is up can still charge these to the
+ * constructor.
+ */
+export function fdsOpenedBy<T>(construct: () => T): { value: T; opened: ConstructorFd[] } {
+  warmRuntimeFds();
+  const before = openFdTable();
+  const value = construct();
+  const opened = diffFdTables(before, openFdTable())
+    .opened.filter(({ fd }) => native.registration(fd) === 0)
+    .map(({ fd, target }) => ({ fd, target }));
+  return { value, opened };
+}

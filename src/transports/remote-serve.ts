@@ -25,7 +25,7 @@ import { closeOwnFds, handedOver } from '../fd';
 import { valueToJson } from '../json-value';
 import { native } from '../native';
 import { requireDistFile } from '../paths';
-import { warmRuntimeFds } from '../runtime-fds';
+import { fdsOpenedBy, warmRuntimeFds, type ConstructorFd } from '../runtime-fds';
 
 /** Relay thread -> command host. */
 export type RelayToHost =
@@ -40,7 +40,8 @@ export type RelayToHost =
 
 /** Command host -> relay thread. */
 export type HostToRelay =
-  | { type: 'ready'; id: number; pid: number; threadId: number }
+  /** `constructorFds`: what the command's construction opened and left open (fdsOpenedBy). */
+  | { type: 'ready'; id: number; pid: number; threadId: number; constructorFds: ConstructorFd[] }
   | { type: 'failed'; id: number; error: RemoteErrorInfo }
   /** `json`: the result as JSON text, undefined for undefined. */
   | { type: 'result'; id: number; json: string | undefined }
@@ -120,8 +121,12 @@ export async function serveStdio(options: ServeStdioOptions = {}): Promise<void>
     switch (m.type) {
       case 'hello':
         try {
-          host = new CommandHost(resolve(m.command), 'remote', ledger);
-          post({ type: 'ready', id: m.id, pid: process.pid, threadId: host.context.threadId });
+          // This process serves the one command: the client's leak check, whose
+          // baseline of it is read once the connection is up, charges what
+          // the construction left open to the constructor.
+          const made = fdsOpenedBy(() => new CommandHost(resolve(m.command), 'remote', ledger));
+          host = made.value;
+          post({ type: 'ready', id: m.id, pid: process.pid, threadId: host.context.threadId, constructorFds: made.opened });
         } catch (err) {
           post({ type: 'failed', id: m.id, error: describeError(err) });
         }

@@ -42,6 +42,7 @@ import { closeOwnFds, MAX_FD, reopenedCopy } from '../fd';
 import { MAX_CALL_JSON_BYTES } from '../json-value';
 import { native, type FdList } from '../native';
 import { distPath } from '../paths';
+import { constructorFds } from '../protocol';
 import { describeValue } from '../validate';
 import { Channel, isStreamFrame, jsonPayload, parseJson, RemoteFrame, RelayStream, REMOTE_PROTOCOL_VERSION, type OpenRequest, type PumpedEnd, type RelaySink, type RelaySource } from './remote-channel';
 import { FileSink, FileSource } from './remote-endpoints';
@@ -144,7 +145,7 @@ export class RemoteConnection extends BaseConnection {
     const timeoutMs = options.timeoutMs ?? 10_000;
     try {
       const ready = await conn.#handshake(hello, timeoutMs);
-      (conn as { location: CommandLocation }).location = { transport: 'remote', pid: ready.pid, threadId: ready.threadId };
+      (conn as { location: CommandLocation }).location = { transport: 'remote', ...ready };
       return conn;
     } catch (err) {
       conn.#abandon();
@@ -169,7 +170,7 @@ export class RemoteConnection extends BaseConnection {
     via.on('error', () => this.#channelLost(null));
   }
 
-  #handshake(hello: CommandSpec, timeoutMs: number): Promise<{ pid: number; threadId: number }> {
+  #handshake(hello: CommandSpec, timeoutMs: number): Promise<Omit<CommandLocation, 'transport'>> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new TimeoutError(`connect: the remote command was not ready within ${timeoutMs} ms (options.timeoutMs)`)), timeoutMs);
@@ -179,9 +180,9 @@ export class RemoteConnection extends BaseConnection {
     this.#channel.sendJson(RemoteFrame.HELLO, id, { version: REMOTE_PROTOCOL_VERSION, command: hello });
     return Promise.race([ready, timeout])
       .then((payload) => {
-        const r = parseJson(payload, 'READY') as { pid?: unknown; threadId?: unknown };
+        const r = parseJson(payload, 'READY') as { pid?: unknown; threadId?: unknown; constructorFds?: unknown };
         if (typeof r?.pid !== 'number' || typeof r.threadId !== 'number') throw new ProtocolError('connect: a READY without pid and threadId');
-        return { pid: r.pid, threadId: r.threadId };
+        return { pid: r.pid, threadId: r.threadId, ...(r.constructorFds !== undefined ? { constructorFds: constructorFds(r.constructorFds, 'READY') } : {}) };
       })
       .finally(() => clearTimeout(timer));
   }

@@ -33,6 +33,7 @@ import {
   type Frame,
   type HelloPayload,
 } from '../protocol';
+import { fdsOpenedBy, type ConstructorFd } from '../runtime-fds';
 import type { UnixSocket } from '../socket';
 import type { TransportName } from './index';
 import { openPidfdIntake } from './pidfd-intake';
@@ -178,6 +179,16 @@ export interface ServeOptions {
    * one refused fd is refused whole (ERR_FDBRIDGE_FD_REFUSED), its fds closed.
    */
   refuseFd?: (fd: number) => string | undefined;
+  /**
+   * A process that serves this one command (child, pidfd): its READY names
+   * the fds the command's construction (its module's load included) opened
+   * and left open (fdsOpenedBy), so that the client's leak check, whose
+   * baseline of this process is read once the connection is up, charges
+   * them to the constructor. A shared daemon never sets it: its other
+   * clients' commands run beside the constructor, and the names of the
+   * files it holds are not the client's to read.
+   */
+  reportConstructorFds?: boolean;
   /**
    * A shared daemon's: its ERROR replies say what failed (the error's name,
    * code, syscall and message), never where (a stack names the daemon's
@@ -533,14 +544,16 @@ class ServedSession implements ServedConnection {
       return;
     }
     let host: CommandHost;
+    let constructorFds: ConstructorFd[] | undefined;
     try {
-      this.#intake = this.#openIntake(hello);
-      this.#stats.refusesFds = this.#intake.refusesFds;
+      const intake = this.#openIntake(hello);
+      this.#intake = intake;
+      this.#stats.refusesFds = intake.refusesFds;
       // The command's fds live in the channel's ledger, which the channel
       // answers DUP requests into without calling JS (and closes with the socket).
-      host = new CommandHost(
+      const construct = (): CommandHost => new CommandHost(
         (this.#options.resolveCommand ?? moduleOrBuiltin)(hello.command),
-        this.#intake.transport,
+        intake.transport,
         new ChannelLedger(this.#channel),
         this.#socket.peerCredentials(),
         // The command closes the client's fds as the channel does: on the
@@ -554,6 +567,8 @@ class ServedSession implements ServedConnection {
           : undefined,
         this.#options.limits?.holdLogBytes,
       );
+      if (this.#options.reportConstructorFds) ({ value: host, opened: constructorFds } = fdsOpenedBy(construct));
+      else host = construct();
     } catch (err) {
       this.#send(this.#errorReply(id, err, 'HELLO'));
       this.#end(err as Error);
@@ -563,7 +578,7 @@ class ServedSession implements ServedConnection {
     // A helper daemon's connection takes no fds until it is READY (the
     // kernel refuses them: see HelperDaemon); from now on its DUPs bring them.
     if (!this.#intake.refusesFds) acceptFds(this.#socket);
-    this.#send(encodeJson(FrameType.READY, id, { pid: process.pid, threadId: host.context.threadId }));
+    this.#send(encodeJson(FrameType.READY, id, { pid: process.pid, threadId: host.context.threadId, ...(constructorFds ? { constructorFds } : {}) }));
     this.#intake.start(this.#channel, this.#limits?.maxFds);
     this.#updateReading();
   }

@@ -81,6 +81,9 @@ const sentFrames: fc.Arbitrary<Sent> = fc.oneof(
     return sent(encodeJson(FrameType.HELLO, id, hello), { type: FrameType.HELLO, id, hello });
   }),
   fc.tuple(ids, fc.nat(), fc.nat()).map(([id, pid, threadId]) => sent(encodeJson(FrameType.READY, id, { pid, threadId }), { type: FrameType.READY, id, ready: { pid, threadId } })),
+  fc.tuple(ids, fc.nat(), fc.nat(), fc.array(fc.record({ fd: fc.nat(), target: fc.string() }), { maxLength: 4 })).map(([id, pid, threadId, constructorFds]) =>
+    sent(encodeJson(FrameType.READY, id, { pid, threadId, constructorFds }), { type: FrameType.READY, id, ready: { pid, threadId, constructorFds } }),
+  ),
   fc.tuple(ids, fc.string()).map(([id, message]) => sent(encodeJson(FrameType.REFUSED, id, { message }), { type: FrameType.REFUSED, id, message })),
   fc.tuple(ids, errorInfos).map(([id, error]) => sent(encodeJson(FrameType.ERROR, id, error), { type: FrameType.ERROR, id, error })),
   fc.tuple(fc.constantFrom(FrameType.CLOSE, FrameType.CLOSED), ids).map(([type, id]) => sent(encodeEmpty(type, id), { type, id })),
@@ -381,6 +384,11 @@ describe('JSON payloads', () => {
     const bad = (type: FrameTypeValue, o: unknown): string => rejection(encodeJson(type, 1, o)).message;
     expect(bad(FrameType.READY, { pid: 1.5, threadId: 0 })).toBe('malformed READY frame: "pid" is not an integer');
     expect(bad(FrameType.READY, { pid: 1, threadId: '0' })).toBe('malformed READY frame: "threadId" is not an integer');
+    expect(bad(FrameType.READY, { pid: 1, threadId: 0, constructorFds: {} })).toBe('malformed READY frame: "constructorFds" is not a list');
+    expect(bad(FrameType.READY, { pid: 1, threadId: 0, constructorFds: [null] })).toBe('malformed READY frame: "constructorFds" holds null, not { fd, target }');
+    expect(bad(FrameType.READY, { pid: 1, threadId: 0, constructorFds: [{ fd: 1.5, target: 'x' }] })).toBe('malformed READY frame: "fd" is not an integer');
+    expect(bad(FrameType.READY, { pid: 1, threadId: 0, constructorFds: [{ fd: -1, target: 'x' }] })).toBe('malformed READY frame: "constructorFds" names fd -1');
+    expect(bad(FrameType.READY, { pid: 1, threadId: 0, constructorFds: [{ fd: 3 }] })).toBe('malformed READY frame: "target" is not a string');
     expect(bad(FrameType.REFUSED, { message: 5 })).toBe('malformed REFUSED frame: "message" is not a string');
     expect(bad(FrameType.CALL, { method: 'm', args: {} })).toBe('malformed CALL frame: "args" is not an array');
     expect(bad(FrameType.CALL, { method: 'm' })).toBe('malformed CALL frame: "args" is not an array');

@@ -27,6 +27,7 @@ native.own(CHILD_SOCKET_FD);
 const socket = wrapOwnSocket(CHILD_SOCKET_FD, 'seqpacket', { ...FRAME_SOCKET_OPTIONS });
 serveConnection(socket, {
   transport: 'child',
+  reportConstructorFds: true,
   onEnd: (reason) => {
     process.exitCode = reason ? 1 : 0;
     // End now even if the command left timers or handles behind.

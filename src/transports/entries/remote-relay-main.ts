@@ -203,7 +203,7 @@ function skip(fd: number, n: number): void {
 port.on('message', (m: HostToRelay) => {
   switch (m.type) {
     case 'ready':
-      channel.sendJson(RemoteFrame.READY, m.id, { pid: m.pid, threadId: m.threadId });
+      channel.sendJson(RemoteFrame.READY, m.id, { pid: m.pid, threadId: m.threadId, constructorFds: m.constructorFds });
       return;
     case 'failed':
       channel.sendJson(RemoteFrame.ERROR, m.id, m.error);

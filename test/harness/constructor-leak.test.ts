@@ -1,0 +1,154 @@
+/**
+ * A command that leaks an fd in its constructor, run by the harness on every
+ * transport whose process the oracle can read: the leak is the command's,
+ * found as a leak of that file in the process the command ran in. Where the
+ * transport starts that process for the command (child, pidfd, remote) the
+ * oracle reads its table only once connect() has resolved, after the
+ * constructor ran: the READY's constructorFds take those fds out of that
+ * baseline, and the report names the constructor. Clean commands (a
+ * constructor that opens and closes, one that keeps an fd until its close
+ * hook) pass, their own runtime's lazy fds never blamed.
+ */
+import { closeSync, mkdirSync, mkdtempSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import fc from 'fast-check';
+
+import { runScenarios } from '../../harness/runner';
+import type { Leak, ResultRow } from '../../harness/types';
+import { openFdTable } from '../../src/fd';
+import { distPath } from '../../src/paths';
+import { warmRuntimeFds } from '../../src/runtime-fds';
+import type { TransportName } from '../../src/transports';
+
+jest.setTimeout(300_000);
+
+/** Transports whose command process the oracle reads, and the role it names it by. */
+const SEEN: Partial<Record<TransportName, string>> = { direct: 'client', child: 'child', pidfd: 'child', helper: 'helper', remote: 'remote' };
+const KINDS = ['file', 'pipe end', 'socket'] as const;
+type Kind = (typeof KINDS)[number];
+
+let dir: string;
+let dirs = 0;
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'fdb-ctor-leak-'));
+  warmRuntimeFds();
+});
+
+afterAll(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** JS that opens one fd of `kind` and evaluates to its number (the other end of a pair closed). */
+function opener(kind: Kind, file: string): string {
+  switch (kind) {
+    case 'file':
+      return `fs.openSync(${JSON.stringify(file)}, 'r')`;
+    case 'pipe end':
+      return '((p) => (fs.closeSync(p[1]), p[0]))(native.pipe())';
+    case 'socket':
+      return '((s) => (fs.closeSync(s[1]), s[0]))(native.socketpair(5 /* SOCK_SEQPACKET */))';
+  }
+}
+
+/** A scenario directory: `command.js` (its class's constructor body given) and one scenario that connects, calls, closes. */
+function scenarioDir(className: string, body: (file: string) => string, close: string): { dir: string; file: string } {
+  const d = join(dir, `s${++dirs}`);
+  mkdirSync(d);
+  const file = join(d, 'opened-by-ctor');
+  writeFileSync(file, 'x');
+  writeFileSync(
+    join(d, 'command.js'),
+    `const fs = require('node:fs');\nconst { native } = require(${JSON.stringify(distPath('src/native.js'))});\n` +
+      `class ${className} {\n  constructor(context) { this.context = context; this.fds = []; ${body(file)} }\n  ping() { return 'pong'; }\n  close() { ${close} }\n}\nmodule.exports = { ${className} };\n`,
+  );
+  writeFileSync(
+    join(d, 'ctor.scenario.js'),
+    `const path = require('node:path');\nconst C = { name: 'ctorcmd', module: path.join(__dirname, 'command.js'), export: ${JSON.stringify(className)} };\n` +
+      `module.exports = { name: 'ctor', description: 'x', commands: [C], async run(ctx) { const c = await ctx.connect(C); await c.call('ping'); await c.close(); } };\n`,
+  );
+  return { dir: d, file };
+}
+
+async function run(scenariosDir: string, transports: TransportName[]): Promise<ResultRow[]> {
+  const { results } = await runScenarios({ bench: false, repeat: 1, seed: 1, settleMs: 200, timeoutMs: 60_000, scenariosDir, transports, isolation: 'none' });
+  return results.results;
+}
+
+/** Closes what rows leaked in this process (direct's leaks are this process's). */
+function closeOwnLeaks(leaks: readonly Leak[]): void {
+  for (const l of leaks) {
+    if (l.pid !== process.pid) continue;
+    try {
+      if (readlinkSync(`/proc/self/fd/${l.fd}`) === l.target) closeSync(l.fd);
+    } catch {
+      // closed already
+    }
+  }
+}
+
+const shape = (row: ResultRow): unknown => ({
+  transport: row.transport,
+  status: row.status,
+  leaks: row.leaks.map((l) => ({ role: l.role, target: l.target, openedBy: l.openedBy })),
+});
+
+test('a constructor leak is the command\'s, as a leak of that file, on every transport that can see it', async () => {
+  const before = openFdTable();
+  await fc.assert(
+    fc.asyncProperty(
+      fc.uniqueArray(fc.constantFrom(...KINDS), { minLength: 1, maxLength: 3 }),
+      fc.subarray(Object.keys(SEEN) as TransportName[], { minLength: 1 }),
+      async (kinds, transports) => {
+        // The constructor opens each, and nothing closes them.
+        const s = scenarioDir('CtorLeak', (file) => kinds.map((k) => `${opener(k, file)};`).join(' '), '/* forgets them */');
+        const rows = await run(s.dir, transports);
+        try {
+          expect(rows.map((r) => r.transport).sort()).toEqual([...transports].sort());
+          for (const row of rows) {
+            const byCtor = ['child', 'pidfd', 'remote'].includes(row.transport);
+            expect(shape(row)).toEqual({
+              transport: row.transport,
+              status: 'fail',
+              leaks: expect.arrayContaining(
+                kinds.map((k) => ({
+                  role: SEEN[row.transport],
+                  target: k === 'file' ? s.file : expect.stringMatching(k === 'pipe end' ? /^pipe:\[\d+\]$/ : /^socket:\[\d+\]$/),
+                  openedBy: byCtor ? expect.stringContaining('the constructor of the command ctorcmd, command.js#CtorLeak') : undefined,
+                })),
+              ),
+            });
+            expect(row.leaks).toHaveLength(kinds.length);
+          }
+        } finally {
+          closeOwnLeaks(rows.flatMap((r) => r.leaks));
+        }
+      },
+    ),
+    { numRuns: 4 },
+  );
+  expect(openFdTable()).toEqual(before);
+});
+
+test('clean constructors pass on every transport: one that opens and closes, one that keeps an fd until its close hook', async () => {
+  const before = openFdTable();
+  await fc.assert(
+    fc.asyncProperty(fc.constantFrom(...KINDS), fc.boolean(), async (kind, keep) => {
+      const s = keep
+        ? scenarioDir('Keeps', (file) => `this.fds.push(${opener(kind, file)});`, 'for (const fd of this.fds) fs.closeSync(fd);')
+        : scenarioDir('OpensAndCloses', (file) => `fs.closeSync(${opener(kind, file)});`, '');
+      const rows = await run(s.dir, ['direct', 'worker', 'child', 'pidfd', 'helper', 'remote']);
+      try {
+        expect(rows.map((r) => ({ transport: r.transport, status: r.status, leaks: r.leaks, error: r.error }))).toEqual(
+          rows.map((r) => ({ transport: r.transport, status: 'pass', leaks: [], error: undefined })),
+        );
+      } finally {
+        closeOwnLeaks(rows.flatMap((r) => r.leaks));
+      }
+    }),
+    { numRuns: 4 },
+  );
+  expect(openFdTable()).toEqual(before);
+});
