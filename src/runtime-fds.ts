@@ -91,8 +91,9 @@ export interface ConstructorFd {
 /**
  * Runs `construct` (loading a command's module and constructing it) and
  * returns what it made with the fds it opened and left open: those in this
- * process's table after it that were not before, fdbridge's own (a
- * registration in its registry) left out. This thread's event loop opens
+ * process's table after it that were not before. fdbridge's own that the
+ * command made (a DatagramSocket's socket) are among them, as they would be
+ * in a leak check of a direct command. This thread's event loop opens
  * its lazy fds first (warmRuntimeFds), so a constructor that makes the
  * loop's first socket or pipe is not charged with libuv's EMFILE reserve.
  * Meant for a process that serves one command (child, pidfd, remote): there
@@ -104,8 +105,6 @@ export function fdsOpenedBy<T>(construct: () => T): { value: T; opened: Construc
   warmRuntimeFds();
   const before = openFdTable();
   const value = construct();
-  const opened = diffFdTables(before, openFdTable())
-    .opened.filter(({ fd }) => native.registration(fd) === 0)
-    .map(({ fd, target }) => ({ fd, target }));
+  const opened = diffFdTables(before, openFdTable()).opened.map(({ fd, target }) => ({ fd, target }));
   return { value, opened };
 }
