@@ -386,8 +386,15 @@ describe('JSON payloads', () => {
     expect(bad(FrameType.READY, { pid: 1, threadId: '0' })).toBe('malformed READY frame: "threadId" is not an integer');
     expect(bad(FrameType.READY, { pid: 1, threadId: 0, constructorFds: {} })).toBe('malformed READY frame: "constructorFds" is not a list');
     expect(bad(FrameType.READY, { pid: 1, threadId: 0, constructorFds: [null] })).toBe('malformed READY frame: "constructorFds" holds null, not { fd, target }');
+    expect(bad(FrameType.READY, { pid: 1, threadId: 0, constructorFds: [5] })).toBe('malformed READY frame: "constructorFds" holds 5, not { fd, target }');
     expect(bad(FrameType.READY, { pid: 1, threadId: 0, constructorFds: [{ fd: 1.5, target: 'x' }] })).toBe('malformed READY frame: "fd" is not an integer');
     expect(bad(FrameType.READY, { pid: 1, threadId: 0, constructorFds: [{ fd: -1, target: 'x' }] })).toBe('malformed READY frame: "constructorFds" names fd -1');
+    // fd 0 is an fd (a constructor that closed stdin and opened a file there).
+    expect(decodeFrame(encodeJson(FrameType.READY, 1, { pid: 1, threadId: 0, constructorFds: [{ fd: 0, target: '/x' }] }), [])).toEqual({
+      type: FrameType.READY,
+      id: 1,
+      ready: { pid: 1, threadId: 0, constructorFds: [{ fd: 0, target: '/x' }] },
+    });
     expect(bad(FrameType.READY, { pid: 1, threadId: 0, constructorFds: [{ fd: 3 }] })).toBe('malformed READY frame: "target" is not a string');
     expect(bad(FrameType.REFUSED, { message: 5 })).toBe('malformed REFUSED frame: "message" is not a string');
     expect(bad(FrameType.CALL, { method: 'm', args: {} })).toBe('malformed CALL frame: "args" is not an array');
