@@ -51,6 +51,15 @@ Napi::Value LaneWriteJs(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// laneTargetRefusal(fd) -> 0 when the lanes write into fd, else -errno
+// (LaneTargetRefusal: EBADF, EISDIR, EINVAL).
+Napi::Value LaneTargetRefusalJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgInt(info, 0, "fd");
+  if (fd < 0) throw Napi::RangeError::New(env, "laneTargetRefusal: fd must be non-negative");
+  return Napi::Number::New(env, LaneTargetRefusal(fd));
+}
+
 // laneGroup() -> a new cancel group for laneWrite.
 Napi::Value LaneGroupJs(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(LaneNewGroup()));
@@ -95,6 +104,7 @@ Napi::Value LaneWriterFdsJs(const Napi::CallbackInfo& info) {
 
 void ExportLaneWriter(Napi::Env env, Napi::Object exports) {
   exports.Set("laneWrite", Napi::Function::New<LaneWriteJs>(env, "laneWrite"));
+  exports.Set("laneTargetRefusal", Napi::Function::New<LaneTargetRefusalJs>(env, "laneTargetRefusal"));
   exports.Set("laneGroup", Napi::Function::New<LaneGroupJs>(env, "laneGroup"));
   exports.Set("laneWriteCancel", Napi::Function::New<LaneWriteCancelJs>(env, "laneWriteCancel"));
   exports.Set("laneWriters", Napi::Function::New<LaneWritersJs>(env, "laneWriters"));

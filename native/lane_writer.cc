@@ -1,8 +1,11 @@
 #include "lane_writer.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdio.h>
+#include <string.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -122,18 +125,53 @@ int WaitWritable(const std::shared_ptr<Job>& job) {
   return r;
 }
 
+// LaneTargetRefusal, with the file's type for a file taken.
+int TargetRefusal(int fd, uint32_t* mode) {
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0) return -errno;
+  // O_PATH: open for no I/O (write(2) fails EBADF); O_RDONLY: not for writing.
+  if ((flags & O_PATH) != 0 || (flags & O_ACCMODE) == O_RDONLY) return -EBADF;
+  // The type only (FdFileIdentity asks no filesystem): on a file whose
+  // filesystem hangs the write blocks this lane's thread anyway.
+  FdIdentity file;
+  int r = FdFileIdentity(fd, &file);
+  if (r != 0) return r;
+  *mode = file.mode;
+  switch (file.mode & S_IFMT) {
+    case S_IFIFO:
+    case S_IFSOCK:
+    case S_IFCHR:
+      return 0;
+    case S_IFDIR:
+      return -EISDIR;
+    case S_IFREG:
+      break;
+    default:
+      // An anonymous inode (no type: eventfd, timerfd, signalfd, epoll,
+      // pidfd...), a block device.
+      return -EINVAL;
+  }
+  // An anonymous inode is typeless above, but a kernel may give it the
+  // type of a regular file: /proc/self/fd names it "anon_inode:..."
+  // whatever its type (readlink asks no filesystem).
+  char path[32];
+  char target[16];
+  snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+  ssize_t n = readlink(path, target, sizeof(target));
+  if (n >= 11 && memcmp(target, "anon_inode:", 11) == 0) return -EINVAL;
+  return 0;
+}
+
 // All of the job's data, or -errno.
 int64_t WriteAll(const std::shared_ptr<Job>& job) {
-  // The type only (FdFileIdentity asks no filesystem): on a file whose
-  // filesystem hangs the write below blocks this lane's thread anyway.
-  FdIdentity file;
-  int r = FdFileIdentity(job->fd, &file);
+  uint32_t mode = 0;
+  int r = TargetRefusal(job->fd, &mode);
   if (r != 0) return r;
   // Pipes, FIFOs and sockets take RWF_NOWAIT (the call fails with EAGAIN
   // where it would block); other files refuse it (EOPNOTSUPP) or would
   // take it to mean something else (a regular file's EAGAIN is not one
   // poll can wait out).
-  bool nowait = S_ISFIFO(file.mode) || S_ISSOCK(file.mode);
+  bool nowait = S_ISFIFO(mode) || S_ISSOCK(mode);
   size_t off = 0;
   const size_t len = job->data.size();
   while (off < len) {
@@ -218,6 +256,11 @@ bool SpawnLocked(Writer& w, uint64_t owner, Lane& lane) {
 }  // namespace
 
 uint64_t LaneNewGroup() { return next_group.fetch_add(1); }
+
+int LaneTargetRefusal(int fd) {
+  uint32_t mode;
+  return TargetRefusal(fd, &mode);
+}
 
 int LaneWrite(int fd, std::string data, uint64_t owner, uint64_t group, std::function<void(int64_t)> done,
               std::function<void(const void*)> on_cancel) {

@@ -15,6 +15,11 @@
 // kLaneThreadsPerOwner times the owners (a helper daemon's: the uids it
 // serves, plus one).
 //
+// Only files that take text are written into (LaneTargetRefusal): an
+// eventfd, say, takes each 8-byte write as a number added to its counter,
+// and the write that would overflow it blocks until someone reads it; the
+// lane's copy may be its only one, so that the thread would never return.
+//
 // A write never blocks where it can wait instead: into a pipe, FIFO or
 // socket it is pwritev2(RWF_NOWAIT) (the client's open file description,
 // and its O_NONBLOCK, are left alone), and when the fd takes no more the
@@ -73,6 +78,17 @@ int LaneWrite(int fd, std::string data, uint64_t owner, uint64_t group, std::fun
 // Each one's on_cancel(by) runs first, on this thread, under the lanes'
 // lock (it must not call in here).
 void LaneWriteCancel(uint64_t group, const void* by = nullptr);
+
+// Whether a lane writes into `fd`: 0 for a file that takes text and is
+// open for writing (a regular file, a pipe or FIFO, a socket, a character
+// device: a terminal, /dev/null), else -errno: EBADF for no open fd or one
+// not open for writing (O_PATH, O_RDONLY), EISDIR for a directory, EINVAL
+// for any other file (an anonymous inode: eventfd, timerfd, signalfd,
+// epoll, inotify, pidfd...; a block device). Looks at the fd only (fcntl,
+// statx without a sync, the /proc/self/fd link): no call into a
+// filesystem that may hang. LaneWrite's `done` gets this -errno, nothing
+// written, for a refused fd.
+int LaneTargetRefusal(int fd);
 
 // The lanes' threads now, how many of them are in a write, the writes
 // waiting for a thread, and the owners with a lane.

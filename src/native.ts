@@ -488,9 +488,18 @@ export interface NativeBinding {
    * RWF_NOWAIT, waiting in poll for room, so the client's O_NONBLOCK is left
    * alone and the write can be cancelled. `callback` runs on this thread's
    * event loop once the copy is closed: the bytes written, or -errno
-   * (-ECANCELED: laneWriteCancel(group) ended it).
+   * (-ECANCELED: laneWriteCancel(group) ended it; laneTargetRefusal's
+   * -errno, nothing written, for a file that takes no text).
    */
   laneWrite(fd: number, data: Uint8Array, owner: number, group: number, callback: (result: number) => void): void;
+  /**
+   * 0 when laneWrite writes into `fd` (borrowed): a regular file, pipe or
+   * FIFO, socket or character device open for writing; else -errno: EBADF
+   * (no fd, or one not open for writing: O_PATH, O_RDONLY), EISDIR (a
+   * directory), EINVAL (an anonymous inode: eventfd, timerfd, signalfd,
+   * epoll...; a block device). Asks no filesystem (lane_writer.h).
+   */
+  laneTargetRefusal(fd: number): number;
   /** A new cancel group for laneWrite (unique in the process). */
   laneGroup(): number;
   /** Ends `group`'s writes: queued ones at once, one waiting for room as its thread wakes, one inside write(2) when it returns. */

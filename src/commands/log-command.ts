@@ -2,7 +2,7 @@
  * The log command: a command whose log output the client can redirect into
  * a file, pipe or terminal it opened itself, wherever the command runs.
  */
-import { openSync, closeSync, constants as fsConstants, statSync } from 'node:fs';
+import { openSync, closeSync, constants as fsConstants, readlinkSync, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 
 import { resolve } from 'node:path';
@@ -38,6 +38,36 @@ function laneWrite(fd: number, buf: Buffer, owner: number, group: number): Promi
       else reject(new SystemError(result, 'write'));
     });
   });
+}
+
+/**
+ * Why the log may not go to `fd` (the command's, a client's file), or
+ * undefined where it may (native laneTargetRefusal): "the fd is ..." A
+ * file that takes no text is refused before any line goes there: an
+ * eventfd takes each 8-byte write as a number added to its counter, and
+ * the write that would overflow it blocks until someone reads it, which
+ * nobody does when the command holds its only copy: the line's lane thread
+ * would be held for good, and with it, once every thread of the lane is,
+ * every later line of the client's uid.
+ */
+function logTargetRefusal(fd: number): string | undefined {
+  const r = native.laneTargetRefusal(fd);
+  if (r === 0) return undefined;
+  let what: string;
+  if (r === -osConstants.errno.EBADF) {
+    what = 'not open for writing (O_RDONLY or O_PATH)';
+  } else if (r === -osConstants.errno.EISDIR) {
+    what = 'a directory';
+  } else {
+    let target = 'unknown';
+    try {
+      target = readlinkSync(`/proc/self/fd/${fd}`);
+    } catch {
+      // no /proc: the kind is left unsaid
+    }
+    what = `${escapeLogText(target)}, not a file that takes text`;
+  }
+  return `the fd is ${what}; the log goes to a regular file, a pipe or FIFO, a socket or a character device (a terminal, /dev/null) open for writing`;
 }
 
 /**
@@ -108,10 +138,23 @@ export class LogCommand {
   /**
    * Sends the log to `fd`, an fd the client duplicated into this context with
    * dupFileDescriptor. The command adopts it (and closes it on close()).
+   * An fd of a file that takes no text (an eventfd, timerfd, signalfd,
+   * epoll fd, a directory, a block device) or not open for writing (O_PATH,
+   * O_RDONLY) is refused: FdBridgeError ERR_FDBRIDGE_LOG_FD_REFUSED, the fd
+   * closed, the log where it went.
    */
   redirectLogToFd(fd: number): void {
     validateFdArgument(fd, 'log.redirectLogToFd: fd');
     this.context.adoptFd(fd);
+    // Looked at once adopted: the number is the client's then, not one of this process's own.
+    const refused = logTargetRefusal(fd);
+    if (refused !== undefined) {
+      const notClosed = this.#closeClient([fd]);
+      throw new FdBridgeError(
+        'ERR_FDBRIDGE_LOG_FD_REFUSED',
+        `log.redirectLogToFd(${fd}): ${refused}; it was closed and the log goes where it went${notClosed ? `; ${notClosed.message}` : ''}`,
+      );
+    }
     const notClosed = this.#logTo(fd);
     // The log goes to `fd` now; the call says what it could not close.
     if (notClosed) throw notClosed;
@@ -122,7 +165,8 @@ export class LogCommand {
    * DatagramSocket.bind) where a client sends the datagram "redirect" with
    * exactly one fd, from any socket, without a connection: the log goes to
    * that fd from then on. A bound sender is answered "ok"
-   * (or "refused: ..." for anything else, whose fds are closed). Returns
+   * (or "refused: ..." for anything else, whose fds are closed, and for an
+   * fd redirectLogToFd refuses: "refused: the fd is ..."). Returns
    * the path; the socket closes with the command. Refused to a client of
    * another uid than this process's (root excepted). `path` is a path: any
    * other value (an `{ abstract: name }` address among them, which has no
@@ -153,11 +197,15 @@ export class LogCommand {
 
   #onRedirect(sock: DatagramSocket, d: Datagram): void {
     const ok = d.data.toString() === 'redirect' && d.fds.length === 1;
-    const notClosed = ok ? this.#logTo(d.fds[0]!) : this.#closeClient(d.fds);
+    const refused = ok ? logTargetRefusal(d.fds[0]!) : undefined;
+    const notClosed = ok && refused === undefined ? this.#logTo(d.fds[0]!) : this.#closeClient(d.fds);
     if (d.from === null) return; // an unbound sender cannot be answered
     const answer =
-      (ok ? 'ok' : `refused: expected "redirect" with one fd, got ${d.data.length} bytes and ${d.fds.length} fd(s)`) +
-      (notClosed ? `; ${notClosed.message}` : '');
+      (!ok
+        ? `refused: expected "redirect" with one fd, got ${d.data.length} bytes and ${d.fds.length} fd(s)`
+        : refused !== undefined
+          ? `refused: ${refused}`
+          : 'ok') + (notClosed ? `; ${notClosed.message}` : '');
     // Never wait on a client that does not read its answers: it has its own deadline.
     sock.sendTo(d.from, Buffer.from(answer), [], { whenFull: 'fail' }).catch(() => undefined);
   }
