@@ -14,33 +14,12 @@
 import fc from 'fast-check';
 
 import { connect, PeerExitedError, PROBE_COMMAND } from '../../src';
-import { closeFds } from '../../src/fd';
-import { encodeJson, FrameType } from '../../src/protocol';
-import { UnixServer, type UnixSocket } from '../../src/socket';
+import { fakeHelperDaemon, type FakeHelperDaemon } from '../util/fake-helper-daemon';
 import { DIST_SRC, isRoot, runAsNobody } from '../util/nobody';
 
-/** A fake daemon at an abstract name: READY to HELLO, then the first call makes it close that connection (the process lives on). */
-function hangingUpDaemon(tag: string): { socketPath: string; close(): void } {
-  const name = `fdbridge-hangs-up-${tag}-${process.pid}`;
-  const server = UnixServer.listen({ abstract: name }, { kind: 'seqpacket' });
-  const accepted: UnixSocket[] = [];
-  server.onConnection((_err, socket) => {
-    if (!socket) return;
-    accepted.push(socket);
-    socket.setMessageHandler((err, data, fds) => {
-      closeFds(fds ?? []);
-      if (err || !data) return;
-      if (data[0] === FrameType.HELLO) void socket.send(encodeJson(FrameType.READY, 0, { pid: process.pid, threadId: 0 })).catch(() => undefined);
-      else socket.close();
-    });
-  });
-  return {
-    socketPath: `@${name}`,
-    close() {
-      for (const s of accepted) s.close();
-      server.close();
-    },
-  };
+/** A fake daemon: READY to HELLO, then the first call makes it close that connection (the process lives on). */
+function hangingUpDaemon(tag: string): FakeHelperDaemon {
+  return fakeHelperDaemon(`hangs-up-${tag}`, { hello: 'ready', other: 'hang up' });
 }
 
 /** What a call pending when the daemon hung up rejects with. */

@@ -11,12 +11,10 @@ import { performance } from 'node:perf_hooks';
 import fc from 'fast-check';
 
 import { HelperDaemon } from '../../src';
-import { closeFds } from '../../src/fd';
-import { encodeJson, FrameType } from '../../src/protocol';
-import { UnixServer, type UnixSocket } from '../../src/socket';
 import { helperStatus } from '../../src/transports/helper';
 import { runCli } from './processes';
 import { TimeoutError } from '../../src/errors';
+import { fakeHelperDaemon, type FakeHelperDaemon } from './fake-helper-daemon';
 import { STATUS_WHEN_GUARD_MS, statusWhen } from './helper-status';
 import { scaled } from './time-scale';
 import { HangGuard } from './wait-for';
@@ -77,33 +75,13 @@ test("every test file waiting with statusWhen gives its tests limits scaled as t
 });
 
 /**
- * A fake daemon at an abstract name of its own that takes every connection
- * and stays silent: before READY (`silentFrom: 'hello'`), or once it has
- * answered HELLO with READY, to every call after it (`'call'`), as a
- * daemon whose event loop got stuck between the two would.
+ * A fake daemon that takes every connection and stays silent: before READY
+ * (`silentFrom: 'hello'`), or once it has answered HELLO with READY, to
+ * every call after it (`'call'`), as a daemon whose event loop got stuck
+ * between the two would.
  */
-function silentDaemon(silentFrom: 'hello' | 'call'): { socketPath: string; close(): void } {
-  const name = `fdbridge-silent-status-${process.pid}-${silentFrom}`;
-  const server = UnixServer.listen({ abstract: name }, { kind: 'seqpacket' });
-  const accepted: UnixSocket[] = [];
-  server.onConnection((_err, socket) => {
-    if (!socket) return;
-    accepted.push(socket);
-    socket.setMessageHandler((err, data, fds) => {
-      closeFds(fds ?? []);
-      if (err || !data) return;
-      if (silentFrom === 'call' && data[0] === FrameType.HELLO) {
-        void socket.send(encodeJson(FrameType.READY, 0, { pid: process.pid, threadId: 0 })).catch(() => undefined);
-      }
-    });
-  });
-  return {
-    socketPath: `@${name}`,
-    close() {
-      for (const s of accepted) s.close();
-      server.close();
-    },
-  };
+function silentDaemon(silentFrom: 'hello' | 'call'): FakeHelperDaemon {
+  return fakeHelperDaemon(`silent-status-${silentFrom}`, { hello: silentFrom === 'call' ? 'ready' : 'silent', other: 'silent' });
 }
 
 test("generated: helperStatus (statusOf's, fdbridge helper --status's) of a daemon that takes the connection and never answers, before READY or after it, rejects with a TimeoutError naming the daemon", async () => {
