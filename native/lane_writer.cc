@@ -127,10 +127,6 @@ int WaitWritable(const std::shared_ptr<Job>& job) {
 
 // LaneTargetRefusal, with the file's type for a file taken.
 int TargetRefusal(int fd, uint32_t* mode) {
-  int flags = fcntl(fd, F_GETFL);
-  if (flags < 0) return -errno;
-  // O_PATH: open for no I/O (write(2) fails EBADF); O_RDONLY: not for writing.
-  if ((flags & O_PATH) != 0 || (flags & O_ACCMODE) == O_RDONLY) return -EBADF;
   // The type only (FdFileIdentity asks no filesystem): on a file whose
   // filesystem hangs the write blocks this lane's thread anyway.
   FdIdentity file;
@@ -141,11 +137,10 @@ int TargetRefusal(int fd, uint32_t* mode) {
     case S_IFIFO:
     case S_IFSOCK:
     case S_IFCHR:
-      return 0;
-    case S_IFDIR:
-      return -EISDIR;
     case S_IFREG:
       break;
+    case S_IFDIR:
+      return -EISDIR;
     default:
       // An anonymous inode (no type: eventfd, timerfd, signalfd, epoll,
       // pidfd...), a block device.
@@ -154,11 +149,18 @@ int TargetRefusal(int fd, uint32_t* mode) {
   // An anonymous inode is typeless above, but a kernel may give it the
   // type of a regular file: /proc/self/fd names it "anon_inode:..."
   // whatever its type (readlink asks no filesystem).
-  char path[32];
-  char target[16];
-  snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-  ssize_t n = readlink(path, target, sizeof(target));
-  if (n >= 11 && memcmp(target, "anon_inode:", 11) == 0) return -EINVAL;
+  if (S_ISREG(file.mode)) {
+    char path[32];
+    char target[16];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(path, target, sizeof(target));
+    if (n >= 11 && memcmp(target, "anon_inode:", 11) == 0) return -EINVAL;
+  }
+  // After the type, so that a directory (never open for writing) is told as one.
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0) return -errno;
+  // O_PATH: open for no I/O (write(2) fails EBADF); O_RDONLY: not for writing.
+  if ((flags & O_PATH) != 0 || (flags & O_ACCMODE) == O_RDONLY) return -EBADF;
   return 0;
 }
 

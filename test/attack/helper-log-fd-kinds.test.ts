@@ -64,6 +64,17 @@ const REFUSED = ['eventfd', 'timerfd', 'signalfd', 'epoll', 'O_PATH', 'directory
 const TAKEN = ['file', 'pipe', 'full pipe', 'socketpair', '/dev/null', 'memfd'] as const;
 type Kind = (typeof REFUSED)[number] | (typeof TAKEN)[number];
 
+/** What a refusal says the fd is, kind by kind. */
+const REFUSED_AS: Record<(typeof REFUSED)[number], string> = {
+  eventfd: 'anon_inode:[eventfd], not a file that takes text',
+  timerfd: 'anon_inode:[timerfd], not a file that takes text',
+  signalfd: 'anon_inode:[signalfd], not a file that takes text',
+  epoll: 'anon_inode:[eventpoll], not a file that takes text',
+  O_PATH: 'not open for writing (O_RDONLY or O_PATH)',
+  directory: 'a directory',
+  'read-only file': 'not open for writing (O_RDONLY or O_PATH)',
+};
+
 /** An fd of `kind` for the log; `read(n)` what arrived (n bytes expected), undefined where nothing can be read back. */
 interface Target {
   fd: number;
@@ -84,8 +95,12 @@ function makeTarget(kind: Kind, dir: string, anon: readonly [number, number, num
       return { fd: anon[1], fds: [] };
     case 'epoll':
       return { fd: anon[2], fds: [] };
-    case 'O_PATH':
-      return own(openSync(dir, O_PATH));
+    case 'O_PATH': {
+      // A regular file's (a directory's would be refused as a directory).
+      const path = join(dir, `${name}.path`);
+      closeSync(openSync(path, 'a'));
+      return own(openSync(path, O_PATH));
+    }
     case 'directory':
       return own(openSync(dir, 'r'));
     case 'read-only file':
@@ -286,9 +301,10 @@ testWithPython('generated: a redirect into an fd that takes no text is refused, 
               const target = makeTarget(c.kind, roundDir, anon, `t${i}`);
               targets.push(target);
               const answer = await guard.within(redirect(conn, target.fd, by), `a redirect into ${c.kind}`);
-              const refused = (REFUSED as readonly string[]).includes(c.kind);
+              const refused = c.kind in REFUSED_AS;
               if (refused) {
-                expect(answer).toMatch(by ? /^refused: the fd is / : /^ERR_FDBRIDGE_LOG_FD_REFUSED: /);
+                const reason = `the fd is ${REFUSED_AS[c.kind as keyof typeof REFUSED_AS]}; the log goes to a regular file, a pipe or FIFO, a socket or a character device (a terminal, /dev/null) open for writing`;
+                expect(answer).toBe(by ? `refused: ${reason}` : `ERR_FDBRIDGE_LOG_FD_REFUSED: log.redirectLogToFd(${String(answer.match(/\((\d+)\)/)?.[1])}): ${reason}; it was closed and the log goes where it went`);
               } else {
                 expect(answer).toBe('ok');
               }
