@@ -372,6 +372,21 @@ testWithPython('generated: a redirect into an fd that takes no text is refused, 
               { kind: 'full pipe', byDatagram: true, lines: new Array<string>(25).fill('abcdefg') },
             ],
           ],
+          // Every other kind refused, whatever the runs draw.
+          [
+            [
+              { kind: 'directory', byDatagram: false, lines: new Array<string>(25).fill('abcdefg') },
+              { kind: 'O_PATH', byDatagram: true, lines: new Array<string>(25).fill('abcdefg') },
+              { kind: 'read-only file', byDatagram: false, lines: new Array<string>(25).fill('abcdefg') },
+            ],
+          ],
+          [
+            [
+              { kind: 'timerfd', byDatagram: true, lines: new Array<string>(25).fill('abcdefg') },
+              { kind: 'signalfd', byDatagram: false, lines: new Array<string>(25).fill('abcdefg') },
+              { kind: 'epoll', byDatagram: true, lines: new Array<string>(25).fill('abcdefg') },
+            ],
+          ],
         ],
       },
     );
