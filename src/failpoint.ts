@@ -39,9 +39,9 @@ export interface FailpointSpec {
  */
 export function parseFailpoint(text: string): FailpointSpec {
   const m = /^([a-z-]+)(?::(\d+))?$/.exec(text.trim());
-  const point = m?.[1] as FailpointName | undefined;
+  const point = FAILPOINT_NAMES.find((name) => name === m?.[1]);
   const hit = m?.[2] === undefined ? 1 : Number(m[2]);
-  if (!m || point === undefined || !FAILPOINT_NAMES.includes(point) || !Number.isSafeInteger(hit) || hit < 1) {
+  if (point === undefined || !Number.isSafeInteger(hit) || hit < 1) {
     throw new RangeError(
       `${FAILPOINT_ENV}=${JSON.stringify(text)} is not a failpoint; use <point>[:N] with point one of ${FAILPOINT_NAMES.join(', ')} and N >= 1`,
     );
@@ -64,8 +64,8 @@ export class Failpoint {
 
   /** Marks one passage of `point`; fires on the spec's hit-th passage (and never again). */
   pass(point: FailpointName): void {
-    if (point !== this.spec.point || this.#left <= 0) return;
-    if (--this.#left === 0) this.#fire();
+    // Past the hit-th passage the count goes on below 0: it reaches 0 once.
+    if (point === this.spec.point && --this.#left === 0) this.#fire();
   }
 }
 

@@ -8,10 +8,14 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+import fc from 'fast-check';
+
 import { connect, makeMemfd, PeerExitedError, PROBE_COMMAND } from '../../src';
 import { closeFd } from '../../src/fd';
-import { Failpoint, failpointFromEnv, FAILPOINT_ENV, parseFailpoint } from '../../src/failpoint';
+import { Failpoint, failpointFromEnv, FAILPOINT_ENV, FAILPOINT_NAMES, parseFailpoint } from '../../src/failpoint';
 import { CLI } from '../util/processes';
+
+const RUNS = { seed: 20261204, numRuns: 200 };
 
 describe('parseFailpoint', () => {
   test.each([
@@ -31,6 +35,24 @@ describe('parseFailpoint', () => {
       expect(() => parseFailpoint(text)).toThrow(/FDBRIDGE_FAILPOINT=.*<point>\[:N\].*after-receive, on-close/);
     },
   );
+
+  test('generated: <point>[:N] with any N from 1 to MAX_SAFE_INTEGER, blanks around it taken off; anything before the point refused', () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...FAILPOINT_NAMES),
+        fc.option(fc.oneof(fc.integer({ min: 1, max: 999 }), fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER })), { nil: undefined }),
+        fc.stringMatching(/^[ \t\n]*$/),
+        fc.stringMatching(/^[ \t\n]*$/),
+        fc.stringMatching(/^[^a-z\-\s]+$/),
+        (point, hit, before, after, junk) => {
+          const text = hit === undefined ? point : `${point}:${hit}`;
+          expect(parseFailpoint(`${before}${text}${after}`)).toEqual({ point, hit: hit ?? 1 });
+          expect(() => parseFailpoint(`${junk}${text}`)).toThrow(RangeError);
+        },
+      ),
+      RUNS,
+    );
+  });
 });
 
 describe('Failpoint', () => {
