@@ -74,6 +74,7 @@ export function spawnReapedAtTeardown(file: string, args: readonly string[], opt
   let child: ChildProcess;
   try {
     const eq = entry.indexOf('=');
+    // Stryker disable next-line ConditionalExpression,EqualityOperator: the entry is 'NAME=TOKEN' (never '=' first: `>= 0` is the same test) or '' when the process cannot be told apart, which no test can make happen (forced true, not equivalent, would add a variable of an empty name); forced false and `<= 0` are killed
     const spawnOptions = eq > 0 ? { ...options, env: { ...(options.env ?? process.env), [entry.slice(0, eq)]: entry.slice(eq + 1) } } : options;
     child = spawn(file, args, spawnOptions);
   } catch (err) {
