@@ -206,10 +206,29 @@ int UnixSocket::Enqueue(const struct sockaddr_un* to, socklen_t to_len, const ch
     if (fds[i] > highest) highest = fds[i];
   }
   std::vector<int> pinned(nfds);
+  q.takeovers = FdTakeOvers();
   int r = FdDupAllHigh(fds, nfds, FdAbove(highest), pinned.data());
   if (r < 0) {
     if (pin != nullptr && pin->queued == 0) ClosePin(pin);
     return r;
+  }
+  // Each copy's file and registration, checked before the copies are sent
+  // or closed (DropSwappedCopies): only a queued send pays for them.
+  q.files.resize(nfds);
+  q.registrations.resize(nfds);
+  FdRegistrations(pinned.data(), nfds, q.registrations.data());
+  size_t unread = nfds;
+  for (size_t i = 0; i < nfds && unread == nfds; i++) {
+    if (FdFileIdentity(pinned[i], &q.files[i]) != 0) unread = i;
+  }
+  if (unread < nfds) {
+    // A copy closed by another thread as it was made: that number is let
+    // go of, the other copies handed to the closer, nothing queued.
+    FdStillHeldLooked(pinned[unread], q.registrations[unread], /*same_file=*/false);
+    pinned.erase(pinned.begin() + static_cast<ptrdiff_t>(unread));
+    RememberTicket(FdCloseInBackground(pinned.data(), pinned.size(), close_owner_, /*held_for_peer=*/true));
+    if (pin != nullptr && pin->queued == 0) ClosePin(pin);
+    return -EBADF;
   }
   q.fds = UniqueFds(std::move(pinned));
   q.pin = pin;
@@ -231,6 +250,7 @@ void UnixSocket::PopQueued() {
   // file takes to go (a TCP socket with SO_LINGER and unsent data: its
   // linger time): the background closer takes them, never this thread,
   // which is an event loop's.
+  DropSwappedCopies(&q);
   if (!q.fds.empty()) {
     std::vector<int> fds = q.fds.release();
     RememberTicket(FdCloseInBackground(fds.data(), fds.size(), close_owner_, /*held_for_peer=*/true));
@@ -238,6 +258,31 @@ void UnixSocket::PopQueued() {
   // Its receiver's pin goes with the last datagram for it (Close closes them all).
   if (q.pin != nullptr && --q.pin->queued == 0 && !closed_) RetirePin(q.pin);
   queue_.pop_front();
+}
+
+size_t UnixSocket::DropSwappedCopies(QueuedSend* q) {
+  if (q->fds.empty()) return 0;
+  bool moved = FdTakeOvers() != q->takeovers;
+  std::vector<int> fds = q->fds.release();
+  size_t kept = 0;
+  for (size_t i = 0; i < fds.size(); i++) {
+    FdIdentity now;
+    bool same = FdFileIdentity(fds[i], &now) == 0 && SameFile(now, q->files[i]);
+    // The same file and no take-over anywhere: held, without the lock.
+    // Else the registry decides (and ends a registration whose file is gone).
+    if ((same && !moved) || FdStillHeldLooked(fds[i], q->registrations[i], same)) {
+      fds[kept] = fds[i];
+      q->files[kept] = q->files[i];
+      q->registrations[kept] = q->registrations[i];
+      kept++;
+    }
+  }
+  size_t dropped = fds.size() - kept;
+  fds.resize(kept);
+  q->files.resize(kept);
+  q->registrations.resize(kept);
+  q->fds = UniqueFds(std::move(fds));
+  return dropped;
 }
 
 void UnixSocket::SetSendQueueLimits(size_t limit, size_t pause_reading_at) {
@@ -370,6 +415,15 @@ void UnixSocket::DoWrite() {
   // file there: looked at again before each send (in memory).
   while (!queue_.empty() && !closed_ && waiting_on_ == nullptr && !Lost(false)) {
     QueuedSend& q = queue_.front();
+    if (DropSwappedCopies(&q) != 0) {
+      // A copy was closed behind our back since it was queued (its number
+      // may hold another file now, the program's): the message fails as
+      // for a closed fd, nothing of it sent.
+      uint32_t id = q.id;
+      PopQueued();  // hands the copies still held to the background closer
+      CompleteSend(id, -EBADF);
+      continue;
+    }
     ssize_t n;
     if (q.pin != nullptr) {
       n = SendThroughPin(&q);

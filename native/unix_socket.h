@@ -388,6 +388,12 @@ class UnixSocket {
     std::vector<char> data;
     size_t offset;
     UniqueFds fds;  // our own close-on-exec duplicates
+    // Each copy's file as it was queued (FdFileIdentity) and its
+    // registration, and the registry's take-overs then (FdTakeOvers): what
+    // HeldCopies compares with before the copies go out or are closed.
+    std::vector<FdIdentity> files;
+    std::vector<uint64_t> registrations;
+    uint64_t takeovers;
     uint32_t id;
     struct sockaddr_un to;  // the destination when to_len > 0 (SendTo)
     socklen_t to_len;
@@ -462,6 +468,18 @@ class UnixSocket {
   size_t pause_reading_at_ = SIZE_MAX;
   bool ReadPaused() const { return queued_bytes_ > pause_reading_at_; }
   void PopQueued();
+  // Lets go of the copies of `q` that no longer hold the file they were
+  // queued with, unclosed, and returns how many there were. A copy's
+  // number can be closed behind fdbridge's back (a program's
+  // fs.closeSync of a number it does not own) and another file opened
+  // there: that file is the program's, never sent and never closed here.
+  // One statx(2) per copy (AT_STATX_DONT_SYNC: no filesystem asked), plus
+  // the registry's lock per copy when a new fd of ours has taken over some
+  // number since the copies were made (FdTakeOvers: a copy of the same
+  // file at the number, of another owner's). The ones let go of end their
+  // registration as closed by someone else (FdClosedByOther), which a
+  // watching leak check blames on the code under test.
+  size_t DropSwappedCopies(QueuedSend* q);
   std::vector<char> own_buf_;  // empty when an external buffer is used, or none is made yet
   char* recv_buf_;  // nullptr until made (ReceiveBuffer)
   size_t recv_len_;
