@@ -26,6 +26,11 @@ namespace {
 
 struct Job {
   int fd;  // our copy
+  // The copy's file as it was made (FdFileIdentity) and its registration:
+  // a number closed behind fdbridge's back and taken by another file (the
+  // program's) is never written into nor closed (CopyHeld).
+  FdIdentity file;
+  uint64_t registration;
   std::string data;
   uint64_t owner;
   uint64_t group;
@@ -49,8 +54,9 @@ struct Writer {
   std::unordered_map<uint64_t, Lane> lanes;
   std::unordered_set<std::shared_ptr<Job>> running;
   // The fds the writer holds: each write's copy, from its dup until the
-  // closer has it, and each waiting write's eventfd (LaneWriterFds).
-  std::unordered_set<int> fds;
+  // closer has it or it is let go of, and each waiting write's eventfd
+  // (LaneWriterFds). A copy's entry has its job, to check its file.
+  std::unordered_map<int, std::shared_ptr<Job>> fds;
   size_t threads = 0;
   size_t busy = 0;
   size_t queued = 0;
@@ -63,13 +69,34 @@ Writer& TheWriter() {
 
 std::atomic<uint64_t> next_group{1};
 
+// Whether `fd` (`job`'s copy) still holds the file it was made with (one
+// statx(2), no filesystem asked). One that does not was closed behind
+// fdbridge's back (a program's fs.closeSync of a number it does not own):
+// its registration ends as closed by someone else (FdClosedByOther, which a
+// watching leak check blames), and the number, free or another file now,
+// is the program's: never written into nor closed here.
+bool CopyHeld(int fd, const Job& job) {
+  FdIdentity now;
+  bool same = FdFileIdentity(fd, &now) == 0 && SameFile(now, job.file);
+  if (same) return true;
+  FdStillHeldLooked(fd, job.registration, /*same_file=*/false);
+  return false;
+}
+
 // Hands the copy to the closer as the owner's, and the result to `done`
-// once it is closed.
+// once it is closed. A copy that no longer holds its file (CopyHeld) is
+// let go of unclosed, and a write that had succeeded fails EBADF then:
+// the file is not known to have had all of it.
 void Finish(const std::shared_ptr<Job>& job, int64_t result) {
   int fd = job->fd;
   job->fd = -1;
   std::string().swap(job->data);
-  uint64_t ticket = FdCloseInBackground(&fd, 1, job->owner, /*held_for_peer=*/true);
+  uint64_t ticket = 0;
+  if (CopyHeld(fd, *job)) {
+    ticket = FdCloseInBackground(&fd, 1, job->owner, /*held_for_peer=*/true);
+  } else if (result >= 0) {
+    result = -EBADF;
+  }
   {
     // The writer's until the closer has it: never out of both lists.
     std::lock_guard<std::mutex> lock(TheWriter().mu);
@@ -94,7 +121,7 @@ int WaitWritable(const std::shared_ptr<Job>& job) {
   bool cancelled;
   {
     std::lock_guard<std::mutex> lock(w.mu);
-    w.fds.insert(wake);
+    w.fds.emplace(wake, nullptr);
     cancelled = job->cancelled;
     if (!cancelled) job->wake = wake;
   }
@@ -169,6 +196,9 @@ int64_t WriteAll(const std::shared_ptr<Job>& job) {
   uint32_t mode = 0;
   int r = TargetRefusal(job->fd, &mode);
   if (r != 0) return r;
+  // Still the copy's file? (It waited for a thread: its number may have
+  // been closed behind our back and taken by the program's file.)
+  if (!SameFile(file, job->file)) return -EBADF;
   // Pipes, FIFOs and sockets take RWF_NOWAIT (the call fails with EAGAIN
   // where it would block); other files refuse it (EOPNOTSUPP) or would
   // take it to mean something else (a regular file's EAGAIN is not one
@@ -201,6 +231,8 @@ int64_t WriteAll(const std::shared_ptr<Job>& job) {
       // Full (or the client's O_NONBLOCK on a file that is): wait for room.
       int r = WaitWritable(job);
       if (r < 0) return r;
+      // The wait can be long: the number may hold another file by now.
+      if (!CopyHeld(job->fd, *job)) return -EBADF;
       continue;
     }
     return -errno;
@@ -267,14 +299,22 @@ int LaneTargetRefusal(int fd) {
 int LaneWrite(int fd, std::string data, uint64_t owner, uint64_t group, std::function<void(int64_t)> done,
               std::function<void(const void*)> on_cancel) {
   int copy;
+  uint64_t registration;
   {
     OwnedFdsLock lock;  // made and registered as one step
     copy = FdDupHigh(fd);
+    registration = copy < 0 ? 0 : FdRegistration(copy);
   }
   if (copy < 0) return copy;
   FdHeldByNative(&copy, 1);  // ours until the closer has it, whatever environment asked
   auto job = std::make_shared<Job>();
   job->fd = copy;
+  job->registration = registration;
+  if (int r = FdFileIdentity(copy, &job->file); r != 0) {
+    // Closed by another thread as it was made: let go of.
+    FdStillHeldLooked(copy, registration, /*same_file=*/false);
+    return r;
+  }
   job->data = std::move(data);
   job->owner = owner;
   job->group = group;
@@ -284,7 +324,7 @@ int LaneWrite(int fd, std::string data, uint64_t owner, uint64_t group, std::fun
   bool no_thread = false;
   {
     std::lock_guard<std::mutex> lock(w.mu);
-    w.fds.insert(copy);
+    w.fds.emplace(copy, job);
     Lane& lane = w.lanes[owner];
     lane.queue.push_back(job);
     w.queued++;
@@ -343,8 +383,22 @@ void LaneWriterStats(size_t* threads, size_t* busy, size_t* queued, size_t* owne
 
 std::vector<int> LaneWriterFds() {
   Writer& w = TheWriter();
-  std::lock_guard<std::mutex> lock(w.mu);
-  return std::vector<int>(w.fds.begin(), w.fds.end());
+  std::vector<std::pair<int, std::shared_ptr<Job>>> held;
+  {
+    std::lock_guard<std::mutex> lock(w.mu);
+    held.assign(w.fds.begin(), w.fds.end());
+  }
+  // A copy whose number holds another file now (or none) is not the
+  // writer's: the program closed it behind our back, and the file there is
+  // the program's (one statx per copy, outside the lock: a leak check's
+  // path). Only read here: the write's own thread lets go of it.
+  std::vector<int> out;
+  out.reserve(held.size());
+  for (const auto& [fd, job] : held) {
+    FdIdentity now;
+    if (job == nullptr || (FdFileIdentity(fd, &now) == 0 && SameFile(now, job->file))) out.push_back(fd);
+  }
+  return out;
 }
 
 }  // namespace fdbridge

@@ -34,7 +34,11 @@
 // may be closed (and reused) meanwhile without the line reaching another
 // file. The copy is closed on the background closer, as `owner`'s (the
 // last close of a lingering socket blocks), and the write's `done` runs
-// once it is closed.
+// once it is closed. The copy's file is read as it is made (a statx, no
+// filesystem asked) and compared before its first write, after each wait
+// for room, and before its close: a number the program closed behind
+// fdbridge's back, and another file took, is never written into nor
+// closed (the write fails EBADF), and LaneWriterFds leaves it out.
 #ifndef FDBRIDGE_LANE_WRITER_H_
 #define FDBRIDGE_LANE_WRITER_H_
 
