@@ -152,14 +152,10 @@ int WaitWritable(const std::shared_ptr<Job>& job) {
   return r;
 }
 
-// LaneTargetRefusal, with the file's type for a file taken.
-int TargetRefusal(int fd, uint32_t* mode) {
-  // The type only (FdFileIdentity asks no filesystem): on a file whose
-  // filesystem hangs the write blocks this lane's thread anyway.
-  FdIdentity file;
-  int r = FdFileIdentity(fd, &file);
-  if (r != 0) return r;
-  *mode = file.mode;
+// LaneTargetRefusal of `fd`, whose file (FdFileIdentity: the type only,
+// no filesystem asked; on a file whose filesystem hangs the write blocks
+// this lane's thread anyway) is `file`.
+int TargetRefusal(int fd, const FdIdentity& file) {
   switch (file.mode & S_IFMT) {
     case S_IFIFO:
     case S_IFSOCK:
@@ -193,12 +189,15 @@ int TargetRefusal(int fd, uint32_t* mode) {
 
 // All of the job's data, or -errno.
 int64_t WriteAll(const std::shared_ptr<Job>& job) {
-  uint32_t mode = 0;
-  int r = TargetRefusal(job->fd, &mode);
+  FdIdentity file;
+  int r = FdFileIdentity(job->fd, &file);
   if (r != 0) return r;
   // Still the copy's file? (It waited for a thread: its number may have
   // been closed behind our back and taken by the program's file.)
   if (!SameFile(file, job->file)) return -EBADF;
+  r = TargetRefusal(job->fd, file);
+  if (r != 0) return r;
+  const uint32_t mode = file.mode;
   // Pipes, FIFOs and sockets take RWF_NOWAIT (the call fails with EAGAIN
   // where it would block); other files refuse it (EOPNOTSUPP) or would
   // take it to mean something else (a regular file's EAGAIN is not one
@@ -292,8 +291,9 @@ bool SpawnLocked(Writer& w, uint64_t owner, Lane& lane) {
 uint64_t LaneNewGroup() { return next_group.fetch_add(1); }
 
 int LaneTargetRefusal(int fd) {
-  uint32_t mode;
-  return TargetRefusal(fd, &mode);
+  FdIdentity file;
+  int r = FdFileIdentity(fd, &file);
+  return r != 0 ? r : TargetRefusal(fd, file);
 }
 
 int LaneWrite(int fd, std::string data, uint64_t owner, uint64_t group, std::function<void(int64_t)> done,
