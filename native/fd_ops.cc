@@ -333,8 +333,8 @@ void PlaceholderAtFreedNumberLocked(OwnedFds& o, OwnedFds::Registration& stream,
 // may have been before the placeholder came.
 void ClosePlaceholderLocked(int fd, const OwnedFds::Registration& r) {
   if (r.placeholder_ino == 0) return;
-  FdIdentity now;  // the number may hold any file by now, a client's included
-  if (FdFileIdentity(fd, &now) == 0 && SameFile(now, {r.placeholder_dev, r.placeholder_ino, 0})) {
+  // The number may hold any file by now, a client's included.
+  if (FdHoldsFile(fd, {r.placeholder_dev, r.placeholder_ino, 0})) {
     close(fd);  // a socket with nothing queued, its peer closed: cannot block
   }
 }
@@ -590,11 +590,7 @@ bool StillHeld(int fd, uint64_t registration, const FdIdentity* identity, bool* 
   // The file's identity, read before the lock (a statx each, no filesystem
   // asked: FdFileIdentity): another file at the number, or none, is not this
   // owner's.
-  bool same = true;
-  if (identity != nullptr) {
-    FdIdentity now;
-    same = FdFileIdentity(fd, &now) == 0 && SameFile(now, *identity);
-  }
+  bool same = identity == nullptr || FdHoldsFile(fd, *identity);
   return StillHeldLooked(fd, registration, same, begin_close);
 }
 
@@ -1311,8 +1307,7 @@ void CloseMayBlock(const Closer::Job& job) {
       FdClose(fd);  // nothing known of the file: as any close
       return;
     }
-    FdIdentity now;
-    if (FdFileIdentity(fd, &now) == 0 && SameFile(now, job.identity)) {
+    if (FdHoldsFile(fd, job.identity)) {
       close(fd);  // EINTR: released all the same (FdClose)
     }
     return;

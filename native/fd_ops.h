@@ -650,6 +650,12 @@ int FdConflictingLock(int fd);
 int FdFileIdentity(int fd, FdIdentity* out);
 // Whether `a` and `b` are one file (device and inode).
 inline bool SameFile(const FdIdentity& a, const FdIdentity& b) { return a.dev == b.dev && a.ino == b.ino; }
+// Whether `fd` holds `file` now (one FdFileIdentity): false for another
+// file at the number or none.
+inline bool FdHoldsFile(int fd, const FdIdentity& file) {
+  FdIdentity now;
+  return FdFileIdentity(fd, &now) == 0 && SameFile(now, file);
+}
 // Whether a copy once at `fd` is gone from it: the number is free, or,
 // when its file is `known`, holds another file than `file` (one
 // FdFileIdentity). A copy whose file is not known is told gone only by a

@@ -76,9 +76,7 @@ std::atomic<uint64_t> next_group{1};
 // watching leak check blames), and the number, free or another file now,
 // is the program's: never written into nor closed here.
 bool CopyHeld(int fd, const Job& job) {
-  FdIdentity now;
-  bool same = FdFileIdentity(fd, &now) == 0 && SameFile(now, job.file);
-  if (same) return true;
+  if (FdHoldsFile(fd, job.file)) return true;
   FdStillHeldLooked(fd, job.registration, /*same_file=*/false);
   return false;
 }
@@ -395,8 +393,7 @@ std::vector<int> LaneWriterFds() {
   std::vector<int> out;
   out.reserve(held.size());
   for (const auto& [fd, job] : held) {
-    FdIdentity now;
-    if (job == nullptr || (FdFileIdentity(fd, &now) == 0 && SameFile(now, job->file))) out.push_back(fd);
+    if (job == nullptr || FdHoldsFile(fd, job->file)) out.push_back(fd);
   }
   return out;
 }

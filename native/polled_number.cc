@@ -104,8 +104,7 @@ bool PolledNumber::StillRegistered() const {
 
 bool PolledNumber::Holds(int fd) const {
   if (!known_) return true;  // nothing known to compare with
-  FdIdentity now{};
-  return FdFileIdentity(fd, &now) == 0 && Same(now, true);
+  return FdHoldsFile(fd, file_);
 }
 
 }  // namespace fdbridge

@@ -266,8 +266,7 @@ size_t UnixSocket::DropSwappedCopies(QueuedSend* q) {
   std::vector<int> fds = q->fds.release();
   size_t kept = 0;
   for (size_t i = 0; i < fds.size(); i++) {
-    FdIdentity now;
-    bool same = FdFileIdentity(fds[i], &now) == 0 && SameFile(now, q->files[i]);
+    bool same = FdHoldsFile(fds[i], q->files[i]);
     // The same file and no take-over anywhere: held, without the lock.
     // Else the registry decides (and ends a registration whose file is gone).
     if ((same && !moved) || FdStillHeldLooked(fds[i], q->registrations[i], same)) {
