@@ -75,11 +75,11 @@ function logTargetRefusal(fd: number): string | undefined {
  * Characters that could make one logged line pass for several, or for
  * another's: C0 and C1 controls (newlines, carriage returns, terminal
  * escape sequences), DEL, the Unicode line and paragraph separators, the
- * bidirectional overrides and isolates (text shown in another order than
- * written), and the backslash, so that an escape written here is never
+ * bidirectional overrides, isolates and marks (text shown in another order
+ * than written), and the backslash, so that an escape written here is never
  * taken for one the client wrote.
  */
-const UNSAFE_IN_LOG = /[\\\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+const UNSAFE_IN_LOG = /[\\\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
 
 /**
  * A client's line as the daemon's own log takes it: exactly one line (one
@@ -101,7 +101,7 @@ export function daemonLogLine(peer: { pid: number; uid: number }, line: string):
 export function escapeLogText(text: string): string {
   return text.replace(UNSAFE_IN_LOG, (c) => {
     const code = c.charCodeAt(0);
-    // Stryker disable next-line EqualityOperator,StringLiteral: no unsafe character is 0xff (those up to 0xff end at 0x9f), and those past it are 0x2028 and up: four hex digits, nothing for padStart(4) to fill (`> 0xff` and the other strings are killed)
+    // Stryker disable next-line EqualityOperator: no unsafe character is 0xff (those up to 0xff end at 0x9f; `> 0xff` is killed)
     return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
   });
 }

@@ -21,7 +21,7 @@ import { encodeJsonText, FrameType } from '../../src/protocol';
 import { rawConnect, receiveNow, sendNow } from '../../src/testing';
 
 /** What the log command escapes in a client's line: C0 and C1 controls, DEL, line separators, bidi overrides and isolates. */
-const UNSAFE = /[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
+const UNSAFE = /[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
 
 /** Waits for the next frame from the daemon (true) or its end of the connection (false). */
 async function reply(fd: number): Promise<boolean> {
@@ -54,7 +54,7 @@ afterAll(async () => {
 const hostileText = fc
   .tuple(
     fc.string({ maxLength: 12 }),
-    fc.constantFrom('\n', '\r', '\x1b[2K\r', '\u2028', '\u2029', '\u202e', '\u2066', '\x85', '\x00', '\t'),
+    fc.constantFrom('\n', '\r', '\x1b[2K\r', '\u2028', '\u2029', '\u202e', '\u2066', '\u200f', '\u061c', '\x85', '\x00', '\t'),
     fc.constantFrom('fdbridge helper: serving pid 1 (uid 0)', 'x', ''),
   )
   .map(([a, bad, b]) => `${a}${bad}${b}`);
