@@ -24,6 +24,7 @@
         "native/sock_diag.cc",
         "native/unix_socket.cc",
         "native/socket_wait.cc",
+        "native/thread_wake.cc",
         "native/datagram_wait.cc",
         "native/frame_channel.cc",
         "native/fd_watch.cc",

@@ -132,6 +132,9 @@ struct InstanceData {
   // the process: the kernel closes whatever is left then, and closing
   // numbers during the exit could only take some from under the runtime.
   bool main_thread = false;
+  // The Node threadId a worker's environment is registered under for its
+  // wake-up (thread_wake.h, wakeRegisterThread); 0: none.
+  uint64_t wake_thread_id = 0;
 
   // The environment's end (a worker thread's exit or termination, the
   // process's exit), after Node has closed every handle and our cleanup hook

@@ -15,6 +15,7 @@
 #include "fd_hold.h"
 #include "fd_ops.h"
 #include "loop_fds.h"
+#include "thread_wake.h"
 
 namespace fdbridge {
 
@@ -36,6 +37,7 @@ void HoldForTest(int fd) {
 }  // namespace
 
 InstanceData::~InstanceData() {
+  if (wake_thread_id != 0) WakeUnregisterThread(wake_thread_id);
   for (; closed_by_others_watches > 0; closed_by_others_watches--) FdWatchClosedByOthers(false);
   FdCheckThreadExitFds();  // before libuv closes this thread's loop fds
   for (uint64_t start : loop_starts) FdLoopStartEnd(start);
@@ -127,6 +129,38 @@ Napi::Value SetMessageBatchHandler(const Napi::CallbackInfo& info) {
   data->batch = MessageBatch::Create(env, loop, info[0], &err);
   if (data->batch == nullptr) ThrowSystem(env, err, "setMessageBatchHandler");
   return env.Undefined();
+}
+
+// wakeRegisterThread(threadId): this environment is worker thread
+// `threadId`'s (worker_threads.threadId, non-zero): its waits on itself
+// (dupFileDescriptorSync) poll its wake-up from now on, and wakeThread ends
+// them; the registration ends with the environment.
+Napi::Value WakeRegisterThreadFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t id = info.Length() > 0 ? static_cast<uint64_t>(WholeNumber(info[0])) : 0;
+  InstanceData* data = Data(env);
+  if (id == 0 || data->main_thread) throw Napi::RangeError::New(env, "wakeRegisterThread: a worker thread's threadId");
+  // A second copy of the library in the environment loads the same addon.
+  if (data->wake_thread_id == id) return env.Undefined();
+  if (data->wake_thread_id != 0) throw Napi::Error::New(env, "wakeRegisterThread: this environment is registered under another threadId");
+  WakeRegisterThread(id);
+  data->wake_thread_id = id;
+  return env.Undefined();
+}
+
+// wakeThread(threadId) -> boolean: ends worker thread `threadId`'s waits on
+// itself, now and from then on (worker.terminate(): its JavaScript is
+// stopping); false when no such thread is registered.
+Napi::Value WakeThreadFn(const Napi::CallbackInfo& info) {
+  uint64_t id = info.Length() > 0 ? static_cast<uint64_t>(WholeNumber(info[0])) : 0;
+  return Napi::Boolean::New(info.Env(), id != 0 && WakeThread(id));
+}
+
+// wakeAllThreads(): wakeThread of every registered worker thread (the
+// process exits: Node stops and joins each worker).
+Napi::Value WakeAllThreadsFn(const Napi::CallbackInfo& info) {
+  WakeAllThreads();
+  return info.Env().Undefined();
 }
 
 // ownLoopFds(start = 0): registers the fds the calling thread's event loop
@@ -280,6 +314,9 @@ void ExportEnvironment(Napi::Env env, Napi::Object exports) {
   exports.Set("watchChild", Napi::Function::New<WatchChild>(env, "watchChild"));
   exports.Set("unwatchChild", Napi::Function::New<UnwatchChild>(env, "unwatchChild"));
   exports.Set("reapsPending", Napi::Function::New<ReapsPendingFn>(env, "reapsPending"));
+  exports.Set("wakeRegisterThread", Napi::Function::New<WakeRegisterThreadFn>(env, "wakeRegisterThread"));
+  exports.Set("wakeThread", Napi::Function::New<WakeThreadFn>(env, "wakeThread"));
+  exports.Set("wakeAllThreads", Napi::Function::New<WakeAllThreadsFn>(env, "wakeAllThreads"));
 }
 
 }  // namespace fdbridge

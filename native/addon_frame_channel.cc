@@ -143,6 +143,8 @@ class ChannelWrap : public Napi::ObjectWrap<ChannelWrap>, public FrameChannel::D
   // { status: 'reply', reply: Buffer, fdsClosed } for another frame
   // answering it, { status: 'timeout', late: Promise<number> } (the request
   // stays pending: `late` settles with its reply, or fails with failAll),
+  // { status: 'woken', late } the same for a worker thread being terminated
+  // (its terminate() woke the wait: thread_wake.h),
   // { status: 'gone', errno } (0: end of file). Throws, with nothing sent,
   // as dup does, also for its send queued behind a full buffer that failed
   // during the wait. Whatever else arrived during the wait has been handed on
@@ -170,7 +172,7 @@ class ChannelWrap : public Napi::ObjectWrap<ChannelWrap>, public FrameChannel::D
       o.Set("status", "reply");
       o.Set("reply", Napi::Buffer<char>::Copy(env, r.reply.data(), r.reply.size()));
       o.Set("fdsClosed", Napi::Number::New(env, static_cast<double>(r.fds_closed)));
-    } else if (r.status == FrameChannel::SyncDup::kTimeout) {
+    } else if (r.status == FrameChannel::SyncDup::kTimeout || r.status == FrameChannel::SyncDup::kWoken) {
       // The promise is made only now, for the few calls that time out; the
       // request is pending before anything here can throw. Without one
       // (no memory) it is not kept: its late duplicate stays in the far
@@ -181,7 +183,7 @@ class ChannelWrap : public Napi::ObjectWrap<ChannelWrap>, public FrameChannel::D
         channel->KeepLate(r, FrameChannel::Request{0, 0, deferred, kDupSync, std::string()});
         o.Set("late", Napi::Value(env, late));
       }
-      o.Set("status", "timeout");
+      o.Set("status", r.status == FrameChannel::SyncDup::kTimeout ? "timeout" : "woken");
     } else {
       o.Set("status", "gone");
       o.Set("errno", Napi::Number::New(env, -r.err));

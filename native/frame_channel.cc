@@ -183,19 +183,19 @@ FrameChannel::SyncDup FrameChannel::DupSync(int fd, int timeout_ms) {
     }
   }
   if (w == 0) return out;  // the waiter's outcome
-  if (w == -ETIMEDOUT && socket_ != nullptr) {
-    out.status = SyncDup::kTimeout;
+  if ((w == -ETIMEDOUT || w == UnixSocket::kWaitWoken) && socket_ != nullptr) {
+    out.status = w == -ETIMEDOUT ? SyncDup::kTimeout : SyncDup::kWoken;
     out.id = id;
     out.queued_send = queued ? send_id : 0;
     return out;
   }
   out.status = SyncDup::kGone;
-  out.err = w == UnixSocket::kWaitEof ? 0 : w == -ETIMEDOUT ? -ENOTCONN : w;
+  out.err = w == UnixSocket::kWaitEof ? 0 : w == -ETIMEDOUT || w == UnixSocket::kWaitWoken ? -ENOTCONN : w;
   return out;
 }
 
 void FrameChannel::KeepLate(const SyncDup& timed_out, Request late) {
-  if (timed_out.status != SyncDup::kTimeout || socket_ == nullptr) return;
+  if ((timed_out.status != SyncDup::kTimeout && timed_out.status != SyncDup::kWoken) || socket_ == nullptr) return;
   late.id = timed_out.id;
   late.fds = 1;
   pending_dups_++;

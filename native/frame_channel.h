@@ -104,6 +104,7 @@ class FrameChannel : public UnixSocket::Filter {
       kFd,         // a well-formed DUP_OK: `fd` is the number on the far side
       kReply,      // another frame answered it (ERROR, a malformed DUP_OK): `reply`
       kTimeout,    // no reply in time: pass this to KeepLate
+      kWoken,      // the thread, a worker, is being terminated (thread_wake.h): as kTimeout
       kGone,       // the connection ended first (`err`; 0: end of file)
       kQueueFull,  // nothing sent: the send queue is at its limit
       kNotSent,    // nothing sent: `err`
@@ -113,11 +114,11 @@ class FrameChannel : public UnixSocket::Filter {
     int err = 0;
     size_t fds_closed = 0;  // fds that came with the reply (closed: the far side never sends any)
     std::vector<char> reply;
-    uint32_t id = 0;             // kTimeout: the request's
-    uint32_t queued_send = 0;    // kTimeout: its send's id while still queued, else 0
+    uint32_t id = 0;             // kTimeout, kWoken: the request's
+    uint32_t queued_send = 0;    // kTimeout, kWoken: its send's id while still queued, else 0
   };
   SyncDup DupSync(int fd, int timeout_ms);
-  // The request of a DupSync that timed out joins the pending table as
+  // The request of a DupSync that timed out (or was woken) joins the pending table as
   // `late` (no promise is made for the calls that do not time out).
   void KeepLate(const SyncDup& timed_out, Request late);
 

@@ -1,6 +1,9 @@
 // UnixSocket::WaitOnThread: this socket's I/O run on the calling thread (a
 // script, a worker thread that cannot return to its event loop), in a
-// blocking recvmsg(2) where the socket allows it, else in poll(2).
+// blocking recvmsg(2) where the socket allows it, else in poll(2). On a
+// worker thread always in poll(2), beside the thread's wake-up
+// (thread_wake.h): terminate() ends the wait at once, where a system call
+// would keep the thread (and terminate()'s caller) until the deadline.
 //
 // The socket is shared with the asynchronous users of the same connection,
 // whose messages may arrive while this waits. They must reach the filter and
@@ -21,6 +24,7 @@
 #include "fd_ops.h"
 #include "scm_rights.h"
 #include "sock_ops.h"
+#include "thread_wake.h"
 #include "unique_fd.h"
 #include "unix_socket.h"
 
@@ -165,6 +169,9 @@ int UnixSocket::WaitOnThread(Waiter* waiter, int64_t deadline_ms) {
   filter_ = nullptr;
   waiter_ = waiter;
   int result = -ETIMEDOUT;
+  // A worker's wait never sleeps in recvmsg: nothing could wake it there.
+  const bool wakeable = WakeThisThreadRegistered();
+  bool woken = false;
   while (!closed_) {
     if (waiter->done()) {
       result = 0;
@@ -174,9 +181,15 @@ int UnixSocket::WaitOnThread(Waiter* waiter, int64_t deadline_ms) {
       result = held.gone();
       break;
     }
+    // After the two above: a reply or an end read in the same turn as
+    // the wake-up is the wait's outcome.
+    if (woken) {
+      result = kWaitWoken;
+      break;
+    }
     int64_t left = deadline_ms - MonotonicMs();
     if (left <= 0) break;
-    if (queue_.empty() && reading_ && !ReadPaused() && BlockingReceiveFor(left)) {
+    if (!wakeable && queue_.empty() && reading_ && !ReadPaused() && BlockingReceiveFor(left)) {
       // Wakes with a message, the end of the connection, the timeout or a
       // signal (kWouldBlock: the loop looks at the clock again).
       RecvResult r;
@@ -185,14 +198,18 @@ int UnixSocket::WaitOnThread(Waiter* waiter, int64_t deadline_ms) {
       Deliver(&r);
       continue;
     }
-    struct pollfd p = {sock_.get(), static_cast<short>(POLLIN | (queue_.empty() ? 0 : POLLOUT)), 0};
-    int n = poll(&p, 1, left > 0x7fffffff ? 0x7fffffff : static_cast<int>(left));
+    const int wake = wakeable ? WakeFdOfThisThread() : -1;
+    struct pollfd polled[2] = {{sock_.get(), static_cast<short>(POLLIN | (queue_.empty() ? 0 : POLLOUT)), 0},
+                               {wake, POLLIN, 0}};
+    const struct pollfd& p = polled[0];
+    int n = poll(polled, wake >= 0 ? 2 : 1, left > 0x7fffffff ? 0x7fffffff : static_cast<int>(left));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
       result = -errno;
       break;
     }
     if (n == 0) continue;  // the deadline is checked above
+    if (wake >= 0 && polled[1].revents != 0) woken = WakeThisThreadWoken();
     // As OnPoll does: writes first (a queued send may be what the peer
     // waits for), then reads; POLLHUP/POLLERR are read as EOF or the
     // socket's error by the receive itself.

@@ -309,7 +309,8 @@ class UnixSocket {
   // at its first wait and stays so: every other send and receive of the
   // socket's passes MSG_DONTWAIT (ScmSend's dont_wait, ScmRecv), and
   // poll/epoll do not care. A wait with sends queued (it needs POLLOUT
-  // too) polls instead.
+  // too) polls instead, and so does every wait on a worker thread, beside
+  // the thread's wake-up (thread_wake.h), which its terminate() signals.
   class Waiter {
    public:
     virtual ~Waiter() = default;
@@ -325,8 +326,10 @@ class UnixSocket {
   // deadline; -ENOTCONN when the socket is closed or not reading (nothing
   // can arrive); for a receive that ends the connection (held too), its
   // -errno, -EPROTO for a truncated message, or 1 for end of file; else
-  // poll(2)'s -errno.
+  // poll(2)'s -errno; kWaitWoken when the calling thread, a worker, was
+  // woken (thread_wake.h: it is being terminated) with the waiter not done.
   static constexpr int kWaitEof = 1;
+  static constexpr int kWaitWoken = 2;
   int WaitOnThread(Waiter* waiter, int64_t deadline_ms);
   static int64_t MonotonicMs();
 

@@ -12,6 +12,7 @@ import { join, resolve } from 'node:path';
 
 import { EofError, ownFdRefusal, QueueFullError, SECOND_OWNER, SystemError, TruncatedError } from './errors';
 import { packageRoot } from './paths';
+import { installTerminateWake, type TerminateWakeBinding } from './terminate-wake';
 
 /** A hold of a table's files: its id in the process's registry, and its thread (whose own fd table holds the references). */
 export interface NativeHold {
@@ -396,7 +397,7 @@ export interface NativeRelayPump {
 
 export type RelayPumpEvent = (kind: number, a?: number, b?: number | string, payload?: Buffer) => void;
 
-export interface NativeBinding {
+export interface NativeBinding extends TerminateWakeBinding {
   Socket: NativeSocketConstructor;
   RelayPump: {
     /** Its stream sockets close on the background closer as `closeOwner`'s (default 0). */
@@ -931,6 +932,7 @@ function load(): NativeBinding {
         return new SystemError(errno, syscall);
     }
   }, intArray);
+  installTerminateWake(binding);
   return binding;
 }
 
@@ -950,6 +952,8 @@ export type SyncDupOutcome =
   | { status: 'reply'; reply: Buffer; fdsClosed: number }
   /** `late` settles with the request's late reply (absent only when no promise could be made). */
   | { status: 'timeout'; late?: Promise<number> }
+  /** As 'timeout', for a worker thread being terminated (src/terminate-wake.ts). */
+  | { status: 'woken'; late?: Promise<number> }
   | { status: 'gone'; errno: number };
 
 export const native: NativeBinding = load();

@@ -5,6 +5,7 @@
  */
 import { BaseConnection, queueFullError, type CommandLocation, type ConnectOptions } from '../connection';
 import {
+  ClosedError,
   closedBehindBackError,
   EofError,
   farSystemError,
@@ -385,13 +386,23 @@ export class SocketConnection extends BaseConnection {
     }
     const peer = `the ${this.transport} (pid ${this.location.pid})`;
     switch (r.status) {
-      case 'timeout': {
+      case 'timeout':
+      case 'woken': {
         // Still pending in the channel: a late DUP_OK names a duplicate nobody
         // will adopt, released at once; a failure needs nothing released.
         r.late?.then(
           (far) => void this.release([far]).catch(() => undefined),
           () => undefined,
         );
+        if (r.status === 'woken') {
+          // worker.terminate() of this thread (src/terminate-wake.ts): its
+          // JavaScript stops at the next call, and its teardown closes the
+          // connection, which fails the request.
+          throw new ClosedError(
+            `dupFileDescriptorSync(${fd}) failed: this worker thread is being terminated (worker.terminate()) ` +
+              `before ${peer} answered; the connection closes with the thread`,
+          );
+        }
         throw new TimeoutError(
           `dupFileDescriptorSync(${fd}) failed: ${peer} did not answer within ${timeoutMs} ms; ` +
             'a duplicate it makes later is released when its reply comes',
