@@ -35,6 +35,7 @@ export interface TerminateWakeBinding {
 }
 
 /** Marks a binding whose wrapper this thread has installed (a second copy of the library loads the same addon). */
+// Stryker disable next-line StringLiteral: any key marks the binding as well; only this module reads it
 const INSTALLED = Symbol.for('fdbridge.terminateWakeInstalled');
 
 type Terminate = (this: Worker, ...args: unknown[]) => Promise<number>;
@@ -52,9 +53,10 @@ export function installTerminateWake(binding: TerminateWakeBinding): void {
   if (!isMainThread) binding.wakeRegisterThread(threadId);
   // The prototype that holds terminate itself: a subclass of Worker (a
   // recorder's, src/fd-track.ts) made before or after this inherits it.
-  let proto: object | null = Worker.prototype;
-  while (proto !== null && !Object.prototype.hasOwnProperty.call(proto, 'terminate')) proto = Object.getPrototypeOf(proto) as object | null;
-  const holder = (proto ?? Worker.prototype) as { terminate: Terminate };
+  // Node's Worker class defines terminate: the walk ends there at the latest.
+  let proto: object = Worker.prototype;
+  while (!Object.prototype.hasOwnProperty.call(proto, 'terminate')) proto = Object.getPrototypeOf(proto) as object;
+  const holder = proto as { terminate: Terminate };
   const terminate = holder.terminate;
   holder.terminate = function (this: Worker, ...args: unknown[]): Promise<number> {
     // Woken first, while its JavaScript still runs: the wait's outcome is
@@ -64,6 +66,7 @@ export function installTerminateWake(binding: TerminateWakeBinding): void {
     // the wait runs until the termination lands, a moment later; a wait it
     // begins meanwhile ends at once. (-1 for a thread already gone: none.)
     const id = this.threadId;
+    // Stryker disable next-line EqualityOperator: `>=` would wake threadId 0 too, the main thread's, which no Worker has
     if (id > 0) binding.wakeThread(id);
     return terminate.apply(this, args);
   };

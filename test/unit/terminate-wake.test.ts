@@ -35,6 +35,8 @@ test('a worker of the original class, terminated while worker_threads.Worker is 
   // Once per binding: a second install adds no second wrapper.
   installTerminateWake(binding);
   const worker = new Original('setInterval(() => {}, 1000)', { eval: true });
+  // Not holding jest open should terminate() fail to stop it.
+  worker.unref();
   await new Promise((resolve) => worker.once('online', resolve));
   const id = worker.threadId;
   expect(id).toBeGreaterThan(0);
