@@ -8,6 +8,22 @@
  * OPEN, RELEASE, CLOSE and their replies) or a stream id (DATA, CREDIT,
  * EOF, STOP).
  *
+ * A stream starts with the client's OPEN and the server's reply to it:
+ * OPENED once the command's end is made, or ERROR. The server sends the
+ * OPENED before any frame of that stream (its pump only starts polling the
+ * stream's end when it takes it, and the OPENED is queued in the same
+ * turn), and the client starts its end only at the OPENED: neither side's
+ * bytes move for a stream the other has not made, so a duplication that
+ * fails has written nothing into the caller's fd and read nothing from it.
+ * The one exception is a copy ('copy'), whose bytes go client -> server
+ * before the reply (the server answers once it holds them all; the client
+ * reads them at positions of its own, leaving the file as it was): before
+ * its OPENED the server may give credit back for them, or STOP them. Any
+ * other stream frame from the server for a stream before its OPENED, or
+ * for a stream the client never announced, breaks the protocol
+ * (ProtocolError); frames for a stream that ended, or was refused, may be
+ * in flight and are dropped.
+ *
  * Flow control, per stream and per direction: a sender may have at most
  * STREAM_WINDOW bytes of DATA that the receiver has not yet written to its
  * local fd; the receiver gives credit back (CREDIT) as its writes complete.
@@ -35,7 +51,7 @@ export const RemoteFrame = {
   ERROR: 5,
   /** client -> server: JSON OpenRequest; the server makes the command's end of a new stream */
   OPEN: 6,
-  /** server -> client: JSON { fd }: the number the command's end has there */
+  /** server -> client: JSON { fd }: the number the command's end has there; before any other frame of the stream (but a copy's CREDIT and STOP) */
   OPENED: 7,
   /** either way, stream id: bytes */
   DATA: 8,
@@ -409,9 +425,11 @@ export class RelayStream {
   }
 
   /**
-   * Starts reading the local source (once the peer knows the stream); a
-   * pumped end goes to the channel's pump. Throws (the stream destroyed) if
-   * the pump cannot take it.
+   * Starts reading the local source, and taking the peer's bytes into a
+   * pumped end (which goes to the channel's pump), once the peer has made
+   * its end: on the client at the stream's OPENED (a copy's source at its
+   * OPEN), on the server as it sends the OPENED. Throws (the stream
+   * destroyed) if the pump cannot take it.
    */
   start(): void {
     if (this.#pumped !== undefined && !this.#pumping && !this.#finished) {

@@ -44,7 +44,7 @@ import { native, type FdList } from '../native';
 import { distPath } from '../paths';
 import { constructorFds } from '../protocol';
 import { describeValue } from '../validate';
-import { Channel, isStreamFrame, jsonPayload, parseJson, RemoteFrame, RelayStream, REMOTE_PROTOCOL_VERSION, type OpenRequest, type PumpedEnd, type RelaySink, type RelaySource } from './remote-channel';
+import { Channel, frameTypeName, isStreamFrame, jsonPayload, parseJson, RemoteFrame, RelayStream, REMOTE_PROTOCOL_VERSION, type OpenRequest, type PumpedEnd, type RelaySink, type RelaySource } from './remote-channel';
 import { FileSink, FileSource } from './remote-endpoints';
 import { ownedStream } from './owned-stream';
 import { copyOverflowError, copyReadError, MAX_COPY_BYTES, planRelay, type RelayPlan } from './remote-kinds';
@@ -70,6 +70,11 @@ interface Pending {
   operation: string;
   /** What a command's error names (RemoteError.method): the method, or dupFileDescriptor(s). */
   method: string;
+  /**
+   * An OPEN's: told of its reply as it arrives, before the frames after it
+   * are read (the reply itself settles in order, maybe later).
+   */
+  answered?(type: number, payload: Buffer): void;
   resolve(value: Buffer): void;
   reject(err: Error): void;
 }
@@ -114,6 +119,12 @@ export class RemoteConnection extends BaseConnection {
    * there (OPENED): a release of those numbers ends their streams.
    */
   readonly #givenStreams = new Map<number, RelayStream>();
+  /**
+   * The streams announced (OPEN sent) whose OPENED or ERROR has not come,
+   * finished here or not (a copy is, once its bytes are sent): true for a
+   * copy, whose bytes go before the reply.
+   */
+  readonly #unopened = new Map<number, boolean>();
   #nextId = 1;
   #nextStream = 1;
   /** The last reply's settling: the next one settles after it. */
@@ -202,12 +213,18 @@ export class RemoteConnection extends BaseConnection {
 
   // requests ---------------------------------------------------------------
 
-  /** `payload`: the request's JSON (jsonPayload), or undefined for none. */
-  #request(type: RemoteFrameTypeOf<'CALL' | 'OPEN' | 'RELEASE' | 'CLOSE'>, operation: string, method: string, payload: Buffer | undefined): Promise<Buffer> {
+  /** `payload`: the request's JSON (jsonPayload), or undefined for none; `answered`: see Pending. */
+  #request(
+    type: RemoteFrameTypeOf<'CALL' | 'OPEN' | 'RELEASE' | 'CLOSE'>,
+    operation: string,
+    method: string,
+    payload: Buffer | undefined,
+    answered?: Pending['answered'],
+  ): Promise<Buffer> {
     if (this.#broken) return Promise.reject(this.#brokenFor(operation));
     const id = this.#nextId++;
     return new Promise<Buffer>((resolve, reject) => {
-      this.#pending.set(id, { operation, method, resolve, reject });
+      this.#pending.set(id, { operation, method, ...(answered ? { answered } : {}), resolve, reject });
       try {
         this.#channel.send(type, id, payload);
       } catch (err) {
@@ -219,12 +236,13 @@ export class RemoteConnection extends BaseConnection {
 
   #onFrame(type: number, id: number, payload: Buffer): void {
     if (isStreamFrame(type)) {
-      this.#streams.get(id)?.handle(type, payload);
+      this.#onStreamFrame(type, id, payload);
       return;
     }
     const p = this.#pending.get(id);
     if (!p) throw new ProtocolError(`a reply (${type}) to request ${id}, which is not pending`);
     this.#pending.delete(id);
+    p.answered?.(type, payload);
     // What the command wrote before it answered came first (the server
     // flushes its streams before each reply): into a file it is written
     // before the caller hears the answer, so a log line is in the file once
@@ -232,6 +250,23 @@ export class RemoteConnection extends BaseConnection {
     // Replies settle in the order they came, waits or not.
     const writing = [...this.#streams.values()].map((s) => s.written());
     this.#replies = this.#replies.then(() => Promise.all(writing)).then(() => this.#settle(p, type, payload));
+  }
+
+  /**
+   * A stream's frame from the far side. Its bytes and end of file come only
+   * once its OPENED has (the far side sends it before anything of the
+   * stream: remote-channel.ts); before that it may only give credit back
+   * for a copy's bytes, or stop them. Frames for a stream that has finished
+   * here (refused, ended, released) may still be in flight: dropped.
+   */
+  #onStreamFrame(type: number, id: number, payload: Buffer): void {
+    const what = `a ${frameTypeName(type)} frame for stream ${id}`;
+    if (id === 0 || id >= this.#nextStream) throw new ProtocolError(`${what}, which the client never announced`);
+    const copy = this.#unopened.get(id);
+    if (copy !== undefined && !(copy && (type === RemoteFrame.CREDIT || type === RemoteFrame.STOP))) {
+      throw new ProtocolError(`${what} before its OPENED`);
+    }
+    this.#streams.get(id)?.handle(type, payload);
   }
 
   #settle(p: Pending, type: number, payload: Buffer): void {
@@ -363,37 +398,53 @@ export class RemoteConnection extends BaseConnection {
   async #open(made: Made, method: string): Promise<number> {
     const { plan, stream, operation } = made;
     const req: OpenRequest = { stream: stream.id, mode: plan.mode, kind: plan.kind, ...(plan.offset !== undefined ? { offset: plan.offset } : {}) };
+    // A copy's bytes go before the reply (the far side answers once it holds
+    // them all); they are read at positions of their own, so the caller's
+    // file is left as it was whatever the answer.
+    const copy = plan.mode === 'copy';
     this.#streams.set(stream.id, stream);
-    const reply = this.#request(RemoteFrame.OPEN, operation, method, jsonPayload(req));
-    // The server knows the stream once it reads the OPEN (frames keep their order): send at once.
-    try {
-      stream.start();
-    } catch (err) {
-      // Our end could not be pumped (the stream is destroyed): the command's end goes too.
-      void reply
-        .then((payload) => {
-          const fd = openedFd(payload, operation);
-          this.#numberTaken(fd);
-          return this.release([fd]);
-        })
-        .catch(() => undefined);
-      throw err;
-    }
+    this.#unopened.set(stream.id, copy);
+    /** Why the stream could not start once opened (the pump could not take our end): the command's end goes too. */
+    let startFailed: Error | undefined;
+    const reply = this.#request(RemoteFrame.OPEN, operation, method, jsonPayload(req), (type, payload) => {
+      this.#unopened.delete(stream.id);
+      if (!opensStream(type, payload)) {
+        // Refused (or an OPENED that the duplication fails on): the stream
+        // never runs, and what the far side sends for it after is dropped.
+        stream.destroy();
+        return;
+      }
+      if (copy) return;
+      // Anything else runs only now: the far side's bytes are written into
+      // the caller's file, and the caller's are read, only for a
+      // duplication that succeeded. The frames after the OPENED are read
+      // after this, so its bytes that follow at once all arrive.
+      try {
+        stream.start();
+      } catch (err) {
+        startFailed = err as Error;
+      }
+    });
+    // The server knows the stream once it reads the OPEN (frames keep their order).
+    if (copy) stream.start();
     try {
       const fd = openedFd(await reply, operation);
       this.#numberTaken(fd);
-      const copyFailed = made.copyError();
-      if (copyFailed !== undefined) {
-        // What was sent is not the file (cut at the limit, or where a read
-        // failed): the command's copy goes.
+      const failed = startFailed ?? made.copyError();
+      if (failed !== undefined) {
+        // Our end could not be pumped, or what was sent is not the file
+        // (cut at the limit, or where a read failed): the command's end goes.
         await this.release([fd]).catch(() => undefined);
-        throw copyFailed;
+        throw failed;
       }
       if (!stream.finished) made.givenAs(fd);
       return fd;
     } catch (err) {
       stream.destroy();
       throw err;
+    } finally {
+      // Unanswered, when the connection was lost or closed (answered: already gone).
+      this.#unopened.delete(stream.id);
     }
   }
 
@@ -605,6 +656,17 @@ function openedFd(payload: Buffer, operation: string): number {
     throw new ProtocolError(`${operation}: an OPENED whose fd is not an fd number (${describeValue(fd)})`);
   }
   return fd;
+}
+
+/** Whether an OPEN's reply made the stream: an OPENED that gives an fd number (see openedFd). */
+function opensStream(type: number, payload: Buffer): boolean {
+  if (type !== RemoteFrame.OPENED) return false;
+  try {
+    openedFd(payload, 'OPEN');
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function ownCopy(fd: number, above: number): number {

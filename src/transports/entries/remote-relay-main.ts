@@ -177,6 +177,10 @@ function open(id: number, req: OpenRequest): void {
   });
   streams.set(req.stream, stream);
   if (req.mode !== 'copy') {
+    // The OPENED goes out before anything of the stream (remote-channel.ts):
+    // start() only has the pump poll this end, and its reads (and a call's
+    // reply flushing it) run on a later turn of this thread's loop, after
+    // the OPENED below is queued on the channel, whose frames leave in order.
     try {
       stream.start();
     } catch (err) {
