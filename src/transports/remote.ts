@@ -72,7 +72,8 @@ interface Pending {
   method: string;
   /**
    * An OPEN's: told of its reply as it arrives, before the frames after it
-   * are read (the reply itself settles in order, maybe later).
+   * are read (the reply itself settles in order, maybe later); throws a
+   * ProtocolError for a reply that breaks the protocol.
    */
   answered?(type: number, payload: Buffer): void;
   resolve(value: Buffer): void;
@@ -241,8 +242,10 @@ export class RemoteConnection extends BaseConnection {
     }
     const p = this.#pending.get(id);
     if (!p) throw new ProtocolError(`a reply (${type}) to request ${id}, which is not pending`);
-    this.#pending.delete(id);
+    // Before the request leaves the pending ones: a reply its hook finds
+    // breaks the protocol fails it with every other pending request.
     p.answered?.(type, payload);
+    this.#pending.delete(id);
     // What the command wrote before it answered came first (the server
     // flushes its streams before each reply): into a file it is written
     // before the caller hears the answer, so a log line is in the file once
@@ -407,6 +410,7 @@ export class RemoteConnection extends BaseConnection {
     /** Why the stream could not start once opened (the pump could not take our end): the command's end goes too. */
     let startFailed: Error | undefined;
     const reply = this.#request(RemoteFrame.OPEN, operation, method, jsonPayload(req), (type, payload) => {
+      if (type !== RemoteFrame.OPENED && type !== RemoteFrame.ERROR) throw new ProtocolError(`${operation}: a ${frameTypeName(type)} frame answers its OPEN`);
       this.#unopened.delete(stream.id);
       if (!opensStream(type, payload)) {
         // Refused (or an OPENED that the duplication fails on): the stream

@@ -6,11 +6,12 @@
  * stream before its OPENED (or CREDIT and STOP, but for a copy's bytes,
  * which go before the OPENED), or any stream frame for a stream the client
  * never announced, breaks the protocol: a ProtocolError naming it for the
- * pending duplication and every later request. After an ERROR the
+ * pending duplication and every later request; so does an OPEN answered
+ * with anything but OPENED or ERROR. After an ERROR the
  * stream's frames are dropped. A refused duplication takes nothing from the
  * caller's fd either: the bytes a pipe or socket held are still there.
  *
- * Generated: frames before the reply, the reply (OPENED or ERROR), frames
+ * Generated: frames before the reply, the reply (OPENED, ERROR or RESULT), frames
  * after it, sent by a far side that answers the frames itself
  * (fixtures/far-side-replies.py 'script'), for each kind of fd a stream can
  * relay: a file open for writing, a pipe's write end (bytes come in), a
@@ -42,7 +43,7 @@ const GIVEN_AS = 100;
 const UNANNOUNCED = 5;
 
 type StreamStep = { t: 'DATA'; hex: string; to: number } | { t: 'EOF' | 'STOP'; to: number } | { t: 'CREDIT'; n: 0; to: number };
-type Reply = { t: 'OPENED'; fd: number } | { t: 'ERROR' };
+type Reply = { t: 'OPENED' | 'RESULT'; fd: number } | { t: 'ERROR' };
 type Kind = 'file (write)' | 'pipe write end' | 'pipe read end' | 'stream socket' | 'file (read)';
 const KINDS: Kind[] = ['file (write)', 'pipe write end', 'pipe read end', 'stream socket', 'file (read)'];
 
@@ -71,7 +72,12 @@ const script: fc.Arbitrary<Script> = fc.record({
   kind: fc.constantFrom(...KINDS),
   // Mostly nothing before the reply, as a far side that keeps the protocol sends.
   before: fc.oneof({ weight: 2, arbitrary: fc.constant<StreamStep[]>([]) }, { weight: 1, arbitrary: fc.array(streamStep, { minLength: 1, maxLength: 3 }) }),
-  reply: fc.constantFrom<Reply>({ t: 'OPENED', fd: GIVEN_AS }, { t: 'ERROR' }),
+  // A RESULT answering the OPEN breaks the protocol, whatever it holds.
+  reply: fc.oneof(
+    { weight: 4, arbitrary: fc.constant<Reply>({ t: 'OPENED', fd: GIVEN_AS }) },
+    { weight: 3, arbitrary: fc.constant<Reply>({ t: 'ERROR' }) },
+    { weight: 1, arbitrary: fc.constant<Reply>({ t: 'RESULT', fd: GIVEN_AS }) },
+  ),
   after: fc.array(streamStep, { maxLength: 5 }),
 });
 
@@ -84,17 +90,24 @@ function allowed(step: StreamStep, kind: Kind, replied: boolean): boolean {
 }
 
 interface Expected {
-  /** The frame that breaks the protocol, if one does, and whether it comes before the reply. */
-  violation: { step: StreamStep; beforeReply: boolean } | undefined;
+  /**
+   * What the ProtocolError says of the frame that breaks the protocol, if
+   * one does, and whether that fails the duplication (a frame up to the
+   * reply) or only what comes after it.
+   */
+  violation: { says: string; failsDuplication: boolean } | undefined;
   /** The bytes the caller's fd gets: exactly (nothing broke the protocol) or a prefix of them. */
   incoming: Buffer;
 }
 
+const says = (step: StreamStep): string => `a ${step.t} frame for stream `;
+
 function expected(s: Script): Expected {
   const early = s.before.find((step) => !allowed(step, s.kind, false));
-  if (early) return { violation: { step: early, beforeReply: true }, incoming: Buffer.alloc(0) };
+  if (early) return { violation: { says: says(early), failsDuplication: true }, incoming: Buffer.alloc(0) };
+  if (s.reply.t === 'RESULT') return { violation: { says: 'a RESULT frame answers its OPEN', failsDuplication: true }, incoming: Buffer.alloc(0) };
   const late = s.after.find((step) => !allowed(step, s.kind, true));
-  const violation = late ? { step: late, beforeReply: false } : undefined;
+  const violation = late ? { says: says(late), failsDuplication: false } : undefined;
   if (s.reply.t === 'ERROR' || !INCOMING.has(s.kind)) return { violation, incoming: Buffer.alloc(0) };
   const pieces: Buffer[] = [];
   for (const step of s.after) {
@@ -199,11 +212,11 @@ test(
             (fd) => ({ fd }),
             (err: unknown) => ({ err }),
           );
-          if (want.violation?.beforeReply) {
+          if (want.violation?.failsDuplication) {
             const err = (got as { err?: unknown }).err;
             expect(err).toBeInstanceOf(ProtocolError);
             expect((err as Error).message).toMatch(new RegExp(`^dupFileDescriptor\\(${g.fd}\\) failed: the remote command's channel \\(via process pid \\d+\\) broke the protocol: `));
-            expect((err as Error).message).toContain(`a ${want.violation.step.t} frame for stream `);
+            expect((err as Error).message).toContain(want.violation.says);
           } else if (s.reply.t === 'ERROR') {
             expect((got as { err?: unknown }).err).toBeInstanceOf(RemoteError);
           } else {
@@ -217,6 +230,7 @@ test(
           if (want.violation) {
             expect((later as { err?: unknown }).err).toBeInstanceOf(ProtocolError);
             expect(((later as { err: Error }).err).message).toMatch(/^anything\(\) failed: the remote command's channel \(via process pid \d+\) broke the protocol: /);
+            expect(((later as { err: Error }).err).message).toContain(want.violation.says);
           } else {
             expect(later).toEqual({ value: undefined });
           }
