@@ -39,11 +39,15 @@ import { scaled } from '../util/time-scale';
 const FAR_SIDE = join(__dirname, 'fixtures', 'far-side-replies.py');
 /** The number the far side's OPENED gives. */
 const GIVEN_AS = 100;
-/** Added to the OPEN's stream id: a stream the client never announced (one duplication a connection). */
-const UNANNOUNCED = 5;
+/**
+ * Added to the OPEN's stream id (1: one duplication a connection) for a
+ * stream the client never announced: 0, the next id, one further on.
+ */
+const UNANNOUNCED = [-1, 1, 5];
 
 type StreamStep = { t: 'DATA'; hex: string; to: number } | { t: 'EOF' | 'STOP'; to: number } | { t: 'CREDIT'; n: 0; to: number };
-type Reply = { t: 'OPENED' | 'RESULT'; fd: number } | { t: 'ERROR' };
+/** An ERROR's payload holds an `fd` too, as a far side may put there. */
+type Reply = { t: 'OPENED' | 'RESULT' | 'ERROR'; fd: number };
 type Kind = 'file (write)' | 'pipe write end' | 'pipe read end' | 'stream socket' | 'file (read)';
 const KINDS: Kind[] = ['file (write)', 'pipe write end', 'pipe read end', 'stream socket', 'file (read)'];
 
@@ -57,7 +61,7 @@ const streamStep: fc.Arbitrary<StreamStep> = fc
       { weight: 5, arbitrary: fc.uint8Array({ minLength: 0, maxLength: 48 }).map((b) => ({ t: 'DATA' as const, hex: Buffer.from(b).toString('hex') })) },
       { weight: 1, arbitrary: fc.constantFrom({ t: 'EOF' as const }, { t: 'STOP' as const }, { t: 'CREDIT' as const, n: 0 as const }) },
     ),
-    fc.oneof({ weight: 9, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.constant(UNANNOUNCED) }),
+    fc.oneof({ weight: 9, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.constantFrom(...UNANNOUNCED) }),
   )
   .map(([step, to]) => ({ ...step, to }) as StreamStep);
 
@@ -70,12 +74,19 @@ interface Script {
 
 const script: fc.Arbitrary<Script> = fc.record({
   kind: fc.constantFrom(...KINDS),
-  // Mostly nothing before the reply, as a far side that keeps the protocol sends.
-  before: fc.oneof({ weight: 2, arbitrary: fc.constant<StreamStep[]>([]) }, { weight: 1, arbitrary: fc.array(streamStep, { minLength: 1, maxLength: 3 }) }),
-  // A RESULT answering the OPEN breaks the protocol, whatever it holds.
+  // Mostly nothing before the reply, as a far side that keeps the protocol
+  // sends; or what it may send for a copy (and for nothing else).
+  before: fc.oneof(
+    { weight: 3, arbitrary: fc.constant<StreamStep[]>([]) },
+    { weight: 2, arbitrary: fc.array(streamStep, { minLength: 1, maxLength: 3 }) },
+    { weight: 1, arbitrary: fc.array(fc.constantFrom<StreamStep>({ t: 'CREDIT', n: 0, to: 0 }, { t: 'STOP', to: 0 }), { minLength: 1, maxLength: 2 }) },
+  ),
+  // A RESULT answering the OPEN breaks the protocol, whatever it holds; an
+  // OPENED whose fd is not an fd number fails the duplication only.
   reply: fc.oneof(
     { weight: 4, arbitrary: fc.constant<Reply>({ t: 'OPENED', fd: GIVEN_AS }) },
-    { weight: 3, arbitrary: fc.constant<Reply>({ t: 'ERROR' }) },
+    { weight: 1, arbitrary: fc.constant<Reply>({ t: 'OPENED', fd: -1 }) },
+    { weight: 3, arbitrary: fc.constant<Reply>({ t: 'ERROR', fd: GIVEN_AS }) },
     { weight: 1, arbitrary: fc.constant<Reply>({ t: 'RESULT', fd: GIVEN_AS }) },
   ),
   after: fc.array(streamStep, { maxLength: 5 }),
@@ -108,7 +119,7 @@ function expected(s: Script): Expected {
   if (s.reply.t === 'RESULT') return { violation: { says: 'a RESULT frame answers its OPEN', failsDuplication: true }, incoming: Buffer.alloc(0) };
   const late = s.after.find((step) => !allowed(step, s.kind, true));
   const violation = late ? { says: says(late), failsDuplication: false } : undefined;
-  if (s.reply.t === 'ERROR' || !INCOMING.has(s.kind)) return { violation, incoming: Buffer.alloc(0) };
+  if (s.reply.t !== 'OPENED' || s.reply.fd !== GIVEN_AS || !INCOMING.has(s.kind)) return { violation, incoming: Buffer.alloc(0) };
   const pieces: Buffer[] = [];
   for (const step of s.after) {
     if (step === late || step.t === 'EOF') break;
@@ -219,6 +230,9 @@ test(
             expect((err as Error).message).toContain(want.violation.says);
           } else if (s.reply.t === 'ERROR') {
             expect((got as { err?: unknown }).err).toBeInstanceOf(RemoteError);
+          } else if (s.reply.fd !== GIVEN_AS) {
+            expect((got as { err?: unknown }).err).toBeInstanceOf(ProtocolError);
+            expect(((got as { err: Error }).err).message).toBe(`dupFileDescriptor(${g.fd}): an OPENED whose fd is not an fd number (${s.reply.fd})`);
           } else {
             expect(got).toEqual({ fd: GIVEN_AS });
           }
