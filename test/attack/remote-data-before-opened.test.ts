@@ -79,7 +79,7 @@ const script: fc.Arbitrary<Script> = fc.record({
   before: fc.oneof(
     { weight: 3, arbitrary: fc.constant<StreamStep[]>([]) },
     { weight: 2, arbitrary: fc.array(streamStep, { minLength: 1, maxLength: 3 }) },
-    { weight: 1, arbitrary: fc.array(fc.constantFrom<StreamStep>({ t: 'CREDIT', n: 0, to: 0 }, { t: 'STOP', to: 0 }), { minLength: 1, maxLength: 2 }) },
+    { weight: 2, arbitrary: fc.array(fc.constantFrom<StreamStep>({ t: 'CREDIT', n: 0, to: 0 }, { t: 'STOP', to: 0 }), { minLength: 1, maxLength: 2 }) },
   ),
   // A RESULT answering the OPEN breaks the protocol, whatever it holds; an
   // OPENED whose fd is not an fd number fails the duplication only.
@@ -199,6 +199,8 @@ function given(kind: Kind, dir: string, run: number): Given {
 }
 
 let dir: string;
+/** Numbers the caller's files. */
+let run = 0;
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'fdbridge-attack-remote-opened-'));
 });
@@ -208,7 +210,6 @@ test(
   'generated: the caller\'s fd gets only the DATA after the OPENED of a duplication that succeeded; a stream frame before its OPENED is a ProtocolError; a refused duplication takes nothing',
   async () => {
     const before = openFdTable();
-    let run = 0;
     await fc.assert(
       fc.asyncProperty(script, async (s) => {
         const want = expected(s);
@@ -258,11 +259,49 @@ test(
           closeFds(g.fds);
         }
       }),
-      { numRuns: 100 },
+      { numRuns: 150 },
     );
     expect(await fdTableSettles(process.pid, before)).toBe('');
   },
   scaled(300_000),
+);
+
+test(
+  'generated: what follows a refused duplication\'s reply is dropped also while that reply waits for another stream\'s file writes',
+  async () => {
+    const before = openFdTable();
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom<Kind>('file (write)', 'pipe write end', 'stream socket'),
+        fc.constantFrom<Reply>({ t: 'ERROR', fd: GIVEN_AS }, { t: 'OPENED', fd: -1 }),
+        fc.uint8Array({ minLength: 1, maxLength: 48 }),
+        async (kind, reply, bytes) => {
+          // A batch: the first stream's file is written on the thread pool, and
+          // the second OPEN's reply, which comes while that write runs, settles
+          // only once it is done; the frames after that reply come before.
+          const scripts = [
+            [{ t: 'OPENED', fd: GIVEN_AS }, { t: 'DATA', hex: 'ab'.repeat(48 * 1024), to: 0 }],
+            [reply, { t: 'DATA', hex: Buffer.from(bytes).toString('hex'), to: 0 }],
+          ];
+          const conn = await connect('remote', { via: ['/usr/bin/python3', FAR_SIDE, 'script', JSON.stringify(scripts)], command: PROBE_COMMAND, timeoutMs: scaled(20_000) });
+          const log = given('file (write)', dir, run++);
+          const g = given(kind, dir, run++);
+          try {
+            const err = await conn.dupFileDescriptors([log.fd, g.fd]).catch((e: unknown) => e);
+            expect(err).toBeInstanceOf(reply.t === 'ERROR' ? RemoteError : ProtocolError);
+            expect(await conn.call('anything')).toBeUndefined();
+            expect(g.incoming().toString('hex')).toBe('');
+          } finally {
+            await conn.close();
+            closeFds([...log.fds, ...g.fds]);
+          }
+        },
+      ),
+      { numRuns: 20 },
+    );
+    expect(await fdTableSettles(process.pid, before)).toBe('');
+  },
+  scaled(120_000),
 );
 
 test('a stream whose end here cannot be pumped at its OPENED fails its duplication with that error; the command\'s end over there is released', async () => {
