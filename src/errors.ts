@@ -41,9 +41,14 @@ export class FdBridgeError extends Error {
   }
 
   static override [Symbol.hasInstance](value: unknown): boolean {
-    const names = typeof value === 'object' && value !== null ? (value as { [BRAND]?: unknown })[BRAND] : undefined;
-    if (Array.isArray(names)) return names.includes(this.name);
-    return Function.prototype[Symbol.hasInstance].call(this, value);
+    try {
+      const names = typeof value === 'object' && value !== null ? (value as { [BRAND]?: unknown })[BRAND] : undefined;
+      if (Array.isArray(names)) return names.includes(this.name);
+      return Function.prototype[Symbol.hasInstance].call(this, value);
+    } catch {
+      // A thrown value whose getter (or Proxy trap) throws: none of ours.
+      return false;
+    }
   }
 
   override get name(): string {
@@ -431,7 +436,67 @@ export class QuotaExceededError extends FdBridgeError {
  * `instanceof` works across realms already (their brand, FdBridgeError).
  */
 export function isError(value: unknown): value is Error {
-  return value instanceof Error || types.isNativeError(value);
+  try {
+    return value instanceof Error || types.isNativeError(value);
+  } catch {
+    // A Proxy whose getPrototypeOf trap throws: no error of any realm.
+    return false;
+  }
+}
+
+/**
+ * A thrown value as a string, whatever it is: String() throws for an
+ * object whose toString throws or returns an object, and for a Proxy whose
+ * traps throw (Object.prototype.toString reads Symbol.toStringTag through
+ * them too).
+ */
+export function shown(value: unknown): string {
+  try {
+    return String(value);
+  } catch {
+    // its conversion threw: the kind of value it is
+  }
+  try {
+    return Object.prototype.toString.call(value);
+  } catch {
+    return `a ${typeof value} that cannot be shown`;
+  }
+}
+
+/**
+ * An error's message as a string, never throwing: what String() makes of
+ * one that is no string (see shown), '' for none, and what reading it threw
+ * when its getter (or a Proxy's trap) throws.
+ */
+function messageOf(err: Error): string {
+  let value: unknown;
+  try {
+    value = err.message;
+  } catch (thrown) {
+    return `(its message could not be read: reading it threw ${shown(thrown)})`;
+  }
+  if (typeof value === 'string') return value;
+  return value === undefined ? '' : shown(value);
+}
+
+/** `read()` if it is a string; undefined if it is anything else or reading it throws. */
+function stringOf(read: () => unknown): string | undefined {
+  try {
+    const value = read();
+    return typeof value === 'string' ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A thrown value for a log line: its stack, if it has one that can be read
+ * (reading V8's `stack` formats the error, which reads its `name` and
+ * `message`: a getter of either that throws throws from there), else the
+ * value as a string (shown).
+ */
+export function stackOf(err: unknown): string {
+  return stringOf(() => (err as { stack?: unknown } | null | undefined)?.stack) ?? shown(err);
 }
 
 /**
@@ -442,18 +507,80 @@ export function isError(value: unknown): value is Error {
  * business).
  */
 export function describeError(err: unknown, options: { stack?: boolean } = {}): RemoteErrorInfo {
-  if (isError(err)) {
-    const code = (err as { code?: unknown }).code;
-    const syscall = (err as { syscall?: unknown }).syscall;
-    return {
-      name: err.name,
-      message: err.message,
-      ...(typeof code === 'string' ? { code } : {}),
-      ...(typeof syscall === 'string' ? { syscall } : {}),
-      ...(err.stack && options.stack !== false ? { stack: err.stack } : {}),
-    };
+  // Never throws, whatever was thrown: a getter that throws, a Proxy whose
+  // traps throw or a name or message that is no string is described with
+  // what could be read (a name that is no string as 'Error'), so that the
+  // side serving the command answers it, and serves on.
+  if (!isError(err)) return { name: 'Error', message: shown(err) };
+  const e = err as Error & { code?: unknown; syscall?: unknown };
+  const code = stringOf(() => e.code);
+  const syscall = stringOf(() => e.syscall);
+  const stack = options.stack === false ? undefined : stringOf(() => e.stack);
+  return {
+    name: stringOf(() => e.name) ?? 'Error',
+    message: messageOf(e),
+    ...(code !== undefined ? { code } : {}),
+    ...(syscall !== undefined ? { syscall } : {}),
+    ...(stack ? { stack } : {}),
+  };
+}
+
+/** The end of a text cut to fit (cutToJsonBytes): how many UTF-16 code units (String.length's) were left off. */
+function cutNote(left: number): string {
+  return `… (cut: ${left} more characters)`;
+}
+
+/** The UTF-8 bytes of `text` as a JSON string: its quotes and escapes ('"' and '\\' take 2, a control character up to 6). */
+function jsonBytes(text: string): number {
+  return Buffer.byteLength(JSON.stringify(text));
+}
+
+/**
+ * `text` if it takes at most `maxBytes` as a JSON string, else the longest
+ * start of it (found by halving, never splitting a surrogate pair) that
+ * does with cutNote after it, or '' when not even the note fits.
+ */
+export function cutToJsonBytes(text: string, maxBytes: number): string {
+  // Every code unit takes a byte at least: a longer text cannot fit (nor is
+  // it stringified whole, which could pass the longest string V8 makes).
+  if (text.length <= maxBytes && jsonBytes(text) <= maxBytes) return text;
+  const fits = (kept: number): boolean => jsonBytes(text.slice(0, kept) + cutNote(text.length - kept)) <= maxBytes;
+  if (!fits(0)) return '';
+  let lo = 0;
+  let hi = Math.min(text.length, maxBytes);
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >>> 1;
+    if (fits(mid)) lo = mid;
+    else hi = mid - 1;
   }
-  return { name: 'Error', message: String(err) };
+  // A high surrogate left alone would be escaped (6 bytes for the pair's 4):
+  // one code unit fewer still fits, the note growing by one digit at most.
+  if (lo > 0 && /[\uD800-\uDBFF]/.test(text.charAt(lo - 1)) && /[\uDC00-\uDFFF]/.test(text.charAt(lo))) lo--;
+  return text.slice(0, lo) + cutNote(text.length - lo);
+}
+
+/** The JSON of name, code and syscall at most: each field past it is cut (cutToJsonBytes). */
+const SHORT_FIELD_BYTES = 1024;
+
+/**
+ * `info` as JSON of at most `maxBytes` UTF-8 bytes (at least 4 KiB), for an
+ * ERROR frame: name, code and syscall cut to SHORT_FIELD_BYTES each (a real
+ * one is far shorter: the client's typed error is picked by them), then the
+ * message cut to what is left, then the stack cut to what is left after
+ * that, or left out. A message or stack may echo what a client sent, of
+ * any length; an ERROR that did not fit one frame could not be sent.
+ */
+export function errorJson(info: RemoteErrorInfo, maxBytes: number): string {
+  const out: RemoteErrorInfo = { name: cutToJsonBytes(info.name, SHORT_FIELD_BYTES), message: '' };
+  if (info.code !== undefined) out.code = cutToJsonBytes(info.code, SHORT_FIELD_BYTES);
+  if (info.syscall !== undefined) out.syscall = cutToJsonBytes(info.syscall, SHORT_FIELD_BYTES);
+  // The message's room: all but the rest, whose "" it replaces.
+  out.message = cutToJsonBytes(info.message, maxBytes - Buffer.byteLength(JSON.stringify(out)) + 2);
+  if (info.stack !== undefined) {
+    const stack = cutToJsonBytes(info.stack, maxBytes - Buffer.byteLength(JSON.stringify(out)) - Buffer.byteLength(',"stack":'));
+    if (stack !== '') out.stack = stack;
+  }
+  return JSON.stringify(out);
 }
 
 /**

@@ -15,7 +15,7 @@
  * This file is the one TypeScript description of the format; native/frame_format.h
  * is the one C++ one (test/native/cross-codec.test.ts holds them together).
  */
-import { ProtocolError, type RemoteErrorInfo } from './errors';
+import { cutToJsonBytes, errorJson, ProtocolError, type RemoteErrorInfo } from './errors';
 import type { CommandSpec } from './command';
 import type { ConstructorFd } from './runtime-fds';
 
@@ -183,6 +183,23 @@ export function encodeFdList(
     at += 4;
   }
   return buf;
+}
+
+/**
+ * An ERROR frame for `info`, whatever its length: never past
+ * MAX_FRAME_BYTES, its message and stack cut to fit, saying so, its name
+ * and code kept (errorJson). An error's message may echo what a client
+ * sent; a reply that could not be encoded would leave the request
+ * unanswered and throw in the loop serving every client.
+ */
+export function encodeError(id: number, info: RemoteErrorInfo): Buffer {
+  return encodeJsonText(FrameType.ERROR, id, errorJson(info, MAX_FRAME_BYTES - HEADER_BYTES));
+}
+
+/** A REFUSED frame (id 0) saying `message`, cut to fit one frame as an ERROR's is. */
+export function encodeRefused(message: string): Buffer {
+  const room = MAX_FRAME_BYTES - HEADER_BYTES - Buffer.byteLength('{"message":}');
+  return encodeJsonText(FrameType.REFUSED, 0, JSON.stringify({ message: cutToJsonBytes(message, room) }));
 }
 
 export function encodeCall(id: number, method: string, args: readonly unknown[]): Buffer {

@@ -18,10 +18,10 @@ import { dirname, join } from 'node:path';
 import { COMMAND_NAME, loadCommandClass, type CommandSpec, type ModuleCommandSpec } from '../command';
 import { escapeLogText } from '../commands/log-command';
 import { BUILTIN_COMMANDS, DIAGNOSTIC_COMMANDS } from '../commands/registry';
-import { FdBridgeError, isError, QuotaExceededError, TimeoutError, UnknownCommandError, type QuotaName } from '../errors';
+import { describeError, FdBridgeError, QuotaExceededError, shown, stackOf, TimeoutError, UnknownCommandError, type QuotaName } from '../errors';
 import { closeOwnFds, closesSettled, peerCloseOwner } from '../fd';
 import { HELPER_DAEMONS, STATUS_COMMAND } from '../commands/status-command';
-import { encodeJson, FrameType, FRAME_SOCKET_OPTIONS, MAX_FDS_PER_FRAME } from '../protocol';
+import { encodeRefused, FRAME_SOCKET_OPTIONS, MAX_FDS_PER_FRAME } from '../protocol';
 import { native, type NativeExitWatch, type NativeFdBudget } from '../native';
 import { parseAddress, UnixServer, wrapOwnSocket, type SocketAddress, type UnixSocket } from '../socket';
 import { bindReplacingStale, checkSocketDirectory, ensurePrivateDir } from '../socket-file';
@@ -769,7 +769,7 @@ export class HelperDaemon {
         this.#log(`pid ${cred.pid}: quota ${quota} reached`);
       },
       // A client learns what failed, never where: the stack is ours to log.
-      reportError: (what, err) => this.#log(`pid ${cred.pid}: ${what} failed: ${isError(err) ? (err.stack ?? err.message) : String(err)}`),
+      reportError: (what, err) => this.#log(`pid ${cred.pid}: ${what} failed: ${stackOf(err)}`),
       closeInBackground: true,
       closeOwner: peerCloseOwner(cred.uid),
       onUnownedCloses: (tickets) => {
@@ -803,7 +803,7 @@ export class HelperDaemon {
         if (reason) {
           // What it turned away, so that `fdbridge helper --verbose` shows it per client.
           const turnedAway = s.protocolErrors > 0 || s.unexpectedFds > 0 ? ` (${s.protocolErrors} protocol error(s), ${s.unexpectedFds} unexpected fd(s) closed)` : '';
-          this.#log(`pid ${cred.pid}: connection ended: ${reason.message}${turnedAway}`);
+          this.#log(`pid ${cred.pid}: connection ended: ${describeError(reason, { stack: false }).message}${turnedAway}`);
         }
         if (this.#clients.size === 0) for (const f of this.#idle.splice(0)) f();
       },
@@ -1235,26 +1235,6 @@ function allowedUids(options: HelperOptions): Set<number> {
   return new Set([process.getuid?.() ?? 0, ...given]);
 }
 
-/** A thrown value as a string, whatever it is (String() throws for an object without toString). */
-function shown(err: unknown): string {
-  try {
-    return String(err);
-  } catch {
-    return Object.prototype.toString.call(err);
-  }
-}
-
-/** A thrown value's stack, if it has one (an Error of any realm), else the value as a string. */
-function stackOf(err: unknown): string {
-  try {
-    const stack = (err as { stack?: unknown } | null | undefined)?.stack;
-    if (typeof stack === 'string') return stack;
-  } catch {
-    // a getter that throws: shown as a value
-  }
-  return shown(err);
-}
-
 /** The `name` of the process warning a throwing log callback is reported with (see guardedLog). */
 export const LOG_THREW_WARNING = 'FdBridgeWarning';
 
@@ -1445,7 +1425,7 @@ function refuse(refusals: { held: number }, socket: UnixSocket, owner: number, m
     // A refused peer has no business sending fds: make its sendmsg fail
     // (EPERM) where the kernel can; elsewhere the handler below closes them.
     refuseFds(socket);
-    socket.write(encodeJson(FrameType.REFUSED, 0, { message }));
+    socket.write(encodeRefused(message));
     socket.shutdown('write');
   } catch {
     endNow(socket);

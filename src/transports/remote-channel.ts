@@ -32,7 +32,7 @@
  * other streams. The receiver reads the channel without pause, and what it
  * buffers is bounded by the windows it granted.
  */
-import { ClosedError, errnoName, isError, ProtocolError, SystemError } from '../errors';
+import { ClosedError, errnoName, errorJson, isError, ProtocolError, SystemError, type RemoteErrorInfo } from '../errors';
 import { closeOwnFd, closeOwnFds, HeldCopies } from '../fd';
 import { native, type NativeRelayPump } from '../native';
 
@@ -247,6 +247,11 @@ export class Channel {
 
   sendJson(type: RemoteFrameType, id: number, value: unknown): void {
     this.send(type, id, jsonPayload(value));
+  }
+
+  /** An ERROR frame for `info`, its message and stack cut to fit one frame (errorJson). */
+  sendError(id: number, info: RemoteErrorInfo): void {
+    this.send(RemoteFrame.ERROR, id, Buffer.from(errorJson(info, MAX_FRAME_BYTES)));
   }
 
   sendCredit(stream: number, bytes: number): void {

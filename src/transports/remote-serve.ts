@@ -105,7 +105,7 @@ export async function serveStdio(options: ServeStdioOptions = {}): Promise<void>
     if (reason !== null) options.log?.(`serve --stdio: the channel ended: ${reason}`);
     const closing = host ? host.close() : Promise.resolve();
     closing
-      .catch((err: unknown) => options.log?.(`serve --stdio: the command's close() failed: ${(err as Error).message}`))
+      .catch((err: unknown) => options.log?.(`serve --stdio: the command's close() failed: ${describeError(err, { stack: false }).message}`))
       .finally(() => {
         ledger.sweep();
         void relay.terminate().finally(ended);

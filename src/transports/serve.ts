@@ -13,9 +13,11 @@
  * (socketIntake, below; the native layer answers most DUPs without calling
  * JS), or pulled by number with pidfd_getfd(2) (pidfd-intake.ts).
  */
+import { types } from 'node:util';
+
 import { CommandHost, type CommandSpec } from '../command';
 import { builtinCommand } from '../commands/registry';
-import { describeError, FdBridgeError, ProtocolError, QueueFullError, QuotaExceededError, TruncatedError, UnknownCommandError, type QuotaName } from '../errors';
+import { describeError, FdBridgeError, isError, ProtocolError, QueueFullError, QuotaExceededError, shown, TruncatedError, UnknownCommandError, type QuotaName } from '../errors';
 import { failpointFromEnv, type Failpoint } from '../failpoint';
 import { ChannelLedger, openFrameChannel, type FrameChannel } from '../frame-channel';
 import { closeOwnFds } from '../fd';
@@ -24,9 +26,11 @@ import { native, type NativeFdBudget } from '../native';
 import {
   decodeFrame,
   encodeEmpty,
+  encodeError,
   encodeFdList,
   encodeJson,
   encodeJsonText,
+  encodeRefused,
   encodeResult,
   FrameType,
   PROTOCOL_VERSION,
@@ -38,6 +42,17 @@ import type { UnixSocket } from '../socket';
 import type { TransportName } from './index';
 import { openPidfdIntake } from './pidfd-intake';
 import { acceptFds } from './refuse-fds';
+
+/**
+ * The reason a connection ends for `err`, which setting up its command
+ * threw: `err` itself when it is an Error and no Proxy, else an Error
+ * saying what it was (shown). A thrown null would read as a normal end,
+ * and a Proxy's traps would run (and may throw) wherever the reason is
+ * looked at.
+ */
+function endReason(err: unknown): Error {
+  return isError(err) && !types.isProxy(err) ? err : new Error(`the command's setup threw ${shown(err)}`);
+}
 
 export interface ServeStats {
   /** fds that arrived where none belonged (closed at once). */
@@ -538,7 +553,7 @@ class ServedSession implements ServedConnection {
   /** HELLO: picks the fd intake, sets up the command, answers READY (or ERROR and ends). */
   #hello(id: number, hello: HelloPayload): void {
     if (hello.version !== PROTOCOL_VERSION) {
-      this.#send(encodeJson(FrameType.ERROR, id, { name: 'ProtocolError', message: `protocol version ${hello.version} is not ${PROTOCOL_VERSION}` }));
+      this.#send(encodeError(id, { name: 'ProtocolError', message: `protocol version ${hello.version} is not ${PROTOCOL_VERSION}` }));
       this.#stats.protocolErrors++;
       this.#end(new ProtocolError('protocol version mismatch'));
       return;
@@ -571,7 +586,7 @@ class ServedSession implements ServedConnection {
       else host = construct();
     } catch (err) {
       this.#send(this.#errorReply(id, err, 'HELLO'));
-      this.#end(err as Error);
+      this.#end(endReason(err));
       return;
     }
     this.#host = host;
@@ -814,7 +829,7 @@ class ServedSession implements ServedConnection {
     // so it waits until the closer has closed them, as #closeThen does.
     const reply = (): void =>
       this.#send(
-        encodeJson(FrameType.ERROR, frame.id, {
+        encodeError(frame.id, {
           name: 'SystemError',
           code: 'EMFILE',
           syscall: 'recvmsg',
@@ -880,9 +895,9 @@ class ServedSession implements ServedConnection {
    */
   #errorReply(id: number, err: unknown, what?: string): Buffer {
     const report = this.#options.reportError;
-    if (report === undefined) return encodeJson(FrameType.ERROR, id, describeError(err));
+    if (report === undefined) return encodeError(id, describeError(err));
     if (what !== undefined) report(what, err);
-    return encodeJson(FrameType.ERROR, id, describeError(err, { stack: false }));
+    return encodeError(id, describeError(err, { stack: false }));
   }
 
   /** Closes fds the client sent that nobody will own; returns how many. */
@@ -925,7 +940,7 @@ class ServedSession implements ServedConnection {
       try {
         // Exempt from the send queue's limit: one small message more, the
         // last, which a client whose replies fill the queue is owed too.
-        refusedQueued = !this.#socket.write(encodeJson(FrameType.REFUSED, 0, { message: reason.message }), undefined, () => this.#refusedDone('write'), undefined, {
+        refusedQueued = !this.#socket.write(encodeRefused(reason.message), undefined, () => this.#refusedDone('write'), undefined, {
           exemptFromLimit: true,
         });
       } catch {

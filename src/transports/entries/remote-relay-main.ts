@@ -64,7 +64,7 @@ function onFrame(type: number, id: number, payload: Buffer): void {
       hello = true;
       const h = parseJson(payload, 'HELLO') as { version?: unknown; command?: CommandSpec } | undefined;
       if (h?.version !== REMOTE_PROTOCOL_VERSION) {
-        channel.sendJson(RemoteFrame.ERROR, id, { name: 'ProtocolError', code: 'ERR_FDBRIDGE_PROTOCOL', message: `protocol version ${String(h?.version)} is not ${REMOTE_PROTOCOL_VERSION}` });
+        channel.sendError(id, { name: 'ProtocolError', code: 'ERR_FDBRIDGE_PROTOCOL', message: `protocol version ${String(h?.version)} is not ${REMOTE_PROTOCOL_VERSION}` });
         return;
       }
       post({ type: 'hello', id, command: h.command ?? {} });
@@ -138,7 +138,7 @@ function open(id: number, req: OpenRequest): void {
           copyDone = true;
           if (closing) {
             closeOwnFd(memfd);
-            channel.sendJson(RemoteFrame.ERROR, id, { name: 'ClosedError', code: 'ERR_FDBRIDGE_CLOSED', message: 'the connection was closed before the copy was complete' });
+            channel.sendError(id, { name: 'ClosedError', code: 'ERR_FDBRIDGE_CLOSED', message: 'the connection was closed before the copy was complete' });
             return;
           }
           let ro = -1;
@@ -150,7 +150,7 @@ function open(id: number, req: OpenRequest): void {
             channel.sendJson(RemoteFrame.OPENED, id, { fd: ro });
           } catch (err) {
             if (ro >= 0) closeOwnFd(ro);
-            channel.sendJson(RemoteFrame.ERROR, id, describeError(err));
+            channel.sendError(id, describeError(err));
           } finally {
             closeOwnFd(memfd);
           }
@@ -164,7 +164,7 @@ function open(id: number, req: OpenRequest): void {
   } catch (err) {
     closeOwnFds(made);
     if (err instanceof ProtocolError) throw err;
-    channel.sendJson(RemoteFrame.ERROR, id, describeError(err));
+    channel.sendError(id, describeError(err));
     return;
   }
   const stream = new RelayStream(req.stream, channel, halves, (s) => {
@@ -172,7 +172,7 @@ function open(id: number, req: OpenRequest): void {
     if (req.mode === 'copy' && !copyDone) {
       // The copy could not be written (the memfd's memory ran out, say).
       closeOwnFd(made[0] as number);
-      channel.sendJson(RemoteFrame.ERROR, id, { name: 'SystemError', message: `the copy of the ${req.kind} could not be completed here` });
+      channel.sendError(id, { name: 'SystemError', message: `the copy of the ${req.kind} could not be completed here` });
     }
   });
   streams.set(req.stream, stream);
@@ -186,7 +186,7 @@ function open(id: number, req: OpenRequest): void {
     } catch (err) {
       // This side's end could not be pumped (the stream is destroyed, its fd closed).
       closeOwnFd(commandEnd);
-      channel.sendJson(RemoteFrame.ERROR, id, describeError(err));
+      channel.sendError(id, describeError(err));
       return;
     }
     post({ type: 'give', fd: handedOver(commandEnd) });
@@ -210,11 +210,11 @@ port.on('message', (m: HostToRelay) => {
       channel.sendJson(RemoteFrame.READY, m.id, { pid: m.pid, threadId: m.threadId, constructorFds: m.constructorFds });
       return;
     case 'failed':
-      channel.sendJson(RemoteFrame.ERROR, m.id, m.error);
+      channel.sendError(m.id, m.error);
       return;
     case 'error':
       flushStreams();
-      channel.sendJson(RemoteFrame.ERROR, m.id, m.error);
+      channel.sendError(m.id, m.error);
       return;
     case 'result':
       flushStreams();
