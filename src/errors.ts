@@ -459,7 +459,7 @@ export function shown(value: unknown): string {
   try {
     return Object.prototype.toString.call(value);
   } catch {
-    return `a ${typeof value} that cannot be shown`;
+    return `(a value of type ${typeof value} that cannot be shown)`;
   }
 }
 
@@ -536,27 +536,44 @@ function jsonBytes(text: string): number {
 }
 
 /**
- * `text` if it takes at most `maxBytes` as a JSON string, else the longest
- * start of it (found by halving, never splitting a surrogate pair) that
- * does with cutNote after it, or '' when not even the note fits.
+ * The UTF-8 bytes JSON.stringify makes of the code unit `c` (not half of a
+ * surrogate pair, whose 4 bytes the caller counts): '"' and '\\' escaped
+ * (2), control characters as \b \t \n \f \r (2) or \u00XX (6), a lone
+ * surrogate as \uXXXX (6), others as UTF-8.
+ */
+function jsonUnitBytes(c: number): number {
+  if (c < 0x20) return c === 0x08 || c === 0x09 || c === 0x0a || c === 0x0c || c === 0x0d ? 2 : 6;
+  if (c === 0x22 || c === 0x5c) return 2;
+  if (c < 0x80) return 1;
+  if (c < 0x800) return 2;
+  return c >= 0xd800 && c <= 0xdfff ? 6 : 3;
+}
+
+/**
+ * `text` if it takes at most `maxBytes` as a JSON string, else as much of
+ * its start as fits with cutNote after it (never half a surrogate pair), or
+ * '' when not even the note fits. One pass over at most `maxBytes` code
+ * units, counting what JSON.stringify makes of each (jsonUnitBytes).
  */
 export function cutToJsonBytes(text: string, maxBytes: number): string {
   // Every code unit takes a byte at least: a longer text cannot fit (nor is
   // it stringified whole, which could pass the longest string V8 makes).
   if (text.length <= maxBytes && jsonBytes(text) <= maxBytes) return text;
-  const fits = (kept: number): boolean => jsonBytes(text.slice(0, kept) + cutNote(text.length - kept)) <= maxBytes;
-  if (!fits(0)) return '';
-  let lo = 0;
-  let hi = Math.min(text.length, maxBytes);
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >>> 1;
-    if (fits(mid)) lo = mid;
-    else hi = mid - 1;
+  // The note's quotes are the cut text's; its count is at most text.length.
+  const room = maxBytes - jsonBytes(cutNote(text.length));
+  if (room < 0) return '';
+  let used = 0;
+  let kept = 0;
+  while (kept < text.length) {
+    const c = text.charCodeAt(kept);
+    const next = text.charCodeAt(kept + 1);
+    const pair = c >= 0xd800 && c <= 0xdbff && next >= 0xdc00 && next <= 0xdfff;
+    const bytes = pair ? 4 : jsonUnitBytes(c);
+    if (used + bytes > room) break;
+    used += bytes;
+    kept += pair ? 2 : 1;
   }
-  // A high surrogate left alone would be escaped (6 bytes for the pair's 4):
-  // one code unit fewer still fits, the note growing by one digit at most.
-  if (lo > 0 && /[\uD800-\uDBFF]/.test(text.charAt(lo - 1)) && /[\uDC00-\uDFFF]/.test(text.charAt(lo))) lo--;
-  return text.slice(0, lo) + cutNote(text.length - lo);
+  return text.slice(0, kept) + cutNote(text.length - kept);
 }
 
 /** The JSON of name, code and syscall at most: each field past it is cut (cutToJsonBytes). */
@@ -564,13 +581,25 @@ const SHORT_FIELD_BYTES = 1024;
 
 /**
  * `info` as JSON of at most `maxBytes` UTF-8 bytes (at least 4 KiB), for an
- * ERROR frame: name, code and syscall cut to SHORT_FIELD_BYTES each (a real
- * one is far shorter: the client's typed error is picked by them), then the
+ * ERROR frame: whole if it fits; else name, code and syscall cut to
+ * SHORT_FIELD_BYTES each (a real one is far shorter: the client's typed
+ * error is picked by them), then the
  * message cut to what is left, then the stack cut to what is left after
  * that, or left out. A message or stack may echo what a client sent, of
  * any length; an ERROR that did not fit one frame could not be sent.
  */
 export function errorJson(info: RemoteErrorInfo, maxBytes: number): string {
+  const whole: RemoteErrorInfo = { name: info.name, message: info.message };
+  if (info.code !== undefined) whole.code = info.code;
+  if (info.syscall !== undefined) whole.syscall = info.syscall;
+  if (info.stack !== undefined) whole.stack = info.stack;
+  // What fits goes whole. Each code unit takes a byte at least: a longer one
+  // is not stringified whole (which could pass the longest string V8 makes).
+  const units = info.name.length + info.message.length + (info.code?.length ?? 0) + (info.syscall?.length ?? 0) + (info.stack?.length ?? 0);
+  if (units <= maxBytes) {
+    const json = JSON.stringify(whole);
+    if (Buffer.byteLength(json) <= maxBytes) return json;
+  }
   const out: RemoteErrorInfo = { name: cutToJsonBytes(info.name, SHORT_FIELD_BYTES), message: '' };
   if (info.code !== undefined) out.code = cutToJsonBytes(info.code, SHORT_FIELD_BYTES);
   if (info.syscall !== undefined) out.syscall = cutToJsonBytes(info.syscall, SHORT_FIELD_BYTES);
