@@ -121,6 +121,31 @@ describe('an error of any size or shape is answered, and the command is served o
     expect(await fdTableSettles(process.pid, before)).toBe('');
   }, 600_000);
 
+  test.each([...TRANSPORTS, 'remote' as TransportName])('%s: a constructor throwing any of those shapes fails connect with a RemoteError of the right name; the next connection is served', async (transport) => {
+    const before = openFdTable();
+    const helperBefore = openFdTable(helper.pid);
+    const extra = transport === 'remote' ? LOCAL_REMOTE : {};
+    // A rejected promise is no constructor's throw.
+    for (const kind of (Object.keys(KINDS) as Kind[]).filter((k) => k !== 'rejects')) {
+      const err = await rejection(connect(transport, { command: { ...THROWING, args: [kind] }, socketPath, ...extra }));
+      expect({ kind, type: (err as Error).constructor.name, method: (err as RemoteError).method, name: (err as RemoteError).remote?.name }).toEqual({
+        kind,
+        type: 'RemoteError',
+        method: 'constructor',
+        name: KINDS[kind],
+      });
+      const conn = await connect(transport, { command: THROWING, socketPath, ...extra });
+      try {
+        expect(await conn.call('ping')).toBe('pong');
+      } finally {
+        await conn.close();
+      }
+    }
+    expect(helper.child.exitCode).toBeNull();
+    expect(await fdTableSettles(helper.pid, helperBefore)).toBe('');
+    expect(await fdTableSettles(process.pid, before)).toBe('');
+  }, 600_000);
+
   /** The JSON bytes of each code unit of `c` (a '"' takes 2, a control character 6). */
   const bytesOf = (c: string): number => Buffer.byteLength(JSON.stringify(c)) - 2;
   /** One character per unit whose JSON is wider than itself, and plain ASCII. */
