@@ -6,6 +6,7 @@
  * or hangs before READY, and its exit once the connection closes. Nothing
  * is left behind: no fd in this process, no child process.
  */
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -61,6 +62,22 @@ test("without options.child the process runs as this process's user with its env
   await conn.close();
   expect(await exitOf(conn.child)).toEqual({ code: 0, signal: null });
   expect(childrenOf(process.pid)).toEqual([]);
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+});
+
+test("a program the command's process runs sees only its own stdio (the connection, fd 3 in the process, is close-on-exec), and the connection and the command name the child transport", async () => {
+  const before = openFdTable();
+  const conn = await connect('child', { command: PROBE_COMMAND });
+  try {
+    // What ls lists run from here: 0, 1 and 2, what this process inherited without close-on-exec (passed on to the
+    // child process too), and the directory it reads at the lowest number free then; an inherited connection moves it.
+    const own = spawnSync('/bin/ls', ['/proc/self/fd'], { encoding: 'utf8' }).stdout.trim().split('\n').map(Number);
+    expect(await conn.call<number[]>('fdsSeenByExec')).toEqual(own);
+    expect(conn.transport).toBe('child');
+    expect(await conn.call('where')).toMatchObject({ transport: 'child', pid: conn.location.pid });
+  } finally {
+    await conn.close();
+  }
   expect(await fdTableSettles(process.pid, before)).toBe('');
 });
 
