@@ -77,3 +77,14 @@ test('a process whose command never returns from close(): close() kills it and r
   expect(childrenOf(process.pid)).toEqual([]);
   expect(await fdTableSettles(process.pid, before)).toBe('');
 }, 60_000);
+
+test('a command that leaves a timer running: its process exits with 0 once the connection is closed, not killed', async () => {
+  const before = openFdTable();
+  const module = join(dir, 'leaves-a-timer.js');
+  writeFileSync(module, 'class Lingers { constructor() { setInterval(() => undefined, 1000); } }\nmodule.exports = { Lingers };\n');
+  const conn = (await connect('child', { command: { module, export: 'Lingers' } })) as ChildConnection;
+  await conn.close();
+  expect({ code: conn.child.exitCode, signal: conn.child.signalCode }).toEqual({ code: 0, signal: null });
+  expect(childrenOf(process.pid)).toEqual([]);
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+}, 60_000);

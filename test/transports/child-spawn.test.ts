@@ -15,6 +15,7 @@ import fc from 'fast-check';
 
 import { connect, PeerExitedError, PROBE_COMMAND, SystemError, TimeoutError } from '../../src';
 import { fdLimit, openFdTable, setFdLimit } from '../../src/fd';
+import { MAX_FRAME_BYTES } from '../../src/protocol';
 import type { ChildConnection } from '../../src/transports/child';
 import { childrenOf, exitOf, fdTableSettles } from '../util/processes';
 
@@ -75,6 +76,23 @@ test("a program the command's process runs sees only its own stdio (the connecti
     expect(await conn.call<number[]>('fdsSeenByExec')).toEqual(own);
     expect(conn.transport).toBe('child');
     expect(await conn.call('where')).toMatchObject({ transport: 'child', pid: conn.location.pid });
+  } finally {
+    await conn.close();
+  }
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+});
+
+test('generated: a call and its reply past 64 KiB, up to the largest frame, reach the command and come back whole', async () => {
+  const before = openFdTable();
+  const conn = await connect('child', { command: PROBE_COMMAND });
+  try {
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 64 * 1024, max: MAX_FRAME_BYTES - 1024 }), fc.constantFrom('a', 'x', '0'), async (length, c) => {
+        const text = c.repeat(length);
+        expect(await conn.call('echo', text)).toBe(text);
+      }),
+      { numRuns: 5 },
+    );
   } finally {
     await conn.close();
   }
