@@ -124,6 +124,7 @@ export async function spawnCommandProcess(
     const err = await new Promise<unknown>((resolve) => child.once('error', resolve));
     throw systemErrorOf(err, 'spawn', `connect: the ${transport} process could not be started`) ?? err;
   }
+  // Stryker disable next-line ArrowFunction,StringLiteral: Node emits 'error' on a process that has a pid only when kill() or send() fails; nothing sends to it, and the one kill, the catch's below, is of our own child, which cannot refuse it (no EPERM)
   const spawnError = new Promise<never>((_, reject) => child.once('error', reject));
   spawnError.catch(() => undefined);
   try {
@@ -139,11 +140,12 @@ export async function spawnCommandProcess(
     // how it ended instead.
     const code = (err as { code?: string }).code;
     const died = code === 'ERR_FDBRIDGE_EOF' || code === 'ECONNRESET';
+    // Stryker disable next-line ConditionalExpression: forced true, a child that did not die is waited for up to 1 s before the same kill and error (forced false is killed: a child that died is not yet seen to have exited)
     if (died) await waitForExit(child, 1000);
     if (died && (child.exitCode !== null || child.signalCode !== null)) {
       throw new PeerExitedError('connect', {
         transport,
-        pid: child.pid ?? -1,
+        pid: child.pid,
         exitCode: child.exitCode,
         signal: child.signalCode,
       });
