@@ -33,9 +33,10 @@ function laneWrite(fd: number, buf: Buffer, owner: number, group: number): Promi
   return new Promise((written, reject) => {
     native.laneWrite(fd, buf, owner, group, (result) => {
       // Stryker disable next-line EqualityOperator: the result is the bytes written, and a line always holds its newline: never 0 (`< 0` is killed)
-      if (result >= 0) written();
-      else if (result === -osConstants.errno.ECANCELED) reject(new ClosedError('log: the command was closed before the line was written (part of it may have been)'));
-      else reject(new SystemError(result, 'write'));
+      if (result >= 0) return written();
+      // Stryker disable next-line ConditionalExpression,UnaryOperator,StringLiteral: only the command's close() cancels a lane write, and by then the connection's end has settled the line's call (ClosedError) or its client is gone (a shared daemon reports no call of a client gone): this rejection reaches no one (`!==` is killed)
+      if (result === -osConstants.errno.ECANCELED) return reject(new ClosedError('log: the command was closed before the line was written (part of it may have been)'));
+      reject(new SystemError(result, 'write'));
     });
   });
 }
@@ -362,8 +363,8 @@ function isFifo(path: string): boolean {
   } catch {
     return false;
   }
-  // Stryker restore BlockStatement,BooleanLiteral
 }
+// Stryker restore BlockStatement,BooleanLiteral
 
 /**
  * The `--logfile` option, client side: opens the target here, duplicates it
