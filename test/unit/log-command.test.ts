@@ -233,6 +233,8 @@ test('logRedirectOption: a FIFO nobody reads is a SystemError ENXIO naming it; w
     expect(err).toBeInstanceOf(SystemError);
     expect(err).toMatchObject({ code: 'ENXIO', syscall: 'open' });
     expect((err as Error).message).toContain(`--logfile ${fifo}: it is a FIFO that nobody reads (ENXIO; open it for reading first, e.g. \`cat ${fifo}\`)`);
+    // The open's own error, with the path it failed on, is kept as the cause.
+    expect((err as Error).cause).toMatchObject({ code: 'ENXIO', syscall: 'open', path: fifo });
     const reader = openSync(fifo, 'r+');
     try {
       const held = openFdTable();
