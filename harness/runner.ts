@@ -34,6 +34,7 @@ import { HELPER_START_MS, HelperProcess } from './helper-process';
 import { LOCAL_REMOTE } from './local-remote';
 import { LeakLedger, LeakOracle, type OracleVerdict } from './oracle';
 import { profileByName } from './profiles';
+import { RowWork } from './row-work';
 import { rowDirPrefix, superviseRows } from './run-supervisor';
 import { createRng, hashSeed, type Rng } from './rng';
 import type {
@@ -420,11 +421,12 @@ function describeMatcher(m: ErrorMatcher | LeakMatcher): string {
 function verdict(
   expect: Expectation,
   failure: ExpectedFailure,
-  outcome: { error?: unknown; leaks: Leak[]; closed: Leak[] },
+  outcome: { error?: unknown; leaks: Leak[]; closed: Leak[]; pending?: string },
 ): { status: Status; error?: string } {
-  const { error, leaks, closed } = outcome;
+  const { error, leaks, closed, pending } = outcome;
   const problems: string[] = [];
   if (closed.length > 0) problems.push(`closed ${closed.length} fd(s) that were open before it: ${formatEntries(closed)}`);
+  if (pending !== undefined) problems.push(pending);
   if (error instanceof RowFailure) return { status: 'fail', error: [error.message, ...problems].join('\n') };
   if (error instanceof SkipSignal) {
     if (leaks.length > 0) problems.push(`leaked ${leaks.length} fd(s) before skipping: ${formatEntries(leaks)}`);
@@ -667,6 +669,15 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
   let named: Leak[] = [];
   let after: LeakOracle | undefined;
   let resources: string[] = [];
+  // The callbacks the scenario's code schedules (row-work.ts): the row is not over until they have run.
+  const work = RowWork.open();
+  let pending: string | undefined;
+  const endWork = (why: string): void => {
+    if (work.closed) return;
+    const left = work.cancel();
+    work.close();
+    if (left.length > 0) pending = `left ${left.length} callback(s) it scheduled pending ${why}: ${left.join('; ')} (a callback that ran during a later row would have its fd changes counted as that row's)`;
+  };
   env.stray.length = 0;
   try {
     if (error !== undefined) throw error;
@@ -680,20 +691,38 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
       return withTimeout(step(), ms, what, env.stopped);
     };
     let running: Promise<void> = Promise.resolve();
+    const measure = env.bench;
+    let benchCase: BenchCase | undefined;
     try {
       await limited(
         // async wrapper: a run() that throws before its first await still becomes a rejection.
-        () => (running = missing !== undefined ? Promise.reject(new SkipSignal(missing)) : (async () => scenario.run(ctx))()),
+        () => (running = missing !== undefined ? Promise.reject(new SkipSignal(missing)) : work.run(async () => scenario.run(ctx))),
         env.timeoutMs,
         `${scenario.name} on ${transport}`,
       );
-      const measure = env.bench;
       if (measure && scenario.bench && (scenario.expect ?? 'pass') === 'pass') {
-        const benchCase = await limited(() => (scenario.bench as NonNullable<Scenario['bench']>).call(scenario, ctx), env.timeoutMs, `${scenario.name} bench setup`);
-        latency = await limited(() => measure(benchCase), Math.max(env.timeoutMs, 120_000), `${scenario.name} bench`);
+        benchCase = await limited(() => work.run(async () => (scenario.bench as NonNullable<Scenario['bench']>).call(scenario, ctx)), env.timeoutMs, `${scenario.name} bench setup`);
       }
     } catch (err) {
       error = caught(err);
+    }
+    if (work.waiting && !(error instanceof RowTimeout || error instanceof RowStopped)) {
+      // What run() left scheduled (a timer, ref'd or not; an immediate; an fs request) runs now, as part of this
+      // row, whose look then sees what it did; what has not run by the row's time limit is cancelled and fails it.
+      env.onDeadline?.(env.timeoutMs, `the callbacks ${scenario.name} on ${transport} left scheduled`);
+      try {
+        await withTimeout(work.drained(), env.timeoutMs, 'the wait for its callbacks', env.stopped);
+      } catch (err) {
+        if (err instanceof RowStopped) error = err;
+      }
+    }
+    if (!(error instanceof RowTimeout || error instanceof RowStopped)) endWork(`after run() ended, not run within its time limit (${env.timeoutMs} ms)`);
+    if (measure && benchCase !== undefined && error === undefined && pending === undefined) {
+      try {
+        latency = await limited(() => measure(benchCase as BenchCase), Math.max(env.timeoutMs, 120_000), `${scenario.name} bench`);
+      } catch (err) {
+        error = caught(err);
+      }
     }
     // The steps after run() are the harness's own, each bounded here; they
     // are announced too, so that a watching supervisor knows the row is
@@ -706,6 +735,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
       await Promise.all([...connections].map((c) => withTimeout(c.close(), CLOSE_MS, 'close').catch(() => undefined)));
       await withTimeout(running, UNWIND_MS, 'unwinding').catch(() => undefined);
     }
+    endWork(error instanceof RowStopped ? 'when the run was stopped' : 'when it timed out');
     for (const conn of connections) {
       if (conn.closed) continue;
       env.onDeadline?.(CLOSE_MS, `closing a ${transport} connection ${scenario.name} left open`);
@@ -749,6 +779,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
     error = err;
   } finally {
     expired = true;
+    endWork('when the harness failed around it');
     oracle.release();
     try {
       rowDir.remove();
@@ -765,7 +796,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
   }
 
   const expect = scenario.expect ?? 'pass';
-  const judged = verdict(expect, scenario.failure ?? {}, { error, leaks, closed });
+  const judged = verdict(expect, scenario.failure ?? {}, { error, leaks, closed, ...(pending !== undefined ? { pending } : {}) });
   const { status } = judged;
   let why = judged.error;
   if (status === 'fail' && earlier && named.length > 0) {

@@ -41,7 +41,9 @@ export const USAGE = `run [--transport a,b] [--scenario PATTERN] [--scenario-nam
   --repeat N          run every row N times
   --shard i/n         run shard i of n: the shards 1/n..n/n together run every row exactly once
   --timeout MS        a row running longer fails (default ${DEFAULT_TIMEOUT_MS}); one whose thread is
-                      blocked then (a synchronous wait, a busy loop) has its row process killed
+                      blocked then (a synchronous wait, a busy loop) has its row process killed; a
+                      timer a row's run() left that has not run this long after it is cancelled and
+                      fails the row
   --settle MS         a leak counts only if it lasts this long (default ${DEFAULT_SETTLE_MS})
   --bench             measure each row's latency too
   --bench-time MS     time per latency measurement with --bench

@@ -4,7 +4,8 @@
  * row only when the native recorder confirms the record is still the fd's
  * (no fd made at its number since, in any thread, and no io_uring ring
  * that can make fds). Two situations, generated with how the fds are made:
- * - timer: leaks-late's timer opens its file during waits-for-late. The
+ * - late: leaks-late's exit callback (a child process's) opens its file
+ *   during waits-for-late. The
  *   leak is leaks-late's code's: leaks-late fails, waits-for-late passes,
  *   unless the row process runs an io_uring ring that can make fds (libuv's
  *   under UV_USE_IO_URING=1 on Node 20): then nothing confirms the record,
@@ -57,9 +58,9 @@ function fileRingUnder(uvUseIoUring: boolean): boolean {
 
 const REMARK = /unconfirmed: the native recorder did not see that no other fd was made at this number since/;
 
-type Case = { situation: 'timer' } | { situation: 'reopened'; reopen: 'sync' | 'async' };
+type Case = { situation: 'late' } | { situation: 'reopened'; reopen: 'sync' | 'async' };
 const cases: fc.Arbitrary<Case> = fc.oneof(
-  fc.constant({ situation: 'timer' as const }),
+  fc.constant({ situation: 'late' as const }),
   fc.record({ situation: fc.constant('reopened' as const), reopen: fc.constantFrom('sync' as const, 'async' as const) }),
 );
 
@@ -68,7 +69,7 @@ test('a leak whose JS record names the earlier row fails that row only on the na
   const rings = new Map([false, true].map((on) => [on, fileRingUnder(on)]));
   await fc.assert(
     fc.asyncProperty(cases, fc.boolean(), async (c, ioUring) => {
-      const [first, next] = c.situation === 'timer' ? ['leaks-late', 'waits-for-late'] : ['closes-unseen', 'reopens-unseen'];
+      const [first, next] = c.situation === 'late' ? ['leaks-late', 'waits-for-late'] : ['closes-unseen', 'reopens-unseen'];
       const rs = await runRowProcessScenarios(dir, ['--track-fds', '--seed', String(seedWith(first, next)), '--scenario', `${first},${next}`], {
         UV_USE_IO_URING: ioUring ? '1' : '0',
         ...(c.situation === 'reopened' ? { FDBRIDGE_TEST_REOPEN: c.reopen } : {}),
@@ -78,9 +79,9 @@ test('a leak whose JS record names the earlier row fails that row only on the na
       const later = row(rs, next);
       const file = join(SCENARIOS, `${first}.scenario.js`);
       expect(later.error ?? '').not.toMatch(/staging:/);
-      // On a loaded machine the timer may fire before the next row begins: then the fd is the earlier row's by when it appeared.
+      // On a loaded machine the callback may run before the next row begins: then the fd is the earlier row's by when it appeared.
       const beforeNext = earlier.error?.includes("leaked 1 fd(s) that appeared after its leak oracle's look, before the next row began") === true;
-      if (c.situation === 'timer' && (beforeNext || !rings.get(ioUring))) {
+      if (c.situation === 'late' && (beforeNext || !rings.get(ioUring))) {
         // The earlier row's code leaked, and the record (or the time it appeared) says so: it fails, the next passes.
         expect(earlier).toMatchObject({ status: 'fail', leaks: [{ role: 'client', target: file }] });
         if (!beforeNext) expect(earlier.error).toContain("leaked 1 fd(s) that appeared after its leak oracle's look, during the next row");
@@ -99,7 +100,7 @@ test('a leak whose JS record names the earlier row fails that row only on the na
       // The three that tell: a real late leak the native recorder confirms; a reopen through the C library, which it
       // sees; one on io_uring (Node 20), which it does not see, but sees the ring's set-up.
       examples: [
-        [{ situation: 'timer' }, false],
+        [{ situation: 'late' }, false],
         [{ situation: 'reopened', reopen: 'sync' }, false],
         [{ situation: 'reopened', reopen: 'async' }, true],
       ],

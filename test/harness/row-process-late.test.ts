@@ -1,6 +1,7 @@
 /**
  * Rows that share a process: a row's scenario may leave code running (a
- * timer, a callback) that opens an fd after the row's leak oracle looked.
+ * child process's exit callback, a socket's) that opens an fd after the row's
+ * leak oracle looked (its timers the harness waits for: late-callback-blame).
  * That fd is charged to that row, never to the row that happens to run
  * next: what appears before the next row begins (or before the process
  * ends) is the earlier row's; what appears during the next row is the
@@ -8,8 +9,9 @@
  * and is otherwise said to be possibly an earlier row's.
  *
  * The scenarios are in test/fixtures/row-process-scenarios: leaks-late
- * returns at once and leaves a timer that opens its own module file;
- * waits-for-late returns once that timer has fired; passes does nothing.
+ * returns at once and leaves a child process whose exit callback opens its
+ * own module file; waits-for-late returns once that callback has run;
+ * passes does nothing.
  */
 import { closeSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,7 +22,7 @@ import { discoverScenarios, planRows, RowSession } from '../../harness/runner';
 import type { ResultRow } from '../../harness/types';
 import { openFdTable } from '../../src/fd';
 import { resultRow as row, ROW_PROCESS_SCENARIOS as SCENARIOS, runRowProcessScenarios, seedWith } from '../util/row-process-runs';
-/** The file leaks-late's timer opens (its module). */
+/** The file leaks-late's exit callback opens (its module). */
 const LATE_FILE = join(SCENARIOS, 'leaks-late.scenario.js');
 
 let dir: string;
@@ -88,7 +90,7 @@ describe('in one process (RowSession): the late fd is the earlier row\'s', () =>
 });
 
 describe('fdbridge run: rows in one row process', () => {
-  test('--track-fds: an fd the earlier row\'s timer opens during the next row is charged to the earlier row; the next row passes', async () => {
+  test('--track-fds: an fd the earlier row\'s exit callback opens during the next row is charged to the earlier row; the next row passes', async () => {
     const rs = await runRowProcessScenarios(dir, ['--track-fds', '--seed', String(seedWith('leaks-late', 'waits-for-late')), '--scenario', 'leaks-late,waits-for-late']);
     expect(rs.results.map((r) => r.scenario)).toEqual(['leaks-late', 'waits-for-late']);
     expect(row(rs, 'leaks-late')).toMatchObject({
@@ -99,7 +101,7 @@ describe('fdbridge run: rows in one row process', () => {
     expect(row(rs, 'waits-for-late')).toMatchObject({ status: 'pass', leaks: [] });
   });
 
-  test("--track-fds: an fd the earlier row's timer makes with fdbridge's dupFd (fcntl64 F_DUPFD_CLOEXEC) during the next row is charged to the earlier row; the next row passes", async () => {
+  test("--track-fds: an fd the earlier row's exit callback makes with fdbridge's dupFd (fcntl64 F_DUPFD_CLOEXEC) during the next row is charged to the earlier row; the next row passes", async () => {
     const rs = await runRowProcessScenarios(dir, ['--track-fds', '--seed', String(seedWith('late-dup-leak', 'waits-for-late')), '--scenario', 'late-dup-leak,waits-for-late']);
     expect(rs.results.map((r) => r.scenario)).toEqual(['late-dup-leak', 'waits-for-late']);
     expect(row(rs, 'late-dup-leak')).toMatchObject({
@@ -115,7 +117,7 @@ describe('fdbridge run: rows in one row process', () => {
     expect(rs.results.map((r) => r.scenario)).toEqual(['leaks-late', 'waits-for-late']);
     const late = row(rs, 'leaks-late');
     const next = row(rs, 'waits-for-late');
-    // Where the timer's fd showed decides which: both name the earlier row, never the next one alone.
+    // Where the callback's fd showed decides which: both name the earlier row, never the next one alone.
     if (late.status === 'fail') {
       expect({ late, next }).toMatchObject({ late: { leaks: [{ target: LATE_FILE }], error: expect.stringContaining('before the next row began') }, next: { status: 'pass', leaks: [] } });
     } else {
@@ -129,6 +131,6 @@ describe('fdbridge run: rows in one row process', () => {
 });
 
 // A guard on the file's own reading of the fixture: the module leaks-late opens is the one discovered.
-test('leaks-late\'s timer opens the file this test looks for', () => {
+test('leaks-late\'s exit callback opens the file this test looks for', () => {
   expect(discoverScenarios(SCENARIOS).find((l) => l.scenario.name === 'leaks-late')?.file).toBe(LATE_FILE);
 });

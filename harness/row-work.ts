@@ -1,0 +1,193 @@
+/**
+ * The callbacks a row's scenario scheduled (timers, immediates, fs
+ * requests) and that have not run yet, so that a row is not over until
+ * they have: a callback that ran during the next row would have its fd
+ * changes counted as that row's, where neither the next row's look nor
+ * process.getActiveResourcesInfo() (which does not list an unref'd timer)
+ * could tell whose code made them.
+ *
+ * How a callback is known to be the row's: the scenario's run() is
+ * started inside an async scope marked with the row's RowWork, and an
+ * async_hooks init hook marks every resource created while a marked
+ * resource is the current one (the same propagation AsyncLocalStorage
+ * does, Node's lib/internal/async_local_storage/async_hooks.js), so a
+ * timer set from a callback of a callback of run() is the row's too,
+ * ref'd or unref'd. Resources created by code the harness runs (its own
+ * timers, a connection it closes for the row) are not marked. The hook is
+ * enabled only while a row is open: it turns on V8's promise hooks, which
+ * cost every promise a call, and a bench's latency is not to pay for it
+ * between rows.
+ */
+import { AsyncResource, createHook, executionAsyncResource } from 'node:async_hooks';
+
+/** The property of an async resource naming the row whose code created it. */
+const ROW = Symbol('fdbridge.harness.row');
+
+/**
+ * The kinds of resource that stand for one callback to come (Node's
+ * async_hooks type names): a timer (setTimeout, setInterval, and the
+ * promise versions), an immediate, an fs request in flight. A handle (a
+ * socket, a server, a watcher, a child process) is not waited for: it
+ * lives until closed, and one a row leaves open holds an fd its look sees.
+ */
+const SCHEDULED = new Set(['Timeout', 'Immediate', 'FSREQCALLBACK', 'FSREQPROMISE']);
+
+/** A callback a row scheduled that has not run. */
+interface Scheduled {
+  type: string;
+  /** The Timeout or Immediate object (what clearTimeout / clearImmediate take), or the request's. */
+  resource: object;
+  /** Where it was scheduled (a V8 stack, formatted when first read): Timeout and Immediate only. */
+  where: { stack?: string } | undefined;
+}
+
+type Marked = { [ROW]?: RowWork };
+
+/** asyncId -> the row whose scheduled callback it is, while it is pending. */
+const pendingRows = new Map<number, RowWork>();
+let openRows = 0;
+
+const hook = createHook({
+  init(asyncId, type, _trigger, resource) {
+    const row = (executionAsyncResource() as Marked)[ROW];
+    if (row === undefined || row.closed) return;
+    (resource as Marked)[ROW] = row;
+    if (!SCHEDULED.has(type)) return;
+    let where: Scheduled['where'];
+    if (type === 'Timeout' || type === 'Immediate') {
+      where = {};
+      Error.captureStackTrace(where);
+    }
+    row.scheduled(asyncId, { type, resource, where });
+  },
+  after(asyncId) {
+    pendingRows.get(asyncId)?.called(asyncId);
+  },
+  destroy(asyncId) {
+    pendingRows.get(asyncId)?.ran(asyncId);
+  },
+});
+
+/**
+ * Whether a scheduled callback is done with: an fs request once its
+ * callback has run; a timer or immediate once Node marked it destroyed
+ * (after its callback, unless it repeats; or cleared). Node queues the
+ * destroy hook itself for later (AsyncWrap::EmitDestroy, an unref'd native
+ * immediate), so a callback that has run could read as pending until then
+ * without this look at Timeout's and Immediate's `_destroyed`, set as they
+ * end (lib/internal/timers.js, lib/timers.js).
+ */
+function done(s: Scheduled, called: boolean): boolean {
+  if (s.type !== 'Timeout' && s.type !== 'Immediate') return called;
+  return (s.resource as { _destroyed?: boolean })._destroyed === true;
+}
+
+/** The first frame of a stack that is neither Node's own nor this file's: where the scenario scheduled the callback. */
+function schedulingFrame(stack: string | undefined): string | undefined {
+  for (const line of (stack ?? '').split('\n').slice(1)) {
+    const frame = line.trim().replace(/^at /, '');
+    if (frame.includes('node:') || frame.includes(__filename)) continue;
+    return frame;
+  }
+  return undefined;
+}
+
+/** One row's scheduled callbacks: open() as the row begins, close() once it is over. */
+export class RowWork {
+  readonly #pending = new Map<number, Scheduled>();
+  #drained: (() => void) | undefined;
+  #closed = false;
+
+  /** Starts watching (the hook is on while any row is open). */
+  static open(): RowWork {
+    if (openRows++ === 0) hook.enable();
+    return new RowWork();
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Runs `fn` (the scenario's code) so that what it schedules, directly or from its callbacks, is this row's. */
+  run<T>(fn: () => T): T {
+    const scope = new AsyncResource('FDBRIDGE_ROW') as AsyncResource & Marked;
+    scope[ROW] = this;
+    return scope.runInAsyncScope(fn);
+  }
+
+  /** The hook's: a callback of this row's is scheduled. */
+  scheduled(asyncId: number, s: Scheduled): void {
+    this.#pending.set(asyncId, s);
+    pendingRows.set(asyncId, this);
+  }
+
+  /** The hook's: a callback of this row's has run; it is done unless it is a timer to run again. */
+  called(asyncId: number): void {
+    const s = this.#pending.get(asyncId);
+    if (s !== undefined && done(s, true)) this.ran(asyncId);
+  }
+
+  /** The hook's: the callback ran (or was cancelled, or the request completed). */
+  ran(asyncId: number): void {
+    this.#pending.delete(asyncId);
+    pendingRows.delete(asyncId);
+    if (this.#pending.size === 0) this.#drained?.();
+  }
+
+  /** Whether a callback the row scheduled has not run yet. */
+  get waiting(): boolean {
+    return this.#pending.size > 0;
+  }
+
+  /** Resolves once every callback the row scheduled has run or been cancelled (those its callbacks schedule included). */
+  drained(): Promise<void> {
+    if (this.#pending.size === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      // Node runs destroy hooks from an unref'd native immediate (AsyncWrap::EmitDestroy), which does not wake a
+      // loop blocked in poll: a callback's end would be seen only at the loop's next wake-up. The wait keeps it turning.
+      const awake = setInterval(() => undefined, 10);
+      this.#drained = () => {
+        this.#drained = undefined;
+        clearInterval(awake);
+        resolve();
+      };
+    });
+  }
+
+  /**
+   * Cancels the row's timers and immediates that have not run (an fs
+   * request in flight cannot be), and returns each callback still pending
+   * as a report names it: `a Timeout (unref'd), scheduled at <frame>`.
+   */
+  cancel(): string[] {
+    const left: string[] = [];
+    for (const [asyncId, s] of [...this.#pending]) {
+      if (done(s, false)) {
+        this.ran(asyncId);
+        continue;
+      }
+      const frame = schedulingFrame(s.where?.stack);
+      const at = frame !== undefined ? `, scheduled at ${frame}` : '';
+      if (s.type === 'Timeout' || s.type === 'Immediate') {
+        const ref = (s.resource as { hasRef(): boolean }).hasRef() ? '' : " (unref'd)";
+        if (s.type === 'Timeout') clearTimeout(s.resource as NodeJS.Timeout);
+        else clearImmediate(s.resource as NodeJS.Immediate);
+        left.push(`${s.type === 'Timeout' ? 'a' : 'an'} ${s.type}${ref}${at}: cancelled`);
+      } else {
+        left.push(`an fs request in flight (${s.type})${at}, which cannot be cancelled`);
+      }
+      this.ran(asyncId);
+    }
+    return left;
+  }
+
+  /** The row is over: what its code creates from now on is no row's. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const asyncId of this.#pending.keys()) pendingRows.delete(asyncId);
+    this.#pending.clear();
+    this.#drained?.();
+    if (--openRows === 0) hook.disable();
+  }
+}
