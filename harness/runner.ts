@@ -467,6 +467,8 @@ function verdict(
 interface EarlierRow {
   /** "<scenario> on <transport>" */
   label: string;
+  /** The row itself: a rerun of a row its code may have failed runs it too (ResultRow.suspect). */
+  row: PlannedRow;
   /** Its scenario's file, when it was discovered from one. */
   file: string | undefined;
   /** What it left running as this row began (leftRunning): none, and no code of its can open an fd later. */
@@ -809,6 +811,14 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
       `${why ?? ''}\n(${fds}: possibly an earlier row's: ${earlier.label} ran before it in this row process and left running ${earlier.leftRunning.join(', ')}, ` +
       `whose callbacks may open an fd during the next row; ${env.trackDir === undefined ? '--track-fds tells by where each was opened' : "the recorded origin names neither row's scenario file"})`;
   }
+  // A close leaves no record of who made it: with the earlier row's handles or requests still running (their
+  // callbacks are its code: a child process's exit, a socket's data), an fd of the client closed is possibly theirs.
+  const closedUnsure = earlier && earlier.leftRunning.length > 0 ? closed.filter((c) => c.pid === process.pid) : [];
+  if (status === 'fail' && earlier && closedUnsure.length > 0) {
+    const fds = closedUnsure.map((l) => `fd ${l.fd} (${l.role})`).join(', ');
+    why = `${why ?? ''}\n(${fds}: possibly closed by an earlier row's code: ${earlier.label} ran before it in this row process and left running ${earlier.leftRunning.join(', ')}, whose callbacks may close an fd during the next row)`;
+  }
+  const suspect = status === 'fail' && earlier && (named.length > 0 || unsure.length > 0 || closedUnsure.length > 0) ? earlier.row : undefined;
   const result: ResultRow = {
     scenario: scenario.name,
     transport,
@@ -823,6 +833,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
     ...(closed.length > 0 ? { closed } : {}),
     expect,
     iteration,
+    ...(suspect ? { suspect: { scenario: suspect.scenario.name, transport: suspect.transport, iteration: suspect.iteration } } : {}),
   };
   return { result, after, resources };
 }
@@ -1124,6 +1135,7 @@ export class RowSession {
       }
       const earlier: EarlierRow | undefined = held && {
         label: `${held.row.scenario.name} on ${held.row.transport}`,
+        row: held.row,
         file: held.row.file,
         leftRunning: leftRunning(held.resources),
         charge: (leaks) => {

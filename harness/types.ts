@@ -196,6 +196,12 @@ export interface ResultRow {
   expect?: Expectation;
   /** With --repeat N: which pass this row belongs to (1..N). */
   iteration?: number;
+  /**
+   * Present when its failure may be an earlier row's doing (its `error`
+   * says `possibly ... an earlier row's`): that row, which ran before it in
+   * the same row process. The rerun command printed for it runs both.
+   */
+  suspect?: { scenario: string; transport: TransportName; iteration: number };
   /** In a merged file (`fdbridge merge`): the shard that ran this row. */
   shard?: number;
   /**

@@ -17,7 +17,7 @@ import { onStopSignals, signalStatus } from '../exit-cleanup';
 import { PROFILES } from '../profiles';
 import { DEFAULT_SEED, DEFAULT_SETTLE_MS, DEFAULT_TIMEOUT_MS, discoverScenarios, planRows, runScenarios, type RunnerOptions } from '../runner';
 import { progressLine, summaryTable, terminalName } from '../summary';
-import type { ResultsFile } from '../types';
+import type { ResultRow, ResultsFile } from '../types';
 import { writeFileAtomic } from '../write-file';
 import { cliInvocation, EXIT, parseSubcommandArgs, parseInteger, shellWord, UsageError } from './usage';
 
@@ -174,7 +174,10 @@ export async function main(argv: string[]): Promise<number> {
   if (failed.length > 0) {
     out('\nto rerun a failed row:');
     const same = rerunOptions(values);
-    for (const r of failed.slice(0, 20)) out(`  ${cliInvocation()} run --seed ${seed} --scenario-name ${shellWord(terminalName(r.scenario))} --transport ${r.transport}${same}`);
+    for (const r of failed.slice(0, 20)) {
+      out(`  ${rerunCommand(r, seed, same)}`);
+      if (r.suspect) out(`    (with ${terminalName(r.suspect.scenario)} on ${r.suspect.transport}, which ran before it and may have failed it: see its error)`);
+    }
   }
   if (values.json !== undefined) {
     writeFileAtomic(values.json, `${JSON.stringify(results, null, 2)}\n`);
@@ -201,6 +204,18 @@ function shownName(value: string): string {
   }
   if (typeof name !== 'string') throw new UsageError(`--scenario-name: ${value} starts with " but is not a name as the output shows one (a JSON string)`);
   return name;
+}
+
+/**
+ * The command that reruns the failed row `r`: its row alone, or, when its
+ * failure may be an earlier row's doing (ResultRow.suspect), that row too,
+ * which the same seed runs before it again.
+ */
+function rerunCommand(r: ResultRow, seed: number, same: string): string {
+  const rows = r.suspect ? [r.suspect, r] : [r];
+  const names = [...new Set(rows.map((x) => x.scenario))].map((name) => ` --scenario-name ${shellWord(terminalName(name))}`).join('');
+  const transports = [...new Set(rows.map((x) => x.transport))].join(',');
+  return `${cliInvocation()} run --seed ${seed}${names} --transport ${transports}${same}`;
 }
 
 /**

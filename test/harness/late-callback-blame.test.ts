@@ -34,6 +34,7 @@ import fc from 'fast-check';
 import type { ResultsFile } from '../../harness/types';
 import { openFdTable } from '../../src/fd';
 import { runCli } from '../util/processes';
+import { seedWith } from '../util/row-process-runs';
 import { scaled } from '../util/time-scale';
 
 /** The time limit of a row: where the 'when a later row runs' chain is cancelled (no later row can begin before). */
@@ -114,6 +115,7 @@ test("generated rows, one leaving a timer that closes fd 0 or leaks after its ro
         for (const name of names) expect({ name, row: results.find((x) => x.scenario === name) }).toMatchObject({ name, row: { status: 'pass', leaks: [] } });
         const guilty = results.find((x) => x.scenario === 'guilty');
         expect(guilty?.status).toBe('fail');
+        expect(guilty?.suspect).toBeUndefined();
         if (g.when.kind === 'later row') {
           const kind = g.timer === 'setImmediate' ? 'an Immediate' : `a Timeout${g.timer === 'setTimeout' ? '' : " (unref'd)"}`;
           expect(guilty?.error).toContain(`left 1 callback(s) it scheduled pending after run() ended, not run within its time limit (${ROW_LIMIT_MS} ms): ${kind}, scheduled at `);
@@ -145,3 +147,67 @@ test("generated rows, one leaving a timer that closes fd 0 or leaks after its ro
   }
   expect(openFdTable()).toEqual(before);
 }, scaled(600_000));
+
+/**
+ * What the harness does not wait for, a handle a row left (here a child
+ * process whose exit callback acts), can still act during the next row.
+ * A close leaves no record of who made it, and a leak without --track-fds
+ * none either: the row it appeared in fails, but says it is possibly the
+ * earlier row's (which left the handle running), and its rerun command
+ * runs that row too, before it, as the run did.
+ */
+test("a handle's callback acting during the next row: that row's failure names the earlier row, and its rerun command runs both", async () => {
+  const before = openFdTable();
+  const dir = mkdtempSync(join(tmpdir(), 'fdb-late-handle-'));
+  let runs = 0;
+  try {
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom<Act>('closeSync(0)', 'openSync'), async (act) => {
+        const scenarios = join(dir, `scenarios-${++runs}`);
+        mkdirSync(scenarios);
+        const leaves = join(scenarios, 'leaves-child.scenario.js');
+        const CHILD = "Symbol.for('fdbridge.test.late-handle')";
+        writeFileSync(
+          leaves,
+          `module.exports = { name: 'leaves-child', description: 'leaves a child process whose exit callback acts', transports: ['direct'], async run() {
+  const child = require('node:child_process').spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+  globalThis[${CHILD}] = { pid: child.pid, acted: false };
+  child.once('exit', () => { ${ACT_CODE[act]} globalThis[${CHILD}].acted = true; });
+} };\n`,
+        );
+        writeFileSync(
+          join(scenarios, 'ends-child.scenario.js'),
+          `module.exports = { name: 'ends-child', description: 'ends the child leaves-child left, and waits for its exit callback', transports: ['direct'], async run() {
+  const state = globalThis[${CHILD}];
+  if (state === undefined) return;
+  process.kill(state.pid, 'SIGTERM');
+  while (!state.acted) await new Promise((r) => setTimeout(r, 10));
+} };\n`,
+        );
+        const json = join(scenarios, 'results.json');
+        const seed = seedWith('leaves-child', 'ends-child');
+        const r = await runCli(['run', '--seed', String(seed), '--transport', 'direct', '--settle', '100', '--timeout', String(scaled(30_000)), '--scenarios', scenarios, '--json', json], { cwd: dir });
+        const results = (JSON.parse(readFileSync(json, 'utf8')) as ResultsFile).results;
+        expect(results.map((x) => x.scenario)).toEqual(['leaves-child', 'ends-child']);
+        const [earlier, next] = results;
+        expect(earlier).toMatchObject({ status: 'pass', leaks: [] });
+        expect(next).toMatchObject({ status: 'fail', suspect: { scenario: 'leaves-child', transport: 'direct', iteration: 1 } });
+        if (act === 'closeSync(0)') {
+          expect(next).toMatchObject({ closed: [{ role: 'client', fd: 0, target: '/dev/null' }] });
+          expect(next?.error).toMatch(/\(fd 0 \(client\): possibly closed by an earlier row's code: leaves-child on direct ran before it in this row process and left running [^)]*ProcessWrap/);
+        } else {
+          expect(next).toMatchObject({ leaks: [{ role: 'client', target: leaves }] });
+          expect(next?.error).toMatch(/possibly an earlier row's: leaves-child on direct ran before it in this row process and left running [^)]*ProcessWrap/);
+        }
+        expect(r.code).toBe(1);
+        const lines = (r.stdout.split('to rerun a failed row:\n')[1] ?? '').split('\n').filter((l) => l.startsWith('  '));
+        expect(lines).toEqual([expect.stringContaining('--scenario-name leaves-child --scenario-name ends-child --transport direct'), '    (with leaves-child on direct, which ran before it and may have failed it: see its error)']);
+        expect(listedBy((lines[0] as string).trim(), dir)).toEqual(['leaves-child direct', 'ends-child direct']);
+      }),
+      { numRuns: 2, endOnFailure: true, examples: [['closeSync(0)'], ['openSync']] },
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  expect(openFdTable()).toEqual(before);
+}, scaled(300_000));
