@@ -40,8 +40,8 @@ interface Scheduled {
   type: string;
   /** The Timeout or Immediate object (what clearTimeout / clearImmediate take), or the request's. */
   resource: object;
-  /** Where it was scheduled (a V8 stack, formatted when first read): Timeout and Immediate only. */
-  where: { stack?: string } | undefined;
+  /** Where it was scheduled (a V8 stack, formatted when first read). */
+  where: { stack?: string };
 }
 
 type Marked = { [ROW]?: RowWork };
@@ -62,11 +62,8 @@ const hook = createHook({
     if (row === undefined || row.closed) return;
     (resource as Marked)[ROW] = row;
     if (!SCHEDULED.has(type)) return;
-    let where: Scheduled['where'];
-    if (type === 'Timeout' || type === 'Immediate') {
-      where = {};
-      Error.captureStackTrace(where);
-    }
+    const where: Scheduled['where'] = {};
+    Error.captureStackTrace(where);
     row.scheduled(asyncId, { type, resource, where });
   },
   after(asyncId) {
@@ -180,7 +177,7 @@ export class RowWork {
         this.ran(asyncId);
         continue;
       }
-      const frame = schedulingFrame(s.where?.stack);
+      const frame = schedulingFrame(s.where.stack);
       const at = frame !== undefined ? `, scheduled at ${frame}` : '';
       if (s.type === 'Timeout' || s.type === 'Immediate') {
         const ref = (s.resource as { hasRef(): boolean }).hasRef() ? '' : " (unref'd)";

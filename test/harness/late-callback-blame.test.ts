@@ -8,7 +8,7 @@
  * generated seed (the guilty row anywhere, last included), all on direct
  * and so in one row process. The guilty row's run() returns at once,
  * leaving a chain of timers (setTimeout, ref'd or unref'd, or
- * setImmediate) whose last callback acts:
+ * setImmediate; or one unref'd setInterval) whose last callback acts:
  * - 'when a later row runs': the chain re-arms itself until an innocent
  *   row's run() has begun after the guilty row's (each sets a mark), then
  *   acts. Without the harness's wait for a row's callbacks, that is during
@@ -18,7 +18,9 @@
  *   limit comes first, its callbacks are cancelled and it fails naming
  *   them; the act never happens.
  * - 'after N turns': the chain acts after N callbacks, whenever the loop
- *   runs them: the guilty row's own look sees what it did.
+ *   runs them: the guilty row's own look sees what it did, and nothing
+ *   was left to cancel (an interval that cleared itself, fs.open's and
+ *   fs.close's requests included).
  * The act: closeSync(0) or fs.close(0) (the row process's stdin, /dev/null),
  * or openSync / fs.open of the guilty scenario's own file, never closed.
  * Each printed rerun command is run by `sh` with --list added: it must
@@ -42,7 +44,7 @@ const ROW_LIMIT_MS = scaled(3000);
 
 const ACTS = ['closeSync(0)', 'close(0)', 'openSync', 'open'] as const;
 type Act = (typeof ACTS)[number];
-const TIMERS = ['setTimeout', "setTimeout unref'd", 'setImmediate'] as const;
+const TIMERS = ['setTimeout', "setTimeout unref'd", 'setImmediate', "setInterval unref'd"] as const;
 type Timer = (typeof TIMERS)[number];
 
 interface Guilty {
@@ -74,6 +76,19 @@ function schedule(timer: Timer, fn: string): string {
 
 function guiltySource(g: Guilty): string {
   const due = g.when.kind === 'later row' ? `globalThis[${MARK}] === true` : `++turns === ${g.when.turns}`;
+  if (g.timer === "setInterval unref'd") {
+    // One timer, run again and again until it acts and clears itself.
+    return `let turns = 0;
+let interval;
+function step() {
+  if (${due}) { clearInterval(interval); ${ACT_CODE[g.act]} }
+}
+module.exports = { name: 'guilty', description: 'leaves an interval that acts later', transports: ['direct'], async run() {
+  globalThis[${MARK}] = false;
+  interval = setInterval(step, 5).unref();
+} };
+`;
+  }
   return `let turns = 0;
 function step() {
   if (${due}) { ${ACT_CODE[g.act]} return; }
@@ -122,10 +137,14 @@ test("generated rows, one leaving a timer that closes fd 0 or leaks after its ro
           expect(guilty?.error).toContain(`${guiltyFile}:`);
           expect(guilty?.leaks).toEqual([]);
           expect(guilty?.closed).toBeUndefined();
-        } else if (g.act === 'openSync' || g.act === 'open') {
-          expect(guilty).toMatchObject({ leaks: [{ role: 'client', target: guiltyFile }], error: expect.stringContaining('undeclared leak of 1 fd(s)') });
         } else {
-          expect(guilty).toMatchObject({ leaks: [], closed: [{ role: 'client', fd: 0, target: '/dev/null' }] });
+          if (g.act === 'openSync' || g.act === 'open') {
+            expect(guilty).toMatchObject({ leaks: [{ role: 'client', target: guiltyFile }], error: expect.stringContaining('undeclared leak of 1 fd(s)') });
+          } else {
+            expect(guilty).toMatchObject({ leaks: [], closed: [{ role: 'client', fd: 0, target: '/dev/null' }] });
+          }
+          // Its callbacks (the fs request of fs.open and fs.close too) all ran: nothing was left to cancel.
+          expect(guilty?.error).not.toContain('left ');
         }
         expect(r.code).toBe(1);
         const lines = (r.stdout.split('to rerun a failed row:\n')[1] ?? '').split('\n').filter((l) => l.startsWith('  '));
@@ -135,10 +154,13 @@ test("generated rows, one leaving a timer that closes fd 0 or leaks after its ro
       {
         numRuns: 6,
         endOnFailure: true,
-        // An unref'd timer closing fd 0 once a later row runs (the defect as reported), and one leaking with the guilty row first.
+        // An unref'd timer closing fd 0 once a later row runs (the defect as reported), one leaking with the guilty row
+        // first, an interval, and fs.close's request after a few turns.
         examples: [
           [{ act: 'closeSync(0)', timer: "setTimeout unref'd", when: { kind: 'later row' } }, 2, 1],
           [{ act: 'openSync', timer: 'setTimeout', when: { kind: 'later row' } }, 1, 2],
+          [{ act: 'openSync', timer: "setInterval unref'd", when: { kind: 'turns', turns: 3 } }, 2, 3],
+          [{ act: 'close(0)', timer: 'setImmediate', when: { kind: 'turns', turns: 2 } }, 1, 4],
         ],
       },
     );
