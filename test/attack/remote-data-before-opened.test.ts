@@ -29,8 +29,7 @@ import fc from 'fast-check';
 import { connect, ProtocolError, RemoteError, SystemError } from '../../src';
 import { PROBE_COMMAND } from '../../src/commands/probe-command';
 import { closeFds, closeOwnFd, makePipe, openFdTable } from '../../src/fd';
-import { native } from '../../src/native';
-import { rawSocketPair } from '../../src/testing';
+import { rawSocketPair, receiveNow } from '../../src/testing';
 import { Channel } from '../../src/transports/remote-channel';
 import { LOCAL_REMOTE } from '../../harness/local-remote';
 import { fdTableSettles } from '../util/processes';
@@ -146,6 +145,13 @@ function readNow(fd: number): Buffer {
   return Buffer.concat(pieces);
 }
 
+/** What socket `fd` holds now, up to its end of file (recvmsg(2) with MSG_DONTWAIT: receiveNow). */
+function socketHolds(fd: number): Buffer {
+  const pieces: Buffer[] = [];
+  for (let m = receiveNow(fd, 65536, 0); m !== null && m.data.length > 0; m = receiveNow(fd, 65536, 0)) pieces.push(m.data);
+  return Buffer.concat(pieces);
+}
+
 /** What pipe end `r` holds now, read through a non-blocking open file of its own. */
 function pipeHolds(r: number): Buffer {
   const reader = openSync(`/proc/self/fd/${r}`, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
@@ -190,10 +196,8 @@ function given(kind: Kind, dir: string, run: number): Given {
     }
     case 'stream socket': {
       const [s1, s2] = rawSocketPair('stream');
-      native.setNonblock(s1, true);
-      native.setNonblock(s2, true);
       writeSync(s2, HELD);
-      return { fd: s1, incoming: () => readNow(s2), unsent: () => readNow(s1), fds: [s1, s2] };
+      return { fd: s1, incoming: () => socketHolds(s2), unsent: () => socketHolds(s1), fds: [s1, s2] };
     }
   }
 }
