@@ -454,15 +454,54 @@ Napi::Value PidfdGetfdFn(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), CheckFdResult(info.Env(), r, "pidfd_getfd"));
 }
 
-// pidfdGetfdAll(pidfd, fds): pidfdGetfd for each, all or none, in one call.
+// pidfdGetfdAll(pidfd, fds, files?): pidfdGetfd for each, all or none, in
+// one call. `files`: the file each must be, { dev, ino } (BigInts), as many
+// as fds; a pull that is another file fails the call (kind 'swappedpin':
+// EBADF naming that fd and its index), nothing pulled kept.
 Napi::Value PidfdGetfdAllFn(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int pidfd = ArgFd(info, 0);
   std::vector<int> targets;
   ArgFdList(info, 1, &targets);
+  std::vector<FdIdentity> files;
+  if (info.Length() > 2 && !info[2].IsUndefined()) {
+    const char* usage = "pidfdGetfdAll(pidfd, fds, files): files must be an array as long as fds of { dev, ino } (BigInts)";
+    if (!info[2].IsArray() || info[2].As<Napi::Array>().Length() != targets.size()) throw Napi::TypeError::New(env, usage);
+    Napi::Array arr = info[2].As<Napi::Array>();
+    files.resize(targets.size());
+    for (uint32_t i = 0; i < targets.size(); i++) {
+      Napi::Value e = arr.Get(i);
+      if (!e.IsObject()) throw Napi::TypeError::New(env, usage);
+      Napi::Value dev = e.As<Napi::Object>().Get("dev");
+      Napi::Value ino = e.As<Napi::Object>().Get("ino");
+      if (!dev.IsBigInt() || !ino.IsBigInt()) throw Napi::TypeError::New(env, usage);
+      bool dev_lossless = true;
+      bool ino_lossless = true;
+      files[i] = {dev.As<Napi::BigInt>().Uint64Value(&dev_lossless), ino.As<Napi::BigInt>().Uint64Value(&ino_lossless), 0};
+      if (!dev_lossless || !ino_lossless) throw Napi::TypeError::New(env, usage);
+    }
+  }
   std::vector<int> out(targets.size());
-  CheckFdResult(env, PidfdGetfdAllHigh(pidfd, targets.data(), targets.size(), out.data()), "pidfd_getfd");
+  size_t swapped = targets.size();
+  int r = PidfdGetfdAllHigh(pidfd, targets.data(), targets.size(), out.data(), files.empty() ? nullptr : files.data(), &swapped);
+  if (r < 0 && swapped < targets.size()) {
+    Napi::Object details = Napi::Object::New(env);
+    details.Set("fd", Napi::Number::New(env, targets[swapped]));
+    details.Set("index", Napi::Number::New(env, static_cast<double>(swapped)));
+    throw Napi::Error(env, MakeError(env, "swappedpin", r, "pidfd_getfd", details));
+  }
+  CheckFdResult(env, r, "pidfd_getfd");
   return FdArray(env, out.data(), out.size());
+}
+
+// closeGivenNow(fds, owner) -> how many closed: the copies `owner`'s ledger
+// was given (dupHigh's, dupAll's givenTo), closed on this thread, each only
+// while it is still that copy (FdCloseGivenNow).
+Napi::Value CloseGivenNow(const Napi::CallbackInfo& info) {
+  std::vector<int> fds = ArgFdArray(info, "closeGivenNow(fds, owner): fds must be an array");
+  double owner = info.Length() > 1 ? WholeNumber(info[1]) : -1;
+  if (owner <= 0) throw Napi::TypeError::New(info.Env(), "closeGivenNow: owner must be a positive integer (a closer owner)");
+  return Napi::Number::New(info.Env(), static_cast<double>(FdCloseGivenNow(fds.data(), fds.size(), static_cast<uint64_t>(owner))));
 }
 
 // The numbers of a close list (closeAll's, closeCallers'): an Int32Array
@@ -565,6 +604,7 @@ void ExportFdFunctions(Napi::Env env, Napi::Object exports) {
   exports.Set("pidfdOpen", Napi::Function::New<PidfdOpenFn>(env, "pidfdOpen"));
   exports.Set("pidfdGetfd", Napi::Function::New<PidfdGetfdFn>(env, "pidfdGetfd"));
   exports.Set("pidfdGetfdAll", Napi::Function::New<PidfdGetfdAllFn>(env, "pidfdGetfdAll"));
+  exports.Set("closeGivenNow", Napi::Function::New<CloseGivenNow>(env, "closeGivenNow"));
   exports.Set("closeAll", Napi::Function::New<CloseAll>(env, "closeAll"));
   exports.Set("closeCallers", Napi::Function::New<CloseCallers>(env, "closeCallers"));
   exports.Set("closeCaller", Napi::Function::New<CloseCaller>(env, "closeCaller"));

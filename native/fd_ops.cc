@@ -943,6 +943,54 @@ void ReadGens(const int* fds, size_t n, std::vector<uint64_t>* gens) {
 
 }  // namespace
 
+int FdGivenFiles(const int* fds, size_t n, uint64_t owner, FdIdentity* files) {
+  OwnedFds& o = TheOwnedFds();
+  std::lock_guard<std::recursive_mutex> lock(o.mu);
+  for (size_t i = 0; i < n; i++) {
+    auto it = o.gens.find(fds[i]);
+    if (it == o.gens.end() || it->second.given_to != owner || !it->second.file_known) return -EBADF;
+    files[i] = it->second.file;
+  }
+  return 0;
+}
+
+size_t FdCloseGivenNow(const int* fds, size_t n, uint64_t owner) {
+  struct Given {
+    uint64_t gen;  // 0: not a copy given to `owner`, left alone
+    bool known;
+    FdIdentity file;
+  };
+  thread_local std::vector<Given> given;
+  thread_local std::vector<int> kept;
+  given.resize(n);
+  kept.clear();
+  uint64_t takeovers;
+  {
+    OwnedFds& o = TheOwnedFds();
+    std::lock_guard<std::recursive_mutex> lock(o.mu);
+    takeovers = FdTakeOvers();
+    for (size_t i = 0; i < n; i++) {
+      auto it = o.gens.find(fds[i]);
+      bool ours = it != o.gens.end() && it->second.given_to == owner;
+      given[i] = ours ? Given{it->second.gen, it->second.file_known, it->second.file} : Given{0, false, {}};
+    }
+  }
+  // Each number's file read outside the lock (one statx, or for a copy
+  // whose file was not read as made, whether the number is open). The same
+  // file and no take-over anywhere since: still the copy, without the lock.
+  // Else the registry decides (and ends a registration whose file is gone:
+  // closed by someone else), as UnixSocket::DropSwappedCopies does.
+  for (size_t i = 0; i < n; i++) {
+    if (given[i].gen == 0) continue;
+    bool same = !FdFileGone(fds[i], given[i].known, given[i].file);
+    if ((same && FdTakeOvers() == takeovers) || FdStillHeldLooked(fds[i], given[i].gen, same)) kept.push_back(fds[i]);
+  }
+  size_t closed = FdCloseAll(kept.data(), kept.size());
+  TrimScratch(&given, kKeptGivenReads);
+  TrimScratch(&kept, kKeptGivenReads);
+  return closed;
+}
+
 void FdRegistrations(const int* fds, size_t n, uint64_t* out) {
   OwnedFds& o = TheOwnedFds();
   std::lock_guard<std::recursive_mutex> lock(o.mu);
@@ -2236,7 +2284,7 @@ void CloseRuns(std::vector<int>* fds) {
 
 }  // namespace
 
-int PidfdGetfdAllHigh(int pidfd, const int* targets, size_t n, int* out) {
+int PidfdGetfdAllHigh(int pidfd, const int* targets, size_t n, int* out, const FdIdentity* expected, size_t* swapped) {
   // A pull that lands on a number the list names must leave it at once:
   // pulling from this very process, that number was a closed target, and
   // a later pull of it would take our copy of another target instead of
@@ -2306,6 +2354,17 @@ int PidfdGetfdAllHigh(int pidfd, const int* targets, size_t n, int* out) {
     std::vector<int> closing = low;
     CloseRuns(&closing);
     EndNumberCloses(marks);
+    if (expected == nullptr) return 0;
+    // Each pull is the file the client pinned, or none is kept: another
+    // file is the client program's, at a number it closed and reopened
+    // before this pull. The copies are ours (registered, above the floor),
+    // and closing this process's copy leaves the client's file open there.
+    for (size_t i = 0; i < n; i++) {
+      if (FdHoldsFile(out[i], expected[i])) continue;
+      if (swapped != nullptr) *swapped = i;
+      FdCloseAll(out, n);
+      return -EBADF;
+    }
     return 0;
   }
   // Failed: nothing is kept. Closed outside the lock: a pull can hold its

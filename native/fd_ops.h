@@ -99,6 +99,27 @@ size_t FdMarkGiven(const int* fds, size_t n, uint64_t owner);
 // else FdDupAllGiven (which checks them itself: no lock is held across its
 // reads of the copies' files).
 int FdDupCallersFds(const int* fds, size_t n, int min_fd, uint64_t owner, int* out);
+// The files the copies fds[0..n) were given to `owner` with (FdDupAllGiven:
+// each read as it was made), into files[0..n), read under one hold of the
+// registry's lock: 0, or -EBADF when one is no copy given to `owner` any
+// more (closed behind fdbridge's back and its number taken by a new fd of
+// ours) or its file could not be read when made. Nothing is read of the
+// files at the numbers now.
+int FdGivenFiles(const int* fds, size_t n, uint64_t owner, FdIdentity* files);
+// FdClose, on the calling thread, of the copies `owner`'s ledger was given
+// (FdDupAllGiven): each only while its registration is still one given to
+// `owner` and it holds the file recorded when it was made (one statx each,
+// read outside the registry's lock; the registry looked at again only for
+// a number whose file is gone or after a take-over anywhere, as
+// UnixSocket::DropSwappedCopies does), then those closed together
+// (FdCloseAll: a run of consecutive pins is one close_range(2)). Left
+// alone, as FdCloseGivenInBackground leaves them: a number whose copy
+// someone else closed (another file or none there: the registration ends
+// as closed by someone else, FdClosedByOther; or a new fd of ours).
+// Returns how many were closed. For copies that are not their files' last
+// references (the far side holds its own), whose close does not wait out a
+// linger time.
+size_t FdCloseGivenNow(const int* fds, size_t n, uint64_t owner);
 // Whether `fd`'s registration is a copy given to `owner` (FdDupAllGiven,
 // FdMarkGiven): false once someone else closed it and a new fd of ours
 // took the number, or none did.
@@ -703,7 +724,13 @@ int PidfdGetfdHigh(int pidfd, int target_fd);
 // together, and the low numbers they leave are closed a run of consecutive
 // numbers at a time (close_range(2), one call where the pulls took
 // consecutive numbers, as they do in a table with no holes).
-int PidfdGetfdAllHigh(int pidfd, const int* targets, size_t n, int* out);
+// With `expected` (n files), each pull must be expected[i]'s file (device
+// and inode, FdFileIdentity of the pulled fd): one that is another was
+// pulled from a number the client's program closed and reopened on another
+// file; then every pull is closed, -EBADF returned and *swapped set to its
+// index (untouched otherwise).
+int PidfdGetfdAllHigh(int pidfd, const int* targets, size_t n, int* out, const FdIdentity* expected = nullptr,
+                      size_t* swapped = nullptr);
 // FdClose for each of fds[0..n): how many closed (an fd that was not open,
 // or a negative number, is passed over, as a failed close would be).
 size_t FdCloseAll(const int* fds, size_t n);

@@ -38,13 +38,22 @@ int FrameChannel::Send(Kind kind, const int* fds, size_t nfds, char* frame, size
       send_nfds = nfds;
       request.fds = static_cast<uint32_t>(nfds);
       break;
-    case Kind::kGetfd:
+    case Kind::kGetfd: {
       if (nfds == 0 || nfds > frame::kMaxFdsPerFrame) return -EINVAL;
-      scratch_.resize(frame::FdListBytes(nfds));
-      len = frame::EncodeFdList(scratch_.data(), frame::kGetfd, id, fds, nfds);
+      // Each pin's file as it was made (given to this socket's closer
+      // owner: FdDupAllGiven), for the far side to check its pull against.
+      // A pin that is no longer one (closed behind fdbridge's back, its
+      // number taken by a new fd of ours) fails the request unsent.
+      pin_files_.resize(nfds);
+      if (FdGivenFiles(fds, nfds, socket_->background_close_owner(), pin_files_.data()) != 0) return -EBADF;
+      pinned_.resize(nfds);
+      for (size_t i = 0; i < nfds; i++) pinned_[i] = {pin_files_[i].dev, pin_files_[i].ino};
+      scratch_.resize(frame::PinListBytes(nfds));
+      len = frame::EncodeGetfd(scratch_.data(), id, fds, pinned_.data(), nfds);
       data = scratch_.data();
       request.fds = static_cast<uint32_t>(nfds);
       break;
+    }
     case Kind::kFrame:
       if (frame == nullptr || len < frame::kHeaderBytes) return -EINVAL;
       frame::WriteU32(frame + 4, id);
@@ -296,10 +305,16 @@ bool FrameChannel::AnswerGetfd(uint32_t id, const char* data, size_t count) {
   if (!Fits(count)) return false;
   pull_numbers_.resize(count);
   pulled_.resize(count);
-  for (size_t i = 0; i < count; i++) pull_numbers_[i] = frame::FdAt(data, i);
-  // All or none: a failed pull closes what the others made, and the
-  // delegate, pulling again, fails the request with the error.
-  if (PidfdGetfdAllHigh(pull_pidfd_, pull_numbers_.data(), count, pulled_.data()) < 0) return false;
+  pin_files_.resize(count);
+  for (size_t i = 0; i < count; i++) {
+    pull_numbers_[i] = frame::PinFdAt(data, i);
+    frame::PinnedFile file = frame::PinFileAt(data, i);
+    pin_files_[i] = {file.dev, file.ino, 0};
+  }
+  // All or none: a failed pull (or one that is another file than the
+  // client pinned) closes what the others made, and the delegate, pulling
+  // again, fails the request with the error.
+  if (PidfdGetfdAllHigh(pull_pidfd_, pull_numbers_.data(), count, pulled_.data(), pin_files_.data()) < 0) return false;
   return Give(id, pulled_.data(), count);
 }
 

@@ -27,6 +27,7 @@
 
 #include "fd_budget.h"
 #include "fd_ops.h"
+#include "frame_format.h"
 #include "unique_fd.h"
 #include "unix_socket.h"
 
@@ -80,8 +81,10 @@ class FrameChannel : public UnixSocket::Filter {
   // ---- the client's side
 
   // What Request sends: fds as SCM_RIGHTS beside a DUP; fd numbers in a
-  // GETFD frame (the far side pulls them with pidfd_getfd); or a frame made
-  // by the caller (CALL, RELEASE), its id written in here.
+  // GETFD frame (the far side pulls them with pidfd_getfd), each beside its
+  // file: they are pins given to the socket's closer owner (FdDupAllGiven,
+  // FdGivenFiles; one that is not any more fails the send with EBADF); or a
+  // frame made by the caller (CALL, RELEASE), its id written in here.
   enum class Kind { kDup, kGetfd, kFrame };
 
   // Sends a request and keeps it pending. kDup and kGetfd expect a DUP_OK
@@ -142,7 +145,8 @@ class FrameChannel : public UnixSocket::Filter {
   // While `pidfd` is one (>= 0), GETFD requests are answered here as Serve
   // answers DUPs: the numbers listed are pulled out of the client's process
   // through `pidfd` in one step (PidfdGetfdAllHigh: close-on-exec, at or
-  // above the floor, registered as fdbridge's, all or none), kept in the
+  // above the floor, registered as fdbridge's, all or none, each checked to
+  // be the file the GETFD names beside its number), kept in the
   // ledger, and the DUP_OK sent, without a call into JS. A GETFD left to
   // the delegate: one over max_given or the budget, one that meets a full
   // send queue (as a DUP), and one whose pulls fail (nothing pulled stays
@@ -288,12 +292,14 @@ class FrameChannel : public UnixSocket::Filter {
   // Requests waiting in the socket's send queue: send id -> request id.
   std::unordered_map<uint32_t, uint32_t> queued_;
   std::vector<char> scratch_;  // a DUP header or a GETFD frame being sent
+  std::vector<frame::PinnedFile> pinned_;  // a GETFD's pins' files, as sent
 
   bool serving_ = false;
   int pull_pidfd_ = -1;  // ServePulls: the client's pidfd (borrowed), or -1
   // AnswerGetfd's scratch: a GETFD's numbers, and the fds their pulls made.
   std::vector<int> pull_numbers_;
   std::vector<int> pulled_;
+  std::vector<FdIdentity> pin_files_;  // the files a GETFD pins (either side's)
   // Give's scratch on a channel without a mark: the registrations its fds
   // are kept with; room for one message's (kMaxFdsPerFrame), made once.
   std::vector<uint64_t> kept_registrations_;

@@ -44,10 +44,12 @@ export interface NativeMessage {
 export interface NativeDecodedFrame {
   type: number;
   id: number;
-  payload: 'none' | 'fds' | 'json';
-  /** The fd numbers listed (payload 'fds'), or the fds beside a DUP. */
+  payload: 'none' | 'fds' | 'pins' | 'json';
+  /** The fd numbers listed (payload 'fds', 'pins'), or the fds beside a DUP. */
   count: number;
   fds?: number[];
+  /** A GETFD's pins' files (payload 'pins'): device and inode as decimal strings. */
+  files?: Array<{ dev: string; ino: string }>;
 }
 
 export interface NativeSocketOptions {
@@ -813,8 +815,19 @@ export interface NativeBinding extends TerminateWakeBinding {
   pidfdOpen(pid: number, own?: boolean): number;
   /** pidfd_getfd(2), the new fd moved at or above fdFloor(). */
   pidfdGetfd(pidfd: number, targetFd: number): number;
-  /** pidfdGetfd for each of `targetFds` (at most 253), all or none, in one call. */
-  pidfdGetfdAll(pidfd: number, targetFds: FdList): number[];
+  /**
+   * pidfdGetfd for each of `targetFds` (at most 253), all or none, in one
+   * call. With `files` (as many), each pull must be that file (device and
+   * inode), else a SystemError EBADF naming the fd (`entry`), nothing kept.
+   */
+  pidfdGetfdAll(pidfd: number, targetFds: FdList, files?: readonly FileKey[]): number[];
+  /**
+   * Closes, on this thread, the copies `owner`'s ledger was given (dupHigh's
+   * and dupAll's `givenTo`), each only while its number still holds that
+   * copy (its registration, and the file it was made with); one the program
+   * closed behind fdbridge's back is left alone. Returns how many closed.
+   */
+  closeGivenNow(fds: readonly number[], owner: number): number;
   socketType(fd: number): number;
   /** Whether a socket is AF_UNIX (SO_DOMAIN), its SO_TYPE and SO_ACCEPTCONN (ENOTSOCK for anything else). */
   socketShape(fd: number): { unix: boolean; type: number; listening: boolean };
@@ -829,9 +842,10 @@ export interface NativeBinding extends TerminateWakeBinding {
   recvNow(fd: number, bufferSize: number, maxFds: number): NativeMessage | null;
   /** native/frame_format.h seen from JS (for the cross-codec test). */
   frameCodec: {
-    /** null for a malformed frame; `fds` for a frame listing fd numbers. */
+    /** null for a malformed frame; `fds` for a frame listing fd numbers, and `files` for a GETFD's pins. */
     decode(data: Uint8Array, nfds: number): NativeDecodedFrame | null;
     encodeFdList(type: number, id: number, fds: readonly number[]): Buffer;
+    encodeGetfd(id: number, fds: readonly number[], files: ReadonlyArray<{ dev: string; ino: string }>): Buffer;
     constants: Record<string, number>;
   };
   constants: {
@@ -923,6 +937,16 @@ function load(): NativeBinding {
             "and not adopted, or another connection's fd or socket that took the number after the command closed the client's fd " +
             "itself), or another file, or another fd fdbridge put at the number since the command got it (another command's, of " +
             'whatever file); nothing was closed',
+          { entry: { index: Number(details['index']), fd } },
+        );
+      }
+      case 'swappedpin': {
+        const fd = Number(details['fd']);
+        return new SystemError(
+          errno,
+          syscall,
+          `${syscall}: the client's fd ${fd} is not the file its request named: the client's pin at that number was closed ` +
+            "behind fdbridge's back and the number holds another file (the client program's); nothing was pulled",
           { entry: { index: Number(details['index']), fd } },
         );
       }

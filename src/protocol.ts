@@ -7,16 +7,20 @@
  *   offset 1  u8   flags (must be 0)
  *   offset 2  u16  reserved (must be 0)
  *   offset 4  u32  id (little-endian): pairs a reply with its request
- *   offset 8  ...  payload: int32 fd numbers (DUP_OK) or UTF-8 JSON
+ *   offset 8  ...  payload: int32 fd numbers (DUP_OK, RELEASE), pins (GETFD) or UTF-8 JSON
  *
  * Only DUP frames carry fds; an fd arriving on any other frame is a protocol
- * violation (the receiver closes it).
+ * violation (the receiver closes it). A GETFD lists pins of PIN_BYTES each:
+ * the int32 fd number in the client, then the u64 device and u64 inode
+ * (little-endian) of the file the client pinned there, which the pulling
+ * side checks its pull against.
  *
  * This file is the one TypeScript description of the format; native/frame_format.h
  * is the one C++ one (test/native/cross-codec.test.ts holds them together).
  */
 import { cutToJsonBytes, errorJson, ProtocolError, type RemoteErrorInfo } from './errors';
 import type { CommandSpec } from './command';
+import type { FileKey } from './native';
 import type { ConstructorFd } from './runtime-fds';
 
 export const FrameType = {
@@ -47,16 +51,19 @@ export const FrameType = {
   /** command -> client: the command is closed; the client closes the socket, then the far side ends */
   CLOSED: 11,
   /**
-   * client -> command (pidfd transport): int32[] fd numbers valid in the
-   * client, which the command's side pulls with pidfd_getfd(2); DUP_OK follows.
-   * No fd travels over the socket.
+   * client -> command (pidfd transport): pins, each an int32 fd number valid
+   * in the client and the device and inode of the file it holds there, which
+   * the command's side pulls with pidfd_getfd(2) and checks it got; DUP_OK
+   * follows. No fd travels over the socket.
    */
   GETFD: 12,
 } as const;
 export type FrameTypeValue = (typeof FrameType)[keyof typeof FrameType];
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 export const HEADER_BYTES = 8;
+/** One pin of a GETFD: int32 fd number, u64 device, u64 inode. */
+export const PIN_BYTES = 20;
 /** The most fds one DUP carries (SCM_MAX_FD), and so the longest fd list a frame holds. */
 export const MAX_FDS_PER_FRAME = 253;
 /**
@@ -103,7 +110,7 @@ export type Frame =
   | { type: typeof FrameType.RESULT; id: number; value: unknown }
   | { type: typeof FrameType.ERROR; id: number; error: RemoteErrorInfo }
   | { type: typeof FrameType.RELEASE; id: number; fds: number[] }
-  | { type: typeof FrameType.GETFD; id: number; fds: number[] }
+  | { type: typeof FrameType.GETFD; id: number; fds: number[]; files: FileKey[] }
   | { type: typeof FrameType.CLOSE; id: number }
   | { type: typeof FrameType.CLOSED; id: number };
 
@@ -162,7 +169,7 @@ export function encodeDup(id: number): Buffer {
 }
 
 export function encodeFdList(
-  type: typeof FrameType.DUP_OK | typeof FrameType.RELEASE | typeof FrameType.GETFD,
+  type: typeof FrameType.DUP_OK | typeof FrameType.RELEASE,
   id: number,
   fds: readonly number[],
 ): Buffer {
@@ -200,6 +207,23 @@ export function encodeError(id: number, info: RemoteErrorInfo): Buffer {
 export function encodeRefused(message: string): Buffer {
   const room = MAX_FRAME_BYTES - HEADER_BYTES - Buffer.byteLength('{"message":}');
   return encodeJsonText(FrameType.REFUSED, 0, JSON.stringify({ message: cutToJsonBytes(message, room) }));
+}
+
+/**
+ * A GETFD naming `fds` (numbers in the client) and the file each holds,
+ * `files[i]` (as many).
+ */
+export function encodeGetfd(id: number, fds: readonly number[], files: readonly FileKey[]): Buffer {
+  if (files.length !== fds.length) throw new RangeError(`a GETFD names a file for each fd: ${fds.length} fd(s), ${files.length} file(s)`);
+  const buf = header(FrameType.GETFD, id, fds.length * PIN_BYTES);
+  for (let i = 0; i < fds.length; i++) {
+    const at = HEADER_BYTES + i * PIN_BYTES;
+    buf.writeInt32LE(fds[i] as number, at);
+    const file = files[i] as FileKey;
+    buf.writeBigUInt64LE(file.dev, at + 4);
+    buf.writeBigUInt64LE(file.ino, at + 12);
+  }
+  return buf;
 }
 
 export function encodeCall(id: number, method: string, args: readonly unknown[]): Buffer {
@@ -271,10 +295,24 @@ export function decodeFrame(data: Buffer, fds: readonly number[]): Frame {
     throw new ProtocolError(`unexpected fds: ${fds.length} fd(s) arrived with a frame of type ${type}`);
   }
   switch (type) {
-    case FrameType.DUP_OK:
-    case FrameType.RELEASE:
     case FrameType.GETFD: {
-      const what = type === FrameType.DUP_OK ? 'DUP_OK' : type === FrameType.RELEASE ? 'RELEASE' : 'GETFD';
+      const n = data.length - HEADER_BYTES;
+      if (n === 0 || n % PIN_BYTES !== 0 || n / PIN_BYTES > MAX_FDS_PER_FRAME) {
+        throw new ProtocolError(`malformed GETFD frame: ${n} payload bytes is not 1..${MAX_FDS_PER_FRAME} pins of ${PIN_BYTES} bytes`);
+      }
+      const fds: number[] = [];
+      const files: FileKey[] = [];
+      for (let off = HEADER_BYTES; off < data.length; off += PIN_BYTES) {
+        const fd = data.readInt32LE(off);
+        if (fd < 0) throw new ProtocolError(`malformed GETFD frame: fd ${fd} is negative`);
+        fds.push(fd);
+        files.push({ dev: data.readBigUInt64LE(off + 4), ino: data.readBigUInt64LE(off + 12) });
+      }
+      return { type, id, fds, files };
+    }
+    case FrameType.DUP_OK:
+    case FrameType.RELEASE: {
+      const what = type === FrameType.DUP_OK ? 'DUP_OK' : 'RELEASE';
       const n = data.length - HEADER_BYTES;
       if (n === 0 || n % 4 !== 0 || n / 4 > MAX_FDS_PER_FRAME) {
         throw new ProtocolError(`malformed ${what} frame: ${n} payload bytes is not 1..${MAX_FDS_PER_FRAME} int32 fd numbers`);

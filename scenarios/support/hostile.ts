@@ -24,6 +24,7 @@ import { commandRequest } from '../../src/command';
 import {
   encodeEmpty,
   encodeFdList,
+  encodeGetfd,
   encodeJson,
   FRAME_SOCKET_OPTIONS,
   FrameType,
@@ -146,7 +147,7 @@ export function badRequests(rng: Rng, options: { pidfd?: boolean } = {}): BadReq
     list.push(
       { name: 'dup-with-payload', phase: 'ready', data: rawFrame(FrameType.DUP, 1, randomBytes(rng, 4 * rng.int(1, 4))), fds: some(), rejectedBy: 'end' },
       { name: 'dup-without-fds', phase: 'ready', data: rawFrame(FrameType.DUP, 1), fds: 0, rejectedBy: 'end' },
-      { name: 'getfd-without-pidfd', phase: 'ready', data: encodeFdList(FrameType.GETFD, 1, [0]), fds: 0, rejectedBy: 'end' },
+      { name: 'getfd-without-pidfd', phase: 'ready', data: encodeGetfd(1, [0], [{ dev: 0n, ino: 0n }]), fds: 0, rejectedBy: 'end' },
       { name: 'oversized-dup', phase: 'ready', data: oversized(rng, FrameType.DUP), fds: some(), rejectedBy: 'end' },
     );
   }

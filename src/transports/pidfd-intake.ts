@@ -14,7 +14,9 @@ import { FrameType } from '../protocol';
 import type { UnixSocket } from '../socket';
 import type { TransportName } from './index';
 import { refuseFds } from './refuse-fds';
-import type { FdIntake } from './serve';
+import type { DuplicationFrame, FdIntake } from './serve';
+
+type GetfdFrame = Extract<DuplicationFrame, { type: typeof FrameType.GETFD }>;
 
 /**
  * A pidfd for the client at the other end of `socket` (SO_PEERPIDFD, which
@@ -87,7 +89,12 @@ export function openPidfdIntake(socket: UnixSocket, probeFd: number, servedAs: T
     // Every number or none: on failure nothing pulled stays open. For the
     // GETFDs the channel leaves to JS (over a quota, replies backed up, or
     // pulls that failed there: this pull then fails with their typed error).
-    take: (numbers) => native.pidfdGetfdAll(pidfd, fdList(numbers)),
+    // Each pull must be the file the client pinned at its number (named
+    // beside it): another is the client program's, at a number it closed
+    // and reopened before the pull (an EBADF naming that fd; the pulls are
+    // closed, and the client's file stays open there).
+    // serve.ts hands an intake the frames of its requestType alone (GETFD here).
+    take: (frame) => native.pidfdGetfdAll(pidfd, fdList(frame.fds), (frame as GetfdFrame).files),
     // The channel pulls, keeps and answers a GETFD in one native step, as it
     // answers a DUP: no call into JS, nor one per fd into the ledger.
     // serve.ts starts it once, right after the HELLO opened it, so the pidfd is open.

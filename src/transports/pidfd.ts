@@ -14,6 +14,14 @@
  * failed unanswered (close() gave up on it) stays open until the far side
  * can no longer pull it: a number closed too soon could name another file
  * by then. That is this transport's FdDelivery (PulledByNumber).
+ *
+ * The program can close a pin's number itself (a bug) and open another
+ * file there before the pull. So the GETFD names each pin's file beside
+ * its number (device and inode, read as the pin was made) and the far side
+ * checks each pull against it: another file is not kept, and the request
+ * fails with EBADF. Each pin is closed only while its number still holds
+ * it (HeldCopies.closeGiven): the program's file there is let go of, and
+ * the leak check names the pin as closed behind fdbridge's back.
  */
 import type { ChildProcess } from 'node:child_process';
 
@@ -58,7 +66,7 @@ class PulledByNumber implements FdDelivery {
   }
 
   unsettled(pins: number[], held: HeldCopies, answered: boolean): void {
-    if (answered || this.#peerEnded) held.close(pins);
+    if (answered || this.#peerEnded) held.closeGiven(pins);
     else this.#linger(pins, held);
   }
 
@@ -80,7 +88,7 @@ class PulledByNumber implements FdDelivery {
     // Stryker disable next-line ConditionalExpression: forced true, every failed request sets #handedOver anew; each waits for the same exit, the first to run closes every pin lingering by then and the later ones none, and released() waits for the last of them
     if (this.#lingering.length === 0) {
       // Once the command's process has exited, nothing pulls from this process any more.
-      this.#handedOver = waitForExit(this.#child).then(() => held.close(this.#lingering.splice(0)));
+      this.#handedOver = waitForExit(this.#child).then(() => void held.closeGiven(this.#lingering.splice(0)));
     }
     this.#lingering.push(...pins);
   }

@@ -267,10 +267,11 @@ export interface FdIntake {
   /**
    * The fds of one request, now owned here (the caller puts them in the
    * command's ledger): the ones that arrived with a DUP frame, or those the
-   * client's numbers in a GETFD frame name, pulled. Throws, having taken
-   * nothing, when they cannot be had; the request then fails alone.
+   * client's numbers in a GETFD frame name, pulled, each checked to be the
+   * file the frame names beside it. Throws, having taken nothing, when they
+   * cannot be had; the request then fails alone.
    */
-  take(frameFds: readonly number[]): number[];
+  take(frame: DuplicationFrame): number[];
   /** The command is ready: requests may be served. */
   start(channel: FrameChannel, maxFds: number | undefined): void;
   /** The connection has ended: releases what the strategy holds. Idempotent. */
@@ -289,7 +290,7 @@ function socketIntake(transport: TransportName, inspected: boolean): FdIntake {
     wrongRequest: 'GETFD on a connection that did not ask for pidfd pulls',
     refusalNote: 'release some first',
     refusesFds: false,
-    take: (frameFds) => [...frameFds],
+    take: (frame) => [...frame.fds],
     start: (channel, maxFds) => {
       // Not when each fd is to be looked at first (ServeOptions.refuseFd).
       if (!inspected) channel.serve(true, maxFds);
@@ -384,7 +385,7 @@ export function serveConnection(socket: UnixSocket, options: ServeOptions): Serv
   return new ServedSession(socket, options);
 }
 
-type DuplicationFrame = Extract<Frame, { type: typeof FrameType.DUP | typeof FrameType.GETFD }>;
+export type DuplicationFrame = Extract<Frame, { type: typeof FrameType.DUP | typeof FrameType.GETFD }>;
 
 class ServedSession implements ServedConnection {
   readonly #socket: UnixSocket;
@@ -626,7 +627,7 @@ class ServedSession implements ServedConnection {
     }
     let taken: number[];
     try {
-      taken = intake.take(frame.fds);
+      taken = intake.take(frame);
     } catch (err) {
       this.#send(this.#errorReply(frame.id, err, 'a duplication'));
       return;

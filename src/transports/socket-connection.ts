@@ -119,9 +119,12 @@ export interface FdDelivery {
    * once the frame is sent or queued. True: a GETFD frame names them by
    * number and the far side takes them out of this process while the
    * request is pending, so a request names pins of its fds (dups above the
-   * floor, which the caller cannot close or reuse) and holds them until its
-   * reply: closed once the far side has taken them, else given to
-   * `unsettled`.
+   * floor, given to the connection's HeldCopies with their files) and holds
+   * them until its reply: closed once the far side has taken them, else
+   * given to `unsettled`. Each pin is closed only while its number still
+   * holds it (HeldCopies.closeGiven, closeGivenNow): one the program closed
+   * behind fdbridge's back, whose number may hold a file of its own by
+   * then, is let go of unclosed.
    */
   readonly byNumber: boolean;
   /** Why dupFileDescriptorSync cannot be served this way; undefined when it can. */
@@ -330,7 +333,7 @@ export class SocketConnection extends BaseConnection {
       // Above the floor: a pin that took the lowest free number could take
       // one the caller has just closed, and a later dup of that number
       // would pin this pin (someone else's file) instead of failing.
-      pin = native.dupHigh(fd);
+      pin = this.#delivery.byNumber ? native.dupHigh(fd, this.#held.owner) : native.dupHigh(fd);
     } catch (err) {
       return this.#unsent('dupFileDescriptor', err);
     }
@@ -485,7 +488,7 @@ export class SocketConnection extends BaseConnection {
     if (this.#dead || !this.#delivery.byNumber) return this.#request('dupFileDescriptors', DUP_MANY, fds);
     let pins: number[];
     try {
-      pins = dupAll(fds, above);
+      pins = dupAll(fds, above, this.#held.owner);
     } catch (err) {
       return this.#unsent('dupFileDescriptors', err);
     }
@@ -521,14 +524,14 @@ export class SocketConnection extends BaseConnection {
     // A pin that is not sent may be its file's last reference (the caller
     // may have closed its own): the closer takes it, never this thread.
     if (this.#dead) {
-      if (pins) this.#held.close(pins);
+      if (pins) this.#dropPins(pins);
       return this.#deadRequest(operation);
     }
     let sent: Promise<number[]>;
     try {
       sent = this.#channel.dup(tag, fdList(fds), byNumber);
     } catch (err) {
-      if (pins) this.#held.close(pins);
+      if (pins) this.#dropPins(pins);
       return this.#unsent(operation, err);
     }
     if (!pins) return sent;
@@ -539,7 +542,9 @@ export class SocketConnection extends BaseConnection {
     }
     return sent.then(
       (numbers) => {
-        closeOwnFds(pins);
+        // Pulled: the far side holds its own copies, so none of these is
+        // its file's last reference, and closing them cannot block.
+        this.#held.closeGivenNow(pins);
         return numbers;
       },
       (err: unknown) => {
@@ -547,6 +552,15 @@ export class SocketConnection extends BaseConnection {
         throw err;
       },
     );
+  }
+
+  /**
+   * Pins of a request that was never sent, to the closer: by number, each
+   * only while its number still holds it (closeGiven).
+   */
+  #dropPins(pins: number[]): void {
+    if (this.#delivery.byNumber) this.#held.closeGiven(pins);
+    else this.#held.close(pins);
   }
 
   /** A CALL or RELEASE frame through the channel: resolves with its RESULT frame. */
@@ -578,7 +592,7 @@ export class SocketConnection extends BaseConnection {
     this.#channel.failAll(error);
     if (this.#folding !== null) {
       const waiters = this.#foldWaiters as Waiter[];
-      this.#held.close(this.#folding);
+      this.#dropPins(this.#folding);
       this.#folding = null;
       this.#foldWaiters = null;
       for (const w of waiters) w.reject(error('dupFileDescriptor'));

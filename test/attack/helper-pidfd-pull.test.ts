@@ -14,8 +14,9 @@ import { join } from 'node:path';
 
 import { EofError, HelperDaemon } from '../../src';
 import { closeFd, makeMemfd, openFdTable } from '../../src/fd';
-import { decodeFrame, encodeFdList, encodeJson, FrameType, PROTOCOL_VERSION, type Frame } from '../../src/protocol';
+import { decodeFrame, encodeJson, FrameType, PROTOCOL_VERSION, type Frame } from '../../src/protocol';
 import { rawConnect, receiveNow, sendNow } from '../../src/testing';
+import { getfdOf } from '../util/getfd';
 import { settleFdTable } from '../util/settle';
 
 /** The next frame from the daemon, or 'eof'; waits on the event loop (the daemon runs in this process). */
@@ -48,7 +49,7 @@ test('a HELLO asking the helper daemon for pidfd pulls is refused, and a GETFD a
     expect(answer).toMatchObject({ type: FrameType.ERROR, id: 0 });
     // Whatever it answered, a pull request must not be served.
     try {
-      sendNow(client, encodeFdList(FrameType.GETFD, 1, [memfd, memfd, memfd]));
+      sendNow(client, getfdOf(1, [memfd, memfd, memfd]));
     } catch {
       // EPIPE: the daemon hung up, as it should
     }

@@ -33,12 +33,14 @@ import {
   encodeDup,
   encodeEmpty,
   encodeFdList,
+  encodeGetfd,
   encodeJson,
   encodeResult,
   FRAME_SOCKET_OPTIONS,
   FrameType,
   HEADER_BYTES,
   MAX_FRAME_BYTES,
+  PIN_BYTES,
   PROTOCOL_VERSION,
   type Frame,
 } from '../../src/protocol';
@@ -116,8 +118,11 @@ export function validFrame(rng: Rng, type = rng.pick(TYPES), id = rng.int(0, 0xf
       return encodeDup(id);
     case FrameType.DUP_OK:
     case FrameType.RELEASE:
-    case FrameType.GETFD:
       return encodeFdList(type, id, fdNumbers(rng, rng.int(1, MAX_FDS)).map(Math.abs));
+    case FrameType.GETFD: {
+      const fds = fdNumbers(rng, rng.int(1, MAX_FDS)).map(Math.abs);
+      return encodeGetfd(id, fds, fds.map(() => ({ dev: BigInt(rng.int(0, 0xffff)), ino: BigInt(rng.int(0, 0xffffffff)) })));
+    }
     case FrameType.CLOSE:
     case FrameType.CLOSED:
       return encodeEmpty(type, id);
@@ -243,8 +248,12 @@ function checkFrame(frame: Frame, data: Buffer, fds: readonly number[]): void {
   switch (frame.type) {
     case FrameType.DUP_OK:
     case FrameType.RELEASE:
-    case FrameType.GETFD:
       if (frame.fds.length * 4 !== data.length - HEADER_BYTES || frame.fds.length < 1 || frame.fds.length > MAX_FDS) fail('fd list length');
+      if (!frame.fds.every((fd) => Number.isInteger(fd) && fd >= 0)) fail('fd numbers');
+      break;
+    case FrameType.GETFD:
+      if (frame.fds.length * PIN_BYTES !== data.length - HEADER_BYTES || frame.fds.length < 1 || frame.fds.length > MAX_FDS) fail('pin list length');
+      if (frame.files.length !== frame.fds.length) fail('pin files');
       if (!frame.fds.every((fd) => Number.isInteger(fd) && fd >= 0)) fail('fd numbers');
       break;
     case FrameType.HELLO: {
@@ -514,7 +523,7 @@ async function clientSession(rng: Rng, stats: SessionStats): Promise<void> {
   const answer = async (req: Buffer, nfds: number): Promise<void> => {
     const type = req[0];
     const id = req.length >= HEADER_BYTES ? req.readUInt32LE(4) : 0;
-    const count = type === FrameType.DUP ? nfds : type === FrameType.GETFD ? (req.length - HEADER_BYTES) / 4 : 0;
+    const count = type === FrameType.DUP ? nfds : type === FrameType.GETFD ? (req.length - HEADER_BYTES) / PIN_BYTES : 0;
     let reply: Buffer;
     let fds = 0;
     const r = rng.next();

@@ -32,6 +32,7 @@ import {
   type BadRequest,
 } from '../../scenarios/support/hostile';
 import { fdTableSettles, startHelperProcess } from '../util/processes';
+import { getfdOf } from '../util/getfd';
 
 const SEED = 6;
 
@@ -154,7 +155,7 @@ describe('the pidfd command side refuses fds', () => {
       expect(r.how).toBe('kernel');
       // The connection is unharmed: a GETFD still works (the far side pulls
       // a memfd of ours; its copy is swept when the connection ends).
-      await client.send(rawFrame(FrameType.GETFD, 9, Buffer.from(new Int32Array([memfd]).buffer)));
+      await client.send(getfdOf(9, [memfd]));
       const m = await client.receive();
       expect(m.data[0]).toBe(FrameType.DUP_OK);
     } finally {

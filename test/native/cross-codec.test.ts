@@ -18,6 +18,7 @@ import { native } from './binding';
 import {
   decodeFrame,
   encodeFdList,
+  encodeGetfd,
   FrameType,
   HEADER_BYTES,
   MAX_FDS_PER_FRAME,
@@ -30,9 +31,11 @@ import {
 interface Expected {
   type: number;
   id: number;
-  payload: 'none' | 'fds' | 'json';
+  payload: 'none' | 'fds' | 'pins' | 'json';
   count: number;
   fds?: number[];
+  /** A GETFD's: each pin's file, device and inode as decimal strings. */
+  files?: Array<{ dev: string; ino: string }>;
 }
 interface DecodeVector {
   name: string;
@@ -45,6 +48,7 @@ interface EncodeVector {
   type: number;
   id: number;
   fds: number[];
+  files?: Array<{ dev: string; ino: string }>;
   hex: string;
 }
 interface Vectors {
@@ -77,8 +81,16 @@ function viaTypeScript(data: Buffer, nfds: number): Expected | 'malformed' {
       return { type: frame.type, id: frame.id, payload: 'none', count: frame.fds.length };
     case FrameType.DUP_OK:
     case FrameType.RELEASE:
-    case FrameType.GETFD:
       return { type: frame.type, id: frame.id, payload: 'fds', count: frame.fds.length, fds: frame.fds };
+    case FrameType.GETFD:
+      return {
+        type: frame.type,
+        id: frame.id,
+        payload: 'pins',
+        count: frame.fds.length,
+        fds: frame.fds,
+        files: frame.files.map((f) => ({ dev: String(f.dev), ino: String(f.ino) })),
+      };
     case FrameType.CLOSE:
     case FrameType.CLOSED:
       return { type: frame.type, id: frame.id, payload: 'none', count: 0 };
@@ -92,6 +104,7 @@ function viaNative(data: Buffer, nfds: number): Expected | 'malformed' {
   if (f === null) return 'malformed';
   const out: Expected = { type: f.type, id: f.id, payload: f.payload, count: f.count };
   if (f.fds) out.fds = f.fds;
+  if (f.files) out.files = f.files;
   return out;
 }
 
@@ -117,13 +130,37 @@ describe('one frame format, two codecs', () => {
   });
 
   test.each(vectors.encode.map((v) => [v.name, v] as const))('encode: %s', (_name, v) => {
-    const type = v.type as typeof FrameType.DUP_OK | typeof FrameType.RELEASE | typeof FrameType.GETFD;
+    if (v.type === FrameType.GETFD) {
+      const files = v.files ?? [];
+      expect(encodeGetfd(v.id, v.fds, files.map((f) => ({ dev: BigInt(f.dev), ino: BigInt(f.ino) }))).toString('hex')).toBe(v.hex);
+      expect(codec.encodeGetfd(v.id, v.fds, files).toString('hex')).toBe(v.hex);
+      return;
+    }
+    const type = v.type as typeof FrameType.DUP_OK | typeof FrameType.RELEASE;
     expect(encodeFdList(type, v.id, v.fds).toString('hex')).toBe(v.hex);
     expect(codec.encodeFdList(v.type, v.id, v.fds).toString('hex')).toBe(v.hex);
   });
 
+  test('generated GETFD frames: what one encodes, the other decodes to the same pins', () => {
+    const u64 = fc.bigInt({ min: 0n, max: 2n ** 64n - 1n });
+    const pins = fc.array(fc.record({ fd: fc.nat({ max: 0x7fffffff }), dev: u64, ino: u64 }), { minLength: 1, maxLength: MAX_FDS_PER_FRAME });
+    fc.assert(
+      fc.property(fc.nat({ max: 0xffffffff }), pins, (id, list) => {
+        const fds = list.map((p) => p.fd);
+        const files = list.map((p) => ({ dev: String(p.dev), ino: String(p.ino) }));
+        const fromTs = encodeGetfd(id, fds, list.map(({ dev, ino }) => ({ dev, ino })));
+        const fromNative = codec.encodeGetfd(id, fds, files);
+        expect(fromNative.equals(fromTs)).toBe(true);
+        const expected = { type: FrameType.GETFD, id, payload: 'pins', count: fds.length, fds, files };
+        expect(viaNative(fromTs, 0)).toEqual(expected);
+        expect(viaTypeScript(fromNative, 0)).toEqual(expected);
+      }),
+      { seed: SEED, numRuns: 200 },
+    );
+  });
+
   test('generated fd-list frames: what one encodes, the other decodes to the same numbers', () => {
-    const fdList = fc.constantFrom<FrameTypeValue>(FrameType.DUP_OK, FrameType.RELEASE, FrameType.GETFD);
+    const fdList = fc.constantFrom<FrameTypeValue>(FrameType.DUP_OK, FrameType.RELEASE);
     fc.assert(
       fc.property(fdList, fc.nat({ max: 0xffffffff }), fc.array(fc.nat({ max: 0x7fffffff }), { minLength: 1, maxLength: MAX_FDS_PER_FRAME }), (type, id, fds) => {
         const t = type as typeof FrameType.DUP_OK;
@@ -152,6 +189,15 @@ describe('one frame format, two codecs', () => {
       fc.array(fc.integer({ min: -3, max: 0x7fffffff }), { minLength: 1, maxLength: 260 }).map((fds) => {
         const b = Buffer.alloc(4 * fds.length);
         fds.forEach((fd, i) => b.writeInt32LE(fd, 4 * i));
+        return b;
+      }),
+      // Pins: 20 bytes each, its fd number sometimes negative, its file any 16 bytes.
+      fc.array(fc.tuple(fc.integer({ min: -3, max: 0x7fffffff }), fc.uint8Array({ minLength: 16, maxLength: 16 })), { minLength: 1, maxLength: 256 }).map((pins) => {
+        const b = Buffer.alloc(20 * pins.length);
+        pins.forEach(([fd, file], i) => {
+          b.writeInt32LE(fd, 20 * i);
+          b.set(file, 20 * i + 4);
+        });
         return b;
       }),
       fc.jsonValue().map((v) => Buffer.from(JSON.stringify({ value: v }))),

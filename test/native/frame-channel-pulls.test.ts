@@ -20,7 +20,8 @@ import { closeSync } from 'node:fs';
 
 import { closeOwnFd, fdIdentity, makeMemfd, openFdTable, sameFile } from '../../src/fd';
 import { ChannelLedger, openFrameChannel } from '../../src/frame-channel';
-import { encodeDup, encodeFdList, encodeJson, FrameType, HEADER_BYTES } from '../../src/protocol';
+import { encodeDup, encodeJson, FrameType, HEADER_BYTES } from '../../src/protocol';
+import { getfdOf } from '../util/getfd';
 import { UnixSocket } from '../../src/socket';
 import { native } from './binding';
 import { openBackgroundClosesDone, withScope } from './helpers';
@@ -160,7 +161,7 @@ test('GETFDs are pulled into the ledger natively, all or none; the rest reach th
           const tableBefore = openFdTable();
           const handledBefore = handled.length;
           id++;
-          await client.send(encodeFdList(FrameType.GETFD, id, numbers));
+          await client.send(getfdOf(id, numbers));
           if (!expectAnswer) {
             await until(() => handled.length > handledBefore);
             expect(handled.slice(handledBefore)).toEqual([{ type: FrameType.GETFD, id }]);
@@ -224,7 +225,7 @@ test('servePulls refuses a pidfd that is not an fd number, serve(false) turns pu
     const file = scope.own(makeMemfd('off')).fd;
     channel.servePulls(pidfd);
     channel.serve(false);
-    await client.send(encodeFdList(FrameType.GETFD, 1, [file]));
+    await client.send(getfdOf(1, [file]));
     await until(() => handled.length > 0);
     expect(handled).toEqual([FrameType.GETFD]);
     expect(channel.served).toBe(0);

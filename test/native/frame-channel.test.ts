@@ -13,7 +13,7 @@ import { closeSync } from 'node:fs';
 import fc from 'fast-check';
 
 import { SystemError } from '../../src/errors';
-import { closeFd, fdIdentity, makeMemfd, openFdTable, sameFile } from '../../src/fd';
+import { closeFd, fdIdentity, fileAt, makeMemfd, openFdTable, sameFile } from '../../src/fd';
 import { ChannelLedger, openFrameChannel, type FrameChannel, type FrameChannelCallbacks } from '../../src/frame-channel';
 import { native } from './binding';
 import { decodeFrame, encodeDup, encodeFdList, encodeJson, encodeResult, FrameType, HEADER_BYTES, MAX_FDS_PER_FRAME } from '../../src/protocol';
@@ -372,12 +372,18 @@ const settled = <T>(p: Promise<T>): Promise<{ value?: T; error?: Error }> =>
 
 test('requests are settled from their replies by the channel, whatever the order of the replies; the handler sees none', () =>
   withScope(async (scope) => {
-    const { channel, peer, handled } = requester(scope);
+    const { socket, channel, peer, handled } = requester(scope);
     const a = scope.own(makeMemfd('a')).fd;
+    const b = scope.own(makeMemfd('b')).fd;
+    // A GETFD names pins: copies given to the socket's closer owner, each sent beside its file.
+    const owner = native.newCloseOwner();
+    socket.useBackgroundCloser(false, owner);
+    const pins = native.dupAll([a, b], 0, owner);
+    scope.defer(() => native.closeGivenNow(pins, owner));
     const one = channel.dup(0, a, false);
     const many = channel.dup(1, [a, a, a], false);
     const call = channel.call(encodeJson(FrameType.CALL, 0, { method: 'm', args: [] }), 'm()', false);
-    const pulled = channel.dup(2, [a, 5], true);
+    const pulled = channel.dup(2, pins, true);
     expect(channel.pending).toBe(4);
     expect(channel.pendingDups).toBe(3);
     const r1 = await nextRequest(scope, peer);
@@ -387,7 +393,7 @@ test('requests are settled from their replies by the channel, whatever the order
     expect([r1.type, r1.fds.length, r2.type, r2.fds.length, r3.type, r4.type, r4.fds.length]).toEqual([
       FrameType.DUP, 1, FrameType.DUP, 3, FrameType.CALL, FrameType.GETFD, 0,
     ]);
-    expect(decodeFrame(r4.data, [])).toEqual({ type: FrameType.GETFD, id: r4.id, fds: [a, 5] });
+    expect(decodeFrame(r4.data, [])).toEqual({ type: FrameType.GETFD, id: r4.id, fds: pins, files: [fileAt(a), fileAt(b)] });
     expect(new Set([r1.id, r2.id, r3.id, r4.id]).size).toBe(4);
     expect(sameFile(r1.fds[0]!, a)).toBe(true);
     // Answered backwards.
@@ -401,6 +407,27 @@ test('requests are settled from their replies by the channel, whatever the order
     expect(await pulled).toEqual([40, 41]);
     expect(channel.pending).toBe(0);
     expect(handled).toEqual([]);
+  }));
+
+test('a GETFD naming a number that is no pin given to the socket\'s closer owner is refused with EBADF, nothing sent', () =>
+  withScope(async (scope) => {
+    const { socket, channel, peer } = requester(scope);
+    const a = scope.own(makeMemfd('a')).fd;
+    const owner = native.newCloseOwner();
+    socket.useBackgroundCloser(false, owner);
+    const pins = native.dupAll([a], 0, owner);
+    const otherOwner = native.newCloseOwner();
+    const others = native.dupAll([a], 0, otherOwner);
+    scope.defer(() => native.closeGivenNow(others, otherOwner));
+    // The caller's own fd, a copy given to another owner, a pin that was closed: none is refused as sent.
+    native.closeGivenNow(pins, owner);
+    for (const named of [[a], others, pins]) {
+      expect(() => channel.dup(2, named, true)).toThrow(expect.objectContaining({ code: 'EBADF' }));
+      expect(channel.pending).toBe(0);
+    }
+    // Nothing reached the peer: a CALL sent after is the first message it reads.
+    void channel.call(encodeJson(FrameType.CALL, 0, { method: 'm', args: [] }), 'm()', false).catch(() => undefined);
+    expect((await peer.receive()).data[0]).toBe(FrameType.CALL);
   }));
 
 test('an ERROR or a wrong reply settles its request with what replyError makes of it, in C++, without the handler', () =>

@@ -15,11 +15,13 @@ import {
   encodeDup,
   encodeEmpty,
   encodeFdList,
+  encodeGetfd,
   encodeJson,
   encodeResult,
   FrameType,
   HEADER_BYTES,
   MAX_FRAME_BYTES,
+  PIN_BYTES,
   type Frame,
   type FrameTypeValue,
 } from '../../src/protocol';
@@ -57,7 +59,9 @@ const ids = fc.integer({ min: 0, max: 0xffffffff });
 const fdNumbers = fc.integer({ min: 0, max: 0x7fffffff });
 const fdLists = fc.array(fdNumbers, { minLength: 1, maxLength: 253 });
 const jsonValues = fc.jsonValue().map((v) => JSON.parse(JSON.stringify(v)) as unknown);
-const fdListTypes = fc.constantFrom(FrameType.DUP_OK, FrameType.RELEASE, FrameType.GETFD);
+const fdListTypes = fc.constantFrom(FrameType.DUP_OK, FrameType.RELEASE);
+const u64s = fc.bigInt({ min: 0n, max: 2n ** 64n - 1n });
+const pinLists = fc.array(fc.record({ fd: fdNumbers, dev: u64s, ino: u64s }), { minLength: 1, maxLength: 253 });
 
 /** A well-formed frame of any type as a peer sends it: its bytes, the fds beside it, and what it decodes to. */
 interface Sent {
@@ -73,6 +77,11 @@ const commands = fc.record(
 const errorInfos = fc.record({ name: fc.string(), message: fc.string(), code: fc.string(), syscall: fc.string(), stack: fc.string() }, { requiredKeys: ['name', 'message'] });
 const sentFrames: fc.Arbitrary<Sent> = fc.oneof(
   fc.tuple(fdListTypes, ids, fc.array(fdNumbers, { minLength: 1, maxLength: 40 })).map(([type, id, fds]) => sent(encodeFdList(type, id, fds), { type, id, fds })),
+  fc.tuple(ids, pinLists.filter((p) => p.length <= 40)).map(([id, pins]) => {
+    const fds = pins.map((p) => p.fd);
+    const files = pins.map(({ dev, ino }) => ({ dev, ino }));
+    return sent(encodeGetfd(id, fds, files), { type: FrameType.GETFD, id, fds, files });
+  }),
   fc.tuple(ids, fc.array(fdNumbers, { minLength: 1, maxLength: 5 })).map(([id, fds]) => sent(encodeDup(id), { type: FrameType.DUP, id, fds }, fds)),
   fc.tuple(ids, fc.string(), fc.array(jsonValues, { maxLength: 3 })).map(([id, method, args]) => sent(encodeCall(id, method, args), { type: FrameType.CALL, id, method, args })),
   fc.tuple(ids, jsonValues).map(([id, value]) => sent(encodeResult(id, value), { type: FrameType.RESULT, id, value })),
@@ -90,10 +99,35 @@ const sentFrames: fc.Arbitrary<Sent> = fc.oneof(
 );
 
 describe('round trips', () => {
-  test('fd-list frames (DUP_OK, RELEASE, GETFD) carry 1..253 fd numbers in order', () => {
+  test('fd-list frames (DUP_OK, RELEASE) carry 1..253 fd numbers in order', () => {
     fc.assert(
-      fc.property(fc.constantFrom(FrameType.DUP_OK, FrameType.RELEASE, FrameType.GETFD), ids, fdLists, (type, id, fds) => {
+      fc.property(fdListTypes, ids, fdLists, (type, id, fds) => {
         expect(decodeFrame(encodeFdList(type, id, fds), [])).toEqual({ type, id, fds });
+      }),
+      RUNS,
+    );
+  });
+
+  test('GETFD carries 1..253 pins in order: each fd number and the device and inode of its file', () => {
+    fc.assert(
+      fc.property(ids, pinLists, (id, pins) => {
+        const fds = pins.map((p) => p.fd);
+        const files = pins.map(({ dev, ino }) => ({ dev, ino }));
+        const data = encodeGetfd(id, fds, files);
+        expect(data.length).toBe(HEADER_BYTES + PIN_BYTES * pins.length);
+        expect(decodeFrame(data, [])).toEqual({ type: FrameType.GETFD, id, fds, files });
+      }),
+      RUNS,
+    );
+  });
+
+  test('a GETFD names one file for each fd', () => {
+    fc.assert(
+      fc.property(ids, pinLists, fc.integer({ min: -1, max: 1 }).filter((d) => d !== 0), (id, pins, off) => {
+        const fds = pins.map((p) => p.fd);
+        const files = pins.map(({ dev, ino }) => ({ dev, ino })).slice(0, Math.max(0, pins.length + off));
+        if (files.length === fds.length) files.push({ dev: 0n, ino: 0n });
+        expect(() => encodeGetfd(id, fds, files)).toThrow(new RangeError(`a GETFD names a file for each fd: ${fds.length} fd(s), ${files.length} file(s)`));
       }),
       RUNS,
     );
@@ -189,13 +223,15 @@ describe('every frame type, generated', () => {
     );
   });
 
-  test('cut short anywhere, it is refused; an fd list cut at a whole fd is its first fds', () => {
+  test('cut short anywhere, it is refused; an fd list cut at a whole fd (a GETFD at a whole pin) is its first fds', () => {
     fc.assert(
       fc.property(sentFrames, ({ data, fds, frame }) => {
         for (let cut = 0; cut < data.length; cut++) {
           const part = data.subarray(0, cut);
-          const whole = (cut - HEADER_BYTES) / 4;
-          if ('fds' in frame && frame.type !== FrameType.DUP && cut > HEADER_BYTES && Number.isInteger(whole)) {
+          const whole = (cut - HEADER_BYTES) / (frame.type === FrameType.GETFD ? PIN_BYTES : 4);
+          if (frame.type === FrameType.GETFD && cut > HEADER_BYTES && Number.isInteger(whole)) {
+            expect(decodeFrame(part, fds)).toEqual({ ...frame, fds: frame.fds.slice(0, whole), files: frame.files.slice(0, whole) });
+          } else if ('fds' in frame && frame.type !== FrameType.DUP && cut > HEADER_BYTES && Number.isInteger(whole)) {
             expect(decodeFrame(part, fds)).toEqual({ ...frame, fds: frame.fds.slice(0, whole) });
           } else {
             rejection(part, fds);
@@ -302,9 +338,27 @@ describe('fds only where they belong', () => {
     );
   });
 
+  test('GETFD pins: 1..253 of 20 bytes, no fd number negative', () => {
+    for (const bytes of [0, 1, 4, 19, 21, 40 + 4, 254 * 20, 300 * 20]) {
+      expect(rejection(raw(FrameType.GETFD, 1, Buffer.alloc(bytes))).message).toBe(
+        `malformed GETFD frame: ${bytes} payload bytes is not 1..253 pins of 20 bytes`,
+      );
+    }
+    expect(decodeFrame(raw(FrameType.GETFD, 1, Buffer.alloc(253 * 20)), [])).toEqual({
+      type: FrameType.GETFD,
+      id: 1,
+      fds: new Array(253).fill(0),
+      files: new Array(253).fill({ dev: 0n, ino: 0n }),
+    });
+    const negative = Buffer.alloc(40);
+    negative.writeInt32LE(4, 0);
+    negative.writeInt32LE(-1, 20);
+    expect(rejection(raw(FrameType.GETFD, 1, negative)).message).toBe('malformed GETFD frame: fd -1 is negative');
+  });
+
   test('fd lists: 1..253 whole int32s, none negative', () => {
-    const names = { [FrameType.DUP_OK]: 'DUP_OK', [FrameType.RELEASE]: 'RELEASE', [FrameType.GETFD]: 'GETFD' } as const;
-    for (const type of [FrameType.DUP_OK, FrameType.RELEASE, FrameType.GETFD] as const) {
+    const names = { [FrameType.DUP_OK]: 'DUP_OK', [FrameType.RELEASE]: 'RELEASE' } as const;
+    for (const type of [FrameType.DUP_OK, FrameType.RELEASE] as const) {
       const name = names[type];
       for (const bytes of [0, 1, 3, 5, 254 * 4, 300 * 4]) {
         expect(rejection(raw(type, 1, Buffer.alloc(bytes))).message).toBe(

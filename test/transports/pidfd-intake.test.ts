@@ -26,6 +26,7 @@ import { rawSocketPair } from '../../src/testing';
 import type { ChildConnection } from '../../src/transports/child';
 import { serveConnection, type ServeLimits, type ServeStats } from '../../src/transports/serve';
 import { rawFrame, rawSocket } from '../../scenarios/support/hostile';
+import { getfdOf } from '../util/getfd';
 import { exitOf, fdTableSettles } from '../util/processes';
 
 const HOSTILE_COMMAND = { module: join(packageRoot, 'test', 'fixtures', 'hostile-command.js'), export: 'HostileCommand' };
@@ -91,7 +92,7 @@ describe('served in this process', () => {
 
   /** A GETFD naming `fds`; the answer, decoded. */
   async function getfd(client: UnixSocket, id: number, fds: number[]): Promise<Frame> {
-    await client.send(rawFrame(FrameType.GETFD, id, Buffer.from(new Int32Array(fds).buffer)));
+    await client.send(getfdOf(id, fds));
     const m = await client.receive();
     return decodeFrame(m.data, m.fds);
   }
