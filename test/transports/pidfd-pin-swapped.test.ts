@@ -23,7 +23,7 @@ import { performance } from 'node:perf_hooks';
 
 import fc from 'fast-check';
 
-import { connect, SystemError, type Connection } from '../../src';
+import { ClosedError, connect, SystemError, type Connection } from '../../src';
 import { fdIdentity, isFdOpen, makeMemfd, openFdTable } from '../../src/fd';
 import { backgroundClosesPending } from '../../src/test-hooks';
 import { openAt } from '../util/open-at';
@@ -185,3 +185,36 @@ test("a pin closed and reopened on the program's file before or after the pull: 
     { numRuns: 24 },
   );
 }, scaled(300_000));
+
+test("a folded duplication's pin closed and reopened on the program's file in the tick close() is called: never sent, ClosedError, the program's file left open", async () => {
+  const before = openFdTable();
+  const file = makeMemfd('asked');
+  const programFile = join(dir, 'program-file');
+  let programFd: number | undefined;
+  const conn = await connect('pidfd', { command: GATED });
+  try {
+    await conn.call('files', []);
+    const had = registeredFds();
+    // Folded: sent from a microtask, after close() below has failed it.
+    const dup = conn.dupFileDescriptor(file).then(
+      () => null,
+      (error: unknown) => error,
+    );
+    const [pin] = [...registeredSince(had).keys()];
+    expect(pin).toBeDefined();
+    closeSync(pin as number); // behind fdbridge's back
+    programFd = openAt(programFile, pin as number);
+    const programId = identity(programFd);
+    const closed = conn.close();
+    expect(await dup).toBeInstanceOf(ClosedError);
+    await closed;
+    const guard = new HangGuard(scaled(60_000));
+    await guard.until('the background closes', backgroundClosesPending, (n) => n === 0);
+    expect(identity(programFd)).toBe(programId);
+    expect([...registeredSince(had).keys()]).toEqual([]);
+  } finally {
+    await conn.close();
+    for (const fd of programFd === undefined ? [file] : [programFd, file]) closeIfOpen(fd);
+  }
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+});
