@@ -43,7 +43,7 @@ enum Type : uint8_t {
   kGetfd = 12,
 };
 
-constexpr uint32_t kProtocolVersion = 2;
+constexpr uint32_t kProtocolVersion = 1;
 constexpr size_t kHeaderBytes = 8;
 // A SEQPACKET message must fit the sender's SO_SNDBUF (default 208 KiB, less
 // 32 bytes of overhead) or sendmsg fails with EMSGSIZE.

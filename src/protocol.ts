@@ -60,7 +60,7 @@ export const FrameType = {
 } as const;
 export type FrameTypeValue = (typeof FrameType)[keyof typeof FrameType];
 
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 1;
 export const HEADER_BYTES = 8;
 /** One pin of a GETFD: int32 fd number, u64 device, u64 inode. */
 export const PIN_BYTES = 20;
