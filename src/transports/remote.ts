@@ -430,7 +430,14 @@ export class RemoteConnection extends BaseConnection {
       }
     });
     // The server knows the stream once it reads the OPEN (frames keep their order).
-    if (copy) stream.start();
+    // A start that fails is handled as the hook's is: the command's end released once the reply comes.
+    if (copy) {
+      try {
+        stream.start();
+      } catch (err) {
+        startFailed = err as Error;
+      }
+    }
     try {
       const fd = openedFd(await reply, operation);
       this.#numberTaken(fd);
