@@ -247,7 +247,8 @@ maybe(`worker.terminate() of a worker blocked in dupFileDescriptorSync on a stop
 
   test('process.exit() while a worker is blocked: the process exits', async () => {
     // A process of its own (this one cannot exit): it starts the worker,
-    // says when the worker's thread waits, and exits when told.
+    // says its thread, lets it ask when told (once the daemon is stopped:
+    // else its reply may come first), and exits when told.
     const script = join(dir, 'exit-while-blocked.js');
     writeFileSync(
       script,
@@ -257,8 +258,10 @@ maybe(`worker.terminate() of a worker blocked in dupFileDescriptorSync on a stop
        const worker = new Worker(${JSON.stringify(WORKER)}, { eval: true, workerData: { kind: 'sync', socketPath: ${JSON.stringify(socketPath)}, fd: require('node:fs').openSync('/dev/null', 'r') } });
        worker.once('message', (m) => {
          process.stdout.write(JSON.stringify(m) + '\\n');
-         worker.postMessage('go');
-         process.stdin.once('data', () => process.exit(0));
+         process.stdin.once('data', () => {
+           worker.postMessage('go');
+           process.stdin.once('data', () => process.exit(0));
+         });
        });`,
     );
     const child = spawn(process.execPath, [script], { stdio: ['pipe', 'pipe', 'inherit'] });
@@ -271,6 +274,7 @@ maybe(`worker.terminate() of a worker blocked in dupFileDescriptorSync on a stop
       );
       const { tid } = JSON.parse(first) as { tid: number };
       process.kill(helper.pid, 'SIGSTOP');
+      child.stdin.write('go\n');
       await within(
         (async () => {
           const waits = WAITS as readonly number[];
