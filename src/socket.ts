@@ -392,6 +392,8 @@ export class UnixSocket {
   #closed = false;
   #handler: MessageHandler | undefined;
   #waiters: Waiter[] = [];
+  /** Messages (and read errors) #onMessage has handed out so far: a receive's deadline looks for progress. */
+  #handedOut = 0;
   #buffered: Array<Message | BufferedError> = [];
   #readError: Error | undefined;
   #reading = false;
@@ -663,7 +665,9 @@ export class UnixSocket {
   /**
    * The next message; its fds belong to the caller. With `timeoutMs`, a
    * TimeoutError if none arrives in time (the message is not lost: the next
-   * receive gets it).
+   * receive gets it); one already queued when the deadline passes is
+   * received, however late the event loop gets to it (`timeoutMs: 0` takes
+   * a queued message).
    */
   receive(options: ReceiveOptions = {}): Promise<Message> {
     if (this.#handler) throw new Error('receive(): this socket delivers to a message handler');
@@ -695,7 +699,7 @@ export class UnixSocket {
       if (timeoutMs !== undefined) {
         waiter.timer = setTimeout(() => {
           const why = this.kind === 'dgram' ? ' (a datagram peer that died sends no end of file)' : '';
-          this.#giveUp(waiter, new TimeoutError(`receive: nothing arrived within ${timeoutMs} ms${why}`));
+          this.#timeOut(waiter, new TimeoutError(`receive: nothing arrived within ${timeoutMs} ms${why}`), -1);
         }, timeoutMs);
       }
       this.#waiters.push(waiter);
@@ -713,6 +717,22 @@ export class UnixSocket {
     if (this.#closed || !this.#waiters.some((w) => w.peerGone !== undefined)) return;
     if (native.pollReadable([this.#fd])[0]) return;
     for (const w of this.#waiters.filter((w) => w.peerGone !== undefined)) this.#giveUp(w, w.peerGone as PeerGoneError);
+  }
+
+  /**
+   * A receive's deadline passed. A loop turn that comes late runs its due
+   * timers before it reads, so messages queued by the deadline may still
+   * wait in the kernel: while the socket is readable and reading made
+   * progress since the last look (`seen`, a count of messages handed out),
+   * the waiter waits for the turn's reads, handed out in the check phase
+   * before immediates; it times out once nothing is left for it (or the
+   * socket's number was lost: never polled then).
+   */
+  #timeOut(waiter: Waiter, err: TimeoutError, seen: number): void {
+    if (!this.#closed && this.#waiters.includes(waiter) && this.#handedOut !== seen && !this.#native.lost() && native.pollReadable([this.#fd])[0]) {
+      const now = this.#handedOut;
+      setImmediate(() => this.#timeOut(waiter, err, now));
+    } else this.#giveUp(waiter, err);
   }
 
   /** Ends one receive (deadline passed, peer exited); what arrives later goes to the next. */
@@ -878,6 +898,7 @@ export class UnixSocket {
   }
 
   #onMessage(err: Error | null, data?: Buffer, fds?: number[], from?: SocketAddress | null, credentials?: Credentials): void {
+    this.#handedOut++;
     // EOF and socket errors end reading for good; truncation affects one message.
     if (err && !(err.name === 'TruncatedError')) {
       this.#readError = err;
