@@ -6,7 +6,9 @@
  * Which process is looked at when:
  * - the client (this process; worker and direct commands share its table):
  *   before the scenario and after it (and after its connections closed);
- * - the run's helper daemon: the same, before and after the scenario;
+ * - the run's helper daemon: the same, before and after the scenario; one
+ *   that is gone by then is a finding (`ended`) as a command process's
+ *   is, unless ctx.helper.restart() ended it;
  * - a process a connection spawned (child, pidfd, ...; any command whose pid
  *   is neither ours nor the helper's): baseline right after connect, less
  *   the fds the command's construction opened there and left open (its
@@ -48,7 +50,7 @@ import { basename } from 'node:path';
 import type { CommandLocation, CommandSpec, Connection } from '../src';
 import { ProcessFdSnapshot, settleFdSnapshots, type FdEntry } from '../src/leak-check';
 import { describeRuntimeFd, warmRuntimeFds } from '../src/runtime-fds';
-import type { Leak } from './types';
+import type { Leak, ProcessEnded } from './types';
 
 export interface OracleVerdict {
   leaks: Leak[];
@@ -56,6 +58,8 @@ export interface OracleVerdict {
   closed: Leak[];
   /** Earlier rows' leaks that this row saw closed (a note, not a failure). */
   reclaimed: Leak[];
+  /** Command processes and the run's helper daemon that were gone before their look: their leaks could not be checked. */
+  ended: ProcessEnded[];
 }
 
 const key = (e: FdEntry): string => `${e.pid}\0${e.fd}\0${e.target}`;
@@ -91,9 +95,23 @@ export interface OracleOptions {
   ledger?: LeakLedger;
   /** Where the oracle's own remarks go (the row's notes). */
   note?: (text: string) => void;
+  /** How a process that is gone ended (its exit code or signal), when the caller knows. */
+  howEnded?: (pid: number) => Promise<string | undefined>;
+  /** The ends the scenario declares (Scenario.ends): such an end is `declared`, and its last read only noted. */
+  ends?: readonly ('command' | 'helper')[];
 }
 
-const strip = (e: FdEntry): Leak => ({ pid: e.pid, role: e.role, fd: e.fd, target: e.target, ...(e.openedBy !== undefined ? { openedBy: e.openedBy } : {}) });
+/** An fd a command process's read after a call showed, kept in case that process ends before its look: `seenAt` says when. */
+type SeenEntry = FdEntry & { seenAt?: string };
+
+const strip = (e: SeenEntry): Leak => ({
+  pid: e.pid,
+  role: e.role,
+  fd: e.fd,
+  target: e.target,
+  ...(e.openedBy !== undefined ? { openedBy: e.openedBy } : {}),
+  ...(e.seenAt !== undefined ? { seenAt: e.seenAt } : {}),
+});
 
 /** How a leak report names a command: its helper name, else its module's file and export. */
 function commandName(command: CommandSpec): string {
@@ -109,8 +127,17 @@ export class LeakOracle {
   #snapshots: ProcessFdSnapshot[] = [];
   /** Spawned command processes: pid -> snapshot, compared in onCommandClosed. */
   #commandProcesses = new Map<number, ProcessFdSnapshot>();
-  #leaks: FdEntry[] = [];
+  #leaks: SeenEntry[] = [];
   #closed: FdEntry[] = [];
+  /** Processes that must outlive their look (command processes, the run's helper daemon): pid -> what they are. */
+  #mustOutlive = new Map<number, string>();
+  /** A command process's last read after a call: the fds open then that its baseline lacks. */
+  #lastRead = new Map<number, SeenEntry[]>();
+  #ended: ProcessEnded[] = [];
+  /** Numbers duplications gave each command process (given). */
+  #given = new Map<number, Set<number>>();
+  /** False once run() is done: the bench's calls are not read (a read per call would be timed). */
+  #readingCalls = true;
 
   constructor(options: OracleOptions) {
     this.#options = options;
@@ -135,8 +162,79 @@ export class LeakOracle {
         this.release();
         throw err;
       }
-      if (snap) this.#snapshots.push(snap);
+      if (snap) {
+        this.#snapshots.push(snap);
+        this.#mustOutlive.set(helper, "the run's helper daemon");
+      }
     }
+  }
+
+  /**
+   * ctx.helper.restart(): the daemon `before` was ended by the harness, no
+   * finding; the new one, `after`, is watched from now and must outlive
+   * the look as its predecessor had to.
+   */
+  helperRestarted(before: number, after: number): void {
+    this.#mustOutlive.delete(before);
+    this.watch(after, 'helper');
+    if (this.#snapshots.some((s) => s.pid === after)) this.#mustOutlive.set(after, "the run's helper daemon");
+  }
+
+  /**
+   * A call() on a connection to `pid` settled: reads that command
+   * process's table, so that should it end before its look, what it held
+   * then is still known. Only while run() runs (stopReadingCalls).
+   */
+  callReturned(pid: number, method: string): void {
+    // Not the helper daemon's: its table holds every connection's socket and given fds, which no read tells from a leak.
+    const snap = this.#commandProcesses.get(pid);
+    if (!snap || !this.#readingCalls) return;
+    const changes = snap.changes();
+    const given = this.#given.get(pid);
+    if (changes) this.#lastRead.set(pid, changes.leaks.filter((e) => !given?.has(e.fd)).map((e) => ({ ...e, seenAt: `its read after call ${method}() settled, before its process ended` })));
+  }
+
+  /**
+   * Duplications gave the command in `pid` these numbers: fdbridge's there
+   * until the command adopts them, so a read after a call leaves them
+   * out (one the command adopted and leaked is then not seen: a miss, never
+   * a wrong blame). Returns `fds`.
+   */
+  given(pid: number, fds: number[]): number[] {
+    if (this.#commandProcesses.has(pid)) {
+      let set = this.#given.get(pid);
+      if (!set) this.#given.set(pid, (set = new Set()));
+      for (const fd of fds) set.add(fd);
+    }
+    return fds;
+  }
+
+  /** run() has returned: calls made from here on (the bench's) are not read. */
+  stopReadingCalls(): void {
+    this.#readingCalls = false;
+  }
+
+  /** `snap`'s process was gone at its look: a finding, and what its last read showed as leaks seen then. */
+  async #gone(snap: ProcessFdSnapshot): Promise<void> {
+    const what = this.#mustOutlive.get(snap.pid);
+    if (what === undefined) return;
+    this.#mustOutlive.delete(snap.pid);
+    const seen = this.#lastRead.get(snap.pid);
+    this.#lastRead.delete(snap.pid);
+    const declared = (this.#options.ends ?? []).includes(snap.role === 'helper' ? 'helper' : 'command');
+    // A declared end (a kill on purpose) is no leak of what the process held: the kernel closed it.
+    if (declared) {
+      for (const e of seen ?? []) this.#options.note?.(`leak oracle: ${what} (pid ${snap.pid}) had fd ${e.fd} -> ${e.target} open at ${e.seenAt ?? 'its last read'}; it ended as the scenario declares, so that is not counted`);
+    } else this.#leaks.push(...(seen ?? []));
+    const how = await this.#options.howEnded?.(snap.pid);
+    this.#ended.push({
+      pid: snap.pid,
+      role: snap.role,
+      what,
+      ...(how !== undefined ? { how } : {}),
+      lastRead: seen === undefined ? 'none' : seen.length === 0 ? 'clean' : 'leaks',
+      ...(declared ? { declared: true } : {}),
+    });
   }
 
   /** ctx.watchProcess: baseline now, compared in finish() (no leak if it is gone by then). */
@@ -171,7 +269,10 @@ export class LeakOracle {
     if (!snap) return;
     // Another helper daemon (a scenario's own) lives on after close: compare it at the end.
     if (conn.transport === 'helper') this.#snapshots.push(snap);
-    else this.#commandProcesses.set(pid, snap);
+    else {
+      this.#commandProcesses.set(pid, snap);
+      this.#mustOutlive.set(pid, `the ${conn.transport} command's process`);
+    }
   }
 
   /** The connection's onCommandClosed hook: compare a spawned command process before it exits. */
@@ -181,6 +282,9 @@ export class LeakOracle {
     this.#commandProcesses.delete(location.pid);
     try {
       const report = await settleFdSnapshots([snap], { settleMs: this.#options.settleMs });
+      if (report.gone.length > 0) await this.#gone(snap);
+      this.#lastRead.delete(location.pid);
+      this.#mustOutlive.delete(location.pid);
       this.#leaks.push(...report.leaks);
       this.#closed.push(...report.closed);
     } finally {
@@ -211,6 +315,10 @@ export class LeakOracle {
     } finally {
       for (const snap of rest) snap.release();
     }
+    for (const { pid } of report.gone) {
+      const snap = rest.find((s) => s.pid === pid);
+      if (snap) await this.#gone(snap);
+    }
     const leaks = [...this.#leaks, ...report.leaks];
     const { reclaimed, rest: closed } = this.#ledger.reclaim([...this.#closed, ...report.closed]);
     this.#ledger.add(leaks);
@@ -232,7 +340,7 @@ export class LeakOracle {
     for (const e of report.ownClosed ?? []) {
       this.#options.note?.(`leak oracle: set aside fd ${e.fd} -> ${e.target} (${e.role}): fdbridge's own before the row, closed by fdbridge during it`);
     }
-    return { leaks: leaks.map(strip), closed: closed.map(strip), reclaimed: reclaimed.map(strip) };
+    return { leaks: leaks.map(strip), closed: closed.map(strip), reclaimed: reclaimed.map(strip), ended: this.#ended };
   }
 }
 

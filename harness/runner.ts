@@ -16,11 +16,13 @@
  *   exactly one shard, shards agree without talking to each other, and all
  *   --repeat passes of a row land in the same shard.
  */
+import { ChildProcess } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { inspect, stripVTControlCharacters } from 'node:util';
 
 import { connect, missingCapabilities, transportNames, type CommandSpec, type Connection, type ConnectOptions, type TransportName } from '../src';
+import { waitForExit } from '../src/child-process';
 import { PROBE_COMMAND } from '../src/commands/probe-command';
 import { packageRoot } from '../src/paths';
 import { diffFdTables, openFdTable } from '../src/fd';
@@ -46,6 +48,7 @@ import type {
   Latency,
   Leak,
   LeakMatcher,
+  ProcessEnded,
   ResultRow,
   ResultsFile,
   RunOptions,
@@ -331,11 +334,41 @@ function caught(err: unknown): unknown {
 }
 
 function formatEntries(entries: readonly Leak[]): string {
-  return entries.map((e) => `pid ${e.pid} (${e.role}): fd ${e.fd} -> ${e.target}${e.openedBy !== undefined ? `, opened by ${e.openedBy}` : ''}`).join('; ');
+  return entries
+    .map((e) => `pid ${e.pid} (${e.role}): fd ${e.fd} -> ${e.target}${e.openedBy !== undefined ? `, opened by ${e.openedBy}` : ''}${e.seenAt !== undefined ? `, seen open at ${e.seenAt}` : ''}`)
+    .join('; ');
+}
+
+/** One ended process, as a report line names it. */
+function describeEnded(e: ProcessEnded): string {
+  const last =
+    e.lastRead === 'leaks'
+      ? '; its last read, after a call, showed fds open that its baseline lacks (listed as leaks, seen then)'
+      : e.lastRead === 'clean'
+        ? '; its last read, after a call, showed no fd its baseline lacks'
+        : '';
+  const restart = e.role === 'helper' ? ' (the harness starts a new one before the next helper row)' : '';
+  return `${e.what} (pid ${e.pid}) ended (${e.how ?? 'how is not known'}) before its fds could be read again: its leaks cannot be checked${last}${restart}`;
+}
+
+/** Notes, in `notes`, the ends the scenario declares (the oracle marked them: Scenario.ends); returns `ended`. */
+function noteDeclaredEnds(ended: readonly ProcessEnded[], notes: string[]): ProcessEnded[] {
+  for (const e of ended) if (e.declared) notes.push(`${describeEnded(e)}, as the scenario declares (ends)`);
+  return [...ended];
+}
+
+/** How a process ended, as the ChildProcess that ran it says (undefined while that is not known). */
+function exitOf(child: { exitCode: number | null; signalCode: NodeJS.Signals | null } | undefined): string | undefined {
+  if (!child) return undefined;
+  if (child.signalCode !== null) return `signal ${child.signalCode}`;
+  if (child.exitCode !== null) return `exit code ${child.exitCode}`;
+  return undefined;
 }
 
 /** How long the harness waits for a connection's close() after a row. */
 const CLOSE_MS = 10_000;
+/** How long the oracle waits for Node to report the exit status of a process it found gone. */
+const EXIT_STATUS_MS = 2000;
 /** How long a timed-out scenario's run() is given to unwind once its connections are closed. */
 const UNWIND_MS = 500;
 
@@ -421,12 +454,14 @@ function describeMatcher(m: ErrorMatcher | LeakMatcher): string {
 function verdict(
   expect: Expectation,
   failure: ExpectedFailure,
-  outcome: { error?: unknown; leaks: Leak[]; closed: Leak[]; pending?: string },
+  outcome: { error?: unknown; leaks: Leak[]; closed: Leak[]; pending?: string; ended?: readonly ProcessEnded[] },
 ): { status: Status; error?: string } {
   const { error, leaks, closed, pending } = outcome;
   const problems: string[] = [];
   if (closed.length > 0) problems.push(`closed ${closed.length} fd(s) that were open before it: ${formatEntries(closed)}`);
   if (pending !== undefined) problems.push(pending);
+  // Whatever it expected: a process whose fds were not read again hides its leaks (a 'leak' or 'fail' scenario declares such an end).
+  for (const e of outcome.ended ?? []) if (!e.declared) problems.push(describeEnded(e));
   if (error instanceof RowFailure) return { status: 'fail', error: [error.message, ...problems].join('\n') };
   if (error instanceof SkipSignal) {
     if (leaks.length > 0) problems.push(`leaked ${leaks.length} fd(s) before skipping: ${formatEntries(leaks)}`);
@@ -524,9 +559,12 @@ const UNCONFIRMED_RECORD =
   'unconfirmed: the native recorder did not see that no other fd was made at this number since (it does not watch this process, the process set up an io_uring ring, or a call it did not see made one), so a close --track-fds cannot see may have freed it and this row put the same file there again';
 
 /** A row's result once what it left after its own look is known: `leaks` and `closed` found later fail it. */
-function chargeLate(result: ResultRow, leaks: readonly Leak[], closed: readonly Leak[], when: string): ResultRow {
-  if (leaks.length === 0 && closed.length === 0) return result;
+function chargeLate(result: ResultRow, leaks: readonly Leak[], closed: readonly Leak[], when: string, ended: readonly ProcessEnded[] = []): ResultRow {
+  const undeclared = ended.filter((e) => !e.declared);
+  const allEnded = [...(result.ended ?? []), ...ended];
+  if (leaks.length === 0 && closed.length === 0 && undeclared.length === 0) return ended.length > 0 ? { ...result, ended: allEnded } : result;
   const lines: string[] = [];
+  for (const e of undeclared) lines.push(`after its leak oracle's look, ${when}: ${describeEnded(e)}`);
   if (leaks.length > 0) {
     lines.push(`leaked ${leaks.length} fd(s) that appeared after its leak oracle's look, ${when} (opened by code it left running: a timer, a callback): ${formatEntries(leaks)}`);
   }
@@ -540,6 +578,7 @@ function chargeLate(result: ResultRow, leaks: readonly Leak[], closed: readonly 
     leaks: [...result.leaks, ...leaks],
     error: stripVTControlCharacters([...before, ...lines, ...otherwise].join('\n')),
     ...(allClosed.length > 0 ? { closed: allClosed } : {}),
+    ...(allEnded.length > 0 ? { ended: allEnded } : {}),
   };
 }
 
@@ -595,17 +634,31 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
   let error: unknown;
   if (helper && !helper.alive) {
     // A fault scenario (or a crash) took the daemon down: the next helper row gets a fresh one.
+    // Its end was charged to the row during which its oracle saw it go (ResultRow.ended), not to this one.
     try {
       await helper.start();
-      notes.push(`helper daemon restarted before this row (pid ${helper.pid})`);
     } catch (err) {
       error = new HarnessError(`harness: the helper daemon could not be restarted: ${errorText(err)}`);
     }
   }
+  // Gone from /proc (or a zombie) comes before Node's 'exit' event: its status is waited for, a moment.
+  const howEnded = async (pid: number): Promise<string | undefined> => {
+    if (env.helper && env.helper.pid === pid) {
+      await Promise.race([env.helper.exited, new Promise((r) => setTimeout(r, EXIT_STATUS_MS).unref())]);
+      const status = env.helper.exitStatus;
+      return status && exitOf({ exitCode: status.code, signalCode: status.signal });
+    }
+    const child = ([...connections].find((c) => c.location.pid === pid) as { child?: unknown } | undefined)?.child;
+    if (!(child instanceof ChildProcess)) return undefined;
+    await waitForExit(child, EXIT_STATUS_MS);
+    return exitOf(child);
+  };
   const oracle = new LeakOracle({
     settleMs: env.settleMs,
     ledger: env.ledger,
     note: (text) => notes.push(text),
+    howEnded,
+    ...(scenario.ends ? { ends: scenario.ends } : {}),
     ...(env.helper?.alive ? { helperPid: env.helper.pid } : {}),
   });
   const rng: Rng = createRng(env.seed).fork(rowLabel(scenario.name, transport, iteration));
@@ -616,8 +669,9 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
     },
     socketPath: helper.socketPath,
     async restart() {
+      const before = helper.pid;
       await helper.restart();
-      oracle.watch(helper.pid, 'helper');
+      oracle.helperRestarted(before, helper.pid);
       notes.push(`helper daemon restarted (pid ${helper.pid})`);
     },
   };
@@ -641,6 +695,19 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
       });
       connections.add(conn);
       oracle.connected(conn, command);
+      // Each call's settling reads the command's process again (LeakOracle.callReturned), before the caller goes on;
+      // the numbers duplications gave it there are told to the oracle (fdbridge's until the command adopts them).
+      const pid = conn.location.pid;
+      const call = conn.call.bind(conn);
+      const dupOne = conn.dupFileDescriptor.bind(conn);
+      const dupMany = conn.dupFileDescriptors.bind(conn);
+      const dupSync = conn.dupFileDescriptorSync.bind(conn);
+      Object.defineProperties(conn, {
+        call: { value: <T>(method: string, ...args: unknown[]): Promise<T> => call<T>(method, ...args).finally(() => oracle.callReturned(pid, method)) },
+        dupFileDescriptor: { value: async (fd: number): Promise<number> => oracle.given(pid, [await dupOne(fd)])[0] as number },
+        dupFileDescriptors: { value: async (fds: readonly number[]): Promise<number[]> => oracle.given(pid, await dupMany(fds)) },
+        dupFileDescriptorSync: { value: (fd: number, o?: { timeoutMs?: number }): number => oracle.given(pid, [dupSync(fd, o)])[0] as number },
+      });
       if (expired) await conn.close();
       return conn;
     },
@@ -667,6 +734,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
   let latency: Latency | undefined;
   let leaks: Leak[] = [];
   let closed: Leak[] = [];
+  let ended: ProcessEnded[] = [];
   let unsure: Leak[] = [];
   let named: Leak[] = [];
   let after: LeakOracle | undefined;
@@ -719,6 +787,8 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
       }
     }
     if (!(error instanceof RowTimeout || error instanceof RowStopped)) endWork(`after run() ended, not run within its time limit (${env.timeoutMs} ms)`);
+    // run() and the callbacks it scheduled are over: the bench's calls, and the harness's own, are not read.
+    oracle.stopReadingCalls();
     if (measure && benchCase !== undefined && error === undefined && pending === undefined) {
       try {
         latency = await limited(() => measure(benchCase as BenchCase), Math.max(env.timeoutMs, 120_000), `${scenario.name} bench`);
@@ -753,9 +823,10 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
       const seen = await oracle.finish();
       leaks = env.trackDir === undefined ? seen.leaks : seen.leaks.map((l) => withOrigin(l, env.trackDir as string));
       closed = seen.closed;
+      ended = noteDeclaredEnds(seen.ended, notes);
       for (const r of seen.reclaimed) notes.push(`an earlier row's leak was closed: ${describeFdEntry(r)}`);
       // From here on, what changes is this row's doing (RowSession.run): looked at before the next row begins.
-      after = new LeakOracle({ settleMs: env.settleMs, ledger: env.ledger, ...(env.helper?.alive ? { helperPid: env.helper.pid } : {}) });
+      after = new LeakOracle({ settleMs: env.settleMs, ledger: env.ledger, howEnded, ...(scenario.ends ? { ends: scenario.ends } : {}), ...(env.helper?.alive ? { helperPid: env.helper.pid } : {}) });
       after.begin();
       if (earlier && leaks.length > 0) {
         const sorted = sortByOrigin(leaks, row.file, earlier);
@@ -798,7 +869,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
   }
 
   const expect = scenario.expect ?? 'pass';
-  const judged = verdict(expect, scenario.failure ?? {}, { error, leaks, closed, ...(pending !== undefined ? { pending } : {}) });
+  const judged = verdict(expect, scenario.failure ?? {}, { error, leaks, closed, ...(pending !== undefined ? { pending } : {}), ended });
   const { status } = judged;
   let why = judged.error;
   if (status === 'fail' && earlier && named.length > 0) {
@@ -831,6 +902,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
     ...(Object.keys(metrics).length > 0 ? { metrics } : {}),
     ...(Object.keys(peaks).length > 0 ? { peaks } : {}),
     ...(closed.length > 0 ? { closed } : {}),
+    ...(ended.length > 0 ? { ended } : {}),
     expect,
     iteration,
     ...(suspect ? { suspect: { scenario: suspect.scenario.name, transport: suspect.transport, iteration: suspect.iteration } } : {}),
@@ -1195,8 +1267,8 @@ export class RowSession {
     }
     const trackDir = this.#env.trackDir;
     const leaks = trackDir === undefined ? seen.leaks : seen.leaks.map((l) => withOrigin(l, trackDir));
-    const charged = chargeLate(held.result, leaks, seen.closed, when);
     const notes = seen.reclaimed.map((r) => `after its look, an earlier leak was closed: ${describeFdEntry(r)}`);
+    const charged = chargeLate(held.result, leaks, seen.closed, when, noteDeclaredEnds(seen.ended, notes));
     // Charged to this row, the last before; --track-fds may name another scenario's file as the opener.
     const own = held.row.file;
     const elsewhere: string[] = [];

@@ -68,6 +68,15 @@ export interface Scenario {
   /** Free-form tags ('conformance', 'seed-bug', 'fault', 'soak', ...); profiles select by tag. */
   tags?: readonly string[];
   /**
+   * Processes run() ends on purpose (a fault scenario's kill, a command
+   * told to exit): 'command', the process a child, pidfd or remote
+   * connection's command runs in; 'helper', the run's helper daemon. The
+   * oracle cannot read such a process's fds again once it is gone; an end
+   * declared here is noted, one not declared fails the row (ResultRow.ended),
+   * whatever `expect` says: a 'leak' or 'fail' scenario declares it too.
+   */
+  ends?: readonly ('command' | 'helper')[];
+  /**
    * Commands of its own that it connects to (each with a name and a
    * module): the run's helper daemon is started with them, since a helper
    * client can only name a command its daemon was started with.
@@ -160,6 +169,32 @@ export interface Leak {
   openedAt?: FdOrigin;
   /** Who opened it, when the oracle knows: the constructor of a command whose process it read only after connect. */
   openedBy?: string;
+  /**
+   * Set when the process ended before its look: the fd was open, and not
+   * in its baseline, at the read named here (after a call), the last one
+   * made of that process. It may have been closed after that read.
+   */
+  seenAt?: string;
+}
+
+/**
+ * A process whose fds the oracle had to read again and could not: it was
+ * gone before its look (harness/oracle.ts). Its leaks cannot be checked
+ * past its last read; a row with one fails unless the scenario declares
+ * that it ends such a process (Scenario.ends).
+ */
+export interface ProcessEnded {
+  pid: number;
+  /** 'child' (child, pidfd), 'remote', 'helper'. */
+  role: string;
+  /** "the child command's process", "the run's helper daemon". */
+  what: string;
+  /** How it ended, when known: 'exit code 0', 'signal SIGKILL'. */
+  how?: string;
+  /** Its last read after a call: none made, one showing nothing new ('clean'), or one showing fds not in its baseline ('leaks', reported with `seenAt`). */
+  lastRead: 'none' | 'clean' | 'leaks';
+  /** The scenario declared such an end (Scenario.ends): a note, not a failure. */
+  declared?: boolean;
 }
 
 /** Latency in microseconds, as tinybench measures it. */
@@ -192,6 +227,12 @@ export interface ResultRow {
    * close; any entry fails the row). Absent when empty.
    */
   closed?: Leak[];
+  /**
+   * Command processes and the run's helper daemon that ended before their
+   * look (harness/oracle.ts); one not `declared` fails the row. Absent
+   * when none did.
+   */
+  ended?: ProcessEnded[];
   /** The scenario's declared expectation (default 'pass'). */
   expect?: Expectation;
   /** With --repeat N: which pass this row belongs to (1..N). */

@@ -15,6 +15,8 @@ const scenario: Scenario = {
   name: 'exit-peer-mid-transfer',
   description: 'a command process or worker that exits with duplications in flight fails them with PeerExitedError (its exit code) and leaves no fd behind',
   transports: ['worker', 'child'],
+  // It ends the command's process on purpose: the oracle cannot read that process's fds again.
+  ends: ['command'],
   tags: ['peer-death'],
   async run(ctx) {
     const source = makeMemfd('exit');

@@ -16,6 +16,8 @@ const scenario: Scenario = {
   name: 'kill-child-before-request-read',
   description: 'a child SIGKILLed with requests and their fds unread in its socket fails them all with PeerExitedError; a new connection works',
   transports: ['child'],
+  // It ends the command's process on purpose: the oracle cannot read that process's fds again.
+  ends: ['command'],
   tags: ['fault', 'peer-death'],
   async run(ctx) {
     const source = makeMemfd('unread');

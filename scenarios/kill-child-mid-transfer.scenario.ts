@@ -18,6 +18,8 @@ const scenario: Scenario = {
   name: 'kill-child-mid-transfer',
   description: 'SIGKILL of the child with hundreds of fds in flight fails every pending request with PeerExitedError and leaves no fd and no socket file',
   transports: ['child'],
+  // It ends the command's process on purpose: the oracle cannot read that process's fds again.
+  ends: ['command'],
   tags: ['peer-death'],
   async run(ctx) {
     const [r, w] = makePipe();

@@ -15,6 +15,8 @@ const scenario: Scenario = {
   description:
     'a command process killed after receiving a duplication and before replying fails every pending request with PeerExitedError and leaves no fd',
   transports: ['child', 'pidfd', 'helper'],
+  // It ends the command's process on purpose: the oracle cannot read that process's fds again.
+  ends: ['command'],
   tags: ['fault', 'peer-death'],
   async run(ctx) {
     await withFaultyPeer(ctx, { FDBRIDGE_FAILPOINT: 'after-receive:1' }, async ({ peer, conn, sources, baseline }) => {

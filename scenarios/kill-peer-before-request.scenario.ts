@@ -20,6 +20,8 @@ const scenario: Scenario = {
     'a command process SIGKILLed with requests unread (stopped first) fails each with PeerExitedError, leaves no fd, closes cleanly, and a new connection works',
   // child: kill-child-before-request-read does the same on the child transport.
   transports: ['pidfd', 'helper'],
+  // It ends the command's process on purpose: the oracle cannot read that process's fds again.
+  ends: ['command'],
   tags: ['fault', 'peer-death'],
   async run(ctx) {
     await withFaultyPeer(ctx, {}, async ({ peer, conn, sources, baseline }) => {

@@ -18,6 +18,8 @@ const scenario: Scenario = {
   name: 'kill-peer-during-close',
   description: 'a command process killed on receiving CLOSE still lets close() resolve, twice, with nothing left behind; a new connection works',
   transports: ['child', 'pidfd', 'helper'],
+  // It ends the command's process on purpose: the oracle cannot read that process's fds again.
+  ends: ['command'],
   tags: ['fault', 'peer-death'],
   async run(ctx) {
     await withFaultyPeer(ctx, { FDBRIDGE_FAILPOINT: 'on-close' }, async ({ peer, conn, sources, baseline }) => {

@@ -16,6 +16,8 @@ const scenario: Scenario = {
   description:
     'a command process killed between the frames of a 600-fd batch fails the whole batch and everything behind it with PeerExitedError and leaves no fd',
   transports: ['child', 'pidfd', 'helper'],
+  // It ends the command's process on purpose: the oracle cannot read that process's fds again.
+  ends: ['command'],
   tags: ['fault', 'peer-death'],
   async run(ctx) {
     await withFaultyPeer(ctx, { FDBRIDGE_FAILPOINT: 'after-receive:2' }, async ({ peer, conn, sources, baseline }) => {

@@ -26,6 +26,8 @@ const scenario: Scenario = {
   name: 'kill-via-mid-transfer',
   description: "SIGKILL of the remote transport's via process mid-transfer fails every pending request with PeerExitedError, closes every relayed fd, and the server exits",
   transports: ['remote'],
+  // It ends the command's process on purpose: the oracle cannot read that process's fds again.
+  ends: ['command'],
   tags: ['fault', 'peer-death'],
   async run(ctx) {
     const [upR, upW] = makePipe();

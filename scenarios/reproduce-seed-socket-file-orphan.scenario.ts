@@ -41,6 +41,8 @@ const scenario: Scenario = {
   transports: ['child'],
   expect: 'fail',
   failure: { error: { name: 'CheckFailure', check: 'socket-file-outlived-command' } },
+  // It ends the command's process on purpose: the oracle cannot read that process's fds again.
+  ends: ['command'],
   tags: ['seed-bug'],
   async run(ctx) {
     const fd = makeMemfd('seed-exchange');

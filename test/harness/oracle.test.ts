@@ -124,7 +124,7 @@ describe('LeakOracle: this process', () => {
     second.begin();
     closeSync(leaked);
     const v = await second.finish();
-    expect(v).toEqual({ leaks: [], closed: [], reclaimed: [entry(process.pid, leaked, join(dir, 'carried'))] });
+    expect(v).toEqual({ leaks: [], closed: [], reclaimed: [entry(process.pid, leaked, join(dir, 'carried'))], ended: [] });
   });
 
   test('without a ledger of the run, each oracle has its own: a close of an fd another row leaked is blamed', async () => {
@@ -155,7 +155,7 @@ describe('LeakOracle: this process', () => {
     const fd = openSync(join(dir, 'settles'), 'w');
     setTimeout(() => closeSync(fd), 30);
     // A clean table ends the wait at once; only a leak would take the whole settle time.
-    expect(await oracle.finish()).toEqual({ leaks: [], closed: [], reclaimed: [] });
+    expect(await oracle.finish()).toEqual({ leaks: [], closed: [], reclaimed: [], ended: [] });
   });
 });
 
@@ -179,7 +179,7 @@ describe('LeakOracle: other processes', () => {
     await gone.end();
     const oracle = new LeakOracle({ settleMs: 0, helperPid: pid });
     oracle.begin();
-    expect(await oracle.finish()).toEqual({ leaks: [], closed: [], reclaimed: [] });
+    expect(await oracle.finish()).toEqual({ leaks: [], closed: [], reclaimed: [], ended: [] });
   });
 
   test('watch(): a bad pid is a RangeError; a process watched is compared at the end under its role, once', async () => {
@@ -470,7 +470,7 @@ describe('LeakOracle: tables it cannot read', () => {
       oracle.begin();
       // The run's helper: not tried again for each connection to it.
       oracle.connected(conn(4242, 'helper'));
-      expect(await oracle.finish()).toEqual({ leaks: [], closed: [], reclaimed: [] });
+      expect(await oracle.finish()).toEqual({ leaks: [], closed: [], reclaimed: [], ended: [] });
       expect(notes).toEqual([`leak oracle: cannot read the fd table of pid 4242 (helper): ${code}; not watched`]);
       jest.restoreAllMocks();
     }
@@ -493,7 +493,7 @@ describe('LeakOracle: tables it cannot read', () => {
     const oracle = new LeakOracle({ settleMs: 0, helperPid: 4244, note: (t) => notes.push(t) });
     oracle.begin();
     oracle.watch(4244, 'peer');
-    expect(await oracle.finish()).toEqual({ leaks: [], closed: [], reclaimed: [] });
+    expect(await oracle.finish()).toEqual({ leaks: [], closed: [], reclaimed: [], ended: [] });
     expect(notes).toEqual([]);
   });
 
