@@ -6,7 +6,8 @@
  *
  * Errors: a UsageError prints one line and the subcommand's synopsis (exit 2);
  * any other error prints one line naming what went wrong (exit 3), and its
- * stack only under --debug.
+ * stack only under --debug. A stdout whose reader is gone (EPIPE) ends the
+ * CLI quietly.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -102,11 +103,28 @@ function describeError(err: unknown, debug: boolean): string {
   return text;
 }
 
+/**
+ * A reader that stops reading (`fdbridge run --list | head -1`) is no error
+ * of the subcommand's: the CLI exits at once, quietly, with the status it
+ * has so far (0 unless a failure was already found). process.exit() runs
+ * the exit clean-ups (harness/exit-cleanup.ts: the helper daemon, the
+ * temporary directories). Not for `serve`, whose channel is stdout: it
+ * moves fd 1 away before the runtime's process.stdout may exist, and ends
+ * the channel itself.
+ */
+function quietOnClosedStdout(): void {
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+    process.exit();
+  });
+}
+
 async function main(argv: string[]): Promise<number> {
   const debug = optionWords(argv).includes('--debug');
   // --debug is global: accepted before or after the subcommand's name.
   const words = debug ? [...optionWords(argv).filter((a) => a !== '--debug'), ...argv.slice(optionWords(argv).length)] : argv;
   let [name, ...rest] = words;
+  if (name !== 'serve') quietOnClosedStdout();
   if (name === 'help') {
     // `fdbridge help run` = `fdbridge run --help`
     if (rest[0] === undefined) name = '--help';
