@@ -39,7 +39,7 @@
  * so a killed row leaves none.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 
 import { killIfSpawned } from '../src/child-process';
 import { diffFdTables, openFdTable, type FdTable } from '../src/fd';
@@ -207,6 +207,48 @@ export function killDescendants(pid: number): void {
   for (const child of found) sendSignal(child, 'SIGKILL');
 }
 
+/**
+ * The processes other than `except` whose fds name `target` (a socket:
+ * `socket:[inode]`), each as "pid N (comm)": who still holds the row
+ * process's channel once it has exited (a grandchild it left, given that
+ * fd). Processes whose tables cannot be read are not listed.
+ */
+function holdersOf(target: string, except: number): string[] {
+  const found: string[] = [];
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d));
+  } catch {
+    return found;
+  }
+  for (const d of pids) {
+    const pid = Number(d);
+    if (pid === except || pid === process.pid) continue;
+    let held = false;
+    try {
+      for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+        try {
+          if (readlinkSync(`/proc/${pid}/fd/${fd}`) === target) held = true;
+        } catch {
+          // closed meanwhile
+        }
+        if (held) break;
+      }
+    } catch {
+      continue; // gone, or another user's
+    }
+    if (!held) continue;
+    let comm = '?';
+    try {
+      comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+    } catch {
+      // gone since
+    }
+    found.push(`pid ${pid} (${comm})`);
+  }
+  return found;
+}
+
 /** The row process's channel fd when its channel ended: what it named at the start, and now (absent: closed). */
 interface ChannelEnd {
   fd: number;
@@ -265,6 +307,14 @@ class RowProcess {
   }
   /** Its fd table as the current row began. */
   baseline: FdTable | undefined;
+  /**
+   * Set once it has exited with its channel still open at the other end:
+   * the processes that held the channel then (it left them, given that fd),
+   * which the run let go of.
+   */
+  strays: string[] | undefined;
+  /** Resolves once it has exited and this end of its channel is closed (`strays` set by then). */
+  readonly released: Promise<void>;
   /** What its channel's fd (CHANNEL_FD) named once it was spawned: the socket to this process. */
   readonly #channel: string | undefined;
   readonly #listeners = new Set<(m: FromRowProcess) => void>();
@@ -291,10 +341,21 @@ class RowProcess {
     child.on('disconnect', () => this.#disconnected());
     // A second signal's process.exit() (cli/run.ts) ends this process at once: the row process goes too.
     const forget = cleanupOnExit(() => this.#killNow());
-    void this.exited.then(() => {
+    this.released = this.exited.then(async () => {
       forget();
       // Nothing left to watch: no timer may keep this process alive.
       this.calm();
+      // A process it left that was given the channel's fd (a detached
+      // grandchild) keeps the channel open, and this end of it would keep
+      // the run from ever exiting: let go of it, and say who holds it.
+      if (child.connected) {
+        this.strays = this.#channel === undefined ? [] : holdersOf(this.#channel, this.pid);
+        // 'disconnect' comes once this end's fd is closed.
+        const closed = new Promise((resolve) => child.once('disconnect', resolve));
+        child.disconnect();
+        await closed;
+        if (this.strays.length > 0) this.#info(`the row process (pid ${this.pid}) exited; ${this.strays.join(', ')} still held its channel to the run: let go of`);
+      }
     });
     child.on('message', (m: FromRowProcess) => {
       this.#heard = true;
@@ -643,6 +704,13 @@ export async function superviseRows(o: SuperviseOptions): Promise<RowsOutcome> {
       } catch (err) {
         if (!(err instanceof RowProcessGone)) throw err;
       }
+      await closing.released;
+      const strays = closing.strays ?? [];
+      if (strays.length > 0 && held?.proc === closing) {
+        held.notes.push(
+          `after the row process (pid ${closing.pid}) exited, ${strays.join(', ')} still held its channel to the run (fd ${CHANNEL_FD}), given to it by a row of that process (this one was its last): the run let go of the channel and did not wait for it`,
+        );
+      }
     }
     release();
     return { results, anchors, helperPeakRss, clientPeakRss };
@@ -657,7 +725,7 @@ export async function superviseRows(o: SuperviseOptions): Promise<RowsOutcome> {
       const last = proc;
       last.send({ type: 'stop', reason: signal?.aborted ? 'the run was stopped' : 'the run ended' });
       last.watchFrom(0, 'stopping');
-      await last.exited;
+      await last.released;
       last.calm();
     }
   }
