@@ -6,6 +6,7 @@
  * row of that process names the holder in a note. Generated over how many
  * rows run and which of them leaves the grandchild.
  */
+import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +16,7 @@ import fc from 'fast-check';
 import { runScenarios } from '../../harness/runner';
 import type { ResultRow } from '../../harness/types';
 import { openFdTable } from '../../src/fd';
+import { distPath } from '../../src/paths';
 import { warmRuntimeFds } from '../../src/runtime-fds';
 import { scaled } from '../util/time-scale';
 
@@ -84,6 +86,41 @@ test('a grandchild holding the row channel does not keep the run from ending; th
       },
     ),
     { numRuns: 4 },
+  );
+  expect(openFdTable()).toEqual(before);
+});
+
+/** `fdbridge run` on `scenariosDir` (direct): its exit status, or 'still running' once `ms` pass (then it is killed). */
+function cliRun(scenariosDir: string, seed: number, ms: number): Promise<number | null | 'still running'> {
+  const child = spawn(process.execPath, [distPath('harness/cli.js'), 'run', '--scenarios', scenariosDir, '--transport', 'direct', '--seed', String(seed)], { stdio: 'ignore' });
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      resolve('still running');
+    }, ms);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve(code);
+    });
+  });
+}
+
+test('fdbridge run ends (exit 0) with a grandchild holding the row channel', async () => {
+  const before = openFdTable();
+  await fc.assert(
+    fc.asyncProperty(
+      fc.integer({ min: 1, max: 3 }).chain((rows) => fc.tuple(fc.constant(rows), fc.integer({ min: 1, max: rows }))),
+      fc.integer({ min: 1, max: 1000 }),
+      async ([rows, leaver], seed) => {
+        const s = scenarioDir(rows, leaver);
+        try {
+          expect(await cliRun(s.dir, seed, scaled(120_000))).toBe(0);
+        } finally {
+          process.kill(Number(readFileSync(s.pidFile, 'utf8')), 'SIGKILL');
+        }
+      },
+    ),
+    { numRuns: 3 },
   );
   expect(openFdTable()).toEqual(before);
 });
