@@ -697,6 +697,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
       oracle.connected(conn, command);
       // Each call's settling reads the command's process again (LeakOracle.callReturned), before the caller goes on;
       // the numbers duplications gave it there are told to the oracle (fdbridge's until the command adopts them).
+      // Not async: each wrapper calls the original synchronously, so a bad argument's synchronous throw (TypeError) stays one.
       const pid = conn.location.pid;
       const call = conn.call.bind(conn);
       const dupOne = conn.dupFileDescriptor.bind(conn);
@@ -704,8 +705,8 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
       const dupSync = conn.dupFileDescriptorSync.bind(conn);
       Object.defineProperties(conn, {
         call: { value: <T>(method: string, ...args: unknown[]): Promise<T> => call<T>(method, ...args).finally(() => oracle.callReturned(pid, method)) },
-        dupFileDescriptor: { value: async (fd: number): Promise<number> => oracle.given(pid, [await dupOne(fd)])[0] as number },
-        dupFileDescriptors: { value: async (fds: readonly number[]): Promise<number[]> => oracle.given(pid, await dupMany(fds)) },
+        dupFileDescriptor: { value: (fd: number): Promise<number> => dupOne(fd).then((n) => oracle.given(pid, [n])[0] as number) },
+        dupFileDescriptors: { value: (fds: readonly number[]): Promise<number[]> => dupMany(fds).then((ns) => oracle.given(pid, ns)) },
         dupFileDescriptorSync: { value: (fd: number, o?: { timeoutMs?: number }): number => oracle.given(pid, [dupSync(fd, o)])[0] as number },
       });
       if (expired) await conn.close();
