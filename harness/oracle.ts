@@ -195,7 +195,12 @@ export class LeakOracle {
     if (!snap || !this.#readingCalls) return;
     const changes = snap.changes();
     const given = this.#given.get(pid);
-    if (changes) this.#lastRead.set(pid, changes.leaks.filter((e) => !given?.has(e.fd)).map((e) => ({ ...e, seenAt: `its read after call ${method}() settled, before its process ended` })));
+    if (!changes) return;
+    // seenAt names the FIRST read that saw an fd (same number, same target): where the leak appeared, not the last read that still showed it.
+    const earlier = this.#lastRead.get(pid);
+    const seenAt = (e: FdEntry): string =>
+      earlier?.find((p) => p.fd === e.fd && p.target === e.target)?.seenAt ?? `its read after call ${method}() settled, before its process ended`;
+    this.#lastRead.set(pid, changes.leaks.filter((e) => !given?.has(e.fd)).map((e) => ({ ...e, seenAt: seenAt(e) })));
   }
 
   /**

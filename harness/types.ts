@@ -171,8 +171,9 @@ export interface Leak {
   openedBy?: string;
   /**
    * Set when the process ended before its look: the fd was open, and not
-   * in its baseline, at the read named here (after a call), the last one
-   * made of that process. It may have been closed after that read.
+   * in its baseline, at the last read made of that process (after a call);
+   * the read named here is the first that showed it (same number, same
+   * target): where the leak appeared. It may have been closed after the last.
    */
   seenAt?: string;
 }
