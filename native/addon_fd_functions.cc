@@ -494,16 +494,6 @@ Napi::Value PidfdGetfdAllFn(const Napi::CallbackInfo& info) {
   return FdArray(env, out.data(), out.size());
 }
 
-// closeGivenNow(fds, owner) -> how many closed: the copies `owner`'s ledger
-// was given (dupHigh's, dupAll's givenTo), closed on this thread, each only
-// while it is still that copy (FdCloseGivenNow).
-Napi::Value CloseGivenNow(const Napi::CallbackInfo& info) {
-  std::vector<int> fds = ArgFdArray(info, "closeGivenNow(fds, owner): fds must be an array");
-  double owner = info.Length() > 1 ? WholeNumber(info[1]) : -1;
-  if (owner <= 0) throw Napi::TypeError::New(info.Env(), "closeGivenNow: owner must be a positive integer (a closer owner)");
-  return Napi::Number::New(info.Env(), static_cast<double>(FdCloseGivenNow(fds.data(), fds.size(), static_cast<uint64_t>(owner))));
-}
-
 // The numbers of a close list (closeAll's, closeCallers'): an Int32Array
 // or array of them as it is, or an array whose entries that are not fd
 // numbers are passed over; claimed from this environment (ClaimFromJs).
@@ -604,7 +594,6 @@ void ExportFdFunctions(Napi::Env env, Napi::Object exports) {
   exports.Set("pidfdOpen", Napi::Function::New<PidfdOpenFn>(env, "pidfdOpen"));
   exports.Set("pidfdGetfd", Napi::Function::New<PidfdGetfdFn>(env, "pidfdGetfd"));
   exports.Set("pidfdGetfdAll", Napi::Function::New<PidfdGetfdAllFn>(env, "pidfdGetfdAll"));
-  exports.Set("closeGivenNow", Napi::Function::New<CloseGivenNow>(env, "closeGivenNow"));
   exports.Set("closeAll", Napi::Function::New<CloseAll>(env, "closeAll"));
   exports.Set("closeCallers", Napi::Function::New<CloseCallers>(env, "closeCallers"));
   exports.Set("closeCaller", Napi::Function::New<CloseCaller>(env, "closeCaller"));

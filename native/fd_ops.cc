@@ -954,43 +954,6 @@ int FdGivenFiles(const int* fds, size_t n, uint64_t owner, FdIdentity* files) {
   return 0;
 }
 
-size_t FdCloseGivenNow(const int* fds, size_t n, uint64_t owner) {
-  struct Given {
-    uint64_t gen;  // 0: not a copy given to `owner`, left alone
-    bool known;
-    FdIdentity file;
-  };
-  thread_local std::vector<Given> given;
-  thread_local std::vector<int> kept;
-  given.resize(n);
-  kept.clear();
-  uint64_t takeovers;
-  {
-    OwnedFds& o = TheOwnedFds();
-    std::lock_guard<std::recursive_mutex> lock(o.mu);
-    takeovers = FdTakeOvers();
-    for (size_t i = 0; i < n; i++) {
-      auto it = o.gens.find(fds[i]);
-      bool ours = it != o.gens.end() && it->second.given_to == owner;
-      given[i] = ours ? Given{it->second.gen, it->second.file_known, it->second.file} : Given{0, false, {}};
-    }
-  }
-  // Each number's file read outside the lock (one statx, or for a copy
-  // whose file was not read as made, whether the number is open). The same
-  // file and no take-over anywhere since: still the copy, without the lock.
-  // Else the registry decides (and ends a registration whose file is gone:
-  // closed by someone else), as UnixSocket::DropSwappedCopies does.
-  for (size_t i = 0; i < n; i++) {
-    if (given[i].gen == 0) continue;
-    bool same = !FdFileGone(fds[i], given[i].known, given[i].file);
-    if ((same && FdTakeOvers() == takeovers) || FdStillHeldLooked(fds[i], given[i].gen, same)) kept.push_back(fds[i]);
-  }
-  size_t closed = FdCloseAll(kept.data(), kept.size());
-  TrimScratch(&given, kKeptGivenReads);
-  TrimScratch(&kept, kKeptGivenReads);
-  return closed;
-}
-
 void FdRegistrations(const int* fds, size_t n, uint64_t* out) {
   OwnedFds& o = TheOwnedFds();
   std::lock_guard<std::recursive_mutex> lock(o.mu);

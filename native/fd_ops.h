@@ -106,20 +106,6 @@ int FdDupCallersFds(const int* fds, size_t n, int min_fd, uint64_t owner, int* o
 // ours) or its file could not be read when made. Nothing is read of the
 // files at the numbers now.
 int FdGivenFiles(const int* fds, size_t n, uint64_t owner, FdIdentity* files);
-// FdClose, on the calling thread, of the copies `owner`'s ledger was given
-// (FdDupAllGiven): each only while its registration is still one given to
-// `owner` and it holds the file recorded when it was made (one statx each,
-// read outside the registry's lock; the registry looked at again only for
-// a number whose file is gone or after a take-over anywhere, as
-// UnixSocket::DropSwappedCopies does), then those closed together
-// (FdCloseAll: a run of consecutive pins is one close_range(2)). Left
-// alone, as FdCloseGivenInBackground leaves them: a number whose copy
-// someone else closed (another file or none there: the registration ends
-// as closed by someone else, FdClosedByOther; or a new fd of ours).
-// Returns how many were closed. For copies that are not their files' last
-// references (the far side holds its own), whose close does not wait out a
-// linger time.
-size_t FdCloseGivenNow(const int* fds, size_t n, uint64_t owner);
 // Whether `fd`'s registration is a copy given to `owner` (FdDupAllGiven,
 // FdMarkGiven): false once someone else closed it and a new fd of ours
 // took the number, or none did.

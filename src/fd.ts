@@ -693,15 +693,6 @@ export class HeldCopies {
     return ticket;
   }
 
-  /**
-   * closeGiven on this thread: for copies that are not their files' last
-   * references (the far side holds copies of its own), whose close cannot
-   * wait out a linger time. Returns how many closed.
-   */
-  closeGivenNow(fds: readonly number[]): number {
-    return native.closeGivenNow(fds, this.owner);
-  }
-
   /** Waits for a batch handed over elsewhere (a socket's queued copies) too. */
   remember(...tickets: number[]): void {
     this.#tickets.push(...tickets);

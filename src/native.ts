@@ -821,13 +821,6 @@ export interface NativeBinding extends TerminateWakeBinding {
    * inode), else a SystemError EBADF naming the fd (`entry`), nothing kept.
    */
   pidfdGetfdAll(pidfd: number, targetFds: FdList, files?: readonly FileKey[]): number[];
-  /**
-   * Closes, on this thread, the copies `owner`'s ledger was given (dupHigh's
-   * and dupAll's `givenTo`), each only while its number still holds that
-   * copy (its registration, and the file it was made with); one the program
-   * closed behind fdbridge's back is left alone. Returns how many closed.
-   */
-  closeGivenNow(fds: readonly number[], owner: number): number;
   socketType(fd: number): number;
   /** Whether a socket is AF_UNIX (SO_DOMAIN), its SO_TYPE and SO_ACCEPTCONN (ENOTSOCK for anything else). */
   socketShape(fd: number): { unix: boolean; type: number; listening: boolean };

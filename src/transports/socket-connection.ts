@@ -122,7 +122,7 @@ export interface FdDelivery {
    * floor, given to the connection's HeldCopies with their files) and holds
    * them until its reply: closed once the far side has taken them, else
    * given to `unsettled`. Each pin is closed only while its number still
-   * holds it (HeldCopies.closeGiven, closeGivenNow): one the program closed
+   * holds it (HeldCopies.closeGiven): one the program closed
    * behind fdbridge's back, whose number may hold a file of its own by
    * then, is let go of unclosed.
    */
@@ -542,9 +542,11 @@ export class SocketConnection extends BaseConnection {
     }
     return sent.then(
       (numbers) => {
-        // Pulled: the far side holds its own copies, so none of these is
-        // its file's last reference, and closing them cannot block.
-        this.#held.closeGivenNow(pins);
+        // Pulled: the far side holds its own copies. Each pin is closed on
+        // the closer only while its number still holds it (closeGiven): it
+        // stays open and registered as ours until then, so no fd of
+        // fdbridge's can take its number meanwhile.
+        this.#held.closeGiven(pins);
         return numbers;
       },
       (err: unknown) => {

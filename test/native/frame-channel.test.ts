@@ -13,7 +13,7 @@ import { closeSync } from 'node:fs';
 import fc from 'fast-check';
 
 import { SystemError } from '../../src/errors';
-import { closeFd, fdIdentity, fileAt, makeMemfd, openFdTable, sameFile } from '../../src/fd';
+import { closeFd, closesSettled, fdIdentity, fileAt, makeMemfd, openFdTable, sameFile } from '../../src/fd';
 import { ChannelLedger, openFrameChannel, type FrameChannel, type FrameChannelCallbacks } from '../../src/frame-channel';
 import { native } from './binding';
 import { decodeFrame, encodeDup, encodeFdList, encodeJson, encodeResult, FrameType, HEADER_BYTES, MAX_FDS_PER_FRAME } from '../../src/protocol';
@@ -379,7 +379,7 @@ test('requests are settled from their replies by the channel, whatever the order
     const owner = native.newCloseOwner();
     socket.useBackgroundCloser(false, owner);
     const pins = native.dupAll([a, b], 0, owner);
-    scope.defer(() => native.closeGivenNow(pins, owner));
+    scope.defer(() => native.closeInBackground(pins, owner, true));
     const one = channel.dup(0, a, false);
     const many = channel.dup(1, [a, a, a], false);
     const call = channel.call(encodeJson(FrameType.CALL, 0, { method: 'm', args: [] }), 'm()', false);
@@ -418,9 +418,9 @@ test('a GETFD naming a number that is no pin given to the socket\'s closer owner
     const pins = native.dupAll([a], 0, owner);
     const otherOwner = native.newCloseOwner();
     const others = native.dupAll([a], 0, otherOwner);
-    scope.defer(() => native.closeGivenNow(others, otherOwner));
+    scope.defer(() => native.closeInBackground(others, otherOwner, true));
     // The caller's own fd, a copy given to another owner, a pin that was closed: none is refused as sent.
-    native.closeGivenNow(pins, owner);
+    await closesSettled([native.closeInBackground(pins, owner, true)]);
     for (const named of [[a], others, pins]) {
       expect(() => channel.dup(2, named, true)).toThrow(expect.objectContaining({ code: 'EBADF' }));
       expect(channel.pending).toBe(0);
