@@ -409,10 +409,17 @@ export class RemoteConnection extends BaseConnection {
     this.#unopened.set(stream.id, copy);
     /** Why the stream could not start once opened (the pump could not take our end): the command's end goes too. */
     let startFailed: Error | undefined;
+    /**
+     * What the OPENED says, read once, here: the command's number for its
+     * end, or the ProtocolError of one that gives none. The reply resolves
+     * only with an OPENED, and only after this hook has read it.
+     */
+    let opened: number | ProtocolError | undefined;
     const reply = this.#request(RemoteFrame.OPEN, operation, method, jsonPayload(req), (type, payload) => {
       if (type !== RemoteFrame.OPENED && type !== RemoteFrame.ERROR) throw new ProtocolError(`${operation}: a ${frameTypeName(type)} frame answers its OPEN`);
       this.#unopened.delete(stream.id);
-      if (!opensStream(type, payload)) {
+      if (type === RemoteFrame.OPENED) opened = openedFd(payload, operation);
+      if (typeof opened !== 'number') {
         // Refused (or an OPENED that the duplication fails on): the stream
         // never runs, and what the far side sends for it after is dropped.
         stream.destroy();
@@ -439,7 +446,9 @@ export class RemoteConnection extends BaseConnection {
       }
     }
     try {
-      const fd = openedFd(await reply, operation);
+      await reply;
+      if (typeof opened !== 'number') throw opened;
+      const fd = opened;
       this.#numberTaken(fd);
       const failed = startFailed ?? made.copyError();
       if (failed !== undefined) {
@@ -655,32 +664,25 @@ interface Endpoint {
   copyError?(operation: string): Error | undefined;
 }
 
+/** The command's number for a file it was given, from its OPENED: an fd number (0 to MAX_FD), or the ProtocolError of one that gives none. */
+function openedFd(payload: Buffer, operation: string): number | ProtocolError {
+  let fd: unknown;
+  try {
+    fd = (parseJson(payload, 'OPENED') as { fd?: unknown } | undefined)?.fd;
+  } catch (err) {
+    return err as ProtocolError;
+  }
+  if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0 || fd > MAX_FD) {
+    return new ProtocolError(`${operation}: an OPENED whose fd is not an fd number (${describeValue(fd)})`);
+  }
+  return fd;
+}
+
 /**
  * A copy of `fd` (borrowed) that the relay owns: numbered above the floor
  * and above `above` (native.dupAll), so that it never takes a number the
  * caller closed and may name later in the same batch.
  */
-/** The command's number for a file it was given, from its OPENED: an fd number (0 to MAX_FD), or a ProtocolError. */
-function openedFd(payload: Buffer, operation: string): number {
-  const fd = (parseJson(payload, 'OPENED') as { fd?: unknown } | undefined)?.fd;
-  if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0 || fd > MAX_FD) {
-    throw new ProtocolError(`${operation}: an OPENED whose fd is not an fd number (${describeValue(fd)})`);
-  }
-  return fd;
-}
-
-/** Whether an OPEN's reply made the stream: an OPENED that gives an fd number (see openedFd). */
-function opensStream(type: number, payload: Buffer): boolean {
-  if (type !== RemoteFrame.OPENED) return false;
-  try {
-    // Stryker disable next-line StringLiteral: only whether it throws is read; its message is dropped
-    openedFd(payload, 'OPEN');
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 function ownCopy(fd: number, above: number): number {
   return native.dupAll([fd], above)[0] as number;
 }

@@ -25,7 +25,7 @@ function farSide(mode: 'opened' | 'result' | 'violate', arg: string) {
   return connect('remote', { via: ['/usr/bin/python3', FAR_SIDE, mode, arg], command: PROBE_COMMAND, timeoutMs: 20_000 });
 }
 
-test('generated: an OPENED whose fd is not an fd number fails that duplication with a ProtocolError; one that is gives it', async () => {
+test('generated: an OPENED whose fd is not an fd number, or whose payload is not JSON, fails that duplication with a ProtocolError; one that is gives it', async () => {
   const before = openFdTable();
   const bad = fc.oneof(
     fc.integer({ max: -1 }).map(String),
@@ -33,29 +33,38 @@ test('generated: an OPENED whose fd is not an fd number fails that duplication w
     fc.nat(2 ** 30).map((n) => String(2 ** 31 + n)),
     fc.constantFrom('9007199254740992', '1e400', '-0.5', '"7"', 'null', 'true', '{}', '[3]'),
   );
+  // Put in the payload as it is (`{"fd": <v>}`): none of these leaves it JSON.
+  const notJson = fc.constantFrom('}', '{', 'nope', '1,', '"');
   const good = fc.oneof(fc.nat(1000), fc.constant(0x7fffffff)).map(String);
   await fc.assert(
-    fc.asyncProperty(fc.oneof(bad.map((v) => ({ v, ok: false })), good.map((v) => ({ v, ok: true }))), async ({ v, ok }) => {
-      const conn = await farSide('opened', v);
-      const [r, w] = makePipe();
-      try {
-        const got = await conn.dupFileDescriptor(w).then(
-          (fd) => ({ fd }),
-          (err: unknown) => ({ err }),
-        );
-        if (ok) {
-          expect(got).toEqual({ fd: JSON.parse(v) });
-        } else {
-          expect((got as { err?: unknown }).err).toBeInstanceOf(ProtocolError);
-          expect(((got as { err: Error }).err).message).toMatch(/an OPENED whose fd is not an fd number/);
+    fc.asyncProperty(
+      fc.oneof(
+        bad.map((v) => ({ v, ok: false, why: /an OPENED whose fd is not an fd number/ })),
+        notJson.map((v) => ({ v, ok: false, why: /^OPENED: its payload is not JSON$/ })),
+        good.map((v) => ({ v, ok: true, why: undefined })),
+      ),
+      async ({ v, ok, why }) => {
+        const conn = await farSide('opened', v);
+        const [r, w] = makePipe();
+        try {
+          const got = await conn.dupFileDescriptor(w).then(
+            (fd) => ({ fd }),
+            (err: unknown) => ({ err }),
+          );
+          if (ok) {
+            expect(got).toEqual({ fd: JSON.parse(v) });
+          } else {
+            expect((got as { err?: unknown }).err).toBeInstanceOf(ProtocolError);
+            expect(((got as { err: Error }).err).message).toMatch(why as RegExp);
+          }
+        } finally {
+          await conn.close();
+          closeFd(r);
+          closeFd(w);
         }
-      } finally {
-        await conn.close();
-        closeFd(r);
-        closeFd(w);
-      }
-    }),
-    { numRuns: 12 },
+      },
+    ),
+    { numRuns: 18, examples: [[{ v: '}', ok: false, why: /^OPENED: its payload is not JSON$/ }]] },
   );
   expect(await fdTableSettles(process.pid, before)).toBe('');
 }, 120_000);
