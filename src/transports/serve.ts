@@ -675,10 +675,28 @@ class ServedSession implements ServedConnection {
     return why === undefined ? undefined : new FdBridgeError('ERR_FDBRIDGE_FD_REFUSED', `dupFileDescriptors: ${why}; nothing was kept`);
   }
 
-  /** RELEASE: closes the listed fds the command has not adopted, then answers. */
+  /**
+   * RELEASE: closes the listed fds the command holds for the client (given
+   * on this connection, not adopted), then answers: RESULT when that was
+   * every one named, else an ERROR (ProtocolError) naming the others (never
+   * given here, adopted, released already or named twice, another client's,
+   * none), which are left alone. The ones held are released either way.
+   */
   #release(id: number, fds: readonly number[]): void {
-    const mine = fds.filter((fd) => this.#channel.release(fd));
-    this.#closeThen(mine, () => this.#send(encodeResult(id, undefined)));
+    const mine: number[] = [];
+    const notHeld: number[] = [];
+    for (const fd of fds) (this.#channel.release(fd) ? mine : notHeld).push(fd);
+    this.#closeThen(mine, () => {
+      if (notHeld.length === 0) {
+        this.#send(encodeResult(id, undefined));
+        return;
+      }
+      const err = new ProtocolError(
+        `release: ${notHeld.length} of the ${fds.length} fds named are not held for this client (${notHeld.join(', ')}): ` +
+          `never given on this connection, adopted by the command, or released already; left alone, the ${mine.length} held released`,
+      );
+      this.#send(this.#errorReply(id, err));
+    });
   }
 
   /**
