@@ -131,8 +131,11 @@ export interface NativeFrameChannel {
    * end (`errno` 0: end of file). Throws, with nothing sent, like dup; also
    * when its send, queued behind a full buffer, fails later (the peer's end,
    * EPIPE or ECONNRESET, included: the caller tells them apart).
+   * Nothing (undefined) when the outcome could not be made: on a worker
+   * thread whose termination was asked for during the wait (Node-API makes
+   * no value then, and the error that says so cannot be thrown either).
    */
-  dupSync(fd: number, timeoutMs: number): number | SyncDupOutcome;
+  dupSync(fd: number, timeoutMs: number): number | SyncDupOutcome | undefined;
   /** A CALL or RELEASE frame (its id is written in); resolves with the RESULT frame. */
   call(frame: Buffer, operation: string, exempt: boolean): Promise<Buffer>;
   /** Rejects every pending request with errorFor(its operation). */

@@ -62,7 +62,8 @@ export function installTerminateWake(binding: TerminateWakeBinding): void {
     // Woken first, while its JavaScript still runs: the wait's outcome is
     // made as usual (the request kept pending, the ClosedError), where
     // under a termination already asked for, V8 refuses to make the
-    // promise and the object, and the call returns nothing. What runs after
+    // promise and the object, and the call returns nothing (for which
+    // dupFileDescriptorSync throws the same ClosedError). What runs after
     // the wait runs until the termination lands, a moment later; a wait it
     // begins meanwhile ends at once. (-1 for a thread already gone: none.)
     const id = this.threadId;

@@ -85,6 +85,14 @@ function isPeerGone(err: unknown): boolean {
   return code === 'EPIPE' || code === 'ECONNRESET';
 }
 
+/** dupFileDescriptorSync(fd)'s error when worker.terminate() of this thread ended its wait before `peer` answered. */
+function terminatedSyncDup(fd: number, peer: string): ClosedError {
+  return new ClosedError(
+    `dupFileDescriptorSync(${fd}) failed: this worker thread is being terminated (worker.terminate()) ` +
+      `before ${peer} answered; the connection closes with the thread`,
+  );
+}
+
 /**
  * What the client's side of a connection turned away. The command's side
  * never sends fds (its replies carry fd *numbers*, valid over there), so
@@ -379,6 +387,13 @@ export class SocketConnection extends BaseConnection {
       }
       throw err;
     }
+    // No outcome at all: the addon could make none, which happens only
+    // once this thread's termination has been asked for (worker.terminate():
+    // Node-API then refuses to make the outcome, and node-addon-api drops
+    // the error it cannot throw), whatever ended the wait: one that ran
+    // out, one woken a moment after the termination was asked for, or one
+    // never woken (terminate() from a thread that never loaded fdbridge).
+    if (r === undefined) throw terminatedSyncDup(fd, `the ${this.transport} (pid ${this.location.pid})`);
     // A message held during the wait and handed on before dupSync returned
     // may have failed the connection (a RESULT or ERROR whose JSON does not
     // decode, which the channel does not read): then the number or reply,
@@ -401,10 +416,7 @@ export class SocketConnection extends BaseConnection {
           // worker.terminate() of this thread (src/terminate-wake.ts): its
           // JavaScript stops at the next call, and its teardown closes the
           // connection, which fails the request.
-          throw new ClosedError(
-            `dupFileDescriptorSync(${fd}) failed: this worker thread is being terminated (worker.terminate()) ` +
-              `before ${peer} answered; the connection closes with the thread`,
-          );
+          throw terminatedSyncDup(fd, peer);
         }
         throw new TimeoutError(
           `dupFileDescriptorSync(${fd}) failed: ${peer} did not answer within ${timeoutMs} ms; ` +

@@ -23,7 +23,9 @@ import { Worker } from 'node:worker_threads';
 
 import fc from 'fast-check';
 
+import { ClosedError, connect, LOG_COMMAND } from '../../src';
 import { closeFd, makeMemfd, openFdTable } from '../../src/fd';
+import * as frameChannel from '../../src/frame-channel';
 import { backgroundClosesPending, reapsPending } from '../../src/test-hooks';
 import { DIST_SRC } from '../util/nobody';
 import { exitOf, startHelperProcess, type HelperProcess } from '../util/processes';
@@ -244,6 +246,47 @@ maybe(`worker.terminate() of a worker blocked in dupFileDescriptorSync on a stop
     await teardownsDone();
     expect(await settleFdTable(process.pid, before, 2000)).toEqual({ opened: [], closed: [] });
   }, scaled(120_000));
+
+  // What the addon's dupSync gives when its wait ends after worker.terminate()
+  // of the thread has been asked for (a wait that ran out, or was woken a
+  // moment too late): nothing, since Node-API makes no value then and the
+  // error that says so cannot be thrown either. That race cannot be staged where
+  // anything sees the call's outcome (the thread's JavaScript stops at its
+  // next call), so the channel's answer is staged here, on this thread.
+  test("a dupSync that gives nothing (its thread's termination asked for during the wait): ClosedError, not a TypeError; the connection goes on", async () => {
+    const before = openFdTable();
+    const open = frameChannel.openFrameChannel;
+    const spy = jest.spyOn(frameChannel, 'openFrameChannel').mockImplementation((socket, callbacks) => {
+      const channel = open(socket, callbacks);
+      Object.defineProperty(channel, 'dupSync', { value: (): undefined => undefined });
+      return channel;
+    });
+    let conn;
+    try {
+      conn = await connect('helper', { command: LOG_COMMAND, socketPath });
+    } finally {
+      spy.mockRestore();
+    }
+    try {
+      let thrown: unknown;
+      try {
+        conn.dupFileDescriptorSync(source, { timeoutMs: 0x7fffffff });
+      } catch (err) {
+        thrown = err;
+      }
+      expect(thrown).toBeInstanceOf(ClosedError);
+      expect((thrown as Error).message).toBe(
+        `dupFileDescriptorSync(${source}) failed: this worker thread is being terminated (worker.terminate()) ` +
+          `before the helper (pid ${conn.location.pid}) answered; the connection closes with the thread`,
+      );
+      // Nothing was sent: the connection serves on.
+      const far = await conn.dupFileDescriptor(source);
+      expect(typeof far).toBe('number');
+    } finally {
+      await conn.close();
+    }
+    expect(await settleFdTable(process.pid, before, 2000)).toEqual({ opened: [], closed: [] });
+  });
 
   test('process.exit() while a worker is blocked: the process exits', async () => {
     // A process of its own (this one cannot exit): it starts the worker,
