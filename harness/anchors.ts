@@ -9,6 +9,12 @@
  * - c-scm-rights: raw C sendmsg(1 fd) + recvmsg(ack) on a SEQPACKET
  *   socketpair between two processes (native/bench/scm_pingpong.c; see
  *   ./anchor-build: skipped, with the reason, where it cannot be built).
+ * - c-scm-rights-peer-loop: the same with the peer waiting as an event loop
+ *   does (scm_pingpong --peer-event-loop: epoll as libuv with Node's
+ *   idle-time metrics, a non-blocking read a wake-up), the parent blocking:
+ *   the floor of dupFileDescriptorSync, whose far side serves from its loop.
+ * - c-scm-rights-loop: both sides so (scm_pingpong --event-loop, reads until
+ *   EAGAIN): the floor of a round trip between two event loops.
  * - c-scm-rights-batch: the same with 253 fds per message; the peer closes
  *   them after its ack (inside the round trip when both ends share a CPU,
  *   overlapping the parent's next send when they do not).
@@ -228,6 +234,14 @@ const DESCRIPTIONS: Record<string, { description: string; fdsPerMessage: number 
   'node-handle-passing': { description: 'child.send(msg, net.Server) to a forked child, which closes it and replies', fdsPerMessage: 1 },
   'node-ipc-json': { description: "Node's JSON-only IPC message round trip (no handle)", fdsPerMessage: 0 },
   'c-scm-rights': { description: 'raw C sendmsg(1 fd) + recv(1-byte ack), SEQPACKET socketpair, two processes', fdsPerMessage: 1 },
+  'c-scm-rights-peer-loop': {
+    description: 'raw C as c-scm-rights, the peer waiting in epoll as an event loop does, the parent blocking (the floor of a blocking client against a far side on an event loop)',
+    fdsPerMessage: 1,
+  },
+  'c-scm-rights-loop': {
+    description: 'raw C as c-scm-rights, both sides waiting in epoll as an event loop does (the floor of a round trip between two event loops)',
+    fdsPerMessage: 1,
+  },
   'c-scm-rights-batch': {
     description: `raw C, ${MAX_FDS_PER_MESSAGE} fds per message; opsPerSec counts messages`,
     fdsPerMessage: MAX_FDS_PER_MESSAGE,
@@ -268,7 +282,7 @@ export class AnchorSession {
     let cExe: string | undefined;
     try {
       cExe = await scmPingpong(dir);
-      names.push('c-scm-rights', 'c-scm-rights-batch', 'c-scm-rights-batch-keep');
+      names.push('c-scm-rights', 'c-scm-rights-peer-loop', 'c-scm-rights-loop', 'c-scm-rights-batch', 'c-scm-rights-batch-keep');
     } catch (err) {
       options.onSkip?.('c-scm-rights', (err as Error).message);
     }
@@ -331,6 +345,10 @@ export class AnchorSession {
       case 'c-scm-rights-batch':
         if (this.#cExe === undefined) throw new RangeError(`${name} is not available in this session`);
         return measureC(this.#cExe, name === 'c-scm-rights' ? 1 : MAX_FDS_PER_MESSAGE, time, warmupTime);
+      case 'c-scm-rights-peer-loop':
+      case 'c-scm-rights-loop':
+        if (this.#cExe === undefined) throw new RangeError(`${name} is not available in this session`);
+        return measureC(this.#cExe, 1, time, warmupTime, [name === 'c-scm-rights-loop' ? '--event-loop' : '--peer-event-loop']);
       case 'c-scm-rights-batch-keep':
         if (this.#cExe === undefined) throw new RangeError(`${name} is not available in this session`);
         return measureC(this.#cExe, MAX_FDS_PER_MESSAGE, time, warmupTime, ['--keep']);

@@ -604,6 +604,31 @@ export function computeRatios(
     (v, q) => ratio(at(v.anchors, 'node-handle-passing', q), at(v.anchors, 'c-scm-rights', q)),
     false,
   );
+  // Not goals either: what the two latency goals leave for Node and
+  // fdbridge once the far side (dupFileDescriptorSync), or both sides (a
+  // round trip), wait in an event loop instead of a blocking read.
+  add(
+    {
+      goal: 'peerLoopFloorVsC',
+      transport: 'c-anchor',
+      description: 'C ping-pong with the far side on an event loop / C ping-pong (p50): the floor of dupFileDescriptorSync / C',
+      comparison: '<=',
+      target: 1.1,
+    },
+    (v, q) => ratio(at(v.anchors, 'c-scm-rights-peer-loop', q), at(v.anchors, 'c-scm-rights', q)),
+    false,
+  );
+  add(
+    {
+      goal: 'loopFloorVsC',
+      transport: 'c-anchor',
+      description: 'C ping-pong with both sides on event loops / C ping-pong (p50): the floor of a round trip / C',
+      comparison: '<=',
+      target: 1.35,
+    },
+    (v, q) => ratio(at(v.anchors, 'c-scm-rights-loop', q), at(v.anchors, 'c-scm-rights', q)),
+    false,
+  );
   return out;
 }
 

@@ -29,6 +29,11 @@
  * blocking one. Its gap to the blocking mode is the cost of an event loop
  * itself, before any JavaScript runs.
  *
+ * --peer-event-loop runs only the peer that way, as the library's far side
+ * serves a blocking dupFileDescriptorSync (one read a wake-up, as it stops
+ * reading after a DUP it answered in C++): the floor of a blocking client
+ * against a far side on an event loop.
+ *
  * --pidfd moves the fds the way the pidfd transport does, by number: the
  * message carries the K numbers as data, and the peer pulls each with
  * pidfd_getfd(2) (through a pidfd of the parent opened once), acks, then
@@ -44,7 +49,7 @@
  * hides what waking the other CPU costs. With it the anchor times what the
  * library's batch case times.
  *
- * usage: scm_pingpong [--fds K] [--iterations N] [--time MS] [--warmup N] [--samples] [--event-loop] [--pidfd] [--keep]
+ * usage: scm_pingpong [--fds K] [--iterations N] [--time MS] [--warmup N] [--samples] [--event-loop] [--peer-event-loop] [--pidfd] [--keep]
  *   runs at least N round trips (default 10000) and at least MS ms (default 0)
  *   after N warm-up round trips (default 1000); --samples adds every sample
  *   ("samplesUs", in the order measured) so that a caller can pool rounds.
@@ -100,6 +105,12 @@ static void send_fds(int sock, const int *fds, int nfds) {
 
 /* --event-loop: wait as libuv does (with Node's idle-time metrics on). */
 static int event_loop = 0;
+/*
+ * --peer-event-loop: only the peer does, as the library's far side serves a
+ * blocking dupFileDescriptorSync: one read a wake-up (it stops after a DUP
+ * answered in C++), no read until EAGAIN.
+ */
+static int peer_event_loop = 0;
 
 static void wait_readable(int ep) {
   struct epoll_event ev;
@@ -142,7 +153,8 @@ static int recv_ack(int sock, int ep) {
 static void peer(int sock) {
   union control ctl;
   char byte;
-  int ep = event_loop ? make_epoll(sock) : -1;
+  int ep = event_loop || peer_event_loop ? make_epoll(sock) : -1;
+  if (peer_event_loop && fcntl(sock, F_SETFL, O_NONBLOCK) < 0) die("fcntl(O_NONBLOCK)");
   int parent = -1;
   if (pidfd_mode) {
     parent = (int)syscall(SYS_pidfd_open, getppid(), 0);
@@ -153,7 +165,7 @@ static void peer(int sock) {
   int nkept = 0;
   int drained = 1;
   for (;;) {
-    if (event_loop && drained) wait_readable(ep);
+    if ((event_loop && drained) || peer_event_loop) wait_readable(ep);
     struct iovec iov = {.iov_base = &byte, .iov_len = 1};
     if (pidfd_mode) {
       iov.iov_base = numbers;
@@ -235,6 +247,10 @@ int main(int argc, char **argv) {
       event_loop = 1;
       continue;
     }
+    if (!strcmp(a, "--peer-event-loop")) {
+      peer_event_loop = 1;
+      continue;
+    }
     if (!strcmp(a, "--pidfd")) {
       pidfd_mode = 1;
       continue;
@@ -245,7 +261,7 @@ int main(int argc, char **argv) {
     }
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!v) {
-      fprintf(stderr, "usage: scm_pingpong [--fds K] [--iterations N] [--time MS] [--warmup N] [--samples] [--event-loop] [--pidfd] [--keep]\n");
+      fprintf(stderr, "usage: scm_pingpong [--fds K] [--iterations N] [--time MS] [--warmup N] [--samples] [--event-loop] [--peer-event-loop] [--pidfd] [--keep]\n");
       return 2;
     }
     if (!strcmp(a, "--fds")) nfds = parse_long(a, v, 1, MAX_FDS);

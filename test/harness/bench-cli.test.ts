@@ -70,9 +70,19 @@ describe('fdbridge bench (subprocess)', () => {
     expect(file.loadAverage.end).toHaveLength(3);
   });
 
-  test('measures every anchor: Node handle passing and JSON IPC, C single and batch', () => {
+  test('measures every anchor: Node handle passing and JSON IPC, C single (blocking, the far side or both on event loops) and batch', () => {
     const names = file.anchors.map((a) => a.name);
-    expect(names).toEqual(expect.arrayContaining(['node-handle-passing', 'node-ipc-json', 'c-scm-rights', 'c-scm-rights-batch', 'c-scm-rights-batch-keep']));
+    expect(names).toEqual(
+      expect.arrayContaining(['node-handle-passing', 'node-ipc-json', 'c-scm-rights', 'c-scm-rights-peer-loop', 'c-scm-rights-loop', 'c-scm-rights-batch', 'c-scm-rights-batch-keep']),
+    );
+    for (const name of ['c-scm-rights-peer-loop', 'c-scm-rights-loop']) expect(file.anchors.find((a) => a.name === name)?.fdsPerMessage).toBe(1);
+    // The event-loop floors of the two latency goals: recorded each round, not judged.
+    for (const goal of ['peerLoopFloorVsC', 'loopFloorVsC']) {
+      const r = file.ratios.find((x) => x.goal === goal && x.transport === 'c-anchor');
+      expect(r?.met).toBeNull();
+      expect(r?.rounds).toHaveLength(2);
+      expect(Number.isFinite(r?.value) && (r?.value as number) > 0).toBe(true);
+    }
     for (const a of file.anchors) expectLatency(a.latency, `anchor ${a.name}`);
     expect(file.anchors.find((a) => a.name === 'c-scm-rights-batch')?.fdsPerMessage).toBe(253);
     expect(file.anchors.find((a) => a.name === 'c-scm-rights-batch-keep')?.fdsPerMessage).toBe(253);

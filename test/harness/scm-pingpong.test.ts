@@ -1,7 +1,9 @@
 /**
  * The C ping-pong anchor (native/bench/scm_pingpong.c) in each of its
  * modes, batch and single, with the peer closing after its ack or keeping
- * what arrived until the untimed close request (--keep). The peer exits 1
+ * what arrived until the untimed close request (--keep), both sides
+ * blocking, both waiting in epoll (--event-loop) or the peer alone
+ * (--peer-event-loop). The peer exits 1
  * on anything out of order (fds with a close request, a batch before the
  * last one's close request, a truncated control message) and the parent
  * then fails, so a clean exit with every sample says both sides kept to the
@@ -28,7 +30,7 @@ async function run(args: string[]): Promise<PingpongOutput> {
 }
 
 describe('scm_pingpong', () => {
-  const modes: string[][] = [[], ['--keep'], ['--event-loop', '--keep'], ['--pidfd'], ['--pidfd', '--keep']];
+  const modes: string[][] = [[], ['--keep'], ['--event-loop'], ['--event-loop', '--keep'], ['--peer-event-loop'], ['--peer-event-loop', '--keep'], ['--pidfd'], ['--pidfd', '--keep']];
   test.each(modes.flatMap((mode) => [1, 253].map((fds) => ({ label: mode.join(' ') || '(plain)', mode, fds }))))(
     '$label with $fds fd(s) per message: every round trip timed, the peer kept to the protocol',
     async ({ mode, fds }) => {
