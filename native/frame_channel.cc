@@ -1,5 +1,6 @@
 #include "frame_channel.h"
 
+#include <algorithm>
 #include <errno.h>
 
 #include <optional>
@@ -231,6 +232,7 @@ std::vector<FrameChannel::Request> FrameChannel::TakeAll() {
 
 bool FrameChannel::FilterMessage(const char* data, size_t len, const int* fds, size_t nfds) {
   read_on_ = true;
+  read_on_answered_ = false;
   // fds the kernel has just given this process: a number adopted here
   // before is free again only once the command closed that fd (without
   // closeClientFds). Refunded before any limit looks at the DUP they came
@@ -346,7 +348,8 @@ bool FrameChannel::Give(uint32_t id, const int* fds, size_t nfds) {
     for (size_t i = 0; i < nfds; i++) Keep(fds[i], kept_registrations_[i]);
   }
   served_++;
-  read_on_ = false;
+  read_on_ = read_on_score_ > 0 || served_ % kReadOnProbeEvery == 0;
+  read_on_answered_ = true;
   if (after_receive_hook_) {
     delegate_->AfterReceive();
     // The hook may have closed the socket: the ledger, these fds with it,
@@ -361,6 +364,13 @@ bool FrameChannel::Give(uint32_t id, const int* fds, size_t nfds) {
   // the read side.
   socket_->Send(reply_.data(), reply_len, nullptr, 0, 0);
   return true;
+}
+
+void FrameChannel::ReadOnFound(bool message) {
+  // Only the read after an answered request counts (FilterMessage clears
+  // the mark for every other message).
+  if (!read_on_answered_) return;
+  read_on_score_ = message ? std::min(read_on_score_ + 1, kReadOnScoreMax) : std::max(read_on_score_ - 1, kReadOnScoreMin);
 }
 
 bool FrameChannel::FilterSendComplete(uint32_t send_id, int err) {

@@ -238,12 +238,21 @@ class FrameChannel : public UnixSocket::Filter {
   // The event loop reads on after every message but two: a reply that
   // settled the last request pending when it arrived (requests that the
   // settlement itself makes, an await that sends the next one, are not
-  // answered yet, or are read on the next turn), and a DUP answered here
-  // (a client has one duplication in flight at a time, or folds its
-  // duplications into one frame). After those the read would almost
-  // always find nothing. Anything else (a stream of frames the delegate
-  // handles) is read on as before.
+  // answered yet, or are read on the next turn), and, mostly, a DUP (or
+  // GETFD) answered here: a client has one duplication in flight at a
+  // time, or folds its duplications into one frame, so the read after its
+  // answer mostly finds nothing. Except for a client that sends its next
+  // request the moment it has the reply, the two processes on one CPU
+  // (dupFileDescriptorSync in a loop): the answer's send lets it run, and
+  // its next DUP is queued by the time this side goes on. So an answered
+  // request reads on while the reads after answered requests have found
+  // the next one more often than not lately (read_on_score_), and every
+  // kReadOnProbeEvery-th request served reads on anyway (`served` a
+  // multiple of it), to notice a client that starts to. Anything else (a
+  // stream of frames the delegate handles) is read on as before.
   bool ReadOn() override { return read_on_; }
+  void ReadOnFound(bool message) override;
+  static constexpr uint64_t kReadOnProbeEvery = 16;
 
  private:
   bool AnswerDup(uint32_t id, const int* fds, size_t nfds);
@@ -330,6 +339,14 @@ class FrameChannel : public UnixSocket::Filter {
   std::shared_ptr<FdBudget> budget_;
   std::vector<char> reply_;
   bool read_on_ = true;  // ReadOn's answer for the message last filtered
+  // ReadOnFound's record of the reads after answered requests: +1 for the
+  // next request found, -1 for an empty socket, within [kReadOnScoreMin,
+  // kReadOnScoreMax]; above 0, an answered request reads on.
+  static constexpr int kReadOnScoreMin = -2;
+  static constexpr int kReadOnScoreMax = 4;
+  int read_on_score_ = 1;
+  // The message last filtered was a request answered here.
+  bool read_on_answered_ = false;
 };
 
 }  // namespace fdbridge

@@ -481,6 +481,8 @@ void UnixSocket::DoRead() {
   if (reading_ && !closed_ && !ReadPaused()) ReceiveBuffer();
   // Each message runs JS, which may close the number and open another file
   // there: looked at again before each receive (in memory).
+  // This read follows a message the filter said to read on after.
+  bool read_on = false;
   for (int i = 0; i < kMaxReadsPerWakeup && reading_ && !closed_ && !ReadPaused() && (waiter_ == nullptr || !waiter_->done()) && !Lost(false); i++) {
     if (!MayReadMore()) return;
     RecvResult r;
@@ -490,10 +492,14 @@ void UnixSocket::DoRead() {
     ScmRecv(sock_.get(), type_, recv_buf_, recv_len_, control_.get(), control_len_,
             recv_fds_.data(), max_fds_, &r, receive_from_ ? &sender_ : nullptr,
             own_socket() || receive_own_, Discard(), /*wait=*/false, receipt_tag_);
+    if (read_on && filter_ != nullptr && (r.status == RecvStatus::kMessage || r.status == RecvStatus::kWouldBlock)) {
+      filter_->ReadOnFound(r.status == RecvStatus::kMessage);
+    }
     end_read_turn_ = false;
     if (!Deliver(&r)) return;
     if (end_read_turn_) return;
-    if (r.status == RecvStatus::kMessage && filter_ != nullptr && !reset_pending_ && !filter_->ReadOn()) return;
+    read_on = r.status == RecvStatus::kMessage && filter_ != nullptr && !reset_pending_;
+    if (read_on && !filter_->ReadOn()) return;
   }
 }
 

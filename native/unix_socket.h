@@ -197,6 +197,11 @@ class UnixSocket {
     // pending) or that answers one message per turn, which saves the read
     // that would only find the socket empty (EAGAIN).
     virtual bool ReadOn() { return true; }
+    // What the read after a message the filter said to read on after
+    // found: the next message (true) or the socket empty (false, EAGAIN).
+    // Told before the message is delivered; not told of other outcomes
+    // (an end, an error).
+    virtual void ReadOnFound(bool /*message*/) {}
   };
   void SetFilter(Filter* filter) { filter_ = filter; }
 

@@ -106,6 +106,114 @@ test('anything but a well-formed DUP goes to the handler, in order; so does ever
     expect(channel.served).toBe(1);
   }));
 
+/**
+ * To the loop's check phase: called from there, to the next turn's, after
+ * its poll phase (the served socket's reads).
+ */
+const checkPhase = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/**
+ * When the served side reads on after a DUP it answered (FrameChannel::ReadOn):
+ * while the reads after answered DUPs have found the next request more often
+ * than not lately (a score: +1 a request found, -1 the socket empty, within
+ * [-2, 4], from 1; above 0 it reads on), and at every 16th DUP served. After
+ * any other frame (a CALL) it reads on, and that read does not count.
+ */
+class ReadOnModel {
+  score = 1;
+  served = 0;
+  /** Runs the loop's turns over `frames`, all queued at once; returns how many DUPs each turn answers. */
+  turns(frames: ReadonlyArray<'dup' | 'call'>): number[] {
+    const perTurn: number[] = [];
+    let next = 0;
+    while (next < frames.length) {
+      const served = this.served;
+      for (;;) {
+        const frame = frames[next++];
+        let readOn = true;
+        if (frame === 'dup') {
+          this.served++;
+          readOn = this.score > 0 || this.served % 16 === 0;
+        }
+        if (!readOn) break;
+        const found = next < frames.length;
+        // Only the read after an answered DUP counts.
+        if (frame === 'dup') this.score = found ? Math.min(this.score + 1, 4) : Math.max(this.score - 1, -2);
+        if (!found) break;
+      }
+      perTurn.push(this.served - served);
+    }
+    return perTurn;
+  }
+}
+
+type ReadOnFrames = Array<'dup' | 'call'>;
+const alone = (n: number): ReadOnFrames[] => Array.from({ length: n }, () => ['dup']);
+/**
+ * What the client queues at once, step by step: DUPs one at a time (each
+ * read after its answer finds nothing; once the score is down, only the
+ * 16th DUPs read on, and 33-60 of them bring it to its floor), 2-20 DUPs
+ * and CALLs together, or a few DUPs alone and then 24 DUPs together 3 or 4
+ * times (each crosses a 16th DUP served: how the channel finds its way
+ * back to reading on). At most 30 frames at once: the loop's 32 reads a
+ * turn are never the limit.
+ */
+const readOnSteps = fc.oneof(
+  { weight: 2, arbitrary: fc.integer({ min: 1, max: 12 }).map(alone) },
+  { weight: 1, arbitrary: fc.integer({ min: 33, max: 60 }).map(alone) },
+  { weight: 3, arbitrary: fc.array(fc.constantFrom<'dup' | 'call'>('dup', 'dup', 'dup', 'dup', 'dup', 'call'), { minLength: 2, maxLength: 20 }).map((f) => [f]) },
+  {
+    weight: 1,
+    arbitrary: fc
+      .tuple(fc.integer({ min: 6, max: 12 }), fc.integer({ min: 3, max: 4 }))
+      .map(([n, m]): ReadOnFrames[] => [...alone(n), ...Array.from({ length: m }, (): ReadOnFrames => Array.from({ length: 24 }, () => 'dup'))]),
+  },
+);
+
+test('generated: the served side reads on after an answered DUP while those reads keep finding the next request, and at every 16th; a CALL\'s read on does not count', async () => {
+  const before = openFdTable();
+  await fc.assert(
+    fc.asyncProperty(fc.array(readOnSteps, { minLength: 1, maxLength: 30 }).map((s) => s.flat()), (steps) =>
+      withScope(async (scope) => {
+        const { channel, client, handled } = pair(scope);
+        const a = scope.own(makeMemfd('a')).fd;
+        const model = new ReadOnModel();
+        let id = 1;
+        let calls = 0;
+        for (const frames of steps) {
+          // From the loop's check phase, the frames are all queued before
+          // its next poll phase reads any; the next check phase follows it.
+          await checkPhase();
+          const served = channel.served;
+          for (const frame of frames) {
+            if (frame === 'dup') native.sendNow(client.fd, dupRequest(id++), [a]);
+            else native.sendNow(client.fd, encodeJson(FrameType.CALL, id++, { method: 'x', args: [] }));
+          }
+          // Turn by turn: what each answered (the rest stays queued, and
+          // the next turn's poll reads it: epoll is level-triggered).
+          const expected = model.turns(frames);
+          const seen: number[] = [];
+          let last = served;
+          for (let t = 0; t < expected.length; t++) {
+            await checkPhase();
+            seen.push(channel.served - last);
+            last = channel.served;
+          }
+          expect(seen).toEqual(expected);
+          const dups = frames.filter((f) => f === 'dup').length;
+          calls += frames.length - dups;
+          expect(channel.served).toBe(served + dups);
+          expect(handled).toHaveLength(calls);
+          for (let i = 0; i < dups; i++) await client.receive();
+        }
+        expect(handled.every((h) => h.type === FrameType.CALL)).toBe(true);
+      }),
+    ),
+    { numRuns: 40 },
+  );
+  expect(openFdTable()).toEqual(before);
+});
+
 test('closing the socket closes the ledger\'s fds nobody adopted; one added later is closed at once', () =>
   withScope(async (scope) => {
     const { served, ledger, client } = pair(scope);
