@@ -13,7 +13,10 @@
  *   is neither ours nor the helper's): baseline right after connect, less
  *   the fds the command's construction opened there and left open (its
  *   READY names them: CommandLocation.constructorFds), which are leaks if
- *   still open when compared, named as the constructor's; compared
+ *   still open when compared, named as the constructor's (a READY that
+ *   had no room to name them all, constructorFdsOmitted, leaves that
+ *   process unwatched and fails the row with one leak entry of fd -1 saying
+ *   how many: they cannot be told from the process's own); compared
  *   in the connection's onCommandClosed hook, i.e. after the command closed
  *   and before that process exits. A process that is gone by then (the
  *   scenario killed it) has no fds left and so no leak. A remote command's
@@ -273,8 +276,24 @@ export class LeakOracle {
     // What the command's construction opened before this look (the
     // process's READY names it): out of the baseline, a leak if still open.
     const by = `the constructor of the command${command ? ` ${commandName(command)}` : ''} (its module's load included)`;
+    const role = conn.transport === 'helper' ? 'helper' : conn.transport === 'remote' ? 'remote' : 'child';
+    // Fds the READY had no room to name are in any baseline read now, and
+    // their closing would look like a wrong-fd close, their leak like
+    // nothing: the process is not watched, and the row fails, saying how many.
+    const omitted = conn.location.constructorFdsOmitted ?? 0;
+    if (omitted > 0) {
+      this.#leaks.push({
+        pid,
+        role,
+        fd: -1,
+        target: `(${omitted} more fd(s) the constructor left open, not named: past what its READY holds; whether they leak cannot be told)`,
+        openedBy: by,
+      });
+      this.#options.note?.(`leak oracle: pid ${pid} (${role}) not watched: its READY left ${omitted} of the constructor's fds unnamed`);
+      return;
+    }
     const attributed = (conn.location.constructorFds ?? []).map(({ fd, target }) => ({ fd, target, by }));
-    const snap = tryTake(pid, conn.transport === 'helper' ? 'helper' : conn.transport === 'remote' ? 'remote' : 'child', this.#options.note, attributed);
+    const snap = tryTake(pid, role, this.#options.note, attributed);
     if (!snap) return;
     // Another helper daemon (a scenario's own) lives on after close: compare it at the end.
     if (conn.transport === 'helper') this.#snapshots.push(snap);

@@ -21,9 +21,17 @@ export interface CommandLocation {
    * not closed when it returned, as that process's table named them then.
    * A leak check that reads that process's table only once connect() has
    * resolved takes them out of its baseline, so that the constructor's leak
-   * is seen (the harness's oracle does).
+   * is seen (the harness's oracle does). A target past READY_TARGET_BYTES
+   * is cut, saying so (src/protocol.ts: readyJson).
    */
   constructorFds?: readonly ConstructorFd[];
+  /**
+   * How many more fds the construction left open than `constructorFds`
+   * names: those past what the READY's frame holds, left out from the end
+   * of the list (absent when none). A leak check cannot tell them from
+   * what the process held before.
+   */
+  constructorFdsOmitted?: number;
 }
 
 export interface ConnectOptions {

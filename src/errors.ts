@@ -576,6 +576,19 @@ export function cutToJsonBytes(text: string, maxBytes: number): string {
   return text.slice(0, kept) + cutNote(text.length - kept);
 }
 
+/**
+ * Whether `cut` is `text`, or what cutToJsonBytes made of it: a start of
+ * it, then the note saying how many characters were left off, as many as
+ * `text` has past that start.
+ */
+export function isCutOf(cut: string, text: string): boolean {
+  if (cut === text) return true;
+  const note = /… \(cut: (\d+) more characters\)$/.exec(cut);
+  if (note === null) return false;
+  const kept = cut.slice(0, note.index);
+  return kept.length + Number(note[1]) === text.length && text.startsWith(kept);
+}
+
 /** The JSON of name, code and syscall at most: each field past it is cut (cutToJsonBytes). */
 const SHORT_FIELD_BYTES = 1024;
 

@@ -17,7 +17,7 @@ import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { FdBridgeError, SystemError } from './errors';
+import { FdBridgeError, isCutOf, SystemError } from './errors';
 import { backgroundCloseFds, CLOSES_GIVE_UP_MS, diffFdTables, FdTableHold, openFdTable, type FdTable } from './fd';
 import { describeFdOrigin, leakOrigin, startFdTracking, type FdOrigin } from './fd-track';
 import { native } from './native';
@@ -209,9 +209,10 @@ export class ProcessFdSnapshot implements Disposable {
    * process, another user's). `attributed`: fds of another process that
    * its code under test opened before this snapshot and that were not
    * there before that code ran (a command's constructor, as the command's
-   * READY named them): each still open at its number with its target is
-   * left out of the baseline, so that it is a leak if it is still open at
-   * the comparison, named as opened by `by`.
+   * READY named them): each still open at its number with its target (or
+   * a target it is a cut of: isCutOf) is left out of the baseline, so that
+   * it is a leak if it is still open at the comparison, named as opened by
+   * `by`.
    */
   constructor(pid: number, role: string, attributed: readonly { fd: number; target: string; by: string }[] = []) {
     this.pid = pid;
@@ -225,9 +226,11 @@ export class ProcessFdSnapshot implements Disposable {
     if (pid !== process.pid) {
       this.baseline = openFdTable(pid);
       for (const { fd, target, by } of attributed) {
-        if (this.baseline.get(fd) !== target) continue;
+        // A target may come cut (a READY's: src/protocol.ts, readyJson): the table's names the file whole.
+        const now = this.baseline.get(fd);
+        if (now === undefined || !isCutOf(target, now)) continue;
         this.baseline.delete(fd);
-        this.#attributed.set(fd, { target, by });
+        this.#attributed.set(fd, { target: now, by });
       }
       this.#hold = new FdTableHold(this.baseline, pid);
       return;

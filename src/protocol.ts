@@ -95,9 +95,14 @@ export interface ReadyPayload {
   /**
    * From a process that serves one command (child, pidfd): the fds its
    * construction opened and left open (fdsOpenedBy), for a leak check whose
-   * baseline of that process is read once the connection is up.
+   * baseline of that process is read once the connection is up. A target
+   * longer than READY_TARGET_BYTES is cut (cutToJsonBytes: its start, then
+   * how many characters were cut); entries past what one frame holds are
+   * left out from the end of the list, `constructorFdsOmitted` saying how
+   * many (absent when none).
    */
   constructorFds?: ConstructorFd[];
+  constructorFdsOmitted?: number;
 }
 
 export type Frame =
@@ -210,6 +215,67 @@ export function encodeRefused(message: string): Buffer {
 }
 
 /**
+ * The most bytes one constructorFds target takes in a READY, as a JSON
+ * string: past it the target is cut (cutToJsonBytes). A path takes up to
+ * 4 KiB (PATH_MAX), six times that with control characters escaped.
+ */
+export const READY_TARGET_BYTES = 1024;
+
+/**
+ * A READY's JSON payload for `ready`, at most `maxBytes` UTF-8 bytes (at
+ * least 256), whatever the number of constructorFds and the length of their
+ * targets: each target cut to READY_TARGET_BYTES, then the entries that do
+ * not fit left out from the end, `constructorFdsOmitted` saying how many.
+ * The one encoder of a READY (the child, pidfd and helper frame's, and the
+ * remote channel's, whose frames hold more).
+ */
+export function readyJson(ready: ReadyPayload, maxBytes: number): string {
+  const head = { pid: ready.pid, threadId: ready.threadId };
+  const list = ready.constructorFds;
+  if (list === undefined) return JSON.stringify(head);
+  const entries: string[] = [];
+  let bytes = Buffer.byteLength(JSON.stringify({ ...head, constructorFds: [] }));
+  // Room for the count of those left out, should any be.
+  const room = maxBytes - Buffer.byteLength(`,"constructorFdsOmitted":${list.length}`);
+  /** How many entries fit with that count after them. */
+  let fits = 0;
+  for (const { fd, target } of list) {
+    const entry = JSON.stringify({ fd, target: cutToJsonBytes(target, READY_TARGET_BYTES) });
+    bytes += Buffer.byteLength(entry) + (entries.length > 0 ? 1 : 0);
+    if (bytes > maxBytes) break;
+    entries.push(entry);
+    if (bytes <= room) fits = entries.length;
+  }
+  const start = JSON.stringify(head).slice(0, -1);
+  if (entries.length === list.length) return `${start},"constructorFds":[${entries.join(',')}]}`;
+  return `${start},"constructorFds":[${entries.slice(0, fits).join(',')}],"constructorFdsOmitted":${list.length - fits}}`;
+}
+
+/** A READY frame for `ready`, never past MAX_FRAME_BYTES (readyJson). */
+export function encodeReady(id: number, ready: ReadyPayload): Buffer {
+  return encodeJsonText(FrameType.READY, id, readyJson(ready, MAX_FRAME_BYTES - HEADER_BYTES));
+}
+
+/**
+ * A READY's payload from its JSON object `o`, as readyJson makes it: pid
+ * and threadId integers; constructorFds, if there, a list of { fd, target };
+ * constructorFdsOmitted, if there, a positive integer. The one decoder of a
+ * READY (decodeFrame's and the remote channel's).
+ */
+export function readyPayload(o: Record<string, unknown>): ReadyPayload {
+  const ready: ReadyPayload = { pid: int(o, 'pid', 'READY'), threadId: int(o, 'threadId', 'READY') };
+  if (o['constructorFds'] !== undefined) ready.constructorFds = constructorFds(o['constructorFds'], 'READY');
+  if (o['constructorFdsOmitted'] !== undefined) {
+    const omitted = int(o, 'constructorFdsOmitted', 'READY');
+    if (omitted <= 0 || ready.constructorFds === undefined) {
+      throw new ProtocolError(`malformed READY frame: "constructorFdsOmitted" ${omitted} is not a count of fds left out of a "constructorFds"`);
+    }
+    ready.constructorFdsOmitted = omitted;
+  }
+  return ready;
+}
+
+/**
  * A GETFD naming `fds` (numbers in the client) and the file each holds,
  * `files[i]` (as many).
  */
@@ -262,7 +328,7 @@ function int(o: Record<string, unknown>, key: string, what: string): number {
 }
 
 /** A READY's `constructorFds`: a list of { fd, target }, each an fd number and a string. */
-export function constructorFds(v: unknown, what: string): ConstructorFd[] {
+function constructorFds(v: unknown, what: string): ConstructorFd[] {
   if (!Array.isArray(v)) throw new ProtocolError(`malformed ${what} frame: "constructorFds" is not a list`);
   return v.map((e: unknown) => {
     if (typeof e !== 'object' || e === null) throw new ProtocolError(`malformed ${what} frame: "constructorFds" holds ${String(e)}, not { fd, target }`);
@@ -357,10 +423,7 @@ export function decodeFrame(data: Buffer, fds: readonly number[]): Frame {
       return { type, id, hello };
     }
     case FrameType.READY: {
-      const o = parseJson(data);
-      const ready: ReadyPayload = { pid: int(o, 'pid', 'READY'), threadId: int(o, 'threadId', 'READY') };
-      if (o['constructorFds'] !== undefined) ready.constructorFds = constructorFds(o['constructorFds'], 'READY');
-      return { type, id, ready };
+      return { type, id, ready: readyPayload(parseJson(data)) };
     }
     case FrameType.REFUSED:
       return { type, id, message: str(parseJson(data), 'message', 'REFUSED') };

@@ -42,7 +42,7 @@ import { closeOwnFds, MAX_FD, reopenedCopy } from '../fd';
 import { MAX_CALL_JSON_BYTES } from '../json-value';
 import { native, type FdList } from '../native';
 import { distPath } from '../paths';
-import { constructorFds } from '../protocol';
+import { readyPayload } from '../protocol';
 import { describeValue } from '../validate';
 import { Channel, frameTypeName, isStreamFrame, jsonPayload, parseJson, RemoteFrame, RelayStream, REMOTE_PROTOCOL_VERSION, type OpenRequest, type PumpedEnd, type RelaySink, type RelaySource } from './remote-channel';
 import { FileSink, FileSource } from './remote-endpoints';
@@ -192,9 +192,9 @@ export class RemoteConnection extends BaseConnection {
     this.#channel.sendJson(RemoteFrame.HELLO, id, { version: REMOTE_PROTOCOL_VERSION, command: hello });
     return Promise.race([ready, timeout])
       .then((payload) => {
-        const r = parseJson(payload, 'READY') as { pid?: unknown; threadId?: unknown; constructorFds?: unknown };
-        if (typeof r?.pid !== 'number' || typeof r.threadId !== 'number') throw new ProtocolError('connect: a READY without pid and threadId');
-        return { pid: r.pid, threadId: r.threadId, ...(r.constructorFds !== undefined ? { constructorFds: constructorFds(r.constructorFds, 'READY') } : {}) };
+        const r = parseJson(payload, 'READY');
+        if (typeof r !== 'object' || r === null || Array.isArray(r)) throw new ProtocolError('connect: a READY whose payload is not a JSON object');
+        return readyPayload(r as Record<string, unknown>);
       })
       .finally(() => clearTimeout(timer));
   }

@@ -28,8 +28,8 @@ import {
   encodeEmpty,
   encodeError,
   encodeFdList,
-  encodeJson,
   encodeJsonText,
+  encodeReady,
   encodeRefused,
   encodeResult,
   FrameType,
@@ -594,7 +594,7 @@ class ServedSession implements ServedConnection {
     // A helper daemon's connection takes no fds until it is READY (the
     // kernel refuses them: see HelperDaemon); from now on its DUPs bring them.
     if (!this.#intake.refusesFds) acceptFds(this.#socket);
-    this.#send(encodeJson(FrameType.READY, id, { pid: process.pid, threadId: host.context.threadId, ...(constructorFds ? { constructorFds } : {}) }));
+    this.#send(encodeReady(id, { pid: process.pid, threadId: host.context.threadId, ...(constructorFds ? { constructorFds } : {}) }));
     this.#intake.start(this.#channel, this.#limits?.maxFds);
     this.#updateReading();
   }

@@ -286,7 +286,9 @@ export class SocketConnection extends BaseConnection {
     // the copies of its queued sends that fail go to the closer as ours.
     socket.useBackgroundCloser(false, this.#held.owner);
     this.transport = transport;
-    this.location = { transport, pid: ready.pid, threadId: ready.threadId, ...(ready.constructorFds ? { constructorFds: ready.constructorFds } : {}) };
+    this.location = { transport, pid: ready.pid, threadId: ready.threadId, ...(ready.constructorFds ? { constructorFds: ready.constructorFds } : {}),
+      ...(ready.constructorFdsOmitted ? { constructorFdsOmitted: ready.constructorFdsOmitted } : {}),
+    };
     this.#probe = probe;
     this.#closedByPeer = new Promise((resolve) => (this.#onPeerClosed = resolve));
     // handshake() did this already; doing it again (idempotent) records the

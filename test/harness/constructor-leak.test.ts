@@ -162,3 +162,80 @@ test('clean constructors pass on every transport: one that opens and closes, one
   );
   expect(openFdTable()).toEqual(before);
 });
+
+/** A file under `dir` whose absolute path is about `length` bytes long (directories of up to 200 bytes each). */
+function fileOfLength(length: number): string {
+  let path = join(dir, `long${++dirs}`);
+  mkdirSync(path);
+  while (path.length + 202 < length) {
+    path = join(path, 'd'.repeat(200));
+    mkdirSync(path);
+  }
+  const file = join(path, 'x'.repeat(Math.max(1, Math.min(200, length - path.length - 1))));
+  writeFileSync(file, 'x');
+  return file;
+}
+
+test('generated: a constructor leak of a file whose path its READY cuts (past READY_TARGET_BYTES) is still the constructor\'s leak of that file', async () => {
+  const before = openFdTable();
+  await fc.assert(
+    fc.asyncProperty(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 900, max: 4000 }), async (count, length) => {
+      const file = fileOfLength(length);
+      const s = scenarioDir('LongLeak', () => `for (let i = 0; i < ${count}; i++) fs.openSync(${JSON.stringify(file)}, 'r');`, '/* forgets them */');
+      const rows = await run(s.dir, ['child', 'pidfd', 'remote']);
+      try {
+        for (const row of rows) {
+          expect(shape(row)).toEqual({
+            transport: row.transport,
+            status: 'fail',
+            leaks: Array.from({ length: count }, () => ({ role: SEEN[row.transport], target: file, openedBy: expect.stringContaining('the constructor of the command ctorcmd, command.js#LongLeak') })),
+          });
+        }
+      } finally {
+        closeOwnLeaks(rows.flatMap((r) => r.leaks));
+      }
+    }),
+    { numRuns: 4 },
+  );
+  expect(openFdTable()).toEqual(before);
+});
+
+test('generated: a constructor keeping more fds than its READY has room to name (until its close hook) fails the row, one entry saying how many went unnamed', async () => {
+  const before = openFdTable();
+  await fc.assert(
+    fc.asyncProperty(fc.integer({ min: 6000, max: 9000 }), fc.integer({ min: 1, max: 300 }), async (count, length) => {
+      const file = fileOfLength(length);
+      const s = scenarioDir(
+        'KeepsMany',
+        () => `for (let i = 0; i < ${count}; i++) this.closers.push(((fd) => () => fs.closeSync(fd))(fs.openSync(${JSON.stringify(file)}, 'r')));`,
+        'for (const close of this.closers) close();',
+      );
+      const rows = await run(s.dir, ['child', 'pidfd']);
+      try {
+        for (const row of rows) {
+          expect({ ...(shape(row) as object), error: row.error }).toEqual({
+            transport: row.transport,
+            status: 'fail',
+            leaks: [
+              {
+                role: 'child',
+                target: expect.stringMatching(/^\(\d+ more fd\(s\) the constructor left open, not named: past what its READY holds; whether they leak cannot be told\)$/),
+                openedBy: expect.stringContaining('the constructor of the command ctorcmd, command.js#KeepsMany'),
+              },
+            ],
+            error: expect.stringMatching(
+              /^undeclared leak of 1 fd\(s\): pid \d+ \(child\): fd -1 -> \(\d+ more fd\(s\) the constructor left open, not named: past what its READY holds; whether they leak cannot be told\), opened by the constructor of the command ctorcmd/,
+            ),
+          });
+          // That alone: the fds it closes in its close hook are no wrong-fd closes.
+          expect(row.error).not.toMatch(/closed \d+ fd\(s\) that were open before/);
+          expect(row.leaks[0]?.fd).toBe(-1);
+        }
+      } finally {
+        closeOwnLeaks(rows.flatMap((r) => r.leaks));
+      }
+    }),
+    { numRuns: 3 },
+  );
+  expect(openFdTable()).toEqual(before);
+});

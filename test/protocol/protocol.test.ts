@@ -8,7 +8,7 @@
  */
 import fc from 'fast-check';
 
-import { ProtocolError } from '../../src/errors';
+import { cutToJsonBytes, isCutOf, ProtocolError } from '../../src/errors';
 import {
   decodeFrame,
   encodeCall,
@@ -17,11 +17,13 @@ import {
   encodeFdList,
   encodeGetfd,
   encodeJson,
+  encodeReady,
   encodeResult,
   FrameType,
   HEADER_BYTES,
   MAX_FRAME_BYTES,
   PIN_BYTES,
+  READY_TARGET_BYTES,
   type Frame,
   type FrameTypeValue,
 } from '../../src/protocol';
@@ -91,7 +93,7 @@ const sentFrames: fc.Arbitrary<Sent> = fc.oneof(
   }),
   fc.tuple(ids, fc.nat(), fc.nat()).map(([id, pid, threadId]) => sent(encodeJson(FrameType.READY, id, { pid, threadId }), { type: FrameType.READY, id, ready: { pid, threadId } })),
   fc.tuple(ids, fc.nat(), fc.nat(), fc.array(fc.record({ fd: fc.nat(), target: fc.string() }), { maxLength: 4 })).map(([id, pid, threadId, constructorFds]) =>
-    sent(encodeJson(FrameType.READY, id, { pid, threadId, constructorFds }), { type: FrameType.READY, id, ready: { pid, threadId, constructorFds } }),
+    sent(encodeReady(id, { pid, threadId, constructorFds }), { type: FrameType.READY, id, ready: { pid, threadId, constructorFds } }),
   ),
   fc.tuple(ids, fc.string()).map(([id, message]) => sent(encodeJson(FrameType.REFUSED, id, { message }), { type: FrameType.REFUSED, id, message })),
   fc.tuple(ids, errorInfos).map(([id, error]) => sent(encodeJson(FrameType.ERROR, id, error), { type: FrameType.ERROR, id, error })),
@@ -434,6 +436,39 @@ describe('JSON payloads', () => {
     expect(frame).toEqual({ type: FrameType.HELLO, id: 1, hello: { version: 1, command: { module: 'm' } } });
   });
 
+  test('generated: a READY of any number of constructorFds, of any target length, fits one frame: targets cut past READY_TARGET_BYTES, the entries past the frame counted in constructorFdsOmitted', () => {
+    // Code units JSON escapes or UTF-8 widens, and plain ASCII.
+    const unit = fc.constantFrom('a', '/', '"', '\\', '\x01', '\n', 'é', '\u2028', '😀', '\ud800');
+    fc.assert(
+      fc.property(fc.nat(8000), fc.array(unit, { minLength: 1, maxLength: 3 }), fc.integer({ min: 1, max: 4096 }), fc.nat(0x7fffffff), (count, units, length, pid) => {
+        const base = units.join('').repeat(Math.ceil(length / units.join('').length));
+        const constructorFds = Array.from({ length: count }, (_, i) => ({ fd: i + 3, target: `${base}${i}` }));
+        const data = encodeReady(9, { pid, threadId: 0, constructorFds });
+        expect(data.length).toBeLessThanOrEqual(MAX_FRAME_BYTES);
+        const frame = decodeFrame(data, []);
+        if (frame.type !== FrameType.READY) throw new Error(`decoded as type ${frame.type}`);
+        const { ready } = frame;
+        const named = ready.constructorFds ?? [];
+        expect({ pid: ready.pid, total: named.length + (ready.constructorFdsOmitted ?? 0) }).toEqual({ pid, total: count });
+        named.forEach((e, i) => {
+          const sent = constructorFds[i] as { fd: number; target: string };
+          expect({ fd: e.fd, cutOf: isCutOf(e.target, sent.target), cut: e.target !== sent.target }).toEqual({
+            fd: sent.fd,
+            cutOf: true,
+            cut: Buffer.byteLength(JSON.stringify(sent.target)) > READY_TARGET_BYTES,
+          });
+        });
+        // Left out only past what one frame holds: the next entry, cut, would not have fit with the count after it.
+        if (ready.constructorFdsOmitted === undefined) return;
+        const sent = constructorFds[named.length] as { fd: number; target: string };
+        const next = { fd: sent.fd, target: cutToJsonBytes(sent.target, READY_TARGET_BYTES) };
+        const withNext = Buffer.byteLength(JSON.stringify({ pid, threadId: 0, constructorFds: [...named, next] })) + Buffer.byteLength(`,"constructorFdsOmitted":${count}`);
+        expect(withNext).toBeGreaterThan(MAX_FRAME_BYTES - HEADER_BYTES);
+      }),
+      { seed: SEED, numRuns: 60 },
+    );
+  });
+
   test('READY, REFUSED, CALL and ERROR: each field of the right type', () => {
     const bad = (type: FrameTypeValue, o: unknown): string => rejection(encodeJson(type, 1, o)).message;
     expect(bad(FrameType.READY, { pid: 1.5, threadId: 0 })).toBe('malformed READY frame: "pid" is not an integer');
@@ -450,6 +485,13 @@ describe('JSON payloads', () => {
       ready: { pid: 1, threadId: 0, constructorFds: [{ fd: 0, target: '/x' }] },
     });
     expect(bad(FrameType.READY, { pid: 1, threadId: 0, constructorFds: [{ fd: 3 }] })).toBe('malformed READY frame: "target" is not a string');
+    for (const omitted of [0, -1]) {
+      expect(bad(FrameType.READY, { pid: 1, threadId: 0, constructorFds: [], constructorFdsOmitted: omitted })).toBe(
+        `malformed READY frame: "constructorFdsOmitted" ${omitted} is not a count of fds left out of a "constructorFds"`,
+      );
+    }
+    expect(bad(FrameType.READY, { pid: 1, threadId: 0, constructorFdsOmitted: 2 })).toBe('malformed READY frame: "constructorFdsOmitted" 2 is not a count of fds left out of a "constructorFds"');
+    expect(bad(FrameType.READY, { pid: 1, threadId: 0, constructorFds: [], constructorFdsOmitted: '2' })).toBe('malformed READY frame: "constructorFdsOmitted" is not an integer');
     expect(bad(FrameType.REFUSED, { message: 5 })).toBe('malformed REFUSED frame: "message" is not a string');
     expect(bad(FrameType.CALL, { method: 'm', args: {} })).toBe('malformed CALL frame: "args" is not an array');
     expect(bad(FrameType.CALL, { method: 'm' })).toBe('malformed CALL frame: "args" is not an array');

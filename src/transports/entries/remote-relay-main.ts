@@ -19,7 +19,8 @@ import type { CommandSpec } from '../../command';
 import { describeError, ProtocolError } from '../../errors';
 import { closeOwnFd, closeOwnFds, handedOver, reopenedCopy } from '../../fd';
 import { constants, native } from '../../native';
-import { Channel, isStreamFrame, parseJson, RemoteFrame, RelayStream, REMOTE_PROTOCOL_VERSION, type OpenRequest, type PumpedEnd } from '../remote-channel';
+import { readyJson } from '../../protocol';
+import { Channel, isStreamFrame, MAX_FRAME_BYTES, parseJson, RemoteFrame, RelayStream, REMOTE_PROTOCOL_VERSION, type OpenRequest, type PumpedEnd } from '../remote-channel';
 import { MemorySink } from '../remote-endpoints';
 import type { HostToRelay, RelayToHost } from '../remote-serve';
 
@@ -207,7 +208,7 @@ function skip(fd: number, n: number): void {
 port.on('message', (m: HostToRelay) => {
   switch (m.type) {
     case 'ready':
-      channel.sendJson(RemoteFrame.READY, m.id, { pid: m.pid, threadId: m.threadId, constructorFds: m.constructorFds });
+      channel.send(RemoteFrame.READY, m.id, Buffer.from(readyJson({ pid: m.pid, threadId: m.threadId, constructorFds: m.constructorFds }, MAX_FRAME_BYTES)));
       return;
     case 'failed':
       channel.sendError(m.id, m.error);
