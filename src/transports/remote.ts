@@ -65,15 +65,26 @@ const EXIT_STATUS_WAIT_MS = 250;
 /** Bytes of the server's and via's stderr kept for error messages. */
 const STDERR_TAIL_BYTES = 4096;
 
+/** The reply each request takes when it succeeds (any of them may be answered ERROR instead). */
+const REPLY_TO = new Map<number, number>([
+  [RemoteFrame.HELLO, RemoteFrame.READY],
+  [RemoteFrame.CALL, RemoteFrame.RESULT],
+  [RemoteFrame.OPEN, RemoteFrame.OPENED],
+  [RemoteFrame.RELEASE, RemoteFrame.RESULT],
+  [RemoteFrame.CLOSE, RemoteFrame.CLOSED],
+]);
+
 interface Pending {
+  /** The request's frame type: a reply of any type but its own (REPLY_TO) or ERROR breaks the protocol. */
+  request: RemoteFrameTypeOf<'HELLO' | 'CALL' | 'OPEN' | 'RELEASE' | 'CLOSE'>;
   /** For messages: `echo()`, `dupFileDescriptor(7)`. */
   operation: string;
   /** What a command's error names (RemoteError.method): the method, or dupFileDescriptor(s). */
   method: string;
   /**
-   * An OPEN's: told of its reply as it arrives, before the frames after it
-   * are read (the reply itself settles in order, maybe later); throws a
-   * ProtocolError for a reply that breaks the protocol.
+   * An OPEN's: told of its reply (OPENED or ERROR) as it arrives, before the
+   * frames after it are read (the reply itself settles in order, maybe
+   * later); throws a ProtocolError for a reply that breaks the protocol.
    */
   answered?(type: number, payload: Buffer): void;
   resolve(value: Buffer): void;
@@ -188,7 +199,7 @@ export class RemoteConnection extends BaseConnection {
       timer = setTimeout(() => reject(new TimeoutError(`connect: the remote command was not ready within ${timeoutMs} ms (options.timeoutMs)`)), timeoutMs);
     });
     const id = this.#nextId++;
-    const ready = new Promise<Buffer>((resolve, reject) => this.#pending.set(id, { operation: 'connect', method: 'constructor', resolve, reject }));
+    const ready = new Promise<Buffer>((resolve, reject) => this.#pending.set(id, { request: RemoteFrame.HELLO, operation: 'connect', method: 'constructor', resolve, reject }));
     this.#channel.sendJson(RemoteFrame.HELLO, id, { version: REMOTE_PROTOCOL_VERSION, command: hello });
     return Promise.race([ready, timeout])
       .then((payload) => {
@@ -225,7 +236,7 @@ export class RemoteConnection extends BaseConnection {
     if (this.#broken) return Promise.reject(this.#brokenFor(operation));
     const id = this.#nextId++;
     return new Promise<Buffer>((resolve, reject) => {
-      this.#pending.set(id, { operation, method, ...(answered ? { answered } : {}), resolve, reject });
+      this.#pending.set(id, { request: type, operation, method, ...(answered ? { answered } : {}), resolve, reject });
       try {
         this.#channel.send(type, id, payload);
       } catch (err) {
@@ -242,8 +253,13 @@ export class RemoteConnection extends BaseConnection {
     }
     const p = this.#pending.get(id);
     if (!p) throw new ProtocolError(`a reply (${type}) to request ${id}, which is not pending`);
-    // Before the request leaves the pending ones: a reply its hook finds
-    // breaks the protocol fails it with every other pending request.
+    // Before the request leaves the pending ones: a reply of another
+    // request's type, or one its hook finds breaks the protocol, fails it
+    // with every other pending request.
+    if (type !== RemoteFrame.ERROR && type !== REPLY_TO.get(p.request)) {
+      const name = frameTypeName(type);
+      throw new ProtocolError(`${p.operation}: ${/^[AEIOU]/.test(name) ? 'an' : 'a'} ${name} frame answers its ${frameTypeName(p.request)}`);
+    }
     p.answered?.(type, payload);
     this.#pending.delete(id);
     // What the command wrote before it answered came first (the server
@@ -272,28 +288,20 @@ export class RemoteConnection extends BaseConnection {
     this.#streams.get(id)?.handle(type, payload);
   }
 
+  /** `type`: the request's own reply (REPLY_TO), or ERROR (#onFrame has refused any other). */
   #settle(p: Pending, type: number, payload: Buffer): void {
-    switch (type) {
-      case RemoteFrame.READY:
-      case RemoteFrame.RESULT:
-      case RemoteFrame.OPENED:
-      case RemoteFrame.CLOSED:
-        p.resolve(payload);
-        return;
-      case RemoteFrame.ERROR: {
-        let info: RemoteErrorInfo;
-        try {
-          info = parseJson(payload, 'ERROR') as RemoteErrorInfo;
-        } catch (err) {
-          p.reject(err as Error);
-          return;
-        }
-        p.reject(errorFrom(p.method, info));
-        return;
-      }
-      default:
-        p.reject(new ProtocolError(`${p.operation}: an unexpected reply of frame type ${type}`));
+    if (type !== RemoteFrame.ERROR) {
+      p.resolve(payload);
+      return;
     }
+    let info: RemoteErrorInfo;
+    try {
+      info = parseJson(payload, 'ERROR') as RemoteErrorInfo;
+    } catch (err) {
+      p.reject(err as Error);
+      return;
+    }
+    p.reject(errorFrom(p.method, info));
   }
 
   // duplication ------------------------------------------------------------
@@ -416,7 +424,6 @@ export class RemoteConnection extends BaseConnection {
      */
     let opened: number | ProtocolError | undefined;
     const reply = this.#request(RemoteFrame.OPEN, operation, method, jsonPayload(req), (type, payload) => {
-      if (type !== RemoteFrame.OPENED && type !== RemoteFrame.ERROR) throw new ProtocolError(`${operation}: a ${frameTypeName(type)} frame answers its OPEN`);
       this.#unopened.delete(stream.id);
       if (type === RemoteFrame.OPENED) opened = openedFd(payload, operation);
       if (typeof opened !== 'number') {
