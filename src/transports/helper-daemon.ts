@@ -18,7 +18,7 @@ import { dirname, join } from 'node:path';
 import { COMMAND_NAME, loadCommandClass, type CommandSpec, type ModuleCommandSpec } from '../command';
 import { escapeLogText } from '../commands/log-command';
 import { BUILTIN_COMMANDS, DIAGNOSTIC_COMMANDS } from '../commands/registry';
-import { describeError, FdBridgeError, QuotaExceededError, shown, stackOf, TimeoutError, UnknownCommandError, type QuotaName } from '../errors';
+import { cutToJsonBytes, describeError, FdBridgeError, QuotaExceededError, shown, stackOf, TimeoutError, UnknownCommandError, type QuotaName } from '../errors';
 import { closeOwnFds, closesSettled, peerCloseOwner } from '../fd';
 import { HELPER_DAEMONS, STATUS_COMMAND } from '../commands/status-command';
 import { encodeRefused, FRAME_SOCKET_OPTIONS, MAX_FDS_PER_FRAME } from '../protocol';
@@ -38,6 +38,17 @@ const { S_IFMT, S_IFSOCK } = fsConstants;
  * together, instead of a callback and a round of microtasks per request.
  */
 const SERVED_SOCKET_OPTIONS = { ...FRAME_SOCKET_OPTIONS, batchMessages: true } as const;
+
+/**
+ * The most a --verbose line about a failed request quotes, as JSON bytes
+ * (cutToJsonBytes): of what failed (`call <method>()`), and of the thrown
+ * value's stack. A client chooses a method's name and, through the
+ * command, an error's message: a line is at most about 17 KiB as JSON
+ * counts, four times that once escapeLogText has written it (a DEL, one
+ * byte of JSON, is written \x7f).
+ */
+const LOG_WHAT_BYTES = 1024;
+const LOG_STACK_BYTES = 16 * 1024;
 
 /**
  * Where a helper listens by default: `$XDG_RUNTIME_DIR/fdbridge/helper.sock`;
@@ -769,7 +780,8 @@ export class HelperDaemon {
         this.#log(`pid ${cred.pid}: quota ${quota} reached`);
       },
       // A client learns what failed, never where: the stack is ours to log.
-      reportError: (what, err) => this.#log(`pid ${cred.pid}: ${what} failed: ${stackOf(err)}`),
+      // Both may quote what the client sent (a method's name, an error's message), of any length: cut to fit.
+      reportError: (what, err) => this.#log(`pid ${cred.pid}: ${cutToJsonBytes(what, LOG_WHAT_BYTES)} failed: ${cutToJsonBytes(stackOf(err), LOG_STACK_BYTES)}`),
       closeInBackground: true,
       closeOwner: peerCloseOwner(cred.uid),
       onUnownedCloses: (tickets) => {
