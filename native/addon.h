@@ -314,6 +314,22 @@ inline std::string ArgName(const Napi::CallbackInfo& info, size_t i) {
   return info[i].As<Napi::String>().Utf8Value();
 }
 
+// A socket name: a string (its UTF-8 bytes) or a Uint8Array/Buffer (its
+// bytes as they are, for a name that is not UTF-8).
+inline std::string ArgSockName(const Napi::CallbackInfo& info, size_t i) {
+  if (i < info.Length() && info[i].IsTypedArray()) {
+    Napi::TypedArray ta = info[i].As<Napi::TypedArray>();
+    if (ta.TypedArrayType() == napi_uint8_array) {
+      Napi::Uint8Array u8 = ta.As<Napi::Uint8Array>();
+      return std::string(reinterpret_cast<const char*>(u8.Data()), u8.ByteLength());
+    }
+  }
+  if (i >= info.Length() || !info[i].IsString()) {
+    throw Napi::TypeError::New(info.Env(), "name must be a string or a Uint8Array");
+  }
+  return info[i].As<Napi::String>().Utf8Value();
+}
+
 // From this many numbers on, an array is made by one call into JavaScript
 // (InstanceData::int_array) from an Int32Array filled with one copy: a
 // napi_set_element per element costs about 87 ns here (22 µs for a batch of

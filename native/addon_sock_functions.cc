@@ -42,7 +42,7 @@ Napi::Value SocketPair(const Napi::CallbackInfo& info) {
 // listen(type, name, abstract, mode, backlog, passCred?, own?)
 Napi::Value Listen(const Napi::CallbackInfo& info) {
   int type = ArgSockType(info, 0);
-  std::string name = ArgName(info, 1);
+  std::string name = ArgSockName(info, 1);
   bool abstract = info.Length() > 2 && info[2].ToBoolean();
   int mode = ArgInt(info, 3, "mode");
   int backlog = ArgInt(info, 4, "backlog");
@@ -83,7 +83,7 @@ Napi::Value DgramSocket(const Napi::CallbackInfo& info) {
 // connect(type, name, abstract, own?)
 Napi::Value Connect(const Napi::CallbackInfo& info) {
   int type = ArgSockType(info, 0);
-  std::string name = ArgName(info, 1);
+  std::string name = ArgSockName(info, 1);
   bool abstract = info.Length() > 2 && info[2].ToBoolean();
   bool own = info.Length() > 3 && info[3].ToBoolean();
   int fd = SockConnect(type, name.data(), name.size(), abstract, own);

@@ -385,7 +385,7 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   // (a full receiver and waitWhenFull; callback(err|null, tag) later).
   Napi::Value SendTo(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    std::string name = ArgName(info, 0);
+    std::string name = ArgSockName(info, 0);
     bool abstract = info.Length() > 1 && info[1].ToBoolean();
     struct sockaddr_un to;
     socklen_t to_len;
@@ -618,8 +618,8 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
   }
 
   // onMessage(null, data, fds, from, credentials): `from` is null for an
-  // unbound sender, a path string, or { abstract: name }; `credentials`
-  // ({ pid, uid, gid }) only on a socket with SO_PASSCRED.
+  // unbound sender, a path or { abstract: name } (see SenderAddress);
+  // `credentials` ({ pid, uid, gid }) only on a socket with SO_PASSCRED.
   void OnDatagram(const char* data, size_t len, const int* fds, size_t nfds, const ScmSender& sender) override {
     Unclaimed owned(this, fds, nfds);  // as in OnMessage
     Napi::Env env = Env();
@@ -652,6 +652,9 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     }
   }
 
+  // The sender's bound name, exactly: a string when its bytes are UTF-8
+  // (which a JavaScript string gives back byte for byte), else a Buffer of
+  // them, never a lossy decoding that names another socket.
   static napi_value SenderAddress(Napi::Env env, const ScmSender& sender) {
     const size_t base = offsetof(struct sockaddr_un, sun_path);
     // An unbound sender: the kernel gives just the family (unix_copy_addr).
@@ -661,10 +664,49 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
     const char* p = sender.addr.sun_path;
     if (p[0] == '\0') {
       Napi::Object o = Napi::Object::New(env);
-      o.Set("abstract", Napi::String::New(env, p + 1, n - 1));
+      o.Set("abstract", NameValue(env, p + 1, n - 1));
       return o;
     }
-    return Napi::String::New(env, p, strnlen(p, n));
+    return NameValue(env, p, strnlen(p, n));
+  }
+
+  static napi_value NameValue(Napi::Env env, const char* p, size_t n) {
+    if (IsUtf8(reinterpret_cast<const unsigned char*>(p), n)) return Napi::String::New(env, p, n);
+    return Napi::Buffer<char>::Copy(env, p, n);
+  }
+
+  // Well-formed UTF-8 (RFC 3629): no overlong form, no surrogate, nothing
+  // above U+10FFFF, no truncated sequence.
+  static bool IsUtf8(const unsigned char* s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+      unsigned char c = s[i];
+      size_t more;
+      unsigned char lo = 0x80, hi = 0xBF;  // the second byte's range
+      if (c < 0x80) {
+        i++;
+        continue;
+      } else if (c >= 0xC2 && c <= 0xDF) {
+        more = 1;
+      } else if (c >= 0xE0 && c <= 0xEF) {
+        more = 2;
+        if (c == 0xE0) lo = 0xA0;
+        if (c == 0xED) hi = 0x9F;
+      } else if (c >= 0xF0 && c <= 0xF4) {
+        more = 3;
+        if (c == 0xF0) lo = 0x90;
+        if (c == 0xF4) hi = 0x8F;
+      } else {
+        return false;
+      }
+      if (n - i <= more) return false;
+      if (s[i + 1] < lo || s[i + 1] > hi) return false;
+      for (size_t k = 2; k <= more; k++) {
+        if ((s[i + k] & 0xC0) != 0x80) return false;
+      }
+      i += more + 1;
+    }
+    return true;
   }
 
   void OnReceiveError(const RecvResult& r, const char* data, size_t len) override {

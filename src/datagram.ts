@@ -27,6 +27,7 @@ import {
   checkWhenFull,
   nativeSocketOf,
   parseAddress,
+  pathString,
   UnixSocket,
   wrapOwnSocket,
   type Credentials,
@@ -97,6 +98,24 @@ export interface SendToOptions {
 /** Streaming receive: every datagram (ownership of its fds passes) or receive error. */
 export type DatagramHandler<C extends boolean = false> = (err: Error | null, datagram?: Datagram<C>) => void;
 
+/**
+ * The absolute path of a socket file to bind: a receiver sees the sender's
+ * bound name as it was bound, and resolves a relative one against its own
+ * working directory (another socket). One that does not fit sun_path is a
+ * RangeError, never bound relative.
+ */
+function absoluteSocketPath(path: string): string {
+  const absolute = resolve(path);
+  const bytes = Buffer.byteLength(absolute);
+  if (bytes > constants.MAX_SOCKET_PATH_BYTES) {
+    throw new RangeError(
+      `socket path ${path} is ${bytes} bytes made absolute (${absolute}); sun_path holds at most ${constants.MAX_SOCKET_PATH_BYTES}, ` +
+        `and a relative name cannot be answered by a receiver in another directory (use a shorter directory or an abstract name)`,
+    );
+  }
+  return absolute;
+}
+
 /** A connectionless Unix datagram socket, bound to a name or unbound. */
 export class DatagramSocket<C extends boolean = false> {
   /** Where this socket is bound; null for an unbound socket (it can send, but nobody can answer it). */
@@ -122,7 +141,9 @@ export class DatagramSocket<C extends boolean = false> {
    * namespace can send to it (check `credentials`).
    */
   static bind<C extends boolean = false>(address: SocketAddress, options: DatagramBindOptions<C> = {}): DatagramSocket<C> {
-    const [name, abstract] = parseAddress(address);
+    const [given, abstract] = parseAddress(address);
+    const name = abstract ? given : absoluteSocketPath(pathString(given));
+    const bound: SocketAddress = abstract ? address : (name as string);
     const whenFull = checkWhenFull(options.whenFull);
     const mode = options.mode ?? 0o600;
     if (!Number.isInteger(mode) || mode < 0 || mode > 0o7777) {
@@ -135,24 +156,25 @@ export class DatagramSocket<C extends boolean = false> {
     if (abstract) {
       fd = bind();
     } else {
-      if (options.privateDir ?? true) ensurePrivateDir(dirname(name));
+      const path = name as string;
+      if (options.privateDir ?? true) ensurePrivateDir(dirname(path));
       // Private or not, nobody else may be able to replace the directory or
       // what is in it, up to the root (a world-writable, non-sticky parent
       // lets another user rename it away and put a socket of theirs there).
-      checkSocketDirectory(dirname(name));
+      checkSocketDirectory(dirname(path));
       fd =
         options.replaceStale === false
           ? bind()
-          : bindReplacingStale(name, constants.SOCK_DGRAM, bind, () => new FdBridgeError('ERR_FDBRIDGE_ADDRESS_IN_USE', `a socket is already bound at ${name}`));
+          : bindReplacingStale(path, constants.SOCK_DGRAM, bind, () => new FdBridgeError('ERR_FDBRIDGE_ADDRESS_IN_USE', `a socket is already bound at ${path}`));
     }
     let identity: SocketFileIdentity | undefined;
     try {
-      if (!abstract) identity = socketFileIdentity(name);
-      return new DatagramSocket<C>(fd, address, identity, whenFull, options);
+      if (!abstract) identity = socketFileIdentity(name as string);
+      return new DatagramSocket<C>(fd, bound, identity, whenFull, options);
     } catch (err) {
       closeOwnFds([fd]);
       // Stryker disable next-line ConditionalExpression: an abstract name's identity is never taken, and unlinkOwnSocketFile of no identity returns at once
-      if (!abstract) unlinkOwnSocketFile(name, identity);
+      if (!abstract) unlinkOwnSocketFile(name as string, identity);
       throw err;
     }
   }

@@ -100,7 +100,7 @@ export type NativeMessageCallback = (
   data?: Buffer | number,
   fds?: number[],
   /** receiveFrom(true) only: the sender's address, null when it is unbound. */
-  from?: string | { abstract: string } | null,
+  from?: string | Buffer | { abstract: string | Buffer } | null,
   /** receiveFrom(true) on a socket with SO_PASSCRED: the sender's credentials. */
   credentials?: { pid: number; uid: number; gid: number },
 ) => void;
@@ -310,7 +310,7 @@ export interface NativeSocket {
    * a full receiver without `waitWhenFull`), with nothing queued, on failure.
    */
   sendTo<T = undefined>(
-    name: string,
+    name: string | Uint8Array,
     abstract: boolean,
     data: Uint8Array,
     fds: readonly number[] | undefined,
@@ -543,7 +543,7 @@ export interface NativeBinding extends TerminateWakeBinding {
   /** Socket objects (all environments) not yet garbage collected, open or closed. */
   socketsAlive(): number;
   /** Binds (and, but for DGRAM, listens); `passCred` sets SO_PASSCRED before bind(2). */
-  listen(type: number, name: string, abstract: boolean, mode: number, backlog: number, passCred?: boolean, own?: boolean): number;
+  listen(type: number, name: string | Uint8Array, abstract: boolean, mode: number, backlog: number, passCred?: boolean, own?: boolean): number;
   /**
    * listen(2) again on a listening socket (non-blocking), so that clients'
    * SO_PEERCRED names this process; returns the connections queued before,
@@ -561,7 +561,7 @@ export interface NativeBinding extends TerminateWakeBinding {
   closeConnection(fd: number, owner?: number): number[];
   /** An unbound DGRAM socket. */
   dgramSocket(own?: boolean): number;
-  connect(type: number, name: string, abstract: boolean, own?: boolean): number;
+  connect(type: number, name: string | Uint8Array, abstract: boolean, own?: boolean): number;
   /**
    * Whether an AF_UNIX socket of this network namespace is bound to the
    * file of device one of `devs` (stat's st_dev) and inode number whose low

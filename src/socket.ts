@@ -17,8 +17,16 @@ import { socketFileIdentity, unlinkOwnSocketFile, type SocketFileIdentity } from
 
 export type SocketKind = 'stream' | 'dgram' | 'seqpacket';
 
-/** A filesystem path, or a Linux abstract name (no file, per network namespace). */
-export type SocketAddress = string | { abstract: string };
+/**
+ * A filesystem path, or a Linux abstract name (no file, per network
+ * namespace). A name whose bytes are not UTF-8 is given as its bytes (a
+ * Uint8Array or Buffer): a received `from` is one exactly when a string
+ * could not name that very socket.
+ */
+export type SocketAddress = string | Uint8Array | { abstract: string | Uint8Array };
+
+/** A socket name: a string (its UTF-8 bytes) or the bytes themselves. */
+export type SocketName = string | Uint8Array;
 
 export interface Message {
   data: Buffer;
@@ -236,19 +244,41 @@ function typeToKind(type: number): SocketKind {
 }
 
 /** Validates an address and returns [name, abstract]. */
-export function parseAddress(address: SocketAddress): [string, boolean] {
-  const [name, abstract] = typeof address === 'string' ? [address, false] : [address?.abstract, true];
-  if (typeof name !== 'string' || name.length === 0) {
-    throw new TypeError('a socket address is a non-empty path or { abstract: name }');
+export function parseAddress(address: SocketAddress): [SocketName, boolean] {
+  const [name, abstract] =
+    typeof address === 'string' || address instanceof Uint8Array ? [address, false] : [address?.abstract, true];
+  if (!(typeof name === 'string' || name instanceof Uint8Array) || name.length === 0) {
+    throw new TypeError('a socket address is a non-empty path or { abstract: name } (a string or a Uint8Array)');
   }
-  const bytes = Buffer.byteLength(name);
+  const bytes = typeof name === 'string' ? Buffer.byteLength(name) : name.length;
   if (bytes > constants.MAX_SOCKET_PATH_BYTES) {
     throw new RangeError(
       `socket ${abstract ? 'name' : 'path'} is ${bytes} bytes; sun_path holds at most ${constants.MAX_SOCKET_PATH_BYTES} ` +
-        `(use a shorter directory, e.g. under $XDG_RUNTIME_DIR, or an abstract name): ${name}`,
+        `(use a shorter directory, e.g. under $XDG_RUNTIME_DIR, or an abstract name): ${describeName(name)}`,
     );
   }
   return [name, abstract];
+}
+
+/**
+ * A path to make a socket file at, as a string: one given as bytes must be
+ * UTF-8 that a string gives back byte for byte (the file helpers take strings).
+ */
+export function pathString(name: SocketName): string {
+  if (typeof name === 'string') return name;
+  const s = Buffer.from(name.buffer, name.byteOffset, name.length).toString('utf8');
+  if (!Buffer.from(s, 'utf8').equals(name)) {
+    throw new TypeError(`a socket file to bind must have a UTF-8 path (bind an abstract name for other bytes): ${describeName(name)}`);
+  }
+  return s;
+}
+
+/** A name for messages: a string as it is, bytes with each non-printable ASCII byte as \xHH. */
+function describeName(name: SocketName): string {
+  if (typeof name === 'string') return name;
+  let out = '';
+  for (const b of name) out += b >= 0x20 && b < 0x7f && b !== 0x5c ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, '0')}`;
+  return out;
 }
 
 
@@ -289,7 +319,7 @@ function releaseWaiter(w: Waiter): void {
 }
 
 export function describeAddress(address: SocketAddress): string {
-  return typeof address === 'string' ? address : `@${address.abstract}`;
+  return typeof address === 'string' || address instanceof Uint8Array ? describeName(address) : `@${describeName(address.abstract)}`;
 }
 
 /**
@@ -1030,19 +1060,20 @@ export class UnixServer {
       this.#fd = listeningFd;
       return;
     }
-    const [name, abstract] = parseAddress(address);
+    const [given, abstract] = parseAddress(address);
+    const name = abstract ? given : pathString(given);
     const mode = options.mode ?? -1;
     if (mode !== -1 && (!Number.isInteger(mode) || mode < 0 || mode > 0o7777)) {
       throw new RangeError(`mode must be a permission mask such as 0o600, not ${mode}`);
     }
     const fd = native.listen(kindToType(this.kind), name, abstract, mode, options.backlog ?? 128, false, options.own === true);
     try {
-      if (!abstract) this.#fileIdentity = socketFileIdentity(name);
+      if (!abstract) this.#fileIdentity = socketFileIdentity(name as string);
       this.#native = new native.Socket(fd, kindToType(this.kind), undefined, undefined, (err, cfd) =>
         this.#onAccept(err, cfd),
       );
       // A worker terminated with this server open runs no close(): its teardown removes the file instead.
-      if (!abstract) this.#native.boundFile(resolve(name));
+      if (!abstract) this.#native.boundFile(resolve(name as string));
     } catch (err) {
       // Not listening after all: release the fd and the socket file we made.
       closeOwnFds([fd]);
