@@ -96,7 +96,40 @@ test('a relative path that fits sun_path but not once made absolute is a RangeEr
   }
   await bound?.close();
   expect(err).toBeInstanceOf(RangeError);
-  expect(String(err)).toMatch(/absolute/);
+  expect(String(err)).toMatch(/bytes made absolute \(.*\); sun_path holds at most 107, and a relative name cannot be answered/);
   expect(readdirSync(deep)).toEqual([]);
   expect(openFdTable()).toEqual(before);
+});
+
+test('generated: a relative path binds while its absolute path fits sun_path (up to the last byte), and is a RangeError one byte past', async () => {
+  const dir = join(base, 'edge');
+  mkdirSync(dir, { mode: 0o700 });
+  await fc.assert(
+    fc.asyncProperty(fc.integer({ min: -3, max: 3 }), async (past) => {
+      const before = openFdTable();
+      // dir/<name>: the name's length puts the absolute path `past` bytes beyond the limit.
+      const rel = 'e'.repeat(constants.MAX_SOCKET_PATH_BYTES + past - Buffer.byteLength(dir) - 1);
+      process.chdir(dir);
+      let bound: DatagramSocket | undefined;
+      let err: unknown;
+      try {
+        bound = DatagramSocket.bind(rel, { privateDir: false });
+      } catch (e) {
+        err = e;
+      } finally {
+        process.chdir(cwd);
+      }
+      const address = bound?.address;
+      await bound?.close();
+      if (past <= 0) {
+        expect(err).toBeUndefined();
+        expect(address).toBe(join(dir, rel));
+      } else {
+        expect(err).toBeInstanceOf(RangeError);
+      }
+      expect(readdirSync(dir)).toEqual([]);
+      expect(openFdTable()).toEqual(before);
+    }),
+    { numRuns: 20 },
+  );
 });
