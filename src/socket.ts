@@ -250,7 +250,7 @@ export function parseAddress(address: SocketAddress): [SocketName, boolean] {
   if (!(typeof name === 'string' || name instanceof Uint8Array) || name.length === 0) {
     throw new TypeError('a socket address is a non-empty path or { abstract: name } (a string or a Uint8Array)');
   }
-  const bytes = typeof name === 'string' ? Buffer.byteLength(name) : name.length;
+  const bytes = Buffer.byteLength(name);
   if (bytes > constants.MAX_SOCKET_PATH_BYTES) {
     throw new RangeError(
       `socket ${abstract ? 'name' : 'path'} is ${bytes} bytes; sun_path holds at most ${constants.MAX_SOCKET_PATH_BYTES} ` +
@@ -267,7 +267,7 @@ export function parseAddress(address: SocketAddress): [SocketName, boolean] {
 export function pathString(name: SocketName): string {
   if (typeof name === 'string') return name;
   const s = Buffer.from(name.buffer, name.byteOffset, name.length).toString('utf8');
-  if (!Buffer.from(s, 'utf8').equals(name)) {
+  if (!Buffer.from(s).equals(name)) {
     throw new TypeError(`a socket file to bind must have a UTF-8 path (bind an abstract name for other bytes): ${describeName(name)}`);
   }
   return s;

@@ -49,6 +49,21 @@ test('generated: a name of bytes past sun_path is a RangeError naming it escaped
   );
 });
 
+test('generated: a string name past sun_path in UTF-8 bytes (though not in characters) is a RangeError naming it as it is', () => {
+  fc.assert(
+    fc.property(fc.boolean(), fc.integer({ min: 1, max: 8 }), fc.constantFrom('é', '€', '😀', 'ÿ'), (abstract, extra, ch) => {
+      const chars = Math.ceil((constants.MAX_SOCKET_PATH_BYTES + extra) / Buffer.byteLength(ch));
+      const name = `/${ch.repeat(chars)}`.slice(abstract ? 1 : 0);
+      const e = errorOf(() => DatagramSocket.bind(abstract ? { abstract: name } : name));
+      expect(e).toBeInstanceOf(RangeError);
+      expect((e as Error).message).toBe(
+        `socket ${abstract ? 'name' : 'path'} is ${Buffer.byteLength(name)} bytes; sun_path holds at most ${constants.MAX_SOCKET_PATH_BYTES} ` +
+          `(use a shorter directory, e.g. under $XDG_RUNTIME_DIR, or an abstract name): ${name}`,
+      );
+    }),
+  );
+});
+
 test('generated: sending to a name of bytes nobody bound rejects naming it escaped; a name of exactly sun_path bytes is tried', async () => {
   const before = openFdTable();
   const sender = DatagramSocket.open();
