@@ -6,7 +6,7 @@
  * abstract name is any local user. Now a name whose bytes are UTF-8 stays a
  * string, any other is its bytes (a Buffer), and sendTo takes it back.
  *
- * Generated: the name's bytes (any, invalid UTF-8 among them), abstract or a
+ * Generated: the name's bytes (any, invalid UTF-8 and UTF-8's edge forms among them), abstract or a
  * path; the sender is Python bound at that name; a decoy is bound at the
  * lossy decoding whenever that differs, and must get nothing.
  */
@@ -66,10 +66,23 @@ function sameAddress(a: SocketAddress | null, b: SocketAddress): boolean {
   return aa === ba && typeof an === typeof bn && bytesOf(an).equals(bytesOf(bn));
 }
 
+/**
+ * Name bytes: random ones, and pieces at UTF-8's edges (overlong forms, surrogates, past U+10FFFF, truncated
+ * sequences; and the last valid forms, U+FFFD itself among them), which a decoder that is not strict gets wrong.
+ */
+const EDGES = [
+  [0xc0, 0x80], [0xc1, 0xbf], [0xe0, 0x80, 0x80], [0xe0, 0x9f, 0xbf], [0xed, 0xa0, 0x80], [0xed, 0xbf, 0xbf], [0xf0, 0x8f, 0xbf, 0xbf],
+  [0xf4, 0x90, 0x80, 0x80], [0xf5, 0x80, 0x80, 0x80], [0xff], [0x80], [0xe2, 0x82], [0xf0, 0x9f, 0x98],
+  [0xc2, 0x80], [0xdf, 0xbf], [0xe0, 0xa0, 0x80], [0xed, 0x9f, 0xbf], [0xee, 0x80, 0x80], [0xef, 0xbf, 0xbd], [0xf0, 0x90, 0x80, 0x80], [0xf4, 0x8f, 0xbf, 0xbf],
+];
+const anyBytes = fc
+  .array(fc.oneof(fc.uint8Array({ minLength: 1, maxLength: 6 }), fc.constantFrom(...EDGES).map((e) => Uint8Array.from(e))), { minLength: 1, maxLength: 6 })
+  .map((parts) => Uint8Array.from(parts.flatMap((p) => [...p])));
+
 let run = 0;
 test('generated: replying to `from` reaches exactly the sender bound at that name (any bytes), with its fds; a decoy at the lossy name gets nothing', async () => {
   await fc.assert(
-    fc.asyncProperty(fc.boolean(), fc.uint8Array({ minLength: 1, maxLength: 40 }), async (abstract, raw) => {
+    fc.asyncProperty(fc.boolean(), anyBytes, async (abstract, raw) => {
       const n = run++;
       const tail = Buffer.from(raw);
       // A path's last component: no '/' and no NUL (a path ends at its first NUL), never '.' or '..'.
