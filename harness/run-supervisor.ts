@@ -249,6 +249,9 @@ function holdersOf(target: string, except: number): string[] {
   return found;
 }
 
+/** How long a row process's channel may take to reach its end of file after the process exited, before the run lets go of it. */
+const CHANNEL_EOF_MS = 1000;
+
 /** The row process's channel fd when its channel ended: what it named at the start, and now (absent: closed). */
 interface ChannelEnd {
   fd: number;
@@ -348,6 +351,19 @@ class RowProcess {
       // A process it left that was given the channel's fd (a detached
       // grandchild) keeps the channel open, and this end of it would keep
       // the run from ever exiting: let go of it, and say who holds it.
+      // Its last messages may still be unread at its exit: its channel's end
+      // of file ('disconnect') comes after them, unless a process it left
+      // holds the channel. Waited for a while (and a turn's reads after
+      // that) before it is forced, which would drop what is unread.
+      if (child.connected) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(() => setImmediate(resolve), CHANNEL_EOF_MS);
+          child.once('disconnect', () => {
+            clearTimeout(timer);
+            resolve();
+          });
+        });
+      }
       if (child.connected) {
         this.strays = this.#channel === undefined ? [] : holdersOf(this.#channel, this.pid);
         // 'disconnect' comes once this end's fd is closed.
