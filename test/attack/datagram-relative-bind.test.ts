@@ -15,7 +15,7 @@ import { dirname, join } from 'node:path';
 import fc from 'fast-check';
 
 import { DatagramSocket } from '../../src';
-import { constants } from '../../src/native';
+import { MAX_SOCKET_PATH_BYTES } from '../../src/testing';
 import { closeFds, makeMemfd, openFdTable } from '../../src/fd';
 
 let base: string;
@@ -88,7 +88,7 @@ test('a relative path that fits sun_path but not once made absolute is a RangeEr
   let bound: DatagramSocket | undefined;
   let err: unknown;
   try {
-    bound = DatagramSocket.bind('r'.repeat(constants.MAX_SOCKET_PATH_BYTES - 4));
+    bound = DatagramSocket.bind('r'.repeat(MAX_SOCKET_PATH_BYTES - 4));
   } catch (e) {
     err = e;
   } finally {
@@ -108,7 +108,7 @@ test('generated: a relative path binds while its absolute path fits sun_path (up
     fc.asyncProperty(fc.integer({ min: -3, max: 3 }), async (past) => {
       const before = openFdTable();
       // dir/<name>: the name's length puts the absolute path `past` bytes beyond the limit.
-      const rel = 'e'.repeat(constants.MAX_SOCKET_PATH_BYTES + past - Buffer.byteLength(dir) - 1);
+      const rel = 'e'.repeat(MAX_SOCKET_PATH_BYTES + past - Buffer.byteLength(dir) - 1);
       process.chdir(dir);
       let bound: DatagramSocket | undefined;
       let err: unknown;

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 
 import { DatagramSocket, SystemError, type SocketAddress } from '../../src';
-import { constants } from '../../src/native';
+import { MAX_SOCKET_PATH_BYTES } from '../../src/testing';
 import { openFdTable } from '../../src/fd';
 
 let dir: string;
@@ -38,11 +38,11 @@ function errorOf(f: () => unknown): unknown {
 
 test('generated: a name of bytes past sun_path is a RangeError naming it escaped (path or abstract name)', () => {
   fc.assert(
-    fc.property(fc.boolean(), fc.uint8Array({ minLength: constants.MAX_SOCKET_PATH_BYTES + 1, maxLength: constants.MAX_SOCKET_PATH_BYTES + 8 }), (abstract, bytes) => {
+    fc.property(fc.boolean(), fc.uint8Array({ minLength: MAX_SOCKET_PATH_BYTES + 1, maxLength: MAX_SOCKET_PATH_BYTES + 8 }), (abstract, bytes) => {
       const e = errorOf(() => DatagramSocket.bind(abstract ? { abstract: bytes } : bytes));
       expect(e).toBeInstanceOf(RangeError);
       expect((e as Error).message).toBe(
-        `socket ${abstract ? 'name' : 'path'} is ${bytes.length} bytes; sun_path holds at most ${constants.MAX_SOCKET_PATH_BYTES} ` +
+        `socket ${abstract ? 'name' : 'path'} is ${bytes.length} bytes; sun_path holds at most ${MAX_SOCKET_PATH_BYTES} ` +
           `(use a shorter directory, e.g. under $XDG_RUNTIME_DIR, or an abstract name): ${escaped(bytes)}`,
       );
     }),
@@ -52,12 +52,12 @@ test('generated: a name of bytes past sun_path is a RangeError naming it escaped
 test('generated: a string name past sun_path in UTF-8 bytes (though not in characters) is a RangeError naming it as it is', () => {
   fc.assert(
     fc.property(fc.boolean(), fc.integer({ min: 1, max: 8 }), fc.constantFrom('é', '€', '😀', 'ÿ'), (abstract, extra, ch) => {
-      const chars = Math.ceil((constants.MAX_SOCKET_PATH_BYTES + extra) / Buffer.byteLength(ch));
+      const chars = Math.ceil((MAX_SOCKET_PATH_BYTES + extra) / Buffer.byteLength(ch));
       const name = `/${ch.repeat(chars)}`.slice(abstract ? 1 : 0);
       const e = errorOf(() => DatagramSocket.bind(abstract ? { abstract: name } : name));
       expect(e).toBeInstanceOf(RangeError);
       expect((e as Error).message).toBe(
-        `socket ${abstract ? 'name' : 'path'} is ${Buffer.byteLength(name)} bytes; sun_path holds at most ${constants.MAX_SOCKET_PATH_BYTES} ` +
+        `socket ${abstract ? 'name' : 'path'} is ${Buffer.byteLength(name)} bytes; sun_path holds at most ${MAX_SOCKET_PATH_BYTES} ` +
           `(use a shorter directory, e.g. under $XDG_RUNTIME_DIR, or an abstract name): ${name}`,
       );
     }),
@@ -73,7 +73,7 @@ test('generated: sending to a name of bytes nobody bound rejects naming it escap
         const tail = Buffer.from(raw.map((b) => (b === 0 || b === 0x2f ? 0x5f : b)));
         const prefix = abstract ? Buffer.from(`fdbridge-forms-none-${process.pid}-`) : Buffer.from(join(dir, 'none-'));
         let bytes = Buffer.concat([prefix, abstract ? Buffer.from(raw) : tail]);
-        if (full) bytes = Buffer.concat([bytes, Buffer.alloc(constants.MAX_SOCKET_PATH_BYTES, 0x61)]).subarray(0, constants.MAX_SOCKET_PATH_BYTES);
+        if (full) bytes = Buffer.concat([bytes, Buffer.alloc(MAX_SOCKET_PATH_BYTES, 0x61)]).subarray(0, MAX_SOCKET_PATH_BYTES);
         const address: SocketAddress = abstract ? { abstract: bytes } : bytes;
         const e = await sender.sendTo(address, Buffer.from('x')).then(
           () => undefined,
