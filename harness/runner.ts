@@ -30,6 +30,7 @@ import { leakOrigin } from '../src/fd-track';
 import { describeFdEntry } from '../src/leak-check';
 import { describeRuntimeFd, warmRuntimeFds } from '../src/runtime-fds';
 import { requireModule } from '../src/ts-modules';
+import { validateTimeoutMs } from '../src/validate';
 import { collectEnvironment } from './environment';
 import { ownTempDir, removedOnExit } from './exit-cleanup';
 import { HELPER_START_MS, HelperProcess } from './helper-process';
@@ -1348,8 +1349,8 @@ async function runRowsHere(o: RowSessionOptions, hooks: RowHooks): Promise<RowsO
 export async function runScenarios(options: RunnerOptions): Promise<{ results: ResultsFile; matched: number }> {
   const info = options.onInfo ?? (() => undefined);
   const profile = profileByName(options.profile ?? 'default');
-  const timeoutMs = options.timeoutMs ?? profile.timeoutMs;
-  const settleMs = options.settleMs ?? DEFAULT_SETTLE_MS;
+  const timeoutMs = options.timeoutMs === undefined ? profile.timeoutMs : validateTimeoutMs(options.timeoutMs, 'runScenarios: options.timeoutMs', 1);
+  const settleMs = options.settleMs === undefined ? DEFAULT_SETTLE_MS : validateTimeoutMs(options.settleMs, 'runScenarios: options.settleMs');
   const transports = options.transports ?? transportNames();
   const scenariosDir = resolve(options.scenariosDir ?? defaultScenariosDir());
   const loaded = discoverScenarios(scenariosDir);

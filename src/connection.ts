@@ -4,6 +4,7 @@
  */
 import { ClosedError, QueueFullError, SystemError } from './errors';
 import { validateFd } from './fd';
+import { validateTimeoutMs } from './validate';
 import { callToJson } from './json-value';
 import type { CommandSpec, Remote } from './command';
 import { checkedFdLists, constants, native, type CheckedFdLists, type FdList } from './native';
@@ -255,10 +256,7 @@ export abstract class BaseConnection implements Connection {
 
   dupFileDescriptorSync(fd: number, options: { timeoutMs?: number } = {}): number {
     validateFd(fd);
-    const timeoutMs = options.timeoutMs ?? DEFAULT_SYNC_TIMEOUT_MS;
-    if (!Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > 0x7fffffff) {
-      throw new RangeError(`dupFileDescriptorSync: timeoutMs must be an integer from 0 to 2^31 - 1, not ${String(timeoutMs)}`);
-    }
+    const timeoutMs = options.timeoutMs === undefined ? DEFAULT_SYNC_TIMEOUT_MS : validateTimeoutMs(options.timeoutMs, 'dupFileDescriptorSync: timeoutMs');
     if (this.#closing) throw this.closedError('dupFileDescriptorSync');
     return this.dupOneSync(fd, timeoutMs);
   }

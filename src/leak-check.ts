@@ -22,6 +22,7 @@ import { backgroundCloseFds, CLOSES_GIVE_UP_MS, diffFdTables, FdTableHold, openF
 import { describeFdOrigin, leakOrigin, startFdTracking, type FdOrigin } from './fd-track';
 import { native } from './native';
 import { describeRuntimeFd, warmRuntimeFds, type RuntimeFd } from './runtime-fds';
+import { validateTimeoutMs } from './validate';
 
 /** A process whose fd table is watched, and what it is to the test ('client', 'child', 'helper', ...). */
 export interface WatchedProcess {
@@ -117,7 +118,8 @@ export interface FdCheckOptions {
   /**
    * How long to wait, at most, for the tables to return to their baseline:
    * closes can be asynchronous (a worker's exit, a child's pipes, a peer's
-   * EOF). Default 1000 ms. A clean run returns as soon as the tables match.
+   * EOF). Default 1000 ms; an integer from 0 to 2^31 - 1, else a RangeError
+   * before anything runs. A clean run returns as soon as the tables match.
    * While an fd that this process's table has in excess is one fdbridge
    * handed to its background closer (a copy it made of a caller's file,
    * closed off the event loop since such a close can block), the check
@@ -381,7 +383,7 @@ export async function settleFdSnapshots(
   // Real time, from the modules: jest's fake timers replace the test's
   // global setTimeout and Date, and a wait on them would never end.
   const start = performance.now();
-  const deadline = start + (options.settleMs ?? 1000);
+  const deadline = start + (options.settleMs === undefined ? 1000 : validateTimeoutMs(options.settleMs, 'settleMs'));
   const closerDeadline = Math.max(deadline, start + CLOSES_GIVE_UP_MS);
   for (;;) {
     // Read before the tables: a close the closer ends while they are read
@@ -468,6 +470,8 @@ function toWatched(p: number | WatchedProcess): WatchedProcess {
  */
 export async function checkFdLeaks(fn: () => unknown, options: FdCheckOptions = {}): Promise<FdLeakReport> {
   if (typeof fn !== 'function') throw new TypeError('checkFdLeaks(fn): fn must be a function');
+  // Before fn runs: a settleMs past setTimeout's range is refused, not found out after.
+  if (options.settleMs !== undefined) validateTimeoutMs(options.settleMs, 'checkFdLeaks: options.settleMs');
   const tracking = options.trackFds ? startFdTracking() : undefined;
   const snapshots: ProcessFdSnapshot[] = [];
   try {

@@ -14,6 +14,7 @@ import { ClosedError, EofError, ownFdRefusal, PeerGoneError, SECOND_OWNER, Syste
 import { closeOwnFds, handedOver, OwnedFd, ownedFdOfFdbridge, refuseOwnFd, validateFds } from './fd';
 import { constants, native, type NativeExitWatch, type NativeMessageCallback, type NativeSocket } from './native';
 import { socketFileIdentity, unlinkOwnSocketFile, type SocketFileIdentity } from './socket-file';
+import { validateTimeoutMs } from './validate';
 
 export type SocketKind = 'stream' | 'dgram' | 'seqpacket';
 
@@ -61,7 +62,8 @@ export interface ReceiveOptions {
   /**
    * Rejects with a TimeoutError if nothing arrives in time. A datagram peer
    * that died sends no end of file: whoever waits for its answer needs this
-   * (or to watch the peer's pidfd).
+   * (or to watch the peer's pidfd). An integer from 0 to 2^31 - 1 (ms), else
+   * a RangeError at once.
    */
   timeoutMs?: number;
   /**
@@ -701,10 +703,7 @@ export class UnixSocket {
    */
   receive(options: ReceiveOptions = {}): Promise<Message> {
     if (this.#handler) throw new Error('receive(): this socket delivers to a message handler');
-    const timeoutMs = options.timeoutMs;
-    if (timeoutMs !== undefined && !(Number.isFinite(timeoutMs) && timeoutMs >= 0)) {
-      throw new RangeError(`timeoutMs must be a non-negative number of milliseconds, not ${timeoutMs}`);
-    }
+    const timeoutMs = options.timeoutMs === undefined ? undefined : validateTimeoutMs(options.timeoutMs, 'receive: timeoutMs');
     const next = this.#buffered.shift();
     if (next !== undefined) return next instanceof BufferedError ? Promise.reject(next.error) : Promise.resolve(handOverMessage(next));
     if (this.#readError) return Promise.reject(this.#readError);

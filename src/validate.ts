@@ -53,3 +53,19 @@ export function validateIntegerList(value: unknown, name: string, expected: stri
   for (let i = 0; i < value.length; i++) list.push(validateInteger(value[i], `${name}[${i}]`, min, max));
   return list;
 }
+
+/** The longest delay setTimeout keeps: past it (or NaN, or Infinity) Node fires the timer after 1 ms. */
+export const MAX_TIMEOUT_MS = 0x7fffffff;
+
+/**
+ * `value` as a delay in ms for a timer: an integer from `min` to
+ * MAX_TIMEOUT_MS; anything else (a non-number too) a RangeError
+ * (ERR_OUT_OF_RANGE) naming `name`, where setTimeout would fire at once.
+ * The message shows `given`: what the caller wrote, when `value` was parsed from it.
+ */
+export function validateTimeoutMs(value: unknown, name: string, min = 0, given: unknown = value): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > MAX_TIMEOUT_MS) {
+    throw argumentError(new RangeError(`${name} must be an integer from ${min} to ${MAX_TIMEOUT_MS} (ms), not ${describeValue(given)}`), 'ERR_OUT_OF_RANGE');
+  }
+  return value;
+}

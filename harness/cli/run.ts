@@ -19,7 +19,7 @@ import { DEFAULT_SEED, DEFAULT_SETTLE_MS, DEFAULT_TIMEOUT_MS, discoverScenarios,
 import { progressLine, summaryTable, terminalName } from '../summary';
 import type { ResultRow, ResultsFile } from '../types';
 import { writeFileAtomic } from '../write-file';
-import { cliInvocation, EXIT, parseSubcommandArgs, parseInteger, shellWord, UsageError } from './usage';
+import { cliInvocation, EXIT, parseSubcommandArgs, parseInteger, parseTimeout, shellWord, UsageError } from './usage';
 
 export const USAGE = `run [--transport a,b] [--scenario PATTERN] [--scenario-name NAME]... [--profile NAME]
           [--scenarios DIR] [--list] [--seed S] [--repeat N] [--shard i/n] [--timeout MS] [--settle MS]
@@ -44,7 +44,8 @@ export const USAGE = `run [--transport a,b] [--scenario PATTERN] [--scenario-nam
                       blocked then (a synchronous wait, a busy loop) has its row process killed; a
                       timer a row's run() left that has not run this long after it is cancelled and
                       fails the row
-  --settle MS         a leak counts only if it lasts this long (default ${DEFAULT_SETTLE_MS})
+  --settle MS         a leak counts only if it lasts this long (default ${DEFAULT_SETTLE_MS});
+                      --timeout and --settle take at most 2147483647 (setTimeout's range)
   --bench             measure each row's latency too
   --bench-time MS     time per latency measurement with --bench
   --json FILE         write the results (environment, options, rows, totals)
@@ -127,8 +128,8 @@ export async function main(argv: string[]): Promise<number> {
     ...(values.scenario !== undefined ? { scenario: values.scenario } : {}),
     ...(values['scenario-name'] !== undefined ? { scenarioNames: values['scenario-name'].map(shownName) } : {}),
     ...(values.shard !== undefined ? { shard: parseShard(values.shard) } : {}),
-    ...(values.timeout !== undefined ? { timeoutMs: parseInteger('--timeout', values.timeout) } : {}),
-    settleMs: values.settle === undefined ? DEFAULT_SETTLE_MS : parseInteger('--settle', values.settle, 0),
+    ...(values.timeout !== undefined ? { timeoutMs: parseTimeout('--timeout', values.timeout) } : {}),
+    settleMs: values.settle === undefined ? DEFAULT_SETTLE_MS : parseTimeout('--settle', values.settle, 0),
     ...(values.scenarios !== undefined ? { scenariosDir: resolve(values.scenarios) } : {}),
     ...(values['bench-time'] !== undefined ? { benchOptions: { time: parseInteger('--bench-time', values['bench-time']) } } : {}),
     ...(values['track-fds'] ? { trackFds: true } : {}),

@@ -9,6 +9,7 @@
  */
 import { basename, relative } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { validateTimeoutMs } from '../../src/validate';
 
 /** The documented exit statuses of every subcommand. */
 export const EXIT = {
@@ -63,6 +64,16 @@ export function parseInteger(name: string, text: string, min = 1): number {
     throw new UsageError(`${name} must be an integer >= ${min}, not ${text}`);
   }
   return n;
+}
+
+/** `text` as a timer's delay in ms, an integer from `min` to 2^31 - 1 (setTimeout's range); else a UsageError. */
+export function parseTimeout(name: string, text: string, min = 1): number {
+  const n = /^-?\d+$/.test(text.trim()) ? Number(text) : Number.NaN;
+  try {
+    return validateTimeoutMs(n, name, min, text);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
 }
 
 /**

@@ -25,7 +25,7 @@ import { encodeRefused, FRAME_SOCKET_OPTIONS, MAX_FDS_PER_FRAME } from '../proto
 import { native, type NativeExitWatch, type NativeFdBudget } from '../native';
 import { parseAddress, UnixServer, wrapOwnSocket, type SocketAddress, type UnixSocket } from '../socket';
 import { bindReplacingStale, checkSocketDirectory, ensurePrivateDir } from '../socket-file';
-import { invalidType, validateIntegerList } from '../validate';
+import { invalidType, validateIntegerList, validateTimeoutMs } from '../validate';
 import { mayHoldFds, refuseFds, refuseFdsOn } from './refuse-fds';
 import { checkFailpoint, ReclaimPacing, serveConnection, type ServedActivity, type ServedConnection, type ServeStats } from './serve';
 
@@ -1055,12 +1055,7 @@ export class HelperDaemon {
    * (status().clients) and the daemon's stats.
    */
   idle(timeoutMs?: number): Promise<void> {
-    if (timeoutMs !== undefined) {
-      if (typeof timeoutMs !== 'number') throw invalidType('idle: timeoutMs', 'a non-negative number of ms', timeoutMs);
-      if (!(Number.isFinite(timeoutMs) && timeoutMs >= 0)) {
-        throw new RangeError(`idle: timeoutMs must be a non-negative number of ms, not ${timeoutMs}`);
-      }
-    }
+    if (timeoutMs !== undefined) validateTimeoutMs(timeoutMs, 'idle: timeoutMs');
     if (this.#clients.size === 0) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;

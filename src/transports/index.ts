@@ -10,7 +10,7 @@ import { RemoteConnection } from './remote';
 import { openHelper } from './helper';
 import { PidfdConnection } from './pidfd';
 import { WorkerConnection } from './worker';
-import { validateInteger } from '../validate';
+import { validateInteger, validateTimeoutMs } from '../validate';
 
 /** Where a command runs: the transports, by the name `connect` takes (also in errors and CommandContext). */
 export type TransportName = 'direct' | 'worker' | 'child' | 'helper' | 'pidfd' | 'remote';
@@ -44,10 +44,12 @@ export function connect(transport: TransportName, options: ConnectOptions): Prom
     return Promise.reject(new TypeError('connect(transport, options): options.command is required'));
   }
   const { timeoutMs } = options;
-  // setTimeout takes at most 2^31-1 ms; anything else would fire at once or never.
-  // (Number.isInteger is false for anything but a number.)
-  if (timeoutMs !== undefined && (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 0x7fffffff)) {
-    return Promise.reject(new RangeError(`connect: options.timeoutMs must be an integer from 1 to 2147483647 (ms), not ${String(timeoutMs)}`));
+  if (timeoutMs !== undefined) {
+    try {
+      validateTimeoutMs(timeoutMs, 'connect: options.timeoutMs', 1);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
   }
   const { sendQueueLimit } = options;
   if (sendQueueLimit !== undefined) {

@@ -914,8 +914,8 @@ describe('idle(): the news that no client is served', () => {
     try {
       await daemon.idle(0);
       for (const bad of [-1, Number.NaN, Number.POSITIVE_INFINITY]) expect(() => void daemon.idle(bad)).toThrow(RangeError);
-      // A string is not read as the number it spells: a TypeError that shows it quoted.
-      expect(() => void daemon.idle('100' as unknown as number)).toThrow(expect.objectContaining({ name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE', message: expect.stringContaining('not "100"') }));
+      // A string is not read as the number it spells: refused as every timeout is, showing it quoted.
+      expect(() => void daemon.idle('100' as unknown as number)).toThrow(expect.objectContaining({ name: 'RangeError', code: 'ERR_OUT_OF_RANGE', message: expect.stringContaining('not "100"') }));
       const conn = await connect('helper', { command: { name: 'probe' }, socketPath: daemon.socketPath });
       const err = await daemon.idle(0).then(
         () => undefined,

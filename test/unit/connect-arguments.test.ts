@@ -16,6 +16,7 @@ import fc from 'fast-check';
 import { connect, TimeoutError, transportNames, type TransportName } from '../../src';
 import { diffFdTables, formatFdTableDiff, openFdTable } from '../../src/fd';
 import { PROBE_COMMAND } from '../../src/commands/probe-command';
+import { describeValue } from '../../src/validate';
 import { fdTableSettles, startHelperProcess } from '../util/processes';
 
 const NAMES: TransportName[] = ['direct', 'worker', 'child', 'helper', 'pidfd', 'remote'];
@@ -71,7 +72,7 @@ test('generated: a timeoutMs that is not an integer from 1 to 2^31 - 1 is refuse
     fc.asyncProperty(fc.constantFrom(...NAMES), bad, async (transport, timeoutMs) => {
       const err = await connect(transport, { command: PROBE_COMMAND, timeoutMs: timeoutMs as number }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(RangeError);
-      expect((err as Error).message).toBe(`connect: options.timeoutMs must be an integer from 1 to 2147483647 (ms), not ${String(timeoutMs)}`);
+      expect((err as Error).message).toBe(`connect: options.timeoutMs must be an integer from 1 to 2147483647 (ms), not ${describeValue(timeoutMs)}`);
     }),
     { numRuns: 200 },
   );

@@ -21,6 +21,7 @@ import { BaseConnection, MAX_FDS_PER_MESSAGE, queueFullError } from '../../src/c
 import { closeFd, closeFds, closeOwnFd, diffFdTables, dupFd, fdIdentity, formatFdTableDiff, makeMemfd, openFdTable, sameFile } from '../../src/fd';
 import { holdOwnCopy } from '../../src/test-hooks';
 import type { ChildConnection } from '../../src/transports/child';
+import { describeValue } from '../../src/validate';
 import { exitOf, fdTableSettles } from '../util/processes';
 
 /** The fds this process opened or closed since `before`, one line each (empty: none). */
@@ -60,7 +61,7 @@ describe('dupFileDescriptorSync', () => {
         fc.property(timeouts.filter((t) => !valid(t)), fc.nat({ max: files.length - 1 }), (timeoutMs, i) => {
           // The error names the value the caller gave.
           expect(() => conn.dupFileDescriptorSync(files[i]!, { timeoutMs })).toThrow(new RangeError(
-            `dupFileDescriptorSync: timeoutMs must be an integer from 0 to 2^31 - 1, not ${String(timeoutMs)}`,
+            `dupFileDescriptorSync: timeoutMs must be an integer from 0 to 2147483647 (ms), not ${describeValue(timeoutMs)}`,
           ));
           expect(tableChange(before)).toBe('');
         }),

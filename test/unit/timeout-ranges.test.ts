@@ -1,0 +1,172 @@
+/**
+ * Every delay a caller gives that ends up in a timer (setTimeout keeps at
+ * most 2^31 - 1 ms, and fires anything past it, NaN or Infinity after 1 ms)
+ * is refused at once: a RangeError from the API, a usage error from the CLI.
+ * Generated bad values go through each entry point; none may start a wait,
+ * call the function it guards, or leave an fd behind.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import fc from 'fast-check';
+
+import { checkFdLeaks, connect, DatagramSocket, PROBE_COMMAND, UnixSocket } from '../../src';
+import { diffFdTables, formatFdTableDiff, openFdTable } from '../../src/fd';
+import { HelperDaemon } from '../../src/transports/helper-daemon';
+import { main as runMain } from '../../harness/cli/run';
+import { UsageError } from '../../harness/cli/usage';
+import { runScenarios } from '../../harness/runner';
+import { runCli } from '../util/processes';
+
+/** Numbers setTimeout cannot wait for, and values that are no number. */
+const badTimeout: fc.Arbitrary<unknown> = fc.oneof(
+  fc.integer({ min: -(2 ** 31), max: -1 }),
+  fc.nat(2 ** 30).map((n) => 2 ** 31 + n),
+  fc.double({ min: 2 ** 31, noNaN: true }),
+  fc.double({ noInteger: true }),
+  fc.constantFrom(Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, 1e300, 3e9, 2 ** 53),
+  fc.string(),
+  fc.constantFrom(null, true, 10n, [100], { valueOf: () => 100 }, Symbol('ms')),
+);
+
+/** The RangeError `run` throws or rejects with, or what it did instead. */
+async function outcome(run: () => unknown): Promise<unknown> {
+  try {
+    await run();
+    return 'accepted';
+  } catch (err) {
+    return err;
+  }
+}
+
+function expectRefused(err: unknown, name: string): void {
+  expect(err).toBeInstanceOf(RangeError);
+  expect((err as Error).message).toMatch(new RegExp(`^${name.replace(/[.()]/g, '\\$&')} must be an integer from [01] to 2147483647 \\(ms\\), not `));
+}
+
+let dir: string;
+let before: ReturnType<typeof openFdTable>;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'fdbridge-timeout-ranges-'));
+});
+beforeEach(() => {
+  before = openFdTable();
+});
+afterEach(() => {
+  expect(formatFdTableDiff(diffFdTables(before, openFdTable()))).toBe('');
+});
+afterAll(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('generated: UnixSocket.receive and DatagramSocket.receive throw a RangeError for a timeoutMs setTimeout cannot wait for, and no receive waits', async () => {
+  const [a, b] = UnixSocket.pair('seqpacket');
+  const rx = DatagramSocket.bind(join(dir, 'rx.sock'));
+  const tx = DatagramSocket.open();
+  try {
+    await fc.assert(
+      fc.asyncProperty(badTimeout, async (timeoutMs) => {
+        for (const socket of [a, rx]) {
+          const err = await outcome(() => socket.receive({ timeoutMs: timeoutMs as number }));
+          expectRefused(err, 'receive: timeoutMs');
+        }
+      }),
+      { numRuns: 200 },
+    );
+    // No receive was left waiting: the next message goes to the next receive.
+    await b.send(Buffer.from('after'));
+    expect((await a.receive()).data.toString()).toBe('after');
+    await tx.sendTo(join(dir, 'rx.sock'), Buffer.from('after'));
+    expect((await rx.receive()).data.toString()).toBe('after');
+  } finally {
+    a.close();
+    b.close();
+    rx.close();
+    tx.close();
+  }
+});
+
+test('generated: connect and dupFileDescriptorSync refuse the same values with the same RangeError', async () => {
+  const conn = await connect('direct', { command: PROBE_COMMAND });
+  try {
+    await fc.assert(
+      fc.asyncProperty(badTimeout, async (timeoutMs) => {
+        // connect's least is 1 ms: 0 is refused there as well.
+        expectRefused(await outcome(() => connect('direct', { command: PROBE_COMMAND, timeoutMs: timeoutMs as number })), 'connect: options.timeoutMs');
+        expectRefused(await outcome(() => conn.dupFileDescriptorSync(0, { timeoutMs: timeoutMs as number })), 'dupFileDescriptorSync: timeoutMs');
+      }),
+      { numRuns: 100 },
+    );
+  } finally {
+    await conn.close();
+  }
+});
+
+test('generated: checkFdLeaks refuses such a settleMs before calling its function', async () => {
+  let called = 0;
+  await fc.assert(
+    fc.asyncProperty(badTimeout, async (settleMs) => {
+      const err = await outcome(() => checkFdLeaks(() => void called++, { settleMs: settleMs as number }));
+      expectRefused(err, 'checkFdLeaks: options.settleMs');
+    }),
+    { numRuns: 200 },
+  );
+  expect(called).toBe(0);
+});
+
+test('generated: HelperDaemon.idle throws a RangeError for such a timeoutMs', async () => {
+  const daemon = HelperDaemon.start({ socketPath: join(dir, 'helper.sock') });
+  try {
+    fc.assert(
+      fc.property(badTimeout, (timeoutMs) => {
+        let err: unknown = 'accepted';
+        try {
+          void daemon.idle(timeoutMs as number);
+        } catch (e) {
+          err = e;
+        }
+        expectRefused(err, 'idle: timeoutMs');
+      }),
+      { numRuns: 200 },
+    );
+  } finally {
+    await daemon.close();
+  }
+});
+
+test('generated: runScenarios refuses such a timeoutMs or settleMs before running a row', async () => {
+  const empty = mkdtempSync(join(dir, 'scenarios-'));
+  await fc.assert(
+    fc.asyncProperty(badTimeout, fc.boolean(), async (ms, asTimeout) => {
+      const given = asTimeout ? { timeoutMs: ms as number } : { settleMs: ms as number };
+      const err = await outcome(() => runScenarios({ bench: false, repeat: 1, seed: 1, scenariosDir: empty, transports: ['direct'], isolation: 'none', ...given }));
+      expectRefused(err, asTimeout ? 'runScenarios: options.timeoutMs' : 'runScenarios: options.settleMs');
+    }),
+    { numRuns: 100 },
+  );
+});
+
+test('generated: `run --timeout` and `run --settle` are usage errors past 2^31 - 1 ms (and below their least)', async () => {
+  const text = fc.oneof(
+    badTimeout.filter((v) => typeof v === 'number').map(String),
+    fc.nat(2 ** 30).map((n) => String(2 ** 31 + n)),
+    fc.constantFrom('2147483648', '3000000000', '1e300', 'Infinity', 'NaN', '-1', '1.5', ''),
+  );
+  await fc.assert(
+    fc.asyncProperty(text, fc.constantFrom('--timeout', '--settle'), async (value, flag) => {
+      const err = await outcome(() => runMain([`${flag}=${value}`, '--list']));
+      expect(err).toBeInstanceOf(UsageError);
+      // An empty value is refused as every option's is (`needs a value`).
+      expect((err as Error).message.startsWith(`${flag} `)).toBe(true);
+    }),
+    { numRuns: 100 },
+  );
+  // As a user sees it: exit 2, the error first, one line.
+  for (const flag of ['--timeout', '--settle']) {
+    const r = await runCli(['run', flag, '2147483648', '--list']);
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr.split('\n')[0]).toBe(`fdbridge run: ${flag} must be an integer from ${flag === '--timeout' ? 1 : 0} to 2147483647 (ms), not "2147483648"`);
+  }
+});
