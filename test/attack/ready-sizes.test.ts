@@ -10,7 +10,7 @@
  * the same decoder. (A helper daemon's READY names no fds: its other
  * clients' commands run beside a constructor.)
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -21,6 +21,7 @@ import { isCutOf } from '../../src/errors';
 import { READY_TARGET_BYTES } from '../../src/protocol';
 import { LOCAL_REMOTE } from '../../harness/local-remote';
 import { fdTableSettles } from '../util/processes';
+import { fileOfLength } from '../util/long-path';
 
 const FIXTURE = join(__dirname, 'fixtures', 'many-fds-command.js');
 const TRANSPORTS: TransportName[] = ['child', 'pidfd', 'remote'];
@@ -33,25 +34,12 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-let files = 0;
-/** A file whose absolute path is about `length` bytes long: directories of up to 200 bytes each under `dir`. */
-function fileOfLength(length: number): string {
-  let path = join(dir, `f${++files}`);
-  mkdirSync(path);
-  while (path.length + 202 < length) {
-    path = join(path, 'd'.repeat(200));
-    mkdirSync(path);
-  }
-  const file = join(path, 'x'.repeat(Math.max(1, Math.min(200, length - path.length - 1))));
-  writeFileSync(file, 'x');
-  return file;
-}
 
 test.each(TRANSPORTS)('%s: generated: a constructor leaving N fds open, of any path length, is served, its READY naming them all, some cut or counted as left out', async (transport) => {
   const before = openFdTable();
   await fc.assert(
     fc.asyncProperty(fc.oneof(fc.nat(60), fc.integer({ min: 40, max: 7000 })), fc.integer({ min: 1, max: 4000 }), async (count, length) => {
-      const path = fileOfLength(length);
+      const path = fileOfLength(dir, length);
       const conn = await connect(transport, {
         command: { module: FIXTURE, export: 'ManyFdsCommand', args: [path, count] },
         ...(transport === 'remote' ? LOCAL_REMOTE : {}),
@@ -76,7 +64,7 @@ test.each(TRANSPORTS)('%s: generated: a constructor leaving N fds open, of any p
 
 test('remote: a constructor\'s fds whose READY would pass the channel\'s largest frame (64 MiB: 17,000 fds of a 4,000-byte path) are named, each target cut', async () => {
   const before = openFdTable();
-  const path = fileOfLength(4000);
+  const path = fileOfLength(dir, 4000);
   const count = 17_000;
   const conn = await connect('remote', { command: { module: FIXTURE, export: 'ManyFdsCommand', args: [path, count] }, ...LOCAL_REMOTE, timeoutMs: 120_000 });
   try {

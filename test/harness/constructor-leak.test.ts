@@ -22,6 +22,7 @@ import { openFdTable } from '../../src/fd';
 import { distPath } from '../../src/paths';
 import { warmRuntimeFds } from '../../src/runtime-fds';
 import type { TransportName } from '../../src/transports';
+import { fileOfLength } from '../util/long-path';
 
 jest.setTimeout(300_000);
 
@@ -163,24 +164,11 @@ test('clean constructors pass on every transport: one that opens and closes, one
   expect(openFdTable()).toEqual(before);
 });
 
-/** A file under `dir` whose absolute path is about `length` bytes long (directories of up to 200 bytes each). */
-function fileOfLength(length: number): string {
-  let path = join(dir, `long${++dirs}`);
-  mkdirSync(path);
-  while (path.length + 202 < length) {
-    path = join(path, 'd'.repeat(200));
-    mkdirSync(path);
-  }
-  const file = join(path, 'x'.repeat(Math.max(1, Math.min(200, length - path.length - 1))));
-  writeFileSync(file, 'x');
-  return file;
-}
-
 test('generated: a constructor leak of a file whose path its READY cuts (past READY_TARGET_BYTES) is still the constructor\'s leak of that file', async () => {
   const before = openFdTable();
   await fc.assert(
     fc.asyncProperty(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 900, max: 4000 }), async (count, length) => {
-      const file = fileOfLength(length);
+      const file = fileOfLength(dir, length);
       const s = scenarioDir('LongLeak', () => `for (let i = 0; i < ${count}; i++) fs.openSync(${JSON.stringify(file)}, 'r');`, '/* forgets them */');
       const rows = await run(s.dir, ['child', 'pidfd', 'remote']);
       try {
@@ -204,7 +192,7 @@ test('generated: a constructor keeping more fds than its READY has room to name 
   const before = openFdTable();
   await fc.assert(
     fc.asyncProperty(fc.integer({ min: 6000, max: 9000 }), fc.integer({ min: 1, max: 300 }), async (count, length) => {
-      const file = fileOfLength(length);
+      const file = fileOfLength(dir, length);
       const s = scenarioDir(
         'KeepsMany',
         () => `for (let i = 0; i < ${count}; i++) this.closers.push(((fd) => () => fs.closeSync(fd))(fs.openSync(${JSON.stringify(file)}, 'r')));`,
