@@ -14,7 +14,7 @@ import { ClosedError, EofError, ownFdRefusal, PeerGoneError, SECOND_OWNER, Syste
 import { closeOwnFds, handedOver, OwnedFd, ownedFdOfFdbridge, refuseOwnFd, validateFds } from './fd';
 import { constants, native, type NativeExitWatch, type NativeMessageCallback, type NativeSocket } from './native';
 import { socketFileIdentity, unlinkOwnSocketFile, type SocketFileIdentity } from './socket-file';
-import { validateTimeoutMs } from './validate';
+import { describeValue, validateTimeoutMs } from './validate';
 
 export type SocketKind = 'stream' | 'dgram' | 'seqpacket';
 
@@ -466,7 +466,12 @@ export class UnixSocket {
   ): Promise<UnixSocket> {
     const kind = options.kind ?? 'seqpacket';
     const [name, abstract] = parseAddress(address);
-    const deadline = Date.now() + (options.timeoutMs ?? 5000);
+    // A deadline, not a timer: any finite ms (a caller's remaining time has fractions); NaN would retry a busy listener forever.
+    const timeoutMs = options.timeoutMs === undefined ? 5000 : options.timeoutMs;
+    if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs < 0) {
+      throw new RangeError(`UnixSocket.connect: timeoutMs must be a finite number of ms from 0, not ${describeValue(timeoutMs)}`);
+    }
+    const deadline = Date.now() + timeoutMs;
     for (let delay = 1; ; delay = Math.min(delay * 2, 50)) {
       let fd: number;
       try {

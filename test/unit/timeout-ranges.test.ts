@@ -87,6 +87,33 @@ test('generated: UnixSocket.receive and DatagramSocket.receive throw a RangeErro
   }
 });
 
+test('generated: UnixSocket.connect refuses a deadline that is no finite number of ms from 0 (NaN would retry a busy listener forever), and takes fractions', async () => {
+  const nowhere = join(dir, 'nobody-listens.sock');
+  await fc.assert(
+    fc.asyncProperty(
+      fc.oneof(
+        fc.double({ max: -Number.MIN_VALUE, noNaN: true }),
+        fc.constantFrom(Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY),
+        fc.string(),
+        fc.constantFrom(null, true, 10n, [100], { valueOf: () => 100 }, Symbol('ms')),
+      ),
+      async (timeoutMs) => {
+        const err = await outcome(() => UnixSocket.connect(nowhere, { timeoutMs: timeoutMs as number }));
+        expect(err).toBeInstanceOf(RangeError);
+        expect((err as Error).message).toMatch(/^UnixSocket\.connect: timeoutMs must be a finite number of ms from 0, not /);
+      },
+    ),
+    { numRuns: 100 },
+  );
+  // A fraction (a caller's remaining time) is a deadline like any other: the connect goes ahead (nobody listens there).
+  await fc.assert(
+    fc.asyncProperty(fc.double({ min: 0, max: 1e6, noNaN: true }), async (timeoutMs) => {
+      expect(await outcome(() => UnixSocket.connect(nowhere, { timeoutMs }))).toMatchObject({ code: 'ENOENT' });
+    }),
+    { numRuns: 50 },
+  );
+});
+
 test('generated: connect and dupFileDescriptorSync refuse the same values with the same RangeError', async () => {
   const conn = await connect('direct', { command: PROBE_COMMAND });
   try {
