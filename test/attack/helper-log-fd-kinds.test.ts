@@ -315,7 +315,7 @@ testWithPython('generated: a redirect into an fd that takes no text is refused, 
                 stuck.push(...logged.map((p) => p.catch((e: unknown) => e)));
                 continue;
               }
-              await guard.within(Promise.all(logged), `the lines of a client logging into ${c.kind}`);
+              await guard.within(Promise.all(logged), `the lines of a client logging into ${c.kind}`, () => `the daemon's threads ${JSON.stringify(threadsOf(helper.pid))}`);
               if (refused) expect(readText(first)).toBe(text);
               else {
                 expect(readText(first)).toBe('');
@@ -329,10 +329,13 @@ testWithPython('generated: a redirect into an fd that takes no text is refused, 
               expect(readText(again)).toBe('again\n');
             }
           } finally {
+            // A guard of its own: after a wait that ran out the round's guard, the clean-up still
+            // runs, and the failure reported is that wait's, not the clean-up's.
+            const cleanUp = new HangGuard(WAIT_MS);
             for (const s of sockets) s.close();
-            await guard.within(Promise.all(opened.map((c) => c.close())), 'the clients closing');
+            await cleanUp.within(Promise.all(opened.map((c) => c.close())), 'the clients closing');
             // A line stuck in a full pipe ends with its connection.
-            for (const e of await guard.within(Promise.all(stuck), 'the lines stuck in full pipes ending with their connections')) expect(e).toBeInstanceOf(Error);
+            for (const e of await cleanUp.within(Promise.all(stuck), 'the lines stuck in full pipes ending with their connections')) expect(e).toBeInstanceOf(Error);
             for (const t of targets) closeFds(t.fds);
           }
           // Another client of the uid, once those are gone (a line waiting for room in a full
@@ -353,6 +356,10 @@ testWithPython('generated: a redirect into an fd that takes no text is refused, 
       ),
       {
         numRuns: 12,
+        // A run that fails in a hang guard leaves its clients and fds open (its clean-up's waits
+        // are past the guard too), and each shrink of it would wait out a guard of its own: the
+        // test would end at jest's limit, without the failure's message.
+        endOnFailure: true,
         examples: [
           [
             [
