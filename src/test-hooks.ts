@@ -165,6 +165,15 @@ export function closerThreads(): { threads: number; busy: number; made: number; 
   return native.closerThreads();
 }
 
+/**
+ * How many threads a log lane may have (native laneWriters().perOwner): how
+ * many lines of one uid a helper daemon writes at once. Once that many wait
+ * for room in pipes nobody reads, the uid's other lines wait behind them.
+ */
+export function laneThreadsPerOwner(): number {
+  return native.laneWriters().perOwner;
+}
+
 /** fds handed to the background closer and not closed yet. */
 export function backgroundClosesPending(): number {
   return native.backgroundClosesPending();

@@ -11,7 +11,11 @@
  * file, pipe or FIFO, socket or character device open for writing; those
  * are taken as before. Generated over fd kinds and both ways of
  * redirecting (the call, a datagram), with the uid's later redirects, the
- * daemon's threads and fds, and this process's fd table checked.
+ * daemon's threads and fds, and this process's fd table checked. A client
+ * whose log goes into a pipe nobody reads holds a thread of its uid's lane
+ * until its connection closes: once every thread of it is so held, the
+ * round's later clients' lines wait behind them (README) and are written
+ * once those connections close.
  */
 import { spawnSync } from 'node:child_process';
 import { closeSync, constants, mkdirSync, openSync, readdirSync, readFileSync, readSync, writeSync } from 'node:fs';
@@ -22,7 +26,7 @@ import fc from 'fast-check';
 
 import { connect, DatagramSocket, LOG_COMMAND, makeMemfd, type Connection } from '../../src';
 import { closeFd, closeFds, makeEventfd, makePipe, openFdTable } from '../../src/fd';
-import { startLaneWrite } from '../../src/test-hooks';
+import { laneThreadsPerOwner, startLaneWrite } from '../../src/test-hooks';
 import { rawSocketPair, receiveNow } from '../../src/testing';
 import { hasPython, PYTHON } from '../util/linger-attacker';
 import { fdTableSettles, helperForSuite, startHelperProcess } from '../util/processes';
@@ -284,7 +288,17 @@ testWithPython('generated: a redirect into an fd that takes no text is refused, 
           const opened: Connection[] = [];
           const targets: Target[] = [];
           const sockets: DatagramSocket[] = [];
-          const stuck: Array<Promise<unknown>> = [];
+          // The clients whose lines wait for room in a full pipe, each holding a thread of the uid's
+          // lane with its first line, and those lines (each settles with its connection's close).
+          let fullPipes: Connection[] = [];
+          let stuck: Array<Promise<unknown>> = [];
+          const endFullPipes = async (g: HangGuard): Promise<void> => {
+            await g.within(Promise.all(fullPipes.map((c) => c.close())), 'the clients logging into full pipes closing');
+            // A line stuck in a full pipe ends with its connection.
+            for (const e of await g.within(Promise.all(stuck), 'the lines stuck in full pipes ending with their connections')) expect(e).toBeInstanceOf(Error);
+            fullPipes = [];
+            stuck = [];
+          };
           try {
             for (const [i, c] of clients.entries()) {
               const conn = await guard.within(connect('helper', { command: LOG_COMMAND, socketPath }), 'a client connecting');
@@ -312,8 +326,16 @@ testWithPython('generated: a redirect into an fd that takes no text is refused, 
               const logged = c.lines.map((l) => conn.call('log', l));
               if (c.kind === 'full pipe') {
                 // Written once the pipe is read, or ended by the connection's close: never here.
+                fullPipes.push(conn);
                 stuck.push(...logged.map((p) => p.catch((e: unknown) => e)));
                 continue;
+              }
+              if (fullPipes.length >= laneThreadsPerOwner()) {
+                // Every thread of the uid's lane waits for room in a full pipe: this client's lines
+                // wait behind those (its uid's lines, README), written once their connections close.
+                await guard.within(conn.call('where'), 'a call behind lines held back');
+                expect(readText(first)).toBe('');
+                await endFullPipes(guard);
               }
               await guard.within(Promise.all(logged), `the lines of a client logging into ${c.kind}`, () => `the daemon's threads ${JSON.stringify(threadsOf(helper.pid))}`);
               if (refused) expect(readText(first)).toBe(text);
@@ -334,8 +356,7 @@ testWithPython('generated: a redirect into an fd that takes no text is refused, 
             const cleanUp = new HangGuard(WAIT_MS);
             for (const s of sockets) s.close();
             await cleanUp.within(Promise.all(opened.map((c) => c.close())), 'the clients closing');
-            // A line stuck in a full pipe ends with its connection.
-            for (const e of await cleanUp.within(Promise.all(stuck), 'the lines stuck in full pipes ending with their connections')) expect(e).toBeInstanceOf(Error);
+            await endFullPipes(cleanUp);
             for (const t of targets) closeFds(t.fds);
           }
           // Another client of the uid, once those are gone (a line waiting for room in a full
@@ -377,6 +398,21 @@ testWithPython('generated: a redirect into an fd that takes no text is refused, 
             [
               { kind: 'full pipe', byDatagram: false, lines: new Array<string>(25).fill('abcdefg') },
               { kind: 'full pipe', byDatagram: true, lines: new Array<string>(25).fill('abcdefg') },
+            ],
+          ],
+          // Every thread of the uid's lane held by a full pipe: the next client's lines wait behind them.
+          [
+            [
+              { kind: 'full pipe', byDatagram: false, lines: new Array<string>(25).fill('abcdefg') },
+              { kind: 'full pipe', byDatagram: true, lines: new Array<string>(25).fill('abcdefg') },
+              { kind: 'socketpair', byDatagram: false, lines: new Array<string>(25).fill('abcdefg') },
+            ],
+          ],
+          [
+            [
+              { kind: 'full pipe', byDatagram: true, lines: new Array<string>(25).fill('abcdefg') },
+              { kind: 'full pipe', byDatagram: false, lines: new Array<string>(25).fill('abcdefg') },
+              { kind: 'eventfd', byDatagram: true, lines: new Array<string>(25).fill('abcdefg') },
             ],
           ],
           // Every other kind refused, whatever the runs draw.
