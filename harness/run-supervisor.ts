@@ -39,7 +39,7 @@
  * so a killed row leaves none.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 import { killIfSpawned } from '../src/child-process';
 import { diffFdTables, openFdTable, type FdTable } from '../src/fd';
@@ -224,20 +224,13 @@ function holdersOf(target: string, except: number): string[] {
   for (const d of pids) {
     const pid = Number(d);
     if (pid === except || pid === process.pid) continue;
-    let held = false;
+    let table: FdTable;
     try {
-      for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-        try {
-          if (readlinkSync(`/proc/${pid}/fd/${fd}`) === target) held = true;
-        } catch {
-          // closed meanwhile
-        }
-        if (held) break;
-      }
+      table = openFdTable(pid);
     } catch {
       continue; // gone, or another user's
     }
-    if (!held) continue;
+    if (![...table.values()].includes(target)) continue;
     let comm = '?';
     try {
       comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
