@@ -132,6 +132,11 @@ export class HelperProcess implements HelperControl {
     return { code: child.exitCode, signal: child.signalCode };
   }
 
+  /** The current daemon's process (undefined before the first start), for waiting for its exit. */
+  get child(): ChildProcess | undefined {
+    return this.#child;
+  }
+
   /** How many times a daemon was started (1 after the first start). */
   get starts(): number {
     return this.#starts;

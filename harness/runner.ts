@@ -644,12 +644,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
   }
   // Gone from /proc (or a zombie) comes before Node's 'exit' event: its status is waited for, a moment.
   const howEnded = async (pid: number): Promise<string | undefined> => {
-    if (env.helper && env.helper.pid === pid) {
-      await Promise.race([env.helper.exited, new Promise((r) => setTimeout(r, EXIT_STATUS_MS).unref())]);
-      const status = env.helper.exitStatus;
-      return status && exitOf({ exitCode: status.code, signalCode: status.signal });
-    }
-    const child = ([...connections].find((c) => c.location.pid === pid) as { child?: unknown } | undefined)?.child;
+    const child = env.helper && env.helper.pid === pid ? env.helper.child : ([...connections].find((c) => c.location.pid === pid) as { child?: unknown } | undefined)?.child;
     if (!(child instanceof ChildProcess)) return undefined;
     await waitForExit(child, EXIT_STATUS_MS);
     return exitOf(child);
