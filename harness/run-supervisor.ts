@@ -136,9 +136,21 @@ export function rowLabels(rows: readonly PlannedRow[]): string[] {
 /** The process ended before it sent what was waited for. */
 class RowProcessGone extends Error {}
 
+/** How a process ended: its exit code or the signal that ended it (both null: not known, or it never started). */
 interface Ended {
   code: number | null;
   signal: NodeJS.Signals | null;
+}
+
+/**
+ * How a process ended, in a row's words: 'signal SIGKILL', or its exit code
+ * after `codeWord` ('exit code 3'; a row process's own is 'status 3');
+ * undefined when neither is known.
+ */
+export function exitText(how: Ended, codeWord: 'exit code' | 'status' = 'exit code'): string | undefined {
+  if (how.signal !== null) return `signal ${how.signal}`;
+  if (how.code !== null) return `${codeWord} ${how.code}`;
+  return undefined;
 }
 
 /**
@@ -430,7 +442,7 @@ class RowProcess {
       this.#waiters.add(waiter);
       void this.exited.then((how) => {
         if (!this.#waiters.delete(waiter)) return;
-        reject(new RowProcessGone(`the row process (pid ${this.pid}) exited (${how.code !== null ? `status ${how.code}` : (how.signal ?? 'not started')})`));
+        reject(new RowProcessGone(`the row process (pid ${this.pid}) exited (${exitText(how, 'status') ?? 'not started'})`));
       });
     });
   }
@@ -530,7 +542,7 @@ function lostRow(row: PlannedRow, proc: RowProcess, how: Ended, durationMs: numb
     ? `${why()}: the harness lost track of the row (its defect, not the scenario's); the row process was killed`
     : proc.killed
     ? `${why()}: its row process (pid ${proc.pid}) was killed`
-    : `the row process (pid ${proc.pid}) exited during the row (${how.code !== null ? `status ${how.code}` : `signal ${how.signal}`}): ` +
+    : `the row process (pid ${proc.pid}) exited during the row (${exitText(how, 'status') ?? 'how is not known'}): ` +
       'the scenario ended it (process.exit()) or it crashed';
   const notes = held.length > 0 ? [`held when its process was killed (opened during the row; the kernel closed them with the process): ${held.map((l) => `fd ${l.fd} -> ${l.target}`).join('; ')}`] : [];
   // The harness's channel, open before the row, closed by it: a wrong-fd close as the leak oracle reports one.

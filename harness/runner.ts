@@ -38,7 +38,7 @@ import { LOCAL_REMOTE } from './local-remote';
 import { LeakLedger, LeakOracle, type OracleVerdict } from './oracle';
 import { profileByName } from './profiles';
 import { RowWork } from './row-work';
-import { rowDirPrefix, superviseRows } from './run-supervisor';
+import { exitText, rowDirPrefix, superviseRows } from './run-supervisor';
 import { createRng, hashSeed, type Rng } from './rng';
 import type {
   BenchCase,
@@ -358,14 +358,6 @@ function noteDeclaredEnds(ended: readonly ProcessEnded[], notes: string[]): Proc
   return [...ended];
 }
 
-/** How a process ended, as the ChildProcess that ran it says (undefined while that is not known). */
-function exitOf(child: { exitCode: number | null; signalCode: NodeJS.Signals | null } | undefined): string | undefined {
-  if (!child) return undefined;
-  if (child.signalCode !== null) return `signal ${child.signalCode}`;
-  if (child.exitCode !== null) return `exit code ${child.exitCode}`;
-  return undefined;
-}
-
 /** How long the harness waits for a connection's close() after a row. */
 const CLOSE_MS = 10_000;
 /** How long the oracle waits for Node to report the exit status of a process it found gone. */
@@ -647,7 +639,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
     const child = env.helper && env.helper.pid === pid ? env.helper.child : ([...connections].find((c) => c.location.pid === pid) as { child?: unknown } | undefined)?.child;
     if (!(child instanceof ChildProcess)) return undefined;
     await waitForExit(child, EXIT_STATUS_MS);
-    return exitOf(child);
+    return exitText({ code: child.exitCode, signal: child.signalCode });
   };
   const oracle = new LeakOracle({
     settleMs: env.settleMs,
