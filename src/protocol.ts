@@ -257,12 +257,13 @@ export function encodeReady(id: number, ready: ReadyPayload): Buffer {
 }
 
 /**
- * A READY's payload from its JSON object `o`, as readyJson makes it: pid
- * and threadId integers; constructorFds, if there, a list of { fd, target };
- * constructorFdsOmitted, if there, a positive integer. The one decoder of a
- * READY (decodeFrame's and the remote channel's).
+ * A READY's payload from its parsed JSON `o`, as readyJson makes it: a JSON
+ * object, with pid and threadId integers; constructorFds, if there, a list
+ * of { fd, target }; constructorFdsOmitted, if there, a positive integer.
+ * The one decoder of a READY (decodeFrame's and the remote channel's).
  */
-export function readyPayload(o: Record<string, unknown>): ReadyPayload {
+export function readyPayload(o: unknown): ReadyPayload {
+  if (!isJsonObject(o)) throw new ProtocolError('malformed READY frame: its payload is not a JSON object');
   const ready: ReadyPayload = { pid: int(o, 'pid', 'READY'), threadId: int(o, 'threadId', 'READY') };
   if (o['constructorFds'] !== undefined) ready.constructorFds = constructorFds(o['constructorFds'], 'READY');
   if (o['constructorFdsOmitted'] !== undefined) {
@@ -301,6 +302,11 @@ export function encodeResult(id: number, value: unknown): Buffer {
   return encodeJson(FrameType.RESULT, id, { value });
 }
 
+/** Whether parsed JSON `value` is an object (not null, not an array). */
+function isJsonObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
 function parseJson(data: Buffer): Record<string, unknown> {
   let value: unknown;
   try {
@@ -308,10 +314,8 @@ function parseJson(data: Buffer): Record<string, unknown> {
   } catch (err) {
     throw new ProtocolError(`malformed frame: its JSON payload does not parse`, { cause: err });
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new ProtocolError('malformed frame: its payload is not a JSON object');
-  }
-  return value as Record<string, unknown>;
+  if (!isJsonObject(value)) throw new ProtocolError('malformed frame: its payload is not a JSON object');
+  return value;
 }
 
 function str(o: Record<string, unknown>, key: string, what: string): string {

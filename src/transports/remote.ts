@@ -202,11 +202,7 @@ export class RemoteConnection extends BaseConnection {
     const ready = new Promise<Buffer>((resolve, reject) => this.#pending.set(id, { request: RemoteFrame.HELLO, operation: 'connect', method: 'constructor', resolve, reject }));
     this.#channel.sendJson(RemoteFrame.HELLO, id, { version: REMOTE_PROTOCOL_VERSION, command: hello });
     return Promise.race([ready, timeout])
-      .then((payload) => {
-        const r = parseJson(payload, 'READY');
-        if (typeof r !== 'object' || r === null || Array.isArray(r)) throw new ProtocolError('connect: a READY whose payload is not a JSON object');
-        return readyPayload(r as Record<string, unknown>);
-      })
+      .then((payload) => readyPayload(parseJson(payload, 'READY')))
       .finally(() => clearTimeout(timer));
   }
 

@@ -102,3 +102,17 @@ test('the right replies are taken: a CALL answered RESULT, an OPEN answered OPEN
   expect(closedHook).toBe(1);
   expect(await fdTableSettles(process.pid, before)).toBe('');
 }, 120_000);
+
+test('generated: a READY to the HELLO whose payload is no JSON object (null, a number, a string, a boolean, a list) is a ProtocolError', async () => {
+  const before = openFdTable();
+  const notObject = fc.jsonValue({ maxDepth: 1 }).filter((v) => typeof v !== 'object' || v === null || Array.isArray(v));
+  await fc.assert(
+    fc.asyncProperty(notObject, async (payload) => {
+      const got = await outcome(farSide('HELLO', 'READY', payload));
+      if ('value' in got) await (got.value as Connection).close();
+      expectViolation(got, 'malformed READY frame: its payload is not a JSON object');
+    }),
+    { numRuns: 12 },
+  );
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+}, 300_000);

@@ -24,6 +24,7 @@ import {
   MAX_FRAME_BYTES,
   PIN_BYTES,
   READY_TARGET_BYTES,
+  readyPayload,
   type Frame,
   type FrameTypeValue,
 } from '../../src/protocol';
@@ -466,6 +467,26 @@ describe('JSON payloads', () => {
         expect(withNext).toBeGreaterThan(MAX_FRAME_BYTES - HEADER_BYTES);
       }),
       { seed: SEED, numRuns: 60 },
+    );
+  });
+
+  test('readyPayload: parsed JSON that is no object (the remote channel\'s READY, an empty payload too) is a ProtocolError', () => {
+    const notObject = fc.oneof(
+      fc.constant(undefined),
+      fc.jsonValue().filter((v) => typeof v !== 'object' || v === null || Array.isArray(v)),
+    );
+    fc.assert(
+      fc.property(notObject, (value) => {
+        let caught: unknown;
+        try {
+          caught = new Error(`decoded ${JSON.stringify(readyPayload(value))}`);
+        } catch (err) {
+          caught = err;
+        }
+        expect(caught).toBeInstanceOf(ProtocolError);
+        expect((caught as Error).message).toBe('malformed READY frame: its payload is not a JSON object');
+      }),
+      RUNS,
     );
   });
 
