@@ -19,7 +19,7 @@ import { threadId } from 'node:worker_threads';
 
 import { asCommand, ClientFds } from './client-fds';
 import { BUILTIN_COMMANDS, builtinCommand } from './commands/registry';
-import { SystemError } from './errors';
+import { ProtocolError, SystemError } from './errors';
 import { AdoptedFiles, fileAt, HeldCopies, holdsFile, validateCloseList } from './fd';
 import { native, type FileKey } from './native';
 import type { TransportName } from './transports';
@@ -253,6 +253,43 @@ export interface FdLedger {
 
 
 /**
+ * A RELEASE as a server answers it: `close`, the fds now the caller's to
+ * close; `refusal`, when the request named numbers not held for the client,
+ * the ERROR to answer with (the held ones are released all the same); none:
+ * a RESULT.
+ */
+export interface Released {
+  close: number[];
+  refusal: ProtocolError | undefined;
+}
+
+/**
+ * A RELEASE of `named` from a served connection's ledger (a socket server's
+ * ChannelLedger, serve --stdio's SetLedger), by the rule of every server:
+ * `take(fd)` takes each out of the ledger if it holds it for the client
+ * ('close': the caller's to close now; 'forget': held, but its number no
+ * longer holds it, nothing to close; undefined: not held). Those not held
+ * (never given on this connection, adopted by the command, released already
+ * or named twice, another client's, none) are left alone and make the
+ * answer an ERROR (ProtocolError) naming them.
+ */
+export function releaseFrom(named: readonly number[], take: (fd: number) => 'close' | 'forget' | undefined): Released {
+  const close: number[] = [];
+  const notHeld: number[] = [];
+  for (const fd of named) {
+    const taken = take(fd);
+    if (taken === undefined) notHeld.push(fd);
+    else if (taken === 'close') close.push(fd);
+  }
+  if (notHeld.length === 0) return { close, refusal: undefined };
+  const refusal = new ProtocolError(
+    `release: ${notHeld.length} of the ${named.length} fds named are not held for this client (${notHeld.join(', ')}): ` +
+      `never given on this connection, adopted by the command, or released already; left alone, the ${named.length - notHeld.length} held released`,
+  );
+  return { close, refusal };
+}
+
+/**
  * The fds a command was given from elsewhere (the remote transport's
  * relayed streams, made in this process and registered nowhere), each with
  * its file (device and inode, read as it is added), so that what the
@@ -293,17 +330,16 @@ export class SetLedger implements FdLedger {
   }
 
   /**
-   * Forgets those of `fds` still given and not adopted (the client
-   * released them), and returns those whose number still holds the fd given
-   * (the caller's to close): one the command closed itself is left alone.
+   * A RELEASE (releaseFrom): forgets those of `fds` still given and not
+   * adopted; the caller closes those whose number still holds the fd given
+   * (one the command closed itself is left alone).
    */
-  release(fds: readonly number[]): number[] {
-    const mine: number[] = [];
-    for (const fd of fds) {
+  release(fds: readonly number[]): Released {
+    return releaseFrom(fds, (fd) => {
       const file = this.#fds.get(fd);
-      if (this.#fds.delete(fd) && this.#holds(fd, file)) mine.push(fd);
-    }
-    return mine;
+      if (!this.#fds.delete(fd)) return undefined;
+      return this.#holds(fd, file) ? 'close' : 'forget';
+    });
   }
 
   clientFiles(fds: readonly number[]): Array<FileKey | undefined> {

@@ -6,7 +6,7 @@
  * requests in C++ into the ledger of fds given to the command. Whatever it
  * does not take reaches the socket's message handler, in order.
  */
-import type { FdLedger } from './command';
+import { releaseFrom, type FdLedger, type Released } from './command';
 import { native, type NativeFrameChannel, type NativeFrameChannelCallbacks } from './native';
 import { nativeSocketOf, type UnixSocket } from './socket';
 
@@ -42,6 +42,11 @@ export class ChannelLedger implements FdLedger {
 
   closing(fds: readonly number[]): void {
     this.#channel.forgetAdopted(fds);
+  }
+
+  /** A RELEASE (releaseFrom): takes those of `fds` held out of the channel's ledger (refunded), for the caller to close. */
+  release(fds: readonly number[]): Released {
+    return releaseFrom(fds, (fd) => (this.#channel.release(fd) ? 'close' : undefined));
   }
 
   sweep(): number {

@@ -157,8 +157,9 @@ export async function serveStdio(options: ServeStdioOptions = {}): Promise<void>
       }
       case 'release': {
         // Each only while its number holds the fd given: one the command closed itself is left alone.
-        closeOwnFds(ledger.release(m.fds));
-        post({ type: 'result', id: m.id, json: undefined });
+        const { close, refusal } = ledger.release(m.fds);
+        closeOwnFds(close);
+        post(refusal ? { type: 'error', id: m.id, error: describeError(refusal) } : { type: 'result', id: m.id, json: undefined });
         return;
       }
       case 'close': {

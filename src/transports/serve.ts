@@ -394,6 +394,8 @@ class ServedSession implements ServedConnection {
    * ledger of the command's fds (closed with the socket).
    */
   readonly #channel: FrameChannel;
+  /** The channel's ledger: the fds given to the command, as its CommandHost and a RELEASE see them. */
+  readonly #ledger: ChannelLedger;
   readonly #options: ServeOptions;
   readonly #limits: ServeLimits | undefined;
   readonly #stats: ServeStats = { unexpectedFds: 0, protocolErrors: 0, refusesFds: false };
@@ -427,6 +429,7 @@ class ServedSession implements ServedConnection {
     this.#limits = options.limits;
     const limits = this.#limits;
     this.#channel = openFrameChannel(socket, failpoint !== undefined ? { afterReceive: () => failpoint.pass('after-receive') } : {});
+    this.#ledger = new ChannelLedger(this.#channel);
     if (options.closeInBackground) {
       // The command's fds come from another process, and so may what is
       // still unread in the socket when it closes: either close may block.
@@ -570,7 +573,7 @@ class ServedSession implements ServedConnection {
       const construct = (): CommandHost => new CommandHost(
         (this.#options.resolveCommand ?? moduleOrBuiltin)(hello.command),
         intake.transport,
-        new ChannelLedger(this.#channel),
+        this.#ledger,
         this.#socket.peerCredentials(),
         // The command closes the client's fds as the channel does: on the
         // background closer, as the client's, where a close may block.
@@ -678,25 +681,11 @@ class ServedSession implements ServedConnection {
   /**
    * RELEASE: closes the listed fds the command holds for the client (given
    * on this connection, not adopted), then answers: RESULT when that was
-   * every one named, else an ERROR (ProtocolError) naming the others (never
-   * given here, adopted, released already or named twice, another client's,
-   * none), which are left alone. The ones held are released either way.
+   * every one named, else the ERROR releaseFrom makes, naming the others.
    */
   #release(id: number, fds: readonly number[]): void {
-    const mine: number[] = [];
-    const notHeld: number[] = [];
-    for (const fd of fds) (this.#channel.release(fd) ? mine : notHeld).push(fd);
-    this.#closeThen(mine, () => {
-      if (notHeld.length === 0) {
-        this.#send(encodeResult(id, undefined));
-        return;
-      }
-      const err = new ProtocolError(
-        `release: ${notHeld.length} of the ${fds.length} fds named are not held for this client (${notHeld.join(', ')}): ` +
-          `never given on this connection, adopted by the command, or released already; left alone, the ${mine.length} held released`,
-      );
-      this.#send(this.#errorReply(id, err));
-    });
+    const { close, refusal } = this.#ledger.release(fds);
+    this.#closeThen(close, () => this.#send(refusal ? this.#errorReply(id, refusal) : encodeResult(id, undefined)));
   }
 
   /**

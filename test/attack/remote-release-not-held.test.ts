@@ -1,0 +1,116 @@
+/**
+ * `fdbridge serve --stdio` (the remote transport's server) answers a
+ * RELEASE by the rule every server follows (test/attack/release-not-held
+ * for the socket transports' servers): one that names a number its command
+ * does not hold for the client (one the command adopted, one released
+ * already or named twice, one of the server's own fds, a number nothing
+ * holds) is answered with an ERROR (ProtocolError) naming those numbers,
+ * which are left alone, and the ones named that it holds are released all
+ * the same; the connection serves on. The client library names only
+ * numbers it was given in a RELEASE (a failed batch's, whose ERROR it
+ * ignores): the test calls its release with the others. The server's fd
+ * table is read to see what was closed there.
+ */
+import fc from 'fast-check';
+
+import { connect, RemoteError } from '../../src';
+import { PROBE_COMMAND } from '../../src/commands/probe-command';
+import { closeFds, makePipe, openFdTable } from '../../src/fd';
+import { LOCAL_REMOTE } from '../../harness/local-remote';
+import { fdTableSettles } from '../util/processes';
+import { scaled } from '../util/time-scale';
+
+/** What a number named in the RELEASE is to the command's side. */
+type Kind = 'held' | 'adopted' | 'released' | 'servers-own' | 'nothing';
+
+/** The server's stderr: open there, and never the command's. */
+const SERVERS_OWN = 2;
+
+test('generated RELEASE lists on remote: ERROR (ProtocolError) for one naming a number not held for the client, nothing else closed, the held ones named released, the connection serving on', async () => {
+  const before = openFdTable();
+  const conn = await connect('remote', { command: PROBE_COMMAND, ...LOCAL_REMOTE, timeoutMs: scaled(10_000) });
+  const release = (fds: number[]): Promise<void> => (conn as unknown as { release(fds: number[]): Promise<void> }).release(fds);
+  try {
+    // The server's table once its runtime has settled (the first call opens what it opens lazily).
+    const { pid } = (await conn.call('where')) as { pid: number };
+    const serverBaseline = openFdTable(pid);
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 2, max: 5 }),
+        fc.array(fc.constantFrom<Kind>('held', 'held', 'adopted', 'released', 'servers-own', 'nothing'), { minLength: 1, maxLength: 8 }),
+        fc.boolean(),
+        async (given, kinds, repeat) => {
+          const pipes = Array.from({ length: given }, () => makePipe());
+          let copies: number[] = [];
+          let adopted = false;
+          try {
+            copies = await conn.dupFileDescriptors(pipes.map(([r]) => r));
+            // What each copy's number names over there: its end of a pipe of the server's.
+            const named0 = openFdTable(pid);
+            const targetOf = (fd: number): string | undefined => named0.get(fd);
+            // The first copy adopted by the command, the second released already, the rest held.
+            await conn.call('adopt', [copies[0]]);
+            adopted = true;
+            await release([copies[1] as number]);
+            const held = copies.slice(2);
+            let nextHeld = 0;
+            const named: Array<{ fd: number; kind: Kind }> = [];
+            for (const kind of kinds) {
+              if (kind === 'held') {
+                // Each held copy once; none left: a held one named twice (its second naming not held).
+                const fd = held[nextHeld++];
+                named.push(fd === undefined ? { fd: held[0] ?? (copies[1] as number), kind: 'released' } : { fd, kind });
+              } else if (kind === 'adopted') named.push({ fd: copies[0] as number, kind });
+              else if (kind === 'released') named.push({ fd: copies[1] as number, kind });
+              else if (kind === 'servers-own') named.push({ fd: SERVERS_OWN, kind });
+              else named.push({ fd: 1_000_000, kind });
+            }
+            const firstHeld = named.find((n) => n.kind === 'held');
+            if (repeat && firstHeld) named.push({ fd: firstHeld.fd, kind: 'released' });
+            const releasedNow = new Set(named.filter((n) => n.kind === 'held').map((n) => n.fd));
+            const notHeld = named.filter((n) => n.kind !== 'held').map((n) => n.fd);
+
+            const outcome = await release(named.map((n) => n.fd)).then(
+              () => 'RESULT',
+              (err: unknown) => err,
+            );
+            if (notHeld.length === 0) {
+              expect(outcome).toBe('RESULT');
+            } else {
+              expect(outcome).toBeInstanceOf(RemoteError);
+              const { name, code, message } = (outcome as RemoteError).remote;
+              expect({ name, code, message }).toEqual({
+                name: 'ProtocolError',
+                code: 'ERR_FDBRIDGE_PROTOCOL',
+                message:
+                  `release: ${notHeld.length} of the ${named.length} fds named are not held for this client (${notHeld.join(', ')}): ` +
+                  `never given on this connection, adopted by the command, or released already; left alone, the ${releasedNow.size} held released`,
+              });
+            }
+            // The reply comes once the held ones named are closed over there; the others (adopted, the server's own) are open still.
+            const after = openFdTable(pid);
+            for (const fd of held) expect({ fd, open: after.get(fd) === targetOf(fd) }).toEqual({ fd, open: !releasedNow.has(fd) });
+            expect({ adopted: after.get(copies[0] as number) === targetOf(copies[0] as number), own: after.get(SERVERS_OWN) === serverBaseline.get(SERVERS_OWN) }).toEqual({
+              adopted: true,
+              own: true,
+            });
+            // The connection serves on, and what is still held is still releasable.
+            const rest = held.filter((fd) => !releasedNow.has(fd));
+            if (rest.length > 0) await expect(release(rest)).resolves.toBeUndefined();
+            await conn.call('closeAdopted', [copies[0]]);
+            adopted = false;
+          } finally {
+            if (adopted) await conn.call('closeAdopted', [copies[0]]);
+            closeFds(pipes.flat());
+          }
+          expect(await fdTableSettles(pid, serverBaseline)).toBe('');
+        },
+      ),
+      // Besides the generated lists: ones that name only held copies (RESULT).
+      { numRuns: 30, examples: [[5, ['held', 'held', 'held'], false], [3, ['held'], false]] },
+    );
+  } finally {
+    await conn.close();
+  }
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+}, scaled(180_000));
