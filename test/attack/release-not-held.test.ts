@@ -18,6 +18,7 @@ import { decodeFrame, encodeFdList, encodeJson, FrameType, HEADER_BYTES } from '
 import type { UnixSocket } from '../../src/socket';
 import { connectRaw, rawFrame, sayHello } from '../../scenarios/support/hostile';
 import { fdTableSettles } from '../util/processes';
+import { notHeldMessage, releaseList } from '../util/release-lists';
 import { scaled } from '../util/time-scale';
 import { within } from '../util/within';
 
@@ -87,27 +88,18 @@ test('generated RELEASE lists: ERROR (ProtocolError) for one naming a number not
             await a.send(encodeFdList(FrameType.RELEASE, 3, [copies[1] as number]));
             expect((await reply(a)).type).toBe(FrameType.RESULT);
             const held = copies.slice(2);
-            let nextHeld = 0;
-            const named: Array<{ fd: number; kind: Kind }> = [];
-            for (const kind of kinds) {
-              if (kind === 'held') {
-                // Each held copy once; none left: a held one named twice (its second naming not held).
-                const fd = held[nextHeld++];
-                named.push(fd === undefined ? { fd: held[0] ?? (copies[1] as number), kind: 'released' } : { fd, kind });
-              } else if (kind === 'adopted') named.push({ fd: copies[0] as number, kind });
-              else if (kind === 'released') named.push({ fd: copies[1] as number, kind });
-              else if (kind === 'other-client') named.push({ fd: theirs as number, kind });
-              else if (kind === 'callers-own') named.push({ fd: otherFile, kind });
-              else named.push({ fd: 1_000_000, kind });
-            }
-            const firstHeld = named.find((n) => n.kind === 'held');
-            if (repeat && firstHeld) named.push({ fd: firstHeld.fd, kind: 'released' });
+            // Each held copy once; none left: a held one named twice (its second naming not held).
+            const { named, releasedNow, notHeld } = releaseList(kinds, held, {
+              adopted: copies[0] as number,
+              released: copies[1] as number,
+              'other-client': theirs as number,
+              'callers-own': otherFile,
+              nothing: 1_000_000,
+            }, repeat);
             const allHeld = named.every((n) => n.kind === 'held');
 
             await a.send(encodeFdList(FrameType.RELEASE, 4, named.map((n) => n.fd)));
             const r = await reply(a);
-            const releasedNow = new Set(named.filter((n) => n.kind === 'held').map((n) => n.fd));
-            const notHeld = named.filter((n) => n.kind !== 'held').map((n) => n.fd);
             if (allHeld) {
               expect({ type: r.type, id: r.id }).toEqual({ type: FrameType.RESULT, id: 4 });
             } else {
@@ -117,9 +109,7 @@ test('generated RELEASE lists: ERROR (ProtocolError) for one naming a number not
                 name: 'ProtocolError',
                 code: 'ERR_FDBRIDGE_PROTOCOL',
                 // Which numbers were not held, and how many of the others were released.
-                message:
-                  `release: ${notHeld.length} of the ${named.length} fds named are not held for this client (${notHeld.join(', ')}): ` +
-                  `never given on this connection, adopted by the command, or released already; left alone, the ${releasedNow.size} held released`,
+                message: notHeldMessage(named.length, notHeld, releasedNow.size),
               });
             }
             // The reply comes once the held ones named are closed: no copy of theirs is left.

@@ -18,6 +18,7 @@ import { PROBE_COMMAND } from '../../src/commands/probe-command';
 import { closeFds, makePipe, openFdTable } from '../../src/fd';
 import { LOCAL_REMOTE } from '../../harness/local-remote';
 import { fdTableSettles } from '../util/processes';
+import { notHeldMessage, releaseList } from '../util/release-lists';
 import { scaled } from '../util/time-scale';
 
 /** What a number named in the RELEASE is to the command's side. */
@@ -53,22 +54,13 @@ test('generated RELEASE lists on remote: ERROR (ProtocolError) for one naming a 
             adopted = true;
             await release([copies[1] as number]);
             const held = copies.slice(2);
-            let nextHeld = 0;
-            const named: Array<{ fd: number; kind: Kind }> = [];
-            for (const kind of kinds) {
-              if (kind === 'held') {
-                // Each held copy once; none left: a held one named twice (its second naming not held).
-                const fd = held[nextHeld++];
-                named.push(fd === undefined ? { fd: held[0] ?? (copies[1] as number), kind: 'released' } : { fd, kind });
-              } else if (kind === 'adopted') named.push({ fd: copies[0] as number, kind });
-              else if (kind === 'released') named.push({ fd: copies[1] as number, kind });
-              else if (kind === 'servers-own') named.push({ fd: SERVERS_OWN, kind });
-              else named.push({ fd: 1_000_000, kind });
-            }
-            const firstHeld = named.find((n) => n.kind === 'held');
-            if (repeat && firstHeld) named.push({ fd: firstHeld.fd, kind: 'released' });
-            const releasedNow = new Set(named.filter((n) => n.kind === 'held').map((n) => n.fd));
-            const notHeld = named.filter((n) => n.kind !== 'held').map((n) => n.fd);
+            // Each held copy once; none left: a held one named twice (its second naming not held).
+            const { named, releasedNow, notHeld } = releaseList(kinds, held, {
+              adopted: copies[0] as number,
+              released: copies[1] as number,
+              'servers-own': SERVERS_OWN,
+              nothing: 1_000_000,
+            }, repeat);
 
             const outcome = await release(named.map((n) => n.fd)).then(
               () => 'RESULT',
@@ -82,9 +74,7 @@ test('generated RELEASE lists on remote: ERROR (ProtocolError) for one naming a 
               expect({ name, code, message }).toEqual({
                 name: 'ProtocolError',
                 code: 'ERR_FDBRIDGE_PROTOCOL',
-                message:
-                  `release: ${notHeld.length} of the ${named.length} fds named are not held for this client (${notHeld.join(', ')}): ` +
-                  `never given on this connection, adopted by the command, or released already; left alone, the ${releasedNow.size} held released`,
+                message: notHeldMessage(named.length, notHeld, releasedNow.size),
               });
             }
             // The reply comes once the held ones named are closed over there; the others (adopted, the server's own) are open still.
