@@ -10,7 +10,13 @@
  * numbers it was given in a RELEASE (a failed batch's, whose ERROR it
  * ignores): the test calls its release with the others. The server's fd
  * table is read to see what was closed there.
+ *
+ * A copy the command closed itself (fs.closeSync) is still held for the
+ * client, so naming it is no refusal; but the number may hold a file of
+ * the command's own by then, which the release leaves open.
  */
+import { join } from 'node:path';
+
 import fc from 'fast-check';
 
 import { connect, RemoteError } from '../../src';
@@ -26,6 +32,8 @@ type Kind = 'held' | 'adopted' | 'released' | 'servers-own' | 'nothing';
 
 /** The server's stderr: open there, and never the command's. */
 const SERVERS_OWN = 2;
+
+const RAW_CLOSE = { name: 'rawclose', module: join(__dirname, 'fixtures', 'raw-close-command.js'), export: 'RawCloseCommand' };
 
 test('generated RELEASE lists on remote: ERROR (ProtocolError) for one naming a number not held for the client, nothing else closed, the held ones named released, the connection serving on', async () => {
   const before = openFdTable();
@@ -98,6 +106,57 @@ test('generated RELEASE lists on remote: ERROR (ProtocolError) for one naming a 
       ),
       // Besides the generated lists: ones that name only held copies (RESULT).
       { numRuns: 30, examples: [[5, ['held', 'held', 'held'], false], [3, ['held'], false]] },
+    );
+  } finally {
+    await conn.close();
+  }
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+}, scaled(180_000));
+
+test('generated: a RELEASE naming copies the command closed itself, files of its own opened at some of their numbers, is answered RESULT and leaves those files open', async () => {
+  const before = openFdTable();
+  const conn = await connect('remote', { command: RAW_CLOSE, ...LOCAL_REMOTE, timeoutMs: scaled(10_000) });
+  const release = (fds: number[]): Promise<void> => (conn as unknown as { release(fds: number[]): Promise<void> }).release(fds);
+  try {
+    const { pid } = conn.location;
+    // The server's table once its runtime has settled (the first call opens what it opens lazily).
+    await conn.call('files', [0]);
+    const serverBaseline = openFdTable(pid);
+    // The server's fd 0 reads /dev/null (serveStdio): the file the command opens at the numbers.
+    const [devNull] = (await conn.call('files', [0])) as [string];
+    expect(devNull).toEqual(expect.any(String));
+    await fc.assert(
+      fc.asyncProperty(
+        // Per copy: left as given, closed by the command, or closed and a file of its own opened at its number.
+        fc.array(fc.constantFrom('given', 'closed', 'reopened'), { minLength: 1, maxLength: 5 }),
+        async (fates) => {
+          const pipes = fates.map(() => makePipe());
+          const reopened: number[] = [];
+          try {
+            const copies = await conn.dupFileDescriptors(pipes.map(([r]) => r));
+            const targets = openFdTable(pid);
+            const closedThere = copies.filter((_, i) => fates[i] !== 'given');
+            await conn.call('rawClose', closedThere);
+            // Opened lowest number first: each number is the lowest free one when its turn comes.
+            for (const fd of copies.filter((_, i) => fates[i] === 'reopened').sort((x, y) => x - y)) {
+              reopened.push((await conn.call('openAt', '/dev/null', fd)) as number);
+            }
+            await expect(release(copies)).resolves.toBeUndefined();
+            const after = openFdTable(pid);
+            copies.forEach((fd, i) => {
+              // A given copy is closed by the release; a number that holds the command's own file holds it still.
+              expect({ fd, fate: fates[i], open: after.has(fd) && after.get(fd) === targets.get(fd) }).toEqual({ fd, fate: fates[i], open: false });
+            });
+            expect(await conn.call('files', reopened)).toEqual(reopened.map(() => devNull));
+          } finally {
+            // The command's own files: its to close.
+            if (reopened.length > 0) await conn.call('rawClose', reopened);
+            closeFds(pipes.flat());
+          }
+          expect(await fdTableSettles(pid, serverBaseline)).toBe('');
+        },
+      ),
+      { numRuns: 25 },
     );
   } finally {
     await conn.close();
