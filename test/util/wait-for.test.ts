@@ -7,7 +7,7 @@
 import fc from 'fast-check';
 
 import { TimeoutError } from '../../src/errors';
-import { HangGuard } from './wait-for';
+import { assertGuarded, HangGuard } from './wait-for';
 
 test('generated: until resolves with the first state that holds; past the guard it rejects naming what it waited for and the last state seen', async () => {
   await fc.assert(
@@ -63,6 +63,29 @@ test('generated: a step of the wall clock, back or forward, moves no guard\'s de
       } finally {
         stepped.mockRestore();
       }
+    }),
+    { numRuns: 10 },
+  );
+});
+
+test("generated: assertGuarded ends at a property's first failed run, a wait past its hang guard, and reports that wait's TimeoutError and that run's case; no run after it", async () => {
+  await fc.assert(
+    fc.asyncProperty(fc.integer({ min: 0, max: 9 }), fc.integer({ min: 1, max: 20 }), async (failingRun, guardMs) => {
+      const cases: number[] = [];
+      const err = await assertGuarded(
+        fc.asyncProperty(fc.integer({ min: 0, max: 1000 }), async (n) => {
+          cases.push(n);
+          // The run that hangs: a wait that never settles, ended by its guard.
+          if (cases.length === failingRun + 1) await new HangGuard(guardMs).within(new Promise<never>(() => undefined), `run ${failingRun}'s wait`, () => `case ${n}`);
+        }),
+        { numRuns: 10 },
+      ).catch((e: unknown) => e);
+      expect(cases).toHaveLength(failingRun + 1);
+      // The wait's own error is the failure's cause (jest prints it under the property's).
+      expect(err).toBeInstanceOf(Error);
+      expect((err as Error).message).toContain(`Counterexample: [${cases[failingRun]}]`);
+      expect((err as Error).cause).toBeInstanceOf(TimeoutError);
+      expect(((err as Error).cause as Error).message).toBe(`run ${failingRun}'s wait: not within the hang guard (${guardMs} ms); the last state seen: case ${cases[failingRun]}`);
     }),
     { numRuns: 10 },
   );

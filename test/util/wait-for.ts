@@ -9,6 +9,8 @@
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+import fc from 'fast-check';
+
 import { TimeoutError } from '../../src/errors';
 
 /**
@@ -79,4 +81,18 @@ export class HangGuard {
       clearTimeout(timer);
     }
   }
+}
+
+/**
+ * fc.assert for a property whose runs wait with hang guards (a HangGuard,
+ * within, a NobodyProcess's line or exited, statusWhen, lanesGrow): it ends
+ * at the first failed run and reports that run's error (endOnFailure), not
+ * shrunk. Shrinking runs the property again for each smaller case: after a
+ * failure by a hang each of those waits out a guard of its own, so that the
+ * test ends at jest's limit with none of the failure's message, or (where
+ * the runs share one guard, spent) each fails at once, whatever its case,
+ * and the case reported is not the failure's.
+ */
+export function assertGuarded<Ts>(property: fc.IAsyncProperty<Ts>, params: Omit<fc.Parameters<Ts>, 'endOnFailure'> = {}): Promise<void> {
+  return fc.assert(property, { ...params, endOnFailure: true });
 }
