@@ -21,7 +21,7 @@ import { checkFdLeaks, connect, DatagramSocket, TimeoutError, type Connection } 
 import { daemonForSuite } from '../util/processes';
 import { REFUSED, refusal, settle } from '../util/refusals';
 import { scaled } from '../util/time-scale';
-import { HangGuard } from '../util/wait-for';
+import { assertGuarded, HangGuard } from '../util/wait-for';
 
 const TRANSPORTS = ['direct', 'worker', 'helper', 'child', 'pidfd'] as const;
 type Transport = (typeof TRANSPORTS)[number];
@@ -119,7 +119,7 @@ describe('closeClientFds of a number the command closed itself, that the same fi
   test.each(TRANSPORTS)(
     "generated, %s: A's closeClientFds of the number it closed itself, B's fd of the same file there now (UnixSocket receipt, DatagramSocket made after an await): refused, B's fd open",
     async (transport) => {
-      await fc.assert(
+      await assertGuarded(
         fc.asyncProperty(
           fc.constantFrom<How>('unix', 'later'),
           SHARED.includes(transport) ? fc.boolean() : fc.constant(true),

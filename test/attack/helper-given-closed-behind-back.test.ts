@@ -17,6 +17,7 @@ import fc from 'fast-check';
 import { connect, openFdTable, RemoteError } from '../../src';
 import { DIST_SRC, isRoot, NOBODY, runAsNobody } from '../util/nobody';
 import { fdTableSettles, startHelperProcess } from '../util/processes';
+import { assertGuarded } from '../util/wait-for';
 
 const describeRoot = isRoot ? describe : describe.skip;
 
@@ -58,7 +59,7 @@ describeRoot("a helper command's given fd it closed itself: the number another u
     const daemon = await startHelperProcess(socketPath, ['--allow-uid', String(NOBODY), '--command', `rawclose=${FIXTURE}#RawCloseCommand`]);
     try {
       const baseline = openFdTable(daemon.pid);
-      await fc.assert(
+      await assertGuarded(
         fc.asyncProperty(
           fc.record({
             bFile: fc.constantFrom('/dev/null', '/etc/hostname', '/etc/passwd'),

@@ -14,6 +14,7 @@ import fc from 'fast-check';
 import { connect, closeFd, LOG_COMMAND, makeMemfd, openFdTable, type LogCommand } from '../../src';
 import { NOBODY_HANG_GUARD_MS } from '../util/nobody';
 import { fdTableSettles, startHelperProcess } from '../util/processes';
+import { assertGuarded } from '../util/wait-for';
 import { within } from '../util/within';
 
 test('generated: a burst of duplications and log calls past the uid fd limit: every request settles and the connection is read again', async () => {
@@ -22,7 +23,7 @@ test('generated: a burst of duplications and log calls past the uid fd limit: ev
   const daemon = await startHelperProcess(`@${name}`, ['--verbose'], { nofile: 1024 });
   const memfd = makeMemfd('hold-back');
   try {
-    await fc.assert(
+    await assertGuarded(
       fc.asyncProperty(fc.integer({ min: 1000, max: 3000 }), fc.integer({ min: 1, max: 2 }), fc.integer({ min: 1, max: 2 }), async (rounds, dupsPerRound, callsPerRound) => {
         const client = await connect('helper', { command: LOG_COMMAND, socketPath: `@${name}`, timeoutMs: 10000 });
         try {

@@ -23,6 +23,7 @@ import { statusOf, statusWhen } from '../util/helper-status';
 import { DIST_SRC, isRoot, NOBODY, runAsNobody, type NobodyProcess } from '../util/nobody';
 import { fdTableSettles, startHelperProcess, type HelperProcess } from '../util/processes';
 import { scaled } from '../util/time-scale';
+import { assertGuarded } from '../util/wait-for';
 
 /**
  * nobody's client: `connections` log connections, each into a pipe that
@@ -96,7 +97,7 @@ afterAll(async () => {
     const daemonBefore = openFdTable(daemon.pid);
     const before = openFdTable(process.pid);
     let run = 0;
-    await fc.assert(
+    await assertGuarded(
       fc.asyncProperty(
         fc.array(fc.integer({ min: 1, max: 196_000 }), { minLength: 1, maxLength: 40 }),
         fc.integer({ min: 1, max: 4 }),

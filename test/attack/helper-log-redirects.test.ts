@@ -17,6 +17,7 @@ import { statusWhen } from '../util/helper-status';
 import { fdTableSettles, helperForSuite } from '../util/processes';
 import { drainPipe } from '../util/pipe-read';
 import { scaled } from '../util/time-scale';
+import { assertGuarded } from '../util/wait-for';
 
 const suite = helperForSuite('fdbridge-attack-log-redirects-');
 
@@ -30,7 +31,7 @@ test('generated: redirects made while a line is stuck leave one log fd in the da
   const before = openFdTable(process.pid);
   const daemonBefore = openFdTable(helper.pid);
   let run = 0;
-  await fc.assert(
+  await assertGuarded(
     fc.asyncProperty(fc.array(fc.boolean(), { minLength: 1, maxLength: 300 }), async (logAfter) => {
       const name = `redirects-${run++}`;
       const memfd = makeMemfd(name);

@@ -14,6 +14,7 @@ import { closeFd, HelperDaemon, openFdTable } from '../../src';
 import { decodeFrame, encodeJson, FrameType, PROTOCOL_VERSION } from '../../src/protocol';
 import { rawConnect, receiveNow, sendNow } from '../../src/testing';
 import { fdTableSettles } from '../util/processes';
+import { assertGuarded } from '../util/wait-for';
 import { within } from '../util/within';
 
 const RECEIVE_BYTES = 256 * 1024;
@@ -71,7 +72,7 @@ const FILLING = { calls: 30, size: 100_000 };
 
 test('generated: an idle client cut off with replies unread reads them all, then the REFUSED naming the quota; one that stops reading or hangs up is let go', async () => {
   const before = openFdTable(process.pid);
-  await fc.assert(
+  await assertGuarded(
     fc.asyncProperty(
       fc.integer({ min: 1, max: 30 }),
       fc.integer({ min: 1000, max: 150_000 }),
@@ -141,7 +142,7 @@ test('generated: an idle client cut off with replies unread reads them all, then
 
 test('generated: an idle client whose unread replies fill the daemon\'s send queue still reads the REFUSED naming the quota after them', async () => {
   const before = openFdTable(process.pid);
-  await fc.assert(
+  await assertGuarded(
     fc.asyncProperty(fc.integer({ min: 1, max: 64 * 1024 }), fc.integer({ min: 1000, max: 150_000 }), async (maxQueuedBytes, size) => {
       // Reading pauses once maxQueuedBytes of replies wait (it is below SERVE_PAUSE_READING_AT), and the
       // calls are sent one at a time, each read and answered before the next: the queue ends full

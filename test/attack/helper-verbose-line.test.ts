@@ -16,7 +16,7 @@ import fc from 'fast-check';
 import { connect, openFdTable, RemoteError } from '../../src';
 import { fdTableSettles, startHelperProcess, type HelperProcess } from '../util/processes';
 import { scaled } from '../util/time-scale';
-import { HangGuard } from '../util/wait-for';
+import { assertGuarded, HangGuard } from '../util/wait-for';
 
 const FIXTURE = join(__dirname, 'fixtures', 'throwing-command.js');
 const THROWING = { name: 'throwing', module: FIXTURE, export: 'ThrowingCommand' };
@@ -47,7 +47,7 @@ test('generated: a method name and an error message of any length: each request\
   let requests = failedLines().length;
   const guard = new HangGuard(scaled(240_000));
   try {
-    await fc.assert(
+    await assertGuarded(
       fc.asyncProperty(fc.constantFrom(...UNITS), fc.oneof(fc.nat(100), fc.integer({ min: 20_000, max: 2_000_000 })), fc.boolean(), async (unit, times, byName) => {
         // A method of that name (20,000 units at most: a CALL holds 192 KiB of JSON, a \x01 6 bytes of it), or an error of that message.
         const call = byName ? conn.call(`m${unit.repeat(Math.min(times, 20_000))}`) : conn.call('throwIt', 'error', unit, times);

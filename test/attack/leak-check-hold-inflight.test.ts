@@ -19,6 +19,7 @@
 import fc from 'fast-check';
 
 import { DIST_SRC, isRoot, ownUid, spawnAsUid } from '../util/nobody';
+import { assertGuarded } from '../util/wait-for';
 
 /** A uid of its own: fds in flight are counted per user, across all of that user's processes. */
 const UID = ownUid(0);
@@ -89,7 +90,7 @@ describe('fds in flight inside a leak check', () => {
   }
 
   test('the code under test can queue as many fds in flight inside a check as outside, whatever the process has open', async () => {
-    await fc.assert(
+    await assertGuarded(
       fc.asyncProperty(countsArb, async (counts) => {
         const proc = spawnAsUid(UID, 'prlimit', [`--nofile=${LIMIT}:${LIMIT}`, process.execPath, '-e', script(counts)]);
         const { code, stdout, stderr } = await proc.exited();

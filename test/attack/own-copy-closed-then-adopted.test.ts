@@ -33,6 +33,7 @@ import { openAt } from '../util/open-at';
 import { DIST_SRC, isRoot, spawnAsUid, type NobodyProcess } from '../util/nobody';
 import { fdTableSettles, startHelperProcess } from '../util/processes';
 import { scaled } from '../util/time-scale';
+import { assertGuarded } from '../util/wait-for';
 
 const describeRoot = isRoot ? describe : describe.skip;
 
@@ -265,7 +266,7 @@ describeRoot("a helper command's own copy closed by itself, then adopted or clos
             closeSync(aFile);
           }
       };
-      await fc.assert(
+      await assertGuarded(
         fc.asyncProperty(fc.constantFrom('/dev/null', '/etc/hostname', '/etc/passwd'), fc.boolean(), fc.array(stepArb, { minLength: 1, maxLength: 25 }), async (bFile, sameFile, steps) => {
           // This process's fd table too: A's connection, its file, B's pipes.
           const report = await checkFdLeaks(() => runSteps(bFile, sameFile, steps), { settleMs: 2000 });

@@ -20,6 +20,7 @@ import { connectRaw, rawFrame, sayHello } from '../../scenarios/support/hostile'
 import { fdTableSettles } from '../util/processes';
 import { notHeldMessage, releaseList } from '../util/release-lists';
 import { scaled } from '../util/time-scale';
+import { assertGuarded } from '../util/wait-for';
 import { within } from '../util/within';
 
 /** A hang guard for each reply, far above what one takes: a request left unanswered fails named, not at jest's limit. */
@@ -67,7 +68,7 @@ test('generated RELEASE lists: ERROR (ProtocolError) for one naming a number not
   const before = openFdTable();
   const daemon = HelperDaemon.start({ socketPath: `@fdbridge-release-not-held-${process.pid}`, diagnostics: true });
   try {
-    await fc.assert(
+    await assertGuarded(
       fc.asyncProperty(
         fc.integer({ min: 2, max: 5 }),
         fc.array(fc.constantFrom<Kind>('held', 'held', 'adopted', 'released', 'other-client', 'callers-own', 'nothing'), { minLength: 1, maxLength: 8 }),

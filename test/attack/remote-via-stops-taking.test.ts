@@ -31,7 +31,7 @@ import { pidExit } from '../util/processes';
 import { registeredFds, registeredSince } from '../util/registered-fds';
 import { settleFdTable } from '../util/settle';
 import { scaled } from '../util/time-scale';
-import { HangGuard } from '../util/wait-for';
+import { assertGuarded, HangGuard } from '../util/wait-for';
 
 const VIA = join(__dirname, 'fixtures', 'via-stops-taking-output.py');
 
@@ -75,7 +75,7 @@ function exited(pid: number): Promise<void> {
 (hasPython() ? test : test.skip)(
   'generated: a via that stops taking the channel and lives on: every request settles, answered or PeerExitedError; close() ends it all',
   async () => {
-    await fc.assert(
+    await assertGuarded(
       fc.asyncProperty(fc.integer({ min: 0, max: 4096 }), fc.array(request, { minLength: 0, maxLength: 8 }), async (cut, requests) => {
         const before = openFdTable();
         const guard = new HangGuard(scaled(20_000));

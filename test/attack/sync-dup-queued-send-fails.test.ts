@@ -27,6 +27,7 @@ import { DIST_SRC, isRoot, ownUid, spawnAsUid } from '../util/nobody';
 import { settleFdTable } from '../util/settle';
 import { scaled } from '../util/time-scale';
 import { pollCallsArg, UNREAD_DAEMON, unreadDaemonUnavailable } from '../util/unread-daemon';
+import { assertGuarded } from '../util/wait-for';
 
 const UNAVAILABLE = isRoot ? unreadDaemonUnavailable() : 'needs root to run the client as another user';
 
@@ -89,7 +90,7 @@ function client(bytes: number, name: string): string {
 }
 
 (UNAVAILABLE === undefined ? test : test.skip)(`a synchronous DUP queued behind a full buffer whose send then fails (ETOOMANYREFS) throws that SystemError; the connection goes on${UNAVAILABLE ? ` (skipped: ${UNAVAILABLE})` : ''}`, async () => {
-  await fc.assert(
+  await assertGuarded(
     fc.asyncProperty(fc.integer({ min: 200, max: 12_000 }), async (bytes) => {
       const before = openFdTable();
       const name = `fdbridge-unread-read-${process.pid}-${bytes}`;

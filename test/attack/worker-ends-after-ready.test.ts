@@ -17,7 +17,7 @@ import fc from 'fast-check';
 import { connect, PeerExitedError } from '../../src';
 import { closeFd, makeMemfd, openFdTable } from '../../src/fd';
 import { scaled } from '../util/time-scale';
-import { HangGuard } from '../util/wait-for';
+import { assertGuarded, HangGuard } from '../util/wait-for';
 
 const COMMAND = { module: join(__dirname, '..', 'fixtures', 'ends-after-ready-command.js'), export: 'EndsAfterReadyCommand' };
 
@@ -50,7 +50,7 @@ test('a worker command that ends right after it is ready fails its calls with Pe
   const dir = mkdtempSync(join(tmpdir(), 'fdbridge-attack-ends-after-ready-'));
   const before = openFdTable();
   try {
-    await fc.assert(
+    await assertGuarded(
       fc.asyncProperty(fc.boolean(), fc.integer({ min: 0, max: 9 }), fc.integer({ min: 0, max: 3 }), async (held, code, given) => {
         const guard = new HangGuard(scaled(20_000));
         const tidFile = join(dir, `tid-${held}-${code}-${given}`);

@@ -24,6 +24,7 @@ import { DIST_SRC } from '../util/nobody';
 import { endStuckWrites, lanesGrow, untilLanesLack } from '../util/lane-fds';
 import { drainPipe } from '../util/pipe-read';
 import { exitOf, fdTableSettles } from '../util/processes';
+import { assertGuarded } from '../util/wait-for';
 
 /** More than a pipe holds: a line of this size stays in its write until the pipe is read. */
 const STUCK = 150_000;
@@ -97,7 +98,7 @@ test("generated: lines stuck in their writes into a pipe nobody reads are fdbrid
 test("generated: a line handed over while a check reads the fd tables (after its look at the lanes, before the tables) is the lanes' copy, set aside in `writing`, never a leak", async () => {
   const before = openFdTable(process.pid);
   let run = 0;
-  await fc.assert(
+  await assertGuarded(
     fc.asyncProperty(
       fc.integer({ min: 1, max: 3 }),
       fc.boolean(),
@@ -162,7 +163,7 @@ async function stuckLines(w: number, writes: number, owner: number): Promise<{ l
 test("generated: a line's copy that leaves the lanes after the check read the fd tables (its write ended, the copy handed on to the closer) is waited for, never a leak", async () => {
   const before = openFdTable(process.pid);
   let run = 0;
-  await fc.assert(
+  await assertGuarded(
     fc.asyncProperty(fc.integer({ min: 1, max: 2 }), fc.boolean(), async (writes, leakOne) => {
       const owner = 2 ** 33 + run++;
       const [r, w] = makePipe(); // read only at the end

@@ -19,6 +19,7 @@ import { lanesGrow } from '../util/lane-fds';
 import { openAt } from '../util/open-at';
 import { drainPipe } from '../util/pipe-read';
 import { fdTableSettles } from '../util/processes';
+import { assertGuarded } from '../util/wait-for';
 
 /** More than a pipe holds: a line of this size stays in its write until the pipe is read. */
 const STUCK = 150_000;
@@ -35,7 +36,7 @@ test("generated: a line's copy closed behind fdbridge's back is neither written 
   writeFileSync(programPath, '');
   let run = 0;
   try {
-    await fc.assert(
+    await assertGuarded(
       fc.asyncProperty(
         fc.integer({ min: 1, max: 4 }),
         fc.nat(),

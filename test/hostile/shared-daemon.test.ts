@@ -18,6 +18,7 @@ import { rawListen } from '../../src/testing';
 import type { HelperStatus } from '../../src/transports/helper-daemon';
 import { DIST_SRC, isRoot, NOBODY, runAsNobody } from '../util/nobody';
 import { CLI, exitOf, startHelperProcess, type HelperProcess } from '../util/processes';
+import { assertGuarded } from '../util/wait-for';
 
 const describeRoot = isRoot ? describe : describe.skip;
 const ME = process.getuid?.() ?? 0;
@@ -34,7 +35,7 @@ function asNobody(socketPath: string, body: string): Promise<Record<string, unkn
 
 describeRoot('status on a shared daemon: another uid sees its own clients and the totals only', () => {
   test('for any number of the owner\'s clients and fds, nobody\'s status lists none of them but counts them all; the owner sees everyone', async () => {
-    await fc.assert(
+    await assertGuarded(
       fc.asyncProperty(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 0, max: 3 }), async (rootClients, fdsEach) => {
         const daemon = HelperDaemon.start({ socketPath: `@fdbridge-status-privacy-${process.pid}`, allowUids: [NOBODY] });
         const conns: Connection[] = [];

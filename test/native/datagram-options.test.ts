@@ -17,7 +17,7 @@ import { DatagramSocket, type Datagram } from '../../src/datagram';
 import { TruncatedError } from '../../src/errors';
 import { formatFdTableDiff, openFdTable, sameFile } from '../../src/fd';
 import { scaled } from '../util/time-scale';
-import { HangGuard } from '../util/wait-for';
+import { assertGuarded, HangGuard } from '../util/wait-for';
 import { native } from './binding';
 import { abstractName, expectFdTable, expectSystemError, openBackgroundClosesDone, rejection, settledFdTableDiff, thrown, withScope } from './helpers';
 
@@ -184,7 +184,7 @@ describe('setMessageHandler', () => {
       const file = s.file('f').fd.fd;
       const dir = join(s.dir(), 'private');
       let n = 0;
-      await fc.assert(
+      await assertGuarded(
         fc.asyncProperty(
           fc.boolean(),
           fc.array(fc.record({ bound: fc.boolean(), bytes: fc.integer({ min: 0, max: BUFFER + 4 }), fds: fc.integer({ min: 0, max: MAX_FDS + 1 }) }), { minLength: 1, maxLength: 8 }),

@@ -30,7 +30,7 @@ import { openAt } from '../util/open-at';
 import { fdTableSettles } from '../util/processes';
 import { registeredFds, registeredSince } from '../util/registered-fds';
 import { scaled } from '../util/time-scale';
-import { HangGuard } from '../util/wait-for';
+import { assertGuarded, HangGuard } from '../util/wait-for';
 
 const GATED = { module: join(__dirname, '..', 'fixtures', 'gated-pull-command.js'), export: 'GatedPullCommand' };
 
@@ -88,7 +88,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 test("a pin closed and reopened on the program's file before or after the pull: that file is neither pulled nor closed; swapped before, the request fails with EBADF", async () => {
   let run = 0;
-  await fc.assert(
+  await assertGuarded(
     fc.asyncProperty(
       fc.integer({ min: 1, max: 6 }),
       fc.array(fc.nat(), { maxLength: 4 }),

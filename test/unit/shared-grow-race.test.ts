@@ -15,6 +15,7 @@ import fc from 'fast-check';
 
 import { DIST_SRC } from '../util/nobody';
 import { scaled } from '../util/time-scale';
+import { assertGuarded } from '../util/wait-for';
 import { within } from '../util/within';
 
 const THREADS = 3;
@@ -43,7 +44,7 @@ describe('growing a buffer threads share, from several threads at once', () => {
     const workers = Array.from({ length: THREADS }, () => new Worker(WORKER, { eval: true, workerData: { ledger: LEDGER, gate: gate.buffer } }));
     let round = 0;
     try {
-      await fc.assert(
+      await assertGuarded(
         fc.asyncProperty(
           fc.array(fc.uniqueArray(fc.integer({ min: 1025, max: 200_000 }), { minLength: 1, maxLength: 12 }), { minLength: THREADS, maxLength: THREADS }),
           async (lists) => {

@@ -17,12 +17,12 @@ import { TimeoutError } from '../../src/errors';
 import { fakeHelperDaemon, type FakeHelperDaemon } from './fake-helper-daemon';
 import { STATUS_WHEN_GUARD_MS, statusWhen } from './helper-status';
 import { scaled } from './time-scale';
-import { HangGuard } from './wait-for';
+import { assertGuarded, HangGuard } from './wait-for';
 
 test('generated: statusWhen resolves with a status that holds, and past its guard rejects with a TimeoutError saying the last status it saw', async () => {
   const daemon = HelperDaemon.start({ socketPath: `@fdbridge-status-when-${process.pid}` });
   try {
-    await fc.assert(
+    await assertGuarded(
       fc.asyncProperty(fc.integer({ min: 0, max: 200 }), async (guardMs) => {
         const held = await statusWhen(daemon.socketPath, (s) => s.fdsClosing === 0, guardMs);
         expect(held.fdsClosing).toBe(0);
@@ -115,7 +115,7 @@ test("generated: helperStatus of a daemon that never answers, before READY or af
   const daemons = { hello: silentDaemon('hello'), call: silentDaemon('call') };
   const realSetTimeout = global.setTimeout;
   try {
-    await fc.assert(
+    await assertGuarded(
       fc.asyncProperty(fc.constantFrom('hello' as const, 'call' as const), fc.integer({ min: 20, max: 300 }), async (silentFrom, timeoutMs) => {
         // The timers fdbridge's code sets (not the hang guard's below): when each was set, and for how long.
         const timers: Array<{ setAt: number; ms: number; where: string }> = [];
@@ -154,7 +154,7 @@ test('generated: helperStatus\'s timeout is on the monotonic clock: the wall clo
   const daemon = silentDaemon('call');
   const wallClock = Date.now;
   try {
-    await fc.assert(
+    await assertGuarded(
       fc.asyncProperty(fc.integer({ min: 20, max: 200 }), async (timeoutMs) => {
         // The first reading as it is, every later one an hour back: a step while the call runs.
         let readings = 0;
