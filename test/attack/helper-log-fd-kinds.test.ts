@@ -368,8 +368,9 @@ testWithPython('generated: a redirect into an fd that takes no text is refused, 
             await guard.within(other.call('log', 'other'), "another client's line");
             expect(readText(otherFile)).toBe('other\n');
           } finally {
-            await guard.within(other.close(), 'another client closing');
+            // A guard of its own, as the round's clean-up above has.
             closeFd(otherFile);
+            await new HangGuard(WAIT_MS).within(other.close(), 'another client closing');
           }
           expect(await fdTableSettles(helper.pid, daemonBefore)).toBe('');
           await threadsSettle(guard, helper.pid, daemonThreads);
