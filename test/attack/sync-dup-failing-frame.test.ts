@@ -28,6 +28,7 @@ import { FrameType } from '../../src/protocol';
 import { DIST_SRC } from '../util/nobody';
 import { settleFdTable } from '../util/settle';
 import { scaled } from '../util/time-scale';
+import { assertGuarded } from '../util/wait-for';
 
 const FIXTURE = join(__dirname, 'fixtures', 'failing-frame-daemon.js');
 
@@ -70,7 +71,7 @@ function outcome(p: Promise<unknown>): Promise<{ ok: boolean; value: unknown }> 
 test('a frame that fails the connection during dupFileDescriptorSync fails the call, whatever follows it', async () => {
   const source = makeMemfd('sync-dup-failing-frame');
   try {
-    await fc.assert(
+    await assertGuarded(
       fc.asyncProperty(
         fc.array(fc.oneof(fc.constant<Pending>({ kind: 'call' }), fc.record({ kind: fc.constant('dup' as const), count: fc.integer({ min: 1, max: 253 }) })), {
           maxLength: 4,

@@ -22,6 +22,7 @@ import { PYTHON } from '../util/linger-attacker';
 import { settleFdTable } from '../util/settle';
 import { scaled } from '../util/time-scale';
 import { pollCallsArg, UNREAD_DAEMON, unreadDaemonUnavailable } from '../util/unread-daemon';
+import { assertGuarded } from '../util/wait-for';
 
 const UNAVAILABLE = unreadDaemonUnavailable();
 
@@ -55,7 +56,7 @@ async function fill(conn: Connection, bytes: number, max: number): Promise<Array
 (UNAVAILABLE === undefined ? test : test.skip)(`a synchronous DUP queued behind a full buffer whose daemon goes away throws PeerExitedError${UNAVAILABLE ? ` (skipped: ${UNAVAILABLE})` : ''}`, async () => {
   const source = makeMemfd('sync-dup-queued-peer-gone');
   try {
-    await fc.assert(
+    await assertGuarded(
       fc.asyncProperty(fc.integer({ min: 200, max: 12_000 }), async (bytes) => {
         const before = openFdTable();
         const name = `fdbridge-unread-gone-${process.pid}-${bytes}`;

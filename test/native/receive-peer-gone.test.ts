@@ -21,6 +21,7 @@ import { EofError, PeerGoneError } from '../../src/errors';
 import { closeFds } from '../../src/fd';
 import { type Message, UnixSocket } from '../../src/socket';
 import { TIME_SCALE, scaled } from '../util/time-scale';
+import { assertGuarded } from '../util/wait-for';
 import { native } from './binding';
 import { withScope } from './helpers';
 
@@ -53,7 +54,7 @@ function exited(child: ChildProcess): Promise<void> {
 
 describe('receive({ peerPidfd }) takes what the peer sent before it exited', () => {
   test('generated: answers first, in order, whole; PeerGoneError only for receives left with nothing to read', () =>
-    fc.assert(
+    assertGuarded(
       fc.asyncProperty(
         fc.constantFrom<Kind>('seqpacket', 'seqpacket-batched', 'dgram'),
         fc.array(fc.integer({ min: 0, max: 2 }), { maxLength: 3 }),
