@@ -54,6 +54,18 @@ const REPLAY = process.env['FDBRIDGE_MODEL_REPLAY'];
 /** Where each batch's figures are appended as a JSON line (the long run's record). */
 const LOG = process.env['FDBRIDGE_MODEL_LOG'];
 const BUDGET_MS = (MINUTES * 60_000) / TRANSPORTS.length;
+/**
+ * jest's limit on a transport's test: its budget, and room beyond it for a
+ * failure's shrinking (each try is a new sequence, a new process for child
+ * and pidfd). A hang guard, scaled.
+ */
+const LIMIT_MS = BUDGET_MS + scaled(600_000);
+/**
+ * What the limit keeps back from the checks: the sequence running when
+ * their time is up (a check interrupts between sequences, not in one; each
+ * wait of one ends by HANG_MS), its teardown, and the report.
+ */
+const ROOM_MS = scaled(120_000);
 
 const SIZES = { maxFds: 1000, maxBurst: 5000, maxBurstBytes: 8 << 20 };
 
@@ -102,8 +114,11 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
   /** What a failed batch found, and the variables that replay it. */
   function describeFailure(details: fc.RunDetails<[Iterable<fc.AsyncCommand<World['model'], World>>]>): string {
     const replay = replayPathOf(details.counterexample?.[0]);
+    if (details.counterexample === null) {
+      return `the ${transport} transport's sequences ran out of the test's time (seed ${details.seed}, ${details.numRuns} sequence(s) run, none failed)\n\n${fc.defaultReportMessage(details)}`;
+    }
     return (
-      `the ${transport} transport disagrees with the model (seed ${details.seed}, shrunk ${details.numShrinks} time(s)).\n` +
+      `the ${transport} transport disagrees with the model (seed ${details.seed}, shrunk ${details.numShrinks} time(s)${details.interrupted ? ', shrinking cut short by the test\'s time' : ''}).\n` +
       `Shrunk sequence: ${String(details.counterexample?.[0])}\n` +
       `What went wrong: ${details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance)}\n` +
       `Replay it: FDBRIDGE_MODEL_TRANSPORTS=${transport} FDBRIDGE_MODEL_SEED=${details.seed} FDBRIDGE_MODEL_RUNS=${RUNS} ` +
@@ -125,7 +140,18 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
       const failures: string[] = [];
       do {
         const seed = SEED + batch;
-        const details = await fc.check(property, { seed, numRuns: RUNS, ...(PATH ? { path: PATH } : {}) });
+        // Bounded in time, shrinking included: a sequence that hangs waits out
+        // HANG_MS at each try of its shrinking, and a check that ran into
+        // jest's limit would end the test with nothing of what it found. Past
+        // the time, the check stops and says what it has (markInterruptAsFailure:
+        // one that found nothing yet fails, as the limit would have failed it).
+        const details = await fc.check(property, {
+          seed,
+          numRuns: RUNS,
+          ...(PATH ? { path: PATH } : {}),
+          interruptAfterTimeLimit: Math.max(1, LIMIT_MS - ROOM_MS - (Date.now() - started)),
+          markInterruptAsFailure: true,
+        });
         batch++;
         const failure = details.failed ? describeFailure(details) : undefined;
         if (LOG) {
@@ -150,8 +176,6 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
       );
       if (failures.length > 0) throw new Error(failures.join('\n\n'));
     },
-    // A failure shrinks (each try is a new sequence, a new process for child
-    // and pidfd): give that room beyond the run's own budget.
-    BUDGET_MS + scaled(600_000),
+    LIMIT_MS,
   );
 });
