@@ -36,6 +36,7 @@ import { ownTempDir, removedOnExit } from './exit-cleanup';
 import { HELPER_START_MS, HelperProcess } from './helper-process';
 import { LOCAL_REMOTE } from './local-remote';
 import { LeakLedger, LeakOracle, type OracleVerdict } from './oracle';
+import { describeChanges, restoreEnvironment, snapshotEnvironment, type EnvironmentSnapshot } from './process-env';
 import { profileByName } from './profiles';
 import { RowWork } from './row-work';
 import { exitText, rowDirPrefix, superviseRows } from './run-supervisor';
@@ -406,6 +407,8 @@ interface RowEnvironment {
    * checks, once that limit has passed, that this thread still answers.
    */
   onDeadline: ((ms: number, what: string) => void) | undefined;
+  /** process.env as the session began (harness/process-env.ts): each row ends with it put back. */
+  environment: EnvironmentSnapshot;
 }
 
 /** The leak, with where it was opened (src/fd-track.ts), read right away: the records of a process outlive it, a reused fd number does not. */
@@ -490,6 +493,12 @@ function verdict(
       return { status: 'fail', error: `unknown expectation ${String(expect)}` };
   }
 }
+
+/** How a row's note on process.env begins (harness/process-env.ts). */
+const ENVIRONMENT_CHANGED = 'changed process.env';
+/** Why process.env is put back, and what a row that means to set a command's environment uses instead. */
+const ENVIRONMENT_WHY =
+  "the rows after it in this process, and the processes they start, would have inherited it (a command's own environment: connect's child.env option)";
 
 /** The row that ran before this one in the same process, as a row sees it (RowSession.run). */
 interface EarlierRow {
@@ -842,6 +851,11 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
   } finally {
     expired = true;
     endWork('when the harness failed around it');
+    const changed = restoreEnvironment(env.environment);
+    if (changed.length > 0) {
+      const others = earlier && earlier.leftRunning.length > 0 ? ` (or code ${earlier.label}, which ran before it in this process, left running did: ${earlier.leftRunning.join(', ')})` : '';
+      notes.push(`${ENVIRONMENT_CHANGED}, put back as the row ended: ${describeChanges(changed)}${others}; ${ENVIRONMENT_WHY}`);
+    }
     oracle.release();
     try {
       rowDir.remove();
@@ -1159,6 +1173,8 @@ export class RowSession {
         trackDir: o.trackFds ? trackingDirectory() : undefined,
         stopped,
         onDeadline: o.onDeadline,
+        // After the warm-up and the helper daemon's start: what the harness itself set up is the rows' environment.
+        environment: snapshotEnvironment(),
       };
       return new RowSession(anchors, env, helper, unhook, o.rows);
     } catch (err) {
@@ -1192,7 +1208,11 @@ export class RowSession {
       if (held) {
         const before = held.result;
         held.result = await this.#lookAfter(held, `before the next row began`);
+        held.result = this.#putBackEnvironment(held.result, `before the next row (${row.scenario.name} on ${row.transport}) began`);
         if (held.result !== before) onEarlier?.(held.result);
+      } else {
+        // Before the session's first row, no row's code has run: nobody to tell.
+        restoreEnvironment(this.#env.environment);
       }
       const earlier: EarlierRow | undefined = held && {
         label: `${held.row.scenario.name} on ${held.row.transport}`,
@@ -1235,7 +1255,19 @@ export class RowSession {
     const held = this.#held;
     this.#held = undefined;
     if (!held) return undefined;
-    return this.#lookAfter(held, 'before its process ended');
+    return this.#putBackEnvironment(await this.#lookAfter(held, 'before its process ended'), 'before its process ended');
+  }
+
+  /**
+   * Puts process.env back as the session began, after code a row left
+   * running (a callback of a handle, a run() that outlived its time limit)
+   * changed it once the row had ended: `result` with a note saying so.
+   */
+  #putBackEnvironment(result: ResultRow, when: string): ResultRow {
+    const changed = restoreEnvironment(this.#env.environment);
+    if (changed.length === 0) return result;
+    const note = `${ENVIRONMENT_CHANGED} after the row had ended (code it left running), put back ${when}: ${describeChanges(changed)}; ${ENVIRONMENT_WHY}`;
+    return { ...result, notes: [...(result.notes ?? []), stripVTControlCharacters(note)] };
   }
 
   /**

@@ -94,6 +94,12 @@ const ENV_LOG_FD = 'FDBRIDGE_FDTRACK_LOG_FD';
  * meanwhile may outlive the check, its number then taken by another file.
  */
 const ENV_LOG_ID = 'FDBRIDGE_FDTRACK_LOG_ID';
+/**
+ * The variables installJsTracking sets (this thread's log, for the workers
+ * it starts) and deletes as it runs: this process's state, not a setting
+ * (the harness neither puts them back nor charges a row with them).
+ */
+export const JS_LOG_VARIABLES: readonly string[] = [ENV_LOG_FD, ENV_LOG_ID];
 
 // ---------------------------------------------------------------------------
 // the native library
