@@ -35,6 +35,25 @@ const ROW = Symbol('fdbridge.harness.row');
  */
 const SCHEDULED = new Set(['Timeout', 'Immediate', 'FSREQCALLBACK', 'FSREQPROMISE']);
 
+/**
+ * The kinds of handle (Node's HandleWrap subclasses, by their async_hooks
+ * type names) a row's code may open and leave running, whose callbacks are
+ * its code and may act during a later row: a child process (its 'exit'), a
+ * socket, a server, a signal listener, a watcher. The row keeps them,
+ * weakly, so that the next row can say what of it is still open
+ * (RowWork.openHandles): process.getActiveResourcesInfo() does not list
+ * an unref'd handle, and a child process, a signal listener and a
+ * watcher hold no fd of their own that a look would see.
+ */
+const HANDLES = new Set(['PROCESSWRAP', 'SIGNALWRAP', 'TCPWRAP', 'TCPSERVERWRAP', 'PIPEWRAP', 'PIPESERVERWRAP', 'UDPWRAP', 'TTYWRAP', 'FSEVENTWRAP', 'STATWATCHER']);
+
+/** A HandleWrap as an async_hooks init hook is given it. */
+interface HandleWrap {
+  ref(): void;
+  unref(): void;
+  hasRef(): boolean;
+}
+
 /** A callback a row scheduled that has not run. */
 interface Scheduled {
   type: string;
@@ -61,6 +80,7 @@ const hook = createHook({
     const row = (executionAsyncResource() as Marked)[ROW];
     if (row === undefined || row.closed) return;
     (resource as Marked)[ROW] = row;
+    if (HANDLES.has(type)) row.opened(type, resource as HandleWrap);
     if (!SCHEDULED.has(type)) return;
     const where: Scheduled['where'] = {};
     Error.captureStackTrace(where);
@@ -85,6 +105,23 @@ function done(s: Scheduled, called: boolean): boolean {
   return (s.resource as { _destroyed?: boolean })._destroyed === true;
 }
 
+/**
+ * Whether a handle is open (not closed, nor closing to completion): ref()
+ * refs only an open one (HandleWrap::Ref does nothing once it is closed),
+ * so an unref'd handle is ref'd for the look and unref'd again, with no
+ * turn of the loop between. (A closed one whose native side is gone
+ * answers hasRef() with undefined: not open.)
+ */
+function isOpen(h: HandleWrap | undefined): boolean {
+  // Stryker disable next-line BooleanLiteral: true, equivalent but for memory: only the prune asks of a collected handle, which it then keeps; openHandles skips it
+  if (h === undefined) return false;
+  if (h.hasRef()) return true;
+  h.ref();
+  const open = h.hasRef();
+  h.unref();
+  return open;
+}
+
 /** The first frame of a stack that is neither Node's own nor this file's: where the scenario scheduled the callback. */
 function schedulingFrame(stack: string | undefined): string | undefined {
   for (const line of (stack ?? '').split('\n').slice(1)) {
@@ -98,6 +135,8 @@ function schedulingFrame(stack: string | undefined): string | undefined {
 /** One row's scheduled callbacks: open() as the row begins, close() once it is over. */
 export class RowWork {
   readonly #pending = new Map<number, Scheduled>();
+  /** The handles the row's code opened, weakly (one let go of by everyone is closed). */
+  #handles: Array<{ type: string; handle: WeakRef<HandleWrap> }> = [];
   /** Callbacks scheduled so far: every PRUNE_EVERY, the cleared ones are let go of (no hook tells of them). */
   #scheduled = 0;
   #drained: (() => void) | undefined;
@@ -118,6 +157,28 @@ export class RowWork {
     const scope = new AsyncResource('FDBRIDGE_ROW') as AsyncResource & Marked;
     scope[ROW] = this;
     return scope.runInAsyncScope(fn);
+  }
+
+  /** The hook's: the row's code opened a handle. Those closed are let go of every PRUNE_EVERY. */
+  opened(type: string, handle: HandleWrap): void {
+    this.#handles.push({ type, handle: new WeakRef(handle) });
+    // Stryker disable next-line ConditionalExpression,ArithmeticOperator,MethodExpression: forced false, `*`, or no filter, equivalent but for memory: the list is never pruned, and openHandles skips what the prune would have let go of (closed or collected); forced true and `!==` are killed
+    if (this.#handles.length % PRUNE_EVERY === 0) this.#handles = this.#handles.filter((h) => isOpen(h.handle.deref()));
+  }
+
+  /**
+   * The handles the row's code opened that are still open and unref'd, as
+   * a report names them (`PROCESSWRAP (unref'd)`): what is left of the row
+   * that may still act, beside the ref'd ones process.getActiveResourcesInfo()
+   * lists. Read after the row, while its handles' callbacks may run.
+   */
+  openHandles(): string[] {
+    const left: string[] = [];
+    for (const { type, handle } of this.#handles) {
+      const h = handle.deref();
+      if (h !== undefined && !h.hasRef() && isOpen(h)) left.push(`${type} (unref'd)`);
+    }
+    return left;
   }
 
   /** The hook's: a callback of this row's is scheduled. */

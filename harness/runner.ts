@@ -591,6 +591,8 @@ interface HeldRow {
   after: LeakOracle | undefined;
   /** process.getActiveResourcesInfo() as it began. */
   resources: string[];
+  /** The handles its code opened that are open and unref'd now (RowWork.openHandles). */
+  handles: () => string[];
 }
 
 /** A row's result, and the leak oracle begun right after its own look (none when the row had no look): what changes from then is the row's. */
@@ -599,13 +601,17 @@ interface RowOutcome {
   after: LeakOracle | undefined;
   /** process.getActiveResourcesInfo() as it began. */
   resources: string[];
+  /** The handles its code opened that are open and unref'd now (RowWork.openHandles). */
+  handles: () => string[];
 }
 
 /**
  * What keeps the event loop alive now (process.getActiveResourcesInfo:
  * 'Timeout', 'FSReqCallback', 'TCPWrap', ...) that did not at `before`: the
  * timers, requests and handles a row left behind, whose callbacks may
- * still open fds. Unreferenced timers and native threads are not seen.
+ * still open fds. Unreferenced handles and native threads are not seen
+ * (a row's own unref'd handles are added: RowWork.openHandles; its timers
+ * were all run or cancelled with it).
  */
 function leftRunning(before: readonly string[]): string[] {
   const left = new Map<string, number>();
@@ -910,7 +916,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
     iteration,
     ...(suspect ? { suspect: { scenario: suspect.scenario.name, transport: suspect.transport, iteration: suspect.iteration } } : {}),
   };
-  return { result, after, resources };
+  return { result, after, resources, handles: () => work.openHandles() };
 }
 
 // ---------------------------------------------------------------------------
@@ -1218,7 +1224,7 @@ export class RowSession {
         label: `${held.row.scenario.name} on ${held.row.transport}`,
         row: held.row,
         file: held.row.file,
-        leftRunning: leftRunning(held.resources),
+        leftRunning: [...leftRunning(held.resources), ...held.handles()],
         charge: (leaks) => {
           held.result = chargeLate(held.result, leaks, [], `during the next row (${row.scenario.name} on ${row.transport}), where --track-fds recorded its scenario's file opening them`);
           onEarlier?.(held.result);
@@ -1229,8 +1235,8 @@ export class RowSession {
           onEarlier?.(held.result);
         },
       };
-      const { result, after, resources } = await runRow(row, this.#env, dir, earlier);
-      this.#held = { row, result, after, resources };
+      const { result, after, resources, handles } = await runRow(row, this.#env, dir, earlier);
+      this.#held = { row, result, after, resources, handles };
       return result;
     } catch (err) {
       return {

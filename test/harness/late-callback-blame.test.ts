@@ -171,62 +171,110 @@ test("generated rows, one leaving a timer that closes fd 0 or leaks after its ro
 }, scaled(600_000));
 
 /**
- * What the harness does not wait for, a handle a row left (here a child
- * process whose exit callback acts), can still act during the next row.
- * A close leaves no record of who made it, and a leak without --track-fds
- * none either: the row it appeared in fails, but says it is possibly the
- * earlier row's (which left the handle running), and its rerun command
- * runs that row too, before it, as the run did.
+ * What the harness does not wait for, a handle a row left (a child process
+ * whose exit callback acts, ref'd or unref'd, or a signal listener), can
+ * still act during the next row. A close leaves no record of who made it,
+ * and a leak without --track-fds none either: the row it appeared in
+ * fails, but says it is possibly the earlier row's (which left the handle
+ * running: a ref'd one as process.getActiveResourcesInfo() lists it, an
+ * unref'd one, which that does not list, as the earlier row's code opened
+ * it), and its rerun command runs that row too, before it, as the run did.
+ * The earlier row also opens and closes 1,200 watchers (fs.watch) before
+ * it returns (its child unref'd only then), of which it has the first 600
+ * collected before the row's list of handles is pruned (every 1,024
+ * handles), and the last 100 before it ends, and keeps the others' handles:
+ * closed, none is named, and the handle it left is still named.
  */
+const LEFT = ['child', "child unref'd", 'signal listener'] as const;
+type Left = (typeof LEFT)[number];
+/** How the next row's error names what the earlier row left running. */
+const LEFT_SHOWN: Record<Left, string> = { child: 'ProcessWrap', "child unref'd": "PROCESSWRAP \\(unref'd\\)", 'signal listener': "SIGNALWRAP \\(unref'd\\)" };
+
 test("a handle's callback acting during the next row: that row's failure names the earlier row, and its rerun command runs both", async () => {
   const before = openFdTable();
   const dir = mkdtempSync(join(tmpdir(), 'fdb-late-handle-'));
   let runs = 0;
   try {
     await fc.assert(
-      fc.asyncProperty(fc.constantFrom<Act>('closeSync(0)', 'openSync'), async (act) => {
+      fc.asyncProperty(fc.constantFrom<Act>('closeSync(0)', 'openSync'), fc.constantFrom(...LEFT), async (act, left) => {
         const scenarios = join(dir, `scenarios-${++runs}`);
         mkdirSync(scenarios);
-        const leaves = join(scenarios, 'leaves-child.scenario.js');
-        const CHILD = "Symbol.for('fdbridge.test.late-handle')";
+        const leaves = join(scenarios, 'leaves-handle.scenario.js');
+        const STATE = "Symbol.for('fdbridge.test.late-handle')";
+        const opens =
+          left === 'signal listener'
+            ? `globalThis[${STATE}] = { acted: false };
+  process.once('SIGUSR2', () => { ${ACT_CODE[act]} globalThis[${STATE}].acted = true; });`
+            : `const child = require('node:child_process').spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+  globalThis[${STATE}] = { pid: child.pid, acted: false };
+  child.once('exit', () => { ${ACT_CODE[act]} globalThis[${STATE}].acted = true; });`;
         writeFileSync(
           leaves,
-          `module.exports = { name: 'leaves-child', description: 'leaves a child process whose exit callback acts', transports: ['direct'], async run() {
-  const child = require('node:child_process').spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
-  globalThis[${CHILD}] = { pid: child.pid, acted: false };
-  child.once('exit', () => { ${ACT_CODE[act]} globalThis[${CHILD}].acted = true; });
+          `const fs = require('node:fs');
+require('node:v8').setFlagsFromString('--expose-gc');
+const gc = require('node:vm').runInNewContext('gc');
+/** Their handles, closed, kept from collection. */
+globalThis[Symbol.for('fdbridge.test.closed-watchers')] = [];
+/** Opens and closes n watchers, lets their closes complete, and collects them unless told to keep their handles. */
+async function watchers(n, keep) {
+  for (let i = 0; i < n; i++) {
+    const w = fs.watch(__filename);
+    if (keep) globalThis[Symbol.for('fdbridge.test.closed-watchers')].push(w._handle);
+    w.close();
+  }
+  for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+  gc();
+}
+module.exports = { name: 'leaves-handle', description: 'leaves a handle whose callback acts', transports: ['direct'], async run() {
+  ${opens}
+  await watchers(600, false);
+  await watchers(500, true);
+  await watchers(100, false);${left === "child unref'd" ? '\n  child.unref();' : ''}
 } };\n`,
         );
         writeFileSync(
-          join(scenarios, 'ends-child.scenario.js'),
-          `module.exports = { name: 'ends-child', description: 'ends the child leaves-child left, and waits for its exit callback', transports: ['direct'], async run() {
-  const state = globalThis[${CHILD}];
+          join(scenarios, 'ends-handle.scenario.js'),
+          `module.exports = { name: 'ends-handle', description: 'makes the handle leaves-handle left call back, and waits for it', transports: ['direct'], async run() {
+  const state = globalThis[${STATE}];
   if (state === undefined) return;
-  process.kill(state.pid, 'SIGTERM');
+  process.kill(state.pid ?? process.pid, state.pid === undefined ? 'SIGUSR2' : 'SIGTERM');
   while (!state.acted) await new Promise((r) => setTimeout(r, 10));
 } };\n`,
         );
         const json = join(scenarios, 'results.json');
-        const seed = seedWith('leaves-child', 'ends-child');
+        const seed = seedWith('leaves-handle', 'ends-handle');
         const r = await runCli(['run', '--seed', String(seed), '--transport', 'direct', '--settle', '100', '--timeout', String(scaled(30_000)), '--scenarios', scenarios, '--json', json], { cwd: dir });
         const results = (JSON.parse(readFileSync(json, 'utf8')) as ResultsFile).results;
-        expect(results.map((x) => x.scenario)).toEqual(['leaves-child', 'ends-child']);
+        expect(results.map((x) => x.scenario)).toEqual(['leaves-handle', 'ends-handle']);
         const [earlier, next] = results;
         expect(earlier).toMatchObject({ status: 'pass', leaks: [] });
-        expect(next).toMatchObject({ status: 'fail', suspect: { scenario: 'leaves-child', transport: 'direct', iteration: 1 } });
+        expect(next).toMatchObject({ status: 'fail', suspect: { scenario: 'leaves-handle', transport: 'direct', iteration: 1 } });
+        const named = `leaves-handle on direct ran before it in this row process and left running [^)]*${LEFT_SHOWN[left]}`;
+        // What it left, as named: the unref'd handle it left (none of the watchers it closed, nor its ref'd child again),
+        // and what process.getActiveResourcesInfo() lists ('ProcessWrap', '2 Timeout').
+        const list = /left running (.*?), whose callbacks may/.exec(next?.error ?? '')?.[1]?.split(', ') ?? [];
+        expect(list.filter((x) => !/^(\d+ )?[A-Z][A-Za-z]*$/.test(x))).toEqual(left === 'child' ? [] : [LEFT_SHOWN[left].replace(/\\/g, '')]);
         if (act === 'closeSync(0)') {
           expect(next).toMatchObject({ closed: [{ role: 'client', fd: 0, target: '/dev/null' }] });
-          expect(next?.error).toMatch(/\(fd 0 \(client\): possibly closed by an earlier row's code: leaves-child on direct ran before it in this row process and left running [^)]*ProcessWrap/);
+          expect(next?.error).toMatch(new RegExp(`\\(fd 0 \\(client\\): possibly closed by an earlier row's code: ${named}`));
         } else {
           expect(next).toMatchObject({ leaks: [{ role: 'client', target: leaves }] });
-          expect(next?.error).toMatch(/possibly an earlier row's: leaves-child on direct ran before it in this row process and left running [^)]*ProcessWrap/);
+          expect(next?.error).toMatch(new RegExp(`possibly an earlier row's: ${named}`));
         }
         expect(r.code).toBe(1);
         const lines = (r.stdout.split('to rerun a failed row:\n')[1] ?? '').split('\n').filter((l) => l.startsWith('  '));
-        expect(lines).toEqual([expect.stringContaining('--scenario-name leaves-child --scenario-name ends-child --transport direct'), '    (with leaves-child on direct, which ran before it and may have failed it: see its error)']);
-        expect(listedBy((lines[0] as string).trim(), dir)).toEqual(['leaves-child direct', 'ends-child direct']);
+        expect(lines).toEqual([expect.stringContaining('--scenario-name leaves-handle --scenario-name ends-handle --transport direct'), '    (with leaves-handle on direct, which ran before it and may have failed it: see its error)']);
+        expect(listedBy((lines[0] as string).trim(), dir)).toEqual(['leaves-handle direct', 'ends-handle direct']);
       }),
-      { numRuns: 2, endOnFailure: true, examples: [['closeSync(0)'], ['openSync']] },
+      {
+        numRuns: 6,
+        endOnFailure: true,
+        examples: [
+          ['closeSync(0)', 'child'],
+          ['openSync', "child unref'd"],
+          ['closeSync(0)', 'signal listener'],
+        ],
+      },
     );
   } finally {
     rmSync(dir, { recursive: true, force: true });
