@@ -34,7 +34,6 @@ function laneWrite(fd: number, buf: Buffer, owner: number, group: number): Promi
     native.laneWrite(fd, buf, owner, group, (result) => {
       // Stryker disable next-line EqualityOperator: the result is the bytes written, and a line always holds its newline: never 0 (`< 0` is killed)
       if (result >= 0) return written();
-      // Stryker disable next-line ConditionalExpression,UnaryOperator,StringLiteral: only the command's close() cancels a lane write, and by then the connection's end has settled the line's call (ClosedError) or its client is gone (a shared daemon reports no call of a client gone): this rejection reaches no one (`!==` is killed)
       if (result === -osConstants.errno.ECANCELED) return reject(new ClosedError('log: the command was closed before the line was written (part of it may have been)'));
       reject(new SystemError(result, 'write'));
     });
@@ -319,6 +318,7 @@ export class LogCommand {
     this.#redirects?.close();
     this.#redirects = undefined;
     if (this.#owned) {
+      // Stryker disable next-line BooleanLiteral: `#owned` is read again only by a second close() or a call after close(), and neither happens: CommandHost.close() runs the command's close() once and nothing calls it by name (callableMethod), a server serves nothing after CLOSE, and a closed connection calls nothing
       this.#owned = false;
       // Everything else is closed by now; the host reports what was not.
       const notClosed = this.#closeClient([this.#fd]);
