@@ -24,6 +24,7 @@ import {
   MAX_FRAME_BYTES,
   PIN_BYTES,
   READY_TARGET_BYTES,
+  readyJson,
   readyPayload,
   type Frame,
   type FrameTypeValue,
@@ -487,6 +488,29 @@ describe('JSON payloads', () => {
         expect((caught as Error).message).toBe('malformed READY frame: its payload is not a JSON object');
       }),
       RUNS,
+    );
+  });
+
+  test('generated: readyJson at any limit from 256 bytes: never past it, the entries in order with their targets cut, and none left out that would have fit', () => {
+    const entry = fc.record({ fd: fc.nat(), target: fc.oneof(fc.string({ maxLength: 40 }), fc.string({ minLength: 1000, maxLength: 1200 })) });
+    fc.assert(
+      fc.property(fc.array(entry, { maxLength: 12 }), fc.nat(0x7fffffff), fc.nat(12), fc.integer({ min: -2, max: 2 }), fc.nat(4000), fc.constantFrom('whole', 'prefix', 'anywhere'), (list, pid, k, delta, anywhere, near) => {
+        const sent = list.map((e) => ({ fd: e.fd, target: cutToJsonBytes(e.target, READY_TARGET_BYTES) }));
+        const bytes = (n: number): number => Buffer.byteLength(JSON.stringify({ pid, threadId: 0, constructorFds: sent.slice(0, n) }));
+        /** The first n entries, and the count of those left out (room kept for the largest count). */
+        const withCount = (n: number): number => bytes(n) + Buffer.byteLength(`,"constructorFdsOmitted":${list.length}`);
+        // Around the limits that matter (the whole list's JSON; a start of it with the count) as well as anywhere.
+        const limit = Math.max(256, near === 'whole' ? bytes(list.length) + delta : near === 'prefix' ? withCount(Math.min(k, list.length)) + delta : anywhere);
+        const out = readyJson({ pid, threadId: 0, constructorFds: list }, limit);
+        expect(Buffer.byteLength(out)).toBeLessThanOrEqual(limit);
+        const o = JSON.parse(out) as { pid: number; threadId: number; constructorFds: unknown[]; constructorFdsOmitted?: number };
+        const named = o.constructorFds.length;
+        expect(o).toEqual({ pid, threadId: 0, constructorFds: sent.slice(0, named), ...(named < list.length ? { constructorFdsOmitted: list.length - named } : {}) });
+        // Whole when it fits; else as many as fit beside the count.
+        expect(named === list.length).toBe(bytes(list.length) <= limit);
+        if (named < list.length) expect(withCount(named + 1)).toBeGreaterThan(limit);
+      }),
+      { ...RUNS, numRuns: 2000 },
     );
   });
 
