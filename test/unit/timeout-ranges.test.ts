@@ -11,11 +11,12 @@ import { join } from 'node:path';
 
 import fc from 'fast-check';
 
-import { checkFdLeaks, connect, DatagramSocket, PROBE_COMMAND, UnixSocket } from '../../src';
-import { diffFdTables, formatFdTableDiff, openFdTable } from '../../src/fd';
+import { checkFdLeaks, connect, DatagramSocket, ProcessFdSnapshot, PROBE_COMMAND, settleFdSnapshots, UnixServer, UnixSocket } from '../../src';
+import { closeFd, diffFdTables, formatFdTableDiff, makeMemfd, openFdTable } from '../../src/fd';
 import { HelperDaemon } from '../../src/transports/helper-daemon';
+import { MAX_TIMEOUT_MS } from '../../src/validate';
 import { main as runMain } from '../../harness/cli/run';
-import { UsageError } from '../../harness/cli/usage';
+import { parseTimeout, UsageError } from '../../harness/cli/usage';
 import { runScenarios } from '../../harness/runner';
 import { runCli } from '../util/processes';
 
@@ -30,6 +31,10 @@ const badTimeout: fc.Arbitrary<unknown> = fc.oneof(
   fc.constantFrom(null, true, 10n, [100], { valueOf: () => 100 }, Symbol('ms')),
 );
 
+/** Every whole number of ms from `least` to 2^31 - 1 (setTimeout's range), its ends included, or no value at all. */
+const goodTimeout = (least: number): fc.Arbitrary<number | undefined> =>
+  fc.option(fc.oneof(fc.constantFrom(least, least + 1, MAX_TIMEOUT_MS - 1, MAX_TIMEOUT_MS), fc.integer({ min: least, max: MAX_TIMEOUT_MS })), { nil: undefined });
+
 /** The RangeError `run` throws or rejects with, or what it did instead. */
 async function outcome(run: () => unknown): Promise<unknown> {
   try {
@@ -42,6 +47,7 @@ async function outcome(run: () => unknown): Promise<unknown> {
 
 function expectRefused(err: unknown, name: string): void {
   expect(err).toBeInstanceOf(RangeError);
+  expect((err as { code?: unknown }).code).toBe('ERR_OUT_OF_RANGE');
   expect((err as Error).message).toMatch(new RegExp(`^${name.replace(/[.()]/g, '\\$&')} must be an integer from [01] to 2147483647 \\(ms\\), not `));
 }
 
@@ -114,6 +120,29 @@ test('generated: UnixSocket.connect refuses a deadline that is no finite number 
   );
 });
 
+test('generated: UnixSocket.connect retries a listener whose backlog is full until its deadline: it connects once the listener accepts a turn later; with 0 ms it does not retry', async () => {
+  const path = join(dir, 'busy.sock');
+  const server = UnixServer.listen(path, { backlog: 0 });
+  // Queued: the backlog of 0 is full now, and stays full (each accept below takes the oldest connection, and the new one waits).
+  const queued = await UnixSocket.connect(path);
+  try {
+    expect(await outcome(() => UnixSocket.connect(path, { timeoutMs: 0 }))).toMatchObject({ code: 'EAGAIN' });
+    await fc.assert(
+      fc.asyncProperty(fc.option(fc.oneof(fc.double({ min: 1000, max: 1e6, noNaN: true }), fc.integer({ min: 1000, max: MAX_TIMEOUT_MS })), { nil: undefined }), async (timeoutMs) => {
+        // Room in the backlog comes only after the first try found it full.
+        const accepted = new Promise<UnixSocket>((resolve, reject) => setImmediate(() => server.accept().then(resolve, reject)));
+        const connected = await UnixSocket.connect(path, { timeoutMs });
+        connected.close();
+        (await accepted).close();
+      }),
+      { numRuns: 20 },
+    );
+  } finally {
+    queued.close();
+    await server.close();
+  }
+});
+
 test('generated: connect and dupFileDescriptorSync refuse the same values with the same RangeError', async () => {
   const conn = await connect('direct', { command: PROBE_COMMAND });
   try {
@@ -140,6 +169,39 @@ test('generated: checkFdLeaks refuses such a settleMs before calling its functio
     { numRuns: 200 },
   );
   expect(called).toBe(0);
+});
+
+test('generated: settleFdSnapshots refuses such a settleMs before it looks', async () => {
+  const snapshot = new ProcessFdSnapshot(process.pid, 'self');
+  try {
+    await fc.assert(
+      fc.asyncProperty(badTimeout, async (settleMs) => {
+        expectRefused(await outcome(() => settleFdSnapshots([snapshot], { settleMs: settleMs as number })), 'settleMs');
+      }),
+      { numRuns: 200 },
+    );
+  } finally {
+    snapshot.release();
+  }
+});
+
+test('generated: the settle is waited as given: an fd the function leaves for a later turn to close is a leak with settleMs 0, and none with the default or 1 s or more', async () => {
+  await fc.assert(
+    fc.asyncProperty(fc.option(fc.oneof(fc.constant(0), fc.integer({ min: 1000, max: MAX_TIMEOUT_MS })), { nil: undefined }), async (settleMs) => {
+      let fd = -1;
+      const report = await checkFdLeaks(
+        () => {
+          fd = makeMemfd('settle');
+          // After the first look (the check reads the tables as the function returns).
+          setImmediate(() => closeFd(fd));
+        },
+        { settleMs },
+      );
+      expect(report.leaks.map((l) => l.fd)).toEqual(settleMs === 0 ? [fd] : []);
+      await new Promise((resolve) => setImmediate(resolve));
+    }),
+    { numRuns: 20 },
+  );
 });
 
 test('generated: HelperDaemon.idle throws a RangeError for such a timeoutMs', async () => {
@@ -179,6 +241,8 @@ test('generated: `run --timeout` and `run --settle` are usage errors past 2^31 -
     badTimeout.filter((v) => typeof v === 'number').map(String),
     fc.nat(2 ** 30).map((n) => String(2 ** 31 + n)),
     fc.constantFrom('2147483648', '3000000000', '1e300', 'Infinity', 'NaN', '-1', '1.5', ''),
+    // Numbers in range that Number() reads but are no whole number as written.
+    fc.constantFrom('1e3', '0x10', '0b11', '+5', '12.0', '5 5', '7ms', 'ms7'),
   );
   await fc.assert(
     fc.asyncProperty(text, fc.constantFrom('--timeout', '--settle'), async (value, flag) => {
@@ -195,5 +259,54 @@ test('generated: `run --timeout` and `run --settle` are usage errors past 2^31 -
     expect(r.code).toBe(2);
     expect(r.stdout).toBe('');
     expect(r.stderr.split('\n')[0]).toBe(`fdbridge run: ${flag} must be an integer from ${flag === '--timeout' ? 1 : 0} to 2147483647 (ms), not "2147483648"`);
+  }
+});
+
+test('generated: every whole number of ms from the least to 2^31 - 1 is taken, and so is no value at all (the default), by every entry point', async () => {
+  const [a, b] = UnixSocket.pair('seqpacket');
+  const rx = DatagramSocket.bind(join(dir, 'rx-good.sock'));
+  const tx = DatagramSocket.open();
+  const conn = await connect('direct', { command: PROBE_COMMAND });
+  const daemon = HelperDaemon.start({ socketPath: join(dir, 'helper-good.sock') });
+  const memfd = makeMemfd('timeout-ranges');
+  const empty = mkdtempSync(join(dir, 'scenarios-'));
+  try {
+    await fc.assert(
+      fc.asyncProperty(goodTimeout(0), goodTimeout(1), fc.constantFrom('', ' ', '\t', '\n'), async (fromZero, fromOne, pad) => {
+        // A message already sent is received, whatever the deadline.
+        await b.send(Buffer.from('m'));
+        expect((await a.receive({ timeoutMs: fromZero })).data.toString()).toBe('m');
+        await tx.sendTo(join(dir, 'rx-good.sock'), Buffer.from('d'));
+        expect((await rx.receive({ timeoutMs: fromZero })).data.toString()).toBe('d');
+        // The command's copy (closed with the connection).
+        expect(conn.dupFileDescriptorSync(memfd, { timeoutMs: fromZero })).toBeGreaterThanOrEqual(0);
+        await (await connect('direct', { command: PROBE_COMMAND, timeoutMs: fromOne })).close();
+        expect((await checkFdLeaks(() => undefined, { settleMs: fromZero })).leaks).toEqual([]);
+        const snapshot = new ProcessFdSnapshot(process.pid, 'self');
+        try {
+          expect((await settleFdSnapshots([snapshot], { settleMs: fromZero })).leaks).toEqual([]);
+        } finally {
+          snapshot.release();
+        }
+        await daemon.idle(fromZero);
+        // Taken: runScenarios goes on to look for scenarios (there are none there).
+        const run = await outcome(() => runScenarios({ bench: false, repeat: 1, seed: 1, scenariosDir: empty, transports: ['direct'], isolation: 'none', timeoutMs: fromOne, settleMs: fromZero }));
+        expect((run as Error).message).toBe(`no scenarios: ${empty} has no *.scenario.ts or *.scenario.js file`);
+        // UnixSocket.connect's deadline goes ahead (nobody listens there).
+        expect(await outcome(() => UnixSocket.connect(join(dir, 'nobody-listens.sock'), { timeoutMs: fromZero }))).toMatchObject({ code: 'ENOENT' });
+        // The CLI's --timeout (least 1) and --settle (least 0), as written (blanks around it too).
+        if (fromOne !== undefined) expect(parseTimeout('--timeout', `${pad}${fromOne}${pad}`, 1)).toBe(fromOne);
+        if (fromZero !== undefined) expect(parseTimeout('--settle', `${pad}${fromZero}`, 0)).toBe(fromZero);
+      }),
+      { numRuns: 40 },
+    );
+  } finally {
+    closeFd(memfd);
+    a.close();
+    b.close();
+    rx.close();
+    tx.close();
+    await conn.close();
+    await daemon.close();
   }
 });
