@@ -6,14 +6,16 @@
  * violations do), never a value handed to the caller: a CALL answered with
  * an OPENED used to resolve with the OPENED's payload, a HELLO answered
  * with a RESULT to connect, a CLOSE answered with a RESULT to a command
- * taken as closed. The far side here is a via that answers the frames
- * itself (fixtures/far-side-replies.py 'answer').
+ * taken as closed. An ERROR is the request's own failure: a RemoteError
+ * naming what failed (the command's constructor, for the HELLO). The far
+ * side here is a via that answers the frames itself
+ * (fixtures/far-side-replies.py 'answer').
  */
 import { join } from 'node:path';
 
 import fc from 'fast-check';
 
-import { connect, makePipe, ProtocolError, type Connection } from '../../src';
+import { connect, makePipe, ProtocolError, RemoteError, type Connection } from '../../src';
 import { PROBE_COMMAND } from '../../src/commands/probe-command';
 import { closeFd, openFdTable } from '../../src/fd';
 import { fdTableSettles } from '../util/processes';
@@ -111,6 +113,32 @@ test('generated: a READY to the HELLO whose payload is no JSON object (null, a n
       const got = await outcome(farSide('HELLO', 'READY', payload));
       if ('value' in got) await (got.value as Connection).close();
       expectViolation(got, 'malformed READY frame: its payload is not a JSON object');
+    }),
+    { numRuns: 12 },
+  );
+  expect(await fdTableSettles(process.pid, before)).toBe('');
+}, 300_000);
+
+test("generated: an ERROR answering the HELLO or a CALL is that request's RemoteError, naming the constructor or the method, with what the far side said", async () => {
+  const before = openFdTable();
+  await fc.assert(
+    fc.asyncProperty(fc.constantFrom<Request>('HELLO', 'CALL'), fc.string({ maxLength: 40 }), fc.stringMatching(/^E_[A-Z]{1,8}$/), async (request, message, code) => {
+      const said = { name: 'Error', message, code };
+      if (request === 'HELLO') {
+        const got = await outcome(farSide('HELLO', 'ERROR', said));
+        if ('value' in got) await (got.value as Connection).close();
+        expect((got as { err?: unknown }).err).toBeInstanceOf(RemoteError);
+        expect((got as { err: RemoteError }).err).toMatchObject({ method: 'constructor', remote: said });
+        return;
+      }
+      const conn = await farSide('CALL', 'ERROR', said);
+      try {
+        const got = await outcome(conn.call('anything'));
+        expect((got as { err?: unknown }).err).toBeInstanceOf(RemoteError);
+        expect((got as { err: RemoteError }).err).toMatchObject({ method: 'anything', remote: said });
+      } finally {
+        await conn.close();
+      }
     }),
     { numRuns: 12 },
   );
