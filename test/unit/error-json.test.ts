@@ -2,12 +2,14 @@
  * How much of an error's text reaches the caller when it does not fit one
  * frame: cutToJsonBytes keeps as much of a text's start as fits beside its
  * note (never less), errorJson gives an error that fits, to the byte, whole,
- * and cuts the message, then the stack, only as far as it must; and a thrown
- * value that cannot be read at all is still described as what it is.
+ * and cuts the message, then the stack, only as far as it must; isCutOf
+ * tells such a cut of a text from anything else (a READY's cut target from
+ * the file now at its number); and a thrown value that cannot be read at
+ * all is still described as what it is.
  */
 import fc from 'fast-check';
 
-import { cutToJsonBytes, describeError, errorJson, stackOf, type RemoteErrorInfo } from '../../src/errors';
+import { cutToJsonBytes, describeError, errorJson, isCutOf, stackOf, type RemoteErrorInfo } from '../../src/errors';
 
 /** Code units JSON escapes or UTF-8 widens (2, 6 and 3 bytes, a pair's 4, a lone surrogate's 6), and plain ones. */
 const UNITS = ['"', '\\', '\b', '\t', '\n', '\f', '\r', '\x01', '\x1f', ' ', '~', '\x7f', '\x80', 'é', '\u07ff', '\u0800', '\u2028', '\ud7ff', '😀', '\ud800', '\udbff', '\udc00', '\udfff', '\ue000', '\uffff', 'a'];
@@ -70,6 +72,40 @@ describe('cutToJsonBytes', () => {
         const max = jsonBytes(text);
         expect(cutToJsonBytes(text, max)).toBe(text);
         expectCut(cutToJsonBytes(text, max - 1), text, max - 1);
+      }),
+      { numRuns: 500, endOnFailure: true },
+    );
+  });
+});
+
+describe('isCutOf', () => {
+  /** A text that may hold notes of its own (a file's name may), inside it or at its end. */
+  const noted = fc.array(fc.oneof(textOf(30), fc.nat(200).map(note)), { maxLength: 4 }).map((parts) => parts.join(''));
+
+  test('generated: what cutToJsonBytes made of a text is a cut of it, and of no text that differs in length or in the start it kept', () => {
+    fc.assert(
+      fc.property(noted, fc.nat(400), fc.nat(), fc.constantFrom(...UNITS.filter((u) => u.length === 1)), (text, max, at, unit) => {
+        expect(isCutOf(text, text)).toBe(true);
+        const cut = cutToJsonBytes(text, max);
+        if (cut === text || cut === '') return;
+        expect(isCutOf(cut, text)).toBe(true);
+        const kept = (CUT.exec(cut) as RegExpExecArray)[1] as string;
+        expect(isCutOf(cut, `${text}${unit}`)).toBe(false);
+        expect(isCutOf(cut, text.slice(0, -1))).toBe(false);
+        // One code unit changed: in the start kept, no cut of it; past it, a cut of it all the same.
+        const i = at % text.length;
+        const other = unit === text[i] ? (unit === 'a' ? '~' : 'a') : unit;
+        expect(isCutOf(cut, text.slice(0, i) + other + text.slice(i + 1))).toBe(i >= kept.length);
+      }),
+      { numRuns: 2000, endOnFailure: true },
+    );
+  });
+
+  test('generated: a text with no note is a cut of itself only', () => {
+    fc.assert(
+      fc.property(textOf(60), textOf(60), (a, b) => {
+        expect(isCutOf(a, b)).toBe(a === b);
+        expect(isCutOf(a, a)).toBe(true);
       }),
       { numRuns: 500, endOnFailure: true },
     );
