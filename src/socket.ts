@@ -468,6 +468,7 @@ export class UnixSocket {
     const [name, abstract] = parseAddress(address);
     // A deadline, not a timer: any finite ms (a caller's remaining time has fractions); NaN would retry a busy listener forever.
     const timeoutMs = options.timeoutMs === undefined ? 5000 : options.timeoutMs;
+    // Stryker disable next-line ConditionalExpression: `typeof timeoutMs !== 'number'` forced false is the same test: Number.isFinite is false for anything but a number, so the next term refuses the same values (the line's other ConditionalExpression mutants are killed or do not compile)
     if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs < 0) {
       throw new RangeError(`UnixSocket.connect: timeoutMs must be a finite number of ms from 0, not ${describeValue(timeoutMs)}`);
     }

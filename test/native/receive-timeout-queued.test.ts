@@ -62,9 +62,10 @@ test('generated: a message queued before a late loop turn is received, not timed
 
           const received = got.filter((g): g is Message => !(g instanceof Error));
           try {
-            // The first receives take the queued messages, in order, whole; the rest time out.
-            expect(got.map((g) => (g instanceof TimeoutError ? 'timeout' : g instanceof Error ? `${g.name}: ${g.message}` : (g as Message).data.toString()))).toEqual(
-              timeouts.map((_, i) => (i < fdsPerMessage.length ? `m${i}` : 'timeout')),
+            // The first receives take the queued messages, in order, whole; the rest time out, saying after how long (and, for a datagram socket, why no end of file came).
+            const why = kind === 'dgram' ? ' (a datagram peer that died sends no end of file)' : '';
+            expect(got.map((g) => (g instanceof TimeoutError ? `timeout: ${g.message}` : g instanceof Error ? `${g.name}: ${g.message}` : (g as Message).data.toString()))).toEqual(
+              timeouts.map((t, i) => (i < fdsPerMessage.length ? `m${i}` : `timeout: receive: nothing arrived within ${t} ms${why}`)),
             );
             received.forEach((m, i) => {
               expect(m.fds.length).toBe(fdsPerMessage[i]);

@@ -278,6 +278,13 @@ test('generated: every whole number of ms from the least to 2^31 - 1 is taken, a
         expect((await a.receive({ timeoutMs: fromZero })).data.toString()).toBe('m');
         await tx.sendTo(join(dir, 'rx-good.sock'), Buffer.from('d'));
         expect((await rx.receive({ timeoutMs: fromZero })).data.toString()).toBe('d');
+        if (fromZero === undefined) {
+          // No deadline: a receive waits for a message sent turns later.
+          const later = a.receive({ timeoutMs: fromZero });
+          await new Promise((resolve) => setTimeout(resolve, 20));
+          await b.send(Buffer.from('later'));
+          expect((await later).data.toString()).toBe('later');
+        }
         // The command's copy (closed with the connection).
         expect(conn.dupFileDescriptorSync(memfd, { timeoutMs: fromZero })).toBeGreaterThanOrEqual(0);
         await (await connect('direct', { command: PROBE_COMMAND, timeoutMs: fromOne })).close();
