@@ -654,7 +654,11 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
 
   // The sender's bound name, exactly: a string when its bytes are UTF-8
   // (which a JavaScript string gives back byte for byte), else a Buffer of
-  // them, never a lossy decoding that names another socket.
+  // them, never a lossy decoding that names another socket. A path that is
+  // not absolute is the name the sender bound relative to its own working
+  // directory, which the kernel does not report (unix_bind keeps sun_path as
+  // given): { relative: name }, a form sendTo refuses, never a path that
+  // this process would resolve against its own directory to another socket.
   static napi_value SenderAddress(Napi::Env env, const ScmSender& sender) {
     const size_t base = offsetof(struct sockaddr_un, sun_path);
     // An unbound sender: the kernel gives just the family (unix_copy_addr).
@@ -667,7 +671,11 @@ class SocketWrap : public Napi::ObjectWrap<SocketWrap>, public UnixSocket::Deleg
       o.Set("abstract", NameValue(env, p + 1, n - 1));
       return o;
     }
-    return NameValue(env, p, strnlen(p, n));
+    size_t len = strnlen(p, n);
+    if (p[0] == '/') return NameValue(env, p, len);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("relative", NameValue(env, p, len));
+    return o;
   }
 
   static napi_value NameValue(Napi::Env env, const char* p, size_t n) {

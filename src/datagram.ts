@@ -33,6 +33,7 @@ import {
   type Credentials,
   type OwnSocketOption,
   type ReceiveOptions,
+  type SenderAddress,
   type SocketAddress,
   type WhenFull,
   type CloseOptions,
@@ -49,8 +50,12 @@ export interface Datagram<C extends boolean = false> {
   /**
    * Where the sender is bound, so that it can be answered; null when it sent
    * from an unbound socket: it has no address and cannot be answered.
+   * `{ relative: name }` when it bound a path relative to its own working
+   * directory (not fdbridge: its bind makes paths absolute), which the
+   * kernel does not report: it cannot be answered either, and sendTo
+   * refuses it with a TypeError (isRelativeSenderName tells).
    */
-  from: SocketAddress | null;
+  from: SenderAddress | null;
   /**
    * The sender's credentials, on a socket made with `credentials: true`
    * (a connectionless socket has no SO_PEERCRED). The kernel checks them: a

@@ -52,8 +52,8 @@ export {
   setFdLimit,
 } from './fd';
 export type { FdFlags, FdIdentity, FdTable, FdTableDiff, FileType } from './fd';
-export { UnixServer, UnixSocket } from './socket';
-export type { Credentials, Message, ReceiveOptions, SocketAddress, SocketKind, UnixSocketOptions, ListenOptions, WhenFull, CloseOptions } from './socket';
+export { isRelativeSenderName, UnixServer, UnixSocket } from './socket';
+export type { Credentials, Message, ReceiveOptions, RelativeSenderName, SenderAddress, SocketAddress, SocketKind, UnixSocketOptions, ListenOptions, WhenFull, CloseOptions } from './socket';
 export { DatagramSocket } from './datagram';
 export type { Datagram, DatagramBindOptions, DatagramHandler, DatagramSocketOptions, SendToOptions } from './datagram';
 export { HelperDaemon, defaultHelperSocketPath, DEFAULT_HELPER_LIMITS } from './transports/helper-daemon';

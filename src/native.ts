@@ -100,7 +100,7 @@ export type NativeMessageCallback = (
   data?: Buffer | number,
   fds?: number[],
   /** receiveFrom(true) only: the sender's address, null when it is unbound. */
-  from?: string | Buffer | { abstract: string | Buffer } | null,
+  from?: string | Buffer | { abstract: string | Buffer } | { relative: string | Buffer } | null,
   /** receiveFrom(true) on a socket with SO_PASSCRED: the sender's credentials. */
   credentials?: { pid: number; uid: number; gid: number },
 ) => void;

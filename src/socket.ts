@@ -29,15 +29,43 @@ export type SocketAddress = string | Uint8Array | { abstract: string | Uint8Arra
 /** A socket name: a string (its UTF-8 bytes) or the bytes themselves. */
 export type SocketName = string | Uint8Array;
 
+/**
+ * A sender bound at a relative path, as a received `from`: the kernel
+ * reports the name as it was bound, relative to the sender's working
+ * directory, and not that directory, so no other process can tell which
+ * socket it names (resolved here, it would name one in the receiver's
+ * directory). It cannot be answered: sendTo, connect and bind refuse it
+ * with a TypeError. fdbridge's own bind binds absolute paths.
+ */
+export interface RelativeSenderName {
+  relative: SocketName;
+}
+
+/** A received `from`: an address to answer, or a relative sender's name, which cannot be answered. */
+export type SenderAddress = SocketAddress | RelativeSenderName;
+
+/** Whether a received `from` is a relative sender's name (which cannot be answered). */
+export function isRelativeSenderName(from: SenderAddress): from is RelativeSenderName {
+  return relativeNameOf(from) !== undefined;
+}
+
+/** The name of `{ relative: name }`, else undefined. */
+function relativeNameOf(address: unknown): SocketName | undefined {
+  if (address === null || typeof address !== 'object' || address instanceof Uint8Array || !('relative' in address)) return undefined;
+  const name = address.relative;
+  return typeof name === 'string' || name instanceof Uint8Array ? name : undefined;
+}
+
 export interface Message {
   data: Buffer;
   /** Received fds, close-on-exec; the receiver owns them. */
   fds: number[];
   /**
    * On a socket made with `receiveFrom` (DatagramSocket): the sender's bound
-   * address, null when it sent from an unbound socket. Absent otherwise.
+   * address, null when it sent from an unbound socket, `{ relative: name }`
+   * when it bound a relative path (it cannot be answered). Absent otherwise.
    */
-  from?: SocketAddress | null;
+  from?: SenderAddress | null;
   /** On a `receiveFrom` socket with SO_PASSCRED: the sender's credentials. */
   credentials?: Credentials;
 }
@@ -170,7 +198,7 @@ export type MessageHandler = (
   err: Error | null,
   data?: Buffer,
   fds?: number[],
-  from?: SocketAddress | null,
+  from?: SenderAddress | null,
   credentials?: Credentials,
 ) => void;
 
@@ -247,6 +275,14 @@ function typeToKind(type: number): SocketKind {
 
 /** Validates an address and returns [name, abstract]. */
 export function parseAddress(address: SocketAddress): [SocketName, boolean] {
+  const relative = relativeNameOf(address);
+  if (relative !== undefined) {
+    throw new TypeError(
+      `a sender bound at the relative path ${describeName(relative)} cannot be answered: the kernel reports the path as it was bound, ` +
+        "relative to the sender's working directory, and not that directory (resolved here it would name another socket); " +
+        'the sender must bind an absolute path or an abstract name',
+    );
+  }
   const [name, abstract] =
     typeof address === 'string' || address instanceof Uint8Array ? [address, false] : [address?.abstract, true];
   if (!(typeof name === 'string' || name instanceof Uint8Array) || name.length === 0) {
@@ -932,7 +968,7 @@ export class UnixSocket {
     else this.#native.stopReading();
   }
 
-  #onMessage(err: Error | null, data?: Buffer, fds?: number[], from?: SocketAddress | null, credentials?: Credentials): void {
+  #onMessage(err: Error | null, data?: Buffer, fds?: number[], from?: SenderAddress | null, credentials?: Credentials): void {
     this.#handedOut++;
     // EOF and socket errors end reading for good; truncation affects one message.
     if (err && !(err.name === 'TruncatedError')) {

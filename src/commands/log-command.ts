@@ -14,6 +14,7 @@ import { ClosedError, FdBridgeError, SystemError } from '../errors';
 import { peerCloseOwner, setFdFlags } from '../fd';
 import { native } from '../native';
 import { distPath } from '../paths';
+import { isRelativeSenderName } from '../socket';
 import { invalidType, validateFdArgument } from '../validate';
 
 /**
@@ -201,7 +202,7 @@ export class LogCommand {
     const ok = d.data.toString() === 'redirect' && d.fds.length === 1;
     const refused = ok ? logTargetRefusal(d.fds[0]!) : undefined;
     const notClosed = ok && refused === undefined ? this.#logTo(d.fds[0]!) : this.#closeClient(d.fds);
-    if (d.from === null) return; // an unbound sender cannot be answered
+    if (d.from === null || isRelativeSenderName(d.from)) return; // an unbound sender, or one bound at a relative path, cannot be answered
     const answer =
       (!ok
         ? `refused: expected "redirect" with one fd, got ${d.data.length} bytes and ${d.fds.length} fd(s)`

@@ -59,7 +59,7 @@ test('generated: a relative bind is the absolute path: `address` and `from` name
         await client.sendTo(service.address!, Buffer.from('hi'));
         const d = await service.receive();
         expect(d.from).toBe(join(cliDir, rel));
-        await service.sendTo(d.from!, Buffer.from('reply'), [memfd]);
+        await service.sendTo(d.from as string, Buffer.from('reply'), [memfd]);
         await service.sendTo(other.address!, Buffer.from('marker'));
         const got = await other.receive();
         closeFds(got.fds);

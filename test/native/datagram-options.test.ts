@@ -124,7 +124,7 @@ test.each([true, false])('an unbound socket with credentials: %s: autobound on i
     } else {
       // The kernel's autobind: an abstract name of five hex digits.
       expect(got.from).toEqual({ abstract: expect.stringMatching(/^[0-9a-f]{5}$/) });
-      await rx.sendTo(got.from!, Buffer.from('answer'));
+      await rx.sendTo(got.from as { abstract: string }, Buffer.from('answer'));
       const answer = await tx.receive();
       expect(answer.data.toString()).toBe('answer');
       expect(answer.credentials).toEqual(me);
