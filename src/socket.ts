@@ -288,6 +288,13 @@ export function parseAddress(address: SocketAddress): [SocketName, boolean] {
   if (!(typeof name === 'string' || name instanceof Uint8Array) || name.length === 0) {
     throw new TypeError('a socket address is a non-empty path or { abstract: name } (a string or a Uint8Array)');
   }
+  // A lone surrogate has no UTF-8 form: Buffer.from would encode it as U+FFFD, naming another socket.
+  if (typeof name === 'string' && !(name as string & { isWellFormed(): boolean }).isWellFormed()) {
+    throw new TypeError(
+      `a socket ${abstract ? 'name' : 'path'} given as a string must be well-formed (a lone surrogate has no UTF-8 form, and would ` +
+        `name the socket at U+FFFD instead; give other bytes as a Uint8Array): ${JSON.stringify(name)}`,
+    );
+  }
   const bytes = Buffer.byteLength(name);
   if (bytes > constants.MAX_SOCKET_PATH_BYTES) {
     throw new RangeError(
