@@ -283,6 +283,17 @@ export function parseAddress(address: SocketAddress): [SocketName, boolean] {
         'the sender must bind an absolute path or an abstract name',
     );
   }
+  if (address !== null && typeof address === 'object' && !(address instanceof Uint8Array)) {
+    // Exactly one of the forms: a path beside an abstract name would be ignored silently.
+    const others = Object.keys(address).filter((key) => key !== 'abstract');
+    if (others.length > 0) {
+      throw new TypeError(
+        `a socket address is a path (a string or a Uint8Array) or { abstract: name } and nothing else, not an object with ${others
+          .map((key) => JSON.stringify(key))
+          .join(', ')}`,
+      );
+    }
+  }
   const [name, abstract] =
     typeof address === 'string' || address instanceof Uint8Array ? [address, false] : [address?.abstract, true];
   if (!(typeof name === 'string' || name instanceof Uint8Array) || name.length === 0) {
@@ -300,6 +311,12 @@ export function parseAddress(address: SocketAddress): [SocketName, boolean] {
     throw new RangeError(
       `socket ${abstract ? 'name' : 'path'} is ${bytes} bytes; sun_path holds at most ${constants.MAX_SOCKET_PATH_BYTES} ` +
         `(use a shorter directory, e.g. under $XDG_RUNTIME_DIR, or an abstract name): ${describeName(name)}`,
+    );
+  }
+  // A path ends at its first NUL (sun_path is read as a C string): the addon refuses one holding a NUL (EINVAL), but a bad argument is a TypeError at once.
+  if (!abstract && (typeof name === 'string' ? name.includes('\0') : name.includes(0))) {
+    throw new TypeError(
+      `a socket path cannot hold a NUL byte (the kernel would end it there; an abstract name may hold one): ${typeof name === 'string' ? JSON.stringify(name) : describeName(name)}`,
     );
   }
   return [name, abstract];
