@@ -14,7 +14,7 @@ import { ClosedError, EofError, ownFdRefusal, PeerGoneError, SECOND_OWNER, Syste
 import { closeOwnFds, handedOver, OwnedFd, ownedFdOfFdbridge, refuseOwnFd, validateFds } from './fd';
 import { constants, native, type NativeExitWatch, type NativeMessageCallback, type NativeSocket } from './native';
 import { socketFileIdentity, unlinkOwnSocketFile, type SocketFileIdentity } from './socket-file';
-import { describeValue, validateTimeoutMs } from './validate';
+import { validateDeadlineMs, validateTimeoutMs } from './validate';
 
 export type SocketKind = 'stream' | 'dgram' | 'seqpacket';
 
@@ -527,11 +527,7 @@ export class UnixSocket {
     const kind = options.kind ?? 'seqpacket';
     const [name, abstract] = parseAddress(address);
     // A deadline, not a timer: any finite ms (a caller's remaining time has fractions); NaN would retry a busy listener forever.
-    const timeoutMs = options.timeoutMs === undefined ? 5000 : options.timeoutMs;
-    // Stryker disable next-line ConditionalExpression: `typeof timeoutMs !== 'number'` forced false is the same test: Number.isFinite is false for anything but a number, so the next term refuses the same values (the line's other ConditionalExpression mutants are killed or do not compile)
-    if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs < 0) {
-      throw new RangeError(`UnixSocket.connect: timeoutMs must be a finite number of ms from 0, not ${describeValue(timeoutMs)}`);
-    }
+    const timeoutMs = options.timeoutMs === undefined ? 5000 : validateDeadlineMs(options.timeoutMs, 'UnixSocket.connect: timeoutMs');
     const deadline = Date.now() + timeoutMs;
     for (let delay = 1; ; delay = Math.min(delay * 2, 50)) {
       let fd: number;

@@ -69,3 +69,17 @@ export function validateTimeoutMs(value: unknown, name: string, min = 0, given: 
   }
   return value;
 }
+
+/**
+ * `value` as a deadline in ms from now: any finite number from 0, fractions
+ * and values past setTimeout's range included (it is compared with the
+ * clock, never given to a timer; a caller's remaining time has fractions);
+ * anything else (NaN would never pass, a non-number) a RangeError
+ * (ERR_OUT_OF_RANGE) naming `name`.
+ */
+export function validateDeadlineMs(value: unknown, name: string): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+    throw argumentError(new RangeError(`${name} must be a finite number of ms from 0, not ${describeValue(value)}`), 'ERR_OUT_OF_RANGE');
+  }
+  return value;
+}
