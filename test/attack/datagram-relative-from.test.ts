@@ -177,6 +177,20 @@ test('a relative name given as `from` is refused whichever form its name has, be
       );
       expect(e).toBeInstanceOf(TypeError);
       expect((e as Error).message).toMatch(/^a sender bound at the relative path .* cannot be answered: /);
+      expect(isRelativeSenderName({ relative })).toBe(true);
+    }
+    // `relative` with no name is no form at all: refused as an object with a key beside `abstract`.
+    for (const relative of [5, null, undefined, ['rel.sock']]) {
+      const e = await sender.sendTo({ relative } as unknown as SocketAddress, Buffer.from('x')).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      expect(e).toBeInstanceOf(TypeError);
+      expect((e as Error).message).toBe('a socket address is a path (a string or a Uint8Array) or { abstract: name } and nothing else, not an object with "relative"');
+    }
+    // Every other form `from` takes is an address to answer.
+    for (const from of ['/a.sock', 'rel.sock', Buffer.from('/a\xff', 'latin1'), { abstract: 'x' }, { abstract: Buffer.from([0xff]) }]) {
+      expect(isRelativeSenderName(from)).toBe(false);
     }
   } finally {
     sender.close();
