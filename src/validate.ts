@@ -78,8 +78,9 @@ export function validateTimeoutMs(value: unknown, name: string, min = 0, given: 
  * (ERR_OUT_OF_RANGE) naming `name`.
  */
 export function validateDeadlineMs(value: unknown, name: string): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+  // Number.isFinite does not coerce: a non-number is never finite.
+  if (!Number.isFinite(value) || (value as number) < 0) {
     throw argumentError(new RangeError(`${name} must be a finite number of ms from 0, not ${describeValue(value)}`), 'ERR_OUT_OF_RANGE');
   }
-  return value;
+  return value as number;
 }

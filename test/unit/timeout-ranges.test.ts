@@ -116,7 +116,7 @@ test('generated: UnixSocket.connect refuses a deadline that is no finite number 
   // A fraction (a caller's remaining time), or a deadline past setTimeout's range (never given to a timer), is a deadline like
   // any other: the connect goes ahead (nobody listens there).
   await fc.assert(
-    fc.asyncProperty(fc.oneof(fc.double({ min: 0, max: 1e6, noNaN: true }), fc.double({ min: 2 ** 31, max: 2 ** 52, noNaN: true })), async (timeoutMs) => {
+    fc.asyncProperty(fc.oneof(fc.constant(0), fc.double({ min: 0, max: 1e6, noNaN: true }), fc.double({ min: 2 ** 31, max: 2 ** 52, noNaN: true })), async (timeoutMs) => {
       expect(await outcome(() => UnixSocket.connect(nowhere, { timeoutMs }))).toMatchObject({ code: 'ENOENT' });
     }),
     { numRuns: 50 },
