@@ -16,9 +16,10 @@ import { join } from 'node:path';
 
 import fc from 'fast-check';
 
-import { DatagramSocket, UnixServer, UnixSocket, type SocketAddress } from '../../src';
+import { DatagramSocket, type SocketAddress } from '../../src';
 import { closeFds, makeMemfd, openFdTable } from '../../src/fd';
 import { MAX_SOCKET_PATH_BYTES } from '../../src/testing';
+import { expectNothingBefore, expectRefusedEverywhere } from '../util/socket-names';
 
 let dir: string;
 beforeAll(() => {
@@ -28,15 +29,6 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const wellFormed = (s: string): boolean => (s as string & { isWellFormed(): boolean }).isWellFormed();
 const lossy = (s: string): string => (s as string & { toWellFormed(): string }).toWellFormed();
-
-function errorOf(f: () => unknown): unknown {
-  try {
-    f();
-  } catch (e) {
-    return e;
-  }
-  return undefined;
-}
 
 /** Code units: printable ASCII, any BMP character, and surrogates, high and low, alone or paired. */
 const unit = fc.oneof(
@@ -66,27 +58,8 @@ test('generated: a name string with a lone surrogate is a TypeError on bind, sen
           `name the socket at U+FFFD instead; give other bytes as a Uint8Array): ${JSON.stringify(name)}`;
         const victim = DatagramSocket.bind(abstract ? { abstract: lossy(name) } : lossy(name));
         try {
-          const refusals = [
-            errorOf(() => DatagramSocket.bind(address).close()),
-            errorOf(() => UnixServer.listen(address, { kind: 'seqpacket' }).close()),
-            await sender.sendTo(address, Buffer.from('reply'), [memfd]).then(
-              () => undefined,
-              (e: unknown) => e,
-            ),
-            await UnixSocket.connect(address, { kind: 'dgram' }).then(
-              (s) => s.close(),
-              (e: unknown) => e,
-            ),
-          ];
-          for (const e of refusals) {
-            expect(e).toBeInstanceOf(TypeError);
-            expect((e as Error).message).toBe(message);
-          }
-          // The victim's first datagram is the marker sent to it after the refusals.
-          await sender.sendTo(victim.address as SocketAddress, Buffer.from('marker'));
-          const got = await victim.receive();
-          closeFds(got.fds);
-          expect([got.data.toString(), got.fds.length]).toEqual(['marker', 0]);
+          await expectRefusedEverywhere(address, sender, memfd, message);
+          await expectNothingBefore(sender, victim);
         } finally {
           victim.close();
         }

@@ -15,26 +15,13 @@ import fc from 'fast-check';
 import { DatagramSocket, SystemError, type SocketAddress } from '../../src';
 import { MAX_SOCKET_PATH_BYTES } from '../../src/testing';
 import { openFdTable } from '../../src/fd';
+import { errorOf, escaped } from '../util/socket-names';
 
 let dir: string;
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'fdbridge-address-forms-'));
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-/** The name as messages give it: printable ASCII but the backslash as itself, every other byte \xHH. */
-function escaped(bytes: Uint8Array): string {
-  return [...bytes].map((b) => (b >= 0x20 && b <= 0x7e && b !== 0x5c ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, '0')}`)).join('');
-}
-
-function errorOf(f: () => unknown): unknown {
-  try {
-    f();
-  } catch (e) {
-    return e;
-  }
-  return undefined;
-}
 
 test('generated: a name of bytes past sun_path is a RangeError naming it escaped (path or abstract name)', () => {
   fc.assert(
