@@ -47,6 +47,26 @@ const SCHEDULED = new Set(['Timeout', 'Immediate', 'FSREQCALLBACK', 'FSREQPROMIS
  */
 const HANDLES = new Set(['PROCESSWRAP', 'SIGNALWRAP', 'TCPWRAP', 'TCPSERVERWRAP', 'PIPEWRAP', 'PIPESERVERWRAP', 'UDPWRAP', 'TTYWRAP', 'FSEVENTWRAP', 'STATWATCHER']);
 
+/**
+ * How process.getActiveResourcesInfo() names a ref'd handle of each kind
+ * (Node's MemoryInfoName: a server's PIPESERVERWRAP is a PipeWrap there).
+ */
+const LISTED: Record<string, string> = {
+  PROCESSWRAP: 'ProcessWrap',
+  SIGNALWRAP: 'SignalWrap',
+  TCPWRAP: 'TCPSocketWrap',
+  TCPSERVERWRAP: 'TCPServerWrap',
+  PIPEWRAP: 'PipeWrap',
+  PIPESERVERWRAP: 'PipeWrap',
+  UDPWRAP: 'UDPWrap',
+  TTYWRAP: 'TTYWrap',
+  FSEVENTWRAP: 'FSEventWrap',
+  STATWATCHER: 'StatWatcher',
+};
+
+/** How process.getActiveResourcesInfo() names an fs request in flight of each kind. */
+const LISTED_REQUEST: Record<string, string> = { FSREQCALLBACK: 'FSReqCallback', FSREQPROMISE: 'FSReqPromise' };
+
 /** A HandleWrap as an async_hooks init hook is given it. */
 interface HandleWrap {
   ref(): void;
@@ -137,6 +157,8 @@ export class RowWork {
   readonly #pending = new Map<number, Scheduled>();
   /** The handles the row's code opened, weakly (one let go of by everyone is closed). */
   #handles: Array<{ type: string; handle: WeakRef<HandleWrap> }> = [];
+  /** The fs requests cancel() found in flight, by the name process.getActiveResourcesInfo() gives them. */
+  readonly #inFlight = new Map<string, number>();
   /** Callbacks scheduled so far: every PRUNE_EVERY, the cleared ones are let go of (no hook tells of them). */
   #scheduled = 0;
   #drained: (() => void) | undefined;
@@ -179,6 +201,35 @@ export class RowWork {
       if (h !== undefined && !h.hasRef() && isOpen(h)) left.push(`${type} (unref'd)`);
     }
     return left;
+  }
+
+  /**
+   * What of the row's own is left running, read after it ended (its timers
+   * and immediates were all run or cancelled with it): its handles still
+   * open, each ref'd one by the name process.getActiveResourcesInfo() gives
+   * it (`ProcessWrap`, `2 PipeWrap`), each unref'd one as openHandles()
+   * names it; and the fs requests it left in flight, as many of those
+   * cancel() found as process.getActiveResourcesInfo() lists more of than
+   * `before` (the same list as the row began): a request that completed
+   * leaves no mark on its object. A timer, handle or request that no code
+   * of the row's made (the process's own, a test framework's) is not named.
+   */
+  leftRunning(before: readonly string[]): string[] {
+    const left = new Map<string, number>();
+    const add = (name: string, n: number): void => {
+      if (n > 0) left.set(name, (left.get(name) ?? 0) + n);
+    };
+    for (const { type, handle } of this.#handles) {
+      const h = handle.deref();
+      if (h !== undefined && h.hasRef()) add(LISTED[type] ?? type, 1);
+    }
+    if (this.#inFlight.size > 0) {
+      const listed = new Map<string, number>();
+      for (const r of before) listed.set(r, (listed.get(r) ?? 0) - 1);
+      for (const r of process.getActiveResourcesInfo()) listed.set(r, (listed.get(r) ?? 0) + 1);
+      for (const [name, n] of this.#inFlight) add(name, Math.min(n, listed.get(name) ?? 0));
+    }
+    return [...[...left].map(([r, n]) => (n > 1 ? `${n} ${r}` : r)), ...this.openHandles()];
   }
 
   /** The hook's: a callback of this row's is scheduled. */
@@ -247,6 +298,8 @@ export class RowWork {
         left.push(`${s.type === 'Timeout' ? 'a' : 'an'} ${s.type}${ref}${at}: cancelled`);
       } else {
         left.push(`an fs request in flight (${s.type})${at}, which cannot be cancelled`);
+        const name = LISTED_REQUEST[s.type] ?? s.type;
+        this.#inFlight.set(name, (this.#inFlight.get(name) ?? 0) + 1);
       }
       this.ran(asyncId);
     }

@@ -589,35 +589,44 @@ interface HeldRow {
   row: PlannedRow;
   result: ResultRow;
   after: LeakOracle | undefined;
-  /** process.getActiveResourcesInfo() as it began. */
-  resources: string[];
-  /** The handles its code opened that are open and unref'd now (RowWork.openHandles). */
-  handles: () => string[];
+  /** What of its own it left running, read now (leftRunning). */
+  leftRunning: () => string[];
 }
 
 /** A row's result, and the leak oracle begun right after its own look (none when the row had no look): what changes from then is the row's. */
 interface RowOutcome {
   result: ResultRow;
   after: LeakOracle | undefined;
-  /** process.getActiveResourcesInfo() as it began. */
-  resources: string[];
-  /** The handles its code opened that are open and unref'd now (RowWork.openHandles). */
-  handles: () => string[];
+  /** What of its own it left running, read now (leftRunning). */
+  leftRunning: () => string[];
 }
 
 /**
  * What keeps the event loop alive now (process.getActiveResourcesInfo:
- * 'Timeout', 'FSReqCallback', 'TCPWrap', ...) that did not at `before`: the
- * timers, requests and handles a row left behind, whose callbacks may
- * still open fds. Unreferenced handles and native threads are not seen
- * (a row's own unref'd handles are added: RowWork.openHandles; its timers
- * were all run or cancelled with it).
+ * 'Timeout', 'FSReqCallback', 'TCPWrap', ...) that did not at `before`.
+ * Whoever made it: a test framework's timer or the harness's own are in it
+ * too. For a row whose run() never settled (its code may still run, and
+ * make what no hook marks as its).
  */
-function leftRunning(before: readonly string[]): string[] {
+function activeSince(before: readonly string[]): string[] {
   const left = new Map<string, number>();
   for (const r of before) left.set(r, (left.get(r) ?? 0) - 1);
   for (const r of process.getActiveResourcesInfo()) left.set(r, (left.get(r) ?? 0) + 1);
   return [...left].filter(([, n]) => n > 0).map(([r, n]) => (n > 1 ? `${n} ${r}` : r));
+}
+
+/**
+ * What a row left running, read after it (as the next row begins): the
+ * timers, requests and handles whose callbacks are its code and may still
+ * open or close fds. A row whose run() (and bench setup) settled: what its
+ * code made (RowWork.leftRunning), and nothing of the process's or a test
+ * framework's. A row whose run() did not settle (past its time limit):
+ * everything more process.getActiveResourcesInfo() lists than as it began,
+ * and its own unref'd handles, since its code still running makes what the
+ * row's hook no longer marks. Native threads are not seen.
+ */
+function leftRunning(work: RowWork, before: readonly string[], settled: boolean): string[] {
+  return settled ? work.leftRunning(before) : [...activeSince(before), ...work.openHandles()];
 }
 
 /**
@@ -743,6 +752,16 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
   let named: Leak[] = [];
   let after: LeakOracle | undefined;
   let resources: string[] = [];
+  // Whether the scenario's run() and bench setup settled (resolved or rejected): if not, its code may still run.
+  let settled = true;
+  const settling = async <T>(step: () => Promise<T>): Promise<T> => {
+    settled = false;
+    try {
+      return await step();
+    } finally {
+      settled = true;
+    }
+  };
   // The callbacks the scenario's code schedules (row-work.ts): the row is not over until they have run.
   const work = RowWork.open();
   let pending: string | undefined;
@@ -770,12 +789,12 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
     try {
       await limited(
         // async wrapper: a run() that throws before its first await still becomes a rejection.
-        () => (running = missing !== undefined ? Promise.reject(new SkipSignal(missing)) : work.run(async () => scenario.run(ctx))),
+        () => (running = missing !== undefined ? Promise.reject(new SkipSignal(missing)) : settling(() => work.run(async () => scenario.run(ctx)))),
         env.timeoutMs,
         `${scenario.name} on ${transport}`,
       );
       if (measure && scenario.bench && (scenario.expect ?? 'pass') === 'pass') {
-        benchCase = await limited(() => work.run(async () => (scenario.bench as NonNullable<Scenario['bench']>).call(scenario, ctx)), env.timeoutMs, `${scenario.name} bench setup`);
+        benchCase = await limited(() => settling(() => work.run(async () => (scenario.bench as NonNullable<Scenario['bench']>).call(scenario, ctx))), env.timeoutMs, `${scenario.name} bench setup`);
       }
     } catch (err) {
       error = caught(err);
@@ -916,7 +935,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
     iteration,
     ...(suspect ? { suspect: { scenario: suspect.scenario.name, transport: suspect.transport, iteration: suspect.iteration } } : {}),
   };
-  return { result, after, resources, handles: () => work.openHandles() };
+  return { result, after, leftRunning: () => leftRunning(work, resources, settled) };
 }
 
 // ---------------------------------------------------------------------------
@@ -1224,7 +1243,7 @@ export class RowSession {
         label: `${held.row.scenario.name} on ${held.row.transport}`,
         row: held.row,
         file: held.row.file,
-        leftRunning: [...leftRunning(held.resources), ...held.handles()],
+        leftRunning: held.leftRunning(),
         charge: (leaks) => {
           held.result = chargeLate(held.result, leaks, [], `during the next row (${row.scenario.name} on ${row.transport}), where --track-fds recorded its scenario's file opening them`);
           onEarlier?.(held.result);
@@ -1235,8 +1254,8 @@ export class RowSession {
           onEarlier?.(held.result);
         },
       };
-      const { result, after, resources, handles } = await runRow(row, this.#env, dir, earlier);
-      this.#held = { row, result, after, resources, handles };
+      const { result, after, leftRunning: left } = await runRow(row, this.#env, dir, earlier);
+      this.#held = { row, result, after, leftRunning: left };
       return result;
     } catch (err) {
       return {
