@@ -142,7 +142,10 @@ process.on('message', (m: ToRowProcess) => {
       const onEarlier = (result: ResultRow): void => {
         if (earlier !== undefined) void send({ type: 'settled', index: earlier, result });
       };
-      current = s.run(row, m.dir, onEarlier).then(async (result) => {
+      const onLeftRunning = async (leftRunning: string[]): Promise<void> => {
+        if (earlier !== undefined && leftRunning.length > 0) await send({ type: 'left-running', index: m.index, earlier, leftRunning });
+      };
+      current = s.run(row, m.dir, onEarlier, onLeftRunning).then(async (result) => {
         rowDir = undefined;
         tellDirs();
         await send({ type: 'result', index: m.index, result, ...peaks() });

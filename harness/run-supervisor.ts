@@ -125,6 +125,12 @@ export type FromRowProcess =
    * begin (or the process's end), is charged to it (RowSession.run).
    */
   | { type: 'settled'; index: number; result: ResultRow }
+  /**
+   * As a row (index) begins, before its code runs: what the row before it in
+   * this process (earlier) left running (RowSession.run's onLeftRunning),
+   * should this process end during the row.
+   */
+  | { type: 'left-running'; index: number; earlier: number; leftRunning: string[] }
   | { type: 'pong' }
   | { type: 'closed'; clientPeakRss: number; helperPeakRss: number | undefined };
 
@@ -303,6 +309,8 @@ class RowProcess {
   armed: { ms: number; what: string } | undefined;
   /** The last row that ended in it: "<scenario> on <transport>". */
   lastRow: string | undefined;
+  /** What the row before the one that began last left running, as it began ('left-running'). */
+  leftBefore: { index: number; earlier: number; leftRunning: string[] } | undefined;
   /**
    * Set when the supervisor killed it: what it held that it had opened
    * since the row began, and whether it still answered pings then (it had
@@ -614,6 +622,7 @@ export async function superviseRows(o: SuperviseOptions): Promise<RowsOutcome> {
     proc = p;
     p.listen((m) => {
       if (m.type === 'settled' && held?.proc === p && held.index === m.index) held.result = m.result;
+      if (m.type === 'left-running') p.leftBefore = { index: m.index, earlier: m.earlier, leftRunning: m.leftRunning };
     });
     // Starting loads every scenario module again (their top-level code runs:
     // it may block the thread), then starts the helper daemon and warms up,
@@ -667,7 +676,19 @@ export async function superviseRows(o: SuperviseOptions): Promise<RowsOutcome> {
         return undefined;
       }
       info(`the row process (pid ${current.pid}) ${what} during ${row.scenario.name} on ${row.transport}; a new one runs the rows left`);
-      return lostRow(row, current, how, performance.now() - started);
+      const lost = lostRow(row, current, how, performance.now() - started);
+      const left = current.leftBefore?.index === i ? current.leftBefore : undefined;
+      const earlier = left && rows[left.earlier];
+      if (left === undefined || earlier === undefined) return lost;
+      // Code the earlier row left running (a child's exit callback) may be what ended or blocked it: the earlier row is
+      // named, and is the suspect (its rerun runs both).
+      return {
+        ...lost,
+        error:
+          `${lost.error ?? ''}\n(possibly ${current.killed ? 'blocked' : 'ended'} by an earlier row's code: ${earlier.scenario.name} on ${earlier.transport} ran before it in this ` +
+          `row process and left running ${left.leftRunning.join(', ')}, whose callbacks may ${current.killed ? 'block its thread' : 'end it'} during the next row)`,
+        suspect: { scenario: earlier.scenario.name, transport: earlier.transport, iteration: earlier.iteration },
+      };
     }
   };
 

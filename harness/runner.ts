@@ -917,7 +917,16 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
     const fds = closedUnsure.map((l) => `fd ${l.fd} (${l.role})`).join(', ');
     why = `${why ?? ''}\n(${fds}: possibly closed by an earlier row's code: ${earlier.label} ran before it in this row process and left running ${earlier.leftRunning.join(', ')}, whose callbacks may close an fd during the next row)`;
   }
-  const suspect = status === 'fail' && earlier && (named.length > 0 || unsure.length > 0 || closedUnsure.length > 0) ? earlier.row : undefined;
+  // An end leaves no record of who caused it either: the earlier row's code left running may signal a process (it
+  // saw the helper daemon's pid, as every row on helper does) or take what it needs away.
+  const endedUnsure = earlier && earlier.leftRunning.length > 0 ? ended.filter((e) => e.declared !== true) : [];
+  if (status === 'fail' && earlier && endedUnsure.length > 0) {
+    const which = endedUnsure.map((e) => `${e.what} (pid ${e.pid})`).join(', ');
+    why = `${why ?? ''}
+(${which}: possibly ended by an earlier row's code: ${earlier.label} ran before it in this row process and left running ${earlier.leftRunning.join(', ')}, whose callbacks may end a process during the next row)`;
+  }
+  const suspect =
+    status === 'fail' && earlier && (named.length > 0 || unsure.length > 0 || closedUnsure.length > 0 || endedUnsure.length > 0) ? earlier.row : undefined;
   const result: ResultRow = {
     scenario: scenario.name,
     transport,
@@ -1223,9 +1232,10 @@ export class RowSession {
    * its scenario's file opening it (runRow). `onEarlier` gets that row's
    * result each time it changes (once it is settled, nothing more comes
    * for it): a caller holds a row's result until the next row's has come
-   * (or settle()).
+   * (or settle()). `onLeftRunning` gets what that earlier row left running,
+   * as this row begins (none: it is not called).
    */
-  async run(row: PlannedRow, dir?: string, onEarlier?: (earlier: ResultRow) => void): Promise<ResultRow> {
+  async run(row: PlannedRow, dir?: string, onEarlier?: (earlier: ResultRow) => void, onLeftRunning?: (leftRunning: string[]) => Promise<void>): Promise<ResultRow> {
     const started = performance.now();
     const held = this.#held;
     this.#held = undefined;
@@ -1254,6 +1264,8 @@ export class RowSession {
           onEarlier?.(held.result);
         },
       };
+      // Told before the row's code runs: should the row's process end during the row, its supervisor can still say so.
+      if (earlier !== undefined) await onLeftRunning?.(earlier.leftRunning);
       const { result, after, leftRunning: left } = await runRow(row, this.#env, dir, earlier);
       this.#held = { row, result, after, leftRunning: left };
       return result;
