@@ -148,8 +148,13 @@ process.on('message', (m: ToRowProcess) => {
       current = s.run(row, m.dir, onEarlier, onLeftRunning).then(async (result) => {
         rowDir = undefined;
         tellDirs();
+        // Credentials the row changed and that could not be put back: no other row runs with them (the supervisor,
+        // told before the result, starts a new process for the rows left).
+        if (s.stateLost !== undefined) await send({ type: 'retiring', why: s.stateLost });
         await send({ type: 'result', index: m.index, result, ...peaks() });
       });
+      // It ends once the result is sent (end() waits for `current`).
+      void current.then(() => (s.stateLost !== undefined ? end() : undefined));
       break;
     }
     case 'stop':

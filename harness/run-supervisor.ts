@@ -131,6 +131,8 @@ export type FromRowProcess =
    * should this process end during the row.
    */
   | { type: 'left-running'; index: number; earlier: number; leftRunning: string[] }
+  /** After a row's result: the process runs no other row (a row changed its credentials, which could not be put back) and ends. */
+  | { type: 'retiring'; why: string }
   | { type: 'pong' }
   | { type: 'closed'; clientPeakRss: number; helperPeakRss: number | undefined };
 
@@ -309,6 +311,8 @@ class RowProcess {
   armed: { ms: number; what: string } | undefined;
   /** The last row that ended in it: "<scenario> on <transport>". */
   lastRow: string | undefined;
+  /** Set once it said it runs no other row ('retiring'), and why. */
+  retiring: string | undefined;
   /** What the row before the one that began last left running, as it began ('left-running'). */
   leftBefore: { index: number; earlier: number; leftRunning: string[] } | undefined;
   /**
@@ -622,6 +626,7 @@ export async function superviseRows(o: SuperviseOptions): Promise<RowsOutcome> {
     proc = p;
     p.listen((m) => {
       if (m.type === 'settled' && held?.proc === p && held.index === m.index) held.result = m.result;
+      if (m.type === 'retiring') p.retiring = m.why;
       if (m.type === 'left-running') p.leftBefore = { index: m.index, earlier: m.earlier, leftRunning: m.leftRunning };
     });
     // Starting loads every scenario module again (their top-level code runs:
@@ -714,6 +719,11 @@ export async function superviseRows(o: SuperviseOptions): Promise<RowsOutcome> {
           // Once only: a new process has no earlier row's code left in it.
           result = await attempt(row, i, current, dir, retried.length === 0);
           from = current;
+          if (result !== undefined && current.retiring !== undefined) {
+            // It ends after this row ('retiring'): the rows left run in a new one; this row's result is settled as it ends.
+            await current.exited;
+            if (proc === current) proc = undefined;
+          }
           if (result === undefined) {
             const how = current.killed?.channel
               ? `closed its channel to the run (fd ${current.killed.channel.fd})`

@@ -37,6 +37,7 @@ import { HELPER_START_MS, HelperProcess } from './helper-process';
 import { LOCAL_REMOTE } from './local-remote';
 import { LeakLedger, LeakOracle, type OracleVerdict } from './oracle';
 import { describeChanges, restoreEnvironment, snapshotEnvironment, type EnvironmentSnapshot } from './process-env';
+import { restoreProcessState, snapshotProcessState, type ProcessState } from './process-state';
 import { profileByName } from './profiles';
 import { RowWork } from './row-work';
 import { exitText, rowDirPrefix, superviseRows } from './run-supervisor';
@@ -409,6 +410,10 @@ interface RowEnvironment {
   onDeadline: ((ms: number, what: string) => void) | undefined;
   /** process.env as the session began (harness/process-env.ts): each row ends with it put back. */
   environment: EnvironmentSnapshot;
+  /** The working directory, umask and credentials as the session began (harness/process-state.ts): each row ends with them put back. */
+  processState: ProcessState;
+  /** Set once a row changed the credentials and they could not be put back: what they are now. No later row is to run in this process. */
+  stateLost?: string;
 }
 
 /** The leak, with where it was opened (src/fd-track.ts), read right away: the records of a process outlive it, a reused fd number does not. */
@@ -881,6 +886,16 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
       const others = earlier && earlier.leftRunning.length > 0 ? ` (or code ${earlier.label}, which ran before it in this process, left running did: ${earlier.leftRunning.join(', ')})` : '';
       notes.push(`${ENVIRONMENT_CHANGED}, put back as the row ended: ${describeChanges(changed)}${others}; ${ENVIRONMENT_WHY}`);
     }
+    const state = restoreProcessState(env.processState);
+    const others = earlier && earlier.leftRunning.length > 0 ? ` (or code ${earlier.label}, which ran before it in this process, left running did)` : '';
+    if (state.putBack.length > 0) notes.push(`changed the process's ${state.putBack.join(', ')}${others}, put back as the row ended; the rows after it in this process would have run with them`);
+    if (state.lost !== undefined) {
+      env.stateLost = state.lost;
+      notes.push(
+        `changed the process's ${state.lost}${others}, which cannot be put back (the privilege to is gone): a row process runs no other row ` +
+          `after it (a new one runs the rows left); rows run in one process (isolation 'none') run with them`,
+      );
+    }
     oracle.release();
     try {
       rowDir.remove();
@@ -1209,6 +1224,7 @@ export class RowSession {
         onDeadline: o.onDeadline,
         // After the warm-up and the helper daemon's start: what the harness itself set up is the rows' environment.
         environment: snapshotEnvironment(),
+        processState: snapshotProcessState(),
       };
       return new RowSession(anchors, env, helper, unhook, o.rows);
     } catch (err) {
@@ -1288,6 +1304,11 @@ export class RowSession {
    * (charged to it), or undefined when no row is waiting for one: before
    * the session ends.
    */
+  /** Set once a row changed the process's credentials and they could not be put back (what they are now): no other row is to run here. */
+  get stateLost(): string | undefined {
+    return this.#env.stateLost;
+  }
+
   async settle(): Promise<ResultRow | undefined> {
     const held = this.#held;
     this.#held = undefined;
