@@ -23,8 +23,12 @@ import { distPath } from '../../src/paths';
 import { warmRuntimeFds } from '../../src/runtime-fds';
 import type { TransportName } from '../../src/transports';
 import { fileOfLength } from '../util/long-path';
+import { rowsTestLimit, scaled } from '../util/time-scale';
 
-jest.setTimeout(300_000);
+/** Each row's time limit (a hang guard: no row here waits on anything that does not come). */
+const ROW_MS = 30_000;
+/** A run's rows, at most: the one scenario on every transport (direct, worker, child, pidfd, helper, remote). */
+const ROWS = 6;
 
 /** Transports whose command process the oracle reads, and the role it names it by. */
 const SEEN: Partial<Record<TransportName, string>> = { direct: 'client', child: 'child', pidfd: 'child', helper: 'helper', remote: 'remote' };
@@ -81,7 +85,7 @@ function scenarioDir(className: string, body: (file: string) => string, close: s
 }
 
 async function run(scenariosDir: string, transports: TransportName[]): Promise<ResultRow[]> {
-  const { results } = await runScenarios({ bench: false, repeat: 1, seed: 1, settleMs: 200, timeoutMs: 60_000, scenariosDir, transports, isolation: 'none' });
+  const { results } = await runScenarios({ bench: false, repeat: 1, seed: 1, settleMs: 200, timeoutMs: scaled(ROW_MS), scenariosDir, transports, isolation: 'none' });
   return results.results;
 }
 
@@ -138,10 +142,10 @@ test('a constructor leak is the command\'s, as a leak of that file, on every tra
         }
       },
     ),
-    { numRuns: 5 },
+    { numRuns: 5, endOnFailure: true },
   );
   expect(openFdTable()).toEqual(before);
-});
+}, rowsTestLimit({ rowMs: ROW_MS, rows: ROWS, runs: 5 }));
 
 test('clean constructors pass on every transport: one that opens and closes, one that keeps an fd until its close hook', async () => {
   const before = openFdTable();
@@ -159,10 +163,10 @@ test('clean constructors pass on every transport: one that opens and closes, one
         closeOwnLeaks(rows.flatMap((r) => r.leaks));
       }
     }),
-    { numRuns: 6 },
+    { numRuns: 6, endOnFailure: true },
   );
   expect(openFdTable()).toEqual(before);
-});
+}, rowsTestLimit({ rowMs: ROW_MS, rows: ROWS, runs: 6 }));
 
 test('generated: a constructor leak of a file whose path its READY cuts (past READY_TARGET_BYTES) is still the constructor\'s leak of that file', async () => {
   const before = openFdTable();
@@ -183,10 +187,10 @@ test('generated: a constructor leak of a file whose path its READY cuts (past RE
         closeOwnLeaks(rows.flatMap((r) => r.leaks));
       }
     }),
-    { numRuns: 4 },
+    { numRuns: 4, endOnFailure: true },
   );
   expect(openFdTable()).toEqual(before);
-});
+}, rowsTestLimit({ rowMs: ROW_MS, rows: ROWS, runs: 4 }));
 
 test('generated: a constructor keeping more fds than its READY has room to name (until its close hook) fails the row, one entry saying how many went unnamed', async () => {
   const before = openFdTable();
@@ -223,7 +227,7 @@ test('generated: a constructor keeping more fds than its READY has room to name 
         closeOwnLeaks(rows.flatMap((r) => r.leaks));
       }
     }),
-    { numRuns: 3 },
+    { numRuns: 3, endOnFailure: true },
   );
   expect(openFdTable()).toEqual(before);
-});
+}, rowsTestLimit({ rowMs: ROW_MS, rows: ROWS, runs: 3 }));

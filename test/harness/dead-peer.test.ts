@@ -19,9 +19,10 @@ import type { ResultRow } from '../../harness/types';
 import { openFdTable } from '../../src/fd';
 import { warmRuntimeFds } from '../../src/runtime-fds';
 import type { TransportName } from '../../src/transports';
-import { scaled } from '../util/time-scale';
+import { rowsTestLimit, scaled } from '../util/time-scale';
 
-jest.setTimeout(scaled(600_000));
+/** Each row's time limit (a hang guard: no row here waits on anything that does not come). */
+const ROW_MS = 30_000;
 
 const TRANSPORTS = ['child', 'pidfd', 'helper'] as const satisfies readonly TransportName[];
 type How = { kind: 'exit'; code: number } | { kind: 'signal'; signal: 'SIGKILL' | 'SIGTERM' } | { kind: 'crash' };
@@ -83,7 +84,7 @@ function scenarioDir(how: How, leakFirst: boolean, declared: boolean, innocents:
 }
 
 async function run(scenariosDir: string, transports: TransportName[], seed: number): Promise<ResultRow[]> {
-  const { results } = await runScenarios({ bench: false, repeat: 1, seed, settleMs: 200, timeoutMs: scaled(60_000), scenariosDir, transports, isolation: 'none' });
+  const { results } = await runScenarios({ bench: false, repeat: 1, seed, settleMs: 200, timeoutMs: scaled(ROW_MS), scenariosDir, transports, isolation: 'none' });
   return results.results;
 }
 
@@ -149,10 +150,11 @@ test('a command process or helper daemon ending mid-row fails that row, names ho
         }
       },
     ),
-    { numRuns: 6 },
+    { numRuns: 6, endOnFailure: true },
   );
   expect(openFdTable()).toEqual(before);
-});
+  // 3 transports x (the victim + 2 calm rows).
+}, rowsTestLimit({ rowMs: ROW_MS, rows: 9, runs: 6 }));
 
 test('a scenario that declares the end (ends) passes, the end noted', async () => {
   const before = openFdTable();
@@ -167,7 +169,8 @@ test('a scenario that declares the end (ends) passes, the end noted', async () =
         expect(row.notes).toEqual(expect.arrayContaining([expect.stringContaining('as the scenario declares (ends)')]));
       }
     }),
-    { numRuns: 3 },
+    { numRuns: 3, endOnFailure: true },
   );
   expect(openFdTable()).toEqual(before);
-});
+  // 3 transports x (the victim + 1 calm row).
+}, rowsTestLimit({ rowMs: ROW_MS, rows: 6, runs: 3 }));

@@ -13,9 +13,10 @@ import fc from 'fast-check';
 
 import { runScenarios } from '../../harness/runner';
 import { openFdTable } from '../../src/fd';
-import { scaled } from '../util/time-scale';
+import { rowsTestLimit, scaled } from '../util/time-scale';
 
-jest.setTimeout(scaled(600_000));
+/** Each row's time limit (a hang guard: no row here waits on anything that does not come). */
+const ROW_MS = 30_000;
 
 let dir: string;
 let dirs = 0;
@@ -50,7 +51,7 @@ test('a dropped FileHandle fails its row as a leak of its file, in any row order
       others.forEach((kind, i) => {
         writeFileSync(join(d, `other-${i}.scenario.js`), `module.exports = { name: 'other-${i}-${kind}', description: 'x', transports: ['direct'], async run() { ${BODY[kind]} } };\n`);
       });
-      const { results } = await runScenarios({ bench: false, repeat: 1, seed, settleMs: 200, timeoutMs: scaled(60_000), scenariosDir: d, transports: ['direct'] });
+      const { results } = await runScenarios({ bench: false, repeat: 1, seed, settleMs: 200, timeoutMs: scaled(ROW_MS), scenariosDir: d, transports: ['direct'] });
       for (const row of results.results) {
         if (row.scenario !== 'drop') {
           expect({ scenario: row.scenario, status: row.status, leaks: row.leaks }).toEqual({ scenario: row.scenario, status: 'pass', leaks: [] });
@@ -62,7 +63,8 @@ test('a dropped FileHandle fails its row as a leak of its file, in any row order
         ]);
       }
     }),
-    { numRuns: 8 },
+    { numRuns: 8, endOnFailure: true },
   );
   expect(openFdTable()).toEqual(before);
-});
+  // drop, and up to 3 others.
+}, rowsTestLimit({ rowMs: ROW_MS, rows: 4, runs: 8 }));

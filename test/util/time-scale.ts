@@ -20,3 +20,20 @@ function timeScale(value: string | undefined): number {
 export function scaled(ms: number): number {
   return Math.ceil(ms * TIME_SCALE);
 }
+
+/** What a test gives each of its runs of rows beyond the rows' own limits (loading the scenarios, a helper daemon's start, the looks). */
+const RUN_MARGIN_MS = 30_000;
+
+/**
+ * jest's limit for a test that runs rows, property runs of them one after
+ * another (fast-check with endOnFailure: a failed run is the last), at most
+ * `rows` rows a run, each with the time limit `rowMs`
+ * (RunnerOptions.timeoutMs, unscaled here: pass scaled(rowMs) to the
+ * runner): should every row of a run hang, each reaching its limit twice
+ * (run(), then the wait for the callbacks it scheduled), the run still ends
+ * with the rows' own failures, before jest's limit would fail the test
+ * without a word. Scaled.
+ */
+export function rowsTestLimit(o: { rowMs: number; rows: number; runs: number }): number {
+  return scaled(o.rows * 2 * o.rowMs + o.runs * RUN_MARGIN_MS);
+}
