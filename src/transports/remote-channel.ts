@@ -113,6 +113,11 @@ export function jsonPayload(value: unknown): Buffer {
   return Buffer.from(text);
 }
 
+/** Throws the RangeError of a `type` frame whose payload of `length` bytes is past MAX_FRAME_BYTES. */
+export function checkFrameLength(type: number, length: number): void {
+  if (length > MAX_FRAME_BYTES) throw new RangeError(`a ${frameTypeName(type)} frame of ${length} bytes exceeds ${MAX_FRAME_BYTES}`);
+}
+
 export function parseJson(payload: Buffer, what: string): unknown {
   if (payload.length === 0) return undefined;
   try {
@@ -241,7 +246,7 @@ export class Channel {
   send(type: RemoteFrameType, id: number, payload?: Buffer): void {
     if (this.#closed) return;
     const length = payload?.length ?? 0;
-    if (length > MAX_FRAME_BYTES) throw new RangeError(`a ${frameTypeName(type)} frame of ${length} bytes exceeds ${MAX_FRAME_BYTES}`);
+    checkFrameLength(type, length);
     this.#pump.send(type, id, length === 0 ? undefined : payload);
   }
 

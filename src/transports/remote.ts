@@ -44,7 +44,7 @@ import { native, type FdList } from '../native';
 import { distPath } from '../paths';
 import { readyPayload } from '../protocol';
 import { describeValue } from '../validate';
-import { Channel, frameTypeName, isStreamFrame, jsonPayload, parseJson, RemoteFrame, RelayStream, REMOTE_PROTOCOL_VERSION, type OpenRequest, type PumpedEnd, type RelaySink, type RelaySource } from './remote-channel';
+import { Channel, checkFrameLength, frameTypeName, isStreamFrame, jsonPayload, parseJson, RemoteFrame, RelayStream, REMOTE_PROTOCOL_VERSION, type OpenRequest, type PumpedEnd, type RelaySink, type RelaySource } from './remote-channel';
 import { FileSink, FileSource } from './remote-endpoints';
 import { ownedStream } from './owned-stream';
 import { copyOverflowError, copyReadError, MAX_COPY_BYTES, planRelay, type RelayPlan } from './remote-kinds';
@@ -112,6 +112,18 @@ function serverArgv(options: ConnectOptions, command: CommandSpec): { argv: stri
   return { argv, hello: commandRequest({ name, ...(spec.args !== undefined ? { args: spec.args } : {}) }) };
 }
 
+/**
+ * The HELLO's payload for `command`, made before anything is started:
+ * arguments JSON cannot carry (a BigInt, a cycle: JSON.stringify's
+ * TypeError) or past one frame (RangeError) fail the connect with no via
+ * process, no fd and nothing pending left behind.
+ */
+function helloPayload(command: CommandSpec): Buffer {
+  const payload = jsonPayload({ version: REMOTE_PROTOCOL_VERSION, command });
+  checkFrameLength(RemoteFrame.HELLO, payload.length);
+  return payload;
+}
+
 function errorFrom(method: string, info: RemoteErrorInfo): FdBridgeError {
   if (info.code === 'ERR_FDBRIDGE_UNKNOWN_COMMAND') return new UnknownCommandError(`connect: ${info.message}`);
   return new RemoteError(method, info);
@@ -156,6 +168,7 @@ export class RemoteConnection extends BaseConnection {
 
   static async open(options: ConnectOptions): Promise<RemoteConnection> {
     const { argv, hello } = serverArgv(options, options.command);
+    const helloFrame = helloPayload(hello);
     const [file, ...args] = argv as [string, ...string[]];
     const { via, stdio } = spawnVia(file, args);
     let tail = '';
@@ -167,7 +180,7 @@ export class RemoteConnection extends BaseConnection {
     const conn = new RemoteConnection(via, stdio, stderr, options.onCommandClosed);
     const timeoutMs = options.timeoutMs ?? 10_000;
     try {
-      const ready = await conn.#handshake(hello, timeoutMs);
+      const ready = await conn.#handshake(helloFrame, timeoutMs);
       (conn as { location: CommandLocation }).location = { transport: 'remote', ...ready };
       return conn;
     } catch (err) {
@@ -193,14 +206,15 @@ export class RemoteConnection extends BaseConnection {
     via.on('error', () => this.#channelLost(null));
   }
 
-  #handshake(hello: CommandSpec, timeoutMs: number): Promise<Omit<CommandLocation, 'transport'>> {
+  /** `hello`: the HELLO's payload (helloPayload). */
+  #handshake(hello: Buffer, timeoutMs: number): Promise<Omit<CommandLocation, 'transport'>> {
+    // A send that throws leaves nothing pending (#request): the race below
+    // settles with its error, and the timer is cleared with it.
+    const ready = this.#request(RemoteFrame.HELLO, 'connect', 'constructor', hello);
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new TimeoutError(`connect: the remote command was not ready within ${timeoutMs} ms (options.timeoutMs)`)), timeoutMs);
     });
-    const id = this.#nextId++;
-    const ready = new Promise<Buffer>((resolve, reject) => this.#pending.set(id, { request: RemoteFrame.HELLO, operation: 'connect', method: 'constructor', resolve, reject }));
-    this.#channel.sendJson(RemoteFrame.HELLO, id, { version: REMOTE_PROTOCOL_VERSION, command: hello });
     return Promise.race([ready, timeout])
       .then((payload) => readyPayload(parseJson(payload, 'READY')))
       .finally(() => clearTimeout(timer));
@@ -221,9 +235,14 @@ export class RemoteConnection extends BaseConnection {
 
   // requests ---------------------------------------------------------------
 
-  /** `payload`: the request's JSON (jsonPayload), or undefined for none; `answered`: see Pending. */
+  /**
+   * `payload`: the request's JSON (jsonPayload), or undefined for none;
+   * `answered`: see Pending. A send that throws (a payload past one frame)
+   * rejects with its error and leaves nothing pending: nothing settles it
+   * later.
+   */
   #request(
-    type: RemoteFrameTypeOf<'CALL' | 'OPEN' | 'RELEASE' | 'CLOSE'>,
+    type: RemoteFrameTypeOf<'HELLO' | 'CALL' | 'OPEN' | 'RELEASE' | 'CLOSE'>,
     operation: string,
     method: string,
     payload: Buffer | undefined,

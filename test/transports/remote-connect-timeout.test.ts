@@ -35,6 +35,7 @@ test('the TimeoutError comes while the via still runs; its fds are closed by the
   const running = childrenOf(process.pid);
   expect({ name: (err as Error).name, code: (err as TimeoutError).code }).toEqual({ name: 'TimeoutError', code: 'ERR_FDBRIDGE_TIMEOUT' });
   expect(err).toBeInstanceOf(TimeoutError);
+  expect((err as Error).message).toBe('connect: the remote command was not ready within 200 ms (options.timeoutMs)');
   expect(running).toHaveLength(1);
   // Our ends of its stdio are closed while it runs: all that is left is the
   // pidfd that has it reaped should this thread end first (reapedAtTeardown).
