@@ -3,8 +3,8 @@
  * a run share their process (a row process, or this one with isolation
  * 'none'), and so its environment: a variable one row sets reaches every
  * later row, and every process those rows start, which inherits it (a
- * command's child process: FDBRIDGE_FAILPOINT set by one row made the next
- * row's command kill itself). The row session takes the environment once,
+ * command's child process: FDBRIDGE_FAILPOINT set by one row would make
+ * the next row's command kill itself). The row session takes the environment once,
  * before its first row, and puts it back exactly (variables added deleted,
  * changed or deleted ones set again) as each row ends and before each row
  * begins, saying which variables it put back.
@@ -24,8 +24,15 @@ import { JS_LOG_VARIABLES } from '../src/fd-track';
 /** The variables fdbridge itself sets or deletes (see the file comment). */
 const OWN = new Set<string>([SPAWN_TOKEN_VARIABLE, ...JS_LOG_VARIABLES]);
 
-/** process.env as it was, without fdbridge's own variables. */
-export type EnvironmentSnapshot = ReadonlyMap<string, string>;
+/**
+ * process.env as it was, without fdbridge's own variables, and the object
+ * itself: a row may replace process.env with an object of its own (one
+ * frozen, say, that refuses the writes that put it back).
+ */
+export interface EnvironmentSnapshot {
+  object: NodeJS.ProcessEnv;
+  values: ReadonlyMap<string, string>;
+}
 
 /** process.env now, without fdbridge's own variables. */
 export function snapshotEnvironment(): EnvironmentSnapshot {
@@ -35,21 +42,31 @@ export function snapshotEnvironment(): EnvironmentSnapshot {
     // Stryker disable next-line ConditionalExpression: forced true, equivalent: process.env's values are strings (the type's undefined is for a name it does not have, which Object.entries does not list); forced false is killed
     if (value !== undefined) saved.set(key, value);
   }
-  return saved;
+  return { object: process.env, values: saved };
 }
 
 /** One variable put back, and what had been done to it. */
 export interface EnvironmentChange {
   key: string;
-  how: 'set' | 'changed' | 'deleted';
+  how: 'set' | 'changed' | 'deleted' | 'replaced';
 }
 
 /**
  * Puts process.env back as `saved` had it, fdbridge's own variables aside,
  * and returns the variables that differed (none: nothing was written).
+ * An object a row put in process.env's place is put out of it first (a
+ * change of its own: `replaced`, key 'process.env'). Throws only when
+ * process.env cannot be given its own object back (a row made the property
+ * read-only).
  */
-export function restoreEnvironment(saved: EnvironmentSnapshot): EnvironmentChange[] {
+export function restoreEnvironment(snapshot: EnvironmentSnapshot): EnvironmentChange[] {
   const changes: EnvironmentChange[] = [];
+  if (process.env !== snapshot.object) {
+    process.env = snapshot.object;
+    if (process.env !== snapshot.object) throw new TypeError('process.env was made read-only, and holds another object than its own');
+    changes.push({ key: 'process.env', how: 'replaced' });
+  }
+  const saved = snapshot.values;
   for (const key of Object.keys(process.env)) {
     if (OWN.has(key) || saved.has(key)) continue;
     delete process.env[key];
@@ -71,7 +88,7 @@ function shownKey(key: string): string {
 
 /** `set A, B; changed C; deleted D`, each list sorted: the names only (a value may be long, or a secret). */
 export function describeChanges(changes: readonly EnvironmentChange[]): string {
-  const parts: string[] = [];
+  const parts: string[] = changes.some((c) => c.how === 'replaced') ? ['replaced the object process.env'] : [];
   for (const how of ['set', 'changed', 'deleted'] as const) {
     const keys = changes
       .filter((c) => c.how === how)

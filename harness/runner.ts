@@ -36,7 +36,7 @@ import { ownTempDir, removedOnExit } from './exit-cleanup';
 import { HELPER_START_MS, HelperProcess } from './helper-process';
 import { LOCAL_REMOTE } from './local-remote';
 import { LeakLedger, LeakOracle, type OracleVerdict } from './oracle';
-import { describeChanges, restoreEnvironment, snapshotEnvironment, type EnvironmentSnapshot } from './process-env';
+import { describeChanges, restoreEnvironment, snapshotEnvironment, type EnvironmentChange, type EnvironmentSnapshot } from './process-env';
 import { restoreProcessState, snapshotProcessState, type ProcessState } from './process-state';
 import { profileByName } from './profiles';
 import { RowWork } from './row-work';
@@ -414,6 +414,22 @@ interface RowEnvironment {
   processState: ProcessState;
   /** Set once a row changed the credentials and they could not be put back: what they are now. No later row is to run in this process. */
   stateLost?: string;
+}
+
+/**
+ * restoreEnvironment, for a row's end or the next row's start. A
+ * process.env that cannot be given its own object back (a row made the
+ * property read-only) is the process's state lost, as credentials given up
+ * are: a note says so, and no other row runs in this process.
+ */
+function putBackEnvironment(env: RowEnvironment, notes: string[]): EnvironmentChange[] {
+  try {
+    return restoreEnvironment(env.environment);
+  } catch (err) {
+    env.stateLost ??= `process.env (${errorText(err)})`;
+    notes.push(`${ENVIRONMENT_CHANGED}, which cannot be put back (${errorText(err)}): a row process runs no other row after it (a new one runs the rows left)`);
+    return [];
+  }
 }
 
 /** The leak, with where it was opened (src/fd-track.ts), read right away: the records of a process outlive it, a reused fd number does not. */
@@ -881,7 +897,7 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
   } finally {
     expired = true;
     endWork('when the harness failed around it');
-    const changed = restoreEnvironment(env.environment);
+    const changed = putBackEnvironment(env, notes);
     if (changed.length > 0) {
       const others = earlier && earlier.leftRunning.length > 0 ? ` (or code ${earlier.label}, which ran before it in this process, left running did: ${earlier.leftRunning.join(', ')})` : '';
       notes.push(`${ENVIRONMENT_CHANGED}, put back as the row ended: ${describeChanges(changed)}${others}; ${ENVIRONMENT_WHY}`);
@@ -1263,7 +1279,7 @@ export class RowSession {
         if (held.result !== before) onEarlier?.(held.result);
       } else {
         // Before the session's first row, no row's code has run: nobody to tell.
-        restoreEnvironment(this.#env.environment);
+        putBackEnvironment(this.#env, []);
       }
       const earlier: EarlierRow | undefined = held && {
         label: `${held.row.scenario.name} on ${held.row.transport}`,
@@ -1299,16 +1315,16 @@ export class RowSession {
     }
   }
 
+  /** Set once a row changed the process's credentials or process.env and they could not be put back (what they are now): no other row is to run here. */
+  get stateLost(): string | undefined {
+    return this.#env.stateLost;
+  }
+
   /**
    * The last row's result after a last look at what changed since its own
    * (charged to it), or undefined when no row is waiting for one: before
    * the session ends.
    */
-  /** Set once a row changed the process's credentials and they could not be put back (what they are now): no other row is to run here. */
-  get stateLost(): string | undefined {
-    return this.#env.stateLost;
-  }
-
   async settle(): Promise<ResultRow | undefined> {
     const held = this.#held;
     this.#held = undefined;
@@ -1322,10 +1338,11 @@ export class RowSession {
    * changed it once the row had ended: `result` with a note saying so.
    */
   #putBackEnvironment(result: ResultRow, when: string): ResultRow {
-    const changed = restoreEnvironment(this.#env.environment);
-    if (changed.length === 0) return result;
-    const note = `${ENVIRONMENT_CHANGED} after the row had ended (code it left running), put back ${when}: ${describeChanges(changed)}; ${ENVIRONMENT_WHY}`;
-    return { ...result, notes: [...(result.notes ?? []), stripVTControlCharacters(note)] };
+    const notes: string[] = [];
+    const changed = putBackEnvironment(this.#env, notes);
+    if (changed.length > 0) notes.push(`${ENVIRONMENT_CHANGED} after the row had ended (code it left running), put back ${when}: ${describeChanges(changed)}; ${ENVIRONMENT_WHY}`);
+    if (notes.length === 0) return result;
+    return { ...result, notes: [...(result.notes ?? []), ...notes.map((n) => stripVTControlCharacters(n))] };
   }
 
   /**

@@ -252,6 +252,45 @@ module.exports = { name: 'innocent', description: 'one duplication on a child', 
 }, scaled(120_000));
 
 /**
+ * A row that puts an object of its own in process.env's place, frozen (so
+ * that no write puts it back): the next row sees the run's own
+ * process.env, the row is told it replaced it, and its end is the row's
+ * own (its oracle's files closed, no harness error).
+ */
+test('a row replacing process.env with a frozen object: the next row sees the run\'s own, the replacer is told', async () => {
+  const before = openFdTable();
+  const own = process.env;
+  const dir = mkdtempSync(join(tmpdir(), 'fdb-row-env-frozen-'));
+  try {
+    writeFileSync(
+      join(dir, 'replaces.scenario.js'),
+      `module.exports = { name: 'replaces', description: 'replaces process.env with a frozen copy and a variable', transports: ['direct'], async run() {
+  process.env = Object.freeze({ ...process.env, FDB_T_FROZEN: 'x' });
+} };\n`,
+    );
+    writeFileSync(
+      join(dir, 'checks.scenario.js'),
+      `module.exports = { name: 'checks', description: 'fails unless it sees a writable environment without the variable', transports: ['direct'], async run() {
+  if (process.env.FDB_T_FROZEN !== undefined || Object.isFrozen(process.env)) throw new Error('began with the replaced environment');
+} };\n`,
+    );
+    let seed = 1;
+    while (inRunOrder(['replaces', 'checks'].map((scenario) => ({ scenario, transport: 'direct', iteration: 1 })), seed)[0]?.scenario !== 'replaces') seed++;
+    const rows = (await runRows(dir, seed, 'none')).results;
+    expect(process.env).toBe(own);
+    expect(rows.map((r) => [r.scenario, r.status, r.error])).toEqual([
+      ['replaces', 'pass', undefined],
+      ['checks', 'pass', undefined],
+    ]);
+    expect(rows[0]?.notes).toEqual([expect.stringMatching(/^changed process\.env, put back as the row ended: replaced the object process\.env; /)]);
+  } finally {
+    process.env = own;
+    rmSync(dir, { recursive: true, force: true });
+  }
+  expect(openFdTable()).toEqual(before);
+}, scaled(120_000));
+
+/**
  * Code a row leaves running (a child process's exit callback) that changes
  * process.env once the row has ended: put back before the next row begins,
  * or as the session ends, and the row whose code it is told. The child
