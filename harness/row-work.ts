@@ -142,6 +142,11 @@ function isOpen(h: HandleWrap | undefined): boolean {
   return open;
 }
 
+/** Each name of `counts` as a report shows it: `PipeWrap`, `2 PipeWrap`. */
+function counted(counts: ReadonlyMap<string, number>, shown: (name: string) => string): string[] {
+  return [...counts].map(([name, n]) => (n > 1 ? `${n} ${shown(name)}` : shown(name)));
+}
+
 /** The first frame of a stack that is neither Node's own nor this file's: where the scenario scheduled the callback. */
 function schedulingFrame(stack: string | undefined): string | undefined {
   for (const line of (stack ?? '').split('\n').slice(1)) {
@@ -161,6 +166,8 @@ export class RowWork {
   readonly #inFlight = new Map<string, number>();
   /** Callbacks scheduled so far: every PRUNE_EVERY, the cleared ones are let go of (no hook tells of them). */
   #scheduled = 0;
+  /** Handles opened so far: every PRUNE_EVERY, the closed ones are let go of. */
+  #opened = 0;
   #drained: (() => void) | undefined;
   #closed = false;
 
@@ -185,22 +192,22 @@ export class RowWork {
   opened(type: string, handle: HandleWrap): void {
     this.#handles.push({ type, handle: new WeakRef(handle) });
     // Stryker disable next-line ConditionalExpression,ArithmeticOperator,MethodExpression: forced false, `*`, or no filter, equivalent but for memory: the list is never pruned, and openHandles skips what the prune would have let go of (closed or collected); forced true and `!==` are killed
-    if (this.#handles.length % PRUNE_EVERY === 0) this.#handles = this.#handles.filter((h) => isOpen(h.handle.deref()));
+    if (++this.#opened % PRUNE_EVERY === 0) this.#handles = this.#handles.filter((h) => isOpen(h.handle.deref()));
   }
 
   /**
    * The handles the row's code opened that are still open and unref'd, as
-   * a report names them (`PROCESSWRAP (unref'd)`): what is left of the row
+   * a report names them (`PROCESSWRAP (unref'd)`, `2 PIPEWRAP (unref'd)`): what is left of the row
    * that may still act, beside the ref'd ones process.getActiveResourcesInfo()
    * lists. Read after the row, while its handles' callbacks may run.
    */
   openHandles(): string[] {
-    const left: string[] = [];
+    const left = new Map<string, number>();
     for (const { type, handle } of this.#handles) {
       const h = handle.deref();
-      if (h !== undefined && !h.hasRef() && isOpen(h)) left.push(`${type} (unref'd)`);
+      if (h !== undefined && !h.hasRef() && isOpen(h)) left.set(type, (left.get(type) ?? 0) + 1);
     }
-    return left;
+    return counted(left, (type) => `${type} (unref'd)`);
   }
 
   /**
@@ -229,7 +236,7 @@ export class RowWork {
       for (const r of process.getActiveResourcesInfo()) listed.set(r, (listed.get(r) ?? 0) + 1);
       for (const [name, n] of this.#inFlight) add(name, Math.min(n, listed.get(name) ?? 0));
     }
-    return [...[...left].map(([r, n]) => (n > 1 ? `${n} ${r}` : r)), ...this.openHandles()];
+    return [...counted(left, (r) => r), ...this.openHandles()];
   }
 
   /** The hook's: a callback of this row's is scheduled. */
