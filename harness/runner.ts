@@ -416,6 +416,11 @@ interface RowEnvironment {
   stateLost?: string;
 }
 
+/** `result` with `notes` (terminal controls taken out) after its own; itself when there are none. */
+function withNotes(result: ResultRow, notes: readonly string[]): ResultRow {
+  return notes.length === 0 ? result : { ...result, notes: [...(result.notes ?? []), ...notes.map((n) => stripVTControlCharacters(n))] };
+}
+
 /**
  * restoreEnvironment, for a row's end or the next row's start. A
  * process.env that cannot be given its own object back (a row made the
@@ -1292,7 +1297,7 @@ export class RowSession {
         },
         mention: (leaks) => {
           const note = `--track-fds recorded its scenario's file opening ${formatEntries(leaks)}, found during the next row (${row.scenario.name} on ${row.transport}) and left that row's: the record is ${UNCONFIRMED_RECORD}`;
-          held.result = { ...held.result, notes: [...(held.result.notes ?? []), stripVTControlCharacters(note)] };
+          held.result = withNotes(held.result, [note]);
           onEarlier?.(held.result);
         },
       };
@@ -1341,8 +1346,7 @@ export class RowSession {
     const notes: string[] = [];
     const changed = putBackEnvironment(this.#env, notes);
     if (changed.length > 0) notes.push(`${ENVIRONMENT_CHANGED} after the row had ended (code it left running), put back ${when}: ${describeChanges(changed)}; ${ENVIRONMENT_WHY}`);
-    if (notes.length === 0) return result;
-    return { ...result, notes: [...(result.notes ?? []), ...notes.map((n) => stripVTControlCharacters(n))] };
+    return withNotes(result, notes);
   }
 
   /**
@@ -1359,7 +1363,7 @@ export class RowSession {
     try {
       seen = await after.finish();
     } catch (err) {
-      return { ...held.result, notes: [...(held.result.notes ?? []), `the leak oracle's look after it failed: ${errorText(err)}`] };
+      return withNotes(held.result, [`the leak oracle's look after it failed: ${errorText(err)}`]);
     }
     const trackDir = this.#env.trackDir;
     const leaks = trackDir === undefined ? seen.leaks : seen.leaks.map((l) => withOrigin(l, trackDir));
@@ -1378,7 +1382,7 @@ export class RowSession {
       }
     }
     if (elsewhere.length > 0) charged.error = `${charged.error ?? ''}\n(${elsewhere.join('; ')})`;
-    return notes.length > 0 ? { ...charged, notes: [...(charged.notes ?? []), ...notes] } : charged;
+    return withNotes(charged, notes);
   }
 
   /** The helper daemons' largest peak RSS so far (HelperProcess.peakRssBytes). */
