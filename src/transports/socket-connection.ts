@@ -390,14 +390,6 @@ export class SocketConnection extends BaseConnection {
       }
       throw err;
     }
-    const peer = `the ${this.transport} (pid ${this.location.pid})`;
-    // No outcome at all: the addon could make none, which happens only
-    // once this thread's termination has been asked for (worker.terminate():
-    // Node-API then refuses to make the outcome, and node-addon-api drops
-    // the error it cannot throw), whatever ended the wait: one that ran
-    // out, one woken a moment after the termination was asked for, or one
-    // never woken (terminate() from a thread that never loaded fdbridge).
-    if (r === undefined) throw terminatedSyncDup(fd, peer);
     // A message held during the wait and handed on before dupSync returned
     // may have failed the connection (a RESULT or ERROR whose JSON does not
     // decode, which the channel does not read): then the number or reply,
@@ -406,6 +398,14 @@ export class SocketConnection extends BaseConnection {
       if (this.#dead) throw this.#syncDeadError();
       return r;
     }
+    const peer = `the ${this.transport} (pid ${this.location.pid})`;
+    // No outcome at all: the addon could make none, which happens only
+    // once this thread's termination has been asked for (worker.terminate():
+    // Node-API then refuses to make the outcome, and node-addon-api drops
+    // the error it cannot throw), whatever ended the wait: one that ran
+    // out, one woken a moment after the termination was asked for, or one
+    // never woken (terminate() from a thread that never loaded fdbridge).
+    if (r === undefined) throw terminatedSyncDup(fd, peer);
     switch (r.status) {
       case 'timeout':
       case 'woken': {
