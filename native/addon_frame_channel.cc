@@ -275,8 +275,17 @@ class ChannelWrap : public Napi::ObjectWrap<ChannelWrap>, public FrameChannel::D
   Napi::Value Adopt(const Napi::CallbackInfo& info) {
     return Napi::Boolean::New(info.Env(), channel_->Adopt(ArgFd(info, 0)));
   }
+  // release(fd) -> 'released' | 'dropped' | undefined (not held): see FrameChannel::Released.
   Napi::Value Release(const Napi::CallbackInfo& info) {
-    return Napi::Boolean::New(info.Env(), channel_->Release(ArgFd(info, 0)));
+    switch (channel_->Release(ArgFd(info, 0))) {
+      case FrameChannel::Released::kReleased:
+        return Napi::String::New(info.Env(), "released");
+      case FrameChannel::Released::kDropped:
+        return Napi::String::New(info.Env(), "dropped");
+      case FrameChannel::Released::kNotHeld:
+        break;
+    }
+    return info.Env().Undefined();
   }
   Napi::Value KeepAdoptedCharged(const Napi::CallbackInfo& info) {
     channel_->KeepAdoptedCharged(info.Length() > 0 && info[0].ToBoolean());

@@ -507,17 +507,17 @@ bool FrameChannel::Adopt(int fd) {
   return true;
 }
 
-bool FrameChannel::Release(int fd) {
+FrameChannel::Released FrameChannel::Release(int fd) {
   auto it = given_.find(fd);
-  if (it == given_.end()) return false;
+  if (it == given_.end()) return Released::kNotHeld;
   if (!StillGiven(fd, it->second.registration)) {  // as in Adopt: not this channel's to close
     Drop(it);
-    return false;
+    return Released::kDropped;
   }
   it->second.fd.release();  // the caller's to close now
   given_.erase(it);
   if (budget_) budget_->Refund(1);
-  return true;
+  return Released::kReleased;
 }
 
 size_t FrameChannel::ForgetAdopted(const int* fds, size_t n) {

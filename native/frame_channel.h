@@ -185,9 +185,15 @@ class FrameChannel : public UnixSocket::Filter {
   // counted against max_given (held_count), until ForgetAdopted, Sweep, or
   // its number shows it closed (see adopted_).
   bool Adopt(int fd);
-  // Takes `fd` out of the ledger and refunds it: the caller closes it now
-  // (a RELEASE); false if it is not there.
-  bool Release(int fd);
+  // What Release did with a number named.
+  enum class Released {
+    kReleased,  // taken out of the ledger and refunded: the caller closes it now
+    kDropped,   // held, but the command closed the copy itself (its number no
+                // longer holds it): taken out and refunded, nothing to close
+    kNotHeld,   // not in the ledger: never given, adopted or released already
+  };
+  // Takes `fd` out of the ledger (a RELEASE): see Released.
+  Released Release(int fd);
   // An fd the command adopted is still in this process, held for the
   // client, until the command closes it: while on (a helper daemon's
   // connection), Adopt keeps it charged, so that a client cannot grow the

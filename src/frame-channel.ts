@@ -44,9 +44,15 @@ export class ChannelLedger implements FdLedger {
     this.#channel.forgetAdopted(fds);
   }
 
-  /** A RELEASE (releaseFrom): takes those of `fds` held out of the channel's ledger (refunded), for the caller to close. */
+  /** A RELEASE (releaseFrom): takes those of `fds` held out of the channel's ledger (refunded), for the caller to close (one the command closed itself: nothing to close). */
   release(fds: readonly number[]): Released {
-    return releaseFrom(fds, (fd) => (this.#channel.release(fd) ? 'close' : undefined));
+    return releaseFrom(fds, (fd) => {
+      const released = this.#channel.release(fd);
+      if (released === undefined) return undefined;
+      if (released === 'released') return 'close';
+      // Stryker disable next-line StringLiteral: releaseFrom tells only undefined and 'close' apart; any other value ('' too) is a held fd left alone
+      return 'forget';
+    });
   }
 
   sweep(): number {

@@ -169,8 +169,12 @@ export interface NativeFrameChannel {
   add(fd: number): void;
   /** Takes `fd` out of the ledger, the command's now and no longer fdbridge's own (disown; still charged while keepAdoptedCharged is on); false if not there. */
   adopt(fd: number): boolean;
-  /** Takes `fd` out of the ledger and refunds it, for the caller to close (a RELEASE); false if not there. */
-  release(fd: number): boolean;
+  /**
+   * Takes `fd` out of the ledger and refunds it (a RELEASE): 'released', the
+   * caller's to close now; 'dropped', the command closed that copy itself
+   * (its number no longer holds it), nothing to close; undefined, not there.
+   */
+  release(fd: number): 'released' | 'dropped' | undefined;
   /**
    * While on, an fd the command adopts stays charged to the budget and
    * counted against serve()'s maxGiven (heldCount) until forgetAdopted
