@@ -42,7 +42,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 
 import { killIfSpawned } from '../src/child-process';
-import { diffFdTables, openFdTable, type FdTable } from '../src/fd';
+import { diffFdTables, fdTargets, openFdTable, type FdTable } from '../src/fd';
 import { requireDistFile } from '../src/paths';
 import { cleanupOnExit, ownTempDir } from './exit-cleanup';
 import { peakRssOf } from './helper-process';
@@ -244,13 +244,13 @@ function holdersOf(target: string, except: number): string[] {
   for (const d of pids) {
     const pid = Number(d);
     if (pid === except || pid === process.pid) continue;
-    let table: FdTable;
+    let targets: string[];
     try {
-      table = openFdTable(pid);
+      targets = fdTargets(pid); // the targets alone: no fdinfo read for each fd of each process
     } catch {
       continue; // gone, or another user's
     }
-    if (![...table.values()].includes(target)) continue;
+    if (!targets.includes(target)) continue;
     let comm = '?';
     try {
       comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();

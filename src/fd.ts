@@ -305,6 +305,15 @@ export type FdTable = Map<number, string>;
 const tableFiles = new WeakMap<FdTable, Map<number, string>>();
 
 /**
+ * What each open fd of a process (this one by default) points at, from
+ * /proc/<pid>/fd, in the order the directory lists them: the targets alone,
+ * no fdinfo read (openFdTable reads each fd's file as well).
+ */
+export function fdTargets(pid?: number): string[] {
+  return native.listFds(pid ?? 0).map(([, target]) => target);
+}
+
+/**
  * The open-fd table of a process (this one by default), from /proc/<pid>/fd,
  * each number's file read in the same walk. The walk's own directory
  * streams are left out. (The leak checker's holds, FdTableHold, are in no
