@@ -18,6 +18,7 @@ import { killIfSpawned } from '../src/child-process';
 import { requireDistFile } from '../src/paths';
 import { BENCH_PEER_COMMAND } from './bench-peer';
 import { cleanupOnExit } from './exit-cleanup';
+import { exitText } from './exit-text';
 import type { HelperControl } from './types';
 
 /**
@@ -197,7 +198,7 @@ export class HelperProcess implements HelperControl {
         });
         void this.#exited.then(() => {
           clearTimeout(timer);
-          reject(new Error(`the helper daemon exited (${child.exitCode ?? child.signalCode}) before listening:\n${this.log()}`));
+          reject(new Error(`the helper daemon exited (${exitText({ code: child.exitCode, signal: child.signalCode }) ?? 'how is not known'}) before listening:\n${this.log()}`));
         });
       });
     } catch (err) {

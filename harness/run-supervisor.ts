@@ -45,9 +45,12 @@ import { killIfSpawned } from '../src/child-process';
 import { diffFdTables, fdTargets, openFdTable, type FdTable } from '../src/fd';
 import { requireDistFile } from '../src/paths';
 import { cleanupOnExit, ownTempDir } from './exit-cleanup';
+import { exitText, type Ended } from './exit-text';
 import { peakRssOf } from './helper-process';
 import type { PlannedRow, PlanOptions, RowHooks, RowSessionOptions, RowsOutcome } from './runner';
 import type { Leak, ResultRow, ResultsFile } from './types';
+
+export { exitText };
 
 /**
  * How long a row process past a deadline may leave a ping unanswered before
@@ -143,23 +146,6 @@ export function rowLabels(rows: readonly PlannedRow[]): string[] {
 
 /** The process ended before it sent what was waited for. */
 class RowProcessGone extends Error {}
-
-/** How a process ended: its exit code or the signal that ended it (both null: not known, or it never started). */
-interface Ended {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
-
-/**
- * How a process ended, in a row's words: 'signal SIGKILL', or its exit code
- * after `codeWord` ('exit code 3'; a row process's own is 'status 3');
- * undefined when neither is known.
- */
-export function exitText(how: Ended, codeWord: 'exit code' | 'status' = 'exit code'): string | undefined {
-  if (how.signal !== null) return `signal ${how.signal}`;
-  if (how.code !== null) return `${codeWord} ${how.code}`;
-  return undefined;
-}
 
 /**
  * The pids of `pid`'s children now (over all its threads); none once it is

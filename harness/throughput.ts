@@ -15,6 +15,7 @@ import { promisify } from 'node:util';
 import { killIfSpawned } from '../src/child-process';
 import { cAnchor } from './anchor-build';
 import { cleanupOnExit } from './exit-cleanup';
+import { exitText } from './exit-text';
 
 const execFileAsync = promisify(execFile);
 
@@ -85,7 +86,7 @@ export class CFrameServer {
         };
         onExit = () => {
           clearTimeout(timer);
-          reject(new Error(`the C frame server exited (${child.signalCode ?? child.exitCode}) before listening`));
+          reject(new Error(`the C frame server exited (${exitText({ code: child.exitCode, signal: child.signalCode }) ?? 'how is not known'}) before listening`));
         };
         child.once('error', onError);
         child.once('exit', onExit);
