@@ -18,7 +18,7 @@
  * once those connections close.
  */
 import { spawnSync } from 'node:child_process';
-import { closeSync, constants, mkdirSync, openSync, readdirSync, readFileSync, readSync, writeSync } from 'node:fs';
+import { closeSync, constants, mkdirSync, openSync, readdirSync, readFileSync, readSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 
@@ -28,6 +28,7 @@ import { connect, DatagramSocket, LOG_COMMAND, makeMemfd, type Connection } from
 import { closeFd, closeFds, makeEventfd, makePipe, openFdTable } from '../../src/fd';
 import { laneThreadsPerOwner, startLaneWrite } from '../../src/test-hooks';
 import { rawSocketPair, receiveNow } from '../../src/testing';
+import { fullPipe } from '../util/full-pipe';
 import { hasPython, PYTHON } from '../util/linger-attacker';
 import { fdTableSettles, helperForSuite, startHelperProcess } from '../util/processes';
 import { scaled } from '../util/time-scale';
@@ -121,19 +122,11 @@ function makeTarget(kind: Kind, dir: string, anon: readonly [number, number, num
       return own(openSync('/dev/null', 'w'));
     case 'pipe':
     case 'full pipe': {
-      const [r, w] = makePipe();
       if (kind === 'full pipe') {
-        // Filled through a non-blocking open file of its own (w's flags left as they are).
-        const filler = openSync(`/proc/self/fd/${w}`, constants.O_WRONLY | constants.O_NONBLOCK);
-        try {
-          for (;;) writeSync(filler, Buffer.alloc(65536, 'f'));
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
-        } finally {
-          closeSync(filler);
-        }
+        const [r, w] = fullPipe();
         return { fd: w, fds: [r, w] };
       }
+      const [r, w] = makePipe();
       return {
         fd: w,
         fds: [r, w],

@@ -7,17 +7,18 @@
  * have been" written), the ones queued behind it were never started. The
  * daemon's fd table and this process's are as before.
  */
-import { mkdtempSync, openSync, closeSync, writeSync, constants as fsConstants, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import fc from 'fast-check';
 
-import { ClosedError, connect, LOG_COMMAND, makePipe, openFdTable } from '../../src';
+import { ClosedError, connect, LOG_COMMAND, openFdTable } from '../../src';
 import { closeFds } from '../../src/fd';
+import { fullPipe } from '../util/full-pipe';
 import { fdTableSettles, startHelperProcess, type HelperProcess } from '../util/processes';
 import { scaled } from '../util/time-scale';
-import { HangGuard } from '../util/wait-for';
+import { assertGuarded, HangGuard } from '../util/wait-for';
 
 const STOPPED = 'log: the command was closed before the line was written';
 
@@ -46,41 +47,26 @@ const failedLogLines = (): string[] => {
     .map((l) => l.slice(head.length).replace(/\\x0a {4}at .*$/, ''));
 };
 
-/** A pipe whose buffer is full: a write into `w` waits until someone reads `r`, which nobody does. */
-function fullPipe(): [number, number] {
-  const [r, w] = makePipe();
-  const filler = openSync(`/proc/self/fd/${w}`, fsConstants.O_WRONLY | fsConstants.O_NONBLOCK);
-  try {
-    for (;;) writeSync(filler, Buffer.alloc(65536));
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
-  } finally {
-    closeSync(filler);
-  }
-  return [r, w];
-}
-
 test("generated: lines waiting for a full pipe when their client closes: each call fails with ClosedError, and the daemon's log says why each line was not written", async () => {
   const before = openFdTable();
   const helperBefore = openFdTable(helper.pid);
-  const guard = new HangGuard(scaled(240_000));
-  await fc.assert(
+  await assertGuarded(
     fc.asyncProperty(fc.array(fc.string({ maxLength: 200 }), { minLength: 1, maxLength: 6 }), async (lines) => {
+      const guard = new HangGuard(scaled(40_000));
       const seen = failedLogLines().length;
       const [r, w] = fullPipe();
       try {
         const conn = await connect('helper', { command: LOG_COMMAND, socketPath });
-        let settled: unknown[];
+        let calls: Array<Promise<unknown>> = [];
         try {
           await conn.call('redirectLogToFd', await conn.dupFileDescriptor(w));
-          const calls = lines.map((l) => conn.call('log', l).then(() => 'written', (e: unknown) => e));
+          calls = lines.map((l) => conn.call('log', l).then(() => 'written', (e: unknown) => e));
           // Served in order: every line has been taken by the daemon once this answers.
           await conn.call('where');
-          await conn.close();
-          settled = await Promise.all(calls);
         } finally {
           await conn.close();
         }
+        const settled = await guard.within(Promise.all(calls), 'the log calls settling once their connection closed');
         for (const s of settled) expect(s).toBeInstanceOf(ClosedError);
         const reported = await guard.until("the daemon's lines about them", failedLogLines, (all) => all.length >= seen + lines.length, {
           describe: (all) => `${all.length - seen} of ${lines.length} lines`,

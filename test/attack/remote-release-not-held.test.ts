@@ -26,6 +26,8 @@ import { LOCAL_REMOTE } from '../../harness/local-remote';
 import { fdTableSettles } from '../util/processes';
 import { notHeldMessage, releaseList } from '../util/release-lists';
 import { scaled } from '../util/time-scale';
+import { assertGuarded } from '../util/wait-for';
+import { within } from '../util/within';
 
 /** What a number named in the RELEASE is to the command's side. */
 type Kind = 'held' | 'adopted' | 'released' | 'servers-own' | 'nothing';
@@ -33,17 +35,22 @@ type Kind = 'held' | 'adopted' | 'released' | 'servers-own' | 'nothing';
 /** The server's stderr: open there, and never the command's. */
 const SERVERS_OWN = 2;
 
+/** A hang guard for each reply, far above what one takes: a request left unanswered fails named, not at jest's limit. */
+const GUARD_MS = scaled(20_000);
+
 const RAW_CLOSE = { name: 'rawclose', module: join(__dirname, 'fixtures', 'raw-close-command.js'), export: 'RawCloseCommand' };
 
 test('generated RELEASE lists on remote: ERROR (ProtocolError) for one naming a number not held for the client, nothing else closed, the held ones named released, the connection serving on', async () => {
   const before = openFdTable();
   const conn = await connect('remote', { command: PROBE_COMMAND, ...LOCAL_REMOTE, timeoutMs: scaled(10_000) });
-  const release = (fds: number[]): Promise<void> => (conn as unknown as { release(fds: number[]): Promise<void> }).release(fds);
+  const release = (fds: number[]): Promise<void> =>
+    within((conn as unknown as { release(fds: number[]): Promise<void> }).release(fds), GUARD_MS, `the reply to RELEASE of ${fds.join(', ')}`);
+  const call = (method: string, ...args: unknown[]): Promise<unknown> => within(conn.call(method, ...args), GUARD_MS, `the reply to ${method}()`);
   try {
     // The server's table once its runtime has settled (the first call opens what it opens lazily).
-    const { pid } = (await conn.call('where')) as { pid: number };
+    const { pid } = (await call('where')) as { pid: number };
     const serverBaseline = openFdTable(pid);
-    await fc.assert(
+    await assertGuarded(
       fc.asyncProperty(
         fc.integer({ min: 2, max: 5 }),
         fc.array(fc.constantFrom<Kind>('held', 'held', 'adopted', 'released', 'servers-own', 'nothing'), { minLength: 1, maxLength: 8 }),
@@ -53,12 +60,12 @@ test('generated RELEASE lists on remote: ERROR (ProtocolError) for one naming a 
           let copies: number[] = [];
           let adopted = false;
           try {
-            copies = await conn.dupFileDescriptors(pipes.map(([r]) => r));
+            copies = await within(conn.dupFileDescriptors(pipes.map(([r]) => r)), GUARD_MS, 'the reply to the DUP');
             // What each copy's number names over there: its end of a pipe of the server's.
             const named0 = openFdTable(pid);
             const targetOf = (fd: number): string | undefined => named0.get(fd);
             // The first copy adopted by the command, the second released already, the rest held.
-            await conn.call('adopt', [copies[0]]);
+            await call('adopt', [copies[0]]);
             adopted = true;
             await release([copies[1] as number]);
             const held = copies.slice(2);
@@ -95,10 +102,10 @@ test('generated RELEASE lists on remote: ERROR (ProtocolError) for one naming a 
             // The connection serves on, and what is still held is still releasable.
             const rest = held.filter((fd) => !releasedNow.has(fd));
             if (rest.length > 0) await expect(release(rest)).resolves.toBeUndefined();
-            await conn.call('closeAdopted', [copies[0]]);
+            await call('closeAdopted', [copies[0]]);
             adopted = false;
           } finally {
-            if (adopted) await conn.call('closeAdopted', [copies[0]]);
+            if (adopted) await call('closeAdopted', [copies[0]]);
             closeFds(pipes.flat());
           }
           expect(await fdTableSettles(pid, serverBaseline)).toBe('');
@@ -116,16 +123,18 @@ test('generated RELEASE lists on remote: ERROR (ProtocolError) for one naming a 
 test('generated: a RELEASE naming copies the command closed itself, files of its own opened at some of their numbers, is answered RESULT and leaves those files open', async () => {
   const before = openFdTable();
   const conn = await connect('remote', { command: RAW_CLOSE, ...LOCAL_REMOTE, timeoutMs: scaled(10_000) });
-  const release = (fds: number[]): Promise<void> => (conn as unknown as { release(fds: number[]): Promise<void> }).release(fds);
+  const release = (fds: number[]): Promise<void> =>
+    within((conn as unknown as { release(fds: number[]): Promise<void> }).release(fds), GUARD_MS, `the reply to RELEASE of ${fds.join(', ')}`);
+  const call = (method: string, ...args: unknown[]): Promise<unknown> => within(conn.call(method, ...args), GUARD_MS, `the reply to ${method}()`);
   try {
     const { pid } = conn.location;
     // The server's table once its runtime has settled (the first call opens what it opens lazily).
-    await conn.call('files', [0]);
+    await call('files', [0]);
     const serverBaseline = openFdTable(pid);
     // The server's fd 0 reads /dev/null (serveStdio): the file the command opens at the numbers.
-    const [devNull] = (await conn.call('files', [0])) as [string];
+    const [devNull] = (await call('files', [0])) as [string];
     expect(devNull).toEqual(expect.any(String));
-    await fc.assert(
+    await assertGuarded(
       fc.asyncProperty(
         // Per copy: left as given, closed by the command, or closed and a file of its own opened at its number.
         fc.array(fc.constantFrom('given', 'closed', 'reopened'), { minLength: 1, maxLength: 5 }),
@@ -133,13 +142,13 @@ test('generated: a RELEASE naming copies the command closed itself, files of its
           const pipes = fates.map(() => makePipe());
           const reopened: number[] = [];
           try {
-            const copies = await conn.dupFileDescriptors(pipes.map(([r]) => r));
+            const copies = await within(conn.dupFileDescriptors(pipes.map(([r]) => r)), GUARD_MS, 'the reply to the DUP');
             const targets = openFdTable(pid);
             const closedThere = copies.filter((_, i) => fates[i] !== 'given');
-            await conn.call('rawClose', closedThere);
+            await call('rawClose', closedThere);
             // Opened lowest number first: each number is the lowest free one when its turn comes.
             for (const fd of copies.filter((_, i) => fates[i] === 'reopened').sort((x, y) => x - y)) {
-              reopened.push((await conn.call('openAt', '/dev/null', fd)) as number);
+              reopened.push((await call('openAt', '/dev/null', fd)) as number);
             }
             await expect(release(copies)).resolves.toBeUndefined();
             const after = openFdTable(pid);
@@ -147,10 +156,10 @@ test('generated: a RELEASE naming copies the command closed itself, files of its
               // A given copy is closed by the release; a number that holds the command's own file holds it still.
               expect({ fd, fate: fates[i], open: after.has(fd) && after.get(fd) === targets.get(fd) }).toEqual({ fd, fate: fates[i], open: false });
             });
-            expect(await conn.call('files', reopened)).toEqual(reopened.map(() => devNull));
+            expect(await call('files', reopened)).toEqual(reopened.map(() => devNull));
           } finally {
             // The command's own files: its to close.
-            if (reopened.length > 0) await conn.call('rawClose', reopened);
+            if (reopened.length > 0) await call('rawClose', reopened);
             closeFds(pipes.flat());
           }
           expect(await fdTableSettles(pid, serverBaseline)).toBe('');

@@ -45,18 +45,22 @@ function raw(type: number, id: number, payload: Buffer | string = Buffer.alloc(0
   return buf;
 }
 
-/** The ProtocolError decodeFrame throws for `data` (fails the test if it returns or throws anything else). */
-function rejection(data: Buffer, fds: readonly number[] = []): ProtocolError {
+/** The ProtocolError `decode` throws (fails the test if it returns or throws anything else). */
+function protocolErrorOf(decode: () => unknown): ProtocolError {
   let caught: unknown;
   try {
-    const frame = decodeFrame(data, fds);
-    caught = new Error(`decoded ${JSON.stringify(frame)}`);
+    caught = new Error(`decoded ${JSON.stringify(decode())}`);
   } catch (err) {
     caught = err;
   }
   expect(caught).toBeInstanceOf(ProtocolError);
   expect((caught as ProtocolError).code).toBe('ERR_FDBRIDGE_PROTOCOL');
   return caught as ProtocolError;
+}
+
+/** The ProtocolError decodeFrame throws for `data`. */
+function rejection(data: Buffer, fds: readonly number[] = []): ProtocolError {
+  return protocolErrorOf(() => decodeFrame(data, fds));
 }
 
 const ids = fc.integer({ min: 0, max: 0xffffffff });
@@ -478,14 +482,7 @@ describe('JSON payloads', () => {
     );
     fc.assert(
       fc.property(notObject, (value) => {
-        let caught: unknown;
-        try {
-          caught = new Error(`decoded ${JSON.stringify(readyPayload(value))}`);
-        } catch (err) {
-          caught = err;
-        }
-        expect(caught).toBeInstanceOf(ProtocolError);
-        expect((caught as Error).message).toBe('malformed READY frame: its payload is not a JSON object');
+        expect(protocolErrorOf(() => readyPayload(value)).message).toBe('malformed READY frame: its payload is not a JSON object');
       }),
       RUNS,
     );

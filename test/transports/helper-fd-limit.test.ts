@@ -10,16 +10,17 @@
  * the floor until written).
  */
 import { spawn } from 'node:child_process';
-import { closeSync, constants as fsConstants, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import fc from 'fast-check';
 
 import { connect, LOG_COMMAND, makeMemfd, type Connection, type HelperLimits, type HelperStatus } from '../../src';
-import { closeFd, closeFds, makePipe } from '../../src/fd';
+import { closeFd, closeFds } from '../../src/fd';
 import { FrameType, MAX_FDS_PER_FRAME } from '../../src/protocol';
 import { rawConnect, receiveNow } from '../../src/testing';
+import { fullPipe } from '../util/full-pipe';
 import { CLI, exitOf } from '../util/processes';
 import { scaled } from '../util/time-scale';
 
@@ -77,33 +78,14 @@ test('by default it serves, with fewer connections, and keeps room for client fd
 });
 
 /**
- * A pipe that takes nothing more (filled through a non-blocking open file
- * of its write end, whatever its capacity) and is never read: its write
- * end and the fds to close afterwards.
- */
-function fullPipe(): { w: number; fds: number[] } {
-  const [r, w] = makePipe();
-  const filler = openSync(`/proc/self/fd/${w}`, fsConstants.O_WRONLY | fsConstants.O_NONBLOCK);
-  const chunk = Buffer.alloc(65536, 'f');
-  try {
-    for (;;) writeSync(filler, chunk);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
-  } finally {
-    closeSync(filler);
-  }
-  return { w, fds: [r, w] };
-}
-
-/**
  * Makes `conn`'s log go into a pipe that takes nothing more and logs a
  * line there: the line stays in the daemon, written into a copy of the
  * pipe's write end made as it was handed over, until the connection ends.
  * Resolves once the line has been handed over (a later call answered).
  */
 async function stuckLine(conn: Connection, pipes: number[]): Promise<void> {
-  const { w, fds } = fullPipe();
-  pipes.push(...fds);
+  const [r, w] = fullPipe();
+  pipes.push(r, w);
   await conn.call('redirectLogToFd', await conn.dupFileDescriptor(w));
   void conn.call('log', 'stuck').catch(() => undefined); // ClosedError once the connection ends
   await conn.call('where');
