@@ -55,13 +55,21 @@ export interface EnvironmentChange {
  * Puts process.env back as `saved` had it, fdbridge's own variables aside,
  * and returns the variables that differed (none: nothing was written).
  * An object a row put in process.env's place is put out of it first (a
- * change of its own: `replaced`, key 'process.env'). Throws only when
+ * change of its own: `replaced`, key 'process.env'), fdbridge's own
+ * variables taken over from it as they are. Throws only when
  * process.env cannot be given its own object back (a row made the property
  * read-only).
  */
 export function restoreEnvironment(snapshot: EnvironmentSnapshot): EnvironmentChange[] {
   const changes: EnvironmentChange[] = [];
   if (process.env !== snapshot.object) {
+    // fdbridge's own variables as they are now (set or deleted meanwhile in the row's object) go with the put-back.
+    const replacement = process.env;
+    for (const key of OWN) {
+      const value = replacement[key];
+      if (value === undefined) delete snapshot.object[key];
+      else snapshot.object[key] = value;
+    }
     process.env = snapshot.object;
     if (process.env !== snapshot.object) throw new TypeError('process.env was made read-only, and holds another object than its own');
     changes.push({ key: 'process.env', how: 'replaced' });

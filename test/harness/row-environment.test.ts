@@ -255,17 +255,19 @@ module.exports = { name: 'innocent', description: 'one duplication on a child', 
  * A row that puts an object of its own in process.env's place, frozen (so
  * that no write puts it back): the next row sees the run's own
  * process.env, the row is told it replaced it, and its end is the row's
- * own (its oracle's files closed, no harness error).
+ * own (its oracle's files closed, no harness error); fdbridge's own
+ * variables are taken over as the row's object had them.
  */
 test('a row replacing process.env with a frozen object: the next row sees the run\'s own, the replacer is told', async () => {
   const before = openFdTable();
   const own = process.env;
+  const token = process.env[SPAWN_TOKEN_VARIABLE];
   const dir = mkdtempSync(join(tmpdir(), 'fdb-row-env-frozen-'));
   try {
     writeFileSync(
       join(dir, 'replaces.scenario.js'),
       `module.exports = { name: 'replaces', description: 'replaces process.env with a frozen copy and a variable', transports: ['direct'], async run() {
-  process.env = Object.freeze({ ...process.env, FDB_T_FROZEN: 'x' });
+  process.env = Object.freeze({ ...process.env, FDB_T_FROZEN: 'x', [${JSON.stringify(SPAWN_TOKEN_VARIABLE)}]: 'set in the row' });
 } };\n`,
     );
     writeFileSync(
@@ -278,6 +280,8 @@ test('a row replacing process.env with a frozen object: the next row sees the ru
     while (inRunOrder(['replaces', 'checks'].map((scenario) => ({ scenario, transport: 'direct', iteration: 1 })), seed)[0]?.scenario !== 'replaces') seed++;
     const rows = (await runRows(dir, seed, 'none')).results;
     expect(process.env).toBe(own);
+    // fdbridge's own variables stay as the row's object had them.
+    expect(process.env[SPAWN_TOKEN_VARIABLE]).toBe('set in the row');
     expect(rows.map((r) => [r.scenario, r.status, r.error])).toEqual([
       ['replaces', 'pass', undefined],
       ['checks', 'pass', undefined],
@@ -285,6 +289,8 @@ test('a row replacing process.env with a frozen object: the next row sees the ru
     expect(rows[0]?.notes).toEqual([expect.stringMatching(/^changed process\.env, put back as the row ended: replaced the object process\.env; /)]);
   } finally {
     process.env = own;
+    if (token === undefined) delete process.env[SPAWN_TOKEN_VARIABLE];
+    else process.env[SPAWN_TOKEN_VARIABLE] = token;
     rmSync(dir, { recursive: true, force: true });
   }
   expect(openFdTable()).toEqual(before);
