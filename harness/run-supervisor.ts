@@ -599,6 +599,15 @@ export async function superviseRows(o: SuperviseOptions): Promise<RowsOutcome> {
     results.push(result);
     o.hooks.onRowEnd?.(result, index, rows.length);
   };
+  /** Once `p` has ended and been released: the held row, its last, names what still held its channel. */
+  const strayNote = (p: RowProcess): void => {
+    const strays = p.strays ?? [];
+    if (strays.length > 0 && held?.proc === p) {
+      held.notes.push(
+        `after the row process (pid ${p.pid}) exited, ${strays.join(', ')} still held its channel to the run (fd ${CHANNEL_FD}), given to it by a row of that process (this one was its last): the run let go of the channel and did not wait for it`,
+      );
+    }
+  };
   const release = (): void => {
     if (!held) return;
     const { index, result, notes } = held;
@@ -697,6 +706,8 @@ export async function superviseRows(o: SuperviseOptions): Promise<RowsOutcome> {
       const dir = rowDir.path;
       let result: ResultRow | undefined;
       let from: RowProcess | undefined;
+      /** Set once its process retired after it: the row is settled and released already. */
+      let retired = false;
       const retried: string[] = [];
       try {
         while (result === undefined) {
@@ -706,9 +717,23 @@ export async function superviseRows(o: SuperviseOptions): Promise<RowsOutcome> {
           result = await attempt(row, i, current, dir, retried.length === 0);
           from = current;
           if (result !== undefined && current.retiring !== undefined) {
-            // It ends after this row ('retiring'): the rows left run in a new one; this row's result is settled as it ends.
-            await current.exited;
+            // It ends after this row ('retiring'): the rows left run in a new one. The row is held as the last row of a
+            // finished process is, before anything it sends as it ends is read: what its code left running did until
+            // then ('settled') is charged to it, and its channel's strays named.
+            release();
+            held = { index: i, result, proc: current, notes: retried };
+            const closed = current.wait((m) => (m.type === 'closed' ? m : undefined));
+            current.watchFrom(0, 'retiring');
+            try {
+              peaks(await closed);
+            } catch (err) {
+              if (!(err instanceof RowProcessGone)) throw err;
+            }
+            await current.released;
             if (proc === current) proc = undefined;
+            strayNote(current);
+            release();
+            retired = true;
           }
           if (result === undefined) {
             const how = current.killed?.channel
@@ -727,6 +752,7 @@ export async function superviseRows(o: SuperviseOptions): Promise<RowsOutcome> {
         rowDir.remove();
       }
       signal?.throwIfAborted();
+      if (retired) continue;
       // The earlier row is settled: its process sent this row's result after its last 'settled', or it is gone.
       release();
       if (from !== undefined && proc === from) held = { index: i, result, proc: from, notes: retried };
@@ -743,12 +769,7 @@ export async function superviseRows(o: SuperviseOptions): Promise<RowsOutcome> {
         if (!(err instanceof RowProcessGone)) throw err;
       }
       await closing.released;
-      const strays = closing.strays ?? [];
-      if (strays.length > 0 && held?.proc === closing) {
-        held.notes.push(
-          `after the row process (pid ${closing.pid}) exited, ${strays.join(', ')} still held its channel to the run (fd ${CHANNEL_FD}), given to it by a row of that process (this one was its last): the run let go of the channel and did not wait for it`,
-        );
-      }
+      strayNote(closing);
     }
     release();
     return { results, anchors, helperPeakRss, clientPeakRss };
