@@ -437,6 +437,28 @@ function putBackEnvironment(env: RowEnvironment, notes: string[]): EnvironmentCh
   }
 }
 
+/**
+ * Puts back the working directory, umask and credentials the session began
+ * with (harness/process-state.ts), noting in `notes` what the row changed;
+ * what cannot be put back sets `env.stateLost`. Called again as the row
+ * ends: a note already there (what is still lost) is not added twice.
+ */
+function putBackProcessState(env: RowEnvironment, notes: string[], earlier: EarlierRow | undefined): void {
+  const state = restoreProcessState(env.processState);
+  const others = earlier && earlier.leftRunning.length > 0 ? ` (or code ${earlier.label}, which ran before it in this process, left running did)` : '';
+  const add = (note: string): void => {
+    if (!notes.includes(note)) notes.push(note);
+  };
+  if (state.putBack.length > 0) add(`changed the process's ${state.putBack.join(', ')}${others}, put back as the row ended; the rows after it in this process would have run with them`);
+  if (state.lost !== undefined) {
+    env.stateLost = state.lost;
+    add(
+      `changed the process's ${state.lost}${others}, which cannot be put back (the privilege to is gone): a row process runs no other row ` +
+        `after it (a new one runs the rows left); rows run in one process (isolation 'none') run with them`,
+    );
+  }
+}
+
 /** The leak, with where it was opened (src/fd-track.ts), read right away: the records of a process outlive it, a reused fd number does not. */
 function withOrigin(leak: Leak, dir: string): Leak {
   return { ...leak, openedAt: leakOrigin(dir, leak.pid, leak.fd, leak.target) };
@@ -866,6 +888,8 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
         notes.push(`closing a connection left open failed: ${errorText(err)}`);
       }
     }
+    // Before the look: it reads the helper daemon's fds as the session's user, not as one the row switched to.
+    putBackProcessState(env, notes, earlier);
     // A stopped run has no verdict to give: no wait for the oracle's settling.
     if (!(error instanceof RowStopped)) {
       env.onDeadline?.(env.settleMs, `the leak oracle's look after ${scenario.name} on ${transport}`);
@@ -907,16 +931,8 @@ async function runRow(row: PlannedRow, env: RowEnvironment, given?: string, earl
       const others = earlier && earlier.leftRunning.length > 0 ? ` (or code ${earlier.label}, which ran before it in this process, left running did: ${earlier.leftRunning.join(', ')})` : '';
       notes.push(`${ENVIRONMENT_CHANGED}, put back as the row ended: ${describeChanges(changed)}${others}; ${ENVIRONMENT_WHY}`);
     }
-    const state = restoreProcessState(env.processState);
-    const others = earlier && earlier.leftRunning.length > 0 ? ` (or code ${earlier.label}, which ran before it in this process, left running did)` : '';
-    if (state.putBack.length > 0) notes.push(`changed the process's ${state.putBack.join(', ')}${others}, put back as the row ended; the rows after it in this process would have run with them`);
-    if (state.lost !== undefined) {
-      env.stateLost = state.lost;
-      notes.push(
-        `changed the process's ${state.lost}${others}, which cannot be put back (the privilege to is gone): a row process runs no other row ` +
-          `after it (a new one runs the rows left); rows run in one process (isolation 'none') run with them`,
-      );
-    }
+    // Again: what code the row left running changed during the look (or all of it, should the row have ended before it).
+    putBackProcessState(env, notes, earlier);
     oracle.release();
     try {
       rowDir.remove();
