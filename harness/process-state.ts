@@ -68,18 +68,24 @@ export function restoreProcessState(saved: ProcessState): ProcessStateChanges {
   const now = credentials();
   const was = saved.credentials;
   if (!sameCredentials(now, was)) {
-    // Back to what the session began with, in the order that keeps the privilege to do the next step: the effective
-    // uid first (back to root, say), then groups and gids, then the real uid. A process that gave up the privilege fails.
-    try {
-      if (now.euid !== was.euid) process.seteuid?.(was.euid);
-      process.setgroups?.(was.groups);
-      if (now.gid !== was.gid) process.setgid?.(was.gid);
-      process.setegid?.(was.egid);
-      if (now.uid !== was.uid) process.setuid?.(was.uid);
-      process.seteuid?.(was.euid);
-    } catch {
-      // EPERM: checked below.
-    }
+    // Back to what the session began with, each step on its own (one that fails, EPERM, does not skip the rest), in the
+    // order that keeps the privilege to do the next: the effective uid root first when it may be had again (a seteuid
+    // undone, or a session that began as root with another effective uid), then gids and groups (only when they
+    // differ: setgroups needs the privilege even to set what is there), then the real uid (setuid as root sets all
+    // three, so only when the effective uid can be had again after it), and the effective uid last.
+    const step = (put: () => void): void => {
+      try {
+        put();
+      } catch {
+        // EPERM: checked below.
+      }
+    };
+    if (now.euid !== 0 && (was.uid === 0 || was.euid === 0)) step(() => process.seteuid?.(0));
+    if (credentials().gid !== was.gid) step(() => process.setgid?.(was.gid));
+    if (credentials().egid !== was.egid) step(() => process.setegid?.(was.egid));
+    if (credentials().groups.join(',') !== was.groups.join(',')) step(() => process.setgroups?.(was.groups));
+    if (credentials().uid !== was.uid && (was.uid === was.euid || was.uid === 0)) step(() => process.setuid?.(was.uid));
+    if (credentials().euid !== was.euid) step(() => process.seteuid?.(was.euid));
     const after = credentials();
     if (sameCredentials(after, was)) putBack.push(`credentials (were ${describeCredentials(was)}, now ${describeCredentials(now)})`);
     else lost.push(`credentials (were ${describeCredentials(was)}, now ${describeCredentials(after)})`);
