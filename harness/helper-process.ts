@@ -209,18 +209,40 @@ export class HelperProcess implements HelperControl {
     }
   }
 
-  /** SIGTERM, then SIGKILL after 5 s; resolves once it has exited. Idempotent. */
+  /**
+   * SIGTERM, then SIGKILL after 5 s; resolves once it has exited. Idempotent.
+   * A signal this process may no longer send (EPERM: a row gave up the
+   * credentials the daemon was started with) ends the wait: the daemon
+   * exits with this process (--exit-with-parent), and is reaped by its
+   * parent's.
+   */
   async stop(): Promise<void> {
     const child = this.#child;
     if (!child) return;
     this.#notePeak();
-    if (this.alive) child.kill('SIGTERM');
+    if (this.alive && !this.#signal(child, 'SIGTERM')) return;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([this.#exited, new Promise((r) => (timer = setTimeout(r, 5000)))]);
     clearTimeout(timer);
     if (this.alive) {
-      child.kill('SIGKILL');
+      if (!this.#signal(child, 'SIGKILL')) return;
       await this.#exited;
+    }
+  }
+
+  /**
+   * Sends `signal` to the daemon; false when it may not (EPERM). Through
+   * process.kill, which throws, and not ChildProcess.kill, which emits
+   * 'error' on the child instead (unhandled once start() is done).
+   */
+  #signal(child: ChildProcess, signal: NodeJS.Signals): boolean {
+    if (child.pid === undefined) return true;
+    try {
+      process.kill(child.pid, signal);
+      return true;
+    } catch (err) {
+      // ESRCH: it is gone already, and 'exit' is on its way.
+      return (err as NodeJS.ErrnoException).code === 'ESRCH';
     }
   }
 

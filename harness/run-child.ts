@@ -154,7 +154,13 @@ process.on('message', (m: ToRowProcess) => {
         await send({ type: 'result', index: m.index, result, ...peaks() });
       });
       // It ends once the result is sent (end() waits for `current`).
-      void current.then(() => (s.stateLost !== undefined ? end() : undefined));
+      void current
+        .then(() => (s.stateLost !== undefined ? end() : undefined))
+        .catch(async (err: unknown) => {
+          // Closing the session failed: the supervisor sees this process exit without 'closed'.
+          await send({ type: 'info', line: `the row process (pid ${process.pid}) could not close its session as it retired: ${err instanceof Error ? err.message : String(err)}` }).catch(() => undefined);
+          process.exit(1);
+        });
       break;
     }
     case 'stop':
