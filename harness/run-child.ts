@@ -145,9 +145,12 @@ process.on('message', (m: ToRowProcess) => {
       const onLeftRunning = async (leftRunning: string[]): Promise<void> => {
         if (earlier !== undefined && leftRunning.length > 0) await send({ type: 'left-running', index: m.index, earlier, leftRunning });
       };
-      current = s.run(row, m.dir, onEarlier, onLeftRunning).then(async (result) => {
+      current = s.run(row, m.dir, onEarlier, onLeftRunning, true).then(async (result) => {
         rowDir = undefined;
         tellDirs();
+        // Not run: process.env could not be put back as it began. The supervisor, seeing this process end before the
+        // row began, runs it in a new one.
+        if (result === undefined) return;
         // Credentials the row changed and that could not be put back: no other row runs with them (the supervisor,
         // told before the result, starts a new process for the rows left).
         if (s.stateLost !== undefined) await send({ type: 'retiring', why: s.stateLost });

@@ -1287,8 +1287,14 @@ export class RowSession {
    * for it): a caller holds a row's result until the next row's has come
    * (or settle()). `onLeftRunning` gets what that earlier row left running,
    * as this row begins (none: it is not called).
+   *
+   * With `retireIfLost`: should putting process.env back as this row begins
+   * find it cannot be (code the earlier row left running), the row is not
+   * run here (undefined): its process is to run no other row.
    */
-  async run(row: PlannedRow, dir?: string, onEarlier?: (earlier: ResultRow) => void, onLeftRunning?: (leftRunning: string[]) => Promise<void>): Promise<ResultRow> {
+  async run(row: PlannedRow, dir?: string, onEarlier?: (earlier: ResultRow) => void, onLeftRunning?: (leftRunning: string[]) => Promise<void>): Promise<ResultRow>;
+  async run(row: PlannedRow, dir: string | undefined, onEarlier: ((earlier: ResultRow) => void) | undefined, onLeftRunning: ((leftRunning: string[]) => Promise<void>) | undefined, retireIfLost: true): Promise<ResultRow | undefined>;
+  async run(row: PlannedRow, dir?: string, onEarlier?: (earlier: ResultRow) => void, onLeftRunning?: (leftRunning: string[]) => Promise<void>, retireIfLost = false): Promise<ResultRow | undefined> {
     const started = performance.now();
     const held = this.#held;
     this.#held = undefined;
@@ -1302,6 +1308,7 @@ export class RowSession {
         // Before the session's first row, no row's code has run: nobody to tell.
         putBackEnvironment(this.#env, []);
       }
+      if (retireIfLost && this.#env.stateLost !== undefined) return undefined;
       const earlier: EarlierRow | undefined = held && {
         label: `${held.row.scenario.name} on ${held.row.transport}`,
         row: held.row,
