@@ -608,6 +608,21 @@ export async function superviseRows(o: SuperviseOptions): Promise<RowsOutcome> {
       );
     }
   };
+  /**
+   * A row process's end, once it was told to end or is ending on its own
+   * (`why`): watched from now, its 'closed' (its peaks; none if it is gone
+   * first), its release, then what still held its channel noted.
+   */
+  const awaitEnd = async (p: RowProcess, why: string, closed: Promise<{ clientPeakRss: number; helperPeakRss: number | undefined }>): Promise<void> => {
+    p.watchFrom(0, why);
+    try {
+      peaks(await closed);
+    } catch (err) {
+      if (!(err instanceof RowProcessGone)) throw err;
+    }
+    await p.released;
+    strayNote(p);
+  };
   const release = (): void => {
     if (!held) return;
     const { index, result, notes } = held;
@@ -722,16 +737,8 @@ export async function superviseRows(o: SuperviseOptions): Promise<RowsOutcome> {
             // then ('settled') is charged to it, and its channel's strays named.
             release();
             held = { index: i, result, proc: current, notes: retried };
-            const closed = current.wait((m) => (m.type === 'closed' ? m : undefined));
-            current.watchFrom(0, 'retiring');
-            try {
-              peaks(await closed);
-            } catch (err) {
-              if (!(err instanceof RowProcessGone)) throw err;
-            }
-            await current.released;
+            await awaitEnd(current, 'retiring', current.wait((m) => (m.type === 'closed' ? m : undefined)));
             if (proc === current) proc = undefined;
-            strayNote(current);
             release();
             retired = true;
           }
@@ -762,14 +769,7 @@ export async function superviseRows(o: SuperviseOptions): Promise<RowsOutcome> {
       const closing = proc;
       const closed = closing.wait((m) => (m.type === 'closed' ? m : undefined));
       closing.send({ type: 'finish' });
-      closing.watchFrom(0, 'closing');
-      try {
-        peaks(await closed);
-      } catch (err) {
-        if (!(err instanceof RowProcessGone)) throw err;
-      }
-      await closing.released;
-      strayNote(closing);
+      await awaitEnd(closing, 'closing', closed);
     }
     release();
     return { results, anchors, helperPeakRss, clientPeakRss };
