@@ -169,6 +169,8 @@ test('a scenario that expects a failure without declaring which one is a build e
 
 test('totals: counters summed, peaks the largest over rows, the standard counters always there, and a totals line', async () => {
   const r = await run(['--scenario', 'records-peaks,clean-dup', '--transport', 'direct,worker,helper']);
+  // Every row passes (a failing one shown with its error and notes), and so the run.
+  expect(r.results.results.filter((x) => x.status !== 'pass').map((x) => ({ row: `${x.scenario}/${x.transport}`, status: x.status, error: x.error, notes: x.notes }))).toEqual([]);
   expect(r.code).toBe(0);
   expect(row(r.results, 'records-peaks', 'direct')).toMatchObject({ status: 'pass', peaks: { fixturePeak: 5 }, metrics: { faultsInjected: 2 } });
   expect(row(r.results, 'records-peaks', 'worker').peaks).toEqual({ fixturePeak: 7 });
